@@ -1,0 +1,3 @@
+//! The `minimodel` command line.
+
+fn main() {}
