@@ -1,1 +1,120 @@
-//! SKELETON: filled in by the verifier work.
+//! Catalog entries (`docs/formats.md`): the metadata-only JSON that a
+//! catalog lists for an artifact. It carries routes to metadata and the
+//! hashes that identify the bytes, and never a route to the bytes themselves
+//! (product rule 2): every route in it has passed route safety when the
+//! manifest was parsed.
+
+use serde::{Deserialize, Serialize};
+
+use crate::digest::Sha256Digest;
+use crate::ids::{KeyId, ModelId, PublisherId};
+use crate::manifest::Manifest;
+use crate::model::{ModelShape, Quantization};
+use crate::route::Route;
+
+/// The `format` value of a catalog entry.
+pub const CATALOG_ENTRY_FORMAT: &str = "minimodel-catalog-entry-v0";
+
+/// A catalog entry for one artifact.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogEntry {
+    /// Always [`CATALOG_ENTRY_FORMAT`].
+    pub format: String,
+    /// The model.
+    pub model_id: ModelId,
+    /// Human-readable name.
+    pub display_name: String,
+    /// Who publishes it.
+    pub publisher_id: PublisherId,
+    /// The publisher key that will sign manifests.
+    pub key_id: KeyId,
+    /// Routes to metadata about the artifact; never to its bytes.
+    pub routes: CatalogRoutes,
+    /// Where the weights come from.
+    pub source_identity: String,
+    /// Size of the artifact.
+    pub artifact_bytes: u64,
+    /// SHA-256 of the artifact.
+    pub artifact_sha256: Sha256Digest,
+    /// Quantization.
+    pub quantization: Quantization,
+    /// Model shape.
+    pub model_shape: ModelShape,
+    /// `evidence-status` of the manifest.
+    pub evidence_status: String,
+    /// `peer-hint-status` of the manifest.
+    pub peer_hint_status: String,
+    /// How the artifact is chunked.
+    pub chunks: CatalogChunks,
+}
+
+/// The metadata routes of a catalog entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogRoutes {
+    /// The manifest's metadata route, if any.
+    pub manifest: Option<Route>,
+    /// The model card, if any.
+    pub model_card: Option<Route>,
+    /// The license.
+    pub license: Route,
+    /// The evidence.
+    pub evidence: Route,
+    /// Takedown and contact, if any.
+    pub takedown: Option<Route>,
+    /// The chunk hash list, if published.
+    pub chunk_list: Option<Route>,
+}
+
+/// The chunk section of a catalog entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogChunks {
+    /// Always `fixed-size-merkle-v0`.
+    pub scheme: String,
+    /// Chunk size.
+    pub chunk_size: u32,
+    /// Chunk count.
+    pub chunk_count: u64,
+    /// Merkle root.
+    pub merkle_root: Sha256Digest,
+    /// SHA-256 of the chunk list, when published.
+    pub chunk_list_sha256: Option<Sha256Digest>,
+}
+
+impl CatalogEntry {
+    /// The entry for a manifest.
+    pub fn from_manifest(manifest: &Manifest) -> Self {
+        let chunk_list = manifest.chunks.chunk_list.as_ref();
+        Self {
+            format: CATALOG_ENTRY_FORMAT.to_owned(),
+            model_id: manifest.model_id.clone(),
+            display_name: manifest.display_name.clone(),
+            publisher_id: manifest.publisher_id.clone(),
+            key_id: manifest.key_id.clone(),
+            routes: CatalogRoutes {
+                manifest: manifest.manifest_route.clone(),
+                model_card: manifest.model_card_route.clone(),
+                license: manifest.license_route.clone(),
+                evidence: manifest.evidence_route.clone(),
+                takedown: manifest.takedown_route.clone(),
+                chunk_list: chunk_list.map(|list| list.route.clone()),
+            },
+            source_identity: manifest.source_identity.clone(),
+            artifact_bytes: manifest.artifact_bytes,
+            artifact_sha256: manifest.artifact_sha256,
+            quantization: manifest.quantization,
+            model_shape: manifest.model_shape,
+            evidence_status: manifest.evidence_status.to_string(),
+            peer_hint_status: manifest.peer_hint_status.to_string(),
+            chunks: CatalogChunks {
+                scheme: "fixed-size-merkle-v0".to_owned(),
+                chunk_size: manifest.chunks.chunk_size,
+                chunk_count: manifest.chunks.chunk_count,
+                merkle_root: manifest.chunks.merkle_root,
+                chunk_list_sha256: chunk_list.map(|list| list.sha256),
+            },
+        }
+    }
+}

@@ -1,1 +1,175 @@
-//! SKELETON: filled in by the verifier work.
+//! Import receipts (`docs/formats.md`): the versioned JSON record that an
+//! artifact passed every check, written next to it as
+//! `<model-id>.receipt.json`.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::digest::Sha256Digest;
+use crate::ids::ModelId;
+use crate::route::Route;
+
+/// The `format` value of a receipt.
+pub const RECEIPT_FORMAT: &str = "minimodel-receipt-v0";
+
+/// A named check that an import passed, in the order they run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CheckName {
+    /// The manifest parsed and passed every rule.
+    Manifest,
+    /// The `.slm` container passed every structural check.
+    SlmContainer,
+    /// Header fields agree with the manifest (size, quantization, shape,
+    /// tokenizer and tensor-layout checksums).
+    HeaderDrift,
+    /// Every chunk hashed to the Merkle root.
+    MerkleRoot,
+    /// The chunk list hashed to the manifest's `chunk-list-sha256`.
+    ChunkList,
+    /// The whole file hashed to `artifact-sha256`.
+    ArtifactSha256,
+}
+
+/// Where the bytes came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum ReceiptSource {
+    /// A file already on this machine.
+    LocalFile,
+    /// Downloaded from peers.
+    Peers(TransferSummary),
+}
+
+/// What a download did, per peer and in total.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransferSummary {
+    /// Verified chunks taken over from an earlier, interrupted run.
+    pub chunks_resumed: u64,
+    /// Chunks fetched and verified in this run.
+    pub chunks_fetched: u64,
+    /// Bytes received that did not count (duplicates in endgame, bad data,
+    /// chunks cut short).
+    pub bytes_wasted: u64,
+    /// Wall time of this run in milliseconds.
+    pub duration_ms: u64,
+    /// One entry per peer that took part.
+    pub peers: Vec<PeerContribution>,
+}
+
+/// One peer's part in a download.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerContribution {
+    /// Its peer id (base32 public key).
+    pub peer_id: String,
+    /// Where it was reached.
+    pub address: String,
+    /// Verified chunks it delivered.
+    pub chunks: u64,
+    /// Verified bytes it delivered.
+    pub bytes: u64,
+    /// Chunks from it that failed their proof.
+    pub bad_chunks: u64,
+    /// Whether it was banned from this download for sending bad data.
+    pub banned: bool,
+}
+
+/// The receipt of one import.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImportReceipt {
+    /// Always [`RECEIPT_FORMAT`].
+    pub format: String,
+    /// The model.
+    pub model_id: ModelId,
+    /// Size of the artifact.
+    pub artifact_bytes: u64,
+    /// SHA-256 of the artifact.
+    pub artifact_sha256: Sha256Digest,
+    /// SHA-256 of the manifest file's bytes.
+    pub manifest_sha256: Sha256Digest,
+    /// Merkle root of the chunks.
+    pub merkle_root: Sha256Digest,
+    /// Chunk size.
+    pub chunk_size: u32,
+    /// Chunk count.
+    pub chunk_count: u32,
+    /// The license route that travels with the artifact.
+    pub license_route: Route,
+    /// The evidence route that travels with the artifact.
+    pub evidence_route: Route,
+    /// The checks passed, in order.
+    pub checks: Vec<CheckName>,
+    /// Where the bytes came from.
+    pub source: ReceiptSource,
+    /// When the checks finished, RFC 3339 UTC.
+    pub verified_at: String,
+    /// The program that wrote the receipt.
+    pub tool: String,
+}
+
+/// The current time as RFC 3339 UTC with second precision.
+pub fn now_rfc3339() -> String {
+    let seconds = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    rfc3339_utc(seconds)
+}
+
+/// Seconds since the Unix epoch as `YYYY-MM-DDTHH:MM:SSZ`.
+pub fn rfc3339_utc(unix_seconds: u64) -> String {
+    let days = unix_seconds / 86_400;
+    let rem = unix_seconds % 86_400;
+    let (year, month, day) = civil_from_days(days as i64);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+/// Days since 1970-01-01 to a proleptic Gregorian date (H. Hinnant's
+/// `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_match_known_dates() {
+        assert_eq!(rfc3339_utc(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339_utc(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339_utc(1_795_391_999), "2026-11-22T23:59:59Z");
+    }
+
+    #[test]
+    fn check_names_are_kebab_case_in_json() {
+        let json = serde_json::to_string(&vec![CheckName::SlmContainer, CheckName::ArtifactSha256])
+            .unwrap();
+        assert_eq!(json, r#"["slm-container","artifact-sha256"]"#);
+    }
+
+    #[test]
+    fn source_is_tagged_by_kind() {
+        let json = serde_json::to_value(ReceiptSource::LocalFile).unwrap();
+        assert_eq!(json, serde_json::json!({ "kind": "local-file" }));
+        let peers = ReceiptSource::Peers(TransferSummary::default());
+        let json = serde_json::to_value(&peers).unwrap();
+        assert_eq!(json["kind"], "peers");
+        assert_eq!(json["chunks_fetched"], 0);
+    }
+}

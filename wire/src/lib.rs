@@ -13,4 +13,3 @@ pub use peer_id::{PEER_ID_TEXT_LEN, PeerAddr, PeerId, PeerIdError};
 /// The ALPN protocol id of piece protocol v1. A future version 2 would be
 /// `minimodel/2`; peers offer every version they speak and TLS picks one.
 pub const ALPN: &[u8] = b"minimodel/1";
-
