@@ -1,7 +1,16 @@
 //! `minimodel-swarm`: QUIC peers, the piece picker, the partial-file store,
 //! seeding and fetching.
 //!
-//! SKELETON: filled in by the swarm work.
+//! The protocol logic is sans-IO: [`picker`] and the download and upload
+//! state machines take inputs with the time as an argument and return
+//! actions; a thin tokio + quinn driver pumps them. That is what lets hostile
+//! peers, loss and resume be tested in milliseconds without sockets.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+
+pub mod download;
+pub mod picker;
+pub mod session;
+#[cfg(test)]
+pub(crate) mod sim;

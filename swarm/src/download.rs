@@ -1,0 +1,479 @@
+//! The download state machine: which peer to ask for which chunk, and when
+//! to give up on a request or a peer.
+//!
+//! Sans-IO: every input carries the time, every decision comes out as an
+//! [`Action`] from [`DownloadCore::poll_action`]. The tokio driver turns
+//! actions into wire messages; the simulated swarm in the tests turns them
+//! into events on a virtual clock.
+//!
+//! Per peer, a [`session::PeerSession`] keeps its requests and measures its
+//! rate; its pipeline depth follows the rate times the round trip, so a fast
+//! far peer gets many requests in flight and a slow one few. A request that
+//! takes far longer than the peer's own rate predicts times out and its chunk
+//! goes to the front of the queue; a peer that delivers nothing for
+//! [`DownloadConfig::stall_timeout`] is dropped; a peer whose chunk fails its
+//! proof is banned by key for the rest of the download.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use minimodel_wire::{HaveBitfield, PeerId};
+
+use crate::picker::{ChunkSet, PeerKey, PiecePicker, VerifiedOutcome};
+use crate::session::{PeerSession, PeerStats};
+
+/// Tunables of the download state machine.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DownloadConfig {
+    /// Requests in flight per peer before its rate is known. Default 4.
+    pub initial_pipeline: usize,
+    /// Fewest requests kept in flight per peer. Default 2: the next chunk
+    /// is always queued at the peer when the current one ends.
+    pub min_pipeline: usize,
+    /// Most requests in flight per peer. Default 64 (64 MiB at 1 MiB
+    /// chunks: 1 GiB/s at 60 ms). The peer queues requests, the bytes in
+    /// transit are bounded by QUIC flow control.
+    pub max_pipeline: usize,
+    /// A request never times out sooner than this. Default 15 s.
+    pub min_request_timeout: Duration,
+    /// A request times out after this many times the time the peer's own
+    /// rate predicts for everything queued before it. Default 4.
+    pub request_timeout_factor: u32,
+    /// A peer with requests in flight that delivers nothing for this long
+    /// is dropped. Default 30 s.
+    pub stall_timeout: Duration,
+    /// Timeouts after which a peer is dropped. Default 3.
+    pub max_timeouts: u32,
+    /// A chunk whose owner is this many times slower than another peer
+    /// with a free slot is requested from that peer too. Default 4.
+    pub slow_peer_factor: f64,
+    /// After a busy or rate-limited reject, wait this long before asking
+    /// that peer again. Default 500 ms.
+    pub busy_backoff: Duration,
+    /// Seed of the picker's random tie-break.
+    pub seed: u64,
+}
+
+impl Default for DownloadConfig {
+    fn default() -> Self {
+        Self {
+            initial_pipeline: 4,
+            min_pipeline: 2,
+            max_pipeline: 64,
+            min_request_timeout: Duration::from_secs(15),
+            request_timeout_factor: 4,
+            stall_timeout: Duration::from_secs(30),
+            max_timeouts: 3,
+            slow_peer_factor: 4.0,
+            busy_backoff: Duration::from_millis(500),
+            seed: 0x6d69_6e69_6d6f_6465,
+        }
+    }
+}
+
+/// What the driver must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Send `Request { chunk }` to the peer.
+    Request {
+        /// To whom.
+        peer: PeerKey,
+        /// Which chunk.
+        chunk: u32,
+    },
+    /// Send `Cancel { chunk }` to the peer and stop reading its piece stream.
+    Cancel {
+        /// To whom.
+        peer: PeerKey,
+        /// Which chunk.
+        chunk: u32,
+    },
+    /// Say goodbye and close the connection; the peer is gone from the
+    /// download already.
+    Disconnect {
+        /// Whom.
+        peer: PeerKey,
+        /// Why.
+        reason: DisconnectReason,
+    },
+}
+
+/// Why the download drops a peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DisconnectReason {
+    /// It sent a chunk that failed its proof; it is banned.
+    BadData,
+    /// It delivered nothing for the stall timeout.
+    Stalled,
+    /// Too many of its requests timed out.
+    TooManyTimeouts,
+    /// The download is complete.
+    Done,
+}
+
+/// Why a peer could not join.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum JoinError {
+    /// It was banned from this download.
+    #[error("peer was banned from this download for sending bad data")]
+    Banned,
+    /// It is connected already.
+    #[error("peer is connected already")]
+    AlreadyConnected,
+    /// Its bitfield covers another chunk count.
+    #[error("peer's bitfield covers {found} chunks, the artifact has {expected}")]
+    WrongBitfield {
+        /// Chunks in the artifact.
+        expected: u32,
+        /// Chunks in the bitfield.
+        found: u32,
+    },
+}
+
+/// The download of one artifact from a changing set of peers.
+#[derive(Debug)]
+pub struct DownloadCore {
+    config: DownloadConfig,
+    chunk_size: u32,
+    picker: PiecePicker,
+    peers: BTreeMap<PeerKey, PeerSession>,
+    banned: BTreeSet<PeerId>,
+    /// Statistics of peers that left, kept for the receipt.
+    departed: Vec<(PeerId, PeerStats)>,
+    next_key: u32,
+    actions: VecDeque<Action>,
+}
+
+impl DownloadCore {
+    /// A download of `chunk_count` chunks of `chunk_size` bytes (the last
+    /// may be shorter); `have` marks chunks verified in an earlier run.
+    pub fn new(chunk_size: u32, have: &HaveBitfield, config: DownloadConfig) -> Self {
+        let mut picker = PiecePicker::new(have.chunk_count(), config.seed);
+        for chunk in have.iter_ones() {
+            picker.mark_verified_at_start(chunk.0);
+        }
+        Self {
+            config,
+            chunk_size,
+            picker,
+            peers: BTreeMap::new(),
+            banned: BTreeSet::new(),
+            departed: Vec::new(),
+            next_key: 0,
+            actions: VecDeque::new(),
+        }
+    }
+
+    /// The picker, for progress and inspection.
+    pub fn picker(&self) -> &PiecePicker {
+        &self.picker
+    }
+
+    /// Whether every chunk is verified.
+    pub fn is_complete(&self) -> bool {
+        self.picker.is_complete()
+    }
+
+    /// Whether chunk `chunk` is verified.
+    pub fn is_verified(&self, chunk: u32) -> bool {
+        matches!(
+            self.picker.state(chunk),
+            Some(crate::picker::ChunkState::Verified)
+        )
+    }
+
+    /// Connected peers.
+    pub fn peer_count(&self) -> usize {
+        self.peers.len()
+    }
+
+    /// The session of a connected peer.
+    pub fn peer(&self, key: PeerKey) -> Option<&PeerSession> {
+        self.peers.get(&key)
+    }
+
+    /// Whether `id` is banned.
+    pub fn is_banned(&self, id: &PeerId) -> bool {
+        self.banned.contains(id)
+    }
+
+    /// Statistics of every peer that took part, connected or gone.
+    pub fn all_peer_stats(&self) -> Vec<(PeerId, PeerStats)> {
+        let mut all = self.departed.clone();
+        all.extend(
+            self.peers
+                .values()
+                .map(|s| (s.peer_id(), s.stats().clone())),
+        );
+        all
+    }
+
+    /// The next thing the driver must do.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// A peer finished its handshake and sent its bitfield.
+    pub fn add_peer(
+        &mut self,
+        peer_id: PeerId,
+        has: HaveBitfield,
+        now: Instant,
+    ) -> Result<PeerKey, JoinError> {
+        if self.banned.contains(&peer_id) {
+            return Err(JoinError::Banned);
+        }
+        if self.peers.values().any(|s| s.peer_id() == peer_id) {
+            return Err(JoinError::AlreadyConnected);
+        }
+        if has.chunk_count() != self.picker.chunk_count() {
+            return Err(JoinError::WrongBitfield {
+                expected: self.picker.chunk_count(),
+                found: has.chunk_count(),
+            });
+        }
+        let key = PeerKey(self.next_key);
+        self.next_key += 1;
+        self.picker.add_peer_chunks(&has);
+        self.peers.insert(key, PeerSession::new(peer_id, has, now));
+        self.fill(now);
+        Ok(key)
+    }
+
+    /// The peer left (or was dropped by the driver): its requests go back.
+    pub fn remove_peer(&mut self, key: PeerKey, now: Instant) {
+        if let Some(session) = self.peers.remove(&key) {
+            self.picker.release_peer(key);
+            self.picker.remove_peer_chunks(session.has());
+            self.departed
+                .push((session.peer_id(), session.stats().clone()));
+            self.fill(now);
+        }
+    }
+
+    /// The peer's measured round trip.
+    pub fn set_rtt(&mut self, key: PeerKey, rtt: Duration) {
+        if let Some(session) = self.peers.get_mut(&key) {
+            session.set_rtt(rtt);
+        }
+    }
+
+    /// The peer announced a chunk.
+    pub fn on_have(&mut self, key: PeerKey, chunk: u32, now: Instant) {
+        let Some(session) = self.peers.get_mut(&key) else {
+            return;
+        };
+        if session.add_have(chunk) {
+            self.picker.add_have(chunk);
+            self.fill(now);
+        }
+    }
+
+    /// The peer refused a request.
+    pub fn on_reject(&mut self, key: PeerKey, chunk: u32, busy: bool, now: Instant) {
+        let Some(session) = self.peers.get_mut(&key) else {
+            return;
+        };
+        if session.finish_request(chunk).is_none() {
+            return;
+        }
+        if busy {
+            session.back_off(now + self.config.busy_backoff);
+        } else if session.drop_have(chunk) {
+            // It does not have the chunk after all.
+            self.picker.remove_have(chunk);
+        }
+        self.picker.release(chunk, key);
+        self.fill(now);
+    }
+
+    /// Bytes of a requested chunk arrived (not yet verified): the peer is
+    /// making progress.
+    pub fn on_progress(&mut self, key: PeerKey, now: Instant) {
+        if let Some(session) = self.peers.get_mut(&key) {
+            session.note_progress(now);
+        }
+    }
+
+    /// The chunk from this peer passed its proof and is stored.
+    pub fn on_chunk_verified(&mut self, key: PeerKey, chunk: u32, bytes: u64, now: Instant) {
+        let outcome = self.picker.mark_verified(chunk, key);
+        if let Some(session) = self.peers.get_mut(&key) {
+            let requested = session.finish_request(chunk);
+            match outcome {
+                VerifiedOutcome::Done { .. } => session.record_delivery(bytes, requested, now),
+                VerifiedOutcome::AlreadyVerified => session.record_wasted(bytes),
+            }
+        }
+        if let VerifiedOutcome::Done { cancel } = outcome {
+            for peer in cancel {
+                if let Some(session) = self.peers.get_mut(&peer) {
+                    session.finish_request(chunk);
+                    self.actions.push_back(Action::Cancel { peer, chunk });
+                }
+            }
+        }
+        if self.is_complete() {
+            let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+            for peer in keys {
+                self.actions.push_back(Action::Disconnect {
+                    peer,
+                    reason: DisconnectReason::Done,
+                });
+            }
+        } else {
+            self.fill(now);
+        }
+    }
+
+    /// The chunk from this peer failed its proof: the peer is banned and
+    /// dropped, the chunk goes to another peer.
+    pub fn on_chunk_bad(&mut self, key: PeerKey, chunk: u32, now: Instant) {
+        if let Some(session) = self.peers.get_mut(&key) {
+            session.record_bad_chunk();
+            self.banned.insert(session.peer_id());
+        }
+        self.picker.release(chunk, key);
+        self.drop_peer(key, DisconnectReason::BadData, now);
+    }
+
+    /// The chunk from this peer did not arrive whole (stream reset, write
+    /// failure on our side): it goes back to the queue.
+    pub fn on_chunk_lost(&mut self, key: PeerKey, chunk: u32, now: Instant) {
+        if let Some(session) = self.peers.get_mut(&key) {
+            if session.finish_request(chunk).is_some() {
+                self.picker.release(chunk, key);
+            }
+        }
+        self.fill(now);
+    }
+
+    /// Checks timeouts and refills pipelines. Call it every few hundred
+    /// milliseconds.
+    pub fn tick(&mut self, now: Instant) {
+        let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+        for key in keys {
+            let Some(session) = self.peers.get_mut(&key) else {
+                continue;
+            };
+            if session.is_stalled(now, self.config.stall_timeout) {
+                self.drop_peer(key, DisconnectReason::Stalled, now);
+                continue;
+            }
+            let expired = session.expired_requests(
+                now,
+                self.chunk_size,
+                self.config.min_request_timeout,
+                self.config.request_timeout_factor,
+            );
+            for chunk in expired {
+                session.finish_request(chunk);
+                session.record_timeout();
+                self.picker.release(chunk, key);
+                self.actions.push_back(Action::Cancel { peer: key, chunk });
+            }
+            if session.stats().timeouts >= self.config.max_timeouts {
+                self.drop_peer(key, DisconnectReason::TooManyTimeouts, now);
+            }
+        }
+        self.rescue_from_slow_peers(now);
+        self.fill(now);
+    }
+
+    fn drop_peer(&mut self, key: PeerKey, reason: DisconnectReason, now: Instant) {
+        if self.peers.contains_key(&key) {
+            self.actions
+                .push_back(Action::Disconnect { peer: key, reason });
+            self.remove_peer(key, now);
+        }
+    }
+
+    /// Asks a fast peer for the chunks that a much slower peer has held for
+    /// longer than two chunk times of the fast one. Runs on each tick; a
+    /// rescue may take the helper one request past its pipeline depth.
+    fn rescue_from_slow_peers(&mut self, now: Instant) {
+        let chunk_size = self.chunk_size;
+        let rates: BTreeMap<PeerKey, f64> = self
+            .peers
+            .iter()
+            .map(|(key, session)| (*key, session.effective_rate(now, chunk_size)))
+            .collect();
+        let fastest = rates.values().copied().fold(0.0, f64::max);
+        if fastest <= 0.0 {
+            return;
+        }
+        let patience = Duration::from_secs_f64(2.0 * f64::from(chunk_size) / fastest);
+        let mut helpers: Vec<PeerKey> = rates.keys().copied().collect();
+        helpers.sort_by(|a, b| rates[b].total_cmp(&rates[a]).then(a.cmp(b)));
+        let slow: Vec<PeerKey> = rates
+            .iter()
+            .filter(|(_, rate)| **rate * self.config.slow_peer_factor < fastest)
+            .map(|(key, _)| *key)
+            .collect();
+        for slow_key in slow {
+            let stuck: Vec<u32> = self.peers[&slow_key]
+                .requests()
+                .filter(|(_, sent)| now.saturating_duration_since(*sent) > patience)
+                .map(|(chunk, _)| chunk)
+                .collect();
+            for chunk in stuck {
+                let helper = helpers.iter().copied().find(|key| {
+                    let session = &self.peers[key];
+                    rates[key] * self.config.slow_peer_factor >= fastest
+                        && session.has().has(chunk)
+                        && !session.is_requested(chunk)
+                        && session.requests_in_flight()
+                            <= session.pipeline_depth(chunk_size, &self.config)
+                });
+                let Some(helper) = helper else {
+                    continue;
+                };
+                if self.picker.add_owner(chunk, helper, now) {
+                    if let Some(session) = self.peers.get_mut(&helper) {
+                        session.start_request(chunk, now);
+                    }
+                    self.actions.push_back(Action::Request {
+                        peer: helper,
+                        chunk,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Tops up every peer's pipeline: chunks handed back first, then the
+    /// rarest missing ones, then, in endgame, duplicates of chunks in flight.
+    fn fill(&mut self, now: Instant) {
+        if self.is_complete() {
+            return;
+        }
+        let rates: BTreeMap<PeerKey, f64> = self
+            .peers
+            .iter()
+            .map(|(key, session)| (*key, session.rate()))
+            .collect();
+        // Fastest peers first, so they get the rarest chunks and endgame
+        // duplicates go to whoever can finish them soonest.
+        let mut order: Vec<PeerKey> = rates.keys().copied().collect();
+        order.sort_by(|a, b| rates[b].total_cmp(&rates[a]).then(a.cmp(b)));
+        for key in order {
+            let Some(session) = self.peers.get_mut(&key) else {
+                continue;
+            };
+            let depth = session.pipeline_depth(self.chunk_size, &self.config);
+            while session.requests_in_flight() < depth && !session.is_backing_off(now) {
+                let picked = self.picker.pick(key, session.has(), now).or_else(|| {
+                    // Endgame: everything not verified is in flight.
+                    let endgame = self.picker.missing_count() == 0;
+                    self.picker
+                        .pick_duplicate(key, session.has(), now, |_| endgame)
+                });
+                let Some(chunk) = picked else {
+                    break;
+                };
+                session.start_request(chunk, now);
+                self.actions.push_back(Action::Request { peer: key, chunk });
+            }
+        }
+    }
+}

@@ -1,0 +1,759 @@
+//! The piece picker: which chunk to ask which peer for next.
+//!
+//! A plain synchronous struct, no I/O, no clock of its own (time comes in as
+//! an argument), tested on its own and driven by [`crate::download`].
+//!
+//! # Invariant
+//!
+//! Each chunk is in exactly one state:
+//! - **missing**: nobody is fetching it; it sits in exactly one
+//!   availability bucket (and, if it was started before and handed back, in
+//!   the retry set too);
+//! - **in flight**: requested from one or more owners (more than one only
+//!   in endgame or when the first owner is much slower than others); it is
+//!   in no bucket;
+//! - **verified**: its bytes passed the Merkle proof and are stored; it is
+//!   in no bucket and has no owners.
+//!
+//! `missing + in_flight + verified == chunk_count` at all times, and a
+//! chunk only becomes verified through [`PiecePicker::mark_verified`].
+//!
+//! # Order
+//!
+//! 1. Chunks that were started and handed back (peer left, timed out,
+//!    rejected, sent bad data) go first: what was started is finished
+//!    before new chunks are started.
+//! 2. Then rarest first: the lowest availability (number of connected peers
+//!    that have the chunk) among the chunks this peer has. Ties are broken
+//!    at random among the first [`TIE_WINDOW`] candidates in index order, so
+//!    peers spread over different chunks while each download still moves
+//!    roughly front to back (which keeps the trailing full-file hasher and
+//!    the disk close to sequential).
+//! 3. When no missing chunk is left for a peer, [`PiecePicker::pick_duplicate`]
+//!    offers in-flight chunks to a second owner: endgame, and the rescue of
+//!    chunks held by a slow peer. The first verified copy wins and the other
+//!    owners are cancelled.
+
+use std::collections::BTreeSet;
+use std::time::Instant;
+
+/// Ties among equally rare chunks are broken at random among this many
+/// candidates, taken in index order.
+pub const TIE_WINDOW: usize = 8;
+/// Availability buckets above this count are merged: a chunk held by 64
+/// peers is as common as one held by 65.
+const MAX_TRACKED_AVAILABILITY: usize = 64;
+/// An in-flight chunk has at most this many owners at once.
+pub const MAX_OWNERS: usize = 2;
+
+/// A connected peer, as the download names it (small and `Copy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PeerKey(pub u32);
+
+/// Which chunks a peer has.
+pub trait ChunkSet {
+    /// Whether the peer has chunk `index`.
+    fn has(&self, index: u32) -> bool;
+}
+
+impl ChunkSet for [bool] {
+    fn has(&self, index: u32) -> bool {
+        self.get(index as usize).copied().unwrap_or(false)
+    }
+}
+
+impl ChunkSet for Vec<bool> {
+    fn has(&self, index: u32) -> bool {
+        self.as_slice().has(index)
+    }
+}
+
+impl ChunkSet for minimodel_wire::HaveBitfield {
+    fn has(&self, index: u32) -> bool {
+        self.get(minimodel_wire::ChunkIndex(index))
+    }
+}
+
+/// One owner of an in-flight chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Owner {
+    /// Who was asked.
+    pub peer: PeerKey,
+    /// When.
+    pub since: Instant,
+}
+
+/// The state of one chunk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChunkState {
+    /// Nobody is fetching it.
+    Missing,
+    /// Requested from these owners (one, or two in endgame).
+    InFlight(Vec<Owner>),
+    /// Verified and stored.
+    Verified,
+}
+
+/// What [`PiecePicker::mark_verified`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VerifiedOutcome {
+    /// The chunk is now verified; these other owners should be cancelled.
+    Done {
+        /// Owners other than the one that delivered.
+        cancel: Vec<PeerKey>,
+    },
+    /// It was verified already (a duplicate in endgame); nothing changes.
+    AlreadyVerified,
+}
+
+/// Rarest-first chunk selection with endgame. See the module docs.
+#[derive(Debug, Clone)]
+pub struct PiecePicker {
+    states: Vec<ChunkState>,
+    availability: Vec<u16>,
+    /// Missing chunks by `min(availability, MAX_TRACKED_AVAILABILITY)`.
+    buckets: Vec<BTreeSet<u32>>,
+    /// Missing chunks that were in flight before and were handed back.
+    retry: BTreeSet<u32>,
+    in_flight: u32,
+    verified: u32,
+    rng: SplitMix64,
+}
+
+impl PiecePicker {
+    /// A picker for `chunk_count` missing chunks. `seed` drives the random
+    /// tie-break (tests pass a fixed one).
+    pub fn new(chunk_count: u32, seed: u64) -> Self {
+        let mut buckets = vec![BTreeSet::new(); MAX_TRACKED_AVAILABILITY + 1];
+        buckets[0] = (0..chunk_count).collect();
+        Self {
+            states: vec![ChunkState::Missing; chunk_count as usize],
+            availability: vec![0; chunk_count as usize],
+            buckets,
+            retry: BTreeSet::new(),
+            in_flight: 0,
+            verified: 0,
+            rng: SplitMix64(seed),
+        }
+    }
+
+    /// Number of chunks.
+    pub fn chunk_count(&self) -> u32 {
+        self.states.len() as u32
+    }
+
+    /// Chunks verified.
+    pub fn verified_count(&self) -> u32 {
+        self.verified
+    }
+
+    /// Chunks in flight.
+    pub fn in_flight_count(&self) -> u32 {
+        self.in_flight
+    }
+
+    /// Chunks nobody is fetching yet.
+    pub fn missing_count(&self) -> u32 {
+        self.chunk_count() - self.verified - self.in_flight
+    }
+
+    /// Whether every chunk is verified.
+    pub fn is_complete(&self) -> bool {
+        self.verified == self.chunk_count()
+    }
+
+    /// The state of chunk `index`.
+    pub fn state(&self, index: u32) -> Option<&ChunkState> {
+        self.states.get(index as usize)
+    }
+
+    /// How many connected peers have chunk `index`.
+    pub fn availability(&self, index: u32) -> u16 {
+        self.availability.get(index as usize).copied().unwrap_or(0)
+    }
+
+    /// Marks chunks verified before any peer is asked (a resumed download).
+    pub fn mark_verified_at_start(&mut self, index: u32) {
+        if matches!(self.states.get(index as usize), Some(ChunkState::Missing)) {
+            self.leave_missing(index);
+            self.states[index as usize] = ChunkState::Verified;
+            self.verified += 1;
+        }
+    }
+
+    /// A peer joined with this set of chunks.
+    pub fn add_peer_chunks(&mut self, chunks: &(impl ChunkSet + ?Sized)) {
+        for index in 0..self.chunk_count() {
+            if chunks.has(index) {
+                self.change_availability(index, 1);
+            }
+        }
+    }
+
+    /// A peer left; its chunks no longer count.
+    pub fn remove_peer_chunks(&mut self, chunks: &(impl ChunkSet + ?Sized)) {
+        for index in 0..self.chunk_count() {
+            if chunks.has(index) {
+                self.change_availability(index, -1);
+            }
+        }
+    }
+
+    /// A peer announced one more chunk.
+    pub fn add_have(&mut self, index: u32) {
+        if index < self.chunk_count() {
+            self.change_availability(index, 1);
+        }
+    }
+
+    /// A peer turned out not to have a chunk it announced.
+    pub fn remove_have(&mut self, index: u32) {
+        if index < self.chunk_count() {
+            self.change_availability(index, -1);
+        }
+    }
+
+    fn change_availability(&mut self, index: u32, delta: i32) {
+        let slot = &mut self.availability[index as usize];
+        let old = *slot;
+        *slot = (i32::from(old) + delta).clamp(0, i32::from(u16::MAX)) as u16;
+        let new = *slot;
+        if matches!(self.states[index as usize], ChunkState::Missing) {
+            self.buckets[bucket_of(old)].remove(&index);
+            self.buckets[bucket_of(new)].insert(index);
+        }
+    }
+
+    fn leave_missing(&mut self, index: u32) {
+        let availability = self.availability[index as usize];
+        self.buckets[bucket_of(availability)].remove(&index);
+        self.retry.remove(&index);
+    }
+
+    /// The next missing chunk to request from a peer that has `peer_has`,
+    /// marked in flight with that peer as owner. `None` when this peer has
+    /// no missing chunk (try [`PiecePicker::pick_duplicate`]).
+    pub fn pick(
+        &mut self,
+        peer: PeerKey,
+        peer_has: &(impl ChunkSet + ?Sized),
+        now: Instant,
+    ) -> Option<u32> {
+        let chosen = self
+            .retry
+            .iter()
+            .copied()
+            .find(|&index| peer_has.has(index))
+            .or_else(|| self.pick_rarest(peer_has))?;
+        self.leave_missing(chosen);
+        self.states[chosen as usize] = ChunkState::InFlight(vec![Owner { peer, since: now }]);
+        self.in_flight += 1;
+        Some(chosen)
+    }
+
+    fn pick_rarest(&mut self, peer_has: &(impl ChunkSet + ?Sized)) -> Option<u32> {
+        // Bucket 0 holds chunks nobody has: nothing to ask for there.
+        for bucket in &self.buckets[1..] {
+            let candidates: Vec<u32> = bucket
+                .iter()
+                .copied()
+                .filter(|&index| peer_has.has(index))
+                .take(TIE_WINDOW)
+                .collect();
+            if !candidates.is_empty() {
+                let choice = self.rng.below(candidates.len() as u64) as usize;
+                return Some(candidates[choice]);
+            }
+        }
+        None
+    }
+
+    /// An in-flight chunk this peer has and does not own yet, with fewer
+    /// than [`MAX_OWNERS`] owners, for which `wanted(owners)` is true; the
+    /// peer becomes a second owner. Among several, the one in flight the
+    /// longest is chosen. Used for endgame and to rescue chunks from slow
+    /// peers.
+    pub fn pick_duplicate(
+        &mut self,
+        peer: PeerKey,
+        peer_has: &(impl ChunkSet + ?Sized),
+        now: Instant,
+        wanted: impl Fn(&[Owner]) -> bool,
+    ) -> Option<u32> {
+        let mut best: Option<(Instant, u32)> = None;
+        for (index, state) in self.states.iter().enumerate() {
+            let ChunkState::InFlight(owners) = state else {
+                continue;
+            };
+            let index = index as u32;
+            if owners.len() >= MAX_OWNERS
+                || owners.iter().any(|owner| owner.peer == peer)
+                || !peer_has.has(index)
+                || !wanted(owners)
+            {
+                continue;
+            }
+            let oldest = owners.iter().map(|owner| owner.since).min().unwrap_or(now);
+            if best.is_none_or(|(since, _)| oldest < since) {
+                best = Some((oldest, index));
+            }
+        }
+        let (_, index) = best?;
+        if let ChunkState::InFlight(owners) = &mut self.states[index as usize] {
+            owners.push(Owner { peer, since: now });
+        }
+        Some(index)
+    }
+
+    /// Adds `peer` as another owner of in-flight chunk `index` (the rescue
+    /// of a chunk from a slow peer). False when the chunk is not in flight,
+    /// the peer owns it already or it has [`MAX_OWNERS`] owners.
+    pub fn add_owner(&mut self, index: u32, peer: PeerKey, now: Instant) -> bool {
+        let Some(ChunkState::InFlight(owners)) = self.states.get_mut(index as usize) else {
+            return false;
+        };
+        if owners.len() >= MAX_OWNERS || owners.iter().any(|owner| owner.peer == peer) {
+            return false;
+        }
+        owners.push(Owner { peer, since: now });
+        true
+    }
+
+    /// The owners of chunk `index` when it is in flight.
+    pub fn owners(&self, index: u32) -> &[Owner] {
+        match self.states.get(index as usize) {
+            Some(ChunkState::InFlight(owners)) => owners,
+            _ => &[],
+        }
+    }
+
+    /// `peer` no longer fetches `index` (cancelled, rejected, timed out,
+    /// failed). With no owner left the chunk is missing again and goes to
+    /// the front of the queue. Returns whether the peer was an owner.
+    pub fn release(&mut self, index: u32, peer: PeerKey) -> bool {
+        let Some(ChunkState::InFlight(owners)) = self.states.get_mut(index as usize) else {
+            return false;
+        };
+        let before = owners.len();
+        owners.retain(|owner| owner.peer != peer);
+        let released = owners.len() < before;
+        if owners.is_empty() {
+            self.states[index as usize] = ChunkState::Missing;
+            self.in_flight -= 1;
+            let availability = self.availability[index as usize];
+            self.buckets[bucket_of(availability)].insert(index);
+            self.retry.insert(index);
+        }
+        released
+    }
+
+    /// Releases every chunk `peer` owns; returns them.
+    pub fn release_peer(&mut self, peer: PeerKey) -> Vec<u32> {
+        let owned: Vec<u32> = self
+            .states
+            .iter()
+            .enumerate()
+            .filter_map(|(index, state)| match state {
+                ChunkState::InFlight(owners) if owners.iter().any(|o| o.peer == peer) => {
+                    Some(index as u32)
+                }
+                _ => None,
+            })
+            .collect();
+        for &index in &owned {
+            self.release(index, peer);
+        }
+        owned
+    }
+
+    /// Chunk `index` passed its proof and was stored. Only call this with a
+    /// chunk that went through the verifier.
+    pub fn mark_verified(&mut self, index: u32, delivered_by: PeerKey) -> VerifiedOutcome {
+        match self.states.get(index as usize) {
+            None | Some(ChunkState::Verified) => return VerifiedOutcome::AlreadyVerified,
+            Some(ChunkState::Missing) => self.leave_missing(index),
+            Some(ChunkState::InFlight(_)) => self.in_flight -= 1,
+        }
+        let previous = std::mem::replace(&mut self.states[index as usize], ChunkState::Verified);
+        self.verified += 1;
+        let cancel = match previous {
+            ChunkState::InFlight(owners) => owners
+                .into_iter()
+                .map(|owner| owner.peer)
+                .filter(|&peer| peer != delivered_by)
+                .collect(),
+            _ => Vec::new(),
+        };
+        VerifiedOutcome::Done { cancel }
+    }
+
+    /// A verified chunk turned out bad after all (the full-file check found
+    /// it on disk): it is missing again and fetched first.
+    pub fn mark_missing(&mut self, index: u32) {
+        if matches!(self.states.get(index as usize), Some(ChunkState::Verified)) {
+            self.states[index as usize] = ChunkState::Missing;
+            self.verified -= 1;
+            let availability = self.availability[index as usize];
+            self.buckets[bucket_of(availability)].insert(index);
+            self.retry.insert(index);
+        }
+    }
+
+    /// Checks the invariant of the module docs; for tests.
+    #[cfg(test)]
+    pub(crate) fn check_invariant(&self) {
+        let mut counts = (0, 0, 0);
+        for (index, state) in self.states.iter().enumerate() {
+            let index = index as u32;
+            let in_buckets = self.buckets.iter().filter(|b| b.contains(&index)).count();
+            match state {
+                ChunkState::Missing => {
+                    counts.0 += 1;
+                    assert_eq!(
+                        in_buckets, 1,
+                        "missing chunk {index} in {in_buckets} buckets"
+                    );
+                    let bucket = bucket_of(self.availability[index as usize]);
+                    assert!(
+                        self.buckets[bucket].contains(&index),
+                        "chunk {index} in wrong bucket"
+                    );
+                }
+                ChunkState::InFlight(owners) => {
+                    counts.1 += 1;
+                    assert!(!owners.is_empty() && owners.len() <= MAX_OWNERS);
+                    assert_eq!(in_buckets, 0);
+                    assert!(!self.retry.contains(&index));
+                }
+                ChunkState::Verified => {
+                    counts.2 += 1;
+                    assert_eq!(in_buckets, 0);
+                    assert!(!self.retry.contains(&index));
+                }
+            }
+        }
+        assert_eq!(counts.1, self.in_flight);
+        assert_eq!(counts.2, self.verified);
+        assert_eq!(counts.0 + counts.1 + counts.2, self.chunk_count());
+    }
+}
+
+fn bucket_of(availability: u16) -> usize {
+    usize::from(availability).min(MAX_TRACKED_AVAILABILITY)
+}
+
+/// A small deterministic generator for tie-breaks (SplitMix64).
+#[derive(Debug, Clone)]
+pub(crate) struct SplitMix64(pub(crate) u64);
+
+impl SplitMix64 {
+    pub(crate) fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A value in `0..bound` (`bound > 0`).
+    pub(crate) fn below(&mut self, bound: u64) -> u64 {
+        self.next_u64() % bound.max(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    const A: PeerKey = PeerKey(1);
+    const B: PeerKey = PeerKey(2);
+
+    fn all(count: u32) -> Vec<bool> {
+        vec![true; count as usize]
+    }
+
+    fn only(count: u32, held: &[u32]) -> Vec<bool> {
+        (0..count).map(|i| held.contains(&i)).collect()
+    }
+
+    #[test]
+    fn nothing_is_picked_from_a_peer_without_chunks() {
+        let mut picker = PiecePicker::new(4, 1);
+        picker.add_peer_chunks(&only(4, &[]));
+        assert_eq!(picker.pick(A, &only(4, &[]), Instant::now()), None);
+        picker.check_invariant();
+    }
+
+    #[test]
+    fn a_single_seeder_is_read_roughly_front_to_back() {
+        let count = 256;
+        let mut picker = PiecePicker::new(count, 7);
+        picker.add_peer_chunks(&all(count));
+        let now = Instant::now();
+        for step in 0..count {
+            let index = picker.pick(A, &all(count), now).unwrap();
+            // Never further ahead than the tie window allows.
+            assert!(
+                index < step + TIE_WINDOW as u32,
+                "step {step} picked {index}"
+            );
+            assert_eq!(
+                picker.mark_verified(index, A),
+                VerifiedOutcome::Done { cancel: vec![] }
+            );
+        }
+        assert!(picker.is_complete());
+        picker.check_invariant();
+    }
+
+    #[test]
+    fn rarest_chunks_go_first() {
+        let count = 10;
+        let mut picker = PiecePicker::new(count, 3);
+        // Both peers have 0..8, only B has 8 and 9.
+        let a = only(count, &[0, 1, 2, 3, 4, 5, 6, 7]);
+        let b = all(count);
+        picker.add_peer_chunks(&a);
+        picker.add_peer_chunks(&b);
+        let now = Instant::now();
+        let first = picker.pick(B, &b, now).unwrap();
+        let second = picker.pick(B, &b, now).unwrap();
+        let mut firsts = [first, second];
+        firsts.sort();
+        assert_eq!(firsts, [8, 9], "chunks only one peer has come first");
+        picker.check_invariant();
+    }
+
+    #[test]
+    fn ties_are_broken_differently_by_different_seeds() {
+        let count = 64;
+        let picks: BTreeSet<u32> = (0..16)
+            .map(|seed| {
+                let mut picker = PiecePicker::new(count, seed);
+                picker.add_peer_chunks(&all(count));
+                picker.pick(A, &all(count), Instant::now()).unwrap()
+            })
+            .collect();
+        assert!(picks.len() > 1, "the tie-break is random");
+        assert!(picks.iter().all(|&i| i < TIE_WINDOW as u32));
+    }
+
+    #[test]
+    fn released_chunks_are_finished_before_new_ones_start() {
+        let count = 32;
+        let mut picker = PiecePicker::new(count, 5);
+        picker.add_peer_chunks(&all(count));
+        let now = Instant::now();
+        let taken: Vec<u32> = (0..4)
+            .map(|_| picker.pick(A, &all(count), now).unwrap())
+            .collect();
+        let released = picker.release_peer(A);
+        assert_eq!(released.len(), 4);
+        picker.check_invariant();
+        let mut again: Vec<u32> = (0..4)
+            .map(|_| picker.pick(B, &all(count), now).unwrap())
+            .collect();
+        let mut taken_sorted = taken.clone();
+        taken_sorted.sort();
+        again.sort();
+        assert_eq!(again, taken_sorted, "handed-back chunks are picked first");
+        picker.check_invariant();
+    }
+
+    #[test]
+    fn endgame_adds_a_second_owner_and_cancels_the_loser() {
+        let count = 2;
+        let mut picker = PiecePicker::new(count, 9);
+        picker.add_peer_chunks(&all(count));
+        picker.add_peer_chunks(&all(count));
+        let t0 = Instant::now();
+        let first = picker.pick(A, &all(count), t0).unwrap();
+        let second = picker
+            .pick(A, &all(count), t0 + Duration::from_millis(5))
+            .unwrap();
+        assert_eq!(
+            picker.pick(B, &all(count), t0),
+            None,
+            "nothing missing is left"
+        );
+        let duplicate = picker.pick_duplicate(B, &all(count), t0, |_| true).unwrap();
+        assert_eq!(
+            duplicate, first,
+            "the chunk in flight the longest goes first"
+        );
+        assert_eq!(
+            picker.pick_duplicate(A, &all(count), t0, |_| true),
+            None,
+            "A owns both"
+        );
+        picker.check_invariant();
+        assert_eq!(
+            picker.mark_verified(first, B),
+            VerifiedOutcome::Done { cancel: vec![A] }
+        );
+        assert_eq!(
+            picker.mark_verified(first, A),
+            VerifiedOutcome::AlreadyVerified
+        );
+        assert_eq!(
+            picker.mark_verified(second, A),
+            VerifiedOutcome::Done { cancel: vec![] }
+        );
+        assert!(picker.is_complete());
+        picker.check_invariant();
+    }
+
+    #[test]
+    fn duplicates_respect_the_owner_limit_and_the_filter() {
+        let mut picker = PiecePicker::new(1, 1);
+        for _ in 0..3 {
+            picker.add_peer_chunks(&all(1));
+        }
+        let now = Instant::now();
+        picker.pick(A, &all(1), now).unwrap();
+        assert_eq!(picker.pick_duplicate(B, &all(1), now, |_| false), None);
+        assert_eq!(picker.pick_duplicate(B, &all(1), now, |_| true), Some(0));
+        assert_eq!(
+            picker.pick_duplicate(PeerKey(3), &all(1), now, |_| true),
+            None
+        );
+        picker.check_invariant();
+    }
+
+    #[test]
+    fn releasing_one_of_two_owners_keeps_the_chunk_in_flight() {
+        let mut picker = PiecePicker::new(1, 1);
+        picker.add_peer_chunks(&all(1));
+        let now = Instant::now();
+        picker.pick(A, &all(1), now).unwrap();
+        picker.pick_duplicate(B, &all(1), now, |_| true).unwrap();
+        assert!(picker.release(0, A));
+        assert!(matches!(picker.state(0), Some(ChunkState::InFlight(owners)) if owners.len() == 1));
+        assert!(!picker.release(0, A), "A is no longer an owner");
+        assert!(picker.release(0, B));
+        assert_eq!(picker.state(0), Some(&ChunkState::Missing));
+        picker.check_invariant();
+    }
+
+    #[test]
+    fn availability_follows_peers_and_haves() {
+        let count = 4;
+        let mut picker = PiecePicker::new(count, 1);
+        let a = only(count, &[0, 1]);
+        picker.add_peer_chunks(&a);
+        picker.add_have(3);
+        picker.add_have(3);
+        assert_eq!(
+            (0..count)
+                .map(|i| picker.availability(i))
+                .collect::<Vec<_>>(),
+            [1, 1, 0, 2]
+        );
+        picker.remove_peer_chunks(&a);
+        assert_eq!(picker.availability(0), 0);
+        picker.check_invariant();
+    }
+
+    #[test]
+    fn resumed_chunks_are_never_picked() {
+        let count = 8;
+        let mut picker = PiecePicker::new(count, 1);
+        for index in 0..6 {
+            picker.mark_verified_at_start(index);
+        }
+        picker.add_peer_chunks(&all(count));
+        let now = Instant::now();
+        let mut picked = vec![
+            picker.pick(A, &all(count), now).unwrap(),
+            picker.pick(A, &all(count), now).unwrap(),
+        ];
+        picked.sort();
+        assert_eq!(picked, [6, 7]);
+        assert_eq!(picker.pick(A, &all(count), now), None);
+        picker.check_invariant();
+    }
+
+    #[test]
+    fn a_chunk_found_bad_later_is_fetched_again_first() {
+        let count = 8;
+        let mut picker = PiecePicker::new(count, 1);
+        picker.add_peer_chunks(&all(count));
+        for index in 0..count {
+            picker.mark_verified_at_start(index);
+        }
+        picker.mark_missing(5);
+        assert!(!picker.is_complete());
+        assert_eq!(picker.pick(A, &all(count), Instant::now()), Some(5));
+        picker.check_invariant();
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        #[derive(Debug, Clone)]
+        enum Op {
+            AddPeer(Vec<bool>),
+            Have(u32),
+            Pick(u32),
+            Duplicate(u32),
+            Release(u32, u32),
+            ReleasePeer(u32),
+            Verify(u32, u32),
+            Missing(u32),
+        }
+
+        const COUNT: u32 = 24;
+
+        fn op() -> impl Strategy<Value = Op> {
+            prop_oneof![
+                proptest::collection::vec(any::<bool>(), COUNT as usize).prop_map(Op::AddPeer),
+                (0..COUNT).prop_map(Op::Have),
+                (0..4u32).prop_map(Op::Pick),
+                (0..4u32).prop_map(Op::Duplicate),
+                (0..COUNT, 0..4u32).prop_map(|(c, p)| Op::Release(c, p)),
+                (0..4u32).prop_map(Op::ReleasePeer),
+                (0..COUNT, 0..4u32).prop_map(|(c, p)| Op::Verify(c, p)),
+                (0..COUNT).prop_map(Op::Missing),
+            ]
+        }
+
+        proptest! {
+            /// Whatever happens, every chunk is in exactly one state and
+            /// the counts add up.
+            #[test]
+            fn the_invariant_holds_under_any_sequence(ops in proptest::collection::vec(op(), 1..120)) {
+                let mut picker = PiecePicker::new(COUNT, 11);
+                let now = Instant::now();
+                let everything = all(COUNT);
+                for op in ops {
+                    match op {
+                        Op::AddPeer(has) => picker.add_peer_chunks(&has),
+                        Op::Have(chunk) => picker.add_have(chunk),
+                        Op::Pick(peer) => {
+                            if let Some(chunk) = picker.pick(PeerKey(peer), &everything, now) {
+                                prop_assert!(matches!(picker.state(chunk), Some(ChunkState::InFlight(_))));
+                            }
+                        }
+                        Op::Duplicate(peer) => {
+                            picker.pick_duplicate(PeerKey(peer), &everything, now, |_| true);
+                        }
+                        Op::Release(chunk, peer) => {
+                            picker.release(chunk, PeerKey(peer));
+                        }
+                        Op::ReleasePeer(peer) => {
+                            picker.release_peer(PeerKey(peer));
+                        }
+                        Op::Verify(chunk, peer) => {
+                            picker.mark_verified(chunk, PeerKey(peer));
+                            prop_assert_eq!(picker.state(chunk), Some(&ChunkState::Verified));
+                        }
+                        Op::Missing(chunk) => picker.mark_missing(chunk),
+                    }
+                    picker.check_invariant();
+                }
+            }
+        }
+    }
+}
