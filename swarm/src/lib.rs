@@ -14,3 +14,4 @@ pub mod picker;
 pub mod session;
 #[cfg(test)]
 pub(crate) mod sim;
+pub mod upload;

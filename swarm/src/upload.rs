@@ -1,0 +1,410 @@
+//! The serving side: which queued request to answer next, and how fast.
+//!
+//! Sans-IO, like the download side. [`UploadQueue`] holds every peer's
+//! requests (at most [`UploadConfig::max_queued_per_peer`] each; more are
+//! rejected as busy) and hands out the next one to serve: peers take turns
+//! (round robin, so no peer starves) and within a peer's queue the chunk
+//! that the fewest connected peers have goes first (rarest first among what
+//! is asked), so a seeder with little upload puts new chunks into the swarm
+//! rather than copies the swarm already has. [`TokenBucket`] caps the
+//! upload rate.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use minimodel_wire::{ChunkIndex, HaveBitfield};
+
+use crate::picker::PeerKey;
+
+/// Tunables of the serving side.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadConfig {
+    /// Requests queued per peer; more are rejected as busy. Default 256:
+    /// deep enough for 1 GiB/s at 250 ms with 1 MiB chunks, small enough
+    /// that the queue of a flooding peer is a few KiB.
+    pub max_queued_per_peer: usize,
+}
+
+impl Default for UploadConfig {
+    fn default() -> Self {
+        Self {
+            max_queued_per_peer: 256,
+        }
+    }
+}
+
+/// Why a request was not queued; maps to a wire Reject.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RequestRefusal {
+    /// This side does not have the chunk (yet).
+    #[error("chunk not available here")]
+    NotHave,
+    /// The peer's queue is full.
+    #[error("too many requests queued")]
+    Busy,
+    /// The peer asked for a chunk it has queued already.
+    #[error("chunk requested twice")]
+    Duplicate,
+}
+
+#[derive(Debug, Default, Clone)]
+struct PeerQueue {
+    requests: BTreeSet<u32>,
+    has: Option<HaveBitfield>,
+    served_chunks: u64,
+}
+
+/// Every connected peer's requests, and the order they are served in.
+#[derive(Debug, Clone)]
+pub struct UploadQueue {
+    config: UploadConfig,
+    local_have: HaveBitfield,
+    /// How many connected peers have each chunk.
+    availability: Vec<u16>,
+    peers: BTreeMap<PeerKey, PeerQueue>,
+    /// The peer served last; the next turn goes to the one after it.
+    last_served: Option<PeerKey>,
+}
+
+impl UploadQueue {
+    /// A queue for a side that has `local_have`.
+    pub fn new(local_have: HaveBitfield, config: UploadConfig) -> Self {
+        let count = local_have.chunk_count() as usize;
+        Self {
+            config,
+            local_have,
+            availability: vec![0; count],
+            peers: BTreeMap::new(),
+            last_served: None,
+        }
+    }
+
+    /// What this side has.
+    pub fn local_have(&self) -> &HaveBitfield {
+        &self.local_have
+    }
+
+    /// This side verified another chunk; it can be served from now on.
+    pub fn add_local_chunk(&mut self, chunk: u32) {
+        let _ = self.local_have.set(ChunkIndex(chunk), true);
+    }
+
+    /// A peer connected.
+    pub fn add_peer(&mut self, peer: PeerKey) {
+        self.peers.entry(peer).or_default();
+    }
+
+    /// The peer's bitfield arrived: it counts towards availability.
+    pub fn set_peer_bitfield(&mut self, peer: PeerKey, has: HaveBitfield) {
+        let Some(queue) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        if let Some(old) = queue.has.take() {
+            for chunk in old.iter_ones() {
+                decrement(&mut self.availability, chunk.0);
+            }
+        }
+        for chunk in has.iter_ones() {
+            increment(&mut self.availability, chunk.0);
+        }
+        queue.has = Some(has);
+    }
+
+    /// The peer announced a chunk.
+    pub fn peer_have(&mut self, peer: PeerKey, chunk: u32) {
+        let Some(queue) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        let has = queue
+            .has
+            .get_or_insert_with(|| HaveBitfield::new(self.local_have.chunk_count()));
+        if matches!(has.set(ChunkIndex(chunk), true), Ok(false)) {
+            increment(&mut self.availability, chunk);
+        }
+    }
+
+    /// A peer left: its queue and its chunks are forgotten.
+    pub fn remove_peer(&mut self, peer: PeerKey) {
+        if let Some(queue) = self.peers.remove(&peer) {
+            if let Some(has) = queue.has {
+                for chunk in has.iter_ones() {
+                    decrement(&mut self.availability, chunk.0);
+                }
+            }
+        }
+    }
+
+    /// Queues a request, or says why not.
+    pub fn on_request(&mut self, peer: PeerKey, chunk: u32) -> Result<(), RequestRefusal> {
+        if !self.local_have.get(ChunkIndex(chunk)) {
+            return Err(RequestRefusal::NotHave);
+        }
+        let queue = self.peers.entry(peer).or_default();
+        if queue.requests.contains(&chunk) {
+            return Err(RequestRefusal::Duplicate);
+        }
+        if queue.requests.len() >= self.config.max_queued_per_peer {
+            return Err(RequestRefusal::Busy);
+        }
+        queue.requests.insert(chunk);
+        Ok(())
+    }
+
+    /// Drops a queued request; false when it was not queued (being sent
+    /// already, or never asked).
+    pub fn on_cancel(&mut self, peer: PeerKey, chunk: u32) -> bool {
+        self.peers
+            .get_mut(&peer)
+            .is_some_and(|queue| queue.requests.remove(&chunk))
+    }
+
+    /// Requests queued for a peer.
+    pub fn queued(&self, peer: PeerKey) -> usize {
+        self.peers
+            .get(&peer)
+            .map_or(0, |queue| queue.requests.len())
+    }
+
+    /// Requests queued in all.
+    pub fn total_queued(&self) -> usize {
+        self.peers.values().map(|queue| queue.requests.len()).sum()
+    }
+
+    /// The next request to serve, taken off the queue: the next peer in
+    /// turn that has requests, its rarest requested chunk.
+    pub fn next_request(&mut self) -> Option<(PeerKey, u32)> {
+        let after = self.last_served;
+        let peer = self
+            .peers
+            .iter()
+            .filter(|(_, queue)| !queue.requests.is_empty())
+            .map(|(key, _)| *key)
+            .find(|key| after.is_none_or(|last| *key > last))
+            .or_else(|| {
+                self.peers
+                    .iter()
+                    .find(|(_, queue)| !queue.requests.is_empty())
+                    .map(|(key, _)| *key)
+            })?;
+        self.next_request_of(peer)
+    }
+
+    /// The next request of one peer (rarest first), taken off the queue.
+    /// For drivers that serve every connection on its own.
+    pub fn next_request_of(&mut self, peer: PeerKey) -> Option<(PeerKey, u32)> {
+        let queue = self.peers.get_mut(&peer)?;
+        let chunk = queue
+            .requests
+            .iter()
+            .copied()
+            .min_by_key(|&chunk| (self.availability.get(chunk as usize).copied(), chunk))?;
+        queue.requests.remove(&chunk);
+        queue.served_chunks += 1;
+        self.last_served = Some(peer);
+        Some((peer, chunk))
+    }
+}
+
+fn increment(availability: &mut [u16], chunk: u32) {
+    if let Some(count) = availability.get_mut(chunk as usize) {
+        *count = count.saturating_add(1);
+    }
+}
+
+fn decrement(availability: &mut [u16], chunk: u32) {
+    if let Some(count) = availability.get_mut(chunk as usize) {
+        *count = count.saturating_sub(1);
+    }
+}
+
+/// A token bucket: at most `rate` bytes per second on average, with bursts
+/// of up to `burst` bytes.
+#[derive(Debug, Clone)]
+pub struct TokenBucket {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl TokenBucket {
+    /// A full bucket. `burst` is clamped to at least one byte.
+    pub fn new(rate: u64, burst: u64, now: Instant) -> Self {
+        let burst = burst.max(1) as f64;
+        Self {
+            rate: rate.max(1) as f64,
+            burst,
+            tokens: burst,
+            last: now,
+        }
+    }
+
+    /// The configured rate in bytes per second.
+    pub fn rate(&self) -> u64 {
+        self.rate as u64
+    }
+
+    /// Takes `bytes` and returns how long to wait before sending them (zero
+    /// when the bucket held enough). The debt is kept, so callers that wait
+    /// the returned time stay at the rate on average.
+    pub fn reserve(&mut self, bytes: u64, now: Instant) -> Duration {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = self.last.max(now);
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        self.tokens -= bytes as f64;
+        if self.tokens >= 0.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64(-self.tokens / self.rate)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: PeerKey = PeerKey(1);
+    const B: PeerKey = PeerKey(2);
+    const C: PeerKey = PeerKey(3);
+
+    fn bitfield(count: u32, held: &[u32]) -> HaveBitfield {
+        let mut has = HaveBitfield::new(count);
+        for &chunk in held {
+            has.set(ChunkIndex(chunk), true).unwrap();
+        }
+        has
+    }
+
+    fn seeder_queue(count: u32) -> UploadQueue {
+        UploadQueue::new(HaveBitfield::full(count), UploadConfig::default())
+    }
+
+    #[test]
+    fn chunks_this_side_lacks_are_refused() {
+        let mut queue = UploadQueue::new(bitfield(4, &[1]), UploadConfig::default());
+        queue.add_peer(A);
+        assert_eq!(queue.on_request(A, 0), Err(RequestRefusal::NotHave));
+        assert_eq!(queue.on_request(A, 1), Ok(()));
+        assert_eq!(queue.on_request(A, 99), Err(RequestRefusal::NotHave));
+        queue.add_local_chunk(0);
+        assert_eq!(queue.on_request(A, 0), Ok(()));
+    }
+
+    #[test]
+    fn a_flooding_peer_is_told_busy_and_others_are_not_affected() {
+        let mut queue = UploadQueue::new(
+            HaveBitfield::full(1000),
+            UploadConfig {
+                max_queued_per_peer: 8,
+            },
+        );
+        for chunk in 0..8 {
+            assert_eq!(queue.on_request(A, chunk), Ok(()));
+        }
+        assert_eq!(queue.on_request(A, 8), Err(RequestRefusal::Busy));
+        assert_eq!(queue.on_request(A, 3), Err(RequestRefusal::Duplicate));
+        assert_eq!(queue.on_request(B, 8), Ok(()));
+        assert_eq!(queue.total_queued(), 9);
+    }
+
+    #[test]
+    fn peers_take_turns() {
+        let mut queue = seeder_queue(100);
+        for chunk in 0..10 {
+            queue.on_request(A, chunk).unwrap();
+        }
+        queue.on_request(B, 50).unwrap();
+        queue.on_request(C, 60).unwrap();
+        let order: Vec<PeerKey> = (0..4).map(|_| queue.next_request().unwrap().0).collect();
+        assert_eq!(
+            order,
+            [A, B, C, A],
+            "no peer waits behind another's long queue"
+        );
+    }
+
+    #[test]
+    fn the_rarest_requested_chunk_goes_first() {
+        let mut queue = seeder_queue(10);
+        queue.add_peer(A);
+        queue.add_peer(B);
+        queue.add_peer(C);
+        // B and C both have chunks 0..5; nobody has 7.
+        queue.set_peer_bitfield(B, bitfield(10, &[0, 1, 2, 3, 4]));
+        queue.set_peer_bitfield(C, bitfield(10, &[0, 1, 2, 3, 4]));
+        for chunk in [0, 2, 7, 4] {
+            queue.on_request(A, chunk).unwrap();
+        }
+        assert_eq!(queue.next_request(), Some((A, 7)));
+        queue.peer_have(B, 9);
+        queue.on_request(A, 9).unwrap();
+        queue.on_request(A, 8).unwrap();
+        assert_eq!(
+            queue.next_request(),
+            Some((A, 8)),
+            "nobody has 8, one peer has 9"
+        );
+        assert_eq!(queue.next_request(), Some((A, 9)));
+    }
+
+    #[test]
+    fn a_departed_peer_no_longer_counts() {
+        let mut queue = seeder_queue(4);
+        queue.add_peer(B);
+        queue.set_peer_bitfield(B, bitfield(4, &[0]));
+        queue.on_request(A, 0).unwrap();
+        queue.on_request(A, 1).unwrap();
+        queue.on_request(B, 2).unwrap();
+        queue.remove_peer(B);
+        assert_eq!(queue.queued(B), 0);
+        // With B gone, chunk 0 is as rare as chunk 1: index order decides.
+        assert_eq!(queue.next_request(), Some((A, 0)));
+    }
+
+    #[test]
+    fn cancels_remove_queued_requests_only() {
+        let mut queue = seeder_queue(4);
+        queue.on_request(A, 1).unwrap();
+        queue.on_request(A, 2).unwrap();
+        assert!(queue.on_cancel(A, 1));
+        assert!(!queue.on_cancel(A, 1));
+        assert_eq!(queue.next_request(), Some((A, 2)));
+        assert!(!queue.on_cancel(A, 2), "already being sent");
+        assert_eq!(queue.next_request(), None);
+    }
+
+    #[test]
+    fn the_bucket_holds_the_rate_on_average() {
+        let t0 = Instant::now();
+        let mut bucket = TokenBucket::new(1_000_000, 100_000, t0);
+        assert_eq!(
+            bucket.reserve(100_000, t0),
+            Duration::ZERO,
+            "a full burst is free"
+        );
+        // Sending 10 MB more at once must wait 10 s in total.
+        let mut now = t0;
+        let mut waited = Duration::ZERO;
+        for _ in 0..100 {
+            let wait = bucket.reserve(100_000, now);
+            waited += wait;
+            now += wait;
+        }
+        let seconds = waited.as_secs_f64();
+        assert!((seconds - 10.0).abs() < 0.01, "waited {seconds} s");
+    }
+
+    #[test]
+    fn the_bucket_refills_only_up_to_the_burst() {
+        let t0 = Instant::now();
+        let mut bucket = TokenBucket::new(1_000, 500, t0);
+        bucket.reserve(500, t0);
+        let later = t0 + Duration::from_secs(3600);
+        assert_eq!(bucket.reserve(500, later), Duration::ZERO);
+        assert!(
+            bucket.reserve(500, later) > Duration::ZERO,
+            "an idle hour does not save up"
+        );
+    }
+}
