@@ -14,4 +14,6 @@ pub mod picker;
 pub mod session;
 #[cfg(test)]
 pub(crate) mod sim;
+pub mod store;
+pub mod trailing;
 pub mod upload;

@@ -1,0 +1,102 @@
+//! [`Storage`] on a file, with `pwrite`/`pread` so that writers and readers
+//! on several threads never share a file position.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use super::Storage;
+
+/// A file used through positional I/O.
+#[derive(Debug)]
+pub struct FileStorage {
+    file: File,
+}
+
+impl FileStorage {
+    /// Opens an existing file read-only (a seeder's verified artifact).
+    pub fn open_read_only(path: &Path) -> io::Result<Self> {
+        Ok(Self {
+            file: File::open(path)?,
+        })
+    }
+
+    /// Opens or creates a read-write file of exactly `len` bytes,
+    /// reserving the space up front where the file system can (so a full
+    /// disk shows up now, not in the middle of the download).
+    pub fn open_sized(path: &Path, len: u64) -> io::Result<Self> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
+        let current = file.metadata()?.len();
+        if current != len {
+            file.set_len(len)?;
+        }
+        preallocate(&file, len)?;
+        Ok(Self { file })
+    }
+
+    /// The open file.
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+}
+
+/// Reserves `len` bytes for `file` without changing its contents. File
+/// systems without `fallocate` keep the sparse file `set_len` made.
+fn preallocate(file: &File, len: u64) -> io::Result<()> {
+    if len == 0 {
+        return Ok(());
+    }
+    match rustix::fs::fallocate(file, rustix::fs::FallocateFlags::KEEP_SIZE, 0, len) {
+        Ok(()) => Ok(()),
+        Err(rustix::io::Errno::OPNOTSUPP) | Err(rustix::io::Errno::NOSYS) => Ok(()),
+        Err(errno) => Err(errno.into()),
+    }
+}
+
+impl Storage for FileStorage {
+    fn write_all_at(&self, offset: u64, bytes: &[u8]) -> io::Result<()> {
+        self.file.write_all_at(bytes, offset)
+    }
+
+    fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        self.file.read_exact_at(buf, offset)
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sized_files_keep_existing_bytes_and_take_the_right_length() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.part");
+        let storage = FileStorage::open_sized(&path, 10_000).unwrap();
+        storage.write_all_at(5000, b"hello").unwrap();
+        drop(storage);
+        let storage = FileStorage::open_sized(&path, 10_000).unwrap();
+        let mut buf = [0u8; 5];
+        storage.read_exact_at(5000, &mut buf).unwrap();
+        assert_eq!(&buf, b"hello");
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 10_000);
+    }
+
+    #[test]
+    fn reading_past_the_end_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = FileStorage::open_sized(&dir.path().join("b.part"), 100).unwrap();
+        let mut buf = [0u8; 10];
+        let error = storage.read_exact_at(95, &mut buf).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::UnexpectedEof);
+    }
+}

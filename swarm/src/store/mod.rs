@@ -1,0 +1,60 @@
+//! Where chunk bytes live: a small synchronous trait of positional reads
+//! and writes ([`Storage`]), the file behind it, and decorators that inject
+//! failures and slowness for tests.
+//!
+//! Only a [`VerifiedChunk`] can be written through [`write_chunk`], so an
+//! unchecked byte never reaches the partial file.
+
+mod file;
+mod testing;
+
+use std::io;
+
+use minimodel_verifier::chunk::{ChunkData, ChunkGeometry, ChunkIndex, VerifiedChunk};
+
+pub use file::FileStorage;
+pub use testing::{FaultyStorage, SlowStorage};
+
+/// Positional reads and writes on the bytes of one artifact.
+pub trait Storage: Send + Sync {
+    /// Writes all of `bytes` at `offset`.
+    fn write_all_at(&self, offset: u64, bytes: &[u8]) -> io::Result<()>;
+    /// Fills `buf` from `offset`; an error if the storage ends first.
+    fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()>;
+    /// Makes written data durable.
+    fn sync_data(&self) -> io::Result<()>;
+}
+
+/// Writes a verified chunk at its place.
+pub fn write_chunk(
+    storage: &dyn Storage,
+    geometry: &ChunkGeometry,
+    chunk: &VerifiedChunk,
+) -> io::Result<()> {
+    let range = geometry
+        .byte_range(chunk.index())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "chunk out of range"))?;
+    write_parts(storage, range.start, chunk.data())
+}
+
+fn write_parts(storage: &dyn Storage, mut offset: u64, data: &ChunkData) -> io::Result<()> {
+    for part in data.parts() {
+        storage.write_all_at(offset, part)?;
+        offset += part.len() as u64;
+    }
+    Ok(())
+}
+
+/// Reads chunk `index` into a new buffer.
+pub fn read_chunk(
+    storage: &dyn Storage,
+    geometry: &ChunkGeometry,
+    index: ChunkIndex,
+) -> io::Result<Vec<u8>> {
+    let range = geometry
+        .byte_range(index)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "chunk out of range"))?;
+    let mut buf = vec![0; (range.end - range.start) as usize];
+    storage.read_exact_at(range.start, &mut buf)?;
+    Ok(buf)
+}
