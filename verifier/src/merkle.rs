@@ -221,6 +221,132 @@ impl MerkleTree {
     }
 }
 
+/// The part of a tree a downloading peer knows: every node it computed or
+/// received while checking proofs. Whatever a proof checked against the root
+/// is as trustworthy as the root, so a peer can pass proofs on for chunks it
+/// verified without ever seeing the whole chunk list.
+///
+/// Memory: one optional hash per node of the full tree, about
+/// `2 * count * 33` bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartialTree {
+    count: u32,
+    /// `levels[0]` holds leaf hashes; the last level holds the root.
+    levels: Vec<Vec<Option<Sha256Digest>>>,
+}
+
+impl PartialTree {
+    /// Knows only the root of a tree of `count` leaves.
+    pub fn new(root: Sha256Digest, count: u32) -> Self {
+        let mut levels = Vec::new();
+        let mut width = count.max(1) as usize;
+        loop {
+            levels.push(vec![None; width]);
+            if width == 1 {
+                break;
+            }
+            width = width.div_ceil(2);
+        }
+        if let Some(top) = levels.last_mut() {
+            top[0] = Some(root);
+        }
+        Self { count, levels }
+    }
+
+    /// Number of leaves.
+    pub fn chunk_count(&self) -> u32 {
+        self.count
+    }
+
+    /// Records the path of a chunk whose proof was checked against the
+    /// root: its leaf, every node on the way up and every sibling. Call it
+    /// only after [`verify_proof`] succeeded for the same arguments.
+    pub fn insert_verified(
+        &mut self,
+        index: u32,
+        chunk_hash: &Sha256Digest,
+        proof: &[Sha256Digest],
+    ) {
+        if index >= self.count {
+            return;
+        }
+        let mut node = leaf_hash(chunk_hash);
+        let mut siblings = proof.iter();
+        let mut level = 0;
+        for_each_level(index, self.count, |position, has_sibling| {
+            self.levels[level][position as usize] = Some(node);
+            if has_sibling {
+                if let Some(sibling) = siblings.next() {
+                    let sibling_position = (position ^ 1) as usize;
+                    self.levels[level][sibling_position] = Some(*sibling);
+                    node = if position % 2 == 1 {
+                        node_hash(sibling, &node)
+                    } else {
+                        node_hash(&node, sibling)
+                    };
+                }
+            }
+            level += 1;
+        });
+    }
+
+    /// The proof of chunk `index`, if every sibling on its path is known.
+    pub fn proof(&self, index: u32) -> Option<Vec<Sha256Digest>> {
+        if index >= self.count {
+            return None;
+        }
+        let mut proof = Vec::new();
+        let mut level = 0;
+        let mut complete = true;
+        for_each_level(index, self.count, |position, has_sibling| {
+            if has_sibling {
+                match self.levels[level][(position ^ 1) as usize] {
+                    Some(sibling) => proof.push(sibling),
+                    None => complete = false,
+                }
+            }
+            level += 1;
+        });
+        complete.then_some(proof)
+    }
+
+    /// Every known node below the root as `(level, position, hash)`, for
+    /// saving; [`PartialTree::insert_node`] puts them back.
+    pub fn known_nodes(&self) -> impl Iterator<Item = (u32, u32, Sha256Digest)> + '_ {
+        let below_root = self.levels.len().saturating_sub(1);
+        self.levels[..below_root]
+            .iter()
+            .enumerate()
+            .flat_map(|(level, nodes)| {
+                nodes
+                    .iter()
+                    .enumerate()
+                    .filter_map(move |(position, node)| {
+                        node.map(|hash| (level as u32, position as u32, hash))
+                    })
+            })
+    }
+
+    /// Restores a saved node. Only for nodes that came from
+    /// [`PartialTree::known_nodes`] of a tree with the same root; returns
+    /// false when the position does not exist.
+    pub fn insert_node(&mut self, level: u32, position: u32, hash: Sha256Digest) -> bool {
+        let below_root = self.levels.len().saturating_sub(1);
+        match self
+            .levels
+            .get_mut(level as usize)
+            .filter(|_| (level as usize) < below_root)
+            .and_then(|nodes| nodes.get_mut(position as usize))
+        {
+            Some(slot) => {
+                *slot = Some(hash);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
 /// The chunk list file format (`docs/merkle.md`): one lowercase hex chunk
 /// hash per line, each line ending in LF. Its SHA-256 is the manifest's
 /// `chunk-list-sha256`.
@@ -347,6 +473,43 @@ mod tests {
     #[test]
     fn empty_tree_is_refused() {
         assert_eq!(MerkleTree::from_chunk_hashes(vec![]), Err(TreeError::Empty));
+    }
+
+    #[test]
+    fn a_partial_tree_passes_on_proofs_it_learned() {
+        for count in [1, 2, 5, 8, 13] {
+            let tree = MerkleTree::from_chunk_hashes(hashes(count)).unwrap();
+            let mut partial = PartialTree::new(tree.root(), count);
+            for index in 0..count {
+                assert_eq!(partial.proof(index).is_some(), count == 1 && index == 0);
+            }
+            // Learn every other chunk; each learned one can be proven again.
+            for index in (0..count).step_by(2) {
+                let proof = tree.proof(index).unwrap();
+                let chunk = tree.chunk_hashes()[index as usize];
+                verify_proof(&tree.root(), count, index, &chunk, &proof).unwrap();
+                partial.insert_verified(index, &chunk, &proof);
+                assert_eq!(partial.proof(index), Some(proof));
+            }
+            // Saved and restored, it knows the same.
+            let mut restored = PartialTree::new(tree.root(), count);
+            for (level, position, hash) in partial.known_nodes() {
+                assert!(restored.insert_node(level, position, hash));
+            }
+            assert_eq!(restored, partial);
+        }
+    }
+
+    #[test]
+    fn a_partial_tree_refuses_positions_that_do_not_exist() {
+        let mut partial = PartialTree::new(Sha256Digest::default(), 5);
+        assert!(!partial.insert_node(0, 5, Sha256Digest::default()));
+        assert!(
+            !partial.insert_node(3, 0, Sha256Digest::default()),
+            "the root is not restored"
+        );
+        assert!(!partial.insert_node(9, 0, Sha256Digest::default()));
+        assert!(partial.insert_node(0, 4, Sha256Digest::default()));
     }
 
     #[test]
