@@ -33,7 +33,6 @@ pub mod model;
 pub mod receipt;
 pub mod route;
 pub mod slm;
-mod tmp_shims;
 
 pub use chunk::{ChunkGeometry, ChunkIndex, ChunkVerifier, VerifiedChunk};
 pub use digest::Sha256Digest;

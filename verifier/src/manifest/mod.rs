@@ -1,13 +1,49 @@
 //! Manifest v0 (`docs/manifest-v0.md`): the text that binds an artifact's
 //! bytes to its identity, license and evidence routes.
 //!
-//! SKELETON: the struct is the agreed interface; parsing and writing are
-//! filled in by the manifest work.
+//! What it is: the [`Manifest`] struct, a strict reader
+//! ([`Manifest::parse`], [`Manifest::parse_bytes`]), a canonical writer
+//! ([`Manifest::to_text`]) and the cross-field rules ([`Manifest::validate`]).
+//! Every refusal is a [`ManifestError`] that names the line and the key.
+//!
+//! What it is not: it does not read the artifact. Whether the bytes on disk
+//! match `artifact-sha256` and `merkle-root` is the job of the full check.
+//!
+//! Invariants: a [`Manifest`] returned by the reader passes
+//! [`Manifest::validate`], and for every manifest that passes it,
+//! `Manifest::parse(&m.to_text()) == Ok(m)`.
+
+use std::fmt;
+use std::str::FromStr;
 
 use crate::digest::Sha256Digest;
 use crate::ids::{KeyId, ModelId, PublisherId};
 use crate::model::{ModelShape, Quantization};
 use crate::route::Route;
+
+mod error;
+mod key;
+mod limits;
+mod parse;
+mod rules;
+mod write;
+
+#[cfg(test)]
+mod tests;
+
+pub use error::{ManifestError, ManifestErrorKind};
+pub use key::ManifestKey;
+pub use limits::{
+    DEFAULT_CHUNK_SIZE, MAX_CHUNK_COUNT, MAX_CHUNK_SIZE, MAX_DISPLAY_NAME_CHARS, MAX_LINE_LEN,
+    MAX_MANIFEST_LEN, MAX_SOURCE_IDENTITY_CHARS, MIN_CHUNK_SIZE, chunk_count_for,
+    default_chunk_size,
+};
+
+/// The value of the `format` line that opens every manifest v0.
+pub const FORMAT_V0: &str = "minimodel-manifest-v0";
+
+/// The only `chunk-scheme` of manifest v0 (`docs/merkle.md`).
+pub const CHUNK_SCHEME_V0: &str = "fixed-size-merkle-v0";
 
 /// A parsed, validated manifest v0. Every field of `docs/manifest-v0.md`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,29 +112,193 @@ pub struct ChunkListRoute {
     pub sha256: Sha256Digest,
 }
 
-/// `evidence-status`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+impl Manifest {
+    /// Reads manifest text. Same rules as [`Manifest::parse_bytes`].
+    pub fn parse(text: &str) -> Result<Manifest, ManifestError> {
+        parse::parse_manifest(text.as_bytes())
+    }
+
+    /// Reads manifest bytes: the size cap first, then line by line (length,
+    /// CR, UTF-8, syntax, value), then missing keys, then cross-field rules.
+    /// The first error found is returned.
+    pub fn parse_bytes(bytes: &[u8]) -> Result<Manifest, ManifestError> {
+        parse::parse_manifest(bytes)
+    }
+
+    /// The canonical text: the `format` line, then every key in canonical
+    /// order, LF line endings, no comments.
+    pub fn to_text(&self) -> String {
+        write::write_manifest(self)
+    }
+
+    /// Checks the rules a manifest built in code can break: text fields,
+    /// model shape, artifact size and chunk geometry. Errors carry the key
+    /// but no line.
+    pub fn validate(&self) -> Result<(), ManifestError> {
+        rules::validate_manifest(self)
+    }
+}
+
+impl fmt::Display for Manifest {
+    /// Writes the canonical text ([`Manifest::to_text`]).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_text())
+    }
+}
+
+impl FromStr for Manifest {
+    type Err = ManifestError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Manifest::parse(text)
+    }
+}
+
+/// A value that is not one of the names a key accepts.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{found:?} is not a known {key} (expected one of {expected})")]
+pub struct UnknownValue {
+    /// The key whose value it is.
+    pub key: &'static str,
+    /// The value as written.
+    pub found: String,
+    /// The accepted names, comma-separated.
+    pub expected: &'static str,
+}
+
+/// `evidence-status`: what kind of review the evidence route has had.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum EvidenceStatus {
-    /// `unreviewed`.
+    /// `unreviewed`: nobody vouches for the evidence yet.
     Unreviewed,
-    /// `self-attested`.
+    /// `self-attested`: the publisher vouches for its own evidence.
     SelfAttested,
-    /// `independently-reviewed`.
+    /// `independently-reviewed`: someone other than the publisher reviewed
+    /// the evidence, and the evidence route says who.
     IndependentlyReviewed,
 }
 
-/// `peer-hint-status`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+impl EvidenceStatus {
+    /// Every status, in spec order.
+    pub const ALL: [EvidenceStatus; 3] = [
+        EvidenceStatus::Unreviewed,
+        EvidenceStatus::SelfAttested,
+        EvidenceStatus::IndependentlyReviewed,
+    ];
+
+    /// The text name.
+    pub fn name(self) -> &'static str {
+        match self {
+            EvidenceStatus::Unreviewed => "unreviewed",
+            EvidenceStatus::SelfAttested => "self-attested",
+            EvidenceStatus::IndependentlyReviewed => "independently-reviewed",
+        }
+    }
+}
+
+impl fmt::Display for EvidenceStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for EvidenceStatus {
+    type Err = UnknownValue;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|status| status.name() == text)
+            .ok_or_else(|| UnknownValue {
+                key: "evidence-status",
+                found: text.to_owned(),
+                expected: "unreviewed, self-attested, independently-reviewed",
+            })
+    }
+}
+
+/// `peer-hint-status`: whether the manifest's publisher names peers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PeerHintStatus {
-    /// `none`.
+    /// `none`: the publisher gives no peer hints; peers come only from
+    /// offers the user supplies.
     None,
-    /// `advisory`.
+    /// `advisory`: peer hints may travel with the manifest (in a catalog
+    /// entry or an offer); they are suggestions to try, never trusted: every
+    /// byte from a hinted peer is verified like any other.
     Advisory,
 }
 
+impl PeerHintStatus {
+    /// Every status, in spec order.
+    pub const ALL: [PeerHintStatus; 2] = [PeerHintStatus::None, PeerHintStatus::Advisory];
+
+    /// The text name.
+    pub fn name(self) -> &'static str {
+        match self {
+            PeerHintStatus::None => "none",
+            PeerHintStatus::Advisory => "advisory",
+        }
+    }
+}
+
+impl fmt::Display for PeerHintStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for PeerHintStatus {
+    type Err = UnknownValue;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|status| status.name() == text)
+            .ok_or_else(|| UnknownValue {
+                key: "peer-hint-status",
+                found: text.to_owned(),
+                expected: "none, advisory",
+            })
+    }
+}
+
 /// `signature`: only the documented placeholder exists in v0.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Signature {
     /// `unsigned-placeholder-v0`.
     UnsignedPlaceholderV0,
+}
+
+impl Signature {
+    /// The text name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Signature::UnsignedPlaceholderV0 => "unsigned-placeholder-v0",
+        }
+    }
+}
+
+impl fmt::Display for Signature {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A `signature` value other than the placeholder.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "signing is not supported yet; the only accepted signature is unsigned-placeholder-v0 (found {0:?})"
+)]
+pub struct UnsupportedSignature(pub String);
+
+impl FromStr for Signature {
+    type Err = UnsupportedSignature;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "unsigned-placeholder-v0" => Ok(Signature::UnsignedPlaceholderV0),
+            other => Err(UnsupportedSignature(other.to_owned())),
+        }
+    }
 }

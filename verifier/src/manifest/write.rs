@@ -1,0 +1,62 @@
+//! The canonical manifest v0 writer.
+
+use std::fmt::Write;
+
+use super::{CHUNK_SCHEME_V0, FORMAT_V0, Manifest, ManifestKey};
+use crate::route::Route;
+
+/// Writes `manifest` in canonical form: the `format` line, then every key in
+/// canonical order, one `key: value` line each, LF endings, no comments.
+pub(crate) fn write_manifest(manifest: &Manifest) -> String {
+    let mut text = String::with_capacity(2048);
+    let mut entry = |key: ManifestKey, value: &dyn std::fmt::Display| {
+        // Writing into a String cannot fail.
+        let _ = writeln!(text, "{}: {value}", key.name());
+    };
+    let route_or_none = |route: &Option<Route>| -> String {
+        route
+            .as_ref()
+            .map_or_else(|| "none".to_owned(), |route| route.to_string())
+    };
+    entry(ManifestKey::Format, &FORMAT_V0);
+    entry(ManifestKey::ModelId, &manifest.model_id);
+    entry(ManifestKey::DisplayName, &manifest.display_name);
+    entry(ManifestKey::PublisherId, &manifest.publisher_id);
+    entry(ManifestKey::KeyId, &manifest.key_id);
+    entry(
+        ManifestKey::ManifestRoute,
+        &route_or_none(&manifest.manifest_route),
+    );
+    entry(
+        ManifestKey::ModelCardRoute,
+        &route_or_none(&manifest.model_card_route),
+    );
+    entry(ManifestKey::LicenseRoute, &manifest.license_route);
+    entry(ManifestKey::EvidenceRoute, &manifest.evidence_route);
+    entry(ManifestKey::SourceIdentity, &manifest.source_identity);
+    entry(
+        ManifestKey::TakedownRoute,
+        &route_or_none(&manifest.takedown_route),
+    );
+    entry(ManifestKey::ArtifactBytes, &manifest.artifact_bytes);
+    entry(ManifestKey::ArtifactSha256, &manifest.artifact_sha256);
+    entry(ManifestKey::Quantization, &manifest.quantization);
+    entry(ManifestKey::ModelShape, &manifest.model_shape);
+    entry(ManifestKey::TokenizerSha256, &manifest.tokenizer_sha256);
+    entry(
+        ManifestKey::TensorLayoutSha256,
+        &manifest.tensor_layout_sha256,
+    );
+    entry(ManifestKey::EvidenceStatus, &manifest.evidence_status);
+    entry(ManifestKey::PeerHintStatus, &manifest.peer_hint_status);
+    entry(ManifestKey::Signature, &manifest.signature);
+    entry(ManifestKey::ChunkScheme, &CHUNK_SCHEME_V0);
+    entry(ManifestKey::ChunkSize, &manifest.chunks.chunk_size);
+    entry(ManifestKey::ChunkCount, &manifest.chunks.chunk_count);
+    entry(ManifestKey::MerkleRoot, &manifest.chunks.merkle_root);
+    if let Some(chunk_list) = &manifest.chunks.chunk_list {
+        entry(ManifestKey::ChunkListRoute, &chunk_list.route);
+        entry(ManifestKey::ChunkListSha256, &chunk_list.sha256);
+    }
+    text
+}
