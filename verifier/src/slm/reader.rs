@@ -375,10 +375,10 @@ fn hash_section<R: Read + Seek>(
 ) -> Result<Sha256Digest, SlmError> {
     reader.seek(SeekFrom::Start(span.offset))?;
     let mut hasher = Sha256::new();
-    let mut buffer = vec![0u8; HASH_BUFFER_LEN];
+    let mut buffer = vec![0u8; span.len.min(HASH_BUFFER_LEN as u64) as usize];
     let mut remaining = span.len;
     while remaining > 0 {
-        let want = remaining.min(HASH_BUFFER_LEN as u64) as usize;
+        let want = remaining.min(buffer.len() as u64) as usize;
         let got = match reader.read(&mut buffer[..want]) {
             Ok(0) => {
                 return Err(SlmError::Truncated {
