@@ -14,6 +14,17 @@
 //! - [`write_fixture`] streams a valid synthetic file of an exact size from
 //!   a [`FixtureSpec`], deterministically.
 //!
+//! ```
+//! use std::io::Cursor;
+//! use minimodel_verifier::slm::{FixtureSpec, read_slm, write_fixture};
+//!
+//! let mut bytes = Vec::new();
+//! let written = write_fixture(&mut bytes, &FixtureSpec::new(64 * 1024, 1))?;
+//! assert_eq!(bytes.len(), 64 * 1024);
+//! assert_eq!(read_slm(&mut Cursor::new(&bytes))?, written);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! What it is not: a model loader. Nothing here interprets tokenizer or
 //! tensor bytes, or checks that tensor names and dims match the model shape.
 
