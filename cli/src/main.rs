@@ -1,3 +1,73 @@
-//! The `minimodel` command line.
+//! `minimodel`: move MiniModel `.slm` artifacts between consenting peers,
+//! verified chunk by chunk. See `minimodel --help` and the README.
 
-fn main() {}
+mod commands;
+mod exit;
+mod output;
+mod units;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::exit::{Exit, Failure};
+use crate::output::Output;
+
+/// Move MiniModel .slm artifacts between consenting peers, verified chunk by
+/// chunk against the manifest's Merkle root and the whole-file SHA-256.
+///
+/// Exit codes: 0 success, 1 transfer or I/O failure, 2 usage, 3 invalid input
+/// (manifest, request, offer, route, .slm), 4 verification failed, 5 consent
+/// not given.
+#[derive(Debug, Parser)]
+#[command(name = "minimodel", version, max_term_width = 100)]
+struct Cli {
+    /// Machine-readable output: one JSON object per line on standard output.
+    #[arg(long, global = true)]
+    json: bool,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Write a valid synthetic .slm file, deterministic from a seed.
+    Fixture(commands::fixture::FixtureArgs),
+    /// Hash a .slm file and write its manifest v0.
+    Manifest(Box<commands::manifest::ManifestArgs>),
+    /// Check a .slm file against its manifest and write a receipt.
+    Verify(commands::verify::VerifyArgs),
+    /// Print the metadata-only catalog entry of a manifest (JSON).
+    CatalogEntry(commands::catalog::CatalogArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            // --help and --version are not failures; everything else is usage.
+            let code = if error.use_stderr() {
+                Exit::Usage as u8
+            } else {
+                0
+            };
+            let _ = error.print();
+            return ExitCode::from(code);
+        }
+    };
+    let out = Output { json: cli.json };
+    let result: Result<(), Failure> = match cli.command {
+        Command::Fixture(args) => commands::fixture::run(args, out),
+        Command::Manifest(args) => commands::manifest::run(*args, out),
+        Command::Verify(args) => commands::verify::run(args, out),
+        Command::CatalogEntry(args) => commands::catalog::run(args, out),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            out.failure(&failure);
+            ExitCode::from(failure.exit as u8)
+        }
+    }
+}

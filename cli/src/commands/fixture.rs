@@ -1,0 +1,108 @@
+//! `minimodel fixture OUT.slm --size 64MiB [--seed N]`: a valid synthetic
+//! `.slm`, deterministic from the seed, written in a streaming pass.
+
+use std::fs::{self, File};
+use std::io::{BufWriter, Write};
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use minimodel_verifier::slm::{FixtureSpec, MIN_FIXTURE_SIZE, write_fixture};
+use serde_json::json;
+
+use crate::exit::{Exit, Failure, OrExit};
+use crate::output::Output;
+use crate::units::{human_bytes, parse_size};
+
+/// Arguments of `minimodel fixture`.
+#[derive(Debug, Args)]
+pub struct FixtureArgs {
+    /// Where to write the `.slm` file.
+    pub out: PathBuf,
+    /// Size of the file, like 64MiB or 1GiB.
+    #[arg(long, value_parser = parse_size)]
+    pub size: u64,
+    /// Seed of the synthetic content; the same seed gives the same bytes.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+/// Counts bytes on their way to the file, for the progress bar.
+struct Counting<W> {
+    inner: W,
+    written: u64,
+    bar: indicatif::ProgressBar,
+}
+
+impl<W: Write> Write for Counting<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.written += n as u64;
+        if self.written % (8 << 20) < n as u64 {
+            self.bar.set_position(self.written);
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+pub fn run(args: FixtureArgs, out: Output) -> Result<(), Failure> {
+    if args.size < MIN_FIXTURE_SIZE {
+        return Err(Failure::new(
+            Exit::Usage,
+            anyhow::anyhow!(
+                "--size {} is too small: a fixture needs at least {}",
+                args.size,
+                human_bytes(MIN_FIXTURE_SIZE)
+            ),
+        ));
+    }
+    let spec = FixtureSpec::new(args.size, args.seed);
+    let temp = args.out.with_extension("slm.partial");
+    let bar = out.byte_progress(args.size, "fixture");
+    let result = (|| -> anyhow::Result<_> {
+        let file =
+            File::create(&temp).with_context(|| format!("cannot create {}", temp.display()))?;
+        let mut writer = Counting {
+            inner: BufWriter::with_capacity(1 << 20, file),
+            written: 0,
+            bar: bar.clone(),
+        };
+        let info = write_fixture(&mut writer, &spec)?;
+        let file = writer.inner.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        fs::rename(&temp, &args.out)
+            .with_context(|| format!("cannot rename into {}", args.out.display()))?;
+        Ok(info)
+    })();
+    bar.finish_and_clear();
+    let info = result
+        .inspect_err(|_| {
+            let _ = fs::remove_file(&temp);
+        })
+        .or_exit(Exit::Transfer)?;
+    out.say(format!(
+        "wrote {} ({}, seed {}, {}, {})",
+        args.out.display(),
+        human_bytes(info.file_len),
+        args.seed,
+        info.quantization,
+        info.shape
+    ));
+    out.event(
+        "fixture",
+        json!({
+            "path": args.out,
+            "bytes": info.file_len,
+            "seed": args.seed,
+            "quantization": info.quantization,
+            "model_shape": info.shape,
+            "tokenizer_sha256": info.tokenizer_sha256,
+            "tensor_layout_sha256": info.tensor_layout_sha256,
+        }),
+    );
+    Ok(())
+}

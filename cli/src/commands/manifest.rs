@@ -1,0 +1,173 @@
+//! `minimodel manifest FILE.slm --model-id ID ...`: hash a `.slm` file and
+//! write its manifest v0.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use minimodel_verifier::check::check_hashes;
+use minimodel_verifier::hashing::hash_file;
+use minimodel_verifier::manifest::{
+    ChunkListRoute, ChunkSection, EvidenceStatus, Manifest, PeerHintStatus, Signature,
+    chunk_count_for, default_chunk_size,
+};
+use minimodel_verifier::merkle::{MerkleTree, chunk_list_text};
+use minimodel_verifier::route::Route;
+use minimodel_verifier::slm::read_slm_file;
+use minimodel_verifier::{KeyId, ModelId, PublisherId, Sha256Digest};
+use serde_json::json;
+
+use super::write_atomically;
+use crate::exit::{Exit, Failure, OrExit};
+use crate::output::Output;
+use crate::units::{human_bytes, parse_size};
+
+/// Arguments of `minimodel manifest`.
+#[derive(Debug, Args)]
+pub struct ManifestArgs {
+    /// The `.slm` file to describe.
+    pub file: PathBuf,
+    /// Model id: 1-128 of A-Z a-z 0-9 . _ - (also the downloaded file's name).
+    #[arg(long)]
+    pub model_id: ModelId,
+    /// Publisher id (same charset as the model id).
+    #[arg(long)]
+    pub publisher_id: PublisherId,
+    /// https route to the license (metadata only, never the model bytes).
+    #[arg(long)]
+    pub license_route: Route,
+    /// https route to the evidence about the model.
+    #[arg(long)]
+    pub evidence_route: Route,
+    /// Human-readable name [default: the model id].
+    #[arg(long)]
+    pub display_name: Option<String>,
+    /// Id of the publisher key that will sign manifests.
+    #[arg(long, default_value = "unsigned")]
+    pub key_id: KeyId,
+    /// https route to this manifest's metadata.
+    #[arg(long)]
+    pub manifest_route: Option<Route>,
+    /// https route to the model card.
+    #[arg(long)]
+    pub model_card_route: Option<Route>,
+    /// https route for takedown requests and contact.
+    #[arg(long)]
+    pub takedown_route: Option<Route>,
+    /// One line saying where the weights come from.
+    #[arg(long, default_value = "not stated")]
+    pub source_identity: String,
+    /// unreviewed, self-attested or independently-reviewed.
+    #[arg(long, default_value = "unreviewed")]
+    pub evidence_status: EvidenceStatus,
+    /// none or advisory.
+    #[arg(long, default_value = "none")]
+    pub peer_hint_status: PeerHintStatus,
+    /// Chunk size, a power of two from 16KiB to 16MiB [default: 1MiB, more for huge files].
+    #[arg(long, value_parser = parse_size)]
+    pub chunk_size: Option<u64>,
+    /// Publish the chunk list: its https route (requires --chunk-list-out).
+    #[arg(long, requires = "chunk_list_out")]
+    pub chunk_list_route: Option<Route>,
+    /// Write the chunk list (one hex SHA-256 per line) to this file.
+    #[arg(long, requires = "chunk_list_route")]
+    pub chunk_list_out: Option<PathBuf>,
+    /// Write the manifest here instead of standard output.
+    #[arg(short = 'o', long)]
+    pub output: Option<PathBuf>,
+}
+
+pub fn run(args: ManifestArgs, out: Output) -> Result<(), Failure> {
+    let slm = read_slm_file(&args.file)
+        .with_context(|| format!("{} is not a valid .slm file", args.file.display()))
+        .or_exit(Exit::InvalidInput)?;
+    let chunk_size = match args.chunk_size {
+        None => default_chunk_size(slm.file_len),
+        Some(size) => u32::try_from(size)
+            .map_err(|_| anyhow::anyhow!("--chunk-size {size} is larger than 16MiB"))
+            .or_exit(Exit::Usage)?,
+    };
+    let bar = out.byte_progress(slm.file_len, "hashing");
+    let hashes = hash_file(&args.file, chunk_size, &|n| bar.set_position(n))
+        .with_context(|| format!("cannot read {}", args.file.display()));
+    bar.finish_and_clear();
+    let hashes = hashes?;
+    let tree = MerkleTree::from_chunk_hashes(hashes.chunk_hashes.clone())
+        .context("the file is empty")
+        .or_exit(Exit::InvalidInput)?;
+    let list_text = chunk_list_text(tree.chunk_hashes());
+    let chunk_list = args.chunk_list_route.clone().map(|route| ChunkListRoute {
+        route,
+        sha256: Sha256Digest::of(list_text.as_bytes()),
+    });
+    let manifest = Manifest {
+        display_name: args
+            .display_name
+            .clone()
+            .unwrap_or_else(|| args.model_id.to_string()),
+        model_id: args.model_id,
+        publisher_id: args.publisher_id,
+        key_id: args.key_id,
+        manifest_route: args.manifest_route,
+        model_card_route: args.model_card_route,
+        license_route: args.license_route,
+        evidence_route: args.evidence_route,
+        source_identity: args.source_identity,
+        takedown_route: args.takedown_route,
+        artifact_bytes: hashes.bytes,
+        artifact_sha256: hashes.sha256,
+        quantization: slm.quantization,
+        model_shape: slm.shape,
+        tokenizer_sha256: slm.tokenizer_sha256,
+        tensor_layout_sha256: slm.tensor_layout_sha256,
+        evidence_status: args.evidence_status,
+        peer_hint_status: args.peer_hint_status,
+        signature: Signature::UnsignedPlaceholderV0,
+        chunks: ChunkSection {
+            chunk_size,
+            chunk_count: chunk_count_for(hashes.bytes, chunk_size),
+            merkle_root: tree.root(),
+            chunk_list,
+        },
+    };
+    manifest
+        .validate()
+        .context("these options do not make a valid manifest")
+        .or_exit(Exit::Usage)?;
+    // The file may have changed between the header read and the hash pass.
+    check_hashes(&manifest, hashes).or_exit(Exit::VerificationFailed)?;
+    if let Some(path) = &args.chunk_list_out {
+        write_atomically(path, list_text.as_bytes())?;
+    }
+    let text = manifest.to_text();
+    match &args.output {
+        Some(path) => {
+            write_atomically(path, text.as_bytes())?;
+            out.say(format!(
+                "wrote {} for {} ({}, {} chunks of {}, root {})",
+                path.display(),
+                manifest.model_id,
+                human_bytes(manifest.artifact_bytes),
+                manifest.chunks.chunk_count,
+                human_bytes(u64::from(chunk_size)),
+                manifest.chunks.merkle_root
+            ));
+        }
+        None if !out.json => print!("{text}"),
+        None => {}
+    }
+    out.event(
+        "manifest",
+        json!({
+            "path": args.output,
+            "model_id": manifest.model_id,
+            "artifact_bytes": manifest.artifact_bytes,
+            "artifact_sha256": manifest.artifact_sha256,
+            "chunk_size": chunk_size,
+            "chunk_count": manifest.chunks.chunk_count,
+            "merkle_root": manifest.chunks.merkle_root,
+            "manifest": if args.output.is_none() { Some(text) } else { None },
+        }),
+    );
+    Ok(())
+}

@@ -1,0 +1,82 @@
+//! `minimodel verify MANIFEST FILE.slm [--receipt FILE]`: the full local
+//! check, and a receipt.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use minimodel_verifier::check::verify_local_file;
+use minimodel_verifier::receipt::ReceiptSource;
+use serde_json::json;
+
+use super::{load_manifest, write_atomically};
+use crate::exit::{Exit, Failure};
+use crate::output::Output;
+
+/// Arguments of `minimodel verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The manifest the file must match.
+    pub manifest: PathBuf,
+    /// The `.slm` file to check.
+    pub file: PathBuf,
+    /// Where to write the receipt [default: <model-id>.receipt.json next to the file].
+    #[arg(long)]
+    pub receipt: Option<PathBuf>,
+}
+
+pub fn run(args: VerifyArgs, out: Output) -> Result<(), Failure> {
+    let loaded = load_manifest(&args.manifest)?;
+    let manifest = &loaded.manifest;
+    let bar = out.byte_progress(manifest.artifact_bytes, "verifying");
+    let result = verify_local_file(manifest, &args.file, &|n| bar.set_position(n));
+    bar.finish_and_clear();
+    let artifact = result.map_err(|error| {
+        if error.is_io() {
+            return Failure::new(
+                Exit::Transfer,
+                anyhow::Error::new(error).context(format!("cannot check {}", args.file.display())),
+            );
+        }
+        let exit = if error.is_invalid_input() {
+            Exit::InvalidInput
+        } else {
+            Exit::VerificationFailed
+        };
+        Failure::new(
+            exit,
+            anyhow::Error::new(error).context(format!("{} does not verify", args.file.display())),
+        )
+        .with_hint("the file is not the artifact this manifest describes; no receipt was written")
+    })?;
+    let receipt = artifact.receipt(loaded.sha256, ReceiptSource::LocalFile);
+    let receipt_path = args.receipt.clone().unwrap_or_else(|| {
+        let dir = args.file.parent().map(PathBuf::from).unwrap_or_default();
+        dir.join(format!("{}.receipt.json", manifest.model_id))
+    });
+    let mut text = serde_json::to_string_pretty(&receipt).context("cannot encode the receipt")?;
+    text.push('\n');
+    write_atomically(&receipt_path, text.as_bytes())?;
+    let checks: Vec<_> = receipt
+        .checks
+        .iter()
+        .map(|c| serde_json::to_value(c).unwrap_or_default())
+        .collect();
+    out.say(format!(
+        "verified {}: {} ({} checks passed), receipt {}",
+        args.file.display(),
+        manifest.model_id,
+        checks.len(),
+        receipt_path.display()
+    ));
+    out.event(
+        "verified",
+        json!({
+            "path": args.file,
+            "model_id": manifest.model_id,
+            "checks": checks,
+            "receipt": receipt_path,
+        }),
+    );
+    Ok(())
+}

@@ -1,0 +1,185 @@
+//! The local commands through the binary: fixture, manifest, verify,
+//! catalog-entry, with their exit codes and JSON output.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn minimodel(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_minimodel"))
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("the binary runs")
+}
+
+fn code(output: &Output) -> i32 {
+    output.status.code().expect("exited, not killed")
+}
+
+fn json_lines(output: &Output) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("every stdout line is JSON"))
+        .collect()
+}
+
+const ROUTES: [&str; 4] = [
+    "--license-route",
+    "https://example.org/license",
+    "--evidence-route",
+    "https://example.org/evidence",
+];
+
+/// A fixture and its manifest in a fresh directory.
+fn prepared() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let out = minimodel(
+        dir.path(),
+        &["fixture", "m.slm", "--size", "3MiB", "--seed", "5"],
+    );
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    let mut args = vec![
+        "manifest",
+        "m.slm",
+        "--model-id",
+        "tiny",
+        "--publisher-id",
+        "acme",
+    ];
+    args.extend(ROUTES);
+    args.extend(["--chunk-size", "256KiB", "-o", "m.manifest"]);
+    let out = minimodel(dir.path(), &args);
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    dir
+}
+
+#[test]
+fn fixture_manifest_verify_and_catalog_entry_work_together() {
+    let dir = prepared();
+    assert_eq!(
+        std::fs::metadata(dir.path().join("m.slm")).unwrap().len(),
+        3 << 20
+    );
+    let manifest = std::fs::read_to_string(dir.path().join("m.manifest")).unwrap();
+    assert!(
+        manifest.contains("chunk-size: 262144\nchunk-count: 12\n"),
+        "{manifest}"
+    );
+
+    let out = minimodel(dir.path(), &["verify", "m.manifest", "m.slm", "--json"]);
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    let events = json_lines(&out);
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["event"], "verified");
+    let receipt: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("tiny.receipt.json")).unwrap())
+            .unwrap();
+    assert_eq!(receipt["format"], "minimodel-receipt-v0");
+    assert_eq!(receipt["chunk_count"], 12);
+    assert_eq!(receipt["license_route"], "https://example.org/license");
+
+    let out = minimodel(dir.path(), &["catalog-entry", "m.manifest", "--json"]);
+    assert_eq!(code(&out), 0);
+    let entry = &json_lines(&out)[0];
+    assert_eq!(entry["format"], "minimodel-catalog-entry-v0");
+    assert_eq!(entry["routes"]["license"], "https://example.org/license");
+    let text = entry.to_string();
+    assert!(
+        !text.contains("m.slm") && !text.contains("url"),
+        "no byte route: {text}"
+    );
+}
+
+#[test]
+fn the_same_seed_gives_the_same_manifest() {
+    let a = prepared();
+    let b = prepared();
+    let read = |dir: &tempfile::TempDir| std::fs::read(dir.path().join("m.manifest")).unwrap();
+    assert_eq!(read(&a), read(&b));
+}
+
+#[test]
+fn a_corrupted_file_fails_with_exit_4_and_no_receipt() {
+    let dir = prepared();
+    let path = dir.path().join("m.slm");
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[2_000_000] ^= 0x20;
+    std::fs::write(&path, &bytes).unwrap();
+    let out = minimodel(dir.path(), &["verify", "m.manifest", "m.slm"]);
+    assert_eq!(code(&out), 4);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("merkle-root differs"), "{stderr}");
+    assert!(!dir.path().join("tiny.receipt.json").exists());
+}
+
+#[test]
+fn a_malformed_manifest_is_exit_3_and_names_the_line() {
+    let dir = prepared();
+    let text = std::fs::read_to_string(dir.path().join("m.manifest")).unwrap();
+    std::fs::write(
+        dir.path().join("bad.manifest"),
+        text.replace("chunk-count: 12", "chunk-count: 13"),
+    )
+    .unwrap();
+    let out = minimodel(dir.path(), &["verify", "bad.manifest", "m.slm", "--json"]);
+    assert_eq!(code(&out), 3);
+    let error = &json_lines(&out)[0];
+    assert_eq!(error["event"], "error");
+    assert_eq!(error["exit_code"], 3);
+    let message = error["error"].as_str().unwrap();
+    assert!(
+        message.contains("line ") && message.contains("chunk-count"),
+        "{message}"
+    );
+}
+
+#[test]
+fn usage_errors_are_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    assert_eq!(
+        code(&minimodel(
+            dir.path(),
+            &["fixture", "x.slm", "--size", "12 bananas"]
+        )),
+        2
+    );
+    assert_eq!(
+        code(&minimodel(
+            dir.path(),
+            &["fixture", "x.slm", "--size", "100"]
+        )),
+        2
+    );
+    assert_eq!(code(&minimodel(dir.path(), &["no-such-command"])), 2);
+    assert_eq!(code(&minimodel(dir.path(), &["--help"])), 0);
+}
+
+#[test]
+fn byte_routes_and_plain_http_are_refused() {
+    let dir = prepared();
+    let byte_route = [
+        "manifest",
+        "m.slm",
+        "--model-id",
+        "tiny",
+        "--publisher-id",
+        "acme",
+        "--license-route",
+        "https://huggingface.co/org/model/resolve/main/model.slm",
+        "--evidence-route",
+        "https://example.org/evidence",
+    ];
+    let out = minimodel(dir.path(), &byte_route);
+    assert_eq!(code(&out), 2);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("seeding"));
+    let mut http = byte_route;
+    http[7] = "http://example.org/license";
+    assert_eq!(code(&minimodel(dir.path(), &http)), 2);
+}
+
+#[test]
+fn a_missing_file_is_an_io_failure() {
+    let dir = prepared();
+    let out = minimodel(dir.path(), &["verify", "m.manifest", "absent.slm"]);
+    assert_eq!(code(&out), 1);
+}
