@@ -140,7 +140,6 @@ pub struct DownloadCore {
     banned: BTreeSet<PeerId>,
     /// Statistics of peers that left, kept for the receipt.
     departed: Vec<(PeerId, PeerStats)>,
-    next_key: u32,
     actions: VecDeque<Action>,
 }
 
@@ -159,7 +158,6 @@ impl DownloadCore {
             peers: BTreeMap::new(),
             banned: BTreeSet::new(),
             departed: Vec::new(),
-            next_key: 0,
             actions: VecDeque::new(),
         }
     }
@@ -213,17 +211,19 @@ impl DownloadCore {
         self.actions.pop_front()
     }
 
-    /// A peer finished its handshake and sent its bitfield.
+    /// A peer finished its handshake and sent its bitfield; `key` is how
+    /// the driver names it (unique while it is connected).
     pub fn add_peer(
         &mut self,
+        key: PeerKey,
         peer_id: PeerId,
         has: HaveBitfield,
         now: Instant,
-    ) -> Result<PeerKey, JoinError> {
+    ) -> Result<(), JoinError> {
         if self.banned.contains(&peer_id) {
             return Err(JoinError::Banned);
         }
-        if self.peers.values().any(|s| s.peer_id() == peer_id) {
+        if self.peers.contains_key(&key) || self.peers.values().any(|s| s.peer_id() == peer_id) {
             return Err(JoinError::AlreadyConnected);
         }
         if has.chunk_count() != self.picker.chunk_count() {
@@ -232,12 +232,10 @@ impl DownloadCore {
                 found: has.chunk_count(),
             });
         }
-        let key = PeerKey(self.next_key);
-        self.next_key += 1;
         self.picker.add_peer_chunks(&has);
         self.peers.insert(key, PeerSession::new(peer_id, has, now));
         self.fill(now);
-        Ok(key)
+        Ok(())
     }
 
     /// The peer left (or was dropped by the driver): its requests go back.

@@ -168,7 +168,8 @@ pub fn run(
                         let _ = has.set(ChunkIndex(chunk), true);
                     }
                 }
-                if let Ok(key) = core.add_peer(peer_id(index), has, at(now)) {
+                let key = PeerKey(index as u32);
+                if core.add_peer(key, peer_id(index), has, at(now)).is_ok() {
                     core.set_rtt(key, peer.latency * 2);
                     remotes[index].key = Some(key);
                 }
