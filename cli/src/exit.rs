@@ -16,6 +16,8 @@ pub enum Exit {
     InvalidInput = 3,
     /// The bytes do not match what the manifest says.
     VerificationFailed = 4,
+    /// The user did not consent.
+    NoConsent = 5,
 }
 
 /// A failed command: its exit code, the error, and what to do about it.

@@ -2,8 +2,10 @@
 //! verified chunk by chunk. See `minimodel --help` and the README.
 
 mod commands;
+mod consent;
 mod exit;
 mod output;
+mod stop;
 mod units;
 
 use std::process::ExitCode;
@@ -40,6 +42,12 @@ enum Command {
     Verify(commands::verify::VerifyArgs),
     /// Print the metadata-only catalog entry of a manifest (JSON).
     CatalogEntry(commands::catalog::CatalogArgs),
+    /// Verify a local .slm file, then serve it to other peers until stopped.
+    Seed(commands::seed::SeedArgs),
+    /// Download an artifact from several peers at once, verified chunk by chunk.
+    Fetch(commands::fetch::FetchArgs),
+    /// Fetch what an import request offers, after checking it against the manifest.
+    ImportPeerRequest(commands::import::ImportArgs),
 }
 
 fn main() -> ExitCode {
@@ -62,6 +70,9 @@ fn main() -> ExitCode {
         Command::Manifest(args) => commands::manifest::run(*args, out),
         Command::Verify(args) => commands::verify::run(args, out),
         Command::CatalogEntry(args) => commands::catalog::run(args, out),
+        Command::Seed(args) => commands::seed::run(args, out),
+        Command::Fetch(args) => commands::fetch::run(args, out),
+        Command::ImportPeerRequest(args) => commands::import::run(args, out),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -38,6 +38,17 @@ impl Output {
         let _ = stdout.flush();
     }
 
+    /// A JSON object that carries its own `event` field, only with `--json`.
+    pub fn event_value(&self, value: Value) {
+        if !self.json {
+            return;
+        }
+        let mut stdout = std::io::stdout().lock();
+        let _ = serde_json::to_writer(&mut stdout, &value);
+        let _ = writeln!(stdout);
+        let _ = stdout.flush();
+    }
+
     /// Reports a failure the way the mode asks for.
     pub fn failure(&self, failure: &Failure) {
         let code = failure.exit as i32;

@@ -10,6 +10,12 @@
 #![warn(missing_docs)]
 
 pub mod download;
+pub mod fetch;
+pub mod link;
+pub mod node;
+pub mod offer;
+pub mod seed;
+pub mod transport;
 pub mod picker;
 pub mod session;
 #[cfg(test)]

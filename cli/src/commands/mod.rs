@@ -1,8 +1,12 @@
 //! One module per command.
 
 pub mod catalog;
+pub mod fetch;
 pub mod fixture;
+pub mod import;
 pub mod manifest;
+pub mod network;
+pub mod seed;
 pub mod verify;
 
 use std::fs;

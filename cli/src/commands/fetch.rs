@@ -1,0 +1,205 @@
+//! `minimodel fetch MANIFEST (--peer PEER_ID@HOST:PORT | --offer FILE)...
+//! -o DIR [--serve [--listen ADDR]] [--seed-after] [--identity DIR]
+//! [--max-peers N] [--yes]`: download from several peers at once.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use minimodel_swarm::download::DownloadConfig;
+use minimodel_swarm::fetch::{FetchConfig, FetchError, Fetcher};
+use minimodel_swarm::node::NodeConfig;
+use minimodel_swarm::offer::PeerOffer;
+use minimodel_verifier::receipt::ReceiptSource;
+use minimodel_wire::PeerAddr;
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use super::network::{identity, parse_peer, runtime, show_reports};
+use super::{LoadedManifest, load_manifest};
+use crate::consent;
+use crate::exit::{Exit, Failure, OrExit};
+use crate::output::Output;
+use crate::units::{human_bytes, parse_size};
+
+/// Arguments of `minimodel fetch`.
+#[derive(Debug, Args)]
+pub struct FetchArgs {
+    /// The manifest of the artifact to fetch.
+    pub manifest: PathBuf,
+    /// A peer to fetch from, PEER_ID@HOST:PORT (any number).
+    #[arg(long = "peer", value_parser = parse_peer)]
+    pub peers: Vec<PeerAddr>,
+    /// A peer offer file to fetch from (any number).
+    #[arg(long = "offer")]
+    pub offers: Vec<PathBuf>,
+    /// Directory for the download; it resumes a partial download there.
+    #[arg(short = 'o', long = "out")]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub transfer: TransferArgs,
+}
+
+/// What fetching commands share.
+#[derive(Debug, Args)]
+pub struct TransferArgs {
+    /// Serve verified chunks to other peers while downloading.
+    #[arg(long)]
+    pub serve: bool,
+    /// With --serve: where to listen.
+    #[arg(long, default_value = "0.0.0.0:0", requires = "serve")]
+    pub listen: SocketAddr,
+    /// With --serve: keep serving the finished file until stopped.
+    #[arg(long, requires = "serve")]
+    pub seed_after: bool,
+    /// Directory that keeps this peer's key, so it keeps its id across runs.
+    #[arg(long)]
+    pub identity: Option<PathBuf>,
+    /// Most peers connected at once.
+    #[arg(long, default_value_t = 32)]
+    pub max_peers: usize,
+    /// With --serve: upload cap per second, like 8MiB.
+    #[arg(long, value_parser = parse_size, requires = "serve")]
+    pub max_upload: Option<u64>,
+    /// Consent to fetching (and, with --serve, to serving).
+    #[arg(long)]
+    pub yes: bool,
+}
+
+pub fn run(args: FetchArgs, out: Output) -> Result<(), Failure> {
+    let loaded = load_manifest(&args.manifest)?;
+    let mut peers = args.peers.clone();
+    for path in &args.offers {
+        let offer = PeerOffer::read(path).or_exit(Exit::InvalidInput)?;
+        offer
+            .check_against(&loaded.manifest, &path.display().to_string())
+            .or_exit(Exit::InvalidInput)?;
+        peers.push(offer.peer);
+    }
+    if peers.is_empty() {
+        return Err(Failure::new(Exit::Usage, anyhow::anyhow!("no peers to fetch from"))
+            .with_hint("name peers with --peer PEER_ID@HOST:PORT or --offer FILE"));
+    }
+    transfer(&loaded, peers, args.out, &args.transfer, out)
+}
+
+/// Fetches `loaded`'s artifact from `peers` into `dir`.
+pub fn transfer(
+    loaded: &LoadedManifest,
+    peers: Vec<PeerAddr>,
+    dir: PathBuf,
+    args: &TransferArgs,
+    out: Output,
+) -> Result<(), Failure> {
+    let manifest = &loaded.manifest;
+    consent::ask(&format!("fetch {} from {} peers", manifest.model_id, peers.len()), args.yes, out.json)?;
+    if args.serve {
+        consent::ask(
+            &format!("serve verified chunks of {} to other peers while fetching", manifest.model_id),
+            args.yes,
+            out.json,
+        )?;
+    }
+    let identity = identity(args.identity.as_deref())?;
+    let runtime = runtime()?;
+    runtime.block_on(async {
+        let (reports, report_inbox) = mpsc::unbounded_channel();
+        let config = FetchConfig {
+            manifest: manifest.clone(),
+            manifest_sha256: loaded.sha256,
+            out_dir: dir.clone(),
+            peers,
+            serve: args.serve,
+            seed_after: args.seed_after,
+            node: NodeConfig {
+                listen: args.serve.then_some(args.listen),
+                max_peers: args.max_peers,
+                max_upload: args.max_upload,
+                ..NodeConfig::default()
+            },
+            download: DownloadConfig::default(),
+            give_up_after: Duration::from_secs(20),
+        };
+        let fetcher = Fetcher::start(config, identity, reports).map_err(classify)?;
+        if let Some(addr) = fetcher.listen_addr() {
+            let peer = PeerAddr {
+                id: fetcher.peer_id(),
+                addr: concrete(addr),
+            };
+            out.say(format!("serving verified chunks as {peer}"));
+            out.event("offer", serde_json::to_value(PeerOffer::for_manifest(manifest, peer)).unwrap_or_default());
+        }
+        let bar = out.byte_progress(manifest.artifact_bytes, "fetching");
+        let shown = show_reports(report_inbox, out, Some(bar.clone()));
+        let result = fetcher.run(crate::stop::signal()).await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), shown).await;
+        bar.finish_and_clear();
+        let outcome = result.map_err(classify)?;
+        let ReceiptSource::Peers(summary) = &outcome.receipt.source else {
+            return Ok(());
+        };
+        let seconds = summary.duration_ms.max(1) as f64 / 1000.0;
+        out.say(format!(
+            "fetched {} ({}) in {seconds:.1} s from {} peers; {} chunks fetched, {} resumed",
+            outcome.artifact_path.display(),
+            human_bytes(manifest.artifact_bytes),
+            summary.peers.len(),
+            summary.chunks_fetched,
+            summary.chunks_resumed,
+        ));
+        for peer in &summary.peers {
+            out.say(format!(
+                "  {} at {}: {} chunks, {}{}",
+                &peer.peer_id[..10],
+                peer.address,
+                peer.chunks,
+                human_bytes(peer.bytes),
+                if peer.banned { format!(", banned after {} bad chunks", peer.bad_chunks) } else { String::new() }
+            ));
+        }
+        out.say(format!("receipt {}", outcome.receipt_path.display()));
+        out.event(
+            "fetched",
+            json!({
+                "path": outcome.artifact_path,
+                "receipt": outcome.receipt_path,
+                "duration_ms": summary.duration_ms,
+                "chunks_fetched": summary.chunks_fetched,
+                "chunks_resumed": summary.chunks_resumed,
+                "peers": summary.peers,
+            }),
+        );
+        Ok(())
+    })
+}
+
+fn concrete(mut addr: SocketAddr) -> SocketAddr {
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    addr
+}
+
+/// Exit codes for fetch failures.
+fn classify(error: FetchError) -> Failure {
+    let exit = match &error {
+        FetchError::Unfetchable(_) => Exit::InvalidInput,
+        FetchError::Verification(_) => Exit::VerificationFailed,
+        FetchError::Node(_) | FetchError::Storage(_) | FetchError::NoPeers { .. } | FetchError::Interrupted => {
+            Exit::Transfer
+        }
+    };
+    let hint = match &error {
+        FetchError::Interrupted | FetchError::NoPeers { .. } | FetchError::Storage(_) => {
+            Some("the verified part is kept; run the same command again to resume")
+        }
+        _ => None,
+    };
+    let failure = Failure::new(exit, anyhow::Error::new(error).context("fetch failed"));
+    match hint {
+        Some(hint) => failure.with_hint(hint),
+        None => failure,
+    }
+}
+

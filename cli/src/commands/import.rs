@@ -1,0 +1,36 @@
+//! `minimodel import-peer-request REQUEST.json MANIFEST OUTPUT_DIR [--yes]`:
+//! the receiver's command. Model id, byte count and artifact SHA-256 must
+//! agree across the request, every offer and the manifest before any byte
+//! moves; any disagreement is invalid input (exit 3) and nothing is written.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use minimodel_swarm::offer::ImportRequest;
+
+use super::fetch::{TransferArgs, transfer};
+use super::load_manifest;
+use crate::exit::{Exit, Failure, OrExit};
+use crate::output::Output;
+
+/// Arguments of `minimodel import-peer-request`.
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The import request (JSON) with the peer offers.
+    pub request: PathBuf,
+    /// The manifest the artifact must match.
+    pub manifest: PathBuf,
+    /// Directory for the download.
+    pub output_dir: PathBuf,
+    #[command(flatten)]
+    pub transfer: TransferArgs,
+}
+
+pub fn run(args: ImportArgs, out: Output) -> Result<(), Failure> {
+    let loaded = load_manifest(&args.manifest)?;
+    let request = ImportRequest::read(&args.request).or_exit(Exit::InvalidInput)?;
+    let peers = request
+        .check_against(&loaded.manifest)
+        .or_exit(Exit::InvalidInput)?;
+    transfer(&loaded, peers, args.output_dir, &args.transfer, out)
+}

@@ -1,0 +1,106 @@
+//! `minimodel seed MANIFEST FILE.slm [--listen ADDR] [--identity DIR]
+//! [--offer FILE] [--max-upload RATE] [--max-peers N] [--yes]`: verify the
+//! file first, then serve it until SIGINT or SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use minimodel_swarm::fetch::write_json_atomically;
+use minimodel_swarm::node::NodeConfig;
+use minimodel_swarm::offer::PeerOffer;
+use minimodel_swarm::seed::Seeder;
+use minimodel_verifier::check::verify_local_file;
+use tokio::sync::mpsc;
+
+use super::load_manifest;
+use super::network::{identity, runtime, show_reports};
+use crate::consent;
+use crate::exit::{Exit, Failure, OrExit};
+use crate::output::Output;
+use crate::units::parse_size;
+
+/// Arguments of `minimodel seed`.
+#[derive(Debug, Args)]
+pub struct SeedArgs {
+    /// The manifest of the artifact.
+    pub manifest: PathBuf,
+    /// The verified local `.slm` file to serve.
+    pub file: PathBuf,
+    /// Address to listen on (port 0 picks a free one).
+    #[arg(long, default_value = "0.0.0.0:0")]
+    pub listen: SocketAddr,
+    /// Directory that keeps this peer's key, so it keeps its id across runs.
+    #[arg(long)]
+    pub identity: Option<PathBuf>,
+    /// Also write the peer offer (JSON) to this file.
+    #[arg(long)]
+    pub offer: Option<PathBuf>,
+    /// Upload cap per second, like 8MiB.
+    #[arg(long, value_parser = parse_size)]
+    pub max_upload: Option<u64>,
+    /// Most peers served at once.
+    #[arg(long, default_value_t = 32)]
+    pub max_peers: usize,
+    /// Consent to serving the file to other peers.
+    #[arg(long)]
+    pub yes: bool,
+}
+
+pub fn run(args: SeedArgs, out: Output) -> Result<(), Failure> {
+    let loaded = load_manifest(&args.manifest)?;
+    let manifest = &loaded.manifest;
+    consent::ask(&format!("serve {} to other peers", manifest.model_id), args.yes, out.json)?;
+    let bar = out.byte_progress(manifest.artifact_bytes, "verifying");
+    let verified = verify_local_file(manifest, &args.file, &|n| bar.set_position(n));
+    bar.finish_and_clear();
+    let artifact = verified.map_err(|error| {
+        let exit = if error.is_io() {
+            Exit::Transfer
+        } else if error.is_invalid_input() {
+            Exit::InvalidInput
+        } else {
+            Exit::VerificationFailed
+        };
+        Failure::new(
+            exit,
+            anyhow::Error::new(error).context(format!("refusing to seed {}", args.file.display())),
+        )
+        .with_hint("only a file that passes every check against its manifest is served")
+    })?;
+    let identity = identity(args.identity.as_deref())?;
+    let runtime = runtime()?;
+    runtime.block_on(async {
+        let (reports, report_inbox) = mpsc::unbounded_channel();
+        let config = NodeConfig {
+            listen: Some(args.listen),
+            max_peers: args.max_peers,
+            max_upload: args.max_upload,
+            ..NodeConfig::default()
+        };
+        let seeder = Seeder::start(&artifact, &args.file, config, identity, reports)
+            .context("cannot start serving")
+            .or_exit(Exit::Transfer)?;
+        let peer = seeder
+            .peer_addr()
+            .context("the seeder has no listening address")?;
+        let offer = PeerOffer::for_manifest(manifest, peer);
+        if let Some(path) = &args.offer {
+            write_json_atomically(path, &offer)
+                .with_context(|| format!("cannot write the offer to {}", path.display()))?;
+        }
+        out.say(format!("seeding {} as {peer}", manifest.model_id));
+        out.say("stop with Ctrl-C");
+        out.event("offer", serde_json::to_value(&offer).unwrap_or_default());
+        let shown = show_reports(report_inbox, out, None);
+        seeder
+            .run(crate::stop::signal())
+            .await
+            .context("seeding failed")?;
+        let _ = shown.await;
+        out.say("stopped; said goodbye to every peer");
+        out.event("stopped", serde_json::json!({}));
+        Ok(())
+    })
+}

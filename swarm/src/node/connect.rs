@@ -1,0 +1,278 @@
+//! Getting peers: dialing them, accepting them, admitting them, and
+//! turning a finished handshake into a running link.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use minimodel_wire::{GoodbyeReason, HaveBitfield, Hello, HelloRejectReason, PeerAddr, PeerId};
+
+use super::{Internal, Node, Peer, NodeReport};
+use crate::link::{self, Session};
+use crate::picker::PeerKey;
+use crate::transport;
+
+/// What a listener checks before it answers a Hello. Shared with the
+/// accept tasks, updated by the node.
+#[derive(Debug)]
+pub(crate) struct Admission {
+    pub(crate) max_peers: usize,
+    pub(crate) connected: BTreeSet<PeerId>,
+    pub(crate) banned: BTreeSet<PeerId>,
+    pub(crate) serving: bool,
+    pub(crate) have: HaveBitfield,
+}
+
+impl Admission {
+    fn admit(&self, peer: PeerId) -> Result<HaveBitfield, (HelloRejectReason, String)> {
+        if !self.serving {
+            return Err((HelloRejectReason::NotServing, "this peer does not serve".into()));
+        }
+        if self.banned.contains(&peer) {
+            return Err((HelloRejectReason::Banned, "banned for sending bad data".into()));
+        }
+        if self.connected.contains(&peer) {
+            return Err((HelloRejectReason::TooManyPeers, "already connected".into()));
+        }
+        if self.connected.len() >= self.max_peers {
+            return Err((
+                HelloRejectReason::TooManyPeers,
+                format!("serving the maximum of {} peers", self.max_peers),
+            ));
+        }
+        Ok(self.have.clone())
+    }
+}
+
+/// A finished handshake.
+pub(crate) struct LinkUp {
+    pub(crate) session: Session,
+    pub(crate) addr: SocketAddr,
+    /// The bitfield we sent in the handshake (newer chunks go as Have).
+    pub(crate) sent_have: HaveBitfield,
+    pub(crate) dialed: bool,
+}
+
+impl Node {
+    /// Dials `peer` unless it is us, connected, being dialed or banned.
+    pub(crate) fn dial(&mut self, peer: PeerAddr) {
+        if peer.id == self.peer_id()
+            || self.dialing.contains(&peer.id)
+            || self.banned.contains(&peer.id)
+            || self.peers.values().any(|p| p.id == peer.id)
+        {
+            return;
+        }
+        self.dialing.insert(peer.id);
+        let endpoint = self.endpoint.clone();
+        let identity = Arc::clone(&self.identity);
+        let tuning = self.config.tuning.clone();
+        let local = self.local_hello.clone();
+        let have = self.advertised_have();
+        let timeout = self.config.handshake_timeout;
+        let internal = self.internal_sender.clone();
+        tokio::spawn(async move {
+            let result = async {
+                let connection = transport::connect(&endpoint, &peer, &identity, &tuning)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                link::handshake::dial(connection, peer.id, &local, have.clone(), timeout)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+            .await;
+            let event = match result {
+                Ok(session) => Internal::LinkUp(Box::new(LinkUp {
+                    session,
+                    addr: peer.addr,
+                    sent_have: have,
+                    dialed: true,
+                })),
+                Err(error) => Internal::DialFailed { peer, error },
+            };
+            let _ = internal.send(event);
+        });
+    }
+
+    /// What we tell peers we have: nothing unless we serve.
+    pub(crate) fn advertised_have(&self) -> HaveBitfield {
+        if self.serving {
+            self.local_have.clone()
+        } else {
+            HaveBitfield::new(self.params.chunk_count())
+        }
+    }
+
+    /// Accepts incoming connections until the endpoint closes.
+    pub(crate) fn spawn_acceptor(&self) {
+        let endpoint = self.endpoint.clone();
+        let identity = Arc::clone(&self.identity);
+        let tuning = self.config.tuning.clone();
+        let local = self.local_hello.clone();
+        let timeout = self.config.handshake_timeout;
+        let admission = Arc::clone(&self.admission);
+        let internal = self.internal_sender.clone();
+        let reports = self.reports.clone();
+        tokio::spawn(async move {
+            while let Some(incoming) = endpoint.accept().await {
+                let identity = Arc::clone(&identity);
+                let tuning = tuning.clone();
+                let local = local.clone();
+                let admission = Arc::clone(&admission);
+                let internal = internal.clone();
+                let reports = reports.clone();
+                tokio::spawn(async move {
+                    let addr = incoming.remote_address();
+                    let (connection, peer_id) =
+                        match transport::accept(incoming, &identity, &tuning).await {
+                            Ok(accepted) => accepted,
+                            Err(error) => {
+                                let _ = reports.send(NodeReport::Refused {
+                                    addr,
+                                    reason: error.to_string(),
+                                });
+                                return;
+                            }
+                        };
+                    let mut sent_have = None;
+                    let admit = |_hello: &Hello| {
+                        let decision = admission
+                            .lock()
+                            .map_err(|_| (HelloRejectReason::TooManyPeers, "busy".to_owned()))?
+                            .admit(peer_id);
+                        if let Ok(have) = &decision {
+                            sent_have = Some(have.clone());
+                        }
+                        decision
+                    };
+                    match link::handshake::listen(connection, peer_id, &local, admit, timeout).await {
+                        Ok(session) => {
+                            let Some(sent_have) = sent_have else { return };
+                            let _ = internal.send(Internal::LinkUp(Box::new(LinkUp {
+                                session,
+                                addr,
+                                sent_have,
+                                dialed: false,
+                            })));
+                        }
+                        Err(error) => {
+                            let _ = reports.send(NodeReport::Refused {
+                                addr,
+                                reason: error.to_string(),
+                            });
+                        }
+                    }
+                });
+            }
+        });
+    }
+
+    /// A handshake finished: the peer becomes a running link.
+    pub(crate) fn on_link_up(&mut self, up: LinkUp) {
+        let LinkUp {
+            session,
+            addr,
+            sent_have,
+            dialed,
+        } = up;
+        let id = session.peer_id;
+        self.dialing.remove(&id);
+        self.addresses.insert(id, addr);
+        let duplicate = self.peers.values().any(|p| p.id == id);
+        if duplicate || self.banned.contains(&id) || self.peers.len() >= self.config.max_peers {
+            session.connection.close(0u32.into(), b"duplicate or full");
+            return;
+        }
+        let key = PeerKey(self.next_key);
+        self.next_key += 1;
+        let hello = session.hello.clone();
+        let bitfield = session.bitfield.clone();
+        let handle = link::spawn(session, key, self.params, self.link_sender.clone());
+        // Chunks verified while the handshake ran go as Have.
+        if self.serving {
+            for chunk in self.local_have.iter_ones() {
+                if !sent_have.get(chunk) {
+                    handle.send(minimodel_wire::Message::Have { chunk });
+                }
+            }
+        }
+        let listen = hello.listen.map(|listen| {
+            if listen.ip().is_unspecified() {
+                SocketAddr::new(addr.ip(), listen.port())
+            } else {
+                listen
+            }
+        });
+        let mut peer = Peer {
+            id,
+            addr,
+            link: handle,
+            serving: hello.serving,
+            listen,
+            downloading_from: false,
+            uploaded_chunks: 0,
+            uploaded_bytes: 0,
+        };
+        self.uploads.queue.add_peer(key);
+        self.uploads.queue.set_peer_bitfield(key, bitfield.clone());
+        if let Some(download) = &mut self.download {
+            if hello.serving {
+                match download.core.add_peer(key, id, bitfield, std::time::Instant::now()) {
+                    Ok(()) => peer.downloading_from = true,
+                    Err(error) => {
+                        peer.link.close(GoodbyeReason::BadData);
+                        let _ = self.reports.send(NodeReport::Refused {
+                            addr,
+                            reason: error.to_string(),
+                        });
+                        return;
+                    }
+                }
+            }
+        }
+        if let Ok(mut admission) = self.admission.lock() {
+            admission.connected.insert(id);
+        }
+        self.report(NodeReport::PeerConnected {
+            peer: id,
+            addr,
+            dialed,
+            serving: hello.serving,
+            agent: hello.agent.clone(),
+        });
+        self.peers.insert(key, peer);
+        self.drain_download_actions();
+    }
+
+    /// Forgets a peer: its requests go back, its uploads stop.
+    pub(crate) fn remove_peer(&mut self, key: PeerKey, reason: String) {
+        let Some(peer) = self.peers.remove(&key) else {
+            return;
+        };
+        peer.link.connection.close(0u32.into(), b"bye");
+        if let Some(download) = &mut self.download {
+            download.core.remove_peer(key, std::time::Instant::now());
+        }
+        self.uploads.remove_peer(key);
+        if let Ok(mut admission) = self.admission.lock() {
+            admission.connected.remove(&peer.id);
+        }
+        self.report(NodeReport::PeerDisconnected {
+            peer: peer.id,
+            addr: peer.addr,
+            reason,
+            uploaded_chunks: peer.uploaded_chunks,
+            uploaded_bytes: peer.uploaded_bytes,
+        });
+        self.drain_download_actions();
+        self.start_uploads();
+    }
+
+    /// Bans a peer by key for the rest of this node's life.
+    pub(crate) fn ban(&mut self, id: PeerId) {
+        self.banned.insert(id);
+        if let Ok(mut admission) = self.admission.lock() {
+            admission.banned.insert(id);
+        }
+    }
+}

@@ -1,0 +1,362 @@
+//! The downloading side of a node: verification and storage jobs, the
+//! trailing full-file hasher, and turning the download core's actions into
+//! messages.
+//!
+//! A chunk's bytes go from the piece stream to a blocking worker that
+//! checks its proof and writes it with `pwrite` (at most
+//! [`VERIFY_JOBS`] at once); only then does the chunk count: the picker
+//! marks it verified, peers hear a Have, the trailing hasher gets the bytes
+//! (the same `Bytes`, no copy) while its buffer has room.
+
+use std::collections::VecDeque;
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc as std_mpsc;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use minimodel_verifier::Sha256Digest;
+use minimodel_verifier::chunk::{ChunkData, ChunkGeometry, ChunkIndex as VerifierIndex, VerifiedChunk};
+use minimodel_wire::{ChunkIndex, GoodbyeReason, HaveBitfield, Message};
+use tokio::sync::Semaphore;
+
+use super::{Internal, Node, NodeReport, ProofSource};
+use crate::download::{Action, DisconnectReason, DownloadCore};
+use crate::link::ArrivedPiece;
+use crate::picker::PeerKey;
+use crate::store::{Storage, write_chunk};
+use crate::trailing::TrailingHasher;
+
+/// Verification and storage jobs at once.
+pub(crate) const VERIFY_JOBS: usize = 4;
+/// Bytes of chunks handed to the trailing hasher and not hashed yet; beyond
+/// this it is only told the chunk is stored and reads it back later.
+const TRAILING_IN_FLIGHT: usize = 16 << 20;
+/// Bytes of out-of-order chunks the trailing hasher keeps in memory.
+const TRAILING_BUFFER: usize = 8 << 20;
+
+/// A chunk that passed its proof and is on storage.
+pub(crate) struct StoredChunk {
+    pub(crate) key: PeerKey,
+    pub(crate) chunk: VerifiedChunk,
+    pub(crate) proof: Vec<Sha256Digest>,
+}
+
+enum TrailingInput {
+    Offer(u32, ChunkData, usize),
+    Stored(u32),
+}
+
+/// The trailing hasher on its own thread.
+struct TrailingThread {
+    sender: Option<std_mpsc::Sender<TrailingInput>>,
+    in_flight: Arc<AtomicUsize>,
+    thread: Option<JoinHandle<io::Result<Sha256Digest>>>,
+}
+
+impl TrailingThread {
+    fn start(geometry: ChunkGeometry, storage: Arc<dyn Storage>, stored: &HaveBitfield) -> Self {
+        let (sender, inbox) = std_mpsc::channel();
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&in_flight);
+        let resumed: Vec<u32> = stored.iter_ones().map(|c| c.0).collect();
+        let thread = std::thread::Builder::new()
+            .name("trailing-sha256".into())
+            .spawn(move || {
+                let mut hasher = TrailingHasher::new(geometry, TRAILING_BUFFER);
+                for chunk in resumed {
+                    hasher.note_stored(chunk);
+                }
+                for input in inbox {
+                    match input {
+                        TrailingInput::Offer(chunk, data, len) => {
+                            let result = hasher.offer(chunk, &data, storage.as_ref());
+                            counter.fetch_sub(len, Ordering::Relaxed);
+                            result?;
+                        }
+                        TrailingInput::Stored(chunk) => hasher.note_stored(chunk),
+                    }
+                }
+                hasher.finish(storage.as_ref())
+            })
+            .ok();
+        Self {
+            sender: Some(sender),
+            in_flight,
+            thread,
+        }
+    }
+
+    fn stored(&self, chunk: u32, data: &ChunkData) {
+        let Some(sender) = &self.sender else { return };
+        let len = data.len();
+        if self.in_flight.load(Ordering::Relaxed) + len <= TRAILING_IN_FLIGHT {
+            self.in_flight.fetch_add(len, Ordering::Relaxed);
+            let _ = sender.send(TrailingInput::Offer(chunk, data.clone(), len));
+        } else {
+            let _ = sender.send(TrailingInput::Stored(chunk));
+        }
+    }
+
+    /// Waits for the hasher to reach the end. Blocking.
+    fn finish(mut self) -> io::Result<Sha256Digest> {
+        drop(self.sender.take());
+        match self.thread.take() {
+            Some(thread) => thread
+                .join()
+                .map_err(|_| io::Error::other("trailing hasher panicked"))?,
+            None => Err(io::Error::other("trailing hasher could not start")),
+        }
+    }
+}
+
+/// Everything a node needs while it downloads.
+pub(crate) struct DownloadState {
+    pub(crate) core: DownloadCore,
+    trailing: Option<TrailingThread>,
+    jobs: Arc<Semaphore>,
+    pub(crate) chunk_hashes: Vec<Option<Sha256Digest>>,
+    pub(crate) verified_bytes: u64,
+    pub(crate) fetched_chunks: u64,
+    pub(crate) resumed_chunks: u64,
+    pub(crate) failed_dials: usize,
+    pub(crate) stored_since_checkpoint: Vec<u32>,
+    pub(crate) fatal: Option<io::Error>,
+    pub(crate) last_report: Instant,
+    rate_window: VecDeque<(Instant, u64)>,
+}
+
+impl DownloadState {
+    pub(crate) fn new(
+        core: DownloadCore,
+        geometry: &ChunkGeometry,
+        storage: Arc<dyn Storage>,
+        resumed: &HaveBitfield,
+        resumed_hashes: Vec<Option<Sha256Digest>>,
+    ) -> Self {
+        let verified_bytes = resumed
+            .iter_ones()
+            .filter_map(|chunk| geometry.chunk_len(VerifierIndex(chunk.0)))
+            .map(u64::from)
+            .sum();
+        Self {
+            core,
+            trailing: Some(TrailingThread::start(*geometry, storage, resumed)),
+            jobs: Arc::new(Semaphore::new(VERIFY_JOBS)),
+            chunk_hashes: resumed_hashes,
+            verified_bytes,
+            fetched_chunks: 0,
+            resumed_chunks: u64::from(resumed.count_ones()),
+            failed_dials: 0,
+            stored_since_checkpoint: Vec::new(),
+            fatal: None,
+            last_report: Instant::now(),
+            rate_window: VecDeque::new(),
+        }
+    }
+
+    /// Waits for the full-file SHA-256. Blocking: call on a worker.
+    pub(crate) fn take_trailing(&mut self) -> impl FnOnce() -> io::Result<Sha256Digest> + use<> {
+        let trailing = self.trailing.take();
+        move || match trailing {
+            Some(trailing) => trailing.finish(),
+            None => Err(io::Error::other("full-file hash already taken")),
+        }
+    }
+
+    pub(crate) fn progress(&mut self, geometry: &ChunkGeometry, now: Instant) -> NodeReport {
+        self.rate_window.push_back((now, self.verified_bytes));
+        while self
+            .rate_window
+            .front()
+            .is_some_and(|(at, _)| now.saturating_duration_since(*at).as_secs_f64() > 5.0)
+        {
+            self.rate_window.pop_front();
+        }
+        let rate = match (self.rate_window.front(), self.rate_window.back()) {
+            (Some((t0, b0)), Some((t1, b1))) if t1 > t0 => {
+                (b1 - b0) as f64 / t1.saturating_duration_since(*t0).as_secs_f64()
+            }
+            _ => 0.0,
+        };
+        NodeReport::Progress {
+            verified_bytes: self.verified_bytes,
+            total_bytes: geometry.artifact_bytes(),
+            verified_chunks: self.core.picker().verified_count(),
+            total_chunks: geometry.chunk_count(),
+            peers: self.core.peer_count(),
+            rate,
+        }
+    }
+}
+
+impl Node {
+    /// A requested chunk's bytes arrived: check and store them on a worker.
+    pub(crate) fn on_piece(&mut self, key: PeerKey, piece: ArrivedPiece) {
+        let Some(download) = &mut self.download else {
+            return;
+        };
+        let chunk = piece.chunk.0;
+        if !download.core.peer(key).is_some_and(|s| s.is_requested(chunk)) {
+            // Cancelled or timed out while it was on its way.
+            return;
+        }
+        let jobs = Arc::clone(&download.jobs);
+        let verifier = Arc::clone(&self.verifier);
+        let storage = Arc::clone(&self.storage);
+        let geometry = self.geometry;
+        let internal = self.internal_sender.clone();
+        tokio::spawn(async move {
+            let Ok(_permit) = jobs.acquire_owned().await else {
+                return;
+            };
+            let proof = piece.proof;
+            let outcome = tokio::task::spawn_blocking(move || {
+                match verifier.verify(VerifierIndex(chunk), piece.data, &proof) {
+                    Err(error) => Internal::BadChunk {
+                        key,
+                        chunk,
+                        error: error.to_string(),
+                    },
+                    Ok(verified) => match write_chunk(storage.as_ref(), &geometry, &verified) {
+                        Ok(()) => Internal::Stored(Box::new(StoredChunk {
+                            key,
+                            chunk: verified,
+                            proof,
+                        })),
+                        Err(error) => Internal::StoreFailed { key, chunk, error },
+                    },
+                }
+            })
+            .await;
+            if let Ok(outcome) = outcome {
+                let _ = internal.send(outcome);
+            }
+        });
+    }
+
+    /// A chunk passed its proof and is on storage.
+    pub(crate) fn on_stored(&mut self, stored: StoredChunk) {
+        let StoredChunk { key, chunk, proof } = stored;
+        let index = chunk.index().0;
+        let len = chunk.data().len() as u64;
+        if let Some(peer) = self.peers.get(&key) {
+            peer.link.forget_chunk(index);
+        }
+        let Some(download) = &mut self.download else {
+            return;
+        };
+        let first = !download.core.is_verified(index);
+        download.core.on_chunk_verified(key, index, len, Instant::now());
+        if !first {
+            return;
+        }
+        if let ProofSource::Partial(tree) = &mut self.proofs {
+            tree.insert_verified(index, &chunk.chunk_hash(), &proof);
+        }
+        if let Some(slot) = download.chunk_hashes.get_mut(index as usize) {
+            *slot = Some(chunk.chunk_hash());
+        }
+        download.verified_bytes += len;
+        download.fetched_chunks += 1;
+        download.stored_since_checkpoint.push(index);
+        if let Some(trailing) = &download.trailing {
+            trailing.stored(index, chunk.data());
+        }
+        let _ = self.local_have.set(ChunkIndex(index), true);
+        if self.serving {
+            self.uploads.queue.add_local_chunk(index);
+            if let Ok(mut admission) = self.admission.lock() {
+                let _ = admission.have.set(ChunkIndex(index), true);
+            }
+            for peer in self.peers.values() {
+                peer.link.send(Message::Have {
+                    chunk: ChunkIndex(index),
+                });
+            }
+        }
+    }
+
+    pub(crate) fn on_bad_chunk(&mut self, key: PeerKey, chunk: u32, error: String) {
+        if let Some(peer) = self.peers.get(&key) {
+            peer.link.forget_chunk(chunk);
+            self.report(NodeReport::Banned {
+                peer: peer.id,
+                addr: peer.addr,
+                chunk,
+                error,
+            });
+        }
+        if let Some(download) = &mut self.download {
+            download.core.on_chunk_bad(key, chunk, Instant::now());
+        }
+    }
+
+    pub(crate) fn on_store_failed(&mut self, key: PeerKey, chunk: u32, error: io::Error) {
+        if let Some(download) = &mut self.download {
+            download.core.on_chunk_lost(key, chunk, Instant::now());
+            if download.fatal.is_none() {
+                download.fatal = Some(error);
+            }
+        }
+    }
+
+    /// Turns the download core's decisions into messages and closes.
+    pub(crate) fn drain_download_actions(&mut self) {
+        let Some(download) = &mut self.download else {
+            return;
+        };
+        let mut actions = Vec::new();
+        while let Some(action) = download.core.poll_action() {
+            actions.push(action);
+        }
+        for action in actions {
+            match action {
+                Action::Request { peer, chunk } => {
+                    let sent = self.peers.get(&peer).is_some_and(|p| {
+                        p.link.expect_chunk(chunk);
+                        p.link.send(Message::Request {
+                            chunk: ChunkIndex(chunk),
+                        })
+                    });
+                    if !sent {
+                        self.remove_peer(peer, "not reading its control stream".into());
+                    }
+                }
+                Action::Cancel { peer, chunk } => {
+                    if let Some(p) = self.peers.get(&peer) {
+                        p.link.forget_chunk(chunk);
+                        p.link.send(Message::Cancel {
+                            chunk: ChunkIndex(chunk),
+                        });
+                    }
+                }
+                Action::Disconnect { peer, reason } => {
+                    let Some(p) = self.peers.get(&peer) else {
+                        continue;
+                    };
+                    let (goodbye, text) = match reason {
+                        DisconnectReason::BadData => (GoodbyeReason::BadData, "sent a chunk that failed its proof; banned"),
+                        DisconnectReason::Stalled => (GoodbyeReason::Idle, "stalled"),
+                        DisconnectReason::TooManyTimeouts => (GoodbyeReason::Idle, "too many requests timed out"),
+                        DisconnectReason::Done => (GoodbyeReason::Done, "download complete"),
+                    };
+                    if reason == DisconnectReason::Done {
+                        // Peers we also serve stay; the others are told.
+                        if !self.serving {
+                            p.link.close(goodbye);
+                        }
+                        continue;
+                    }
+                    let id = p.id;
+                    p.link.close(goodbye);
+                    if reason == DisconnectReason::BadData {
+                        self.ban(id);
+                    }
+                    self.remove_peer(peer, text.to_owned());
+                }
+            }
+        }
+    }
+}

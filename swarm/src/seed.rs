@@ -1,0 +1,105 @@
+//! Seeding: serving every chunk of a verified local artifact until stopped.
+//!
+//! A seeder starts from a [`VerifiedArtifact`], the proof that the whole
+//! file passed every check against its manifest, so there is no way to seed
+//! a file that was not verified. Chunks are read from the file as they are
+//! requested; their proofs come from the artifact's Merkle tree.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use minimodel_verifier::check::VerifiedArtifact;
+use minimodel_verifier::chunk::{ChunkGeometry, ChunkVerifier};
+use minimodel_wire::{HaveBitfield, PeerAddr, PeerId};
+use tokio::sync::mpsc;
+
+use crate::fetch::{FetchError, swarm_of};
+use crate::node::{Node, NodeConfig, NodeReport, ProofSource};
+use crate::store::{FileStorage, Storage};
+use crate::transport::Identity;
+
+/// A running seeder.
+pub struct Seeder {
+    node: Node,
+}
+
+/// Why seeding could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SeedError {
+    /// The manifest's geometry does not fit the protocol.
+    #[error("the manifest cannot be served: {0}")]
+    Unservable(String),
+    /// The file could not be opened.
+    #[error("cannot open the artifact")]
+    Open(#[source] std::io::Error),
+    /// The node could not start.
+    #[error(transparent)]
+    Node(#[from] crate::node::NodeError),
+}
+
+impl Seeder {
+    /// Opens `path` (the file `artifact` was verified from) and starts
+    /// listening. `config.listen` must be set.
+    pub fn start(
+        artifact: &VerifiedArtifact,
+        path: &Path,
+        config: NodeConfig,
+        identity: Arc<Identity>,
+        reports: mpsc::UnboundedSender<NodeReport>,
+    ) -> Result<Self, SeedError> {
+        let manifest = artifact.manifest();
+        let swarm = swarm_of(manifest).map_err(SeedError::Unservable)?;
+        let geometry = ChunkGeometry::of_manifest(manifest)
+            .map_err(|e| SeedError::Unservable(e.to_string()))?;
+        let storage: Arc<dyn Storage> =
+            Arc::new(FileStorage::open_read_only(path).map_err(SeedError::Open)?);
+        let node = Node::new(crate::node::NodeParts {
+            config,
+            identity,
+            swarm,
+            geometry,
+            verifier: Arc::new(ChunkVerifier::new(geometry, manifest.chunks.merkle_root)),
+            storage,
+            proofs: ProofSource::Full(Arc::new(artifact.tree().clone())),
+            local_have: HaveBitfield::full(geometry.chunk_count()),
+            serving: true,
+            download: None,
+            reports,
+        })?;
+        Ok(Self { node })
+    }
+
+    /// Where peers reach this seeder.
+    pub fn listen_addr(&self) -> Option<SocketAddr> {
+        self.node.listen_addr()
+    }
+
+    /// This seeder's id.
+    pub fn peer_id(&self) -> PeerId {
+        self.node.peer_id()
+    }
+
+    /// The address to paste into `fetch --peer`, with a loopback address
+    /// when listening on all interfaces.
+    pub fn peer_addr(&self) -> Option<PeerAddr> {
+        self.listen_addr().map(|mut addr| {
+            if addr.ip().is_unspecified() {
+                addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+            }
+            PeerAddr {
+                id: self.peer_id(),
+                addr,
+            }
+        })
+    }
+
+    /// Serves until `stop` resolves, then says goodbye to every peer.
+    pub async fn run(mut self, stop: impl Future<Output = ()>) -> Result<(), FetchError> {
+        let mut stop = Box::pin(stop);
+        self.node.run(&mut stop, |_| false).await;
+        self.node.shutdown().await;
+        Ok(())
+    }
+}

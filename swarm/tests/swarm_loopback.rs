@@ -1,0 +1,83 @@
+//! Seeders and a fetcher in one process on loopback, through real QUIC.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use minimodel_swarm::download::DownloadConfig;
+use minimodel_swarm::fetch::{FetchConfig, Fetcher};
+use minimodel_swarm::node::NodeConfig;
+use minimodel_swarm::seed::Seeder;
+use minimodel_swarm::transport::Identity;
+use minimodel_verifier::Sha256Digest;
+use tokio::sync::{mpsc, oneshot};
+
+fn listen_config() -> NodeConfig {
+    NodeConfig {
+        listen: Some("127.0.0.1:0".parse().unwrap()),
+        ..NodeConfig::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_seeders_each_deliver_a_share() {
+    let dir = tempfile::tempdir().unwrap();
+    let artifact = common::artifact(dir.path(), "three-seeders", 8 << 20, 64 << 10);
+    let mut stops = Vec::new();
+    let mut peers = Vec::new();
+    for _ in 0..3 {
+        let (reports, _) = mpsc::unbounded_channel();
+        let seeder = Seeder::start(
+            &artifact.verified,
+            &artifact.path,
+            listen_config(),
+            Arc::new(Identity::generate().unwrap()),
+            reports,
+        )
+        .unwrap();
+        peers.push(seeder.peer_addr().unwrap());
+        let (stop, stopped) = oneshot::channel::<()>();
+        stops.push(stop);
+        tokio::spawn(seeder.run(async move {
+            let _ = stopped.await;
+        }));
+    }
+    let out = dir.path().join("out");
+    let (reports, _keep) = mpsc::unbounded_channel();
+    let fetcher = Fetcher::start(
+        FetchConfig {
+            manifest: artifact.manifest.clone(),
+            manifest_sha256: Sha256Digest::of(b"manifest"),
+            out_dir: out.clone(),
+            peers,
+            serve: false,
+            seed_after: false,
+            node: NodeConfig::default(),
+            download: DownloadConfig::default(),
+            give_up_after: Duration::from_secs(10),
+        },
+        Arc::new(Identity::generate().unwrap()),
+        reports,
+    )
+    .unwrap();
+    let outcome = tokio::time::timeout(Duration::from_secs(60), fetcher.run(std::future::pending()))
+        .await
+        .expect("finishes in time")
+        .expect("fetch succeeds");
+    let fetched = std::fs::read(&outcome.artifact_path).unwrap();
+    assert_eq!(Sha256Digest::of(&fetched), artifact.manifest.artifact_sha256);
+    let minimodel_verifier::receipt::ReceiptSource::Peers(summary) = &outcome.receipt.source else {
+        panic!("a download receipt names its peers");
+    };
+    assert_eq!(summary.chunks_fetched, 128);
+    assert_eq!(summary.peers.len(), 3);
+    for peer in &summary.peers {
+        assert!(peer.chunks > 0, "every seeder delivers a share: {summary:?}");
+    }
+    assert!(outcome.receipt_path.exists());
+    assert!(!out.join("three-seeders.slm.part").exists());
+    for stop in stops {
+        let _ = stop.send(());
+    }
+}
