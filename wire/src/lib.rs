@@ -1,15 +1,88 @@
-//! `minimodel-wire`: the piece protocol v1 (`docs/wire-protocol.md`).
+//! `minimodel-wire`: the piece protocol v1, as bytes and rules.
 //!
-//! SKELETON: messages and codec are filled in by the wire protocol work;
-//! [`PeerId`] and [`PeerAddr`] are the agreed interface.
+//! What it is: the messages of the protocol ([`Message`], [`PieceHeader`]),
+//! their framing and bincode codec with a cap on every length
+//! ([`Message::encode`], [`Message::decode`], the incremental
+//! [`FrameDecoder`] and [`PieceStreamReader`]), the context checks against a
+//! swarm's chunk geometry ([`SwarmParams`]) and the sans-IO state machine of
+//! the control stream ([`ControlStream`]). Errors say who is to blame:
+//! [`DecodeError`] (the peer sent malformed bytes), [`ProtocolViolation`]
+//! (the peer sent a well-formed but illegal message), [`LocalMisuse`] (our
+//! own code tried to send something illegal).
+//!
+//! What it is not: it opens no socket and no file, keeps no clock, and does
+//! not verify hashes (the verifier does; this crate only checks that a proof
+//! has the right number of them). The QUIC driver in `minimodel-swarm` moves
+//! the bytes.
+//!
+//! The normative spec, with annotated test vectors, is
+//! `docs/wire-protocol.md`; the vectors are in `fixtures/wire/`.
+//!
+//! ```
+//! use minimodel_wire::{
+//!     ChunkIndex, ControlEvent, ControlStream, FrameDecoder, HaveBitfield, Message, Role,
+//!     SwarmIdentity, SwarmParams,
+//! };
+//!
+//! let params = SwarmParams::new(10_000, 4096, 3).unwrap();
+//! let swarm = SwarmIdentity::new("demo-model", [7; 32], params).unwrap();
+//! let mut dialer = ControlStream::new(Role::Dialer, swarm.clone());
+//! let mut listener = ControlStream::new(Role::Listener, swarm.clone());
+//!
+//! // The dialer speaks first; bytes go through the codec as on a stream.
+//! let hello = Message::Hello(swarm.hello(false, None, "example/1").unwrap());
+//! dialer.check_send(&hello).unwrap();
+//! let mut stream = Vec::new();
+//! hello.encode(&mut stream).unwrap();
+//!
+//! let mut decoder = FrameDecoder::new();
+//! decoder.feed(&stream).unwrap();
+//! let received = decoder.next_message().unwrap().unwrap();
+//! assert!(matches!(listener.on_receive(&received), Ok(ControlEvent::PeerHello(_))));
+//!
+//! // A Request before the bitfields is refused.
+//! let early = Message::Request { chunk: ChunkIndex(0) };
+//! assert!(listener.on_receive(&early).is_err());
+//! # let _ = HaveBitfield::new(3);
+//! ```
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod bitfield;
+mod codec;
+mod control;
+mod error;
+mod frame;
+mod frame_decoder;
+#[doc(hidden)]
+pub mod fuzzing;
+mod message;
+mod params;
 mod peer_id;
+mod piece;
+mod types;
 
+pub use bitfield::{ChunkOutOfRange, HaveBitfield};
+pub use control::{ControlEvent, ControlStream, Phase, Role};
+pub use error::{
+    ContextError, DecodeError, FieldError, LocalMisuse, PeerError, ProtocolViolation, SwarmMismatch,
+};
+pub use frame::{FRAME_PREFIX_LEN, MAX_CONTROL_FRAME, MAX_PIECE_HEADER_FRAME};
+pub use frame_decoder::FrameDecoder;
+pub use message::Message;
+pub use params::{MAX_CHUNK_COUNT, SwarmIdentity, SwarmParams, SwarmParamsError, audit_path_len};
 pub use peer_id::{PEER_ID_TEXT_LEN, PeerAddr, PeerId, PeerIdError};
+pub use piece::{PieceHeader, PieceStreamReader, ReceivedPiece};
+pub use types::{
+    ChunkIndex, GoodbyeReason, Hello, HelloRejectReason, MAX_AGENT_LEN, MAX_MODEL_ID_LEN,
+    MAX_PEERS_PER_MESSAGE, MAX_PROOF_HASHES, MAX_REJECT_DETAIL_LEN, MessageType, PeerEntry,
+    RejectReason, validate_agent, validate_model_id, validate_reject_detail,
+};
 
 /// The ALPN protocol id of piece protocol v1. A future version 2 would be
 /// `minimodel/2`; peers offer every version they speak and TLS picks one.
 pub const ALPN: &[u8] = b"minimodel/1";
+
+/// The protocol version of [`ALPN`]; a Hello must carry this value.
+pub const PROTOCOL_VERSION: u16 = 1;
