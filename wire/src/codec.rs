@@ -131,6 +131,20 @@ impl<'a> BodyDecoder<'a> {
         })
     }
 
+    /// The next field when it is a byte array (`[u8; N]`): its bytes as they
+    /// are, as bincode encodes them, read without a per-field type check.
+    pub(crate) fn array<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
+        let mut bytes = [0u8; N];
+        self.decoder
+            .reader()
+            .read(&mut bytes)
+            .map_err(|error| DecodeError::Body {
+                message_type: self.message_type,
+                detail: format!("{error:?}"),
+            })?;
+        Ok(bytes)
+    }
+
     /// Refuses bytes after the last field.
     pub(crate) fn finish(mut self) -> Result<(), DecodeError> {
         let trailing = self.decoder.reader().rest.len();

@@ -37,10 +37,15 @@ fn check_length(length: u32, max: u32) -> Result<usize, DecodeError> {
     Ok(length as usize)
 }
 
-/// Takes one whole frame from `buf` and returns its type byte and body.
-/// Errors if `buf` ends inside the frame; on error, how much of `buf` was
-/// consumed is unspecified (the stream is unusable anyway).
-pub(crate) fn take_frame(buf: &mut impl Buf, max: u32) -> Result<(u8, Bytes), DecodeError> {
+/// Takes one whole frame from `buf` and hands its type byte and body to
+/// `decode`, without copying when the frame is contiguous in `buf`. Errors if
+/// `buf` ends inside the frame; on error, how much of `buf` was consumed is
+/// unspecified (the stream is unusable anyway).
+pub(crate) fn take_frame<T>(
+    buf: &mut impl Buf,
+    max: u32,
+    decode: impl FnOnce(u8, &[u8]) -> Result<T, DecodeError>,
+) -> Result<T, DecodeError> {
     let available = buf.remaining();
     if available < FRAME_PREFIX_LEN {
         return Err(DecodeError::Incomplete {
@@ -55,8 +60,14 @@ pub(crate) fn take_frame(buf: &mut impl Buf, max: u32) -> Result<(u8, Bytes), De
             available,
         });
     }
+    if let Some((&type_byte, body)) = buf.chunk().get(..length).and_then(<[u8]>::split_first) {
+        let value = decode(type_byte, body)?;
+        buf.advance(length);
+        return Ok(value);
+    }
     let type_byte = buf.get_u8();
-    Ok((type_byte, buf.copy_to_bytes(length - 1)))
+    let body: Bytes = buf.copy_to_bytes(length - 1);
+    decode(type_byte, &body)
 }
 
 #[cfg(test)]
@@ -85,7 +96,7 @@ mod tests {
     fn take_frame_reports_missing_bytes() {
         let mut short: &[u8] = &[5, 0, 0, 0, 9, 1];
         assert_eq!(
-            take_frame(&mut short, 10),
+            take_frame(&mut short, 10, |_, _| Ok(())),
             Err(DecodeError::Incomplete {
                 needed: 9,
                 available: 6
@@ -93,17 +104,20 @@ mod tests {
         );
         let mut tiny: &[u8] = &[5, 0];
         assert_eq!(
-            take_frame(&mut tiny, 10),
+            take_frame(&mut tiny, 10, |_, _| Ok(())),
             Err(DecodeError::Incomplete {
                 needed: 4,
                 available: 2
             })
         );
         let mut whole: &[u8] = &[2, 0, 0, 0, 9, 7, 0xaa];
-        assert_eq!(
-            take_frame(&mut whole, 10),
-            Ok((9, Bytes::from_static(&[7])))
-        );
+        let frame = take_frame(&mut whole, 10, |t, body| Ok((t, body.to_vec())));
+        assert_eq!(frame, Ok((9, vec![7])));
         assert_eq!(whole, &[0xaa]);
+        // A frame split over two chunks of a chained buffer.
+        let mut chained = (&[2u8, 0, 0, 0, 9][..]).chain(&[8u8, 0xbb][..]);
+        let frame = take_frame(&mut chained, 10, |t, body| Ok((t, body.to_vec())));
+        assert_eq!(frame, Ok((9, vec![8])));
+        assert_eq!(chained.chunk(), &[0xbb]);
     }
 }

@@ -55,6 +55,8 @@ mod control;
 mod error;
 mod frame;
 mod frame_decoder;
+#[doc(hidden)]
+pub mod fuzzing;
 mod message;
 mod params;
 mod peer_id;

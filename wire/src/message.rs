@@ -134,8 +134,7 @@ impl Message {
     /// frame are left in `buf`. On error the stream is unusable; how much of
     /// `buf` was consumed is then unspecified.
     pub fn decode(buf: &mut impl Buf) -> Result<Message, DecodeError> {
-        let (type_byte, body) = take_frame(buf, MAX_CONTROL_FRAME)?;
-        Message::decode_body(type_byte, &body)
+        take_frame(buf, MAX_CONTROL_FRAME, Message::decode_body)
     }
 
     /// Decodes a body of the given type.
@@ -179,7 +178,7 @@ impl Message {
                 validate_peer_count(count).map_err(|e| field_error(message_type, e))?;
                 let mut entries = Vec::with_capacity(count as usize);
                 for _ in 0..count {
-                    let id = PeerId(body.field()?);
+                    let id = PeerId(body.array()?);
                     let addr = body.field()?;
                     entries.push(PeerEntry { id, addr });
                 }
@@ -218,7 +217,7 @@ fn decode_hello(body: &mut BodyDecoder<'_>) -> Result<Hello, DecodeError> {
     let hello = Hello {
         protocol_version: body.field()?,
         model_id: body.field()?,
-        merkle_root: body.field()?,
+        merkle_root: body.array()?,
         artifact_bytes: body.field()?,
         chunk_size: body.field()?,
         chunk_count: body.field()?,

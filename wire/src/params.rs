@@ -332,6 +332,12 @@ mod tests {
         assert_eq!(params.bitfield_len(), 2);
         assert_eq!(params.proof_len(ChunkIndex(0)), Ok(4));
         assert_eq!(params.proof_len(ChunkIndex(10)), Ok(2));
+        // The example of the spec (section 8.1): 10 chunks.
+        let ten = SwarmParams::new(10, 1, 10).unwrap();
+        let lens: Vec<u32> = (0..10)
+            .map(|i| ten.proof_len(ChunkIndex(i)).unwrap())
+            .collect();
+        assert_eq!(lens, [4, 4, 4, 4, 4, 4, 4, 4, 2, 2]);
         let exact = SwarmParams::new(4096, 1024, 4).unwrap();
         assert_eq!(exact.chunk_len(ChunkIndex(3)), Ok(1024));
     }

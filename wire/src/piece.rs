@@ -91,11 +91,14 @@ impl PieceHeader {
     /// Reads one whole PieceHeader frame from `buf` (the chunk's bytes stay
     /// in `buf`). Context-free rules only; see [`PieceHeader::check_context`].
     pub fn decode(buf: &mut impl Buf) -> Result<PieceHeader, DecodeError> {
-        let (type_byte, body) = take_frame(buf, MAX_PIECE_HEADER_FRAME)?;
+        take_frame(buf, MAX_PIECE_HEADER_FRAME, PieceHeader::decode_body)
+    }
+
+    fn decode_body(type_byte: u8, body: &[u8]) -> Result<PieceHeader, DecodeError> {
         if type_byte != MessageType::PieceHeader.as_byte() {
             return Err(DecodeError::ExpectedPieceHeader { type_byte });
         }
-        let mut body = BodyDecoder::new(&body, MessageType::PieceHeader);
+        let mut body = BodyDecoder::new(body, MessageType::PieceHeader);
         let chunk = ChunkIndex(body.field()?);
         let chunk_len: u32 = body.field()?;
         let count: u64 = body.field()?;
@@ -105,7 +108,7 @@ impl PieceHeader {
         })?;
         let mut proof = Vec::with_capacity(count as usize);
         for _ in 0..count {
-            proof.push(body.field()?);
+            proof.push(body.array()?);
         }
         body.finish()?;
         Ok(PieceHeader {

@@ -1,13 +1,10 @@
-//! Negative tests of the codec: one per reject rule, on the receiving side
-//! (`DecodeError`) and on the sending side (`LocalMisuse`).
+//! Negative tests of the decoders: one per reject rule (`DecodeError`).
 
 mod common;
 
 use common::*;
 use minimodel_wire::{
-    ChunkIndex, DecodeError, FieldError, FrameDecoder, GoodbyeReason, HaveBitfield,
-    HelloRejectReason, LocalMisuse, MAX_CHUNK_COUNT, Message, MessageType, PeerEntry, PeerId,
-    PieceHeader,
+    ChunkIndex, DecodeError, FieldError, FrameDecoder, Message, MessageType, PieceHeader,
 };
 
 /// A frame with the given type byte and body.
@@ -507,124 +504,6 @@ fn bitfield_with_spare_bits_set_is_refused() {
             }
         ))
     );
-}
-
-// Sending side: the same caps, blamed on us.
-
-#[test]
-fn encode_refuses_a_long_model_id_and_writes_nothing() {
-    let mut hello = hello(true, None);
-    hello.model_id = "m".repeat(129);
-    let mut buf = Vec::new();
-    assert_eq!(
-        Message::Hello(hello).encode(&mut buf),
-        Err(LocalMisuse::Field {
-            message_type: MessageType::Hello,
-            error: FieldError::ModelIdLength { len: 129 }
-        })
-    );
-    assert!(buf.is_empty());
-}
-
-#[test]
-fn encode_refuses_a_long_agent() {
-    let mut hello = hello(true, None);
-    hello.agent = "a".repeat(65);
-    assert_eq!(
-        Message::Hello(hello).to_frame(),
-        Err(LocalMisuse::Field {
-            message_type: MessageType::Hello,
-            error: FieldError::AgentTooLong { len: 65 }
-        })
-    );
-}
-
-#[test]
-fn encode_refuses_a_long_reject_detail() {
-    let message = Message::HelloReject {
-        reason: HelloRejectReason::Banned,
-        detail: "x".repeat(300),
-    };
-    assert_eq!(
-        message.to_frame(),
-        Err(LocalMisuse::Field {
-            message_type: MessageType::HelloReject,
-            error: FieldError::DetailTooLong { len: 300 }
-        })
-    );
-}
-
-#[test]
-fn encode_refuses_too_many_peers() {
-    let entry = PeerEntry {
-        id: PeerId([1; 32]),
-        addr: "192.0.2.9:1".parse().unwrap(),
-    };
-    let message = Message::Peers {
-        entries: vec![entry; 33],
-    };
-    assert_eq!(
-        message.to_frame(),
-        Err(LocalMisuse::Field {
-            message_type: MessageType::Peers,
-            error: FieldError::TooManyPeers { count: 33 }
-        })
-    );
-    let full = Message::Peers {
-        entries: vec![entry; 32],
-    };
-    assert!(full.to_frame().is_ok());
-}
-
-#[test]
-fn encode_refuses_a_long_proof() {
-    let header = PieceHeader {
-        chunk: ChunkIndex(0),
-        chunk_len: 1,
-        proof: vec![[0; 32]; 33],
-    };
-    assert_eq!(
-        header.encode(&mut Vec::new()),
-        Err(LocalMisuse::Field {
-            message_type: MessageType::PieceHeader,
-            error: FieldError::ProofTooLong { count: 33 }
-        })
-    );
-}
-
-#[test]
-fn encode_refuses_a_bitfield_larger_than_a_frame() {
-    assert!(
-        Message::HaveBitfield(HaveBitfield::full(MAX_CHUNK_COUNT))
-            .to_frame()
-            .is_ok()
-    );
-    let too_big = Message::HaveBitfield(HaveBitfield::new(MAX_CHUNK_COUNT + 8));
-    assert_eq!(
-        too_big.to_frame(),
-        Err(LocalMisuse::FrameTooLong {
-            message_type: MessageType::HaveBitfield,
-            length: 65537,
-            max: 65536
-        })
-    );
-}
-
-#[test]
-fn encode_into_a_full_buffer_writes_nothing() {
-    let mut storage = [0u8; 8];
-    let mut buf = &mut storage[..];
-    assert_eq!(
-        Message::Goodbye {
-            reason: GoodbyeReason::Idle
-        }
-        .encode(&mut buf),
-        Err(LocalMisuse::BufferTooSmall {
-            needed: 9,
-            available: 8
-        })
-    );
-    assert_eq!(storage, [0; 8]);
 }
 
 #[test]

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod control;
+
 use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::path::PathBuf;
 

@@ -1,0 +1,227 @@
+//! Entry points for the `wire_decode` fuzz target (`fuzz/`), kept here so
+//! that ordinary tests can run the seed corpus through them too. Not part of
+//! the stable API.
+//!
+//! Input layout: byte 0 holds flags (bit 0: we are the dialer, else the
+//! listener; bit 1: the rest is a piece stream, else a control stream),
+//! byte 1 seeds the sizes of the pieces the stream is fed in (1 to 64
+//! bytes), and the remaining bytes are the stream as the peer sent it.
+//!
+//! Control streams run through a [`FrameDecoder`] into a [`ControlStream`]
+//! of the golden swarm (`fixtures/wire/`), which answers like a real peer
+//! (Hello, HaveBitfield, Reject, farewell) so that inputs reach every phase.
+//! Piece streams run through a [`PieceStreamReader`] of a small swarm. The
+//! asserts are invariants: a panic is a bug.
+
+use crate::{
+    ControlEvent, ControlStream, FrameDecoder, HaveBitfield, Message, PieceHeader,
+    PieceStreamReader, RejectReason, Role, SwarmIdentity, SwarmParams,
+};
+
+/// What a fuzz input reached, for tests of the seed corpus.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct FuzzOutcome {
+    /// Control messages decoded.
+    pub messages: usize,
+    /// Control events accepted by the state machine.
+    pub events: usize,
+    /// Both directions reached `Established`.
+    pub established: bool,
+    /// A whole piece was received.
+    pub piece_received: bool,
+    /// The error that ended the input, if any.
+    pub error: Option<String>,
+}
+
+/// The swarm of the golden vectors: `tiny-slm-64m`, root `00 01 .. 1f`,
+/// 10 000 000 bytes in 10 chunks of 1 MiB.
+pub fn golden_swarm() -> Option<SwarmIdentity> {
+    let params = SwarmParams::new(10_000_000, 1 << 20, 10).ok()?;
+    SwarmIdentity::new("tiny-slm-64m", std::array::from_fn(|i| i as u8), params).ok()
+}
+
+/// The swarm of fuzzed piece streams: 1000 bytes in 16 chunks of 64.
+pub fn piece_swarm() -> Option<SwarmParams> {
+    SwarmParams::new(1000, 64, 16).ok()
+}
+
+/// Splits `stream` into pieces of 1 to 64 bytes, sizes drawn from `seed`.
+fn pieces(stream: &[u8], seed: u8) -> impl Iterator<Item = &[u8]> {
+    let mut state = u32::from(seed).wrapping_mul(2_654_435_761) | 1;
+    let mut rest = stream;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        state ^= state << 13;
+        state ^= state >> 17;
+        state ^= state << 5;
+        let size = (state % 64 + 1) as usize;
+        let (piece, tail) = rest.split_at(size.min(rest.len()));
+        rest = tail;
+        Some(piece)
+    })
+}
+
+/// Runs one fuzz input.
+pub fn wire_decode(data: &[u8]) -> FuzzOutcome {
+    let [flags, seed, stream @ ..] = data else {
+        return FuzzOutcome::default();
+    };
+    if flags & 2 != 0 {
+        piece_stream(stream, *seed)
+    } else {
+        let role = if flags & 1 != 0 {
+            Role::Dialer
+        } else {
+            Role::Listener
+        };
+        control_stream(role, stream, *seed)
+    }
+}
+
+fn send(control: &mut ControlStream, message: &Message) {
+    if let Err(error) = control.check_send(message) {
+        panic!("the harness's own {message:?} was refused: {error}");
+    }
+    if let Err(error) = message.to_frame() {
+        panic!("{message:?} passed check_send but does not encode: {error}");
+    }
+}
+
+fn control_stream(role: Role, stream: &[u8], seed: u8) -> FuzzOutcome {
+    let mut outcome = FuzzOutcome::default();
+    let Some(swarm) = golden_swarm() else {
+        return outcome;
+    };
+    let Ok(hello) = swarm.hello(true, None, "fuzz") else {
+        return outcome;
+    };
+    let hello = Message::Hello(hello);
+    let bitfield = Message::HaveBitfield(HaveBitfield::new(swarm.params().chunk_count()));
+
+    // One-shot decoding: every accepted frame re-encodes to its own bytes.
+    let mut one_shot = Vec::new();
+    let mut rest = stream;
+    while !rest.is_empty() {
+        let before = rest;
+        let Ok(message) = Message::decode(&mut rest) else {
+            break;
+        };
+        let consumed = &before[..before.len() - rest.len()];
+        match message.to_frame() {
+            Ok(frame) => assert_eq!(&frame[..], consumed, "non-canonical encoding accepted"),
+            Err(error) => panic!("decoded {message:?} does not re-encode: {error}"),
+        }
+        one_shot.push(message);
+    }
+
+    let mut control = ControlStream::new(role, swarm);
+    if role == Role::Dialer {
+        send(&mut control, &hello);
+    }
+    let mut decoder = FrameDecoder::new();
+    let mut incremental = Vec::new();
+    'feed: for piece in pieces(stream, seed) {
+        if let Err(error) = decoder.feed(piece) {
+            outcome.error = Some(error.to_string());
+            break;
+        }
+        loop {
+            let message = match decoder.next_message() {
+                Ok(Some(message)) => message,
+                Ok(None) => break,
+                Err(error) => {
+                    if outcome.error.is_none() {
+                        if let Some(farewell) = control.farewell(&error.clone().into()) {
+                            send(&mut control, &farewell);
+                        }
+                    }
+                    outcome.error = Some(error.to_string());
+                    break 'feed;
+                }
+            };
+            outcome.messages += 1;
+            incremental.push(message.clone());
+            if outcome.error.is_some() {
+                continue;
+            }
+            match control.on_receive(&message) {
+                Ok(event) => {
+                    outcome.events += 1;
+                    match event {
+                        ControlEvent::PeerHello(_) => {
+                            if role == Role::Listener {
+                                send(&mut control, &hello);
+                            }
+                            send(&mut control, &bitfield);
+                        }
+                        ControlEvent::Request(chunk)
+                            if control.sent_phase() == crate::Phase::Established =>
+                        {
+                            let reject = Message::Reject {
+                                chunk,
+                                reason: RejectReason::Busy,
+                            };
+                            send(&mut control, &reject);
+                        }
+                        _ => {}
+                    }
+                    outcome.established |= control.is_established();
+                }
+                Err(violation) => {
+                    outcome.error = Some(violation.to_string());
+                    if let Some(farewell) = control.farewell(&violation.into()) {
+                        send(&mut control, &farewell);
+                    }
+                }
+            }
+        }
+    }
+    // Feeding in pieces decodes the same messages as decoding at once.
+    assert_eq!(
+        incremental, one_shot,
+        "FrameDecoder and Message::decode disagree"
+    );
+    if outcome.error.is_none() {
+        if let Err(error) = decoder.finish() {
+            outcome.error = Some(error.to_string());
+        }
+    }
+    outcome
+}
+
+fn piece_stream(stream: &[u8], seed: u8) -> FuzzOutcome {
+    let mut outcome = FuzzOutcome::default();
+    let Some(params) = piece_swarm() else {
+        return outcome;
+    };
+    // One-shot header decoding: an accepted header re-encodes to its bytes.
+    let mut rest = stream;
+    if let Ok(header) = PieceHeader::decode(&mut rest) {
+        let mut frame = Vec::new();
+        match header.encode(&mut frame) {
+            Ok(_) => assert_eq!(frame[..], stream[..stream.len() - rest.len()]),
+            Err(error) => panic!("decoded {header:?} does not re-encode: {error}"),
+        }
+    }
+    let mut reader = PieceStreamReader::new(params);
+    for piece in pieces(stream, seed) {
+        if let Err(error) = reader.feed(piece) {
+            outcome.error = Some(error.to_string());
+            break;
+        }
+    }
+    match reader.finish() {
+        Ok(piece) => {
+            assert_eq!(piece.data.len(), piece.header.chunk_len as usize);
+            assert_eq!(piece.header.check_context(&params), Ok(()));
+            assert!(params.check_index(piece.header.chunk).is_ok());
+            outcome.piece_received = true;
+        }
+        Err(error) => {
+            outcome.error.get_or_insert(error.to_string());
+        }
+    }
+    outcome
+}
