@@ -291,3 +291,65 @@ fn agree(
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use minimodel_wire::PeerId;
+
+    const PEER: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa@127.0.0.1:4433";
+
+    fn offer_json(model: &str, bytes: u64) -> String {
+        format!(
+            r#"{{"format":"{OFFER_FORMAT}","model_id":"{model}","artifact_bytes":{bytes},"artifact_sha256":"{}","merkle_root":"{}","peer":"{PEER}"}}"#,
+            "a".repeat(64),
+            "b".repeat(64)
+        )
+    }
+
+    #[test]
+    fn an_offer_round_trips_through_json() {
+        let offer = PeerOffer::parse(offer_json("tiny", 100).as_bytes(), "o.json").unwrap();
+        assert_eq!(offer.peer.id, PeerId([0; 32]));
+        let again = serde_json::to_string(&offer).unwrap();
+        assert_eq!(PeerOffer::parse(again.as_bytes(), "o.json").unwrap(), offer);
+    }
+
+    #[test]
+    fn malformed_offers_are_refused_with_the_reason() {
+        let cases = [
+            ("not json", "not a valid peer offer"),
+            (r#"{"format":"minimodel-peer-offer-v0"}"#, "missing field"),
+            (&offer_json("../x", 1), "model id"),
+            (&offer_json("tiny", 1).replace("127.0.0.1:4433", "nowhere"), "IP address"),
+            (&offer_json("tiny", 1).replace("-v0", "-v9"), "format"),
+            (&offer_json("tiny", 1).replace(r#""peer""#, r#""extra":1,"peer""#), "unknown field"),
+        ];
+        for (text, expected) in cases {
+            let error = PeerOffer::parse(text.as_bytes(), "o.json").unwrap_err().to_string();
+            assert!(error.contains(expected), "{text}: {error}");
+        }
+    }
+
+    #[test]
+    fn requests_need_one_to_many_offers() {
+        let empty = format!(
+            r#"{{"format":"{REQUEST_FORMAT}","model_id":"tiny","artifact_bytes":1,"artifact_sha256":"{}","offers":[]}}"#,
+            "a".repeat(64)
+        );
+        assert!(matches!(
+            ImportRequest::parse(empty.as_bytes(), "r.json"),
+            Err(OfferError::OfferCount(0))
+        ));
+        let one = empty.replace("[]", &format!("[{}]", offer_json("tiny", 1)));
+        assert_eq!(ImportRequest::parse(one.as_bytes(), "r.json").unwrap().offers.len(), 1);
+    }
+
+    #[test]
+    fn oversized_files_are_refused_before_parsing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big.json");
+        std::fs::write(&path, vec![b' '; MAX_FILE_LEN as usize + 1]).unwrap();
+        assert!(matches!(PeerOffer::read(&path), Err(OfferError::TooLarge { .. })));
+    }
+}
