@@ -11,6 +11,7 @@
 
 pub mod download;
 pub mod picker;
+pub mod resume;
 pub mod session;
 #[cfg(test)]
 pub(crate) mod sim;

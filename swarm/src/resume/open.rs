@@ -1,0 +1,589 @@
+//! Opening a download directory: what is there, what can be trusted, and
+//! what it costs to find out (`docs/resume.md`, "Opening").
+
+use std::fmt;
+use std::fs;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use minimodel_verifier::chunk::{ChunkGeometry, ChunkIndex};
+use minimodel_verifier::merkle::MerkleTree;
+use minimodel_verifier::receipt::ImportReceipt;
+use minimodel_verifier::{Manifest, Sha256Digest};
+use std::path::Path;
+
+use super::error::{ResumeError, StateError, io_error};
+use super::files::{self, DownloadPaths, StateFile};
+use super::knowledge::ChunkKnowledge;
+use super::partial::{PartialDownload, Start, receipt_binding};
+use super::recheck::{RecheckProgress, fresh_seed, hash_chunks, sample_chunks};
+use super::state::{PartialState, ResumeCounters, StateBinding};
+use crate::store::{FileStorage, Storage};
+
+/// How much to trust a state file when resuming.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResumeOptions {
+    /// Rehash every chunk the state lists (`--recheck`) instead of a
+    /// sample. Default false.
+    pub recheck: bool,
+    /// Chunks of a trusted state rehashed at start; a mismatch turns into a
+    /// full recheck. Default 4. 0 skips the sample (weakens the check
+    /// against bytes changed while the download was stopped).
+    pub sample: usize,
+    /// Seed of the sample. Default `None`: a new seed each run, so that
+    /// repeated resumes look at different chunks. Tests set it.
+    pub sample_seed: Option<u64>,
+}
+
+impl Default for ResumeOptions {
+    fn default() -> Self {
+        Self {
+            recheck: false,
+            sample: 4,
+            sample_seed: None,
+        }
+    }
+}
+
+/// What opening a directory found.
+// Made once per download: the size of the variants does not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub enum OpenedDownload {
+    /// `DIR/<model-id>.slm` is there with a receipt for this artifact:
+    /// nothing to fetch.
+    Complete(CompleteDownload),
+    /// A partial download to continue (or a new one).
+    Partial(PartialDownload, ResumeReport),
+}
+
+/// A download that was finished before.
+#[derive(Debug, Clone)]
+pub struct CompleteDownload {
+    /// Its files.
+    pub paths: DownloadPaths,
+    /// Its receipt.
+    pub receipt: ImportReceipt,
+}
+
+/// What opening did, and how long it took.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResumeReport {
+    /// What happened.
+    pub outcome: ResumeOutcome,
+    /// Chunks verified after opening.
+    pub chunks_verified: u32,
+    /// Chunks in the artifact.
+    pub chunk_count: u32,
+    /// Bytes rehashed while opening.
+    pub bytes_rechecked: u64,
+    /// Why the current state was not used, when it exists but was not.
+    pub current_problem: Option<StateError>,
+    /// Why the previous state was not used, when it was needed and exists.
+    pub previous_problem: Option<StateError>,
+    /// The state was written under another manifest file for the same
+    /// artifact (other metadata, same bytes); the next checkpoint records
+    /// this one.
+    pub manifest_changed: bool,
+    /// Wall time of opening.
+    pub elapsed: Duration,
+}
+
+/// What opening did with what it found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResumeOutcome {
+    /// Nothing was there: a new `.part` and a state of generation 0.
+    Fresh,
+    /// The state was trusted; a sample of its chunks rehashed clean.
+    Resumed {
+        /// Chunks taken over.
+        chunks: u32,
+        /// Chunks rehashed.
+        sampled: u32,
+    },
+    /// Every chunk the state lists was rehashed; bad ones were dropped.
+    Rechecked {
+        /// Why.
+        reason: RecheckReason,
+        /// Chunks that hashed right.
+        good: u32,
+        /// Chunks dropped.
+        dropped: u32,
+    },
+    /// The current state was unusable (or missing); the previous
+    /// generation was used and every chunk it lists rechecked.
+    FellBack {
+        /// The generation used.
+        generation: u64,
+        /// Chunks that hashed right.
+        good: u32,
+        /// Chunks dropped.
+        dropped: u32,
+    },
+    /// No usable state, but the whole `.part` hashes to the Merkle root:
+    /// every chunk is verified.
+    RecoveredWhole {
+        /// Chunks.
+        chunks: u32,
+    },
+    /// Starting over: nothing could be trusted. The `.part` is kept (its
+    /// space stays reserved), no chunk counts as verified.
+    Restarted {
+        /// Why.
+        reason: RestartReason,
+    },
+}
+
+/// Why every listed chunk was rehashed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecheckReason {
+    /// `--recheck`.
+    Requested,
+    /// A sampled chunk did not hash to its chunk hash.
+    SampleMismatch {
+        /// The first one.
+        chunk: u32,
+    },
+    /// The `.part` did not have the artifact's length.
+    PartResized {
+        /// Its length.
+        found: u64,
+    },
+}
+
+/// Why a download started over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RestartReason {
+    /// A state exists but its `.part` does not.
+    PartMissing,
+    /// No usable state, and the `.part`'s chunks do not give the Merkle
+    /// root: without chunk hashes no single chunk can be trusted.
+    PartUnverified,
+}
+
+impl fmt::Display for ResumeOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ResumeOutcome::Fresh => write!(f, "new download"),
+            ResumeOutcome::Resumed { chunks, sampled } => {
+                write!(
+                    f,
+                    "resumed {chunks} verified chunks ({sampled} rehashed as a sample)"
+                )
+            }
+            ResumeOutcome::Rechecked {
+                reason,
+                good,
+                dropped,
+            } => {
+                let why = match reason {
+                    RecheckReason::Requested => "as asked".to_owned(),
+                    RecheckReason::SampleMismatch { chunk } => {
+                        format!("because sampled chunk {chunk} changed on disk")
+                    }
+                    RecheckReason::PartResized { found } => {
+                        format!("because the .part was {found} bytes")
+                    }
+                };
+                write!(
+                    f,
+                    "rechecked every chunk {why}: {good} good, {dropped} dropped"
+                )
+            }
+            ResumeOutcome::FellBack {
+                generation,
+                good,
+                dropped,
+            } => write!(
+                f,
+                "state unusable, fell back to generation {generation}: {good} chunks good, {dropped} dropped"
+            ),
+            ResumeOutcome::RecoveredWhole { chunks } => write!(
+                f,
+                "no state, but the whole .part hashes to the Merkle root: {chunks} chunks verified"
+            ),
+            ResumeOutcome::Restarted {
+                reason: RestartReason::PartMissing,
+            } => write!(f, "state found without its .part: starting over"),
+            ResumeOutcome::Restarted {
+                reason: RestartReason::PartUnverified,
+            } => write!(
+                f,
+                "no usable state and the .part does not hash to the Merkle root: starting over"
+            ),
+        }
+    }
+}
+
+impl PartialDownload {
+    /// Opens the download of `manifest`'s artifact in `dir` (created if
+    /// missing), deciding from what is there (`docs/resume.md`):
+    /// complete, fresh, resumed, rechecked, fallen back or restarted.
+    /// `progress` hears about any rehashing. Refuses, writing nothing, a
+    /// directory that holds another artifact or an unknown state format.
+    pub fn open(
+        dir: &Path,
+        manifest: &Manifest,
+        manifest_sha256: Sha256Digest,
+        options: &ResumeOptions,
+        progress: &dyn Fn(RecheckProgress),
+    ) -> Result<OpenedDownload, ResumeError> {
+        Self::open_with_storage(dir, manifest, manifest_sha256, options, progress, |file| {
+            Arc::new(file)
+        })
+    }
+
+    /// [`Self::open`], with the `.part` wrapped by `wrap` (a test puts a
+    /// [`crate::store::FaultyStorage`] under the download this way).
+    pub fn open_with_storage(
+        dir: &Path,
+        manifest: &Manifest,
+        manifest_sha256: Sha256Digest,
+        options: &ResumeOptions,
+        progress: &dyn Fn(RecheckProgress),
+        wrap: impl FnOnce(FileStorage) -> Arc<dyn Storage>,
+    ) -> Result<OpenedDownload, ResumeError> {
+        let started = Instant::now();
+        let binding = StateBinding::of_manifest(manifest)?;
+        let geometry = binding.geometry()?;
+        let paths = DownloadPaths::new(dir, &manifest.model_id);
+
+        if files::exists(&paths.artifact) {
+            return complete(paths, &binding).map(OpenedDownload::Complete);
+        }
+        let current = checked(files::load_state(&paths.state)?, &paths.state, &binding)?;
+        let previous = match current {
+            StateFile::Usable(_) => StateFile::Missing,
+            _ => checked(
+                files::load_state(&paths.previous)?,
+                &paths.previous,
+                &binding,
+            )?,
+        };
+        let part_len = fs::metadata(&paths.part).ok().map(|meta| meta.len());
+
+        // Every refusal is behind us: from here on, files change.
+        fs::create_dir_all(dir).map_err(io_error("create the directory", dir))?;
+        files::remove_if_present(&paths.temp)?;
+        let file = FileStorage::open_sized(&paths.part, binding.artifact_bytes)
+            .map_err(io_error("open", &paths.part))?;
+        let storage = wrap(file);
+
+        let mut opening = Opening {
+            geometry,
+            storage: storage.as_ref(),
+            progress,
+            bytes_rechecked: 0,
+        };
+        let current_problem = problem(&current);
+        let previous_problem = problem(&previous);
+        let (decision, loaded) = match (current, previous, part_len) {
+            (StateFile::Usable(state), _, Some(len)) => {
+                let seed = options.sample_seed.unwrap_or_else(fresh_seed);
+                let loaded = loaded_from(&state, true);
+                (opening.resume(*state, len, options, seed)?, Some(loaded))
+            }
+            (StateFile::Usable(state), _, None) | (_, StateFile::Usable(state), None) => {
+                let loaded = loaded_from(&state, false);
+                let decision = Decision {
+                    outcome: ResumeOutcome::Restarted {
+                        reason: RestartReason::PartMissing,
+                    },
+                    knowledge: ChunkKnowledge::new(binding.merkle_root, geometry.chunk_count()),
+                    counters: state.counters,
+                    manifest_sha256: Some(state.manifest_sha256),
+                };
+                (decision, Some(loaded))
+            }
+            (_, StateFile::Usable(state), Some(_)) => {
+                let loaded = loaded_from(&state, false);
+                (opening.fall_back(*state)?, Some(loaded))
+            }
+            (_, _, Some(len)) => (opening.recover_whole(&binding, len)?, None),
+            (_, _, None) => (Decision::fresh(&binding), None),
+        };
+        let Decision {
+            outcome,
+            knowledge,
+            mut counters,
+            manifest_sha256: state_manifest,
+        } = decision;
+        counters.runs += 1;
+        let bytes_rechecked = opening.bytes_rechecked;
+        let current_is_good = loaded.as_ref().is_some_and(|loaded| loaded.3);
+        let download = PartialDownload::start(Start {
+            paths,
+            binding,
+            manifest_sha256,
+            storage,
+            knowledge,
+            counters,
+            loaded: loaded.map(|(generation, bits, at, _)| (generation, bits, at)),
+            current_is_good,
+        })?;
+        if !matches!(outcome, ResumeOutcome::Resumed { .. }) {
+            // Write down what opening decided, so a crash now does not
+            // bring back dropped chunks.
+            download.checkpoint()?;
+        }
+        let report = ResumeReport {
+            chunks_verified: download.chunks_verified(),
+            chunk_count: geometry.chunk_count(),
+            outcome,
+            bytes_rechecked,
+            current_problem,
+            previous_problem,
+            manifest_changed: state_manifest.is_some_and(|state| state != manifest_sha256),
+            elapsed: started.elapsed(),
+        };
+        Ok(OpenedDownload::Partial(download, report))
+    }
+}
+
+/// Generation, chunks and time of a loaded state, and whether it is the
+/// current one.
+type Loaded = (u64, minimodel_wire::HaveBitfield, String, bool);
+
+fn loaded_from(state: &PartialState, is_current: bool) -> Loaded {
+    (
+        state.generation,
+        state.knowledge.verified().clone(),
+        state.checkpoint_at.clone(),
+        is_current,
+    )
+}
+
+fn problem(file: &StateFile) -> Option<StateError> {
+    match file {
+        StateFile::Unusable(error) => Some(error.clone()),
+        _ => None,
+    }
+}
+
+/// Refuses a state of another artifact or of an unknown format.
+fn checked(file: StateFile, path: &Path, binding: &StateBinding) -> Result<StateFile, ResumeError> {
+    match &file {
+        StateFile::Usable(state) if state.binding.first_difference(binding).is_some() => {
+            Err(ResumeError::ForeignState {
+                path: path.to_path_buf(),
+                found: Box::new(state.binding.clone()),
+                expected: Box::new(binding.clone()),
+            })
+        }
+        StateFile::Unusable(StateError::UnsupportedFormat { found }) => {
+            Err(ResumeError::UnsupportedState {
+                path: path.to_path_buf(),
+                found: found.clone(),
+            })
+        }
+        _ => Ok(file),
+    }
+}
+
+/// The final file is there: complete if its receipt is for this artifact.
+fn complete(paths: DownloadPaths, binding: &StateBinding) -> Result<CompleteDownload, ResumeError> {
+    let receipt =
+        files::load_receipt(&paths.receipt).map_err(|problem| ResumeError::UnverifiedFinal {
+            path: paths.artifact.clone(),
+            receipt: paths.receipt.clone(),
+            problem,
+        })?;
+    let found = receipt_binding(&receipt);
+    if found.first_difference(binding).is_some() {
+        return Err(ResumeError::ForeignComplete {
+            path: paths.artifact.clone(),
+            found: Box::new(found),
+            expected: Box::new(binding.clone()),
+        });
+    }
+    let len = fs::metadata(&paths.artifact)
+        .map_err(io_error("read the size of", &paths.artifact))?
+        .len();
+    if len != binding.artifact_bytes {
+        return Err(ResumeError::UnverifiedFinal {
+            path: paths.artifact.clone(),
+            receipt: paths.receipt.clone(),
+            problem: format!(
+                "is for {} bytes, but the file has {len}",
+                binding.artifact_bytes
+            ),
+        });
+    }
+    Ok(CompleteDownload { paths, receipt })
+}
+
+/// What a download starts from.
+struct Decision {
+    outcome: ResumeOutcome,
+    knowledge: ChunkKnowledge,
+    counters: ResumeCounters,
+    /// The manifest file the state was written under, if there was one.
+    manifest_sha256: Option<Sha256Digest>,
+}
+
+impl Decision {
+    fn fresh(binding: &StateBinding) -> Self {
+        Self {
+            outcome: ResumeOutcome::Fresh,
+            knowledge: ChunkKnowledge::new(binding.merkle_root, binding.chunk_count),
+            counters: ResumeCounters::default(),
+            manifest_sha256: None,
+        }
+    }
+}
+
+/// The rehashing part of opening.
+struct Opening<'a> {
+    geometry: ChunkGeometry,
+    storage: &'a dyn Storage,
+    progress: &'a dyn Fn(RecheckProgress),
+    bytes_rechecked: u64,
+}
+
+impl Opening<'_> {
+    fn hash(&mut self, indices: &[u32]) -> Result<Vec<Sha256Digest>, ResumeError> {
+        let hashes = hash_chunks(self.storage, &self.geometry, indices, self.progress).map_err(
+            |source| ResumeError::Io {
+                action: "rehash",
+                path: "the .part".into(),
+                source,
+            },
+        )?;
+        self.bytes_rechecked += indices
+            .iter()
+            .filter_map(|&index| self.geometry.chunk_len(ChunkIndex(index)))
+            .map(u64::from)
+            .sum::<u64>();
+        Ok(hashes)
+    }
+
+    /// The chunks of `indices` whose bytes do not hash to their chunk hash.
+    fn mismatches(
+        &mut self,
+        knowledge: &ChunkKnowledge,
+        indices: &[u32],
+    ) -> Result<Vec<u32>, ResumeError> {
+        let hashes = self.hash(indices)?;
+        Ok(indices
+            .iter()
+            .zip(hashes)
+            .filter(|&(&index, hash)| knowledge.chunk_hash(ChunkIndex(index)) != Some(hash))
+            .map(|(&index, _)| index)
+            .collect())
+    }
+
+    /// Rehashes every verified chunk and drops the bad ones: (good, dropped).
+    fn recheck_all(
+        &mut self,
+        knowledge: &mut ChunkKnowledge,
+        counters: &mut ResumeCounters,
+    ) -> Result<(u32, u32), ResumeError> {
+        let listed: Vec<u32> = knowledge
+            .verified()
+            .iter_ones()
+            .map(|index| index.0)
+            .collect();
+        let bad = self.mismatches(knowledge, &listed)?;
+        for &index in &bad {
+            knowledge.drop_chunk(ChunkIndex(index));
+        }
+        counters.chunks_dropped += bad.len() as u64;
+        Ok((listed.len() as u32 - bad.len() as u32, bad.len() as u32))
+    }
+
+    /// A usable current state: sample, or recheck when asked or needed.
+    fn resume(
+        &mut self,
+        state: PartialState,
+        part_len: u64,
+        options: &ResumeOptions,
+        seed: u64,
+    ) -> Result<Decision, ResumeError> {
+        let PartialState {
+            mut knowledge,
+            mut counters,
+            manifest_sha256,
+            ..
+        } = state;
+        let reason = if part_len != self.geometry.artifact_bytes() {
+            Some(RecheckReason::PartResized { found: part_len })
+        } else if options.recheck {
+            Some(RecheckReason::Requested)
+        } else {
+            let sample = sample_chunks(knowledge.verified(), options.sample, seed);
+            match self.mismatches(&knowledge, &sample)?.first() {
+                Some(&chunk) => Some(RecheckReason::SampleMismatch { chunk }),
+                None => {
+                    return Ok(Decision {
+                        outcome: ResumeOutcome::Resumed {
+                            chunks: knowledge.verified().count_ones(),
+                            sampled: sample.len() as u32,
+                        },
+                        knowledge,
+                        counters,
+                        manifest_sha256: Some(manifest_sha256),
+                    });
+                }
+            }
+        };
+        let (good, dropped) = self.recheck_all(&mut knowledge, &mut counters)?;
+        Ok(Decision {
+            outcome: ResumeOutcome::Rechecked {
+                reason: reason.unwrap_or(RecheckReason::Requested),
+                good,
+                dropped,
+            },
+            knowledge,
+            counters,
+            manifest_sha256: Some(manifest_sha256),
+        })
+    }
+
+    /// The previous generation, every chunk it lists rechecked.
+    fn fall_back(&mut self, state: PartialState) -> Result<Decision, ResumeError> {
+        let generation = state.generation;
+        let PartialState {
+            mut knowledge,
+            mut counters,
+            manifest_sha256,
+            ..
+        } = state;
+        let (good, dropped) = self.recheck_all(&mut knowledge, &mut counters)?;
+        Ok(Decision {
+            outcome: ResumeOutcome::FellBack {
+                generation,
+                good,
+                dropped,
+            },
+            knowledge,
+            counters,
+            manifest_sha256: Some(manifest_sha256),
+        })
+    }
+
+    /// No usable state: the whole `.part` must hash to the root.
+    fn recover_whole(
+        &mut self,
+        binding: &StateBinding,
+        part_len: u64,
+    ) -> Result<Decision, ResumeError> {
+        let mut decision = Decision::fresh(binding);
+        decision.outcome = ResumeOutcome::Restarted {
+            reason: RestartReason::PartUnverified,
+        };
+        if part_len != binding.artifact_bytes {
+            return Ok(decision);
+        }
+        let all: Vec<u32> = (0..self.geometry.chunk_count()).collect();
+        let hashes = self.hash(&all)?;
+        if let Ok(tree) = MerkleTree::from_chunk_hashes(hashes) {
+            if tree.root() == binding.merkle_root {
+                decision.knowledge = ChunkKnowledge::complete(&tree);
+                decision.outcome = ResumeOutcome::RecoveredWhole {
+                    chunks: tree.chunk_count(),
+                };
+            }
+        }
+        Ok(decision)
+    }
+}
