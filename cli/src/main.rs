@@ -40,6 +40,8 @@ enum Command {
     Verify(commands::verify::VerifyArgs),
     /// Print the metadata-only catalog entry of a manifest (JSON).
     CatalogEntry(commands::catalog::CatalogArgs),
+    /// List the downloads in a directory: partial, complete, how much.
+    Status(commands::status::StatusArgs),
 }
 
 fn main() -> ExitCode {
@@ -62,6 +64,7 @@ fn main() -> ExitCode {
         Command::Manifest(args) => commands::manifest::run(*args, out),
         Command::Verify(args) => commands::verify::run(args, out),
         Command::CatalogEntry(args) => commands::catalog::run(args, out),
+        Command::Status(args) => commands::status::run(args, out),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -281,3 +281,58 @@ fn another_manifest_file_for_the_same_artifact_resumes() {
     let state = parse_state(&fs::read(&download.paths().state).unwrap()).unwrap();
     assert_eq!(state.manifest_sha256, renamed.manifest_sha256);
 }
+
+#[test]
+fn threads_can_store_while_another_checkpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let artifact = Artifact::small("m");
+    let (download, _) = open(dir.path(), &artifact, &options(4));
+    std::thread::scope(|scope| {
+        for start in 0..3u32 {
+            let (download, artifact) = (&download, &artifact);
+            scope.spawn(move || {
+                for index in (start..21).step_by(3) {
+                    artifact.store(download, index);
+                }
+            });
+        }
+        let download = &download;
+        scope.spawn(move || {
+            for _ in 0..5 {
+                let report = download.checkpoint().unwrap();
+                assert!(report.chunks <= 21);
+            }
+        });
+    });
+    download.checkpoint().unwrap();
+    drop(download);
+    let (download, _) = open(dir.path(), &artifact, &options(21));
+    assert!(download.is_complete());
+}
+
+#[test]
+fn states_left_by_a_crash_at_the_end_of_finish_are_cleaned_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let artifact = Artifact::small("m");
+    let (download, _) = open(dir.path(), &artifact, &options(4));
+    for index in 0..21 {
+        artifact.store(&download, index);
+    }
+    download.checkpoint().unwrap();
+    let paths = download.paths().clone();
+    let state = fs::read(&paths.state).unwrap();
+    download.finish(&artifact.receipt()).unwrap();
+    // The crash: the final file and receipt are there, the state was not
+    // removed yet.
+    fs::write(&paths.state, &state).unwrap();
+    let opened = PartialDownload::open(
+        dir.path(),
+        &artifact.manifest,
+        artifact.manifest_sha256,
+        &options(4),
+        &|_| {},
+    )
+    .unwrap();
+    assert!(matches!(opened, OpenedDownload::Complete(_)));
+    assert!(!paths.state.exists());
+}

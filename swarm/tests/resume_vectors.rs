@@ -53,6 +53,29 @@ fn the_vector_parses_and_reencodes_byte_for_byte() {
 }
 
 #[test]
+fn the_fresh_and_complete_vectors_parse_and_reencode() {
+    let fresh = fixture("state-v0-fresh.json");
+    let state = parse_state(&fresh).unwrap();
+    assert_eq!(state.to_bytes(), fresh);
+    assert_eq!((state.generation, state.chunks_verified()), (0, 0));
+    assert!(state.knowledge.extra_nodes().is_empty());
+
+    let complete = fixture("state-v0-complete.json");
+    let state = parse_state(&complete).unwrap();
+    assert_eq!(state.to_bytes(), complete);
+    assert_eq!(state.chunks_verified(), 5);
+    assert_eq!(state.bytes_verified(), LENGTH as u64);
+    assert!(
+        state.knowledge.extra_nodes().is_empty(),
+        "a full tree follows from its leaves"
+    );
+    let tree = tree(&artifact());
+    for index in 0..5 {
+        assert_eq!(state.knowledge.proof(ChunkIndex(index)), tree.proof(index));
+    }
+}
+
+#[test]
 fn the_vector_is_bound_to_its_manifest() {
     let manifest_bytes = fixture("vector.manifest");
     let manifest = Manifest::parse_bytes(&manifest_bytes).unwrap();

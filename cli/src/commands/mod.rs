@@ -3,6 +3,7 @@
 pub mod catalog;
 pub mod fixture;
 pub mod manifest;
+pub mod status;
 pub mod verify;
 
 use std::fs;

@@ -265,11 +265,22 @@ impl PartialDownload {
         // Every refusal is behind us: from here on, files change.
         fs::create_dir_all(dir).map_err(io_error("create the directory", dir))?;
         files::remove_if_present(&paths.temp)?;
-        let file = FileStorage::open_sized(&paths.part, binding.artifact_bytes)
-            .map_err(io_error("open", &paths.part))?;
+        let file = match FileStorage::open_sized(&paths.part, binding.artifact_bytes) {
+            Ok(file) => file,
+            Err(error) => {
+                if part_len.is_none() {
+                    // Not ours to keep: a file this run created and could
+                    // not size (a full disk) would only cost a recheck later.
+                    let _ = fs::remove_file(&paths.part);
+                }
+                return Err(io_error("reserve space for", &paths.part)(error));
+            }
+        };
         let storage = wrap(file);
 
+        let part = paths.part.clone();
         let mut opening = Opening {
+            part: &part,
             geometry,
             storage: storage.as_ref(),
             progress,
@@ -409,7 +420,30 @@ fn complete(paths: DownloadPaths, binding: &StateBinding) -> Result<CompleteDown
             ),
         });
     }
+    remove_leftover_states(&paths, binding)?;
     Ok(CompleteDownload { paths, receipt })
+}
+
+/// State files of this very artifact next to its final file are left over
+/// from a crash at the end of `finish`: they are removed. Anything else is
+/// left alone.
+fn remove_leftover_states(
+    paths: &DownloadPaths,
+    binding: &StateBinding,
+) -> Result<(), ResumeError> {
+    let mut removed = false;
+    for path in [&paths.state, &paths.previous] {
+        if let StateFile::Usable(state) = files::load_state(path)? {
+            if state.binding.first_difference(binding).is_none() {
+                files::remove_if_present(path)?;
+                removed = true;
+            }
+        }
+    }
+    if removed {
+        files::sync_dir(&paths.dir)?;
+    }
+    Ok(())
 }
 
 /// What a download starts from.
@@ -434,6 +468,7 @@ impl Decision {
 
 /// The rehashing part of opening.
 struct Opening<'a> {
+    part: &'a Path,
     geometry: ChunkGeometry,
     storage: &'a dyn Storage,
     progress: &'a dyn Fn(RecheckProgress),
@@ -442,13 +477,8 @@ struct Opening<'a> {
 
 impl Opening<'_> {
     fn hash(&mut self, indices: &[u32]) -> Result<Vec<Sha256Digest>, ResumeError> {
-        let hashes = hash_chunks(self.storage, &self.geometry, indices, self.progress).map_err(
-            |source| ResumeError::Io {
-                action: "rehash",
-                path: "the .part".into(),
-                source,
-            },
-        )?;
+        let hashes = hash_chunks(self.storage, &self.geometry, indices, self.progress)
+            .map_err(io_error("rehash the chunks of", self.part))?;
         self.bytes_rechecked += indices
             .iter()
             .filter_map(|&index| self.geometry.chunk_len(ChunkIndex(index)))
