@@ -54,18 +54,19 @@ mod knowledge;
 mod open;
 mod partial;
 mod recheck;
+mod report;
 mod state;
 mod status;
 
 pub use error::{KnowledgeError, ResumeError, StateError};
 pub use files::DownloadPaths;
 pub use knowledge::{ChunkKnowledge, SavedNode};
-pub use open::{
+pub use partial::{CheckpointReport, FinishedDownload, PartialDownload};
+pub use recheck::{READ_BLOCK, RecheckProgress, hash_chunks, sample_chunks};
+pub use report::{
     CompleteDownload, OpenedDownload, RecheckReason, RestartReason, ResumeOptions, ResumeOutcome,
     ResumeReport,
 };
-pub use partial::{CheckpointReport, FinishedDownload, PartialDownload};
-pub use recheck::{READ_BLOCK, RecheckProgress, hash_chunks, sample_chunks};
 pub use state::{
     MAX_STATE_BYTES, PartialState, ResumeCounters, STATE_FORMAT, StateBinding, StateContent,
     parse_state,

@@ -1,219 +1,26 @@
 //! Opening a download directory: what is there, what can be trusted, and
 //! what it costs to find out (`docs/resume.md`, "Opening").
 
-use std::fmt;
 use std::fs;
+use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use minimodel_verifier::chunk::{ChunkGeometry, ChunkIndex};
 use minimodel_verifier::merkle::MerkleTree;
-use minimodel_verifier::receipt::ImportReceipt;
 use minimodel_verifier::{Manifest, Sha256Digest};
-use std::path::Path;
 
 use super::error::{ResumeError, StateError, io_error};
 use super::files::{self, DownloadPaths, StateFile};
 use super::knowledge::ChunkKnowledge;
-use super::partial::{PartialDownload, Start, receipt_binding};
+use super::partial::{PartialDownload, Persisted, Start, receipt_binding};
 use super::recheck::{RecheckProgress, fresh_seed, hash_chunks, sample_chunks};
+use super::report::{
+    CompleteDownload, OpenedDownload, RecheckReason, RestartReason, ResumeOptions, ResumeOutcome,
+    ResumeReport,
+};
 use super::state::{PartialState, ResumeCounters, StateBinding};
 use crate::store::{FileStorage, Storage};
-
-/// How much to trust a state file when resuming.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ResumeOptions {
-    /// Rehash every chunk the state lists (`--recheck`) instead of a
-    /// sample. Default false.
-    pub recheck: bool,
-    /// Chunks of a trusted state rehashed at start; a mismatch turns into a
-    /// full recheck. Default 4. 0 skips the sample (weakens the check
-    /// against bytes changed while the download was stopped).
-    pub sample: usize,
-    /// Seed of the sample. Default `None`: a new seed each run, so that
-    /// repeated resumes look at different chunks. Tests set it.
-    pub sample_seed: Option<u64>,
-}
-
-impl Default for ResumeOptions {
-    fn default() -> Self {
-        Self {
-            recheck: false,
-            sample: 4,
-            sample_seed: None,
-        }
-    }
-}
-
-/// What opening a directory found.
-// Made once per download: the size of the variants does not matter.
-#[allow(clippy::large_enum_variant)]
-#[derive(Debug)]
-pub enum OpenedDownload {
-    /// `DIR/<model-id>.slm` is there with a receipt for this artifact:
-    /// nothing to fetch.
-    Complete(CompleteDownload),
-    /// A partial download to continue (or a new one).
-    Partial(PartialDownload, ResumeReport),
-}
-
-/// A download that was finished before.
-#[derive(Debug, Clone)]
-pub struct CompleteDownload {
-    /// Its files.
-    pub paths: DownloadPaths,
-    /// Its receipt.
-    pub receipt: ImportReceipt,
-}
-
-/// What opening did, and how long it took.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ResumeReport {
-    /// What happened.
-    pub outcome: ResumeOutcome,
-    /// Chunks verified after opening.
-    pub chunks_verified: u32,
-    /// Chunks in the artifact.
-    pub chunk_count: u32,
-    /// Bytes rehashed while opening.
-    pub bytes_rechecked: u64,
-    /// Why the current state was not used, when it exists but was not.
-    pub current_problem: Option<StateError>,
-    /// Why the previous state was not used, when it was needed and exists.
-    pub previous_problem: Option<StateError>,
-    /// The state was written under another manifest file for the same
-    /// artifact (other metadata, same bytes); the next checkpoint records
-    /// this one.
-    pub manifest_changed: bool,
-    /// Wall time of opening.
-    pub elapsed: Duration,
-}
-
-/// What opening did with what it found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ResumeOutcome {
-    /// Nothing was there: a new `.part` and a state of generation 0.
-    Fresh,
-    /// The state was trusted; a sample of its chunks rehashed clean.
-    Resumed {
-        /// Chunks taken over.
-        chunks: u32,
-        /// Chunks rehashed.
-        sampled: u32,
-    },
-    /// Every chunk the state lists was rehashed; bad ones were dropped.
-    Rechecked {
-        /// Why.
-        reason: RecheckReason,
-        /// Chunks that hashed right.
-        good: u32,
-        /// Chunks dropped.
-        dropped: u32,
-    },
-    /// The current state was unusable (or missing); the previous
-    /// generation was used and every chunk it lists rechecked.
-    FellBack {
-        /// The generation used.
-        generation: u64,
-        /// Chunks that hashed right.
-        good: u32,
-        /// Chunks dropped.
-        dropped: u32,
-    },
-    /// No usable state, but the whole `.part` hashes to the Merkle root:
-    /// every chunk is verified.
-    RecoveredWhole {
-        /// Chunks.
-        chunks: u32,
-    },
-    /// Starting over: nothing could be trusted. The `.part` is kept (its
-    /// space stays reserved), no chunk counts as verified.
-    Restarted {
-        /// Why.
-        reason: RestartReason,
-    },
-}
-
-/// Why every listed chunk was rehashed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RecheckReason {
-    /// `--recheck`.
-    Requested,
-    /// A sampled chunk did not hash to its chunk hash.
-    SampleMismatch {
-        /// The first one.
-        chunk: u32,
-    },
-    /// The `.part` did not have the artifact's length.
-    PartResized {
-        /// Its length.
-        found: u64,
-    },
-}
-
-/// Why a download started over.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RestartReason {
-    /// A state exists but its `.part` does not.
-    PartMissing,
-    /// No usable state, and the `.part`'s chunks do not give the Merkle
-    /// root: without chunk hashes no single chunk can be trusted.
-    PartUnverified,
-}
-
-impl fmt::Display for ResumeOutcome {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ResumeOutcome::Fresh => write!(f, "new download"),
-            ResumeOutcome::Resumed { chunks, sampled } => {
-                write!(
-                    f,
-                    "resumed {chunks} verified chunks ({sampled} rehashed as a sample)"
-                )
-            }
-            ResumeOutcome::Rechecked {
-                reason,
-                good,
-                dropped,
-            } => {
-                let why = match reason {
-                    RecheckReason::Requested => "as asked".to_owned(),
-                    RecheckReason::SampleMismatch { chunk } => {
-                        format!("because sampled chunk {chunk} changed on disk")
-                    }
-                    RecheckReason::PartResized { found } => {
-                        format!("because the .part was {found} bytes")
-                    }
-                };
-                write!(
-                    f,
-                    "rechecked every chunk {why}: {good} good, {dropped} dropped"
-                )
-            }
-            ResumeOutcome::FellBack {
-                generation,
-                good,
-                dropped,
-            } => write!(
-                f,
-                "state unusable, fell back to generation {generation}: {good} chunks good, {dropped} dropped"
-            ),
-            ResumeOutcome::RecoveredWhole { chunks } => write!(
-                f,
-                "no state, but the whole .part hashes to the Merkle root: {chunks} chunks verified"
-            ),
-            ResumeOutcome::Restarted {
-                reason: RestartReason::PartMissing,
-            } => write!(f, "state found without its .part: starting over"),
-            ResumeOutcome::Restarted {
-                reason: RestartReason::PartUnverified,
-            } => write!(
-                f,
-                "no usable state and the .part does not hash to the Merkle root: starting over"
-            ),
-        }
-    }
-}
 
 impl PartialDownload {
     /// Opens the download of `manifest`'s artifact in `dir` (created if
@@ -288,14 +95,18 @@ impl PartialDownload {
         };
         let current_problem = problem(&current);
         let previous_problem = problem(&previous);
-        let (decision, loaded) = match (current, previous, part_len) {
+        let (decision, persisted, current_is_good) = match (current, previous, part_len) {
             (StateFile::Usable(state), _, Some(len)) => {
                 let seed = options.sample_seed.unwrap_or_else(fresh_seed);
-                let loaded = loaded_from(&state, true);
-                (opening.resume(*state, len, options, seed)?, Some(loaded))
+                let persisted = Persisted::of(&state);
+                (
+                    opening.resume(*state, len, options, seed)?,
+                    Some(persisted),
+                    true,
+                )
             }
             (StateFile::Usable(state), _, None) | (_, StateFile::Usable(state), None) => {
-                let loaded = loaded_from(&state, false);
+                let persisted = Persisted::of(&state);
                 let decision = Decision {
                     outcome: ResumeOutcome::Restarted {
                         reason: RestartReason::PartMissing,
@@ -304,14 +115,14 @@ impl PartialDownload {
                     counters: state.counters,
                     manifest_sha256: Some(state.manifest_sha256),
                 };
-                (decision, Some(loaded))
+                (decision, Some(persisted), false)
             }
             (_, StateFile::Usable(state), Some(_)) => {
-                let loaded = loaded_from(&state, false);
-                (opening.fall_back(*state)?, Some(loaded))
+                let persisted = Persisted::of(&state);
+                (opening.fall_back(*state)?, Some(persisted), false)
             }
-            (_, _, Some(len)) => (opening.recover_whole(&binding, len)?, None),
-            (_, _, None) => (Decision::fresh(&binding), None),
+            (_, _, Some(len)) => (opening.recover_whole(&binding, len)?, None, false),
+            (_, _, None) => (Decision::fresh(&binding), None, false),
         };
         let Decision {
             outcome,
@@ -321,7 +132,6 @@ impl PartialDownload {
         } = decision;
         counters.runs += 1;
         let bytes_rechecked = opening.bytes_rechecked;
-        let current_is_good = loaded.as_ref().is_some_and(|loaded| loaded.3);
         let download = PartialDownload::start(Start {
             paths,
             binding,
@@ -329,7 +139,7 @@ impl PartialDownload {
             storage,
             knowledge,
             counters,
-            loaded: loaded.map(|(generation, bits, at, _)| (generation, bits, at)),
+            persisted,
             current_is_good,
         })?;
         if !matches!(outcome, ResumeOutcome::Resumed { .. }) {
@@ -349,19 +159,6 @@ impl PartialDownload {
         };
         Ok(OpenedDownload::Partial(download, report))
     }
-}
-
-/// Generation, chunks and time of a loaded state, and whether it is the
-/// current one.
-type Loaded = (u64, minimodel_wire::HaveBitfield, String, bool);
-
-fn loaded_from(state: &PartialState, is_current: bool) -> Loaded {
-    (
-        state.generation,
-        state.knowledge.verified().clone(),
-        state.checkpoint_at.clone(),
-        is_current,
-    )
 }
 
 fn problem(file: &StateFile) -> Option<StateError> {

@@ -22,7 +22,7 @@ use super::error::{ResumeError, io_error};
 use super::files::{self, DownloadPaths};
 use super::knowledge::ChunkKnowledge;
 use super::recheck::{RecheckProgress, hash_chunks};
-use super::state::{ResumeCounters, StateBinding, StateContent};
+use super::state::{PartialState, ResumeCounters, StateBinding, StateContent};
 use crate::store::{Storage, write_chunk};
 
 /// An open partial download: its `.part`, what is verified, and its state
@@ -114,17 +114,38 @@ pub(crate) struct Start {
     pub(crate) storage: Arc<dyn Storage>,
     pub(crate) knowledge: ChunkKnowledge,
     pub(crate) counters: ResumeCounters,
-    /// The state it continues: generation, its chunks, its time.
-    pub(crate) loaded: Option<(u64, HaveBitfield, String)>,
+    /// The state on disk it continues, if any.
+    pub(crate) persisted: Option<Persisted>,
     pub(crate) current_is_good: bool,
+}
+
+/// What a loaded state file holds, as far as checkpoints care.
+pub(crate) struct Persisted {
+    pub(crate) generation: u64,
+    pub(crate) verified: HaveBitfield,
+    pub(crate) checkpoint_at: String,
+}
+
+impl Persisted {
+    pub(crate) fn of(state: &PartialState) -> Self {
+        Self {
+            generation: state.generation,
+            verified: state.knowledge.verified().clone(),
+            checkpoint_at: state.checkpoint_at.clone(),
+        }
+    }
 }
 
 impl PartialDownload {
     pub(crate) fn start(start: Start) -> Result<Self, ResumeError> {
         let geometry = start.binding.geometry()?;
         let count = geometry.chunk_count();
-        let (generation, persisted, checkpoint_at) = match start.loaded {
-            Some((generation, bits, at)) => (Some(generation), bits, Some(at)),
+        let (generation, persisted, checkpoint_at) = match start.persisted {
+            Some(state) => (
+                Some(state.generation),
+                state.verified,
+                Some(state.checkpoint_at),
+            ),
             None => (None, HaveBitfield::new(count), None),
         };
         Ok(Self {
