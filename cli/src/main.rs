@@ -48,6 +48,8 @@ enum Command {
     Fetch(commands::fetch::FetchArgs),
     /// Fetch what an import request offers, after checking it against the manifest.
     ImportPeerRequest(commands::import::ImportArgs),
+    /// List the downloads in a directory: partial, complete, how much.
+    Status(commands::status::StatusArgs),
 }
 
 fn main() -> ExitCode {
@@ -73,6 +75,7 @@ fn main() -> ExitCode {
         Command::Seed(args) => commands::seed::run(args, out),
         Command::Fetch(args) => commands::fetch::run(args, out),
         Command::ImportPeerRequest(args) => commands::import::run(args, out),
+        Command::Status(args) => commands::status::run(args, out),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -17,6 +17,7 @@ pub mod offer;
 pub mod seed;
 pub mod transport;
 pub mod picker;
+pub mod resume;
 pub mod session;
 #[cfg(test)]
 pub(crate) mod sim;

@@ -327,6 +327,23 @@ impl PartialTree {
             })
     }
 
+    /// Levels from the leaves to the root, both included (1 for a tree of
+    /// one leaf).
+    pub fn level_count(&self) -> u32 {
+        self.levels.len() as u32
+    }
+
+    /// The known hash at `level` (0: leaf hashes; [`Self::level_count`]
+    /// minus one: the root) and `position`, or `None` when it is unknown or
+    /// the position does not exist.
+    pub fn node(&self, level: u32, position: u32) -> Option<Sha256Digest> {
+        self.levels
+            .get(level as usize)
+            .and_then(|nodes| nodes.get(position as usize))
+            .copied()
+            .flatten()
+    }
+
     /// Restores a saved node. Only for nodes that came from
     /// [`PartialTree::known_nodes`] of a tree with the same root; returns
     /// false when the position does not exist.
@@ -498,6 +515,22 @@ mod tests {
             }
             assert_eq!(restored, partial);
         }
+    }
+
+    #[test]
+    fn a_partial_tree_looks_up_single_nodes() {
+        let tree = MerkleTree::from_chunk_hashes(hashes(5)).unwrap();
+        let mut partial = PartialTree::new(tree.root(), 5);
+        assert_eq!(partial.level_count(), 4, "widths 5, 3, 2, 1");
+        assert_eq!(partial.node(3, 0), Some(tree.root()));
+        assert_eq!(partial.node(0, 2), None);
+        let proof = tree.proof(2).unwrap();
+        partial.insert_verified(2, &tree.chunk_hashes()[2], &proof);
+        assert_eq!(partial.node(0, 2), Some(leaf_hash(&tree.chunk_hashes()[2])));
+        assert_eq!(partial.node(0, 3), Some(proof[0]));
+        assert_eq!(partial.node(0, 5), None, "out of range");
+        assert_eq!(partial.node(4, 0), None, "above the root");
+        assert_eq!(PartialTree::new(tree.root(), 1).level_count(), 1);
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod import;
 pub mod manifest;
 pub mod network;
 pub mod seed;
+pub mod status;
 pub mod verify;
 
 use std::fs;

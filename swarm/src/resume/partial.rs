@@ -1,0 +1,457 @@
+//! [`PartialDownload`]: an open partial download, shared by the threads of
+//! a driver (every method takes `&self` except [`PartialDownload::finish`]).
+//!
+//! Two sets of chunks, and the invariant between them:
+//! - *verified*: recorded by [`PartialDownload::record_verified`] after the
+//!   driver wrote the chunk; known to be good, may be served;
+//! - *persisted*: listed by the state file on disk. A chunk is persisted
+//!   only after its bytes were synced: [`PartialDownload::checkpoint`]
+//!   takes the verified set, syncs the `.part`, then writes that set.
+//!
+//! A crash loses at most the chunks verified since the last checkpoint.
+
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use minimodel_verifier::Sha256Digest;
+use minimodel_verifier::chunk::{ChunkGeometry, ChunkIndex, ChunkVerifier, VerifiedChunk};
+use minimodel_verifier::merkle::PartialTree;
+use minimodel_verifier::receipt::{ImportReceipt, RECEIPT_FORMAT, now_rfc3339};
+use minimodel_wire::HaveBitfield;
+
+use super::error::{ResumeError, io_error};
+use super::files::{self, DownloadPaths};
+use super::knowledge::ChunkKnowledge;
+use super::recheck::{RecheckProgress, hash_chunks};
+use super::state::{PartialState, ResumeCounters, StateBinding, StateContent};
+use crate::store::{Storage, write_chunk};
+
+/// An open partial download: its `.part`, what is verified, and its state
+/// file.
+pub struct PartialDownload {
+    paths: DownloadPaths,
+    binding: StateBinding,
+    geometry: ChunkGeometry,
+    manifest_sha256: Sha256Digest,
+    storage: Arc<dyn Storage>,
+    live: Mutex<Live>,
+    disk: Mutex<OnDisk>,
+}
+
+/// What is true now, in memory.
+struct Live {
+    knowledge: ChunkKnowledge,
+    counters: ResumeCounters,
+}
+
+/// What the state files on disk hold.
+struct OnDisk {
+    /// Generation of the newest state written or loaded; `None` before the
+    /// first one.
+    generation: Option<u64>,
+    persisted: HaveBitfield,
+    /// Whether the file under the state name is a good state (and may
+    /// become `.prev`).
+    current_is_good: bool,
+    checkpoint_at: Option<String>,
+}
+
+/// What a checkpoint wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckpointReport {
+    /// Its generation.
+    pub generation: u64,
+    /// Chunks it lists.
+    pub chunks: u32,
+    /// Chunks it lists that the previous checkpoint did not.
+    pub new_chunks: u32,
+    /// Chunks the previous checkpoint listed and this one does not
+    /// (dropped as bad).
+    pub removed_chunks: u32,
+    /// When, RFC 3339 UTC.
+    pub checkpoint_at: String,
+}
+
+/// A finished download: the artifact at its final name with its receipt.
+pub struct FinishedDownload {
+    /// `DIR/<model-id>.slm`.
+    pub artifact: std::path::PathBuf,
+    /// `DIR/<model-id>.receipt.json`.
+    pub receipt: std::path::PathBuf,
+    /// The same storage, now under the final name, for seeding on.
+    pub storage: Arc<dyn Storage>,
+}
+
+impl std::fmt::Debug for FinishedDownload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FinishedDownload")
+            .field("artifact", &self.artifact)
+            .field("receipt", &self.receipt)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for PartialDownload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PartialDownload")
+            .field("paths", &self.paths)
+            .field("binding", &self.binding)
+            .field("chunks_verified", &self.chunks_verified())
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic elsewhere does not make the data wrong: every change is
+    // completed under the lock before anything can fail.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// How an opened download starts: built by the open logic.
+pub(crate) struct Start {
+    pub(crate) paths: DownloadPaths,
+    pub(crate) binding: StateBinding,
+    pub(crate) manifest_sha256: Sha256Digest,
+    pub(crate) storage: Arc<dyn Storage>,
+    pub(crate) knowledge: ChunkKnowledge,
+    pub(crate) counters: ResumeCounters,
+    /// The state on disk it continues, if any.
+    pub(crate) persisted: Option<Persisted>,
+    pub(crate) current_is_good: bool,
+}
+
+/// What a loaded state file holds, as far as checkpoints care.
+pub(crate) struct Persisted {
+    pub(crate) generation: u64,
+    pub(crate) verified: HaveBitfield,
+    pub(crate) checkpoint_at: String,
+}
+
+impl Persisted {
+    pub(crate) fn of(state: &PartialState) -> Self {
+        Self {
+            generation: state.generation,
+            verified: state.knowledge.verified().clone(),
+            checkpoint_at: state.checkpoint_at.clone(),
+        }
+    }
+}
+
+impl PartialDownload {
+    pub(crate) fn start(start: Start) -> Result<Self, ResumeError> {
+        let geometry = start.binding.geometry()?;
+        let count = geometry.chunk_count();
+        let (generation, persisted, checkpoint_at) = match start.persisted {
+            Some(state) => (
+                Some(state.generation),
+                state.verified,
+                Some(state.checkpoint_at),
+            ),
+            None => (None, HaveBitfield::new(count), None),
+        };
+        Ok(Self {
+            paths: start.paths,
+            binding: start.binding,
+            geometry,
+            manifest_sha256: start.manifest_sha256,
+            storage: start.storage,
+            live: Mutex::new(Live {
+                knowledge: start.knowledge,
+                counters: start.counters,
+            }),
+            disk: Mutex::new(OnDisk {
+                generation,
+                persisted,
+                current_is_good: start.current_is_good,
+                checkpoint_at,
+            }),
+        })
+    }
+
+    /// The files of this download.
+    pub fn paths(&self) -> &DownloadPaths {
+        &self.paths
+    }
+
+    /// The artifact this download is bound to.
+    pub fn binding(&self) -> &StateBinding {
+        &self.binding
+    }
+
+    /// How the artifact is cut into chunks.
+    pub fn geometry(&self) -> ChunkGeometry {
+        self.geometry
+    }
+
+    /// A verifier for incoming chunks of this artifact.
+    pub fn verifier(&self) -> ChunkVerifier {
+        ChunkVerifier::new(self.geometry, self.binding.merkle_root)
+    }
+
+    /// The `.part` storage: write verified chunks here, read them to serve.
+    pub fn storage(&self) -> Arc<dyn Storage> {
+        Arc::clone(&self.storage)
+    }
+
+    /// The verified chunks (recorded, whether checkpointed or not).
+    pub fn verified(&self) -> HaveBitfield {
+        lock(&self.live).knowledge.verified().clone()
+    }
+
+    /// The chunks the state file on disk lists.
+    pub fn persisted(&self) -> HaveBitfield {
+        lock(&self.disk).persisted.clone()
+    }
+
+    /// Number of verified chunks.
+    pub fn chunks_verified(&self) -> u32 {
+        lock(&self.live).knowledge.verified().count_ones()
+    }
+
+    /// Whether every chunk is verified.
+    pub fn is_complete(&self) -> bool {
+        lock(&self.live).knowledge.verified().is_full()
+    }
+
+    /// Whether chunk `index` is verified.
+    pub fn is_verified(&self, index: ChunkIndex) -> bool {
+        lock(&self.live).knowledge.is_verified(index)
+    }
+
+    /// The chunk hash of a verified chunk.
+    pub fn chunk_hash(&self, index: ChunkIndex) -> Option<Sha256Digest> {
+        lock(&self.live).knowledge.chunk_hash(index)
+    }
+
+    /// The Merkle proof of a verified chunk, to send with it.
+    pub fn proof(&self, index: ChunkIndex) -> Option<Vec<Sha256Digest>> {
+        lock(&self.live).knowledge.proof(index)
+    }
+
+    /// A copy of the Merkle tree as far as it is known.
+    pub fn tree(&self) -> PartialTree {
+        lock(&self.live).knowledge.tree().clone()
+    }
+
+    /// Counters over all runs, this one's records included.
+    pub fn counters(&self) -> ResumeCounters {
+        lock(&self.live).counters
+    }
+
+    /// Generation of the newest state on disk (`None` before the first).
+    pub fn generation(&self) -> Option<u64> {
+        lock(&self.disk).generation
+    }
+
+    /// Records a chunk the driver has written to [`Self::storage`]: it
+    /// counts as verified (may be served) from now on, and is persisted by
+    /// the next [`Self::checkpoint`]. `proof` must be the proof the chunk
+    /// was verified with; it is checked again and its nodes are learned.
+    /// Returns whether the chunk was new.
+    pub fn record_verified(
+        &self,
+        chunk: &VerifiedChunk,
+        proof: &[Sha256Digest],
+    ) -> Result<bool, ResumeError> {
+        let mut live = lock(&self.live);
+        let new = live
+            .knowledge
+            .insert(chunk.index(), chunk.chunk_hash(), proof)?;
+        if new {
+            live.counters.chunks_fetched += 1;
+            live.counters.bytes_fetched += chunk.data().len() as u64;
+        }
+        Ok(new)
+    }
+
+    /// Writes a verified chunk to the `.part` and records it. A write
+    /// error (a full disk) records nothing and leaves the state on disk as
+    /// it was.
+    pub fn store_verified(
+        &self,
+        chunk: &VerifiedChunk,
+        proof: &[Sha256Digest],
+    ) -> Result<bool, ResumeError> {
+        write_chunk(self.storage.as_ref(), &self.geometry, chunk)
+            .map_err(io_error("write a chunk to", &self.paths.part))?;
+        self.record_verified(chunk, proof)
+    }
+
+    /// Forgets a chunk found bad (its bytes on disk do not hash to its
+    /// chunk hash): it is no longer verified nor served, and the next
+    /// checkpoint no longer lists it. Returns whether it was verified.
+    pub fn drop_chunk(&self, index: ChunkIndex) -> Result<bool, ResumeError> {
+        if !self.geometry.contains(index) {
+            return Err(ResumeError::ChunkOutOfRange {
+                index: index.0,
+                count: self.geometry.chunk_count(),
+            });
+        }
+        let mut live = lock(&self.live);
+        let dropped = live.knowledge.drop_chunk(index);
+        if dropped {
+            live.counters.chunks_dropped += 1;
+        }
+        Ok(dropped)
+    }
+
+    /// The crash-safe checkpoint (`docs/resume.md`): takes the verified
+    /// set, syncs the `.part`, writes the state to a temporary file and
+    /// fsyncs it, renames the current state to `.prev`, renames the new one
+    /// into place and fsyncs the directory. Chunks recorded while it runs
+    /// go to the next one. On error the last good state stays on disk.
+    pub fn checkpoint(&self) -> Result<CheckpointReport, ResumeError> {
+        let mut disk = lock(&self.disk);
+        let generation = disk.generation.map_or(0, |generation| generation + 1);
+        let checkpoint_at = now_rfc3339();
+        let content = {
+            let live = lock(&self.live);
+            StateContent {
+                binding: self.binding.clone(),
+                manifest_sha256: self.manifest_sha256,
+                generation,
+                checkpoint_at: checkpoint_at.clone(),
+                counters: live.counters,
+                verified: live.knowledge.verified().clone(),
+                chunk_hashes: live.knowledge.verified_hashes(),
+                tree_nodes: live.knowledge.extra_nodes(),
+            }
+        };
+        self.storage
+            .sync_data()
+            .map_err(io_error("sync", &self.paths.part))?;
+        let bytes = content.encode();
+        let disk = &mut *disk;
+        files::write_state(&self.paths, &bytes, &mut disk.current_is_good)?;
+        let (mut new_chunks, mut removed_chunks) = (0, 0);
+        for (now, before) in content
+            .verified
+            .as_bytes()
+            .iter()
+            .zip(disk.persisted.as_bytes())
+        {
+            new_chunks += (now & !before).count_ones();
+            removed_chunks += (before & !now).count_ones();
+        }
+        let report = CheckpointReport {
+            generation,
+            chunks: content.verified.count_ones(),
+            new_chunks,
+            removed_chunks,
+            checkpoint_at,
+        };
+        disk.generation = Some(generation);
+        disk.persisted = content.verified;
+        disk.checkpoint_at = Some(report.checkpoint_at.clone());
+        Ok(report)
+    }
+
+    /// Rehashes every verified chunk on disk and returns those whose bytes
+    /// no longer hash to their chunk hash, in increasing order. For when
+    /// the whole-file SHA-256 disagrees: drop them ([`Self::drop_chunk`]),
+    /// fetch them again, and only then deliver.
+    pub fn find_bad_chunks(
+        &self,
+        progress: &dyn Fn(RecheckProgress),
+    ) -> Result<Vec<ChunkIndex>, ResumeError> {
+        let (indices, expected): (Vec<u32>, Vec<Sha256Digest>) = {
+            let live = lock(&self.live);
+            let knowledge = &live.knowledge;
+            knowledge
+                .verified()
+                .iter_ones()
+                .filter_map(|index| {
+                    knowledge
+                        .chunk_hash(ChunkIndex(index.0))
+                        .map(|hash| (index.0, hash))
+                })
+                .unzip()
+        };
+        let hashes = hash_chunks(self.storage.as_ref(), &self.geometry, &indices, progress)
+            .map_err(io_error("read", &self.paths.part))?;
+        Ok(indices
+            .iter()
+            .zip(hashes.iter().zip(&expected))
+            .filter(|(_, (found, expected))| found != expected)
+            .map(|(&index, _)| ChunkIndex(index))
+            .collect())
+    }
+
+    /// Delivers the finished download, once every chunk is verified and
+    /// the caller has checked the whole file (SHA-256 and container) and
+    /// made its receipt: syncs the `.part`, writes the receipt, renames the
+    /// `.part` to `DIR/<model-id>.slm`, fsyncs the directory, removes the
+    /// state files and fsyncs the directory again. The receipt is written
+    /// first so that a crash never leaves the final file without it.
+    pub fn finish(self, receipt: &ImportReceipt) -> Result<FinishedDownload, ResumeError> {
+        let live = self
+            .live
+            .into_inner()
+            .unwrap_or_else(PoisonError::into_inner);
+        let verified = live.knowledge.verified().count_ones();
+        let count = self.geometry.chunk_count();
+        if verified != count {
+            return Err(ResumeError::Incomplete {
+                missing: count - verified,
+                count,
+            });
+        }
+        check_receipt(receipt, &self.binding)?;
+        if files::exists(&self.paths.artifact) {
+            return Err(ResumeError::ArtifactInTheWay {
+                path: self.paths.artifact.clone(),
+            });
+        }
+        self.storage
+            .sync_data()
+            .map_err(io_error("sync", &self.paths.part))?;
+        let mut text = serde_json::to_vec_pretty(receipt).unwrap_or_default();
+        text.push(b'\n');
+        let receipt_temp = self
+            .paths
+            .dir
+            .join(format!(".{}.receipt.json.tmp", self.binding.model_id));
+        files::write_file_atomically(&self.paths.receipt, &receipt_temp, &text)?;
+        std::fs::rename(&self.paths.part, &self.paths.artifact).map_err(io_error(
+            "rename the finished download to",
+            &self.paths.artifact,
+        ))?;
+        files::sync_dir(&self.paths.dir)?;
+        for path in [&self.paths.state, &self.paths.previous, &self.paths.temp] {
+            files::remove_if_present(path)?;
+        }
+        files::sync_dir(&self.paths.dir)?;
+        Ok(FinishedDownload {
+            artifact: self.paths.artifact.clone(),
+            receipt: self.paths.receipt.clone(),
+            storage: self.storage,
+        })
+    }
+}
+
+/// A receipt must describe the artifact of the download.
+pub(crate) fn check_receipt(
+    receipt: &ImportReceipt,
+    binding: &StateBinding,
+) -> Result<(), ResumeError> {
+    let field = if receipt.format != RECEIPT_FORMAT {
+        Some("format")
+    } else {
+        receipt_binding(receipt).first_difference(binding)
+    };
+    match field {
+        Some(field) => Err(ResumeError::ReceiptMismatch { field }),
+        None => Ok(()),
+    }
+}
+
+/// What a receipt says the artifact is.
+pub(crate) fn receipt_binding(receipt: &ImportReceipt) -> StateBinding {
+    StateBinding {
+        model_id: receipt.model_id.clone(),
+        artifact_bytes: receipt.artifact_bytes,
+        artifact_sha256: receipt.artifact_sha256,
+        chunk_size: receipt.chunk_size,
+        chunk_count: receipt.chunk_count,
+        merkle_root: receipt.merkle_root,
+    }
+}

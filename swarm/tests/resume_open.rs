@@ -1,0 +1,338 @@
+//! Opening a download directory: fresh, resumed, complete, recovered from
+//! a bare `.part`, restarted.
+
+mod resume_common;
+
+use std::fs;
+
+use minimodel_swarm::resume::{
+    OpenedDownload, PartialDownload, RestartReason, ResumeError, ResumeOutcome, parse_state,
+};
+use minimodel_verifier::chunk::ChunkIndex;
+use resume_common::{Artifact, CHUNK, open, options, snapshot, verified_set};
+
+#[test]
+fn a_fresh_directory_gets_a_part_and_a_state_of_generation_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("downloads");
+    let artifact = Artifact::small("fresh-model");
+    let (download, report) = open(&target, &artifact, &options(4));
+    assert_eq!(report.outcome, ResumeOutcome::Fresh);
+    assert_eq!((report.chunks_verified, report.chunk_count), (0, 21));
+    assert_eq!(download.generation(), Some(0));
+    let paths = download.paths().clone();
+    assert_eq!(
+        fs::metadata(&paths.part).unwrap().len(),
+        artifact.bytes.len() as u64
+    );
+    let state = parse_state(&fs::read(&paths.state).unwrap()).unwrap();
+    assert_eq!(state.generation, 0);
+    assert_eq!(state.chunks_verified(), 0);
+    assert_eq!(state.counters.runs, 1);
+    assert_eq!(state.binding.merkle_root, artifact.tree.root());
+    assert_eq!(state.manifest_sha256, artifact.manifest_sha256);
+    assert!(!paths.previous.exists());
+}
+
+#[test]
+fn a_checkpoint_is_resumed_with_the_same_chunks_and_proofs() {
+    let dir = tempfile::tempdir().unwrap();
+    let artifact = Artifact::small("m");
+    let (download, _) = open(dir.path(), &artifact, &options(4));
+    for index in [0, 3, 4, 17, 20] {
+        artifact.store(&download, index);
+    }
+    let checkpoint = download.checkpoint().unwrap();
+    assert_eq!(
+        (
+            checkpoint.generation,
+            checkpoint.chunks,
+            checkpoint.new_chunks
+        ),
+        (1, 5, 5)
+    );
+    assert_eq!(download.persisted(), download.verified());
+    drop(download);
+
+    let (resumed, report) = open(dir.path(), &artifact, &options(4));
+    assert_eq!(
+        report.outcome,
+        ResumeOutcome::Resumed {
+            chunks: 5,
+            sampled: 4
+        }
+    );
+    assert_eq!(verified_set(&resumed), vec![0, 3, 4, 17, 20]);
+    assert_eq!(resumed.generation(), Some(1));
+    for index in [0, 3, 4, 17, 20] {
+        assert_eq!(resumed.proof(ChunkIndex(index)), artifact.tree.proof(index));
+        assert_eq!(
+            resumed.chunk_hash(ChunkIndex(index)),
+            Some(artifact.tree.chunk_hashes()[index as usize])
+        );
+    }
+    assert_eq!(
+        resumed.proof(ChunkIndex(1)),
+        None,
+        "not verified, not served"
+    );
+    let counters = resumed.counters();
+    assert_eq!((counters.runs, counters.chunks_fetched), (2, 5));
+    assert_eq!(counters.bytes_fetched, 4 * u64::from(CHUNK) + 1000);
+}
+
+#[test]
+fn chunks_recorded_after_the_last_checkpoint_are_not_resumed() {
+    let dir = tempfile::tempdir().unwrap();
+    let artifact = Artifact::small("m");
+    let (download, _) = open(dir.path(), &artifact, &options(4));
+    artifact.store(&download, 1);
+    artifact.store(&download, 2);
+    download.checkpoint().unwrap();
+    artifact.store(&download, 5);
+    artifact.store(&download, 6);
+    assert_eq!(verified_set(&download), vec![1, 2, 5, 6]);
+    drop(download); // killed: no checkpoint
+
+    let (resumed, _) = open(dir.path(), &artifact, &options(4));
+    assert_eq!(verified_set(&resumed), vec![1, 2]);
+}
+
+#[test]
+fn each_checkpoint_keeps_the_one_before_as_prev() {
+    let dir = tempfile::tempdir().unwrap();
+    let artifact = Artifact::small("m");
+    let (download, _) = open(dir.path(), &artifact, &options(4));
+    artifact.store(&download, 0);
+    download.checkpoint().unwrap();
+    artifact.store(&download, 1);
+    let report = download.checkpoint().unwrap();
+    assert_eq!((report.generation, report.new_chunks), (2, 1));
+    let paths = download.paths();
+    let current = parse_state(&fs::read(&paths.state).unwrap()).unwrap();
+    let previous = parse_state(&fs::read(&paths.previous).unwrap()).unwrap();
+    assert_eq!((current.generation, current.chunks_verified()), (2, 2));
+    assert_eq!((previous.generation, previous.chunks_verified()), (1, 1));
+}
+
+#[test]
+fn a_bare_complete_part_is_recognised_by_the_full_recheck() {
+    let dir = tempfile::tempdir().unwrap();
+    let artifact = Artifact::small("m");
+    let paths =
+        minimodel_swarm::resume::DownloadPaths::new(dir.path(), &artifact.manifest.model_id);
+    fs::write(&paths.part, &artifact.bytes).unwrap();
+    let (download, report) = open(dir.path(), &artifact, &options(4));
+    assert_eq!(report.outcome, ResumeOutcome::RecoveredWhole { chunks: 21 });
+    assert_eq!(report.bytes_rechecked, artifact.bytes.len() as u64);
+    assert!(download.is_complete());
+    for index in 0..21 {
+        assert_eq!(
+            download.proof(ChunkIndex(index)),
+            artifact.tree.proof(index)
+        );
+    }
+    // The decision is on disk at once.
+    let state = parse_state(&fs::read(&paths.state).unwrap()).unwrap();
+    assert_eq!(state.chunks_verified(), 21);
+    assert!(state.knowledge.extra_nodes().is_empty());
+}
+
+#[test]
+fn a_bare_part_that_is_not_the_artifact_starts_over_but_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let artifact = Artifact::small("m");
+    let paths =
+        minimodel_swarm::resume::DownloadPaths::new(dir.path(), &artifact.manifest.model_id);
+    let mut almost = artifact.bytes.clone();
+    almost[5 * CHUNK as usize] ^= 1;
+    fs::write(&paths.part, &almost).unwrap();
+    let (download, report) = open(dir.path(), &artifact, &options(4));
+    assert_eq!(
+        report.outcome,
+        ResumeOutcome::Restarted {
+            reason: RestartReason::PartUnverified
+        }
+    );
+    assert_eq!(download.chunks_verified(), 0);
+    assert_eq!(fs::read(&paths.part).unwrap(), almost, "the file is kept");
+}
+
+#[test]
+fn a_state_without_its_part_starts_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let artifact = Artifact::small("m");
+    let (download, _) = open(dir.path(), &artifact, &options(4));
+    artifact.store(&download, 3);
+    download.checkpoint().unwrap();
+    let part = download.paths().part.clone();
+    drop(download);
+    fs::remove_file(&part).unwrap();
+    let (download, report) = open(dir.path(), &artifact, &options(4));
+    assert_eq!(
+        report.outcome,
+        ResumeOutcome::Restarted {
+            reason: RestartReason::PartMissing
+        }
+    );
+    assert_eq!(download.chunks_verified(), 0);
+    assert_eq!(download.generation(), Some(2), "generations go on");
+    assert!(part.exists());
+}
+
+#[test]
+fn a_finished_download_is_complete_and_reopening_fetches_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let artifact = Artifact::small("m");
+    let (download, _) = open(dir.path(), &artifact, &options(4));
+    for index in 0..21 {
+        artifact.store(&download, index);
+    }
+    download.checkpoint().unwrap();
+    let finished = download.finish(&artifact.receipt()).unwrap();
+    assert_eq!(fs::read(&finished.artifact).unwrap(), artifact.bytes);
+    let before = snapshot(dir.path());
+    let opened = PartialDownload::open(
+        dir.path(),
+        &artifact.manifest,
+        artifact.manifest_sha256,
+        &options(4),
+        &|_| {},
+    )
+    .unwrap();
+    let OpenedDownload::Complete(complete) = opened else {
+        panic!("expected complete");
+    };
+    assert_eq!(
+        complete.receipt.artifact_sha256,
+        artifact.manifest.artifact_sha256
+    );
+    assert_eq!(snapshot(dir.path()), before, "nothing written");
+}
+
+#[test]
+fn a_final_file_without_a_receipt_is_not_overwritten() {
+    let dir = tempfile::tempdir().unwrap();
+    let artifact = Artifact::small("m");
+    let paths =
+        minimodel_swarm::resume::DownloadPaths::new(dir.path(), &artifact.manifest.model_id);
+    fs::write(&paths.artifact, b"somebody's file").unwrap();
+    let error = PartialDownload::open(
+        dir.path(),
+        &artifact.manifest,
+        artifact.manifest_sha256,
+        &options(4),
+        &|_| {},
+    )
+    .unwrap_err();
+    assert!(
+        matches!(error, ResumeError::UnverifiedFinal { .. }),
+        "{error}"
+    );
+    assert!(
+        error.to_string().contains("m.receipt.json is missing"),
+        "{error}"
+    );
+    assert!(!paths.part.exists());
+}
+
+#[test]
+fn a_finished_other_artifact_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = Artifact::new("m", 5 * CHUNK as usize, 1);
+    let (download, _) = open(dir.path(), &old, &options(4));
+    for index in 0..5 {
+        old.store(&download, index);
+    }
+    download.finish(&old.receipt()).unwrap();
+    let new = Artifact::new("m", 5 * CHUNK as usize, 2);
+    let error = PartialDownload::open(
+        dir.path(),
+        &new.manifest,
+        new.manifest_sha256,
+        &options(4),
+        &|_| {},
+    )
+    .unwrap_err();
+    assert!(
+        matches!(error, ResumeError::ForeignComplete { .. }),
+        "{error}"
+    );
+    let text = error.to_string();
+    assert!(text.contains(&old.tree.root().to_hex()) && text.contains(&new.tree.root().to_hex()));
+}
+
+#[test]
+fn another_manifest_file_for_the_same_artifact_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let artifact = Artifact::small("m");
+    let (download, _) = open(dir.path(), &artifact, &options(4));
+    artifact.store(&download, 9);
+    download.checkpoint().unwrap();
+    drop(download);
+    let mut renamed = Artifact::small("m");
+    renamed.manifest.display_name = "Another name".to_owned();
+    renamed.manifest_sha256 =
+        minimodel_verifier::Sha256Digest::of(renamed.manifest.to_text().as_bytes());
+    let (download, report) = open(dir.path(), &renamed, &options(4));
+    assert!(report.manifest_changed);
+    assert_eq!(verified_set(&download), vec![9]);
+    download.checkpoint().unwrap();
+    let state = parse_state(&fs::read(&download.paths().state).unwrap()).unwrap();
+    assert_eq!(state.manifest_sha256, renamed.manifest_sha256);
+}
+
+#[test]
+fn threads_can_store_while_another_checkpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let artifact = Artifact::small("m");
+    let (download, _) = open(dir.path(), &artifact, &options(4));
+    std::thread::scope(|scope| {
+        for start in 0..3u32 {
+            let (download, artifact) = (&download, &artifact);
+            scope.spawn(move || {
+                for index in (start..21).step_by(3) {
+                    artifact.store(download, index);
+                }
+            });
+        }
+        let download = &download;
+        scope.spawn(move || {
+            for _ in 0..5 {
+                let report = download.checkpoint().unwrap();
+                assert!(report.chunks <= 21);
+            }
+        });
+    });
+    download.checkpoint().unwrap();
+    drop(download);
+    let (download, _) = open(dir.path(), &artifact, &options(21));
+    assert!(download.is_complete());
+}
+
+#[test]
+fn states_left_by_a_crash_at_the_end_of_finish_are_cleaned_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let artifact = Artifact::small("m");
+    let (download, _) = open(dir.path(), &artifact, &options(4));
+    for index in 0..21 {
+        artifact.store(&download, index);
+    }
+    download.checkpoint().unwrap();
+    let paths = download.paths().clone();
+    let state = fs::read(&paths.state).unwrap();
+    download.finish(&artifact.receipt()).unwrap();
+    // The crash: the final file and receipt are there, the state was not
+    // removed yet.
+    fs::write(&paths.state, &state).unwrap();
+    let opened = PartialDownload::open(
+        dir.path(),
+        &artifact.manifest,
+        artifact.manifest_sha256,
+        &options(4),
+        &|_| {},
+    )
+    .unwrap();
+    assert!(matches!(opened, OpenedDownload::Complete(_)));
+    assert!(!paths.state.exists());
+}
