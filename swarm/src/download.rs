@@ -346,6 +346,13 @@ impl DownloadCore {
         self.fill(now);
     }
 
+    /// A verified chunk turned out bad on disk (the whole-file check found
+    /// it): it is missing again and fetched first.
+    pub fn chunk_found_bad(&mut self, chunk: u32, now: Instant) {
+        self.picker.mark_missing(chunk);
+        self.fill(now);
+    }
+
     /// Checks timeouts and refills pipelines. Call it every few hundred
     /// milliseconds.
     pub fn tick(&mut self, now: Instant) {

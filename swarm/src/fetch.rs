@@ -15,17 +15,15 @@ use std::time::{Duration, Instant};
 
 use minimodel_verifier::Sha256Digest;
 use minimodel_verifier::check::{VerifyError, verify_with_hashes};
-use minimodel_verifier::chunk::{ChunkGeometry, ChunkVerifier};
 use minimodel_verifier::hashing::FileHashes;
 use minimodel_verifier::manifest::Manifest;
-use minimodel_verifier::merkle::PartialTree;
 use minimodel_verifier::receipt::{ImportReceipt, PeerContribution, ReceiptSource, TransferSummary};
-use minimodel_wire::{HaveBitfield, PeerAddr, SwarmIdentity, SwarmParams};
+use minimodel_wire::{PeerAddr, SwarmIdentity, SwarmParams};
 use tokio::sync::mpsc;
 
 use crate::download::{DownloadConfig, DownloadCore};
 use crate::node::{DownloadParts, Node, NodeConfig, NodeError, NodeParts, NodeReport, ProofSource};
-use crate::store::{FileStorage, Storage};
+use crate::resume::PartialDownload;
 use crate::transport::Identity;
 
 /// What to fetch, from whom, and how.
@@ -72,9 +70,13 @@ pub enum FetchError {
     /// The node could not start.
     #[error(transparent)]
     Node(#[from] NodeError),
-    /// Local storage failed (a full disk, say).
+    /// Local storage failed.
     #[error("storage failed")]
     Storage(#[source] std::io::Error),
+    /// The partial download could not be written or kept (a full disk,
+    /// say); the last checkpoint is intact.
+    #[error("the partial download could not be written")]
+    Disk(#[from] crate::resume::ResumeError),
     /// No peer could deliver the missing chunks.
     #[error("no peer could deliver the missing chunks ({missing} of {total} missing): {detail}")]
     NoPeers {
@@ -97,19 +99,8 @@ pub enum FetchError {
 pub struct Fetcher {
     node: Node,
     config: FetchConfig,
-    part_path: PathBuf,
-    storage: Arc<FileStorage>,
+    partial: Arc<PartialDownload>,
     started: Instant,
-    refusals: Arc<std::sync::Mutex<Vec<String>>>,
-}
-
-/// File paths of one model in a download directory.
-pub fn artifact_paths(dir: &Path, model_id: &str) -> (PathBuf, PathBuf, PathBuf) {
-    (
-        dir.join(format!("{model_id}.slm.part")),
-        dir.join(format!("{model_id}.slm")),
-        dir.join(format!("{model_id}.receipt.json")),
-    )
 }
 
 /// The swarm identity a manifest defines.
@@ -125,25 +116,26 @@ pub fn swarm_of(manifest: &Manifest) -> Result<SwarmIdentity, String> {
     .map_err(|e| e.to_string())
 }
 
+/// What a finished download attempt found.
+enum Delivery {
+    Delivered(FetchOutcome),
+    /// These chunks passed their proofs but are bad on disk now.
+    Refetch(Vec<u32>),
+}
+
 impl Fetcher {
-    /// Opens the partial file and the endpoint, and dials every peer.
+    /// Starts the node on an opened partial download and dials every peer.
     pub fn start(
         config: FetchConfig,
+        partial: Arc<PartialDownload>,
         identity: Arc<Identity>,
         reports: mpsc::UnboundedSender<NodeReport>,
     ) -> Result<Self, FetchError> {
         let manifest = &config.manifest;
         let swarm = swarm_of(manifest).map_err(FetchError::Unfetchable)?;
-        let geometry = ChunkGeometry::of_manifest(manifest)
-            .map_err(|e| FetchError::Unfetchable(e.to_string()))?;
-        std::fs::create_dir_all(&config.out_dir).map_err(FetchError::Storage)?;
-        let (part_path, _, _) = artifact_paths(&config.out_dir, manifest.model_id.as_str());
-        let storage = Arc::new(
-            FileStorage::open_sized(&part_path, manifest.artifact_bytes).map_err(FetchError::Storage)?,
-        );
-        let count = geometry.chunk_count();
-        let resumed = HaveBitfield::new(count);
-        let core = DownloadCore::new(geometry.chunk_size(), &resumed, config.download.clone());
+        let geometry = partial.geometry();
+        let have = partial.verified();
+        let core = DownloadCore::new(geometry.chunk_size(), &have, config.download.clone());
         let mut node_config = config.node.clone();
         if !config.serve {
             node_config.listen = None;
@@ -153,25 +145,22 @@ impl Fetcher {
             identity,
             swarm,
             geometry,
-            verifier: Arc::new(ChunkVerifier::new(geometry, manifest.chunks.merkle_root)),
-            storage: Arc::clone(&storage) as Arc<dyn Storage>,
-            proofs: ProofSource::Partial(PartialTree::new(manifest.chunks.merkle_root, count)),
-            local_have: resumed.clone(),
+            verifier: Arc::new(partial.verifier()),
+            storage: partial.storage(),
+            proofs: ProofSource::Download(Arc::clone(&partial)),
+            local_have: have,
             serving: config.serve,
             download: Some(DownloadParts {
                 core,
-                resumed,
-                resumed_hashes: vec![None; count as usize],
+                partial: Arc::clone(&partial),
             }),
             reports,
         })?;
         let mut fetcher = Self {
             node,
             config,
-            part_path,
-            storage,
+            partial,
             started: Instant::now(),
-            refusals: Arc::default(),
         };
         for peer in fetcher.config.peers.clone() {
             fetcher.node.dial(peer);
@@ -189,16 +178,71 @@ impl Fetcher {
         self.node.peer_id()
     }
 
-    /// Downloads until done, failed or `stop` resolves.
+    /// Downloads until done, failed or `stop` resolves. On failure or stop
+    /// the verified part is checkpointed and kept.
     pub async fn run(mut self, stop: impl Future<Output = ()>) -> Result<FetchOutcome, FetchError> {
         let mut stop = Box::pin(stop);
+        let stopped = std::sync::atomic::AtomicBool::new(false);
+        let result = loop {
+            let gave_up = self.download_until_done(&mut stop, &stopped).await;
+            let Some(download) = self.node.download_state_mut() else {
+                break Err(FetchError::Interrupted);
+            };
+            if let Some(error) = download.fatal.take() {
+                break Err(FetchError::Disk(error));
+            }
+            if !download.core.is_complete() {
+                let picker = download.core.picker();
+                let (missing, total) = (picker.chunk_count() - picker.verified_count(), picker.chunk_count());
+                break Err(if gave_up {
+                    FetchError::NoPeers {
+                        missing,
+                        total,
+                        detail: self.node.failure_summary(),
+                    }
+                } else {
+                    FetchError::Interrupted
+                });
+            }
+            match self.deliver().await {
+                Ok(Delivery::Delivered(outcome)) => break Ok(outcome),
+                Ok(Delivery::Refetch(bad)) => {
+                    if let Some(download) = self.node.download_state_mut() {
+                        download.refetch(&bad);
+                    }
+                }
+                Err(error) => break Err(error),
+            }
+        };
+        if result.is_err() {
+            // Keep what was verified: one last checkpoint.
+            let partial = Arc::clone(&self.partial);
+            let _ = tokio::task::spawn_blocking(move || partial.checkpoint()).await;
+        } else if self.config.serve && self.config.seed_after && !stopped.into_inner() {
+            self.node.run(&mut stop, |_| false).await;
+        }
+        self.node.shutdown().await;
+        result
+    }
+
+    /// Runs the node until the download is complete, failed, given up
+    /// (returns true) or stopped.
+    async fn download_until_done(
+        &mut self,
+        stop: &mut std::pin::Pin<Box<impl Future<Output = ()>>>,
+        stopped: &std::sync::atomic::AtomicBool,
+    ) -> bool {
         let give_up_after = self.config.give_up_after;
         let serve = self.config.serve;
         let mut quiet_since = Instant::now();
-        let mut last_verified = 0;
+        let mut last_verified = u32::MAX;
         let mut gave_up = false;
+        let mut flagged_stop = Box::pin(async {
+            stop.await;
+            stopped.store(true, std::sync::atomic::Ordering::Relaxed);
+        });
         self.node
-            .run(&mut stop, |node| {
+            .run(&mut flagged_stop, |node| {
                 let Some(download) = node.download_state() else {
                     return true;
                 };
@@ -219,72 +263,74 @@ impl Fetcher {
                 false
             })
             .await;
-        let download = self.node.download_state_mut().ok_or(FetchError::Interrupted)?;
-        if let Some(error) = download.fatal.take() {
-            self.node.shutdown().await;
-            return Err(FetchError::Storage(error));
-        }
-        if !download.core.is_complete() {
-            let missing = download.core.picker().chunk_count() - download.core.picker().verified_count();
-            let total = download.core.picker().chunk_count();
-            self.node.shutdown().await;
-            if gave_up {
-                return Err(FetchError::NoPeers {
-                    missing,
-                    total,
-                    detail: self.node.failure_summary(),
-                });
-            }
-            return Err(FetchError::Interrupted);
-        }
-        let outcome = self.deliver().await;
-        if outcome.is_ok() && self.config.serve && self.config.seed_after {
-            self.node.run(&mut stop, |_| false).await;
-        }
-        self.node.shutdown().await;
-        outcome
+        gave_up
     }
 
-    /// Every chunk is verified: final checks, rename, receipt.
-    async fn deliver(&mut self) -> Result<FetchOutcome, FetchError> {
+    /// Every chunk is verified: the final checks, then the receipt and the
+    /// rename, or the chunks that turned out bad on disk.
+    async fn deliver(&mut self) -> Result<Delivery, FetchError> {
         let manifest = self.config.manifest.clone();
         let download = self.node.download_state_mut().ok_or(FetchError::Interrupted)?;
+        download.jobs_idle().await;
+        let download = self.node.download_state_mut().ok_or(FetchError::Interrupted)?;
         let trailing = download.take_trailing();
-        let chunk_hashes: Option<Vec<Sha256Digest>> = download.chunk_hashes.iter().copied().collect();
-        let chunk_hashes = chunk_hashes.ok_or_else(|| {
-            FetchError::Verification(VerifyError::Io(std::io::Error::other("a chunk hash is missing")))
-        })?;
         let summary = self.transfer_summary();
-        let storage = Arc::clone(&self.storage);
-        let part_path = self.part_path.clone();
-        let out_dir = self.config.out_dir.clone();
+        let partial = Arc::clone(&self.partial);
         let manifest_sha256 = self.config.manifest_sha256;
-        let artifact = tokio::task::spawn_blocking(move || -> Result<_, FetchError> {
+        let delivery = tokio::task::spawn_blocking(move || -> Result<_, FetchError> {
             let sha256 = trailing().map_err(FetchError::Storage)?;
-            storage.sync_data().map_err(FetchError::Storage)?;
+            let geometry = partial.geometry();
+            let chunk_hashes: Option<Vec<Sha256Digest>> = geometry
+                .indices()
+                .map(|index| partial.chunk_hash(index))
+                .collect();
+            let chunk_hashes = chunk_hashes.ok_or_else(|| {
+                FetchError::Storage(std::io::Error::other("a verified chunk has no hash"))
+            })?;
             let hashes = FileHashes {
                 bytes: manifest.artifact_bytes,
                 sha256,
                 chunk_hashes,
             };
-            let artifact =
-                verify_with_hashes(&manifest, &part_path, hashes).map_err(FetchError::Verification)?;
-            let (_, final_path, receipt_path) = artifact_paths(&out_dir, manifest.model_id.as_str());
-            std::fs::rename(&part_path, &final_path).map_err(FetchError::Storage)?;
-            sync_dir(&out_dir).map_err(FetchError::Storage)?;
+            let artifact = match verify_with_hashes(&manifest, &partial.paths().part, hashes) {
+                Ok(artifact) => artifact,
+                Err(VerifyError::ArtifactSha256 { .. }) => {
+                    // Every chunk passed its proof, so bytes changed on disk
+                    // since: find them by their chunk hashes.
+                    let bad = partial.find_bad_chunks(&|_| {}).map_err(resume_to_fetch)?;
+                    if bad.is_empty() {
+                        return Err(FetchError::Verification(VerifyError::Io(std::io::Error::other(
+                            "the whole-file hash differs but every chunk matches its hash",
+                        ))));
+                    }
+                    for index in &bad {
+                        partial.drop_chunk(*index).map_err(resume_to_fetch)?;
+                    }
+                    partial.checkpoint().map_err(resume_to_fetch)?;
+                    return Ok((Delivery::Refetch(bad.iter().map(|i| i.0).collect()), None));
+                }
+                Err(error) => return Err(FetchError::Verification(error)),
+            };
             let receipt = artifact.receipt(manifest_sha256, ReceiptSource::Peers(summary));
-            write_json_atomically(&receipt_path, &receipt).map_err(FetchError::Storage)?;
-            Ok((artifact, FetchOutcome {
-                artifact_path: final_path,
-                receipt_path,
+            let finished = partial.finish(&receipt).map_err(resume_to_fetch)?;
+            let delivered = Delivery::Delivered(FetchOutcome {
+                artifact_path: finished.artifact,
+                receipt_path: finished.receipt,
                 receipt,
-            }))
+            });
+            Ok((delivered, Some(Arc::new(artifact.tree().clone()))))
         })
         .await
-        .map_err(|e| FetchError::Storage(std::io::Error::other(e.to_string())))??;
-        let (artifact, outcome) = artifact;
-        self.node.become_seeder(Arc::new(artifact.tree().clone()));
-        Ok(outcome)
+        .map_err(|e| FetchError::Storage(std::io::Error::other(e.to_string())))?;
+        let (delivery, tree) = match delivery? {
+            (Delivery::Refetch(bad), _) => (Delivery::Refetch(bad), None),
+            (delivered, tree) => (delivered, tree),
+        };
+        if let Some(tree) = tree {
+            // Verified as a whole: serve every chunk from the full tree.
+            self.node.become_seeder(tree);
+        }
+        Ok(delivery)
     }
 
     fn transfer_summary(&self) -> TransferSummary {
@@ -296,7 +342,6 @@ impl Fetcher {
         if let Some(download) = download {
             summary.chunks_resumed = download.resumed_chunks;
             summary.chunks_fetched = download.fetched_chunks;
-            let banned = |id| download.core.is_banned(&id);
             for (id, stats) in download.core.all_peer_stats() {
                 summary.bytes_wasted += stats.wasted_bytes;
                 summary.peers.push(PeerContribution {
@@ -305,13 +350,16 @@ impl Fetcher {
                     chunks: stats.chunks,
                     bytes: stats.bytes,
                     bad_chunks: stats.bad_chunks,
-                    banned: banned(id),
+                    banned: download.core.is_banned(&id),
                 });
             }
         }
-        let _ = &self.refusals;
         summary
     }
+}
+
+fn resume_to_fetch(error: crate::resume::ResumeError) -> FetchError {
+    FetchError::Disk(error)
 }
 
 fn sync_dir(dir: &Path) -> std::io::Result<()> {

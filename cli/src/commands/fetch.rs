@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
@@ -11,6 +12,7 @@ use minimodel_swarm::download::DownloadConfig;
 use minimodel_swarm::fetch::{FetchConfig, FetchError, Fetcher};
 use minimodel_swarm::node::NodeConfig;
 use minimodel_swarm::offer::PeerOffer;
+use minimodel_swarm::resume::{OpenedDownload, PartialDownload, ResumeError, ResumeOptions};
 use minimodel_verifier::receipt::ReceiptSource;
 use minimodel_wire::PeerAddr;
 use serde_json::json;
@@ -62,6 +64,9 @@ pub struct TransferArgs {
     /// With --serve: upload cap per second, like 8MiB.
     #[arg(long, value_parser = parse_size, requires = "serve")]
     pub max_upload: Option<u64>,
+    /// Rehash every chunk a partial download says it has before resuming.
+    #[arg(long)]
+    pub recheck: bool,
     /// Consent to fetching (and, with --serve, to serving).
     #[arg(long)]
     pub yes: bool,
@@ -101,6 +106,9 @@ pub fn transfer(
             out.json,
         )?;
     }
+    let Some(partial) = open_download(loaded, &dir, args.recheck, out)? else {
+        return Ok(());
+    };
     let identity = identity(args.identity.as_deref())?;
     let runtime = runtime()?;
     runtime.block_on(async {
@@ -121,7 +129,7 @@ pub fn transfer(
             download: DownloadConfig::default(),
             give_up_after: Duration::from_secs(20),
         };
-        let fetcher = Fetcher::start(config, identity, reports).map_err(classify)?;
+        let fetcher = Fetcher::start(config, partial, identity, reports).map_err(classify)?;
         if let Some(addr) = fetcher.listen_addr() {
             let peer = PeerAddr {
                 id: fetcher.peer_id(),
@@ -174,6 +182,60 @@ pub fn transfer(
     })
 }
 
+/// Opens the partial download in `dir` (resuming, rechecking or refusing
+/// as the directory says); `None` when the artifact is already there.
+fn open_download(
+    loaded: &LoadedManifest,
+    dir: &std::path::Path,
+    recheck: bool,
+    out: Output,
+) -> Result<Option<Arc<PartialDownload>>, Failure> {
+    let options = ResumeOptions {
+        recheck,
+        ..ResumeOptions::default()
+    };
+    let bar = out.byte_progress(loaded.manifest.artifact_bytes, "checking");
+    let opened = PartialDownload::open(dir, &loaded.manifest, loaded.sha256, &options, &|progress| {
+        bar.set_length(progress.bytes_total.max(1));
+        bar.set_position(progress.bytes_done);
+    });
+    bar.finish_and_clear();
+    let opened = opened.map_err(|error| {
+        let exit = match &error {
+            ResumeError::Io { .. } => Exit::Transfer,
+            _ => Exit::InvalidInput,
+        };
+        Failure::new(exit, anyhow::Error::new(error).context(format!("cannot use {}", dir.display())))
+    })?;
+    match opened {
+        OpenedDownload::Complete(done) => {
+            out.say(format!(
+                "{} is already complete and verified (receipt {})",
+                done.paths.artifact.display(),
+                done.paths.receipt.display()
+            ));
+            out.event(
+                "already-complete",
+                json!({ "path": done.paths.artifact, "receipt": done.paths.receipt }),
+            );
+            Ok(None)
+        }
+        OpenedDownload::Partial(partial, report) => {
+            out.say(format!("{}", report.outcome));
+            out.event(
+                "opened",
+                json!({
+                    "outcome": report.outcome.to_string(),
+                    "chunks_verified": report.chunks_verified,
+                    "chunk_count": report.chunk_count,
+                    "elapsed_ms": report.elapsed.as_millis() as u64,
+                }),
+            );
+            Ok(Some(Arc::new(partial)))
+        }
+    }
+}
+
 fn concrete(mut addr: SocketAddr) -> SocketAddr {
     if addr.ip().is_unspecified() {
         addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
@@ -186,12 +248,17 @@ fn classify(error: FetchError) -> Failure {
     let exit = match &error {
         FetchError::Unfetchable(_) => Exit::InvalidInput,
         FetchError::Verification(_) => Exit::VerificationFailed,
-        FetchError::Node(_) | FetchError::Storage(_) | FetchError::NoPeers { .. } | FetchError::Interrupted => {
-            Exit::Transfer
-        }
+        FetchError::Node(_)
+        | FetchError::Storage(_)
+        | FetchError::Disk(_)
+        | FetchError::NoPeers { .. }
+        | FetchError::Interrupted => Exit::Transfer,
     };
     let hint = match &error {
-        FetchError::Interrupted | FetchError::NoPeers { .. } | FetchError::Storage(_) => {
+        FetchError::Disk(error) if error.is_disk_full() => {
+            Some("the disk is full; free space and run the same command again to resume")
+        }
+        FetchError::Interrupted | FetchError::NoPeers { .. } | FetchError::Storage(_) | FetchError::Disk(_) => {
             Some("the verified part is kept; run the same command again to resume")
         }
         _ => None,

@@ -194,6 +194,14 @@ impl Node {
             Internal::Stored(stored) => self.on_stored(*stored),
             Internal::BadChunk { key, chunk, error } => self.on_bad_chunk(key, chunk, error),
             Internal::StoreFailed { key, chunk, error } => self.on_store_failed(key, chunk, error),
+            Internal::Checkpointed(result) => {
+                if let Some(download) = &mut self.download {
+                    download.checkpoint_running = false;
+                    if let Err(error) = result {
+                        download.checkpoint_error = Some(error);
+                    }
+                }
+            }
             Internal::UploadDone { key, chunk, bytes, ok } => {
                 self.uploads.finished(key, chunk);
                 if let (true, Some(peer)) = (ok, self.peers.get_mut(&key)) {
@@ -218,6 +226,7 @@ impl Node {
             download.core.tick(now);
         }
         self.drain_download_actions();
+        self.maybe_checkpoint(now);
         self.report_progress(now);
         self.exchange_peers(now);
     }

@@ -21,12 +21,18 @@ use minimodel_verifier::chunk::{ChunkData, ChunkGeometry, ChunkIndex as Verifier
 use minimodel_wire::{ChunkIndex, GoodbyeReason, HaveBitfield, Message};
 use tokio::sync::Semaphore;
 
-use super::{Internal, Node, NodeReport, ProofSource};
+use super::{Internal, Node, NodeReport};
 use crate::download::{Action, DisconnectReason, DownloadCore};
 use crate::link::ArrivedPiece;
 use crate::picker::PeerKey;
-use crate::store::{Storage, write_chunk};
+use crate::resume::PartialDownload;
+use crate::store::Storage;
 use crate::trailing::TrailingHasher;
+
+/// A checkpoint is written at least this often while chunks arrive.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+/// And at the latest after this many new bytes.
+const CHECKPOINT_BYTES: u64 = 64 << 20;
 
 /// Verification and storage jobs at once.
 pub(crate) const VERIFY_JOBS: usize = 4;
@@ -40,7 +46,6 @@ const TRAILING_BUFFER: usize = 8 << 20;
 pub(crate) struct StoredChunk {
     pub(crate) key: PeerKey,
     pub(crate) chunk: VerifiedChunk,
-    pub(crate) proof: Vec<Sha256Digest>,
 }
 
 enum TrailingInput {
@@ -114,27 +119,26 @@ impl TrailingThread {
 /// Everything a node needs while it downloads.
 pub(crate) struct DownloadState {
     pub(crate) core: DownloadCore,
+    pub(crate) partial: Arc<PartialDownload>,
+    geometry: ChunkGeometry,
     trailing: Option<TrailingThread>,
     jobs: Arc<Semaphore>,
-    pub(crate) chunk_hashes: Vec<Option<Sha256Digest>>,
     pub(crate) verified_bytes: u64,
     pub(crate) fetched_chunks: u64,
     pub(crate) resumed_chunks: u64,
     pub(crate) failed_dials: usize,
-    pub(crate) stored_since_checkpoint: Vec<u32>,
-    pub(crate) fatal: Option<io::Error>,
+    bytes_since_checkpoint: u64,
+    last_checkpoint: Instant,
+    pub(crate) checkpoint_running: bool,
+    pub(crate) checkpoint_error: Option<String>,
+    pub(crate) fatal: Option<crate::resume::ResumeError>,
     pub(crate) last_report: Instant,
     rate_window: VecDeque<(Instant, u64)>,
 }
 
 impl DownloadState {
-    pub(crate) fn new(
-        core: DownloadCore,
-        geometry: &ChunkGeometry,
-        storage: Arc<dyn Storage>,
-        resumed: &HaveBitfield,
-        resumed_hashes: Vec<Option<Sha256Digest>>,
-    ) -> Self {
+    pub(crate) fn new(core: DownloadCore, geometry: &ChunkGeometry, partial: Arc<PartialDownload>) -> Self {
+        let resumed = partial.verified();
         let verified_bytes = resumed
             .iter_ones()
             .filter_map(|chunk| geometry.chunk_len(VerifierIndex(chunk.0)))
@@ -142,14 +146,18 @@ impl DownloadState {
             .sum();
         Self {
             core,
-            trailing: Some(TrailingThread::start(*geometry, storage, resumed)),
+            trailing: Some(TrailingThread::start(*geometry, partial.storage(), &resumed)),
+            partial,
+            geometry: *geometry,
             jobs: Arc::new(Semaphore::new(VERIFY_JOBS)),
-            chunk_hashes: resumed_hashes,
             verified_bytes,
             fetched_chunks: 0,
             resumed_chunks: u64::from(resumed.count_ones()),
             failed_dials: 0,
-            stored_since_checkpoint: Vec::new(),
+            bytes_since_checkpoint: 0,
+            last_checkpoint: Instant::now(),
+            checkpoint_running: false,
+            checkpoint_error: None,
             fatal: None,
             last_report: Instant::now(),
             rate_window: VecDeque::new(),
@@ -163,6 +171,26 @@ impl DownloadState {
             Some(trailing) => trailing.finish(),
             None => Err(io::Error::other("full-file hash already taken")),
         }
+    }
+
+    /// Chunks were found bad on disk after all: forget them, fetch them
+    /// again, and hash the whole file anew once they are back.
+    pub(crate) fn refetch(&mut self, bad: &[u32]) {
+        let now = Instant::now();
+        for &chunk in bad {
+            self.core.chunk_found_bad(chunk, now);
+            if let Some(len) = self.geometry.chunk_len(VerifierIndex(chunk)) {
+                self.verified_bytes -= u64::from(len);
+            }
+        }
+        let stored = self.partial.verified();
+        self.trailing = Some(TrailingThread::start(self.geometry, self.partial.storage(), &stored));
+    }
+
+    /// Waits for every verification job to end (none is started after
+    /// the last chunk, but endgame duplicates may still be running).
+    pub(crate) async fn jobs_idle(&self) {
+        let _all = self.jobs.acquire_many(VERIFY_JOBS as u32).await;
     }
 
     pub(crate) fn progress(&mut self, geometry: &ChunkGeometry, now: Instant) -> NodeReport {
@@ -204,8 +232,7 @@ impl Node {
         }
         let jobs = Arc::clone(&download.jobs);
         let verifier = Arc::clone(&self.verifier);
-        let storage = Arc::clone(&self.storage);
-        let geometry = self.geometry;
+        let partial = Arc::clone(&download.partial);
         let internal = self.internal_sender.clone();
         tokio::spawn(async move {
             let Ok(_permit) = jobs.acquire_owned().await else {
@@ -219,11 +246,10 @@ impl Node {
                         chunk,
                         error: error.to_string(),
                     },
-                    Ok(verified) => match write_chunk(storage.as_ref(), &geometry, &verified) {
-                        Ok(()) => Internal::Stored(Box::new(StoredChunk {
+                    Ok(verified) => match partial.store_verified(&verified, &proof) {
+                        Ok(_) => Internal::Stored(Box::new(StoredChunk {
                             key,
                             chunk: verified,
-                            proof,
                         })),
                         Err(error) => Internal::StoreFailed { key, chunk, error },
                     },
@@ -238,7 +264,7 @@ impl Node {
 
     /// A chunk passed its proof and is on storage.
     pub(crate) fn on_stored(&mut self, stored: StoredChunk) {
-        let StoredChunk { key, chunk, proof } = stored;
+        let StoredChunk { key, chunk } = stored;
         let index = chunk.index().0;
         let len = chunk.data().len() as u64;
         if let Some(peer) = self.peers.get(&key) {
@@ -252,15 +278,9 @@ impl Node {
         if !first {
             return;
         }
-        if let ProofSource::Partial(tree) = &mut self.proofs {
-            tree.insert_verified(index, &chunk.chunk_hash(), &proof);
-        }
-        if let Some(slot) = download.chunk_hashes.get_mut(index as usize) {
-            *slot = Some(chunk.chunk_hash());
-        }
         download.verified_bytes += len;
         download.fetched_chunks += 1;
-        download.stored_since_checkpoint.push(index);
+        download.bytes_since_checkpoint += len;
         if let Some(trailing) = &download.trailing {
             trailing.stored(index, chunk.data());
         }
@@ -293,7 +313,29 @@ impl Node {
         }
     }
 
-    pub(crate) fn on_store_failed(&mut self, key: PeerKey, chunk: u32, error: io::Error) {
+    /// Writes a checkpoint on a worker when one is due.
+    pub(crate) fn maybe_checkpoint(&mut self, now: Instant) {
+        let Some(download) = &mut self.download else {
+            return;
+        };
+        let due = download.bytes_since_checkpoint >= CHECKPOINT_BYTES
+            || (download.bytes_since_checkpoint > 0
+                && now.saturating_duration_since(download.last_checkpoint) >= CHECKPOINT_EVERY);
+        if !due || download.checkpoint_running {
+            return;
+        }
+        download.checkpoint_running = true;
+        download.bytes_since_checkpoint = 0;
+        download.last_checkpoint = now;
+        let partial = Arc::clone(&download.partial);
+        let internal = self.internal_sender.clone();
+        tokio::task::spawn_blocking(move || {
+            let result = partial.checkpoint().map(|_| ()).map_err(|e| e.to_string());
+            let _ = internal.send(Internal::Checkpointed(result));
+        });
+    }
+
+    pub(crate) fn on_store_failed(&mut self, key: PeerKey, chunk: u32, error: crate::resume::ResumeError) {
         if let Some(download) = &mut self.download {
             download.core.on_chunk_lost(key, chunk, Instant::now());
             if download.fatal.is_none() {

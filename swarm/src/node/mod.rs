@@ -21,8 +21,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use minimodel_verifier::chunk::{ChunkGeometry, ChunkVerifier};
-use minimodel_verifier::merkle::{MerkleTree, PartialTree};
+use minimodel_verifier::chunk::{ChunkGeometry, ChunkIndex as VerifierIndex, ChunkVerifier};
+use minimodel_verifier::merkle::MerkleTree;
 use minimodel_verifier::Sha256Digest;
 use minimodel_wire::{HaveBitfield, PeerAddr, PeerId, SwarmIdentity, SwarmParams};
 use tokio::sync::mpsc;
@@ -32,6 +32,7 @@ pub use events::NodeReport;
 use crate::download::DownloadCore;
 use crate::link::{LinkEvent, LinkHandle, LocalHello};
 use crate::picker::PeerKey;
+use crate::resume::PartialDownload;
 use crate::store::Storage;
 use crate::transport::{Identity, TransportTuning};
 use crate::upload::{TokenBucket, UploadConfig, UploadQueue};
@@ -88,14 +89,14 @@ impl Default for NodeConfig {
 #[derive(Debug, Clone)]
 pub(crate) enum ProofSource {
     Full(Arc<MerkleTree>),
-    Partial(PartialTree),
+    Download(Arc<PartialDownload>),
 }
 
 impl ProofSource {
     pub(crate) fn proof(&self, chunk: u32) -> Option<Vec<Sha256Digest>> {
         match self {
             ProofSource::Full(tree) => tree.proof(chunk),
-            ProofSource::Partial(tree) => tree.proof(chunk),
+            ProofSource::Download(download) => download.proof(VerifierIndex(chunk)),
         }
     }
 }
@@ -125,7 +126,9 @@ pub(crate) enum Internal {
     /// A chunk failed its proof.
     BadChunk { key: PeerKey, chunk: u32, error: String },
     /// Storing a verified chunk failed: the download stops.
-    StoreFailed { key: PeerKey, chunk: u32, error: std::io::Error },
+    StoreFailed { key: PeerKey, chunk: u32, error: crate::resume::ResumeError },
+    /// A checkpoint of the partial download finished.
+    Checkpointed(Result<(), String>),
     /// An upload ended.
     UploadDone { key: PeerKey, chunk: u32, bytes: u64, ok: bool },
 }
@@ -181,10 +184,8 @@ pub(crate) struct NodeParts {
 /// The download half of a node: the core and what an earlier run left.
 pub(crate) struct DownloadParts {
     pub(crate) core: DownloadCore,
-    /// Chunks verified in an earlier run (already on storage).
-    pub(crate) resumed: HaveBitfield,
-    /// Chunk hashes known from an earlier run, by chunk.
-    pub(crate) resumed_hashes: Vec<Option<Sha256Digest>>,
+    /// The partial file and its state (chunks from earlier runs included).
+    pub(crate) partial: Arc<PartialDownload>,
 }
 
 /// Why a node could not start or had to stop.
@@ -230,15 +231,9 @@ impl Node {
             serving: parts.serving,
             have: parts.local_have.clone(),
         }));
-        let download = parts.download.map(|d| {
-            DownloadState::new(
-                d.core,
-                &parts.geometry,
-                Arc::clone(&parts.storage),
-                &d.resumed,
-                d.resumed_hashes,
-            )
-        });
+        let download = parts
+            .download
+            .map(|d| DownloadState::new(d.core, &parts.geometry, d.partial));
         Ok(Self {
             config: parts.config,
             identity: parts.identity,

@@ -382,12 +382,10 @@ impl PartialDownload {
     /// `.part` to `DIR/<model-id>.slm`, fsyncs the directory, removes the
     /// state files and fsyncs the directory again. The receipt is written
     /// first so that a crash never leaves the final file without it.
-    pub fn finish(self, receipt: &ImportReceipt) -> Result<FinishedDownload, ResumeError> {
-        let live = self
-            .live
-            .into_inner()
-            .unwrap_or_else(PoisonError::into_inner);
-        let verified = live.knowledge.verified().count_ones();
+    /// Takes `&self` so that a driver sharing the download between threads
+    /// can finish it; nothing should record chunks after this.
+    pub fn finish(&self, receipt: &ImportReceipt) -> Result<FinishedDownload, ResumeError> {
+        let verified = lock(&self.live).knowledge.verified().count_ones();
         let count = self.geometry.chunk_count();
         if verified != count {
             return Err(ResumeError::Incomplete {
@@ -423,7 +421,7 @@ impl PartialDownload {
         Ok(FinishedDownload {
             artifact: self.paths.artifact.clone(),
             receipt: self.paths.receipt.clone(),
-            storage: self.storage,
+            storage: Arc::clone(&self.storage),
         })
     }
 }
