@@ -17,7 +17,9 @@ use minimodel_verifier::Sha256Digest;
 use minimodel_verifier::check::{VerifyError, verify_with_hashes};
 use minimodel_verifier::hashing::FileHashes;
 use minimodel_verifier::manifest::Manifest;
-use minimodel_verifier::receipt::{ImportReceipt, PeerContribution, ReceiptSource, TransferSummary};
+use minimodel_verifier::receipt::{
+    ImportReceipt, PeerContribution, ReceiptSource, TransferSummary,
+};
 use minimodel_wire::{PeerAddr, SwarmIdentity, SwarmParams};
 use tokio::sync::mpsc;
 
@@ -106,8 +108,12 @@ pub struct Fetcher {
 /// The swarm identity a manifest defines.
 pub fn swarm_of(manifest: &Manifest) -> Result<SwarmIdentity, String> {
     let chunk_count = u32::try_from(manifest.chunks.chunk_count).map_err(|e| e.to_string())?;
-    let params = SwarmParams::new(manifest.artifact_bytes, manifest.chunks.chunk_size, chunk_count)
-        .map_err(|e| e.to_string())?;
+    let params = SwarmParams::new(
+        manifest.artifact_bytes,
+        manifest.chunks.chunk_size,
+        chunk_count,
+    )
+    .map_err(|e| e.to_string())?;
     SwarmIdentity::new(
         manifest.model_id.as_str(),
         manifest.chunks.merkle_root.0,
@@ -193,7 +199,10 @@ impl Fetcher {
             }
             if !download.core.is_complete() {
                 let picker = download.core.picker();
-                let (missing, total) = (picker.chunk_count() - picker.verified_count(), picker.chunk_count());
+                let (missing, total) = (
+                    picker.chunk_count() - picker.verified_count(),
+                    picker.chunk_count(),
+                );
                 break Err(if gave_up {
                     FetchError::NoPeers {
                         missing,
@@ -270,9 +279,15 @@ impl Fetcher {
     /// rename, or the chunks that turned out bad on disk.
     async fn deliver(&mut self) -> Result<Delivery, FetchError> {
         let manifest = self.config.manifest.clone();
-        let download = self.node.download_state_mut().ok_or(FetchError::Interrupted)?;
+        let download = self
+            .node
+            .download_state_mut()
+            .ok_or(FetchError::Interrupted)?;
         download.jobs_idle().await;
-        let download = self.node.download_state_mut().ok_or(FetchError::Interrupted)?;
+        let download = self
+            .node
+            .download_state_mut()
+            .ok_or(FetchError::Interrupted)?;
         let trailing = download.take_trailing();
         let summary = self.transfer_summary();
         let partial = Arc::clone(&self.partial);
@@ -299,9 +314,11 @@ impl Fetcher {
                     // since: find them by their chunk hashes.
                     let bad = partial.find_bad_chunks(&|_| {}).map_err(resume_to_fetch)?;
                     if bad.is_empty() {
-                        return Err(FetchError::Verification(VerifyError::Io(std::io::Error::other(
-                            "the whole-file hash differs but every chunk matches its hash",
-                        ))));
+                        return Err(FetchError::Verification(VerifyError::Io(
+                            std::io::Error::other(
+                                "the whole-file hash differs but every chunk matches its hash",
+                            ),
+                        )));
                     }
                     for index in &bad {
                         partial.drop_chunk(*index).map_err(resume_to_fetch)?;
@@ -346,7 +363,11 @@ impl Fetcher {
                 summary.bytes_wasted += stats.wasted_bytes;
                 summary.peers.push(PeerContribution {
                     peer_id: id.to_string(),
-                    address: self.node.address_of(&id).map(|a| a.to_string()).unwrap_or_default(),
+                    address: self
+                        .node
+                        .address_of(&id)
+                        .map(|a| a.to_string())
+                        .unwrap_or_default(),
                     chunks: stats.chunks,
                     bytes: stats.bytes,
                     bad_chunks: stats.bad_chunks,

@@ -14,13 +14,13 @@ pub mod fetch;
 pub mod link;
 pub mod node;
 pub mod offer;
-pub mod seed;
-pub mod transport;
 pub mod picker;
 pub mod resume;
+pub mod seed;
 pub mod session;
 #[cfg(test)]
 pub(crate) mod sim;
 pub mod store;
 pub mod trailing;
+pub mod transport;
 pub mod upload;

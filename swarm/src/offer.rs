@@ -114,7 +114,9 @@ pub enum OfferError {
     #[error("the request carries {0} offers; it needs 1 to {MAX_OFFERS}")]
     OfferCount(usize),
     /// A field disagrees between two documents.
-    #[error("{field} disagrees: {left_name} says {left}, {right_name} says {right}; nothing was fetched")]
+    #[error(
+        "{field} disagrees: {left_name} says {left}, {right_name} says {right}; nothing was fetched"
+    )]
     Mismatch {
         /// Which field.
         field: &'static str,
@@ -158,11 +160,12 @@ impl PeerOffer {
 
     /// Parses an offer.
     pub fn parse(bytes: &[u8], name: &str) -> Result<Self, OfferError> {
-        let offer: PeerOffer = serde_json::from_slice(bytes).map_err(|e| OfferError::Malformed {
-            path: name.to_owned(),
-            kind: "peer offer",
-            detail: e.to_string(),
-        })?;
+        let offer: PeerOffer =
+            serde_json::from_slice(bytes).map_err(|e| OfferError::Malformed {
+                path: name.to_owned(),
+                kind: "peer offer",
+                detail: e.to_string(),
+            })?;
         if offer.format != OFFER_FORMAT {
             return Err(OfferError::Format {
                 path: name.to_owned(),
@@ -214,11 +217,12 @@ impl PeerOffer {
 impl ImportRequest {
     /// Parses a request.
     pub fn parse(bytes: &[u8], name: &str) -> Result<Self, OfferError> {
-        let request: ImportRequest = serde_json::from_slice(bytes).map_err(|e| OfferError::Malformed {
-            path: name.to_owned(),
-            kind: "import request",
-            detail: e.to_string(),
-        })?;
+        let request: ImportRequest =
+            serde_json::from_slice(bytes).map_err(|e| OfferError::Malformed {
+                path: name.to_owned(),
+                kind: "import request",
+                detail: e.to_string(),
+            })?;
         if request.format != REQUEST_FORMAT {
             return Err(OfferError::Format {
                 path: name.to_owned(),
@@ -250,7 +254,13 @@ impl ImportRequest {
     /// every offer and the manifest. Returns the peers to dial.
     pub fn check_against(&self, manifest: &Manifest) -> Result<Vec<PeerAddr>, OfferError> {
         let request = "the request";
-        agree("model id", request, self.model_id.as_str(), "the manifest", manifest.model_id.as_str())?;
+        agree(
+            "model id",
+            request,
+            self.model_id.as_str(),
+            "the manifest",
+            manifest.model_id.as_str(),
+        )?;
         agree(
             "artifact bytes",
             request,
@@ -321,12 +331,20 @@ mod tests {
             ("not json", "not a valid peer offer"),
             (r#"{"format":"minimodel-peer-offer-v0"}"#, "missing field"),
             (&offer_json("../x", 1), "model id"),
-            (&offer_json("tiny", 1).replace("127.0.0.1:4433", "nowhere"), "IP address"),
+            (
+                &offer_json("tiny", 1).replace("127.0.0.1:4433", "nowhere"),
+                "IP address",
+            ),
             (&offer_json("tiny", 1).replace("-v0", "-v9"), "format"),
-            (&offer_json("tiny", 1).replace(r#""peer""#, r#""extra":1,"peer""#), "unknown field"),
+            (
+                &offer_json("tiny", 1).replace(r#""peer""#, r#""extra":1,"peer""#),
+                "unknown field",
+            ),
         ];
         for (text, expected) in cases {
-            let error = PeerOffer::parse(text.as_bytes(), "o.json").unwrap_err().to_string();
+            let error = PeerOffer::parse(text.as_bytes(), "o.json")
+                .unwrap_err()
+                .to_string();
             assert!(error.contains(expected), "{text}: {error}");
         }
     }
@@ -342,7 +360,13 @@ mod tests {
             Err(OfferError::OfferCount(0))
         ));
         let one = empty.replace("[]", &format!("[{}]", offer_json("tiny", 1)));
-        assert_eq!(ImportRequest::parse(one.as_bytes(), "r.json").unwrap().offers.len(), 1);
+        assert_eq!(
+            ImportRequest::parse(one.as_bytes(), "r.json")
+                .unwrap()
+                .offers
+                .len(),
+            1
+        );
     }
 
     #[test]
@@ -350,6 +374,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("big.json");
         std::fs::write(&path, vec![b' '; MAX_FILE_LEN as usize + 1]).unwrap();
-        assert!(matches!(PeerOffer::read(&path), Err(OfferError::TooLarge { .. })));
+        assert!(matches!(
+            PeerOffer::read(&path),
+            Err(OfferError::TooLarge { .. })
+        ));
     }
 }

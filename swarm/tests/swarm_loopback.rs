@@ -8,6 +8,7 @@ use std::time::Duration;
 use minimodel_swarm::download::DownloadConfig;
 use minimodel_swarm::fetch::{FetchConfig, Fetcher};
 use minimodel_swarm::node::NodeConfig;
+use minimodel_swarm::resume::{OpenedDownload, PartialDownload, ResumeOptions};
 use minimodel_swarm::seed::Seeder;
 use minimodel_swarm::transport::Identity;
 use minimodel_verifier::Sha256Digest;
@@ -45,10 +46,22 @@ async fn three_seeders_each_deliver_a_share() {
     }
     let out = dir.path().join("out");
     let (reports, _keep) = mpsc::unbounded_channel();
+    let manifest_sha256 = Sha256Digest::of(b"manifest");
+    let opened = PartialDownload::open(
+        &out,
+        &artifact.manifest,
+        manifest_sha256,
+        &ResumeOptions::default(),
+        &|_| {},
+    )
+    .unwrap();
+    let OpenedDownload::Partial(partial, _) = opened else {
+        panic!("nothing was downloaded yet");
+    };
     let fetcher = Fetcher::start(
         FetchConfig {
             manifest: artifact.manifest.clone(),
-            manifest_sha256: Sha256Digest::of(b"manifest"),
+            manifest_sha256,
             out_dir: out.clone(),
             peers,
             serve: false,
@@ -57,23 +70,31 @@ async fn three_seeders_each_deliver_a_share() {
             download: DownloadConfig::default(),
             give_up_after: Duration::from_secs(10),
         },
+        Arc::new(partial),
         Arc::new(Identity::generate().unwrap()),
         reports,
     )
     .unwrap();
-    let outcome = tokio::time::timeout(Duration::from_secs(60), fetcher.run(std::future::pending()))
-        .await
-        .expect("finishes in time")
-        .expect("fetch succeeds");
+    let outcome =
+        tokio::time::timeout(Duration::from_secs(60), fetcher.run(std::future::pending()))
+            .await
+            .expect("finishes in time")
+            .expect("fetch succeeds");
     let fetched = std::fs::read(&outcome.artifact_path).unwrap();
-    assert_eq!(Sha256Digest::of(&fetched), artifact.manifest.artifact_sha256);
+    assert_eq!(
+        Sha256Digest::of(&fetched),
+        artifact.manifest.artifact_sha256
+    );
     let minimodel_verifier::receipt::ReceiptSource::Peers(summary) = &outcome.receipt.source else {
         panic!("a download receipt names its peers");
     };
     assert_eq!(summary.chunks_fetched, 128);
     assert_eq!(summary.peers.len(), 3);
     for peer in &summary.peers {
-        assert!(peer.chunks > 0, "every seeder delivers a share: {summary:?}");
+        assert!(
+            peer.chunks > 0,
+            "every seeder delivers a share: {summary:?}"
+        );
     }
     assert!(outcome.receipt_path.exists());
     assert!(!out.join("three-seeders.slm.part").exists());

@@ -83,8 +83,10 @@ pub fn run(args: FetchArgs, out: Output) -> Result<(), Failure> {
         peers.push(offer.peer);
     }
     if peers.is_empty() {
-        return Err(Failure::new(Exit::Usage, anyhow::anyhow!("no peers to fetch from"))
-            .with_hint("name peers with --peer PEER_ID@HOST:PORT or --offer FILE"));
+        return Err(
+            Failure::new(Exit::Usage, anyhow::anyhow!("no peers to fetch from"))
+                .with_hint("name peers with --peer PEER_ID@HOST:PORT or --offer FILE"),
+        );
     }
     transfer(&loaded, peers, args.out, &args.transfer, out)
 }
@@ -98,10 +100,17 @@ pub fn transfer(
     out: Output,
 ) -> Result<(), Failure> {
     let manifest = &loaded.manifest;
-    consent::ask(&format!("fetch {} from {} peers", manifest.model_id, peers.len()), args.yes, out.json)?;
+    consent::ask(
+        &format!("fetch {} from {} peers", manifest.model_id, peers.len()),
+        args.yes,
+        out.json,
+    )?;
     if args.serve {
         consent::ask(
-            &format!("serve verified chunks of {} to other peers while fetching", manifest.model_id),
+            &format!(
+                "serve verified chunks of {} to other peers while fetching",
+                manifest.model_id
+            ),
             args.yes,
             out.json,
         )?;
@@ -136,7 +145,10 @@ pub fn transfer(
                 addr: concrete(addr),
             };
             out.say(format!("serving verified chunks as {peer}"));
-            out.event("offer", serde_json::to_value(PeerOffer::for_manifest(manifest, peer)).unwrap_or_default());
+            out.event(
+                "offer",
+                serde_json::to_value(PeerOffer::for_manifest(manifest, peer)).unwrap_or_default(),
+            );
         }
         let bar = out.byte_progress(manifest.artifact_bytes, "fetching");
         let shown = show_reports(report_inbox, out, Some(bar.clone()));
@@ -163,7 +175,11 @@ pub fn transfer(
                 peer.address,
                 peer.chunks,
                 human_bytes(peer.bytes),
-                if peer.banned { format!(", banned after {} bad chunks", peer.bad_chunks) } else { String::new() }
+                if peer.banned {
+                    format!(", banned after {} bad chunks", peer.bad_chunks)
+                } else {
+                    String::new()
+                }
             ));
         }
         out.say(format!("receipt {}", outcome.receipt_path.display()));
@@ -195,17 +211,26 @@ fn open_download(
         ..ResumeOptions::default()
     };
     let bar = out.byte_progress(loaded.manifest.artifact_bytes, "checking");
-    let opened = PartialDownload::open(dir, &loaded.manifest, loaded.sha256, &options, &|progress| {
-        bar.set_length(progress.bytes_total.max(1));
-        bar.set_position(progress.bytes_done);
-    });
+    let opened = PartialDownload::open(
+        dir,
+        &loaded.manifest,
+        loaded.sha256,
+        &options,
+        &|progress| {
+            bar.set_length(progress.bytes_total.max(1));
+            bar.set_position(progress.bytes_done);
+        },
+    );
     bar.finish_and_clear();
     let opened = opened.map_err(|error| {
         let exit = match &error {
             ResumeError::Io { .. } => Exit::Transfer,
             _ => Exit::InvalidInput,
         };
-        Failure::new(exit, anyhow::Error::new(error).context(format!("cannot use {}", dir.display())))
+        Failure::new(
+            exit,
+            anyhow::Error::new(error).context(format!("cannot use {}", dir.display())),
+        )
     })?;
     match opened {
         OpenedDownload::Complete(done) => {
@@ -258,7 +283,10 @@ fn classify(error: FetchError) -> Failure {
         FetchError::Disk(error) if error.is_disk_full() => {
             Some("the disk is full; free space and run the same command again to resume")
         }
-        FetchError::Interrupted | FetchError::NoPeers { .. } | FetchError::Storage(_) | FetchError::Disk(_) => {
+        FetchError::Interrupted
+        | FetchError::NoPeers { .. }
+        | FetchError::Storage(_)
+        | FetchError::Disk(_) => {
             Some("the verified part is kept; run the same command again to resume")
         }
         _ => None,
@@ -269,4 +297,3 @@ fn classify(error: FetchError) -> Failure {
         None => failure,
     }
 }
-

@@ -66,23 +66,45 @@ pub fn show_reports(
                 continue;
             }
             let line = match &report {
-                NodeReport::PeerConnected { peer, addr, dialed, serving, .. } => Some(format!(
+                NodeReport::PeerConnected {
+                    peer,
+                    addr,
+                    dialed,
+                    serving,
+                    ..
+                } => Some(format!(
                     "peer {} at {addr} connected ({}{})",
                     peer.short(),
                     if *dialed { "dialed" } else { "incoming" },
                     if *serving { ", serving" } else { "" }
                 )),
-                NodeReport::PeerDisconnected { peer, addr, reason, uploaded_bytes, .. } => Some(format!(
+                NodeReport::PeerDisconnected {
+                    peer,
+                    addr,
+                    reason,
+                    uploaded_bytes,
+                    ..
+                } => Some(format!(
                     "peer {} at {addr} left: {reason} (served it {})",
                     peer.short(),
                     human_bytes(*uploaded_bytes)
                 )),
                 NodeReport::Refused { addr, reason } => Some(format!("{addr}: {reason}")),
-                NodeReport::Banned { peer, addr, chunk, error } => Some(format!(
+                NodeReport::Banned {
+                    peer,
+                    addr,
+                    chunk,
+                    error,
+                } => Some(format!(
                     "peer {} at {addr} banned: chunk {chunk} failed its proof ({error})",
                     peer.short()
                 )),
-                NodeReport::Progress { verified_bytes, peers, rate, .. } => {
+                NodeReport::Progress {
+                    verified_bytes,
+                    peers,
+                    rate,
+                    ..
+                } => {
                     if let Some(bar) = &bar {
                         bar.set_position(*verified_bytes);
                         bar.set_message(format!("{peers} peers, {}/s", human_bytes(*rate as u64)));

@@ -51,7 +51,11 @@ pub struct SeedArgs {
 pub fn run(args: SeedArgs, out: Output) -> Result<(), Failure> {
     let loaded = load_manifest(&args.manifest)?;
     let manifest = &loaded.manifest;
-    consent::ask(&format!("serve {} to other peers", manifest.model_id), args.yes, out.json)?;
+    consent::ask(
+        &format!("serve {} to other peers", manifest.model_id),
+        args.yes,
+        out.json,
+    )?;
     let bar = out.byte_progress(manifest.artifact_bytes, "verifying");
     let verified = verify_local_file(manifest, &args.file, &|n| bar.set_position(n));
     bar.finish_and_clear();

@@ -56,11 +56,16 @@ pub(crate) async fn next_message(
     decoder: &mut FrameDecoder,
 ) -> Result<Option<Message>, LinkError> {
     loop {
-        if let Some(message) = decoder.next_message().map_err(|e| LinkError::Peer(e.into()))? {
+        if let Some(message) = decoder
+            .next_message()
+            .map_err(|e| LinkError::Peer(e.into()))?
+        {
             return Ok(Some(message));
         }
         match recv.read_chunk(64 * 1024, true).await {
-            Ok(Some(chunk)) => decoder.feed(&chunk.bytes).map_err(|e| LinkError::Peer(e.into()))?,
+            Ok(Some(chunk)) => decoder
+                .feed(&chunk.bytes)
+                .map_err(|e| LinkError::Peer(e.into()))?,
             Ok(None) => {
                 decoder.finish().map_err(|e| LinkError::Peer(e.into()))?;
                 return Ok(None);
@@ -78,7 +83,9 @@ pub(crate) async fn send_message(
 ) -> Result<(), LinkError> {
     let mut frame = BytesMut::with_capacity(message.frame_len() + 4);
     {
-        let mut control = control.lock().map_err(|_| LinkError::Local("control state poisoned".into()))?;
+        let mut control = control
+            .lock()
+            .map_err(|_| LinkError::Local("control state poisoned".into()))?;
         control
             .check_send(message)
             .map_err(|e| LinkError::Local(e.to_string()))?;
@@ -92,7 +99,9 @@ pub(crate) async fn send_message(
 }
 
 fn receive(control: &Mutex<ControlStream>, message: &Message) -> Result<ControlEvent, LinkError> {
-    let mut control = control.lock().map_err(|_| LinkError::Local("control state poisoned".into()))?;
+    let mut control = control
+        .lock()
+        .map_err(|_| LinkError::Local("control state poisoned".into()))?;
     control
         .on_receive(message)
         .map_err(|violation| LinkError::Peer(PeerError::Violation(violation)))
@@ -105,7 +114,9 @@ async fn expect_message(
 ) -> Result<ControlEvent, LinkError> {
     match next_message(recv, decoder).await? {
         Some(message) => receive(control, &message),
-        None => Err(LinkError::Connection("control stream closed during the handshake".into())),
+        None => Err(LinkError::Connection(
+            "control stream closed during the handshake".into(),
+        )),
     }
 }
 
@@ -131,9 +142,12 @@ pub async fn dial(
     our_bitfield: HaveBitfield,
     timeout: Duration,
 ) -> Result<Session, LinkError> {
-    tokio::time::timeout(timeout, dial_inner(connection, peer_id, local, our_bitfield))
-        .await
-        .map_err(|_| LinkError::Timeout("handshake"))?
+    tokio::time::timeout(
+        timeout,
+        dial_inner(connection, peer_id, local, our_bitfield),
+    )
+    .await
+    .map_err(|_| LinkError::Timeout("handshake"))?
 }
 
 async fn dial_inner(
@@ -146,7 +160,10 @@ async fn dial_inner(
         .open_bi()
         .await
         .map_err(|e| LinkError::Connection(e.to_string()))?;
-    let control = Arc::new(Mutex::new(ControlStream::new(Role::Dialer, local.swarm.clone())));
+    let control = Arc::new(Mutex::new(ControlStream::new(
+        Role::Dialer,
+        local.swarm.clone(),
+    )));
     let mut decoder = FrameDecoder::new();
     let hello = local
         .swarm
@@ -159,12 +176,18 @@ async fn dial_inner(
             ControlEvent::HelloRejected { reason, detail } => {
                 return Err(LinkError::Rejected { reason, detail });
             }
-            other => return Err(LinkError::Local(format!("unexpected {other:?} in handshake"))),
+            other => {
+                return Err(LinkError::Local(format!(
+                    "unexpected {other:?} in handshake"
+                )));
+            }
         };
         send_message(&mut send, &control, &Message::HaveBitfield(our_bitfield)).await?;
         match expect_message(&mut recv, &mut decoder, &control).await? {
             ControlEvent::Bitfield(bitfield) => Ok((peer_hello, bitfield)),
-            other => Err(LinkError::Local(format!("unexpected {other:?} in handshake"))),
+            other => Err(LinkError::Local(format!(
+                "unexpected {other:?} in handshake"
+            ))),
         }
     }
     .await;
@@ -211,12 +234,19 @@ async fn listen_inner(
         .accept_bi()
         .await
         .map_err(|e| LinkError::Connection(e.to_string()))?;
-    let control = Arc::new(Mutex::new(ControlStream::new(Role::Listener, local.swarm.clone())));
+    let control = Arc::new(Mutex::new(ControlStream::new(
+        Role::Listener,
+        local.swarm.clone(),
+    )));
     let mut decoder = FrameDecoder::new();
     let result = async {
         let peer_hello = match expect_message(&mut recv, &mut decoder, &control).await? {
             ControlEvent::PeerHello(hello) => hello,
-            other => return Err(LinkError::Local(format!("unexpected {other:?} in handshake"))),
+            other => {
+                return Err(LinkError::Local(format!(
+                    "unexpected {other:?} in handshake"
+                )));
+            }
         };
         let our_bitfield = match admit(&peer_hello) {
             Ok(bitfield) => bitfield,
@@ -238,7 +268,9 @@ async fn listen_inner(
         send_message(&mut send, &control, &Message::HaveBitfield(our_bitfield)).await?;
         match expect_message(&mut recv, &mut decoder, &control).await? {
             ControlEvent::Bitfield(bitfield) => Ok((peer_hello, bitfield)),
-            other => Err(LinkError::Local(format!("unexpected {other:?} in handshake"))),
+            other => Err(LinkError::Local(format!(
+                "unexpected {other:?} in handshake"
+            ))),
         }
     }
     .await;

@@ -164,7 +164,12 @@ pub fn spawn(
     } = session;
     let (outbox, inbox) = mpsc::channel(OUTBOX_CAPACITY);
     let requests = Arc::new(Mutex::new(RequestBook::default()));
-    tokio::spawn(write_control(send, Arc::clone(&control), inbox, connection.clone()));
+    tokio::spawn(write_control(
+        send,
+        Arc::clone(&control),
+        inbox,
+        connection.clone(),
+    ));
     tokio::spawn(read_control(recv, decoder, control, key, events.clone()));
     tokio::spawn(accept_pieces(
         connection.clone(),
@@ -193,7 +198,10 @@ async fn write_control(
             Err(_quiet) => Message::KeepAlive,
         };
         let goodbye = matches!(message, Message::Goodbye { .. });
-        if handshake::send_message(&mut send, &control, &message).await.is_err() {
+        if handshake::send_message(&mut send, &control, &message)
+            .await
+            .is_err()
+        {
             break;
         }
         if goodbye {

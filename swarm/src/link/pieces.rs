@@ -12,7 +12,9 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 use minimodel_verifier::Sha256Digest;
 use minimodel_verifier::chunk::ChunkData;
-use minimodel_wire::{ChunkIndex, FRAME_PREFIX_LEN, MAX_PIECE_HEADER_FRAME, PieceHeader, SwarmParams};
+use minimodel_wire::{
+    ChunkIndex, FRAME_PREFIX_LEN, MAX_PIECE_HEADER_FRAME, PieceHeader, SwarmParams,
+};
 
 use crate::upload::TokenBucket;
 
@@ -42,7 +44,10 @@ pub enum PieceStreamError {
 impl PieceStreamError {
     /// Whether the peer is to blame.
     pub fn is_peer_misbehaviour(&self) -> bool {
-        matches!(self, PieceStreamError::Violation(_) | PieceStreamError::Unrequested(_))
+        matches!(
+            self,
+            PieceStreamError::Violation(_) | PieceStreamError::Unrequested(_)
+        )
     }
 }
 
@@ -124,7 +129,10 @@ pub async fn receive_body(
     })
 }
 
-async fn read_exact(stream: &mut quinn::RecvStream, buf: &mut [u8]) -> Result<(), PieceStreamError> {
+async fn read_exact(
+    stream: &mut quinn::RecvStream,
+    buf: &mut [u8],
+) -> Result<(), PieceStreamError> {
     stream.read_exact(buf).await.map_err(|error| match error {
         quinn::ReadExactError::FinishedEarly(_) => {
             PieceStreamError::Violation("piece stream ended inside its header".to_owned())
@@ -142,21 +150,31 @@ pub async fn send_piece(
     bytes: Bytes,
     limit: Option<&tokio::sync::Mutex<TokenBucket>>,
 ) -> Result<(), PieceStreamError> {
-    let interrupted = |error: &dyn std::fmt::Display| PieceStreamError::Interrupted(error.to_string());
+    let interrupted =
+        |error: &dyn std::fmt::Display| PieceStreamError::Interrupted(error.to_string());
     let mut frame = BytesMut::with_capacity(FRAME_PREFIX_LEN + header.frame_len());
     header
         .encode_checked(params, &mut frame)
         .map_err(|error| PieceStreamError::Violation(format!("refusing to send: {error}")))?;
     let mut stream = connection.open_uni().await.map_err(|e| interrupted(&e))?;
-    stream.write_chunk(frame.freeze()).await.map_err(|e| interrupted(&e))?;
+    stream
+        .write_chunk(frame.freeze())
+        .await
+        .map_err(|e| interrupted(&e))?;
     let Some(limit) = limit else {
-        stream.write_chunk(bytes).await.map_err(|e| interrupted(&e))?;
+        stream
+            .write_chunk(bytes)
+            .await
+            .map_err(|e| interrupted(&e))?;
         return stream.finish().map_err(|e| interrupted(&e));
     };
     let mut offset = 0;
     while offset < bytes.len() {
         let end = (offset + SEND_SLICE).min(bytes.len());
-        let wait = limit.lock().await.reserve((end - offset) as u64, Instant::now());
+        let wait = limit
+            .lock()
+            .await
+            .reserve((end - offset) as u64, Instant::now());
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;
         }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use minimodel_wire::{GoodbyeReason, HaveBitfield, Hello, HelloRejectReason, PeerAddr, PeerId};
 
-use super::{Internal, Node, Peer, NodeReport};
+use super::{Internal, Node, NodeReport, Peer};
 use crate::link::{self, Session};
 use crate::picker::PeerKey;
 use crate::transport;
@@ -26,10 +26,16 @@ pub(crate) struct Admission {
 impl Admission {
     fn admit(&self, peer: PeerId) -> Result<HaveBitfield, (HelloRejectReason, String)> {
         if !self.serving {
-            return Err((HelloRejectReason::NotServing, "this peer does not serve".into()));
+            return Err((
+                HelloRejectReason::NotServing,
+                "this peer does not serve".into(),
+            ));
         }
         if self.banned.contains(&peer) {
-            return Err((HelloRejectReason::Banned, "banned for sending bad data".into()));
+            return Err((
+                HelloRejectReason::Banned,
+                "banned for sending bad data".into(),
+            ));
         }
         if self.connected.contains(&peer) {
             return Err((HelloRejectReason::TooManyPeers, "already connected".into()));
@@ -145,7 +151,8 @@ impl Node {
                         }
                         decision
                     };
-                    match link::handshake::listen(connection, peer_id, &local, admit, timeout).await {
+                    match link::handshake::listen(connection, peer_id, &local, admit, timeout).await
+                    {
                         Ok(session) => {
                             let Some(sent_have) = sent_have else { return };
                             let _ = internal.send(Internal::LinkUp(Box::new(LinkUp {
@@ -217,7 +224,10 @@ impl Node {
         self.uploads.queue.set_peer_bitfield(key, bitfield.clone());
         if let Some(download) = &mut self.download {
             if hello.serving {
-                match download.core.add_peer(key, id, bitfield, std::time::Instant::now()) {
+                match download
+                    .core
+                    .add_peer(key, id, bitfield, std::time::Instant::now())
+                {
                     Ok(()) => peer.downloading_from = true,
                     Err(error) => {
                         peer.link.close(GoodbyeReason::BadData);

@@ -161,7 +161,9 @@ impl Node {
                 }
             }
             ControlEvent::Peers(entries) => self.on_peer_exchange(key, entries),
-            ControlEvent::Goodbye(reason) => self.remove_peer(key, format!("said goodbye ({reason:?})")),
+            ControlEvent::Goodbye(reason) => {
+                self.remove_peer(key, format!("said goodbye ({reason:?})"))
+            }
             ControlEvent::KeepAlive
             | ControlEvent::PeerHello(_)
             | ControlEvent::HelloRejected { .. }
@@ -202,7 +204,12 @@ impl Node {
                     }
                 }
             }
-            Internal::UploadDone { key, chunk, bytes, ok } => {
+            Internal::UploadDone {
+                key,
+                chunk,
+                bytes,
+                ok,
+            } => {
                 self.uploads.finished(key, chunk);
                 if let (true, Some(peer)) = (ok, self.peers.get_mut(&key)) {
                     peer.uploaded_chunks += 1;
@@ -239,7 +246,8 @@ impl Node {
                 let report = download.progress(&self.geometry, now);
                 self.report(report);
             }
-        } else if now.saturating_duration_since(self.uploads.last_report) >= Duration::from_secs(1) {
+        } else if now.saturating_duration_since(self.uploads.last_report) >= Duration::from_secs(1)
+        {
             self.uploads.last_report = now;
             self.report(NodeReport::Serving {
                 peers: self.peers.len(),

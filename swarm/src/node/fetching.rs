@@ -17,7 +17,9 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use minimodel_verifier::Sha256Digest;
-use minimodel_verifier::chunk::{ChunkData, ChunkGeometry, ChunkIndex as VerifierIndex, VerifiedChunk};
+use minimodel_verifier::chunk::{
+    ChunkData, ChunkGeometry, ChunkIndex as VerifierIndex, VerifiedChunk,
+};
 use minimodel_wire::{ChunkIndex, GoodbyeReason, HaveBitfield, Message};
 use tokio::sync::Semaphore;
 
@@ -137,7 +139,11 @@ pub(crate) struct DownloadState {
 }
 
 impl DownloadState {
-    pub(crate) fn new(core: DownloadCore, geometry: &ChunkGeometry, partial: Arc<PartialDownload>) -> Self {
+    pub(crate) fn new(
+        core: DownloadCore,
+        geometry: &ChunkGeometry,
+        partial: Arc<PartialDownload>,
+    ) -> Self {
         let resumed = partial.verified();
         let verified_bytes = resumed
             .iter_ones()
@@ -146,7 +152,11 @@ impl DownloadState {
             .sum();
         Self {
             core,
-            trailing: Some(TrailingThread::start(*geometry, partial.storage(), &resumed)),
+            trailing: Some(TrailingThread::start(
+                *geometry,
+                partial.storage(),
+                &resumed,
+            )),
             partial,
             geometry: *geometry,
             jobs: Arc::new(Semaphore::new(VERIFY_JOBS)),
@@ -184,7 +194,11 @@ impl DownloadState {
             }
         }
         let stored = self.partial.verified();
-        self.trailing = Some(TrailingThread::start(self.geometry, self.partial.storage(), &stored));
+        self.trailing = Some(TrailingThread::start(
+            self.geometry,
+            self.partial.storage(),
+            &stored,
+        ));
     }
 
     /// Waits for every verification job to end (none is started after
@@ -226,7 +240,11 @@ impl Node {
             return;
         };
         let chunk = piece.chunk.0;
-        if !download.core.peer(key).is_some_and(|s| s.is_requested(chunk)) {
+        if !download
+            .core
+            .peer(key)
+            .is_some_and(|s| s.is_requested(chunk))
+        {
             // Cancelled or timed out while it was on its way.
             return;
         }
@@ -274,7 +292,9 @@ impl Node {
             return;
         };
         let first = !download.core.is_verified(index);
-        download.core.on_chunk_verified(key, index, len, Instant::now());
+        download
+            .core
+            .on_chunk_verified(key, index, len, Instant::now());
         if !first {
             return;
         }
@@ -335,7 +355,12 @@ impl Node {
         });
     }
 
-    pub(crate) fn on_store_failed(&mut self, key: PeerKey, chunk: u32, error: crate::resume::ResumeError) {
+    pub(crate) fn on_store_failed(
+        &mut self,
+        key: PeerKey,
+        chunk: u32,
+        error: crate::resume::ResumeError,
+    ) {
         if let Some(download) = &mut self.download {
             download.core.on_chunk_lost(key, chunk, Instant::now());
             if download.fatal.is_none() {
@@ -379,9 +404,14 @@ impl Node {
                         continue;
                     };
                     let (goodbye, text) = match reason {
-                        DisconnectReason::BadData => (GoodbyeReason::BadData, "sent a chunk that failed its proof; banned"),
+                        DisconnectReason::BadData => (
+                            GoodbyeReason::BadData,
+                            "sent a chunk that failed its proof; banned",
+                        ),
                         DisconnectReason::Stalled => (GoodbyeReason::Idle, "stalled"),
-                        DisconnectReason::TooManyTimeouts => (GoodbyeReason::Idle, "too many requests timed out"),
+                        DisconnectReason::TooManyTimeouts => {
+                            (GoodbyeReason::Idle, "too many requests timed out")
+                        }
                         DisconnectReason::Done => (GoodbyeReason::Done, "download complete"),
                     };
                     if reason == DisconnectReason::Done {

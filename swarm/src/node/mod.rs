@@ -21,9 +21,9 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use minimodel_verifier::Sha256Digest;
 use minimodel_verifier::chunk::{ChunkGeometry, ChunkIndex as VerifierIndex, ChunkVerifier};
 use minimodel_verifier::merkle::MerkleTree;
-use minimodel_verifier::Sha256Digest;
 use minimodel_wire::{HaveBitfield, PeerAddr, PeerId, SwarmIdentity, SwarmParams};
 use tokio::sync::mpsc;
 
@@ -124,13 +124,26 @@ pub(crate) enum Internal {
     /// A chunk passed its proof and is stored.
     Stored(Box<fetching::StoredChunk>),
     /// A chunk failed its proof.
-    BadChunk { key: PeerKey, chunk: u32, error: String },
+    BadChunk {
+        key: PeerKey,
+        chunk: u32,
+        error: String,
+    },
     /// Storing a verified chunk failed: the download stops.
-    StoreFailed { key: PeerKey, chunk: u32, error: crate::resume::ResumeError },
+    StoreFailed {
+        key: PeerKey,
+        chunk: u32,
+        error: crate::resume::ResumeError,
+    },
     /// A checkpoint of the partial download finished.
     Checkpointed(Result<(), String>),
     /// An upload ended.
-    UploadDone { key: PeerKey, chunk: u32, bytes: u64, ok: bool },
+    UploadDone {
+        key: PeerKey,
+        chunk: u32,
+        bytes: u64,
+        ok: bool,
+    },
 }
 
 /// The whole state of a node.
@@ -201,12 +214,13 @@ pub enum NodeError {
 
 impl Node {
     pub(crate) fn new(parts: NodeParts) -> Result<Self, NodeError> {
-        let bind = parts.config.listen.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
-        let endpoint = crate::transport::bind_endpoint(bind, &parts.identity, &parts.config.tuning)?;
-        let listen = parts
+        let bind = parts
             .config
             .listen
-            .and_then(|_| endpoint.local_addr().ok());
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+        let endpoint =
+            crate::transport::bind_endpoint(bind, &parts.identity, &parts.config.tuning)?;
+        let listen = parts.config.listen.and_then(|_| endpoint.local_addr().ok());
         let params = *parts.swarm.params();
         let (link_sender, link_events) = mpsc::channel(1024);
         let (internal_sender, internal) = mpsc::unbounded_channel();
@@ -216,10 +230,13 @@ impl Node {
             listen,
             agent: parts.config.agent.clone(),
         };
-        let limit = parts
-            .config
-            .max_upload
-            .map(|rate| Arc::new(tokio::sync::Mutex::new(TokenBucket::new(rate, rate.min(1 << 20).max(64 << 10), Instant::now()))));
+        let limit = parts.config.max_upload.map(|rate| {
+            Arc::new(tokio::sync::Mutex::new(TokenBucket::new(
+                rate,
+                rate.min(1 << 20).max(64 << 10),
+                Instant::now(),
+            )))
+        });
         let uploads = Uploads::new(
             UploadQueue::new(parts.local_have.clone(), parts.config.upload.clone()),
             limit,
@@ -275,9 +292,8 @@ impl Node {
 
     fn report(&mut self, report: NodeReport) {
         let line = match &report {
-            NodeReport::PeerDisconnected { addr, reason, .. } | NodeReport::Refused { addr, reason } => {
-                Some(format!("{addr}: {reason}"))
-            }
+            NodeReport::PeerDisconnected { addr, reason, .. }
+            | NodeReport::Refused { addr, reason } => Some(format!("{addr}: {reason}")),
             NodeReport::Banned { addr, error, .. } => Some(format!("{addr}: banned: {error}")),
             _ => None,
         };
@@ -348,7 +364,11 @@ impl Node {
             peer.link.close(reason);
         }
         let _ = tokio::time::timeout(Duration::from_millis(500), async {
-            while self.peers.values().any(|p| p.link.connection.close_reason().is_none()) {
+            while self
+                .peers
+                .values()
+                .any(|p| p.link.connection.close_reason().is_none())
+            {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         })

@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use minimodel_verifier::chunk::ChunkIndex as VerifierIndex;
-use minimodel_wire::{ChunkIndex, PeerAddr, PeerEntry, PieceHeader, MAX_PEERS_PER_MESSAGE, Message};
+use minimodel_wire::{
+    ChunkIndex, MAX_PEERS_PER_MESSAGE, Message, PeerAddr, PeerEntry, PieceHeader,
+};
 use tokio::task::AbortHandle;
 
 use super::{Internal, Node};
@@ -37,7 +39,10 @@ pub(crate) struct Uploads {
 }
 
 impl Uploads {
-    pub(crate) fn new(queue: UploadQueue, limit: Option<Arc<tokio::sync::Mutex<TokenBucket>>>) -> Self {
+    pub(crate) fn new(
+        queue: UploadQueue,
+        limit: Option<Arc<tokio::sync::Mutex<TokenBucket>>>,
+    ) -> Self {
         Self {
             queue,
             limit,
@@ -93,7 +98,9 @@ impl Node {
                 .peers
                 .keys()
                 .copied()
-                .filter(|key| self.uploads.queue.queued(*key) > 0 && self.uploads.active_for(*key) < per_peer)
+                .filter(|key| {
+                    self.uploads.queue.queued(*key) > 0 && self.uploads.active_for(*key) < per_peer
+                })
                 .collect();
             let Some(key) = eligible
                 .iter()
@@ -139,7 +146,8 @@ impl Node {
                 Ok(Ok(bytes)) => {
                     let bytes = Bytes::from(bytes);
                     let len = bytes.len() as u64;
-                    let sent = send_piece(&connection, &header, &params, bytes, limit.as_deref()).await;
+                    let sent =
+                        send_piece(&connection, &header, &params, bytes, limit.as_deref()).await;
                     let _ = internal.send(Internal::UploadDone {
                         key,
                         chunk,
@@ -150,9 +158,16 @@ impl Node {
                 }
                 _ => false,
             };
-            let _ = internal.send(Internal::UploadDone { key, chunk, bytes: 0, ok });
+            let _ = internal.send(Internal::UploadDone {
+                key,
+                chunk,
+                bytes: 0,
+                ok,
+            });
         });
-        self.uploads.active.insert((key, chunk), task.abort_handle());
+        self.uploads
+            .active
+            .insert((key, chunk), task.abort_handle());
     }
 
     /// Peer exchange, received: dial serving peers we do not know yet while

@@ -74,8 +74,12 @@ fn bind_udp_socket(
             source,
         }
     };
-    let socket = Socket::new(Domain::for_address(listen), Type::DGRAM, Some(Protocol::UDP))
-        .map_err(fail("create"))?;
+    let socket = Socket::new(
+        Domain::for_address(listen),
+        Type::DGRAM,
+        Some(Protocol::UDP),
+    )
+    .map_err(fail("create"))?;
     if let Some(bytes) = tuning.udp_receive_buffer {
         socket
             .set_recv_buffer_size(bytes)
@@ -225,9 +229,10 @@ pub async fn accept(
     let addr = incoming.remote_address();
     let config = server_config(identity, tuning, addr.ip().is_loopback())?;
     let started = Instant::now();
+    // quinn reads the ClientHello here, so a refused ALPN already fails.
     let connecting = incoming
         .accept_with(Arc::new(config))
-        .map_err(|source| AcceptError::Aborted { addr, source })?;
+        .map_err(|error| classify_accept_error(addr, error, started))?;
     let connection = match tokio::time::timeout(tuning.handshake_timeout, connecting).await {
         Err(_elapsed) => {
             return Err(AcceptError::Timeout {
@@ -251,7 +256,11 @@ pub async fn accept(
     }
 }
 
-fn classify_accept_error(addr: SocketAddr, error: ConnectionError, started: Instant) -> AcceptError {
+fn classify_accept_error(
+    addr: SocketAddr,
+    error: ConnectionError,
+    started: Instant,
+) -> AcceptError {
     if is_no_common_protocol(&error) {
         return AcceptError::NoCommonProtocol { addr };
     }

@@ -94,8 +94,10 @@ async fn minimodel_alpn_among_others_is_accepted() {
 
 #[tokio::test]
 async fn nobody_listening_times_out() {
-    let mut tuning = TransportTuning::default();
-    tuning.handshake_timeout = Duration::from_millis(300);
+    let tuning = TransportTuning {
+        handshake_timeout: Duration::from_millis(300),
+        ..TransportTuning::default()
+    };
     let identity = Identity::generate().unwrap();
     let client = bind_endpoint(loopback(), &identity, &tuning).unwrap();
     // A bound UDP socket that never answers.
@@ -118,8 +120,10 @@ async fn nobody_listening_times_out() {
 
 #[tokio::test]
 async fn invalid_tuning_is_a_local_error() {
-    let mut tuning = TransportTuning::default();
-    tuning.send_window = 0;
+    let tuning = TransportTuning {
+        send_window: 0,
+        ..TransportTuning::default()
+    };
     let identity = Identity::generate().unwrap();
     assert!(matches!(
         bind_endpoint(loopback(), &identity, &tuning),

@@ -169,8 +169,8 @@ impl Identity {
 }
 
 fn generate_pkcs8() -> Result<Vec<u8>, IdentityError> {
-    let document = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new())
-        .map_err(|_| IdentityError::Random)?;
+    let document =
+        Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).map_err(|_| IdentityError::Random)?;
     Ok(document.as_ref().to_vec())
 }
 
@@ -246,7 +246,11 @@ enum WriteOutcome {
 /// Writes `pkcs8` to `path` atomically: temp file (mode 0600, created
 /// exclusively), fsync, hard link to the final name (fails if it exists),
 /// unlink the temp name, fsync the directory.
-fn write_new_key_file(dir: &Path, path: &Path, pkcs8: &[u8]) -> Result<WriteOutcome, IdentityError> {
+fn write_new_key_file(
+    dir: &Path,
+    path: &Path,
+    pkcs8: &[u8],
+) -> Result<WriteOutcome, IdentityError> {
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
@@ -304,7 +308,10 @@ mod tests {
         let identity = Identity::generate().unwrap();
         let key = identity.certified_key();
         // rustls's own view of the public key must equal our SPKI.
-        let spki = key.key.public_key().expect("ed25519 signer exposes its key");
+        let spki = key
+            .key
+            .public_key()
+            .expect("ed25519 signer exposes its key");
         assert_eq!(spki.as_ref(), &ed25519_spki(&identity.peer_id())[..]);
         assert_eq!(key.cert.len(), 1);
         assert_eq!(key.cert[0].as_ref(), spki.as_ref());

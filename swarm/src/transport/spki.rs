@@ -77,10 +77,7 @@ mod tests {
     #[test]
     fn refuses_short_and_long_input() {
         let spki = ed25519_spki(&sample());
-        assert_eq!(
-            parse_ed25519_spki(&spki[..43]),
-            Err(SpkiError::Length(43))
-        );
+        assert_eq!(parse_ed25519_spki(&spki[..43]), Err(SpkiError::Length(43)));
         let mut long = spki.to_vec();
         long.push(0);
         assert_eq!(parse_ed25519_spki(&long), Err(SpkiError::Length(45)));
@@ -93,7 +90,11 @@ mod tests {
         for i in 0..ED25519_SPKI_PREFIX.len() {
             let mut bad = spki;
             bad[i] ^= 0x01;
-            assert_eq!(parse_ed25519_spki(&bad), Err(SpkiError::NotEd25519), "byte {i}");
+            assert_eq!(
+                parse_ed25519_spki(&bad),
+                Err(SpkiError::NotEd25519),
+                "byte {i}"
+            );
         }
     }
 

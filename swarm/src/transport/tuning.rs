@@ -76,18 +76,22 @@ pub struct TransportTuning {
     /// Bidirectional streams the peer may have open at once. Default 16:
     /// the piece protocol uses one control stream; a few spare.
     pub max_concurrent_bidi_streams: u32,
-    /// First UDP payload size on a non-loopback path. Default 1200, the QUIC
-    /// minimum every path carries; MTU discovery then climbs.
+    /// First UDP payload size on every path. Default 1200, the QUIC minimum
+    /// every path carries; MTU discovery then climbs within a few round
+    /// trips. Keep it low: before a path is validated the listener may send
+    /// only 3x what it received (a 1200-byte client Initial), and quinn
+    /// will not send a datagram smaller than the current MTU, so an initial
+    /// MTU above 3600 stalls the handshake for several timeouts.
     pub initial_mtu: u16,
     /// Highest payload MTU discovery probes on a non-loopback path. Default
     /// 1452: Ethernet's 1500 minus IPv6 and UDP headers (quinn's value).
     pub mtu_discovery_upper_bound: u16,
-    /// First UDP payload size when the peer is on a loopback address (whose
-    /// MTU is 64 KiB). See `docs/transport.md` for the measurement.
-    pub loopback_initial_mtu: u16,
-    /// Highest payload MTU discovery probes on loopback. Also the endpoint's
-    /// `max_udp_payload_size` when it listens on loopback, which sizes
-    /// quinn's receive buffer (payload x 64 GRO segments x 32 datagrams).
+    /// Highest payload MTU discovery probes when the peer is on a loopback
+    /// address (whose link MTU is 64 KiB). Default 6500: quinn sends up to
+    /// 10 datagrams in one GSO system call and the kernel refuses a call
+    /// over 64 KiB, so 6550 is the most that batches; larger values break
+    /// sending. Also the endpoint's `max_udp_payload_size` when it may have
+    /// loopback peers. See `docs/transport.md` for the measurement.
     pub loopback_mtu_discovery_upper_bound: u16,
     /// ACK frequency we ask the peer for; `None` keeps RFC 9000 behaviour
     /// (an ACK for every second packet).
@@ -126,8 +130,7 @@ impl Default for TransportTuning {
             max_concurrent_bidi_streams: 16,
             initial_mtu: QUIC_MIN_MTU,
             mtu_discovery_upper_bound: 1452,
-            loopback_initial_mtu: 16 * 1024,
-            loopback_mtu_discovery_upper_bound: 16 * 1024,
+            loopback_mtu_discovery_upper_bound: 6500,
             ack_frequency: Some(AckFrequency {
                 ack_eliciting_threshold: 16,
                 max_ack_delay: Duration::from_millis(10),
@@ -155,8 +158,8 @@ pub enum TuningError {
         /// Its value.
         value: u64,
     },
-    /// An MTU is outside 1200..=65527 or an upper bound is below its
-    /// initial value.
+    /// An MTU is outside 1200..=65527 or an upper bound is below the
+    /// initial MTU.
     #[error(
         "{field} is {value}; MTUs lie between {QUIC_MIN_MTU} and {MAX_UDP_PAYLOAD} \
          and the discovery upper bound is at least the initial MTU"
@@ -201,7 +204,6 @@ impl TransportTuning {
             max_concurrent_bidi_streams: 100,
             initial_mtu: QUIC_MIN_MTU,
             mtu_discovery_upper_bound: 1452,
-            loopback_initial_mtu: QUIC_MIN_MTU,
             loopback_mtu_discovery_upper_bound: 1452,
             ack_frequency: None,
             udp_receive_buffer: None,
@@ -225,27 +227,20 @@ impl TransportTuning {
                 return Err(TuningError::Window { field, value });
             }
         }
-        let mtu_pairs = [
+        if !(QUIC_MIN_MTU..=MAX_UDP_PAYLOAD).contains(&self.initial_mtu) {
+            return Err(TuningError::Mtu {
+                field: "initial_mtu",
+                value: self.initial_mtu,
+            });
+        }
+        for (upper_field, upper) in [
+            ("mtu_discovery_upper_bound", self.mtu_discovery_upper_bound),
             (
-                ("initial_mtu", self.initial_mtu),
-                ("mtu_discovery_upper_bound", self.mtu_discovery_upper_bound),
+                "loopback_mtu_discovery_upper_bound",
+                self.loopback_mtu_discovery_upper_bound,
             ),
-            (
-                ("loopback_initial_mtu", self.loopback_initial_mtu),
-                (
-                    "loopback_mtu_discovery_upper_bound",
-                    self.loopback_mtu_discovery_upper_bound,
-                ),
-            ),
-        ];
-        for ((initial_field, initial), (upper_field, upper)) in mtu_pairs {
-            if !(QUIC_MIN_MTU..=MAX_UDP_PAYLOAD).contains(&initial) {
-                return Err(TuningError::Mtu {
-                    field: initial_field,
-                    value: initial,
-                });
-            }
-            if upper < initial || upper > MAX_UDP_PAYLOAD {
+        ] {
+            if upper < self.initial_mtu || upper > MAX_UDP_PAYLOAD {
                 return Err(TuningError::Mtu {
                     field: upper_field,
                     value: upper,
@@ -310,18 +305,15 @@ impl TransportTuning {
             .max_concurrent_bidi_streams(VarInt::from_u32(self.max_concurrent_bidi_streams))
             .keep_alive_interval(self.keep_alive_interval)
             .max_idle_timeout(IdleTimeout::try_from(self.idle_timeout).ok());
-        let (initial_mtu, upper_bound) = if loopback {
-            (
-                self.loopback_initial_mtu,
-                self.loopback_mtu_discovery_upper_bound,
-            )
+        let upper_bound = if loopback {
+            self.loopback_mtu_discovery_upper_bound
         } else {
-            (self.initial_mtu, self.mtu_discovery_upper_bound)
+            self.mtu_discovery_upper_bound
         };
         let mut discovery = MtuDiscoveryConfig::default();
         discovery.upper_bound(upper_bound);
         config
-            .initial_mtu(initial_mtu)
+            .initial_mtu(self.initial_mtu)
             .mtu_discovery_config(Some(discovery));
         config.enable_segmentation_offload(self.segmentation_offload);
         config.ack_frequency_config(self.ack_frequency.map(|ack| {
@@ -362,6 +354,26 @@ impl TransportTuning {
 mod tests {
     use super::*;
 
+    /// The default tuning with one change.
+    fn with(change: impl FnOnce(&mut TransportTuning)) -> TransportTuning {
+        let mut tuning = TransportTuning::default();
+        change(&mut tuning);
+        tuning
+    }
+
+    fn field_of(error: TuningError) -> &'static str {
+        match error {
+            TuningError::Window { field, .. }
+            | TuningError::Mtu { field, .. }
+            | TuningError::Timer { field, .. }
+            | TuningError::SocketBuffer { field } => field,
+        }
+    }
+
+    fn refused_field(change: impl FnOnce(&mut TransportTuning)) -> &'static str {
+        field_of(with(change).validate().expect_err("must be refused"))
+    }
+
     #[test]
     fn defaults_validate() {
         assert_eq!(TransportTuning::default().validate(), Ok(()));
@@ -381,98 +393,77 @@ mod tests {
 
     #[test]
     fn zero_and_huge_windows_are_refused() {
-        let mut tuning = TransportTuning::default();
-        tuning.stream_receive_window = 0;
-        assert!(matches!(
-            tuning.validate(),
-            Err(TuningError::Window {
-                field: "stream_receive_window",
-                ..
-            })
-        ));
-        let mut tuning = TransportTuning::default();
-        tuning.send_window = 1 << 62;
-        assert!(matches!(
-            tuning.validate(),
-            Err(TuningError::Window {
-                field: "send_window",
-                ..
-            })
-        ));
+        assert_eq!(
+            refused_field(|t| t.stream_receive_window = 0),
+            "stream_receive_window"
+        );
+        assert_eq!(
+            refused_field(|t| t.connection_receive_window = 0),
+            "connection_receive_window"
+        );
+        assert_eq!(refused_field(|t| t.send_window = 1 << 62), "send_window");
     }
 
     #[test]
     fn bad_mtus_are_refused() {
-        let mut tuning = TransportTuning::default();
-        tuning.initial_mtu = 1199;
-        assert!(matches!(
-            tuning.validate(),
-            Err(TuningError::Mtu {
-                field: "initial_mtu",
-                ..
-            })
-        ));
-        let mut tuning = TransportTuning::default();
-        tuning.loopback_mtu_discovery_upper_bound = tuning.loopback_initial_mtu - 1;
-        assert!(matches!(
-            tuning.validate(),
-            Err(TuningError::Mtu {
-                field: "loopback_mtu_discovery_upper_bound",
-                ..
-            })
-        ));
-        let mut tuning = TransportTuning::default();
-        tuning.mtu_discovery_upper_bound = MAX_UDP_PAYLOAD + 1;
-        assert!(tuning.validate().is_err());
+        assert_eq!(refused_field(|t| t.initial_mtu = 1199), "initial_mtu");
+        assert_eq!(
+            refused_field(|t| t.initial_mtu = MAX_UDP_PAYLOAD + 1),
+            "initial_mtu"
+        );
+        assert_eq!(
+            refused_field(|t| t.loopback_mtu_discovery_upper_bound = t.initial_mtu - 1),
+            "loopback_mtu_discovery_upper_bound"
+        );
+        assert_eq!(
+            refused_field(|t| t.mtu_discovery_upper_bound = MAX_UDP_PAYLOAD + 1),
+            "mtu_discovery_upper_bound"
+        );
     }
 
     #[test]
     fn bad_timers_are_refused() {
-        let mut tuning = TransportTuning::default();
-        tuning.keep_alive_interval = Some(tuning.idle_timeout);
-        assert!(matches!(
-            tuning.validate(),
-            Err(TuningError::Timer {
-                field: "keep_alive_interval",
-                ..
-            })
-        ));
-        let mut tuning = TransportTuning::default();
-        tuning.idle_timeout = Duration::ZERO;
-        assert!(matches!(
-            tuning.validate(),
-            Err(TuningError::Timer {
-                field: "idle_timeout",
-                ..
-            })
-        ));
-        let mut tuning = TransportTuning::default();
-        tuning.handshake_timeout = Duration::ZERO;
-        assert!(matches!(
-            tuning.validate(),
-            Err(TuningError::Timer {
-                field: "handshake_timeout",
-                ..
-            })
-        ));
-        let mut tuning = TransportTuning::default();
-        tuning.ack_frequency = Some(AckFrequency {
-            ack_eliciting_threshold: 1,
-            max_ack_delay: Duration::from_secs(2),
-            reordering_threshold: 2,
-        });
-        assert!(tuning.validate().is_err());
+        assert_eq!(
+            refused_field(|t| t.keep_alive_interval = Some(t.idle_timeout)),
+            "keep_alive_interval"
+        );
+        assert_eq!(
+            refused_field(|t| t.keep_alive_interval = Some(Duration::ZERO)),
+            "keep_alive_interval"
+        );
+        assert_eq!(
+            refused_field(|t| t.idle_timeout = Duration::ZERO),
+            "idle_timeout"
+        );
+        assert_eq!(
+            refused_field(|t| t.idle_timeout = Duration::from_secs(25 * 3600)),
+            "idle_timeout"
+        );
+        assert_eq!(
+            refused_field(|t| t.handshake_timeout = Duration::ZERO),
+            "handshake_timeout"
+        );
+        assert_eq!(
+            refused_field(|t| {
+                t.ack_frequency = Some(AckFrequency {
+                    ack_eliciting_threshold: 1,
+                    max_ack_delay: Duration::from_secs(2),
+                    reordering_threshold: 2,
+                })
+            }),
+            "ack_frequency.max_ack_delay"
+        );
     }
 
     #[test]
     fn zero_socket_buffer_is_refused() {
-        let mut tuning = TransportTuning::default();
-        tuning.udp_send_buffer = Some(0);
         assert_eq!(
-            tuning.validate(),
-            Err(TuningError::SocketBuffer {
-                field: "udp_send_buffer"
-            })
+            refused_field(|t| t.udp_send_buffer = Some(0)),
+            "udp_send_buffer"
+        );
+        assert_eq!(
+            refused_field(|t| t.udp_receive_buffer = Some(0)),
+            "udp_receive_buffer"
         );
     }
 
@@ -484,5 +475,7 @@ mod tests {
             tuning.max_udp_payload(true),
             tuning.loopback_mtu_discovery_upper_bound
         );
+        // Ten datagrams per GSO call must fit the kernel's 64 KiB limit.
+        assert!(u32::from(tuning.loopback_mtu_discovery_upper_bound) * 10 <= 65_507);
     }
 }
