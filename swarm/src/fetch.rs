@@ -124,7 +124,7 @@ pub fn swarm_of(manifest: &Manifest) -> Result<SwarmIdentity, String> {
 
 /// What a finished download attempt found.
 enum Delivery {
-    Delivered(FetchOutcome),
+    Delivered(Box<FetchOutcome>),
     /// These chunks passed their proofs but are bad on disk now.
     Refetch(Vec<u32>),
 }
@@ -214,7 +214,7 @@ impl Fetcher {
                 });
             }
             match self.deliver().await {
-                Ok(Delivery::Delivered(outcome)) => break Ok(outcome),
+                Ok(Delivery::Delivered(outcome)) => break Ok(*outcome),
                 Ok(Delivery::Refetch(bad)) => {
                     if let Some(download) = self.node.download_state_mut() {
                         download.refetch(&bad);
@@ -330,11 +330,11 @@ impl Fetcher {
             };
             let receipt = artifact.receipt(manifest_sha256, ReceiptSource::Peers(summary));
             let finished = partial.finish(&receipt).map_err(resume_to_fetch)?;
-            let delivered = Delivery::Delivered(FetchOutcome {
+            let delivered = Delivery::Delivered(Box::new(FetchOutcome {
                 artifact_path: finished.artifact,
                 receipt_path: finished.receipt,
                 receipt,
-            });
+            }));
             Ok((delivered, Some(Arc::new(artifact.tree().clone()))))
         })
         .await

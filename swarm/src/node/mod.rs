@@ -233,7 +233,7 @@ impl Node {
         let limit = parts.config.max_upload.map(|rate| {
             Arc::new(tokio::sync::Mutex::new(TokenBucket::new(
                 rate,
-                rate.min(1 << 20).max(64 << 10),
+                rate.clamp(64 << 10, 1 << 20),
                 Instant::now(),
             )))
         });
