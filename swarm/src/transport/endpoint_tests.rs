@@ -1,0 +1,146 @@
+//! Handshake refusals that need crate internals: a dialer offering another
+//! ALPN than `minimodel/1` (no public API can build one), and the error
+//! classification.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use minimodel_wire::PeerAddr;
+
+use super::endpoint::dial;
+use super::tls::client_crypto_with_alpn;
+use super::*;
+
+const TEST_DEADLINE: Duration = Duration::from_secs(20);
+
+fn loopback() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+/// Dials a fresh listener with `alpn` and returns both sides' results.
+async fn dial_with_alpn(
+    alpn: Vec<Vec<u8>>,
+) -> (
+    Result<quinn::Connection, ConnectError>,
+    Result<(quinn::Connection, minimodel_wire::PeerId), AcceptError>,
+) {
+    let tuning = TransportTuning::default();
+    let server_identity = Identity::generate().unwrap();
+    let client_identity = Identity::generate().unwrap();
+    let server = bind_endpoint(loopback(), &server_identity, &tuning).unwrap();
+    let client = bind_endpoint(loopback(), &client_identity, &tuning).unwrap();
+    let peer = PeerAddr {
+        id: server_identity.peer_id(),
+        addr: server.local_addr().unwrap(),
+    };
+    let listener = {
+        let tuning = tuning.clone();
+        tokio::spawn(async move {
+            let incoming = server.accept().await.expect("an incoming connection");
+            accept(incoming, &server_identity, &tuning).await
+        })
+    };
+    let (crypto, verifier) = client_crypto_with_alpn(&client_identity, peer.id, alpn).unwrap();
+    let dialed = dial(&client, &peer, &tuning, crypto, &verifier).await;
+    let accepted = listener.await.unwrap();
+    (dialed, accepted)
+}
+
+#[tokio::test]
+async fn another_alpn_is_refused_on_both_sides() {
+    let (dialed, accepted) = tokio::time::timeout(
+        TEST_DEADLINE,
+        dial_with_alpn(vec![b"minimodel/2".to_vec(), b"h3".to_vec()]),
+    )
+    .await
+    .unwrap();
+    assert!(
+        matches!(dialed, Err(ConnectError::NoCommonProtocol { .. })),
+        "{dialed:?}"
+    );
+    assert!(
+        matches!(accepted, Err(AcceptError::NoCommonProtocol { .. })),
+        "{accepted:?}"
+    );
+}
+
+#[tokio::test]
+async fn no_alpn_at_all_is_refused_on_both_sides() {
+    let (dialed, accepted) = tokio::time::timeout(TEST_DEADLINE, dial_with_alpn(Vec::new()))
+        .await
+        .unwrap();
+    assert!(
+        matches!(dialed, Err(ConnectError::NoCommonProtocol { .. })),
+        "{dialed:?}"
+    );
+    assert!(
+        matches!(accepted, Err(AcceptError::NoCommonProtocol { .. })),
+        "{accepted:?}"
+    );
+}
+
+#[tokio::test]
+async fn minimodel_alpn_among_others_is_accepted() {
+    let (dialed, accepted) = tokio::time::timeout(
+        TEST_DEADLINE,
+        dial_with_alpn(vec![b"h3".to_vec(), minimodel_wire::ALPN.to_vec()]),
+    )
+    .await
+    .unwrap();
+    let connection = dialed.unwrap();
+    let (_, dialer_id) = accepted.unwrap();
+    assert_ne!(dialer_id, remote_peer_id(&connection).unwrap());
+}
+
+#[tokio::test]
+async fn nobody_listening_times_out() {
+    let tuning = TransportTuning {
+        handshake_timeout: Duration::from_millis(300),
+        ..TransportTuning::default()
+    };
+    let identity = Identity::generate().unwrap();
+    let client = bind_endpoint(loopback(), &identity, &tuning).unwrap();
+    // A bound UDP socket that never answers.
+    let silent = std::net::UdpSocket::bind(loopback()).unwrap();
+    let peer = PeerAddr {
+        id: Identity::generate().unwrap().peer_id(),
+        addr: silent.local_addr().unwrap(),
+    };
+    let result = tokio::time::timeout(TEST_DEADLINE, connect(&client, &peer, &identity, &tuning))
+        .await
+        .unwrap();
+    match result {
+        Err(ConnectError::Timeout { addr, after }) => {
+            assert_eq!(addr, peer.addr);
+            assert!(after >= tuning.handshake_timeout);
+        }
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn invalid_tuning_is_a_local_error() {
+    let tuning = TransportTuning {
+        send_window: 0,
+        ..TransportTuning::default()
+    };
+    let identity = Identity::generate().unwrap();
+    assert!(matches!(
+        bind_endpoint(loopback(), &identity, &tuning),
+        Err(TransportError::Tuning(TuningError::Window { .. }))
+    ));
+    let good = bind_endpoint(loopback(), &identity, &TransportTuning::default()).unwrap();
+    let peer = PeerAddr {
+        id: identity.peer_id(),
+        addr: good.local_addr().unwrap(),
+    };
+    let result = connect(&good, &peer, &identity, &tuning).await;
+    assert!(matches!(result, Err(ConnectError::Tuning(_))));
+}
+
+#[test]
+fn binding_outside_a_runtime_is_refused() {
+    let identity = Identity::generate().unwrap();
+    let result = bind_endpoint(loopback(), &identity, &TransportTuning::default());
+    assert!(matches!(result, Err(TransportError::NoRuntime)));
+}

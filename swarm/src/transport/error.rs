@@ -1,0 +1,201 @@
+//! Transport errors, split by who is to blame: our configuration or system
+//! (local), the peer (misbehaved, wrong key, incompatible), or the path
+//! (timeout).
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use minimodel_wire::PeerId;
+
+use super::tls::{PeerIdentityError, TlsConfigError};
+use super::tuning::TuningError;
+
+/// The endpoint could not be set up. Always local: configuration, socket or
+/// runtime.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// A tuning value is out of range.
+    #[error("invalid transport tuning: {0}")]
+    Tuning(#[from] TuningError),
+    /// The TLS configuration could not be built.
+    #[error(transparent)]
+    Tls(#[from] TlsConfigError),
+    /// Creating, configuring or binding the UDP socket failed.
+    #[error("UDP socket on {addr}: {action} failed: {source}")]
+    Socket {
+        /// The listen address.
+        addr: SocketAddr,
+        /// What was being done (`"bind"`, `"set SO_RCVBUF"`, ...).
+        action: &'static str,
+        /// What the operating system said.
+        #[source]
+        source: io::Error,
+    },
+    /// Called outside a tokio runtime.
+    #[error("the QUIC endpoint needs a running tokio runtime")]
+    NoRuntime,
+}
+
+/// Dialing a peer failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// Local: a tuning value is out of range.
+    #[error("invalid transport tuning: {0}")]
+    Tuning(#[from] TuningError),
+    /// Local: the TLS configuration could not be built.
+    #[error(transparent)]
+    Tls(#[from] TlsConfigError),
+    /// Local: the endpoint would not start the connection (it is shutting
+    /// down, the address is unusable, ...).
+    #[error("cannot dial {addr}: {source}")]
+    Endpoint {
+        /// The peer's address.
+        addr: SocketAddr,
+        /// What quinn said.
+        #[source]
+        source: quinn::ConnectError,
+    },
+    /// Local: the connection was closed on our side during the handshake.
+    #[error("dialing {addr} was aborted locally: {source}")]
+    Aborted {
+        /// The peer's address.
+        addr: SocketAddr,
+        /// What quinn said.
+        #[source]
+        source: quinn::ConnectionError,
+    },
+    /// The peer proved a key other than the pinned one. The handshake was
+    /// aborted before any application data moved.
+    #[error(
+        "{addr} is peer {presented}, not the expected peer {expected}; \
+         connection refused before any data was exchanged"
+    )]
+    PeerIdMismatch {
+        /// The peer's address.
+        addr: SocketAddr,
+        /// The id we pinned.
+        expected: PeerId,
+        /// The id whose key the peer presented.
+        presented: PeerId,
+    },
+    /// The peer does not speak the piece protocol (`minimodel/1`) over ALPN.
+    #[error("{addr} does not speak minimodel/1 (no common ALPN protocol)")]
+    NoCommonProtocol {
+        /// The peer's address.
+        addr: SocketAddr,
+    },
+    /// The peer broke TLS or QUIC: a malformed key, a bad signature, a
+    /// protocol violation.
+    #[error("{addr} broke the handshake: {source}")]
+    PeerMisbehaved {
+        /// The peer's address.
+        addr: SocketAddr,
+        /// What quinn detected.
+        #[source]
+        source: quinn::ConnectionError,
+    },
+    /// The peer closed or reset the connection during the handshake (for
+    /// instance it refused our key, or it is shutting down).
+    #[error("{addr} refused the connection: {source}")]
+    Refused {
+        /// The peer's address.
+        addr: SocketAddr,
+        /// How the peer closed it.
+        #[source]
+        source: quinn::ConnectionError,
+    },
+    /// No handshake within the time limit: nobody answers there, or the
+    /// path drops packets.
+    #[error("no handshake with {addr} after {after:?}")]
+    Timeout {
+        /// The peer's address.
+        addr: SocketAddr,
+        /// How long we waited.
+        after: Duration,
+    },
+}
+
+impl ConnectError {
+    /// True when the peer itself is at fault (wrong key, broken protocol):
+    /// grounds to stop dialing it. Refusals and timeouts are not.
+    pub fn is_peer_misbehaviour(&self) -> bool {
+        matches!(
+            self,
+            ConnectError::PeerIdMismatch { .. } | ConnectError::PeerMisbehaved { .. }
+        )
+    }
+}
+
+/// Accepting an incoming connection failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AcceptError {
+    /// Local: a tuning value is out of range.
+    #[error("invalid transport tuning: {0}")]
+    Tuning(#[from] TuningError),
+    /// Local: the TLS configuration could not be built.
+    #[error(transparent)]
+    Tls(#[from] TlsConfigError),
+    /// Local: the endpoint or the connection was closed on our side.
+    #[error("accepting {addr} was aborted locally: {source}")]
+    Aborted {
+        /// The dialer's address.
+        addr: SocketAddr,
+        /// What quinn said.
+        #[source]
+        source: quinn::ConnectionError,
+    },
+    /// The dialer does not speak `minimodel/1`.
+    #[error("{addr} does not speak minimodel/1 (no common ALPN protocol)")]
+    NoCommonProtocol {
+        /// The dialer's address.
+        addr: SocketAddr,
+    },
+    /// The dialer broke TLS or QUIC: a malformed key, a bad signature, a
+    /// protocol violation.
+    #[error("{addr} broke the handshake: {source}")]
+    PeerMisbehaved {
+        /// The dialer's address.
+        addr: SocketAddr,
+        /// What quinn detected.
+        #[source]
+        source: quinn::ConnectionError,
+    },
+    /// The dialer's key could not be read after the handshake.
+    #[error("{addr}: {source}")]
+    PeerIdentity {
+        /// The dialer's address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: PeerIdentityError,
+    },
+    /// The dialer closed the connection during the handshake (for instance
+    /// it expected another peer id).
+    #[error("{addr} gave up the handshake: {source}")]
+    Closed {
+        /// The dialer's address.
+        addr: SocketAddr,
+        /// How the dialer closed it.
+        #[source]
+        source: quinn::ConnectionError,
+    },
+    /// No handshake within the time limit.
+    #[error("no handshake with {addr} after {after:?}")]
+    Timeout {
+        /// The dialer's address.
+        addr: SocketAddr,
+        /// How long we waited.
+        after: Duration,
+    },
+}
+
+impl AcceptError {
+    /// True when the dialer itself is at fault (broken protocol).
+    pub fn is_peer_misbehaviour(&self) -> bool {
+        matches!(
+            self,
+            AcceptError::PeerMisbehaved { .. } | AcceptError::PeerIdentity { .. }
+        )
+    }
+}

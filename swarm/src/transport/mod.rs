@@ -1,0 +1,39 @@
+//! QUIC transport: peer identity, TLS with raw public keys, and a quinn
+//! endpoint tuned for bulk transfer. Spec: `docs/transport.md`.
+//!
+//! What it is: everything below the piece protocol. A peer's identity is
+//! its Ed25519 key ([`Identity`]), kept in an identity directory across
+//! runs; its [`PeerId`](minimodel_wire::PeerId) is that public key. Peers
+//! authenticate each other with TLS 1.3 raw public keys (RFC 7250), no
+//! certificates: the dialer pins the id it expects ([`connect`]), the
+//! listener learns the dialer's id ([`accept`], [`remote_peer_id`]).
+//! ALPN `minimodel/1` is required on both sides.
+//!
+//! What it is not: it knows no messages (that is `minimodel-wire`), no
+//! pieces and no files. It opens connections; the swarm drives them.
+//!
+//! Invariants:
+//! - no connection completes unless the peer proved the key the dialer
+//!   pinned; there is no option to skip the check, not even in tests;
+//! - no TLS session resumption or 0-RTT, so every connection proves its key;
+//! - every error says whose fault it is: local (config, socket), the peer
+//!   (wrong key, broken protocol, incompatible), or the path (timeout).
+
+mod endpoint;
+mod error;
+mod identity;
+mod spki;
+mod tls;
+mod tuning;
+
+#[cfg(test)]
+mod endpoint_tests;
+
+pub use endpoint::{accept, bind_endpoint, connect};
+pub use error::{AcceptError, ConnectError, TransportError};
+pub use identity::{Identity, IdentityError, KEY_FILE_NAME};
+pub use spki::SpkiError;
+pub use tls::{PeerIdentityError, TlsConfigError, remote_peer_id};
+pub use tuning::{
+    AckFrequency, CongestionControl, MAX_UDP_PAYLOAD, QUIC_MIN_MTU, TransportTuning, TuningError,
+};

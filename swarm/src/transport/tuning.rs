@@ -1,0 +1,481 @@
+//! Transport tuning: flow-control windows, stream limits, MTU, ACK
+//! frequency, UDP socket buffers, timers and congestion control.
+//!
+//! [`TransportTuning::default`] is tuned for bulk transfer (chunks of a model
+//! file) and [`TransportTuning::quinn_defaults`] reproduces quinn's own
+//! defaults for comparison. `docs/transport.md` explains every value with the
+//! measurement behind it; the field docs below say the default and why.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use quinn::congestion::{BbrConfig, CubicConfig, NewRenoConfig};
+use quinn::{AckFrequencyConfig, IdleTimeout, MtuDiscoveryConfig, VarInt};
+
+const KIB: u64 = 1024;
+const MIB: u64 = 1024 * KIB;
+
+/// The largest value a QUIC variable-length integer holds (2^62 - 1).
+const VARINT_MAX: u64 = (1 << 62) - 1;
+
+/// The smallest UDP payload every QUIC path must carry (RFC 9000 §14).
+pub const QUIC_MIN_MTU: u16 = 1200;
+
+/// The largest UDP payload over IPv6 (65535 minus the 8-byte UDP header).
+pub const MAX_UDP_PAYLOAD: u16 = 65527;
+
+/// Which congestion controller paces the sender.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CongestionControl {
+    /// CUBIC (RFC 9438), quinn's default.
+    Cubic,
+    /// NewReno (RFC 9002 §7).
+    NewReno,
+    /// BBR (quinn's experimental BBRv1).
+    Bbr,
+}
+
+/// How often the peer should acknowledge (QUIC ACK frequency extension,
+/// draft-ietf-quic-ack-frequency). Fewer ACKs cost the sender less CPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AckFrequency {
+    /// Ack-eliciting packets the peer may receive before it must ACK.
+    pub ack_eliciting_threshold: u32,
+    /// The longest the peer may hold back an ACK (clamped by quinn to at
+    /// most max(RTT, 25 ms)).
+    pub max_ack_delay: Duration,
+    /// Out-of-order packets that trigger an immediate ACK (quinn recommends
+    /// the loss `packet_threshold` minus one: 2).
+    pub reordering_threshold: u32,
+}
+
+/// Every knob of the QUIC transport. See the module docs and
+/// `docs/transport.md`. Check a hand-made value with
+/// [`TransportTuning::validate`]; `bind_endpoint` and `connect` do.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TransportTuning {
+    /// Bytes the peer may send on one stream beyond what we have read.
+    /// Default 12 MiB: one stream alone can then fill the connection window,
+    /// so a single large piece is never slower than many small ones; it
+    /// costs no extra memory because the connection window caps the sum.
+    pub stream_receive_window: u64,
+    /// Bytes the peer may send on the whole connection beyond what we have
+    /// read. Default 12 MiB: the bandwidth-delay product of 1 GiB/s at 10 ms
+    /// RTT is 10.24 MiB, plus ~15% so window updates (sent when half the
+    /// window is used) never stall the sender. It is also the most a peer can
+    /// make us buffer, so it bounds memory per connection.
+    pub connection_receive_window: u64,
+    /// Bytes we buffer for sending on a connection, written but not yet
+    /// acknowledged. Default 12 MiB, the same bandwidth-delay product:
+    /// anything smaller caps the upload rate at send_window / RTT.
+    pub send_window: u64,
+    /// Unidirectional streams the peer may have open at once. Default 512:
+    /// a request pipeline of a few hundred pieces in flight never waits for
+    /// stream credit (quinn's 100 is one round trip of 100 small pieces).
+    pub max_concurrent_uni_streams: u32,
+    /// Bidirectional streams the peer may have open at once. Default 16:
+    /// the piece protocol uses one control stream; a few spare.
+    pub max_concurrent_bidi_streams: u32,
+    /// First UDP payload size on every path. Default 1200, the QUIC minimum
+    /// every path carries; MTU discovery then climbs within a few round
+    /// trips. Keep it low: before a path is validated the listener may send
+    /// only 3x what it received (a 1200-byte client Initial), and quinn
+    /// will not send a datagram smaller than the current MTU, so an initial
+    /// MTU above 3600 stalls the handshake for several timeouts.
+    pub initial_mtu: u16,
+    /// Highest payload MTU discovery probes on a non-loopback path. Default
+    /// 1452: Ethernet's 1500 minus IPv6 and UDP headers (quinn's value).
+    pub mtu_discovery_upper_bound: u16,
+    /// Highest payload MTU discovery probes when the peer is on a loopback
+    /// address (whose link MTU is 64 KiB). Default 6500: quinn sends up to
+    /// 10 datagrams in one GSO system call and the kernel refuses a call
+    /// over 64 KiB, so 6550 is the most that batches; larger values break
+    /// sending. Also the endpoint's `max_udp_payload_size` when it may have
+    /// loopback peers. See `docs/transport.md` for the measurement.
+    pub loopback_mtu_discovery_upper_bound: u16,
+    /// ACK frequency we ask the peer for; `None` keeps RFC 9000 behaviour
+    /// (an ACK for every second packet).
+    pub ack_frequency: Option<AckFrequency>,
+    /// `SO_RCVBUF` of the UDP socket in bytes; `None` keeps the system
+    /// default (about 208 KiB on Linux). The kernel caps it at
+    /// `net.core.rmem_max`. Kernel memory, not counted in the process RSS.
+    pub udp_receive_buffer: Option<usize>,
+    /// `SO_SNDBUF` of the UDP socket in bytes; `None` keeps the system
+    /// default. The kernel caps it at `net.core.wmem_max`.
+    pub udp_send_buffer: Option<usize>,
+    /// Send a PING after this much silence, so a connection waiting for
+    /// chunks does not hit the idle timeout. Default 5 s.
+    pub keep_alive_interval: Option<Duration>,
+    /// Close a connection after this much silence from the peer. Default
+    /// 30 s (RFC 9308 §3.2); with keep-alives only a dead peer reaches it.
+    pub idle_timeout: Duration,
+    /// Give up a handshake (dialing or accepting) after this long. Default
+    /// 10 s: a loopback handshake takes under a millisecond, a far peer a
+    /// few round trips; a peer that does not answer is tried later.
+    pub handshake_timeout: Duration,
+    /// The congestion controller. Default CUBIC (see `docs/transport.md`).
+    pub congestion_control: CongestionControl,
+    /// Let the kernel split one large send into MTU-sized datagrams (UDP
+    /// GSO), up to 10 per system call. Default on (quinn's default).
+    pub segmentation_offload: bool,
+}
+
+impl Default for TransportTuning {
+    fn default() -> Self {
+        TransportTuning {
+            stream_receive_window: 12 * MIB,
+            connection_receive_window: 12 * MIB,
+            send_window: 12 * MIB,
+            max_concurrent_uni_streams: 512,
+            max_concurrent_bidi_streams: 16,
+            initial_mtu: QUIC_MIN_MTU,
+            mtu_discovery_upper_bound: 1452,
+            loopback_mtu_discovery_upper_bound: 6500,
+            ack_frequency: Some(AckFrequency {
+                ack_eliciting_threshold: 16,
+                max_ack_delay: Duration::from_millis(10),
+                reordering_threshold: 2,
+            }),
+            udp_receive_buffer: Some(4 * MIB as usize),
+            udp_send_buffer: Some(4 * MIB as usize),
+            keep_alive_interval: Some(Duration::from_secs(5)),
+            idle_timeout: Duration::from_secs(30),
+            handshake_timeout: Duration::from_secs(10),
+            congestion_control: CongestionControl::Cubic,
+            segmentation_offload: true,
+        }
+    }
+}
+
+/// A tuning value out of range.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TuningError {
+    /// A window is zero or larger than a QUIC varint holds.
+    #[error("{field} is {value}; it must be between 1 and 2^62 - 1")]
+    Window {
+        /// The field.
+        field: &'static str,
+        /// Its value.
+        value: u64,
+    },
+    /// An MTU is outside 1200..=65527 or an upper bound is below the
+    /// initial MTU.
+    #[error(
+        "{field} is {value}; MTUs lie between {QUIC_MIN_MTU} and {MAX_UDP_PAYLOAD} \
+         and the discovery upper bound is at least the initial MTU"
+    )]
+    Mtu {
+        /// The field.
+        field: &'static str,
+        /// Its value.
+        value: u16,
+    },
+    /// A timer is zero, too large, or the keep-alive is not shorter than
+    /// the idle timeout.
+    #[error("{field} is {value:?}: {why}")]
+    Timer {
+        /// The field.
+        field: &'static str,
+        /// Its value.
+        value: Duration,
+        /// The rule it breaks.
+        why: &'static str,
+    },
+    /// A UDP socket buffer of zero bytes.
+    #[error("{field} is 0; use None for the system default")]
+    SocketBuffer {
+        /// The field.
+        field: &'static str,
+    },
+}
+
+impl TransportTuning {
+    /// quinn 0.11's own defaults, with the system's socket buffers: the
+    /// baseline the tuned values are measured against.
+    pub fn quinn_defaults() -> Self {
+        // quinn: 100 ms RTT x 100 Mbit/s = 1.25 MB stream window, unlimited
+        // connection window, send window 8 stream windows.
+        let stream_window = 12_500 * 100;
+        TransportTuning {
+            stream_receive_window: stream_window,
+            connection_receive_window: VARINT_MAX,
+            send_window: 8 * stream_window,
+            max_concurrent_uni_streams: 100,
+            max_concurrent_bidi_streams: 100,
+            initial_mtu: QUIC_MIN_MTU,
+            mtu_discovery_upper_bound: 1452,
+            loopback_mtu_discovery_upper_bound: 1452,
+            ack_frequency: None,
+            udp_receive_buffer: None,
+            udp_send_buffer: None,
+            keep_alive_interval: None,
+            idle_timeout: Duration::from_secs(30),
+            handshake_timeout: Duration::from_secs(10),
+            congestion_control: CongestionControl::Cubic,
+            segmentation_offload: true,
+        }
+    }
+
+    /// Checks every field's range.
+    pub fn validate(&self) -> Result<(), TuningError> {
+        for (field, value) in [
+            ("stream_receive_window", self.stream_receive_window),
+            ("connection_receive_window", self.connection_receive_window),
+            ("send_window", self.send_window),
+        ] {
+            if value == 0 || value > VARINT_MAX {
+                return Err(TuningError::Window { field, value });
+            }
+        }
+        if !(QUIC_MIN_MTU..=MAX_UDP_PAYLOAD).contains(&self.initial_mtu) {
+            return Err(TuningError::Mtu {
+                field: "initial_mtu",
+                value: self.initial_mtu,
+            });
+        }
+        for (upper_field, upper) in [
+            ("mtu_discovery_upper_bound", self.mtu_discovery_upper_bound),
+            (
+                "loopback_mtu_discovery_upper_bound",
+                self.loopback_mtu_discovery_upper_bound,
+            ),
+        ] {
+            if upper < self.initial_mtu || upper > MAX_UDP_PAYLOAD {
+                return Err(TuningError::Mtu {
+                    field: upper_field,
+                    value: upper,
+                });
+            }
+        }
+        // QUIC carries the idle timeout in milliseconds as a varint.
+        if self.idle_timeout.is_zero() || self.idle_timeout > Duration::from_secs(24 * 3600) {
+            return Err(TuningError::Timer {
+                field: "idle_timeout",
+                value: self.idle_timeout,
+                why: "it must be between 1 ms and 24 h",
+            });
+        }
+        if let Some(interval) = self.keep_alive_interval
+            && (interval.is_zero() || interval >= self.idle_timeout)
+        {
+            return Err(TuningError::Timer {
+                field: "keep_alive_interval",
+                value: interval,
+                why: "it must be non-zero and shorter than idle_timeout",
+            });
+        }
+        if self.handshake_timeout.is_zero() {
+            return Err(TuningError::Timer {
+                field: "handshake_timeout",
+                value: self.handshake_timeout,
+                why: "it must be non-zero",
+            });
+        }
+        if let Some(ack) = self.ack_frequency
+            && ack.max_ack_delay > Duration::from_secs(1)
+        {
+            return Err(TuningError::Timer {
+                field: "ack_frequency.max_ack_delay",
+                value: ack.max_ack_delay,
+                why: "it must be at most 1 s",
+            });
+        }
+        for (field, value) in [
+            ("udp_receive_buffer", self.udp_receive_buffer),
+            ("udp_send_buffer", self.udp_send_buffer),
+        ] {
+            if value == Some(0) {
+                return Err(TuningError::SocketBuffer { field });
+            }
+        }
+        Ok(())
+    }
+
+    /// The quinn transport config for a path to a loopback address or not.
+    /// Call [`TransportTuning::validate`] first: out-of-range values are
+    /// clamped here, not reported.
+    pub(crate) fn transport_config(&self, loopback: bool) -> quinn::TransportConfig {
+        let varint = |value: u64| VarInt::from_u64(value.min(VARINT_MAX)).unwrap_or(VarInt::MAX);
+        let mut config = quinn::TransportConfig::default();
+        config
+            .stream_receive_window(varint(self.stream_receive_window))
+            .receive_window(varint(self.connection_receive_window))
+            .send_window(self.send_window)
+            .max_concurrent_uni_streams(VarInt::from_u32(self.max_concurrent_uni_streams))
+            .max_concurrent_bidi_streams(VarInt::from_u32(self.max_concurrent_bidi_streams))
+            .keep_alive_interval(self.keep_alive_interval)
+            .max_idle_timeout(IdleTimeout::try_from(self.idle_timeout).ok());
+        let upper_bound = if loopback {
+            self.loopback_mtu_discovery_upper_bound
+        } else {
+            self.mtu_discovery_upper_bound
+        };
+        let mut discovery = MtuDiscoveryConfig::default();
+        discovery.upper_bound(upper_bound);
+        config
+            .initial_mtu(self.initial_mtu)
+            .mtu_discovery_config(Some(discovery));
+        config.enable_segmentation_offload(self.segmentation_offload);
+        config.ack_frequency_config(self.ack_frequency.map(|ack| {
+            let mut quinn_ack = AckFrequencyConfig::default();
+            quinn_ack
+                .ack_eliciting_threshold(VarInt::from_u32(ack.ack_eliciting_threshold))
+                .max_ack_delay(Some(ack.max_ack_delay))
+                .reordering_threshold(VarInt::from_u32(ack.reordering_threshold));
+            quinn_ack
+        }));
+        match self.congestion_control {
+            CongestionControl::Cubic => {
+                config.congestion_controller_factory(Arc::new(CubicConfig::default()))
+            }
+            CongestionControl::NewReno => {
+                config.congestion_controller_factory(Arc::new(NewRenoConfig::default()))
+            }
+            CongestionControl::Bbr => {
+                config.congestion_controller_factory(Arc::new(BbrConfig::default()))
+            }
+        };
+        config
+    }
+
+    /// The largest UDP payload the endpoint accepts (and advertises), for an
+    /// endpoint listening on a loopback address or not.
+    pub(crate) fn max_udp_payload(&self, loopback: bool) -> u16 {
+        if loopback {
+            self.loopback_mtu_discovery_upper_bound
+                .max(self.mtu_discovery_upper_bound)
+        } else {
+            self.mtu_discovery_upper_bound
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The default tuning with one change.
+    fn with(change: impl FnOnce(&mut TransportTuning)) -> TransportTuning {
+        let mut tuning = TransportTuning::default();
+        change(&mut tuning);
+        tuning
+    }
+
+    fn field_of(error: TuningError) -> &'static str {
+        match error {
+            TuningError::Window { field, .. }
+            | TuningError::Mtu { field, .. }
+            | TuningError::Timer { field, .. }
+            | TuningError::SocketBuffer { field } => field,
+        }
+    }
+
+    fn refused_field(change: impl FnOnce(&mut TransportTuning)) -> &'static str {
+        field_of(with(change).validate().expect_err("must be refused"))
+    }
+
+    #[test]
+    fn defaults_validate() {
+        assert_eq!(TransportTuning::default().validate(), Ok(()));
+        assert_eq!(TransportTuning::quinn_defaults().validate(), Ok(()));
+    }
+
+    #[test]
+    fn windows_cover_1_gib_per_s_at_10_ms() {
+        let tuning = TransportTuning::default();
+        let bdp = (1u64 << 30) / 100;
+        assert!(tuning.connection_receive_window >= bdp);
+        assert!(tuning.stream_receive_window >= bdp);
+        assert!(tuning.send_window >= bdp);
+        // ...without oversizing: the fetch process must stay under 40 MiB.
+        assert!(tuning.connection_receive_window <= 16 * MIB);
+    }
+
+    #[test]
+    fn zero_and_huge_windows_are_refused() {
+        assert_eq!(
+            refused_field(|t| t.stream_receive_window = 0),
+            "stream_receive_window"
+        );
+        assert_eq!(
+            refused_field(|t| t.connection_receive_window = 0),
+            "connection_receive_window"
+        );
+        assert_eq!(refused_field(|t| t.send_window = 1 << 62), "send_window");
+    }
+
+    #[test]
+    fn bad_mtus_are_refused() {
+        assert_eq!(refused_field(|t| t.initial_mtu = 1199), "initial_mtu");
+        assert_eq!(
+            refused_field(|t| t.initial_mtu = MAX_UDP_PAYLOAD + 1),
+            "initial_mtu"
+        );
+        assert_eq!(
+            refused_field(|t| t.loopback_mtu_discovery_upper_bound = t.initial_mtu - 1),
+            "loopback_mtu_discovery_upper_bound"
+        );
+        assert_eq!(
+            refused_field(|t| t.mtu_discovery_upper_bound = MAX_UDP_PAYLOAD + 1),
+            "mtu_discovery_upper_bound"
+        );
+    }
+
+    #[test]
+    fn bad_timers_are_refused() {
+        assert_eq!(
+            refused_field(|t| t.keep_alive_interval = Some(t.idle_timeout)),
+            "keep_alive_interval"
+        );
+        assert_eq!(
+            refused_field(|t| t.keep_alive_interval = Some(Duration::ZERO)),
+            "keep_alive_interval"
+        );
+        assert_eq!(
+            refused_field(|t| t.idle_timeout = Duration::ZERO),
+            "idle_timeout"
+        );
+        assert_eq!(
+            refused_field(|t| t.idle_timeout = Duration::from_secs(25 * 3600)),
+            "idle_timeout"
+        );
+        assert_eq!(
+            refused_field(|t| t.handshake_timeout = Duration::ZERO),
+            "handshake_timeout"
+        );
+        assert_eq!(
+            refused_field(|t| {
+                t.ack_frequency = Some(AckFrequency {
+                    ack_eliciting_threshold: 1,
+                    max_ack_delay: Duration::from_secs(2),
+                    reordering_threshold: 2,
+                })
+            }),
+            "ack_frequency.max_ack_delay"
+        );
+    }
+
+    #[test]
+    fn zero_socket_buffer_is_refused() {
+        assert_eq!(
+            refused_field(|t| t.udp_send_buffer = Some(0)),
+            "udp_send_buffer"
+        );
+        assert_eq!(
+            refused_field(|t| t.udp_receive_buffer = Some(0)),
+            "udp_receive_buffer"
+        );
+    }
+
+    #[test]
+    fn loopback_gets_its_own_mtu() {
+        let tuning = TransportTuning::default();
+        assert_eq!(tuning.max_udp_payload(false), 1452);
+        assert_eq!(
+            tuning.max_udp_payload(true),
+            tuning.loopback_mtu_discovery_upper_bound
+        );
+        // Ten datagrams per GSO call must fit the kernel's 64 KiB limit.
+        assert!(u32::from(tuning.loopback_mtu_discovery_upper_bound) * 10 <= 65_507);
+    }
+}
