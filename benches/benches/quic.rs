@@ -1,7 +1,8 @@
 //! Raw QUIC ceiling: bulk throughput between two endpoints on loopback.
 //!
 //! Each iteration moves 256 MiB from the listener to the dialer in 1 MiB
-//! uni streams, 8 in flight, over one established connection, and the
+//! uni streams, 8 in flight (a new one starts when one has been read whole),
+//! over one established connection, and the
 //! receiver reads every stream to its end (discarding the bytes). Compared:
 //! quinn's defaults and our tuned transport (`TransportTuning::default`),
 //! plus the tuned transport with the other congestion controllers.
@@ -93,8 +94,10 @@ async fn transfer(pair: &Pair, piece: &Bytes) -> Duration {
             let mut stream = seeder.open_uni().await.expect("open_uni");
             stream.write_chunk(body).await.expect("write");
             stream.finish().expect("finish");
-            drop(permit);
+            // Like a request pipeline: the next piece starts once the
+            // receiver has read this one whole (all of it acknowledged).
             let _ = stream.stopped().await;
+            drop(permit);
         });
     }
     while writers.join_next().await.is_some() {}

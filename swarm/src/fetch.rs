@@ -395,8 +395,6 @@ pub fn write_json_atomically(path: &Path, value: &impl serde::Serialize) -> std:
     std::fs::write(&temp, &text)?;
     std::fs::File::open(&temp)?.sync_all()?;
     std::fs::rename(&temp, path)?;
-    if let Some(dir) = path.parent() {
-        sync_dir(dir)?;
-    }
-    Ok(())
+    let dir = path.parent().filter(|dir| !dir.as_os_str().is_empty());
+    sync_dir(dir.unwrap_or(Path::new(".")))
 }

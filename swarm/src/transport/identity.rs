@@ -2,7 +2,7 @@
 //!
 //! The key is stored as one file, [`KEY_FILE_NAME`], in the identity
 //! directory: the unencrypted PKCS#8 v2 DER that `ring` generates (private
-//! and public key, 85 bytes). The directory is created with mode 0700 and the
+//! and public key, 83 bytes). The directory is created with mode 0700 and the
 //! file with mode 0600; a key file that any group or other permission bit
 //! opens up is refused, like OpenSSH refuses an unprotected private key.
 //! A new key is written to a temporary file, synced, and then hard-linked to
@@ -29,7 +29,7 @@ use super::spki::ed25519_spki;
 pub const KEY_FILE_NAME: &str = "peer-key.pk8";
 
 /// A key file larger than this is not a PKCS#8 Ed25519 key (those are 48 to
-/// 85 bytes); refusing early keeps a wrong `--identity` path from reading a
+/// 83 bytes); refusing early keeps a wrong `--identity` path from reading a
 /// large file into memory.
 const MAX_KEY_FILE_LEN: u64 = 4096;
 
@@ -315,6 +315,19 @@ mod tests {
         assert_eq!(spki.as_ref(), &ed25519_spki(&identity.peer_id())[..]);
         assert_eq!(key.cert.len(), 1);
         assert_eq!(key.cert[0].as_ref(), spki.as_ref());
+    }
+
+    #[test]
+    fn key_file_content_is_pkcs8_v2_ed25519() {
+        let pkcs8 = generate_pkcs8().unwrap();
+        assert_eq!(pkcs8.len(), 83);
+        // SEQUENCE, version 1 (v2), AlgorithmIdentifier id-Ed25519.
+        assert_eq!(
+            &pkcs8[..12],
+            &[
+                0x30, 0x51, 0x02, 0x01, 0x01, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70
+            ]
+        );
     }
 
     #[test]
