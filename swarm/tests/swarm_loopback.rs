@@ -24,15 +24,21 @@ fn listen_config() -> NodeConfig {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_seeders_each_deliver_a_share() {
     let dir = tempfile::tempdir().unwrap();
-    let artifact = common::artifact(dir.path(), "three-seeders", 8 << 20, 64 << 10);
+    let artifact = common::artifact(dir.path(), "three-seeders", 64 << 20, 256 << 10);
     let mut stops = Vec::new();
     let mut peers = Vec::new();
     for _ in 0..3 {
         let (reports, _) = mpsc::unbounded_channel();
+        // Capped so that the download takes about a second: every seeder is
+        // connected long before it ends, however busy the machine is.
+        let config = NodeConfig {
+            max_upload: Some(24 << 20),
+            ..listen_config()
+        };
         let seeder = Seeder::start(
             &artifact.verified,
             &artifact.path,
-            listen_config(),
+            config,
             Arc::new(Identity::generate().unwrap()),
             reports,
         )
@@ -88,7 +94,7 @@ async fn three_seeders_each_deliver_a_share() {
     let minimodel_verifier::receipt::ReceiptSource::Peers(summary) = &outcome.receipt.source else {
         panic!("a download receipt names its peers");
     };
-    assert_eq!(summary.chunks_fetched, 128);
+    assert_eq!(summary.chunks_fetched, 256);
     assert_eq!(summary.peers.len(), 3);
     for peer in &summary.peers {
         assert!(
