@@ -234,6 +234,7 @@ impl DownloadCore {
         }
         self.picker.add_peer_chunks(&has);
         self.peers.insert(key, PeerSession::new(peer_id, has, now));
+        self.update_spread();
         self.fill(now);
         Ok(())
     }
@@ -262,7 +263,11 @@ impl DownloadCore {
             return;
         };
         if session.add_have(chunk) {
+            let now_complete = session.has().is_full();
             self.picker.add_have(chunk);
+            if now_complete {
+                self.update_spread();
+            }
             self.fill(now);
         }
     }
@@ -383,6 +388,15 @@ impl DownloadCore {
         }
         self.rescue_from_slow_peers(now);
         self.fill(now);
+    }
+
+    /// With other downloaders connected (peers that lack chunks), ties
+    /// are broken over the whole file so that downloaders fetch different
+    /// chunks from a seeder and trade them; alone with seeders, the
+    /// download moves front to back.
+    fn update_spread(&mut self) {
+        let downloaders = self.peers.values().filter(|s| !s.has().is_full()).count();
+        self.picker.set_wide(downloaders > 0);
     }
 
     fn drop_peer(&mut self, key: PeerKey, reason: DisconnectReason, now: Instant) {

@@ -185,9 +185,26 @@ impl Node {
         let id = session.peer_id;
         self.dialing.remove(&id);
         self.addresses.insert(id, addr);
-        let duplicate = self.peers.values().any(|p| p.id == id);
-        if duplicate || self.banned.contains(&id) || self.peers.len() >= self.config.max_peers {
-            session.connection.close(0u32.into(), b"duplicate or full");
+        if self.banned.contains(&id) {
+            session.connection.close(0u32.into(), b"banned");
+            return;
+        }
+        // Two peers that dial each other at once end up with two
+        // connections; both keep the one the lower id dialed.
+        let me = self.peer_id();
+        let preferred = |we_dialed: bool| (me < id) == we_dialed;
+        if let Some((&existing, peer)) = self.peers.iter().find(|(_, p)| p.id == id) {
+            if preferred(peer.dialed) || !preferred(dialed) {
+                session.connection.close(0u32.into(), b"duplicate");
+                return;
+            }
+            self.remove_peer(
+                existing,
+                "replaced by the connection both sides keep".into(),
+            );
+        }
+        if self.peers.len() >= self.config.max_peers {
+            session.connection.close(0u32.into(), b"full");
             return;
         }
         let key = PeerKey(self.next_key);
@@ -214,6 +231,8 @@ impl Node {
             id,
             addr,
             link: handle,
+            dialed,
+            told: BTreeSet::new(),
             serving: hello.serving,
             listen,
             downloading_from: false,

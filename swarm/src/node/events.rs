@@ -78,6 +78,14 @@ pub enum NodeReport {
         /// Verified bytes per second over the last few seconds.
         rate: f64,
     },
+    /// The download passed every check and is delivered with its receipt
+    /// (a node with `seed_after` goes on serving).
+    Delivered {
+        /// The artifact.
+        path: std::path::PathBuf,
+        /// Its receipt.
+        receipt: std::path::PathBuf,
+    },
     /// Upload progress of a serving node (every second while serving).
     Serving {
         /// Connected peers.

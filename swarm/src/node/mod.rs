@@ -106,6 +106,10 @@ pub(crate) struct Peer {
     pub(crate) id: PeerId,
     pub(crate) addr: SocketAddr,
     pub(crate) link: LinkHandle,
+    /// We dialed it (rather than it us).
+    pub(crate) dialed: bool,
+    /// Peers it was told about by peer exchange.
+    pub(crate) told: BTreeSet<PeerId>,
     /// It announced that it serves (and where), so it may be passed on.
     pub(crate) serving: bool,
     pub(crate) listen: Option<SocketAddr>,
@@ -290,7 +294,7 @@ impl Node {
         self.identity.peer_id()
     }
 
-    fn report(&mut self, report: NodeReport) {
+    pub(crate) fn report(&mut self, report: NodeReport) {
         let line = match &report {
             NodeReport::PeerDisconnected { addr, reason, .. }
             | NodeReport::Refused { addr, reason } => Some(format!("{addr}: {reason}")),
