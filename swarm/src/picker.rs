@@ -42,7 +42,7 @@ use std::time::Instant;
 
 /// Ties among equally rare chunks are broken at random among this many
 /// candidates, taken in index order.
-pub const TIE_WINDOW: usize = 8;
+pub const TIE_WINDOW: usize = 4;
 /// Availability buckets above this count are merged: a chunk held by 64
 /// peers is as common as one held by 65.
 const MAX_TRACKED_AVAILABILITY: usize = 64;

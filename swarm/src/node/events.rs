@@ -204,6 +204,11 @@ impl Node {
             Internal::Stored(stored) => self.on_stored(*stored),
             Internal::BadChunk { key, chunk, error } => self.on_bad_chunk(key, chunk, error),
             Internal::StoreFailed { key, chunk, error } => self.on_store_failed(key, chunk, error),
+            Internal::TrailingProgress => {
+                if let Some(download) = &mut self.download {
+                    download.pace();
+                }
+            }
             Internal::Checkpointed(result) => {
                 if let Some(download) = &mut self.download {
                     download.checkpoint_running = false;

@@ -139,6 +139,8 @@ pub(crate) enum Internal {
         chunk: u32,
         error: crate::resume::ResumeError,
     },
+    /// The trailing hasher hashed another chunk.
+    TrailingProgress,
     /// A checkpoint of the partial download finished.
     Checkpointed(Result<(), String>),
     /// An upload ended.
@@ -252,9 +254,9 @@ impl Node {
             serving: parts.serving,
             have: parts.local_have.clone(),
         }));
-        let download = parts
-            .download
-            .map(|d| DownloadState::new(d.core, &parts.geometry, d.partial));
+        let download = parts.download.map(|d| {
+            DownloadState::new(d.core, &parts.geometry, d.partial, internal_sender.clone())
+        });
         Ok(Self {
             config: parts.config,
             identity: parts.identity,
