@@ -289,7 +289,9 @@ impl Fetcher {
             .download_state_mut()
             .ok_or(FetchError::Interrupted)?;
         let trailing = download.take_trailing();
-        let summary = self.transfer_summary();
+        let completed_at = download.completed_at.unwrap_or_else(Instant::now);
+        let started = self.started;
+        let mut summary = self.transfer_summary();
         let partial = Arc::clone(&self.partial);
         let manifest_sha256 = self.config.manifest_sha256;
         let delivery = tokio::task::spawn_blocking(move || -> Result<_, FetchError> {
@@ -328,6 +330,8 @@ impl Fetcher {
                 }
                 Err(error) => return Err(FetchError::Verification(error)),
             };
+            summary.finish_ms = completed_at.elapsed().as_millis() as u64;
+            summary.duration_ms = started.elapsed().as_millis() as u64;
             let receipt = artifact.receipt(manifest_sha256, ReceiptSource::Peers(summary));
             let finished = partial.finish(&receipt).map_err(resume_to_fetch)?;
             let delivered = Delivery::Delivered(Box::new(FetchOutcome {

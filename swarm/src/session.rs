@@ -1,7 +1,7 @@
 //! One peer as the download sees it: what it has, what it was asked for,
 //! how fast it delivers, and how deep its request pipeline should be.
 //!
-//! The pipeline depth adapts to the peer: `2 * rate * rtt / chunk_size + 2`
+//! The pipeline depth adapts to the peer: `2 * rate * rtt / chunk_size + 1`
 //! requests, clamped to the configured range, so the peer always has the
 //! next chunk queued by the time it finishes one, whatever its speed and
 //! distance. The rate is an exponentially weighted average of the bytes it
@@ -153,7 +153,7 @@ impl PeerSession {
         };
         let rtt = self.rtt.unwrap_or(DEFAULT_RTT).as_secs_f64();
         let chunks_per_rtt = rate * rtt / f64::from(chunk_size.max(1));
-        let depth = (2.0 * chunks_per_rtt).ceil() as usize + 2;
+        let depth = (2.0 * chunks_per_rtt).ceil() as usize + 1;
         depth.clamp(config.min_pipeline, config.max_pipeline)
     }
 
@@ -282,17 +282,17 @@ mod tests {
         near.start_request(0, t0);
         near.record_delivery(1 << 20, Some(t0), t0 + Duration::from_millis(10));
         near.set_rtt(Duration::from_millis(1));
-        assert_eq!(near.pipeline_depth(1 << 20, &config), 3);
+        assert_eq!(near.pipeline_depth(1 << 20, &config), 2);
         // A busy moment does not deepen the pipeline: the smallest round
         // trip counts.
         near.set_rtt(Duration::from_millis(40));
-        assert_eq!(near.pipeline_depth(1 << 20, &config), 3);
+        assert_eq!(near.pipeline_depth(1 << 20, &config), 2);
         // The same rate 100 ms away needs about 20 chunks queued.
         let mut far = PeerSession::new(PeerId([8; 32]), HaveBitfield::full(100), t0);
         far.start_request(0, t0);
         far.record_delivery(1 << 20, Some(t0), t0 + Duration::from_millis(10));
         far.set_rtt(Duration::from_millis(100));
-        assert_eq!(far.pipeline_depth(1 << 20, &config), 22);
+        assert_eq!(far.pipeline_depth(1 << 20, &config), 21);
         // And never more than the maximum.
         let mut very_far = far.clone();
         very_far.rtt = Some(Duration::from_secs(10));

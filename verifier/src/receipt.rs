@@ -52,8 +52,12 @@ pub struct TransferSummary {
     /// Bytes received that did not count (duplicates in endgame, bad data,
     /// chunks cut short).
     pub bytes_wasted: u64,
-    /// Wall time of this run in milliseconds.
+    /// Wall time of this run in milliseconds, until every check passed.
     pub duration_ms: u64,
+    /// Milliseconds from the last verified chunk until every check passed
+    /// (the end of the full-file hash, container and header checks).
+    #[serde(default)]
+    pub finish_ms: u64,
     /// One entry per peer that took part.
     pub peers: Vec<PeerContribution>,
 }

@@ -156,6 +156,8 @@ pub(crate) struct DownloadState {
     pub(crate) checkpoint_running: bool,
     pub(crate) checkpoint_error: Option<String>,
     pub(crate) fatal: Option<crate::resume::ResumeError>,
+    /// When the last chunk was verified.
+    pub(crate) completed_at: Option<Instant>,
     pub(crate) last_report: Instant,
     rate_window: VecDeque<(Instant, u64)>,
 }
@@ -197,6 +199,7 @@ impl DownloadState {
             checkpoint_running: false,
             checkpoint_error: None,
             fatal: None,
+            completed_at: None,
             last_report: Instant::now(),
             rate_window: VecDeque::new(),
         }
@@ -357,6 +360,9 @@ impl Node {
             trailing.stored(index, chunk.data());
         }
         download.pace();
+        if download.core.is_complete() {
+            download.completed_at = Some(Instant::now());
+        }
         let _ = self.local_have.set(ChunkIndex(index), true);
         if self.serving {
             self.uploads.queue.add_local_chunk(index);

@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Reproduces the local hashing and download figures of docs/performance.md:
+# one 1 GiB fixture (page cache warm), then
+#   - openssl dgst -sha256, minimodel manifest and minimodel verify (wall, RSS);
+#   - fetch from 1 seeder and from 4 seeders on loopback (wall, MB/s, the
+#     part after the last chunk, peak RSS of fetch and of a seeder);
+#   - the raw QUIC ceiling between two processes (transport_bulk example).
+# Usage: scripts/fetch-figures.sh [SIZE, default 1GiB] [RUNS, default 3]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+size=${1:-1GiB}
+runs=${2:-3}
+cargo build --release -q -p minimodel
+cargo build --release -q -p minimodel-swarm --example transport_bulk
+bin=$PWD/target/release/minimodel
+work=$(mktemp -d)
+seeders=()
+cleanup() {
+    for pid in "${seeders[@]:-}"; do [ -n "$pid" ] && kill -INT "$pid" 2>/dev/null || true; done
+    sleep 0.5
+    rm -rf "$work"
+}
+trap cleanup EXIT
+cd "$work"
+
+timed() { # label command... ; prints "label wall_s rss_kb"
+    local label=$1; shift
+    /usr/bin/time -f "%e %M" -o time.out "$@" >/dev/null 2>&1
+    read -r wall rss < time.out
+    printf '%-28s %8.2f s %8d KiB\n' "$label" "$wall" "$rss"
+}
+
+echo "== $(uname -m), $(nproc) cores, $(date -u +%Y-%m-%d), load $(cut -d' ' -f1-3 /proc/loadavg)"
+"$bin" fixture big.slm --size "$size" --seed 1 >/dev/null
+cat big.slm >/dev/null
+echo "== hashing (page cache warm), $size"
+for _ in $(seq "$runs"); do
+    timed "openssl dgst -sha256" openssl dgst -sha256 big.slm
+    timed "minimodel manifest" "$bin" manifest big.slm --model-id big --publisher-id bench \
+        --license-route https://example.org/l --evidence-route https://example.org/e -o big.manifest
+    timed "minimodel verify" "$bin" verify big.manifest big.slm --receipt verify.json
+done
+
+start_seeder() { # name -> pid, waits for its offer
+    rm -f "$1.json"
+    /usr/bin/time -f "%M" -o "$1.rss" "$bin" seed big.manifest big.slm --listen 127.0.0.1:0 \
+        --yes --offer "$1.json" >/dev/null 2>&1 &
+    seeders+=($!)
+    for _ in $(seq 600); do [ -f "$1.json" ] && return; sleep 0.1; done
+    echo "seeder $1 did not start" >&2; exit 1
+}
+
+fetch_run() { # label offers...
+    local label=$1; shift
+    local args=()
+    for offer in "$@"; do args+=(--offer "$offer"); done
+    rm -rf out
+    /usr/bin/time -f "%e %M" -o time.out "$bin" fetch big.manifest "${args[@]}" -o out --yes --json >fetch.log 2>&1
+    read -r wall rss < time.out
+    local bytes finish
+    bytes=$(stat -c %s out/big.slm)
+    finish=$(python3 -c 'import json,sys; r=json.load(open("out/big.receipt.json")); print(r["source"]["finish_ms"], r["source"]["duration_ms"])')
+    printf '%-28s %8.2f s %8.0f MB/s  after last chunk %5s ms of %6s ms  fetch RSS %6d KiB\n' \
+        "$label" "$wall" "$(echo "$bytes / $wall / 1000000" | bc -l)" ${finish} "$rss"
+}
+
+echo "== fetch on loopback, $size"
+start_seeder s0
+for _ in $(seq "$runs"); do fetch_run "1 seeder" s0.json; done
+start_seeder s1; start_seeder s2; start_seeder s3
+for _ in $(seq "$runs"); do fetch_run "4 seeders" s0.json s1.json s2.json s3.json; done
+for pid in "${seeders[@]}"; do kill -INT "$pid" 2>/dev/null || true; done
+wait 2>/dev/null || true
+seeders=()
+for s in s0 s1 s2 s3; do printf 'seeder %s peak RSS %s KiB\n' "$s" "$(tail -1 $s.rss)"; done
+
+echo "== raw QUIC ceiling (two processes, 1 GiB)"
+cd - >/dev/null
+for _ in $(seq "$runs"); do
+    target/release/examples/transport_bulk --bytes 1024 2>&1 | tail -1
+done
