@@ -97,7 +97,7 @@ cleanup() {
 trap cleanup EXIT
 
 now_ns() { date +%s%N; }
-seconds_since() { awk -v s="$1" -v e="$(now_ns)" 'BEGIN { printf "%.3f", (e - s) / 1e9 }'; }
+seconds_since() { awk -v s="$1" -v e="$(now_ns)" 'BEGIN { printf "%.3f\n", (e - s) / 1e9 }'; }
 wait_for() { # what, seconds, test command...
     local what=$1 limit=$2
     shift 2
@@ -129,6 +129,13 @@ run_openssl() { # file
     seconds_since "$start"
 }
 
+# Each run_* function prints one line of figures, or fails (returns 1,
+# its seeder stopped, its logs kept) when a transfer fails or a check does.
+stop() { # pid [signal]
+    kill "-${2:-TERM}" "$1" 2> /dev/null || true
+    wait "$1" 2> /dev/null || true
+}
+
 # minimodel: `seed` (verifies the file, then writes its offer) and `fetch
 # --offer` in two processes. Timed: the fetch process from start to exit,
 # i.e. opening the download, the handshake, every chunk fetched and
@@ -142,17 +149,19 @@ run_minimodel() { # dir manifest file -> "seconds fetch_rss_kib seed_rss_kib"
         > "$dir/mm/seed.log" 2>&1 &
     local seeder=$!
     STARTED+=("$seeder")
-    wait_for "the minimodel seeder" 600 test -s "$dir/mm/offer.json"
+    # /usr/bin/time ignores SIGINT: the seeder itself is told to stop.
+    stop_seeder() { kill -INT "$(child_of "$seeder")" 2> /dev/null || true; wait "$seeder" || true; }
+    wait_for "the minimodel seeder" 600 test -s "$dir/mm/offer.json" || { stop_seeder; return 1; }
     settle "$file"
-    local start elapsed
+    local start elapsed status=0
     start=$(now_ns)
     /usr/bin/time -f %M -o "$dir/mm/fetch.rss" \
         "$MM" fetch "$manifest" --offer "$dir/mm/offer.json" -o "$dir/mm/out" --yes \
-        > "$dir/mm/fetch.log" 2>&1
+        > "$dir/mm/fetch.log" 2>&1 || status=$?
     elapsed=$(seconds_since "$start")
-    kill -INT "$(child_of "$seeder")"
-    wait "$seeder" || true
-    same_file "$file" "$dir/mm/out/compare.slm"
+    stop_seeder
+    [ "$status" = 0 ] || { say "minimodel fetch failed: $(tail -n 2 "$dir/mm/fetch.log")"; return 1; }
+    same_file "$file" "$dir/mm/out/compare.slm" || return 1
     echo "$elapsed $(rss_of "$dir/mm/fetch.rss") $(rss_of "$dir/mm/seed.rss")"
     rm -rf "$dir/mm/out"
 }
@@ -174,19 +183,20 @@ run_rqbit() { # dir file -> "seconds download_rss_kib"
     rqbit_seeding() {
         curl -sf "http://$api/torrents/0/stats/v1" 2> /dev/null | grep -q '"finished":true'
     }
-    wait_for "the rqbit seeder" 600 rqbit_seeding
-    curl -sf -o "$dir/rq/compare.torrent" "http://$api/torrents/0/metadata"
+    wait_for "the rqbit seeder" 600 rqbit_seeding || { stop "$seeder"; return 1; }
+    curl -sf -o "$dir/rq/compare.torrent" "http://$api/torrents/0/metadata" \
+        || { stop "$seeder"; return 1; }
     settle "$file"
-    local start elapsed
+    local start elapsed status=0
     start=$(now_ns)
     /usr/bin/time -f %M -o "$dir/rq/download.rss" \
         "$RQBIT" "${RQBIT_QUIET[@]}" download --disable-http-api \
         --initial-peers "127.0.0.1:$peer_port" -o "$dir/rq/out" -e "$dir/rq/compare.torrent" \
-        > "$dir/rq/download.log" 2>&1
+        > "$dir/rq/download.log" 2>&1 || status=$?
     elapsed=$(seconds_since "$start")
-    kill "$seeder"
-    wait "$seeder" || true
-    same_file "$file" "$dir/rq/out/$(basename "$file")"
+    stop "$seeder"
+    [ "$status" = 0 ] || { say "rqbit download failed: $(tail -n 2 "$dir/rq/download.log")"; return 1; }
+    same_file "$file" "$dir/rq/out/$(basename "$file")" || return 1
     echo "$elapsed $(rss_of "$dir/rq/download.rss")"
     rm -rf "$dir/rq/out"
 }
@@ -198,24 +208,44 @@ run_rqbit() { # dir file -> "seconds download_rss_kib"
 run_sendme() { # dir file -> "seconds receive_rss_kib"
     local dir=$1 file=$2
     rm -rf "$dir/sm" && mkdir -p "$dir/sm/send" "$dir/sm/out"
-    (cd "$dir/sm/send" && exec "$SENDME" send --relay disabled --ticket-type addresses --no-progress "$file" > "$dir/sm/send.log" 2>&1) &
+    (cd "$dir/sm/send" && exec "$SENDME" send --relay disabled --ticket-type addresses \
+        --no-progress "$file" > "$dir/sm/send.log" 2>&1) &
     local seeder=$!
     STARTED+=("$seeder")
-    sendme_ticket() { grep -oE 'blob[a-z0-9]{20,}' "$dir/sm/send.log" | head -n 1; }
-    wait_for "the sendme ticket" 600 sendme_ticket > /dev/null
+    sendme_ticket() { grep -soE 'blob[a-z0-9]{20,}' "$dir/sm/send.log" | head -n 1; }
+    # SIGINT: sendme removes its temporary store on Ctrl-C.
+    wait_for "the sendme ticket" 600 sendme_ticket > /dev/null || { stop "$seeder" INT; return 1; }
     local ticket
     ticket=$(sendme_ticket)
     settle "$file"
-    local start elapsed
+    local start elapsed status=0
     start=$(now_ns)
     (cd "$dir/sm/out" && exec /usr/bin/time -f %M -o "$dir/sm/receive.rss" \
-        "$SENDME" receive --relay disabled --no-progress "$ticket" > "$dir/sm/receive.log" 2>&1)
+        "$SENDME" receive --relay disabled --no-progress "$ticket" > "$dir/sm/receive.log" 2>&1) \
+        || status=$?
     elapsed=$(seconds_since "$start")
-    kill -INT "$seeder"
-    wait "$seeder" || true
-    same_file "$file" "$dir/sm/out/$(basename "$file")"
+    stop "$seeder" INT
+    [ "$status" = 0 ] || { say "sendme receive failed: $(tail -n 2 "$dir/sm/receive.log")"; return 1; }
+    same_file "$file" "$dir/sm/out/$(basename "$file")" || return 1
     echo "$elapsed $(rss_of "$dir/sm/receive.rss")"
     rm -rf "$dir/sm/out"
+}
+
+# Runs a measurement, again (up to three tries) when it fails; failures are
+# counted in the report.
+FAILED_TRIES=""
+measure() { # label output-file command...
+    local label=$1 out=$2 try
+    shift 2
+    for try in 1 2 3; do
+        say "-- $label"
+        if "$@" >> "$out"; then
+            return 0
+        fi
+        FAILED_TRIES+="$label: try $try failed and was not counted"$'\n'
+    done
+    say "$label failed three times"
+    exit 1
 }
 
 mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
@@ -234,12 +264,13 @@ REPORT="$WORK/results.md"
     [ "$SKIP_RQBIT" = 1 ] || versions+=", $("$RQBIT" --version)"
     [ "$SKIP_SENDME" = 1 ] || versions+=", $("$SENDME" --version)"
     versions+=", $(openssl version | cut -d' ' -f1-2)"
-    echo "Tools: $versions. Runs per figure: $RUNS (median)."
+    echo "Tools: $versions. Runs per figure: $RUNS (wall time: the median; peak RSS: the largest)."
     echo
     echo "| size | tool | wall s | MiB/s | peak RSS |"
     echo "|---|---|---:|---:|---:|"
 } > "$REPORT"
 SUMMARY=""
+RAW=""
 
 for size in $SIZES; do
     dir="$WORK/$size"
@@ -254,24 +285,21 @@ for size in $SIZES; do
     bytes=$(stat -c %s "$file")
     : > "$dir/times-openssl" ; : > "$dir/times-mm" ; : > "$dir/times-rq" ; : > "$dir/times-sm"
     for run in $(seq "$RUNS"); do
-        say "-- $size run $run: openssl"
-        run_openssl "$file" >> "$dir/times-openssl"
-        say "-- $size run $run: minimodel"
-        run_minimodel "$dir" "$manifest" "$file" >> "$dir/times-mm"
+        measure "$size run $run: openssl" "$dir/times-openssl" run_openssl "$file"
+        measure "$size run $run: minimodel" "$dir/times-mm" run_minimodel "$dir" "$manifest" "$file"
         if [ "$SKIP_RQBIT" = 0 ]; then
-            say "-- $size run $run: rqbit"
-            run_rqbit "$dir" "$file" >> "$dir/times-rq"
+            measure "$size run $run: rqbit" "$dir/times-rq" run_rqbit "$dir" "$file"
         fi
         if [ "$SKIP_SENDME" = 0 ]; then
-            say "-- $size run $run: sendme"
-            run_sendme "$dir" "$file" >> "$dir/times-sm"
+            measure "$size run $run: sendme" "$dir/times-sm" run_sendme "$dir" "$file"
         fi
     done
     median_of() { awk -v c="$2" '{ print $c }' "$1" | median; }
+    max_of() { awk -v c="$2" '$c > m { m = $c } END { print m }' "$1"; }
     t_ssl=$(median_of "$dir/times-openssl" 1)
     t_mm=$(median_of "$dir/times-mm" 1)
-    rss_fetch=$(median_of "$dir/times-mm" 2)
-    rss_seed=$(median_of "$dir/times-mm" 3)
+    rss_fetch=$(max_of "$dir/times-mm" 2)
+    rss_seed=$(max_of "$dir/times-mm" 3)
     t_rq=""; t_sm=""
     row() { # tool seconds rss
         echo "| $size | $1 | $2 | $(rate "$bytes" "$2") | $3 |" >> "$REPORT"
@@ -280,19 +308,31 @@ for size in $SIZES; do
     row "minimodel fetch" "$t_mm" "$(mib "$rss_fetch") MiB (seed $(mib "$rss_seed") MiB)"
     if [ -s "$dir/times-rq" ]; then
         t_rq=$(median_of "$dir/times-rq" 1)
-        row "rqbit download" "$t_rq" "$(mib "$(median_of "$dir/times-rq" 2)") MiB"
+        row "rqbit download" "$t_rq" "$(mib "$(max_of "$dir/times-rq" 2)") MiB"
     fi
     if [ -s "$dir/times-sm" ]; then
         t_sm=$(median_of "$dir/times-sm" 1)
-        row "sendme receive" "$t_sm" "$(mib "$(median_of "$dir/times-sm" 2)") MiB"
+        row "sendme receive" "$t_sm" "$(mib "$(max_of "$dir/times-sm" 2)") MiB"
     fi
     SUMMARY+="$size: rqbit/minimodel $(ratio "$t_rq" "$t_mm"), sendme/minimodel $(ratio "$t_sm" "$t_mm"), minimodel/openssl $(ratio "$t_mm" "$t_ssl"); peak RSS fetch $(mib "$rss_fetch") MiB, seed $(mib "$rss_seed") MiB"$'\n'
+    for tool in openssl mm rq sm; do
+        [ -s "$dir/times-$tool" ] || continue
+        RAW+="$size $tool: $(awk '{ print $1 " s" }' "$dir/times-$tool" | paste -sd ' ')"$'\n'
+    done
     rm -f "$file"
 done
 
 {
     echo
     printf '%s' "$SUMMARY" | sed 's/^/- /'
+    echo
+    echo "Every run (wall s; mm is minimodel fetch, rq rqbit download, sm sendme receive):"
+    printf '%s' "$RAW" | sed 's/^/- /'
+    if [ -n "$FAILED_TRIES" ]; then
+        echo
+        echo "Failed tries (run again, not in the figures):"
+        printf '%s' "$FAILED_TRIES" | sed 's/^/- /'
+    fi
     echo
     echo "Load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)."
 } >> "$REPORT"
