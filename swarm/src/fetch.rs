@@ -141,7 +141,14 @@ impl Fetcher {
         let swarm = swarm_of(manifest).map_err(FetchError::Unfetchable)?;
         let geometry = partial.geometry();
         let have = partial.verified();
-        let core = DownloadCore::new(geometry.chunk_size(), &have, config.download.clone());
+        // Every node breaks ties its own way: with one seed for all, peers
+        // that start together would ask a seeder for the same chunks.
+        let mut download = config.download.clone();
+        let id = identity.peer_id();
+        download.seed ^= u64::from_le_bytes([
+            id.0[0], id.0[1], id.0[2], id.0[3], id.0[4], id.0[5], id.0[6], id.0[7],
+        ]);
+        let core = DownloadCore::new(geometry.chunk_size(), &have, download);
         let mut node_config = config.node.clone();
         if !config.serve {
             node_config.listen = None;
