@@ -23,6 +23,15 @@ pub trait Storage: Send + Sync {
     fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()>;
     /// Makes written data durable.
     fn sync_data(&self) -> io::Result<()>;
+
+    /// Reads `len` bytes from `offset` into a new buffer. The default
+    /// zeroes the buffer first; storages that can read into uninitialised
+    /// memory skip that (a seeder reads every byte it serves).
+    fn read_vec_at(&self, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+        let mut buf = vec![0; len];
+        self.read_exact_at(offset, &mut buf)?;
+        Ok(buf)
+    }
 }
 
 /// Writes a verified chunk at its place.
@@ -54,7 +63,5 @@ pub fn read_chunk(
     let range = geometry
         .byte_range(index)
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "chunk out of range"))?;
-    let mut buf = vec![0; (range.end - range.start) as usize];
-    storage.read_exact_at(range.start, &mut buf)?;
-    Ok(buf)
+    storage.read_vec_at(range.start, (range.end - range.start) as usize)
 }
