@@ -17,6 +17,11 @@ use minimodel_wire::{
 
 use super::LinkError;
 
+/// How long a farewell (HelloReject or Goodbye) may take to be acknowledged
+/// before the connection is dropped: dropping it at once would discard the
+/// farewell with it.
+const FAREWELL_WAIT: Duration = Duration::from_secs(1);
+
 /// What this side says about itself in its Hello.
 #[derive(Debug, Clone)]
 pub struct LocalHello {
@@ -129,8 +134,14 @@ async fn farewell(send: &mut quinn::SendStream, control: &Mutex<ControlStream>, 
     let message = control.lock().ok().and_then(|c| c.farewell(peer_error));
     if let Some(message) = message {
         let _ = send_message(send, control, &message).await;
-        let _ = send.finish();
+        flush(send).await;
     }
+}
+
+/// Finishes the stream and waits, briefly, until the peer has all of it.
+async fn flush(send: &mut quinn::SendStream) {
+    let _ = send.finish();
+    let _ = tokio::time::timeout(FAREWELL_WAIT, send.stopped()).await;
 }
 
 /// The dialer's side: open the control stream, send Hello, read the
@@ -256,7 +267,7 @@ async fn listen_inner(
                     detail: detail.clone(),
                 };
                 send_message(&mut send, &control, &reject).await?;
-                let _ = send.finish();
+                flush(&mut send).await;
                 return Err(LinkError::Refused { reason, detail });
             }
         };
