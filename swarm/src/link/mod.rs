@@ -17,6 +17,7 @@ pub mod handshake;
 pub mod pieces;
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -36,6 +37,9 @@ const KEEP_ALIVE_AFTER: Duration = Duration::from_secs(15);
 /// Messages queued for one peer; a peer that does not read its control
 /// stream while this many wait is dropped.
 const OUTBOX_CAPACITY: usize = 4096;
+/// The longest a Goodbye may take to be acknowledged before the connection
+/// is closed anyway.
+pub const GOODBYE_WAIT: Duration = Duration::from_secs(2);
 
 /// Why a link ended or could not start.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -104,6 +108,9 @@ pub struct LinkHandle {
     pub connection: quinn::Connection,
     outbox: mpsc::Sender<Message>,
     requests: Arc<Mutex<RequestBook>>,
+    /// A Goodbye is queued: the writer closes the connection once it is
+    /// delivered.
+    saying_goodbye: Arc<AtomicBool>,
 }
 
 /// Which chunks a piece stream from this peer may carry.
@@ -142,6 +149,22 @@ impl LinkHandle {
     pub fn close(&self, reason: GoodbyeReason) {
         if self.outbox.try_send(Message::Goodbye { reason }).is_err() {
             self.connection.close(0u32.into(), b"goodbye");
+        } else {
+            self.saying_goodbye.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Ends the connection: now, or, when a Goodbye is on its way, as soon
+    /// as the peer has it (at most [`GOODBYE_WAIT`] later), so the peer
+    /// learns why it was dropped.
+    pub fn drop_connection(&self) {
+        if self.saying_goodbye.load(Ordering::Relaxed) {
+            // Meanwhile, take no more chunks from it.
+            if let Ok(mut book) = self.requests.lock() {
+                book.wanted.clear();
+            }
+        } else {
+            self.connection.close(0u32.into(), b"bye");
         }
     }
 }
@@ -182,6 +205,7 @@ pub fn spawn(
         connection,
         outbox,
         requests,
+        saying_goodbye: Arc::new(AtomicBool::new(false)),
     }
 }
 
@@ -207,7 +231,7 @@ async fn write_control(
         if goodbye {
             let _ = send.finish();
             // Give the Goodbye a moment to leave before the connection goes.
-            let _ = tokio::time::timeout(Duration::from_secs(2), send.stopped()).await;
+            let _ = tokio::time::timeout(GOODBYE_WAIT, send.stopped()).await;
             connection.close(0u32.into(), b"goodbye");
             break;
         }

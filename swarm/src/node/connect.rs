@@ -259,7 +259,7 @@ impl Node {
         let Some(peer) = self.peers.remove(&key) else {
             return;
         };
-        peer.link.connection.close(0u32.into(), b"bye");
+        peer.link.drop_connection();
         if let Some(download) = &mut self.download {
             download.core.remove_peer(key, std::time::Instant::now());
         }

@@ -117,6 +117,9 @@ impl Node {
                     }
                 }
             }
+            LinkEvent::Closed(error) if error.is_peer_misbehaviour() => {
+                self.drop_misbehaving(key, error.to_string())
+            }
             LinkEvent::Closed(error) => self.remove_peer(key, error.to_string()),
         }
         self.drain_download_actions();
