@@ -7,8 +7,9 @@
 //! - the control writer sends what the node queues (and a KeepAlive when
 //!   the stream has been quiet);
 //! - the piece acceptor takes each incoming piece stream, refuses a chunk
-//!   nobody asked this peer for as soon as its header arrives, and reports
-//!   the chunk's bytes, unverified, when they are complete.
+//!   nobody asked this peer for (or one that is already arriving on another
+//!   stream) as soon as its header arrives, and reports the chunk's bytes,
+//!   unverified, when they are complete.
 //!
 //! Nothing here hashes or writes to disk: verification and storage happen
 //! on workers the node owns, so this task never blocks the QUIC driver.
@@ -121,6 +122,28 @@ struct RequestBook {
     /// Ever requested: a late stream for one of these is dropped quietly;
     /// a stream for any other chunk is a protocol violation.
     ever: BTreeSet<u32>,
+    /// A stream for these is being read: another stream for the same
+    /// chunk is stopped, so a peer cannot make us buffer one chunk many
+    /// times over.
+    arriving: BTreeSet<u32>,
+}
+
+impl RequestBook {
+    /// Decides on a stream whose header names `chunk`: take it (and mark
+    /// the chunk arriving) or refuse it, with the reason.
+    fn admit(&mut self, chunk: ChunkIndex) -> Result<(), PieceStreamError> {
+        if !self.wanted.contains(&chunk.0) {
+            return Err(if self.ever.contains(&chunk.0) {
+                PieceStreamError::NoLongerWanted(chunk)
+            } else {
+                PieceStreamError::Unrequested(chunk)
+            });
+        }
+        if !self.arriving.insert(chunk.0) {
+            return Err(PieceStreamError::NoLongerWanted(chunk));
+        }
+        Ok(())
+    }
 }
 
 impl LinkHandle {
@@ -142,6 +165,7 @@ impl LinkHandle {
     pub fn forget_chunk(&self, chunk: u32) {
         if let Ok(mut book) = self.requests.lock() {
             book.wanted.remove(&chunk);
+            book.arriving.remove(&chunk);
         }
     }
 
@@ -285,16 +309,12 @@ async fn accept_pieces(
                 Err(error) => LinkEvent::PieceFailed { chunk: None, error },
                 Ok(header) => {
                     let chunk = header.chunk;
-                    let (wanted, ever) = requests.lock().map_or((false, false), |book| {
-                        (book.wanted.contains(&chunk.0), book.ever.contains(&chunk.0))
-                    });
-                    if !wanted {
+                    let admitted = requests.lock().map_or(
+                        Err(PieceStreamError::NoLongerWanted(chunk)),
+                        |mut book| book.admit(chunk),
+                    );
+                    if let Err(error) = admitted {
                         let _ = stream.stop(0u32.into());
-                        let error = if ever {
-                            PieceStreamError::NoLongerWanted(chunk)
-                        } else {
-                            PieceStreamError::Unrequested(chunk)
-                        };
                         LinkEvent::PieceFailed {
                             chunk: Some(chunk),
                             error,
@@ -302,11 +322,17 @@ async fn accept_pieces(
                     } else {
                         let _ = events.send((key, LinkEvent::PieceStarted(chunk))).await;
                         match pieces::receive_body(&mut stream, header, |_| {}).await {
+                            // Stays arriving until the node forgets it.
                             Ok(piece) => LinkEvent::PieceArrived(piece),
-                            Err(error) => LinkEvent::PieceFailed {
-                                chunk: Some(chunk),
-                                error,
-                            },
+                            Err(error) => {
+                                if let Ok(mut book) = requests.lock() {
+                                    book.arriving.remove(&chunk.0);
+                                }
+                                LinkEvent::PieceFailed {
+                                    chunk: Some(chunk),
+                                    error,
+                                }
+                            }
                         }
                     }
                 }
