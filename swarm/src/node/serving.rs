@@ -171,11 +171,24 @@ impl Node {
     }
 
     /// Peer exchange, received: dial serving peers we do not know yet while
-    /// there is room (only when downloading).
-    pub(crate) fn on_peer_exchange(&mut self, _from: PeerKey, entries: Vec<PeerEntry>) {
+    /// there is room (only when downloading). A peer's Peers messages are
+    /// acted on at most once per `peer_exchange_min_interval`.
+    pub(crate) fn on_peer_exchange(&mut self, from: PeerKey, entries: Vec<PeerEntry>) {
         if self.download.as_ref().is_none_or(|d| d.core.is_complete()) {
             return;
         }
+        let now = Instant::now();
+        let min_interval = self.config.peer_exchange_min_interval;
+        let Some(peer) = self.peers.get_mut(&from) else {
+            return;
+        };
+        if peer
+            .last_peer_exchange
+            .is_some_and(|last| now.saturating_duration_since(last) < min_interval)
+        {
+            return;
+        }
+        peer.last_peer_exchange = Some(now);
         for entry in entries.into_iter().take(MAX_PEERS_PER_MESSAGE) {
             if self.peers.len() + self.dialing.len() >= self.config.max_peers {
                 break;
