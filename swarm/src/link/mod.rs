@@ -187,6 +187,12 @@ impl LinkHandle {
             if let Ok(mut book) = self.requests.lock() {
                 book.wanted.clear();
             }
+            // A peer whose flow control is shut never takes the Goodbye.
+            let connection = self.connection.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(GOODBYE_WAIT).await;
+                connection.close(0u32.into(), b"goodbye");
+            });
         } else {
             self.connection.close(0u32.into(), b"bye");
         }
