@@ -212,8 +212,16 @@ impl Node {
                 chunk,
                 bytes,
                 ok,
+                stalled,
             } => {
                 self.uploads.finished(key, chunk);
+                if let Some(reason) = stalled {
+                    // It holds upload slots and reads nothing: let it go.
+                    if let Some(peer) = self.peers.get(&key) {
+                        peer.link.close(GoodbyeReason::Idle);
+                    }
+                    self.remove_peer(key, reason);
+                }
                 if let (true, Some(peer)) = (ok, self.peers.get_mut(&key)) {
                     peer.uploaded_chunks += 1;
                     peer.uploaded_bytes += bytes;

@@ -82,6 +82,11 @@ pub struct NodeConfig {
     /// a flood cannot make this node dial more than 32 addresses per
     /// interval per peer.
     pub peer_exchange_min_interval: Duration,
+    /// An upload whose next 64 KiB are not taken by the peer's flow control
+    /// within this time is given up and the peer dropped. Default 20 s
+    /// (3.2 KiB/s): a peer that requests chunks and never reads them would
+    /// otherwise hold upload slots for good.
+    pub upload_stall_timeout: Duration,
 }
 
 impl Default for NodeConfig {
@@ -99,6 +104,7 @@ impl Default for NodeConfig {
             max_connections_per_ip: 8,
             max_handshakes: 16,
             peer_exchange_min_interval: Duration::from_secs(2),
+            upload_stall_timeout: Duration::from_secs(20),
         }
     }
 }
@@ -166,6 +172,8 @@ pub(crate) enum Internal {
         chunk: u32,
         bytes: u64,
         ok: bool,
+        /// The peer stopped taking bytes: why, to drop it.
+        stalled: Option<String>,
     },
 }
 

@@ -20,6 +20,7 @@ use minimodel_wire::{
 use tokio::task::AbortHandle;
 
 use super::{Internal, Node};
+use crate::link::PieceStreamError;
 use crate::link::pieces::send_piece;
 use crate::picker::PeerKey;
 use crate::store::read_chunk;
@@ -136,6 +137,7 @@ impl Node {
         let geometry = self.geometry;
         let params = self.params;
         let limit = self.uploads.limit.clone();
+        let stall = self.config.upload_stall_timeout;
         let internal = self.internal_sender.clone();
         let task = tokio::spawn(async move {
             let read = tokio::task::spawn_blocking(move || {
@@ -146,13 +148,24 @@ impl Node {
                 Ok(Ok(bytes)) => {
                     let bytes = Bytes::from(bytes);
                     let len = bytes.len() as u64;
-                    let sent =
-                        send_piece(&connection, &header, &params, bytes, limit.as_deref()).await;
+                    let sent = send_piece(
+                        &connection,
+                        &header,
+                        &params,
+                        bytes,
+                        limit.as_deref(),
+                        stall,
+                    )
+                    .await;
                     let _ = internal.send(Internal::UploadDone {
                         key,
                         chunk,
                         bytes: len,
                         ok: sent.is_ok(),
+                        stalled: match sent {
+                            Err(error @ PieceStreamError::Stalled(_)) => Some(error.to_string()),
+                            _ => None,
+                        },
                     });
                     return;
                 }
@@ -163,6 +176,7 @@ impl Node {
                 chunk,
                 bytes: 0,
                 ok,
+                stalled: None,
             });
         });
         self.uploads
