@@ -147,9 +147,7 @@ impl Node {
                             RequestRefusal::Busy => RejectReason::Busy,
                             _ => RejectReason::NotHave,
                         };
-                        if let Some(peer) = self.peers.get(&key) {
-                            peer.link.send(Message::Reject { chunk, reason });
-                        }
+                        self.send_or_drop(key, Message::Reject { chunk, reason });
                     }
                 }
             }
@@ -171,6 +169,18 @@ impl Node {
             | ControlEvent::PeerHello(_)
             | ControlEvent::HelloRejected { .. }
             | ControlEvent::Bitfield(_) => {}
+        }
+    }
+
+    /// Queues `message` for the peer; a peer whose queue is full (it does
+    /// not read its control stream) is dropped.
+    pub(crate) fn send_or_drop(&mut self, key: PeerKey, message: Message) {
+        let sent = self
+            .peers
+            .get(&key)
+            .is_none_or(|peer| peer.link.send(message));
+        if !sent {
+            self.remove_peer(key, "not reading its control stream".into());
         }
     }
 
