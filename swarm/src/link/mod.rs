@@ -1,5 +1,5 @@
 //! One peer connection speaking the piece protocol: the handshake, then
-//! three small tasks that turn bytes into events for the node and messages
+//! four small tasks that turn bytes into events for the node and messages
 //! from the node into bytes.
 //!
 //! - the control reader decodes frames, runs them through the wire state
@@ -9,7 +9,9 @@
 //! - the piece acceptor takes each incoming piece stream, refuses a chunk
 //!   nobody asked this peer for (or one that is already arriving on another
 //!   stream) as soon as its header arrives, and reports the chunk's bytes,
-//!   unverified, when they are complete.
+//!   unverified, when they are complete;
+//! - a watcher ends the link if the peer opens a second bidirectional
+//!   stream (the spec allows only the control stream).
 //!
 //! Nothing here hashes or writes to disk: verification and storage happen
 //! on workers the node owns, so this task never blocks the QUIC driver.
@@ -73,12 +75,17 @@ pub enum LinkError {
     /// Our own code failed.
     #[error("local error: {0}")]
     Local(String),
+    /// The peer opened a bidirectional stream besides the control stream.
+    #[error(
+        "peer broke the protocol: a second bidirectional stream (only the control stream is allowed)"
+    )]
+    SecondControlStream,
 }
 
 impl LinkError {
     /// Whether the peer is to blame (protocol violation or bad bytes).
     pub fn is_peer_misbehaviour(&self) -> bool {
-        matches!(self, LinkError::Peer(_))
+        matches!(self, LinkError::Peer(_) | LinkError::SecondControlStream)
     }
 }
 
@@ -229,8 +236,9 @@ pub fn spawn(
         Arc::clone(&requests),
         params,
         key,
-        events,
+        events.clone(),
     ));
+    tokio::spawn(refuse_control_streams(connection.clone(), key, events));
     LinkHandle {
         connection,
         outbox,
@@ -300,6 +308,21 @@ async fn read_control(
     let _ = events.send((key, LinkEvent::Closed(end))).await;
 }
 
+/// The control stream is the only bidirectional stream: another one is a
+/// violation (left unread, each could hold a stream window of our memory).
+async fn refuse_control_streams(
+    connection: quinn::Connection,
+    key: PeerKey,
+    events: mpsc::Sender<(PeerKey, LinkEvent)>,
+) {
+    if let Ok((_send, mut recv)) = connection.accept_bi().await {
+        let _ = recv.stop(0u32.into());
+        let _ = events
+            .send((key, LinkEvent::Closed(LinkError::SecondControlStream)))
+            .await;
+    }
+}
+
 async fn accept_pieces(
     connection: quinn::Connection,
     requests: Arc<Mutex<RequestBook>>,
@@ -315,10 +338,11 @@ async fn accept_pieces(
                 Err(error) => LinkEvent::PieceFailed { chunk: None, error },
                 Ok(header) => {
                     let chunk = header.chunk;
-                    let admitted = requests.lock().map_or(
-                        Err(PieceStreamError::NoLongerWanted(chunk)),
-                        |mut book| book.admit(chunk),
-                    );
+                    let admitted = requests
+                        .lock()
+                        .map_or(Err(PieceStreamError::NoLongerWanted(chunk)), |mut book| {
+                            book.admit(chunk)
+                        });
                     if let Err(error) = admitted {
                         let _ = stream.stop(0u32.into());
                         LinkEvent::PieceFailed {
