@@ -4,9 +4,12 @@
 //! The pipeline depth adapts to the peer: `2 * rate * rtt / chunk_size + 2`
 //! requests, clamped to the configured range, so the peer always has the
 //! next chunk queued by the time it finishes one, whatever its speed and
-//! distance. The rate is an exponentially weighted average of per-chunk
-//! service times (the time from when the peer could start a chunk to when
-//! its last byte arrived).
+//! distance. The rate is an exponentially weighted average of delivery-rate
+//! samples: when a chunk arrives, every byte the peer delivered since that
+//! chunk was requested, over the time since. Chunks served in parallel that
+//! arrive together share their time instead of each looking instantaneous
+//! (which made a slow, lossy peer look infinitely fast and get a pipeline
+//! far deeper than it could serve before the requests timed out).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -35,16 +38,25 @@ pub struct PeerStats {
     pub timeouts: u32,
 }
 
+/// A request in flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Request {
+    /// When it was sent.
+    pub sent: Instant,
+    /// Bytes the peer had delivered (first) when it was sent.
+    delivered_before: u64,
+}
+
 /// One connected peer.
 #[derive(Debug, Clone)]
 pub struct PeerSession {
     peer_id: PeerId,
     has: HaveBitfield,
-    /// In-flight requests: chunk -> when it was sent.
-    requests: BTreeMap<u32, Instant>,
+    /// In-flight requests: chunk -> when it was sent and what the peer had
+    /// delivered by then.
+    requests: BTreeMap<u32, Request>,
     rate: Option<f64>,
     rtt: Option<Duration>,
-    last_delivery: Option<Instant>,
     last_progress: Instant,
     backoff_until: Option<Instant>,
     stats: PeerStats,
@@ -59,7 +71,6 @@ impl PeerSession {
             requests: BTreeMap::new(),
             rate: None,
             rtt: None,
-            last_delivery: None,
             last_progress: now,
             backoff_until: None,
             stats: PeerStats::default(),
@@ -112,7 +123,9 @@ impl PeerSession {
 
     /// The in-flight requests: chunk and when it was sent.
     pub fn requests(&self) -> impl Iterator<Item = (u32, Instant)> + '_ {
-        self.requests.iter().map(|(&chunk, &sent)| (chunk, sent))
+        self.requests
+            .iter()
+            .map(|(&chunk, request)| (chunk, request.sent))
     }
 
     /// Whether `chunk` is requested from this peer.
@@ -153,12 +166,15 @@ impl PeerSession {
             // An idle peer's stall clock starts with its first request.
             self.last_progress = now;
         }
-        self.requests.insert(chunk, now);
+        let request = Request {
+            sent: now,
+            delivered_before: self.stats.bytes,
+        };
+        self.requests.insert(chunk, request);
     }
 
-    /// Removes the request; returns when it was sent, `None` if it was not
-    /// in flight.
-    pub(crate) fn finish_request(&mut self, chunk: u32) -> Option<Instant> {
+    /// Removes the request; returns it, `None` if it was not in flight.
+    pub(crate) fn finish_request(&mut self, chunk: u32) -> Option<Request> {
         self.requests.remove(&chunk)
     }
 
@@ -166,23 +182,21 @@ impl PeerSession {
         self.last_progress = now;
     }
 
-    /// A chunk it delivered first was verified.
-    pub(crate) fn record_delivery(&mut self, bytes: u64, sent: Option<Instant>, now: Instant) {
+    /// A chunk it delivered first was verified. `request` is the request
+    /// it answered (none for an unasked or late chunk: no rate sample).
+    pub(crate) fn record_delivery(&mut self, bytes: u64, request: Option<Request>, now: Instant) {
         self.stats.chunks += 1;
         self.stats.bytes += bytes;
         self.last_progress = now;
-        // Service time: from when the peer could start this chunk (the later
-        // of our request and its previous delivery) to now.
-        let start = match (sent, self.last_delivery) {
-            (Some(sent), Some(previous)) => sent.max(previous),
-            (Some(sent), None) => sent,
-            (None, Some(previous)) => previous,
-            (None, None) => now,
+        let Some(request) = request else {
+            return;
         };
-        self.last_delivery = Some(now);
-        let seconds = now.saturating_duration_since(start).as_secs_f64();
+        // Everything delivered while this chunk was on its way, over the
+        // time it was on its way.
+        let delivered = self.stats.bytes.saturating_sub(request.delivered_before);
+        let seconds = now.saturating_duration_since(request.sent).as_secs_f64();
         if seconds > 0.0 {
-            let sample = bytes as f64 / seconds;
+            let sample = delivered as f64 / seconds;
             self.rate = Some(match self.rate {
                 None => sample,
                 Some(rate) => rate + RATE_SMOOTHING * (sample - rate),
@@ -233,7 +247,7 @@ impl PeerSession {
         let mut by_age: Vec<(Instant, u32)> = self
             .requests
             .iter()
-            .map(|(&chunk, &sent)| (sent, chunk))
+            .map(|(&chunk, request)| (request.sent, chunk))
             .collect();
         by_age.sort();
         by_age
@@ -269,7 +283,8 @@ mod tests {
         );
         // 100 MiB/s at 1 ms: a fraction of a chunk per round trip.
         near.start_request(0, t0);
-        near.record_delivery(1 << 20, Some(t0), t0 + Duration::from_millis(10));
+        let request = near.finish_request(0);
+        near.record_delivery(1 << 20, request, t0 + Duration::from_millis(10));
         near.set_rtt(Duration::from_millis(1));
         assert_eq!(near.pipeline_depth(1 << 20, &config), 3);
         // The same rate 100 ms away needs about 20 chunks queued.
@@ -282,20 +297,42 @@ mod tests {
     }
 
     #[test]
-    fn rate_follows_service_times() {
+    fn rate_is_what_arrived_while_a_chunk_was_on_its_way() {
         let t0 = Instant::now();
         let mut peer = session(t0);
         peer.start_request(0, t0);
         peer.start_request(1, t0);
-        let sent = peer.finish_request(0);
-        peer.record_delivery(1_000_000, sent, t0 + Duration::from_secs(1));
+        let request = peer.finish_request(0);
+        peer.record_delivery(1_000_000, request, t0 + Duration::from_secs(1));
         assert!((peer.rate() - 1_000_000.0).abs() < 1.0);
-        // The second chunk was queued behind the first: its service time
-        // starts at the first delivery, not at the request.
-        let sent = peer.finish_request(1);
-        peer.record_delivery(1_000_000, sent, t0 + Duration::from_millis(1500));
-        let expected = 1_000_000.0 + RATE_SMOOTHING * (2_000_000.0 - 1_000_000.0);
+        // The second chunk was on its way for 1.5 s, in which the peer
+        // delivered both: 2 MB in 1.5 s.
+        let request = peer.finish_request(1);
+        peer.record_delivery(1_000_000, request, t0 + Duration::from_millis(1500));
+        let expected = 1_000_000.0 + RATE_SMOOTHING * (2_000_000.0 / 1.5 - 1_000_000.0);
         assert!((peer.rate() - expected).abs() < 1.0, "rate {}", peer.rate());
+    }
+
+    #[test]
+    fn chunks_arriving_together_do_not_look_instantaneous() {
+        // Two chunks served in parallel over a slow link land a microsecond
+        // apart: the peer delivered 2 MB in a second, not 1 MB in 1 us.
+        let t0 = Instant::now();
+        let mut peer = session(t0);
+        peer.start_request(0, t0);
+        peer.start_request(1, t0);
+        let arrival = t0 + Duration::from_secs(1);
+        let request = peer.finish_request(0);
+        peer.record_delivery(1_000_000, request, arrival);
+        let request = peer.finish_request(1);
+        peer.record_delivery(1_000_000, request, arrival + Duration::from_micros(1));
+        assert!(peer.rate() < 2_000_000.0, "rate {}", peer.rate());
+        let config = DownloadConfig::default();
+        peer.set_rtt(Duration::from_millis(100));
+        assert!(
+            peer.pipeline_depth(1 << 20, &config) < 4,
+            "a 1 MB/s peer 100 ms away gets a short pipeline"
+        );
     }
 
     #[test]
