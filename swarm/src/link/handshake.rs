@@ -75,6 +75,9 @@ pub(crate) async fn next_message(
                 decoder.finish().map_err(|e| LinkError::Peer(e.into()))?;
                 return Ok(None);
             }
+            Err(quinn::ReadError::ConnectionLost(error)) => {
+                return Err(LinkError::Connection(error.to_string()));
+            }
             Err(error) => return Err(LinkError::Connection(error.to_string())),
         }
     }
@@ -98,9 +101,10 @@ pub(crate) async fn send_message(
     message
         .encode(&mut frame)
         .map_err(|e| LinkError::Local(e.to_string()))?;
-    send.write_chunk(frame.freeze())
-        .await
-        .map_err(|e| LinkError::Connection(e.to_string()))
+    send.write_chunk(frame.freeze()).await.map_err(|e| match e {
+        quinn::WriteError::ConnectionLost(e) => LinkError::Connection(e.to_string()),
+        e => LinkError::Connection(e.to_string()),
+    })
 }
 
 fn receive(control: &Mutex<ControlStream>, message: &Message) -> Result<ControlEvent, LinkError> {
