@@ -139,20 +139,24 @@ async fn a_chunk_longer_than_its_length_gets_the_peer_dropped() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_4_gib_control_frame_prefix_gets_the_peer_dropped() {
-    dropped_for(Lie::ControlBytes(FOUR_GIB_PREFIX.to_vec()), "exceeds").await;
+    dropped_for(
+        Lie::ControlBytes(FOUR_GIB_PREFIX.to_vec().into()),
+        "exceeds",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_control_frame_over_its_cap_gets_the_peer_dropped() {
     let mut frame = 65537u32.to_le_bytes().to_vec();
     frame.extend(std::iter::repeat_n(0x09, 70_000));
-    dropped_for(Lie::ControlBytes(frame), "exceeds").await;
+    dropped_for(Lie::ControlBytes(frame.into()), "exceeds").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_frame_type_gets_the_peer_dropped() {
     dropped_for(
-        Lie::ControlBytes(vec![1, 0, 0, 0, 0x7f]),
+        Lie::ControlBytes(vec![1, 0, 0, 0, 0x7f].into()),
         "unknown frame type",
     )
     .await;
@@ -161,7 +165,7 @@ async fn an_unknown_frame_type_gets_the_peer_dropped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_4_gib_piece_header_prefix_gets_the_peer_dropped() {
     dropped_for(
-        Lie::PieceBytes(FOUR_GIB_PREFIX.to_vec()),
+        Lie::PieceBytes(FOUR_GIB_PREFIX.to_vec().into()),
         "piece header frame of",
     )
     .await;
@@ -170,7 +174,7 @@ async fn a_4_gib_piece_header_prefix_gets_the_peer_dropped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_piece_header_over_its_cap_gets_the_peer_dropped() {
     dropped_for(
-        Lie::PieceBytes(2049u32.to_le_bytes().to_vec()),
+        Lie::PieceBytes(2049u32.to_le_bytes().to_vec().into()),
         "piece header frame of",
     )
     .await;

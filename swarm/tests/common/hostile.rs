@@ -147,7 +147,19 @@ impl Dialer {
     /// A connection with its control stream opened (nothing sent yet: the
     /// listener learns of the stream with its first byte).
     pub async fn session(&self, peer: &PeerAddr) -> Result<RawSession, String> {
-        let connection = self.connect(peer).await?;
+        self.session_as(&self.identity, peer).await
+    }
+
+    /// [`Dialer::session`] from the same endpoint under another identity,
+    /// so one socket can play many peers.
+    pub async fn session_as(
+        &self,
+        identity: &Identity,
+        peer: &PeerAddr,
+    ) -> Result<RawSession, String> {
+        let connection = transport::connect(&self.endpoint, peer, identity, &self.tuning)
+            .await
+            .map_err(|e| e.to_string())?;
         let (send, recv) = connection.open_bi().await.map_err(|e| e.to_string())?;
         Ok(RawSession {
             connection,
@@ -251,6 +263,8 @@ pub fn full(count: u32) -> HaveBitfield {
 /// What a [`HostileSeeder`] does wrong.
 #[derive(Debug, Clone)]
 pub enum Lie {
+    /// Nothing: it serves every request correctly (a control for tests).
+    Honest,
     /// Accepts the QUIC connection and closes it before the control stream.
     CloseBeforeControlStream,
     /// Reads the dialer's Hello, then closes the connection.
@@ -289,10 +303,10 @@ pub enum Lie {
     /// Sends each requested chunk on this many piece streams at once.
     DuplicateStreams(usize),
     /// After the handshake, writes these raw bytes on the control stream.
-    ControlBytes(Vec<u8>),
+    ControlBytes(Bytes),
     /// Opens the piece stream of the first requested chunk with these raw
     /// bytes instead of a header.
-    PieceBytes(Vec<u8>),
+    PieceBytes(Bytes),
     /// Claims no chunk and sends a full Peers message every `every`, each
     /// entry a fresh id at `to`.
     PeersFlood { to: SocketAddr, every: Duration },
@@ -538,7 +552,7 @@ async fn serve(
             return;
         }
         Lie::ControlBytes(bytes) => {
-            let _ = session.send_raw(bytes).await;
+            let _ = session.send.write_chunk(bytes.clone()).await;
         }
         Lie::Unrequested => {
             let content = Arc::clone(&content);
