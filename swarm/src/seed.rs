@@ -20,6 +20,13 @@ use crate::node::{Node, NodeConfig, NodeReport, ProofSource};
 use crate::store::{FileStorage, Storage};
 use crate::transport::Identity;
 
+/// The most a peer can make a seeder buffer on one connection: peers send
+/// a seeder only control messages (a Request is 9 bytes), so a small
+/// receive window costs nothing, and a peer that pushes streams of junk
+/// pins at most this much until it is dropped (instead of the 12 MiB a
+/// downloading connection needs for speed).
+pub const SEEDER_RECEIVE_WINDOW: u64 = 256 * 1024;
+
 /// A running seeder.
 pub struct Seeder {
     node: Node,
@@ -41,11 +48,12 @@ pub enum SeedError {
 
 impl Seeder {
     /// Opens `path` (the file `artifact` was verified from) and starts
-    /// listening. `config.listen` must be set.
+    /// listening. `config.listen` must be set. The receive windows of
+    /// `config.tuning` are capped at [`SEEDER_RECEIVE_WINDOW`].
     pub fn start(
         artifact: &VerifiedArtifact,
         path: &Path,
-        config: NodeConfig,
+        mut config: NodeConfig,
         identity: Arc<Identity>,
         reports: mpsc::UnboundedSender<NodeReport>,
     ) -> Result<Self, SeedError> {
@@ -53,6 +61,10 @@ impl Seeder {
         let swarm = swarm_of(manifest).map_err(SeedError::Unservable)?;
         let geometry = ChunkGeometry::of_manifest(manifest)
             .map_err(|e| SeedError::Unservable(e.to_string()))?;
+        let tuning = &mut config.tuning;
+        tuning.connection_receive_window =
+            tuning.connection_receive_window.min(SEEDER_RECEIVE_WINDOW);
+        tuning.stream_receive_window = tuning.stream_receive_window.min(SEEDER_RECEIVE_WINDOW);
         let storage: Arc<dyn Storage> =
             Arc::new(FileStorage::open_read_only(path).map_err(SeedError::Open)?);
         let node = Node::new(crate::node::NodeParts {

@@ -17,6 +17,11 @@ use minimodel_wire::{
 
 use super::LinkError;
 
+/// How long a farewell (HelloReject or Goodbye) may take to be acknowledged
+/// before the connection is dropped: dropping it at once would discard the
+/// farewell with it.
+const FAREWELL_WAIT: Duration = Duration::from_secs(1);
+
 /// What this side says about itself in its Hello.
 #[derive(Debug, Clone)]
 pub struct LocalHello {
@@ -70,6 +75,9 @@ pub(crate) async fn next_message(
                 decoder.finish().map_err(|e| LinkError::Peer(e.into()))?;
                 return Ok(None);
             }
+            Err(quinn::ReadError::ConnectionLost(error)) => {
+                return Err(LinkError::Connection(error.to_string()));
+            }
             Err(error) => return Err(LinkError::Connection(error.to_string())),
         }
     }
@@ -93,9 +101,10 @@ pub(crate) async fn send_message(
     message
         .encode(&mut frame)
         .map_err(|e| LinkError::Local(e.to_string()))?;
-    send.write_chunk(frame.freeze())
-        .await
-        .map_err(|e| LinkError::Connection(e.to_string()))
+    send.write_chunk(frame.freeze()).await.map_err(|e| match e {
+        quinn::WriteError::ConnectionLost(e) => LinkError::Connection(e.to_string()),
+        e => LinkError::Connection(e.to_string()),
+    })
 }
 
 fn receive(control: &Mutex<ControlStream>, message: &Message) -> Result<ControlEvent, LinkError> {
@@ -129,8 +138,14 @@ async fn farewell(send: &mut quinn::SendStream, control: &Mutex<ControlStream>, 
     let message = control.lock().ok().and_then(|c| c.farewell(peer_error));
     if let Some(message) = message {
         let _ = send_message(send, control, &message).await;
-        let _ = send.finish();
+        flush(send).await;
     }
+}
+
+/// Finishes the stream and waits, briefly, until the peer has all of it.
+async fn flush(send: &mut quinn::SendStream) {
+    let _ = send.finish();
+    let _ = tokio::time::timeout(FAREWELL_WAIT, send.stopped()).await;
 }
 
 /// The dialer's side: open the control stream, send Hello, read the
@@ -256,7 +271,7 @@ async fn listen_inner(
                     detail: detail.clone(),
                 };
                 send_message(&mut send, &control, &reject).await?;
-                let _ = send.finish();
+                flush(&mut send).await;
                 return Err(LinkError::Refused { reason, detail });
             }
         };

@@ -1,5 +1,5 @@
 //! One peer connection speaking the piece protocol: the handshake, then
-//! three small tasks that turn bytes into events for the node and messages
+//! four small tasks that turn bytes into events for the node and messages
 //! from the node into bytes.
 //!
 //! - the control reader decodes frames, runs them through the wire state
@@ -7,8 +7,11 @@
 //! - the control writer sends what the node queues (and a KeepAlive when
 //!   the stream has been quiet);
 //! - the piece acceptor takes each incoming piece stream, refuses a chunk
-//!   nobody asked this peer for as soon as its header arrives, and reports
-//!   the chunk's bytes, unverified, when they are complete.
+//!   nobody asked this peer for (or one that is already arriving on another
+//!   stream) as soon as its header arrives, and reports the chunk's bytes,
+//!   unverified, when they are complete;
+//! - a watcher ends the link if the peer opens a second bidirectional
+//!   stream (the spec allows only the control stream).
 //!
 //! Nothing here hashes or writes to disk: verification and storage happen
 //! on workers the node owns, so this task never blocks the QUIC driver.
@@ -17,6 +20,7 @@ pub mod handshake;
 pub mod pieces;
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -36,6 +40,9 @@ const KEEP_ALIVE_AFTER: Duration = Duration::from_secs(15);
 /// Messages queued for one peer; a peer that does not read its control
 /// stream while this many wait is dropped.
 const OUTBOX_CAPACITY: usize = 4096;
+/// The longest a Goodbye may take to be acknowledged before the connection
+/// is closed anyway.
+pub const GOODBYE_WAIT: Duration = Duration::from_secs(2);
 
 /// Why a link ended or could not start.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -68,12 +75,17 @@ pub enum LinkError {
     /// Our own code failed.
     #[error("local error: {0}")]
     Local(String),
+    /// The peer opened a bidirectional stream besides the control stream.
+    #[error(
+        "peer broke the protocol: a second bidirectional stream (only the control stream is allowed)"
+    )]
+    SecondControlStream,
 }
 
 impl LinkError {
     /// Whether the peer is to blame (protocol violation or bad bytes).
     pub fn is_peer_misbehaviour(&self) -> bool {
-        matches!(self, LinkError::Peer(_))
+        matches!(self, LinkError::Peer(_) | LinkError::SecondControlStream)
     }
 }
 
@@ -104,6 +116,9 @@ pub struct LinkHandle {
     pub connection: quinn::Connection,
     outbox: mpsc::Sender<Message>,
     requests: Arc<Mutex<RequestBook>>,
+    /// A Goodbye is queued: the writer closes the connection once it is
+    /// delivered.
+    saying_goodbye: Arc<AtomicBool>,
 }
 
 /// Which chunks a piece stream from this peer may carry.
@@ -114,6 +129,28 @@ struct RequestBook {
     /// Ever requested: a late stream for one of these is dropped quietly;
     /// a stream for any other chunk is a protocol violation.
     ever: BTreeSet<u32>,
+    /// A stream for these is being read: another stream for the same
+    /// chunk is stopped, so a peer cannot make us buffer one chunk many
+    /// times over.
+    arriving: BTreeSet<u32>,
+}
+
+impl RequestBook {
+    /// Decides on a stream whose header names `chunk`: take it (and mark
+    /// the chunk arriving) or refuse it, with the reason.
+    fn admit(&mut self, chunk: ChunkIndex) -> Result<(), PieceStreamError> {
+        if !self.wanted.contains(&chunk.0) {
+            return Err(if self.ever.contains(&chunk.0) {
+                PieceStreamError::NoLongerWanted(chunk)
+            } else {
+                PieceStreamError::Unrequested(chunk)
+            });
+        }
+        if !self.arriving.insert(chunk.0) {
+            return Err(PieceStreamError::NoLongerWanted(chunk));
+        }
+        Ok(())
+    }
 }
 
 impl LinkHandle {
@@ -135,6 +172,7 @@ impl LinkHandle {
     pub fn forget_chunk(&self, chunk: u32) {
         if let Ok(mut book) = self.requests.lock() {
             book.wanted.remove(&chunk);
+            book.arriving.remove(&chunk);
         }
     }
 
@@ -142,6 +180,28 @@ impl LinkHandle {
     pub fn close(&self, reason: GoodbyeReason) {
         if self.outbox.try_send(Message::Goodbye { reason }).is_err() {
             self.connection.close(0u32.into(), b"goodbye");
+        } else {
+            self.saying_goodbye.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Ends the connection: now, or, when a Goodbye is on its way, as soon
+    /// as the peer has it (at most [`GOODBYE_WAIT`] later), so the peer
+    /// learns why it was dropped.
+    pub fn drop_connection(&self) {
+        if self.saying_goodbye.load(Ordering::Relaxed) {
+            // Meanwhile, take no more chunks from it.
+            if let Ok(mut book) = self.requests.lock() {
+                book.wanted.clear();
+            }
+            // A peer whose flow control is shut never takes the Goodbye.
+            let connection = self.connection.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(GOODBYE_WAIT).await;
+                connection.close(0u32.into(), b"goodbye");
+            });
+        } else {
+            self.connection.close(0u32.into(), b"bye");
         }
     }
 }
@@ -176,12 +236,14 @@ pub fn spawn(
         Arc::clone(&requests),
         params,
         key,
-        events,
+        events.clone(),
     ));
+    tokio::spawn(refuse_control_streams(connection.clone(), key, events));
     LinkHandle {
         connection,
         outbox,
         requests,
+        saying_goodbye: Arc::new(AtomicBool::new(false)),
     }
 }
 
@@ -207,7 +269,7 @@ async fn write_control(
         if goodbye {
             let _ = send.finish();
             // Give the Goodbye a moment to leave before the connection goes.
-            let _ = tokio::time::timeout(Duration::from_secs(2), send.stopped()).await;
+            let _ = tokio::time::timeout(GOODBYE_WAIT, send.stopped()).await;
             connection.close(0u32.into(), b"goodbye");
             break;
         }
@@ -246,6 +308,21 @@ async fn read_control(
     let _ = events.send((key, LinkEvent::Closed(end))).await;
 }
 
+/// The control stream is the only bidirectional stream: another one is a
+/// violation (left unread, each could hold a stream window of our memory).
+async fn refuse_control_streams(
+    connection: quinn::Connection,
+    key: PeerKey,
+    events: mpsc::Sender<(PeerKey, LinkEvent)>,
+) {
+    if let Ok((_send, mut recv)) = connection.accept_bi().await {
+        let _ = recv.stop(0u32.into());
+        let _ = events
+            .send((key, LinkEvent::Closed(LinkError::SecondControlStream)))
+            .await;
+    }
+}
+
 async fn accept_pieces(
     connection: quinn::Connection,
     requests: Arc<Mutex<RequestBook>>,
@@ -261,16 +338,13 @@ async fn accept_pieces(
                 Err(error) => LinkEvent::PieceFailed { chunk: None, error },
                 Ok(header) => {
                     let chunk = header.chunk;
-                    let (wanted, ever) = requests.lock().map_or((false, false), |book| {
-                        (book.wanted.contains(&chunk.0), book.ever.contains(&chunk.0))
-                    });
-                    if !wanted {
+                    let admitted = requests
+                        .lock()
+                        .map_or(Err(PieceStreamError::NoLongerWanted(chunk)), |mut book| {
+                            book.admit(chunk)
+                        });
+                    if let Err(error) = admitted {
                         let _ = stream.stop(0u32.into());
-                        let error = if ever {
-                            PieceStreamError::NoLongerWanted(chunk)
-                        } else {
-                            PieceStreamError::Unrequested(chunk)
-                        };
                         LinkEvent::PieceFailed {
                             chunk: Some(chunk),
                             error,
@@ -278,11 +352,17 @@ async fn accept_pieces(
                     } else {
                         let _ = events.send((key, LinkEvent::PieceStarted(chunk))).await;
                         match pieces::receive_body(&mut stream, header, |_| {}).await {
+                            // Stays arriving until the node forgets it.
                             Ok(piece) => LinkEvent::PieceArrived(piece),
-                            Err(error) => LinkEvent::PieceFailed {
-                                chunk: Some(chunk),
-                                error,
-                            },
+                            Err(error) => {
+                                if let Ok(mut book) = requests.lock() {
+                                    book.arriving.remove(&chunk.0);
+                                }
+                                LinkEvent::PieceFailed {
+                                    chunk: Some(chunk),
+                                    error,
+                                }
+                            }
                         }
                     }
                 }

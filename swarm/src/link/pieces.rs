@@ -7,7 +7,7 @@
 //! writes the chunk as `Bytes` slices, each one after the upload rate limit
 //! allows it.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use minimodel_verifier::Sha256Digest;
@@ -39,6 +39,10 @@ pub enum PieceStreamError {
     /// (cancelled, or delivered by another peer first).
     #[error("{0} is no longer wanted from this peer")]
     NoLongerWanted(ChunkIndex),
+    /// Sending: the peer took none of the next slice of the piece for this
+    /// long (its flow control stayed shut: it does not read).
+    #[error("upload stalled: the peer took no bytes for {0:?}")]
+    Stalled(Duration),
 }
 
 impl PieceStreamError {
@@ -142,48 +146,57 @@ async fn read_exact(
 }
 
 /// Sends one chunk on a new piece stream: header, bytes, FIN. With a rate
-/// limit, each slice waits for its tokens first.
+/// limit, each slice waits for its tokens first. Opening the stream and each
+/// write must make progress within `stall`, or the upload is given up with
+/// [`PieceStreamError::Stalled`].
 pub async fn send_piece(
     connection: &quinn::Connection,
     header: &PieceHeader,
     params: &SwarmParams,
     bytes: Bytes,
     limit: Option<&tokio::sync::Mutex<TokenBucket>>,
+    stall: Duration,
 ) -> Result<(), PieceStreamError> {
-    let interrupted =
-        |error: &dyn std::fmt::Display| PieceStreamError::Interrupted(error.to_string());
     let mut frame = BytesMut::with_capacity(FRAME_PREFIX_LEN + header.frame_len());
     header
         .encode_checked(params, &mut frame)
         .map_err(|error| PieceStreamError::Violation(format!("refusing to send: {error}")))?;
-    let mut stream = connection.open_uni().await.map_err(|e| interrupted(&e))?;
-    stream
-        .write_chunk(frame.freeze())
+    let mut stream = tokio::time::timeout(stall, connection.open_uni())
         .await
+        .map_err(|_| PieceStreamError::Stalled(stall))?
         .map_err(|e| interrupted(&e))?;
-    let Some(limit) = limit else {
-        stream
-            .write_chunk(bytes)
-            .await
-            .map_err(|e| interrupted(&e))?;
-        return stream.finish().map_err(|e| interrupted(&e));
-    };
+    write_within(&mut stream, frame.freeze(), stall).await?;
     let mut offset = 0;
     while offset < bytes.len() {
         let end = (offset + SEND_SLICE).min(bytes.len());
-        let wait = limit
-            .lock()
-            .await
-            .reserve((end - offset) as u64, Instant::now());
-        if !wait.is_zero() {
-            tokio::time::sleep(wait).await;
+        if let Some(limit) = limit {
+            let wait = limit
+                .lock()
+                .await
+                .reserve((end - offset) as u64, Instant::now());
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
         }
-        stream
-            .write_chunk(bytes.slice(offset..end))
-            .await
-            .map_err(|e| interrupted(&e))?;
+        write_within(&mut stream, bytes.slice(offset..end), stall).await?;
         offset = end;
     }
-    stream.finish().map_err(|e| interrupted(&e))?;
-    Ok(())
+    stream.finish().map_err(|e| interrupted(&e))
+}
+
+fn interrupted(error: &dyn std::fmt::Display) -> PieceStreamError {
+    PieceStreamError::Interrupted(error.to_string())
+}
+
+/// Writes `bytes`, or fails if the peer's flow control lets none of them
+/// through within `stall`.
+async fn write_within(
+    stream: &mut quinn::SendStream,
+    bytes: Bytes,
+    stall: Duration,
+) -> Result<(), PieceStreamError> {
+    tokio::time::timeout(stall, stream.write_chunk(bytes))
+        .await
+        .map_err(|_| PieceStreamError::Stalled(stall))?
+        .map_err(|e| interrupted(&e))
 }

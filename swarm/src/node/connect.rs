@@ -1,9 +1,9 @@
 //! Getting peers: dialing them, accepting them, admitting them, and
 //! turning a finished handshake into a running link.
 
-use std::collections::BTreeSet;
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 
 use minimodel_wire::{GoodbyeReason, HaveBitfield, Hello, HelloRejectReason, PeerAddr, PeerId};
 
@@ -50,6 +50,48 @@ impl Admission {
     }
 }
 
+/// Incoming connections per IP address, from the first packet to the end
+/// of the link, shared by the accept loop and the peers.
+#[derive(Debug, Default)]
+pub(crate) struct ConnectionsPerIp(Mutex<BTreeMap<IpAddr, usize>>);
+
+impl ConnectionsPerIp {
+    /// A place for one more connection from `ip`, unless it has `max`.
+    fn take(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<IpSlot> {
+        let mut counts = self.0.lock().ok()?;
+        let count = counts.entry(ip).or_insert(0);
+        if *count >= max {
+            return None;
+        }
+        *count += 1;
+        Some(IpSlot {
+            book: Arc::clone(self),
+            ip,
+        })
+    }
+}
+
+/// One incoming connection's place in [`ConnectionsPerIp`], given back
+/// when dropped (with the handshake that failed or the peer that left).
+#[derive(Debug)]
+pub(crate) struct IpSlot {
+    book: Arc<ConnectionsPerIp>,
+    ip: IpAddr,
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        if let Ok(mut counts) = self.book.0.lock() {
+            if let Some(count) = counts.get_mut(&self.ip) {
+                *count = count.saturating_sub(1);
+                if *count == 0 {
+                    counts.remove(&self.ip);
+                }
+            }
+        }
+    }
+}
+
 /// A finished handshake.
 pub(crate) struct LinkUp {
     pub(crate) session: Session,
@@ -57,6 +99,8 @@ pub(crate) struct LinkUp {
     /// The bitfield we sent in the handshake (newer chunks go as Have).
     pub(crate) sent_have: HaveBitfield,
     pub(crate) dialed: bool,
+    /// Its place among the connections from its address (incoming only).
+    pub(crate) ip_slot: Option<IpSlot>,
 }
 
 impl Node {
@@ -93,6 +137,7 @@ impl Node {
                     addr: peer.addr,
                     sent_have: have,
                     dialed: true,
+                    ip_slot: None,
                 })),
                 Err(error) => Internal::DialFailed { peer, error },
             };
@@ -109,8 +154,15 @@ impl Node {
         }
     }
 
-    /// Accepts incoming connections until the endpoint closes.
-    pub(crate) fn spawn_acceptor(&self) {
+    /// Accepts incoming connections until the endpoint closes (once per
+    /// node). A connection from an address that has
+    /// `max_connections_per_ip` already, or one beyond `max_handshakes`
+    /// handshakes in progress, is refused before its TLS handshake.
+    pub(crate) fn spawn_acceptor(&mut self) {
+        if self.acceptor_started {
+            return;
+        }
+        self.acceptor_started = true;
         let endpoint = self.endpoint.clone();
         let identity = Arc::clone(&self.identity);
         let tuning = self.config.tuning.clone();
@@ -119,8 +171,32 @@ impl Node {
         let admission = Arc::clone(&self.admission);
         let internal = self.internal_sender.clone();
         let reports = self.reports.clone();
+        let per_ip = Arc::new(ConnectionsPerIp::default());
+        let max_per_ip = self.config.max_connections_per_ip;
+        let max_handshakes = self.config.max_handshakes;
+        let handshakes = Arc::new(tokio::sync::Semaphore::new(max_handshakes));
         tokio::spawn(async move {
             while let Some(incoming) = endpoint.accept().await {
+                let addr = incoming.remote_address();
+                let Some(ip_slot) = per_ip.take(addr.ip(), max_per_ip) else {
+                    incoming.refuse();
+                    let _ = reports.send(NodeReport::Refused {
+                        addr,
+                        reason: format!(
+                            "{} has {max_per_ip} connections already (the most from one address)",
+                            addr.ip()
+                        ),
+                    });
+                    continue;
+                };
+                let Ok(handshake) = Arc::clone(&handshakes).try_acquire_owned() else {
+                    incoming.refuse();
+                    let _ = reports.send(NodeReport::Refused {
+                        addr,
+                        reason: format!("{max_handshakes} handshakes in progress already"),
+                    });
+                    continue;
+                };
                 let identity = Arc::clone(&identity);
                 let tuning = tuning.clone();
                 let local = local.clone();
@@ -128,7 +204,6 @@ impl Node {
                 let internal = internal.clone();
                 let reports = reports.clone();
                 tokio::spawn(async move {
-                    let addr = incoming.remote_address();
                     let (connection, peer_id) =
                         match transport::accept(incoming, &identity, &tuning).await {
                             Ok(accepted) => accepted,
@@ -151,8 +226,10 @@ impl Node {
                         }
                         decision
                     };
-                    match link::handshake::listen(connection, peer_id, &local, admit, timeout).await
-                    {
+                    let linked =
+                        link::handshake::listen(connection, peer_id, &local, admit, timeout).await;
+                    drop(handshake);
+                    match linked {
                         Ok(session) => {
                             let Some(sent_have) = sent_have else { return };
                             let _ = internal.send(Internal::LinkUp(Box::new(LinkUp {
@@ -160,6 +237,7 @@ impl Node {
                                 addr,
                                 sent_have,
                                 dialed: false,
+                                ip_slot: Some(ip_slot),
                             })));
                         }
                         Err(error) => {
@@ -181,6 +259,7 @@ impl Node {
             addr,
             sent_have,
             dialed,
+            ip_slot,
         } = up;
         let id = session.peer_id;
         self.dialing.remove(&id);
@@ -238,6 +317,8 @@ impl Node {
             downloading_from: false,
             uploaded_chunks: 0,
             uploaded_bytes: 0,
+            last_peer_exchange: None,
+            _ip_slot: ip_slot,
         };
         self.uploads.queue.add_peer(key);
         self.uploads.queue.set_peer_bitfield(key, bitfield.clone());
@@ -278,7 +359,7 @@ impl Node {
         let Some(peer) = self.peers.remove(&key) else {
             return;
         };
-        peer.link.connection.close(0u32.into(), b"bye");
+        peer.link.drop_connection();
         if let Some(download) = &mut self.download {
             download.core.remove_peer(key, std::time::Instant::now());
         }

@@ -125,6 +125,9 @@ impl Node {
                     }
                 }
             }
+            LinkEvent::Closed(error) if error.is_peer_misbehaviour() => {
+                self.drop_misbehaving(key, error.to_string())
+            }
             LinkEvent::Closed(error) => self.remove_peer(key, error.to_string()),
         }
         self.drain_download_actions();
@@ -152,9 +155,7 @@ impl Node {
                             RequestRefusal::Busy => RejectReason::Busy,
                             _ => RejectReason::NotHave,
                         };
-                        if let Some(peer) = self.peers.get(&key) {
-                            peer.link.send(Message::Reject { chunk, reason });
-                        }
+                        self.send_or_drop(key, Message::Reject { chunk, reason });
                     }
                 }
             }
@@ -176,6 +177,18 @@ impl Node {
             | ControlEvent::PeerHello(_)
             | ControlEvent::HelloRejected { .. }
             | ControlEvent::Bitfield(_) => {}
+        }
+    }
+
+    /// Queues `message` for the peer; a peer whose queue is full (it does
+    /// not read its control stream) is dropped.
+    pub(crate) fn send_or_drop(&mut self, key: PeerKey, message: Message) {
+        let sent = self
+            .peers
+            .get(&key)
+            .is_none_or(|peer| peer.link.send(message));
+        if !sent {
+            self.remove_peer(key, "not reading its control stream".into());
         }
     }
 
@@ -222,8 +235,16 @@ impl Node {
                 chunk,
                 bytes,
                 ok,
+                stalled,
             } => {
                 self.uploads.finished(key, chunk);
+                if let Some(reason) = stalled {
+                    // It holds upload slots and reads nothing: let it go.
+                    if let Some(peer) = self.peers.get(&key) {
+                        peer.link.close(GoodbyeReason::Idle);
+                    }
+                    self.remove_peer(key, reason);
+                }
                 if let (true, Some(peer)) = (ok, self.peers.get_mut(&key)) {
                     peer.uploaded_chunks += 1;
                     peer.uploaded_bytes += bytes;

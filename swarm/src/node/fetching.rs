@@ -369,10 +369,12 @@ impl Node {
             if let Ok(mut admission) = self.admission.lock() {
                 let _ = admission.have.set(ChunkIndex(index), true);
             }
-            for peer in self.peers.values() {
-                peer.link.send(Message::Have {
+            let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+            for key in keys {
+                let have = Message::Have {
                     chunk: ChunkIndex(index),
-                });
+                };
+                self.send_or_drop(key, have);
             }
         }
     }

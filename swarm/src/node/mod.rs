@@ -66,6 +66,27 @@ pub struct NodeConfig {
     pub agent: String,
     /// Handshake timeout (QUIC and Hello/bitfield exchange).
     pub handshake_timeout: Duration,
+    /// Incoming connections from one IP address at once, handshakes
+    /// included; more are refused before their TLS handshake. Default 8:
+    /// room for a few peers behind one NAT, while one host cannot take
+    /// every peer slot (`max_peers`) or every handshake slot.
+    pub max_connections_per_ip: usize,
+    /// Incoming handshakes (QUIC, then Hello and bitfields) in progress at
+    /// once; more are refused. Default 16: a handshake on loopback takes
+    /// under a millisecond, a far one a few round trips, so 16 admit
+    /// hundreds of peers a second, while peers that connect and stall hold
+    /// at most 16 tasks until `handshake_timeout`.
+    pub max_handshakes: usize,
+    /// Peers messages (peer exchange) from one peer closer together than
+    /// this are ignored. Default 2 s: an honest node sends one every 5 s;
+    /// a flood cannot make this node dial more than 32 addresses per
+    /// interval per peer.
+    pub peer_exchange_min_interval: Duration,
+    /// An upload whose next 64 KiB are not taken by the peer's flow control
+    /// within this time is given up and the peer dropped. Default 20 s
+    /// (3.2 KiB/s): a peer that requests chunks and never reads them would
+    /// otherwise hold upload slots for good.
+    pub upload_stall_timeout: Duration,
 }
 
 impl Default for NodeConfig {
@@ -80,6 +101,10 @@ impl Default for NodeConfig {
             tuning: TransportTuning::default(),
             agent: concat!("minimodel/", env!("CARGO_PKG_VERSION")).to_owned(),
             handshake_timeout: Duration::from_secs(10),
+            max_connections_per_ip: 8,
+            max_handshakes: 16,
+            peer_exchange_min_interval: Duration::from_secs(2),
+            upload_stall_timeout: Duration::from_secs(20),
         }
     }
 }
@@ -117,6 +142,10 @@ pub(crate) struct Peer {
     pub(crate) downloading_from: bool,
     pub(crate) uploaded_chunks: u64,
     pub(crate) uploaded_bytes: u64,
+    /// When its last Peers message was acted on.
+    pub(crate) last_peer_exchange: Option<Instant>,
+    /// Its place among the connections from its address (incoming only).
+    _ip_slot: Option<connect::IpSlot>,
 }
 
 /// Events that the node's own jobs send back to it.
@@ -149,6 +178,8 @@ pub(crate) enum Internal {
         chunk: u32,
         bytes: u64,
         ok: bool,
+        /// The peer stopped taking bytes: why, to drop it.
+        stalled: Option<String>,
     },
 }
 
@@ -172,6 +203,7 @@ pub(crate) struct Node {
     /// Addresses being dialed or connected, so no peer is dialed twice.
     dialing: BTreeSet<PeerId>,
     admission: Arc<Mutex<Admission>>,
+    acceptor_started: bool,
     download: Option<DownloadState>,
     uploads: Uploads,
     link_events: mpsc::Receiver<(PeerKey, LinkEvent)>,
@@ -274,6 +306,7 @@ impl Node {
             banned: BTreeSet::new(),
             dialing: BTreeSet::new(),
             admission,
+            acceptor_started: false,
             download,
             uploads,
             link_events,

@@ -20,6 +20,7 @@ use minimodel_wire::{
 use tokio::task::AbortHandle;
 
 use super::{Internal, Node};
+use crate::link::PieceStreamError;
 use crate::link::pieces::send_piece;
 use crate::picker::PeerKey;
 use crate::store::read_chunk;
@@ -137,6 +138,7 @@ impl Node {
         let geometry = self.geometry;
         let params = self.params;
         let limit = self.uploads.limit.clone();
+        let stall = self.config.upload_stall_timeout;
         let internal = self.internal_sender.clone();
         let task = tokio::spawn(async move {
             let read = tokio::task::spawn_blocking(move || {
@@ -147,13 +149,24 @@ impl Node {
                 Ok(Ok(bytes)) => {
                     let bytes = Bytes::from(bytes);
                     let len = bytes.len() as u64;
-                    let sent =
-                        send_piece(&connection, &header, &params, bytes, limit.as_deref()).await;
+                    let sent = send_piece(
+                        &connection,
+                        &header,
+                        &params,
+                        bytes,
+                        limit.as_deref(),
+                        stall,
+                    )
+                    .await;
                     let _ = internal.send(Internal::UploadDone {
                         key,
                         chunk,
                         bytes: len,
                         ok: sent.is_ok(),
+                        stalled: match sent {
+                            Err(error @ PieceStreamError::Stalled(_)) => Some(error.to_string()),
+                            _ => None,
+                        },
                     });
                     return;
                 }
@@ -164,6 +177,7 @@ impl Node {
                 chunk,
                 bytes: 0,
                 ok,
+                stalled: None,
             });
         });
         self.uploads
@@ -172,11 +186,24 @@ impl Node {
     }
 
     /// Peer exchange, received: dial serving peers we do not know yet while
-    /// there is room (only when downloading).
-    pub(crate) fn on_peer_exchange(&mut self, _from: PeerKey, entries: Vec<PeerEntry>) {
+    /// there is room (only when downloading). A peer's Peers messages are
+    /// acted on at most once per `peer_exchange_min_interval`.
+    pub(crate) fn on_peer_exchange(&mut self, from: PeerKey, entries: Vec<PeerEntry>) {
         if self.download.as_ref().is_none_or(|d| d.core.is_complete()) {
             return;
         }
+        let now = Instant::now();
+        let min_interval = self.config.peer_exchange_min_interval;
+        let Some(peer) = self.peers.get_mut(&from) else {
+            return;
+        };
+        if peer
+            .last_peer_exchange
+            .is_some_and(|last| now.saturating_duration_since(last) < min_interval)
+        {
+            return;
+        }
+        peer.last_peer_exchange = Some(now);
         for entry in entries.into_iter().take(MAX_PEERS_PER_MESSAGE) {
             if self.peers.len() + self.dialing.len() >= self.config.max_peers {
                 break;

@@ -3,6 +3,10 @@
 
 #![allow(dead_code)]
 
+pub mod hostile;
+pub mod nodes;
+pub mod relay;
+
 use std::path::{Path, PathBuf};
 
 use minimodel_verifier::check::{VerifiedArtifact, verify_local_file};

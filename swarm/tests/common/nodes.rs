@@ -1,0 +1,267 @@
+//! Honest seeders and fetchers in the test process, and what they report.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use minimodel_swarm::download::DownloadConfig;
+use minimodel_swarm::fetch::{FetchConfig, FetchError, FetchOutcome, Fetcher};
+use minimodel_swarm::node::{NodeConfig, NodeReport};
+use minimodel_swarm::resume::{OpenedDownload, PartialDownload, ResumeOptions};
+use minimodel_swarm::seed::Seeder;
+use minimodel_swarm::transport::Identity;
+use minimodel_verifier::Sha256Digest;
+use minimodel_verifier::receipt::{ReceiptSource, TransferSummary};
+use minimodel_wire::PeerAddr;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use super::Artifact;
+
+/// A node config that listens on 127.0.0.1, port picked by the system.
+pub fn listen_config() -> NodeConfig {
+    NodeConfig {
+        listen: Some("127.0.0.1:0".parse().expect("an address")),
+        ..NodeConfig::default()
+    }
+}
+
+/// A seeder running in the background; stopped when dropped.
+pub struct RunningSeeder {
+    pub peer: PeerAddr,
+    reports: mpsc::UnboundedReceiver<NodeReport>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), FetchError>>>,
+}
+
+impl RunningSeeder {
+    pub fn start(artifact: &Artifact, config: NodeConfig) -> Self {
+        let (reports, inbox) = mpsc::unbounded_channel();
+        let seeder = Seeder::start(
+            &artifact.verified,
+            &artifact.path,
+            config,
+            Arc::new(Identity::generate().expect("a key")),
+            reports,
+        )
+        .expect("the seeder starts");
+        let peer = seeder.peer_addr().expect("it listens");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(seeder.run(async move {
+            let _ = stopped.await;
+        }));
+        Self {
+            peer,
+            reports: inbox,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// Whether the seeder task is still running.
+    pub fn is_running(&self) -> bool {
+        self.task.as_ref().is_some_and(|task| !task.is_finished())
+    }
+
+    /// What it reported so far.
+    pub fn reports(&mut self) -> Vec<NodeReport> {
+        let mut all = Vec::new();
+        while let Ok(report) = self.reports.try_recv() {
+            all.push(report);
+        }
+        all
+    }
+
+    /// Waits up to `wait` for a report that `matches`; returns it.
+    pub async fn wait_for(
+        &mut self,
+        wait: Duration,
+        mut matches: impl FnMut(&NodeReport) -> bool,
+    ) -> Option<NodeReport> {
+        tokio::time::timeout(wait, async {
+            while let Some(report) = self.reports.recv().await {
+                if matches(&report) {
+                    return Some(report);
+                }
+            }
+            None
+        })
+        .await
+        .ok()
+        .flatten()
+    }
+
+    /// Stops it and waits for it to end.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+        }
+    }
+}
+
+impl Drop for RunningSeeder {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Opens (or resumes) the partial download of `artifact` in `out`.
+pub fn open_partial(artifact: &Artifact, out: &Path) -> Arc<PartialDownload> {
+    let opened = PartialDownload::open(
+        out,
+        &artifact.manifest,
+        Sha256Digest::of(b"manifest"),
+        &ResumeOptions::default(),
+        &|_| {},
+    )
+    .expect("open the partial download");
+    let OpenedDownload::Partial(partial, _) = opened else {
+        panic!("the download is not complete yet");
+    };
+    Arc::new(partial)
+}
+
+/// A fetch of `artifact` into `out` from `peers` with short timeouts, so
+/// a test that has to wait for one ends in seconds.
+pub fn fetch_config(artifact: &Artifact, out: &Path, peers: Vec<PeerAddr>) -> FetchConfig {
+    FetchConfig {
+        manifest: artifact.manifest.clone(),
+        manifest_sha256: Sha256Digest::of(b"manifest"),
+        out_dir: out.to_owned(),
+        peers,
+        serve: false,
+        seed_after: false,
+        node: NodeConfig {
+            handshake_timeout: Duration::from_secs(3),
+            ..NodeConfig::default()
+        },
+        download: DownloadConfig {
+            min_request_timeout: Duration::from_secs(2),
+            stall_timeout: Duration::from_secs(3),
+            ..DownloadConfig::default()
+        },
+        give_up_after: Duration::from_secs(10),
+    }
+}
+
+/// What a finished fetch gave.
+pub struct FetchRun {
+    pub result: Result<FetchOutcome, FetchError>,
+    pub reports: Vec<NodeReport>,
+}
+
+impl FetchRun {
+    /// The outcome; panics with the reports if the fetch failed.
+    pub fn outcome(&self) -> &FetchOutcome {
+        match &self.result {
+            Ok(outcome) => outcome,
+            Err(error) => panic!("fetch failed: {error}\nreports: {:#?}", self.reports),
+        }
+    }
+
+    /// The receipt's transfer summary.
+    pub fn summary(&self) -> &TransferSummary {
+        match &self.outcome().receipt.source {
+            ReceiptSource::Peers(summary) => summary,
+            other => panic!("a download receipt names its peers, not {other:?}"),
+        }
+    }
+
+    /// Whether any report says `peer` was banned.
+    pub fn banned(&self, peer: &PeerAddr) -> bool {
+        self.reports
+            .iter()
+            .any(|r| matches!(r, NodeReport::Banned { peer: id, .. } if *id == peer.id))
+    }
+
+    /// Why `peer` disconnected, as reported.
+    pub fn disconnects(&self, peer: &PeerAddr) -> Vec<String> {
+        self.reports
+            .iter()
+            .filter_map(|r| match r {
+                NodeReport::PeerDisconnected {
+                    peer: id, reason, ..
+                } if *id == peer.id => Some(reason.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Why connecting to `peer` failed, as reported.
+    pub fn refusals(&self, peer: &PeerAddr) -> Vec<String> {
+        self.reports
+            .iter()
+            .filter_map(|r| match r {
+                NodeReport::Refused { addr, reason } if *addr == peer.addr => Some(reason.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// Runs a fetch to its end (at most a minute).
+pub async fn fetch(config: FetchConfig, partial: Arc<PartialDownload>) -> FetchRun {
+    fetch_until(config, partial, std::future::pending()).await
+}
+
+/// Runs a fetch until it ends or `stop` resolves (at most a minute).
+pub async fn fetch_until(
+    config: FetchConfig,
+    partial: Arc<PartialDownload>,
+    stop: impl std::future::Future<Output = ()>,
+) -> FetchRun {
+    let (reports, mut inbox) = mpsc::unbounded_channel();
+    let fetcher = Fetcher::start(
+        config,
+        partial,
+        Arc::new(Identity::generate().expect("a key")),
+        reports,
+    )
+    .expect("the fetcher starts");
+    let result = tokio::time::timeout(Duration::from_secs(60), fetcher.run(stop))
+        .await
+        .expect("the fetch ends within a minute");
+    let mut all = Vec::new();
+    while let Ok(report) = inbox.try_recv() {
+        all.push(report);
+    }
+    FetchRun {
+        result,
+        reports: all,
+    }
+}
+
+/// Fetches `artifact` from `peers` into a fresh `out` and checks the result
+/// against the manifest.
+pub async fn fetch_and_verify(
+    artifact: &Artifact,
+    out: &Path,
+    peers: Vec<PeerAddr>,
+    tweak: impl FnOnce(&mut FetchConfig),
+) -> FetchRun {
+    let mut config = fetch_config(artifact, out, peers);
+    tweak(&mut config);
+    let run = fetch(config, open_partial(artifact, out)).await;
+    let bytes = std::fs::read(&run.outcome().artifact_path).expect("read the result");
+    assert_eq!(
+        Sha256Digest::of(&bytes),
+        artifact.manifest.artifact_sha256,
+        "the delivered file is the artifact"
+    );
+    run
+}
+
+/// A field of /proc/self/status in KiB (VmRSS, VmHWM).
+pub fn vm_kib(field: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("the field is there")
+}

@@ -1,0 +1,490 @@
+//! A fetcher against peers that lie, through real QUIC on loopback: a
+//! hostile peer costs time, never correctness. For each lie the honest
+//! download completes from the honest seeder and verifies; the liar is
+//! banned (bad data, named in the receipt) or dropped (broken protocol,
+//! stalls); no byte that failed its proof reaches the `.part` file or
+//! another peer.
+
+mod common;
+
+use common::Artifact;
+use common::hostile::{HostileSeeder, HostileStats, Lie};
+use common::nodes::{
+    RunningSeeder, fetch, fetch_and_verify, fetch_config, listen_config, open_partial,
+};
+use minimodel_swarm::fetch::FetchError;
+use minimodel_swarm::node::NodeConfig;
+use minimodel_wire::GoodbyeReason;
+
+/// 2 MiB in 32 KiB chunks: 64 chunks.
+const SIZE: u64 = 2 << 20;
+const CHUNK: u32 = 32 << 10;
+
+fn artifact(dir: &std::path::Path, name: &str) -> Artifact {
+    common::artifact(dir, name, SIZE, CHUNK)
+}
+
+/// An honest seeder slow enough (a 1 MiB burst, then 1 MiB/s: about a
+/// second and a half for the artifact) that a hostile peer dialed at the
+/// same time is surely asked for chunks.
+fn slow_seeder(artifact: &Artifact) -> RunningSeeder {
+    RunningSeeder::start(
+        artifact,
+        NodeConfig {
+            max_upload: Some(1 << 20),
+            ..listen_config()
+        },
+    )
+}
+
+/// Fetches from an honest seeder and a hostile peer lying with `lie`;
+/// checks the result; returns the run and the liar's counters.
+async fn fetch_past(lie: Lie) -> (common::nodes::FetchRun, HostileSeeder) {
+    let dir = tempfile::tempdir().unwrap();
+    let artifact = artifact(dir.path(), "hostile");
+    let seeder = slow_seeder(&artifact);
+    let hostile = HostileSeeder::start(&artifact, lie);
+    let out = dir.path().join("out");
+    let run = fetch_and_verify(&artifact, &out, vec![hostile.peer, seeder.peer], |_| {}).await;
+    assert!(
+        !out.join("hostile.slm.part").exists(),
+        "the part file became the artifact"
+    );
+    (run, hostile)
+}
+
+/// Fetches from the hostile peer alone: the fetch must fail (nobody left
+/// to ask) rather than hang or deliver.
+async fn fetch_only_from(lie: Lie) -> (common::nodes::FetchRun, HostileSeeder) {
+    let dir = tempfile::tempdir().unwrap();
+    let artifact = artifact(dir.path(), "alone");
+    let hostile = HostileSeeder::start(&artifact, lie);
+    let out = dir.path().join("out");
+    let run = fetch(
+        fetch_config(&artifact, &out, vec![hostile.peer]),
+        open_partial(&artifact, &out),
+    )
+    .await;
+    match &run.result {
+        Err(FetchError::NoPeers { missing, .. }) => assert!(*missing > 0),
+        Err(other) => panic!("expected NoPeers, got {other}"),
+        Ok(_) => panic!("a download from a liar alone cannot complete"),
+    }
+    (run, hostile)
+}
+
+fn requests(hostile: &HostileSeeder) -> usize {
+    HostileStats::get(&hostile.stats.requests)
+}
+
+/// A liar that sends bad chunk data is banned, told why, and named in the
+/// receipt with its bad chunks; none of its chunks count.
+async fn banned_for_bad_data(lie: Lie) {
+    let (run, hostile) = fetch_past(lie.clone()).await;
+    assert!(requests(&hostile) > 0, "{lie:?}: the liar was asked");
+    assert!(run.banned(&hostile.peer), "{lie:?}: {:#?}", run.reports);
+    let summary = run.summary();
+    let named = summary
+        .peers
+        .iter()
+        .find(|p| p.peer_id == hostile.peer.id.to_string())
+        .unwrap_or_else(|| panic!("{lie:?}: the receipt names the liar: {summary:?}"));
+    assert!(named.banned, "{lie:?}: {named:?}");
+    assert!(named.bad_chunks >= 1, "{lie:?}: {named:?}");
+    assert_eq!(named.chunks, 0, "{lie:?}: none of its chunks counted");
+    let goodbyes = hostile.stats.goodbyes.lock().unwrap().clone();
+    assert_eq!(goodbyes, vec![GoodbyeReason::BadData], "{lie:?}: told why");
+    assert_eq!(summary.chunks_fetched, 64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_chunk_bytes_get_the_peer_banned_and_named_in_the_receipt() {
+    banned_for_bad_data(Lie::CorruptBytes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_proofs_get_the_peer_banned_and_named_in_the_receipt() {
+    banned_for_bad_data(Lie::WrongProof).await;
+}
+
+/// A liar that breaks the protocol is dropped (not banned: it sent no
+/// bad chunk) with Goodbye(ProtocolViolation), for `reason`.
+async fn dropped_for(lie: Lie, reason: &str) {
+    let (run, hostile) = fetch_past(lie.clone()).await;
+    let disconnects = run.disconnects(&hostile.peer);
+    assert!(
+        disconnects.iter().any(|d| d.contains(reason)),
+        "{lie:?}: dropped for {reason:?}: {disconnects:?}"
+    );
+    assert!(!run.banned(&hostile.peer), "{lie:?}: no bad data, no ban");
+    let goodbyes = hostile.stats.goodbyes.lock().unwrap().clone();
+    assert_eq!(
+        goodbyes,
+        vec![GoodbyeReason::ProtocolViolation],
+        "{lie:?}: told why"
+    );
+}
+
+const FOUR_GIB_PREFIX: [u8; 9] = [0xff, 0xff, 0xff, 0xff, 0x05, 0, 0, 0, 0];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unrequested_chunk_gets_the_peer_dropped() {
+    dropped_for(Lie::Unrequested, "never requested").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunk_longer_than_its_length_gets_the_peer_dropped() {
+    dropped_for(Lie::TooLong, "more bytes after").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_4_gib_control_frame_prefix_gets_the_peer_dropped() {
+    dropped_for(
+        Lie::ControlBytes(FOUR_GIB_PREFIX.to_vec().into()),
+        "exceeds",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_control_frame_over_its_cap_gets_the_peer_dropped() {
+    let mut frame = 65537u32.to_le_bytes().to_vec();
+    frame.extend(std::iter::repeat_n(0x09, 70_000));
+    dropped_for(Lie::ControlBytes(frame.into()), "exceeds").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_frame_type_gets_the_peer_dropped() {
+    dropped_for(
+        Lie::ControlBytes(vec![1, 0, 0, 0, 0x7f].into()),
+        "unknown frame type",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_4_gib_piece_header_prefix_gets_the_peer_dropped() {
+    dropped_for(
+        Lie::PieceBytes(FOUR_GIB_PREFIX.to_vec().into()),
+        "piece header frame of",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_piece_header_over_its_cap_gets_the_peer_dropped() {
+    dropped_for(
+        Lie::PieceBytes(2049u32.to_le_bytes().to_vec().into()),
+        "piece header frame of",
+    )
+    .await;
+}
+
+/// A liar refused during the handshake never joins the download.
+async fn refused_in_handshake(lie: Lie, reason: &str) {
+    let (run, hostile) = fetch_past(lie.clone()).await;
+    let refusals = run.refusals(&hostile.peer);
+    assert!(
+        refusals.iter().any(|r| r.contains(reason)),
+        "{lie:?}: {refusals:?}"
+    );
+    assert!(run.summary().peers.len() == 1, "{lie:?}: only the seeder");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bitfield_for_another_chunk_count_is_refused() {
+    refused_in_handshake(Lie::BitfieldChunkCount, "bitfield covers 72 chunks").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bitfield_of_the_wrong_byte_length_is_refused() {
+    refused_in_handshake(Lie::BitfieldMalformed, "has 9").await;
+}
+
+/// A staller costs time: next to an honest seeder it delivers nothing and
+/// the download completes; alone, it is dropped by the stall or request
+/// timeouts and the fetch fails instead of hanging.
+async fn stalling_costs_time_not_correctness(lie: Lie) {
+    let (run, hostile) = fetch_past(lie.clone()).await;
+    assert!(requests(&hostile) > 0, "{lie:?}: the staller was asked");
+    let named = run
+        .summary()
+        .peers
+        .iter()
+        .find(|p| p.peer_id == hostile.peer.id.to_string())
+        .map(|p| p.chunks)
+        .unwrap_or(0);
+    assert_eq!(named, 0, "{lie:?}: the staller delivered nothing");
+    let (run, hostile) = fetch_only_from(lie.clone()).await;
+    let disconnects = run.disconnects(&hostile.peer);
+    assert!(
+        disconnects
+            .iter()
+            .any(|r| r.contains("stalled") || r.contains("timed out")),
+        "{lie:?}: {disconnects:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_claims_every_chunk_and_serves_none_costs_time_only() {
+    stalling_costs_time_not_correctness(Lie::ServeNothing).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_stalls_mid_chunk_costs_time_only() {
+    stalling_costs_time_not_correctness(Lie::StallMidChunk).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_trickles_bytes_costs_time_only() {
+    stalling_costs_time_not_correctness(Lie::Trickle).await;
+}
+
+/// A peer that breaks off or lies in the handshake: alone, the fetch fails
+/// naming it; next to an honest seeder, it is harmless.
+async fn breaking_off_is_harmless(lie: Lie, reason: &str) {
+    let (run, hostile) = fetch_only_from(lie.clone()).await;
+    let refusals = run.refusals(&hostile.peer);
+    let disconnects = run.disconnects(&hostile.peer);
+    assert!(
+        refusals
+            .iter()
+            .chain(&disconnects)
+            .any(|r| r.contains(reason)),
+        "{lie:?}: {refusals:?} {disconnects:?}"
+    );
+    if matches!(lie, Lie::WrongModelId | Lie::WrongRoot) {
+        let goodbyes = hostile.stats.goodbyes.lock().unwrap().clone();
+        assert_eq!(goodbyes, vec![GoodbyeReason::WrongSwarm], "{lie:?}");
+    }
+    fetch_past(lie).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_closes_before_the_control_stream_is_harmless() {
+    breaking_off_is_harmless(Lie::CloseBeforeControlStream, "connection lost").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_closes_after_our_hello_is_harmless() {
+    breaking_off_is_harmless(Lie::CloseAfterPeerHello, "connection lost").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_closes_after_its_hello_is_harmless() {
+    breaking_off_is_harmless(Lie::CloseAfterOwnHello, "connection lost").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_stalls_after_its_hello_times_out() {
+    breaking_off_is_harmless(Lie::StallAfterOwnHello, "timed out during the handshake").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_closes_after_the_bitfields_is_harmless() {
+    breaking_off_is_harmless(Lie::CloseAfterBitfield, "connection lost").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hello_for_another_model_id_is_refused() {
+    breaking_off_is_harmless(Lie::WrongModelId, "another swarm").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hello_for_another_merkle_root_is_refused() {
+    breaking_off_is_harmless(Lie::WrongRoot, "another swarm").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_streams_for_one_chunk_are_refused_but_one() {
+    let copies = 40;
+    let (run, hostile) = fetch_past(Lie::DuplicateStreams(copies)).await;
+    let asked = requests(&hostile);
+    assert!(asked > 0);
+    let stopped = HostileStats::get(&hostile.stats.streams_stopped);
+    let completed = HostileStats::get(&hostile.stats.streams_completed);
+    assert!(
+        stopped >= copies - 1,
+        "the copies of a chunk already arriving are stopped: {stopped}"
+    );
+    assert!(
+        completed <= asked,
+        "at most one stream per request is read: {completed} streams for {asked} requests"
+    );
+    assert!(!run.banned(&hostile.peer), "its chunks are good");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fetcher_keeps_to_its_peer_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let artifact = artifact(dir.path(), "limit");
+    let seeders: Vec<RunningSeeder> = (0..3).map(|_| slow_seeder(&artifact)).collect();
+    let out = dir.path().join("out");
+    let run = fetch_and_verify(
+        &artifact,
+        &out,
+        seeders.iter().map(|s| s.peer).collect(),
+        |config| config.node.max_peers = 1,
+    )
+    .await;
+    assert_eq!(run.summary().peers.len(), 1, "{:?}", run.summary());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_unverified_byte_reaches_the_part_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let artifact = artifact(dir.path(), "partial");
+    let original = std::fs::read(&artifact.path).unwrap();
+    // Eight good chunks, then flipped bytes: the liar is banned, the
+    // download stops for want of peers, the part stays.
+    let hostile = HostileSeeder::start(&artifact, Lie::CorruptAfter(8));
+    let out = dir.path().join("out");
+    let run = fetch(
+        fetch_config(&artifact, &out, vec![hostile.peer]),
+        open_partial(&artifact, &out),
+    )
+    .await;
+    assert!(matches!(run.result, Err(FetchError::NoPeers { .. })));
+    assert!(run.banned(&hostile.peer), "{:#?}", run.reports);
+    let mut part = std::fs::read(out.join("partial.slm.part")).unwrap();
+    part.resize(original.len(), 0);
+    let mut written = 0;
+    for (index, (got, want)) in part
+        .chunks(CHUNK as usize)
+        .zip(original.chunks(CHUNK as usize))
+        .enumerate()
+    {
+        if got.iter().all(|&b| b == 0) {
+            continue;
+        }
+        assert_eq!(
+            got, want,
+            "chunk {index} of the part file is not the artifact's"
+        );
+        written += 1;
+    }
+    let partial = open_partial(&artifact, &out);
+    let verified = partial.chunks_verified();
+    assert!(verified <= 8, "only the honest chunks count: {verified}");
+    assert!(written >= verified as usize);
+    drop(partial);
+    // Resumed next to an honest seeder: what was verified is kept.
+    let seeder = slow_seeder(&artifact);
+    let mut config = fetch_config(&artifact, &out, vec![hostile.peer, seeder.peer]);
+    config.give_up_after = std::time::Duration::from_secs(10);
+    let run = fetch(config, open_partial(&artifact, &out)).await;
+    assert_eq!(run.summary().chunks_resumed, u64::from(verified));
+    let fetched = std::fs::read(&run.outcome().artifact_path).unwrap();
+    assert!(fetched == original, "the resumed download is the artifact");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_serving_fetcher_passes_on_only_verified_chunks() {
+    use std::sync::Arc;
+
+    use minimodel_swarm::fetch::Fetcher;
+    use minimodel_swarm::transport::Identity;
+
+    let dir = tempfile::tempdir().unwrap();
+    let artifact = artifact(dir.path(), "relay");
+    let seeder = slow_seeder(&artifact);
+    let hostile = HostileSeeder::start(&artifact, Lie::CorruptBytes);
+    // A downloads from the liar and the seeder and serves what it has.
+    let middle_out = dir.path().join("middle");
+    let mut config = fetch_config(&artifact, &middle_out, vec![hostile.peer, seeder.peer]);
+    config.serve = true;
+    config.seed_after = true;
+    config.node.listen = Some("127.0.0.1:0".parse().unwrap());
+    let (reports, mut middle_reports) = tokio::sync::mpsc::unbounded_channel();
+    let middle = Fetcher::start(
+        config,
+        open_partial(&artifact, &middle_out),
+        Arc::new(Identity::generate().unwrap()),
+        reports,
+    )
+    .unwrap();
+    let middle_peer = minimodel_wire::PeerAddr {
+        id: middle.peer_id(),
+        addr: middle.listen_addr().unwrap(),
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let middle = tokio::spawn(middle.run(async move {
+        let _ = stopped.await;
+    }));
+    // B downloads from A alone, and verifies every chunk itself.
+    let last = fetch_and_verify(
+        &artifact,
+        &dir.path().join("last"),
+        vec![middle_peer],
+        |_| {},
+    )
+    .await;
+    let from_middle = &last.summary().peers;
+    assert_eq!(from_middle.len(), 1);
+    assert_eq!(from_middle[0].bad_chunks, 0, "A served no unverified chunk");
+    assert!(!from_middle[0].banned);
+    let _ = stop.send(());
+    let middle = middle.await.unwrap();
+    let mut banned = false;
+    while let Ok(report) = middle_reports.try_recv() {
+        banned |= matches!(report, minimodel_swarm::node::NodeReport::Banned { peer, .. } if peer == hostile.peer.id);
+    }
+    assert!(HostileStats::get(&hostile.stats.requests) > 0);
+    assert!(banned, "A banned the liar");
+    assert!(middle.is_ok(), "A completed too: {middle:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_exchange_floods_are_rate_limited() {
+    use std::collections::BTreeSet;
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use common::nodes::fetch_until;
+
+    let dir = tempfile::tempdir().unwrap();
+    let artifact = artifact(dir.path(), "pex");
+    // Every advertised peer is this socket, which never answers: each
+    // dial is one QUIC connection attempt with its own destination id.
+    let sink = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let sink_addr = sink.local_addr().unwrap();
+    let attempts = Arc::new(Mutex::new(BTreeSet::<Vec<u8>>::new()));
+    let seen = Arc::clone(&attempts);
+    let sink_task = tokio::spawn(async move {
+        let mut buf = vec![0u8; 65536];
+        while let Ok((len, _)) = sink.recv_from(&mut buf).await {
+            // A long-header Initial: 1100xxxx, version, dcid length, dcid.
+            let datagram = &buf[..len];
+            if len > 6 && datagram[0] & 0xf0 == 0xc0 {
+                let dcid_len = datagram[5] as usize;
+                if let Some(dcid) = datagram.get(6..6 + dcid_len) {
+                    seen.lock().unwrap().insert(dcid.to_vec());
+                }
+            }
+        }
+    });
+    let hostile = HostileSeeder::start(
+        &artifact,
+        Lie::PeersFlood {
+            to: sink_addr,
+            every: Duration::from_millis(20),
+        },
+    );
+    let out = dir.path().join("out");
+    let mut config = fetch_config(&artifact, &out, vec![hostile.peer]);
+    config.node.tuning.handshake_timeout = Duration::from_millis(300);
+    let run = fetch_until(
+        config,
+        open_partial(&artifact, &out),
+        tokio::time::sleep(Duration::from_millis(3000)),
+    )
+    .await;
+    sink_task.abort();
+    assert!(matches!(run.result, Err(FetchError::Interrupted)));
+    let messages = HostileStats::get(&hostile.stats.peers_messages);
+    let dials = attempts.lock().unwrap().len();
+    assert!(messages >= 50, "the liar flooded: {messages} messages");
+    assert!(dials > 0, "the first message is acted on");
+    // At most two messages (at 0 s and after 2 s) of 32 entries each.
+    assert!(dials <= 64, "{dials} dials from {messages} messages");
+}
