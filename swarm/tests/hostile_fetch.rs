@@ -419,16 +419,37 @@ async fn a_serving_fetcher_passes_on_only_verified_chunks() {
         |_| {},
     )
     .await;
-    let from_middle = &last.summary().peers;
-    assert_eq!(from_middle.len(), 1);
-    assert_eq!(from_middle[0].bad_chunks, 0, "A served no unverified chunk");
-    assert!(!from_middle[0].banned);
+    // B may learn of the others through peer exchange; what matters is
+    // what came from A.
+    let from_middle = last
+        .summary()
+        .peers
+        .iter()
+        .find(|peer| peer.peer_id == middle_peer.id.to_string())
+        .expect("B downloaded from A");
+    assert!(from_middle.chunks > 0, "B downloaded from A");
+    assert_eq!(from_middle.bad_chunks, 0, "A served no unverified chunk");
+    assert!(!from_middle.banned);
+    // B may finish first with help from peers it learned of; A is stopped
+    // once it has delivered its own copy.
+    let mut banned = false;
+    let wait_for_a = async {
+        while let Some(report) = middle_reports.recv().await {
+            use minimodel_swarm::node::NodeReport;
+            match report {
+                NodeReport::Banned { peer, .. } if peer == hostile.peer.id => banned = true,
+                NodeReport::Delivered { .. } => return true,
+                _ => {}
+            }
+        }
+        false
+    };
+    let delivered = tokio::time::timeout(std::time::Duration::from_secs(30), wait_for_a)
+        .await
+        .unwrap_or(false);
+    assert!(delivered, "A delivered its copy");
     let _ = stop.send(());
     let middle = middle.await.unwrap();
-    let mut banned = false;
-    while let Ok(report) = middle_reports.try_recv() {
-        banned |= matches!(report, minimodel_swarm::node::NodeReport::Banned { peer, .. } if peer == hostile.peer.id);
-    }
     assert!(HostileStats::get(&hostile.stats.requests) > 0);
     assert!(banned, "A banned the liar");
     assert!(middle.is_ok(), "A completed too: {middle:?}");
