@@ -228,7 +228,13 @@ impl Node {
                     .core
                     .add_peer(key, id, bitfield, std::time::Instant::now())
                 {
-                    Ok(()) => peer.downloading_from = true,
+                    Ok(()) => {
+                        peer.downloading_from = true;
+                        // The handshake measured the round trip: without it
+                        // the first rate sample (a burst) met the 50 ms
+                        // default and asked for up to 64 chunks at once.
+                        download.core.set_rtt(key, peer.link.connection.rtt());
+                    }
                     Err(error) => {
                         peer.link.close(GoodbyeReason::BadData);
                         let _ = self.reports.send(NodeReport::Refused {
