@@ -15,7 +15,7 @@ use minimodel_wire::{ChunkIndex, HaveBitfield, PeerId};
 
 use crate::download::DownloadConfig;
 
-/// Weight of a new rate sample.
+/// Weight of a new service-time sample.
 const RATE_SMOOTHING: f64 = 0.25;
 /// Round trip assumed until the transport reports one.
 const DEFAULT_RTT: Duration = Duration::from_millis(50);
@@ -42,7 +42,11 @@ pub struct PeerSession {
     has: HaveBitfield,
     /// In-flight requests: chunk -> when it was sent.
     requests: BTreeMap<u32, Instant>,
-    rate: Option<f64>,
+    /// Smoothed service time per byte, in seconds: the average of times,
+    /// not of rates, so that two chunks delivered together (one after a
+    /// long wait, one right after it) give their true joint rate instead
+    /// of the huge rate of the second alone.
+    seconds_per_byte: Option<f64>,
     rtt: Option<Duration>,
     last_delivery: Option<Instant>,
     last_progress: Instant,
@@ -57,7 +61,7 @@ impl PeerSession {
             peer_id,
             has,
             requests: BTreeMap::new(),
-            rate: None,
+            seconds_per_byte: None,
             rtt: None,
             last_delivery: None,
             last_progress: now,
@@ -83,7 +87,13 @@ impl PeerSession {
 
     /// Its delivery rate in bytes per second, 0 until the first chunk.
     pub fn rate(&self) -> f64 {
-        self.rate.unwrap_or(0.0)
+        self.measured_rate().unwrap_or(0.0)
+    }
+
+    fn measured_rate(&self) -> Option<f64> {
+        self.seconds_per_byte
+            .filter(|pace| *pace > 0.0)
+            .map(|pace| 1.0 / pace)
     }
 
     /// The rate this peer is delivering at right now: its measured rate,
@@ -137,7 +147,7 @@ impl PeerSession {
 
     /// The pipeline depth this peer deserves now.
     pub fn pipeline_depth(&self, chunk_size: u32, config: &DownloadConfig) -> usize {
-        let Some(rate) = self.rate else {
+        let Some(rate) = self.measured_rate() else {
             return config
                 .initial_pipeline
                 .clamp(config.min_pipeline, config.max_pipeline);
@@ -181,13 +191,16 @@ impl PeerSession {
         };
         self.last_delivery = Some(now);
         let seconds = now.saturating_duration_since(start).as_secs_f64();
-        if seconds > 0.0 {
-            let sample = bytes as f64 / seconds;
-            self.rate = Some(match self.rate {
-                None => sample,
-                Some(rate) => rate + RATE_SMOOTHING * (sample - rate),
-            });
+        if bytes == 0 {
+            return;
         }
+        let sample = seconds / bytes as f64;
+        self.seconds_per_byte = match self.seconds_per_byte {
+            // A first sample of no time says nothing about the rate yet.
+            None if seconds > 0.0 => Some(sample),
+            None => None,
+            Some(pace) => Some(pace + RATE_SMOOTHING * (sample - pace)),
+        };
     }
 
     pub(crate) fn record_wasted(&mut self, bytes: u64) {
@@ -226,7 +239,7 @@ impl PeerSession {
         min_timeout: Duration,
         factor: u32,
     ) -> Vec<u32> {
-        let chunk_time = match self.rate {
+        let chunk_time = match self.measured_rate() {
             Some(rate) if rate > 0.0 => Duration::from_secs_f64(f64::from(chunk_size) / rate),
             _ => Duration::ZERO,
         };
@@ -294,8 +307,41 @@ mod tests {
         // starts at the first delivery, not at the request.
         let sent = peer.finish_request(1);
         peer.record_delivery(1_000_000, sent, t0 + Duration::from_millis(1500));
-        let expected = 1_000_000.0 + RATE_SMOOTHING * (2_000_000.0 - 1_000_000.0);
-        assert!((peer.rate() - expected).abs() < 1.0, "rate {}", peer.rate());
+        let pace = 1e-6 + RATE_SMOOTHING * (0.5e-6 - 1e-6);
+        assert!(
+            (peer.rate() - 1.0 / pace).abs() < 1.0,
+            "rate {}",
+            peer.rate()
+        );
+    }
+
+    #[test]
+    fn chunks_delivered_together_do_not_inflate_the_rate() {
+        // A peer serving two chunks at once at 1 MB/s in all: both arrive
+        // after 2 s, the second a microsecond after the first. Averaging
+        // rates would see 1 MB/s and 1 TB/s; averaging times sees 1 MB/s.
+        let t0 = Instant::now();
+        let mut peer = session(t0);
+        let mut now = t0;
+        for round in 0..20u32 {
+            let (a, b) = (2 * round, 2 * round + 1);
+            peer.start_request(a, now);
+            peer.start_request(b, now);
+            now += Duration::from_secs(2);
+            let sent = peer.finish_request(a);
+            peer.record_delivery(1_000_000, sent, now);
+            now += Duration::from_micros(1);
+            let sent = peer.finish_request(b);
+            peer.record_delivery(1_000_000, sent, now);
+        }
+        assert!(
+            (800_000.0..1_300_000.0).contains(&peer.rate()),
+            "rate {}",
+            peer.rate()
+        );
+        let config = DownloadConfig::default();
+        peer.set_rtt(Duration::from_millis(1));
+        assert_eq!(peer.pipeline_depth(1 << 20, &config), 3);
     }
 
     #[test]
