@@ -18,6 +18,10 @@ use crate::transport;
 pub(crate) struct Admission {
     pub(crate) max_peers: usize,
     pub(crate) connected: BTreeSet<PeerId>,
+    /// The connected peers that dialed us. Such a peer dialing again was
+    /// restarted (killed, say, before its old connection timed out): the
+    /// new connection replaces the old one.
+    pub(crate) dialed_us: BTreeSet<PeerId>,
     pub(crate) banned: BTreeSet<PeerId>,
     pub(crate) serving: bool,
     pub(crate) have: HaveBitfield,
@@ -38,6 +42,9 @@ impl Admission {
             ));
         }
         if self.connected.contains(&peer) {
+            if self.dialed_us.contains(&peer) {
+                return Ok(self.have.clone());
+            }
             return Err((HelloRejectReason::TooManyPeers, "already connected".into()));
         }
         if self.connected.len() >= self.max_peers {
@@ -185,7 +192,22 @@ impl Node {
         let id = session.peer_id;
         self.dialing.remove(&id);
         self.addresses.insert(id, addr);
-        let duplicate = self.peers.values().any(|p| p.id == id);
+        let existing = self
+            .peers
+            .iter()
+            .find(|(_, p)| p.id == id)
+            .map(|(key, p)| (*key, p.dialed_us));
+        let duplicate = match existing {
+            Some((old, true)) if !dialed => {
+                // The peer dialed us again: its old connection is stale.
+                self.remove_peer(
+                    old,
+                    "replaced by a new connection from the same peer".into(),
+                );
+                false
+            }
+            other => other.is_some(),
+        };
         if duplicate || self.banned.contains(&id) || self.peers.len() >= self.config.max_peers {
             session.connection.close(0u32.into(), b"duplicate or full");
             return;
@@ -217,6 +239,7 @@ impl Node {
             serving: hello.serving,
             listen,
             downloading_from: false,
+            dialed_us: !dialed,
             uploaded_chunks: 0,
             uploaded_bytes: 0,
         };
@@ -248,6 +271,9 @@ impl Node {
         }
         if let Ok(mut admission) = self.admission.lock() {
             admission.connected.insert(id);
+            if !dialed {
+                admission.dialed_us.insert(id);
+            }
         }
         self.report(NodeReport::PeerConnected {
             peer: id,
@@ -272,6 +298,7 @@ impl Node {
         self.uploads.remove_peer(key);
         if let Ok(mut admission) = self.admission.lock() {
             admission.connected.remove(&peer.id);
+            admission.dialed_us.remove(&peer.id);
         }
         self.report(NodeReport::PeerDisconnected {
             peer: peer.id,

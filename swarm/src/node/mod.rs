@@ -111,6 +111,8 @@ pub(crate) struct Peer {
     pub(crate) listen: Option<SocketAddr>,
     /// It is part of the download (it serves and we fetch).
     pub(crate) downloading_from: bool,
+    /// It dialed us: a new connection it dials replaces this one.
+    pub(crate) dialed_us: bool,
     pub(crate) uploaded_chunks: u64,
     pub(crate) uploaded_bytes: u64,
 }
@@ -244,6 +246,7 @@ impl Node {
         let admission = Arc::new(Mutex::new(Admission {
             max_peers: parts.config.max_peers,
             connected: BTreeSet::new(),
+            dialed_us: BTreeSet::new(),
             banned: BTreeSet::new(),
             serving: parts.serving,
             have: parts.local_have.clone(),
