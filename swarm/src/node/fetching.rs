@@ -412,15 +412,11 @@ impl Node {
                         DisconnectReason::TooManyTimeouts => {
                             (GoodbyeReason::Idle, "too many requests timed out")
                         }
-                        DisconnectReason::Done => (GoodbyeReason::Done, "download complete"),
+                        // Every peer stays until the fetch ends (the goodbye
+                        // goes out at shutdown): the final checks may still
+                        // find a chunk bad on disk and fetch it again.
+                        DisconnectReason::Done => continue,
                     };
-                    if reason == DisconnectReason::Done {
-                        // Peers we also serve stay; the others are told.
-                        if !self.serving {
-                            p.link.close(goodbye);
-                        }
-                        continue;
-                    }
                     let id = p.id;
                     p.link.close(goodbye);
                     if reason == DisconnectReason::BadData {
