@@ -132,7 +132,6 @@ pub(crate) struct DownloadState {
     bytes_since_checkpoint: u64,
     last_checkpoint: Instant,
     pub(crate) checkpoint_running: bool,
-    pub(crate) checkpoint_error: Option<String>,
     pub(crate) fatal: Option<crate::resume::ResumeError>,
     pub(crate) last_report: Instant,
     rate_window: VecDeque<(Instant, u64)>,
@@ -167,7 +166,6 @@ impl DownloadState {
             bytes_since_checkpoint: 0,
             last_checkpoint: Instant::now(),
             checkpoint_running: false,
-            checkpoint_error: None,
             fatal: None,
             last_report: Instant::now(),
             rate_window: VecDeque::new(),
@@ -350,7 +348,7 @@ impl Node {
         let partial = Arc::clone(&download.partial);
         let internal = self.internal_sender.clone();
         tokio::task::spawn_blocking(move || {
-            let result = partial.checkpoint().map(|_| ()).map_err(|e| e.to_string());
+            let result = partial.checkpoint().map(|_| ());
             let _ = internal.send(Internal::Checkpointed(result));
         });
     }

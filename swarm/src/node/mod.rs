@@ -137,8 +137,9 @@ pub(crate) enum Internal {
         chunk: u32,
         error: crate::resume::ResumeError,
     },
-    /// A checkpoint of the partial download finished.
-    Checkpointed(Result<(), String>),
+    /// A checkpoint of the partial download finished; a failed one stops
+    /// the download.
+    Checkpointed(Result<(), crate::resume::ResumeError>),
     /// An upload ended.
     UploadDone {
         key: PeerKey,
