@@ -17,6 +17,10 @@ use minimodel_wire::{
 
 use super::LinkError;
 
+/// How long a listener waits for its HelloReject to be received before it
+/// drops the connection.
+const REJECT_LINGER: Duration = Duration::from_secs(2);
+
 /// What this side says about itself in its Hello.
 #[derive(Debug, Clone)]
 pub struct LocalHello {
@@ -257,6 +261,10 @@ async fn listen_inner(
                 };
                 send_message(&mut send, &control, &reject).await?;
                 let _ = send.finish();
+                // The connection closes when this returns: let the
+                // rejection arrive first, or the dialer only sees its
+                // connection lost, not why.
+                let _ = tokio::time::timeout(REJECT_LINGER, send.stopped()).await;
                 return Err(LinkError::Refused { reason, detail });
             }
         };
