@@ -32,6 +32,16 @@ struct InProcessSeeder {
 }
 
 fn seeder(artifact: &Artifact, rate: u64) -> InProcessSeeder {
+    seeder_with(
+        artifact,
+        NodeConfig {
+            max_upload: Some(rate),
+            ..NodeConfig::default()
+        },
+    )
+}
+
+fn seeder_with(artifact: &Artifact, config: NodeConfig) -> InProcessSeeder {
     let verified = verify_local_file(&artifact.manifest, &artifact.slm, &|_| {}).unwrap();
     let (reports, _) = mpsc::unbounded_channel();
     let seeder = Seeder::start(
@@ -39,8 +49,7 @@ fn seeder(artifact: &Artifact, rate: u64) -> InProcessSeeder {
         &artifact.slm,
         NodeConfig {
             listen: Some("127.0.0.1:0".parse().unwrap()),
-            max_upload: Some(rate),
-            ..NodeConfig::default()
+            ..config
         },
         Arc::new(Identity::generate().unwrap()),
         reports,
@@ -186,4 +195,30 @@ async fn a_chunk_changed_on_disk_is_found_by_the_whole_file_check_and_fetched_ag
     // The 64 missing chunks, then chunk 5 once more.
     assert_eq!(summary.chunks_fetched, 65);
     artifact.verify(root.path(), &outcome.artifact_path);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seeder_that_refuses_the_session_says_why() {
+    let root = tempfile::tempdir().unwrap();
+    let artifact = Artifact::make(root.path(), "art", "refused", "1MiB", "64KiB", 53);
+    let seeder = seeder_with(
+        &artifact,
+        NodeConfig {
+            max_peers: 0,
+            ..NodeConfig::default()
+        },
+    );
+    let dir = root.path().join("out");
+    let (download, _) = open(&artifact, &dir, &ResumeOptions::default(), plain);
+    let error = fetch(&artifact, &dir, download, &seeder)
+        .await
+        .expect_err("nobody to fetch from");
+    // Not "connection lost": the rejection arrives before the connection
+    // closes.
+    assert!(
+        error
+            .to_string()
+            .contains("peer refused the session (TooManyPeers): serving the maximum of 0 peers"),
+        "{error}"
+    );
 }
