@@ -48,6 +48,9 @@ enum Command {
     Fetch(commands::fetch::FetchArgs),
     /// Fetch what an import request offers, after checking it against the manifest.
     ImportPeerRequest(commands::import::ImportArgs),
+    /// The main job on an embedded default: a seeder and downloading peers
+    /// that serve each other, on loopback, with a summary.
+    Demo(commands::demo::DemoArgs),
     /// List the downloads in a directory: partial, complete, how much.
     Status(commands::status::StatusArgs),
 }
@@ -76,6 +79,7 @@ fn main() -> ExitCode {
         Command::Fetch(args) => commands::fetch::run(args, out),
         Command::ImportPeerRequest(args) => commands::import::run(args, out),
         Command::Status(args) => commands::status::run(args, out),
+        Command::Demo(args) => commands::demo::run(args, out),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

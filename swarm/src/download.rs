@@ -50,6 +50,13 @@ pub struct DownloadConfig {
     /// After a busy or rate-limited reject, wait this long before asking
     /// that peer again. Default 500 ms.
     pub busy_backoff: Duration,
+    /// Requested chunk bytes outstanding over all peers at most (each peer
+    /// may always have one request). Default 32 MiB: every requested byte
+    /// is held in memory between its arrival and its write, and this bounds
+    /// that whatever the number of peers and their round trips (it covers
+    /// 1 GiB/s at 30 ms). Pipelines follow the peers' smallest round trip,
+    /// so on a short path far less is outstanding.
+    pub max_in_flight_bytes: u64,
     /// Seed of the picker's random tie-break.
     pub seed: u64,
 }
@@ -66,6 +73,7 @@ impl Default for DownloadConfig {
             max_timeouts: 3,
             slow_peer_factor: 4.0,
             busy_backoff: Duration::from_millis(500),
+            max_in_flight_bytes: 32 << 20,
             seed: 0x6d69_6e69_6d6f_6465,
         }
     }
@@ -140,6 +148,8 @@ pub struct DownloadCore {
     banned: BTreeSet<PeerId>,
     /// Statistics of peers that left, kept for the receipt.
     departed: Vec<(PeerId, PeerStats)>,
+    /// No new requests while set (the driver's pipeline behind us is full).
+    hold: bool,
     actions: VecDeque<Action>,
 }
 
@@ -158,6 +168,7 @@ impl DownloadCore {
             peers: BTreeMap::new(),
             banned: BTreeSet::new(),
             departed: Vec::new(),
+            hold: false,
             actions: VecDeque::new(),
         }
     }
@@ -234,6 +245,7 @@ impl DownloadCore {
         }
         self.picker.add_peer_chunks(&has);
         self.peers.insert(key, PeerSession::new(peer_id, has, now));
+        self.update_spread();
         self.fill(now);
         Ok(())
     }
@@ -262,7 +274,11 @@ impl DownloadCore {
             return;
         };
         if session.add_have(chunk) {
+            let now_complete = session.has().is_full();
             self.picker.add_have(chunk);
+            if now_complete {
+                self.update_spread();
+            }
             self.fill(now);
         }
     }
@@ -346,6 +362,16 @@ impl DownloadCore {
         self.fill(now);
     }
 
+    /// Holds (or releases) new requests: the driver's later stages (the
+    /// trailing full-file hasher) are behind. Requests in flight go on.
+    pub fn set_hold(&mut self, hold: bool, now: Instant) {
+        let released = self.hold && !hold;
+        self.hold = hold;
+        if released {
+            self.fill(now);
+        }
+    }
+
     /// A verified chunk turned out bad on disk (the whole-file check found
     /// it): it is missing again and fetched first.
     pub fn chunk_found_bad(&mut self, chunk: u32, now: Instant) {
@@ -383,6 +409,15 @@ impl DownloadCore {
         }
         self.rescue_from_slow_peers(now);
         self.fill(now);
+    }
+
+    /// With other downloaders connected (peers that lack chunks), ties
+    /// are broken over the whole file so that downloaders fetch different
+    /// chunks from a seeder and trade them; alone with seeders, the
+    /// download moves front to back.
+    fn update_spread(&mut self) {
+        let downloaders = self.peers.values().filter(|s| !s.has().is_full()).count();
+        self.picker.set_wide(downloaders > 0);
     }
 
     fn drop_peer(&mut self, key: PeerKey, reason: DisconnectReason, now: Instant) {
@@ -449,7 +484,7 @@ impl DownloadCore {
     /// Tops up every peer's pipeline: chunks handed back first, then the
     /// rarest missing ones, then, in endgame, duplicates of chunks in flight.
     fn fill(&mut self, now: Instant) {
-        if self.is_complete() {
+        if self.is_complete() || self.hold {
             return;
         }
         let rates: BTreeMap<PeerKey, f64> = self
@@ -461,12 +496,30 @@ impl DownloadCore {
         // duplicates go to whoever can finish them soonest.
         let mut order: Vec<PeerKey> = rates.keys().copied().collect();
         order.sort_by(|a, b| rates[b].total_cmp(&rates[a]).then(a.cmp(b)));
-        for key in order {
-            let Some(session) = self.peers.get_mut(&key) else {
-                continue;
-            };
-            let depth = session.pipeline_depth(self.chunk_size, &self.config);
-            while session.requests_in_flight() < depth && !session.is_backing_off(now) {
+        let chunk_bytes = u64::from(self.chunk_size.max(1));
+        let budget = (self.config.max_in_flight_bytes / chunk_bytes).max(1) as usize;
+        let mut outstanding: usize = self.peers.values().map(|s| s.requests_in_flight()).sum();
+        // Level by level: every peer gets its first request before any gets
+        // a second, and so on, so peers share the budget evenly up to their
+        // own pipeline depths rather than by who came first.
+        for level in 0..self.config.max_pipeline {
+            if level > 0 && outstanding >= budget {
+                break;
+            }
+            for &key in &order {
+                if level > 0 && outstanding >= budget {
+                    break;
+                }
+                let Some(session) = self.peers.get_mut(&key) else {
+                    continue;
+                };
+                let depth = session.pipeline_depth(self.chunk_size, &self.config);
+                if session.requests_in_flight() != level
+                    || level >= depth
+                    || session.is_backing_off(now)
+                {
+                    continue;
+                }
                 let picked = self.picker.pick(key, session.has(), now).or_else(|| {
                     // Endgame: everything not verified is in flight.
                     let endgame = self.picker.missing_count() == 0;
@@ -474,11 +527,92 @@ impl DownloadCore {
                         .pick_duplicate(key, session.has(), now, |_| endgame)
                 });
                 let Some(chunk) = picked else {
-                    break;
+                    continue;
                 };
                 session.start_request(chunk, now);
+                outstanding += 1;
                 self.actions.push_back(Action::Request { peer: key, chunk });
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn requests(core: &mut DownloadCore) -> Vec<(PeerKey, u32)> {
+        let mut out = Vec::new();
+        while let Some(action) = core.poll_action() {
+            if let Action::Request { peer, chunk } = action {
+                out.push((peer, chunk));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn requested_bytes_stay_within_the_budget_however_many_peers() {
+        let config = DownloadConfig {
+            max_in_flight_bytes: 8 << 20,
+            ..DownloadConfig::default()
+        };
+        let count = 1000;
+        let mut core = DownloadCore::new(1 << 20, &HaveBitfield::new(count), config);
+        let now = Instant::now();
+        for i in 0..10u8 {
+            core.add_peer(
+                PeerKey(u32::from(i)),
+                PeerId([i; 32]),
+                HaveBitfield::full(count),
+                now,
+            )
+            .unwrap();
+        }
+        let sent = requests(&mut core);
+        let per_peer: BTreeMap<PeerKey, usize> =
+            sent.iter().fold(BTreeMap::new(), |mut map, (peer, _)| {
+                *map.entry(*peer).or_default() += 1;
+                map
+            });
+        assert_eq!(per_peer.len(), 10, "every peer gets at least one request");
+        assert!(
+            sent.len() <= 8 + 10,
+            "{} requests for a budget of 8 chunks",
+            sent.len()
+        );
+    }
+
+    #[test]
+    fn a_banned_peer_cannot_rejoin() {
+        let count = 10;
+        let mut core = DownloadCore::new(
+            1 << 20,
+            &HaveBitfield::new(count),
+            DownloadConfig::default(),
+        );
+        let now = Instant::now();
+        let liar = PeerId([9; 32]);
+        core.add_peer(PeerKey(0), liar, HaveBitfield::full(count), now)
+            .unwrap();
+        let (_, chunk) = requests(&mut core)[0];
+        core.on_chunk_bad(PeerKey(0), chunk, now);
+        assert!(core.is_banned(&liar));
+        assert_eq!(
+            core.add_peer(PeerKey(1), liar, HaveBitfield::full(count), now),
+            Err(JoinError::Banned)
+        );
+        assert_eq!(
+            core.add_peer(
+                PeerKey(2),
+                PeerId([1; 32]),
+                HaveBitfield::full(count + 1),
+                now
+            ),
+            Err(JoinError::WrongBitfield {
+                expected: count,
+                found: count + 1
+            })
+        );
     }
 }

@@ -347,6 +347,12 @@ impl Fetcher {
             // Verified as a whole: serve every chunk from the full tree.
             self.node.become_seeder(tree);
         }
+        if let Delivery::Delivered(outcome) = &delivery {
+            self.node.report(NodeReport::Delivered {
+                path: outcome.artifact_path.clone(),
+                receipt: outcome.receipt_path.clone(),
+            });
+        }
         Ok(delivery)
     }
 

@@ -25,10 +25,13 @@
 //!    before new chunks are started.
 //! 2. Then rarest first: the lowest availability (number of connected peers
 //!    that have the chunk) among the chunks this peer has. Ties are broken
-//!    at random among the first [`TIE_WINDOW`] candidates in index order, so
-//!    peers spread over different chunks while each download still moves
-//!    roughly front to back (which keeps the trailing full-file hasher and
-//!    the disk close to sequential).
+//!    at random. How widely depends on the swarm ([`PiecePicker::set_wide`]):
+//!    with no other downloader around, among the first [`TIE_WINDOW`]
+//!    candidates in index order, so the download moves roughly front to
+//!    back (the trailing full-file hasher and the disk stay sequential);
+//!    with other downloaders, from a random place in the whole bucket, so
+//!    that downloaders ask a seeder for different chunks and then trade
+//!    them instead of each fetching the same ones.
 //! 3. When no missing chunk is left for a peer, [`PiecePicker::pick_duplicate`]
 //!    offers in-flight chunks to a second owner: endgame, and the rescue of
 //!    chunks held by a slow peer. The first verified copy wins and the other
@@ -39,7 +42,7 @@ use std::time::Instant;
 
 /// Ties among equally rare chunks are broken at random among this many
 /// candidates, taken in index order.
-pub const TIE_WINDOW: usize = 8;
+pub const TIE_WINDOW: usize = 4;
 /// Availability buckets above this count are merged: a chunk held by 64
 /// peers is as common as one held by 65.
 const MAX_TRACKED_AVAILABILITY: usize = 64;
@@ -118,6 +121,8 @@ pub struct PiecePicker {
     in_flight: u32,
     verified: u32,
     rng: SplitMix64,
+    /// Break ties over the whole bucket rather than the first few.
+    wide: bool,
 }
 
 impl PiecePicker {
@@ -134,7 +139,14 @@ impl PiecePicker {
             in_flight: 0,
             verified: 0,
             rng: SplitMix64(seed),
+            wide: false,
         }
+    }
+
+    /// Whether ties are broken over the whole bucket (other downloaders
+    /// are connected) or among the first few in index order.
+    pub fn set_wide(&mut self, wide: bool) {
+        self.wide = wide;
     }
 
     /// Number of chunks.
@@ -252,6 +264,20 @@ impl PiecePicker {
     }
 
     fn pick_rarest(&mut self, peer_has: &(impl ChunkSet + ?Sized)) -> Option<u32> {
+        if self.wide {
+            let start = self.rng.below(u64::from(self.chunk_count())) as u32;
+            for bucket in &self.buckets[1..] {
+                let found = bucket
+                    .range(start..)
+                    .chain(bucket.range(..start))
+                    .copied()
+                    .find(|&index| peer_has.has(index));
+                if found.is_some() {
+                    return found;
+                }
+            }
+            return None;
+        }
         // Bucket 0 holds chunks nobody has: nothing to ask for there.
         for bucket in &self.buckets[1..] {
             let candidates: Vec<u32> = bucket
@@ -504,6 +530,33 @@ mod tests {
             );
         }
         assert!(picker.is_complete());
+        picker.check_invariant();
+    }
+
+    #[test]
+    fn wide_ties_spread_downloaders_over_the_whole_file() {
+        let count = 1024;
+        let firsts: BTreeSet<u32> = (0..16)
+            .map(|seed| {
+                let mut picker = PiecePicker::new(count, seed);
+                picker.set_wide(true);
+                picker.add_peer_chunks(&all(count));
+                picker.pick(A, &all(count), Instant::now()).unwrap()
+            })
+            .collect();
+        assert!(
+            firsts.len() > 12,
+            "different seeds start in different places: {firsts:?}"
+        );
+        assert!(firsts.iter().any(|&i| i > count / 2));
+        // Rarity still comes first.
+        let mut picker = PiecePicker::new(count, 3);
+        picker.set_wide(true);
+        picker.add_peer_chunks(&all(count));
+        picker.add_peer_chunks(&only(count, &(0..1000).collect::<Vec<_>>()));
+        for _ in 0..24 {
+            assert!(picker.pick(A, &all(count), Instant::now()).unwrap() >= 1000);
+        }
         picker.check_invariant();
     }
 

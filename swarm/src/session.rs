@@ -4,9 +4,10 @@
 //! The pipeline depth adapts to the peer: `2 * rate * rtt / chunk_size + 2`
 //! requests, clamped to the configured range, so the peer always has the
 //! next chunk queued by the time it finishes one, whatever its speed and
-//! distance. The rate is an exponentially weighted average of per-chunk
-//! service times (the time from when the peer could start a chunk to when
-//! its last byte arrived).
+//! distance. The rate is an exponentially weighted average of the bytes it
+//! delivered per period of at least [`RATE_PERIOD`] while it had requests:
+//! chunks that complete in a burst (verification queued behind a busy core)
+//! do not make a peer look faster than it is.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -15,8 +16,10 @@ use minimodel_wire::{ChunkIndex, HaveBitfield, PeerId};
 
 use crate::download::DownloadConfig;
 
-/// Weight of a new service-time sample.
+/// Weight of a new rate sample.
 const RATE_SMOOTHING: f64 = 0.25;
+/// Deliveries are summed over at least this long per rate sample.
+pub const RATE_PERIOD: Duration = Duration::from_millis(200);
 /// Round trip assumed until the transport reports one.
 const DEFAULT_RTT: Duration = Duration::from_millis(50);
 
@@ -42,13 +45,11 @@ pub struct PeerSession {
     has: HaveBitfield,
     /// In-flight requests: chunk -> when it was sent.
     requests: BTreeMap<u32, Instant>,
-    /// Smoothed service time per byte, in seconds: the average of times,
-    /// not of rates, so that two chunks delivered together (one after a
-    /// long wait, one right after it) give their true joint rate instead
-    /// of the huge rate of the second alone.
-    seconds_per_byte: Option<f64>,
+    rate: Option<f64>,
     rtt: Option<Duration>,
-    last_delivery: Option<Instant>,
+    /// Start of the current rate period and the bytes delivered in it.
+    window_start: Option<Instant>,
+    window_bytes: u64,
     last_progress: Instant,
     backoff_until: Option<Instant>,
     stats: PeerStats,
@@ -61,9 +62,10 @@ impl PeerSession {
             peer_id,
             has,
             requests: BTreeMap::new(),
-            seconds_per_byte: None,
+            rate: None,
             rtt: None,
-            last_delivery: None,
+            window_start: None,
+            window_bytes: 0,
             last_progress: now,
             backoff_until: None,
             stats: PeerStats::default(),
@@ -87,13 +89,7 @@ impl PeerSession {
 
     /// Its delivery rate in bytes per second, 0 until the first chunk.
     pub fn rate(&self) -> f64 {
-        self.measured_rate().unwrap_or(0.0)
-    }
-
-    fn measured_rate(&self) -> Option<f64> {
-        self.seconds_per_byte
-            .filter(|pace| *pace > 0.0)
-            .map(|pace| 1.0 / pace)
+        self.rate.unwrap_or(0.0)
     }
 
     /// The rate this peer is delivering at right now: its measured rate,
@@ -130,8 +126,11 @@ impl PeerSession {
         self.requests.contains_key(&chunk)
     }
 
+    /// A round-trip sample. The pipeline follows the smallest one seen:
+    /// the path's own delay, not the queueing of a busy machine, which a
+    /// deeper pipeline would only make worse.
     pub(crate) fn set_rtt(&mut self, rtt: Duration) {
-        self.rtt = Some(rtt);
+        self.rtt = Some(self.rtt.map_or(rtt, |known| known.min(rtt)));
     }
 
     /// Records an announced chunk; false when it was known (or out of range).
@@ -147,7 +146,7 @@ impl PeerSession {
 
     /// The pipeline depth this peer deserves now.
     pub fn pipeline_depth(&self, chunk_size: u32, config: &DownloadConfig) -> usize {
-        let Some(rate) = self.measured_rate() else {
+        let Some(rate) = self.rate else {
             return config
                 .initial_pipeline
                 .clamp(config.min_pipeline, config.max_pipeline);
@@ -160,8 +159,12 @@ impl PeerSession {
 
     pub(crate) fn start_request(&mut self, chunk: u32, now: Instant) {
         if self.requests.is_empty() {
-            // An idle peer's stall clock starts with its first request.
+            // An idle peer's stall clock starts with its first request, and
+            // so does its rate period: idle time is not slowness.
             self.last_progress = now;
+            if self.window_bytes == 0 {
+                self.window_start = Some(now);
+            }
         }
         self.requests.insert(chunk, now);
     }
@@ -181,26 +184,21 @@ impl PeerSession {
         self.stats.chunks += 1;
         self.stats.bytes += bytes;
         self.last_progress = now;
-        // Service time: from when the peer could start this chunk (the later
-        // of our request and its previous delivery) to now.
-        let start = match (sent, self.last_delivery) {
-            (Some(sent), Some(previous)) => sent.max(previous),
-            (Some(sent), None) => sent,
-            (None, Some(previous)) => previous,
-            (None, None) => now,
-        };
-        self.last_delivery = Some(now);
-        let seconds = now.saturating_duration_since(start).as_secs_f64();
-        if bytes == 0 {
-            return;
+        let start = *self.window_start.get_or_insert(sent.unwrap_or(now));
+        self.window_bytes += bytes;
+        let elapsed = now.saturating_duration_since(start);
+        if self.rate.is_none() || elapsed >= RATE_PERIOD {
+            let seconds = elapsed.as_secs_f64();
+            if seconds > 0.0 {
+                let sample = self.window_bytes as f64 / seconds;
+                self.rate = Some(match self.rate {
+                    None => sample,
+                    Some(rate) => rate + RATE_SMOOTHING * (sample - rate),
+                });
+            }
+            self.window_start = Some(now);
+            self.window_bytes = 0;
         }
-        let sample = seconds / bytes as f64;
-        self.seconds_per_byte = match self.seconds_per_byte {
-            // A first sample of no time says nothing about the rate yet.
-            None if seconds > 0.0 => Some(sample),
-            None => None,
-            Some(pace) => Some(pace + RATE_SMOOTHING * (sample - pace)),
-        };
     }
 
     pub(crate) fn record_wasted(&mut self, bytes: u64) {
@@ -239,7 +237,7 @@ impl PeerSession {
         min_timeout: Duration,
         factor: u32,
     ) -> Vec<u32> {
-        let chunk_time = match self.measured_rate() {
+        let chunk_time = match self.rate {
             Some(rate) if rate > 0.0 => Duration::from_secs_f64(f64::from(chunk_size) / rate),
             _ => Duration::ZERO,
         };
@@ -285,63 +283,50 @@ mod tests {
         near.record_delivery(1 << 20, Some(t0), t0 + Duration::from_millis(10));
         near.set_rtt(Duration::from_millis(1));
         assert_eq!(near.pipeline_depth(1 << 20, &config), 3);
+        // A busy moment does not deepen the pipeline: the smallest round
+        // trip counts.
+        near.set_rtt(Duration::from_millis(40));
+        assert_eq!(near.pipeline_depth(1 << 20, &config), 3);
         // The same rate 100 ms away needs about 20 chunks queued.
-        let mut far = near.clone();
+        let mut far = PeerSession::new(PeerId([8; 32]), HaveBitfield::full(100), t0);
+        far.start_request(0, t0);
+        far.record_delivery(1 << 20, Some(t0), t0 + Duration::from_millis(10));
         far.set_rtt(Duration::from_millis(100));
         assert_eq!(far.pipeline_depth(1 << 20, &config), 22);
         // And never more than the maximum.
-        far.set_rtt(Duration::from_secs(10));
-        assert_eq!(far.pipeline_depth(1 << 20, &config), config.max_pipeline);
-    }
-
-    #[test]
-    fn rate_follows_service_times() {
-        let t0 = Instant::now();
-        let mut peer = session(t0);
-        peer.start_request(0, t0);
-        peer.start_request(1, t0);
-        let sent = peer.finish_request(0);
-        peer.record_delivery(1_000_000, sent, t0 + Duration::from_secs(1));
-        assert!((peer.rate() - 1_000_000.0).abs() < 1.0);
-        // The second chunk was queued behind the first: its service time
-        // starts at the first delivery, not at the request.
-        let sent = peer.finish_request(1);
-        peer.record_delivery(1_000_000, sent, t0 + Duration::from_millis(1500));
-        let pace = 1e-6 + RATE_SMOOTHING * (0.5e-6 - 1e-6);
-        assert!(
-            (peer.rate() - 1.0 / pace).abs() < 1.0,
-            "rate {}",
-            peer.rate()
+        let mut very_far = far.clone();
+        very_far.rtt = Some(Duration::from_secs(10));
+        assert_eq!(
+            very_far.pipeline_depth(1 << 20, &config),
+            config.max_pipeline
         );
     }
 
     #[test]
-    fn chunks_delivered_together_do_not_inflate_the_rate() {
-        // A peer serving two chunks at once at 1 MB/s in all: both arrive
-        // after 2 s, the second a microsecond after the first. Averaging
-        // rates would see 1 MB/s and 1 TB/s; averaging times sees 1 MB/s.
+    fn rate_is_bytes_over_time_and_ignores_bursts() {
         let t0 = Instant::now();
         let mut peer = session(t0);
-        let mut now = t0;
-        for round in 0..20u32 {
-            let (a, b) = (2 * round, 2 * round + 1);
-            peer.start_request(a, now);
-            peer.start_request(b, now);
-            now += Duration::from_secs(2);
-            let sent = peer.finish_request(a);
-            peer.record_delivery(1_000_000, sent, now);
-            now += Duration::from_micros(1);
-            let sent = peer.finish_request(b);
-            peer.record_delivery(1_000_000, sent, now);
+        for chunk in 0..8 {
+            peer.start_request(chunk, t0);
         }
+        // The first chunk after 100 ms gives the first estimate.
+        let sent = peer.finish_request(0);
+        peer.record_delivery(1_000_000, sent, t0 + Duration::from_millis(100));
         assert!(
-            (800_000.0..1_300_000.0).contains(&peer.rate()),
+            (peer.rate() - 10_000_000.0).abs() < 1.0,
             "rate {}",
             peer.rate()
         );
-        let config = DownloadConfig::default();
-        peer.set_rtt(Duration::from_millis(1));
-        assert_eq!(peer.pipeline_depth(1 << 20, &config), 3);
+        // Six chunks in one burst, then the seventh after a full period:
+        // one sample of 7 MB over 200 ms, not seven samples of huge rates.
+        for chunk in 1..7 {
+            let sent = peer.finish_request(chunk);
+            peer.record_delivery(1_000_000, sent, t0 + Duration::from_millis(150));
+        }
+        let sent = peer.finish_request(7);
+        peer.record_delivery(1_000_000, sent, t0 + Duration::from_millis(300));
+        let expected = 10_000_000.0 + RATE_SMOOTHING * (35_000_000.0 - 10_000_000.0);
+        assert!((peer.rate() - expected).abs() < 1.0, "rate {}", peer.rate());
     }
 
     #[test]

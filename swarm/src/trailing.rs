@@ -59,6 +59,41 @@ impl TrailingHasher {
         self.read_back_bytes
     }
 
+    /// Takes a stored chunk without hashing anything yet: its bytes are
+    /// kept while the buffer has room (whether or not it continues the
+    /// prefix), otherwise it is only noted and read back when its turn
+    /// comes. [`TrailingHasher::step`] does the hashing, one chunk at a time.
+    pub fn accept(&mut self, index: u32, data: &ChunkData) {
+        if index < self.next || self.buffered.contains_key(&index) {
+            return;
+        }
+        if self.buffered_bytes + data.len() <= self.max_buffered {
+            self.buffered_bytes += data.len();
+            self.buffered.insert(index, data.clone());
+            self.on_storage.remove(&index);
+        } else {
+            self.on_storage.insert(index);
+        }
+    }
+
+    /// Hashes the next chunk of the prefix if it is here (in memory or on
+    /// storage). Returns whether it hashed one.
+    pub fn step(&mut self, storage: &dyn Storage) -> io::Result<bool> {
+        if let Some(data) = self.buffered.remove(&self.next) {
+            self.buffered_bytes -= data.len();
+            self.hash(&data);
+            return Ok(true);
+        }
+        if self.on_storage.remove(&self.next) {
+            let bytes = read_chunk(storage, &self.geometry, ChunkIndex(self.next))?;
+            self.read_back_bytes += bytes.len() as u64;
+            self.hasher.update(&bytes);
+            self.next += 1;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
     /// Notes a chunk that is verified and on storage, without its bytes.
     pub fn note_stored(&mut self, index: u32) {
         if index >= self.next {
@@ -230,6 +265,26 @@ mod tests {
             .unwrap();
         let error = hasher.finish(&storage).unwrap_err();
         assert!(error.to_string().contains("chunk 1 of 4"), "{error}");
+    }
+
+    #[test]
+    fn accept_and_step_hash_the_prefix_one_chunk_at_a_time() {
+        let (_dir, storage, bytes, geometry) = setup(100_000, 16384);
+        let mut hasher = TrailingHasher::new(geometry, 2 * 16384);
+        for index in [1, 0, 3, 2] {
+            hasher.accept(index, &data(&bytes, &geometry, index));
+        }
+        // 1 and 0 fit in the buffer; 3 and 2 are only noted.
+        assert!(hasher.step(&storage).unwrap());
+        assert_eq!(hasher.hashed_chunks(), 1);
+        while hasher.step(&storage).unwrap() {}
+        assert_eq!(hasher.hashed_chunks(), 4);
+        assert_eq!(hasher.read_back_bytes(), 2 * 16384);
+        assert!(!hasher.step(&storage).unwrap(), "chunk 4 is not here yet");
+        for index in 4..geometry.chunk_count() {
+            hasher.accept(index, &data(&bytes, &geometry, index));
+        }
+        assert_eq!(hasher.finish(&storage).unwrap(), Sha256Digest::of(&bytes));
     }
 
     #[test]

@@ -61,6 +61,9 @@ pub struct UploadQueue {
     local_have: HaveBitfield,
     /// How many connected peers have each chunk.
     availability: Vec<u16>,
+    /// How often this side has sent each chunk: a chunk just sent to one
+    /// peer will soon be available from it, so it counts as less rare.
+    sent: Vec<u16>,
     peers: BTreeMap<PeerKey, PeerQueue>,
     /// The peer served last; the next turn goes to the one after it.
     last_served: Option<PeerKey>,
@@ -74,6 +77,7 @@ impl UploadQueue {
             config,
             local_have,
             availability: vec![0; count],
+            sent: vec![0; count],
             peers: BTreeMap::new(),
             last_served: None,
         }
@@ -193,12 +197,19 @@ impl UploadQueue {
     /// For drivers that serve every connection on its own.
     pub fn next_request_of(&mut self, peer: PeerKey) -> Option<(PeerKey, u32)> {
         let queue = self.peers.get_mut(&peer)?;
+        let rarity = |chunk: u32| {
+            let index = chunk as usize;
+            let held = self.availability.get(index).copied().unwrap_or(0);
+            let sent = self.sent.get(index).copied().unwrap_or(0);
+            (u32::from(held) + u32::from(sent), chunk)
+        };
         let chunk = queue
             .requests
             .iter()
             .copied()
-            .min_by_key(|&chunk| (self.availability.get(chunk as usize).copied(), chunk))?;
+            .min_by_key(|&chunk| rarity(chunk))?;
         queue.requests.remove(&chunk);
+        increment(&mut self.sent, chunk);
         queue.served_chunks += 1;
         self.last_served = Some(peer);
         Some((peer, chunk))
@@ -346,6 +357,21 @@ mod tests {
             "nobody has 8, one peer has 9"
         );
         assert_eq!(queue.next_request(), Some((A, 9)));
+    }
+
+    #[test]
+    fn a_chunk_just_sent_to_one_peer_waits_behind_unsent_ones() {
+        let mut queue = seeder_queue(10);
+        queue.on_request(A, 4).unwrap();
+        assert_eq!(queue.next_request(), Some((A, 4)));
+        queue.on_request(B, 4).unwrap();
+        queue.on_request(B, 7).unwrap();
+        assert_eq!(
+            queue.next_request(),
+            Some((B, 7)),
+            "4 is on its way to A already"
+        );
+        assert_eq!(queue.next_request(), Some((B, 4)));
     }
 
     #[test]

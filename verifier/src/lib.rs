@@ -24,6 +24,7 @@
 pub mod catalog;
 pub mod check;
 pub mod chunk;
+pub mod describe;
 pub mod digest;
 pub mod hashing;
 pub mod ids;

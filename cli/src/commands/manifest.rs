@@ -3,18 +3,11 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context;
 use clap::Args;
-use minimodel_verifier::check::check_hashes;
-use minimodel_verifier::hashing::hash_file;
-use minimodel_verifier::manifest::{
-    ChunkListRoute, ChunkSection, EvidenceStatus, Manifest, PeerHintStatus, Signature,
-    chunk_count_for, default_chunk_size,
-};
-use minimodel_verifier::merkle::{MerkleTree, chunk_list_text};
+use minimodel_verifier::describe::{DescribeError, Description, PublisherFields, describe_file};
+use minimodel_verifier::manifest::{EvidenceStatus, PeerHintStatus};
 use minimodel_verifier::route::Route;
-use minimodel_verifier::slm::read_slm_file;
-use minimodel_verifier::{KeyId, ModelId, PublisherId, Sha256Digest};
+use minimodel_verifier::{KeyId, ModelId, PublisherId};
 use serde_json::json;
 
 use super::write_atomically;
@@ -78,29 +71,15 @@ pub struct ManifestArgs {
 }
 
 pub fn run(args: ManifestArgs, out: Output) -> Result<(), Failure> {
-    let slm = read_slm_file(&args.file)
-        .with_context(|| format!("{} is not a valid .slm file", args.file.display()))
-        .or_exit(Exit::InvalidInput)?;
     let chunk_size = match args.chunk_size {
-        None => default_chunk_size(slm.file_len),
-        Some(size) => u32::try_from(size)
-            .map_err(|_| anyhow::anyhow!("--chunk-size {size} is larger than 16MiB"))
-            .or_exit(Exit::Usage)?,
+        None => None,
+        Some(size) => Some(
+            u32::try_from(size)
+                .map_err(|_| anyhow::anyhow!("--chunk-size {size} is larger than 16MiB"))
+                .or_exit(Exit::Usage)?,
+        ),
     };
-    let bar = out.byte_progress(slm.file_len, "hashing");
-    let hashes = hash_file(&args.file, chunk_size, &|n| bar.set_position(n))
-        .with_context(|| format!("cannot read {}", args.file.display()));
-    bar.finish_and_clear();
-    let hashes = hashes?;
-    let tree = MerkleTree::from_chunk_hashes(hashes.chunk_hashes.clone())
-        .context("the file is empty")
-        .or_exit(Exit::InvalidInput)?;
-    let list_text = chunk_list_text(tree.chunk_hashes());
-    let chunk_list = args.chunk_list_route.clone().map(|route| ChunkListRoute {
-        route,
-        sha256: Sha256Digest::of(list_text.as_bytes()),
-    });
-    let manifest = Manifest {
+    let fields = PublisherFields {
         display_name: args
             .display_name
             .clone()
@@ -114,30 +93,33 @@ pub fn run(args: ManifestArgs, out: Output) -> Result<(), Failure> {
         evidence_route: args.evidence_route,
         source_identity: args.source_identity,
         takedown_route: args.takedown_route,
-        artifact_bytes: hashes.bytes,
-        artifact_sha256: hashes.sha256,
-        quantization: slm.quantization,
-        model_shape: slm.shape,
-        tokenizer_sha256: slm.tokenizer_sha256,
-        tensor_layout_sha256: slm.tensor_layout_sha256,
         evidence_status: args.evidence_status,
         peer_hint_status: args.peer_hint_status,
-        signature: Signature::UnsignedPlaceholderV0,
-        chunks: ChunkSection {
-            chunk_size,
-            chunk_count: chunk_count_for(hashes.bytes, chunk_size),
-            merkle_root: tree.root(),
-            chunk_list,
-        },
+        chunk_list_route: args.chunk_list_route,
     };
-    manifest
-        .validate()
-        .context("these options do not make a valid manifest")
-        .or_exit(Exit::Usage)?;
-    // The file may have changed between the header read and the hash pass.
-    check_hashes(&manifest, hashes).or_exit(Exit::VerificationFailed)?;
+    let size = std::fs::metadata(&args.file).map(|m| m.len()).unwrap_or(0);
+    let bar = out.byte_progress(size, "hashing");
+    let described = describe_file(&args.file, fields, chunk_size, &|n| bar.set_position(n));
+    bar.finish_and_clear();
+    let Description {
+        manifest,
+        chunk_list,
+        ..
+    } = described.map_err(|error| {
+        let exit = match &error {
+            DescribeError::Io(_) => Exit::Transfer,
+            DescribeError::Slm(e) if e.is_io() => Exit::Transfer,
+            DescribeError::Manifest(_) => Exit::Usage,
+            DescribeError::Slm(_) | DescribeError::Empty(_) => Exit::InvalidInput,
+        };
+        Failure::new(
+            exit,
+            anyhow::Error::new(error).context(format!("cannot describe {}", args.file.display())),
+        )
+    })?;
+    let chunk_size = manifest.chunks.chunk_size;
     if let Some(path) = &args.chunk_list_out {
-        write_atomically(path, list_text.as_bytes())?;
+        write_atomically(path, chunk_list.as_bytes())?;
     }
     let text = manifest.to_text();
     match &args.output {

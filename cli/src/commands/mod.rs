@@ -1,6 +1,7 @@
 //! One module per command.
 
 pub mod catalog;
+pub mod demo;
 pub mod fetch;
 pub mod fixture;
 pub mod import;

@@ -111,6 +111,10 @@ pub fn show_reports(
                     }
                     None
                 }
+                NodeReport::Delivered { path, .. } => Some(format!(
+                    "{} is complete and verified; serving it until stopped",
+                    path.display()
+                )),
                 NodeReport::Serving { .. } => None,
             };
             if let Some(line) = line {

@@ -192,24 +192,31 @@ impl Node {
         let id = session.peer_id;
         self.dialing.remove(&id);
         self.addresses.insert(id, addr);
-        let existing = self
-            .peers
-            .iter()
-            .find(|(_, p)| p.id == id)
-            .map(|(key, p)| (*key, p.dialed_us));
-        let duplicate = match existing {
-            Some((old, true)) if !dialed => {
-                // The peer dialed us again: its old connection is stale.
-                self.remove_peer(
-                    old,
-                    "replaced by a new connection from the same peer".into(),
-                );
-                false
+        if self.banned.contains(&id) {
+            session.connection.close(0u32.into(), b"banned");
+            return;
+        }
+        // Two peers that dial each other at once end up with two
+        // connections; both keep the one the lower id dialed. A peer that
+        // dials us again while the connection it dialed before is still
+        // here was restarted (killed, say): that old connection is stale.
+        let me = self.peer_id();
+        let preferred = |we_dialed: bool| (me < id) == we_dialed;
+        if let Some((&existing, peer)) = self.peers.iter().find(|(_, p)| p.id == id) {
+            let redialed = !peer.dialed && !dialed;
+            if !redialed && (preferred(peer.dialed) || !preferred(dialed)) {
+                session.connection.close(0u32.into(), b"duplicate");
+                return;
             }
-            other => other.is_some(),
-        };
-        if duplicate || self.banned.contains(&id) || self.peers.len() >= self.config.max_peers {
-            session.connection.close(0u32.into(), b"duplicate or full");
+            let reason = if redialed {
+                "replaced by a new connection from the same peer"
+            } else {
+                "replaced by the connection both sides keep"
+            };
+            self.remove_peer(existing, reason.into());
+        }
+        if self.peers.len() >= self.config.max_peers {
+            session.connection.close(0u32.into(), b"full");
             return;
         }
         let key = PeerKey(self.next_key);
@@ -236,10 +243,11 @@ impl Node {
             id,
             addr,
             link: handle,
+            dialed,
+            told: BTreeSet::new(),
             serving: hello.serving,
             listen,
             downloading_from: false,
-            dialed_us: !dialed,
             uploaded_chunks: 0,
             uploaded_bytes: 0,
         };

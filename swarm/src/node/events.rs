@@ -78,6 +78,14 @@ pub enum NodeReport {
         /// Verified bytes per second over the last few seconds.
         rate: f64,
     },
+    /// The download passed every check and is delivered with its receipt
+    /// (a node with `seed_after` goes on serving).
+    Delivered {
+        /// The artifact.
+        path: std::path::PathBuf,
+        /// Its receipt.
+        receipt: std::path::PathBuf,
+    },
     /// Upload progress of a serving node (every second while serving).
     Serving {
         /// Connected peers.
@@ -196,6 +204,11 @@ impl Node {
             Internal::Stored(stored) => self.on_stored(*stored),
             Internal::BadChunk { key, chunk, error } => self.on_bad_chunk(key, chunk, error),
             Internal::StoreFailed { key, chunk, error } => self.on_store_failed(key, chunk, error),
+            Internal::TrailingProgress => {
+                if let Some(download) = &mut self.download {
+                    download.pace();
+                }
+            }
             Internal::Checkpointed(result) => {
                 if let Some(download) = &mut self.download {
                     download.checkpoint_running = false;

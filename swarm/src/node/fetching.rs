@@ -11,7 +11,7 @@
 use std::collections::VecDeque;
 use std::io;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -37,12 +37,15 @@ const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 const CHECKPOINT_BYTES: u64 = 64 << 20;
 
 /// Verification and storage jobs at once.
-pub(crate) const VERIFY_JOBS: usize = 4;
-/// Bytes of chunks handed to the trailing hasher and not hashed yet; beyond
-/// this it is only told the chunk is stored and reads it back later.
-const TRAILING_IN_FLIGHT: usize = 16 << 20;
-/// Bytes of out-of-order chunks the trailing hasher keeps in memory.
-const TRAILING_BUFFER: usize = 8 << 20;
+pub(crate) const VERIFY_JOBS: usize = 2;
+/// Bytes of stored chunks the trailing hasher keeps in memory until their
+/// turn; beyond this it notes them and reads them back later.
+const TRAILING_BUFFER: usize = 4 << 20;
+/// When the verified prefix is this far ahead of the trailing hasher, no
+/// new chunk is requested until it catches up: the hash pass keeps pace
+/// with the download, so the end of a download is not followed by a long
+/// tail, and chunks are hashed from memory instead of read back.
+const TRAILING_LAG: u64 = 4 << 20;
 
 /// A chunk that passed its proof and is on storage.
 pub(crate) struct StoredChunk {
@@ -50,23 +53,25 @@ pub(crate) struct StoredChunk {
     pub(crate) chunk: VerifiedChunk,
 }
 
-enum TrailingInput {
-    Offer(u32, ChunkData, usize),
-    Stored(u32),
-}
-
-/// The trailing hasher on its own thread.
+/// The trailing hasher on its own thread. It drains its inbox between
+/// chunks, so taking in new chunks never waits for hashing, and reports
+/// its progress (the number of chunks hashed) after each chunk.
 struct TrailingThread {
-    sender: Option<std_mpsc::Sender<TrailingInput>>,
-    in_flight: Arc<AtomicUsize>,
+    sender: Option<std_mpsc::Sender<(u32, Option<ChunkData>)>>,
+    hashed: Arc<AtomicU32>,
     thread: Option<JoinHandle<io::Result<Sha256Digest>>>,
 }
 
 impl TrailingThread {
-    fn start(geometry: ChunkGeometry, storage: Arc<dyn Storage>, stored: &HaveBitfield) -> Self {
-        let (sender, inbox) = std_mpsc::channel();
-        let in_flight = Arc::new(AtomicUsize::new(0));
-        let counter = Arc::clone(&in_flight);
+    fn start(
+        geometry: ChunkGeometry,
+        storage: Arc<dyn Storage>,
+        stored: &HaveBitfield,
+        progress: tokio::sync::mpsc::UnboundedSender<Internal>,
+    ) -> Self {
+        let (sender, inbox) = std_mpsc::channel::<(u32, Option<ChunkData>)>();
+        let hashed = Arc::new(AtomicU32::new(0));
+        let counter = Arc::clone(&hashed);
         let resumed: Vec<u32> = stored.iter_ones().map(|c| c.0).collect();
         let thread = std::thread::Builder::new()
             .name("trailing-sha256".into())
@@ -75,14 +80,25 @@ impl TrailingThread {
                 for chunk in resumed {
                     hasher.note_stored(chunk);
                 }
-                for input in inbox {
-                    match input {
-                        TrailingInput::Offer(chunk, data, len) => {
-                            let result = hasher.offer(chunk, &data, storage.as_ref());
-                            counter.fetch_sub(len, Ordering::Relaxed);
-                            result?;
-                        }
-                        TrailingInput::Stored(chunk) => hasher.note_stored(chunk),
+                let take = |hasher: &mut TrailingHasher,
+                            (chunk, data): (u32, Option<ChunkData>)| {
+                    match data {
+                        Some(data) => hasher.accept(chunk, &data),
+                        None => hasher.note_stored(chunk),
+                    }
+                };
+                loop {
+                    while let Ok(input) = inbox.try_recv() {
+                        take(&mut hasher, input);
+                    }
+                    if hasher.step(storage.as_ref())? {
+                        counter.store(hasher.hashed_chunks(), Ordering::Relaxed);
+                        let _ = progress.send(Internal::TrailingProgress);
+                        continue;
+                    }
+                    match inbox.recv() {
+                        Ok(input) => take(&mut hasher, input),
+                        Err(_) => break,
                     }
                 }
                 hasher.finish(storage.as_ref())
@@ -90,20 +106,20 @@ impl TrailingThread {
             .ok();
         Self {
             sender: Some(sender),
-            in_flight,
+            hashed,
             thread,
         }
     }
 
     fn stored(&self, chunk: u32, data: &ChunkData) {
-        let Some(sender) = &self.sender else { return };
-        let len = data.len();
-        if self.in_flight.load(Ordering::Relaxed) + len <= TRAILING_IN_FLIGHT {
-            self.in_flight.fetch_add(len, Ordering::Relaxed);
-            let _ = sender.send(TrailingInput::Offer(chunk, data.clone(), len));
-        } else {
-            let _ = sender.send(TrailingInput::Stored(chunk));
+        if let Some(sender) = &self.sender {
+            let _ = sender.send((chunk, Some(data.clone())));
         }
+    }
+
+    /// Chunks of the prefix hashed so far.
+    fn hashed_chunks(&self) -> u32 {
+        self.hashed.load(Ordering::Relaxed)
     }
 
     /// Waits for the hasher to reach the end. Blocking.
@@ -124,6 +140,12 @@ pub(crate) struct DownloadState {
     pub(crate) partial: Arc<PartialDownload>,
     geometry: ChunkGeometry,
     trailing: Option<TrailingThread>,
+    progress: tokio::sync::mpsc::UnboundedSender<Internal>,
+    /// Chunks `0..prefix` are verified.
+    prefix: u32,
+    /// The verified prefix when the trailing hasher (re)started: while it
+    /// reads those back, the download does not wait for it.
+    start_prefix: u32,
     jobs: Arc<Semaphore>,
     pub(crate) verified_bytes: u64,
     pub(crate) fetched_chunks: u64,
@@ -142,8 +164,10 @@ impl DownloadState {
         core: DownloadCore,
         geometry: &ChunkGeometry,
         partial: Arc<PartialDownload>,
+        progress: tokio::sync::mpsc::UnboundedSender<Internal>,
     ) -> Self {
         let resumed = partial.verified();
+        let prefix = verified_prefix(&resumed, 0);
         let verified_bytes = resumed
             .iter_ones()
             .filter_map(|chunk| geometry.chunk_len(VerifierIndex(chunk.0)))
@@ -155,7 +179,11 @@ impl DownloadState {
                 *geometry,
                 partial.storage(),
                 &resumed,
+                progress.clone(),
             )),
+            progress,
+            prefix,
+            start_prefix: prefix,
             partial,
             geometry: *geometry,
             jobs: Arc::new(Semaphore::new(VERIFY_JOBS)),
@@ -192,11 +220,30 @@ impl DownloadState {
             }
         }
         let stored = self.partial.verified();
+        self.prefix = verified_prefix(&stored, 0);
+        self.start_prefix = self.prefix;
         self.trailing = Some(TrailingThread::start(
             self.geometry,
             self.partial.storage(),
             &stored,
+            self.progress.clone(),
         ));
+    }
+
+    /// Holds new requests while the trailing hasher lags behind the
+    /// verified prefix (see [`TRAILING_LAG`]).
+    pub(crate) fn pace(&mut self) {
+        let Some(trailing) = &self.trailing else {
+            self.core.set_hold(false, Instant::now());
+            return;
+        };
+        let hashed = trailing.hashed_chunks();
+        let lag =
+            u64::from(self.prefix.saturating_sub(hashed)) * u64::from(self.geometry.chunk_size());
+        self.core.set_hold(
+            hashed >= self.start_prefix && lag > TRAILING_LAG,
+            Instant::now(),
+        );
     }
 
     /// Waits for every verification job to end (none is started after
@@ -299,9 +346,15 @@ impl Node {
         download.verified_bytes += len;
         download.fetched_chunks += 1;
         download.bytes_since_checkpoint += len;
+        while download.prefix < self.geometry.chunk_count()
+            && download.core.is_verified(download.prefix)
+        {
+            download.prefix += 1;
+        }
         if let Some(trailing) = &download.trailing {
             trailing.stored(index, chunk.data());
         }
+        download.pace();
         let _ = self.local_have.set(ChunkIndex(index), true);
         if self.serving {
             self.uploads.queue.add_local_chunk(index);
@@ -425,4 +478,13 @@ impl Node {
             }
         }
     }
+}
+
+/// The length of the verified prefix, scanning on from `from`.
+fn verified_prefix(verified: &HaveBitfield, from: u32) -> u32 {
+    let mut prefix = from;
+    while prefix < verified.chunk_count() && verified.get(ChunkIndex(prefix)) {
+        prefix += 1;
+    }
+    prefix
 }

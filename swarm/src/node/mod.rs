@@ -106,13 +106,15 @@ pub(crate) struct Peer {
     pub(crate) id: PeerId,
     pub(crate) addr: SocketAddr,
     pub(crate) link: LinkHandle,
+    /// We dialed it (rather than it us).
+    pub(crate) dialed: bool,
+    /// Peers it was told about by peer exchange.
+    pub(crate) told: BTreeSet<PeerId>,
     /// It announced that it serves (and where), so it may be passed on.
     pub(crate) serving: bool,
     pub(crate) listen: Option<SocketAddr>,
     /// It is part of the download (it serves and we fetch).
     pub(crate) downloading_from: bool,
-    /// It dialed us: a new connection it dials replaces this one.
-    pub(crate) dialed_us: bool,
     pub(crate) uploaded_chunks: u64,
     pub(crate) uploaded_bytes: u64,
 }
@@ -137,6 +139,8 @@ pub(crate) enum Internal {
         chunk: u32,
         error: crate::resume::ResumeError,
     },
+    /// The trailing hasher hashed another chunk.
+    TrailingProgress,
     /// A checkpoint of the partial download finished; a failed one stops
     /// the download.
     Checkpointed(Result<(), crate::resume::ResumeError>),
@@ -252,9 +256,9 @@ impl Node {
             serving: parts.serving,
             have: parts.local_have.clone(),
         }));
-        let download = parts
-            .download
-            .map(|d| DownloadState::new(d.core, &parts.geometry, d.partial));
+        let download = parts.download.map(|d| {
+            DownloadState::new(d.core, &parts.geometry, d.partial, internal_sender.clone())
+        });
         Ok(Self {
             config: parts.config,
             identity: parts.identity,
@@ -294,7 +298,7 @@ impl Node {
         self.identity.peer_id()
     }
 
-    fn report(&mut self, report: NodeReport) {
+    pub(crate) fn report(&mut self, report: NodeReport) {
         let line = match &report {
             NodeReport::PeerDisconnected { addr, reason, .. }
             | NodeReport::Refused { addr, reason } => Some(format!("{addr}: {reason}")),

@@ -25,8 +25,9 @@ use crate::picker::PeerKey;
 use crate::store::read_chunk;
 use crate::upload::{TokenBucket, UploadQueue};
 
-/// How often each peer is told about other serving peers.
-const PEER_EXCHANGE_EVERY: Duration = Duration::from_secs(5);
+/// How often peers are told about serving peers they have not heard of
+/// (each peer hears of each other peer once).
+const PEER_EXCHANGE_EVERY: Duration = Duration::from_millis(250);
 
 pub(crate) struct Uploads {
     pub(crate) queue: UploadQueue,
@@ -187,8 +188,9 @@ impl Node {
         }
     }
 
-    /// Peer exchange, sent: every few seconds, each peer hears of the other
-    /// connected peers that announced they serve and where.
+    /// Peer exchange, sent: at most four times a second, each peer hears of the
+    /// connected peers that announced they serve (and where) and that it has
+    /// not heard of from us yet, at most [`MAX_PEERS_PER_MESSAGE`] at a time.
     pub(crate) fn exchange_peers(&mut self, now: Instant) {
         if now.saturating_duration_since(self.uploads.last_exchange) < PEER_EXCHANGE_EVERY {
             return;
@@ -203,16 +205,18 @@ impl Node {
         if serving.is_empty() {
             return;
         }
-        for peer in self.peers.values() {
+        for peer in self.peers.values_mut() {
             let entries: Vec<PeerEntry> = serving
                 .iter()
-                .filter(|entry| entry.id != peer.id)
+                .filter(|entry| entry.id != peer.id && !peer.told.contains(&entry.id))
                 .take(MAX_PEERS_PER_MESSAGE)
                 .cloned()
                 .collect();
-            if !entries.is_empty() {
-                peer.link.send(Message::Peers { entries });
+            if entries.is_empty() {
+                continue;
             }
+            peer.told.extend(entries.iter().map(|entry| entry.id));
+            peer.link.send(Message::Peers { entries });
         }
     }
 }

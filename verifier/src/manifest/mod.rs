@@ -32,6 +32,14 @@ mod write;
 mod tests;
 
 pub use error::{ManifestError, ManifestErrorKind};
+
+/// Checks a `chunk-size` on its own (a power of two from 16 KiB to 16 MiB),
+/// for callers that want to refuse it before hashing a file.
+pub fn check_chunk_size_field(chunk_size: u32) -> Result<(), ManifestError> {
+    rules::check_chunk_size(u64::from(chunk_size))
+        .map(|_| ())
+        .map_err(|kind| ManifestError::new(None, Some(ManifestKey::ChunkSize), kind))
+}
 pub use key::ManifestKey;
 pub use limits::{
     DEFAULT_CHUNK_SIZE, MAX_CHUNK_COUNT, MAX_CHUNK_SIZE, MAX_DISPLAY_NAME_CHARS, MAX_LINE_LEN,
