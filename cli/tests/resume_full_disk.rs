@@ -96,7 +96,7 @@ fn a_full_tmpfs_stops_the_fetch_and_the_same_command_resumes_after_space_is_free
     let offers = &fetch[2..fetch.len() - 3];
     // Room for the artifact and a little more.
     let size = format!("{}k", artifact.size() / 1024 + 256);
-    let mut guard = resume_support::Proc::spawn_command(
+    let mut guard = resume_support::Proc::spawn_group(
         Command::new("unshare")
             .args(UNSHARE)
             .args(["sh", "-c", SCRIPT, "sh"])

@@ -58,6 +58,8 @@ pub struct Proc {
     stderr: Arc<Mutex<String>>,
     readers: Vec<JoinHandle<()>>,
     status: Option<ExitStatus>,
+    /// Started in a process group of its own ([`Proc::spawn_group`]).
+    own_group: bool,
 }
 
 impl Proc {
@@ -66,8 +68,17 @@ impl Proc {
         Self::spawn_command(Command::new(bin()).current_dir(dir).args(args))
     }
 
-    /// Starts `command` (any program).
-    pub fn spawn_command(command: &mut Command) -> Proc {
+    /// Starts `command` (a script, say) in a process group of its own, so
+    /// that whatever it starts is killed with it. (The binary itself runs
+    /// in the test's group: a Ctrl-C on the tests reaches it too.)
+    pub fn spawn_group(command: &mut Command) -> Proc {
+        use std::os::unix::process::CommandExt;
+        let mut proc = Self::spawn_command(command.process_group(0));
+        proc.own_group = true;
+        proc
+    }
+
+    fn spawn_command(command: &mut Command) -> Proc {
         let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -106,6 +117,7 @@ impl Proc {
             stderr,
             readers,
             status: None,
+            own_group: false,
         }
     }
 
@@ -251,6 +263,12 @@ impl Proc {
 
 impl Drop for Proc {
     fn drop(&mut self) {
+        if self.own_group {
+            // The whole group: a script's children too. (Its id stays taken
+            // while any member lives, so this hits nothing else.)
+            let group = rustix::process::Pid::from_child(&self.child);
+            let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+        }
         if self.status.is_none() {
             let _ = self.child.kill();
             let _ = self.child.wait();
