@@ -18,6 +18,10 @@ use crate::transport;
 pub(crate) struct Admission {
     pub(crate) max_peers: usize,
     pub(crate) connected: BTreeSet<PeerId>,
+    /// The connected peers that dialed us. Such a peer dialing again was
+    /// restarted (killed, say, before its old connection timed out): the
+    /// new connection replaces the old one.
+    pub(crate) dialed_us: BTreeSet<PeerId>,
     pub(crate) banned: BTreeSet<PeerId>,
     pub(crate) serving: bool,
     pub(crate) have: HaveBitfield,
@@ -38,6 +42,9 @@ impl Admission {
             ));
         }
         if self.connected.contains(&peer) {
+            if self.dialed_us.contains(&peer) {
+                return Ok(self.have.clone());
+            }
             return Err((HelloRejectReason::TooManyPeers, "already connected".into()));
         }
         if self.connected.len() >= self.max_peers {
@@ -269,18 +276,23 @@ impl Node {
             return;
         }
         // Two peers that dial each other at once end up with two
-        // connections; both keep the one the lower id dialed.
+        // connections; both keep the one the lower id dialed. A peer that
+        // dials us again while the connection it dialed before is still
+        // here was restarted (killed, say): that old connection is stale.
         let me = self.peer_id();
         let preferred = |we_dialed: bool| (me < id) == we_dialed;
         if let Some((&existing, peer)) = self.peers.iter().find(|(_, p)| p.id == id) {
-            if preferred(peer.dialed) || !preferred(dialed) {
+            let redialed = !peer.dialed && !dialed;
+            if !redialed && (preferred(peer.dialed) || !preferred(dialed)) {
                 session.connection.close(0u32.into(), b"duplicate");
                 return;
             }
-            self.remove_peer(
-                existing,
-                "replaced by the connection both sides keep".into(),
-            );
+            let reason = if redialed {
+                "replaced by a new connection from the same peer"
+            } else {
+                "replaced by the connection both sides keep"
+            };
+            self.remove_peer(existing, reason.into());
         }
         if self.peers.len() >= self.config.max_peers {
             session.connection.close(0u32.into(), b"full");
@@ -328,7 +340,13 @@ impl Node {
                     .core
                     .add_peer(key, id, bitfield, std::time::Instant::now())
                 {
-                    Ok(()) => peer.downloading_from = true,
+                    Ok(()) => {
+                        peer.downloading_from = true;
+                        // The handshake measured the round trip: without it
+                        // the first rate sample (a burst) met the 50 ms
+                        // default and asked for up to 64 chunks at once.
+                        download.core.set_rtt(key, peer.link.connection.rtt());
+                    }
                     Err(error) => {
                         peer.link.close(GoodbyeReason::BadData);
                         let _ = self.reports.send(NodeReport::Refused {
@@ -342,6 +360,9 @@ impl Node {
         }
         if let Ok(mut admission) = self.admission.lock() {
             admission.connected.insert(id);
+            if !dialed {
+                admission.dialed_us.insert(id);
+            }
         }
         self.report(NodeReport::PeerConnected {
             peer: id,
@@ -366,6 +387,7 @@ impl Node {
         self.uploads.remove_peer(key);
         if let Ok(mut admission) = self.admission.lock() {
             admission.connected.remove(&peer.id);
+            admission.dialed_us.remove(&peer.id);
         }
         self.report(NodeReport::PeerDisconnected {
             peer: peer.id,

@@ -225,8 +225,10 @@ impl Node {
             Internal::Checkpointed(result) => {
                 if let Some(download) = &mut self.download {
                     download.checkpoint_running = false;
+                    // Progress that cannot be saved would be lost at the
+                    // next crash: stop, like a failed write (a full disk).
                     if let Err(error) = result {
-                        download.checkpoint_error = Some(error);
+                        download.fatal.get_or_insert(error);
                     }
                 }
             }

@@ -154,7 +154,6 @@ pub(crate) struct DownloadState {
     bytes_since_checkpoint: u64,
     last_checkpoint: Instant,
     pub(crate) checkpoint_running: bool,
-    pub(crate) checkpoint_error: Option<String>,
     pub(crate) fatal: Option<crate::resume::ResumeError>,
     /// When the last chunk was verified.
     pub(crate) completed_at: Option<Instant>,
@@ -197,7 +196,6 @@ impl DownloadState {
             bytes_since_checkpoint: 0,
             last_checkpoint: Instant::now(),
             checkpoint_running: false,
-            checkpoint_error: None,
             fatal: None,
             completed_at: None,
             last_report: Instant::now(),
@@ -411,7 +409,7 @@ impl Node {
         let partial = Arc::clone(&download.partial);
         let internal = self.internal_sender.clone();
         tokio::task::spawn_blocking(move || {
-            let result = partial.checkpoint().map(|_| ()).map_err(|e| e.to_string());
+            let result = partial.checkpoint().map(|_| ());
             let _ = internal.send(Internal::Checkpointed(result));
         });
     }
@@ -473,15 +471,11 @@ impl Node {
                         DisconnectReason::TooManyTimeouts => {
                             (GoodbyeReason::Idle, "too many requests timed out")
                         }
-                        DisconnectReason::Done => (GoodbyeReason::Done, "download complete"),
+                        // Every peer stays until the fetch ends (the goodbye
+                        // goes out at shutdown): the final checks may still
+                        // find a chunk bad on disk and fetch it again.
+                        DisconnectReason::Done => continue,
                     };
-                    if reason == DisconnectReason::Done {
-                        // Peers we also serve stay; the others are told.
-                        if !self.serving {
-                            p.link.close(goodbye);
-                        }
-                        continue;
-                    }
                     let id = p.id;
                     p.link.close(goodbye);
                     if reason == DisconnectReason::BadData {

@@ -170,8 +170,9 @@ pub(crate) enum Internal {
     },
     /// The trailing hasher hashed another chunk.
     TrailingProgress,
-    /// A checkpoint of the partial download finished.
-    Checkpointed(Result<(), String>),
+    /// A checkpoint of the partial download finished; a failed one stops
+    /// the download.
+    Checkpointed(Result<(), crate::resume::ResumeError>),
     /// An upload ended.
     UploadDone {
         key: PeerKey,
@@ -282,6 +283,7 @@ impl Node {
         let admission = Arc::new(Mutex::new(Admission {
             max_peers: parts.config.max_peers,
             connected: BTreeSet::new(),
+            dialed_us: BTreeSet::new(),
             banned: BTreeSet::new(),
             serving: parts.serving,
             have: parts.local_have.clone(),

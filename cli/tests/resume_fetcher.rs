@@ -1,0 +1,224 @@
+//! The fetch driver in process, where the storage under the partial
+//! download can be swapped: a disk that fills up in the middle of a fetch,
+//! and a chunk that changes on disk after it was verified (the start-up
+//! sample turned off, so only the whole-file check can find it).
+
+mod resume_support;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use minimodel_swarm::download::DownloadConfig;
+use minimodel_swarm::fetch::{FetchConfig, FetchError, FetchOutcome, Fetcher};
+use minimodel_swarm::node::NodeConfig;
+use minimodel_swarm::resume::{
+    OpenedDownload, PartialDownload, ResumeOptions, ResumeReport, parse_state,
+};
+use minimodel_swarm::seed::Seeder;
+use minimodel_swarm::store::{FaultyStorage, FileStorage, Storage};
+use minimodel_swarm::transport::Identity;
+use minimodel_verifier::check::verify_local_file;
+use minimodel_verifier::receipt::ReceiptSource;
+use minimodel_wire::PeerAddr;
+use tokio::sync::{mpsc, oneshot};
+
+use resume_support::Artifact;
+
+/// A seeder in this process, stopped when dropped.
+struct InProcessSeeder {
+    peer: PeerAddr,
+    _stop: oneshot::Sender<()>,
+}
+
+fn seeder(artifact: &Artifact, rate: u64) -> InProcessSeeder {
+    seeder_with(
+        artifact,
+        NodeConfig {
+            max_upload: Some(rate),
+            ..NodeConfig::default()
+        },
+    )
+}
+
+fn seeder_with(artifact: &Artifact, config: NodeConfig) -> InProcessSeeder {
+    let verified = verify_local_file(&artifact.manifest, &artifact.slm, &|_| {}).unwrap();
+    let (reports, _) = mpsc::unbounded_channel();
+    let seeder = Seeder::start(
+        &verified,
+        &artifact.slm,
+        NodeConfig {
+            listen: Some("127.0.0.1:0".parse().unwrap()),
+            ..config
+        },
+        Arc::new(Identity::generate().unwrap()),
+        reports,
+    )
+    .unwrap();
+    let peer = seeder.peer_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(seeder.run(async move {
+        let _ = stopped.await;
+    }));
+    InProcessSeeder { peer, _stop: stop }
+}
+
+/// Opens `dir` with the `.part` behind `wrap`.
+fn open(
+    artifact: &Artifact,
+    dir: &Path,
+    options: &ResumeOptions,
+    wrap: impl FnOnce(FileStorage) -> Arc<dyn Storage>,
+) -> (PartialDownload, ResumeReport) {
+    let opened = PartialDownload::open_with_storage(
+        dir,
+        &artifact.manifest,
+        artifact.manifest_sha256(),
+        options,
+        &|_| {},
+        wrap,
+    )
+    .unwrap();
+    match opened {
+        OpenedDownload::Partial(download, report) => (download, report),
+        OpenedDownload::Complete(_) => panic!("expected a partial download"),
+    }
+}
+
+/// Fetches into the opened download from `seeder`.
+async fn fetch(
+    artifact: &Artifact,
+    dir: &Path,
+    download: PartialDownload,
+    seeder: &InProcessSeeder,
+) -> Result<FetchOutcome, FetchError> {
+    let (reports, _keep) = mpsc::unbounded_channel();
+    let fetcher = Fetcher::start(
+        FetchConfig {
+            manifest: artifact.manifest.clone(),
+            manifest_sha256: artifact.manifest_sha256(),
+            out_dir: dir.to_path_buf(),
+            peers: vec![seeder.peer],
+            serve: false,
+            seed_after: false,
+            node: NodeConfig::default(),
+            download: DownloadConfig::default(),
+            give_up_after: Duration::from_secs(60),
+        },
+        Arc::new(download),
+        Arc::new(Identity::generate().unwrap()),
+        reports,
+    )
+    .unwrap();
+    tokio::time::timeout(resume_support::HANG, fetcher.run(std::future::pending()))
+        .await
+        .expect("the fetch ends")
+}
+
+fn plain(file: FileStorage) -> Arc<dyn Storage> {
+    Arc::new(file)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_stops_the_fetch_and_the_same_fetch_resumes_once_there_is_room() {
+    let root = tempfile::tempdir().unwrap();
+    let artifact = Artifact::make(root.path(), "art", "full-disk", "8MiB", "64KiB", 51);
+    let seeder = seeder(&artifact, 8 << 20);
+    let dir = root.path().join("out");
+
+    // Room for 40 chunks of the 128.
+    let room = 40 * artifact.chunk_size;
+    let (download, _) = open(&artifact, &dir, &ResumeOptions::default(), |file| {
+        Arc::new(FaultyStorage::new(file, room))
+    });
+    let error = fetch(&artifact, &dir, download, &seeder)
+        .await
+        .expect_err("the disk fills up");
+    let FetchError::Disk(cause) = &error else {
+        panic!("not a disk error: {error:?}");
+    };
+    assert!(cause.is_disk_full(), "{cause}");
+    assert!(
+        error.to_string().contains("could not be written"),
+        "{error}"
+    );
+
+    // The state on disk lists only chunks whose bytes are there, and the
+    // final checkpoint kept every chunk that was written.
+    let files = artifact.files(&dir);
+    let state = parse_state(&std::fs::read(&files.state).unwrap()).unwrap();
+    let listed: Vec<u32> = state
+        .knowledge
+        .verified()
+        .iter_ones()
+        .map(|c| c.0)
+        .collect();
+    let good = artifact.good_chunks(&files.part);
+    assert!(!listed.is_empty() && listed.len() <= 40, "{}", listed.len());
+    assert_eq!(listed, good, "listed exactly what was written");
+
+    // Space freed: the same fetch resumes from the checkpoint.
+    let (download, report) = open(&artifact, &dir, &ResumeOptions::default(), plain);
+    assert_eq!(report.chunks_verified, listed.len() as u32);
+    let outcome = fetch(&artifact, &dir, download, &seeder).await.unwrap();
+    let ReceiptSource::Peers(summary) = &outcome.receipt.source else {
+        panic!("a fetch receipt");
+    };
+    assert_eq!(summary.chunks_resumed, listed.len() as u64);
+    assert_eq!(summary.chunks_fetched, 128 - listed.len() as u64);
+    artifact.verify(root.path(), &outcome.artifact_path);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunk_changed_on_disk_is_found_by_the_whole_file_check_and_fetched_again() {
+    let root = tempfile::tempdir().unwrap();
+    let artifact = Artifact::make(root.path(), "art", "changed", "8MiB", "64KiB", 52);
+    let seeder = seeder(&artifact, 64 << 20);
+    let dir = root.path().join("out");
+    // Half of it downloaded, then chunk 5 changes while stopped.
+    artifact.partial(&dir, &(0..64).collect::<Vec<_>>(), 1);
+    let files = artifact.files(&dir);
+    let offset = 5 * artifact.chunk_size + 17;
+    resume_support::scribble(&files.part, offset, 1, !artifact.bytes[offset as usize]);
+
+    // No sample at start-up: chunk 5 is trusted until the end.
+    let options = ResumeOptions {
+        sample: 0,
+        ..ResumeOptions::default()
+    };
+    let (download, report) = open(&artifact, &dir, &options, plain);
+    assert_eq!(report.chunks_verified, 64);
+    let outcome = fetch(&artifact, &dir, download, &seeder).await.unwrap();
+    let ReceiptSource::Peers(summary) = &outcome.receipt.source else {
+        panic!("a fetch receipt");
+    };
+    // The 64 missing chunks, then chunk 5 once more.
+    assert_eq!(summary.chunks_fetched, 65);
+    artifact.verify(root.path(), &outcome.artifact_path);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seeder_that_refuses_the_session_says_why() {
+    let root = tempfile::tempdir().unwrap();
+    let artifact = Artifact::make(root.path(), "art", "refused", "1MiB", "64KiB", 53);
+    let seeder = seeder_with(
+        &artifact,
+        NodeConfig {
+            max_peers: 0,
+            ..NodeConfig::default()
+        },
+    );
+    let dir = root.path().join("out");
+    let (download, _) = open(&artifact, &dir, &ResumeOptions::default(), plain);
+    let error = fetch(&artifact, &dir, download, &seeder)
+        .await
+        .expect_err("nobody to fetch from");
+    // Not "connection lost": the rejection arrives before the connection
+    // closes.
+    assert!(
+        error
+            .to_string()
+            .contains("peer refused the session (TooManyPeers): serving the maximum of 0 peers"),
+        "{error}"
+    );
+}

@@ -1,0 +1,188 @@
+//! SIGINT and SIGTERM during a fetch, through the binary: the process ends
+//! by itself (exit 1, "run the same command to resume") after a final
+//! checkpoint, and the same command resumes from it. `minimodel status`
+//! on the partial, complete and corrupt downloads along the way.
+
+mod resume_support;
+
+use rustix::process::Signal;
+use serde_json::Value;
+
+use resume_support::{Artifact, Proc, Seeders, fetch_args, ok, progress_bytes, run};
+
+/// Starts a fetch, waits until some chunks are verified, sends `signal`
+/// and waits for the process to end by itself; returns the fetch (ended)
+/// and the verified chunks of its last progress report before the signal.
+fn interrupted(root: &std::path::Path, args: &[String], signal: Signal) -> (Proc, u64) {
+    let mut fetch = Proc::spawn(root, args);
+    let started = fetch.wait_for("progress", |events| {
+        progress_bytes(events).is_some_and(|bytes| bytes > 0)
+    });
+    assert!(started, "{:?} {}", fetch.stdout(), fetch.stderr());
+    let verified = last_progress_chunks(&fetch.events());
+    fetch.signal(signal);
+    let status = fetch.wait();
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "ends by itself with exit 1: {status}; {}",
+        fetch.stderr()
+    );
+    (fetch, verified)
+}
+
+fn last_progress_chunks(events: &[Value]) -> u64 {
+    events
+        .iter()
+        .rev()
+        .find(|e| e["event"] == "progress")
+        .and_then(|e| e["verified_chunks"].as_u64())
+        .unwrap_or(0)
+}
+
+fn status_json(root: &std::path::Path, dir: &std::path::Path) -> Vec<Value> {
+    ok(root, &["status", dir.to_str().unwrap(), "--json"])
+        .iter()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect()
+}
+
+#[test]
+fn sigint_checkpoints_and_the_same_command_resumes() {
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    let artifact = Artifact::make(root, "art", "sigint", "24MiB", "256KiB", 21);
+    let seeders = Seeders::start(root, &artifact, 1, "4MiB");
+    let out = root.join("out");
+    let files = artifact.files(&out);
+    let args = fetch_args(&artifact, &seeders, &out, &["--json"]);
+
+    let (fetch, reported) = interrupted(root, &args, Signal::INT);
+    let error = fetch.event("error").expect("an error event");
+    assert_eq!(error["exit_code"], 1);
+    let message = error["error"].as_str().unwrap();
+    assert!(
+        message.contains("run the same command to resume"),
+        "{message}"
+    );
+    // The final checkpoint lists at least every chunk reported verified,
+    // and only chunks whose bytes are on disk.
+    let listed = files.persisted();
+    assert!(
+        listed.len() as u64 >= reported,
+        "listed {} < reported {reported}",
+        listed.len()
+    );
+    let good = artifact.good_chunks(&files.part);
+    assert!(listed.iter().all(|c| good.binary_search(c).is_ok()));
+    println!(
+        "SIGINT: {} chunks listed, {} written but not listed",
+        listed.len(),
+        good.len() - listed.len()
+    );
+
+    // `status` says partial, in words and in JSON.
+    let (code, lines, _) = run(root, &["status", out.to_str().unwrap()]);
+    assert_eq!(code, 0);
+    let expected = format!(
+        "sigint: partial, {}/{} chunks",
+        listed.len(),
+        artifact.chunk_count()
+    );
+    assert!(lines[0].starts_with(&expected), "{lines:?}");
+    let entries = status_json(root, &out);
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0]["kind"], "partial");
+    assert_eq!(entries[0]["chunks_verified"], listed.len() as u64);
+    assert_eq!(
+        entries[0]["bytes_verified"],
+        artifact.bytes_of(&listed),
+        "{}",
+        entries[0]
+    );
+
+    // The same command resumes from the checkpoint and completes.
+    let mut again = Proc::spawn(root, &args);
+    again.expect_exit(0);
+    let opened = again.event("opened").unwrap();
+    assert_eq!(opened["chunks_verified"], listed.len() as u64);
+    assert!(
+        opened["outcome"].as_str().unwrap().starts_with("resumed"),
+        "{opened}"
+    );
+    let fetched = again.event("fetched").unwrap();
+    assert_eq!(fetched["chunks_resumed"], listed.len() as u64);
+    assert_eq!(
+        fetched["chunks_fetched"],
+        u64::from(artifact.chunk_count()) - listed.len() as u64
+    );
+    artifact.verify(root, &files.artifact);
+
+    let entries = status_json(root, &out);
+    assert_eq!(entries[0]["kind"], "complete");
+    assert_eq!(entries[0]["percent"], 100.0);
+    let (_, lines, _) = run(root, &["status", out.to_str().unwrap()]);
+    assert!(
+        lines[0].starts_with("sigint: complete, 96/96 chunks, 24.0 MiB of 24.0 MiB (100.0%)"),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn sigterm_stops_with_the_hint_and_a_damaged_state_shows_as_corrupt() {
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    let artifact = Artifact::make(root, "art", "sigterm", "24MiB", "256KiB", 22);
+    let seeders = Seeders::start(root, &artifact, 1, "4MiB");
+    let out = root.join("out");
+    let files = artifact.files(&out);
+    let mut args = fetch_args(&artifact, &seeders, &out, &[]);
+
+    // Without --json the process speaks to people: wait for the first
+    // checkpoint by looking at the state file.
+    let mut fetch = Proc::spawn(root, &args);
+    let checkpointed = fetch.wait_for("a checkpoint", |_| !files.persisted().is_empty());
+    assert!(checkpointed, "{}", fetch.stderr());
+    fetch.signal(Signal::TERM);
+    assert_eq!(fetch.wait().code(), Some(1), "{}", fetch.stderr());
+    let stderr = fetch.stderr();
+    assert!(
+        stderr.contains("stopped before the download finished; run the same command to resume"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("hint: the verified part is kept; run the same command again to resume"),
+        "{stderr}"
+    );
+    let listed = files.persisted();
+    assert!(!listed.is_empty());
+
+    // Damage the state (the `.prev` is still good): status says corrupt,
+    // with the figures of the previous generation.
+    std::fs::write(
+        &files.state,
+        b"{\"format\": \"minimodel-partial-v0\", trunc",
+    )
+    .unwrap();
+    let entries = status_json(root, &out);
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0]["kind"], "corrupt", "{}", entries[0]);
+    assert!(entries[0]["chunks_verified"].is_u64(), "{}", entries[0]);
+    assert!(entries[0]["note"].is_string(), "{}", entries[0]);
+    let (_, lines, _) = run(root, &["status", out.to_str().unwrap()]);
+    assert!(lines[0].starts_with("sigterm: corrupt"), "{lines:?}");
+
+    // The fetch falls back to the previous generation and completes.
+    args.push("--json".into());
+    let mut again = Proc::spawn(root, &args);
+    again.expect_exit(0);
+    let opened = again.event("opened").unwrap();
+    assert!(
+        opened["outcome"]
+            .as_str()
+            .unwrap()
+            .starts_with("state unusable, fell back to generation"),
+        "{opened}"
+    );
+    artifact.verify(root, &files.artifact);
+}
