@@ -67,9 +67,10 @@ pub struct NodeConfig {
     /// Handshake timeout (QUIC and Hello/bitfield exchange).
     pub handshake_timeout: Duration,
     /// Incoming connections from one IP address at once, handshakes
-    /// included; more are refused before their TLS handshake. Default 8:
-    /// room for a few peers behind one NAT, while one host cannot take
-    /// every peer slot (`max_peers`) or every handshake slot.
+    /// included; more are refused before their TLS handshake. Default 16:
+    /// room for peers behind one NAT and for a download restarted several
+    /// times while its old connections time out (`idle_timeout`), while
+    /// one host cannot take every peer slot (`max_peers`, 32).
     pub max_connections_per_ip: usize,
     /// Incoming handshakes (QUIC, then Hello and bitfields) in progress at
     /// once; more are refused. Default 16: a handshake on loopback takes
@@ -101,7 +102,7 @@ impl Default for NodeConfig {
             tuning: TransportTuning::default(),
             agent: concat!("minimodel/", env!("CARGO_PKG_VERSION")).to_owned(),
             handshake_timeout: Duration::from_secs(10),
-            max_connections_per_ip: 8,
+            max_connections_per_ip: 16,
             max_handshakes: 16,
             peer_exchange_min_interval: Duration::from_secs(2),
             upload_stall_timeout: Duration::from_secs(20),

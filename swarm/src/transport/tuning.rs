@@ -112,10 +112,14 @@ pub struct TransportTuning {
     /// room for 16 full GSO batches of 10 datagrams.
     pub udp_send_buffer: Option<usize>,
     /// Send a PING after this much silence, so a connection waiting for
-    /// chunks does not hit the idle timeout. Default 5 s.
+    /// chunks does not hit the idle timeout. Default 3 s: five PINGs per
+    /// idle timeout, so only a peer that stopped answering reaches it.
     pub keep_alive_interval: Option<Duration>,
     /// Close a connection after this much silence from the peer. Default
-    /// 30 s (RFC 9308 §3.2); with keep-alives only a dead peer reaches it.
+    /// 15 s: with keep-alives only a dead peer reaches it, and a dead
+    /// peer's connection (a killed download, say) should free its slot and
+    /// its share of the per-address limit soon enough for the restarted
+    /// download to get in.
     pub idle_timeout: Duration,
     /// Give up a handshake (dialing or accepting) after this long. Default
     /// 10 s: a loopback handshake takes under a millisecond, a far peer a
@@ -148,8 +152,8 @@ impl Default for TransportTuning {
             }),
             udp_receive_buffer: Some(MIB as usize),
             udp_send_buffer: Some(MIB as usize),
-            keep_alive_interval: Some(Duration::from_secs(5)),
-            idle_timeout: Duration::from_secs(30),
+            keep_alive_interval: Some(Duration::from_secs(3)),
+            idle_timeout: Duration::from_secs(15),
             handshake_timeout: Duration::from_secs(10),
             congestion_control: CongestionControl::Cubic,
             segmentation_offload: true,
