@@ -298,3 +298,33 @@ fn an_invalid_file_is_refused_before_anything_is_served() {
     assert_eq!(code(&output), 4);
     assert!(String::from_utf8_lossy(&output.stderr).contains("refusing to seed"));
 }
+
+#[test]
+fn a_bbr_seeder_serves_and_an_unknown_controller_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    prepare(root, MODEL, "1MiB", "64KiB");
+    let manifest = format!("{MODEL}.manifest");
+    let slm = format!("{MODEL}.slm");
+    let output = minimodel(
+        root,
+        &["seed", &manifest, &slm, "--yes", "--congestion", "vegas"],
+    );
+    assert_eq!(code(&output), 2);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("vegas") && stderr.contains("bbr"),
+        "{stderr}"
+    );
+
+    let (_seeder, offer) = seeder(
+        root,
+        &manifest,
+        &slm,
+        "offer.json",
+        &["--congestion", "bbr"],
+    );
+    let output = run_fetch(root, &[offer], "out");
+    ok(&output);
+    verify_output(root, "out");
+}

@@ -18,7 +18,7 @@ use minimodel_wire::PeerAddr;
 use serde_json::json;
 use tokio::sync::mpsc;
 
-use super::network::{identity, parse_peer, runtime, show_reports};
+use super::network::{Congestion, identity, parse_peer, runtime, show_reports};
 use super::{LoadedManifest, load_manifest};
 use crate::consent;
 use crate::exit::{Exit, Failure, OrExit};
@@ -64,6 +64,9 @@ pub struct TransferArgs {
     /// With --serve: upload cap per second, like 8MiB.
     #[arg(long, value_parser = parse_size, requires = "serve")]
     pub max_upload: Option<u64>,
+    /// With --serve: congestion controller for what this node sends.
+    #[arg(long, value_enum, default_value_t = Congestion::Cubic)]
+    pub congestion: Congestion,
     /// Rehash every chunk a partial download says it has before resuming.
     #[arg(long)]
     pub recheck: bool,
@@ -133,6 +136,7 @@ pub fn transfer(
                 listen: args.serve.then_some(args.listen),
                 max_peers: args.max_peers,
                 max_upload: args.max_upload,
+                tuning: args.congestion.tuning(),
                 ..NodeConfig::default()
             },
             download: DownloadConfig::default(),

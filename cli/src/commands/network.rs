@@ -8,13 +8,39 @@ use std::sync::Arc;
 use anyhow::Context;
 use indicatif::ProgressBar;
 use minimodel_swarm::node::NodeReport;
-use minimodel_swarm::transport::Identity;
+use minimodel_swarm::transport::{CongestionControl, Identity, TransportTuning};
 use minimodel_wire::{PeerAddr, PeerId};
 use tokio::sync::mpsc;
 
 use crate::exit::{Exit, Failure, OrExit};
 use crate::output::Output;
 use crate::units::human_bytes;
+
+/// The congestion controller for the data this node sends (`--congestion`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Congestion {
+    /// CUBIC: the fastest on clean paths (the default).
+    Cubic,
+    /// BBR: far faster where packets are lost at random (a lossy radio
+    /// link, say), slower on a clean one; see docs/transport.md.
+    Bbr,
+    /// NewReno.
+    NewReno,
+}
+
+impl Congestion {
+    /// The transport tuning with this controller.
+    pub fn tuning(self) -> TransportTuning {
+        TransportTuning {
+            congestion_control: match self {
+                Congestion::Cubic => CongestionControl::Cubic,
+                Congestion::Bbr => CongestionControl::Bbr,
+                Congestion::NewReno => CongestionControl::NewReno,
+            },
+            ..TransportTuning::default()
+        }
+    }
+}
 
 /// Parses `PEER_ID@HOST:PORT`; the host may be a name, resolved now.
 pub fn parse_peer(text: &str) -> Result<PeerAddr, String> {

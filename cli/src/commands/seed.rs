@@ -15,7 +15,7 @@ use minimodel_verifier::check::verify_local_file;
 use tokio::sync::mpsc;
 
 use super::load_manifest;
-use super::network::{identity, runtime, show_reports};
+use super::network::{Congestion, identity, runtime, show_reports};
 use crate::consent;
 use crate::exit::{Exit, Failure, OrExit};
 use crate::output::Output;
@@ -43,6 +43,9 @@ pub struct SeedArgs {
     /// Most peers served at once.
     #[arg(long, default_value_t = 32)]
     pub max_peers: usize,
+    /// Congestion controller for what this seeder sends.
+    #[arg(long, value_enum, default_value_t = Congestion::Cubic)]
+    pub congestion: Congestion,
     /// Consent to serving the file to other peers.
     #[arg(long)]
     pub yes: bool,
@@ -81,6 +84,7 @@ pub fn run(args: SeedArgs, out: Output) -> Result<(), Failure> {
             listen: Some(args.listen),
             max_peers: args.max_peers,
             max_upload: args.max_upload,
+            tuning: args.congestion.tuning(),
             ..NodeConfig::default()
         };
         let seeder = Seeder::start(&artifact, &args.file, config, identity, reports)
