@@ -329,7 +329,7 @@ impl Node {
             downloading_from: false,
             uploaded_chunks: 0,
             uploaded_bytes: 0,
-            last_peer_exchange: None,
+            peer_exchange_budget: super::PeerExchangeBudget::new(std::time::Instant::now()),
             _ip_slot: ip_slot,
         };
         self.uploads.queue.add_peer(key);

@@ -24,7 +24,9 @@ use std::time::{Duration, Instant};
 use minimodel_verifier::Sha256Digest;
 use minimodel_verifier::chunk::{ChunkGeometry, ChunkIndex as VerifierIndex, ChunkVerifier};
 use minimodel_verifier::merkle::MerkleTree;
-use minimodel_wire::{HaveBitfield, PeerAddr, PeerId, SwarmIdentity, SwarmParams};
+use minimodel_wire::{
+    HaveBitfield, MAX_PEERS_PER_MESSAGE, PeerAddr, PeerId, SwarmIdentity, SwarmParams,
+};
 use tokio::sync::mpsc;
 
 pub use events::NodeReport;
@@ -78,10 +80,13 @@ pub struct NodeConfig {
     /// hundreds of peers a second, while peers that connect and stall hold
     /// at most 16 tasks until `handshake_timeout`.
     pub max_handshakes: usize,
-    /// Peers messages (peer exchange) from one peer closer together than
-    /// this are ignored. Default 2 s: an honest node sends one every 5 s;
-    /// a flood cannot make this node dial more than 32 addresses per
-    /// interval per peer.
+    /// Addresses learned from one peer's Peers messages (peer exchange)
+    /// are dialed at most 32 at once and 32 per this interval: unknown
+    /// addresses beyond that are ignored. Default 2 s. An honest node tells
+    /// each peer of each other serving peer once, so unless a swarm grows
+    /// by more than 32 serving peers in a burst nothing it says is lost; a
+    /// flood cannot make this node dial more than 16 addresses a second per
+    /// peer.
     pub peer_exchange_min_interval: Duration,
     /// An upload whose next 64 KiB are not taken by the peer's flow control
     /// within this time is given up and the peer dropped. Default 20 s
@@ -106,6 +111,38 @@ impl Default for NodeConfig {
             max_handshakes: 16,
             peer_exchange_min_interval: Duration::from_secs(2),
             upload_stall_timeout: Duration::from_secs(20),
+        }
+    }
+}
+
+/// A token bucket of addresses one peer may make us dial (peer exchange):
+/// [`MAX_PEERS_PER_MESSAGE`] at most, refilled at that many per interval.
+#[derive(Debug, Clone)]
+pub(crate) struct PeerExchangeBudget {
+    tokens: f64,
+    refilled: Instant,
+}
+
+impl PeerExchangeBudget {
+    pub(crate) fn new(now: Instant) -> Self {
+        Self {
+            tokens: MAX_PEERS_PER_MESSAGE as f64,
+            refilled: now,
+        }
+    }
+
+    /// Takes one address's worth if there is one.
+    pub(crate) fn take(&mut self, now: Instant, interval: Duration) -> bool {
+        let capacity = MAX_PEERS_PER_MESSAGE as f64;
+        let elapsed = now.saturating_duration_since(self.refilled).as_secs_f64();
+        let per_second = capacity / interval.as_secs_f64().max(1e-3);
+        self.tokens = (self.tokens + elapsed * per_second).min(capacity);
+        self.refilled = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
         }
     }
 }
@@ -143,8 +180,9 @@ pub(crate) struct Peer {
     pub(crate) downloading_from: bool,
     pub(crate) uploaded_chunks: u64,
     pub(crate) uploaded_bytes: u64,
-    /// When its last Peers message was acted on.
-    pub(crate) last_peer_exchange: Option<Instant>,
+    /// How many more addresses from its Peers messages we would dial now
+    /// ([`NodeConfig::peer_exchange_min_interval`]).
+    pub(crate) peer_exchange_budget: PeerExchangeBudget,
     /// Its place among the connections from its address (incoming only).
     _ip_slot: Option<connect::IpSlot>,
 }
@@ -443,5 +481,29 @@ impl Node {
                 break;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_peer_exchange_budget_allows_a_burst_then_its_rate() {
+        let t0 = Instant::now();
+        let interval = Duration::from_secs(2);
+        let mut budget = PeerExchangeBudget::new(t0);
+        let burst = (0..100).filter(|_| budget.take(t0, interval)).count();
+        assert_eq!(burst, MAX_PEERS_PER_MESSAGE);
+        // Half an interval later: half a burst.
+        let later = t0 + interval / 2;
+        let more = (0..100).filter(|_| budget.take(later, interval)).count();
+        assert_eq!(more, MAX_PEERS_PER_MESSAGE / 2);
+        // Never more than a burst, however long it waited.
+        let much_later = later + interval * 10;
+        let refilled = (0..100)
+            .filter(|_| budget.take(much_later, interval))
+            .count();
+        assert_eq!(refilled, MAX_PEERS_PER_MESSAGE);
     }
 }

@@ -186,26 +186,29 @@ impl Node {
     }
 
     /// Peer exchange, received: dial serving peers we do not know yet while
-    /// there is room (only when downloading). A peer's Peers messages are
-    /// acted on at most once per `peer_exchange_min_interval`.
+    /// there is room (only when downloading), as many as the sender's
+    /// budget allows (`peer_exchange_min_interval`).
     pub(crate) fn on_peer_exchange(&mut self, from: PeerKey, entries: Vec<PeerEntry>) {
         if self.download.as_ref().is_none_or(|d| d.core.is_complete()) {
             return;
         }
         let now = Instant::now();
-        let min_interval = self.config.peer_exchange_min_interval;
-        let Some(peer) = self.peers.get_mut(&from) else {
-            return;
-        };
-        if peer
-            .last_peer_exchange
-            .is_some_and(|last| now.saturating_duration_since(last) < min_interval)
-        {
-            return;
-        }
-        peer.last_peer_exchange = Some(now);
+        let interval = self.config.peer_exchange_min_interval;
         for entry in entries.into_iter().take(MAX_PEERS_PER_MESSAGE) {
             if self.peers.len() + self.dialing.len() >= self.config.max_peers {
+                break;
+            }
+            let known = entry.id == self.peer_id()
+                || self.dialing.contains(&entry.id)
+                || self.banned.contains(&entry.id)
+                || self.peers.values().any(|p| p.id == entry.id);
+            if known {
+                continue;
+            }
+            let Some(peer) = self.peers.get_mut(&from) else {
+                return;
+            };
+            if !peer.peer_exchange_budget.take(now, interval) {
                 break;
             }
             self.dial(PeerAddr {

@@ -307,9 +307,13 @@ pub enum Lie {
     /// Opens the piece stream of the first requested chunk with these raw
     /// bytes instead of a header.
     PieceBytes(Bytes),
-    /// Claims no chunk and sends a full Peers message every `every`, each
-    /// entry a fresh id at `to`.
-    PeersFlood { to: SocketAddr, every: Duration },
+    /// Claims no chunk and sends a Peers message of `entries` entries every
+    /// `every`, each entry a fresh id at `to`.
+    PeersFlood {
+        to: SocketAddr,
+        every: Duration,
+        entries: usize,
+    },
 }
 
 /// What happened to a [`HostileSeeder`].
@@ -562,8 +566,8 @@ async fn serve(
                 push(&connection, content.header(0), content.chunk(0), &stats).await;
             });
         }
-        Lie::PeersFlood { to, every } => {
-            let (to, every) = (*to, *every);
+        Lie::PeersFlood { to, every, entries } => {
+            let (to, every, count) = (*to, *every, *entries);
             let flood_stats = Arc::clone(&stats);
             let RawSession {
                 send: mut flood,
@@ -573,7 +577,7 @@ async fn serve(
             tokio::spawn(async move {
                 let mut rng = Rng(7);
                 loop {
-                    let entries = (0..minimodel_wire::MAX_PEERS_PER_MESSAGE)
+                    let entries = (0..count)
                         .map(|_| PeerEntry {
                             id: rng.peer_id(),
                             addr: to,
