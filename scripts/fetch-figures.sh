@@ -16,9 +16,16 @@ bin=$PWD/target/release/minimodel
 work=$(mktemp -d)
 seeders=()
 cleanup() {
-    for pid in "${seeders[@]:-}"; do [ -n "$pid" ] && kill -INT "$pid" 2>/dev/null || true; done
+    stop_seeders
     sleep 0.5
     rm -rf "$work"
+}
+# Each seeder runs under /usr/bin/time, which ignores SIGINT: signal its
+# child, the seeder itself.
+stop_seeders() {
+    for pid in "${seeders[@]:-}"; do
+        [ -n "$pid" ] && pkill -INT -P "$pid" 2>/dev/null || true
+    done
 }
 trap cleanup EXIT
 cd "$work"
@@ -69,7 +76,7 @@ start_seeder s0
 for _ in $(seq "$runs"); do fetch_run "1 seeder" s0.json; done
 start_seeder s1; start_seeder s2; start_seeder s3
 for _ in $(seq "$runs"); do fetch_run "4 seeders" s0.json s1.json s2.json s3.json; done
-for pid in "${seeders[@]}"; do kill -INT "$pid" 2>/dev/null || true; done
+stop_seeders
 wait 2>/dev/null || true
 seeders=()
 for s in s0 s1 s2 s3; do printf 'seeder %s peak RSS %s KiB\n' "$s" "$(tail -1 $s.rss)"; done
