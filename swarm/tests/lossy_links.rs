@@ -157,20 +157,29 @@ fn relay_lost_something(stats: &common::relay::RelayStats) -> bool {
     stats.dropped.load(Ordering::Relaxed) > 0
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_download_over_5_percent_loss_and_50_ms_delay_completes() {
-    let impairment = Impairment {
+/// 5% loss and 50 ms delay each way.
+fn five_percent_loss() -> Impairment {
+    Impairment {
         loss: 0.05,
         delay: Duration::from_millis(50),
         seed: 5,
         ..Impairment::none()
-    };
-    // LOSSY_LINK_MIB=16 measures a longer transfer (docs/performance.md).
+    }
+}
+
+/// Bytes for the lossy downloads: 1 MiB, or `LOSSY_LINK_MIB` MiB for a
+/// longer measurement (docs/transport.md 4.5).
+fn lossy_bytes() -> u64 {
     let mib: u64 = std::env::var("LOSSY_LINK_MIB")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1);
-    let rate = fetch_through(impairment, mib << 20, 64 << 10).await;
+    mib << 20
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_download_over_5_percent_loss_and_50_ms_delay_completes() {
+    let rate = fetch_through(five_percent_loss(), lossy_bytes(), 64 << 10).await;
     assert!(rate > 0.0);
 }
 
@@ -178,16 +187,6 @@ async fn a_download_over_5_percent_loss_and_50_ms_delay_completes() {
 async fn a_bbr_seeder_over_5_percent_loss_and_50_ms_delay_completes() {
     // `seed --congestion bbr`: loss-based CUBIC backs off at every lost
     // packet; BBR paces at the measured rate (docs/transport.md 4.5).
-    let impairment = Impairment {
-        loss: 0.05,
-        delay: Duration::from_millis(50),
-        seed: 5,
-        ..Impairment::none()
-    };
-    let mib: u64 = std::env::var("LOSSY_LINK_MIB")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1);
     let seeder = NodeConfig {
         tuning: TransportTuning {
             congestion_control: CongestionControl::Bbr,
@@ -195,7 +194,7 @@ async fn a_bbr_seeder_over_5_percent_loss_and_50_ms_delay_completes() {
         },
         ..listen_config()
     };
-    let rate = fetch_through_from(seeder, impairment, mib << 20, 64 << 10).await;
+    let rate = fetch_through_from(seeder, five_percent_loss(), lossy_bytes(), 64 << 10).await;
     assert!(rate > 0.0);
 }
 
