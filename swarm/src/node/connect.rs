@@ -22,13 +22,33 @@ pub(crate) struct Admission {
     /// restarted (killed, say, before its old connection timed out): the
     /// new connection replaces the old one.
     pub(crate) dialed_us: BTreeSet<PeerId>,
+    /// Peers admitted by a listener whose link the node has not taken yet:
+    /// they hold a peer slot, so that handshakes finishing together cannot
+    /// all be admitted past `max_peers`.
+    pub(crate) admitting: BTreeSet<PeerId>,
     pub(crate) banned: BTreeSet<PeerId>,
     pub(crate) serving: bool,
     pub(crate) have: HaveBitfield,
 }
 
 impl Admission {
-    fn admit(&self, peer: PeerId) -> Result<HaveBitfield, (HelloRejectReason, String)> {
+    /// Decides on a listener's Hello; an admitted peer holds a slot until
+    /// [`Admission::settle`].
+    fn admit(&mut self, peer: PeerId) -> Result<HaveBitfield, (HelloRejectReason, String)> {
+        let decision = self.decide(peer);
+        if decision.is_ok() {
+            self.admitting.insert(peer);
+        }
+        decision
+    }
+
+    /// The node took the admitted peer's link (it is in `connected` now) or
+    /// its handshake failed: either way it no longer holds a pending slot.
+    pub(crate) fn settle(&mut self, peer: &PeerId) {
+        self.admitting.remove(peer);
+    }
+
+    fn decide(&self, peer: PeerId) -> Result<HaveBitfield, (HelloRejectReason, String)> {
         if !self.serving {
             return Err((
                 HelloRejectReason::NotServing,
@@ -47,7 +67,7 @@ impl Admission {
             }
             return Err((HelloRejectReason::TooManyPeers, "already connected".into()));
         }
-        if self.connected.len() >= self.max_peers {
+        if self.connected.union(&self.admitting).count() >= self.max_peers {
             return Err((
                 HelloRejectReason::TooManyPeers,
                 format!("serving the maximum of {} peers", self.max_peers),
@@ -236,6 +256,11 @@ impl Node {
                     let linked =
                         link::handshake::listen(connection, peer_id, &local, admit, timeout).await;
                     drop(handshake);
+                    if linked.is_err()
+                        && let Ok(mut admission) = admission.lock()
+                    {
+                        admission.settle(&peer_id);
+                    }
                     match linked {
                         Ok(session) => {
                             let Some(sent_have) = sent_have else { return };
@@ -259,8 +284,20 @@ impl Node {
         });
     }
 
-    /// A handshake finished: the peer becomes a running link.
+    /// A handshake finished: the peer becomes a running link. A peer a
+    /// listener admitted gives up its pending slot only now, once it is
+    /// counted as connected (or turned away).
     pub(crate) fn on_link_up(&mut self, up: LinkUp) {
+        let incoming = (!up.dialed).then_some(up.session.peer_id);
+        self.take_link(up);
+        if let Some(id) = incoming
+            && let Ok(mut admission) = self.admission.lock()
+        {
+            admission.settle(&id);
+        }
+    }
+
+    fn take_link(&mut self, up: LinkUp) {
         let LinkUp {
             session,
             addr,
@@ -406,5 +443,42 @@ impl Node {
         if let Ok(mut admission) = self.admission.lock() {
             admission.banned.insert(id);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn admission(max_peers: usize) -> Admission {
+        Admission {
+            max_peers,
+            connected: BTreeSet::new(),
+            dialed_us: BTreeSet::new(),
+            admitting: BTreeSet::new(),
+            banned: BTreeSet::new(),
+            serving: true,
+            have: HaveBitfield::new(8),
+        }
+    }
+
+    #[test]
+    fn an_admitted_handshake_holds_its_slot_until_settled() {
+        let mut admission = admission(1);
+        let (a, b) = (PeerId([1; 32]), PeerId([2; 32]));
+        assert!(admission.admit(a).is_ok());
+        // A's link is not up yet, but its slot is taken.
+        let refused = admission.admit(b).unwrap_err();
+        assert_eq!(refused.0, HelloRejectReason::TooManyPeers);
+        // A's handshake failed: the slot is free again.
+        admission.settle(&a);
+        assert!(admission.admit(b).is_ok());
+        // B is up: counted once, as connected.
+        admission.connected.insert(b);
+        admission.settle(&b);
+        assert_eq!(
+            admission.admit(a).unwrap_err().0,
+            HelloRejectReason::TooManyPeers
+        );
     }
 }

@@ -323,6 +323,7 @@ impl Node {
             max_peers: parts.config.max_peers,
             connected: BTreeSet::new(),
             dialed_us: BTreeSet::new(),
+            admitting: BTreeSet::new(),
             banned: BTreeSet::new(),
             serving: parts.serving,
             have: parts.local_have.clone(),
