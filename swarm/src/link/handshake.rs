@@ -191,37 +191,75 @@ async fn dial_inner(
             ControlEvent::HelloRejected { reason, detail } => {
                 return Err(LinkError::Rejected { reason, detail });
             }
-            other => {
-                return Err(LinkError::Local(format!(
-                    "unexpected {other:?} in handshake"
-                )));
-            }
+            other => return Err(unexpected(other)),
         };
         send_message(&mut send, &control, &Message::HaveBitfield(our_bitfield)).await?;
-        match expect_message(&mut recv, &mut decoder, &control).await? {
-            ControlEvent::Bitfield(bitfield) => Ok((peer_hello, bitfield)),
-            other => Err(LinkError::Local(format!(
-                "unexpected {other:?} in handshake"
-            ))),
-        }
+        let bitfield = expect_bitfield(&mut recv, &mut decoder, &control).await?;
+        Ok((peer_hello, bitfield))
     }
     .await;
-    match result {
-        Ok((hello, bitfield)) => Ok(Session {
-            peer_id,
+    conclude(
+        result,
+        Opened {
             connection,
+            peer_id,
             send,
             recv,
             decoder,
             control,
+        },
+    )
+    .await
+}
+
+/// A handshake's streams, kept to become the session or to say goodbye.
+struct Opened {
+    connection: quinn::Connection,
+    peer_id: PeerId,
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    decoder: FrameDecoder,
+    control: Arc<Mutex<ControlStream>>,
+}
+
+/// Both sides' last step: the session, or the error once the peer has
+/// been told why (HelloReject or Goodbye).
+async fn conclude(
+    result: Result<(Hello, HaveBitfield), LinkError>,
+    mut opened: Opened,
+) -> Result<Session, LinkError> {
+    match result {
+        Ok((hello, bitfield)) => Ok(Session {
+            peer_id: opened.peer_id,
+            connection: opened.connection,
+            send: opened.send,
+            recv: opened.recv,
+            decoder: opened.decoder,
+            control: opened.control,
             hello,
             bitfield,
         }),
         Err(error) => {
-            farewell(&mut send, &control, &error).await;
+            farewell(&mut opened.send, &opened.control, &error).await;
             Err(error)
         }
     }
+}
+
+/// The peer's HaveBitfield, which ends both sides' handshake.
+async fn expect_bitfield(
+    recv: &mut quinn::RecvStream,
+    decoder: &mut FrameDecoder,
+    control: &Mutex<ControlStream>,
+) -> Result<HaveBitfield, LinkError> {
+    match expect_message(recv, decoder, control).await? {
+        ControlEvent::Bitfield(bitfield) => Ok(bitfield),
+        other => Err(unexpected(other)),
+    }
+}
+
+fn unexpected(event: ControlEvent) -> LinkError {
+    LinkError::Local(format!("unexpected {event:?} in handshake"))
 }
 
 /// The listener's side: accept the control stream, read the dialer's
@@ -257,11 +295,7 @@ async fn listen_inner(
     let result = async {
         let peer_hello = match expect_message(&mut recv, &mut decoder, &control).await? {
             ControlEvent::PeerHello(hello) => hello,
-            other => {
-                return Err(LinkError::Local(format!(
-                    "unexpected {other:?} in handshake"
-                )));
-            }
+            other => return Err(unexpected(other)),
         };
         let our_bitfield = match admit(&peer_hello) {
             Ok(bitfield) => bitfield,
@@ -281,28 +315,20 @@ async fn listen_inner(
             .map_err(|e| LinkError::Local(e.to_string()))?;
         send_message(&mut send, &control, &Message::Hello(hello)).await?;
         send_message(&mut send, &control, &Message::HaveBitfield(our_bitfield)).await?;
-        match expect_message(&mut recv, &mut decoder, &control).await? {
-            ControlEvent::Bitfield(bitfield) => Ok((peer_hello, bitfield)),
-            other => Err(LinkError::Local(format!(
-                "unexpected {other:?} in handshake"
-            ))),
-        }
+        let bitfield = expect_bitfield(&mut recv, &mut decoder, &control).await?;
+        Ok((peer_hello, bitfield))
     }
     .await;
-    match result {
-        Ok((hello, bitfield)) => Ok(Session {
-            peer_id,
+    conclude(
+        result,
+        Opened {
             connection,
+            peer_id,
             send,
             recv,
             decoder,
             control,
-            hello,
-            bitfield,
-        }),
-        Err(error) => {
-            farewell(&mut send, &control, &error).await;
-            Err(error)
-        }
-    }
+        },
+    )
+    .await
 }
