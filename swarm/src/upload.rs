@@ -259,15 +259,31 @@ impl TokenBucket {
     /// when the bucket held enough). The debt is kept, so callers that wait
     /// the returned time stay at the rate on average.
     pub fn reserve(&mut self, bytes: u64, now: Instant) -> Duration {
-        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
-        self.last = self.last.max(now);
-        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        self.refill(now);
         self.tokens -= bytes as f64;
         if self.tokens >= 0.0 {
             Duration::ZERO
         } else {
             Duration::from_secs_f64(-self.tokens / self.rate)
         }
+    }
+
+    /// Takes `amount` if the bucket holds it; takes nothing (and keeps no
+    /// debt) if not.
+    pub fn try_take(&mut self, amount: u64, now: Instant) -> bool {
+        self.refill(now);
+        if self.tokens >= amount as f64 {
+            self.tokens -= amount as f64;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn refill(&mut self, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = self.last.max(now);
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
     }
 }
 

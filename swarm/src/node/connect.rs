@@ -133,11 +133,7 @@ pub(crate) struct LinkUp {
 impl Node {
     /// Dials `peer` unless it is us, connected, being dialed or banned.
     pub(crate) fn dial(&mut self, peer: PeerAddr) {
-        if peer.id == self.peer_id()
-            || self.dialing.contains(&peer.id)
-            || self.banned.contains(&peer.id)
-            || self.peers.values().any(|p| p.id == peer.id)
-        {
+        if self.is_known(&peer.id) {
             return;
         }
         self.dialing.insert(peer.id);
@@ -179,6 +175,15 @@ impl Node {
         } else {
             HaveBitfield::new(self.params.chunk_count())
         }
+    }
+
+    /// Ourselves, or a peer we are connected to, dialing, or banned: never
+    /// dialed (again).
+    pub(crate) fn is_known(&self, id: &PeerId) -> bool {
+        *id == self.peer_id()
+            || self.dialing.contains(id)
+            || self.banned.contains(id)
+            || self.peers.values().any(|p| p.id == *id)
     }
 
     /// Accepts incoming connections until the endpoint closes (once per
@@ -366,7 +371,10 @@ impl Node {
             downloading_from: false,
             uploaded_chunks: 0,
             uploaded_bytes: 0,
-            peer_exchange_budget: super::PeerExchangeBudget::new(std::time::Instant::now()),
+            peer_exchange_budget: super::peer_exchange_budget(
+                self.config.peer_exchange_min_interval,
+                std::time::Instant::now(),
+            ),
             _ip_slot: ip_slot,
         };
         self.uploads.queue.add_peer(key);

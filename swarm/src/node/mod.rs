@@ -115,36 +115,13 @@ impl Default for NodeConfig {
     }
 }
 
-/// A token bucket of addresses one peer may make us dial (peer exchange):
-/// [`MAX_PEERS_PER_MESSAGE`] at most, refilled at that many per interval.
-#[derive(Debug, Clone)]
-pub(crate) struct PeerExchangeBudget {
-    tokens: f64,
-    refilled: Instant,
-}
-
-impl PeerExchangeBudget {
-    pub(crate) fn new(now: Instant) -> Self {
-        Self {
-            tokens: MAX_PEERS_PER_MESSAGE as f64,
-            refilled: now,
-        }
-    }
-
-    /// Takes one address's worth if there is one.
-    pub(crate) fn take(&mut self, now: Instant, interval: Duration) -> bool {
-        let capacity = MAX_PEERS_PER_MESSAGE as f64;
-        let elapsed = now.saturating_duration_since(self.refilled).as_secs_f64();
-        let per_second = capacity / interval.as_secs_f64().max(1e-3);
-        self.tokens = (self.tokens + elapsed * per_second).min(capacity);
-        self.refilled = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
+/// The addresses one peer may make us dial (peer exchange), one token
+/// each: [`MAX_PEERS_PER_MESSAGE`] at most, refilled at that many per
+/// `interval` ([`NodeConfig::peer_exchange_min_interval`]).
+pub(crate) fn peer_exchange_budget(interval: Duration, now: Instant) -> TokenBucket {
+    let burst = MAX_PEERS_PER_MESSAGE as u64;
+    let per_second = (burst as f64 / interval.as_secs_f64().max(1e-3)).round() as u64;
+    TokenBucket::new(per_second, burst, now)
 }
 
 /// Where proofs come from: the whole tree (a seeder) or what a downloading
@@ -182,7 +159,7 @@ pub(crate) struct Peer {
     pub(crate) uploaded_bytes: u64,
     /// How many more addresses from its Peers messages we would dial now
     /// ([`NodeConfig::peer_exchange_min_interval`]).
-    pub(crate) peer_exchange_budget: PeerExchangeBudget,
+    pub(crate) peer_exchange_budget: TokenBucket,
     /// Its place among the connections from its address (incoming only).
     _ip_slot: Option<connect::IpSlot>,
 }
@@ -493,18 +470,16 @@ mod tests {
     fn the_peer_exchange_budget_allows_a_burst_then_its_rate() {
         let t0 = Instant::now();
         let interval = Duration::from_secs(2);
-        let mut budget = PeerExchangeBudget::new(t0);
-        let burst = (0..100).filter(|_| budget.take(t0, interval)).count();
+        let mut budget = peer_exchange_budget(interval, t0);
+        let burst = (0..100).filter(|_| budget.try_take(1, t0)).count();
         assert_eq!(burst, MAX_PEERS_PER_MESSAGE);
         // Half an interval later: half a burst.
         let later = t0 + interval / 2;
-        let more = (0..100).filter(|_| budget.take(later, interval)).count();
+        let more = (0..100).filter(|_| budget.try_take(1, later)).count();
         assert_eq!(more, MAX_PEERS_PER_MESSAGE / 2);
         // Never more than a burst, however long it waited.
         let much_later = later + interval * 10;
-        let refilled = (0..100)
-            .filter(|_| budget.take(much_later, interval))
-            .count();
+        let refilled = (0..100).filter(|_| budget.try_take(1, much_later)).count();
         assert_eq!(refilled, MAX_PEERS_PER_MESSAGE);
     }
 }

@@ -193,22 +193,17 @@ impl Node {
             return;
         }
         let now = Instant::now();
-        let interval = self.config.peer_exchange_min_interval;
         for entry in entries.into_iter().take(MAX_PEERS_PER_MESSAGE) {
             if self.peers.len() + self.dialing.len() >= self.config.max_peers {
                 break;
             }
-            let known = entry.id == self.peer_id()
-                || self.dialing.contains(&entry.id)
-                || self.banned.contains(&entry.id)
-                || self.peers.values().any(|p| p.id == entry.id);
-            if known {
+            if self.is_known(&entry.id) {
                 continue;
             }
             let Some(peer) = self.peers.get_mut(&from) else {
                 return;
             };
-            if !peer.peer_exchange_budget.take(now, interval) {
+            if !peer.peer_exchange_budget.try_take(1, now) {
                 break;
             }
             self.dial(PeerAddr {
