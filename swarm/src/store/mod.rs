@@ -10,7 +10,9 @@ mod testing;
 
 use std::io;
 
-use minimodel_verifier::chunk::{ChunkData, ChunkGeometry, ChunkIndex, VerifiedChunk};
+use bytes::Bytes;
+
+use minimodel_verifier::chunk::{ChunkGeometry, ChunkIndex, VerifiedChunk};
 
 pub use file::FileStorage;
 pub use testing::{FaultyStorage, SlowStorage};
@@ -19,6 +21,17 @@ pub use testing::{FaultyStorage, SlowStorage};
 pub trait Storage: Send + Sync {
     /// Writes all of `bytes` at `offset`.
     fn write_all_at(&self, offset: u64, bytes: &[u8]) -> io::Result<()>;
+    /// Writes `parts` one after another from `offset`. The default makes
+    /// one [`Storage::write_all_at`] per part; a file gathers them into
+    /// as few system calls as it can.
+    fn write_parts_at(&self, offset: u64, parts: &[Bytes]) -> io::Result<()> {
+        let mut offset = offset;
+        for part in parts {
+            self.write_all_at(offset, part)?;
+            offset += part.len() as u64;
+        }
+        Ok(())
+    }
     /// Fills `buf` from `offset`; an error if the storage ends first.
     fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()>;
     /// Makes written data durable.
@@ -43,15 +56,7 @@ pub fn write_chunk(
     let range = geometry
         .byte_range(chunk.index())
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "chunk out of range"))?;
-    write_parts(storage, range.start, chunk.data())
-}
-
-fn write_parts(storage: &dyn Storage, mut offset: u64, data: &ChunkData) -> io::Result<()> {
-    for part in data.parts() {
-        storage.write_all_at(offset, part)?;
-        offset += part.len() as u64;
-    }
-    Ok(())
+    storage.write_parts_at(range.start, chunk.data().parts())
 }
 
 /// Reads chunk `index` into a new buffer.
