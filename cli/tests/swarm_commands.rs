@@ -73,6 +73,12 @@ fn three_seeders_each_deliver_a_share() {
     ok(&output);
     let events = json_lines(&output);
     assert!(events.iter().any(|e| e["event"] == "fetched"), "{events:?}");
+    let delivered = events.iter().find(|e| e["event"] == "delivered");
+    assert_eq!(
+        delivered.map(|e| &e["seeding"]),
+        Some(&serde_json::Value::Bool(false)),
+        "a plain fetch delivers and stops: {events:?}"
+    );
     let receipt = receipt(&root.join("out"), MODEL);
     assert_eq!(receipt["source"]["chunks_fetched"], 256);
     let peers = peers_of(&receipt);

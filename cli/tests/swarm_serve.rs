@@ -70,7 +70,10 @@ fn wait_delivered(readers: Vec<std::io::BufReader<std::process::ChildStdout>>) -
                 let seen = read_until(&mut reader, |e| {
                     e["event"] == "delivered" || e["event"] == "error"
                 });
-                let delivered = seen.last().is_some_and(|e| e["event"] == "delivered");
+                // Started with --seed-after: they say they go on serving.
+                let delivered = seen
+                    .last()
+                    .is_some_and(|e| e["event"] == "delivered" && e["seeding"] == true);
                 // Keep draining so the peer never blocks on a full pipe.
                 thread::spawn(move || for _ in reader.lines() {});
                 delivered

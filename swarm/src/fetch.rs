@@ -362,6 +362,7 @@ impl Fetcher {
             self.node.report(NodeReport::Delivered {
                 path: outcome.artifact_path.clone(),
                 receipt: outcome.receipt_path.clone(),
+                seeding: self.config.serve && self.config.seed_after,
             });
         }
         Ok(delivery)

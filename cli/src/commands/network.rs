@@ -137,9 +137,14 @@ pub fn show_reports(
                     }
                     None
                 }
-                NodeReport::Delivered { path, .. } => Some(format!(
-                    "{} is complete and verified; serving it until stopped",
-                    path.display()
+                NodeReport::Delivered { path, seeding, .. } => Some(format!(
+                    "{} is complete and verified{}",
+                    path.display(),
+                    if *seeding {
+                        "; serving it until stopped"
+                    } else {
+                        ""
+                    }
                 )),
                 NodeReport::Serving { .. } => None,
             };

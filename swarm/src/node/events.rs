@@ -85,6 +85,8 @@ pub enum NodeReport {
         path: std::path::PathBuf,
         /// Its receipt.
         receipt: std::path::PathBuf,
+        /// Whether the node goes on serving it until stopped.
+        seeding: bool,
     },
     /// Upload progress of a serving node (every second while serving).
     Serving {
