@@ -17,7 +17,7 @@ use minimodel_verifier::Sha256Digest;
 use minimodel_verifier::chunk::{ChunkData, ChunkGeometry, ChunkIndex};
 use sha2::{Digest, Sha256};
 
-use crate::store::{Storage, read_chunk};
+use crate::store::Storage;
 
 /// SHA-256 of the verified prefix of an artifact.
 pub struct TrailingHasher {
@@ -31,6 +31,8 @@ pub struct TrailingHasher {
     /// Verified chunks ahead of the prefix that are only on storage.
     on_storage: BTreeSet<u32>,
     read_back_bytes: u64,
+    /// Where chunks are read back (empty until the first read).
+    read_buffer: Vec<u8>,
 }
 
 impl TrailingHasher {
@@ -46,6 +48,7 @@ impl TrailingHasher {
             max_buffered,
             on_storage: BTreeSet::new(),
             read_back_bytes: 0,
+            read_buffer: Vec::new(),
         }
     }
 
@@ -85,10 +88,7 @@ impl TrailingHasher {
             return Ok(true);
         }
         if self.on_storage.remove(&self.next) {
-            let bytes = read_chunk(storage, &self.geometry, ChunkIndex(self.next))?;
-            self.read_back_bytes += bytes.len() as u64;
-            self.hasher.update(&bytes);
-            self.next += 1;
+            self.hash_from_storage(storage)?;
             return Ok(true);
         }
         Ok(false)
@@ -135,6 +135,23 @@ impl TrailingHasher {
         true
     }
 
+    /// Reads the next chunk back into the one buffer kept for that (a new
+    /// chunk-sized allocation per read made the allocator keep freed
+    /// megabytes around) and hashes it.
+    fn hash_from_storage(&mut self, storage: &dyn Storage) -> io::Result<()> {
+        let range = self
+            .geometry
+            .byte_range(ChunkIndex(self.next))
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "chunk out of range"))?;
+        let len = (range.end - range.start) as usize;
+        self.read_buffer.resize(len, 0);
+        storage.read_exact_at(range.start, &mut self.read_buffer)?;
+        self.hasher.update(&self.read_buffer);
+        self.read_back_bytes += len as u64;
+        self.next += 1;
+        Ok(())
+    }
+
     fn hash(&mut self, data: &ChunkData) {
         for part in data.parts() {
             self.hasher.update(part);
@@ -149,10 +166,7 @@ impl TrailingHasher {
                 self.buffered_bytes -= data.len();
                 self.hash(&data);
             } else if self.on_storage.remove(&self.next) {
-                let bytes = read_chunk(storage, &self.geometry, ChunkIndex(self.next))?;
-                self.read_back_bytes += bytes.len() as u64;
-                self.hasher.update(&bytes);
-                self.next += 1;
+                self.hash_from_storage(storage)?;
             } else {
                 return Ok(());
             }
