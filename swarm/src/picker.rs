@@ -24,14 +24,14 @@
 //!    rejected, sent bad data) go first: what was started is finished
 //!    before new chunks are started.
 //! 2. Then rarest first: the lowest availability (number of connected peers
-//!    that have the chunk) among the chunks this peer has. Ties are broken
-//!    at random. How widely depends on the swarm ([`PiecePicker::set_wide`]):
-//!    with no other downloader around, among the first [`TIE_WINDOW`]
-//!    candidates in index order, so the download moves roughly front to
-//!    back (the trailing full-file hasher and the disk stay sequential);
-//!    with other downloaders, from a random place in the whole bucket, so
-//!    that downloaders ask a seeder for different chunks and then trade
-//!    them instead of each fetching the same ones.
+//!    that have the chunk) among the chunks this peer has. Ties depend on
+//!    the swarm ([`PiecePicker::set_wide`]): with no other downloader
+//!    around, the lowest index, so the download moves front to back and
+//!    chunks arrive in order (the trailing full-file hasher hashes them
+//!    from memory, the disk writes sequentially); with other downloaders,
+//!    the first from a random place in the whole bucket, so that
+//!    downloaders ask a seeder for different chunks and then trade them
+//!    instead of each fetching the same ones.
 //! 3. When no missing chunk is left for a peer, [`PiecePicker::pick_duplicate`]
 //!    offers in-flight chunks to a second owner: endgame, and the rescue of
 //!    chunks held by a slow peer. The first verified copy wins and the other
@@ -40,9 +40,6 @@
 use std::collections::BTreeSet;
 use std::time::Instant;
 
-/// Ties among equally rare chunks are broken at random among this many
-/// candidates, taken in index order.
-pub const TIE_WINDOW: usize = 4;
 /// Availability buckets above this count are merged: a chunk held by 64
 /// peers is as common as one held by 65.
 const MAX_TRACKED_AVAILABILITY: usize = 64;
@@ -121,7 +118,7 @@ pub struct PiecePicker {
     in_flight: u32,
     verified: u32,
     rng: SplitMix64,
-    /// Break ties over the whole bucket rather than the first few.
+    /// Break ties at random over the whole bucket, not by lowest index.
     wide: bool,
 }
 
@@ -143,8 +140,8 @@ impl PiecePicker {
         }
     }
 
-    /// Whether ties are broken over the whole bucket (other downloaders
-    /// are connected) or among the first few in index order.
+    /// Whether ties are broken at random over the whole bucket (other
+    /// downloaders are connected) or by the lowest index.
     pub fn set_wide(&mut self, wide: bool) {
         self.wide = wide;
     }
@@ -279,19 +276,12 @@ impl PiecePicker {
             return None;
         }
         // Bucket 0 holds chunks nobody has: nothing to ask for there.
-        for bucket in &self.buckets[1..] {
-            let candidates: Vec<u32> = bucket
-                .iter()
-                .copied()
-                .filter(|&index| peer_has.has(index))
-                .take(TIE_WINDOW)
-                .collect();
-            if !candidates.is_empty() {
-                let choice = self.rng.below(candidates.len() as u64) as usize;
-                return Some(candidates[choice]);
-            }
-        }
-        None
+        // In index order: a chunk passed over at random could trail the
+        // ones after it by many chunks, more than the trailing hasher
+        // keeps in memory, and would then be read back from disk.
+        self.buckets[1..]
+            .iter()
+            .find_map(|bucket| bucket.iter().copied().find(|&index| peer_has.has(index)))
     }
 
     /// An in-flight chunk this peer has and does not own yet, with fewer
@@ -512,24 +502,30 @@ mod tests {
     }
 
     #[test]
-    fn a_single_seeder_is_read_roughly_front_to_back() {
+    fn a_single_seeder_is_read_front_to_back_with_many_in_flight() {
         let count = 256;
         let mut picker = PiecePicker::new(count, 7);
         picker.add_peer_chunks(&all(count));
         let now = Instant::now();
-        for step in 0..count {
-            let index = picker.pick(A, &all(count), now).unwrap();
-            // Never further ahead than the tie window allows.
-            assert!(
-                index < step + TIE_WINDOW as u32,
-                "step {step} picked {index}"
-            );
+        // Sixteen in flight at a time, the oldest verified first: chunks
+        // are still asked for strictly in index order.
+        let mut in_flight = std::collections::VecDeque::new();
+        let mut picked = Vec::new();
+        while !picker.is_complete() {
+            while in_flight.len() < 16 {
+                let Some(index) = picker.pick(A, &all(count), now) else {
+                    break;
+                };
+                picked.push(index);
+                in_flight.push_back(index);
+            }
+            let index = in_flight.pop_front().unwrap();
             assert_eq!(
                 picker.mark_verified(index, A),
                 VerifiedOutcome::Done { cancel: vec![] }
             );
         }
-        assert!(picker.is_complete());
+        assert_eq!(picked, (0..count).collect::<Vec<_>>());
         picker.check_invariant();
     }
 
@@ -576,20 +572,6 @@ mod tests {
         firsts.sort();
         assert_eq!(firsts, [8, 9], "chunks only one peer has come first");
         picker.check_invariant();
-    }
-
-    #[test]
-    fn ties_are_broken_differently_by_different_seeds() {
-        let count = 64;
-        let picks: BTreeSet<u32> = (0..16)
-            .map(|seed| {
-                let mut picker = PiecePicker::new(count, seed);
-                picker.add_peer_chunks(&all(count));
-                picker.pick(A, &all(count), Instant::now()).unwrap()
-            })
-            .collect();
-        assert!(picks.len() > 1, "the tie-break is random");
-        assert!(picks.iter().all(|&i| i < TIE_WINDOW as u32));
     }
 
     #[test]
