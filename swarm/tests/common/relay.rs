@@ -146,8 +146,9 @@ impl Relay {
 }
 
 /// A socket on 127.0.0.1 with large buffers, so a burst is queued rather
-/// than lost before the relay decides what to lose.
-fn bind() -> std::io::Result<UdpSocket> {
+/// than lost before the relay decides what to lose (or, at an endpoint,
+/// after it decided).
+pub fn bind() -> std::io::Result<UdpSocket> {
     let socket = socket2::Socket::new(
         socket2::Domain::IPV4,
         socket2::Type::DGRAM,
