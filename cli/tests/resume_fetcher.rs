@@ -1,14 +1,18 @@
 //! The fetch driver in process, where the storage under the partial
 //! download can be swapped: a disk that fills up in the middle of a fetch,
 //! and a chunk that changes on disk after it was verified (the start-up
-//! sample turned off, so only the whole-file check can find it).
+//! sample turned off, so only the whole-file check can find it), and a
+//! disk that records when the download releases its cached pages.
 
 mod resume_support;
 
+use std::io;
+use std::ops::Range;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::Bytes;
 use minimodel_swarm::download::DownloadConfig;
 use minimodel_swarm::fetch::{FetchConfig, FetchError, FetchOutcome, Fetcher};
 use minimodel_swarm::node::NodeConfig;
@@ -220,5 +224,137 @@ async fn a_seeder_that_refuses_the_session_says_why() {
             .to_string()
             .contains("peer refused the session (TooManyPeers): serving the maximum of 0 peers"),
         "{error}"
+    );
+}
+
+/// What the download did to its `.part`, in order.
+#[derive(Debug, Clone, PartialEq)]
+enum Disk {
+    /// A write that has completed.
+    Wrote(Range<u64>),
+    /// A read about to start.
+    Read(Range<u64>),
+    /// A sync about to start.
+    Sync,
+    Release(Range<u64>),
+}
+
+/// A file that records every write, read, sync and release.
+struct Recording {
+    inner: FileStorage,
+    log: Mutex<Vec<Disk>>,
+}
+
+impl Recording {
+    fn note(&self, event: Disk) {
+        self.log.lock().unwrap().push(event);
+    }
+}
+
+impl Storage for Recording {
+    fn write_all_at(&self, offset: u64, bytes: &[u8]) -> io::Result<()> {
+        self.inner.write_all_at(offset, bytes)?;
+        self.note(Disk::Wrote(offset..offset + bytes.len() as u64));
+        Ok(())
+    }
+
+    fn write_parts_at(&self, offset: u64, parts: &[Bytes]) -> io::Result<()> {
+        self.inner.write_parts_at(offset, parts)?;
+        let len: usize = parts.iter().map(Bytes::len).sum();
+        self.note(Disk::Wrote(offset..offset + len as u64));
+        Ok(())
+    }
+
+    fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        self.note(Disk::Read(offset..offset + buf.len() as u64));
+        self.inner.read_exact_at(offset, buf)
+    }
+
+    fn read_vec_at(&self, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+        self.note(Disk::Read(offset..offset + len as u64));
+        self.inner.read_vec_at(offset, len)
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        self.note(Disk::Sync);
+        self.inner.sync_data()
+    }
+
+    fn release_cached(&self, offset: u64, len: u64) -> io::Result<()> {
+        self.note(Disk::Release(offset..offset + len));
+        self.inner.release_cached(offset, len)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_pages_are_released_behind_the_hash_once_synced_and_never_read_again() {
+    let root = tempfile::tempdir().unwrap();
+    let artifact = Artifact::make(root.path(), "art", "release", "8MiB", "64KiB", 54);
+    // About four seconds: the two-second checkpoint comes mid-download.
+    let seeder = seeder(&artifact, 2 << 20);
+    let dir = root.path().join("out");
+    let recording = Arc::new(Mutex::new(None::<Arc<Recording>>));
+    let keep = Arc::clone(&recording);
+    let (download, _) = open(&artifact, &dir, &ResumeOptions::default(), move |file| {
+        let storage = Arc::new(Recording {
+            inner: file,
+            log: Mutex::new(Vec::new()),
+        });
+        *keep.lock().unwrap() = Some(Arc::clone(&storage));
+        storage
+    });
+    let outcome = fetch(&artifact, &dir, download, &seeder).await.unwrap();
+    artifact.verify(root.path(), &outcome.artifact_path);
+
+    let storage = recording.lock().unwrap().take().unwrap();
+    let log = storage.log.lock().unwrap().clone();
+    let last_write = log
+        .iter()
+        .rposition(|event| matches!(event, Disk::Wrote(_)))
+        .unwrap();
+    let mut released_to = 0;
+    let mut releases_before_the_end = 0;
+    for (at, event) in log.iter().enumerate() {
+        let Disk::Release(range) = event else {
+            continue;
+        };
+        // The released ranges follow one another from the start, in whole
+        // chunks (the file's end aside).
+        assert_eq!(range.start, released_to, "{log:?}");
+        assert!(
+            range.end % artifact.chunk_size == 0 || range.end == artifact.bytes.len() as u64,
+            "{range:?}"
+        );
+        released_to = range.end;
+        if at < last_write {
+            releases_before_the_end += 1;
+        }
+        // Every byte released was written before a sync that started
+        // before the release.
+        let last_sync = log[..at]
+            .iter()
+            .rposition(|event| *event == Disk::Sync)
+            .expect("a sync before any release");
+        let mut covered = range.start;
+        while covered < range.end {
+            let written = log[..last_sync].iter().any(
+                |event| matches!(event, Disk::Wrote(w) if w.start <= covered && covered < w.end),
+            );
+            assert!(written, "byte {covered} released before it was synced");
+            covered += artifact.chunk_size.min(range.end - covered);
+        }
+        // Nothing reads it back afterwards.
+        for later in &log[at..] {
+            if let Disk::Read(read) = later {
+                assert!(
+                    read.end <= range.start || read.start >= range.end,
+                    "{read:?} read after {range:?} was released"
+                );
+            }
+        }
+    }
+    assert!(
+        releases_before_the_end >= 1 && released_to > 0,
+        "the download released nothing while it ran: {log:?}"
     );
 }

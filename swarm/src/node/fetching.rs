@@ -154,6 +154,8 @@ pub(crate) struct DownloadState {
     bytes_since_checkpoint: u64,
     last_checkpoint: Instant,
     pub(crate) checkpoint_running: bool,
+    /// The `.part`'s page cache is released below this offset.
+    released_below: u64,
     pub(crate) fatal: Option<crate::resume::ResumeError>,
     /// When the last chunk was verified.
     pub(crate) completed_at: Option<Instant>,
@@ -196,6 +198,7 @@ impl DownloadState {
             bytes_since_checkpoint: 0,
             last_checkpoint: Instant::now(),
             checkpoint_running: false,
+            released_below: 0,
             fatal: None,
             completed_at: None,
             last_report: Instant::now(),
@@ -406,10 +409,27 @@ impl Node {
         download.checkpoint_running = true;
         download.bytes_since_checkpoint = 0;
         download.last_checkpoint = now;
+        // Chunks below the trailing hasher were written before this
+        // checkpoint's sync: once it is done their cached pages are clean
+        // and nobody reads them again, so the kernel may reuse them.
+        let hashed = download
+            .trailing
+            .as_ref()
+            .map_or(0, TrailingThread::hashed_chunks);
+        let release_from = download.released_below;
+        let release_to = (u64::from(hashed) * u64::from(download.geometry.chunk_size()))
+            .min(download.geometry.artifact_bytes())
+            .max(release_from);
+        download.released_below = release_to;
         let partial = Arc::clone(&download.partial);
         let internal = self.internal_sender.clone();
         tokio::task::spawn_blocking(move || {
             let result = partial.checkpoint().map(|_| ());
+            if result.is_ok() {
+                let _ = partial
+                    .storage()
+                    .release_cached(release_from, release_to - release_from);
+            }
             let _ = internal.send(Internal::Checkpointed(result));
         });
     }

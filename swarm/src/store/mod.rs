@@ -36,6 +36,13 @@ pub trait Storage: Send + Sync {
     fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()>;
     /// Makes written data durable.
     fn sync_data(&self) -> io::Result<()>;
+    /// Tells the storage that `len` bytes from `offset` were made durable
+    /// and will not be read again soon, so it may drop its cached copy.
+    /// The default does nothing.
+    fn release_cached(&self, offset: u64, len: u64) -> io::Result<()> {
+        let _ = (offset, len);
+        Ok(())
+    }
 
     /// Reads `len` bytes from `offset` into a new buffer. The default
     /// zeroes the buffer first; storages that can read into uninitialised

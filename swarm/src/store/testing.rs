@@ -50,6 +50,10 @@ impl<S: Storage> Storage for FaultyStorage<S> {
     fn sync_data(&self) -> io::Result<()> {
         self.inner.sync_data()
     }
+
+    fn release_cached(&self, offset: u64, len: u64) -> io::Result<()> {
+        self.inner.release_cached(offset, len)
+    }
 }
 
 /// Sleeps before every write, like a slow disk.
@@ -78,6 +82,10 @@ impl<S: Storage> Storage for SlowStorage<S> {
 
     fn sync_data(&self) -> io::Result<()> {
         self.inner.sync_data()
+    }
+
+    fn release_cached(&self, offset: u64, len: u64) -> io::Result<()> {
+        self.inner.release_cached(offset, len)
     }
 }
 
