@@ -70,10 +70,15 @@ pub struct TransportTuning {
     /// acknowledged. Default 12 MiB, the same bandwidth-delay product:
     /// anything smaller caps the upload rate at send_window / RTT.
     pub send_window: u64,
-    /// Unidirectional streams the peer may have open at once. Default 512:
-    /// a request pipeline of a few hundred pieces in flight never waits for
-    /// stream credit (quinn grants more once an eighth is used; its default
-    /// is 100).
+    /// Unidirectional streams the peer may have open at once. Default 128,
+    /// twice the longest request pipeline (64 pieces, one stream each):
+    /// quinn grants more only once an eighth is used, so a full pipeline
+    /// never waits for stream credit. No more than that: quinn keeps the
+    /// receive state of every stream the peer may open and reuses it, and
+    /// each keeps its reassembly queue at the largest size it ever reached,
+    /// for the life of the connection. 512 cost a 4 GiB fetch 7 MiB that a
+    /// 256 MiB fetch did not use (see `docs/transport.md`); quinn's default
+    /// is 100.
     pub max_concurrent_uni_streams: u32,
     /// Bidirectional streams the peer may have open at once. Default 16:
     /// the piece protocol uses one control stream; a few spare.
@@ -140,7 +145,7 @@ impl Default for TransportTuning {
             stream_receive_window: 12 * MIB,
             connection_receive_window: 12 * MIB,
             send_window: 12 * MIB,
-            max_concurrent_uni_streams: 512,
+            max_concurrent_uni_streams: 128,
             max_concurrent_bidi_streams: 16,
             initial_mtu: QUIC_MIN_MTU,
             mtu_discovery_upper_bound: 1452,
@@ -403,6 +408,21 @@ mod tests {
         assert!(tuning.send_window >= bdp);
         // ...without oversizing: the fetch process must stay under 40 MiB.
         assert!(tuning.connection_receive_window <= 16 * MIB);
+    }
+
+    #[test]
+    fn uni_streams_cover_a_full_pipeline_and_no_more() {
+        let limit = TransportTuning::default().max_concurrent_uni_streams as usize;
+        let pipeline = crate::download::DownloadConfig::default().max_pipeline;
+        // quinn re-grants streams once an eighth of the limit is used: a
+        // pipeline of `pipeline` pieces must fit in what remains before that.
+        assert!(
+            limit - limit / 8 >= pipeline,
+            "{limit} streams for {pipeline}"
+        );
+        // Every allowed stream keeps receive state for the connection's
+        // life: the peak memory of a long download grows with the limit.
+        assert!(limit <= 2 * pipeline, "{limit} streams for {pipeline}");
     }
 
     #[test]
