@@ -252,8 +252,18 @@ mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
 rate() { awk -v b="$1" -v s="$2" 'BEGIN { printf "%.0f", b / s / 1048576 }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "") print "-"; else printf "%.2f", a / b }'; }
 
+# The aggregate CPU counters of /proc/stat: on a virtual machine, time the
+# hypervisor gave to others ("steal") slows every tool alike and is the
+# first thing to check when figures differ between runs.
+cpu_counters() { awk '/^cpu / { print $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9, $9 }' /proc/stat; }
+stolen_since() { # "total steal" from cpu_counters
+    cpu_counters | awk -v t0="${1% *}" -v s0="${1#* }" \
+        '{ t = $1 - t0; printf "%.0f%%", (t > 0 ? 100 * ($2 - s0) / t : 0) }'
+}
+
 mkdir -p "$WORK"
 REPORT="$WORK/results.md"
+CPU_AT_START=$(cpu_counters)
 {
     echo "# minimodel comparison, $(date -u +%Y-%m-%dT%H:%MZ)"
     echo
@@ -334,7 +344,8 @@ done
         printf '%s' "$FAILED_TRIES" | sed 's/^/- /'
     fi
     echo
-    echo "Load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)."
+    echo "Load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)." \
+        "CPU time stolen by the hypervisor during the runs: $(stolen_since "$CPU_AT_START")."
 } >> "$REPORT"
 cat "$REPORT"
 say "(written to $REPORT)"
