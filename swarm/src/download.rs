@@ -50,13 +50,15 @@ pub struct DownloadConfig {
     /// After a busy or rate-limited reject, wait this long before asking
     /// that peer again. Default 500 ms.
     pub busy_backoff: Duration,
-    /// Requested chunk bytes outstanding over all peers at most (each peer
-    /// may always have one request). Default 16 MiB: every requested byte
-    /// is held in memory (by QUIC or by us) between its arrival and its
-    /// write, and this bounds that whatever the number of peers and their
-    /// round trips; it still covers 1 Gbit/s at 130 ms. Pipelines follow
-    /// the peers' smallest round trip, so on a short path far less is
-    /// outstanding.
+    /// Chunk bytes requested and not yet verified, plus verified chunk
+    /// bytes the driver still holds (`DownloadCore::set_held_bytes`), at
+    /// most, over all peers (each peer may always have one request).
+    /// Default 16 MiB: every requested byte is held in memory (by QUIC or
+    /// by us) between its arrival and its write, and the trailing
+    /// whole-file hasher keeps some after that; this bounds them together
+    /// whatever the number of peers and their round trips; it still covers
+    /// 1 Gbit/s at 130 ms. Pipelines follow the peers' smallest round trip,
+    /// so on a short path far less is outstanding.
     pub max_in_flight_bytes: u64,
     /// Seed of the picker's random tie-break.
     pub seed: u64,
@@ -151,6 +153,9 @@ pub struct DownloadCore {
     departed: Vec<(PeerId, PeerStats)>,
     /// No new requests while set (the driver's pipeline behind us is full).
     hold: bool,
+    /// Verified chunk bytes the driver still holds in memory (for the
+    /// whole-file hash): they count against `max_in_flight_bytes`.
+    held_bytes: u64,
     actions: VecDeque<Action>,
 }
 
@@ -170,6 +175,7 @@ impl DownloadCore {
             banned: BTreeSet::new(),
             departed: Vec::new(),
             hold: false,
+            held_bytes: 0,
             actions: VecDeque::new(),
         }
     }
@@ -373,6 +379,18 @@ impl DownloadCore {
         }
     }
 
+    /// Tells how many verified chunk bytes the driver still holds in
+    /// memory; they count against `max_in_flight_bytes`, so the budget
+    /// bounds every chunk byte in memory, not only those requested. Fewer
+    /// than before frees budget for new requests at once.
+    pub fn set_held_bytes(&mut self, bytes: u64, now: Instant) {
+        let freed = bytes < self.held_bytes;
+        self.held_bytes = bytes;
+        if freed {
+            self.fill(now);
+        }
+    }
+
     /// A verified chunk turned out bad on disk (the whole-file check found
     /// it): it is missing again and fetched first.
     pub fn chunk_found_bad(&mut self, chunk: u32, now: Instant) {
@@ -498,7 +516,12 @@ impl DownloadCore {
         let mut order: Vec<PeerKey> = rates.keys().copied().collect();
         order.sort_by(|a, b| rates[b].total_cmp(&rates[a]).then(a.cmp(b)));
         let chunk_bytes = u64::from(self.chunk_size.max(1));
-        let budget = (self.config.max_in_flight_bytes / chunk_bytes).max(1) as usize;
+        let budget = (self
+            .config
+            .max_in_flight_bytes
+            .saturating_sub(self.held_bytes)
+            / chunk_bytes)
+            .max(1) as usize;
         let mut outstanding: usize = self.peers.values().map(|s| s.requests_in_flight()).sum();
         // Level by level: every peer gets its first request before any gets
         // a second, and so on, so peers share the budget evenly up to their
@@ -582,6 +605,37 @@ mod tests {
             "{} requests for a budget of 8 chunks",
             sent.len()
         );
+    }
+
+    #[test]
+    fn held_bytes_count_against_the_budget_and_freeing_them_refills() {
+        let config = DownloadConfig {
+            max_in_flight_bytes: 8 << 20,
+            ..DownloadConfig::default()
+        };
+        let count = 1000;
+        let mut core = DownloadCore::new(1 << 20, &HaveBitfield::new(count), config);
+        let now = Instant::now();
+        core.set_held_bytes(6 << 20, now);
+        for i in 0..4u8 {
+            core.add_peer(
+                PeerKey(u32::from(i)),
+                PeerId([i; 32]),
+                HaveBitfield::full(count),
+                now,
+            )
+            .unwrap();
+        }
+        // 2 chunks of budget left: the first peer to join takes both, the
+        // other three still get the one request every peer may have.
+        let sent = requests(&mut core);
+        assert_eq!(sent.len(), 5, "{sent:?}");
+        assert_eq!(sent.iter().filter(|(peer, _)| peer.0 == 0).count(), 2);
+        core.set_held_bytes(6 << 20, now);
+        assert!(requests(&mut core).is_empty(), "nothing was freed");
+        // Freed: requests go out until 8 chunks are outstanding.
+        core.set_held_bytes(0, now);
+        assert_eq!(requests(&mut core).len(), 3);
     }
 
     #[test]

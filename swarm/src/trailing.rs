@@ -57,6 +57,11 @@ impl TrailingHasher {
         self.next
     }
 
+    /// Bytes of chunks kept in memory until their turn.
+    pub fn buffered_bytes(&self) -> usize {
+        self.buffered_bytes
+    }
+
     /// Bytes that had to be read back from storage.
     pub fn read_back_bytes(&self) -> u64 {
         self.read_back_bytes
