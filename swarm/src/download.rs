@@ -52,7 +52,8 @@ pub struct DownloadConfig {
     pub busy_backoff: Duration,
     /// Chunk bytes requested and not yet verified, plus verified chunk
     /// bytes the driver still holds (`DownloadCore::set_held_bytes`), at
-    /// most, over all peers (each peer may always have one request).
+    /// most, over all peers; with more peers than the budget has chunks,
+    /// up to one request per peer.
     /// Default 16 MiB: every requested byte is held in memory (by QUIC or
     /// by us) between its arrival and its write, and the trailing
     /// whole-file hasher keeps some after that; this bounds them together
@@ -525,13 +526,18 @@ impl DownloadCore {
         let mut outstanding: usize = self.peers.values().map(|s| s.requests_in_flight()).sum();
         // Level by level: every peer gets its first request before any gets
         // a second, and so on, so peers share the budget evenly up to their
-        // own pipeline depths rather than by who came first.
+        // own pipeline depths rather than by who came first. First requests
+        // may go beyond the budget, up to one per peer, and no further:
+        // peers that joined early may hold the whole budget, and one that
+        // joins later gets its first request when one of theirs ends.
+        let first_requests = budget.max(self.peers.len());
         for level in 0..self.config.max_pipeline {
-            if level > 0 && outstanding >= budget {
+            let limit = if level == 0 { first_requests } else { budget };
+            if outstanding >= limit {
                 break;
             }
             for &key in &order {
-                if level > 0 && outstanding >= budget {
+                if outstanding >= limit {
                     break;
                 }
                 let Some(session) = self.peers.get_mut(&key) else {
@@ -584,6 +590,16 @@ mod tests {
         let count = 1000;
         let mut core = DownloadCore::new(1 << 20, &HaveBitfield::new(count), config);
         let now = Instant::now();
+        let outstanding = |core: &DownloadCore| -> usize {
+            (0..10)
+                .filter_map(|i| core.peer(PeerKey(i)))
+                .map(|s| s.requests_in_flight())
+                .sum()
+        };
+        // Peers join one by one; the first ones take the budget (8 chunks)
+        // with their initial pipelines, the later ones get a first request
+        // only as far as one per peer (10) allows.
+        let mut sent = Vec::new();
         for i in 0..10u8 {
             core.add_peer(
                 PeerKey(u32::from(i)),
@@ -592,19 +608,29 @@ mod tests {
                 now,
             )
             .unwrap();
+            sent.extend(requests(&mut core));
+            assert!(outstanding(&core) <= 8.max(usize::from(i) + 1));
         }
-        let sent = requests(&mut core);
-        let per_peer: BTreeMap<PeerKey, usize> =
-            sent.iter().fold(BTreeMap::new(), |mut map, (peer, _)| {
-                *map.entry(*peer).or_default() += 1;
-                map
-            });
-        assert_eq!(per_peer.len(), 10, "every peer gets at least one request");
-        assert!(
-            sent.len() <= 8 + 10,
-            "{} requests for a budget of 8 chunks",
-            sent.len()
-        );
+        assert_eq!(sent.len(), 10, "{sent:?}");
+        // As requests end, the slots they free go to peers without one
+        // first: while a peer waits, all 10 slots are in use, and the total
+        // never grows past 10.
+        let mut served: BTreeSet<PeerKey> = sent.iter().map(|(peer, _)| *peer).collect();
+        let mut queue: VecDeque<(PeerKey, u32)> = sent.into();
+        while served.len() < 10 {
+            let (peer, chunk) = queue.pop_front().expect("a request in flight");
+            core.on_chunk_verified(peer, chunk, 1 << 20, now);
+            for (peer, chunk) in requests(&mut core) {
+                served.insert(peer);
+                queue.push_back((peer, chunk));
+            }
+            let idle = (0..10).any(|i| core.peer(PeerKey(i)).unwrap().requests_in_flight() == 0);
+            assert!(outstanding(&core) <= 10);
+            assert!(
+                !idle || outstanding(&core) == 10,
+                "a peer waits with room left"
+            );
+        }
     }
 
     #[test]
@@ -627,15 +653,16 @@ mod tests {
             .unwrap();
         }
         // 2 chunks of budget left: the first peer to join takes both, the
-        // other three still get the one request every peer may have.
+        // next two get a first request (one per peer is allowed beyond the
+        // budget), the fourth waits.
         let sent = requests(&mut core);
-        assert_eq!(sent.len(), 5, "{sent:?}");
+        assert_eq!(sent.len(), 4, "{sent:?}");
         assert_eq!(sent.iter().filter(|(peer, _)| peer.0 == 0).count(), 2);
         core.set_held_bytes(6 << 20, now);
         assert!(requests(&mut core).is_empty(), "nothing was freed");
         // Freed: requests go out until 8 chunks are outstanding.
         core.set_held_bytes(0, now);
-        assert_eq!(requests(&mut core).len(), 3);
+        assert_eq!(requests(&mut core).len(), 4);
     }
 
     #[test]
