@@ -581,14 +581,30 @@ mod tests {
         out
     }
 
-    #[test]
-    fn requested_bytes_stay_within_the_budget_however_many_peers() {
+    /// A download of 1000 chunks of 1 MiB with a request budget of
+    /// `budget` bytes.
+    fn budgeted_core(budget: u64) -> DownloadCore {
         let config = DownloadConfig {
-            max_in_flight_bytes: 8 << 20,
+            max_in_flight_bytes: budget,
             ..DownloadConfig::default()
         };
-        let count = 1000;
-        let mut core = DownloadCore::new(1 << 20, &HaveBitfield::new(count), config);
+        DownloadCore::new(1 << 20, &HaveBitfield::new(1000), config)
+    }
+
+    /// Peer `i` joins with every chunk.
+    fn join(core: &mut DownloadCore, i: u8, now: Instant) {
+        core.add_peer(
+            PeerKey(u32::from(i)),
+            PeerId([i; 32]),
+            HaveBitfield::full(1000),
+            now,
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn requested_bytes_stay_within_the_budget_however_many_peers() {
+        let mut core = budgeted_core(8 << 20);
         let now = Instant::now();
         let outstanding = |core: &DownloadCore| -> usize {
             (0..10)
@@ -601,13 +617,7 @@ mod tests {
         // only as far as one per peer (10) allows.
         let mut sent = Vec::new();
         for i in 0..10u8 {
-            core.add_peer(
-                PeerKey(u32::from(i)),
-                PeerId([i; 32]),
-                HaveBitfield::full(count),
-                now,
-            )
-            .unwrap();
+            join(&mut core, i, now);
             sent.extend(requests(&mut core));
             assert!(outstanding(&core) <= 8.max(usize::from(i) + 1));
         }
@@ -635,22 +645,11 @@ mod tests {
 
     #[test]
     fn held_bytes_count_against_the_budget_and_freeing_them_refills() {
-        let config = DownloadConfig {
-            max_in_flight_bytes: 8 << 20,
-            ..DownloadConfig::default()
-        };
-        let count = 1000;
-        let mut core = DownloadCore::new(1 << 20, &HaveBitfield::new(count), config);
+        let mut core = budgeted_core(8 << 20);
         let now = Instant::now();
         core.set_held_bytes(6 << 20, now);
         for i in 0..4u8 {
-            core.add_peer(
-                PeerKey(u32::from(i)),
-                PeerId([i; 32]),
-                HaveBitfield::full(count),
-                now,
-            )
-            .unwrap();
+            join(&mut core, i, now);
         }
         // 2 chunks of budget left: the first peer to join takes both, the
         // next two get a first request (one per peer is allowed beyond the
