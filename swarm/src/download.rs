@@ -50,16 +50,16 @@ pub struct DownloadConfig {
     /// After a busy or rate-limited reject, wait this long before asking
     /// that peer again. Default 500 ms.
     pub busy_backoff: Duration,
-    /// Chunk bytes requested and not yet verified, plus verified chunk
-    /// bytes the driver still holds (`DownloadCore::set_held_bytes`), at
-    /// most, over all peers; with more peers than the budget has chunks,
-    /// up to one request per peer.
+    /// Chunk bytes requested and not yet verified and written, at most,
+    /// over all peers: a hard bound whatever the number of peers, rounded
+    /// down to whole chunks but never below one chunk (a chunk larger than
+    /// the budget is requested alone). A peer waits for budget rather than
+    /// going over it.
     /// Default 16 MiB: every requested byte is held in memory (by QUIC or
-    /// by us) between its arrival and its write, and the trailing
-    /// whole-file hasher keeps some after that; this bounds them together
-    /// whatever the number of peers and their round trips; it still covers
-    /// 1 Gbit/s at 130 ms. Pipelines follow the peers' smallest round trip,
-    /// so on a short path far less is outstanding.
+    /// by us) between its arrival and its write; this bounds them whatever
+    /// the number of peers and their round trips; it still covers 1 Gbit/s
+    /// at 130 ms. Pipelines follow the peers' smallest round trip, so on a
+    /// short path far less is outstanding.
     pub max_in_flight_bytes: u64,
     /// Seed of the picker's random tie-break.
     pub seed: u64,
@@ -154,9 +154,6 @@ pub struct DownloadCore {
     departed: Vec<(PeerId, PeerStats)>,
     /// No new requests while set (the driver's pipeline behind us is full).
     hold: bool,
-    /// Verified chunk bytes the driver still holds in memory (for the
-    /// whole-file hash): they count against `max_in_flight_bytes`.
-    held_bytes: u64,
     actions: VecDeque<Action>,
 }
 
@@ -176,7 +173,6 @@ impl DownloadCore {
             banned: BTreeSet::new(),
             departed: Vec::new(),
             hold: false,
-            held_bytes: 0,
             actions: VecDeque::new(),
         }
     }
@@ -380,18 +376,6 @@ impl DownloadCore {
         }
     }
 
-    /// Tells how many verified chunk bytes the driver still holds in
-    /// memory; they count against `max_in_flight_bytes`, so the budget
-    /// bounds every chunk byte in memory, not only those requested. Fewer
-    /// than before frees budget for new requests at once.
-    pub fn set_held_bytes(&mut self, bytes: u64, now: Instant) {
-        let freed = bytes < self.held_bytes;
-        self.held_bytes = bytes;
-        if freed {
-            self.fill(now);
-        }
-    }
-
     /// A verified chunk turned out bad on disk (the whole-file check found
     /// it): it is missing again and fetched first.
     pub fn chunk_found_bad(&mut self, chunk: u32, now: Instant) {
@@ -450,7 +434,8 @@ impl DownloadCore {
 
     /// Asks a fast peer for the chunks that a much slower peer has held for
     /// longer than two chunk times of the fast one. Runs on each tick; a
-    /// rescue may take the helper one request past its pipeline depth.
+    /// rescue may take the helper one request past its pipeline depth, but
+    /// never the download past its budget.
     fn rescue_from_slow_peers(&mut self, now: Instant) {
         let chunk_size = self.chunk_size;
         let rates: BTreeMap<PeerKey, f64> = self
@@ -488,6 +473,9 @@ impl DownloadCore {
                 let Some(helper) = helper else {
                     continue;
                 };
+                if self.outstanding() >= self.budget_chunks() {
+                    return;
+                }
                 if self.picker.add_owner(chunk, helper, now) {
                     if let Some(session) = self.peers.get_mut(&helper) {
                         session.start_request(chunk, now);
@@ -501,6 +489,16 @@ impl DownloadCore {
         }
     }
 
+    /// The request budget in whole chunks ([`DownloadConfig::max_in_flight_bytes`]).
+    fn budget_chunks(&self) -> usize {
+        (self.config.max_in_flight_bytes / u64::from(self.chunk_size.max(1))).max(1) as usize
+    }
+
+    /// Requests in flight over all peers (endgame duplicates included).
+    fn outstanding(&self) -> usize {
+        self.peers.values().map(|s| s.requests_in_flight()).sum()
+    }
+
     /// Tops up every peer's pipeline: chunks handed back first, then the
     /// rarest missing ones, then, in endgame, duplicates of chunks in flight.
     fn fill(&mut self, now: Instant) {
@@ -512,32 +510,33 @@ impl DownloadCore {
             .iter()
             .map(|(key, session)| (*key, session.rate()))
             .collect();
-        // Fastest peers first, so they get the rarest chunks and endgame
-        // duplicates go to whoever can finish them soonest.
+        // Peers never tried yet first, so that each is asked once and its
+        // rate learned even when the budget is smaller than the swarm; then
+        // the fastest, so they get the rarest chunks and endgame duplicates
+        // go to whoever can finish them soonest.
+        let untried = |key: &PeerKey| {
+            self.peers[key].stats().chunks == 0 && self.peers[key].requests_in_flight() == 0
+        };
         let mut order: Vec<PeerKey> = rates.keys().copied().collect();
-        order.sort_by(|a, b| rates[b].total_cmp(&rates[a]).then(a.cmp(b)));
-        let chunk_bytes = u64::from(self.chunk_size.max(1));
-        let budget = (self
-            .config
-            .max_in_flight_bytes
-            .saturating_sub(self.held_bytes)
-            / chunk_bytes)
-            .max(1) as usize;
-        let mut outstanding: usize = self.peers.values().map(|s| s.requests_in_flight()).sum();
+        order.sort_by(|a, b| {
+            untried(b)
+                .cmp(&untried(a))
+                .then(rates[b].total_cmp(&rates[a]))
+                .then(a.cmp(b))
+        });
+        let budget = self.budget_chunks();
+        let mut outstanding = self.outstanding();
         // Level by level: every peer gets its first request before any gets
         // a second, and so on, so peers share the budget evenly up to their
-        // own pipeline depths rather than by who came first. First requests
-        // may go beyond the budget, up to one per peer, and no further:
-        // peers that joined early may hold the whole budget, and one that
-        // joins later gets its first request when one of theirs ends.
-        let first_requests = budget.max(self.peers.len());
+        // own pipeline depths rather than by who came first. Peers that
+        // joined early may hold the whole budget; one that joins later gets
+        // its first request when one of theirs ends (level 0 comes first).
         for level in 0..self.config.max_pipeline {
-            let limit = if level == 0 { first_requests } else { budget };
-            if outstanding >= limit {
+            if outstanding >= budget {
                 break;
             }
             for &key in &order {
-                if outstanding >= limit {
+                if outstanding >= budget {
                     break;
                 }
                 let Some(session) = self.peers.get_mut(&key) else {
@@ -613,18 +612,17 @@ mod tests {
                 .sum()
         };
         // Peers join one by one; the first ones take the budget (8 chunks)
-        // with their initial pipelines, the later ones get a first request
-        // only as far as one per peer (10) allows.
+        // with their initial pipelines, the later ones wait.
         let mut sent = Vec::new();
         for i in 0..10u8 {
             join(&mut core, i, now);
             sent.extend(requests(&mut core));
-            assert!(outstanding(&core) <= 8.max(usize::from(i) + 1));
+            assert!(outstanding(&core) <= 8);
         }
-        assert_eq!(sent.len(), 10, "{sent:?}");
+        assert_eq!(sent.len(), 8, "{sent:?}");
         // As requests end, the slots they free go to peers without one
-        // first: while a peer waits, all 10 slots are in use, and the total
-        // never grows past 10.
+        // first: every peer is served in time, and the total never grows
+        // past the budget.
         let mut served: BTreeSet<PeerKey> = sent.iter().map(|(peer, _)| *peer).collect();
         let mut queue: VecDeque<(PeerKey, u32)> = sent.into();
         while served.len() < 10 {
@@ -634,34 +632,61 @@ mod tests {
                 served.insert(peer);
                 queue.push_back((peer, chunk));
             }
-            let idle = (0..10).any(|i| core.peer(PeerKey(i)).unwrap().requests_in_flight() == 0);
-            assert!(outstanding(&core) <= 10);
-            assert!(
-                !idle || outstanding(&core) == 10,
-                "a peer waits with room left"
-            );
+            assert_eq!(outstanding(&core), 8, "a freed slot is used at once");
         }
     }
 
     #[test]
-    fn held_bytes_count_against_the_budget_and_freeing_them_refills() {
-        let mut core = budgeted_core(8 << 20);
-        let now = Instant::now();
-        core.set_held_bytes(6 << 20, now);
-        for i in 0..4u8 {
-            join(&mut core, i, now);
+    fn thirty_two_peers_and_chunks_as_large_as_the_budget_ask_for_one_chunk() {
+        // 16 MiB chunks and the default 16 MiB budget: one request at a
+        // time, whoever joins, whatever times out or is rejected.
+        let count = 64;
+        let mut core = DownloadCore::new(
+            16 << 20,
+            &HaveBitfield::new(count),
+            DownloadConfig::default(),
+        );
+        let t0 = Instant::now();
+        let in_flight = |core: &DownloadCore| -> usize {
+            (0..32)
+                .filter_map(|i| core.peer(PeerKey(i)))
+                .map(|s| s.requests_in_flight())
+                .sum()
+        };
+        for i in 0..32u8 {
+            core.add_peer(
+                PeerKey(u32::from(i)),
+                PeerId([i; 32]),
+                HaveBitfield::full(count),
+                t0,
+            )
+            .unwrap();
+            assert!(in_flight(&core) <= 1);
         }
-        // 2 chunks of budget left: the first peer to join takes both, the
-        // next two get a first request (one per peer is allowed beyond the
-        // budget), the fourth waits.
-        let sent = requests(&mut core);
-        assert_eq!(sent.len(), 4, "{sent:?}");
-        assert_eq!(sent.iter().filter(|(peer, _)| peer.0 == 0).count(), 2);
-        core.set_held_bytes(6 << 20, now);
-        assert!(requests(&mut core).is_empty(), "nothing was freed");
-        // Freed: requests go out until 8 chunks are outstanding.
-        core.set_held_bytes(0, now);
-        assert_eq!(requests(&mut core).len(), 4);
+        let mut now = t0;
+        let mut verified = 0;
+        let mut rejected = BTreeSet::new();
+        while !core.is_complete() {
+            now += Duration::from_millis(100);
+            core.tick(now);
+            let sent = requests(&mut core);
+            assert!(
+                in_flight(&core) <= 1,
+                "{} requests in flight",
+                in_flight(&core)
+            );
+            for (peer, chunk) in sent {
+                if chunk % 3 == 0 && rejected.insert(chunk) {
+                    // Busy: handed back and asked elsewhere.
+                    core.on_reject(peer, chunk, true, now);
+                } else {
+                    core.on_chunk_verified(peer, chunk, 16 << 20, now);
+                    verified += 1;
+                }
+                assert!(in_flight(&core) <= 1);
+            }
+        }
+        assert_eq!(verified, count);
     }
 
     #[test]
