@@ -120,3 +120,102 @@ fn a_chunk_changed_while_stopped_is_found_and_fetched_again_without_recheck() {
     }
     artifact.verify(root, &files.artifact);
 }
+
+#[test]
+fn a_damaged_finished_file_is_reported_by_status_verify_and_repaired_by_recheck() {
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    let artifact = Artifact::make(root, "art", "finished", "4MiB", "64KiB", 34);
+    let seeders = Seeders::start(root, &artifact, 1, "64MiB");
+    let out = root.join("out");
+    let files = artifact.files(&out);
+    let args = fetch_args(&artifact, &seeders, &out, &["--json"]);
+    Proc::spawn(root, &args).expect_exit(0);
+    let status = |extra: &[&str]| {
+        let mut args = vec!["status", out.to_str().unwrap(), "--json"];
+        args.extend(extra);
+        Proc::spawn(root, &args)
+    };
+    let mut verified = status(&["--verify"]);
+    verified.expect_exit(0);
+    let entry = verified.event("download").unwrap();
+    assert_eq!(entry["check"]["ok"], true, "{entry}");
+    assert_eq!(entry["check"]["bytes_read"], artifact.size());
+
+    // Run again: the file is there and not read again, and it says so.
+    let mut again = Proc::spawn(root, &args);
+    again.expect_exit(0);
+    let complete = again.event("already-complete").unwrap();
+    assert_eq!(complete["rechecked_now"], false, "{complete}");
+
+    // One byte of chunk 9 changes.
+    damage(&artifact, &files.artifact, 9);
+    let mut verified = status(&["--verify"]);
+    verified.expect_exit(4);
+    let entry = verified.event("download").unwrap();
+    assert_eq!(entry["check"]["ok"], false, "{entry}");
+    assert_eq!(entry["check"]["bad_chunks"], 1, "{entry}");
+    let error = verified.event("error").expect("an error event");
+    assert_eq!(error["error"], "damaged on disk: finished", "{error}");
+    // Plain status reads nothing and still says complete.
+    let mut plain = status(&[]);
+    plain.expect_exit(0);
+    assert!(plain.event("download").unwrap().get("check").is_none());
+
+    // --recheck reads it, finds chunk 9, fetches only that chunk.
+    let mut recheck_args = args.clone();
+    recheck_args.push("--recheck".into());
+    let mut fetch = Proc::spawn(root, &recheck_args);
+    fetch.expect_exit(0);
+    let opened = fetch.event("opened").unwrap();
+    assert_eq!(
+        opened["outcome"],
+        "the finished file failed its check: 1 damaged chunk is fetched again, the rest is kept",
+        "{opened}"
+    );
+    let fetched = fetch.event("fetched").unwrap();
+    assert_eq!(fetched["chunks_fetched"], 1, "{fetched}");
+    assert_eq!(
+        fetched["chunks_resumed"],
+        u64::from(artifact.chunk_count()) - 1
+    );
+    artifact.verify(root, &files.artifact);
+    let mut verified = status(&["--verify"]);
+    verified.expect_exit(0);
+
+    // A good file read again by --recheck records when.
+    let mut fetch = Proc::spawn(root, &recheck_args);
+    fetch.expect_exit(0);
+    let complete = fetch.event("already-complete").unwrap();
+    assert_eq!(complete["rechecked_now"], true, "{complete}");
+    let receipt: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&files.receipt).unwrap()).unwrap();
+    assert_eq!(receipt["last_verified_at"], complete["verified_at"]);
+}
+
+#[test]
+fn a_finished_file_changed_since_its_receipt_is_read_again_without_being_asked() {
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    let artifact = Artifact::make(root, "art", "touched", "2MiB", "64KiB", 35);
+    let seeders = Seeders::start(root, &artifact, 1, "64MiB");
+    let out = root.join("out");
+    let files = artifact.files(&out);
+    let args = fetch_args(&artifact, &seeders, &out, &["--json"]);
+    Proc::spawn(root, &args).expect_exit(0);
+    // The whole file replaced with other bytes, a second after the receipt.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let junk: Vec<u8> = (0..artifact.size()).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(&files.artifact, junk).unwrap();
+    let mut fetch = Proc::spawn(root, &args);
+    fetch.expect_exit(0);
+    let opened = fetch.event("opened").unwrap();
+    assert!(
+        opened["outcome"]
+            .as_str()
+            .unwrap()
+            .starts_with("the finished file failed its check"),
+        "{opened}"
+    );
+    artifact.verify(root, &files.artifact);
+}

@@ -358,3 +358,268 @@ async fn cached_pages_are_released_behind_the_hash_once_synced_and_never_read_ag
         "the download released nothing while it ran: {log:?}"
     );
 }
+
+/// A `.part` that misbehaves on the writes of one chunk: writes it one
+/// chunk too early (over the chunk before it) the first `misplace` times,
+/// or flips a byte of it on disk right after the write the first `flip`
+/// times, as a faulty disk or another program writing to the file would.
+struct Treacherous {
+    inner: FileStorage,
+    chunk_size: u64,
+    target: u64,
+    misplace: std::sync::atomic::AtomicU32,
+    flip: std::sync::atomic::AtomicU32,
+}
+
+impl Treacherous {
+    fn new(inner: FileStorage, chunk_size: u64, target: u32, misplace: u32, flip: u32) -> Self {
+        Self {
+            inner,
+            chunk_size,
+            target: u64::from(target),
+            misplace: misplace.into(),
+            flip: flip.into(),
+        }
+    }
+
+    fn take(counter: &std::sync::atomic::AtomicU32) -> bool {
+        counter
+            .fetch_update(
+                std::sync::atomic::Ordering::SeqCst,
+                std::sync::atomic::Ordering::SeqCst,
+                |left| left.checked_sub(1),
+            )
+            .is_ok()
+    }
+}
+
+impl Storage for Treacherous {
+    fn write_all_at(&self, offset: u64, bytes: &[u8]) -> io::Result<()> {
+        self.write_parts_at(offset, &[Bytes::copy_from_slice(bytes)])
+    }
+
+    fn write_parts_at(&self, offset: u64, parts: &[Bytes]) -> io::Result<()> {
+        let ours = offset == self.target * self.chunk_size;
+        if ours && Self::take(&self.misplace) {
+            return self.inner.write_parts_at(offset - self.chunk_size, parts);
+        }
+        self.inner.write_parts_at(offset, parts)?;
+        if ours && Self::take(&self.flip) {
+            let mut byte = [0u8];
+            self.inner.read_exact_at(offset + 100, &mut byte)?;
+            self.inner.write_all_at(offset + 100, &[!byte[0]])?;
+        }
+        Ok(())
+    }
+
+    fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        self.inner.read_exact_at(offset, buf)
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        self.inner.sync_data()
+    }
+}
+
+fn summary(outcome: &FetchOutcome) -> &minimodel_verifier::receipt::TransferSummary {
+    let ReceiptSource::Peers(summary) = &outcome.receipt.source else {
+        panic!("a fetch receipt");
+    };
+    summary
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunk_written_at_the_wrong_place_is_found_on_disk_and_fetched_again() {
+    let root = tempfile::tempdir().unwrap();
+    let artifact = Artifact::make(root.path(), "art", "misplaced", "4MiB", "64KiB", 55);
+    let seeder = seeder(&artifact, 64 << 20);
+    let dir = root.path().join("out");
+    let chunk = artifact.chunk_size;
+    // Chunk 20 lands on chunk 19's place: both are bad on disk, though
+    // each passed its proof in memory.
+    let (download, _) = open(&artifact, &dir, &ResumeOptions::default(), |file| {
+        Arc::new(Treacherous::new(file, chunk, 20, 1, 0))
+    });
+    let outcome = fetch(&artifact, &dir, download, &seeder).await.unwrap();
+    let summary = summary(&outcome);
+    assert_eq!(summary.chunks_refetched, 2, "{summary:?}");
+    assert_eq!(summary.chunks_fetched, 64 + 2);
+    artifact.verify(root.path(), &outcome.artifact_path);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_byte_changed_on_disk_after_its_chunk_was_verified_is_repaired_before_delivery() {
+    let root = tempfile::tempdir().unwrap();
+    let artifact = Artifact::make(root.path(), "art", "flipped", "4MiB", "64KiB", 56);
+    let seeder = seeder(&artifact, 64 << 20);
+    let dir = root.path().join("out");
+    let chunk = artifact.chunk_size;
+    let (download, _) = open(&artifact, &dir, &ResumeOptions::default(), |file| {
+        Arc::new(Treacherous::new(file, chunk, 33, 0, 1))
+    });
+    let outcome = fetch(&artifact, &dir, download, &seeder).await.unwrap();
+    let summary = summary(&outcome);
+    assert_eq!(summary.chunks_refetched, 1, "{summary:?}");
+    assert_eq!(summary.chunks_fetched, 64 + 1);
+    artifact.verify(root.path(), &outcome.artifact_path);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disk_that_keeps_damaging_a_chunk_ends_the_fetch_undelivered() {
+    let root = tempfile::tempdir().unwrap();
+    let artifact = Artifact::make(root.path(), "art", "rotten", "4MiB", "64KiB", 57);
+    let seeder = seeder(&artifact, 64 << 20);
+    let dir = root.path().join("out");
+    let chunk = artifact.chunk_size;
+    let (download, _) = open(&artifact, &dir, &ResumeOptions::default(), |file| {
+        Arc::new(Treacherous::new(file, chunk, 7, 0, u32::MAX))
+    });
+    let error = fetch(&artifact, &dir, download, &seeder)
+        .await
+        .expect_err("chunk 7 is damaged every time it is written");
+    let FetchError::Damaged { bad, detail } = &error else {
+        panic!("not a damage error: {error:?}");
+    };
+    assert_eq!(*bad, 1);
+    assert!(detail.contains("chunk 7"), "{detail}");
+    let files = artifact.files(&dir);
+    assert!(!files.artifact.exists(), "nothing is delivered");
+    assert!(!files.receipt.exists());
+    // Every other chunk is kept for the next run.
+    let mut listed = files.persisted();
+    listed.sort_unstable();
+    let expected: Vec<u32> = (0..64).filter(|&c| c != 7).collect();
+    assert_eq!(listed, expected);
+}
+
+/// A `.part` that flips a byte of the last chunk written right after it is
+/// written (before the trailing hasher reads it), and holds the hasher's
+/// first read of the file's last chunk until the test says go: by then every
+/// chunk is verified, and the test can take the only seeder away before the
+/// damage is found.
+struct LateDamage {
+    inner: FileStorage,
+    chunk_size: u64,
+    flipped: Arc<std::sync::atomic::AtomicU64>,
+    last: u64,
+    writes_left: std::sync::atomic::AtomicU64,
+    held: std::sync::atomic::AtomicBool,
+    reading_last: std::sync::mpsc::Sender<()>,
+    go: Mutex<std::sync::mpsc::Receiver<()>>,
+}
+
+impl Storage for LateDamage {
+    fn write_all_at(&self, offset: u64, bytes: &[u8]) -> io::Result<()> {
+        self.inner.write_all_at(offset, bytes)
+    }
+
+    fn write_parts_at(&self, offset: u64, parts: &[Bytes]) -> io::Result<()> {
+        self.inner.write_parts_at(offset, parts)?;
+        let left = self
+            .writes_left
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        if left == 1 {
+            self.flipped.store(
+                offset / self.chunk_size,
+                std::sync::atomic::Ordering::SeqCst,
+            );
+            let at = offset + 100;
+            let mut byte = [0u8];
+            self.inner.read_exact_at(at, &mut byte)?;
+            self.inner.write_all_at(at, &[!byte[0]])?;
+        }
+        Ok(())
+    }
+
+    fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        if offset == self.last * self.chunk_size
+            && !self.held.swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            let _ = self.reading_last.send(());
+            let _ = self.go.lock().unwrap().recv();
+        }
+        self.inner.read_exact_at(offset, buf)
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        self.inner.sync_data()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_no_peer_is_left_to_repair_a_damaged_chunk_the_fetch_says_so() {
+    let root = tempfile::tempdir().unwrap();
+    let artifact = Artifact::make(root.path(), "art", "orphan", "4MiB", "64KiB", 58);
+    let dir = root.path().join("out");
+    let chunk = artifact.chunk_size;
+    let (reading_last, last_read) = std::sync::mpsc::channel();
+    let (go, wait_go) = std::sync::mpsc::channel();
+    let flipped = Arc::new(std::sync::atomic::AtomicU64::new(u64::MAX));
+    let flipped_by = Arc::clone(&flipped);
+    let (download, _) = open(&artifact, &dir, &ResumeOptions::default(), move |file| {
+        Arc::new(LateDamage {
+            inner: file,
+            chunk_size: chunk,
+            flipped: flipped_by,
+            last: 63,
+            writes_left: 64.into(),
+            held: false.into(),
+            reading_last,
+            go: Mutex::new(wait_go),
+        })
+    });
+    let seeder = seeder(&artifact, 64 << 20);
+    let seeder_port = seeder.peer.addr.port();
+    let (reports, _keep) = mpsc::unbounded_channel();
+    let fetcher = Fetcher::start(
+        FetchConfig {
+            manifest: artifact.manifest.clone(),
+            manifest_sha256: artifact.manifest_sha256(),
+            out_dir: dir.to_path_buf(),
+            peers: vec![seeder.peer],
+            serve: false,
+            seed_after: false,
+            node: NodeConfig::default(),
+            download: DownloadConfig::default(),
+            give_up_after: Duration::from_secs(2),
+        },
+        Arc::new(download),
+        Arc::new(Identity::generate().unwrap()),
+        reports,
+    )
+    .unwrap();
+    let run = tokio::spawn(fetcher.run(std::future::pending()));
+    // Every chunk is verified and the last one written was damaged: take the
+    // only seeder away (its port is free once it is gone), then let the
+    // whole-file hash go on.
+    tokio::task::spawn_blocking(move || last_read.recv_timeout(resume_support::HANG))
+        .await
+        .unwrap()
+        .expect("the last chunk is read back");
+    drop(seeder);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::net::UdpSocket::bind(("127.0.0.1", seeder_port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the seeder does not stop"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    go.send(()).unwrap();
+    let error = tokio::time::timeout(resume_support::HANG, run)
+        .await
+        .expect("the fetch ends")
+        .unwrap()
+        .expect_err("nobody can repair the damaged chunk");
+    assert!(
+        matches!(error, FetchError::Damaged { bad: 1, .. }),
+        "{error:?}"
+    );
+    let files = artifact.files(&dir);
+    assert!(!files.artifact.exists(), "nothing is delivered");
+    let mut listed = files.persisted();
+    listed.sort_unstable();
+    let flipped = flipped.load(std::sync::atomic::Ordering::SeqCst) as u32;
+    let expected: Vec<u32> = (0..64).filter(|&c| c != flipped).collect();
+    assert_eq!(listed, expected, "the good chunks are kept");
+}

@@ -4,9 +4,15 @@
 //! [`Fetcher::start`] opens the partial file and the QUIC endpoint and dials
 //! every peer; [`Fetcher::run`] downloads until every chunk is verified,
 //! then runs the same checks as a local `verify` (container, header drift,
-//! Merkle root, chunk list, artifact SHA-256, the last one from the trailing
-//! hasher, so there is no second pass over the file), moves the file to
+//! Merkle root, chunk list, artifact SHA-256), moves the file to
 //! `DIR/<model-id>.slm` and writes `DIR/<model-id>.receipt.json`.
+//!
+//! The checks vouch for bytes they read: the Merkle root for every chunk as
+//! it arrived (before it was written), the artifact SHA-256 for the file as
+//! the trailing hasher read it back from disk, the container and header for
+//! the file's header on disk. When the file on disk disagrees, the chunks
+//! are checked on disk, the bad ones are fetched again, and nothing is
+//! delivered until the whole file passes.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -61,6 +67,9 @@ pub struct FetchOutcome {
     pub receipt_path: PathBuf,
     /// The receipt written there.
     pub receipt: ImportReceipt,
+    /// From the last verified chunk until the receipt and the file were in
+    /// place and synced (the receipt's `finish_ms` ends when it is made).
+    pub finish_elapsed: Duration,
 }
 
 /// Why a fetch failed. The verified part stays on disk in every case.
@@ -92,6 +101,18 @@ pub enum FetchError {
     /// Every chunk passed its proof but the whole file failed a check.
     #[error("the downloaded file failed its final check")]
     Verification(#[source] VerifyError),
+    /// Chunks that passed their proofs went bad on disk, and could not be
+    /// fetched again (no peer delivered them, or the disk damaged them
+    /// again each time). The good part is kept.
+    #[error(
+        "the file on disk failed its check: {bad} chunks went bad after they were verified and were not repaired ({detail})"
+    )]
+    Damaged {
+        /// Chunks still bad or missing.
+        bad: u32,
+        /// Why they could not be repaired.
+        detail: String,
+    },
     /// Stopped before the end (the part so far is kept).
     #[error("stopped before the download finished; run the same command to resume")]
     Interrupted,
@@ -103,6 +124,8 @@ pub struct Fetcher {
     config: FetchConfig,
     partial: Arc<PartialDownload>,
     started: Instant,
+    /// Chunks found bad on disk after they were verified, and how often.
+    repaired: std::collections::BTreeMap<u32, u32>,
 }
 
 /// The swarm identity a manifest defines.
@@ -128,6 +151,10 @@ enum Delivery {
     /// These chunks passed their proofs but are bad on disk now.
     Refetch(Vec<u32>),
 }
+
+/// How often one chunk may be found bad on disk after it was verified
+/// before the disk, not the peers, is taken to be the problem.
+const MAX_REPAIRS_PER_CHUNK: u32 = 3;
 
 impl Fetcher {
     /// Starts the node on an opened partial download and dials every peer.
@@ -174,6 +201,7 @@ impl Fetcher {
             config,
             partial,
             started: Instant::now(),
+            repaired: std::collections::BTreeMap::new(),
         };
         for peer in fetcher.config.peers.clone() {
             fetcher.node.dial(peer);
@@ -210,19 +238,39 @@ impl Fetcher {
                     picker.chunk_count() - picker.verified_count(),
                     picker.chunk_count(),
                 );
-                break Err(if gave_up {
-                    FetchError::NoPeers {
+                break Err(match (gave_up, self.repaired.is_empty()) {
+                    (true, true) => FetchError::NoPeers {
                         missing,
                         total,
                         detail: self.node.failure_summary(),
-                    }
-                } else {
-                    FetchError::Interrupted
+                    },
+                    (true, false) => FetchError::Damaged {
+                        bad: missing,
+                        detail: format!(
+                            "no peer delivered them again: {}",
+                            self.node.failure_summary()
+                        ),
+                    },
+                    (false, _) => FetchError::Interrupted,
                 });
             }
             match self.deliver().await {
                 Ok(Delivery::Delivered(outcome)) => break Ok(*outcome),
                 Ok(Delivery::Refetch(bad)) => {
+                    for &chunk in &bad {
+                        *self.repaired.entry(chunk).or_default() += 1;
+                    }
+                    let worst = self.repaired.iter().max_by_key(|(_, times)| **times);
+                    if let Some((&chunk, &times)) = worst
+                        && times > MAX_REPAIRS_PER_CHUNK
+                    {
+                        break Err(FetchError::Damaged {
+                            bad: bad.len() as u32,
+                            detail: format!(
+                                "chunk {chunk} was damaged on disk {times} times after it was written; the disk or something else writing to the file is at fault"
+                            ),
+                        });
+                    }
                     if let Some(download) = self.node.download_state_mut() {
                         download.refetch(&bad);
                     }
@@ -302,6 +350,7 @@ impl Fetcher {
         let partial = Arc::clone(&self.partial);
         let manifest_sha256 = self.config.manifest_sha256;
         let delivery = tokio::task::spawn_blocking(move || -> Result<_, FetchError> {
+            // Read back from the .part, behind the writer: the bytes on disk.
             let sha256 = trailing().map_err(FetchError::Storage)?;
             let geometry = partial.geometry();
             let chunk_hashes: Option<Vec<Sha256Digest>> = geometry
@@ -320,7 +369,8 @@ impl Fetcher {
                 Ok(artifact) => artifact,
                 Err(VerifyError::ArtifactSha256 { .. }) => {
                     // Every chunk passed its proof, so bytes changed on disk
-                    // since: find them by their chunk hashes.
+                    // since (or were written in the wrong place): find them
+                    // by their chunk hashes.
                     let bad = partial.find_bad_chunks(&|_| {}).map_err(resume_to_fetch)?;
                     if bad.is_empty() {
                         return Err(FetchError::Verification(VerifyError::Io(
@@ -337,14 +387,20 @@ impl Fetcher {
                 }
                 Err(error) => return Err(FetchError::Verification(error)),
             };
-            summary.finish_ms = completed_at.elapsed().as_millis() as u64;
-            summary.duration_ms = started.elapsed().as_millis() as u64;
-            let receipt = artifact.receipt(manifest_sha256, ReceiptSource::Peers(summary));
-            let finished = partial.finish(&receipt).map_err(resume_to_fetch)?;
+            let finished = partial
+                .finish_with(|| {
+                    // Everything after the last verified chunk up to here:
+                    // the read-back hash, the checks and the final sync.
+                    summary.finish_ms = completed_at.elapsed().as_millis() as u64;
+                    summary.duration_ms = started.elapsed().as_millis() as u64;
+                    artifact.receipt(manifest_sha256, ReceiptSource::Peers(summary))
+                })
+                .map_err(resume_to_fetch)?;
             let delivered = Delivery::Delivered(Box::new(FetchOutcome {
                 artifact_path: finished.artifact,
-                receipt_path: finished.receipt,
-                receipt,
+                receipt_path: finished.receipt_path,
+                receipt: finished.receipt,
+                finish_elapsed: completed_at.elapsed(),
             }));
             Ok((delivered, Some(Arc::new(artifact.tree().clone()))))
         })
@@ -377,6 +433,7 @@ impl Fetcher {
         if let Some(download) = download {
             summary.chunks_resumed = download.resumed_chunks;
             summary.chunks_fetched = download.fetched_chunks;
+            summary.chunks_refetched = self.repaired.values().map(|&n| u64::from(n)).sum();
             for (id, stats) in download.core.all_peer_stats() {
                 summary.bytes_wasted += stats.wasted_bytes;
                 summary.peers.push(PeerContribution {

@@ -100,7 +100,8 @@ fn a_missing_current_state_falls_back_to_prev() {
     let artifact = Artifact::small("m");
     let paths = two_generations(dir.path(), &artifact);
     fs::rename(&paths.state, &paths.previous).unwrap();
-    fs::write(&paths.temp, b"half a state").unwrap();
+    let temp = dir.path().join(".m.slm.state.0123456789abcdef.tmp");
+    fs::write(&temp, b"half a state").unwrap();
     let (download, report) = open(dir.path(), &artifact, &options(4));
     assert!(matches!(
         report.outcome,
@@ -113,7 +114,7 @@ fn a_missing_current_state_falls_back_to_prev() {
     assert_eq!(report.current_problem, None);
     assert_eq!(verified_set(&download), vec![0, 1, 2, 3]);
     assert!(
-        !paths.temp.exists(),
+        !temp.exists(),
         "a stale temporary state is removed, never read"
     );
 }

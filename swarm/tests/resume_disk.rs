@@ -102,17 +102,29 @@ fn a_state_that_cannot_be_written_leaves_the_last_good_one() {
     artifact.store(&download, 0);
     download.checkpoint().unwrap();
     let before = fs::read(&download.paths().state).unwrap();
-    // Something in the way of the temporary file: writing it fails.
-    fs::create_dir(&download.paths().temp).unwrap();
+    // Something in the way of `.prev`: keeping the current state fails.
+    fs::remove_file(&download.paths().previous).unwrap();
+    fs::create_dir(&download.paths().previous).unwrap();
     artifact.store(&download, 1);
     let error = download.checkpoint().unwrap_err();
-    assert!(error.is_io(), "{error}");
-    assert!(error.to_string().contains(".m.slm.state.tmp"), "{error}");
+    assert!(matches!(error, ResumeError::UnsafeEntry { .. }), "{error}");
+    assert!(error.to_string().contains("m.slm.state.prev"), "{error}");
     assert_eq!(fs::read(&download.paths().state).unwrap(), before);
     assert_eq!(download.persisted().count_ones(), 1);
     assert_eq!(download.generation(), Some(1));
+    let temps = fs::read_dir(dir.path())
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".tmp")
+        })
+        .count();
+    assert_eq!(temps, 0, "the new state's temporary file is removed");
     // Once the way is clear the next checkpoint takes both chunks.
-    fs::remove_dir(&download.paths().temp).unwrap();
+    fs::remove_dir(&download.paths().previous).unwrap();
     let report = download.checkpoint().unwrap();
     assert_eq!(
         (report.generation, report.chunks, report.new_chunks),
@@ -149,7 +161,13 @@ fn finish_delivers_the_file_with_its_receipt_and_removes_the_state() {
     let receipt: minimodel_verifier::receipt::ImportReceipt =
         serde_json::from_slice(&fs::read(&paths.receipt).unwrap()).unwrap();
     assert_eq!(receipt.artifact_sha256, artifact.manifest.artifact_sha256);
-    for gone in [&paths.part, &paths.state, &paths.previous, &paths.temp] {
+    for gone in [
+        &paths.part,
+        &paths.state,
+        &paths.previous,
+        &paths.journal,
+        &paths.journal_prev,
+    ] {
         assert!(!gone.exists(), "{} is left", gone.display());
     }
     // The storage handle still reads the file under its new name.

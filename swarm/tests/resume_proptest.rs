@@ -1,5 +1,6 @@
 //! Random runs of store / drop / checkpoint / crash: a reopened download
-//! always holds exactly the chunks of its last checkpoint.
+//! always holds exactly the chunks of its last checkpoint and the chunks
+//! journaled since (all of whose bytes are good here).
 
 mod resume_common;
 
@@ -35,7 +36,7 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
     #[test]
-    fn a_reopened_download_holds_exactly_its_last_checkpoint(
+    fn a_reopened_download_holds_its_last_checkpoint_and_its_journal(
         steps in prop::collection::vec(step(21), 1..24)
     ) {
         let artifact = Artifact::small("m");
@@ -43,11 +44,14 @@ proptest! {
         let (mut download, _) = open(dir.path(), &artifact, &options(4));
         let mut live = BTreeSet::new();
         let mut checkpointed = BTreeSet::new();
+        // Stored since the last checkpoint: in the journal.
+        let mut journaled = BTreeSet::new();
         for step in steps.iter().chain([&Step::Crash]) {
             match *step {
                 Step::Store(index) => {
                     artifact.store(&download, index);
                     live.insert(index);
+                    journaled.insert(index);
                 }
                 Step::Drop(index) => {
                     let was = download.drop_chunk(ChunkIndex(index)).unwrap();
@@ -56,6 +60,7 @@ proptest! {
                 Step::Checkpoint => {
                     let report = download.checkpoint().unwrap();
                     checkpointed = live.clone();
+                    journaled.clear();
                     prop_assert_eq!(report.chunks as usize, checkpointed.len());
                 }
                 Step::Crash => {
@@ -64,9 +69,17 @@ proptest! {
                     let is_resumed = matches!(report.outcome, ResumeOutcome::Resumed { .. });
                     prop_assert!(is_resumed, "{:?}", report.outcome);
                     download = reopened;
-                    live = checkpointed.clone();
+                    let expected: BTreeSet<u32> =
+                        checkpointed.union(&journaled).copied().collect();
+                    let from_journal = expected.difference(&checkpointed).count();
+                    prop_assert_eq!(report.chunks_from_journal as usize, from_journal);
                     let found: BTreeSet<u32> = verified_set(&download).into_iter().collect();
-                    prop_assert_eq!(&found, &checkpointed);
+                    prop_assert_eq!(&found, &expected);
+                    // Opening persisted what the journal brought back.
+                    prop_assert_eq!(download.persisted().count_ones() as usize, expected.len());
+                    live = expected.clone();
+                    checkpointed = expected;
+                    journaled.clear();
                 }
             }
             prop_assert_eq!(download.chunks_verified() as usize, live.len());

@@ -167,3 +167,30 @@ fn a_directory_with_the_vector_resumes_and_completes() {
     assert!(download.find_bad_chunks(&|_| {}).unwrap().is_empty());
     assert_eq!(fs::read(&download.paths().part).unwrap(), bytes);
 }
+
+#[test]
+fn the_journal_vector_parses_to_its_records_and_encodes_byte_for_byte() {
+    use minimodel_swarm::resume::journal::{encode_header, encode_record, parse_journal};
+    let bytes = fixture("journal-v0.bin");
+    let tree = tree(&artifact());
+    let parsed = parse_journal(&bytes, &tree.root()).unwrap();
+    let indices: Vec<u32> = parsed.records.iter().map(|r| r.index).collect();
+    assert_eq!(indices, [1, 4]);
+    assert_eq!(parsed.ignored_bytes, 20, "the torn record at the end");
+    for record in &parsed.records {
+        assert_eq!(
+            record.chunk_hash,
+            tree.chunk_hashes()[record.index as usize]
+        );
+        assert_eq!(Some(record.proof.clone()), tree.proof(record.index));
+    }
+    let mut encoded = encode_header(&tree.root());
+    for record in &parsed.records {
+        encoded.extend(encode_record(
+            record.index,
+            &record.chunk_hash,
+            &record.proof,
+        ));
+    }
+    assert_eq!(encoded, bytes[..bytes.len() - 20]);
+}

@@ -134,6 +134,7 @@ impl VerifiedArtifact {
             source,
             verified_at: now_rfc3339(),
             tool: concat!("minimodel ", env!("CARGO_PKG_VERSION")).to_owned(),
+            last_verified_at: None,
         }
     }
 }

@@ -49,13 +49,18 @@ pub struct TransferSummary {
     pub chunks_resumed: u64,
     /// Chunks fetched and verified in this run.
     pub chunks_fetched: u64,
+    /// Of those, chunks fetched again because their bytes on disk failed
+    /// the read-back check after they had been verified.
+    #[serde(default)]
+    pub chunks_refetched: u64,
     /// Bytes received that did not count (duplicates in endgame, bad data,
     /// chunks cut short).
     pub bytes_wasted: u64,
     /// Wall time of this run in milliseconds, until every check passed.
     pub duration_ms: u64,
-    /// Milliseconds from the last verified chunk until every check passed
-    /// (the end of the full-file hash, container and header checks).
+    /// Milliseconds from the last verified chunk until the receipt was
+    /// made: the end of the full-file hash read back from disk, the
+    /// container and header checks, and the final sync of the file.
     #[serde(default)]
     pub finish_ms: u64,
     /// One entry per peer that took part.
@@ -110,6 +115,19 @@ pub struct ImportReceipt {
     pub verified_at: String,
     /// The program that wrote the receipt.
     pub tool: String,
+    /// When every check was last run again on the file as it is on disk
+    /// (`fetch --recheck`), RFC 3339 UTC; absent until then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_verified_at: Option<String>,
+}
+
+impl ImportReceipt {
+    /// When the file was last verified: the last recheck, or the import.
+    pub fn last_verified(&self) -> &str {
+        self.last_verified_at
+            .as_deref()
+            .unwrap_or(&self.verified_at)
+    }
 }
 
 /// The current time as RFC 3339 UTC with second precision.

@@ -12,7 +12,7 @@ use minimodel_swarm::download::DownloadConfig;
 use minimodel_swarm::fetch::{FetchConfig, FetchError, Fetcher};
 use minimodel_swarm::node::NodeConfig;
 use minimodel_swarm::offer::PeerOffer;
-use minimodel_swarm::resume::{OpenedDownload, PartialDownload, ResumeError, ResumeOptions};
+use minimodel_swarm::resume::{CompleteCheck, OpenedDownload, PartialDownload, ResumeOptions};
 use minimodel_verifier::receipt::ReceiptSource;
 use minimodel_wire::PeerAddr;
 use serde_json::json;
@@ -67,7 +67,9 @@ pub struct TransferArgs {
     /// With --serve: congestion controller for what this node sends.
     #[arg(long, value_enum, default_value_t = Congestion::Cubic)]
     pub congestion: Congestion,
-    /// Rehash every chunk a partial download says it has before resuming.
+    /// Rehash every chunk a partial download says it has before resuming;
+    /// read a finished file whole again, and repair it from peers if it is
+    /// damaged.
     #[arg(long)]
     pub recheck: bool,
     /// Consent to fetching (and, with --serve, to serving).
@@ -227,9 +229,10 @@ fn open_download(
     );
     bar.finish_and_clear();
     let opened = opened.map_err(|error| {
-        let exit = match &error {
-            ResumeError::Io { .. } => Exit::Transfer,
-            _ => Exit::InvalidInput,
+        let exit = if error.is_invalid_input() {
+            Exit::InvalidInput
+        } else {
+            Exit::Transfer
         };
         Failure::new(
             exit,
@@ -238,25 +241,47 @@ fn open_download(
     })?;
     match opened {
         OpenedDownload::Complete(done) => {
-            out.say(format!(
-                "{} is already complete and verified (receipt {})",
-                done.paths.artifact.display(),
-                done.paths.receipt.display()
-            ));
+            let rechecked = done.check == CompleteCheck::RecheckedNow;
+            if rechecked {
+                out.say(format!(
+                    "{} is complete: read again just now, and every check passed (receipt {})",
+                    done.paths.artifact.display(),
+                    done.paths.receipt.display()
+                ));
+            } else {
+                out.say(format!(
+                    "{} is present, verified at {} (receipt {}); not read again now: --recheck reads it and repairs it if it is damaged",
+                    done.paths.artifact.display(),
+                    done.verified_at,
+                    done.paths.receipt.display()
+                ));
+            }
             out.event(
                 "already-complete",
-                json!({ "path": done.paths.artifact, "receipt": done.paths.receipt }),
+                json!({
+                    "path": done.paths.artifact,
+                    "receipt": done.paths.receipt,
+                    "verified_at": done.verified_at,
+                    "rechecked_now": rechecked,
+                }),
             );
             Ok(None)
         }
         OpenedDownload::Partial(partial, report) => {
             out.say(format!("{}", report.outcome));
+            if report.chunks_from_journal > 0 {
+                out.say(format!(
+                    "{} chunks verified after the last checkpoint were found on disk and kept",
+                    report.chunks_from_journal
+                ));
+            }
             out.event(
                 "opened",
                 json!({
                     "outcome": report.outcome.to_string(),
                     "chunks_verified": report.chunks_verified,
                     "chunk_count": report.chunk_count,
+                    "chunks_from_journal": report.chunks_from_journal,
                     "elapsed_ms": report.elapsed.as_millis() as u64,
                 }),
             );
@@ -276,7 +301,7 @@ fn concrete(mut addr: SocketAddr) -> SocketAddr {
 fn classify(error: FetchError) -> Failure {
     let exit = match &error {
         FetchError::Unfetchable(_) => Exit::InvalidInput,
-        FetchError::Verification(_) => Exit::VerificationFailed,
+        FetchError::Verification(_) | FetchError::Damaged { .. } => Exit::VerificationFailed,
         FetchError::Node(_)
         | FetchError::Storage(_)
         | FetchError::Disk(_)
@@ -293,6 +318,9 @@ fn classify(error: FetchError) -> Failure {
         | FetchError::Disk(_) => {
             Some("the verified part is kept; run the same command again to resume")
         }
+        FetchError::Damaged { .. } => Some(
+            "the good part is kept; run the same command again when a peer that has the damaged chunks is reachable",
+        ),
         _ => None,
     };
     let failure = Failure::new(exit, anyhow::Error::new(error).context("fetch failed"));

@@ -4,9 +4,9 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
-use minimodel_swarm::resume::{DownloadStatus, StatusKind, status};
+use minimodel_swarm::resume::{DownloadStatus, StatusKind, status, verify_status};
 
-use crate::exit::Failure;
+use crate::exit::{Exit, Failure};
 use crate::output::Output;
 use crate::units::human_bytes;
 
@@ -15,11 +15,26 @@ use crate::units::human_bytes;
 pub struct StatusArgs {
     /// The download directory (`fetch -o DIR`).
     pub dir: PathBuf,
+    /// Read every download's bytes and check them now (a finished file
+    /// against its receipt, a partial one's verified chunks against their
+    /// hashes). Changes nothing; exits 4 when something is damaged.
+    #[arg(long)]
+    pub verify: bool,
 }
 
 pub fn run(args: StatusArgs, out: Output) -> Result<(), Failure> {
-    let list = status(&args.dir)
-        .with_context(|| format!("cannot read the downloads in {}", args.dir.display()))?;
+    let list = if args.verify {
+        let bar = out.byte_progress(0, "checking");
+        let result = verify_status(&args.dir, &|_model, progress| {
+            bar.set_length(progress.bytes_total.max(1));
+            bar.set_position(progress.bytes_done);
+        });
+        bar.finish_and_clear();
+        result
+    } else {
+        status(&args.dir)
+    }
+    .with_context(|| format!("cannot read the downloads in {}", args.dir.display()))?;
     if list.is_empty() {
         out.say(format!("no downloads in {}", args.dir.display()));
     }
@@ -29,6 +44,18 @@ pub fn run(args: StatusArgs, out: Output) -> Result<(), Failure> {
             "download",
             serde_json::to_value(entry).context("cannot encode the status")?,
         );
+    }
+    let damaged: Vec<&str> = list
+        .iter()
+        .filter(|entry| entry.check.as_ref().is_some_and(|check| !check.ok))
+        .map(|entry| entry.model_id.as_str())
+        .collect();
+    if !damaged.is_empty() {
+        return Err(Failure::new(
+            Exit::VerificationFailed,
+            anyhow::anyhow!("damaged on disk: {}", damaged.join(", ")),
+        )
+        .with_hint("run the fetch again with --recheck to repair what is damaged from peers"));
     }
     Ok(())
 }
@@ -69,6 +96,21 @@ fn describe(entry: &DownloadStatus) -> String {
     }
     if let Some(note) = &entry.note {
         line.push_str(&format!("; {note}"));
+    }
+    if let Some(check) = &entry.check {
+        line.push_str(&match (check.ok, check.bad_chunks) {
+            (true, _) => format!(
+                "; read just now: all {} checked chunks are good",
+                check.chunks_checked
+            ),
+            (false, Some(bad)) => format!(
+                "; read just now: DAMAGED, {bad} of {} chunks are bad",
+                check.chunks_checked
+            ),
+            (false, None) => {
+                "; read just now: DAMAGED (no chunk list to tell which chunks)".to_owned()
+            }
+        });
     }
     line
 }

@@ -5,21 +5,19 @@
 //! A chunk's bytes go from the piece stream to a blocking worker that
 //! checks its proof and writes it with `pwrite` (at most
 //! [`VERIFY_JOBS`] at once); only then does the chunk count: the picker
-//! marks it verified, peers hear a Have, the trailing hasher gets the bytes
-//! (the same `Bytes`, no copy) while its buffer has room.
+//! marks it verified, peers hear a Have, and the trailing hasher is told
+//! that it may read the chunk back from the `.part`.
 
 use std::collections::VecDeque;
 use std::io;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
 use minimodel_verifier::Sha256Digest;
-use minimodel_verifier::chunk::{
-    ChunkData, ChunkGeometry, ChunkIndex as VerifierIndex, VerifiedChunk,
-};
+use minimodel_verifier::chunk::{ChunkGeometry, ChunkIndex as VerifierIndex, VerifiedChunk};
 use minimodel_wire::{ChunkIndex, GoodbyeReason, HaveBitfield, Message};
 use tokio::sync::Semaphore;
 
@@ -38,13 +36,10 @@ const CHECKPOINT_BYTES: u64 = 64 << 20;
 
 /// Verification and storage jobs at once.
 pub(crate) const VERIFY_JOBS: usize = 2;
-/// Bytes of stored chunks the trailing hasher keeps in memory until their
-/// turn; beyond this it notes them and reads them back later.
-const TRAILING_BUFFER: usize = 4 << 20;
 /// When the verified prefix is this far ahead of the trailing hasher, no
 /// new chunk is requested until it catches up: the hash pass keeps pace
 /// with the download, so the end of a download is not followed by a long
-/// tail, and chunks are hashed from memory instead of read back.
+/// tail, and the chunks it reads back are still in the page cache.
 const TRAILING_LAG: u64 = 4 << 20;
 
 /// A chunk that passed its proof and is on storage.
@@ -53,17 +48,13 @@ pub(crate) struct StoredChunk {
     pub(crate) chunk: VerifiedChunk,
 }
 
-/// The trailing hasher on its own thread. It drains its inbox between
-/// chunks, so taking in new chunks never waits for hashing, and reports
-/// its progress (the number of chunks hashed) after each chunk.
+/// The trailing hasher on its own thread. It drains its inbox (indices of
+/// stored chunks) between chunks, so taking in new chunks never waits for
+/// hashing, and reports its progress (the number of chunks hashed) after
+/// each chunk.
 struct TrailingThread {
-    sender: Option<std_mpsc::Sender<(u32, Option<ChunkData>)>>,
+    sender: Option<std_mpsc::Sender<u32>>,
     hashed: Arc<AtomicU32>,
-    /// Chunk bytes handed to the thread.
-    sent: u64,
-    /// Of those, bytes the thread no longer holds: hashed from memory, or
-    /// only noted because its buffer was full or they came twice.
-    released: Arc<AtomicU64>,
     thread: Option<JoinHandle<io::Result<Sha256Digest>>>,
 }
 
@@ -74,45 +65,28 @@ impl TrailingThread {
         stored: &HaveBitfield,
         progress: tokio::sync::mpsc::UnboundedSender<Internal>,
     ) -> Self {
-        let (sender, inbox) = std_mpsc::channel::<(u32, Option<ChunkData>)>();
+        let (sender, inbox) = std_mpsc::channel::<u32>();
         let hashed = Arc::new(AtomicU32::new(0));
         let counter = Arc::clone(&hashed);
-        let released = Arc::new(AtomicU64::new(0));
-        let release = Arc::clone(&released);
         let resumed: Vec<u32> = stored.iter_ones().map(|c| c.0).collect();
         let thread = std::thread::Builder::new()
             .name("trailing-sha256".into())
             .spawn(move || {
-                let mut hasher = TrailingHasher::new(geometry, TRAILING_BUFFER);
+                let mut hasher = TrailingHasher::new(geometry);
                 for chunk in resumed {
                     hasher.note_stored(chunk);
                 }
-                let take = |hasher: &mut TrailingHasher,
-                            (chunk, data): (u32, Option<ChunkData>)| {
-                    match data {
-                        Some(data) => {
-                            let before = hasher.buffered_bytes();
-                            hasher.accept(chunk, &data);
-                            let kept = hasher.buffered_bytes() - before;
-                            release.fetch_add((data.len() - kept) as u64, Ordering::Relaxed);
-                        }
-                        None => hasher.note_stored(chunk),
-                    }
-                };
                 loop {
-                    while let Ok(input) = inbox.try_recv() {
-                        take(&mut hasher, input);
+                    while let Ok(chunk) = inbox.try_recv() {
+                        hasher.note_stored(chunk);
                     }
-                    let before = hasher.buffered_bytes();
-                    let stepped = hasher.step(storage.as_ref())?;
-                    release.fetch_add((before - hasher.buffered_bytes()) as u64, Ordering::Relaxed);
-                    if stepped {
+                    if hasher.step(storage.as_ref())? {
                         counter.store(hasher.hashed_chunks(), Ordering::Relaxed);
                         let _ = progress.send(Internal::TrailingProgress);
                         continue;
                     }
                     match inbox.recv() {
-                        Ok(input) => take(&mut hasher, input),
+                        Ok(chunk) => hasher.note_stored(chunk),
                         Err(_) => break,
                     }
                 }
@@ -122,25 +96,15 @@ impl TrailingThread {
         Self {
             sender: Some(sender),
             hashed,
-            sent: 0,
-            released,
             thread,
         }
     }
 
-    fn stored(&mut self, chunk: u32, data: &ChunkData) {
-        if let Some(sender) = &self.sender
-            && sender.send((chunk, Some(data.clone()))).is_ok()
-        {
-            self.sent += data.len() as u64;
+    /// Chunk `chunk` is verified and written: it may be read back.
+    fn stored(&mut self, chunk: u32) {
+        if let Some(sender) = &self.sender {
+            let _ = sender.send(chunk);
         }
-    }
-
-    /// Chunk bytes the thread holds: in its inbox, in its buffer, or being
-    /// hashed.
-    fn held_bytes(&self) -> u64 {
-        self.sent
-            .saturating_sub(self.released.load(Ordering::Relaxed))
     }
 
     /// Chunks of the prefix hashed so far.
@@ -263,17 +227,12 @@ impl DownloadState {
     }
 
     /// Holds new requests while the trailing hasher lags behind the
-    /// verified prefix (see [`TRAILING_LAG`]), and counts the chunk bytes
-    /// it holds against the request budget, so that all chunk bytes in
-    /// memory stay within `max_in_flight_bytes`.
+    /// verified prefix (see [`TRAILING_LAG`]).
     pub(crate) fn pace(&mut self) {
         let Some(trailing) = &self.trailing else {
-            self.core.set_held_bytes(0, Instant::now());
             self.core.set_hold(false, Instant::now());
             return;
         };
-        self.core
-            .set_held_bytes(trailing.held_bytes(), Instant::now());
         let hashed = trailing.hashed_chunks();
         let lag =
             u64::from(self.prefix.saturating_sub(hashed)) * u64::from(self.geometry.chunk_size());
@@ -389,7 +348,7 @@ impl Node {
             download.prefix += 1;
         }
         if let Some(trailing) = &mut download.trailing {
-            trailing.stored(index, chunk.data());
+            trailing.stored(index);
         }
         download.pace();
         if download.core.is_complete() {
@@ -546,62 +505,4 @@ fn verified_prefix(verified: &HaveBitfield, from: u32) -> u32 {
         prefix += 1;
     }
     prefix
-}
-
-#[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use super::*;
-    use crate::store::FileStorage;
-
-    /// Polls `held` until it is `want`, for at most ten seconds.
-    fn wait_for_held(trailing: &TrailingThread, want: u64) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while trailing.held_bytes() != want {
-            assert!(
-                Instant::now() < deadline,
-                "the trailing hasher holds {} bytes, not {want}",
-                trailing.held_bytes()
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
-
-    #[test]
-    fn the_trailing_threads_held_bytes_follow_its_buffer() {
-        const MIB: usize = 1 << 20;
-        let chunks = 8;
-        let dir = tempfile::tempdir().unwrap();
-        let bytes: Vec<u8> = (0..chunks * MIB).map(|i| (i % 251) as u8).collect();
-        let storage = Arc::new(
-            FileStorage::open_sized(&dir.path().join("x.part"), bytes.len() as u64).unwrap(),
-        );
-        storage.write_all_at(0, &bytes).unwrap();
-        let geometry = ChunkGeometry::new(bytes.len() as u64, MIB as u32).unwrap();
-        let chunk = |index: u32| {
-            let range = geometry.byte_range(VerifierIndex(index)).unwrap();
-            ChunkData::from(bytes[range.start as usize..range.end as usize].to_vec())
-        };
-        let (progress, _events) = tokio::sync::mpsc::unbounded_channel();
-        let mut trailing = TrailingThread::start(
-            geometry,
-            storage,
-            &HaveBitfield::new(geometry.chunk_count()),
-            progress,
-        );
-        // Seven chunks ahead of chunk 0: the 4 MiB buffer keeps four, the
-        // other three are only noted and read back later.
-        for index in 1..8 {
-            trailing.stored(index, &chunk(index));
-        }
-        assert_eq!(TRAILING_BUFFER, 4 * MIB);
-        wait_for_held(&trailing, 4 * MIB as u64);
-        // Chunk 0 lets it hash everything; a chunk that comes twice is
-        // let go at once.
-        trailing.stored(0, &chunk(0));
-        trailing.stored(3, &chunk(3));
-        wait_for_held(&trailing, 0);
-        assert_eq!(trailing.finish().unwrap(), Sha256Digest::of(&bytes));
-    }
 }

@@ -11,6 +11,7 @@ use minimodel_verifier::Sha256Digest;
 use minimodel_verifier::chunk::GeometryError;
 use minimodel_verifier::merkle::ProofError;
 
+use super::dir::UnsafeKind;
 use super::state::{MAX_STATE_BYTES, STATE_FORMAT, StateBinding};
 
 /// Why a state file cannot be used. Every variant except
@@ -221,6 +222,17 @@ pub enum ResumeError {
         /// The first field that differs.
         field: &'static str,
     },
+    /// Something other than a regular file of ours is where a file of the
+    /// download belongs (a planted link, say): refused and left untouched.
+    #[error(
+        "{path} {kind}; minimodel only writes regular files it owns in the download directory, so it stops here and leaves it untouched (move it away, or choose another directory)"
+    )]
+    UnsafeEntry {
+        /// The entry.
+        path: PathBuf,
+        /// What it is.
+        kind: UnsafeKind,
+    },
     /// The disk said no.
     #[error("cannot {action} {path}")]
     Io {
@@ -244,6 +256,25 @@ impl ResumeError {
     pub fn is_io(&self) -> bool {
         matches!(self, ResumeError::Io { .. })
     }
+
+    /// Whether the directory holds something this download refuses to
+    /// touch or use (another download's files, an unknown format, a file
+    /// that is not ours): invalid input, not a transfer failure.
+    pub fn is_invalid_input(&self) -> bool {
+        !matches!(self, ResumeError::Io { .. } | ResumeError::Proof(_))
+    }
+}
+
+/// An error and its causes, one sentence each, for a person to read.
+pub(crate) fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// Wraps an I/O error with what was being done to which path.

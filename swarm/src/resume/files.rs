@@ -1,21 +1,22 @@
-//! The files of one download and the crash-safe ways they change.
+//! The files of one download and the crash-safe ways they change, all
+//! through a [`SafeDir`] handle on the directory (no link is followed, no
+//! file but a regular one of ours is used).
 //!
 //! A checkpoint (`docs/resume.md`, "Checkpoint order"): the caller has
-//! synced the `.part`; then [`write_state`] writes the new state to a
+//! synced the `.part`; then [`write_state`] writes the new state to a new
 //! temporary file and fsyncs it, renames the current state to `.prev` (only
 //! when the current one is known good), renames the temporary file to the
 //! state name, and fsyncs the directory. A crash at any point leaves either
 //! the old state, or the old one as `.prev` and no current one, or the new
 //! one: never a half-written file under the state name.
 
-use std::fs::{self, File};
-use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 use minimodel_verifier::ModelId;
 use minimodel_verifier::receipt::{ImportReceipt, RECEIPT_FORMAT};
 
-use super::error::{ResumeError, StateError, io_error};
+use super::dir::SafeDir;
+use super::error::ResumeError;
 use super::state::{MAX_STATE_BYTES, PartialState, parse_state};
 
 /// Largest receipt read.
@@ -32,26 +33,59 @@ pub struct DownloadPaths {
     pub state: PathBuf,
     /// `<model-id>.slm.state.prev`: the generation before it.
     pub previous: PathBuf,
-    /// `.<model-id>.slm.state.tmp`: a state being written; never read.
-    pub temp: PathBuf,
+    /// `<model-id>.slm.journal`: chunks verified since the last checkpoint
+    /// began.
+    pub journal: PathBuf,
+    /// `<model-id>.slm.journal.prev`: the journal a running checkpoint
+    /// persists.
+    pub journal_prev: PathBuf,
     /// `<model-id>.slm`: the finished artifact.
     pub artifact: PathBuf,
     /// `<model-id>.receipt.json`: its receipt.
     pub receipt: PathBuf,
+    /// `<model-id>.chunk-list`: the chunk hashes of the finished artifact,
+    /// so that a damaged copy is repaired chunk by chunk.
+    pub chunk_list: PathBuf,
+    pub(crate) names: FileNames,
+}
+
+/// The names of a download's files in its directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct FileNames {
+    pub(crate) part: String,
+    pub(crate) state: String,
+    pub(crate) previous: String,
+    pub(crate) journal: String,
+    pub(crate) journal_prev: String,
+    pub(crate) artifact: String,
+    pub(crate) receipt: String,
+    pub(crate) chunk_list: String,
 }
 
 impl DownloadPaths {
     /// The files of `model_id`'s download in `dir`.
     pub fn new(dir: &Path, model_id: &ModelId) -> Self {
-        let named = |suffix: &str| dir.join(format!("{model_id}{suffix}"));
+        let names = FileNames {
+            part: format!("{model_id}.slm.part"),
+            state: format!("{model_id}.slm.state"),
+            previous: format!("{model_id}.slm.state.prev"),
+            journal: format!("{model_id}.slm.journal"),
+            journal_prev: format!("{model_id}.slm.journal.prev"),
+            artifact: format!("{model_id}.slm"),
+            receipt: format!("{model_id}.receipt.json"),
+            chunk_list: format!("{model_id}.chunk-list"),
+        };
         Self {
             dir: dir.to_path_buf(),
-            part: named(".slm.part"),
-            state: named(".slm.state"),
-            previous: named(".slm.state.prev"),
-            temp: dir.join(format!(".{model_id}.slm.state.tmp")),
-            artifact: named(".slm"),
-            receipt: named(".receipt.json"),
+            part: dir.join(&names.part),
+            state: dir.join(&names.state),
+            previous: dir.join(&names.previous),
+            journal: dir.join(&names.journal),
+            journal_prev: dir.join(&names.journal_prev),
+            artifact: dir.join(&names.artifact),
+            receipt: dir.join(&names.receipt),
+            chunk_list: dir.join(&names.chunk_list),
+            names,
         }
     }
 }
@@ -64,21 +98,16 @@ pub(crate) enum StateFile {
     /// A checked state.
     Usable(Box<PartialState>),
     /// A file that cannot be used.
-    Unusable(StateError),
+    Unusable(super::error::StateError),
 }
 
-/// Reads the state file at `path`. Only I/O failures other than a missing
-/// file are errors; what the bytes say is in the [`StateFile`].
-pub(crate) fn load_state(path: &Path) -> Result<StateFile, ResumeError> {
-    let file = match File::open(path) {
-        Ok(file) => file,
-        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(StateFile::Missing),
-        Err(error) => return Err(io_error("open the state file", path)(error)),
+/// Reads the state file `name`. Only I/O failures other than a missing
+/// file, and an entry that is not a regular file of ours, are errors; what
+/// the bytes say is in the [`StateFile`].
+pub(crate) fn load_state(dir: &SafeDir, name: &str) -> Result<StateFile, ResumeError> {
+    let Some(bytes) = dir.read(name, MAX_STATE_BYTES as u64 + 1)? else {
+        return Ok(StateFile::Missing);
     };
-    let mut bytes = Vec::new();
-    file.take(MAX_STATE_BYTES as u64 + 1)
-        .read_to_end(&mut bytes)
-        .map_err(io_error("read the state file", path))?;
     Ok(match parse_state(&bytes) {
         Ok(state) => StateFile::Usable(Box::new(state)),
         Err(error) => StateFile::Unusable(error),
@@ -89,66 +118,41 @@ pub(crate) fn load_state(path: &Path) -> Result<StateFile, ResumeError> {
 /// `.prev` when `current_is_good`. `current_is_good` follows what is on
 /// disk afterwards, also when a step fails.
 pub(crate) fn write_state(
-    paths: &DownloadPaths,
+    dir: &SafeDir,
+    names: &FileNames,
     bytes: &[u8],
     current_is_good: &mut bool,
 ) -> Result<(), ResumeError> {
-    let written = (|| {
-        let mut temp = File::create(&paths.temp)?;
-        temp.write_all(bytes)?;
-        temp.sync_all()
-    })();
-    if let Err(error) = written {
-        let _ = fs::remove_file(&paths.temp);
-        return Err(io_error("write the new state", &paths.temp)(error));
-    }
+    let (mut temp_file, temp) = dir.create_temp(&names.state)?;
+    let written = std::io::Write::write_all(&mut temp_file, bytes)
+        .and_then(|()| temp_file.sync_all())
+        .map_err(super::error::io_error(
+            "write the new state",
+            dir.join(&temp),
+        ));
+    drop(temp_file);
+    let discard = |error: ResumeError| {
+        let _ = dir.remove_if_present(&temp);
+        error
+    };
+    written.map_err(discard)?;
     if *current_is_good {
-        if let Err(error) = fs::rename(&paths.state, &paths.previous) {
-            let _ = fs::remove_file(&paths.temp);
-            return Err(io_error("keep the previous state as", &paths.previous)(
-                error,
-            ));
-        }
+        dir.rename(&names.state, &names.previous).map_err(discard)?;
         *current_is_good = false;
     }
-    fs::rename(&paths.temp, &paths.state)
-        .map_err(io_error("rename the new state to", &paths.state))?;
+    dir.rename(&temp, &names.state).map_err(discard)?;
     *current_is_good = true;
-    sync_dir(&paths.dir)
-}
-
-/// Makes renames and removals in `dir` durable.
-pub(crate) fn sync_dir(dir: &Path) -> Result<(), ResumeError> {
-    File::open(dir)
-        .and_then(|handle| handle.sync_all())
-        .map_err(io_error("sync the directory", dir))
-}
-
-/// Removes `path`; a missing file is fine.
-pub(crate) fn remove_if_present(path: &Path) -> Result<(), ResumeError> {
-    match fs::remove_file(path) {
-        Ok(()) => Ok(()),
-        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(error) => Err(io_error("remove", path)(error)),
-    }
-}
-
-/// Whether `path` exists (an error to find out counts as yes, so that
-/// nothing is overwritten on a guess).
-pub(crate) fn exists(path: &Path) -> bool {
-    !matches!(fs::symlink_metadata(path), Err(error) if error.kind() == io::ErrorKind::NotFound)
+    dir.sync()
 }
 
 /// Reads a receipt: `Err` says what is wrong with it, in words.
-pub(crate) fn load_receipt(path: &Path) -> Result<ImportReceipt, String> {
-    let file = File::open(path).map_err(|error| match error.kind() {
-        io::ErrorKind::NotFound => "is missing".to_owned(),
-        _ => format!("cannot be read ({error})"),
-    })?;
-    let mut bytes = Vec::new();
-    file.take(MAX_RECEIPT_BYTES)
-        .read_to_end(&mut bytes)
-        .map_err(|error| format!("cannot be read ({error})"))?;
+pub(crate) fn load_receipt(dir: &SafeDir, name: &str) -> Result<ImportReceipt, String> {
+    let bytes = match dir.read(name, MAX_RECEIPT_BYTES) {
+        Ok(Some(bytes)) => bytes,
+        Ok(None) => return Err("is missing".to_owned()),
+        Err(ResumeError::UnsafeEntry { kind, .. }) => return Err(kind.to_string()),
+        Err(error) => return Err(format!("cannot be read ({})", super::error::chain(&error))),
+    };
     let receipt: ImportReceipt =
         serde_json::from_slice(&bytes).map_err(|error| format!("is not a receipt ({error})"))?;
     if receipt.format != RECEIPT_FORMAT {
@@ -160,32 +164,27 @@ pub(crate) fn load_receipt(path: &Path) -> Result<ImportReceipt, String> {
     Ok(receipt)
 }
 
-/// Writes `bytes` to `path` through the temporary file `temp` and a
-/// rename, fsynced.
-pub(crate) fn write_file_atomically(
-    path: &Path,
-    temp: &Path,
-    bytes: &[u8],
-) -> Result<(), ResumeError> {
-    let written = (|| {
-        let mut file = File::create(temp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        fs::rename(temp, path)
-    })();
-    if let Err(error) = written {
-        let _ = fs::remove_file(temp);
-        return Err(io_error("write", path)(error));
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::fs;
 
-    fn paths(dir: &Path) -> DownloadPaths {
-        DownloadPaths::new(dir, &ModelId::new("m").unwrap())
+    use super::*;
+    use crate::resume::error::StateError;
+
+    fn setup() -> (tempfile::TempDir, SafeDir, DownloadPaths) {
+        let dir = tempfile::tempdir().unwrap();
+        let safe = SafeDir::open(dir.path(), false).unwrap();
+        let paths = DownloadPaths::new(dir.path(), &ModelId::new("m").unwrap());
+        (dir, safe, paths)
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
     }
 
     #[test]
@@ -194,77 +193,86 @@ mod tests {
         assert_eq!(paths.part, Path::new("/d/tiny-1.slm.part"));
         assert_eq!(paths.state, Path::new("/d/tiny-1.slm.state"));
         assert_eq!(paths.previous, Path::new("/d/tiny-1.slm.state.prev"));
-        assert_eq!(paths.temp, Path::new("/d/.tiny-1.slm.state.tmp"));
+        assert_eq!(paths.journal, Path::new("/d/tiny-1.slm.journal"));
+        assert_eq!(paths.journal_prev, Path::new("/d/tiny-1.slm.journal.prev"));
         assert_eq!(paths.artifact, Path::new("/d/tiny-1.slm"));
         assert_eq!(paths.receipt, Path::new("/d/tiny-1.receipt.json"));
+        assert_eq!(paths.chunk_list, Path::new("/d/tiny-1.chunk-list"));
     }
 
     #[test]
     fn a_good_current_state_becomes_prev() {
-        let dir = tempfile::tempdir().unwrap();
-        let paths = paths(dir.path());
+        let (dir, safe, paths) = setup();
         let mut good = false;
-        write_state(&paths, b"one", &mut good).unwrap();
+        write_state(&safe, &paths.names, b"one", &mut good).unwrap();
         assert!(good);
-        assert!(!exists(&paths.previous));
-        write_state(&paths, b"two", &mut good).unwrap();
+        assert!(!paths.previous.exists());
+        write_state(&safe, &paths.names, b"two", &mut good).unwrap();
         assert_eq!(fs::read(&paths.state).unwrap(), b"two");
         assert_eq!(fs::read(&paths.previous).unwrap(), b"one");
-        assert!(!exists(&paths.temp));
+        assert_eq!(names(dir.path()), ["m.slm.state", "m.slm.state.prev"]);
     }
 
     #[test]
     fn a_bad_current_state_does_not_replace_prev() {
-        let dir = tempfile::tempdir().unwrap();
-        let paths = paths(dir.path());
+        let (_dir, safe, paths) = setup();
         fs::write(&paths.previous, b"old good").unwrap();
         fs::write(&paths.state, b"garbage").unwrap();
         let mut good = false;
-        write_state(&paths, b"new", &mut good).unwrap();
+        write_state(&safe, &paths.names, b"new", &mut good).unwrap();
         assert_eq!(fs::read(&paths.previous).unwrap(), b"old good");
         assert_eq!(fs::read(&paths.state).unwrap(), b"new");
     }
 
     #[test]
-    fn a_failed_write_leaves_the_state_alone() {
-        let dir = tempfile::tempdir().unwrap();
-        let paths = paths(dir.path());
+    fn a_link_at_the_state_name_is_refused_and_left_alone() {
+        let (dir, safe, paths) = setup();
+        let victim = dir.path().join("victim");
+        fs::write(&victim, b"precious").unwrap();
+        std::os::unix::fs::symlink(&victim, &paths.previous).unwrap();
         let mut good = false;
-        write_state(&paths, b"one", &mut good).unwrap();
-        // A directory where the temporary file goes: creating it fails.
-        fs::create_dir(&paths.temp).unwrap();
-        let error = write_state(&paths, b"two", &mut good).unwrap_err();
-        assert!(error.is_io(), "{error}");
-        assert!(good);
+        write_state(&safe, &paths.names, b"one", &mut good).unwrap();
+        // The current state is good now: keeping it as .prev would have to
+        // replace the link.
+        let error = write_state(&safe, &paths.names, b"two", &mut good).unwrap_err();
+        assert!(matches!(error, ResumeError::UnsafeEntry { .. }), "{error}");
+        assert!(good, "the current state is still in place");
         assert_eq!(fs::read(&paths.state).unwrap(), b"one");
-        assert!(!exists(&paths.previous));
+        assert_eq!(fs::read(&victim).unwrap(), b"precious");
+        assert_eq!(
+            names(dir.path()),
+            ["m.slm.state", "m.slm.state.prev", "victim"]
+        );
     }
 
     #[test]
     fn missing_and_unusable_states_are_told_apart() {
-        let dir = tempfile::tempdir().unwrap();
-        let paths = paths(dir.path());
+        let (_dir, safe, paths) = setup();
         assert!(matches!(
-            load_state(&paths.state).unwrap(),
+            load_state(&safe, &paths.names.state).unwrap(),
             StateFile::Missing
         ));
         fs::write(&paths.state, b"{").unwrap();
         assert!(matches!(
-            load_state(&paths.state).unwrap(),
+            load_state(&safe, &paths.names.state).unwrap(),
             StateFile::Unusable(StateError::Syntax(_))
         ));
     }
 
     #[test]
     fn receipts_are_checked_for_their_format() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("r.json");
-        assert_eq!(load_receipt(&path).unwrap_err(), "is missing");
-        fs::write(&path, b"[]").unwrap();
+        let (dir, safe, _paths) = setup();
+        assert_eq!(load_receipt(&safe, "r.json").unwrap_err(), "is missing");
+        fs::write(dir.path().join("r.json"), b"[]").unwrap();
         assert!(
-            load_receipt(&path)
+            load_receipt(&safe, "r.json")
                 .unwrap_err()
                 .starts_with("is not a receipt")
+        );
+        std::os::unix::fs::symlink(dir.path().join("r.json"), dir.path().join("l.json")).unwrap();
+        assert_eq!(
+            load_receipt(&safe, "l.json").unwrap_err(),
+            "is a symbolic link"
         );
     }
 }

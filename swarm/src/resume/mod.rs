@@ -48,8 +48,10 @@
 //! # Ok(()) }
 //! ```
 
+mod dir;
 mod error;
 mod files;
+pub mod journal;
 mod knowledge;
 mod open;
 mod partial;
@@ -58,17 +60,18 @@ mod report;
 mod state;
 mod status;
 
+pub use dir::UnsafeKind;
 pub use error::{KnowledgeError, ResumeError, StateError};
 pub use files::DownloadPaths;
 pub use knowledge::{ChunkKnowledge, SavedNode};
 pub use partial::{CheckpointReport, FinishedDownload, PartialDownload};
 pub use recheck::{READ_BLOCK, RecheckProgress, hash_chunks, sample_chunks};
 pub use report::{
-    CompleteDownload, OpenedDownload, RecheckReason, RestartReason, ResumeOptions, ResumeOutcome,
-    ResumeReport,
+    CompleteCheck, CompleteDownload, OpenedDownload, RecheckReason, RestartReason, ResumeOptions,
+    ResumeOutcome, ResumeReport,
 };
 pub use state::{
     MAX_STATE_BYTES, PartialState, ResumeCounters, STATE_FORMAT, StateBinding, StateContent,
     parse_state,
 };
-pub use status::{DownloadStatus, StatusKind, status};
+pub use status::{BytesCheck, DownloadStatus, StatusKind, status, verify_status};

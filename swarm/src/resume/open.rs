@@ -1,23 +1,27 @@
 //! Opening a download directory: what is there, what can be trusted, and
 //! what it costs to find out (`docs/resume.md`, "Opening").
 
-use std::fs;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
+use minimodel_verifier::check::verify_with_hashes;
 use minimodel_verifier::chunk::{ChunkGeometry, ChunkIndex};
-use minimodel_verifier::merkle::MerkleTree;
+use minimodel_verifier::hashing::hash_reader;
+use minimodel_verifier::merkle::{MerkleTree, chunk_list_text};
+use minimodel_verifier::receipt::now_rfc3339;
 use minimodel_verifier::{Manifest, Sha256Digest};
 
+use super::dir::SafeDir;
 use super::error::{ResumeError, StateError, io_error};
-use super::files::{self, DownloadPaths, StateFile};
+use super::files::{DownloadPaths, StateFile, load_receipt, load_state};
+use super::journal::{MAX_JOURNAL_BYTES, parse_journal};
 use super::knowledge::ChunkKnowledge;
 use super::partial::{PartialDownload, Persisted, Start, receipt_binding};
 use super::recheck::{RecheckProgress, fresh_seed, hash_chunks, sample_chunks};
 use super::report::{
-    CompleteDownload, OpenedDownload, RecheckReason, RestartReason, ResumeOptions, ResumeOutcome,
-    ResumeReport,
+    CompleteCheck, CompleteDownload, OpenedDownload, RecheckReason, RestartReason, ResumeOptions,
+    ResumeOutcome, ResumeReport,
 };
 use super::state::{PartialState, ResumeCounters, StateBinding};
 use crate::store::{FileStorage, Storage};
@@ -33,7 +37,7 @@ impl PartialDownload {
         manifest: &Manifest,
         manifest_sha256: Sha256Digest,
         options: &ResumeOptions,
-        progress: &dyn Fn(RecheckProgress),
+        progress: &(dyn Fn(RecheckProgress) + Sync),
     ) -> Result<OpenedDownload, ResumeError> {
         Self::open_with_storage(dir, manifest, manifest_sha256, options, progress, |file| {
             Arc::new(file)
@@ -47,38 +51,58 @@ impl PartialDownload {
         manifest: &Manifest,
         manifest_sha256: Sha256Digest,
         options: &ResumeOptions,
-        progress: &dyn Fn(RecheckProgress),
+        progress: &(dyn Fn(RecheckProgress) + Sync),
         wrap: impl FnOnce(FileStorage) -> Arc<dyn Storage>,
     ) -> Result<OpenedDownload, ResumeError> {
         let started = Instant::now();
         let binding = StateBinding::of_manifest(manifest)?;
         let geometry = binding.geometry()?;
         let paths = DownloadPaths::new(dir, &manifest.model_id);
+        // Nothing can be refused in a directory that does not exist yet.
+        let safe = SafeDir::open(dir, !dir.exists())?;
+        let names = paths.names.clone();
 
-        if files::exists(&paths.artifact) {
-            return complete(paths, &binding).map(OpenedDownload::Complete);
+        if safe.exists(&names.artifact) {
+            let done = complete(paths, &safe, &binding)?;
+            let recheck = options.recheck || done.check == CompleteCheck::ChangedSinceVerified;
+            if !recheck {
+                return Ok(OpenedDownload::Complete(done));
+            }
+            return recheck_complete(done, safe, manifest, manifest_sha256, progress, started);
         }
-        let current = checked(files::load_state(&paths.state)?, &paths.state, &binding)?;
+        let current = checked(load_state(&safe, &names.state)?, &paths.state, &binding)?;
         let previous = match current {
             StateFile::Usable(_) => StateFile::Missing,
             _ => checked(
-                files::load_state(&paths.previous)?,
+                load_state(&safe, &names.previous)?,
                 &paths.previous,
                 &binding,
             )?,
         };
-        let part_len = fs::metadata(&paths.part).ok().map(|meta| meta.len());
+        let part_len = safe.inspect(&names.part)?.map(|facts| facts.len);
+        // Any other file of the download that is not a regular file of
+        // ours is refused here, before anything is written or fetched.
+        for name in [
+            &names.journal,
+            &names.journal_prev,
+            &names.receipt,
+            &names.chunk_list,
+        ] {
+            safe.inspect(name)?;
+        }
 
         // Every refusal is behind us: from here on, files change.
-        fs::create_dir_all(dir).map_err(io_error("create the directory", dir))?;
-        files::remove_if_present(&paths.temp)?;
-        let file = match FileStorage::open_sized(&paths.part, binding.artifact_bytes) {
+        for stem in [&names.state, &names.receipt, &names.chunk_list] {
+            safe.remove_stale_temps(stem)?;
+        }
+        let file = safe.open_read_write(&names.part)?;
+        let file = match FileStorage::sized(file, binding.artifact_bytes) {
             Ok(file) => file,
             Err(error) => {
                 if part_len.is_none() {
                     // Not ours to keep: a file this run created and could
                     // not size (a full disk) would only cost a recheck later.
-                    let _ = fs::remove_file(&paths.part);
+                    let _ = safe.remove_if_present(&names.part);
                 }
                 return Err(io_error("reserve space for", &paths.part)(error));
             }
@@ -126,14 +150,20 @@ impl PartialDownload {
         };
         let Decision {
             outcome,
-            knowledge,
+            mut knowledge,
             mut counters,
             manifest_sha256: state_manifest,
         } = decision;
+        let from_journal = if part_len.is_some() {
+            opening.replay_journals(&safe, &paths, &mut knowledge)?
+        } else {
+            0
+        };
         counters.runs += 1;
         let bytes_rechecked = opening.bytes_rechecked;
         let download = PartialDownload::start(Start {
             paths,
+            dir: safe,
             binding,
             manifest_sha256,
             storage,
@@ -142,15 +172,17 @@ impl PartialDownload {
             persisted,
             current_is_good,
         })?;
-        if !matches!(outcome, ResumeOutcome::Resumed { .. }) {
+        if !matches!(outcome, ResumeOutcome::Resumed { .. }) || from_journal > 0 {
             // Write down what opening decided, so a crash now does not
-            // bring back dropped chunks.
+            // bring back dropped chunks (or lose journaled ones).
             download.checkpoint()?;
         }
+        download.begin_journal()?;
         let report = ResumeReport {
             chunks_verified: download.chunks_verified(),
             chunk_count: geometry.chunk_count(),
             outcome,
+            chunks_from_journal: from_journal,
             bytes_rechecked,
             current_problem,
             previous_problem,
@@ -188,10 +220,21 @@ fn checked(file: StateFile, path: &Path, binding: &StateBinding) -> Result<State
     }
 }
 
-/// The final file is there: complete if its receipt is for this artifact.
-fn complete(paths: DownloadPaths, binding: &StateBinding) -> Result<CompleteDownload, ResumeError> {
+/// The final file is there: complete if its receipt is for this artifact
+/// and the file has the artifact's length.
+fn complete(
+    paths: DownloadPaths,
+    dir: &SafeDir,
+    binding: &StateBinding,
+) -> Result<CompleteDownload, ResumeError> {
+    let names = &paths.names;
+    let facts = dir
+        .inspect(&names.artifact)?
+        .ok_or_else(|| ResumeError::ArtifactInTheWay {
+            path: paths.artifact.clone(),
+        })?;
     let receipt =
-        files::load_receipt(&paths.receipt).map_err(|problem| ResumeError::UnverifiedFinal {
+        load_receipt(dir, &names.receipt).map_err(|problem| ResumeError::UnverifiedFinal {
             path: paths.artifact.clone(),
             receipt: paths.receipt.clone(),
             problem,
@@ -204,21 +247,39 @@ fn complete(paths: DownloadPaths, binding: &StateBinding) -> Result<CompleteDown
             expected: Box::new(binding.clone()),
         });
     }
-    let len = fs::metadata(&paths.artifact)
-        .map_err(io_error("read the size of", &paths.artifact))?
-        .len();
-    if len != binding.artifact_bytes {
+    if facts.len != binding.artifact_bytes {
         return Err(ResumeError::UnverifiedFinal {
             path: paths.artifact.clone(),
             receipt: paths.receipt.clone(),
             problem: format!(
-                "is for {} bytes, but the file has {len}",
-                binding.artifact_bytes
+                "is for {} bytes, but the file has {}",
+                binding.artifact_bytes, facts.len
             ),
         });
     }
-    remove_leftover_states(&paths, binding)?;
-    Ok(CompleteDownload { paths, receipt })
+    remove_leftover_states(&paths, dir, binding)?;
+    let verified_at = receipt.last_verified().to_owned();
+    let check = match humantime::parse_rfc3339(&verified_at) {
+        Ok(at) => {
+            let verified_secs = at
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64);
+            // Receipt times have whole seconds: a file written within the
+            // second of its check is not "changed".
+            if facts.modified_secs > verified_secs {
+                CompleteCheck::ChangedSinceVerified
+            } else {
+                CompleteCheck::Unchanged
+            }
+        }
+        Err(_) => CompleteCheck::ChangedSinceVerified,
+    };
+    Ok(CompleteDownload {
+        paths,
+        receipt,
+        verified_at,
+        check,
+    })
 }
 
 /// State files of this very artifact next to its final file are left over
@@ -226,19 +287,27 @@ fn complete(paths: DownloadPaths, binding: &StateBinding) -> Result<CompleteDown
 /// left alone.
 fn remove_leftover_states(
     paths: &DownloadPaths,
+    dir: &SafeDir,
     binding: &StateBinding,
 ) -> Result<(), ResumeError> {
+    let names = &paths.names;
     let mut removed = false;
-    for path in [&paths.state, &paths.previous] {
-        if let StateFile::Usable(state) = files::load_state(path)? {
+    for name in [&names.state, &names.previous] {
+        if let StateFile::Usable(state) = load_state(dir, name)? {
             if state.binding.first_difference(binding).is_none() {
-                files::remove_if_present(path)?;
+                dir.remove_if_present(name)?;
                 removed = true;
             }
         }
     }
+    for name in [&names.journal, &names.journal_prev] {
+        if dir.inspect(name)?.is_some() {
+            dir.remove_if_present(name)?;
+            removed = true;
+        }
+    }
     if removed {
-        files::sync_dir(&paths.dir)?;
+        dir.sync()?;
     }
     Ok(())
 }
@@ -268,7 +337,7 @@ struct Opening<'a> {
     part: &'a Path,
     geometry: ChunkGeometry,
     storage: &'a dyn Storage,
-    progress: &'a dyn Fn(RecheckProgress),
+    progress: &'a (dyn Fn(RecheckProgress) + Sync),
     bytes_rechecked: u64,
 }
 
@@ -388,6 +457,62 @@ impl Opening<'_> {
         })
     }
 
+    /// Brings back chunks the journals (`.prev`, then the current one)
+    /// record and the state does not list: a record counts only if its
+    /// proof leads to the root and the chunk's bytes on disk hash to its
+    /// chunk hash. Returns how many chunks came back. A journal that
+    /// cannot be read is ignored: it only costs chunks fetched again.
+    fn replay_journals(
+        &mut self,
+        dir: &SafeDir,
+        paths: &DownloadPaths,
+        knowledge: &mut ChunkKnowledge,
+    ) -> Result<u32, ResumeError> {
+        let root = knowledge.root();
+        let count = knowledge.chunk_count();
+        let mut candidates = std::collections::BTreeMap::new();
+        for name in [&paths.names.journal_prev, &paths.names.journal] {
+            let Some(bytes) = dir.read(name, MAX_JOURNAL_BYTES)? else {
+                continue;
+            };
+            let Ok(journal) = parse_journal(&bytes, &root) else {
+                continue;
+            };
+            for record in journal.records {
+                let index = ChunkIndex(record.index);
+                if record.index < count
+                    && !knowledge.is_verified(index)
+                    && minimodel_verifier::merkle::verify_proof(
+                        &root,
+                        count,
+                        record.index,
+                        &record.chunk_hash,
+                        &record.proof,
+                    )
+                    .is_ok()
+                {
+                    candidates.insert(record.index, record);
+                }
+            }
+        }
+        if candidates.is_empty() {
+            return Ok(0);
+        }
+        let indices: Vec<u32> = candidates.keys().copied().collect();
+        let hashes = self.hash(&indices)?;
+        let mut recovered = 0;
+        for (record, found) in candidates.values().zip(hashes) {
+            if found == record.chunk_hash
+                && knowledge
+                    .insert(ChunkIndex(record.index), record.chunk_hash, &record.proof)
+                    .unwrap_or(false)
+            {
+                recovered += 1;
+            }
+        }
+        Ok(recovered)
+    }
+
     /// No usable state: the whole `.part` must hash to the root.
     fn recover_whole(
         &mut self,
@@ -413,4 +538,154 @@ impl Opening<'_> {
         }
         Ok(decision)
     }
+}
+
+/// The final file is to be checked again (`--recheck`, or it changed since
+/// its receipt): one pass over its bytes as they are on disk, every check of
+/// a local `verify`. A good file gets its recheck time in its receipt (and
+/// a chunk list if it had none); a damaged one becomes a partial download
+/// again whose good chunks are kept, so that only the bad ones are fetched.
+fn recheck_complete(
+    done: CompleteDownload,
+    dir: SafeDir,
+    manifest: &Manifest,
+    manifest_sha256: Sha256Digest,
+    progress: &(dyn Fn(RecheckProgress) + Sync),
+    started: Instant,
+) -> Result<OpenedDownload, ResumeError> {
+    let paths = done.paths.clone();
+    let names = paths.names.clone();
+    let binding = StateBinding::of_manifest(manifest)?;
+    let geometry = binding.geometry()?;
+    let file = dir
+        .open_read(&names.artifact)?
+        .ok_or_else(|| io_error("open", &paths.artifact)(std::io::ErrorKind::NotFound.into()))?;
+    let total = binding.artifact_bytes;
+    let count = geometry.chunk_count();
+    let chunk_size = u64::from(geometry.chunk_size());
+    let report = |bytes: u64| {
+        progress(RecheckProgress {
+            chunks_done: (bytes / chunk_size.max(1)).min(u64::from(count)) as u32,
+            chunks_total: count,
+            bytes_done: bytes,
+            bytes_total: total,
+        })
+    };
+    let hashes = hash_reader(&file, geometry.chunk_size(), &report)
+        .map_err(io_error("read", &paths.artifact))?;
+    let chunk_hashes = hashes.chunk_hashes.clone();
+    match verify_with_hashes(manifest, &paths.artifact, hashes) {
+        Ok(artifact) => {
+            let mut receipt = done.receipt.clone();
+            let now = now_rfc3339();
+            receipt.last_verified_at = Some(now.clone());
+            let mut text = serde_json::to_vec_pretty(&receipt).unwrap_or_default();
+            text.push(b'\n');
+            dir.write_atomically(&names.receipt, &text)?;
+            if dir.inspect(&names.chunk_list)?.is_none() {
+                let list = chunk_list_text(artifact.tree().chunk_hashes());
+                dir.write_atomically(&names.chunk_list, list.as_bytes())?;
+            }
+            dir.sync()?;
+            Ok(OpenedDownload::Complete(CompleteDownload {
+                paths,
+                receipt,
+                verified_at: now,
+                check: CompleteCheck::RecheckedNow,
+            }))
+        }
+        Err(error) if error.is_io() => Err(ResumeError::Io {
+            action: "read",
+            path: paths.artifact.clone(),
+            source: std::io::Error::other(error.to_string()),
+        }),
+        Err(_damaged) => {
+            // Which chunks are bad: the chunk list saved at delivery names
+            // every chunk's hash, and is trusted only if it gives the root.
+            let expected = dir
+                .read(&names.chunk_list, 64 * (u64::from(count) + 1) + 1)?
+                .and_then(|bytes| parse_chunk_list(&bytes, count))
+                .and_then(|list| MerkleTree::from_chunk_hashes(list).ok())
+                .filter(|tree| tree.root() == binding.merkle_root);
+            let (knowledge, bad) = match &expected {
+                Some(tree) => {
+                    let mut knowledge = ChunkKnowledge::complete(tree);
+                    let mut bad = 0;
+                    for (index, (found, want)) in
+                        chunk_hashes.iter().zip(tree.chunk_hashes()).enumerate()
+                    {
+                        if found != want {
+                            knowledge.drop_chunk(ChunkIndex(index as u32));
+                            bad += 1;
+                        }
+                    }
+                    (knowledge, bad)
+                }
+                None => (ChunkKnowledge::new(binding.merkle_root, count), count),
+            };
+            let storage: Arc<dyn Storage> = Arc::new(
+                FileStorage::sized(
+                    dir.open_read_write(&names.artifact)?,
+                    binding.artifact_bytes,
+                )
+                .map_err(io_error("open", &paths.artifact))?,
+            );
+            let good = count - bad;
+            let download = PartialDownload::start(Start {
+                paths: paths.clone(),
+                dir,
+                binding,
+                manifest_sha256,
+                storage,
+                knowledge,
+                counters: ResumeCounters {
+                    runs: 1,
+                    chunks_dropped: u64::from(bad),
+                    ..ResumeCounters::default()
+                },
+                persisted: None,
+                current_is_good: false,
+            })?;
+            // The state first: a crash before the rename leaves the damaged
+            // file with its receipt, which the next run checks again.
+            download.checkpoint()?;
+            download.dir().rename(&names.artifact, &names.part)?;
+            download.dir().remove_if_present(&names.receipt)?;
+            download.dir().remove_if_present(&names.chunk_list)?;
+            download.dir().sync()?;
+            download.begin_journal()?;
+            let report = ResumeReport {
+                chunks_verified: good,
+                chunk_count: count,
+                outcome: ResumeOutcome::Repairing {
+                    good,
+                    dropped: bad,
+                    chunk_list: expected.is_some(),
+                },
+                chunks_from_journal: 0,
+                bytes_rechecked: total,
+                current_problem: None,
+                previous_problem: None,
+                manifest_changed: false,
+                elapsed: started.elapsed(),
+            };
+            Ok(OpenedDownload::Partial(download, report))
+        }
+    }
+}
+
+/// The chunk list file (`docs/merkle.md`): `count` lines of 64 lowercase
+/// hex digits. `None` for anything else.
+pub(crate) fn parse_chunk_list(bytes: &[u8], count: u32) -> Option<Vec<Sha256Digest>> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    let body = text.strip_suffix('\n')?;
+    let hashes: Vec<Sha256Digest> = body
+        .split('\n')
+        .map(|line| {
+            let valid =
+                line.len() == 64 && line.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+            valid.then(|| line.parse::<Sha256Digest>().ok()).flatten()
+        })
+        .collect::<Option<_>>()?;
+    (hashes.len() == count as usize).then_some(hashes)
 }

@@ -8,8 +8,15 @@
 //!   only after its bytes were synced: [`PartialDownload::checkpoint`]
 //!   takes the verified set, syncs the `.part`, then writes that set.
 //!
-//! A crash loses at most the chunks verified since the last checkpoint.
+//! Between checkpoints, every chunk recorded as verified is also appended
+//! to the journal (`journal.rs`), without a sync: a process that is killed
+//! loses only what was in flight, because the next open finds the journaled
+//! chunks on disk and checks them again. A power loss may lose the journal's
+//! tail: then the chunks verified since the last checkpoint are fetched
+//! again.
 
+use std::fs::File;
+use std::io::Write;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use minimodel_verifier::Sha256Digest;
@@ -18,8 +25,10 @@ use minimodel_verifier::merkle::PartialTree;
 use minimodel_verifier::receipt::{ImportReceipt, RECEIPT_FORMAT, now_rfc3339};
 use minimodel_wire::HaveBitfield;
 
+use super::dir::SafeDir;
 use super::error::{ResumeError, io_error};
 use super::files::{self, DownloadPaths};
+use super::journal;
 use super::knowledge::ChunkKnowledge;
 use super::recheck::{RecheckProgress, hash_chunks};
 use super::state::{PartialState, ResumeCounters, StateBinding, StateContent};
@@ -29,6 +38,7 @@ use crate::store::{Storage, write_chunk};
 /// file.
 pub struct PartialDownload {
     paths: DownloadPaths,
+    dir: SafeDir,
     binding: StateBinding,
     geometry: ChunkGeometry,
     manifest_sha256: Sha256Digest,
@@ -41,6 +51,9 @@ pub struct PartialDownload {
 struct Live {
     knowledge: ChunkKnowledge,
     counters: ResumeCounters,
+    /// Where verified chunks are journaled; `None` until
+    /// [`PartialDownload::begin_journal`].
+    journal: Option<File>,
 }
 
 /// What the state files on disk hold.
@@ -53,6 +66,11 @@ struct OnDisk {
     /// become `.prev`).
     current_is_good: bool,
     checkpoint_at: Option<String>,
+    /// The last checkpoint succeeded, so the next one may start a new
+    /// journal: the records of the one before are all persisted. After a
+    /// failed checkpoint, `.prev` may hold records no state lists; it is
+    /// kept until a checkpoint succeeds.
+    rotate_journal: bool,
 }
 
 /// What a checkpoint wrote.
@@ -76,7 +94,9 @@ pub struct FinishedDownload {
     /// `DIR/<model-id>.slm`.
     pub artifact: std::path::PathBuf,
     /// `DIR/<model-id>.receipt.json`.
-    pub receipt: std::path::PathBuf,
+    pub receipt_path: std::path::PathBuf,
+    /// The receipt written there.
+    pub receipt: ImportReceipt,
     /// The same storage, now under the final name, for seeding on.
     pub storage: Arc<dyn Storage>,
 }
@@ -85,7 +105,7 @@ impl std::fmt::Debug for FinishedDownload {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FinishedDownload")
             .field("artifact", &self.artifact)
-            .field("receipt", &self.receipt)
+            .field("receipt", &self.receipt_path)
             .finish_non_exhaustive()
     }
 }
@@ -109,6 +129,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 /// How an opened download starts: built by the open logic.
 pub(crate) struct Start {
     pub(crate) paths: DownloadPaths,
+    pub(crate) dir: SafeDir,
     pub(crate) binding: StateBinding,
     pub(crate) manifest_sha256: Sha256Digest,
     pub(crate) storage: Arc<dyn Storage>,
@@ -150,6 +171,7 @@ impl PartialDownload {
         };
         Ok(Self {
             paths: start.paths,
+            dir: start.dir,
             binding: start.binding,
             geometry,
             manifest_sha256: start.manifest_sha256,
@@ -157,12 +179,14 @@ impl PartialDownload {
             live: Mutex::new(Live {
                 knowledge: start.knowledge,
                 counters: start.counters,
+                journal: None,
             }),
             disk: Mutex::new(OnDisk {
                 generation,
                 persisted,
                 current_is_good: start.current_is_good,
                 checkpoint_at,
+                rotate_journal: false,
             }),
         })
     }
@@ -170,6 +194,11 @@ impl PartialDownload {
     /// The files of this download.
     pub fn paths(&self) -> &DownloadPaths {
         &self.paths
+    }
+
+    /// The directory handle every file of the download goes through.
+    pub(crate) fn dir(&self) -> &SafeDir {
+        &self.dir
     }
 
     /// The artifact this download is bound to.
@@ -259,8 +288,34 @@ impl PartialDownload {
         if new {
             live.counters.chunks_fetched += 1;
             live.counters.bytes_fetched += chunk.data().len() as u64;
+            if let Some(file) = &mut live.journal {
+                let record = journal::encode_record(chunk.index().0, &chunk.chunk_hash(), proof);
+                file.write_all(&record)
+                    .map_err(io_error("append to", &self.paths.journal))?;
+            }
         }
         Ok(new)
+    }
+
+    /// Starts journaling verified chunks: called once the state on disk
+    /// lists every chunk verified so far (when opening is done). Earlier
+    /// journals are removed: their chunks were checked and persisted, or
+    /// failed the check.
+    pub(crate) fn begin_journal(&self) -> Result<(), ResumeError> {
+        let names = &self.paths.names;
+        self.dir.remove_if_present(&names.journal_prev)?;
+        self.dir.remove_if_present(&names.journal)?;
+        let file = self.new_journal()?;
+        lock(&self.live).journal = Some(file);
+        lock(&self.disk).rotate_journal = true;
+        Ok(())
+    }
+
+    fn new_journal(&self) -> Result<File, ResumeError> {
+        let mut file = self.dir.open_append(&self.paths.names.journal)?;
+        file.write_all(&journal::encode_header(&self.binding.merkle_root))
+            .map_err(io_error("start", &self.paths.journal))?;
+        Ok(file)
     }
 
     /// Writes a verified chunk to the `.part` and records it. A write
@@ -304,7 +359,18 @@ impl PartialDownload {
         let generation = disk.generation.map_or(0, |generation| generation + 1);
         let checkpoint_at = now_rfc3339();
         let content = {
-            let live = lock(&self.live);
+            let mut live = lock(&self.live);
+            if disk.rotate_journal && live.journal.is_some() {
+                // Records from here on go to a new journal; the old one is
+                // kept as `.prev` until this checkpoint is on disk.
+                let names = &self.paths.names;
+                let old = live.journal.take();
+                if let Err(error) = self.dir.rename(&names.journal, &names.journal_prev) {
+                    live.journal = old;
+                    return Err(error);
+                }
+                live.journal = Some(self.new_journal()?);
+            }
             StateContent {
                 binding: self.binding.clone(),
                 manifest_sha256: self.manifest_sha256,
@@ -316,12 +382,21 @@ impl PartialDownload {
                 tree_nodes: live.knowledge.extra_nodes(),
             }
         };
+        disk.rotate_journal = false;
         self.storage
             .sync_data()
             .map_err(io_error("sync", &self.paths.part))?;
         let bytes = content.encode();
         let disk = &mut *disk;
-        files::write_state(&self.paths, &bytes, &mut disk.current_is_good)?;
+        files::write_state(
+            &self.dir,
+            &self.paths.names,
+            &bytes,
+            &mut disk.current_is_good,
+        )?;
+        // Every record of `.prev` is in the state just written.
+        self.dir.remove_if_present(&self.paths.names.journal_prev)?;
+        disk.rotate_journal = true;
         let (mut new_chunks, mut removed_chunks) = (0, 0);
         for (now, before) in content
             .verified
@@ -377,24 +452,33 @@ impl PartialDownload {
     }
 
     /// Delivers the finished download, once every chunk is verified and
-    /// the caller has checked the whole file (SHA-256 and container) and
-    /// made its receipt: syncs the `.part`, writes the receipt, renames the
-    /// `.part` to `DIR/<model-id>.slm`, fsyncs the directory, removes the
-    /// state files and fsyncs the directory again. The receipt is written
-    /// first so that a crash never leaves the final file without it.
-    /// Takes `&self` so that a driver sharing the download between threads
-    /// can finish it; nothing should record chunks after this.
-    pub fn finish(&self, receipt: &ImportReceipt) -> Result<FinishedDownload, ResumeError> {
-        let verified = lock(&self.live).knowledge.verified().count_ones();
-        let count = self.geometry.chunk_count();
-        if verified != count {
-            return Err(ResumeError::Incomplete {
-                missing: count - verified,
-                count,
-            });
-        }
-        check_receipt(receipt, &self.binding)?;
-        if files::exists(&self.paths.artifact) {
+    /// the caller has checked the whole file (SHA-256 and container):
+    /// syncs the `.part`, asks `make_receipt` for the receipt (so that a
+    /// time taken there includes the sync), writes the chunk list and the
+    /// receipt, renames the `.part` to `DIR/<model-id>.slm`, fsyncs the
+    /// directory, removes the state files and journals and fsyncs the
+    /// directory again. The receipt is written first so that a crash never
+    /// leaves the final file without it. Takes `&self` so that a driver
+    /// sharing the download between threads can finish it; nothing should
+    /// record chunks after this.
+    pub fn finish_with(
+        &self,
+        make_receipt: impl FnOnce() -> ImportReceipt,
+    ) -> Result<FinishedDownload, ResumeError> {
+        let chunk_hashes = {
+            let live = lock(&self.live);
+            let verified = live.knowledge.verified().count_ones();
+            let count = self.geometry.chunk_count();
+            if verified != count {
+                return Err(ResumeError::Incomplete {
+                    missing: count - verified,
+                    count,
+                });
+            }
+            live.knowledge.verified_hashes()
+        };
+        let names = &self.paths.names;
+        if self.dir.exists(&names.artifact) {
             return Err(ResumeError::ArtifactInTheWay {
                 path: self.paths.artifact.clone(),
             });
@@ -402,27 +486,37 @@ impl PartialDownload {
         self.storage
             .sync_data()
             .map_err(io_error("sync", &self.paths.part))?;
-        let mut text = serde_json::to_vec_pretty(receipt).unwrap_or_default();
+        let receipt = make_receipt();
+        check_receipt(&receipt, &self.binding)?;
+        let chunk_list = minimodel_verifier::merkle::chunk_list_text(&chunk_hashes);
+        self.dir
+            .write_atomically(&names.chunk_list, chunk_list.as_bytes())?;
+        let mut text = serde_json::to_vec_pretty(&receipt).unwrap_or_default();
         text.push(b'\n');
-        let receipt_temp = self
-            .paths
-            .dir
-            .join(format!(".{}.receipt.json.tmp", self.binding.model_id));
-        files::write_file_atomically(&self.paths.receipt, &receipt_temp, &text)?;
-        std::fs::rename(&self.paths.part, &self.paths.artifact).map_err(io_error(
-            "rename the finished download to",
-            &self.paths.artifact,
-        ))?;
-        files::sync_dir(&self.paths.dir)?;
-        for path in [&self.paths.state, &self.paths.previous, &self.paths.temp] {
-            files::remove_if_present(path)?;
+        self.dir.write_atomically(&names.receipt, &text)?;
+        self.dir.rename(&names.part, &names.artifact)?;
+        self.dir.sync()?;
+        lock(&self.live).journal = None;
+        for name in [
+            &names.state,
+            &names.previous,
+            &names.journal,
+            &names.journal_prev,
+        ] {
+            self.dir.remove_if_present(name)?;
         }
-        files::sync_dir(&self.paths.dir)?;
+        self.dir.sync()?;
         Ok(FinishedDownload {
             artifact: self.paths.artifact.clone(),
-            receipt: self.paths.receipt.clone(),
+            receipt_path: self.paths.receipt.clone(),
+            receipt,
             storage: Arc::clone(&self.storage),
         })
+    }
+
+    /// [`Self::finish_with`] a receipt made beforehand.
+    pub fn finish(&self, receipt: &ImportReceipt) -> Result<FinishedDownload, ResumeError> {
+        self.finish_with(|| receipt.clone())
     }
 }
 

@@ -54,6 +54,24 @@ pub struct CompleteDownload {
     pub paths: DownloadPaths,
     /// Its receipt.
     pub receipt: ImportReceipt,
+    /// When its bytes were last checked (RFC 3339 UTC): by this open, or
+    /// as its receipt records.
+    pub verified_at: String,
+    /// Whether this open read the file.
+    pub check: CompleteCheck,
+}
+
+/// What opening did with a finished file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CompleteCheck {
+    /// Not read: its receipt says it was verified at `verified_at`, and it
+    /// has not been modified since.
+    Unchanged,
+    /// Not read, but modified after it was verified: opening checks it
+    /// again (this value is only seen by the code that decides that).
+    ChangedSinceVerified,
+    /// Read whole and passed every check just now.
+    RecheckedNow,
 }
 
 /// What opening did, and how long it took.
@@ -65,6 +83,9 @@ pub struct ResumeReport {
     pub chunks_verified: u32,
     /// Chunks in the artifact.
     pub chunk_count: u32,
+    /// Chunks verified after the last checkpoint of the run before,
+    /// brought back from the journal (their bytes on disk checked again).
+    pub chunks_from_journal: u32,
     /// Bytes rehashed while opening.
     pub bytes_rechecked: u64,
     /// Why the current state was not used, when it exists but was not.
@@ -121,6 +142,17 @@ pub enum ResumeOutcome {
     Restarted {
         /// Why.
         reason: RestartReason,
+    },
+    /// The finished file failed its check and is a partial download again:
+    /// its good chunks are kept, the damaged ones are fetched again.
+    Repairing {
+        /// Chunks that hashed right.
+        good: u32,
+        /// Chunks dropped.
+        dropped: u32,
+        /// Whether its chunk list told which chunks are bad; without it
+        /// no chunk can be trusted and every one is fetched again.
+        chunk_list: bool,
     },
 }
 
@@ -195,6 +227,25 @@ impl fmt::Display for ResumeOutcome {
             ResumeOutcome::Restarted {
                 reason: RestartReason::PartMissing,
             } => write!(f, "state found without its .part: starting over"),
+            ResumeOutcome::Repairing {
+                dropped,
+                chunk_list: true,
+                ..
+            } => write!(
+                f,
+                "the finished file failed its check: {dropped} damaged {} fetched again, the rest is kept",
+                if *dropped == 1 {
+                    "chunk is"
+                } else {
+                    "chunks are"
+                }
+            ),
+            ResumeOutcome::Repairing {
+                chunk_list: false, ..
+            } => write!(
+                f,
+                "the finished file failed its check and has no usable chunk list to tell the damaged chunks: every chunk is fetched again"
+            ),
             ResumeOutcome::Restarted {
                 reason: RestartReason::PartUnverified,
             } => write!(

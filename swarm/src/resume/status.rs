@@ -1,17 +1,25 @@
 //! `status(DIR)`: every download in a directory, partial or complete, read
-//! from its state files and receipts without touching the artifact bytes.
-//! A damaged file is listed as such, never an error.
+//! from its state files and receipts without touching the artifact bytes;
+//! [`verify_status`] reads the bytes too and says what they are now.
+//! A damaged file is listed as such, never an error. Nothing is written.
 
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::Path;
 
-use minimodel_verifier::ModelId;
+use minimodel_verifier::chunk::ChunkIndex;
+use minimodel_verifier::hashing::hash_reader;
+use minimodel_verifier::merkle::MerkleTree;
+use minimodel_verifier::receipt::now_rfc3339;
+use minimodel_verifier::{ModelId, Sha256Digest};
 use serde::Serialize;
 
+use super::dir::SafeDir;
 use super::error::{ResumeError, io_error};
-use super::files::{self, DownloadPaths, StateFile};
+use super::files::{DownloadPaths, StateFile, load_receipt, load_state};
+use super::recheck::{RecheckProgress, hash_chunks};
 use super::state::PartialState;
+use crate::store::FileStorage;
 
 /// What a download in a directory is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -53,6 +61,25 @@ pub struct DownloadStatus {
     pub generation: Option<u64>,
     /// What is wrong or notable, in words.
     pub note: Option<String>,
+    /// What reading the bytes found ([`verify_status`] only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub check: Option<BytesCheck>,
+}
+
+/// What [`verify_status`] found when it read a download's bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BytesCheck {
+    /// When, RFC 3339 UTC.
+    pub checked_at: String,
+    /// Whether every byte that should be good is.
+    pub ok: bool,
+    /// Chunks checked.
+    pub chunks_checked: u32,
+    /// Of those, chunks whose bytes are not what they should be; `None`
+    /// when a damaged finished file has no chunk list to tell which.
+    pub bad_chunks: Option<u32>,
+    /// Bytes read.
+    pub bytes_read: u64,
 }
 
 impl DownloadStatus {
@@ -68,6 +95,7 @@ impl DownloadStatus {
             last_checkpoint: None,
             generation: None,
             note: None,
+            check: None,
         }
     }
 
@@ -96,6 +124,38 @@ const SUFFIXES: [&str; 4] = [".slm.state.prev", ".slm.state", ".slm.part", ".slm
 
 /// Every download in `dir`, by model id.
 pub fn status(dir: &Path) -> Result<Vec<DownloadStatus>, ResumeError> {
+    let safe = SafeDir::open(dir, false)?;
+    model_ids(dir)?
+        .iter()
+        .map(|model_id| one(&safe, &DownloadPaths::new(dir, model_id), model_id))
+        .collect()
+}
+
+/// [`status`], and every download's bytes read and checked: a finished
+/// file against its receipt's SHA-256 and Merkle root (its chunk list names
+/// the damaged chunks), a partial one's verified chunks against their chunk
+/// hashes. `progress` hears of each download's bytes as they are read.
+pub fn verify_status(
+    dir: &Path,
+    progress: &(dyn Fn(&str, RecheckProgress) + Sync),
+) -> Result<Vec<DownloadStatus>, ResumeError> {
+    let safe = SafeDir::open(dir, false)?;
+    let mut list = Vec::new();
+    for model_id in model_ids(dir)? {
+        let paths = DownloadPaths::new(dir, &model_id);
+        let mut entry = one(&safe, &paths, &model_id)?;
+        let report = |p: RecheckProgress| progress(model_id.as_str(), p);
+        entry.check = match entry.kind {
+            StatusKind::Complete => Some(check_complete(&safe, &paths, &report)?),
+            StatusKind::Partial | StatusKind::Corrupt => check_partial(&safe, &paths, &report)?,
+            StatusKind::Unsupported | StatusKind::Unverified => None,
+        };
+        list.push(entry);
+    }
+    Ok(list)
+}
+
+fn model_ids(dir: &Path) -> Result<BTreeSet<ModelId>, ResumeError> {
     let entries = fs::read_dir(dir).map_err(io_error("list", dir))?;
     let mut models = BTreeSet::new();
     for entry in entries {
@@ -107,22 +167,141 @@ pub fn status(dir: &Path) -> Result<Vec<DownloadStatus>, ResumeError> {
             models.insert(model_id);
         }
     }
-    models
-        .iter()
-        .map(|model_id| one(&DownloadPaths::new(dir, model_id), model_id))
-        .collect()
+    Ok(models)
 }
 
-fn one(paths: &DownloadPaths, model_id: &ModelId) -> Result<DownloadStatus, ResumeError> {
-    if files::exists(&paths.artifact) {
-        return Ok(match files::load_receipt(&paths.receipt) {
+fn check_complete(
+    dir: &SafeDir,
+    paths: &DownloadPaths,
+    progress: &(dyn Fn(RecheckProgress) + Sync),
+) -> Result<BytesCheck, ResumeError> {
+    let names = &paths.names;
+    let receipt =
+        load_receipt(dir, &names.receipt).map_err(|problem| ResumeError::UnverifiedFinal {
+            path: paths.artifact.clone(),
+            receipt: paths.receipt.clone(),
+            problem,
+        })?;
+    let file = dir
+        .open_read(&names.artifact)?
+        .ok_or_else(|| io_error("open", &paths.artifact)(std::io::ErrorKind::NotFound.into()))?;
+    let count = receipt.chunk_count;
+    let chunk_size = u64::from(receipt.chunk_size.max(1));
+    let total = receipt.artifact_bytes;
+    let report = |bytes: u64| {
+        progress(RecheckProgress {
+            chunks_done: (bytes / chunk_size).min(u64::from(count)) as u32,
+            chunks_total: count,
+            bytes_done: bytes,
+            bytes_total: total,
+        })
+    };
+    let hashes = hash_reader(&file, receipt.chunk_size, &report)
+        .map_err(io_error("read", &paths.artifact))?;
+    let root = MerkleTree::from_chunk_hashes(hashes.chunk_hashes.clone())
+        .ok()
+        .map(|tree| tree.root());
+    let ok = hashes.bytes == receipt.artifact_bytes
+        && hashes.sha256 == receipt.artifact_sha256
+        && root == Some(receipt.merkle_root);
+    let bad_chunks = if ok {
+        Some(0)
+    } else {
+        dir.read(&names.chunk_list, 65 * (u64::from(count) + 1))?
+            .and_then(|bytes| super::open::parse_chunk_list(&bytes, count))
+            .filter(|list| {
+                MerkleTree::from_chunk_hashes(list.clone())
+                    .is_ok_and(|tree| tree.root() == receipt.merkle_root)
+            })
+            .map(|list| {
+                let mut bad = list.len().abs_diff(hashes.chunk_hashes.len());
+                bad += list
+                    .iter()
+                    .zip(&hashes.chunk_hashes)
+                    .filter(|(want, found)| want != found)
+                    .count();
+                bad as u32
+            })
+    };
+    Ok(BytesCheck {
+        checked_at: now_rfc3339(),
+        ok,
+        chunks_checked: count,
+        bad_chunks,
+        bytes_read: hashes.bytes,
+    })
+}
+
+fn check_partial(
+    dir: &SafeDir,
+    paths: &DownloadPaths,
+    progress: &(dyn Fn(RecheckProgress) + Sync),
+) -> Result<Option<BytesCheck>, ResumeError> {
+    let names = &paths.names;
+    let state = match load_state(dir, &names.state)? {
+        StateFile::Usable(state) => state,
+        _ => match load_state(dir, &names.previous)? {
+            StateFile::Usable(state) => state,
+            _ => return Ok(None),
+        },
+    };
+    let Some(file) = dir.open_read(&names.part)? else {
+        return Ok(None);
+    };
+    let geometry = state.binding.geometry()?;
+    let storage = FileStorage::from_file(file);
+    let (indices, expected): (Vec<u32>, Vec<Sha256Digest>) = state
+        .knowledge
+        .verified()
+        .iter_ones()
+        .filter_map(|index| {
+            state
+                .knowledge
+                .chunk_hash(ChunkIndex(index.0))
+                .map(|hash| (index.0, hash))
+        })
+        .unzip();
+    let found = hash_chunks(&storage, &geometry, &indices, progress)
+        .map_err(io_error("read", &paths.part))?;
+    let bad = found.iter().zip(&expected).filter(|(a, b)| a != b).count() as u32;
+    let bytes_read = indices
+        .iter()
+        .filter_map(|&index| geometry.chunk_len(ChunkIndex(index)))
+        .map(u64::from)
+        .sum();
+    Ok(Some(BytesCheck {
+        checked_at: now_rfc3339(),
+        ok: bad == 0,
+        chunks_checked: indices.len() as u32,
+        bad_chunks: Some(bad),
+        bytes_read,
+    }))
+}
+
+fn one(
+    dir: &SafeDir,
+    paths: &DownloadPaths,
+    model_id: &ModelId,
+) -> Result<DownloadStatus, ResumeError> {
+    let names = &paths.names;
+    if dir.exists(&names.artifact) {
+        if let Err(ResumeError::UnsafeEntry { kind, .. }) = dir.inspect(&names.artifact) {
+            return Ok(DownloadStatus {
+                note: Some(format!(
+                    "{} {kind}; minimodel does not use it",
+                    paths.artifact.display()
+                )),
+                ..DownloadStatus::bare(model_id, StatusKind::Unverified)
+            });
+        }
+        return Ok(match load_receipt(dir, &names.receipt) {
             Ok(receipt) => DownloadStatus {
                 chunks_verified: Some(receipt.chunk_count),
                 chunk_count: Some(receipt.chunk_count),
                 bytes_verified: Some(receipt.artifact_bytes),
                 artifact_bytes: Some(receipt.artifact_bytes),
                 percent: Some(100.0),
-                last_checkpoint: Some(receipt.verified_at.clone()),
+                last_checkpoint: Some(receipt.last_verified().to_owned()),
                 ..DownloadStatus::bare(model_id, StatusKind::Complete)
             },
             Err(problem) => DownloadStatus {
@@ -131,10 +310,10 @@ fn one(paths: &DownloadPaths, model_id: &ModelId) -> Result<DownloadStatus, Resu
             },
         });
     }
-    let current = files::load_state(&paths.state)?;
+    let current = load_state(dir, &names.state)?;
     let previous = match current {
         StateFile::Usable(_) => StateFile::Missing,
-        _ => files::load_state(&paths.previous)?,
+        _ => load_state(dir, &names.previous)?,
     };
     Ok(match (current, previous) {
         (StateFile::Usable(state), _) => {

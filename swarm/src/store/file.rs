@@ -34,12 +34,23 @@ impl FileStorage {
             .create(true)
             .truncate(false)
             .open(path)?;
+        Self::sized(file, len)
+    }
+
+    /// An open read-write file, made exactly `len` bytes long with its
+    /// space reserved (see [`FileStorage::open_sized`]).
+    pub fn sized(file: File, len: u64) -> io::Result<Self> {
         let current = file.metadata()?.len();
         if current != len {
             file.set_len(len)?;
         }
         preallocate(&file, len)?;
         Ok(Self { file })
+    }
+
+    /// An open file as it is (reading, say).
+    pub fn from_file(file: File) -> Self {
+        Self { file }
     }
 
     /// The open file.

@@ -119,6 +119,7 @@ impl Artifact {
             source: ReceiptSource::LocalFile,
             verified_at: now_rfc3339(),
             tool: "minimodel-test".to_owned(),
+            last_verified_at: None,
         }
     }
 }

@@ -1,0 +1,431 @@
+//! A download directory that may hold traps: every file of a download is
+//! opened relative to a handle on `DIR`, never through a symbolic link, and
+//! only when it is a regular file that the user owns, with one name.
+//!
+//! Anyone who can write into `DIR` (a shared directory, an unpacked
+//! archive) may plant a link at a name a download uses, hoping the download
+//! writes through it into another file. [`SafeDir`] defeats that:
+//! - names are single path components (model ids cannot hold `/` or `..`);
+//! - opening uses `O_NOFOLLOW` (a link in the last component fails) and
+//!   `O_NONBLOCK` (a FIFO does not hang the open), then `fstat` on the open
+//!   handle checks that it is a regular file owned by the effective user
+//!   with one hard link; anything else is refused with
+//!   [`ResumeError::UnsafeEntry`] and left untouched;
+//! - temporary files get unpredictable names and are created exclusively
+//!   (`O_CREAT | O_EXCL | O_NOFOLLOW`), so a planted name is never reused;
+//! - renames and removals go through the directory handle, and a name is
+//!   only replaced or removed after the entry under it was checked the same
+//!   way (a rename replaces a link itself, never its target).
+//!
+//! `DIR` itself may be a link: the user named it.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+
+use super::error::{ResumeError, io_error};
+
+/// Why an entry of the directory is not used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnsafeKind {
+    /// A symbolic link.
+    Symlink,
+    /// A directory, FIFO, socket or device.
+    NotRegular,
+    /// A regular file owned by another user.
+    ForeignOwner {
+        /// Its owner's uid.
+        uid: u32,
+    },
+    /// A regular file with more than one name (a hard link elsewhere).
+    HardLinked {
+        /// Its link count.
+        links: u64,
+    },
+}
+
+impl std::fmt::Display for UnsafeKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            UnsafeKind::Symlink => write!(f, "is a symbolic link"),
+            UnsafeKind::NotRegular => write!(f, "is not a regular file"),
+            UnsafeKind::ForeignOwner { uid } => {
+                write!(f, "is owned by another user (uid {uid})")
+            }
+            UnsafeKind::HardLinked { links } => {
+                write!(f, "has {links} hard links (another name points to it)")
+            }
+        }
+    }
+}
+
+/// A handle on a download directory. See the module docs.
+#[derive(Debug)]
+pub(crate) struct SafeDir {
+    fd: OwnedFd,
+    path: PathBuf,
+    uid: u32,
+}
+
+impl SafeDir {
+    /// Opens `path` (creating it and its parents when `create`).
+    pub(crate) fn open(path: &Path, create: bool) -> Result<Self, ResumeError> {
+        if create {
+            std::fs::create_dir_all(path).map_err(io_error("create the directory", path))?;
+        }
+        let fd = rustix::fs::open(
+            path,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|errno| io_error("open the directory", path)(errno.into()))?;
+        Ok(Self {
+            fd,
+            path: path.to_path_buf(),
+            uid: rustix::process::geteuid().as_raw(),
+        })
+    }
+
+    /// The path of `name` in the directory (for messages).
+    pub(crate) fn join(&self, name: &str) -> PathBuf {
+        self.path.join(name)
+    }
+
+    /// The entry under `name`: `None` when there is none, an error when it
+    /// is anything but a regular file of ours with one name.
+    pub(crate) fn inspect(&self, name: &str) -> Result<Option<FileFacts>, ResumeError> {
+        match rustix::fs::statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(stat) => self.check(name, &stat).map(Some),
+            Err(rustix::io::Errno::NOENT) => Ok(None),
+            Err(errno) => Err(io_error("look at", self.join(name))(errno.into())),
+        }
+    }
+
+    /// Whether anything at all is under `name` (an error to find out
+    /// counts as yes, so that nothing is overwritten on a guess).
+    pub(crate) fn exists(&self, name: &str) -> bool {
+        !matches!(
+            rustix::fs::statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW),
+            Err(rustix::io::Errno::NOENT)
+        )
+    }
+
+    fn check(&self, name: &str, stat: &rustix::fs::Stat) -> Result<FileFacts, ResumeError> {
+        let kind = match FileType::from_raw_mode(stat.st_mode) {
+            FileType::Symlink => Some(UnsafeKind::Symlink),
+            FileType::RegularFile => None,
+            _ => Some(UnsafeKind::NotRegular),
+        };
+        let kind = kind.or(if stat.st_uid != self.uid {
+            Some(UnsafeKind::ForeignOwner { uid: stat.st_uid })
+        } else if stat.st_nlink > 1 {
+            Some(UnsafeKind::HardLinked {
+                links: stat.st_nlink,
+            })
+        } else {
+            None
+        });
+        match kind {
+            Some(kind) => Err(ResumeError::UnsafeEntry {
+                path: self.join(name),
+                kind,
+            }),
+            None => Ok(FileFacts {
+                len: stat.st_size as u64,
+                modified_secs: stat.st_mtime,
+            }),
+        }
+    }
+
+    fn open_at(
+        &self,
+        name: &str,
+        flags: OFlags,
+        action: &'static str,
+    ) -> Result<File, ResumeError> {
+        // Looked at first, so that nothing but a regular file is ever
+        // opened (opening a device can have effects of its own); checked
+        // again on the open handle, in case the name changed in between.
+        if self.inspect(name)?.is_none() && !flags.contains(OFlags::CREATE) {
+            return Err(io_error(action, self.join(name))(
+                io::ErrorKind::NotFound.into(),
+            ));
+        }
+        let fd = rustix::fs::openat(
+            &self.fd,
+            name,
+            flags | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY,
+            Mode::from_raw_mode(0o644),
+        )
+        .map_err(|errno| match errno {
+            rustix::io::Errno::LOOP => ResumeError::UnsafeEntry {
+                path: self.join(name),
+                kind: UnsafeKind::Symlink,
+            },
+            errno => io_error(action, self.join(name))(errno.into()),
+        })?;
+        let stat = rustix::fs::fstat(&fd)
+            .map_err(|errno| io_error(action, self.join(name))(errno.into()))?;
+        self.check(name, &stat)?;
+        Ok(File::from(fd))
+    }
+
+    /// Opens `name` for reading; `None` when it does not exist.
+    pub(crate) fn open_read(&self, name: &str) -> Result<Option<File>, ResumeError> {
+        match self.open_at(name, OFlags::RDONLY, "open") {
+            Ok(file) => Ok(Some(file)),
+            Err(ResumeError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                Ok(None)
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Opens `name` for reading and writing, creating it if missing.
+    pub(crate) fn open_read_write(&self, name: &str) -> Result<File, ResumeError> {
+        self.open_at(name, OFlags::RDWR | OFlags::CREATE, "open")
+    }
+
+    /// Opens `name` to append to it, creating it if missing.
+    pub(crate) fn open_append(&self, name: &str) -> Result<File, ResumeError> {
+        self.open_at(
+            name,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::APPEND,
+            "open",
+        )
+    }
+
+    /// Reads `name` whole, at most `limit` bytes; `None` when missing.
+    pub(crate) fn read(&self, name: &str, limit: u64) -> Result<Option<Vec<u8>>, ResumeError> {
+        let Some(file) = self.open_read(name)? else {
+            return Ok(None);
+        };
+        let mut bytes = Vec::new();
+        file.take(limit)
+            .read_to_end(&mut bytes)
+            .map_err(io_error("read", self.join(name)))?;
+        Ok(Some(bytes))
+    }
+
+    /// Writes `bytes` under `name` through a new temporary file, fsynced,
+    /// and a rename; `name` is checked first (it must be missing or a
+    /// regular file of ours). The caller syncs the directory.
+    pub(crate) fn write_atomically(&self, name: &str, bytes: &[u8]) -> Result<(), ResumeError> {
+        self.inspect(name)?;
+        let (mut file, temp) = self.create_temp(name)?;
+        let written = file
+            .write_all(bytes)
+            .and_then(|()| file.sync_all())
+            .map_err(io_error("write", self.join(&temp)));
+        let renamed = written.and_then(|()| self.rename(&temp, name));
+        if renamed.is_err() {
+            let _ = rustix::fs::unlinkat(&self.fd, temp.as_str(), AtFlags::empty());
+        }
+        renamed
+    }
+
+    /// Creates a new file named `.<stem>.<random>.tmp`, exclusively.
+    pub(crate) fn create_temp(&self, stem: &str) -> Result<(File, String), ResumeError> {
+        for _ in 0..16 {
+            let name = format!(".{stem}.{:016x}.tmp", random_u64());
+            match self.open_at(
+                &name,
+                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL,
+                "create",
+            ) {
+                Ok(file) => return Ok((file, name)),
+                Err(ResumeError::Io { source, .. })
+                    if source.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(error) => return Err(error),
+            }
+        }
+        Err(io_error("create a temporary file in", self.path.clone())(
+            io::Error::other("16 random names were taken"),
+        ))
+    }
+
+    /// Removes what [`SafeDir::create_temp`] left behind for `stem` (a
+    /// crash between creating and renaming): regular files of ours only.
+    pub(crate) fn remove_stale_temps(&self, stem: &str) -> Result<(), ResumeError> {
+        let prefix = format!(".{stem}.");
+        let entries = std::fs::read_dir(&self.path).map_err(io_error("list", self.path.clone()))?;
+        for entry in entries {
+            let entry = entry.map_err(io_error("list", self.path.clone()))?;
+            let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
+            let Some(middle) = name
+                .strip_prefix(&prefix)
+                .and_then(|rest| rest.strip_suffix(".tmp"))
+            else {
+                continue;
+            };
+            let ours = middle.len() == 16 && middle.bytes().all(|b| b.is_ascii_hexdigit());
+            if ours && self.inspect(&name).is_ok() {
+                self.remove_if_present(&name)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Renames `from` to `to` within the directory; what is under `to` is
+    /// checked first.
+    pub(crate) fn rename(&self, from: &str, to: &str) -> Result<(), ResumeError> {
+        self.inspect(to)?;
+        rustix::fs::renameat(&self.fd, from, &self.fd, to)
+            .map_err(|errno| io_error("rename to", self.join(to))(errno.into()))
+    }
+
+    /// Removes `name` if it is a regular file of ours; a missing one is fine.
+    pub(crate) fn remove_if_present(&self, name: &str) -> Result<(), ResumeError> {
+        if self.inspect(name)?.is_none() {
+            return Ok(());
+        }
+        match rustix::fs::unlinkat(&self.fd, name, AtFlags::empty()) {
+            Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(()),
+            Err(errno) => Err(io_error("remove", self.join(name))(errno.into())),
+        }
+    }
+
+    /// Makes renames and removals in the directory durable.
+    pub(crate) fn sync(&self) -> Result<(), ResumeError> {
+        rustix::fs::fsync(&self.fd)
+            .map_err(|errno| io_error("sync the directory", self.path.clone())(errno.into()))
+    }
+}
+
+/// What [`SafeDir::inspect`] learned about a regular file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FileFacts {
+    /// Its length.
+    pub(crate) len: u64,
+    /// Its modification time, seconds since the epoch.
+    pub(crate) modified_secs: i64,
+}
+
+/// A random number for temporary names (unpredictable, so that a name
+/// cannot be planted in advance).
+fn random_u64() -> u64 {
+    let mut bytes = [0u8; 8];
+    if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes).is_err() {
+        // Exclusive creation still refuses a planted name; only the
+        // unpredictability is lost.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        return nanos ^ u64::from(std::process::id()).rotate_left(32);
+    }
+    u64::from_le_bytes(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unsafe_kind(result: Result<impl std::fmt::Debug, ResumeError>) -> UnsafeKind {
+        match result {
+            Err(ResumeError::UnsafeEntry { kind, .. }) => kind,
+            other => panic!("expected an unsafe entry, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn links_fifos_and_directories_are_refused_and_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim.txt");
+        std::fs::write(&victim, b"precious").unwrap();
+        std::os::unix::fs::symlink(&victim, dir.path().join("link")).unwrap();
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        rustix::fs::mkfifoat(
+            rustix::fs::CWD,
+            dir.path().join("fifo"),
+            Mode::from_raw_mode(0o600),
+        )
+        .unwrap();
+        let safe = SafeDir::open(dir.path(), false).unwrap();
+        assert_eq!(
+            unsafe_kind(safe.open_read_write("link")),
+            UnsafeKind::Symlink
+        );
+        assert_eq!(unsafe_kind(safe.open_read("link")), UnsafeKind::Symlink);
+        assert_eq!(unsafe_kind(safe.open_append("link")), UnsafeKind::Symlink);
+        assert_eq!(unsafe_kind(safe.inspect("link")), UnsafeKind::Symlink);
+        assert_eq!(
+            unsafe_kind(safe.open_read_write("sub")),
+            UnsafeKind::NotRegular
+        );
+        assert_eq!(unsafe_kind(safe.open_read("fifo")), UnsafeKind::NotRegular);
+        assert_eq!(
+            unsafe_kind(safe.write_atomically("link", b"model bytes")),
+            UnsafeKind::Symlink
+        );
+        assert_eq!(
+            unsafe_kind(safe.remove_if_present("link")),
+            UnsafeKind::Symlink
+        );
+        std::fs::write(dir.path().join("tmpfile"), b"x").unwrap();
+        assert_eq!(
+            unsafe_kind(safe.rename("tmpfile", "link")),
+            UnsafeKind::Symlink
+        );
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+        assert!(
+            std::fs::symlink_metadata(dir.path().join("link"))
+                .unwrap()
+                .is_symlink()
+        );
+    }
+
+    #[test]
+    fn a_second_name_for_a_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a"), b"x").unwrap();
+        std::fs::hard_link(dir.path().join("a"), dir.path().join("b")).unwrap();
+        let safe = SafeDir::open(dir.path(), false).unwrap();
+        assert_eq!(
+            unsafe_kind(safe.open_read_write("b")),
+            UnsafeKind::HardLinked { links: 2 }
+        );
+    }
+
+    #[test]
+    fn atomic_writes_leave_no_temporary_file_and_stale_ones_are_cleaned() {
+        let dir = tempfile::tempdir().unwrap();
+        let safe = SafeDir::open(&dir.path().join("new/dir"), true).unwrap();
+        safe.write_atomically("x.json", b"one").unwrap();
+        safe.write_atomically("x.json", b"two").unwrap();
+        assert_eq!(std::fs::read(safe.join("x.json")).unwrap(), b"two");
+        let names = || -> Vec<String> {
+            std::fs::read_dir(&safe.path)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect()
+        };
+        assert_eq!(names(), ["x.json"]);
+        let (_file, temp) = safe.create_temp("x.json").unwrap();
+        assert!(
+            temp.starts_with(".x.json.") && temp.ends_with(".tmp"),
+            "{temp}"
+        );
+        // Not ours by its name: left alone.
+        std::fs::write(safe.join(".x.json.keep.tmp"), b"").unwrap();
+        safe.remove_stale_temps("x.json").unwrap();
+        let mut left = names();
+        left.sort();
+        assert_eq!(left, [".x.json.keep.tmp", "x.json"]);
+    }
+
+    #[test]
+    fn facts_of_a_regular_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("f"), b"12345").unwrap();
+        let safe = SafeDir::open(dir.path(), false).unwrap();
+        assert_eq!(safe.inspect("f").unwrap().unwrap().len, 5);
+        assert_eq!(safe.inspect("missing").unwrap(), None);
+        assert!(safe.exists("f") && !safe.exists("missing"));
+        assert!(safe.open_read("missing").unwrap().is_none());
+    }
+}
