@@ -156,10 +156,7 @@ mod tests {
         let digest: Sha256Digest = text.parse().unwrap();
         assert_eq!(&digest.0[..4], &[0x00, 0xff, 0x10, 0xa5]);
         assert_eq!(digest.to_string(), text);
-        assert_eq!(
-            format!("{digest:?}"),
-            format!("Sha256Digest({text})")
-        );
+        assert_eq!(format!("{digest:?}"), format!("Sha256Digest({text})"));
     }
 
     #[test]

@@ -9,7 +9,7 @@ use anyhow::Context;
 use indicatif::ProgressBar;
 use minimodel_swarm::node::NodeReport;
 use minimodel_swarm::transport::{CongestionControl, Identity, TransportTuning};
-use minimodel_wire::{PeerAddr, PeerId};
+use minimodel_wire::{PeerAddr, PeerId, PeerIdError};
 use tokio::sync::mpsc;
 
 use crate::exit::{Exit, Failure, OrExit};
@@ -49,13 +49,14 @@ pub fn parse_peer(text: &str) -> Result<PeerAddr, String> {
     }
     let (id, host) = text
         .split_once('@')
-        .ok_or_else(|| format!("{text:?} is not PEER_ID@HOST:PORT"))?;
-    let id: PeerId = id.parse().map_err(|e| format!("{text:?}: {e}"))?;
+        .ok_or("not a peer address: expected PEER_ID@HOST:PORT")?;
+    // clap already echoes the whole value; the message says what is wrong.
+    let id: PeerId = id.parse().map_err(|e: PeerIdError| e.to_string())?;
     let addr = host
         .to_socket_addrs()
-        .map_err(|e| format!("{text:?}: cannot resolve {host:?}: {e}"))?
+        .map_err(|e| format!("cannot resolve '{host}': {e}"))?
         .next()
-        .ok_or_else(|| format!("{text:?}: {host:?} has no address"))?;
+        .ok_or_else(|| format!("'{host}' has no address"))?;
     Ok(PeerAddr { id, addr })
 }
 
