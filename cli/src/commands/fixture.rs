@@ -12,7 +12,7 @@ use serde_json::json;
 
 use crate::exit::{Exit, Failure, OrExit};
 use crate::output::Output;
-use crate::units::{human_bytes, parse_size};
+use crate::units::{exact_bytes, human_bytes, parse_size};
 
 /// Arguments of `minimodel fixture`.
 #[derive(Debug, Args)]
@@ -55,8 +55,8 @@ pub fn run(args: FixtureArgs, out: Output) -> Result<(), Failure> {
             Exit::Usage,
             anyhow::anyhow!(
                 "--size {} is too small: a fixture needs at least {}",
-                args.size,
-                human_bytes(MIN_FIXTURE_SIZE)
+                exact_bytes(args.size),
+                exact_bytes(MIN_FIXTURE_SIZE)
             ),
         ));
     }

@@ -13,7 +13,7 @@ use serde_json::json;
 use super::write_atomically;
 use crate::exit::{Exit, Failure, OrExit};
 use crate::output::Output;
-use crate::units::{human_bytes, parse_size};
+use crate::units::{exact_bytes, human_bytes, parse_size};
 
 /// Arguments of `minimodel manifest`.
 #[derive(Debug, Args)]
@@ -75,7 +75,9 @@ pub fn run(args: ManifestArgs, out: Output) -> Result<(), Failure> {
         None => None,
         Some(size) => Some(
             u32::try_from(size)
-                .map_err(|_| anyhow::anyhow!("--chunk-size {size} is larger than 16MiB"))
+                .map_err(|_| {
+                    anyhow::anyhow!("--chunk-size {} is larger than 16 MiB", exact_bytes(size))
+                })
                 .or_exit(Exit::Usage)?,
         ),
     };
