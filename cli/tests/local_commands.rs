@@ -134,6 +134,41 @@ fn a_malformed_manifest_is_exit_3_and_names_the_line() {
 }
 
 #[test]
+fn a_too_small_fixture_size_is_echoed_as_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = minimodel(dir.path(), &["fixture", "x.slm", "--size", "1KiB"]);
+    assert_eq!(code(&out), 2);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--size 1 KiB is too small: a fixture needs at least 16 KiB"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn sizes_take_any_case_and_an_optional_space() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, size) in [
+        ("a.slm", "64kib"),
+        ("b.slm", "64 KiB"),
+        ("c.slm", "0.0625MiB"),
+    ] {
+        let out = minimodel(dir.path(), &["fixture", name, "--size", size]);
+        assert_eq!(
+            code(&out),
+            0,
+            "{size}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            std::fs::metadata(dir.path().join(name)).unwrap().len(),
+            64 << 10,
+            "{size}"
+        );
+    }
+}
+
+#[test]
 fn usage_errors_are_exit_2() {
     let dir = tempfile::tempdir().unwrap();
     assert_eq!(
