@@ -134,6 +134,29 @@ fn a_malformed_manifest_is_exit_3_and_names_the_line() {
 }
 
 #[test]
+fn fixture_refuses_to_overwrite_unless_forced() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("x.slm");
+    std::fs::write(&path, "keep me").unwrap();
+    let out = minimodel(dir.path(), &["fixture", "x.slm", "--size", "64KiB"]);
+    assert_eq!(code(&out), 3);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("x.slm already exists") && stderr.contains("--force"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "keep me");
+    assert!(!dir.path().join("x.slm.partial").exists());
+
+    let out = minimodel(
+        dir.path(),
+        &["fixture", "x.slm", "--size", "64KiB", "--force"],
+    );
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), 64 << 10);
+}
+
+#[test]
 fn a_too_small_fixture_size_is_echoed_as_written() {
     let dir = tempfile::tempdir().unwrap();
     let out = minimodel(dir.path(), &["fixture", "x.slm", "--size", "1KiB"]);
