@@ -12,7 +12,7 @@ use serde_json::json;
 
 use super::write_atomically;
 use crate::exit::{Exit, Failure, OrExit};
-use crate::output::Output;
+use crate::output::{Output, counted};
 use crate::units::{exact_bytes, human_bytes, parse_size};
 
 /// Arguments of `minimodel manifest`.
@@ -128,11 +128,11 @@ pub fn run(args: ManifestArgs, out: Output) -> Result<(), Failure> {
         Some(path) => {
             write_atomically(path, text.as_bytes())?;
             out.say(format!(
-                "wrote {} for {} ({}, {} chunks of {}, root {})",
+                "wrote {} for {} ({}, {} of {}, root {})",
                 path.display(),
                 manifest.model_id,
                 human_bytes(manifest.artifact_bytes),
-                manifest.chunks.chunk_count,
+                counted(manifest.chunks.chunk_count, "chunk"),
                 human_bytes(u64::from(chunk_size)),
                 manifest.chunks.merkle_root
             ));

@@ -13,7 +13,7 @@ use minimodel_wire::{PeerAddr, PeerId, PeerIdError};
 use tokio::sync::mpsc;
 
 use crate::exit::{Exit, Failure, OrExit};
-use crate::output::Output;
+use crate::output::{Output, counted};
 use crate::units::human_bytes;
 
 /// The congestion controller for the data this node sends (`--congestion`).
@@ -134,7 +134,11 @@ pub fn show_reports(
                 } => {
                     if let Some(bar) = &bar {
                         bar.set_position(*verified_bytes);
-                        bar.set_message(format!("{peers} peers, {}/s", human_bytes(*rate as u64)));
+                        bar.set_message(format!(
+                            "{}, {}/s",
+                            counted(*peers as u64, "peer"),
+                            human_bytes(*rate as u64)
+                        ));
                     }
                     None
                 }
