@@ -192,6 +192,42 @@ fn sizes_take_any_case_and_an_optional_space() {
 }
 
 #[test]
+fn a_mistyped_peer_id_is_a_usage_error_in_plain_words() {
+    let dir = tempfile::tempdir().unwrap();
+    let typo = format!("{}b@127.0.0.1:4433", "a".repeat(51));
+    let out = minimodel(
+        dir.path(),
+        &["fetch", "m.manifest", "--peer", &typo, "-o", "d", "--yes"],
+    );
+    assert_eq!(code(&out), 2);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("'--peer <PEER_ID@HOST:PORT>': not a peer id: it ends in 'b', but every peer id ends in 'a' or 'q'"),
+        "{stderr}"
+    );
+    let out = minimodel(
+        dir.path(),
+        &[
+            "fetch",
+            "m.manifest",
+            "--peer",
+            "abc@127.0.0.1:4433",
+            "-o",
+            "d",
+        ],
+    );
+    assert_eq!(code(&out), 2);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(
+            "not a peer id: expected 52 base32 characters (a-z, 2-7), found 3 characters"
+        ),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("d").exists());
+}
+
+#[test]
 fn usage_errors_are_exit_2() {
     let dir = tempfile::tempdir().unwrap();
     assert_eq!(

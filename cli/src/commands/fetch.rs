@@ -31,7 +31,7 @@ pub struct FetchArgs {
     /// The manifest of the artifact to fetch.
     pub manifest: PathBuf,
     /// A peer to fetch from, PEER_ID@HOST:PORT (any number).
-    #[arg(long = "peer", value_parser = parse_peer)]
+    #[arg(long = "peer", value_name = "PEER_ID@HOST:PORT", value_parser = parse_peer)]
     pub peers: Vec<PeerAddr>,
     /// A peer offer file to fetch from (any number).
     #[arg(long = "offer")]
