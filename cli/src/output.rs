@@ -9,6 +9,15 @@ use serde_json::Value;
 
 use crate::exit::Failure;
 
+/// A count with its noun, singular for exactly one: `1 peer`, `2 peers`,
+/// `0 chunks`. For nouns whose plural adds an `s`.
+pub fn counted(count: impl Into<u64>, noun: &str) -> String {
+    match count.into() {
+        1 => format!("1 {noun}"),
+        count => format!("{count} {noun}s"),
+    }
+}
+
 /// Where a command's output goes.
 #[derive(Debug, Clone, Copy)]
 pub struct Output {
@@ -123,5 +132,13 @@ mod tests {
             describe(&error),
             "cannot verify x.slm: outer says: disk gone"
         );
+    }
+
+    #[test]
+    fn counts_are_singular_only_for_one() {
+        assert_eq!(counted(1u32, "peer"), "1 peer");
+        assert_eq!(counted(0u32, "peer"), "0 peers");
+        assert_eq!(counted(2u64, "bad chunk"), "2 bad chunks");
+        assert_eq!(counted(1u64, "downloading peer"), "1 downloading peer");
     }
 }

@@ -1,41 +1,25 @@
 //! Sizes (`64MiB`) and rates (`8MiB`, per second) on the command line.
+//!
+//! Parsing goes through `parse-size`: units are case-insensitive and may
+//! follow the number with or without a space (`8MiB`, `8mib`, `8 MiB`), the
+//! `B` is optional, and fractions (`1.5GiB`) round to the nearest byte.
+//! `KiB`, `MiB`, `GiB`, `TiB` are powers of 1024; `kB`, `MB`, `GB`, `TB`
+//! (and a bare `k`, `M`, `G`, `T`) are powers of 1000, as SI and disk
+//! makers use them, so `64MB` is 64,000,000 bytes and `64MiB` 67,108,864.
 
-/// Parses a byte size: a whole number with an optional unit, `B`, `KiB`,
-/// `MiB`, `GiB`, `TiB` (powers of 1024) or `kB`, `MB`, `GB`, `TB` (powers
-/// of 1000). A rate is the same with an optional `/s`.
+/// What every refusal ends with.
+const HOW_TO_WRITE_A_SIZE: &str = "write it like 64MiB, 8 MiB, 1.5GiB or 4096 \
+     (KiB, MiB, GiB, TiB are powers of 1024; kB, MB, GB, TB powers of 1000)";
+
+/// Parses a byte size; a rate is the same with an optional `/s`. The
+/// messages do not repeat the text: clap already shows it.
 pub fn parse_size(text: &str) -> Result<u64, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    if number.is_empty() {
-        return Err(format!(
-            "{text:?} is not a size; write it like 64MiB, 1GiB or 4096"
-        ));
-    }
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is too large"))?;
-    let multiplier: u64 = match unit.trim_end_matches("/s") {
-        "" | "B" => 1,
-        "KiB" => 1 << 10,
-        "MiB" => 1 << 20,
-        "GiB" => 1 << 30,
-        "TiB" => 1 << 40,
-        "kB" | "KB" => 1_000,
-        "MB" => 1_000_000,
-        "GB" => 1_000_000_000,
-        "TB" => 1_000_000_000_000,
-        other => {
-            return Err(format!(
-                "unknown unit {other:?} in {text:?}; use B, KiB, MiB, GiB, TiB, kB, MB, GB or TB"
-            ));
-        }
-    };
-    number
-        .checked_mul(multiplier)
-        .ok_or_else(|| format!("{text:?} is too large"))
+    let trimmed = text.trim();
+    let size = trimmed.strip_suffix("/s").unwrap_or(trimmed);
+    parse_size::parse_size(size).map_err(|error| match error {
+        parse_size::Error::PosOverflow => "too large: a size is at most 16 EiB".to_owned(),
+        _ => format!("not a size; {HOW_TO_WRITE_A_SIZE}"),
+    })
 }
 
 /// A size formatted for people: `64.0 MiB`.
@@ -54,6 +38,30 @@ pub fn human_bytes(bytes: u64) -> String {
     }
 }
 
+/// A size exactly, as a person would have written it, for echoing one they
+/// gave: in the unit, binary or decimal, that divides it into the smallest
+/// whole number, else in bytes (`1 KiB`, `64 MB`, `1000 KiB`, `1500 B`).
+pub fn exact_bytes(bytes: u64) -> String {
+    const UNITS: [(u64, &str); 8] = [
+        (1 << 40, "TiB"),
+        (1 << 30, "GiB"),
+        (1 << 20, "MiB"),
+        (1 << 10, "KiB"),
+        (1_000_000_000_000, "TB"),
+        (1_000_000_000, "GB"),
+        (1_000_000, "MB"),
+        (1_000, "kB"),
+    ];
+    UNITS
+        .iter()
+        .filter(|(unit, _)| bytes != 0 && bytes % unit == 0)
+        .min_by_key(|(unit, _)| bytes / unit)
+        .map_or_else(
+            || format!("{bytes} B"),
+            |(unit, name)| format!("{} {name}", bytes / unit),
+        )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -64,23 +72,58 @@ mod tests {
         assert_eq!(parse_size("1GiB"), Ok(1 << 30));
         assert_eq!(parse_size("4096"), Ok(4096));
         assert_eq!(parse_size("10MB"), Ok(10_000_000));
+        assert_eq!(parse_size("64MB"), Ok(64_000_000));
+        assert_eq!(parse_size("1kB"), Ok(1_000));
+        assert_eq!(parse_size("2TiB"), Ok(2 << 40));
         assert_eq!(parse_size("8MiB/s"), Ok(8 << 20));
     }
 
     #[test]
+    fn units_are_case_insensitive_with_or_without_a_space() {
+        for text in ["8MiB", "8mib", "8MIB", "8 MiB", " 8 MiB ", "8 mib/s", "8Mi"] {
+            assert_eq!(parse_size(text), Ok(8 << 20), "{text}");
+        }
+        for text in ["64MB", "64mb", "64 MB", "64M", "64 m"] {
+            assert_eq!(parse_size(text), Ok(64_000_000), "{text}");
+        }
+        assert_eq!(parse_size("256 KiB"), Ok(256 << 10));
+        assert_eq!(parse_size("100 B"), Ok(100));
+    }
+
+    #[test]
+    fn fractions_round_to_the_nearest_byte() {
+        assert_eq!(parse_size("1.5GiB"), Ok(3 << 29));
+        assert_eq!(parse_size("0.5 KiB"), Ok(512));
+        assert_eq!(parse_size("1.0005kB"), Ok(1_001));
+    }
+
+    #[test]
     fn bad_sizes_say_how_to_write_one() {
-        assert!(parse_size("MiB").unwrap_err().contains("like 64MiB"));
-        assert!(
-            parse_size("5 parsecs")
-                .unwrap_err()
-                .contains("unknown unit")
+        for text in [
+            "MiB",
+            "",
+            "5 parsecs",
+            "12 bananas",
+            "-1",
+            "8 MiB/h",
+            "0x10",
+            "8//s",
+        ] {
+            let error = parse_size(text).unwrap_err();
+            assert!(
+                error.contains("not a size; write it like 64MiB"),
+                "{text}: {error}"
+            );
+        }
+        assert_eq!(
+            parse_size("12 bananas").unwrap_err(),
+            format!("not a size; {HOW_TO_WRITE_A_SIZE}")
         );
-        assert!(parse_size("-1").is_err());
-        assert!(
-            parse_size("99999999999TiB")
-                .unwrap_err()
-                .contains("too large")
-        );
+        for text in ["99999999999TiB", "16EiB", "18446744073709551616"] {
+            let error = parse_size(text).unwrap_err();
+            assert!(error.contains("too large"), "{text}: {error}");
+        }
+        assert_eq!(parse_size("18446744073709551615"), Ok(u64::MAX));
     }
 
     #[test]
@@ -88,5 +131,20 @@ mod tests {
         assert_eq!(human_bytes(512), "512 B");
         assert_eq!(human_bytes(64 << 20), "64.0 MiB");
         assert_eq!(human_bytes(3 << 29), "1.5 GiB");
+    }
+
+    #[test]
+    fn exact_bytes_echoes_what_was_written() {
+        assert_eq!(exact_bytes(1024), "1 KiB");
+        assert_eq!(exact_bytes(16 << 10), "16 KiB");
+        assert_eq!(exact_bytes(64 << 20), "64 MiB");
+        assert_eq!(exact_bytes(3 << 29), "1536 MiB");
+        assert_eq!(exact_bytes(2 << 40), "2 TiB");
+        assert_eq!(exact_bytes(1000), "1 kB");
+        assert_eq!(exact_bytes(64_000_000), "64 MB");
+        assert_eq!(exact_bytes(1_024_000), "1000 KiB");
+        assert_eq!(exact_bytes(1500), "1500 B");
+        assert_eq!(exact_bytes(100), "100 B");
+        assert_eq!(exact_bytes(0), "0 B");
     }
 }

@@ -134,6 +134,100 @@ fn a_malformed_manifest_is_exit_3_and_names_the_line() {
 }
 
 #[test]
+fn fixture_refuses_to_overwrite_unless_forced() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("x.slm");
+    std::fs::write(&path, "keep me").unwrap();
+    let out = minimodel(dir.path(), &["fixture", "x.slm", "--size", "64KiB"]);
+    assert_eq!(code(&out), 3);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("x.slm already exists") && stderr.contains("--force"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "keep me");
+    assert!(!dir.path().join("x.slm.partial").exists());
+
+    let out = minimodel(
+        dir.path(),
+        &["fixture", "x.slm", "--size", "64KiB", "--force"],
+    );
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), 64 << 10);
+}
+
+#[test]
+fn a_too_small_fixture_size_is_echoed_as_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = minimodel(dir.path(), &["fixture", "x.slm", "--size", "1KiB"]);
+    assert_eq!(code(&out), 2);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--size 1 KiB is too small: a fixture needs at least 16 KiB"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn sizes_take_any_case_and_an_optional_space() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, size) in [
+        ("a.slm", "64kib"),
+        ("b.slm", "64 KiB"),
+        ("c.slm", "0.0625MiB"),
+    ] {
+        let out = minimodel(dir.path(), &["fixture", name, "--size", size]);
+        assert_eq!(
+            code(&out),
+            0,
+            "{size}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            std::fs::metadata(dir.path().join(name)).unwrap().len(),
+            64 << 10,
+            "{size}"
+        );
+    }
+}
+
+#[test]
+fn a_mistyped_peer_id_is_a_usage_error_in_plain_words() {
+    let dir = tempfile::tempdir().unwrap();
+    let typo = format!("{}b@127.0.0.1:4433", "a".repeat(51));
+    let out = minimodel(
+        dir.path(),
+        &["fetch", "m.manifest", "--peer", &typo, "-o", "d", "--yes"],
+    );
+    assert_eq!(code(&out), 2);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("'--peer <PEER_ID@HOST:PORT>': not a peer id: it ends in 'b', but every peer id ends in 'a' or 'q'"),
+        "{stderr}"
+    );
+    let out = minimodel(
+        dir.path(),
+        &[
+            "fetch",
+            "m.manifest",
+            "--peer",
+            "abc@127.0.0.1:4433",
+            "-o",
+            "d",
+        ],
+    );
+    assert_eq!(code(&out), 2);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(
+            "not a peer id: expected 52 base32 characters (a-z, 2-7), found 3 characters"
+        ),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("d").exists());
+}
+
+#[test]
 fn usage_errors_are_exit_2() {
     let dir = tempfile::tempdir().unwrap();
     assert_eq!(

@@ -1,9 +1,14 @@
 //! SHA-256 digests as a type, with the lowercase hex form used in every text
 //! and JSON format of the project.
+//!
+//! Hex goes through `data-encoding`'s `HEXLOWER`, whose decoder is
+//! case-sensitive: uppercase digits are refused, so a digest has one
+//! spelling.
 
 use std::fmt;
 use std::str::FromStr;
 
+use data_encoding::HEXLOWER;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha2::{Digest, Sha256};
 
@@ -24,16 +29,9 @@ impl Sha256Digest {
 
     /// Lowercase hex, 64 characters.
     pub fn to_hex(&self) -> String {
-        let mut out = String::with_capacity(64);
-        for byte in self.0 {
-            out.push(HEX[(byte >> 4) as usize] as char);
-            out.push(HEX[(byte & 0x0f) as usize] as char);
-        }
-        out
+        HEXLOWER.encode(&self.0)
     }
 }
-
-const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// Why a hex digest did not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -56,31 +54,36 @@ impl FromStr for Sha256Digest {
     type Err = HexDigestError;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        if text.len() != 64 || text.chars().count() != 64 {
-            return Err(HexDigestError::Length(text.chars().count()));
+        let count = text.chars().count();
+        if text.len() != 64 || count != 64 {
+            return Err(HexDigestError::Length(count));
         }
+        // 64 bytes and 64 characters: all ASCII, so a byte position is a
+        // character position. 64 digits decode to exactly 32 bytes, so the
+        // only error left is a symbol outside 0-9a-f (the first one).
         let mut out = [0u8; 32];
-        for (position, c) in text.chars().enumerate() {
-            let nibble = match c {
-                '0'..='9' => c as u8 - b'0',
-                'a'..='f' => c as u8 - b'a' + 10,
-                found => return Err(HexDigestError::NotHex { position, found }),
-            };
-            out[position / 2] |= nibble << if position % 2 == 0 { 4 } else { 0 };
-        }
+        HEXLOWER
+            .decode_mut(text.as_bytes(), &mut out)
+            .map_err(|partial| {
+                let position = partial.error.position;
+                HexDigestError::NotHex {
+                    position,
+                    found: char::from(text.as_bytes()[position]),
+                }
+            })?;
         Ok(Self(out))
     }
 }
 
 impl fmt::Display for Sha256Digest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.to_hex())
+        write!(f, "{}", HEXLOWER.encode_display(&self.0))
     }
 }
 
 impl fmt::Debug for Sha256Digest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Sha256Digest({})", self.to_hex())
+        write!(f, "Sha256Digest({})", HEXLOWER.encode_display(&self.0))
     }
 }
 
@@ -122,6 +125,38 @@ mod tests {
             text.parse::<Sha256Digest>(),
             Err(HexDigestError::NotHex { position: 0, .. })
         ));
+    }
+
+    #[test]
+    fn the_first_bad_character_is_named() {
+        let mut text = Sha256Digest::of(b"abc").to_hex().into_bytes();
+        text[5] = b'g';
+        text[10] = b'G';
+        let text = String::from_utf8(text).unwrap();
+        assert_eq!(
+            text.parse::<Sha256Digest>(),
+            Err(HexDigestError::NotHex {
+                position: 5,
+                found: 'g'
+            })
+        );
+        let last = format!("{}F", "0".repeat(63));
+        assert_eq!(
+            last.parse::<Sha256Digest>(),
+            Err(HexDigestError::NotHex {
+                position: 63,
+                found: 'F'
+            })
+        );
+    }
+
+    #[test]
+    fn known_bytes_decode_in_order() {
+        let text = format!("00ff10a5{}", "0".repeat(56));
+        let digest: Sha256Digest = text.parse().unwrap();
+        assert_eq!(&digest.0[..4], &[0x00, 0xff, 0x10, 0xa5]);
+        assert_eq!(digest.to_string(), text);
+        assert_eq!(format!("{digest:?}"), format!("Sha256Digest({text})"));
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! artifact passed every check, written next to it as
 //! `<model-id>.receipt.json`.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
@@ -130,7 +130,8 @@ impl ImportReceipt {
     }
 }
 
-/// The current time as RFC 3339 UTC with second precision.
+/// The current time as RFC 3339 UTC with second precision. A clock set
+/// before 1970 reads as the epoch.
 pub fn now_rfc3339() -> String {
     let seconds = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -139,32 +140,16 @@ pub fn now_rfc3339() -> String {
     rfc3339_utc(seconds)
 }
 
-/// Seconds since the Unix epoch as `YYYY-MM-DDTHH:MM:SSZ`.
-pub fn rfc3339_utc(unix_seconds: u64) -> String {
-    let days = unix_seconds / 86_400;
-    let rem = unix_seconds % 86_400;
-    let (year, month, day) = civil_from_days(days as i64);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
-}
+/// The last second RFC 3339's four-digit year can write,
+/// 9999-12-31T23:59:59Z.
+const LAST_RFC3339_SECOND: u64 = 253_402_300_799;
 
-/// Days since 1970-01-01 to a proleptic Gregorian date (H. Hinnant's
-/// `civil_from_days`).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
+/// Seconds since the Unix epoch as `YYYY-MM-DDTHH:MM:SSZ` (proleptic
+/// Gregorian, through `humantime`). Times past the year 9999 read as
+/// 9999-12-31T23:59:59Z, the last one the format can hold.
+pub fn rfc3339_utc(unix_seconds: u64) -> String {
+    let time = UNIX_EPOCH + Duration::from_secs(unix_seconds.min(LAST_RFC3339_SECOND));
+    humantime::format_rfc3339_seconds(time).to_string()
 }
 
 #[cfg(test)]
@@ -176,6 +161,26 @@ mod tests {
         assert_eq!(rfc3339_utc(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339_utc(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(rfc3339_utc(1_795_391_999), "2026-11-22T23:59:59Z");
+        // 2100 is not a leap year; 2^31 seconds is past the 32-bit limit.
+        assert_eq!(rfc3339_utc(4_107_542_399), "2100-02-28T23:59:59Z");
+        assert_eq!(rfc3339_utc(4_107_542_400), "2100-03-01T00:00:00Z");
+        assert_eq!(rfc3339_utc(2_147_483_648), "2038-01-19T03:14:08Z");
+    }
+
+    #[test]
+    fn times_past_year_9999_read_as_its_last_second() {
+        assert_eq!(rfc3339_utc(LAST_RFC3339_SECOND), "9999-12-31T23:59:59Z");
+        assert_eq!(rfc3339_utc(LAST_RFC3339_SECOND + 1), "9999-12-31T23:59:59Z");
+        assert_eq!(rfc3339_utc(u64::MAX), "9999-12-31T23:59:59Z");
+    }
+
+    #[test]
+    fn now_has_the_receipt_shape() {
+        let now = now_rfc3339();
+        assert_eq!(now.len(), 20, "{now}");
+        assert!(now.starts_with("20") && now.ends_with('Z'), "{now}");
+        assert_eq!(&now[4..5], "-");
+        assert_eq!(&now[10..11], "T");
     }
 
     #[test]

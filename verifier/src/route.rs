@@ -4,7 +4,10 @@
 //! contact, a chunk hash list. It never carries model bytes (product rule 2):
 //! the bytes travel between consenting peers and are verified on arrival.
 //! [`Route::parse`] is a strict parser written for this one job, not a
-//! general URL parser. It accepts
+//! general URL parser: a WHATWG parser such as the `url` crate normalises
+//! (case, `..`, escapes), so the text checked would not be the text kept,
+//! and it refuses too little. Only percent-decoding comes from a crate,
+//! `percent-encoding`. It accepts
 //!
 //! ```text
 //! route     = "https://" host [ ":" port ] path [ "?" query ] [ "#" fragment ]
@@ -19,6 +22,7 @@
 use std::fmt;
 use std::str::FromStr;
 
+use percent_encoding::percent_decode_str;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Longest route accepted, in bytes.
@@ -501,42 +505,25 @@ fn check_query(query: &str, start: usize) -> Result<Vec<QueryParameter<'_>>, Rou
 /// Decodes `%XX` escapes and lowercases the result. Escapes of control
 /// characters are refused; escapes that are not valid UTF-8 are decoded
 /// lossily (the result is only compared, never stored).
+///
+/// `percent-encoding` does the decoding. It is lenient by design (a `%`
+/// without two hex digits passes through as written), so every escape is
+/// first checked here, left to right, and the first fault is reported.
 fn decode_percent(text: &str) -> Result<String, RouteError> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut index = 0;
-    while index < bytes.len() {
-        if bytes[index] == b'%' {
-            let high = bytes.get(index + 1).and_then(|b| hex_value(*b));
-            let low = bytes.get(index + 2).and_then(|b| hex_value(*b));
-            let (Some(high), Some(low)) = (high, low) else {
-                return Err(RouteError::Malformed(
-                    "'%' must be followed by two hex digits",
-                ));
-            };
-            let byte = (high << 4) | low;
-            if byte.is_ascii_control() {
-                return Err(RouteError::Malformed(
-                    "percent-escape encodes a control character",
-                ));
-            }
-            out.push(byte);
-            index += 3;
-        } else {
-            out.push(bytes[index]);
-            index += 1;
+    for (index, _) in text.match_indices('%') {
+        let escape = text
+            .get(index..index + 3)
+            .filter(|escape| escape[1..].bytes().all(|b| b.is_ascii_hexdigit()))
+            .ok_or(RouteError::Malformed(
+                "'%' must be followed by two hex digits",
+            ))?;
+        if percent_decode_str(escape).any(|byte| byte.is_ascii_control()) {
+            return Err(RouteError::Malformed(
+                "percent-escape encodes a control character",
+            ));
         }
     }
-    Ok(String::from_utf8_lossy(&out).to_lowercase())
-}
-
-fn hex_value(byte: u8) -> Option<u8> {
-    match byte {
-        b'0'..=b'9' => Some(byte - b'0'),
-        b'a'..=b'f' => Some(byte - b'a' + 10),
-        b'A'..=b'F' => Some(byte - b'A' + 10),
-        _ => None,
-    }
+    Ok(percent_decode_str(text).decode_utf8_lossy().to_lowercase())
 }
 
 fn is_credential_parameter(decoded_name: &str) -> bool {
@@ -561,4 +548,48 @@ fn artifact_extension(decoded: &str) -> Option<&'static str> {
         .iter()
         .find(|extension| decoded.ends_with(*extension))
         .copied()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BAD_ESCAPE: RouteError = RouteError::Malformed("'%' must be followed by two hex digits");
+    const CONTROL: RouteError = RouteError::Malformed("percent-escape encodes a control character");
+
+    #[test]
+    fn escapes_decode_and_lowercase() {
+        assert_eq!(decode_percent("Re%73OLVE"), Ok("resolve".to_owned()));
+        assert_eq!(decode_percent("a%2Fb%2fc"), Ok("a/b/c".to_owned()));
+        assert_eq!(decode_percent("%25"), Ok("%".to_owned()));
+        assert_eq!(decode_percent("%2525"), Ok("%25".to_owned()));
+        assert_eq!(decode_percent("%C3%A9"), Ok("\u{e9}".to_owned()));
+        assert_eq!(decode_percent(""), Ok(String::new()));
+    }
+
+    #[test]
+    fn invalid_utf8_is_decoded_lossily() {
+        assert_eq!(decode_percent("a%ffb"), Ok("a\u{fffd}b".to_owned()));
+    }
+
+    #[test]
+    fn every_percent_must_start_an_escape() {
+        for text in ["%", "a%", "a%4", "%zz", "%4g", "%%41", "%2%41", "%41%"] {
+            assert_eq!(decode_percent(text), Err(BAD_ESCAPE), "{text}");
+        }
+    }
+
+    #[test]
+    fn control_escapes_are_refused() {
+        for text in ["%00", "%0a", "%1F", "%7f", "%7F", "a%09b"] {
+            assert_eq!(decode_percent(text), Err(CONTROL), "{text}");
+        }
+        assert_eq!(decode_percent("%20%7e"), Ok(" ~".to_owned()));
+    }
+
+    #[test]
+    fn the_first_bad_escape_is_reported() {
+        assert_eq!(decode_percent("%00%zz"), Err(CONTROL));
+        assert_eq!(decode_percent("%zz%00"), Err(BAD_ESCAPE));
+    }
 }

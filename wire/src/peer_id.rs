@@ -4,15 +4,32 @@
 //! the key in lowercase RFC 4648 base32 without padding: 52 characters from
 //! `a-z2-7`, safe in a shell, a URL or a file name, and case-insensitive on
 //! input. Nothing is hashed: the id *is* the key, so pinning an id pins a key.
+//!
+//! 256 bits are 51 characters of 5 bits and one last character holding the
+//! last bit and four zero bits, so a peer id always ends in `a` or `q`; any
+//! other last character is refused, which keeps one text form per key.
 
 use std::fmt;
 use std::net::SocketAddr;
 use std::str::FromStr;
+use std::sync::LazyLock;
+
+use data_encoding::{Encoding, Specification};
 
 /// Length of a peer id in text form.
 pub const PEER_ID_TEXT_LEN: usize = 52;
 
-const ALPHABET: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
+/// RFC 4648 base32 in lowercase without padding; uppercase reads as
+/// lowercase. The decoder checks that the last character's unused bits are
+/// zero (data-encoding's `check_trailing_bits`, on by default).
+static BASE32_LOWER: LazyLock<Encoding> = LazyLock::new(|| {
+    let mut spec = Specification::new();
+    spec.symbols.push_str("abcdefghijklmnopqrstuvwxyz234567");
+    spec.translate.from.push_str("ABCDEFGHIJKLMNOPQRSTUVWXYZ");
+    spec.translate.to.push_str("abcdefghijklmnopqrstuvwxyz");
+    spec.encoding()
+        .expect("lowercase RFC 4648 base32 is a valid specification")
+});
 
 /// A peer's Ed25519 public key, the identity it proves in every handshake.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -32,22 +49,7 @@ impl PeerId {
 
 impl fmt::Display for PeerId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // 256 bits = 51 groups of 5 bits plus one bit, padded with zeros.
-        let mut text = String::with_capacity(PEER_ID_TEXT_LEN);
-        let mut acc: u16 = 0;
-        let mut bits = 0;
-        for byte in self.0 {
-            acc = (acc << 8) | u16::from(byte);
-            bits += 8;
-            while bits >= 5 {
-                bits -= 5;
-                text.push(ALPHABET[((acc >> bits) & 31) as usize] as char);
-            }
-        }
-        if bits > 0 {
-            text.push(ALPHABET[((acc << (5 - bits)) & 31) as usize] as char);
-        }
-        f.write_str(&text)
+        write!(f, "{}", BASE32_LOWER.encode_display(&self.0))
     }
 }
 
@@ -57,24 +59,49 @@ impl fmt::Debug for PeerId {
     }
 }
 
-/// Why a text is not a peer id or a peer address.
+/// Why a text is not a peer id or a peer address. The messages are for the
+/// person who typed or pasted the text.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PeerIdError {
     /// Not 52 characters.
-    #[error("a peer id has {PEER_ID_TEXT_LEN} characters, this one has {0}")]
+    #[error(
+        "not a peer id: expected {PEER_ID_TEXT_LEN} base32 characters (a-z, 2-7), found {}",
+        characters(*.0)
+    )]
     Length(usize),
     /// A character outside base32.
-    #[error("a peer id uses only a-z and 2-7; found {0:?}")]
-    Character(char),
-    /// The last character carries bits that must be zero.
-    #[error("a peer id's last character must encode zero padding bits")]
-    Padding,
-    /// `PEER_ID@HOST:PORT` without the `@`.
-    #[error("a peer address reads PEER_ID@HOST:PORT")]
+    #[error(
+        "not a peer id: character {position} is '{}'; a peer id uses only a-z and 2-7",
+        .found.escape_debug()
+    )]
+    Character {
+        /// Its position, counted from 1 as a person counts.
+        position: usize,
+        /// The character.
+        found: char,
+    },
+    /// The last character carries bits that must be zero: the id was
+    /// mistyped or cut.
+    #[error(
+        "not a peer id: it ends in '{0}', but every peer id ends in 'a' or 'q'; check it for a typo"
+    )]
+    LastCharacter(char),
+    /// `PEER_ID@IP:PORT` without the `@`.
+    #[error("not a peer address: expected PEER_ID@IP:PORT")]
     MissingAt,
     /// The part after `@` is not `IP:PORT`.
-    #[error("{0:?} is not an IP address with a port (like 127.0.0.1:4433 or [::1]:4433)")]
+    #[error(
+        "not a peer address: '{}' is not an IP address with a port (like 127.0.0.1:4433 or [::1]:4433)",
+        .0.escape_debug()
+    )]
     Address(String),
+}
+
+fn characters(count: usize) -> String {
+    match count {
+        1 => "1 character".to_owned(),
+        n => format!("{n} characters"),
+    }
 }
 
 impl FromStr for PeerId {
@@ -85,28 +112,20 @@ impl FromStr for PeerId {
         if count != PEER_ID_TEXT_LEN {
             return Err(PeerIdError::Length(count));
         }
+        let not_base32 =
+            |c: char| !c.is_ascii() || BASE32_LOWER.interpret_byte(c as u8).is_symbol().is_none();
+        if let Some((index, found)) = text.chars().enumerate().find(|(_, c)| not_base32(*c)) {
+            return Err(PeerIdError::Character {
+                position: index + 1,
+                found,
+            });
+        }
+        // 52 base32 symbols, all ASCII: the only error left is a last
+        // character whose unused bits are not zero.
         let mut out = [0u8; 32];
-        let mut acc: u16 = 0;
-        let mut bits = 0;
-        let mut written = 0;
-        for c in text.chars() {
-            let lower = c.to_ascii_lowercase();
-            let value = ALPHABET
-                .iter()
-                .position(|&a| a as char == lower)
-                .ok_or(PeerIdError::Character(c))?;
-            acc = (acc << 5) | value as u16;
-            bits += 5;
-            if bits >= 8 {
-                bits -= 8;
-                out[written] = (acc >> bits) as u8;
-                written += 1;
-                acc &= (1 << bits) - 1;
-            }
-        }
-        if acc != 0 {
-            return Err(PeerIdError::Padding);
-        }
+        BASE32_LOWER
+            .decode_mut(text.as_bytes(), &mut out)
+            .map_err(|_| PeerIdError::LastCharacter(text.chars().last().unwrap_or('?')))?;
         Ok(PeerId(out))
     }
 }
@@ -170,15 +189,105 @@ mod tests {
             PeerId([0xff; 32]).to_string(),
             format!("{}q", "7".repeat(51))
         );
+        // Computed independently: Python's
+        // base64.b32encode(key).decode().lower().rstrip("=").
+        assert_eq!(
+            sample().to_string(),
+            "bmyfk6u7ytuq4m2ypwrmp3argznybjok54kdsxudvdg7efz4mgda"
+        );
+        assert_eq!(sample().short(), "bmyfk6u7yt");
     }
 
     #[test]
     fn bad_text_is_refused() {
         assert_eq!("abc".parse::<PeerId>(), Err(PeerIdError::Length(3)));
+        assert_eq!("".parse::<PeerId>(), Err(PeerIdError::Length(0)));
+        let too_long = format!("{}a", sample());
+        assert_eq!(too_long.parse::<PeerId>(), Err(PeerIdError::Length(53)));
         let bad_char = format!("{}1", "a".repeat(51));
-        assert_eq!(bad_char.parse::<PeerId>(), Err(PeerIdError::Character('1')));
+        assert_eq!(
+            bad_char.parse::<PeerId>(),
+            Err(PeerIdError::Character {
+                position: 52,
+                found: '1'
+            })
+        );
         let bad_padding = format!("{}b", "a".repeat(51));
-        assert_eq!(bad_padding.parse::<PeerId>(), Err(PeerIdError::Padding));
+        assert_eq!(
+            bad_padding.parse::<PeerId>(),
+            Err(PeerIdError::LastCharacter('b'))
+        );
+        // Every last character but 'a' and 'q' (either case) leaves a set
+        // unused bit.
+        for last in "bcdefghijklmnoprstuvwxyz234567".chars() {
+            let text = format!("{}{last}", "a".repeat(51));
+            assert_eq!(
+                text.parse::<PeerId>(),
+                Err(PeerIdError::LastCharacter(last)),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_first_bad_character_is_named() {
+        let mut text: Vec<char> = sample().to_string().chars().collect();
+        text[3] = '8';
+        text[9] = '=';
+        let text: String = text.into_iter().collect();
+        assert_eq!(
+            text.parse::<PeerId>(),
+            Err(PeerIdError::Character {
+                position: 4,
+                found: '8'
+            })
+        );
+        // A non-ASCII character: 52 characters but more bytes.
+        let text = format!("{}é{}", "a".repeat(10), "a".repeat(41));
+        assert_eq!(
+            text.parse::<PeerId>(),
+            Err(PeerIdError::Character {
+                position: 11,
+                found: 'é'
+            })
+        );
+        let padded = format!("{}=", "a".repeat(51));
+        assert!(matches!(
+            padded.parse::<PeerId>(),
+            Err(PeerIdError::Character { position: 52, .. })
+        ));
+    }
+
+    #[test]
+    fn errors_read_as_plain_words() {
+        assert_eq!(
+            "abc".parse::<PeerId>().unwrap_err().to_string(),
+            "not a peer id: expected 52 base32 characters (a-z, 2-7), found 3 characters"
+        );
+        assert_eq!(
+            "x".parse::<PeerId>().unwrap_err().to_string(),
+            "not a peer id: expected 52 base32 characters (a-z, 2-7), found 1 character"
+        );
+        let bad_char = format!("{}1", "a".repeat(51));
+        assert_eq!(
+            bad_char.parse::<PeerId>().unwrap_err().to_string(),
+            "not a peer id: character 52 is '1'; a peer id uses only a-z and 2-7"
+        );
+        let bad_padding = format!("{}b", "a".repeat(51));
+        assert_eq!(
+            bad_padding.parse::<PeerId>().unwrap_err().to_string(),
+            "not a peer id: it ends in 'b', but every peer id ends in 'a' or 'q'; check it for a typo"
+        );
+        let newline = format!("{}\n{}", "a".repeat(20), "a".repeat(31));
+        assert_eq!(
+            newline.parse::<PeerId>().unwrap_err().to_string(),
+            "not a peer id: character 21 is '\\n'; a peer id uses only a-z and 2-7"
+        );
+        let host = format!("{}@example.org:1", sample());
+        assert_eq!(
+            host.parse::<PeerAddr>().unwrap_err().to_string(),
+            "not a peer address: 'example.org:1' is not an IP address with a port (like 127.0.0.1:4433 or [::1]:4433)"
+        );
     }
 
     #[test]

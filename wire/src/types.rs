@@ -314,7 +314,7 @@ pub(crate) fn validate_proof_count(count: u64) -> Result<(), FieldError> {
 
 /// Lowercase hex of a byte string, for error messages and logs.
 pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    data_encoding::HEXLOWER.encode(bytes)
 }
 
 /// Cuts `text` to at most `max` bytes on a character boundary.

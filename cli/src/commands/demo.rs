@@ -29,7 +29,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::network::runtime;
 use crate::exit::{Exit, Failure, OrExit};
-use crate::output::Output;
+use crate::output::{Output, counted};
 use crate::units::{human_bytes, parse_size};
 
 /// Arguments of `minimodel demo`.
@@ -88,9 +88,14 @@ pub fn run(args: DemoArgs, out: Output) -> Result<(), Failure> {
         }
     };
     out.say(format!(
-        "demo: one seeder capped at {}/s, {} downloading peers that serve each other, a {} artifact",
+        "demo: one seeder capped at {}/s, {}{}, a {} artifact",
         human_bytes(args.cap),
-        args.peers,
+        counted(args.peers as u64, "downloading peer"),
+        if args.peers > 1 {
+            " that serve each other"
+        } else {
+            ""
+        },
         human_bytes(args.size)
     ));
     let (manifest, verified, slm) = prepare(&root, args.size, chunk_size, out)?;
@@ -141,9 +146,9 @@ fn prepare(
         .context("the fixture does not verify")
         .or_exit(Exit::VerificationFailed)?;
     out.say(format!(
-        "wrote {} ({} chunks of {}) and its manifest in {}",
+        "wrote {} ({} of {}) and its manifest in {}",
         slm.display(),
-        manifest.chunks.chunk_count,
+        counted(manifest.chunks.chunk_count, "chunk"),
         human_bytes(u64::from(chunk_size)),
         root.display()
     ));
@@ -272,8 +277,11 @@ async fn swarm(
     let _ = seeder_task.await;
     bars.clear();
     out.say(format!(
-        "all {} peers finished in {:.1} s",
-        args.peers,
+        "{} finished in {:.1} s",
+        match args.peers {
+            1 => "the peer".to_owned(),
+            peers => format!("all {peers} peers"),
+        },
         elapsed.as_secs_f64()
     ));
     out.event(
@@ -335,8 +343,8 @@ fn summarize(
     let throughput = (runs.len() as u64 * size) as f64 / elapsed.as_secs_f64().max(1e-9);
     out.say(String::new());
     out.say(format!(
-        "{} peers x {} in {:.1} s ({}/s delivered in all)",
-        runs.len(),
+        "{} x {} in {:.1} s ({}/s delivered in all)",
+        counted(runs.len() as u64, "peer"),
         human_bytes(size),
         elapsed.as_secs_f64(),
         human_bytes(throughput as u64)
@@ -430,8 +438,11 @@ struct PeerBar {
 impl PeerBar {
     fn update(&self, verified: u64, peers: usize, rate: f64, out: Output, index: usize) {
         self.bar.set_position(verified);
-        self.bar
-            .set_message(format!("{peers} peers {}/s", human_bytes(rate as u64)));
+        self.bar.set_message(format!(
+            "{} {}/s",
+            counted(peers as u64, "peer"),
+            human_bytes(rate as u64)
+        ));
         if out.json {
             out.event(
                 "peer-progress",
@@ -442,9 +453,10 @@ impl PeerBar {
             if last.elapsed() >= Duration::from_secs(2) {
                 *last = Instant::now();
                 out.say(format!(
-                    "peer{}: {} verified, {peers} peers, {}/s",
+                    "peer{}: {} verified, {}, {}/s",
                     index + 1,
                     human_bytes(verified),
+                    counted(peers as u64, "peer"),
                     human_bytes(rate as u64)
                 ));
             }

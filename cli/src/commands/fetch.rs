@@ -22,7 +22,7 @@ use super::network::{Congestion, identity, parse_peer, runtime, show_reports};
 use super::{LoadedManifest, load_manifest};
 use crate::consent;
 use crate::exit::{Exit, Failure, OrExit};
-use crate::output::Output;
+use crate::output::{Output, counted};
 use crate::units::{human_bytes, parse_size};
 
 /// Arguments of `minimodel fetch`.
@@ -31,7 +31,7 @@ pub struct FetchArgs {
     /// The manifest of the artifact to fetch.
     pub manifest: PathBuf,
     /// A peer to fetch from, PEER_ID@HOST:PORT (any number).
-    #[arg(long = "peer", value_parser = parse_peer)]
+    #[arg(long = "peer", value_name = "PEER_ID@HOST:PORT", value_parser = parse_peer)]
     pub peers: Vec<PeerAddr>,
     /// A peer offer file to fetch from (any number).
     #[arg(long = "offer")]
@@ -106,7 +106,11 @@ pub fn transfer(
 ) -> Result<(), Failure> {
     let manifest = &loaded.manifest;
     consent::ask(
-        &format!("fetch {} from {} peers", manifest.model_id, peers.len()),
+        &format!(
+            "fetch {} from {}",
+            manifest.model_id,
+            counted(peers.len() as u64, "peer")
+        ),
         args.yes,
         out.json,
     )?;
@@ -167,22 +171,22 @@ pub fn transfer(
         };
         let seconds = summary.duration_ms.max(1) as f64 / 1000.0;
         out.say(format!(
-            "fetched {} ({}) in {seconds:.1} s from {} peers; {} chunks fetched, {} resumed",
+            "fetched {} ({}) in {seconds:.1} s from {}; {} fetched, {} resumed",
             outcome.artifact_path.display(),
             human_bytes(manifest.artifact_bytes),
-            summary.peers.len(),
-            summary.chunks_fetched,
+            counted(summary.peers.len() as u64, "peer"),
+            counted(summary.chunks_fetched, "chunk"),
             summary.chunks_resumed,
         ));
         for peer in &summary.peers {
             out.say(format!(
-                "  {} at {}: {} chunks, {}{}",
+                "  {} at {}: {}, {}{}",
                 &peer.peer_id[..10],
                 peer.address,
-                peer.chunks,
+                counted(peer.chunks, "chunk"),
                 human_bytes(peer.bytes),
                 if peer.banned {
-                    format!(", banned after {} bad chunks", peer.bad_chunks)
+                    format!(", banned after {}", counted(peer.bad_chunks, "bad chunk"))
                 } else {
                     String::new()
                 }

@@ -1,5 +1,6 @@
-//! `minimodel fixture OUT.slm --size 64MiB [--seed N]`: a valid synthetic
-//! `.slm`, deterministic from the seed, written in a streaming pass.
+//! `minimodel fixture OUT.slm --size 64MiB [--seed N] [--force]`: a valid
+//! synthetic `.slm`, deterministic from the seed, written in a streaming
+//! pass. An existing OUT is left alone (exit 3) unless `--force`.
 
 use std::fs::{self, File};
 use std::io::{BufWriter, Write};
@@ -12,7 +13,7 @@ use serde_json::json;
 
 use crate::exit::{Exit, Failure, OrExit};
 use crate::output::Output;
-use crate::units::{human_bytes, parse_size};
+use crate::units::{exact_bytes, human_bytes, parse_size};
 
 /// Arguments of `minimodel fixture`.
 #[derive(Debug, Args)]
@@ -25,6 +26,9 @@ pub struct FixtureArgs {
     /// Seed of the synthetic content; the same seed gives the same bytes.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Replace OUT if it already exists.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// Counts bytes on their way to the file, for the progress bar.
@@ -55,10 +59,22 @@ pub fn run(args: FixtureArgs, out: Output) -> Result<(), Failure> {
             Exit::Usage,
             anyhow::anyhow!(
                 "--size {} is too small: a fixture needs at least {}",
-                args.size,
-                human_bytes(MIN_FIXTURE_SIZE)
+                exact_bytes(args.size),
+                exact_bytes(MIN_FIXTURE_SIZE)
             ),
         ));
+    }
+    // symlink_metadata: a link at OUT is something in the way too, even
+    // one that points nowhere.
+    if !args.force && fs::symlink_metadata(&args.out).is_ok() {
+        return Err(Failure::new(
+            Exit::InvalidInput,
+            anyhow::anyhow!(
+                "{} already exists; fixture does not overwrite it",
+                args.out.display()
+            ),
+        )
+        .with_hint("pass --force to replace it, or name another OUT file"));
     }
     let spec = FixtureSpec::new(args.size, args.seed);
     let temp = args.out.with_extension("slm.partial");

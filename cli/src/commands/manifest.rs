@@ -12,8 +12,8 @@ use serde_json::json;
 
 use super::write_atomically;
 use crate::exit::{Exit, Failure, OrExit};
-use crate::output::Output;
-use crate::units::{human_bytes, parse_size};
+use crate::output::{Output, counted};
+use crate::units::{exact_bytes, human_bytes, parse_size};
 
 /// Arguments of `minimodel manifest`.
 #[derive(Debug, Args)]
@@ -75,7 +75,9 @@ pub fn run(args: ManifestArgs, out: Output) -> Result<(), Failure> {
         None => None,
         Some(size) => Some(
             u32::try_from(size)
-                .map_err(|_| anyhow::anyhow!("--chunk-size {size} is larger than 16MiB"))
+                .map_err(|_| {
+                    anyhow::anyhow!("--chunk-size {} is larger than 16 MiB", exact_bytes(size))
+                })
                 .or_exit(Exit::Usage)?,
         ),
     };
@@ -126,11 +128,11 @@ pub fn run(args: ManifestArgs, out: Output) -> Result<(), Failure> {
         Some(path) => {
             write_atomically(path, text.as_bytes())?;
             out.say(format!(
-                "wrote {} for {} ({}, {} chunks of {}, root {})",
+                "wrote {} for {} ({}, {} of {}, root {})",
                 path.display(),
                 manifest.model_id,
                 human_bytes(manifest.artifact_bytes),
-                manifest.chunks.chunk_count,
+                counted(manifest.chunks.chunk_count, "chunk"),
                 human_bytes(u64::from(chunk_size)),
                 manifest.chunks.merkle_root
             ));

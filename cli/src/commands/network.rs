@@ -9,11 +9,11 @@ use anyhow::Context;
 use indicatif::ProgressBar;
 use minimodel_swarm::node::NodeReport;
 use minimodel_swarm::transport::{CongestionControl, Identity, TransportTuning};
-use minimodel_wire::{PeerAddr, PeerId};
+use minimodel_wire::{PeerAddr, PeerId, PeerIdError};
 use tokio::sync::mpsc;
 
 use crate::exit::{Exit, Failure, OrExit};
-use crate::output::Output;
+use crate::output::{Output, counted};
 use crate::units::human_bytes;
 
 /// The congestion controller for the data this node sends (`--congestion`).
@@ -49,13 +49,14 @@ pub fn parse_peer(text: &str) -> Result<PeerAddr, String> {
     }
     let (id, host) = text
         .split_once('@')
-        .ok_or_else(|| format!("{text:?} is not PEER_ID@HOST:PORT"))?;
-    let id: PeerId = id.parse().map_err(|e| format!("{text:?}: {e}"))?;
+        .ok_or("not a peer address: expected PEER_ID@HOST:PORT")?;
+    // clap already echoes the whole value; the message says what is wrong.
+    let id: PeerId = id.parse().map_err(|e: PeerIdError| e.to_string())?;
     let addr = host
         .to_socket_addrs()
-        .map_err(|e| format!("{text:?}: cannot resolve {host:?}: {e}"))?
+        .map_err(|e| format!("cannot resolve '{host}': {e}"))?
         .next()
-        .ok_or_else(|| format!("{text:?}: {host:?} has no address"))?;
+        .ok_or_else(|| format!("'{host}' has no address"))?;
     Ok(PeerAddr { id, addr })
 }
 
@@ -133,7 +134,11 @@ pub fn show_reports(
                 } => {
                     if let Some(bar) = &bar {
                         bar.set_position(*verified_bytes);
-                        bar.set_message(format!("{peers} peers, {}/s", human_bytes(*rate as u64)));
+                        bar.set_message(format!(
+                            "{}, {}/s",
+                            counted(*peers as u64, "peer"),
+                            human_bytes(*rate as u64)
+                        ));
                     }
                     None
                 }
