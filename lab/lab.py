@@ -42,7 +42,12 @@ class Failed(Exception):
 
 
 def say(text=""):
-    print(text, flush=True)
+    # A closed standard output (the reader went away) must not stop the
+    # teardown halfway.
+    try:
+        print(text, flush=True)
+    except OSError:
+        pass
 
 
 # --- binaries -----------------------------------------------------------------
@@ -307,8 +312,8 @@ def swarm(ctx, name, peers, size, timeout):
         tx1 = seeder.tx_bytes()
     problems = [f"{p.name} did not finish in {timeout} s" for p in late]
     receipts = [check_download(p, out, sha, problems) for p, out in fetches]
-    ends = [p.ended - t0 for p, _ in fetches if p.ended is not None]
-    elapsed = max(ends) if ends else float("nan")
+    ends = [p.ended - t0 for p, _ in fetches if p.returncode == 0]
+    elapsed = max(ends) if len(ends) == peers else None
     bound = max(size / u_s, peers * size / (u_s + peers * peer_uplink))
     from_seeder = []
     wasted = [r["source"].get("bytes_wasted", 0) for r in receipts if r]
@@ -323,9 +328,9 @@ def swarm(ctx, name, peers, size, timeout):
         "bytes": size,
         "seeder_uplink_MBps": round(u_s / 1e6, 2),
         "bound_s": round(bound, 2),
-        "last_peer_s": round(elapsed, 2),
-        "time_over_bound": round(elapsed / bound, 3),
-        "peer_s": [round(e, 2) for e in sorted(ends)],
+        "last_peer_s": round(elapsed, 2) if elapsed else None,
+        "time_over_bound": round(elapsed / bound, 3) if elapsed else None,
+        "completed_peer_s": [round(e, 2) for e in sorted(ends)],
         "seeder_tx_bytes": tx1 - tx0,
         "seeder_copies": round((tx1 - tx0) / size, 3),
         "chunks_from_seeder_per_peer": from_seeder,
@@ -334,11 +339,14 @@ def swarm(ctx, name, peers, size, timeout):
     }
     ctx.results.append(result)
     say(f"  seeder uplink (TCP through {SEED_CAP}): {u_s / 1e6:.2f} MB/s ({bits(u_s):.1f} Mbit/s)")
-    say(f"  bound max(F/u_s, N*F/(u_s+sum u_i)) = {bound:.2f} s; last peer verified at "
-        f"{elapsed:.2f} s: time/bound {elapsed / bound:.3f}")
-    say(f"  per peer: {', '.join(f'{e:.2f}' for e in sorted(ends))} s")
+    if elapsed:
+        say(f"  bound max(F/u_s, N*F/(u_s+sum u_i)) = {bound:.2f} s; last peer verified at "
+            f"{elapsed:.2f} s: time/bound {elapsed / bound:.3f}")
+    else:
+        say(f"  bound {bound:.2f} s; no time/bound: {peers - len(ends)} of {peers} peers failed")
+    say(f"  peers that completed, at: {', '.join(f'{e:.2f}' for e in sorted(ends))} s")
     say(f"  seeder sent {tx1 - tx0} bytes on eth0 = {(tx1 - tx0) / size:.3f} copies; "
-        f"chunks from the seeder per peer {from_seeder}; bytes wasted per peer {wasted}")
+        f"chunks from the seeder per receipt {from_seeder}; bytes wasted {wasted}")
     shutil.rmtree(run_dir, ignore_errors=True)
     fail_if(problems)
 
@@ -711,6 +719,11 @@ def main():
     except LabError as error:
         say(f"lab: cannot run: {error}")
         return 2
+    except (KeyboardInterrupt, SystemExit) as stop:
+        failures.append(("interrupted", ""))
+        say("lab: interrupted; the lab's processes and namespaces are gone")
+        code = stop.code if isinstance(stop, SystemExit) else 130
+        return code if isinstance(code, int) else 130
     finally:
         if args.keep:
             say(f"lab: work directory kept: {workdir}")
@@ -720,6 +733,10 @@ def main():
             for run in (workdir / "runs", workdir / "artifacts"):
                 shutil.rmtree(run, ignore_errors=True)
             say(f"lab: logs kept in {workdir}")
+    if args.repeat > 1:
+        for name in dict.fromkeys(names):
+            failed = sum(1 for label, _ in failures if label.startswith(f"{name} "))
+            say(f"lab: {name}: {args.repeat - failed} of {args.repeat} runs passed")
     if failures:
         say(f"lab: {len(failures)} failed: {', '.join(label for label, _ in failures)}")
         return 1

@@ -116,17 +116,15 @@ def clean_leftovers(log=print):
         _delete_namespace(ns)
 
 
-class _Interrupted(BaseException):
-    pass
-
-
 def install_signal_handlers():
-    """SIGTERM and SIGHUP raise SystemExit (SIGINT already raises
-    KeyboardInterrupt), so `with Lab(...)` blocks tear down on them."""
+    """SIGINT raises KeyboardInterrupt (even when the lab was started with
+    SIGINT ignored, as a background job of a script is), SIGTERM and SIGHUP
+    raise SystemExit, so `with Lab(...)` blocks tear down on them."""
 
     def stop(signum, _frame):
         raise SystemExit(128 + signum)
 
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGHUP, stop)
 
