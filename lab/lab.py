@@ -116,6 +116,8 @@ class Context:
         self.workdir = Path(workdir)
         self.artifacts = {}
         self.results = []
+        self.repeat = args.repeat
+        self.attempt = 1
 
     def artifact(self, size):
         """A fixture of `size` bytes and its manifest, made once per run."""
@@ -139,7 +141,12 @@ class Context:
         return self.artifacts[size]
 
     def lab(self, name):
-        return Lab(self.workdir / "logs" / name, log=say)
+        return Lab(self.logdir(name), log=say)
+
+    def logdir(self, name):
+        """logs/NAME, or logs/NAME-runK when scenarios are repeated."""
+        suffix = f"-run{self.attempt}" if self.repeat > 1 else ""
+        return self.workdir / "logs" / f"{name}{suffix}"
 
     def scratch(self, name):
         path = self.workdir / "runs" / name
@@ -337,6 +344,7 @@ def swarm(ctx, name, peers, size, timeout):
         "bytes_wasted_per_peer": wasted,
         "ok": not problems,
     }
+    result["run"] = ctx.attempt
     ctx.results.append(result)
     say(f"  seeder uplink (TCP through {SEED_CAP}): {u_s / 1e6:.2f} MB/s ({bits(u_s):.1f} Mbit/s)")
     if elapsed:
@@ -406,11 +414,17 @@ def seeders(ctx, name, count, size, timeout, impair=None, congestion=None):
         "relays": [r.stdout_text().strip().splitlines()[-1] for r in relays],
         "ok": not problems,
     }
+    result["run"] = ctx.attempt
     ctx.results.append(result)
     say(f"  seeder uplink (TCP through {SEED_CAP}): {u_s / 1e6:.2f} MB/s; sum of {count}: "
         f"{count * u_s / 1e6:.2f} MB/s")
-    say(f"  fetch of {size // MiB} MiB: {elapsed:.2f} s, {rate / 1e6:.2f} MB/s = "
-        f"{rate / (count * u_s):.3f} of the caps; seeders sent {sum(sent) / size:.3f} copies")
+    if problems:
+        result["throughput_MBps"] = result["fraction_of_caps"] = None
+        say(f"  the fetch of {size // MiB} MiB failed after {elapsed:.2f} s; "
+            f"seeders sent {sum(sent) / size:.3f} copies")
+    else:
+        say(f"  fetch of {size // MiB} MiB: {elapsed:.2f} s, {rate / 1e6:.2f} MB/s = "
+            f"{rate / (count * u_s):.3f} of the caps; seeders sent {sum(sent) / size:.3f} copies")
     for relay in relays:
         say(f"  {relay.name}: {relay.stdout_text().strip().splitlines()[-1]}")
     shutil.rmtree(run_dir, ignore_errors=True)
@@ -705,13 +719,14 @@ def main():
                 label = name if args.repeat == 1 else f"{name} (run {attempt}/{args.repeat})"
                 say(f"== {label}")
                 started = time.monotonic()
+                ctx.attempt = attempt
                 try:
                     SCENARIOS[name](ctx, name)
                     say(f"   PASS {label} ({time.monotonic() - started:.1f} s)")
                 except Failed as error:
                     failures.append((label, str(error)))
                     say(f"   FAIL {label} ({time.monotonic() - started:.1f} s):\n{indent(str(error))}")
-                    say(f"   logs: {workdir / 'logs' / name}")
+                    say(f"   logs: {ctx.logdir(name)}")
         if args.results:
             with open(args.results, "a") as out:
                 for result in ctx.results:
