@@ -2,9 +2,11 @@
 //! reordering, duplication and a rate cap, for machines where kernel
 //! traffic shaping (netem) is not available.
 //!
-//! It binds 127.0.0.1:0 and forwards datagrams between one client (the
-//! first address that sends to it) and one upstream address, each
-//! direction through its own delay line. It stops when dropped.
+//! It binds 127.0.0.1:0 (or, with `Relay::start_on`, the addresses it is
+//! given) and forwards datagrams between one client (the first address that
+//! sends to it) and one upstream address, each direction through its own
+//! delay line. It stops when dropped. The network lab runs it as a program:
+//! `swarm/examples/relay.rs`.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -99,8 +101,21 @@ struct Shared {
 impl Relay {
     /// Starts relaying to `upstream` with `impairment`.
     pub async fn start(upstream: SocketAddr, impairment: Impairment) -> std::io::Result<Relay> {
-        let front = Arc::new(bind()?);
-        let back = Arc::new(bind()?);
+        Self::start_on(LOOPBACK_ANY_PORT, LOOPBACK_ANY_PORT, upstream, impairment).await
+    }
+
+    /// Starts relaying to `upstream` with `impairment`, taking the client's
+    /// datagrams on `front` and sending to `upstream` from `back` (port 0
+    /// picks a free one). `back` must be able to reach `upstream`: a
+    /// loopback address reaches only loopback.
+    pub async fn start_on(
+        front: SocketAddr,
+        back: SocketAddr,
+        upstream: SocketAddr,
+        impairment: Impairment,
+    ) -> std::io::Result<Relay> {
+        let front = Arc::new(bind_on(front)?);
+        let back = Arc::new(bind_on(back)?);
         let addr = front.local_addr()?;
         let stats = Arc::new(RelayStats::default());
         let blackhole = Arc::new(AtomicBool::new(false));
@@ -145,19 +160,29 @@ impl Relay {
     }
 }
 
+const LOOPBACK_ANY_PORT: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
+    std::net::Ipv4Addr::LOCALHOST,
+    0,
+));
+
 /// A socket on 127.0.0.1 with large buffers, so a burst is queued rather
 /// than lost before the relay decides what to lose (or, at an endpoint,
 /// after it decided).
 pub fn bind() -> std::io::Result<UdpSocket> {
+    bind_on(LOOPBACK_ANY_PORT)
+}
+
+/// A socket on `addr` (IPv4 or IPv6) with the large buffers of `bind`.
+pub fn bind_on(addr: SocketAddr) -> std::io::Result<UdpSocket> {
     let socket = socket2::Socket::new(
-        socket2::Domain::IPV4,
+        socket2::Domain::for_address(addr),
         socket2::Type::DGRAM,
         Some(socket2::Protocol::UDP),
     )?;
     socket.set_recv_buffer_size(4 << 20)?;
     socket.set_send_buffer_size(4 << 20)?;
     socket.set_nonblocking(true)?;
-    socket.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())?;
+    socket.bind(&addr.into())?;
     UdpSocket::from_std(socket.into())
 }
 
