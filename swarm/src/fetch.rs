@@ -29,10 +29,10 @@ use minimodel_verifier::receipt::{
 use minimodel_wire::{PeerAddr, SwarmIdentity, SwarmParams};
 use tokio::sync::mpsc;
 
-use crate::download::{DownloadConfig, DownloadCore};
 use crate::node::{DownloadParts, Node, NodeConfig, NodeError, NodeParts, NodeReport, ProofSource};
 use crate::resume::PartialDownload;
 use crate::transport::Identity;
+use minimodel_node::download::{DownloadConfig, DownloadCore};
 
 /// What to fetch, from whom, and how.
 #[derive(Debug, Clone)]

@@ -9,18 +9,13 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod download;
+pub use minimodel_node::{download, picker, session, upload};
 pub mod fetch;
 pub mod link;
 pub mod node;
 pub mod offer;
-pub mod picker;
 pub mod resume;
 pub mod seed;
-pub mod session;
-#[cfg(test)]
-pub(crate) mod sim;
 pub mod store;
 pub mod trailing;
 pub mod transport;
-pub mod upload;

@@ -33,7 +33,7 @@ use tokio::sync::mpsc;
 pub use handshake::{LocalHello, Session};
 pub use pieces::{ArrivedPiece, PieceStreamError};
 
-use crate::picker::PeerKey;
+use minimodel_node::picker::PeerKey;
 
 /// A control stream quiet for this long gets a KeepAlive.
 const KEEP_ALIVE_AFTER: Duration = Duration::from_secs(15);

@@ -16,7 +16,7 @@ use minimodel_wire::{
     ChunkIndex, FRAME_PREFIX_LEN, MAX_PIECE_HEADER_FRAME, PieceHeader, SwarmParams,
 };
 
-use crate::upload::TokenBucket;
+use minimodel_node::upload::TokenBucket;
 
 /// Bytes written to a piece stream between two rate-limit checks.
 const SEND_SLICE: usize = 64 * 1024;

@@ -9,8 +9,8 @@ use minimodel_wire::{GoodbyeReason, HaveBitfield, Hello, HelloRejectReason, Peer
 
 use super::{Internal, Node, NodeReport, Peer};
 use crate::link::{self, Session};
-use crate::picker::PeerKey;
 use crate::transport;
+use minimodel_node::picker::PeerKey;
 
 /// What a listener checks before it answers a Hello. Shared with the
 /// accept tasks, updated by the node.

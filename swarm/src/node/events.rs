@@ -9,8 +9,8 @@ use serde::Serialize;
 
 use super::{Internal, Node};
 use crate::link::{LinkEvent, PieceStreamError};
-use crate::picker::PeerKey;
-use crate::upload::RequestRefusal;
+use minimodel_node::picker::PeerKey;
+use minimodel_node::upload::RequestRefusal;
 
 /// What a node tells the program that runs it (log lines, progress).
 #[derive(Debug, Clone, Serialize)]

@@ -22,12 +22,12 @@ use minimodel_wire::{ChunkIndex, GoodbyeReason, HaveBitfield, Message};
 use tokio::sync::Semaphore;
 
 use super::{Internal, Node, NodeReport};
-use crate::download::{Action, DisconnectReason, DownloadCore};
 use crate::link::ArrivedPiece;
-use crate::picker::PeerKey;
 use crate::resume::PartialDownload;
 use crate::store::Storage;
 use crate::trailing::TrailingHasher;
+use minimodel_node::download::{Action, DisconnectReason, DownloadCore};
+use minimodel_node::picker::PeerKey;
 
 /// A checkpoint is written at least this often while chunks arrive.
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(2);

@@ -31,13 +31,13 @@ use tokio::sync::mpsc;
 
 pub use events::NodeReport;
 
-use crate::download::DownloadCore;
 use crate::link::{LinkEvent, LinkHandle, LocalHello};
-use crate::picker::PeerKey;
 use crate::resume::PartialDownload;
 use crate::store::Storage;
 use crate::transport::{Identity, TransportTuning};
-use crate::upload::{TokenBucket, UploadConfig, UploadQueue};
+use minimodel_node::download::DownloadCore;
+use minimodel_node::picker::PeerKey;
+use minimodel_node::upload::{TokenBucket, UploadConfig, UploadQueue};
 
 use self::connect::Admission;
 use self::fetching::DownloadState;

@@ -22,9 +22,9 @@ use tokio::task::AbortHandle;
 use super::{Internal, Node};
 use crate::link::PieceStreamError;
 use crate::link::pieces::send_piece;
-use crate::picker::PeerKey;
 use crate::store::read_chunk;
-use crate::upload::{TokenBucket, UploadQueue};
+use minimodel_node::picker::PeerKey;
+use minimodel_node::upload::{TokenBucket, UploadQueue};
 
 /// How often peers are told about serving peers they have not heard of
 /// (each peer hears of each other peer once).

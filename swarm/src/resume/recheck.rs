@@ -12,8 +12,8 @@ use minimodel_verifier::chunk::{ChunkGeometry, ChunkIndex};
 use minimodel_wire::HaveBitfield;
 use sha2::{Digest, Sha256};
 
-use crate::picker::SplitMix64;
 use crate::store::Storage;
+use minimodel_node::picker::SplitMix64;
 
 /// Bytes read at a time by each hashing thread.
 pub const READ_BLOCK: usize = 1 << 20;

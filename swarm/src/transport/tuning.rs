@@ -413,7 +413,7 @@ mod tests {
     #[test]
     fn uni_streams_cover_a_full_pipeline_and_no_more() {
         let limit = TransportTuning::default().max_concurrent_uni_streams as usize;
-        let pipeline = crate::download::DownloadConfig::default().max_pipeline;
+        let pipeline = minimodel_node::download::DownloadConfig::default().max_pipeline;
         // quinn re-grants streams once an eighth of the limit is used: a
         // pipeline of `pipeline` pieces must fit in what remains before that.
         assert!(

@@ -38,6 +38,8 @@
 //!    owners are cancelled.
 
 use std::collections::BTreeSet;
+
+pub use crate::rng::SplitMix64;
 use std::time::Instant;
 
 /// Availability buckets above this count are merged: a chunk held by 64
@@ -456,25 +458,6 @@ impl PiecePicker {
 
 fn bucket_of(availability: u16) -> usize {
     usize::from(availability).min(MAX_TRACKED_AVAILABILITY)
-}
-
-/// A small deterministic generator for tie-breaks (SplitMix64).
-#[derive(Debug, Clone)]
-pub(crate) struct SplitMix64(pub(crate) u64);
-
-impl SplitMix64 {
-    pub(crate) fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// A value in `0..bound` (`bound > 0`).
-    pub(crate) fn below(&mut self, bound: u64) -> u64 {
-        self.next_u64() % bound.max(1)
-    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,15 @@
+//! `minimodel-node`: the decisions of a swarm peer, as sans-IO state
+//! machines. Inputs carry the time; decisions come out as actions. No
+//! sockets, no files, no clock, no async runtime: the crate does not depend
+//! on tokio or quinn, so the compiler keeps it that way.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod download;
+pub mod picker;
+pub mod rng;
+pub mod session;
+#[cfg(test)]
+pub(crate) mod sim;
+pub mod upload;
