@@ -2,11 +2,11 @@
 //! to give up on a request or a peer.
 //!
 //! Sans-IO: every input carries the time, every decision comes out as an
-//! [`Action`] from [`DownloadCore::poll_action`]. The tokio driver turns
+//! [`Action`] from [`Downloader::poll_action`]. The tokio driver turns
 //! actions into wire messages; the simulated swarm in the tests turns them
 //! into events on a virtual clock.
 //!
-//! Per peer, a [`session::PeerSession`] keeps its requests and measures its
+//! Per peer, a [`session::PeerDownload`] keeps its requests and measures its
 //! rate; its pipeline depth follows the rate times the round trip, so a fast
 //! far peer gets many requests in flight and a slow one few. A request that
 //! takes far longer than the peer's own rate predicts times out and its chunk
@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 
 use minimodel_wire::{HaveBitfield, PeerId};
 
-use crate::picker::{ChunkSet, PeerKey, PiecePicker, VerifiedOutcome};
-use crate::session::{PeerSession, PeerStats};
+use crate::picker::{ChunkSet, LinkId, PiecePicker, VerifiedOutcome};
+use crate::session::{PeerDownload, PeerStats};
 
 /// Tunables of the download state machine.
 #[derive(Debug, Clone, PartialEq)]
@@ -61,6 +61,10 @@ pub struct DownloadConfig {
     /// at 130 ms. Pipelines follow the peers' smallest round trip, so on a
     /// short path far less is outstanding.
     pub max_in_flight_bytes: u64,
+    /// Requested bytes per second at most (`--max-download`), if set:
+    /// requests wait for their bytes in a token bucket with a burst of one
+    /// chunk (or 1 MiB, whichever is more).
+    pub max_rate: Option<u64>,
     /// Seed of the picker's random tie-break.
     pub seed: u64,
 }
@@ -78,6 +82,7 @@ impl Default for DownloadConfig {
             slow_peer_factor: 4.0,
             busy_backoff: Duration::from_millis(500),
             max_in_flight_bytes: 16 << 20,
+            max_rate: None,
             seed: 0x6d69_6e69_6d6f_6465,
         }
     }
@@ -89,14 +94,14 @@ pub enum Action {
     /// Send `Request { chunk }` to the peer.
     Request {
         /// To whom.
-        peer: PeerKey,
+        peer: LinkId,
         /// Which chunk.
         chunk: u32,
     },
     /// Send `Cancel { chunk }` to the peer and stop reading its piece stream.
     Cancel {
         /// To whom.
-        peer: PeerKey,
+        peer: LinkId,
         /// Which chunk.
         chunk: u32,
     },
@@ -104,7 +109,7 @@ pub enum Action {
     /// download already.
     Disconnect {
         /// Whom.
-        peer: PeerKey,
+        peer: LinkId,
         /// Why.
         reason: DisconnectReason,
     },
@@ -144,20 +149,24 @@ pub enum JoinError {
 
 /// The download of one artifact from a changing set of peers.
 #[derive(Debug)]
-pub struct DownloadCore {
+pub struct Downloader {
     config: DownloadConfig,
     chunk_size: u32,
     picker: PiecePicker,
-    peers: BTreeMap<PeerKey, PeerSession>,
+    peers: BTreeMap<LinkId, PeerDownload>,
     banned: BTreeSet<PeerId>,
     /// Statistics of peers that left, kept for the receipt.
     departed: Vec<(PeerId, PeerStats)>,
     /// No new requests while set (the driver's pipeline behind us is full).
     hold: bool,
+    /// `max_rate`, when set.
+    rate_limit: Option<crate::upload::TokenBucket>,
+    /// Requests are held for the rate limit until then.
+    rate_wait: Option<Instant>,
     actions: VecDeque<Action>,
 }
 
-impl DownloadCore {
+impl Downloader {
     /// A download of `chunk_count` chunks of `chunk_size` bytes (the last
     /// may be shorter); `have` marks chunks verified in an earlier run.
     pub fn new(chunk_size: u32, have: &HaveBitfield, config: DownloadConfig) -> Self {
@@ -173,8 +182,27 @@ impl DownloadCore {
             banned: BTreeSet::new(),
             departed: Vec::new(),
             hold: false,
+            rate_limit: None,
+            rate_wait: None,
             actions: VecDeque::new(),
         }
+    }
+
+    /// The earliest moment [`Self::tick`] has something to do: a request
+    /// expires, a peer stalls, a back-off or the rate limit ends, or a
+    /// chunk held by a slow peer may be asked of a faster one.
+    pub fn next_deadline(&self, now: Instant) -> Option<Instant> {
+        let config = &self.config;
+        let sessions = self.peers.values().filter_map(|session| {
+            session.next_deadline(
+                self.chunk_size,
+                config.min_request_timeout,
+                config.request_timeout_factor,
+                config.stall_timeout,
+            )
+        });
+        let rescue = self.next_rescue(now);
+        sessions.chain(rescue).chain(self.rate_wait).min()
     }
 
     /// The picker, for progress and inspection.
@@ -201,7 +229,7 @@ impl DownloadCore {
     }
 
     /// The session of a connected peer.
-    pub fn peer(&self, key: PeerKey) -> Option<&PeerSession> {
+    pub fn peer(&self, key: LinkId) -> Option<&PeerDownload> {
         self.peers.get(&key)
     }
 
@@ -230,7 +258,7 @@ impl DownloadCore {
     /// the driver names it (unique while it is connected).
     pub fn add_peer(
         &mut self,
-        key: PeerKey,
+        key: LinkId,
         peer_id: PeerId,
         has: HaveBitfield,
         now: Instant,
@@ -248,14 +276,14 @@ impl DownloadCore {
             });
         }
         self.picker.add_peer_chunks(&has);
-        self.peers.insert(key, PeerSession::new(peer_id, has, now));
+        self.peers.insert(key, PeerDownload::new(peer_id, has, now));
         self.update_spread();
         self.fill(now);
         Ok(())
     }
 
     /// The peer left (or was dropped by the driver): its requests go back.
-    pub fn remove_peer(&mut self, key: PeerKey, now: Instant) {
+    pub fn remove_peer(&mut self, key: LinkId, now: Instant) {
         if let Some(session) = self.peers.remove(&key) {
             self.picker.release_peer(key);
             self.picker.remove_peer_chunks(session.has());
@@ -266,14 +294,14 @@ impl DownloadCore {
     }
 
     /// The peer's measured round trip.
-    pub fn set_rtt(&mut self, key: PeerKey, rtt: Duration) {
+    pub fn set_rtt(&mut self, key: LinkId, rtt: Duration) {
         if let Some(session) = self.peers.get_mut(&key) {
             session.set_rtt(rtt);
         }
     }
 
     /// The peer announced a chunk.
-    pub fn on_have(&mut self, key: PeerKey, chunk: u32, now: Instant) {
+    pub fn on_have(&mut self, key: LinkId, chunk: u32, now: Instant) {
         let Some(session) = self.peers.get_mut(&key) else {
             return;
         };
@@ -288,7 +316,7 @@ impl DownloadCore {
     }
 
     /// The peer refused a request.
-    pub fn on_reject(&mut self, key: PeerKey, chunk: u32, busy: bool, now: Instant) {
+    pub fn on_reject(&mut self, key: LinkId, chunk: u32, busy: bool, now: Instant) {
         let Some(session) = self.peers.get_mut(&key) else {
             return;
         };
@@ -307,14 +335,14 @@ impl DownloadCore {
 
     /// Bytes of a requested chunk arrived (not yet verified): the peer is
     /// making progress.
-    pub fn on_progress(&mut self, key: PeerKey, now: Instant) {
+    pub fn on_progress(&mut self, key: LinkId, now: Instant) {
         if let Some(session) = self.peers.get_mut(&key) {
             session.note_progress(now);
         }
     }
 
     /// The chunk from this peer passed its proof and is stored.
-    pub fn on_chunk_verified(&mut self, key: PeerKey, chunk: u32, bytes: u64, now: Instant) {
+    pub fn on_chunk_verified(&mut self, key: LinkId, chunk: u32, bytes: u64, now: Instant) {
         let outcome = self.picker.mark_verified(chunk, key);
         if let Some(session) = self.peers.get_mut(&key) {
             let requested = session.finish_request(chunk);
@@ -332,7 +360,7 @@ impl DownloadCore {
             }
         }
         if self.is_complete() {
-            let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+            let keys: Vec<LinkId> = self.peers.keys().copied().collect();
             for peer in keys {
                 self.actions.push_back(Action::Disconnect {
                     peer,
@@ -346,7 +374,7 @@ impl DownloadCore {
 
     /// The chunk from this peer failed its proof: the peer is banned and
     /// dropped, the chunk goes to another peer.
-    pub fn on_chunk_bad(&mut self, key: PeerKey, chunk: u32, now: Instant) {
+    pub fn on_chunk_bad(&mut self, key: LinkId, chunk: u32, now: Instant) {
         if let Some(session) = self.peers.get_mut(&key) {
             session.record_bad_chunk();
             self.banned.insert(session.peer_id());
@@ -357,7 +385,7 @@ impl DownloadCore {
 
     /// The chunk from this peer did not arrive whole (stream reset, write
     /// failure on our side): it goes back to the queue.
-    pub fn on_chunk_lost(&mut self, key: PeerKey, chunk: u32, now: Instant) {
+    pub fn on_chunk_lost(&mut self, key: LinkId, chunk: u32, now: Instant) {
         if let Some(session) = self.peers.get_mut(&key) {
             if session.finish_request(chunk).is_some() {
                 self.picker.release(chunk, key);
@@ -386,7 +414,7 @@ impl DownloadCore {
     /// Checks timeouts and refills pipelines. Call it every few hundred
     /// milliseconds.
     pub fn tick(&mut self, now: Instant) {
-        let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+        let keys: Vec<LinkId> = self.peers.keys().copied().collect();
         for key in keys {
             let Some(session) = self.peers.get_mut(&key) else {
                 continue;
@@ -424,12 +452,36 @@ impl DownloadCore {
         self.picker.set_wide(downloaders > 0);
     }
 
-    fn drop_peer(&mut self, key: PeerKey, reason: DisconnectReason, now: Instant) {
+    fn drop_peer(&mut self, key: LinkId, reason: DisconnectReason, now: Instant) {
         if self.peers.contains_key(&key) {
             self.actions
                 .push_back(Action::Disconnect { peer: key, reason });
             self.remove_peer(key, now);
         }
+    }
+
+    /// When the oldest request of a peer much slower than the fastest one
+    /// will have waited two chunk times of the fastest (see
+    /// [`Self::rescue_from_slow_peers`]).
+    fn next_rescue(&self, now: Instant) -> Option<Instant> {
+        let chunk_size = self.chunk_size;
+        let rates: Vec<f64> = self
+            .peers
+            .values()
+            .map(|session| session.effective_rate(now, chunk_size))
+            .collect();
+        let fastest = rates.iter().copied().fold(0.0, f64::max);
+        if fastest <= 0.0 || self.peers.len() < 2 {
+            return None;
+        }
+        let patience = Duration::from_secs_f64(2.0 * f64::from(chunk_size) / fastest);
+        self.peers
+            .values()
+            .zip(&rates)
+            .filter(|(_, rate)| **rate * self.config.slow_peer_factor < fastest)
+            .filter_map(|(session, _)| session.requests().map(|(_, sent)| sent).min())
+            .map(|sent| (sent + patience).max(now + Duration::from_millis(1)))
+            .min()
     }
 
     /// Asks a fast peer for the chunks that a much slower peer has held for
@@ -438,7 +490,7 @@ impl DownloadCore {
     /// never the download past its budget.
     fn rescue_from_slow_peers(&mut self, now: Instant) {
         let chunk_size = self.chunk_size;
-        let rates: BTreeMap<PeerKey, f64> = self
+        let rates: BTreeMap<LinkId, f64> = self
             .peers
             .iter()
             .map(|(key, session)| (*key, session.effective_rate(now, chunk_size)))
@@ -448,9 +500,9 @@ impl DownloadCore {
             return;
         }
         let patience = Duration::from_secs_f64(2.0 * f64::from(chunk_size) / fastest);
-        let mut helpers: Vec<PeerKey> = rates.keys().copied().collect();
+        let mut helpers: Vec<LinkId> = rates.keys().copied().collect();
         helpers.sort_by(|a, b| rates[b].total_cmp(&rates[a]).then(a.cmp(b)));
-        let slow: Vec<PeerKey> = rates
+        let slow: Vec<LinkId> = rates
             .iter()
             .filter(|(_, rate)| **rate * self.config.slow_peer_factor < fastest)
             .map(|(key, _)| *key)
@@ -505,7 +557,7 @@ impl DownloadCore {
         if self.is_complete() || self.hold {
             return;
         }
-        let rates: BTreeMap<PeerKey, f64> = self
+        let rates: BTreeMap<LinkId, f64> = self
             .peers
             .iter()
             .map(|(key, session)| (*key, session.rate()))
@@ -514,10 +566,10 @@ impl DownloadCore {
         // rate learned even when the budget is smaller than the swarm; then
         // the fastest, so they get the rarest chunks and endgame duplicates
         // go to whoever can finish them soonest.
-        let untried = |key: &PeerKey| {
+        let untried = |key: &LinkId| {
             self.peers[key].stats().chunks == 0 && self.peers[key].requests_in_flight() == 0
         };
-        let mut order: Vec<PeerKey> = rates.keys().copied().collect();
+        let mut order: Vec<LinkId> = rates.keys().copied().collect();
         order.sort_by(|a, b| {
             untried(b)
                 .cmp(&untried(a))
@@ -526,6 +578,12 @@ impl DownloadCore {
         });
         let budget = self.budget_chunks();
         let mut outstanding = self.outstanding();
+        if let Some(max_rate) = self.config.max_rate {
+            let burst = u64::from(self.chunk_size).max(1 << 20);
+            self.rate_limit
+                .get_or_insert_with(|| crate::upload::TokenBucket::new(max_rate, burst, now));
+        }
+        self.rate_wait = None;
         // Level by level: every peer gets its first request before any gets
         // a second, and so on, so peers share the budget evenly up to their
         // own pipeline depths rather than by who came first. Peers that
@@ -558,6 +616,15 @@ impl DownloadCore {
                 let Some(chunk) = picked else {
                     continue;
                 };
+                if let Some(bucket) = &mut self.rate_limit {
+                    if let Err(wait) = bucket.try_spend(u64::from(self.chunk_size), now) {
+                        // Over the download cap: hand the chunk back, ask
+                        // again once the bucket has refilled.
+                        self.picker.release(chunk, key);
+                        self.rate_wait = Some(now + wait);
+                        return;
+                    }
+                }
                 session.start_request(chunk, now);
                 outstanding += 1;
                 self.actions.push_back(Action::Request { peer: key, chunk });
@@ -570,7 +637,7 @@ impl DownloadCore {
 mod tests {
     use super::*;
 
-    fn requests(core: &mut DownloadCore) -> Vec<(PeerKey, u32)> {
+    fn requests(core: &mut Downloader) -> Vec<(LinkId, u32)> {
         let mut out = Vec::new();
         while let Some(action) = core.poll_action() {
             if let Action::Request { peer, chunk } = action {
@@ -582,18 +649,18 @@ mod tests {
 
     /// A download of 1000 chunks of 1 MiB with a request budget of
     /// `budget` bytes.
-    fn budgeted_core(budget: u64) -> DownloadCore {
+    fn budgeted_core(budget: u64) -> Downloader {
         let config = DownloadConfig {
             max_in_flight_bytes: budget,
             ..DownloadConfig::default()
         };
-        DownloadCore::new(1 << 20, &HaveBitfield::new(1000), config)
+        Downloader::new(1 << 20, &HaveBitfield::new(1000), config)
     }
 
     /// Peer `i` joins with every chunk.
-    fn join(core: &mut DownloadCore, i: u8, now: Instant) {
+    fn join(core: &mut Downloader, i: u8, now: Instant) {
         core.add_peer(
-            PeerKey(u32::from(i)),
+            LinkId(u64::from(i)),
             PeerId([i; 32]),
             HaveBitfield::full(1000),
             now,
@@ -605,9 +672,9 @@ mod tests {
     fn requested_bytes_stay_within_the_budget_however_many_peers() {
         let mut core = budgeted_core(8 << 20);
         let now = Instant::now();
-        let outstanding = |core: &DownloadCore| -> usize {
+        let outstanding = |core: &Downloader| -> usize {
             (0..10)
-                .filter_map(|i| core.peer(PeerKey(i)))
+                .filter_map(|i| core.peer(LinkId(i)))
                 .map(|s| s.requests_in_flight())
                 .sum()
         };
@@ -623,8 +690,8 @@ mod tests {
         // As requests end, the slots they free go to peers without one
         // first: every peer is served in time, and the total never grows
         // past the budget.
-        let mut served: BTreeSet<PeerKey> = sent.iter().map(|(peer, _)| *peer).collect();
-        let mut queue: VecDeque<(PeerKey, u32)> = sent.into();
+        let mut served: BTreeSet<LinkId> = sent.iter().map(|(peer, _)| *peer).collect();
+        let mut queue: VecDeque<(LinkId, u32)> = sent.into();
         while served.len() < 10 {
             let (peer, chunk) = queue.pop_front().expect("a request in flight");
             core.on_chunk_verified(peer, chunk, 1 << 20, now);
@@ -641,21 +708,21 @@ mod tests {
         // 16 MiB chunks and the default 16 MiB budget: one request at a
         // time, whoever joins, whatever times out or is rejected.
         let count = 64;
-        let mut core = DownloadCore::new(
+        let mut core = Downloader::new(
             16 << 20,
             &HaveBitfield::new(count),
             DownloadConfig::default(),
         );
         let t0 = Instant::now();
-        let in_flight = |core: &DownloadCore| -> usize {
+        let in_flight = |core: &Downloader| -> usize {
             (0..32)
-                .filter_map(|i| core.peer(PeerKey(i)))
+                .filter_map(|i| core.peer(LinkId(i)))
                 .map(|s| s.requests_in_flight())
                 .sum()
         };
         for i in 0..32u8 {
             core.add_peer(
-                PeerKey(u32::from(i)),
+                LinkId(u64::from(i)),
                 PeerId([i; 32]),
                 HaveBitfield::full(count),
                 t0,
@@ -692,25 +759,25 @@ mod tests {
     #[test]
     fn a_banned_peer_cannot_rejoin() {
         let count = 10;
-        let mut core = DownloadCore::new(
+        let mut core = Downloader::new(
             1 << 20,
             &HaveBitfield::new(count),
             DownloadConfig::default(),
         );
         let now = Instant::now();
         let liar = PeerId([9; 32]);
-        core.add_peer(PeerKey(0), liar, HaveBitfield::full(count), now)
+        core.add_peer(LinkId(0), liar, HaveBitfield::full(count), now)
             .unwrap();
         let (_, chunk) = requests(&mut core)[0];
-        core.on_chunk_bad(PeerKey(0), chunk, now);
+        core.on_chunk_bad(LinkId(0), chunk, now);
         assert!(core.is_banned(&liar));
         assert_eq!(
-            core.add_peer(PeerKey(1), liar, HaveBitfield::full(count), now),
+            core.add_peer(LinkId(1), liar, HaveBitfield::full(count), now),
             Err(JoinError::Banned)
         );
         assert_eq!(
             core.add_peer(
-                PeerKey(2),
+                LinkId(2),
                 PeerId([1; 32]),
                 HaveBitfield::full(count + 1),
                 now

@@ -6,10 +6,21 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod address;
+pub mod book;
+pub mod config;
 pub mod download;
+pub mod ids;
+pub mod node;
 pub mod picker;
+pub mod report;
 pub mod rng;
 pub mod session;
 #[cfg(test)]
 pub(crate) mod sim;
 pub mod upload;
+
+pub use config::NodeConfig;
+pub use ids::LinkId;
+pub use node::{Action, NodeCore, NodeStart};
+pub use report::NodeReport;

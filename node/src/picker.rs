@@ -48,9 +48,7 @@ const MAX_TRACKED_AVAILABILITY: usize = 64;
 /// An in-flight chunk has at most this many owners at once.
 pub const MAX_OWNERS: usize = 2;
 
-/// A connected peer, as the download names it (small and `Copy`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct PeerKey(pub u32);
+pub use crate::ids::LinkId;
 
 /// Which chunks a peer has.
 pub trait ChunkSet {
@@ -80,7 +78,7 @@ impl ChunkSet for minimodel_wire::HaveBitfield {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Owner {
     /// Who was asked.
-    pub peer: PeerKey,
+    pub peer: LinkId,
     /// When.
     pub since: Instant,
 }
@@ -102,7 +100,7 @@ pub enum VerifiedOutcome {
     /// The chunk is now verified; these other owners should be cancelled.
     Done {
         /// Owners other than the one that delivered.
-        cancel: Vec<PeerKey>,
+        cancel: Vec<LinkId>,
     },
     /// It was verified already (a duplicate in endgame); nothing changes.
     AlreadyVerified,
@@ -246,7 +244,7 @@ impl PiecePicker {
     /// no missing chunk (try [`PiecePicker::pick_duplicate`]).
     pub fn pick(
         &mut self,
-        peer: PeerKey,
+        peer: LinkId,
         peer_has: &(impl ChunkSet + ?Sized),
         now: Instant,
     ) -> Option<u32> {
@@ -293,7 +291,7 @@ impl PiecePicker {
     /// peers.
     pub fn pick_duplicate(
         &mut self,
-        peer: PeerKey,
+        peer: LinkId,
         peer_has: &(impl ChunkSet + ?Sized),
         now: Instant,
         wanted: impl Fn(&[Owner]) -> bool,
@@ -326,7 +324,7 @@ impl PiecePicker {
     /// Adds `peer` as another owner of in-flight chunk `index` (the rescue
     /// of a chunk from a slow peer). False when the chunk is not in flight,
     /// the peer owns it already or it has [`MAX_OWNERS`] owners.
-    pub fn add_owner(&mut self, index: u32, peer: PeerKey, now: Instant) -> bool {
+    pub fn add_owner(&mut self, index: u32, peer: LinkId, now: Instant) -> bool {
         let Some(ChunkState::InFlight(owners)) = self.states.get_mut(index as usize) else {
             return false;
         };
@@ -348,7 +346,7 @@ impl PiecePicker {
     /// `peer` no longer fetches `index` (cancelled, rejected, timed out,
     /// failed). With no owner left the chunk is missing again and goes to
     /// the front of the queue. Returns whether the peer was an owner.
-    pub fn release(&mut self, index: u32, peer: PeerKey) -> bool {
+    pub fn release(&mut self, index: u32, peer: LinkId) -> bool {
         let Some(ChunkState::InFlight(owners)) = self.states.get_mut(index as usize) else {
             return false;
         };
@@ -366,7 +364,7 @@ impl PiecePicker {
     }
 
     /// Releases every chunk `peer` owns; returns them.
-    pub fn release_peer(&mut self, peer: PeerKey) -> Vec<u32> {
+    pub fn release_peer(&mut self, peer: LinkId) -> Vec<u32> {
         let owned: Vec<u32> = self
             .states
             .iter()
@@ -386,7 +384,7 @@ impl PiecePicker {
 
     /// Chunk `index` passed its proof and was stored. Only call this with a
     /// chunk that went through the verifier.
-    pub fn mark_verified(&mut self, index: u32, delivered_by: PeerKey) -> VerifiedOutcome {
+    pub fn mark_verified(&mut self, index: u32, delivered_by: LinkId) -> VerifiedOutcome {
         match self.states.get(index as usize) {
             None | Some(ChunkState::Verified) => return VerifiedOutcome::AlreadyVerified,
             Some(ChunkState::Missing) => self.leave_missing(index),
@@ -465,8 +463,8 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    const A: PeerKey = PeerKey(1);
-    const B: PeerKey = PeerKey(2);
+    const A: LinkId = LinkId(1);
+    const B: LinkId = LinkId(2);
 
     fn all(count: u32) -> Vec<bool> {
         vec![true; count as usize]
@@ -633,7 +631,7 @@ mod tests {
         assert_eq!(picker.pick_duplicate(B, &all(1), now, |_| false), None);
         assert_eq!(picker.pick_duplicate(B, &all(1), now, |_| true), Some(0));
         assert_eq!(
-            picker.pick_duplicate(PeerKey(3), &all(1), now, |_| true),
+            picker.pick_duplicate(LinkId(3), &all(1), now, |_| true),
             None
         );
         picker.check_invariant();
@@ -750,21 +748,21 @@ mod tests {
                         Op::AddPeer(has) => picker.add_peer_chunks(&has),
                         Op::Have(chunk) => picker.add_have(chunk),
                         Op::Pick(peer) => {
-                            if let Some(chunk) = picker.pick(PeerKey(peer), &everything, now) {
+                            if let Some(chunk) = picker.pick(LinkId(u64::from(peer)), &everything, now) {
                                 prop_assert!(matches!(picker.state(chunk), Some(ChunkState::InFlight(_))));
                             }
                         }
                         Op::Duplicate(peer) => {
-                            picker.pick_duplicate(PeerKey(peer), &everything, now, |_| true);
+                            picker.pick_duplicate(LinkId(u64::from(peer)), &everything, now, |_| true);
                         }
                         Op::Release(chunk, peer) => {
-                            picker.release(chunk, PeerKey(peer));
+                            picker.release(chunk, LinkId(u64::from(peer)));
                         }
                         Op::ReleasePeer(peer) => {
-                            picker.release_peer(PeerKey(peer));
+                            picker.release_peer(LinkId(u64::from(peer)));
                         }
                         Op::Verify(chunk, peer) => {
-                            picker.mark_verified(chunk, PeerKey(peer));
+                            picker.mark_verified(chunk, LinkId(u64::from(peer)));
                             prop_assert_eq!(picker.state(chunk), Some(&ChunkState::Verified));
                         }
                         Op::Missing(chunk) => picker.mark_missing(chunk),

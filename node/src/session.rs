@@ -40,7 +40,7 @@ pub struct PeerStats {
 
 /// One connected peer.
 #[derive(Debug, Clone)]
-pub struct PeerSession {
+pub struct PeerDownload {
     peer_id: PeerId,
     has: HaveBitfield,
     /// In-flight requests: chunk -> when it was sent.
@@ -55,7 +55,7 @@ pub struct PeerSession {
     stats: PeerStats,
 }
 
-impl PeerSession {
+impl PeerDownload {
     /// A peer that just joined with `has`.
     pub fn new(peer_id: PeerId, has: HaveBitfield, now: Instant) -> Self {
         Self {
@@ -227,6 +227,40 @@ impl PeerSession {
             && now.saturating_duration_since(self.last_progress) > stall_timeout
     }
 
+    /// The earliest moment something about this peer is due: a request
+    /// expires ([`Self::expired_requests`]), it counts as stalled, or its
+    /// back-off ends.
+    pub(crate) fn next_deadline(
+        &self,
+        chunk_size: u32,
+        min_timeout: Duration,
+        factor: u32,
+        stall_timeout: Duration,
+    ) -> Option<Instant> {
+        let chunk_time = self.chunk_time(chunk_size);
+        let mut by_age: Vec<Instant> = self.requests.values().copied().collect();
+        by_age.sort();
+        let expiry = by_age
+            .iter()
+            .enumerate()
+            .map(|(position, sent)| {
+                *sent
+                    + (chunk_time * factor)
+                        .saturating_mul(position as u32 + 1)
+                        .max(min_timeout)
+            })
+            .min();
+        let stall = (!self.requests.is_empty()).then(|| self.last_progress + stall_timeout);
+        [expiry, stall, self.backoff_until].into_iter().flatten().min()
+    }
+
+    fn chunk_time(&self, chunk_size: u32) -> Duration {
+        match self.rate {
+            Some(rate) if rate > 0.0 => Duration::from_secs_f64(f64::from(chunk_size) / rate),
+            _ => Duration::ZERO,
+        }
+    }
+
     /// Requests that took far longer than this peer's rate predicts: the
     /// `n`-th oldest may take `factor * n` chunk times, and never less than
     /// `min_timeout`.
@@ -237,10 +271,7 @@ impl PeerSession {
         min_timeout: Duration,
         factor: u32,
     ) -> Vec<u32> {
-        let chunk_time = match self.rate {
-            Some(rate) if rate > 0.0 => Duration::from_secs_f64(f64::from(chunk_size) / rate),
-            _ => Duration::ZERO,
-        };
+        let chunk_time = self.chunk_time(chunk_size);
         let mut by_age: Vec<(Instant, u32)> = self
             .requests
             .iter()
@@ -265,8 +296,8 @@ impl PeerSession {
 mod tests {
     use super::*;
 
-    fn session(now: Instant) -> PeerSession {
-        PeerSession::new(PeerId([7; 32]), HaveBitfield::full(100), now)
+    fn session(now: Instant) -> PeerDownload {
+        PeerDownload::new(PeerId([7; 32]), HaveBitfield::full(100), now)
     }
 
     #[test]
@@ -288,7 +319,7 @@ mod tests {
         near.set_rtt(Duration::from_millis(40));
         assert_eq!(near.pipeline_depth(1 << 20, &config), 2);
         // The same rate 100 ms away needs about 20 chunks queued.
-        let mut far = PeerSession::new(PeerId([8; 32]), HaveBitfield::full(100), t0);
+        let mut far = PeerDownload::new(PeerId([8; 32]), HaveBitfield::full(100), t0);
         far.start_request(0, t0);
         far.record_delivery(1 << 20, Some(t0), t0 + Duration::from_millis(10));
         far.set_rtt(Duration::from_millis(100));
@@ -369,7 +400,7 @@ mod tests {
     #[test]
     fn haves_are_counted_once() {
         let t0 = Instant::now();
-        let mut peer = PeerSession::new(PeerId([1; 32]), HaveBitfield::new(10), t0);
+        let mut peer = PeerDownload::new(PeerId([1; 32]), HaveBitfield::new(10), t0);
         assert!(peer.add_have(3));
         assert!(!peer.add_have(3));
         assert!(!peer.add_have(10), "out of range");

@@ -1,6 +1,6 @@
 //! A simulated swarm for scheduler tests: a virtual clock, remote peers with
 //! given upload rates, latency, delivery loss, departures and lies, all
-//! driving the real [`DownloadCore`]. A scenario of thousands of chunks runs
+//! driving the real [`Downloader`]. A scenario of thousands of chunks runs
 //! in milliseconds.
 //!
 //! Model: a remote peer serves requests one at a time in arrival order at
@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use minimodel_wire::{ChunkIndex, HaveBitfield, PeerId};
 
-use crate::download::{Action, DisconnectReason, DownloadConfig, DownloadCore};
-use crate::picker::{PeerKey, SplitMix64};
+use crate::download::{Action, DisconnectReason, DownloadConfig, Downloader};
+use crate::picker::{LinkId, SplitMix64};
 
 /// One remote peer of a scenario.
 #[derive(Debug, Clone)]
@@ -90,7 +90,7 @@ enum Event {
 }
 
 struct RemoteState {
-    key: Option<PeerKey>,
+    key: Option<LinkId>,
     queue: VecDeque<u32>,
     serving: Option<(u32, u64)>,
     busy_until: Duration,
@@ -109,7 +109,7 @@ pub fn run(
 ) -> SimReport {
     let base = Instant::now();
     let at = |t: Duration| base + t;
-    let mut core = DownloadCore::new(chunk_size, &HaveBitfield::new(chunk_count), config);
+    let mut core = Downloader::new(chunk_size, &HaveBitfield::new(chunk_count), config);
     let mut rng = SplitMix64(42);
     let mut events: BinaryHeap<Reverse<(Duration, u64, Event)>> = BinaryHeap::new();
     let mut sequence = 0u64;
@@ -149,7 +149,7 @@ pub fn run(
     };
     let peer_id = |index: usize| PeerId([index as u8 + 1; 32]);
     let index_of =
-        |remotes: &[RemoteState], key: PeerKey| remotes.iter().position(|r| r.key == Some(key));
+        |remotes: &[RemoteState], key: LinkId| remotes.iter().position(|r| r.key == Some(key));
 
     while let Some(Reverse((now, _, event))) = events.pop() {
         if now > limit || core.is_complete() {
@@ -168,7 +168,7 @@ pub fn run(
                         let _ = has.set(ChunkIndex(chunk), true);
                     }
                 }
-                let key = PeerKey(index as u32);
+                let key = LinkId(index as u64);
                 if core.add_peer(key, peer_id(index), has, at(now)).is_ok() {
                     core.set_rtt(key, peer.latency * 2);
                     remotes[index].key = Some(key);

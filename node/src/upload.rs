@@ -2,19 +2,19 @@
 //!
 //! Sans-IO, like the download side. [`UploadQueue`] holds every peer's
 //! requests (at most [`UploadConfig::max_queued_per_peer`] each; more are
-//! rejected as busy) and hands out the next one to serve: peers take turns
-//! (round robin, so no peer starves) and within a peer's queue the chunk
-//! that the fewest connected peers have goes first (rarest first among what
-//! is asked), so a seeder with little upload puts new chunks into the swarm
-//! rather than copies the swarm already has. [`TokenBucket`] caps the
-//! upload rate.
+//! rejected as busy) and hands out the next one to serve: the rarest
+//! requested chunk over all peers (the fewest connected peers have it, and
+//! this side sent it the fewest times), so a seeder whose upload is the
+//! bottleneck sends every chunk once before it sends any twice, spread over
+//! the peers that ask; among equally rare ones peers take turns (round
+//! robin). [`TokenBucket`] caps the upload rate.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use minimodel_wire::{ChunkIndex, HaveBitfield};
 
-use crate::picker::PeerKey;
+use crate::picker::LinkId;
 
 /// Tunables of the serving side.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,77 +58,59 @@ struct PeerQueue {
 #[derive(Debug, Clone)]
 pub struct UploadQueue {
     config: UploadConfig,
-    local_have: HaveBitfield,
+    chunk_count: u32,
     /// How many connected peers have each chunk.
     availability: Vec<u16>,
     /// How often this side has sent each chunk: a chunk just sent to one
     /// peer will soon be available from it, so it counts as less rare.
     sent: Vec<u16>,
-    peers: BTreeMap<PeerKey, PeerQueue>,
+    peers: BTreeMap<LinkId, PeerQueue>,
     /// The peer served last; the next turn goes to the one after it.
-    last_served: Option<PeerKey>,
+    last_served: Option<LinkId>,
 }
 
 impl UploadQueue {
-    /// A queue for a side that has `local_have`.
-    pub fn new(local_have: HaveBitfield, config: UploadConfig) -> Self {
-        let count = local_have.chunk_count() as usize;
+    /// A queue for an artifact of `chunk_count` chunks.
+    pub fn new(chunk_count: u32, config: UploadConfig) -> Self {
         Self {
             config,
-            local_have,
-            availability: vec![0; count],
-            sent: vec![0; count],
+            chunk_count,
+            availability: vec![0; chunk_count as usize],
+            sent: vec![0; chunk_count as usize],
             peers: BTreeMap::new(),
             last_served: None,
         }
     }
 
-    /// What this side has.
-    pub fn local_have(&self) -> &HaveBitfield {
-        &self.local_have
-    }
-
-    /// This side verified another chunk; it can be served from now on.
-    pub fn add_local_chunk(&mut self, chunk: u32) {
-        let _ = self.local_have.set(ChunkIndex(chunk), true);
-    }
-
-    /// A peer connected.
-    pub fn add_peer(&mut self, peer: PeerKey) {
-        self.peers.entry(peer).or_default();
-    }
-
-    /// The peer's bitfield arrived: it counts towards availability.
-    pub fn set_peer_bitfield(&mut self, peer: PeerKey, has: HaveBitfield) {
-        let Some(queue) = self.peers.get_mut(&peer) else {
-            return;
-        };
-        if let Some(old) = queue.has.take() {
-            for chunk in old.iter_ones() {
-                decrement(&mut self.availability, chunk.0);
-            }
-        }
+    /// A peer connected with `has`: it counts towards availability.
+    pub fn add_peer(&mut self, peer: LinkId, has: HaveBitfield) {
+        self.remove_peer(peer);
         for chunk in has.iter_ones() {
             increment(&mut self.availability, chunk.0);
         }
-        queue.has = Some(has);
+        self.peers.insert(
+            peer,
+            PeerQueue {
+                has: Some(has),
+                ..PeerQueue::default()
+            },
+        );
     }
 
     /// The peer announced a chunk.
-    pub fn peer_have(&mut self, peer: PeerKey, chunk: u32) {
+    pub fn peer_have(&mut self, peer: LinkId, chunk: u32) {
+        let count = self.chunk_count;
         let Some(queue) = self.peers.get_mut(&peer) else {
             return;
         };
-        let has = queue
-            .has
-            .get_or_insert_with(|| HaveBitfield::new(self.local_have.chunk_count()));
+        let has = queue.has.get_or_insert_with(|| HaveBitfield::new(count));
         if matches!(has.set(ChunkIndex(chunk), true), Ok(false)) {
             increment(&mut self.availability, chunk);
         }
     }
 
     /// A peer left: its queue and its chunks are forgotten.
-    pub fn remove_peer(&mut self, peer: PeerKey) {
+    pub fn remove_peer(&mut self, peer: LinkId) {
         if let Some(queue) = self.peers.remove(&peer) {
             if let Some(has) = queue.has {
                 for chunk in has.iter_ones() {
@@ -138,9 +120,14 @@ impl UploadQueue {
         }
     }
 
-    /// Queues a request, or says why not.
-    pub fn on_request(&mut self, peer: PeerKey, chunk: u32) -> Result<(), RequestRefusal> {
-        if !self.local_have.get(ChunkIndex(chunk)) {
+    /// Queues a request, or says why not; `have` is what this side has.
+    pub fn on_request(
+        &mut self,
+        peer: LinkId,
+        chunk: u32,
+        have: &HaveBitfield,
+    ) -> Result<(), RequestRefusal> {
+        if !have.get(ChunkIndex(chunk)) {
             return Err(RequestRefusal::NotHave);
         }
         let queue = self.peers.entry(peer).or_default();
@@ -156,14 +143,14 @@ impl UploadQueue {
 
     /// Drops a queued request; false when it was not queued (being sent
     /// already, or never asked).
-    pub fn on_cancel(&mut self, peer: PeerKey, chunk: u32) -> bool {
+    pub fn on_cancel(&mut self, peer: LinkId, chunk: u32) -> bool {
         self.peers
             .get_mut(&peer)
             .is_some_and(|queue| queue.requests.remove(&chunk))
     }
 
     /// Requests queued for a peer.
-    pub fn queued(&self, peer: PeerKey) -> usize {
+    pub fn queued(&self, peer: LinkId) -> usize {
         self.peers
             .get(&peer)
             .map_or(0, |queue| queue.requests.len())
@@ -174,45 +161,50 @@ impl UploadQueue {
         self.peers.values().map(|queue| queue.requests.len()).sum()
     }
 
-    /// The next request to serve, taken off the queue: the next peer in
-    /// turn that has requests, its rarest requested chunk.
-    pub fn next_request(&mut self) -> Option<(PeerKey, u32)> {
-        let after = self.last_served;
-        let peer = self
-            .peers
-            .iter()
-            .filter(|(_, queue)| !queue.requests.is_empty())
-            .map(|(key, _)| *key)
-            .find(|key| after.is_none_or(|last| *key > last))
-            .or_else(|| {
-                self.peers
-                    .iter()
-                    .find(|(_, queue)| !queue.requests.is_empty())
-                    .map(|(key, _)| *key)
-            })?;
-        self.next_request_of(peer)
+    /// How rare a chunk is to this side: peers that have it, plus the
+    /// copies this side sent already (they will soon be available).
+    fn rarity(&self, chunk: u32) -> u32 {
+        let index = chunk as usize;
+        let held = self.availability.get(index).copied().unwrap_or(0);
+        let sent = self.sent.get(index).copied().unwrap_or(0);
+        u32::from(held) + u32::from(sent)
     }
 
-    /// The next request of one peer (rarest first), taken off the queue.
-    /// For drivers that serve every connection on its own.
-    pub fn next_request_of(&mut self, peer: PeerKey) -> Option<(PeerKey, u32)> {
-        let queue = self.peers.get_mut(&peer)?;
-        let rarity = |chunk: u32| {
-            let index = chunk as usize;
-            let held = self.availability.get(index).copied().unwrap_or(0);
-            let sent = self.sent.get(index).copied().unwrap_or(0);
-            (u32::from(held) + u32::from(sent), chunk)
+    /// The next request to serve, taken off the queue, among the peers
+    /// `eligible` allows: the rarest requested chunk over all of them, so
+    /// that a side whose upload is the bottleneck sends every chunk once
+    /// before it sends any twice, spread over the peers that ask; among
+    /// equally rare ones, peers take turns (round robin).
+    pub fn next_request(&mut self, eligible: impl Fn(LinkId) -> bool) -> Option<(LinkId, u32)> {
+        let after = self.last_served;
+        let turn = |peer: LinkId| match after {
+            Some(last) if peer <= last => (1u8, peer),
+            _ => (0u8, peer),
         };
-        let chunk = queue
-            .requests
+        let (_, _, peer, chunk) = self
+            .peers
             .iter()
-            .copied()
-            .min_by_key(|&chunk| rarity(chunk))?;
-        queue.requests.remove(&chunk);
-        increment(&mut self.sent, chunk);
-        queue.served_chunks += 1;
-        self.last_served = Some(peer);
+            .filter(|(peer, _)| eligible(**peer))
+            .filter_map(|(peer, queue)| {
+                let chunk = queue
+                    .requests
+                    .iter()
+                    .copied()
+                    .min_by_key(|&chunk| (self.rarity(chunk), chunk))?;
+                Some((self.rarity(chunk), turn(*peer), *peer, chunk))
+            })
+            .min()?;
+        self.take(peer, chunk);
         Some((peer, chunk))
+    }
+
+    fn take(&mut self, peer: LinkId, chunk: u32) {
+        if let Some(queue) = self.peers.get_mut(&peer) {
+            queue.requests.remove(&chunk);
+            queue.served_chunks += 1;
+        }
+        increment(&mut self.sent, chunk);
+        self.last_served = Some(peer);
     }
 }
 
@@ -268,6 +260,19 @@ impl TokenBucket {
         }
     }
 
+    /// Spends `bytes` if the bucket is not in debt (it may go into debt by
+    /// them); otherwise says how long until it is out of debt. Whole chunks
+    /// are paid for this way, so the rate holds on average over chunks
+    /// larger than the burst.
+    pub fn try_spend(&mut self, bytes: u64, now: Instant) -> Result<(), Duration> {
+        self.refill(now);
+        if self.tokens < 0.0 {
+            return Err(Duration::from_secs_f64(-self.tokens / self.rate).max(Duration::from_micros(1)));
+        }
+        self.tokens -= bytes as f64;
+        Ok(())
+    }
+
     /// Takes `amount` if the bucket holds it; takes nothing (and keeps no
     /// debt) if not.
     pub fn try_take(&mut self, amount: u64, now: Instant) -> bool {
@@ -291,9 +296,9 @@ impl TokenBucket {
 mod tests {
     use super::*;
 
-    const A: PeerKey = PeerKey(1);
-    const B: PeerKey = PeerKey(2);
-    const C: PeerKey = PeerKey(3);
+    const A: LinkId = LinkId(1);
+    const B: LinkId = LinkId(2);
+    const C: LinkId = LinkId(3);
 
     fn bitfield(count: u32, held: &[u32]) -> HaveBitfield {
         let mut has = HaveBitfield::new(count);
@@ -304,46 +309,58 @@ mod tests {
     }
 
     fn seeder_queue(count: u32) -> UploadQueue {
-        UploadQueue::new(HaveBitfield::full(count), UploadConfig::default())
+        UploadQueue::new(count, UploadConfig::default())
+    }
+
+    /// Serving everything: whatever the peer asks is here.
+    fn all(count: u32) -> HaveBitfield {
+        HaveBitfield::full(count)
+    }
+
+    fn next(queue: &mut UploadQueue) -> Option<(LinkId, u32)> {
+        queue.next_request(|_| true)
     }
 
     #[test]
     fn chunks_this_side_lacks_are_refused() {
-        let mut queue = UploadQueue::new(bitfield(4, &[1]), UploadConfig::default());
-        queue.add_peer(A);
-        assert_eq!(queue.on_request(A, 0), Err(RequestRefusal::NotHave));
-        assert_eq!(queue.on_request(A, 1), Ok(()));
-        assert_eq!(queue.on_request(A, 99), Err(RequestRefusal::NotHave));
-        queue.add_local_chunk(0);
-        assert_eq!(queue.on_request(A, 0), Ok(()));
+        let mut queue = seeder_queue(4);
+        let mut have = bitfield(4, &[1]);
+        queue.add_peer(A, HaveBitfield::new(4));
+        assert_eq!(queue.on_request(A, 0, &have), Err(RequestRefusal::NotHave));
+        assert_eq!(queue.on_request(A, 1, &have), Ok(()));
+        assert_eq!(queue.on_request(A, 99, &have), Err(RequestRefusal::NotHave));
+        have.set(ChunkIndex(0), true).unwrap();
+        assert_eq!(queue.on_request(A, 0, &have), Ok(()));
     }
 
     #[test]
     fn a_flooding_peer_is_told_busy_and_others_are_not_affected() {
         let mut queue = UploadQueue::new(
-            HaveBitfield::full(1000),
+            1000,
             UploadConfig {
                 max_queued_per_peer: 8,
             },
         );
+        let have = all(1000);
         for chunk in 0..8 {
-            assert_eq!(queue.on_request(A, chunk), Ok(()));
+            assert_eq!(queue.on_request(A, chunk, &have), Ok(()));
         }
-        assert_eq!(queue.on_request(A, 8), Err(RequestRefusal::Busy));
-        assert_eq!(queue.on_request(A, 3), Err(RequestRefusal::Duplicate));
-        assert_eq!(queue.on_request(B, 8), Ok(()));
+        assert_eq!(queue.on_request(A, 8, &have), Err(RequestRefusal::Busy));
+        assert_eq!(queue.on_request(A, 3, &have), Err(RequestRefusal::Duplicate));
+        assert_eq!(queue.on_request(B, 8, &have), Ok(()));
         assert_eq!(queue.total_queued(), 9);
     }
 
     #[test]
     fn peers_take_turns() {
         let mut queue = seeder_queue(100);
+        let have = all(100);
         for chunk in 0..10 {
-            queue.on_request(A, chunk).unwrap();
+            queue.on_request(A, chunk, &have).unwrap();
         }
-        queue.on_request(B, 50).unwrap();
-        queue.on_request(C, 60).unwrap();
-        let order: Vec<PeerKey> = (0..4).map(|_| queue.next_request().unwrap().0).collect();
+        queue.on_request(B, 50, &have).unwrap();
+        queue.on_request(C, 60, &have).unwrap();
+        let order: Vec<LinkId> = (0..4).map(|_| next(&mut queue).unwrap().0).collect();
         assert_eq!(
             order,
             [A, B, C, A],
@@ -354,66 +371,86 @@ mod tests {
     #[test]
     fn the_rarest_requested_chunk_goes_first() {
         let mut queue = seeder_queue(10);
-        queue.add_peer(A);
-        queue.add_peer(B);
-        queue.add_peer(C);
+        let have = all(10);
+        queue.add_peer(A, HaveBitfield::new(10));
         // B and C both have chunks 0..5; nobody has 7.
-        queue.set_peer_bitfield(B, bitfield(10, &[0, 1, 2, 3, 4]));
-        queue.set_peer_bitfield(C, bitfield(10, &[0, 1, 2, 3, 4]));
+        queue.add_peer(B, bitfield(10, &[0, 1, 2, 3, 4]));
+        queue.add_peer(C, bitfield(10, &[0, 1, 2, 3, 4]));
         for chunk in [0, 2, 7, 4] {
-            queue.on_request(A, chunk).unwrap();
+            queue.on_request(A, chunk, &have).unwrap();
         }
-        assert_eq!(queue.next_request(), Some((A, 7)));
+        assert_eq!(next(&mut queue), Some((A, 7)));
         queue.peer_have(B, 9);
-        queue.on_request(A, 9).unwrap();
-        queue.on_request(A, 8).unwrap();
+        queue.on_request(A, 9, &have).unwrap();
+        queue.on_request(A, 8, &have).unwrap();
         assert_eq!(
-            queue.next_request(),
+            next(&mut queue),
             Some((A, 8)),
             "nobody has 8, one peer has 9"
         );
-        assert_eq!(queue.next_request(), Some((A, 9)));
+        assert_eq!(next(&mut queue), Some((A, 9)));
     }
 
     #[test]
     fn a_chunk_just_sent_to_one_peer_waits_behind_unsent_ones() {
         let mut queue = seeder_queue(10);
-        queue.on_request(A, 4).unwrap();
-        assert_eq!(queue.next_request(), Some((A, 4)));
-        queue.on_request(B, 4).unwrap();
-        queue.on_request(B, 7).unwrap();
+        let have = all(10);
+        queue.on_request(A, 4, &have).unwrap();
+        assert_eq!(next(&mut queue), Some((A, 4)));
+        queue.on_request(B, 4, &have).unwrap();
+        queue.on_request(B, 7, &have).unwrap();
         assert_eq!(
-            queue.next_request(),
+            next(&mut queue),
             Some((B, 7)),
             "4 is on its way to A already"
         );
-        assert_eq!(queue.next_request(), Some((B, 4)));
+        assert_eq!(next(&mut queue), Some((B, 4)));
+    }
+
+    #[test]
+    fn every_chunk_goes_out_once_before_any_goes_out_twice() {
+        // A asks for what B was sent already; C asks for something new:
+        // C is served first even though it is A's turn.
+        let mut queue = seeder_queue(10);
+        let have = all(10);
+        queue.on_request(B, 3, &have).unwrap();
+        assert_eq!(next(&mut queue), Some((B, 3)));
+        queue.on_request(A, 3, &have).unwrap();
+        queue.on_request(C, 5, &have).unwrap();
+        assert_eq!(next(&mut queue), Some((C, 5)));
+        assert_eq!(next(&mut queue), Some((A, 3)), "then the second copy");
+        // A peer that is not eligible (its upload slots are full) is skipped.
+        queue.on_request(A, 6, &have).unwrap();
+        queue.on_request(B, 2, &have).unwrap();
+        assert_eq!(queue.next_request(|peer| peer != A), Some((B, 2)));
+        assert_eq!(next(&mut queue), Some((A, 6)));
     }
 
     #[test]
     fn a_departed_peer_no_longer_counts() {
         let mut queue = seeder_queue(4);
-        queue.add_peer(B);
-        queue.set_peer_bitfield(B, bitfield(4, &[0]));
-        queue.on_request(A, 0).unwrap();
-        queue.on_request(A, 1).unwrap();
-        queue.on_request(B, 2).unwrap();
+        let have = all(4);
+        queue.add_peer(B, bitfield(4, &[0]));
+        queue.on_request(A, 0, &have).unwrap();
+        queue.on_request(A, 1, &have).unwrap();
+        queue.on_request(B, 2, &have).unwrap();
         queue.remove_peer(B);
         assert_eq!(queue.queued(B), 0);
         // With B gone, chunk 0 is as rare as chunk 1: index order decides.
-        assert_eq!(queue.next_request(), Some((A, 0)));
+        assert_eq!(next(&mut queue), Some((A, 0)));
     }
 
     #[test]
     fn cancels_remove_queued_requests_only() {
         let mut queue = seeder_queue(4);
-        queue.on_request(A, 1).unwrap();
-        queue.on_request(A, 2).unwrap();
+        let have = all(4);
+        queue.on_request(A, 1, &have).unwrap();
+        queue.on_request(A, 2, &have).unwrap();
         assert!(queue.on_cancel(A, 1));
         assert!(!queue.on_cancel(A, 1));
-        assert_eq!(queue.next_request(), Some((A, 2)));
+        assert_eq!(next(&mut queue), Some((A, 2)));
         assert!(!queue.on_cancel(A, 2), "already being sent");
-        assert_eq!(queue.next_request(), None);
+        assert_eq!(next(&mut queue), None);
     }
 
     #[test]

@@ -32,7 +32,7 @@ use tokio::sync::mpsc;
 use crate::node::{DownloadParts, Node, NodeConfig, NodeError, NodeParts, NodeReport, ProofSource};
 use crate::resume::PartialDownload;
 use crate::transport::Identity;
-use minimodel_node::download::{DownloadConfig, DownloadCore};
+use minimodel_node::download::{DownloadConfig, Downloader};
 
 /// What to fetch, from whom, and how.
 #[derive(Debug, Clone)]
@@ -175,7 +175,7 @@ impl Fetcher {
         download.seed ^= u64::from_le_bytes([
             id.0[0], id.0[1], id.0[2], id.0[3], id.0[4], id.0[5], id.0[6], id.0[7],
         ]);
-        let core = DownloadCore::new(geometry.chunk_size(), &have, download);
+        let core = Downloader::new(geometry.chunk_size(), &have, download);
         let mut node_config = config.node.clone();
         if !config.serve {
             node_config.listen = None;

@@ -33,7 +33,7 @@ use tokio::sync::mpsc;
 pub use handshake::{LocalHello, Session};
 pub use pieces::{ArrivedPiece, PieceStreamError};
 
-use minimodel_node::picker::PeerKey;
+use minimodel_node::picker::LinkId;
 
 /// A control stream quiet for this long gets a KeepAlive.
 const KEEP_ALIVE_AFTER: Duration = Duration::from_secs(15);
@@ -210,9 +210,9 @@ impl LinkHandle {
 /// tagged with `key`; the link ends with a [`LinkEvent::Closed`].
 pub fn spawn(
     session: Session,
-    key: PeerKey,
+    key: LinkId,
     params: SwarmParams,
-    events: mpsc::Sender<(PeerKey, LinkEvent)>,
+    events: mpsc::Sender<(LinkId, LinkEvent)>,
 ) -> LinkHandle {
     let Session {
         connection,
@@ -280,8 +280,8 @@ async fn read_control(
     mut recv: quinn::RecvStream,
     mut decoder: minimodel_wire::FrameDecoder,
     control: Arc<Mutex<ControlStream>>,
-    key: PeerKey,
-    events: mpsc::Sender<(PeerKey, LinkEvent)>,
+    key: LinkId,
+    events: mpsc::Sender<(LinkId, LinkEvent)>,
 ) {
     let end = loop {
         let message = match handshake::next_message(&mut recv, &mut decoder).await {
@@ -312,8 +312,8 @@ async fn read_control(
 /// violation (left unread, each could hold a stream window of our memory).
 async fn refuse_control_streams(
     connection: quinn::Connection,
-    key: PeerKey,
-    events: mpsc::Sender<(PeerKey, LinkEvent)>,
+    key: LinkId,
+    events: mpsc::Sender<(LinkId, LinkEvent)>,
 ) {
     if let Ok((_send, mut recv)) = connection.accept_bi().await {
         let _ = recv.stop(0u32.into());
@@ -327,8 +327,8 @@ async fn accept_pieces(
     connection: quinn::Connection,
     requests: Arc<Mutex<RequestBook>>,
     params: SwarmParams,
-    key: PeerKey,
-    events: mpsc::Sender<(PeerKey, LinkEvent)>,
+    key: LinkId,
+    events: mpsc::Sender<(LinkId, LinkEvent)>,
 ) {
     while let Ok(mut stream) = connection.accept_uni().await {
         let requests = Arc::clone(&requests);

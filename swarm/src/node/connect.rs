@@ -10,7 +10,7 @@ use minimodel_wire::{GoodbyeReason, HaveBitfield, Hello, HelloRejectReason, Peer
 use super::{Internal, Node, NodeReport, Peer};
 use crate::link::{self, Session};
 use crate::transport;
-use minimodel_node::picker::PeerKey;
+use minimodel_node::picker::LinkId;
 
 /// What a listener checks before it answers a Hello. Shared with the
 /// accept tasks, updated by the node.
@@ -340,7 +340,7 @@ impl Node {
             session.connection.close(0u32.into(), b"full");
             return;
         }
-        let key = PeerKey(self.next_key);
+        let key = LinkId(self.next_key);
         self.next_key += 1;
         let hello = session.hello.clone();
         let bitfield = session.bitfield.clone();
@@ -421,7 +421,7 @@ impl Node {
     }
 
     /// Forgets a peer: its requests go back, its uploads stop.
-    pub(crate) fn remove_peer(&mut self, key: PeerKey, reason: String) {
+    pub(crate) fn remove_peer(&mut self, key: LinkId, reason: String) {
         let Some(peer) = self.peers.remove(&key) else {
             return;
         };

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::{Internal, Node};
 use crate::link::{LinkEvent, PieceStreamError};
-use minimodel_node::picker::PeerKey;
+use minimodel_node::picker::LinkId;
 use minimodel_node::upload::RequestRefusal;
 
 /// What a node tells the program that runs it (log lines, progress).
@@ -102,7 +102,7 @@ fn display<S: serde::Serializer>(id: &PeerId, serializer: S) -> Result<S::Ok, S:
 }
 
 impl Node {
-    pub(crate) fn on_link_event(&mut self, key: PeerKey, event: LinkEvent) {
+    pub(crate) fn on_link_event(&mut self, key: LinkId, event: LinkEvent) {
         if !self.peers.contains_key(&key) {
             return;
         }
@@ -135,7 +135,7 @@ impl Node {
         self.drain_download_actions();
     }
 
-    fn on_control(&mut self, key: PeerKey, event: ControlEvent, now: Instant) {
+    fn on_control(&mut self, key: LinkId, event: ControlEvent, now: Instant) {
         match event {
             ControlEvent::Have(chunk) => {
                 self.uploads.queue.peer_have(key, chunk.0);
@@ -184,7 +184,7 @@ impl Node {
 
     /// Queues `message` for the peer; a peer whose queue is full (it does
     /// not read its control stream) is dropped.
-    pub(crate) fn send_or_drop(&mut self, key: PeerKey, message: Message) {
+    pub(crate) fn send_or_drop(&mut self, key: LinkId, message: Message) {
         let sent = self
             .peers
             .get(&key)
@@ -196,7 +196,7 @@ impl Node {
 
     /// A peer broke the protocol: it is dropped (not banned: it sent no
     /// bad chunk data).
-    pub(crate) fn drop_misbehaving(&mut self, key: PeerKey, reason: String) {
+    pub(crate) fn drop_misbehaving(&mut self, key: LinkId, reason: String) {
         if let Some(peer) = self.peers.get(&key) {
             peer.link.close(GoodbyeReason::ProtocolViolation);
         }

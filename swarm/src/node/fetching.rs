@@ -26,8 +26,8 @@ use crate::link::ArrivedPiece;
 use crate::resume::PartialDownload;
 use crate::store::Storage;
 use crate::trailing::TrailingHasher;
-use minimodel_node::download::{Action, DisconnectReason, DownloadCore};
-use minimodel_node::picker::PeerKey;
+use minimodel_node::download::{Action, DisconnectReason, Downloader};
+use minimodel_node::picker::LinkId;
 
 /// A checkpoint is written at least this often while chunks arrive.
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
@@ -44,7 +44,7 @@ const TRAILING_LAG: u64 = 4 << 20;
 
 /// A chunk that passed its proof and is on storage.
 pub(crate) struct StoredChunk {
-    pub(crate) key: PeerKey,
+    pub(crate) key: LinkId,
     pub(crate) chunk: VerifiedChunk,
 }
 
@@ -126,7 +126,7 @@ impl TrailingThread {
 
 /// Everything a node needs while it downloads.
 pub(crate) struct DownloadState {
-    pub(crate) core: DownloadCore,
+    pub(crate) core: Downloader,
     pub(crate) partial: Arc<PartialDownload>,
     geometry: ChunkGeometry,
     trailing: Option<TrailingThread>,
@@ -155,7 +155,7 @@ pub(crate) struct DownloadState {
 
 impl DownloadState {
     pub(crate) fn new(
-        core: DownloadCore,
+        core: Downloader,
         geometry: &ChunkGeometry,
         partial: Arc<PartialDownload>,
         progress: tokio::sync::mpsc::UnboundedSender<Internal>,
@@ -276,7 +276,7 @@ impl DownloadState {
 
 impl Node {
     /// A requested chunk's bytes arrived: check and store them on a worker.
-    pub(crate) fn on_piece(&mut self, key: PeerKey, piece: ArrivedPiece) {
+    pub(crate) fn on_piece(&mut self, key: LinkId, piece: ArrivedPiece) {
         let Some(download) = &mut self.download else {
             return;
         };
@@ -360,7 +360,7 @@ impl Node {
             if let Ok(mut admission) = self.admission.lock() {
                 let _ = admission.have.set(ChunkIndex(index), true);
             }
-            let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+            let keys: Vec<LinkId> = self.peers.keys().copied().collect();
             for key in keys {
                 let have = Message::Have {
                     chunk: ChunkIndex(index),
@@ -370,7 +370,7 @@ impl Node {
         }
     }
 
-    pub(crate) fn on_bad_chunk(&mut self, key: PeerKey, chunk: u32, error: String) {
+    pub(crate) fn on_bad_chunk(&mut self, key: LinkId, chunk: u32, error: String) {
         if let Some(peer) = self.peers.get(&key) {
             peer.link.forget_chunk(chunk);
             self.report(NodeReport::Banned {
@@ -426,7 +426,7 @@ impl Node {
 
     pub(crate) fn on_store_failed(
         &mut self,
-        key: PeerKey,
+        key: LinkId,
         chunk: u32,
         error: crate::resume::ResumeError,
     ) {

@@ -35,8 +35,8 @@ use crate::link::{LinkEvent, LinkHandle, LocalHello};
 use crate::resume::PartialDownload;
 use crate::store::Storage;
 use crate::transport::{Identity, TransportTuning};
-use minimodel_node::download::DownloadCore;
-use minimodel_node::picker::PeerKey;
+use minimodel_node::download::Downloader;
+use minimodel_node::picker::LinkId;
 use minimodel_node::upload::{TokenBucket, UploadConfig, UploadQueue};
 
 use self::connect::Admission;
@@ -174,13 +174,13 @@ pub(crate) enum Internal {
     Stored(Box<fetching::StoredChunk>),
     /// A chunk failed its proof.
     BadChunk {
-        key: PeerKey,
+        key: LinkId,
         chunk: u32,
         error: String,
     },
     /// Storing a verified chunk failed: the download stops.
     StoreFailed {
-        key: PeerKey,
+        key: LinkId,
         chunk: u32,
         error: crate::resume::ResumeError,
     },
@@ -191,7 +191,7 @@ pub(crate) enum Internal {
     Checkpointed(Result<(), crate::resume::ResumeError>),
     /// An upload ended.
     UploadDone {
-        key: PeerKey,
+        key: LinkId,
         chunk: u32,
         bytes: u64,
         ok: bool,
@@ -214,8 +214,8 @@ pub(crate) struct Node {
     local_have: HaveBitfield,
     serving: bool,
     local_hello: LocalHello,
-    peers: BTreeMap<PeerKey, Peer>,
-    next_key: u32,
+    peers: BTreeMap<LinkId, Peer>,
+    next_key: u64,
     banned: BTreeSet<PeerId>,
     /// Addresses being dialed or connected, so no peer is dialed twice.
     dialing: BTreeSet<PeerId>,
@@ -223,8 +223,8 @@ pub(crate) struct Node {
     acceptor_started: bool,
     download: Option<DownloadState>,
     uploads: Uploads,
-    link_events: mpsc::Receiver<(PeerKey, LinkEvent)>,
-    link_sender: mpsc::Sender<(PeerKey, LinkEvent)>,
+    link_events: mpsc::Receiver<(LinkId, LinkEvent)>,
+    link_sender: mpsc::Sender<(LinkId, LinkEvent)>,
     internal: mpsc::UnboundedReceiver<Internal>,
     internal_sender: mpsc::UnboundedSender<Internal>,
     reports: mpsc::UnboundedSender<NodeReport>,
@@ -251,7 +251,7 @@ pub(crate) struct NodeParts {
 
 /// The download half of a node: the core and what an earlier run left.
 pub(crate) struct DownloadParts {
-    pub(crate) core: DownloadCore,
+    pub(crate) core: Downloader,
     /// The partial file and its state (chunks from earlier runs included).
     pub(crate) partial: Arc<PartialDownload>,
 }

@@ -23,7 +23,7 @@ use super::{Internal, Node};
 use crate::link::PieceStreamError;
 use crate::link::pieces::send_piece;
 use crate::store::read_chunk;
-use minimodel_node::picker::PeerKey;
+use minimodel_node::picker::LinkId;
 use minimodel_node::upload::{TokenBucket, UploadQueue};
 
 /// How often peers are told about serving peers they have not heard of
@@ -33,8 +33,8 @@ const PEER_EXCHANGE_EVERY: Duration = Duration::from_millis(250);
 pub(crate) struct Uploads {
     pub(crate) queue: UploadQueue,
     limit: Option<Arc<tokio::sync::Mutex<TokenBucket>>>,
-    active: BTreeMap<(PeerKey, u32), AbortHandle>,
-    last_served: Option<PeerKey>,
+    active: BTreeMap<(LinkId, u32), AbortHandle>,
+    last_served: Option<LinkId>,
     pub(crate) uploaded_bytes: u64,
     pub(crate) last_report: Instant,
     last_exchange: Instant,
@@ -56,11 +56,11 @@ impl Uploads {
         }
     }
 
-    fn active_for(&self, key: PeerKey) -> usize {
+    fn active_for(&self, key: LinkId) -> usize {
         self.active.range((key, 0)..=(key, u32::MAX)).count()
     }
 
-    pub(crate) fn cancel(&mut self, key: PeerKey, chunk: u32) {
+    pub(crate) fn cancel(&mut self, key: LinkId, chunk: u32) {
         if !self.queue.on_cancel(key, chunk) {
             if let Some(handle) = self.active.remove(&(key, chunk)) {
                 handle.abort();
@@ -68,13 +68,13 @@ impl Uploads {
         }
     }
 
-    pub(crate) fn finished(&mut self, key: PeerKey, chunk: u32) {
+    pub(crate) fn finished(&mut self, key: LinkId, chunk: u32) {
         self.active.remove(&(key, chunk));
     }
 
-    pub(crate) fn remove_peer(&mut self, key: PeerKey) {
+    pub(crate) fn remove_peer(&mut self, key: LinkId) {
         self.queue.remove_peer(key);
-        let chunks: Vec<(PeerKey, u32)> = self
+        let chunks: Vec<(LinkId, u32)> = self
             .active
             .range((key, 0)..=(key, u32::MAX))
             .map(|(k, _)| *k)
@@ -96,7 +96,7 @@ impl Node {
             }
             let per_peer = self.config.upload_slots_per_peer;
             let after = self.uploads.last_served;
-            let eligible: Vec<PeerKey> = self
+            let eligible: Vec<LinkId> = self
                 .peers
                 .keys()
                 .copied()
@@ -120,7 +120,7 @@ impl Node {
         }
     }
 
-    fn start_upload(&mut self, key: PeerKey, chunk: u32) {
+    fn start_upload(&mut self, key: LinkId, chunk: u32) {
         let (Some(peer), Some(proof), Some(chunk_len)) = (
             self.peers.get(&key),
             self.proofs.proof(chunk),
@@ -188,7 +188,7 @@ impl Node {
     /// Peer exchange, received: dial serving peers we do not know yet while
     /// there is room (only when downloading), as many as the sender's
     /// budget allows (`peer_exchange_min_interval`).
-    pub(crate) fn on_peer_exchange(&mut self, from: PeerKey, entries: Vec<PeerEntry>) {
+    pub(crate) fn on_peer_exchange(&mut self, from: LinkId, entries: Vec<PeerEntry>) {
         if self.download.as_ref().is_none_or(|d| d.core.is_complete()) {
             return;
         }

@@ -1,0 +1,398 @@
+//! The address book: every peer this node knows of, where it may be
+//! reached, how it was learned, and when to dial it (again).
+//!
+//! # Invariants
+//! - An entry is known by its peer id when it has one, else by its first
+//!   address (a DHT answer carries no id); a handshake that proves the id
+//!   of an address-only entry merges it into the id's entry.
+//! - Each entry is in exactly one state: waiting (with the time of its next
+//!   attempt), dialing (its links in progress and the next address to try),
+//!   connected (one link), banned or retired.
+//! - The book holds at most `max_known_peers` entries and 8 addresses per
+//!   entry; when full, the oldest entry that was never connected and came
+//!   from peer exchange or a DHT makes room. Offers are never dropped.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use minimodel_wire::PeerId;
+
+use crate::ids::LinkId;
+use crate::rng::SplitMix64;
+
+/// Addresses kept per peer.
+pub const MAX_ADDRS_PER_PEER: usize = 8;
+
+/// How a peer became known. Recorded in receipts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Source {
+    /// An offer file or `--peer` (the user named it).
+    Offer,
+    /// Another peer told us (peer exchange).
+    Exchange,
+    /// A DHT lookup.
+    Dht,
+    /// It dialed us.
+    Incoming,
+}
+
+impl Source {
+    /// The word receipts and logs use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Offer => "offer",
+            Source::Exchange => "peer-exchange",
+            Source::Dht => "dht",
+            Source::Incoming => "incoming",
+        }
+    }
+
+    /// Whether its addresses were seen in use by someone we trust less
+    /// than the user: such dials get a short deadline.
+    pub fn is_unverified(self) -> bool {
+        matches!(self, Source::Exchange | Source::Dht)
+    }
+}
+
+/// Where an entry stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntryState {
+    /// Not connected; dial again at `next_attempt`.
+    Waiting {
+        /// When.
+        next_attempt: Instant,
+    },
+    /// Dials in progress; the next address is tried at `next_at` unless a
+    /// handshake completes first.
+    Dialing {
+        /// The dials under way, with their addresses.
+        links: Vec<(LinkId, SocketAddr)>,
+        /// The next address to try.
+        next_addr: usize,
+        /// When.
+        next_at: Instant,
+    },
+    /// Connected over this link.
+    Connected(LinkId),
+    /// Banned: never dialed or admitted again.
+    Banned,
+    /// Not wanted any more (it has nothing we need, or we stopped).
+    Retired,
+}
+
+/// One known peer.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// Its id, once known.
+    pub id: Option<PeerId>,
+    /// Where it may be reached, in the order to try them.
+    pub addrs: Vec<SocketAddr>,
+    /// How it became known.
+    pub source: Source,
+    /// Where it stands.
+    pub state: EntryState,
+    /// Failed attempts in a row (reset by a good session).
+    pub failures: u32,
+    /// Why the last attempt or session ended, in words.
+    pub last_problem: Option<String>,
+    /// Whether it was ever connected.
+    pub ever_connected: bool,
+    /// When it was added.
+    pub added: Instant,
+}
+
+/// A handle on an entry (stable while it exists).
+pub type EntryId = u64;
+
+/// Every known peer. See the module docs.
+#[derive(Debug, Clone)]
+pub struct AddressBook {
+    entries: BTreeMap<EntryId, Entry>,
+    by_id: BTreeMap<PeerId, EntryId>,
+    next: EntryId,
+    max: usize,
+}
+
+impl AddressBook {
+    /// An empty book for at most `max` peers.
+    pub fn new(max: usize) -> Self {
+        Self {
+            entries: BTreeMap::new(),
+            by_id: BTreeMap::new(),
+            next: 0,
+            max: max.max(1),
+        }
+    }
+
+    /// Entries.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether the book is empty.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Every entry.
+    pub fn iter(&self) -> impl Iterator<Item = (EntryId, &Entry)> {
+        self.entries.iter().map(|(key, entry)| (*key, entry))
+    }
+
+    /// An entry.
+    pub fn get(&self, entry: EntryId) -> Option<&Entry> {
+        self.entries.get(&entry)
+    }
+
+    /// An entry, to change it.
+    pub fn get_mut(&mut self, entry: EntryId) -> Option<&mut Entry> {
+        self.entries.get_mut(&entry)
+    }
+
+    /// The entry of `id`.
+    pub fn find_id(&self, id: &PeerId) -> Option<EntryId> {
+        self.by_id.get(id).copied()
+    }
+
+    /// The entry that lists `addr` (and has no id, or `id`).
+    pub fn find_addr(&self, addr: SocketAddr) -> Option<EntryId> {
+        self.entries
+            .iter()
+            .find(|(_, entry)| entry.addrs.contains(&addr))
+            .map(|(key, _)| *key)
+    }
+
+    /// The entry a link belongs to (dialing or connected).
+    pub fn find_link(&self, link: LinkId) -> Option<EntryId> {
+        self.entries
+            .iter()
+            .find(|(_, entry)| match &entry.state {
+                EntryState::Connected(l) => *l == link,
+                EntryState::Dialing { links, .. } => links.iter().any(|(l, _)| *l == link),
+                _ => false,
+            })
+            .map(|(key, _)| *key)
+    }
+
+    /// Learns `addrs` for `id` (or for an address-only peer): adds an
+    /// entry or merges into one. Returns the entry, or `None` when the book
+    /// is full of entries that may not be dropped.
+    pub fn learn(
+        &mut self,
+        id: Option<PeerId>,
+        addrs: &[SocketAddr],
+        source: Source,
+        now: Instant,
+    ) -> Option<EntryId> {
+        let existing = match id {
+            Some(id) => self.find_id(&id),
+            None => addrs.iter().find_map(|addr| self.find_addr(*addr)),
+        };
+        if let Some(key) = existing {
+            let entry = self.entries.get_mut(&key)?;
+            for addr in addrs {
+                if !entry.addrs.contains(addr) && entry.addrs.len() < MAX_ADDRS_PER_PEER {
+                    entry.addrs.push(*addr);
+                }
+            }
+            // The user's word outranks what peers said.
+            entry.source = entry.source.min(source);
+            return Some(key);
+        }
+        if self.entries.len() >= self.max && !self.make_room() {
+            return None;
+        }
+        let key = self.next;
+        self.next += 1;
+        self.entries.insert(
+            key,
+            Entry {
+                id,
+                addrs: addrs.iter().copied().take(MAX_ADDRS_PER_PEER).collect(),
+                source,
+                state: EntryState::Waiting { next_attempt: now },
+                failures: 0,
+                last_problem: None,
+                ever_connected: false,
+                added: now,
+            },
+        );
+        if let Some(id) = id {
+            self.by_id.insert(id, key);
+        }
+        Some(key)
+    }
+
+    /// Drops the oldest entry learned from peers (or a DHT) that was never
+    /// connected and is not being dialed. Whether one was dropped.
+    fn make_room(&mut self) -> bool {
+        let victim = self
+            .entries
+            .iter()
+            .filter(|(_, entry)| {
+                entry.source != Source::Offer
+                    && !entry.ever_connected
+                    && !matches!(
+                        entry.state,
+                        EntryState::Dialing { .. } | EntryState::Connected(_) | EntryState::Banned
+                    )
+            })
+            .min_by_key(|(key, entry)| (entry.added, **key))
+            .map(|(key, _)| *key);
+        match victim {
+            Some(key) => {
+                self.remove(key);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Forgets an entry.
+    pub fn remove(&mut self, key: EntryId) {
+        if let Some(entry) = self.entries.remove(&key) {
+            if let Some(id) = entry.id {
+                self.by_id.remove(&id);
+            }
+        }
+    }
+
+    /// A handshake proved that `key` is `id`: the entry takes the id, and
+    /// if `id` has an entry of its own, the two become one (the other's
+    /// addresses join this one).
+    pub fn identify(&mut self, key: EntryId, id: PeerId) -> EntryId {
+        if let Some(other) = self.find_id(&id) {
+            if other == key {
+                return key;
+            }
+            let addrs = self
+                .entries
+                .get(&key)
+                .map(|entry| entry.addrs.clone())
+                .unwrap_or_default();
+            let state = self.entries.get(&key).map(|entry| entry.state.clone());
+            self.remove(key);
+            if let Some(entry) = self.entries.get_mut(&other) {
+                for addr in addrs {
+                    if !entry.addrs.contains(&addr) && entry.addrs.len() < MAX_ADDRS_PER_PEER {
+                        entry.addrs.push(addr);
+                    }
+                }
+                if let Some(state @ (EntryState::Connected(_) | EntryState::Dialing { .. })) =
+                    state
+                {
+                    entry.state = state;
+                }
+            }
+            return other;
+        }
+        if let Some(entry) = self.entries.get_mut(&key) {
+            entry.id = Some(id);
+            self.by_id.insert(id, key);
+        }
+        key
+    }
+
+    /// The wait before the next attempt after `failures` failures in a
+    /// row: `initial` doubling up to `max`, with a jitter of up to a fifth
+    /// either way so that peers that failed together do not come back
+    /// together.
+    pub fn backoff(
+        failures: u32,
+        initial: Duration,
+        max: Duration,
+        rng: &mut SplitMix64,
+    ) -> Duration {
+        let base = initial
+            .saturating_mul(1u32 << failures.saturating_sub(1).min(16))
+            .min(max);
+        let fifth = base.as_millis() as u64 / 5;
+        let jitter = rng.below(2 * fifth + 1);
+        (base + Duration::from_millis(jitter)).saturating_sub(Duration::from_millis(fifth))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(n: u8) -> SocketAddr {
+        SocketAddr::from(([10, 0, 0, n], 4433))
+    }
+
+    #[test]
+    fn a_peer_id_learned_twice_is_one_entry_with_both_addresses() {
+        let t0 = Instant::now();
+        let mut book = AddressBook::new(8);
+        let id = PeerId([1; 32]);
+        let a = book.learn(Some(id), &[addr(1)], Source::Exchange, t0).unwrap();
+        let b = book.learn(Some(id), &[addr(2), addr(1)], Source::Offer, t0).unwrap();
+        assert_eq!(a, b);
+        let entry = book.get(a).unwrap();
+        assert_eq!(entry.addrs, [addr(1), addr(2)]);
+        assert_eq!(entry.source, Source::Offer, "the user's word outranks");
+    }
+
+    #[test]
+    fn an_address_only_entry_merges_into_the_id_its_handshake_proves() {
+        let t0 = Instant::now();
+        let mut book = AddressBook::new(8);
+        let id = PeerId([1; 32]);
+        let known = book.learn(Some(id), &[addr(1)], Source::Offer, t0).unwrap();
+        let anonymous = book.learn(None, &[addr(2)], Source::Dht, t0).unwrap();
+        assert_ne!(known, anonymous);
+        assert_eq!(book.identify(anonymous, id), known);
+        assert_eq!(book.len(), 1);
+        assert_eq!(book.get(known).unwrap().addrs, [addr(1), addr(2)]);
+        // A new id simply names the entry.
+        let other = book.learn(None, &[addr(3)], Source::Dht, t0).unwrap();
+        assert_eq!(book.identify(other, PeerId([2; 32])), other);
+        assert_eq!(book.find_id(&PeerId([2; 32])), Some(other));
+    }
+
+    #[test]
+    fn a_full_book_drops_the_oldest_entry_learned_from_peers() {
+        let t0 = Instant::now();
+        let mut book = AddressBook::new(3);
+        let offer = book.learn(Some(PeerId([9; 32])), &[addr(9)], Source::Offer, t0).unwrap();
+        let old = book
+            .learn(None, &[addr(1)], Source::Exchange, t0)
+            .unwrap();
+        let later = t0 + Duration::from_secs(1);
+        book.learn(None, &[addr(2)], Source::Exchange, later).unwrap();
+        book.learn(None, &[addr(3)], Source::Dht, later).unwrap();
+        assert_eq!(book.len(), 3);
+        assert!(book.get(old).is_none(), "the oldest one made room");
+        assert!(book.get(offer).is_some(), "offers stay");
+        // Full of offers: nothing can be dropped.
+        let mut offers = AddressBook::new(1);
+        offers.learn(Some(PeerId([1; 32])), &[addr(1)], Source::Offer, t0);
+        assert_eq!(offers.learn(None, &[addr(2)], Source::Exchange, t0), None);
+    }
+
+    #[test]
+    fn addresses_per_peer_are_bounded() {
+        let t0 = Instant::now();
+        let mut book = AddressBook::new(8);
+        let many: Vec<SocketAddr> = (1..=50).map(addr).collect();
+        let key = book.learn(Some(PeerId([1; 32])), &many, Source::Exchange, t0).unwrap();
+        assert_eq!(book.get(key).unwrap().addrs.len(), MAX_ADDRS_PER_PEER);
+    }
+
+    #[test]
+    fn backoff_doubles_to_its_cap_with_bounded_jitter() {
+        let mut rng = SplitMix64(7);
+        let initial = Duration::from_secs(1);
+        let max = Duration::from_secs(30);
+        for (failures, base) in [(1, 1.0), (2, 2.0), (3, 4.0), (5, 16.0), (6, 30.0), (40, 30.0)] {
+            for _ in 0..50 {
+                let wait = AddressBook::backoff(failures, initial, max, &mut rng).as_secs_f64();
+                assert!(
+                    wait >= base * 0.8 - 0.001 && wait <= base * 1.2 + 0.001,
+                    "{failures} failures: {wait} s"
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,200 @@
+//! Every policy knob of a node, with its default and why. Transport tuning
+//! (windows, congestion control) is not here: it belongs to the driver.
+
+use std::time::Duration;
+
+pub use crate::download::DownloadConfig;
+pub use crate::upload::UploadConfig;
+
+/// What a node may do and how much of it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeConfig {
+    /// Most peers connected at once. Default 32.
+    pub max_peers: usize,
+    /// Upload cap in bytes per second, if any (`--max-upload`).
+    pub max_upload: Option<u64>,
+    /// Download cap in bytes per second, if any (`--max-download`):
+    /// requests are spaced so that requested bytes stay within it.
+    pub max_download: Option<u64>,
+    /// Chunks uploaded at once, over all peers. Default 8.
+    pub upload_slots: usize,
+    /// Chunks uploaded at once to one peer. Default 2: one being sent, the
+    /// next one ready, so the peer never waits.
+    pub upload_slots_per_peer: usize,
+    /// The serving side's queue limits.
+    pub upload: UploadConfig,
+    /// The downloading side's pipelines, timeouts and budget.
+    pub download: DownloadConfig,
+    /// From the first packet of an incoming connection (or the start of a
+    /// dial) to the end of the Hello exchange: one deadline for both the
+    /// TLS handshake and the Hellos. Default 10 s.
+    pub handshake_timeout: Duration,
+    /// Incoming handshakes in progress at once; more are refused.
+    /// Default 16.
+    pub max_handshakes: usize,
+    /// Incoming handshakes in progress at once from one prefix (a /24 of
+    /// IPv4, a /64 of IPv6). Default 4: one network cannot hold more than a
+    /// quarter of the handshake slots, so peers from elsewhere get in at
+    /// once.
+    pub max_handshakes_per_prefix: usize,
+    /// Once this many incoming handshakes are in progress, a source whose
+    /// address QUIC has not validated yet is sent a Retry first, so that a
+    /// spoofed source costs one stateless packet and holds nothing.
+    /// Default 4.
+    pub retry_above: usize,
+    /// Connections (handshakes included) from one prefix at once.
+    /// Default 16: room for peers behind one NAT and for a download
+    /// restarted several times while its old connections time out.
+    pub max_links_per_prefix: usize,
+    /// When every peer slot is taken, a peer that has neither requested
+    /// nor served anything for this long is closed to make room for a new
+    /// one. Default 30 s.
+    pub evict_idle_after: Duration,
+    /// How often peers are told of serving peers they have not heard of.
+    /// Default 250 ms.
+    pub peer_exchange_every: Duration,
+    /// Addresses learned from one peer's Peers messages are dialed at most
+    /// 32 at once and 32 per this interval. Default 2 s.
+    pub peer_exchange_min_interval: Duration,
+    /// Dials started from peer exchange and not answered yet, at most, over
+    /// all peers. Default 8: junk addresses cost little.
+    pub max_exchange_dials: usize,
+    /// A dial to an address learned from peer exchange or a DHT that has
+    /// not completed its handshake by then is given up. Default 3 s.
+    pub unverified_dial_timeout: Duration,
+    /// Between dials to the addresses of one peer, tried in turn until one
+    /// handshake completes. Default 250 ms.
+    pub dial_stagger: Duration,
+    /// The first wait before a peer that failed or dropped is dialed again;
+    /// it doubles per failure. Default 1 s.
+    pub redial_initial: Duration,
+    /// The longest wait between dials to one peer. Default 30 s.
+    pub redial_max: Duration,
+    /// Peers and addresses kept in the address book, at most. Default 1024.
+    pub max_known_peers: usize,
+    /// A download with nothing verified for this long gives up, saying
+    /// which peers it tried and why each failed. Default 5 min.
+    pub give_up_after: Duration,
+    /// A checkpoint is written at least this often while chunks arrive.
+    /// Default 2 s.
+    pub checkpoint_every: Duration,
+    /// And at the latest after this many new bytes. Default 64 MiB.
+    pub checkpoint_bytes: u64,
+    /// When the verified prefix is this far ahead of the trailing
+    /// whole-file hasher, no new chunk is requested until it catches up.
+    /// Default 4 MiB.
+    pub trailing_lag: u64,
+    /// How often download progress is reported. Default 500 ms.
+    pub progress_every: Duration,
+    /// A chunk found bad on disk after it was verified more often than
+    /// this is the disk's fault: the download stops. Default 3.
+    pub max_repairs_per_chunk: u32,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            max_peers: 32,
+            max_upload: None,
+            max_download: None,
+            upload_slots: 8,
+            upload_slots_per_peer: 2,
+            upload: UploadConfig::default(),
+            download: DownloadConfig::default(),
+            handshake_timeout: Duration::from_secs(10),
+            max_handshakes: 16,
+            max_handshakes_per_prefix: 4,
+            retry_above: 4,
+            max_links_per_prefix: 16,
+            evict_idle_after: Duration::from_secs(30),
+            peer_exchange_every: Duration::from_millis(250),
+            peer_exchange_min_interval: Duration::from_secs(2),
+            max_exchange_dials: 8,
+            unverified_dial_timeout: Duration::from_secs(3),
+            dial_stagger: Duration::from_millis(250),
+            redial_initial: Duration::from_secs(1),
+            redial_max: Duration::from_secs(30),
+            max_known_peers: 1024,
+            give_up_after: Duration::from_secs(300),
+            checkpoint_every: Duration::from_secs(2),
+            checkpoint_bytes: 64 << 20,
+            trailing_lag: 4 << 20,
+            progress_every: Duration::from_millis(500),
+            max_repairs_per_chunk: 3,
+        }
+    }
+}
+
+/// A setting that cannot work.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{setting} must be {rule}")]
+pub struct ConfigError {
+    /// Which setting.
+    pub setting: &'static str,
+    /// What it must be.
+    pub rule: &'static str,
+}
+
+impl NodeConfig {
+    /// Checks the settings that would make a node stall or misbehave.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let rules: [(bool, &'static str, &'static str); 8] = [
+            (self.upload_slots > 0, "upload_slots", "at least 1"),
+            (
+                self.upload_slots_per_peer > 0,
+                "upload_slots_per_peer",
+                "at least 1",
+            ),
+            (self.max_handshakes > 0, "max_handshakes", "at least 1"),
+            (
+                self.max_handshakes_per_prefix > 0,
+                "max_handshakes_per_prefix",
+                "at least 1",
+            ),
+            (
+                self.max_links_per_prefix > 0,
+                "max_links_per_prefix",
+                "at least 1",
+            ),
+            (
+                self.redial_initial > Duration::ZERO && self.redial_initial <= self.redial_max,
+                "redial_initial",
+                "above zero and at most redial_max",
+            ),
+            (
+                self.max_upload != Some(0) && self.max_download != Some(0),
+                "max_upload and max_download",
+                "above zero when set",
+            ),
+            (
+                self.download.max_in_flight_bytes > 0,
+                "download.max_in_flight_bytes",
+                "above zero",
+            ),
+        ];
+        match rules.iter().find(|(ok, _, _)| !ok) {
+            Some(&(_, setting, rule)) => Err(ConfigError { setting, rule }),
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_bad_settings_are_named() {
+        assert_eq!(NodeConfig::default().validate(), Ok(()));
+        let zero_slots = NodeConfig {
+            upload_slots: 0,
+            ..NodeConfig::default()
+        };
+        assert_eq!(zero_slots.validate().unwrap_err().setting, "upload_slots");
+        let zero_rate = NodeConfig {
+            max_download: Some(0),
+            ..NodeConfig::default()
+        };
+        assert!(zero_rate.validate().is_err());
+    }
+}

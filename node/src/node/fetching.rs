@@ -1,0 +1,712 @@
+//! The downloading side: pieces as they arrive, verification results,
+//! checkpoint pacing, the trailing whole-file hash, delivery and repair,
+//! and giving up.
+//!
+//! A chunk counts only once the driver reports it verified and written
+//! ([`VerifyOutcome::Stored`]): then it is had, peers hear a Have, and the
+//! trailing hasher may read it back. When every chunk is had, the driver
+//! runs the final checks ([`Action::Deliver`]); chunks it finds bad on disk
+//! are fetched again, up to `max_repairs_per_chunk` times each.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use minimodel_wire::{ChunkIndex, GoodbyeReason, HaveBitfield, Message, PeerId, SwarmParams};
+
+use super::{Action, NodeCore};
+use crate::book::Source;
+use crate::config::NodeConfig;
+use crate::download::{Action as DownloadAction, DisconnectReason, DownloadConfig, Downloader};
+use crate::ids::LinkId;
+use crate::report::{Departure, Failure, NodeReport};
+
+/// What to do with a piece stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PieceVerdict {
+    /// Read it (at its header), verify and store it (at its end).
+    Accept,
+    /// Stop reading it: not wanted (any more). No blame.
+    Stop,
+}
+
+/// Why a piece stream ended before its chunk arrived whole.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PieceEnd {
+    /// The sender reset it, or the connection went away: no blame.
+    Reset,
+    /// The sender broke the rules (finished it short, sent more than the
+    /// chunk, a malformed header): the peer is dropped.
+    Violation(String),
+}
+
+/// How verifying and storing a chunk went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VerifyOutcome {
+    /// It passed its proof and is written.
+    Stored,
+    /// It failed its proof: what failed.
+    Bad(String),
+    /// It passed but could not be written (a full disk, say).
+    StoreFailed(String),
+}
+
+/// How the final checks went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Finish {
+    /// Delivered with its receipt.
+    Delivered,
+    /// These chunks passed their proofs but are bad on disk now.
+    Damaged(Vec<ChunkIndex>),
+    /// A check failed that fetching cannot fix.
+    Failed(String),
+    /// Storage failed.
+    StorageFailed(String),
+}
+
+/// One peer's part in the download, for a receipt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PeerTransfer {
+    /// Its id.
+    pub id: PeerId,
+    /// Where it was reached.
+    pub address: Option<SocketAddr>,
+    /// How it became known.
+    pub source: Option<Source>,
+    /// Verified chunks it delivered first.
+    pub chunks: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Chunks that failed their proof.
+    pub bad_chunks: u64,
+    /// Whether it was banned for them.
+    pub banned: bool,
+}
+
+/// What the download did, for a receipt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TransferStats {
+    /// Chunks verified in an earlier run.
+    pub chunks_resumed: u64,
+    /// Chunks fetched and verified in this run.
+    pub chunks_fetched: u64,
+    /// Of those, fetched again after being found bad on disk.
+    pub chunks_refetched: u64,
+    /// Bytes received that did not count.
+    pub bytes_wasted: u64,
+    /// Per peer that took part.
+    pub peers: Vec<PeerTransfer>,
+    /// When the last chunk was verified.
+    pub completed_at: Option<Instant>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Fetching,
+    Delivering,
+    Delivered,
+}
+
+/// The download's state.
+#[derive(Debug)]
+pub(super) struct Fetching {
+    downloader: Downloader,
+    params: SwarmParams,
+    verified_bytes: u64,
+    resumed_chunks: u64,
+    fetched_chunks: u64,
+    refetched: u64,
+    /// Chunks `0..prefix` are verified.
+    prefix: u32,
+    /// The trailing hasher has hashed chunks `0..hashed`.
+    hashed: u32,
+    /// The verified prefix when the hasher (re)started: while it reads
+    /// those back, the download does not wait for it.
+    start_prefix: u32,
+    bytes_since_checkpoint: u64,
+    last_checkpoint: Instant,
+    checkpoint_running: bool,
+    released_below: u64,
+    last_report: Instant,
+    rate_window: VecDeque<(Instant, u64)>,
+    /// The last time a chunk was verified (or the download started).
+    last_progress: Instant,
+    completed_at: Option<Instant>,
+    phase: Phase,
+    repairs: BTreeMap<u32, u32>,
+}
+
+impl Fetching {
+    pub(super) fn new(
+        config: &NodeConfig,
+        download: DownloadConfig,
+        have: &HaveBitfield,
+        params: SwarmParams,
+        now: Instant,
+    ) -> Self {
+        let prefix = prefix_of(have, 0);
+        let verified_bytes = have
+            .iter_ones()
+            .filter_map(|chunk| params.chunk_len(chunk).ok())
+            .map(u64::from)
+            .sum();
+        let _ = config;
+        Self {
+            downloader: Downloader::new(params.chunk_size(), have, download),
+            params,
+            verified_bytes,
+            resumed_chunks: u64::from(have.count_ones()),
+            fetched_chunks: 0,
+            refetched: 0,
+            prefix,
+            hashed: 0,
+            start_prefix: prefix,
+            bytes_since_checkpoint: 0,
+            last_checkpoint: now,
+            checkpoint_running: false,
+            released_below: 0,
+            last_report: now,
+            rate_window: VecDeque::new(),
+            last_progress: now,
+            completed_at: None,
+            phase: Phase::Fetching,
+            repairs: BTreeMap::new(),
+        }
+    }
+
+    pub(super) fn is_complete(&self) -> bool {
+        self.downloader.is_complete()
+    }
+
+    pub(super) fn wants_peers(&self) -> bool {
+        self.phase == Phase::Fetching && !self.downloader.is_complete()
+    }
+
+    pub(super) fn is_busy_with(&self, link: LinkId) -> bool {
+        self.downloader
+            .peer(link)
+            .is_some_and(|session| session.requests_in_flight() > 0)
+    }
+
+    pub(super) fn set_rtt(&mut self, link: LinkId, rtt: Duration) {
+        self.downloader.set_rtt(link, rtt);
+    }
+
+    pub(super) fn next_deadline(&self, config: &NodeConfig, now: Instant) -> Option<Instant> {
+        if self.phase != Phase::Fetching {
+            return None;
+        }
+        let checkpoint = (self.bytes_since_checkpoint > 0 && !self.checkpoint_running)
+            .then(|| self.last_checkpoint + config.checkpoint_every);
+        let report = Some(self.last_report + config.progress_every);
+        let give_up = Some(self.last_progress + config.give_up_after);
+        [self.downloader.next_deadline(now), checkpoint, report, give_up]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    pub(super) fn stats(&self) -> TransferStats {
+        let banned = |id: &PeerId| self.downloader.is_banned(id);
+        let mut peers: Vec<PeerTransfer> = Vec::new();
+        for (id, stats) in self.downloader.all_peer_stats() {
+            // A peer that reconnected appears once, its sessions summed.
+            match peers.iter_mut().find(|peer| peer.id == id) {
+                Some(peer) => {
+                    peer.chunks += stats.chunks;
+                    peer.bytes += stats.bytes;
+                    peer.bad_chunks += stats.bad_chunks;
+                }
+                None => peers.push(PeerTransfer {
+                    id,
+                    address: None,
+                    source: None,
+                    chunks: stats.chunks,
+                    bytes: stats.bytes,
+                    bad_chunks: stats.bad_chunks,
+                    banned: banned(&id),
+                }),
+            }
+        }
+        TransferStats {
+            chunks_resumed: self.resumed_chunks,
+            chunks_fetched: self.fetched_chunks,
+            chunks_refetched: self.refetched,
+            bytes_wasted: self
+                .downloader
+                .all_peer_stats()
+                .iter()
+                .map(|(_, stats)| stats.wasted_bytes)
+                .sum(),
+            peers,
+            completed_at: self.completed_at,
+        }
+    }
+
+    fn rate(&mut self, now: Instant) -> f64 {
+        self.rate_window.push_back((now, self.verified_bytes));
+        while self
+            .rate_window
+            .front()
+            .is_some_and(|(at, _)| now.saturating_duration_since(*at).as_secs_f64() > 5.0)
+        {
+            self.rate_window.pop_front();
+        }
+        match (self.rate_window.front(), self.rate_window.back()) {
+            (Some((t0, b0)), Some((t1, b1))) if t1 > t0 => {
+                b1.saturating_sub(*b0) as f64 / t1.saturating_duration_since(*t0).as_secs_f64()
+            }
+            _ => 0.0,
+        }
+    }
+}
+
+/// The length of the verified prefix, scanning on from `from`.
+fn prefix_of(have: &HaveBitfield, from: u32) -> u32 {
+    let mut prefix = from;
+    while prefix < have.chunk_count() && have.get(ChunkIndex(prefix)) {
+        prefix += 1;
+    }
+    prefix
+}
+
+impl NodeCore {
+    /// A serving peer joined: it becomes part of the download.
+    pub(super) fn join_download(
+        &mut self,
+        link: LinkId,
+        id: PeerId,
+        bitfield: HaveBitfield,
+        now: Instant,
+    ) {
+        let Some(download) = &mut self.download else {
+            return;
+        };
+        if download.phase == Phase::Delivered {
+            return;
+        }
+        match download.downloader.add_peer(link, id, bitfield, now) {
+            Ok(()) => {
+                if let Some(peer) = self.peer_mut(link) {
+                    peer.downloading_from = true;
+                }
+            }
+            Err(error) => {
+                self.close_peer(
+                    link,
+                    GoodbyeReason::ProtocolViolation,
+                    Departure::Violation(error.to_string()),
+                    now,
+                );
+            }
+        }
+        self.drain_download(now);
+    }
+
+    /// A peer left the download. Whether it had chunks we still need (so
+    /// that it is worth dialing again).
+    pub(super) fn leave_download(&mut self, link: LinkId, now: Instant) -> bool {
+        let Some(download) = &mut self.download else {
+            return false;
+        };
+        let useful = download.downloader.peer(link).is_some_and(|session| {
+            session
+                .has()
+                .iter_ones()
+                .any(|chunk| !self.have.get(chunk))
+        });
+        download.downloader.remove_peer(link, now);
+        self.drain_download(now);
+        useful
+    }
+
+    pub(super) fn download_have(&mut self, link: LinkId, chunk: ChunkIndex, now: Instant) {
+        if let Some(download) = &mut self.download {
+            download.downloader.on_have(link, chunk.0, now);
+        }
+        self.drain_download(now);
+    }
+
+    pub(super) fn download_rejected(
+        &mut self,
+        link: LinkId,
+        chunk: ChunkIndex,
+        busy: bool,
+        now: Instant,
+    ) {
+        if let Some(peer) = self.peer_mut(link) {
+            peer.arriving.remove(&chunk.0);
+        }
+        if let Some(download) = &mut self.download {
+            download.downloader.on_reject(link, chunk.0, busy, now);
+        }
+        self.drain_download(now);
+    }
+
+    /// A piece stream's header names `chunk`: read it, or stop it. A chunk
+    /// never requested from this peer is a violation (the peer is
+    /// dropped); one requested but no longer wanted, or already arriving
+    /// on another stream, is stopped without blame.
+    pub fn handle_piece_header(&mut self, link: LinkId, chunk: ChunkIndex, now: Instant) -> PieceVerdict {
+        let requested = self
+            .download
+            .as_ref()
+            .and_then(|download| download.downloader.peer(link))
+            .is_some_and(|session| session.is_requested(chunk.0));
+        let Some(peer) = self.peer_mut(link) else {
+            return PieceVerdict::Stop;
+        };
+        if !requested {
+            if peer.ever_requested.get(chunk) {
+                return PieceVerdict::Stop;
+            }
+            self.close_peer(
+                link,
+                GoodbyeReason::ProtocolViolation,
+                Departure::Violation(format!("sent chunk {}, which was never requested from it", chunk.0)),
+                now,
+            );
+            return PieceVerdict::Stop;
+        }
+        if !peer.arriving.insert(chunk.0) {
+            // A second stream for the same chunk: one is enough.
+            return PieceVerdict::Stop;
+        }
+        peer.last_useful = now;
+        if let Some(download) = &mut self.download {
+            download.downloader.on_progress(link, now);
+        }
+        PieceVerdict::Accept
+    }
+
+    /// A piece stream delivered all its bytes (not verified yet): verify
+    /// and store them, unless the chunk is no longer wanted from this peer.
+    pub fn handle_piece_arrived(&mut self, link: LinkId, chunk: ChunkIndex, now: Instant) -> PieceVerdict {
+        let wanted = self
+            .download
+            .as_ref()
+            .and_then(|download| download.downloader.peer(link))
+            .is_some_and(|session| session.is_requested(chunk.0));
+        if let Some(download) = &mut self.download {
+            download.downloader.on_progress(link, now);
+        }
+        if wanted {
+            PieceVerdict::Accept
+        } else {
+            if let Some(peer) = self.peer_mut(link) {
+                peer.arriving.remove(&chunk.0);
+            }
+            PieceVerdict::Stop
+        }
+    }
+
+    /// A piece stream ended before its chunk arrived whole (`chunk` when
+    /// its header was read).
+    pub fn handle_piece_failed(
+        &mut self,
+        link: LinkId,
+        chunk: Option<ChunkIndex>,
+        end: PieceEnd,
+        now: Instant,
+    ) {
+        if let (Some(chunk), Some(peer)) = (chunk, self.peer_mut(link)) {
+            peer.arriving.remove(&chunk.0);
+        }
+        match end {
+            PieceEnd::Violation(text) => self.close_peer(
+                link,
+                GoodbyeReason::ProtocolViolation,
+                Departure::Violation(text),
+                now,
+            ),
+            PieceEnd::Reset => {
+                if let (Some(chunk), Some(download)) = (chunk, &mut self.download) {
+                    download.downloader.on_chunk_lost(link, chunk.0, now);
+                }
+                self.drain_download(now);
+            }
+        }
+    }
+
+    /// Verifying and storing a chunk from `link` ended.
+    pub fn handle_verified(
+        &mut self,
+        link: LinkId,
+        chunk: ChunkIndex,
+        outcome: VerifyOutcome,
+        now: Instant,
+    ) {
+        if let Some(peer) = self.peer_mut(link) {
+            peer.arriving.remove(&chunk.0);
+        }
+        match outcome {
+            VerifyOutcome::Stored => self.chunk_stored(link, chunk, now),
+            VerifyOutcome::Bad(error) => {
+                if let Some((id, addr)) = self.peer(link).map(|peer| (peer.id, peer.remote)) {
+                    self.reports.push_back(NodeReport::Banned {
+                        peer: id,
+                        addr,
+                        chunk: chunk.0,
+                        error,
+                    });
+                    self.ban(id);
+                }
+                if let Some(download) = &mut self.download {
+                    download.downloader.on_chunk_bad(link, chunk.0, now);
+                }
+                self.close_peer(
+                    link,
+                    GoodbyeReason::BadData,
+                    Departure::BadData { chunk: chunk.0 },
+                    now,
+                );
+                self.drain_download(now);
+            }
+            VerifyOutcome::StoreFailed(error) => {
+                if let Some(download) = &mut self.download {
+                    download.downloader.on_chunk_lost(link, chunk.0, now);
+                }
+                self.end(Err(Failure::Storage(error)), now);
+            }
+        }
+    }
+
+    fn chunk_stored(&mut self, link: LinkId, chunk: ChunkIndex, now: Instant) {
+        let Some(download) = &mut self.download else {
+            return;
+        };
+        let len = download.params.chunk_len(chunk).map_or(0, u64::from);
+        let first = !self.have.get(chunk);
+        download
+            .downloader
+            .on_chunk_verified(link, chunk.0, len, now);
+        if first {
+            let _ = self.have.set(chunk, true);
+            download.verified_bytes += len;
+            download.fetched_chunks += 1;
+            download.bytes_since_checkpoint += len;
+            download.last_progress = now;
+            download.prefix = prefix_of(&self.have, download.prefix);
+            self.actions.push_back(Action::HashStored { chunk });
+            if self.serve {
+                let links: Vec<LinkId> = self.peers().map(|(link, _)| link).collect();
+                for link in links {
+                    self.send(link, Message::Have { chunk });
+                }
+            }
+        }
+        self.pace(now);
+        self.drain_download(now);
+        self.check_complete(now);
+    }
+
+    fn check_complete(&mut self, now: Instant) {
+        let Some(download) = &mut self.download else {
+            return;
+        };
+        if download.phase == Phase::Fetching && download.downloader.is_complete() {
+            download.completed_at = Some(now);
+            download.phase = Phase::Delivering;
+            self.actions.push_back(Action::Deliver);
+        }
+    }
+
+    /// The trailing hasher has hashed chunks `0..hashed`.
+    pub fn handle_trailing(&mut self, hashed: u32, now: Instant) {
+        if let Some(download) = &mut self.download {
+            download.hashed = hashed;
+        }
+        self.pace(now);
+        self.drain_download(now);
+    }
+
+    /// Holds new requests while the trailing hasher lags the verified
+    /// prefix by more than `trailing_lag` (it caught up with the chunks of
+    /// an earlier run first).
+    fn pace(&mut self, now: Instant) {
+        let lag_limit = self.config.trailing_lag;
+        let Some(download) = &mut self.download else {
+            return;
+        };
+        let lag = u64::from(download.prefix.saturating_sub(download.hashed))
+            * u64::from(download.params.chunk_size());
+        let hold = download.hashed >= download.start_prefix && lag > lag_limit;
+        download.downloader.set_hold(hold, now);
+    }
+
+    /// A checkpoint finished; a failed one stops the download (progress
+    /// that cannot be saved would be lost at the next crash).
+    pub fn handle_checkpointed(&mut self, result: Result<(), String>, now: Instant) {
+        if let Some(download) = &mut self.download {
+            download.checkpoint_running = false;
+        }
+        if let Err(error) = result {
+            self.end(Err(Failure::Storage(error)), now);
+        }
+    }
+
+    /// The final checks ended.
+    pub fn handle_finished(&mut self, finish: Finish, now: Instant) {
+        let Some(download) = &mut self.download else {
+            return;
+        };
+        match finish {
+            Finish::Delivered => {
+                download.phase = Phase::Delivered;
+                if self.serve && self.seed_after {
+                    // Verified as a whole: serve every chunk from now on.
+                    return;
+                }
+                self.end(Ok(()), now);
+            }
+            Finish::Failed(text) => self.end(Err(Failure::Verification(text)), now),
+            Finish::StorageFailed(text) => self.end(Err(Failure::Storage(text)), now),
+            Finish::Damaged(bad) => {
+                let max = self.config.max_repairs_per_chunk;
+                for chunk in &bad {
+                    *download.repairs.entry(chunk.0).or_default() += 1;
+                }
+                if let Some((&chunk, &times)) =
+                    download.repairs.iter().find(|(_, times)| **times > max)
+                {
+                    let failure = Failure::Damaged {
+                        bad: bad.len() as u32,
+                        detail: format!(
+                            "chunk {chunk} was damaged on disk {times} times after it was written; the disk or something else writing to the file is at fault"
+                        ),
+                    };
+                    self.end(Err(failure), now);
+                    return;
+                }
+                for chunk in &bad {
+                    download.downloader.chunk_found_bad(chunk.0, now);
+                    if matches!(self.have.set(*chunk, false), Ok(true)) {
+                        let len = download.params.chunk_len(*chunk).map_or(0, u64::from);
+                        download.verified_bytes = download.verified_bytes.saturating_sub(len);
+                    }
+                    download.refetched += 1;
+                }
+                download.prefix = prefix_of(&self.have, 0);
+                download.start_prefix = download.prefix;
+                download.hashed = 0;
+                download.phase = Phase::Fetching;
+                download.last_progress = now;
+                self.actions.push_back(Action::RestartHash);
+                self.drain_download(now);
+                self.dial_due(now);
+            }
+        }
+    }
+
+    /// Timeouts, checkpoints, reports and giving up.
+    pub(super) fn download_tick(&mut self, now: Instant) {
+        let config = &self.config;
+        let Some(download) = &mut self.download else {
+            return;
+        };
+        if download.phase != Phase::Fetching {
+            return;
+        }
+        download.downloader.tick(now);
+        let due = download.bytes_since_checkpoint >= config.checkpoint_bytes
+            || (download.bytes_since_checkpoint > 0
+                && now.saturating_duration_since(download.last_checkpoint) >= config.checkpoint_every);
+        if due && !download.checkpoint_running {
+            download.checkpoint_running = true;
+            download.bytes_since_checkpoint = 0;
+            download.last_checkpoint = now;
+            let hashed_bytes = (u64::from(download.hashed) * u64::from(download.params.chunk_size()))
+                .min(download.params.artifact_bytes());
+            download.released_below = download.released_below.max(hashed_bytes);
+            self.actions.push_back(Action::Checkpoint {
+                release_below: download.released_below,
+            });
+        }
+        if now.saturating_duration_since(download.last_report) >= config.progress_every {
+            download.last_report = now;
+            let rate = download.rate(now);
+            let report = NodeReport::Progress {
+                verified_bytes: download.verified_bytes,
+                total_bytes: download.params.artifact_bytes(),
+                verified_chunks: self.have.count_ones(),
+                total_chunks: download.params.chunk_count(),
+                peers: download.downloader.peer_count(),
+                rate,
+                waiting_for_peers: download.downloader.peer_count() == 0,
+            };
+            self.reports.push_back(report);
+        }
+        let quiet = now.saturating_duration_since(download.last_progress);
+        if quiet >= config.give_up_after {
+            let total = download.params.chunk_count();
+            let missing = total - self.have.count_ones();
+            let repairing = !download.repairs.is_empty();
+            let tried = self.tried();
+            let failure = if repairing {
+                Failure::Damaged {
+                    bad: missing,
+                    detail: format!("no peer delivered them again: {}", tried.join("; ")),
+                }
+            } else {
+                Failure::NoPeers {
+                    missing,
+                    total,
+                    tried,
+                }
+            };
+            self.end(Err(failure), now);
+            return;
+        }
+        self.drain_download(now);
+    }
+
+    /// Turns the downloader's decisions into messages and closes.
+    pub(super) fn drain_download(&mut self, now: Instant) {
+        let mut decided = Vec::new();
+        if let Some(download) = &mut self.download {
+            while let Some(action) = download.downloader.poll_action() {
+                decided.push(action);
+            }
+        }
+        for action in decided {
+            match action {
+                DownloadAction::Request { peer, chunk } => {
+                    if let Some(p) = self.peer_mut(peer) {
+                        let _ = p.ever_requested.set(ChunkIndex(chunk), true);
+                    }
+                    self.send(
+                        peer,
+                        Message::Request {
+                            chunk: ChunkIndex(chunk),
+                        },
+                    );
+                }
+                DownloadAction::Cancel { peer, chunk } => {
+                    if let Some(p) = self.peer_mut(peer) {
+                        p.arriving.remove(&chunk);
+                    }
+                    self.send(
+                        peer,
+                        Message::Cancel {
+                            chunk: ChunkIndex(chunk),
+                        },
+                    );
+                }
+                DownloadAction::Disconnect { peer, reason } => {
+                    let (goodbye, departure) = match reason {
+                        DisconnectReason::Stalled => (GoodbyeReason::Idle, Departure::Stalled),
+                        DisconnectReason::TooManyTimeouts => {
+                            (GoodbyeReason::Idle, Departure::TooManyTimeouts)
+                        }
+                        // Banned and closed by `handle_verified` already.
+                        DisconnectReason::BadData => continue,
+                        // Every peer stays until the download ends: the
+                        // final checks may find a chunk bad on disk.
+                        DisconnectReason::Done => continue,
+                    };
+                    self.close_peer(peer, goodbye, departure, now);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,720 @@
+//! Getting and losing peers: incoming connections and their admission,
+//! dials (several addresses staggered, first handshake wins), reconnects
+//! with back-off, eviction, and the end of a link.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use minimodel_wire::{
+    ChunkIndex, ControlStream, GoodbyeReason, HaveBitfield, Hello, HelloRejectReason, Message,
+    PeerId,
+};
+
+use super::{Action, KnownPeer, Link, NodeCore, Peer};
+use crate::address::{Prefix, canonical, reachable_from, scope};
+use crate::book::{AddressBook, EntryId, EntryState, Source};
+use crate::ids::LinkId;
+use crate::report::{Departure, LinkEnd, NodeReport};
+use crate::upload::TokenBucket;
+
+/// What to do with an incoming connection before its handshake.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Incoming {
+    /// Run the handshake as `link`, within `deadline`.
+    Accept {
+        /// Its link.
+        link: LinkId,
+        /// Its deadline (TLS and Hello together).
+        deadline: Instant,
+    },
+    /// Answer with a QUIC Retry: the source must prove its address first.
+    Retry,
+    /// Refuse it at once.
+    Refuse {
+        /// Why, in words.
+        reason: String,
+    },
+}
+
+/// Why a listener refuses a Hello.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// The wire reason.
+    pub reason: HelloRejectReason,
+    /// Detail for the peer.
+    pub detail: String,
+}
+
+/// A finished handshake.
+#[derive(Debug, Clone)]
+pub struct LinkUp {
+    /// The id the peer proved.
+    pub peer: PeerId,
+    /// Where it is.
+    pub remote: SocketAddr,
+    /// Its Hello.
+    pub hello: Hello,
+    /// Its bitfield.
+    pub bitfield: HaveBitfield,
+    /// The bitfield we sent it.
+    pub sent_have: HaveBitfield,
+    /// The control stream's state after the handshake.
+    pub control: ControlStream,
+}
+
+impl NodeCore {
+    /// Peers to reach (offers, `--peer`, a DHT): kept in the address book
+    /// and dialed when there is room and a reason.
+    pub fn add_peer(&mut self, peer: KnownPeer, now: Instant) {
+        if peer.id.is_some_and(|id| id == self.local_id || self.bans.contains(&id)) {
+            return;
+        }
+        let addrs: Vec<SocketAddr> = peer
+            .addrs
+            .iter()
+            .copied()
+            .filter(|addr| peer.source == Source::Offer || scope(*addr) != crate::address::Scope::Unusable)
+            .collect();
+        if addrs.is_empty() {
+            return;
+        }
+        self.book.learn(peer.id, &addrs, peer.source, now);
+        self.dial_due(now);
+    }
+
+    /// An incoming connection's first packet: accept, ask for a Retry, or
+    /// refuse (`validated`: QUIC has proven the source address).
+    pub fn handle_incoming(&mut self, remote: SocketAddr, validated: bool, now: Instant) -> Incoming {
+        let refuse = |reason: String| Incoming::Refuse { reason };
+        if !self.listen || self.ended || self.stopping {
+            return refuse("this node does not accept connections".into());
+        }
+        let prefix = Prefix::of(remote.ip());
+        let handshaking = self
+            .links
+            .values()
+            .filter(|link| matches!(link, Link::Handshaking { .. }))
+            .count();
+        let from_prefix = |handshakes_only: bool| {
+            self.links
+                .values()
+                .filter(|link| match link {
+                    Link::Handshaking { prefix: p, .. } => *p == prefix,
+                    Link::Up(peer) => !handshakes_only && !peer.dialed && peer.prefix == prefix,
+                    Link::Dialing { .. } => false,
+                })
+                .count()
+        };
+        if from_prefix(true) >= self.config.max_handshakes_per_prefix {
+            return refuse(format!(
+                "{prefix} has {} handshakes in progress already",
+                self.config.max_handshakes_per_prefix
+            ));
+        }
+        if from_prefix(false) >= self.config.max_links_per_prefix {
+            return refuse(format!(
+                "{prefix} has {} connections already",
+                self.config.max_links_per_prefix
+            ));
+        }
+        if !validated && handshaking >= self.config.retry_above {
+            return Incoming::Retry;
+        }
+        if handshaking >= self.config.max_handshakes {
+            return refuse(format!(
+                "{} handshakes in progress already",
+                self.config.max_handshakes
+            ));
+        }
+        let link = self.new_link();
+        let deadline = now + self.config.handshake_timeout;
+        self.links.insert(
+            link,
+            Link::Handshaking {
+                remote,
+                prefix,
+                deadline,
+                admitted: None,
+            },
+        );
+        Incoming::Accept { link, deadline }
+    }
+
+    /// The Hello of an incoming link: admit it (the bitfield to send back)
+    /// or refuse it. An admitted peer holds a slot until its link is up or
+    /// fails. When every slot is taken, a peer idle for
+    /// `evict_idle_after` makes room.
+    pub fn handle_hello(
+        &mut self,
+        link: LinkId,
+        peer: PeerId,
+        hello: &Hello,
+        now: Instant,
+    ) -> Result<HaveBitfield, Rejection> {
+        let reject = |reason, detail: &str| Rejection {
+            reason,
+            detail: detail.to_owned(),
+        };
+        if !matches!(self.links.get(&link), Some(Link::Handshaking { .. })) {
+            return Err(reject(HelloRejectReason::TooManyPeers, "too late"));
+        }
+        if self.swarm.check_hello(hello).is_err() {
+            return Err(reject(HelloRejectReason::WrongSwarm, "another swarm"));
+        }
+        if !self.serve {
+            return Err(reject(HelloRejectReason::NotServing, "this peer does not serve"));
+        }
+        if self.bans.contains(&peer) {
+            return Err(reject(HelloRejectReason::Banned, "banned for sending bad data"));
+        }
+        if peer == self.local_id {
+            return Err(reject(HelloRejectReason::TooManyPeers, "that is us"));
+        }
+        let existing = self.peers().find(|(_, p)| p.id == peer).map(|(l, p)| (l, p.dialed));
+        match existing {
+            // It dialed us before and dials again: restarted (killed before
+            // its old connection timed out). The new link replaces the old.
+            Some((_, false)) => {}
+            Some(_) => {
+                return Err(reject(HelloRejectReason::TooManyPeers, "already connected"));
+            }
+            None => {
+                let taken = self.connected_count() + self.admitted_count();
+                if taken >= self.config.max_peers && !self.evict_one(now) {
+                    return Err(reject(
+                        HelloRejectReason::TooManyPeers,
+                        &format!("serving the maximum of {} peers", self.config.max_peers),
+                    ));
+                }
+            }
+        }
+        if let Some(Link::Handshaking { admitted, .. }) = self.links.get_mut(&link) {
+            *admitted = Some(peer);
+        }
+        Ok(self.advertised_have())
+    }
+
+    fn admitted_count(&self) -> usize {
+        self.links
+            .values()
+            .filter(|link| matches!(link, Link::Handshaking { admitted: Some(_), .. }))
+            .count()
+    }
+
+    /// Closes the peer that has been idle longest, if one has been idle
+    /// for `evict_idle_after`. Whether one was.
+    fn evict_one(&mut self, now: Instant) -> bool {
+        let limit = self.config.evict_idle_after;
+        let idle = self
+            .peers()
+            .filter(|(link, peer)| {
+                !peer.leaving
+                    && now.saturating_duration_since(peer.last_useful) >= limit
+                    && !self.uploads.is_busy(*link)
+                    && self.download.as_ref().is_none_or(|d| !d.is_busy_with(*link))
+            })
+            .min_by_key(|(_, peer)| peer.last_useful)
+            .map(|(link, _)| link);
+        match idle {
+            Some(link) => {
+                self.close_peer(link, GoodbyeReason::TooManyPeers, Departure::Evicted, now);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// What we tell a peer we have: nothing unless we serve.
+    pub(super) fn advertised_have(&self) -> HaveBitfield {
+        if self.serve {
+            self.have.clone()
+        } else {
+            HaveBitfield::new(self.params.chunk_count())
+        }
+    }
+
+    /// A handshake finished: the link is up.
+    pub fn handle_link_up(&mut self, link: LinkId, up: LinkUp, now: Instant) {
+        let Some(state) = self.links.remove(&link) else {
+            self.actions.push_back(Action::Abort { link });
+            return;
+        };
+        let (dialed, entry) = match state {
+            Link::Dialing { entry, .. } => (true, Some(entry)),
+            Link::Handshaking { admitted, .. } => {
+                if admitted != Some(up.peer) {
+                    self.actions.push_back(Action::Abort { link });
+                    return;
+                }
+                (false, None)
+            }
+            Link::Up(peer) => {
+                self.links.insert(link, Link::Up(peer));
+                return;
+            }
+        };
+        let id = up.peer;
+        if self.bans.contains(&id) || id == self.local_id || self.ended {
+            self.actions.push_back(Action::Close {
+                link,
+                reason: GoodbyeReason::Done,
+            });
+            if let Some(entry) = entry {
+                self.dial_failed(entry, link, "banned or ourselves".into(), now);
+            }
+            return;
+        }
+        // The same peer twice (both dialed at once, or it restarted): keep
+        // one. Two peers that dial each other keep the link the lower id
+        // dialed; a peer that dials us again was restarted.
+        let existing = self
+            .peers()
+            .find(|(_, p)| p.id == id)
+            .map(|(l, p)| (l, p.dialed));
+        if let Some((old, old_dialed)) = existing {
+            let me = self.local_id;
+            let preferred = |we_dialed: bool| (me < id) == we_dialed;
+            let redialed = !old_dialed && !dialed;
+            if !redialed && (preferred(old_dialed) || !preferred(dialed)) {
+                self.actions.push_back(Action::Close {
+                    link,
+                    reason: GoodbyeReason::Done,
+                });
+                return;
+            }
+            self.close_peer(old, GoodbyeReason::Done, Departure::Replaced, now);
+        }
+        let entry = match entry {
+            Some(entry) => Some(self.book.identify(entry, id)),
+            None => self
+                .book
+                .learn(Some(id), &[], Source::Incoming, now)
+                .or_else(|| self.book.find_id(&id)),
+        };
+        if let Some(entry) = entry.and_then(|entry| self.book.get_mut(entry)) {
+            // Other dials to the same peer are not needed any more.
+            if let EntryState::Dialing { links, .. } = &entry.state {
+                for (other, _) in links {
+                    if *other != link {
+                        self.actions.push_back(Action::Abort { link: *other });
+                    }
+                }
+            }
+            entry.state = EntryState::Connected(link);
+            entry.ever_connected = true;
+            entry.failures = 0;
+        }
+        let remote = up.remote;
+        let listen = up.hello.listen.map(|listen| SocketAddr::new(canonical(remote.ip()), listen.port()));
+        let count = self.params.chunk_count();
+        let peer = Peer {
+            id,
+            remote,
+            prefix: Prefix::of(remote.ip()),
+            dialed,
+            entry,
+            control: up.control,
+            serving: up.hello.serving,
+            listen,
+            downloading_from: false,
+            arriving: Default::default(),
+            ever_requested: HaveBitfield::new(count),
+            told: Default::default(),
+            exchange_budget: exchange_budget(&self.config, now),
+            uploaded_chunks: 0,
+            uploaded_bytes: 0,
+            last_useful: now,
+            leaving: false,
+        };
+        self.links.retain(|other, state| {
+            // Dials to this peer's other addresses lose.
+            !(matches!(state, Link::Dialing { entry: e, .. } if Some(*e) == entry) && *other != link)
+        });
+        self.links.insert(link, Link::Up(Box::new(peer)));
+        self.reports.push_back(NodeReport::PeerConnected {
+            peer: id,
+            addr: remote,
+            dialed,
+            serving: up.hello.serving,
+            agent: up.hello.agent.clone(),
+        });
+        // Chunks verified while the handshake ran go as Have.
+        if self.serve {
+            let newer: Vec<ChunkIndex> = self
+                .have
+                .iter_ones()
+                .filter(|chunk| !up.sent_have.get(*chunk))
+                .collect();
+            for chunk in newer {
+                self.send(link, Message::Have { chunk });
+            }
+        }
+        self.uploads.add_peer(link, up.bitfield.clone());
+        if up.hello.serving {
+            self.join_download(link, id, up.bitfield, now);
+        }
+        self.start_uploads(now);
+    }
+
+    /// A dial or an incoming handshake failed before its link was up.
+    pub fn handle_link_failed(&mut self, link: LinkId, end: LinkEnd, now: Instant) {
+        match self.links.remove(&link) {
+            Some(Link::Dialing { entry, addr, .. }) => {
+                self.reports.push_back(NodeReport::Refused {
+                    addr,
+                    reason: end.clone(),
+                });
+                self.dial_failed(entry, link, end.to_string(), now);
+            }
+            Some(Link::Handshaking { remote, .. }) => {
+                self.reports.push_back(NodeReport::Refused {
+                    addr: remote,
+                    reason: end,
+                });
+            }
+            Some(up @ Link::Up(_)) => {
+                // Not a handshake failure: the link was up already.
+                self.links.insert(link, up);
+                self.handle_closed(link, end, now);
+            }
+            None => {}
+        }
+    }
+
+    /// A connected link ended (the peer left, the connection was lost, or
+    /// it ended after our Goodbye).
+    pub fn handle_closed(&mut self, link: LinkId, end: LinkEnd, now: Instant) {
+        match self.links.get(&link) {
+            Some(Link::Up(_)) => {
+                let departure = match end {
+                    LinkEnd::Violation(text) => Departure::Violation(text),
+                    end => Departure::Ended(end),
+                };
+                self.remove_peer(link, departure, now);
+            }
+            Some(_) => self.handle_link_failed(link, end, now),
+            None => {}
+        }
+    }
+
+    /// Sends Goodbye and forgets the peer: its requests go back, its
+    /// uploads stop. The driver closes the link once the Goodbye is out.
+    pub(super) fn close_peer(
+        &mut self,
+        link: LinkId,
+        reason: GoodbyeReason,
+        departure: Departure,
+        now: Instant,
+    ) {
+        let Some(peer) = self.peer_mut(link) else {
+            return;
+        };
+        if peer.leaving {
+            return;
+        }
+        if peer.control.check_send(&Message::Goodbye { reason }).is_ok() {
+            self.actions.push_back(Action::Close { link, reason });
+        } else {
+            self.actions.push_back(Action::Abort { link });
+        }
+        self.remove_peer(link, departure, now);
+    }
+
+    /// Forgets a connected peer.
+    pub(super) fn remove_peer(&mut self, link: LinkId, departure: Departure, now: Instant) {
+        let Some(super::Link::Up(peer)) = self.links.remove(&link) else {
+            return;
+        };
+        self.uploads.remove_peer(link, &mut self.actions);
+        let useful = self.leave_download(link, now);
+        let blame = departure.blame();
+        if let Some(entry) = peer.entry.and_then(|entry| self.book.get_mut(entry)) {
+            entry.last_problem = Some(departure.to_string());
+            if matches!(entry.state, EntryState::Connected(l) if l == link) {
+                entry.state = EntryState::Waiting { next_attempt: now };
+            }
+        }
+        if let Some(entry) = peer.entry {
+            if self.bans.contains(&peer.id) {
+                if let Some(entry) = self.book.get_mut(entry) {
+                    entry.state = EntryState::Banned;
+                }
+            } else if useful && !self.stopping && !self.ended {
+                self.schedule_redial(entry, now);
+            } else if let Some(entry) = self.book.get_mut(entry) {
+                entry.state = EntryState::Retired;
+            }
+        }
+        self.reports.push_back(NodeReport::PeerDisconnected {
+            peer: peer.id,
+            addr: peer.remote,
+            reason: departure,
+            blame,
+            uploaded_chunks: peer.uploaded_chunks,
+            uploaded_bytes: peer.uploaded_bytes,
+        });
+        self.start_uploads(now);
+    }
+
+    /// Bans `id` for the rest of this node's life.
+    pub(super) fn ban(&mut self, id: PeerId) {
+        self.bans.insert(id);
+        if let Some(entry) = self.book.find_id(&id).and_then(|entry| self.book.get_mut(entry)) {
+            entry.state = EntryState::Banned;
+        }
+    }
+
+    /// Whether this node should be dialing peers now: it downloads and is
+    /// not done.
+    fn wants_peers(&self) -> bool {
+        !self.ended && !self.stopping && self.download.as_ref().is_some_and(|d| d.wants_peers())
+    }
+
+    /// When the next dial is due, if this node dials at all.
+    pub(super) fn next_dial_time(&self) -> Option<Instant> {
+        if !self.wants_peers() {
+            return None;
+        }
+        self.book
+            .iter()
+            .filter_map(|(_, entry)| match &entry.state {
+                EntryState::Waiting { next_attempt } => Some(*next_attempt),
+                EntryState::Dialing {
+                    next_at, next_addr, ..
+                } if *next_addr < entry.addrs.len() => Some(*next_at),
+                _ => None,
+            })
+            .min()
+    }
+
+    /// Starts the dials that are due, while there is room.
+    pub(super) fn dial_due(&mut self, now: Instant) {
+        if !self.wants_peers() {
+            return;
+        }
+        let due: Vec<EntryId> = self
+            .book
+            .iter()
+            .filter(|(_, entry)| match &entry.state {
+                EntryState::Waiting { next_attempt } => *next_attempt <= now,
+                EntryState::Dialing {
+                    next_at, next_addr, ..
+                } => *next_addr < entry.addrs.len() && *next_at <= now,
+                _ => false,
+            })
+            .map(|(key, _)| key)
+            .collect();
+        for key in due {
+            let busy = self.connected_count()
+                + self
+                    .links
+                    .values()
+                    .filter(|link| matches!(link, Link::Dialing { .. }))
+                    .count();
+            if busy >= self.config.max_peers {
+                return;
+            }
+            self.dial_next_address(key, now);
+        }
+    }
+
+    /// Dials the entry's next address (its first one when it was
+    /// waiting).
+    fn dial_next_address(&mut self, key: EntryId, now: Instant) {
+        let exchange_dials = self
+            .links
+            .values()
+            .filter(|link| matches!(link, Link::Dialing { exchange: true, .. }))
+            .count();
+        let Some(entry) = self.book.get(key) else {
+            return;
+        };
+        let exchange = entry.source.is_unverified();
+        if exchange && exchange_dials >= self.config.max_exchange_dials {
+            return;
+        }
+        let (index, mut links) = match &entry.state {
+            EntryState::Waiting { .. } => (0, Vec::new()),
+            EntryState::Dialing {
+                links, next_addr, ..
+            } => (*next_addr, links.clone()),
+            _ => return,
+        };
+        let Some(&addr) = entry.addrs.get(index) else {
+            return;
+        };
+        let peer = entry.id;
+        let link = self.new_link();
+        let timeout = if exchange {
+            self.config.unverified_dial_timeout
+        } else {
+            self.config.handshake_timeout
+        };
+        let deadline = now + timeout;
+        links.push((link, addr));
+        let next_at = now + self.config.dial_stagger;
+        if let Some(entry) = self.book.get_mut(key) {
+            entry.state = EntryState::Dialing {
+                links,
+                next_addr: index + 1,
+                next_at,
+            };
+        }
+        self.links.insert(
+            link,
+            Link::Dialing {
+                entry: key,
+                addr,
+                deadline,
+                exchange,
+            },
+        );
+        let have = self.advertised_have();
+        self.actions.push_back(Action::Dial {
+            link,
+            addr,
+            peer,
+            have,
+            deadline,
+        });
+    }
+
+    /// A dial of `entry` failed; when none of its dials is left and every
+    /// address was tried, it waits for its back-off.
+    fn dial_failed(&mut self, key: EntryId, link: LinkId, problem: String, now: Instant) {
+        let Some(entry) = self.book.get_mut(key) else {
+            return;
+        };
+        entry.last_problem = Some(problem);
+        let EntryState::Dialing {
+            links, next_addr, ..
+        } = &mut entry.state
+        else {
+            return;
+        };
+        links.retain(|(l, _)| *l != link);
+        let exhausted = *next_addr >= entry.addrs.len();
+        if links.is_empty() && exhausted {
+            self.schedule_redial_after_failure(key, now);
+        } else if links.is_empty() {
+            // Try the next address now rather than after the stagger.
+            if let EntryState::Dialing { next_at, .. } = &mut entry.state {
+                *next_at = now;
+            }
+            self.dial_due(now);
+        }
+    }
+
+    fn schedule_redial_after_failure(&mut self, key: EntryId, now: Instant) {
+        let Some(entry) = self.book.get_mut(key) else {
+            return;
+        };
+        entry.failures += 1;
+        let failures = entry.failures;
+        let wait = AddressBook::backoff(
+            failures,
+            self.config.redial_initial,
+            self.config.redial_max,
+            &mut self.rng,
+        );
+        let addr = entry.addrs.first().copied();
+        entry.state = EntryState::Waiting {
+            next_attempt: now + wait,
+        };
+        if let Some(addr) = addr.filter(|_| self.wants_peers()) {
+            self.reports.push_back(NodeReport::Redialing {
+                addr,
+                failures,
+                in_ms: wait.as_millis() as u64,
+            });
+        }
+    }
+
+    /// A peer that dropped while it had chunks we need is dialed again
+    /// after the first back-off step.
+    fn schedule_redial(&mut self, key: EntryId, now: Instant) {
+        let Some(entry) = self.book.get(key) else {
+            return;
+        };
+        if entry.addrs.is_empty() {
+            if let Some(entry) = self.book.get_mut(key) {
+                entry.state = EntryState::Retired;
+            }
+            return;
+        }
+        self.schedule_redial_after_failure(key, now);
+    }
+
+    /// Attempts past their deadline fail.
+    pub(super) fn expire_links(&mut self, now: Instant) {
+        let expired: Vec<LinkId> = self
+            .links
+            .iter()
+            .filter(|(_, link)| match link {
+                Link::Dialing { deadline, .. } | Link::Handshaking { deadline, .. } => {
+                    *deadline <= now
+                }
+                Link::Up(_) => false,
+            })
+            .map(|(link, _)| *link)
+            .collect();
+        for link in expired {
+            self.actions.push_back(Action::Abort { link });
+            self.handle_link_failed(link, LinkEnd::TimedOut, now);
+        }
+    }
+
+    /// What each peer tried and why it failed, for a give-up message.
+    pub(super) fn tried(&self) -> Vec<String> {
+        self.book
+            .iter()
+            .filter(|(_, entry)| entry.source != Source::Incoming)
+            .filter_map(|(_, entry)| {
+                let addr = entry.addrs.first()?;
+                let problem = entry.last_problem.as_deref().unwrap_or("not tried yet");
+                Some(format!("{addr} ({}): {problem}", entry.source.as_str()))
+            })
+            .collect()
+    }
+
+    /// Addresses a peer told us of (peer exchange): dialed while the
+    /// sender's budget lasts, filtered by scope.
+    pub(super) fn learn_from_exchange(
+        &mut self,
+        from: LinkId,
+        entries: Vec<minimodel_wire::PeerEntry>,
+        now: Instant,
+    ) {
+        if !self.wants_peers() {
+            return;
+        }
+        let Some(peer) = self.peer(from) else {
+            return;
+        };
+        let seen_from = peer.remote.ip();
+        for entry in entries.into_iter().take(minimodel_wire::MAX_PEERS_PER_MESSAGE) {
+            if entry.id == self.local_id
+                || self.bans.contains(&entry.id)
+                || !reachable_from(entry.addr, seen_from)
+                || self.book.find_id(&entry.id).is_some()
+            {
+                continue;
+            }
+            let Some(peer) = self.peer_mut(from) else {
+                return;
+            };
+            if !peer.exchange_budget.try_take(1, now) {
+                break;
+            }
+            self.book
+                .learn(Some(entry.id), &[entry.addr], Source::Exchange, now);
+        }
+        self.dial_due(now);
+    }
+}
+
+fn exchange_budget(config: &crate::config::NodeConfig, now: Instant) -> TokenBucket {
+    let burst = minimodel_wire::MAX_PEERS_PER_MESSAGE as u64;
+    let interval = config.peer_exchange_min_interval.as_secs_f64().max(1e-3);
+    TokenBucket::new((burst as f64 / interval).round() as u64, burst, now)
+}

@@ -1,0 +1,81 @@
+//! The control stream of a connected peer: every message goes through the
+//! wire crate's state machine first; a message it forbids ends the link
+//! with the peer to blame.
+
+use std::time::{Duration, Instant};
+
+use minimodel_wire::{ControlEvent, GoodbyeReason, Message, RejectReason};
+
+use super::NodeCore;
+use crate::ids::LinkId;
+use crate::report::Departure;
+use crate::upload::RequestRefusal;
+
+impl NodeCore {
+    /// A control message arrived from a connected peer.
+    pub fn handle_message(&mut self, link: LinkId, message: Message, now: Instant) {
+        let Some(peer) = self.peer_mut(link) else {
+            return;
+        };
+        let event = match peer.control.on_receive(&message) {
+            Ok(event) => event,
+            Err(violation) => {
+                let text = violation.to_string();
+                self.close_peer(
+                    link,
+                    GoodbyeReason::ProtocolViolation,
+                    Departure::Violation(text),
+                    now,
+                );
+                return;
+            }
+        };
+        match event {
+            ControlEvent::Have(chunk) => {
+                self.uploads.peer_have(link, chunk);
+                self.download_have(link, chunk, now);
+            }
+            ControlEvent::Request(chunk) => {
+                if let Some(peer) = self.peer_mut(link) {
+                    peer.last_useful = now;
+                }
+                let refusal = if self.serve {
+                    self.uploads.on_request(link, chunk, &self.have).err()
+                } else {
+                    Some(RequestRefusal::NotHave)
+                };
+                match refusal {
+                    None => self.start_uploads(now),
+                    Some(RequestRefusal::Duplicate) => {}
+                    Some(refusal) => {
+                        let reason = match refusal {
+                            RequestRefusal::Busy => RejectReason::Busy,
+                            _ => RejectReason::NotHave,
+                        };
+                        self.send(link, Message::Reject { chunk, reason });
+                    }
+                }
+            }
+            ControlEvent::Cancel(chunk) => self.uploads.cancel(link, chunk, &mut self.actions),
+            ControlEvent::Rejected { chunk, reason } => {
+                let busy = matches!(reason, RejectReason::Busy | RejectReason::RateLimited);
+                self.download_rejected(link, chunk, busy, now);
+            }
+            ControlEvent::Peers(entries) => self.learn_from_exchange(link, entries, now),
+            ControlEvent::Goodbye(reason) => {
+                self.remove_peer(link, Departure::Goodbye(reason), now);
+            }
+            ControlEvent::KeepAlive
+            | ControlEvent::PeerHello(_)
+            | ControlEvent::HelloRejected { .. }
+            | ControlEvent::Bitfield(_) => {}
+        }
+    }
+
+    /// The round trip the transport measured to a peer.
+    pub fn handle_rtt(&mut self, link: LinkId, rtt: Duration) {
+        if let Some(download) = &mut self.download {
+            download.set_rtt(link, rtt);
+        }
+    }
+}

@@ -1,0 +1,482 @@
+//! [`NodeCore`]: one peer of one swarm, every decision it makes, sans-IO.
+//!
+//! The driver feeds it what happened (`handle_*`, each with the time) and
+//! carries out what it decides ([`NodeCore::poll_action`]); it asks
+//! [`NodeCore::poll_timeout`] when to call [`NodeCore::handle_timeout`]
+//! next, and passes [`NodeCore::poll_report`]'s reports on to people. The
+//! driver moves bytes, runs blocking jobs (hashing, disk) and keeps the
+//! sockets; it decides nothing.
+//!
+//! One fact, one place:
+//! - what this node has: [`Self::have`] (verified chunks; the download's
+//!   picker agrees, the upload queue asks here);
+//! - each request to a peer: its [`crate::session::PeerDownload`];
+//! - each link: [`Link`], from the first packet or the dial to the close;
+//! - each known peer: the [`AddressBook`]; bans: [`Self::bans`].
+//!
+//! A node seeds (every chunk, no download), fetches (a download, no
+//! serving) or both (`fetch --serve`); uploads and downloads share this one
+//! machine. The normative description is `docs/swarm.md`.
+
+mod fetching;
+mod links;
+mod messages;
+mod serving;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use minimodel_wire::{
+    ChunkIndex, ControlStream, GoodbyeReason, HaveBitfield, Message, PeerId, SwarmIdentity,
+    SwarmParams,
+};
+
+use crate::address::Prefix;
+use crate::book::{AddressBook, EntryId, Source};
+use crate::config::NodeConfig;
+use crate::ids::LinkId;
+use crate::report::{Departure, Failure, LinkEnd, NodeReport};
+use crate::rng::SplitMix64;
+use crate::upload::{TokenBucket, UploadQueue};
+
+pub use fetching::{Finish, VerifyOutcome};
+pub use links::{Incoming, LinkUp, Rejection};
+pub use serving::UploadOutcome;
+
+/// What the driver must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Dial `addr` (a new link): QUIC, then the Hello exchange, sending
+    /// `have` as our bitfield, within `deadline`. `peer` is the id the peer
+    /// must prove, when known (not for an address from a DHT).
+    Dial {
+        /// The new link.
+        link: LinkId,
+        /// Where.
+        addr: SocketAddr,
+        /// Whom, if known.
+        peer: Option<PeerId>,
+        /// The bitfield to send.
+        have: HaveBitfield,
+        /// Give up at.
+        deadline: Instant,
+    },
+    /// Drop a link or an attempt at once, without a Goodbye.
+    Abort {
+        /// Which.
+        link: LinkId,
+    },
+    /// Send a control message (already checked against the control
+    /// stream's rules).
+    Send {
+        /// To whom.
+        link: LinkId,
+        /// What.
+        message: Message,
+    },
+    /// Send Goodbye, then close the connection once it is delivered (or
+    /// after a short wait).
+    Close {
+        /// Which.
+        link: LinkId,
+        /// Why.
+        reason: GoodbyeReason,
+    },
+    /// Read `chunk`, take its proof, and send it on a new piece stream,
+    /// paced at `pace` bytes per second if set.
+    Upload {
+        /// To whom.
+        link: LinkId,
+        /// Which chunk.
+        chunk: ChunkIndex,
+        /// Bytes per second, if capped.
+        pace: Option<u64>,
+    },
+    /// Stop an upload: reset its piece stream.
+    CancelUpload {
+        /// To whom.
+        link: LinkId,
+        /// Which chunk.
+        chunk: ChunkIndex,
+    },
+    /// `chunk` is verified and written: the trailing whole-file hasher may
+    /// read it back.
+    HashStored {
+        /// Which chunk.
+        chunk: ChunkIndex,
+    },
+    /// Start the whole-file hash again from the first chunk, with the
+    /// chunks verified now (after chunks were found bad on disk).
+    RestartHash,
+    /// Write a checkpoint of the partial download; afterwards the `.part`'s
+    /// cached pages below `release_below` may be dropped (they were
+    /// written before this checkpoint's sync and are hashed already).
+    Checkpoint {
+        /// Bytes from the start of the file.
+        release_below: u64,
+    },
+    /// Every chunk is verified: run the final checks and deliver (answer
+    /// with [`NodeCore::handle_finished`]).
+    Deliver,
+    /// The node's work is over (a download delivered and not seeding on,
+    /// or failed): stop the driver. Goodbyes were queued before this.
+    End(Result<(), Failure>),
+}
+
+/// One link: an attempt (dial or incoming handshake) or a connected peer.
+#[derive(Debug)]
+enum Link {
+    Dialing {
+        entry: EntryId,
+        addr: SocketAddr,
+        deadline: Instant,
+        exchange: bool,
+    },
+    Handshaking {
+        remote: SocketAddr,
+        prefix: Prefix,
+        deadline: Instant,
+        /// The id admitted at its Hello (it holds a peer slot).
+        admitted: Option<PeerId>,
+    },
+    Up(Box<Peer>),
+}
+
+/// A connected peer.
+#[derive(Debug)]
+struct Peer {
+    id: PeerId,
+    remote: SocketAddr,
+    prefix: Prefix,
+    dialed: bool,
+    entry: Option<EntryId>,
+    control: ControlStream,
+    /// It serves, and where it listens: the address it was seen at, with
+    /// the port its Hello names.
+    serving: bool,
+    listen: Option<SocketAddr>,
+    /// It is part of our download.
+    downloading_from: bool,
+    /// Piece streams from it being read, by chunk.
+    arriving: BTreeSet<u32>,
+    /// Chunks ever requested from it (a piece it sends for any other is a
+    /// violation).
+    ever_requested: HaveBitfield,
+    /// Peers it was told of (peer exchange).
+    told: BTreeSet<PeerId>,
+    /// Addresses from its Peers messages we may still dial.
+    exchange_budget: TokenBucket,
+    uploaded_chunks: u64,
+    uploaded_bytes: u64,
+    /// Last time it asked us for something or gave us something.
+    last_useful: Instant,
+    /// A Goodbye is queued: nothing more is sent, it is gone soon.
+    leaving: bool,
+}
+
+/// How a node starts.
+#[derive(Debug, Clone)]
+pub struct NodeStart {
+    /// The swarm: model id, root, geometry.
+    pub swarm: SwarmIdentity,
+    /// This node's id.
+    pub local_id: PeerId,
+    /// Whether it serves chunks (a seeder, `fetch --serve`).
+    pub serve: bool,
+    /// Whether it accepts incoming connections (it has a listener).
+    pub listen: bool,
+    /// The chunks verified at start: all for a seeder, those of an earlier
+    /// run for a download.
+    pub have: HaveBitfield,
+    /// Whether it downloads (the chunks it lacks).
+    pub download: bool,
+    /// With `serve`: keep serving the whole file once delivered.
+    pub seed_after: bool,
+    /// Seed of every random choice (tie-breaks, jitter).
+    pub seed: u64,
+}
+
+/// One peer of one swarm. See the module docs.
+#[derive(Debug)]
+pub struct NodeCore {
+    config: NodeConfig,
+    swarm: SwarmIdentity,
+    params: SwarmParams,
+    local_id: PeerId,
+    serve: bool,
+    listen: bool,
+    seed_after: bool,
+    rng: SplitMix64,
+    next_link: u64,
+    /// What this node has verified: the one record of it.
+    have: HaveBitfield,
+    links: BTreeMap<LinkId, Link>,
+    book: AddressBook,
+    bans: BTreeSet<PeerId>,
+    uploads: serving::Uploads,
+    download: Option<fetching::Fetching>,
+    actions: VecDeque<Action>,
+    reports: VecDeque<NodeReport>,
+    last_exchange: Instant,
+    last_serving_report: Instant,
+    ended: bool,
+    stopping: bool,
+}
+
+impl NodeCore {
+    /// A node at `now`.
+    pub fn new(config: NodeConfig, start: NodeStart, now: Instant) -> Self {
+        let params = *start.swarm.params();
+        let count = params.chunk_count();
+        let mut download_config = config.download.clone();
+        download_config.seed ^= start.seed;
+        download_config.max_rate = config.max_download;
+        let download = start
+            .download
+            .then(|| fetching::Fetching::new(&config, download_config, &start.have, params, now));
+        let upload_queue = UploadQueue::new(count, config.upload.clone());
+        let uploads = serving::Uploads::new(upload_queue, config.max_upload, now);
+        Self {
+            book: AddressBook::new(config.max_known_peers),
+            config,
+            swarm: start.swarm,
+            params,
+            local_id: start.local_id,
+            serve: start.serve,
+            listen: start.listen,
+            seed_after: start.seed_after,
+            rng: SplitMix64(start.seed ^ 0x6e6f_6465),
+            next_link: 0,
+            have: start.have,
+            links: BTreeMap::new(),
+            bans: BTreeSet::new(),
+            uploads,
+            download,
+            actions: VecDeque::new(),
+            reports: VecDeque::new(),
+            last_exchange: now,
+            last_serving_report: now,
+            ended: false,
+            stopping: false,
+        }
+    }
+
+    /// The next thing the driver must do.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// The next report for people.
+    pub fn poll_report(&mut self) -> Option<NodeReport> {
+        self.reports.pop_front()
+    }
+
+    /// Passes on a report made by the driver (a delivery), in order with
+    /// the node's own.
+    pub fn report(&mut self, report: NodeReport) {
+        self.reports.push_back(report);
+    }
+
+    /// When [`Self::handle_timeout`] must be called next, if ever.
+    pub fn poll_timeout(&self, now: Instant) -> Option<Instant> {
+        if self.ended {
+            return None;
+        }
+        let links = self.links.values().filter_map(|link| match link {
+            Link::Dialing { deadline, .. } | Link::Handshaking { deadline, .. } => Some(*deadline),
+            Link::Up(_) => None,
+        });
+        let dials = self.next_dial_time();
+        let download = self
+            .download
+            .as_ref()
+            .and_then(|download| download.next_deadline(&self.config, now));
+        let uploads = self.uploads.next_deadline();
+        let exchange = self
+            .has_exchange_work()
+            .then(|| self.last_exchange + self.config.peer_exchange_every);
+        let serving_report = (self.serve && self.download.is_none())
+            .then(|| self.last_serving_report + Duration::from_secs(1));
+        links
+            .chain(dials)
+            .chain(download)
+            .chain(uploads)
+            .chain(exchange)
+            .chain(serving_report)
+            .min()
+    }
+
+    /// Time passed: deadlines are checked, pipelines refilled, dials
+    /// started, checkpoints and reports made when due.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.ended {
+            return;
+        }
+        self.expire_links(now);
+        self.dial_due(now);
+        self.download_tick(now);
+        self.start_uploads(now);
+        self.exchange_peers(now);
+        if self.serve
+            && self.download.is_none()
+            && now.saturating_duration_since(self.last_serving_report) >= Duration::from_secs(1)
+        {
+            self.last_serving_report = now;
+            self.reports.push_back(NodeReport::Serving {
+                peers: self.connected_count(),
+                uploaded_bytes: self.uploads.uploaded_bytes,
+            });
+        }
+    }
+
+    /// The user stopped the node: Goodbye to every peer, then the end.
+    pub fn stop(&mut self, now: Instant) {
+        if self.ended {
+            return;
+        }
+        self.stopping = true;
+        let done = self.download.as_ref().is_none_or(|d| d.is_complete());
+        let reason = if done {
+            GoodbyeReason::Done
+        } else {
+            GoodbyeReason::Shutdown
+        };
+        let keys: Vec<LinkId> = self.links.keys().copied().collect();
+        for link in keys {
+            match self.links.get(&link) {
+                Some(Link::Up(_)) => self.close_peer(link, reason, Departure::Shutdown, now),
+                Some(_) => {
+                    self.links.remove(&link);
+                    self.actions.push_back(Action::Abort { link });
+                }
+                None => {}
+            }
+        }
+    }
+
+    /// This node's id.
+    pub fn local_id(&self) -> PeerId {
+        self.local_id
+    }
+
+    /// The chunks this node has verified.
+    pub fn have(&self) -> &HaveBitfield {
+        &self.have
+    }
+
+    /// Connected peers.
+    pub fn connected_count(&self) -> usize {
+        self.links
+            .values()
+            .filter(|link| matches!(link, Link::Up(_)))
+            .count()
+    }
+
+    /// Whether the node's work is over.
+    pub fn is_ended(&self) -> bool {
+        self.ended
+    }
+
+    /// The download's statistics for a receipt: per peer id, what it
+    /// delivered; `None` when the node does not download.
+    pub fn transfer(&self) -> Option<fetching::TransferStats> {
+        self.download.as_ref().map(|download| {
+            let mut stats = download.stats();
+            for peer in &mut stats.peers {
+                peer.address = self
+                    .book
+                    .find_id(&peer.id)
+                    .and_then(|entry| self.book.get(entry))
+                    .and_then(|entry| entry.addrs.first().copied());
+                peer.source = self
+                    .book
+                    .find_id(&peer.id)
+                    .and_then(|entry| self.book.get(entry))
+                    .map(|entry| entry.source);
+            }
+            stats
+        })
+    }
+
+    fn new_link(&mut self) -> LinkId {
+        self.next_link += 1;
+        LinkId(self.next_link)
+    }
+
+    fn peer(&self, link: LinkId) -> Option<&Peer> {
+        match self.links.get(&link) {
+            Some(Link::Up(peer)) => Some(peer),
+            _ => None,
+        }
+    }
+
+    fn peer_mut(&mut self, link: LinkId) -> Option<&mut Peer> {
+        match self.links.get_mut(&link) {
+            Some(Link::Up(peer)) => Some(peer),
+            _ => None,
+        }
+    }
+
+    fn peers(&self) -> impl Iterator<Item = (LinkId, &Peer)> {
+        self.links.iter().filter_map(|(link, state)| match state {
+            Link::Up(peer) => Some((*link, peer.as_ref())),
+            _ => None,
+        })
+    }
+
+    /// Queues a control message for a connected peer, after the control
+    /// stream's rules (a message they forbid is a bug of ours: dropped).
+    fn send(&mut self, link: LinkId, message: Message) {
+        let Some(peer) = self.peer_mut(link) else {
+            return;
+        };
+        if peer.leaving || peer.control.check_send(&message).is_err() {
+            return;
+        }
+        self.actions.push_back(Action::Send { link, message });
+    }
+
+    fn end(&mut self, outcome: Result<(), Failure>, now: Instant) {
+        if self.ended {
+            return;
+        }
+        let done = outcome.is_ok();
+        let keys: Vec<LinkId> = self.links.keys().copied().collect();
+        for link in keys {
+            match self.links.get(&link) {
+                Some(Link::Up(_)) => {
+                    let reason = if done {
+                        GoodbyeReason::Done
+                    } else {
+                        GoodbyeReason::Shutdown
+                    };
+                    self.close_peer(link, reason, Departure::Shutdown, now);
+                }
+                Some(_) => {
+                    self.links.remove(&link);
+                    self.actions.push_back(Action::Abort { link });
+                }
+                None => {}
+            }
+        }
+        self.ended = true;
+        self.actions.push_back(Action::End(outcome));
+    }
+}
+
+/// The end of a link, for [`NodeCore::handle_closed`].
+pub type Ended = LinkEnd;
+
+/// A known peer, for [`NodeCore::add_peer`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KnownPeer {
+    /// Its id, if known.
+    pub id: Option<PeerId>,
+    /// Where it may be reached.
+    pub addrs: Vec<SocketAddr>,
+    /// How it became known.
+    pub source: Source,
+}

@@ -1,0 +1,237 @@
+//! The serving side: which request is uploaded next, the upload rate cap,
+//! and telling peers of each other (peer exchange).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Instant;
+
+use minimodel_wire::{ChunkIndex, GoodbyeReason, HaveBitfield, Message, PeerEntry};
+
+use super::{Action, NodeCore};
+use crate::address::reachable_from;
+use crate::ids::LinkId;
+use crate::report::{Departure, LinkEnd};
+use crate::upload::{RequestRefusal, TokenBucket, UploadQueue};
+
+/// How an upload ended, as the driver saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UploadOutcome {
+    /// Every byte was handed to the transport and the stream finished.
+    Sent {
+        /// Bytes of the chunk.
+        bytes: u64,
+    },
+    /// The peer stopped the stream or the link went away.
+    Stopped,
+    /// The peer took no bytes for too long (its flow control stayed shut).
+    Stalled,
+    /// Reading the chunk failed here.
+    Failed,
+}
+
+/// The upload side's state.
+#[derive(Debug)]
+pub(super) struct Uploads {
+    queue: UploadQueue,
+    /// Uploads under way.
+    active: BTreeMap<(LinkId, u32), ()>,
+    limit: Option<(u64, TokenBucket)>,
+    /// An upload waits for the rate limit until then.
+    wake: Option<Instant>,
+    pub(super) uploaded_bytes: u64,
+}
+
+impl Uploads {
+    pub(super) fn new(queue: UploadQueue, max_upload: Option<u64>, now: Instant) -> Self {
+        Self {
+            queue,
+            active: BTreeMap::new(),
+            limit: max_upload.map(|rate| (rate, TokenBucket::new(rate, rate.clamp(64 << 10, 1 << 20), now))),
+            wake: None,
+            uploaded_bytes: 0,
+        }
+    }
+
+    pub(super) fn next_deadline(&self) -> Option<Instant> {
+        self.wake
+    }
+
+    pub(super) fn add_peer(&mut self, link: LinkId, has: HaveBitfield) {
+        self.queue.add_peer(link, has);
+    }
+
+    pub(super) fn peer_have(&mut self, link: LinkId, chunk: ChunkIndex) {
+        self.queue.peer_have(link, chunk.0);
+    }
+
+    pub(super) fn on_request(
+        &mut self,
+        link: LinkId,
+        chunk: ChunkIndex,
+        have: &HaveBitfield,
+    ) -> Result<(), RequestRefusal> {
+        self.queue.on_request(link, chunk.0, have)
+    }
+
+    /// Whether anything is queued for or being sent to `link`.
+    pub(super) fn is_busy(&self, link: LinkId) -> bool {
+        self.queue.queued(link) > 0 || self.active_for(link) > 0
+    }
+
+    fn active_for(&self, link: LinkId) -> usize {
+        self.active
+            .range((link, 0)..=(link, u32::MAX))
+            .count()
+    }
+
+    /// The peer withdrew a request: dropped from the queue, or its upload
+    /// is stopped (its stream reset, never finished short).
+    pub(super) fn cancel(&mut self, link: LinkId, chunk: ChunkIndex, actions: &mut VecDeque<Action>) {
+        if !self.queue.on_cancel(link, chunk.0) && self.active.remove(&(link, chunk.0)).is_some() {
+            actions.push_back(Action::CancelUpload { link, chunk });
+        }
+    }
+
+    pub(super) fn remove_peer(&mut self, link: LinkId, actions: &mut VecDeque<Action>) {
+        self.queue.remove_peer(link);
+        let chunks: Vec<u32> = self
+            .active
+            .range((link, 0)..=(link, u32::MAX))
+            .map(|((_, chunk), _)| *chunk)
+            .collect();
+        for chunk in chunks {
+            self.active.remove(&(link, chunk));
+            actions.push_back(Action::CancelUpload {
+                link,
+                chunk: ChunkIndex(chunk),
+            });
+        }
+    }
+}
+
+impl NodeCore {
+    /// Starts queued uploads while slots are free and the rate cap allows:
+    /// the rarest requested chunk over all peers first.
+    pub(super) fn start_uploads(&mut self, now: Instant) {
+        self.uploads.wake = None;
+        while self.uploads.active.len() < self.config.upload_slots {
+            let per_peer = self.config.upload_slots_per_peer;
+            let chunk_size = u64::from(self.params.chunk_size());
+            if let Some((_, bucket)) = &mut self.uploads.limit {
+                // Whole chunks are paid for at their start; the driver paces
+                // each one's bytes at the cap.
+                if let Err(wait) = bucket.try_spend(0, now) {
+                    if self.uploads.queue.total_queued() > 0 {
+                        self.uploads.wake = Some(now + wait);
+                    }
+                    return;
+                }
+            }
+            let eligible: std::collections::BTreeSet<LinkId> = self
+                .peers()
+                .filter(|(link, peer)| !peer.leaving && self.uploads.active_for(*link) < per_peer)
+                .map(|(link, _)| link)
+                .collect();
+            let next = self
+                .uploads
+                .queue
+                .next_request(|link| eligible.contains(&link));
+            let Some((link, chunk)) = next else {
+                return;
+            };
+            let chunk = ChunkIndex(chunk);
+            let len = self.params.chunk_len(chunk).map_or(chunk_size, u64::from);
+            let pace = match &mut self.uploads.limit {
+                Some((rate, bucket)) => {
+                    let _ = bucket.try_spend(len, now);
+                    Some(*rate)
+                }
+                None => None,
+            };
+            self.uploads.active.insert((link, chunk.0), ());
+            if let Some(peer) = self.peer_mut(link) {
+                peer.last_useful = now;
+            }
+            self.actions.push_back(Action::Upload { link, chunk, pace });
+        }
+    }
+
+    /// An upload ended.
+    pub fn handle_upload_done(
+        &mut self,
+        link: LinkId,
+        chunk: ChunkIndex,
+        outcome: UploadOutcome,
+        now: Instant,
+    ) {
+        let was_active = self.uploads.active.remove(&(link, chunk.0)).is_some();
+        match outcome {
+            UploadOutcome::Sent { bytes } if was_active => {
+                self.uploads.uploaded_bytes += bytes;
+                if let Some(peer) = self.peer_mut(link) {
+                    peer.uploaded_chunks += 1;
+                    peer.uploaded_bytes += bytes;
+                    peer.last_useful = now;
+                }
+            }
+            UploadOutcome::Stalled => {
+                // It holds upload slots and reads nothing: let it go.
+                self.close_peer(
+                    link,
+                    GoodbyeReason::Idle,
+                    Departure::Ended(LinkEnd::Stalled),
+                    now,
+                );
+            }
+            _ => {}
+        }
+        self.start_uploads(now);
+    }
+
+    pub(super) fn has_exchange_work(&self) -> bool {
+        self.serving_peers().next().is_some() && self.connected_count() > 1
+    }
+
+    /// Connected peers that serve and whose listening address we have seen
+    /// in use: their address (the IP they were seen at, the port their
+    /// Hello names).
+    fn serving_peers(&self) -> impl Iterator<Item = PeerEntry> + '_ {
+        self.peers().filter_map(|(_, peer)| {
+            let addr = peer.listen?;
+            (peer.serving && !peer.leaving).then_some(PeerEntry { id: peer.id, addr })
+        })
+    }
+
+    /// Peer exchange, sent: each connected peer hears of the serving peers
+    /// it has not heard of from us, once each, at most 32 per message, and
+    /// only addresses it can reach (loopback to loopback peers, a private
+    /// address to peers on the same private network).
+    pub(super) fn exchange_peers(&mut self, now: Instant) {
+        if now.saturating_duration_since(self.last_exchange) < self.config.peer_exchange_every {
+            return;
+        }
+        self.last_exchange = now;
+        let serving: Vec<PeerEntry> = self.serving_peers().collect();
+        if serving.is_empty() {
+            return;
+        }
+        let links: Vec<LinkId> = self.peers().map(|(link, _)| link).collect();
+        for link in links {
+            let Some(peer) = self.peer_mut(link) else {
+                continue;
+            };
+            let seen_at = peer.remote.ip();
+            let entries: Vec<PeerEntry> = serving
+                .iter()
+                .filter(|entry| entry.id != peer.id && !peer.told.contains(&entry.id))
+                .filter(|entry| reachable_from(entry.addr, seen_at))
+                .take(minimodel_wire::MAX_PEERS_PER_MESSAGE)
+                .copied()
+                .collect();
+            if entries.is_empty() {
+                continue;
+            }
+            peer.told.extend(entries.iter().map(|entry| entry.id));
+            self.send(link, Message::Peers { entries });
+        }
+    }
+}

@@ -1,0 +1,328 @@
+//! What a node tells the program that runs it, and the typed reasons that
+//! travel with it: why a link ended, who is to blame, why a download
+//! stopped. Strings appear only where a person reads them: the transport's
+//! own error text, a peer's rule it broke.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use minimodel_wire::{GoodbyeReason, HelloRejectReason, PeerId};
+use serde::{Serialize, Serializer};
+
+/// Who a problem is the fault of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Blame {
+    /// The peer broke the protocol or sent bad data.
+    Peer,
+    /// This node (a bug, or a decision of ours).
+    Local,
+    /// The network, the disk, or nobody in particular.
+    Environment,
+}
+
+/// How a link ended, as the driver saw it (before or after its handshake).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkEnd {
+    /// No answer within its deadline (the handshake's, or QUIC's idle
+    /// timeout).
+    TimedOut,
+    /// The peer closed the connection without a Goodbye.
+    ClosedByPeer,
+    /// The peer refused our Hello.
+    Refused {
+        /// Its reason.
+        reason: HelloRejectReason,
+        /// Its detail text.
+        detail: String,
+    },
+    /// The peer proved another id than the one we dialed.
+    WrongPeer,
+    /// The peer's Hello names another swarm.
+    WrongSwarm,
+    /// The connection failed (unreachable, reset, a TLS failure); the
+    /// transport's words.
+    Lost(String),
+    /// The peer broke the protocol below the control stream (a malformed
+    /// frame, a second control stream, a piece stream finished short).
+    Violation(String),
+    /// The peer does not read its control stream: our queue for it is full.
+    NotReading,
+    /// An upload to it made no progress for too long.
+    Stalled,
+}
+
+impl LinkEnd {
+    /// Who is to blame.
+    pub fn blame(&self) -> Blame {
+        match self {
+            LinkEnd::Violation(_) | LinkEnd::WrongPeer | LinkEnd::WrongSwarm => Blame::Peer,
+            _ => Blame::Environment,
+        }
+    }
+}
+
+impl fmt::Display for LinkEnd {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LinkEnd::TimedOut => write!(f, "no answer in time"),
+            LinkEnd::ClosedByPeer => write!(f, "closed the connection"),
+            LinkEnd::Refused { reason, detail } => {
+                write!(f, "refused us ({}): {detail}", hello_reject_words(*reason))
+            }
+            LinkEnd::WrongPeer => write!(f, "proved another peer id than the one dialed"),
+            LinkEnd::WrongSwarm => write!(f, "is in another swarm"),
+            LinkEnd::Lost(text) => write!(f, "connection failed: {text}"),
+            LinkEnd::Violation(text) => write!(f, "broke the protocol: {text}"),
+            LinkEnd::NotReading => write!(f, "does not read its control stream"),
+            LinkEnd::Stalled => write!(f, "took no bytes of an upload for too long"),
+        }
+    }
+}
+
+fn hello_reject_words(reason: HelloRejectReason) -> &'static str {
+    match reason {
+        HelloRejectReason::UnsupportedVersion => "unsupported protocol version",
+        HelloRejectReason::WrongSwarm => "another swarm",
+        HelloRejectReason::TooManyPeers => "too many peers",
+        HelloRejectReason::Banned => "banned",
+        HelloRejectReason::NotServing => "not serving",
+    }
+}
+
+/// Words for a Goodbye reason.
+pub fn goodbye_words(reason: GoodbyeReason) -> &'static str {
+    match reason {
+        GoodbyeReason::Done => "done",
+        GoodbyeReason::Shutdown => "shutting down",
+        GoodbyeReason::TooManyPeers => "too many peers",
+        GoodbyeReason::Idle => "idle",
+        GoodbyeReason::ProtocolViolation => "we broke the protocol, it says",
+        GoodbyeReason::BadData => "we sent bad data, it says",
+        GoodbyeReason::WrongSwarm => "another swarm",
+    }
+}
+
+/// Why a connected peer is gone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Departure {
+    /// It said goodbye.
+    Goodbye(GoodbyeReason),
+    /// The link ended.
+    Ended(LinkEnd),
+    /// It broke the control stream's rules; dropped (not banned).
+    Violation(String),
+    /// It sent a chunk that failed its proof; banned.
+    BadData {
+        /// The chunk.
+        chunk: u32,
+    },
+    /// It delivered nothing for the stall timeout.
+    Stalled,
+    /// Too many of its requests timed out.
+    TooManyTimeouts,
+    /// Closed to make room for a new peer after being idle.
+    Evicted,
+    /// A newer connection of the same peer replaced it.
+    Replaced,
+    /// This node stopped.
+    Shutdown,
+}
+
+impl fmt::Display for Departure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Departure::Goodbye(reason) => write!(f, "said goodbye: {}", goodbye_words(*reason)),
+            Departure::Ended(end) => write!(f, "{end}"),
+            Departure::Violation(text) => write!(f, "broke the protocol: {text}"),
+            Departure::BadData { chunk } => {
+                write!(f, "sent chunk {chunk}, which failed its proof; banned")
+            }
+            Departure::Stalled => write!(f, "delivered nothing for too long"),
+            Departure::TooManyTimeouts => write!(f, "too many of its requests timed out"),
+            Departure::Evicted => write!(f, "idle, closed to make room for another peer"),
+            Departure::Replaced => write!(f, "replaced by a newer connection of the same peer"),
+            Departure::Shutdown => write!(f, "we stopped"),
+        }
+    }
+}
+
+impl Departure {
+    /// Who is to blame.
+    pub fn blame(&self) -> Blame {
+        match self {
+            Departure::Violation(_) | Departure::BadData { .. } => Blame::Peer,
+            Departure::Ended(end) => end.blame(),
+            Departure::Evicted | Departure::Replaced | Departure::Shutdown => Blame::Local,
+            _ => Blame::Environment,
+        }
+    }
+}
+
+/// Why a node stopped before its work was done.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// Nothing was verified for `give_up_after`; what happened to each
+    /// peer tried.
+    NoPeers {
+        /// Chunks still missing.
+        missing: u32,
+        /// Chunks in all.
+        total: u32,
+        /// Per peer tried: where and what went wrong, in words.
+        tried: Vec<String>,
+    },
+    /// Chunks went bad on disk after they were verified and could not be
+    /// repaired.
+    Damaged {
+        /// Chunks still bad.
+        bad: u32,
+        /// Why, in words.
+        detail: String,
+    },
+    /// Storage failed (a full disk, say): the driver's words.
+    Storage(String),
+    /// The final checks failed for a reason that fetching cannot fix.
+    Verification(String),
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::NoPeers {
+                missing,
+                total,
+                tried,
+            } => {
+                write!(
+                    f,
+                    "no peer could deliver the missing chunks ({missing} of {total} missing)"
+                )?;
+                if tried.is_empty() {
+                    write!(f, ": no peer was reachable")
+                } else {
+                    write!(f, ": {}", tried.join("; "))
+                }
+            }
+            Failure::Damaged { bad, detail } => write!(
+                f,
+                "the file on disk failed its check: {bad} chunks went bad after they were verified and were not repaired ({detail})"
+            ),
+            Failure::Storage(text) => write!(f, "storage failed: {text}"),
+            Failure::Verification(text) => write!(f, "the final check failed: {text}"),
+        }
+    }
+}
+
+fn display<S: Serializer, T: fmt::Display>(value: &T, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(value)
+}
+
+/// What a node tells the program that runs it (log lines, progress).
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "event", rename_all = "kebab-case")]
+pub enum NodeReport {
+    /// A peer finished its handshake.
+    PeerConnected {
+        /// Its id.
+        #[serde(serialize_with = "display")]
+        peer: PeerId,
+        /// Its address.
+        addr: SocketAddr,
+        /// Whether we dialed it.
+        dialed: bool,
+        /// Whether it serves.
+        serving: bool,
+        /// Its agent string.
+        agent: String,
+    },
+    /// A peer left or was dropped.
+    PeerDisconnected {
+        /// Its id.
+        #[serde(serialize_with = "display")]
+        peer: PeerId,
+        /// Its address.
+        addr: SocketAddr,
+        /// Why.
+        #[serde(serialize_with = "display")]
+        reason: Departure,
+        /// Who is to blame.
+        blame: Blame,
+        /// Chunks we served it.
+        uploaded_chunks: u64,
+        /// Bytes we served it.
+        uploaded_bytes: u64,
+    },
+    /// A connection attempt or handshake failed or was refused.
+    Refused {
+        /// The other side.
+        addr: SocketAddr,
+        /// Why.
+        #[serde(serialize_with = "display")]
+        reason: LinkEnd,
+    },
+    /// An incoming connection was turned away before its handshake.
+    Turned {
+        /// The other side.
+        addr: SocketAddr,
+        /// Why, in words.
+        reason: String,
+    },
+    /// A peer sent a chunk that failed its proof and is banned.
+    Banned {
+        /// Its id.
+        #[serde(serialize_with = "display")]
+        peer: PeerId,
+        /// Its address.
+        addr: SocketAddr,
+        /// The chunk.
+        chunk: u32,
+        /// What failed.
+        error: String,
+    },
+    /// A peer that dropped (or could not be reached) is dialed again.
+    Redialing {
+        /// Its address (the first one).
+        addr: SocketAddr,
+        /// Attempts that failed in a row.
+        failures: u32,
+        /// Milliseconds until the next attempt.
+        in_ms: u64,
+    },
+    /// Download progress (every half second while downloading).
+    Progress {
+        /// Verified bytes.
+        verified_bytes: u64,
+        /// Artifact size.
+        total_bytes: u64,
+        /// Verified chunks.
+        verified_chunks: u32,
+        /// Chunks in all.
+        total_chunks: u32,
+        /// Peers we download from.
+        peers: usize,
+        /// Verified bytes per second over the last few seconds.
+        rate: f64,
+        /// Whether no peer that serves is connected (the node is waiting
+        /// for one, dialing or backing off).
+        waiting_for_peers: bool,
+    },
+    /// The download passed every check and is delivered with its receipt
+    /// (a node with `seed_after` goes on serving). Made by the driver.
+    Delivered {
+        /// The artifact.
+        path: PathBuf,
+        /// Its receipt.
+        receipt: PathBuf,
+        /// Whether the node goes on serving it until stopped.
+        seeding: bool,
+    },
+    /// Upload progress of a serving node (every second while serving).
+    Serving {
+        /// Connected peers.
+        peers: usize,
+        /// Bytes uploaded in all.
+        uploaded_bytes: u64,
+    },
+}
