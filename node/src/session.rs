@@ -251,7 +251,10 @@ impl PeerDownload {
             })
             .min();
         let stall = (!self.requests.is_empty()).then(|| self.last_progress + stall_timeout);
-        [expiry, stall, self.backoff_until].into_iter().flatten().min()
+        [expiry, stall, self.backoff_until]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     fn chunk_time(&self, chunk_size: u32) -> Duration {

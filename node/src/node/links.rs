@@ -56,8 +56,6 @@ pub struct LinkUp {
     pub hello: Hello,
     /// Its bitfield.
     pub bitfield: HaveBitfield,
-    /// The bitfield we sent it.
-    pub sent_have: HaveBitfield,
     /// The control stream's state after the handshake.
     pub control: ControlStream,
 }
@@ -66,14 +64,19 @@ impl NodeCore {
     /// Peers to reach (offers, `--peer`, a DHT): kept in the address book
     /// and dialed when there is room and a reason.
     pub fn add_peer(&mut self, peer: KnownPeer, now: Instant) {
-        if peer.id.is_some_and(|id| id == self.local_id || self.bans.contains(&id)) {
+        if peer
+            .id
+            .is_some_and(|id| id == self.local_id || self.bans.contains(&id))
+        {
             return;
         }
         let addrs: Vec<SocketAddr> = peer
             .addrs
             .iter()
             .copied()
-            .filter(|addr| peer.source == Source::Offer || scope(*addr) != crate::address::Scope::Unusable)
+            .filter(|addr| {
+                peer.source == Source::Offer || scope(*addr) != crate::address::Scope::Unusable
+            })
             .collect();
         if addrs.is_empty() {
             return;
@@ -84,7 +87,12 @@ impl NodeCore {
 
     /// An incoming connection's first packet: accept, ask for a Retry, or
     /// refuse (`validated`: QUIC has proven the source address).
-    pub fn handle_incoming(&mut self, remote: SocketAddr, validated: bool, now: Instant) -> Incoming {
+    pub fn handle_incoming(
+        &mut self,
+        remote: SocketAddr,
+        validated: bool,
+        now: Instant,
+    ) -> Incoming {
         let refuse = |reason: String| Incoming::Refuse { reason };
         if !self.listen || self.ended || self.stopping {
             return refuse("this node does not accept connections".into());
@@ -162,15 +170,24 @@ impl NodeCore {
             return Err(reject(HelloRejectReason::WrongSwarm, "another swarm"));
         }
         if !self.serve {
-            return Err(reject(HelloRejectReason::NotServing, "this peer does not serve"));
+            return Err(reject(
+                HelloRejectReason::NotServing,
+                "this peer does not serve",
+            ));
         }
         if self.bans.contains(&peer) {
-            return Err(reject(HelloRejectReason::Banned, "banned for sending bad data"));
+            return Err(reject(
+                HelloRejectReason::Banned,
+                "banned for sending bad data",
+            ));
         }
         if peer == self.local_id {
             return Err(reject(HelloRejectReason::TooManyPeers, "that is us"));
         }
-        let existing = self.peers().find(|(_, p)| p.id == peer).map(|(l, p)| (l, p.dialed));
+        let existing = self
+            .peers()
+            .find(|(_, p)| p.id == peer)
+            .map(|(l, p)| (l, p.dialed));
         match existing {
             // It dialed us before and dials again: restarted (killed before
             // its old connection timed out). The new link replaces the old.
@@ -188,16 +205,25 @@ impl NodeCore {
                 }
             }
         }
+        let have = self.advertised_have();
         if let Some(Link::Handshaking { admitted, .. }) = self.links.get_mut(&link) {
-            *admitted = Some(peer);
+            *admitted = Some((peer, have.clone()));
         }
-        Ok(self.advertised_have())
+        Ok(have)
     }
 
     fn admitted_count(&self) -> usize {
         self.links
             .values()
-            .filter(|link| matches!(link, Link::Handshaking { admitted: Some(_), .. }))
+            .filter(|link| {
+                matches!(
+                    link,
+                    Link::Handshaking {
+                        admitted: Some(_),
+                        ..
+                    }
+                )
+            })
             .count()
     }
 
@@ -211,7 +237,10 @@ impl NodeCore {
                 !peer.leaving
                     && now.saturating_duration_since(peer.last_useful) >= limit
                     && !self.uploads.is_busy(*link)
-                    && self.download.as_ref().is_none_or(|d| !d.is_busy_with(*link))
+                    && self
+                        .download
+                        .as_ref()
+                        .is_none_or(|d| !d.is_busy_with(*link))
             })
             .min_by_key(|(_, peer)| peer.last_useful)
             .map(|(link, _)| link);
@@ -239,15 +268,15 @@ impl NodeCore {
             self.actions.push_back(Action::Abort { link });
             return;
         };
-        let (dialed, entry) = match state {
-            Link::Dialing { entry, .. } => (true, Some(entry)),
-            Link::Handshaking { admitted, .. } => {
-                if admitted != Some(up.peer) {
+        let (dialed, entry, sent_have) = match state {
+            Link::Dialing { entry, sent, .. } => (true, Some(entry), sent),
+            Link::Handshaking { admitted, .. } => match admitted {
+                Some((id, sent)) if id == up.peer => (false, None, sent),
+                _ => {
                     self.actions.push_back(Action::Abort { link });
                     return;
                 }
-                (false, None)
-            }
+            },
             Link::Up(peer) => {
                 self.links.insert(link, Link::Up(peer));
                 return;
@@ -259,8 +288,8 @@ impl NodeCore {
                 link,
                 reason: GoodbyeReason::Done,
             });
-            if let Some(entry) = entry {
-                self.dial_failed(entry, link, "banned or ourselves".into(), now);
+            if let Some(entry) = self.book.get_mut_opt(entry) {
+                entry.state = EntryState::Retired;
             }
             return;
         }
@@ -305,7 +334,10 @@ impl NodeCore {
             entry.failures = 0;
         }
         let remote = up.remote;
-        let listen = up.hello.listen.map(|listen| SocketAddr::new(canonical(remote.ip()), listen.port()));
+        let listen = up
+            .hello
+            .listen
+            .map(|listen| SocketAddr::new(canonical(remote.ip()), listen.port()));
         let count = self.params.chunk_count();
         let peer = Peer {
             id,
@@ -328,7 +360,8 @@ impl NodeCore {
         };
         self.links.retain(|other, state| {
             // Dials to this peer's other addresses lose.
-            !(matches!(state, Link::Dialing { entry: e, .. } if Some(*e) == entry) && *other != link)
+            !(matches!(state, Link::Dialing { entry: e, .. } if Some(*e) == entry)
+                && *other != link)
         });
         self.links.insert(link, Link::Up(Box::new(peer)));
         self.reports.push_back(NodeReport::PeerConnected {
@@ -343,7 +376,7 @@ impl NodeCore {
             let newer: Vec<ChunkIndex> = self
                 .have
                 .iter_ones()
-                .filter(|chunk| !up.sent_have.get(*chunk))
+                .filter(|chunk| !sent_have.get(*chunk))
                 .collect();
             for chunk in newer {
                 self.send(link, Message::Have { chunk });
@@ -364,7 +397,7 @@ impl NodeCore {
                     addr,
                     reason: end.clone(),
                 });
-                self.dial_failed(entry, link, end.to_string(), now);
+                self.dial_failed(entry, link, addr, &end, now);
             }
             Some(Link::Handshaking { remote, .. }) => {
                 self.reports.push_back(NodeReport::Refused {
@@ -382,16 +415,22 @@ impl NodeCore {
     }
 
     /// A connected link ended (the peer left, the connection was lost, or
-    /// it ended after our Goodbye).
+    /// it ended after our Goodbye). A peer that broke the protocol below the
+    /// control stream is told so.
     pub fn handle_closed(&mut self, link: LinkId, end: LinkEnd, now: Instant) {
         match self.links.get(&link) {
-            Some(Link::Up(_)) => {
-                let departure = match end {
-                    LinkEnd::Violation(text) => Departure::Violation(text),
-                    end => Departure::Ended(end),
-                };
-                self.remove_peer(link, departure, now);
-            }
+            Some(Link::Up(_)) => match end {
+                LinkEnd::Violation(text) => self.close_peer(
+                    link,
+                    GoodbyeReason::ProtocolViolation,
+                    Departure::Violation(text),
+                    now,
+                ),
+                end => {
+                    self.actions.push_back(Action::Abort { link });
+                    self.remove_peer(link, Departure::Ended(end), now);
+                }
+            },
             Some(_) => self.handle_link_failed(link, end, now),
             None => {}
         }
@@ -412,7 +451,11 @@ impl NodeCore {
         if peer.leaving {
             return;
         }
-        if peer.control.check_send(&Message::Goodbye { reason }).is_ok() {
+        if peer
+            .control
+            .check_send(&Message::Goodbye { reason })
+            .is_ok()
+        {
             self.actions.push_back(Action::Close { link, reason });
         } else {
             self.actions.push_back(Action::Abort { link });
@@ -439,7 +482,8 @@ impl NodeCore {
                 if let Some(entry) = self.book.get_mut(entry) {
                     entry.state = EntryState::Banned;
                 }
-            } else if useful && !self.stopping && !self.ended {
+            } else if useful && blame != crate::report::Blame::Peer && !self.stopping && !self.ended
+            {
                 self.schedule_redial(entry, now);
             } else if let Some(entry) = self.book.get_mut(entry) {
                 entry.state = EntryState::Retired;
@@ -459,7 +503,11 @@ impl NodeCore {
     /// Bans `id` for the rest of this node's life.
     pub(super) fn ban(&mut self, id: PeerId) {
         self.bans.insert(id);
-        if let Some(entry) = self.book.find_id(&id).and_then(|entry| self.book.get_mut(entry)) {
+        if let Some(entry) = self
+            .book
+            .find_id(&id)
+            .and_then(|entry| self.book.get_mut(entry))
+        {
             entry.state = EntryState::Banned;
         }
     }
@@ -560,6 +608,7 @@ impl NodeCore {
                 next_at,
             };
         }
+        let have = self.advertised_have();
         self.links.insert(
             link,
             Link::Dialing {
@@ -567,9 +616,9 @@ impl NodeCore {
                 addr,
                 deadline,
                 exchange,
+                sent: have.clone(),
             },
         );
-        let have = self.advertised_have();
         self.actions.push_back(Action::Dial {
             link,
             addr,
@@ -580,12 +629,38 @@ impl NodeCore {
     }
 
     /// A dial of `entry` failed; when none of its dials is left and every
-    /// address was tried, it waits for its back-off.
-    fn dial_failed(&mut self, key: EntryId, link: LinkId, problem: String, now: Instant) {
+    /// address was tried, it waits for its back-off. A peer that proved to
+    /// be in another swarm or broke the protocol is not dialed again; an
+    /// address where another peer answered is dropped from the entry.
+    fn dial_failed(
+        &mut self,
+        key: EntryId,
+        link: LinkId,
+        addr: SocketAddr,
+        end: &LinkEnd,
+        now: Instant,
+    ) {
         let Some(entry) = self.book.get_mut(key) else {
             return;
         };
-        entry.last_problem = Some(problem);
+        entry.last_problem = Some(end.to_string());
+        match end {
+            LinkEnd::WrongSwarm | LinkEnd::Violation(_) => {
+                entry.state = EntryState::Retired;
+                return;
+            }
+            LinkEnd::WrongPeer if entry.addrs.len() > 1 => {
+                if let EntryState::Dialing { next_addr, .. } = &mut entry.state {
+                    if let Some(position) = entry.addrs.iter().position(|a| *a == addr) {
+                        entry.addrs.remove(position);
+                        if position < *next_addr {
+                            *next_addr -= 1;
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
         let EntryState::Dialing {
             links, next_addr, ..
         } = &mut entry.state
@@ -692,7 +767,10 @@ impl NodeCore {
             return;
         };
         let seen_from = peer.remote.ip();
-        for entry in entries.into_iter().take(minimodel_wire::MAX_PEERS_PER_MESSAGE) {
+        for entry in entries
+            .into_iter()
+            .take(minimodel_wire::MAX_PEERS_PER_MESSAGE)
+        {
             if entry.id == self.local_id
                 || self.bans.contains(&entry.id)
                 || !reachable_from(entry.addr, seen_from)
