@@ -209,7 +209,8 @@ impl Node {
         let handshakes = Arc::new(tokio::sync::Semaphore::new(max_handshakes));
         tokio::spawn(async move {
             while let Some(incoming) = endpoint.accept().await {
-                let addr = incoming.remote_address();
+                // A dual-stack listener sees IPv4 peers as mapped addresses.
+                let addr = transport::canonical_addr(incoming.remote_address());
                 let Some(ip_slot) = per_ip.take(addr.ip(), max_per_ip) else {
                     incoming.refuse();
                     let _ = reports.send(NodeReport::Refused {

@@ -269,12 +269,15 @@ pub enum NodeError {
 
 impl Node {
     pub(crate) fn new(parts: NodeParts) -> Result<Self, NodeError> {
-        let bind = parts
-            .config
-            .listen
-            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
-        let endpoint =
-            crate::transport::bind_endpoint(bind, &parts.identity, &parts.config.tuning)?;
+        // A node that does not listen accepts nothing: no server config, so
+        // Initials sent to it cost nothing (issue 18). Its socket is
+        // dual-stack, so it dials IPv4 and IPv6 peers.
+        let endpoint = match parts.config.listen {
+            Some(listen) => {
+                crate::transport::bind_endpoint(listen, &parts.identity, &parts.config.tuning)?
+            }
+            None => crate::transport::bind_client_endpoint(&parts.config.tuning)?,
+        };
         let listen = parts.config.listen.and_then(|_| endpoint.local_addr().ok());
         let params = *parts.swarm.params();
         let (link_sender, link_events) = mpsc::channel(1024);
