@@ -418,7 +418,9 @@ async fn a_listener_on_a_specific_address_serves_that_address_only() {
         );
         let accepted = listener.accept_one(&tuning);
         let over_v4 = listener.at(std::net::IpAddr::from([127, 0, 0, 1]));
-        connect(&dialer, &over_v4, &identity, &tuning).await.unwrap();
+        connect(&dialer, &over_v4, &identity, &tuning)
+            .await
+            .unwrap();
         accepted.await.unwrap().unwrap();
     })
     .await

@@ -183,7 +183,15 @@ pub async fn connect(
 ) -> Result<quinn::Connection, ConnectError> {
     tuning.validate()?;
     let (crypto, verifier) = tls::client_crypto(identity, Some(peer.id))?;
-    let (connection, _) = dial(endpoint, peer.addr, Some(peer.id), tuning, crypto, &verifier).await?;
+    let (connection, _) = dial(
+        endpoint,
+        peer.addr,
+        Some(peer.id),
+        tuning,
+        crypto,
+        &verifier,
+    )
+    .await?;
     Ok(connection)
 }
 

@@ -42,9 +42,16 @@ async fn dial_with_alpn(
     };
     let (crypto, verifier) =
         client_crypto_with_alpn(&client_identity, Some(peer.id), alpn).unwrap();
-    let dialed = dial(&client, peer.addr, Some(peer.id), &tuning, crypto, &verifier)
-        .await
-        .map(|(connection, _)| connection);
+    let dialed = dial(
+        &client,
+        peer.addr,
+        Some(peer.id),
+        &tuning,
+        crypto,
+        &verifier,
+    )
+    .await
+    .map(|(connection, _)| connection);
     let accepted = listener.await.unwrap();
     (dialed, accepted)
 }

@@ -387,7 +387,13 @@ mod tests {
         // Still exactly one well-formed Ed25519 key.
         assert!(
             verifier
-                .verify_server_cert(&spki, std::slice::from_ref(&spki), &name, &[], UnixTime::now())
+                .verify_server_cert(
+                    &spki,
+                    std::slice::from_ref(&spki),
+                    &name,
+                    &[],
+                    UnixTime::now()
+                )
                 .is_err()
         );
         assert!(
