@@ -15,6 +15,7 @@ pub mod fetch;
 pub mod link;
 pub mod node;
 pub mod offer;
+pub mod peers;
 pub mod picker;
 pub mod resume;
 pub mod seed;
