@@ -32,6 +32,9 @@ const ALLOWED_KIB: u64 = 8 << 10;
 /// The whole test, both floods included.
 const DEADLINE: Duration = Duration::from_secs(180);
 
+/// One check: `Err` says what went wrong.
+type Test = fn() -> Result<(), String>;
+
 #[derive(Clone, Copy, Debug)]
 enum Target {
     /// `bind_client_endpoint`: what a node that does not listen has.
@@ -62,7 +65,7 @@ fn main() {
         run_target(Target::from_name(&target));
         return;
     }
-    let tests: [(&str, fn() -> Result<(), String>); 2] = [
+    let tests: [(&str, Test); 2] = [
         (
             "a_dial_only_endpoint_holds_no_memory_for_a_flood",
             a_dial_only_endpoint_holds_no_memory_for_a_flood,
