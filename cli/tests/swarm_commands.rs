@@ -116,13 +116,7 @@ fn a_seeder_whose_file_goes_bad_is_banned_and_the_download_completes() {
     let liar_id = {
         let offer: serde_json::Value =
             serde_json::from_slice(&std::fs::read(&offer_liar).unwrap()).unwrap();
-        offer["peer"]
-            .as_str()
-            .unwrap()
-            .split('@')
-            .next()
-            .unwrap()
-            .to_owned()
+        offer["peer_id"].as_str().unwrap().to_owned()
     };
     let receipt = receipt(&root.join("out"), MODEL);
     let peers = peers_of(&receipt);

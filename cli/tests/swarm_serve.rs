@@ -52,13 +52,7 @@ fn bytes_from(receipt: &serde_json::Value, peer_id: &str) -> u64 {
 
 fn seeder_id(offer: &Path) -> String {
     let offer: serde_json::Value = serde_json::from_slice(&std::fs::read(offer).unwrap()).unwrap();
-    offer["peer"]
-        .as_str()
-        .unwrap()
-        .split('@')
-        .next()
-        .unwrap()
-        .to_owned()
+    offer["peer_id"].as_str().unwrap().to_owned()
 }
 
 /// Waits (on threads) until each reader reports its download delivered.

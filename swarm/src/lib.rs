@@ -10,10 +10,12 @@
 #![warn(missing_docs)]
 
 pub use minimodel_node::{download, picker, session, upload};
+pub mod addrs;
 pub mod fetch;
 pub mod link;
 pub mod node;
 pub mod offer;
+pub mod peers;
 pub mod resume;
 pub mod seed;
 pub mod store;

@@ -1,32 +1,43 @@
 //! Peer offers and import requests (`docs/formats.md`): how a seeder says
 //! where it serves which artifact, and how a receiver is asked to fetch one.
 //!
+//! An offer names one peer id and every address it may be reached at
+//! (`minimodel-peer-offer-v1`); offers of the earlier format
+//! (`minimodel-peer-offer-v0`, one `PEER_ID@IP:PORT`) are still read, and
+//! both read into the same [`PeerOffer`]. Writers write v1.
+//!
 //! Both are checked against the manifest before any connection is made:
 //! model id, byte count and artifact SHA-256 must agree across the request,
 //! every offer and the manifest, or nothing happens.
 
+use std::net::SocketAddr;
 use std::path::Path;
 
 use minimodel_verifier::manifest::Manifest;
 use minimodel_verifier::{ModelId, Sha256Digest};
-use minimodel_wire::PeerAddr;
+use minimodel_wire::{PeerAddr, PeerId};
 use serde::{Deserialize, Serialize};
 
-/// The `format` of a peer offer.
-pub const OFFER_FORMAT: &str = "minimodel-peer-offer-v0";
+use crate::peers::{PeerAddrs, merge_peers};
+
+/// The `format` of a peer offer, as written.
+pub const OFFER_FORMAT: &str = "minimodel-peer-offer-v1";
+/// The earlier `format` of a peer offer, still read.
+pub const OFFER_FORMAT_V0: &str = "minimodel-peer-offer-v0";
 /// The `format` of an import request.
 pub const REQUEST_FORMAT: &str = "minimodel-import-request-v0";
 /// Offers one import request may carry.
 pub const MAX_OFFERS: usize = 64;
+/// Addresses one offer may list.
+pub const MAX_OFFER_ADDRS: usize = crate::addrs::MAX_ADVERTISED;
 /// Largest offer or request file read.
 pub const MAX_FILE_LEN: u64 = 256 * 1024;
 
-/// A seeder's offer: which artifact, at which peer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// A seeder's offer: which artifact, at which peer, at which addresses.
+/// Read from either format version; serialized as
+/// `minimodel-peer-offer-v1`.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerOffer {
-    /// Always [`OFFER_FORMAT`].
-    pub format: String,
     /// The model.
     pub model_id: ModelId,
     /// Size of the artifact.
@@ -35,14 +46,12 @@ pub struct PeerOffer {
     pub artifact_sha256: Sha256Digest,
     /// Merkle root of its chunks.
     pub merkle_root: Sha256Digest,
-    /// Where to dial, `PEER_ID@IP:PORT`.
-    #[serde(with = "peer_addr_text")]
-    pub peer: PeerAddr,
+    /// The peer and where to dial it (1 to [`MAX_OFFER_ADDRS`] addresses).
+    pub peer: PeerAddrs,
 }
 
 /// A request to import an artifact from the offered peers.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ImportRequest {
     /// Always [`REQUEST_FORMAT`].
     pub format: String,
@@ -52,22 +61,66 @@ pub struct ImportRequest {
     pub artifact_bytes: u64,
     /// SHA-256 of the artifact.
     pub artifact_sha256: Sha256Digest,
-    /// Where it is offered.
+    /// Where it is offered (offers of either version).
     pub offers: Vec<PeerOffer>,
 }
 
-mod peer_addr_text {
-    use minimodel_wire::PeerAddr;
-    use serde::{Deserialize, Deserializer, Serializer};
+/// An offer as written: `minimodel-peer-offer-v1`.
+#[derive(Serialize)]
+struct OfferV1<'a> {
+    format: &'static str,
+    model_id: &'a ModelId,
+    artifact_bytes: u64,
+    artifact_sha256: &'a Sha256Digest,
+    merkle_root: &'a Sha256Digest,
+    peer_id: String,
+    addrs: Vec<String>,
+}
 
-    pub fn serialize<S: Serializer>(peer: &PeerAddr, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(peer)
+impl Serialize for PeerOffer {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        OfferV1 {
+            format: OFFER_FORMAT,
+            model_id: &self.model_id,
+            artifact_bytes: self.artifact_bytes,
+            artifact_sha256: &self.artifact_sha256,
+            merkle_root: &self.merkle_root,
+            peer_id: self.peer.id.to_string(),
+            addrs: self.peer.addrs.iter().map(ToString::to_string).collect(),
+        }
+        .serialize(serializer)
     }
+}
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<PeerAddr, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        text.parse().map_err(serde::de::Error::custom)
-    }
+/// The fields of an offer of any version, before its version's rules.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOffer {
+    format: String,
+    model_id: ModelId,
+    artifact_bytes: u64,
+    artifact_sha256: Sha256Digest,
+    merkle_root: Sha256Digest,
+    /// v0: `PEER_ID@IP:PORT`.
+    #[serde(default)]
+    peer: Option<String>,
+    /// v1: the peer id.
+    #[serde(default)]
+    peer_id: Option<String>,
+    /// v1: its addresses.
+    #[serde(default)]
+    addrs: Option<Vec<String>>,
+}
+
+/// The fields of an import request, before its offers' rules.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRequest {
+    format: String,
+    model_id: ModelId,
+    artifact_bytes: u64,
+    artifact_sha256: Sha256Digest,
+    offers: Vec<RawOffer>,
 }
 
 /// Why an offer or request is refused. Every one is invalid input.
@@ -145,11 +198,117 @@ fn read_limited(path: &Path) -> Result<Vec<u8>, OfferError> {
     std::fs::read(path).map_err(|source| OfferError::Read { path: name, source })
 }
 
+/// Whether an offered address can be dialed at all: a port, and an
+/// address that is not unspecified, multicast or broadcast.
+fn check_offer_addr(addr: SocketAddr) -> Result<(), String> {
+    let ip = addr.ip().to_canonical();
+    let broadcast = matches!(ip, std::net::IpAddr::V4(v4) if v4.is_broadcast());
+    if addr.port() == 0 {
+        Err(format!("{addr} has port 0"))
+    } else if ip.is_unspecified() || ip.is_multicast() || broadcast {
+        Err(format!("{addr} is not a unicast address to dial"))
+    } else {
+        Ok(())
+    }
+}
+
+impl RawOffer {
+    /// Applies the rules of the offer's version. `Err(None)`: the format is
+    /// not an offer format this version reads.
+    fn into_offer(self) -> Result<PeerOffer, Option<String>> {
+        let peer = match self.format.as_str() {
+            OFFER_FORMAT_V0 => {
+                for (field, present) in [
+                    ("peer_id", self.peer_id.is_some()),
+                    ("addrs", self.addrs.is_some()),
+                ] {
+                    if present {
+                        return Err(Some(format!(
+                            "field `{field}` is not part of {OFFER_FORMAT_V0} (it is {OFFER_FORMAT}'s)"
+                        )));
+                    }
+                }
+                let text = self
+                    .peer
+                    .ok_or_else(|| Some(format!("missing field `peer` ({OFFER_FORMAT_V0})")))?;
+                let peer: PeerAddr = text
+                    .parse()
+                    .map_err(|error| Some(format!("peer {text:?}: {error}")))?;
+                check_offer_addr(peer.addr).map_err(|e| Some(format!("peer: {e}")))?;
+                PeerAddrs::from(peer)
+            }
+            OFFER_FORMAT => {
+                if self.peer.is_some() {
+                    return Err(Some(format!(
+                        "field `peer` is not part of {OFFER_FORMAT} (it has `peer_id` and `addrs`)"
+                    )));
+                }
+                let id = self
+                    .peer_id
+                    .ok_or_else(|| Some(format!("missing field `peer_id` ({OFFER_FORMAT})")))?;
+                let id: PeerId = id
+                    .parse()
+                    .map_err(|error| Some(format!("peer_id {id:?}: {error}")))?;
+                let texts = self
+                    .addrs
+                    .ok_or_else(|| Some(format!("missing field `addrs` ({OFFER_FORMAT})")))?;
+                if texts.is_empty() || texts.len() > MAX_OFFER_ADDRS {
+                    return Err(Some(format!(
+                        "addrs lists {} addresses; an offer lists 1 to {MAX_OFFER_ADDRS}",
+                        texts.len()
+                    )));
+                }
+                let mut addrs: Vec<SocketAddr> = Vec::with_capacity(texts.len());
+                for (index, text) in texts.iter().enumerate() {
+                    let addr: SocketAddr = text.parse().map_err(|_| {
+                        Some(format!(
+                            "addrs[{index}] {text:?} is not IP:PORT (IPv6 in brackets)"
+                        ))
+                    })?;
+                    check_offer_addr(addr).map_err(|e| Some(format!("addrs[{index}]: {e}")))?;
+                    if addrs.contains(&addr) {
+                        return Err(Some(format!("addrs[{index}] {addr} is listed twice")));
+                    }
+                    addrs.push(addr);
+                }
+                PeerAddrs { id, addrs }
+            }
+            _ => return Err(None),
+        };
+        Ok(PeerOffer {
+            model_id: self.model_id,
+            artifact_bytes: self.artifact_bytes,
+            artifact_sha256: self.artifact_sha256,
+            merkle_root: self.merkle_root,
+            peer,
+        })
+    }
+
+    /// [`RawOffer::into_offer`] with the errors of a file called `name`.
+    fn check(self, name: &str) -> Result<PeerOffer, OfferError> {
+        let found = self.format.clone();
+        self.into_offer().map_err(|error| match error {
+            Some(detail) => OfferError::Malformed {
+                path: name.to_owned(),
+                kind: "peer offer",
+                detail,
+            },
+            None => OfferError::Format {
+                path: name.to_owned(),
+                found,
+                expected: OFFER_FORMATS,
+            },
+        })
+    }
+}
+
+/// The offer formats this version reads, for error messages.
+const OFFER_FORMATS: &str = "minimodel-peer-offer-v1 (or -v0)";
+
 impl PeerOffer {
-    /// The offer of a seeder at `peer` for `manifest`'s artifact.
-    pub fn for_manifest(manifest: &Manifest, peer: PeerAddr) -> Self {
+    /// The offer of a seeder, `peer`, for `manifest`'s artifact.
+    pub fn for_manifest(manifest: &Manifest, peer: PeerAddrs) -> Self {
         Self {
-            format: OFFER_FORMAT.to_owned(),
             model_id: manifest.model_id.clone(),
             artifact_bytes: manifest.artifact_bytes,
             artifact_sha256: manifest.artifact_sha256,
@@ -158,22 +317,14 @@ impl PeerOffer {
         }
     }
 
-    /// Parses an offer.
+    /// Parses an offer of either version.
     pub fn parse(bytes: &[u8], name: &str) -> Result<Self, OfferError> {
-        let offer: PeerOffer =
-            serde_json::from_slice(bytes).map_err(|e| OfferError::Malformed {
-                path: name.to_owned(),
-                kind: "peer offer",
-                detail: e.to_string(),
-            })?;
-        if offer.format != OFFER_FORMAT {
-            return Err(OfferError::Format {
-                path: name.to_owned(),
-                found: offer.format,
-                expected: OFFER_FORMAT,
-            });
-        }
-        Ok(offer)
+        let raw: RawOffer = serde_json::from_slice(bytes).map_err(|e| OfferError::Malformed {
+            path: name.to_owned(),
+            kind: "peer offer",
+            detail: e.to_string(),
+        })?;
+        raw.check(name)
     }
 
     /// Reads and parses an offer file.
@@ -215,34 +366,36 @@ impl PeerOffer {
 }
 
 impl ImportRequest {
-    /// Parses a request.
+    /// Parses a request; its offers may be of either version.
     pub fn parse(bytes: &[u8], name: &str) -> Result<Self, OfferError> {
-        let request: ImportRequest =
-            serde_json::from_slice(bytes).map_err(|e| OfferError::Malformed {
-                path: name.to_owned(),
-                kind: "import request",
-                detail: e.to_string(),
-            })?;
-        if request.format != REQUEST_FORMAT {
+        let raw: RawRequest = serde_json::from_slice(bytes).map_err(|e| OfferError::Malformed {
+            path: name.to_owned(),
+            kind: "import request",
+            detail: e.to_string(),
+        })?;
+        if raw.format != REQUEST_FORMAT {
             return Err(OfferError::Format {
                 path: name.to_owned(),
-                found: request.format,
+                found: raw.format,
                 expected: REQUEST_FORMAT,
             });
         }
-        for offer in &request.offers {
-            if offer.format != OFFER_FORMAT {
-                return Err(OfferError::Format {
-                    path: name.to_owned(),
-                    found: offer.format.clone(),
-                    expected: OFFER_FORMAT,
-                });
-            }
+        let offers = raw
+            .offers
+            .into_iter()
+            .enumerate()
+            .map(|(index, offer)| offer.check(&format!("{name}, offer {}", index + 1)))
+            .collect::<Result<Vec<_>, _>>()?;
+        if offers.is_empty() || offers.len() > MAX_OFFERS {
+            return Err(OfferError::OfferCount(offers.len()));
         }
-        if request.offers.is_empty() || request.offers.len() > MAX_OFFERS {
-            return Err(OfferError::OfferCount(request.offers.len()));
-        }
-        Ok(request)
+        Ok(ImportRequest {
+            format: raw.format,
+            model_id: raw.model_id,
+            artifact_bytes: raw.artifact_bytes,
+            artifact_sha256: raw.artifact_sha256,
+            offers,
+        })
     }
 
     /// Reads and parses a request file.
@@ -251,8 +404,9 @@ impl ImportRequest {
     }
 
     /// Checks model id, byte count and artifact SHA-256 across the request,
-    /// every offer and the manifest. Returns the peers to dial.
-    pub fn check_against(&self, manifest: &Manifest) -> Result<Vec<PeerAddr>, OfferError> {
+    /// every offer and the manifest. Returns the peers to dial, one entry
+    /// per peer id with every address its offers list.
+    pub fn check_against(&self, manifest: &Manifest) -> Result<Vec<PeerAddrs>, OfferError> {
         let request = "the request";
         agree(
             "model id",
@@ -278,7 +432,9 @@ impl ImportRequest {
         for (index, offer) in self.offers.iter().enumerate() {
             offer.check_against(manifest, &format!("offer {} ({})", index + 1, offer.peer))?;
         }
-        Ok(self.offers.iter().map(|offer| offer.peer).collect())
+        Ok(merge_peers(
+            self.offers.iter().map(|offer| offer.peer.clone()),
+        ))
     }
 }
 
@@ -305,41 +461,66 @@ fn agree(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use minimodel_wire::PeerId;
 
-    const PEER: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa@127.0.0.1:4433";
+    const ID: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
 
-    fn offer_json(model: &str, bytes: u64) -> String {
+    fn v0_json(model: &str, bytes: u64) -> String {
         format!(
-            r#"{{"format":"{OFFER_FORMAT}","model_id":"{model}","artifact_bytes":{bytes},"artifact_sha256":"{}","merkle_root":"{}","peer":"{PEER}"}}"#,
+            r#"{{"format":"{OFFER_FORMAT_V0}","model_id":"{model}","artifact_bytes":{bytes},"artifact_sha256":"{}","merkle_root":"{}","peer":"{ID}@127.0.0.1:4433"}}"#,
+            "a".repeat(64),
+            "b".repeat(64)
+        )
+    }
+
+    fn v1_json(addrs: &str) -> String {
+        format!(
+            r#"{{"format":"{OFFER_FORMAT}","model_id":"tiny","artifact_bytes":1,"artifact_sha256":"{}","merkle_root":"{}","peer_id":"{ID}","addrs":{addrs}}}"#,
             "a".repeat(64),
             "b".repeat(64)
         )
     }
 
     #[test]
-    fn an_offer_round_trips_through_json() {
-        let offer = PeerOffer::parse(offer_json("tiny", 100).as_bytes(), "o.json").unwrap();
-        assert_eq!(offer.peer.id, PeerId([0; 32]));
-        let again = serde_json::to_string(&offer).unwrap();
-        assert_eq!(PeerOffer::parse(again.as_bytes(), "o.json").unwrap(), offer);
+    fn an_offer_round_trips_through_json_as_v1() {
+        let v0 = PeerOffer::parse(v0_json("tiny", 100).as_bytes(), "o.json").unwrap();
+        assert_eq!(v0.peer.id, PeerId([0; 32]));
+        let again = serde_json::to_string(&v0).unwrap();
+        assert!(again.contains(OFFER_FORMAT), "{again}");
+        assert_eq!(PeerOffer::parse(again.as_bytes(), "o.json").unwrap(), v0);
+
+        let v1 = PeerOffer::parse(
+            v1_json(r#"["127.0.0.1:4433","[::1]:4433"]"#).as_bytes(),
+            "o.json",
+        )
+        .unwrap();
+        assert_eq!(v1.peer.addrs.len(), 2);
+        let again = serde_json::to_vec(&v1).unwrap();
+        assert_eq!(PeerOffer::parse(&again, "o.json").unwrap(), v1);
     }
 
     #[test]
     fn malformed_offers_are_refused_with_the_reason() {
         let cases = [
-            ("not json", "not a valid peer offer"),
-            (r#"{"format":"minimodel-peer-offer-v0"}"#, "missing field"),
-            (&offer_json("../x", 1), "model id"),
+            ("not json".to_owned(), "not a valid peer offer"),
             (
-                &offer_json("tiny", 1).replace("127.0.0.1:4433", "nowhere"),
+                r#"{"format":"minimodel-peer-offer-v0"}"#.to_owned(),
+                "missing field",
+            ),
+            (v0_json("../x", 1), "model id"),
+            (
+                v0_json("tiny", 1).replace("127.0.0.1:4433", "nowhere"),
                 "IP address",
             ),
-            (&offer_json("tiny", 1).replace("-v0", "-v9"), "format"),
+            (v0_json("tiny", 1).replace("-v0", "-v9"), "format"),
             (
-                &offer_json("tiny", 1).replace(r#""peer""#, r#""extra":1,"peer""#),
+                v0_json("tiny", 1).replace(r#""peer""#, r#""extra":1,"peer""#),
                 "unknown field",
             ),
+            (v1_json("[]"), "1 to 16"),
+            (v1_json(r#"["nowhere:1"]"#), "is not IP:PORT"),
+            (v1_json(r#"["10.0.0.1:1","10.0.0.1:1"]"#), "listed twice"),
+            (v1_json(r#"["224.0.0.1:1"]"#), "not a unicast address"),
+            (v1_json(r#"["10.0.0.1:0"]"#), "port 0"),
         ];
         for (text, expected) in cases {
             let error = PeerOffer::parse(text.as_bytes(), "o.json")
@@ -359,13 +540,16 @@ mod tests {
             ImportRequest::parse(empty.as_bytes(), "r.json"),
             Err(OfferError::OfferCount(0))
         ));
-        let one = empty.replace("[]", &format!("[{}]", offer_json("tiny", 1)));
+        let two = empty.replace(
+            "[]",
+            &format!("[{},{}]", v0_json("tiny", 1), v1_json(r#"["[::1]:9"]"#)),
+        );
         assert_eq!(
-            ImportRequest::parse(one.as_bytes(), "r.json")
+            ImportRequest::parse(two.as_bytes(), "r.json")
                 .unwrap()
                 .offers
                 .len(),
-            1
+            2
         );
     }
 

@@ -1,13 +1,18 @@
-//! Real QUIC on 127.0.0.1: pinned ids, refused ids, the listener learning
-//! the dialer's id, and a bulk transfer over uni streams with a SHA-256
+//! Real QUIC on 127.0.0.1 and [::1]: pinned ids, refused ids, the listener
+//! learning the dialer's id, a dialer learning an unknown listener's id,
+//! dual-stack endpoints that reach both families, a dial-only endpoint that
+//! accepts nothing, and a bulk transfer over uni streams with a SHA-256
 //! check. Every test runs under a deadline and ends by itself.
+//!
+//! The IPv6 tests need an IPv6 loopback (`::1`); without one they fail and
+//! say so.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use minimodel_swarm::transport::{
-    AcceptError, ConnectError, Identity, TransportTuning, accept, bind_endpoint, connect,
-    remote_peer_id,
+    AcceptError, ConnectError, Identity, TransportTuning, accept, bind_client_endpoint,
+    bind_endpoint, canonical_addr, connect, connect_any, remote_peer_id,
 };
 use minimodel_wire::{PeerAddr, PeerId};
 use sha2::{Digest, Sha256};
@@ -18,6 +23,18 @@ fn loopback() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 0))
 }
 
+fn loopback_v6() -> SocketAddr {
+    require_ipv6_loopback();
+    SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, 0))
+}
+
+/// Fails the test, with the reason, on a host without an IPv6 loopback.
+fn require_ipv6_loopback() {
+    if let Err(error) = std::net::UdpSocket::bind("[::1]:0") {
+        panic!("this test needs an IPv6 loopback address (::1), and binding it failed: {error}");
+    }
+}
+
 struct Listener {
     identity: Identity,
     endpoint: quinn::Endpoint,
@@ -25,9 +42,21 @@ struct Listener {
 
 impl Listener {
     fn new(tuning: &TransportTuning) -> Listener {
+        Listener::on(loopback(), tuning)
+    }
+
+    fn on(addr: SocketAddr, tuning: &TransportTuning) -> Listener {
         let identity = Identity::generate().unwrap();
-        let endpoint = bind_endpoint(loopback(), &identity, tuning).unwrap();
+        let endpoint = bind_endpoint(addr, &identity, tuning).unwrap();
         Listener { identity, endpoint }
+    }
+
+    /// Its id at `ip` and its port.
+    fn at(&self, ip: std::net::IpAddr) -> PeerAddr {
+        PeerAddr {
+            id: self.identity.peer_id(),
+            addr: SocketAddr::new(ip, self.endpoint.local_addr().unwrap().port()),
+        }
     }
 
     fn addr_as(&self, id: PeerId) -> PeerAddr {
@@ -307,6 +336,176 @@ async fn tuned_transport_moves_32_mib_intact() {
         assert_eq!(total, PIECE * PIECES);
         assert_eq!(received.finalize(), expected);
         let _seeder = sender.await.unwrap();
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dial_only_endpoint_reaches_ipv4_and_ipv6_peers() {
+    tokio::time::timeout(DEADLINE, async {
+        let tuning = TransportTuning::default();
+        let v4 = Listener::new(&tuning);
+        let v6 = Listener::on(loopback_v6(), &tuning);
+        let identity = Identity::generate().unwrap();
+        let dialer = bind_client_endpoint(&tuning).unwrap();
+        assert_eq!(
+            dialer.local_addr().unwrap().ip(),
+            std::net::IpAddr::from(std::net::Ipv6Addr::UNSPECIFIED),
+            "a host with IPv6 gets a dual-stack dialing socket"
+        );
+        for listener in [&v4, &v6] {
+            let accepted = listener.accept_one(&tuning);
+            let peer = listener.addr_as(listener.identity.peer_id());
+            let connection = connect(&dialer, &peer, &identity, &tuning).await.unwrap();
+            assert_eq!(
+                remote_peer_id(&connection).unwrap(),
+                listener.identity.peer_id()
+            );
+            let (_, dialer_id) = accepted.await.unwrap().unwrap();
+            assert_eq!(dialer_id, identity.peer_id());
+        }
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_on_the_ipv6_wildcard_serves_both_families() {
+    tokio::time::timeout(DEADLINE, async {
+        require_ipv6_loopback();
+        let tuning = TransportTuning::default();
+        let listener = Listener::on("[::]:0".parse().unwrap(), &tuning);
+        let localhost_v4 = std::net::IpAddr::from([127, 0, 0, 1]);
+        let localhost_v6 = std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST);
+        for (dialer_addr, ip) in [(loopback(), localhost_v4), (loopback_v6(), localhost_v6)] {
+            // Each dialer is single-stack: it can only arrive over its family.
+            let identity = Identity::generate().unwrap();
+            let dialer = bind_endpoint(dialer_addr, &identity, &tuning).unwrap();
+            let accepted = listener.accept_one(&tuning);
+            let connection = connect(&dialer, &listener.at(ip), &identity, &tuning)
+                .await
+                .unwrap();
+            let (server_side, dialer_id) = accepted.await.unwrap().unwrap();
+            assert_eq!(dialer_id, identity.peer_id());
+            assert_eq!(canonical_addr(server_side.remote_address()).ip(), ip);
+            assert_eq!(
+                remote_peer_id(&connection).unwrap(),
+                listener.identity.peer_id()
+            );
+        }
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_on_a_specific_address_serves_that_address_only() {
+    tokio::time::timeout(DEADLINE, async {
+        require_ipv6_loopback();
+        let tuning = TransportTuning {
+            handshake_timeout: Duration::from_millis(500),
+            ..TransportTuning::default()
+        };
+        let listener = Listener::new(&tuning);
+        let identity = Identity::generate().unwrap();
+        let dialer = bind_client_endpoint(&tuning).unwrap();
+        let over_v6 = listener.at(std::net::Ipv6Addr::LOCALHOST.into());
+        let result = connect(&dialer, &over_v6, &identity, &tuning).await;
+        assert!(
+            matches!(result, Err(ConnectError::Timeout { .. })),
+            "{result:?}"
+        );
+        let accepted = listener.accept_one(&tuning);
+        let over_v4 = listener.at(std::net::IpAddr::from([127, 0, 0, 1]));
+        connect(&dialer, &over_v4, &identity, &tuning)
+            .await
+            .unwrap();
+        accepted.await.unwrap().unwrap();
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dialer_without_a_peer_id_learns_the_proven_one() {
+    tokio::time::timeout(DEADLINE, async {
+        let tuning = TransportTuning::default();
+        let listener = Listener::new(&tuning);
+        let identity = Identity::generate().unwrap();
+        let dialer = bind_client_endpoint(&tuning).unwrap();
+        let accepted = listener.accept_one(&tuning);
+        let addr = listener.endpoint.local_addr().unwrap();
+        let (connection, proven) = connect_any(&dialer, addr, &identity, &tuning)
+            .await
+            .unwrap();
+        assert_eq!(proven, listener.identity.peer_id());
+        assert_eq!(remote_peer_id(&connection).unwrap(), proven);
+        let (server_side, dialer_id) = accepted.await.unwrap().unwrap();
+        assert_eq!(dialer_id, identity.peer_id());
+
+        // The connection works like a pinned one.
+        let mut stream = server_side.open_uni().await.unwrap();
+        stream.write_all(b"piece").await.unwrap();
+        stream.finish().unwrap();
+        let mut incoming = connection.accept_uni().await.unwrap();
+        assert_eq!(incoming.read_to_end(64).await.unwrap(), b"piece");
+
+        // Over IPv6 too, and from the same dialing endpoint.
+        let v6 = Listener::on(loopback_v6(), &tuning);
+        let accepted = v6.accept_one(&tuning);
+        let (_, proven) = connect_any(
+            &dialer,
+            v6.endpoint.local_addr().unwrap(),
+            &identity,
+            &tuning,
+        )
+        .await
+        .unwrap();
+        assert_eq!(proven, v6.identity.peer_id());
+        accepted.await.unwrap().unwrap();
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dial_only_endpoint_accepts_nothing() {
+    tokio::time::timeout(DEADLINE, async {
+        let tuning = TransportTuning {
+            handshake_timeout: Duration::from_millis(500),
+            ..TransportTuning::default()
+        };
+        let target = bind_client_endpoint(&tuning).unwrap();
+        let port = target.local_addr().unwrap().port();
+        let identity = Identity::generate().unwrap();
+        let dialer = bind_client_endpoint(&tuning).unwrap();
+        let started = std::time::Instant::now();
+        let result = connect_any(
+            &dialer,
+            SocketAddr::from(([127, 0, 0, 1], port)),
+            &identity,
+            &tuning,
+        )
+        .await;
+        // Without a server config quinn cannot refuse (CONNECTION_REFUSED
+        // needs Initial keys from one); the dialer gives up at its
+        // handshake timeout, and nothing is ever accepted.
+        assert!(
+            matches!(result, Err(ConnectError::Timeout { .. })),
+            "{result:?}"
+        );
+        assert!(
+            started.elapsed() < tuning.handshake_timeout + Duration::from_secs(1),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(
+            tokio::time::timeout(Duration::from_millis(200), target.accept())
+                .await
+                .is_err(),
+            "a dial-only endpoint yields no incoming connection"
+        );
     })
     .await
     .unwrap();

@@ -1,6 +1,9 @@
 //! `minimodel fetch MANIFEST (--peer PEER_ID@HOST:PORT | --offer FILE)...
-//! -o DIR [--serve [--listen ADDR]] [--seed-after] [--identity DIR]
-//! [--max-peers N] [--yes]`: download from several peers at once.
+//! -o DIR [--serve [--listen ADDR] [--public-addr HOST:PORT]...]
+//! [--seed-after] [--identity DIR] [--max-peers N] [--yes]`: download from
+//! several peers at once. A peer named several times (several `--peer`
+//! values, offers listing several addresses) is one peer with several
+//! addresses.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -12,13 +15,16 @@ use minimodel_swarm::download::DownloadConfig;
 use minimodel_swarm::fetch::{FetchConfig, FetchError, Fetcher};
 use minimodel_swarm::node::NodeConfig;
 use minimodel_swarm::offer::PeerOffer;
+use minimodel_swarm::peers::{PeerAddrs, merge_peers};
 use minimodel_swarm::resume::{CompleteCheck, OpenedDownload, PartialDownload, ResumeOptions};
 use minimodel_verifier::receipt::ReceiptSource;
-use minimodel_wire::PeerAddr;
 use serde_json::json;
 use tokio::sync::mpsc;
 
-use super::network::{Congestion, identity, parse_peer, runtime, show_reports};
+use super::network::{
+    Congestion, PublicAddr, advertised, describe_peer, identity, parse_peer, parse_public_addr,
+    runtime, show_reports,
+};
 use super::{LoadedManifest, load_manifest};
 use crate::consent;
 use crate::exit::{Exit, Failure, OrExit};
@@ -30,9 +36,11 @@ use crate::units::{human_bytes, parse_size};
 pub struct FetchArgs {
     /// The manifest of the artifact to fetch.
     pub manifest: PathBuf,
-    /// A peer to fetch from, PEER_ID@HOST:PORT (any number).
+    /// A peer to fetch from, PEER_ID@HOST:PORT (any number). HOST is an
+    /// IP address ([IPv6] in brackets) or a name, resolved now to all its
+    /// addresses; the same id given again adds addresses to that peer.
     #[arg(long = "peer", value_name = "PEER_ID@HOST:PORT", value_parser = parse_peer)]
-    pub peers: Vec<PeerAddr>,
+    pub peers: Vec<PeerAddrs>,
     /// A peer offer file to fetch from (any number).
     #[arg(long = "offer")]
     pub offers: Vec<PathBuf>,
@@ -49,9 +57,19 @@ pub struct TransferArgs {
     /// Serve verified chunks to other peers while downloading.
     #[arg(long)]
     pub serve: bool,
-    /// With --serve: where to listen.
+    /// With --serve: where to listen. `[::]:PORT` serves IPv4 and IPv6.
     #[arg(long, default_value = "0.0.0.0:0", requires = "serve")]
     pub listen: SocketAddr,
+    /// With --serve: an address peers on other machines reach this node at
+    /// (a NAT's public address, a port forward); listed first in its offer.
+    /// Any number.
+    #[arg(
+        long = "public-addr",
+        value_name = "HOST:PORT",
+        value_parser = parse_public_addr,
+        requires = "serve"
+    )]
+    pub public_addrs: Vec<PublicAddr>,
     /// With --serve: keep serving the finished file until stopped.
     #[arg(long, requires = "serve")]
     pub seed_after: bool,
@@ -87,6 +105,7 @@ pub fn run(args: FetchArgs, out: Output) -> Result<(), Failure> {
             .or_exit(Exit::InvalidInput)?;
         peers.push(offer.peer);
     }
+    let peers = merge_peers(peers);
     if peers.is_empty() {
         return Err(
             Failure::new(Exit::Usage, anyhow::anyhow!("no peers to fetch from"))
@@ -96,10 +115,11 @@ pub fn run(args: FetchArgs, out: Output) -> Result<(), Failure> {
     transfer(&loaded, peers, args.out, &args.transfer, out)
 }
 
-/// Fetches `loaded`'s artifact from `peers` into `dir`.
+/// Fetches `loaded`'s artifact from `peers` (one entry per peer id) into
+/// `dir`.
 pub fn transfer(
     loaded: &LoadedManifest,
-    peers: Vec<PeerAddr>,
+    peers: Vec<PeerAddrs>,
     dir: PathBuf,
     args: &TransferArgs,
     out: Output,
@@ -135,7 +155,9 @@ pub fn transfer(
             manifest: manifest.clone(),
             manifest_sha256: loaded.sha256,
             out_dir: dir.clone(),
-            peers,
+            // Until the node dials every address of a peer itself: one
+            // entry per address, the node dials the first of each peer.
+            peers: PeerAddrs::flatten(&peers),
             serve: args.serve,
             seed_after: args.seed_after,
             node: NodeConfig {
@@ -152,12 +174,15 @@ pub fn transfer(
             give_up_after: Duration::from_secs(20),
         };
         let fetcher = Fetcher::start(config, partial, identity, reports).map_err(classify)?;
-        if let Some(addr) = fetcher.listen_addr() {
-            let peer = PeerAddr {
+        if let Some(bound) = fetcher.listen_addr() {
+            let peer = PeerAddrs {
                 id: fetcher.peer_id(),
-                addr: concrete(addr),
+                addrs: advertised(bound, &args.public_addrs, out),
             };
-            out.say(format!("serving verified chunks as {peer}"));
+            out.say(format!(
+                "serving verified chunks as {}",
+                describe_peer(&peer)
+            ));
             out.event(
                 "offer",
                 serde_json::to_value(PeerOffer::for_manifest(manifest, peer)).unwrap_or_default(),
@@ -295,13 +320,6 @@ fn open_download(
             Ok(Some(Arc::new(partial)))
         }
     }
-}
-
-fn concrete(mut addr: SocketAddr) -> SocketAddr {
-    if addr.ip().is_unspecified() {
-        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-    }
-    addr
 }
 
 /// Exit codes for fetch failures.

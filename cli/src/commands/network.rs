@@ -1,15 +1,16 @@
 //! What the networked commands share: peer addresses, identities, the
 //! runtime, and how a node's reports are shown.
 
-use std::net::ToSocketAddrs;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
 use indicatif::ProgressBar;
+use minimodel_swarm::addrs::{advertised_addrs, listener_addrs, resolve_host_port};
 use minimodel_swarm::node::NodeReport;
+use minimodel_swarm::peers::{PeerAddrs, parse_peer_arg};
 use minimodel_swarm::transport::{CongestionControl, Identity, TransportTuning};
-use minimodel_wire::{PeerAddr, PeerId, PeerIdError};
 use tokio::sync::mpsc;
 
 use crate::exit::{Exit, Failure, OrExit};
@@ -42,22 +43,46 @@ impl Congestion {
     }
 }
 
-/// Parses `PEER_ID@HOST:PORT`; the host may be a name, resolved now.
-pub fn parse_peer(text: &str) -> Result<PeerAddr, String> {
-    if let Ok(peer) = text.parse::<PeerAddr>() {
-        return Ok(peer);
-    }
-    let (id, host) = text
-        .split_once('@')
-        .ok_or("not a peer address: expected PEER_ID@HOST:PORT")?;
+/// Parses `--peer`: `PEER_ID@IP:PORT`, `PEER_ID@[IPv6]:PORT` or
+/// `PEER_ID@NAME:PORT`, the name resolved now to all its addresses.
+pub fn parse_peer(text: &str) -> Result<PeerAddrs, String> {
     // clap already echoes the whole value; the message says what is wrong.
-    let id: PeerId = id.parse().map_err(|e: PeerIdError| e.to_string())?;
-    let addr = host
-        .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve '{host}': {e}"))?
-        .next()
-        .ok_or_else(|| format!("'{host}' has no address"))?;
-    Ok(PeerAddr { id, addr })
+    parse_peer_arg(text).map_err(|e| e.to_string())
+}
+
+/// One `--public-addr HOST:PORT`: every address it names.
+#[derive(Debug, Clone)]
+pub struct PublicAddr(pub Vec<SocketAddr>);
+
+/// Parses `--public-addr`: `IP:PORT`, `[IPv6]:PORT` or `NAME:PORT`, the
+/// name resolved now to all its addresses.
+pub fn parse_public_addr(text: &str) -> Result<PublicAddr, String> {
+    resolve_host_port(text)
+        .map(PublicAddr)
+        .map_err(|e| e.to_string())
+}
+
+/// The addresses a listener bound at `bound` advertises with the
+/// `--public-addr` values: itself, or for a wildcard the host's usable
+/// interface addresses (`minimodel_swarm::addrs`). When the interfaces
+/// cannot be read, the loopback address (and a warning).
+pub fn advertised(bound: SocketAddr, public: &[PublicAddr], out: Output) -> Vec<SocketAddr> {
+    let public: Vec<SocketAddr> = public.iter().flat_map(|p| p.0.iter().copied()).collect();
+    match listener_addrs(bound, &public) {
+        Ok(addrs) => addrs,
+        Err(error) => {
+            out.say(format!(
+                "cannot list this host's addresses ({error}); advertising only the loopback address and --public-addr"
+            ));
+            advertised_addrs(bound, &[], &public)
+        }
+    }
+}
+
+/// `ID at ADDR, ADDR` for people.
+pub fn describe_peer(peer: &PeerAddrs) -> String {
+    let addrs: Vec<String> = peer.addrs.iter().map(ToString::to_string).collect();
+    format!("{} at {}", peer.id, addrs.join(", "))
 }
 
 /// The node's identity: kept in `dir` across runs, or a fresh one.

@@ -1,6 +1,8 @@
-//! `minimodel seed MANIFEST FILE.slm [--listen ADDR] [--identity DIR]
-//! [--offer FILE] [--max-upload RATE] [--max-peers N] [--yes]`: verify the
-//! file first, then serve it until SIGINT or SIGTERM.
+//! `minimodel seed MANIFEST FILE.slm [--listen ADDR] [--public-addr
+//! HOST:PORT]... [--identity DIR] [--offer FILE] [--max-upload RATE]
+//! [--max-peers N] [--yes]`: verify the file first, then serve it until
+//! SIGINT or SIGTERM. The offer lists the addresses peers on other machines
+//! can reach (`minimodel_swarm::addrs`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -10,12 +12,16 @@ use clap::Args;
 use minimodel_swarm::fetch::write_json_atomically;
 use minimodel_swarm::node::NodeConfig;
 use minimodel_swarm::offer::PeerOffer;
+use minimodel_swarm::peers::PeerAddrs;
 use minimodel_swarm::seed::Seeder;
 use minimodel_verifier::check::verify_local_file;
 use tokio::sync::mpsc;
 
 use super::load_manifest;
-use super::network::{Congestion, identity, runtime, show_reports};
+use super::network::{
+    Congestion, PublicAddr, advertised, describe_peer, identity, parse_public_addr, runtime,
+    show_reports,
+};
 use crate::consent;
 use crate::exit::{Exit, Failure, OrExit};
 use crate::output::Output;
@@ -28,9 +34,15 @@ pub struct SeedArgs {
     pub manifest: PathBuf,
     /// The verified local `.slm` file to serve.
     pub file: PathBuf,
-    /// Address to listen on (port 0 picks a free one).
+    /// Address to listen on (port 0 picks a free one). `[::]:PORT` serves
+    /// IPv4 and IPv6.
     #[arg(long, default_value = "0.0.0.0:0")]
     pub listen: SocketAddr,
+    /// An address peers on other machines reach this seeder at (a NAT's
+    /// public address, a port forward); listed first in the offer. A name
+    /// is resolved now. Any number.
+    #[arg(long = "public-addr", value_name = "HOST:PORT", value_parser = parse_public_addr)]
+    pub public_addrs: Vec<PublicAddr>,
     /// Directory that keeps this peer's key, so it keeps its id across runs.
     #[arg(long)]
     pub identity: Option<PathBuf>,
@@ -93,15 +105,23 @@ pub fn run(args: SeedArgs, out: Output) -> Result<(), Failure> {
         let seeder = Seeder::start(&artifact, &args.file, config, identity, reports)
             .context("cannot start serving")
             .or_exit(Exit::Transfer)?;
-        let peer = seeder
-            .peer_addr()
+        let bound = seeder
+            .listen_addr()
             .context("the seeder has no listening address")?;
-        let offer = PeerOffer::for_manifest(manifest, peer);
+        let peer = PeerAddrs {
+            id: seeder.peer_id(),
+            addrs: advertised(bound, &args.public_addrs, out),
+        };
+        let offer = PeerOffer::for_manifest(manifest, peer.clone());
         if let Some(path) = &args.offer {
             write_json_atomically(path, &offer)
                 .with_context(|| format!("cannot write the offer to {}", path.display()))?;
         }
-        out.say(format!("seeding {} as {peer}", manifest.model_id));
+        out.say(format!(
+            "seeding {} as {}",
+            manifest.model_id,
+            describe_peer(&peer)
+        ));
         out.say("stop with Ctrl-C");
         out.event("offer", serde_json::to_value(&offer).unwrap_or_default());
         let shown = show_reports(report_inbox, out, None);

@@ -227,7 +227,7 @@ async fn accept_pieces(
                     }
                     match verdict.await {
                         Ok(PieceVerdict::Accept) => {
-                            match pieces::receive_body(&mut stream, header).await {
+                            match pieces::receive_body(&mut stream, header, |_| {}).await {
                                 Ok(piece) => LinkEvent::PieceArrived(piece),
                                 Err(error) => LinkEvent::PieceFailed {
                                     chunk: Some(chunk),
@@ -251,9 +251,10 @@ impl PieceStreamError {
     /// How the core sees it: a reset or a lost connection blames nobody;
     /// a stream the sender finished short, or malformed, is a violation.
     pub fn into_end(self) -> PieceEnd {
-        match self {
-            PieceStreamError::Interrupted(_) => PieceEnd::Reset,
-            violation => PieceEnd::Violation(violation.to_string()),
+        if self.is_peer_misbehaviour() {
+            PieceEnd::Violation(self.to_string())
+        } else {
+            PieceEnd::Reset
         }
     }
 }

@@ -1,11 +1,21 @@
 //! Piece streams on QUIC: one unidirectional stream per chunk, a header
 //! frame with the chunk's index, length and Merkle proof, then exactly the
-//! chunk's bytes, then FIN (`docs/wire-protocol.md`).
+//! chunk's bytes, then FIN (`docs/wire-protocol.md`, section 9).
 //!
 //! Receiving keeps the bytes in the pieces quinn hands out
 //! ([`quinn::RecvStream::read_chunk`]), so nothing copies them; sending
 //! writes the chunk as `Bytes` slices, each one after the upload rate limit
 //! allows it.
+//!
+//! Blame, precisely: quinn *finishes* a `SendStream` that is dropped, so an
+//! upload given up half way (Cancel, stall, peer removed, task aborted,
+//! shutdown) would look like a stream the sender cut short on purpose.
+//! Every piece stream is therefore sent through a [`PieceSendStream`], which
+//! resets the stream ([`PIECE_ABANDONED`]) on every path that does not
+//! finish it, the task being aborted included. The receiver discards a
+//! stream that was reset or lost with its connection, blaming nobody; only
+//! a stream its sender *finished* (FIN) short, inside its header or its
+//! body, is a violation ([`PieceStreamError::FinishedShort`]).
 
 use std::time::{Duration, Instant};
 
@@ -21,13 +31,66 @@ use minimodel_node::upload::TokenBucket;
 /// Bytes written to a piece stream between two rate-limit checks.
 const SEND_SLICE: usize = 64 * 1024;
 
+/// The application error code of the RESET_STREAM a sender sends for a
+/// piece stream it does not complete (`docs/wire-protocol.md`, section 9).
+/// Receivers discard a reset piece stream whatever its code.
+pub const PIECE_ABANDONED: u32 = 0;
+
+/// Which part of a piece stream a sender finished early.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PiecePart {
+    /// The header frame (its length prefix included).
+    Header,
+    /// The chunk's bytes after the header.
+    Body,
+}
+
+impl std::fmt::Display for PiecePart {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PiecePart::Header => "header",
+            PiecePart::Body => "body",
+        })
+    }
+}
+
 /// Why a piece stream did not deliver a chunk.
 #[derive(Debug, thiserror::Error)]
 pub enum PieceStreamError {
-    /// The stream ended or was reset before the whole chunk arrived, or the
-    /// connection went away: nothing the peer can be blamed for.
+    /// The sender reset the stream (it gave the upload up: a Cancel, a
+    /// stall, shutting down): nothing the peer can be blamed for.
+    #[error("the peer reset the piece stream (code {code}); the chunk was not delivered")]
+    Reset {
+        /// The RESET_STREAM's application error code.
+        code: u64,
+    },
+    /// The connection went away while the stream was open: nobody to
+    /// blame for the stream itself (why the connection ended is reported
+    /// by the link).
+    #[error("the connection was lost during the piece stream: {0}")]
+    ConnectionLost(#[source] quinn::ConnectionError),
+    /// The stream ended on our side (we stopped it, or a local error):
+    /// nothing the peer can be blamed for.
     #[error("piece stream ended early: {0}")]
     Interrupted(String),
+    /// The sender finished (FIN) the stream before the whole piece: a
+    /// violation (`docs/wire-protocol.md`, section 9).
+    #[error(
+        "peer broke the piece stream rules: it finished the stream inside its {part}, \
+         after {received} of {expected} bytes{}",
+        chunk.map(|c| format!(" of {c}")).unwrap_or_default()
+    )]
+    FinishedShort {
+        /// The chunk, once the header was read.
+        chunk: Option<ChunkIndex>,
+        /// Header or body.
+        part: PiecePart,
+        /// Bytes of that part that arrived.
+        received: u64,
+        /// Bytes that part has (for the header: as far as it was known,
+        /// the length prefix or the whole frame).
+        expected: u64,
+    },
     /// The peer broke the rules: a malformed header, a header that does not
     /// fit the swarm, or more bytes than the chunk has.
     #[error("peer broke the piece stream rules: {0}")]
@@ -46,12 +109,31 @@ pub enum PieceStreamError {
 }
 
 impl PieceStreamError {
-    /// Whether the peer is to blame.
+    /// Whether the peer is to blame: a stream it finished short, broke or
+    /// sent unasked. A reset stream, a lost connection or our own stop are
+    /// not.
     pub fn is_peer_misbehaviour(&self) -> bool {
         matches!(
             self,
-            PieceStreamError::Violation(_) | PieceStreamError::Unrequested(_)
+            PieceStreamError::FinishedShort { .. }
+                | PieceStreamError::Violation(_)
+                | PieceStreamError::Unrequested(_)
         )
+    }
+
+    /// What a failed read means, when the stream did not end with FIN.
+    fn from_read(error: quinn::ReadError) -> Self {
+        match error {
+            quinn::ReadError::Reset(code) => PieceStreamError::Reset {
+                code: code.into_inner(),
+            },
+            quinn::ReadError::ConnectionLost(error) => PieceStreamError::ConnectionLost(error),
+            other @ (quinn::ReadError::ClosedStream
+            | quinn::ReadError::IllegalOrderedRead
+            | quinn::ReadError::ZeroRttRejected) => {
+                PieceStreamError::Interrupted(other.to_string())
+            }
+        }
     }
 }
 
@@ -73,7 +155,7 @@ pub async fn receive_header(
     params: &SwarmParams,
 ) -> Result<PieceHeader, PieceStreamError> {
     let mut prefix = [0u8; FRAME_PREFIX_LEN];
-    read_exact(stream, &mut prefix).await?;
+    read_header_part(stream, &mut prefix, 0).await?;
     let len = u32::from_le_bytes(prefix) as usize;
     if len == 0 || len > MAX_PIECE_HEADER_FRAME as usize {
         return Err(PieceStreamError::Violation(format!(
@@ -82,7 +164,7 @@ pub async fn receive_header(
     }
     let mut frame = vec![0u8; FRAME_PREFIX_LEN + len];
     frame[..FRAME_PREFIX_LEN].copy_from_slice(&prefix);
-    read_exact(stream, &mut frame[FRAME_PREFIX_LEN..]).await?;
+    read_header_part(stream, &mut frame[FRAME_PREFIX_LEN..], FRAME_PREFIX_LEN).await?;
     let header = PieceHeader::decode(&mut &frame[..])
         .map_err(|error| PieceStreamError::Violation(error.to_string()))?;
     header
@@ -96,22 +178,27 @@ pub async fn receive_header(
 pub async fn receive_body(
     stream: &mut quinn::RecvStream,
     header: PieceHeader,
+    mut on_progress: impl FnMut(usize),
 ) -> Result<ArrivedPiece, PieceStreamError> {
     let mut data = ChunkData::new();
-    let mut remaining = header.chunk_len as usize;
+    let expected = header.chunk_len as usize;
+    let mut remaining = expected;
     while remaining > 0 {
         match stream.read_chunk(remaining, true).await {
             Ok(Some(chunk)) => {
                 remaining -= chunk.bytes.len();
+                on_progress(chunk.bytes.len());
                 data.push(chunk.bytes);
             }
             Ok(None) => {
-                return Err(PieceStreamError::Interrupted(format!(
-                    "{} ended {remaining} bytes short",
-                    header.chunk
-                )));
+                return Err(PieceStreamError::FinishedShort {
+                    chunk: Some(header.chunk),
+                    part: PiecePart::Body,
+                    received: (expected - remaining) as u64,
+                    expected: expected as u64,
+                });
             }
-            Err(error) => return Err(PieceStreamError::Interrupted(error.to_string())),
+            Err(error) => return Err(PieceStreamError::from_read(error)),
         }
     }
     match stream.read_chunk(1, true).await {
@@ -122,7 +209,7 @@ pub async fn receive_body(
                 header.chunk_len, header.chunk
             )));
         }
-        Err(error) => return Err(PieceStreamError::Interrupted(error.to_string())),
+        Err(error) => return Err(PieceStreamError::from_read(error)),
     }
     Ok(ArrivedPiece {
         chunk: header.chunk,
@@ -131,16 +218,81 @@ pub async fn receive_body(
     })
 }
 
-async fn read_exact(
+/// Reads `buf.len()` bytes of the header frame, `before` bytes of which
+/// were read already. FIN before they are all there is the sender's doing.
+async fn read_header_part(
     stream: &mut quinn::RecvStream,
     buf: &mut [u8],
+    before: usize,
 ) -> Result<(), PieceStreamError> {
     stream.read_exact(buf).await.map_err(|error| match error {
-        quinn::ReadExactError::FinishedEarly(_) => {
-            PieceStreamError::Violation("piece stream ended inside its header".to_owned())
-        }
-        quinn::ReadExactError::ReadError(error) => PieceStreamError::Interrupted(error.to_string()),
+        quinn::ReadExactError::FinishedEarly(read) => PieceStreamError::FinishedShort {
+            chunk: None,
+            part: PiecePart::Header,
+            received: (before + read) as u64,
+            expected: (before + buf.len()) as u64,
+        },
+        quinn::ReadExactError::ReadError(error) => PieceStreamError::from_read(error),
     })
+}
+
+/// A piece stream being sent. It resets the stream ([`PIECE_ABANDONED`])
+/// when dropped unless [`PieceSendStream::finish`] was called: every error,
+/// a dropped future and an aborted task alike. (quinn itself finishes a
+/// dropped stream, which the receiver could not tell from a sender that
+/// cut the piece short.)
+#[derive(Debug)]
+pub struct PieceSendStream {
+    stream: Option<quinn::SendStream>,
+}
+
+impl PieceSendStream {
+    /// Opens a unidirectional stream on `connection` for one piece.
+    pub async fn open(connection: &quinn::Connection) -> Result<Self, PieceStreamError> {
+        let stream = connection.open_uni().await.map_err(|error| match error {
+            quinn::ConnectionError::LocallyClosed => interrupted(&error),
+            error => PieceStreamError::ConnectionLost(error),
+        })?;
+        Ok(Self {
+            stream: Some(stream),
+        })
+    }
+
+    /// Wraps a stream already opened.
+    pub fn new(stream: quinn::SendStream) -> Self {
+        Self {
+            stream: Some(stream),
+        }
+    }
+
+    /// Writes all of `bytes`.
+    pub async fn write(&mut self, bytes: Bytes) -> Result<(), PieceStreamError> {
+        let stream = self
+            .stream
+            .as_mut()
+            .ok_or_else(|| PieceStreamError::Interrupted("the stream was finished".into()))?;
+        stream.write_chunk(bytes).await.map_err(|e| interrupted(&e))
+    }
+
+    /// Ends the stream with FIN: the piece is complete.
+    pub fn finish(mut self) -> Result<(), PieceStreamError> {
+        match self.stream.take() {
+            // Taken out first: if finishing fails, the drop below finds
+            // nothing to reset (the stream is stopped or gone anyway).
+            Some(mut stream) => stream.finish().map_err(|e| interrupted(&e)),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for PieceSendStream {
+    fn drop(&mut self) {
+        if let Some(mut stream) = self.stream.take() {
+            // Fails only when the stream is already closed (stopped by the
+            // peer, or the connection is gone): nothing left to tell.
+            let _ = stream.reset(PIECE_ABANDONED.into());
+        }
+    }
 }
 
 /// Sends one chunk on a new piece stream: header, bytes, FIN. With a pace
@@ -161,10 +313,9 @@ pub async fn send_piece(
     header
         .encode_checked(params, &mut frame)
         .map_err(|error| PieceStreamError::Violation(format!("refusing to send: {error}")))?;
-    let mut stream = tokio::time::timeout(stall, connection.open_uni())
+    let mut stream = tokio::time::timeout(stall, PieceSendStream::open(connection))
         .await
-        .map_err(|_| PieceStreamError::Stalled(stall))?
-        .map_err(|e| interrupted(&e))?;
+        .map_err(|_| PieceStreamError::Stalled(stall))??;
     write_within(&mut stream, frame.freeze(), stall).await?;
     let mut offset = 0;
     while offset < bytes.len() {
@@ -178,7 +329,7 @@ pub async fn send_piece(
         write_within(&mut stream, bytes.slice(offset..end), stall).await?;
         offset = end;
     }
-    stream.finish().map_err(|e| interrupted(&e))
+    stream.finish()
 }
 
 fn interrupted(error: &dyn std::fmt::Display) -> PieceStreamError {
@@ -188,12 +339,11 @@ fn interrupted(error: &dyn std::fmt::Display) -> PieceStreamError {
 /// Writes `bytes`, or fails if the peer's flow control lets none of them
 /// through within `stall`.
 async fn write_within(
-    stream: &mut quinn::SendStream,
+    stream: &mut PieceSendStream,
     bytes: Bytes,
     stall: Duration,
 ) -> Result<(), PieceStreamError> {
-    tokio::time::timeout(stall, stream.write_chunk(bytes))
+    tokio::time::timeout(stall, stream.write(bytes))
         .await
         .map_err(|_| PieceStreamError::Stalled(stall))?
-        .map_err(|e| interrupted(&e))
 }

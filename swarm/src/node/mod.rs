@@ -141,15 +141,14 @@ pub(crate) struct NodeParts {
 impl Node {
     pub(crate) fn new(parts: NodeParts) -> Result<Self, NodeError> {
         parts.config.core.validate()?;
+        // A node that does not listen accepts nothing: no server config, so
+        // Initials sent to it cost nothing (issue 18). Its socket is
+        // dual-stack, so it dials IPv4 and IPv6 peers.
         let endpoint = match parts.config.listen {
             Some(listen) => {
                 crate::transport::bind_endpoint(listen, &parts.identity, &parts.config.tuning)?
             }
-            None => crate::transport::bind_endpoint(
-                SocketAddr::from(([0, 0, 0, 0], 0)),
-                &parts.identity,
-                &parts.config.tuning,
-            )?,
+            None => crate::transport::bind_client_endpoint(&parts.config.tuning)?,
         };
         let listen = parts.config.listen.and_then(|_| endpoint.local_addr().ok());
         let params = *parts.swarm.params();
@@ -284,7 +283,8 @@ impl Node {
     }
 
     fn on_incoming(&mut self, incoming: quinn::Incoming) {
-        let remote = incoming.remote_address();
+        // A listener on [::] sees IPv4 peers as ::ffff:a.b.c.d.
+        let remote = crate::transport::canonical_addr(incoming.remote_address());
         let validated = incoming.remote_address_validated();
         match self.core.handle_incoming(remote, validated, Instant::now()) {
             minimodel_node::node::Incoming::Accept { link, deadline } => {

@@ -1,13 +1,23 @@
-//! The QUIC endpoint: one UDP socket that both listens and dials.
+//! QUIC endpoints: one UDP socket per process that listens and dials, or
+//! one that only dials.
 //!
 //! [`bind_endpoint`] sets the socket buffers before quinn takes the socket,
 //! installs the listener's TLS and transport config, and sizes the largest
-//! UDP payload for loopback when the endpoint may talk to loopback peers.
-//! [`connect`] dials one peer with its id pinned; [`accept`] completes an
-//! incoming handshake and returns the dialer's verified id. Both give the
-//! path its own transport config: loopback (large MTU) or not.
+//! UDP payload for loopback when the endpoint may talk to loopback peers. A
+//! listener on `[::]` is dual-stack (it serves IPv4 and IPv6); one on a
+//! specific address serves that address only.
+//! [`bind_client_endpoint`] makes an endpoint with no server config at all,
+//! for a node that does not serve: it accepts nothing and holds nothing for
+//! anyone who sends it Initials; it is dual-stack (`[::]:0`), so one
+//! endpoint dials IPv4 and IPv6 peers, and falls back to IPv4 (`0.0.0.0:0`)
+//! on a host without IPv6.
+//! [`connect`] dials one peer with its id pinned; [`connect_any`] dials an
+//! address whose peer id is not known yet and returns the id the peer
+//! proved; [`accept`] completes an incoming handshake and returns the
+//! dialer's verified id. All give the path its own transport config:
+//! loopback (large MTU) or not.
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -29,8 +39,12 @@ const CLOSE_HANDSHAKE_CHECK: u32 = 1;
 
 /// Binds a UDP socket on `listen` (port 0 picks a free port; read it back
 /// with `endpoint.local_addr()`) and makes it a QUIC endpoint that accepts
-/// connections as `identity` and can dial with [`connect`]. Must run inside
-/// a tokio runtime.
+/// connections as `identity` and can dial with [`connect`]. On `[::]` the
+/// socket is dual-stack (`IPV6_V6ONLY` off): it serves and dials both
+/// families. Must run inside a tokio runtime.
+///
+/// An endpoint made here queues every incoming attempt until it is
+/// accepted: run an accept loop, or use [`bind_client_endpoint`].
 pub fn bind_endpoint(
     listen: SocketAddr,
     identity: &Identity,
@@ -39,9 +53,46 @@ pub fn bind_endpoint(
     tuning.validate()?;
     let runtime = quinn::default_runtime().ok_or(TransportError::NoRuntime)?;
     let socket = bind_udp_socket(listen, tuning)?;
+    let server_config = server_config(identity, tuning, listen.ip().is_loopback())?;
+    new_endpoint(listen, socket, Some(server_config), tuning, runtime)
+}
+
+/// Makes a QUIC endpoint that only dials: it has no server config, so
+/// quinn answers an incoming Initial with at most a (rate-limited, smaller)
+/// stateless reset and keeps nothing of it. The socket is `[::]:0`,
+/// dual-stack, so the endpoint dials IPv4 and IPv6 peers; where the host
+/// has no IPv6 it is `0.0.0.0:0` (IPv4 peers only). Must run inside a tokio
+/// runtime.
+pub fn bind_client_endpoint(tuning: &TransportTuning) -> Result<quinn::Endpoint, TransportError> {
+    tuning.validate()?;
+    let runtime = quinn::default_runtime().ok_or(TransportError::NoRuntime)?;
+    let (addr, socket) = dual_stack_or_ipv4(|addr| bind_udp_socket(addr, tuning))?;
+    new_endpoint(addr, socket, None, tuning, runtime)
+}
+
+/// Binds `[::]:0` with `bind`, or `0.0.0.0:0` when that fails (no IPv6 on
+/// the host); the error is the IPv4 one when both fail.
+pub(crate) fn dual_stack_or_ipv4<T>(
+    mut bind: impl FnMut(SocketAddr) -> Result<T, TransportError>,
+) -> Result<(SocketAddr, T), TransportError> {
+    let dual = SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0));
+    if let Ok(bound) = bind(dual) {
+        return Ok((dual, bound));
+    }
+    let v4 = SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0));
+    bind(v4).map(|bound| (v4, bound))
+}
+
+fn new_endpoint(
+    addr: SocketAddr,
+    socket: std::net::UdpSocket,
+    server_config: Option<quinn::ServerConfig>,
+    tuning: &TransportTuning,
+    runtime: Arc<dyn quinn::Runtime>,
+) -> Result<quinn::Endpoint, TransportError> {
     // An endpoint on a loopback or wildcard address may have loopback peers,
     // which send (and receive) datagrams up to the loopback MTU.
-    let may_talk_loopback = listen.ip().is_loopback() || listen.ip().is_unspecified();
+    let may_talk_loopback = addr.ip().is_loopback() || addr.ip().is_unspecified();
     let mut endpoint_config = quinn::EndpointConfig::default();
     endpoint_config
         .max_udp_payload_size(tuning.max_udp_payload(may_talk_loopback))
@@ -51,10 +102,9 @@ pub fn bind_endpoint(
                 value: tuning.max_udp_payload(may_talk_loopback),
             })
         })?;
-    let server_config = server_config(identity, tuning, listen.ip().is_loopback())?;
-    quinn::Endpoint::new(endpoint_config, Some(server_config), socket, runtime).map_err(|source| {
+    quinn::Endpoint::new(endpoint_config, server_config, socket, runtime).map_err(|source| {
         TransportError::Socket {
-            addr: listen,
+            addr,
             action: "register with the runtime",
             source,
         }
@@ -62,7 +112,8 @@ pub fn bind_endpoint(
 }
 
 /// Creates the UDP socket with its buffer sizes set before binding, so the
-/// kernel never queues into a small default buffer.
+/// kernel never queues into a small default buffer. `[::]` is made
+/// dual-stack.
 fn bind_udp_socket(
     listen: SocketAddr,
     tuning: &TransportTuning,
@@ -80,6 +131,13 @@ fn bind_udp_socket(
         Some(Protocol::UDP),
     )
     .map_err(fail("create"))?;
+    if let SocketAddr::V6(v6) = listen
+        && v6.ip().is_unspecified()
+    {
+        socket
+            .set_only_v6(false)
+            .map_err(fail("clear IPV6_V6ONLY"))?;
+    }
     if let Some(bytes) = tuning.udp_receive_buffer {
         socket
             .set_recv_buffer_size(bytes)
@@ -92,6 +150,12 @@ fn bind_udp_socket(
     }
     socket.bind(&listen.into()).map_err(fail("bind"))?;
     Ok(socket.into())
+}
+
+/// The address as its own family: an IPv4-mapped IPv6 address (what a
+/// dual-stack socket reports for an IPv4 peer) becomes the IPv4 address.
+pub fn canonical_addr(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(addr.ip().to_canonical(), addr.port())
 }
 
 /// The listener's quinn config for paths to loopback or not.
@@ -118,19 +182,48 @@ pub async fn connect(
     tuning: &TransportTuning,
 ) -> Result<quinn::Connection, ConnectError> {
     tuning.validate()?;
-    let (crypto, verifier) = tls::client_crypto(identity, peer.id)?;
-    dial(endpoint, peer, tuning, crypto, &verifier).await
+    let (crypto, verifier) = tls::client_crypto(identity, Some(peer.id))?;
+    let (connection, _) = dial(
+        endpoint,
+        peer.addr,
+        Some(peer.id),
+        tuning,
+        crypto,
+        &verifier,
+    )
+    .await?;
+    Ok(connection)
 }
 
-/// [`connect`] after the TLS config is built (tests use their own ALPN).
+/// Dials `addr`, whose peer id is not known yet (a peer found on a DHT),
+/// and returns the connection with the [`PeerId`] the peer proved.
+///
+/// The peer must present exactly one raw Ed25519 public key and prove it
+/// with a valid signature, as with [`connect`]; only the comparison with an
+/// expected id is left to the caller, who learns the id here (and may ban
+/// it, or close the connection when it is not a peer it wants).
+pub async fn connect_any(
+    endpoint: &quinn::Endpoint,
+    addr: SocketAddr,
+    identity: &Identity,
+    tuning: &TransportTuning,
+) -> Result<(quinn::Connection, PeerId), ConnectError> {
+    tuning.validate()?;
+    let (crypto, verifier) = tls::client_crypto(identity, None)?;
+    dial(endpoint, addr, None, tuning, crypto, &verifier).await
+}
+
+/// [`connect`] and [`connect_any`] after the TLS config is built (tests use
+/// their own ALPN). Returns the connection and the peer's proven id.
 pub(crate) async fn dial(
     endpoint: &quinn::Endpoint,
-    peer: &PeerAddr,
+    addr: SocketAddr,
+    expected: Option<PeerId>,
     tuning: &TransportTuning,
     crypto: quinn::crypto::rustls::QuicClientConfig,
-    verifier: &tls::PinnedServerKey,
-) -> Result<quinn::Connection, ConnectError> {
-    let addr = peer.addr;
+    verifier: &tls::ServerKeyVerifier,
+) -> Result<(quinn::Connection, PeerId), ConnectError> {
+    let addr = canonical_addr(addr);
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));
     config.transport_config(Arc::new(tuning.transport_config(addr.ip().is_loopback())));
     let started = Instant::now();
@@ -146,12 +239,12 @@ pub(crate) async fn dial(
         }
         Ok(Err(error)) => {
             // The verifier saw the key even if the error says little.
-            if let Some(presented) = verifier.presented()
-                && presented != peer.id
+            if let (Some(expected), Some(presented)) = (expected, verifier.presented())
+                && presented != expected
             {
                 return Err(ConnectError::PeerIdMismatch {
                     addr,
-                    expected: peer.id,
+                    expected,
                     presented,
                 });
             }
@@ -161,26 +254,31 @@ pub(crate) async fn dial(
     };
     // rustls has enforced both already; these checks keep it that way if a
     // configuration change ever loosened them.
-    let presented = remote_peer_id(&connection).ok();
-    if presented != Some(peer.id) {
-        connection.close(CLOSE_HANDSHAKE_CHECK.into(), b"peer id");
-        return Err(match presented {
-            Some(presented) => ConnectError::PeerIdMismatch {
-                addr,
-                expected: peer.id,
-                presented,
-            },
-            None => ConnectError::PeerMisbehaved {
+    let presented = match remote_peer_id(&connection) {
+        Ok(presented) => presented,
+        Err(_) => {
+            connection.close(CLOSE_HANDSHAKE_CHECK.into(), b"peer id");
+            return Err(ConnectError::PeerMisbehaved {
                 addr,
                 source: ConnectionError::LocallyClosed,
-            },
+            });
+        }
+    };
+    if let Some(expected) = expected
+        && presented != expected
+    {
+        connection.close(CLOSE_HANDSHAKE_CHECK.into(), b"peer id");
+        return Err(ConnectError::PeerIdMismatch {
+            addr,
+            expected,
+            presented,
         });
     }
     if negotiated_alpn(&connection).as_deref() != Some(ALPN) {
         connection.close(CLOSE_HANDSHAKE_CHECK.into(), b"alpn");
         return Err(ConnectError::NoCommonProtocol { addr });
     }
-    Ok(connection)
+    Ok((connection, presented))
 }
 
 fn classify_connect_error(
@@ -218,7 +316,7 @@ fn classify_connect_error(
 /// returns it with the dialer's verified [`PeerId`], the key to ban by.
 ///
 /// The path gets the loopback transport config when the dialer is on a
-/// loopback address. A dialer without ALPN `minimodel/1`, without a raw
+/// loopback address (an IPv4-mapped one on a dual-stack listener too). A dialer without ALPN `minimodel/1`, without a raw
 /// Ed25519 key or with a bad signature is refused during the handshake.
 pub async fn accept(
     incoming: quinn::Incoming,
@@ -226,7 +324,7 @@ pub async fn accept(
     tuning: &TransportTuning,
 ) -> Result<(quinn::Connection, PeerId), AcceptError> {
     tuning.validate()?;
-    let addr = incoming.remote_address();
+    let addr = canonical_addr(incoming.remote_address());
     let config = server_config(identity, tuning, addr.ip().is_loopback())?;
     let started = Instant::now();
     // quinn reads the ClientHello here, so a refused ALPN already fails.

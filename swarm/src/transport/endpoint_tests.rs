@@ -40,8 +40,18 @@ async fn dial_with_alpn(
             accept(incoming, &server_identity, &tuning).await
         })
     };
-    let (crypto, verifier) = client_crypto_with_alpn(&client_identity, peer.id, alpn).unwrap();
-    let dialed = dial(&client, &peer, &tuning, crypto, &verifier).await;
+    let (crypto, verifier) =
+        client_crypto_with_alpn(&client_identity, Some(peer.id), alpn).unwrap();
+    let dialed = dial(
+        &client,
+        peer.addr,
+        Some(peer.id),
+        &tuning,
+        crypto,
+        &verifier,
+    )
+    .await
+    .map(|(connection, _)| connection);
     let accepted = listener.await.unwrap();
     (dialed, accepted)
 }
@@ -143,4 +153,53 @@ fn binding_outside_a_runtime_is_refused() {
     let identity = Identity::generate().unwrap();
     let result = bind_endpoint(loopback(), &identity, &TransportTuning::default());
     assert!(matches!(result, Err(TransportError::NoRuntime)));
+}
+
+#[test]
+fn dialing_sockets_fall_back_to_ipv4_without_ipv6() {
+    // A host with IPv6: the dual-stack address is taken first.
+    let mut tried = Vec::new();
+    let (addr, ()) = super::endpoint::dual_stack_or_ipv4(|addr| {
+        tried.push(addr);
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(addr, "[::]:0".parse().unwrap());
+    assert_eq!(tried, vec![addr]);
+
+    // A host without: IPv4, and the IPv4 error when both fail.
+    let no_ipv6 = |addr: SocketAddr| {
+        if addr.is_ipv6() {
+            Err(TransportError::Socket {
+                addr,
+                action: "create",
+                source: std::io::Error::from_raw_os_error(97),
+            })
+        } else {
+            Ok(addr.port())
+        }
+    };
+    let (addr, _) = super::endpoint::dual_stack_or_ipv4(no_ipv6).unwrap();
+    assert_eq!(addr, "0.0.0.0:0".parse().unwrap());
+    let neither = super::endpoint::dual_stack_or_ipv4(|addr| -> Result<(), _> {
+        Err(TransportError::Socket {
+            addr,
+            action: "bind",
+            source: std::io::Error::other("no network"),
+        })
+    });
+    match neither {
+        Err(TransportError::Socket { addr, .. }) => assert!(addr.is_ipv4()),
+        other => panic!("expected the IPv4 error, got {other:?}"),
+    }
+}
+
+#[test]
+fn mapped_addresses_become_their_own_family() {
+    let mapped: SocketAddr = "[::ffff:127.0.0.1]:4433".parse().unwrap();
+    assert_eq!(canonical_addr(mapped), "127.0.0.1:4433".parse().unwrap());
+    let v6: SocketAddr = "[::1]:4433".parse().unwrap();
+    assert_eq!(canonical_addr(v6), v6);
+    let v4: SocketAddr = "10.0.0.2:1".parse().unwrap();
+    assert_eq!(canonical_addr(v4), v4);
 }

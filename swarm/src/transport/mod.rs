@@ -5,8 +5,11 @@
 //! its Ed25519 key ([`Identity`]), kept in an identity directory across
 //! runs; its [`PeerId`](minimodel_wire::PeerId) is that public key. Peers
 //! authenticate each other with TLS 1.3 raw public keys (RFC 7250), no
-//! certificates: the dialer pins the id it expects ([`connect`]), the
-//! listener learns the dialer's id ([`accept`], [`remote_peer_id`]).
+//! certificates: the dialer pins the id it expects ([`connect`]) or, knowing
+//! only an address, learns the id the peer proves ([`connect_any`]); the
+//! listener learns the dialer's id ([`accept`], [`remote_peer_id`]). A node
+//! that does not serve dials from an endpoint with no server config
+//! ([`bind_client_endpoint`]), which accepts nothing.
 //! ALPN `minimodel/1` is required on both sides.
 //!
 //! What it is not: it knows no messages (that is `minimodel-wire`), no
@@ -14,7 +17,9 @@
 //!
 //! Invariants:
 //! - no connection completes unless the peer proved the key the dialer
-//!   pinned; there is no option to skip the check, not even in tests;
+//!   pinned (or, with [`connect_any`], proved some key, which the caller
+//!   gets); there is no option to skip the signature check, not even in
+//!   tests;
 //! - no TLS session resumption or 0-RTT, so every connection proves its key;
 //! - every error says whose fault it is: local (config, socket), the peer
 //!   (wrong key, broken protocol, incompatible), or the path (timeout).
@@ -29,7 +34,9 @@ mod tuning;
 #[cfg(test)]
 mod endpoint_tests;
 
-pub use endpoint::{accept, bind_endpoint, connect};
+pub use endpoint::{
+    accept, bind_client_endpoint, bind_endpoint, canonical_addr, connect, connect_any,
+};
 pub use error::{AcceptError, ConnectError, TransportError};
 pub use identity::{Identity, IdentityError, KEY_FILE_NAME};
 pub use spki::SpkiError;

@@ -2,8 +2,10 @@
 //!
 //! There are no certificates: each side presents its Ed25519 key as a DER
 //! SPKI and proves possession with a CertificateVerify signature. The dialer
-//! pins the key it expects ([`PinnedServerKey`]): another key aborts the
-//! handshake before any application data. The listener accepts any key
+//! pins the key it expects ([`ServerKeyVerifier`]): another key aborts the
+//! handshake before any application data; a dialer that knows only an
+//! address (a peer found on a DHT) pins nothing and learns the proven key.
+//! The listener accepts any key
 //! ([`AnyClientKey`]) but checks its signature; the swarm reads the key with
 //! [`remote_peer_id`] and bans by it.
 //!
@@ -118,12 +120,13 @@ pub(crate) fn server_crypto(identity: &Identity) -> Result<QuicServerConfig, Tls
     QuicServerConfig::try_from(Arc::new(config)).map_err(|_| TlsConfigError::NoInitialCipherSuite)
 }
 
-/// The dialer's TLS config for one connection to `expected`, and the
-/// verifier, which records the key the server presented.
+/// The dialer's TLS config for one connection to `expected` (`None`: any
+/// peer that proves its key), and the verifier, which records the key the
+/// server presented.
 pub(crate) fn client_crypto(
     identity: &Identity,
-    expected: PeerId,
-) -> Result<(QuicClientConfig, Arc<PinnedServerKey>), TlsConfigError> {
+    expected: Option<PeerId>,
+) -> Result<(QuicClientConfig, Arc<ServerKeyVerifier>), TlsConfigError> {
     client_crypto_with_alpn(identity, expected, vec![ALPN.to_vec()])
 }
 
@@ -131,12 +134,12 @@ pub(crate) fn client_crypto(
 /// anything but `minimodel/1`, to check that the listener refuses it.
 pub(crate) fn client_crypto_with_alpn(
     identity: &Identity,
-    expected: PeerId,
+    expected: Option<PeerId>,
     alpn_protocols: Vec<Vec<u8>>,
-) -> Result<(QuicClientConfig, Arc<PinnedServerKey>), TlsConfigError> {
-    let verifier = Arc::new(PinnedServerKey::new(expected));
+) -> Result<(QuicClientConfig, Arc<ServerKeyVerifier>), TlsConfigError> {
+    let verifier = Arc::new(ServerKeyVerifier::new(expected));
     // `dangerous()` is rustls's door to any verifier that is not WebPKI;
-    // `PinnedServerKey` checks the key and the signature itself.
+    // `ServerKeyVerifier` checks the key and the signature itself.
     let mut config = rustls::ClientConfig::builder_with_provider(Arc::clone(&PROVIDER))
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()
@@ -153,11 +156,11 @@ pub(crate) fn client_crypto_with_alpn(
     Ok((quic, verifier))
 }
 
-/// The dialer's verifier: accepts exactly one Ed25519 key, the pinned one,
-/// and a valid Ed25519 signature by it.
+/// The dialer's verifier: accepts exactly one Ed25519 key, the pinned one
+/// (or, with nothing pinned, any), and a valid Ed25519 signature by it.
 #[derive(Debug)]
-pub(crate) struct PinnedServerKey {
-    expected: PeerId,
+pub(crate) struct ServerKeyVerifier {
+    expected: Option<PeerId>,
     /// The key the server presented, recorded even when it is refused, so
     /// the dialer can name it in its error.
     presented: Mutex<Option<PeerId>>,
@@ -172,9 +175,9 @@ struct KeyMismatch {
     presented: PeerId,
 }
 
-impl PinnedServerKey {
-    fn new(expected: PeerId) -> Self {
-        PinnedServerKey {
+impl ServerKeyVerifier {
+    fn new(expected: Option<PeerId>) -> Self {
+        ServerKeyVerifier {
             expected,
             presented: Mutex::new(None),
         }
@@ -189,7 +192,7 @@ impl PinnedServerKey {
     }
 }
 
-impl ServerCertVerifier for PinnedServerKey {
+impl ServerCertVerifier for ServerKeyVerifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -203,10 +206,12 @@ impl ServerCertVerifier for PinnedServerKey {
             Ok(mut guard) => *guard = Some(presented),
             Err(poisoned) => *poisoned.into_inner() = Some(presented),
         }
-        if presented != self.expected {
+        if let Some(expected) = self.expected
+            && presented != expected
+        {
             return Err(TlsError::InvalidCertificate(CertificateError::Other(
                 OtherError(Arc::new(KeyMismatch {
-                    expected: self.expected,
+                    expected,
                     presented,
                 })),
             )));
@@ -340,7 +345,7 @@ mod tests {
     fn pinned_verifier_records_and_refuses_another_key() {
         let expected = Identity::generate().unwrap().peer_id();
         let other = Identity::generate().unwrap().peer_id();
-        let verifier = PinnedServerKey::new(expected);
+        let verifier = ServerKeyVerifier::new(Some(expected));
         let name = ServerName::try_from(SERVER_NAME).unwrap();
         let result = verifier.verify_server_cert(
             &der(&ed25519_spki(&other)),
@@ -364,6 +369,37 @@ mod tests {
                     UnixTime::now()
                 )
                 .is_ok()
+        );
+    }
+
+    #[test]
+    fn an_unpinned_verifier_takes_any_single_key_and_records_it() {
+        let verifier = ServerKeyVerifier::new(None);
+        let name = ServerName::try_from(SERVER_NAME).unwrap();
+        let key = Identity::generate().unwrap().peer_id();
+        let spki = der(&ed25519_spki(&key));
+        assert!(
+            verifier
+                .verify_server_cert(&spki, &[], &name, &[], UnixTime::now())
+                .is_ok()
+        );
+        assert_eq!(verifier.presented(), Some(key));
+        // Still exactly one well-formed Ed25519 key.
+        assert!(
+            verifier
+                .verify_server_cert(
+                    &spki,
+                    std::slice::from_ref(&spki),
+                    &name,
+                    &[],
+                    UnixTime::now()
+                )
+                .is_err()
+        );
+        assert!(
+            verifier
+                .verify_server_cert(&der(&spki.as_ref()[1..]), &[], &name, &[], UnixTime::now())
+                .is_err()
         );
     }
 
@@ -418,6 +454,7 @@ mod tests {
     fn configs_build_with_tls13_and_alpn() {
         let identity = Identity::generate().unwrap();
         assert!(server_crypto(&identity).is_ok());
-        assert!(client_crypto(&identity, identity.peer_id()).is_ok());
+        assert!(client_crypto(&identity, Some(identity.peer_id())).is_ok());
+        assert!(client_crypto(&identity, None).is_ok());
     }
 }
