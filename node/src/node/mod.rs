@@ -298,7 +298,9 @@ impl NodeCore {
         let exchange = self
             .has_exchange_work()
             .then(|| self.last_exchange + self.config.peer_exchange_every);
-        let serving_report = (self.serve && self.download.is_none())
+        // Upload progress is worth a wake-up only while someone is there
+        // to upload to: an idle seeder sleeps until a peer arrives.
+        let serving_report = (self.serve && self.download.is_none() && self.connected_count() > 0)
             .then(|| self.last_serving_report + Duration::from_secs(1));
         links
             .chain(dials)
