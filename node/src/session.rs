@@ -230,9 +230,10 @@ impl PeerDownload {
 
     /// The earliest moment something about this peer is due: a request
     /// expires ([`Self::expired_requests`]), it counts as stalled, or its
-    /// back-off ends.
+    /// back-off ends (a back-off that ended before `now` is due no more).
     pub(crate) fn next_deadline(
         &self,
+        now: Instant,
         chunk_size: u32,
         min_timeout: Duration,
         factor: u32,
@@ -252,7 +253,8 @@ impl PeerDownload {
             })
             .min();
         let stall = (!self.requests.is_empty()).then(|| self.last_progress + stall_timeout);
-        [expiry, stall, self.backoff_until].into_iter().flatten().min()
+        let backoff = self.backoff_until.filter(|until| *until > now);
+        [expiry, stall, backoff].into_iter().flatten().min()
     }
 
     fn chunk_time(&self, chunk_size: u32) -> Duration {
