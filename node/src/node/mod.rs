@@ -280,7 +280,10 @@ impl NodeCore {
         self.reports.push_back(report);
     }
 
-    /// When [`Self::handle_timeout`] must be called next, if ever.
+    /// When [`Self::handle_timeout`] must be called next, if ever: never
+    /// before `now` (work that became due while the node waited on
+    /// something else, such as a checkpoint that finished late, is due
+    /// `now`).
     pub fn poll_timeout(&self, now: Instant) -> Option<Instant> {
         if self.ended {
             return None;
@@ -309,6 +312,7 @@ impl NodeCore {
             .chain(exchange)
             .chain(serving_report)
             .min()
+            .map(|deadline| deadline.max(now))
     }
 
     /// Time passed: deadlines are checked, pipelines refilled, dials
