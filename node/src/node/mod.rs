@@ -42,7 +42,7 @@ use crate::report::{Departure, Failure, LinkEnd, NodeReport};
 use crate::rng::SplitMix64;
 use crate::upload::{TokenBucket, UploadQueue};
 
-pub use fetching::{Finish, VerifyOutcome};
+pub use fetching::{Finish, PeerTransfer, PieceEnd, PieceVerdict, TransferStats, VerifyOutcome};
 pub use links::{Incoming, LinkUp, Rejection};
 pub use serving::UploadOutcome;
 
@@ -388,7 +388,7 @@ impl NodeCore {
 
     /// The download's statistics for a receipt: per peer id, what it
     /// delivered; `None` when the node does not download.
-    pub fn transfer(&self) -> Option<fetching::TransferStats> {
+    pub fn transfer(&self) -> Option<TransferStats> {
         self.download.as_ref().map(|download| {
             let mut stats = download.stats();
             for peer in &mut stats.peers {
