@@ -18,6 +18,8 @@ pub mod rng;
 pub mod session;
 #[cfg(test)]
 pub(crate) mod sim;
+#[cfg(test)]
+pub(crate) mod testing;
 pub mod upload;
 
 pub use config::NodeConfig;
