@@ -225,3 +225,27 @@ fn requests_for_missing_chunks_or_beyond_the_queue_are_rejected() {
         }]
     );
 }
+
+#[test]
+fn a_second_copy_waits_while_first_copies_fill_the_uplink() {
+    let mut h = Harness::new(Kind::Seeder, 8, NodeConfig::default());
+    let a = h.connect_in(&fetcher(1, 8));
+    let b = h.connect_in(&fetcher(2, 8));
+    let c = h.connect_in(&fetcher(3, 8));
+    h.take();
+    request(&mut h, a, &[0]);
+    request(&mut h, b, &[0]);
+    assert_eq!(uploads(&h.take()), [(a, 0)], "one copy at a time");
+    request(&mut h, c, &[5]);
+    assert_eq!(uploads(&h.take()), [(c, 5)], "first copies go on");
+    sent(&mut h, a, 0);
+    assert!(uploads(&h.take()).is_empty(), "5 is still on its way");
+    // B got chunk 0 from A meanwhile and withdraws its request: nothing
+    // was spent on a second copy.
+    h.core.handle_message(b, Message::Cancel { chunk: ChunkIndex(0) }, h.now);
+    sent(&mut h, c, 5);
+    assert!(uploads(&h.take()).is_empty());
+    // Asked again with the uplink idle, it goes out.
+    request(&mut h, b, &[5]);
+    assert_eq!(uploads(&h.take()), [(b, 5)]);
+}
