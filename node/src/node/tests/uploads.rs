@@ -249,3 +249,25 @@ fn a_second_copy_waits_while_first_copies_fill_the_uplink() {
     request(&mut h, b, &[5]);
     assert_eq!(uploads(&h.take()), [(b, 5)]);
 }
+
+#[test]
+fn a_cancelled_upload_frees_its_slot_at_once() {
+    let config = NodeConfig {
+        upload_slots: 1,
+        ..NodeConfig::default()
+    };
+    let mut h = Harness::new(Kind::Seeder, 8, config);
+    let a = h.connect_in(&fetcher(1, 8));
+    let b = h.connect_in(&fetcher(2, 8));
+    h.take();
+    request(&mut h, a, &[0]);
+    request(&mut h, b, &[1]);
+    assert_eq!(uploads(&h.take()), [(a, 0)]);
+    h.core.handle_message(a, Message::Cancel { chunk: ChunkIndex(0) }, h.now);
+    let actions = h.take();
+    assert!(actions.contains(&Action::CancelUpload {
+        link: a,
+        chunk: ChunkIndex(0)
+    }));
+    assert_eq!(uploads(&actions), [(b, 1)], "the freed slot is used");
+}
