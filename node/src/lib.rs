@@ -11,6 +11,8 @@ pub mod book;
 pub mod config;
 pub mod download;
 pub mod ids;
+#[cfg(test)]
+pub(crate) mod netsim;
 pub mod node;
 pub mod picker;
 pub mod report;
