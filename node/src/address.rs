@@ -83,9 +83,7 @@ fn scope_v6(ip: Ipv6Addr) -> Scope {
 /// An IPv4 address written as IPv6 (`::ffff:a.b.c.d`) is the IPv4 one.
 pub fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
-        IpAddr::V6(v6) => v6
-            .to_ipv4_mapped()
-            .map_or(IpAddr::V6(v6), IpAddr::V4),
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
         v4 => v4,
     }
 }
@@ -120,7 +118,9 @@ impl Prefix {
             }
             IpAddr::V6(v6) => {
                 let s = v6.segments();
-                Prefix(IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0)))
+                Prefix(IpAddr::V6(Ipv6Addr::new(
+                    s[0], s[1], s[2], s[3], 0, 0, 0, 0,
+                )))
             }
         }
     }

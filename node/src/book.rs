@@ -279,8 +279,7 @@ impl AddressBook {
                         entry.addrs.push(addr);
                     }
                 }
-                if let Some(state @ (EntryState::Connected(_) | EntryState::Dialing { .. })) =
-                    state
+                if let Some(state @ (EntryState::Connected(_) | EntryState::Dialing { .. })) = state
                 {
                     entry.state = state;
                 }
@@ -326,8 +325,12 @@ mod tests {
         let t0 = Instant::now();
         let mut book = AddressBook::new(8);
         let id = PeerId([1; 32]);
-        let a = book.learn(Some(id), &[addr(1)], Source::Exchange, t0).unwrap();
-        let b = book.learn(Some(id), &[addr(2), addr(1)], Source::Offer, t0).unwrap();
+        let a = book
+            .learn(Some(id), &[addr(1)], Source::Exchange, t0)
+            .unwrap();
+        let b = book
+            .learn(Some(id), &[addr(2), addr(1)], Source::Offer, t0)
+            .unwrap();
         assert_eq!(a, b);
         let entry = book.get(a).unwrap();
         assert_eq!(entry.addrs, [addr(1), addr(2)]);
@@ -355,12 +358,13 @@ mod tests {
     fn a_full_book_drops_the_oldest_entry_learned_from_peers() {
         let t0 = Instant::now();
         let mut book = AddressBook::new(3);
-        let offer = book.learn(Some(PeerId([9; 32])), &[addr(9)], Source::Offer, t0).unwrap();
-        let old = book
-            .learn(None, &[addr(1)], Source::Exchange, t0)
+        let offer = book
+            .learn(Some(PeerId([9; 32])), &[addr(9)], Source::Offer, t0)
             .unwrap();
+        let old = book.learn(None, &[addr(1)], Source::Exchange, t0).unwrap();
         let later = t0 + Duration::from_secs(1);
-        book.learn(None, &[addr(2)], Source::Exchange, later).unwrap();
+        book.learn(None, &[addr(2)], Source::Exchange, later)
+            .unwrap();
         book.learn(None, &[addr(3)], Source::Dht, later).unwrap();
         assert_eq!(book.len(), 3);
         assert!(book.get(old).is_none(), "the oldest one made room");
@@ -376,7 +380,9 @@ mod tests {
         let t0 = Instant::now();
         let mut book = AddressBook::new(8);
         let many: Vec<SocketAddr> = (1..=50).map(addr).collect();
-        let key = book.learn(Some(PeerId([1; 32])), &many, Source::Exchange, t0).unwrap();
+        let key = book
+            .learn(Some(PeerId([1; 32])), &many, Source::Exchange, t0)
+            .unwrap();
         assert_eq!(book.get(key).unwrap().addrs.len(), MAX_ADDRS_PER_PEER);
     }
 
@@ -385,7 +391,14 @@ mod tests {
         let mut rng = SplitMix64(7);
         let initial = Duration::from_secs(1);
         let max = Duration::from_secs(30);
-        for (failures, base) in [(1, 1.0), (2, 2.0), (3, 4.0), (5, 16.0), (6, 30.0), (40, 30.0)] {
+        for (failures, base) in [
+            (1, 1.0),
+            (2, 2.0),
+            (3, 4.0),
+            (5, 16.0),
+            (6, 30.0),
+            (40, 30.0),
+        ] {
             for _ in 0..50 {
                 let wait = AddressBook::backoff(failures, initial, max, &mut rng).as_secs_f64();
                 assert!(

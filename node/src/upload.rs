@@ -204,7 +204,9 @@ impl UploadQueue {
                     .requests
                     .iter()
                     .copied()
-                    .filter(|&chunk| resends || self.sent.get(chunk as usize).is_none_or(|n| *n == 0))
+                    .filter(|&chunk| {
+                        resends || self.sent.get(chunk as usize).is_none_or(|n| *n == 0)
+                    })
                     .min_by_key(|&chunk| (self.rarity(chunk), chunk))?;
                 Some((self.rarity(chunk), turn(*peer), *peer, chunk))
             })
@@ -282,7 +284,9 @@ impl TokenBucket {
     pub fn try_spend(&mut self, bytes: u64, now: Instant) -> Result<(), Duration> {
         self.refill(now);
         if self.tokens < 0.0 {
-            return Err(Duration::from_secs_f64(-self.tokens / self.rate).max(Duration::from_micros(1)));
+            return Err(
+                Duration::from_secs_f64(-self.tokens / self.rate).max(Duration::from_micros(1))
+            );
         }
         self.tokens -= bytes as f64;
         Ok(())
@@ -361,7 +365,10 @@ mod tests {
             assert_eq!(queue.on_request(A, chunk, &have), Ok(()));
         }
         assert_eq!(queue.on_request(A, 8, &have), Err(RequestRefusal::Busy));
-        assert_eq!(queue.on_request(A, 3, &have), Err(RequestRefusal::Duplicate));
+        assert_eq!(
+            queue.on_request(A, 3, &have),
+            Err(RequestRefusal::Duplicate)
+        );
         assert_eq!(queue.on_request(B, 8, &have), Ok(()));
         assert_eq!(queue.total_queued(), 9);
     }

@@ -200,10 +200,15 @@ impl Fetching {
             .then(|| self.last_checkpoint + config.checkpoint_every);
         let report = Some(self.last_report + config.progress_every);
         let give_up = Some(self.last_progress + config.give_up_after);
-        [self.downloader.next_deadline(now), checkpoint, report, give_up]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            self.downloader.next_deadline(now),
+            checkpoint,
+            report,
+            give_up,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     pub(super) fn stats(&self) -> TransferStats {
@@ -309,12 +314,10 @@ impl NodeCore {
         let Some(download) = &mut self.download else {
             return false;
         };
-        let useful = download.downloader.peer(link).is_some_and(|session| {
-            session
-                .has()
-                .iter_ones()
-                .any(|chunk| !self.have.get(chunk))
-        });
+        let useful = download
+            .downloader
+            .peer(link)
+            .is_some_and(|session| session.has().iter_ones().any(|chunk| !self.have.get(chunk)));
         download.downloader.remove_peer(link, now);
         self.drain_download(now);
         useful
@@ -347,7 +350,12 @@ impl NodeCore {
     /// never requested from this peer is a violation (the peer is
     /// dropped); one requested but no longer wanted, or already arriving
     /// on another stream, is stopped without blame.
-    pub fn handle_piece_header(&mut self, link: LinkId, chunk: ChunkIndex, now: Instant) -> PieceVerdict {
+    pub fn handle_piece_header(
+        &mut self,
+        link: LinkId,
+        chunk: ChunkIndex,
+        now: Instant,
+    ) -> PieceVerdict {
         let requested = self
             .download
             .as_ref()
@@ -363,7 +371,10 @@ impl NodeCore {
             self.close_peer(
                 link,
                 GoodbyeReason::ProtocolViolation,
-                Departure::Violation(format!("sent chunk {}, which was never requested from it", chunk.0)),
+                Departure::Violation(format!(
+                    "sent chunk {}, which was never requested from it",
+                    chunk.0
+                )),
                 now,
             );
             return PieceVerdict::Stop;
@@ -381,7 +392,12 @@ impl NodeCore {
 
     /// A piece stream delivered all its bytes (not verified yet): verify
     /// and store them, unless the chunk is no longer wanted from this peer.
-    pub fn handle_piece_arrived(&mut self, link: LinkId, chunk: ChunkIndex, now: Instant) -> PieceVerdict {
+    pub fn handle_piece_arrived(
+        &mut self,
+        link: LinkId,
+        chunk: ChunkIndex,
+        now: Instant,
+    ) -> PieceVerdict {
         let wanted = self
             .download
             .as_ref()
@@ -614,13 +630,15 @@ impl NodeCore {
         download.downloader.tick(now);
         let due = download.bytes_since_checkpoint >= config.checkpoint_bytes
             || (download.bytes_since_checkpoint > 0
-                && now.saturating_duration_since(download.last_checkpoint) >= config.checkpoint_every);
+                && now.saturating_duration_since(download.last_checkpoint)
+                    >= config.checkpoint_every);
         if due && !download.checkpoint_running {
             download.checkpoint_running = true;
             download.bytes_since_checkpoint = 0;
             download.last_checkpoint = now;
-            let hashed_bytes = (u64::from(download.hashed) * u64::from(download.params.chunk_size()))
-                .min(download.params.artifact_bytes());
+            let hashed_bytes = (u64::from(download.hashed)
+                * u64::from(download.params.chunk_size()))
+            .min(download.params.artifact_bytes());
             download.released_below = download.released_below.max(hashed_bytes);
             self.actions.push_back(Action::Checkpoint {
                 release_below: download.released_below,

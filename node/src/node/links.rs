@@ -66,14 +66,19 @@ impl NodeCore {
     /// Peers to reach (offers, `--peer`, a DHT): kept in the address book
     /// and dialed when there is room and a reason.
     pub fn add_peer(&mut self, peer: KnownPeer, now: Instant) {
-        if peer.id.is_some_and(|id| id == self.local_id || self.bans.contains(&id)) {
+        if peer
+            .id
+            .is_some_and(|id| id == self.local_id || self.bans.contains(&id))
+        {
             return;
         }
         let addrs: Vec<SocketAddr> = peer
             .addrs
             .iter()
             .copied()
-            .filter(|addr| peer.source == Source::Offer || scope(*addr) != crate::address::Scope::Unusable)
+            .filter(|addr| {
+                peer.source == Source::Offer || scope(*addr) != crate::address::Scope::Unusable
+            })
             .collect();
         if addrs.is_empty() {
             return;
@@ -84,7 +89,12 @@ impl NodeCore {
 
     /// An incoming connection's first packet: accept, ask for a Retry, or
     /// refuse (`validated`: QUIC has proven the source address).
-    pub fn handle_incoming(&mut self, remote: SocketAddr, validated: bool, now: Instant) -> Incoming {
+    pub fn handle_incoming(
+        &mut self,
+        remote: SocketAddr,
+        validated: bool,
+        now: Instant,
+    ) -> Incoming {
         let refuse = |reason: String| Incoming::Refuse { reason };
         if !self.listen || self.ended || self.stopping {
             return refuse("this node does not accept connections".into());
@@ -162,15 +172,24 @@ impl NodeCore {
             return Err(reject(HelloRejectReason::WrongSwarm, "another swarm"));
         }
         if !self.serve {
-            return Err(reject(HelloRejectReason::NotServing, "this peer does not serve"));
+            return Err(reject(
+                HelloRejectReason::NotServing,
+                "this peer does not serve",
+            ));
         }
         if self.bans.contains(&peer) {
-            return Err(reject(HelloRejectReason::Banned, "banned for sending bad data"));
+            return Err(reject(
+                HelloRejectReason::Banned,
+                "banned for sending bad data",
+            ));
         }
         if peer == self.local_id {
             return Err(reject(HelloRejectReason::TooManyPeers, "that is us"));
         }
-        let existing = self.peers().find(|(_, p)| p.id == peer).map(|(l, p)| (l, p.dialed));
+        let existing = self
+            .peers()
+            .find(|(_, p)| p.id == peer)
+            .map(|(l, p)| (l, p.dialed));
         match existing {
             // It dialed us before and dials again: restarted (killed before
             // its old connection timed out). The new link replaces the old.
@@ -197,7 +216,15 @@ impl NodeCore {
     fn admitted_count(&self) -> usize {
         self.links
             .values()
-            .filter(|link| matches!(link, Link::Handshaking { admitted: Some(_), .. }))
+            .filter(|link| {
+                matches!(
+                    link,
+                    Link::Handshaking {
+                        admitted: Some(_),
+                        ..
+                    }
+                )
+            })
             .count()
     }
 
@@ -211,7 +238,10 @@ impl NodeCore {
                 !peer.leaving
                     && now.saturating_duration_since(peer.last_useful) >= limit
                     && !self.uploads.is_busy(*link)
-                    && self.download.as_ref().is_none_or(|d| !d.is_busy_with(*link))
+                    && self
+                        .download
+                        .as_ref()
+                        .is_none_or(|d| !d.is_busy_with(*link))
             })
             .min_by_key(|(_, peer)| peer.last_useful)
             .map(|(link, _)| link);
@@ -305,7 +335,10 @@ impl NodeCore {
             entry.failures = 0;
         }
         let remote = up.remote;
-        let listen = up.hello.listen.map(|listen| SocketAddr::new(canonical(remote.ip()), listen.port()));
+        let listen = up
+            .hello
+            .listen
+            .map(|listen| SocketAddr::new(canonical(remote.ip()), listen.port()));
         let count = self.params.chunk_count();
         let peer = Peer {
             id,
@@ -328,7 +361,8 @@ impl NodeCore {
         };
         self.links.retain(|other, state| {
             // Dials to this peer's other addresses lose.
-            !(matches!(state, Link::Dialing { entry: e, .. } if Some(*e) == entry) && *other != link)
+            !(matches!(state, Link::Dialing { entry: e, .. } if Some(*e) == entry)
+                && *other != link)
         });
         self.links.insert(link, Link::Up(Box::new(peer)));
         self.reports.push_back(NodeReport::PeerConnected {
@@ -412,7 +446,11 @@ impl NodeCore {
         if peer.leaving {
             return;
         }
-        if peer.control.check_send(&Message::Goodbye { reason }).is_ok() {
+        if peer
+            .control
+            .check_send(&Message::Goodbye { reason })
+            .is_ok()
+        {
             self.actions.push_back(Action::Close { link, reason });
         } else {
             self.actions.push_back(Action::Abort { link });
@@ -459,7 +497,11 @@ impl NodeCore {
     /// Bans `id` for the rest of this node's life.
     pub(super) fn ban(&mut self, id: PeerId) {
         self.bans.insert(id);
-        if let Some(entry) = self.book.find_id(&id).and_then(|entry| self.book.get_mut(entry)) {
+        if let Some(entry) = self
+            .book
+            .find_id(&id)
+            .and_then(|entry| self.book.get_mut(entry))
+        {
             entry.state = EntryState::Banned;
         }
     }
@@ -706,7 +748,10 @@ impl NodeCore {
             return;
         };
         let seen_from = peer.remote.ip();
-        for entry in entries.into_iter().take(minimodel_wire::MAX_PEERS_PER_MESSAGE) {
+        for entry in entries
+            .into_iter()
+            .take(minimodel_wire::MAX_PEERS_PER_MESSAGE)
+        {
             if entry.id == self.local_id
                 || self.bans.contains(&entry.id)
                 || !reachable_from(entry.addr, seen_from)

@@ -45,7 +45,12 @@ impl Uploads {
         Self {
             queue,
             active: BTreeMap::new(),
-            limit: max_upload.map(|rate| (rate, TokenBucket::new(rate, rate.clamp(64 << 10, 1 << 20), now))),
+            limit: max_upload.map(|rate| {
+                (
+                    rate,
+                    TokenBucket::new(rate, rate.clamp(64 << 10, 1 << 20), now),
+                )
+            }),
             wake: None,
             uploaded_bytes: 0,
         }
@@ -78,14 +83,17 @@ impl Uploads {
     }
 
     fn active_for(&self, link: LinkId) -> usize {
-        self.active
-            .range((link, 0)..=(link, u32::MAX))
-            .count()
+        self.active.range((link, 0)..=(link, u32::MAX)).count()
     }
 
     /// The peer withdrew a request: dropped from the queue, or its upload
     /// is stopped (its stream reset, never finished short).
-    pub(super) fn cancel(&mut self, link: LinkId, chunk: ChunkIndex, actions: &mut VecDeque<Action>) {
+    pub(super) fn cancel(
+        &mut self,
+        link: LinkId,
+        chunk: ChunkIndex,
+        actions: &mut VecDeque<Action>,
+    ) {
         if !self.queue.on_cancel(link, chunk.0) && self.active.remove(&(link, chunk.0)).is_some() {
             actions.push_back(Action::CancelUpload { link, chunk });
         }

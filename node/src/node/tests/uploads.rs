@@ -242,7 +242,13 @@ fn a_second_copy_waits_while_first_copies_fill_the_uplink() {
     assert!(uploads(&h.take()).is_empty(), "5 is still on its way");
     // B got chunk 0 from A meanwhile and withdraws its request: nothing
     // was spent on a second copy.
-    h.core.handle_message(b, Message::Cancel { chunk: ChunkIndex(0) }, h.now);
+    h.core.handle_message(
+        b,
+        Message::Cancel {
+            chunk: ChunkIndex(0),
+        },
+        h.now,
+    );
     sent(&mut h, c, 5);
     assert!(uploads(&h.take()).is_empty());
     // Asked again with the uplink idle, it goes out.
@@ -263,7 +269,13 @@ fn a_cancelled_upload_frees_its_slot_at_once() {
     request(&mut h, a, &[0]);
     request(&mut h, b, &[1]);
     assert_eq!(uploads(&h.take()), [(a, 0)]);
-    h.core.handle_message(a, Message::Cancel { chunk: ChunkIndex(0) }, h.now);
+    h.core.handle_message(
+        a,
+        Message::Cancel {
+            chunk: ChunkIndex(0),
+        },
+        h.now,
+    );
     let actions = h.take();
     assert!(actions.contains(&Action::CancelUpload {
         link: a,
