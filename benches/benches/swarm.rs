@@ -140,7 +140,10 @@ impl Seeders {
             let (reports, _) = mpsc::unbounded_channel();
             let config = NodeConfig {
                 listen: Some(loopback()),
-                max_upload,
+                core: minimodel_swarm::node::CoreConfig {
+                    max_upload,
+                    ..minimodel_swarm::node::CoreConfig::default()
+                },
                 ..NodeConfig::default()
             };
             let seeder = Seeder::start(

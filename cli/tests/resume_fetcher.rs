@@ -39,7 +39,10 @@ fn seeder(artifact: &Artifact, rate: u64) -> InProcessSeeder {
     seeder_with(
         artifact,
         NodeConfig {
-            max_upload: Some(rate),
+            core: minimodel_swarm::node::CoreConfig {
+                max_upload: Some(rate),
+                ..minimodel_swarm::node::CoreConfig::default()
+            },
             ..NodeConfig::default()
         },
     )
@@ -107,7 +110,7 @@ async fn fetch(
             seed_after: false,
             node: NodeConfig::default(),
             download: DownloadConfig::default(),
-            give_up_after: Duration::from_secs(60),
+            give_up_after: Duration::from_secs(10),
         },
         Arc::new(download),
         Arc::new(Identity::generate().unwrap()),
@@ -208,7 +211,10 @@ async fn a_seeder_that_refuses_the_session_says_why() {
     let seeder = seeder_with(
         &artifact,
         NodeConfig {
-            max_peers: 0,
+            core: minimodel_swarm::node::CoreConfig {
+                max_peers: 0,
+                ..minimodel_swarm::node::CoreConfig::default()
+            },
             ..NodeConfig::default()
         },
     );
@@ -222,7 +228,7 @@ async fn a_seeder_that_refuses_the_session_says_why() {
     assert!(
         error
             .to_string()
-            .contains("peer refused the session (TooManyPeers): serving the maximum of 0 peers"),
+            .contains("refused us (too many peers): serving the maximum of 0 peers"),
         "{error}"
     );
 }

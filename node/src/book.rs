@@ -150,6 +150,11 @@ impl AddressBook {
         self.entries.get_mut(&entry)
     }
 
+    /// [`Self::get_mut`] for an entry that may be absent.
+    pub fn get_mut_opt(&mut self, entry: Option<EntryId>) -> Option<&mut Entry> {
+        entry.and_then(|entry| self.entries.get_mut(&entry))
+    }
+
     /// The entry of `id`.
     pub fn find_id(&self, id: &PeerId) -> Option<EntryId> {
         self.by_id.get(id).copied()

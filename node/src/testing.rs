@@ -69,13 +69,12 @@ pub(crate) fn handshake(swarm: &SwarmIdentity, dialer: &Side, listener: &Side) -
         receiver.on_receive(&message).expect("theirs to accept");
     }
     assert!(d.is_established() && l.is_established());
-    let up = |control: ControlStream, me: &Side, them: &Side| LinkUp {
+    let up = |control: ControlStream, them: &Side| LinkUp {
         peer: them.id,
         remote: them.addr,
         hello: them.hello.clone(),
         bitfield: them.have.clone(),
-        sent_have: me.have.clone(),
         control,
     };
-    (up(d, dialer, listener), up(l, listener, dialer))
+    (up(d, listener), up(l, dialer))
 }

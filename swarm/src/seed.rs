@@ -10,13 +10,14 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
+use minimodel_node::NodeStart;
 use minimodel_verifier::check::VerifiedArtifact;
 use minimodel_verifier::chunk::{ChunkGeometry, ChunkVerifier};
 use minimodel_wire::{HaveBitfield, PeerAddr, PeerId};
 use tokio::sync::mpsc;
 
 use crate::fetch::{FetchError, swarm_of};
-use crate::node::{Node, NodeConfig, NodeReport, ProofSource};
+use crate::node::{Jobs, Node, NodeConfig, NodeParts, NodeReport, ProofSource};
 use crate::store::{FileStorage, Storage};
 use crate::transport::Identity;
 
@@ -58,7 +59,7 @@ impl Seeder {
         reports: mpsc::UnboundedSender<NodeReport>,
     ) -> Result<Self, SeedError> {
         let manifest = artifact.manifest();
-        let swarm = swarm_of(manifest).map_err(SeedError::Unservable)?;
+        let swarm = swarm_of(manifest).map_err(|e| SeedError::Unservable(e.to_string()))?;
         let geometry = ChunkGeometry::of_manifest(manifest)
             .map_err(|e| SeedError::Unservable(e.to_string()))?;
         let tuning = &mut config.tuning;
@@ -67,17 +68,31 @@ impl Seeder {
         tuning.stream_receive_window = tuning.stream_receive_window.min(SEEDER_RECEIVE_WINDOW);
         let storage: Arc<dyn Storage> =
             Arc::new(FileStorage::open_read_only(path).map_err(SeedError::Open)?);
-        let node = Node::new(crate::node::NodeParts {
+        let id = identity.peer_id();
+        let node = Node::new(NodeParts {
             config,
+            start: NodeStart {
+                swarm: swarm.clone(),
+                local_id: id,
+                serve: true,
+                listen: true,
+                have: HaveBitfield::full(geometry.chunk_count()),
+                download: false,
+                seed_after: false,
+                seed: u64::from_le_bytes([
+                    id.0[0], id.0[1], id.0[2], id.0[3], id.0[4], id.0[5], id.0[6], id.0[7],
+                ]),
+            },
             identity,
             swarm,
-            geometry,
-            verifier: Arc::new(ChunkVerifier::new(geometry, manifest.chunks.merkle_root)),
-            storage,
-            proofs: ProofSource::Full(Arc::new(artifact.tree().clone())),
-            local_have: HaveBitfield::full(geometry.chunk_count()),
-            serving: true,
-            download: None,
+            jobs: Jobs::new(
+                geometry,
+                ChunkVerifier::new(geometry, manifest.chunks.merkle_root),
+                storage,
+                ProofSource::Full(Arc::new(artifact.tree().clone())),
+                None,
+                None,
+            ),
             reports,
         })?;
         Ok(Self { node })
@@ -109,8 +124,8 @@ impl Seeder {
 
     /// Serves until `stop` resolves, then says goodbye to every peer.
     pub async fn run(mut self, stop: impl Future<Output = ()>) -> Result<(), FetchError> {
-        let mut stop = Box::pin(stop);
-        self.node.run(&mut stop, |_| false).await;
+        self.node.run(stop).await;
+        self.node.flush_reports();
         self.node.shutdown().await;
         Ok(())
     }

@@ -73,7 +73,7 @@ async fn fetch_past(artifact: &Artifact, seeder: &RunningSeeder, lie: Lie, out: 
     }
 }
 
-/// Sixteen peers from four addresses connect to the seeder; with
+/// Sixteen peers from four networks (a /24 each) connect to the seeder; with
 /// `attack`, each floods requests (and reads none of the pieces), pushes 4
 /// MiB on a piece stream and 4 MiB on a second control stream. Then an
 /// honest fetch.
@@ -100,7 +100,7 @@ async fn crowd(artifact: &Artifact, seeder: &RunningSeeder, attack: bool, out: &
             connection_receive_window: 4096,
             ..TransportTuning::default()
         };
-        let dialer = Dialer::with_tuning([127, 0, 0, last].into(), tight);
+        let dialer = Dialer::with_tuning([127, 0, last, 1].into(), tight);
         for _ in 0..4 {
             let identity = Identity::generate().unwrap();
             let mut session = dialer.session_as(&identity, &seeder.peer).await.unwrap();
@@ -145,8 +145,11 @@ async fn floods_leave_memory_bounded() {
         NodeConfig {
             // A 1 MiB burst, then 8 MiB/s: about a second per download,
             // so the liar dialed with it is surely asked.
-            max_upload: Some(8 << 20),
-            max_connections_per_ip: 4,
+            core: minimodel_swarm::node::CoreConfig {
+                max_upload: Some(8 << 20),
+                max_links_per_prefix: 4,
+                ..minimodel_swarm::node::CoreConfig::default()
+            },
             ..listen_config()
         },
     );

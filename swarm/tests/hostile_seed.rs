@@ -14,6 +14,7 @@ use std::time::Duration;
 use common::Artifact;
 use common::hostile::{DialOutcome, Dialer, RawSession, full, piece, swarm};
 use common::nodes::{RunningSeeder, fetch_and_verify, listen_config};
+use minimodel_node::report::{Departure, LinkEnd};
 use minimodel_swarm::node::{NodeConfig, NodeReport};
 use minimodel_swarm::transport::TransportTuning;
 use minimodel_swarm::upload::UploadConfig;
@@ -104,8 +105,11 @@ async fn request_floods_are_rejected_beyond_the_queue_limit() {
     let seeder = RunningSeeder::start(
         &artifact,
         NodeConfig {
-            upload: UploadConfig {
-                max_queued_per_peer: QUEUE,
+            core: minimodel_swarm::node::CoreConfig {
+                upload: UploadConfig {
+                    max_queued_per_peer: QUEUE,
+                },
+                ..minimodel_swarm::node::CoreConfig::default()
             },
             ..listen_config()
         },
@@ -137,10 +141,13 @@ async fn a_peer_that_never_reads_its_control_stream_is_dropped() {
     let seeder = RunningSeeder::start(
         &artifact,
         NodeConfig {
-            upload: UploadConfig {
-                max_queued_per_peer: QUEUE,
-            },
             upload_stall_timeout: Duration::from_secs(60),
+            core: minimodel_swarm::node::CoreConfig {
+                upload: UploadConfig {
+                    max_queued_per_peer: QUEUE,
+                },
+                ..minimodel_swarm::node::CoreConfig::default()
+            },
             ..listen_config()
         },
     );
@@ -168,9 +175,12 @@ async fn a_peer_that_does_not_read_its_pieces_loses_its_upload_slots() {
     let mut seeder = RunningSeeder::start(
         &artifact,
         NodeConfig {
-            upload_slots: 2,
-            upload_slots_per_peer: 2,
             upload_stall_timeout: Duration::from_secs(1),
+            core: minimodel_swarm::node::CoreConfig {
+                upload_slots: 2,
+                upload_slots_per_peer: 2,
+                ..minimodel_swarm::node::CoreConfig::default()
+            },
             ..listen_config()
         },
     );
@@ -183,7 +193,13 @@ async fn a_peer_that_does_not_read_its_pieces_loses_its_upload_slots() {
     assert!(session.closed_within(Duration::from_secs(10)).await);
     let dropped = seeder
         .wait_for(Duration::from_secs(5), |report| {
-            matches!(report, NodeReport::PeerDisconnected { reason, .. } if reason.contains("stalled"))
+            matches!(
+                report,
+                NodeReport::PeerDisconnected {
+                    reason: Departure::Ended(LinkEnd::Stalled),
+                    ..
+                }
+            )
         })
         .await;
     assert!(dropped.is_some(), "the stalled peer is named");
@@ -196,7 +212,10 @@ async fn connections_from_one_address_are_capped() {
     let seeder = RunningSeeder::start(
         &artifact,
         NodeConfig {
-            max_connections_per_ip: 3,
+            core: minimodel_swarm::node::CoreConfig {
+                max_links_per_prefix: 3,
+                ..minimodel_swarm::node::CoreConfig::default()
+            },
             ..listen_config()
         },
     );
@@ -233,8 +252,11 @@ async fn stalled_handshakes_are_capped_and_time_out() {
     let mut seeder = RunningSeeder::start(
         &artifact,
         NodeConfig {
-            max_handshakes: 3,
-            handshake_timeout: Duration::from_secs(1),
+            core: minimodel_swarm::node::CoreConfig {
+                max_handshakes: 3,
+                handshake_timeout: Duration::from_secs(1),
+                ..minimodel_swarm::node::CoreConfig::default()
+            },
             ..listen_config()
         },
     );
@@ -256,7 +278,13 @@ async fn stalled_handshakes_are_capped_and_time_out() {
     while timed_out < 3 {
         let report = seeder
             .wait_for(Duration::from_secs(10), |report| {
-                matches!(report, NodeReport::Refused { reason, .. } if reason.contains("timed out during the handshake"))
+                matches!(
+                    report,
+                    NodeReport::Refused {
+                        reason: LinkEnd::TimedOut,
+                        ..
+                    }
+                )
             })
             .await;
         assert!(report.is_some(), "each stalled handshake times out");
@@ -450,7 +478,10 @@ async fn the_peer_limit_turns_the_next_peer_away() {
     let mut seeder = RunningSeeder::start(
         &artifact,
         NodeConfig {
-            max_peers: 2,
+            core: minimodel_swarm::node::CoreConfig {
+                max_peers: 2,
+                ..minimodel_swarm::node::CoreConfig::default()
+            },
             ..listen_config()
         },
     );
@@ -483,9 +514,12 @@ async fn breaking_off_at_every_handshake_step_leaks_nothing() {
     let mut seeder = RunningSeeder::start(
         &artifact,
         NodeConfig {
-            max_peers: 2,
-            max_connections_per_ip: 2,
-            handshake_timeout: Duration::from_secs(2),
+            core: minimodel_swarm::node::CoreConfig {
+                max_peers: 2,
+                max_links_per_prefix: 2,
+                handshake_timeout: Duration::from_secs(2),
+                ..minimodel_swarm::node::CoreConfig::default()
+            },
             ..listen_config()
         },
     );

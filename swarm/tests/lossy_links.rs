@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use common::hostile::{DialOutcome, Dialer, Rng, swarm};
 use common::nodes::{RunningSeeder, fetch_and_verify, listen_config};
 use common::relay::{self, Impairment, Relay};
+use minimodel_node::report::{Departure, LinkEnd};
 use minimodel_swarm::node::{NodeConfig, NodeReport};
 use minimodel_swarm::transport::{CongestionControl, TransportTuning};
 use minimodel_wire::{HaveBitfield, PeerAddr};
@@ -316,7 +317,13 @@ async fn a_peer_that_goes_silent_is_dropped_at_the_idle_timeout() {
     relay.set_blackhole(true);
     let dropped = seeder
         .wait_for(Duration::from_secs(15), |report| {
-            matches!(report, NodeReport::PeerDisconnected { reason, .. } if reason.contains("timed out"))
+            matches!(
+                report,
+                NodeReport::PeerDisconnected {
+                    reason: Departure::Ended(LinkEnd::TimedOut),
+                    ..
+                }
+            )
         })
         .await;
     assert!(dropped.is_some(), "the silent peer is dropped");

@@ -32,7 +32,10 @@ async fn three_seeders_each_deliver_a_share() {
         // Capped so that the download takes about a second: every seeder is
         // connected long before it ends, however busy the machine is.
         let config = NodeConfig {
-            max_upload: Some(24 << 20),
+            core: minimodel_swarm::node::CoreConfig {
+                max_upload: Some(24 << 20),
+                ..minimodel_swarm::node::CoreConfig::default()
+            },
             ..listen_config()
         };
         let seeder = Seeder::start(

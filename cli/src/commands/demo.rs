@@ -176,7 +176,10 @@ async fn swarm(
         verified,
         slm,
         NodeConfig {
-            max_upload: Some(args.cap),
+            core: minimodel_swarm::node::CoreConfig {
+                max_upload: Some(args.cap),
+                ..minimodel_swarm::node::CoreConfig::default()
+            },
             ..loopback()
         },
         Arc::new(Identity::generate().context("cannot create an identity")?),

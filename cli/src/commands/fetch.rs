@@ -140,9 +140,12 @@ pub fn transfer(
             seed_after: args.seed_after,
             node: NodeConfig {
                 listen: args.serve.then_some(args.listen),
-                max_peers: args.max_peers,
-                max_upload: args.max_upload,
                 tuning: args.congestion.tuning(),
+                core: minimodel_swarm::node::CoreConfig {
+                    max_peers: args.max_peers,
+                    max_upload: args.max_upload,
+                    ..minimodel_swarm::node::CoreConfig::default()
+                },
                 ..NodeConfig::default()
             },
             download: DownloadConfig::default(),

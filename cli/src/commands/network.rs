@@ -117,6 +117,22 @@ pub fn show_reports(
                     human_bytes(*uploaded_bytes)
                 )),
                 NodeReport::Refused { addr, reason } => Some(format!("{addr}: {reason}")),
+                NodeReport::Turned { addr, reason } => {
+                    Some(format!("{addr} turned away: {reason}"))
+                }
+                NodeReport::Redialing {
+                    addr,
+                    failures,
+                    in_ms,
+                } => Some(format!(
+                    "{addr}: trying again in {:.1} s ({failures} failed {})",
+                    *in_ms as f64 / 1000.0,
+                    if *failures == 1 {
+                        "attempt"
+                    } else {
+                        "attempts"
+                    }
+                )),
                 NodeReport::Banned {
                     peer,
                     addr,

@@ -82,9 +82,12 @@ pub fn run(args: SeedArgs, out: Output) -> Result<(), Failure> {
         let (reports, report_inbox) = mpsc::unbounded_channel();
         let config = NodeConfig {
             listen: Some(args.listen),
-            max_peers: args.max_peers,
-            max_upload: args.max_upload,
             tuning: args.congestion.tuning(),
+            core: minimodel_swarm::node::CoreConfig {
+                max_peers: args.max_peers,
+                max_upload: args.max_upload,
+                ..minimodel_swarm::node::CoreConfig::default()
+            },
             ..NodeConfig::default()
         };
         let seeder = Seeder::start(&artifact, &args.file, config, identity, reports)

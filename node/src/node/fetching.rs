@@ -520,7 +520,7 @@ impl NodeCore {
         self.check_complete(now);
     }
 
-    fn check_complete(&mut self, now: Instant) {
+    pub(super) fn check_complete(&mut self, now: Instant) {
         let Some(download) = &mut self.download else {
             return;
         };

@@ -56,8 +56,6 @@ pub struct LinkUp {
     pub hello: Hello,
     /// Its bitfield.
     pub bitfield: HaveBitfield,
-    /// The bitfield we sent it.
-    pub sent_have: HaveBitfield,
     /// The control stream's state after the handshake.
     pub control: ControlStream,
 }
@@ -207,10 +205,11 @@ impl NodeCore {
                 }
             }
         }
+        let have = self.advertised_have();
         if let Some(Link::Handshaking { admitted, .. }) = self.links.get_mut(&link) {
-            *admitted = Some(peer);
+            *admitted = Some((peer, have.clone()));
         }
-        Ok(self.advertised_have())
+        Ok(have)
     }
 
     fn admitted_count(&self) -> usize {
@@ -269,15 +268,15 @@ impl NodeCore {
             self.actions.push_back(Action::Abort { link });
             return;
         };
-        let (dialed, entry) = match state {
-            Link::Dialing { entry, .. } => (true, Some(entry)),
-            Link::Handshaking { admitted, .. } => {
-                if admitted != Some(up.peer) {
+        let (dialed, entry, sent_have) = match state {
+            Link::Dialing { entry, sent, .. } => (true, Some(entry), sent),
+            Link::Handshaking { admitted, .. } => match admitted {
+                Some((id, sent)) if id == up.peer => (false, None, sent),
+                _ => {
                     self.actions.push_back(Action::Abort { link });
                     return;
                 }
-                (false, None)
-            }
+            },
             Link::Up(peer) => {
                 self.links.insert(link, Link::Up(peer));
                 return;
@@ -289,8 +288,8 @@ impl NodeCore {
                 link,
                 reason: GoodbyeReason::Done,
             });
-            if let Some(entry) = entry {
-                self.dial_failed(entry, link, "banned or ourselves".into(), now);
+            if let Some(entry) = self.book.get_mut_opt(entry) {
+                entry.state = EntryState::Retired;
             }
             return;
         }
@@ -377,7 +376,7 @@ impl NodeCore {
             let newer: Vec<ChunkIndex> = self
                 .have
                 .iter_ones()
-                .filter(|chunk| !up.sent_have.get(*chunk))
+                .filter(|chunk| !sent_have.get(*chunk))
                 .collect();
             for chunk in newer {
                 self.send(link, Message::Have { chunk });
@@ -398,7 +397,7 @@ impl NodeCore {
                     addr,
                     reason: end.clone(),
                 });
-                self.dial_failed(entry, link, end.to_string(), now);
+                self.dial_failed(entry, link, addr, &end, now);
             }
             Some(Link::Handshaking { remote, .. }) => {
                 self.reports.push_back(NodeReport::Refused {
@@ -416,16 +415,22 @@ impl NodeCore {
     }
 
     /// A connected link ended (the peer left, the connection was lost, or
-    /// it ended after our Goodbye).
+    /// it ended after our Goodbye). A peer that broke the protocol below the
+    /// control stream is told so.
     pub fn handle_closed(&mut self, link: LinkId, end: LinkEnd, now: Instant) {
         match self.links.get(&link) {
-            Some(Link::Up(_)) => {
-                let departure = match end {
-                    LinkEnd::Violation(text) => Departure::Violation(text),
-                    end => Departure::Ended(end),
-                };
-                self.remove_peer(link, departure, now);
-            }
+            Some(Link::Up(_)) => match end {
+                LinkEnd::Violation(text) => self.close_peer(
+                    link,
+                    GoodbyeReason::ProtocolViolation,
+                    Departure::Violation(text),
+                    now,
+                ),
+                end => {
+                    self.actions.push_back(Action::Abort { link });
+                    self.remove_peer(link, Departure::Ended(end), now);
+                }
+            },
             Some(_) => self.handle_link_failed(link, end, now),
             None => {}
         }
@@ -477,7 +482,8 @@ impl NodeCore {
                 if let Some(entry) = self.book.get_mut(entry) {
                     entry.state = EntryState::Banned;
                 }
-            } else if useful && !self.stopping && !self.ended {
+            } else if useful && blame != crate::report::Blame::Peer && !self.stopping && !self.ended
+            {
                 self.schedule_redial(entry, now);
             } else if let Some(entry) = self.book.get_mut(entry) {
                 entry.state = EntryState::Retired;
@@ -616,6 +622,7 @@ impl NodeCore {
                 next_at,
             };
         }
+        let have = self.advertised_have();
         self.links.insert(
             link,
             Link::Dialing {
@@ -623,9 +630,9 @@ impl NodeCore {
                 addr,
                 deadline,
                 exchange,
+                sent: have.clone(),
             },
         );
-        let have = self.advertised_have();
         self.actions.push_back(Action::Dial {
             link,
             addr,
@@ -636,12 +643,38 @@ impl NodeCore {
     }
 
     /// A dial of `entry` failed; when none of its dials is left and every
-    /// address was tried, it waits for its back-off.
-    fn dial_failed(&mut self, key: EntryId, link: LinkId, problem: String, now: Instant) {
+    /// address was tried, it waits for its back-off. A peer that proved to
+    /// be in another swarm or broke the protocol is not dialed again; an
+    /// address where another peer answered is dropped from the entry.
+    fn dial_failed(
+        &mut self,
+        key: EntryId,
+        link: LinkId,
+        addr: SocketAddr,
+        end: &LinkEnd,
+        now: Instant,
+    ) {
         let Some(entry) = self.book.get_mut(key) else {
             return;
         };
-        entry.last_problem = Some(problem);
+        entry.last_problem = Some(end.to_string());
+        match end {
+            LinkEnd::WrongSwarm | LinkEnd::Violation(_) => {
+                entry.state = EntryState::Retired;
+                return;
+            }
+            LinkEnd::WrongPeer if entry.addrs.len() > 1 => {
+                if let EntryState::Dialing { next_addr, .. } = &mut entry.state {
+                    if let Some(position) = entry.addrs.iter().position(|a| *a == addr) {
+                        entry.addrs.remove(position);
+                        if position < *next_addr {
+                            *next_addr -= 1;
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
         let EntryState::Dialing {
             links, next_addr, ..
         } = &mut entry.state

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use minimodel_wire::{ControlEvent, GoodbyeReason, Message, RejectReason};
 
-use super::NodeCore;
+use super::{Action, NodeCore};
 use crate::ids::LinkId;
 use crate::report::Departure;
 use crate::upload::RequestRefusal;
@@ -68,6 +68,8 @@ impl NodeCore {
             }
             ControlEvent::Peers(entries) => self.learn_from_exchange(link, entries, now),
             ControlEvent::Goodbye(reason) => {
+                // It sends nothing more; its connection closes by itself.
+                self.actions.push_back(Action::Abort { link });
                 self.remove_peer(link, Departure::Goodbye(reason), now);
             }
             ControlEvent::KeepAlive

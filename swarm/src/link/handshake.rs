@@ -3,19 +3,21 @@
 //!
 //! Every message goes through the wire crate's [`ControlStream`] state
 //! machine in both directions, so an illegal message is refused here
-//! exactly as the spec says, and a mismatched swarm gets a HelloReject.
+//! exactly as the spec says, and a mismatched swarm gets a HelloReject. The
+//! control stream's state goes to the node's core with the session: one
+//! owner at a time.
 
+use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::BytesMut;
+use minimodel_node::node::Rejection;
+use minimodel_node::report::LinkEnd;
 use minimodel_wire::{
-    ControlEvent, ControlStream, FrameDecoder, HaveBitfield, Hello, HelloRejectReason, Message,
-    PeerError, PeerId, Role, SwarmIdentity,
+    ControlEvent, ControlStream, FrameDecoder, HaveBitfield, Hello, Message, PeerError, PeerId,
+    ProtocolViolation, Role, SwarmIdentity,
 };
-
-use super::LinkError;
 
 /// How long a farewell (HelloReject or Goodbye) may take to be acknowledged
 /// before the connection is dropped: dropping it at once would discard the
@@ -47,12 +49,55 @@ pub struct Session {
     pub recv: quinn::RecvStream,
     /// Bytes the peer sent after its bitfield, already read.
     pub decoder: FrameDecoder,
-    /// The state machine both directions go through.
-    pub control: Arc<Mutex<ControlStream>>,
+    /// The control stream's state, for the core.
+    pub control: ControlStream,
     /// The peer's Hello.
     pub hello: Hello,
     /// The peer's bitfield.
     pub bitfield: HaveBitfield,
+}
+
+/// Why a handshake or a control stream failed.
+#[derive(Debug)]
+pub enum LinkError {
+    /// The connection or the stream failed: the transport's words.
+    Connection(String),
+    /// The peer closed the stream in the middle of the handshake.
+    Closed,
+    /// No answer in time.
+    Timeout,
+    /// The peer broke the protocol.
+    Peer(PeerError),
+    /// The peer refused our Hello.
+    Rejected(Rejection),
+    /// We refused the peer's Hello.
+    Refused(Rejection),
+    /// Our own side failed (a message we could not encode): a bug.
+    Local(String),
+}
+
+impl LinkError {
+    /// How the core sees it.
+    pub fn into_end(self) -> LinkEnd {
+        match self {
+            LinkError::Connection(text) => LinkEnd::Lost(text),
+            LinkError::Closed => LinkEnd::ClosedByPeer,
+            LinkError::Timeout => LinkEnd::TimedOut,
+            LinkError::Peer(PeerError::Violation(ProtocolViolation::Swarm(_))) => {
+                LinkEnd::WrongSwarm
+            }
+            LinkError::Peer(error) => LinkEnd::Violation(error.to_string()),
+            LinkError::Rejected(rejection) | LinkError::Refused(rejection) => LinkEnd::Refused {
+                reason: rejection.reason,
+                detail: rejection.detail,
+            },
+            LinkError::Local(text) => LinkEnd::Lost(format!("local error: {text}")),
+        }
+    }
+}
+
+fn lost(error: impl std::fmt::Display) -> LinkError {
+    LinkError::Connection(error.to_string())
 }
 
 /// Reads the next message of the control stream, or `None` at its end.
@@ -75,69 +120,64 @@ pub(crate) async fn next_message(
                 decoder.finish().map_err(|e| LinkError::Peer(e.into()))?;
                 return Ok(None);
             }
-            Err(quinn::ReadError::ConnectionLost(error)) => {
-                return Err(LinkError::Connection(error.to_string()));
+            Err(quinn::ReadError::ConnectionLost(quinn::ConnectionError::TimedOut)) => {
+                return Err(LinkError::Timeout);
             }
-            Err(error) => return Err(LinkError::Connection(error.to_string())),
+            Err(quinn::ReadError::ConnectionLost(
+                quinn::ConnectionError::ApplicationClosed(_)
+                | quinn::ConnectionError::ConnectionClosed(_),
+            )) => return Err(LinkError::Closed),
+            Err(error) => return Err(lost(error)),
         }
     }
 }
 
-/// Checks `message` against the state machine and writes it.
-pub(crate) async fn send_message(
+/// Writes one message (already checked against the control stream's
+/// rules by whoever queued it).
+pub(crate) async fn write_message(
     send: &mut quinn::SendStream,
-    control: &Mutex<ControlStream>,
     message: &Message,
 ) -> Result<(), LinkError> {
     let mut frame = BytesMut::with_capacity(message.frame_len() + 4);
-    {
-        let mut control = control
-            .lock()
-            .map_err(|_| LinkError::Local("control state poisoned".into()))?;
-        control
-            .check_send(message)
-            .map_err(|e| LinkError::Local(e.to_string()))?;
-    }
     message
         .encode(&mut frame)
         .map_err(|e| LinkError::Local(e.to_string()))?;
-    send.write_chunk(frame.freeze()).await.map_err(|e| match e {
-        quinn::WriteError::ConnectionLost(e) => LinkError::Connection(e.to_string()),
-        e => LinkError::Connection(e.to_string()),
-    })
+    send.write_chunk(frame.freeze()).await.map_err(lost)
 }
 
-fn receive(control: &Mutex<ControlStream>, message: &Message) -> Result<ControlEvent, LinkError> {
-    let mut control = control
-        .lock()
-        .map_err(|_| LinkError::Local("control state poisoned".into()))?;
+/// Checks `message` against the state machine and writes it.
+async fn send_checked(
+    send: &mut quinn::SendStream,
+    control: &mut ControlStream,
+    message: &Message,
+) -> Result<(), LinkError> {
     control
-        .on_receive(message)
-        .map_err(|violation| LinkError::Peer(PeerError::Violation(violation)))
+        .check_send(message)
+        .map_err(|e| LinkError::Local(e.to_string()))?;
+    write_message(send, message).await
 }
 
 async fn expect_message(
     recv: &mut quinn::RecvStream,
     decoder: &mut FrameDecoder,
-    control: &Mutex<ControlStream>,
+    control: &mut ControlStream,
 ) -> Result<ControlEvent, LinkError> {
     match next_message(recv, decoder).await? {
-        Some(message) => receive(control, &message),
-        None => Err(LinkError::Connection(
-            "control stream closed during the handshake".into(),
-        )),
+        Some(message) => control
+            .on_receive(&message)
+            .map_err(|violation| LinkError::Peer(PeerError::Violation(violation))),
+        None => Err(LinkError::Closed),
     }
 }
 
 /// Sends the farewell the spec asks for after `error` (a HelloReject or a
 /// Goodbye), best effort.
-async fn farewell(send: &mut quinn::SendStream, control: &Mutex<ControlStream>, error: &LinkError) {
+async fn farewell(send: &mut quinn::SendStream, control: &mut ControlStream, error: &LinkError) {
     let LinkError::Peer(peer_error) = error else {
         return;
     };
-    let message = control.lock().ok().and_then(|c| c.farewell(peer_error));
-    if let Some(message) = message {
-        let _ = send_message(send, control, &message).await;
+    if let Some(message) = control.farewell(peer_error) {
+        let _ = send_checked(send, control, &message).await;
         flush(send).await;
     }
 }
@@ -155,46 +195,30 @@ pub async fn dial(
     peer_id: PeerId,
     local: &LocalHello,
     our_bitfield: HaveBitfield,
-    timeout: Duration,
 ) -> Result<Session, LinkError> {
-    tokio::time::timeout(
-        timeout,
-        dial_inner(connection, peer_id, local, our_bitfield),
-    )
-    .await
-    .map_err(|_| LinkError::Timeout("handshake"))?
-}
-
-async fn dial_inner(
-    connection: quinn::Connection,
-    peer_id: PeerId,
-    local: &LocalHello,
-    our_bitfield: HaveBitfield,
-) -> Result<Session, LinkError> {
-    let (mut send, mut recv) = connection
-        .open_bi()
-        .await
-        .map_err(|e| LinkError::Connection(e.to_string()))?;
-    let control = Arc::new(Mutex::new(ControlStream::new(
-        Role::Dialer,
-        local.swarm.clone(),
-    )));
+    let (mut send, mut recv) = connection.open_bi().await.map_err(lost)?;
+    let mut control = ControlStream::new(Role::Dialer, local.swarm.clone());
     let mut decoder = FrameDecoder::new();
     let hello = local
         .swarm
         .hello(local.serving, local.listen, &local.agent)
         .map_err(|e| LinkError::Local(e.to_string()))?;
-    send_message(&mut send, &control, &Message::Hello(hello)).await?;
+    send_checked(&mut send, &mut control, &Message::Hello(hello)).await?;
     let result = async {
-        let peer_hello = match expect_message(&mut recv, &mut decoder, &control).await? {
+        let peer_hello = match expect_message(&mut recv, &mut decoder, &mut control).await? {
             ControlEvent::PeerHello(hello) => hello,
             ControlEvent::HelloRejected { reason, detail } => {
-                return Err(LinkError::Rejected { reason, detail });
+                return Err(LinkError::Rejected(Rejection { reason, detail }));
             }
-            other => return Err(unexpected(other)),
+            other => return Err(unexpected(&other)),
         };
-        send_message(&mut send, &control, &Message::HaveBitfield(our_bitfield)).await?;
-        let bitfield = expect_bitfield(&mut recv, &mut decoder, &control).await?;
+        send_checked(
+            &mut send,
+            &mut control,
+            &Message::HaveBitfield(our_bitfield),
+        )
+        .await?;
+        let bitfield = expect_bitfield(&mut recv, &mut decoder, &mut control).await?;
         Ok((peer_hello, bitfield))
     }
     .await;
@@ -219,7 +243,7 @@ struct Opened {
     send: quinn::SendStream,
     recv: quinn::RecvStream,
     decoder: FrameDecoder,
-    control: Arc<Mutex<ControlStream>>,
+    control: ControlStream,
 }
 
 /// Both sides' last step: the session, or the error once the peer has
@@ -240,7 +264,7 @@ async fn conclude(
             bitfield,
         }),
         Err(error) => {
-            farewell(&mut opened.send, &opened.control, &error).await;
+            farewell(&mut opened.send, &mut opened.control, &error).await;
             Err(error)
         }
     }
@@ -250,72 +274,69 @@ async fn conclude(
 async fn expect_bitfield(
     recv: &mut quinn::RecvStream,
     decoder: &mut FrameDecoder,
-    control: &Mutex<ControlStream>,
+    control: &mut ControlStream,
 ) -> Result<HaveBitfield, LinkError> {
     match expect_message(recv, decoder, control).await? {
         ControlEvent::Bitfield(bitfield) => Ok(bitfield),
-        other => Err(unexpected(other)),
+        other => Err(unexpected(&other)),
     }
 }
 
-fn unexpected(event: ControlEvent) -> LinkError {
-    LinkError::Local(format!("unexpected {event:?} in handshake"))
+fn unexpected(event: &ControlEvent) -> LinkError {
+    let what = match event {
+        ControlEvent::PeerHello(_) => "a Hello",
+        ControlEvent::HelloRejected { .. } => "a HelloReject",
+        ControlEvent::Bitfield(_) => "a bitfield",
+        _ => "a message",
+    };
+    LinkError::Local(format!("{what} where the handshake expected another"))
 }
 
 /// The listener's side: accept the control stream, read the dialer's
 /// Hello, ask `admit` whether to take the peer (it returns our bitfield or
 /// a reason to refuse), answer, exchange bitfields.
-pub async fn listen(
+pub async fn listen<F, A>(
     connection: quinn::Connection,
     peer_id: PeerId,
     local: &LocalHello,
-    admit: impl FnOnce(&Hello) -> Result<HaveBitfield, (HelloRejectReason, String)>,
-    timeout: Duration,
-) -> Result<Session, LinkError> {
-    tokio::time::timeout(timeout, listen_inner(connection, peer_id, local, admit))
-        .await
-        .map_err(|_| LinkError::Timeout("handshake"))?
-}
-
-async fn listen_inner(
-    connection: quinn::Connection,
-    peer_id: PeerId,
-    local: &LocalHello,
-    admit: impl FnOnce(&Hello) -> Result<HaveBitfield, (HelloRejectReason, String)>,
-) -> Result<Session, LinkError> {
-    let (mut send, mut recv) = connection
-        .accept_bi()
-        .await
-        .map_err(|e| LinkError::Connection(e.to_string()))?;
-    let control = Arc::new(Mutex::new(ControlStream::new(
-        Role::Listener,
-        local.swarm.clone(),
-    )));
+    admit: A,
+) -> Result<Session, LinkError>
+where
+    A: FnOnce(Hello) -> F,
+    F: Future<Output = Result<HaveBitfield, Rejection>>,
+{
+    let (mut send, mut recv) = connection.accept_bi().await.map_err(lost)?;
+    let mut control = ControlStream::new(Role::Listener, local.swarm.clone());
     let mut decoder = FrameDecoder::new();
     let result = async {
-        let peer_hello = match expect_message(&mut recv, &mut decoder, &control).await? {
+        let peer_hello = match expect_message(&mut recv, &mut decoder, &mut control).await? {
             ControlEvent::PeerHello(hello) => hello,
-            other => return Err(unexpected(other)),
+            other => return Err(unexpected(&other)),
         };
-        let our_bitfield = match admit(&peer_hello) {
+        let our_bitfield = match admit(peer_hello.clone()).await {
             Ok(bitfield) => bitfield,
-            Err((reason, detail)) => {
+            Err(rejection) => {
                 let reject = Message::HelloReject {
-                    reason,
-                    detail: detail.clone(),
+                    reason: rejection.reason,
+                    detail: rejection.detail.clone(),
                 };
-                send_message(&mut send, &control, &reject).await?;
+                send_checked(&mut send, &mut control, &reject).await?;
                 flush(&mut send).await;
-                return Err(LinkError::Refused { reason, detail });
+                return Err(LinkError::Refused(rejection));
             }
         };
         let hello = local
             .swarm
             .hello(local.serving, local.listen, &local.agent)
             .map_err(|e| LinkError::Local(e.to_string()))?;
-        send_message(&mut send, &control, &Message::Hello(hello)).await?;
-        send_message(&mut send, &control, &Message::HaveBitfield(our_bitfield)).await?;
-        let bitfield = expect_bitfield(&mut recv, &mut decoder, &control).await?;
+        send_checked(&mut send, &mut control, &Message::Hello(hello)).await?;
+        send_checked(
+            &mut send,
+            &mut control,
+            &Message::HaveBitfield(our_bitfield),
+        )
+        .await?;
+        let bitfield = expect_bitfield(&mut recv, &mut decoder, &mut control).await?;
         Ok((peer_hello, bitfield))
     }
     .await;

@@ -96,7 +96,6 @@ pub async fn receive_header(
 pub async fn receive_body(
     stream: &mut quinn::RecvStream,
     header: PieceHeader,
-    mut on_progress: impl FnMut(usize),
 ) -> Result<ArrivedPiece, PieceStreamError> {
     let mut data = ChunkData::new();
     let mut remaining = header.chunk_len as usize;
@@ -104,7 +103,6 @@ pub async fn receive_body(
         match stream.read_chunk(remaining, true).await {
             Ok(Some(chunk)) => {
                 remaining -= chunk.bytes.len();
-                on_progress(chunk.bytes.len());
                 data.push(chunk.bytes);
             }
             Ok(None) => {
@@ -145,18 +143,20 @@ async fn read_exact(
     })
 }
 
-/// Sends one chunk on a new piece stream: header, bytes, FIN. With a rate
-/// limit, each slice waits for its tokens first. Opening the stream and each
-/// write must make progress within `stall`, or the upload is given up with
+/// Sends one chunk on a new piece stream: header, bytes, FIN. With a pace
+/// (bytes per second), each slice waits for its tokens in a bucket of this
+/// upload's own. Opening the stream and each write must make progress
+/// within `stall`, or the upload is given up with
 /// [`PieceStreamError::Stalled`].
 pub async fn send_piece(
     connection: &quinn::Connection,
     header: &PieceHeader,
     params: &SwarmParams,
     bytes: Bytes,
-    limit: Option<&tokio::sync::Mutex<TokenBucket>>,
+    pace: Option<u64>,
     stall: Duration,
 ) -> Result<(), PieceStreamError> {
+    let mut limit = pace.map(|rate| TokenBucket::new(rate, SEND_SLICE as u64, Instant::now()));
     let mut frame = BytesMut::with_capacity(FRAME_PREFIX_LEN + header.frame_len());
     header
         .encode_checked(params, &mut frame)
@@ -169,11 +169,8 @@ pub async fn send_piece(
     let mut offset = 0;
     while offset < bytes.len() {
         let end = (offset + SEND_SLICE).min(bytes.len());
-        if let Some(limit) = limit {
-            let wait = limit
-                .lock()
-                .await
-                .reserve((end - offset) as u64, Instant::now());
+        if let Some(limit) = &mut limit {
+            let wait = limit.reserve((end - offset) as u64, Instant::now());
             if !wait.is_zero() {
                 tokio::time::sleep(wait).await;
             }

@@ -1,237 +1,131 @@
-//! A peer of one swarm: the tokio driver around the sans-IO state machines.
+//! The tokio + quinn driver of a [`NodeCore`]: it moves bytes, runs
+//! blocking jobs and carries out the core's actions; it decides nothing.
 //!
-//! One coordinator task owns all state (the download core, the upload
-//! queue, the peers, the storage handle, the Merkle knowledge) and reacts
-//! to events: link events from the peers' tasks, results of verification
-//! and storage jobs, finished uploads, new connections, and a tick every
-//! 100 ms. Hashing and disk I/O run on blocking workers; the QUIC tasks
-//! only move bytes.
-//!
-//! The same node seeds (every chunk, no download), fetches (a download,
-//! no serving) or does both (`fetch --serve`: verified chunks are served
-//! while the rest downloads).
+//! One task owns the core, the endpoint and every link handle. It waits
+//! for the next of: an incoming connection (asking the core whether to
+//! accept it), an event from a link or a job, the core's next deadline
+//! ([`NodeCore::poll_timeout`]), or the stop signal; it feeds the core and
+//! then carries out every action the core queued. Links run as small tasks
+//! (`crate::link`); hashing and disk I/O run on blocking workers
+//! ([`jobs`]). Nothing is shared between tasks but channels.
 
 mod connect;
-mod events;
-mod fetching;
-mod serving;
+mod jobs;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use minimodel_verifier::Sha256Digest;
-use minimodel_verifier::chunk::{ChunkGeometry, ChunkIndex as VerifierIndex, ChunkVerifier};
-use minimodel_verifier::merkle::MerkleTree;
-use minimodel_wire::{
-    HaveBitfield, MAX_PEERS_PER_MESSAGE, PeerAddr, PeerId, SwarmIdentity, SwarmParams,
-};
+use minimodel_node::node::{Action, LinkUp};
+use minimodel_node::report::{Failure, LinkEnd};
+use minimodel_node::{LinkId, NodeCore, NodeStart};
+use minimodel_wire::{GoodbyeReason, SwarmIdentity, SwarmParams};
 use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
 
-pub use events::NodeReport;
+pub use minimodel_node::NodeReport;
+pub use minimodel_node::config::NodeConfig as CoreConfig;
 
-use crate::link::{LinkEvent, LinkHandle, LocalHello};
-use crate::resume::PartialDownload;
-use crate::store::Storage;
+use crate::link::{self, LinkEvent, LinkHandle, LocalHello, Session};
 use crate::transport::{Identity, TransportTuning};
-use minimodel_node::download::Downloader;
-use minimodel_node::picker::LinkId;
-use minimodel_node::upload::{TokenBucket, UploadConfig, UploadQueue};
 
-use self::connect::Admission;
-use self::fetching::DownloadState;
-use self::serving::Uploads;
+pub(crate) use jobs::{DeliveryContext, Jobs, ProofSource};
 
-/// How often the node checks timeouts, refills pipelines and reports.
-const TICK: Duration = Duration::from_millis(100);
-
-/// Settings every node has.
+/// Settings of a running node: the core's policy, and what only the driver
+/// knows (where to listen, the transport's tuning).
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
-    /// Where to listen when serving (port 0 picks one). `None`: dial only.
+    /// Where to listen when serving (port 0 picks one). `None`: dial only,
+    /// and accept nothing.
     pub listen: Option<SocketAddr>,
-    /// Most peers connected at once. Default 32.
-    pub max_peers: usize,
-    /// Upload cap in bytes per second, if any.
-    pub max_upload: Option<u64>,
-    /// Chunks uploaded at once, over all peers. Default 8.
-    pub upload_slots: usize,
-    /// Chunks uploaded at once to one peer. Default 2: one being sent, the
-    /// next one ready, so the peer never waits.
-    pub upload_slots_per_peer: usize,
-    /// Serving side queue limits.
-    pub upload: UploadConfig,
     /// QUIC tuning.
     pub tuning: TransportTuning,
     /// Program name and version, sent in Hello.
     pub agent: String,
-    /// Handshake timeout (QUIC and Hello/bitfield exchange).
-    pub handshake_timeout: Duration,
-    /// Incoming connections from one IP address at once, handshakes
-    /// included; more are refused before their TLS handshake. Default 16:
-    /// room for peers behind one NAT and for a download restarted several
-    /// times while its old connections time out (`idle_timeout`), while
-    /// one host cannot take every peer slot (`max_peers`, 32).
-    pub max_connections_per_ip: usize,
-    /// Incoming handshakes (QUIC, then Hello and bitfields) in progress at
-    /// once; more are refused. Default 16: a handshake on loopback takes
-    /// under a millisecond, a far one a few round trips, so 16 admit
-    /// hundreds of peers a second, while peers that connect and stall hold
-    /// at most 16 tasks until `handshake_timeout`.
-    pub max_handshakes: usize,
-    /// Addresses learned from one peer's Peers messages (peer exchange)
-    /// are dialed at most 32 at once and 32 per this interval: unknown
-    /// addresses beyond that are ignored. Default 2 s. An honest node tells
-    /// each peer of each other serving peer once, so unless a swarm grows
-    /// by more than 32 serving peers in a burst nothing it says is lost; a
-    /// flood cannot make this node dial more than 16 addresses a second per
-    /// peer.
-    pub peer_exchange_min_interval: Duration,
     /// An upload whose next 64 KiB are not taken by the peer's flow control
     /// within this time is given up and the peer dropped. Default 20 s
     /// (3.2 KiB/s): a peer that requests chunks and never reads them would
     /// otherwise hold upload slots for good.
     pub upload_stall_timeout: Duration,
+    /// Every decision's settings (`minimodel_node::NodeConfig`).
+    pub core: CoreConfig,
 }
 
 impl Default for NodeConfig {
     fn default() -> Self {
         Self {
             listen: None,
-            max_peers: 32,
-            max_upload: None,
-            upload_slots: 8,
-            upload_slots_per_peer: 2,
-            upload: UploadConfig::default(),
             tuning: TransportTuning::default(),
             agent: concat!("minimodel/", env!("CARGO_PKG_VERSION")).to_owned(),
-            handshake_timeout: Duration::from_secs(10),
-            max_connections_per_ip: 16,
-            max_handshakes: 16,
-            peer_exchange_min_interval: Duration::from_secs(2),
             upload_stall_timeout: Duration::from_secs(20),
+            core: CoreConfig::default(),
         }
     }
 }
 
-/// The addresses one peer may make us dial (peer exchange), one token
-/// each: [`MAX_PEERS_PER_MESSAGE`] at most, refilled at that many per
-/// `interval` ([`NodeConfig::peer_exchange_min_interval`]).
-pub(crate) fn peer_exchange_budget(interval: Duration, now: Instant) -> TokenBucket {
-    let burst = MAX_PEERS_PER_MESSAGE as u64;
-    let per_second = (burst as f64 / interval.as_secs_f64().max(1e-3)).round() as u64;
-    TokenBucket::new(per_second, burst, now)
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The endpoint could not be created.
+    #[error("cannot open the QUIC endpoint")]
+    Transport(#[from] crate::transport::TransportError),
+    /// A setting cannot work.
+    #[error("invalid settings")]
+    Config(#[from] minimodel_node::config::ConfigError),
 }
 
-/// Where proofs come from: the whole tree (a seeder) or what a downloading
-/// peer learned from the proofs it checked.
-#[derive(Debug, Clone)]
-pub(crate) enum ProofSource {
-    Full(Arc<MerkleTree>),
-    Download(Arc<PartialDownload>),
-}
-
-impl ProofSource {
-    pub(crate) fn proof(&self, chunk: u32) -> Option<Vec<Sha256Digest>> {
-        match self {
-            ProofSource::Full(tree) => tree.proof(chunk),
-            ProofSource::Download(download) => download.proof(VerifierIndex(chunk)),
-        }
-    }
-}
-
-/// A connected peer.
-pub(crate) struct Peer {
-    pub(crate) id: PeerId,
-    pub(crate) addr: SocketAddr,
-    pub(crate) link: LinkHandle,
-    /// We dialed it (rather than it us).
-    pub(crate) dialed: bool,
-    /// Peers it was told about by peer exchange.
-    pub(crate) told: BTreeSet<PeerId>,
-    /// It announced that it serves (and where), so it may be passed on.
-    pub(crate) serving: bool,
-    pub(crate) listen: Option<SocketAddr>,
-    /// It is part of the download (it serves and we fetch).
-    pub(crate) downloading_from: bool,
-    pub(crate) uploaded_chunks: u64,
-    pub(crate) uploaded_bytes: u64,
-    /// How many more addresses from its Peers messages we would dial now
-    /// ([`NodeConfig::peer_exchange_min_interval`]).
-    pub(crate) peer_exchange_budget: TokenBucket,
-    /// Its place among the connections from its address (incoming only).
-    _ip_slot: Option<connect::IpSlot>,
-}
-
-/// Events that the node's own jobs send back to it.
-pub(crate) enum Internal {
-    /// A handshake finished (we dialed, or a peer dialed us).
-    LinkUp(Box<connect::LinkUp>),
-    /// Dialing a peer failed.
-    DialFailed { peer: PeerAddr, error: String },
-    /// A chunk passed its proof and is stored.
-    Stored(Box<fetching::StoredChunk>),
-    /// A chunk failed its proof.
-    BadChunk {
-        key: LinkId,
-        chunk: u32,
-        error: String,
+/// What the node's own tasks report back to it.
+pub(crate) enum Event {
+    /// A link's event.
+    Link(LinkId, LinkEvent),
+    /// A handshake finished.
+    Up(LinkId, Box<Session>, SocketAddr),
+    /// A dial or an incoming handshake failed.
+    Failed(LinkId, LinkEnd),
+    /// An incoming handshake read the peer's Hello: the core decides.
+    Hello {
+        link: LinkId,
+        peer: minimodel_wire::PeerId,
+        hello: minimodel_wire::Hello,
+        reply: tokio::sync::oneshot::Sender<
+            Result<minimodel_wire::HaveBitfield, minimodel_node::node::Rejection>,
+        >,
     },
-    /// Storing a verified chunk failed: the download stops.
-    StoreFailed {
-        key: LinkId,
-        chunk: u32,
-        error: crate::resume::ResumeError,
-    },
-    /// The trailing hasher hashed another chunk.
-    TrailingProgress,
-    /// A checkpoint of the partial download finished; a failed one stops
-    /// the download.
-    Checkpointed(Result<(), crate::resume::ResumeError>),
-    /// An upload ended.
-    UploadDone {
-        key: LinkId,
-        chunk: u32,
-        bytes: u64,
-        ok: bool,
-        /// The peer stopped taking bytes: why, to drop it.
-        stalled: Option<String>,
-    },
+    /// A job finished.
+    Job(jobs::JobDone),
 }
 
-/// The whole state of a node.
+/// A link as the driver holds it.
+enum DriverLink {
+    /// A dial or a handshake in progress.
+    Attempt(AbortHandle),
+    /// Up: its handle and its uploads under way.
+    Up(LinkHandle, BTreeMap<u32, AbortHandle>),
+}
+
+/// A node: the core and everything around it.
 pub(crate) struct Node {
-    config: NodeConfig,
-    identity: Arc<Identity>,
+    core: NodeCore,
     endpoint: quinn::Endpoint,
+    identity: Arc<Identity>,
+    config: NodeConfig,
     params: SwarmParams,
-    geometry: ChunkGeometry,
-    verifier: Arc<ChunkVerifier>,
-    storage: Arc<dyn Storage>,
-    proofs: ProofSource,
-    /// Chunks this node has verified and can prove.
-    local_have: HaveBitfield,
-    serving: bool,
-    local_hello: LocalHello,
-    peers: BTreeMap<LinkId, Peer>,
-    next_key: u64,
-    banned: BTreeSet<PeerId>,
-    /// Addresses being dialed or connected, so no peer is dialed twice.
-    dialing: BTreeSet<PeerId>,
-    admission: Arc<Mutex<Admission>>,
-    acceptor_started: bool,
-    download: Option<DownloadState>,
-    uploads: Uploads,
+    local: LocalHello,
+    links: BTreeMap<LinkId, DriverLink>,
+    /// Links told goodbye: kept until shutdown, so that it can wait for
+    /// their goodbyes to leave.
+    closing: Vec<quinn::Connection>,
+    events: mpsc::Receiver<Event>,
+    sender: mpsc::Sender<Event>,
     link_events: mpsc::Receiver<(LinkId, LinkEvent)>,
     link_sender: mpsc::Sender<(LinkId, LinkEvent)>,
-    internal: mpsc::UnboundedReceiver<Internal>,
-    internal_sender: mpsc::UnboundedSender<Internal>,
+    pub(crate) jobs: Jobs,
     reports: mpsc::UnboundedSender<NodeReport>,
-    /// Where each peer we ever talked to was reached.
-    addresses: BTreeMap<PeerId, SocketAddr>,
-    /// The last few reasons peers failed or left, for error messages.
-    history: Vec<String>,
+    outcome: Option<Result<(), Failure>>,
+    /// A download was just delivered: [`Node::run`] returns so that its
+    /// owner can report it (and then run on, seeding).
+    delivered_now: bool,
 }
 
 /// What [`Node::new`] needs.
@@ -239,193 +133,147 @@ pub(crate) struct NodeParts {
     pub(crate) config: NodeConfig,
     pub(crate) identity: Arc<Identity>,
     pub(crate) swarm: SwarmIdentity,
-    pub(crate) geometry: ChunkGeometry,
-    pub(crate) verifier: Arc<ChunkVerifier>,
-    pub(crate) storage: Arc<dyn Storage>,
-    pub(crate) proofs: ProofSource,
-    pub(crate) local_have: HaveBitfield,
-    pub(crate) serving: bool,
-    pub(crate) download: Option<DownloadParts>,
+    pub(crate) start: NodeStart,
+    pub(crate) jobs: Jobs,
     pub(crate) reports: mpsc::UnboundedSender<NodeReport>,
-}
-
-/// The download half of a node: the core and what an earlier run left.
-pub(crate) struct DownloadParts {
-    pub(crate) core: Downloader,
-    /// The partial file and its state (chunks from earlier runs included).
-    pub(crate) partial: Arc<PartialDownload>,
-}
-
-/// Why a node could not start or had to stop.
-#[derive(Debug, thiserror::Error)]
-pub enum NodeError {
-    /// The endpoint could not be created.
-    #[error("cannot open the QUIC endpoint")]
-    Transport(#[from] crate::transport::TransportError),
-    /// The storage failed.
-    #[error("storage failed")]
-    Storage(#[from] std::io::Error),
 }
 
 impl Node {
     pub(crate) fn new(parts: NodeParts) -> Result<Self, NodeError> {
-        let bind = parts
-            .config
-            .listen
-            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
-        let endpoint =
-            crate::transport::bind_endpoint(bind, &parts.identity, &parts.config.tuning)?;
+        parts.config.core.validate()?;
+        let endpoint = match parts.config.listen {
+            Some(listen) => {
+                crate::transport::bind_endpoint(listen, &parts.identity, &parts.config.tuning)?
+            }
+            None => crate::transport::bind_endpoint(
+                SocketAddr::from(([0, 0, 0, 0], 0)),
+                &parts.identity,
+                &parts.config.tuning,
+            )?,
+        };
         let listen = parts.config.listen.and_then(|_| endpoint.local_addr().ok());
         let params = *parts.swarm.params();
-        let (link_sender, link_events) = mpsc::channel(1024);
-        let (internal_sender, internal) = mpsc::unbounded_channel();
-        let local_hello = LocalHello {
-            swarm: parts.swarm.clone(),
-            serving: parts.serving,
+        let local = LocalHello {
+            swarm: parts.swarm,
+            serving: parts.start.serve,
             listen,
             agent: parts.config.agent.clone(),
         };
-        let limit = parts.config.max_upload.map(|rate| {
-            Arc::new(tokio::sync::Mutex::new(TokenBucket::new(
-                rate,
-                rate.clamp(64 << 10, 1 << 20),
-                Instant::now(),
-            )))
-        });
-        let uploads = Uploads::new(
-            UploadQueue::new(parts.local_have.clone(), parts.config.upload.clone()),
-            limit,
-        );
-        let admission = Arc::new(Mutex::new(Admission {
-            max_peers: parts.config.max_peers,
-            connected: BTreeSet::new(),
-            dialed_us: BTreeSet::new(),
-            admitting: BTreeSet::new(),
-            banned: BTreeSet::new(),
-            serving: parts.serving,
-            have: parts.local_have.clone(),
-        }));
-        let download = parts.download.map(|d| {
-            DownloadState::new(d.core, &parts.geometry, d.partial, internal_sender.clone())
-        });
+        let mut start = parts.start;
+        start.listen = listen.is_some();
+        let core = NodeCore::new(parts.config.core.clone(), start, Instant::now());
+        let (sender, events) = mpsc::channel(1024);
+        let (link_sender, link_events) = mpsc::channel(1024);
         Ok(Self {
-            config: parts.config,
-            identity: parts.identity,
+            core,
             endpoint,
+            identity: parts.identity,
+            config: parts.config,
             params,
-            geometry: parts.geometry,
-            verifier: parts.verifier,
-            storage: parts.storage,
-            proofs: parts.proofs,
-            local_have: parts.local_have,
-            serving: parts.serving,
-            local_hello,
-            peers: BTreeMap::new(),
-            next_key: 0,
-            banned: BTreeSet::new(),
-            dialing: BTreeSet::new(),
-            admission,
-            acceptor_started: false,
-            download,
-            uploads,
+            local,
+            links: BTreeMap::new(),
+            closing: Vec::new(),
+            events,
+            sender,
             link_events,
             link_sender,
-            internal,
-            internal_sender,
+            jobs: parts.jobs,
             reports: parts.reports,
-            addresses: BTreeMap::new(),
-            history: Vec::new(),
+            outcome: None,
+            delivered_now: false,
         })
     }
 
     /// The address peers reach this node at, when it listens.
     pub(crate) fn listen_addr(&self) -> Option<SocketAddr> {
-        self.local_hello.listen
+        self.local.listen
     }
 
     /// This node's id.
-    pub(crate) fn peer_id(&self) -> PeerId {
+    pub(crate) fn peer_id(&self) -> minimodel_wire::PeerId {
         self.identity.peer_id()
     }
 
-    pub(crate) fn report(&mut self, report: NodeReport) {
-        let line = match &report {
-            NodeReport::PeerDisconnected { addr, reason, .. }
-            | NodeReport::Refused { addr, reason } => Some(format!("{addr}: {reason}")),
-            NodeReport::Banned { addr, error, .. } => Some(format!("{addr}: banned: {error}")),
-            _ => None,
-        };
-        if let Some(line) = line {
-            if self.history.len() >= 16 {
-                self.history.remove(0);
+    /// The core, to feed it peers before the run and read its figures.
+    pub(crate) fn core(&mut self) -> &mut NodeCore {
+        &mut self.core
+    }
+
+    /// Starts the trailing whole-file hasher of a download.
+    pub(crate) fn start_hash(&mut self) {
+        self.jobs.start_hash(&self.sender);
+    }
+
+    /// Passes on the reports queued so far.
+    pub(crate) fn flush_reports(&mut self) {
+        while let Some(report) = self.core.poll_report() {
+            let _ = self.reports.send(report);
+        }
+    }
+
+    /// How the node ended, once it has.
+    pub(crate) fn outcome(&self) -> Option<&Result<(), Failure>> {
+        self.outcome.as_ref()
+    }
+
+    /// Runs until the core ends its work, a download was delivered, or
+    /// `stop` resolves (then every peer is told goodbye). Returns whether it
+    /// was stopped.
+    pub(crate) async fn run(&mut self, stop: impl std::future::Future<Output = ()>) -> bool {
+        let mut stop = std::pin::pin!(stop);
+        let listening = self.local.listen.is_some();
+        let mut stopped = false;
+        self.carry_out();
+        self.delivered_now = false;
+        while self.outcome.is_none() && !self.delivered_now {
+            let now = Instant::now();
+            let deadline = self
+                .core
+                .poll_timeout(now)
+                .map(tokio::time::Instant::from_std)
+                .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
+            tokio::select! {
+                biased;
+                _ = &mut stop => {
+                    stopped = true;
+                    self.core.stop(Instant::now());
+                    self.carry_out();
+                    break;
+                }
+                Some(event) = self.events.recv() => self.on_event(event),
+                Some((link, event)) = self.link_events.recv() => {
+                    self.on_event(Event::Link(link, event));
+                }
+                Some(incoming) = self.endpoint.accept(), if listening => self.on_incoming(incoming),
+                _ = tokio::time::sleep_until(deadline) => self.core.handle_timeout(Instant::now()),
             }
-            self.history.push(line);
+            self.carry_out();
         }
-        let _ = self.reports.send(report);
+        stopped
     }
 
-    /// What happened to peers lately, for an error message.
-    pub(crate) fn failure_summary(&self) -> String {
-        if self.history.is_empty() {
-            "no peer answered".to_owned()
-        } else {
-            self.history.join("; ")
-        }
-    }
-
-    /// Where a peer was reached.
-    pub(crate) fn address_of(&self, id: &PeerId) -> Option<SocketAddr> {
-        self.addresses.get(id).copied()
-    }
-
-    pub(crate) fn download_state(&self) -> Option<&DownloadState> {
-        self.download.as_ref()
-    }
-
-    pub(crate) fn download_state_mut(&mut self) -> Option<&mut DownloadState> {
-        self.download.as_mut()
-    }
-
-    /// Whether a dial is under way.
-    pub(crate) fn is_dialing(&self) -> bool {
-        !self.dialing.is_empty()
-    }
-
-    /// Connected peers that serve us.
-    pub(crate) fn download_peer_count(&self) -> usize {
-        self.peers.values().filter(|p| p.downloading_from).count()
-    }
-
-    /// The download is complete and verified: serve every chunk from the
-    /// whole tree from now on.
-    pub(crate) fn become_seeder(&mut self, tree: Arc<MerkleTree>) {
-        let count = self.params.chunk_count();
-        self.proofs = ProofSource::Full(tree);
-        self.local_have = HaveBitfield::full(count);
-        for chunk in 0..count {
-            self.uploads.queue.add_local_chunk(chunk);
-        }
-        if let Ok(mut admission) = self.admission.lock() {
-            admission.have = HaveBitfield::full(count);
-        }
-    }
-
-    /// Says goodbye to every peer and closes the endpoint, waiting briefly
-    /// for the goodbyes to leave.
+    /// Says goodbye to every peer still connected and closes the endpoint,
+    /// waiting briefly for the goodbyes to leave.
     pub(crate) async fn shutdown(&mut self) {
-        let reason = if self.download.as_ref().is_none_or(|d| d.core.is_complete()) {
-            minimodel_wire::GoodbyeReason::Done
-        } else {
-            minimodel_wire::GoodbyeReason::Shutdown
-        };
-        for peer in self.peers.values() {
-            peer.link.close(reason);
+        let reason = GoodbyeReason::Shutdown;
+        let links = std::mem::take(&mut self.links);
+        for link in links.into_values() {
+            match link {
+                DriverLink::Up(handle, uploads) => {
+                    uploads.values().for_each(AbortHandle::abort);
+                    handle.close(reason);
+                    self.closing.push(handle.connection);
+                }
+                DriverLink::Attempt(task) => task.abort(),
+            }
         }
+        self.closing
+            .retain(|connection| connection.close_reason().is_none());
         let _ = tokio::time::timeout(Duration::from_millis(500), async {
             while self
-                .peers
-                .values()
-                .any(|p| p.link.connection.close_reason().is_none())
+                .closing
+                .iter()
+                .any(|connection| connection.close_reason().is_none())
             {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
@@ -435,51 +283,183 @@ impl Node {
         let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
     }
 
-    /// Runs until `done` says so (checked after every event) or `stop`
-    /// resolves.
-    pub(crate) async fn run(
-        &mut self,
-        mut stop: impl std::future::Future<Output = ()> + Unpin,
-        mut done: impl FnMut(&Node) -> bool,
-    ) {
-        if self.serving && self.local_hello.listen.is_some() {
-            self.spawn_acceptor();
+    fn on_incoming(&mut self, incoming: quinn::Incoming) {
+        let remote = incoming.remote_address();
+        let validated = incoming.remote_address_validated();
+        match self.core.handle_incoming(remote, validated, Instant::now()) {
+            minimodel_node::node::Incoming::Accept { link, deadline } => {
+                let task = connect::accept(self, link, incoming, deadline);
+                self.links.insert(link, DriverLink::Attempt(task));
+            }
+            minimodel_node::node::Incoming::Retry => {
+                if incoming.retry().is_err() {
+                    // Validated after all (a race): nothing to retry.
+                }
+            }
+            minimodel_node::node::Incoming::Refuse { reason } => {
+                incoming.refuse();
+                let _ = self.reports.send(NodeReport::Turned {
+                    addr: remote,
+                    reason,
+                });
+            }
         }
-        let mut tick = tokio::time::interval(TICK);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                biased;
-                _ = &mut stop => break,
-                Some(internal) = self.internal.recv() => self.on_internal(internal),
-                Some((key, event)) = self.link_events.recv() => self.on_link_event(key, event),
-                _ = tick.tick() => self.on_tick(),
+    }
+
+    fn on_event(&mut self, event: Event) {
+        let now = Instant::now();
+        match event {
+            Event::Up(link, session, remote) => self.on_link_up(link, *session, remote),
+            Event::Failed(link, end) => {
+                self.links.remove(&link);
+                self.core.handle_link_failed(link, end, now);
             }
-            if done(self) {
-                break;
+            Event::Hello {
+                link,
+                peer,
+                hello,
+                reply,
+            } => {
+                let _ = reply.send(self.core.handle_hello(link, peer, &hello, now));
             }
+            Event::Link(link, event) => self.on_link_event(link, event, now),
+            Event::Job(done) => jobs::on_done(self, done, now),
+        }
+    }
+
+    fn on_link_up(&mut self, link: LinkId, session: Session, remote: SocketAddr) {
+        let up = LinkUp {
+            peer: session.peer_id,
+            remote,
+            hello: session.hello.clone(),
+            bitfield: session.bitfield.clone(),
+            control: session.control.clone(),
+        };
+        let rtt = session.connection.rtt();
+        let handle = link::spawn(session, link, self.params, self.link_sender.clone());
+        self.links
+            .insert(link, DriverLink::Up(handle, BTreeMap::new()));
+        let now = Instant::now();
+        self.core.handle_link_up(link, up, now);
+        self.core.handle_rtt(link, rtt);
+    }
+
+    fn on_link_event(&mut self, link: LinkId, event: LinkEvent, now: Instant) {
+        if !matches!(self.links.get(&link), Some(DriverLink::Up(..))) {
+            return;
+        }
+        match event {
+            LinkEvent::Message(message) => {
+                if let Some(DriverLink::Up(handle, _)) = self.links.get(&link) {
+                    self.core.handle_rtt(link, handle.connection.rtt());
+                }
+                self.core.handle_message(link, message, now);
+            }
+            LinkEvent::PieceHeader { chunk, reply } => {
+                let _ = reply.send(self.core.handle_piece_header(link, chunk, now));
+            }
+            LinkEvent::PieceArrived(piece) => {
+                let chunk = piece.chunk;
+                match self.core.handle_piece_arrived(link, chunk, now) {
+                    minimodel_node::node::PieceVerdict::Accept => {
+                        jobs::verify(self, link, piece);
+                    }
+                    minimodel_node::node::PieceVerdict::Stop => {}
+                }
+            }
+            LinkEvent::PieceFailed { chunk, end } => {
+                self.core.handle_piece_failed(link, chunk, end, now);
+            }
+            // The core answers with Close (a Goodbye first) or Abort.
+            LinkEvent::Closed(end) => self.core.handle_closed(link, end, now),
+        }
+    }
+
+    /// Forgets the driver's side of a link: its uploads stop.
+    fn drop_link(&mut self, link: LinkId) {
+        match self.links.remove(&link) {
+            Some(DriverLink::Up(_, uploads)) => {
+                for task in uploads.values() {
+                    task.abort();
+                }
+            }
+            Some(DriverLink::Attempt(task)) => task.abort(),
+            None => {}
+        }
+    }
+
+    /// Carries out everything the core decided, and passes its reports on.
+    fn carry_out(&mut self) {
+        while let Some(action) = self.core.poll_action() {
+            self.act(action);
+        }
+        while let Some(report) = self.core.poll_report() {
+            let _ = self.reports.send(report);
+        }
+    }
+
+    fn act(&mut self, action: Action) {
+        let now = Instant::now();
+        match action {
+            Action::Dial {
+                link,
+                addr,
+                peer,
+                have,
+                deadline,
+            } => {
+                let task = connect::dial(self, link, addr, peer, have, deadline);
+                self.links.insert(link, DriverLink::Attempt(task));
+            }
+            Action::Abort { link } => {
+                if let Some(DriverLink::Up(handle, _)) = self.links.get(&link) {
+                    handle.abort();
+                }
+                self.drop_link(link);
+            }
+            Action::Send { link, message } => {
+                let sent = match self.links.get(&link) {
+                    Some(DriverLink::Up(handle, _)) => handle.send(message),
+                    _ => true,
+                };
+                if !sent {
+                    self.drop_link(link);
+                    self.core.handle_closed(link, LinkEnd::NotReading, now);
+                }
+            }
+            Action::Close { link, reason } => {
+                if let Some(DriverLink::Up(handle, uploads)) = self.links.remove(&link) {
+                    for task in uploads.values() {
+                        task.abort();
+                    }
+                    handle.close(reason);
+                    self.closing
+                        .retain(|connection| connection.close_reason().is_none());
+                    self.closing.push(handle.connection);
+                }
+            }
+            Action::Upload { link, chunk, pace } => jobs::upload(self, link, chunk, pace),
+            Action::CancelUpload { link, chunk } => {
+                if let Some(DriverLink::Up(_, uploads)) = self.links.get_mut(&link) {
+                    if let Some(task) = uploads.remove(&chunk.0) {
+                        task.abort();
+                    }
+                }
+            }
+            Action::HashStored { chunk } => self.jobs.hash_stored(chunk),
+            Action::RestartHash => self.jobs.restart_hash(&self.sender),
+            Action::Checkpoint { release_below } => jobs::checkpoint(self, release_below),
+            Action::Deliver => jobs::deliver(self),
+            Action::End(outcome) => self.outcome = Some(outcome),
         }
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_peer_exchange_budget_allows_a_burst_then_its_rate() {
-        let t0 = Instant::now();
-        let interval = Duration::from_secs(2);
-        let mut budget = peer_exchange_budget(interval, t0);
-        let burst = (0..100).filter(|_| budget.try_take(1, t0)).count();
-        assert_eq!(burst, MAX_PEERS_PER_MESSAGE);
-        // Half an interval later: half a burst.
-        let later = t0 + interval / 2;
-        let more = (0..100).filter(|_| budget.try_take(1, later)).count();
-        assert_eq!(more, MAX_PEERS_PER_MESSAGE / 2);
-        // Never more than a burst, however long it waited.
-        let much_later = later + interval * 10;
-        let refilled = (0..100).filter(|_| budget.try_take(1, much_later)).count();
-        assert_eq!(refilled, MAX_PEERS_PER_MESSAGE);
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("listen", &self.local.listen)
+            .field("links", &self.links.len())
+            .finish_non_exhaustive()
     }
 }

@@ -75,3 +75,8 @@ pub use state::{
     parse_state,
 };
 pub use status::{BytesCheck, DownloadStatus, StatusKind, status, verify_status};
+
+/// An error and its causes in one line, for a person to read.
+pub fn describe(error: &ResumeError) -> String {
+    error::chain(error)
+}

@@ -137,7 +137,10 @@ pub fn fetch_config(artifact: &Artifact, out: &Path, peers: Vec<PeerAddr>) -> Fe
         serve: false,
         seed_after: false,
         node: NodeConfig {
-            handshake_timeout: Duration::from_secs(3),
+            core: minimodel_swarm::node::CoreConfig {
+                handshake_timeout: Duration::from_secs(3),
+                ..minimodel_swarm::node::CoreConfig::default()
+            },
             ..NodeConfig::default()
         },
         download: DownloadConfig {
@@ -186,7 +189,7 @@ impl FetchRun {
             .filter_map(|r| match r {
                 NodeReport::PeerDisconnected {
                     peer: id, reason, ..
-                } if *id == peer.id => Some(reason.clone()),
+                } if *id == peer.id => Some(reason.to_string()),
                 _ => None,
             })
             .collect()
@@ -197,7 +200,9 @@ impl FetchRun {
         self.reports
             .iter()
             .filter_map(|r| match r {
-                NodeReport::Refused { addr, reason } if *addr == peer.addr => Some(reason.clone()),
+                NodeReport::Refused { addr, reason } if *addr == peer.addr => {
+                    Some(reason.to_string())
+                }
                 _ => None,
             })
             .collect()

@@ -1,0 +1,549 @@
+//! The node's blocking work and its uploads, as jobs the core asks for:
+//! verify and store a chunk, read and send a chunk, checkpoint, hash the
+//! file as it is on disk (the trailing hasher), and the final checks. Each
+//! reports back as an event; none decides anything.
+
+use std::io;
+use std::sync::Arc;
+use std::sync::mpsc as std_mpsc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use minimodel_node::LinkId;
+use minimodel_node::node::{Finish, UploadOutcome, VerifyOutcome};
+use minimodel_verifier::Sha256Digest;
+use minimodel_verifier::check::{VerifyError, verify_with_hashes};
+use minimodel_verifier::chunk::{ChunkGeometry, ChunkIndex as VerifierIndex, ChunkVerifier};
+use minimodel_verifier::hashing::FileHashes;
+use minimodel_verifier::manifest::Manifest;
+use minimodel_verifier::merkle::MerkleTree;
+use minimodel_verifier::receipt::{
+    ImportReceipt, PeerContribution, ReceiptSource, TransferSummary,
+};
+use minimodel_wire::{ChunkIndex, HaveBitfield, PieceHeader};
+use tokio::sync::{Semaphore, mpsc};
+
+use super::{DriverLink, Event, Node};
+use crate::link::ArrivedPiece;
+use crate::link::pieces::{PieceStreamError, send_piece};
+use crate::resume::{PartialDownload, ResumeError};
+use crate::store::{Storage, read_chunk};
+use crate::trailing::TrailingHasher;
+
+/// Verification and storage jobs at once.
+pub(crate) const VERIFY_JOBS: usize = 2;
+
+/// A job's result.
+pub(crate) enum JobDone {
+    Verified {
+        link: LinkId,
+        chunk: ChunkIndex,
+        outcome: VerifyOutcome,
+        error: Option<ResumeError>,
+    },
+    Uploaded {
+        link: LinkId,
+        chunk: ChunkIndex,
+        outcome: UploadOutcome,
+    },
+    Trailing(u32),
+    Checkpointed(Result<(), ResumeError>),
+    Delivered(Finish, Option<Box<Delivered>>),
+}
+
+/// A delivered download.
+pub(crate) struct Delivered {
+    pub(crate) artifact: std::path::PathBuf,
+    pub(crate) receipt_path: std::path::PathBuf,
+    pub(crate) receipt: ImportReceipt,
+    pub(crate) finish_elapsed: Duration,
+    pub(crate) tree: MerkleTree,
+}
+
+/// Where proofs come from: the whole tree (a seeder, or a download once
+/// delivered) or what a downloading peer learned from the proofs it
+/// checked.
+#[derive(Debug, Clone)]
+pub(crate) enum ProofSource {
+    Full(Arc<MerkleTree>),
+    Download(Arc<PartialDownload>),
+}
+
+impl ProofSource {
+    fn proof(&self, chunk: u32) -> Option<Vec<Sha256Digest>> {
+        match self {
+            ProofSource::Full(tree) => tree.proof(chunk),
+            ProofSource::Download(download) => download.proof(VerifierIndex(chunk)),
+        }
+    }
+}
+
+/// What the final checks need to write a receipt.
+#[derive(Debug, Clone)]
+pub(crate) struct DeliveryContext {
+    pub(crate) manifest: Manifest,
+    pub(crate) manifest_sha256: Sha256Digest,
+    pub(crate) started: Instant,
+}
+
+/// The node's job runner.
+pub(crate) struct Jobs {
+    pub(crate) geometry: ChunkGeometry,
+    pub(crate) verifier: Arc<ChunkVerifier>,
+    pub(crate) storage: Arc<dyn Storage>,
+    pub(crate) proofs: ProofSource,
+    pub(crate) partial: Option<Arc<PartialDownload>>,
+    pub(crate) delivery: Option<DeliveryContext>,
+    trailing: Option<TrailingThread>,
+    verify_slots: Arc<Semaphore>,
+    /// The typed cause of a storage failure the core was told of in words.
+    pub(crate) storage_error: Option<ResumeError>,
+    /// The delivered download, once it is.
+    pub(crate) delivered: Option<Box<Delivered>>,
+}
+
+impl Jobs {
+    pub(crate) fn new(
+        geometry: ChunkGeometry,
+        verifier: ChunkVerifier,
+        storage: Arc<dyn Storage>,
+        proofs: ProofSource,
+        partial: Option<Arc<PartialDownload>>,
+        delivery: Option<DeliveryContext>,
+    ) -> Self {
+        Self {
+            geometry,
+            verifier: Arc::new(verifier),
+            storage,
+            proofs,
+            partial,
+            delivery,
+            trailing: None,
+            verify_slots: Arc::new(Semaphore::new(VERIFY_JOBS)),
+            storage_error: None,
+            delivered: None,
+        }
+    }
+
+    /// Starts the trailing hasher (a download only), with the chunks
+    /// verified so far noted.
+    pub(crate) fn start_hash(&mut self, events: &mpsc::Sender<Event>) {
+        if let Some(partial) = &self.partial {
+            self.trailing = Some(TrailingThread::start(
+                self.geometry,
+                partial.storage(),
+                &partial.verified(),
+                events.clone(),
+            ));
+        }
+    }
+
+    pub(crate) fn hash_stored(&mut self, chunk: ChunkIndex) {
+        if let Some(trailing) = &mut self.trailing {
+            trailing.stored(chunk.0);
+        }
+    }
+
+    pub(crate) fn restart_hash(&mut self, events: &mpsc::Sender<Event>) {
+        self.trailing = None;
+        self.start_hash(events);
+    }
+}
+
+/// Verifies and stores a piece on a blocking worker.
+pub(super) fn verify(node: &mut Node, link: LinkId, piece: ArrivedPiece) {
+    let Some(partial) = node.jobs.partial.clone() else {
+        return;
+    };
+    let slots = Arc::clone(&node.jobs.verify_slots);
+    let verifier = Arc::clone(&node.jobs.verifier);
+    let events = node.sender.clone();
+    tokio::spawn(async move {
+        let Ok(_permit) = slots.acquire_owned().await else {
+            return;
+        };
+        let chunk = piece.chunk;
+        let done = tokio::task::spawn_blocking(move || {
+            let proof = piece.proof;
+            match verifier.verify(VerifierIndex(chunk.0), piece.data, &proof) {
+                Err(error) => (VerifyOutcome::Bad(error.to_string()), None),
+                Ok(verified) => match partial.store_verified(&verified, &proof) {
+                    Ok(_) => (VerifyOutcome::Stored, None),
+                    Err(error) => (
+                        VerifyOutcome::StoreFailed(crate::resume::describe(&error)),
+                        Some(error),
+                    ),
+                },
+            }
+        })
+        .await;
+        if let Ok((outcome, error)) = done {
+            let _ = events
+                .send(Event::Job(JobDone::Verified {
+                    link,
+                    chunk,
+                    outcome,
+                    error,
+                }))
+                .await;
+        }
+    });
+}
+
+/// Reads a chunk and sends it on a new piece stream, paced if asked.
+pub(super) fn upload(node: &mut Node, link: LinkId, chunk: ChunkIndex, pace: Option<u64>) {
+    let Some(DriverLink::Up(handle, uploads)) = node.links.get_mut(&link) else {
+        return;
+    };
+    let (Some(proof), Some(chunk_len)) = (
+        node.jobs.proofs.proof(chunk.0),
+        node.jobs.geometry.chunk_len(VerifierIndex(chunk.0)),
+    ) else {
+        let events = node.sender.clone();
+        tokio::spawn(async move {
+            let outcome = UploadOutcome::Failed;
+            let _ = events
+                .send(Event::Job(JobDone::Uploaded {
+                    link,
+                    chunk,
+                    outcome,
+                }))
+                .await;
+        });
+        return;
+    };
+    let header = PieceHeader {
+        chunk,
+        chunk_len,
+        proof: proof.into_iter().map(|digest| digest.0).collect(),
+    };
+    let connection = handle.connection.clone();
+    let storage = Arc::clone(&node.jobs.storage);
+    let geometry = node.jobs.geometry;
+    let params = node.params;
+    let stall = node.config.upload_stall_timeout;
+    let events = node.sender.clone();
+    let task = tokio::spawn(async move {
+        let read = tokio::task::spawn_blocking(move || {
+            read_chunk(storage.as_ref(), &geometry, VerifierIndex(chunk.0))
+        })
+        .await;
+        let outcome = match read {
+            Ok(Ok(bytes)) => {
+                let bytes = Bytes::from(bytes);
+                let len = bytes.len() as u64;
+                match send_piece(&connection, &header, &params, bytes, pace, stall).await {
+                    Ok(()) => UploadOutcome::Sent { bytes: len },
+                    Err(PieceStreamError::Stalled(_)) => UploadOutcome::Stalled,
+                    Err(_) => UploadOutcome::Stopped,
+                }
+            }
+            _ => UploadOutcome::Failed,
+        };
+        let _ = events
+            .send(Event::Job(JobDone::Uploaded {
+                link,
+                chunk,
+                outcome,
+            }))
+            .await;
+    });
+    uploads.insert(chunk.0, task.abort_handle());
+}
+
+/// Writes a checkpoint on a worker, then releases the `.part`'s cached
+/// pages below `release_below` (written before its sync, hashed already).
+pub(super) fn checkpoint(node: &mut Node, release_below: u64) {
+    let Some(partial) = node.jobs.partial.clone() else {
+        return;
+    };
+    let events = node.sender.clone();
+    tokio::task::spawn_blocking(move || {
+        let result = partial.checkpoint().map(|_| ());
+        if result.is_ok() {
+            let _ = partial.storage().release_cached(0, release_below);
+        }
+        let _ = events.blocking_send(Event::Job(JobDone::Checkpointed(result)));
+    });
+}
+
+/// Every chunk is verified: wait for the verification jobs still running,
+/// take the whole-file hash read back from disk, run every check of a local
+/// `verify`, then write the receipt and move the file to its final name.
+pub(super) fn deliver(node: &mut Node) {
+    let (Some(partial), Some(context)) = (node.jobs.partial.clone(), node.jobs.delivery.clone())
+    else {
+        return;
+    };
+    let trailing = node.jobs.trailing.take();
+    let slots = Arc::clone(&node.jobs.verify_slots);
+    let events = node.sender.clone();
+    let stats = node.core.transfer();
+    tokio::spawn(async move {
+        let _all = slots.acquire_many(VERIFY_JOBS as u32).await;
+        let done =
+            tokio::task::spawn_blocking(move || final_checks(&partial, &context, trailing, stats))
+                .await;
+        let (finish, delivered) = match done {
+            Ok(result) => result,
+            Err(error) => (
+                Finish::Failed(format!("the final checks failed: {error}")),
+                None,
+            ),
+        };
+        let _ = events
+            .send(Event::Job(JobDone::Delivered(finish, delivered)))
+            .await;
+    });
+}
+
+fn final_checks(
+    partial: &PartialDownload,
+    context: &DeliveryContext,
+    trailing: Option<TrailingThread>,
+    stats: Option<minimodel_node::node::TransferStats>,
+) -> (Finish, Option<Box<Delivered>>) {
+    let storage_failed =
+        |error: ResumeError| (Finish::StorageFailed(crate::resume::describe(&error)), None);
+    let sha256 = match trailing.map(TrailingThread::finish) {
+        Some(Ok(sha256)) => sha256,
+        Some(Err(error)) => {
+            return (
+                Finish::StorageFailed(format!("cannot read the file back: {error}")),
+                None,
+            );
+        }
+        None => {
+            return (
+                Finish::Failed("the whole-file hash was not running".into()),
+                None,
+            );
+        }
+    };
+    let manifest = &context.manifest;
+    let geometry = partial.geometry();
+    let chunk_hashes: Option<Vec<Sha256Digest>> = geometry
+        .indices()
+        .map(|index| partial.chunk_hash(index))
+        .collect();
+    let Some(chunk_hashes) = chunk_hashes else {
+        return (Finish::Failed("a verified chunk has no hash".into()), None);
+    };
+    let hashes = FileHashes {
+        bytes: manifest.artifact_bytes,
+        sha256,
+        chunk_hashes,
+    };
+    let artifact = match verify_with_hashes(manifest, &partial.paths().part, hashes) {
+        Ok(artifact) => artifact,
+        Err(VerifyError::ArtifactSha256 { .. }) => {
+            // Every chunk passed its proof, so bytes changed on disk since
+            // (or were written in the wrong place): find them.
+            let bad = match partial.find_bad_chunks(&|_| {}) {
+                Ok(bad) => bad,
+                Err(error) => return storage_failed(error),
+            };
+            if bad.is_empty() {
+                return (
+                    Finish::Failed(
+                        "the whole-file hash differs but every chunk matches its hash".into(),
+                    ),
+                    None,
+                );
+            }
+            for index in &bad {
+                if let Err(error) = partial.drop_chunk(*index) {
+                    return storage_failed(error);
+                }
+            }
+            if let Err(error) = partial.checkpoint() {
+                return storage_failed(error);
+            }
+            return (
+                Finish::Damaged(bad.iter().map(|index| ChunkIndex(index.0)).collect()),
+                None,
+            );
+        }
+        Err(error) => return (Finish::Failed(describe_verify(&error)), None),
+    };
+    let completed_at = stats
+        .as_ref()
+        .and_then(|stats| stats.completed_at)
+        .unwrap_or_else(Instant::now);
+    let finished = partial.finish_with(|| {
+        let mut summary = summary_of(stats.as_ref());
+        // Everything after the last verified chunk up to here: the
+        // read-back hash, the checks and the final sync.
+        summary.finish_ms = completed_at.elapsed().as_millis() as u64;
+        summary.duration_ms = context.started.elapsed().as_millis() as u64;
+        artifact.receipt(context.manifest_sha256, ReceiptSource::Peers(summary))
+    });
+    match finished {
+        Ok(finished) => (
+            Finish::Delivered,
+            Some(Box::new(Delivered {
+                artifact: finished.artifact,
+                receipt_path: finished.receipt_path,
+                receipt: finished.receipt,
+                finish_elapsed: completed_at.elapsed(),
+                tree: artifact.tree().clone(),
+            })),
+        ),
+        Err(error) => storage_failed(error),
+    }
+}
+
+fn describe_verify(error: &VerifyError) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// The receipt's transfer summary from the core's figures.
+pub(crate) fn summary_of(stats: Option<&minimodel_node::node::TransferStats>) -> TransferSummary {
+    let Some(stats) = stats else {
+        return TransferSummary::default();
+    };
+    TransferSummary {
+        chunks_resumed: stats.chunks_resumed,
+        chunks_fetched: stats.chunks_fetched,
+        chunks_refetched: stats.chunks_refetched,
+        bytes_wasted: stats.bytes_wasted,
+        duration_ms: 0,
+        finish_ms: 0,
+        peers: stats
+            .peers
+            .iter()
+            .map(|peer| PeerContribution {
+                peer_id: peer.id.to_string(),
+                address: peer.address.map(|a| a.to_string()).unwrap_or_default(),
+                chunks: peer.chunks,
+                bytes: peer.bytes,
+                bad_chunks: peer.bad_chunks,
+                banned: peer.banned,
+            })
+            .collect(),
+    }
+}
+
+/// A job ended: tell the core.
+pub(super) fn on_done(node: &mut Node, done: JobDone, now: Instant) {
+    match done {
+        JobDone::Verified {
+            link,
+            chunk,
+            outcome,
+            error,
+        } => {
+            if error.is_some() {
+                node.jobs.storage_error = error;
+            }
+            node.core.handle_verified(link, chunk, outcome, now);
+        }
+        JobDone::Uploaded {
+            link,
+            chunk,
+            outcome,
+        } => {
+            if let Some(DriverLink::Up(_, uploads)) = node.links.get_mut(&link) {
+                uploads.remove(&chunk.0);
+            }
+            node.core.handle_upload_done(link, chunk, outcome, now);
+        }
+        JobDone::Trailing(hashed) => node.core.handle_trailing(hashed, now),
+        JobDone::Checkpointed(result) => {
+            let result = result.map_err(|error| {
+                let text = crate::resume::describe(&error);
+                node.jobs.storage_error = Some(error);
+                text
+            });
+            node.core.handle_checkpointed(result, now);
+        }
+        JobDone::Delivered(finish, delivered) => {
+            if let Some(delivered) = delivered {
+                // Verified as a whole: serve every chunk from the full tree.
+                node.jobs.proofs = ProofSource::Full(Arc::new(delivered.tree.clone()));
+                node.jobs.delivered = Some(delivered);
+                node.delivered_now = true;
+            }
+            node.core.handle_finished(finish, now);
+        }
+    }
+}
+
+/// The trailing hasher on its own thread. It drains its inbox (indices of
+/// stored chunks) between chunks, so taking in new chunks never waits for
+/// hashing, and reports its progress after each chunk.
+struct TrailingThread {
+    sender: Option<std_mpsc::Sender<u32>>,
+    thread: Option<JoinHandle<io::Result<Sha256Digest>>>,
+}
+
+impl TrailingThread {
+    fn start(
+        geometry: ChunkGeometry,
+        storage: Arc<dyn Storage>,
+        stored: &HaveBitfield,
+        events: mpsc::Sender<Event>,
+    ) -> Self {
+        let (sender, inbox) = std_mpsc::channel::<u32>();
+        let resumed: Vec<u32> = stored.iter_ones().map(|c| c.0).collect();
+        let thread = std::thread::Builder::new()
+            .name("trailing-sha256".into())
+            .spawn(move || {
+                let mut hasher = TrailingHasher::new(geometry);
+                for chunk in resumed {
+                    hasher.note_stored(chunk);
+                }
+                loop {
+                    while let Ok(chunk) = inbox.try_recv() {
+                        hasher.note_stored(chunk);
+                    }
+                    if hasher.step(storage.as_ref())? {
+                        let hashed = hasher.hashed_chunks();
+                        if events
+                            .blocking_send(Event::Job(JobDone::Trailing(hashed)))
+                            .is_err()
+                        {
+                            // The node is gone; finish quietly.
+                        }
+                        continue;
+                    }
+                    match inbox.recv() {
+                        Ok(chunk) => hasher.note_stored(chunk),
+                        Err(_) => break,
+                    }
+                }
+                hasher.finish(storage.as_ref())
+            })
+            .ok();
+        Self {
+            sender: Some(sender),
+            thread,
+        }
+    }
+
+    /// Chunk `chunk` is verified and written: it may be read back.
+    fn stored(&mut self, chunk: u32) {
+        if let Some(sender) = &self.sender {
+            let _ = sender.send(chunk);
+        }
+    }
+
+    /// Waits for the hasher to reach the end. Blocking.
+    fn finish(mut self) -> io::Result<Sha256Digest> {
+        drop(self.sender.take());
+        match self.thread.take() {
+            Some(thread) => thread
+                .join()
+                .map_err(|_| io::Error::other("trailing hasher panicked"))?,
+            None => Err(io::Error::other("trailing hasher could not start")),
+        }
+    }
+}
