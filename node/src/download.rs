@@ -195,6 +195,7 @@ impl Downloader {
         let config = &self.config;
         let sessions = self.peers.values().filter_map(|session| {
             session.next_deadline(
+                now,
                 self.chunk_size,
                 config.min_request_timeout,
                 config.request_timeout_factor,

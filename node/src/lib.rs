@@ -11,6 +11,8 @@ pub mod book;
 pub mod config;
 pub mod download;
 pub mod ids;
+#[cfg(test)]
+pub(crate) mod netsim;
 pub mod node;
 pub mod picker;
 pub mod report;
@@ -18,6 +20,8 @@ pub mod rng;
 pub mod session;
 #[cfg(test)]
 pub(crate) mod sim;
+#[cfg(test)]
+pub(crate) mod testing;
 pub mod upload;
 
 pub use config::NodeConfig;

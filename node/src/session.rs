@@ -221,17 +221,19 @@ impl PeerDownload {
         self.backoff_until.is_some_and(|until| now < until)
     }
 
-    /// Requests in flight with nothing delivered for `stall_timeout`.
+    /// Requests in flight with nothing delivered for `stall_timeout`
+    /// (true from the deadline [`Self::next_deadline`] names on).
     pub(crate) fn is_stalled(&self, now: Instant, stall_timeout: Duration) -> bool {
         !self.requests.is_empty()
-            && now.saturating_duration_since(self.last_progress) > stall_timeout
+            && now.saturating_duration_since(self.last_progress) >= stall_timeout
     }
 
     /// The earliest moment something about this peer is due: a request
     /// expires ([`Self::expired_requests`]), it counts as stalled, or its
-    /// back-off ends.
+    /// back-off ends (a back-off that ended before `now` is due no more).
     pub(crate) fn next_deadline(
         &self,
+        now: Instant,
         chunk_size: u32,
         min_timeout: Duration,
         factor: u32,
@@ -251,10 +253,8 @@ impl PeerDownload {
             })
             .min();
         let stall = (!self.requests.is_empty()).then(|| self.last_progress + stall_timeout);
-        [expiry, stall, self.backoff_until]
-            .into_iter()
-            .flatten()
-            .min()
+        let backoff = self.backoff_until.filter(|until| *until > now);
+        [expiry, stall, backoff].into_iter().flatten().min()
     }
 
     fn chunk_time(&self, chunk_size: u32) -> Duration {
@@ -266,7 +266,8 @@ impl PeerDownload {
 
     /// Requests that took far longer than this peer's rate predicts: the
     /// `n`-th oldest may take `factor * n` chunk times, and never less than
-    /// `min_timeout`.
+    /// `min_timeout`. A request expires at the deadline
+    /// [`Self::next_deadline`] names for it, not after it.
     pub(crate) fn expired_requests(
         &self,
         now: Instant,
@@ -288,7 +289,7 @@ impl PeerDownload {
                 let allowed = (chunk_time * factor)
                     .saturating_mul(position as u32 + 1)
                     .max(min_timeout);
-                now.saturating_duration_since(sent) > allowed
+                now.saturating_duration_since(sent) >= allowed
             })
             .map(|(_, (_, chunk))| chunk)
             .collect()

@@ -7,7 +7,9 @@
 //! this side sent it the fewest times), so a seeder whose upload is the
 //! bottleneck sends every chunk once before it sends any twice, spread over
 //! the peers that ask; among equally rare ones peers take turns (round
-//! robin). [`TokenBucket`] caps the upload rate.
+//! robin). A chunk this side has sent already waits while any upload is
+//! under way (see [`UploadQueue::next_request`]). [`TokenBucket`] caps the
+//! upload rate.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -175,7 +177,19 @@ impl UploadQueue {
     /// that a side whose upload is the bottleneck sends every chunk once
     /// before it sends any twice, spread over the peers that ask; among
     /// equally rare ones, peers take turns (round robin).
-    pub fn next_request(&mut self, eligible: impl Fn(LinkId) -> bool) -> Option<(LinkId, u32)> {
+    ///
+    /// Unless `resends` is set (the caller passes "no upload is under
+    /// way"), a chunk this side has sent before is not served: with slots
+    /// to spare, ordering alone would start a second copy next to the
+    /// first, whatever is rarer. Held back, the peers that asked for a
+    /// second copy fetch it from the one that got the first (their
+    /// downloads take a chunk a slow peer holds to a faster one) and cancel
+    /// here; the uplink carries only first copies while there are any.
+    pub fn next_request(
+        &mut self,
+        eligible: impl Fn(LinkId) -> bool,
+        resends: bool,
+    ) -> Option<(LinkId, u32)> {
         let after = self.last_served;
         let turn = |peer: LinkId| match after {
             Some(last) if peer <= last => (1u8, peer),
@@ -190,6 +204,9 @@ impl UploadQueue {
                     .requests
                     .iter()
                     .copied()
+                    .filter(|&chunk| {
+                        resends || self.sent.get(chunk as usize).is_none_or(|n| *n == 0)
+                    })
                     .min_by_key(|&chunk| (self.rarity(chunk), chunk))?;
                 Some((self.rarity(chunk), turn(*peer), *peer, chunk))
             })
@@ -320,7 +337,7 @@ mod tests {
     }
 
     fn next(queue: &mut UploadQueue) -> Option<(LinkId, u32)> {
-        queue.next_request(|_| true)
+        queue.next_request(|_| true, true)
     }
 
     #[test]
@@ -427,8 +444,25 @@ mod tests {
         // A peer that is not eligible (its upload slots are full) is skipped.
         queue.on_request(A, 6, &have).unwrap();
         queue.on_request(B, 2, &have).unwrap();
-        assert_eq!(queue.next_request(|peer| peer != A), Some((B, 2)));
+        assert_eq!(queue.next_request(|peer| peer != A, true), Some((B, 2)));
         assert_eq!(next(&mut queue), Some((A, 6)));
+    }
+
+    #[test]
+    fn a_second_copy_waits_unless_resends_are_allowed() {
+        let mut queue = seeder_queue(10);
+        let have = all(10);
+        queue.on_request(A, 3, &have).unwrap();
+        assert_eq!(queue.next_request(|_| true, false), Some((A, 3)));
+        queue.on_request(B, 3, &have).unwrap();
+        assert_eq!(
+            queue.next_request(|_| true, false),
+            None,
+            "3 went out once: B waits while an upload is under way"
+        );
+        queue.on_request(C, 8, &have).unwrap();
+        assert_eq!(queue.next_request(|_| true, false), Some((C, 8)));
+        assert_eq!(queue.next_request(|_| true, true), Some((B, 3)));
     }
 
     #[test]

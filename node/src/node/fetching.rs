@@ -493,9 +493,6 @@ impl NodeCore {
         };
         let len = download.params.chunk_len(chunk).map_or(0, u64::from);
         let first = !self.have.get(chunk);
-        download
-            .downloader
-            .on_chunk_verified(link, chunk.0, len, now);
         if first {
             let _ = self.have.set(chunk, true);
             download.verified_bytes += len;
@@ -511,7 +508,14 @@ impl NodeCore {
                 }
             }
         }
+        // Hold (or release) new requests for the trailing hasher before the
+        // downloader refills the slot this chunk frees.
         self.pace(now);
+        if let Some(download) = &mut self.download {
+            download
+                .downloader
+                .on_chunk_verified(link, chunk.0, len, now);
+        }
         self.drain_download(now);
         self.check_complete(now);
     }

@@ -518,13 +518,27 @@ impl NodeCore {
         !self.ended && !self.stopping && self.download.as_ref().is_some_and(|d| d.wants_peers())
     }
 
-    /// When the next dial is due, if this node dials at all.
+    /// When the next dial is due, if this node dials at all. A dial that
+    /// waits for room (every peer slot taken, or every dial to an address
+    /// from peer exchange in use) is not due: the link that frees the room
+    /// ends at a deadline of its own or through an event.
     pub(super) fn next_dial_time(&self) -> Option<Instant> {
         if !self.wants_peers() {
             return None;
         }
+        let dialing = |exchange_only: bool| {
+            self.links
+                .values()
+                .filter(|link| matches!(link, Link::Dialing { exchange, .. } if *exchange || !exchange_only))
+                .count()
+        };
+        if self.connected_count() + dialing(false) >= self.config.max_peers {
+            return None;
+        }
+        let exchange_full = dialing(true) >= self.config.max_exchange_dials;
         self.book
             .iter()
+            .filter(|(_, entry)| !(exchange_full && entry.source.is_unverified()))
             .filter_map(|(_, entry)| match &entry.state {
                 EntryState::Waiting { next_attempt } => Some(*next_attempt),
                 EntryState::Dialing {

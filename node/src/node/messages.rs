@@ -56,7 +56,12 @@ impl NodeCore {
                     }
                 }
             }
-            ControlEvent::Cancel(chunk) => self.uploads.cancel(link, chunk, &mut self.actions),
+            ControlEvent::Cancel(chunk) => {
+                self.uploads.cancel(link, chunk, &mut self.actions);
+                // A stopped upload frees its slot (and may let a second
+                // copy of a chunk go out on an idle uplink).
+                self.start_uploads(now);
+            }
             ControlEvent::Rejected { chunk, reason } => {
                 let busy = matches!(reason, RejectReason::Busy | RejectReason::RateLimited);
                 self.download_rejected(link, chunk, busy, now);

@@ -287,7 +287,10 @@ impl NodeCore {
         self.reports.push_back(report);
     }
 
-    /// When [`Self::handle_timeout`] must be called next, if ever.
+    /// When [`Self::handle_timeout`] must be called next, if ever: never
+    /// before `now` (work that became due while the node waited on
+    /// something else, such as a checkpoint that finished late, is due
+    /// `now`).
     pub fn poll_timeout(&self, now: Instant) -> Option<Instant> {
         if self.ended {
             return None;
@@ -305,7 +308,9 @@ impl NodeCore {
         let exchange = self
             .has_exchange_work()
             .then(|| self.last_exchange + self.config.peer_exchange_every);
-        let serving_report = (self.serve && self.download.is_none())
+        // Upload progress is worth a wake-up only while someone is there
+        // to upload to: an idle seeder sleeps until a peer arrives.
+        let serving_report = (self.serve && self.download.is_none() && self.connected_count() > 0)
             .then(|| self.last_serving_report + Duration::from_secs(1));
         links
             .chain(dials)
@@ -314,6 +319,7 @@ impl NodeCore {
             .chain(exchange)
             .chain(serving_report)
             .min()
+            .map(|deadline| deadline.max(now))
     }
 
     /// Time passed: deadlines are checked, pipelines refilled, dials
@@ -389,7 +395,7 @@ impl NodeCore {
 
     /// The download's statistics for a receipt: per peer id, what it
     /// delivered; `None` when the node does not download.
-    pub fn transfer(&self) -> Option<fetching::TransferStats> {
+    pub fn transfer(&self) -> Option<TransferStats> {
         self.download.as_ref().map(|download| {
             let mut stats = download.stats();
             for peer in &mut stats.peers {

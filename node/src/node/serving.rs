@@ -118,7 +118,8 @@ impl Uploads {
 
 impl NodeCore {
     /// Starts queued uploads while slots are free and the rate cap allows:
-    /// the rarest requested chunk over all peers first.
+    /// the rarest requested chunk over all peers first, a chunk sent
+    /// before only when no upload is under way.
     pub(super) fn start_uploads(&mut self, now: Instant) {
         self.uploads.wake = None;
         while self.uploads.active.len() < self.config.upload_slots {
@@ -139,10 +140,12 @@ impl NodeCore {
                 .filter(|(link, peer)| !peer.leaving && self.uploads.active_for(*link) < per_peer)
                 .map(|(link, _)| link)
                 .collect();
+            // A second copy of a chunk only on an otherwise idle uplink.
+            let resends = self.uploads.active.is_empty();
             let next = self
                 .uploads
                 .queue
-                .next_request(|link| eligible.contains(&link));
+                .next_request(|link| eligible.contains(&link), resends);
             let Some((link, chunk)) = next else {
                 return;
             };

@@ -1,1 +1,475 @@
+//! Unit tests of [`NodeCore`]: every decision, driven by hand on a virtual
+//! clock (a base [`Instant`] plus offsets; nothing sleeps). Handshakes run
+//! through two real control streams ([`crate::testing::handshake`]).
+//!
+//! The [`Harness`] only moves time through [`Harness::advance`], which calls
+//! `handle_timeout` exactly at each `poll_timeout` and checks, every time,
+//! that the deadline is not in the past and that the call made progress
+//! (the next deadline is later): a busy loop fails every test.
 
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use minimodel_wire::{ChunkIndex, GoodbyeReason, HaveBitfield, Message, PeerId, SwarmIdentity};
+
+use super::{Action, Incoming, KnownPeer, NodeCore, NodeStart};
+use crate::book::Source;
+use crate::config::NodeConfig;
+use crate::ids::LinkId;
+use crate::node::fetching::{PieceVerdict, VerifyOutcome};
+use crate::report::NodeReport;
+use crate::testing::{self, Side};
+
+mod admission;
+mod dialing;
+mod downloading;
+mod exchange;
+mod uploads;
+
+/// Chunk size of every test swarm.
+const CHUNK: u32 = 1 << 20;
+/// Where peers see the node under test.
+const OUR_ADDR: &str = "81.0.0.1:4433";
+
+fn sa(text: &str) -> SocketAddr {
+    text.parse().expect("a socket address")
+}
+
+fn ms(millis: u64) -> Duration {
+    Duration::from_millis(millis)
+}
+
+/// What the node under test does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Serves every chunk, downloads nothing, listens.
+    Seeder,
+    /// Downloads, does not serve or listen (a plain `fetch`).
+    Fetch,
+    /// Downloads and serves, listens (`fetch --serve`).
+    ServingFetch,
+}
+
+/// A remote peer, as the tests describe it.
+#[derive(Debug, Clone)]
+struct Remote {
+    id: PeerId,
+    addr: SocketAddr,
+    has: HaveBitfield,
+    serving: bool,
+    /// Where its Hello says it listens, if it does.
+    listen: Option<SocketAddr>,
+}
+
+impl Remote {
+    /// A seeder: every chunk, serving, listening at its port.
+    fn seeder(n: u8, addr: &str, chunks: u32) -> Self {
+        let addr = sa(addr);
+        Self {
+            id: testing::peer_id(n),
+            addr,
+            has: HaveBitfield::full(chunks),
+            serving: true,
+            listen: Some(addr),
+        }
+    }
+
+    /// A plain fetcher: nothing, not serving, not listening.
+    fn fetcher(n: u8, addr: &str, chunks: u32) -> Self {
+        Self {
+            id: testing::peer_id(n),
+            addr: sa(addr),
+            has: HaveBitfield::new(chunks),
+            serving: false,
+            listen: None,
+        }
+    }
+
+    fn with_chunks(mut self, chunks: &[u32]) -> Self {
+        let mut has = HaveBitfield::new(self.has.chunk_count());
+        for &chunk in chunks {
+            has.set(ChunkIndex(chunk), true).expect("in range");
+        }
+        self.has = has;
+        self
+    }
+
+    fn side(&self, swarm: &SwarmIdentity) -> Side {
+        Side {
+            id: self.id,
+            addr: self.addr,
+            hello: testing::hello(swarm, self.serving, self.listen),
+            have: self.has.clone(),
+        }
+    }
+}
+
+/// A node under test and its clock.
+struct Harness {
+    core: NodeCore,
+    swarm: SwarmIdentity,
+    base: Instant,
+    now: Instant,
+    /// Actions taken out of the core and not yet handed to the test.
+    pending: Vec<Action>,
+    /// Every action, with the time it was taken out of the core.
+    history: Vec<(Instant, Action)>,
+    reports: Vec<NodeReport>,
+}
+
+impl Harness {
+    fn new(kind: Kind, chunks: u32, config: NodeConfig) -> Self {
+        let have = match kind {
+            Kind::Seeder => HaveBitfield::full(chunks),
+            _ => HaveBitfield::new(chunks),
+        };
+        Self::with_start(kind, chunks, config, have, false)
+    }
+
+    fn with_start(
+        kind: Kind,
+        chunks: u32,
+        config: NodeConfig,
+        have: HaveBitfield,
+        seed_after: bool,
+    ) -> Self {
+        config.validate().expect("a valid test config");
+        let swarm = testing::swarm(CHUNK, chunks);
+        let base = Instant::now();
+        let start = NodeStart {
+            swarm: swarm.clone(),
+            local_id: testing::peer_id(200),
+            serve: kind != Kind::Fetch,
+            listen: kind != Kind::Fetch,
+            have,
+            download: kind != Kind::Seeder,
+            seed_after,
+            seed: 1,
+        };
+        Self {
+            core: NodeCore::new(config, start, base),
+            swarm,
+            base,
+            now: base,
+            pending: Vec::new(),
+            history: Vec::new(),
+            reports: Vec::new(),
+        }
+    }
+
+    /// `millis` after the start.
+    fn at(&self, millis: u64) -> Instant {
+        self.base + ms(millis)
+    }
+
+    /// Milliseconds since the start.
+    fn elapsed(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.base).as_millis() as u64
+    }
+
+    fn collect(&mut self) {
+        while let Some(action) = self.core.poll_action() {
+            self.history.push((self.now, action.clone()));
+            self.pending.push(action);
+        }
+        while let Some(report) = self.core.poll_report() {
+            self.reports.push(report);
+        }
+    }
+
+    /// The actions since the last call.
+    fn take(&mut self) -> Vec<Action> {
+        self.collect();
+        std::mem::take(&mut self.pending)
+    }
+
+    /// The reports since the last call.
+    fn take_reports(&mut self) -> Vec<NodeReport> {
+        self.collect();
+        std::mem::take(&mut self.reports)
+    }
+
+    /// Moves the clock to `millis`, calling `handle_timeout` at every
+    /// deadline on the way (see the module docs for what is checked).
+    fn advance(&mut self, millis: u64) {
+        let to = self.at(millis);
+        assert!(to >= self.now, "time runs forward");
+        // What the test's own inputs produced happened now.
+        self.collect();
+        let mut calls = 0;
+        while let Some(deadline) = self.core.poll_timeout(self.now) {
+            assert!(
+                deadline >= self.now,
+                "poll_timeout is {} ms in the past at {} ms",
+                self.elapsed(self.now) - self.elapsed(deadline),
+                self.elapsed(self.now)
+            );
+            if deadline > to {
+                break;
+            }
+            self.now = deadline;
+            self.core.handle_timeout(deadline);
+            self.collect();
+            if let Some(next) = self.core.poll_timeout(deadline) {
+                assert!(
+                    next > deadline,
+                    "handle_timeout at {} ms left its deadline where it was: a busy loop",
+                    self.elapsed(deadline)
+                );
+            }
+            calls += 1;
+            assert!(calls < 1_000_000, "too many wake-ups");
+        }
+        self.now = to;
+    }
+
+    /// Our Hello and bitfield, as a peer sees them.
+    fn our_side(&self) -> Side {
+        let listen = self.core.listen.then(|| sa(OUR_ADDR));
+        Side {
+            id: self.core.local_id(),
+            addr: sa(OUR_ADDR),
+            hello: testing::hello(&self.swarm, self.core.serve, listen),
+            have: self.core.advertised_have(),
+        }
+    }
+
+    /// An incoming connection from `remote`, accepted, admitted and up.
+    fn connect_in(&mut self, remote: &Remote) -> LinkId {
+        let link = match self.core.handle_incoming(remote.addr, true, self.now) {
+            Incoming::Accept { link, .. } => link,
+            other => panic!("{} was not accepted: {other:?}", remote.addr),
+        };
+        self.hello_in(link, remote).expect("admitted");
+        link
+    }
+
+    /// The Hello of an accepted incoming link; when admitted, the link
+    /// comes up.
+    fn hello_in(&mut self, link: LinkId, remote: &Remote) -> Result<(), super::Rejection> {
+        let theirs = remote.side(&self.swarm);
+        let have = self
+            .core
+            .handle_hello(link, remote.id, &theirs.hello, self.now)?;
+        let mut ours = self.our_side();
+        ours.have = have;
+        let (_, up) = testing::handshake(&self.swarm, &theirs, &ours);
+        self.core.handle_link_up(link, up, self.now);
+        Ok(())
+    }
+
+    /// A dial of ours (`link`) reached `remote`: the link comes up.
+    fn dial_up(&mut self, link: LinkId, remote: &Remote) {
+        let ours = self.our_side();
+        let (up, _) = testing::handshake(&self.swarm, &ours, &remote.side(&self.swarm));
+        self.core.handle_link_up(link, up, self.now);
+    }
+
+    /// Tells the node of `remote` (an offer) and brings up the dial it
+    /// starts at once.
+    fn connect_out(&mut self, remote: &Remote) -> LinkId {
+        self.core.add_peer(
+            KnownPeer {
+                id: Some(remote.id),
+                addrs: vec![remote.addr],
+                source: Source::Offer,
+            },
+            self.now,
+        );
+        let actions = self.take();
+        let link = dials(&actions)
+            .into_iter()
+            .find(|dial| dial.addr == remote.addr)
+            .map(|dial| dial.link)
+            .expect("a dial to the new peer");
+        self.pending = actions;
+        self.pending
+            .retain(|action| !matches!(action, Action::Dial { link: l, .. } if *l == link));
+        self.dial_up(link, remote);
+        link
+    }
+
+    /// A piece from `link` arrives whole and is verified and stored.
+    fn deliver(&mut self, link: LinkId, chunk: u32) {
+        let chunk = ChunkIndex(chunk);
+        assert_eq!(
+            self.core.handle_piece_header(link, chunk, self.now),
+            PieceVerdict::Accept,
+            "header of chunk {}",
+            chunk.0
+        );
+        assert_eq!(
+            self.core.handle_piece_arrived(link, chunk, self.now),
+            PieceVerdict::Accept,
+            "end of chunk {}",
+            chunk.0
+        );
+        self.core
+            .handle_verified(link, chunk, VerifyOutcome::Stored, self.now);
+    }
+
+    /// A piece from `link` arrives whole and fails its proof.
+    fn deliver_bad(&mut self, link: LinkId, chunk: u32) {
+        let chunk = ChunkIndex(chunk);
+        assert_eq!(
+            self.core.handle_piece_header(link, chunk, self.now),
+            PieceVerdict::Accept
+        );
+        assert_eq!(
+            self.core.handle_piece_arrived(link, chunk, self.now),
+            PieceVerdict::Accept
+        );
+        self.core.handle_verified(
+            link,
+            chunk,
+            VerifyOutcome::Bad("leaf hash mismatch".into()),
+            self.now,
+        );
+    }
+
+    fn is_connected(&self, link: LinkId) -> bool {
+        self.core.peer(link).is_some()
+    }
+}
+
+/// A Dial action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Dial {
+    link: LinkId,
+    addr: SocketAddr,
+    deadline: Instant,
+}
+
+fn dials(actions: &[Action]) -> Vec<Dial> {
+    actions
+        .iter()
+        .filter_map(|action| match action {
+            Action::Dial {
+                link,
+                addr,
+                deadline,
+                ..
+            } => Some(Dial {
+                link: *link,
+                addr: *addr,
+                deadline: *deadline,
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
+fn messages_to(actions: &[Action], to: LinkId) -> Vec<Message> {
+    actions
+        .iter()
+        .filter_map(|action| match action {
+            Action::Send { link, message } if *link == to => Some(message.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Requests sent, in order: (link, chunk).
+fn requests(actions: &[Action]) -> Vec<(LinkId, u32)> {
+    actions
+        .iter()
+        .filter_map(|action| match action {
+            Action::Send {
+                link,
+                message: Message::Request { chunk },
+            } => Some((*link, chunk.0)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn requests_to(actions: &[Action], to: LinkId) -> Vec<u32> {
+    requests(actions)
+        .into_iter()
+        .filter(|(link, _)| *link == to)
+        .map(|(_, chunk)| chunk)
+        .collect()
+}
+
+fn closes(actions: &[Action]) -> Vec<(LinkId, GoodbyeReason)> {
+    actions
+        .iter()
+        .filter_map(|action| match action {
+            Action::Close { link, reason } => Some((*link, *reason)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn aborts(actions: &[Action]) -> Vec<LinkId> {
+    actions
+        .iter()
+        .filter_map(|action| match action {
+            Action::Abort { link } => Some(*link),
+            _ => None,
+        })
+        .collect()
+}
+
+fn uploads(actions: &[Action]) -> Vec<(LinkId, u32)> {
+    actions
+        .iter()
+        .filter_map(|action| match action {
+            Action::Upload { link, chunk, .. } => Some((*link, chunk.0)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn ends(actions: &[Action]) -> Vec<Result<(), crate::report::Failure>> {
+    actions
+        .iter()
+        .filter_map(|action| match action {
+            Action::End(outcome) => Some(outcome.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The IP of a socket address.
+fn ip(addr: &str) -> IpAddr {
+    sa(addr).ip()
+}
+
+#[test]
+fn an_idle_seeder_without_peers_asks_for_no_wake_up() {
+    let mut h = Harness::new(Kind::Seeder, 8, NodeConfig::default());
+    assert_eq!(h.core.poll_timeout(h.now), None);
+    h.advance(60_000);
+    assert_eq!(h.core.poll_timeout(h.now), None);
+    assert!(h.take().is_empty());
+}
+
+#[test]
+fn a_fetch_without_peers_wakes_only_to_report_and_to_give_up() {
+    let config = NodeConfig {
+        give_up_after: Duration::from_secs(10),
+        ..NodeConfig::default()
+    };
+    let mut h = Harness::new(Kind::Fetch, 8, config);
+    let first = h
+        .core
+        .poll_timeout(h.now)
+        .expect("progress reports are due");
+    assert!(first > h.now);
+    h.advance(10_000);
+    let actions = h.take();
+    match ends(&actions).as_slice() {
+        [
+            Err(crate::report::Failure::NoPeers {
+                missing: 8,
+                total: 8,
+                tried,
+            }),
+        ] => {
+            assert!(tried.is_empty(), "{tried:?}");
+        }
+        other => panic!("ended with {other:?}"),
+    }
+    assert_eq!(h.core.poll_timeout(h.now), None, "an ended node sleeps");
+}

@@ -1,0 +1,614 @@
+//! A whole-node simulator: N [`NodeCore`]s on a virtual clock, carrying out
+//! every [`Action`] the way a driver would, with no socket and no sleep.
+//!
+//! Model:
+//! - each node has an uplink (bytes per second, shared fairly by its piece
+//!   streams: processor sharing, each stream capped at its `pace`) and a
+//!   one-way access latency; a path's latency is the sum of its two ends'.
+//!   Downlinks are not limited;
+//! - a dial reaches the node listening at its address (none: the dial goes
+//!   unanswered and runs into its deadline); the first packet is
+//!   `handle_incoming` one latency later (unvalidated; a Retry costs a
+//!   round trip), the dialer's Hello arrives one round trip after that, the
+//!   dialer's link is up one latency after the listener admitted it and the
+//!   listener's one latency later, as with the real control stream (the
+//!   Hello exchange runs through two wire [`ControlStream`]s);
+//! - a control message arrives one latency after it was sent, in order per
+//!   direction; with probability `loss` it is late by one more round trip
+//!   (QUIC is reliable: loss costs time, not data);
+//! - an upload's header arrives one latency after it starts, its end one
+//!   latency after its last byte left the sender's uplink; the receiver
+//!   stopping it reaches the sender one latency later; a cancelled upload
+//!   resets its stream;
+//! - verification, the trailing hasher and the final checks are jobs that
+//!   end at once (checkpoints and deliveries after `job_time`); a lying
+//!   node's chunks fail verification; a damaged disk makes the final check
+//!   find a chunk bad, a given number of times;
+//! - a node can be killed (its peers notice after `idle_timeout`) and
+//!   started again with the same id, address and verified chunks.
+//!
+//! `handle_timeout` is called exactly at `poll_timeout`; a deadline in the
+//! past, or one that `handle_timeout` leaves where it was, fails the run.
+//!
+//! [`ControlStream`]: minimodel_wire::ControlStream
+
+mod links;
+#[cfg(test)]
+mod scenarios;
+mod uplink;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use minimodel_wire::{
+    ChunkIndex, GoodbyeReason, HaveBitfield, MAX_PEERS_PER_MESSAGE, Message, PeerEntry, PeerId,
+    SwarmIdentity,
+};
+
+use crate::book::Source;
+use crate::config::NodeConfig;
+use crate::ids::LinkId;
+use crate::node::{
+    Action, Finish, Incoming, KnownPeer, LinkUp, NodeCore, NodeStart, PieceEnd, PieceVerdict,
+    UploadOutcome, VerifyOutcome,
+};
+use crate::report::{Failure, LinkEnd, NodeReport};
+use crate::rng::SplitMix64;
+use crate::testing::{self, Side};
+use links::Conn;
+use uplink::Uplink;
+
+/// How a simulated node behaves beyond its core.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Behaviour {
+    /// As its core decides.
+    Honest,
+    /// Every chunk it uploads fails verification at the receiver.
+    Liar,
+    /// Sends these entries in Peers messages to every peer it connects to.
+    Flooder(Vec<PeerEntry>),
+}
+
+/// One node of a scenario.
+#[derive(Debug, Clone)]
+pub(crate) struct NodeSpec {
+    /// Where it listens (and the IP it dials from).
+    pub addr: SocketAddr,
+    /// Uplink in bytes per second.
+    pub uplink: f64,
+    /// One-way access latency.
+    pub latency: Duration,
+    /// Chance that a delivery from or to it is late by one more round trip.
+    pub loss: f64,
+    /// It serves (and listens).
+    pub serve: bool,
+    /// It downloads what it lacks.
+    pub download: bool,
+    /// It goes on serving once delivered.
+    pub seed_after: bool,
+    /// Its chunks at the start.
+    pub have: HaveBitfield,
+    /// Its policy.
+    pub config: NodeConfig,
+    /// What it does beyond its core.
+    pub behaviour: Behaviour,
+    /// The nodes it is told of (offers).
+    pub offers: Vec<usize>,
+    /// When it starts.
+    pub starts_at: Duration,
+    /// When it is killed, if ever.
+    pub killed_at: Option<Duration>,
+    /// When it starts again after being killed.
+    pub restarts_at: Option<Duration>,
+    /// Chunk -> how many final checks find it damaged on disk.
+    pub damage: BTreeMap<u32, u32>,
+}
+
+impl NodeSpec {
+    /// Node `index`'s address: each in a /24 of its own in 10/8.
+    pub fn addr_of(index: usize) -> SocketAddr {
+        SocketAddr::from(([10, 0, index as u8 + 1, 1], 4433))
+    }
+
+    /// A seeder with every chunk.
+    pub fn seeder(index: usize, chunks: u32, uplink: f64) -> Self {
+        Self {
+            addr: Self::addr_of(index),
+            uplink,
+            latency: Duration::from_millis(1),
+            loss: 0.0,
+            serve: true,
+            download: false,
+            seed_after: false,
+            have: HaveBitfield::full(chunks),
+            config: NodeConfig::default(),
+            behaviour: Behaviour::Honest,
+            offers: Vec::new(),
+            starts_at: Duration::ZERO,
+            killed_at: None,
+            restarts_at: None,
+            damage: BTreeMap::new(),
+        }
+    }
+
+    /// A fetch of every chunk from the nodes `offers` names, serving what
+    /// it has if `serve` (and seeding on once delivered).
+    pub fn fetcher(index: usize, chunks: u32, uplink: f64, serve: bool, offers: &[usize]) -> Self {
+        Self {
+            serve,
+            download: true,
+            seed_after: serve,
+            have: HaveBitfield::new(chunks),
+            offers: offers.to_vec(),
+            ..Self::seeder(index, chunks, uplink)
+        }
+    }
+}
+
+/// What happened to one node.
+#[derive(Debug, Default)]
+pub(crate) struct Record {
+    /// When its download passed the final checks.
+    pub delivered_at: Option<Duration>,
+    /// When and how its core ended.
+    pub ended: Option<(Duration, Result<(), Failure>)>,
+    /// Bytes its uplink carried, cancelled uploads included.
+    pub uploaded_bytes: f64,
+    /// Its reports.
+    pub reports: Vec<(Duration, NodeReport)>,
+    /// Checkpoints: when, `release_below`, bytes hashed then.
+    pub checkpoints: Vec<(Duration, u64, u64)>,
+    /// Dials: when, where.
+    pub dials: Vec<(Duration, SocketAddr)>,
+    /// Uploads it started: when, to which node, which chunk.
+    pub uploads: Vec<(Duration, usize, u32)>,
+    /// Uploads it cancelled (their streams reset).
+    pub uploads_cancelled: u64,
+    /// Cancel messages it sent.
+    pub cancels_sent: u64,
+    /// Times its hasher was restarted.
+    pub hash_restarts: u32,
+    /// `handle_timeout` calls.
+    pub wakeups: u64,
+}
+
+#[derive(Debug, Default)]
+struct Disk {
+    /// Chunks verified and written.
+    stored: BTreeSet<u32>,
+    /// The trailing hasher has hashed chunks `0..hashed`.
+    hashed: u32,
+    /// Chunk -> final checks that will still find it damaged.
+    damage: BTreeMap<u32, u32>,
+}
+
+struct Node {
+    core: Option<NodeCore>,
+    generation: u32,
+    alive: bool,
+    timer: u64,
+    uplink: Uplink,
+    disk: Disk,
+    record: Record,
+}
+
+/// A piece stream event: `to` is the side it happens to.
+#[derive(Debug, Clone, Copy)]
+struct Stream {
+    conn: usize,
+    to: usize,
+    chunk: u32,
+    transfer: u64,
+}
+
+#[derive(Debug)]
+enum Event {
+    Start(usize),
+    Kill(usize),
+    Timer(usize, u32, u64),
+    Uplink(usize, u32, u64),
+    Incoming(usize, bool),
+    Hello(usize),
+    Up(usize, usize),
+    Failed(usize, usize, LinkEnd),
+    Control(usize, usize, Message),
+    Closed(usize, usize, LinkEnd),
+    Header(Stream),
+    PieceDone(Stream),
+    Reset(Stream),
+    StopSending(Stream),
+    Checkpointed(usize, u32),
+    Checked(usize, u32),
+}
+
+/// The simulated network. See the module docs.
+pub(crate) struct Sim {
+    swarm: SwarmIdentity,
+    specs: Vec<NodeSpec>,
+    nodes: Vec<Node>,
+    conns: Vec<Conn>,
+    by_link: BTreeMap<(usize, u32, LinkId), (usize, usize)>,
+    events: BTreeMap<(Duration, u64), Event>,
+    sequence: u64,
+    now: Duration,
+    base: Instant,
+    rng: SplitMix64,
+    next_transfer: u64,
+    /// Streams the receiver stopped: their end and reset are not delivered.
+    stopped: BTreeSet<u64>,
+    /// How long a killed node's peers take to notice.
+    pub idle_timeout: Duration,
+    /// How long a checkpoint or the final checks take.
+    pub job_time: Duration,
+    /// Events handled.
+    pub events_handled: u64,
+}
+
+/// Node `index`'s peer id.
+pub(crate) fn id_of(index: usize) -> PeerId {
+    PeerId([index as u8 + 1; 32])
+}
+
+impl Sim {
+    /// A network of `specs` in a swarm of `chunks` chunks of `chunk_size`.
+    pub fn new(chunk_size: u32, chunks: u32, specs: Vec<NodeSpec>) -> Self {
+        let swarm = testing::swarm(chunk_size, chunks);
+        let nodes = specs
+            .iter()
+            .map(|spec| Node {
+                core: None,
+                generation: 0,
+                alive: false,
+                timer: 0,
+                uplink: Uplink {
+                    rate: spec.uplink,
+                    transfers: Vec::new(),
+                    last: Duration::ZERO,
+                    version: 0,
+                },
+                disk: Disk {
+                    damage: spec.damage.clone(),
+                    ..Disk::default()
+                },
+                record: Record::default(),
+            })
+            .collect();
+        let mut sim = Self {
+            swarm,
+            specs,
+            nodes,
+            conns: Vec::new(),
+            by_link: BTreeMap::new(),
+            events: BTreeMap::new(),
+            sequence: 0,
+            now: Duration::ZERO,
+            base: Instant::now(),
+            rng: SplitMix64(42),
+            next_transfer: 0,
+            stopped: BTreeSet::new(),
+            idle_timeout: Duration::from_secs(3),
+            job_time: Duration::from_millis(5),
+            events_handled: 0,
+        };
+        for index in 0..sim.specs.len() {
+            let spec = &sim.specs[index];
+            let (start, kill, restart) = (spec.starts_at, spec.killed_at, spec.restarts_at);
+            sim.push(start, Event::Start(index));
+            if let Some(at) = kill {
+                sim.push(at, Event::Kill(index));
+            }
+            if let Some(at) = restart {
+                sim.push(at, Event::Start(index));
+            }
+        }
+        sim
+    }
+
+    /// Runs until `done` holds or the clock passes `limit`; the time it
+    /// stopped at.
+    pub fn run(&mut self, limit: Duration, done: impl Fn(&Sim) -> bool) -> Duration {
+        while let Some((&(at, _), _)) = self.events.first_key_value() {
+            if at > limit || done(self) {
+                break;
+            }
+            let (_, event) = self.events.pop_first().expect("an event");
+            self.now = at;
+            self.events_handled += 1;
+            assert!(self.events_handled < 50_000_000, "the simulation runs away");
+            self.handle(event);
+        }
+        self.now
+    }
+
+    /// Whether every downloading node has delivered or ended.
+    pub fn downloads_over(&self) -> bool {
+        self.specs
+            .iter()
+            .zip(&self.nodes)
+            .filter(|(spec, _)| spec.download)
+            .all(|(_, node)| node.record.delivered_at.is_some() || node.record.ended.is_some())
+    }
+
+    /// What happened to node `index`.
+    pub fn record(&self, index: usize) -> &Record {
+        &self.nodes[index].record
+    }
+
+    /// Node `index`'s core (its last incarnation).
+    pub fn core(&self, index: usize) -> &NodeCore {
+        self.nodes[index].core.as_ref().expect("started")
+    }
+
+    /// The specs.
+    pub fn specs(&self) -> &[NodeSpec] {
+        &self.specs
+    }
+
+    fn push(&mut self, at: Duration, event: Event) {
+        self.sequence += 1;
+        self.events.insert((at, self.sequence), event);
+    }
+
+    fn instant(&self) -> Instant {
+        self.base + self.now
+    }
+
+    fn core_mut(&mut self, node: usize) -> &mut NodeCore {
+        self.nodes[node].core.as_mut().expect("started")
+    }
+
+    fn hello_of(&self, node: usize) -> minimodel_wire::Hello {
+        let spec = &self.specs[node];
+        testing::hello(&self.swarm, spec.serve, spec.serve.then_some(spec.addr))
+    }
+
+    fn handle(&mut self, event: Event) {
+        match event {
+            Event::Start(node) => self.start(node),
+            Event::Kill(node) => self.kill(node),
+            Event::Timer(node, generation, token) => {
+                if self.is_current(node, generation) && self.nodes[node].timer == token {
+                    self.nodes[node].record.wakeups += 1;
+                    let now = self.instant();
+                    self.core_mut(node).handle_timeout(now);
+                    self.pump(node, true);
+                }
+            }
+            Event::Uplink(node, generation, version) => {
+                if self.is_current(node, generation) && self.nodes[node].uplink.version == version {
+                    self.uplink_due(node);
+                }
+            }
+            Event::Incoming(conn, validated) => self.incoming(conn, validated),
+            Event::Hello(conn) => self.hello(conn),
+            Event::Up(conn, side) => self.up(conn, side),
+            Event::Failed(conn, to, end) => self.failed(conn, to, end),
+            Event::Control(conn, to, message) => self.control(conn, to, message),
+            Event::Closed(conn, to, end) => self.closed(conn, to, end),
+            Event::Header(stream) => self.header(stream),
+            Event::PieceDone(stream) => self.piece_done(stream),
+            Event::Reset(stream) => self.reset(stream),
+            Event::StopSending(stream) => self.stop_sending(stream),
+            Event::Checkpointed(node, generation) => {
+                if self.is_current(node, generation) {
+                    let now = self.instant();
+                    self.core_mut(node).handle_checkpointed(Ok(()), now);
+                    self.pump(node, false);
+                }
+            }
+            Event::Checked(node, generation) => {
+                if self.is_current(node, generation) {
+                    self.final_check(node);
+                }
+            }
+        }
+    }
+
+    /// Whether `generation` is node `node`'s running incarnation.
+    fn is_current(&self, node: usize, generation: u32) -> bool {
+        self.nodes[node].alive && self.nodes[node].generation == generation
+    }
+
+    fn start(&mut self, node: usize) {
+        let spec = &self.specs[node];
+        let n = &mut self.nodes[node];
+        let first = n.generation == 0;
+        n.generation += 1;
+        n.alive = true;
+        let have = if first || !spec.download {
+            spec.have.clone()
+        } else {
+            // Started again: what it verified and wrote survives.
+            let mut have = spec.have.clone();
+            for &chunk in &n.disk.stored {
+                let _ = have.set(ChunkIndex(chunk), true);
+            }
+            have
+        };
+        n.disk.stored.extend(have.iter_ones().map(|chunk| chunk.0));
+        n.disk.hashed = 0;
+        let start = NodeStart {
+            swarm: self.swarm.clone(),
+            local_id: id_of(node),
+            serve: spec.serve,
+            listen: spec.serve,
+            download: spec.download && !have.is_full(),
+            have,
+            seed_after: spec.seed_after,
+            seed: node as u64 + 1,
+        };
+        n.core = Some(NodeCore::new(
+            spec.config.clone(),
+            start,
+            self.base + self.now,
+        ));
+        n.uplink.transfers.clear();
+        n.uplink.last = self.now;
+        let offers: Vec<KnownPeer> = spec
+            .offers
+            .iter()
+            .map(|&other| KnownPeer {
+                id: Some(id_of(other)),
+                addrs: vec![self.specs[other].addr],
+                source: Source::Offer,
+            })
+            .collect();
+        let now = self.instant();
+        // The hasher reads back the chunks of an earlier run first.
+        self.hash_on(node);
+        for offer in offers {
+            self.core_mut(node).add_peer(offer, now);
+        }
+        self.pump(node, false);
+    }
+
+    fn kill(&mut self, node: usize) {
+        self.uplink_change(node, |uplink| uplink.transfers.clear());
+        self.nodes[node].alive = false;
+        let generation = self.nodes[node].generation;
+        for conn in 0..self.conns.len() {
+            for side in 0..2 {
+                let c = &self.conns[conn];
+                if c.nodes[side] == node && c.generations[side] == generation && c.open[side] {
+                    self.conns[conn].open[side] = false;
+                    let at = self.now + self.idle_timeout;
+                    self.push(at, Event::Closed(conn, 1 - side, LinkEnd::TimedOut));
+                }
+            }
+        }
+    }
+
+    /// Carries out a node's actions, passes its reports on, and sets its
+    /// timer. After `handle_timeout`, the next deadline must be later.
+    fn pump(&mut self, node: usize, after_timeout: bool) {
+        let now = self.instant();
+        while let Some(action) = self.core_mut(node).poll_action() {
+            self.carry_out(node, action);
+        }
+        while let Some(report) = self.core_mut(node).poll_report() {
+            self.nodes[node].record.reports.push((self.now, report));
+        }
+        let n = &self.nodes[node];
+        if !n.alive {
+            return;
+        }
+        let deadline = n.core.as_ref().expect("started").poll_timeout(now);
+        if let Some(deadline) = deadline {
+            assert!(deadline >= now, "node {node}: poll_timeout in the past");
+            assert!(
+                !after_timeout || deadline > now,
+                "node {node}: handle_timeout at {:?} left its deadline where it was",
+                self.now
+            );
+            let n = &mut self.nodes[node];
+            n.timer += 1;
+            let event = Event::Timer(node, n.generation, n.timer);
+            self.push(deadline - self.base, event);
+        }
+    }
+
+    fn carry_out(&mut self, node: usize, action: Action) {
+        let generation = self.nodes[node].generation;
+        let side_of = |sim: &Sim, link: LinkId| sim.by_link.get(&(node, generation, link)).copied();
+        match action {
+            Action::Dial {
+                link,
+                addr,
+                peer,
+                have,
+                ..
+            } => {
+                self.nodes[node].record.dials.push((self.now, addr));
+                self.dial(node, link, addr, peer, have);
+            }
+            Action::Abort { link } => {
+                if let Some((conn, side)) = side_of(self, link) {
+                    self.hang_up(conn, side, None);
+                }
+            }
+            Action::Close { link, reason } => {
+                if let Some((conn, side)) = side_of(self, link) {
+                    self.hang_up(conn, side, Some(reason));
+                }
+            }
+            Action::Send { link, message } => {
+                if let Some((conn, side)) = side_of(self, link) {
+                    if matches!(message, Message::Cancel { .. }) {
+                        self.nodes[node].record.cancels_sent += 1;
+                    }
+                    self.send(conn, 1 - side, message);
+                }
+            }
+            Action::Upload { link, chunk, pace } => {
+                if let Some((conn, side)) = side_of(self, link) {
+                    self.upload(node, conn, side, chunk.0, pace);
+                }
+            }
+            Action::CancelUpload { link, chunk } => {
+                if let Some((conn, side)) = side_of(self, link) {
+                    self.cancel_upload(node, conn, side, chunk.0);
+                }
+            }
+            Action::HashStored { .. } => self.hash_on(node),
+            Action::RestartHash => {
+                self.nodes[node].record.hash_restarts += 1;
+                self.nodes[node].disk.hashed = 0;
+                self.hash_on(node);
+            }
+            Action::Checkpoint { release_below } => {
+                let hashed = u64::from(self.nodes[node].disk.hashed)
+                    * u64::from(self.swarm.params().chunk_size());
+                let record = &mut self.nodes[node].record;
+                record.checkpoints.push((self.now, release_below, hashed));
+                let at = self.now + self.job_time;
+                self.push(at, Event::Checkpointed(node, generation));
+            }
+            Action::Deliver => {
+                let at = self.now + self.job_time;
+                self.push(at, Event::Checked(node, generation));
+            }
+            Action::End(outcome) => {
+                self.nodes[node].record.ended = Some((self.now, outcome));
+                self.nodes[node].alive = false;
+            }
+        }
+    }
+
+    /// The trailing hasher reads on over the chunks written in order.
+    fn hash_on(&mut self, node: usize) {
+        let n = &mut self.nodes[node];
+        let before = n.disk.hashed;
+        while n.disk.stored.contains(&n.disk.hashed) {
+            n.disk.hashed += 1;
+        }
+        let hashed = n.disk.hashed;
+        if hashed != before {
+            let now = self.instant();
+            self.core_mut(node).handle_trailing(hashed, now);
+        }
+    }
+
+    fn final_check(&mut self, node: usize) {
+        let now = self.instant();
+        let disk = &mut self.nodes[node].disk;
+        let mut damaged = Vec::new();
+        for (&chunk, times) in disk.damage.iter_mut() {
+            if *times > 0 && disk.stored.contains(&chunk) {
+                *times -= 1;
+                damaged.push(ChunkIndex(chunk));
+            }
+        }
+        let finish = if damaged.is_empty() {
+            self.nodes[node].record.delivered_at = Some(self.now);
+            Finish::Delivered
+        } else {
+            for chunk in &damaged {
+                disk.stored.remove(&chunk.0);
+            }
+            Finish::Damaged(damaged)
+        };
+        self.core_mut(node).handle_finished(finish, now);
+        self.pump(node, false);
+    }
+}

@@ -1,0 +1,244 @@
+//! Connections: dials, the handshake, control messages and hang-ups.
+
+use super::*;
+
+/// One connection (or attempt): side 0 dialed, side 1 listened.
+pub(super) struct Conn {
+    pub(super) nodes: [usize; 2],
+    pub(super) generations: [u32; 2],
+    pub(super) links: [Option<LinkId>; 2],
+    pub(super) open: [bool; 2],
+    /// How each side is seen by the other.
+    pub(super) addrs: [SocketAddr; 2],
+    pub(super) dialer_have: HaveBitfield,
+    pub(super) ups: [Option<LinkUp>; 2],
+    /// The last control delivery towards each side (streams are ordered).
+    pub(super) last: [Duration; 2],
+}
+
+impl Sim {
+    pub(super) fn latency(&self, conn: usize) -> Duration {
+        let [a, b] = self.conns[conn].nodes;
+        self.specs[a].latency + self.specs[b].latency
+    }
+
+    /// One latency, or with the path's loss one more round trip.
+    pub(super) fn delay(&mut self, conn: usize) -> Duration {
+        let [a, b] = self.conns[conn].nodes;
+        let loss = self.specs[a].loss.max(self.specs[b].loss);
+        let latency = self.latency(conn);
+        if loss > 0.0 && (self.rng.below(1_000_000) as f64) < loss * 1_000_000.0 {
+            latency * 3
+        } else {
+            latency
+        }
+    }
+
+    /// The node and link of a side, if that side is still there.
+    pub(super) fn endpoint(&self, conn: usize, side: usize) -> Option<(usize, LinkId)> {
+        let c = &self.conns[conn];
+        let node = c.nodes[side];
+        let n = &self.nodes[node];
+        if c.open[side] && n.alive && n.generation == c.generations[side] {
+            c.links[side].map(|link| (node, link))
+        } else {
+            None
+        }
+    }
+
+    pub(super) fn dial(
+        &mut self,
+        node: usize,
+        link: LinkId,
+        addr: SocketAddr,
+        peer: Option<PeerId>,
+        have: HaveBitfield,
+    ) {
+        let target = (0..self.specs.len())
+            .find(|&other| self.specs[other].addr == addr && self.specs[other].serve);
+        let Some(target) = target.filter(|&t| self.nodes[t].alive) else {
+            // Nobody there: the dial runs into its deadline.
+            return;
+        };
+        let conn = self.conns.len();
+        let generation = self.nodes[node].generation;
+        let seen_as = SocketAddr::new(self.specs[node].addr.ip(), 50_000 + node as u16);
+        self.conns.push(Conn {
+            nodes: [node, target],
+            generations: [generation, self.nodes[target].generation],
+            links: [Some(link), None],
+            open: [true, true],
+            addrs: [seen_as, addr],
+            dialer_have: have,
+            ups: [None, None],
+            last: [Duration::ZERO; 2],
+        });
+        self.by_link.insert((node, generation, link), (conn, 0));
+        let latency = self.latency(conn);
+        if peer.is_some_and(|peer| peer != id_of(target)) {
+            let end = LinkEnd::WrongPeer;
+            self.push(self.now + 2 * latency, Event::Failed(conn, 0, end));
+        } else {
+            let event = Event::Incoming(conn, false);
+            self.push(self.now + latency, event);
+        }
+    }
+
+    pub(super) fn incoming(&mut self, conn: usize, validated: bool) {
+        let listener = self.conns[conn].nodes[1];
+        let c = &self.conns[conn];
+        let n = &self.nodes[listener];
+        if !c.open[0] || !n.alive || n.generation != c.generations[1] {
+            return;
+        }
+        let now = self.instant();
+        let from = c.addrs[0];
+        let latency = self.latency(conn);
+        match self
+            .core_mut(listener)
+            .handle_incoming(from, validated, now)
+        {
+            Incoming::Accept { link, .. } => {
+                self.conns[conn].links[1] = Some(link);
+                let generation = self.conns[conn].generations[1];
+                self.by_link.insert((listener, generation, link), (conn, 1));
+                self.push(self.now + 2 * latency, Event::Hello(conn));
+            }
+            Incoming::Retry => {
+                let event = Event::Incoming(conn, true);
+                self.push(self.now + 2 * latency, event);
+            }
+            Incoming::Refuse { reason } => {
+                self.conns[conn].open[1] = false;
+                let end = LinkEnd::Lost(format!("refused: {reason}"));
+                self.push(self.now + latency, Event::Failed(conn, 0, end));
+            }
+        }
+        self.pump(listener, false);
+    }
+
+    pub(super) fn hello(&mut self, conn: usize) {
+        let Some((listener, link)) = self.endpoint(conn, 1) else {
+            return;
+        };
+        if !self.conns[conn].open[0] {
+            return;
+        }
+        let now = self.instant();
+        let dialer = self.conns[conn].nodes[0];
+        let dialer_side = Side {
+            id: id_of(dialer),
+            addr: self.conns[conn].addrs[0],
+            hello: self.hello_of(dialer),
+            have: self.conns[conn].dialer_have.clone(),
+        };
+        let latency = self.latency(conn);
+        match self
+            .core_mut(listener)
+            .handle_hello(link, dialer_side.id, &dialer_side.hello, now)
+        {
+            Ok(have) => {
+                let listener_side = Side {
+                    id: id_of(listener),
+                    addr: self.conns[conn].addrs[1],
+                    hello: self.hello_of(listener),
+                    have,
+                };
+                let (dialer_up, listener_up) =
+                    testing::handshake(&self.swarm, &dialer_side, &listener_side);
+                self.conns[conn].ups = [Some(dialer_up), Some(listener_up)];
+                self.push(self.now + latency, Event::Up(conn, 0));
+                self.push(self.now + 2 * latency, Event::Up(conn, 1));
+            }
+            Err(rejection) => {
+                // The listener sends its HelloReject and forgets the
+                // attempt; the dialer hears the reason.
+                self.conns[conn].open[1] = false;
+                let end = LinkEnd::Refused {
+                    reason: rejection.reason,
+                    detail: rejection.detail,
+                };
+                self.core_mut(listener)
+                    .handle_link_failed(link, end.clone(), now);
+                self.push(self.now + latency, Event::Failed(conn, 0, end));
+            }
+        }
+        self.pump(listener, false);
+    }
+
+    /// Side `side` of `conn` hangs up: with a Goodbye (`Close`) or without
+    /// (`Abort`); the other side hears of it one latency later.
+    pub(super) fn hang_up(&mut self, conn: usize, side: usize, goodbye: Option<GoodbyeReason>) {
+        if !self.conns[conn].open[side] {
+            return;
+        }
+        self.conns[conn].open[side] = false;
+        self.drop_transfers(conn);
+        let other = 1 - side;
+        if !self.conns[conn].open[other] {
+            return;
+        }
+        if let Some(reason) = goodbye {
+            self.send(conn, other, Message::Goodbye { reason });
+        }
+        let at = self.now.max(self.conns[conn].last[other]) + self.latency(conn);
+        let end = LinkEnd::ClosedByPeer;
+        self.push(at, Event::Closed(conn, other, end));
+    }
+
+    pub(super) fn send(&mut self, conn: usize, to: usize, message: Message) {
+        let at = (self.now + self.delay(conn)).max(self.conns[conn].last[to]);
+        self.conns[conn].last[to] = at;
+        self.push(at, Event::Control(conn, to, message));
+    }
+
+    pub(super) fn flood(&mut self, conn: usize, to: usize, entries: Vec<PeerEntry>) {
+        for batch in entries.chunks(MAX_PEERS_PER_MESSAGE) {
+            let message = Message::Peers {
+                entries: batch.to_vec(),
+            };
+            self.send(conn, to, message);
+        }
+    }
+
+    pub(super) fn up(&mut self, conn: usize, side: usize) {
+        let Some((node, link)) = self.endpoint(conn, side) else {
+            return;
+        };
+        let now = self.instant();
+        let up = self.conns[conn].ups[side].take().expect("a handshake");
+        self.core_mut(node).handle_link_up(link, up, now);
+        self.pump(node, false);
+        if let Behaviour::Flooder(entries) = &self.specs[node].behaviour {
+            let entries = entries.clone();
+            self.flood(conn, 1 - side, entries);
+        }
+    }
+
+    pub(super) fn failed(&mut self, conn: usize, to: usize, end: LinkEnd) {
+        if let Some((node, link)) = self.endpoint(conn, to) {
+            self.conns[conn].open[to] = false;
+            let now = self.instant();
+            self.core_mut(node).handle_link_failed(link, end, now);
+            self.pump(node, false);
+        }
+    }
+
+    pub(super) fn control(&mut self, conn: usize, to: usize, message: Message) {
+        if let Some((node, link)) = self.endpoint(conn, to) {
+            let now = self.instant();
+            self.core_mut(node).handle_message(link, message, now);
+            self.pump(node, false);
+        }
+    }
+
+    pub(super) fn closed(&mut self, conn: usize, to: usize, end: LinkEnd) {
+        if let Some((node, link)) = self.endpoint(conn, to) {
+            self.conns[conn].open[to] = false;
+            self.drop_transfers(conn);
+            let now = self.instant();
+            self.core_mut(node).handle_closed(link, end, now);
+            self.pump(node, false);
+        }
+    }
+}

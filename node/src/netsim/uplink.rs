@@ -1,0 +1,279 @@
+//! Uplinks and piece streams: uploads share their sender's uplink; their
+//! headers, ends, resets and stops travel one latency.
+
+use super::*;
+
+pub(super) struct Transfer {
+    pub(super) id: u64,
+    pub(super) conn: usize,
+    pub(super) from: usize,
+    pub(super) chunk: u32,
+    pub(super) remaining: f64,
+    pub(super) pace: Option<f64>,
+}
+
+/// A node's uplink: its transfers share `rate` fairly, each at most its
+/// pace.
+pub(super) struct Uplink {
+    pub(super) rate: f64,
+    pub(super) transfers: Vec<Transfer>,
+    pub(super) last: Duration,
+    pub(super) version: u64,
+}
+
+impl Uplink {
+    pub(super) fn rates(&self) -> Vec<f64> {
+        let mut order: Vec<usize> = (0..self.transfers.len()).collect();
+        let pace = |i: usize| self.transfers[i].pace.unwrap_or(f64::INFINITY);
+        order.sort_by(|a, b| pace(*a).total_cmp(&pace(*b)));
+        let mut rates = vec![0.0; self.transfers.len()];
+        let mut left = self.rate;
+        for (done, &i) in order.iter().enumerate() {
+            let share = left / (order.len() - done) as f64;
+            rates[i] = pace(i).min(share);
+            left -= rates[i];
+        }
+        rates
+    }
+
+    /// Moves the transfers on to `now`; the bytes sent.
+    pub(super) fn advance(&mut self, now: Duration) -> f64 {
+        let elapsed = now.saturating_sub(self.last).as_secs_f64();
+        self.last = now;
+        if elapsed <= 0.0 {
+            return 0.0;
+        }
+        let rates = self.rates();
+        let mut sent = 0.0;
+        for (transfer, rate) in self.transfers.iter_mut().zip(rates) {
+            let bytes = (rate * elapsed).min(transfer.remaining);
+            transfer.remaining -= bytes;
+            sent += bytes;
+        }
+        sent
+    }
+
+    pub(super) fn next_completion(&self, now: Duration) -> Option<Duration> {
+        self.transfers
+            .iter()
+            .zip(self.rates())
+            .filter(|(_, rate)| *rate > 0.0)
+            .map(|(transfer, rate)| {
+                now + Duration::from_secs_f64(transfer.remaining.max(0.0) / rate)
+                    + Duration::from_nanos(1)
+            })
+            .min()
+    }
+}
+
+impl Sim {
+    pub(super) fn upload(
+        &mut self,
+        node: usize,
+        conn: usize,
+        side: usize,
+        chunk: u32,
+        pace: Option<u64>,
+    ) {
+        let to = self.conns[conn].nodes[1 - side];
+        self.nodes[node].record.uploads.push((self.now, to, chunk));
+        self.next_transfer += 1;
+        let id = self.next_transfer;
+        let bytes = self
+            .swarm
+            .params()
+            .chunk_len(ChunkIndex(chunk))
+            .expect("a chunk of the swarm");
+        self.uplink_change(node, |uplink| {
+            uplink.transfers.push(Transfer {
+                id,
+                conn,
+                from: side,
+                chunk,
+                remaining: f64::from(bytes),
+                pace: pace.map(|rate| rate as f64),
+            });
+        });
+        let at = self.now + self.latency(conn);
+        let event = Event::Header(Stream {
+            conn,
+            to: 1 - side,
+            chunk,
+            transfer: id,
+        });
+        self.push(at, event);
+    }
+
+    /// Changes a node's transfers at the current time and schedules the
+    /// next completion.
+    pub(super) fn uplink_change(&mut self, node: usize, change: impl FnOnce(&mut Uplink)) {
+        let now = self.now;
+        let n = &mut self.nodes[node];
+        n.record.uploaded_bytes += n.uplink.advance(now);
+        change(&mut n.uplink);
+        n.uplink.version += 1;
+        let version = n.uplink.version;
+        let generation = n.generation;
+        if let Some(at) = n.uplink.next_completion(now) {
+            let event = Event::Uplink(node, generation, version);
+            self.push(at, event);
+        }
+    }
+
+    pub(super) fn uplink_due(&mut self, node: usize) {
+        let mut done = Vec::new();
+        self.uplink_change(node, |uplink| {
+            uplink.transfers.retain(|t| {
+                let finished = t.remaining <= 0.5;
+                if finished {
+                    done.push((t.id, t.conn, t.from, t.chunk));
+                }
+                !finished
+            });
+        });
+        let now = self.instant();
+        let chunk_size = u64::from(self.swarm.params().chunk_size());
+        for (transfer, conn, side, chunk) in done {
+            let at = self.now + self.delay(conn);
+            self.push(
+                at,
+                Event::PieceDone(Stream {
+                    conn,
+                    to: 1 - side,
+                    chunk,
+                    transfer,
+                }),
+            );
+            if let Some((node, link)) = self.endpoint(conn, side) {
+                let bytes = self
+                    .swarm
+                    .params()
+                    .chunk_len(ChunkIndex(chunk))
+                    .map_or(chunk_size, u64::from);
+                self.core_mut(node).handle_upload_done(
+                    link,
+                    ChunkIndex(chunk),
+                    UploadOutcome::Sent { bytes },
+                    now,
+                );
+            }
+        }
+        self.pump(node, false);
+    }
+
+    pub(super) fn piece_done(&mut self, stream: Stream) {
+        let Stream {
+            conn,
+            to,
+            chunk,
+            transfer,
+        } = stream;
+        if self.stopped.contains(&transfer) {
+            return;
+        }
+        let Some((node, link)) = self.endpoint(conn, to) else {
+            return;
+        };
+        let now = self.instant();
+        let chunk = ChunkIndex(chunk);
+        if self.core_mut(node).handle_piece_arrived(link, chunk, now) == PieceVerdict::Accept {
+            let sender = self.conns[conn].nodes[1 - to];
+            let outcome = if self.specs[sender].behaviour == Behaviour::Liar {
+                VerifyOutcome::Bad(format!("chunk {} failed its Merkle proof", chunk.0))
+            } else {
+                self.nodes[node].disk.stored.insert(chunk.0);
+                VerifyOutcome::Stored
+            };
+            self.core_mut(node)
+                .handle_verified(link, chunk, outcome, now);
+        }
+        self.pump(node, false);
+    }
+
+    pub(super) fn cancel_upload(&mut self, node: usize, conn: usize, side: usize, chunk: u32) {
+        let mut cancelled = None;
+        self.uplink_change(node, |uplink| {
+            uplink.transfers.retain(|t| {
+                let it = t.conn == conn && t.from == side && t.chunk == chunk;
+                if it {
+                    cancelled = Some(t.id);
+                }
+                !it
+            });
+        });
+        if let Some(transfer) = cancelled {
+            self.nodes[node].record.uploads_cancelled += 1;
+            let at = self.now + self.latency(conn);
+            let stream = Stream {
+                conn,
+                to: 1 - side,
+                chunk,
+                transfer,
+            };
+            self.push(at, Event::Reset(stream));
+        }
+    }
+
+    pub(super) fn header(&mut self, stream: Stream) {
+        let Some((node, link)) = self.endpoint(stream.conn, stream.to) else {
+            return;
+        };
+        let now = self.instant();
+        let chunk = ChunkIndex(stream.chunk);
+        if self.core_mut(node).handle_piece_header(link, chunk, now) == PieceVerdict::Stop {
+            self.stopped.insert(stream.transfer);
+            let at = self.now + self.latency(stream.conn);
+            let back = Stream {
+                to: 1 - stream.to,
+                ..stream
+            };
+            self.push(at, Event::StopSending(back));
+        }
+        self.pump(node, false);
+    }
+
+    pub(super) fn reset(&mut self, stream: Stream) {
+        if self.stopped.contains(&stream.transfer) {
+            return;
+        }
+        if let Some((node, link)) = self.endpoint(stream.conn, stream.to) {
+            let now = self.instant();
+            let chunk = Some(ChunkIndex(stream.chunk));
+            self.core_mut(node)
+                .handle_piece_failed(link, chunk, PieceEnd::Reset, now);
+            self.pump(node, false);
+        }
+    }
+
+    /// The receiver stopped the stream: the sender's upload ends there.
+    pub(super) fn stop_sending(&mut self, stream: Stream) {
+        let sender = self.conns[stream.conn].nodes[stream.to];
+        let before = self.nodes[sender].uplink.transfers.len();
+        self.uplink_change(sender, |uplink| {
+            uplink.transfers.retain(|t| t.id != stream.transfer);
+        });
+        let was_sending = self.nodes[sender].uplink.transfers.len() < before;
+        if let (true, Some((node, link))) = (was_sending, self.endpoint(stream.conn, stream.to)) {
+            let now = self.instant();
+            let chunk = ChunkIndex(stream.chunk);
+            self.core_mut(node)
+                .handle_upload_done(link, chunk, UploadOutcome::Stopped, now);
+            self.pump(node, false);
+        }
+    }
+
+    /// A connection is gone: its streams die with it.
+    pub(super) fn drop_transfers(&mut self, conn: usize) {
+        for side in 0..2 {
+            let node = self.conns[conn].nodes[side];
+            if self.nodes[node]
+                .uplink
+                .transfers
+                .iter()
+                .any(|t| t.conn == conn)
+            {
+                self.uplink_change(node, |uplink| uplink.transfers.retain(|t| t.conn != conn));
+            }
+        }
+    }
+}

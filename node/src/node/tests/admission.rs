@@ -1,0 +1,400 @@
+//! Admission: handshake and link caps per prefix, Retry, the handshake
+//! deadline, and who gets a peer slot at Hello time (bans, a full node, a
+//! restarted peer, eviction of idle peers).
+
+use super::*;
+use crate::report::{Blame, Departure, LinkEnd};
+use minimodel_wire::HelloRejectReason;
+
+/// Tallies of `handle_incoming` answers.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Tally {
+    accepted: Vec<LinkId>,
+    retried: usize,
+    refused: usize,
+}
+
+fn knock(h: &mut Harness, addrs: &[SocketAddr], validated: bool) -> Tally {
+    let mut tally = Tally::default();
+    for &addr in addrs {
+        match h.core.handle_incoming(addr, validated, h.now) {
+            Incoming::Accept { link, .. } => tally.accepted.push(link),
+            Incoming::Retry => tally.retried += 1,
+            Incoming::Refuse { .. } => tally.refused += 1,
+        }
+    }
+    tally
+}
+
+fn from_slash_24(prefix: &str, count: u8) -> Vec<SocketAddr> {
+    (1..=count)
+        .map(|host| sa(&format!("{prefix}.{host}:{}", 40_000 + u16::from(host))))
+        .collect()
+}
+
+#[test]
+fn stalled_handshakes_from_one_slash_24_do_not_keep_another_prefix_out() {
+    let mut h = Harness::new(Kind::Seeder, 8, NodeConfig::default());
+    // 16 handshakes from one /24 that never finish: a quarter of the
+    // handshake slots at most, the rest refused at once.
+    let flood = knock(&mut h, &from_slash_24("81.2.3", 16), true);
+    assert_eq!(flood.accepted.len(), 4, "{flood:?}");
+    assert_eq!(flood.refused, 12, "{flood:?}");
+    // An honest peer from another prefix gets in at once (after a Retry if
+    // its address is not validated yet: the node is busy), and is up
+    // within a round trip.
+    h.advance(1);
+    let honest = Remote::seeder(1, "62.1.1.1:4433", 8);
+    assert_eq!(
+        h.core.handle_incoming(honest.addr, false, h.now),
+        Incoming::Retry
+    );
+    h.advance(50);
+    let link = h.connect_in(&honest);
+    assert!(h.is_connected(link));
+    // The stalled ones end at their deadline, each with a report.
+    h.advance(9_999);
+    assert!(aborts(&h.take()).is_empty(), "not before the deadline");
+    h.advance(10_000);
+    let mut aborted = aborts(&h.take());
+    aborted.sort();
+    assert_eq!(aborted, flood.accepted);
+    let timed_out = h
+        .take_reports()
+        .into_iter()
+        .filter(|report| {
+            matches!(report, NodeReport::Refused { reason: LinkEnd::TimedOut, addr } if addr.ip().to_string().starts_with("81.2.3."))
+        })
+        .count();
+    assert_eq!(timed_out, 4);
+    // Their slots are free again.
+    let again = knock(&mut h, &from_slash_24("81.2.3", 4), true);
+    assert_eq!(again.accepted.len(), 4);
+}
+
+#[test]
+fn unvalidated_sources_get_a_retry_once_handshakes_are_busy() {
+    let mut h = Harness::new(Kind::Seeder, 8, NodeConfig::default());
+    let quiet: Vec<SocketAddr> = (1..=4u8).map(|n| sa(&format!("62.{n}.0.1:4433"))).collect();
+    let first = knock(&mut h, &quiet, false);
+    assert_eq!(first.accepted.len(), 4, "not busy yet: no Retry");
+    let busy = knock(&mut h, &[sa("62.9.0.1:4433")], false);
+    assert_eq!(busy.retried, 1);
+    assert!(busy.accepted.is_empty(), "a spoofed source holds nothing");
+    // A validated source is accepted while there is room...
+    let more: Vec<SocketAddr> = (10..=21u8)
+        .map(|n| sa(&format!("62.{n}.0.1:4433")))
+        .collect();
+    let validated = knock(&mut h, &more, true);
+    assert_eq!(validated.accepted.len(), 12);
+    // ...and refused once every handshake slot (16) is taken.
+    let full = knock(&mut h, &[sa("62.30.0.1:4433")], true);
+    assert_eq!(full.refused, 1);
+}
+
+#[test]
+fn connections_per_prefix_are_capped_handshakes_included() {
+    let config = NodeConfig::default();
+    let cap = config.max_links_per_prefix;
+    let mut h = Harness::new(Kind::Seeder, 8, config);
+    for n in 0..cap {
+        let remote = Remote::fetcher(n as u8 + 1, &format!("81.2.3.{}:5000", n + 1), 8);
+        h.connect_in(&remote);
+    }
+    assert_eq!(h.core.connected_count(), cap);
+    let same = knock(&mut h, &[sa("81.2.3.200:5000")], true);
+    assert_eq!(same.refused, 1, "the /24 holds {cap} connections");
+    let other = knock(&mut h, &[sa("81.2.4.200:5000")], true);
+    assert_eq!(other.accepted.len(), 1);
+}
+
+#[test]
+fn ipv6_limits_count_by_slash_64_and_mapped_ipv4_by_its_slash_24() {
+    let mut h = Harness::new(Kind::Seeder, 8, NodeConfig::default());
+    let one_64: Vec<SocketAddr> = (1..=4u16)
+        .map(|n| sa(&format!("[2a01:4f8:1:2::{n:x}]:4433")))
+        .collect();
+    assert_eq!(knock(&mut h, &one_64, true).accepted.len(), 4);
+    let same_64 = knock(&mut h, &[sa("[2a01:4f8:1:2:ffff:ffff:ffff:1]:4433")], true);
+    assert_eq!(same_64.refused, 1, "another address of the same /64");
+    let next_64 = knock(&mut h, &[sa("[2a01:4f8:1:3::1]:4433")], true);
+    assert_eq!(next_64.accepted.len(), 1);
+    // An IPv4 address written as IPv6 counts with its /24.
+    assert_eq!(
+        knock(&mut h, &from_slash_24("81.2.3", 4), true)
+            .accepted
+            .len(),
+        4
+    );
+    let mapped = knock(&mut h, &[sa("[::ffff:81.2.3.99]:4433")], true);
+    assert_eq!(mapped.refused, 1);
+}
+
+#[test]
+fn a_handshake_ends_at_its_deadline_with_an_abort_and_a_report() {
+    let mut h = Harness::new(Kind::Seeder, 8, NodeConfig::default());
+    h.advance(1_000);
+    let remote = sa("62.1.1.1:4433");
+    let Incoming::Accept { link, deadline } = h.core.handle_incoming(remote, true, h.now) else {
+        panic!("accepted");
+    };
+    assert_eq!(deadline, h.at(11_000), "TLS and Hello share one deadline");
+    assert_eq!(h.core.poll_timeout(h.now), Some(deadline));
+    h.advance(10_999);
+    assert!(h.take().is_empty());
+    h.advance(11_000);
+    assert_eq!(h.take(), [Action::Abort { link }]);
+    let reports = h.take_reports();
+    let refused: Vec<&NodeReport> = reports
+        .iter()
+        .filter(|report| matches!(report, NodeReport::Refused { .. }))
+        .collect();
+    assert!(
+        matches!(refused.as_slice(), [NodeReport::Refused { addr, reason: LinkEnd::TimedOut }] if *addr == remote),
+        "{reports:?}"
+    );
+    // A Hello after the deadline is turned away; nothing is pending.
+    let theirs = testing::hello(&h.swarm, false, None);
+    assert!(
+        h.core
+            .handle_hello(link, testing::peer_id(1), &theirs, h.now)
+            .is_err()
+    );
+    assert_eq!(h.core.poll_timeout(h.now), None);
+}
+
+#[test]
+fn a_banned_peer_is_refused_at_its_hello() {
+    let mut h = Harness::new(Kind::ServingFetch, 8, NodeConfig::default());
+    let liar = Remote::seeder(1, "62.1.1.1:4433", 8);
+    let link = h.connect_in(&liar);
+    let chunk = requests_to(&h.take(), link)[0];
+    assert_eq!(
+        h.core.handle_piece_header(link, ChunkIndex(chunk), h.now),
+        PieceVerdict::Accept
+    );
+    h.core.handle_piece_arrived(link, ChunkIndex(chunk), h.now);
+    h.core.handle_verified(
+        link,
+        ChunkIndex(chunk),
+        VerifyOutcome::Bad("leaf hash mismatch".into()),
+        h.now,
+    );
+    assert_eq!(closes(&h.take()), [(link, GoodbyeReason::BadData)]);
+    h.advance(1_000);
+    let Incoming::Accept { link: again, .. } = h.core.handle_incoming(liar.addr, true, h.now)
+    else {
+        panic!("a connection attempt is accepted before its Hello names the peer");
+    };
+    let refusal = h.hello_in(again, &liar).expect_err("banned");
+    assert_eq!(refusal.reason, HelloRejectReason::Banned);
+    // An offer naming it is ignored too.
+    h.core.add_peer(
+        KnownPeer {
+            id: Some(liar.id),
+            addrs: vec![liar.addr],
+            source: Source::Offer,
+        },
+        h.now,
+    );
+    assert!(dials(&h.take()).is_empty());
+}
+
+#[test]
+fn a_full_node_refuses_new_peers_and_admitted_handshakes_hold_their_slot() {
+    let config = NodeConfig {
+        max_peers: 2,
+        ..NodeConfig::default()
+    };
+    let mut h = Harness::new(Kind::Seeder, 8, config);
+    h.connect_in(&Remote::fetcher(1, "62.1.1.1:5000", 8));
+    // The second one is admitted at its Hello but not up yet.
+    let second = Remote::fetcher(2, "62.2.2.2:5000", 8);
+    let Incoming::Accept { link: pending, .. } = h.core.handle_incoming(second.addr, true, h.now)
+    else {
+        panic!("accepted");
+    };
+    let theirs = second.side(&h.swarm);
+    h.core
+        .handle_hello(pending, second.id, &theirs.hello, h.now)
+        .expect("a free slot");
+    let third = Remote::fetcher(3, "62.3.3.3:5000", 8);
+    let Incoming::Accept { link, .. } = h.core.handle_incoming(third.addr, true, h.now) else {
+        panic!("accepted");
+    };
+    let refusal = h.hello_in(link, &third).expect_err("full");
+    assert_eq!(refusal.reason, HelloRejectReason::TooManyPeers);
+    // A handshake that fails gives its slot back.
+    h.core
+        .handle_link_failed(pending, LinkEnd::ClosedByPeer, h.now);
+    let Incoming::Accept { link, .. } = h.core.handle_incoming(third.addr, true, h.now) else {
+        panic!("accepted");
+    };
+    h.hello_in(link, &third).expect("the slot is free again");
+}
+
+#[test]
+fn a_restarted_peer_replaces_its_old_link_even_when_full() {
+    let config = NodeConfig {
+        max_peers: 1,
+        ..NodeConfig::default()
+    };
+    let mut h = Harness::new(Kind::Seeder, 8, config);
+    let peer = Remote::fetcher(1, "62.1.1.1:5000", 8);
+    let old = h.connect_in(&peer);
+    h.take_reports();
+    h.advance(2_000);
+    // Killed and started again before its old connection timed out.
+    let restarted = Remote {
+        addr: sa("62.1.1.1:5001"),
+        ..peer
+    };
+    let new = h.connect_in(&restarted);
+    assert_ne!(old, new);
+    assert_eq!(closes(&h.take()), [(old, GoodbyeReason::Done)]);
+    assert!(h.is_connected(new) && !h.is_connected(old));
+    assert_eq!(h.core.connected_count(), 1);
+    let replaced = h.take_reports().into_iter().any(|report| {
+        matches!(
+            report,
+            NodeReport::PeerDisconnected {
+                reason: Departure::Replaced,
+                blame: Blame::Local,
+                ..
+            }
+        )
+    });
+    assert!(replaced);
+}
+
+#[test]
+fn an_idle_peer_is_evicted_for_a_new_one_and_a_busy_one_is_not() {
+    let config = NodeConfig {
+        max_peers: 2,
+        ..NodeConfig::default()
+    };
+    let evict_after = config.evict_idle_after.as_millis() as u64;
+    let mut h = Harness::new(Kind::Seeder, 8, config);
+    let idle = h.connect_in(&Remote::fetcher(1, "62.1.1.1:5000", 8));
+    let busy = h.connect_in(&Remote::fetcher(2, "62.2.2.2:5000", 8));
+    // The busy one asks for a chunk; its upload never ends.
+    h.core.handle_message(
+        busy,
+        Message::Request {
+            chunk: ChunkIndex(0),
+        },
+        h.now,
+    );
+    assert_eq!(uploads(&h.take()), [(busy, 0)]);
+    let newcomer = |n: u8| Remote::fetcher(n, &format!("62.{n}.{n}.{n}:5000"), 8);
+    // Not idle for long enough yet.
+    h.advance(evict_after - 1);
+    let Incoming::Accept { link, .. } = h.core.handle_incoming(newcomer(3).addr, true, h.now)
+    else {
+        panic!("accepted");
+    };
+    assert!(h.hello_in(link, &newcomer(3)).is_err());
+    // Now the idle one makes room.
+    h.advance(evict_after);
+    let Incoming::Accept { link, .. } = h.core.handle_incoming(newcomer(4).addr, true, h.now)
+    else {
+        panic!("accepted");
+    };
+    h.hello_in(link, &newcomer(4)).expect("room was made");
+    assert_eq!(closes(&h.take()), [(idle, GoodbyeReason::TooManyPeers)]);
+    assert!(h.is_connected(busy));
+    let evicted = h.take_reports().into_iter().any(|report| {
+        matches!(
+            report,
+            NodeReport::PeerDisconnected {
+                reason: Departure::Evicted,
+                ..
+            }
+        )
+    });
+    assert!(evicted);
+    // The busy one has been quiet for longer than the limit but is
+    // uploading: it stays, and so does the newcomer (idle only 15 s).
+    h.advance(evict_after + 15_000);
+    let Incoming::Accept { link, .. } = h.core.handle_incoming(newcomer(5).addr, true, h.now)
+    else {
+        panic!("accepted");
+    };
+    assert!(h.hello_in(link, &newcomer(5)).is_err());
+    assert!(h.is_connected(busy));
+    assert!(closes(&h.take()).is_empty());
+}
+
+#[test]
+fn two_addresses_holding_every_slot_with_idle_links_lose_them_to_honest_peers() {
+    let config = NodeConfig::default();
+    let (max_peers, per_prefix) = (config.max_peers, config.max_links_per_prefix);
+    let evict_after = config.evict_idle_after.as_millis() as u64;
+    let mut h = Harness::new(Kind::Seeder, 8, config);
+    // Two addresses, each with as many connections as its prefix may hold,
+    // fill every slot and never ask for anything.
+    let mut attackers = Vec::new();
+    for n in 0..max_peers {
+        let host = if n < per_prefix {
+            "81.2.3.4"
+        } else {
+            "91.5.6.7"
+        };
+        let remote = Remote::fetcher(n as u8 + 1, &format!("{host}:{}", 10_000 + n), 8);
+        attackers.push(h.connect_in(&remote));
+    }
+    assert_eq!(h.core.connected_count(), max_peers);
+    let honest = |n: u8| Remote::fetcher(100 + n, &format!("62.{n}.0.1:5000"), 8);
+    // Early on, an honest peer is refused: nobody is idle long enough.
+    h.advance(1_000);
+    let Incoming::Accept { link, .. } = h.core.handle_incoming(honest(0).addr, true, h.now) else {
+        panic!("accepted");
+    };
+    assert!(h.hello_in(link, &honest(0)).is_err());
+    // Once they have been idle for the limit, each honest peer takes a
+    // slot of theirs.
+    h.advance(1_000 + evict_after);
+    let mut admitted = Vec::new();
+    for n in 1..=4 {
+        admitted.push(h.connect_in(&honest(n)));
+    }
+    let evicted = closes(&h.take());
+    assert_eq!(evicted.len(), 4);
+    assert!(
+        evicted.iter().all(
+            |(link, reason)| attackers.contains(link) && *reason == GoodbyeReason::TooManyPeers
+        )
+    );
+    // The honest peers use their links; new connections from the
+    // attackers' addresses push out only their own idle links.
+    for step in 1..=10u64 {
+        h.advance(1_000 + evict_after + step * 1_000);
+        for (i, &link) in admitted.iter().enumerate() {
+            h.core.handle_message(
+                link,
+                Message::Request {
+                    chunk: ChunkIndex((step as u32 + i as u32) % 8),
+                },
+                h.now,
+            );
+        }
+        for (link, chunk) in uploads(&h.take()) {
+            h.core.handle_upload_done(
+                link,
+                ChunkIndex(chunk),
+                super::super::UploadOutcome::Sent {
+                    bytes: u64::from(CHUNK),
+                },
+                h.now,
+            );
+        }
+        let attacker = Remote::fetcher(60 + step as u8, &format!("81.2.3.4:{}", 20_000 + step), 8);
+        if let Incoming::Accept { link, .. } = h.core.handle_incoming(attacker.addr, true, h.now) {
+            let _ = h.hello_in(link, &attacker);
+        }
+        for (link, _) in closes(&h.take()) {
+            assert!(!admitted.contains(&link), "an honest peer was evicted");
+        }
+    }
+    assert!(admitted.iter().all(|link| h.is_connected(*link)));
+}

@@ -1,0 +1,273 @@
+//! Dialing: several addresses of one peer, back-off, redials of useful
+//! peers, a restarted seeder, and giving up.
+
+use super::*;
+use crate::report::{Failure, LinkEnd};
+use minimodel_wire::HelloRejectReason;
+
+fn offer(id: PeerId, addrs: &[SocketAddr]) -> KnownPeer {
+    KnownPeer {
+        id: Some(id),
+        addrs: addrs.to_vec(),
+        source: Source::Offer,
+    }
+}
+
+fn redialing(reports: &[NodeReport]) -> Vec<(SocketAddr, u32, u64)> {
+    reports
+        .iter()
+        .filter_map(|report| match report {
+            NodeReport::Redialing {
+                addr,
+                failures,
+                in_ms,
+            } => Some((*addr, *failures, *in_ms)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn addresses_of_one_peer_are_staggered_and_the_first_handshake_wins() {
+    let config = NodeConfig::default();
+    let stagger = config.dial_stagger.as_millis() as u64;
+    let mut h = Harness::new(Kind::Fetch, 8, config);
+    let addrs = [
+        sa("62.1.1.1:4433"),
+        sa("62.1.1.2:4433"),
+        sa("[2a01:4f8::5]:4433"),
+    ];
+    let id = testing::peer_id(1);
+    h.core.add_peer(offer(id, &addrs), h.now);
+    let first = dials(&h.take());
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].addr, addrs[0]);
+    assert_eq!(first[0].deadline, h.at(10_000));
+    h.advance(stagger - 1);
+    assert!(dials(&h.take()).is_empty());
+    h.advance(stagger);
+    let second = dials(&h.take());
+    assert_eq!(second.len(), 1);
+    assert_eq!(second[0].addr, addrs[1]);
+    h.advance(2 * stagger);
+    let third = dials(&h.take());
+    assert_eq!(third.len(), 1);
+    assert_eq!(third[0].addr, addrs[2]);
+    // The second address answers first: the other attempts are aborted.
+    h.advance(2 * stagger + 100);
+    let remote = Remote::seeder(1, "62.1.1.2:4433", 8);
+    h.dial_up(second[0].link, &remote);
+    let actions = h.take();
+    let mut aborted = aborts(&actions);
+    aborted.sort();
+    assert_eq!(aborted, [first[0].link, third[0].link]);
+    assert!(!requests_to(&actions, second[0].link).is_empty());
+    // A handshake that completes afterwards on a losing attempt is dropped.
+    let late = Remote::seeder(1, "[2a01:4f8::5]:4433", 8);
+    h.dial_up(third[0].link, &late);
+    assert_eq!(aborts(&h.take()), [third[0].link]);
+    assert_eq!(h.core.connected_count(), 1);
+    h.advance(20_000);
+    assert!(dials(&h.take()).is_empty(), "connected: no more dials");
+}
+
+#[test]
+fn a_dead_and_a_live_address_reach_the_peer() {
+    let mut h = Harness::new(Kind::Fetch, 8, NodeConfig::default());
+    let dead = sa("62.1.1.1:4433");
+    let live = sa("62.1.1.2:4433");
+    h.core
+        .add_peer(offer(testing::peer_id(1), &[dead, live]), h.now);
+    let first = dials(&h.take());
+    assert_eq!(first[0].addr, dead);
+    // The dead address fails fast: the next one is dialed at once, not
+    // after the stagger.
+    h.advance(40);
+    h.core.handle_link_failed(
+        first[0].link,
+        LinkEnd::Lost("no route to host".into()),
+        h.now,
+    );
+    let second = dials(&h.take());
+    assert_eq!(second.len(), 1);
+    assert_eq!(second[0].addr, live);
+    h.dial_up(second[0].link, &Remote::seeder(1, "62.1.1.2:4433", 8));
+    assert!(!requests_to(&h.take(), second[0].link).is_empty());
+
+    // The same when the dead address never answers at all.
+    let mut h = Harness::new(Kind::Fetch, 8, NodeConfig::default());
+    h.core
+        .add_peer(offer(testing::peer_id(1), &[dead, live]), h.now);
+    let first = dials(&h.take());
+    h.advance(250);
+    let second = dials(&h.take());
+    assert_eq!(second[0].addr, live);
+    h.advance(300);
+    h.dial_up(second[0].link, &Remote::seeder(1, "62.1.1.2:4433", 8));
+    assert_eq!(aborts(&h.take()), [first[0].link]);
+    assert_eq!(h.core.connected_count(), 1);
+}
+
+#[test]
+fn failed_dials_back_off_from_one_second_doubling_to_thirty_with_jitter() {
+    let mut h = Harness::new(Kind::Fetch, 8, NodeConfig::default());
+    let addr = sa("62.1.1.1:4433");
+    h.core.add_peer(offer(testing::peer_id(1), &[addr]), h.now);
+    let mut dial = dials(&h.take())[0];
+    let mut waits = Vec::new();
+    for (failures, base_s) in [1, 2, 4, 8, 16, 30, 30, 30].into_iter().enumerate() {
+        let failed_at = h.elapsed(h.now);
+        h.core
+            .handle_link_failed(dial.link, LinkEnd::Lost("connection refused".into()), h.now);
+        let [(at, count, in_ms)] = redialing(&h.take_reports())[..] else {
+            panic!("one Redialing report after failure {}", failures + 1);
+        };
+        assert_eq!((at, count), (addr, failures as u32 + 1));
+        let base = base_s * 1_000;
+        assert!(
+            in_ms * 5 >= base * 4 && in_ms * 5 <= base * 6,
+            "after {} failures: {in_ms} ms, base {base} ms",
+            failures + 1
+        );
+        waits.push(in_ms);
+        h.advance(failed_at + in_ms - 1);
+        assert!(dials(&h.take()).is_empty(), "not before the back-off");
+        h.advance(failed_at + in_ms);
+        let next = dials(&h.take());
+        assert_eq!(next.len(), 1, "dialed again after {in_ms} ms");
+        dial = next[0];
+    }
+    let exact = [1, 2, 4, 8, 16, 30, 30, 30].map(|s| s * 1_000);
+    assert_ne!(waits, exact, "jittered");
+}
+
+#[test]
+fn a_peer_that_drops_with_chunks_we_need_is_redialed_and_one_without_is_not() {
+    let mut h = Harness::new(Kind::Fetch, 8, NodeConfig::default());
+    let seeder = Remote::seeder(1, "62.1.1.1:4433", 8);
+    let empty = Remote::seeder(2, "62.2.2.2:4433", 8).with_chunks(&[]);
+    let s = h.connect_out(&seeder);
+    let e = h.connect_out(&empty);
+    h.take();
+    h.take_reports();
+    h.advance(1_000);
+    h.core.handle_closed(e, LinkEnd::ClosedByPeer, h.now);
+    assert!(redialing(&h.take_reports()).is_empty());
+    h.core.handle_closed(s, LinkEnd::ClosedByPeer, h.now);
+    let redials = redialing(&h.take_reports());
+    assert_eq!(redials.len(), 1);
+    assert_eq!(redials[0].0, seeder.addr);
+    h.advance(60_000);
+    let addrs: Vec<SocketAddr> = dials(&h.take()).iter().map(|dial| dial.addr).collect();
+    assert!(addrs.contains(&seeder.addr));
+    assert!(!addrs.contains(&empty.addr), "it had nothing we need");
+}
+
+#[test]
+fn a_restarted_seeder_is_picked_up_again() {
+    let mut h = Harness::new(Kind::Fetch, 8, NodeConfig::default());
+    let seeder = Remote::seeder(1, "62.1.1.1:4433", 8);
+    let old = h.connect_out(&seeder);
+    let asked = requests_to(&h.take(), old);
+    h.deliver(old, asked[0]);
+    h.deliver(old, asked[1]);
+    h.take();
+    // It is killed; while it is down, a dial is refused.
+    h.advance(1_000);
+    h.core.handle_closed(old, LinkEnd::ClosedByPeer, h.now);
+    let mut back = None;
+    for attempt in 0..3 {
+        let start = h.elapsed(h.now);
+        let dial = loop {
+            h.advance(h.elapsed(h.now) + 100);
+            if let Some(dial) = dials(&h.take()).first().copied() {
+                break dial;
+            }
+            assert!(h.elapsed(h.now) < start + 10_000, "redialed in time");
+        };
+        if attempt < 2 {
+            h.core
+                .handle_link_failed(dial.link, LinkEnd::Lost("connection refused".into()), h.now);
+        } else {
+            h.dial_up(dial.link, &seeder);
+            back = Some(dial.link);
+        }
+    }
+    let new = back.expect("reconnected");
+    let mut asked = requests_to(&h.take(), new);
+    assert!(!asked.is_empty(), "the download goes on over the new link");
+    loop {
+        for chunk in asked {
+            h.deliver(new, chunk);
+        }
+        let actions = h.take();
+        if actions.contains(&Action::Deliver) {
+            break;
+        }
+        asked = requests_to(&actions, new);
+        assert!(!asked.is_empty(), "every missing chunk is asked for");
+    }
+    assert_eq!(h.core.have().count_ones(), 8);
+}
+
+#[test]
+fn giving_up_names_every_peer_tried_and_why() {
+    let config = NodeConfig {
+        give_up_after: Duration::from_secs(60),
+        ..NodeConfig::default()
+    };
+    let mut h = Harness::new(Kind::Fetch, 8, config);
+    let full = sa("62.1.1.1:4433");
+    let down = sa("62.2.2.2:4433");
+    h.core.add_peer(offer(testing::peer_id(1), &[full]), h.now);
+    h.core.add_peer(offer(testing::peer_id(2), &[down]), h.now);
+    let mut ended = None;
+    for step in 0..=700u64 {
+        h.advance(step * 100);
+        let actions = h.take();
+        for dial in dials(&actions) {
+            let end = if dial.addr == full {
+                LinkEnd::Refused {
+                    reason: HelloRejectReason::TooManyPeers,
+                    detail: "serving the maximum of 32 peers".into(),
+                }
+            } else {
+                LinkEnd::Lost("connection refused".into())
+            };
+            h.core.handle_link_failed(dial.link, end, h.now);
+        }
+        if let Some(end) = ends(&h.take()).pop().or(ends(&actions).pop()) {
+            ended = Some((h.elapsed(h.now), end));
+            break;
+        }
+    }
+    let (at, outcome) = ended.expect("gave up");
+    assert_eq!(at, 60_000, "after give_up_after without progress");
+    let Err(Failure::NoPeers {
+        missing,
+        total,
+        tried,
+    }) = outcome
+    else {
+        panic!("{outcome:?}");
+    };
+    assert_eq!((missing, total), (8, 8));
+    assert_eq!(tried.len(), 2, "{tried:?}");
+    let about = |addr: SocketAddr| {
+        tried
+            .iter()
+            .find(|line| line.contains(&addr.to_string()))
+            .unwrap_or_else(|| panic!("{addr} in {tried:?}"))
+            .clone()
+    };
+    assert!(about(full).contains("too many peers"), "{tried:?}");
+    assert!(about(down).contains("connection refused"), "{tried:?}");
+    let text = Failure::NoPeers {
+        missing,
+        total,
+        tried: tried.clone(),
+    }
+    .to_string();
+    assert!(text.contains("8 of 8 missing"), "{text}");
+    assert_eq!(h.core.poll_timeout(h.now), None);
+}

@@ -1,0 +1,501 @@
+//! The downloading side: piece streams, verification, checkpoints, the
+//! trailing hasher, delivery, repair and seeding after.
+
+use super::*;
+use crate::node::fetching::{Finish, PieceEnd};
+use crate::report::{Blame, Departure, Failure};
+use minimodel_wire::RejectReason;
+
+fn checkpoints(actions: &[Action]) -> Vec<u64> {
+    actions
+        .iter()
+        .filter_map(|action| match action {
+            Action::Checkpoint { release_below } => Some(*release_below),
+            _ => None,
+        })
+        .collect()
+}
+
+fn disconnects(reports: &[NodeReport]) -> Vec<(PeerId, Departure, Blame)> {
+    reports
+        .iter()
+        .filter_map(|report| match report {
+            NodeReport::PeerDisconnected {
+                peer,
+                reason,
+                blame,
+                ..
+            } => Some((*peer, reason.clone(), *blame)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A fetch with two seeders connected; returns their links and the
+/// requests sent to each.
+fn two_seeders(h: &mut Harness, chunks: u32) -> ([LinkId; 2], Vec<(LinkId, u32)>) {
+    let a = h.connect_out(&Remote::seeder(1, "62.1.1.1:4433", chunks));
+    let b = h.connect_out(&Remote::seeder(2, "62.2.2.2:4433", chunks));
+    h.take_reports();
+    ([a, b], requests(&h.take()))
+}
+
+#[test]
+fn an_unrequested_piece_is_a_violation_closed_without_a_ban() {
+    let mut h = Harness::new(Kind::Fetch, 16, NodeConfig::default());
+    let ([a, _], sent) = two_seeders(&mut h, 16);
+    let asked: Vec<u32> = sent
+        .iter()
+        .filter(|(l, _)| *l == a)
+        .map(|(_, c)| *c)
+        .collect();
+    let never = (0..16).find(|c| !asked.contains(c)).unwrap();
+    assert_eq!(
+        h.core.handle_piece_header(a, ChunkIndex(never), h.now),
+        PieceVerdict::Stop
+    );
+    assert_eq!(closes(&h.take()), [(a, GoodbyeReason::ProtocolViolation)]);
+    let gone = disconnects(&h.take_reports());
+    assert!(
+        matches!(gone.as_slice(), [(id, Departure::Violation(_), Blame::Peer)] if *id == testing::peer_id(1))
+    );
+    assert!(h.core.bans.is_empty(), "dropped, not banned");
+}
+
+#[test]
+fn a_reset_piece_blames_nobody_and_its_chunk_is_asked_for_again() {
+    let mut h = Harness::new(Kind::Fetch, 16, NodeConfig::default());
+    let ([a, b], sent) = two_seeders(&mut h, 16);
+    let (_, chunk) = *sent.iter().find(|(l, _)| *l == a).unwrap();
+    h.advance(100);
+    assert_eq!(
+        h.core.handle_piece_header(a, ChunkIndex(chunk), h.now),
+        PieceVerdict::Accept
+    );
+    h.core
+        .handle_piece_failed(a, Some(ChunkIndex(chunk)), PieceEnd::Reset, h.now);
+    let actions = h.take();
+    assert!(closes(&actions).is_empty() && aborts(&actions).is_empty());
+    assert!(h.is_connected(a) && h.is_connected(b));
+    let reports = h.take_reports();
+    assert!(reports.is_empty(), "{reports:?}");
+    let again = requests(&actions);
+    assert!(
+        again.iter().any(|(_, c)| *c == chunk),
+        "chunk {chunk} asked for again: {again:?}"
+    );
+    // And it arrives from whoever was asked.
+    let (from, _) = *again.iter().find(|(_, c)| *c == chunk).unwrap();
+    h.deliver(from, chunk);
+    assert!(h.core.have().get(ChunkIndex(chunk)));
+}
+
+#[test]
+fn a_second_stream_for_the_same_chunk_is_stopped() {
+    let mut h = Harness::new(Kind::Fetch, 16, NodeConfig::default());
+    let ([a, _], sent) = two_seeders(&mut h, 16);
+    let (_, chunk) = *sent.iter().find(|(l, _)| *l == a).unwrap();
+    let chunk = ChunkIndex(chunk);
+    assert_eq!(
+        h.core.handle_piece_header(a, chunk, h.now),
+        PieceVerdict::Accept
+    );
+    assert_eq!(
+        h.core.handle_piece_header(a, chunk, h.now),
+        PieceVerdict::Stop
+    );
+    assert!(closes(&h.take()).is_empty());
+    assert!(h.is_connected(a));
+    // The first stream still counts.
+    assert_eq!(
+        h.core.handle_piece_arrived(a, chunk, h.now),
+        PieceVerdict::Accept
+    );
+    h.core
+        .handle_verified(a, chunk, VerifyOutcome::Stored, h.now);
+    assert!(h.core.have().get(chunk));
+}
+
+#[test]
+fn a_piece_cancelled_in_endgame_is_stopped_without_blame() {
+    // Four chunks: the first seeder is asked for all of them, the second
+    // for duplicates (endgame).
+    let mut h = Harness::new(Kind::Fetch, 4, NodeConfig::default());
+    let ([a, b], sent) = two_seeders(&mut h, 4);
+    let from_a: Vec<u32> = sent
+        .iter()
+        .filter(|(l, _)| *l == a)
+        .map(|(_, c)| *c)
+        .collect();
+    let from_b: Vec<u32> = sent
+        .iter()
+        .filter(|(l, _)| *l == b)
+        .map(|(_, c)| *c)
+        .collect();
+    assert_eq!(from_a.len(), 4);
+    assert!(from_b.len() >= 2, "endgame duplicates: {from_b:?}");
+    let (first, second) = (from_b[0], from_b[1]);
+    // B's stream for `second` is under way when A delivers it.
+    assert_eq!(
+        h.core.handle_piece_header(b, ChunkIndex(second), h.now),
+        PieceVerdict::Accept
+    );
+    h.deliver(a, first);
+    h.deliver(a, second);
+    let cancels: Vec<Message> = messages_to(&h.take(), b);
+    assert!(cancels.contains(&Message::Cancel {
+        chunk: ChunkIndex(first)
+    }));
+    assert!(cancels.contains(&Message::Cancel {
+        chunk: ChunkIndex(second)
+    }));
+    // A piece of `first` that crossed the Cancel is stopped at its header,
+    // the one of `second` at its end; nobody is blamed.
+    assert_eq!(
+        h.core.handle_piece_header(b, ChunkIndex(first), h.now),
+        PieceVerdict::Stop
+    );
+    assert_eq!(
+        h.core.handle_piece_arrived(b, ChunkIndex(second), h.now),
+        PieceVerdict::Stop
+    );
+    assert!(closes(&h.take()).is_empty());
+    assert!(h.is_connected(b));
+    assert!(disconnects(&h.take_reports()).is_empty());
+}
+
+#[test]
+fn a_bad_chunk_bans_its_sender_and_comes_from_another_peer() {
+    let mut h = Harness::new(Kind::Fetch, 16, NodeConfig::default());
+    let ([a, b], sent) = two_seeders(&mut h, 16);
+    let (_, chunk) = *sent.iter().find(|(l, _)| *l == a).unwrap();
+    h.deliver_bad(a, chunk);
+    assert_eq!(closes(&h.take()), [(a, GoodbyeReason::BadData)]);
+    // B's pipeline is full; its next free slot goes to the chunk that
+    // was started and handed back.
+    let (_, of_b) = *sent.iter().find(|(l, _)| *l == b).unwrap();
+    h.deliver(b, of_b);
+    assert_eq!(requests_to(&h.take(), b), [chunk]);
+    h.deliver(b, chunk);
+    assert!(h.core.have().get(ChunkIndex(chunk)));
+    assert!(h.core.bans.contains(&testing::peer_id(1)));
+    let reports = h.take_reports();
+    assert!(
+        reports
+            .iter()
+            .any(|report| matches!(report, NodeReport::Banned { chunk: c, .. } if *c == chunk))
+    );
+    let gone = disconnects(&reports);
+    assert!(
+        matches!(
+            gone.as_slice(),
+            [(_, Departure::BadData { .. }, Blame::Peer)]
+        ),
+        "{gone:?}"
+    );
+    // Never dialed again.
+    h.advance(120_000);
+    assert!(
+        dials(&h.take())
+            .iter()
+            .all(|dial| dial.addr != sa("62.1.1.1:4433"))
+    );
+    let stats = h.core.transfer().unwrap();
+    let liar = stats
+        .peers
+        .iter()
+        .find(|p| p.id == testing::peer_id(1))
+        .unwrap();
+    assert_eq!((liar.bad_chunks, liar.banned), (1, true));
+}
+
+#[test]
+fn a_failed_write_ends_the_node_with_a_storage_failure() {
+    let mut h = Harness::new(Kind::Fetch, 16, NodeConfig::default());
+    let ([a, _], sent) = two_seeders(&mut h, 16);
+    let (_, chunk) = *sent.iter().find(|(l, _)| *l == a).unwrap();
+    h.core.handle_piece_header(a, ChunkIndex(chunk), h.now);
+    h.core.handle_piece_arrived(a, ChunkIndex(chunk), h.now);
+    h.core.handle_verified(
+        a,
+        ChunkIndex(chunk),
+        VerifyOutcome::StoreFailed("no space left on device".into()),
+        h.now,
+    );
+    let actions = h.take();
+    assert_eq!(
+        ends(&actions),
+        [Err(Failure::Storage("no space left on device".into()))]
+    );
+    assert_eq!(closes(&actions).len(), 2, "Goodbye to both peers");
+    assert!(
+        matches!(actions.last(), Some(Action::End(_))),
+        "End comes last"
+    );
+    assert!(h.core.bans.is_empty(), "our disk is nobody's fault");
+    assert_eq!(h.core.poll_timeout(h.now), None);
+}
+
+#[test]
+fn a_busy_reject_backs_off_without_a_busy_loop() {
+    let mut h = Harness::new(Kind::Fetch, 16, NodeConfig::default());
+    let a = h.connect_out(&Remote::seeder(1, "62.1.1.1:4433", 16));
+    let asked = requests_to(&h.take(), a);
+    for chunk in &asked {
+        h.core.handle_message(
+            a,
+            Message::Reject {
+                chunk: ChunkIndex(*chunk),
+                reason: RejectReason::Busy,
+            },
+            h.now,
+        );
+    }
+    assert!(requests_to(&h.take(), a).is_empty(), "it said busy");
+    h.advance(499);
+    assert!(requests_to(&h.take(), a).is_empty());
+    h.advance(500);
+    assert!(
+        !requests_to(&h.take(), a).is_empty(),
+        "asked again after the back-off"
+    );
+    // Long after the back-off, the node still sleeps between deadlines.
+    h.advance(5_000);
+}
+
+/// Delivers, from `link`, every chunk requested of it in `actions` and
+/// whatever is requested in turn; returns the actions seen after the last
+/// delivery.
+fn serve_all(h: &mut Harness, link: LinkId, mut actions: Vec<Action>) -> Vec<Action> {
+    loop {
+        let asked = requests_to(&actions, link);
+        if asked.is_empty() {
+            return actions;
+        }
+        for chunk in asked {
+            h.deliver(link, chunk);
+            // The trailing hasher keeps up.
+            let prefix = (0..h.core.have().chunk_count())
+                .take_while(|c| h.core.have().get(ChunkIndex(*c)))
+                .count() as u32;
+            h.core.handle_trailing(prefix, h.now);
+        }
+        actions = h.take();
+    }
+}
+
+#[test]
+fn checkpoints_are_paced_one_at_a_time_and_release_only_what_is_hashed() {
+    let config = NodeConfig::default();
+    let every = config.checkpoint_every.as_millis() as u64;
+    let mut h = Harness::new(Kind::Fetch, 128, config);
+    let a = h.connect_out(&Remote::seeder(1, "62.1.1.1:4433", 128));
+    let mut queue: std::collections::VecDeque<u32> = requests_to(&h.take(), a).into();
+    let mut hashed = 0u32;
+    let mut running_since: Option<u64> = None;
+    let mut finished = 0;
+    // One chunk every 100 ms; the trailing hasher stays three chunks
+    // behind; the first checkpoint takes 3 s to finish, later ones 10 ms.
+    for step in 1..=100u64 {
+        h.advance(step * 100);
+        if let Some(chunk) = queue.pop_front() {
+            h.deliver(a, chunk);
+            let prefix = (0..128)
+                .take_while(|c| h.core.have().get(ChunkIndex(*c)))
+                .count() as u32;
+            hashed = hashed.max(prefix.saturating_sub(3));
+            h.core.handle_trailing(hashed, h.now);
+        }
+        let actions = h.take();
+        queue.extend(requests_to(&actions, a));
+        for release in checkpoints(&actions) {
+            assert!(
+                running_since.is_none(),
+                "a second checkpoint while one runs"
+            );
+            assert!(
+                release <= u64::from(hashed) * u64::from(CHUNK),
+                "released unhashed bytes"
+            );
+            running_since = Some(h.elapsed(h.now));
+        }
+        if let Some(since) = running_since {
+            let takes = if finished == 0 { 3_000 } else { 10 };
+            if h.elapsed(h.now) >= since + takes {
+                h.core.handle_checkpointed(Ok(()), h.now);
+                running_since = None;
+                finished += 1;
+            }
+        }
+    }
+    let seen: Vec<(u64, u64)> = h
+        .history
+        .iter()
+        .filter_map(|(at, action)| match action {
+            Action::Checkpoint { release_below } => Some((h.elapsed(*at), *release_below)),
+            _ => None,
+        })
+        .collect();
+    assert!(seen.len() >= 3, "{seen:?}");
+    assert_eq!(seen[0].0, every, "the first one after checkpoint_every");
+    assert!(seen[1].0 >= seen[0].0 + 3_000, "not while the first ran");
+    for pair in seen.windows(2) {
+        assert!(pair[1].0 - pair[0].0 >= every, "{seen:?}");
+        assert!(pair[1].1 >= pair[0].1, "release_below never goes back");
+    }
+}
+
+#[test]
+fn no_checkpoint_without_new_bytes() {
+    let mut h = Harness::new(Kind::Fetch, 64, NodeConfig::default());
+    let a = h.connect_out(&Remote::seeder(1, "62.1.1.1:4433", 64));
+    let asked = requests_to(&h.take(), a);
+    h.deliver(a, asked[0]);
+    h.advance(2_000);
+    assert_eq!(checkpoints(&h.take()).len(), 1);
+    h.core.handle_checkpointed(Ok(()), h.now);
+    // Quiet (less than a request timeout): nothing new to save.
+    h.advance(12_000);
+    assert!(checkpoints(&h.take()).is_empty(), "nothing new to save");
+    // New bytes after a long pause are saved at once.
+    h.deliver(a, asked[1]);
+    h.advance(12_001);
+    assert_eq!(checkpoints(&h.take()).len(), 1);
+    h.core.handle_checkpointed(Err("disk full".into()), h.now);
+    assert_eq!(ends(&h.take()), [Err(Failure::Storage("disk full".into()))]);
+}
+
+#[test]
+fn requests_wait_while_the_trailing_hasher_lags() {
+    let config = NodeConfig::default();
+    let lag_chunks = (config.trailing_lag / u64::from(CHUNK)) as u32;
+    let mut h = Harness::new(Kind::Fetch, 32, config);
+    let a = h.connect_out(&Remote::seeder(1, "62.1.1.1:4433", 32));
+    let mut asked: std::collections::VecDeque<u32> = requests_to(&h.take(), a).into();
+    assert_eq!(Vec::from(asked.clone()), [0, 1, 2, 3], "front to back");
+    // The hasher never reports: once the verified prefix is more than the
+    // lag ahead of it, nothing new is asked for.
+    let mut delivered = 0;
+    while let Some(chunk) = asked.pop_front() {
+        h.deliver(a, chunk);
+        delivered += 1;
+        let more = requests_to(&h.take(), a);
+        if delivered > lag_chunks {
+            assert!(
+                more.is_empty(),
+                "asked for {more:?} with {delivered} chunks unhashed"
+            );
+        }
+        asked.extend(more);
+    }
+    assert!(delivered > lag_chunks);
+    h.advance(5_000);
+    assert!(requests_to(&h.take(), a).is_empty(), "still held");
+    // It catches up: requests resume.
+    h.core.handle_trailing(delivered, h.now);
+    assert!(!requests_to(&h.take(), a).is_empty());
+}
+
+#[test]
+fn delivery_is_asked_for_once_and_ends_the_node() {
+    let mut h = Harness::new(Kind::Fetch, 8, NodeConfig::default());
+    let ([a, b], sent) = two_seeders(&mut h, 8);
+    let mut all = Vec::new();
+    for chunk in 0..8 {
+        let (owner, _) = *sent
+            .iter()
+            .find(|(_, c)| *c == chunk)
+            .expect("every chunk asked for");
+        h.deliver(owner, chunk);
+        all.extend(h.take());
+    }
+    assert_eq!(all.iter().filter(|a| **a == Action::Deliver).count(), 1);
+    let stored: Vec<u32> = all
+        .iter()
+        .filter_map(|action| match action {
+            Action::HashStored { chunk } => Some(chunk.0),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(stored.len(), 8, "each chunk goes to the hasher once");
+    h.core.handle_finished(Finish::Delivered, h.now);
+    let actions = h.take();
+    assert_eq!(
+        closes(&actions),
+        [(a, GoodbyeReason::Done), (b, GoodbyeReason::Done)]
+    );
+    assert_eq!(ends(&actions), [Ok(())]);
+    assert_eq!(h.core.poll_timeout(h.now), None);
+}
+
+#[test]
+fn chunks_damaged_on_disk_are_fetched_again_up_to_a_limit() {
+    let config = NodeConfig::default();
+    let max = config.max_repairs_per_chunk;
+    let mut h = Harness::new(Kind::Fetch, 8, config);
+    let a = h.connect_out(&Remote::seeder(1, "62.1.1.1:4433", 8));
+    let actions = h.take();
+    let actions = serve_all(&mut h, a, actions);
+    assert!(actions.contains(&Action::Deliver));
+    for round in 1..=max {
+        h.advance(u64::from(round) * 1_000);
+        h.core
+            .handle_finished(Finish::Damaged(vec![ChunkIndex(2), ChunkIndex(5)]), h.now);
+        let actions = h.take();
+        assert!(actions.contains(&Action::RestartHash), "round {round}");
+        let mut asked = requests_to(&actions, a);
+        asked.sort();
+        assert_eq!(asked, [2, 5], "round {round}");
+        assert!(!h.core.have().get(ChunkIndex(2)));
+        let after = serve_all(&mut h, a, actions);
+        assert!(
+            after.contains(&Action::Deliver),
+            "delivered again in round {round}"
+        );
+    }
+    h.core
+        .handle_finished(Finish::Damaged(vec![ChunkIndex(2)]), h.now);
+    match ends(&h.take()).as_slice() {
+        [Err(Failure::Damaged { bad: 1, detail })] => {
+            assert!(detail.contains("chunk 2"), "{detail}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let stats = h.core.transfer().unwrap();
+    assert_eq!(stats.chunks_refetched, u64::from(max) * 2);
+}
+
+#[test]
+fn seeding_after_delivery_goes_on_serving_and_stops_dialing() {
+    let mut h = Harness::with_start(
+        Kind::ServingFetch,
+        8,
+        NodeConfig::default(),
+        HaveBitfield::new(8),
+        true,
+    );
+    let a = h.connect_out(&Remote::seeder(1, "62.1.1.1:4433", 8));
+    let actions = h.take();
+    assert!(serve_all(&mut h, a, actions).contains(&Action::Deliver));
+    h.core.handle_finished(Finish::Delivered, h.now);
+    assert!(ends(&h.take()).is_empty(), "it seeds on");
+    let fetcher = h.connect_in(&Remote::fetcher(2, "62.2.2.2:5000", 8));
+    h.core.handle_message(
+        fetcher,
+        Message::Request {
+            chunk: ChunkIndex(3),
+        },
+        h.now,
+    );
+    assert_eq!(uploads(&h.take()), [(fetcher, 3)]);
+    h.core.add_peer(
+        KnownPeer {
+            id: Some(testing::peer_id(3)),
+            addrs: vec![sa("62.3.3.3:4433")],
+            source: Source::Offer,
+        },
+        h.now,
+    );
+    h.advance(10_000);
+    assert!(dials(&h.take()).is_empty(), "nothing left to fetch");
+}

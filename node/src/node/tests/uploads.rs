@@ -1,0 +1,285 @@
+//! The serving side: upload slots, the order requests are served in, the
+//! rate cap, Cancel, and a peer that stops reading.
+
+use super::*;
+use crate::node::UploadOutcome;
+use crate::report::{Departure, LinkEnd};
+use minimodel_wire::RejectReason;
+
+fn request(h: &mut Harness, link: LinkId, chunks: &[u32]) {
+    for &chunk in chunks {
+        h.core.handle_message(
+            link,
+            Message::Request {
+                chunk: ChunkIndex(chunk),
+            },
+            h.now,
+        );
+    }
+}
+
+fn sent(h: &mut Harness, link: LinkId, chunk: u32) {
+    h.core.handle_upload_done(
+        link,
+        ChunkIndex(chunk),
+        UploadOutcome::Sent {
+            bytes: u64::from(CHUNK),
+        },
+        h.now,
+    );
+}
+
+fn fetcher(n: u8, chunks: u32) -> Remote {
+    Remote::fetcher(n, &format!("62.{n}.0.1:5000"), chunks)
+}
+
+#[test]
+fn uploads_fill_the_slots_and_each_peer_gets_at_most_its_share() {
+    let config = NodeConfig::default();
+    let (slots, per_peer) = (config.upload_slots, config.upload_slots_per_peer);
+    assert_eq!((slots, per_peer), (8, 2), "the numbers below assume these");
+    let mut h = Harness::new(Kind::Seeder, 16, config);
+    let peers: Vec<LinkId> = (1..=5).map(|n| h.connect_in(&fetcher(n, 16))).collect();
+    h.take();
+    request(&mut h, peers[0], &[0, 1, 2, 3, 4, 5]);
+    assert_eq!(uploads(&h.take()), [(peers[0], 0), (peers[0], 1)]);
+    for (i, &link) in peers[1..].iter().enumerate() {
+        let base = 6 + 2 * i as u32;
+        request(&mut h, link, &[base, base + 1]);
+    }
+    let started = uploads(&h.take());
+    assert_eq!(started.len(), 6, "{started:?}");
+    assert!(
+        started.iter().all(|(link, _)| *link != peers[4]),
+        "no slot left"
+    );
+    // A slot frees: it goes to a peer below its share.
+    sent(&mut h, peers[0], 0);
+    let next = uploads(&h.take());
+    assert_eq!(next.len(), 1);
+    assert!(next[0].0 == peers[0] || next[0].0 == peers[4], "{next:?}");
+}
+
+#[test]
+fn the_rarest_requested_chunk_over_all_peers_goes_first() {
+    let config = NodeConfig {
+        upload_slots: 1,
+        ..NodeConfig::default()
+    };
+    let mut h = Harness::new(Kind::Seeder, 8, config);
+    let a = h.connect_in(&fetcher(1, 8));
+    h.connect_in(&fetcher(2, 8).with_chunks(&[0, 1, 2, 3, 4, 5]));
+    h.connect_in(&fetcher(3, 8).with_chunks(&[0, 1, 2]));
+    let d = h.connect_in(&fetcher(4, 8));
+    h.take();
+    request(&mut h, a, &[0]);
+    assert_eq!(uploads(&h.take()), [(a, 0)]);
+    // Held by: 3 by one peer, 1 by two, 6 and 7 by none.
+    request(&mut h, a, &[3, 7]);
+    request(&mut h, d, &[1, 6]);
+    let mut order = Vec::new();
+    let mut current = (a, 0);
+    for _ in 0..4 {
+        sent(&mut h, current.0, current.1);
+        let next = uploads(&h.take());
+        assert_eq!(next.len(), 1);
+        current = next[0];
+        order.push(current);
+    }
+    assert_eq!(order, [(d, 6), (a, 7), (a, 3), (d, 1)]);
+}
+
+#[test]
+fn uploads_wait_for_the_rate_cap_and_carry_their_pace() {
+    let rate = u64::from(CHUNK);
+    let config = NodeConfig {
+        max_upload: Some(rate),
+        ..NodeConfig::default()
+    };
+    let mut h = Harness::new(Kind::Seeder, 16, config);
+    let a = h.connect_in(&fetcher(1, 16));
+    request(&mut h, a, &(0..12).collect::<Vec<u32>>());
+    for step in 0..=120u64 {
+        h.advance(step * 100);
+        for action in h.take() {
+            if let Action::Upload { link, chunk, pace } = action {
+                assert_eq!(pace, Some(rate));
+                sent(&mut h, link, chunk.0);
+            }
+        }
+    }
+    let starts: Vec<u64> = h
+        .history
+        .iter()
+        .filter(|(_, action)| matches!(action, Action::Upload { .. }))
+        .map(|(at, _)| h.elapsed(*at))
+        .collect();
+    assert_eq!(starts.len(), 12);
+    // A burst of one chunk, then one chunk per second.
+    for (k, at) in starts.iter().enumerate().skip(1) {
+        assert!(
+            *at >= (k as u64 - 1) * 1_000,
+            "upload {k} started at {at} ms: {starts:?}"
+        );
+    }
+    assert!(starts[11] <= 10_000 + 100, "and not much later: {starts:?}");
+}
+
+#[test]
+fn a_cancel_drops_a_queued_request_and_stops_an_active_upload() {
+    let mut h = Harness::new(Kind::Seeder, 8, NodeConfig::default());
+    let a = h.connect_in(&fetcher(1, 8));
+    request(&mut h, a, &[0, 1, 2]);
+    assert_eq!(uploads(&h.take()), [(a, 0), (a, 1)]);
+    h.core.handle_message(
+        a,
+        Message::Cancel {
+            chunk: ChunkIndex(2),
+        },
+        h.now,
+    );
+    assert!(h.take().is_empty(), "a queued request is simply dropped");
+    sent(&mut h, a, 0);
+    assert!(uploads(&h.take()).is_empty(), "chunk 2 is not sent");
+    h.core.handle_message(
+        a,
+        Message::Cancel {
+            chunk: ChunkIndex(1),
+        },
+        h.now,
+    );
+    assert_eq!(
+        h.take(),
+        [Action::CancelUpload {
+            link: a,
+            chunk: ChunkIndex(1)
+        }]
+    );
+    h.core
+        .handle_upload_done(a, ChunkIndex(1), UploadOutcome::Stopped, h.now);
+    assert!(h.take().is_empty());
+    assert!(h.is_connected(a));
+}
+
+#[test]
+fn a_peer_that_stops_reading_an_upload_is_dropped() {
+    let mut h = Harness::new(Kind::Seeder, 8, NodeConfig::default());
+    let a = h.connect_in(&fetcher(1, 8));
+    request(&mut h, a, &[0, 1, 2]);
+    assert_eq!(uploads(&h.take()).len(), 2);
+    h.take_reports();
+    h.core
+        .handle_upload_done(a, ChunkIndex(0), UploadOutcome::Stalled, h.now);
+    let actions = h.take();
+    assert_eq!(closes(&actions), [(a, GoodbyeReason::Idle)]);
+    assert!(
+        actions.contains(&Action::CancelUpload {
+            link: a,
+            chunk: ChunkIndex(1)
+        }),
+        "its other upload is reset: {actions:?}"
+    );
+    let reports = h.take_reports();
+    assert!(reports.iter().any(|report| matches!(
+        report,
+        NodeReport::PeerDisconnected {
+            reason: Departure::Ended(LinkEnd::Stalled),
+            ..
+        }
+    )));
+}
+
+#[test]
+fn requests_for_missing_chunks_or_beyond_the_queue_are_rejected() {
+    let config = NodeConfig {
+        upload: crate::config::UploadConfig {
+            max_queued_per_peer: 4,
+        },
+        upload_slots: 1,
+        ..NodeConfig::default()
+    };
+    let mut have = HaveBitfield::new(16);
+    for chunk in 0..8 {
+        have.set(ChunkIndex(chunk), true).unwrap();
+    }
+    let mut h = Harness::with_start(Kind::ServingFetch, 16, config, have, false);
+    let a = h.connect_in(&fetcher(1, 16));
+    h.take();
+    request(&mut h, a, &[9]);
+    assert_eq!(
+        messages_to(&h.take(), a),
+        [Message::Reject {
+            chunk: ChunkIndex(9),
+            reason: RejectReason::NotHave
+        }]
+    );
+    // One being sent, four queued, the sixth is told busy.
+    request(&mut h, a, &[0, 1, 2, 3, 4, 5]);
+    let actions = h.take();
+    assert_eq!(uploads(&actions).len(), 1);
+    assert_eq!(
+        messages_to(&actions, a),
+        [Message::Reject {
+            chunk: ChunkIndex(5),
+            reason: RejectReason::Busy
+        }]
+    );
+}
+
+#[test]
+fn a_second_copy_waits_while_first_copies_fill_the_uplink() {
+    let mut h = Harness::new(Kind::Seeder, 8, NodeConfig::default());
+    let a = h.connect_in(&fetcher(1, 8));
+    let b = h.connect_in(&fetcher(2, 8));
+    let c = h.connect_in(&fetcher(3, 8));
+    h.take();
+    request(&mut h, a, &[0]);
+    request(&mut h, b, &[0]);
+    assert_eq!(uploads(&h.take()), [(a, 0)], "one copy at a time");
+    request(&mut h, c, &[5]);
+    assert_eq!(uploads(&h.take()), [(c, 5)], "first copies go on");
+    sent(&mut h, a, 0);
+    assert!(uploads(&h.take()).is_empty(), "5 is still on its way");
+    // B got chunk 0 from A meanwhile and withdraws its request: nothing
+    // was spent on a second copy.
+    h.core.handle_message(
+        b,
+        Message::Cancel {
+            chunk: ChunkIndex(0),
+        },
+        h.now,
+    );
+    sent(&mut h, c, 5);
+    assert!(uploads(&h.take()).is_empty());
+    // Asked again with the uplink idle, it goes out.
+    request(&mut h, b, &[5]);
+    assert_eq!(uploads(&h.take()), [(b, 5)]);
+}
+
+#[test]
+fn a_cancelled_upload_frees_its_slot_at_once() {
+    let config = NodeConfig {
+        upload_slots: 1,
+        ..NodeConfig::default()
+    };
+    let mut h = Harness::new(Kind::Seeder, 8, config);
+    let a = h.connect_in(&fetcher(1, 8));
+    let b = h.connect_in(&fetcher(2, 8));
+    h.take();
+    request(&mut h, a, &[0]);
+    request(&mut h, b, &[1]);
+    assert_eq!(uploads(&h.take()), [(a, 0)]);
+    h.core.handle_message(
+        a,
+        Message::Cancel {
+            chunk: ChunkIndex(0),
+        },
+        h.now,
+    );
+    let actions = h.take();
+    assert!(actions.contains(&Action::CancelUpload {
+        link: a,
+        chunk: ChunkIndex(0)
+    }));
+    assert_eq!(uploads(&actions), [(b, 1)], "the freed slot is used");
+}
