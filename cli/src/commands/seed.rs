@@ -15,10 +15,12 @@ use minimodel_verifier::check::verify_local_file;
 use tokio::sync::mpsc;
 
 use super::load_manifest;
-use super::network::{Congestion, identity, runtime, show_reports};
+use super::network::{Congestion, identity, runtime};
 use crate::consent;
+use crate::events::Event;
 use crate::exit::{Exit, Failure, OrExit};
 use crate::output::Output;
+use crate::reports::show_reports;
 use crate::units::parse_size;
 
 /// Arguments of `minimodel seed`.
@@ -100,7 +102,7 @@ pub fn run(args: SeedArgs, out: Output) -> Result<(), Failure> {
         }
         out.say(format!("seeding {} as {peer}", manifest.model_id));
         out.say("stop with Ctrl-C");
-        out.event("offer", serde_json::to_value(&offer).unwrap_or_default());
+        out.event(&Event::Offer { offer });
         let shown = show_reports(report_inbox, out, None);
         seeder
             .run(crate::stop::signal())
@@ -108,7 +110,7 @@ pub fn run(args: SeedArgs, out: Output) -> Result<(), Failure> {
             .context("seeding failed")?;
         let _ = shown.await;
         out.say("stopped; said goodbye to every peer");
-        out.event("stopped", serde_json::json!({}));
+        out.event(&Event::Stopped {});
         Ok(())
     })
 }
