@@ -166,12 +166,13 @@ pub fn terminal_line(view: &ProgressView, width: usize) -> String {
         .into_iter()
         .find(|text| text.chars().count() <= width)
         .unwrap_or_else(|| percent.chars().take(width).collect());
-    // A bar in front, in what is left: 10 to 30 cells and its brackets.
+    // A bar in front, in what is left: 10 to 30 cells and its brackets,
+    // in steps of 5 so that it does not twitch as the figures change width.
     let room = width.saturating_sub(text.chars().count() + 1);
     if room < 12 {
         return text;
     }
-    let cells = (room - 2).min(30);
+    let cells = ((room - 2) / 5 * 5).clamp(10, 30);
     let filled = (cells as u128 * view.verified_bytes.min(view.total_bytes) as u128
         / view.total_bytes.max(1) as u128) as usize;
     let mut bar = String::with_capacity(cells + 2);

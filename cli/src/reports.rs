@@ -64,7 +64,6 @@ impl FetchProgress {
             // One column spare: a line that fills the last column makes
             // some terminals wrap before the cursor returns.
             line.set_message(terminal_line(view, width.saturating_sub(1)));
-            line.tick();
             return;
         }
         let now = Instant::now();

@@ -153,7 +153,11 @@ fn sigterm_stops_with_the_hint_and_a_damaged_state_shows_as_corrupt() {
         ),
         "{stderr}"
     );
-    assert_eq!(stderr.matches("run the same command").count(), 1, "{stderr}");
+    assert_eq!(
+        stderr.matches("run the same command").count(),
+        1,
+        "{stderr}"
+    );
     let listed = files.persisted();
     assert!(!listed.is_empty());
 
