@@ -63,9 +63,9 @@ impl JsonSchema for ModelIdText {
 
     fn json_schema(_: &mut SchemaGenerator) -> Schema {
         json_schema!({
-            "description": "A model id: 1 to 128 of A-Z a-z 0-9 . _ - (not . or ..).",
+            "description": "A model id: 1 to 128 of A-Z a-z 0-9 . _ -, starting with a letter or digit, without '..'.",
             "type": "string",
-            "pattern": "^[A-Za-z0-9._-]{1,128}$"
+            "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
         })
     }
 }
