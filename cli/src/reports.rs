@@ -175,6 +175,7 @@ fn show(report: NodeReport, out: Output, progress: Option<&mut FetchProgress>) {
                 return;
             };
             let view = progress.update(verified_bytes, total_bytes, peers);
+            tracing::debug!("{}", status_line(&view));
             if !out.json {
                 progress.show(&view);
                 return;
