@@ -141,7 +141,12 @@ fn show(report: NodeReport, out: Output, progress: Option<&mut FetchProgress>) {
             }
         }
         NodeReport::Refused { addr, reason } => {
-            tracing::warn!("{addr}: {reason}");
+            // The reason often names the address already.
+            if reason.contains(&addr.to_string()) {
+                tracing::warn!("{reason}");
+            } else {
+                tracing::warn!("{addr}: {reason}");
+            }
             Event::Refused { addr, reason }
         }
         NodeReport::Banned {
