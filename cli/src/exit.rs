@@ -1,7 +1,8 @@
 //! Exit codes of the contract and the failures that carry them.
 //!
 //! 0 success, 1 transfer or I/O failure, 2 usage, 3 invalid input (manifest,
-//! request, offer, route, `.slm`), 4 verification failed, 5 consent not given.
+//! request, offer, route, `.slm`), 4 verification failed, 5 consent not given,
+//! 130 interrupted (state saved).
 
 use std::fmt;
 
@@ -18,6 +19,8 @@ pub enum Exit {
     VerificationFailed = 4,
     /// The user did not consent.
     NoConsent = 5,
+    /// Stopped by SIGINT or SIGTERM; what was verified is saved.
+    Interrupted = 130,
 }
 
 /// A failed command: its exit code, the error, and what to do about it.

@@ -3,15 +3,23 @@
 
 mod commands;
 mod consent;
+mod events;
 mod exit;
+mod logging;
 mod output;
+mod progress;
+mod reports;
+#[cfg(test)]
+mod schema;
 mod stop;
 mod units;
 
+use std::ffi::OsString;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{ArgAction, CommandFactory, Parser, Subcommand};
 
+use crate::events::Event;
 use crate::exit::{Exit, Failure};
 use crate::output::Output;
 
@@ -20,13 +28,22 @@ use crate::output::Output;
 ///
 /// Exit codes: 0 success, 1 transfer or I/O failure, 2 usage, 3 invalid input
 /// (manifest, request, offer, route, .slm), 4 verification failed, 5 consent
-/// not given.
+/// not given, 130 interrupted (state saved).
 #[derive(Debug, Parser)]
 #[command(name = "minimodel", version, max_term_width = 100)]
 struct Cli {
     /// Machine-readable output: one JSON object per line on standard output.
     #[arg(long, global = true)]
     json: bool,
+
+    /// More diagnostics on stderr: -v what peers do, -vv debug (quinn's
+    /// too). RUST_LOG, when set, decides instead.
+    #[arg(short, long, action = ArgAction::Count, global = true)]
+    verbose: u8,
+
+    /// Print nothing but errors: no progress, no status lines.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
 
     #[command(subcommand)]
     command: Command,
@@ -53,23 +70,24 @@ enum Command {
     Demo(commands::demo::DemoArgs),
     /// List the downloads in a directory: partial, complete, how much.
     Status(commands::status::StatusArgs),
+    /// Write the import request that import-peer-request reads, from peer offers.
+    Request(commands::request::RequestArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(commands::docs::CompletionsArgs),
+    /// Print the manual page (roff), or write every page into a directory.
+    Man(commands::docs::ManArgs),
 }
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(error) => {
-            // --help and --version are not failures; everything else is usage.
-            let code = if error.use_stderr() {
-                Exit::Usage as u8
-            } else {
-                0
-            };
-            let _ = error.print();
-            return ExitCode::from(code);
-        }
+        Err(error) => return usage_error(&error, wants_json(std::env::args_os())),
     };
-    let out = Output { json: cli.json };
+    logging::init(cli.verbose, cli.quiet);
+    let out = Output {
+        json: cli.json,
+        quiet: cli.quiet,
+    };
     let result: Result<(), Failure> = match cli.command {
         Command::Fixture(args) => commands::fixture::run(args, out),
         Command::Manifest(args) => commands::manifest::run(*args, out),
@@ -80,6 +98,9 @@ fn main() -> ExitCode {
         Command::ImportPeerRequest(args) => commands::import::run(args, out),
         Command::Status(args) => commands::status::run(args, out),
         Command::Demo(args) => commands::demo::run(args, out),
+        Command::Request(args) => commands::request::run(args, out),
+        Command::Completions(args) => commands::docs::completions(args, Cli::command()),
+        Command::Man(args) => commands::docs::man(args, Cli::command()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -87,5 +108,101 @@ fn main() -> ExitCode {
             out.failure(&failure);
             ExitCode::from(failure.exit as u8)
         }
+    }
+}
+
+/// Whether the command line asks for `--json` (before a `--`), told
+/// without parsing it: a command line that does not parse gets its usage
+/// error as JSON too.
+fn wants_json(args: impl IntoIterator<Item = OsString>) -> bool {
+    args.into_iter()
+        .skip(1)
+        .take_while(|arg| arg != "--")
+        .any(|arg| arg == "--json")
+}
+
+/// A command line that does not parse: exit 2, with the error as text on
+/// stderr, or as a JSON `error` event on stdout under `--json`. `--help`
+/// and `--version` are no failures: exit 0.
+fn usage_error(error: &clap::Error, json: bool) -> ExitCode {
+    if !error.use_stderr() || !json {
+        let _ = error.print();
+        let code = if error.use_stderr() {
+            Exit::Usage as u8
+        } else {
+            0
+        };
+        return ExitCode::from(code);
+    }
+    let (message, hint) = split_usage(&error.render().to_string());
+    Output {
+        json: true,
+        quiet: false,
+    }
+    .event(&Event::Error {
+        exit_code: Exit::Usage as i32,
+        error: message,
+        hint,
+    });
+    ExitCode::from(Exit::Usage as u8)
+}
+
+/// Splits clap's rendered error into the message (without its `error: `)
+/// and the rest (tips, usage, where to read more) on one line.
+fn split_usage(text: &str) -> (String, Option<String>) {
+    let mut paragraphs = text
+        .split("\n\n")
+        .map(|paragraph| {
+            paragraph
+                .lines()
+                .map(str::trim)
+                .filter(|line| !line.is_empty())
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .filter(|paragraph| !paragraph.is_empty());
+    let message = paragraphs.next().unwrap_or_default();
+    let message = message
+        .strip_prefix("error: ")
+        .unwrap_or(&message)
+        .to_owned();
+    let rest: Vec<String> = paragraphs.collect();
+    (message, (!rest.is_empty()).then(|| rest.join("; ")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_is_seen_before_a_double_dash_only() {
+        let args = |list: &[&str]| list.iter().map(OsString::from).collect::<Vec<_>>();
+        assert!(wants_json(args(&[
+            "minimodel",
+            "fetch",
+            "--json",
+            "--bogus"
+        ])));
+        assert!(!wants_json(args(&["minimodel", "fetch", "--bogus"])));
+        assert!(
+            !wants_json(args(&["--json", "fetch"])),
+            "argv[0] is the program"
+        );
+        assert!(!wants_json(args(&["minimodel", "verify", "--", "--json"])));
+    }
+
+    #[test]
+    fn usage_errors_split_into_message_and_hint() {
+        let error = Cli::try_parse_from(["minimodel", "verify", "--bogus"]).unwrap_err();
+        let (message, hint) = split_usage(&error.render().to_string());
+        assert_eq!(message, "unexpected argument '--bogus' found");
+        let hint = hint.unwrap();
+        assert!(hint.contains("Usage: minimodel verify"), "{hint}");
+        assert!(!hint.contains('\n'), "{hint}");
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
     }
 }

@@ -1,12 +1,14 @@
 //! What commands print: lines for people, or one JSON object per line with
-//! `--json`; progress bars only on a terminal.
+//! `--json`; progress bars only on a terminal; nothing but errors with
+//! `-q`. Diagnostics go through `tracing` (see `crate::logging`).
 
 use std::io::{IsTerminal, Write};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use serde_json::Value;
 
+use crate::events::Event;
 use crate::exit::Failure;
 
 /// A count with its noun, singular for exactly one: `1 peer`, `2 peers`,
@@ -19,83 +21,140 @@ pub fn counted(count: impl Into<u64>, noun: &str) -> String {
 }
 
 /// Where a command's output goes.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct Output {
+    /// `--json`: events on stdout, nothing else there.
     pub json: bool,
+    /// `-q`: nothing but errors (no status lines, no progress).
+    pub quiet: bool,
+}
+
+/// The progress bar on stderr now, if any: lines for people and log lines
+/// are printed around it, not through it.
+static ACTIVE_BAR: Mutex<Option<ProgressBar>> = Mutex::new(None);
+
+/// Runs `print` with the active progress bar (if any) cleared from the
+/// terminal, and redraws the bar after.
+pub fn around_bar<R>(print: impl FnOnce() -> R) -> R {
+    let bar = ACTIVE_BAR
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .clone();
+    match bar {
+        Some(bar) if !bar.is_hidden() && !bar.is_finished() => bar.suspend(print),
+        _ => print(),
+    }
 }
 
 impl Output {
-    /// A line for people (stdout), unless `--json`.
+    /// Whether lines for people are shown (not `--json`, not `-q`).
+    pub fn for_people(&self) -> bool {
+        !self.json && !self.quiet
+    }
+
+    /// A line for people (stdout), unless `--json` or `-q`.
     pub fn say(&self, line: impl AsRef<str>) {
-        if !self.json {
-            println!("{}", line.as_ref());
+        if self.for_people() {
+            // A closed stdout (`| head`) ends nothing: no panic, no error.
+            around_bar(|| {
+                let _ = writeln!(std::io::stdout().lock(), "{}", line.as_ref());
+            });
         }
     }
 
-    /// A JSON event (stdout), only with `--json`. `event` names it.
-    pub fn event(&self, event: &str, mut fields: Value) {
+    /// A status line for people on stderr (progress off a terminal, what
+    /// a running node does), unless `--json` or `-q`.
+    pub fn status(&self, line: impl AsRef<str>) {
+        if self.for_people() {
+            around_bar(|| eprintln!("{}", line.as_ref()));
+        }
+    }
+
+    /// A JSON event (stdout), only with `--json`.
+    pub fn event(&self, event: &Event) {
         if !self.json {
             return;
-        }
-        if let Value::Object(map) = &mut fields {
-            map.insert("event".to_owned(), Value::from(event));
         }
         let mut stdout = std::io::stdout().lock();
         // A closed stdout (a pipe whose reader left) is not worth a panic.
-        let _ = serde_json::to_writer(&mut stdout, &fields);
+        let _ = serde_json::to_writer(&mut stdout, event);
         let _ = writeln!(stdout);
         let _ = stdout.flush();
     }
 
-    /// A JSON object that carries its own `event` field, only with `--json`.
-    pub fn event_value(&self, value: Value) {
-        if !self.json {
-            return;
-        }
-        let mut stdout = std::io::stdout().lock();
-        let _ = serde_json::to_writer(&mut stdout, &value);
-        let _ = writeln!(stdout);
-        let _ = stdout.flush();
-    }
-
-    /// Reports a failure the way the mode asks for.
+    /// Reports a failure the way the mode asks for (also under `-q`).
     pub fn failure(&self, failure: &Failure) {
         let code = failure.exit as i32;
         if self.json {
-            self.event(
-                "error",
-                serde_json::json!({
-                    "exit_code": code,
-                    "error": describe(&failure.error),
-                    "hint": failure.hint,
-                }),
-            );
+            self.event(&Event::Error {
+                exit_code: code,
+                error: describe(&failure.error),
+                hint: failure.hint.clone(),
+            });
         } else {
-            eprintln!("error: {}", describe(&failure.error));
-            if let Some(hint) = &failure.hint {
-                eprintln!("hint: {hint}");
-            }
+            around_bar(|| {
+                eprintln!("error: {}", describe(&failure.error));
+                if let Some(hint) = &failure.hint {
+                    eprintln!("hint: {hint}");
+                }
+            });
         }
     }
 
-    /// A byte progress bar on stderr, hidden unless stderr is a terminal
-    /// and the output is for people.
+    /// Whether live progress may be drawn on stderr: a terminal, and
+    /// output for people.
+    pub fn draws_progress(&self) -> bool {
+        self.for_people() && std::io::stderr().is_terminal()
+    }
+
+    /// A byte progress bar on stderr for local work (hashing, checking),
+    /// hidden unless [`Output::draws_progress`]. It fits 80 columns.
     pub fn byte_progress(&self, total: u64, message: &str) -> ProgressBar {
-        if self.json || !std::io::stderr().is_terminal() {
+        if !self.draws_progress() {
             return ProgressBar::hidden();
         }
         let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
         bar.set_style(
             ProgressStyle::with_template(
-                "{msg:>10} [{bar:32}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+                "{msg:>9} [{bar:20}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
             )
             .unwrap_or_else(|_| ProgressStyle::default_bar())
             .progress_chars("=> "),
         );
         bar.set_message(message.to_owned());
         bar.enable_steady_tick(Duration::from_millis(200));
+        activate(&bar);
         bar
     }
+
+    /// A one-line live display on stderr whose whole text the caller sets
+    /// (the fetch progress line), or `None` unless
+    /// [`Output::draws_progress`].
+    pub fn live_line(&self) -> Option<ProgressBar> {
+        if !self.draws_progress() {
+            return None;
+        }
+        let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+        bar.set_style(
+            ProgressStyle::with_template("{msg}").unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        activate(&bar);
+        Some(bar)
+    }
+}
+
+/// Makes `bar` the one that printing goes around.
+fn activate(bar: &ProgressBar) {
+    *ACTIVE_BAR
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(bar.clone());
+}
+
+/// The width of the terminal on stderr, in columns, if it is one.
+pub fn terminal_width() -> Option<usize> {
+    console::Term::stderr()
+        .size_checked()
+        .map(|(_rows, columns)| usize::from(columns))
 }
 
 /// An error and its causes on one line, `outer: inner: innermost`, leaving

@@ -6,6 +6,11 @@
 //! `KiB`, `MiB`, `GiB`, `TiB` are powers of 1024; `kB`, `MB`, `GB`, `TB`
 //! (and a bare `k`, `M`, `G`, `T`) are powers of 1000, as SI and disk
 //! makers use them, so `64MB` is 64,000,000 bytes and `64MiB` 67,108,864.
+//!
+//! Durations (`--give-up-after 30s`) go through `humantime`: a number and
+//! a unit, `30s`, `5min`, `1h`, `1h 30min`, `250ms`.
+
+use std::time::Duration;
 
 /// What every refusal ends with.
 const HOW_TO_WRITE_A_SIZE: &str = "write it like 64MiB, 8 MiB, 1.5GiB or 4096 \
@@ -20,6 +25,50 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         parse_size::Error::PosOverflow => "too large: a size is at most 16 EiB".to_owned(),
         _ => format!("not a size; {HOW_TO_WRITE_A_SIZE}"),
     })
+}
+
+/// What every refused duration ends with.
+const HOW_TO_WRITE_A_DURATION: &str = "write it like 30s, 5min, 1h or 1h 30min";
+
+/// The longest duration accepted: a year. Longer is a typo, and it keeps
+/// every deadline computed from it far from `Instant` overflow.
+const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+const TOO_LONG: &str = "too long: a duration is at most 365 days (365d)";
+
+/// Parses a duration like `30s`, `5min`, `1h` or `1h 30min` (at least a
+/// millisecond, at most a year). The messages do not repeat the text:
+/// clap already shows it.
+// Wired to `--give-up-after` and friends by the commands that take them.
+#[allow(dead_code)]
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let trimmed = text.trim();
+    if trimmed.starts_with('-') {
+        return Err(format!(
+            "a duration cannot be negative; {HOW_TO_WRITE_A_DURATION}"
+        ));
+    }
+    let duration = humantime::parse_duration(trimmed).map_err(|error| match error {
+        humantime::DurationError::NumberExpected(_) | humantime::DurationError::Empty => {
+            format!("not a duration; {HOW_TO_WRITE_A_DURATION}")
+        }
+        humantime::DurationError::UnknownUnit { unit, .. } if unit.is_empty() => {
+            format!("not a duration: the number needs a unit; {HOW_TO_WRITE_A_DURATION}")
+        }
+        humantime::DurationError::UnknownUnit { unit, .. } => {
+            format!("'{unit}' is not a unit of time; {HOW_TO_WRITE_A_DURATION}")
+        }
+        humantime::DurationError::NumberOverflow => TOO_LONG.to_owned(),
+        humantime::DurationError::InvalidCharacter(_) => {
+            format!("not a duration; {HOW_TO_WRITE_A_DURATION}")
+        }
+    })?;
+    if duration < Duration::from_millis(1) {
+        return Err(format!("must be at least 1ms; {HOW_TO_WRITE_A_DURATION}"));
+    }
+    if duration > MAX_DURATION {
+        return Err(TOO_LONG.to_owned());
+    }
+    Ok(duration)
 }
 
 /// A size formatted for people: `64.0 MiB`.
@@ -124,6 +173,46 @@ mod tests {
             assert!(error.contains("too large"), "{text}: {error}");
         }
         assert_eq!(parse_size("18446744073709551615"), Ok(u64::MAX));
+    }
+
+    #[test]
+    fn durations_parse_with_a_unit() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("5min"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration(" 1h 30min "), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("1.5h"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("2days"), Ok(Duration::from_secs(2 * 86400)));
+        assert_eq!(parse_duration("365d"), Ok(MAX_DURATION));
+    }
+
+    #[test]
+    fn bad_durations_say_how_to_write_one() {
+        for (text, expected) in [
+            ("", "not a duration"),
+            ("   ", "not a duration"),
+            ("30", "not a duration"),
+            ("s", "not a duration"),
+            ("-5s", "cannot be negative"),
+            ("-1h", "cannot be negative"),
+            ("5 parsecs", "'parsecs' is not a unit of time"),
+            ("5x", "'x' is not a unit of time"),
+            ("0s", "at least 1ms"),
+            ("0ms", "at least 1ms"),
+            ("500us", "at least 1ms"),
+            ("366d", "too long"),
+            ("99999999999999999999999s", "too long"),
+            ("30s!", "not a duration"),
+        ] {
+            let error = parse_duration(text).unwrap_err();
+            assert!(error.contains(expected), "{text:?}: {error}");
+            assert!(
+                error.contains("1h") || error.contains("year") || error.contains("365"),
+                "{text:?}: the message says how to write one: {error}"
+            );
+        }
     }
 
     #[test]

@@ -20,7 +20,7 @@ fn partial_download(root: &Path, artifact: &Artifact, args: &[String], chunks: u
     let enough = fetch.wait_for("a checkpoint", |_| files.persisted().len() >= chunks);
     assert!(enough, "{:?} {}", fetch.stdout(), fetch.stderr());
     fetch.signal(Signal::INT);
-    assert_eq!(fetch.wait().code(), Some(1), "{}", fetch.stderr());
+    assert_eq!(fetch.wait().code(), Some(130), "{}", fetch.stderr());
     let listed = files.persisted();
     assert!(
         listed.len() < artifact.chunk_count() as usize,

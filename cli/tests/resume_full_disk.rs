@@ -121,7 +121,7 @@ fn a_full_tmpfs_stops_the_fetch_and_the_same_command_resumes_after_space_is_free
     );
     assert_eq!(
         codes,
-        "a 1\nc 1\nd 0\ne 0\n",
+        "a 130\nc 1\nd 0\ne 0\n",
         "a: {}\nc: {}\nd: {}\ne: {}\ndf: {}",
         log("a.log"),
         log("c.log"),

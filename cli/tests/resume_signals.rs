@@ -1,6 +1,6 @@
 //! SIGINT and SIGTERM during a fetch, through the binary: the process ends
-//! by itself (exit 1, "run the same command to resume") after a final
-//! checkpoint, and the same command resumes from it. `minimodel status`
+//! by itself (exit 130, one "run the same command again to resume") after
+//! a final checkpoint, and the same command resumes from it. `minimodel status`
 //! on the partial, complete and corrupt downloads along the way.
 
 mod resume_support;
@@ -24,8 +24,8 @@ fn interrupted(root: &std::path::Path, args: &[String], signal: Signal) -> (Proc
     let status = fetch.wait();
     assert_eq!(
         status.code(),
-        Some(1),
-        "ends by itself with exit 1: {status}; {}",
+        Some(130),
+        "ends by itself with exit 130: {status}; {}",
         fetch.stderr()
     );
     (fetch, verified)
@@ -59,12 +59,13 @@ fn sigint_checkpoints_and_the_same_command_resumes() {
 
     let (fetch, reported) = interrupted(root, &args, Signal::INT);
     let error = fetch.event("error").expect("an error event");
-    assert_eq!(error["exit_code"], 1);
+    assert_eq!(error["exit_code"], 130);
     let message = error["error"].as_str().unwrap();
-    assert!(
-        message.contains("run the same command to resume"),
-        "{message}"
+    assert_eq!(
+        message,
+        "stopped before the download finished; every verified chunk is saved"
     );
+    assert_eq!(error["hint"], "run the same command again to resume");
     // The final checkpoint lists at least every chunk reported verified,
     // and only chunks whose bytes are on disk.
     let listed = files.persisted();
@@ -144,14 +145,17 @@ fn sigterm_stops_with_the_hint_and_a_damaged_state_shows_as_corrupt() {
     let checkpointed = fetch.wait_for("a checkpoint", |_| !files.persisted().is_empty());
     assert!(checkpointed, "{}", fetch.stderr());
     fetch.signal(Signal::TERM);
-    assert_eq!(fetch.wait().code(), Some(1), "{}", fetch.stderr());
+    assert_eq!(fetch.wait().code(), Some(130), "{}", fetch.stderr());
     let stderr = fetch.stderr();
     assert!(
-        stderr.contains("stopped before the download finished; run the same command to resume"),
+        stderr.contains(
+            "error: stopped before the download finished; every verified chunk is saved\nhint: run the same command again to resume\n"
+        ),
         "{stderr}"
     );
-    assert!(
-        stderr.contains("hint: the verified part is kept; run the same command again to resume"),
+    assert_eq!(
+        stderr.matches("run the same command").count(),
+        1,
         "{stderr}"
     );
     let listed = files.persisted();

@@ -24,10 +24,10 @@ use minimodel_verifier::describe::{PublisherFields, describe_file};
 use minimodel_verifier::receipt::ReceiptSource;
 use minimodel_verifier::slm::{FixtureSpec, write_fixture};
 use minimodel_verifier::{Manifest, Sha256Digest};
-use serde_json::json;
 use tokio::sync::{mpsc, watch};
 
 use super::network::runtime;
+use crate::events::Event;
 use crate::exit::{Exit, Failure, OrExit};
 use crate::output::{Output, counted};
 use crate::units::{human_bytes, parse_size};
@@ -260,15 +260,29 @@ async fn swarm(
     let mut finished = 0;
     let deadline = tokio::time::sleep(Duration::from_secs(600));
     tokio::pin!(deadline);
+    let interrupted = crate::stop::Stop::default();
+    let signal = interrupted.signal();
+    tokio::pin!(signal);
     while finished < args.peers {
         tokio::select! {
             Some(_) = done.recv() => finished += 1,
             _ = &mut deadline => break,
-            _ = crate::stop::signal() => break,
+            _ = &mut signal => break,
         }
     }
     let elapsed = started.elapsed();
     let _ = stop_all.send(true);
+    if interrupted.fired() {
+        for (_, task) in tasks {
+            let _ = task.await;
+        }
+        let _ = seeder_task.await;
+        bars.clear();
+        return Err(Failure::new(
+            Exit::Interrupted,
+            anyhow::anyhow!("the demo was stopped before every peer finished"),
+        ));
+    }
     let mut runs = Vec::new();
     for (index, task) in tasks {
         let outcome = task
@@ -287,10 +301,10 @@ async fn swarm(
         },
         elapsed.as_secs_f64()
     ));
-    out.event(
-        "swarm-done",
-        json!({ "peers": args.peers, "elapsed_ms": elapsed.as_millis() as u64 }),
-    );
+    out.event(&Event::SwarmDone {
+        peers: args.peers,
+        elapsed_ms: elapsed.as_millis() as u64,
+    });
     Ok(SwarmRun {
         peers: runs,
         elapsed,
@@ -338,10 +352,12 @@ fn summarize(
             human_bytes(*from_peers),
             if *verified { "yes" } else { "NO" }
         ));
-        out.event(
-            "peer-summary",
-            json!({ "peer": index + 1, "from_seeder": from_seeder, "from_peers": from_peers, "verified": verified }),
-        );
+        out.event(&Event::PeerSummary {
+            peer: index + 1,
+            from_seeder_bytes: *from_seeder,
+            from_peers_bytes: *from_peers,
+            verified: *verified,
+        });
     }
     let throughput = (runs.len() as u64 * size) as f64 / elapsed.as_secs_f64().max(1e-9);
     out.say(String::new());
@@ -363,17 +379,14 @@ fn summarize(
     } else {
         "NOT every download verified"
     });
-    out.event(
-        "demo-summary",
-        json!({
-            "peers": runs.len(),
-            "artifact_bytes": size,
-            "elapsed_ms": elapsed.as_millis() as u64,
-            "seeder_copies": copies,
-            "seeder_alone_ms": alone.as_millis() as u64,
-            "all_verified": all_verified,
-        }),
-    );
+    out.event(&Event::DemoSummary {
+        peers: runs.len(),
+        artifact_bytes: size,
+        elapsed_ms: elapsed.as_millis() as u64,
+        seeder_copies: copies,
+        seeder_alone_ms: alone.as_millis() as u64,
+        all_verified,
+    });
     if all_verified {
         Ok(())
     } else {
@@ -392,8 +405,7 @@ struct Bars {
 
 impl Bars {
     fn new(peers: usize, total: u64, out: Output) -> Self {
-        use std::io::IsTerminal;
-        if out.json || !std::io::stderr().is_terminal() {
+        if !out.draws_progress() {
             return Self {
                 bars: (0..peers).map(|_| ProgressBar::hidden()).collect(),
                 multi: None,
@@ -447,10 +459,12 @@ impl PeerBar {
             human_bytes(rate as u64)
         ));
         if out.json {
-            out.event(
-                "peer-progress",
-                json!({ "peer": index + 1, "verified_bytes": verified, "peers": peers, "rate": rate }),
-            );
+            out.event(&Event::PeerProgress {
+                peer: index + 1,
+                verified_bytes: verified,
+                peers,
+                rate_bytes_per_second: rate,
+            });
         } else if self.bar.is_hidden() {
             let mut last = self.last_line.lock().unwrap_or_else(|e| e.into_inner());
             if last.elapsed() >= Duration::from_secs(2) {
@@ -471,6 +485,6 @@ impl PeerBar {
         if self.bar.is_hidden() {
             out.say(format!("peer{}: complete and verified", index + 1));
         }
-        out.event("peer-complete", json!({ "peer": index + 1 }));
+        out.event(&Event::PeerComplete { peer: index + 1 });
     }
 }

@@ -18,17 +18,20 @@ use minimodel_swarm::offer::PeerOffer;
 use minimodel_swarm::peers::{PeerAddrs, merge_peers};
 use minimodel_swarm::resume::{CompleteCheck, OpenedDownload, PartialDownload, ResumeOptions};
 use minimodel_verifier::receipt::ReceiptSource;
-use serde_json::json;
 use tokio::sync::mpsc;
 
 use super::network::{
     Congestion, PublicAddr, advertised, describe_peer, identity, parse_peer, parse_public_addr,
-    runtime, show_reports,
+    runtime,
 };
 use super::{LoadedManifest, load_manifest};
 use crate::consent;
+use crate::events::Event;
 use crate::exit::{Exit, Failure, OrExit};
 use crate::output::{Output, counted};
+use crate::progress::average_rate;
+use crate::reports::{FetchProgress, show_reports};
+use crate::stop::Stop;
 use crate::units::{human_bytes, parse_size};
 
 /// Arguments of `minimodel fetch`.
@@ -144,11 +147,12 @@ pub fn transfer(
             out.json,
         )?;
     }
-    let Some(partial) = open_download(loaded, &dir, args.recheck, out)? else {
+    let Some((partial, resumed_bytes)) = open_download(loaded, &dir, args.recheck, out)? else {
         return Ok(());
     };
     let identity = identity(args.identity.as_deref())?;
     let runtime = runtime()?;
+    let stop = Stop::default();
     runtime.block_on(async {
         let (reports, report_inbox) = mpsc::unbounded_channel();
         let config = FetchConfig {
@@ -173,7 +177,8 @@ pub fn transfer(
             download: DownloadConfig::default(),
             give_up_after: Duration::from_secs(20),
         };
-        let fetcher = Fetcher::start(config, partial, identity, reports).map_err(classify)?;
+        let fetcher = Fetcher::start(config, partial, identity, reports)
+            .map_err(|error| classify(error, &stop))?;
         if let Some(bound) = fetcher.listen_addr() {
             let peer = PeerAddrs {
                 id: fetcher.peer_id(),
@@ -183,33 +188,40 @@ pub fn transfer(
                 "serving verified chunks as {}",
                 describe_peer(&peer)
             ));
-            out.event(
-                "offer",
-                serde_json::to_value(PeerOffer::for_manifest(manifest, peer)).unwrap_or_default(),
-            );
+            out.event(&Event::Offer {
+                offer: PeerOffer::for_manifest(manifest, peer),
+            });
         }
-        let bar = out.byte_progress(manifest.artifact_bytes, "fetching");
-        let shown = show_reports(report_inbox, out, Some(bar.clone()));
-        let result = fetcher.run(crate::stop::signal()).await;
+        let progress = FetchProgress::new(out, resumed_bytes);
+        let line = progress.line();
+        let shown = show_reports(report_inbox, out, Some(progress));
+        let result = fetcher.run(stop.signal()).await;
         let _ = tokio::time::timeout(Duration::from_secs(1), shown).await;
-        bar.finish_and_clear();
-        let outcome = result.map_err(classify)?;
+        if let Some(line) = line {
+            line.finish_and_clear();
+        }
+        let outcome = result.map_err(|error| classify(error, &stop))?;
         let ReceiptSource::Peers(summary) = &outcome.receipt.source else {
             return Ok(());
         };
-        let seconds = summary.duration_ms.max(1) as f64 / 1000.0;
+        let elapsed = Duration::from_millis(summary.duration_ms.max(1));
+        let fetched_bytes = manifest.artifact_bytes.saturating_sub(resumed_bytes);
+        let average = average_rate(fetched_bytes, elapsed);
         out.say(format!(
-            "fetched {} ({}) in {seconds:.1} s from {}; {} fetched, {} resumed",
+            "fetched {} ({}) in {:.1} s from {}, {} at {}/s on average; {} fetched, {} resumed",
             outcome.artifact_path.display(),
             human_bytes(manifest.artifact_bytes),
+            elapsed.as_secs_f64(),
             counted(summary.peers.len() as u64, "peer"),
+            human_bytes(fetched_bytes),
+            human_bytes(average as u64),
             counted(summary.chunks_fetched, "chunk"),
             summary.chunks_resumed,
         ));
         for peer in &summary.peers {
             out.say(format!(
                 "  {} at {}: {}, {}{}",
-                &peer.peer_id[..10],
+                peer.peer_id.get(..10).unwrap_or(&peer.peer_id),
                 peer.address,
                 counted(peer.chunks, "chunk"),
                 human_bytes(peer.bytes),
@@ -221,29 +233,30 @@ pub fn transfer(
             ));
         }
         out.say(format!("receipt {}", outcome.receipt_path.display()));
-        out.event(
-            "fetched",
-            json!({
-                "path": outcome.artifact_path,
-                "receipt": outcome.receipt_path,
-                "duration_ms": summary.duration_ms,
-                "chunks_fetched": summary.chunks_fetched,
-                "chunks_resumed": summary.chunks_resumed,
-                "peers": summary.peers,
-            }),
-        );
+        out.event(&Event::Fetched {
+            path: outcome.artifact_path.clone(),
+            receipt: outcome.receipt_path.clone(),
+            duration_ms: summary.duration_ms,
+            chunks_fetched: summary.chunks_fetched,
+            chunks_resumed: summary.chunks_resumed,
+            fetched_bytes,
+            resumed_bytes,
+            average_rate_bytes_per_second: average,
+            peers: summary.peers.clone(),
+        });
         Ok(())
     })
 }
 
 /// Opens the partial download in `dir` (resuming, rechecking or refusing
-/// as the directory says); `None` when the artifact is already there.
+/// as the directory says), with the bytes verified before this run; `None`
+/// when the artifact is already there.
 fn open_download(
     loaded: &LoadedManifest,
     dir: &std::path::Path,
     recheck: bool,
     out: Output,
-) -> Result<Option<Arc<PartialDownload>>, Failure> {
+) -> Result<Option<(Arc<PartialDownload>, u64)>, Failure> {
     let options = ResumeOptions {
         recheck,
         ..ResumeOptions::default()
@@ -288,18 +301,27 @@ fn open_download(
                     done.paths.receipt.display()
                 ));
             }
-            out.event(
-                "already-complete",
-                json!({
-                    "path": done.paths.artifact,
-                    "receipt": done.paths.receipt,
-                    "verified_at": done.verified_at,
-                    "rechecked_now": rechecked,
-                }),
-            );
+            out.event(&Event::AlreadyComplete {
+                path: done.paths.artifact.clone(),
+                receipt: done.paths.receipt.clone(),
+                verified_at: done.verified_at.clone(),
+                rechecked_now: rechecked,
+            });
             Ok(None)
         }
         OpenedDownload::Partial(partial, report) => {
+            let geometry = partial.geometry();
+            let resumed_bytes: u64 = partial
+                .verified()
+                .iter_ones()
+                .map(|index| {
+                    u64::from(
+                        geometry
+                            .chunk_len(minimodel_verifier::ChunkIndex(index.0))
+                            .unwrap_or(0),
+                    )
+                })
+                .sum();
             out.say(format!("{}", report.outcome));
             if report.chunks_from_journal > 0 {
                 out.say(format!(
@@ -307,23 +329,39 @@ fn open_download(
                     report.chunks_from_journal
                 ));
             }
-            out.event(
-                "opened",
-                json!({
-                    "outcome": report.outcome.to_string(),
-                    "chunks_verified": report.chunks_verified,
-                    "chunk_count": report.chunk_count,
-                    "chunks_from_journal": report.chunks_from_journal,
-                    "elapsed_ms": report.elapsed.as_millis() as u64,
-                }),
-            );
-            Ok(Some(Arc::new(partial)))
+            out.event(&Event::Opened {
+                outcome: report.outcome.to_string(),
+                chunks_verified: report.chunks_verified,
+                chunk_count: report.chunk_count,
+                chunks_from_journal: report.chunks_from_journal,
+                resumed_bytes,
+                elapsed_ms: report.elapsed.as_millis() as u64,
+            });
+            Ok(Some((Arc::new(partial), resumed_bytes)))
         }
     }
 }
 
-/// Exit codes for fetch failures.
-fn classify(error: FetchError) -> Failure {
+/// What the hint says where running the same command again helps.
+pub const RESUME_HINT: &str = "run the same command again to resume";
+
+/// Exit codes, messages and hints for fetch failures. The resume hint is
+/// given only where a rerun can help: not for input a rerun reads the
+/// same, nor for a file that failed its check.
+fn classify(error: FetchError, stop: &Stop) -> Failure {
+    if let FetchError::Interrupted = error {
+        // Said in our words: the library's message carries its own hint.
+        let exit = if stop.fired() {
+            Exit::Interrupted
+        } else {
+            Exit::Transfer
+        };
+        return Failure::new(
+            exit,
+            anyhow::anyhow!("stopped before the download finished; every verified chunk is saved"),
+        )
+        .with_hint(RESUME_HINT);
+    }
     let exit = match &error {
         FetchError::Unfetchable(_) => Exit::InvalidInput,
         FetchError::Verification(_) | FetchError::Damaged { .. } => Exit::VerificationFailed,
@@ -334,17 +372,17 @@ fn classify(error: FetchError) -> Failure {
         | FetchError::Interrupted => Exit::Transfer,
     };
     let hint = match &error {
-        FetchError::Disk(error) if error.is_disk_full() => {
-            Some("the disk is full; free space and run the same command again to resume")
-        }
-        FetchError::Interrupted
-        | FetchError::NoPeers { .. }
-        | FetchError::Storage(_)
-        | FetchError::Disk(_) => {
-            Some("the verified part is kept; run the same command again to resume")
+        FetchError::Disk(error) if error.is_disk_full() => Some(
+            "the disk is full; free space and run the same command again to resume".to_owned(),
+        ),
+        FetchError::NoPeers { .. } => Some(format!(
+            "the verified part is kept; check that the peers are running and reachable, then {RESUME_HINT}"
+        )),
+        FetchError::Storage(_) | FetchError::Disk(_) => {
+            Some(format!("the verified part is kept; {RESUME_HINT}"))
         }
         FetchError::Damaged { .. } => Some(
-            "the good part is kept; run the same command again when a peer that has the damaged chunks is reachable",
+            "the good part is kept; run the same command again when a peer that has the damaged chunks is reachable".to_owned(),
         ),
         _ => None,
     };

@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 use minimodel_verifier::slm::{FixtureSpec, MIN_FIXTURE_SIZE, write_fixture};
-use serde_json::json;
 
+use crate::events::Event;
 use crate::exit::{Exit, Failure, OrExit};
 use crate::output::Output;
 use crate::units::{exact_bytes, human_bytes, parse_size};
@@ -108,17 +108,14 @@ pub fn run(args: FixtureArgs, out: Output) -> Result<(), Failure> {
         info.quantization,
         info.shape
     ));
-    out.event(
-        "fixture",
-        json!({
-            "path": args.out,
-            "bytes": info.file_len,
-            "seed": args.seed,
-            "quantization": info.quantization,
-            "model_shape": info.shape,
-            "tokenizer_sha256": info.tokenizer_sha256,
-            "tensor_layout_sha256": info.tensor_layout_sha256,
-        }),
-    );
+    out.event(&Event::Fixture {
+        path: args.out.clone(),
+        bytes: info.file_len,
+        seed: args.seed,
+        quantization: info.quantization.to_string(),
+        model_shape: info.shape.to_string(),
+        tokenizer_sha256: info.tokenizer_sha256.to_hex(),
+        tensor_layout_sha256: info.tensor_layout_sha256.to_hex(),
+    });
     Ok(())
 }

@@ -8,9 +8,9 @@ use minimodel_verifier::describe::{DescribeError, Description, PublisherFields, 
 use minimodel_verifier::manifest::{EvidenceStatus, PeerHintStatus};
 use minimodel_verifier::route::Route;
 use minimodel_verifier::{KeyId, ModelId, PublisherId};
-use serde_json::json;
 
 use super::write_atomically;
+use crate::events::Event;
 use crate::exit::{Exit, Failure, OrExit};
 use crate::output::{Output, counted};
 use crate::units::{exact_bytes, human_bytes, parse_size};
@@ -140,18 +140,15 @@ pub fn run(args: ManifestArgs, out: Output) -> Result<(), Failure> {
         None if !out.json => print!("{text}"),
         None => {}
     }
-    out.event(
-        "manifest",
-        json!({
-            "path": args.output,
-            "model_id": manifest.model_id,
-            "artifact_bytes": manifest.artifact_bytes,
-            "artifact_sha256": manifest.artifact_sha256,
-            "chunk_size": chunk_size,
-            "chunk_count": manifest.chunks.chunk_count,
-            "merkle_root": manifest.chunks.merkle_root,
-            "manifest": if args.output.is_none() { Some(text) } else { None },
-        }),
-    );
+    out.event(&Event::Manifest {
+        path: args.output.clone(),
+        model_id: manifest.model_id.to_string(),
+        artifact_bytes: manifest.artifact_bytes,
+        artifact_sha256: manifest.artifact_sha256.to_hex(),
+        chunk_size,
+        chunk_count: manifest.chunks.chunk_count,
+        merkle_root: manifest.chunks.merkle_root.to_hex(),
+        manifest: args.output.is_none().then_some(text),
+    });
     Ok(())
 }

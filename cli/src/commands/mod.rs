@@ -2,11 +2,13 @@
 
 pub mod catalog;
 pub mod demo;
+pub mod docs;
 pub mod fetch;
 pub mod fixture;
 pub mod import;
 pub mod manifest;
 pub mod network;
+pub mod request;
 pub mod seed;
 pub mod status;
 pub mod verify;

@@ -1,21 +1,17 @@
 //! What the networked commands share: peer addresses, identities, the
-//! runtime, and how a node's reports are shown.
+//! runtime. (How a node's reports are shown is in `crate::reports`.)
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
-use indicatif::ProgressBar;
 use minimodel_swarm::addrs::{advertised_addrs, listener_addrs, resolve_host_port};
-use minimodel_swarm::node::NodeReport;
 use minimodel_swarm::peers::{PeerAddrs, parse_peer_arg};
 use minimodel_swarm::transport::{CongestionControl, Identity, TransportTuning};
-use tokio::sync::mpsc;
 
 use crate::exit::{Exit, Failure, OrExit};
-use crate::output::{Output, counted};
-use crate::units::human_bytes;
+use crate::output::Output;
 
 /// The congestion controller for the data this node sends (`--congestion`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -102,104 +98,4 @@ pub fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?)
-}
-
-/// Shows a node's reports until the node is gone: JSON lines, or log
-/// lines and a progress bar for people.
-pub fn show_reports(
-    mut reports: mpsc::UnboundedReceiver<NodeReport>,
-    out: Output,
-    bar: Option<ProgressBar>,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        while let Some(report) = reports.recv().await {
-            if out.json {
-                out.event_value(serde_json::to_value(&report).unwrap_or_default());
-                continue;
-            }
-            let line = match &report {
-                NodeReport::PeerConnected {
-                    peer,
-                    addr,
-                    dialed,
-                    serving,
-                    ..
-                } => Some(format!(
-                    "peer {} at {addr} connected ({}{})",
-                    peer.short(),
-                    if *dialed { "dialed" } else { "incoming" },
-                    if *serving { ", serving" } else { "" }
-                )),
-                NodeReport::PeerDisconnected {
-                    peer,
-                    addr,
-                    reason,
-                    uploaded_bytes,
-                    ..
-                } => Some(format!(
-                    "peer {} at {addr} left: {reason} (served it {})",
-                    peer.short(),
-                    human_bytes(*uploaded_bytes)
-                )),
-                NodeReport::Refused { addr, reason } => Some(format!("{addr}: {reason}")),
-                NodeReport::Turned { addr, reason } => {
-                    Some(format!("{addr} turned away: {reason}"))
-                }
-                NodeReport::Redialing {
-                    addr,
-                    failures,
-                    in_ms,
-                } => Some(format!(
-                    "{addr}: trying again in {:.1} s ({failures} failed {})",
-                    *in_ms as f64 / 1000.0,
-                    if *failures == 1 {
-                        "attempt"
-                    } else {
-                        "attempts"
-                    }
-                )),
-                NodeReport::Banned {
-                    peer,
-                    addr,
-                    chunk,
-                    error,
-                } => Some(format!(
-                    "peer {} at {addr} banned: chunk {chunk} failed its proof ({error})",
-                    peer.short()
-                )),
-                NodeReport::Progress {
-                    verified_bytes,
-                    peers,
-                    rate,
-                    ..
-                } => {
-                    if let Some(bar) = &bar {
-                        bar.set_position(*verified_bytes);
-                        bar.set_message(format!(
-                            "{}, {}/s",
-                            counted(*peers as u64, "peer"),
-                            human_bytes(*rate as u64)
-                        ));
-                    }
-                    None
-                }
-                NodeReport::Delivered { path, seeding, .. } => Some(format!(
-                    "{} is complete and verified{}",
-                    path.display(),
-                    if *seeding {
-                        "; serving it until stopped"
-                    } else {
-                        ""
-                    }
-                )),
-                NodeReport::Serving { .. } => None,
-            };
-            if let Some(line) = line {
-                match &bar {
-                    Some(bar) if !bar.is_hidden() => bar.println(line),
-                    _ => eprintln!("{line}"),
-                }
-            }
-        }
-    })
 }

@@ -20,11 +20,12 @@ use tokio::sync::mpsc;
 use super::load_manifest;
 use super::network::{
     Congestion, PublicAddr, advertised, describe_peer, identity, parse_public_addr, runtime,
-    show_reports,
 };
 use crate::consent;
+use crate::events::Event;
 use crate::exit::{Exit, Failure, OrExit};
 use crate::output::Output;
+use crate::reports::show_reports;
 use crate::units::parse_size;
 
 /// Arguments of `minimodel seed`.
@@ -123,7 +124,7 @@ pub fn run(args: SeedArgs, out: Output) -> Result<(), Failure> {
             describe_peer(&peer)
         ));
         out.say("stop with Ctrl-C");
-        out.event("offer", serde_json::to_value(&offer).unwrap_or_default());
+        out.event(&Event::Offer { offer });
         let shown = show_reports(report_inbox, out, None);
         seeder
             .run(crate::stop::signal())
@@ -131,7 +132,7 @@ pub fn run(args: SeedArgs, out: Output) -> Result<(), Failure> {
             .context("seeding failed")?;
         let _ = shown.await;
         out.say("stopped; said goodbye to every peer");
-        out.event("stopped", serde_json::json!({}));
+        out.event(&Event::Stopped {});
         Ok(())
     })
 }

@@ -6,6 +6,7 @@ use anyhow::Context;
 use clap::Args;
 use minimodel_swarm::resume::{DownloadStatus, StatusKind, status, verify_status};
 
+use crate::events::Event;
 use crate::exit::{Exit, Failure};
 use crate::output::Output;
 use crate::units::human_bytes;
@@ -40,10 +41,9 @@ pub fn run(args: StatusArgs, out: Output) -> Result<(), Failure> {
     }
     for entry in &list {
         out.say(describe(entry));
-        out.event(
-            "download",
-            serde_json::to_value(entry).context("cannot encode the status")?,
-        );
+        out.event(&Event::Download {
+            status: entry.clone(),
+        });
     }
     let damaged: Vec<&str> = list
         .iter()

@@ -7,9 +7,9 @@ use anyhow::Context;
 use clap::Args;
 use minimodel_verifier::check::verify_local_file;
 use minimodel_verifier::receipt::ReceiptSource;
-use serde_json::json;
 
 use super::{load_manifest, write_atomically};
+use crate::events::Event;
 use crate::exit::{Exit, Failure};
 use crate::output::Output;
 
@@ -57,26 +57,18 @@ pub fn run(args: VerifyArgs, out: Output) -> Result<(), Failure> {
     let mut text = serde_json::to_string_pretty(&receipt).context("cannot encode the receipt")?;
     text.push('\n');
     write_atomically(&receipt_path, text.as_bytes())?;
-    let checks: Vec<_> = receipt
-        .checks
-        .iter()
-        .map(|c| serde_json::to_value(c).unwrap_or_default())
-        .collect();
     out.say(format!(
         "verified {}: {} ({} checks passed), receipt {}",
         args.file.display(),
         manifest.model_id,
-        checks.len(),
+        receipt.checks.len(),
         receipt_path.display()
     ));
-    out.event(
-        "verified",
-        json!({
-            "path": args.file,
-            "model_id": manifest.model_id,
-            "checks": checks,
-            "receipt": receipt_path,
-        }),
-    );
+    out.event(&Event::Verified {
+        path: args.file.clone(),
+        model_id: manifest.model_id.to_string(),
+        checks: receipt.checks.clone(),
+        receipt: receipt_path,
+    });
     Ok(())
 }

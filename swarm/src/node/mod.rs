@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use minimodel_node::node::{Action, LinkUp};
-use minimodel_node::report::{Failure, LinkEnd};
+use minimodel_node::report::Failure;
 use minimodel_node::{LinkId, NodeCore, NodeStart};
 use minimodel_wire::{GoodbyeReason, SwarmIdentity, SwarmParams};
 use tokio::sync::mpsc;
@@ -26,6 +26,7 @@ use tokio::task::AbortHandle;
 
 pub use minimodel_node::NodeReport;
 pub use minimodel_node::config::NodeConfig as CoreConfig;
+pub use minimodel_node::report::{Blame, Departure, Failure as NodeFailure, LinkEnd};
 
 use crate::link::{self, LinkEvent, LinkHandle, LocalHello, Session};
 use crate::transport::{Identity, TransportTuning};

@@ -1,0 +1,327 @@
+//! The JSON events of `--json`: one object per line on standard output,
+//! named by its `event` field. Every number carries its unit in its name
+//! (`_bytes`, `_ms`, `_seconds`, `_bytes_per_second`) unless the name is a
+//! count (`chunks_fetched`, `peers`).
+//!
+//! `docs/schemas/events.schema.json` is generated from these types (see
+//! `crate::schema`); a test keeps the two equal and checks real output
+//! against it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use minimodel_swarm::offer::PeerOffer;
+use minimodel_swarm::resume::DownloadStatus;
+use minimodel_verifier::receipt::{CheckName, PeerContribution};
+use serde::Serialize;
+
+/// One line of `--json` output.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+#[cfg_attr(test, schemars(transform = crate::schema::close_events))]
+#[serde(tag = "event", rename_all = "kebab-case")]
+pub enum Event {
+    /// `fixture` wrote a synthetic `.slm`.
+    Fixture {
+        /// The file written.
+        path: PathBuf,
+        /// Its size.
+        bytes: u64,
+        /// The seed of its content.
+        seed: u64,
+        /// Quantization of the weights (`f32`, `q8_0`, ...).
+        quantization: String,
+        /// Model shape, `layers=..,hidden=..,heads=..,vocab=..,context=..`.
+        model_shape: String,
+        /// SHA-256 of the tokenizer section (hex).
+        #[cfg_attr(test, schemars(with = "crate::schema::Sha256Hex"))]
+        tokenizer_sha256: String,
+        /// SHA-256 of the tensor layout table (hex).
+        #[cfg_attr(test, schemars(with = "crate::schema::Sha256Hex"))]
+        tensor_layout_sha256: String,
+    },
+    /// `manifest` described a file.
+    Manifest {
+        /// Where the manifest was written; null when it is in `manifest`.
+        path: Option<PathBuf>,
+        /// The model id.
+        model_id: String,
+        /// Size of the artifact.
+        artifact_bytes: u64,
+        /// SHA-256 of the artifact (hex).
+        #[cfg_attr(test, schemars(with = "crate::schema::Sha256Hex"))]
+        artifact_sha256: String,
+        /// Chunk size in bytes.
+        chunk_size: u32,
+        /// Chunks in the artifact.
+        chunk_count: u64,
+        /// Merkle root of the chunks (hex).
+        #[cfg_attr(test, schemars(with = "crate::schema::Sha256Hex"))]
+        merkle_root: String,
+        /// The manifest text, when no `-o` was given.
+        manifest: Option<String>,
+    },
+    /// `verify` passed every check and wrote a receipt.
+    Verified {
+        /// The file checked.
+        path: PathBuf,
+        /// The model id.
+        model_id: String,
+        /// The checks passed, in order.
+        #[cfg_attr(test, schemars(with = "Vec<crate::schema::CheckNameDef>"))]
+        checks: Vec<CheckName>,
+        /// The receipt written.
+        receipt: PathBuf,
+    },
+    /// `status`: one download in the directory.
+    Download {
+        /// What `status` found.
+        #[serde(flatten)]
+        #[cfg_attr(test, schemars(with = "crate::schema::DownloadStatusDef"))]
+        status: DownloadStatus,
+    },
+    /// `request` wrote an import request.
+    Request {
+        /// Where it was written; null when it is in `request`.
+        path: Option<PathBuf>,
+        /// The model id.
+        model_id: String,
+        /// Size of the artifact.
+        artifact_bytes: u64,
+        /// SHA-256 of the artifact (hex).
+        #[cfg_attr(test, schemars(with = "crate::schema::Sha256Hex"))]
+        artifact_sha256: String,
+        /// Offers in the request.
+        offers: usize,
+        /// The request itself, when no `-o` was given
+        /// (`docs/schemas/import-request.schema.json`).
+        #[cfg_attr(test, schemars(with = "Option<serde_json::Value>"))]
+        request: Option<serde_json::Value>,
+    },
+    /// A seeder's peer offer (`seed`, `fetch --serve`). Its fields are the
+    /// offer's (`docs/formats.md`); their schema is not published yet.
+    Offer {
+        /// The offer.
+        #[serde(flatten)]
+        #[cfg_attr(test, schemars(with = "crate::schema::AnyObject"))]
+        offer: PeerOffer,
+    },
+    /// `fetch`: the artifact is already in DIR.
+    AlreadyComplete {
+        /// The artifact.
+        path: PathBuf,
+        /// Its receipt.
+        receipt: PathBuf,
+        /// When its bytes were last checked (RFC 3339 UTC).
+        verified_at: String,
+        /// Whether this run read it again.
+        rechecked_now: bool,
+    },
+    /// `fetch`: the download directory was opened.
+    Opened {
+        /// What opening did, in words.
+        outcome: String,
+        /// Chunks verified after opening.
+        chunks_verified: u32,
+        /// Chunks in the artifact.
+        chunk_count: u32,
+        /// Chunks brought back from the journal.
+        chunks_from_journal: u32,
+        /// Bytes verified after opening (taken over from earlier runs).
+        resumed_bytes: u64,
+        /// How long opening took.
+        elapsed_ms: u64,
+    },
+    /// A peer finished its handshake.
+    PeerConnected {
+        /// Its id.
+        #[cfg_attr(test, schemars(with = "crate::schema::PeerIdText"))]
+        peer: String,
+        /// Its address.
+        #[cfg_attr(test, schemars(with = "String"))]
+        addr: SocketAddr,
+        /// Whether we dialed it.
+        dialed: bool,
+        /// Whether it serves.
+        serving: bool,
+        /// Its agent string.
+        agent: String,
+    },
+    /// A peer left or was dropped.
+    PeerDisconnected {
+        /// Its id.
+        #[cfg_attr(test, schemars(with = "crate::schema::PeerIdText"))]
+        peer: String,
+        /// Its address.
+        #[cfg_attr(test, schemars(with = "String"))]
+        addr: SocketAddr,
+        /// Why, in words.
+        reason: String,
+        /// Whose fault it was: `peer`, `local` or `environment`.
+        blame: String,
+        /// Chunks we served it.
+        uploaded_chunks: u64,
+        /// Bytes we served it.
+        uploaded_bytes: u64,
+    },
+    /// A connection attempt or handshake failed or was refused.
+    Refused {
+        /// The other side.
+        #[cfg_attr(test, schemars(with = "String"))]
+        addr: SocketAddr,
+        /// Why, in words.
+        reason: String,
+    },
+    /// An incoming connection was turned away before its handshake.
+    Turned {
+        /// The other side.
+        #[cfg_attr(test, schemars(with = "String"))]
+        addr: SocketAddr,
+        /// Why, in words.
+        reason: String,
+    },
+    /// A peer that dropped or could not be reached is dialed again.
+    Redialing {
+        /// Its (first) address.
+        #[cfg_attr(test, schemars(with = "String"))]
+        addr: SocketAddr,
+        /// Attempts that failed in a row.
+        failures: u32,
+        /// Milliseconds until the next attempt.
+        in_ms: u64,
+    },
+    /// A peer sent a chunk that failed its proof and is banned.
+    Banned {
+        /// Its id.
+        #[cfg_attr(test, schemars(with = "crate::schema::PeerIdText"))]
+        peer: String,
+        /// Its address.
+        #[cfg_attr(test, schemars(with = "String"))]
+        addr: SocketAddr,
+        /// The chunk.
+        chunk: u32,
+        /// What failed.
+        error: String,
+    },
+    /// Download progress (about every half second).
+    Progress {
+        /// Verified bytes, resumed ones included.
+        verified_bytes: u64,
+        /// Size of the artifact.
+        total_bytes: u64,
+        /// Of the verified bytes, those taken over from earlier runs.
+        resumed_bytes: u64,
+        /// Verified chunks.
+        verified_chunks: u32,
+        /// Chunks in all.
+        total_chunks: u32,
+        /// Peers we download from.
+        peers: usize,
+        /// Verified bytes per second over the last few seconds; null until
+        /// a rate can be told.
+        rate_bytes_per_second: Option<f64>,
+        /// Seconds to go at that rate; null when unknown.
+        eta_seconds: Option<u64>,
+        /// No peer that serves is connected: the fetch waits for one
+        /// (dialing, or backing off before dialing again).
+        waiting_for_peers: bool,
+    },
+    /// The download passed every check and is in place with its receipt.
+    Delivered {
+        /// The artifact.
+        path: PathBuf,
+        /// Its receipt.
+        receipt: PathBuf,
+        /// Whether the node goes on serving it until stopped.
+        seeding: bool,
+    },
+    /// A serving node's upload so far (about every second).
+    Serving {
+        /// Connected peers.
+        peers: usize,
+        /// Bytes uploaded in all.
+        uploaded_bytes: u64,
+    },
+    /// `fetch` finished.
+    Fetched {
+        /// The artifact.
+        path: PathBuf,
+        /// Its receipt.
+        receipt: PathBuf,
+        /// Wall time of this run until every check passed.
+        duration_ms: u64,
+        /// Chunks fetched and verified in this run.
+        chunks_fetched: u64,
+        /// Chunks taken over from earlier runs.
+        chunks_resumed: u64,
+        /// Bytes verified in this run.
+        fetched_bytes: u64,
+        /// Bytes taken over from earlier runs.
+        resumed_bytes: u64,
+        /// `fetched_bytes` over `duration_ms`.
+        average_rate_bytes_per_second: f64,
+        /// Each peer's part.
+        #[cfg_attr(test, schemars(with = "Vec<crate::schema::PeerContributionDef>"))]
+        peers: Vec<PeerContribution>,
+    },
+    /// `seed` stopped on request.
+    Stopped {},
+    /// `demo`: one downloading peer's progress.
+    PeerProgress {
+        /// Which peer (from 1).
+        peer: usize,
+        /// Its verified bytes.
+        verified_bytes: u64,
+        /// Peers it downloads from.
+        peers: usize,
+        /// Its rate over the last few seconds.
+        rate_bytes_per_second: f64,
+    },
+    /// `demo`: a downloading peer is complete.
+    PeerComplete {
+        /// Which peer (from 1).
+        peer: usize,
+    },
+    /// `demo`: every peer is done.
+    SwarmDone {
+        /// Downloading peers.
+        peers: usize,
+        /// Wall time of the swarm.
+        elapsed_ms: u64,
+    },
+    /// `demo`: where one peer's bytes came from.
+    PeerSummary {
+        /// Which peer (from 1).
+        peer: usize,
+        /// Bytes from the seeder.
+        from_seeder_bytes: u64,
+        /// Bytes from the other peers.
+        from_peers_bytes: u64,
+        /// Whether its file passed a fresh check.
+        verified: bool,
+    },
+    /// `demo`: the figures of the run.
+    DemoSummary {
+        /// Downloading peers that finished.
+        peers: usize,
+        /// Size of the artifact.
+        artifact_bytes: u64,
+        /// Wall time of the swarm.
+        elapsed_ms: u64,
+        /// Copies of the artifact the seeder uploaded.
+        seeder_copies: f64,
+        /// How long the seeder alone would need at its cap.
+        seeder_alone_ms: u64,
+        /// Whether every download verified.
+        all_verified: bool,
+    },
+    /// The command failed (always the last line).
+    Error {
+        /// The process's exit code.
+        exit_code: i32,
+        /// What went wrong, in words.
+        error: String,
+        /// What to do about it, when something helps.
+        hint: Option<String>,
+    },
+}

@@ -1,0 +1,257 @@
+//! What a running node reports, shown the way the output asks: JSON events
+//! with `--json`; otherwise log lines through `tracing` (peers at `-v`,
+//! refusals and bans as warnings) and, while fetching, the progress line on
+//! a terminal or a status line every few seconds off one.
+
+use std::time::{Duration, Instant};
+
+use indicatif::ProgressBar;
+use minimodel_swarm::node::{Blame, NodeReport};
+use tokio::sync::mpsc;
+
+use crate::events::Event;
+use crate::output::{Output, terminal_width};
+use crate::progress::{ProgressView, RateWindow, status_line, terminal_line};
+use crate::units::human_bytes;
+
+/// How often the status line is printed off a terminal.
+pub const STATUS_EVERY: Duration = Duration::from_secs(5);
+
+/// The progress of one fetch, from the node's reports.
+pub struct FetchProgress {
+    out: Output,
+    /// Bytes verified before this run (what opening took over).
+    resumed_bytes: u64,
+    started: Instant,
+    window: RateWindow,
+    /// The live line on a terminal.
+    line: Option<ProgressBar>,
+    /// When the last status line was printed off a terminal.
+    last_status: Option<Instant>,
+}
+
+impl FetchProgress {
+    /// Progress of a fetch that took over `resumed_bytes` verified bytes.
+    pub fn new(out: Output, resumed_bytes: u64) -> Self {
+        Self {
+            out,
+            resumed_bytes,
+            started: Instant::now(),
+            window: RateWindow::default(),
+            line: out.live_line(),
+            last_status: None,
+        }
+    }
+
+    /// Takes one progress report.
+    fn update(&mut self, verified_bytes: u64, total_bytes: u64, peers: usize) -> ProgressView {
+        let now = Instant::now();
+        self.window
+            .record(now.duration_since(self.started), verified_bytes);
+        ProgressView {
+            verified_bytes,
+            total_bytes,
+            resumed_bytes: self.resumed_bytes.min(verified_bytes),
+            rate: self.window.rate(),
+            peers,
+        }
+    }
+
+    /// Shows a view: the live line, or a status line when one is due.
+    fn show(&mut self, view: &ProgressView) {
+        if let Some(line) = &self.line {
+            let width = terminal_width().unwrap_or(crate::progress::MAX_WIDTH);
+            // One column spare: a line that fills the last column makes
+            // some terminals wrap before the cursor returns.
+            line.set_message(terminal_line(view, width.saturating_sub(1)));
+            return;
+        }
+        let now = Instant::now();
+        if self
+            .last_status
+            .is_none_or(|last| now.duration_since(last) >= STATUS_EVERY)
+        {
+            self.last_status = Some(now);
+            self.out.status(status_line(view));
+        }
+    }
+
+    /// The live line on a terminal, to clear when the fetch ends.
+    pub fn line(&self) -> Option<ProgressBar> {
+        self.line.clone()
+    }
+}
+
+/// Shows a node's reports until the node is gone; `progress` for a
+/// download. The task hands `progress` back at the end.
+pub fn show_reports(
+    mut reports: mpsc::UnboundedReceiver<NodeReport>,
+    out: Output,
+    mut progress: Option<FetchProgress>,
+) -> tokio::task::JoinHandle<Option<FetchProgress>> {
+    tokio::spawn(async move {
+        while let Some(report) = reports.recv().await {
+            show(report, out, progress.as_mut());
+        }
+        progress
+    })
+}
+
+fn show(report: NodeReport, out: Output, progress: Option<&mut FetchProgress>) {
+    let event = match report {
+        NodeReport::PeerConnected {
+            peer,
+            addr,
+            dialed,
+            serving,
+            agent,
+        } => {
+            tracing::info!(
+                "peer {} at {addr} connected ({}{})",
+                peer.short(),
+                if dialed { "dialed" } else { "incoming" },
+                if serving { ", serving" } else { "" }
+            );
+            Event::PeerConnected {
+                peer: peer.to_string(),
+                addr,
+                dialed,
+                serving,
+                agent,
+            }
+        }
+        NodeReport::PeerDisconnected {
+            peer,
+            addr,
+            reason,
+            blame,
+            uploaded_chunks,
+            uploaded_bytes,
+        } => {
+            tracing::info!(
+                "peer {} at {addr} left: {reason} (served it {})",
+                peer.short(),
+                human_bytes(uploaded_bytes)
+            );
+            Event::PeerDisconnected {
+                peer: peer.to_string(),
+                addr,
+                reason: reason.to_string(),
+                blame: match blame {
+                    Blame::Peer => "peer",
+                    Blame::Local => "local",
+                    Blame::Environment => "environment",
+                }
+                .to_owned(),
+                uploaded_chunks,
+                uploaded_bytes,
+            }
+        }
+        NodeReport::Refused { addr, reason } => {
+            let reason = reason.to_string();
+            // The reason often names the address already.
+            if reason.contains(&addr.to_string()) {
+                tracing::warn!("{reason}");
+            } else {
+                tracing::warn!("{addr}: {reason}");
+            }
+            Event::Refused { addr, reason }
+        }
+        NodeReport::Turned { addr, reason } => {
+            tracing::info!("{addr} turned away: {reason}");
+            Event::Turned { addr, reason }
+        }
+        NodeReport::Redialing {
+            addr,
+            failures,
+            in_ms,
+        } => {
+            tracing::info!(
+                "{addr}: trying again in {:.1} s ({failures} failed {})",
+                in_ms as f64 / 1000.0,
+                if failures == 1 { "attempt" } else { "attempts" }
+            );
+            Event::Redialing {
+                addr,
+                failures,
+                in_ms,
+            }
+        }
+        NodeReport::Banned {
+            peer,
+            addr,
+            chunk,
+            error,
+        } => {
+            tracing::warn!(
+                "peer {} at {addr} banned: chunk {chunk} failed its proof ({error})",
+                peer.short()
+            );
+            Event::Banned {
+                peer: peer.to_string(),
+                addr,
+                chunk,
+                error,
+            }
+        }
+        NodeReport::Progress {
+            verified_bytes,
+            total_bytes,
+            verified_chunks,
+            total_chunks,
+            peers,
+            rate: _,
+            waiting_for_peers,
+        } => {
+            // The node's own rate is left aside: the line and the event
+            // tell one rate, measured here over the same reports.
+            let Some(progress) = progress else {
+                return;
+            };
+            let view = progress.update(verified_bytes, total_bytes, peers);
+            tracing::debug!("{}", status_line(&view));
+            if !out.json {
+                progress.show(&view);
+                return;
+            }
+            Event::Progress {
+                verified_bytes,
+                total_bytes,
+                resumed_bytes: view.resumed_bytes,
+                verified_chunks,
+                total_chunks,
+                peers,
+                rate_bytes_per_second: view.rate,
+                eta_seconds: view.eta().map(|eta| eta.as_secs()),
+                waiting_for_peers,
+            }
+        }
+        NodeReport::Delivered {
+            path,
+            receipt,
+            seeding,
+        } => {
+            if seeding {
+                out.status(format!(
+                    "{} is complete and verified; serving it until stopped",
+                    path.display()
+                ));
+            } else {
+                tracing::info!("{} is complete and verified", path.display());
+            }
+            Event::Delivered {
+                path,
+                receipt,
+                seeding,
+            }
+        }
+        NodeReport::Serving {
+            peers,
+            uploaded_bytes,
+        } => Event::Serving {
+            peers,
+            uploaded_bytes,
+        },
+    };
+    out.event(&event);
+}

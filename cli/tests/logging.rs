@@ -1,0 +1,169 @@
+//! Diagnostics through `tracing`, through the binary: quinn's own events
+//! at `-vv` (and through `RUST_LOG`), not by default; what peers do at
+//! `-v`, not by default; logs on stderr, never among `--json` events.
+
+mod resume_support;
+
+use std::net::UdpSocket;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use resume_support::{Artifact, Proc, Seeders, bin, fetch_args};
+
+/// What quinn logs (at debug) when a datagram of an unknown QUIC version
+/// is too short to be answered.
+const QUINN_DEBUG: &str = "dropping short packet with unsupported version";
+
+/// Starts `minimodel seed` with `extra` flags and `env`, and waits for its
+/// offer; returns it and the address it listens on.
+fn seeder(
+    root: &Path,
+    artifact: &Artifact,
+    name: &str,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> (Proc, std::net::SocketAddr) {
+    let offer: PathBuf = root.join(format!("{name}.offer.json"));
+    let mut command = Command::new(bin());
+    command.current_dir(root).env_remove("RUST_LOG").args([
+        "seed",
+        artifact.manifest_path.to_str().unwrap(),
+        artifact.slm.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--yes",
+        "--offer",
+        offer.to_str().unwrap(),
+    ]);
+    command.args(extra);
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let mut proc = Proc::spawn_group(&mut command);
+    assert!(
+        proc.wait_for("the offer", |_| offer.exists()),
+        "{}",
+        proc.stderr()
+    );
+    let offer: serde_json::Value = serde_json::from_slice(&std::fs::read(&offer).unwrap()).unwrap();
+    let addr = offer["peer"]
+        .as_str()
+        .unwrap()
+        .split_once('@')
+        .unwrap()
+        .1
+        .parse()
+        .unwrap();
+    (proc, addr)
+}
+
+/// A 100-byte QUIC long-header datagram of version 0x0a0a0a0a.
+fn unknown_version_datagram() -> Vec<u8> {
+    let mut packet = vec![0xc0, 0x0a, 0x0a, 0x0a, 0x0a, 8];
+    packet.extend([1u8; 8]);
+    packet.push(8);
+    packet.extend([2u8; 8]);
+    packet.resize(100, 0);
+    packet
+}
+
+/// Sends the datagram until `proc`'s stderr says `what` (true) or a
+/// second has passed since the last send after `tries` sends (false).
+fn poke_until(proc: &Proc, addr: std::net::SocketAddr, what: &str, tries: u32) -> bool {
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for _ in 0..tries {
+        socket.send_to(&unknown_version_datagram(), addr).unwrap();
+        let until = Instant::now() + Duration::from_secs(1);
+        while Instant::now() < until {
+            if proc.stderr().contains(what) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    false
+}
+
+#[test]
+fn quinn_speaks_at_vv_and_through_rust_log_but_not_by_default() {
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    let artifact = Artifact::make(root, "art", "logs", "1MiB", "64KiB", 41);
+
+    let (verbose, addr) = seeder(root, &artifact, "vv", &["-vv"], &[]);
+    assert!(
+        poke_until(&verbose, addr, QUINN_DEBUG, 10),
+        "{}",
+        verbose.stderr()
+    );
+    let line = verbose
+        .stderr()
+        .lines()
+        .find(|line| line.contains(QUINN_DEBUG))
+        .unwrap()
+        .to_owned();
+    assert!(
+        line.contains("DEBUG") && line.contains("quinn_proto"),
+        "{line}"
+    );
+
+    let (filtered, addr) = seeder(
+        root,
+        &artifact,
+        "env",
+        &[],
+        &[("RUST_LOG", "quinn_proto=debug")],
+    );
+    assert!(
+        poke_until(&filtered, addr, QUINN_DEBUG, 10),
+        "{}",
+        filtered.stderr()
+    );
+
+    // By default the same datagrams leave no trace.
+    let (quiet, addr) = seeder(root, &artifact, "default", &[], &[]);
+    assert!(
+        !poke_until(&quiet, addr, QUINN_DEBUG, 3),
+        "{}",
+        quiet.stderr()
+    );
+    assert!(!quiet.stderr().contains("DEBUG"), "{}", quiet.stderr());
+}
+
+#[test]
+fn peers_show_at_v_and_logs_never_reach_json_stdout() {
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    let artifact = Artifact::make(root, "art", "peers", "2MiB", "64KiB", 42);
+    let seeders = Seeders::start(root, &artifact, 1, "1MiB");
+
+    let plain = root.join("plain");
+    let mut fetch = Proc::spawn(root, &fetch_args(&artifact, &seeders, &plain, &[]));
+    fetch.expect_exit(0);
+    assert!(!fetch.stderr().contains("connected"), "{}", fetch.stderr());
+
+    let verbose = root.join("verbose");
+    let mut fetch = Proc::spawn(root, &fetch_args(&artifact, &seeders, &verbose, &["-v"]));
+    fetch.expect_exit(0);
+    let stderr = fetch.stderr();
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.contains("INFO") && l.contains("connected (dialed, serving)")),
+        "{stderr}"
+    );
+
+    let json = root.join("json");
+    let mut fetch = Proc::spawn(
+        root,
+        &fetch_args(&artifact, &seeders, &json, &["-vv", "--json"]),
+    );
+    let stdout = fetch.expect_exit(0);
+    for line in &stdout {
+        let value: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}"));
+        assert!(value["event"].is_string(), "{line}");
+    }
+    assert!(fetch.stderr().contains("DEBUG"), "{}", fetch.stderr());
+}
