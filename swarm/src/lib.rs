@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod dht;
 pub mod download;
 pub mod fetch;
 pub mod link;
