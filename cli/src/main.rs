@@ -53,6 +53,9 @@ enum Command {
     Demo(commands::demo::DemoArgs),
     /// List the downloads in a directory: partial, complete, how much.
     Status(commands::status::StatusArgs),
+    /// Run a plain Mainline DHT node (routing data only, no swarm) to
+    /// bootstrap a private DHT or a test, until stopped.
+    DhtNode(commands::dht::DhtNodeArgs),
 }
 
 fn main() -> ExitCode {
@@ -80,6 +83,7 @@ fn main() -> ExitCode {
         Command::ImportPeerRequest(args) => commands::import::run(args, out),
         Command::Status(args) => commands::status::run(args, out),
         Command::Demo(args) => commands::demo::run(args, out),
+        Command::DhtNode(args) => commands::dht::run(args, out),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

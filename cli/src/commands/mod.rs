@@ -2,6 +2,7 @@
 
 pub mod catalog;
 pub mod demo;
+pub mod dht;
 pub mod fetch;
 pub mod fixture;
 pub mod import;

@@ -1,12 +1,15 @@
 //! `minimodel seed MANIFEST FILE.slm [--listen ADDR] [--identity DIR]
-//! [--offer FILE] [--max-upload RATE] [--max-peers N] [--yes]`: verify the
-//! file first, then serve it until SIGINT or SIGTERM.
+//! [--offer FILE] [--max-upload RATE] [--max-peers N] [--dht
+//! [--dht-bootstrap HOST:PORT]...] [--yes]`: verify the file first, then
+//! serve it until SIGINT or SIGTERM, announcing it on the DHT with `--dht`.
 
 use std::net::SocketAddr;
+use std::num::NonZeroU16;
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
+use minimodel_swarm::dht::SwarmKey;
 use minimodel_swarm::fetch::write_json_atomically;
 use minimodel_swarm::node::NodeConfig;
 use minimodel_swarm::offer::PeerOffer;
@@ -14,6 +17,7 @@ use minimodel_swarm::seed::Seeder;
 use minimodel_verifier::check::verify_local_file;
 use tokio::sync::mpsc;
 
+use super::dht::{DhtArgs, show_announcement};
 use super::load_manifest;
 use super::network::{Congestion, identity, runtime, show_reports};
 use crate::consent;
@@ -46,7 +50,10 @@ pub struct SeedArgs {
     /// Congestion controller for what this seeder sends.
     #[arg(long, value_enum, default_value_t = Congestion::Cubic)]
     pub congestion: Congestion,
-    /// Consent to serving the file to other peers.
+    #[command(flatten)]
+    pub dht: DhtArgs,
+    /// Consent to serving the file to other peers (and, with --dht, to
+    /// announcing that on the DHT).
     #[arg(long)]
     pub yes: bool,
 }
@@ -54,8 +61,19 @@ pub struct SeedArgs {
 pub fn run(args: SeedArgs, out: Output) -> Result<(), Failure> {
     let loaded = load_manifest(&args.manifest)?;
     let manifest = &loaded.manifest;
+    // Checked before consent is asked: a --listen that --dht cannot
+    // announce is a usage error.
+    let dht_config = args
+        .dht
+        .dht
+        .then(|| args.dht.config(args.listen))
+        .transpose()?;
     consent::ask(
-        &format!("serve {} to other peers", manifest.model_id),
+        &format!(
+            "serve {} to other peers{}",
+            manifest.model_id,
+            args.dht.consent_clause()
+        ),
         args.yes,
         out.json,
     )?;
@@ -79,6 +97,11 @@ pub fn run(args: SeedArgs, out: Output) -> Result<(), Failure> {
     let identity = identity(args.identity.as_deref())?;
     let runtime = runtime()?;
     runtime.block_on(async {
+        // The DHT node first: if it cannot start, nothing was served.
+        let dht = match dht_config {
+            Some(config) => Some(super::dht::start(config).await?),
+            None => None,
+        };
         let (reports, report_inbox) = mpsc::unbounded_channel();
         let config = NodeConfig {
             listen: Some(args.listen),
@@ -101,11 +124,42 @@ pub fn run(args: SeedArgs, out: Output) -> Result<(), Failure> {
         out.say(format!("seeding {} as {peer}", manifest.model_id));
         out.say("stop with Ctrl-C");
         out.event("offer", serde_json::to_value(&offer).unwrap_or_default());
+        let announcing = match dht {
+            Some(dht) => {
+                let port =
+                    NonZeroU16::new(peer.addr.port()).context("the seeder listens on port 0")?;
+                let key = SwarmKey::of(&manifest.chunks.merkle_root);
+                let announcement = dht.announce(key, port);
+                out.say(format!(
+                    "announcing on the DHT under {key} (QUIC port {port}, DHT node {})",
+                    dht.local_addr()
+                ));
+                out.event(
+                    "dht-announcing",
+                    serde_json::json!({
+                        "key": key.to_string(),
+                        "port": port.get(),
+                        "dht_addr": dht.local_addr().to_string(),
+                    }),
+                );
+                let shown = show_announcement(&announcement, out);
+                Some((dht, announcement, shown))
+            }
+            None => None,
+        };
         let shown = show_reports(report_inbox, out, None);
-        seeder
-            .run(crate::stop::signal())
-            .await
-            .context("seeding failed")?;
+        let served = seeder.run(crate::stop::signal()).await;
+        if let Some((dht, announcement, shown)) = announcing {
+            let last = announcement.stop().await;
+            let _ = shown.await;
+            drop(dht);
+            out.say("stopped announcing on the DHT");
+            out.event(
+                "dht-stopped",
+                serde_json::json!({ "announced": last.announced }),
+            );
+        }
+        served.context("seeding failed")?;
         let _ = shown.await;
         out.say("stopped; said goodbye to every peer");
         out.event("stopped", serde_json::json!({}));
