@@ -258,3 +258,33 @@ async fn a_stopped_announcement_sends_nothing_more_but_the_dht_still_remembers()
     assert_eq!(lookup_until(&looker, swarm, &expected).await, expected);
     drop(nodes);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lookup_on_a_dht_that_never_answers_ends_at_its_timeout() {
+    // A "bootstrap node" that reads nothing: the query itself would give
+    // up on it only after the crate's 2 s request timeout.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let SocketAddr::V4(silent_addr) = silent.local_addr().unwrap() else {
+        unreachable!("bound to IPv4");
+    };
+    let looker = Discovery::start(DiscoveryConfig {
+        lookup_timeout: Duration::from_millis(300),
+        ..config(&[silent_addr])
+    })
+    .await
+    .unwrap();
+    let started = Instant::now();
+    assert!(looker.lookup(key(5)).await.is_empty());
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_millis(1500),
+        "{took:?}"
+    );
+    // The looker did send to the silent node: there was a DHT to wait for.
+    let mut buf = [0u8; 2048];
+    silent.set_nonblocking(true).unwrap();
+    assert!(
+        silent.recv_from(&mut buf).is_ok(),
+        "a query reached the bootstrap node"
+    );
+}
