@@ -181,6 +181,9 @@ pub fn run(args: DhtNodeArgs, out: Output) -> Result<(), Failure> {
             ..DiscoveryConfig::default()
         };
         let node = start(config).await?;
+        // Before the address is printed: whoever reads it may stop the
+        // node at once.
+        let stop = crate::stop::signal();
         let addr = node.local_addr();
         out.say(format!("DHT node listening on {addr} (UDP)"));
         if args.dht_bootstrap.is_empty() {
@@ -196,7 +199,7 @@ pub fn run(args: DhtNodeArgs, out: Output) -> Result<(), Failure> {
                 "bootstrap": args.dht_bootstrap.iter().map(ToString::to_string).collect::<Vec<_>>(),
             }),
         );
-        crate::stop::signal().await;
+        stop.await;
         drop(node);
         out.say("stopped");
         out.event("stopped", json!({}));

@@ -121,6 +121,9 @@ pub fn run(args: SeedArgs, out: Output) -> Result<(), Failure> {
             write_json_atomically(path, &offer)
                 .with_context(|| format!("cannot write the offer to {}", path.display()))?;
         }
+        // Before the offer is out: whoever reads it may stop the seeder at
+        // once.
+        let stop = crate::stop::signal();
         out.say(format!("seeding {} as {peer}", manifest.model_id));
         out.say("stop with Ctrl-C");
         out.event("offer", serde_json::to_value(&offer).unwrap_or_default());
@@ -148,7 +151,7 @@ pub fn run(args: SeedArgs, out: Output) -> Result<(), Failure> {
             None => None,
         };
         let shown = show_reports(report_inbox, out, None);
-        let served = seeder.run(crate::stop::signal()).await;
+        let served = seeder.run(stop).await;
         if let Some((dht, announcement, shown)) = announcing {
             let last = announcement.stop().await;
             let _ = shown.await;
