@@ -266,6 +266,43 @@ pub enum Event {
     },
     /// `seed` stopped on request.
     Stopped {},
+    /// `seed --dht`: announcing this seeder's QUIC port under the swarm key.
+    DhtAnnouncing {
+        /// The swarm key, 40 hex digits.
+        key: String,
+        /// The QUIC port announced.
+        port: u16,
+        /// The local DHT node's UDP address.
+        dht_addr: String,
+    },
+    /// `seed --dht`: the DHT took the announcement (the first time).
+    DhtAnnounced {
+        /// The swarm key, 40 hex digits.
+        key: String,
+        /// The QUIC port announced.
+        port: u16,
+    },
+    /// `seed --dht`: an announcement failed; it is tried again.
+    DhtAnnounceFailed {
+        /// The swarm key, 40 hex digits.
+        key: String,
+        /// What failed, in words.
+        error: String,
+        /// Milliseconds until the next attempt.
+        retry_in_ms: u64,
+    },
+    /// `seed --dht`: announcing stopped.
+    DhtStopped {
+        /// Announcements the DHT took.
+        announced: u64,
+    },
+    /// `dht-node`: the node is up.
+    DhtNode {
+        /// Its UDP address.
+        addr: String,
+        /// The nodes it joined through (none: a DHT of its own).
+        bootstrap: Vec<String>,
+    },
     /// `demo`: one downloading peer's progress.
     PeerProgress {
         /// Which peer (from 1).

@@ -76,6 +76,9 @@ enum Command {
     Completions(commands::docs::CompletionsArgs),
     /// Print the manual page (roff), or write every page into a directory.
     Man(commands::docs::ManArgs),
+    /// Run a plain Mainline DHT node (routing data only, no swarm) to
+    /// bootstrap a private DHT or a test, until stopped.
+    DhtNode(commands::dht::DhtNodeArgs),
 }
 
 fn main() -> ExitCode {
@@ -101,6 +104,7 @@ fn main() -> ExitCode {
         Command::Request(args) => commands::request::run(args, out),
         Command::Completions(args) => commands::docs::completions(args, Cli::command()),
         Command::Man(args) => commands::docs::man(args, Cli::command()),
+        Command::DhtNode(args) => commands::dht::run(args, out),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

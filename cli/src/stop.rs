@@ -1,21 +1,29 @@
 //! Stopping long-running commands on SIGINT or SIGTERM.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-/// Resolves on the first SIGINT or SIGTERM.
-pub async fn signal() {
+/// Installs the SIGINT and SIGTERM handlers now and resolves on the first
+/// signal after this call. Installing them before the command says it is
+/// ready (prints its address or offer) means a signal sent as soon as it
+/// is ready stops it cleanly instead of killing it. Call it within a tokio
+/// runtime.
+pub fn signal() -> impl Future<Output = ()> + Send + 'static {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut interrupt), Ok(mut terminate)) = (
+    let handlers = (
         signal(SignalKind::interrupt()),
         signal(SignalKind::terminate()),
-    ) else {
-        // Without signal handlers, only killing the process stops it.
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = interrupt.recv() => {}
-        _ = terminate.recv() => {}
+    );
+    async move {
+        let (Ok(mut interrupt), Ok(mut terminate)) = handlers else {
+            // Without signal handlers, only killing the process stops it.
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
     }
 }
 
@@ -27,11 +35,13 @@ pub struct Stop {
 }
 
 impl Stop {
-    /// Resolves on the first SIGINT or SIGTERM, and remembers it.
+    /// Installs the handlers now (see [`signal`]); the future resolves on
+    /// the first SIGINT or SIGTERM, and the stop remembers it.
     pub fn signal(&self) -> impl Future<Output = ()> + Send + 'static {
         let fired = Arc::clone(&self.fired);
+        let signalled = signal();
         async move {
-            signal().await;
+            signalled.await;
             fired.store(true, Ordering::SeqCst);
         }
     }

@@ -11,6 +11,7 @@
 
 pub use minimodel_node::{download, picker, session, upload};
 pub mod addrs;
+pub mod dht;
 pub mod fetch;
 pub mod link;
 pub mod node;

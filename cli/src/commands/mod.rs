@@ -2,6 +2,7 @@
 
 pub mod catalog;
 pub mod demo;
+pub mod dht;
 pub mod docs;
 pub mod fetch;
 pub mod fixture;

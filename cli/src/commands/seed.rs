@@ -1,14 +1,17 @@
 //! `minimodel seed MANIFEST FILE.slm [--listen ADDR] [--public-addr
 //! HOST:PORT]... [--identity DIR] [--offer FILE] [--max-upload RATE]
-//! [--max-peers N] [--yes]`: verify the file first, then serve it until
-//! SIGINT or SIGTERM. The offer lists the addresses peers on other machines
-//! can reach (`minimodel_swarm::addrs`).
+//! [--max-peers N] [--dht [--dht-bootstrap HOST:PORT]...] [--yes]`: verify
+//! the file first, then serve it until SIGINT or SIGTERM, announcing it on
+//! the DHT with `--dht`. The offer lists the addresses peers on other
+//! machines can reach (`minimodel_swarm::addrs`).
 
 use std::net::SocketAddr;
+use std::num::NonZeroU16;
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
+use minimodel_swarm::dht::SwarmKey;
 use minimodel_swarm::fetch::write_json_atomically;
 use minimodel_swarm::node::NodeConfig;
 use minimodel_swarm::offer::PeerOffer;
@@ -17,6 +20,7 @@ use minimodel_swarm::seed::Seeder;
 use minimodel_verifier::check::verify_local_file;
 use tokio::sync::mpsc;
 
+use super::dht::{DhtArgs, show_announcement};
 use super::load_manifest;
 use super::network::{
     Congestion, PublicAddr, advertised, describe_peer, identity, parse_public_addr, runtime,
@@ -59,7 +63,10 @@ pub struct SeedArgs {
     /// Congestion controller for what this seeder sends.
     #[arg(long, value_enum, default_value_t = Congestion::Cubic)]
     pub congestion: Congestion,
-    /// Consent to serving the file to other peers.
+    #[command(flatten)]
+    pub dht: DhtArgs,
+    /// Consent to serving the file to other peers (and, with --dht, to
+    /// announcing that on the DHT).
     #[arg(long)]
     pub yes: bool,
 }
@@ -67,8 +74,19 @@ pub struct SeedArgs {
 pub fn run(args: SeedArgs, out: Output) -> Result<(), Failure> {
     let loaded = load_manifest(&args.manifest)?;
     let manifest = &loaded.manifest;
+    // Checked before consent is asked: a --listen that --dht cannot
+    // announce is a usage error.
+    let dht_config = args
+        .dht
+        .dht
+        .then(|| args.dht.config(args.listen))
+        .transpose()?;
     consent::ask(
-        &format!("serve {} to other peers", manifest.model_id),
+        &format!(
+            "serve {} to other peers{}",
+            manifest.model_id,
+            args.dht.consent_clause()
+        ),
         args.yes,
         out.json,
     )?;
@@ -92,6 +110,11 @@ pub fn run(args: SeedArgs, out: Output) -> Result<(), Failure> {
     let identity = identity(args.identity.as_deref())?;
     let runtime = runtime()?;
     runtime.block_on(async {
+        // The DHT node first: if it cannot start, nothing was served.
+        let dht = match dht_config {
+            Some(config) => Some(super::dht::start(config).await?),
+            None => None,
+        };
         let (reports, report_inbox) = mpsc::unbounded_channel();
         let config = NodeConfig {
             listen: Some(args.listen),
@@ -118,6 +141,9 @@ pub fn run(args: SeedArgs, out: Output) -> Result<(), Failure> {
             write_json_atomically(path, &offer)
                 .with_context(|| format!("cannot write the offer to {}", path.display()))?;
         }
+        // Before the offer is out: whoever reads it may stop the seeder at
+        // once.
+        let stop = crate::stop::signal();
         out.say(format!(
             "seeding {} as {}",
             manifest.model_id,
@@ -125,11 +151,37 @@ pub fn run(args: SeedArgs, out: Output) -> Result<(), Failure> {
         ));
         out.say("stop with Ctrl-C");
         out.event(&Event::Offer { offer });
+        let announcing = match dht {
+            Some(dht) => {
+                let port = NonZeroU16::new(bound.port()).context("the seeder listens on port 0")?;
+                let key = SwarmKey::of(&manifest.chunks.merkle_root);
+                let announcement = dht.announce(key, port);
+                out.say(format!(
+                    "announcing on the DHT under {key} (QUIC port {port}, DHT node {})",
+                    dht.local_addr()
+                ));
+                out.event(&Event::DhtAnnouncing {
+                    key: key.to_string(),
+                    port: port.get(),
+                    dht_addr: dht.local_addr().to_string(),
+                });
+                let shown = show_announcement(&announcement, out);
+                Some((dht, announcement, shown))
+            }
+            None => None,
+        };
         let shown = show_reports(report_inbox, out, None);
-        seeder
-            .run(crate::stop::signal())
-            .await
-            .context("seeding failed")?;
+        let served = seeder.run(stop).await;
+        if let Some((dht, announcement, shown)) = announcing {
+            let last = announcement.stop().await;
+            let _ = shown.await;
+            drop(dht);
+            out.say("stopped announcing on the DHT");
+            out.event(&Event::DhtStopped {
+                announced: last.announced as u64,
+            });
+        }
+        served.context("seeding failed")?;
         let _ = shown.await;
         out.say("stopped; said goodbye to every peer");
         out.event(&Event::Stopped {});
