@@ -202,6 +202,7 @@ fn start_fetcher(fixture: &Fixture, out: &Path, peers: Vec<PeerAddr>, serve: boo
             },
             download: DownloadConfig::default(),
             give_up_after: Duration::from_secs(20),
+            dht: None,
         },
         Arc::new(partial),
         Arc::new(Identity::generate().unwrap()),

@@ -303,6 +303,9 @@ pub struct PeerContributionDef {
     pub bad_chunks: u64,
     /// Whether it was banned for sending bad data.
     pub banned: bool,
+    /// How it was found: offer, peer-exchange, dht or incoming.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub found_by: String,
 }
 
 /// One download in a directory (`status`).
@@ -421,6 +424,7 @@ fn mirrors_name_every_field(
         bytes: _,
         bad_chunks: _,
         banned: _,
+        found_by: _,
     } = peer;
     let DownloadStatus {
         model_id: _,

@@ -144,11 +144,10 @@ fn a_seeder_with_dht_is_found_through_a_dht_node_and_stops_announcing() {
         .iter()
         .find(|e| e["event"] == "offer")
         .unwrap_or_else(|| panic!("an offer: {events:?}"));
-    let peer: SocketAddr = offer["peer"]
+    let peer: SocketAddr = offer["addrs"][0]
         .as_str()
-        .and_then(|p| p.split_once('@'))
-        .map(|(_, addr)| addr.parse().unwrap())
-        .unwrap();
+        .and_then(|addr| addr.parse().ok())
+        .unwrap_or_else(|| panic!("an address in the offer: {offer}"));
     let announcing = events
         .iter()
         .find(|e| e["event"] == "dht-announcing")
@@ -214,4 +213,95 @@ fn dht_options_are_checked_before_anything_starts() {
             String::from_utf8_lossy(&output.stderr)
         );
     }
+}
+
+#[test]
+fn a_fetch_with_only_the_manifest_finds_three_seeders_on_the_dht_and_completes() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    prepare(root, "dht3", "4MiB", "64KiB");
+    let (mut node, node_addr) = dht_node(root);
+    let bootstrap = node_addr.to_string();
+    let mut seeders = Vec::new();
+    let mut ports = BTreeSet::new();
+    for n in 0..3 {
+        let (seeder, mut stdout) = spawn_with_stdout(
+            root,
+            &[
+                "seed",
+                "dht3.manifest",
+                "dht3.slm",
+                "--listen",
+                "127.0.0.1:0",
+                "--max-upload",
+                "2MiB",
+                "--yes",
+                "--json",
+                "--identity",
+                &format!("id-{n}"),
+                "--dht",
+                "--dht-bootstrap",
+                &bootstrap,
+            ],
+        );
+        let events = read_until(&mut stdout, |e| e["event"] == "dht-announced");
+        let port = events
+            .iter()
+            .find(|e| e["event"] == "dht-announcing")
+            .and_then(|e| e["port"].as_u64())
+            .unwrap_or_else(|| panic!("dht-announcing: {events:?}"));
+        ports.insert(port);
+        seeders.push((seeder, stdout));
+    }
+    // No offer, no --peer: the manifest and the bootstrap node only.
+    let (mut fetch, mut stdout) = spawn_with_stdout(
+        root,
+        &[
+            "fetch",
+            "dht3.manifest",
+            "-o",
+            "out",
+            "--dht",
+            "--dht-bootstrap",
+            &bootstrap,
+            "--yes",
+            "--json",
+        ],
+    );
+    let events = read_until(&mut stdout, |e| e["event"] == "fetched");
+    let fetched = events.last().unwrap();
+    let found: BTreeSet<u64> = fetched["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|peer| peer["found_by"] == "dht")
+        .filter_map(|peer| {
+            peer["address"]
+                .as_str()
+                .and_then(|a| a.parse::<SocketAddr>().ok())
+                .map(|a| u64::from(a.port()))
+        })
+        .collect();
+    assert_eq!(found, ports, "every seeder was found on the DHT: {fetched}");
+    assert_eq!(fetch.child.wait().unwrap().code(), Some(0));
+    let receipt: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(root.join("out/dht3.receipt.json")).unwrap())
+            .unwrap();
+    assert_eq!(receipt["source"]["peers"][0]["found_by"], "dht");
+    ok(&minimodel(
+        root,
+        &[
+            "verify",
+            "dht3.manifest",
+            "out/dht3.slm",
+            "--receipt",
+            "check.json",
+        ],
+    ));
+    for (mut seeder, _) in seeders {
+        seeder.interrupt();
+        let _ = seeder.child.wait();
+    }
+    node.interrupt();
+    let _ = node.child.wait();
 }

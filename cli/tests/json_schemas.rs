@@ -74,7 +74,7 @@ fn the_schemas_refuse_what_the_binary_must_not_print() {
     let progress = json!({
         "event": "progress", "verified_bytes": 1, "total_bytes": 2, "resumed_bytes": 0,
         "verified_chunks": 1, "total_chunks": 2, "peers": 1,
-        "rate_bytes_per_second": 1.5, "eta_seconds": 1
+        "rate_bytes_per_second": 1.5, "eta_seconds": 1, "waiting_for_peers": false
     });
     events.check(&progress);
     let mut unitless = progress.clone();

@@ -47,14 +47,10 @@ fn seeder(
         proc.stderr()
     );
     let offer: serde_json::Value = serde_json::from_slice(&std::fs::read(&offer).unwrap()).unwrap();
-    let addr = offer["peer"]
+    let addr = offer["addrs"][0]
         .as_str()
-        .unwrap()
-        .split_once('@')
-        .unwrap()
-        .1
-        .parse()
-        .unwrap();
+        .and_then(|addr| addr.parse().ok())
+        .unwrap_or_else(|| panic!("an address in the offer: {offer}"));
     (proc, addr)
 }
 

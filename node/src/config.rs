@@ -72,6 +72,18 @@ pub struct NodeConfig {
     pub redial_max: Duration,
     /// Peers and addresses kept in the address book, at most. Default 1024.
     pub max_known_peers: usize,
+    /// An address learned from peer exchange or a DHT that failed this many
+    /// times in a row is not dialed again. Default 5 (about a minute of
+    /// back-off): a seeder that stopped is not dialed forever.
+    pub max_unverified_failures: u32,
+    /// With a DHT: look the swarm up again this often while fewer than
+    /// `dht_enough_peers` serving peers are connected. Default 30 s.
+    pub dht_lookup_every: Duration,
+    /// With a DHT and no serving peer connected: look up again after this.
+    /// Default 5 s.
+    pub dht_lookup_retry: Duration,
+    /// With this many serving peers connected, no more lookups. Default 8.
+    pub dht_enough_peers: usize,
     /// A download with nothing verified for this long gives up, saying
     /// which peers it tried and why each failed. Default 5 min.
     pub give_up_after: Duration,
@@ -115,6 +127,10 @@ impl Default for NodeConfig {
             redial_initial: Duration::from_secs(1),
             redial_max: Duration::from_secs(30),
             max_known_peers: 1024,
+            max_unverified_failures: 5,
+            dht_lookup_every: Duration::from_secs(30),
+            dht_lookup_retry: Duration::from_secs(5),
+            dht_enough_peers: 8,
             give_up_after: Duration::from_secs(300),
             checkpoint_every: Duration::from_secs(2),
             checkpoint_bytes: 64 << 20,

@@ -429,6 +429,7 @@ impl Sim {
         n.disk.stored.extend(have.iter_ones().map(|chunk| chunk.0));
         n.disk.hashed = 0;
         let start = NodeStart {
+            discovery: false,
             swarm: self.swarm.clone(),
             local_id: id_of(node),
             serve: spec.serve,
@@ -551,6 +552,13 @@ impl Sim {
                 }
             }
             Action::HashStored { .. } => self.hash_on(node),
+            // No DHT in the simulated network: the lookup finds nothing.
+            Action::Lookup => {
+                let now = self.base + self.now;
+                if let Some(core) = self.nodes[node].core.as_mut() {
+                    core.handle_lookup_done(now);
+                }
+            }
             Action::RestartHash => {
                 self.nodes[node].record.hash_restarts += 1;
                 self.nodes[node].disk.hashed = 0;

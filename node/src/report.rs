@@ -128,6 +128,8 @@ pub enum Departure {
     Replaced,
     /// This node stopped.
     Shutdown,
+    /// This node's work is done (its download delivered).
+    Done,
 }
 
 impl fmt::Display for Departure {
@@ -144,6 +146,7 @@ impl fmt::Display for Departure {
             Departure::Evicted => write!(f, "idle, closed to make room for another peer"),
             Departure::Replaced => write!(f, "replaced by a newer connection of the same peer"),
             Departure::Shutdown => write!(f, "we stopped"),
+            Departure::Done => write!(f, "we are done"),
         }
     }
 }
@@ -154,7 +157,9 @@ impl Departure {
         match self {
             Departure::Violation(_) | Departure::BadData { .. } => Blame::Peer,
             Departure::Ended(end) => end.blame(),
-            Departure::Evicted | Departure::Replaced | Departure::Shutdown => Blame::Local,
+            Departure::Evicted | Departure::Replaced | Departure::Shutdown | Departure::Done => {
+                Blame::Local
+            }
             _ => Blame::Environment,
         }
     }

@@ -59,6 +59,9 @@ pub struct FetchConfig {
     /// Give up when nothing was verified for this long, whatever the
     /// peers do. Default 5 min.
     pub give_up_after: Duration,
+    /// Find peers on the Mainline DHT too (and, when serving, announce
+    /// there), through this DHT client.
+    pub dht: Option<std::sync::Arc<crate::dht::Discovery>>,
 }
 
 /// A finished download.
@@ -221,6 +224,7 @@ impl Fetcher {
             identity,
             swarm,
             start: NodeStart {
+                discovery: config.dht.is_some(),
                 swarm: swarm_of(manifest).map_err(|e| FetchError::Unfetchable(e.to_string()))?,
                 local_id: id,
                 serve: config.serve,
@@ -242,6 +246,10 @@ impl Fetcher {
             partial,
         };
         fetcher.node.start_hash();
+        if let Some(dht) = fetcher.config.dht.clone() {
+            let key = crate::dht::SwarmKey::of(&fetcher.config.manifest.chunks.merkle_root);
+            fetcher.node.use_dht(dht, key);
+        }
         let now = Instant::now();
         for peer in known_peers(&fetcher.config.peers) {
             fetcher.node.core().add_peer(peer, now);

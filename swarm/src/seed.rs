@@ -72,6 +72,7 @@ impl Seeder {
         let node = Node::new(NodeParts {
             config,
             start: NodeStart {
+                discovery: false,
                 swarm: swarm.clone(),
                 local_id: id,
                 serve: true,

@@ -66,7 +66,7 @@ async fn fetch_only_from(lie: Lie) -> (common::nodes::FetchRun, HostileSeeder) {
     let mut config = fetch_config(&artifact, &out, vec![hostile.peer]);
     // Alone with a liar: it is dialed again (it might be restarted) until
     // the fetch gives up.
-    config.give_up_after = std::time::Duration::from_secs(3);
+    config.give_up_after = std::time::Duration::from_secs(5);
     let run = fetch(config, open_partial(&artifact, &out)).await;
     match &run.result {
         Err(FetchError::NoPeers { missing, .. }) => assert!(*missing > 0),

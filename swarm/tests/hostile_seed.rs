@@ -31,8 +31,10 @@ fn artifact(dir: &std::path::Path) -> Artifact {
 /// fetcher's deepest pipeline, so only the flood is refused.
 const QUEUE: usize = 64;
 
-fn ip(last: u8) -> IpAddr {
-    [127, 0, 0, last].into()
+/// A loopback address in a /24 of its own (connection limits count by
+/// /24), apart from the honest fetches' 127.0.0.0/24.
+fn ip(net: u8) -> IpAddr {
+    [127, 0, net, 1].into()
 }
 
 fn hello(artifact: &Artifact) -> Hello {
@@ -225,8 +227,8 @@ async fn connections_from_one_address_are_capped() {
         sessions.push(established(dialer, &seeder, &artifact).await);
     }
     let refused = dialers[3].connect(&seeder.peer).await;
-    assert!(refused.is_err(), "a fourth connection from 127.0.0.2");
-    // Another address is not affected.
+    assert!(refused.is_err(), "a fourth connection from 127.0.2.0/24");
+    // Another network is not affected.
     honest_fetch(&artifact, &seeder, dir.path()).await;
     // A slot given back is free again.
     sessions

@@ -78,6 +78,7 @@ async fn three_seeders_each_deliver_a_share() {
             node: NodeConfig::default(),
             download: DownloadConfig::default(),
             give_up_after: Duration::from_secs(10),
+            dht: None,
         },
         Arc::new(partial),
         Arc::new(Identity::generate().unwrap()),

@@ -82,6 +82,10 @@ pub struct PeerContribution {
     pub bad_chunks: u64,
     /// Whether it was banned from this download for sending bad data.
     pub banned: bool,
+    /// How it was found: `offer` (an offer or `--peer`), `peer-exchange`,
+    /// `dht` or `incoming`; empty in receipts that predate it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub found_by: String,
 }
 
 /// The receipt of one import.

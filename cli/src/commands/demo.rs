@@ -227,6 +227,7 @@ async fn swarm(
                 node: loopback(),
                 download: DownloadConfig::default(),
                 give_up_after: Duration::from_secs(60),
+                dht: None,
             },
             Arc::new(partial),
             Arc::new(Identity::generate().context("cannot create an identity")?),

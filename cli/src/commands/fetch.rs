@@ -88,6 +88,29 @@ pub struct TransferArgs {
     /// With --serve: congestion controller for what this node sends.
     #[arg(long, value_enum, default_value_t = Congestion::Cubic)]
     pub congestion: Congestion,
+    /// Find peers on the BitTorrent Mainline DHT too (no offer needed), and
+    /// with --serve announce there that this address serves the artifact.
+    /// A lookup tells the DHT nodes near the swarm's key that this address
+    /// wants it. Never implied; covered by the consent prompt or --yes.
+    #[arg(long)]
+    pub dht: bool,
+    /// A DHT node to join through instead of the public bootstrap nodes
+    /// (repeatable; a private DHT, or `minimodel dht-node`).
+    #[arg(
+        long = "dht-bootstrap",
+        value_name = "HOST:PORT",
+        value_parser = super::dht::parse_bootstrap,
+        requires = "dht"
+    )]
+    pub dht_bootstrap: Vec<std::net::SocketAddrV4>,
+    /// Give up after this long with nothing verified, whatever the peers do
+    /// (they are dialed again with back-off meanwhile), like 30s, 5min, 1h.
+    #[arg(long, value_name = "DURATION", value_parser = crate::units::parse_duration, default_value = "5min")]
+    pub give_up_after: Duration,
+    /// Download cap per second, like 8MiB: requests are spaced so that the
+    /// requested bytes stay within it.
+    #[arg(long, value_name = "RATE", value_parser = parse_size)]
+    pub max_download: Option<u64>,
     /// Rehash every chunk a partial download says it has before resuming;
     /// read a finished file whole again, and repair it from peers if it is
     /// damaged.
@@ -109,10 +132,11 @@ pub fn run(args: FetchArgs, out: Output) -> Result<(), Failure> {
         peers.push(offer.peer);
     }
     let peers = merge_peers(peers);
-    if peers.is_empty() {
+    if peers.is_empty() && !args.transfer.dht {
         return Err(
-            Failure::new(Exit::Usage, anyhow::anyhow!("no peers to fetch from"))
-                .with_hint("name peers with --peer PEER_ID@HOST:PORT or --offer FILE"),
+            Failure::new(Exit::Usage, anyhow::anyhow!("no peers to fetch from")).with_hint(
+                "name peers with --peer PEER_ID@HOST:PORT or --offer FILE, or find them with --dht",
+            ),
         );
     }
     transfer(&loaded, peers, args.out, &args.transfer, out)
@@ -128,29 +152,57 @@ pub fn transfer(
     out: Output,
 ) -> Result<(), Failure> {
     let manifest = &loaded.manifest;
+    let dht_scope = if args.dht_bootstrap.is_empty() {
+        "the public BitTorrent DHT"
+    } else {
+        "the DHT of the --dht-bootstrap nodes"
+    };
+    let mut from = Vec::new();
+    if !peers.is_empty() {
+        from.push(counted(peers.len() as u64, "named peer"));
+    }
+    from.push("peers they tell us of (peer exchange)".to_owned());
+    if args.dht {
+        from.push(format!(
+            "peers found on {dht_scope} (a lookup tells its nodes that this address wants the artifact)"
+        ));
+    }
     consent::ask(
-        &format!(
-            "fetch {} from {}",
-            manifest.model_id,
-            counted(peers.len() as u64, "peer")
-        ),
+        &format!("fetch {} from {}", manifest.model_id, from.join(", ")),
         args.yes,
         out.json,
     )?;
     if args.serve {
-        consent::ask(
-            &format!(
-                "serve verified chunks of {} to other peers while fetching",
-                manifest.model_id
-            ),
-            args.yes,
-            out.json,
-        )?;
+        let mut what = format!(
+            "serve verified chunks of {} while fetching to any peer that connects, listening on {}",
+            manifest.model_id, args.listen
+        );
+        if args.listen.ip().is_unspecified() {
+            what.push_str(" (every interface of this host)");
+        }
+        if args.seed_after {
+            what.push_str(", and keep serving the finished file until stopped");
+        }
+        if args.dht {
+            what.push_str(&format!(
+                ", and announce on {dht_scope} that this address serves it (anyone there can look that up)"
+            ));
+        }
+        consent::ask(&what, args.yes, out.json)?;
     }
     let Some((partial, resumed_bytes)) = open_download(loaded, &dir, args.recheck, out)? else {
         return Ok(());
     };
     let identity = identity(args.identity.as_deref())?;
+    let dht_config = args.dht.then(|| minimodel_swarm::dht::DiscoveryConfig {
+        bind: std::net::SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, 0),
+        bootstrap: if args.dht_bootstrap.is_empty() {
+            minimodel_swarm::dht::Bootstrap::Public
+        } else {
+            minimodel_swarm::dht::Bootstrap::Nodes(args.dht_bootstrap.clone())
+        },
+        ..minimodel_swarm::dht::DiscoveryConfig::default()
+    });
     let runtime = runtime()?;
     let stop = Stop::default();
     runtime.block_on(async {
@@ -159,9 +211,13 @@ pub fn transfer(
             manifest: manifest.clone(),
             manifest_sha256: loaded.sha256,
             out_dir: dir.clone(),
-            // Until the node dials every address of a peer itself: one
-            // entry per address, the node dials the first of each peer.
+            // One entry per address; the node gathers them by peer id and
+            // tries each address of a peer in turn.
             peers: PeerAddrs::flatten(&peers),
+            dht: match dht_config {
+                Some(config) => Some(std::sync::Arc::new(super::dht::start(config).await?)),
+                None => None,
+            },
             serve: args.serve,
             seed_after: args.seed_after,
             node: NodeConfig {
@@ -170,12 +226,13 @@ pub fn transfer(
                 core: minimodel_swarm::node::CoreConfig {
                     max_peers: args.max_peers,
                     max_upload: args.max_upload,
+                    max_download: args.max_download,
                     ..minimodel_swarm::node::CoreConfig::default()
                 },
                 ..NodeConfig::default()
             },
             download: DownloadConfig::default(),
-            give_up_after: Duration::from_secs(20),
+            give_up_after: args.give_up_after,
         };
         let fetcher = Fetcher::start(config, partial, identity, reports)
             .map_err(|error| classify(error, &stop))?;

@@ -700,6 +700,12 @@ impl NodeCore {
         };
         entry.failures += 1;
         let failures = entry.failures;
+        if entry.source.is_unverified() && failures >= self.config.max_unverified_failures {
+            // An address someone else gave us that keeps failing is not
+            // dialed forever.
+            entry.state = EntryState::Retired;
+            return;
+        }
         let wait = AddressBook::backoff(
             failures,
             self.config.redial_initial,
@@ -764,6 +770,55 @@ impl NodeCore {
                 Some(format!("{addr} ({}): {problem}", entry.source.as_str()))
             })
             .collect()
+    }
+
+    /// When the next DHT lookup is due, if one will be: while the download
+    /// wants peers, every `dht_lookup_every`, or after `dht_lookup_retry`
+    /// when no peer that serves is connected.
+    pub(super) fn next_lookup_time(&self) -> Option<Instant> {
+        if !self.discovery || self.lookup_running || !self.wants_peers() {
+            return None;
+        }
+        let Some(last) = self.last_lookup else {
+            return Some(self.started_at);
+        };
+        let serving = self.peers().filter(|(_, p)| p.downloading_from).count();
+        let wait = if serving == 0 {
+            self.config.dht_lookup_retry
+        } else if serving < self.config.dht_enough_peers {
+            self.config.dht_lookup_every
+        } else {
+            return None;
+        };
+        Some(last + wait)
+    }
+
+    /// Starts a DHT lookup when one is due.
+    pub(super) fn lookup_due(&mut self, now: Instant) {
+        if self.next_lookup_time().is_some_and(|at| at <= now) {
+            self.lookup_running = true;
+            self.last_lookup = Some(now);
+            self.actions.push_back(Action::Lookup);
+        }
+    }
+
+    /// Addresses a DHT lookup found (no ids: the handshake learns them).
+    /// Each is dialed like an address from peer exchange: a short deadline,
+    /// at most `max_exchange_dials` at once.
+    pub fn handle_discovered(&mut self, addrs: &[SocketAddr], now: Instant) {
+        for addr in addrs {
+            if scope(*addr) == crate::address::Scope::Unusable {
+                continue;
+            }
+            self.book.learn(None, &[*addr], Source::Dht, now);
+        }
+        self.dial_due(now);
+    }
+
+    /// The DHT lookup ended.
+    pub fn handle_lookup_done(&mut self, now: Instant) {
+        self.lookup_running = false;
+        self.last_lookup = Some(now);
     }
 
     /// Addresses a peer told us of (peer exchange): dialed while the

@@ -121,6 +121,10 @@ pub enum Action {
     /// Every chunk is verified: run the final checks and deliver (answer
     /// with [`NodeCore::handle_finished`]).
     Deliver,
+    /// Look the swarm up on the DHT: pass what it finds to
+    /// [`NodeCore::handle_discovered`] as it comes, then call
+    /// [`NodeCore::handle_lookup_done`].
+    Lookup,
     /// The node's work is over (a download delivered and not seeding on,
     /// or failed): stop the driver. Goodbyes were queued before this.
     End(Result<(), Failure>),
@@ -198,6 +202,8 @@ pub struct NodeStart {
     pub download: bool,
     /// With `serve`: keep serving the whole file once delivered.
     pub seed_after: bool,
+    /// Whether peers can be looked up on a DHT ([`Action::Lookup`]).
+    pub discovery: bool,
     /// Seed of every random choice (tie-breaks, jitter).
     pub seed: u64,
 }
@@ -227,6 +233,12 @@ pub struct NodeCore {
     last_serving_report: Instant,
     ended: bool,
     stopping: bool,
+    discovery: bool,
+    /// A lookup is running; when the last one started.
+    lookup_running: bool,
+    last_lookup: Option<Instant>,
+    /// When the node started (the first lookup is due then).
+    started_at: Instant,
 }
 
 impl NodeCore {
@@ -264,6 +276,10 @@ impl NodeCore {
             last_serving_report: now,
             ended: false,
             stopping: false,
+            discovery: start.discovery,
+            lookup_running: false,
+            last_lookup: None,
+            started_at: now,
         };
         // A download whose every chunk was verified in an earlier run goes
         // straight to its final checks.
@@ -300,6 +316,7 @@ impl NodeCore {
             Link::Up(_) => None,
         });
         let dials = self.next_dial_time();
+        let lookup = self.next_lookup_time();
         let download = self
             .download
             .as_ref()
@@ -314,6 +331,7 @@ impl NodeCore {
             .then(|| self.last_serving_report + Duration::from_secs(1));
         links
             .chain(dials)
+            .chain(lookup)
             .chain(download)
             .chain(uploads)
             .chain(exchange)
@@ -329,6 +347,7 @@ impl NodeCore {
             return;
         }
         self.expire_links(now);
+        self.lookup_due(now);
         self.dial_due(now);
         self.download_tick(now);
         self.start_uploads(now);
@@ -461,12 +480,12 @@ impl NodeCore {
         for link in keys {
             match self.links.get(&link) {
                 Some(Link::Up(_)) => {
-                    let reason = if done {
-                        GoodbyeReason::Done
+                    let (reason, departure) = if done {
+                        (GoodbyeReason::Done, Departure::Done)
                     } else {
-                        GoodbyeReason::Shutdown
+                        (GoodbyeReason::Shutdown, Departure::Shutdown)
                     };
-                    self.close_peer(link, reason, Departure::Shutdown, now);
+                    self.close_peer(link, reason, departure, now);
                 }
                 Some(_) => {
                     self.links.remove(&link);

@@ -137,6 +137,7 @@ impl Harness {
         let swarm = testing::swarm(CHUNK, chunks);
         let base = Instant::now();
         let start = NodeStart {
+            discovery: false,
             swarm: swarm.clone(),
             local_id: testing::peer_id(200),
             serve: kind != Kind::Fetch,

@@ -51,16 +51,20 @@ pub(super) fn dial(
     let events = node.sender.clone();
     let task = tokio::spawn(async move {
         let attempt = async {
-            // A peer without a known id (found on a DHT) is not dialed yet:
-            // the transport pins the id it expects.
-            let Some(id) = peer else {
-                return Err(LinkEnd::Lost("no peer id to dial".into()));
-            };
-            let connection =
-                transport::connect(&endpoint, &PeerAddr { id, addr }, &identity, &tuning)
+            // A peer found on a DHT has no id yet: its handshake proves one.
+            let (connection, id) = match peer {
+                Some(id) => {
+                    let peer = PeerAddr { id, addr };
+                    let connection = transport::connect(&endpoint, &peer, &identity, &tuning)
+                        .await
+                        .map_err(connect_end)?;
+                    (connection, id)
+                }
+                None => transport::connect_any(&endpoint, addr, &identity, &tuning)
                     .await
-                    .map_err(connect_end)?;
-            let remote = connection.remote_address();
+                    .map_err(connect_end)?,
+            };
+            let remote = transport::canonical_addr(connection.remote_address());
             let session = handshake::dial(connection, id, &local, have)
                 .await
                 .map_err(LinkError::into_end)?;

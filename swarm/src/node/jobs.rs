@@ -427,6 +427,10 @@ pub(crate) fn summary_of(stats: Option<&minimodel_node::node::TransferStats>) ->
                 bytes: peer.bytes,
                 bad_chunks: peer.bad_chunks,
                 banned: peer.banned,
+                found_by: peer
+                    .source
+                    .map(|source| source.as_str().to_owned())
+                    .unwrap_or_default(),
             })
             .collect(),
     }

@@ -95,6 +95,10 @@ pub(crate) enum Event {
     },
     /// A job finished.
     Job(jobs::JobDone),
+    /// A DHT lookup found addresses.
+    Discovered(Vec<SocketAddr>),
+    /// The DHT lookup ended.
+    LookupDone,
 }
 
 /// A link as the driver holds it.
@@ -127,6 +131,10 @@ pub(crate) struct Node {
     /// A download was just delivered: [`Node::run`] returns so that its
     /// owner can report it (and then run on, seeding).
     delivered_now: bool,
+    /// The DHT client and this swarm's key, when peers are found there.
+    dht: Option<(Arc<crate::dht::Discovery>, crate::dht::SwarmKey)>,
+    /// This node's announcement on the DHT (stopped when dropped).
+    announcement: Option<crate::dht::Announcement>,
 }
 
 /// What [`Node::new`] needs.
@@ -181,6 +189,8 @@ impl Node {
             reports: parts.reports,
             outcome: None,
             delivered_now: false,
+            dht: None,
+            announcement: None,
         })
     }
 
@@ -197,6 +207,19 @@ impl Node {
     /// The core, to feed it peers before the run and read its figures.
     pub(crate) fn core(&mut self) -> &mut NodeCore {
         &mut self.core
+    }
+
+    /// Finds peers on the DHT (when the core asks), and announces this node
+    /// there when it listens.
+    pub(crate) fn use_dht(&mut self, dht: Arc<crate::dht::Discovery>, key: crate::dht::SwarmKey) {
+        if let Some(port) = self
+            .local
+            .listen
+            .and_then(|listen| std::num::NonZeroU16::new(listen.port()))
+        {
+            self.announcement = Some(dht.announce(key, port));
+        }
+        self.dht = Some((dht, key));
     }
 
     /// Starts the trailing whole-file hasher of a download.
@@ -279,6 +302,9 @@ impl Node {
             }
         })
         .await;
+        if let Some(announcement) = self.announcement.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), announcement.stop()).await;
+        }
         self.endpoint.close(0u32.into(), b"shutdown");
         let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
     }
@@ -325,6 +351,8 @@ impl Node {
             }
             Event::Link(link, event) => self.on_link_event(link, event, now),
             Event::Job(done) => jobs::on_done(self, done, now),
+            Event::Discovered(addrs) => self.core.handle_discovered(&addrs, now),
+            Event::LookupDone => self.core.handle_lookup_done(now),
         }
     }
 
@@ -376,6 +404,26 @@ impl Node {
         }
     }
 
+    /// Runs a DHT lookup, passing on what it finds as it comes.
+    fn lookup(&mut self) {
+        let events = self.sender.clone();
+        let Some((dht, key)) = self.dht.clone() else {
+            tokio::spawn(async move {
+                let _ = events.send(Event::LookupDone).await;
+            });
+            return;
+        };
+        tokio::spawn(async move {
+            let mut lookup = dht.start_lookup(key);
+            while let Some(addrs) = lookup.next().await {
+                if events.send(Event::Discovered(addrs)).await.is_err() {
+                    return;
+                }
+            }
+            let _ = events.send(Event::LookupDone).await;
+        });
+    }
+
     /// Forgets the driver's side of a link: its uploads stop.
     fn drop_link(&mut self, link: LinkId) {
         match self.links.remove(&link) {
@@ -424,6 +472,9 @@ impl Node {
                     _ => true,
                 };
                 if !sent {
+                    if let Some(DriverLink::Up(handle, _)) = self.links.get(&link) {
+                        handle.abort();
+                    }
                     self.drop_link(link);
                     self.core.handle_closed(link, LinkEnd::NotReading, now);
                 }
@@ -451,6 +502,7 @@ impl Node {
             Action::RestartHash => self.jobs.restart_hash(&self.sender),
             Action::Checkpoint { release_below } => jobs::checkpoint(self, release_below),
             Action::Deliver => jobs::deliver(self),
+            Action::Lookup => self.lookup(),
             Action::End(outcome) => self.outcome = Some(outcome),
         }
     }

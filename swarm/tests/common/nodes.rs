@@ -149,6 +149,7 @@ pub fn fetch_config(artifact: &Artifact, out: &Path, peers: Vec<PeerAddr>) -> Fe
             ..DownloadConfig::default()
         },
         give_up_after: Duration::from_secs(10),
+        dht: None,
     }
 }
 
