@@ -76,6 +76,19 @@ pub enum IdentityError {
         /// Its permission bits.
         mode: u32,
     },
+    /// The key file belongs to another user: whoever owns it can read or
+    /// replace the key, and so speak as this peer.
+    #[error(
+        "identity key {path} belongs to another user (uid {owner}, not {expected}); use an identity directory of your own"
+    )]
+    Owner {
+        /// The key file.
+        path: PathBuf,
+        /// Its owner.
+        owner: u32,
+        /// The user running this process.
+        expected: u32,
+    },
     /// The key file is not an unencrypted PKCS#8 v2 key that `ring` accepts.
     #[error("identity key {path} is corrupt ({reason}); remove it to make a new identity")]
     Corrupt {
@@ -114,8 +127,9 @@ impl Identity {
     pub fn load_or_generate(dir: &Path) -> Result<Identity, IdentityError> {
         create_private_dir(dir)?;
         let path = dir.join(KEY_FILE_NAME);
+        let uid = rustix::process::geteuid().as_raw();
         match File::open(&path) {
-            Ok(file) => return load_key_file(file, &path),
+            Ok(file) => return load_key_file(file, &path, uid),
             Err(error) if error.kind() == io::ErrorKind::NotFound => {}
             Err(source) => return Err(IdentityError::Io { path, source }),
         }
@@ -129,7 +143,7 @@ impl Identity {
                     path: path.clone(),
                     source,
                 })?;
-                return load_key_file(file, &path);
+                return load_key_file(file, &path, uid);
             }
         }
         Identity::from_pkcs8(&pkcs8).map_err(|reason| IdentityError::Corrupt { path, reason })
@@ -188,9 +202,10 @@ fn create_private_dir(dir: &Path) -> Result<(), IdentityError> {
     })
 }
 
-/// Reads and checks an opened key file. Permissions are checked on the open
-/// file itself, so a rename in between cannot swap in another file.
-fn load_key_file(mut file: File, path: &Path) -> Result<Identity, IdentityError> {
+/// Reads and checks an opened key file, which `uid` must own. Owner and
+/// permissions are checked on the open file itself, so a rename in between
+/// cannot swap in another file.
+fn load_key_file(mut file: File, path: &Path, uid: u32) -> Result<Identity, IdentityError> {
     let io_error = |source| IdentityError::Io {
         path: path.to_owned(),
         source,
@@ -198,7 +213,14 @@ fn load_key_file(mut file: File, path: &Path) -> Result<Identity, IdentityError>
     let metadata = file.metadata().map_err(io_error)?;
     #[cfg(unix)]
     {
-        use std::os::unix::fs::PermissionsExt;
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        if metadata.uid() != uid {
+            return Err(IdentityError::Owner {
+                path: path.to_owned(),
+                owner: metadata.uid(),
+                expected: uid,
+            });
+        }
         let mode = metadata.permissions().mode() & 0o7777;
         if mode & 0o077 != 0 {
             return Err(IdentityError::Permissions {
@@ -315,6 +337,29 @@ mod tests {
         assert_eq!(spki.as_ref(), &ed25519_spki(&identity.peer_id())[..]);
         assert_eq!(key.cert.len(), 1);
         assert_eq!(key.cert[0].as_ref(), spki.as_ref());
+    }
+
+    #[test]
+    fn a_key_file_owned_by_another_user_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = Identity::load_or_generate(dir.path()).unwrap();
+        let path = dir.path().join(KEY_FILE_NAME);
+        let me = rustix::process::geteuid().as_raw();
+        // The same file, read as if by someone else: refused, naming both.
+        let Err(error) = load_key_file(File::open(&path).unwrap(), &path, me + 1) else {
+            panic!("a key file owned by another user was loaded");
+        };
+        assert!(
+            matches!(error, IdentityError::Owner { owner, expected, .. } if owner == me && expected == me + 1),
+            "{error}"
+        );
+        assert!(
+            error.to_string().contains("belongs to another user"),
+            "{error}"
+        );
+        // Its owner loads it.
+        let again = load_key_file(File::open(&path).unwrap(), &path, me).unwrap();
+        assert_eq!(again.peer_id(), first.peer_id());
     }
 
     #[test]
