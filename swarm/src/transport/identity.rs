@@ -128,7 +128,7 @@ impl Identity {
         create_private_dir(dir)?;
         let path = dir.join(KEY_FILE_NAME);
         let uid = rustix::process::geteuid().as_raw();
-        match File::open(&path) {
+        match open_key_file(&path) {
             Ok(file) => return load_key_file(file, &path, uid),
             Err(error) if error.kind() == io::ErrorKind::NotFound => {}
             Err(source) => return Err(IdentityError::Io { path, source }),
@@ -139,7 +139,7 @@ impl Identity {
             // Another process created the key between our open and our
             // link: use its key, so both agree on the peer id.
             WriteOutcome::AlreadyExists => {
-                let file = File::open(&path).map_err(|source| IdentityError::Io {
+                let file = open_key_file(&path).map_err(|source| IdentityError::Io {
                     path: path.clone(),
                     source,
                 })?;
@@ -205,6 +205,29 @@ fn create_private_dir(dir: &Path) -> Result<(), IdentityError> {
 /// Reads and checks an opened key file, which `uid` must own. Owner and
 /// permissions are checked on the open file itself, so a rename in between
 /// cannot swap in another file.
+/// Opens the key file without following a link (a link there could point
+/// the node at any key its owner can read) and without waiting on a FIFO.
+fn open_key_file(path: &Path) -> io::Result<File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        let flags = rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK;
+        options.custom_flags(flags.bits() as i32);
+    }
+    match options.open(path) {
+        // ELOOP: the last component is a symbolic link.
+        Err(error) if error.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
+            Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "is a symbolic link; a key file must be a regular file",
+            ))
+        }
+        other => other,
+    }
+}
+
 fn load_key_file(mut file: File, path: &Path, uid: u32) -> Result<Identity, IdentityError> {
     let io_error = |source| IdentityError::Io {
         path: path.to_owned(),
@@ -337,6 +360,36 @@ mod tests {
         assert_eq!(spki.as_ref(), &ed25519_spki(&identity.peer_id())[..]);
         assert_eq!(key.cert.len(), 1);
         assert_eq!(key.cert[0].as_ref(), spki.as_ref());
+    }
+
+    #[test]
+    fn a_key_file_that_is_a_link_or_a_fifo_is_refused_without_waiting() {
+        let dir = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        let other = Identity::load_or_generate(elsewhere.path()).unwrap();
+        let path = dir.path().join(KEY_FILE_NAME);
+        std::os::unix::fs::symlink(elsewhere.path().join(KEY_FILE_NAME), &path).unwrap();
+        let error = Identity::load_or_generate(dir.path()).unwrap_err();
+        assert!(error.to_string().contains("symbolic link"), "{error}");
+        // The link is left alone: nothing replaced it with a new key.
+        assert!(
+            std::fs::symlink_metadata(&path)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        drop(other);
+        std::fs::remove_file(&path).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &path,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        let error = Identity::load_or_generate(dir.path()).unwrap_err();
+        assert!(error.to_string().contains("not a regular file"), "{error}");
     }
 
     #[test]
