@@ -244,6 +244,7 @@ impl PeerDownload {
         by_age.sort();
         let expiry = by_age
             .iter()
+            .filter(|_| self.rate.is_some())
             .enumerate()
             .map(|(position, sent)| {
                 *sent
@@ -268,6 +269,13 @@ impl PeerDownload {
     /// `n`-th oldest may take `factor * n` chunk times, and never less than
     /// `min_timeout`. A request expires at the deadline
     /// [`Self::next_deadline`] names for it, not after it.
+    ///
+    /// Until its first chunk arrives the peer's rate is unknown, and no
+    /// request expires: over a slow path the first few chunks can take
+    /// longer than `min_timeout` together (a lossy 100 ms path carries a
+    /// few hundred KB/s), and expiring them would cancel work in progress
+    /// and drop an honest peer. A peer that delivers nothing at all is
+    /// dropped at the stall timeout instead.
     pub(crate) fn expired_requests(
         &self,
         now: Instant,
@@ -275,6 +283,9 @@ impl PeerDownload {
         min_timeout: Duration,
         factor: u32,
     ) -> Vec<u32> {
+        if self.rate.is_none() {
+            return Vec::new();
+        }
         let chunk_time = self.chunk_time(chunk_size);
         let mut by_age: Vec<(Instant, u32)> = self
             .requests
@@ -302,6 +313,40 @@ mod tests {
 
     fn session(now: Instant) -> PeerDownload {
         PeerDownload::new(PeerId([7; 32]), HaveBitfield::full(100), now)
+    }
+
+    #[test]
+    fn before_its_first_chunk_a_peer_is_held_to_the_stall_timeout_only() {
+        let config = DownloadConfig::default();
+        let t0 = Instant::now();
+        let mut slow = session(t0);
+        for chunk in 0..4 {
+            slow.start_request(chunk, t0);
+        }
+        let chunk = 1 << 20;
+        let (min, factor, stall) = (
+            config.min_request_timeout,
+            config.request_timeout_factor,
+            config.stall_timeout,
+        );
+        let later = t0 + min + Duration::from_secs(5);
+        assert!(slow.expired_requests(later, chunk, min, factor).is_empty());
+        assert_eq!(
+            slow.next_deadline(t0, chunk, min, factor, stall),
+            Some(t0 + stall)
+        );
+        assert!(slow.is_stalled(t0 + stall, stall));
+        // Once it delivered, its rate sets the timeouts: 1 MiB in 10 s
+        // allows the oldest remaining request 4 chunk times (40 s).
+        let t1 = t0 + Duration::from_secs(10);
+        slow.finish_request(0);
+        slow.record_delivery(chunk.into(), Some(t0), t1);
+        let oldest = t0 + Duration::from_secs(40);
+        assert!(
+            slow.expired_requests(oldest - Duration::from_millis(1), chunk, min, factor)
+                .is_empty()
+        );
+        assert_eq!(slow.expired_requests(oldest, chunk, min, factor), vec![1]);
     }
 
     #[test]

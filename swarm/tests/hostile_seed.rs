@@ -295,6 +295,64 @@ async fn stalled_handshakes_are_capped_and_time_out() {
     honest_fetch(&artifact, &seeder, dir.path()).await;
 }
 
+/// Sixteen peers from one /24 connect and never say Hello, with the
+/// default prefix limits: at most 4 of them hold a handshake slot, the rest
+/// are refused at their first packet, and an honest peer from another
+/// network gets in and completes its fetch while they are still stalled.
+/// Their deadline is a minute here, so the honest fetch cannot owe its way
+/// in to their slots expiring.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_handshakes_from_one_prefix_do_not_keep_others_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let artifact = artifact(dir.path());
+    let defaults = minimodel_swarm::node::CoreConfig::default();
+    let mut seeder = RunningSeeder::start(
+        &artifact,
+        NodeConfig {
+            core: minimodel_swarm::node::CoreConfig {
+                handshake_timeout: Duration::from_secs(60),
+                ..defaults.clone()
+            },
+            ..listen_config()
+        },
+    );
+    let mut held = Vec::new();
+    let mut refused = 0;
+    for host in 1..=16u8 {
+        let dialer = Dialer::new([127, 0, 9, host].into());
+        match dialer.session(&seeder.peer).await {
+            Ok(session) => held.push((session, dialer)),
+            Err(_) => refused += 1,
+        }
+    }
+    assert!(
+        !held.is_empty() && held.len() <= defaults.max_handshakes_per_prefix,
+        "{} stalled handshakes from one /24 were let in",
+        held.len()
+    );
+    assert_eq!(held.len() + refused, 16);
+    honest_fetch(&artifact, &seeder, dir.path()).await;
+    // The stalled handshakes still hold their slots: none timed out, and
+    // their /24 is still at its limit.
+    let timed_out = seeder
+        .wait_for(Duration::from_millis(1), |report| {
+            matches!(
+                report,
+                NodeReport::Refused {
+                    reason: LinkEnd::TimedOut,
+                    ..
+                }
+            )
+        })
+        .await;
+    assert!(timed_out.is_none(), "{timed_out:?}");
+    let again = Dialer::new([127, 0, 9, 200].into());
+    assert!(
+        again.connect(&seeder.peer).await.is_err(),
+        "the /24 is still at its limit while its handshakes stall"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streams_per_connection_are_capped() {
     let dir = tempfile::tempdir().unwrap();

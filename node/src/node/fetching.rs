@@ -308,19 +308,13 @@ impl NodeCore {
         self.drain_download(now);
     }
 
-    /// A peer left the download. Whether it had chunks we still need (so
-    /// that it is worth dialing again).
-    pub(super) fn leave_download(&mut self, link: LinkId, now: Instant) -> bool {
+    /// A peer left the download.
+    pub(super) fn leave_download(&mut self, link: LinkId, now: Instant) {
         let Some(download) = &mut self.download else {
-            return false;
+            return;
         };
-        let useful = download
-            .downloader
-            .peer(link)
-            .is_some_and(|session| session.has().iter_ones().any(|chunk| !self.have.get(chunk)));
         download.downloader.remove_peer(link, now);
         self.drain_download(now);
-        useful
     }
 
     pub(super) fn download_have(&mut self, link: LinkId, chunk: ChunkIndex, now: Instant) {

@@ -349,6 +349,7 @@ impl NodeCore {
             serving: up.hello.serving,
             listen,
             downloading_from: false,
+            has: up.bitfield.clone(),
             arriving: Default::default(),
             ever_requested: HaveBitfield::new(count),
             told: Default::default(),
@@ -469,7 +470,12 @@ impl NodeCore {
             return;
         };
         self.uploads.remove_peer(link, &mut self.actions);
-        let useful = self.leave_download(link, now);
+        self.leave_download(link, now);
+        // Worth dialing again: it serves chunks this download still lacks
+        // (the download may have let it go already, for timeouts or a stall).
+        let useful = peer.serving
+            && self.download.as_ref().is_some_and(|d| !d.is_complete())
+            && peer.has.iter_ones().any(|chunk| !self.have.get(chunk));
         let blame = departure.blame();
         if let Some(entry) = peer.entry.and_then(|entry| self.book.get_mut(entry)) {
             entry.last_problem = Some(departure.to_string());

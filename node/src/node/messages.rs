@@ -32,6 +32,9 @@ impl NodeCore {
         };
         match event {
             ControlEvent::Have(chunk) => {
+                if let Some(peer) = self.peer_mut(link) {
+                    let _ = peer.has.set(chunk, true);
+                }
                 self.uploads.peer_have(link, chunk);
                 self.download_have(link, chunk, now);
             }

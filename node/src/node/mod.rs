@@ -167,6 +167,10 @@ struct Peer {
     listen: Option<SocketAddr>,
     /// It is part of our download.
     downloading_from: bool,
+    /// The chunks it has (its bitfield, then its `Have`s): whether it is
+    /// worth dialing again after it leaves does not depend on whether the
+    /// download still counts it.
+    has: HaveBitfield,
     /// Piece streams from it being read, by chunk.
     arriving: BTreeSet<u32>,
     /// Chunks ever requested from it (a piece it sends for any other is a

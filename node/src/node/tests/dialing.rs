@@ -67,7 +67,9 @@ fn addresses_of_one_peer_are_staggered_and_the_first_handshake_wins() {
     h.dial_up(third[0].link, &late);
     assert_eq!(aborts(&h.take()), [third[0].link]);
     assert_eq!(h.core.connected_count(), 1);
-    h.advance(20_000);
+    // (Within the first request timeout: a peer dropped for timeouts is
+    // dialed again, `a_peer_dropped_for_timeouts_is_dialed_again`.)
+    h.advance(10_000);
     assert!(dials(&h.take()).is_empty(), "connected: no more dials");
 }
 
@@ -161,6 +163,59 @@ fn a_peer_that_drops_with_chunks_we_need_is_redialed_and_one_without_is_not() {
     let addrs: Vec<SocketAddr> = dials(&h.take()).iter().map(|dial| dial.addr).collect();
     assert!(addrs.contains(&seeder.addr));
     assert!(!addrs.contains(&empty.addr), "it had nothing we need");
+}
+
+/// The only seeder delivers a chunk and then nothing (a path that went
+/// bad): its requests time out, the download drops it (too many timeouts),
+/// and it is dialed again after a back-off rather than forgotten, since it
+/// still has chunks we need.
+#[test]
+fn a_peer_dropped_for_timeouts_is_dialed_again() {
+    let mut h = Harness::new(Kind::Fetch, 8, NodeConfig::default());
+    let seeder = Remote::seeder(1, "62.1.1.1:4433", 8);
+    let link = h.connect_out(&seeder);
+    let asked = requests_to(&h.take(), link);
+    // One chunk arrives (its rate is known), then nothing: its requests
+    // time out until it is dropped.
+    h.advance(100);
+    h.deliver(link, asked[0]);
+    h.take();
+    h.take_reports();
+    let mut dropped = false;
+    for _ in 0..200 {
+        h.advance(h.elapsed(h.now) + 1_000);
+        let reports = h.take_reports();
+        if reports.iter().any(|report| {
+            matches!(
+                report,
+                NodeReport::PeerDisconnected {
+                    reason: crate::report::Departure::TooManyTimeouts,
+                    ..
+                }
+            )
+        }) {
+            dropped = true;
+            assert_eq!(redialing(&reports).len(), 1, "{reports:?}");
+            break;
+        }
+    }
+    assert!(
+        dropped,
+        "the seeder that delivers nothing is dropped: {:?}",
+        h.take_reports()
+    );
+    let start = h.elapsed(h.now);
+    let redial = loop {
+        h.advance(h.elapsed(h.now) + 100);
+        if let Some(dial) = dials(&h.take()).first().copied() {
+            break dial;
+        }
+        assert!(
+            h.elapsed(h.now) < start + 5_000,
+            "dialed again within the back-off"
+        );
+    };
+    assert_eq!(redial.addr, seeder.addr);
 }
 
 #[test]
