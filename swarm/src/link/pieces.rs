@@ -283,6 +283,34 @@ impl PieceSendStream {
             None => Ok(()),
         }
     }
+
+    /// Ends the stream with FIN and waits until the peer has acknowledged
+    /// every byte of it, or `stall` passes. Until then the piece is still
+    /// being sent: quinn's `write` returns once bytes are buffered (up to
+    /// the peer's whole receive window), so an upload that counted as done
+    /// at its last write would let a serving node believe its uplink idle
+    /// while megabytes wait in buffers, and decide the next uploads on that.
+    /// Dropped while waiting (the upload was cancelled), the stream is reset
+    /// like any other abandoned piece: the receiver discards it without
+    /// blame.
+    pub async fn finish_acknowledged(mut self, stall: Duration) -> Result<(), PieceStreamError> {
+        let Some(stream) = self.stream.as_mut() else {
+            return Ok(());
+        };
+        let acknowledged = stream.stopped();
+        stream.finish().map_err(|e| interrupted(&e))?;
+        let outcome = tokio::time::timeout(stall, acknowledged).await;
+        // Acknowledged, stopped or gone: nothing left to reset.
+        let _ = self.stream.take();
+        match outcome {
+            Ok(Ok(None)) => Ok(()),
+            Ok(Ok(Some(code))) => Err(PieceStreamError::Interrupted(format!(
+                "the peer stopped the stream (code {code})"
+            ))),
+            Ok(Err(error)) => Err(interrupted(&error)),
+            Err(_) => Err(PieceStreamError::Stalled(stall)),
+        }
+    }
 }
 
 impl Drop for PieceSendStream {
@@ -295,7 +323,8 @@ impl Drop for PieceSendStream {
     }
 }
 
-/// Sends one chunk on a new piece stream: header, bytes, FIN. With a pace
+/// Sends one chunk on a new piece stream: header, bytes, FIN, and returns
+/// once the peer has acknowledged all of it. With a pace
 /// (bytes per second), each slice waits for its tokens in a bucket of this
 /// upload's own. Opening the stream and each write must make progress
 /// within `stall`, or the upload is given up with
@@ -329,7 +358,7 @@ pub async fn send_piece(
         write_within(&mut stream, bytes.slice(offset..end), stall).await?;
         offset = end;
     }
-    stream.finish()
+    stream.finish_acknowledged(stall).await
 }
 
 fn interrupted(error: &dyn std::fmt::Display) -> PieceStreamError {
