@@ -33,6 +33,9 @@ use crate::transport::{Identity, TransportTuning};
 
 pub(crate) use jobs::{DeliveryContext, Jobs, ProofSource};
 
+/// How long a stopping node waits for its close packets to be sent.
+const CLOSE_FLUSH: Duration = Duration::from_millis(100);
+
 /// Settings of a running node: the core's policy, and what only the driver
 /// knows (where to listen, the transport's tuning).
 #[derive(Debug, Clone)]
@@ -306,7 +309,11 @@ impl Node {
             let _ = tokio::time::timeout(Duration::from_secs(5), announcement.stop()).await;
         }
         self.endpoint.close(0u32.into(), b"shutdown");
-        let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
+        // Long enough for the CONNECTION_CLOSE packets to leave; not the
+        // whole draining period (three probe timeouts, most of a second
+        // behind a full queue), which only answers stray packets and would
+        // hold up a finished command.
+        let _ = tokio::time::timeout(CLOSE_FLUSH, self.endpoint.wait_idle()).await;
     }
 
     fn on_incoming(&mut self, incoming: quinn::Incoming) {
