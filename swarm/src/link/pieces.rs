@@ -104,7 +104,7 @@ pub enum PieceStreamError {
     NoLongerWanted(ChunkIndex),
     /// Sending: the peer took none of the next slice of the piece for this
     /// long (its flow control stayed shut: it does not read).
-    #[error("upload stalled: the peer took no bytes for {0:?}")]
+    #[error("upload stalled: the peer took no bytes for {}", crate::transport::error::seconds(*.0))]
     Stalled(Duration),
 }
 

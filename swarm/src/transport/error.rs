@@ -11,6 +11,18 @@ use minimodel_wire::PeerId;
 use super::tls::{PeerIdentityError, TlsConfigError};
 use super::tuning::TuningError;
 
+/// A duration as people read it in a message: "10 s", "2.5 s", "0.25 s".
+pub(crate) fn seconds(duration: Duration) -> String {
+    let secs = duration.as_secs_f64();
+    if secs >= 10.0 {
+        format!("{secs:.0} s")
+    } else if secs >= 1.0 {
+        format!("{secs:.1} s")
+    } else {
+        format!("{secs:.2} s")
+    }
+}
+
 /// The endpoint could not be set up. Always local: configuration, socket or
 /// runtime.
 #[derive(Debug, thiserror::Error)]
@@ -107,7 +119,7 @@ pub enum ConnectError {
     },
     /// No handshake within the time limit: nobody answers there, or the
     /// path drops packets.
-    #[error("no handshake with {addr} after {after:?}")]
+    #[error("no handshake with {addr} after {}", seconds(*.after))]
     Timeout {
         /// The peer's address.
         addr: SocketAddr,
@@ -181,7 +193,7 @@ pub enum AcceptError {
         source: quinn::ConnectionError,
     },
     /// No handshake within the time limit.
-    #[error("no handshake with {addr} after {after:?}")]
+    #[error("no handshake with {addr} after {}", seconds(*.after))]
     Timeout {
         /// The dialer's address.
         addr: SocketAddr,
@@ -197,5 +209,25 @@ impl AcceptError {
             self,
             AcceptError::PeerMisbehaved { .. } | AcceptError::PeerIdentity { .. }
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_in_messages_read_as_seconds_without_debug_digits() {
+        assert_eq!(seconds(Duration::from_nanos(10_001_187_673)), "10 s");
+        assert_eq!(seconds(Duration::from_millis(2_540)), "2.5 s");
+        assert_eq!(seconds(Duration::from_millis(250)), "0.25 s");
+        let error = ConnectError::Timeout {
+            addr: "127.0.0.1:4433".parse().unwrap(),
+            after: Duration::from_nanos(10_001_187_673),
+        };
+        assert_eq!(
+            error.to_string(),
+            "no handshake with 127.0.0.1:4433 after 10 s"
+        );
     }
 }

@@ -25,7 +25,7 @@
 //!   (wrong key, broken protocol, incompatible), or the path (timeout).
 
 mod endpoint;
-mod error;
+pub(crate) mod error;
 mod identity;
 mod spki;
 mod tls;
