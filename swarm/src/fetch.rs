@@ -122,6 +122,10 @@ pub enum FetchError {
     /// Stopped before the end (the part so far is kept).
     #[error("stopped before the download finished; run the same command to resume")]
     Interrupted,
+    /// No identity for the node (the system random number generator
+    /// failed).
+    #[error("no identity for the node")]
+    Identity(#[source] crate::transport::IdentityError),
 }
 
 /// A download in progress.
@@ -329,19 +333,4 @@ impl Fetcher {
             Failure::Verification(text) => FetchError::Verification(text),
         }
     }
-}
-
-/// Writes JSON through a temporary file and a rename.
-pub fn write_json_atomically(
-    path: &std::path::Path,
-    value: &impl serde::Serialize,
-) -> std::io::Result<()> {
-    let mut text = serde_json::to_vec_pretty(value).map_err(std::io::Error::other)?;
-    text.push(b'\n');
-    let temp = path.with_extension("json.tmp");
-    std::fs::write(&temp, &text)?;
-    std::fs::File::open(&temp)?.sync_all()?;
-    std::fs::rename(&temp, path)?;
-    let dir = path.parent().filter(|dir| !dir.as_os_str().is_empty());
-    std::fs::File::open(dir.unwrap_or(std::path::Path::new(".")))?.sync_all()
 }

@@ -10,6 +10,8 @@
 #![warn(missing_docs)]
 
 pub use minimodel_node::{download, picker, session, upload};
+mod api;
+pub use api::{Fetch, Fetched, Seed, fetch, seed};
 pub mod addrs;
 pub mod dht;
 pub mod fetch;

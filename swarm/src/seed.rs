@@ -45,6 +45,13 @@ pub enum SeedError {
     /// The node could not start.
     #[error(transparent)]
     Node(#[from] crate::node::NodeError),
+    /// The file is not the artifact the manifest describes (or cannot be
+    /// read).
+    #[error("the file does not pass its check against the manifest")]
+    Verify(#[source] minimodel_verifier::check::VerifyError),
+    /// No identity for the node.
+    #[error("no identity for the node")]
+    Identity(#[source] crate::transport::IdentityError),
 }
 
 impl Seeder {

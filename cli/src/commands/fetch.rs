@@ -423,6 +423,7 @@ fn classify(error: FetchError, stop: &Stop) -> Failure {
         FetchError::Unfetchable(_) => Exit::InvalidInput,
         FetchError::Verification(_) | FetchError::Damaged { .. } => Exit::VerificationFailed,
         FetchError::Node(_)
+        | FetchError::Identity(_)
         | FetchError::Storage(_)
         | FetchError::Disk(_)
         | FetchError::NoPeers { .. }

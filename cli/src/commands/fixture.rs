@@ -2,12 +2,13 @@
 //! synthetic `.slm`, deterministic from the seed, written in a streaming
 //! pass. An existing OUT is left alone (exit 3) unless `--force`.
 
-use std::fs::{self, File};
+use std::fs;
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
+use minimodel_swarm::resume::NewFile;
 use minimodel_verifier::slm::{FixtureSpec, MIN_FIXTURE_SIZE, write_fixture};
 
 use crate::events::Event;
@@ -77,29 +78,35 @@ pub fn run(args: FixtureArgs, out: Output) -> Result<(), Failure> {
         .with_hint("pass --force to replace it, or name another OUT file"));
     }
     let spec = FixtureSpec::new(args.size, args.seed);
-    let temp = args.out.with_extension("slm.partial");
     let bar = out.byte_progress(args.size, "fixture");
-    let result = (|| -> anyhow::Result<_> {
-        let file =
-            File::create(&temp).with_context(|| format!("cannot create {}", temp.display()))?;
+    let result = (|| -> Result<_, Failure> {
+        let file = NewFile::create(&args.out).map_err(|error| {
+            let exit = if error.is_invalid_input() {
+                Exit::InvalidInput
+            } else {
+                Exit::Transfer
+            };
+            Failure::new(exit, error)
+        })?;
         let mut writer = Counting {
             inner: BufWriter::with_capacity(1 << 20, file),
             written: 0,
             bar: bar.clone(),
         };
-        let info = write_fixture(&mut writer, &spec)?;
-        let file = writer.inner.into_inner().map_err(|e| e.into_error())?;
-        file.sync_all()?;
-        fs::rename(&temp, &args.out)
-            .with_context(|| format!("cannot rename into {}", args.out.display()))?;
+        let info = write_fixture(&mut writer, &spec)
+            .with_context(|| format!("cannot write {}", args.out.display()))
+            .or_exit(Exit::Transfer)?;
+        let file = writer
+            .inner
+            .into_inner()
+            .map_err(|e| e.into_error())
+            .with_context(|| format!("cannot write {}", args.out.display()))
+            .or_exit(Exit::Transfer)?;
+        file.commit().or_exit(Exit::Transfer)?;
         Ok(info)
     })();
     bar.finish_and_clear();
-    let info = result
-        .inspect_err(|_| {
-            let _ = fs::remove_file(&temp);
-        })
-        .or_exit(Exit::Transfer)?;
+    let info = result?;
     out.say(format!(
         "wrote {} ({}, seed {}, {}, {})",
         args.out.display(),

@@ -15,7 +15,6 @@ pub mod status;
 pub mod verify;
 
 use std::fs;
-use std::io::Write;
 use std::path::Path;
 
 use anyhow::Context;
@@ -44,29 +43,24 @@ pub fn load_manifest(path: &Path) -> Result<LoadedManifest, Failure> {
     })
 }
 
-/// Writes `bytes` to `path` through a temporary file in the same directory
-/// and a rename, so a reader never sees half a file.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .with_context(|| format!("{} is not a file path", path.display()))?;
-    let temp = dir.join(format!(
-        ".{}.tmp-{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    let result = (|| {
-        let mut file = fs::File::create(&temp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        fs::rename(&temp, path)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&temp);
-    }
-    result.with_context(|| format!("cannot write {}", path.display()))
+/// Writes `bytes` to `path` so that a reader never sees half a file and a
+/// link planted at `path` is refused, not written through (exit 3); see
+/// [`minimodel_swarm::resume::write_file_atomically`].
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), Failure> {
+    minimodel_swarm::resume::write_file_atomically(path, bytes).map_err(|error| {
+        let exit = if error.is_invalid_input() {
+            Exit::InvalidInput
+        } else {
+            Exit::Transfer
+        };
+        Failure::new(exit, error)
+    })
+}
+
+/// [`write_atomically`] for a JSON document, pretty-printed with a final
+/// newline.
+pub fn write_json_atomically(path: &Path, value: &impl serde::Serialize) -> Result<(), Failure> {
+    let mut text = serde_json::to_vec_pretty(value).or_exit(Exit::Transfer)?;
+    text.push(b'\n');
+    write_atomically(path, &text)
 }

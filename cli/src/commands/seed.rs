@@ -12,7 +12,6 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 use minimodel_swarm::dht::SwarmKey;
-use minimodel_swarm::fetch::write_json_atomically;
 use minimodel_swarm::node::NodeConfig;
 use minimodel_swarm::offer::PeerOffer;
 use minimodel_swarm::peers::PeerAddrs;
@@ -138,8 +137,7 @@ pub fn run(args: SeedArgs, out: Output) -> Result<(), Failure> {
         };
         let offer = PeerOffer::for_manifest(manifest, peer.clone());
         if let Some(path) = &args.offer {
-            write_json_atomically(path, &offer)
-                .with_context(|| format!("cannot write the offer to {}", path.display()))?;
+            super::write_json_atomically(path, &offer)?;
         }
         // Before the offer is out: whoever reads it may stop the seeder at
         // once.

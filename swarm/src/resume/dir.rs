@@ -297,6 +297,95 @@ impl SafeDir {
     }
 }
 
+/// A whole file being written, put in place by [`NewFile::commit`] so that
+/// a reader sees the old file or the new one, never half of either, and a
+/// crash keeps one of them: an exclusive, unpredictably named temporary
+/// file in the same directory, fsynced, renamed over the target through a
+/// handle on the directory, and the directory fsynced. Whatever is at the
+/// target must be missing or a regular file of ours with one name
+/// ([`ResumeError::UnsafeEntry`] otherwise, and it is left untouched), so a
+/// link planted there is never written through. Dropped before the commit,
+/// the temporary file is removed.
+///
+/// The one way the workspace writes a whole file outside a download's own
+/// files: offers, requests, manifests, receipts, chunk lists, fixtures.
+#[derive(Debug)]
+pub struct NewFile {
+    dir: SafeDir,
+    name: String,
+    temp: Option<String>,
+    file: File,
+}
+
+impl NewFile {
+    /// Starts writing the file that will be `path`.
+    pub fn create(path: &Path) -> Result<Self, ResumeError> {
+        let dir = path
+            .parent()
+            .filter(|dir| !dir.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let name = path
+            .file_name()
+            .and_then(|name| name.to_str())
+            .ok_or_else(|| {
+                io_error("write", path)(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "not a file name in UTF-8",
+                ))
+            })?
+            .to_owned();
+        let dir = SafeDir::open(dir, false)?;
+        dir.inspect(&name)?;
+        let (file, temp) = dir.create_temp(&name)?;
+        Ok(Self {
+            dir,
+            name,
+            temp: Some(temp),
+            file,
+        })
+    }
+
+    /// Syncs the bytes and puts the file in place.
+    pub fn commit(mut self) -> Result<(), ResumeError> {
+        let temp = self.temp.take().unwrap_or_default();
+        let renamed = self
+            .file
+            .sync_all()
+            .map_err(io_error("write", self.dir.join(&temp)))
+            .and_then(|()| self.dir.rename(&temp, &self.name));
+        if renamed.is_err() {
+            let _ = rustix::fs::unlinkat(&self.dir.fd, temp.as_str(), AtFlags::empty());
+        }
+        renamed?;
+        self.dir.sync()
+    }
+}
+
+impl Write for NewFile {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        self.file.write(bytes)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+impl Drop for NewFile {
+    fn drop(&mut self) {
+        if let Some(temp) = self.temp.take() {
+            let _ = rustix::fs::unlinkat(&self.dir.fd, temp.as_str(), AtFlags::empty());
+        }
+    }
+}
+
+/// Writes `bytes` to `path` whole, through a [`NewFile`].
+pub fn write_file_atomically(path: &Path, bytes: &[u8]) -> Result<(), ResumeError> {
+    let mut file = NewFile::create(path)?;
+    file.write_all(bytes).map_err(io_error("write", path))?;
+    file.commit()
+}
+
 /// What [`SafeDir::inspect`] learned about a regular file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct FileFacts {
@@ -389,6 +478,49 @@ mod tests {
             unsafe_kind(safe.open_read_write("b")),
             UnsafeKind::HardLinked { links: 2 }
         );
+    }
+
+    #[test]
+    fn a_whole_file_write_replaces_a_file_and_refuses_a_planted_link() {
+        let temp = tempfile::tempdir().unwrap();
+        let path = temp.path().join("offer.json");
+        write_file_atomically(&path, b"one").unwrap();
+        write_file_atomically(&path, b"two").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"two");
+        assert_eq!(std::fs::read_dir(temp.path()).unwrap().count(), 1);
+
+        let victim = temp.path().join("victim.txt");
+        std::fs::write(&victim, b"keep").unwrap();
+        let link = temp.path().join("request.json");
+        std::os::unix::fs::symlink(&victim, &link).unwrap();
+        let error = write_file_atomically(&link, b"model bytes").unwrap_err();
+        assert!(
+            matches!(
+                error,
+                ResumeError::UnsafeEntry {
+                    kind: UnsafeKind::Symlink,
+                    ..
+                }
+            ),
+            "{error}"
+        );
+        assert_eq!(std::fs::read(&victim).unwrap(), b"keep");
+        assert!(
+            std::fs::symlink_metadata(&link)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+    }
+
+    #[test]
+    fn a_new_file_dropped_before_its_commit_leaves_nothing() {
+        let temp = tempfile::tempdir().unwrap();
+        let path = temp.path().join("big.slm");
+        let mut file = NewFile::create(&path).unwrap();
+        file.write_all(b"half").unwrap();
+        drop(file);
+        assert_eq!(std::fs::read_dir(temp.path()).unwrap().count(), 0);
     }
 
     #[test]

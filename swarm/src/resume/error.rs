@@ -222,10 +222,10 @@ pub enum ResumeError {
         /// The first field that differs.
         field: &'static str,
     },
-    /// Something other than a regular file of ours is where a file of the
-    /// download belongs (a planted link, say): refused and left untouched.
+    /// Something other than a regular file of ours is where a file we
+    /// write belongs (a planted link, say): refused and left untouched.
     #[error(
-        "{path} {kind}; minimodel only writes regular files it owns in the download directory, so it stops here and leaves it untouched (move it away, or choose another directory)"
+        "{path} {kind}; minimodel only writes over regular files it owns, so it stops here and leaves it untouched (move it away, or choose another directory)"
     )]
     UnsafeEntry {
         /// The entry.

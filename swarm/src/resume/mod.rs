@@ -60,7 +60,7 @@ mod report;
 mod state;
 mod status;
 
-pub use dir::UnsafeKind;
+pub use dir::{NewFile, UnsafeKind, write_file_atomically};
 pub use error::{KnowledgeError, ResumeError, StateError};
 pub use files::DownloadPaths;
 pub use knowledge::{ChunkKnowledge, SavedNode};

@@ -1,0 +1,288 @@
+//! The front door for programs that embed minimodel: [`fetch`] a verified
+//! artifact from peers, or [`seed`] one, each a builder with sensible
+//! defaults and an optional stream of [`NodeReport`]s for progress.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use minimodel_swarm::{Fetched, fetch, seed};
+//! use minimodel_verifier::describe::{PublisherFields, describe_file};
+//! use minimodel_verifier::slm::{FixtureSpec, write_fixture};
+//!
+//! // A publisher's side: a .slm file and the manifest that describes it.
+//! let publisher = tempfile::tempdir()?;
+//! let slm = publisher.path().join("tiny.slm");
+//! write_fixture(&mut std::fs::File::create(&slm)?, &FixtureSpec::new(3 << 20, 7))?;
+//! let fields = PublisherFields::new(
+//!     "tiny".parse()?,
+//!     "acme".parse()?,
+//!     "https://example.org/license".parse()?,
+//!     "https://example.org/evidence".parse()?,
+//! );
+//! let manifest = describe_file(&slm, fields, Some(1 << 20), &|_| {})?.manifest;
+//!
+//! // Serve it (the file is verified against the manifest first).
+//! let seeder = seed(manifest.clone(), &slm)
+//!     .listen("127.0.0.1:0".parse()?)
+//!     .start()?;
+//! let peer = seeder.peer_addr().expect("a listening seeder has an address");
+//! let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+//! let serving = tokio::spawn(seeder.run(async {
+//!     let _ = stopped.await;
+//! }));
+//!
+//! // Fetch it: every chunk proven, the whole file checked on disk.
+//! let out = tempfile::tempdir()?;
+//! let (reports, mut progress) = tokio::sync::mpsc::unbounded_channel();
+//! let fetched = fetch(manifest, out.path()).peer(peer).reports(reports).run().await?;
+//! let Fetched::Downloaded(outcome) = fetched else {
+//!     panic!("the directory was empty: the file must have been downloaded");
+//! };
+//! assert_eq!(std::fs::read(&outcome.artifact_path)?, std::fs::read(&slm)?);
+//! assert!(progress.try_recv().is_ok(), "the fetch reported its progress");
+//!
+//! let _ = stop.send(());
+//! serving.await??;
+//! # Ok(())
+//! # }
+//! ```
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use minimodel_node::download::DownloadConfig;
+use minimodel_verifier::Sha256Digest;
+use minimodel_verifier::check::verify_local_file;
+use minimodel_verifier::manifest::Manifest;
+use minimodel_wire::PeerAddr;
+use tokio::sync::mpsc;
+
+use crate::fetch::{FetchConfig, FetchError, FetchOutcome, Fetcher};
+use crate::node::{NodeConfig, NodeReport};
+use crate::resume::{CompleteDownload, OpenedDownload, PartialDownload, ResumeOptions};
+use crate::seed::{SeedError, Seeder};
+use crate::transport::Identity;
+
+/// Starts describing a download of the artifact `manifest` describes into
+/// `out_dir`: `DIR/<model-id>.slm` and its receipt, resuming whatever a
+/// previous run left there. Add peers, then [`Fetch::run`].
+pub fn fetch(manifest: Manifest, out_dir: impl Into<PathBuf>) -> Fetch {
+    Fetch {
+        manifest_sha256: Sha256Digest::of(manifest.to_text().as_bytes()),
+        manifest,
+        out_dir: out_dir.into(),
+        peers: Vec::new(),
+        listen: None,
+        recheck: false,
+        give_up_after: Duration::from_secs(300),
+        max_download: None,
+        identity: None,
+        reports: None,
+    }
+}
+
+/// Starts describing how to serve the artifact `manifest` describes from
+/// the file at `path`. Set where to listen, then [`Seed::start`].
+pub fn seed(manifest: Manifest, path: impl Into<PathBuf>) -> Seed {
+    Seed {
+        manifest,
+        path: path.into(),
+        listen: SocketAddr::from(([0, 0, 0, 0], 0)),
+        identity: None,
+        reports: None,
+    }
+}
+
+/// A download to run; see [`fetch`].
+#[derive(Debug)]
+#[must_use = "a fetch does nothing until it is run"]
+pub struct Fetch {
+    manifest: Manifest,
+    manifest_sha256: Sha256Digest,
+    out_dir: PathBuf,
+    peers: Vec<PeerAddr>,
+    listen: Option<SocketAddr>,
+    recheck: bool,
+    give_up_after: Duration,
+    max_download: Option<u64>,
+    identity: Option<Arc<Identity>>,
+    reports: Option<mpsc::UnboundedSender<NodeReport>>,
+}
+
+/// What a finished [`Fetch`] found.
+#[derive(Debug)]
+pub enum Fetched {
+    /// Downloaded (or finished from a partial download) and delivered.
+    Downloaded(Box<FetchOutcome>),
+    /// The artifact was already in the directory with its receipt.
+    AlreadyComplete(Box<CompleteDownload>),
+}
+
+impl Fetch {
+    /// The SHA-256 of the manifest file as published, for the receipt.
+    /// Default: of the manifest's canonical text.
+    pub fn manifest_sha256(mut self, sha256: Sha256Digest) -> Self {
+        self.manifest_sha256 = sha256;
+        self
+    }
+
+    /// A peer to dial. The same id given with several addresses is one
+    /// peer, tried at each.
+    pub fn peer(mut self, peer: PeerAddr) -> Self {
+        self.peers.push(peer);
+        self
+    }
+
+    /// Peers to dial.
+    pub fn peers(mut self, peers: impl IntoIterator<Item = PeerAddr>) -> Self {
+        self.peers.extend(peers);
+        self
+    }
+
+    /// Serve verified chunks to other peers while downloading, listening
+    /// at `addr` (port 0 picks one). Default: download only, accept
+    /// nothing.
+    pub fn serve(mut self, addr: SocketAddr) -> Self {
+        self.listen = Some(addr);
+        self
+    }
+
+    /// Read a finished file in the directory again before calling it
+    /// complete, and repair it from peers if it is damaged. Default: a
+    /// finished file with its receipt is taken as it is.
+    pub fn recheck(mut self, recheck: bool) -> Self {
+        self.recheck = recheck;
+        self
+    }
+
+    /// Give up after this long without a verified chunk. Default 5 min.
+    pub fn give_up_after(mut self, limit: Duration) -> Self {
+        self.give_up_after = limit;
+        self
+    }
+
+    /// Download at most this many bytes per second. Default: no limit.
+    pub fn max_download(mut self, bytes_per_second: u64) -> Self {
+        self.max_download = Some(bytes_per_second);
+        self
+    }
+
+    /// The node's identity (its peer id). Default: a fresh one for this
+    /// run.
+    pub fn identity(mut self, identity: Arc<Identity>) -> Self {
+        self.identity = Some(identity);
+        self
+    }
+
+    /// Where the node's reports go while it runs: links, verified chunks,
+    /// bans, delivery.
+    pub fn reports(mut self, reports: mpsc::UnboundedSender<NodeReport>) -> Self {
+        self.reports = Some(reports);
+        self
+    }
+
+    /// Runs the download to its end. What was verified stays on disk if it
+    /// fails.
+    pub async fn run(self) -> Result<Fetched, FetchError> {
+        self.run_until(std::future::pending()).await
+    }
+
+    /// Runs the download until it ends or `stop` resolves; stopped, it
+    /// checkpoints and returns [`FetchError::Interrupted`].
+    pub async fn run_until(self, stop: impl Future<Output = ()>) -> Result<Fetched, FetchError> {
+        let options = ResumeOptions {
+            recheck: self.recheck,
+            ..ResumeOptions::default()
+        };
+        let opened = PartialDownload::open(
+            &self.out_dir,
+            &self.manifest,
+            self.manifest_sha256,
+            &options,
+            &|_| {},
+        )?;
+        let partial = match opened {
+            OpenedDownload::Complete(done) => return Ok(Fetched::AlreadyComplete(Box::new(done))),
+            OpenedDownload::Partial(partial, _) => Arc::new(partial),
+        };
+        let identity = match self.identity {
+            Some(identity) => identity,
+            None => Arc::new(Identity::generate().map_err(FetchError::Identity)?),
+        };
+        let mut node = NodeConfig {
+            listen: self.listen,
+            ..NodeConfig::default()
+        };
+        node.core.max_download = self.max_download;
+        let config = FetchConfig {
+            manifest: self.manifest,
+            manifest_sha256: self.manifest_sha256,
+            out_dir: self.out_dir,
+            peers: self.peers,
+            serve: self.listen.is_some(),
+            seed_after: false,
+            node,
+            download: DownloadConfig::default(),
+            give_up_after: self.give_up_after,
+            dht: None,
+        };
+        let reports = self.reports.unwrap_or_else(|| mpsc::unbounded_channel().0);
+        let fetcher = Fetcher::start(config, partial, identity, reports)?;
+        fetcher
+            .run(stop)
+            .await
+            .map(|outcome| Fetched::Downloaded(Box::new(outcome)))
+    }
+}
+
+/// A seeder to start; see [`seed`].
+#[derive(Debug)]
+#[must_use = "a seeder does nothing until it is started"]
+pub struct Seed {
+    manifest: Manifest,
+    path: PathBuf,
+    listen: SocketAddr,
+    identity: Option<Arc<Identity>>,
+    reports: Option<mpsc::UnboundedSender<NodeReport>>,
+}
+
+impl Seed {
+    /// Where to listen (port 0 picks one). Default `0.0.0.0:0`.
+    pub fn listen(mut self, addr: SocketAddr) -> Self {
+        self.listen = addr;
+        self
+    }
+
+    /// The node's identity (its peer id). Default: a fresh one.
+    pub fn identity(mut self, identity: Arc<Identity>) -> Self {
+        self.identity = Some(identity);
+        self
+    }
+
+    /// Where the node's reports go while it runs.
+    pub fn reports(mut self, reports: mpsc::UnboundedSender<NodeReport>) -> Self {
+        self.reports = Some(reports);
+        self
+    }
+
+    /// Verifies the file against the manifest (one full pass: container,
+    /// header, every chunk, the Merkle root, the whole-file SHA-256) and
+    /// starts listening. Serve with [`Seeder::run`].
+    pub fn start(self) -> Result<Seeder, SeedError> {
+        let verified =
+            verify_local_file(&self.manifest, &self.path, &|_| {}).map_err(SeedError::Verify)?;
+        let identity = match self.identity {
+            Some(identity) => identity,
+            None => Arc::new(Identity::generate().map_err(SeedError::Identity)?),
+        };
+        let config = NodeConfig {
+            listen: Some(self.listen),
+            ..NodeConfig::default()
+        };
+        let reports = self.reports.unwrap_or_else(|| mpsc::unbounded_channel().0);
+        Seeder::start(&verified, &self.path, config, identity, reports)
+    }
+}
