@@ -6,6 +6,7 @@ mod consent;
 mod events;
 mod exit;
 mod logging;
+mod metrics;
 mod output;
 mod progress;
 mod reports;

@@ -548,6 +548,11 @@ impl Downloader {
     }
 
     /// Requests in flight over all peers (endgame duplicates included).
+    pub fn requests_in_flight(&self) -> usize {
+        self.outstanding()
+    }
+
+    /// Requests in flight over all peers (endgame duplicates included).
     fn outstanding(&self) -> usize {
         self.peers.values().map(|s| s.requests_in_flight()).sum()
     }

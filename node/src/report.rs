@@ -331,3 +331,40 @@ pub enum NodeReport {
         uploaded_bytes: u64,
     },
 }
+
+/// A snapshot of a node's counters, for a metrics scrape. Counters count
+/// from the node's start; per-peer figures cover the peers this run has
+/// dealt with (a peer that reconnected appears once).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeMetrics {
+    /// Connected peers.
+    pub peers_connected: u64,
+    /// Peers banned for a chunk that failed its proof.
+    pub peers_banned: u64,
+    /// Chunks fetched and verified by this run.
+    pub chunks_verified: u64,
+    /// Chunks received that failed their proof.
+    pub bad_chunks: u64,
+    /// Bytes verified in all, earlier runs included.
+    pub verified_bytes: u64,
+    /// The artifact's size.
+    pub artifact_bytes: u64,
+    /// Bytes requested and not yet received (whole chunks; the last chunk
+    /// of the file counts as a whole one).
+    pub in_flight_bytes: u64,
+    /// Bytes of verified chunks served to peers.
+    pub uploaded_bytes: u64,
+    /// Per peer.
+    pub peers: Vec<PeerMetrics>,
+}
+
+/// One peer's part of a [`NodeMetrics`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerMetrics {
+    /// Its id.
+    pub id: PeerId,
+    /// Verified chunk bytes received from it (duplicates included).
+    pub downloaded_bytes: u64,
+    /// Chunk bytes served to it while it is connected.
+    pub uploaded_bytes: u64,
+}

@@ -266,6 +266,12 @@ impl Fetcher {
         self.node.listen_addr()
     }
 
+    /// A handle that asks the running node for its counters (for a
+    /// metrics endpoint).
+    pub fn metrics(&self) -> crate::node::MetricsHandle {
+        self.node.metrics()
+    }
+
     /// This node's id.
     pub fn peer_id(&self) -> minimodel_wire::PeerId {
         self.node.peer_id()

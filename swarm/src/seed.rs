@@ -111,6 +111,12 @@ impl Seeder {
         self.node.listen_addr()
     }
 
+    /// A handle that asks the running node for its counters (for a
+    /// metrics endpoint).
+    pub fn metrics(&self) -> crate::node::MetricsHandle {
+        self.node.metrics()
+    }
+
     /// This seeder's id.
     pub fn peer_id(&self) -> PeerId {
         self.node.peer_id()

@@ -111,6 +111,11 @@ pub struct TransferArgs {
     /// requested bytes stay within it.
     #[arg(long, value_name = "RATE", value_parser = parse_size)]
     pub max_download: Option<u64>,
+    /// Serve the node's counters as Prometheus text at
+    /// http://ADDR/metrics while it runs (bytes per peer, chunks verified,
+    /// bad chunks, bans, peers, bytes in flight), like 127.0.0.1:9464.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<SocketAddr>,
     /// Rehash every chunk a partial download says it has before resuming;
     /// read a finished file whole again, and repair it from peers if it is
     /// damaged.
@@ -206,6 +211,15 @@ pub fn transfer(
     let runtime = runtime()?;
     let stop = Stop::default();
     runtime.block_on(async {
+        let metrics = match args.metrics {
+            Some(addr) => Some(crate::metrics::bind(addr).await.map_err(|error| {
+                Failure::new(
+                    Exit::Transfer,
+                    anyhow::Error::new(error).context(format!("cannot serve metrics on {addr}")),
+                )
+            })?),
+            None => None,
+        };
         let (reports, report_inbox) = mpsc::unbounded_channel();
         let config = FetchConfig {
             manifest: manifest.clone(),
@@ -236,6 +250,14 @@ pub fn transfer(
         };
         let fetcher = Fetcher::start(config, partial, identity, reports)
             .map_err(|error| classify(error, &stop))?;
+        let _metrics = metrics.map(|listener| {
+            say_metrics(out, &listener);
+            AbortOnDrop(tokio::spawn(crate::metrics::serve(
+                listener,
+                fetcher.metrics(),
+                manifest.model_id.to_string(),
+            )))
+        });
         if let Some(bound) = fetcher.listen_addr() {
             let peer = PeerAddrs {
                 id: fetcher.peer_id(),
@@ -303,6 +325,22 @@ pub fn transfer(
         });
         Ok(())
     })
+}
+
+/// Stops a task when dropped.
+pub(crate) struct AbortOnDrop(pub(crate) tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Says where the metrics are served.
+pub(crate) fn say_metrics(out: Output, listener: &tokio::net::TcpListener) {
+    if let Ok(addr) = listener.local_addr() {
+        out.say(format!("metrics at http://{addr}/metrics"));
+    }
 }
 
 /// Opens the partial download in `dir` (resuming, rechecking or refusing

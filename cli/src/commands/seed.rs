@@ -62,6 +62,10 @@ pub struct SeedArgs {
     /// Congestion controller for what this seeder sends.
     #[arg(long, value_enum, default_value_t = Congestion::Cubic)]
     pub congestion: Congestion,
+    /// Serve the seeder's counters as Prometheus text at
+    /// http://ADDR/metrics while it runs, like 127.0.0.1:9464.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<SocketAddr>,
     #[command(flatten)]
     pub dht: DhtArgs,
     /// Consent to serving the file to other peers (and, with --dht, to
@@ -114,6 +118,15 @@ pub fn run(args: SeedArgs, out: Output) -> Result<(), Failure> {
             Some(config) => Some(super::dht::start(config).await?),
             None => None,
         };
+        let metrics = match args.metrics {
+            Some(addr) => Some(crate::metrics::bind(addr).await.map_err(|error| {
+                Failure::new(
+                    Exit::Transfer,
+                    anyhow::Error::new(error).context(format!("cannot serve metrics on {addr}")),
+                )
+            })?),
+            None => None,
+        };
         let (reports, report_inbox) = mpsc::unbounded_channel();
         let config = NodeConfig {
             listen: Some(args.listen),
@@ -128,6 +141,14 @@ pub fn run(args: SeedArgs, out: Output) -> Result<(), Failure> {
         let seeder = Seeder::start(&artifact, &args.file, config, identity, reports)
             .context("cannot start serving")
             .or_exit(Exit::Transfer)?;
+        let _metrics = metrics.map(|listener| {
+            super::fetch::say_metrics(out, &listener);
+            super::fetch::AbortOnDrop(tokio::spawn(crate::metrics::serve(
+                listener,
+                seeder.metrics(),
+                manifest.model_id.to_string(),
+            )))
+        });
         let bound = seeder
             .listen_addr()
             .context("the seeder has no listening address")?;

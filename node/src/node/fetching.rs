@@ -19,7 +19,7 @@ use crate::book::Source;
 use crate::config::NodeConfig;
 use crate::download::{Action as DownloadAction, DisconnectReason, DownloadConfig, Downloader};
 use crate::ids::LinkId;
-use crate::report::{Departure, Failure, NodeReport};
+use crate::report::{Departure, Failure, NodeMetrics, NodeReport, PeerMetrics};
 
 /// What to do with a piece stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -209,6 +209,26 @@ impl Fetching {
         .into_iter()
         .flatten()
         .min()
+    }
+
+    /// The download's part of a metrics snapshot.
+    pub(super) fn metrics(&self, metrics: &mut NodeMetrics) {
+        metrics.verified_bytes = self.verified_bytes;
+        metrics.chunks_verified = self.fetched_chunks;
+        metrics.in_flight_bytes = (self.downloader.requests_in_flight() as u64)
+            .saturating_mul(u64::from(self.params.chunk_size()));
+        for (id, stats) in self.downloader.all_peer_stats() {
+            metrics.bad_chunks += stats.bad_chunks;
+            let downloaded = stats.bytes + stats.wasted_bytes;
+            match metrics.peers.iter_mut().find(|peer| peer.id == id) {
+                Some(peer) => peer.downloaded_bytes += downloaded,
+                None => metrics.peers.push(PeerMetrics {
+                    id,
+                    downloaded_bytes: downloaded,
+                    uploaded_bytes: 0,
+                }),
+            }
+        }
     }
 
     pub(super) fn stats(&self) -> TransferStats {

@@ -38,7 +38,7 @@ use crate::address::Prefix;
 use crate::book::{AddressBook, EntryId, Source};
 use crate::config::NodeConfig;
 use crate::ids::LinkId;
-use crate::report::{Departure, Failure, LinkEnd, NodeReport};
+use crate::report::{Departure, Failure, LinkEnd, NodeMetrics, NodeReport, PeerMetrics};
 use crate::rng::SplitMix64;
 use crate::upload::{TokenBucket, UploadQueue};
 
@@ -409,6 +409,39 @@ impl NodeCore {
             .values()
             .filter(|link| matches!(link, Link::Up(_)))
             .count()
+    }
+
+    /// A snapshot of the node's counters (see [`NodeMetrics`]).
+    pub fn metrics(&self) -> NodeMetrics {
+        let mut metrics = NodeMetrics {
+            peers_connected: self.connected_count() as u64,
+            peers_banned: self.bans.len() as u64,
+            artifact_bytes: self.params.artifact_bytes(),
+            uploaded_bytes: self.uploads.uploaded_bytes,
+            ..NodeMetrics::default()
+        };
+        match &self.download {
+            Some(download) => download.metrics(&mut metrics),
+            None => {
+                metrics.verified_bytes = self
+                    .have
+                    .iter_ones()
+                    .filter_map(|chunk| self.params.chunk_len(chunk).ok())
+                    .map(u64::from)
+                    .sum();
+            }
+        }
+        for (_, peer) in self.peers() {
+            match metrics.peers.iter_mut().find(|entry| entry.id == peer.id) {
+                Some(entry) => entry.uploaded_bytes += peer.uploaded_bytes,
+                None => metrics.peers.push(PeerMetrics {
+                    id: peer.id,
+                    downloaded_bytes: 0,
+                    uploaded_bytes: peer.uploaded_bytes,
+                }),
+            }
+        }
+        metrics
     }
 
     /// Whether the node's work is over.

@@ -26,7 +26,9 @@ use tokio::task::AbortHandle;
 
 pub use minimodel_node::NodeReport;
 pub use minimodel_node::config::NodeConfig as CoreConfig;
-pub use minimodel_node::report::{Blame, Departure, Failure as NodeFailure, LinkEnd};
+pub use minimodel_node::report::{
+    Blame, Departure, Failure as NodeFailure, LinkEnd, NodeMetrics, PeerMetrics,
+};
 
 use crate::link::{self, LinkEvent, LinkHandle, LocalHello, Session};
 use crate::transport::{Identity, TransportTuning};
@@ -102,6 +104,24 @@ pub(crate) enum Event {
     Discovered(Vec<SocketAddr>),
     /// The DHT lookup ended.
     LookupDone,
+    /// Someone asks for the node's counters.
+    Metrics(tokio::sync::oneshot::Sender<NodeMetrics>),
+}
+
+/// Asks a running node for a snapshot of its counters (a metrics scrape),
+/// from any task.
+#[derive(Clone)]
+pub struct MetricsHandle {
+    events: mpsc::Sender<Event>,
+}
+
+impl MetricsHandle {
+    /// The node's counters now; `None` once the node has stopped.
+    pub async fn snapshot(&self) -> Option<NodeMetrics> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.events.send(Event::Metrics(reply)).await.ok()?;
+        answer.await.ok()
+    }
 }
 
 /// A link as the driver holds it.
@@ -205,6 +225,13 @@ impl Node {
     /// This node's id.
     pub(crate) fn peer_id(&self) -> minimodel_wire::PeerId {
         self.identity.peer_id()
+    }
+
+    /// A handle that asks this node for its counters while it runs.
+    pub(crate) fn metrics(&self) -> MetricsHandle {
+        MetricsHandle {
+            events: self.sender.clone(),
+        }
     }
 
     /// The core, to feed it peers before the run and read its figures.
@@ -343,6 +370,9 @@ impl Node {
     fn on_event(&mut self, event: Event) {
         let now = Instant::now();
         match event {
+            Event::Metrics(reply) => {
+                let _ = reply.send(self.core.metrics());
+            }
             Event::Up(link, session, remote) => self.on_link_up(link, *session, remote),
             Event::Failed(link, end) => {
                 self.links.remove(&link);

@@ -499,3 +499,39 @@ fn seeding_after_delivery_goes_on_serving_and_stops_dialing() {
     h.advance(10_000);
     assert!(dials(&h.take()).is_empty(), "nothing left to fetch");
 }
+
+#[test]
+fn metrics_count_verified_and_bad_chunks_per_peer_and_what_is_in_flight() {
+    let mut h = Harness::new(Kind::Fetch, 16, NodeConfig::default());
+    let ([a, b], sent) = two_seeders(&mut h, 16);
+    let before = h.core.metrics();
+    assert_eq!(before.peers_connected, 2);
+    assert_eq!(before.artifact_bytes, 16 * u64::from(CHUNK));
+    assert_eq!(before.in_flight_bytes, sent.len() as u64 * u64::from(CHUNK));
+    assert!(before.in_flight_bytes > 0);
+
+    let from_a: Vec<u32> = sent
+        .iter()
+        .filter(|(l, _)| *l == a)
+        .map(|(_, c)| *c)
+        .collect();
+    let (_, from_b) = *sent.iter().find(|(l, _)| *l == b).unwrap();
+    h.deliver(a, from_a[0]);
+    h.deliver(a, from_a[1]);
+    h.deliver_bad(b, from_b);
+    let after = h.core.metrics();
+    assert_eq!(after.chunks_verified, 2);
+    assert_eq!(after.verified_bytes, 2 * u64::from(CHUNK));
+    assert_eq!(after.bad_chunks, 1);
+    assert_eq!(after.peers_banned, 1);
+    assert_eq!(after.peers_connected, 1, "the liar is gone");
+    let of = |n: u8| {
+        after
+            .peers
+            .iter()
+            .find(|p| p.id == testing::peer_id(n))
+            .cloned()
+    };
+    assert_eq!(of(1).unwrap().downloaded_bytes, 2 * u64::from(CHUNK));
+    assert_eq!(of(2).map(|p| p.downloaded_bytes), Some(0));
+}
