@@ -22,5 +22,5 @@ pub mod peers;
 pub mod resume;
 pub mod seed;
 pub mod store;
-pub mod trailing;
+pub(crate) mod trailing;
 pub mod transport;

@@ -54,6 +54,7 @@ impl TrailingHasher {
     }
 
     /// Bytes read from storage so far.
+    #[cfg(test)]
     pub fn read_bytes(&self) -> u64 {
         self.read_bytes
     }
@@ -67,6 +68,7 @@ impl TrailingHasher {
 
     /// Forgets a chunk ahead of the prefix (it turned out bad and will be
     /// fetched again). Returns false when it was hashed already.
+    #[cfg(test)]
     pub fn forget(&mut self, index: u32) -> bool {
         if index < self.next {
             return false;

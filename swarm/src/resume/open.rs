@@ -45,7 +45,8 @@ impl PartialDownload {
     }
 
     /// [`Self::open`], with the `.part` wrapped by `wrap` (a test puts a
-    /// [`crate::store::FaultyStorage`] under the download this way).
+    /// `FaultyStorage` of the `testing` feature under the download this
+    /// way).
     pub fn open_with_storage(
         dir: &Path,
         manifest: &Manifest,

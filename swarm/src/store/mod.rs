@@ -1,11 +1,12 @@
 //! Where chunk bytes live: a small synchronous trait of positional reads
-//! and writes ([`Storage`]), the file behind it, and decorators that inject
-//! failures and slowness for tests.
+//! and writes ([`Storage`]), the file behind it, and, with the `testing` feature,
+//! decorators that inject failures and slowness for tests.
 //!
 //! Only a [`VerifiedChunk`] can be written through [`write_chunk`], so an
 //! unchecked byte never reaches the partial file.
 
 mod file;
+#[cfg(any(test, feature = "testing"))]
 mod testing;
 
 use std::io;
@@ -15,6 +16,7 @@ use bytes::Bytes;
 use minimodel_verifier::chunk::{ChunkGeometry, ChunkIndex, VerifiedChunk};
 
 pub use file::FileStorage;
+#[cfg(any(test, feature = "testing"))]
 pub use testing::{FaultyStorage, SlowStorage};
 
 /// Positional reads and writes on the bytes of one artifact.
