@@ -6,7 +6,7 @@
 //! actions into wire messages; the simulated swarm in the tests turns them
 //! into events on a virtual clock.
 //!
-//! Per peer, a [`session::PeerDownload`] keeps its requests and measures its
+//! Per peer, a [`crate::session::PeerDownload`] keeps its requests and measures its
 //! rate; its pipeline depth follows the rate times the round trip, so a fast
 //! far peer gets many requests in flight and a slow one few. A request that
 //! takes far longer than the peer's own rate predicts times out and its chunk

@@ -15,7 +15,12 @@ pub use api::{Fetch, Fetched, Seed, fetch, seed};
 pub mod addrs;
 pub mod dht;
 pub mod fetch;
+/// The QUIC link: handshake, control stream and piece streams. Public with
+/// the `testing` feature, for the tests that drive piece streams directly.
+#[cfg(feature = "testing")]
 pub mod link;
+#[cfg(not(feature = "testing"))]
+pub(crate) mod link;
 pub mod node;
 pub mod offer;
 pub mod peers;

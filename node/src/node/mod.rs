@@ -8,11 +8,11 @@
 //! sockets; it decides nothing.
 //!
 //! One fact, one place:
-//! - what this node has: [`Self::have`] (verified chunks; the download's
+//! - what this node has: [`NodeCore::have`] (verified chunks; the download's
 //!   picker agrees, the upload queue asks here);
 //! - each request to a peer: its [`crate::session::PeerDownload`];
-//! - each link: [`Link`], from the first packet or the dial to the close;
-//! - each known peer: the [`AddressBook`]; bans: [`Self::bans`].
+//! - each link: `Link`, from the first packet or the dial to the close;
+//! - each known peer: the [`AddressBook`]; bans: the set `bans`.
 //!
 //! A node seeds (every chunk, no download), fetches (a download, no
 //! serving) or both (`fetch --serve`); uploads and downloads share this one

@@ -95,13 +95,6 @@ pub enum PieceStreamError {
     /// fit the swarm, or more bytes than the chunk has.
     #[error("peer broke the piece stream rules: {0}")]
     Violation(String),
-    /// The peer sent a chunk that was never requested from it.
-    #[error("peer sent {0}, which was never requested from it")]
-    Unrequested(ChunkIndex),
-    /// The chunk was requested but is no longer wanted from this peer
-    /// (cancelled, or delivered by another peer first).
-    #[error("{0} is no longer wanted from this peer")]
-    NoLongerWanted(ChunkIndex),
     /// Sending: the peer took none of the next slice of the piece for this
     /// long (its flow control stayed shut: it does not read).
     #[error("upload stalled: the peer took no bytes for {}", crate::transport::error::seconds(*.0))]
@@ -115,9 +108,7 @@ impl PieceStreamError {
     pub fn is_peer_misbehaviour(&self) -> bool {
         matches!(
             self,
-            PieceStreamError::FinishedShort { .. }
-                | PieceStreamError::Violation(_)
-                | PieceStreamError::Unrequested(_)
+            PieceStreamError::FinishedShort { .. } | PieceStreamError::Violation(_)
         )
     }
 
@@ -237,7 +228,7 @@ async fn read_header_part(
 }
 
 /// A piece stream being sent. It resets the stream ([`PIECE_ABANDONED`])
-/// when dropped unless [`PieceSendStream::finish`] was called: every error,
+/// when dropped unless [`PieceSendStream::finish_acknowledged`] completed: every error,
 /// a dropped future and an aborted task alike. (quinn itself finishes a
 /// dropped stream, which the receiver could not tell from a sender that
 /// cut the piece short.)
@@ -258,13 +249,6 @@ impl PieceSendStream {
         })
     }
 
-    /// Wraps a stream already opened.
-    pub fn new(stream: quinn::SendStream) -> Self {
-        Self {
-            stream: Some(stream),
-        }
-    }
-
     /// Writes all of `bytes`.
     pub async fn write(&mut self, bytes: Bytes) -> Result<(), PieceStreamError> {
         let stream = self
@@ -272,16 +256,6 @@ impl PieceSendStream {
             .as_mut()
             .ok_or_else(|| PieceStreamError::Interrupted("the stream was finished".into()))?;
         stream.write_chunk(bytes).await.map_err(|e| interrupted(&e))
-    }
-
-    /// Ends the stream with FIN: the piece is complete.
-    pub fn finish(mut self) -> Result<(), PieceStreamError> {
-        match self.stream.take() {
-            // Taken out first: if finishing fails, the drop below finds
-            // nothing to reset (the stream is stopped or gone anyway).
-            Some(mut stream) => stream.finish().map_err(|e| interrupted(&e)),
-            None => Ok(()),
-        }
     }
 
     /// Ends the stream with FIN and waits until the peer has acknowledged

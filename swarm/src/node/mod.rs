@@ -7,7 +7,7 @@
 //! ([`NodeCore::poll_timeout`]), or the stop signal; it feeds the core and
 //! then carries out every action the core queued. Links run as small tasks
 //! (`crate::link`); hashing and disk I/O run on blocking workers
-//! ([`jobs`]). Nothing is shared between tasks but channels.
+//! (`jobs`). Nothing is shared between tasks but channels.
 
 mod connect;
 mod jobs;

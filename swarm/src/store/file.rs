@@ -80,7 +80,7 @@ impl Storage for FileStorage {
         self.file.write_all_at(bytes, offset)
     }
 
-    /// One `pwritev` for up to [`MAX_IOVECS`] parts. A chunk arrives as a
+    /// One `pwritev` for up to `MAX_IOVECS` (1024) parts. A chunk arrives as a
     /// few hundred packet-sized parts; written one `pwrite` each, every
     /// part boundary inside a page made the file system zero the rest of
     /// that page first and took the inode lock again.
