@@ -464,7 +464,7 @@ def relay_smoke(ctx, name, delay="10ms", loss="0.01", size=4 * MiB, timeout=120)
     fail_if(problems)
 
 
-# --- reachability and reconnects (issue 17) -----------------------------------
+# --- reachability and reconnects -----------------------------------------------
 
 
 def restart(ctx, name):
@@ -638,6 +638,8 @@ def ipv6_loopback(ctx, name):
 LOSSY = ["--delay", "50ms", "--loss", "0.01"]
 # The same relays with no delay and no loss: what the relay itself costs.
 CLEAN_RELAY = ["--delay", "0ms", "--loss", "0"]
+# Delay without loss: what the round trip alone costs.
+DELAYED = ["--delay", "50ms", "--loss", "0"]
 
 SCENARIOS = {
     "swarm-4x48": lambda c, n: swarm(c, n, 4, 48 * MiB, 120),
@@ -648,6 +650,9 @@ SCENARIOS = {
     "seeders-4x256-relay": lambda c, n: seeders(c, n, 4, 256 * MiB, 300, impair=CLEAN_RELAY),
     "seeders-4x256-lossy": lambda c, n: seeders(c, n, 4, 256 * MiB, 900, impair=LOSSY),
     "seeders-4x256-lossy-bbr": lambda c, n: seeders(c, n, 4, 256 * MiB, 900, impair=LOSSY,
+                                                    congestion="bbr"),
+    "seeders-4x256-delay": lambda c, n: seeders(c, n, 4, 256 * MiB, 600, impair=DELAYED),
+    "seeders-4x256-delay-bbr": lambda c, n: seeders(c, n, 4, 256 * MiB, 600, impair=DELAYED,
                                                     congestion="bbr"),
     "relay-smoke": relay_smoke,
     "relay-50ms": lambda c, n: relay_smoke(c, n, delay="50ms", size=16 * MiB, timeout=300),
@@ -663,9 +668,10 @@ SETS = {
     # What .ci/lab runs: a few minutes on two cores.
     "ci": ["swarm-4x48", "swarm-8x48", "seeders-4x256", "relay-smoke", "restart",
            "offer-addresses", "public-addr", "dead-and-live", "ipv6-ula", "ipv6-loopback"],
-    # The figures of issue 17; minutes each.
+    # The swarm figures of docs/performance.md; minutes each.
     "figures": ["swarm-4x48", "swarm-8x48", "swarm-4x256", "swarm-8x256", "seeders-4x256",
-                "seeders-4x256-relay", "seeders-4x256-lossy", "seeders-4x256-lossy-bbr"],
+                "seeders-4x256-relay", "seeders-4x256-delay", "seeders-4x256-delay-bbr",
+                "seeders-4x256-lossy", "seeders-4x256-lossy-bbr"],
     # Behaviour checks too slow for CI (minutes on a lossy path).
     "slow": ["relay-50ms"],
 }

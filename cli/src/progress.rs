@@ -279,7 +279,7 @@ mod tests {
 
     #[test]
     fn after_a_resume_the_line_shows_both_totals_and_a_finite_eta() {
-        // The case of the issue: 35 chunks resumed, then fetching.
+        // A resume: 35 chunks resumed, then fetching.
         let v = view(
             9 * MIB + 768 * 1024,
             12 * MIB,

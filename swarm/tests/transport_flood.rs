@@ -1,5 +1,5 @@
 //! A dial-only endpoint holds no memory for anyone who floods it with
-//! connection attempts (issue 18, finding 2).
+//! connection attempts.
 //!
 //! The endpoint under attack runs in a child process (this test binary run
 //! again with `MINIMODEL_FLOOD_TARGET` set), which reports its own resident

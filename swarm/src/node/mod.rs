@@ -174,7 +174,7 @@ impl Node {
     pub(crate) fn new(parts: NodeParts) -> Result<Self, NodeError> {
         parts.config.core.validate()?;
         // A node that does not listen accepts nothing: no server config, so
-        // Initials sent to it cost nothing (issue 18). Its socket is
+        // Initials sent to it cost nothing. Its socket is
         // dual-stack, so it dials IPv4 and IPv6 peers.
         let endpoint = match parts.config.listen {
             Some(listen) => {
