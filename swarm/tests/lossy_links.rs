@@ -329,3 +329,48 @@ async fn a_peer_that_goes_silent_is_dropped_at_the_idle_timeout() {
     assert!(dropped.is_some(), "the silent peer is dropped");
     assert!(seeder.is_running());
 }
+
+/// A slow uplink drains pieces that quinn buffered long after their last
+/// write: waiting for their acknowledgements is held to the same stall rule
+/// as the writes (a slice per stall timeout), not to one timeout for the
+/// whole piece, so an honest seeder on a slow link keeps its peers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_uplink_that_drains_pieces_for_longer_than_the_stall_timeout_keeps_its_peer() {
+    let dir = tempfile::tempdir().unwrap();
+    let artifact = common::artifact(dir.path(), "slow", 3 << 20, 1 << 20);
+    let seeder_config = NodeConfig {
+        // A 1 MiB piece takes a second at the relay's rate.
+        upload_stall_timeout: Duration::from_millis(300),
+        ..listen_config()
+    };
+    let seeder = RunningSeeder::start(&artifact, seeder_config);
+    let relay = Relay::start(
+        seeder.peer.addr,
+        Impairment {
+            rate: Some(1 << 20),
+            ..Impairment::none()
+        },
+    )
+    .await
+    .unwrap();
+    let through = PeerAddr {
+        id: seeder.peer.id,
+        addr: relay.addr,
+    };
+    let run = fetch_and_verify(
+        &artifact,
+        &dir.path().join("out"),
+        vec![through],
+        |config| {
+            config.download.min_request_timeout = Duration::from_secs(15);
+            config.download.stall_timeout = Duration::from_secs(30);
+        },
+    )
+    .await;
+    assert_eq!(run.summary().chunks_fetched, 3);
+    assert_eq!(
+        run.disconnects(&through),
+        ["we are done"],
+        "the link ended only when the fetch was done: the seeder never dropped it for a stalled upload"
+    );
+}

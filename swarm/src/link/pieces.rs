@@ -259,22 +259,46 @@ impl PieceSendStream {
     }
 
     /// Ends the stream with FIN and waits until the peer has acknowledged
-    /// every byte of it, or `stall` passes. Until then the piece is still
-    /// being sent: quinn's `write` returns once bytes are buffered (up to
-    /// the peer's whole receive window), so an upload that counted as done
-    /// at its last write would let a serving node believe its uplink idle
-    /// while megabytes wait in buffers, and decide the next uploads on that.
+    /// every byte of it. Until then the piece is still being sent: quinn's
+    /// `write` returns once bytes are buffered (up to the peer's whole
+    /// receive window), so an upload that counted as done at its last
+    /// write would let a serving node believe its uplink idle while
+    /// megabytes wait in buffers, and decide the next uploads on that.
+    ///
+    /// The wait is held to the same rule as the writes: the connection must
+    /// send at least one slice ([`SEND_SLICE`]) every `stall`, or the
+    /// upload is given up with [`PieceStreamError::Stalled`]. A slow
+    /// uplink that drains buffered pieces for minutes is not a stall; a
+    /// peer that stops reading is (its flow control stops the bytes).
+    ///
     /// Dropped while waiting (the upload was cancelled), the stream is reset
     /// like any other abandoned piece: the receiver discards it without
     /// blame.
-    pub async fn finish_acknowledged(mut self, stall: Duration) -> Result<(), PieceStreamError> {
+    pub async fn finish_acknowledged(
+        mut self,
+        connection: &quinn::Connection,
+        stall: Duration,
+    ) -> Result<(), PieceStreamError> {
         let Some(stream) = self.stream.as_mut() else {
             return Ok(());
         };
-        let acknowledged = stream.stopped();
+        let mut acknowledged = std::pin::pin!(stream.stopped());
         stream.finish().map_err(|e| interrupted(&e))?;
-        let outcome = tokio::time::timeout(stall, acknowledged).await;
-        // Acknowledged, stopped or gone: nothing left to reset.
+        let mut sent = connection.stats().udp_tx.bytes;
+        let outcome = loop {
+            match tokio::time::timeout(stall, &mut acknowledged).await {
+                Ok(outcome) => break Ok(outcome),
+                Err(_) => {
+                    let now_sent = connection.stats().udp_tx.bytes;
+                    if now_sent.saturating_sub(sent) < SEND_SLICE as u64 {
+                        break Err(());
+                    }
+                    sent = now_sent;
+                }
+            }
+        };
+        // Acknowledged, stopped or gone; or stalled, and the peer is
+        // dropped: nothing left to reset.
         let _ = self.stream.take();
         match outcome {
             Ok(Ok(None)) => Ok(()),
@@ -282,7 +306,7 @@ impl PieceSendStream {
                 "the peer stopped the stream (code {code})"
             ))),
             Ok(Err(error)) => Err(interrupted(&error)),
-            Err(_) => Err(PieceStreamError::Stalled(stall)),
+            Err(()) => Err(PieceStreamError::Stalled(stall)),
         }
     }
 }
@@ -300,9 +324,9 @@ impl Drop for PieceSendStream {
 /// Sends one chunk on a new piece stream: header, bytes, FIN, and returns
 /// once the peer has acknowledged all of it. With a pace
 /// (bytes per second), each slice waits for its tokens in a bucket of this
-/// upload's own. Opening the stream and each write must make progress
-/// within `stall`, or the upload is given up with
-/// [`PieceStreamError::Stalled`].
+/// upload's own. Opening the stream, each write and the wait for the
+/// acknowledgements must make progress within `stall`, or the upload is
+/// given up with [`PieceStreamError::Stalled`].
 pub async fn send_piece(
     connection: &quinn::Connection,
     header: &PieceHeader,
@@ -332,7 +356,7 @@ pub async fn send_piece(
         write_within(&mut stream, bytes.slice(offset..end), stall).await?;
         offset = end;
     }
-    stream.finish_acknowledged(stall).await
+    stream.finish_acknowledged(connection, stall).await
 }
 
 fn interrupted(error: &dyn std::fmt::Display) -> PieceStreamError {
