@@ -1,12 +1,12 @@
 //! `--metrics ADDR`: a running node's counters as Prometheus text, served
-//! over HTTP at `GET /metrics` (docs/cli.md lists the series).
+//! over HTTP at `GET /metrics` (the README lists the series).
 //!
 //! The text comes from `prometheus-client` (the Prometheus project's Rust
 //! client, OpenMetrics format). The HTTP side answers one fixed request
 //! with one fixed response, so it is a few lines on a tokio listener rather
 //! than an HTTP server's dependency tree: each connection gets 5 s to send
-//! a request head of at most 8 KiB, at most 8 are answered at once, and the
-//! connection is closed after the answer.
+//! a request head of at most 8 KiB and 10 s in all, at most 8 are answered
+//! at once, and the connection is closed after the answer.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -28,6 +28,9 @@ const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset
 const MAX_HEAD: usize = 8 * 1024;
 /// How long a client has to send its request head.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one connection may take in all (a client that does not read
+/// its answer gives up its slot then).
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
 /// Requests answered at once.
 const MAX_CLIENTS: usize = 8;
 
@@ -44,6 +47,8 @@ pub async fn serve(listener: TcpListener, node: MetricsHandle, model: String) {
     let model: Arc<str> = model.into();
     loop {
         let Ok((stream, _)) = listener.accept().await else {
+            // Out of file descriptors, say: wait rather than spin.
+            tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
         let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
@@ -53,7 +58,7 @@ pub async fn serve(listener: TcpListener, node: MetricsHandle, model: String) {
         let node = node.clone();
         let model = Arc::clone(&model);
         tokio::spawn(async move {
-            let _ = answer(stream, &node, &model).await;
+            let _ = tokio::time::timeout(CONNECTION_TIMEOUT, answer(stream, &node, &model)).await;
             drop(slot);
         });
     }
@@ -93,7 +98,10 @@ async fn answer(mut stream: TcpStream, node: &MetricsHandle, model: &str) -> std
 async fn read_head(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
     let mut head = Vec::with_capacity(512);
     let mut buffer = [0u8; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < MAX_HEAD {
+    while !head.windows(4).any(|w| w == b"\r\n\r\n")
+        && !head.windows(2).any(|w| w == b"\n\n")
+        && head.len() < MAX_HEAD
+    {
         let n = stream.read(&mut buffer).await?;
         if n == 0 {
             break;
