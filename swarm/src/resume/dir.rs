@@ -336,6 +336,8 @@ impl NewFile {
             .to_owned();
         let dir = SafeDir::open(dir, false)?;
         dir.inspect(&name)?;
+        // What an interrupted write of this name left behind.
+        dir.remove_stale_temps(&name)?;
         let (file, temp) = dir.create_temp(&name)?;
         Ok(Self {
             dir,
@@ -511,6 +513,19 @@ mod tests {
                 .file_type()
                 .is_symlink()
         );
+    }
+
+    #[test]
+    fn a_new_file_removes_what_an_interrupted_write_left() {
+        let temp = tempfile::tempdir().unwrap();
+        let path = temp.path().join("big.slm");
+        let stale = temp.path().join(".big.slm.0123456789abcdef.tmp");
+        std::fs::write(&stale, b"half of an earlier run").unwrap();
+        let mut file = NewFile::create(&path).unwrap();
+        file.write_all(b"whole").unwrap();
+        file.commit().unwrap();
+        assert!(!stale.exists());
+        assert_eq!(std::fs::read_dir(temp.path()).unwrap().count(), 1);
     }
 
     #[test]
