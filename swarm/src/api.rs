@@ -197,13 +197,18 @@ impl Fetch {
             recheck: self.recheck,
             ..ResumeOptions::default()
         };
-        let opened = PartialDownload::open(
-            &self.out_dir,
-            &self.manifest,
+        // Opening may read the whole file (a recheck, a bare `.part`): off
+        // the runtime's threads.
+        let (dir, manifest, sha256) = (
+            self.out_dir.clone(),
+            self.manifest.clone(),
             self.manifest_sha256,
-            &options,
-            &|_| {},
-        )?;
+        );
+        let opened = tokio::task::spawn_blocking(move || {
+            PartialDownload::open(&dir, &manifest, sha256, &options, &|_| {})
+        })
+        .await
+        .map_err(|error| FetchError::Storage(format!("opening the download failed: {error}")))??;
         let partial = match opened {
             OpenedDownload::Complete(done) => return Ok(Fetched::AlreadyComplete(Box::new(done))),
             OpenedDownload::Partial(partial, _) => Arc::new(partial),
@@ -271,6 +276,11 @@ impl Seed {
     /// Verifies the file against the manifest (one full pass: container,
     /// header, every chunk, the Merkle root, the whole-file SHA-256) and
     /// starts listening. Serve with [`Seeder::run`].
+    ///
+    /// The verification blocks the calling thread for a full read of the
+    /// file; inside an async task, call this through
+    /// `tokio::task::spawn_blocking` (within the runtime) when that
+    /// matters. Needs a tokio runtime (the QUIC endpoint runs on it).
     pub fn start(self) -> Result<Seeder, SeedError> {
         let verified =
             verify_local_file(&self.manifest, &self.path, &|_| {}).map_err(SeedError::Verify)?;

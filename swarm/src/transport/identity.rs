@@ -202,9 +202,6 @@ fn create_private_dir(dir: &Path) -> Result<(), IdentityError> {
     })
 }
 
-/// Reads and checks an opened key file, which `uid` must own. Owner and
-/// permissions are checked on the open file itself, so a rename in between
-/// cannot swap in another file.
 /// Opens the key file without following a link (a link there could point
 /// the node at any key its owner can read) and without waiting on a FIFO.
 fn open_key_file(path: &Path) -> io::Result<File> {
@@ -228,6 +225,9 @@ fn open_key_file(path: &Path) -> io::Result<File> {
     }
 }
 
+/// Reads and checks an opened key file, which `uid` must own. Owner and
+/// permissions are checked on the open file itself, so a rename in between
+/// cannot swap in another file.
 fn load_key_file(mut file: File, path: &Path, uid: u32) -> Result<Identity, IdentityError> {
     let io_error = |source| IdentityError::Io {
         path: path.to_owned(),
