@@ -112,3 +112,54 @@ async fn three_seeders_each_deliver_a_share() {
         let _ = stop.send(());
     }
 }
+
+/// A stop that comes while the final checks run (here: the last sync of the
+/// `.part` takes 2 s) waits for them: the fetch reports the delivered file
+/// that is on disk, not an interruption.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_during_the_final_checks_reports_the_delivery() {
+    use minimodel_swarm::store::{SlowStorage, Storage};
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let dir = tempfile::tempdir().unwrap();
+    let artifact = common::artifact(dir.path(), "last", 1 << 20, 256 << 10);
+    let seeder = common::nodes::RunningSeeder::start(&artifact, common::nodes::listen_config());
+    let out = dir.path().join("out");
+    let opened = PartialDownload::open_with_storage(
+        &out,
+        &artifact.manifest,
+        Sha256Digest::of(b"manifest"),
+        &ResumeOptions::default(),
+        &|_| {},
+        |file| -> Arc<dyn Storage> {
+            Arc::new(SlowStorage::new(file, Duration::ZERO).with_sync_delay(Duration::from_secs(2)))
+        },
+    )
+    .unwrap();
+    let OpenedDownload::Partial(partial, _) = opened else {
+        panic!("a new download");
+    };
+    let config = common::nodes::fetch_config(&artifact, &out, vec![seeder.peer]);
+    let (reports, _inbox) = mpsc::unbounded_channel();
+    let fetcher = Fetcher::start(
+        config,
+        Arc::new(partial),
+        Arc::new(Identity::generate().unwrap()),
+        reports,
+    )
+    .unwrap();
+    // 1 MiB from a local seeder arrives well within the first second; the
+    // final sync alone takes 2 s, so the stop lands in the final checks.
+    let fired = Arc::new(AtomicBool::new(false));
+    let stop = {
+        let fired = Arc::clone(&fired);
+        async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            fired.store(true, Ordering::SeqCst);
+        }
+    };
+    let outcome = fetcher.run(stop).await;
+    assert!(fired.load(Ordering::SeqCst), "the stop came first");
+    let outcome = outcome.expect("the delivered download, not an interruption");
+    assert!(outcome.artifact_path.exists() && outcome.receipt_path.exists());
+}

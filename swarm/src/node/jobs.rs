@@ -101,6 +101,8 @@ pub(crate) struct Jobs {
     pub(crate) storage_error: Option<ResumeError>,
     /// The delivered download, once it is.
     pub(crate) delivered: Option<Box<Delivered>>,
+    /// The final checks and the delivery are under way.
+    pub(crate) delivering: bool,
 }
 
 impl Jobs {
@@ -123,6 +125,7 @@ impl Jobs {
             verify_slots: Arc::new(Semaphore::new(VERIFY_JOBS)),
             storage_error: None,
             delivered: None,
+            delivering: false,
         }
     }
 
@@ -280,6 +283,7 @@ pub(super) fn deliver(node: &mut Node) {
     let slots = Arc::clone(&node.jobs.verify_slots);
     let events = node.sender.clone();
     let stats = node.core.transfer();
+    node.jobs.delivering = true;
     tokio::spawn(async move {
         let _all = slots.acquire_many(VERIFY_JOBS as u32).await;
         let done =
@@ -470,6 +474,7 @@ pub(super) fn on_done(node: &mut Node, done: JobDone, now: Instant) {
             node.core.handle_checkpointed(result, now);
         }
         JobDone::Delivered(finish, delivered) => {
+            node.jobs.delivering = false;
             if let Some(delivered) = delivered {
                 // Verified as a whole: serve every chunk from the full tree.
                 node.jobs.proofs = ProofSource::Full(Arc::new(delivered.tree.clone()));

@@ -289,6 +289,7 @@ impl Node {
                 biased;
                 _ = &mut stop => {
                     stopped = true;
+                    self.finish_delivery().await;
                     self.core.stop(Instant::now());
                     self.carry_out();
                     break;
@@ -303,6 +304,20 @@ impl Node {
             self.carry_out();
         }
         stopped
+    }
+
+    /// Stopped while the final checks run: they end in a delivered file
+    /// and receipt or in a failure, never half, and take a moment (one
+    /// last sync); wait for them (at most 30 s), so that a stop at that
+    /// moment reports what is on disk, not an interruption.
+    async fn finish_delivery(&mut self) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while self.jobs.delivering {
+            match tokio::time::timeout_at(deadline, self.events.recv()).await {
+                Ok(Some(event)) => self.on_event(event),
+                _ => break,
+            }
+        }
     }
 
     /// Says goodbye to every peer still connected and closes the endpoint,

@@ -56,17 +56,29 @@ impl<S: Storage> Storage for FaultyStorage<S> {
     }
 }
 
-/// Sleeps before every write, like a slow disk.
+/// Sleeps before every write (and, if asked, every sync), like a slow
+/// disk.
 #[derive(Debug)]
 pub struct SlowStorage<S> {
     inner: S,
     delay: Duration,
+    sync_delay: Duration,
 }
 
 impl<S> SlowStorage<S> {
     /// Wraps `inner`, sleeping `delay` before each write.
     pub fn new(inner: S, delay: Duration) -> Self {
-        Self { inner, delay }
+        Self {
+            inner,
+            delay,
+            sync_delay: Duration::ZERO,
+        }
+    }
+
+    /// Also sleeps `delay` before each sync.
+    pub fn with_sync_delay(mut self, delay: Duration) -> Self {
+        self.sync_delay = delay;
+        self
     }
 }
 
@@ -81,6 +93,7 @@ impl<S: Storage> Storage for SlowStorage<S> {
     }
 
     fn sync_data(&self) -> io::Result<()> {
+        std::thread::sleep(self.sync_delay);
         self.inner.sync_data()
     }
 
