@@ -22,6 +22,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
+use crate::exit::{Exit, Failure};
+use crate::output::Output;
+
 /// The content type of the OpenMetrics text format.
 const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 /// The longest request head read.
@@ -34,15 +37,51 @@ const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
 /// Requests answered at once.
 const MAX_CLIENTS: usize = 8;
 
-/// Binds the metrics listener (before the node starts, so that a taken
-/// port fails the command at once).
-pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).await
+/// Binds the metrics listener of `--metrics ADDR`, when given: before the
+/// command does any long work (verifying a file, opening a download), so
+/// that a taken port fails it at once.
+pub fn bind(addr: Option<SocketAddr>) -> Result<Option<std::net::TcpListener>, Failure> {
+    let Some(addr) = addr else {
+        return Ok(None);
+    };
+    std::net::TcpListener::bind(addr)
+        .and_then(|listener| listener.set_nonblocking(true).map(|()| listener))
+        .map(Some)
+        .map_err(|error| {
+            Failure::new(
+                Exit::Transfer,
+                anyhow::Error::new(error).context(format!("cannot serve metrics on {addr}")),
+            )
+        })
+}
+
+/// The metrics endpoint while it serves; stopped when dropped.
+pub struct Endpoint(tokio::task::JoinHandle<()>);
+
+impl Drop for Endpoint {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Says where the metrics are and answers scrapes from `node` until the
+/// returned endpoint is dropped. Call it inside the runtime.
+pub fn start(
+    listener: Option<std::net::TcpListener>,
+    node: MetricsHandle,
+    model: String,
+    out: Output,
+) -> Option<Endpoint> {
+    let listener = TcpListener::from_std(listener?).ok()?;
+    if let Ok(addr) = listener.local_addr() {
+        out.say(format!("metrics at http://{addr}/metrics"));
+    }
+    Some(Endpoint(tokio::spawn(serve(listener, node, model))))
 }
 
 /// Answers scrapes on `listener` with the node's counters until the task
 /// is dropped.
-pub async fn serve(listener: TcpListener, node: MetricsHandle, model: String) {
+async fn serve(listener: TcpListener, node: MetricsHandle, model: String) {
     let slots = Arc::new(Semaphore::new(MAX_CLIENTS));
     let model: Arc<str> = model.into();
     loop {

@@ -195,6 +195,9 @@ pub fn transfer(
         }
         consent::ask(&what, args.yes, out.json)?;
     }
+    // Before the download is opened (a recheck reads the whole file): a
+    // taken port fails at once.
+    let metrics = crate::metrics::bind(args.metrics)?;
     let Some((partial, resumed_bytes)) = open_download(loaded, &dir, args.recheck, out)? else {
         return Ok(());
     };
@@ -211,15 +214,6 @@ pub fn transfer(
     let runtime = runtime()?;
     let stop = Stop::default();
     runtime.block_on(async {
-        let metrics = match args.metrics {
-            Some(addr) => Some(crate::metrics::bind(addr).await.map_err(|error| {
-                Failure::new(
-                    Exit::Transfer,
-                    anyhow::Error::new(error).context(format!("cannot serve metrics on {addr}")),
-                )
-            })?),
-            None => None,
-        };
         let (reports, report_inbox) = mpsc::unbounded_channel();
         let config = FetchConfig {
             manifest: manifest.clone(),
@@ -250,14 +244,12 @@ pub fn transfer(
         };
         let fetcher = Fetcher::start(config, partial, identity, reports)
             .map_err(|error| classify(error, &stop))?;
-        let _metrics = metrics.map(|listener| {
-            say_metrics(out, &listener);
-            AbortOnDrop(tokio::spawn(crate::metrics::serve(
-                listener,
-                fetcher.metrics(),
-                manifest.model_id.to_string(),
-            )))
-        });
+        let _metrics = crate::metrics::start(
+            metrics,
+            fetcher.metrics(),
+            manifest.model_id.to_string(),
+            out,
+        );
         if let Some(bound) = fetcher.listen_addr() {
             let peer = PeerAddrs {
                 id: fetcher.peer_id(),
@@ -325,22 +317,6 @@ pub fn transfer(
         });
         Ok(())
     })
-}
-
-/// Stops a task when dropped.
-pub(crate) struct AbortOnDrop(pub(crate) tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-/// Says where the metrics are served.
-pub(crate) fn say_metrics(out: Output, listener: &tokio::net::TcpListener) {
-    if let Ok(addr) = listener.local_addr() {
-        out.say(format!("metrics at http://{addr}/metrics"));
-    }
 }
 
 /// Opens the partial download in `dir` (resuming, rechecking or refusing

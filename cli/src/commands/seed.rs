@@ -93,6 +93,8 @@ pub fn run(args: SeedArgs, out: Output) -> Result<(), Failure> {
         args.yes,
         out.json,
     )?;
+    // Before the verification pass: a taken port fails at once.
+    let metrics = crate::metrics::bind(args.metrics)?;
     let bar = out.byte_progress(manifest.artifact_bytes, "verifying");
     let verified = verify_local_file(manifest, &args.file, &|n| bar.set_position(n));
     bar.finish_and_clear();
@@ -118,15 +120,6 @@ pub fn run(args: SeedArgs, out: Output) -> Result<(), Failure> {
             Some(config) => Some(super::dht::start(config).await?),
             None => None,
         };
-        let metrics = match args.metrics {
-            Some(addr) => Some(crate::metrics::bind(addr).await.map_err(|error| {
-                Failure::new(
-                    Exit::Transfer,
-                    anyhow::Error::new(error).context(format!("cannot serve metrics on {addr}")),
-                )
-            })?),
-            None => None,
-        };
         let (reports, report_inbox) = mpsc::unbounded_channel();
         let config = NodeConfig {
             listen: Some(args.listen),
@@ -141,14 +134,12 @@ pub fn run(args: SeedArgs, out: Output) -> Result<(), Failure> {
         let seeder = Seeder::start(&artifact, &args.file, config, identity, reports)
             .context("cannot start serving")
             .or_exit(Exit::Transfer)?;
-        let _metrics = metrics.map(|listener| {
-            super::fetch::say_metrics(out, &listener);
-            super::fetch::AbortOnDrop(tokio::spawn(crate::metrics::serve(
-                listener,
-                seeder.metrics(),
-                manifest.model_id.to_string(),
-            )))
-        });
+        let _metrics = crate::metrics::start(
+            metrics,
+            seeder.metrics(),
+            manifest.model_id.to_string(),
+            out,
+        );
         let bound = seeder
             .listen_addr()
             .context("the seeder has no listening address")?;
