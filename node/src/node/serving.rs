@@ -118,7 +118,8 @@ impl Uploads {
 
 impl NodeCore {
     /// Starts queued uploads while slots are free and the rate cap allows:
-    /// the rarest requested chunk over all peers first, a chunk sent
+    /// the rarest requested chunk over all peers below their share first;
+    /// a slot no such peer wants goes to a peer at its share; a chunk sent
     /// before only when no upload is under way.
     pub(super) fn start_uploads(&mut self, now: Instant) {
         self.uploads.wake = None;
@@ -135,7 +136,7 @@ impl NodeCore {
                     return;
                 }
             }
-            let eligible: std::collections::BTreeSet<LinkId> = self
+            let below_share: std::collections::BTreeSet<LinkId> = self
                 .peers()
                 .filter(|(link, peer)| !peer.leaving && self.uploads.active_for(*link) < per_peer)
                 .map(|(link, _)| link)
@@ -145,7 +146,22 @@ impl NodeCore {
             let next = self
                 .uploads
                 .queue
-                .next_request(|link| eligible.contains(&link), resends);
+                .next_request(|link| below_share.contains(&link), resends)
+                .or_else(|| {
+                    // No peer below its share asks for anything: a free
+                    // slot goes to a peer at its share rather than idle.
+                    // An upload holds its slot until acknowledged, so one
+                    // peer on a long path needs more than its share to
+                    // fill the uplink.
+                    let leaving: std::collections::BTreeSet<LinkId> = self
+                        .peers()
+                        .filter(|(_, peer)| peer.leaving)
+                        .map(|(link, _)| link)
+                        .collect();
+                    self.uploads
+                        .queue
+                        .next_request(|link| !leaving.contains(&link), resends)
+                });
             let Some((link, chunk)) = next else {
                 return;
             };

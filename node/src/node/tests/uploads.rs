@@ -29,35 +29,46 @@ fn sent(h: &mut Harness, link: LinkId, chunk: u32) {
     );
 }
 
+/// Two upload slots in all, so that a third request stays queued.
+fn two_slots() -> NodeConfig {
+    NodeConfig {
+        upload_slots: 2,
+        ..NodeConfig::default()
+    }
+}
+
 fn fetcher(n: u8, chunks: u32) -> Remote {
     Remote::fetcher(n, &format!("62.{n}.0.1:5000"), chunks)
 }
 
 #[test]
-fn uploads_fill_the_slots_and_each_peer_gets_at_most_its_share() {
+fn uploads_fill_the_slots_and_a_peer_beyond_its_share_only_gets_what_nobody_else_wants() {
     let config = NodeConfig::default();
     let (slots, per_peer) = (config.upload_slots, config.upload_slots_per_peer);
     assert_eq!((slots, per_peer), (8, 2), "the numbers below assume these");
     let mut h = Harness::new(Kind::Seeder, 16, config);
     let peers: Vec<LinkId> = (1..=5).map(|n| h.connect_in(&fetcher(n, 16))).collect();
     h.take();
+    // Alone, one peer gets more than its share rather than idle slots.
     request(&mut h, peers[0], &[0, 1, 2, 3, 4, 5]);
-    assert_eq!(uploads(&h.take()), [(peers[0], 0), (peers[0], 1)]);
+    let first = uploads(&h.take());
+    assert_eq!(first.len(), 6, "{first:?}");
+    assert!(first.iter().all(|(link, _)| *link == peers[0]));
+    // The two free slots go to peers below their share.
     for (i, &link) in peers[1..].iter().enumerate() {
         let base = 6 + 2 * i as u32;
         request(&mut h, link, &[base, base + 1]);
     }
     let started = uploads(&h.take());
-    assert_eq!(started.len(), 6, "{started:?}");
-    assert!(
-        started.iter().all(|(link, _)| *link != peers[4]),
-        "no slot left"
-    );
-    // A slot frees: it goes to a peer below its share.
-    sent(&mut h, peers[0], 0);
-    let next = uploads(&h.take());
-    assert_eq!(next.len(), 1);
-    assert!(next[0].0 == peers[0] || next[0].0 == peers[4], "{next:?}");
+    assert_eq!(started.len(), 2, "{started:?}");
+    assert!(started.iter().all(|(link, _)| *link != peers[0]));
+    // Each slot that frees goes to a peer below its share while one asks.
+    for chunk in 0..3 {
+        sent(&mut h, peers[0], chunk);
+        let next = uploads(&h.take());
+        assert_eq!(next.len(), 1);
+        assert_ne!(next[0].0, peers[0], "{next:?}");
+    }
 }
 
 #[test]
@@ -127,7 +138,7 @@ fn uploads_wait_for_the_rate_cap_and_carry_their_pace() {
 
 #[test]
 fn a_cancel_drops_a_queued_request_and_stops_an_active_upload() {
-    let mut h = Harness::new(Kind::Seeder, 8, NodeConfig::default());
+    let mut h = Harness::new(Kind::Seeder, 8, two_slots());
     let a = h.connect_in(&fetcher(1, 8));
     request(&mut h, a, &[0, 1, 2]);
     assert_eq!(uploads(&h.take()), [(a, 0), (a, 1)]);
@@ -163,7 +174,7 @@ fn a_cancel_drops_a_queued_request_and_stops_an_active_upload() {
 
 #[test]
 fn a_peer_that_stops_reading_an_upload_is_dropped() {
-    let mut h = Harness::new(Kind::Seeder, 8, NodeConfig::default());
+    let mut h = Harness::new(Kind::Seeder, 8, two_slots());
     let a = h.connect_in(&fetcher(1, 8));
     request(&mut h, a, &[0, 1, 2]);
     assert_eq!(uploads(&h.take()).len(), 2);
