@@ -24,7 +24,9 @@ mod resume_support;
 
 use std::time::Duration;
 
-use resume_support::{Artifact, Proc, Rng, Seeders, env_or, fetch_args, identity, progress_bytes};
+use resume_support::{
+    Artifact, Proc, Rng, Seeders, env_or, fetch_args, identity, progress_bytes, random_pause,
+};
 
 /// The download's request budget (`DownloadConfig::max_in_flight_bytes`).
 const BUDGET: u64 = 16 << 20;
@@ -51,7 +53,7 @@ struct Run {
 fn a_download_killed_at_random_moments_keeps_every_verified_chunk() {
     let kills_wanted = env_or("MINIMODEL_KILLS", 10) as usize;
     let seed = env_or("MINIMODEL_KILL_SEED", 0x6b69_6c6c);
-    let mut rng = Rng::new(seed);
+    let mut rng = Rng(seed);
     let root = tempfile::tempdir().unwrap();
     let root = root.path();
     // 48 MiB from two seeders at 8 MiB/s each: about 3 s per download.
@@ -77,7 +79,7 @@ fn a_download_killed_at_random_moments_keeps_every_verified_chunk() {
         let mut fetch = Proc::spawn(root, &args);
         let killed = !last
             && fetch.sleep_while_running(
-                Duration::from_millis(200) + rng.pause(Duration::from_millis(1300)),
+                Duration::from_millis(200) + random_pause(&mut rng, Duration::from_millis(1300)),
             )
             && fetch.kill9().code().is_none();
         if !killed {

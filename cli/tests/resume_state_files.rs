@@ -90,7 +90,7 @@ fn damaged_state_files_are_rechecked_or_fallen_back_from_and_the_download_comple
     // Garbage in the current state: the previous generation (6 chunks).
     let dir = bench.partial("garbage");
     let mut garbage = vec![0u8; 700];
-    let mut rng = resume_support::Rng::new(7);
+    let mut rng = resume_support::Rng(7);
     garbage.iter_mut().for_each(|b| *b = rng.next_u64() as u8);
     std::fs::write(files(&dir).state, garbage).unwrap();
     let (outcome, chunks) = bench.completes(&dir);

@@ -21,4 +21,37 @@ impl SplitMix64 {
     pub fn below(&mut self, bound: u64) -> u64 {
         self.next_u64() % bound.max(1)
     }
+
+    /// A float in `[0, 1)` (the top 53 bits).
+    pub fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Fills `buf` with random bytes.
+    pub fn fill(&mut self, buf: &mut [u8]) {
+        for chunk in buf.chunks_mut(8) {
+            let bytes = self.next_u64().to_le_bytes();
+            chunk.copy_from_slice(&bytes[..chunk.len()]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn units_stay_below_one_and_fills_repeat_with_the_seed() {
+        let mut rng = SplitMix64(3);
+        assert!(
+            (0..1000)
+                .map(|_| rng.unit())
+                .all(|u| (0.0..1.0).contains(&u))
+        );
+        let (mut a, mut b) = ([0u8; 13], [0u8; 13]);
+        SplitMix64(9).fill(&mut a);
+        SplitMix64(9).fill(&mut b);
+        assert_eq!(a, b);
+        assert_ne!(a, [0u8; 13]);
+    }
 }

@@ -28,24 +28,7 @@ mod relay;
 
 /// The one piece of the tests' `common::hostile` module the relay uses.
 mod hostile {
-    /// SplitMix64, as in `tests/common/hostile.rs`.
-    #[derive(Debug, Clone)]
-    pub struct Rng(pub u64);
-
-    impl Rng {
-        fn next_u64(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^ (z >> 31)
-        }
-
-        /// A float in [0, 1).
-        pub fn unit(&mut self) -> f64 {
-            (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-        }
-    }
+    pub use minimodel_node::rng::SplitMix64 as Rng;
 }
 
 use relay::{Impairment, Relay};

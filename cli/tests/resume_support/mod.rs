@@ -639,30 +639,11 @@ pub fn progress_bytes(events: &[Value]) -> Option<u64> {
 }
 
 /// SplitMix64: a small seeded generator, so a failing run can be repeated.
-pub struct Rng(u64);
+pub use minimodel_swarm::picker::SplitMix64 as Rng;
 
-impl Rng {
-    pub fn new(seed: u64) -> Self {
-        Self(seed)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..bound` (`bound` > 0).
-    pub fn below(&mut self, bound: u64) -> u64 {
-        self.next_u64() % bound
-    }
-
-    /// A pause of up to `max`.
-    pub fn pause(&mut self, max: Duration) -> Duration {
-        Duration::from_micros(self.below(max.as_micros() as u64 + 1))
-    }
+/// A pause of up to `max`.
+pub fn random_pause(rng: &mut Rng, max: Duration) -> Duration {
+    Duration::from_micros(rng.below(max.as_micros() as u64 + 1))
 }
 
 /// Overwrites `len` bytes of `path` at `offset` with `byte`.

@@ -30,35 +30,13 @@ use tokio::task::JoinHandle;
 use super::Artifact;
 
 /// A small deterministic generator (SplitMix64) for ids and junk.
-#[derive(Debug, Clone)]
-pub struct Rng(pub u64);
+pub use minimodel_node::rng::SplitMix64 as Rng;
 
-impl Rng {
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// A float in [0, 1).
-    pub fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    pub fn fill(&mut self, buf: &mut [u8]) {
-        for chunk in buf.chunks_mut(8) {
-            let bytes = self.next_u64().to_le_bytes();
-            chunk.copy_from_slice(&bytes[..chunk.len()]);
-        }
-    }
-
-    pub fn peer_id(&mut self) -> PeerId {
-        let mut id = [0u8; 32];
-        self.fill(&mut id);
-        PeerId(id)
-    }
+/// A random peer id.
+pub fn random_peer_id(rng: &mut Rng) -> PeerId {
+    let mut id = [0u8; 32];
+    rng.fill(&mut id);
+    PeerId(id)
 }
 
 /// Binds a QUIC endpoint for a hostile peer on `ip` (any 127.x.y.z address
@@ -579,7 +557,7 @@ async fn serve(
                 loop {
                     let entries = (0..count)
                         .map(|_| PeerEntry {
-                            id: rng.peer_id(),
+                            id: random_peer_id(&mut rng),
                             addr: to,
                         })
                         .collect();
