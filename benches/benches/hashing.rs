@@ -1,0 +1,287 @@
+//! The fetch's hot paths, each on its own (figures in
+//! `docs/performance.md`, "Hot paths"):
+//!
+//! - `leaf_hash`: the SHA-256 of one 1 MiB chunk as the fetch computes it
+//!   (`ChunkData::sha256`, SHA-NI when the CPU has it), contiguous and in
+//!   the 1,452-byte parts a chunk comes off the network in; beside it a
+//!   multi-buffer kernel (`tape-sha256`, one chunk per SIMD lane) given 1
+//!   to 16 whole chunks at once, and the same with the parts first gathered
+//!   into one buffer each (the kernel takes contiguous messages only);
+//! - `whole_file`: the full-file SHA-256 of 256 MiB, hashed from memory
+//!   (what the fetch did before it read the file back), read back from the
+//!   page cache in 1 MiB blocks (what it does now), and a plain `memmove` of
+//!   the same bytes for scale;
+//! - `store_write`: writing 256 MiB in 1 MiB chunks into a `.part`:
+//!   buffered `pwritev` of the parts (what the fetch does), the same
+//!   followed by `fdatasync`, and `O_DIRECT` from a 4 KiB-aligned buffer
+//!   the parts are first copied into (what `O_DIRECT` would need); then
+//!   reading the file back after each, as the whole-file hash does.
+//!
+//! `cargo bench -p minimodel-benches --bench hashing`
+//!
+//! Files live under Cargo's bench temp directory (`target/tmp`), not
+//! `/tmp`, which may be a tmpfs that refuses `O_DIRECT`.
+
+use std::fs::{File, OpenOptions};
+use std::hint::black_box;
+use std::io::Write;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::Path;
+use std::time::Duration;
+
+use bytes::Bytes;
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use minimodel_swarm::store::{FileStorage, Storage};
+use minimodel_verifier::chunk::ChunkData;
+use sha2::{Digest, Sha256};
+
+const CHUNK: usize = 1 << 20;
+/// Payload of one QUIC packet at a 1,500-byte MTU, roughly: the size of the
+/// parts a chunk arrives in.
+const PART: usize = 1452;
+const FILE_MIB: usize = 256;
+const BLOCK: usize = 1 << 20;
+
+fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed;
+    let mut out = Vec::with_capacity(len);
+    while out.len() < len {
+        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        out.extend_from_slice(&(z ^ (z >> 31)).to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+fn in_parts(bytes: &[u8]) -> ChunkData {
+    let mut data = ChunkData::new();
+    for part in bytes.chunks(PART) {
+        data.push(Bytes::copy_from_slice(part));
+    }
+    data
+}
+
+fn gather(data: &ChunkData, into: &mut Vec<u8>) {
+    into.clear();
+    for part in data.parts() {
+        into.extend_from_slice(part);
+    }
+}
+
+fn leaf_hash(c: &mut Criterion) {
+    let chunks: Vec<Vec<u8>> = (0..16).map(|i| pseudo_random(CHUNK, i)).collect();
+    let parted: Vec<ChunkData> = chunks.iter().map(|chunk| in_parts(chunk)).collect();
+    // Same digests from every path, or the comparison means nothing.
+    let messages: Vec<&[u8]> = chunks.iter().map(Vec::as_slice).collect();
+    let mut digests = vec![[0u8; 32]; messages.len()];
+    tape_sha256::hash_many(&messages, &mut digests);
+    for ((chunk, parts), digest) in chunks.iter().zip(&parted).zip(&digests) {
+        let single: [u8; 32] = Sha256::digest(chunk).into();
+        assert_eq!(&single, digest);
+        assert_eq!(parts.sha256().0, single);
+    }
+    eprintln!(
+        "multi-buffer backend: {} ({} lanes)",
+        tape_sha256::backend(),
+        tape_sha256::lane_width()
+    );
+
+    let mut group = c.benchmark_group("leaf_hash");
+    group.sample_size(20);
+    group.measurement_time(Duration::from_secs(3));
+    group.throughput(Throughput::Bytes(CHUNK as u64));
+    let contiguous = ChunkData::from(chunks[0].clone());
+    group.bench_function("sha_ni_contiguous", |b| {
+        b.iter(|| black_box(contiguous.sha256()))
+    });
+    group.bench_function("sha_ni_in_parts", |b| {
+        b.iter(|| black_box(parted[0].sha256()))
+    });
+    for n in [1usize, 2, 3, 4, 8, 16] {
+        group.throughput(Throughput::Bytes((n * CHUNK) as u64));
+        let batch = &messages[..n];
+        let mut out = vec![[0u8; 32]; n];
+        group.bench_with_input(BenchmarkId::new("multi_buffer", n), &n, |b, _| {
+            b.iter(|| {
+                tape_sha256::hash_many(batch, &mut out);
+                black_box(&out);
+            })
+        });
+        let mut buffers: Vec<Vec<u8>> = (0..n).map(|_| Vec::with_capacity(CHUNK)).collect();
+        group.bench_with_input(BenchmarkId::new("multi_buffer_gathered", n), &n, |b, _| {
+            b.iter(|| {
+                for (buffer, data) in buffers.iter_mut().zip(&parted) {
+                    gather(data, buffer);
+                }
+                let batch: Vec<&[u8]> = buffers.iter().map(Vec::as_slice).collect();
+                tape_sha256::hash_many(&batch, &mut out);
+                black_box(&out);
+            })
+        });
+    }
+    group.finish();
+}
+
+fn write_file(path: &Path, bytes: &[u8]) {
+    let mut file = File::create(path).unwrap();
+    file.write_all(bytes).unwrap();
+    file.sync_all().unwrap();
+}
+
+/// SHA-256 of the file read back in 1 MiB blocks, as the trailing hasher
+/// reads the `.part`.
+fn read_back_sha256(storage: &FileStorage, len: usize, buf: &mut [u8]) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    let mut offset = 0;
+    while offset < len {
+        let take = BLOCK.min(len - offset);
+        storage
+            .read_exact_at(offset as u64, &mut buf[..take])
+            .unwrap();
+        hasher.update(&buf[..take]);
+        offset += take;
+    }
+    hasher.finalize().into()
+}
+
+fn whole_file(c: &mut Criterion) {
+    let len = FILE_MIB << 20;
+    let bytes = pseudo_random(len, 99);
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let path = dir.path().join("whole.part");
+    write_file(&path, &bytes);
+    let storage = FileStorage::open_read_only(&path).unwrap();
+    let mut buf = vec![0u8; BLOCK];
+    let expected: [u8; 32] = Sha256::digest(&bytes).into();
+    assert_eq!(read_back_sha256(&storage, len, &mut buf), expected);
+
+    let mut group = c.benchmark_group("whole_file");
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(5));
+    group.throughput(Throughput::Bytes(len as u64));
+    group.bench_function("sha256_from_memory", |b| {
+        b.iter(|| black_box(<[u8; 32]>::from(Sha256::digest(&bytes))))
+    });
+    group.bench_function("sha256_read_back", |b| {
+        b.iter(|| black_box(read_back_sha256(&storage, len, &mut buf)))
+    });
+    group.bench_function("read_back_only", |b| {
+        b.iter(|| {
+            let mut offset = 0;
+            while offset < len {
+                storage.read_exact_at(offset as u64, &mut buf).unwrap();
+                offset += BLOCK;
+            }
+            black_box(&buf);
+        })
+    });
+    let mut copy = vec![0u8; len];
+    group.bench_function("memmove", |b| {
+        b.iter(|| {
+            copy.copy_from_slice(&bytes);
+            black_box(&copy);
+        })
+    });
+    group.finish();
+}
+
+/// A 4 KiB-aligned window of `len` bytes into a slightly larger buffer,
+/// which `O_DIRECT` asks for.
+struct Aligned {
+    buf: Vec<u8>,
+    start: usize,
+    len: usize,
+}
+
+impl Aligned {
+    fn new(len: usize) -> Self {
+        let buf = vec![0u8; len + 4096];
+        let start = buf.as_ptr().align_offset(4096);
+        assert!(start < 4096, "cannot align a buffer to 4 KiB");
+        Self { buf, start, len }
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [u8] {
+        &mut self.buf[self.start..self.start + self.len]
+    }
+}
+
+fn store_write(c: &mut Criterion) {
+    let len = FILE_MIB << 20;
+    let chunks: Vec<ChunkData> = (0..FILE_MIB as u64)
+        .map(|i| in_parts(&pseudo_random(CHUNK, 1000 + i)))
+        .collect();
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let path = dir.path().join("store.part");
+    let mut buf = vec![0u8; BLOCK];
+
+    let mut group = c.benchmark_group("store_write");
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(10));
+    group.throughput(Throughput::Bytes(len as u64));
+
+    let buffered = FileStorage::open_sized(&path, len as u64).unwrap();
+    let write_buffered = |storage: &FileStorage| {
+        for (index, chunk) in chunks.iter().enumerate() {
+            storage
+                .write_parts_at((index * CHUNK) as u64, chunk.parts())
+                .unwrap();
+        }
+    };
+    group.bench_function("buffered_pwritev", |b| b.iter(|| write_buffered(&buffered)));
+    group.bench_function("buffered_pwritev_fdatasync", |b| {
+        b.iter(|| {
+            write_buffered(&buffered);
+            buffered.sync_data().unwrap();
+        })
+    });
+    group.bench_function("buffered_then_read_back", |b| {
+        b.iter(|| {
+            write_buffered(&buffered);
+            black_box(read_back_sha256(&buffered, len, &mut buf));
+        })
+    });
+    drop(buffered);
+
+    let direct = match OpenOptions::new()
+        .write(true)
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32)
+        .open(&path)
+    {
+        Ok(file) => file,
+        Err(error) => panic!(
+            "cannot open {} with O_DIRECT (the file system must allow it): {error}",
+            path.display()
+        ),
+    };
+    let mut aligned = Aligned::new(CHUNK);
+    let mut write_direct = |file: &File| {
+        for (index, chunk) in chunks.iter().enumerate() {
+            let target = aligned.as_mut_slice();
+            let mut at = 0;
+            for part in chunk.parts() {
+                target[at..at + part.len()].copy_from_slice(part);
+                at += part.len();
+            }
+            file.write_all_at(target, (index * CHUNK) as u64).unwrap();
+        }
+    };
+    group.bench_function("o_direct_aligned_copy", |b| {
+        b.iter(|| write_direct(&direct))
+    });
+    let reader = FileStorage::open_read_only(&path).unwrap();
+    group.bench_function("o_direct_then_read_back", |b| {
+        b.iter(|| {
+            write_direct(&direct);
+            black_box(read_back_sha256(&reader, len, &mut buf));
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, leaf_hash, whole_file, store_write);
+criterion_main!(benches);
