@@ -155,8 +155,12 @@ pub struct Downloader {
     picker: PiecePicker,
     peers: BTreeMap<LinkId, PeerDownload>,
     banned: BTreeSet<PeerId>,
-    /// Statistics of peers that left, kept for the receipt.
-    departed: Vec<(PeerId, PeerStats)>,
+    /// Statistics of peers that left, kept for the receipt: one entry per
+    /// peer id, its sessions summed, and only for peers that delivered
+    /// something (good or bad). A peer that connects and leaves without a
+    /// chunk costs nothing here, so endless reconnects under fresh ids do
+    /// not grow it; every entry cost its peer at least one chunk sent.
+    departed: BTreeMap<PeerId, PeerStats>,
     /// No new requests while set (the driver's pipeline behind us is full).
     hold: bool,
     /// `max_rate`, when set.
@@ -180,7 +184,7 @@ impl Downloader {
             picker,
             peers: BTreeMap::new(),
             banned: BTreeSet::new(),
-            departed: Vec::new(),
+            departed: BTreeMap::new(),
             hold: false,
             rate_limit: None,
             rate_wait: None,
@@ -239,15 +243,17 @@ impl Downloader {
         self.banned.contains(id)
     }
 
-    /// Statistics of every peer that took part, connected or gone.
+    /// Statistics of every peer that delivered something, connected or
+    /// gone (connected peers also when they delivered nothing yet): one
+    /// entry per peer id, its sessions summed.
     pub fn all_peer_stats(&self) -> Vec<(PeerId, PeerStats)> {
         let mut all = self.departed.clone();
-        all.extend(
-            self.peers
-                .values()
-                .map(|s| (s.peer_id(), s.stats().clone())),
-        );
-        all
+        for session in self.peers.values() {
+            all.entry(session.peer_id())
+                .or_default()
+                .add(session.stats());
+        }
+        all.into_iter().collect()
     }
 
     /// The next thing the driver must do.
@@ -288,8 +294,13 @@ impl Downloader {
         if let Some(session) = self.peers.remove(&key) {
             self.picker.release_peer(key);
             self.picker.remove_peer_chunks(session.has());
-            self.departed
-                .push((session.peer_id(), session.stats().clone()));
+            let stats = session.stats();
+            if stats.delivered_any() {
+                self.departed
+                    .entry(session.peer_id())
+                    .or_default()
+                    .add(stats);
+            }
             self.fill(now);
         }
     }
@@ -760,6 +771,39 @@ mod tests {
             }
         }
         assert_eq!(verified, count);
+    }
+
+    #[test]
+    fn peers_that_come_and_go_without_a_chunk_leave_no_trace_and_a_returning_peer_is_summed() {
+        let mut core = budgeted_core(8 << 20);
+        let now = Instant::now();
+        // Ten thousand sessions under fresh ids, none delivering anything.
+        for i in 0..10_000u64 {
+            let mut id = [0u8; 32];
+            id[..8].copy_from_slice(&i.to_le_bytes());
+            id[31] = 1;
+            core.add_peer(LinkId(1000 + i), PeerId(id), HaveBitfield::full(1000), now)
+                .unwrap();
+            core.remove_peer(LinkId(1000 + i), now);
+        }
+        assert!(core.all_peer_stats().is_empty());
+        // One peer delivers a chunk in each of two sessions.
+        let giver = PeerId([7; 32]);
+        for session in 0..2u64 {
+            core.add_peer(LinkId(session), giver, HaveBitfield::full(1000), now)
+                .unwrap();
+            let (_, chunk) = requests(&mut core)
+                .into_iter()
+                .find(|(peer, _)| *peer == LinkId(session))
+                .expect("the peer is asked for a chunk");
+            core.on_chunk_verified(LinkId(session), chunk, 1 << 20, now);
+            core.remove_peer(LinkId(session), now);
+        }
+        let all = core.all_peer_stats();
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].0, giver);
+        assert_eq!(all[0].1.chunks, 2);
+        assert_eq!(all[0].1.bytes, 2 << 20);
     }
 
     #[test]

@@ -38,6 +38,22 @@ pub struct PeerStats {
     pub timeouts: u32,
 }
 
+impl PeerStats {
+    /// Whether the peer delivered any bytes, verified or bad.
+    pub fn delivered_any(&self) -> bool {
+        self.chunks > 0 || self.bytes > 0 || self.wasted_bytes > 0 || self.bad_chunks > 0
+    }
+
+    /// Adds another session's figures of the same peer.
+    pub fn add(&mut self, other: &PeerStats) {
+        self.chunks += other.chunks;
+        self.bytes += other.bytes;
+        self.wasted_bytes += other.wasted_bytes;
+        self.bad_chunks += other.bad_chunks;
+        self.timeouts = self.timeouts.saturating_add(other.timeouts);
+    }
+}
+
 /// One connected peer.
 #[derive(Debug, Clone)]
 pub struct PeerDownload {

@@ -217,52 +217,38 @@ impl Fetching {
         metrics.chunks_verified = self.fetched_chunks;
         metrics.in_flight_bytes = (self.downloader.requests_in_flight() as u64)
             .saturating_mul(u64::from(self.params.chunk_size()));
+        // One entry per peer id (`all_peer_stats` sums a peer's sessions).
         for (id, stats) in self.downloader.all_peer_stats() {
             metrics.bad_chunks += stats.bad_chunks;
-            let downloaded = stats.bytes + stats.wasted_bytes;
-            match metrics.peers.iter_mut().find(|peer| peer.id == id) {
-                Some(peer) => peer.downloaded_bytes += downloaded,
-                None => metrics.peers.push(PeerMetrics {
-                    id,
-                    downloaded_bytes: downloaded,
-                    uploaded_bytes: 0,
-                }),
-            }
+            metrics.peers.push(PeerMetrics {
+                id,
+                downloaded_bytes: stats.bytes + stats.wasted_bytes,
+                uploaded_bytes: 0,
+            });
         }
     }
 
     pub(super) fn stats(&self) -> TransferStats {
-        let banned = |id: &PeerId| self.downloader.is_banned(id);
-        let mut peers: Vec<PeerTransfer> = Vec::new();
-        for (id, stats) in self.downloader.all_peer_stats() {
-            // A peer that reconnected appears once, its sessions summed.
-            match peers.iter_mut().find(|peer| peer.id == id) {
-                Some(peer) => {
-                    peer.chunks += stats.chunks;
-                    peer.bytes += stats.bytes;
-                    peer.bad_chunks += stats.bad_chunks;
-                }
-                None => peers.push(PeerTransfer {
-                    id,
-                    address: None,
-                    source: None,
-                    chunks: stats.chunks,
-                    bytes: stats.bytes,
-                    bad_chunks: stats.bad_chunks,
-                    banned: banned(&id),
-                }),
-            }
-        }
+        // One entry per peer id: a peer that reconnected has its sessions
+        // summed.
+        let all = self.downloader.all_peer_stats();
+        let peers = all
+            .iter()
+            .map(|(id, stats)| PeerTransfer {
+                id: *id,
+                address: None,
+                source: None,
+                chunks: stats.chunks,
+                bytes: stats.bytes,
+                bad_chunks: stats.bad_chunks,
+                banned: self.downloader.is_banned(id),
+            })
+            .collect();
         TransferStats {
             chunks_resumed: self.resumed_chunks,
             chunks_fetched: self.fetched_chunks,
             chunks_refetched: self.refetched,
-            bytes_wasted: self
-                .downloader
-                .all_peer_stats()
-                .iter()
-                .map(|(_, stats)| stats.wasted_bytes)
-                .sum(),
+            bytes_wasted: all.iter().map(|(_, stats)| stats.wasted_bytes).sum(),
             peers,
             completed_at: self.completed_at,
         }
