@@ -14,9 +14,13 @@
 
 use std::collections::BTreeSet;
 use std::io;
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
 
 use minimodel_verifier::Sha256Digest;
 use minimodel_verifier::chunk::{ChunkGeometry, ChunkIndex};
+use minimodel_wire::HaveBitfield;
 use sha2::{Digest, Sha256};
 
 use crate::resume::READ_BLOCK;
@@ -117,6 +121,76 @@ impl TrailingHasher {
             )));
         }
         Ok(Sha256Digest(self.hasher.finalize().into()))
+    }
+}
+
+/// A [`TrailingHasher`] on a thread of its own. It drains its inbox
+/// (indices of stored chunks) between chunks, so taking in new chunks never
+/// waits for hashing, and tells `progress` how many chunks it has hashed
+/// after each one.
+pub(crate) struct TrailingThread {
+    sender: Option<mpsc::Sender<u32>>,
+    thread: Option<JoinHandle<io::Result<Sha256Digest>>>,
+}
+
+impl TrailingThread {
+    /// Starts hashing `storage` from its first chunk; `stored` marks the
+    /// chunks already verified and on storage.
+    pub(crate) fn start(
+        geometry: ChunkGeometry,
+        storage: Arc<dyn Storage>,
+        stored: &HaveBitfield,
+        progress: impl Fn(u32) + Send + 'static,
+    ) -> Self {
+        let (sender, inbox) = mpsc::channel::<u32>();
+        let resumed: Vec<u32> = stored.iter_ones().map(|c| c.0).collect();
+        let thread = std::thread::Builder::new()
+            .name("trailing-sha256".into())
+            .spawn(move || {
+                let mut hasher = TrailingHasher::new(geometry);
+                for chunk in resumed {
+                    hasher.note_stored(chunk);
+                }
+                loop {
+                    while let Ok(chunk) = inbox.try_recv() {
+                        hasher.note_stored(chunk);
+                    }
+                    if hasher.step(storage.as_ref())? {
+                        progress(hasher.hashed_chunks());
+                        continue;
+                    }
+                    match inbox.recv() {
+                        Ok(chunk) => hasher.note_stored(chunk),
+                        Err(_) => break,
+                    }
+                }
+                hasher.finish(storage.as_ref())
+            })
+            .ok();
+        Self {
+            sender: Some(sender),
+            thread,
+        }
+    }
+
+    /// Chunk `chunk` is verified and written: it may be read back.
+    pub(crate) fn stored(&mut self, chunk: u32) {
+        if let Some(sender) = &self.sender {
+            // The thread is gone only after a read error, which `finish`
+            // reports.
+            let _ = sender.send(chunk);
+        }
+    }
+
+    /// Waits for the hasher to reach the end. Blocking.
+    pub(crate) fn finish(mut self) -> io::Result<Sha256Digest> {
+        drop(self.sender.take());
+        match self.thread.take() {
+            Some(thread) => thread
+                .join()
+                .map_err(|_| io::Error::other("trailing hasher panicked"))?,
+            None => Err(io::Error::other("trailing hasher could not start")),
+        }
     }
 }
 

@@ -3,33 +3,26 @@
 //! file as it is on disk (the trailing hasher), and the final checks. Each
 //! reports back as an event; none decides anything.
 
-use std::io;
 use std::sync::Arc;
-use std::sync::mpsc as std_mpsc;
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use minimodel_node::LinkId;
 use minimodel_node::node::{Finish, UploadOutcome, VerifyOutcome};
 use minimodel_verifier::Sha256Digest;
-use minimodel_verifier::check::{VerifyError, verify_with_hashes};
 use minimodel_verifier::chunk::{ChunkGeometry, ChunkIndex as VerifierIndex, ChunkVerifier};
-use minimodel_verifier::hashing::FileHashes;
 use minimodel_verifier::manifest::Manifest;
 use minimodel_verifier::merkle::MerkleTree;
-use minimodel_verifier::receipt::{
-    ImportReceipt, PeerContribution, ReceiptSource, TransferSummary,
-};
-use minimodel_wire::{ChunkIndex, HaveBitfield, PieceHeader};
+use minimodel_verifier::receipt::{PeerContribution, TransferSummary};
+use minimodel_wire::{ChunkIndex, PieceHeader};
 use tokio::sync::{Semaphore, mpsc};
 
 use super::{DriverLink, Event, Node};
 use crate::link::ArrivedPiece;
 use crate::link::pieces::{PieceStreamError, send_piece};
-use crate::resume::{PartialDownload, ResumeError};
+use crate::resume::{Delivered, PartialDownload, ResumeError};
 use crate::store::{Storage, read_chunk};
-use crate::trailing::TrailingHasher;
+use crate::trailing::TrailingThread;
 
 /// Verification and storage jobs at once.
 pub(crate) const VERIFY_JOBS: usize = 2;
@@ -50,15 +43,6 @@ pub(crate) enum JobDone {
     Trailing(u32),
     Checkpointed(Result<(), ResumeError>),
     Delivered(Finish, Option<Box<Delivered>>),
-}
-
-/// A delivered download.
-pub(crate) struct Delivered {
-    pub(crate) artifact: std::path::PathBuf,
-    pub(crate) receipt_path: std::path::PathBuf,
-    pub(crate) receipt: ImportReceipt,
-    pub(crate) finish_elapsed: Duration,
-    pub(crate) tree: MerkleTree,
 }
 
 /// Where proofs come from: the whole tree (a seeder, or a download once
@@ -133,11 +117,15 @@ impl Jobs {
     /// verified so far noted.
     pub(crate) fn start_hash(&mut self, events: &mpsc::Sender<Event>) {
         if let Some(partial) = &self.partial {
+            let events = events.clone();
             self.trailing = Some(TrailingThread::start(
                 self.geometry,
                 partial.storage(),
                 &partial.verified(),
-                events.clone(),
+                // The node may be gone; the hasher then finishes quietly.
+                move |hashed| {
+                    let _ = events.blocking_send(Event::Job(JobDone::Trailing(hashed)));
+                },
             ));
         }
     }
@@ -286,9 +274,23 @@ pub(super) fn deliver(node: &mut Node) {
     node.jobs.delivering = true;
     tokio::spawn(async move {
         let _all = slots.acquire_many(VERIFY_JOBS as u32).await;
-        let done =
-            tokio::task::spawn_blocking(move || final_checks(&partial, &context, trailing, stats))
-                .await;
+        let done = tokio::task::spawn_blocking(move || {
+            let sha256 = trailing.map(TrailingThread::finish);
+            let completed_at = stats
+                .as_ref()
+                .and_then(|stats| stats.completed_at)
+                .unwrap_or_else(Instant::now);
+            let summary = summary_of(stats.as_ref());
+            partial.final_checks(
+                &context.manifest,
+                context.manifest_sha256,
+                sha256,
+                summary,
+                context.started,
+                completed_at,
+            )
+        })
+        .await;
         let (finish, delivered) = match done {
             Ok(result) => result,
             Err(error) => (
@@ -300,113 +302,6 @@ pub(super) fn deliver(node: &mut Node) {
             .send(Event::Job(JobDone::Delivered(finish, delivered)))
             .await;
     });
-}
-
-fn final_checks(
-    partial: &PartialDownload,
-    context: &DeliveryContext,
-    trailing: Option<TrailingThread>,
-    stats: Option<minimodel_node::node::TransferStats>,
-) -> (Finish, Option<Box<Delivered>>) {
-    let storage_failed =
-        |error: ResumeError| (Finish::StorageFailed(crate::resume::describe(&error)), None);
-    let sha256 = match trailing.map(TrailingThread::finish) {
-        Some(Ok(sha256)) => sha256,
-        Some(Err(error)) => {
-            return (
-                Finish::StorageFailed(format!("cannot read the file back: {error}")),
-                None,
-            );
-        }
-        None => {
-            return (
-                Finish::Failed("the whole-file hash was not running".into()),
-                None,
-            );
-        }
-    };
-    let manifest = &context.manifest;
-    let geometry = partial.geometry();
-    let chunk_hashes: Option<Vec<Sha256Digest>> = geometry
-        .indices()
-        .map(|index| partial.chunk_hash(index))
-        .collect();
-    let Some(chunk_hashes) = chunk_hashes else {
-        return (Finish::Failed("a verified chunk has no hash".into()), None);
-    };
-    let hashes = FileHashes {
-        bytes: manifest.artifact_bytes,
-        sha256,
-        chunk_hashes,
-    };
-    let artifact = match verify_with_hashes(manifest, &partial.paths().part, hashes) {
-        Ok(artifact) => artifact,
-        Err(VerifyError::ArtifactSha256 { .. }) => {
-            // Every chunk passed its proof, so bytes changed on disk since
-            // (or were written in the wrong place): find them.
-            let bad = match partial.find_bad_chunks(&|_| {}) {
-                Ok(bad) => bad,
-                Err(error) => return storage_failed(error),
-            };
-            if bad.is_empty() {
-                return (
-                    Finish::Failed(
-                        "the whole-file hash differs but every chunk matches its hash".into(),
-                    ),
-                    None,
-                );
-            }
-            for index in &bad {
-                if let Err(error) = partial.drop_chunk(*index) {
-                    return storage_failed(error);
-                }
-            }
-            if let Err(error) = partial.checkpoint() {
-                return storage_failed(error);
-            }
-            return (
-                Finish::Damaged(bad.iter().map(|index| ChunkIndex(index.0)).collect()),
-                None,
-            );
-        }
-        Err(error) => return (Finish::Failed(describe_verify(&error)), None),
-    };
-    let completed_at = stats
-        .as_ref()
-        .and_then(|stats| stats.completed_at)
-        .unwrap_or_else(Instant::now);
-    let finished = partial.finish_with(|| {
-        let mut summary = summary_of(stats.as_ref());
-        // Everything after the last verified chunk up to here: the
-        // read-back hash, the checks and the final sync.
-        summary.finish_ms = completed_at.elapsed().as_millis() as u64;
-        summary.duration_ms = context.started.elapsed().as_millis() as u64;
-        artifact.receipt(context.manifest_sha256, ReceiptSource::Peers(summary))
-    });
-    match finished {
-        Ok(finished) => (
-            Finish::Delivered,
-            Some(Box::new(Delivered {
-                artifact: finished.artifact,
-                receipt_path: finished.receipt_path,
-                receipt: finished.receipt,
-                finish_elapsed: completed_at.elapsed(),
-                tree: artifact.tree().clone(),
-            })),
-        ),
-        Err(error) => storage_failed(error),
-    }
-}
-
-fn describe_verify(error: &VerifyError) -> String {
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// The receipt's transfer summary from the core's figures.
@@ -482,77 +377,6 @@ pub(super) fn on_done(node: &mut Node, done: JobDone, now: Instant) {
                 node.delivered_now = true;
             }
             node.core.handle_finished(finish, now);
-        }
-    }
-}
-
-/// The trailing hasher on its own thread. It drains its inbox (indices of
-/// stored chunks) between chunks, so taking in new chunks never waits for
-/// hashing, and reports its progress after each chunk.
-struct TrailingThread {
-    sender: Option<std_mpsc::Sender<u32>>,
-    thread: Option<JoinHandle<io::Result<Sha256Digest>>>,
-}
-
-impl TrailingThread {
-    fn start(
-        geometry: ChunkGeometry,
-        storage: Arc<dyn Storage>,
-        stored: &HaveBitfield,
-        events: mpsc::Sender<Event>,
-    ) -> Self {
-        let (sender, inbox) = std_mpsc::channel::<u32>();
-        let resumed: Vec<u32> = stored.iter_ones().map(|c| c.0).collect();
-        let thread = std::thread::Builder::new()
-            .name("trailing-sha256".into())
-            .spawn(move || {
-                let mut hasher = TrailingHasher::new(geometry);
-                for chunk in resumed {
-                    hasher.note_stored(chunk);
-                }
-                loop {
-                    while let Ok(chunk) = inbox.try_recv() {
-                        hasher.note_stored(chunk);
-                    }
-                    if hasher.step(storage.as_ref())? {
-                        let hashed = hasher.hashed_chunks();
-                        if events
-                            .blocking_send(Event::Job(JobDone::Trailing(hashed)))
-                            .is_err()
-                        {
-                            // The node is gone; finish quietly.
-                        }
-                        continue;
-                    }
-                    match inbox.recv() {
-                        Ok(chunk) => hasher.note_stored(chunk),
-                        Err(_) => break,
-                    }
-                }
-                hasher.finish(storage.as_ref())
-            })
-            .ok();
-        Self {
-            sender: Some(sender),
-            thread,
-        }
-    }
-
-    /// Chunk `chunk` is verified and written: it may be read back.
-    fn stored(&mut self, chunk: u32) {
-        if let Some(sender) = &self.sender {
-            let _ = sender.send(chunk);
-        }
-    }
-
-    /// Waits for the hasher to reach the end. Blocking.
-    fn finish(mut self) -> io::Result<Sha256Digest> {
-        drop(self.sender.take());
-        match self.thread.take() {
-            Some(thread) => thread
-                .join()
-                .map_err(|_| io::Error::other("trailing hasher panicked"))?,
-            None => Err(io::Error::other("trailing hasher could not start")),
         }
     }
 }

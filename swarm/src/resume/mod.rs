@@ -48,6 +48,7 @@
 //! # Ok(()) }
 //! ```
 
+mod deliver;
 mod dir;
 mod error;
 mod files;
@@ -60,6 +61,7 @@ mod report;
 mod state;
 mod status;
 
+pub(crate) use deliver::Delivered;
 pub use dir::{NewFile, UnsafeKind, write_file_atomically};
 pub use error::{KnowledgeError, ResumeError, StateError};
 pub use files::DownloadPaths;

@@ -1,0 +1,143 @@
+//! The final checks of a download whose every chunk is verified: the
+//! whole-file SHA-256 as read back from the `.part`, every check of a local
+//! `verify`, then the receipt and the rename to the final name. A
+//! whole-file hash that disagrees while every chunk passed its proof means
+//! bytes changed on disk since: the chunks that no longer match are found,
+//! dropped and reported, to be fetched again (`docs/resume.md`, "Bad chunks
+//! found later").
+
+use std::io;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use minimodel_node::node::Finish;
+use minimodel_verifier::Sha256Digest;
+use minimodel_verifier::check::{VerifyError, verify_with_hashes};
+use minimodel_verifier::hashing::FileHashes;
+use minimodel_verifier::manifest::Manifest;
+use minimodel_verifier::merkle::MerkleTree;
+use minimodel_verifier::receipt::{ImportReceipt, ReceiptSource, TransferSummary};
+use minimodel_wire::ChunkIndex;
+
+use super::{PartialDownload, ResumeError, describe};
+
+/// A delivered download.
+pub(crate) struct Delivered {
+    pub(crate) artifact: PathBuf,
+    pub(crate) receipt_path: PathBuf,
+    pub(crate) receipt: ImportReceipt,
+    /// From the last verified chunk to the delivered file.
+    pub(crate) finish_elapsed: Duration,
+    pub(crate) tree: MerkleTree,
+}
+
+impl PartialDownload {
+    /// Checks the whole file and delivers it. `sha256` is the whole-file
+    /// hash read back from the `.part` (`None`: it was not running);
+    /// `summary` goes into the receipt with its durations filled in, from
+    /// `started` and from `completed_at` (the last verified chunk).
+    /// Blocking.
+    pub(crate) fn final_checks(
+        &self,
+        manifest: &Manifest,
+        manifest_sha256: Sha256Digest,
+        sha256: Option<io::Result<Sha256Digest>>,
+        mut summary: TransferSummary,
+        started: Instant,
+        completed_at: Instant,
+    ) -> (Finish, Option<Box<Delivered>>) {
+        let storage_failed = |error: ResumeError| (Finish::StorageFailed(describe(&error)), None);
+        let sha256 = match sha256 {
+            Some(Ok(sha256)) => sha256,
+            Some(Err(error)) => {
+                return (
+                    Finish::StorageFailed(format!("cannot read the file back: {error}")),
+                    None,
+                );
+            }
+            None => {
+                return (
+                    Finish::Failed("the whole-file hash was not running".into()),
+                    None,
+                );
+            }
+        };
+        let chunk_hashes: Option<Vec<Sha256Digest>> = self
+            .geometry()
+            .indices()
+            .map(|index| self.chunk_hash(index))
+            .collect();
+        let Some(chunk_hashes) = chunk_hashes else {
+            return (Finish::Failed("a verified chunk has no hash".into()), None);
+        };
+        let hashes = FileHashes {
+            bytes: manifest.artifact_bytes,
+            sha256,
+            chunk_hashes,
+        };
+        let artifact = match verify_with_hashes(manifest, &self.paths().part, hashes) {
+            Ok(artifact) => artifact,
+            Err(VerifyError::ArtifactSha256 { .. }) => {
+                // Every chunk passed its proof, so bytes changed on disk
+                // since (or were written in the wrong place): find them.
+                let bad = match self.find_bad_chunks(&|_| {}) {
+                    Ok(bad) => bad,
+                    Err(error) => return storage_failed(error),
+                };
+                if bad.is_empty() {
+                    return (
+                        Finish::Failed(
+                            "the whole-file hash differs but every chunk matches its hash".into(),
+                        ),
+                        None,
+                    );
+                }
+                for index in &bad {
+                    if let Err(error) = self.drop_chunk(*index) {
+                        return storage_failed(error);
+                    }
+                }
+                if let Err(error) = self.checkpoint() {
+                    return storage_failed(error);
+                }
+                return (
+                    Finish::Damaged(bad.iter().map(|index| ChunkIndex(index.0)).collect()),
+                    None,
+                );
+            }
+            Err(error) => return (Finish::Failed(describe_verify(&error)), None),
+        };
+        let finished = self.finish_with(|| {
+            // Everything after the last verified chunk up to here: the
+            // read-back hash, the checks and the final sync.
+            summary.finish_ms = completed_at.elapsed().as_millis() as u64;
+            summary.duration_ms = started.elapsed().as_millis() as u64;
+            artifact.receipt(manifest_sha256, ReceiptSource::Peers(summary))
+        });
+        match finished {
+            Ok(finished) => (
+                Finish::Delivered,
+                Some(Box::new(Delivered {
+                    artifact: finished.artifact,
+                    receipt_path: finished.receipt_path,
+                    receipt: finished.receipt,
+                    finish_elapsed: completed_at.elapsed(),
+                    tree: artifact.tree().clone(),
+                })),
+            ),
+            Err(error) => storage_failed(error),
+        }
+    }
+}
+
+/// A verification error with its causes, in one line.
+fn describe_verify(error: &VerifyError) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
