@@ -517,15 +517,23 @@ impl NodeCore {
                 .on_chunk_verified(link, chunk.0, len, now);
         }
         self.drain_download(now);
+        self.maybe_checkpoint(now);
         self.check_complete(now);
     }
 
+    /// Every chunk verified: the final checks start, once a checkpoint
+    /// still running has ended (the two must not change the download's
+    /// files at once: the delivery removes the state and the journal a
+    /// checkpoint writes).
     pub(super) fn check_complete(&mut self, now: Instant) {
         let Some(download) = &mut self.download else {
             return;
         };
         if download.phase == Phase::Fetching && download.downloader.is_complete() {
-            download.completed_at = Some(now);
+            download.completed_at.get_or_insert(now);
+            if download.checkpoint_running {
+                return;
+            }
             download.phase = Phase::Delivering;
             self.actions.push_back(Action::Deliver);
         }
@@ -560,8 +568,10 @@ impl NodeCore {
         if let Some(download) = &mut self.download {
             download.checkpoint_running = false;
         }
-        if let Err(error) = result {
-            self.end(Err(Failure::Storage(error)), now);
+        match result {
+            Err(error) => self.end(Err(Failure::Storage(error)), now),
+            // A delivery that waited for this checkpoint starts now.
+            Ok(()) => self.check_complete(now),
         }
     }
 
@@ -610,6 +620,7 @@ impl NodeCore {
                 download.start_prefix = download.prefix;
                 download.hashed = 0;
                 download.phase = Phase::Fetching;
+                download.completed_at = None;
                 download.last_progress = now;
                 self.actions.push_back(Action::RestartHash);
                 self.drain_download(now);
@@ -618,9 +629,43 @@ impl NodeCore {
         }
     }
 
+    /// Starts a checkpoint when one is due: `checkpoint_bytes` verified
+    /// since the last, or `checkpoint_every` gone by with some. Checked as
+    /// each chunk is stored as well as on the clock, so the bytes a crash
+    /// could cost and the final sync's work stay at `checkpoint_bytes`
+    /// however fast chunks arrive. None starts once every chunk is
+    /// verified: the final sync covers the rest.
+    fn maybe_checkpoint(&mut self, now: Instant) {
+        let config = &self.config;
+        let Some(download) = &mut self.download else {
+            return;
+        };
+        if download.phase != Phase::Fetching
+            || download.checkpoint_running
+            || download.downloader.is_complete()
+        {
+            return;
+        }
+        let due = download.bytes_since_checkpoint >= config.checkpoint_bytes
+            || (download.bytes_since_checkpoint > 0
+                && now.saturating_duration_since(download.last_checkpoint)
+                    >= config.checkpoint_every);
+        if !due {
+            return;
+        }
+        download.checkpoint_running = true;
+        download.bytes_since_checkpoint = 0;
+        download.last_checkpoint = now;
+        let hashed_bytes = (u64::from(download.hashed) * u64::from(download.params.chunk_size()))
+            .min(download.params.artifact_bytes());
+        download.released_below = download.released_below.max(hashed_bytes);
+        self.actions.push_back(Action::Checkpoint {
+            release_below: download.released_below,
+        });
+    }
+
     /// Timeouts, checkpoints, reports and giving up.
     pub(super) fn download_tick(&mut self, now: Instant) {
-        let config = &self.config;
         let Some(download) = &mut self.download else {
             return;
         };
@@ -628,22 +673,11 @@ impl NodeCore {
             return;
         }
         download.downloader.tick(now);
-        let due = download.bytes_since_checkpoint >= config.checkpoint_bytes
-            || (download.bytes_since_checkpoint > 0
-                && now.saturating_duration_since(download.last_checkpoint)
-                    >= config.checkpoint_every);
-        if due && !download.checkpoint_running {
-            download.checkpoint_running = true;
-            download.bytes_since_checkpoint = 0;
-            download.last_checkpoint = now;
-            let hashed_bytes = (u64::from(download.hashed)
-                * u64::from(download.params.chunk_size()))
-            .min(download.params.artifact_bytes());
-            download.released_below = download.released_below.max(hashed_bytes);
-            self.actions.push_back(Action::Checkpoint {
-                release_below: download.released_below,
-            });
-        }
+        self.maybe_checkpoint(now);
+        let config = &self.config;
+        let Some(download) = &mut self.download else {
+            return;
+        };
         if now.saturating_duration_since(download.last_report) >= config.progress_every {
             download.last_report = now;
             let rate = download.rate(now);

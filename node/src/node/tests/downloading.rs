@@ -281,6 +281,11 @@ fn serve_all(h: &mut Harness, link: LinkId, mut actions: Vec<Action>) -> Vec<Act
             h.core.handle_trailing(prefix, h.now);
         }
         actions = h.take();
+        // Checkpoints end at once (the delivery waits for one running).
+        if !checkpoints(&actions).is_empty() {
+            h.core.handle_checkpointed(Ok(()), h.now);
+            actions.extend(h.take());
+        }
     }
 }
 
@@ -343,6 +348,88 @@ fn checkpoints_are_paced_one_at_a_time_and_release_only_what_is_hashed() {
         assert!(pair[1].0 - pair[0].0 >= every, "{seen:?}");
         assert!(pair[1].1 >= pair[0].1, "release_below never goes back");
     }
+}
+
+/// Chunks of a fetch that ask for checkpoints every four chunks and never
+/// on the clock; returns the harness and the seeder's link.
+fn fast_fetch(chunks: u32) -> (Harness, LinkId) {
+    let config = NodeConfig {
+        checkpoint_bytes: 4 * u64::from(CHUNK),
+        checkpoint_every: Duration::from_secs(3600),
+        ..NodeConfig::default()
+    };
+    let mut h = Harness::new(Kind::Fetch, chunks, config);
+    let a = h.connect_out(&Remote::seeder(1, "62.1.1.1:4433", chunks));
+    (h, a)
+}
+
+fn delivers(actions: &[Action]) -> usize {
+    actions
+        .iter()
+        .filter(|action| matches!(action, Action::Deliver))
+        .count()
+}
+
+#[test]
+fn a_checkpoint_starts_as_the_chunk_that_fills_checkpoint_bytes_is_stored() {
+    let (mut h, a) = fast_fetch(16);
+    let mut queue: std::collections::VecDeque<u32> = requests_to(&h.take(), a).into();
+    let mut at = Vec::new();
+    let mut stored = 0;
+    // No time passes: only the bytes can start a checkpoint.
+    while let Some(chunk) = queue.pop_front() {
+        h.deliver(a, chunk);
+        stored += 1;
+        // The trailing hasher keeps up.
+        let prefix = (0..h.core.have().chunk_count())
+            .take_while(|c| h.core.have().get(ChunkIndex(*c)))
+            .count() as u32;
+        h.core.handle_trailing(prefix, h.now);
+        let actions = h.take();
+        queue.extend(requests_to(&actions, a));
+        if !checkpoints(&actions).is_empty() {
+            at.push(stored);
+            h.core.handle_checkpointed(Ok(()), h.now);
+        }
+        if stored == 16 {
+            assert_eq!(delivers(&actions), 1, "the last chunk starts the delivery");
+        }
+    }
+    assert_eq!(stored, 16);
+    // After 4, 8 and 12 chunks; the 16th is left to the final sync.
+    assert_eq!(at, [4, 8, 12]);
+}
+
+#[test]
+fn the_delivery_waits_for_a_checkpoint_still_running() {
+    let (mut h, a) = fast_fetch(8);
+    let mut queue: std::collections::VecDeque<u32> = requests_to(&h.take(), a).into();
+    let mut running = false;
+    let mut stored = 0;
+    while let Some(chunk) = queue.pop_front() {
+        h.deliver(a, chunk);
+        stored += 1;
+        // The trailing hasher keeps up.
+        let prefix = (0..h.core.have().chunk_count())
+            .take_while(|c| h.core.have().get(ChunkIndex(*c)))
+            .count() as u32;
+        h.core.handle_trailing(prefix, h.now);
+        let actions = h.take();
+        queue.extend(requests_to(&actions, a));
+        running |= !checkpoints(&actions).is_empty();
+        if stored < 8 {
+            assert_eq!(delivers(&actions), 0);
+        } else {
+            // The checkpoint started at chunk 4 never reported back.
+            assert!(running);
+            assert_eq!(delivers(&actions), 0, "not while the checkpoint runs");
+        }
+    }
+    assert_eq!(stored, 8);
+    h.core.handle_checkpointed(Ok(()), h.now);
+    let actions = h.take();
+    assert_eq!(delivers(&actions), 1, "once it has ended");
+    assert!(checkpoints(&actions).is_empty());
 }
 
 #[test]
