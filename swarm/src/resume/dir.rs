@@ -24,7 +24,7 @@ use std::io::{self, Read, Write};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+use rustix::fs::{AtFlags, FileType, FlockOperation, Mode, OFlags};
 
 use super::error::{ResumeError, io_error};
 
@@ -227,7 +227,9 @@ impl SafeDir {
         renamed
     }
 
-    /// Creates a new file named `.<stem>.<random>.tmp`, exclusively.
+    /// Creates a new file named `.<stem>.<random>.tmp`, exclusively, and
+    /// holds an advisory lock on it while it is open, so that another
+    /// writer of the same name knows it is not stale.
     pub(crate) fn create_temp(&self, stem: &str) -> Result<(File, String), ResumeError> {
         for _ in 0..16 {
             let name = format!(".{stem}.{:016x}.tmp", random_u64());
@@ -236,7 +238,12 @@ impl SafeDir {
                 OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL,
                 "create",
             ) {
-                Ok(file) => return Ok((file, name)),
+                Ok(file) => {
+                    // A file system without locks: stale-temp removal then
+                    // cannot tell a live write from a dead one (see below).
+                    let _ = rustix::fs::flock(&file, FlockOperation::NonBlockingLockExclusive);
+                    return Ok((file, name));
+                }
                 Err(ResumeError::Io { source, .. })
                     if source.kind() == io::ErrorKind::AlreadyExists => {}
                 Err(error) => return Err(error),
@@ -248,7 +255,10 @@ impl SafeDir {
     }
 
     /// Removes what [`SafeDir::create_temp`] left behind for `stem` (a
-    /// crash between creating and renaming): regular files of ours only.
+    /// crash between creating and renaming): regular files of ours only,
+    /// and only those no process holds locked (a write of the same name
+    /// under way in another process or thread is left alone; a killed
+    /// writer's lock went with it).
     pub(crate) fn remove_stale_temps(&self, stem: &str) -> Result<(), ResumeError> {
         let prefix = format!(".{stem}.");
         let entries = std::fs::read_dir(&self.path).map_err(io_error("list", self.path.clone()))?;
@@ -264,8 +274,15 @@ impl SafeDir {
                 continue;
             };
             let ours = middle.len() == 16 && middle.bytes().all(|b| b.is_ascii_hexdigit());
-            if ours && self.inspect(&name).is_ok() {
-                self.remove_if_present(&name)?;
+            if !ours || self.inspect(&name).is_err() {
+                continue;
+            }
+            let Ok(file) = self.open_at(&name, OFlags::RDONLY, "open") else {
+                continue;
+            };
+            match rustix::fs::flock(&file, FlockOperation::NonBlockingLockExclusive) {
+                Err(rustix::io::Errno::WOULDBLOCK) => continue,
+                _ => self.remove_if_present(&name)?,
             }
         }
         Ok(())
@@ -529,6 +546,23 @@ mod tests {
     }
 
     #[test]
+    fn two_writes_of_one_name_at_once_both_succeed_and_leave_one_file() {
+        let temp = tempfile::tempdir().unwrap();
+        let path = temp.path().join("offer.json");
+        let mut first = NewFile::create(&path).unwrap();
+        first.write_all(b"first").unwrap();
+        // The second starts while the first is half written: the first's
+        // temporary file is not stale and stays.
+        let mut second = NewFile::create(&path).unwrap();
+        second.write_all(b"second").unwrap();
+        assert_eq!(std::fs::read_dir(temp.path()).unwrap().count(), 2);
+        first.commit().unwrap();
+        second.commit().unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"second");
+        assert_eq!(std::fs::read_dir(temp.path()).unwrap().count(), 1);
+    }
+
+    #[test]
     fn a_new_file_dropped_before_its_commit_leaves_nothing() {
         let temp = tempfile::tempdir().unwrap();
         let path = temp.path().join("big.slm");
@@ -552,13 +586,18 @@ mod tests {
                 .collect()
         };
         assert_eq!(names(), ["x.json"]);
-        let (_file, temp) = safe.create_temp("x.json").unwrap();
+        let (file, temp) = safe.create_temp("x.json").unwrap();
         assert!(
             temp.starts_with(".x.json.") && temp.ends_with(".tmp"),
             "{temp}"
         );
         // Not ours by its name: left alone.
         std::fs::write(safe.join(".x.json.keep.tmp"), b"").unwrap();
+        // Still open (a write under way): left alone.
+        safe.remove_stale_temps("x.json").unwrap();
+        assert_eq!(names().len(), 3);
+        // Its writer gone (killed): removed.
+        drop(file);
         safe.remove_stale_temps("x.json").unwrap();
         let mut left = names();
         left.sort();
