@@ -770,9 +770,21 @@ impl NodeCore {
         self.book
             .iter()
             .filter(|(_, entry)| entry.source != Source::Incoming)
-            .filter_map(|(_, entry)| {
-                let addr = entry.addrs.first()?;
-                let problem = entry.last_problem.as_deref().unwrap_or("not tried yet");
+            .filter_map(|(id, entry)| {
+                let dialing = self.links.values().find_map(|link| match link {
+                    Link::Dialing {
+                        entry: dialed,
+                        addr,
+                        ..
+                    } if *dialed == id => Some(*addr),
+                    _ => None,
+                });
+                let problem = match (&entry.last_problem, dialing) {
+                    (Some(problem), _) => problem.clone(),
+                    (None, Some(_)) => "dialed, no answer yet".to_owned(),
+                    (None, None) => "not tried yet".to_owned(),
+                };
+                let addr = dialing.or_else(|| entry.addrs.first().copied())?;
                 Some(format!("{addr} ({}): {problem}", entry.source.as_str()))
             })
             .collect()

@@ -282,6 +282,26 @@ fn a_restarted_seeder_is_picked_up_again() {
 }
 
 #[test]
+fn giving_up_while_a_dial_is_still_unanswered_says_so() {
+    let config = NodeConfig {
+        give_up_after: Duration::from_secs(5),
+        ..NodeConfig::default()
+    };
+    let silent = sa("62.3.3.3:4433");
+    let mut h = Harness::new(Kind::Fetch, 8, config);
+    h.core
+        .add_peer(offer(testing::peer_id(3), &[silent]), h.now);
+    assert_eq!(dials(&h.take()).len(), 1);
+    // The dial is never answered (handshake_timeout is 10 s).
+    h.advance(5_000);
+    let actions = h.take();
+    let Some(Err(Failure::NoPeers { tried, .. })) = ends(&actions).pop() else {
+        panic!("gave up after 5 s: {actions:?}");
+    };
+    assert_eq!(tried, [format!("{silent} (offer): dialed, no answer yet")]);
+}
+
+#[test]
 fn giving_up_names_every_peer_tried_and_why() {
     let config = NodeConfig {
         give_up_after: Duration::from_secs(60),
