@@ -103,6 +103,9 @@ pub struct TransferStats {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     Fetching,
+    /// Every chunk is verified; a checkpoint still runs, and the delivery
+    /// starts when it has ended.
+    Syncing,
     Delivering,
     Delivered,
 }
@@ -196,8 +199,13 @@ impl Fetching {
         if self.phase != Phase::Fetching {
             return None;
         }
-        let checkpoint = (self.bytes_since_checkpoint > 0 && !self.checkpoint_running)
-            .then(|| self.last_checkpoint + config.checkpoint_every);
+        let checkpoint = (self.bytes_since_checkpoint > 0 && !self.checkpoint_running).then(|| {
+            if self.bytes_since_checkpoint >= config.checkpoint_bytes {
+                now
+            } else {
+                self.last_checkpoint + config.checkpoint_every
+            }
+        });
         let report = Some(self.last_report + config.progress_every);
         let give_up = Some(self.last_progress + config.give_up_after);
         [
@@ -526,17 +534,31 @@ impl NodeCore {
     /// files at once: the delivery removes the state and the journal a
     /// checkpoint writes).
     pub(super) fn check_complete(&mut self, now: Instant) {
+        if self.ended {
+            return;
+        }
         let Some(download) = &mut self.download else {
             return;
         };
         if download.phase == Phase::Fetching && download.downloader.is_complete() {
-            download.completed_at.get_or_insert(now);
-            if download.checkpoint_running {
-                return;
-            }
-            download.phase = Phase::Delivering;
-            self.actions.push_back(Action::Deliver);
+            download.completed_at = Some(now);
+            download.phase = if download.checkpoint_running {
+                Phase::Syncing
+            } else {
+                self.actions.push_back(Action::Deliver);
+                Phase::Delivering
+            };
         }
+    }
+
+    /// Every chunk is verified and the delivery waits for, or runs, its
+    /// final checks: a stop now waits for them rather than interrupt a
+    /// finished download.
+    pub fn is_finishing(&self) -> bool {
+        !self.ended
+            && self.download.as_ref().is_some_and(|download| {
+                matches!(download.phase, Phase::Syncing | Phase::Delivering)
+            })
     }
 
     /// The trailing hasher has hashed chunks `0..hashed`.
@@ -565,13 +587,24 @@ impl NodeCore {
     /// A checkpoint finished; a failed one stops the download (progress
     /// that cannot be saved would be lost at the next crash).
     pub fn handle_checkpointed(&mut self, result: Result<(), String>, now: Instant) {
-        if let Some(download) = &mut self.download {
-            download.checkpoint_running = false;
+        if self.ended {
+            return;
         }
-        match result {
-            Err(error) => self.end(Err(Failure::Storage(error)), now),
-            // A delivery that waited for this checkpoint starts now.
-            Ok(()) => self.check_complete(now),
+        let Some(download) = &mut self.download else {
+            return;
+        };
+        download.checkpoint_running = false;
+        if let Err(error) = result {
+            self.end(Err(Failure::Storage(error)), now);
+            return;
+        }
+        if download.phase == Phase::Syncing {
+            // The delivery that waited for this checkpoint starts now.
+            download.phase = Phase::Delivering;
+            self.actions.push_back(Action::Deliver);
+        } else {
+            // Bytes that arrived while it ran may fill the next one.
+            self.maybe_checkpoint(now);
         }
     }
 
@@ -631,9 +664,9 @@ impl NodeCore {
 
     /// Starts a checkpoint when one is due: `checkpoint_bytes` verified
     /// since the last, or `checkpoint_every` gone by with some. Checked as
-    /// each chunk is stored as well as on the clock, so the bytes a crash
-    /// could cost and the final sync's work stay at `checkpoint_bytes`
-    /// however fast chunks arrive. None starts once every chunk is
+    /// each chunk is stored, when a checkpoint ends, and on the clock, so
+    /// the unsynced bytes stay near `checkpoint_bytes` plus what arrives
+    /// while one checkpoint runs. None starts once every chunk is
     /// verified: the final sync covers the rest.
     fn maybe_checkpoint(&mut self, now: Instant) {
         let config = &self.config;

@@ -1,7 +1,8 @@
 //! The node's blocking work and its uploads, as jobs the core asks for:
 //! verify and store a chunk, read and send a chunk, checkpoint, hash the
-//! file as it is on disk (the trailing hasher), and the final checks. Each
-//! reports back as an event; none decides anything.
+//! file as it is on disk (`crate::trailing`), and the final checks
+//! (`crate::resume`'s `final_checks`). Each reports back as an event; none
+//! decides anything.
 
 use std::sync::Arc;
 use std::time::Instant;

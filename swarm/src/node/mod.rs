@@ -306,15 +306,21 @@ impl Node {
         stopped
     }
 
-    /// Stopped while the final checks run: they end in a delivered file
-    /// and receipt or in a failure, never half, and take a moment (one
-    /// last sync); wait for them (at most 30 s), so that a stop at that
-    /// moment reports what is on disk, not an interruption.
+    /// Stopped while the final checks run or wait for a checkpoint: they
+    /// end in a delivered file and receipt or in a failure, never half,
+    /// and take a moment (one last sync); wait for them (at most 30 s), so
+    /// that a stop at that moment reports what is on disk, not an
+    /// interruption.
     async fn finish_delivery(&mut self) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        while self.jobs.delivering {
+        // Waiting for a checkpoint to end before the final checks start
+        // counts as well (`NodeCore::is_finishing`).
+        while self.jobs.delivering || self.core.is_finishing() {
             match tokio::time::timeout_at(deadline, self.events.recv()).await {
-                Ok(Some(event)) => self.on_event(event),
+                Ok(Some(event)) => {
+                    self.on_event(event);
+                    self.carry_out();
+                }
                 _ => break,
             }
         }

@@ -426,10 +426,40 @@ fn the_delivery_waits_for_a_checkpoint_still_running() {
         }
     }
     assert_eq!(stored, 8);
+    assert!(h.core.is_finishing(), "a stop now waits");
+    // A checkpoint slower than give_up_after does not fail the download.
+    let give_up = NodeConfig::default().give_up_after.as_millis() as u64;
+    h.advance(give_up + 1_000);
+    assert!(ends(&h.take()).is_empty(), "no give-up while it syncs");
     h.core.handle_checkpointed(Ok(()), h.now);
     let actions = h.take();
     assert_eq!(delivers(&actions), 1, "once it has ended");
     assert!(checkpoints(&actions).is_empty());
+    assert!(h.core.is_finishing());
+}
+
+#[test]
+fn bytes_that_arrived_during_a_checkpoint_start_the_next_when_it_ends() {
+    let (mut h, a) = fast_fetch(16);
+    let mut queue: std::collections::VecDeque<u32> = requests_to(&h.take(), a).into();
+    let mut started = 0;
+    let mut stored = 0;
+    // The first checkpoint runs while chunks 5 to 9 arrive.
+    while stored < 9 {
+        let chunk = queue.pop_front().expect("a chunk is asked for");
+        h.deliver(a, chunk);
+        stored += 1;
+        let prefix = (0..16)
+            .take_while(|c| h.core.have().get(ChunkIndex(*c)))
+            .count() as u32;
+        h.core.handle_trailing(prefix, h.now);
+        let actions = h.take();
+        queue.extend(requests_to(&actions, a));
+        started += checkpoints(&actions).len();
+    }
+    assert_eq!(started, 1, "one at a time");
+    h.core.handle_checkpointed(Ok(()), h.now);
+    assert_eq!(checkpoints(&h.take()).len(), 1, "five chunks were due");
 }
 
 #[test]
