@@ -239,9 +239,19 @@ impl SafeDir {
                 "create",
             ) {
                 Ok(file) => {
-                    // A file system without locks: stale-temp removal then
-                    // cannot tell a live write from a dead one (see below).
-                    let _ = rustix::fs::flock(&file, FlockOperation::NonBlockingLockExclusive);
+                    // Someone else took it for stale between our create
+                    // and our lock: it is theirs to remove. (Any other
+                    // error: a file system without locks, where stale-temp
+                    // removal cannot tell a live write from a dead one.)
+                    if let Err(rustix::io::Errno::WOULDBLOCK) =
+                        rustix::fs::flock(&file, FlockOperation::NonBlockingLockExclusive)
+                    {
+                        continue;
+                    }
+                    // Removed by another writer before we locked it.
+                    if rustix::fs::fstat(&file).is_ok_and(|stat| stat.st_nlink == 0) {
+                        continue;
+                    }
                     return Ok((file, name));
                 }
                 Err(ResumeError::Io { source, .. })

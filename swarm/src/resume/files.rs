@@ -130,7 +130,6 @@ pub(crate) fn write_state(
             "write the new state",
             dir.join(&temp),
         ));
-    drop(temp_file);
     let discard = |error: ResumeError| {
         let _ = dir.remove_if_present(&temp);
         error
@@ -141,6 +140,9 @@ pub(crate) fn write_state(
         *current_is_good = false;
     }
     dir.rename(&temp, &names.state).map_err(discard)?;
+    // Held open (and locked) until renamed, so that it is never taken for
+    // a stale temporary file.
+    drop(temp_file);
     *current_is_good = true;
     dir.sync()
 }
