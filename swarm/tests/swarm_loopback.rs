@@ -117,6 +117,64 @@ async fn three_seeders_each_deliver_a_share() {
 /// `.part` takes 2 s) waits for them: the fetch reports the delivered file
 /// that is on disk, not an interruption.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_while_the_last_checkpoint_runs_reports_the_delivery() {
+    use minimodel_swarm::store::{SlowStorage, Storage};
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let dir = tempfile::tempdir().unwrap();
+    let artifact = common::artifact(dir.path(), "synced", 1 << 20, 256 << 10);
+    let seeder = common::nodes::RunningSeeder::start(&artifact, common::nodes::listen_config());
+    let out = dir.path().join("out");
+    let opened = PartialDownload::open_with_storage(
+        &out,
+        &artifact.manifest,
+        Sha256Digest::of(b"manifest"),
+        &ResumeOptions::default(),
+        &|_| {},
+        |file| -> Arc<dyn Storage> {
+            Arc::new(SlowStorage::new(file, Duration::ZERO).with_sync_delay(Duration::from_secs(2)))
+        },
+    )
+    .unwrap();
+    let OpenedDownload::Partial(partial, _) = opened else {
+        panic!("a new download");
+    };
+    let mut config = common::nodes::fetch_config(&artifact, &out, vec![seeder.peer]);
+    // The first chunk starts a checkpoint whose sync takes 2 s; the other
+    // three arrive while it runs, so the delivery waits for it.
+    config.node.core.checkpoint_bytes = 256 << 10;
+    let (reports, _inbox) = mpsc::unbounded_channel();
+    let fetcher = Fetcher::start(
+        config,
+        Arc::new(partial),
+        Arc::new(Identity::generate().unwrap()),
+        reports,
+    )
+    .unwrap();
+    let fired = Arc::new(AtomicBool::new(false));
+    let stop = {
+        let fired = Arc::clone(&fired);
+        async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            fired.store(true, Ordering::SeqCst);
+        }
+    };
+    let outcome = fetcher.run(stop).await;
+    assert!(fired.load(Ordering::SeqCst), "the stop came first");
+    let outcome = outcome.expect("the delivered download, not an interruption");
+    assert!(outcome.artifact_path.exists() && outcome.receipt_path.exists());
+    // The receipt counts the wait for the checkpoint and the final sync.
+    let minimodel_verifier::receipt::ReceiptSource::Peers(summary) = &outcome.receipt.source else {
+        panic!("a download receipt");
+    };
+    assert!(
+        summary.finish_ms >= 2_000,
+        "finish_ms {}",
+        summary.finish_ms
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stop_during_the_final_checks_reports_the_delivery() {
     use minimodel_swarm::store::{SlowStorage, Storage};
     use std::sync::atomic::{AtomicBool, Ordering};
