@@ -564,7 +564,7 @@ impl Sim {
                 self.nodes[node].disk.hashed = 0;
                 self.hash_on(node);
             }
-            Action::Checkpoint { release_below } => {
+            Action::Checkpoint { release_below, .. } => {
                 let hashed = u64::from(self.nodes[node].disk.hashed)
                     * u64::from(self.swarm.params().chunk_size());
                 let record = &mut self.nodes[node].record;

@@ -652,6 +652,8 @@ impl NodeCore {
                 download.prefix = prefix_of(&self.have, 0);
                 download.start_prefix = download.prefix;
                 download.hashed = 0;
+                // The hasher reads the file again from its start.
+                download.released_below = 0;
                 download.phase = Phase::Fetching;
                 download.completed_at = None;
                 download.last_progress = now;
@@ -691,8 +693,10 @@ impl NodeCore {
         download.last_checkpoint = now;
         let hashed_bytes = (u64::from(download.hashed) * u64::from(download.params.chunk_size()))
             .min(download.params.artifact_bytes());
+        let release_from = download.released_below;
         download.released_below = download.released_below.max(hashed_bytes);
         self.actions.push_back(Action::Checkpoint {
+            release_from,
             release_below: download.released_below,
         });
     }

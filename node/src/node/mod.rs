@@ -112,9 +112,12 @@ pub enum Action {
     /// chunks verified now (after chunks were found bad on disk).
     RestartHash,
     /// Write a checkpoint of the partial download; afterwards the `.part`'s
-    /// cached pages below `release_below` may be dropped (they were
-    /// written before this checkpoint's sync and are hashed already).
+    /// cached pages from `release_from` to `release_below` may be dropped
+    /// (they were written before this checkpoint's sync and are hashed
+    /// already; those below `release_from` were released before).
     Checkpoint {
+        /// Where the previous release ended, in bytes from the start.
+        release_from: u64,
         /// Bytes from the start of the file.
         release_below: u64,
     },

@@ -245,8 +245,8 @@ pub(super) fn upload(node: &mut Node, link: LinkId, chunk: ChunkIndex, pace: Opt
 }
 
 /// Writes a checkpoint on a worker, then releases the `.part`'s cached
-/// pages below `release_below` (written before its sync, hashed already).
-pub(super) fn checkpoint(node: &mut Node, release_below: u64) {
+/// pages in `release` (written before its sync, hashed already).
+pub(super) fn checkpoint(node: &mut Node, release: std::ops::Range<u64>) {
     let Some(partial) = node.jobs.partial.clone() else {
         return;
     };
@@ -254,7 +254,9 @@ pub(super) fn checkpoint(node: &mut Node, release_below: u64) {
     tokio::task::spawn_blocking(move || {
         let result = partial.checkpoint().map(|_| ());
         if result.is_ok() {
-            let _ = partial.storage().release_cached(0, release_below);
+            let _ = partial
+                .storage()
+                .release_cached(release.start, release.end.saturating_sub(release.start));
         }
         let _ = events.blocking_send(Event::Job(JobDone::Checkpointed(result)));
     });

@@ -558,7 +558,10 @@ impl Node {
             }
             Action::HashStored { chunk } => self.jobs.hash_stored(chunk),
             Action::RestartHash => self.jobs.restart_hash(&self.sender),
-            Action::Checkpoint { release_below } => jobs::checkpoint(self, release_below),
+            Action::Checkpoint {
+                release_from,
+                release_below,
+            } => jobs::checkpoint(self, release_from..release_below),
             Action::Deliver => jobs::deliver(self),
             Action::Lookup => self.lookup(),
             Action::End(outcome) => self.outcome = Some(outcome),

@@ -10,7 +10,7 @@ fn checkpoints(actions: &[Action]) -> Vec<u64> {
     actions
         .iter()
         .filter_map(|action| match action {
-            Action::Checkpoint { release_below } => Some(*release_below),
+            Action::Checkpoint { release_below, .. } => Some(*release_below),
             _ => None,
         })
         .collect()
@@ -333,20 +333,28 @@ fn checkpoints_are_paced_one_at_a_time_and_release_only_what_is_hashed() {
             }
         }
     }
-    let seen: Vec<(u64, u64)> = h
+    let seen: Vec<(u64, u64, u64)> = h
         .history
         .iter()
         .filter_map(|(at, action)| match action {
-            Action::Checkpoint { release_below } => Some((h.elapsed(*at), *release_below)),
+            Action::Checkpoint {
+                release_from,
+                release_below,
+            } => Some((h.elapsed(*at), *release_from, *release_below)),
             _ => None,
         })
         .collect();
     assert!(seen.len() >= 3, "{seen:?}");
     assert_eq!(seen[0].0, every, "the first one after checkpoint_every");
     assert!(seen[1].0 >= seen[0].0 + 3_000, "not while the first ran");
+    assert_eq!(seen[0].1, 0, "the first release starts at the file's start");
     for pair in seen.windows(2) {
         assert!(pair[1].0 - pair[0].0 >= every, "{seen:?}");
-        assert!(pair[1].1 >= pair[0].1, "release_below never goes back");
+        assert!(pair[1].2 >= pair[0].2, "release_below never goes back");
+        assert_eq!(
+            pair[1].1, pair[0].2,
+            "each release starts where the one before ended"
+        );
     }
 }
 
