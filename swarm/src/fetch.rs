@@ -288,14 +288,14 @@ impl Fetcher {
         let result = match (self.node.outcome().cloned(), delivered) {
             (_, Some(delivered)) => {
                 self.node.core().report(NodeReport::Delivered {
-                    path: delivered.artifact.clone(),
-                    receipt: delivered.receipt_path.clone(),
+                    path: delivered.finished.artifact.clone(),
+                    receipt: delivered.finished.receipt_path.clone(),
                     seeding: seed_after && !stopped,
                 });
                 Ok(FetchOutcome {
-                    artifact_path: delivered.artifact,
-                    receipt_path: delivered.receipt_path,
-                    receipt: delivered.receipt,
+                    artifact_path: delivered.finished.artifact,
+                    receipt_path: delivered.finished.receipt_path,
+                    receipt: delivered.finished.receipt,
                     finish_elapsed: delivered.finish_elapsed,
                 })
             }

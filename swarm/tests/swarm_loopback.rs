@@ -113,16 +113,23 @@ async fn three_seeders_each_deliver_a_share() {
     }
 }
 
-/// A stop that comes while the final checks run (here: the last sync of the
-/// `.part` takes 2 s) waits for them: the fetch reports the delivered file
-/// that is on disk, not an interruption.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stop_while_the_last_checkpoint_runs_reports_the_delivery() {
+/// Fetches a 1 MiB artifact (256 KiB chunks) from a local seeder into a
+/// `.part` whose every sync takes 2 s, with `checkpoint_bytes` when given,
+/// and stops the fetch after 1 s. Returns what the fetch reported and
+/// whether the stop had fired by then (with the directory, kept alive).
+async fn stopped_after_a_second_with_slow_syncs(
+    name: &str,
+    checkpoint_bytes: Option<u64>,
+) -> (
+    Result<minimodel_swarm::fetch::FetchOutcome, minimodel_swarm::fetch::FetchError>,
+    bool,
+    tempfile::TempDir,
+) {
     use minimodel_swarm::store::{SlowStorage, Storage};
     use std::sync::atomic::{AtomicBool, Ordering};
 
     let dir = tempfile::tempdir().unwrap();
-    let artifact = common::artifact(dir.path(), "synced", 1 << 20, 256 << 10);
+    let artifact = common::artifact(dir.path(), name, 1 << 20, 256 << 10);
     let seeder = common::nodes::RunningSeeder::start(&artifact, common::nodes::listen_config());
     let out = dir.path().join("out");
     let opened = PartialDownload::open_with_storage(
@@ -140,9 +147,9 @@ async fn a_stop_while_the_last_checkpoint_runs_reports_the_delivery() {
         panic!("a new download");
     };
     let mut config = common::nodes::fetch_config(&artifact, &out, vec![seeder.peer]);
-    // The first chunk starts a checkpoint whose sync takes 2 s; the other
-    // three arrive while it runs, so the delivery waits for it.
-    config.node.core.checkpoint_bytes = 256 << 10;
+    if let Some(bytes) = checkpoint_bytes {
+        config.node.core.checkpoint_bytes = bytes;
+    }
     let (reports, _inbox) = mpsc::unbounded_channel();
     let fetcher = Fetcher::start(
         config,
@@ -160,7 +167,19 @@ async fn a_stop_while_the_last_checkpoint_runs_reports_the_delivery() {
         }
     };
     let outcome = fetcher.run(stop).await;
-    assert!(fired.load(Ordering::SeqCst), "the stop came first");
+    let fired = fired.load(Ordering::SeqCst);
+    (outcome, fired, dir)
+}
+
+/// A stop that comes while the last checkpoint runs, before the final
+/// checks (the first chunk starts a checkpoint whose sync takes 2 s; the
+/// other three arrive while it runs, so the delivery waits for it), waits
+/// for the delivery too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_while_the_last_checkpoint_runs_reports_the_delivery() {
+    let (outcome, fired, _dir) =
+        stopped_after_a_second_with_slow_syncs("synced", Some(256 << 10)).await;
+    assert!(fired, "the stop came first");
     let outcome = outcome.expect("the delivered download, not an interruption");
     assert!(outcome.artifact_path.exists() && outcome.receipt_path.exists());
     // The receipt counts the wait for the checkpoint and the final sync.
@@ -174,50 +193,14 @@ async fn a_stop_while_the_last_checkpoint_runs_reports_the_delivery() {
     );
 }
 
+/// A stop that comes while the final checks run (here: the last sync of the
+/// `.part` takes 2 s) waits for them: the fetch reports the delivered file
+/// that is on disk, not an interruption. 1 MiB from a local seeder arrives
+/// well within the first second, so the stop lands in the final checks.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stop_during_the_final_checks_reports_the_delivery() {
-    use minimodel_swarm::store::{SlowStorage, Storage};
-    use std::sync::atomic::{AtomicBool, Ordering};
-
-    let dir = tempfile::tempdir().unwrap();
-    let artifact = common::artifact(dir.path(), "last", 1 << 20, 256 << 10);
-    let seeder = common::nodes::RunningSeeder::start(&artifact, common::nodes::listen_config());
-    let out = dir.path().join("out");
-    let opened = PartialDownload::open_with_storage(
-        &out,
-        &artifact.manifest,
-        Sha256Digest::of(b"manifest"),
-        &ResumeOptions::default(),
-        &|_| {},
-        |file| -> Arc<dyn Storage> {
-            Arc::new(SlowStorage::new(file, Duration::ZERO).with_sync_delay(Duration::from_secs(2)))
-        },
-    )
-    .unwrap();
-    let OpenedDownload::Partial(partial, _) = opened else {
-        panic!("a new download");
-    };
-    let config = common::nodes::fetch_config(&artifact, &out, vec![seeder.peer]);
-    let (reports, _inbox) = mpsc::unbounded_channel();
-    let fetcher = Fetcher::start(
-        config,
-        Arc::new(partial),
-        Arc::new(Identity::generate().unwrap()),
-        reports,
-    )
-    .unwrap();
-    // 1 MiB from a local seeder arrives well within the first second; the
-    // final sync alone takes 2 s, so the stop lands in the final checks.
-    let fired = Arc::new(AtomicBool::new(false));
-    let stop = {
-        let fired = Arc::clone(&fired);
-        async move {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            fired.store(true, Ordering::SeqCst);
-        }
-    };
-    let outcome = fetcher.run(stop).await;
-    assert!(fired.load(Ordering::SeqCst), "the stop came first");
+    let (outcome, fired, _dir) = stopped_after_a_second_with_slow_syncs("last", None).await;
+    assert!(fired, "the stop came first");
     let outcome = outcome.expect("the delivered download, not an interruption");
     assert!(outcome.artifact_path.exists() && outcome.receipt_path.exists());
 }

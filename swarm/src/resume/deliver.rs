@@ -7,7 +7,6 @@
 //! found later").
 
 use std::io;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use minimodel_node::node::Finish;
@@ -16,16 +15,15 @@ use minimodel_verifier::check::{VerifyError, verify_with_hashes};
 use minimodel_verifier::hashing::FileHashes;
 use minimodel_verifier::manifest::Manifest;
 use minimodel_verifier::merkle::MerkleTree;
-use minimodel_verifier::receipt::{ImportReceipt, ReceiptSource, TransferSummary};
+use minimodel_verifier::receipt::{ReceiptSource, TransferSummary};
 use minimodel_wire::ChunkIndex;
 
-use super::{PartialDownload, ResumeError, describe};
+use super::{FinishedDownload, PartialDownload, ResumeError, describe};
 
 /// A delivered download.
 pub(crate) struct Delivered {
-    pub(crate) artifact: PathBuf,
-    pub(crate) receipt_path: PathBuf,
-    pub(crate) receipt: ImportReceipt,
+    /// The file, its receipt and its storage under the final name.
+    pub(crate) finished: FinishedDownload,
     /// From the last verified chunk to the delivered file.
     pub(crate) finish_elapsed: Duration,
     pub(crate) tree: MerkleTree,
@@ -118,9 +116,7 @@ impl PartialDownload {
             Ok(finished) => (
                 Finish::Delivered,
                 Some(Box::new(Delivered {
-                    artifact: finished.artifact,
-                    receipt_path: finished.receipt_path,
-                    receipt: finished.receipt,
+                    finished,
                     finish_elapsed: completed_at.elapsed(),
                     tree: artifact.tree().clone(),
                 })),

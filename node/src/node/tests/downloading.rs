@@ -31,6 +31,21 @@ fn disconnects(reports: &[NodeReport]) -> Vec<(PeerId, Departure, Blame)> {
         .collect()
 }
 
+/// Chunks `0..n` are verified: the length of the verified prefix.
+fn verified_prefix(h: &Harness) -> u32 {
+    (0..h.core.have().chunk_count())
+        .take_while(|c| h.core.have().get(ChunkIndex(*c)))
+        .count() as u32
+}
+
+/// A piece arrives, is verified and stored, and the trailing hasher keeps
+/// up with it.
+fn deliver_hashed(h: &mut Harness, link: LinkId, chunk: u32) {
+    h.deliver(link, chunk);
+    let prefix = verified_prefix(h);
+    h.core.handle_trailing(prefix, h.now);
+}
+
 /// A fetch with two seeders connected; returns their links and the
 /// requests sent to each.
 fn two_seeders(h: &mut Harness, chunks: u32) -> ([LinkId; 2], Vec<(LinkId, u32)>) {
@@ -273,12 +288,7 @@ fn serve_all(h: &mut Harness, link: LinkId, mut actions: Vec<Action>) -> Vec<Act
             return actions;
         }
         for chunk in asked {
-            h.deliver(link, chunk);
-            // The trailing hasher keeps up.
-            let prefix = (0..h.core.have().chunk_count())
-                .take_while(|c| h.core.have().get(ChunkIndex(*c)))
-                .count() as u32;
-            h.core.handle_trailing(prefix, h.now);
+            deliver_hashed(h, link, chunk);
         }
         actions = h.take();
         // Checkpoints end at once (the delivery waits for one running).
@@ -305,10 +315,7 @@ fn checkpoints_are_paced_one_at_a_time_and_release_only_what_is_hashed() {
         h.advance(step * 100);
         if let Some(chunk) = queue.pop_front() {
             h.deliver(a, chunk);
-            let prefix = (0..128)
-                .take_while(|c| h.core.have().get(ChunkIndex(*c)))
-                .count() as u32;
-            hashed = hashed.max(prefix.saturating_sub(3));
+            hashed = hashed.max(verified_prefix(&h).saturating_sub(3));
             h.core.handle_trailing(hashed, h.now);
         }
         let actions = h.take();
@@ -386,13 +393,8 @@ fn a_checkpoint_starts_as_the_chunk_that_fills_checkpoint_bytes_is_stored() {
     let mut stored = 0;
     // No time passes: only the bytes can start a checkpoint.
     while let Some(chunk) = queue.pop_front() {
-        h.deliver(a, chunk);
+        deliver_hashed(&mut h, a, chunk);
         stored += 1;
-        // The trailing hasher keeps up.
-        let prefix = (0..h.core.have().chunk_count())
-            .take_while(|c| h.core.have().get(ChunkIndex(*c)))
-            .count() as u32;
-        h.core.handle_trailing(prefix, h.now);
         let actions = h.take();
         queue.extend(requests_to(&actions, a));
         if !checkpoints(&actions).is_empty() {
@@ -415,13 +417,8 @@ fn the_delivery_waits_for_a_checkpoint_still_running() {
     let mut running = false;
     let mut stored = 0;
     while let Some(chunk) = queue.pop_front() {
-        h.deliver(a, chunk);
+        deliver_hashed(&mut h, a, chunk);
         stored += 1;
-        // The trailing hasher keeps up.
-        let prefix = (0..h.core.have().chunk_count())
-            .take_while(|c| h.core.have().get(ChunkIndex(*c)))
-            .count() as u32;
-        h.core.handle_trailing(prefix, h.now);
         let actions = h.take();
         queue.extend(requests_to(&actions, a));
         running |= !checkpoints(&actions).is_empty();
@@ -455,12 +452,8 @@ fn bytes_that_arrived_during_a_checkpoint_start_the_next_when_it_ends() {
     // The first checkpoint runs while chunks 5 to 9 arrive.
     while stored < 9 {
         let chunk = queue.pop_front().expect("a chunk is asked for");
-        h.deliver(a, chunk);
+        deliver_hashed(&mut h, a, chunk);
         stored += 1;
-        let prefix = (0..16)
-            .take_while(|c| h.core.have().get(ChunkIndex(*c)))
-            .count() as u32;
-        h.core.handle_trailing(prefix, h.now);
         let actions = h.take();
         queue.extend(requests_to(&actions, a));
         started += checkpoints(&actions).len();
