@@ -29,6 +29,7 @@ use crate::events::Event;
 use crate::exit::{Exit, Failure, OrExit};
 use crate::output::Output;
 use crate::reports::show_reports;
+use crate::trust::{FirstUse, TrustArgs};
 use crate::units::parse_size;
 
 /// Arguments of `minimodel seed`.
@@ -69,13 +70,17 @@ pub struct SeedArgs {
     #[command(flatten)]
     pub dht: DhtArgs,
     /// Consent to serving the file to other peers (and, with --dht, to
-    /// announcing that on the DHT).
+    /// announcing that on the DHT; and to pinning a publisher key seen for
+    /// the first time).
     #[arg(long)]
     pub yes: bool,
+    #[command(flatten)]
+    pub trust: TrustArgs,
 }
 
 pub fn run(args: SeedArgs, out: Output) -> Result<(), Failure> {
     let loaded = load_manifest(&args.manifest)?;
+    let judged = crate::trust::check(&loaded, &args.manifest, &args.trust)?;
     let manifest = &loaded.manifest;
     // Checked before consent is asked: a --listen that --dht cannot
     // announce is a usage error.
@@ -86,13 +91,15 @@ pub fn run(args: SeedArgs, out: Output) -> Result<(), Failure> {
         .transpose()?;
     consent::ask(
         &format!(
-            "serve {} to other peers{}",
+            "{}serve {} to other peers{}",
+            judged.first_use_clause().unwrap_or_default(),
             manifest.model_id,
             args.dht.consent_clause()
         ),
         args.yes,
         out.json,
     )?;
+    judged.settle(FirstUse::Pin { yes: args.yes }, out)?;
     // Before the verification pass: a taken port fails at once.
     let metrics = crate::metrics::bind(args.metrics)?;
     let bar = out.byte_progress(manifest.artifact_bytes, "verifying");
