@@ -231,6 +231,20 @@ pub enum Event {
         #[cfg_attr(test, schemars(with = "crate::schema::AnyObject"))]
         offer: PeerOffer,
     },
+    /// A ticket (`ticket new`, `ticket show`; `seed` and `fetch --serve`
+    /// print their own): the one string to share (`docs/formats.md`).
+    Ticket {
+        /// The ticket, `mm1...`.
+        ticket: String,
+        /// SHA-256 of the manifest file it names (hex).
+        #[cfg_attr(test, schemars(with = "crate::schema::Sha256Hex"))]
+        manifest_sha256: String,
+        /// The key id of the manifest's publisher key; null when unsigned.
+        #[cfg_attr(test, schemars(with = "Option<crate::schema::KeyIdText>"))]
+        key_id: Option<String>,
+        /// Its peers, `PEER_ID@ADDR[,ADDR...]`.
+        peers: Vec<String>,
+    },
     /// `fetch`: the artifact is already in DIR.
     AlreadyComplete {
         /// The artifact.

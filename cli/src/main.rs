@@ -82,6 +82,9 @@ enum Command {
     Status(commands::status::StatusArgs),
     /// Write the import request that import-peer-request reads, from peer offers.
     Request(commands::request::RequestArgs),
+    /// The one string to share instead of a manifest and an offer: new,
+    /// show.
+    Ticket(commands::ticket::TicketArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions(commands::docs::CompletionsArgs),
     /// Print the manual page (roff), or write every page into a directory.
@@ -114,6 +117,7 @@ fn main() -> ExitCode {
         Command::Status(args) => commands::status::run(args, out),
         Command::Demo(args) => commands::demo::run(args, out),
         Command::Request(args) => commands::request::run(args, out),
+        Command::Ticket(args) => commands::ticket::run(args, out),
         Command::Completions(args) => commands::docs::completions(args, Cli::command()),
         Command::Man(args) => commands::docs::man(args, Cli::command()),
         Command::DhtNode(args) => commands::dht::run(args, out),

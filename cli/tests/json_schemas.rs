@@ -384,5 +384,14 @@ fn key_and_signing_commands_print_and_write_what_the_schemas_say() {
         .unwrap()
         .remove("publisher_key");
     assert!(!receipts.accepts(&keyless));
-    assert!(seen.len() >= 14);
+    let peer = format!("{}@127.0.0.1:4433", "a".repeat(52));
+    let ticket = check(
+        &["ticket", "new", "signed.manifest", "--peer", &peer],
+        &["ticket"],
+    );
+    check(
+        &["ticket", "show", ticket[0]["ticket"].as_str().unwrap()],
+        &["ticket"],
+    );
+    assert!(seen.len() >= 16);
 }

@@ -208,6 +208,7 @@ pub fn transfer(
         consent::ask(&what, args.yes, out.json)?;
     }
     let signature = judged.settle(FirstUse::Pin { yes: args.yes }, out)?;
+    let signature_for_ticket = signature.clone();
     // Before the download is opened (a recheck reads the whole file): a
     // taken port fails at once.
     let metrics = crate::metrics::bind(args.metrics)?;
@@ -274,8 +275,9 @@ pub fn transfer(
                 describe_peer(&peer)
             ));
             out.event(&Event::Offer {
-                offer: PeerOffer::for_manifest(manifest, peer),
+                offer: PeerOffer::for_manifest(manifest, peer.clone()),
             });
+            super::ticket::say_ticket(loaded, &signature_for_ticket, &peer, out);
         }
         let progress = FetchProgress::new(out, resumed_bytes);
         let line = progress.line();

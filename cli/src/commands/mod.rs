@@ -14,6 +14,7 @@ pub mod request;
 pub mod seed;
 pub mod sign;
 pub mod status;
+pub mod ticket;
 pub mod verify;
 
 use std::fs;

@@ -24,6 +24,7 @@ use super::load_manifest;
 use super::network::{
     Congestion, PublicAddr, advertised, describe_peer, identity, parse_public_addr, runtime,
 };
+use super::ticket::say_ticket;
 use crate::consent;
 use crate::events::Event;
 use crate::exit::{Exit, Failure, OrExit};
@@ -99,7 +100,7 @@ pub fn run(args: SeedArgs, out: Output) -> Result<(), Failure> {
         args.yes,
         out.json,
     )?;
-    judged.settle(FirstUse::Pin { yes: args.yes }, out)?;
+    let signature = judged.settle(FirstUse::Pin { yes: args.yes }, out)?;
     // Before the verification pass: a taken port fails at once.
     let metrics = crate::metrics::bind(args.metrics)?;
     let bar = out.byte_progress(manifest.artifact_bytes, "verifying");
@@ -166,8 +167,9 @@ pub fn run(args: SeedArgs, out: Output) -> Result<(), Failure> {
             manifest.model_id,
             describe_peer(&peer)
         ));
-        out.say("stop with Ctrl-C");
         out.event(&Event::Offer { offer });
+        say_ticket(&loaded, &signature, &peer, out);
+        out.say("stop with Ctrl-C");
         let announcing = match dht {
             Some(dht) => {
                 let port = NonZeroU16::new(bound.port()).context("the seeder listens on port 0")?;
