@@ -65,9 +65,11 @@ enum Command {
     /// Publisher keys and the keyring: new, show, rotate,
     /// accept-rotation, pin, forget, list.
     Key(commands::key::KeyArgs),
-    /// Check a .slm file against its manifest and write a receipt.
+    /// Check a manifest's signature, then a .slm file against it, and write
+    /// a receipt.
     Verify(commands::verify::VerifyArgs),
-    /// Print the metadata-only catalog entry of a manifest (JSON).
+    /// Print the metadata-only catalog entry of a manifest (JSON), saying
+    /// whether it is signed and by which key.
     CatalogEntry(commands::catalog::CatalogArgs),
     /// Verify a local .slm file, then serve it to other peers until stopped.
     Seed(commands::seed::SeedArgs),
