@@ -125,10 +125,10 @@ impl Judged {
         let pin_first =
             matches!(first_use, FirstUse::Pin { .. }) && check.trust() == Some(KeyTrust::NotPinned);
         let pin_named = check.trust() == Some(KeyTrust::Named);
-        if pin_first || pin_named {
-            let pin = check
-                .pin_to_add(&now_rfc3339())
-                .expect("a key seen first or named has a pin to add");
+        let pin = (pin_first || pin_named)
+            .then(|| check.pin_to_add(&now_rfc3339()))
+            .flatten();
+        if let Some(pin) = pin {
             self.keyring
                 .keyring
                 .set(pin.clone())
