@@ -22,9 +22,8 @@ JSON lines on stdout: {"event": "listening"}; seed: {"event": "ready"} once
 the file is checked; get: {"event": "progress", "bytes": N} about every
 0.5 s and {"event": "finished", "elapsed_s": T} when every piece passed its
 hash check (T from the go file); on SIGTERM {"event": "stopped",
-"peers": {IP: {"down": BYTES, "up": BYTES}}, "hash_failures": N} (payload
-bytes per remote address: down, the blocks it sent that arrived; up, what
-this client sent it, summed over connections), then exit 0.
+"peers": {IP: {"down": BYTES, "up": BYTES}}, "hash_failures": N} (per remote address,
+the payload bytes of the blocks it sent that arrived), then exit 0.
 """
 
 import argparse
@@ -88,16 +87,12 @@ def session(listen):
 
 
 class PeerBytes:
-    """Payload bytes per remote IP: downloaded, from every block that
-    arrived (a `block_finished_alert` names the peer that sent it);
-    uploaded, from each connection's counter, read every poll and banked
-    when the connection goes or restarts."""
+    """Payload bytes downloaded per remote IP, from every block that arrived
+    (a `block_finished_alert` names the peer that sent it)."""
 
     def __init__(self, info):
         self.info = info
         self.down = {}
-        self.up_banked = {}
-        self.up_live = {}
 
     def block(self, alert):
         ip = alert.endpoint[0]
@@ -105,21 +100,8 @@ class PeerBytes:
         size = max(0, min(BLOCK, self.info.piece_size(alert.piece_index) - start))
         self.down[ip] = self.down.get(ip, 0) + size
 
-    def poll(self, handle):
-        seen = {tuple(peer.ip): peer.total_upload for peer in handle.get_peer_info()}
-        for key, up in list(self.up_live.items()):
-            now = seen.get(key)
-            if now is None or now < up:
-                self.up_banked[key[0]] = self.up_banked.get(key[0], 0) + up
-                del self.up_live[key]
-        self.up_live.update(seen)
-
     def totals(self):
-        up = dict(self.up_banked)
-        for (ip, _), value in self.up_live.items():
-            up[ip] = up.get(ip, 0) + value
-        return {ip: {"down": self.down.get(ip, 0), "up": up.get(ip, 0)}
-                for ip in sorted(set(up) | set(self.down))}
+        return {ip: {"down": down} for ip, down in sorted(self.down.items())}
 
 
 BLOCK = 16 * 1024
@@ -133,13 +115,14 @@ def add(ses, torrent, directory):
 
 
 def serve(ses, handle, started=None):
-    """Polls alerts and peers until SIGTERM; reports progress and the finish
-    when `started` (a download)."""
+    """Handles alerts until SIGTERM (waking on each, or every 0.2 s);
+    reports progress and the finish when `started` (a download)."""
     counts = PeerBytes(handle.torrent_file())
     failures = 0
     finished = started is None
     next_report = 0.0
     while not STOP:
+        ses.wait_for_alert(200)
         for alert in ses.pop_alerts():
             if isinstance(alert, lt.block_finished_alert):
                 counts.block(alert)
@@ -147,18 +130,15 @@ def serve(ses, handle, started=None):
                 failures += 1
             elif isinstance(alert, lt.torrent_error_alert):
                 emit(event="error", message=alert.message())
-        counts.poll(handle)
-        status = handle.status()
+            elif isinstance(alert, lt.torrent_finished_alert) and not finished:
+                finished = True
+                emit(event="finished", elapsed_s=round(time.monotonic() - started, 3),
+                     bytes=handle.status().total_wanted_done)
         now = time.monotonic()
-        if not finished and status.is_seeding:
-            finished = True
-            emit(event="finished", elapsed_s=round(now - started, 3),
-                 bytes=status.total_wanted_done)
         if not finished and now >= next_report:
+            status = handle.status()
             emit(event="progress", bytes=status.total_wanted_done, peers=status.num_peers)
             next_report = now + 0.5
-        time.sleep(0.1)
-    counts.poll(handle)
     emit(event="stopped", peers=counts.totals(), hash_failures=failures,
          uploaded=handle.status().all_time_upload)
 
