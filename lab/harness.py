@@ -330,9 +330,10 @@ def median(values):
 
 
 class CpuSampler:
-    """The whole machine's idle share while a scenario runs, from /proc/stat
-    (idle and iowait over all jiffies), over the run and per second, like
-    `vmstat 1`'s `id`+`wa` columns."""
+    """The whole machine's CPU while a scenario runs, from /proc/stat, over
+    the run and per second, like `vmstat 1`: the idle share (`id` + `wa`)
+    and the share niced processes took (`ni`: other work on the machine
+    running at a lower priority, which takes what the lab leaves)."""
 
     def __init__(self):
         self.per_second = []
@@ -345,7 +346,7 @@ class CpuSampler:
     def _read():
         with open("/proc/stat") as stat:
             fields = [int(v) for v in stat.readline().split()[1:]]
-        return fields[3] + fields[4], sum(fields[:8])
+        return fields[3] + fields[4], fields[1], sum(fields[:8])
 
     def start(self):
         self._first = self._last = self._read()
@@ -355,28 +356,33 @@ class CpuSampler:
     def _loop(self):
         while not self._stop.wait(1.0):
             now = self._read()
-            self.per_second.append(_idle_share(self._last, now))
+            self.per_second.append(_shares(self._last, now))
             self._last = now
 
     def stop(self):
-        """Stops sampling; returns the summary (shares in percent): `idle_pct`
-        over the whole run, `idle_min_1s_pct` the least idle second,
-        `seconds_below_5pct` seconds with less than 5% idle, `seconds`."""
+        """Stops sampling; returns the summary (shares in percent):
+        `idle_pct` and `nice_pct` over the whole run, `idle_min_1s_pct`
+        the least idle second, `seconds_below_5pct` seconds with less than
+        5% idle, `seconds`."""
         self._stop.set()
         self._thread.join()
-        end = self._read()
-        idle = _idle_share(self._first, end)
+        idle, nice = _shares(self._first, self._read())
         return {
             "idle_pct": round(100 * idle, 1),
-            "idle_min_1s_pct": round(100 * min(self.per_second), 1) if self.per_second else None,
-            "seconds_below_5pct": sum(1 for s in self.per_second if s < 0.05),
+            "nice_pct": round(100 * nice, 1),
+            "idle_min_1s_pct": (round(100 * min(i for i, _ in self.per_second), 1)
+                                if self.per_second else None),
+            "seconds_below_5pct": sum(1 for i, _ in self.per_second if i < 0.05),
             "seconds": len(self.per_second),
         }
 
 
-def _idle_share(before, after):
-    total = after[1] - before[1]
-    return (after[0] - before[0]) / total if total > 0 else 0.0
+def _shares(before, after):
+    """(idle share, nice share) between two /proc/stat readings."""
+    total = after[2] - before[2]
+    if total <= 0:
+        return 0.0, 0.0
+    return (after[0] - before[0]) / total, (after[1] - before[1]) / total
 
 
 class Watch:

@@ -18,7 +18,7 @@ from harness import (
     fail_if, indent, json_events, measure_uplink, median, parse_offer, require_libtorrent, say,
     sha256_file, start_fetch, start_seeder, stop_all, wait_all,
 )
-from netlab import HOME_LAN4, PROBE
+from netlab import HOME_LAN4, PROBE, LabError, tool_path
 
 # The seeder of the home-uplink scenarios.
 UPLINK_SEED_CAP = "40mbit"
@@ -233,8 +233,9 @@ def report(ctx, name, result, extra_lines=()):
     for line in extra_lines:
         say(f"  {line}")
     cpu = result["cpu"]
-    say(f"  CPU idle (/proc/stat): {cpu['idle_pct']:.1f}% over the run, least idle second "
-        f"{cpu['idle_min_1s_pct']}%, {cpu['seconds_below_5pct']} of {cpu['seconds']} s below 5%")
+    say(f"  CPU (/proc/stat): idle {cpu['idle_pct']:.1f}% over the run (niced work "
+        f"{cpu['nice_pct']:.1f}%), least idle second {cpu['idle_min_1s_pct']}%, "
+        f"{cpu['seconds_below_5pct']} of {cpu['seconds']} s below 5% idle")
 
 
 # --- home uplinks ----------------------------------------------------------------
@@ -478,6 +479,10 @@ def upnp_router(ctx, name):
     address (and is seen there under its own address), and deleting the
     mapping removes the rule and the way in; before the mapping, the way in
     is closed."""
+    natpmpc, upnpc = tool_path("natpmpc"), tool_path("upnpc")
+    for tool, path, package in (("natpmpc", natpmpc, "natpmpc"), ("upnpc", upnpc, "miniupnpc")):
+        if path is None:
+            raise LabError(f"`{tool}` (Debian's {package}) is not installed; {name} needs it")
     problems = []
     steps = []
     with ctx.lab(name) as lab:
@@ -505,7 +510,7 @@ def upnp_router(ctx, name):
         wait_ready(server)
         if tcp_reach().returncode == 0:
             problems.append(f"{wan}:40001 reached the LAN host before any mapping")
-        done = inside.run(["natpmpc", "-g", gateway, "-a", "40001", "40001", "tcp", "600"],
+        done = inside.run([natpmpc, "-g", gateway, "-a", "40001", "40001", "tcp", "600"],
                           check=False)
         steps.append("natpmpc -a 40001 40001 tcp 600: " + last_line(done, "Mapped"))
         if done.returncode != 0 or "Mapped public port 40001 protocol TCP" not in done.stdout:
@@ -522,7 +527,7 @@ def upnp_router(ctx, name):
                             f"{reach.stdout.strip()}")
         elif f'"{outside.ip4}:' not in reach.stdout:
             problems.append(f"the LAN host did not see the internet host's address: {reach.stdout}")
-        done = inside.run(["natpmpc", "-g", gateway, "-a", "40001", "40001", "tcp", "0"],
+        done = inside.run([natpmpc, "-g", gateway, "-a", "40001", "40001", "tcp", "0"],
                           check=False)
         if done.returncode != 0:
             problems.append(f"natpmpc could not delete TCP 40001:\n{indent(done.stdout)}")
@@ -538,7 +543,7 @@ def upnp_router(ctx, name):
             problems.append(f"{wan}:40002 reached the LAN host before any mapping")
         # upnpc's library calls an IGD whose external address is private
         # "not connected" and stops; -i goes on (the lab's WAN is private).
-        done = inside.run(["upnpc", "-i", "-e", "lab check", "-a", inside.ip4, "40002", "40002",
+        done = inside.run([upnpc, "-i", "-e", "lab check", "-a", inside.ip4, "40002", "40002",
                            "UDP", "600"], check=False, timeout=60)
         steps.append("upnpc -a ... 40002 UDP: " + last_line(done, "redirected"))
         if done.returncode != 0 or "is redirected to internal" not in done.stdout:
@@ -548,14 +553,14 @@ def upnp_router(ctx, name):
         if not any(all(r[k] == v for k, v in want.items()) for r in rules):
             problems.append(f"no dnat rule udp 40002 -> {inside.ip4}:40002 in the router: "
                             f"{house.mappings()}")
-        listed = inside.run(["upnpc", "-i", "-l"], check=False, timeout=60)
+        listed = inside.run([upnpc, "-i", "-l"], check=False, timeout=60)
         if f"UDP 40002->{inside.ip4}:40002" not in listed.stdout:
             problems.append(f"upnpc -l does not list UDP 40002:\n{indent(listed.stdout)}")
         reach = udp_reach()
         steps.append(f"UDP {outside.ip4} -> {wan}:40002: {reach.stdout.strip().splitlines()[:1]}")
         if reach.returncode != 0:
             problems.append(f"the internet host got no answer through UDP 40002: {reach.stdout}")
-        done = inside.run(["upnpc", "-i", "-d", "40002", "UDP"], check=False, timeout=60)
+        done = inside.run([upnpc, "-i", "-d", "40002", "UDP"], check=False, timeout=60)
         if done.returncode != 0:
             problems.append(f"upnpc could not delete UDP 40002:\n{indent(done.stdout)}")
         if mapped("udp", 40002):

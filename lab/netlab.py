@@ -454,7 +454,7 @@ class Lab:
         home's uplink (the egress of `wan`)."""
         if nat not in NAT_RULES:
             raise LabError(f"unknown NAT {nat!r}; use one of {sorted(NAT_RULES)}")
-        if shutil.which("nft") is None:
+        if tool_path("nft") is None:
             raise LabError("`nft` (Debian's nftables) is not installed; a home's router needs it")
         k, prefix = self._new_site()
         ns = self._host_namespace(name)
@@ -470,7 +470,7 @@ class Lab:
         router.site = k
         home = Home(self, name, router, nat)
         try:
-            router.run(["nft", "-f", "-"], input_text=home.ruleset_text())
+            router.run([tool_path("nft"), "-f", "-"], input_text=home.ruleset_text())
         except LabError as error:
             raise LabError(f"cannot set up {name}'s NAT with nftables: {error}") from error
         if cap:
@@ -484,7 +484,7 @@ class Lab:
         another address and port, as RFC 5780 asks, which miniupnpd's NAT
         check needs). Returns the host once both addresses answer a STUN
         binding request."""
-        turnserver = shutil.which("turnserver")
+        turnserver = tool_path("turnserver")
         if turnserver is None:
             raise LabError("`turnserver` (Debian's coturn) is not installed; a UPnP home needs "
                            "a STUN server")
@@ -682,7 +682,7 @@ class Home:
 
     def ruleset(self):
         """`nft list ruleset` in the router."""
-        return self.router.run(["nft", "list", "ruleset"]).stdout
+        return self.router.run([tool_path("nft"), "list", "ruleset"]).stdout
 
     def start_upnp(self, stun_host, http_port=UPNP_HTTP_PORT):
         """Starts Debian's miniupnpd (nftables backend) in the router: UPnP
@@ -692,8 +692,7 @@ class Home:
         (`ext_perform_stun`, against `stun_host`, see
         `Lab.add_stun_server`) finds no NAT above it: that is asserted
         here. Returns the process once it serves."""
-        binary = shutil.which("miniupnpd") or (
-            "/usr/sbin/miniupnpd" if Path("/usr/sbin/miniupnpd").is_file() else None)
+        binary = tool_path("miniupnpd")
         if binary is None:
             raise LabError("`miniupnpd` (Debian's miniupnpd-nftables) is not installed; a UPnP "
                            "home needs it")
@@ -733,7 +732,7 @@ class Home:
         `external_port`, `internal_addr`, `internal_port`, `description`.
         Read from nftables, whoever made them (UPnP, NAT-PMP or PCP)."""
         done = self.router.run(
-            ["nft", "-j", "list", "chain", "inet", "filter", "prerouting_miniupnpd"])
+            [tool_path("nft"), "-j", "list", "chain", "inet", "filter", "prerouting_miniupnpd"])
         return parse_mappings(json.loads(done.stdout))
 
 
@@ -772,6 +771,19 @@ def parse_mappings(ruleset):
 
 
 IP_PROTOCOLS = {6: "tcp", 17: "udp"}
+
+
+def tool_path(name):
+    """Where program `name` is: on PATH, else in /usr/sbin or /sbin (a
+    PATH without them is common off a root login shell); None when absent."""
+    found = shutil.which(name)
+    if found:
+        return found
+    for folder in ("/usr/sbin", "/sbin"):
+        path = Path(folder) / name
+        if path.is_file() and os.access(path, os.X_OK):
+            return str(path)
+    return None
 
 
 def site_prefix(k):
