@@ -230,6 +230,10 @@ def report(ctx, name, result, extra_lines=()):
             f"seeder per peer: min {min(shares):.3f}, median {median(shares):.3f}, "
             f"max {max(shares):.3f}; {result['peers_nothing_from_seeder']} peers got nothing "
             "from it")
+    firsts = [t for t in result["first_byte_s"] if t is not None]
+    if firsts:
+        say(f"  first verified byte: median {median(firsts):.2f} s, last {max(firsts):.2f} s "
+            f"({len(firsts)} of {result['peers']} peers)")
     for line in extra_lines:
         say(f"  {line}")
     cpu = result["cpu"]
