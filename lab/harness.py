@@ -331,9 +331,10 @@ def median(values):
 
 class CpuSampler:
     """The whole machine's CPU while a scenario runs, from /proc/stat, over
-    the run and per second, like `vmstat 1`: the idle share (`id` + `wa`)
-    and the share niced processes took (`ni`: other work on the machine
-    running at a lower priority, which takes what the lab leaves)."""
+    the run and per second, like `vmstat 1`: the idle share (`id` + `wa`),
+    the share niced processes took (`ni`: other work on the machine running
+    at a lower priority, which takes what the lab leaves), and the user and
+    kernel (system, irq, softirq: the namespaces' packet path) shares."""
 
     def __init__(self):
         self.per_second = []
@@ -344,9 +345,11 @@ class CpuSampler:
 
     @staticmethod
     def _read():
+        """(idle + iowait, nice, user, system + irq + softirq, all) jiffies."""
         with open("/proc/stat") as stat:
             fields = [int(v) for v in stat.readline().split()[1:]]
-        return fields[3] + fields[4], fields[1], sum(fields[:8])
+        return (fields[3] + fields[4], fields[1], fields[0], fields[2] + fields[5] + fields[6],
+                sum(fields[:8]))
 
     def start(self):
         self._first = self._last = self._read()
@@ -356,7 +359,7 @@ class CpuSampler:
     def _loop(self):
         while not self._stop.wait(1.0):
             now = self._read()
-            self.per_second.append(_shares(self._last, now))
+            self.per_second.append(_shares(self._last, now)[0])
             self._last = now
 
     def stop(self):
@@ -366,23 +369,24 @@ class CpuSampler:
         5% idle, `seconds`."""
         self._stop.set()
         self._thread.join()
-        idle, nice = _shares(self._first, self._read())
+        idle, nice, user, kernel = _shares(self._first, self._read())
         return {
             "idle_pct": round(100 * idle, 1),
             "nice_pct": round(100 * nice, 1),
-            "idle_min_1s_pct": (round(100 * min(i for i, _ in self.per_second), 1)
-                                if self.per_second else None),
-            "seconds_below_5pct": sum(1 for i, _ in self.per_second if i < 0.05),
+            "user_pct": round(100 * user, 1),
+            "kernel_pct": round(100 * kernel, 1),
+            "idle_min_1s_pct": round(100 * min(self.per_second), 1) if self.per_second else None,
+            "seconds_below_5pct": sum(1 for idle in self.per_second if idle < 0.05),
             "seconds": len(self.per_second),
         }
 
 
 def _shares(before, after):
-    """(idle share, nice share) between two /proc/stat readings."""
-    total = after[2] - before[2]
+    """(idle, nice, user, kernel) shares between two /proc/stat readings."""
+    total = after[-1] - before[-1]
     if total <= 0:
-        return 0.0, 0.0
-    return (after[0] - before[0]) / total, (after[1] - before[1]) / total
+        return 0.0, 0.0, 0.0, 0.0
+    return tuple((a - b) / total for a, b in zip(after[:-1], before[:-1]))
 
 
 class Watch:

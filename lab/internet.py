@@ -238,8 +238,9 @@ def report(ctx, name, result, extra_lines=()):
         say(f"  {line}")
     cpu = result["cpu"]
     say(f"  CPU (/proc/stat): idle {cpu['idle_pct']:.1f}% over the run (niced work "
-        f"{cpu['nice_pct']:.1f}%), least idle second {cpu['idle_min_1s_pct']}%, "
-        f"{cpu['seconds_below_5pct']} of {cpu['seconds']} s below 5% idle")
+        f"{cpu['nice_pct']:.1f}%, user {cpu['user_pct']:.1f}%, kernel {cpu['kernel_pct']:.1f}%), "
+        f"least idle second {cpu['idle_min_1s_pct']}%, {cpu['seconds_below_5pct']} of "
+        f"{cpu['seconds']} s below 5% idle")
 
 
 # --- home uplinks ----------------------------------------------------------------
