@@ -454,6 +454,22 @@ class Watch:
             time.sleep(0.05)
 
 
+def cpu_seconds(procs):
+    """User + system CPU seconds the running `procs` took so far (their own
+    threads; the kernel's packet path is not in it), from /proc/PID/stat.
+    `ip netns exec` execs the program, so the pid is the program's."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for proc in procs:
+        try:
+            stat = Path(f"/proc/{proc.pid}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / ticks
+    return total
+
+
 def stop_all(procs, grace=10.0):
     """SIGTERM to every process at once, then waits for each (SIGKILL after
     `grace` s)."""

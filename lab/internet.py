@@ -15,6 +15,7 @@ import time
 
 from harness import (
     LT_CLIENT, LT_PYTHON, MiB, PORT, SEED_CAP, CpuSampler, Failed, Watch, bits, check_download,
+    cpu_seconds,
     fail_if, indent, json_events, measure_uplink, median, parse_offer, require_libtorrent, say,
     sha256_file, start_fetch, start_seeder, stop_all, wait_all,
 )
@@ -61,8 +62,9 @@ def swarm_minimodel(ctx, seeder, hosts, size, run_dir, timeout, meters, seed_aft
     watch = Watch(procs, "delivered", t0, exit_is_done=True)
     late = watch.wait(timeout)
     sent1 = {name: meter() for name, meter in meters.items()}
-    stop_all(procs)
     load = cpu.stop()
+    load["peers_cpu_s"] = round(cpu_seconds(procs), 1)
+    stop_all(procs)
     problems = [f"{p.name} was not done in {timeout} s" for p in late]
     receipts = [check_download(p, out, sha, problems) for p, out in fetches]
     return {
@@ -116,8 +118,9 @@ def swarm_libtorrent(ctx, seeder, hosts, size, run_dir, timeout, meters):
     watch = Watch(procs, "finished", t0)
     late = watch.wait(timeout)
     sent1 = {name: meter() for name, meter in meters.items()}
-    stop_all(procs)
     load = cpu.stop()
+    load["peers_cpu_s"] = round(cpu_seconds(procs), 1)
+    stop_all(procs)
     problems = [f"{p.name} was not done in {timeout} s" for p in late]
     from_seeder, from_others = [], []
     for proc, host in zip(procs, hosts):
@@ -240,7 +243,8 @@ def report(ctx, name, result, extra_lines=()):
     say(f"  CPU (/proc/stat): idle {cpu['idle_pct']:.1f}% over the run (niced work "
         f"{cpu['nice_pct']:.1f}%, user {cpu['user_pct']:.1f}%, kernel {cpu['kernel_pct']:.1f}%), "
         f"least idle second {cpu['idle_min_1s_pct']}%, {cpu['seconds_below_5pct']} of "
-        f"{cpu['seconds']} s below 5% idle")
+        f"{cpu['seconds']} s below 5% idle; the peers' processes took {cpu['peers_cpu_s']} "
+        "CPU seconds")
 
 
 # --- home uplinks ----------------------------------------------------------------
