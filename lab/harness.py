@@ -394,7 +394,9 @@ class Watch:
     printed `done_event` (or exited 0, when `exit_is_done`), when it first
     reported a verified byte, and the verified bytes it reported last
     (`progress` events: minimodel's `verified_bytes`, the libtorrent
-    client's `bytes`). Times are seconds from `t0` (time.monotonic)."""
+    client's `bytes`), and the CPU seconds each took (read at every poll
+    until it is reaped: the last reading of one that exited is at most one
+    poll old). Times are seconds from `t0` (time.monotonic)."""
 
     def __init__(self, procs, done_event, t0, exit_is_done=False):
         self.procs = procs
@@ -404,12 +406,17 @@ class Watch:
         self.done_at = {}
         self.first_byte_at = {}
         self.last_bytes = {}
+        self.cpu = {}
         self._offsets = {p: 0 for p in procs}
         self._partial = {p: "" for p in procs}
 
     def poll(self):
         now = time.monotonic() - self.t0
         for proc in self.procs:
+            if proc.ended is None:
+                seconds = cpu_seconds(proc)
+                if seconds is not None:
+                    self.cpu[proc] = seconds
             code = proc.poll()
             self._read(proc, now)
             if code == 0 and self.exit_is_done and proc not in self.done_at:
@@ -454,20 +461,17 @@ class Watch:
             time.sleep(0.05)
 
 
-def cpu_seconds(procs):
-    """User + system CPU seconds the running `procs` took so far (their own
-    threads; the kernel's packet path is not in it), from /proc/PID/stat.
-    `ip netns exec` execs the program, so the pid is the program's."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    total = 0.0
-    for proc in procs:
-        try:
-            stat = Path(f"/proc/{proc.pid}/stat").read_text()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[1].split()
-        total += (int(fields[11]) + int(fields[12])) / ticks
-    return total
+def cpu_seconds(proc):
+    """User + system CPU seconds a process not yet reaped took so far (its
+    own threads; the kernel's packet path is not in it), from
+    /proc/PID/stat, or None. `ip netns exec` execs the program, so the pid
+    is the program's."""
+    try:
+        stat = Path(f"/proc/{proc.pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def stop_all(procs, grace=10.0):

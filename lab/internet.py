@@ -15,7 +15,6 @@ import time
 
 from harness import (
     LT_CLIENT, LT_PYTHON, MiB, PORT, SEED_CAP, CpuSampler, Failed, Watch, bits, check_download,
-    cpu_seconds,
     fail_if, indent, json_events, measure_uplink, median, parse_offer, require_libtorrent, say,
     sha256_file, start_fetch, start_seeder, stop_all, wait_all,
 )
@@ -63,7 +62,7 @@ def swarm_minimodel(ctx, seeder, hosts, size, run_dir, timeout, meters, seed_aft
     late = watch.wait(timeout)
     sent1 = {name: meter() for name, meter in meters.items()}
     load = cpu.stop()
-    load["peers_cpu_s"] = round(cpu_seconds(procs), 1)
+    load["peers_cpu_s"] = round(sum(watch.cpu.values()), 1)
     stop_all(procs)
     problems = [f"{p.name} was not done in {timeout} s" for p in late]
     receipts = [check_download(p, out, sha, problems) for p, out in fetches]
@@ -119,7 +118,7 @@ def swarm_libtorrent(ctx, seeder, hosts, size, run_dir, timeout, meters):
     late = watch.wait(timeout)
     sent1 = {name: meter() for name, meter in meters.items()}
     load = cpu.stop()
-    load["peers_cpu_s"] = round(cpu_seconds(procs), 1)
+    load["peers_cpu_s"] = round(sum(watch.cpu.values()), 1)
     stop_all(procs)
     problems = [f"{p.name} was not done in {timeout} s" for p in late]
     from_seeder, from_others = [], []
