@@ -1,23 +1,25 @@
 #!/usr/bin/env python3
 """The minimodel network lab: swarm scenarios between hosts in network
-namespaces, through the `minimodel` binary. See docs/lab.md.
+namespaces, through the `minimodel` binary (and, for comparison, a
+libtorrent client). See docs/lab.md.
 
-    lab/lab.py [--ci | --figures | --slow | --all | SCENARIO...] [--repeat N]
-               [--bin PATH] [--relay PATH] [--workdir DIR] [--keep] [--results FILE]
+    lab/lab.py [--ci | --figures | --internet | --slow | --pending | --all | SCENARIO[:TOOL]...]
+               [--tool minimodel|libtorrent|both] [--rate-scale S] [--peer-arg=ARG]...
+               [--libtorrent-peers all|seeder] [--repeat N] [--bin PATH] [--relay PATH]
+               [--workdir DIR] [--keep] [--results FILE]
     lab/lab.py --list
 
 Exit status: 0 when every scenario passed, 1 when one failed, 2 when the lab
 cannot run here (not root, no `ip`/`tc`, no namespaces, veth, bridge or
-tbf) or could not be set up.
+tbf; for the internet scenarios no `nft`, miniupnpd, coturn, natpmpc,
+upnpc or python3-libtorrent) or could not be set up.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,269 +27,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import internet  # noqa: E402
 import netlab  # noqa: E402
-from netlab import Lab, LabError  # noqa: E402
-
-REPO = Path(__file__).resolve().parent.parent
-BLAST = Path(__file__).resolve().parent / "blast.py"
-MiB = 1 << 20
-MODEL = "labmodel"
-PORT = 4433
-SEED_CAP = "100mbit"
-PEER_CAP = "1gbit"
-
-
-class Failed(Exception):
-    """A scenario's assertion did not hold."""
-
-
-def say(text=""):
-    # A closed standard output (the reader went away) must not stop the
-    # teardown halfway.
-    try:
-        print(text, flush=True)
-    except OSError:
-        pass
-
-
-# --- binaries -----------------------------------------------------------------
-
-
-def cargo_build(args, what):
-    if shutil.which("cargo") is None:
-        raise LabError(f"{what} is missing and cargo is not installed to build it")
-    say(f"lab: building {what}: cargo {' '.join(args)}")
-    done = subprocess.run(["cargo", *args], cwd=REPO)
-    if done.returncode != 0:
-        raise LabError(f"building {what} failed (cargo exit {done.returncode})")
-
-
-def find_minimodel(given):
-    """--bin, else $MINIMODEL_BIN, else the repo's release build (built if
-    missing)."""
-    if given:
-        path = Path(given)
-        if not path.is_file():
-            raise LabError(f"--bin {given}: no such file")
-        return path.resolve()
-    default = REPO / "target" / "release" / "minimodel"
-    if not default.is_file():
-        cargo_build(["build", "--release", "--locked", "-p", "minimodel"], str(default))
-    return default
-
-
-class Relay:
-    """Where the relay program is; built (dev profile) the first time a
-    scenario needs it if neither build exists."""
-
-    def __init__(self, given):
-        self.given = given
-        self._path = None
-
-    def path(self):
-        if self._path:
-            return self._path
-        if self.given:
-            path = Path(self.given)
-            if not path.is_file():
-                raise LabError(f"--relay {self.given}: no such file")
-            self._path = path.resolve()
-            return self._path
-        for profile in ("release", "debug"):
-            path = REPO / "target" / profile / "examples" / "relay"
-            if path.is_file():
-                self._path = path
-                return path
-        cargo_build(
-            ["build", "--locked", "-p", "minimodel-swarm", "--example", "relay"],
-            "the relay (swarm/examples/relay.rs)",
-        )
-        self._path = REPO / "target" / "debug" / "examples" / "relay"
-        return self._path
-
-
-# --- a run --------------------------------------------------------------------
-
-
-class Context:
-    def __init__(self, args, workdir):
-        self.bin = find_minimodel(args.bin or os.environ.get("MINIMODEL_BIN"))
-        self.relay = Relay(args.relay or os.environ.get("LAB_RELAY"))
-        self.workdir = Path(workdir)
-        self.artifacts = {}
-        self.results = []
-        self.repeat = args.repeat
-        self.attempt = 1
-
-    def artifact(self, size):
-        """A fixture of `size` bytes and its manifest, made once per run."""
-        if size in self.artifacts:
-            return self.artifacts[size]
-        folder = self.workdir / "artifacts"
-        folder.mkdir(parents=True, exist_ok=True)
-        slm = folder / f"{size}.slm"
-        manifest = folder / f"{size}.manifest"
-        subprocess.run(
-            [self.bin, "fixture", slm, "--size", str(size)], check=True, stdout=subprocess.DEVNULL
-        )
-        done = subprocess.run(
-            [self.bin, "--json", "manifest", slm, "--model-id", MODEL, "--publisher-id", "lab",
-             "--license-route", "https://example.org/license",
-             "--evidence-route", "https://example.org/evidence", "-o", manifest],
-            check=True, stdout=subprocess.PIPE, text=True,
-        )
-        sha = json.loads(done.stdout.strip().splitlines()[-1])["artifact_sha256"]
-        self.artifacts[size] = (slm, manifest, sha)
-        return self.artifacts[size]
-
-    def lab(self, name):
-        return Lab(self.logdir(name), log=say)
-
-    def logdir(self, name):
-        """logs/NAME, or logs/NAME-runK when scenarios are repeated."""
-        suffix = f"-run{self.attempt}" if self.repeat > 1 else ""
-        return self.workdir / "logs" / f"{name}{suffix}"
-
-    def scratch(self, name):
-        path = self.workdir / "runs" / name
-        if path.exists():
-            shutil.rmtree(path)
-        path.mkdir(parents=True)
-        return path
-
-
-# --- steps --------------------------------------------------------------------
-
-
-def measure_uplink(sender, receiver, count=16 * MiB, port=5201):
-    """Bytes per second of a plain TCP transfer from `sender` to `receiver`
-    (through `sender`'s cap)."""
-    recv = receiver.popen(["python3", BLAST, "recv", receiver.ip4, port], "blast-recv")
-    deadline = time.monotonic() + 10
-    while "ready" not in recv.stdout_text():
-        if recv.poll() is not None or time.monotonic() > deadline:
-            raise Failed(f"the TCP receiver did not start: {recv.tail()}")
-        time.sleep(0.02)
-    sender.run(["python3", BLAST, "send", receiver.ip4, port, count], timeout=120)
-    if recv.wait(30) != 0:
-        raise Failed(f"the TCP measurement failed: {recv.tail()}")
-    line = recv.stdout_text().strip().splitlines()[-1]
-    return json.loads(line)["rate"]
-
-
-def parse_offer(path):
-    """(peer id, [addresses]) of an offer: v0 `peer` "ID@HOST:PORT", or a
-    later version's `addrs` list for one peer id."""
-    offer = json.loads(Path(path).read_text())
-    peer = offer.get("peer")
-    peer_id = offer.get("peer_id") or offer.get("id")
-    addrs = list(offer.get("addrs") or [])
-    if isinstance(peer, str) and "@" in peer:
-        head, tail = peer.split("@", 1)
-        peer_id = peer_id or head
-        if not addrs:
-            addrs = [tail]
-    elif isinstance(peer, str) and not peer_id:
-        peer_id = peer
-    if not peer_id or not addrs:
-        raise Failed(f"offer {path}: no peer id and address in {offer}")
-    return peer_id, addrs
-
-
-def start_seeder(ctx, host, size, listen, extra=(), identity=None, name="seed", offer=None):
-    """Starts `minimodel seed` in `host`; returns (process, offer path) once
-    the offer is written."""
-    slm, manifest, _ = ctx.artifact(size)
-    offer = offer or ctx.workdir / "runs" / f"{host.ns}-{name}.offer.json"
-    offer.parent.mkdir(parents=True, exist_ok=True)
-    if offer.exists():
-        offer.unlink()
-    argv = [ctx.bin, "--json", "seed", manifest, slm, "--listen", listen, "--offer", offer,
-            "--yes", *extra]
-    if identity:
-        argv += ["--identity", identity]
-    proc = host.popen(argv, name)
-    deadline = time.monotonic() + 60
-    while True:
-        if offer.exists():
-            try:
-                parse_offer(offer)
-                return proc, offer
-            except (ValueError, Failed):
-                pass
-        if proc.poll() is not None:
-            raise Failed(f"{proc.name} exited {proc.returncode} before writing its offer:\n"
-                         f"{proc.tail()}")
-        if time.monotonic() > deadline:
-            raise Failed(f"{proc.name} wrote no offer in 60 s:\n{proc.tail()}")
-        time.sleep(0.02)
-
-
-def start_fetch(ctx, host, size, sources, out, serve=None, extra=(), name="fetch"):
-    _, manifest, _ = ctx.artifact(size)
-    argv = [ctx.bin, "--json", "fetch", manifest, *sources, "-o", out, "--yes"]
-    if serve:
-        argv += ["--serve", "--listen", serve]
-    argv += list(extra)
-    return host.popen(argv, name)
-
-
-def start_relay(ctx, host, listen, upstream, extra=(), name="relay"):
-    proc = host.popen([ctx.relay.path(), "--listen", listen, "--upstream", upstream, *extra], name)
-    deadline = time.monotonic() + 10
-    while "relay listening" not in proc.stdout_text():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise Failed(f"{proc.name} did not start:\n{proc.tail()}")
-        time.sleep(0.02)
-    return proc
-
-
-def wait_all(procs, timeout):
-    """Waits for every process; those still running after `timeout` s are
-    stopped and named."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if all(p.poll() is not None for p in procs):
-            return []
-        time.sleep(0.01)
-    late = [p for p in procs if p.poll() is None]
-    for p in late:
-        p.stop()
-    return late
-
-
-def check_download(proc, out, sha, problems):
-    """Exit 0, a receipt for the right bytes, and no peer blamed in it.
-    Appends what is wrong to `problems`; returns the receipt or None."""
-    if proc.returncode != 0:
-        problems.append(f"{proc.name} exited {proc.returncode}:\n{indent(proc.tail())}")
-    receipt_path = Path(out) / f"{MODEL}.receipt.json"
-    if not receipt_path.exists():
-        problems.append(f"{proc.name}: no receipt in {out}")
-        return None
-    receipt = json.loads(receipt_path.read_text())
-    if receipt.get("artifact_sha256") != sha:
-        problems.append(f"{proc.name}: receipt names {receipt.get('artifact_sha256')}, not {sha}")
-    for peer in receipt.get("source", {}).get("peers", []):
-        if peer.get("bad_chunks", 0) != 0 or peer.get("banned"):
-            problems.append(
-                f"{proc.name}: peer {peer.get('address')} has bad_chunks "
-                f"{peer.get('bad_chunks')}, banned {peer.get('banned')}"
-            )
-    return receipt
-
-
-def indent(text):
-    return "\n".join("    " + line for line in text.splitlines())
-
-
-def fail_if(problems):
-    if problems:
-        raise Failed("\n".join(problems))
-
-
-def bits(rate):
-    return rate * 8 / 1e6
+from harness import (  # noqa: E402
+    PEER_CAP, PORT, SEED_CAP, Context, Failed, MiB, bits, check_download, fail_if, indent,
+    measure_uplink, parse_offer, say, start_fetch, start_relay, start_seeder, wait_all,
+)
+from netlab import LabError  # noqa: E402
 
 
 # --- scenarios ----------------------------------------------------------------
@@ -305,7 +51,7 @@ def swarm(ctx, name, peers, size, timeout):
         hosts = [lab.add_host(f"p{i}", cap=PEER_CAP) for i in range(1, peers + 1)]
         lab.wait_reachable()
         u_s = measure_uplink(seeder, hosts[0])
-        peer_uplink = netlab._rate_bits(PEER_CAP) / 8
+        peer_uplink = hosts[0].cap_bits / 8
         _, offer = start_seeder(ctx, seeder, size, seeder.addr(PORT))
         tx0 = seeder.tx_bytes()
         t0 = time.monotonic()
@@ -346,7 +92,7 @@ def swarm(ctx, name, peers, size, timeout):
     }
     result["run"] = ctx.attempt
     ctx.results.append(result)
-    say(f"  seeder uplink (TCP through {SEED_CAP}): {u_s / 1e6:.2f} MB/s ({bits(u_s):.1f} Mbit/s)")
+    say(f"  seeder uplink (TCP through {seeder.cap}): {u_s / 1e6:.2f} MB/s ({bits(u_s):.1f} Mbit/s)")
     if elapsed:
         say(f"  bound max(F/u_s, N*F/(u_s+sum u_i)) = {bound:.2f} s; last peer verified at "
             f"{elapsed:.2f} s: time/bound {elapsed / bound:.3f}")
@@ -416,7 +162,7 @@ def seeders(ctx, name, count, size, timeout, impair=None, congestion=None):
     }
     result["run"] = ctx.attempt
     ctx.results.append(result)
-    say(f"  seeder uplink (TCP through {SEED_CAP}): {u_s / 1e6:.2f} MB/s; sum of {count}: "
+    say(f"  seeder uplink (TCP through {seeds[0].cap}): {u_s / 1e6:.2f} MB/s; sum of {count}: "
         f"{count * u_s / 1e6:.2f} MB/s")
     if problems:
         result["throughput_MBps"] = result["fraction_of_caps"] = None
@@ -664,28 +410,69 @@ SCENARIOS = {
     "ipv6-loopback": ipv6_loopback,
 }
 
+SCENARIOS.update(internet.SCENARIOS)
+TOOLS = ("minimodel", "libtorrent")
+
 SETS = {
     # What .ci/lab runs: a few minutes on two cores.
     "ci": ["swarm-4x48", "swarm-8x48", "seeders-4x256", "relay-smoke", "restart",
-           "offer-addresses", "public-addr", "dead-and-live", "ipv6-ula", "ipv6-loopback"],
+           "offer-addresses", "public-addr", "dead-and-live", "ipv6-ula", "ipv6-loopback",
+           "nat-behaviour", "upnp-router", "uplinks-8x16-mixed", "uplinks-8x16-mixed:libtorrent",
+           "homes-4x32-cone"],
     # The swarm figures of docs/performance.md; minutes each.
     "figures": ["swarm-4x48", "swarm-8x48", "swarm-4x256", "swarm-8x256", "seeders-4x256",
                 "seeders-4x256-relay", "seeders-4x256-delay", "seeders-4x256-delay-bbr",
                 "seeders-4x256-lossy", "seeders-4x256-lossy-bbr"],
+    # Homes, NAT, a campus and a LAN (docs/lab.md, "The internet"); minutes
+    # each, the 40-peer ones CPU-bound on two cores (see --rate-scale).
+    "internet": ["uplinks-24x32-mixed", "uplinks-40x32-mixed", "uplinks-24x128-mixed",
+                 "uplinks-40x128-mixed", "uplinks-24x32-10", "uplinks-40x32-one24",
+                 "homes-4x256-cone", "homes-4x256-symmetric", "neighbours-2x256", "lan-30x256"],
     # Behaviour checks too slow for CI (minutes on a lossy path).
     "slow": ["relay-50ms"],
+    # Checks the product does not pass yet (port mapping): they fail today.
+    "pending": ["home-seeder-upnp"],
 }
+
+
+def expand(names, default_tool):
+    """(label, scenario, tool) for each NAME or NAME:TOOL; `both` runs a
+    scenario that takes a tool once with each."""
+    runs = []
+    for entry in names:
+        name, _, tool = entry.partition(":")
+        tools = [tool] if tool else (list(TOOLS) if default_tool == "both" else [default_tool])
+        if name in internet.LIBTORRENT:
+            runs += [(name if t == "minimodel" else f"{name}:{t}", name, t) for t in tools]
+        elif tool or default_tool == "libtorrent":
+            runs.append((entry, name, tools[0]))
+        else:
+            runs.append((name, name, "minimodel"))
+    return runs
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("scenarios", nargs="*", help="scenario names (see --list)")
+    parser.add_argument("scenarios", nargs="*",
+                        help="scenario names, NAME:libtorrent for libtorrent (see --list)")
     for name in SETS:
         parser.add_argument(f"--{name}", action="store_true", help=f"the {name} set")
     parser.add_argument("--all", action="store_true", help="every scenario")
     parser.add_argument("--list", action="store_true", help="list scenarios and sets")
     parser.add_argument("--repeat", type=int, default=1, help="run each scenario N times")
+    parser.add_argument("--tool", choices=[*TOOLS, "both"], default="minimodel",
+                        help="what the uplinks-* scenarios run (default minimodel; both: one "
+                        "after the other)")
+    parser.add_argument("--rate-scale", type=float, default=1.0, metavar="S",
+                        help="multiply every tbf cap by S (like 0.5), for a CPU that cannot "
+                        "keep up with the scenario at full rate")
+    parser.add_argument("--peer-arg", action="append", metavar="ARG",
+                        help="an extra argument for every peer's fetch in the swarm scenarios "
+                        "of the internet (repeatable; write --peer-arg=--flag)")
+    parser.add_argument("--libtorrent-peers", choices=["all", "seeder"], default="all",
+                        help="what each libtorrent peer is given: every peer's address (as a "
+                        "tracker would; default) or the seeder's only")
     parser.add_argument("--bin", help="the minimodel binary (default: $MINIMODEL_BIN, else "
                         "target/release/minimodel, built if missing)")
     parser.add_argument("--relay", help="the relay program (default: $LAB_RELAY, else "
@@ -700,7 +487,8 @@ def main():
         for set_name, names in SETS.items():
             say(f"--{set_name}: {' '.join(names)}")
         for name in SCENARIOS:
-            say(name)
+            tools = " (also :libtorrent)" if name in internet.LIBTORRENT else ""
+            say(f"{name}{tools}")
         return 0
     names = list(args.scenarios)
     for set_name, members in SETS.items():
@@ -709,10 +497,19 @@ def main():
     if args.all:
         names = list(SCENARIOS)
     if not names:
-        parser.error("name scenarios or a set (--ci, --figures, --slow, --all); see --list")
-    unknown = [n for n in names if n not in SCENARIOS]
+        parser.error("name scenarios or a set (--ci, --figures, --internet, --slow, --pending, "
+                     "--all); see --list")
+    if not args.rate_scale > 0:
+        parser.error("--rate-scale must be above 0")
+    runs = expand(names, args.tool)
+    unknown = [label for label, name, _ in runs if name not in SCENARIOS]
     if unknown:
         parser.error(f"unknown scenarios {unknown}; see --list")
+    wrong = [label for label, name, tool in runs
+             if tool not in TOOLS or (tool != "minimodel" and name not in internet.LIBTORRENT)]
+    if wrong:
+        parser.error(f"{wrong}: only {', '.join(internet.LIBTORRENT)} run with another tool than "
+                     f"minimodel (tools: {', '.join(TOOLS)})")
 
     netlab.install_signal_handlers()
     made_workdir = args.workdir is None
@@ -722,20 +519,26 @@ def main():
         netlab.require_capabilities()
         netlab.clean_leftovers(log=say)
         ctx = Context(args, workdir)
-        say(f"lab: binary {ctx.bin}; work directory {workdir}")
-        for name in names:
+        say(f"lab: binary {ctx.bin}; work directory {workdir}"
+            + (f"; every cap times {args.rate_scale}" if args.rate_scale != 1 else ""))
+        for label, name, tool in runs:
             for attempt in range(1, args.repeat + 1):
-                label = name if args.repeat == 1 else f"{name} (run {attempt}/{args.repeat})"
-                say(f"== {label}")
+                shown = label if args.repeat == 1 else f"{label} (run {attempt}/{args.repeat})"
+                say(f"== {shown}")
                 started = time.monotonic()
                 ctx.attempt = attempt
+                log_name = label.replace(":", "-")
                 try:
-                    SCENARIOS[name](ctx, name)
-                    say(f"   PASS {label} ({time.monotonic() - started:.1f} s)")
+                    if name in internet.LIBTORRENT:
+                        SCENARIOS[name](ctx, log_name, tool)
+                    else:
+                        SCENARIOS[name](ctx, log_name)
+                    say(f"   PASS {shown} ({time.monotonic() - started:.1f} s)")
                 except Failed as error:
-                    failures.append((label, str(error)))
-                    say(f"   FAIL {label} ({time.monotonic() - started:.1f} s):\n{indent(str(error))}")
-                    say(f"   logs: {ctx.logdir(name)}")
+                    failures.append((shown, str(error)))
+                    say(f"   FAIL {shown} ({time.monotonic() - started:.1f} s):\n"
+                        f"{indent(str(error))}")
+                    say(f"   logs: {ctx.logdir(log_name)}")
         if args.results:
             with open(args.results, "a") as out:
                 for result in ctx.results:
@@ -758,11 +561,11 @@ def main():
                 shutil.rmtree(run, ignore_errors=True)
             say(f"lab: logs kept in {workdir}")
     if args.repeat > 1:
-        for name in dict.fromkeys(names):
-            failed = sum(1 for label, _ in failures if label.startswith(f"{name} "))
-            say(f"lab: {name}: {args.repeat - failed} of {args.repeat} runs passed")
+        for label in dict.fromkeys(label for label, _, _ in runs):
+            failed = sum(1 for shown, _ in failures if shown.startswith(f"{label} "))
+            say(f"lab: {label}: {args.repeat - failed} of {args.repeat} runs passed")
     if failures:
-        say(f"lab: {len(failures)} failed: {', '.join(label for label, _ in failures)}")
+        say(f"lab: {len(failures)} failed: {', '.join(shown for shown, _ in failures)}")
         return 1
     say("lab: every scenario passed")
     return 0

@@ -32,9 +32,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
-use minimodel_swarm::download::DownloadConfig;
 use minimodel_swarm::fetch::{FetchConfig, FetchOutcome, Fetcher};
-use minimodel_swarm::node::NodeConfig;
+use minimodel_swarm::node::{CoreConfig, NodeSettings};
 use minimodel_swarm::resume::{OpenedDownload, PartialDownload, ResumeOptions};
 use minimodel_swarm::seed::Seeder;
 use minimodel_swarm::transport::Identity;
@@ -139,13 +138,13 @@ impl Seeders {
         let mut stops = Vec::new();
         for _ in 0..count {
             let (reports, _) = mpsc::unbounded_channel();
-            let config = NodeConfig {
+            let config = NodeSettings {
                 listen: Some(loopback()),
                 core: minimodel_swarm::node::CoreConfig {
                     max_upload,
                     ..minimodel_swarm::node::CoreConfig::default()
                 },
-                ..NodeConfig::default()
+                ..NodeSettings::default()
             };
             let seeder = Seeder::start(
                 &fixture.verified,
@@ -198,12 +197,14 @@ fn start_fetcher(fixture: &Fixture, out: &Path, peers: Vec<PeerAddr>, serve: boo
             peers,
             serve,
             seed_after: serve,
-            node: NodeConfig {
+            node: NodeSettings {
                 listen: serve.then(loopback),
-                ..NodeConfig::default()
+                core: CoreConfig {
+                    give_up_after: Duration::from_secs(20),
+                    ..CoreConfig::default()
+                },
+                ..NodeSettings::default()
             },
-            download: DownloadConfig::default(),
-            give_up_after: Duration::from_secs(20),
             dht: None,
         },
         Arc::new(partial),

@@ -159,7 +159,10 @@ fn show(report: NodeReport, out: Output, progress: Option<&mut FetchProgress>) {
         }
         NodeReport::Turned { addr, reason } => {
             tracing::info!("{addr} turned away: {reason}");
-            Event::Turned { addr, reason }
+            Event::Turned {
+                addr,
+                reason: reason.to_string(),
+            }
         }
         NodeReport::Redialing {
             addr,
@@ -191,7 +194,7 @@ fn show(report: NodeReport, out: Output, progress: Option<&mut FetchProgress>) {
                 peer: peer.to_string(),
                 addr,
                 chunk,
-                error,
+                error: error.to_string(),
             }
         }
         NodeReport::Progress {

@@ -26,8 +26,8 @@ use std::path::{Path, PathBuf};
 use minimodel_swarm::offer::{ImportRequest, MAX_OFFERS, PeerOffer, REQUEST_FORMAT};
 use minimodel_swarm::resume::{BytesCheck, DownloadStatus, StatusKind};
 use minimodel_verifier::receipt::{
-    CheckName, ImportReceipt, PeerContribution, RECEIPT_FORMAT, ReceiptSource, SignatureRecord,
-    TransferSummary,
+    CheckName, FileStamp, ImportReceipt, NsTime, PeerContribution, RECEIPT_FORMAT, ReceiptSource,
+    SignatureRecord, TransferSummary,
 };
 use minimodel_verifier::route::Route;
 use minimodel_verifier::signing::PublicKey;
@@ -332,6 +332,67 @@ pub struct ImportReceiptDef {
     /// UTC; absent until then.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_verified_at: Option<String>,
+    /// The file as its last check left it; absent in older receipts (the
+    /// file then counts as changed since).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "OptionFileStamp"
+    )]
+    #[schemars(with = "Option<FileStampDef>")]
+    pub file: Option<FileStamp>,
+}
+
+/// What a finished file looked like when its check ended.
+#[derive(Serialize, JsonSchema)]
+#[serde(remote = "FileStamp", deny_unknown_fields)]
+pub struct FileStampDef {
+    /// Its length in bytes.
+    pub bytes: u64,
+    /// The device it is on.
+    pub device: u64,
+    /// Its inode number.
+    pub inode: u64,
+    /// Its modification time.
+    #[schemars(with = "NsTimeText")]
+    pub modified: NsTime,
+    /// Its status-change time.
+    #[schemars(with = "NsTimeText")]
+    pub changed: NsTime,
+    /// When the stamp was taken, after the check read the file.
+    #[schemars(with = "NsTimeText")]
+    pub stamped: NsTime,
+}
+
+/// `Option<FileStamp>` through its mirror.
+struct OptionFileStamp;
+
+impl OptionFileStamp {
+    fn serialize<S: serde::Serializer>(
+        value: &Option<FileStamp>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Wrap<'a>(#[serde(with = "FileStampDef")] &'a FileStamp);
+        value.as_ref().map(Wrap).serialize(serializer)
+    }
+}
+
+/// A time to the nanosecond since the Unix epoch.
+pub struct NsTimeText;
+
+impl JsonSchema for NsTimeText {
+    fn schema_name() -> Cow<'static, str> {
+        "NsTime".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "Nanoseconds since the Unix epoch, written SECONDS.NNNNNNNNN.",
+            "type": "string",
+            "pattern": "^-?[0-9]+\\.[0-9]{9}$"
+        })
+    }
 }
 
 /// A named check that an import passed.
@@ -512,6 +573,7 @@ fn mirrors_name_every_field(
         verified_at: _,
         tool: _,
         last_verified_at: _,
+        file: _,
     } = receipt;
     let TransferSummary {
         chunks_resumed: _,
@@ -663,7 +725,15 @@ mod tests {
                     "bad_chunks": 0, "banned": false}]},
             "verified_at": "2025-01-01T00:00:00Z",
             "tool": "minimodel 0.1.0",
-            "last_verified_at": "2025-01-02T00:00:00Z"
+            "last_verified_at": "2025-01-02T00:00:00Z",
+            "file": {
+                "bytes": 10,
+                "device": 2049,
+                "inode": 131075,
+                "modified": "1735689600.123456789",
+                "changed": "1735689600.123456789",
+                "stamped": "1735689601.000000001"
+            }
         }"#;
         let receipt: ImportReceipt = serde_json::from_str(receipt_text).unwrap();
         let mut through_mirror = Vec::new();
@@ -678,6 +748,7 @@ mod tests {
             source: ReceiptSource::LocalFile,
             last_verified_at: None,
             signature: Some(SignatureRecord::Unsigned),
+            file: None,
             ..receipt
         };
         let mut through_mirror = Vec::new();

@@ -13,9 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use minimodel_swarm::download::DownloadConfig;
 use minimodel_swarm::fetch::{FetchConfig, FetchError, FetchOutcome, Fetcher};
-use minimodel_swarm::node::NodeConfig;
+use minimodel_swarm::node::{DamageCause, NodeSettings};
 use minimodel_swarm::resume::{
     OpenedDownload, PartialDownload, ResumeOptions, ResumeReport, parse_state,
 };
@@ -39,23 +38,23 @@ struct InProcessSeeder {
 fn seeder(artifact: &Artifact, rate: u64) -> InProcessSeeder {
     seeder_with(
         artifact,
-        NodeConfig {
+        NodeSettings {
             core: minimodel_swarm::node::CoreConfig {
                 max_upload: Some(rate),
                 ..minimodel_swarm::node::CoreConfig::default()
             },
-            ..NodeConfig::default()
+            ..NodeSettings::default()
         },
     )
 }
 
-fn seeder_with(artifact: &Artifact, config: NodeConfig) -> InProcessSeeder {
+fn seeder_with(artifact: &Artifact, config: NodeSettings) -> InProcessSeeder {
     let verified = verify_local_file(&artifact.manifest, &artifact.slm, &|_| {}).unwrap();
     let (reports, _) = mpsc::unbounded_channel();
     let seeder = Seeder::start(
         &verified,
         &artifact.slm,
-        NodeConfig {
+        NodeSettings {
             listen: Some("127.0.0.1:0".parse().unwrap()),
             ..config
         },
@@ -110,9 +109,7 @@ async fn fetch(
             peers: vec![seeder.peer],
             serve: false,
             seed_after: false,
-            node: NodeConfig::default(),
-            download: DownloadConfig::default(),
-            give_up_after: Duration::from_secs(10),
+            node: giving_up_after(Duration::from_secs(10)),
             dht: None,
         },
         Arc::new(download),
@@ -144,7 +141,7 @@ async fn a_full_disk_stops_the_fetch_and_the_same_fetch_resumes_once_there_is_ro
     let error = fetch(&artifact, &dir, download, &seeder)
         .await
         .expect_err("the disk fills up");
-    let FetchError::Disk(cause) = &error else {
+    let Some(cause) = error.resume_error() else {
         panic!("not a disk error: {error:?}");
     };
     assert!(cause.is_disk_full(), "{cause}");
@@ -213,12 +210,12 @@ async fn a_seeder_that_refuses_the_session_says_why() {
     let artifact = Artifact::make(root.path(), "art", "refused", "1MiB", "64KiB", 53);
     let seeder = seeder_with(
         &artifact,
-        NodeConfig {
+        NodeSettings {
             core: minimodel_swarm::node::CoreConfig {
                 max_peers: 0,
                 ..minimodel_swarm::node::CoreConfig::default()
             },
-            ..NodeConfig::default()
+            ..NodeSettings::default()
         },
     );
     let dir = root.path().join("out");
@@ -510,11 +507,14 @@ async fn a_disk_that_keeps_damaging_a_chunk_ends_the_fetch_undelivered() {
     let error = fetch(&artifact, &dir, download, &seeder)
         .await
         .expect_err("chunk 7 is damaged every time it is written");
-    let FetchError::Damaged { bad, detail } = &error else {
+    let FetchError::Damaged { bad, cause } = &error else {
         panic!("not a damage error: {error:?}");
     };
     assert_eq!(*bad, 1);
-    assert!(detail.contains("chunk 7"), "{detail}");
+    assert!(
+        matches!(cause, DamageCause::Repeated { chunk: 7, .. }),
+        "{cause}"
+    );
     let files = artifact.files(&dir);
     assert!(!files.artifact.exists(), "nothing is delivered");
     assert!(!files.receipt.exists());
@@ -613,9 +613,7 @@ async fn when_no_peer_is_left_to_repair_a_damaged_chunk_the_fetch_says_so() {
             peers: vec![seeder.peer],
             serve: false,
             seed_after: false,
-            node: NodeConfig::default(),
-            download: DownloadConfig::default(),
-            give_up_after: Duration::from_secs(2),
+            node: giving_up_after(Duration::from_secs(2)),
             dht: None,
         },
         Arc::new(download),
@@ -657,4 +655,11 @@ async fn when_no_peer_is_left_to_repair_a_damaged_chunk_the_fetch_says_so() {
     let flipped = flipped.load(std::sync::atomic::Ordering::SeqCst) as u32;
     let expected: Vec<u32> = (0..64).filter(|&c| c != flipped).collect();
     assert_eq!(listed, expected, "the good chunks are kept");
+}
+
+/// Default settings but for how long a fetch goes on without progress.
+fn giving_up_after(limit: Duration) -> NodeSettings {
+    let mut node = NodeSettings::default();
+    node.core.give_up_after = limit;
+    node
 }

@@ -94,8 +94,8 @@ pub struct Entry {
     pub state: EntryState,
     /// Failed attempts in a row (reset by a good session).
     pub failures: u32,
-    /// Why the last attempt or session ended, in words.
-    pub last_problem: Option<String>,
+    /// Why the last attempt or session ended.
+    pub last_problem: Option<crate::report::Problem>,
     /// Whether it was ever connected.
     pub ever_connected: bool,
     /// When it was added.

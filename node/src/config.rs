@@ -1,5 +1,6 @@
-//! Every policy knob of a node, with its default and why. Transport tuning
-//! (windows, congestion control) is not here: it belongs to the driver.
+//! Every policy knob and timer of a node, with its default and why: the
+//! driver has no clock of its own. Transport tuning (windows, congestion
+//! control) is not here: it belongs to the transport.
 
 use std::time::Duration;
 
@@ -101,6 +102,33 @@ pub struct NodeConfig {
     /// A chunk found bad on disk after it was verified more often than
     /// this is the disk's fault: the download stops. Default 3.
     pub max_repairs_per_chunk: u32,
+    /// A peer we said nothing to for this long is sent a KeepAlive, so
+    /// that neither side ends a quiet session as idle. Default 15 s.
+    pub keep_alive_after: Duration,
+    /// How long our Goodbye may take to be acknowledged before the
+    /// connection is closed anyway. Default 2 s.
+    pub goodbye_wait: Duration,
+    /// The same when the node's work ends (a stop, a delivered download):
+    /// nothing else holds the program then. Default 500 ms.
+    pub goodbye_wait_at_end: Duration,
+    /// Stopped while a download's final checks run: they may finish for
+    /// this long, so that the stop reports the delivered file rather than
+    /// an interruption. Default 30 s.
+    pub stop_wait: Duration,
+    /// A peer with uploads under way whose connection sent less than
+    /// `upload_stall_bytes` in this long is closed: it holds upload slots
+    /// and reads nothing. Default 20 s.
+    pub upload_stall_timeout: Duration,
+    /// See `upload_stall_timeout`. Default 64 KiB (3.2 KiB/s at the default
+    /// timeout: a slow link that keeps draining is not a stall).
+    pub upload_stall_bytes: u64,
+    /// How often a serving node without a download reports its uploads.
+    /// Default 1 s.
+    pub serving_report_every: Duration,
+    /// Chunks verified and written at once (blocking jobs). Default 2: the
+    /// proofs are checked on two cores while the network receives. The
+    /// chunks waiting for a slot count against `max_in_flight_bytes`.
+    pub verify_jobs: usize,
 }
 
 impl Default for NodeConfig {
@@ -137,6 +165,14 @@ impl Default for NodeConfig {
             trailing_lag: 4 << 20,
             progress_every: Duration::from_millis(500),
             max_repairs_per_chunk: 3,
+            keep_alive_after: Duration::from_secs(15),
+            goodbye_wait: Duration::from_secs(2),
+            goodbye_wait_at_end: Duration::from_millis(500),
+            stop_wait: Duration::from_secs(30),
+            upload_stall_timeout: Duration::from_secs(20),
+            upload_stall_bytes: 64 << 10,
+            serving_report_every: Duration::from_secs(1),
+            verify_jobs: 2,
         }
     }
 }
@@ -154,7 +190,7 @@ pub struct ConfigError {
 impl NodeConfig {
     /// Checks the settings that would make a node stall or misbehave.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let rules: [(bool, &'static str, &'static str); 8] = [
+        let rules: [(bool, &'static str, &'static str); 11] = [
             (self.upload_slots > 0, "upload_slots", "at least 1"),
             (
                 self.upload_slots_per_peer > 0,
@@ -185,6 +221,17 @@ impl NodeConfig {
             (
                 self.download.max_in_flight_bytes > 0,
                 "download.max_in_flight_bytes",
+                "above zero",
+            ),
+            (self.verify_jobs > 0, "verify_jobs", "at least 1"),
+            (
+                self.keep_alive_after > Duration::ZERO,
+                "keep_alive_after",
+                "above zero",
+            ),
+            (
+                self.upload_stall_timeout > Duration::ZERO && self.upload_stall_bytes > 0,
+                "upload_stall_timeout and upload_stall_bytes",
                 "above zero",
             ),
         ];

@@ -11,7 +11,7 @@
 //! far peer gets many requests in flight and a slow one few. A request that
 //! takes far longer than the peer's own rate predicts times out and its chunk
 //! goes to the front of the queue; a peer that delivers nothing for
-//! [`DownloadConfig::stall_timeout`] is dropped; a peer whose chunk fails its
+//! [`DownloadConfig::silence_timeout`] is dropped; a peer whose chunk fails its
 //! proof is banned by key for the rest of the download.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -41,7 +41,7 @@ pub struct DownloadConfig {
     pub request_timeout_factor: u32,
     /// A peer with requests in flight that delivers nothing for this long
     /// is dropped. Default 30 s.
-    pub stall_timeout: Duration,
+    pub silence_timeout: Duration,
     /// Timeouts after which a peer is dropped. Default 3.
     pub max_timeouts: u32,
     /// A chunk whose owner is this many times slower than another peer
@@ -77,7 +77,7 @@ impl Default for DownloadConfig {
             max_pipeline: 64,
             min_request_timeout: Duration::from_secs(15),
             request_timeout_factor: 4,
-            stall_timeout: Duration::from_secs(30),
+            silence_timeout: Duration::from_secs(30),
             max_timeouts: 3,
             slow_peer_factor: 4.0,
             busy_backoff: Duration::from_millis(500),
@@ -120,8 +120,8 @@ pub enum Action {
 pub enum DisconnectReason {
     /// It sent a chunk that failed its proof; it is banned.
     BadData,
-    /// It delivered nothing for the stall timeout.
-    Stalled,
+    /// It had requests and delivered nothing for `silence_timeout`.
+    Silent,
     /// Too many of its requests timed out.
     TooManyTimeouts,
     /// The download is complete.
@@ -203,7 +203,7 @@ impl Downloader {
                 self.chunk_size,
                 config.min_request_timeout,
                 config.request_timeout_factor,
-                config.stall_timeout,
+                config.silence_timeout,
             )
         });
         let rescue = self.next_rescue(now);
@@ -431,8 +431,8 @@ impl Downloader {
             let Some(session) = self.peers.get_mut(&key) else {
                 continue;
             };
-            if session.is_stalled(now, self.config.stall_timeout) {
-                self.drop_peer(key, DisconnectReason::Stalled, now);
+            if session.is_silent(now, self.config.silence_timeout) {
+                self.drop_peer(key, DisconnectReason::Silent, now);
                 continue;
             }
             let expired = session.expired_requests(

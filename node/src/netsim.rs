@@ -50,7 +50,7 @@ use crate::book::Source;
 use crate::config::NodeConfig;
 use crate::ids::LinkId;
 use crate::node::{
-    Action, Finish, Incoming, KnownPeer, LinkUp, NodeCore, NodeStart, PieceEnd, PieceVerdict,
+    Action, End, Finish, Incoming, KnownPeer, LinkUp, NodeCore, NodeStart, PieceEnd, PieceVerdict,
     UploadOutcome, VerifyOutcome,
 };
 use crate::report::{Failure, LinkEnd, NodeReport};
@@ -152,7 +152,7 @@ pub(crate) struct Record {
     /// When its download passed the final checks.
     pub delivered_at: Option<Duration>,
     /// When and how its core ended.
-    pub ended: Option<(Duration, Result<(), Failure>)>,
+    pub ended: Option<(Duration, End)>,
     /// Bytes its uplink carried, cancelled uploads included.
     pub uploaded_bytes: f64,
     /// Its reports.
@@ -214,6 +214,7 @@ enum Event {
     Failed(usize, usize, LinkEnd),
     Control(usize, usize, Message),
     Closed(usize, usize, LinkEnd),
+    Farewelled(usize, usize),
     Header(Stream),
     PieceDone(Stream),
     Reset(Stream),
@@ -386,6 +387,7 @@ impl Sim {
             Event::Failed(conn, to, end) => self.failed(conn, to, end),
             Event::Control(conn, to, message) => self.control(conn, to, message),
             Event::Closed(conn, to, end) => self.closed(conn, to, end),
+            Event::Farewelled(conn, side) => self.farewelled(conn, side),
             Event::Header(stream) => self.header(stream),
             Event::PieceDone(stream) => self.piece_done(stream),
             Event::Reset(stream) => self.reset(stream),
@@ -580,6 +582,13 @@ impl Sim {
                 self.nodes[node].record.ended = Some((self.now, outcome));
                 self.nodes[node].alive = false;
             }
+            Action::MeasureSent { link } => {
+                if let Some((conn, side)) = side_of(self, link) {
+                    let sent = self.conns[conn].sent[side] as u64;
+                    let now = self.instant();
+                    self.core_mut(node).handle_sent(link, sent, now);
+                }
+            }
         }
     }
 
@@ -609,7 +618,10 @@ impl Sim {
         }
         let finish = if damaged.is_empty() {
             self.nodes[node].record.delivered_at = Some(self.now);
-            Finish::Delivered
+            Finish::Delivered {
+                path: "delivered.slm".into(),
+                receipt: "delivered.receipt.json".into(),
+            }
         } else {
             for chunk in &damaged {
                 disk.stored.remove(&chunk.0);

@@ -6,9 +6,15 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
-use minimodel_wire::{GoodbyeReason, HelloRejectReason, PeerId};
+use minimodel_verifier::chunk::ChunkError;
+use minimodel_wire::{GoodbyeReason, HelloRejectReason, PeerError, PeerId};
 use serde::{Serialize, Serializer};
+
+use crate::address::Prefix;
+use crate::book::Source;
+use crate::download::JoinError;
 
 /// Who a problem is the fault of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -41,16 +47,43 @@ pub enum LinkEnd {
     WrongPeer,
     /// The peer's Hello names another swarm.
     WrongSwarm,
-    /// The connection failed (unreachable, reset, a TLS failure); the
-    /// transport's words.
+    /// The connection failed (unreachable, reset, a TLS failure). The
+    /// transport's words: its errors are not types this crate knows, and no
+    /// decision depends on more than "the connection is gone".
     Lost(String),
-    /// The peer broke the protocol below the control stream (a malformed
-    /// frame, a second control stream, a piece stream finished short).
-    Violation(String),
+    /// The peer broke the protocol (typed: what it did).
+    Violation(Violation),
     /// The peer does not read its control stream: our queue for it is full.
     NotReading,
-    /// An upload to it made no progress for too long.
-    Stalled,
+    /// An upload to it took less than `upload_stall_bytes` in
+    /// `upload_stall_timeout`: it does not read its piece streams.
+    UploadStalled,
+}
+
+/// How a peer broke the protocol, as observed on its connection.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Violation {
+    /// Malformed bytes or an illegal message on its control stream or a
+    /// piece stream: the wire crate's own error, which names the rule.
+    #[error(transparent)]
+    Wire(#[from] PeerError),
+    /// It opened a second bidirectional stream (only the control stream is
+    /// allowed).
+    #[error("it opened a second bidirectional stream (only the control stream is allowed)")]
+    SecondControlStream,
+    /// It sent a piece of a chunk never requested from it.
+    #[error("it sent chunk {chunk}, which was never requested from it")]
+    Unrequested {
+        /// The chunk.
+        chunk: u32,
+    },
+    /// Its bitfield cannot join the download.
+    #[error(transparent)]
+    Join(#[from] JoinError),
+    /// It broke the QUIC or TLS handshake: the transport's words (its
+    /// errors are not types this crate knows).
+    #[error("it broke the QUIC handshake: {0}")]
+    Handshake(String),
 }
 
 impl LinkEnd {
@@ -74,9 +107,9 @@ impl fmt::Display for LinkEnd {
             LinkEnd::WrongPeer => write!(f, "proved another peer id than the one dialed"),
             LinkEnd::WrongSwarm => write!(f, "is in another swarm"),
             LinkEnd::Lost(text) => write!(f, "connection failed: {text}"),
-            LinkEnd::Violation(text) => write!(f, "broke the protocol: {text}"),
+            LinkEnd::Violation(violation) => write!(f, "broke the protocol: {violation}"),
             LinkEnd::NotReading => write!(f, "does not read its control stream"),
-            LinkEnd::Stalled => write!(f, "took no bytes of an upload for too long"),
+            LinkEnd::UploadStalled => write!(f, "took no bytes of an upload for too long"),
         }
     }
 }
@@ -111,15 +144,16 @@ pub enum Departure {
     Goodbye(GoodbyeReason),
     /// The link ended.
     Ended(LinkEnd),
-    /// It broke the control stream's rules; dropped (not banned).
-    Violation(String),
+    /// It broke the protocol; dropped (not banned).
+    Violation(Violation),
     /// It sent a chunk that failed its proof; banned.
     BadData {
         /// The chunk.
         chunk: u32,
     },
-    /// It delivered nothing for the stall timeout.
-    Stalled,
+    /// It had requests and delivered nothing for the download's
+    /// `silence_timeout`.
+    Silent,
     /// Too many of its requests timed out.
     TooManyTimeouts,
     /// Closed to make room for a new peer after being idle.
@@ -137,11 +171,11 @@ impl fmt::Display for Departure {
         match self {
             Departure::Goodbye(reason) => write!(f, "said goodbye: {}", goodbye_words(*reason)),
             Departure::Ended(end) => write!(f, "{end}"),
-            Departure::Violation(text) => write!(f, "broke the protocol: {text}"),
+            Departure::Violation(violation) => write!(f, "broke the protocol: {violation}"),
             Departure::BadData { chunk } => {
                 write!(f, "sent chunk {chunk}, which failed its proof; banned")
             }
-            Departure::Stalled => write!(f, "delivered nothing for too long"),
+            Departure::Silent => write!(f, "delivered nothing for too long"),
             Departure::TooManyTimeouts => write!(f, "too many of its requests timed out"),
             Departure::Evicted => write!(f, "idle, closed to make room for another peer"),
             Departure::Replaced => write!(f, "replaced by a newer connection of the same peer"),
@@ -165,6 +199,138 @@ impl Departure {
     }
 }
 
+/// An error from outside the core (the disk, the final checks), kept
+/// typed for the program that ran the job: it can downcast it back. Two
+/// faults are equal when they say the same.
+#[derive(Clone)]
+pub struct Fault(Arc<dyn std::error::Error + Send + Sync>);
+
+impl Fault {
+    /// Wraps an error.
+    pub fn new(error: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self(Arc::new(error))
+    }
+
+    /// The error, if it is a `T`.
+    pub fn downcast_ref<T: std::error::Error + 'static>(&self) -> Option<&T> {
+        self.0.downcast_ref()
+    }
+}
+
+impl fmt::Display for Fault {
+    /// The error and its causes, in one line.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            write!(f, ": {cause}")?;
+            source = cause.source();
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Fault({self})")
+    }
+}
+
+impl PartialEq for Fault {
+    fn eq(&self, other: &Self) -> bool {
+        self.to_string() == other.to_string()
+    }
+}
+
+impl Eq for Fault {}
+
+/// What became of a peer a download tried, for a give-up message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Problem {
+    /// Never dialed.
+    NotTried,
+    /// A dial is under way with no answer yet.
+    NoAnswerYet,
+    /// The last attempt failed.
+    Failed(LinkEnd),
+    /// The last session ended.
+    Left(Departure),
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Problem::NotTried => write!(f, "not tried yet"),
+            Problem::NoAnswerYet => write!(f, "dialed, no answer yet"),
+            Problem::Failed(end) => write!(f, "{end}"),
+            Problem::Left(departure) => write!(f, "{departure}"),
+        }
+    }
+}
+
+/// A peer a download tried: where, how it was known, what became of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tried {
+    /// The address dialed (or the first one known).
+    pub addr: SocketAddr,
+    /// How it became known.
+    pub source: Source,
+    /// What became of it.
+    pub problem: Problem,
+}
+
+impl fmt::Display for Tried {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} ({}): {}",
+            self.addr,
+            self.source.as_str(),
+            self.problem
+        )
+    }
+}
+
+/// Why chunks found bad on disk were not repaired.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DamageCause {
+    /// One chunk went bad on disk again and again after it was written:
+    /// the disk (or something else writing to the file) is at fault.
+    Repeated {
+        /// The chunk.
+        chunk: u32,
+        /// How often it was found bad.
+        times: u32,
+    },
+    /// No peer delivered them again.
+    NotDelivered {
+        /// What became of each peer tried.
+        tried: Vec<Tried>,
+    },
+}
+
+impl fmt::Display for DamageCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DamageCause::Repeated { chunk, times } => write!(
+                f,
+                "chunk {chunk} was damaged on disk {times} times after it was written; the disk or something else writing to the file is at fault"
+            ),
+            DamageCause::NotDelivered { tried } => {
+                write!(f, "no peer delivered them again")?;
+                write_tried(f, tried)
+            }
+        }
+    }
+}
+
+fn write_tried(f: &mut fmt::Formatter<'_>, tried: &[Tried]) -> fmt::Result {
+    for (index, peer) in tried.iter().enumerate() {
+        write!(f, "{}{peer}", if index == 0 { ": " } else { "; " })?;
+    }
+    Ok(())
+}
+
 /// Why a node stopped before its work was done.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Failure {
@@ -175,21 +341,21 @@ pub enum Failure {
         missing: u32,
         /// Chunks in all.
         total: u32,
-        /// Per peer tried: where and what went wrong, in words.
-        tried: Vec<String>,
+        /// What became of each peer tried.
+        tried: Vec<Tried>,
     },
     /// Chunks went bad on disk after they were verified and could not be
     /// repaired.
     Damaged {
         /// Chunks still bad.
         bad: u32,
-        /// Why, in words.
-        detail: String,
+        /// Why not.
+        cause: DamageCause,
     },
-    /// Storage failed (a full disk, say): the driver's words.
-    Storage(String),
+    /// Storage failed (a full disk, say).
+    Storage(Fault),
     /// The final checks failed for a reason that fetching cannot fix.
-    Verification(String),
+    Verification(Fault),
 }
 
 impl fmt::Display for Failure {
@@ -207,15 +373,57 @@ impl fmt::Display for Failure {
                 if tried.is_empty() {
                     write!(f, ": no peer was reachable")
                 } else {
-                    write!(f, ": {}", tried.join("; "))
+                    write_tried(f, tried)
                 }
             }
-            Failure::Damaged { bad, detail } => write!(
+            Failure::Damaged { bad, cause } => write!(
                 f,
-                "the file on disk failed its check: {bad} chunks went bad after they were verified and were not repaired ({detail})"
+                "the file on disk failed its check: {bad} chunks went bad after they were verified and were not repaired ({cause})"
             ),
-            Failure::Storage(text) => write!(f, "storage failed: {text}"),
-            Failure::Verification(text) => write!(f, "the final check failed: {text}"),
+            Failure::Storage(fault) => write!(f, "storage failed: {fault}"),
+            Failure::Verification(fault) => write!(f, "the final check failed: {fault}"),
+        }
+    }
+}
+
+/// Why an incoming connection was turned away at its first packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// This node does not accept connections (now): it does not listen,
+    /// is stopping or has ended.
+    NotAccepting,
+    /// Its prefix has this many handshakes in progress already.
+    PrefixHandshakes {
+        /// The source's prefix.
+        prefix: Prefix,
+        /// The limit.
+        limit: usize,
+    },
+    /// Its prefix has this many connections already.
+    PrefixLinks {
+        /// The source's prefix.
+        prefix: Prefix,
+        /// The limit.
+        limit: usize,
+    },
+    /// This many handshakes are in progress already, over all sources.
+    Handshakes {
+        /// The limit.
+        limit: usize,
+    },
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refusal::NotAccepting => write!(f, "this node does not accept connections"),
+            Refusal::PrefixHandshakes { prefix, limit } => {
+                write!(f, "{prefix} has {limit} handshakes in progress already")
+            }
+            Refusal::PrefixLinks { prefix, limit } => {
+                write!(f, "{prefix} has {limit} connections already")
+            }
+            Refusal::Handshakes { limit } => write!(f, "{limit} handshakes in progress already"),
         }
     }
 }
@@ -271,8 +479,9 @@ pub enum NodeReport {
     Turned {
         /// The other side.
         addr: SocketAddr,
-        /// Why, in words.
-        reason: String,
+        /// Why.
+        #[serde(serialize_with = "display")]
+        reason: Refusal,
     },
     /// A peer sent a chunk that failed its proof and is banned.
     Banned {
@@ -284,7 +493,8 @@ pub enum NodeReport {
         /// The chunk.
         chunk: u32,
         /// What failed.
-        error: String,
+        #[serde(serialize_with = "display")]
+        error: ChunkError,
     },
     /// A peer that dropped (or could not be reached) is dialed again.
     Redialing {

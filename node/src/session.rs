@@ -237,11 +237,11 @@ impl PeerDownload {
         self.backoff_until.is_some_and(|until| now < until)
     }
 
-    /// Requests in flight with nothing delivered for `stall_timeout`
+    /// Requests in flight with nothing delivered for `silence_timeout`
     /// (true from the deadline [`Self::next_deadline`] names on).
-    pub(crate) fn is_stalled(&self, now: Instant, stall_timeout: Duration) -> bool {
+    pub(crate) fn is_silent(&self, now: Instant, silence_timeout: Duration) -> bool {
         !self.requests.is_empty()
-            && now.saturating_duration_since(self.last_progress) >= stall_timeout
+            && now.saturating_duration_since(self.last_progress) >= silence_timeout
     }
 
     /// The earliest moment something about this peer is due: a request
@@ -253,7 +253,7 @@ impl PeerDownload {
         chunk_size: u32,
         min_timeout: Duration,
         factor: u32,
-        stall_timeout: Duration,
+        silence_timeout: Duration,
     ) -> Option<Instant> {
         let chunk_time = self.chunk_time(chunk_size);
         let mut by_age: Vec<Instant> = self.requests.values().copied().collect();
@@ -269,7 +269,7 @@ impl PeerDownload {
                         .max(min_timeout)
             })
             .min();
-        let stall = (!self.requests.is_empty()).then(|| self.last_progress + stall_timeout);
+        let stall = (!self.requests.is_empty()).then(|| self.last_progress + silence_timeout);
         let backoff = self.backoff_until.filter(|until| *until > now);
         [expiry, stall, backoff].into_iter().flatten().min()
     }
@@ -343,7 +343,7 @@ mod tests {
         let (min, factor, stall) = (
             config.min_request_timeout,
             config.request_timeout_factor,
-            config.stall_timeout,
+            config.silence_timeout,
         );
         let later = t0 + min + Duration::from_secs(5);
         assert!(slow.expired_requests(later, chunk, min, factor).is_empty());
@@ -351,7 +351,7 @@ mod tests {
             slow.next_deadline(t0, chunk, min, factor, stall),
             Some(t0 + stall)
         );
-        assert!(slow.is_stalled(t0 + stall, stall));
+        assert!(slow.is_silent(t0 + stall, stall));
         // Once it delivered, its rate sets the timeouts: 1 MiB in 10 s
         // allows the oldest remaining request 4 chunk times (40 s).
         let t1 = t0 + Duration::from_secs(10);
@@ -451,15 +451,12 @@ mod tests {
         let mut peer = session(t0);
         let stall = Duration::from_secs(30);
         let later = t0 + Duration::from_secs(100);
-        assert!(
-            !peer.is_stalled(later, stall),
-            "an idle peer is not stalled"
-        );
+        assert!(!peer.is_silent(later, stall), "an idle peer is not stalled");
         peer.start_request(0, later);
-        assert!(!peer.is_stalled(later + Duration::from_secs(29), stall));
-        assert!(peer.is_stalled(later + Duration::from_secs(31), stall));
+        assert!(!peer.is_silent(later + Duration::from_secs(29), stall));
+        assert!(peer.is_silent(later + Duration::from_secs(31), stall));
         peer.note_progress(later + Duration::from_secs(31));
-        assert!(!peer.is_stalled(later + Duration::from_secs(40), stall));
+        assert!(!peer.is_silent(later + Duration::from_secs(40), stall));
     }
 
     #[test]

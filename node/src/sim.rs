@@ -528,7 +528,7 @@ mod tests {
         assert!(report.disconnects.iter().any(|(peer, reason)| *peer == 0
             && matches!(
                 reason,
-                DisconnectReason::Stalled | DisconnectReason::TooManyTimeouts
+                DisconnectReason::Silent | DisconnectReason::TooManyTimeouts
             )));
     }
 

@@ -53,7 +53,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use minimodel_node::download::DownloadConfig;
+use minimodel_node::report::Fault;
 use minimodel_verifier::Sha256Digest;
 use minimodel_verifier::check::verify_local_file;
 use minimodel_verifier::manifest::Manifest;
@@ -62,7 +62,7 @@ use minimodel_wire::PeerAddr;
 use tokio::sync::mpsc;
 
 use crate::fetch::{FetchConfig, FetchError, FetchOutcome, Fetcher};
-use crate::node::{NodeConfig, NodeReport};
+use crate::node::{NodeReport, NodeSettings};
 use crate::resume::{CompleteDownload, OpenedDownload, PartialDownload, ResumeOptions};
 use crate::seed::{SeedError, Seeder};
 use crate::transport::Identity;
@@ -78,7 +78,7 @@ pub fn fetch(manifest: Manifest, out_dir: impl Into<PathBuf>) -> Fetch {
         peers: Vec::new(),
         listen: None,
         recheck: false,
-        give_up_after: Duration::from_secs(300),
+        give_up_after: None,
         max_download: None,
         identity: None,
         reports: None,
@@ -108,7 +108,7 @@ pub struct Fetch {
     peers: Vec<PeerAddr>,
     listen: Option<SocketAddr>,
     recheck: bool,
-    give_up_after: Duration,
+    give_up_after: Option<Duration>,
     max_download: Option<u64>,
     identity: Option<Arc<Identity>>,
     reports: Option<mpsc::UnboundedSender<NodeReport>>,
@@ -161,9 +161,10 @@ impl Fetch {
         self
     }
 
-    /// Give up after this long without a verified chunk. Default 5 min.
+    /// Give up after this long without a verified chunk. Default: the
+    /// core's `give_up_after` (5 min).
     pub fn give_up_after(mut self, limit: Duration) -> Self {
-        self.give_up_after = limit;
+        self.give_up_after = Some(limit);
         self
     }
 
@@ -226,7 +227,11 @@ impl Fetch {
             PartialDownload::open(&dir, &manifest, sha256, &options, &|_| {})
         })
         .await
-        .map_err(|error| FetchError::Storage(format!("opening the download failed: {error}")))??;
+        .map_err(|error| {
+            FetchError::Storage(Fault::new(crate::resume::DeliveryError::Worker(
+                error.to_string(),
+            )))
+        })??;
         let partial = match opened {
             OpenedDownload::Complete(done) => return Ok(Fetched::AlreadyComplete(Box::new(done))),
             OpenedDownload::Partial(partial, _) => Arc::new(partial),
@@ -235,11 +240,14 @@ impl Fetch {
             Some(identity) => identity,
             None => Arc::new(Identity::generate().map_err(FetchError::Identity)?),
         };
-        let mut node = NodeConfig {
+        let mut node = NodeSettings {
             listen: self.listen,
-            ..NodeConfig::default()
+            ..NodeSettings::default()
         };
         node.core.max_download = self.max_download;
+        if let Some(limit) = self.give_up_after {
+            node.core.give_up_after = limit;
+        }
         let config = FetchConfig {
             manifest: self.manifest,
             manifest_sha256: self.manifest_sha256,
@@ -249,8 +257,6 @@ impl Fetch {
             serve: self.listen.is_some(),
             seed_after: false,
             node,
-            download: DownloadConfig::default(),
-            give_up_after: self.give_up_after,
             dht: None,
         };
         let reports = self.reports.unwrap_or_else(|| mpsc::unbounded_channel().0);
@@ -310,9 +316,9 @@ impl Seed {
             Some(identity) => identity,
             None => Arc::new(Identity::generate().map_err(SeedError::Identity)?),
         };
-        let config = NodeConfig {
+        let config = NodeSettings {
             listen: Some(self.listen),
-            ..NodeConfig::default()
+            ..NodeSettings::default()
         };
         let reports = self.reports.unwrap_or_else(|| mpsc::unbounded_channel().0);
         Seeder::start(&verified, &self.path, config, identity, reports)

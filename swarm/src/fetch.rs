@@ -21,9 +21,8 @@ use std::time::{Duration, Instant};
 
 use minimodel_node::NodeStart;
 use minimodel_node::book::Source;
-use minimodel_node::download::DownloadConfig;
 use minimodel_node::node::KnownPeer;
-use minimodel_node::report::Failure;
+use minimodel_node::report::{DamageCause, Failure, Fault, Tried};
 use minimodel_verifier::Sha256Digest;
 use minimodel_verifier::manifest::Manifest;
 use minimodel_verifier::receipt::ImportReceipt;
@@ -32,7 +31,7 @@ use minimodel_wire::{PeerAddr, SwarmIdentity, SwarmParams};
 use tokio::sync::mpsc;
 
 use crate::node::{
-    DeliveryContext, Jobs, Node, NodeConfig, NodeError, NodeParts, NodeReport, ProofSource,
+    DeliveryContext, End, Jobs, Node, NodeError, NodeParts, NodeReport, NodeSettings, ProofSource,
 };
 use crate::resume::PartialDownload;
 use crate::transport::Identity;
@@ -57,13 +56,9 @@ pub struct FetchConfig {
     pub serve: bool,
     /// Keep serving the finished file until stopped (with `serve`).
     pub seed_after: bool,
-    /// The node's settings.
-    pub node: NodeConfig,
-    /// The download state machine's settings.
-    pub download: DownloadConfig,
-    /// Give up when nothing was verified for this long, whatever the
-    /// peers do. Default 5 min.
-    pub give_up_after: Duration,
+    /// The node's settings (the download's among them:
+    /// `node.core.download`, `node.core.give_up_after`).
+    pub node: NodeSettings,
     /// Find peers on the Mainline DHT too (and, when serving, announce
     /// there), through this DHT client.
     pub dht: Option<std::sync::Arc<crate::dht::Discovery>>,
@@ -96,37 +91,38 @@ pub enum FetchError {
     /// The node could not start.
     #[error(transparent)]
     Node(#[from] NodeError),
-    /// Local storage failed.
-    #[error("storage failed: {0}")]
-    Storage(String),
+    /// Local storage failed while the download ran (typed inside: a
+    /// [`crate::resume::ResumeError`] or a [`crate::resume::DeliveryError`]).
+    #[error("the download could not be written or read back: {0}")]
+    Storage(Fault),
     /// The partial download could not be written or kept (a full disk,
     /// say); the last checkpoint is intact.
     #[error("the partial download could not be written")]
     Disk(#[from] crate::resume::ResumeError),
     /// No peer could deliver the missing chunks.
-    #[error("no peer could deliver the missing chunks ({missing} of {total} missing): {detail}")]
+    #[error("{}", Failure::NoPeers { missing: *missing, total: *total, tried: tried.clone() })]
     NoPeers {
         /// Chunks still missing.
         missing: u32,
         /// Chunks in all.
         total: u32,
-        /// What happened to the peers.
-        detail: String,
+        /// What became of each peer tried.
+        tried: Vec<Tried>,
     },
     /// Every chunk passed its proof but the whole file failed a check.
     #[error("the downloaded file failed its final check: {0}")]
-    Verification(String),
+    Verification(Fault),
     /// Chunks that passed their proofs went bad on disk, and could not be
     /// fetched again (no peer delivered them, or the disk damaged them
     /// again each time). The good part is kept.
     #[error(
-        "the file on disk failed its check: {bad} chunks went bad after they were verified and were not repaired ({detail})"
+        "the file on disk failed its check: {bad} chunks went bad after they were verified and were not repaired ({cause})"
     )]
     Damaged {
         /// Chunks still bad or missing.
         bad: u32,
         /// Why they could not be repaired.
-        detail: String,
+        cause: DamageCause,
     },
     /// Stopped before the end (the part so far is kept).
     #[error("stopped before the download finished; run the same command to resume")]
@@ -141,7 +137,6 @@ pub enum FetchError {
 pub struct Fetcher {
     node: Node,
     config: FetchConfig,
-    partial: Arc<PartialDownload>,
 }
 
 /// Why a manifest does not define a swarm.
@@ -218,8 +213,6 @@ impl Fetcher {
         if !config.serve {
             node_config.listen = None;
         }
-        node_config.core.download = config.download.clone();
-        node_config.core.give_up_after = config.give_up_after;
         let mut jobs = Jobs::new(
             geometry,
             partial.verifier(),
@@ -254,11 +247,7 @@ impl Fetcher {
             },
             reports,
         })?;
-        let mut fetcher = Self {
-            node,
-            config,
-            partial,
-        };
+        let mut fetcher = Self { node, config };
         fetcher.node.start_hash();
         if let Some(dht) = fetcher.config.dht.clone() {
             let key = crate::dht::SwarmKey::of(&fetcher.config.manifest.chunks.merkle_root);
@@ -287,41 +276,22 @@ impl Fetcher {
         self.node.peer_id()
     }
 
-    /// Downloads until done, failed or `stop` resolves. On failure or stop
-    /// the verified part is checkpointed and kept. With `seed_after`, a
-    /// delivered download is served on until `stop`.
+    /// Downloads until done, failed or `stop` resolves; with `seed_after`,
+    /// a delivered download is served on until `stop`. On failure or stop
+    /// the verified part is kept (the core writes a last checkpoint).
     pub async fn run(mut self, stop: impl Future<Output = ()>) -> Result<FetchOutcome, FetchError> {
-        let mut stop = std::pin::pin!(stop);
-        let seed_after = self.config.serve && self.config.seed_after;
-        let stopped = self.node.run(&mut stop).await;
+        self.node.run(stop).await;
         let delivered = self.node.jobs.delivered.take();
         let result = match (self.node.outcome().cloned(), delivered) {
-            (_, Some(delivered)) => {
-                self.node.core().report(NodeReport::Delivered {
-                    path: delivered.finished.artifact.clone(),
-                    receipt: delivered.finished.receipt_path.clone(),
-                    seeding: seed_after && !stopped,
-                });
-                Ok(FetchOutcome {
-                    artifact_path: delivered.finished.artifact,
-                    receipt_path: delivered.finished.receipt_path,
-                    receipt: delivered.finished.receipt,
-                    finish_elapsed: delivered.finish_elapsed,
-                })
-            }
-            (Some(Err(failure)), None) => Err(self.fetch_error(failure)),
+            (_, Some(delivered)) => Ok(FetchOutcome {
+                artifact_path: delivered.finished.artifact,
+                receipt_path: delivered.finished.receipt_path,
+                receipt: delivered.finished.receipt,
+                finish_elapsed: delivered.finish_elapsed,
+            }),
+            (Some(End::Failed(failure)), None) => Err(self.fetch_error(failure)),
             _ => Err(FetchError::Interrupted),
         };
-        if result.is_ok() && seed_after && !stopped {
-            // Serve the finished file until stopped.
-            self.node.run(&mut stop).await;
-        }
-        if result.is_err() {
-            // Keep what was verified: one last checkpoint.
-            let partial = Arc::clone(&self.partial);
-            let _ = tokio::task::spawn_blocking(move || partial.checkpoint()).await;
-        }
-        self.node.flush_reports();
         self.node.shutdown().await;
         result
     }
@@ -335,18 +305,22 @@ impl Fetcher {
             } => FetchError::NoPeers {
                 missing,
                 total,
-                detail: if tried.is_empty() {
-                    "no peer was reachable".into()
-                } else {
-                    tried.join("; ")
-                },
+                tried,
             },
-            Failure::Damaged { bad, detail } => FetchError::Damaged { bad, detail },
-            Failure::Storage(text) => match self.node.jobs.storage_error.take() {
-                Some(error) => FetchError::Disk(error),
-                None => FetchError::Storage(text),
-            },
-            Failure::Verification(text) => FetchError::Verification(text),
+            Failure::Damaged { bad, cause } => FetchError::Damaged { bad, cause },
+            Failure::Storage(fault) => FetchError::Storage(fault),
+            Failure::Verification(fault) => FetchError::Verification(fault),
+        }
+    }
+}
+
+impl FetchError {
+    /// The disk's error, when storage failed.
+    pub fn resume_error(&self) -> Option<&crate::resume::ResumeError> {
+        match self {
+            FetchError::Disk(error) => Some(error),
+            FetchError::Storage(fault) => fault.downcast_ref(),
+            _ => None,
         }
     }
 }

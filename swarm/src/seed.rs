@@ -17,7 +17,7 @@ use minimodel_wire::{HaveBitfield, PeerAddr, PeerId};
 use tokio::sync::mpsc;
 
 use crate::fetch::{FetchError, swarm_of};
-use crate::node::{Jobs, Node, NodeConfig, NodeParts, NodeReport, ProofSource};
+use crate::node::{Jobs, Node, NodeParts, NodeReport, NodeSettings, ProofSource};
 use crate::store::{FileStorage, Storage};
 use crate::transport::Identity;
 
@@ -64,7 +64,7 @@ impl Seeder {
     pub fn start(
         artifact: &VerifiedArtifact,
         path: &Path,
-        mut config: NodeConfig,
+        mut config: NodeSettings,
         identity: Arc<Identity>,
         reports: mpsc::UnboundedSender<NodeReport>,
     ) -> Result<Self, SeedError> {
@@ -142,7 +142,6 @@ impl Seeder {
     /// Serves until `stop` resolves, then says goodbye to every peer.
     pub async fn run(mut self, stop: impl Future<Output = ()>) -> Result<(), FetchError> {
         self.node.run(stop).await;
-        self.node.flush_reports();
         self.node.shutdown().await;
         Ok(())
     }

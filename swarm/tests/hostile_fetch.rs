@@ -13,7 +13,7 @@ use common::nodes::{
     RunningSeeder, fetch, fetch_and_verify, fetch_config, listen_config, open_partial,
 };
 use minimodel_swarm::fetch::FetchError;
-use minimodel_swarm::node::NodeConfig;
+use minimodel_swarm::node::NodeSettings;
 use minimodel_wire::GoodbyeReason;
 
 /// 2 MiB in 32 KiB chunks: 64 chunks.
@@ -30,7 +30,7 @@ fn artifact(dir: &std::path::Path, name: &str) -> Artifact {
 fn slow_seeder(artifact: &Artifact) -> RunningSeeder {
     RunningSeeder::start(
         artifact,
-        NodeConfig {
+        NodeSettings {
             core: minimodel_swarm::node::CoreConfig {
                 max_upload: Some(1 << 20),
                 ..minimodel_swarm::node::CoreConfig::default()
@@ -66,7 +66,7 @@ async fn fetch_only_from(lie: Lie) -> (common::nodes::FetchRun, HostileSeeder) {
     let mut config = fetch_config(&artifact, &out, vec![hostile.peer]);
     // Alone with a liar: it is dialed again (it might be restarted) until
     // the fetch gives up.
-    config.give_up_after = std::time::Duration::from_secs(5);
+    config.node.core.give_up_after = std::time::Duration::from_secs(5);
     let run = fetch(config, open_partial(&artifact, &out)).await;
     match &run.result {
         Err(FetchError::NoPeers { missing, .. }) => assert!(*missing > 0),
@@ -137,7 +137,7 @@ async fn an_unrequested_chunk_gets_the_peer_dropped() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chunk_longer_than_its_length_gets_the_peer_dropped() {
-    dropped_for(Lie::TooLong, "more bytes after").await;
+    dropped_for(Lie::TooLong, "carries more than its").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -169,7 +169,7 @@ async fn an_unknown_frame_type_gets_the_peer_dropped() {
 async fn a_4_gib_piece_header_prefix_gets_the_peer_dropped() {
     dropped_for(
         Lie::PieceBytes(FOUR_GIB_PREFIX.to_vec().into()),
-        "piece header frame of",
+        "exceeds this stream's limit of 2048 bytes",
     )
     .await;
 }
@@ -178,7 +178,7 @@ async fn a_4_gib_piece_header_prefix_gets_the_peer_dropped() {
 async fn a_piece_header_over_its_cap_gets_the_peer_dropped() {
     dropped_for(
         Lie::PieceBytes(2049u32.to_le_bytes().to_vec().into()),
-        "piece header frame of",
+        "exceeds this stream's limit of 2048 bytes",
     )
     .await;
 }
@@ -374,7 +374,7 @@ async fn no_unverified_byte_reaches_the_part_file() {
     // Resumed next to an honest seeder: what was verified is kept.
     let seeder = slow_seeder(&artifact);
     let mut config = fetch_config(&artifact, &out, vec![hostile.peer, seeder.peer]);
-    config.give_up_after = std::time::Duration::from_secs(10);
+    config.node.core.give_up_after = std::time::Duration::from_secs(10);
     let run = fetch(config, open_partial(&artifact, &out)).await;
     assert_eq!(run.summary().chunks_resumed, u64::from(verified));
     let fetched = std::fs::read(&run.outcome().artifact_path).unwrap();

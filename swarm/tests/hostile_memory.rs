@@ -16,7 +16,7 @@ use bytes::Bytes;
 use common::Artifact;
 use common::hostile::{DialOutcome, Dialer, HostileSeeder, Lie, RawSession, swarm};
 use common::nodes::{RunningSeeder, fetch_and_verify, listen_config, vm_kib};
-use minimodel_swarm::node::NodeConfig;
+use minimodel_swarm::node::NodeSettings;
 use minimodel_swarm::transport::{Identity, TransportTuning};
 use minimodel_wire::{ChunkIndex, HaveBitfield, Message};
 
@@ -142,7 +142,7 @@ async fn floods_leave_memory_bounded() {
     let artifact = common::artifact(dir.path(), "memory", SIZE, CHUNK);
     let seeder = RunningSeeder::start(
         &artifact,
-        NodeConfig {
+        NodeSettings {
             // A 1 MiB burst, then 8 MiB/s: about a second per download,
             // so the liar dialed with it is surely asked.
             core: minimodel_swarm::node::CoreConfig {

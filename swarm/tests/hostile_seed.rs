@@ -15,7 +15,7 @@ use common::Artifact;
 use common::hostile::{DialOutcome, Dialer, RawSession, full, piece, swarm};
 use common::nodes::{RunningSeeder, fetch_and_verify, listen_config};
 use minimodel_node::report::{Departure, LinkEnd};
-use minimodel_swarm::node::{NodeConfig, NodeReport};
+use minimodel_swarm::node::{NodeReport, NodeSettings};
 use minimodel_swarm::transport::TransportTuning;
 use minimodel_swarm::upload::UploadConfig;
 use minimodel_wire::{
@@ -106,7 +106,7 @@ async fn request_floods_are_rejected_beyond_the_queue_limit() {
     let artifact = artifact(dir.path());
     let seeder = RunningSeeder::start(
         &artifact,
-        NodeConfig {
+        NodeSettings {
             core: minimodel_swarm::node::CoreConfig {
                 upload: UploadConfig {
                     max_queued_per_peer: QUEUE,
@@ -142,9 +142,9 @@ async fn a_peer_that_never_reads_its_control_stream_is_dropped() {
     let artifact = artifact(dir.path());
     let seeder = RunningSeeder::start(
         &artifact,
-        NodeConfig {
-            upload_stall_timeout: Duration::from_secs(60),
+        NodeSettings {
             core: minimodel_swarm::node::CoreConfig {
+                upload_stall_timeout: Duration::from_secs(60),
                 upload: UploadConfig {
                     max_queued_per_peer: QUEUE,
                 },
@@ -176,9 +176,9 @@ async fn a_peer_that_does_not_read_its_pieces_loses_its_upload_slots() {
     let artifact = artifact(dir.path());
     let mut seeder = RunningSeeder::start(
         &artifact,
-        NodeConfig {
-            upload_stall_timeout: Duration::from_secs(1),
+        NodeSettings {
             core: minimodel_swarm::node::CoreConfig {
+                upload_stall_timeout: Duration::from_secs(1),
                 upload_slots: 2,
                 upload_slots_per_peer: 2,
                 ..minimodel_swarm::node::CoreConfig::default()
@@ -198,7 +198,7 @@ async fn a_peer_that_does_not_read_its_pieces_loses_its_upload_slots() {
             matches!(
                 report,
                 NodeReport::PeerDisconnected {
-                    reason: Departure::Ended(LinkEnd::Stalled),
+                    reason: Departure::Ended(LinkEnd::UploadStalled),
                     ..
                 }
             )
@@ -213,7 +213,7 @@ async fn connections_from_one_address_are_capped() {
     let artifact = artifact(dir.path());
     let seeder = RunningSeeder::start(
         &artifact,
-        NodeConfig {
+        NodeSettings {
             core: minimodel_swarm::node::CoreConfig {
                 max_links_per_prefix: 3,
                 ..minimodel_swarm::node::CoreConfig::default()
@@ -253,7 +253,7 @@ async fn stalled_handshakes_are_capped_and_time_out() {
     let artifact = artifact(dir.path());
     let mut seeder = RunningSeeder::start(
         &artifact,
-        NodeConfig {
+        NodeSettings {
             core: minimodel_swarm::node::CoreConfig {
                 max_handshakes: 3,
                 handshake_timeout: Duration::from_secs(1),
@@ -308,7 +308,7 @@ async fn stalled_handshakes_from_one_prefix_do_not_keep_others_out() {
     let defaults = minimodel_swarm::node::CoreConfig::default();
     let mut seeder = RunningSeeder::start(
         &artifact,
-        NodeConfig {
+        NodeSettings {
             core: minimodel_swarm::node::CoreConfig {
                 handshake_timeout: Duration::from_secs(60),
                 ..defaults.clone()
@@ -363,7 +363,7 @@ async fn streams_per_connection_are_capped() {
     };
     let seeder = RunningSeeder::start(
         &artifact,
-        NodeConfig {
+        NodeSettings {
             tuning,
             ..listen_config()
         },
@@ -537,7 +537,7 @@ async fn the_peer_limit_turns_the_next_peer_away() {
     let artifact = artifact(dir.path());
     let mut seeder = RunningSeeder::start(
         &artifact,
-        NodeConfig {
+        NodeSettings {
             core: minimodel_swarm::node::CoreConfig {
                 max_peers: 2,
                 ..minimodel_swarm::node::CoreConfig::default()
@@ -573,7 +573,7 @@ async fn breaking_off_at_every_handshake_step_leaks_nothing() {
     let artifact = artifact(dir.path());
     let mut seeder = RunningSeeder::start(
         &artifact,
-        NodeConfig {
+        NodeSettings {
             core: minimodel_swarm::node::CoreConfig {
                 max_peers: 2,
                 max_links_per_prefix: 2,

@@ -13,7 +13,7 @@ use common::hostile::{DialOutcome, Dialer, Rng, swarm};
 use common::nodes::{RunningSeeder, fetch_and_verify, listen_config};
 use common::relay::{self, Impairment, Relay};
 use minimodel_node::report::{Departure, LinkEnd};
-use minimodel_swarm::node::{NodeConfig, NodeReport};
+use minimodel_swarm::node::{NodeReport, NodeSettings};
 use minimodel_swarm::transport::{CongestionControl, TransportTuning};
 use minimodel_wire::{HaveBitfield, PeerAddr};
 use tokio::net::UdpSocket;
@@ -105,7 +105,7 @@ async fn fetch_through(impairment: Impairment, size: u64, chunk: u32) -> f64 {
 }
 
 async fn fetch_through_from(
-    seeder_config: NodeConfig,
+    seeder_config: NodeSettings,
     impairment: Impairment,
     size: u64,
     chunk: u32,
@@ -126,9 +126,9 @@ async fn fetch_through_from(
         vec![through],
         |config| {
             // Lost packets delay chunks: no request times out for it.
-            config.download.min_request_timeout = Duration::from_secs(15);
-            config.download.stall_timeout = Duration::from_secs(30);
-            config.give_up_after = Duration::from_secs(30);
+            config.node.core.download.min_request_timeout = Duration::from_secs(15);
+            config.node.core.download.silence_timeout = Duration::from_secs(30);
+            config.node.core.give_up_after = Duration::from_secs(30);
         },
     )
     .await;
@@ -191,7 +191,7 @@ async fn a_download_over_5_percent_loss_and_50_ms_delay_completes() {
 async fn a_bbr_seeder_over_5_percent_loss_and_50_ms_delay_completes() {
     // `seed --congestion bbr`: loss-based CUBIC backs off at every lost
     // packet; BBR paces at the measured rate (docs/transport.md 4.5).
-    let seeder = NodeConfig {
+    let seeder = NodeSettings {
         tuning: TransportTuning {
             congestion_control: CongestionControl::Bbr,
             ..TransportTuning::default()
@@ -285,7 +285,7 @@ async fn a_peer_that_goes_silent_is_dropped_at_the_idle_timeout() {
     };
     let mut seeder = RunningSeeder::start(
         &artifact,
-        NodeConfig {
+        NodeSettings {
             tuning,
             ..listen_config()
         },
@@ -338,11 +338,9 @@ async fn a_peer_that_goes_silent_is_dropped_at_the_idle_timeout() {
 async fn a_slow_uplink_that_drains_pieces_for_longer_than_the_stall_timeout_keeps_its_peer() {
     let dir = tempfile::tempdir().unwrap();
     let artifact = common::artifact(dir.path(), "slow", 3 << 20, 1 << 20);
-    let seeder_config = NodeConfig {
-        // A 1 MiB piece takes a second at the relay's rate.
-        upload_stall_timeout: Duration::from_millis(300),
-        ..listen_config()
-    };
+    let mut seeder_config = listen_config();
+    // A 1 MiB piece takes a second at the relay's rate.
+    seeder_config.core.upload_stall_timeout = Duration::from_millis(300);
     let seeder = RunningSeeder::start(&artifact, seeder_config);
     let relay = Relay::start(
         seeder.peer.addr,
@@ -362,8 +360,8 @@ async fn a_slow_uplink_that_drains_pieces_for_longer_than_the_stall_timeout_keep
         &dir.path().join("out"),
         vec![through],
         |config| {
-            config.download.min_request_timeout = Duration::from_secs(15);
-            config.download.stall_timeout = Duration::from_secs(30);
+            config.node.core.download.min_request_timeout = Duration::from_secs(15);
+            config.node.core.download.silence_timeout = Duration::from_secs(30);
         },
     )
     .await;

@@ -6,9 +6,11 @@ mod resume_common;
 use std::fs;
 
 use minimodel_swarm::resume::{
-    OpenedDownload, PartialDownload, RestartReason, ResumeError, ResumeOutcome, parse_state,
+    CompleteCheck, OpenedDownload, PartialDownload, RestartReason, ResumeError, ResumeOutcome,
+    parse_state,
 };
 use minimodel_verifier::chunk::ChunkIndex;
+use minimodel_verifier::receipt::{ImportReceipt, NsTime};
 use resume_common::{Artifact, CHUNK, open, options, snapshot, verified_set};
 
 #[test]
@@ -183,6 +185,39 @@ fn a_state_without_its_part_starts_over() {
     assert!(part.exists());
 }
 
+/// Rewrites the stamp in a finished download's receipt as a check that
+/// ended `after` the file's last write would have left it (a real check
+/// taken that long after the download).
+fn stamp_later(dir: &std::path::Path, model_id: &str, after: std::time::Duration) {
+    let path = dir.join(format!("{model_id}.receipt.json"));
+    let mut receipt: ImportReceipt = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+    let stamp = receipt
+        .file
+        .as_mut()
+        .expect("a delivered receipt has a stamp");
+    let later = stamp.modified.as_nanos().max(stamp.changed.as_nanos()) + after.as_nanos() as i128;
+    stamp.stamped = NsTime {
+        secs: (later / 1_000_000_000) as i64,
+        nanos: (later % 1_000_000_000) as u32,
+    };
+    fs::write(&path, serde_json::to_vec_pretty(&receipt).unwrap()).unwrap();
+}
+
+fn reopen(dir: &std::path::Path, artifact: &Artifact) -> minimodel_swarm::resume::CompleteDownload {
+    let opened = PartialDownload::open(
+        dir,
+        &artifact.manifest,
+        artifact.manifest_sha256,
+        &options(4),
+        &|_| {},
+    );
+    match opened {
+        Ok(OpenedDownload::Complete(complete)) => complete,
+        Ok(_) => panic!("expected complete"),
+        Err(error) => panic!("open failed: {error}"),
+    }
+}
+
 #[test]
 fn a_finished_download_is_complete_and_reopening_fetches_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -194,7 +229,31 @@ fn a_finished_download_is_complete_and_reopening_fetches_nothing() {
     download.checkpoint().unwrap();
     let finished = download.finish(&artifact.receipt()).unwrap();
     assert_eq!(fs::read(&finished.artifact).unwrap(), artifact.bytes);
+    stamp_later(dir.path(), "m", std::time::Duration::from_secs(3));
     let before = snapshot(dir.path());
+    let complete = reopen(dir.path(), &artifact);
+    assert_eq!(complete.check, CompleteCheck::Unchanged);
+    assert_eq!(
+        complete.receipt.artifact_sha256,
+        artifact.manifest.artifact_sha256
+    );
+    assert_eq!(snapshot(dir.path()), before, "nothing written");
+}
+
+#[test]
+fn a_finished_file_replaced_within_the_second_of_its_check_is_checked_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let artifact = Artifact::small("m");
+    let (download, _) = open(dir.path(), &artifact, &options(4));
+    for index in 0..21 {
+        artifact.store(&download, index);
+    }
+    let finished = download.finish(&artifact.receipt()).unwrap();
+    // As a script that copies over the file right after the check: same
+    // size, same second, other bytes.
+    let mut other = artifact.bytes.clone();
+    other[5] ^= 0xff;
+    fs::write(&finished.artifact, &other).unwrap();
     let opened = PartialDownload::open(
         dir.path(),
         &artifact.manifest,
@@ -203,14 +262,39 @@ fn a_finished_download_is_complete_and_reopening_fetches_nothing() {
         &|_| {},
     )
     .unwrap();
-    let OpenedDownload::Complete(complete) = opened else {
-        panic!("expected complete");
+    let OpenedDownload::Partial(partial, _) = opened else {
+        panic!("the changed file must be checked again and found damaged");
     };
-    assert_eq!(
-        complete.receipt.artifact_sha256,
-        artifact.manifest.artifact_sha256
-    );
-    assert_eq!(snapshot(dir.path()), before, "nothing written");
+    assert!(!verified_set(&partial).contains(&0), "chunk 0 is bad now");
+}
+
+#[test]
+fn an_untouched_file_whose_check_ended_right_after_its_last_write_is_read_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let artifact = Artifact::small("m");
+    let (download, _) = open(dir.path(), &artifact, &options(4));
+    for index in 0..21 {
+        artifact.store(&download, index);
+    }
+    download.finish(&artifact.receipt()).unwrap();
+    // The stamp was taken within the same instant as the last write: a
+    // write in that clock tick would leave no trace, so it vouches for
+    // nothing and the whole file is read again. (These test bytes are no
+    // `.slm`, so the full check then fails its container check and the
+    // file goes back to being a partial download: what matters here is
+    // that it was read.)
+    let opened = PartialDownload::open(
+        dir.path(),
+        &artifact.manifest,
+        artifact.manifest_sha256,
+        &options(4),
+        &|_| {},
+    )
+    .unwrap();
+    let OpenedDownload::Partial(_, report) = opened else {
+        panic!("a racy stamp must not let the file count as unchanged");
+    };
+    assert_eq!(report.bytes_rechecked, artifact.bytes.len() as u64);
 }
 
 #[test]
@@ -328,6 +412,7 @@ fn states_left_by_a_crash_at_the_end_of_finish_are_cleaned_up() {
     // The crash: the final file and receipt are there, the state was not
     // removed yet.
     fs::write(&paths.state, &state).unwrap();
+    stamp_later(dir.path(), "m", std::time::Duration::from_secs(3));
     let opened = PartialDownload::open(
         dir.path(),
         &artifact.manifest,

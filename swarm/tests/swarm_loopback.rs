@@ -5,9 +5,8 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use minimodel_swarm::download::DownloadConfig;
 use minimodel_swarm::fetch::{FetchConfig, Fetcher};
-use minimodel_swarm::node::NodeConfig;
+use minimodel_swarm::node::NodeSettings;
 use minimodel_swarm::resume::{OpenedDownload, PartialDownload, ResumeOptions};
 use minimodel_swarm::seed::Seeder;
 use minimodel_swarm::transport::Identity;
@@ -15,10 +14,10 @@ use minimodel_verifier::Sha256Digest;
 use minimodel_verifier::signing::trust::judge_without_pins;
 use tokio::sync::{mpsc, oneshot};
 
-fn listen_config() -> NodeConfig {
-    NodeConfig {
+fn listen_config() -> NodeSettings {
+    NodeSettings {
         listen: Some("127.0.0.1:0".parse().unwrap()),
-        ..NodeConfig::default()
+        ..NodeSettings::default()
     }
 }
 
@@ -32,7 +31,7 @@ async fn three_seeders_each_deliver_a_share() {
         let (reports, _) = mpsc::unbounded_channel();
         // Capped so that the download takes about a second: every seeder is
         // connected long before it ends, however busy the machine is.
-        let config = NodeConfig {
+        let config = NodeSettings {
             core: minimodel_swarm::node::CoreConfig {
                 max_upload: Some(24 << 20),
                 ..minimodel_swarm::node::CoreConfig::default()
@@ -77,9 +76,7 @@ async fn three_seeders_each_deliver_a_share() {
             peers,
             serve: false,
             seed_after: false,
-            node: NodeConfig::default(),
-            download: DownloadConfig::default(),
-            give_up_after: Duration::from_secs(10),
+            node: giving_up_after(Duration::from_secs(10)),
             dht: None,
         },
         Arc::new(partial),
@@ -205,4 +202,11 @@ async fn a_stop_during_the_final_checks_reports_the_delivery() {
     assert!(fired, "the stop came first");
     let outcome = outcome.expect("the delivered download, not an interruption");
     assert!(outcome.artifact_path.exists() && outcome.receipt_path.exists());
+}
+
+/// Default settings but for how long a fetch goes on without progress.
+fn giving_up_after(limit: Duration) -> NodeSettings {
+    let mut node = NodeSettings::default();
+    node.core.give_up_after = limit;
+    node
 }

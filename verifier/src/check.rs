@@ -144,6 +144,7 @@ impl VerifiedArtifact {
             verified_at: now_rfc3339(),
             tool: concat!("minimodel ", env!("CARGO_PKG_VERSION")).to_owned(),
             last_verified_at: None,
+            file: None,
         }
     }
 }

@@ -152,6 +152,125 @@ pub struct ImportReceipt {
     /// (`fetch --recheck`), RFC 3339 UTC; absent until then.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_verified_at: Option<String>,
+    /// The file as its last check left it (size, identity, times), so that
+    /// a later run can tell whether it may have changed since without
+    /// reading it; absent in receipts that predate it (the file then
+    /// counts as changed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<FileStamp>,
+}
+
+/// What a finished file looked like when its check ended: a later run
+/// counts it unchanged only when all of it is the same and the check did
+/// not end within [`RACY_WINDOW_NS`] of the file's last write (git's
+/// "racily clean" rule: a write in the same tick of a coarse clock would
+/// leave the times as they were).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileStamp {
+    /// Its length in bytes.
+    pub bytes: u64,
+    /// The device it is on.
+    pub device: u64,
+    /// Its inode number (a file replaced by a rename has another).
+    pub inode: u64,
+    /// Its modification time.
+    pub modified: NsTime,
+    /// Its status-change time (set by any write, rename or `touch`, and
+    /// not settable by a user).
+    pub changed: NsTime,
+    /// When the stamp was taken, after the check read the file.
+    pub stamped: NsTime,
+}
+
+/// A file written this close before its check's stamp counts as changed
+/// even when its stamp matches: 2 s, the coarsest modification-time
+/// resolution of a common file system (FAT), so a write in the same tick
+/// as the last one before the check cannot go unseen.
+pub const RACY_WINDOW_NS: i128 = 2_000_000_000;
+
+impl FileStamp {
+    /// Whether `now` (the file as it is) is the file this stamp describes
+    /// and the stamp is not racy: only then may the file count as
+    /// unchanged since its check.
+    pub fn vouches_for(&self, now: &FileStamp) -> bool {
+        let same = self.bytes == now.bytes
+            && self.device == now.device
+            && self.inode == now.inode
+            && self.modified == now.modified
+            && self.changed == now.changed;
+        let racy = self.stamped.as_nanos() - self.modified.as_nanos() < RACY_WINDOW_NS
+            || self.stamped.as_nanos() - self.changed.as_nanos() < RACY_WINDOW_NS;
+        same && !racy
+    }
+}
+
+/// A time to the nanosecond since the Unix epoch, written in JSON as the
+/// string `SECONDS.NNNNNNNNN` (nine digits; seconds may be negative), so no
+/// reader rounds it the way a JSON number past 2^53 would be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct NsTime {
+    /// Whole seconds since the epoch.
+    pub secs: i64,
+    /// Nanoseconds within the second, below 1e9.
+    pub nanos: u32,
+}
+
+impl NsTime {
+    /// Nanoseconds since the epoch.
+    pub fn as_nanos(&self) -> i128 {
+        i128::from(self.secs) * 1_000_000_000 + i128::from(self.nanos)
+    }
+
+    /// The current time.
+    pub fn now() -> Self {
+        match SystemTime::now().duration_since(UNIX_EPOCH) {
+            Ok(since) => Self {
+                secs: since.as_secs() as i64,
+                nanos: since.subsec_nanos(),
+            },
+            Err(_) => Self { secs: 0, nanos: 0 },
+        }
+    }
+}
+
+impl std::fmt::Display for NsTime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{:09}", self.secs, self.nanos)
+    }
+}
+
+impl std::str::FromStr for NsTime {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let bad = || format!("{text:?} is not a time written SECONDS.NNNNNNNNN");
+        let (secs, nanos) = text.split_once('.').ok_or_else(bad)?;
+        let digits = secs.strip_prefix('-').unwrap_or(secs);
+        if digits.is_empty()
+            || !digits.bytes().all(|b| b.is_ascii_digit())
+            || nanos.len() != 9
+            || !nanos.bytes().all(|b| b.is_ascii_digit())
+        {
+            return Err(bad());
+        }
+        Ok(Self {
+            secs: secs.parse().map_err(|_| bad())?,
+            nanos: nanos.parse().map_err(|_| bad())?,
+        })
+    }
+}
+
+impl Serialize for NsTime {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for NsTime {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
 }
 
 impl ImportReceipt {
@@ -214,6 +333,91 @@ mod tests {
         assert!(now.starts_with("20") && now.ends_with('Z'), "{now}");
         assert_eq!(&now[4..5], "-");
         assert_eq!(&now[10..11], "T");
+    }
+
+    fn stamp(modified: i64, changed: i64, stamped: i64) -> FileStamp {
+        let at = |secs| NsTime { secs, nanos: 500 };
+        FileStamp {
+            bytes: 10,
+            device: 1,
+            inode: 2,
+            modified: at(modified),
+            changed: at(changed),
+            stamped: at(stamped),
+        }
+    }
+
+    #[test]
+    fn a_stamp_vouches_only_for_the_same_file_written_well_before_its_check() {
+        let checked = stamp(100, 100, 110);
+        assert!(checked.vouches_for(&checked));
+        for other in [
+            FileStamp {
+                bytes: 11,
+                ..checked
+            },
+            FileStamp {
+                inode: 3,
+                ..checked
+            },
+            FileStamp {
+                device: 9,
+                ..checked
+            },
+            FileStamp {
+                modified: NsTime {
+                    secs: 100,
+                    nanos: 501,
+                },
+                ..checked
+            },
+            FileStamp {
+                changed: NsTime {
+                    secs: 100,
+                    nanos: 499,
+                },
+                ..checked
+            },
+        ] {
+            assert!(!checked.vouches_for(&other), "{other:?}");
+        }
+        // Written in the second before its check, or changed then: racy.
+        let racy = stamp(109, 100, 110);
+        assert!(!racy.vouches_for(&racy));
+        let racy = stamp(100, 109, 110);
+        assert!(!racy.vouches_for(&racy));
+    }
+
+    #[test]
+    fn times_are_strings_to_the_nanosecond_and_bad_ones_are_refused() {
+        let time = NsTime {
+            secs: 1_795_391_999,
+            nanos: 7,
+        };
+        let json = serde_json::to_string(&time).unwrap();
+        assert_eq!(json, r#""1795391999.000000007""#);
+        assert_eq!(serde_json::from_str::<NsTime>(&json).unwrap(), time);
+        assert_eq!(
+            "-1.999999999".parse::<NsTime>(),
+            Ok(NsTime {
+                secs: -1,
+                nanos: 999_999_999
+            })
+        );
+        for bad in [
+            "",
+            "1",
+            "1.5",
+            "1.0000000000",
+            ".000000000",
+            "1.00000000x",
+            "+1.000000000",
+            "1e3.000000000",
+            "99999999999999999999.000000000",
+            "--1.000000000",
+        ] {
+            assert!(bad.parse::<NsTime>().is_err(), "{bad:?} was accepted");
+        }
     }
 
     #[test]

@@ -14,6 +14,7 @@
 //! at fault. [`PeerError`] is either of the peer's faults.
 
 use crate::control::{Phase, Role};
+use crate::piece::PiecePart;
 use crate::types::{
     ChunkIndex, GoodbyeReason, HelloRejectReason, MAX_AGENT_LEN, MAX_MODEL_ID_LEN,
     MAX_PEERS_PER_MESSAGE, MAX_PROOF_HASHES, MAX_REJECT_DETAIL_LEN, MessageType, hex,
@@ -320,15 +321,22 @@ pub enum ProtocolViolation {
         /// The chunk's length.
         expected: u32,
     },
-    /// A piece stream that ended before its chunk's bytes.
-    #[error("piece stream for {chunk} ended after {received} of its {expected} bytes")]
-    PieceTruncated {
-        /// The chunk.
-        chunk: ChunkIndex,
-        /// The chunk's length.
-        expected: u32,
-        /// Bytes that arrived.
+    /// A piece stream its sender finished (FIN) before the whole piece:
+    /// inside its header frame, or before all of its chunk's bytes.
+    #[error(
+        "the peer finished the piece stream{} inside its {part}, after {received} of {expected} bytes",
+        chunk.map(|c| format!(" for {c}")).unwrap_or_default()
+    )]
+    PieceFinishedShort {
+        /// The chunk, once the header was read.
+        chunk: Option<ChunkIndex>,
+        /// Header or body.
+        part: PiecePart,
+        /// Bytes of that part that arrived.
         received: u64,
+        /// Bytes that part has (for the header: as far as it was known, the
+        /// length prefix or the whole frame).
+        expected: u64,
     },
 }
 

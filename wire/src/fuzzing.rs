@@ -207,14 +207,14 @@ fn piece_stream(stream: &[u8], seed: u8) -> FuzzOutcome {
     }
     let mut reader = PieceStreamReader::new(params);
     for piece in pieces(stream, seed) {
-        if let Err(error) = reader.feed(piece) {
+        if let Err(error) = reader.feed(bytes::Bytes::copy_from_slice(piece)) {
             outcome.error = Some(error.to_string());
             break;
         }
     }
     match reader.finish() {
         Ok(piece) => {
-            assert_eq!(piece.data.len(), piece.header.chunk_len as usize);
+            assert_eq!(piece.to_vec().len(), piece.header.chunk_len as usize);
             assert_eq!(piece.header.check_context(&params), Ok(()));
             assert!(params.check_index(piece.header.chunk).is_ok());
             outcome.piece_received = true;

@@ -73,7 +73,7 @@ pub use frame_decoder::FrameDecoder;
 pub use message::Message;
 pub use params::{MAX_CHUNK_COUNT, SwarmIdentity, SwarmParams, SwarmParamsError, audit_path_len};
 pub use peer_id::{PEER_ID_TEXT_LEN, PeerAddr, PeerId, PeerIdError};
-pub use piece::{PieceHeader, PieceStreamReader, ReceivedPiece};
+pub use piece::{PieceHeader, PiecePart, PieceStreamReader, ReceivedPiece};
 pub use types::{
     ChunkIndex, GoodbyeReason, Hello, HelloRejectReason, MAX_AGENT_LEN, MAX_MODEL_ID_LEN,
     MAX_PEERS_PER_MESSAGE, MAX_PROOF_HASHES, MAX_REJECT_DETAIL_LEN, MessageType, PeerEntry,

@@ -12,7 +12,9 @@ use crate::codec::{BodyDecoder, BodyEncoder, EncodeBody, encode_frame, frame_len
 use crate::error::{
     ContextError, DecodeError, FieldError, LocalMisuse, PeerError, ProtocolViolation,
 };
-use crate::frame::{MAX_PIECE_HEADER_FRAME, complete_frame_len, take_frame};
+use crate::frame::{
+    FRAME_PREFIX_LEN as FRAME_PREFIX, MAX_PIECE_HEADER_FRAME, complete_frame_len, take_frame,
+};
 use crate::params::SwarmParams;
 use crate::types::{ChunkIndex, MessageType, validate_proof_count};
 
@@ -134,25 +136,59 @@ impl EncodeBody for PieceHeader {
     }
 }
 
+/// Which part of a piece stream its sender finished (FIN) early.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PiecePart {
+    /// The header frame (its length prefix included).
+    Header,
+    /// The chunk's bytes after the header.
+    Body,
+}
+
+impl std::fmt::Display for PiecePart {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PiecePart::Header => "header",
+            PiecePart::Body => "body",
+        })
+    }
+}
+
 /// A whole piece stream as received: its header, checked against the swarm,
-/// and exactly `chunk_len` bytes. The bytes are not verified yet.
+/// and exactly `chunk_len` bytes, in the pieces they arrived in (nothing is
+/// copied). The bytes are not verified yet.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReceivedPiece {
     /// The header.
     pub header: PieceHeader,
-    /// The chunk's bytes (unverified).
-    pub data: Bytes,
+    /// The chunk's bytes (unverified), in arrival order.
+    pub data: Vec<Bytes>,
 }
 
-/// The receiving side of one piece stream, fed bytes as they arrive.
+impl ReceivedPiece {
+    /// The chunk's bytes in one buffer (a copy; for tests and fuzzing).
+    pub fn to_vec(&self) -> Vec<u8> {
+        self.data
+            .iter()
+            .flat_map(|piece| piece.iter().copied())
+            .collect()
+    }
+}
+
+/// The receiving side of one piece stream, fed bytes as they arrive
+/// (`docs/wire-protocol.md`, section 9).
 ///
-/// Memory: at most one header frame plus the chunk's length. After an error
-/// every call returns that error again.
+/// Memory: at most one header frame plus the chunk's length; the chunk's
+/// bytes are kept in the [`Bytes`] they were fed in, never copied. After an
+/// error every call returns that error again.
 #[derive(Debug)]
 pub struct PieceStreamReader {
     params: SwarmParams,
-    buffer: BytesMut,
+    /// The header frame so far, until it is whole.
+    frame: BytesMut,
     header: Option<PieceHeader>,
+    body: Vec<Bytes>,
+    body_len: usize,
     failed: Option<PeerError>,
 }
 
@@ -161,8 +197,10 @@ impl PieceStreamReader {
     pub fn new(params: SwarmParams) -> Self {
         PieceStreamReader {
             params,
-            buffer: BytesMut::new(),
+            frame: BytesMut::new(),
             header: None,
+            body: Vec::new(),
+            body_len: 0,
             failed: None,
         }
     }
@@ -175,15 +213,19 @@ impl PieceStreamReader {
 
     /// Chunk bytes received so far.
     pub fn received_len(&self) -> usize {
-        if self.header.is_some() {
-            self.buffer.len()
-        } else {
-            0
-        }
+        self.body_len
     }
 
-    /// Feeds the next bytes of the stream.
-    pub fn feed(&mut self, bytes: &[u8]) -> Result<(), PeerError> {
+    /// Bytes of the chunk still to come (0 until the header is known).
+    pub fn remaining(&self) -> usize {
+        self.header.as_ref().map_or(0, |header| {
+            (header.chunk_len as usize).saturating_sub(self.body_len)
+        })
+    }
+
+    /// Feeds the next bytes of the stream. Bytes past the header are kept
+    /// as they are.
+    pub fn feed(&mut self, bytes: Bytes) -> Result<(), PeerError> {
         if let Some(error) = &self.failed {
             return Err(error.clone());
         }
@@ -194,60 +236,81 @@ impl PieceStreamReader {
         result
     }
 
-    fn absorb(&mut self, bytes: &[u8]) -> Result<(), PeerError> {
-        self.buffer.extend_from_slice(bytes);
-        if self.header.is_none() {
-            let Some(_) = complete_frame_len(&self.buffer, MAX_PIECE_HEADER_FRAME)? else {
-                return Ok(());
+    fn absorb(&mut self, mut bytes: Bytes) -> Result<(), PeerError> {
+        // Only as much as the header frame needs goes into its buffer; its
+        // length prefix is checked as soon as its 4 bytes are there.
+        while self.header.is_none() {
+            let need = match self.frame.first_chunk::<FRAME_PREFIX>() {
+                None => FRAME_PREFIX - self.frame.len(),
+                Some(prefix) => match complete_frame_len(&self.frame, MAX_PIECE_HEADER_FRAME)? {
+                    Some(_) => 0,
+                    None => FRAME_PREFIX + u32::from_le_bytes(*prefix) as usize - self.frame.len(),
+                },
             };
-            let header = PieceHeader::decode(&mut self.buffer)?;
-            header
-                .check_context(&self.params)
-                .map_err(ProtocolViolation::from)?;
-            let data = self.buffer.split();
-            self.buffer = BytesMut::with_capacity(header.chunk_len as usize);
-            self.buffer.extend_from_slice(&data);
-            self.header = Some(header);
-        }
-        if let Some(header) = &self.header {
-            if self.buffer.len() > header.chunk_len as usize {
-                return Err(ProtocolViolation::PieceTooLong {
-                    chunk: header.chunk,
-                    expected: header.chunk_len,
-                }
-                .into());
+            if need == 0 {
+                let header = PieceHeader::decode(&mut self.frame)?;
+                header
+                    .check_context(&self.params)
+                    .map_err(ProtocolViolation::from)?;
+                self.frame = BytesMut::new();
+                self.header = Some(header);
+                break;
             }
+            if bytes.is_empty() {
+                return Ok(());
+            }
+            let take = need.min(bytes.len());
+            self.frame.extend_from_slice(&bytes.split_to(take));
         }
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        let Some(header) = &self.header else {
+            return Ok(());
+        };
+        if self.body_len + bytes.len() > header.chunk_len as usize {
+            return Err(ProtocolViolation::PieceTooLong {
+                chunk: header.chunk,
+                expected: header.chunk_len,
+            }
+            .into());
+        }
+        self.body_len += bytes.len();
+        self.body.push(bytes);
         Ok(())
     }
 
-    /// The stream ended (FIN): the piece, if it is whole.
+    /// The stream ended (FIN): the piece, if it is whole. A stream its
+    /// sender finished inside its header or its body is a violation.
     pub fn finish(self) -> Result<ReceivedPiece, PeerError> {
         if let Some(error) = self.failed {
             return Err(error);
         }
         let Some(header) = self.header else {
-            let needed = match self.buffer.first_chunk::<4>() {
-                Some(prefix) => 4 + u32::from_le_bytes(*prefix) as usize,
+            let expected = match self.frame.first_chunk::<4>() {
+                Some(prefix) => 4 + u32::from_le_bytes(*prefix) as u64,
                 None => 4,
             };
-            return Err(DecodeError::Incomplete {
-                needed,
-                available: self.buffer.len(),
+            return Err(ProtocolViolation::PieceFinishedShort {
+                chunk: None,
+                part: PiecePart::Header,
+                received: self.frame.len() as u64,
+                expected,
             }
             .into());
         };
-        if self.buffer.len() != header.chunk_len as usize {
-            return Err(ProtocolViolation::PieceTruncated {
-                chunk: header.chunk,
-                expected: header.chunk_len,
-                received: self.buffer.len() as u64,
+        if self.body_len != header.chunk_len as usize {
+            return Err(ProtocolViolation::PieceFinishedShort {
+                chunk: Some(header.chunk),
+                part: PiecePart::Body,
+                received: self.body_len as u64,
+                expected: u64::from(header.chunk_len),
             }
             .into());
         }
         Ok(ReceivedPiece {
             header,
-            data: self.buffer.freeze(),
+            data: self.body,
         })
     }
 }

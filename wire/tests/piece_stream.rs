@@ -2,10 +2,11 @@
 
 mod common;
 
+use bytes::Bytes;
 use common::*;
 use minimodel_wire::{
     ChunkIndex, ContextError, DecodeError, LocalMisuse, MessageType, PeerError, PieceHeader,
-    PieceStreamReader, ProtocolViolation, SwarmParams,
+    PiecePart, PieceStreamReader, ProtocolViolation, SwarmParams,
 };
 
 /// A whole piece stream for `chunk` of the golden swarm.
@@ -34,14 +35,15 @@ fn a_whole_piece_stream_is_received_in_any_pieces() {
         for step in [1, 7, 4096, stream.len()] {
             let mut reader = PieceStreamReader::new(params());
             for piece in stream.chunks(step.min(stream.len()).max(1)) {
-                reader.feed(piece).unwrap();
+                reader.feed(Bytes::copy_from_slice(piece)).unwrap();
             }
             assert_eq!(reader.header(), Some(&header));
             assert_eq!(reader.received_len(), header.chunk_len as usize);
             let received = reader.finish().unwrap();
             assert_eq!(received.header, header);
-            assert_eq!(received.data.len(), header.chunk_len as usize);
-            assert_eq!(received.data[1], 1);
+            let data = received.to_vec();
+            assert_eq!(data.len(), header.chunk_len as usize);
+            assert_eq!(data[1], 1);
         }
     }
 }
@@ -52,13 +54,16 @@ fn an_extra_byte_is_refused_as_soon_as_it_arrives() {
     let stream = piece_stream(&header, header.chunk_len as usize + 1);
     let mut reader = PieceStreamReader::new(params());
     let (body, extra) = stream.split_at(stream.len() - 1);
-    reader.feed(body).unwrap();
+    reader.feed(Bytes::copy_from_slice(body)).unwrap();
     let expected = PeerError::Violation(ProtocolViolation::PieceTooLong {
         chunk: ChunkIndex(9),
         expected: 562_816,
     });
-    assert_eq!(reader.feed(extra), Err(expected.clone()));
-    assert_eq!(reader.feed(&[]), Err(expected.clone()));
+    assert_eq!(
+        reader.feed(Bytes::copy_from_slice(extra)),
+        Err(expected.clone())
+    );
+    assert_eq!(reader.feed(Bytes::new()), Err(expected.clone()));
     assert_eq!(reader.finish().unwrap_err(), expected);
 }
 
@@ -67,37 +72,50 @@ fn a_missing_byte_is_refused_at_fin() {
     let header = header_for(3);
     let stream = piece_stream(&header, header.chunk_len as usize - 1);
     let mut reader = PieceStreamReader::new(params());
-    reader.feed(&stream).unwrap();
+    reader.feed(Bytes::from(stream)).unwrap();
     assert_eq!(
         reader.finish(),
-        Err(PeerError::Violation(ProtocolViolation::PieceTruncated {
-            chunk: ChunkIndex(3),
-            expected: 1 << 20,
-            received: (1 << 20) - 1
-        }))
+        Err(PeerError::Violation(
+            ProtocolViolation::PieceFinishedShort {
+                chunk: Some(ChunkIndex(3)),
+                part: PiecePart::Body,
+                expected: 1 << 20,
+                received: (1 << 20) - 1
+            }
+        ))
     );
 }
 
 #[test]
-fn a_stream_ending_inside_its_header_is_malformed() {
+fn a_stream_finished_inside_its_header_is_a_violation() {
     let header = header_for(3);
     let stream = piece_stream(&header, 0);
     let mut reader = PieceStreamReader::new(params());
-    reader.feed(&stream[..10]).unwrap();
+    reader.feed(Bytes::copy_from_slice(&stream[..10])).unwrap();
     assert_eq!(reader.header(), None);
     assert_eq!(
         reader.finish(),
-        Err(PeerError::Decode(DecodeError::Incomplete {
-            needed: stream.len(),
-            available: 10
-        }))
+        Err(PeerError::Violation(
+            ProtocolViolation::PieceFinishedShort {
+                chunk: None,
+                part: PiecePart::Header,
+                received: 10,
+                expected: stream.len() as u64,
+            }
+        ))
     );
+    let mut reader = PieceStreamReader::new(params());
+    reader.feed(Bytes::copy_from_slice(&stream[..2])).unwrap();
     assert_eq!(
-        PieceStreamReader::new(params()).finish(),
-        Err(PeerError::Decode(DecodeError::Incomplete {
-            needed: 4,
-            available: 0
-        }))
+        reader.finish(),
+        Err(PeerError::Violation(
+            ProtocolViolation::PieceFinishedShort {
+                chunk: None,
+                part: PiecePart::Header,
+                received: 2,
+                expected: 4,
+            }
+        ))
     );
 }
 
@@ -105,7 +123,7 @@ fn a_stream_ending_inside_its_header_is_malformed() {
 fn a_4_gib_header_prefix_is_refused_on_its_four_bytes() {
     let mut reader = PieceStreamReader::new(params());
     assert_eq!(
-        reader.feed(&[0xff, 0xff, 0xff, 0xff]),
+        reader.feed(Bytes::from_static(&[0xff, 0xff, 0xff, 0xff])),
         Err(PeerError::Decode(DecodeError::FrameTooLong {
             length: u32::MAX,
             max: 2048
@@ -126,7 +144,7 @@ fn a_header_with_the_wrong_chunk_len_is_a_violation() {
     assert_eq!(header.check_context(&params()), Err(expected.clone()));
     let mut reader = PieceStreamReader::new(params());
     assert_eq!(
-        reader.feed(&piece_stream(&header, 0)),
+        reader.feed(Bytes::from(piece_stream(&header, 0))),
         Err(PeerError::Violation(ProtocolViolation::Context(
             expected.clone()
         )))
@@ -168,7 +186,7 @@ fn a_header_for_a_chunk_past_the_count_is_a_violation() {
     assert_eq!(header.check_context(&params()), Err(expected.clone()));
     let mut reader = PieceStreamReader::new(params());
     assert_eq!(
-        reader.feed(&piece_stream(&header, 1)),
+        reader.feed(Bytes::from(piece_stream(&header, 1))),
         Err(PeerError::Violation(ProtocolViolation::Context(expected)))
     );
 }

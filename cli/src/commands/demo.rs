@@ -13,9 +13,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Args;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use minimodel_swarm::download::DownloadConfig;
 use minimodel_swarm::fetch::{FetchConfig, FetchOutcome, Fetcher};
-use minimodel_swarm::node::{NodeConfig, NodeReport};
+use minimodel_swarm::node::{NodeReport, NodeSettings};
 use minimodel_swarm::resume::{OpenedDownload, PartialDownload, ResumeOptions};
 use minimodel_swarm::seed::Seeder;
 use minimodel_swarm::transport::Identity;
@@ -164,19 +163,19 @@ async fn swarm(
     args: &DemoArgs,
     out: Output,
 ) -> Result<SwarmRun, Failure> {
-    let loopback = || NodeConfig {
+    let loopback = || NodeSettings {
         listen: Some(
             "127.0.0.1:0"
                 .parse()
                 .unwrap_or_else(|_| unreachable!("a literal address")),
         ),
-        ..NodeConfig::default()
+        ..NodeSettings::default()
     };
     let (seeder_reports, mut seeder_inbox) = mpsc::unbounded_channel();
     let seeder = Seeder::start(
         verified,
         slm,
-        NodeConfig {
+        NodeSettings {
             core: minimodel_swarm::node::CoreConfig {
                 max_upload: Some(args.cap),
                 ..minimodel_swarm::node::CoreConfig::default()
@@ -228,9 +227,11 @@ async fn swarm(
                 peers: vec![seeder_addr],
                 serve: true,
                 seed_after: true,
-                node: loopback(),
-                download: DownloadConfig::default(),
-                give_up_after: Duration::from_secs(60),
+                node: {
+                    let mut node = loopback();
+                    node.core.give_up_after = Duration::from_secs(60);
+                    node
+                },
                 dht: None,
             },
             Arc::new(partial),

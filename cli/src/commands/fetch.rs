@@ -11,9 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
-use minimodel_swarm::download::DownloadConfig;
 use minimodel_swarm::fetch::{FetchConfig, FetchError, Fetcher};
-use minimodel_swarm::node::NodeConfig;
+use minimodel_swarm::node::{CoreConfig, NodeSettings};
 use minimodel_swarm::offer::PeerOffer;
 use minimodel_swarm::peers::{PeerAddrs, merge_peers};
 use minimodel_swarm::resume::{CompleteCheck, OpenedDownload, PartialDownload, ResumeOptions};
@@ -106,8 +105,9 @@ pub struct TransferArgs {
     pub dht_bootstrap: Vec<std::net::SocketAddrV4>,
     /// Give up after this long with nothing verified, whatever the peers do
     /// (they are dialed again with back-off meanwhile), like 30s, 5min, 1h.
-    #[arg(long, value_name = "DURATION", value_parser = crate::units::parse_duration, default_value = "5min")]
-    pub give_up_after: Duration,
+    /// Default 5min.
+    #[arg(long, value_name = "DURATION", value_parser = crate::units::parse_duration)]
+    pub give_up_after: Option<Duration>,
     /// Download cap per second, like 8MiB: requests are spaced so that the
     /// requested bytes stay within it.
     #[arg(long, value_name = "RATE", value_parser = parse_size)]
@@ -243,19 +243,20 @@ pub fn transfer(
             },
             serve: args.serve,
             seed_after: args.seed_after,
-            node: NodeConfig {
+            node: NodeSettings {
                 listen: args.serve.then_some(args.listen),
                 tuning: args.congestion.tuning(),
                 core: minimodel_swarm::node::CoreConfig {
                     max_peers: args.max_peers,
                     max_upload: args.max_upload,
                     max_download: args.max_download,
-                    ..minimodel_swarm::node::CoreConfig::default()
+                    give_up_after: args
+                        .give_up_after
+                        .unwrap_or(CoreConfig::default().give_up_after),
+                    ..CoreConfig::default()
                 },
-                ..NodeConfig::default()
+                ..NodeSettings::default()
             },
-            download: DownloadConfig::default(),
-            give_up_after: args.give_up_after,
         };
         let fetcher = Fetcher::start(config, partial, identity, reports)
             .map_err(|error| classify(error, &stop))?;
@@ -462,7 +463,7 @@ fn classify(error: FetchError, stop: &Stop) -> Failure {
         | FetchError::Interrupted => Exit::Transfer,
     };
     let hint = match &error {
-        FetchError::Disk(error) if error.is_disk_full() => Some(
+        error if error.resume_error().is_some_and(|e| e.is_disk_full()) => Some(
             "the disk is full; free space and run the same command again to resume".to_owned(),
         ),
         FetchError::NoPeers { .. } => Some(format!(

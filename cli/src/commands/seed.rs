@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 use minimodel_swarm::dht::SwarmKey;
-use minimodel_swarm::node::NodeConfig;
+use minimodel_swarm::node::NodeSettings;
 use minimodel_swarm::offer::PeerOffer;
 use minimodel_swarm::peers::PeerAddrs;
 use minimodel_swarm::seed::Seeder;
@@ -129,7 +129,7 @@ pub fn run(args: SeedArgs, out: Output) -> Result<(), Failure> {
             None => None,
         };
         let (reports, report_inbox) = mpsc::unbounded_channel();
-        let config = NodeConfig {
+        let config = NodeSettings {
             listen: Some(args.listen),
             tuning: args.congestion.tuning(),
             core: minimodel_swarm::node::CoreConfig {
@@ -137,7 +137,7 @@ pub fn run(args: SeedArgs, out: Output) -> Result<(), Failure> {
                 max_upload: args.max_upload,
                 ..minimodel_swarm::node::CoreConfig::default()
             },
-            ..NodeConfig::default()
+            ..NodeSettings::default()
         };
         let seeder = Seeder::start(&artifact, &args.file, config, identity, reports)
             .context("cannot start serving")

@@ -14,6 +14,8 @@ pub(super) struct Conn {
     pub(super) ups: [Option<LinkUp>; 2],
     /// The last control delivery towards each side (streams are ordered).
     pub(super) last: [Duration; 2],
+    /// Bytes each side's uplink carried on this connection.
+    pub(super) sent: [f64; 2],
 }
 
 impl Sim {
@@ -72,6 +74,7 @@ impl Sim {
             dialer_have: have,
             ups: [None, None],
             last: [Duration::ZERO; 2],
+            sent: [0.0; 2],
         });
         self.by_link.insert((node, generation, link), (conn, 0));
         let latency = self.latency(conn);
@@ -180,10 +183,31 @@ impl Sim {
         }
         if let Some(reason) = goodbye {
             self.send(conn, other, Message::Goodbye { reason });
+            // The Goodbye is acknowledged a round trip later: the closing
+            // side's connection ends then.
+            let at = self.now.max(self.conns[conn].last[other]) + self.latency(conn) * 2;
+            self.push(at, Event::Farewelled(conn, side));
         }
         let at = self.now.max(self.conns[conn].last[other]) + self.latency(conn);
         let end = LinkEnd::ClosedByPeer;
         self.push(at, Event::Closed(conn, other, end));
+    }
+
+    /// The closing side's Goodbye was acknowledged: its link ends.
+    pub(super) fn farewelled(&mut self, conn: usize, side: usize) {
+        let c = &self.conns[conn];
+        let node = c.nodes[side];
+        let n = &self.nodes[node];
+        let (Some(link), true) = (
+            c.links[side],
+            n.alive && n.generation == c.generations[side],
+        ) else {
+            return;
+        };
+        let now = self.instant();
+        self.core_mut(node)
+            .handle_closed(link, LinkEnd::ClosedByPeer, now);
+        self.pump(node, false);
     }
 
     pub(super) fn send(&mut self, conn: usize, to: usize, message: Message) {

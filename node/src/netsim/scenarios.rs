@@ -375,7 +375,7 @@ fn a_disk_that_keeps_damaging_a_chunk_ends_the_download() {
     let record = sim.record(1);
     assert!(record.delivered_at.is_none());
     match &record.ended {
-        Some((_, Err(Failure::Damaged { bad: 1, .. }))) => {}
+        Some((_, End::Failed(Failure::Damaged { bad: 1, .. }))) => {}
         other => panic!("{other:?}"),
     }
     let max = NodeConfig::default().max_repairs_per_chunk;

@@ -36,21 +36,24 @@ impl Uplink {
         rates
     }
 
-    /// Moves the transfers on to `now`; the bytes sent.
-    pub(super) fn advance(&mut self, now: Duration) -> f64 {
+    /// Moves the transfers on to `now`; the bytes sent, in all and per
+    /// connection side (`(conn, side, bytes)`).
+    pub(super) fn advance(&mut self, now: Duration) -> (f64, Vec<(usize, usize, f64)>) {
         let elapsed = now.saturating_sub(self.last).as_secs_f64();
         self.last = now;
         if elapsed <= 0.0 {
-            return 0.0;
+            return (0.0, Vec::new());
         }
         let rates = self.rates();
         let mut sent = 0.0;
+        let mut per_conn = Vec::new();
         for (transfer, rate) in self.transfers.iter_mut().zip(rates) {
             let bytes = (rate * elapsed).min(transfer.remaining);
             transfer.remaining -= bytes;
             sent += bytes;
+            per_conn.push((transfer.conn, transfer.from, bytes));
         }
-        sent
+        (sent, per_conn)
     }
 
     pub(super) fn next_completion(&self, now: Duration) -> Option<Duration> {
@@ -109,7 +112,12 @@ impl Sim {
     pub(super) fn uplink_change(&mut self, node: usize, change: impl FnOnce(&mut Uplink)) {
         let now = self.now;
         let n = &mut self.nodes[node];
-        n.record.uploaded_bytes += n.uplink.advance(now);
+        let (sent, per_conn) = n.uplink.advance(now);
+        n.record.uploaded_bytes += sent;
+        for (conn, side, bytes) in per_conn {
+            self.conns[conn].sent[side] += bytes;
+        }
+        let n = &mut self.nodes[node];
         change(&mut n.uplink);
         n.uplink.version += 1;
         let version = n.uplink.version;
@@ -179,7 +187,9 @@ impl Sim {
         if self.core_mut(node).handle_piece_arrived(link, chunk, now) == PieceVerdict::Accept {
             let sender = self.conns[conn].nodes[1 - to];
             let outcome = if self.specs[sender].behaviour == Behaviour::Liar {
-                VerifyOutcome::Bad(format!("chunk {} failed its Merkle proof", chunk.0))
+                VerifyOutcome::Bad(minimodel_verifier::chunk::ChunkError::Proof(
+                    minimodel_verifier::merkle::ProofError::RootMismatch { index: chunk.0 },
+                ))
             } else {
                 self.nodes[node].disk.stored.insert(chunk.0);
                 VerifyOutcome::Stored

@@ -14,12 +14,15 @@ use std::time::{Duration, Instant};
 
 use minimodel_wire::{ChunkIndex, GoodbyeReason, HaveBitfield, Message, PeerId, SwarmParams};
 
-use super::{Action, NodeCore};
+use super::{Action, End, NodeCore};
 use crate::book::Source;
 use crate::config::NodeConfig;
 use crate::download::{Action as DownloadAction, DisconnectReason, DownloadConfig, Downloader};
 use crate::ids::LinkId;
-use crate::report::{Departure, Failure, NodeMetrics, NodeReport, PeerMetrics};
+use crate::report::{
+    DamageCause, Departure, Failure, Fault, NodeMetrics, NodeReport, PeerMetrics, Violation,
+};
+use minimodel_verifier::chunk::ChunkError;
 
 /// What to do with a piece stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,7 +40,7 @@ pub enum PieceEnd {
     Reset,
     /// The sender broke the rules (finished it short, sent more than the
     /// chunk, a malformed header): the peer is dropped.
-    Violation(String),
+    Violation(Violation),
 }
 
 /// How verifying and storing a chunk went.
@@ -46,22 +49,27 @@ pub enum VerifyOutcome {
     /// It passed its proof and is written.
     Stored,
     /// It failed its proof: what failed.
-    Bad(String),
+    Bad(ChunkError),
     /// It passed but could not be written (a full disk, say).
-    StoreFailed(String),
+    StoreFailed(Fault),
 }
 
 /// How the final checks went.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Finish {
     /// Delivered with its receipt.
-    Delivered,
+    Delivered {
+        /// The artifact at its final name.
+        path: std::path::PathBuf,
+        /// Its receipt.
+        receipt: std::path::PathBuf,
+    },
     /// These chunks passed their proofs but are bad on disk now.
     Damaged(Vec<ChunkIndex>),
     /// A check failed that fetching cannot fix.
-    Failed(String),
+    Failed(Fault),
     /// Storage failed.
-    StorageFailed(String),
+    StorageFailed(Fault),
 }
 
 /// One peer's part in the download, for a receipt.
@@ -129,6 +137,8 @@ pub(super) struct Fetching {
     bytes_since_checkpoint: u64,
     last_checkpoint: Instant,
     checkpoint_running: bool,
+    /// The last checkpoint before the end has started.
+    last_checkpoint_done: bool,
     released_below: u64,
     last_report: Instant,
     rate_window: VecDeque<(Instant, u64)>,
@@ -167,6 +177,7 @@ impl Fetching {
             bytes_since_checkpoint: 0,
             last_checkpoint: now,
             checkpoint_running: false,
+            last_checkpoint_done: false,
             released_below: 0,
             last_report: now,
             rate_window: VecDeque::new(),
@@ -179,6 +190,17 @@ impl Fetching {
 
     pub(super) fn is_complete(&self) -> bool {
         self.downloader.is_complete()
+    }
+
+    /// Whether a checkpoint is being written.
+    pub(super) fn is_checkpointing(&self) -> bool {
+        self.checkpoint_running
+    }
+
+    /// Whether ending now would lose verified chunks no checkpoint holds
+    /// (a delivered download keeps nothing of the kind).
+    pub(super) fn needs_last_checkpoint(&self) -> bool {
+        self.phase != Phase::Delivered
     }
 
     pub(super) fn wants_peers(&self) -> bool {
@@ -314,7 +336,7 @@ impl NodeCore {
                 self.close_peer(
                     link,
                     GoodbyeReason::ProtocolViolation,
-                    Departure::Violation(error.to_string()),
+                    Departure::Violation(Violation::Join(error)),
                     now,
                 );
             }
@@ -379,10 +401,7 @@ impl NodeCore {
             self.close_peer(
                 link,
                 GoodbyeReason::ProtocolViolation,
-                Departure::Violation(format!(
-                    "sent chunk {}, which was never requested from it",
-                    chunk.0
-                )),
+                Departure::Violation(Violation::Unrequested { chunk: chunk.0 }),
                 now,
             );
             return PieceVerdict::Stop;
@@ -437,10 +456,10 @@ impl NodeCore {
             peer.arriving.remove(&chunk.0);
         }
         match end {
-            PieceEnd::Violation(text) => self.close_peer(
+            PieceEnd::Violation(violation) => self.close_peer(
                 link,
                 GoodbyeReason::ProtocolViolation,
-                Departure::Violation(text),
+                Departure::Violation(violation),
                 now,
             ),
             PieceEnd::Reset => {
@@ -490,7 +509,7 @@ impl NodeCore {
                 if let Some(download) = &mut self.download {
                     download.downloader.on_chunk_lost(link, chunk.0, now);
                 }
-                self.end(Err(Failure::Storage(error)), now);
+                self.end(End::Failed(Failure::Storage(error)), now);
             }
         }
     }
@@ -512,7 +531,7 @@ impl NodeCore {
             if self.serve {
                 let links: Vec<LinkId> = self.peers().map(|(link, _)| link).collect();
                 for link in links {
-                    self.send(link, Message::Have { chunk });
+                    self.send(link, Message::Have { chunk }, now);
                 }
             }
         }
@@ -534,7 +553,7 @@ impl NodeCore {
     /// files at once: the delivery removes the state and the journal a
     /// checkpoint writes).
     pub(super) fn check_complete(&mut self, now: Instant) {
-        if self.ended {
+        if self.ended || self.ending.is_some() {
             return;
         }
         let Some(download) = &mut self.download else {
@@ -586,7 +605,7 @@ impl NodeCore {
 
     /// A checkpoint finished; a failed one stops the download (progress
     /// that cannot be saved would be lost at the next crash).
-    pub fn handle_checkpointed(&mut self, result: Result<(), String>, now: Instant) {
+    pub fn handle_checkpointed(&mut self, result: Result<(), Fault>, now: Instant) {
         if self.ended {
             return;
         }
@@ -594,8 +613,18 @@ impl NodeCore {
             return;
         };
         download.checkpoint_running = false;
+        if self.ending.is_some() {
+            // The last checkpoint before the end (or one that was running
+            // when the end came, after which the last one starts).
+            if download.last_checkpoint_done || result.is_err() {
+                self.try_finish_end();
+            } else {
+                self.last_checkpoint(now);
+            }
+            return;
+        }
         if let Err(error) = result {
-            self.end(Err(Failure::Storage(error)), now);
+            self.end(End::Failed(Failure::Storage(error)), now);
             return;
         }
         if download.phase == Phase::Syncing {
@@ -608,22 +637,48 @@ impl NodeCore {
         }
     }
 
+    /// The download's last checkpoint before the end: started now, or
+    /// once the one that is running has ended.
+    pub(super) fn last_checkpoint(&mut self, now: Instant) {
+        let _ = now;
+        let Some(download) = &mut self.download else {
+            self.try_finish_end();
+            return;
+        };
+        if download.checkpoint_running {
+            return;
+        }
+        download.checkpoint_running = true;
+        download.last_checkpoint_done = true;
+        download.bytes_since_checkpoint = 0;
+        self.actions.push_back(Action::Checkpoint {
+            release_from: download.released_below,
+            release_below: download.released_below,
+        });
+    }
+
     /// The final checks ended.
     pub fn handle_finished(&mut self, finish: Finish, now: Instant) {
         let Some(download) = &mut self.download else {
             return;
         };
         match finish {
-            Finish::Delivered => {
+            Finish::Delivered { path, receipt } => {
                 download.phase = Phase::Delivered;
-                if self.serve && self.seed_after {
+                let seeding = self.serve && self.seed_after && !self.stopping;
+                self.reports.push_back(NodeReport::Delivered {
+                    path,
+                    receipt,
+                    seeding,
+                });
+                if seeding {
                     // Verified as a whole: serve every chunk from now on.
                     return;
                 }
-                self.end(Ok(()), now);
+                self.end(End::Done, now);
             }
-            Finish::Failed(text) => self.end(Err(Failure::Verification(text)), now),
-            Finish::StorageFailed(text) => self.end(Err(Failure::Storage(text)), now),
+            Finish::Failed(fault) => self.end(End::Failed(Failure::Verification(fault)), now),
+            Finish::StorageFailed(fault) => self.end(End::Failed(Failure::Storage(fault)), now),
             Finish::Damaged(bad) => {
                 let max = self.config.max_repairs_per_chunk;
                 for chunk in &bad {
@@ -634,11 +689,9 @@ impl NodeCore {
                 {
                     let failure = Failure::Damaged {
                         bad: bad.len() as u32,
-                        detail: format!(
-                            "chunk {chunk} was damaged on disk {times} times after it was written; the disk or something else writing to the file is at fault"
-                        ),
+                        cause: DamageCause::Repeated { chunk, times },
                     };
-                    self.end(Err(failure), now);
+                    self.end(End::Failed(failure), now);
                     return;
                 }
                 for chunk in &bad {
@@ -657,6 +710,12 @@ impl NodeCore {
                 download.phase = Phase::Fetching;
                 download.completed_at = None;
                 download.last_progress = now;
+                if self.stopping {
+                    // Found bad while stopping: the good chunks are saved
+                    // and the next run fetches the bad ones.
+                    self.end(End::Stopped, now);
+                    return;
+                }
                 self.actions.push_back(Action::RestartHash);
                 self.drain_download(now);
                 self.dial_due(now);
@@ -738,7 +797,7 @@ impl NodeCore {
             let failure = if repairing {
                 Failure::Damaged {
                     bad: missing,
-                    detail: format!("no peer delivered them again: {}", tried.join("; ")),
+                    cause: DamageCause::NotDelivered { tried },
                 }
             } else {
                 Failure::NoPeers {
@@ -747,7 +806,7 @@ impl NodeCore {
                     tried,
                 }
             };
-            self.end(Err(failure), now);
+            self.end(End::Failed(failure), now);
             return;
         }
         self.drain_download(now);
@@ -772,6 +831,7 @@ impl NodeCore {
                         Message::Request {
                             chunk: ChunkIndex(chunk),
                         },
+                        now,
                     );
                 }
                 DownloadAction::Cancel { peer, chunk } => {
@@ -783,11 +843,12 @@ impl NodeCore {
                         Message::Cancel {
                             chunk: ChunkIndex(chunk),
                         },
+                        now,
                     );
                 }
                 DownloadAction::Disconnect { peer, reason } => {
                     let (goodbye, departure) = match reason {
-                        DisconnectReason::Stalled => (GoodbyeReason::Idle, Departure::Stalled),
+                        DisconnectReason::Silent => (GoodbyeReason::Idle, Departure::Silent),
                         DisconnectReason::TooManyTimeouts => {
                             (GoodbyeReason::Idle, Departure::TooManyTimeouts)
                         }

@@ -14,7 +14,7 @@ use super::{Action, KnownPeer, Link, NodeCore, Peer};
 use crate::address::{Prefix, canonical, reachable_from, scope};
 use crate::book::{AddressBook, EntryId, EntryState, Source};
 use crate::ids::LinkId;
-use crate::report::{Departure, LinkEnd, NodeReport};
+use crate::report::{Departure, LinkEnd, NodeReport, Problem, Refusal, Tried};
 use crate::upload::TokenBucket;
 
 /// What to do with an incoming connection before its handshake.
@@ -29,10 +29,10 @@ pub enum Incoming {
     },
     /// Answer with a QUIC Retry: the source must prove its address first.
     Retry,
-    /// Refuse it at once.
+    /// Refuse it at once (a [`NodeReport::Turned`] says so).
     Refuse {
-        /// Why, in words.
-        reason: String,
+        /// Why.
+        reason: Refusal,
     },
 }
 
@@ -93,46 +93,17 @@ impl NodeCore {
         validated: bool,
         now: Instant,
     ) -> Incoming {
-        let refuse = |reason: String| Incoming::Refuse { reason };
-        if !self.listen || self.ended || self.stopping {
-            return refuse("this node does not accept connections".into());
-        }
         let prefix = Prefix::of(remote.ip());
-        let handshaking = self
-            .links
-            .values()
-            .filter(|link| matches!(link, Link::Handshaking { .. }))
-            .count();
-        let from_prefix = |handshakes_only: bool| {
-            self.links
-                .values()
-                .filter(|link| match link {
-                    Link::Handshaking { prefix: p, .. } => *p == prefix,
-                    Link::Up(peer) => !handshakes_only && !peer.dialed && peer.prefix == prefix,
-                    Link::Dialing { .. } => false,
-                })
-                .count()
-        };
-        if from_prefix(true) >= self.config.max_handshakes_per_prefix {
-            return refuse(format!(
-                "{prefix} has {} handshakes in progress already",
-                self.config.max_handshakes_per_prefix
-            ));
-        }
-        if from_prefix(false) >= self.config.max_links_per_prefix {
-            return refuse(format!(
-                "{prefix} has {} connections already",
-                self.config.max_links_per_prefix
-            ));
-        }
-        if !validated && handshaking >= self.config.retry_above {
-            return Incoming::Retry;
-        }
-        if handshaking >= self.config.max_handshakes {
-            return refuse(format!(
-                "{} handshakes in progress already",
-                self.config.max_handshakes
-            ));
+        match self.admit_first_packet(prefix, validated) {
+            Ok(()) => {}
+            Err(None) => return Incoming::Retry,
+            Err(Some(reason)) => {
+                self.reports.push_back(NodeReport::Turned {
+                    addr: remote,
+                    reason,
+                });
+                return Incoming::Refuse { reason };
+            }
         }
         let link = self.new_link();
         let deadline = now + self.config.handshake_timeout;
@@ -146,6 +117,51 @@ impl NodeCore {
             },
         );
         Incoming::Accept { link, deadline }
+    }
+
+    /// Whether a first packet from `prefix` may start a handshake: `Ok`,
+    /// a Retry first (`Err(None)`), or a refusal.
+    fn admit_first_packet(&self, prefix: Prefix, validated: bool) -> Result<(), Option<Refusal>> {
+        if !self.listen || self.ended || self.stopping {
+            return Err(Some(Refusal::NotAccepting));
+        }
+        let handshaking = self
+            .links
+            .values()
+            .filter(|link| matches!(link, Link::Handshaking { .. }))
+            .count();
+        let from_prefix = |handshakes_only: bool| {
+            self.links
+                .values()
+                .filter(|link| match link {
+                    Link::Handshaking { prefix: p, .. } => *p == prefix,
+                    Link::Up(peer) => !handshakes_only && !peer.dialed && peer.prefix == prefix,
+                    Link::Dialing { .. } | Link::Closing { .. } => false,
+                })
+                .count()
+        };
+        let config = &self.config;
+        if from_prefix(true) >= config.max_handshakes_per_prefix {
+            return Err(Some(Refusal::PrefixHandshakes {
+                prefix,
+                limit: config.max_handshakes_per_prefix,
+            }));
+        }
+        if from_prefix(false) >= config.max_links_per_prefix {
+            return Err(Some(Refusal::PrefixLinks {
+                prefix,
+                limit: config.max_links_per_prefix,
+            }));
+        }
+        if !validated && handshaking >= config.retry_above {
+            return Err(None);
+        }
+        if handshaking >= config.max_handshakes {
+            return Err(Some(Refusal::Handshakes {
+                limit: config.max_handshakes,
+            }));
+        }
+        Ok(())
     }
 
     /// The Hello of an incoming link: admit it (the bitfield to send back)
@@ -277,8 +293,8 @@ impl NodeCore {
                     return;
                 }
             },
-            Link::Up(peer) => {
-                self.links.insert(link, Link::Up(peer));
+            state @ (Link::Up(_) | Link::Closing { .. }) => {
+                self.links.insert(link, state);
                 return;
             }
         };
@@ -357,6 +373,9 @@ impl NodeCore {
             uploaded_chunks: 0,
             uploaded_bytes: 0,
             last_useful: now,
+            // Its handshake just carried our Hello and bitfield.
+            last_sent: now,
+            upload_watch: None,
             leaving: false,
         };
         self.links.retain(|other, state| {
@@ -380,7 +399,7 @@ impl NodeCore {
                 .filter(|chunk| !sent_have.get(*chunk))
                 .collect();
             for chunk in newer {
-                self.send(link, Message::Have { chunk });
+                self.send(link, Message::Have { chunk }, now);
             }
         }
         self.uploads.add_peer(link, up.bitfield.clone());
@@ -411,6 +430,7 @@ impl NodeCore {
                 self.links.insert(link, up);
                 self.handle_closed(link, end, now);
             }
+            Some(Link::Closing { .. }) => {}
             None => {}
         }
     }
@@ -420,11 +440,15 @@ impl NodeCore {
     /// control stream is told so.
     pub fn handle_closed(&mut self, link: LinkId, end: LinkEnd, now: Instant) {
         match self.links.get(&link) {
+            Some(Link::Closing { .. }) => {
+                self.links.remove(&link);
+                self.try_finish_end();
+            }
             Some(Link::Up(_)) => match end {
-                LinkEnd::Violation(text) => self.close_peer(
+                LinkEnd::Violation(violation) => self.close_peer(
                     link,
                     GoodbyeReason::ProtocolViolation,
-                    Departure::Violation(text),
+                    Departure::Violation(violation),
                     now,
                 ),
                 end => {
@@ -438,7 +462,9 @@ impl NodeCore {
     }
 
     /// Sends Goodbye and forgets the peer: its requests go back, its
-    /// uploads stop. The driver closes the link once the Goodbye is out.
+    /// uploads stop. The driver closes the connection once the Goodbye is
+    /// acknowledged; the link waits for that for `goodbye_wait`, and is
+    /// aborted then.
     pub(super) fn close_peer(
         &mut self,
         link: LinkId,
@@ -452,16 +478,18 @@ impl NodeCore {
         if peer.leaving {
             return;
         }
-        if peer
+        let goodbye = peer
             .control
             .check_send(&Message::Goodbye { reason })
-            .is_ok()
-        {
+            .is_ok();
+        self.remove_peer(link, departure, now);
+        if goodbye {
             self.actions.push_back(Action::Close { link, reason });
+            let deadline = now + self.config.goodbye_wait;
+            self.links.insert(link, Link::Closing { deadline });
         } else {
             self.actions.push_back(Action::Abort { link });
         }
-        self.remove_peer(link, departure, now);
     }
 
     /// Forgets a connected peer.
@@ -478,7 +506,7 @@ impl NodeCore {
             && peer.has.iter_ones().any(|chunk| !self.have.get(chunk));
         let blame = departure.blame();
         if let Some(entry) = peer.entry.and_then(|entry| self.book.get_mut(entry)) {
-            entry.last_problem = Some(departure.to_string());
+            entry.last_problem = Some(Problem::Left(departure.clone()));
             if matches!(entry.state, EntryState::Connected(l) if l == link) {
                 entry.state = EntryState::Waiting { next_attempt: now };
             }
@@ -663,7 +691,7 @@ impl NodeCore {
         let Some(entry) = self.book.get_mut(key) else {
             return;
         };
-        entry.last_problem = Some(end.to_string());
+        entry.last_problem = Some(Problem::Failed(end.clone()));
         match end {
             LinkEnd::WrongSwarm | LinkEnd::Violation(_) => {
                 entry.state = EntryState::Retired;
@@ -752,21 +780,27 @@ impl NodeCore {
             .links
             .iter()
             .filter(|(_, link)| match link {
-                Link::Dialing { deadline, .. } | Link::Handshaking { deadline, .. } => {
-                    *deadline <= now
-                }
+                Link::Dialing { deadline, .. }
+                | Link::Handshaking { deadline, .. }
+                | Link::Closing { deadline } => *deadline <= now,
                 Link::Up(_) => false,
             })
             .map(|(link, _)| *link)
             .collect();
         for link in expired {
             self.actions.push_back(Action::Abort { link });
-            self.handle_link_failed(link, LinkEnd::TimedOut, now);
+            if matches!(self.links.get(&link), Some(Link::Closing { .. })) {
+                // Its Goodbye was not acknowledged in time.
+                self.links.remove(&link);
+                self.try_finish_end();
+            } else {
+                self.handle_link_failed(link, LinkEnd::TimedOut, now);
+            }
         }
     }
 
     /// What each peer tried and why it failed, for a give-up message.
-    pub(super) fn tried(&self) -> Vec<String> {
+    pub(super) fn tried(&self) -> Vec<Tried> {
         self.book
             .iter()
             .filter(|(_, entry)| entry.source != Source::Incoming)
@@ -781,11 +815,15 @@ impl NodeCore {
                 });
                 let problem = match (&entry.last_problem, dialing) {
                     (Some(problem), _) => problem.clone(),
-                    (None, Some(_)) => "dialed, no answer yet".to_owned(),
-                    (None, None) => "not tried yet".to_owned(),
+                    (None, Some(_)) => Problem::NoAnswerYet,
+                    (None, None) => Problem::NotTried,
                 };
                 let addr = dialing.or_else(|| entry.addrs.first().copied())?;
-                Some(format!("{addr} ({}): {problem}", entry.source.as_str()))
+                Some(Tried {
+                    addr,
+                    source: entry.source,
+                    problem,
+                })
             })
             .collect()
     }

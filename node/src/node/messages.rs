@@ -4,11 +4,11 @@
 
 use std::time::{Duration, Instant};
 
-use minimodel_wire::{ControlEvent, GoodbyeReason, Message, RejectReason};
+use minimodel_wire::{ControlEvent, Message, RejectReason};
 
 use super::{Action, NodeCore};
 use crate::ids::LinkId;
-use crate::report::Departure;
+use crate::report::{Departure, Violation};
 use crate::upload::RequestRefusal;
 
 impl NodeCore {
@@ -20,11 +20,11 @@ impl NodeCore {
         let event = match peer.control.on_receive(&message) {
             Ok(event) => event,
             Err(violation) => {
-                let text = violation.to_string();
+                let goodbye = violation.goodbye_reason();
                 self.close_peer(
                     link,
-                    GoodbyeReason::ProtocolViolation,
-                    Departure::Violation(text),
+                    goodbye,
+                    Departure::Violation(Violation::Wire(violation.into())),
                     now,
                 );
                 return;
@@ -55,7 +55,7 @@ impl NodeCore {
                             RequestRefusal::Busy => RejectReason::Busy,
                             _ => RejectReason::NotHave,
                         };
-                        self.send(link, Message::Reject { chunk, reason });
+                        self.send(link, Message::Reject { chunk, reason }, now);
                     }
                 }
             }

@@ -27,7 +27,7 @@ mod tests;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use minimodel_wire::{
     ChunkIndex, ControlStream, GoodbyeReason, HaveBitfield, Message, PeerId, SwarmIdentity,
@@ -128,9 +128,29 @@ pub enum Action {
     /// [`NodeCore::handle_discovered`] as it comes, then call
     /// [`NodeCore::handle_lookup_done`].
     Lookup,
-    /// The node's work is over (a download delivered and not seeding on,
-    /// or failed): stop the driver. Goodbyes were queued before this.
-    End(Result<(), Failure>),
+    /// Say how many bytes the link's connection has sent in all (UDP
+    /// payload, retransmissions included), with
+    /// [`NodeCore::handle_sent`]: uploads to a peer that takes nothing
+    /// are noticed this way.
+    MeasureSent {
+        /// Which.
+        link: LinkId,
+    },
+    /// The node's work is over: stop the driver. Goodbyes were queued
+    /// before this, and a download's last checkpoint was written.
+    End(End),
+}
+
+/// How a node's work ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum End {
+    /// Its download was delivered (and it does not seed on).
+    Done,
+    /// It was stopped ([`NodeCore::stop`]); a download's verified part is
+    /// saved.
+    Stopped,
+    /// It failed; a download's verified part is saved.
+    Failed(Failure),
 }
 
 /// One link: an attempt (dial or incoming handshake) or a connected peer.
@@ -153,6 +173,11 @@ enum Link {
         admitted: Option<(PeerId, HaveBitfield)>,
     },
     Up(Box<Peer>),
+    /// Our Goodbye is on its way: the connection is closed once the driver
+    /// says it ended, or at `deadline`.
+    Closing {
+        deadline: Instant,
+    },
 }
 
 /// A connected peer.
@@ -187,6 +212,12 @@ struct Peer {
     uploaded_bytes: u64,
     /// Last time it asked us for something or gave us something.
     last_useful: Instant,
+    /// Last time we sent it a control message (a KeepAlive follows
+    /// `keep_alive_after` of silence).
+    last_sent: Instant,
+    /// While uploads to it are under way: whether its connection takes
+    /// bytes (see [`NodeCore::handle_sent`]).
+    upload_watch: Option<serving::UploadWatch>,
     /// A Goodbye is queued: nothing more is sent, it is gone soon.
     leaving: bool,
 }
@@ -240,6 +271,11 @@ pub struct NodeCore {
     last_serving_report: Instant,
     ended: bool,
     stopping: bool,
+    /// Stopped while the download's final checks run: they may take until
+    /// then.
+    stop_deadline: Option<Instant>,
+    /// The end, waiting for the download's last checkpoint.
+    ending: Option<End>,
     discovery: bool,
     /// A lookup is running; when the last one started.
     lookup_running: bool,
@@ -283,6 +319,8 @@ impl NodeCore {
             last_serving_report: now,
             ended: false,
             stopping: false,
+            stop_deadline: None,
+            ending: None,
             discovery: start.discovery,
             lookup_running: false,
             last_lookup: None,
@@ -304,12 +342,6 @@ impl NodeCore {
         self.reports.pop_front()
     }
 
-    /// Passes on a report made by the driver (a delivery), in order with
-    /// the node's own.
-    pub fn report(&mut self, report: NodeReport) {
-        self.reports.push_back(report);
-    }
-
     /// When [`Self::handle_timeout`] must be called next, if ever: never
     /// before `now` (work that became due while the node waited on
     /// something else, such as a checkpoint that finished late, is due
@@ -318,9 +350,31 @@ impl NodeCore {
         if self.ended {
             return None;
         }
-        let links = self.links.values().filter_map(|link| match link {
-            Link::Dialing { deadline, .. } | Link::Handshaking { deadline, .. } => Some(*deadline),
-            Link::Up(_) => None,
+        if self.ending.is_some() {
+            // Only the last checkpoint is awaited; Goodbyes may time out.
+            return self
+                .links
+                .values()
+                .filter_map(|link| match link {
+                    Link::Closing { deadline } => Some(*deadline),
+                    _ => None,
+                })
+                .min()
+                .map(|deadline| deadline.max(now));
+        }
+        let config = &self.config;
+        let links = self.links.values().map(|link| match link {
+            Link::Dialing { deadline, .. }
+            | Link::Handshaking { deadline, .. }
+            | Link::Closing { deadline } => *deadline,
+            Link::Up(peer) => {
+                let keep_alive = peer.last_sent + config.keep_alive_after;
+                let stall = peer
+                    .upload_watch
+                    .as_ref()
+                    .and_then(|watch| watch.deadline(config.upload_stall_timeout));
+                stall.map_or(keep_alive, |stall| stall.min(keep_alive))
+            }
         });
         let dials = self.next_dial_time();
         let lookup = self.next_lookup_time();
@@ -335,8 +389,9 @@ impl NodeCore {
         // Upload progress is worth a wake-up only while someone is there
         // to upload to: an idle seeder sleeps until a peer arrives.
         let serving_report = (self.serve && self.download.is_none() && self.connected_count() > 0)
-            .then(|| self.last_serving_report + Duration::from_secs(1));
+            .then(|| self.last_serving_report + self.config.serving_report_every);
         links
+            .chain(self.stop_deadline)
             .chain(dials)
             .chain(lookup)
             .chain(download)
@@ -353,7 +408,20 @@ impl NodeCore {
         if self.ended {
             return;
         }
+        if self.ending.is_some() {
+            self.expire_links(now);
+            return;
+        }
+        if self.stop_deadline.is_some_and(|at| at <= now) {
+            // The final checks did not end in time: stop without them (the
+            // verified chunks are saved; the next run delivers).
+            self.stop_deadline = None;
+            self.end(End::Stopped, now);
+            return;
+        }
         self.expire_links(now);
+        self.keep_links_alive(now);
+        self.watch_uploads(now);
         self.lookup_due(now);
         self.dial_due(now);
         self.download_tick(now);
@@ -361,7 +429,8 @@ impl NodeCore {
         self.exchange_peers(now);
         if self.serve
             && self.download.is_none()
-            && now.saturating_duration_since(self.last_serving_report) >= Duration::from_secs(1)
+            && now.saturating_duration_since(self.last_serving_report)
+                >= self.config.serving_report_every
         {
             self.last_serving_report = now;
             self.reports.push_back(NodeReport::Serving {
@@ -371,29 +440,20 @@ impl NodeCore {
         }
     }
 
-    /// The user stopped the node: Goodbye to every peer, then the end.
+    /// The user stopped the node: Goodbye to every peer, a download's last
+    /// checkpoint, then [`Action::End`] with [`End::Stopped`]. A download
+    /// whose final checks run (or wait for a checkpoint) is let finish
+    /// first, for at most `stop_wait`: it ends delivered, not interrupted.
     pub fn stop(&mut self, now: Instant) {
-        if self.ended {
+        if self.ended || self.stopping {
             return;
         }
         self.stopping = true;
-        let done = self.download.as_ref().is_none_or(|d| d.is_complete());
-        let reason = if done {
-            GoodbyeReason::Done
-        } else {
-            GoodbyeReason::Shutdown
-        };
-        let keys: Vec<LinkId> = self.links.keys().copied().collect();
-        for link in keys {
-            match self.links.get(&link) {
-                Some(Link::Up(_)) => self.close_peer(link, reason, Departure::Shutdown, now),
-                Some(_) => {
-                    self.links.remove(&link);
-                    self.actions.push_back(Action::Abort { link });
-                }
-                None => {}
-            }
+        if self.is_finishing() {
+            self.stop_deadline = Some(now + self.config.stop_wait);
+            return;
         }
+        self.end(End::Stopped, now);
     }
 
     /// This node's id.
@@ -501,32 +561,52 @@ impl NodeCore {
 
     /// Queues a control message for a connected peer, after the control
     /// stream's rules (a message they forbid is a bug of ours: dropped).
-    fn send(&mut self, link: LinkId, message: Message) {
+    fn send(&mut self, link: LinkId, message: Message, now: Instant) {
         let Some(peer) = self.peer_mut(link) else {
             return;
         };
         if peer.leaving || peer.control.check_send(&message).is_err() {
             return;
         }
+        peer.last_sent = now;
         self.actions.push_back(Action::Send { link, message });
     }
 
-    fn end(&mut self, outcome: Result<(), Failure>, now: Instant) {
-        if self.ended {
+    /// A KeepAlive to every peer we said nothing to for
+    /// `keep_alive_after`, so that neither side takes the other for gone.
+    fn keep_links_alive(&mut self, now: Instant) {
+        let quiet: Vec<LinkId> = self
+            .peers()
+            .filter(|(_, peer)| peer.last_sent + self.config.keep_alive_after <= now)
+            .map(|(link, _)| link)
+            .collect();
+        for link in quiet {
+            self.send(link, Message::KeepAlive, now);
+        }
+    }
+
+    /// Ends the node's work: Goodbye to every peer (Done when the download
+    /// is complete or there is none, Shutdown otherwise), the download's
+    /// last checkpoint if it is not delivered, then [`Action::End`].
+    fn end(&mut self, end: End, now: Instant) {
+        if self.ended || self.ending.is_some() {
             return;
         }
-        let done = outcome.is_ok();
+        let done = match &end {
+            End::Done => true,
+            End::Stopped => self.download.as_ref().is_none_or(|d| d.is_complete()),
+            End::Failed(_) => false,
+        };
+        let (reason, departure) = if done {
+            (GoodbyeReason::Done, Departure::Done)
+        } else {
+            (GoodbyeReason::Shutdown, Departure::Shutdown)
+        };
         let keys: Vec<LinkId> = self.links.keys().copied().collect();
         for link in keys {
             match self.links.get(&link) {
-                Some(Link::Up(_)) => {
-                    let (reason, departure) = if done {
-                        (GoodbyeReason::Done, Departure::Done)
-                    } else {
-                        (GoodbyeReason::Shutdown, Departure::Shutdown)
-                    };
-                    self.close_peer(link, reason, departure, now);
-                }
+                Some(Link::Up(_)) => self.close_peer(link, reason, departure.clone(), now),
+                Some(Link::Closing { .. }) => {}
                 Some(_) => {
                     self.links.remove(&link);
                     self.actions.push_back(Action::Abort { link });
@@ -534,8 +614,52 @@ impl NodeCore {
                 None => {}
             }
         }
-        self.ended = true;
-        self.actions.push_back(Action::End(outcome));
+        // Goodbyes get a shorter wait now: nothing else holds the node.
+        let cap = now + self.config.goodbye_wait_at_end;
+        for link in self.links.values_mut() {
+            if let Link::Closing { deadline } = link {
+                *deadline = (*deadline).min(cap);
+            }
+        }
+        // A download that is not delivered keeps what it verified: one last
+        // checkpoint, then the end. Tried even after a storage failure: a
+        // full disk that refused a chunk may still take the small state
+        // file, which then lists every chunk that was written.
+        let save = !matches!(end, End::Done)
+            && self
+                .download
+                .as_ref()
+                .is_some_and(|d| d.needs_last_checkpoint());
+        self.ending = Some(end);
+        if save {
+            self.last_checkpoint(now);
+        } else {
+            self.try_finish_end();
+        }
+    }
+
+    /// The end, once nothing more is to be saved and every Goodbye was
+    /// acknowledged or given up on.
+    pub(super) fn try_finish_end(&mut self) {
+        if self.ending.is_none() {
+            return;
+        }
+        let saving = self
+            .download
+            .as_ref()
+            .is_some_and(|download| download.is_checkpointing());
+        let closing = self
+            .links
+            .values()
+            .any(|link| matches!(link, Link::Closing { .. }));
+        if saving || closing {
+            return;
+        }
+        if let Some(end) = self.ending.take() {
+            self.ended = true;
+            self.stop_deadline = None;
+            self.actions.push_back(Action::End(end));
+        }
     }
 }
 

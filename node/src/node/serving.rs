@@ -22,10 +22,30 @@ pub enum UploadOutcome {
     },
     /// The peer stopped the stream or the link went away.
     Stopped,
-    /// The peer took no bytes for too long (its flow control stayed shut).
-    Stalled,
     /// Reading the chunk failed here.
     Failed,
+}
+
+/// Whether a peer with uploads under way takes their bytes: its
+/// connection must send `upload_stall_bytes` per `upload_stall_timeout`
+/// (measured by the driver on request, [`Action::MeasureSent`]). A slow
+/// link that keeps draining is not a stall; a peer whose flow control
+/// stays shut is.
+#[derive(Debug, Clone)]
+pub(super) struct UploadWatch {
+    /// The connection's bytes sent at `since`; `None` until the first
+    /// measurement arrives.
+    sent: Option<u64>,
+    since: Instant,
+    /// A measurement was asked for and has not come back.
+    asking: bool,
+}
+
+impl UploadWatch {
+    /// When the next measurement is due, if one is.
+    pub(super) fn deadline(&self, timeout: std::time::Duration) -> Option<Instant> {
+        (!self.asking && self.sent.is_some()).then(|| self.since + timeout)
+    }
 }
 
 /// The upload side's state.
@@ -82,7 +102,7 @@ impl Uploads {
         self.queue.queued(link) > 0 || self.active_for(link) > 0
     }
 
-    fn active_for(&self, link: LinkId) -> usize {
+    pub(super) fn active_for(&self, link: LinkId) -> usize {
         self.active.range((link, 0)..=(link, u32::MAX)).count()
     }
 
@@ -175,10 +195,22 @@ impl NodeCore {
                 None => None,
             };
             self.uploads.active.insert((link, chunk.0), ());
+            let mut measure = false;
             if let Some(peer) = self.peer_mut(link) {
                 peer.last_useful = now;
+                if peer.upload_watch.is_none() {
+                    peer.upload_watch = Some(UploadWatch {
+                        sent: None,
+                        since: now,
+                        asking: true,
+                    });
+                    measure = true;
+                }
             }
             self.actions.push_back(Action::Upload { link, chunk, pace });
+            if measure {
+                self.actions.push_back(Action::MeasureSent { link });
+            }
         }
     }
 
@@ -191,27 +223,74 @@ impl NodeCore {
         now: Instant,
     ) {
         let was_active = self.uploads.active.remove(&(link, chunk.0)).is_some();
-        match outcome {
-            UploadOutcome::Sent { bytes } if was_active => {
-                self.uploads.uploaded_bytes += bytes;
-                if let Some(peer) = self.peer_mut(link) {
-                    peer.uploaded_chunks += 1;
-                    peer.uploaded_bytes += bytes;
-                    peer.last_useful = now;
-                }
+        if let (UploadOutcome::Sent { bytes }, true) = (outcome, was_active) {
+            self.uploads.uploaded_bytes += bytes;
+            if let Some(peer) = self.peer_mut(link) {
+                peer.uploaded_chunks += 1;
+                peer.uploaded_bytes += bytes;
+                peer.last_useful = now;
             }
-            UploadOutcome::Stalled => {
-                // It holds upload slots and reads nothing: let it go.
-                self.close_peer(
-                    link,
-                    GoodbyeReason::Idle,
-                    Departure::Ended(LinkEnd::Stalled),
-                    now,
-                );
+        }
+        if self.uploads.active_for(link) == 0 {
+            if let Some(peer) = self.peer_mut(link) {
+                peer.upload_watch = None;
             }
-            _ => {}
         }
         self.start_uploads(now);
+    }
+
+    /// How many bytes the connection of `link` has sent in all, as asked
+    /// ([`Action::MeasureSent`]). A peer whose uploads took less than
+    /// `upload_stall_bytes` since the last measurement,
+    /// `upload_stall_timeout` ago, holds upload slots and reads nothing: it
+    /// is closed.
+    pub fn handle_sent(&mut self, link: LinkId, sent: u64, now: Instant) {
+        let least = self.config.upload_stall_bytes;
+        let Some(peer) = self.peer_mut(link) else {
+            return;
+        };
+        let Some(watch) = &mut peer.upload_watch else {
+            return;
+        };
+        watch.asking = false;
+        let stalled = watch
+            .sent
+            .is_some_and(|before| sent.saturating_sub(before) < least);
+        if stalled {
+            self.close_peer(
+                link,
+                GoodbyeReason::Idle,
+                Departure::Ended(LinkEnd::UploadStalled),
+                now,
+            );
+            return;
+        }
+        watch.sent = Some(sent);
+        watch.since = now;
+    }
+
+    /// Asks for the bytes sent on links whose upload watch is due.
+    pub(super) fn watch_uploads(&mut self, now: Instant) {
+        let timeout = self.config.upload_stall_timeout;
+        let due: Vec<LinkId> = self
+            .peers()
+            .filter(|(_, peer)| {
+                peer.upload_watch
+                    .as_ref()
+                    .and_then(|watch| watch.deadline(timeout))
+                    .is_some_and(|at| at <= now)
+            })
+            .map(|(link, _)| link)
+            .collect();
+        for link in due {
+            if let Some(watch) = self
+                .peer_mut(link)
+                .and_then(|peer| peer.upload_watch.as_mut())
+            {
+                watch.asking = true;
+            }
+            self.actions.push_back(Action::MeasureSent { link });
+        }
     }
 
     pub(super) fn has_exchange_work(&self) -> bool {
@@ -258,7 +337,7 @@ impl NodeCore {
                 continue;
             }
             peer.told.extend(entries.iter().map(|entry| entry.id));
-            self.send(link, Message::Peers { entries });
+            self.send(link, Message::Peers { entries }, now);
         }
     }
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use minimodel_wire::{ChunkIndex, GoodbyeReason, HaveBitfield, Message, PeerId, SwarmIdentity};
 
-use super::{Action, Incoming, KnownPeer, NodeCore, NodeStart};
+use super::{Action, End, Incoming, KnownPeer, NodeCore, NodeStart};
 use crate::book::Source;
 use crate::config::NodeConfig;
 use crate::ids::LinkId;
@@ -23,6 +23,7 @@ use crate::testing::{self, Side};
 mod admission;
 mod dialing;
 mod downloading;
+mod ending;
 mod exchange;
 mod uploads;
 
@@ -323,7 +324,9 @@ impl Harness {
         self.core.handle_verified(
             link,
             chunk,
-            VerifyOutcome::Bad("leaf hash mismatch".into()),
+            VerifyOutcome::Bad(minimodel_verifier::chunk::ChunkError::Proof(
+                minimodel_verifier::merkle::ProofError::RootMismatch { index: 0 },
+            )),
             self.now,
         );
     }
@@ -422,7 +425,7 @@ fn uploads(actions: &[Action]) -> Vec<(LinkId, u32)> {
         .collect()
 }
 
-fn ends(actions: &[Action]) -> Vec<Result<(), crate::report::Failure>> {
+fn ends(actions: &[Action]) -> Vec<super::End> {
     actions
         .iter()
         .filter_map(|action| match action {
@@ -430,6 +433,26 @@ fn ends(actions: &[Action]) -> Vec<Result<(), crate::report::Failure>> {
             _ => None,
         })
         .collect()
+}
+
+/// The ends among `actions`, after the driver's part: a download that
+/// ends asks for its last checkpoint first, and the end waits for the
+/// Goodbyes, which are answered here (the checkpoint written, every
+/// Goodbye acknowledged).
+fn ends_after_saving(h: &mut Harness, actions: &[Action]) -> Vec<End> {
+    let mut ended = ends(actions);
+    if actions
+        .iter()
+        .any(|action| matches!(action, Action::Checkpoint { .. }))
+    {
+        h.core.handle_checkpointed(Ok(()), h.now);
+    }
+    for (link, _) in closes(actions) {
+        h.core
+            .handle_closed(link, crate::report::LinkEnd::ClosedByPeer, h.now);
+    }
+    ended.extend(ends(&h.take()));
+    ended
 }
 
 /// The IP of a socket address.
@@ -460,9 +483,9 @@ fn a_fetch_without_peers_wakes_only_to_report_and_to_give_up() {
     assert!(first > h.now);
     h.advance(10_000);
     let actions = h.take();
-    match ends(&actions).as_slice() {
+    match ends_after_saving(&mut h, &actions).as_slice() {
         [
-            Err(crate::report::Failure::NoPeers {
+            super::End::Failed(crate::report::Failure::NoPeers {
                 missing: 8,
                 total: 8,
                 tried,

@@ -9,20 +9,14 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use bytes::BytesMut;
 use minimodel_node::node::Rejection;
-use minimodel_node::report::LinkEnd;
+use minimodel_node::report::{LinkEnd, Violation};
 use minimodel_wire::{
     ControlEvent, ControlStream, FrameDecoder, HaveBitfield, Hello, Message, PeerError, PeerId,
     ProtocolViolation, Role, SwarmIdentity,
 };
-
-/// How long a farewell (HelloReject or Goodbye) may take to be acknowledged
-/// before the connection is dropped: dropping it at once would discard the
-/// farewell with it.
-const FAREWELL_WAIT: Duration = Duration::from_secs(1);
 
 /// What this side says about itself in its Hello.
 #[derive(Debug, Clone)]
@@ -74,6 +68,8 @@ pub enum LinkError {
     Refused(Rejection),
     /// Our own side failed (a message we could not encode): a bug.
     Local(String),
+    /// This side gave the handshake up (the node is gone).
+    Abandoned,
 }
 
 impl LinkError {
@@ -86,12 +82,13 @@ impl LinkError {
             LinkError::Peer(PeerError::Violation(ProtocolViolation::Swarm(_))) => {
                 LinkEnd::WrongSwarm
             }
-            LinkError::Peer(error) => LinkEnd::Violation(error.to_string()),
+            LinkError::Peer(error) => LinkEnd::Violation(Violation::Wire(error)),
             LinkError::Rejected(rejection) | LinkError::Refused(rejection) => LinkEnd::Refused {
                 reason: rejection.reason,
                 detail: rejection.detail,
             },
             LinkError::Local(text) => LinkEnd::Lost(format!("local error: {text}")),
+            LinkError::Abandoned => LinkEnd::Lost("this node is gone".into()),
         }
     }
 }
@@ -182,10 +179,12 @@ async fn farewell(send: &mut quinn::SendStream, control: &mut ControlStream, err
     }
 }
 
-/// Finishes the stream and waits, briefly, until the peer has all of it.
+/// Finishes the stream and waits until the peer has all of it (dropping
+/// the connection at once would discard the farewell with it); the
+/// attempt's deadline, the core's, bounds the wait.
 async fn flush(send: &mut quinn::SendStream) {
     let _ = send.finish();
-    let _ = tokio::time::timeout(FAREWELL_WAIT, send.stopped()).await;
+    let _ = send.stopped().await;
 }
 
 /// The dialer's side: open the control stream, send Hello, read the
@@ -294,7 +293,8 @@ fn unexpected(event: &ControlEvent) -> LinkError {
 
 /// The listener's side: accept the control stream, read the dialer's
 /// Hello, ask `admit` whether to take the peer (it returns our bitfield or
-/// a reason to refuse), answer, exchange bitfields.
+/// a reason to refuse; `None` when nobody can answer any more, and the
+/// handshake is abandoned without a word), answer, exchange bitfields.
 pub async fn listen<F, A>(
     connection: quinn::Connection,
     peer_id: PeerId,
@@ -303,7 +303,7 @@ pub async fn listen<F, A>(
 ) -> Result<Session, LinkError>
 where
     A: FnOnce(Hello) -> F,
-    F: Future<Output = Result<HaveBitfield, Rejection>>,
+    F: Future<Output = Option<Result<HaveBitfield, Rejection>>>,
 {
     let (mut send, mut recv) = connection.accept_bi().await.map_err(lost)?;
     let mut control = ControlStream::new(Role::Listener, local.swarm.clone());
@@ -314,8 +314,9 @@ where
             other => return Err(unexpected(&other)),
         };
         let our_bitfield = match admit(peer_hello.clone()).await {
-            Ok(bitfield) => bitfield,
-            Err(rejection) => {
+            None => return Err(LinkError::Abandoned),
+            Some(Ok(bitfield)) => bitfield,
+            Some(Err(rejection)) => {
                 let reject = Message::HelloReject {
                     reason: rejection.reason,
                     detail: rejection.detail.clone(),

@@ -5,8 +5,8 @@
 //!
 //! - the control reader decodes frames and passes each message on (the
 //!   core runs it through the control stream's rules);
-//! - the control writer sends what the node queues, a Goodbye last, and a
-//!   KeepAlive when the stream has been quiet;
+//! - the control writer sends what the node queues, a Goodbye last (the
+//!   core sends KeepAlives and decides how long a Goodbye may take);
 //! - the piece acceptor reads each incoming piece stream's header, asks the
 //!   core whether to read on, and reports the chunk's bytes, unverified,
 //!   when they are complete;
@@ -18,25 +18,18 @@
 pub mod handshake;
 pub mod pieces;
 
-use std::time::Duration;
-
 use minimodel_node::LinkId;
 use minimodel_node::node::fetching::{PieceEnd, PieceVerdict};
-use minimodel_node::report::LinkEnd;
+use minimodel_node::report::{LinkEnd, Violation};
 use minimodel_wire::{ChunkIndex, FrameDecoder, GoodbyeReason, Message, SwarmParams};
 use tokio::sync::{mpsc, oneshot};
 
 pub use handshake::{LocalHello, Session};
 pub use pieces::{ArrivedPiece, PieceStreamError};
 
-/// A control stream quiet for this long gets a KeepAlive.
-const KEEP_ALIVE_AFTER: Duration = Duration::from_secs(15);
 /// Messages queued for one peer; a peer that does not read its control
 /// stream while this many wait is dropped.
 const OUTBOX_CAPACITY: usize = 4096;
-/// The longest a Goodbye may take to be acknowledged before the connection
-/// is closed anyway.
-pub const GOODBYE_WAIT: Duration = Duration::from_secs(2);
 
 /// What a running link reports to the node.
 #[derive(Debug)]
@@ -92,8 +85,9 @@ impl LinkHandle {
         self.outbox.try_send(Outgoing::Message(message)).is_ok()
     }
 
-    /// Sends Goodbye, then closes the connection once it is delivered (at
-    /// most [`GOODBYE_WAIT`] later); at once if it cannot be queued.
+    /// Sends Goodbye, then closes the connection once it is acknowledged
+    /// (the core aborts the link if that takes too long); at once if it
+    /// cannot be queued.
     pub fn close(&self, reason: GoodbyeReason) {
         if self.outbox.try_send(Outgoing::Goodbye(reason)).is_err() {
             self.connection.close(0u32.into(), b"goodbye");
@@ -139,12 +133,7 @@ async fn write_control(
     mut inbox: mpsc::Receiver<Outgoing>,
     connection: quinn::Connection,
 ) {
-    loop {
-        let outgoing = match tokio::time::timeout(KEEP_ALIVE_AFTER, inbox.recv()).await {
-            Ok(Some(outgoing)) => outgoing,
-            Ok(None) => break,
-            Err(_quiet) => Outgoing::Message(Message::KeepAlive),
-        };
+    while let Some(outgoing) = inbox.recv().await {
         let (message, goodbye) = match outgoing {
             Outgoing::Message(message) => (message, false),
             Outgoing::Goodbye(reason) => (Message::Goodbye { reason }, true),
@@ -154,8 +143,8 @@ async fn write_control(
         }
         if goodbye {
             let _ = send.finish();
-            // Give the Goodbye a moment to leave before the connection goes.
-            let _ = tokio::time::timeout(GOODBYE_WAIT, send.stopped()).await;
+            // The Goodbye leaves before the connection goes.
+            let _ = send.stopped().await;
             connection.close(0u32.into(), b"goodbye");
             break;
         }
@@ -197,9 +186,7 @@ async fn refuse_control_streams(
 ) {
     if let Ok((_send, mut recv)) = connection.accept_bi().await {
         let _ = recv.stop(0u32.into());
-        let end = LinkEnd::Violation(
-            "a second bidirectional stream (only the control stream is allowed)".into(),
-        );
+        let end = LinkEnd::Violation(Violation::SecondControlStream);
         let _ = events.send((link, LinkEvent::Closed(end))).await;
     }
 }
@@ -219,7 +206,7 @@ async fn accept_pieces(
                     end: error.into_end(),
                 },
                 Ok(header) => {
-                    let chunk = header.chunk;
+                    let chunk = header.header().chunk;
                     let (reply, verdict) = oneshot::channel();
                     let asked = LinkEvent::PieceHeader { chunk, reply };
                     if events.send((link, asked)).await.is_err() {
@@ -251,10 +238,9 @@ impl PieceStreamError {
     /// How the core sees it: a reset or a lost connection blames nobody;
     /// a stream the sender finished short, or malformed, is a violation.
     pub fn into_end(self) -> PieceEnd {
-        if self.is_peer_misbehaviour() {
-            PieceEnd::Violation(self.to_string())
-        } else {
-            PieceEnd::Reset
+        match self {
+            PieceStreamError::Violation(error) => PieceEnd::Violation(Violation::Wire(error)),
+            _ => PieceEnd::Reset,
         }
     }
 }

@@ -2,10 +2,11 @@
 //! frame with the chunk's index, length and Merkle proof, then exactly the
 //! chunk's bytes, then FIN (`docs/wire-protocol.md`, section 9).
 //!
-//! Receiving keeps the bytes in the pieces quinn hands out
-//! ([`quinn::RecvStream::read_chunk`]), so nothing copies them; sending
-//! writes the chunk as `Bytes` slices, each one after the upload rate limit
-//! allows it.
+//! Receiving feeds the pieces quinn hands out
+//! ([`quinn::RecvStream::read_chunk`]) to the wire crate's
+//! [`PieceStreamReader`], which holds the protocol's rules and keeps the
+//! bytes as they came (nothing is copied); sending writes the chunk as
+//! `Bytes` slices, each one after the upload rate limit allows it.
 //!
 //! Blame, precisely: quinn *finishes* a `SendStream` that is dropped, so an
 //! upload given up half way (Cancel, stall, peer removed, task aborted,
@@ -15,18 +16,26 @@
 //! finish it, the task being aborted included. The receiver discards a
 //! stream that was reset or lost with its connection, blaming nobody; only
 //! a stream its sender *finished* (FIN) short, inside its header or its
-//! body, is a violation ([`PieceStreamError::FinishedShort`]).
+//! body, is a violation (the wire crate's
+//! [`ProtocolViolation::PieceFinishedShort`]).
+//!
+//! Nothing here waits on a clock: an upload the peer does not read is
+//! noticed by the node's core (its `upload_stall_timeout`), which closes
+//! the link, and the upload ends with it.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use minimodel_verifier::Sha256Digest;
 use minimodel_verifier::chunk::ChunkData;
 use minimodel_wire::{
-    ChunkIndex, FRAME_PREFIX_LEN, MAX_PIECE_HEADER_FRAME, PieceHeader, SwarmParams,
+    ChunkIndex, FRAME_PREFIX_LEN, PeerError, PieceHeader, PieceStreamReader, SwarmParams,
 };
 
 use minimodel_node::upload::TokenBucket;
+
+#[cfg(doc)]
+use minimodel_wire::ProtocolViolation;
 
 /// Bytes written to a piece stream between two rate-limit checks.
 const SEND_SLICE: usize = 64 * 1024;
@@ -35,24 +44,6 @@ const SEND_SLICE: usize = 64 * 1024;
 /// piece stream it does not complete (`docs/wire-protocol.md`, section 9).
 /// Receivers discard a reset piece stream whatever its code.
 pub const PIECE_ABANDONED: u32 = 0;
-
-/// Which part of a piece stream a sender finished early.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PiecePart {
-    /// The header frame (its length prefix included).
-    Header,
-    /// The chunk's bytes after the header.
-    Body,
-}
-
-impl std::fmt::Display for PiecePart {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            PiecePart::Header => "header",
-            PiecePart::Body => "body",
-        })
-    }
-}
 
 /// Why a piece stream did not deliver a chunk.
 #[derive(Debug, thiserror::Error)]
@@ -73,45 +64,14 @@ pub enum PieceStreamError {
     /// nothing the peer can be blamed for.
     #[error("piece stream ended early: {0}")]
     Interrupted(String),
-    /// The sender finished (FIN) the stream before the whole piece: a
-    /// violation (`docs/wire-protocol.md`, section 9).
-    #[error(
-        "peer broke the piece stream rules: it finished the stream inside its {part}, \
-         after {received} of {expected} bytes{}",
-        chunk.map(|c| format!(" of {c}")).unwrap_or_default()
-    )]
-    FinishedShort {
-        /// The chunk, once the header was read.
-        chunk: Option<ChunkIndex>,
-        /// Header or body.
-        part: PiecePart,
-        /// Bytes of that part that arrived.
-        received: u64,
-        /// Bytes that part has (for the header: as far as it was known,
-        /// the length prefix or the whole frame).
-        expected: u64,
-    },
-    /// The peer broke the rules: a malformed header, a header that does not
-    /// fit the swarm, or more bytes than the chunk has.
+    /// The peer broke the piece stream's rules (a malformed or misfitting
+    /// header, more bytes than the chunk, a stream finished short): the
+    /// wire crate's typed error.
     #[error("peer broke the piece stream rules: {0}")]
-    Violation(String),
-    /// Sending: the peer took none of the next slice of the piece for this
-    /// long (its flow control stayed shut: it does not read).
-    #[error("upload stalled: the peer took no bytes for {}", crate::transport::error::seconds(*.0))]
-    Stalled(Duration),
+    Violation(#[from] PeerError),
 }
 
 impl PieceStreamError {
-    /// Whether the peer is to blame: a stream it finished short, broke or
-    /// sent unasked. A reset stream, a lost connection or our own stop are
-    /// not.
-    pub fn is_peer_misbehaviour(&self) -> bool {
-        matches!(
-            self,
-            PieceStreamError::FinishedShort { .. } | PieceStreamError::Violation(_)
-        )
-    }
-
     /// What a failed read means, when the stream did not end with FIN.
     fn from_read(error: quinn::ReadError) -> Self {
         match error {
@@ -139,91 +99,78 @@ pub struct ArrivedPiece {
     pub proof: Vec<Sha256Digest>,
 }
 
-/// Reads the header frame of a piece stream: exactly its bytes, so the
-/// chunk bytes stay in the stream.
+/// A piece stream whose header has arrived and passed the wire's checks;
+/// its body may have begun.
+#[derive(Debug)]
+pub struct IncomingPiece {
+    reader: PieceStreamReader,
+    header: PieceHeader,
+}
+
+impl IncomingPiece {
+    /// The header.
+    pub fn header(&self) -> &PieceHeader {
+        &self.header
+    }
+}
+
+/// Reads a piece stream until its header frame is whole and checked
+/// against the swarm.
 pub async fn receive_header(
     stream: &mut quinn::RecvStream,
     params: &SwarmParams,
-) -> Result<PieceHeader, PieceStreamError> {
-    let mut prefix = [0u8; FRAME_PREFIX_LEN];
-    read_header_part(stream, &mut prefix, 0).await?;
-    let len = u32::from_le_bytes(prefix) as usize;
-    if len == 0 || len > MAX_PIECE_HEADER_FRAME as usize {
-        return Err(PieceStreamError::Violation(format!(
-            "piece header frame of {len} bytes (1 to {MAX_PIECE_HEADER_FRAME} allowed)"
-        )));
-    }
-    let mut frame = vec![0u8; FRAME_PREFIX_LEN + len];
-    frame[..FRAME_PREFIX_LEN].copy_from_slice(&prefix);
-    read_header_part(stream, &mut frame[FRAME_PREFIX_LEN..], FRAME_PREFIX_LEN).await?;
-    let header = PieceHeader::decode(&mut &frame[..])
-        .map_err(|error| PieceStreamError::Violation(error.to_string()))?;
-    header
-        .check_context(params)
-        .map_err(|error| PieceStreamError::Violation(error.to_string()))?;
-    Ok(header)
-}
-
-/// Reads the chunk bytes that follow `header`, then the end of the stream.
-/// `on_progress` is called as bytes arrive.
-pub async fn receive_body(
-    stream: &mut quinn::RecvStream,
-    header: PieceHeader,
-    mut on_progress: impl FnMut(usize),
-) -> Result<ArrivedPiece, PieceStreamError> {
-    let mut data = ChunkData::new();
-    let expected = header.chunk_len as usize;
-    let mut remaining = expected;
-    while remaining > 0 {
-        match stream.read_chunk(remaining, true).await {
-            Ok(Some(chunk)) => {
-                remaining -= chunk.bytes.len();
-                on_progress(chunk.bytes.len());
-                data.push(chunk.bytes);
-            }
+) -> Result<IncomingPiece, PieceStreamError> {
+    let mut reader = PieceStreamReader::new(*params);
+    loop {
+        if let Some(header) = reader.header() {
+            let header = header.clone();
+            return Ok(IncomingPiece { reader, header });
+        }
+        match stream.read_chunk(usize::MAX, true).await {
+            Ok(Some(chunk)) => reader.feed(chunk.bytes)?,
+            // FIN inside the header: the reader says how far it got.
             Ok(None) => {
-                return Err(PieceStreamError::FinishedShort {
-                    chunk: Some(header.chunk),
-                    part: PiecePart::Body,
-                    received: (expected - remaining) as u64,
-                    expected: expected as u64,
-                });
+                return Err(reader.finish().err().map_or_else(
+                    || PieceStreamError::Interrupted("no header".into()),
+                    Into::into,
+                ));
             }
             Err(error) => return Err(PieceStreamError::from_read(error)),
         }
     }
-    match stream.read_chunk(1, true).await {
-        Ok(None) => {}
-        Ok(Some(_)) => {
-            return Err(PieceStreamError::Violation(format!(
-                "more bytes after the {} bytes of {}",
-                header.chunk_len, header.chunk
-            )));
+}
+
+/// Reads the rest of the piece, then the end of the stream. `on_progress`
+/// is called as chunk bytes arrive.
+pub async fn receive_body(
+    stream: &mut quinn::RecvStream,
+    incoming: IncomingPiece,
+    mut on_progress: impl FnMut(usize),
+) -> Result<ArrivedPiece, PieceStreamError> {
+    let IncomingPiece { mut reader, header } = incoming;
+    on_progress(reader.received_len());
+    loop {
+        // One byte past the chunk is read too, so a stream that carries
+        // more is refused as it arrives.
+        match stream.read_chunk(reader.remaining() + 1, true).await {
+            Ok(Some(chunk)) => {
+                let len = chunk.bytes.len();
+                reader.feed(chunk.bytes)?;
+                on_progress(len);
+            }
+            Ok(None) => break,
+            Err(error) => return Err(PieceStreamError::from_read(error)),
         }
-        Err(error) => return Err(PieceStreamError::from_read(error)),
+    }
+    let piece = reader.finish()?;
+    let mut data = ChunkData::new();
+    for bytes in piece.data {
+        data.push(bytes);
     }
     Ok(ArrivedPiece {
         chunk: header.chunk,
         data,
         proof: header.proof.into_iter().map(Sha256Digest).collect(),
-    })
-}
-
-/// Reads `buf.len()` bytes of the header frame, `before` bytes of which
-/// were read already. FIN before they are all there is the sender's doing.
-async fn read_header_part(
-    stream: &mut quinn::RecvStream,
-    buf: &mut [u8],
-    before: usize,
-) -> Result<(), PieceStreamError> {
-    stream.read_exact(buf).await.map_err(|error| match error {
-        quinn::ReadExactError::FinishedEarly(read) => PieceStreamError::FinishedShort {
-            chunk: None,
-            part: PiecePart::Header,
-            received: (before + read) as u64,
-            expected: (before + buf.len()) as u64,
-        },
-        quinn::ReadExactError::ReadError(error) => PieceStreamError::from_read(error),
     })
 }
 
@@ -265,48 +212,30 @@ impl PieceSendStream {
     /// write would let a serving node believe its uplink idle while
     /// megabytes wait in buffers, and decide the next uploads on that.
     ///
-    /// The wait is held to the same rule as the writes: the connection must
-    /// send at least one slice ([`SEND_SLICE`]) every `stall`, or the
-    /// upload is given up with [`PieceStreamError::Stalled`]. A slow
-    /// uplink that drains buffered pieces for minutes is not a stall; a
-    /// peer that stops reading is (its flow control stops the bytes).
-    ///
-    /// Dropped while waiting (the upload was cancelled), the stream is reset
-    /// like any other abandoned piece: the receiver discards it without
-    /// blame.
-    pub async fn finish_acknowledged(
-        mut self,
-        connection: &quinn::Connection,
-        stall: Duration,
-    ) -> Result<(), PieceStreamError> {
+    /// A peer that stops reading holds this wait (and the writes before it)
+    /// open: the node's core measures what the connection sends and closes
+    /// a link that takes too little (`upload_stall_timeout`), which ends
+    /// the wait. Dropped while waiting (the upload was cancelled), the
+    /// stream is reset like any other abandoned piece: the receiver
+    /// discards it without blame.
+    pub async fn finish_acknowledged(mut self) -> Result<(), PieceStreamError> {
         let Some(stream) = self.stream.as_mut() else {
             return Ok(());
         };
-        let mut acknowledged = std::pin::pin!(stream.stopped());
-        stream.finish().map_err(|e| interrupted(&e))?;
-        let mut sent = connection.stats().udp_tx.bytes;
-        let outcome = loop {
-            match tokio::time::timeout(stall, &mut acknowledged).await {
-                Ok(outcome) => break Ok(outcome),
-                Err(_) => {
-                    let now_sent = connection.stats().udp_tx.bytes;
-                    if now_sent.saturating_sub(sent) < SEND_SLICE as u64 {
-                        break Err(());
-                    }
-                    sent = now_sent;
-                }
-            }
+        let acknowledged = stream.stopped();
+        let finished = stream.finish();
+        let outcome = match finished {
+            Ok(()) => acknowledged.await,
+            Err(error) => return Err(interrupted(&error)),
         };
-        // Acknowledged, stopped or gone; or stalled, and the peer is
-        // dropped: nothing left to reset.
+        // Acknowledged, stopped or gone: nothing left to reset.
         let _ = self.stream.take();
         match outcome {
-            Ok(Ok(None)) => Ok(()),
-            Ok(Ok(Some(code))) => Err(PieceStreamError::Interrupted(format!(
+            Ok(None) => Ok(()),
+            Ok(Some(code)) => Err(PieceStreamError::Interrupted(format!(
                 "the peer stopped the stream (code {code})"
             ))),
-            Ok(Err(error)) => Err(interrupted(&error)),
-            Err(()) => Err(PieceStreamError::Stalled(stall)),
+            Err(error) => Err(interrupted(&error)),
         }
     }
 }
@@ -322,28 +251,24 @@ impl Drop for PieceSendStream {
 }
 
 /// Sends one chunk on a new piece stream: header, bytes, FIN, and returns
-/// once the peer has acknowledged all of it. With a pace
-/// (bytes per second), each slice waits for its tokens in a bucket of this
-/// upload's own. Opening the stream, each write and the wait for the
-/// acknowledgements must make progress within `stall`, or the upload is
-/// given up with [`PieceStreamError::Stalled`].
+/// once the peer has acknowledged all of it. With a pace (bytes per
+/// second), each slice waits for its tokens in a bucket of this upload's
+/// own. Nothing here times out: a peer that reads nothing is the core's to
+/// judge (see [`PieceSendStream::finish_acknowledged`]).
 pub async fn send_piece(
     connection: &quinn::Connection,
     header: &PieceHeader,
     params: &SwarmParams,
     bytes: Bytes,
     pace: Option<u64>,
-    stall: Duration,
 ) -> Result<(), PieceStreamError> {
     let mut limit = pace.map(|rate| TokenBucket::new(rate, SEND_SLICE as u64, Instant::now()));
     let mut frame = BytesMut::with_capacity(FRAME_PREFIX_LEN + header.frame_len());
     header
         .encode_checked(params, &mut frame)
-        .map_err(|error| PieceStreamError::Violation(format!("refusing to send: {error}")))?;
-    let mut stream = tokio::time::timeout(stall, PieceSendStream::open(connection))
-        .await
-        .map_err(|_| PieceStreamError::Stalled(stall))??;
-    write_within(&mut stream, frame.freeze(), stall).await?;
+        .map_err(|error| PieceStreamError::Interrupted(format!("refusing to send: {error}")))?;
+    let mut stream = PieceSendStream::open(connection).await?;
+    stream.write(frame.freeze()).await?;
     let mut offset = 0;
     while offset < bytes.len() {
         let end = (offset + SEND_SLICE).min(bytes.len());
@@ -353,24 +278,12 @@ pub async fn send_piece(
                 tokio::time::sleep(wait).await;
             }
         }
-        write_within(&mut stream, bytes.slice(offset..end), stall).await?;
+        stream.write(bytes.slice(offset..end)).await?;
         offset = end;
     }
-    stream.finish_acknowledged(connection, stall).await
+    stream.finish_acknowledged().await
 }
 
 fn interrupted(error: &dyn std::fmt::Display) -> PieceStreamError {
     PieceStreamError::Interrupted(error.to_string())
-}
-
-/// Writes `bytes`, or fails if the peer's flow control lets none of them
-/// through within `stall`.
-async fn write_within(
-    stream: &mut PieceSendStream,
-    bytes: Bytes,
-    stall: Duration,
-) -> Result<(), PieceStreamError> {
-    tokio::time::timeout(stall, stream.write(bytes))
-        .await
-        .map_err(|_| PieceStreamError::Stalled(stall))?
 }

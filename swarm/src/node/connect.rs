@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use minimodel_node::LinkId;
-use minimodel_node::report::LinkEnd;
+use minimodel_node::report::{LinkEnd, Violation};
 use minimodel_wire::{HaveBitfield, PeerAddr, PeerId};
 use tokio::sync::oneshot;
 use tokio::task::AbortHandle;
@@ -21,7 +21,7 @@ fn connect_end(error: ConnectError) -> LinkEnd {
         ConnectError::Timeout { .. } => LinkEnd::TimedOut,
         ConnectError::PeerIdMismatch { .. } => LinkEnd::WrongPeer,
         ConnectError::PeerMisbehaved { addr, source } => {
-            LinkEnd::Violation(format!("{addr} broke the QUIC handshake: {source}"))
+            LinkEnd::Violation(Violation::Handshake(format!("{addr}: {source}")))
         }
         other => LinkEnd::Lost(other.to_string()),
     }
@@ -30,9 +30,23 @@ fn connect_end(error: ConnectError) -> LinkEnd {
 fn accept_end(error: AcceptError) -> LinkEnd {
     match error {
         AcceptError::Timeout { .. } => LinkEnd::TimedOut,
-        error if error.is_peer_misbehaviour() => LinkEnd::Violation(error.to_string()),
+        error if error.is_peer_misbehaviour() => {
+            LinkEnd::Violation(Violation::Handshake(error.to_string()))
+        }
         other => LinkEnd::Lost(other.to_string()),
     }
+}
+
+/// The transport's tuning for one attempt: its handshake may take until
+/// the core's deadline for the whole attempt, no more, no less.
+fn within(
+    tuning: &crate::transport::TransportTuning,
+    deadline: Instant,
+) -> crate::transport::TransportTuning {
+    let mut tuning = tuning.clone();
+    let left = deadline.saturating_duration_since(Instant::now());
+    tuning.handshake_timeout = left.max(std::time::Duration::from_millis(1));
+    tuning
 }
 
 /// Dials `addr` as link `link`, within `deadline`.
@@ -46,7 +60,7 @@ pub(super) fn dial(
 ) -> AbortHandle {
     let endpoint = node.endpoint.clone();
     let identity = std::sync::Arc::clone(&node.identity);
-    let tuning = node.config.tuning.clone();
+    let tuning = within(&node.config.tuning, deadline);
     let local = node.local.clone();
     let events = node.sender.clone();
     let task = tokio::spawn(async move {
@@ -89,7 +103,7 @@ pub(super) fn accept(
     deadline: Instant,
 ) -> AbortHandle {
     let identity = std::sync::Arc::clone(&node.identity);
-    let tuning = node.config.tuning.clone();
+    let tuning = within(&node.config.tuning, deadline);
     let local = node.local.clone();
     let events = node.sender.clone();
     let task = tokio::spawn(async move {
@@ -107,14 +121,9 @@ pub(super) fn accept(
                     hello,
                     reply,
                 };
-                let refused = minimodel_node::node::Rejection {
-                    reason: minimodel_wire::HelloRejectReason::NotServing,
-                    detail: "shutting down".into(),
-                };
-                if asked.send(question).await.is_err() {
-                    return Err(refused);
-                }
-                answer.await.unwrap_or(Err(refused))
+                // The node task is gone (it is shutting down): no answer.
+                asked.send(question).await.ok()?;
+                answer.await.ok()
             })
             .await
             .map_err(LinkError::into_end)?;

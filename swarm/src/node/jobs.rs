@@ -10,6 +10,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use minimodel_node::LinkId;
 use minimodel_node::node::{Finish, UploadOutcome, VerifyOutcome};
+use minimodel_node::report::Fault;
 use minimodel_verifier::Sha256Digest;
 use minimodel_verifier::chunk::{ChunkGeometry, ChunkIndex as VerifierIndex, ChunkVerifier};
 use minimodel_verifier::manifest::Manifest;
@@ -21,8 +22,8 @@ use tokio::sync::{Semaphore, mpsc};
 
 use super::{DriverLink, Event, Node};
 use crate::link::ArrivedPiece;
-use crate::link::pieces::{PieceStreamError, send_piece};
-use crate::resume::{Delivered, PartialDownload, ResumeError};
+use crate::link::pieces::send_piece;
+use crate::resume::{Delivered, PartialDownload};
 use crate::store::{Storage, read_chunk};
 use crate::trailing::TrailingThread;
 
@@ -35,7 +36,6 @@ pub(crate) enum JobDone {
         link: LinkId,
         chunk: ChunkIndex,
         outcome: VerifyOutcome,
-        error: Option<ResumeError>,
     },
     Uploaded {
         link: LinkId,
@@ -43,7 +43,7 @@ pub(crate) enum JobDone {
         outcome: UploadOutcome,
     },
     Trailing(u32),
-    Checkpointed(Result<(), ResumeError>),
+    Checkpointed(Result<(), Fault>),
     Delivered(Finish, Option<Box<Delivered>>),
 }
 
@@ -84,8 +84,6 @@ pub(crate) struct Jobs {
     pub(crate) delivery: Option<DeliveryContext>,
     trailing: Option<TrailingThread>,
     verify_slots: Arc<Semaphore>,
-    /// The typed cause of a storage failure the core was told of in words.
-    pub(crate) storage_error: Option<ResumeError>,
     /// The delivered download, once it is.
     pub(crate) delivered: Option<Box<Delivered>>,
     /// The final checks and the delivery are under way.
@@ -110,7 +108,6 @@ impl Jobs {
             delivery,
             trailing: None,
             verify_slots: Arc::new(Semaphore::new(VERIFY_JOBS)),
-            storage_error: None,
             delivered: None,
             delivering: false,
         }
@@ -161,24 +158,20 @@ pub(super) fn verify(node: &mut Node, link: LinkId, piece: ArrivedPiece) {
         let done = tokio::task::spawn_blocking(move || {
             let proof = piece.proof;
             match verifier.verify(VerifierIndex(chunk.0), piece.data, &proof) {
-                Err(error) => (VerifyOutcome::Bad(error.to_string()), None),
+                Err(error) => VerifyOutcome::Bad(error),
                 Ok(verified) => match partial.store_verified(&verified, &proof) {
-                    Ok(_) => (VerifyOutcome::Stored, None),
-                    Err(error) => (
-                        VerifyOutcome::StoreFailed(crate::resume::describe(&error)),
-                        Some(error),
-                    ),
+                    Ok(_) => VerifyOutcome::Stored,
+                    Err(error) => VerifyOutcome::StoreFailed(Fault::new(error)),
                 },
             }
         })
         .await;
-        if let Ok((outcome, error)) = done {
+        if let Ok(outcome) = done {
             let _ = events
                 .send(Event::Job(JobDone::Verified {
                     link,
                     chunk,
                     outcome,
-                    error,
                 }))
                 .await;
         }
@@ -216,7 +209,6 @@ pub(super) fn upload(node: &mut Node, link: LinkId, chunk: ChunkIndex, pace: Opt
     let storage = Arc::clone(&node.jobs.storage);
     let geometry = node.jobs.geometry;
     let params = node.params;
-    let stall = node.config.upload_stall_timeout;
     let events = node.sender.clone();
     let task = tokio::spawn(async move {
         let read = tokio::task::spawn_blocking(move || {
@@ -227,9 +219,8 @@ pub(super) fn upload(node: &mut Node, link: LinkId, chunk: ChunkIndex, pace: Opt
             Ok(Ok(bytes)) => {
                 let bytes = Bytes::from(bytes);
                 let len = bytes.len() as u64;
-                match send_piece(&connection, &header, &params, bytes, pace, stall).await {
+                match send_piece(&connection, &header, &params, bytes, pace).await {
                     Ok(()) => UploadOutcome::Sent { bytes: len },
-                    Err(PieceStreamError::Stalled(_)) => UploadOutcome::Stalled,
                     Err(_) => UploadOutcome::Stopped,
                 }
             }
@@ -254,7 +245,7 @@ pub(super) fn checkpoint(node: &mut Node, release: std::ops::Range<u64>) {
     };
     let events = node.sender.clone();
     tokio::task::spawn_blocking(move || {
-        let result = partial.checkpoint().map(|_| ());
+        let result = partial.checkpoint().map(|_| ()).map_err(Fault::new);
         if result.is_ok() {
             let _ = partial
                 .storage()
@@ -292,7 +283,9 @@ pub(super) fn deliver(node: &mut Node) {
         let (finish, delivered) = match done {
             Ok(result) => result,
             Err(error) => (
-                Finish::Failed(format!("the final checks failed: {error}")),
+                Finish::Failed(Fault::new(crate::resume::DeliveryError::Worker(
+                    error.to_string(),
+                ))),
                 None,
             ),
         };
@@ -340,13 +333,7 @@ pub(super) fn on_done(node: &mut Node, done: JobDone, now: Instant) {
             link,
             chunk,
             outcome,
-            error,
-        } => {
-            if error.is_some() {
-                node.jobs.storage_error = error;
-            }
-            node.core.handle_verified(link, chunk, outcome, now);
-        }
+        } => node.core.handle_verified(link, chunk, outcome, now),
         JobDone::Uploaded {
             link,
             chunk,
@@ -358,21 +345,13 @@ pub(super) fn on_done(node: &mut Node, done: JobDone, now: Instant) {
             node.core.handle_upload_done(link, chunk, outcome, now);
         }
         JobDone::Trailing(hashed) => node.core.handle_trailing(hashed, now),
-        JobDone::Checkpointed(result) => {
-            let result = result.map_err(|error| {
-                let text = crate::resume::describe(&error);
-                node.jobs.storage_error = Some(error);
-                text
-            });
-            node.core.handle_checkpointed(result, now);
-        }
+        JobDone::Checkpointed(result) => node.core.handle_checkpointed(result, now),
         JobDone::Delivered(finish, delivered) => {
             node.jobs.delivering = false;
             if let Some(delivered) = delivered {
                 // Verified as a whole: serve every chunk from the full tree.
                 node.jobs.proofs = ProofSource::Full(Arc::new(delivered.tree.clone()));
                 node.jobs.delivered = Some(delivered);
-                node.delivered_now = true;
             }
             node.core.handle_finished(finish, now);
         }

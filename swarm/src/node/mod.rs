@@ -18,16 +18,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use minimodel_node::node::{Action, LinkUp};
-use minimodel_node::report::Failure;
 use minimodel_node::{LinkId, NodeCore, NodeStart};
-use minimodel_wire::{GoodbyeReason, SwarmIdentity, SwarmParams};
+use minimodel_wire::{SwarmIdentity, SwarmParams};
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
 pub use minimodel_node::NodeReport;
 pub use minimodel_node::config::NodeConfig as CoreConfig;
+pub use minimodel_node::node::End;
 pub use minimodel_node::report::{
-    Blame, Departure, Failure as NodeFailure, LinkEnd, NodeMetrics, PeerMetrics,
+    Blame, DamageCause, Departure, Failure as NodeFailure, Fault, LinkEnd, NodeMetrics,
+    PeerMetrics, Problem, Refusal, Tried, Violation,
 };
 
 use crate::link::{self, LinkEvent, LinkHandle, LocalHello, Session};
@@ -35,13 +36,11 @@ use crate::transport::{Identity, TransportTuning};
 
 pub(crate) use jobs::{DeliveryContext, Jobs, ProofSource};
 
-/// How long a stopping node waits for its close packets to be sent.
-const CLOSE_FLUSH: Duration = Duration::from_millis(100);
-
-/// Settings of a running node: the core's policy, and what only the driver
-/// knows (where to listen, the transport's tuning).
+/// Settings of a running node: the core's policy and timers
+/// ([`CoreConfig`]), and what only the program around it knows (where to
+/// listen, the transport's tuning, its name).
 #[derive(Debug, Clone)]
-pub struct NodeConfig {
+pub struct NodeSettings {
     /// Where to listen when serving (port 0 picks one). `None`: dial only,
     /// and accept nothing.
     pub listen: Option<SocketAddr>,
@@ -49,22 +48,16 @@ pub struct NodeConfig {
     pub tuning: TransportTuning,
     /// Program name and version, sent in Hello.
     pub agent: String,
-    /// An upload whose next 64 KiB are not taken by the peer's flow control
-    /// within this time is given up and the peer dropped. Default 20 s
-    /// (3.2 KiB/s): a peer that requests chunks and never reads them would
-    /// otherwise hold upload slots for good.
-    pub upload_stall_timeout: Duration,
-    /// Every decision's settings (`minimodel_node::NodeConfig`).
+    /// Every decision's settings and timers (`minimodel_node::NodeConfig`).
     pub core: CoreConfig,
 }
 
-impl Default for NodeConfig {
+impl Default for NodeSettings {
     fn default() -> Self {
         Self {
             listen: None,
             tuning: TransportTuning::default(),
             agent: concat!("minimodel/", env!("CARGO_PKG_VERSION")).to_owned(),
-            upload_stall_timeout: Duration::from_secs(20),
             core: CoreConfig::default(),
         }
     }
@@ -130,6 +123,9 @@ enum DriverLink {
     Attempt(AbortHandle),
     /// Up: its handle and its uploads under way.
     Up(LinkHandle, BTreeMap<u32, AbortHandle>),
+    /// Its Goodbye is on its way; the connection, to close it when the
+    /// core says.
+    Closing(quinn::Connection),
 }
 
 /// A node: the core and everything around it.
@@ -137,23 +133,17 @@ pub(crate) struct Node {
     core: NodeCore,
     endpoint: quinn::Endpoint,
     identity: Arc<Identity>,
-    config: NodeConfig,
+    config: NodeSettings,
     params: SwarmParams,
     local: LocalHello,
     links: BTreeMap<LinkId, DriverLink>,
-    /// Links told goodbye: kept until shutdown, so that it can wait for
-    /// their goodbyes to leave.
-    closing: Vec<quinn::Connection>,
     events: mpsc::Receiver<Event>,
     sender: mpsc::Sender<Event>,
     link_events: mpsc::Receiver<(LinkId, LinkEvent)>,
     link_sender: mpsc::Sender<(LinkId, LinkEvent)>,
     pub(crate) jobs: Jobs,
     reports: mpsc::UnboundedSender<NodeReport>,
-    outcome: Option<Result<(), Failure>>,
-    /// A download was just delivered: [`Node::run`] returns so that its
-    /// owner can report it (and then run on, seeding).
-    delivered_now: bool,
+    outcome: Option<End>,
     /// The DHT client and this swarm's key, when peers are found there.
     dht: Option<(Arc<crate::dht::Discovery>, crate::dht::SwarmKey)>,
     /// This node's announcement on the DHT (stopped when dropped).
@@ -162,7 +152,7 @@ pub(crate) struct Node {
 
 /// What [`Node::new`] needs.
 pub(crate) struct NodeParts {
-    pub(crate) config: NodeConfig,
+    pub(crate) config: NodeSettings,
     pub(crate) identity: Arc<Identity>,
     pub(crate) swarm: SwarmIdentity,
     pub(crate) start: NodeStart,
@@ -203,7 +193,6 @@ impl Node {
             params,
             local,
             links: BTreeMap::new(),
-            closing: Vec::new(),
             events,
             sender,
             link_events,
@@ -211,7 +200,6 @@ impl Node {
             jobs: parts.jobs,
             reports: parts.reports,
             outcome: None,
-            delivered_now: false,
             dht: None,
             announcement: None,
         })
@@ -257,28 +245,20 @@ impl Node {
         self.jobs.start_hash(&self.sender);
     }
 
-    /// Passes on the reports queued so far.
-    pub(crate) fn flush_reports(&mut self) {
-        while let Some(report) = self.core.poll_report() {
-            let _ = self.reports.send(report);
-        }
-    }
-
     /// How the node ended, once it has.
-    pub(crate) fn outcome(&self) -> Option<&Result<(), Failure>> {
+    pub(crate) fn outcome(&self) -> Option<&End> {
         self.outcome.as_ref()
     }
 
-    /// Runs until the core ends its work, a download was delivered, or
-    /// `stop` resolves (then every peer is told goodbye). Returns whether it
-    /// was stopped.
-    pub(crate) async fn run(&mut self, stop: impl std::future::Future<Output = ()>) -> bool {
+    /// Runs until the core ends the node's work ([`Action::End`]). When
+    /// `stop` resolves the core is told ([`NodeCore::stop`]) and decides
+    /// how to end: Goodbyes, a download's final checks or last checkpoint.
+    pub(crate) async fn run(&mut self, stop: impl std::future::Future<Output = ()>) {
         let mut stop = std::pin::pin!(stop);
         let listening = self.local.listen.is_some();
         let mut stopped = false;
         self.carry_out();
-        self.delivered_now = false;
-        while self.outcome.is_none() && !self.delivered_now {
+        while self.outcome.is_none() {
             let now = Instant::now();
             let deadline = self
                 .core
@@ -287,81 +267,47 @@ impl Node {
                 .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
             tokio::select! {
                 biased;
-                _ = &mut stop => {
+                _ = &mut stop, if !stopped => {
                     stopped = true;
-                    self.finish_delivery().await;
                     self.core.stop(Instant::now());
-                    self.carry_out();
-                    break;
                 }
                 Some(event) = self.events.recv() => self.on_event(event),
                 Some((link, event)) = self.link_events.recv() => {
                     self.on_event(Event::Link(link, event));
                 }
-                Some(incoming) = self.endpoint.accept(), if listening => self.on_incoming(incoming),
+                Some(incoming) = self.endpoint.accept(), if listening && !stopped => {
+                    self.on_incoming(incoming)
+                }
                 _ = tokio::time::sleep_until(deadline) => self.core.handle_timeout(Instant::now()),
             }
             self.carry_out();
         }
-        stopped
     }
 
-    /// Stopped while the final checks run or wait for a checkpoint: they
-    /// end in a delivered file and receipt or in a failure, never half,
-    /// and take a moment (one last sync); wait for them (at most 30 s), so
-    /// that a stop at that moment reports what is on disk, not an
-    /// interruption.
-    async fn finish_delivery(&mut self) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        // Waiting for a checkpoint to end before the final checks start
-        // counts as well (`NodeCore::is_finishing`).
-        while self.jobs.delivering || self.core.is_finishing() {
-            match tokio::time::timeout_at(deadline, self.events.recv()).await {
-                Ok(Some(event)) => {
-                    self.on_event(event);
-                    self.carry_out();
-                }
-                _ => break,
-            }
-        }
-    }
-
-    /// Says goodbye to every peer still connected and closes the endpoint,
-    /// waiting briefly for the goodbyes to leave.
+    /// Closes what is left (the core said goodbye to every peer before it
+    /// ended) and the endpoint.
     pub(crate) async fn shutdown(&mut self) {
-        let reason = GoodbyeReason::Shutdown;
-        let links = std::mem::take(&mut self.links);
-        for link in links.into_values() {
+        for link in std::mem::take(&mut self.links).into_values() {
             match link {
                 DriverLink::Up(handle, uploads) => {
                     uploads.values().for_each(AbortHandle::abort);
-                    handle.close(reason);
-                    self.closing.push(handle.connection);
+                    handle.abort();
+                }
+                DriverLink::Closing(connection) => {
+                    connection.close(0u32.into(), b"goodbye");
                 }
                 DriverLink::Attempt(task) => task.abort(),
             }
         }
-        self.closing
-            .retain(|connection| connection.close_reason().is_none());
-        let _ = tokio::time::timeout(Duration::from_millis(500), async {
-            while self
-                .closing
-                .iter()
-                .any(|connection| connection.close_reason().is_none())
-            {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
-        .await;
         if let Some(announcement) = self.announcement.take() {
-            let _ = tokio::time::timeout(Duration::from_secs(5), announcement.stop()).await;
+            announcement.stop().await;
         }
         self.endpoint.close(0u32.into(), b"shutdown");
         // Long enough for the CONNECTION_CLOSE packets to leave; not the
-        // whole draining period (three probe timeouts, most of a second
-        // behind a full queue), which only answers stray packets and would
+        // whole draining period, which only answers stray packets and would
         // hold up a finished command.
-        let _ = tokio::time::timeout(CLOSE_FLUSH, self.endpoint.wait_idle()).await;
+        let flush = self.config.tuning.close_flush;
+        let _ = tokio::time::timeout(flush, self.endpoint.wait_idle()).await;
     }
 
     fn on_incoming(&mut self, incoming: quinn::Incoming) {
@@ -378,13 +324,8 @@ impl Node {
                     // Validated after all (a race): nothing to retry.
                 }
             }
-            minimodel_node::node::Incoming::Refuse { reason } => {
-                incoming.refuse();
-                let _ = self.reports.send(NodeReport::Turned {
-                    addr: remote,
-                    reason,
-                });
-            }
+            // The core reported it, in order with its other reports.
+            minimodel_node::node::Incoming::Refuse { .. } => incoming.refuse(),
         }
     }
 
@@ -432,8 +373,15 @@ impl Node {
     }
 
     fn on_link_event(&mut self, link: LinkId, event: LinkEvent, now: Instant) {
-        if !matches!(self.links.get(&link), Some(DriverLink::Up(..))) {
-            return;
+        match (self.links.get(&link), &event) {
+            (Some(DriverLink::Up(..)), _) => {}
+            // A closing link's end: its Goodbye was acknowledged.
+            (Some(DriverLink::Closing(_)), LinkEvent::Closed(end)) => {
+                self.links.remove(&link);
+                self.core.handle_closed(link, end.clone(), now);
+                return;
+            }
+            _ => return,
         }
         match event {
             LinkEvent::Message(message) => {
@@ -482,14 +430,15 @@ impl Node {
         });
     }
 
-    /// Forgets the driver's side of a link: its uploads stop.
+    /// Forgets the driver's side of a link: its uploads stop, its
+    /// connection or attempt ends.
     fn drop_link(&mut self, link: LinkId) {
         match self.links.remove(&link) {
-            Some(DriverLink::Up(_, uploads)) => {
-                for task in uploads.values() {
-                    task.abort();
-                }
+            Some(DriverLink::Up(handle, uploads)) => {
+                uploads.values().for_each(AbortHandle::abort);
+                handle.abort();
             }
+            Some(DriverLink::Closing(connection)) => connection.close(0u32.into(), b"bye"),
             Some(DriverLink::Attempt(task)) => task.abort(),
             None => {}
         }
@@ -518,34 +467,23 @@ impl Node {
                 let task = connect::dial(self, link, addr, peer, have, deadline);
                 self.links.insert(link, DriverLink::Attempt(task));
             }
-            Action::Abort { link } => {
-                if let Some(DriverLink::Up(handle, _)) = self.links.get(&link) {
-                    handle.abort();
-                }
-                self.drop_link(link);
-            }
+            Action::Abort { link } => self.drop_link(link),
             Action::Send { link, message } => {
                 let sent = match self.links.get(&link) {
                     Some(DriverLink::Up(handle, _)) => handle.send(message),
                     _ => true,
                 };
                 if !sent {
-                    if let Some(DriverLink::Up(handle, _)) = self.links.get(&link) {
-                        handle.abort();
-                    }
                     self.drop_link(link);
                     self.core.handle_closed(link, LinkEnd::NotReading, now);
                 }
             }
             Action::Close { link, reason } => {
                 if let Some(DriverLink::Up(handle, uploads)) = self.links.remove(&link) {
-                    for task in uploads.values() {
-                        task.abort();
-                    }
+                    uploads.values().for_each(AbortHandle::abort);
                     handle.close(reason);
-                    self.closing
-                        .retain(|connection| connection.close_reason().is_none());
-                    self.closing.push(handle.connection);
+                    self.links
+                        .insert(link, DriverLink::Closing(handle.connection));
                 }
             }
             Action::Upload { link, chunk, pace } => jobs::upload(self, link, chunk, pace),
@@ -554,6 +492,12 @@ impl Node {
                     if let Some(task) = uploads.remove(&chunk.0) {
                         task.abort();
                     }
+                }
+            }
+            Action::MeasureSent { link } => {
+                if let Some(DriverLink::Up(handle, _)) = self.links.get(&link) {
+                    let sent = handle.connection.stats().udp_tx.bytes;
+                    self.core.handle_sent(link, sent, now);
                 }
             }
             Action::HashStored { chunk } => self.jobs.hash_stored(chunk),

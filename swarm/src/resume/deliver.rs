@@ -10,6 +10,7 @@ use std::io;
 use std::time::{Duration, Instant};
 
 use minimodel_node::node::Finish;
+use minimodel_node::report::Fault;
 use minimodel_verifier::Sha256Digest;
 use minimodel_verifier::check::{VerifyError, verify_with_hashes};
 use minimodel_verifier::hashing::FileHashes;
@@ -17,8 +18,30 @@ use minimodel_verifier::merkle::MerkleTree;
 use minimodel_verifier::receipt::{ReceiptSource, TransferSummary};
 use minimodel_wire::ChunkIndex;
 
-use super::{FinishedDownload, PartialDownload, ResumeError, describe};
+use super::{FinishedDownload, PartialDownload, ResumeError};
 use crate::node::DeliveryContext;
+
+/// Why the final checks could not judge the file (the checks' own
+/// verdicts are [`VerifyError`]s).
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    /// The whole-file hash could not read the file back.
+    #[error("cannot read the file back")]
+    ReadBack(#[source] io::Error),
+    /// The trailing hasher was not running.
+    #[error("the whole-file hash was not running")]
+    NoWholeFileHash,
+    /// A chunk counted as verified has no proven hash.
+    #[error("a verified chunk has no hash")]
+    NoChunkHash,
+    /// The whole-file hash disagrees with the manifest, yet every chunk on
+    /// disk matches its proven hash.
+    #[error("the whole-file hash differs but every chunk matches its hash")]
+    HashWithoutBadChunk,
+    /// The checks' worker ended without an answer.
+    #[error("the final checks did not finish: {0}")]
+    Worker(String),
+}
 
 /// A delivered download.
 pub(crate) struct Delivered {
@@ -44,18 +67,18 @@ impl PartialDownload {
         completed_at: Instant,
     ) -> (Finish, Option<Box<Delivered>>) {
         let manifest = &context.manifest;
-        let storage_failed = |error: ResumeError| (Finish::StorageFailed(describe(&error)), None);
+        let storage_failed = |error: ResumeError| (Finish::StorageFailed(Fault::new(error)), None);
         let sha256 = match sha256 {
             Some(Ok(sha256)) => sha256,
             Some(Err(error)) => {
                 return (
-                    Finish::StorageFailed(format!("cannot read the file back: {error}")),
+                    Finish::StorageFailed(Fault::new(DeliveryError::ReadBack(error))),
                     None,
                 );
             }
             None => {
                 return (
-                    Finish::Failed("the whole-file hash was not running".into()),
+                    Finish::Failed(Fault::new(DeliveryError::NoWholeFileHash)),
                     None,
                 );
             }
@@ -66,7 +89,7 @@ impl PartialDownload {
             .map(|index| self.chunk_hash(index))
             .collect();
         let Some(chunk_hashes) = chunk_hashes else {
-            return (Finish::Failed("a verified chunk has no hash".into()), None);
+            return (Finish::Failed(Fault::new(DeliveryError::NoChunkHash)), None);
         };
         let hashes = FileHashes {
             bytes: manifest.artifact_bytes,
@@ -84,9 +107,7 @@ impl PartialDownload {
                 };
                 if bad.is_empty() {
                     return (
-                        Finish::Failed(
-                            "the whole-file hash differs but every chunk matches its hash".into(),
-                        ),
+                        Finish::Failed(Fault::new(DeliveryError::HashWithoutBadChunk)),
                         None,
                     );
                 }
@@ -103,7 +124,7 @@ impl PartialDownload {
                     None,
                 );
             }
-            Err(error) => return (Finish::Failed(describe_verify(&error)), None),
+            Err(error) => return (Finish::Failed(Fault::new(error)), None),
         };
         let finished = self.finish_with(|| {
             // Everything after the last verified chunk up to here: the
@@ -118,7 +139,10 @@ impl PartialDownload {
         });
         match finished {
             Ok(finished) => (
-                Finish::Delivered,
+                Finish::Delivered {
+                    path: finished.artifact.clone(),
+                    receipt: finished.receipt_path.clone(),
+                },
                 Some(Box::new(Delivered {
                     finished,
                     finish_elapsed: completed_at.elapsed(),
@@ -128,16 +152,4 @@ impl PartialDownload {
             Err(error) => storage_failed(error),
         }
     }
-}
-
-/// A verification error with its causes, in one line.
-fn describe_verify(error: &VerifyError) -> String {
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

@@ -26,6 +26,8 @@ use std::path::{Path, PathBuf};
 
 use rustix::fs::{AtFlags, FileType, FlockOperation, Mode, OFlags};
 
+use minimodel_verifier::receipt::{FileStamp, NsTime};
+
 use super::error::{ResumeError, io_error};
 
 /// Why an entry of the directory is not used.
@@ -135,7 +137,20 @@ impl SafeDir {
             }),
             None => Ok(FileFacts {
                 len: stat.st_size as u64,
-                modified_secs: stat.st_mtime,
+                stamp: FileStamp {
+                    bytes: stat.st_size as u64,
+                    device: stat.st_dev,
+                    inode: stat.st_ino,
+                    modified: NsTime {
+                        secs: stat.st_mtime,
+                        nanos: stat.st_mtime_nsec as u32,
+                    },
+                    changed: NsTime {
+                        secs: stat.st_ctime,
+                        nanos: stat.st_ctime_nsec as u32,
+                    },
+                    stamped: NsTime::now(),
+                },
             }),
         }
     }
@@ -420,8 +435,8 @@ pub fn write_file_atomically(path: &Path, bytes: &[u8]) -> Result<(), ResumeErro
 pub(crate) struct FileFacts {
     /// Its length.
     pub(crate) len: u64,
-    /// Its modification time, seconds since the epoch.
-    pub(crate) modified_secs: i64,
+    /// Its size, identity and times, stamped now.
+    pub(crate) stamp: FileStamp,
 }
 
 /// A random number for temporary names (unpredictable, so that a name

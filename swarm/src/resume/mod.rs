@@ -62,6 +62,7 @@ mod state;
 mod status;
 
 pub(crate) use deliver::Delivered;
+pub use deliver::DeliveryError;
 pub use dir::{NewFile, UnsafeKind, write_file_atomically};
 pub use error::{KnowledgeError, ResumeError, StateError};
 pub use files::DownloadPaths;

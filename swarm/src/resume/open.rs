@@ -260,20 +260,13 @@ fn complete(
     }
     remove_leftover_states(&paths, dir, binding)?;
     let verified_at = receipt.last_verified().to_owned();
-    let check = match humantime::parse_rfc3339(&verified_at) {
-        Ok(at) => {
-            let verified_secs = at
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs() as i64);
-            // Receipt times have whole seconds: a file written within the
-            // second of its check is not "changed".
-            if facts.modified_secs > verified_secs {
-                CompleteCheck::ChangedSinceVerified
-            } else {
-                CompleteCheck::Unchanged
-            }
-        }
-        Err(_) => CompleteCheck::ChangedSinceVerified,
+    // Unchanged only when size, identity and nanosecond times are what the
+    // check left, and the check did not end right after a write (racy: a
+    // later write in the same clock tick would not show). A receipt
+    // without a stamp predates it: checked again.
+    let check = match &receipt.file {
+        Some(stamp) if stamp.vouches_for(&facts.stamp) => CompleteCheck::Unchanged,
+        _ => CompleteCheck::ChangedSinceVerified,
     };
     Ok(CompleteDownload {
         paths,
@@ -580,6 +573,8 @@ fn recheck_complete(
             let mut receipt = done.receipt.clone();
             let now = now_rfc3339();
             receipt.last_verified_at = Some(now.clone());
+            // The file as this check leaves it: read whole just now.
+            receipt.file = dir.inspect(&names.artifact)?.map(|facts| facts.stamp);
             let mut text = serde_json::to_vec_pretty(&receipt).unwrap_or_default();
             text.push(b'\n');
             dir.write_atomically(&names.receipt, &text)?;

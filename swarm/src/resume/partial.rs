@@ -496,6 +496,15 @@ impl PartialDownload {
         self.dir.write_atomically(&names.receipt, &text)?;
         self.dir.rename(&names.part, &names.artifact)?;
         self.dir.sync()?;
+        // The file as the checks leave it, after the rename (which sets its
+        // status-change time): a later run tells from this stamp whether it
+        // may have changed since. A crash before this write leaves the
+        // receipt without a stamp, and the file is checked again.
+        let mut receipt = receipt;
+        receipt.file = self.dir.inspect(&names.artifact)?.map(|facts| facts.stamp);
+        let mut text = serde_json::to_vec_pretty(&receipt).unwrap_or_default();
+        text.push(b'\n');
+        self.dir.write_atomically(&names.receipt, &text)?;
         lock(&self.live).journal = None;
         for name in [
             &names.state,

@@ -296,12 +296,16 @@ fn write_new_key_file(
     path: &Path,
     pkcs8: &[u8],
 ) -> Result<WriteOutcome, IdentityError> {
+    // Unique within this process too: threads racing for a first key must
+    // not share a temporary name.
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
+    let sequence = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let temp = dir.join(format!(
-        ".{KEY_FILE_NAME}.tmp-{}-{nanos}",
+        ".{KEY_FILE_NAME}.tmp-{}-{nanos}-{sequence}",
         std::process::id()
     ));
     let io_error = |path: &Path| {
@@ -322,8 +326,33 @@ fn write_new_key_file(
         let _ = fs::remove_file(&temp);
         return Err(error);
     }
-    let linked = fs::hard_link(&temp, path);
-    let _ = fs::remove_file(&temp);
+    // A rename that refuses to replace: the key file never has a second
+    // name (a reader that finds it while a link to the temporary file
+    // still existed would refuse it as hard-linked).
+    let renamed = rustix::fs::renameat_with(
+        rustix::fs::CWD,
+        &temp,
+        rustix::fs::CWD,
+        path,
+        rustix::fs::RenameFlags::NOREPLACE,
+    );
+    let linked = match renamed {
+        Ok(()) => Ok(()),
+        Err(rustix::io::Errno::EXIST) => {
+            let _ = fs::remove_file(&temp);
+            return Ok(WriteOutcome::AlreadyExists);
+        }
+        // A file system without RENAME_NOREPLACE: link, then unlink.
+        Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS) => {
+            let linked = fs::hard_link(&temp, path);
+            let _ = fs::remove_file(&temp);
+            linked
+        }
+        Err(errno) => {
+            let _ = fs::remove_file(&temp);
+            Err(errno.into())
+        }
+    };
     match linked {
         Ok(()) => {}
         Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {

@@ -137,6 +137,12 @@ pub struct TransportTuning {
     /// GSO), up to 10 per system call. Default on (quinn's default); off
     /// halved loopback throughput.
     pub segmentation_offload: bool,
+    /// When an endpoint closes, how long its CONNECTION_CLOSE packets are
+    /// given to leave before the program goes on. Default 100 ms: not the
+    /// whole draining period (three probe timeouts, most of a second
+    /// behind a full queue), which only answers stray packets and would
+    /// hold up a finished command.
+    pub close_flush: Duration,
 }
 
 impl Default for TransportTuning {
@@ -162,6 +168,7 @@ impl Default for TransportTuning {
             handshake_timeout: Duration::from_secs(10),
             congestion_control: CongestionControl::Cubic,
             segmentation_offload: true,
+            close_flush: Duration::from_millis(100),
         }
     }
 }
@@ -232,6 +239,7 @@ impl TransportTuning {
             handshake_timeout: Duration::from_secs(10),
             congestion_control: CongestionControl::Cubic,
             segmentation_offload: true,
+            close_flush: Duration::from_millis(100),
         }
     }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use minimodel_swarm::download::DownloadConfig;
 use minimodel_swarm::fetch::{FetchConfig, FetchError, FetchOutcome, Fetcher};
-use minimodel_swarm::node::{NodeConfig, NodeReport};
+use minimodel_swarm::node::{NodeReport, NodeSettings};
 use minimodel_swarm::resume::{OpenedDownload, PartialDownload, ResumeOptions};
 use minimodel_swarm::seed::Seeder;
 use minimodel_swarm::transport::Identity;
@@ -20,10 +20,10 @@ use tokio::task::JoinHandle;
 use super::Artifact;
 
 /// A node config that listens on 127.0.0.1, port picked by the system.
-pub fn listen_config() -> NodeConfig {
-    NodeConfig {
+pub fn listen_config() -> NodeSettings {
+    NodeSettings {
         listen: Some("127.0.0.1:0".parse().expect("an address")),
-        ..NodeConfig::default()
+        ..NodeSettings::default()
     }
 }
 
@@ -36,7 +36,7 @@ pub struct RunningSeeder {
 }
 
 impl RunningSeeder {
-    pub fn start(artifact: &Artifact, config: NodeConfig) -> Self {
+    pub fn start(artifact: &Artifact, config: NodeSettings) -> Self {
         let (reports, inbox) = mpsc::unbounded_channel();
         let seeder = Seeder::start(
             &artifact.verified,
@@ -138,19 +138,19 @@ pub fn fetch_config(artifact: &Artifact, out: &Path, peers: Vec<PeerAddr>) -> Fe
         peers,
         serve: false,
         seed_after: false,
-        node: NodeConfig {
+        node: NodeSettings {
             core: minimodel_swarm::node::CoreConfig {
                 handshake_timeout: Duration::from_secs(3),
+                download: DownloadConfig {
+                    min_request_timeout: Duration::from_secs(2),
+                    silence_timeout: Duration::from_secs(3),
+                    ..DownloadConfig::default()
+                },
+                give_up_after: Duration::from_secs(10),
                 ..minimodel_swarm::node::CoreConfig::default()
             },
-            ..NodeConfig::default()
+            ..NodeSettings::default()
         },
-        download: DownloadConfig {
-            min_request_timeout: Duration::from_secs(2),
-            stall_timeout: Duration::from_secs(3),
-            ..DownloadConfig::default()
-        },
-        give_up_after: Duration::from_secs(10),
         dht: None,
     }
 }

@@ -121,6 +121,7 @@ impl Artifact {
             verified_at: now_rfc3339(),
             tool: "minimodel-test".to_owned(),
             last_verified_at: None,
+            file: None,
         }
     }
 }

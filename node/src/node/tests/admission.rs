@@ -177,7 +177,9 @@ fn a_banned_peer_is_refused_at_its_hello() {
     h.core.handle_verified(
         link,
         ChunkIndex(chunk),
-        VerifyOutcome::Bad("leaf hash mismatch".into()),
+        VerifyOutcome::Bad(minimodel_verifier::chunk::ChunkError::Proof(
+            minimodel_verifier::merkle::ProofError::RootMismatch { index: 0 },
+        )),
         h.now,
     );
     assert_eq!(closes(&h.take()), [(link, GoodbyeReason::BadData)]);

@@ -2,7 +2,8 @@
 //! peers, a restarted seeder, and giving up.
 
 use super::*;
-use crate::report::{Failure, LinkEnd};
+use crate::book::Source;
+use crate::report::{Failure, LinkEnd, Problem, Tried};
 use minimodel_wire::HelloRejectReason;
 
 fn offer(id: PeerId, addrs: &[SocketAddr]) -> KnownPeer {
@@ -295,10 +296,23 @@ fn giving_up_while_a_dial_is_still_unanswered_says_so() {
     // The dial is never answered (handshake_timeout is 10 s).
     h.advance(5_000);
     let actions = h.take();
-    let Some(Err(Failure::NoPeers { tried, .. })) = ends(&actions).pop() else {
+    let Some(End::Failed(Failure::NoPeers { tried, .. })) =
+        ends_after_saving(&mut h, &actions).pop()
+    else {
         panic!("gave up after 5 s: {actions:?}");
     };
-    assert_eq!(tried, [format!("{silent} (offer): dialed, no answer yet")]);
+    assert_eq!(
+        tried,
+        [Tried {
+            addr: silent,
+            source: Source::Offer,
+            problem: Problem::NoAnswerYet,
+        }]
+    );
+    assert_eq!(
+        tried[0].to_string(),
+        format!("{silent} (offer): dialed, no answer yet")
+    );
 }
 
 #[test]
@@ -327,14 +341,16 @@ fn giving_up_names_every_peer_tried_and_why() {
             };
             h.core.handle_link_failed(dial.link, end, h.now);
         }
-        if let Some(end) = ends(&h.take()).pop().or(ends(&actions).pop()) {
+        let mut actions = actions;
+        actions.extend(h.take());
+        if let Some(end) = ends_after_saving(&mut h, &actions).pop() {
             ended = Some((h.elapsed(h.now), end));
             break;
         }
     }
     let (at, outcome) = ended.expect("gave up");
     assert_eq!(at, 60_000, "after give_up_after without progress");
-    let Err(Failure::NoPeers {
+    let End::Failed(Failure::NoPeers {
         missing,
         total,
         tried,
@@ -347,9 +363,9 @@ fn giving_up_names_every_peer_tried_and_why() {
     let about = |addr: SocketAddr| {
         tried
             .iter()
-            .find(|line| line.contains(&addr.to_string()))
+            .find(|peer| peer.addr == addr)
             .unwrap_or_else(|| panic!("{addr} in {tried:?}"))
-            .clone()
+            .to_string()
     };
     assert!(about(full).contains("too many peers"), "{tried:?}");
     assert!(about(down).contains("connection refused"), "{tried:?}");

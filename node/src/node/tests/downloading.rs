@@ -234,18 +234,18 @@ fn a_failed_write_ends_the_node_with_a_storage_failure() {
     h.core.handle_verified(
         a,
         ChunkIndex(chunk),
-        VerifyOutcome::StoreFailed("no space left on device".into()),
+        VerifyOutcome::StoreFailed(disk_full()),
         h.now,
     );
     let actions = h.take();
     assert_eq!(
-        ends(&actions),
-        [Err(Failure::Storage("no space left on device".into()))]
+        ends_after_saving(&mut h, &actions),
+        [End::Failed(Failure::Storage(disk_full()))]
     );
     assert_eq!(closes(&actions).len(), 2, "Goodbye to both peers");
     assert!(
-        matches!(actions.last(), Some(Action::End(_))),
-        "End comes last"
+        ends(&actions).is_empty(),
+        "the end waits for the Goodbyes to be acknowledged"
     );
     assert!(h.core.bans.is_empty(), "our disk is nobody's fault");
     assert_eq!(h.core.poll_timeout(h.now), None);
@@ -479,8 +479,12 @@ fn no_checkpoint_without_new_bytes() {
     h.deliver(a, asked[1]);
     h.advance(12_001);
     assert_eq!(checkpoints(&h.take()).len(), 1);
-    h.core.handle_checkpointed(Err("disk full".into()), h.now);
-    assert_eq!(ends(&h.take()), [Err(Failure::Storage("disk full".into()))]);
+    h.core.handle_checkpointed(Err(disk_full()), h.now);
+    let actions = h.take();
+    assert_eq!(
+        ends_after_saving(&mut h, &actions),
+        [End::Failed(Failure::Storage(disk_full()))]
+    );
 }
 
 #[test]
@@ -536,13 +540,13 @@ fn delivery_is_asked_for_once_and_ends_the_node() {
         })
         .collect();
     assert_eq!(stored.len(), 8, "each chunk goes to the hasher once");
-    h.core.handle_finished(Finish::Delivered, h.now);
+    h.core.handle_finished(delivered(), h.now);
     let actions = h.take();
     assert_eq!(
         closes(&actions),
         [(a, GoodbyeReason::Done), (b, GoodbyeReason::Done)]
     );
-    assert_eq!(ends(&actions), [Ok(())]);
+    assert_eq!(ends_after_saving(&mut h, &actions), [End::Done]);
     assert_eq!(h.core.poll_timeout(h.now), None);
 }
 
@@ -573,9 +577,16 @@ fn chunks_damaged_on_disk_are_fetched_again_up_to_a_limit() {
     }
     h.core
         .handle_finished(Finish::Damaged(vec![ChunkIndex(2)]), h.now);
-    match ends(&h.take()).as_slice() {
-        [Err(Failure::Damaged { bad: 1, detail })] => {
-            assert!(detail.contains("chunk 2"), "{detail}");
+    let actions = h.take();
+    match ends_after_saving(&mut h, &actions).as_slice() {
+        [End::Failed(Failure::Damaged { bad: 1, cause })] => {
+            assert_eq!(
+                *cause,
+                crate::report::DamageCause::Repeated {
+                    chunk: 2,
+                    times: max + 1
+                }
+            );
         }
         other => panic!("{other:?}"),
     }
@@ -595,7 +606,7 @@ fn seeding_after_delivery_goes_on_serving_and_stops_dialing() {
     let a = h.connect_out(&Remote::seeder(1, "62.1.1.1:4433", 8));
     let actions = h.take();
     assert!(serve_all(&mut h, a, actions).contains(&Action::Deliver));
-    h.core.handle_finished(Finish::Delivered, h.now);
+    h.core.handle_finished(delivered(), h.now);
     assert!(ends(&h.take()).is_empty(), "it seeds on");
     let fetcher = h.connect_in(&Remote::fetcher(2, "62.2.2.2:5000", 8));
     h.core.handle_message(
@@ -652,4 +663,20 @@ fn metrics_count_verified_and_bad_chunks_per_peer_and_what_is_in_flight() {
     };
     assert_eq!(of(1).unwrap().downloaded_bytes, 2 * u64::from(CHUNK));
     assert_eq!(of(2).map(|p| p.downloaded_bytes), Some(0));
+}
+
+/// A full disk, as the storage would report it.
+fn disk_full() -> crate::report::Fault {
+    crate::report::Fault::new(std::io::Error::new(
+        std::io::ErrorKind::StorageFull,
+        "no space left on device",
+    ))
+}
+
+/// The final checks passed.
+fn delivered() -> Finish {
+    Finish::Delivered {
+        path: "out/test-model.slm".into(),
+        receipt: "out/test-model.receipt.json".into(),
+    }
 }

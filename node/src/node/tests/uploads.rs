@@ -177,10 +177,17 @@ fn a_peer_that_stops_reading_an_upload_is_dropped() {
     let mut h = Harness::new(Kind::Seeder, 8, two_slots());
     let a = h.connect_in(&fetcher(1, 8));
     request(&mut h, a, &[0, 1, 2]);
-    assert_eq!(uploads(&h.take()).len(), 2);
+    let started = h.take();
+    assert_eq!(uploads(&started).len(), 2);
+    assert_eq!(measures(&started), [a], "the watch takes its baseline");
+    h.core.handle_sent(a, 10_000, h.now);
     h.take_reports();
-    h.core
-        .handle_upload_done(a, ChunkIndex(0), UploadOutcome::Stalled, h.now);
+    // 20 s on, the connection sent 10 KiB more: less than 64 KiB.
+    let timeout = NodeConfig::default().upload_stall_timeout;
+    h.advance(timeout.as_millis() as u64);
+    let asked = h.take();
+    assert_eq!(measures(&asked), [a], "{asked:?}");
+    h.core.handle_sent(a, 20_240, h.now);
     let actions = h.take();
     assert_eq!(closes(&actions), [(a, GoodbyeReason::Idle)]);
     assert!(
@@ -194,7 +201,7 @@ fn a_peer_that_stops_reading_an_upload_is_dropped() {
     assert!(reports.iter().any(|report| matches!(
         report,
         NodeReport::PeerDisconnected {
-            reason: Departure::Ended(LinkEnd::Stalled),
+            reason: Departure::Ended(LinkEnd::UploadStalled),
             ..
         }
     )));
@@ -293,4 +300,54 @@ fn a_cancelled_upload_frees_its_slot_at_once() {
         chunk: ChunkIndex(0)
     }));
     assert_eq!(uploads(&actions), [(b, 1)], "the freed slot is used");
+}
+
+/// The links asked to measure what their connection sent.
+fn measures(actions: &[Action]) -> Vec<LinkId> {
+    actions
+        .iter()
+        .filter_map(|action| match action {
+            Action::MeasureSent { link } => Some(*link),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_slow_link_that_keeps_draining_its_uploads_is_not_a_stall() {
+    let mut h = Harness::new(Kind::Seeder, 8, two_slots());
+    let a = h.connect_in(&fetcher(1, 8));
+    request(&mut h, a, &[0, 1]);
+    assert_eq!(measures(&h.take()), [a]);
+    let mut sent = 0;
+    h.core.handle_sent(a, sent, h.now);
+    let timeout = NodeConfig::default().upload_stall_timeout;
+    for round in 1..=10 {
+        // 64 KiB per 20 s: 3.2 KiB/s, the least that is not a stall.
+        h.advance(round * timeout.as_millis() as u64);
+        assert_eq!(measures(&h.take()), [a]);
+        sent += 64 << 10;
+        h.core.handle_sent(a, sent, h.now);
+        assert!(closes(&h.take()).is_empty());
+        assert!(h.is_connected(a));
+    }
+    // Its uploads end: the watch ends with them, nothing more is asked.
+    h.core.handle_upload_done(
+        a,
+        ChunkIndex(0),
+        UploadOutcome::Sent {
+            bytes: u64::from(CHUNK),
+        },
+        h.now,
+    );
+    h.core.handle_upload_done(
+        a,
+        ChunkIndex(1),
+        UploadOutcome::Sent {
+            bytes: u64::from(CHUNK),
+        },
+        h.now,
+    );
+    h.advance(13 * timeout.as_millis() as u64);
+    assert!(measures(&h.take()).is_empty());
 }

@@ -1,0 +1,510 @@
+"""What the lab's scenarios share: the binaries, the run's context (work
+directory, fixtures, options), and the steps a scenario is made of (start a
+seeder or a fetch, measure an uplink, watch peers finish, check a download,
+sample the CPU). See docs/lab.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from netlab import Lab, LabError  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+BLAST = Path(__file__).resolve().parent / "blast.py"
+LT_CLIENT = Path(__file__).resolve().parent / "ltclient.py"
+# Debian's python3-libtorrent is built for Debian's own python3.
+LT_PYTHON = os.environ.get("LAB_LT_PYTHON", "/usr/bin/python3")
+MiB = 1 << 20
+MODEL = "labmodel"
+PORT = 4433
+SEED_CAP = "100mbit"
+PEER_CAP = "1gbit"
+
+
+class Failed(Exception):
+    """A scenario's assertion did not hold."""
+
+
+def say(text=""):
+    # A closed standard output (the reader went away) must not stop the
+    # teardown halfway.
+    try:
+        print(text, flush=True)
+    except OSError:
+        pass
+
+
+# --- binaries -----------------------------------------------------------------
+
+
+def cargo_build(args, what):
+    if shutil.which("cargo") is None:
+        raise LabError(f"{what} is missing and cargo is not installed to build it")
+    say(f"lab: building {what}: cargo {' '.join(args)}")
+    done = subprocess.run(["cargo", *args], cwd=REPO)
+    if done.returncode != 0:
+        raise LabError(f"building {what} failed (cargo exit {done.returncode})")
+
+
+def find_minimodel(given):
+    """--bin, else $MINIMODEL_BIN, else the repo's release build (built if
+    missing)."""
+    if given:
+        path = Path(given)
+        if not path.is_file():
+            raise LabError(f"--bin {given}: no such file")
+        return path.resolve()
+    default = REPO / "target" / "release" / "minimodel"
+    if not default.is_file():
+        cargo_build(["build", "--release", "--locked", "-p", "minimodel"], str(default))
+    return default
+
+
+class Relay:
+    """Where the relay program is; built (dev profile) the first time a
+    scenario needs it if neither build exists."""
+
+    def __init__(self, given):
+        self.given = given
+        self._path = None
+
+    def path(self):
+        if self._path:
+            return self._path
+        if self.given:
+            path = Path(self.given)
+            if not path.is_file():
+                raise LabError(f"--relay {self.given}: no such file")
+            self._path = path.resolve()
+            return self._path
+        for profile in ("release", "debug"):
+            path = REPO / "target" / profile / "examples" / "relay"
+            if path.is_file():
+                self._path = path
+                return path
+        cargo_build(
+            ["build", "--locked", "-p", "minimodel-swarm", "--example", "relay"],
+            "the relay (swarm/examples/relay.rs)",
+        )
+        self._path = REPO / "target" / "debug" / "examples" / "relay"
+        return self._path
+
+
+# --- a run --------------------------------------------------------------------
+
+
+class Context:
+    """One run of the lab: the binaries, the work directory, the fixtures
+    made so far, the results, and the options every scenario sees
+    (`rate_scale`, `peer_args`: extra `fetch` arguments for the peers of
+    scenarios that take them, `libtorrent_peers`)."""
+
+    def __init__(self, args, workdir):
+        self.bin = find_minimodel(args.bin or os.environ.get("MINIMODEL_BIN"))
+        self.relay = Relay(args.relay or os.environ.get("LAB_RELAY"))
+        self.workdir = Path(workdir)
+        self.artifacts = {}
+        self.torrents = {}
+        self.results = []
+        self.repeat = args.repeat
+        self.attempt = 1
+        self.rate_scale = getattr(args, "rate_scale", 1.0)
+        self.peer_args = list(getattr(args, "peer_arg", None) or [])
+        self.libtorrent_peers = getattr(args, "libtorrent_peers", "all")
+
+    def artifact(self, size):
+        """A fixture of `size` bytes and its manifest, made once per run."""
+        if size in self.artifacts:
+            return self.artifacts[size]
+        folder = self.workdir / "artifacts"
+        folder.mkdir(parents=True, exist_ok=True)
+        slm = folder / f"{size}.slm"
+        manifest = folder / f"{size}.manifest"
+        subprocess.run(
+            [self.bin, "fixture", slm, "--size", str(size)], check=True, stdout=subprocess.DEVNULL
+        )
+        done = subprocess.run(
+            [self.bin, "--json", "manifest", slm, "--model-id", MODEL, "--publisher-id", "lab",
+             "--license-route", "https://example.org/license",
+             "--evidence-route", "https://example.org/evidence", "-o", manifest],
+            check=True, stdout=subprocess.PIPE, text=True,
+        )
+        sha = json.loads(done.stdout.strip().splitlines()[-1])["artifact_sha256"]
+        self.artifacts[size] = (slm, manifest, sha)
+        return self.artifacts[size]
+
+    def torrent(self, size):
+        """The .torrent of the fixture of `size` bytes, made once per run with
+        libtorrent's create_torrent (1 MiB pieces: minimodel's chunk size)."""
+        if size in self.torrents:
+            return self.torrents[size]
+        slm, _, _ = self.artifact(size)
+        torrent = slm.with_suffix(".torrent")
+        done = subprocess.run([LT_PYTHON, LT_CLIENT, "make", slm, torrent, "--piece-size", str(MiB)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        if done.returncode != 0:
+            raise LabError(f"making the .torrent failed: {done.stderr.strip() or done.stdout}")
+        self.torrents[size] = torrent
+        return torrent
+
+    def lab(self, name):
+        return Lab(self.logdir(name), log=say, rate_scale=self.rate_scale)
+
+    def logdir(self, name):
+        """logs/NAME, or logs/NAME-runK when scenarios are repeated."""
+        suffix = f"-run{self.attempt}" if self.repeat > 1 else ""
+        return self.workdir / "logs" / f"{name}{suffix}"
+
+    def scratch(self, name):
+        path = self.workdir / "runs" / name
+        if path.exists():
+            shutil.rmtree(path)
+        path.mkdir(parents=True)
+        return path
+
+
+# --- steps --------------------------------------------------------------------
+
+
+def measure_uplink(sender, receiver, count=16 * MiB, port=5201):
+    """Bytes per second of a plain TCP transfer from `sender` to `receiver`
+    (through `sender`'s cap)."""
+    recv = receiver.popen(["python3", BLAST, "recv", receiver.ip4, port], "blast-recv")
+    deadline = time.monotonic() + 10
+    while "ready" not in recv.stdout_text():
+        if recv.poll() is not None or time.monotonic() > deadline:
+            raise Failed(f"the TCP receiver did not start: {recv.tail()}")
+        time.sleep(0.02)
+    sender.run(["python3", BLAST, "send", receiver.ip4, port, count], timeout=120)
+    if recv.wait(30) != 0:
+        raise Failed(f"the TCP measurement failed: {recv.tail()}")
+    line = recv.stdout_text().strip().splitlines()[-1]
+    return json.loads(line)["rate"]
+
+
+def parse_offer(path):
+    """(peer id, [addresses]) of an offer: v0 `peer` "ID@HOST:PORT", or a
+    later version's `addrs` list for one peer id."""
+    offer = json.loads(Path(path).read_text())
+    peer = offer.get("peer")
+    peer_id = offer.get("peer_id") or offer.get("id")
+    addrs = list(offer.get("addrs") or [])
+    if isinstance(peer, str) and "@" in peer:
+        head, tail = peer.split("@", 1)
+        peer_id = peer_id or head
+        if not addrs:
+            addrs = [tail]
+    elif isinstance(peer, str) and not peer_id:
+        peer_id = peer
+    if not peer_id or not addrs:
+        raise Failed(f"offer {path}: no peer id and address in {offer}")
+    return peer_id, addrs
+
+
+def start_seeder(ctx, host, size, listen, extra=(), identity=None, name="seed", offer=None):
+    """Starts `minimodel seed` in `host`; returns (process, offer path) once
+    the offer is written."""
+    slm, manifest, _ = ctx.artifact(size)
+    offer = offer or ctx.workdir / "runs" / f"{host.ns}-{name}.offer.json"
+    offer.parent.mkdir(parents=True, exist_ok=True)
+    if offer.exists():
+        offer.unlink()
+    argv = [ctx.bin, "--json", "seed", manifest, slm, "--listen", listen, "--offer", offer,
+            "--yes", *extra]
+    if identity:
+        argv += ["--identity", identity]
+    proc = host.popen(argv, name)
+    deadline = time.monotonic() + 60
+    while True:
+        if offer.exists():
+            try:
+                parse_offer(offer)
+                return proc, offer
+            except (ValueError, Failed):
+                pass
+        if proc.poll() is not None:
+            raise Failed(f"{proc.name} exited {proc.returncode} before writing its offer:\n"
+                         f"{proc.tail()}")
+        if time.monotonic() > deadline:
+            raise Failed(f"{proc.name} wrote no offer in 60 s:\n{proc.tail()}")
+        time.sleep(0.02)
+
+
+def start_fetch(ctx, host, size, sources, out, serve=None, extra=(), name="fetch"):
+    _, manifest, _ = ctx.artifact(size)
+    argv = [ctx.bin, "--json", "fetch", manifest, *sources, "-o", out, "--yes"]
+    if serve:
+        argv += ["--serve", "--listen", serve]
+    argv += list(extra)
+    return host.popen(argv, name)
+
+
+def start_relay(ctx, host, listen, upstream, extra=(), name="relay"):
+    proc = host.popen([ctx.relay.path(), "--listen", listen, "--upstream", upstream, *extra], name)
+    deadline = time.monotonic() + 10
+    while "relay listening" not in proc.stdout_text():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise Failed(f"{proc.name} did not start:\n{proc.tail()}")
+        time.sleep(0.02)
+    return proc
+
+
+def wait_all(procs, timeout):
+    """Waits for every process; those still running after `timeout` s are
+    stopped and named."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if all(p.poll() is not None for p in procs):
+            return []
+        time.sleep(0.01)
+    late = [p for p in procs if p.poll() is None]
+    for p in late:
+        p.stop()
+    return late
+
+
+def check_download(proc, out, sha, problems):
+    """Exit 0, a receipt for the right bytes, and no peer blamed in it.
+    Appends what is wrong to `problems`; returns the receipt or None."""
+    if proc.returncode != 0:
+        problems.append(f"{proc.name} exited {proc.returncode}:\n{indent(proc.tail())}")
+    receipt_path = Path(out) / f"{MODEL}.receipt.json"
+    if not receipt_path.exists():
+        problems.append(f"{proc.name}: no receipt in {out}")
+        return None
+    receipt = json.loads(receipt_path.read_text())
+    if receipt.get("artifact_sha256") != sha:
+        problems.append(f"{proc.name}: receipt names {receipt.get('artifact_sha256')}, not {sha}")
+    for peer in receipt.get("source", {}).get("peers", []):
+        if peer.get("bad_chunks", 0) != 0 or peer.get("banned"):
+            problems.append(
+                f"{proc.name}: peer {peer.get('address')} has bad_chunks "
+                f"{peer.get('bad_chunks')}, banned {peer.get('banned')}"
+            )
+    return receipt
+
+
+def indent(text):
+    return "\n".join("    " + line for line in text.splitlines())
+
+
+def fail_if(problems):
+    if problems:
+        raise Failed("\n".join(problems))
+
+
+def bits(rate):
+    return rate * 8 / 1e6
+
+
+def require_libtorrent():
+    """Fails (LabError) when Debian's python3-libtorrent cannot be imported by
+    LT_PYTHON."""
+    done = subprocess.run([LT_PYTHON, "-c", "import libtorrent; print(libtorrent.__version__)"],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if done.returncode != 0:
+        raise LabError(f"libtorrent cannot be imported by {LT_PYTHON} (Debian's "
+                       f"python3-libtorrent; LAB_LT_PYTHON names another python): "
+                       f"{done.stderr.strip().splitlines()[-1] if done.stderr.strip() else ''}")
+    return done.stdout.strip()
+
+
+def median(values):
+    values = sorted(values)
+    if not values:
+        return None
+    mid = len(values) // 2
+    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+
+
+class CpuSampler:
+    """The whole machine's CPU while a scenario runs, from /proc/stat, over
+    the run and per second, like `vmstat 1`: the idle share (`id` + `wa`),
+    the share niced processes took (`ni`: other work on the machine running
+    at a lower priority, which takes what the lab leaves), and the user and
+    kernel (system, irq, softirq: the namespaces' packet path) shares."""
+
+    def __init__(self):
+        self.per_second = []
+        self._first = None
+        self._last = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    @staticmethod
+    def _read():
+        """(idle + iowait, nice, user, system + irq + softirq, all) jiffies."""
+        with open("/proc/stat") as stat:
+            fields = [int(v) for v in stat.readline().split()[1:]]
+        return (fields[3] + fields[4], fields[1], fields[0], fields[2] + fields[5] + fields[6],
+                sum(fields[:8]))
+
+    def start(self):
+        self._first = self._last = self._read()
+        self._thread.start()
+        return self
+
+    def _loop(self):
+        while not self._stop.wait(1.0):
+            now = self._read()
+            self.per_second.append(_shares(self._last, now)[0])
+            self._last = now
+
+    def stop(self):
+        """Stops sampling; returns the summary (shares in percent):
+        `idle_pct` and `nice_pct` over the whole run, `idle_min_1s_pct`
+        the least idle second, `seconds_below_5pct` seconds with less than
+        5% idle, `seconds`."""
+        self._stop.set()
+        self._thread.join()
+        idle, nice, user, kernel = _shares(self._first, self._read())
+        return {
+            "idle_pct": round(100 * idle, 1),
+            "nice_pct": round(100 * nice, 1),
+            "user_pct": round(100 * user, 1),
+            "kernel_pct": round(100 * kernel, 1),
+            "idle_min_1s_pct": round(100 * min(self.per_second), 1) if self.per_second else None,
+            "seconds_below_5pct": sum(1 for idle in self.per_second if idle < 0.05),
+            "seconds": len(self.per_second),
+        }
+
+
+def _shares(before, after):
+    """(idle, nice, user, kernel) shares between two /proc/stat readings."""
+    total = after[-1] - before[-1]
+    if total <= 0:
+        return 0.0, 0.0, 0.0, 0.0
+    return tuple((a - b) / total for a, b in zip(after[:-1], before[:-1]))
+
+
+class Watch:
+    """Follows the JSON lines of several processes as they run: when each
+    printed `done_event` (or exited 0, when `exit_is_done`), when it first
+    reported a verified byte, and the verified bytes it reported last
+    (`progress` events: minimodel's `verified_bytes`, the libtorrent
+    client's `bytes`), and the CPU seconds each took (read at every poll
+    until it is reaped: the last reading of one that exited is at most one
+    poll old). Times are seconds from `t0` (time.monotonic)."""
+
+    def __init__(self, procs, done_event, t0, exit_is_done=False):
+        self.procs = procs
+        self.done_event = done_event
+        self.exit_is_done = exit_is_done
+        self.t0 = t0
+        self.done_at = {}
+        self.first_byte_at = {}
+        self.last_bytes = {}
+        self.cpu = {}
+        self._offsets = {p: 0 for p in procs}
+        self._partial = {p: "" for p in procs}
+
+    def poll(self):
+        now = time.monotonic() - self.t0
+        for proc in self.procs:
+            if proc.ended is None:
+                seconds = cpu_seconds(proc)
+                if seconds is not None:
+                    self.cpu[proc] = seconds
+            code = proc.poll()
+            self._read(proc, now)
+            if code == 0 and self.exit_is_done and proc not in self.done_at:
+                self.done_at[proc] = proc.ended - self.t0
+
+    def _read(self, proc, now):
+        try:
+            with open(proc.out, "rb") as out:
+                out.seek(self._offsets[proc])
+                data = out.read()
+        except OSError:
+            return
+        self._offsets[proc] += len(data)
+        text = self._partial[proc] + data.decode(errors="replace")
+        lines = text.split("\n")
+        self._partial[proc] = lines.pop()
+        for line in lines:
+            if not line.startswith("{"):
+                continue
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            kind = event.get("event")
+            if kind == self.done_event and proc not in self.done_at:
+                self.done_at[proc] = now
+            elif kind == "progress":
+                verified = event.get("verified_bytes", event.get("bytes", 0))
+                self.last_bytes[proc] = verified
+                if verified and proc not in self.first_byte_at:
+                    self.first_byte_at[proc] = now
+
+    def wait(self, timeout):
+        """Polls until every process is done or has exited, or `timeout` s
+        from t0; returns the processes neither done nor exited."""
+        deadline = self.t0 + timeout
+        while True:
+            self.poll()
+            open_ = [p for p in self.procs if p not in self.done_at and p.poll() is None]
+            if not open_ or time.monotonic() > deadline:
+                return open_
+            time.sleep(0.05)
+
+
+def cpu_seconds(proc):
+    """User + system CPU seconds a process not yet reaped took so far (its
+    own threads; the kernel's packet path is not in it), from
+    /proc/PID/stat, or None. `ip netns exec` execs the program, so the pid
+    is the program's."""
+    try:
+        stat = Path(f"/proc/{proc.pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def stop_all(procs, grace=10.0):
+    """SIGTERM to every process at once, then waits for each (SIGKILL after
+    `grace` s)."""
+    for proc in procs:
+        proc.signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for proc in procs:
+        if proc.wait(max(0.0, deadline - time.monotonic())) is None:
+            proc.signal(signal.SIGKILL)
+            proc.wait(5)
+
+
+def json_events(proc, kind):
+    """The JSON lines of `proc`'s standard output whose `event` is `kind`."""
+    found = []
+    for line in proc.stdout_text().splitlines():
+        if line.startswith("{") and f'"{kind}"' in line:
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if event.get("event") == kind:
+                found.append(event)
+    return found
+
+
+def sha256_file(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as data:
+        while True:
+            block = data.read(1 << 20)
+            if not block:
+                return digest.hexdigest()
+            digest.update(block)
