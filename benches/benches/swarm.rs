@@ -45,6 +45,7 @@ use minimodel_verifier::manifest::{
 };
 use minimodel_verifier::merkle::MerkleTree;
 use minimodel_verifier::receipt::ReceiptSource;
+use minimodel_verifier::signing::trust::judge_without_pins;
 use minimodel_verifier::slm::{FixtureSpec, write_fixture};
 use minimodel_verifier::{KeyId, ModelId, PublisherId, Sha256Digest};
 use minimodel_wire::PeerAddr;
@@ -191,6 +192,7 @@ fn start_fetcher(fixture: &Fixture, out: &Path, peers: Vec<PeerAddr>, serve: boo
         FetchConfig {
             manifest: fixture.manifest.clone(),
             manifest_sha256,
+            signature: judge_without_pins(&fixture.manifest).unwrap(),
             out_dir: out.to_owned(),
             peers,
             serve,

@@ -58,8 +58,133 @@ pub enum Event {
         /// Merkle root of the chunks (hex).
         #[cfg_attr(test, schemars(with = "crate::schema::Sha256Hex"))]
         merkle_root: String,
+        /// Whether it was signed (`--sign`): then v1, else v0.
+        signed: bool,
+        /// Its `key-id`: the signing key's id when signed.
+        key_id: String,
         /// The manifest text, when no `-o` was given.
         manifest: Option<String>,
+    },
+    /// `sign` (or `manifest --sign`) signed a manifest.
+    ManifestSigned {
+        /// Where the signed manifest was written.
+        path: Option<PathBuf>,
+        /// The model id.
+        model_id: String,
+        /// The publisher id.
+        publisher_id: String,
+        /// The signing key's id.
+        #[cfg_attr(test, schemars(with = "crate::schema::KeyIdText"))]
+        key_id: String,
+        /// The signing key.
+        #[cfg_attr(test, schemars(with = "crate::schema::PublicKeyText"))]
+        publisher_key: String,
+    },
+    /// The manifest's signature was checked (before anything else was
+    /// done with it).
+    Signature {
+        /// `signed` (the signature verified) or `unsigned`.
+        #[cfg_attr(test, schemars(with = "crate::schema::SignatureStatusText"))]
+        status: String,
+        /// The manifest's publisher id.
+        publisher_id: String,
+        /// The signing key's id; null when unsigned.
+        #[cfg_attr(test, schemars(with = "Option<crate::schema::KeyIdText>"))]
+        key_id: Option<String>,
+        /// The signing key; null when unsigned.
+        #[cfg_attr(test, schemars(with = "Option<crate::schema::PublicKeyText>"))]
+        publisher_key: Option<String>,
+        /// Why the key is trusted: `pinned`, `publisher-key`, `first-use`
+        /// or `not-pinned`; null when unsigned.
+        #[cfg_attr(test, schemars(with = "Option<crate::schema::KeyTrustDef>"))]
+        trust: Option<String>,
+    },
+    /// A publisher key was pinned in the keyring.
+    KeyPinned {
+        /// The publisher id.
+        publisher_id: String,
+        /// The key's id.
+        #[cfg_attr(test, schemars(with = "crate::schema::KeyIdText"))]
+        key_id: String,
+        /// The key.
+        #[cfg_attr(test, schemars(with = "crate::schema::PublicKeyText"))]
+        publisher_key: String,
+        /// How: `first-use`, `publisher-key`, `key-pin` or `rotation`.
+        pinned_by: String,
+        /// The keyring file.
+        keyring: PathBuf,
+    },
+    /// `key list`: one pin of the keyring.
+    KeyPin {
+        /// The publisher id.
+        publisher_id: String,
+        /// The key's id.
+        #[cfg_attr(test, schemars(with = "crate::schema::KeyIdText"))]
+        key_id: String,
+        /// The key.
+        #[cfg_attr(test, schemars(with = "crate::schema::PublicKeyText"))]
+        publisher_key: String,
+        /// How it was pinned.
+        pinned_by: String,
+        /// When, RFC 3339 UTC.
+        pinned_at: String,
+    },
+    /// `key forget`: a pin removed (or none there).
+    KeyForgotten {
+        /// The publisher id.
+        publisher_id: String,
+        /// The key that was pinned; null when none was.
+        #[cfg_attr(test, schemars(with = "Option<crate::schema::KeyIdText>"))]
+        key_id: Option<String>,
+    },
+    /// `key new`: a key pair was written.
+    KeyCreated {
+        /// The secret key file (mode 0600).
+        secret_key_file: PathBuf,
+        /// The public key file.
+        public_key_file: PathBuf,
+        /// The key's id.
+        #[cfg_attr(test, schemars(with = "crate::schema::KeyIdText"))]
+        key_id: String,
+        /// The public key.
+        #[cfg_attr(test, schemars(with = "crate::schema::PublicKeyText"))]
+        public_key: String,
+    },
+    /// `key show`: a key.
+    Key {
+        /// The key's id.
+        #[cfg_attr(test, schemars(with = "crate::schema::KeyIdText"))]
+        key_id: String,
+        /// The public key.
+        #[cfg_attr(test, schemars(with = "crate::schema::PublicKeyText"))]
+        public_key: String,
+        /// Whether it was read from a secret key file.
+        secret: bool,
+    },
+    /// `key rotate`: a rotation statement was written.
+    KeyRotation {
+        /// The statement.
+        path: PathBuf,
+        /// The key handing over.
+        #[cfg_attr(test, schemars(with = "crate::schema::KeyIdText"))]
+        old_key_id: String,
+        /// The key taking over.
+        #[cfg_attr(test, schemars(with = "crate::schema::KeyIdText"))]
+        new_key_id: String,
+        /// The key taking over, whole.
+        #[cfg_attr(test, schemars(with = "crate::schema::PublicKeyText"))]
+        new_key: String,
+    },
+    /// `key accept-rotation`: the pins of the old key moved to the new.
+    RotationAccepted {
+        /// The key handing over.
+        #[cfg_attr(test, schemars(with = "crate::schema::KeyIdText"))]
+        old_key_id: String,
+        /// The key taking over.
+        #[cfg_attr(test, schemars(with = "crate::schema::KeyIdText"))]
+        new_key_id: String,
+        /// The publishers whose pin moved (none: nothing changed).
+        publishers: Vec<String>,
     },
     /// `verify` passed every check and wrote a receipt.
     Verified {
@@ -105,6 +230,20 @@ pub enum Event {
         #[serde(flatten)]
         #[cfg_attr(test, schemars(with = "crate::schema::AnyObject"))]
         offer: PeerOffer,
+    },
+    /// A ticket (`ticket new`, `ticket show`; `seed` and `fetch --serve`
+    /// print their own): the one string to share (`docs/formats.md`).
+    Ticket {
+        /// The ticket, `mm1...`.
+        ticket: String,
+        /// SHA-256 of the manifest file it names (hex).
+        #[cfg_attr(test, schemars(with = "crate::schema::Sha256Hex"))]
+        manifest_sha256: String,
+        /// The key id of the manifest's publisher key; null when unsigned.
+        #[cfg_attr(test, schemars(with = "Option<crate::schema::KeyIdText>"))]
+        key_id: Option<String>,
+        /// Its peers, `PEER_ID@ADDR[,ADDR...]`.
+        peers: Vec<String>,
     },
     /// `fetch`: the artifact is already in DIR.
     AlreadyComplete {

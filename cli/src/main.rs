@@ -5,6 +5,7 @@ mod commands;
 mod consent;
 mod events;
 mod exit;
+mod keystore;
 mod logging;
 mod metrics;
 mod output;
@@ -13,6 +14,7 @@ mod reports;
 #[cfg(test)]
 mod schema;
 mod stop;
+mod trust;
 mod units;
 
 use std::ffi::OsString;
@@ -28,7 +30,8 @@ use crate::output::Output;
 /// chunk against the manifest's Merkle root and the whole-file SHA-256.
 ///
 /// Exit codes: 0 success, 1 transfer or I/O failure, 2 usage, 3 invalid input
-/// (manifest, request, offer, route, .slm), 4 verification failed, 5 consent
+/// (manifest, request, offer, route, .slm, key file, keyring), 4 verification
+/// failed (the bytes, or a manifest's signature or publisher key), 5 consent
 /// not given, 130 interrupted (state saved).
 #[derive(Debug, Parser)]
 #[command(name = "minimodel", version, max_term_width = 100)]
@@ -54,11 +57,19 @@ struct Cli {
 enum Command {
     /// Write a valid synthetic .slm file, deterministic from a seed.
     Fixture(commands::fixture::FixtureArgs),
-    /// Hash a .slm file and write its manifest v0.
+    /// Hash a .slm file and write its manifest (v0, or v1 signed with
+    /// --sign).
     Manifest(Box<commands::manifest::ManifestArgs>),
-    /// Check a .slm file against its manifest and write a receipt.
+    /// Sign a manifest with a publisher's secret key (it becomes v1).
+    Sign(commands::sign::SignArgs),
+    /// Publisher keys and the keyring: new, show, rotate,
+    /// accept-rotation, pin, forget, list.
+    Key(commands::key::KeyArgs),
+    /// Check a manifest's signature, then a .slm file against it, and write
+    /// a receipt.
     Verify(commands::verify::VerifyArgs),
-    /// Print the metadata-only catalog entry of a manifest (JSON).
+    /// Print the metadata-only catalog entry of a manifest (JSON), saying
+    /// whether it is signed and by which key.
     CatalogEntry(commands::catalog::CatalogArgs),
     /// Verify a local .slm file, then serve it to other peers until stopped.
     Seed(commands::seed::SeedArgs),
@@ -73,6 +84,9 @@ enum Command {
     Status(commands::status::StatusArgs),
     /// Write the import request that import-peer-request reads, from peer offers.
     Request(commands::request::RequestArgs),
+    /// The one string to share instead of a manifest and an offer: new,
+    /// show.
+    Ticket(commands::ticket::TicketArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions(commands::docs::CompletionsArgs),
     /// Print the manual page (roff), or write every page into a directory.
@@ -95,6 +109,8 @@ fn main() -> ExitCode {
     let result: Result<(), Failure> = match cli.command {
         Command::Fixture(args) => commands::fixture::run(args, out),
         Command::Manifest(args) => commands::manifest::run(*args, out),
+        Command::Sign(args) => commands::sign::run(args, out),
+        Command::Key(args) => commands::key::run(args, out),
         Command::Verify(args) => commands::verify::run(args, out),
         Command::CatalogEntry(args) => commands::catalog::run(args, out),
         Command::Seed(args) => commands::seed::run(args, out),
@@ -103,6 +119,7 @@ fn main() -> ExitCode {
         Command::Status(args) => commands::status::run(args, out),
         Command::Demo(args) => commands::demo::run(args, out),
         Command::Request(args) => commands::request::run(args, out),
+        Command::Ticket(args) => commands::ticket::run(args, out),
         Command::Completions(args) => commands::docs::completions(args, Cli::command()),
         Command::Man(args) => commands::docs::man(args, Cli::command()),
         Command::DhtNode(args) => commands::dht::run(args, out),

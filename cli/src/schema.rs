@@ -27,10 +27,12 @@ use minimodel_swarm::offer::{ImportRequest, MAX_OFFERS, PeerOffer, REQUEST_FORMA
 use minimodel_swarm::resume::{BytesCheck, DownloadStatus, StatusKind};
 use minimodel_verifier::receipt::{
     CheckName, FileStamp, ImportReceipt, NsTime, PeerContribution, RECEIPT_FORMAT, ReceiptSource,
-    TransferSummary,
+    SignatureRecord, TransferSummary,
 };
 use minimodel_verifier::route::Route;
-use minimodel_verifier::{ModelId, Sha256Digest};
+use minimodel_verifier::signing::PublicKey;
+use minimodel_verifier::signing::trust::KeyTrust;
+use minimodel_verifier::{KeyId, ModelId, PublisherId, Sha256Digest};
 use schemars::generate::SchemaSettings;
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::Serialize;
@@ -86,6 +88,102 @@ impl JsonSchema for PeerIdText {
             "pattern": "^[a-z2-7]{51}[aq]$"
         })
     }
+}
+
+/// A publisher key's id.
+pub struct KeyIdText;
+
+impl JsonSchema for KeyIdText {
+    fn schema_name() -> Cow<'static, str> {
+        "KeyId".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "A publisher key id: mmk1 and 80 bits of the key's SHA-256 in lowercase base32 (docs/signing.md).",
+            "type": "string",
+            "pattern": "^mmk1[a-z2-7]{16}$"
+        })
+    }
+}
+
+/// A publisher public key.
+pub struct PublicKeyText;
+
+impl JsonSchema for PublicKeyText {
+    fn schema_name() -> Cow<'static, str> {
+        "PublicKey".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "A publisher's Ed25519 public key: mmpk1 and its 32 bytes in lowercase base32 without padding (docs/signing.md).",
+            "type": "string",
+            "pattern": "^mmpk1[a-z2-7]{51}[aq]$"
+        })
+    }
+}
+
+/// `signed` or `unsigned`.
+pub struct SignatureStatusText;
+
+impl JsonSchema for SignatureStatusText {
+    fn schema_name() -> Cow<'static, str> {
+        "SignatureStatus".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "Whether the manifest is signed (and its signature verified) or unsigned.",
+            "type": "string",
+            "enum": ["signed", "unsigned"]
+        })
+    }
+}
+
+/// Why a publisher key is trusted.
+#[derive(Serialize, JsonSchema)]
+#[serde(remote = "KeyTrust", rename_all = "kebab-case")]
+#[schemars(rename = "KeyTrust")]
+pub enum KeyTrustDef {
+    /// The keyring pinned this key for the publisher before.
+    Pinned,
+    /// Named with --publisher-key, and nothing pinned another.
+    #[serde(rename = "publisher-key")]
+    Named,
+    /// Seen for the first time, pinned with the user's consent.
+    FirstUse,
+    /// Seen for the first time and not pinned (nobody was asked).
+    NotPinned,
+}
+
+/// The manifest's signature as checked before the import.
+#[derive(Serialize, JsonSchema)]
+#[serde(
+    remote = "SignatureRecord",
+    tag = "status",
+    rename_all = "kebab-case",
+    deny_unknown_fields
+)]
+#[schemars(rename = "SignatureRecord")]
+pub enum SignatureRecordDef {
+    /// The manifest was unsigned (v0).
+    Unsigned,
+    /// The manifest's signature verified with `publisher_key`.
+    Signed {
+        /// The manifest's publisher id.
+        #[schemars(with = "ModelIdText")]
+        publisher_id: PublisherId,
+        /// The key's id.
+        #[schemars(with = "KeyIdText")]
+        key_id: KeyId,
+        /// The key that signed.
+        #[schemars(with = "PublicKeyText")]
+        publisher_key: PublicKey,
+        /// Why the key was trusted.
+        #[serde(with = "KeyTrustDef")]
+        trust: KeyTrust,
+    },
 }
 
 /// An https route (metadata only).
@@ -218,6 +316,11 @@ pub struct ImportReceiptDef {
     /// The checks passed, in order.
     #[schemars(with = "Vec<CheckNameDef>")]
     pub checks: Vec<CheckName>,
+    /// The manifest's signature as checked before the import; absent in
+    /// receipts written before signatures existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<SignatureRecordDef>")]
+    pub signature: Option<SignatureRecord>,
     /// Where the bytes came from.
     #[serde(with = "ReceiptSourceDef")]
     pub source: ReceiptSource,
@@ -465,6 +568,7 @@ fn mirrors_name_every_field(
         license_route: _,
         evidence_route: _,
         checks: _,
+        signature: _,
         source: _,
         verified_at: _,
         tool: _,
@@ -611,6 +715,10 @@ mod tests {
             "license_route": "https://example.org/license",
             "evidence_route": "https://example.org/evidence",
             "checks": ["manifest", "slm-container", "header-drift", "merkle-root", "chunk-list", "artifact-sha256"],
+            "signature": {"status": "signed", "publisher_id": "example-lab",
+                "key_id": "mmk1eh7ddx5bksrgcytl",
+                "publisher_key": "mmpk125njqamcweflpvkl73j4szahhihoc4xt3ktcgjnpaingr5yhkena",
+                "trust": "first-use"},
             "source": {"kind": "peers", "chunks_resumed": 1, "chunks_fetched": 2,
                 "chunks_refetched": 0, "bytes_wasted": 3, "duration_ms": 4, "finish_ms": 5,
                 "peers": [{"peer_id": "p", "address": "127.0.0.1:1", "chunks": 2, "bytes": 7,
@@ -639,6 +747,7 @@ mod tests {
         let local = ImportReceipt {
             source: ReceiptSource::LocalFile,
             last_verified_at: None,
+            signature: Some(SignatureRecord::Unsigned),
             file: None,
             ..receipt
         };

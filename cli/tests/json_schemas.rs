@@ -159,8 +159,10 @@ fn local_commands_print_and_write_what_the_schemas_say() {
             "--json",
         ],
     ));
-    assert_eq!(names(&verified), ["verified"]);
-    events.check(&verified[0]);
+    // The manifest's signature is checked first, and said.
+    assert_eq!(names(&verified), ["signature", "verified"]);
+    assert_eq!(verified[0]["status"], "unsigned");
+    verified.iter().for_each(|e| events.check(e));
     receipts.check(&read_json(&root.join("a.receipt.json")));
 
     // A usage error under --json is an event too (exit 2).
@@ -248,6 +250,148 @@ fn a_fetch_its_receipt_its_request_and_status_match_the_schemas() {
 
     // What a seeder prints: its offer, then what it serves.
     let seeder_events: Vec<Value> = seeders.procs[0].events();
-    assert_eq!(seeder_events[0]["event"], "offer");
+    assert_eq!(seeder_events[0]["event"], "signature");
+    assert_eq!(seeder_events[1]["event"], "offer");
     seeder_events.iter().for_each(|e| events.check(e));
+}
+
+#[test]
+fn key_and_signing_commands_print_and_write_what_the_schemas_say() {
+    let events = Schema::load("events.schema.json");
+    let receipts = Schema::load("receipt.schema.json");
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    let artifact = Artifact::make(root, "art", "keys", "2MiB", "256KiB", 7);
+    let manifest = artifact.manifest_path.to_str().unwrap();
+    let keyring = root.join("keyring");
+    let keyring = keyring.to_str().unwrap();
+    let mut seen = Vec::new();
+    let mut check = |args: &[&str], expected: &[&str]| {
+        let mut args = args.to_vec();
+        args.push("--json");
+        let printed = lines_as_json(&ok(root, &args));
+        assert_eq!(names(&printed), expected, "{args:?}");
+        printed.iter().for_each(|e| events.check(e));
+        seen.extend(printed.clone());
+        printed
+    };
+    check(&["key", "new", "a.key"], &["key-created"]);
+    check(&["key", "new", "b.key"], &["key-created"]);
+    check(&["key", "show", "a.key.pub"], &["key"]);
+    check(&["key", "show", "a.key"], &["key"]);
+    check(
+        &["sign", manifest, "--key", "a.key", "-o", "signed.manifest"],
+        &["manifest-signed"],
+    );
+    let made = check(
+        &[
+            "manifest",
+            artifact.slm.to_str().unwrap(),
+            "--model-id",
+            "keys",
+            "--publisher-id",
+            "acme",
+            "--license-route",
+            "https://example.org/license",
+            "--evidence-route",
+            "https://example.org/evidence",
+            "--chunk-size",
+            "256KiB",
+            "--sign",
+            "a.key",
+            "-o",
+            "made.manifest",
+        ],
+        &["manifest"],
+    );
+    assert_eq!(made[0]["signed"], true);
+    assert_eq!(
+        std::fs::read(root.join("made.manifest")).unwrap(),
+        std::fs::read(root.join("signed.manifest")).unwrap(),
+        "manifest --sign writes what sign writes"
+    );
+    let verified = check(
+        &[
+            "verify",
+            "signed.manifest",
+            artifact.slm.to_str().unwrap(),
+            "--receipt",
+            "keys.receipt.json",
+            "--keyring",
+            keyring,
+        ],
+        &["signature", "verified"],
+    );
+    assert_eq!(verified[0]["status"], "signed");
+    assert_eq!(verified[0]["trust"], "not-pinned");
+    receipts.check(&read_json(&root.join("keys.receipt.json")));
+    check(
+        &["key", "pin", "acme", "a.key.pub", "--keyring", keyring],
+        &["key-pinned"],
+    );
+    check(&["key", "list", "--keyring", keyring], &["key-pin"]);
+    check(
+        &[
+            "key",
+            "rotate",
+            "--old",
+            "a.key",
+            "--new",
+            "b.key.pub",
+            "-o",
+            "r.rotation",
+        ],
+        &["key-rotation"],
+    );
+    check(
+        &["key", "accept-rotation", "r.rotation", "--keyring", keyring],
+        &["rotation-accepted"],
+    );
+    check(
+        &["key", "forget", "acme", "--keyring", keyring],
+        &["key-forgotten"],
+    );
+    let forgotten = check(
+        &["key", "forget", "acme", "--keyring", keyring],
+        &["key-forgotten"],
+    );
+    assert!(forgotten[0]["key_id"].is_null());
+    // A receipt of a pinned key matches too.
+    check(
+        &["key", "pin", "acme", "a.key.pub", "--keyring", keyring],
+        &["key-pinned"],
+    );
+    let pinned = check(
+        &[
+            "verify",
+            "signed.manifest",
+            artifact.slm.to_str().unwrap(),
+            "--receipt",
+            "pinned.receipt.json",
+            "--keyring",
+            keyring,
+        ],
+        &["signature", "verified"],
+    );
+    assert_eq!(pinned[0]["trust"], "pinned");
+    let receipt = read_json(&root.join("pinned.receipt.json"));
+    receipts.check(&receipt);
+    assert_eq!(receipt["signature"]["trust"], "pinned");
+    // The receipt schema refuses a signed record without its key.
+    let mut keyless = receipt.clone();
+    keyless["signature"]
+        .as_object_mut()
+        .unwrap()
+        .remove("publisher_key");
+    assert!(!receipts.accepts(&keyless));
+    let peer = format!("{}@127.0.0.1:4433", "a".repeat(52));
+    let ticket = check(
+        &["ticket", "new", "signed.manifest", "--peer", &peer],
+        &["ticket"],
+    );
+    check(
+        &["ticket", "show", ticket[0]["ticket"].as_str().unwrap()],
+        &["ticket"],
+    );
+    assert!(seen.len() >= 16);
 }

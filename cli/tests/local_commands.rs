@@ -69,19 +69,29 @@ fn fixture_manifest_verify_and_catalog_entry_work_together() {
     let out = minimodel(dir.path(), &["verify", "m.manifest", "m.slm", "--json"]);
     assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
     let events = json_lines(&out);
-    assert_eq!(events.len(), 1);
-    assert_eq!(events[0]["event"], "verified");
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[0]["event"], "signature");
+    assert_eq!(events[0]["status"], "unsigned");
+    assert_eq!(events[1]["event"], "verified");
     let receipt: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.path().join("tiny.receipt.json")).unwrap())
             .unwrap();
     assert_eq!(receipt["format"], "minimodel-receipt-v0");
     assert_eq!(receipt["chunk_count"], 12);
     assert_eq!(receipt["license_route"], "https://example.org/license");
+    assert_eq!(
+        receipt["signature"],
+        serde_json::json!({"status": "unsigned"})
+    );
 
     let out = minimodel(dir.path(), &["catalog-entry", "m.manifest", "--json"]);
     assert_eq!(code(&out), 0);
     let entry = &json_lines(&out)[0];
-    assert_eq!(entry["format"], "minimodel-catalog-entry-v0");
+    assert_eq!(entry["format"], "minimodel-catalog-entry-v1");
+    assert_eq!(
+        entry["signature"],
+        serde_json::json!({"status": "unsigned"})
+    );
     assert_eq!(entry["routes"]["license"], "https://example.org/license");
     let text = entry.to_string();
     assert!(

@@ -23,6 +23,7 @@ use minimodel_swarm::store::{FaultyStorage, FileStorage, Storage};
 use minimodel_swarm::transport::Identity;
 use minimodel_verifier::check::verify_local_file;
 use minimodel_verifier::receipt::ReceiptSource;
+use minimodel_verifier::signing::trust::judge_without_pins;
 use minimodel_wire::PeerAddr;
 use tokio::sync::{mpsc, oneshot};
 
@@ -103,6 +104,7 @@ async fn fetch(
         FetchConfig {
             manifest: artifact.manifest.clone(),
             manifest_sha256: artifact.manifest_sha256(),
+            signature: judge_without_pins(&artifact.manifest).unwrap(),
             out_dir: dir.to_path_buf(),
             peers: vec![seeder.peer],
             serve: false,
@@ -606,6 +608,7 @@ async fn when_no_peer_is_left_to_repair_a_damaged_chunk_the_fetch_says_so() {
         FetchConfig {
             manifest: artifact.manifest.clone(),
             manifest_sha256: artifact.manifest_sha256(),
+            signature: judge_without_pins(&artifact.manifest).unwrap(),
             out_dir: dir.to_path_buf(),
             peers: vec![seeder.peer],
             serve: false,

@@ -57,6 +57,7 @@ use minimodel_node::report::Fault;
 use minimodel_verifier::Sha256Digest;
 use minimodel_verifier::check::verify_local_file;
 use minimodel_verifier::manifest::Manifest;
+use minimodel_verifier::signing::trust::{SignatureCheck, judge_without_pins};
 use minimodel_wire::PeerAddr;
 use tokio::sync::mpsc;
 
@@ -81,6 +82,7 @@ pub fn fetch(manifest: Manifest, out_dir: impl Into<PathBuf>) -> Fetch {
         max_download: None,
         identity: None,
         reports: None,
+        signature: None,
     }
 }
 
@@ -110,6 +112,7 @@ pub struct Fetch {
     max_download: Option<u64>,
     identity: Option<Arc<Identity>>,
     reports: Option<mpsc::UnboundedSender<NodeReport>>,
+    signature: Option<SignatureCheck>,
 }
 
 /// What a finished [`Fetch`] found.
@@ -185,6 +188,16 @@ impl Fetch {
         self
     }
 
+    /// The check of the manifest's signature against the caller's pins
+    /// (`minimodel_verifier::signing::trust::judge`), which the receipt
+    /// records. Default: checked here without pins, before anything else
+    /// (a signature that does not verify is refused; a signed manifest's
+    /// key counts as not pinned).
+    pub fn signature(mut self, check: SignatureCheck) -> Self {
+        self.signature = Some(check);
+        self
+    }
+
     /// Runs the download to its end. What was verified stays on disk if it
     /// fails.
     pub async fn run(self) -> Result<Fetched, FetchError> {
@@ -194,6 +207,11 @@ impl Fetch {
     /// Runs the download until it ends or `stop` resolves; stopped, it
     /// checkpoints and returns [`FetchError::Interrupted`].
     pub async fn run_until(self, stop: impl Future<Output = ()>) -> Result<Fetched, FetchError> {
+        // First: nothing in the directory is touched for a refused manifest.
+        let signature = match self.signature {
+            Some(check) => check,
+            None => judge_without_pins(&self.manifest)?,
+        };
         let options = ResumeOptions {
             recheck: self.recheck,
             ..ResumeOptions::default()
@@ -233,6 +251,7 @@ impl Fetch {
         let config = FetchConfig {
             manifest: self.manifest,
             manifest_sha256: self.manifest_sha256,
+            signature,
             out_dir: self.out_dir,
             peers: self.peers,
             serve: self.listen.is_some(),
@@ -279,15 +298,18 @@ impl Seed {
         self
     }
 
-    /// Verifies the file against the manifest (one full pass: container,
-    /// header, every chunk, the Merkle root, the whole-file SHA-256) and
-    /// starts listening. Serve with [`Seeder::run`].
+    /// Checks the manifest's signature (without pins: a signed manifest
+    /// must verify with its own key), verifies the file against the
+    /// manifest (one full pass: container, header, every chunk, the Merkle
+    /// root, the whole-file SHA-256) and starts listening. Serve with
+    /// [`Seeder::run`].
     ///
     /// The verification blocks the calling thread for a full read of the
     /// file; inside an async task, call this through
     /// `tokio::task::spawn_blocking` (within the runtime) when that
     /// matters. Needs a tokio runtime (the QUIC endpoint runs on it).
     pub fn start(self) -> Result<Seeder, SeedError> {
+        judge_without_pins(&self.manifest).map_err(SeedError::Signature)?;
         let verified =
             verify_local_file(&self.manifest, &self.path, &|_| {}).map_err(SeedError::Verify)?;
         let identity = match self.identity {

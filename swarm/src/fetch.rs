@@ -26,6 +26,7 @@ use minimodel_node::report::{DamageCause, Failure, Fault, Tried};
 use minimodel_verifier::Sha256Digest;
 use minimodel_verifier::manifest::Manifest;
 use minimodel_verifier::receipt::ImportReceipt;
+use minimodel_verifier::signing::trust::{SignatureCheck, TrustError};
 use minimodel_wire::{PeerAddr, SwarmIdentity, SwarmParams};
 use tokio::sync::mpsc;
 
@@ -42,6 +43,10 @@ pub struct FetchConfig {
     pub manifest: Manifest,
     /// SHA-256 of the manifest file's bytes (for the receipt).
     pub manifest_sha256: Sha256Digest,
+    /// The check of the manifest's signature made before anything else
+    /// (`minimodel_verifier::signing::trust::judge`), which the receipt
+    /// records.
+    pub signature: SignatureCheck,
     /// Where the partial and the final file go.
     pub out_dir: PathBuf,
     /// Peers to dial; one id given with several addresses is one peer
@@ -76,6 +81,10 @@ pub struct FetchOutcome {
 /// Why a fetch failed. The verified part stays on disk in every case.
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
+    /// The manifest's signature, or its key, is refused; nothing was
+    /// opened or dialed.
+    #[error("the manifest is refused")]
+    Signature(#[from] TrustError),
     /// The manifest's geometry does not fit the protocol.
     #[error("the manifest cannot be fetched: {0}")]
     Unfetchable(String),
@@ -213,6 +222,7 @@ impl Fetcher {
             Some(DeliveryContext {
                 manifest: manifest.clone(),
                 manifest_sha256: config.manifest_sha256,
+                signature: config.signature.clone(),
                 started: Instant::now(),
             }),
         );

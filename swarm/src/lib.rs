@@ -27,5 +27,6 @@ pub mod peers;
 pub mod resume;
 pub mod seed;
 pub mod store;
+pub mod ticket;
 pub(crate) mod trailing;
 pub mod transport;

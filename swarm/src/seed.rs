@@ -52,6 +52,9 @@ pub enum SeedError {
     /// No identity for the node.
     #[error("no identity for the node")]
     Identity(#[source] crate::transport::IdentityError),
+    /// The manifest's signature, or its key, is refused.
+    #[error("the manifest is refused")]
+    Signature(#[source] minimodel_verifier::signing::trust::TrustError),
 }
 
 impl Seeder {

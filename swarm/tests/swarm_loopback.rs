@@ -11,6 +11,7 @@ use minimodel_swarm::resume::{OpenedDownload, PartialDownload, ResumeOptions};
 use minimodel_swarm::seed::Seeder;
 use minimodel_swarm::transport::Identity;
 use minimodel_verifier::Sha256Digest;
+use minimodel_verifier::signing::trust::judge_without_pins;
 use tokio::sync::{mpsc, oneshot};
 
 fn listen_config() -> NodeSettings {
@@ -70,6 +71,7 @@ async fn three_seeders_each_deliver_a_share() {
         FetchConfig {
             manifest: artifact.manifest.clone(),
             manifest_sha256,
+            signature: judge_without_pins(&artifact.manifest).unwrap(),
             out_dir: out.clone(),
             peers,
             serve: false,

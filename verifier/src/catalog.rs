@@ -2,7 +2,8 @@
 //! catalog lists for an artifact. It carries routes to metadata and the
 //! hashes that identify the bytes, and never a route to the bytes themselves
 //! (product rule 2): every route in it has passed route safety when the
-//! manifest was parsed.
+//! manifest was parsed. It says whether the manifest is signed, and by
+//! which key, only after checking the signature.
 
 use serde::{Deserialize, Serialize};
 
@@ -11,9 +12,28 @@ use crate::ids::{KeyId, ModelId, PublisherId};
 use crate::manifest::Manifest;
 use crate::model::{ModelShape, Quantization};
 use crate::route::Route;
+use crate::signing::manifest::check_manifest_signature;
+use crate::signing::{BadSignature, PublicKey};
 
 /// The `format` value of a catalog entry.
-pub const CATALOG_ENTRY_FORMAT: &str = "minimodel-catalog-entry-v0";
+pub const CATALOG_ENTRY_FORMAT: &str = "minimodel-catalog-entry-v1";
+
+/// Whether the manifest is signed, as its catalog entry says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum CatalogSignature {
+    /// The manifest is unsigned (v0).
+    Unsigned,
+    /// The manifest is signed, and its signature verified with this key
+    /// when the entry was made. Whether the key is the publisher's is for
+    /// each reader's keyring to say.
+    Signed {
+        /// The key's id.
+        key_id: KeyId,
+        /// The key.
+        publisher_key: PublicKey,
+    },
+}
 
 /// A catalog entry for one artifact.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -27,8 +47,10 @@ pub struct CatalogEntry {
     pub display_name: String,
     /// Who publishes it.
     pub publisher_id: PublisherId,
-    /// The publisher key that will sign manifests.
+    /// The manifest's `key-id`.
     pub key_id: KeyId,
+    /// Whether the manifest is signed, and by which key.
+    pub signature: CatalogSignature,
     /// Routes to metadata about the artifact; never to its bytes.
     pub routes: CatalogRoutes,
     /// Where the weights come from.
@@ -84,15 +106,24 @@ pub struct CatalogChunks {
 }
 
 impl CatalogEntry {
-    /// The entry for a manifest.
-    pub fn from_manifest(manifest: &Manifest) -> Self {
+    /// The entry for a manifest, whose signature (if signed) is checked
+    /// here: a manifest whose signature does not verify has no entry.
+    pub fn from_manifest(manifest: &Manifest) -> Result<Self, BadSignature> {
+        let signature = match check_manifest_signature(manifest)? {
+            None => CatalogSignature::Unsigned,
+            Some(key) => CatalogSignature::Signed {
+                key_id: key.key_id().to_id(),
+                publisher_key: key,
+            },
+        };
         let chunk_list = manifest.chunks.chunk_list.as_ref();
-        Self {
+        Ok(Self {
             format: CATALOG_ENTRY_FORMAT.to_owned(),
             model_id: manifest.model_id.clone(),
             display_name: manifest.display_name.clone(),
             publisher_id: manifest.publisher_id.clone(),
             key_id: manifest.key_id.clone(),
+            signature,
             routes: CatalogRoutes {
                 manifest: manifest.manifest_route.clone(),
                 model_card: manifest.model_card_route.clone(),
@@ -115,6 +146,6 @@ impl CatalogEntry {
                 merkle_root: manifest.chunks.merkle_root,
                 chunk_list_sha256: chunk_list.map(|list| list.sha256),
             },
-        }
+        })
     }
 }

@@ -15,6 +15,7 @@ use crate::hashing::{FileHashes, hash_file};
 use crate::manifest::Manifest;
 use crate::merkle::{MerkleTree, TreeError, chunk_list_text};
 use crate::receipt::{CheckName, ImportReceipt, RECEIPT_FORMAT, ReceiptSource, now_rfc3339};
+use crate::signing::trust::SignatureCheck;
 use crate::slm::{SlmError, SlmInfo, read_slm_file};
 
 /// Why an artifact failed its checks. [`VerifyError::is_invalid_input`]
@@ -116,8 +117,15 @@ impl VerifiedArtifact {
     }
 
     /// The receipt for this artifact. `manifest_sha256` is the SHA-256 of
-    /// the manifest file's bytes as read.
-    pub fn receipt(&self, manifest_sha256: Sha256Digest, source: ReceiptSource) -> ImportReceipt {
+    /// the manifest file's bytes as read; `signature` the check of its
+    /// signature made before the import (recorded only if it was made for
+    /// this artifact's manifest).
+    pub fn receipt(
+        &self,
+        manifest_sha256: Sha256Digest,
+        signature: &SignatureCheck,
+        source: ReceiptSource,
+    ) -> ImportReceipt {
         let manifest = &self.manifest;
         ImportReceipt {
             format: RECEIPT_FORMAT.to_owned(),
@@ -131,6 +139,7 @@ impl VerifiedArtifact {
             license_route: manifest.license_route.clone(),
             evidence_route: manifest.evidence_route.clone(),
             checks: self.checks.clone(),
+            signature: signature.record(manifest),
             source,
             verified_at: now_rfc3339(),
             tool: concat!("minimodel ", env!("CARGO_PKG_VERSION")).to_owned(),

@@ -2,8 +2,9 @@
 //! artifact a MiniModel manifest describes.
 //!
 //! What it is: the three formats of the project and their checks.
-//! - [`manifest`]: manifest v0, the line-oriented text that binds an artifact
-//!   to its license and evidence routes (`docs/manifest-v0.md`);
+//! - [`manifest`]: manifests v0 and v1 (signed), the line-oriented text
+//!   that binds an artifact to its license and evidence routes
+//!   (`docs/manifest-v0.md`, `docs/manifest-v1.md`);
 //! - [`slm`]: the `.slm` v0 container and a generator of synthetic ones
 //!   (`docs/slm-format.md`);
 //! - [`merkle`]: fixed-size-merkle-v0 chunk hashes, tree and proofs
@@ -13,7 +14,9 @@
 //! - [`check`]: the full local check of a file against its manifest, with
 //!   drift checks, and the [`receipt`] and [`catalog`] JSON it produces
 //!   (`docs/formats.md`);
-//! - [`route`]: route safety (https only, no credentials, no byte routes).
+//! - [`route`]: route safety (https only, no credentials, no byte routes);
+//! - [`signing`]: publisher keys, manifest signatures, the keyring and the
+//!   trust decision every command makes first (`docs/signing.md`).
 //!
 //! What it is not: it knows nothing of networks, peers or partial downloads.
 //! The swarm feeds it bytes; it answers yes or no and says exactly why.
@@ -33,6 +36,7 @@ pub mod merkle;
 pub mod model;
 pub mod receipt;
 pub mod route;
+pub mod signing;
 pub mod slm;
 
 pub use chunk::{ChunkGeometry, ChunkIndex, ChunkVerifier, VerifiedChunk};

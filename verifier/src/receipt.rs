@@ -7,8 +7,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::digest::Sha256Digest;
-use crate::ids::ModelId;
+use crate::ids::{KeyId, ModelId, PublisherId};
 use crate::route::Route;
+use crate::signing::PublicKey;
+use crate::signing::trust::KeyTrust;
 
 /// The `format` value of a receipt.
 pub const RECEIPT_FORMAT: &str = "minimodel-receipt-v0";
@@ -88,6 +90,29 @@ pub struct PeerContribution {
     pub found_by: String,
 }
 
+/// The signature check made before an import, as its receipt records it
+/// (`docs/formats.md`). Made only from a
+/// [`crate::signing::trust::SignatureCheck`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "kebab-case")]
+pub enum SignatureRecord {
+    /// The manifest was unsigned (v0): nothing vouched for it but the way
+    /// it reached the user.
+    Unsigned,
+    /// The manifest's signature verified with `publisher_key`, whose trust
+    /// `trust` says.
+    Signed {
+        /// The manifest's publisher id.
+        publisher_id: PublisherId,
+        /// The key's id (the manifest's `key-id`).
+        key_id: KeyId,
+        /// The key that signed.
+        publisher_key: PublicKey,
+        /// Why the key was trusted.
+        trust: KeyTrust,
+    },
+}
+
 /// The receipt of one import.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImportReceipt {
@@ -113,6 +138,10 @@ pub struct ImportReceipt {
     pub evidence_route: Route,
     /// The checks passed, in order.
     pub checks: Vec<CheckName>,
+    /// The manifest's signature as checked before the import; absent in
+    /// receipts written before signatures existed (never read as signed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<SignatureRecord>,
     /// Where the bytes came from.
     pub source: ReceiptSource,
     /// When the checks finished, RFC 3339 UTC.

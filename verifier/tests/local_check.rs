@@ -12,6 +12,10 @@ use minimodel_verifier::manifest::{
 };
 use minimodel_verifier::merkle::{MerkleTree, chunk_list_text};
 use minimodel_verifier::receipt::{CheckName, ReceiptSource};
+use minimodel_verifier::signing::SecretKey;
+use minimodel_verifier::signing::keyring::Keyring;
+use minimodel_verifier::signing::manifest::sign_manifest;
+use minimodel_verifier::signing::trust::{TrustAnchors, judge};
 use minimodel_verifier::slm::{FixtureSpec, write_fixture};
 use minimodel_verifier::{ModelShape, Quantization, Sha256Digest};
 
@@ -94,7 +98,18 @@ fn a_good_file_passes_every_check_and_gets_a_receipt() {
         ]
     );
     assert_eq!(artifact.tree().root(), s.manifest.chunks.merkle_root);
-    let receipt = artifact.receipt(Sha256Digest::of(b"manifest"), ReceiptSource::LocalFile);
+    let keyring = Keyring::new();
+    let anchors = TrustAnchors {
+        keyring: &keyring,
+        named_key: None,
+        require_signature: false,
+    };
+    let check = judge(&s.manifest, &anchors).unwrap();
+    let receipt = artifact.receipt(
+        Sha256Digest::of(b"manifest"),
+        &check,
+        ReceiptSource::LocalFile,
+    );
     assert_eq!(receipt.model_id, s.manifest.model_id);
     assert_eq!(
         receipt.chunk_count,
@@ -103,6 +118,37 @@ fn a_good_file_passes_every_check_and_gets_a_receipt() {
     let json = serde_json::to_value(&receipt).unwrap();
     assert_eq!(json["format"], "minimodel-receipt-v0");
     assert_eq!(json["source"]["kind"], "local-file");
+    assert_eq!(json["signature"], serde_json::json!({"status": "unsigned"}));
+
+    // The same file under the manifest signed: the receipt names the key,
+    // and a check of the unsigned manifest records nothing for it.
+    let key = SecretKey::from_seed(&[4; 32]);
+    let signed = sign_manifest(&s.manifest, &key);
+    let artifact = verify_local_file(&signed, &s.path, &|_| {}).unwrap();
+    let json = serde_json::to_value(artifact.receipt(
+        Sha256Digest::of(b"manifest"),
+        &check,
+        ReceiptSource::LocalFile,
+    ))
+    .unwrap();
+    assert!(json.get("signature").is_none(), "{json}");
+    let signed_check = judge(&signed, &anchors).unwrap();
+    let json = serde_json::to_value(artifact.receipt(
+        Sha256Digest::of(b"manifest"),
+        &signed_check,
+        ReceiptSource::LocalFile,
+    ))
+    .unwrap();
+    assert_eq!(json["signature"]["status"], "signed");
+    assert_eq!(json["signature"]["trust"], "not-pinned");
+    assert_eq!(
+        json["signature"]["key_id"],
+        key.public_key().key_id().to_string()
+    );
+    assert_eq!(
+        json["signature"]["publisher_key"],
+        key.public_key().to_string()
+    );
 }
 
 #[test]

@@ -21,6 +21,7 @@ use minimodel_swarm::transport::Identity;
 use minimodel_verifier::check::verify_local_file;
 use minimodel_verifier::describe::{PublisherFields, describe_file};
 use minimodel_verifier::receipt::ReceiptSource;
+use minimodel_verifier::signing::trust::judge_without_pins;
 use minimodel_verifier::slm::{FixtureSpec, write_fixture};
 use minimodel_verifier::{Manifest, Sha256Digest};
 use tokio::sync::{mpsc, watch};
@@ -219,6 +220,9 @@ async fn swarm(
             FetchConfig {
                 manifest: manifest.clone(),
                 manifest_sha256: Sha256Digest::of(manifest.to_text().as_bytes()),
+                // The demo's own unsigned manifest: nothing to pin.
+                signature: judge_without_pins(manifest)
+                    .context("the demo's manifest is refused")?,
                 out_dir: dir,
                 peers: vec![seeder_addr],
                 serve: true,

@@ -31,6 +31,7 @@ use crate::output::{Output, counted};
 use crate::progress::average_rate;
 use crate::reports::{FetchProgress, show_reports};
 use crate::stop::Stop;
+use crate::trust::{FirstUse, Judged, TrustArgs};
 use crate::units::{human_bytes, parse_size};
 
 /// Arguments of `minimodel fetch`.
@@ -121,13 +122,17 @@ pub struct TransferArgs {
     /// damaged.
     #[arg(long)]
     pub recheck: bool,
-    /// Consent to fetching (and, with --serve, to serving).
+    /// Consent to fetching (and, with --serve, to serving; and to pinning
+    /// a publisher key seen for the first time).
     #[arg(long)]
     pub yes: bool,
+    #[command(flatten)]
+    pub trust: TrustArgs,
 }
 
 pub fn run(args: FetchArgs, out: Output) -> Result<(), Failure> {
     let loaded = load_manifest(&args.manifest)?;
+    let judged = crate::trust::check(&loaded, &args.manifest, &args.transfer.trust)?;
     let mut peers = args.peers.clone();
     for path in &args.offers {
         let offer = PeerOffer::read(path).or_exit(Exit::InvalidInput)?;
@@ -144,13 +149,15 @@ pub fn run(args: FetchArgs, out: Output) -> Result<(), Failure> {
             ),
         );
     }
-    transfer(&loaded, peers, args.out, &args.transfer, out)
+    transfer(&loaded, judged, peers, args.out, &args.transfer, out)
 }
 
-/// Fetches `loaded`'s artifact from `peers` (one entry per peer id) into
-/// `dir`.
+/// Fetches `loaded`'s artifact, whose signature `judged` checked, from
+/// `peers` (one entry per peer id) into `dir`. A key seen for the first
+/// time is pinned once the user consents, before anything is opened.
 pub fn transfer(
     loaded: &LoadedManifest,
+    judged: Judged,
     peers: Vec<PeerAddrs>,
     dir: PathBuf,
     args: &TransferArgs,
@@ -173,7 +180,12 @@ pub fn transfer(
         ));
     }
     consent::ask(
-        &format!("fetch {} from {}", manifest.model_id, from.join(", ")),
+        &format!(
+            "{}fetch {} from {}",
+            judged.first_use_clause().unwrap_or_default(),
+            manifest.model_id,
+            from.join(", ")
+        ),
         args.yes,
         out.json,
     )?;
@@ -195,6 +207,8 @@ pub fn transfer(
         }
         consent::ask(&what, args.yes, out.json)?;
     }
+    let signature = judged.settle(FirstUse::Pin { yes: args.yes }, out)?;
+    let signature_for_ticket = signature.clone();
     // Before the download is opened (a recheck reads the whole file): a
     // taken port fails at once.
     let metrics = crate::metrics::bind(args.metrics)?;
@@ -218,6 +232,7 @@ pub fn transfer(
         let config = FetchConfig {
             manifest: manifest.clone(),
             manifest_sha256: loaded.sha256,
+            signature,
             out_dir: dir.clone(),
             // One entry per address; the node gathers them by peer id and
             // tries each address of a peer in turn.
@@ -261,8 +276,9 @@ pub fn transfer(
                 describe_peer(&peer)
             ));
             out.event(&Event::Offer {
-                offer: PeerOffer::for_manifest(manifest, peer),
+                offer: PeerOffer::for_manifest(manifest, peer.clone()),
             });
+            super::ticket::say_ticket(loaded, &signature_for_ticket, &peer, out);
         }
         let progress = FetchProgress::new(out, resumed_bytes);
         let line = progress.line();
@@ -436,7 +452,9 @@ fn classify(error: FetchError, stop: &Stop) -> Failure {
     }
     let exit = match &error {
         FetchError::Unfetchable(_) => Exit::InvalidInput,
-        FetchError::Verification(_) | FetchError::Damaged { .. } => Exit::VerificationFailed,
+        FetchError::Verification(_) | FetchError::Damaged { .. } | FetchError::Signature(_) => {
+            Exit::VerificationFailed
+        }
         FetchError::Node(_)
         | FetchError::Identity(_)
         | FetchError::Storage(_)

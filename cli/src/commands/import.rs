@@ -28,9 +28,11 @@ pub struct ImportArgs {
 
 pub fn run(args: ImportArgs, out: Output) -> Result<(), Failure> {
     let loaded = load_manifest(&args.manifest)?;
+    // The manifest's signature before anything else, the request included.
+    let judged = crate::trust::check(&loaded, &args.manifest, &args.transfer.trust)?;
     let request = ImportRequest::read(&args.request).or_exit(Exit::InvalidInput)?;
     let peers = request
         .check_against(&loaded.manifest)
         .or_exit(Exit::InvalidInput)?;
-    transfer(&loaded, peers, args.output_dir, &args.transfer, out)
+    transfer(&loaded, judged, peers, args.output_dir, &args.transfer, out)
 }

@@ -1,5 +1,5 @@
-//! `minimodel manifest FILE.slm --model-id ID ...`: hash a `.slm` file and
-//! write its manifest v0.
+//! `minimodel manifest FILE.slm --model-id ID ... [--sign KEY]`: hash a
+//! `.slm` file and write its manifest: v0, or v1 signed with `--sign`.
 
 use std::path::PathBuf;
 
@@ -12,8 +12,11 @@ use minimodel_verifier::{KeyId, ModelId, PublisherId};
 use super::write_atomically;
 use crate::events::Event;
 use crate::exit::{Exit, Failure, OrExit};
+use crate::keystore::read_secret_key;
 use crate::output::{Output, counted};
+use crate::trust::key_file_failure;
 use crate::units::{exact_bytes, human_bytes, parse_size};
+use minimodel_verifier::signing::manifest::sign_manifest;
 
 /// Arguments of `minimodel manifest`.
 #[derive(Debug, Args)]
@@ -35,9 +38,14 @@ pub struct ManifestArgs {
     /// Human-readable name [default: the model id].
     #[arg(long)]
     pub display_name: Option<String>,
-    /// Id of the publisher key that will sign manifests.
-    #[arg(long, default_value = "unsigned")]
+    /// Id of the publisher key that will sign manifests (with --sign, the
+    /// key's own id is written instead).
+    #[arg(long, default_value = "unsigned", conflicts_with = "sign")]
     pub key_id: KeyId,
+    /// Sign the manifest with this secret key file (minimodel key new):
+    /// the manifest is written as v1, signed.
+    #[arg(long, value_name = "KEY")]
+    pub sign: Option<PathBuf>,
     /// https route to this manifest's metadata.
     #[arg(long)]
     pub manifest_route: Option<Route>,
@@ -71,6 +79,13 @@ pub struct ManifestArgs {
 }
 
 pub fn run(args: ManifestArgs, out: Output) -> Result<(), Failure> {
+    // Before the file is hashed: a key that cannot be used fails at once.
+    let key = args
+        .sign
+        .as_deref()
+        .map(read_secret_key)
+        .transpose()
+        .map_err(key_file_failure)?;
     let chunk_size = match args.chunk_size {
         None => None,
         Some(size) => Some(
@@ -119,6 +134,10 @@ pub fn run(args: ManifestArgs, out: Output) -> Result<(), Failure> {
             anyhow::Error::new(error).context(format!("cannot describe {}", args.file.display())),
         )
     })?;
+    let manifest = match &key {
+        Some(key) => sign_manifest(&manifest, key),
+        None => manifest,
+    };
     let chunk_size = manifest.chunks.chunk_size;
     if let Some(path) = &args.chunk_list_out {
         write_atomically(path, chunk_list.as_bytes())?;
@@ -128,13 +147,17 @@ pub fn run(args: ManifestArgs, out: Output) -> Result<(), Failure> {
         Some(path) => {
             write_atomically(path, text.as_bytes())?;
             out.say(format!(
-                "wrote {} for {} ({}, {} of {}, root {})",
+                "wrote {} for {} ({}, {} of {}, root {}){}",
                 path.display(),
                 manifest.model_id,
                 human_bytes(manifest.artifact_bytes),
                 counted(manifest.chunks.chunk_count, "chunk"),
                 human_bytes(u64::from(chunk_size)),
-                manifest.chunks.merkle_root
+                manifest.chunks.merkle_root,
+                match manifest.signature.publisher_key() {
+                    Some(key) => format!(", signed with key {}", key.key_id()),
+                    None => ", unsigned".to_owned(),
+                }
             ));
         }
         None if !out.json => print!("{text}"),
@@ -148,6 +171,8 @@ pub fn run(args: ManifestArgs, out: Output) -> Result<(), Failure> {
         chunk_size,
         chunk_count: manifest.chunks.chunk_count,
         merkle_root: manifest.chunks.merkle_root.to_hex(),
+        signed: key.is_some(),
+        key_id: manifest.key_id.to_string(),
         manifest: args.output.is_none().then_some(text),
     });
     Ok(())

@@ -7,11 +7,14 @@ pub mod docs;
 pub mod fetch;
 pub mod fixture;
 pub mod import;
+pub mod key;
 pub mod manifest;
 pub mod network;
 pub mod request;
 pub mod seed;
+pub mod sign;
 pub mod status;
+pub mod ticket;
 pub mod verify;
 
 use std::fs;

@@ -24,11 +24,13 @@ use super::load_manifest;
 use super::network::{
     Congestion, PublicAddr, advertised, describe_peer, identity, parse_public_addr, runtime,
 };
+use super::ticket::say_ticket;
 use crate::consent;
 use crate::events::Event;
 use crate::exit::{Exit, Failure, OrExit};
 use crate::output::Output;
 use crate::reports::show_reports;
+use crate::trust::{FirstUse, TrustArgs};
 use crate::units::parse_size;
 
 /// Arguments of `minimodel seed`.
@@ -69,13 +71,17 @@ pub struct SeedArgs {
     #[command(flatten)]
     pub dht: DhtArgs,
     /// Consent to serving the file to other peers (and, with --dht, to
-    /// announcing that on the DHT).
+    /// announcing that on the DHT; and to pinning a publisher key seen for
+    /// the first time).
     #[arg(long)]
     pub yes: bool,
+    #[command(flatten)]
+    pub trust: TrustArgs,
 }
 
 pub fn run(args: SeedArgs, out: Output) -> Result<(), Failure> {
     let loaded = load_manifest(&args.manifest)?;
+    let judged = crate::trust::check(&loaded, &args.manifest, &args.trust)?;
     let manifest = &loaded.manifest;
     // Checked before consent is asked: a --listen that --dht cannot
     // announce is a usage error.
@@ -86,13 +92,15 @@ pub fn run(args: SeedArgs, out: Output) -> Result<(), Failure> {
         .transpose()?;
     consent::ask(
         &format!(
-            "serve {} to other peers{}",
+            "{}serve {} to other peers{}",
+            judged.first_use_clause().unwrap_or_default(),
             manifest.model_id,
             args.dht.consent_clause()
         ),
         args.yes,
         out.json,
     )?;
+    let signature = judged.settle(FirstUse::Pin { yes: args.yes }, out)?;
     // Before the verification pass: a taken port fails at once.
     let metrics = crate::metrics::bind(args.metrics)?;
     let bar = out.byte_progress(manifest.artifact_bytes, "verifying");
@@ -159,8 +167,9 @@ pub fn run(args: SeedArgs, out: Output) -> Result<(), Failure> {
             manifest.model_id,
             describe_peer(&peer)
         ));
-        out.say("stop with Ctrl-C");
         out.event(&Event::Offer { offer });
+        say_ticket(&loaded, &signature, &peer, out);
+        out.say("stop with Ctrl-C");
         let announcing = match dht {
             Some(dht) => {
                 let port = NonZeroU16::new(bound.port()).context("the seeder listens on port 0")?;

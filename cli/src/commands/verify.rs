@@ -1,5 +1,6 @@
-//! `minimodel verify MANIFEST FILE.slm [--receipt FILE]`: the full local
-//! check, and a receipt.
+//! `minimodel verify MANIFEST FILE.slm [--receipt FILE]`: the manifest's
+//! signature first (`crate::trust`), then the full local check, and a
+//! receipt that records both.
 
 use std::path::PathBuf;
 
@@ -12,6 +13,7 @@ use super::{load_manifest, write_atomically};
 use crate::events::Event;
 use crate::exit::{Exit, Failure};
 use crate::output::Output;
+use crate::trust::{FirstUse, TrustArgs};
 
 /// Arguments of `minimodel verify`.
 #[derive(Debug, Args)]
@@ -23,10 +25,16 @@ pub struct VerifyArgs {
     /// Where to write the receipt [default: <model-id>.receipt.json next to the file].
     #[arg(long)]
     pub receipt: Option<PathBuf>,
+    #[command(flatten)]
+    pub trust: TrustArgs,
 }
 
 pub fn run(args: VerifyArgs, out: Output) -> Result<(), Failure> {
     let loaded = load_manifest(&args.manifest)?;
+    // Nobody is asked here: a key seen for the first time stays unpinned
+    // (the receipt says so).
+    let signature =
+        crate::trust::check(&loaded, &args.manifest, &args.trust)?.settle(FirstUse::Leave, out)?;
     let manifest = &loaded.manifest;
     let bar = out.byte_progress(manifest.artifact_bytes, "verifying");
     let result = verify_local_file(manifest, &args.file, &|n| bar.set_position(n));
@@ -49,7 +57,7 @@ pub fn run(args: VerifyArgs, out: Output) -> Result<(), Failure> {
         )
         .with_hint("the file is not the artifact this manifest describes; no receipt was written")
     })?;
-    let receipt = artifact.receipt(loaded.sha256, ReceiptSource::LocalFile);
+    let receipt = artifact.receipt(loaded.sha256, &signature, ReceiptSource::LocalFile);
     let receipt_path = args.receipt.clone().unwrap_or_else(|| {
         let dir = args.file.parent().map(PathBuf::from).unwrap_or_default();
         dir.join(format!("{}.receipt.json", manifest.model_id))

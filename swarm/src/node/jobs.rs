@@ -16,6 +16,7 @@ use minimodel_verifier::chunk::{ChunkGeometry, ChunkIndex as VerifierIndex, Chun
 use minimodel_verifier::manifest::Manifest;
 use minimodel_verifier::merkle::MerkleTree;
 use minimodel_verifier::receipt::{PeerContribution, TransferSummary};
+use minimodel_verifier::signing::trust::SignatureCheck;
 use minimodel_wire::{ChunkIndex, PieceHeader};
 use tokio::sync::{Semaphore, mpsc};
 
@@ -69,6 +70,7 @@ impl ProofSource {
 pub(crate) struct DeliveryContext {
     pub(crate) manifest: Manifest,
     pub(crate) manifest_sha256: Sha256Digest,
+    pub(crate) signature: SignatureCheck,
     pub(crate) started: Instant,
 }
 
@@ -275,14 +277,7 @@ pub(super) fn deliver(node: &mut Node) {
                 .and_then(|stats| stats.completed_at)
                 .unwrap_or_else(Instant::now);
             let summary = summary_of(stats.as_ref());
-            partial.final_checks(
-                &context.manifest,
-                context.manifest_sha256,
-                sha256,
-                summary,
-                context.started,
-                completed_at,
-            )
+            partial.final_checks(&context, sha256, summary, completed_at)
         })
         .await;
         let (finish, delivered) = match done {

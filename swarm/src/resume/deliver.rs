@@ -14,12 +14,12 @@ use minimodel_node::report::Fault;
 use minimodel_verifier::Sha256Digest;
 use minimodel_verifier::check::{VerifyError, verify_with_hashes};
 use minimodel_verifier::hashing::FileHashes;
-use minimodel_verifier::manifest::Manifest;
 use minimodel_verifier::merkle::MerkleTree;
 use minimodel_verifier::receipt::{ReceiptSource, TransferSummary};
 use minimodel_wire::ChunkIndex;
 
 use super::{FinishedDownload, PartialDownload, ResumeError};
+use crate::node::DeliveryContext;
 
 /// Why the final checks could not judge the file (the checks' own
 /// verdicts are [`VerifyError`]s).
@@ -53,20 +53,20 @@ pub(crate) struct Delivered {
 }
 
 impl PartialDownload {
-    /// Checks the whole file and delivers it. `sha256` is the whole-file
-    /// hash read back from the `.part` (`None`: it was not running);
-    /// `summary` goes into the receipt with its durations filled in, from
-    /// `started` and from `completed_at` (the last verified chunk).
-    /// Blocking.
+    /// Checks the whole file and delivers it. `context` holds the
+    /// manifest, the digest of its file and the check of its signature,
+    /// which the receipt records; `sha256` is the whole-file hash read back
+    /// from the `.part` (`None`: it was not running); `summary` goes into
+    /// the receipt with its durations filled in, from `context.started`
+    /// and from `completed_at` (the last verified chunk). Blocking.
     pub(crate) fn final_checks(
         &self,
-        manifest: &Manifest,
-        manifest_sha256: Sha256Digest,
+        context: &DeliveryContext,
         sha256: Option<io::Result<Sha256Digest>>,
         mut summary: TransferSummary,
-        started: Instant,
         completed_at: Instant,
     ) -> (Finish, Option<Box<Delivered>>) {
+        let manifest = &context.manifest;
         let storage_failed = |error: ResumeError| (Finish::StorageFailed(Fault::new(error)), None);
         let sha256 = match sha256 {
             Some(Ok(sha256)) => sha256,
@@ -130,8 +130,12 @@ impl PartialDownload {
             // Everything after the last verified chunk up to here: the
             // read-back hash, the checks and the final sync.
             summary.finish_ms = completed_at.elapsed().as_millis() as u64;
-            summary.duration_ms = started.elapsed().as_millis() as u64;
-            artifact.receipt(manifest_sha256, ReceiptSource::Peers(summary))
+            summary.duration_ms = context.started.elapsed().as_millis() as u64;
+            artifact.receipt(
+                context.manifest_sha256,
+                &context.signature,
+                ReceiptSource::Peers(summary),
+            )
         });
         match finished {
             Ok(finished) => (

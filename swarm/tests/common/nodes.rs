@@ -12,6 +12,7 @@ use minimodel_swarm::seed::Seeder;
 use minimodel_swarm::transport::Identity;
 use minimodel_verifier::Sha256Digest;
 use minimodel_verifier::receipt::{ReceiptSource, TransferSummary};
+use minimodel_verifier::signing::trust::judge_without_pins;
 use minimodel_wire::PeerAddr;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -132,6 +133,7 @@ pub fn fetch_config(artifact: &Artifact, out: &Path, peers: Vec<PeerAddr>) -> Fe
     FetchConfig {
         manifest: artifact.manifest.clone(),
         manifest_sha256: Sha256Digest::of(b"manifest"),
+        signature: judge_without_pins(&artifact.manifest).unwrap(),
         out_dir: out.to_owned(),
         peers,
         serve: false,

@@ -12,7 +12,7 @@ use minimodel_verifier::chunk::{
 };
 use minimodel_verifier::merkle::MerkleTree;
 use minimodel_verifier::receipt::{
-    CheckName, ImportReceipt, RECEIPT_FORMAT, ReceiptSource, now_rfc3339,
+    CheckName, ImportReceipt, RECEIPT_FORMAT, ReceiptSource, SignatureRecord, now_rfc3339,
 };
 use minimodel_verifier::{Manifest, ModelId, Sha256Digest};
 
@@ -116,6 +116,7 @@ impl Artifact {
             license_route: self.manifest.license_route.clone(),
             evidence_route: self.manifest.evidence_route.clone(),
             checks: vec![CheckName::MerkleRoot, CheckName::ArtifactSha256],
+            signature: Some(SignatureRecord::Unsigned),
             source: ReceiptSource::LocalFile,
             verified_at: now_rfc3339(),
             tool: "minimodel-test".to_owned(),

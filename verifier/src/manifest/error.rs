@@ -10,6 +10,7 @@ use crate::digest::HexDigestError;
 use crate::ids::IdError;
 use crate::model::{ModelShapeError, UnknownQuantization};
 use crate::route::RouteError;
+use crate::signing::{KeyTextError, PublisherKeyId};
 
 /// A refused manifest. Displays as
 /// `line 12, field chunk-size: 3000 is not a power of two between 16384 and 16777216`.
@@ -56,7 +57,7 @@ impl fmt::Display for ManifestError {
 impl std::error::Error for ManifestError {}
 
 /// The rule a manifest broke. Each has a stable [`ManifestErrorKind::code`]
-/// (the table in `docs/manifest-v0.md`).
+/// (the tables in `docs/manifest-v0.md` and `docs/manifest-v1.md`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ManifestErrorKind {
     /// The file is larger than [`MAX_MANIFEST_LEN`].
@@ -101,17 +102,26 @@ pub enum ManifestErrorKind {
         reason: &'static str,
     },
     /// The first entry is not the `format` line.
-    #[error("the first entry must be `format: minimodel-manifest-v0`")]
+    #[error(
+        "the first entry must be `format: minimodel-manifest-v0` (or `format: minimodel-manifest-v1`, signed)"
+    )]
     MissingFormatLine,
     /// The `format` line names another format.
-    #[error("format {found:?} is not supported; this reader knows minimodel-manifest-v0")]
+    #[error(
+        "format {found:?} is not supported; this reader knows minimodel-manifest-v0 and minimodel-manifest-v1"
+    )]
     UnsupportedFormat {
         /// The value as written.
         found: String,
     },
-    /// A key that manifest v0 does not define.
-    #[error("unknown key; manifest v0 does not define it")]
+    /// A key that no manifest format defines.
+    #[error("unknown key; manifests v0 and v1 do not define it")]
     UnknownKey,
+    /// A v1 key (`publisher-key`) in a v0 manifest.
+    #[error(
+        "publisher-key belongs to signed manifests (minimodel-manifest-v1); a minimodel-manifest-v0 manifest is unsigned"
+    )]
+    KeyNotInFormat,
     /// A key given twice.
     #[error("key given twice (first on line {first_line})")]
     DuplicateKey {
@@ -197,9 +207,24 @@ pub enum ManifestErrorKind {
     /// A `model-shape` that does not parse or breaks the shape rules.
     #[error("{0}")]
     BadModelShape(ModelShapeError),
-    /// A `signature` other than the placeholder.
+    /// A v0 `signature` other than the placeholder.
     #[error("{0}")]
     UnsupportedSignature(UnsupportedSignature),
+    /// A v1 `signature` that is not `ed25519:` and 128 lowercase hex
+    /// digits.
+    #[error(
+        "{0}; a minimodel-manifest-v1 manifest is signed: its signature is ed25519: and 128 lowercase hex digits"
+    )]
+    BadSignature(KeyTextError),
+    /// A `publisher-key` that is not a usable public key.
+    #[error("{0}")]
+    BadPublicKey(KeyTextError),
+    /// A v1 `key-id` other than the id of its `publisher-key`.
+    #[error("key-id must be {expected}, the id of publisher-key")]
+    KeyIdMismatch {
+        /// The id of `publisher-key`.
+        expected: PublisherKeyId,
+    },
     /// A `chunk-scheme` other than `fixed-size-merkle-v0`.
     #[error("chunk scheme {found:?} is not supported; manifest v0 knows fixed-size-merkle-v0")]
     UnsupportedChunkScheme {
@@ -228,6 +253,7 @@ impl ManifestErrorKind {
             ManifestErrorKind::MissingFormatLine => "missing-format-line",
             ManifestErrorKind::UnsupportedFormat { .. } => "unsupported-format",
             ManifestErrorKind::UnknownKey => "unknown-key",
+            ManifestErrorKind::KeyNotInFormat => "key-not-in-format",
             ManifestErrorKind::DuplicateKey { .. } => "duplicate-key",
             ManifestErrorKind::MissingKey => "missing-key",
             ManifestErrorKind::BadHex(_) => "bad-hex",
@@ -245,6 +271,9 @@ impl ManifestErrorKind {
             ManifestErrorKind::BadQuantization(_) => "bad-quantization",
             ManifestErrorKind::BadModelShape(_) => "bad-model-shape",
             ManifestErrorKind::UnsupportedSignature(_) => "unsupported-signature",
+            ManifestErrorKind::BadSignature(_) => "bad-signature",
+            ManifestErrorKind::BadPublicKey(_) => "bad-public-key",
+            ManifestErrorKind::KeyIdMismatch { .. } => "key-id-mismatch",
             ManifestErrorKind::UnsupportedChunkScheme { .. } => "unsupported-chunk-scheme",
             ManifestErrorKind::ChunkListIncomplete => "chunk-list-incomplete",
         }

@@ -1,9 +1,10 @@
-//! The keys of manifest v0, in canonical order.
+//! The keys of manifests v0 and v1, in canonical order.
 
 use std::fmt;
 
-/// One key of manifest v0. The declaration order is the canonical order the
+/// One key of a manifest. The declaration order is the canonical order the
 /// writer uses; [`ManifestKey::Format`] always comes first.
+/// [`ManifestKey::PublisherKey`] belongs to v1 only.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ManifestKey {
     /// `format`.
@@ -16,6 +17,8 @@ pub enum ManifestKey {
     PublisherId,
     /// `key-id`.
     KeyId,
+    /// `publisher-key` (v1 only, where it is required).
+    PublisherKey,
     /// `manifest-route`.
     ManifestRoute,
     /// `model-card-route`.
@@ -60,8 +63,8 @@ pub enum ManifestKey {
     ChunkListSha256,
 }
 
-/// How many keys manifest v0 has.
-pub(crate) const KEY_COUNT: usize = 26;
+/// How many keys manifests have (v0 and v1 together).
+pub(crate) const KEY_COUNT: usize = 27;
 
 impl ManifestKey {
     /// Every key, in canonical order.
@@ -71,6 +74,7 @@ impl ManifestKey {
         ManifestKey::DisplayName,
         ManifestKey::PublisherId,
         ManifestKey::KeyId,
+        ManifestKey::PublisherKey,
         ManifestKey::ManifestRoute,
         ManifestKey::ModelCardRoute,
         ManifestKey::LicenseRoute,
@@ -102,6 +106,7 @@ impl ManifestKey {
             ManifestKey::DisplayName => "display-name",
             ManifestKey::PublisherId => "publisher-id",
             ManifestKey::KeyId => "key-id",
+            ManifestKey::PublisherKey => "publisher-key",
             ManifestKey::ManifestRoute => "manifest-route",
             ManifestKey::ModelCardRoute => "model-card-route",
             ManifestKey::LicenseRoute => "license-route",
@@ -131,12 +136,12 @@ impl ManifestKey {
         Self::ALL.into_iter().find(|key| key.name() == name)
     }
 
-    /// Whether every manifest must have this key (all but the chunk list
-    /// pair).
+    /// Whether every manifest must have this key: all but the chunk list
+    /// pair and `publisher-key` (required in v1, refused in v0).
     pub fn is_required(self) -> bool {
         !matches!(
             self,
-            ManifestKey::ChunkListRoute | ManifestKey::ChunkListSha256
+            ManifestKey::ChunkListRoute | ManifestKey::ChunkListSha256 | ManifestKey::PublisherKey
         )
     }
 

@@ -1,13 +1,17 @@
-//! Manifest v0 (`docs/manifest-v0.md`): the text that binds an artifact's
-//! bytes to its identity, license and evidence routes.
+//! Manifests (`docs/manifest-v0.md`, and `docs/manifest-v1.md` for signed
+//! ones): the text that binds an artifact's bytes to its identity, license
+//! and evidence routes, and (v1) to the publisher key that signed it.
 //!
 //! What it is: the [`Manifest`] struct, a strict reader
 //! ([`Manifest::parse`], [`Manifest::parse_bytes`]), a canonical writer
 //! ([`Manifest::to_text`]) and the cross-field rules ([`Manifest::validate`]).
 //! Every refusal is a [`ManifestError`] that names the line and the key.
+//! A manifest without a signature is written as v0; a signed one as v1.
 //!
 //! What it is not: it does not read the artifact. Whether the bytes on disk
 //! match `artifact-sha256` and `merkle-root` is the job of the full check.
+//! Nor does it check signatures: the reader checks a v1 signature's form,
+//! `crate::signing::trust::judge` checks what it vouches for.
 //!
 //! Invariants: a [`Manifest`] returned by the reader passes
 //! [`Manifest::validate`], and for every manifest that passes it,
@@ -20,6 +24,7 @@ use crate::digest::Sha256Digest;
 use crate::ids::{KeyId, ModelId, PublisherId};
 use crate::model::{ModelShape, Quantization};
 use crate::route::Route;
+use crate::signing::{Ed25519Signature, PublicKey};
 
 mod error;
 mod key;
@@ -32,6 +37,7 @@ mod write;
 mod tests;
 
 pub use error::{ManifestError, ManifestErrorKind};
+pub(crate) use rules::is_forbidden_char;
 
 /// Checks a `chunk-size` on its own (a power of two from 16 KiB to 16 MiB),
 /// for callers that want to refuse it before hashing a file.
@@ -47,13 +53,17 @@ pub use limits::{
     default_chunk_size,
 };
 
-/// The value of the `format` line that opens every manifest v0.
+/// The value of the `format` line that opens every manifest v0 (unsigned).
 pub const FORMAT_V0: &str = "minimodel-manifest-v0";
+
+/// The value of the `format` line that opens every manifest v1 (signed).
+pub const FORMAT_V1: &str = "minimodel-manifest-v1";
 
 /// The only `chunk-scheme` of manifest v0 (`docs/merkle.md`).
 pub const CHUNK_SCHEME_V0: &str = "fixed-size-merkle-v0";
 
-/// A parsed, validated manifest v0. Every field of `docs/manifest-v0.md`.
+/// A parsed, validated manifest: every field of `docs/manifest-v0.md`, and
+/// in [`Manifest::signature`] the publisher key and signature of a v1.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Manifest {
     /// `model-id`.
@@ -62,7 +72,8 @@ pub struct Manifest {
     pub display_name: String,
     /// `publisher-id`.
     pub publisher_id: PublisherId,
-    /// `key-id`: the publisher key that will sign manifests.
+    /// `key-id`: in v0 a name for the publisher key that will sign; in v1
+    /// the id of `publisher-key` (`mmk1...`).
     pub key_id: KeyId,
     /// `manifest-route`: where this manifest's metadata lives (`none` allowed).
     pub manifest_route: Option<Route>,
@@ -92,7 +103,8 @@ pub struct Manifest {
     pub evidence_status: EvidenceStatus,
     /// `peer-hint-status`.
     pub peer_hint_status: PeerHintStatus,
-    /// `signature`: only the placeholder until signing exists.
+    /// `signature`, with v1's `publisher-key`: whether the manifest is
+    /// signed, and by which key (the reader checks the form only).
     pub signature: Signature,
     /// The chunk section.
     pub chunks: ChunkSection,
@@ -140,10 +152,25 @@ impl Manifest {
     }
 
     /// Checks the rules a manifest built in code can break: text fields,
-    /// model shape, artifact size and chunk geometry. Errors carry the key
-    /// but no line.
+    /// model shape, artifact size and chunk geometry, and a v1's key id.
+    /// Errors carry the key but no line.
     pub fn validate(&self) -> Result<(), ManifestError> {
         rules::validate_manifest(self)
+    }
+
+    /// The `format` this manifest is written in: v1 when signed, else v0.
+    pub fn format(&self) -> &'static str {
+        match self.signature {
+            Signature::UnsignedPlaceholderV0 => FORMAT_V0,
+            Signature::Ed25519 { .. } => FORMAT_V1,
+        }
+    }
+
+    /// What a v1 signature covers: the canonical text without the
+    /// `signature` line (`docs/manifest-v1.md`, section 3). For a v0
+    /// manifest, the same of its v0 text (nothing signs it).
+    pub fn signing_text(&self) -> String {
+        write::write_signing_text(self)
     }
 }
 
@@ -271,38 +298,62 @@ impl FromStr for PeerHintStatus {
     }
 }
 
-/// `signature`: only the documented placeholder exists in v0.
+/// `signature`: the placeholder of an unsigned v0 manifest, or a v1's
+/// publisher key and Ed25519 signature.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Signature {
-    /// `unsigned-placeholder-v0`.
+    /// `unsigned-placeholder-v0` (manifest v0): nobody signed it.
     UnsignedPlaceholderV0,
+    /// Manifest v1: `publisher-key` and `signature: ed25519:<hex>`.
+    Ed25519 {
+        /// `publisher-key`: the key whose signature this is.
+        publisher_key: PublicKey,
+        /// `signature`: over [`Manifest::signing_text`], in the manifest
+        /// domain (`crate::signing::Purpose::Manifest`).
+        signature: Ed25519Signature,
+    },
 }
 
 impl Signature {
-    /// The text name.
+    /// The scheme's name: `unsigned-placeholder-v0` or `ed25519`.
     pub fn name(self) -> &'static str {
         match self {
             Signature::UnsignedPlaceholderV0 => "unsigned-placeholder-v0",
+            Signature::Ed25519 { .. } => "ed25519",
+        }
+    }
+
+    /// The publisher key of a signed manifest.
+    pub fn publisher_key(&self) -> Option<&PublicKey> {
+        match self {
+            Signature::UnsignedPlaceholderV0 => None,
+            Signature::Ed25519 { publisher_key, .. } => Some(publisher_key),
         }
     }
 }
 
 impl fmt::Display for Signature {
+    /// The `signature` value as written.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+        match self {
+            Signature::UnsignedPlaceholderV0 => f.write_str("unsigned-placeholder-v0"),
+            Signature::Ed25519 { signature, .. } => write!(f, "{signature}"),
+        }
     }
 }
 
-/// A `signature` value other than the placeholder.
+/// A v0 `signature` value other than the placeholder.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "signing is not supported yet; the only accepted signature is unsigned-placeholder-v0 (found {0:?})"
+    "a minimodel-manifest-v0 manifest is unsigned and its signature is unsigned-placeholder-v0 (found {0:?}); a signed manifest is minimodel-manifest-v1 (minimodel sign)"
 )]
 pub struct UnsupportedSignature(pub String);
 
 impl FromStr for Signature {
     type Err = UnsupportedSignature;
 
+    /// Reads a v0 `signature` value: the placeholder only. (A v1 value
+    /// needs its `publisher-key`; the manifest reader reads both.)
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         match text {
             "unsigned-placeholder-v0" => Ok(Signature::UnsignedPlaceholderV0),

@@ -1,20 +1,23 @@
-//! The manifest v0 reader: line syntax, then each value as its line is read,
-//! then missing keys, then cross-field rules. The first error wins.
+//! The manifest reader (v0 and v1): line syntax, then each value as its
+//! line is read, then missing keys, then cross-field rules. The first
+//! error wins. The `format` line, always the first entry, decides which
+//! keys and `signature` values the rest may hold.
 
 use super::key::KEY_COUNT;
 use super::limits::{MAX_LINE_LEN, MAX_MANIFEST_LEN};
 use super::rules::{
-    check_artifact_bytes, check_chunk_count, check_chunk_size, check_geometry, check_text,
-    is_forbidden_char, text_limit,
+    check_artifact_bytes, check_chunk_count, check_chunk_size, check_geometry, check_key_id,
+    check_text, is_forbidden_char, text_limit,
 };
 use super::{
-    CHUNK_SCHEME_V0, ChunkListRoute, ChunkSection, EvidenceStatus, FORMAT_V0, Manifest,
+    CHUNK_SCHEME_V0, ChunkListRoute, ChunkSection, EvidenceStatus, FORMAT_V0, FORMAT_V1, Manifest,
     ManifestError, ManifestErrorKind, ManifestKey, PeerHintStatus, Signature,
 };
 use crate::digest::Sha256Digest;
 use crate::ids::{KeyId, ModelId, PublisherId};
 use crate::model::{ModelShape, Quantization};
 use crate::route::Route;
+use crate::signing::{Ed25519Signature, PublicKey};
 
 const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
 
@@ -175,10 +178,23 @@ fn parse_digest(value: &str) -> Result<Sha256Digest, ManifestErrorKind> {
     value.parse().map_err(ManifestErrorKind::BadHex)
 }
 
+/// Which format the `format` line named.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Version {
+    /// `minimodel-manifest-v0`: unsigned.
+    V0,
+    /// `minimodel-manifest-v1`: signed.
+    V1,
+}
+
 /// Values read so far, each with the line it came from.
 #[derive(Default)]
 struct Draft {
     lines: [Option<usize>; KEY_COUNT],
+    version: Option<Version>,
+    publisher_key: Option<PublicKey>,
+    /// A v1 `signature`.
+    ed25519: Option<Ed25519Signature>,
     model_id: Option<ModelId>,
     display_name: Option<String>,
     publisher_id: Option<PublisherId>,
@@ -224,11 +240,21 @@ impl Draft {
     fn read_value(&mut self, key: ManifestKey, value: &str) -> Result<(), ManifestErrorKind> {
         match key {
             ManifestKey::Format => {
-                if value != FORMAT_V0 {
-                    return Err(ManifestErrorKind::UnsupportedFormat {
-                        found: value.to_owned(),
-                    });
+                self.version = Some(match value {
+                    FORMAT_V0 => Version::V0,
+                    FORMAT_V1 => Version::V1,
+                    _ => {
+                        return Err(ManifestErrorKind::UnsupportedFormat {
+                            found: value.to_owned(),
+                        });
+                    }
+                });
+            }
+            ManifestKey::PublisherKey => {
+                if self.version != Some(Version::V1) {
+                    return Err(ManifestErrorKind::KeyNotInFormat);
                 }
+                self.publisher_key = Some(value.parse().map_err(ManifestErrorKind::BadPublicKey)?);
             }
             ManifestKey::ModelId => {
                 self.model_id = Some(ModelId::new(value).map_err(ManifestErrorKind::BadId)?);
@@ -280,13 +306,21 @@ impl Draft {
                 self.peer_hint_status =
                     Some(value.parse().map_err(ManifestErrorKind::UnknownValue)?);
             }
-            ManifestKey::Signature => {
-                self.signature = Some(
-                    value
-                        .parse()
-                        .map_err(ManifestErrorKind::UnsupportedSignature)?,
-                );
-            }
+            ManifestKey::Signature => match self.version {
+                Some(Version::V1) => {
+                    self.ed25519 = Some(value.parse().map_err(ManifestErrorKind::BadSignature)?);
+                    // The key comes with it in `finish`; a placeholder
+                    // marks the line as read.
+                    self.signature = Some(Signature::UnsignedPlaceholderV0);
+                }
+                _ => {
+                    self.signature = Some(
+                        value
+                            .parse()
+                            .map_err(ManifestErrorKind::UnsupportedSignature)?,
+                    );
+                }
+            },
             ManifestKey::ChunkScheme => {
                 if value != CHUNK_SCHEME_V0 {
                     return Err(ManifestErrorKind::UnsupportedChunkScheme {
@@ -325,11 +359,19 @@ impl Draft {
         }
         // Struct fields are evaluated in the order written, which is the
         // canonical key order, so the first missing key is reported.
+        let model_id = required(self.model_id, ManifestKey::ModelId)?;
+        let display_name = required(self.display_name, ManifestKey::DisplayName)?;
+        let publisher_id = required(self.publisher_id, ManifestKey::PublisherId)?;
+        let key_id = required(self.key_id, ManifestKey::KeyId)?;
+        let publisher_key = match self.version {
+            Some(Version::V1) => Some(required(self.publisher_key, ManifestKey::PublisherKey)?),
+            _ => None,
+        };
         let mut manifest = Manifest {
-            model_id: required(self.model_id, ManifestKey::ModelId)?,
-            display_name: required(self.display_name, ManifestKey::DisplayName)?,
-            publisher_id: required(self.publisher_id, ManifestKey::PublisherId)?,
-            key_id: required(self.key_id, ManifestKey::KeyId)?,
+            model_id,
+            display_name,
+            publisher_id,
+            key_id,
             manifest_route: required(self.manifest_route, ManifestKey::ManifestRoute)?,
             model_card_route: required(self.model_card_route, ManifestKey::ModelCardRoute)?,
             license_route: required(self.license_route, ManifestKey::LicenseRoute)?,
@@ -347,7 +389,16 @@ impl Draft {
             )?,
             evidence_status: required(self.evidence_status, ManifestKey::EvidenceStatus)?,
             peer_hint_status: required(self.peer_hint_status, ManifestKey::PeerHintStatus)?,
-            signature: required(self.signature, ManifestKey::Signature)?,
+            signature: {
+                let signature = required(self.signature, ManifestKey::Signature)?;
+                match (publisher_key, self.ed25519) {
+                    (Some(publisher_key), Some(signature)) => Signature::Ed25519 {
+                        publisher_key,
+                        signature,
+                    },
+                    _ => signature,
+                }
+            },
             chunks: ChunkSection {
                 chunk_size: {
                     required(self.chunk_scheme, ManifestKey::ChunkScheme)?;
@@ -388,6 +439,13 @@ impl Draft {
                 ));
             }
         };
+        check_key_id(&manifest).map_err(|kind| {
+            ManifestError::new(
+                self.lines[ManifestKey::KeyId.index()],
+                Some(ManifestKey::KeyId),
+                kind,
+            )
+        })?;
         Ok(manifest)
     }
 }

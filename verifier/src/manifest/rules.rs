@@ -4,7 +4,7 @@ use super::limits::{
     MAX_CHUNK_COUNT, MAX_DISPLAY_NAME_CHARS, MAX_SOURCE_IDENTITY_CHARS, chunk_count_for,
     is_valid_chunk_size,
 };
-use super::{Manifest, ManifestError, ManifestErrorKind, ManifestKey};
+use super::{Manifest, ManifestError, ManifestErrorKind, ManifestKey, Signature};
 
 /// Characters refused on every line and in every text value: controls (C0,
 /// DEL, C1, which includes tab), bidirectional formatting characters that
@@ -126,5 +126,18 @@ pub(crate) fn validate_manifest(manifest: &Manifest) -> Result<(), ManifestError
         chunks.chunk_count,
     )
     .map_err(on(ManifestKey::ChunkCount))?;
+    check_key_id(manifest).map_err(on(ManifestKey::KeyId))?;
+    Ok(())
+}
+
+/// A signed manifest's `key-id` is the id of its `publisher-key` (v0's
+/// key id is a free name).
+pub(crate) fn check_key_id(manifest: &Manifest) -> Result<(), ManifestErrorKind> {
+    if let Signature::Ed25519 { publisher_key, .. } = &manifest.signature {
+        let expected = publisher_key.key_id();
+        if manifest.key_id.as_str() != expected.to_string() {
+            return Err(ManifestErrorKind::KeyIdMismatch { expected });
+        }
+    }
     Ok(())
 }

@@ -245,8 +245,13 @@ fn format_line_must_come_first() {
 
 #[test]
 fn other_formats_are_refused() {
-    let text = GOOD.replace("minimodel-manifest-v0", "minimodel-manifest-v1");
-    refused(&text, Some(1), Some("format"), "unsupported-format");
+    let text = GOOD.replace("minimodel-manifest-v0", "minimodel-manifest-v2");
+    let error = refused(&text, Some(1), Some("format"), "unsupported-format");
+    let message = error.to_string();
+    assert!(
+        message.contains("minimodel-manifest-v0 and minimodel-manifest-v1"),
+        "{message}"
+    );
 }
 
 #[test]
@@ -498,7 +503,7 @@ fn bad_model_shape_is_refused() {
 }
 
 #[test]
-fn real_signatures_are_refused_until_signing_exists() {
+fn a_v0_manifest_is_unsigned_and_says_where_signatures_go() {
     let error = refused(
         &with_value("signature", "ed25519:AAAA"),
         Some(20),
@@ -506,9 +511,128 @@ fn real_signatures_are_refused_until_signing_exists() {
         "unsupported-signature",
     );
     assert!(
-        error.to_string().contains("signing is not supported yet"),
+        error
+            .to_string()
+            .contains("a signed manifest is minimodel-manifest-v1"),
         "{error}"
     );
+    let key = crate::signing::SecretKey::from_seed(&[5; 32]).public_key();
+    let text = GOOD.replace(
+        "key-id: example-lab-2025\n",
+        &format!("key-id: example-lab-2025\npublisher-key: {key}\n"),
+    );
+    refused(&text, Some(6), Some("publisher-key"), "key-not-in-format");
+}
+
+/// `GOOD` signed with a fixed key: a canonical v1.
+fn good_v1() -> String {
+    let key = crate::signing::SecretKey::from_seed(&[5; 32]);
+    crate::signing::manifest::sign_manifest(&Manifest::parse(GOOD).unwrap(), &key).to_text()
+}
+
+/// `good_v1()` with the line starting `prefix` replaced (or removed when
+/// `line` is `None`).
+fn v1_with(prefix: &str, line: Option<&str>) -> String {
+    let text = good_v1();
+    assert!(text.contains(&format!("\n{prefix}")), "no {prefix} in v1");
+    text.lines()
+        .filter_map(|l| {
+            if l.starts_with(prefix) {
+                line.map(|line| format!("{line}\n"))
+            } else {
+                Some(format!("{l}\n"))
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn a_signed_manifest_is_v1_with_its_key_and_signature() {
+    let text = good_v1();
+    let manifest = Manifest::parse(&text).unwrap();
+    assert_eq!(manifest.format(), FORMAT_V1);
+    assert_eq!(manifest.to_text(), text);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "format: minimodel-manifest-v1");
+    assert!(lines[4].starts_with("key-id: mmk1"), "{}", lines[4]);
+    assert!(lines[5].starts_with("publisher-key: mmpk1"), "{}", lines[5]);
+    assert!(
+        lines[20].starts_with("signature: ed25519:"),
+        "{}",
+        lines[20]
+    );
+    assert_eq!(manifest.validate(), Ok(()));
+}
+
+#[test]
+fn v1_rules_are_enforced() {
+    refused(
+        &v1_with("publisher-key: ", None),
+        None,
+        Some("publisher-key"),
+        "missing-key",
+    );
+    refused(
+        &v1_with("signature: ", Some("signature: unsigned-placeholder-v0")),
+        Some(21),
+        Some("signature"),
+        "bad-signature",
+    );
+    let upper = good_v1()
+        .lines()
+        .find(|l| l.starts_with("signature: "))
+        .unwrap()
+        .to_uppercase()
+        .replace("SIGNATURE: ED25519:", "signature: ed25519:");
+    refused(
+        &v1_with("signature: ", Some(&upper)),
+        Some(21),
+        Some("signature"),
+        "bad-signature",
+    );
+    refused(
+        &v1_with("signature: ", Some("signature: ed25519:00")),
+        Some(21),
+        Some("signature"),
+        "bad-signature",
+    );
+    // y = 2: not a point of the curve.
+    let off_curve = format!("publisher-key: mmpk1ai{}", "a".repeat(50));
+    let error = refused(
+        &v1_with("publisher-key: ", Some(&off_curve)),
+        Some(6),
+        Some("publisher-key"),
+        "bad-public-key",
+    );
+    assert!(error.to_string().contains("not a point"), "{error}");
+    refused(
+        &v1_with("publisher-key: ", Some("publisher-key: mmpk1abc")),
+        Some(6),
+        Some("publisher-key"),
+        "bad-public-key",
+    );
+    let other = crate::signing::SecretKey::from_seed(&[6; 32]).public_key();
+    let error = refused(
+        &v1_with("key-id: ", Some(&format!("key-id: {}", other.key_id()))),
+        Some(5),
+        Some("key-id"),
+        "key-id-mismatch",
+    );
+    assert!(
+        error.to_string().contains("the id of publisher-key"),
+        "{error}"
+    );
+    refused(
+        &v1_with("key-id: ", Some("key-id: example-lab-2025")),
+        Some(5),
+        Some("key-id"),
+        "key-id-mismatch",
+    );
+    let mut built = Manifest::parse(&good_v1()).unwrap();
+    built.key_id = "example-lab-2025".parse().unwrap();
+    let error = built.validate().unwrap_err();
+    assert_eq!(error.kind.code(), "key-id-mismatch");
+    assert_eq!(error.line, None);
 }
 
 #[test]

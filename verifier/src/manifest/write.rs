@@ -1,13 +1,24 @@
-//! The canonical manifest v0 writer.
+//! The canonical manifest writer: v0 for an unsigned manifest, v1 for a
+//! signed one, and the signing text of a v1 (`docs/manifest-v1.md`).
 
 use std::fmt::Write;
 
-use super::{CHUNK_SCHEME_V0, FORMAT_V0, Manifest, ManifestKey};
+use super::{CHUNK_SCHEME_V0, Manifest, ManifestKey, Signature};
 use crate::route::Route;
 
 /// Writes `manifest` in canonical form: the `format` line, then every key in
 /// canonical order, one `key: value` line each, LF endings, no comments.
 pub(crate) fn write_manifest(manifest: &Manifest) -> String {
+    write_lines(manifest, true)
+}
+
+/// The canonical text without its `signature` line: what a v1 signature
+/// covers.
+pub(crate) fn write_signing_text(manifest: &Manifest) -> String {
+    write_lines(manifest, false)
+}
+
+fn write_lines(manifest: &Manifest, with_signature: bool) -> String {
     let mut text = String::with_capacity(2048);
     let mut entry = |key: ManifestKey, value: &dyn std::fmt::Display| {
         // Writing into a String cannot fail.
@@ -18,11 +29,14 @@ pub(crate) fn write_manifest(manifest: &Manifest) -> String {
             .as_ref()
             .map_or_else(|| "none".to_owned(), |route| route.to_string())
     };
-    entry(ManifestKey::Format, &FORMAT_V0);
+    entry(ManifestKey::Format, &manifest.format());
     entry(ManifestKey::ModelId, &manifest.model_id);
     entry(ManifestKey::DisplayName, &manifest.display_name);
     entry(ManifestKey::PublisherId, &manifest.publisher_id);
     entry(ManifestKey::KeyId, &manifest.key_id);
+    if let Signature::Ed25519 { publisher_key, .. } = &manifest.signature {
+        entry(ManifestKey::PublisherKey, publisher_key);
+    }
     entry(
         ManifestKey::ManifestRoute,
         &route_or_none(&manifest.manifest_route),
@@ -49,7 +63,9 @@ pub(crate) fn write_manifest(manifest: &Manifest) -> String {
     );
     entry(ManifestKey::EvidenceStatus, &manifest.evidence_status);
     entry(ManifestKey::PeerHintStatus, &manifest.peer_hint_status);
-    entry(ManifestKey::Signature, &manifest.signature);
+    if with_signature {
+        entry(ManifestKey::Signature, &manifest.signature);
+    }
     entry(ManifestKey::ChunkScheme, &CHUNK_SCHEME_V0);
     entry(ManifestKey::ChunkSize, &manifest.chunks.chunk_size);
     entry(ManifestKey::ChunkCount, &manifest.chunks.chunk_count);

@@ -1,0 +1,182 @@
+//! `minimodel ticket new MANIFEST (--offer FILE | --peer ID@HOST:PORT)...`
+//! and `minimodel ticket show TICKET`: the one string to share instead of a
+//! manifest and an offer (`docs/formats.md`, "Ticket"). `seed` and
+//! `fetch --serve` print their own ([`ticket_of`]).
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+use minimodel_swarm::offer::PeerOffer;
+use minimodel_swarm::peers::{PeerAddrs, merge_peers};
+use minimodel_swarm::ticket::{MAX_TICKET_ADDRS, MAX_TICKET_PEERS, Ticket};
+use minimodel_verifier::Sha256Digest;
+use minimodel_verifier::signing::PublisherKeyId;
+use minimodel_verifier::signing::manifest::check_manifest_signature;
+use minimodel_verifier::signing::trust::SignatureCheck;
+
+use super::load_manifest;
+use super::network::parse_peer;
+use crate::events::Event;
+use crate::exit::{Exit, Failure, OrExit};
+use crate::output::Output;
+
+/// Arguments of `minimodel ticket`.
+#[derive(Debug, Args)]
+pub struct TicketArgs {
+    #[command(subcommand)]
+    pub command: TicketCommand,
+}
+
+/// What `minimodel ticket` does.
+#[derive(Debug, Subcommand)]
+pub enum TicketCommand {
+    /// Write the ticket of a manifest and the peers that serve it: its
+    /// digest, its publisher key id when signed, 1 to 4 peers (the first
+    /// 4 addresses of each).
+    New(NewArgs),
+    /// Print what a ticket holds.
+    Show(ShowArgs),
+}
+
+/// Arguments of `minimodel ticket new`.
+#[derive(Debug, Args)]
+pub struct NewArgs {
+    /// The manifest the ticket names (its file's bytes are hashed).
+    pub manifest: PathBuf,
+    /// A peer that serves it, PEER_ID@HOST:PORT (a name is resolved now).
+    #[arg(long = "peer", value_name = "PEER_ID@HOST:PORT", value_parser = parse_peer)]
+    pub peers: Vec<PeerAddrs>,
+    /// A peer offer of it (`seed --offer FILE`).
+    #[arg(long = "offer")]
+    pub offers: Vec<PathBuf>,
+}
+
+/// Arguments of `minimodel ticket show`.
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// The ticket, mm1...
+    pub ticket: String,
+}
+
+pub fn run(args: TicketArgs, out: Output) -> Result<(), Failure> {
+    match args.command {
+        TicketCommand::New(args) => new(args, out),
+        TicketCommand::Show(args) => show(args, out),
+    }
+}
+
+/// The ticket of a manifest (digest `manifest_sha256`, signed by the key
+/// with `key_id`) served by `peers`: each peer's first
+/// [`MAX_TICKET_ADDRS`] addresses, the first [`MAX_TICKET_PEERS`] peers.
+/// The addresses left out are returned for a warning.
+pub fn ticket_of(
+    manifest_sha256: Sha256Digest,
+    key_id: Option<PublisherKeyId>,
+    peers: &[PeerAddrs],
+) -> Result<(Ticket, usize), minimodel_swarm::ticket::TicketError> {
+    let mut left_out = 0;
+    let kept: Vec<PeerAddrs> = peers
+        .iter()
+        .map(|peer| {
+            left_out += peer.addrs.len().saturating_sub(MAX_TICKET_ADDRS);
+            PeerAddrs {
+                id: peer.id,
+                addrs: peer.addrs.iter().take(MAX_TICKET_ADDRS).copied().collect(),
+            }
+        })
+        .collect();
+    Ok((Ticket::new(manifest_sha256, key_id, kept)?, left_out))
+}
+
+/// The `ticket` event of a ticket.
+pub fn ticket_event(ticket: &Ticket) -> Event {
+    Event::Ticket {
+        ticket: ticket.to_string(),
+        manifest_sha256: ticket.manifest_sha256.to_hex(),
+        key_id: ticket.key_id.map(|id| id.to_string()),
+        peers: ticket.peers.iter().map(ToString::to_string).collect(),
+    }
+}
+
+/// Prints the ticket of a serving node (`seed`, `fetch --serve`): the
+/// manifest as loaded, its key id when signed, this peer at its first
+/// advertised addresses. A node whose addresses make no ticket (none a
+/// peer can dial) says so instead.
+pub fn say_ticket(
+    loaded: &super::LoadedManifest,
+    signature: &SignatureCheck,
+    peer: &PeerAddrs,
+    out: Output,
+) {
+    let key_id = signature.publisher_key().map(|key| key.key_id());
+    match ticket_of(loaded.sha256, key_id, std::slice::from_ref(peer)) {
+        Ok((ticket, _)) => {
+            out.say(format!("ticket {ticket}"));
+            out.event(&ticket_event(&ticket));
+        }
+        Err(error) => out.status(format!("no ticket for these addresses: {error}")),
+    }
+}
+
+fn new(args: NewArgs, out: Output) -> Result<(), Failure> {
+    let loaded = load_manifest(&args.manifest)?;
+    // The key id goes into the ticket only once the signature holds.
+    let key = check_manifest_signature(&loaded.manifest).map_err(|_| {
+        Failure::new(
+            Exit::VerificationFailed,
+            anyhow::anyhow!(
+                "the signature of {} does not verify; no ticket names it",
+                args.manifest.display()
+            ),
+        )
+    })?;
+    let mut peers = args.peers;
+    for path in &args.offers {
+        let offer = PeerOffer::read(path).or_exit(Exit::InvalidInput)?;
+        offer
+            .check_against(&loaded.manifest, &path.display().to_string())
+            .or_exit(Exit::InvalidInput)?;
+        peers.push(offer.peer);
+    }
+    let peers = merge_peers(peers);
+    if peers.is_empty() || peers.len() > MAX_TICKET_PEERS {
+        return Err(Failure::new(
+            Exit::Usage,
+            anyhow::anyhow!(
+                "{} peers given; a ticket names 1 to {MAX_TICKET_PEERS}",
+                peers.len()
+            ),
+        )
+        .with_hint("name peers with --peer PEER_ID@HOST:PORT or --offer FILE"));
+    }
+    let (ticket, left_out) =
+        ticket_of(loaded.sha256, key.map(|k| k.key_id()), &peers).or_exit(Exit::InvalidInput)?;
+    if left_out > 0 {
+        out.status(format!(
+            "{left_out} addresses left out: a ticket gives each peer its first {MAX_TICKET_ADDRS}"
+        ));
+    }
+    if out.for_people() {
+        println!("{ticket}");
+    }
+    out.event(&ticket_event(&ticket));
+    Ok(())
+}
+
+fn show(args: ShowArgs, out: Output) -> Result<(), Failure> {
+    let ticket: Ticket = args
+        .ticket
+        .parse()
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .or_exit(Exit::InvalidInput)?;
+    out.say(format!("manifest sha256 {}", ticket.manifest_sha256));
+    out.say(match ticket.key_id {
+        Some(key_id) => format!("signed by key {key_id}"),
+        None => "unsigned".to_owned(),
+    });
+    for peer in &ticket.peers {
+        out.say(format!("peer {peer}"));
+    }
+    out.event(&ticket_event(&ticket));
+    Ok(())
+}

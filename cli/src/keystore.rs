@@ -1,0 +1,614 @@
+//! Where keys and the keyring live on disk, and how their files are
+//! protected (`docs/signing.md`, section 7; `docs/security.md`, "The
+//! keyring and trust on first use").
+//!
+//! - A secret key file is written once, mode 0600, never over an existing
+//!   file, through a temporary file hard-linked into place; it is read only
+//!   when it is a regular file (not a link, not a FIFO) owned by the user
+//!   and closed to group and others, like the node's identity key
+//!   (`minimodel_swarm::transport::identity`) and like OpenSSH's keys.
+//! - The keyring is read only when it is a regular file owned by the user
+//!   that neither group nor others may write (whoever can write it decides
+//!   which keys are trusted), and written whole through the crash-safe
+//!   writer (`minimodel_swarm::resume::NewFile`). Its default place is
+//!   `$XDG_DATA_HOME/minimodel/keyring`, else
+//!   `~/.local/share/minimodel/keyring`; `--keyring FILE` names another.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use minimodel_verifier::signing::PublicKey;
+use minimodel_verifier::signing::SecretKey;
+use minimodel_verifier::signing::keyfile::{
+    KeyFile, MAX_KEY_FILE_LEN, public_key_file, read_key_file, read_secret_key_file,
+    secret_key_file,
+};
+use minimodel_verifier::signing::keyring::{Keyring, MAX_KEYRING_LEN};
+
+/// Why a key file or the keyring cannot be used. Every variant names the
+/// file; none is anyone's fault but local.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyFileError {
+    /// Reading or writing failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What the system said.
+        #[source]
+        source: io::Error,
+    },
+    /// A symbolic link where the file should be.
+    #[error("{path} is a symbolic link; it must be a regular file")]
+    Link {
+        /// The file.
+        path: PathBuf,
+    },
+    /// Not a regular file (a FIFO, a device, a directory).
+    #[error("{path} is not a regular file")]
+    NotRegular {
+        /// The file.
+        path: PathBuf,
+    },
+    /// Owned by another user, who could read or replace it.
+    #[error("{path} belongs to another user (uid {owner}, not {expected}); use a file of your own")]
+    Owner {
+        /// The file.
+        path: PathBuf,
+        /// Its owner.
+        owner: u32,
+        /// The user running this process.
+        expected: u32,
+    },
+    /// Permission bits that open it to others.
+    #[error("{path} has mode {mode:04o}, which lets {who}; run `chmod {fix} {path}`")]
+    Permissions {
+        /// The file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+        /// Who it lets do what.
+        who: &'static str,
+        /// The mode to set.
+        fix: &'static str,
+    },
+    /// Larger than any file of its kind.
+    #[error("{path} is {len} bytes, larger than any {kind} ({max} at most)")]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// Its size.
+        len: u64,
+        /// What it should be.
+        kind: &'static str,
+        /// The limit.
+        max: usize,
+    },
+    /// Its content is refused.
+    #[error("{path} is not a valid {kind}: {source}")]
+    Content {
+        /// The file.
+        path: PathBuf,
+        /// What it should be.
+        kind: &'static str,
+        /// What the reader said.
+        #[source]
+        source: minimodel_verifier::signing::TextFileError,
+    },
+    /// A file is already where a new key goes.
+    #[error(
+        "{path} exists; a key file is never replaced (choose another name, or remove it yourself)"
+    )]
+    Exists {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A secret key file where a public key is expected.
+    #[error(
+        "{path} is a secret key file; give its public key file ({path}.pub) or the key itself (mmpk1...)"
+    )]
+    SecretGiven {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The system random number generator failed.
+    #[error("the system random number generator failed; no key was made")]
+    Random,
+}
+
+impl KeyFileError {
+    /// Whether the file itself is wrong (invalid input, exit 3) rather
+    /// than reading or writing it failing (exit 1).
+    pub fn is_invalid_input(&self) -> bool {
+        !matches!(self, KeyFileError::Io { .. } | KeyFileError::Random)
+    }
+}
+
+fn io_error(path: &Path) -> impl Fn(io::Error) -> KeyFileError + '_ {
+    move |source| KeyFileError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Opens `path` for reading without following a link and without waiting
+/// on a FIFO; `Ok(None)` when there is nothing there.
+fn open_no_follow(path: &Path) -> Result<Option<File>, KeyFileError> {
+    let mut options = OpenOptions::new();
+    options.read(true);
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        let flags = rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK;
+        options.custom_flags(flags.bits() as i32);
+    }
+    match options.open(path) {
+        Ok(file) => Ok(Some(file)),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(error) if error.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
+            Err(KeyFileError::Link {
+                path: path.to_owned(),
+            })
+        }
+        Err(source) => Err(KeyFileError::Io {
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
+/// Checks the open file (not the name, which could have changed since):
+/// a regular file owned by `uid` whose mode has none of `forbidden`, at
+/// most `max` bytes; then reads it.
+fn read_checked(
+    mut file: File,
+    path: &Path,
+    uid: u32,
+    forbidden: (u32, &'static str, &'static str),
+    kind: &'static str,
+    max: usize,
+) -> Result<Vec<u8>, KeyFileError> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let metadata = file.metadata().map_err(io_error(path))?;
+    if !metadata.is_file() {
+        return Err(KeyFileError::NotRegular {
+            path: path.to_owned(),
+        });
+    }
+    if metadata.uid() != uid {
+        return Err(KeyFileError::Owner {
+            path: path.to_owned(),
+            owner: metadata.uid(),
+            expected: uid,
+        });
+    }
+    let mode = metadata.permissions().mode() & 0o7777;
+    let (bits, who, fix) = forbidden;
+    if mode & bits != 0 {
+        return Err(KeyFileError::Permissions {
+            path: path.to_owned(),
+            mode,
+            who,
+            fix,
+        });
+    }
+    if metadata.len() > max as u64 {
+        return Err(KeyFileError::TooLarge {
+            path: path.to_owned(),
+            len: metadata.len(),
+            kind,
+            max,
+        });
+    }
+    let mut bytes = Vec::new();
+    Read::by_ref(&mut file)
+        .take(max as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io_error(path))?;
+    if bytes.len() > max {
+        return Err(KeyFileError::TooLarge {
+            path: path.to_owned(),
+            len: bytes.len() as u64,
+            kind,
+            max,
+        });
+    }
+    Ok(bytes)
+}
+
+fn my_uid() -> u32 {
+    rustix::process::geteuid().as_raw()
+}
+
+/// Group or other may read or write a secret key.
+const SECRET_MODE: (u32, &str, &str) = (0o077, "other users read it", "600");
+/// Group or other may write the keyring.
+const KEYRING_MODE: (u32, &str, &str) = (0o022, "other users change it", "644");
+
+/// Reads a secret key file, refusing one that is not protected.
+pub fn read_secret_key(path: &Path) -> Result<SecretKey, KeyFileError> {
+    read_secret_key_as(path, my_uid())
+}
+
+fn read_secret_key_as(path: &Path, uid: u32) -> Result<SecretKey, KeyFileError> {
+    let file = open_no_follow(path)?.ok_or_else(|| KeyFileError::Io {
+        path: path.to_owned(),
+        source: io::ErrorKind::NotFound.into(),
+    })?;
+    let bytes = read_checked(
+        file,
+        path,
+        uid,
+        SECRET_MODE,
+        "secret key file",
+        MAX_KEY_FILE_LEN,
+    )?;
+    read_secret_key_file(&bytes).map_err(|source| KeyFileError::Content {
+        path: path.to_owned(),
+        kind: "secret key file",
+        source,
+    })
+}
+
+/// A key given on the command line: a public key, or the path of a
+/// secret key file (read only where a secret key is wanted, with its
+/// protection checked).
+#[derive(Debug, Clone)]
+pub enum KeyArg {
+    /// `mmpk1...`, or a public key file.
+    Public(PublicKey),
+    /// A secret key file, not read yet.
+    SecretFile(PathBuf),
+}
+
+/// Reads a key argument: its text (`mmpk1...`) or a key file.
+pub fn read_key_arg(text: &str) -> Result<KeyArg, String> {
+    if text.starts_with("mmpk1") {
+        return text.parse().map(KeyArg::Public).map_err(|e| format!("{e}"));
+    }
+    let path = Path::new(text);
+    let bytes = match open_no_follow(path) {
+        Ok(Some(file)) => {
+            let mut bytes = Vec::new();
+            Read::by_ref(&mut &file)
+                .take(MAX_KEY_FILE_LEN as u64 + 1)
+                .read_to_end(&mut bytes)
+                .map_err(|e| format!("cannot read {text}: {e}"))?;
+            bytes
+        }
+        Ok(None) => {
+            return Err(format!(
+                "{text} is neither a public key (mmpk1...) nor a file"
+            ));
+        }
+        Err(error) => return Err(error.to_string()),
+    };
+    match read_key_file(&bytes) {
+        Ok(KeyFile::Public(key)) => Ok(KeyArg::Public(key)),
+        Ok(KeyFile::Secret(_)) => Ok(KeyArg::SecretFile(path.to_owned())),
+        Err(error) => Err(format!("{text} is not a key file: {error}")),
+    }
+}
+
+/// A public key given on the command line: its text (`mmpk1...`) or a
+/// public key file. A secret key file is refused: it is not read where a
+/// public key will do.
+pub fn read_public_key_arg(text: &str) -> Result<PublicKey, String> {
+    match read_key_arg(text)? {
+        KeyArg::Public(key) => Ok(key),
+        KeyArg::SecretFile(path) => Err(KeyFileError::SecretGiven { path }.to_string()),
+    }
+}
+
+/// The paths `key new FILE` writes: FILE and FILE.pub.
+pub fn key_pair_paths(path: &Path) -> (PathBuf, PathBuf) {
+    let mut public = path.as_os_str().to_owned();
+    public.push(".pub");
+    (path.to_owned(), PathBuf::from(public))
+}
+
+/// A new key from the system's random number generator.
+pub fn generate_key() -> Result<SecretKey, KeyFileError> {
+    use ring::rand::SecureRandom;
+    let mut seed = [0u8; 32];
+    ring::rand::SystemRandom::new()
+        .fill(&mut seed)
+        .map_err(|_| KeyFileError::Random)?;
+    let key = SecretKey::from_seed(&seed);
+    seed.fill(0);
+    Ok(key)
+}
+
+/// Writes `key` to `path` (mode 0600) and its public key to `path.pub`,
+/// refusing to replace either. The secret file goes in whole or not at
+/// all: written to a temporary name, synced, hard-linked to its name
+/// (which fails if anything is there), the temporary name removed, the
+/// directory synced.
+pub fn write_key_pair(path: &Path, key: &SecretKey) -> Result<PathBuf, KeyFileError> {
+    let (secret_path, public_path) = key_pair_paths(path);
+    for existing in [&secret_path, &public_path] {
+        if fs::symlink_metadata(existing).is_ok() {
+            return Err(KeyFileError::Exists {
+                path: existing.clone(),
+            });
+        }
+    }
+    let dir = secret_path
+        .parent()
+        .filter(|dir| !dir.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = secret_path
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut random = [0u8; 8];
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut random);
+    let temp = dir.join(format!(".{name}.{:016x}.tmp", u64::from_le_bytes(random)));
+    let mut options = OpenOptions::new();
+    options.write(true).create_new(true);
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(&temp).map_err(io_error(&temp))?;
+    let written = file
+        .write_all(secret_key_file(key).as_bytes())
+        .and_then(|()| file.sync_all())
+        .map_err(io_error(&temp));
+    drop(file);
+    if let Err(error) = written {
+        let _ = fs::remove_file(&temp);
+        return Err(error);
+    }
+    let linked = fs::hard_link(&temp, &secret_path);
+    let _ = fs::remove_file(&temp);
+    match linked {
+        Ok(()) => {}
+        Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {
+            return Err(KeyFileError::Exists { path: secret_path });
+        }
+        Err(source) => {
+            return Err(KeyFileError::Io {
+                path: secret_path,
+                source,
+            });
+        }
+    }
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_error(dir))?;
+    minimodel_swarm::resume::write_file_atomically(
+        &public_path,
+        public_key_file(&key.public_key()).as_bytes(),
+    )
+    .map_err(|error| KeyFileError::Io {
+        path: public_path.clone(),
+        source: io::Error::other(error.to_string()),
+    })?;
+    Ok(public_path)
+}
+
+/// The keyring's default place: `$XDG_DATA_HOME/minimodel/keyring`, else
+/// `$HOME/.local/share/minimodel/keyring` (each only when absolute, as the
+/// XDG base directory specification says); `None` when neither is set.
+pub fn default_keyring_path() -> Option<PathBuf> {
+    let absolute = |name: &str| {
+        std::env::var_os(name)
+            .map(PathBuf::from)
+            .filter(|path| path.is_absolute())
+    };
+    if let Some(data) = absolute("XDG_DATA_HOME") {
+        return Some(data.join("minimodel").join("keyring"));
+    }
+    absolute("HOME").map(|home| {
+        home.join(".local")
+            .join("share")
+            .join("minimodel")
+            .join("keyring")
+    })
+}
+
+/// The keyring as read from its file (empty when there is no file yet).
+#[derive(Debug)]
+pub struct KeyringFile {
+    /// Where it is read from and written to; `None` when no place is known
+    /// (no `--keyring`, no `HOME`): it then holds no pins and takes none.
+    pub path: Option<PathBuf>,
+    /// The pins.
+    pub keyring: Keyring,
+}
+
+impl KeyringFile {
+    /// Reads the keyring at `path` (or the default place).
+    pub fn load(path: Option<&Path>) -> Result<KeyringFile, KeyFileError> {
+        let path = path.map(Path::to_owned).or_else(default_keyring_path);
+        let Some(path) = path else {
+            return Ok(KeyringFile {
+                path: None,
+                keyring: Keyring::new(),
+            });
+        };
+        let keyring = Self::read(&path, my_uid())?;
+        Ok(KeyringFile {
+            path: Some(path),
+            keyring,
+        })
+    }
+
+    fn read(path: &Path, uid: u32) -> Result<Keyring, KeyFileError> {
+        let Some(file) = open_no_follow(path)? else {
+            return Ok(Keyring::new());
+        };
+        let bytes = read_checked(file, path, uid, KEYRING_MODE, "keyring", MAX_KEYRING_LEN)?;
+        Keyring::parse(&bytes).map_err(|source| KeyFileError::Content {
+            path: path.to_owned(),
+            kind: "keyring",
+            source,
+        })
+    }
+
+    /// Writes the keyring whole (creating its directory, mode 0700, when
+    /// missing). Refused when no place is known.
+    pub fn save(&self) -> Result<&Path, KeyFileError> {
+        let Some(path) = &self.path else {
+            return Err(KeyFileError::Io {
+                path: PathBuf::from("keyring"),
+                source: io::Error::new(
+                    io::ErrorKind::NotFound,
+                    "no place for the keyring: neither HOME nor XDG_DATA_HOME is set; pass --keyring FILE",
+                ),
+            });
+        };
+        if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+            let mut builder = fs::DirBuilder::new();
+            builder.recursive(true);
+            std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+            builder.create(dir).map_err(io_error(dir))?;
+        }
+        minimodel_swarm::resume::write_file_atomically(path, self.keyring.to_text().as_bytes())
+            .map_err(|error| KeyFileError::Io {
+                path: path.clone(),
+                source: io::Error::other(error.to_string()),
+            })?;
+        Ok(path)
+    }
+
+    /// The keyring's path for messages.
+    pub fn describe(&self) -> String {
+        self.path.as_ref().map_or_else(
+            || "(no keyring: HOME is not set)".to_owned(),
+            |path| path.display().to_string(),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn a_key_pair_is_written_once_and_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("publisher.key");
+        let key = SecretKey::from_seed(&[7; 32]);
+        let public_path = write_key_pair(&path, &key).unwrap();
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(
+            read_secret_key(&path).unwrap().public_key(),
+            key.public_key()
+        );
+        assert_eq!(
+            read_public_key_arg(public_path.to_str().unwrap()).unwrap(),
+            key.public_key()
+        );
+        let error = write_key_pair(&path, &SecretKey::from_seed(&[8; 32])).unwrap_err();
+        assert!(matches!(error, KeyFileError::Exists { .. }), "{error}");
+        // The key on disk is still the first one.
+        assert_eq!(
+            read_secret_key(&path).unwrap().public_key(),
+            key.public_key()
+        );
+        let leftovers: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(leftovers.len(), 2, "{leftovers:?}");
+    }
+
+    #[test]
+    fn an_unprotected_linked_foreign_or_odd_secret_key_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k");
+        write_key_pair(&path, &SecretKey::from_seed(&[7; 32])).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o640)).unwrap();
+        let error = read_secret_key(&path).unwrap_err();
+        assert!(
+            matches!(error, KeyFileError::Permissions { mode: 0o640, .. }),
+            "{error}"
+        );
+        assert!(error.to_string().contains("chmod 600"), "{error}");
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+        let me = my_uid();
+        let error = read_secret_key_as(&path, me + 1).unwrap_err();
+        assert!(matches!(error, KeyFileError::Owner { .. }), "{error}");
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&path, &link).unwrap();
+        assert!(matches!(
+            read_secret_key(&link).unwrap_err(),
+            KeyFileError::Link { .. }
+        ));
+        let fifo = dir.path().join("fifo");
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        assert!(matches!(
+            read_secret_key(&fifo).unwrap_err(),
+            KeyFileError::NotRegular { .. }
+        ));
+        let big = dir.path().join("big");
+        fs::write(&big, vec![b'#'; MAX_KEY_FILE_LEN + 1]).unwrap();
+        fs::set_permissions(&big, fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(matches!(
+            read_secret_key(&big).unwrap_err(),
+            KeyFileError::TooLarge { .. }
+        ));
+        let public = dir.path().join("k.pub");
+        fs::set_permissions(&public, fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(matches!(
+            read_secret_key(&public).unwrap_err(),
+            KeyFileError::Content { .. }
+        ));
+        let error = read_public_key_arg(path.to_str().unwrap()).unwrap_err();
+        assert!(error.contains("is a secret key file"), "{error}");
+    }
+
+    #[test]
+    fn a_keyring_others_can_write_or_another_owns_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub").join("keyring");
+        let mut file = KeyringFile::load(Some(&path)).unwrap();
+        assert_eq!(file.keyring.pins().count(), 0);
+        file.keyring
+            .set(minimodel_verifier::signing::keyring::Pin {
+                publisher_id: "acme".parse().unwrap(),
+                key: SecretKey::from_seed(&[7; 32]).public_key(),
+                pinned_by: minimodel_verifier::signing::keyring::PinnedBy::KeyPin,
+                pinned_at: "2026-11-23T00:00:00Z".to_owned(),
+            })
+            .unwrap();
+        file.save().unwrap();
+        let dir_mode = fs::metadata(path.parent().unwrap())
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(dir_mode, 0o700);
+        assert_eq!(
+            KeyringFile::load(Some(&path))
+                .unwrap()
+                .keyring
+                .pins()
+                .count(),
+            1
+        );
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o666)).unwrap();
+        let error = KeyringFile::load(Some(&path)).unwrap_err();
+        assert!(error.to_string().contains("chmod 644"), "{error}");
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(matches!(
+            KeyringFile::read(&path, my_uid() + 1).unwrap_err(),
+            KeyFileError::Owner { .. }
+        ));
+        fs::write(&path, "format: minimodel-keyring-v1\npin: nonsense\n").unwrap();
+        let error = KeyringFile::load(Some(&path)).unwrap_err();
+        assert!(
+            matches!(error, KeyFileError::Content { .. }) && error.is_invalid_input(),
+            "{error}"
+        );
+        assert!(error.to_string().contains("line 2"), "{error}");
+    }
+}

@@ -1,0 +1,157 @@
+//! Tickets through the binary (`docs/formats.md`, "Ticket"): a seeder and
+//! a serving fetch print theirs, `ticket new` makes the same one from the
+//! seeder's offer, `ticket show` reads it back; a signed manifest's ticket
+//! names its key, an unsigned one's does not; a mangled ticket is invalid
+//! input.
+
+mod resume_support;
+
+use resume_support::{Artifact, Proc, Seeders, fetch_args, ok, run};
+use serde_json::Value;
+
+fn json(lines: &[String]) -> Vec<Value> {
+    lines
+        .iter()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}")))
+        .collect()
+}
+
+fn sha256_hex(path: &std::path::Path) -> String {
+    minimodel_verifier::Sha256Digest::of(&std::fs::read(path).unwrap()).to_hex()
+}
+
+#[test]
+fn a_seeders_ticket_names_its_manifest_and_itself_and_reads_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let artifact = Artifact::make(root, "art", "tick", "2MiB", "256KiB", 3);
+    let mut seeders = Seeders::start(root, &artifact, 1, "64MiB");
+    let seeder = &mut seeders.procs[0];
+    assert!(seeder.wait_for("the ticket", |events| {
+        events.iter().any(|e| e["event"] == "ticket")
+    }));
+    let event = seeder.event("ticket").unwrap();
+    let offer: Value = serde_json::from_slice(&std::fs::read(&seeders.offers[0]).unwrap()).unwrap();
+    let ticket = event["ticket"].as_str().unwrap().to_owned();
+    assert!(ticket.starts_with("mm1"), "{ticket}");
+    assert_eq!(
+        event["manifest_sha256"],
+        sha256_hex(&artifact.manifest_path)
+    );
+    assert!(event["key_id"].is_null(), "unsigned: {event}");
+    let peer = event["peers"][0].as_str().unwrap();
+    assert!(
+        peer.starts_with(&format!("{}@", offer["peer_id"].as_str().unwrap())),
+        "{peer}"
+    );
+
+    // The same ticket from the offer, and read back.
+    let manifest = artifact.manifest_path.to_str().unwrap();
+    let offer_path = seeders.offers[0].to_str().unwrap();
+    let made = ok(root, &["ticket", "new", manifest, "--offer", offer_path]);
+    assert_eq!(made.len(), 1);
+    assert_eq!(made[0], ticket);
+    let shown = json(&ok(root, &["ticket", "show", &ticket, "--json"]));
+    assert_eq!(shown[0]["ticket"], ticket);
+    assert_eq!(shown[0]["peers"], event["peers"]);
+    let upper = ok(root, &["ticket", "show", &ticket.to_uppercase()]).join("\n");
+    assert!(
+        upper.contains("unsigned") && upper.contains(peer),
+        "{upper}"
+    );
+
+    // A serving fetch prints its own, naming itself.
+    let out = root.join("out");
+    let mut fetch = Proc::spawn(
+        root,
+        &fetch_args(
+            &artifact,
+            &seeders,
+            &out,
+            &["--serve", "--listen", "127.0.0.1:0", "--json"],
+        ),
+    );
+    fetch.expect_exit(0);
+    let tickets: Vec<Value> = fetch
+        .events()
+        .into_iter()
+        .filter(|e| e["event"] == "ticket")
+        .collect();
+    assert_eq!(tickets.len(), 1, "{tickets:?}");
+    let offer = fetch.event("offer").unwrap();
+    assert!(
+        tickets[0]["peers"][0]
+            .as_str()
+            .unwrap()
+            .starts_with(offer["peer_id"].as_str().unwrap()),
+        "{tickets:?}"
+    );
+
+    // Mangled, or naming more peers than a ticket holds: refused.
+    let mut typo: Vec<char> = ticket.chars().collect();
+    typo[30] = if typo[30] == 'a' { 'b' } else { 'a' };
+    let typo: String = typo.into_iter().collect();
+    let (code, _, stderr) = run(root, &["ticket", "show", &typo]);
+    assert_eq!(code, 3, "{stderr}");
+    assert!(stderr.contains("mistyped, cut or changed"), "{stderr}");
+    let (code, _, stderr) = run(root, &["ticket", "show", "magnet:?xt=urn:btih:00"]);
+    assert_eq!(code, 3, "{stderr}");
+    let mut five = vec!["ticket", "new", manifest];
+    let ids: Vec<String> = (0..5u8)
+        .map(|n| {
+            format!(
+                "{}@127.0.0.1:{}",
+                minimodel_wire::PeerId([n; 32]),
+                4000 + u16::from(n)
+            )
+        })
+        .collect();
+    for id in &ids {
+        five.extend(["--peer", id]);
+    }
+    let (code, _, stderr) = run(root, &five);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("a ticket names 1 to 4"), "{stderr}");
+}
+
+#[test]
+fn a_signed_manifests_ticket_names_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let artifact = Artifact::make(root, "art", "tick", "2MiB", "256KiB", 3);
+    let key = json(&ok(root, &["key", "new", "p.key", "--json"]));
+    let manifest = artifact.manifest_path.to_str().unwrap();
+    ok(
+        root,
+        &["sign", manifest, "--key", "p.key", "-o", "signed.manifest"],
+    );
+    let peer = format!("{}@127.0.0.1:4433", minimodel_wire::PeerId([9; 32]));
+    let event = json(&ok(
+        root,
+        &[
+            "ticket",
+            "new",
+            "signed.manifest",
+            "--peer",
+            &peer,
+            "--json",
+        ],
+    ));
+    assert_eq!(event[0]["key_id"], key[0]["key_id"]);
+    assert_eq!(
+        event[0]["manifest_sha256"],
+        sha256_hex(&root.join("signed.manifest"))
+    );
+    // A manifest whose signature fails gets no ticket.
+    let signed = std::fs::read_to_string(root.join("signed.manifest")).unwrap();
+    std::fs::write(
+        root.join("tampered.manifest"),
+        signed.replace("display-name: tick\n", "display-name: tock\n"),
+    )
+    .unwrap();
+    let (code, _, stderr) = run(
+        root,
+        &["ticket", "new", "tampered.manifest", "--peer", &peer],
+    );
+    assert_eq!(code, 4, "{stderr}");
+}

@@ -1,0 +1,34 @@
+//! The ticket reader on arbitrary text and on arbitrary binary forms: it
+//! must return, never panic; whatever it accepts holds 1 to 4 distinct
+//! peers with 1 to 4 distinct addresses each, and is written back to the
+//! same ticket (text and bytes).
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use minimodel_swarm::ticket::{MAX_TICKET_ADDRS, MAX_TICKET_LEN, MAX_TICKET_PEERS, Ticket};
+
+fn check(ticket: &Ticket) {
+    let peers = &ticket.peers;
+    assert!(!peers.is_empty() && peers.len() <= MAX_TICKET_PEERS);
+    for (i, peer) in peers.iter().enumerate() {
+        assert!(peers[..i].iter().all(|p| p.id != peer.id));
+        assert!(!peer.addrs.is_empty() && peer.addrs.len() <= MAX_TICKET_ADDRS);
+    }
+    let text = ticket.to_string();
+    assert!(text.len() <= MAX_TICKET_LEN);
+    assert_eq!(text.parse::<Ticket>().as_ref(), Ok(ticket));
+    assert_eq!(Ticket::from_bytes(&ticket.to_bytes()).as_ref(), Ok(ticket));
+}
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(text) = std::str::from_utf8(data) {
+        if let Ok(ticket) = text.parse::<Ticket>() {
+            check(&ticket);
+            assert_eq!(ticket.to_string(), text.to_ascii_lowercase());
+        }
+    }
+    if let Ok(ticket) = Ticket::from_bytes(data) {
+        check(&ticket);
+        assert_eq!(ticket.to_bytes(), data);
+    }
+});

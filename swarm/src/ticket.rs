@@ -1,0 +1,649 @@
+//! Tickets (`docs/formats.md`, "Ticket"): one printable string that a
+//! sender shares instead of a manifest and an offer, `mm1...`.
+//!
+//! A ticket carries the SHA-256 of the manifest file's bytes, the key id
+//! of its publisher key when the manifest is signed, and one to
+//! [`MAX_TICKET_PEERS`] peers with one to [`MAX_TICKET_ADDRS`] addresses
+//! each. A receiver fetches the manifest from the peers, keeps it only if
+//! its bytes hash to the ticket's digest (and, when the ticket names a key
+//! id, its signature is by that key), and only then trusts anything else
+//! in it. What travels in the ticket is a claim until then: the peers are
+//! places to ask, never vouched for.
+//!
+//! Encoding: the binary form below, then its check (the first 4 bytes of
+//! its SHA-256), in lowercase RFC 4648 base32 without padding, after the
+//! prefix `mm1` (the `1` is the version: `1` is not a base32 symbol, so
+//! the prefix never runs into the data). Integers are big-endian.
+//!
+//! ```text
+//! flags            1    bit 0: a key id follows; the other bits are 0
+//! manifest sha256  32
+//! key id           10   only with flag bit 0
+//! peer count       1    1 to 4
+//! per peer:
+//!   peer id        32   its Ed25519 key (docs/transport.md)
+//!   address count  1    1 to 4
+//!   per address:
+//!     family       1    4 (then 4 bytes) or 6 (then 16 bytes)
+//!     ip           4 or 16
+//!     port         2    not 0
+//! check            4    first 4 bytes of SHA-256 of everything before
+//! ```
+//!
+//! A reader checks, in order: the prefix, the length (before decoding),
+//! the alphabet, the unused bits of the last character, the check, then
+//! the fields as above, then that no byte follows. Uppercase reads as
+//! lowercase (a ticket read from a QR code); writers write lowercase.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::str::FromStr;
+use std::sync::LazyLock;
+
+use data_encoding::{Encoding, Specification};
+use minimodel_verifier::Sha256Digest;
+use minimodel_verifier::signing::PublisherKeyId;
+use minimodel_verifier::signing::keys::KEY_ID_BYTES;
+use minimodel_wire::PeerId;
+
+use crate::offer::check_offer_addr;
+use crate::peers::PeerAddrs;
+
+/// How every ticket starts; the `1` is its version.
+pub const TICKET_PREFIX: &str = "mm1";
+/// Most peers a ticket names.
+pub const MAX_TICKET_PEERS: usize = 4;
+/// Most addresses of one peer in a ticket.
+pub const MAX_TICKET_ADDRS: usize = 4;
+/// Bytes of the check at the end.
+const CHECK_LEN: usize = 4;
+/// Flag bit 0: a key id follows the digest.
+const FLAG_KEY_ID: u8 = 1;
+/// The largest binary form: every peer with every address in IPv6.
+const MAX_BINARY_LEN: usize =
+    1 + 32 + KEY_ID_BYTES + 1 + MAX_TICKET_PEERS * (32 + 1 + MAX_TICKET_ADDRS * 19) + CHECK_LEN;
+/// The longest ticket: the prefix and the base32 of the largest binary
+/// form (778 characters). A typical ticket (signed, one peer, one IPv4 and
+/// one IPv6 address) is 175.
+pub const MAX_TICKET_LEN: usize = TICKET_PREFIX.len() + (MAX_BINARY_LEN * 8).div_ceil(5);
+
+/// RFC 4648 base32, lowercase, no padding; uppercase reads as lowercase.
+/// The decoder checks that the last character's unused bits are zero.
+static BASE32: LazyLock<Encoding> = LazyLock::new(|| {
+    let mut spec = Specification::new();
+    spec.symbols.push_str("abcdefghijklmnopqrstuvwxyz234567");
+    spec.translate.from.push_str("ABCDEFGHIJKLMNOPQRSTUVWXYZ");
+    spec.translate.to.push_str("abcdefghijklmnopqrstuvwxyz");
+    spec.encoding()
+        .expect("lowercase RFC 4648 base32 is a valid specification")
+});
+
+/// One string to share: where to get a manifest and how to know it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ticket {
+    /// SHA-256 of the manifest file's bytes.
+    pub manifest_sha256: Sha256Digest,
+    /// The key id of the publisher key that signed the manifest, when it
+    /// is signed.
+    pub key_id: Option<PublisherKeyId>,
+    /// Peers that serve the manifest and the artifact, each with its
+    /// addresses.
+    pub peers: Vec<PeerAddrs>,
+}
+
+/// Why a ticket is refused. The messages are for the person who pasted it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TicketError {
+    /// It does not start with `mm1`.
+    #[error("not a ticket: a minimodel ticket starts with mm1")]
+    Prefix,
+    /// Longer than any ticket.
+    #[error("not a ticket: {len} characters, more than any ticket ({MAX_TICKET_LEN})")]
+    TooLong {
+        /// Its length in bytes.
+        len: usize,
+    },
+    /// A character outside base32.
+    #[error(
+        "not a ticket: character {position} is {found:?}; after mm1 a ticket uses only a-z and 2-7"
+    )]
+    Character {
+        /// Its position, counted from 1 as a person counts.
+        position: usize,
+        /// The character.
+        found: char,
+    },
+    /// The last character carries bits that must be zero, or the length is
+    /// one no encoding has: cut or mistyped.
+    #[error("the ticket was cut or mistyped: its length or last character cannot end a ticket")]
+    Encoding,
+    /// The check does not match: mistyped, cut, or changed.
+    #[error("the ticket was mistyped, cut or changed: its check does not match")]
+    Check,
+    /// The binary form ends inside a field.
+    #[error("the ticket ends inside its {0}")]
+    Truncated(&'static str),
+    /// Bytes after the last field.
+    #[error("the ticket has {0} bytes after its last peer")]
+    TrailingBytes(usize),
+    /// Flag bits this version does not know.
+    #[error("the ticket sets flags {0:#04x} this version does not know (a newer ticket?)")]
+    Flags(u8),
+    /// No peer, or too many.
+    #[error("the ticket names {0} peers; a ticket names 1 to {MAX_TICKET_PEERS}")]
+    PeerCount(usize),
+    /// A peer with no address, or too many.
+    #[error("peer {peer} has {count} addresses; a ticket gives each peer 1 to {MAX_TICKET_ADDRS}")]
+    AddrCount {
+        /// The peer's id.
+        peer: String,
+        /// How many addresses.
+        count: usize,
+    },
+    /// An address family that is neither 4 nor 6.
+    #[error("unknown address family {0} (4 or 6)")]
+    Family(u8),
+    /// An address nobody can dial, or one written in a second way.
+    #[error("peer {peer}: {reason}")]
+    Addr {
+        /// The peer's id.
+        peer: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The same peer twice.
+    #[error("peer {0} is named twice")]
+    DuplicatePeer(String),
+    /// The same address twice for one peer.
+    #[error("peer {peer} lists {addr} twice")]
+    DuplicateAddr {
+        /// The peer's id.
+        peer: String,
+        /// The address.
+        addr: SocketAddr,
+    },
+}
+
+impl TicketError {
+    /// A stable name for the error (the vectors of `fixtures/ticket/` use
+    /// it).
+    pub fn code(&self) -> &'static str {
+        match self {
+            TicketError::Prefix => "prefix",
+            TicketError::TooLong { .. } => "too-long",
+            TicketError::Character { .. } => "character",
+            TicketError::Encoding => "encoding",
+            TicketError::Check => "check",
+            TicketError::Truncated(_) => "truncated",
+            TicketError::TrailingBytes(_) => "trailing-bytes",
+            TicketError::Flags(_) => "flags",
+            TicketError::PeerCount(_) => "peer-count",
+            TicketError::AddrCount { .. } => "address-count",
+            TicketError::Family(_) => "family",
+            TicketError::Addr { .. } => "address",
+            TicketError::DuplicatePeer(_) => "duplicate-peer",
+            TicketError::DuplicateAddr { .. } => "duplicate-address",
+        }
+    }
+}
+
+impl Ticket {
+    /// A ticket, checked as a reader will check it: 1 to 4 peers, each
+    /// named once with 1 to 4 distinct addresses a peer can dial. An IPv6
+    /// address that maps an IPv4 one is written as the IPv4 address (one
+    /// way to write each); a v6 scope or flow label is not carried.
+    pub fn new(
+        manifest_sha256: Sha256Digest,
+        key_id: Option<PublisherKeyId>,
+        peers: Vec<PeerAddrs>,
+    ) -> Result<Ticket, TicketError> {
+        let peers = peers
+            .into_iter()
+            .map(|peer| PeerAddrs {
+                id: peer.id,
+                addrs: peer
+                    .addrs
+                    .into_iter()
+                    .map(|addr| SocketAddr::new(addr.ip().to_canonical(), addr.port()))
+                    .collect(),
+            })
+            .collect();
+        let ticket = Ticket {
+            manifest_sha256,
+            key_id,
+            peers,
+        };
+        ticket.check()?;
+        Ok(ticket)
+    }
+
+    /// The rules a reader applies to the peers.
+    fn check(&self) -> Result<(), TicketError> {
+        if self.peers.is_empty() || self.peers.len() > MAX_TICKET_PEERS {
+            return Err(TicketError::PeerCount(self.peers.len()));
+        }
+        for (index, peer) in self.peers.iter().enumerate() {
+            let name = || peer.id.to_string();
+            if self.peers[..index].iter().any(|other| other.id == peer.id) {
+                return Err(TicketError::DuplicatePeer(name()));
+            }
+            if peer.addrs.is_empty() || peer.addrs.len() > MAX_TICKET_ADDRS {
+                return Err(TicketError::AddrCount {
+                    peer: name(),
+                    count: peer.addrs.len(),
+                });
+            }
+            for (at, addr) in peer.addrs.iter().enumerate() {
+                check_offer_addr(*addr).map_err(|reason| TicketError::Addr {
+                    peer: name(),
+                    reason,
+                })?;
+                let mapped = match addr.ip() {
+                    IpAddr::V6(v6) => v6.to_ipv4_mapped().is_some(),
+                    IpAddr::V4(_) => false,
+                };
+                if mapped {
+                    return Err(TicketError::Addr {
+                        peer: name(),
+                        reason: format!("{addr} maps an IPv4 address; a ticket writes it as IPv4"),
+                    });
+                }
+                if peer.addrs[..at].contains(addr) {
+                    return Err(TicketError::DuplicateAddr {
+                        peer: name(),
+                        addr: *addr,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The binary form with its check.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(MAX_BINARY_LEN);
+        out.push(if self.key_id.is_some() {
+            FLAG_KEY_ID
+        } else {
+            0
+        });
+        out.extend_from_slice(self.manifest_sha256.as_bytes());
+        if let Some(key_id) = &self.key_id {
+            out.extend_from_slice(&key_id.0);
+        }
+        out.push(self.peers.len() as u8);
+        for peer in &self.peers {
+            out.extend_from_slice(peer.id.as_bytes());
+            out.push(peer.addrs.len() as u8);
+            for addr in &peer.addrs {
+                match addr.ip() {
+                    IpAddr::V4(v4) => {
+                        out.push(4);
+                        out.extend_from_slice(&v4.octets());
+                    }
+                    IpAddr::V6(v6) => {
+                        out.push(6);
+                        out.extend_from_slice(&v6.octets());
+                    }
+                }
+                out.extend_from_slice(&addr.port().to_be_bytes());
+            }
+        }
+        let check = Sha256Digest::of(&out);
+        out.extend_from_slice(&check.as_bytes()[..CHECK_LEN]);
+        out
+    }
+
+    /// Reads the binary form with its check (what follows the prefix,
+    /// decoded).
+    pub fn from_bytes(bytes: &[u8]) -> Result<Ticket, TicketError> {
+        if bytes.len() < CHECK_LEN {
+            return Err(TicketError::Truncated("check"));
+        }
+        let (body, check) = bytes.split_at(bytes.len() - CHECK_LEN);
+        if Sha256Digest::of(body).as_bytes()[..CHECK_LEN] != *check {
+            return Err(TicketError::Check);
+        }
+        let mut reader = Reader { rest: body };
+        let flags = reader.byte("flags")?;
+        if flags & !FLAG_KEY_ID != 0 {
+            return Err(TicketError::Flags(flags & !FLAG_KEY_ID));
+        }
+        let manifest_sha256 = Sha256Digest(reader.array::<32>("manifest digest")?);
+        let key_id = if flags & FLAG_KEY_ID != 0 {
+            Some(PublisherKeyId(reader.array::<KEY_ID_BYTES>("key id")?))
+        } else {
+            None
+        };
+        let peer_count = usize::from(reader.byte("peer count")?);
+        if peer_count == 0 || peer_count > MAX_TICKET_PEERS {
+            return Err(TicketError::PeerCount(peer_count));
+        }
+        let mut peers = Vec::with_capacity(peer_count);
+        for _ in 0..peer_count {
+            let id = PeerId(reader.array::<32>("peer id")?);
+            let count = usize::from(reader.byte("address count")?);
+            if count == 0 || count > MAX_TICKET_ADDRS {
+                return Err(TicketError::AddrCount {
+                    peer: id.to_string(),
+                    count,
+                });
+            }
+            let mut addrs = Vec::with_capacity(count);
+            for _ in 0..count {
+                let ip = match reader.byte("address family")? {
+                    4 => IpAddr::V4(Ipv4Addr::from(reader.array::<4>("address")?)),
+                    6 => IpAddr::V6(Ipv6Addr::from(reader.array::<16>("address")?)),
+                    other => return Err(TicketError::Family(other)),
+                };
+                let port = u16::from_be_bytes(reader.array::<2>("port")?);
+                addrs.push(SocketAddr::new(ip, port));
+            }
+            peers.push(PeerAddrs { id, addrs });
+        }
+        if !reader.rest.is_empty() {
+            return Err(TicketError::TrailingBytes(reader.rest.len()));
+        }
+        let ticket = Ticket {
+            manifest_sha256,
+            key_id,
+            peers,
+        };
+        ticket.check()?;
+        Ok(ticket)
+    }
+}
+
+/// Takes fields off the front of a byte string.
+struct Reader<'a> {
+    rest: &'a [u8],
+}
+
+impl Reader<'_> {
+    fn byte(&mut self, what: &'static str) -> Result<u8, TicketError> {
+        Ok(self.array::<1>(what)?[0])
+    }
+
+    fn array<const N: usize>(&mut self, what: &'static str) -> Result<[u8; N], TicketError> {
+        if self.rest.len() < N {
+            return Err(TicketError::Truncated(what));
+        }
+        let (head, rest) = self.rest.split_at(N);
+        self.rest = rest;
+        let mut out = [0u8; N];
+        out.copy_from_slice(head);
+        Ok(out)
+    }
+}
+
+impl fmt::Display for Ticket {
+    /// `mm1` and the base32 of the binary form.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{TICKET_PREFIX}{}",
+            BASE32.encode_display(&self.to_bytes())
+        )
+    }
+}
+
+impl FromStr for Ticket {
+    type Err = TicketError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let body = match text.get(..TICKET_PREFIX.len()) {
+            Some(prefix) if prefix.eq_ignore_ascii_case(TICKET_PREFIX) => {
+                &text[TICKET_PREFIX.len()..]
+            }
+            _ => return Err(TicketError::Prefix),
+        };
+        if text.len() > MAX_TICKET_LEN {
+            return Err(TicketError::TooLong { len: text.len() });
+        }
+        if let Some((index, found)) = body
+            .chars()
+            .enumerate()
+            .find(|(_, c)| !c.is_ascii() || BASE32.interpret_byte(*c as u8).is_symbol().is_none())
+        {
+            return Err(TicketError::Character {
+                position: TICKET_PREFIX.len() + index + 1,
+                found,
+            });
+        }
+        let bytes = BASE32
+            .decode(body.as_bytes())
+            .map_err(|_| TicketError::Encoding)?;
+        Ticket::from_bytes(&bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(seed: u8, addrs: &[&str]) -> PeerAddrs {
+        PeerAddrs {
+            id: PeerId([seed; 32]),
+            addrs: addrs.iter().map(|a| a.parse().unwrap()).collect(),
+        }
+    }
+
+    fn ticket() -> Ticket {
+        Ticket::new(
+            Sha256Digest::of(b"manifest"),
+            Some(PublisherKeyId([7; KEY_ID_BYTES])),
+            vec![peer(1, &["192.0.2.7:4433", "[2001:db8::7]:4433"])],
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_ticket_round_trips_and_fits_a_chat_line() {
+        let ticket = ticket();
+        let text = ticket.to_string();
+        assert!(text.starts_with("mm1"), "{text}");
+        assert_eq!(text.len(), 175, "{text}");
+        assert_eq!(text.parse::<Ticket>(), Ok(ticket.clone()));
+        assert_eq!(text.to_uppercase().parse::<Ticket>(), Ok(ticket.clone()));
+        let unsigned = Ticket {
+            key_id: None,
+            ..ticket
+        };
+        assert_eq!(unsigned.to_string().parse::<Ticket>(), Ok(unsigned));
+        let full = Ticket::new(
+            Sha256Digest::of(b"m"),
+            Some(PublisherKeyId([1; KEY_ID_BYTES])),
+            (0..MAX_TICKET_PEERS as u8)
+                .map(|n| {
+                    peer(
+                        n,
+                        &[
+                            "[2001:db8::1]:1",
+                            "[2001:db8::2]:2",
+                            "[2001:db8::3]:3",
+                            "[2001:db8::4]:4",
+                        ],
+                    )
+                })
+                .collect(),
+        )
+        .unwrap();
+        assert_eq!(full.to_string().len(), MAX_TICKET_LEN);
+        assert_eq!(full.to_string().parse::<Ticket>(), Ok(full));
+    }
+
+    #[test]
+    fn writers_refuse_what_readers_refuse_and_write_mapped_addresses_as_ipv4() {
+        let digest = Sha256Digest::of(b"m");
+        let new = |peers| Ticket::new(digest, None, peers);
+        assert_eq!(new(vec![]), Err(TicketError::PeerCount(0)));
+        assert!(matches!(
+            new((0..5).map(|n| peer(n, &["10.0.0.1:1"])).collect()),
+            Err(TicketError::PeerCount(5))
+        ));
+        assert!(matches!(
+            new(vec![peer(1, &["10.0.0.1:1"]), peer(1, &["10.0.0.2:1"])]),
+            Err(TicketError::DuplicatePeer(_))
+        ));
+        assert!(matches!(
+            new(vec![peer(1, &[])]),
+            Err(TicketError::AddrCount { count: 0, .. })
+        ));
+        assert!(matches!(
+            new(vec![peer(1, &["10.0.0.1:1", "10.0.0.1:1"])]),
+            Err(TicketError::DuplicateAddr { .. })
+        ));
+        for bad in [
+            "10.0.0.1:0",
+            "0.0.0.0:1",
+            "[::]:1",
+            "224.0.0.1:1",
+            "255.255.255.255:1",
+        ] {
+            assert!(
+                matches!(new(vec![peer(1, &[bad])]), Err(TicketError::Addr { .. })),
+                "{bad}"
+            );
+        }
+        let mapped = new(vec![peer(1, &["[::ffff:10.0.0.1]:7"])]).unwrap();
+        assert_eq!(mapped.peers[0].addrs[0], "10.0.0.1:7".parse().unwrap());
+    }
+
+    /// The base32 text of `body` with its check, as a ticket.
+    fn encode(body: &[u8]) -> String {
+        let mut bytes = body.to_vec();
+        let check = Sha256Digest::of(body);
+        bytes.extend_from_slice(&check.as_bytes()[..CHECK_LEN]);
+        format!("mm1{}", BASE32.encode(&bytes))
+    }
+
+    #[test]
+    fn every_malformed_ticket_is_refused_with_its_reason() {
+        let good = ticket();
+        let text = good.to_string();
+        let parse = |text: &str| text.parse::<Ticket>();
+        assert_eq!(parse(""), Err(TicketError::Prefix));
+        assert_eq!(parse("mm"), Err(TicketError::Prefix));
+        assert_eq!(
+            parse(&format!("mm2{}", &text[3..])),
+            Err(TicketError::Prefix)
+        );
+        assert_eq!(parse(&format!("é{text}")), Err(TicketError::Prefix));
+        let long = format!("mm1{}", "a".repeat(MAX_TICKET_LEN));
+        assert!(matches!(parse(&long), Err(TicketError::TooLong { .. })));
+        assert!(matches!(
+            parse(&format!("{text} ")),
+            Err(TicketError::Character { found: ' ', .. })
+        ));
+        assert!(matches!(
+            parse(&format!("{}1{}", &text[..10], &text[11..])),
+            Err(TicketError::Character {
+                position: 11,
+                found: '1'
+            })
+        ));
+        assert!(matches!(
+            parse(&format!("{}é", &text[..20])),
+            Err(TicketError::Character { found: 'é', .. })
+        ));
+        // A character changed: the check catches it.
+        let mut changed: Vec<char> = text.chars().collect();
+        changed[40] = if changed[40] == 'a' { 'b' } else { 'a' };
+        let changed: String = changed.into_iter().collect();
+        assert_eq!(parse(&changed), Err(TicketError::Check));
+        // Cut short: an impossible length, or a check that fails.
+        for cut in [1, 2, 8, 100] {
+            let result = parse(&text[..text.len() - cut]);
+            assert!(
+                matches!(result, Err(TicketError::Encoding | TicketError::Check)),
+                "cut {cut}: {result:?}"
+            );
+        }
+        assert!(matches!(
+            parse("mm1aa"),
+            Err(TicketError::Truncated("check"))
+        ));
+
+        let body = {
+            let bytes = good.to_bytes();
+            bytes[..bytes.len() - CHECK_LEN].to_vec()
+        };
+        let with = |edit: &dyn Fn(&mut Vec<u8>)| {
+            let mut body = body.clone();
+            edit(&mut body);
+            parse(&encode(&body))
+        };
+        assert_eq!(with(&|b| b[0] = 0x03), Err(TicketError::Flags(0x02)));
+        assert_eq!(
+            with(&|b| b.truncate(20)),
+            Err(TicketError::Truncated("manifest digest"))
+        );
+        assert_eq!(
+            with(&|b| b.truncate(40)),
+            Err(TicketError::Truncated("key id"))
+        );
+        assert_eq!(
+            with(&|b| b.truncate(43)),
+            Err(TicketError::Truncated("peer count"))
+        );
+        assert_eq!(
+            with(&|b| b.truncate(60)),
+            Err(TicketError::Truncated("peer id"))
+        );
+        assert_eq!(
+            with(&|b| b.truncate(b.len() - 1)),
+            Err(TicketError::Truncated("port"))
+        );
+        assert_eq!(with(&|b| b.push(0)), Err(TicketError::TrailingBytes(1)));
+        // Offsets: flags 0, digest 1..33, key id 33..43, peer count 43,
+        // peer id 44..76, address count 76, first family 77.
+        assert_eq!(with(&|b| b[43] = 0), Err(TicketError::PeerCount(0)));
+        assert_eq!(with(&|b| b[43] = 5), Err(TicketError::PeerCount(5)));
+        assert!(matches!(
+            with(&|b| b[76] = 0),
+            Err(TicketError::AddrCount { count: 0, .. })
+        ));
+        assert!(matches!(
+            with(&|b| b[76] = 9),
+            Err(TicketError::AddrCount { count: 9, .. })
+        ));
+        assert_eq!(with(&|b| b[77] = 5), Err(TicketError::Family(5)));
+        // Port 0 (the first address's port is at 82..84).
+        assert!(matches!(
+            with(&|b| {
+                b[82] = 0;
+                b[83] = 0;
+            }),
+            Err(TicketError::Addr { .. })
+        ));
+        // An unsigned ticket whose flag says a key id follows: the digest
+        // and the next bytes do not line up, and it ends too soon.
+        let unsigned = Ticket {
+            key_id: None,
+            ..good.clone()
+        };
+        let mut flagged = unsigned.to_bytes();
+        flagged.truncate(flagged.len() - CHECK_LEN);
+        flagged[0] = FLAG_KEY_ID;
+        assert!(parse(&encode(&flagged)).is_err());
+        // The same address written as mapped IPv6: one value, one spelling.
+        let mapped = {
+            let mut body = Ticket {
+                key_id: None,
+                peers: vec![peer(1, &["10.0.0.1:7"])],
+                ..good.clone()
+            }
+            .to_bytes();
+            body.truncate(body.len() - CHECK_LEN);
+            let at = body.len() - 7;
+            let mut v6 = vec![6];
+            v6.extend_from_slice(&"::ffff:10.0.0.1".parse::<Ipv6Addr>().unwrap().octets());
+            body.splice(at..at + 5, v6);
+            body
+        };
+        assert!(matches!(
+            parse(&encode(&mapped)),
+            Err(TicketError::Addr { .. })
+        ));
+    }
+}
