@@ -1,6 +1,7 @@
 //! The front door for programs that embed minimodel: [`fetch`] a verified
 //! artifact from peers, or [`seed`] one, each a builder with sensible
-//! defaults and an optional stream of [`NodeReport`]s for progress.
+//! defaults and an optional stream of [`NodeReport`]s for progress. The
+//! builders fill in the use cases of [`crate::app`], which do the work.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
@@ -55,15 +56,18 @@ use std::time::Duration;
 
 use minimodel_node::report::Fault;
 use minimodel_verifier::Sha256Digest;
-use minimodel_verifier::check::verify_local_file;
 use minimodel_verifier::manifest::Manifest;
 use minimodel_verifier::signing::trust::{SignatureCheck, judge_without_pins};
 use minimodel_wire::PeerAddr;
 use tokio::sync::mpsc;
 
-use crate::fetch::{FetchConfig, FetchError, FetchOutcome, Fetcher};
-use crate::node::{NodeReport, NodeSettings};
-use crate::resume::{CompleteDownload, OpenedDownload, PartialDownload, ResumeOptions};
+use crate::app::Limits;
+use crate::app::fetch::{DownloadPlan, Opened, Serving};
+use crate::app::share::SharePlan;
+use crate::fetch::{FetchError, FetchOutcome};
+use crate::node::NodeReport;
+use crate::peers::{PeerAddrs, merge_peers};
+use crate::resume::CompleteDownload;
 use crate::seed::{SeedError, Seeder};
 use crate::transport::Identity;
 
@@ -212,55 +216,41 @@ impl Fetch {
             Some(check) => check,
             None => judge_without_pins(&self.manifest)?,
         };
-        let options = ResumeOptions {
-            recheck: self.recheck,
-            ..ResumeOptions::default()
+        let mut plan =
+            DownloadPlan::new(self.manifest, self.manifest_sha256, signature, self.out_dir);
+        plan.peers = merge_peers(self.peers.into_iter().map(|peer| PeerAddrs {
+            id: peer.id,
+            addrs: vec![peer.addr],
+        }));
+        plan.serving = self.listen.map(|listen| Serving {
+            listen,
+            seed_after: false,
+        });
+        plan.recheck = self.recheck;
+        plan.limits = Limits {
+            max_download: self.max_download,
+            give_up_after: self.give_up_after,
+            ..Limits::default()
         };
         // Opening may read the whole file (a recheck, a bare `.part`): off
         // the runtime's threads.
-        let (dir, manifest, sha256) = (
-            self.out_dir.clone(),
-            self.manifest.clone(),
-            self.manifest_sha256,
-        );
-        let opened = tokio::task::spawn_blocking(move || {
-            PartialDownload::open(&dir, &manifest, sha256, &options, &|_| {})
-        })
-        .await
-        .map_err(|error| {
-            FetchError::Storage(Fault::new(crate::resume::DeliveryError::Worker(
-                error.to_string(),
-            )))
-        })??;
-        let partial = match opened {
-            OpenedDownload::Complete(done) => return Ok(Fetched::AlreadyComplete(Box::new(done))),
-            OpenedDownload::Partial(partial, _) => Arc::new(partial),
+        let opened = tokio::task::spawn_blocking(move || plan.open(&|_| {}))
+            .await
+            .map_err(|error| {
+                FetchError::Storage(Fault::new(crate::resume::DeliveryError::Worker(
+                    error.to_string(),
+                )))
+            })??;
+        let ready = match opened {
+            Opened::Complete(done) => return Ok(Fetched::AlreadyComplete(done)),
+            Opened::Partial(ready) => *ready,
         };
         let identity = match self.identity {
             Some(identity) => identity,
             None => Arc::new(Identity::generate().map_err(FetchError::Identity)?),
         };
-        let mut node = NodeSettings {
-            listen: self.listen,
-            ..NodeSettings::default()
-        };
-        node.core.max_download = self.max_download;
-        if let Some(limit) = self.give_up_after {
-            node.core.give_up_after = limit;
-        }
-        let config = FetchConfig {
-            manifest: self.manifest,
-            manifest_sha256: self.manifest_sha256,
-            signature,
-            out_dir: self.out_dir,
-            peers: self.peers,
-            serve: self.listen.is_some(),
-            seed_after: false,
-            node,
-            dht: None,
-        };
         let reports = self.reports.unwrap_or_else(|| mpsc::unbounded_channel().0);
-        let fetcher = Fetcher::start(config, partial, identity, reports)?;
+        let fetcher = ready.start(identity, reports)?;
         fetcher
             .run(stop)
             .await
@@ -310,17 +300,14 @@ impl Seed {
     /// matters. Needs a tokio runtime (the QUIC endpoint runs on it).
     pub fn start(self) -> Result<Seeder, SeedError> {
         judge_without_pins(&self.manifest).map_err(SeedError::Signature)?;
-        let verified =
-            verify_local_file(&self.manifest, &self.path, &|_| {}).map_err(SeedError::Verify)?;
+        let verified = SharePlan::new(self.manifest, self.path, self.listen)
+            .verify(&|_| {})
+            .map_err(SeedError::Verify)?;
         let identity = match self.identity {
             Some(identity) => identity,
             None => Arc::new(Identity::generate().map_err(SeedError::Identity)?),
         };
-        let config = NodeSettings {
-            listen: Some(self.listen),
-            ..NodeSettings::default()
-        };
         let reports = self.reports.unwrap_or_else(|| mpsc::unbounded_channel().0);
-        Seeder::start(&verified, &self.path, config, identity, reports)
+        verified.start(identity, reports)
     }
 }

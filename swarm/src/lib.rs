@@ -13,6 +13,7 @@ pub use minimodel_node::{download, picker, session, upload};
 mod api;
 pub use api::{Fetch, Fetched, Seed, fetch, seed};
 pub mod addrs;
+pub mod app;
 pub mod dht;
 pub mod fetch;
 /// The QUIC link: handshake, control stream and piece streams. Public with

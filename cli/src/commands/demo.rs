@@ -6,6 +6,7 @@
 //! bytes came from, how many copies the seeder uploaded, and a fresh check
 //! of every downloaded file.
 
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,10 +14,11 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Args;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use minimodel_swarm::fetch::{FetchConfig, FetchOutcome, Fetcher};
-use minimodel_swarm::node::{NodeReport, NodeSettings};
-use minimodel_swarm::resume::{OpenedDownload, PartialDownload, ResumeOptions};
-use minimodel_swarm::seed::Seeder;
+use minimodel_swarm::app::fetch::{DownloadPlan, Opened, Serving};
+use minimodel_swarm::app::share::{SharePlan, VerifiedShare};
+use minimodel_swarm::fetch::FetchOutcome;
+use minimodel_swarm::node::NodeReport;
+use minimodel_swarm::peers::PeerAddrs;
 use minimodel_swarm::transport::Identity;
 use minimodel_verifier::check::verify_local_file;
 use minimodel_verifier::describe::{PublisherFields, describe_file};
@@ -98,26 +100,21 @@ pub fn run(args: DemoArgs, out: Output) -> Result<(), Failure> {
         },
         human_bytes(args.size)
     ));
-    let (manifest, verified, slm) = prepare(&root, args.size, chunk_size, out)?;
+    let (manifest, share) = prepare(&root, args.size, chunk_size, args.cap, out)?;
     let runtime = runtime()?;
-    let run = runtime.block_on(swarm(&root, &manifest, &verified, &slm, &args, out))?;
+    let run = runtime.block_on(swarm(&root, &manifest, &share, &args, out))?;
     summarize(&manifest, &run, &args, out)
 }
 
-/// Writes the fixture, describes it and checks it, as a publisher would.
+/// Writes the fixture, describes it and checks it, as a publisher would;
+/// the share is capped at `cap` bytes per second on loopback.
 fn prepare(
     root: &std::path::Path,
     size: u64,
     chunk_size: u32,
+    cap: u64,
     out: Output,
-) -> Result<
-    (
-        Manifest,
-        minimodel_verifier::check::VerifiedArtifact,
-        PathBuf,
-    ),
-    Failure,
-> {
+) -> Result<(Manifest, VerifiedShare), Failure> {
     let slm = root.join("demo.slm");
     let file =
         std::fs::File::create(&slm).with_context(|| format!("cannot create {}", slm.display()))?;
@@ -142,7 +139,10 @@ fn prepare(
     let manifest = description.manifest;
     std::fs::write(root.join("demo.manifest"), manifest.to_text())
         .context("cannot write the manifest")?;
-    let verified = verify_local_file(&manifest, &slm, &|_| {})
+    let mut plan = SharePlan::new(manifest.clone(), &slm, loopback());
+    plan.limits.max_upload = Some(cap);
+    let share = plan
+        .verify(&|_| {})
         .context("the fixture does not verify")
         .or_exit(Exit::VerificationFailed)?;
     out.say(format!(
@@ -152,40 +152,28 @@ fn prepare(
         human_bytes(u64::from(chunk_size)),
         root.display()
     ));
-    Ok((manifest, verified, slm))
+    Ok((manifest, share))
+}
+
+/// Any free port on loopback.
+fn loopback() -> SocketAddr {
+    SocketAddr::from((Ipv4Addr::LOCALHOST, 0))
 }
 
 async fn swarm(
     root: &std::path::Path,
     manifest: &Manifest,
-    verified: &minimodel_verifier::check::VerifiedArtifact,
-    slm: &std::path::Path,
+    share: &VerifiedShare,
     args: &DemoArgs,
     out: Output,
 ) -> Result<SwarmRun, Failure> {
-    let loopback = || NodeSettings {
-        listen: Some(
-            "127.0.0.1:0"
-                .parse()
-                .unwrap_or_else(|_| unreachable!("a literal address")),
-        ),
-        ..NodeSettings::default()
-    };
     let (seeder_reports, mut seeder_inbox) = mpsc::unbounded_channel();
-    let seeder = Seeder::start(
-        verified,
-        slm,
-        NodeSettings {
-            core: minimodel_swarm::node::CoreConfig {
-                max_upload: Some(args.cap),
-                ..minimodel_swarm::node::CoreConfig::default()
-            },
-            ..loopback()
-        },
-        Arc::new(Identity::generate().context("cannot create an identity")?),
-        seeder_reports,
-    )
-    .context("cannot start the seeder")?;
+    let seeder = share
+        .start(
+            Arc::new(Identity::generate().context("cannot create an identity")?),
+            seeder_reports,
+        )
+        .context("cannot start the seeder")?;
     let seeder_addr = seeder.peer_addr().context("the seeder has no address")?;
     out.say(format!("seeder {seeder_addr}"));
     let (stop_all, stopped) = watch::channel(false);
@@ -201,44 +189,38 @@ async fn swarm(
     let mut tasks = Vec::new();
     for index in 0..args.peers {
         let dir = root.join(format!("peer{}", index + 1));
-        let opened = PartialDownload::open(
-            &dir,
-            manifest,
+        let mut plan = DownloadPlan::new(
+            manifest.clone(),
             Sha256Digest::of(manifest.to_text().as_bytes()),
-            &ResumeOptions::default(),
-            &|_| {},
-        )
-        .with_context(|| format!("cannot open {}", dir.display()))?;
-        let OpenedDownload::Partial(partial, _) = opened else {
+            // The demo's own unsigned manifest: nothing to pin.
+            judge_without_pins(manifest).context("the demo's manifest is refused")?,
+            &dir,
+        );
+        plan.peers = vec![PeerAddrs {
+            id: seeder_addr.id,
+            addrs: vec![seeder_addr.addr],
+        }];
+        plan.serving = Some(Serving {
+            listen: loopback(),
+            seed_after: true,
+        });
+        plan.limits.give_up_after = Some(Duration::from_secs(60));
+        let opened = plan
+            .open(&|_| {})
+            .with_context(|| format!("cannot open {}", dir.display()))?;
+        let Opened::Partial(ready) = opened else {
             return Err(Failure::new(
                 Exit::Usage,
                 anyhow::anyhow!("{} already holds the artifact", dir.display()),
             ));
         };
         let (reports, mut inbox) = mpsc::unbounded_channel();
-        let fetcher = Fetcher::start(
-            FetchConfig {
-                manifest: manifest.clone(),
-                manifest_sha256: Sha256Digest::of(manifest.to_text().as_bytes()),
-                // The demo's own unsigned manifest: nothing to pin.
-                signature: judge_without_pins(manifest)
-                    .context("the demo's manifest is refused")?,
-                out_dir: dir,
-                peers: vec![seeder_addr],
-                serve: true,
-                seed_after: true,
-                node: {
-                    let mut node = loopback();
-                    node.core.give_up_after = Duration::from_secs(60);
-                    node
-                },
-                dht: None,
-            },
-            Arc::new(partial),
-            Arc::new(Identity::generate().context("cannot create an identity")?),
-            reports,
-        )
-        .context("cannot start a downloading peer")?;
+        let fetcher = ready
+            .start(
+                Arc::new(Identity::generate().context("cannot create an identity")?),
+                reports,
+            )
+            .context("cannot start a downloading peer")?;
         let bar = bars.peer(index);
         let done_sender = done_sender.clone();
         tokio::spawn(async move {

@@ -7,15 +7,15 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
-use minimodel_swarm::fetch::{FetchConfig, FetchError, Fetcher};
-use minimodel_swarm::node::{CoreConfig, NodeSettings};
+use minimodel_swarm::app::Limits;
+use minimodel_swarm::app::fetch::{DownloadPlan, Opened, ReadyDownload, Serving};
+use minimodel_swarm::fetch::FetchError;
 use minimodel_swarm::offer::PeerOffer;
-use minimodel_swarm::peers::{PeerAddrs, merge_peers};
-use minimodel_swarm::resume::{CompleteCheck, OpenedDownload, PartialDownload, ResumeOptions};
+use minimodel_swarm::peers::PeerAddrs;
+use minimodel_swarm::resume::CompleteCheck;
 use minimodel_verifier::receipt::ReceiptSource;
 use tokio::sync::mpsc;
 
@@ -133,15 +133,17 @@ pub struct TransferArgs {
 pub fn run(args: FetchArgs, out: Output) -> Result<(), Failure> {
     let loaded = load_manifest(&args.manifest)?;
     let judged = crate::trust::check(&loaded, &args.manifest, &args.transfer.trust)?;
-    let mut peers = args.peers.clone();
+    let mut offers = Vec::new();
     for path in &args.offers {
         let offer = PeerOffer::read(path).or_exit(Exit::InvalidInput)?;
-        offer
-            .check_against(&loaded.manifest, &path.display().to_string())
-            .or_exit(Exit::InvalidInput)?;
-        peers.push(offer.peer);
+        offers.push((offer, path.display().to_string()));
     }
-    let peers = merge_peers(peers);
+    let peers = minimodel_swarm::app::peers::from_offers(
+        &loaded.manifest,
+        args.peers.clone(),
+        offers.iter().map(|(offer, name)| (offer, name.as_str())),
+    )
+    .or_exit(Exit::InvalidInput)?;
     if peers.is_empty() && !args.transfer.dht {
         return Err(
             Failure::new(Exit::Usage, anyhow::anyhow!("no peers to fetch from")).with_hint(
@@ -212,9 +214,24 @@ pub fn transfer(
     // Before the download is opened (a recheck reads the whole file): a
     // taken port fails at once.
     let metrics = crate::metrics::bind(args.metrics)?;
-    let Some((partial, resumed_bytes)) = open_download(loaded, &dir, args.recheck, out)? else {
+    let mut plan = DownloadPlan::new(manifest.clone(), loaded.sha256, signature, dir.clone());
+    plan.peers = peers;
+    plan.serving = args.serve.then_some(Serving {
+        listen: args.listen,
+        seed_after: args.seed_after,
+    });
+    plan.limits = Limits {
+        max_peers: Some(args.max_peers),
+        max_upload: args.max_upload,
+        max_download: args.max_download,
+        give_up_after: args.give_up_after,
+    };
+    plan.tuning = args.congestion.tuning();
+    plan.recheck = args.recheck;
+    let Some(ready) = open_download(plan, &dir, out)? else {
         return Ok(());
     };
+    let resumed_bytes = ready.resumed_bytes;
     let identity = identity(args.identity.as_deref())?;
     let dht_config = args.dht.then(|| minimodel_swarm::dht::DiscoveryConfig {
         bind: std::net::SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, 0),
@@ -229,36 +246,12 @@ pub fn transfer(
     let stop = Stop::default();
     runtime.block_on(async {
         let (reports, report_inbox) = mpsc::unbounded_channel();
-        let config = FetchConfig {
-            manifest: manifest.clone(),
-            manifest_sha256: loaded.sha256,
-            signature,
-            out_dir: dir.clone(),
-            // One entry per address; the node gathers them by peer id and
-            // tries each address of a peer in turn.
-            peers: PeerAddrs::flatten(&peers),
-            dht: match dht_config {
-                Some(config) => Some(std::sync::Arc::new(super::dht::start(config).await?)),
-                None => None,
-            },
-            serve: args.serve,
-            seed_after: args.seed_after,
-            node: NodeSettings {
-                listen: args.serve.then_some(args.listen),
-                tuning: args.congestion.tuning(),
-                core: minimodel_swarm::node::CoreConfig {
-                    max_peers: args.max_peers,
-                    max_upload: args.max_upload,
-                    max_download: args.max_download,
-                    give_up_after: args
-                        .give_up_after
-                        .unwrap_or(CoreConfig::default().give_up_after),
-                    ..CoreConfig::default()
-                },
-                ..NodeSettings::default()
-            },
-        };
-        let fetcher = Fetcher::start(config, partial, identity, reports)
+        let mut ready = ready;
+        if let Some(config) = dht_config {
+            ready.set_dht(std::sync::Arc::new(super::dht::start(config).await?));
+        }
+        let fetcher = ready
+            .start(identity, reports)
             .map_err(|error| classify(error, &stop))?;
         let _metrics = crate::metrics::start(
             metrics,
@@ -336,30 +329,19 @@ pub fn transfer(
     })
 }
 
-/// Opens the partial download in `dir` (resuming, rechecking or refusing
-/// as the directory says), with the bytes verified before this run; `None`
-/// when the artifact is already there.
+/// Opens the download `plan` describes in `dir` (resuming, rechecking or
+/// refusing as the directory says); `None` when the artifact is already
+/// there.
 fn open_download(
-    loaded: &LoadedManifest,
+    plan: DownloadPlan,
     dir: &std::path::Path,
-    recheck: bool,
     out: Output,
-) -> Result<Option<(Arc<PartialDownload>, u64)>, Failure> {
-    let options = ResumeOptions {
-        recheck,
-        ..ResumeOptions::default()
-    };
-    let bar = out.byte_progress(loaded.manifest.artifact_bytes, "checking");
-    let opened = PartialDownload::open(
-        dir,
-        &loaded.manifest,
-        loaded.sha256,
-        &options,
-        &|progress| {
-            bar.set_length(progress.bytes_total.max(1));
-            bar.set_position(progress.bytes_done);
-        },
-    );
+) -> Result<Option<ReadyDownload>, Failure> {
+    let bar = out.byte_progress(plan.manifest.artifact_bytes, "checking");
+    let opened = plan.open(&|progress| {
+        bar.set_length(progress.bytes_total.max(1));
+        bar.set_position(progress.bytes_done);
+    });
     bar.finish_and_clear();
     let opened = opened.map_err(|error| {
         let exit = if error.is_invalid_input() {
@@ -373,7 +355,7 @@ fn open_download(
         )
     })?;
     match opened {
-        OpenedDownload::Complete(done) => {
+        Opened::Complete(done) => {
             let rechecked = done.check == CompleteCheck::RecheckedNow;
             if rechecked {
                 out.say(format!(
@@ -397,19 +379,8 @@ fn open_download(
             });
             Ok(None)
         }
-        OpenedDownload::Partial(partial, report) => {
-            let geometry = partial.geometry();
-            let resumed_bytes: u64 = partial
-                .verified()
-                .iter_ones()
-                .map(|index| {
-                    u64::from(
-                        geometry
-                            .chunk_len(minimodel_verifier::ChunkIndex(index.0))
-                            .unwrap_or(0),
-                    )
-                })
-                .sum();
+        Opened::Partial(ready) => {
+            let report = &ready.report;
             out.say(format!("{}", report.outcome));
             if report.chunks_from_journal > 0 {
                 out.say(format!(
@@ -422,10 +393,10 @@ fn open_download(
                 chunks_verified: report.chunks_verified,
                 chunk_count: report.chunk_count,
                 chunks_from_journal: report.chunks_from_journal,
-                resumed_bytes,
+                resumed_bytes: ready.resumed_bytes,
                 elapsed_ms: report.elapsed.as_millis() as u64,
             });
-            Ok(Some((Arc::new(partial), resumed_bytes)))
+            Ok(Some(*ready))
         }
     }
 }

@@ -31,8 +31,7 @@ pub fn run(args: ImportArgs, out: Output) -> Result<(), Failure> {
     // The manifest's signature before anything else, the request included.
     let judged = crate::trust::check(&loaded, &args.manifest, &args.transfer.trust)?;
     let request = ImportRequest::read(&args.request).or_exit(Exit::InvalidInput)?;
-    let peers = request
-        .check_against(&loaded.manifest)
+    let peers = minimodel_swarm::app::peers::from_request(&request, &loaded.manifest)
         .or_exit(Exit::InvalidInput)?;
     transfer(&loaded, judged, peers, args.output_dir, &args.transfer, out)
 }

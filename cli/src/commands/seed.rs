@@ -11,12 +11,11 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
+use minimodel_swarm::app::Limits;
+use minimodel_swarm::app::share::SharePlan;
 use minimodel_swarm::dht::SwarmKey;
-use minimodel_swarm::node::NodeSettings;
 use minimodel_swarm::offer::PeerOffer;
 use minimodel_swarm::peers::PeerAddrs;
-use minimodel_swarm::seed::Seeder;
-use minimodel_verifier::check::verify_local_file;
 use tokio::sync::mpsc;
 
 use super::dht::{DhtArgs, show_announcement};
@@ -103,10 +102,17 @@ pub fn run(args: SeedArgs, out: Output) -> Result<(), Failure> {
     let signature = judged.settle(FirstUse::Pin { yes: args.yes }, out)?;
     // Before the verification pass: a taken port fails at once.
     let metrics = crate::metrics::bind(args.metrics)?;
+    let mut plan = SharePlan::new(manifest.clone(), &args.file, args.listen);
+    plan.limits = Limits {
+        max_peers: Some(args.max_peers),
+        max_upload: args.max_upload,
+        ..Limits::default()
+    };
+    plan.tuning = args.congestion.tuning();
     let bar = out.byte_progress(manifest.artifact_bytes, "verifying");
-    let verified = verify_local_file(manifest, &args.file, &|n| bar.set_position(n));
+    let verified = plan.verify(&|n| bar.set_position(n));
     bar.finish_and_clear();
-    let artifact = verified.map_err(|error| {
+    let share = verified.map_err(|error| {
         let exit = if error.is_io() {
             Exit::Transfer
         } else if error.is_invalid_input() {
@@ -129,17 +135,8 @@ pub fn run(args: SeedArgs, out: Output) -> Result<(), Failure> {
             None => None,
         };
         let (reports, report_inbox) = mpsc::unbounded_channel();
-        let config = NodeSettings {
-            listen: Some(args.listen),
-            tuning: args.congestion.tuning(),
-            core: minimodel_swarm::node::CoreConfig {
-                max_peers: args.max_peers,
-                max_upload: args.max_upload,
-                ..minimodel_swarm::node::CoreConfig::default()
-            },
-            ..NodeSettings::default()
-        };
-        let seeder = Seeder::start(&artifact, &args.file, config, identity, reports)
+        let seeder = share
+            .start(identity, reports)
             .context("cannot start serving")
             .or_exit(Exit::Transfer)?;
         let _metrics = crate::metrics::start(

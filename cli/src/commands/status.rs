@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
-use minimodel_swarm::resume::{DownloadStatus, StatusKind, status, verify_status};
+use minimodel_swarm::app::status::{DownloadStatus, StatusKind, status, verify_status};
 
 use crate::events::Event;
 use crate::exit::{Exit, Failure};

@@ -1,0 +1,187 @@
+//! Fetch: download an artifact from peers into a directory, resuming what
+//! an earlier run left there, and deliver it only once every check passed.
+//!
+//! Two steps, because front ends show something between them:
+//! 1. [`DownloadPlan::open`] looks at the directory (blocking: a recheck
+//!    or a bare `.part` reads the whole file) and says whether the
+//!    artifact is already there ([`Opened::Complete`]) or what is left to
+//!    fetch ([`Opened::Partial`], with how much was resumed).
+//! 2. [`ReadyDownload::start`] opens the QUIC endpoint with the caller's
+//!    identity; the [`Fetcher`] it returns runs until the download is
+//!    delivered, fails, or its stop future resolves (what was verified is
+//!    kept in every case).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use minimodel_verifier::manifest::Manifest;
+use minimodel_verifier::signing::trust::SignatureCheck;
+use minimodel_verifier::{ChunkIndex, Sha256Digest};
+use tokio::sync::mpsc;
+
+use super::{Limits, node_settings};
+use crate::dht::Discovery;
+use crate::fetch::{FetchConfig, FetchError, Fetcher};
+use crate::node::NodeReport;
+use crate::peers::PeerAddrs;
+use crate::resume::{
+    CompleteDownload, OpenedDownload, PartialDownload, RecheckProgress, ResumeError, ResumeOptions,
+    ResumeReport,
+};
+use crate::transport::{Identity, TransportTuning};
+
+/// Serving verified chunks while downloading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Serving {
+    /// Where to listen (port 0 picks one).
+    pub listen: SocketAddr,
+    /// Keep serving the finished file until stopped.
+    pub seed_after: bool,
+}
+
+/// Everything a download needs but an identity: what, from whom, where
+/// to, and how.
+#[derive(Debug, Clone)]
+pub struct DownloadPlan {
+    /// The artifact's manifest.
+    pub manifest: Manifest,
+    /// SHA-256 of the manifest file's bytes as read (for the receipt).
+    pub manifest_sha256: Sha256Digest,
+    /// The check of the manifest's signature that the caller made first
+    /// (against its keyring); the receipt records it.
+    pub signature: SignatureCheck,
+    /// `DIR`: the partial download and the finished file go there.
+    pub out_dir: PathBuf,
+    /// Peers to dial, one entry per peer id with all its addresses.
+    pub peers: Vec<PeerAddrs>,
+    /// Serve verified chunks while downloading. Default: download only,
+    /// accept nothing.
+    pub serving: Option<Serving>,
+    /// Find peers on the Mainline DHT too (and announce there when
+    /// serving), through this DHT client.
+    pub dht: Option<Arc<Discovery>>,
+    /// Caps and the give-up time.
+    pub limits: Limits,
+    /// QUIC tuning (the congestion controller).
+    pub tuning: TransportTuning,
+    /// Read every chunk a partial download says it has (and a finished
+    /// file whole) before trusting it, and repair a damaged finished file.
+    pub recheck: bool,
+}
+
+/// What the directory holds for this download.
+#[derive(Debug)]
+pub enum Opened {
+    /// The artifact is there with its receipt; nothing to fetch.
+    Complete(Box<CompleteDownload>),
+    /// What is left to fetch.
+    Partial(Box<ReadyDownload>),
+}
+
+/// A download opened and ready to start.
+#[derive(Debug)]
+pub struct ReadyDownload {
+    plan: DownloadPlan,
+    partial: Arc<PartialDownload>,
+    /// What opening found (fresh, resumed, rechecked, ...).
+    pub report: ResumeReport,
+    /// Bytes verified by earlier runs.
+    pub resumed_bytes: u64,
+}
+
+impl DownloadPlan {
+    /// A plan with no peers, no serving, no DHT, default limits and
+    /// tuning.
+    pub fn new(
+        manifest: Manifest,
+        manifest_sha256: Sha256Digest,
+        signature: SignatureCheck,
+        out_dir: impl Into<PathBuf>,
+    ) -> Self {
+        Self {
+            manifest,
+            manifest_sha256,
+            signature,
+            out_dir: out_dir.into(),
+            peers: Vec::new(),
+            serving: None,
+            dht: None,
+            limits: Limits::default(),
+            tuning: TransportTuning::default(),
+            recheck: false,
+        }
+    }
+
+    /// Opens the download in `out_dir`: resumes, rechecks or refuses as
+    /// the directory says (`docs/resume.md`). Blocking; `progress` hears
+    /// of every chunk read again.
+    pub fn open(self, progress: &(dyn Fn(RecheckProgress) + Sync)) -> Result<Opened, ResumeError> {
+        let options = ResumeOptions {
+            recheck: self.recheck,
+            ..ResumeOptions::default()
+        };
+        let opened = PartialDownload::open(
+            &self.out_dir,
+            &self.manifest,
+            self.manifest_sha256,
+            &options,
+            progress,
+        )?;
+        Ok(match opened {
+            OpenedDownload::Complete(done) => Opened::Complete(Box::new(done)),
+            OpenedDownload::Partial(partial, report) => {
+                let geometry = partial.geometry();
+                let resumed_bytes = partial
+                    .verified()
+                    .iter_ones()
+                    .map(|index| u64::from(geometry.chunk_len(ChunkIndex(index.0)).unwrap_or(0)))
+                    .sum();
+                Opened::Partial(Box::new(ReadyDownload {
+                    plan: self,
+                    partial: Arc::new(partial),
+                    report,
+                    resumed_bytes,
+                }))
+            }
+        })
+    }
+}
+
+impl ReadyDownload {
+    /// The plan it was opened with.
+    pub fn plan(&self) -> &DownloadPlan {
+        &self.plan
+    }
+
+    /// Finds peers on the Mainline DHT through `dht` too (a client the
+    /// caller started once it knew the download was not complete).
+    pub fn set_dht(&mut self, dht: Arc<Discovery>) {
+        self.plan.dht = Some(dht);
+    }
+
+    /// Starts the node with `identity` (the peers are dialed when the
+    /// fetcher runs); `reports` hears of links, progress and delivery.
+    pub fn start(
+        self,
+        identity: Arc<Identity>,
+        reports: mpsc::UnboundedSender<NodeReport>,
+    ) -> Result<Fetcher, FetchError> {
+        let plan = self.plan;
+        let listen = plan.serving.map(|serving| serving.listen);
+        let config = FetchConfig {
+            manifest: plan.manifest,
+            manifest_sha256: plan.manifest_sha256,
+            signature: plan.signature,
+            out_dir: plan.out_dir,
+            // One entry per address; the node gathers them by peer id and
+            // tries each address of a peer in turn.
+            peers: PeerAddrs::flatten(&plan.peers),
+            serve: plan.serving.is_some(),
+            seed_after: plan.serving.is_some_and(|serving| serving.seed_after),
+            node: node_settings(listen, &plan.limits, plan.tuning),
+            dht: plan.dht,
+        };
+        Fetcher::start(config, self.partial, identity, reports)
+    }
+}

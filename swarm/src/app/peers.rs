@@ -1,0 +1,35 @@
+//! Whom to fetch from: peers named by hand, peer offers, or an import
+//! request, each checked against the manifest before any byte moves
+//! (model id, byte count, artifact SHA-256 and Merkle root must agree;
+//! the first disagreement is named).
+
+use minimodel_verifier::manifest::Manifest;
+
+use crate::offer::{ImportRequest, OfferError, PeerOffer};
+use crate::peers::{PeerAddrs, merge_peers};
+
+/// The peers of a fetch: `named` peers, then each offer's peer (`offers`
+/// paired with a name for messages, like its file's path), every offer
+/// checked against `manifest` first. One entry per peer id, with every
+/// address given for it in the order given.
+pub fn from_offers<'a>(
+    manifest: &Manifest,
+    named: impl IntoIterator<Item = PeerAddrs>,
+    offers: impl IntoIterator<Item = (&'a PeerOffer, &'a str)>,
+) -> Result<Vec<PeerAddrs>, OfferError> {
+    let mut peers: Vec<PeerAddrs> = named.into_iter().collect();
+    for (offer, name) in offers {
+        offer.check_against(manifest, name)?;
+        peers.push(offer.peer.clone());
+    }
+    Ok(merge_peers(peers))
+}
+
+/// The peers of an import request, once model id, byte count and artifact
+/// SHA-256 agree across the request, every offer and the manifest.
+pub fn from_request(
+    request: &ImportRequest,
+    manifest: &Manifest,
+) -> Result<Vec<PeerAddrs>, OfferError> {
+    request.check_against(manifest)
+}

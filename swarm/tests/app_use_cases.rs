@@ -1,0 +1,284 @@
+//! The application layer's use cases (`minimodel_swarm::app`), tested once
+//! below every front end: share a verified file, find the peers of offers
+//! and requests, fetch, stop and resume. The CLI, the demo, the library's
+//! front door and the companion only fill in these plans.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{Artifact, artifact};
+use minimodel_swarm::app::Limits;
+use minimodel_swarm::app::fetch::{DownloadPlan, Opened, ReadyDownload};
+use minimodel_swarm::app::peers::{from_offers, from_request};
+use minimodel_swarm::app::share::{SharePlan, VerifiedShare};
+use minimodel_swarm::fetch::{FetchError, FetchOutcome};
+use minimodel_swarm::node::NodeReport;
+use minimodel_swarm::offer::{ImportRequest, OfferError, PeerOffer, REQUEST_FORMAT};
+use minimodel_swarm::peers::PeerAddrs;
+use minimodel_swarm::seed::Seeder;
+use minimodel_swarm::transport::Identity;
+use minimodel_verifier::Sha256Digest;
+use minimodel_verifier::receipt::ReceiptSource;
+use minimodel_verifier::signing::trust::judge_without_pins;
+use minimodel_wire::PeerAddr;
+use tokio::sync::{mpsc, oneshot};
+
+const CHUNK: u32 = 64 * 1024;
+
+fn loopback() -> SocketAddr {
+    "127.0.0.1:0".parse().unwrap()
+}
+
+fn identity() -> Arc<Identity> {
+    Arc::new(Identity::generate().unwrap())
+}
+
+fn plan_for(artifact: &Artifact, out: &std::path::Path, peers: Vec<PeerAddrs>) -> DownloadPlan {
+    let mut plan = DownloadPlan::new(
+        artifact.manifest.clone(),
+        Sha256Digest::of(artifact.manifest.to_text().as_bytes()),
+        judge_without_pins(&artifact.manifest).unwrap(),
+        out,
+    );
+    plan.peers = peers;
+    plan.limits.give_up_after = Some(Duration::from_secs(20));
+    plan
+}
+
+fn ready(plan: DownloadPlan) -> ReadyDownload {
+    match plan.open(&|_| {}).unwrap() {
+        Opened::Partial(ready) => *ready,
+        Opened::Complete(_) => panic!("the directory holds no artifact yet"),
+    }
+}
+
+/// A seeder started through the share use case, running until dropped.
+struct Serving {
+    peer: PeerAddr,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+fn serve(share: &VerifiedShare) -> Serving {
+    let seeder: Seeder = share
+        .start(identity(), mpsc::unbounded_channel().0)
+        .unwrap();
+    let peer = seeder.peer_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(seeder.run(async move {
+        let _ = stopped.await;
+    }));
+    Serving {
+        peer,
+        stop: Some(stop),
+    }
+}
+
+fn offer_of(artifact: &Artifact, serving: &Serving) -> PeerOffer {
+    PeerOffer::for_manifest(
+        &artifact.manifest,
+        PeerAddrs {
+            id: serving.peer.id,
+            addrs: vec![serving.peer.addr],
+        },
+    )
+}
+
+async fn run_to_end(ready: ReadyDownload) -> Result<FetchOutcome, FetchError> {
+    let fetcher = ready
+        .start(identity(), mpsc::unbounded_channel().0)
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(60), fetcher.run(std::future::pending()))
+        .await
+        .expect("the fetch ends within a minute")
+}
+
+#[test]
+fn a_share_of_a_damaged_file_is_refused_before_it_serves() {
+    let temp = tempfile::tempdir().unwrap();
+    let artifact = artifact(temp.path(), "damaged", 256 * 1024, CHUNK);
+    let mut bytes = std::fs::read(&artifact.path).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&artifact.path, &bytes).unwrap();
+    let result =
+        SharePlan::new(artifact.manifest.clone(), &artifact.path, loopback()).verify(&|_| {});
+    let error = result.expect_err("a damaged file must not verify");
+    assert!(
+        !error.is_io(),
+        "the refusal is the file's, not the disk's: {error}"
+    );
+}
+
+#[tokio::test]
+async fn a_share_serves_and_a_fetch_from_its_offer_delivers_the_artifact() {
+    let temp = tempfile::tempdir().unwrap();
+    let artifact = artifact(temp.path(), "shared", 1 << 20, CHUNK);
+    let read = std::sync::atomic::AtomicU64::new(0);
+    let share = SharePlan::new(artifact.manifest.clone(), &artifact.path, loopback())
+        .verify(&|done| read.store(done, std::sync::atomic::Ordering::Relaxed))
+        .unwrap();
+    assert_eq!(
+        read.load(std::sync::atomic::Ordering::Relaxed),
+        artifact.manifest.artifact_bytes,
+        "verifying reads the whole file"
+    );
+    let serving = serve(&share);
+
+    let offer = offer_of(&artifact, &serving);
+    let peers = from_offers(&artifact.manifest, [], [(&offer, "the offer")]).unwrap();
+    assert_eq!(peers.len(), 1);
+    let out = temp.path().join("out");
+    let ready = ready(plan_for(&artifact, &out, peers));
+    assert_eq!(ready.resumed_bytes, 0, "a fresh directory resumes nothing");
+    let outcome = run_to_end(ready).await.unwrap();
+    assert_eq!(
+        Sha256Digest::of(&std::fs::read(&outcome.artifact_path).unwrap()),
+        artifact.manifest.artifact_sha256
+    );
+    let ReceiptSource::Peers(summary) = &outcome.receipt.source else {
+        panic!("a download's receipt names its peers");
+    };
+    assert_eq!(summary.chunks_fetched, artifact.manifest.chunks.chunk_count);
+    assert_eq!(summary.peers.len(), 1);
+    assert_eq!(summary.peers[0].peer_id, serving.peer.id.to_string());
+
+    // Opened again, the directory holds the artifact: nothing to fetch.
+    match plan_for(&artifact, &out, Vec::new()).open(&|_| {}).unwrap() {
+        Opened::Complete(done) => assert_eq!(done.paths.artifact, outcome.artifact_path),
+        Opened::Partial(_) => panic!("a delivered download opens as complete"),
+    }
+}
+
+#[tokio::test]
+async fn a_stopped_fetch_keeps_what_it_verified_and_the_next_run_fetches_only_the_rest() {
+    let temp = tempfile::tempdir().unwrap();
+    let artifact = artifact(temp.path(), "resumed", 2 << 20, CHUNK);
+    let mut plan = SharePlan::new(artifact.manifest.clone(), &artifact.path, loopback());
+    // Slow enough to stop halfway.
+    plan.limits = Limits {
+        max_upload: Some(1 << 20),
+        ..Limits::default()
+    };
+    let serving = serve(&plan.verify(&|_| {}).unwrap());
+    let peers = vec![PeerAddrs {
+        id: serving.peer.id,
+        addrs: vec![serving.peer.addr],
+    }];
+    let out = temp.path().join("out");
+
+    let (reports, mut inbox) = mpsc::unbounded_channel();
+    let fetcher = ready(plan_for(&artifact, &out, peers.clone()))
+        .start(identity(), reports)
+        .unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let run = tokio::spawn(fetcher.run(async move {
+        let _ = stopped.await;
+    }));
+    let quarter = artifact.manifest.artifact_bytes / 4;
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(report) = inbox.recv().await {
+            if matches!(report, NodeReport::Progress { verified_bytes, .. } if verified_bytes >= quarter)
+            {
+                return;
+            }
+        }
+        panic!("the fetch ended before a quarter was verified");
+    })
+    .await
+    .expect("a quarter is verified within 30 s");
+    stop.send(()).unwrap();
+    let stopped = run.await.unwrap();
+    assert!(
+        matches!(stopped, Err(FetchError::Interrupted)),
+        "a stopped fetch says so: {stopped:?}"
+    );
+
+    let again = ready(plan_for(&artifact, &out, peers));
+    assert!(
+        again.resumed_bytes >= quarter,
+        "{} resumed",
+        again.resumed_bytes
+    );
+    assert!(again.resumed_bytes < artifact.manifest.artifact_bytes);
+    let outcome = run_to_end(again).await.unwrap();
+    let ReceiptSource::Peers(summary) = &outcome.receipt.source else {
+        panic!("a download's receipt names its peers");
+    };
+    let chunks = artifact.manifest.chunks.chunk_count;
+    assert!(summary.chunks_resumed > 0);
+    assert_eq!(
+        summary.chunks_resumed + summary.chunks_fetched,
+        chunks,
+        "no verified chunk was fetched again"
+    );
+    assert_eq!(summary.chunks_refetched, 0);
+}
+
+#[test]
+fn offers_and_requests_for_another_artifact_are_refused_and_peers_are_merged() {
+    let temp = tempfile::tempdir().unwrap();
+    let wanted = artifact(temp.path(), "wanted", 256 * 1024, CHUNK);
+    let other = artifact(temp.path(), "other", 256 * 1024, CHUNK);
+    let id = Identity::generate().unwrap().peer_id();
+    let addr = |port: u16| -> SocketAddr { format!("127.0.0.1:{port}").parse().unwrap() };
+    let good = PeerOffer::for_manifest(
+        &wanted.manifest,
+        PeerAddrs {
+            id,
+            addrs: vec![addr(4001)],
+        },
+    );
+    let wrong = PeerOffer::for_manifest(
+        &other.manifest,
+        PeerAddrs {
+            id,
+            addrs: vec![addr(4002)],
+        },
+    );
+
+    // One peer named by hand and by an offer: one entry, both addresses.
+    let named = PeerAddrs {
+        id,
+        addrs: vec![addr(4000)],
+    };
+    let peers = from_offers(&wanted.manifest, [named], [(&good, "good.json")]).unwrap();
+    assert_eq!(peers.len(), 1);
+    assert_eq!(peers[0].addrs, vec![addr(4000), addr(4001)]);
+
+    let refused = from_offers(
+        &wanted.manifest,
+        [],
+        [(&good, "good.json"), (&wrong, "wrong.json")],
+    )
+    .unwrap_err();
+    let text = refused.to_string();
+    assert!(text.contains("wrong.json"), "the offer is named: {text}");
+    assert!(
+        matches!(refused, OfferError::Mismatch { .. }),
+        "{refused:?}"
+    );
+
+    let request = |offers: Vec<PeerOffer>| ImportRequest {
+        format: REQUEST_FORMAT.to_owned(),
+        model_id: wanted.manifest.model_id.clone(),
+        artifact_bytes: wanted.manifest.artifact_bytes,
+        artifact_sha256: wanted.manifest.artifact_sha256,
+        offers,
+    };
+    let peers = from_request(&request(vec![good.clone()]), &wanted.manifest).unwrap();
+    assert_eq!(peers.len(), 1);
+    assert_eq!(peers[0].id, id);
+    assert!(from_request(&request(vec![good, wrong]), &wanted.manifest).is_err());
+    assert!(from_request(&request(Vec::new()), &other.manifest).is_err());
+}
