@@ -1,0 +1,559 @@
+//! The local HTTP API and the page (`docs/companion.md`, "The API").
+//!
+//! Every request passes [`crate::guard`] first (Host, Origin, and the
+//! token for everything under `/api/`). Bodies are JSON of at most
+//! [`MAX_BODY_BYTES`]; unknown fields are refused. At most
+//! [`MAX_CONNECTIONS`] connections are served at once, each closed after
+//! [`IDLE_TIMEOUT`] without a byte either way, and at most
+//! [`MAX_EVENT_STREAMS`] event streams are open at once.
+//!
+//! | method and path | what |
+//! |---|---|
+//! | `GET /` , `/app.js`, `/app.css` | the page (no data; no token needed) |
+//! | `GET /api/v1/library` | the companion, its limits and every item |
+//! | `GET /api/v1/items/{id}` | one item |
+//! | `POST /api/v1/shares/preview`, `POST /api/v1/downloads/preview` | what adding would do and the consent it needs |
+//! | `POST /api/v1/shares`, `POST /api/v1/downloads` | add a share or a download (201) |
+//! | `POST /api/v1/items/{id}/pause`, `.../resume` | pause or resume |
+//! | `PUT /api/v1/items/{id}/caps` | its own caps |
+//! | `DELETE /api/v1/items/{id}[?delete_files=true]` | remove it (and a download's files) |
+//! | `GET /api/v1/items/{id}/receipt` | a delivered download's receipt |
+//! | `PUT /api/v1/limits` | the library's caps and quota |
+//! | `GET /api/v1/log[?limit=N]` | the transfer log's last entries |
+//! | `GET /api/v1/events` | server-sent events: `item`, `removed`, `log`, `limits` |
+//! | `POST /api/v1/shutdown` | stop the companion (as SIGTERM does) |
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{Next, from_fn_with_state};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use serde::Deserialize;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::library::{Caps, ItemId};
+use crate::service::{ApiError, Shared};
+use crate::view::{AddDownload, AddShare, ErrorBody, SetLimits};
+
+pub use crate::view::MAX_BODY_BYTES;
+
+/// Connections served at once.
+pub const MAX_CONNECTIONS: usize = 64;
+/// Event streams open at once.
+pub const MAX_EVENT_STREAMS: usize = 16;
+/// A connection with no byte read or written for this long is closed.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often an event stream sends a comment to stay alive.
+pub const EVENT_KEEP_ALIVE: Duration = Duration::from_secs(10);
+
+const PAGE: &str = include_str!("page/index.html");
+const SCRIPT: &str = include_str!("page/app.js");
+const STYLE: &str = include_str!("page/app.css");
+
+/// What the handlers share.
+#[derive(Clone)]
+struct AppState {
+    shared: Arc<Shared>,
+    streams: Arc<Semaphore>,
+}
+
+/// Serves the API on `listener` until `stop` resolves.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = router(shared);
+    let listener = Limited {
+        listener,
+        slots: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
+    };
+    axum::serve(listener, app)
+        .with_graceful_shutdown(stop)
+        .await
+}
+
+fn router(shared: Arc<Shared>) -> Router {
+    let state = AppState {
+        shared,
+        streams: Arc::new(Semaphore::new(MAX_EVENT_STREAMS)),
+    };
+    Router::new()
+        .route("/", get(page))
+        .route("/app.js", get(script))
+        .route("/app.css", get(style))
+        .route("/api/v1/library", get(library))
+        .route("/api/v1/items/{id}", get(item).delete(remove))
+        .route("/api/v1/items/{id}/pause", post(pause))
+        .route("/api/v1/items/{id}/resume", post(resume))
+        .route("/api/v1/items/{id}/caps", put(set_caps))
+        .route("/api/v1/items/{id}/receipt", get(receipt))
+        .route("/api/v1/shares", post(add_share))
+        .route("/api/v1/shares/preview", post(preview_share))
+        .route("/api/v1/downloads", post(add_download))
+        .route("/api/v1/downloads/preview", post(preview_download))
+        .route("/api/v1/limits", put(set_limits))
+        .route("/api/v1/log", get(log))
+        .route("/api/v1/events", get(events))
+        .route("/api/v1/shutdown", post(shutdown))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(from_fn_with_state(state.clone(), guard))
+        .with_state(state)
+}
+
+/// The checks of [`crate::guard`], before anything reads the request.
+async fn guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let headers = request.headers();
+    let value = |name: header::HeaderName| headers.get(name).map(HeaderValue::as_bytes);
+    let needs_token = request.uri().path().starts_with("/api/");
+    let checked = state.shared.gate.check(
+        value(header::HOST),
+        value(header::ORIGIN),
+        headers.get("sec-fetch-site").map(HeaderValue::as_bytes),
+        value(header::AUTHORIZATION),
+        needs_token,
+    );
+    if let Err(refusal) = checked {
+        tracing::info!(
+            "API request refused ({}): {} {}",
+            refusal.status(),
+            request.method(),
+            request.uri().path()
+        );
+        let kind = match refusal.status() {
+            401 => "unauthorized",
+            421 => "wrong-host",
+            _ => "forbidden",
+        };
+        let mut response = error_response(
+            refusal.status(),
+            ErrorBody {
+                kind: kind.to_owned(),
+                error: refusal.message().to_owned(),
+                hint: None,
+                needs: Vec::new(),
+            },
+        );
+        if refusal.status() == 401 {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"minimodel companion\""),
+            );
+        }
+        return response;
+    }
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    // No other site may frame the page (its consent buttons) or read it.
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+        ),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+fn error_response(status: u16, body: ErrorBody) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (status, axum::Json(body)).into_response()
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        error_response(self.status, self.body)
+    }
+}
+
+fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response {
+    (status, axum::Json(value)).into_response()
+}
+
+fn body<T>(body: Result<axum::Json<T>, JsonRejection>) -> Result<T, ApiError> {
+    body.map(|axum::Json(value)| value).map_err(|rejection| {
+        let status = rejection.status().as_u16();
+        let mut error = ApiError::invalid(rejection.body_text());
+        if status == 413 || status == 415 {
+            error.status = status;
+        }
+        error
+    })
+}
+
+fn item_id(text: &str) -> Result<ItemId, ApiError> {
+    text.parse().map_err(|_| ApiError::not_found(text))
+}
+
+async fn page() -> Response {
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], PAGE).into_response()
+}
+
+async fn script() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        SCRIPT,
+    )
+        .into_response()
+}
+
+async fn style() -> Response {
+    ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], STYLE).into_response()
+}
+
+async fn not_found() -> Response {
+    ApiError::invalid("no such endpoint")
+        .with_status(404, "not-found")
+        .into_response()
+}
+
+impl ApiError {
+    fn with_status(mut self, status: u16, kind: &str) -> Self {
+        self.status = status;
+        self.body.kind = kind.to_owned();
+        self
+    }
+}
+
+async fn library(State(state): State<AppState>) -> Response {
+    json(StatusCode::OK, &state.shared.library_view().await)
+}
+
+async fn item(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+    let result = async {
+        let id = item_id(&id)?;
+        state
+            .shared
+            .item_view(&id)
+            .await
+            .ok_or_else(|| ApiError::not_found(id.as_str()))
+    }
+    .await;
+    match result {
+        Ok(view) => json(StatusCode::OK, &view),
+        Err(error) => error.into_response(),
+    }
+}
+
+async fn add_share(
+    State(state): State<AppState>,
+    request: Result<axum::Json<AddShare>, JsonRejection>,
+) -> Response {
+    match async { state.shared.add_share(body(request)?).await }.await {
+        Ok(view) => json(StatusCode::CREATED, &view),
+        Err(error) => error.into_response(),
+    }
+}
+
+async fn preview_share(
+    State(state): State<AppState>,
+    request: Result<axum::Json<AddShare>, JsonRejection>,
+) -> Response {
+    match async { state.shared.preview_share(&body(request)?).await }.await {
+        Ok(preview) => json(StatusCode::OK, &preview),
+        Err(error) => error.into_response(),
+    }
+}
+
+async fn add_download(
+    State(state): State<AppState>,
+    request: Result<axum::Json<AddDownload>, JsonRejection>,
+) -> Response {
+    match async { state.shared.add_download(body(request)?).await }.await {
+        Ok(view) => json(StatusCode::CREATED, &view),
+        Err(error) => error.into_response(),
+    }
+}
+
+async fn preview_download(
+    State(state): State<AppState>,
+    request: Result<axum::Json<AddDownload>, JsonRejection>,
+) -> Response {
+    match async { state.shared.preview_download(&body(request)?).await }.await {
+        Ok(preview) => json(StatusCode::OK, &preview),
+        Err(error) => error.into_response(),
+    }
+}
+
+async fn pause(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+    match async { state.shared.set_paused(&item_id(&id)?, true).await }.await {
+        Ok(view) => json(StatusCode::OK, &view),
+        Err(error) => error.into_response(),
+    }
+}
+
+async fn resume(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+    match async { state.shared.set_paused(&item_id(&id)?, false).await }.await {
+        Ok(view) => json(StatusCode::OK, &view),
+        Err(error) => error.into_response(),
+    }
+}
+
+async fn set_caps(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    request: Result<axum::Json<Caps>, JsonRejection>,
+) -> Response {
+    match async { state.shared.set_caps(&item_id(&id)?, body(request)?).await }.await {
+        Ok(view) => json(StatusCode::OK, &view),
+        Err(error) => error.into_response(),
+    }
+}
+
+/// `?delete_files=true`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RemoveQuery {
+    #[serde(default)]
+    delete_files: bool,
+}
+
+async fn remove(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    query: Result<Query<RemoveQuery>, QueryRejection>,
+) -> Response {
+    let result = async {
+        let Query(query) = query.map_err(|e| ApiError::invalid(e.body_text()))?;
+        state
+            .shared
+            .remove(&item_id(&id)?, query.delete_files)
+            .await
+    }
+    .await;
+    match result {
+        Ok(removed) => json(StatusCode::OK, &removed),
+        Err(error) => error.into_response(),
+    }
+}
+
+async fn receipt(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+    match async { state.shared.receipt(&item_id(&id)?).await }.await {
+        Ok(receipt) => json(StatusCode::OK, &receipt),
+        Err(error) => error.into_response(),
+    }
+}
+
+async fn set_limits(
+    State(state): State<AppState>,
+    request: Result<axum::Json<SetLimits>, JsonRejection>,
+) -> Response {
+    match async { state.shared.set_limits(body(request)?).await }.await {
+        Ok(view) => json(StatusCode::OK, &view),
+        Err(error) => error.into_response(),
+    }
+}
+
+/// `?limit=N`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogQuery {
+    #[serde(default)]
+    limit: Option<usize>,
+}
+
+async fn log(
+    State(state): State<AppState>,
+    query: Result<Query<LogQuery>, QueryRejection>,
+) -> Response {
+    let result = query
+        .map_err(|e| ApiError::invalid(e.body_text()))
+        .and_then(|Query(query)| state.shared.log_page(query.limit.unwrap_or(100)));
+    match result {
+        Ok(page) => json(StatusCode::OK, &page),
+        Err(error) => error.into_response(),
+    }
+}
+
+async fn shutdown(State(state): State<AppState>) -> Response {
+    let _ = state.shared.shutdown.send(true);
+    (
+        StatusCode::ACCEPTED,
+        axum::Json(serde_json::json!({"stopping": true})),
+    )
+        .into_response()
+}
+
+/// `GET /api/v1/events`: every [`crate::view::ApiEvent`] from now on, as
+/// server-sent events, until the client goes or the companion stops. A
+/// client too slow to read them gets a `lagged` event with how many it
+/// missed (then it should read `/api/v1/library` again).
+async fn events(State(state): State<AppState>, _headers: HeaderMap) -> Response {
+    let Ok(permit) = Arc::clone(&state.streams).try_acquire_owned() else {
+        return ApiError::invalid(format!(
+            "{MAX_EVENT_STREAMS} event streams are open already"
+        ))
+        .with_status(429, "too-many")
+        .into_response();
+    };
+    let receiver = state.shared.subscribe();
+    let shutdown = state.shared.shutdown.subscribe();
+    struct Stream {
+        receiver: tokio::sync::broadcast::Receiver<crate::view::ApiEvent>,
+        shutdown: tokio::sync::watch::Receiver<bool>,
+        _permit: OwnedSemaphorePermit,
+    }
+    let stream = futures_lite::stream::unfold(
+        Stream {
+            receiver,
+            shutdown,
+            _permit: permit,
+        },
+        |mut stream| async move {
+            use tokio::sync::broadcast::error::RecvError;
+            if *stream.shutdown.borrow() {
+                return None;
+            }
+            tokio::select! {
+                received = stream.receiver.recv() => match received {
+                    Ok(event) => {
+                        let sse = Event::default().event(event.name()).data(event.data());
+                        Some((Ok::<_, Infallible>(sse), stream))
+                    }
+                    Err(RecvError::Lagged(missed)) => {
+                        let sse = Event::default()
+                            .event("lagged")
+                            .data(format!("{{\"missed\":{missed}}}"));
+                        Some((Ok(sse), stream))
+                    }
+                    Err(RecvError::Closed) => None,
+                },
+                _ = stream.shutdown.changed() => None,
+            }
+        },
+    );
+    Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(EVENT_KEEP_ALIVE))
+        .into_response()
+}
+
+/// A listener that serves at most [`MAX_CONNECTIONS`] at once.
+struct Limited {
+    listener: TcpListener,
+    slots: Arc<Semaphore>,
+}
+
+impl axum::serve::Listener for Limited {
+    type Io = LimitedStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Ok(permit) = Arc::clone(&self.slots).acquire_owned().await else {
+                continue;
+            };
+            match self.listener.accept().await {
+                Ok((stream, addr)) => {
+                    let _ = stream.set_nodelay(true);
+                    return (
+                        LimitedStream {
+                            stream,
+                            idle: Box::pin(tokio::time::sleep(IDLE_TIMEOUT)),
+                            _permit: permit,
+                        },
+                        addr,
+                    );
+                }
+                Err(error) => {
+                    tracing::warn!("API accept failed: {error}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.listener.local_addr()
+    }
+}
+
+/// A connection that holds its slot and closes after [`IDLE_TIMEOUT`]
+/// without a byte moved.
+struct LimitedStream {
+    stream: TcpStream,
+    idle: Pin<Box<tokio::time::Sleep>>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl LimitedStream {
+    fn moved(&mut self) {
+        self.idle
+            .as_mut()
+            .reset(tokio::time::Instant::now() + IDLE_TIMEOUT);
+    }
+
+    fn timed_out(&mut self, cx: &mut Context<'_>) -> bool {
+        self.idle.as_mut().poll(cx).is_ready()
+    }
+}
+
+fn idle_error() -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::TimedOut, "idle connection closed")
+}
+
+impl AsyncRead for LimitedStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.stream).poll_read(cx, buf) {
+            Poll::Ready(result) => {
+                this.moved();
+                Poll::Ready(result)
+            }
+            Poll::Pending if this.timed_out(cx) => Poll::Ready(Err(idle_error())),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl AsyncWrite for LimitedStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.stream).poll_write(cx, buf) {
+            Poll::Ready(result) => {
+                this.moved();
+                Poll::Ready(result)
+            }
+            Poll::Pending if this.timed_out(cx) => Poll::Ready(Err(idle_error())),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+}

@@ -1,0 +1,466 @@
+//! The seam between the companion and the swarm: run this share or this
+//! download, report its progress, stop it. Nothing else in the companion
+//! starts a node.
+//!
+//! Today each item runs its own node (a [`minimodel_swarm::seed::Seeder`]
+//! or [`minimodel_swarm::fetch::Fetcher`], made by the use cases of
+//! [`minimodel_swarm::app`]), all with the companion's one identity, each
+//! on a port of its own. When the swarm's node carries many swarms on one
+//! endpoint, this module starts items on that node instead, and nothing
+//! outside it changes (`docs/companion.md`, "One node, many swarms").
+//!
+//! A running item reports [`RunEvent`]s, tagged with its id and the run's
+//! generation (so that reports of a run being stopped are not taken for
+//! the next one's), and ends with exactly one [`RunEvent::Ended`].
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use minimodel_swarm::app::Limits;
+use minimodel_swarm::app::fetch::{DownloadPlan, Opened, Serving};
+use minimodel_swarm::app::share::{SharePlan, VerifiedShare};
+use minimodel_swarm::dht::{Discovery, DiscoveryConfig};
+use minimodel_swarm::fetch::FetchError;
+use minimodel_swarm::node::{MetricsHandle, NodeMetrics, NodeReport};
+use minimodel_swarm::transport::Identity;
+use minimodel_verifier::manifest::Manifest;
+use minimodel_wire::PeerId;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::library::ItemId;
+
+/// How often a running item's per-peer figures are read.
+pub const SOURCES_EVERY: Duration = Duration::from_secs(1);
+
+/// What a running item tells the companion.
+#[derive(Debug)]
+pub enum RunEvent {
+    /// A share's file is being verified: bytes read so far.
+    Verifying(u64),
+    /// The share's file passed: kept to start it again without reading
+    /// the file.
+    Verified(Arc<VerifiedShare>),
+    /// A download's directory is being opened.
+    Opening,
+    /// Opened: bytes verified by earlier runs.
+    Opened {
+        /// Those bytes.
+        resumed_bytes: u64,
+    },
+    /// Listening for peers.
+    Listening {
+        /// Where.
+        addr: SocketAddr,
+        /// As whom.
+        peer_id: PeerId,
+    },
+    /// The node's own report (peers, progress, delivery, serving).
+    Report(NodeReport),
+    /// The node's counters, every [`SOURCES_EVERY`].
+    Metrics(NodeMetrics),
+    /// The artifact was in the directory with its receipt already.
+    AlreadyComplete {
+        /// The file.
+        file: PathBuf,
+        /// Its receipt.
+        receipt: PathBuf,
+    },
+    /// The run ended.
+    Ended(Ending),
+}
+
+/// How a run ended.
+#[derive(Debug)]
+pub enum Ending {
+    /// Stopped on request; the node's last counters, read just before.
+    Stopped(Option<NodeMetrics>),
+    /// A download delivered, not serving on.
+    Finished,
+    /// Failed; the verified part of a download is kept.
+    Failed {
+        /// What went wrong.
+        error: String,
+        /// The node's last counters read, if it ran.
+        last: Option<NodeMetrics>,
+    },
+}
+
+/// The reports of every running item go here.
+pub type Events = mpsc::UnboundedSender<(ItemId, u64, RunEvent)>;
+
+/// A share to run.
+#[derive(Debug)]
+pub struct ShareJob {
+    /// The artifact's manifest (judged by the companion).
+    pub manifest: Manifest,
+    /// The `.slm` file.
+    pub file: PathBuf,
+    /// The file, verified by an earlier run of this item.
+    pub verified: Option<Arc<VerifiedShare>>,
+}
+
+/// A download to run.
+#[derive(Debug)]
+pub struct DownloadJob {
+    /// What, from whom, where to (its serving address is set here).
+    pub plan: DownloadPlan,
+    /// Serve while fetching.
+    pub serve: bool,
+    /// Serve the finished file on.
+    pub seed_after: bool,
+    /// Find peers on the DHT through a client made with this.
+    pub dht: Option<DiscoveryConfig>,
+    /// A finished file verified by an earlier run, to serve on.
+    pub verified: Option<Arc<VerifiedShare>>,
+}
+
+/// Share or download (each boxed: both carry a manifest).
+#[derive(Debug)]
+pub enum Job {
+    /// A share.
+    Share(Box<ShareJob>),
+    /// A download.
+    Download(Box<DownloadJob>),
+}
+
+/// What every item shares: the one identity, the address items serve on.
+#[derive(Clone)]
+pub struct Runner {
+    identity: Arc<Identity>,
+    serve_ip: IpAddr,
+    events: Events,
+}
+
+/// A running item; [`RunningItem::stop`] ends it.
+#[derive(Debug)]
+pub struct RunningItem {
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RunningItem {
+    /// Asks the item to stop and waits until it has (a download writes
+    /// its checkpoint first).
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = (&mut self.task).await;
+    }
+
+    /// Whether the run has ended by itself.
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+}
+
+impl Runner {
+    /// A runner whose items serve on `serve_ip` as `identity`, reporting
+    /// to `events`.
+    pub fn new(identity: Arc<Identity>, serve_ip: IpAddr, events: Events) -> Self {
+        Self {
+            identity,
+            serve_ip,
+            events,
+        }
+    }
+
+    /// The identity every item uses.
+    pub fn peer_id(&self) -> PeerId {
+        self.identity.peer_id()
+    }
+
+    /// The address items serve on.
+    pub fn serve_ip(&self) -> IpAddr {
+        self.serve_ip
+    }
+
+    /// Starts `job` as run `generation` of item `id`, listening on `port`
+    /// when it serves (another free port when that one is taken; 0 picks
+    /// one), with `limits`.
+    pub fn start(
+        &self,
+        id: ItemId,
+        generation: u64,
+        job: Job,
+        port: u16,
+        limits: Limits,
+    ) -> RunningItem {
+        let (stop, stopped) = oneshot::channel();
+        let run = Run {
+            id,
+            generation,
+            identity: Arc::clone(&self.identity),
+            listen: listen_addr(self.serve_ip, port),
+            limits,
+            events: self.events.clone(),
+        };
+        let task = tokio::spawn(async move {
+            let ending = match job {
+                Job::Share(share) => run.share(*share, stopped).await,
+                Job::Download(download) => run.download(*download, stopped).await,
+            };
+            run.send(RunEvent::Ended(ending));
+        });
+        RunningItem {
+            stop: Some(stop),
+            task,
+        }
+    }
+}
+
+/// `ip:port`, or `ip:0` when `port` is taken now.
+fn listen_addr(ip: IpAddr, port: u16) -> SocketAddr {
+    let wanted = SocketAddr::new(ip, port);
+    if port != 0 && std::net::UdpSocket::bind(wanted).is_err() {
+        tracing::warn!("port {port} is taken; the item listens on another");
+        return SocketAddr::new(ip, 0);
+    }
+    wanted
+}
+
+struct Run {
+    id: ItemId,
+    generation: u64,
+    identity: Arc<Identity>,
+    listen: SocketAddr,
+    limits: Limits,
+    events: Events,
+}
+
+impl Run {
+    fn send(&self, event: RunEvent) {
+        let _ = self.events.send((self.id.clone(), self.generation, event));
+    }
+
+    async fn verify(&self, plan: SharePlan) -> Result<Arc<VerifiedShare>, String> {
+        let events = self.events.clone();
+        let (id, generation) = (self.id.clone(), self.generation);
+        let verified = tokio::task::spawn_blocking(move || {
+            let last = std::sync::Mutex::new(0u64);
+            plan.verify(&|done| {
+                let mut last = last.lock().unwrap_or_else(|e| e.into_inner());
+                if done >= *last + (16 << 20) {
+                    *last = done;
+                    let _ = events.send((id.clone(), generation, RunEvent::Verifying(done)));
+                }
+            })
+        })
+        .await
+        .map_err(|error| format!("the verification stopped: {error}"))?
+        .map_err(|error| {
+            format!(
+                "the file does not pass its check against the manifest: {}",
+                chain(&error)
+            )
+        })?;
+        let verified = Arc::new(verified);
+        self.send(RunEvent::Verified(Arc::clone(&verified)));
+        Ok(verified)
+    }
+
+    async fn share(&self, job: ShareJob, stopped: oneshot::Receiver<()>) -> Ending {
+        let verified = match job.verified {
+            Some(verified) => verified,
+            None => {
+                self.send(RunEvent::Verifying(0));
+                let plan = SharePlan::new(job.manifest, job.file, self.listen);
+                match self.verify(plan).await {
+                    Ok(verified) => verified,
+                    Err(error) => return Ending::Failed { error, last: None },
+                }
+            }
+        };
+        self.serve(&verified, stopped).await
+    }
+
+    /// Serves a verified file until stopped.
+    async fn serve(&self, verified: &VerifiedShare, stopped: oneshot::Receiver<()>) -> Ending {
+        let (reports, inbox) = mpsc::unbounded_channel();
+        let seeder = match verified.start_with(
+            self.listen,
+            &self.limits,
+            Arc::clone(&self.identity),
+            reports,
+        ) {
+            Ok(seeder) => seeder,
+            Err(error) => {
+                return Ending::Failed {
+                    error: format!("cannot start serving: {}", chain(&error)),
+                    last: None,
+                };
+            }
+        };
+        if let Some(addr) = seeder.listen_addr() {
+            self.send(RunEvent::Listening {
+                addr,
+                peer_id: seeder.peer_id(),
+            });
+        }
+        let metrics = seeder.metrics();
+        let (node_stop, node_stopped) = oneshot::channel::<()>();
+        let node = tokio::spawn(seeder.run(async {
+            let _ = node_stopped.await;
+        }));
+        let last = self.watch(metrics, inbox, stopped, node_stop).await;
+        let _ = node.await;
+        Ending::Stopped(last)
+    }
+
+    /// Passes the node's reports and counters on until `stopped`
+    /// resolves (then reads the counters once more and stops the node)
+    /// or the node ends by itself. Returns the last counters read when
+    /// stopped on request.
+    async fn watch(
+        &self,
+        metrics: MetricsHandle,
+        mut inbox: mpsc::UnboundedReceiver<NodeReport>,
+        mut stopped: oneshot::Receiver<()>,
+        node_stop: oneshot::Sender<()>,
+    ) -> Option<NodeMetrics> {
+        let mut tick = tokio::time::interval(SOURCES_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                report = inbox.recv() => match report {
+                    Some(report) => self.send(RunEvent::Report(report)),
+                    // The node ended by itself (a download delivered or
+                    // failed).
+                    None => return None,
+                },
+                _ = tick.tick() => {
+                    if let Some(snapshot) = metrics.snapshot().await {
+                        self.send(RunEvent::Metrics(snapshot));
+                    }
+                }
+                _ = &mut stopped => {
+                    // Read before the stop: the node's links are closed
+                    // without reports when it shuts down.
+                    let last = metrics.snapshot().await;
+                    let _ = node_stop.send(());
+                    while let Some(report) = inbox.recv().await {
+                        self.send(RunEvent::Report(report));
+                    }
+                    return last;
+                }
+            }
+        }
+    }
+
+    async fn download(&self, job: DownloadJob, stopped: oneshot::Receiver<()>) -> Ending {
+        if let Some(verified) = &job.verified {
+            return self.serve(verified, stopped).await;
+        }
+        self.send(RunEvent::Opening);
+        let mut plan = job.plan;
+        plan.serving = job.serve.then_some(Serving {
+            listen: self.listen,
+            seed_after: job.seed_after,
+        });
+        plan.limits = self.limits.clone();
+        let manifest = plan.manifest.clone();
+        let opened = tokio::task::spawn_blocking(move || plan.open(&|_| {})).await;
+        let ready = match opened {
+            Ok(Ok(Opened::Partial(ready))) => *ready,
+            Ok(Ok(Opened::Complete(done))) => {
+                self.send(RunEvent::AlreadyComplete {
+                    file: done.paths.artifact.clone(),
+                    receipt: done.paths.receipt.clone(),
+                });
+                if !(job.serve && job.seed_after) {
+                    return Ending::Finished;
+                }
+                let plan = SharePlan::new(manifest, done.paths.artifact.clone(), self.listen);
+                self.send(RunEvent::Verifying(0));
+                return match self.verify(plan).await {
+                    Ok(verified) => self.serve(&verified, stopped).await,
+                    Err(error) => Ending::Failed { error, last: None },
+                };
+            }
+            Ok(Err(error)) => {
+                return Ending::Failed {
+                    error: format!(
+                        "cannot use the download's directory: {}",
+                        minimodel_swarm::resume::describe(&error)
+                    ),
+                    last: None,
+                };
+            }
+            Err(error) => {
+                return Ending::Failed {
+                    error: format!("opening stopped: {error}"),
+                    last: None,
+                };
+            }
+        };
+        self.send(RunEvent::Opened {
+            resumed_bytes: ready.resumed_bytes,
+        });
+        let mut ready = ready;
+        if let Some(config) = job.dht {
+            match Discovery::start(config).await {
+                Ok(dht) => ready.set_dht(Arc::new(dht)),
+                Err(error) => {
+                    return Ending::Failed {
+                        error: format!("cannot start the DHT node: {}", chain(&error)),
+                        last: None,
+                    };
+                }
+            }
+        }
+        let (reports, inbox) = mpsc::unbounded_channel();
+        let fetcher = match ready.start(Arc::clone(&self.identity), reports) {
+            Ok(fetcher) => fetcher,
+            Err(error) => {
+                return Ending::Failed {
+                    error: format!("cannot start the download: {}", chain(&error)),
+                    last: None,
+                };
+            }
+        };
+        if let Some(addr) = fetcher.listen_addr() {
+            self.send(RunEvent::Listening {
+                addr,
+                peer_id: fetcher.peer_id(),
+            });
+        }
+        let metrics = fetcher.metrics();
+        let (node_stop, node_stopped) = oneshot::channel::<()>();
+        let node = tokio::spawn(fetcher.run(async {
+            let _ = node_stopped.await;
+        }));
+        let last_on_stop = self.watch(metrics, inbox, stopped, node_stop).await;
+        let result = node
+            .await
+            .unwrap_or_else(|error| Err(FetchError::Unfetchable(error.to_string())));
+        match result {
+            Ok(_) => match last_on_stop {
+                // Delivered and served on until stopped.
+                Some(last) => Ending::Stopped(Some(last)),
+                None => Ending::Finished,
+            },
+            Err(FetchError::Interrupted) => Ending::Stopped(last_on_stop),
+            Err(error) => Ending::Failed {
+                error: chain(&error),
+                last: last_on_stop,
+            },
+        }
+    }
+}
+
+/// An error and its causes in one line.
+pub fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}

@@ -1,0 +1,419 @@
+//! The API's bodies: what a client sends and what the companion answers
+//! (`docs/companion.md`, "The API"; their JSON Schemas are
+//! `docs/schemas/companion-api.schema.json`, checked against the real
+//! answers by the tests). Unknown fields are refused in every request.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::library::{Caps, ItemKind};
+use crate::translog::LogEntry;
+
+/// The `format` of [`LibraryView`].
+pub const VIEW_FORMAT: &str = "minimodel-companion-view-v0";
+/// The largest request body read.
+pub const MAX_BODY_BYTES: usize = 1 << 20;
+
+/// The explicit yes a request carries for each thing that moves bytes.
+/// The page's consent dialog sets them after showing the words the
+/// preview returns; the CLI's thin commands after `--yes` or a yes at the
+/// prompt.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct Consent {
+    /// Serve the artifact to any peer that connects (a share; a download
+    /// with `serve`).
+    pub serve: bool,
+    /// Fetch the artifact from peers (a download).
+    pub fetch: bool,
+    /// Keep serving a download's finished file (with `serve`).
+    pub seed_after: bool,
+    /// Look the artifact up on the DHT, and announce there when serving.
+    pub dht: bool,
+    /// Trust and pin the manifest's publisher key, seen for the first
+    /// time.
+    pub trust_key: bool,
+}
+
+/// `POST /api/v1/shares` (and `/api/v1/shares/preview`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct AddShare {
+    /// A manifest file on this host.
+    #[serde(default)]
+    pub manifest_path: Option<PathBuf>,
+    /// The manifest's text.
+    #[serde(default)]
+    pub manifest: Option<String>,
+    /// The `.slm` file to serve, on this host.
+    pub file: PathBuf,
+    /// The consent given.
+    #[serde(default)]
+    pub consent: Consent,
+    /// The item's own caps.
+    #[serde(default)]
+    pub caps: Caps,
+    /// The publisher's key (`mmpk1...`): the manifest must be signed by
+    /// it.
+    #[serde(default)]
+    pub publisher_key: Option<String>,
+    /// Refuse an unsigned manifest.
+    #[serde(default)]
+    pub require_signature: bool,
+}
+
+/// `POST /api/v1/downloads` (and `/api/v1/downloads/preview`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct AddDownload {
+    /// A manifest file on this host.
+    #[serde(default)]
+    pub manifest_path: Option<PathBuf>,
+    /// The manifest's text.
+    #[serde(default)]
+    pub manifest: Option<String>,
+    /// Peers, `PEER_ID@IP:PORT` (an IP address: names are not resolved).
+    #[serde(default)]
+    pub peers: Vec<String>,
+    /// Peer offers (`minimodel-peer-offer-v1` or `-v0` objects).
+    #[serde(default)]
+    pub offers: Vec<serde_json::Value>,
+    /// An import request (`minimodel-import-request-v0` object).
+    #[serde(default)]
+    pub request: Option<serde_json::Value>,
+    /// Find peers on the DHT too.
+    #[serde(default)]
+    pub dht: bool,
+    /// DHT nodes to join through (`IPv4:PORT`) instead of the public
+    /// ones.
+    #[serde(default)]
+    pub dht_bootstrap: Vec<String>,
+    /// Serve verified chunks while fetching.
+    #[serde(default)]
+    pub serve: bool,
+    /// Keep serving the finished file (with `serve`).
+    #[serde(default)]
+    pub seed_after: bool,
+    /// The consent given.
+    #[serde(default)]
+    pub consent: Consent,
+    /// The item's own caps.
+    #[serde(default)]
+    pub caps: Caps,
+    /// The publisher's key (`mmpk1...`).
+    #[serde(default)]
+    pub publisher_key: Option<String>,
+    /// Refuse an unsigned manifest.
+    #[serde(default)]
+    pub require_signature: bool,
+}
+
+/// `PUT /api/v1/limits`: the library's limits, replaced whole.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct SetLimits {
+    /// Caps over every item together.
+    #[serde(default)]
+    pub caps: Caps,
+    /// The most bytes the library's downloads may take.
+    #[serde(default)]
+    pub quota_bytes: Option<u64>,
+}
+
+/// A refusal or failure: what, why, and what to do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct ErrorBody {
+    /// The kind, for programs: `unauthorized`, `forbidden`,
+    /// `wrong-host`, `invalid-input`, `verification-failed`,
+    /// `consent-needed`, `over-quota`, `conflict`, `not-found`,
+    /// `too-many`, `io`.
+    pub kind: String,
+    /// What went wrong, for people.
+    pub error: String,
+    /// What to do, when something helps.
+    pub hint: Option<String>,
+    /// For `consent-needed`: each consent missing, with its words.
+    pub needs: Vec<Ask>,
+}
+
+/// One consent to give, and the words that say what it does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct Ask {
+    /// The field of [`Consent`] that gives it.
+    pub consent: String,
+    /// What happens, in words.
+    pub words: String,
+}
+
+/// The manifest's signature as checked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct SignatureView {
+    /// `signed` or `unsigned`.
+    pub status: String,
+    /// The publisher id.
+    pub publisher_id: String,
+    /// The key id, when signed.
+    pub key_id: Option<String>,
+    /// Why the key is trusted, when signed: `pinned`, `publisher-key`,
+    /// `first-use`, `not-pinned`.
+    pub trust: Option<String>,
+    /// One line for people.
+    pub text: String,
+}
+
+/// What adding would do, and the consent it needs (nothing is added).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct Preview {
+    /// The item's id if added.
+    pub id: String,
+    /// Share or download.
+    pub kind: ItemKind,
+    /// The artifact's model id.
+    pub model_id: String,
+    /// Its size.
+    pub artifact_bytes: u64,
+    /// The manifest's signature.
+    pub signature: SignatureView,
+    /// Every consent the request needs, with its words.
+    pub asks: Vec<Ask>,
+    /// For a download: the quota now.
+    pub quota: Option<QuotaView>,
+}
+
+/// The quota and what is taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct QuotaView {
+    /// The quota; `null`: none.
+    pub quota_bytes: Option<u64>,
+    /// What the library's downloads take.
+    pub used_bytes: u64,
+    /// Free bytes on the downloads' disk, when known.
+    pub free_bytes: Option<u64>,
+}
+
+/// Where an item's state is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub enum ItemState {
+    /// Waiting to start.
+    Starting,
+    /// A share's file is being verified.
+    Verifying,
+    /// A download's directory is being opened (a recheck reads it).
+    Opening,
+    /// Fetching.
+    Fetching,
+    /// A share serving.
+    Serving,
+    /// A delivered download, serving its file.
+    Seeding,
+    /// A delivered download, not serving.
+    Done,
+    /// Paused by the user.
+    Paused,
+    /// Stopped by an error (see `error`).
+    Failed,
+}
+
+/// One peer's part of an item's transfers this run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct SourceView {
+    /// The peer's id.
+    pub peer_id: String,
+    /// Verified bytes received from it.
+    pub downloaded_bytes: u64,
+    /// Bytes served to it while connected.
+    pub uploaded_bytes: u64,
+}
+
+/// Where an item serves.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct ServingView {
+    /// The address it listens on.
+    pub listen: String,
+    /// The peer offer others fetch with (`minimodel-peer-offer-v1`).
+    pub offer: serde_json::Value,
+}
+
+/// How to open a verified download in TinyRustLM (nothing here opens or
+/// runs it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct Handoff {
+    /// The verified `.slm` file.
+    pub file: PathBuf,
+    /// Its manifest.
+    pub manifest: PathBuf,
+    /// Its receipt.
+    pub receipt: PathBuf,
+    /// The sentence to show.
+    pub text: String,
+}
+
+/// One item as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct ItemView {
+    /// Its id.
+    pub id: String,
+    /// Share or download.
+    pub kind: ItemKind,
+    /// The artifact's model id.
+    pub model_id: String,
+    /// Where it is.
+    pub state: ItemState,
+    /// Paused by the user.
+    pub paused: bool,
+    /// When it was added.
+    pub added_at: String,
+    /// The artifact's size.
+    pub artifact_bytes: u64,
+    /// Verified bytes (a share: all of them once verified).
+    pub verified_bytes: u64,
+    /// Verified bytes per second over the last few seconds (downloads).
+    pub rate_bytes_per_second: f64,
+    /// Bytes served per second over the last few seconds.
+    pub upload_rate_bytes_per_second: f64,
+    /// Peers connected.
+    pub peers: u64,
+    /// Bytes served this run.
+    pub uploaded_bytes: u64,
+    /// Where the bytes came from and went, per peer, this run.
+    pub sources: Vec<SourceView>,
+    /// The manifest's signature, as last checked.
+    pub signature: Option<SignatureView>,
+    /// Its own caps.
+    pub caps: Caps,
+    /// The caps it runs with (its own and its part of the library's).
+    pub effective_caps: Caps,
+    /// Where it serves, when it does.
+    pub serving: Option<ServingView>,
+    /// The local file: a share's, or a download's once delivered.
+    pub file: Option<PathBuf>,
+    /// A delivered download's receipt.
+    pub receipt: Option<PathBuf>,
+    /// How to open a delivered download.
+    pub handoff: Option<Handoff>,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// The consent it was added with.
+    pub consent: Consent,
+    /// A download's peers (`PEER_ID@IP:PORT`).
+    pub peers_named: Vec<String>,
+    /// A download serves while fetching.
+    pub serve: bool,
+    /// A download keeps serving once delivered.
+    pub seed_after: bool,
+    /// A download looks peers up on the DHT.
+    pub dht: bool,
+}
+
+/// The library's limits and what is taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct LimitsView {
+    /// Caps over every item together.
+    pub caps: Caps,
+    /// The quota and what is taken.
+    pub quota: QuotaView,
+}
+
+/// The companion itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct CompanionView {
+    /// Its peer id: one identity for every item.
+    pub peer_id: String,
+    /// Program and version.
+    pub version: String,
+    /// The library directory.
+    pub library: PathBuf,
+    /// The IP address items serve on.
+    pub serve_ip: String,
+    /// When it started.
+    pub started_at: String,
+}
+
+/// `GET /api/v1/library`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct LibraryView {
+    /// [`VIEW_FORMAT`].
+    pub format: String,
+    /// The companion.
+    pub companion: CompanionView,
+    /// The limits.
+    pub limits: LimitsView,
+    /// Every item, in the order added.
+    pub items: Vec<ItemView>,
+}
+
+/// `GET /api/v1/log`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct LogPage {
+    /// The last entries, oldest first.
+    pub entries: Vec<LogEntry>,
+}
+
+/// `DELETE /api/v1/items/{id}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct Removed {
+    /// The item removed.
+    pub id: String,
+    /// Files removed with it (a download's, when asked).
+    pub files_removed: Vec<PathBuf>,
+}
+
+/// One server-sent event of `GET /api/v1/events`: its `event:` name and
+/// its `data:` JSON.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", content = "data", rename_all = "kebab-case")]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub enum ApiEvent {
+    /// An item changed (progress, state).
+    Item(Box<ItemView>),
+    /// An item was removed.
+    Removed(Removed),
+    /// A transfer was logged.
+    Log(LogEntry),
+    /// The limits changed.
+    Limits(LimitsView),
+}
+
+impl ApiEvent {
+    /// The `event:` name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ApiEvent::Item(_) => "item",
+            ApiEvent::Removed(_) => "removed",
+            ApiEvent::Log(_) => "log",
+            ApiEvent::Limits(_) => "limits",
+        }
+    }
+
+    /// The `data:` JSON.
+    pub fn data(&self) -> String {
+        let value = match self {
+            ApiEvent::Item(item) => serde_json::to_string(item),
+            ApiEvent::Removed(removed) => serde_json::to_string(removed),
+            ApiEvent::Log(entry) => serde_json::to_string(entry),
+            ApiEvent::Limits(limits) => serde_json::to_string(limits),
+        };
+        value.unwrap_or_else(|_| "null".to_owned())
+    }
+}

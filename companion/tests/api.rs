@@ -1,0 +1,587 @@
+//! The companion's API over real HTTP on loopback: who may use it (the
+//! token, Host and Origin checks), shares and downloads added through it
+//! with their consent, progress as server-sent events, receipts, the
+//! transfer log, the quota, and every answer checked against
+//! `docs/schemas/companion-api.schema.json`.
+
+mod support;
+
+use std::time::Duration;
+
+use minimodel_companion::CompanionError;
+use minimodel_companion::library::LibraryError;
+use minimodel_verifier::Sha256Digest;
+use serde_json::{Value, json};
+use support::{ApiSchema, Running, fixture, start};
+
+const CHUNK: u32 = 64 * 1024;
+
+fn download_request(fixture: &support::Fixture, offer: &Value) -> Value {
+    json!({
+        "manifest_path": fixture.manifest_path,
+        "offers": [offer],
+    })
+}
+
+#[test]
+fn requests_without_the_token_or_from_a_foreign_origin_or_host_are_refused() {
+    let temp = tempfile::tempdir().unwrap();
+    let companion = start(&temp.path().join("library"));
+    let mut schema = ApiSchema::load();
+    let host = companion.host();
+    let bearer = format!("Bearer {}", companion.token());
+    let library = "/api/v1/library";
+
+    let refused = |reply: &minimodel_companion::client::Reply, status: u16, kind: &str| {
+        assert_eq!(
+            reply.status,
+            status,
+            "{}",
+            String::from_utf8_lossy(&reply.body)
+        );
+        assert_eq!(reply.json()["kind"], kind, "{}", reply.json());
+    };
+
+    // No token, and a wrong one.
+    let reply = companion.raw("GET", library, &[("Host", host.clone())]);
+    refused(&reply, 401, "unauthorized");
+    schema.check("ErrorBody", &reply.json());
+    assert!(
+        reply
+            .header("www-authenticate")
+            .is_some_and(|v| v.starts_with("Bearer")),
+        "a 401 names the scheme"
+    );
+    let mut wrong = companion.token().into_bytes();
+    wrong[0] = if wrong[0] == b'0' { b'1' } else { b'0' };
+    let wrong = format!("Bearer {}", String::from_utf8(wrong).unwrap());
+    let reply = companion.raw(
+        "GET",
+        library,
+        &[("Host", host.clone()), ("Authorization", wrong)],
+    );
+    refused(&reply, 401, "unauthorized");
+    // Nothing is done for a request without the token, a stop included.
+    let reply = companion.raw("POST", "/api/v1/shutdown", &[("Host", host.clone())]);
+    refused(&reply, 401, "unauthorized");
+
+    // The token, sent by another site's page (CSRF).
+    let reply = companion.raw(
+        "GET",
+        library,
+        &[
+            ("Host", host.clone()),
+            ("Authorization", bearer.clone()),
+            ("Origin", "http://evil.example".to_owned()),
+        ],
+    );
+    refused(&reply, 403, "forbidden");
+    schema.check("ErrorBody", &reply.json());
+    let reply = companion.raw(
+        "POST",
+        "/api/v1/shutdown",
+        &[
+            ("Host", host.clone()),
+            ("Authorization", bearer.clone()),
+            ("Origin", "null".to_owned()),
+        ],
+    );
+    refused(&reply, 403, "forbidden");
+    let reply = companion.raw(
+        "GET",
+        library,
+        &[
+            ("Host", host.clone()),
+            ("Authorization", bearer.clone()),
+            ("Sec-Fetch-Site", "cross-site".to_owned()),
+        ],
+    );
+    refused(&reply, 403, "forbidden");
+
+    // A name of another site resolved to 127.0.0.1 (DNS rebinding).
+    let port = companion.addr.port();
+    for foreign in [
+        format!("evil.example:{port}"),
+        format!("127.0.0.1.nip.io:{port}"),
+        "127.0.0.1".to_owned(),
+    ] {
+        let reply = companion.raw(
+            "GET",
+            library,
+            &[("Host", foreign.clone()), ("Authorization", bearer.clone())],
+        );
+        refused(&reply, 421, "wrong-host");
+    }
+    // The page itself, from a foreign name, is refused as well.
+    let reply = companion.raw("GET", "/", &[("Host", format!("evil.example:{port}"))]);
+    assert_eq!(reply.status, 421);
+
+    // The companion's own page and requests pass.
+    let reply = companion.raw(
+        "GET",
+        library,
+        &[
+            ("Host", format!("localhost:{port}")),
+            ("Authorization", bearer.clone()),
+            ("Origin", format!("http://localhost:{port}")),
+            ("Sec-Fetch-Site", "same-origin".to_owned()),
+        ],
+    );
+    assert_eq!(reply.status, 200);
+    schema.check("LibraryView", &reply.json());
+    let page = companion.raw("GET", "/", &[("Host", host.clone())]);
+    assert_eq!(
+        page.status, 200,
+        "the page holds no data and needs no token"
+    );
+    assert!(String::from_utf8_lossy(&page.body).contains("minimodel companion"));
+    assert!(
+        page.header("content-security-policy")
+            .is_some_and(|v| v.contains("frame-ancestors 'none'"))
+    );
+    assert_eq!(page.header("x-frame-options"), Some("DENY"));
+
+    // Still running: none of the refused stops stopped it.
+    let (status, _) = companion.get(library);
+    assert_eq!(status, 200);
+}
+
+#[test]
+fn a_share_and_a_download_through_the_api_end_in_a_receipt_and_log_lines() {
+    let temp = tempfile::tempdir().unwrap();
+    let art = fixture(&temp.path().join("files"), "tiny-share", 1 << 20, CHUNK);
+    let seeder = start(&temp.path().join("seeder"));
+    let fetcher = start(&temp.path().join("fetcher"));
+    let mut schema = ApiSchema::load();
+    let events = fetcher.client.events().unwrap();
+
+    // A share without consent is refused, and says what it would do.
+    let share_request = json!({"manifest_path": art.manifest_path, "file": art.slm});
+    let (status, body) = seeder.send("POST", "/api/v1/shares", &share_request);
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["kind"], "consent-needed");
+    schema.check("ErrorBody", &body);
+    assert_eq!(body["needs"][0]["consent"], "serve");
+    let (status, preview) = seeder.send("POST", "/api/v1/shares/preview", &share_request);
+    assert_eq!(status, 200, "{preview}");
+    schema.check("Preview", &preview);
+    let words = preview["asks"][0]["words"].as_str().unwrap();
+    assert!(
+        words.contains("Serve tiny-share") && words.contains("127.0.0.1"),
+        "{words}"
+    );
+    assert_eq!(preview["signature"]["status"], "unsigned");
+    let (_, library) = seeder.get("/api/v1/library");
+    assert_eq!(
+        library["items"],
+        json!([]),
+        "a refusal and a preview add nothing"
+    );
+
+    let share = seeder.share(&art);
+    schema.check("ItemView", &share);
+    let share_id = share["id"].as_str().unwrap().to_owned();
+    let offer = seeder.offer_of(&share_id);
+    let seeder_peer = seeder.get("/api/v1/library").1["companion"]["peer_id"].clone();
+    assert_eq!(offer["peer_id"], seeder_peer, "one identity for every item");
+
+    // The download: consent to fetch first.
+    let request = download_request(&art, &offer);
+    let (status, body) = fetcher.send("POST", "/api/v1/downloads", &request);
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["needs"][0]["consent"], "fetch");
+    let (status, preview) = fetcher.send("POST", "/api/v1/downloads/preview", &request);
+    assert_eq!(status, 200, "{preview}");
+    schema.check("Preview", &preview);
+    assert_eq!(preview["quota"]["used_bytes"], 0);
+    let mut request = request;
+    request["consent"] = json!({"fetch": true});
+    let (status, added) = fetcher.send("POST", "/api/v1/downloads", &request);
+    assert_eq!(status, 201, "{added}");
+    schema.check("ItemView", &added);
+    let id = added["id"].as_str().unwrap().to_owned();
+
+    let done = fetcher.wait_item(&id, Duration::from_secs(60), |item| item["state"] == "done");
+    schema.check("ItemView", &done);
+    assert_eq!(done["verified_bytes"], art.manifest.artifact_bytes);
+    let file = done["file"].as_str().unwrap();
+    assert_eq!(
+        Sha256Digest::of(&std::fs::read(file).unwrap()),
+        art.manifest.artifact_sha256,
+        "the delivered file is the artifact"
+    );
+    let handoff = done["handoff"]["text"].as_str().unwrap();
+    assert!(
+        handoff.contains("TinyRustLM") && handoff.contains(file),
+        "{handoff}"
+    );
+    assert!(
+        handoff.contains("Nothing here opens or runs it"),
+        "{handoff}"
+    );
+    let (status, receipt) = fetcher.get(&format!("/api/v1/items/{id}/receipt"));
+    assert_eq!(status, 200, "{receipt}");
+    assert_eq!(receipt["model_id"], "tiny-share");
+    assert_eq!(receipt["source"]["peers"][0]["peer_id"], seeder_peer);
+
+    // The fetcher's log: what came from whom, with the receipt.
+    let (status, log) = fetcher.get("/api/v1/log");
+    assert_eq!(status, 200);
+    schema.check("LogPage", &log);
+    let entries = log["entries"].as_array().unwrap();
+    let downloads: Vec<&Value> = entries
+        .iter()
+        .filter(|entry| entry["direction"] == "download")
+        .collect();
+    assert_eq!(downloads.len(), 1, "{log:#}");
+    assert_eq!(downloads[0]["peer_id"], seeder_peer);
+    assert_eq!(downloads[0]["bytes"], art.manifest.artifact_bytes);
+    assert_eq!(downloads[0]["ended"], "delivered");
+    assert_eq!(downloads[0]["item"], id.as_str());
+    let receipt_path = downloads[0]["receipt"]["path"].as_str().unwrap();
+    assert_eq!(
+        downloads[0]["receipt"]["sha256"],
+        Sha256Digest::of(&std::fs::read(receipt_path).unwrap()).to_hex()
+    );
+    // The seeder's log: what it served to whom, once the fetcher left.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let uploads = loop {
+        let (_, log) = seeder.get("/api/v1/log");
+        let uploads: Vec<Value> = log["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|entry| entry["direction"] == "upload")
+            .cloned()
+            .collect();
+        if !uploads.is_empty() || std::time::Instant::now() > deadline {
+            break uploads;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(uploads.len(), 1, "one upload line: {uploads:#?}");
+    let fetcher_peer = fetcher.get("/api/v1/library").1["companion"]["peer_id"].clone();
+    assert_eq!(uploads[0]["peer_id"], fetcher_peer);
+    assert_eq!(uploads[0]["bytes"], art.manifest.artifact_bytes);
+    assert_eq!(uploads[0]["item"], share_id.as_str());
+    // The same lines are in the file, one JSON object each.
+    let on_disk = std::fs::read_to_string(seeder.library.join("log/transfers.jsonl")).unwrap();
+    let lines: Vec<Value> = on_disk
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(lines, uploads);
+
+    // The progress came as server-sent events, each an ApiEvent.
+    let mut events = events;
+    let mut states = Vec::new();
+    while let Some((name, data)) = events.next_event() {
+        let data: Value = serde_json::from_str(&data).unwrap();
+        schema.check("ApiEvent", &json!({"event": name, "data": data}));
+        if name == "item" && data["id"] == id.as_str() {
+            states.push(data["state"].as_str().unwrap().to_owned());
+            if data["state"] == "done" {
+                break;
+            }
+        }
+    }
+    assert_eq!(
+        states.last().map(String::as_str),
+        Some("done"),
+        "{states:?}"
+    );
+    assert!(
+        states.len() >= 2,
+        "the stream told of the way there: {states:?}"
+    );
+}
+
+#[test]
+fn a_download_over_the_quota_is_refused_before_any_byte() {
+    let temp = tempfile::tempdir().unwrap();
+    let art = fixture(&temp.path().join("files"), "too-big", 1 << 20, CHUNK);
+    let seeder = start(&temp.path().join("seeder"));
+    let fetcher = start(&temp.path().join("fetcher"));
+    let mut schema = ApiSchema::load();
+    let share = seeder.share(&art);
+    let offer = seeder.offer_of(share["id"].as_str().unwrap());
+
+    let quota = art.manifest.artifact_bytes - 1;
+    let (status, limits) = fetcher.send("PUT", "/api/v1/limits", &json!({"quota_bytes": quota}));
+    assert_eq!(status, 200, "{limits}");
+    schema.check("LimitsView", &limits);
+    let mut request = download_request(&art, &offer);
+    request["consent"] = json!({"fetch": true});
+    let (status, body) = fetcher.send("POST", "/api/v1/downloads", &request);
+    assert_eq!(status, 507, "{body}");
+    schema.check("ErrorBody", &body);
+    assert_eq!(body["kind"], "over-quota");
+    let error = body["error"].as_str().unwrap();
+    assert!(
+        error.contains(&art.manifest.artifact_bytes.to_string())
+            && error.contains(&quota.to_string()),
+        "the refusal gives the numbers: {error}"
+    );
+    // Nothing was written and nobody was dialed.
+    let downloads = std::fs::read_dir(fetcher.library.join("downloads"))
+        .unwrap()
+        .count();
+    assert_eq!(downloads, 0, "no file in downloads/");
+    assert_eq!(fetcher.get("/api/v1/library").1["items"], json!([]));
+    assert_eq!(seeder.item(share["id"].as_str().unwrap())["peers"], 0);
+    // Without consent the quota still speaks first: nobody is asked for
+    // what cannot fit.
+    request["consent"] = json!({});
+    assert_eq!(fetcher.send("POST", "/api/v1/downloads", &request).0, 507);
+
+    // Exactly the artifact's size fits.
+    fetcher.send("PUT", "/api/v1/limits", &json!({"quota_bytes": quota + 1}));
+    request["consent"] = json!({"fetch": true});
+    let (status, added) = fetcher.send("POST", "/api/v1/downloads", &request);
+    assert_eq!(status, 201, "{added}");
+}
+
+#[test]
+fn a_second_companion_on_one_library_is_refused() {
+    let temp = tempfile::tempdir().unwrap();
+    let library = temp.path().join("library");
+    let first = start(&library);
+    let second = support::try_start(support::config(&library));
+    match second {
+        Err(CompanionError::Library(LibraryError::Locked { pid, .. })) => {
+            assert_eq!(
+                pid,
+                Some(std::process::id()),
+                "the refusal names the holder"
+            );
+        }
+        Err(other) => panic!("refused for another reason: {other}"),
+        Ok(_) => panic!("a second companion started on a locked library"),
+    }
+    first.stop();
+    // Once the first stopped, the library is free again.
+    let again = start(&library);
+    again.stop();
+}
+
+#[test]
+fn pause_resume_caps_and_remove_act_on_items() {
+    let temp = tempfile::tempdir().unwrap();
+    let art = fixture(&temp.path().join("files"), "acted-on", 512 * 1024, CHUNK);
+    let companion = start(&temp.path().join("library"));
+    let mut schema = ApiSchema::load();
+    let share = companion.share(&art);
+    let id = share["id"].as_str().unwrap().to_owned();
+    companion.offer_of(&id);
+
+    let (status, paused) = companion.send("POST", &format!("/api/v1/items/{id}/pause"), &json!({}));
+    assert_eq!(status, 200, "{paused}");
+    schema.check("ItemView", &paused);
+    companion.wait_item(&id, Duration::from_secs(10), |item| {
+        item["state"] == "paused" && item["serving"].is_null()
+    });
+    let (status, _) = companion.send("POST", &format!("/api/v1/items/{id}/resume"), &json!({}));
+    assert_eq!(status, 200);
+    companion.offer_of(&id);
+
+    let (status, capped) = companion.send(
+        "PUT",
+        &format!("/api/v1/items/{id}/caps"),
+        &json!({"max_upload": 1000000, "max_download": null}),
+    );
+    assert_eq!(status, 200, "{capped}");
+    companion.wait_item(&id, Duration::from_secs(10), |item| {
+        item["effective_caps"]["max_upload"] == 1000000
+    });
+    // The library's cap is split among the items that upload.
+    companion.send(
+        "PUT",
+        "/api/v1/limits",
+        &json!({"caps": {"max_upload": 500000, "max_download": null}}),
+    );
+    companion.wait_item(&id, Duration::from_secs(10), |item| {
+        item["effective_caps"]["max_upload"] == 500000
+    });
+
+    // A share's file is the user's: never deleted.
+    let reply = companion
+        .client
+        .call(
+            "DELETE",
+            &format!("/api/v1/items/{id}?delete_files=true"),
+            None,
+        )
+        .unwrap();
+    assert_eq!(reply.status, 422, "{}", reply.json());
+    assert!(art.slm.exists());
+    let reply = companion
+        .client
+        .call("DELETE", &format!("/api/v1/items/{id}"), None)
+        .unwrap();
+    assert_eq!(reply.status, 200);
+    schema.check("Removed", &reply.json());
+    assert!(art.slm.exists(), "removing a share leaves its file");
+    let (status, body) = companion.get(&format!("/api/v1/items/{id}"));
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(companion.get("/api/v1/library").1["items"], json!([]));
+
+    // Malformed requests: 422 with the reason, nothing added.
+    for bad in [
+        json!({"file": art.slm}),
+        json!({"manifest_path": art.manifest_path, "file": "relative.slm", "consent": {"serve": true}}),
+        json!({"manifest_path": art.manifest_path, "file": art.slm, "bogus": true}),
+    ] {
+        let (status, body) = companion.send("POST", "/api/v1/shares", &bad);
+        assert_eq!(status, 422, "{bad} -> {body}");
+        schema.check("ErrorBody", &body);
+    }
+    let (status, _) = companion.get("/api/v1/items/not-an-id");
+    assert_eq!(status, 404);
+}
+
+fn running_item_states(companion: &Running) -> Vec<(String, String)> {
+    companion.get("/api/v1/library").1["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| {
+            (
+                item["id"].as_str().unwrap().to_owned(),
+                item["state"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn the_library_survives_a_clean_stop_and_a_crash() {
+    let temp = tempfile::tempdir().unwrap();
+    let files = temp.path().join("files");
+    let served = fixture(&files, "served", 512 * 1024, CHUNK);
+    let paused = fixture(&files, "paused", 256 * 1024, CHUNK);
+    let fetched = fixture(&files, "fetched", 512 * 1024, CHUNK);
+    let peer = start(&temp.path().join("peer"));
+    let peer_share = peer.share(&fetched);
+    let offer = peer.offer_of(peer_share["id"].as_str().unwrap());
+
+    let library = temp.path().join("library");
+    let companion = start(&library);
+    let share = companion.share(&served);
+    let share_id = share["id"].as_str().unwrap().to_owned();
+    let port = companion.offer_of(&share_id)["addrs"][0].clone();
+    let second = companion.share(&paused);
+    let paused_id = second["id"].as_str().unwrap().to_owned();
+    companion.send(
+        "POST",
+        &format!("/api/v1/items/{paused_id}/pause"),
+        &json!({}),
+    );
+    let mut request = download_request(&fetched, &offer);
+    request["consent"] = json!({"fetch": true});
+    let (status, added) = companion.send("POST", "/api/v1/downloads", &request);
+    assert_eq!(status, 201, "{added}");
+    let download_id = added["id"].as_str().unwrap().to_owned();
+    companion.wait_item(&download_id, Duration::from_secs(60), |item| {
+        item["state"] == "done"
+    });
+    companion.send("PUT", "/api/v1/limits", &json!({"quota_bytes": 1u64 << 30}));
+    let before = running_item_states(&companion);
+    companion.stop();
+    assert!(
+        !library.join("api.json").exists(),
+        "a clean stop removes api.json"
+    );
+
+    for (round, how) in ["after a clean stop", "after a crash"].iter().enumerate() {
+        let companion = start(&library);
+        assert_eq!(
+            running_item_states(&companion)
+                .iter()
+                .map(|(id, _)| id.clone())
+                .collect::<Vec<_>>(),
+            before.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>(),
+            "every item is back, in order, {how}"
+        );
+        // The share serves again on its port, so its offer stays good.
+        assert_eq!(companion.offer_of(&share_id)["addrs"][0], port, "{how}");
+        assert_eq!(companion.item(&paused_id)["state"], "paused", "{how}");
+        let done = companion.wait_item(&download_id, Duration::from_secs(20), |item| {
+            item["state"] == "done"
+        });
+        assert!(done["receipt"].is_string(), "{how}: {done}");
+        assert_eq!(
+            companion.get("/api/v1/library").1["limits"]["quota"]["quota_bytes"],
+            1u64 << 30,
+            "{how}"
+        );
+        if round == 0 {
+            companion.crash();
+        } else {
+            companion.stop();
+        }
+    }
+}
+
+#[test]
+fn a_download_stopped_or_crashed_midway_resumes_without_fetching_a_verified_chunk_again() {
+    let temp = tempfile::tempdir().unwrap();
+    let art = fixture(&temp.path().join("files"), "midway", 2 << 20, CHUNK);
+    let peer = start(&temp.path().join("peer"));
+    let share = peer.share(&art);
+    let share_id = share["id"].as_str().unwrap();
+    // Slow enough to be caught halfway.
+    peer.send(
+        "PUT",
+        &format!("/api/v1/items/{share_id}/caps"),
+        &json!({"max_upload": 512 * 1024, "max_download": null}),
+    );
+    peer.wait_item(share_id, Duration::from_secs(10), |item| {
+        item["effective_caps"]["max_upload"] == 512 * 1024 && item["state"] == "serving"
+    });
+    let offer = peer.offer_of(share_id);
+
+    let library = temp.path().join("library");
+    let companion = start(&library);
+    let mut request = download_request(&art, &offer);
+    request["consent"] = json!({"fetch": true});
+    let (status, added) = companion.send("POST", "/api/v1/downloads", &request);
+    assert_eq!(status, 201, "{added}");
+    let id = added["id"].as_str().unwrap().to_owned();
+    let total = art.manifest.artifact_bytes;
+    let midway = |companion: &Running, from: u64| {
+        companion.wait_item(&id, Duration::from_secs(30), |item| {
+            item["verified_bytes"].as_u64().unwrap() >= from + total / 8
+        })
+    };
+    midway(&companion, 0);
+    companion.stop();
+
+    let companion = start(&library);
+    let resumed = companion.wait_item(&id, Duration::from_secs(20), |item| {
+        item["state"] == "fetching"
+    });
+    let at_restart = resumed["verified_bytes"].as_u64().unwrap();
+    assert!(at_restart > 0 && at_restart < total, "{resumed}");
+    midway(&companion, at_restart);
+    companion.crash();
+
+    let companion = start(&library);
+    let done = companion.wait_item(&id, Duration::from_secs(60), |item| item["state"] == "done");
+    let (_, receipt) = companion.get(&format!("/api/v1/items/{id}/receipt"));
+    let source = &receipt["source"];
+    let count = art.manifest.chunks.chunk_count;
+    assert!(
+        source["chunks_resumed"].as_u64().unwrap() > 0,
+        "{receipt:#}"
+    );
+    assert_eq!(
+        source["chunks_resumed"].as_u64().unwrap() + source["chunks_fetched"].as_u64().unwrap(),
+        count,
+        "no verified chunk was fetched again: {receipt:#}"
+    );
+    assert_eq!(source["chunks_refetched"], 0);
+    assert_eq!(
+        Sha256Digest::of(&std::fs::read(done["file"].as_str().unwrap()).unwrap()),
+        art.manifest.artifact_sha256
+    );
+}
