@@ -491,6 +491,62 @@ pub enum Event {
         /// Whether every download verified.
         all_verified: bool,
     },
+    /// `companion run`: the companion is up and its items started.
+    Companion {
+        /// Its page and API, `http://HOST:PORT`.
+        url: String,
+        /// The library directory.
+        library: PathBuf,
+        /// The file of the API token (mode 0600).
+        token_path: PathBuf,
+        /// Its peer id: one identity for every item.
+        peer_id: String,
+    },
+    /// `companion token --json`: the API token.
+    CompanionToken {
+        /// The token (64 hex digits).
+        token: String,
+        /// Its file.
+        token_path: PathBuf,
+        /// The running companion's page and API; null when none runs.
+        url: Option<String>,
+    },
+    /// `companion install-unit`: the systemd user unit was written.
+    CompanionUnit {
+        /// The unit file.
+        path: PathBuf,
+        /// The command that starts it now and at every login.
+        enable: String,
+    },
+    /// An item of the running companion as its API shows it
+    /// (`ItemView` in `docs/schemas/companion-api.schema.json`).
+    CompanionItem {
+        /// The item.
+        #[cfg_attr(test, schemars(with = "crate::schema::CompanionItemView"))]
+        item: serde_json::Value,
+    },
+    /// `companion remove`: the item is gone from the library.
+    CompanionRemoved {
+        /// Its id.
+        id: String,
+        /// The files deleted with it (a download's, with
+        /// `--delete-files`).
+        files_removed: Vec<PathBuf>,
+    },
+    /// `companion limits`: the library's caps and quota
+    /// (`LimitsView` in `docs/schemas/companion-api.schema.json`).
+    CompanionLimits {
+        /// The limits and what is taken.
+        #[cfg_attr(test, schemars(with = "crate::schema::CompanionLimitsView"))]
+        limits: serde_json::Value,
+    },
+    /// `companion log`: one entry of the transfer log
+    /// (`LogEntry` in `docs/schemas/companion-api.schema.json`).
+    CompanionLog {
+        /// The entry.
+        #[cfg_attr(test, schemars(with = "crate::schema::CompanionLogEntry"))]
+        entry: serde_json::Value,
+    },
     /// The command failed (always the last line).
     Error {
         /// The process's exit code.

@@ -91,6 +91,10 @@ enum Command {
     Completions(commands::docs::CompletionsArgs),
     /// Print the manual page (roff), or write every page into a directory.
     Man(commands::docs::ManArgs),
+    /// One long-running node over a library of artifacts, with a local
+    /// API and a web page: run, token, install-unit, and list, share,
+    /// fetch, pause, resume, remove, limits, log, stop to talk to it.
+    Companion(commands::companion::CompanionArgs),
     /// Run a plain Mainline DHT node (routing data only, no swarm) to
     /// bootstrap a private DHT or a test, until stopped.
     DhtNode(commands::dht::DhtNodeArgs),
@@ -123,6 +127,7 @@ fn main() -> ExitCode {
         Command::Completions(args) => commands::docs::completions(args, Cli::command()),
         Command::Man(args) => commands::docs::man(args, Cli::command()),
         Command::DhtNode(args) => commands::dht::run(args, out),
+        Command::Companion(args) => commands::companion::run(args, out),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -219,6 +219,31 @@ impl JsonSchema for AnyObject {
     }
 }
 
+/// A body of the companion's API, described in its own schema file
+/// (`companion-api.schema.json`, beside this one).
+macro_rules! companion_body {
+    ($name:ident, $def:literal) => {
+        #[doc = concat!("The companion API's `", $def, "`.")]
+        pub struct $name;
+
+        impl JsonSchema for $name {
+            fn schema_name() -> Cow<'static, str> {
+                stringify!($name).into()
+            }
+
+            fn json_schema(_: &mut SchemaGenerator) -> Schema {
+                json_schema!({
+                    "$ref": concat!("companion-api.schema.json#/$defs/", $def)
+                })
+            }
+        }
+    };
+}
+
+companion_body!(CompanionItemView, "ItemView");
+companion_body!(CompanionLimitsView, "LimitsView");
+companion_body!(CompanionLogEntry, "LogEntry");
+
 /// A string that must equal `value`.
 fn constant(description: &str, value: &str) -> Schema {
     json_schema!({ "description": description, "type": "string", "const": value })

@@ -25,7 +25,7 @@ pub enum ClientError {
     #[error("no companion runs on {0} (no api.json); start one with `minimodel companion run`")]
     NotRunning(String),
     /// The library has no token.
-    #[error("the library {0} has no API token; `minimodel companion init` makes one")]
+    #[error("the library {0} has no API token; `minimodel companion token` makes one")]
     NoToken(String),
     /// The URL is not `http://HOST:PORT`.
     #[error("not an http://HOST:PORT URL: {0}")]

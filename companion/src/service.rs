@@ -378,6 +378,17 @@ impl Companion {
         self,
         stop: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), CompanionError> {
+        self.run_then(stop, |_| {}).await
+    }
+
+    /// [`Companion::run`], calling `ready` with the API's URL once every
+    /// item that should run was started and `api.json` is written (from
+    /// then on the thin commands find it).
+    pub async fn run_then(
+        self,
+        stop: impl Future<Output = ()> + Send + 'static,
+        ready: impl FnOnce(&str),
+    ) -> Result<(), CompanionError> {
         let Companion {
             shared,
             listener,
@@ -412,6 +423,7 @@ impl Companion {
         shared
             .library
             .write_whole(&shared.library.endpoint_path(), &text)?;
+        ready(&endpoint.url);
         let mut shutdown = shared.shutdown.subscribe();
         let signal = {
             let shared = Arc::clone(&shared);

@@ -1,5 +1,5 @@
 //! The API token: 32 random bytes as 64 lowercase hex digits, made once
-//! (at `companion init`, or the first start) into `LIBRARY/token`, mode
+//! (by `minimodel companion token`, or the first start) into `LIBRARY/token`, mode
 //! 0600, and read only when it is a regular file of ours that group and
 //! others cannot read. Every API request carries it in
 //! `Authorization: Bearer <token>`; it is compared in constant time.

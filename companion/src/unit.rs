@@ -50,6 +50,8 @@ pub fn unit_text(program: &Path, args: &[String]) -> String {
          Type=simple\n\
          ExecStart={exec}\n\
          KillSignal=SIGTERM\n\
+         # A stop by SIGTERM ends with 130 (interrupted, state saved).\n\
+         SuccessExitStatus=130\n\
          TimeoutStopSec=30\n\
          Restart=on-failure\n\
          RestartSec=5\n\

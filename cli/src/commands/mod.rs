@@ -1,6 +1,7 @@
 //! One module per command.
 
 pub mod catalog;
+pub mod companion;
 pub mod demo;
 pub mod dht;
 pub mod docs;

@@ -1,0 +1,932 @@
+//! `minimodel companion`: one long-running node over a library of
+//! artifacts, with a local HTTP API and a web page (`docs/companion.md`),
+//! and the thin commands that talk to a running one.
+//!
+//! `run` serves a library until SIGINT or SIGTERM; `token` makes (once)
+//! and prints the API token; `install-unit` writes a systemd user unit.
+//! The others (`list`, `share`, `fetch`, `pause`, `resume`, `remove`,
+//! `limits`, `log`, `stop`) find the running companion through the
+//! library's `api.json` and `token` and call its API; `share` and `fetch`
+//! show the words of every consent the companion asks for and send a yes
+//! only with `--yes` or a yes at the prompt.
+
+use std::net::{IpAddr, SocketAddr, SocketAddrV4};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use minimodel_companion::client::{Client, ClientError, Reply};
+use minimodel_companion::library::{Endpoint, LibraryDir, LibraryError};
+use minimodel_companion::token::Token;
+use minimodel_companion::trust::{TrustStore, TrustStoreError};
+use minimodel_companion::{Companion, CompanionConfig, CompanionError};
+use minimodel_verifier::manifest::Manifest;
+use minimodel_verifier::receipt::now_rfc3339;
+use minimodel_verifier::signing::PublicKey;
+use minimodel_verifier::signing::trust::{SignatureCheck, TrustAnchors, judge};
+use serde_json::{Value, json};
+
+use crate::events::Event;
+use crate::exit::{Exit, Failure, OrExit};
+use crate::keystore::{KeyringFile, read_public_key_arg};
+use crate::output::Output;
+use crate::stop::Stop;
+use crate::units::{human_bytes, parse_size};
+
+/// `minimodel companion ...`.
+#[derive(Debug, Args)]
+pub struct CompanionArgs {
+    #[command(subcommand)]
+    pub command: CompanionCommand,
+}
+
+/// What to do with the companion.
+#[derive(Debug, Subcommand)]
+pub enum CompanionCommand {
+    /// Run the companion on a library until SIGINT or SIGTERM: serve its
+    /// shares, fetch its downloads, answer its API and page.
+    Run(RunArgs),
+    /// Print the API's address and token (made now, mode 0600, when the
+    /// library has none): paste the token into the page.
+    Token(LibraryArgs),
+    /// Write the systemd user unit that runs the companion at login
+    /// (enable it with systemctl --user).
+    InstallUnit(InstallUnitArgs),
+    /// List the running companion's items.
+    List(LibraryArgs),
+    /// Share a verified local .slm through the running companion.
+    Share(ShareArgs),
+    /// Fetch an artifact through the running companion.
+    Fetch(Box<FetchArgs>),
+    /// Pause an item (it stops moving bytes until resumed).
+    Pause(ItemArgs),
+    /// Resume a paused or failed item.
+    Resume(ItemArgs),
+    /// Remove an item from the library (with --delete-files, a
+    /// download's files too).
+    Remove(RemoveArgs),
+    /// Show or change the library's caps and quota.
+    Limits(LimitsArgs),
+    /// Print the transfer log's last entries.
+    Log(LogArgs),
+    /// Stop the running companion (as SIGTERM does: every state saved).
+    Stop(LibraryArgs),
+}
+
+/// The library a command works on.
+#[derive(Debug, Clone, Args)]
+pub struct LibraryArgs {
+    /// The library directory [default: $XDG_DATA_HOME/minimodel/library,
+    /// else ~/.local/share/minimodel/library].
+    #[arg(long, value_name = "DIR")]
+    pub library: Option<PathBuf>,
+}
+
+/// `companion run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub library: LibraryArgs,
+    /// Where the API and the page listen. Another address than loopback
+    /// lets other hosts reach them (the token still guards every request,
+    /// sent in clear over HTTP): say which names they use with
+    /// --allow-host.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7434")]
+    pub api: SocketAddr,
+    /// Another host name the API answers to (NAME or NAME:PORT), besides
+    /// 127.0.0.1, localhost and [::1]. Repeatable.
+    #[arg(long = "allow-host", value_name = "NAME")]
+    pub allow_hosts: Vec<String>,
+    /// The address items serve on (each share and serving download
+    /// listens on a port of its own there).
+    #[arg(long, value_name = "IP", default_value = "0.0.0.0")]
+    pub serve_ip: IpAddr,
+    /// DHT nodes to join (IPv4:PORT) instead of the public ones, for
+    /// downloads that look peers up on the DHT. Repeatable.
+    #[arg(long = "dht-bootstrap", value_name = "ADDR")]
+    pub dht_bootstrap: Vec<SocketAddrV4>,
+    /// The keyring of pinned publisher keys [default:
+    /// $XDG_DATA_HOME/minimodel/keyring, else
+    /// ~/.local/share/minimodel/keyring].
+    #[arg(long, value_name = "FILE")]
+    pub keyring: Option<PathBuf>,
+    /// Size at which the transfer log rotates (three older files are
+    /// kept).
+    #[arg(long, value_name = "SIZE", default_value = "8MiB", value_parser = parse_size)]
+    pub rotate_log: u64,
+}
+
+/// `companion install-unit`.
+#[derive(Debug, Args)]
+pub struct InstallUnitArgs {
+    #[command(flatten)]
+    pub library: LibraryArgs,
+    /// Print the unit instead of writing it.
+    #[arg(long)]
+    pub print: bool,
+    /// More options for `companion run` in the unit (after --).
+    #[arg(last = true, value_name = "RUN_OPTIONS")]
+    pub run_options: Vec<String>,
+}
+
+/// Consent and trust for `share` and `fetch`.
+#[derive(Debug, Clone, Args)]
+pub struct AskArgs {
+    /// Consent to everything the companion asks (serving, fetching,
+    /// seeding after, the DHT, trusting a publisher key seen for the
+    /// first time).
+    #[arg(long)]
+    pub yes: bool,
+    /// The publisher's key (mmpk1... or a public key file): the manifest
+    /// must be signed by it.
+    #[arg(long, value_name = "KEY", value_parser = read_public_key_arg)]
+    pub publisher_key: Option<PublicKey>,
+    /// Refuse an unsigned manifest.
+    #[arg(long)]
+    pub require_signature: bool,
+}
+
+/// `companion share`.
+#[derive(Debug, Args)]
+pub struct ShareArgs {
+    /// The artifact's manifest.
+    pub manifest: PathBuf,
+    /// The .slm file (verified before it is served).
+    pub file: PathBuf,
+    #[command(flatten)]
+    pub library: LibraryArgs,
+    #[command(flatten)]
+    pub ask: AskArgs,
+    /// This share's upload cap, like 8MiB (per second).
+    #[arg(long, value_name = "RATE", value_parser = parse_size)]
+    pub max_upload: Option<u64>,
+}
+
+/// `companion fetch`.
+#[derive(Debug, Args)]
+pub struct FetchArgs {
+    /// The artifact's manifest.
+    pub manifest: PathBuf,
+    /// A peer to fetch from, PEER_ID@IP:PORT. Repeatable.
+    #[arg(long = "peer", value_name = "PEER_ID@IP:PORT")]
+    pub peers: Vec<String>,
+    /// A peer offer file. Repeatable.
+    #[arg(long = "offer", value_name = "FILE")]
+    pub offers: Vec<PathBuf>,
+    /// An import request file: its offers are fetched from.
+    #[arg(long, value_name = "FILE")]
+    pub request: Option<PathBuf>,
+    /// Find peers on the DHT too (and announce there with --serve).
+    #[arg(long)]
+    pub dht: bool,
+    /// DHT nodes to join (IPv4:PORT) instead of the public ones.
+    #[arg(long = "dht-bootstrap", value_name = "ADDR", requires = "dht")]
+    pub dht_bootstrap: Vec<String>,
+    /// Serve verified chunks while fetching.
+    #[arg(long)]
+    pub serve: bool,
+    /// Keep serving the file once it is verified.
+    #[arg(long, requires = "serve")]
+    pub seed_after: bool,
+    /// This download's cap, like 8MiB (per second).
+    #[arg(long, value_name = "RATE", value_parser = parse_size)]
+    pub max_download: Option<u64>,
+    /// This download's upload cap while it serves, like 8MiB (per
+    /// second).
+    #[arg(long, value_name = "RATE", value_parser = parse_size)]
+    pub max_upload: Option<u64>,
+    /// Wait until the download is verified (showing its progress), then
+    /// say how to open it.
+    #[arg(long)]
+    pub wait: bool,
+    #[command(flatten)]
+    pub library: LibraryArgs,
+    #[command(flatten)]
+    pub ask: AskArgs,
+}
+
+/// An item, by its id or its model id.
+#[derive(Debug, Args)]
+pub struct ItemArgs {
+    /// The item's id (16 hex digits) or its model id.
+    pub item: String,
+    #[command(flatten)]
+    pub library: LibraryArgs,
+}
+
+/// `companion remove`.
+#[derive(Debug, Args)]
+pub struct RemoveArgs {
+    #[command(flatten)]
+    pub item: ItemArgs,
+    /// Delete a download's files too (a share's file is never deleted).
+    #[arg(long)]
+    pub delete_files: bool,
+}
+
+/// `companion limits`.
+#[derive(Debug, Args)]
+pub struct LimitsArgs {
+    #[command(flatten)]
+    pub library: LibraryArgs,
+    /// Upload cap over all items, like 8MiB (per second), or `none`.
+    #[arg(long, value_name = "RATE", value_parser = parse_limit)]
+    pub max_upload: Option<Limit>,
+    /// Download cap over all items, like 8MiB (per second), or `none`.
+    #[arg(long, value_name = "RATE", value_parser = parse_limit)]
+    pub max_download: Option<Limit>,
+    /// The most bytes the library's downloads may take, like 20GiB, or
+    /// `none`.
+    #[arg(long, value_name = "SIZE", value_parser = parse_limit)]
+    pub quota: Option<Limit>,
+}
+
+/// A limit's new value: a number, or none.
+#[derive(Debug, Clone, Copy)]
+pub struct Limit(Option<u64>);
+
+fn parse_limit(text: &str) -> Result<Limit, String> {
+    if text.eq_ignore_ascii_case("none") {
+        Ok(Limit(None))
+    } else {
+        parse_size(text).map(|value| Limit(Some(value)))
+    }
+}
+
+/// `companion log`.
+#[derive(Debug, Args)]
+pub struct LogArgs {
+    #[command(flatten)]
+    pub library: LibraryArgs,
+    /// How many of the last entries (at most 1000).
+    #[arg(long, default_value_t = 50)]
+    pub limit: usize,
+}
+
+/// Runs `minimodel companion ...`.
+pub fn run(args: CompanionArgs, out: Output) -> Result<(), Failure> {
+    match args.command {
+        CompanionCommand::Run(args) => serve(args, out),
+        CompanionCommand::Token(args) => token(&args, out),
+        CompanionCommand::InstallUnit(args) => install_unit(args, out),
+        CompanionCommand::List(args) => list(&args, out),
+        CompanionCommand::Share(args) => share(args, out),
+        CompanionCommand::Fetch(args) => fetch(*args, out),
+        CompanionCommand::Pause(args) => set_paused(&args, true, out),
+        CompanionCommand::Resume(args) => set_paused(&args, false, out),
+        CompanionCommand::Remove(args) => remove(&args, out),
+        CompanionCommand::Limits(args) => limits(&args, out),
+        CompanionCommand::Log(args) => log(&args, out),
+        CompanionCommand::Stop(args) => stop(&args, out),
+    }
+}
+
+/// The library directory: `--library`, else the default place.
+fn library_path(args: &LibraryArgs) -> Result<PathBuf, Failure> {
+    if let Some(path) = &args.library {
+        return Ok(path.clone());
+    }
+    let absolute = |name: &str| {
+        std::env::var_os(name)
+            .map(PathBuf::from)
+            .filter(|path| path.is_absolute())
+    };
+    absolute("XDG_DATA_HOME")
+        .map(|data| data.join("minimodel").join("library"))
+        .or_else(|| absolute("HOME").map(|home| home.join(".local/share/minimodel/library")))
+        .ok_or_else(|| {
+            Failure::new(
+                Exit::Usage,
+                anyhow::anyhow!("no place for the library: neither HOME nor XDG_DATA_HOME is set"),
+            )
+            .with_hint("pass --library DIR")
+        })
+}
+
+fn library_failure(error: LibraryError) -> Failure {
+    let exit = match &error {
+        LibraryError::Io { .. } | LibraryError::Write { .. } => Exit::Transfer,
+        LibraryError::Locked { .. } | LibraryError::Unsafe { .. } | LibraryError::State { .. } => {
+            Exit::InvalidInput
+        }
+    };
+    let hint = match &error {
+        LibraryError::Locked { .. } => Some(
+            "talk to the running one (minimodel companion list), or stop it first (minimodel companion stop)",
+        ),
+        LibraryError::State { .. } => Some(
+            "the file is left as it is: restore it from a backup, or move it away to start an empty library",
+        ),
+        _ => None,
+    };
+    let failure = Failure::new(exit, error);
+    match hint {
+        Some(hint) => failure.with_hint(hint),
+        None => failure,
+    }
+}
+
+/// The keyring file as the companion's trust store: read again for every
+/// judgement (pins made meanwhile by `minimodel key` count), written
+/// whole for every pin.
+struct KeyringTrust {
+    path: Option<PathBuf>,
+    writing: Mutex<()>,
+}
+
+impl KeyringTrust {
+    fn load(&self) -> Result<KeyringFile, TrustStoreError> {
+        KeyringFile::load(self.path.as_deref())
+            .map_err(|error| TrustStoreError::Keyring(error.to_string()))
+    }
+}
+
+impl TrustStore for KeyringTrust {
+    fn judge(
+        &self,
+        manifest: &Manifest,
+        named: Option<&PublicKey>,
+        require_signature: bool,
+    ) -> Result<SignatureCheck, TrustStoreError> {
+        let keyring = self.load()?;
+        Ok(judge(
+            manifest,
+            &TrustAnchors {
+                keyring: &keyring.keyring,
+                named_key: named,
+                require_signature,
+            },
+        )?)
+    }
+
+    fn pin(&self, check: SignatureCheck) -> Result<SignatureCheck, TrustStoreError> {
+        let _one_writer = self.writing.lock().unwrap_or_else(|e| e.into_inner());
+        let first_use = minimodel_companion::trust::is_first_use(&check);
+        let Some(pin) = check.pin_to_add(&now_rfc3339()) else {
+            return Ok(check);
+        };
+        let mut keyring = self.load()?;
+        keyring
+            .keyring
+            .set(pin)
+            .map_err(|full| TrustStoreError::Keyring(full.to_string()))?;
+        keyring
+            .save()
+            .map_err(|error| TrustStoreError::Keyring(error.to_string()))?;
+        Ok(if first_use {
+            check.pinned_at_first_use()
+        } else {
+            check
+        })
+    }
+
+    fn describe(&self) -> String {
+        self.load()
+            .map(|keyring| keyring.describe())
+            .unwrap_or_else(|_| "the keyring".to_owned())
+    }
+}
+
+/// `companion run`.
+fn serve(args: RunArgs, out: Output) -> Result<(), Failure> {
+    let library = library_path(&args.library)?;
+    let mut config = CompanionConfig::new(&library);
+    config.api = args.api;
+    config.allow_hosts = args.allow_hosts;
+    config.serve_ip = args.serve_ip;
+    config.dht_bootstrap = args.dht_bootstrap;
+    config.rotate_log_bytes = args.rotate_log;
+    let trust = Arc::new(KeyringTrust {
+        path: args.keyring,
+        writing: Mutex::new(()),
+    });
+    let runtime = super::network::runtime()?;
+    let stop = Stop::default();
+    runtime.block_on(async {
+        // Before anything is ready: a SIGTERM from now on stops cleanly.
+        let signalled = stop.signal();
+        let companion = Companion::start(config, trust)
+            .await
+            .map_err(companion_failure)?;
+        let library = LibraryDir::open(&library).map_err(library_failure)?;
+        if !args.api.ip().is_loopback() {
+            out.status(format!(
+                "warning: the API listens on {}, where other hosts can reach it; every request still needs the token, which travels in clear over HTTP",
+                companion.api_addr()
+            ));
+        }
+        if companion.token_made() {
+            out.say(format!(
+                "made the API token {} (mode 0600)",
+                library.token_path().display()
+            ));
+        }
+        let peer_id = companion.peer_id().to_string();
+        // Said once the items started and api.json is written: the thin
+        // commands work from then on.
+        let ready = move |url: &str| {
+            out.say(format!(
+                "companion on {}: page and API at {url} (token in {}); peer {peer_id}",
+                library.root().display(),
+                library.token_path().display(),
+            ));
+            out.event(&Event::Companion {
+                url: url.to_owned(),
+                library: library.root().to_owned(),
+                token_path: library.token_path(),
+                peer_id,
+            });
+        };
+        companion
+            .run_then(signalled, ready)
+            .await
+            .map_err(companion_failure)
+    })?;
+    out.say("stopped; every item's state is saved");
+    out.event(&Event::Stopped {});
+    if stop.fired() {
+        // SIGINT or SIGTERM: the product's "interrupted, state saved"
+        // (the unit counts it as a clean stop).
+        Err(Failure::new(
+            Exit::Interrupted,
+            anyhow::anyhow!("stopped by a signal; every item's state is saved"),
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+fn companion_failure(error: CompanionError) -> Failure {
+    match error {
+        CompanionError::Library(error) => library_failure(error),
+        other => Failure::new(Exit::Transfer, other),
+    }
+}
+
+/// `companion token`.
+fn token(args: &LibraryArgs, out: Output) -> Result<(), Failure> {
+    let library = LibraryDir::open(&library_path(args)?).map_err(library_failure)?;
+    let (token, made) = Token::read_or_create(&library).map_err(library_failure)?;
+    let url = Endpoint::read(&library)
+        .map_err(library_failure)?
+        .map(|endpoint| endpoint.url);
+    if out.for_people() {
+        if made {
+            eprintln!(
+                "made the API token {} (mode 0600)",
+                library.token_path().display()
+            );
+        }
+        match &url {
+            Some(url) => eprintln!("the companion's page: {url}"),
+            None => eprintln!("no companion runs on this library now"),
+        }
+    }
+    if out.json {
+        out.event(&Event::CompanionToken {
+            token: token.expose().to_owned(),
+            token_path: library.token_path(),
+            url,
+        });
+    } else {
+        // The token alone on stdout, for scripts; even with -q.
+        println!("{}", token.expose());
+    }
+    Ok(())
+}
+
+/// `companion install-unit`.
+fn install_unit(args: InstallUnitArgs, out: Output) -> Result<(), Failure> {
+    let library = library_path(&args.library)?;
+    let library = if library.is_absolute() {
+        library
+    } else {
+        std::env::current_dir()
+            .context("cannot read the current directory")
+            .or_exit(Exit::Transfer)?
+            .join(library)
+    };
+    let program = std::env::current_exe()
+        .context("cannot tell where this program is")
+        .or_exit(Exit::Transfer)?;
+    let mut run_args = vec!["--library".to_owned(), library.display().to_string()];
+    run_args.extend(args.run_options);
+    let text = minimodel_companion::unit::unit_text(&program, &run_args);
+    if args.print {
+        print!("{text}");
+        return Ok(());
+    }
+    let dir = minimodel_companion::unit::user_unit_dir().ok_or_else(|| {
+        Failure::new(
+            Exit::Usage,
+            anyhow::anyhow!("no place for user units: neither HOME nor XDG_CONFIG_HOME is set"),
+        )
+        .with_hint("pass --print and put the unit where systemd looks for it")
+    })?;
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("cannot create {}", dir.display()))
+        .or_exit(Exit::Transfer)?;
+    let path = dir.join(minimodel_companion::unit::UNIT_NAME);
+    super::write_atomically(&path, text.as_bytes())?;
+    out.say(format!(
+        "wrote {}; start it now and at every login with: systemctl --user enable --now minimodel-companion (and at boot, before login: loginctl enable-linger $USER)",
+        path.display()
+    ));
+    out.event(&Event::CompanionUnit {
+        path,
+        enable: "systemctl --user enable --now minimodel-companion".to_owned(),
+    });
+    Ok(())
+}
+
+/// The client of the companion running on the library.
+fn client(args: &LibraryArgs) -> Result<Client, Failure> {
+    let library = library_path(args)?;
+    Client::for_library(&library).map_err(client_failure)
+}
+
+fn client_failure(error: ClientError) -> Failure {
+    match error {
+        ClientError::Library(error) => library_failure(error),
+        ClientError::NotRunning(_) => Failure::new(Exit::Transfer, error)
+            .with_hint("start it with `minimodel companion run` (or its unit)"),
+        other => Failure::new(Exit::Transfer, other),
+    }
+}
+
+/// A call to the API; a refusal becomes the failure its kind says.
+fn call(client: &Client, method: &str, path: &str, body: Option<&Value>) -> Result<Value, Failure> {
+    let reply = client.call(method, path, body).map_err(client_failure)?;
+    if (200..300).contains(&reply.status) {
+        return Ok(reply.json());
+    }
+    Err(api_failure(&reply))
+}
+
+fn api_failure(reply: &Reply) -> Failure {
+    let body = reply.json();
+    let kind = body["kind"].as_str().unwrap_or_default();
+    let exit = match kind {
+        "invalid-input" => Exit::InvalidInput,
+        "verification-failed" => Exit::VerificationFailed,
+        "consent-needed" => Exit::NoConsent,
+        "not-found" | "conflict" | "too-many" => Exit::Usage,
+        _ => Exit::Transfer,
+    };
+    let error = body["error"].as_str().map_or_else(
+        || format!("the companion answered {}", reply.status),
+        str::to_owned,
+    );
+    let failure = Failure::new(exit, anyhow::anyhow!(error));
+    match body["hint"].as_str() {
+        Some(hint) => failure.with_hint(hint),
+        None => failure,
+    }
+}
+
+/// One line about an item.
+fn item_line(item: &Value) -> String {
+    let total = item["artifact_bytes"].as_u64().unwrap_or(0);
+    let verified = item["verified_bytes"].as_u64().unwrap_or(0);
+    let percent = (verified * 100).checked_div(total).unwrap_or(0);
+    let mut line = format!(
+        "{}  {:<8}  {}  {}  {} of {} ({percent}%), {} peers",
+        item["id"].as_str().unwrap_or_default(),
+        item["kind"].as_str().unwrap_or_default(),
+        item["model_id"].as_str().unwrap_or_default(),
+        item["state"].as_str().unwrap_or_default(),
+        human_bytes(verified),
+        human_bytes(total),
+        item["peers"].as_u64().unwrap_or(0),
+    );
+    if let Some(listen) = item["serving"]["listen"].as_str() {
+        line.push_str(&format!(", serving on {listen}"));
+    }
+    if let Some(error) = item["error"].as_str() {
+        line.push_str(&format!("; {error}"));
+    }
+    line
+}
+
+fn show_item(item: &Value, out: Output) {
+    out.say(item_line(item));
+    if let Some(handoff) = item["handoff"]["text"].as_str() {
+        out.say(format!("  {handoff}"));
+    }
+    out.event(&Event::CompanionItem { item: item.clone() });
+}
+
+/// `companion list`.
+fn list(args: &LibraryArgs, out: Output) -> Result<(), Failure> {
+    let client = client(args)?;
+    let library = call(&client, "GET", "/api/v1/library", None)?;
+    let items = library["items"].as_array().cloned().unwrap_or_default();
+    if items.is_empty() {
+        out.say("the library is empty");
+    }
+    for item in &items {
+        show_item(item, out);
+    }
+    Ok(())
+}
+
+/// Shows the preview's signature and asks, asks the user, and returns
+/// the consent to send.
+fn consent_for(preview: &Value, what: &str, ask: &AskArgs, out: Output) -> Result<Value, Failure> {
+    if let Some(signature) = preview["signature"]["text"].as_str() {
+        out.say(signature);
+    }
+    let asks = preview["asks"].as_array().cloned().unwrap_or_default();
+    let mut given = serde_json::Map::new();
+    for item in &asks {
+        if let Some(words) = item["words"].as_str() {
+            out.say(format!("- {words}"));
+        }
+        if let Some(name) = item["consent"].as_str() {
+            given.insert(name.to_owned(), Value::Bool(true));
+        }
+    }
+    crate::consent::ask(what, ask.yes, out.json)?;
+    Ok(Value::Object(given))
+}
+
+fn absolute(path: &Path) -> Result<PathBuf, Failure> {
+    std::path::absolute(path)
+        .with_context(|| format!("cannot use {}", path.display()))
+        .or_exit(Exit::InvalidInput)
+}
+
+/// `companion share`.
+fn share(args: ShareArgs, out: Output) -> Result<(), Failure> {
+    let client = client(&args.library)?;
+    let mut request = json!({
+        "manifest_path": absolute(&args.manifest)?,
+        "file": absolute(&args.file)?,
+        "caps": {"max_upload": args.max_upload, "max_download": null},
+        "publisher_key": args.ask.publisher_key.as_ref().map(ToString::to_string),
+        "require_signature": args.ask.require_signature,
+    });
+    let preview = call(&client, "POST", "/api/v1/shares/preview", Some(&request))?;
+    let what = format!(
+        "serve {} through the companion, as said above",
+        preview["model_id"].as_str().unwrap_or("the artifact")
+    );
+    request["consent"] = consent_for(&preview, &what, &args.ask, out)?;
+    let item = call(&client, "POST", "/api/v1/shares", Some(&request))?;
+    show_item(&item, out);
+    Ok(())
+}
+
+fn read_json_file(path: &Path) -> Result<Value, Failure> {
+    let bytes = std::fs::read(path)
+        .with_context(|| format!("cannot read {}", path.display()))
+        .or_exit(Exit::InvalidInput)?;
+    serde_json::from_slice(&bytes)
+        .with_context(|| format!("{} is not JSON", path.display()))
+        .or_exit(Exit::InvalidInput)
+}
+
+/// `companion fetch`.
+fn fetch(args: FetchArgs, out: Output) -> Result<(), Failure> {
+    let client = client(&args.library)?;
+    let offers = args
+        .offers
+        .iter()
+        .map(|path| read_json_file(path))
+        .collect::<Result<Vec<_>, _>>()?;
+    let request_file = args.request.as_deref().map(read_json_file).transpose()?;
+    let mut request = json!({
+        "manifest_path": absolute(&args.manifest)?,
+        "peers": args.peers,
+        "offers": offers,
+        "request": request_file,
+        "dht": args.dht,
+        "dht_bootstrap": args.dht_bootstrap,
+        "serve": args.serve,
+        "seed_after": args.seed_after,
+        "caps": {"max_upload": args.max_upload, "max_download": args.max_download},
+        "publisher_key": args.ask.publisher_key.as_ref().map(ToString::to_string),
+        "require_signature": args.ask.require_signature,
+    });
+    let preview = call(&client, "POST", "/api/v1/downloads/preview", Some(&request))?;
+    let what = format!(
+        "fetch {} through the companion, as said above",
+        preview["model_id"].as_str().unwrap_or("the artifact")
+    );
+    request["consent"] = consent_for(&preview, &what, &args.ask, out)?;
+    let item = call(&client, "POST", "/api/v1/downloads", Some(&request))?;
+    show_item(&item, out);
+    if !args.wait {
+        return Ok(());
+    }
+    let id = item["id"].as_str().unwrap_or_default().to_owned();
+    let total = item["artifact_bytes"].as_u64().unwrap_or(0);
+    let bar = out.byte_progress(total, "fetching");
+    let mut last_line = Instant::now();
+    loop {
+        let item = call(&client, "GET", &format!("/api/v1/items/{id}"), None)?;
+        bar.set_position(item["verified_bytes"].as_u64().unwrap_or(0));
+        match item["state"].as_str() {
+            Some("done" | "seeding") => {
+                bar.finish_and_clear();
+                show_item(&item, out);
+                return Ok(());
+            }
+            Some("failed") => {
+                bar.finish_and_clear();
+                return Err(Failure::new(
+                    Exit::Transfer,
+                    anyhow::anyhow!(
+                        "{}",
+                        item["error"].as_str().unwrap_or("the download failed")
+                    ),
+                )
+                .with_hint("what was verified is kept: `minimodel companion resume` tries again"));
+            }
+            _ => {}
+        }
+        if !out.draws_progress() && last_line.elapsed() >= Duration::from_secs(5) {
+            last_line = Instant::now();
+            show_item(&item, out);
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// The id of the item `name` names: its id, or its model id when one
+/// item has it.
+fn resolve(client: &Client, name: &str) -> Result<String, Failure> {
+    let library = call(client, "GET", "/api/v1/library", None)?;
+    let items = library["items"].as_array().cloned().unwrap_or_default();
+    if items.iter().any(|item| item["id"] == name) {
+        return Ok(name.to_owned());
+    }
+    let matching: Vec<&Value> = items
+        .iter()
+        .filter(|item| item["model_id"] == name)
+        .collect();
+    match matching.as_slice() {
+        [one] => Ok(one["id"].as_str().unwrap_or_default().to_owned()),
+        [] => Err(Failure::new(
+            Exit::Usage,
+            anyhow::anyhow!("no item {name} in the library"),
+        )
+        .with_hint("`minimodel companion list` shows the items")),
+        several => Err(Failure::new(
+            Exit::Usage,
+            anyhow::anyhow!(
+                "{name} names {} items ({}); give the id",
+                several.len(),
+                several
+                    .iter()
+                    .map(|item| format!(
+                        "{} {}",
+                        item["id"].as_str().unwrap_or_default(),
+                        item["kind"].as_str().unwrap_or_default()
+                    ))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        )),
+    }
+}
+
+/// `companion pause` and `resume`.
+fn set_paused(args: &ItemArgs, paused: bool, out: Output) -> Result<(), Failure> {
+    let client = client(&args.library)?;
+    let id = resolve(&client, &args.item)?;
+    let what = if paused { "pause" } else { "resume" };
+    let item = call(&client, "POST", &format!("/api/v1/items/{id}/{what}"), None)?;
+    show_item(&item, out);
+    Ok(())
+}
+
+/// `companion remove`.
+fn remove(args: &RemoveArgs, out: Output) -> Result<(), Failure> {
+    let client = client(&args.item.library)?;
+    let id = resolve(&client, &args.item.item)?;
+    let query = if args.delete_files {
+        "?delete_files=true"
+    } else {
+        ""
+    };
+    let removed = call(
+        &client,
+        "DELETE",
+        &format!("/api/v1/items/{id}{query}"),
+        None,
+    )?;
+    let files: Vec<PathBuf> = removed["files_removed"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|path| path.as_str().map(PathBuf::from))
+        .collect();
+    out.say(format!("removed {id}"));
+    for file in &files {
+        out.say(format!("  deleted {}", file.display()));
+    }
+    out.event(&Event::CompanionRemoved {
+        id,
+        files_removed: files,
+    });
+    Ok(())
+}
+
+/// `companion limits`.
+fn limits(args: &LimitsArgs, out: Output) -> Result<(), Failure> {
+    let client = client(&args.library)?;
+    let library = call(&client, "GET", "/api/v1/library", None)?;
+    let mut view = library["limits"].clone();
+    if args.max_upload.is_some() || args.max_download.is_some() || args.quota.is_some() {
+        let pick = |given: Option<Limit>, now: &Value| match given {
+            Some(Limit(value)) => json!(value),
+            None => now.clone(),
+        };
+        let body = json!({
+            "caps": {
+                "max_upload": pick(args.max_upload, &view["caps"]["max_upload"]),
+                "max_download": pick(args.max_download, &view["caps"]["max_download"]),
+            },
+            "quota_bytes": pick(args.quota, &view["quota"]["quota_bytes"]),
+        });
+        view = call(&client, "PUT", "/api/v1/limits", Some(&body))?;
+    }
+    let rate = |value: &Value| {
+        value
+            .as_u64()
+            .map_or_else(|| "none".to_owned(), |v| format!("{}/s", human_bytes(v)))
+    };
+    let quota = &view["quota"];
+    out.say(format!(
+        "upload cap {}, download cap {}, quota {}; downloads take {}{}",
+        rate(&view["caps"]["max_upload"]),
+        rate(&view["caps"]["max_download"]),
+        quota["quota_bytes"]
+            .as_u64()
+            .map_or_else(|| "none".to_owned(), human_bytes),
+        human_bytes(quota["used_bytes"].as_u64().unwrap_or(0)),
+        quota["free_bytes"]
+            .as_u64()
+            .map(|free| format!(", {} free on the disk", human_bytes(free)))
+            .unwrap_or_default()
+    ));
+    out.event(&Event::CompanionLimits { limits: view });
+    Ok(())
+}
+
+/// `companion log`.
+fn log(args: &LogArgs, out: Output) -> Result<(), Failure> {
+    let client = client(&args.library)?;
+    let page = call(
+        &client,
+        "GET",
+        &format!("/api/v1/log?limit={}", args.limit),
+        None,
+    )?;
+    for entry in page["entries"].as_array().into_iter().flatten() {
+        let direction = entry["direction"].as_str().unwrap_or_default();
+        out.say(format!(
+            "{}  {}  {}  {} {}  {}  {}{}",
+            entry["at"].as_str().unwrap_or_default(),
+            entry["model_id"].as_str().unwrap_or_default(),
+            direction,
+            if direction == "upload" { "to" } else { "from" },
+            entry["peer_id"].as_str().unwrap_or_default(),
+            human_bytes(entry["bytes"].as_u64().unwrap_or(0)),
+            entry["ended"].as_str().unwrap_or_default(),
+            entry["receipt"]["path"]
+                .as_str()
+                .map(|path| format!(", receipt {path}"))
+                .unwrap_or_default()
+        ));
+        out.event(&Event::CompanionLog {
+            entry: entry.clone(),
+        });
+    }
+    Ok(())
+}
+
+/// `companion stop`.
+fn stop(args: &LibraryArgs, out: Output) -> Result<(), Failure> {
+    let library = library_path(args)?;
+    let client = Client::for_library(&library).map_err(client_failure)?;
+    call(&client, "POST", "/api/v1/shutdown", None)?;
+    let dir = LibraryDir::open(&library).map_err(library_failure)?;
+    // It removes api.json once every item stopped and the state is saved.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while Endpoint::read(&dir).ok().flatten().is_some() {
+        if Instant::now() > deadline {
+            return Err(Failure::new(
+                Exit::Transfer,
+                anyhow::anyhow!("the companion did not stop within two minutes"),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    out.say("the companion stopped; every item's state is saved");
+    out.event(&Event::Stopped {});
+    Ok(())
+}
