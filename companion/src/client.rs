@@ -173,8 +173,25 @@ impl Client {
         let chunked = headers
             .iter()
             .any(|(n, v)| n == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
+        let length = headers
+            .iter()
+            .find(|(n, _)| n == "content-length")
+            .map(|(_, v)| v.parse::<usize>())
+            .transpose()
+            .map_err(|_| ClientError::Malformed("a bad Content-Length".to_owned()))?;
         let body = if chunked {
             read_chunked(&mut reader).map_err(|e| self.io_or_malformed(e))?
+        } else if let Some(length) = length {
+            // Read what it says, not until the server closes (a server
+            // may keep the connection open despite `Connection: close`).
+            if length > MAX_REPLY_BYTES {
+                return Err(ClientError::Malformed(format!(
+                    "an answer of {length} bytes; at most {MAX_REPLY_BYTES} are read"
+                )));
+            }
+            let mut body = vec![0u8; length];
+            reader.read_exact(&mut body).map_err(io)?;
+            body
         } else {
             let mut body = Vec::new();
             reader
