@@ -631,13 +631,29 @@ fn load_manifest(path: Option<&Path>, text: Option<&str>) -> Result<Loaded, ApiE
             "the manifest is larger than {MAX_MANIFEST_BYTES} bytes"
         )));
     }
-    let manifest = Manifest::parse_bytes(&bytes)
-        .map_err(|error| ApiError::invalid(format!("the manifest is invalid: {error}")))?;
+    let manifest = Manifest::parse_bytes(&bytes).map_err(|error| match path {
+        // A file that is no manifest at all: its content is not quoted
+        // back (the API must not become a way to read the user's files).
+        Some(path) if !looks_like_manifest(&bytes) => ApiError::invalid(format!(
+            "{} is not a minimodel manifest (it has no `format: minimodel-manifest-v0` or `-v1` line)",
+            path.display()
+        )),
+        _ => ApiError::invalid(format!("the manifest is invalid: {error}")),
+    })?;
     let sha256 = Sha256Digest::of(&bytes);
     Ok(Loaded {
         manifest,
         bytes,
         sha256,
+    })
+}
+
+/// Whether `bytes` has a manifest's `format:` line (a manifest's errors
+/// may be quoted back; another file's are not).
+fn looks_like_manifest(bytes: &[u8]) -> bool {
+    bytes.split(|&b| b == b'\n').any(|line| {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        line == b"format: minimodel-manifest-v0" || line == b"format: minimodel-manifest-v1"
     })
 }
 

@@ -141,6 +141,25 @@ fn requests_without_the_token_or_from_a_foreign_origin_or_host_are_refused() {
     );
     assert_eq!(page.header("x-frame-options"), Some("DENY"));
 
+    // The guard runs before routing: an unknown path, and another site's
+    // preflight, are refused as well.
+    let reply = companion.raw("GET", "/api/v1/nothing-here", &[("Host", host.clone())]);
+    refused(&reply, 401, "unauthorized");
+    let reply = companion.raw(
+        "OPTIONS",
+        "/api/v1/shares",
+        &[
+            ("Host", host.clone()),
+            ("Origin", "http://evil.example".to_owned()),
+            ("Access-Control-Request-Method", "POST".to_owned()),
+        ],
+    );
+    refused(&reply, 403, "forbidden");
+    assert!(
+        reply.header("access-control-allow-origin").is_none(),
+        "no site is allowed to read answers"
+    );
+
     // Still running: none of the refused stops stopped it.
     let (status, _) = companion.get(library);
     assert_eq!(status, 200);
@@ -424,6 +443,19 @@ fn pause_resume_caps_and_remove_act_on_items() {
     let (status, body) = companion.get(&format!("/api/v1/items/{id}"));
     assert_eq!(status, 404, "{body}");
     assert_eq!(companion.get("/api/v1/library").1["items"], json!([]));
+
+    // A file that is no manifest is not quoted back.
+    let secret = temp.path().join("secret.txt");
+    std::fs::write(&secret, "hunter2: the password\n").unwrap();
+    let (status, body) = companion.send(
+        "POST",
+        "/api/v1/shares/preview",
+        &json!({"manifest_path": secret, "file": art.slm}),
+    );
+    assert_eq!(status, 422, "{body}");
+    let error = body["error"].as_str().unwrap();
+    assert!(error.contains("is not a minimodel manifest"), "{error}");
+    assert!(!error.contains("hunter2"), "{error}");
 
     // Malformed requests: 422 with the reason, nothing added.
     for bad in [
