@@ -22,6 +22,25 @@ pub struct NodeConfig {
     /// Chunks uploaded at once to one peer. Default 2: one being sent, the
     /// next one ready, so the peer never waits.
     pub upload_slots_per_peer: usize,
+    /// Uploads at once are as many as can each finish within this long at
+    /// the uplink's measured rate (at least 1, at most `upload_slots`): a
+    /// slow uplink sends whole chunks one after another, and each can be
+    /// passed on soon, instead of sharing itself over eight for half a
+    /// minute. One upload at a time until the rate is measured. Default
+    /// 500 ms (so 1 upload at a time up to 16 Mbit/s with 1 MiB chunks, 3
+    /// at 40 Mbit/s, 8 from about 130 Mbit/s); `None`: always
+    /// `upload_slots`.
+    pub upload_slot_time: Option<Duration>,
+    /// Requests queued at most, over all peers: what the uplink sends in
+    /// this long at its measured rate (`upload_slots` until measured); more
+    /// are answered Busy at once, so that the peer asks another source
+    /// instead of waiting. Default 10 s; `None`: only the per-peer limit of
+    /// `upload`.
+    pub upload_queue_time: Option<Duration>,
+    /// A chunk this node sent before is sent again while other uploads are
+    /// under way only to a peer whose oldest request has waited this long
+    /// with nothing started for it. Default 1 s.
+    pub resend_after: Duration,
     /// The serving side's queue limits.
     pub upload: UploadConfig,
     /// The downloading side's pipelines, timeouts and budget.
@@ -139,6 +158,9 @@ impl Default for NodeConfig {
             max_download: None,
             upload_slots: 8,
             upload_slots_per_peer: 2,
+            upload_slot_time: Some(Duration::from_millis(500)),
+            upload_queue_time: Some(Duration::from_secs(10)),
+            resend_after: Duration::from_secs(1),
             upload: UploadConfig::default(),
             download: DownloadConfig::default(),
             handshake_timeout: Duration::from_secs(10),

@@ -207,6 +207,11 @@ impl Fetching {
         self.phase == Phase::Fetching && !self.downloader.is_complete()
     }
 
+    #[cfg(test)]
+    pub(super) fn requests_in_flight(&self) -> usize {
+        self.downloader.requests_in_flight()
+    }
+
     pub(super) fn is_busy_with(&self, link: LinkId) -> bool {
         self.downloader
             .peer(link)
@@ -239,6 +244,20 @@ impl Fetching {
         .into_iter()
         .flatten()
         .min()
+    }
+
+    #[cfg(test)]
+    pub(super) fn debug_deadlines(&self, config: &NodeConfig, now: Instant) -> String {
+        format!(
+            "phase {:?} next {:?} downloader {} ckpt {} {} last_report {:?}",
+            self.phase,
+            self.next_deadline(config, now)
+                .map(|t| t.saturating_duration_since(now)),
+            self.downloader.debug_deadlines(now),
+            self.bytes_since_checkpoint,
+            self.checkpoint_running,
+            (self.last_report + config.progress_every).saturating_duration_since(now)
+        )
     }
 
     /// The download's part of a metrics snapshot.

@@ -573,13 +573,7 @@ impl NodeCore {
         self.book
             .iter()
             .filter(|(_, entry)| !(exchange_full && entry.source.is_unverified()))
-            .filter_map(|(_, entry)| match &entry.state {
-                EntryState::Waiting { next_attempt } => Some(*next_attempt),
-                EntryState::Dialing {
-                    next_at, next_addr, ..
-                } if *next_addr < entry.addrs.len() => Some(*next_at),
-                _ => None,
-            })
+            .filter_map(|(_, entry)| next_dial_of(entry))
             .min()
     }
 
@@ -591,13 +585,7 @@ impl NodeCore {
         let due: Vec<EntryId> = self
             .book
             .iter()
-            .filter(|(_, entry)| match &entry.state {
-                EntryState::Waiting { next_attempt } => *next_attempt <= now,
-                EntryState::Dialing {
-                    next_at, next_addr, ..
-                } => *next_addr < entry.addrs.len() && *next_at <= now,
-                _ => false,
-            })
+            .filter(|(_, entry)| next_dial_of(entry).is_some_and(|at| at <= now))
             .map(|(key, _)| key)
             .collect();
         for key in due {
@@ -615,7 +603,7 @@ impl NodeCore {
     }
 
     /// Dials the entry's next address (its first one when it was
-    /// waiting).
+    /// waiting); [`next_dial_of`] says when.
     fn dial_next_address(&mut self, key: EntryId, now: Instant) {
         let exchange_dials = self
             .links
@@ -920,4 +908,18 @@ fn exchange_budget(config: &crate::config::NodeConfig, now: Instant) -> TokenBuc
     let burst = minimodel_wire::MAX_PEERS_PER_MESSAGE as u64;
     let interval = config.peer_exchange_min_interval.as_secs_f64().max(1e-3);
     TokenBucket::new((burst as f64 / interval).round() as u64, burst, now)
+}
+
+/// When `entry`'s next address is due to be dialed: its back-off's end
+/// while it waits, the stagger's end while other addresses are dialed; never
+/// once every address was tried (or when it has none: an entry whose only
+/// address proved to be another peer's waits to be told a new one).
+fn next_dial_of(entry: &crate::book::Entry) -> Option<Instant> {
+    match &entry.state {
+        EntryState::Waiting { next_attempt } if !entry.addrs.is_empty() => Some(*next_attempt),
+        EntryState::Dialing {
+            next_at, next_addr, ..
+        } if *next_addr < entry.addrs.len() => Some(*next_at),
+        _ => None,
+    }
 }

@@ -43,7 +43,10 @@ impl NodeCore {
                     peer.last_useful = now;
                 }
                 let refusal = if self.serve {
-                    self.uploads.on_request(link, chunk, &self.have).err()
+                    let chunk_size = self.params.chunk_size();
+                    self.uploads
+                        .on_request(link, chunk, &self.have, &self.config, chunk_size, now)
+                        .err()
                 } else {
                     Some(RequestRefusal::NotHave)
                 };

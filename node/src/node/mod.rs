@@ -382,7 +382,14 @@ impl NodeCore {
             .download
             .as_ref()
             .and_then(|download| download.next_deadline(&self.config, now));
-        let uploads = self.uploads.next_deadline();
+        let uploads = self.uploads.next_deadline().into_iter().chain(
+            // Second copies that wait behind first ones while a slot is free.
+            (!self.uploads.is_idle()
+                && self.uploads.active_count()
+                    < self.uploads.slots(config, self.params.chunk_size()))
+            .then(|| self.uploads.next_starving(config.resend_after))
+            .flatten(),
+        );
         let exchange = self
             .has_exchange_work()
             .then(|| self.last_exchange + self.config.peer_exchange_every);
@@ -400,6 +407,70 @@ impl NodeCore {
             .chain(serving_report)
             .min()
             .map(|deadline| deadline.max(now))
+    }
+
+    /// (missing, requests in flight, uploads under way, uploads queued,
+    /// upload slots): for the simulator's traces.
+    #[cfg(test)]
+    pub(crate) fn load(&self) -> (u32, usize, usize, usize, usize) {
+        let missing = self.params.chunk_count() - self.have.count_ones();
+        let in_flight = self
+            .download
+            .as_ref()
+            .map_or(0, |download| download.requests_in_flight());
+        (
+            missing,
+            in_flight,
+            self.uploads.active_count(),
+            self.uploads.queued(),
+            self.uploads.slots(&self.config, self.params.chunk_size()),
+        )
+    }
+
+    /// Every deadline the node has, in words: for the simulator's message
+    /// when a wake-up does not move them.
+    #[cfg(test)]
+    pub(crate) fn debug_deadlines(&self, now: Instant) -> String {
+        let config = &self.config;
+        let links: Vec<String> = self
+            .links
+            .iter()
+            .map(|(id, link)| match link {
+                Link::Dialing { deadline, .. } => format!(
+                    "{id:?} dialing {:?}",
+                    deadline.saturating_duration_since(now)
+                ),
+                Link::Handshaking { deadline, .. } => {
+                    format!("{id:?} hs {:?}", deadline.saturating_duration_since(now))
+                }
+                Link::Closing { deadline } => format!(
+                    "{id:?} closing {:?}",
+                    deadline.saturating_duration_since(now)
+                ),
+                Link::Up(peer) => format!(
+                    "{id:?} up ka {:?} watch {:?}",
+                    (peer.last_sent + config.keep_alive_after).saturating_duration_since(now),
+                    peer.upload_watch
+                ),
+            })
+            .collect();
+        format!(
+            "links {links:?} dials {:?} lookup {:?} download {:?} uploads {:?} starving {:?} stop {:?}",
+            self.next_dial_time()
+                .map(|t| t.saturating_duration_since(now)),
+            self.next_lookup_time()
+                .map(|t| t.saturating_duration_since(now)),
+            self.download
+                .as_ref()
+                .map(|d| d.debug_deadlines(config, now)),
+            self.uploads
+                .next_deadline()
+                .map(|t| t.saturating_duration_since(now)),
+            self.uploads
+                .next_starving(config.resend_after)
+                .map(|t| t.saturating_duration_since(now)),
+            self.stop_deadline
+        )
     }
 
     /// Time passed: deadlines are checked, pipelines refilled, dials
