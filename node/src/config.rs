@@ -62,9 +62,10 @@ pub struct NodeConfig {
     /// spoofed source costs one stateless packet and holds nothing.
     /// Default 4.
     pub retry_above: usize,
-    /// Connections (handshakes included) from one prefix at once.
-    /// Default 16: room for peers behind one NAT and for a download
-    /// restarted several times while its old connections time out.
+    /// Incoming connections (admitted at their Hello) from one prefix at
+    /// once; beyond, a Hello is refused with other peers to try. Default
+    /// 16: room for peers behind one NAT and for a download restarted
+    /// several times while its old connections time out.
     pub max_links_per_prefix: usize,
     /// When every peer slot is taken, a peer that has neither requested
     /// nor served anything for this long is closed to make room for a new
@@ -79,6 +80,11 @@ pub struct NodeConfig {
     /// Dials started from peer exchange and not answered yet, at most, over
     /// all peers. Default 8: junk addresses cost little.
     pub max_exchange_dials: usize,
+    /// Refusals of a Hello for lack of room (every peer slot taken, or the
+    /// dialer's prefix at `max_links_per_prefix`) that name other peers,
+    /// per second (twice as many at once); beyond, a refusal names none.
+    /// Default 8.
+    pub refusal_peers_per_second: u64,
     /// A dial to an address learned from peer exchange or a DHT that has
     /// not completed its handshake by then is given up. Default 3 s.
     pub unverified_dial_timeout: Duration,
@@ -172,6 +178,7 @@ impl Default for NodeConfig {
             peer_exchange_every: Duration::from_millis(250),
             peer_exchange_min_interval: Duration::from_secs(2),
             max_exchange_dials: 8,
+            refusal_peers_per_second: 8,
             unverified_dial_timeout: Duration::from_secs(3),
             dial_stagger: Duration::from_millis(250),
             redial_initial: Duration::from_secs(1),

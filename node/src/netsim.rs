@@ -216,6 +216,8 @@ enum Event {
     Hello(usize),
     Up(usize, usize),
     Failed(usize, usize, LinkEnd),
+    /// The listener refused the dialer's Hello.
+    Rejected(usize, crate::node::Rejection),
     Control(usize, usize, Message),
     Closed(usize, usize, LinkEnd),
     Farewelled(usize, usize),
@@ -402,6 +404,7 @@ impl Sim {
             Event::Hello(conn) => self.hello(conn),
             Event::Up(conn, side) => self.up(conn, side),
             Event::Failed(conn, to, end) => self.failed(conn, to, end),
+            Event::Rejected(conn, rejection) => self.rejected(conn, rejection),
             Event::Control(conn, to, message) => self.control(conn, to, message),
             Event::Closed(conn, to, end) => self.closed(conn, to, end),
             Event::Farewelled(conn, side) => self.farewelled(conn, side),

@@ -187,9 +187,11 @@ impl UploadQueue {
             .map_or(0, |queue| queue.requests.len())
     }
 
-    /// When the first peer whose requests wait behind first copies starts
-    /// to starve ([`Resends::WhenStarving`] with `after`), if one will.
-    pub fn next_starving(&self, after: Duration) -> Option<Instant> {
+    /// When the next peer whose requests wait behind first copies starts
+    /// to starve ([`Resends::WhenStarving`] with `after`), after `now`, if
+    /// one will. A peer starving already needs no wake-up: it is served
+    /// when a slot frees.
+    pub fn next_starving(&self, after: Duration, now: Instant) -> Option<Instant> {
         self.peers
             .values()
             .filter_map(|queue| {
@@ -199,6 +201,7 @@ impl UploadQueue {
                     None => oldest + after,
                 })
             })
+            .filter(|at| *at > now)
             .min()
     }
 

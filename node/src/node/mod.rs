@@ -268,6 +268,8 @@ pub struct NodeCore {
     actions: VecDeque<Action>,
     reports: VecDeque<NodeReport>,
     last_exchange: Instant,
+    /// Refusals that name other peers ([`NodeConfig::refusal_peers_per_second`]).
+    refusal_budget: crate::upload::TokenBucket,
     last_serving_report: Instant,
     ended: bool,
     stopping: bool,
@@ -297,6 +299,7 @@ impl NodeCore {
             .then(|| fetching::Fetching::new(&config, download_config, &start.have, params, now));
         let upload_queue = UploadQueue::new(count, config.upload.clone());
         let uploads = serving::Uploads::new(upload_queue, config.max_upload, now);
+        let refusals = config.refusal_peers_per_second;
         let mut node = Self {
             book: AddressBook::new(config.max_known_peers),
             config,
@@ -316,6 +319,7 @@ impl NodeCore {
             actions: VecDeque::new(),
             reports: VecDeque::new(),
             last_exchange: now,
+            refusal_budget: crate::upload::TokenBucket::new(refusals, 2 * refusals, now),
             last_serving_report: now,
             ended: false,
             stopping: false,
@@ -387,7 +391,7 @@ impl NodeCore {
             (!self.uploads.is_idle()
                 && self.uploads.active_count()
                     < self.uploads.slots(config, self.params.chunk_size()))
-            .then(|| self.uploads.next_starving(config.resend_after))
+            .then(|| self.uploads.next_starving(config.resend_after, now))
             .flatten(),
         );
         let exchange = self
@@ -455,9 +459,16 @@ impl NodeCore {
             })
             .collect();
         format!(
-            "links {links:?} dials {:?} lookup {:?} download {:?} uploads {:?} starving {:?} stop {:?}",
+            "links {links:?} ending {:?} connected {} wants {} dials {:?} book {:?} lookup {:?} download {:?} uploads {:?} starving {:?} stop {:?}",
+            self.ending,
+            self.connected_count(),
+            self.wants_peers(),
             self.next_dial_time()
                 .map(|t| t.saturating_duration_since(now)),
+            self.book
+                .iter()
+                .map(|(_, entry)| format!("{:?} {:?} {:?}", entry.source, entry.addrs, entry.state))
+                .collect::<Vec<_>>(),
             self.next_lookup_time()
                 .map(|t| t.saturating_duration_since(now)),
             self.download
@@ -467,7 +478,7 @@ impl NodeCore {
                 .next_deadline()
                 .map(|t| t.saturating_duration_since(now)),
             self.uploads
-                .next_starving(config.resend_after)
+                .next_starving(config.resend_after, now)
                 .map(|t| t.saturating_duration_since(now)),
             self.stop_deadline
         )
@@ -494,10 +505,11 @@ impl NodeCore {
         self.keep_links_alive(now);
         self.watch_uploads(now);
         self.lookup_due(now);
-        self.dial_due(now);
         self.download_tick(now);
         self.start_uploads(now);
         self.exchange_peers(now);
+        // Last: the steps above may have closed a link and made room.
+        self.dial_due(now);
         if self.serve
             && self.download.is_none()
             && now.saturating_duration_since(self.last_serving_report)

@@ -194,8 +194,12 @@ impl Uploads {
     }
 
     /// See [`UploadQueue::next_starving`].
-    pub(super) fn next_starving(&self, after: std::time::Duration) -> Option<Instant> {
-        self.queue.next_starving(after)
+    pub(super) fn next_starving(
+        &self,
+        after: std::time::Duration,
+        now: Instant,
+    ) -> Option<Instant> {
+        self.queue.next_starving(after, now)
     }
 
     pub(super) fn add_peer(&mut self, link: LinkId, has: HaveBitfield) {
@@ -434,7 +438,7 @@ impl NodeCore {
     /// Connected peers that serve and whose listening address we have seen
     /// in use: their address (the IP they were seen at, the port their
     /// Hello names).
-    fn serving_peers(&self) -> impl Iterator<Item = PeerEntry> + '_ {
+    pub(super) fn serving_peers(&self) -> impl Iterator<Item = PeerEntry> + '_ {
         self.peers().filter_map(|(_, peer)| {
             let addr = peer.listen?;
             (peer.serving && !peer.leaving).then_some(PeerEntry { id: peer.id, addr })
