@@ -207,7 +207,12 @@ pub async fn dial(
         let peer_hello = match expect_message(&mut recv, &mut decoder, &mut control).await? {
             ControlEvent::PeerHello(hello) => hello,
             ControlEvent::HelloRejected { reason, detail } => {
-                return Err(LinkError::Rejected(Rejection { reason, detail }));
+                // Protocol v1's HelloReject names no peers.
+                return Err(LinkError::Rejected(Rejection {
+                    reason,
+                    detail,
+                    peers: Vec::new(),
+                }));
             }
             other => return Err(unexpected(&other)),
         };
