@@ -203,6 +203,10 @@ impl Fetching {
         self.phase != Phase::Delivered
     }
 
+    pub(super) fn is_delivered(&self) -> bool {
+        self.phase == Phase::Delivered
+    }
+
     pub(super) fn wants_peers(&self) -> bool {
         self.phase == Phase::Fetching && !self.downloader.is_complete()
     }
@@ -691,7 +695,9 @@ impl NodeCore {
                     seeding,
                 });
                 if seeding {
-                    // Verified as a whole: serve every chunk from now on.
+                    // Verified as a whole: serve every chunk from now on,
+                    // to peers that lack some.
+                    self.close_seed_links(now);
                     return;
                 }
                 self.end(End::Done, now);

@@ -495,6 +495,30 @@ impl NodeCore {
             self.join_download(link, id, up.bitfield, now);
         }
         self.start_uploads(now);
+        self.close_seed_links(now);
+    }
+
+    /// Whether this node needs nothing more: it holds every chunk and its
+    /// download, if any, is delivered.
+    fn is_seed(&self) -> bool {
+        self.have.is_full() && self.download.as_ref().is_none_or(|d| d.is_delivered())
+    }
+
+    /// Two peers that both hold the whole file have nothing to trade: a
+    /// seed closes its links to other seeds (Goodbye Done), so their slots
+    /// go to peers that need them.
+    pub(super) fn close_seed_links(&mut self, now: Instant) {
+        if !self.is_seed() {
+            return;
+        }
+        let full: Vec<LinkId> = self
+            .peers()
+            .filter(|(_, peer)| !peer.leaving && peer.has.is_full())
+            .map(|(link, _)| link)
+            .collect();
+        for link in full {
+            self.close_peer(link, GoodbyeReason::Done, Departure::Done, now);
+        }
     }
 
     /// A dial or an incoming handshake failed before its link was up.

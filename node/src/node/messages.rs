@@ -37,6 +37,7 @@ impl NodeCore {
                 }
                 self.uploads.peer_have(link, chunk);
                 self.download_have(link, chunk, now);
+                self.close_seed_links(now);
             }
             ControlEvent::Request(chunk) => {
                 if let Some(peer) = self.peer_mut(link) {

@@ -44,7 +44,7 @@ fn stalled_handshakes_from_one_slash_24_do_not_keep_another_prefix_out() {
     // its address is not validated yet: the node is busy), and is up
     // within a round trip.
     h.advance(1);
-    let honest = Remote::seeder(1, "62.1.1.1:4433", 8);
+    let honest = Remote::seeder(1, "62.1.1.1:4433", 8).lacking_last();
     assert_eq!(
         h.core.handle_incoming(honest.addr, false, h.now),
         Incoming::Retry
@@ -99,8 +99,8 @@ fn links_per_prefix_are_capped_at_the_hello_and_the_refused_hear_of_other_peers(
     let mut h = Harness::new(Kind::Seeder, 8, config);
     // Two serving peers elsewhere, and one /24 that fills its share.
     let others = [
-        h.connect_in(&Remote::seeder(150, "62.7.0.1:4433", 8)),
-        h.connect_in(&Remote::seeder(151, "62.8.0.1:4433", 8)),
+        h.connect_in(&Remote::seeder(150, "62.7.0.1:4433", 8).lacking_last()),
+        h.connect_in(&Remote::seeder(151, "62.8.0.1:4433", 8).lacking_last()),
     ];
     for n in 0..cap {
         let remote = Remote::fetcher(n as u8 + 1, &format!("81.2.3.{}:5000", n + 1), 8);
@@ -131,7 +131,7 @@ fn refusals_name_peers_only_while_their_budget_lasts() {
     };
     let budget = 2 * config.refusal_peers_per_second as usize;
     let mut h = Harness::new(Kind::Seeder, 8, config);
-    h.connect_in(&Remote::seeder(150, "62.7.0.1:4433", 8));
+    h.connect_in(&Remote::seeder(150, "62.7.0.1:4433", 8).lacking_last());
     let mut named = Vec::new();
     for n in 0..budget + 4 {
         let remote = Remote::fetcher(n as u8 + 1, &format!("81.{n}.3.1:5000"), 8);

@@ -467,3 +467,21 @@ fn the_uplink_meter_sizes_the_slots_and_the_queue() {
         "{queued} queued: the measured queue of 5 is full"
     );
 }
+
+#[test]
+fn a_seed_closes_its_links_to_other_seeds_and_keeps_those_that_lack_chunks() {
+    let mut h = Harness::new(Kind::Seeder, 4, NodeConfig::default());
+    let seed = h.connect_in(&Remote::seeder(1, "62.1.0.1:4433", 4));
+    let fetching = h.connect_in(&fetcher(2, 4).with_chunks(&[0, 1, 2]));
+    assert_eq!(closes(&h.take()), [(seed, GoodbyeReason::Done)]);
+    assert!(h.is_connected(fetching));
+    // The fetcher's last chunk makes it a seed too.
+    h.core.handle_message(
+        fetching,
+        Message::Have {
+            chunk: ChunkIndex(3),
+        },
+        h.now,
+    );
+    assert_eq!(closes(&h.take()), [(fetching, GoodbyeReason::Done)]);
+}
