@@ -30,6 +30,7 @@ mod identity;
 mod spki;
 mod tls;
 mod tuning;
+pub mod yielding;
 
 #[cfg(test)]
 mod endpoint_tests;
