@@ -206,7 +206,7 @@ pub async fn dial(
     let result = async {
         let peer_hello = match expect_message(&mut recv, &mut decoder, &mut control).await? {
             ControlEvent::PeerHello(hello) => hello,
-            ControlEvent::HelloRejected { reason, detail } => {
+            ControlEvent::HelloRejected { reason, detail, .. } => {
                 return Err(LinkError::Rejected(Rejection { reason, detail }));
             }
             other => return Err(unexpected(&other)),
@@ -320,6 +320,7 @@ where
                 let reject = Message::HelloReject {
                     reason: rejection.reason,
                     detail: rejection.detail.clone(),
+                    peers: Vec::new(),
                 };
                 send_checked(&mut send, &mut control, &reject).await?;
                 flush(&mut send).await;
