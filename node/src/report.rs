@@ -121,6 +121,8 @@ fn hello_reject_words(reason: HelloRejectReason) -> &'static str {
         HelloRejectReason::TooManyPeers => "too many peers",
         HelloRejectReason::Banned => "banned",
         HelloRejectReason::NotServing => "not serving",
+        HelloRejectReason::UnknownSwarm => "no such swarm here",
+        HelloRejectReason::UnknownManifest => "no such manifest here",
     }
 }
 

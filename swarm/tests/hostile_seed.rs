@@ -528,7 +528,7 @@ async fn hellos_for_another_swarm_or_version_are_refused() {
     let dialer = Dialer::new(ip(2));
     let mut session = dialer.session(&seeder.peer).await.unwrap();
     let mut future = hello(&artifact);
-    future.protocol_version = 2;
+    future.protocol_version = minimodel_wire::PROTOCOL_VERSION + 1;
     let outcome = session.handshake(future, nothing(&artifact)).await;
     assert!(
         matches!(

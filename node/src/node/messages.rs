@@ -79,10 +79,20 @@ impl NodeCore {
                 self.actions.push_back(Action::Abort { link });
                 self.remove_peer(link, Departure::Goodbye(reason), now);
             }
+            // No rendezvous is offered or asked for yet: a Rendezvous gets
+            // no answer, and a Connect or RendezvousFailed answers nothing
+            // we asked (docs/swarm.md, "Peer exchange").
+            ControlEvent::Rendezvous(_)
+            | ControlEvent::Connect { .. }
+            | ControlEvent::RendezvousFailed { .. } => {}
+            // ManifestRequest and Manifest open and answer a manifest
+            // query: the control stream refuses them on a swarm session.
             ControlEvent::KeepAlive
             | ControlEvent::PeerHello(_)
             | ControlEvent::HelloRejected { .. }
-            | ControlEvent::Bitfield(_) => {}
+            | ControlEvent::Bitfield(_)
+            | ControlEvent::ManifestRequested(_)
+            | ControlEvent::Manifest(_) => {}
         }
     }
 

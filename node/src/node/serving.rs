@@ -441,7 +441,11 @@ impl NodeCore {
     pub(super) fn serving_peers(&self) -> impl Iterator<Item = PeerEntry> + '_ {
         self.peers().filter_map(|(_, peer)| {
             let addr = peer.listen?;
-            (peer.serving && !peer.leaving).then_some(PeerEntry { id: peer.id, addr })
+            (peer.serving && !peer.leaving).then_some(PeerEntry {
+                id: peer.id,
+                addr,
+                flags: minimodel_wire::PeerFlags::default(),
+            })
         })
     }
 

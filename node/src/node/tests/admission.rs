@@ -173,6 +173,7 @@ fn a_refused_dialer_learns_the_named_peers_and_dials_them() {
     let named = |n: u8, addr: &str| PeerEntry {
         id: Remote::seeder(n, addr, 8).id,
         addr: sa(addr),
+        flags: Default::default(),
     };
     let rejection = crate::node::Rejection {
         reason: HelloRejectReason::TooManyPeers,
@@ -185,6 +186,7 @@ fn a_refused_dialer_learns_the_named_peers_and_dials_them() {
             PeerEntry {
                 id: h.core.local_id(),
                 addr: sa("62.4.0.1:4433"),
+                flags: Default::default(),
             },
         ],
     };

@@ -22,6 +22,7 @@ fn entry(remote: &Remote, port: u16) -> PeerEntry {
     PeerEntry {
         id: remote.id,
         addr: SocketAddr::new(remote.addr.ip(), port),
+        flags: minimodel_wire::PeerFlags::default(),
     }
 }
 
@@ -116,6 +117,7 @@ fn junk(round: u32) -> Vec<PeerEntry> {
             PeerEntry {
                 id: PeerId(id),
                 addr: sa(&addr),
+                flags: minimodel_wire::PeerFlags::default(),
             }
         })
         .collect()
@@ -258,6 +260,7 @@ fn announced_addresses_are_dialed_only_within_the_announcers_scope() {
             .map(|(i, (addr, _))| PeerEntry {
                 id: testing::peer_id(10 + i as u8),
                 addr: sa(addr),
+                flags: minimodel_wire::PeerFlags::default(),
             })
             .collect();
         flood(&mut h, link, entries);
