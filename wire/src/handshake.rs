@@ -327,6 +327,44 @@ impl Engine {
     }
 }
 
+/// The inputs and outputs every handshake machine shares, forwarded to
+/// its [`Engine`]; `$peer` names the other side in the docs.
+macro_rules! engine_io {
+    ($machine:ident, $peer:literal) => {
+        impl $machine {
+            /// What to do next.
+            pub fn poll(&mut self) -> HandshakeStep {
+                self.0.poll()
+            }
+
+            #[doc = concat!("A message from the ", $peer, " (as [`Message::decode`] gives it).")]
+            /// Errors only if the machine is not reading.
+            pub fn handle_message(&mut self, message: &Message) -> Result<(), LocalMisuse> {
+                self.0.handle_message(message)
+            }
+
+            #[doc = concat!("Malformed bytes from the ", $peer, ".")]
+            pub fn handle_decode_error(&mut self, error: DecodeError) -> Result<(), LocalMisuse> {
+                self.0.handle_decode_error(error)
+            }
+
+            #[doc = concat!("The ", $peer, " finished its direction of the stream.")]
+            pub fn handle_end(&mut self) -> Result<(), LocalMisuse> {
+                self.0.handle_end()
+            }
+
+            /// The control stream as it stands.
+            pub fn control(&self) -> &ControlStream {
+                &self.0.control
+            }
+        }
+    };
+}
+
+engine_io!(DialHandshake, "listener");
+engine_io!(ListenHandshake, "dialer");
+engine_io!(ManifestQuery, "listener");
+
 /// The dialer's handshake of a swarm session: our Hello, the listener's
 /// Hello (or HelloReject), our HaveBitfield, the listener's HaveBitfield.
 #[derive(Debug, Clone)]
@@ -352,32 +390,6 @@ impl DialHandshake {
         engine.queue(Message::Hello(hello))?;
         engine.our_bitfield = Some(bitfield);
         Ok(DialHandshake(engine))
-    }
-
-    /// What to do next.
-    pub fn poll(&mut self) -> HandshakeStep {
-        self.0.poll()
-    }
-
-    /// A message from the listener (as [`Message::decode`] gives it).
-    /// Errors only if the handshake is not reading.
-    pub fn handle_message(&mut self, message: &Message) -> Result<(), LocalMisuse> {
-        self.0.handle_message(message)
-    }
-
-    /// Malformed bytes from the listener.
-    pub fn handle_decode_error(&mut self, error: DecodeError) -> Result<(), LocalMisuse> {
-        self.0.handle_decode_error(error)
-    }
-
-    /// The listener finished its direction of the stream.
-    pub fn handle_end(&mut self) -> Result<(), LocalMisuse> {
-        self.0.handle_end()
-    }
-
-    /// The control stream as it stands.
-    pub fn control(&self) -> &ControlStream {
-        &self.0.control
     }
 
     /// How the handshake ended, once [`Self::poll`] said
@@ -418,27 +430,6 @@ impl ListenHandshake {
     /// A listener's handshake, bound to no swarm.
     pub fn new() -> ListenHandshake {
         ListenHandshake(Engine::new(ControlStream::listener()))
-    }
-
-    /// What to do next.
-    pub fn poll(&mut self) -> HandshakeStep {
-        self.0.poll()
-    }
-
-    /// A message from the dialer (as [`Message::decode`] gives it).
-    /// Errors only if the handshake is not reading.
-    pub fn handle_message(&mut self, message: &Message) -> Result<(), LocalMisuse> {
-        self.0.handle_message(message)
-    }
-
-    /// Malformed bytes from the dialer.
-    pub fn handle_decode_error(&mut self, error: DecodeError) -> Result<(), LocalMisuse> {
-        self.0.handle_decode_error(error)
-    }
-
-    /// The dialer finished its direction of the stream.
-    pub fn handle_end(&mut self) -> Result<(), LocalMisuse> {
-        self.0.handle_end()
     }
 
     /// Binds the handshake to the swarm the dialer's Hello names, checking
@@ -516,11 +507,6 @@ impl ListenHandshake {
         Ok(())
     }
 
-    /// The control stream as it stands.
-    pub fn control(&self) -> &ControlStream {
-        &self.0.control
-    }
-
     /// How the handshake ended, once [`Self::poll`] said
     /// [`HandshakeStep::Done`].
     pub fn finish(self) -> Result<Listened, HandshakeFailure> {
@@ -558,32 +544,6 @@ impl ManifestQuery {
             engine.end(Outcome::Failed(misuse.into()));
         }
         ManifestQuery(engine)
-    }
-
-    /// What to do next.
-    pub fn poll(&mut self) -> HandshakeStep {
-        self.0.poll()
-    }
-
-    /// A message from the listener (as [`Message::decode`] gives it).
-    /// Errors only if the query is not reading.
-    pub fn handle_message(&mut self, message: &Message) -> Result<(), LocalMisuse> {
-        self.0.handle_message(message)
-    }
-
-    /// Malformed bytes from the listener.
-    pub fn handle_decode_error(&mut self, error: DecodeError) -> Result<(), LocalMisuse> {
-        self.0.handle_decode_error(error)
-    }
-
-    /// The listener finished its direction of the stream.
-    pub fn handle_end(&mut self) -> Result<(), LocalMisuse> {
-        self.0.handle_end()
-    }
-
-    /// The control stream as it stands.
-    pub fn control(&self) -> &ControlStream {
-        &self.0.control
     }
 
     /// The manifest's bytes, unchecked, once [`Self::poll`] said
