@@ -10,8 +10,8 @@ use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use minimodel_wire::{
     ChunkIndex, FrameDecoder, GoodbyeReason, HaveBitfield, Hello, HelloRejectReason,
-    MAX_CHUNK_COUNT, MAX_PEERS_PER_MESSAGE, Message, PROTOCOL_VERSION, PeerEntry, PeerId,
-    PieceHeader, RejectReason,
+    MAX_CHUNK_COUNT, MAX_PEERS_PER_MESSAGE, Message, PROTOCOL_VERSION, PeerEntry, PeerFlags,
+    PeerId, PieceHeader, RejectReason,
 };
 
 fn hello() -> Hello {
@@ -25,6 +25,8 @@ fn hello() -> Hello {
         serving: true,
         listen: Some("192.0.2.7:4433".parse().unwrap()),
         agent: "minimodel/0.1.0".to_owned(),
+        observed: None,
+        lan: Vec::new(),
     }
 }
 
@@ -47,6 +49,7 @@ fn messages() -> Vec<(&'static str, Message)> {
                     0,
                 ))
             },
+            flags: PeerFlags::default(),
         })
         .collect();
     vec![
@@ -56,6 +59,7 @@ fn messages() -> Vec<(&'static str, Message)> {
             Message::HelloReject {
                 reason: HelloRejectReason::WrongSwarm,
                 detail: "Hello is for model \"other\"; this swarm is \"tiny-slm-64m\"".to_owned(),
+                peers: Vec::new(),
             },
         ),
         ("have_bitfield_1024", Message::HaveBitfield(bitfield)),

@@ -120,6 +120,7 @@ fn quic(c: &mut Criterion) {
     let cases = [
         ("quinn_defaults", TransportTuning::quinn_defaults()),
         ("tuned", TransportTuning::default()),
+        ("tuned_cubic", with_cc(CongestionControl::Cubic)),
         ("tuned_bbr", with_cc(CongestionControl::Bbr)),
         ("tuned_newreno", with_cc(CongestionControl::NewReno)),
     ];

@@ -22,6 +22,25 @@ pub struct NodeConfig {
     /// Chunks uploaded at once to one peer. Default 2: one being sent, the
     /// next one ready, so the peer never waits.
     pub upload_slots_per_peer: usize,
+    /// Uploads at once are as many as can each finish within this long at
+    /// the uplink's measured rate (at least 1, at most `upload_slots`): a
+    /// slow uplink sends whole chunks one after another, and each can be
+    /// passed on soon, instead of sharing itself over eight for half a
+    /// minute. One upload at a time until the rate is measured. Default
+    /// 500 ms (so 1 upload at a time up to 16 Mbit/s with 1 MiB chunks, 3
+    /// at 40 Mbit/s, 8 from about 130 Mbit/s); `None`: always
+    /// `upload_slots`.
+    pub upload_slot_time: Option<Duration>,
+    /// Requests queued at most, over all peers: what the uplink sends in
+    /// this long at its measured rate (`upload_slots` until measured); more
+    /// are answered Busy at once, so that the peer asks another source
+    /// instead of waiting. Default 10 s; `None`: only the per-peer limit of
+    /// `upload`.
+    pub upload_queue_time: Option<Duration>,
+    /// A chunk this node sent before is sent again while other uploads are
+    /// under way only to a peer whose oldest request has waited this long
+    /// with nothing started for it. Default 1 s.
+    pub resend_after: Duration,
     /// The serving side's queue limits.
     pub upload: UploadConfig,
     /// The downloading side's pipelines, timeouts and budget.
@@ -43,9 +62,10 @@ pub struct NodeConfig {
     /// spoofed source costs one stateless packet and holds nothing.
     /// Default 4.
     pub retry_above: usize,
-    /// Connections (handshakes included) from one prefix at once.
-    /// Default 16: room for peers behind one NAT and for a download
-    /// restarted several times while its old connections time out.
+    /// Incoming connections (admitted at their Hello) from one prefix at
+    /// once; beyond, a Hello is refused with other peers to try. Default
+    /// 16: room for peers behind one NAT and for a download restarted
+    /// several times while its old connections time out.
     pub max_links_per_prefix: usize,
     /// When every peer slot is taken, a peer that has neither requested
     /// nor served anything for this long is closed to make room for a new
@@ -60,6 +80,11 @@ pub struct NodeConfig {
     /// Dials started from peer exchange and not answered yet, at most, over
     /// all peers. Default 8: junk addresses cost little.
     pub max_exchange_dials: usize,
+    /// Refusals of a Hello for lack of room (every peer slot taken, or the
+    /// dialer's prefix at `max_links_per_prefix`) that name other peers,
+    /// per second (twice as many at once); beyond, a refusal names none.
+    /// Default 8.
+    pub refusal_peers_per_second: u64,
     /// A dial to an address learned from peer exchange or a DHT that has
     /// not completed its handshake by then is given up. Default 3 s.
     pub unverified_dial_timeout: Duration,
@@ -139,6 +164,9 @@ impl Default for NodeConfig {
             max_download: None,
             upload_slots: 8,
             upload_slots_per_peer: 2,
+            upload_slot_time: Some(Duration::from_millis(500)),
+            upload_queue_time: Some(Duration::from_secs(10)),
+            resend_after: Duration::from_secs(1),
             upload: UploadConfig::default(),
             download: DownloadConfig::default(),
             handshake_timeout: Duration::from_secs(10),
@@ -150,6 +178,7 @@ impl Default for NodeConfig {
             peer_exchange_every: Duration::from_millis(250),
             peer_exchange_min_interval: Duration::from_secs(2),
             max_exchange_dials: 8,
+            refusal_peers_per_second: 8,
             unverified_dial_timeout: Duration::from_secs(3),
             dial_stagger: Duration::from_millis(250),
             redial_initial: Duration::from_secs(1),

@@ -147,6 +147,11 @@ pub enum JoinError {
     },
 }
 
+/// How soon, at most, a slow peer's overdue request is offered to a helper
+/// again when none could take it (sooner, a quarter of the patience, when
+/// the fastest peer is fast).
+const RESCUE_RECHECK: Duration = Duration::from_millis(100);
+
 /// The download of one artifact from a changing set of peers.
 #[derive(Debug)]
 pub struct Downloader {
@@ -208,6 +213,49 @@ impl Downloader {
         });
         let rescue = self.next_rescue(now);
         sessions.chain(rescue).chain(self.rate_wait).min()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn debug_deadlines(&self, now: Instant) -> String {
+        let config = &self.config;
+        let sessions: Vec<String> = self
+            .peers
+            .iter()
+            .filter_map(|(k, session)| {
+                let d = session.next_deadline(
+                    now,
+                    self.chunk_size,
+                    config.min_request_timeout,
+                    config.request_timeout_factor,
+                    config.silence_timeout,
+                )?;
+                (d <= now).then(|| {
+                    format!(
+                        "{k:?} {:?} reqs {:?} rate {} expired {:?} silent {}",
+                        now.saturating_duration_since(d),
+                        session
+                            .requests()
+                            .map(|(c, t)| (c, now.saturating_duration_since(t)))
+                            .collect::<Vec<_>>(),
+                        session.rate(),
+                        session.expired_requests(
+                            now,
+                            self.chunk_size,
+                            config.min_request_timeout,
+                            config.request_timeout_factor
+                        ),
+                        session.is_silent(now, config.silence_timeout)
+                    )
+                })
+            })
+            .collect();
+        format!(
+            "seed {:x} now {now:?} due sessions {sessions:?} rescue {:?} rate_wait {:?}",
+            self.config.seed,
+            self.next_rescue(now)
+                .map(|t| t.saturating_duration_since(now)),
+            self.rate_wait
+        )
     }
 
     /// The picker, for progress and inspection.
@@ -435,17 +483,25 @@ impl Downloader {
                 self.drop_peer(key, DisconnectReason::Silent, now);
                 continue;
             }
-            let expired = session.expired_requests(
-                now,
-                self.chunk_size,
-                self.config.min_request_timeout,
-                self.config.request_timeout_factor,
-            );
-            for chunk in expired {
-                session.finish_request(chunk);
-                session.record_timeout();
-                self.picker.release(chunk, key);
-                self.actions.push_back(Action::Cancel { peer: key, chunk });
+            // A request's allowance depends on its place among the peer's
+            // requests: once the oldest has expired, the next is the oldest,
+            // and may be over its (shorter) allowance too.
+            loop {
+                let expired = session.expired_requests(
+                    now,
+                    self.chunk_size,
+                    self.config.min_request_timeout,
+                    self.config.request_timeout_factor,
+                );
+                if expired.is_empty() {
+                    break;
+                }
+                for chunk in expired {
+                    session.finish_request(chunk);
+                    session.record_timeout();
+                    self.picker.release(chunk, key);
+                    self.actions.push_back(Action::Cancel { peer: key, chunk });
+                }
             }
             if session.stats().timeouts >= self.config.max_timeouts {
                 self.drop_peer(key, DisconnectReason::TooManyTimeouts, now);
@@ -492,7 +548,16 @@ impl Downloader {
             .zip(&rates)
             .filter(|(_, rate)| **rate * self.config.slow_peer_factor < fastest)
             .filter_map(|(session, _)| session.requests().map(|(_, sent)| sent).min())
-            .map(|sent| (sent + patience).max(now + Duration::from_millis(1)))
+            // A request past its patience that no helper could take is
+            // looked at again after a while, not on every wake-up.
+            .map(|sent| {
+                let due = sent + patience;
+                if due > now {
+                    due
+                } else {
+                    now + (patience / 4).clamp(Duration::from_millis(1), RESCUE_RECHECK)
+                }
+            })
             .min()
     }
 

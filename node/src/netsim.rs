@@ -32,6 +32,8 @@
 //!
 //! [`ControlStream`]: minimodel_wire::ControlStream
 
+#[cfg(test)]
+mod crowds;
 mod links;
 #[cfg(test)]
 mod scenarios;
@@ -155,6 +157,8 @@ pub(crate) struct Record {
     pub ended: Option<(Duration, End)>,
     /// Bytes its uplink carried, cancelled uploads included.
     pub uploaded_bytes: f64,
+    /// How long its uplink carried at least one upload.
+    pub busy: Duration,
     /// Its reports.
     pub reports: Vec<(Duration, NodeReport)>,
     /// Checkpoints: when, `release_below`, bytes hashed then.
@@ -212,6 +216,8 @@ enum Event {
     Hello(usize),
     Up(usize, usize),
     Failed(usize, usize, LinkEnd),
+    /// The listener refused the dialer's Hello.
+    Rejected(usize, crate::node::Rejection),
     Control(usize, usize, Message),
     Closed(usize, usize, LinkEnd),
     Farewelled(usize, usize),
@@ -309,9 +315,22 @@ impl Sim {
     /// Runs until `done` holds or the clock passes `limit`; the time it
     /// stopped at.
     pub fn run(&mut self, limit: Duration, done: impl Fn(&Sim) -> bool) -> Duration {
+        let snapshots = std::env::var_os("NETSIM_LOAD").is_some();
+        let mut next_snapshot = Duration::ZERO;
         while let Some((&(at, _), _)) = self.events.first_key_value() {
             if at > limit || done(self) {
                 break;
+            }
+            if snapshots && at >= next_snapshot {
+                next_snapshot += Duration::from_secs(4);
+                let line: Vec<String> = (0..self.nodes.len())
+                    .filter_map(|i| {
+                        let core = self.nodes[i].core.as_ref()?;
+                        let (missing, flight, active, queued, slots) = core.load();
+                        Some(format!("{i}:{missing}/{flight}/{active}of{slots}+{queued}"))
+                    })
+                    .collect();
+                println!("t={:5.1} {}", at.as_secs_f64(), line.join(" "));
             }
             let (_, event) = self.events.pop_first().expect("an event");
             self.now = at;
@@ -385,6 +404,7 @@ impl Sim {
             Event::Hello(conn) => self.hello(conn),
             Event::Up(conn, side) => self.up(conn, side),
             Event::Failed(conn, to, end) => self.failed(conn, to, end),
+            Event::Rejected(conn, rejection) => self.rejected(conn, rejection),
             Event::Control(conn, to, message) => self.control(conn, to, message),
             Event::Closed(conn, to, end) => self.closed(conn, to, end),
             Event::Farewelled(conn, side) => self.farewelled(conn, side),
@@ -501,8 +521,13 @@ impl Sim {
             assert!(deadline >= now, "node {node}: poll_timeout in the past");
             assert!(
                 !after_timeout || deadline > now,
-                "node {node}: handle_timeout at {:?} left its deadline where it was",
-                self.now
+                "node {node}: handle_timeout at {:?} left its deadline where it was: {}",
+                self.now,
+                self.nodes[node]
+                    .core
+                    .as_ref()
+                    .expect("started")
+                    .debug_deadlines(now)
             );
             let n = &mut self.nodes[node];
             n.timer += 1;

@@ -121,6 +121,8 @@ fn hello_reject_words(reason: HelloRejectReason) -> &'static str {
         HelloRejectReason::TooManyPeers => "too many peers",
         HelloRejectReason::Banned => "banned",
         HelloRejectReason::NotServing => "not serving",
+        HelloRejectReason::UnknownSwarm => "no such swarm here",
+        HelloRejectReason::UnknownManifest => "no such manifest here",
     }
 }
 
@@ -399,13 +401,6 @@ pub enum Refusal {
         /// The limit.
         limit: usize,
     },
-    /// Its prefix has this many connections already.
-    PrefixLinks {
-        /// The source's prefix.
-        prefix: Prefix,
-        /// The limit.
-        limit: usize,
-    },
     /// This many handshakes are in progress already, over all sources.
     Handshakes {
         /// The limit.
@@ -419,9 +414,6 @@ impl fmt::Display for Refusal {
             Refusal::NotAccepting => write!(f, "this node does not accept connections"),
             Refusal::PrefixHandshakes { prefix, limit } => {
                 write!(f, "{prefix} has {limit} handshakes in progress already")
-            }
-            Refusal::PrefixLinks { prefix, limit } => {
-                write!(f, "{prefix} has {limit} connections already")
             }
             Refusal::Handshakes { limit } => write!(f, "{limit} handshakes in progress already"),
         }

@@ -11,7 +11,7 @@
 //! under way (see [`UploadQueue::next_request`]). [`TokenBucket`] caps the
 //! upload rate.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use minimodel_wire::{ChunkIndex, HaveBitfield};
@@ -51,9 +51,37 @@ pub enum RequestRefusal {
 
 #[derive(Debug, Default, Clone)]
 struct PeerQueue {
-    requests: BTreeSet<u32>,
+    /// Queued requests: chunk -> when it was asked for.
+    requests: BTreeMap<u32, Instant>,
     has: Option<HaveBitfield>,
     served_chunks: u64,
+    /// When an upload to it last started.
+    last_started: Option<Instant>,
+}
+
+impl PeerQueue {
+    /// Whether its oldest request has waited `after` with nothing started
+    /// for it meanwhile.
+    fn starving(&self, after: Duration, now: Instant) -> bool {
+        let waited = |since: Instant| now.saturating_duration_since(since) >= after;
+        self.requests
+            .values()
+            .min()
+            .is_some_and(|oldest| waited(*oldest))
+            && self.last_started.is_none_or(waited)
+    }
+}
+
+/// Which requests for a chunk this side sent before (a second copy) may
+/// be served now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resends {
+    /// Any: the uplink is otherwise idle.
+    Allowed,
+    /// Only those of a peer whose oldest request has waited this long with
+    /// nothing started for it meanwhile: second copies wait behind first
+    /// ones, but nobody waits for ever.
+    WhenStarving(Duration),
 }
 
 /// Every connected peer's requests, and the order they are served in.
@@ -128,18 +156,19 @@ impl UploadQueue {
         peer: LinkId,
         chunk: u32,
         have: &HaveBitfield,
+        now: Instant,
     ) -> Result<(), RequestRefusal> {
         if !have.get(ChunkIndex(chunk)) {
             return Err(RequestRefusal::NotHave);
         }
         let queue = self.peers.entry(peer).or_default();
-        if queue.requests.contains(&chunk) {
+        if queue.requests.contains_key(&chunk) {
             return Err(RequestRefusal::Duplicate);
         }
         if queue.requests.len() >= self.config.max_queued_per_peer {
             return Err(RequestRefusal::Busy);
         }
-        queue.requests.insert(chunk);
+        queue.requests.insert(chunk, now);
         Ok(())
     }
 
@@ -148,7 +177,7 @@ impl UploadQueue {
     pub fn on_cancel(&mut self, peer: LinkId, chunk: u32) -> bool {
         self.peers
             .get_mut(&peer)
-            .is_some_and(|queue| queue.requests.remove(&chunk))
+            .is_some_and(|queue| queue.requests.remove(&chunk).is_some())
     }
 
     /// Requests queued for a peer.
@@ -156,6 +185,24 @@ impl UploadQueue {
         self.peers
             .get(&peer)
             .map_or(0, |queue| queue.requests.len())
+    }
+
+    /// When the next peer whose requests wait behind first copies starts
+    /// to starve ([`Resends::WhenStarving`] with `after`), after `now`, if
+    /// one will. A peer starving already needs no wake-up: it is served
+    /// when a slot frees.
+    pub fn next_starving(&self, after: Duration, now: Instant) -> Option<Instant> {
+        self.peers
+            .values()
+            .filter_map(|queue| {
+                let oldest = *queue.requests.values().min()?;
+                Some(match queue.last_started {
+                    Some(started) => oldest.max(started) + after,
+                    None => oldest + after,
+                })
+            })
+            .filter(|at| *at > now)
+            .min()
     }
 
     /// Requests queued in all.
@@ -178,17 +225,22 @@ impl UploadQueue {
     /// before it sends any twice, spread over the peers that ask; among
     /// equally rare ones, peers take turns (round robin).
     ///
-    /// Unless `resends` is set (the caller passes "no upload is under
-    /// way"), a chunk this side has sent before is not served: with slots
-    /// to spare, ordering alone would start a second copy next to the
-    /// first, whatever is rarer. Held back, the peers that asked for a
-    /// second copy fetch it from the one that got the first (their
-    /// downloads take a chunk a slow peer holds to a faster one) and cancel
-    /// here; the uplink carries only first copies while there are any.
+    /// A chunk this side has sent before is served only as `resends`
+    /// allows. With slots to spare, ordering alone would start a second
+    /// copy next to the first, whatever is rarer; held back, the peers that
+    /// asked for a second copy fetch it from the one that got the first
+    /// (their downloads take a chunk a slow peer holds to a faster one) and
+    /// cancel here, and the uplink carries first copies while there are
+    /// any. But a peer whose every request is for a second copy must not
+    /// wait for ever behind peers that keep asking for first ones (when the
+    /// peers that got the first copies upload slowly, it is the only way
+    /// it gets anything): once it has waited long enough
+    /// ([`Resends::WhenStarving`]), its second copies rank with first ones.
     pub fn next_request(
         &mut self,
         eligible: impl Fn(LinkId) -> bool,
-        resends: bool,
+        resends: Resends,
+        now: Instant,
     ) -> Option<(LinkId, u32)> {
         let after = self.last_served;
         let turn = |peer: LinkId| match after {
@@ -200,25 +252,39 @@ impl UploadQueue {
             .iter()
             .filter(|(peer, _)| eligible(**peer))
             .filter_map(|(peer, queue)| {
+                let second_copies_too = match resends {
+                    Resends::Allowed => true,
+                    Resends::WhenStarving(after) => queue.starving(after, now),
+                };
                 let chunk = queue
                     .requests
-                    .iter()
+                    .keys()
                     .copied()
                     .filter(|&chunk| {
-                        resends || self.sent.get(chunk as usize).is_none_or(|n| *n == 0)
+                        second_copies_too || self.sent.get(chunk as usize).is_none_or(|n| *n == 0)
                     })
                     .min_by_key(|&chunk| (self.rarity(chunk), chunk))?;
-                Some((self.rarity(chunk), turn(*peer), *peer, chunk))
+                // A starving peer's second copy counts as a first one.
+                let rank = if second_copies_too && resends != Resends::Allowed {
+                    self.availability
+                        .get(chunk as usize)
+                        .copied()
+                        .map_or(0, u32::from)
+                } else {
+                    self.rarity(chunk)
+                };
+                Some((rank, turn(*peer), *peer, chunk))
             })
             .min()?;
-        self.take(peer, chunk);
+        self.take(peer, chunk, now);
         Some((peer, chunk))
     }
 
-    fn take(&mut self, peer: LinkId, chunk: u32) {
+    fn take(&mut self, peer: LinkId, chunk: u32, now: Instant) {
         if let Some(queue) = self.peers.get_mut(&peer) {
             queue.requests.remove(&chunk);
             queue.served_chunks += 1;
+            queue.last_started = Some(now);
         }
         increment(&mut self.sent, chunk);
         self.last_served = Some(peer);
@@ -315,6 +381,9 @@ impl TokenBucket {
 mod tests {
     use super::*;
 
+    /// Second copies only for a peer that waited an hour: none here.
+    const NO_RESENDS: Resends = Resends::WhenStarving(Duration::from_secs(3600));
+
     const A: LinkId = LinkId(1);
     const B: LinkId = LinkId(2);
     const C: LinkId = LinkId(3);
@@ -337,7 +406,7 @@ mod tests {
     }
 
     fn next(queue: &mut UploadQueue) -> Option<(LinkId, u32)> {
-        queue.next_request(|_| true, true)
+        queue.next_request(|_| true, Resends::Allowed, Instant::now())
     }
 
     #[test]
@@ -345,11 +414,17 @@ mod tests {
         let mut queue = seeder_queue(4);
         let mut have = bitfield(4, &[1]);
         queue.add_peer(A, HaveBitfield::new(4));
-        assert_eq!(queue.on_request(A, 0, &have), Err(RequestRefusal::NotHave));
-        assert_eq!(queue.on_request(A, 1, &have), Ok(()));
-        assert_eq!(queue.on_request(A, 99, &have), Err(RequestRefusal::NotHave));
+        assert_eq!(
+            queue.on_request(A, 0, &have, Instant::now()),
+            Err(RequestRefusal::NotHave)
+        );
+        assert_eq!(queue.on_request(A, 1, &have, Instant::now()), Ok(()));
+        assert_eq!(
+            queue.on_request(A, 99, &have, Instant::now()),
+            Err(RequestRefusal::NotHave)
+        );
         have.set(ChunkIndex(0), true).unwrap();
-        assert_eq!(queue.on_request(A, 0, &have), Ok(()));
+        assert_eq!(queue.on_request(A, 0, &have, Instant::now()), Ok(()));
     }
 
     #[test]
@@ -362,14 +437,17 @@ mod tests {
         );
         let have = all(1000);
         for chunk in 0..8 {
-            assert_eq!(queue.on_request(A, chunk, &have), Ok(()));
+            assert_eq!(queue.on_request(A, chunk, &have, Instant::now()), Ok(()));
         }
-        assert_eq!(queue.on_request(A, 8, &have), Err(RequestRefusal::Busy));
         assert_eq!(
-            queue.on_request(A, 3, &have),
+            queue.on_request(A, 8, &have, Instant::now()),
+            Err(RequestRefusal::Busy)
+        );
+        assert_eq!(
+            queue.on_request(A, 3, &have, Instant::now()),
             Err(RequestRefusal::Duplicate)
         );
-        assert_eq!(queue.on_request(B, 8, &have), Ok(()));
+        assert_eq!(queue.on_request(B, 8, &have, Instant::now()), Ok(()));
         assert_eq!(queue.total_queued(), 9);
     }
 
@@ -378,10 +456,10 @@ mod tests {
         let mut queue = seeder_queue(100);
         let have = all(100);
         for chunk in 0..10 {
-            queue.on_request(A, chunk, &have).unwrap();
+            queue.on_request(A, chunk, &have, Instant::now()).unwrap();
         }
-        queue.on_request(B, 50, &have).unwrap();
-        queue.on_request(C, 60, &have).unwrap();
+        queue.on_request(B, 50, &have, Instant::now()).unwrap();
+        queue.on_request(C, 60, &have, Instant::now()).unwrap();
         let order: Vec<LinkId> = (0..4).map(|_| next(&mut queue).unwrap().0).collect();
         assert_eq!(
             order,
@@ -399,12 +477,12 @@ mod tests {
         queue.add_peer(B, bitfield(10, &[0, 1, 2, 3, 4]));
         queue.add_peer(C, bitfield(10, &[0, 1, 2, 3, 4]));
         for chunk in [0, 2, 7, 4] {
-            queue.on_request(A, chunk, &have).unwrap();
+            queue.on_request(A, chunk, &have, Instant::now()).unwrap();
         }
         assert_eq!(next(&mut queue), Some((A, 7)));
         queue.peer_have(B, 9);
-        queue.on_request(A, 9, &have).unwrap();
-        queue.on_request(A, 8, &have).unwrap();
+        queue.on_request(A, 9, &have, Instant::now()).unwrap();
+        queue.on_request(A, 8, &have, Instant::now()).unwrap();
         assert_eq!(
             next(&mut queue),
             Some((A, 8)),
@@ -417,10 +495,10 @@ mod tests {
     fn a_chunk_just_sent_to_one_peer_waits_behind_unsent_ones() {
         let mut queue = seeder_queue(10);
         let have = all(10);
-        queue.on_request(A, 4, &have).unwrap();
+        queue.on_request(A, 4, &have, Instant::now()).unwrap();
         assert_eq!(next(&mut queue), Some((A, 4)));
-        queue.on_request(B, 4, &have).unwrap();
-        queue.on_request(B, 7, &have).unwrap();
+        queue.on_request(B, 4, &have, Instant::now()).unwrap();
+        queue.on_request(B, 7, &have, Instant::now()).unwrap();
         assert_eq!(
             next(&mut queue),
             Some((B, 7)),
@@ -435,16 +513,19 @@ mod tests {
         // C is served first even though it is A's turn.
         let mut queue = seeder_queue(10);
         let have = all(10);
-        queue.on_request(B, 3, &have).unwrap();
+        queue.on_request(B, 3, &have, Instant::now()).unwrap();
         assert_eq!(next(&mut queue), Some((B, 3)));
-        queue.on_request(A, 3, &have).unwrap();
-        queue.on_request(C, 5, &have).unwrap();
+        queue.on_request(A, 3, &have, Instant::now()).unwrap();
+        queue.on_request(C, 5, &have, Instant::now()).unwrap();
         assert_eq!(next(&mut queue), Some((C, 5)));
         assert_eq!(next(&mut queue), Some((A, 3)), "then the second copy");
         // A peer that is not eligible (its upload slots are full) is skipped.
-        queue.on_request(A, 6, &have).unwrap();
-        queue.on_request(B, 2, &have).unwrap();
-        assert_eq!(queue.next_request(|peer| peer != A, true), Some((B, 2)));
+        queue.on_request(A, 6, &have, Instant::now()).unwrap();
+        queue.on_request(B, 2, &have, Instant::now()).unwrap();
+        assert_eq!(
+            queue.next_request(|peer| peer != A, Resends::Allowed, Instant::now()),
+            Some((B, 2))
+        );
         assert_eq!(next(&mut queue), Some((A, 6)));
     }
 
@@ -452,17 +533,26 @@ mod tests {
     fn a_second_copy_waits_unless_resends_are_allowed() {
         let mut queue = seeder_queue(10);
         let have = all(10);
-        queue.on_request(A, 3, &have).unwrap();
-        assert_eq!(queue.next_request(|_| true, false), Some((A, 3)));
-        queue.on_request(B, 3, &have).unwrap();
+        queue.on_request(A, 3, &have, Instant::now()).unwrap();
         assert_eq!(
-            queue.next_request(|_| true, false),
+            queue.next_request(|_| true, NO_RESENDS, Instant::now()),
+            Some((A, 3))
+        );
+        queue.on_request(B, 3, &have, Instant::now()).unwrap();
+        assert_eq!(
+            queue.next_request(|_| true, NO_RESENDS, Instant::now()),
             None,
             "3 went out once: B waits while an upload is under way"
         );
-        queue.on_request(C, 8, &have).unwrap();
-        assert_eq!(queue.next_request(|_| true, false), Some((C, 8)));
-        assert_eq!(queue.next_request(|_| true, true), Some((B, 3)));
+        queue.on_request(C, 8, &have, Instant::now()).unwrap();
+        assert_eq!(
+            queue.next_request(|_| true, NO_RESENDS, Instant::now()),
+            Some((C, 8))
+        );
+        assert_eq!(
+            queue.next_request(|_| true, Resends::Allowed, Instant::now()),
+            Some((B, 3))
+        );
     }
 
     #[test]
@@ -470,9 +560,9 @@ mod tests {
         let mut queue = seeder_queue(4);
         let have = all(4);
         queue.add_peer(B, bitfield(4, &[0]));
-        queue.on_request(A, 0, &have).unwrap();
-        queue.on_request(A, 1, &have).unwrap();
-        queue.on_request(B, 2, &have).unwrap();
+        queue.on_request(A, 0, &have, Instant::now()).unwrap();
+        queue.on_request(A, 1, &have, Instant::now()).unwrap();
+        queue.on_request(B, 2, &have, Instant::now()).unwrap();
         queue.remove_peer(B);
         assert_eq!(queue.queued(B), 0);
         // With B gone, chunk 0 is as rare as chunk 1: index order decides.
@@ -483,8 +573,8 @@ mod tests {
     fn cancels_remove_queued_requests_only() {
         let mut queue = seeder_queue(4);
         let have = all(4);
-        queue.on_request(A, 1, &have).unwrap();
-        queue.on_request(A, 2, &have).unwrap();
+        queue.on_request(A, 1, &have, Instant::now()).unwrap();
+        queue.on_request(A, 2, &have, Instant::now()).unwrap();
         assert!(queue.on_cancel(A, 1));
         assert!(!queue.on_cancel(A, 1));
         assert_eq!(next(&mut queue), Some((A, 2)));
@@ -523,6 +613,45 @@ mod tests {
         assert!(
             bucket.reserve(500, later) > Duration::ZERO,
             "an idle hour does not save up"
+        );
+    }
+}
+
+#[cfg(test)]
+mod starving {
+    use super::*;
+
+    #[test]
+    fn a_peer_asking_only_for_second_copies_is_served_once_it_has_waited() {
+        let t0 = Instant::now();
+        let after = Duration::from_secs(1);
+        let (a, b) = (LinkId(1), LinkId(2));
+        let mut queue = UploadQueue::new(100, UploadConfig::default());
+        let have = HaveBitfield::full(100);
+        // A got chunk 0; B asks for 0 too, A keeps asking for new chunks.
+        queue.on_request(a, 0, &have, t0).unwrap();
+        assert_eq!(
+            queue.next_request(|_| true, Resends::WhenStarving(after), t0),
+            Some((a, 0))
+        );
+        queue.on_request(b, 0, &have, t0).unwrap();
+        let mut now = t0;
+        let mut served_b = None;
+        for chunk in 1..20 {
+            now += Duration::from_millis(100);
+            queue.on_request(a, chunk, &have, now).unwrap();
+            let next = queue.next_request(|_| true, Resends::WhenStarving(after), now);
+            if next == Some((b, 0)) {
+                served_b = Some(now);
+                break;
+            }
+            assert_eq!(next, Some((a, chunk)), "first copies go first");
+        }
+        let served_b = served_b.expect("B is served once it starved");
+        assert_eq!(
+            served_b.duration_since(t0),
+            after,
+            "not before, not much later"
         );
     }
 }

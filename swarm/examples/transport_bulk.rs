@@ -107,6 +107,7 @@ fn apply(tuning: &mut TransportTuning, setting: &str) -> Result<(), String> {
         "gso" => tuning.segmentation_offload = number()? != 0,
         "cc" => {
             tuning.congestion_control = match value {
+                "delay" => CongestionControl::Delay,
                 "cubic" => CongestionControl::Cubic,
                 "newreno" => CongestionControl::NewReno,
                 "bbr" => CongestionControl::Bbr,

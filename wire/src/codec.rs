@@ -145,6 +145,21 @@ impl<'a> BodyDecoder<'a> {
         Ok(bytes)
     }
 
+    /// The next `len` raw bytes (the elements of a `Vec<u8>` whose count
+    /// was read and checked already).
+    pub(crate) fn bytes(&mut self, len: usize) -> Result<Vec<u8>, DecodeError> {
+        let reader = self.decoder.reader();
+        let rest: &'a [u8] = reader.rest;
+        let Some((head, tail)) = rest.split_at_checked(len) else {
+            return Err(DecodeError::Body {
+                message_type: self.message_type,
+                detail: format!("UnexpectedEnd {{ additional: {} }}", len - rest.len()),
+            });
+        };
+        reader.rest = tail;
+        Ok(head.to_vec())
+    }
+
     /// Refuses bytes after the last field.
     pub(crate) fn finish(mut self) -> Result<(), DecodeError> {
         let trailing = self.decoder.reader().rest.len();

@@ -1,17 +1,30 @@
 //! [`ControlStream`]: the sans-IO state machine of the control stream.
 //!
 //! Each direction of the stream moves through the same [`Phase`]s:
-//! `AwaitingHello -> AwaitingBitfield -> Established -> Closed`. The sender's
-//! sequence is `Hello` (or, from the listener only, `HelloReject`, which
-//! ends the session), then exactly one `HaveBitfield`, then `Have`,
-//! `Request`, `Cancel`, `Reject`, `Peers` and `KeepAlive` in any order;
-//! `Goodbye` may come at any point after `Hello` and ends that direction.
-//! Three rules tie the directions together:
+//! `AwaitingHello -> AwaitingBitfield -> Established -> Closed`. A swarm
+//! session's sender sends `Hello` (or, from the listener only, `HelloReject`,
+//! which ends the session), then exactly one `HaveBitfield`, then `Have`,
+//! `Request`, `Cancel`, `Reject`, `Peers`, `KeepAlive`, `Rendezvous`,
+//! `Connect` and `RendezvousFailed` in any order; `Goodbye` may come at any
+//! point after `Hello` and ends that direction. A manifest query is shorter:
+//! the dialer sends `ManifestRequest` and nothing more, the listener answers
+//! with `Manifest` or `HelloReject`, and both directions are closed.
+//! Four rules tie the directions together:
 //!
-//! 1. the dialer speaks first (its Hello is the first message of all);
-//! 2. the listener sends its Hello or HelloReject only after the dialer's
-//!    Hello, and a Hello only if the dialer's Hello matched its swarm;
-//! 3. the dialer sends its HaveBitfield only after the listener's Hello.
+//! 1. the dialer speaks first (its Hello or ManifestRequest is the first
+//!    message of all);
+//! 2. the listener answers a Hello with Hello or HelloReject, a
+//!    ManifestRequest with Manifest or HelloReject, and sends its Hello only
+//!    once bound to a swarm the dialer's Hello matched;
+//! 3. the dialer sends its HaveBitfield only after the listener's Hello;
+//! 4. a HelloReject or a Manifest closes both directions for the dialer.
+//!
+//! A dialer knows its swarm from the start ([`ControlStream::new`]) or asks
+//! for a manifest ([`ControlStream::manifest_query`]). A listener is
+//! created without a swarm ([`ControlStream::listener`]): the dialer's Hello
+//! arrives unchecked, and its owner binds the stream to the swarm it chose
+//! ([`ControlStream::bind`], which checks the Hello as a listener of one
+//! swarm would) or refuses it with a HelloReject.
 //!
 //! [`ControlStream::on_receive`] checks what the peer sends and
 //! [`ControlStream::check_send`] what we send; neither does I/O. The table
@@ -19,14 +32,16 @@
 //! `docs/wire-protocol.md`.
 
 use std::fmt;
+use std::net::SocketAddr;
 
 use crate::bitfield::HaveBitfield;
-use crate::error::{ContextError, LocalMisuse, PeerError, ProtocolViolation};
+use crate::error::{BindError, ContextError, LocalMisuse, PeerError, ProtocolViolation};
 use crate::message::Message;
 use crate::params::SwarmIdentity;
+use crate::peer_id::PeerId;
 use crate::types::{
     ChunkIndex, GoodbyeReason, Hello, HelloRejectReason, MAX_REJECT_DETAIL_LEN, MessageType,
-    PeerEntry, RejectReason,
+    PeerEntry, RejectReason, RendezvousFailedReason,
 };
 
 /// Which end of the QUIC connection we are.
@@ -34,7 +49,7 @@ use crate::types::{
 pub enum Role {
     /// Opened the connection and the control stream; speaks first.
     Dialer,
-    /// Accepted the connection; answers the dialer's Hello.
+    /// Accepted the connection; answers the dialer's first message.
     Listener,
 }
 
@@ -65,14 +80,15 @@ impl fmt::Display for Role {
 /// How far one direction of the control stream has got.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Phase {
-    /// The sender has not sent its Hello yet.
+    /// The sender has sent nothing yet.
     AwaitingHello,
     /// The sender has sent its Hello, not yet its HaveBitfield.
     AwaitingBitfield,
     /// The sender has sent its HaveBitfield.
     Established,
-    /// The sender sent Goodbye or HelloReject, received a HelloReject, or
-    /// (for the peer's direction) broke the protocol. Nothing more is legal.
+    /// The sender sent Goodbye, HelloReject, ManifestRequest or Manifest,
+    /// received a HelloReject or a Manifest, or (for the peer's direction)
+    /// broke the protocol. Nothing more is legal.
     Closed,
 }
 
@@ -84,6 +100,9 @@ const OPEN_SET: &[MessageType] = &[
     MessageType::Peers,
     MessageType::KeepAlive,
     MessageType::Goodbye,
+    MessageType::Rendezvous,
+    MessageType::Connect,
+    MessageType::RendezvousFailed,
 ];
 
 impl Phase {
@@ -91,10 +110,14 @@ impl Phase {
     /// the two directions together).
     pub fn legal_messages(sender: Role, phase: Phase) -> &'static [MessageType] {
         match (phase, sender) {
-            (Phase::AwaitingHello, Role::Dialer) => &[MessageType::Hello],
-            (Phase::AwaitingHello, Role::Listener) => {
-                &[MessageType::Hello, MessageType::HelloReject]
+            (Phase::AwaitingHello, Role::Dialer) => {
+                &[MessageType::Hello, MessageType::ManifestRequest]
             }
+            (Phase::AwaitingHello, Role::Listener) => &[
+                MessageType::Hello,
+                MessageType::HelloReject,
+                MessageType::Manifest,
+            ],
             (Phase::AwaitingBitfield, _) => &[MessageType::HaveBitfield, MessageType::Goodbye],
             (Phase::Established, _) => OPEN_SET,
             (Phase::Closed, _) => &[],
@@ -127,15 +150,22 @@ impl Phase {
 /// What a received message means, once it has passed every check.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ControlEvent {
-    /// The peer's Hello matches our swarm. The dialer sends its HaveBitfield
-    /// next; the listener answers with its Hello (or a HelloReject).
+    /// The peer's Hello. A dialer, or a listener bound before the Hello
+    /// arrived, has checked it against its swarm: the dialer sends its
+    /// HaveBitfield next, the listener answers with its Hello or a
+    /// HelloReject. An unbound listener has checked nothing: its owner
+    /// [binds](ControlStream::bind) it to the swarm the Hello names, or
+    /// answers HelloReject.
     PeerHello(Hello),
-    /// The listener refused our Hello; the session is over.
+    /// The listener refused our Hello or ManifestRequest; the session is
+    /// over.
     HelloRejected {
         /// Why.
         reason: HelloRejectReason,
         /// Its detail text.
         detail: String,
+        /// Other peers of the swarm to try.
+        peers: Vec<PeerEntry>,
     },
     /// The peer's bitfield, sized to our chunk count.
     Bitfield(HaveBitfield),
@@ -158,34 +188,160 @@ pub enum ControlEvent {
     KeepAlive,
     /// The peer ends the session; it sends nothing more.
     Goodbye(GoodbyeReason),
+    /// The peer asks us to introduce it to this peer.
+    Rendezvous(PeerId),
+    /// `peer` is about to dial us from `addrs`: dial it there now.
+    Connect {
+        /// The peer that dials us.
+        peer: PeerId,
+        /// Its addresses, 1 to 4.
+        addrs: Vec<SocketAddr>,
+    },
+    /// The peer will not introduce us to `peer`.
+    RendezvousFailed {
+        /// The peer our Rendezvous named.
+        peer: PeerId,
+        /// Why not.
+        reason: RendezvousFailedReason,
+    },
+    /// The dialer asks for the manifest with this SHA-256; answer with
+    /// Manifest or HelloReject. Its direction is closed.
+    ManifestRequested([u8; 32]),
+    /// The listener's answer to our ManifestRequest: the manifest's bytes,
+    /// unchecked (hash them against the digest asked for). The session is
+    /// over.
+    Manifest(Vec<u8>),
+}
+
+/// What the dialer opened the stream for, as far as this end knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Opening {
+    /// A listener before the dialer's first message.
+    Unknown,
+    /// A swarm session: the dialer's first message is (or was) a Hello.
+    Swarm,
+    /// A manifest query for the manifest with this SHA-256.
+    Manifest([u8; 32]),
+}
+
+/// What became of the peer's Hello.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum PeerHello {
+    /// None arrived.
+    None,
+    /// It arrived at an unbound listener: nothing was checked yet.
+    Unchecked(Hello),
+    /// It matches our swarm.
+    Accepted(Hello),
+    /// It named another swarm (or version) and was refused.
+    Refused,
 }
 
 /// The control stream of one connection, seen from one end.
 #[derive(Debug, Clone)]
 pub struct ControlStream {
     role: Role,
-    swarm: SwarmIdentity,
+    /// The swarm every context check is made against; `None` for an
+    /// unbound listener and a manifest query.
+    swarm: Option<SwarmIdentity>,
     sent: Phase,
     received: Phase,
-    /// A Hello arrived from the peer (matching or not).
-    peer_hello_seen: bool,
-    /// The peer's Hello, if it matched our swarm.
-    peer_hello: Option<Hello>,
+    opening: Opening,
+    peer_hello: PeerHello,
     /// We sent our Hello (not a HelloReject).
     local_hello_sent: bool,
 }
 
 impl ControlStream {
-    /// A fresh control stream for `role` in `swarm`.
+    /// A dialer of `swarm` (it sends a Hello first), or with
+    /// [`Role::Listener`] a listener already bound to `swarm` (the
+    /// dialer's Hello is checked as soon as it arrives, as by a listener
+    /// that serves one swarm).
     pub fn new(role: Role, swarm: SwarmIdentity) -> Self {
         ControlStream {
             role,
-            swarm,
+            swarm: Some(swarm),
             sent: Phase::AwaitingHello,
             received: Phase::AwaitingHello,
-            peer_hello_seen: false,
-            peer_hello: None,
+            opening: match role {
+                Role::Dialer => Opening::Swarm,
+                Role::Listener => Opening::Unknown,
+            },
+            peer_hello: PeerHello::None,
             local_hello_sent: false,
+        }
+    }
+
+    /// A listener that serves no swarm in particular yet: the dialer's
+    /// Hello arrives unchecked, and the owner [binds](Self::bind) the
+    /// stream to the swarm it names or answers HelloReject; a
+    /// ManifestRequest is answered with Manifest or HelloReject.
+    pub fn listener() -> Self {
+        ControlStream {
+            role: Role::Listener,
+            swarm: None,
+            sent: Phase::AwaitingHello,
+            received: Phase::AwaitingHello,
+            opening: Opening::Unknown,
+            peer_hello: PeerHello::None,
+            local_hello_sent: false,
+        }
+    }
+
+    /// A dialer that asks for the manifest whose SHA-256 is
+    /// `manifest_sha256`: it sends only that ManifestRequest and receives a
+    /// Manifest or a HelloReject.
+    pub fn manifest_query(manifest_sha256: [u8; 32]) -> Self {
+        ControlStream {
+            role: Role::Dialer,
+            swarm: None,
+            sent: Phase::AwaitingHello,
+            received: Phase::AwaitingHello,
+            opening: Opening::Manifest(manifest_sha256),
+            peer_hello: PeerHello::None,
+            local_hello_sent: false,
+        }
+    }
+
+    /// Binds an unbound listener to `swarm`. If the dialer's Hello has
+    /// arrived, it is checked against `swarm` field by field as
+    /// [`SwarmIdentity::check_hello`] does; a mismatch closes the peer's
+    /// direction, and [`farewell`](Self::farewell) then gives the
+    /// HelloReject that is the only legal answer. A Hello that arrives
+    /// later is checked on arrival.
+    pub fn bind(&mut self, swarm: SwarmIdentity) -> Result<(), BindError> {
+        let why = if self.role == Role::Dialer {
+            Some("a dialer knows its swarm from the start")
+        } else if self.swarm.is_some() {
+            Some("the listener is bound already")
+        } else if matches!(self.opening, Opening::Manifest(_)) {
+            Some("the dialer asked for a manifest, not a swarm")
+        } else if self.sent != Phase::AwaitingHello {
+            Some("the listener has answered the dialer already")
+        } else if self.received == Phase::Closed {
+            Some("the dialer's direction is closed")
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            return Err(LocalMisuse::CannotBind { why }.into());
+        }
+        let checked = match &self.peer_hello {
+            PeerHello::Unchecked(hello) => Some(swarm.check_hello(hello).map(|()| hello.clone())),
+            _ => None,
+        };
+        self.swarm = Some(swarm);
+        match checked {
+            None => Ok(()),
+            Some(Ok(hello)) => {
+                self.peer_hello = PeerHello::Accepted(hello);
+                Ok(())
+            }
+            Some(Err(mismatch)) => {
+                self.peer_hello = PeerHello::Refused;
+                self.received = Phase::Closed;
+                Err(ProtocolViolation::Swarm(mismatch).into())
+            }
         }
     }
 
@@ -194,9 +350,10 @@ impl ControlStream {
         self.role
     }
 
-    /// Our swarm.
-    pub fn swarm(&self) -> &SwarmIdentity {
-        &self.swarm
+    /// Our swarm: a dialer's, or a listener's once bound. `None` for an
+    /// unbound listener and a manifest query.
+    pub fn swarm(&self) -> Option<&SwarmIdentity> {
+        self.swarm.as_ref()
     }
 
     /// How far our direction has got.
@@ -211,7 +368,27 @@ impl ControlStream {
 
     /// The peer's Hello, once it arrived and matched our swarm.
     pub fn peer_hello(&self) -> Option<&Hello> {
-        self.peer_hello.as_ref()
+        match &self.peer_hello {
+            PeerHello::Accepted(hello) => Some(hello),
+            _ => None,
+        }
+    }
+
+    /// The dialer's Hello at an unbound listener, before [`Self::bind`].
+    pub fn unchecked_hello(&self) -> Option<&Hello> {
+        match &self.peer_hello {
+            PeerHello::Unchecked(hello) => Some(hello),
+            _ => None,
+        }
+    }
+
+    /// The SHA-256 of the manifest this session is about: the one a
+    /// manifest query asks for, or the one a listener was asked for.
+    pub fn manifest_sha256(&self) -> Option<[u8; 32]> {
+        match self.opening {
+            Opening::Manifest(digest) => Some(digest),
+            _ => None,
+        }
     }
 
     /// Both directions are past their HaveBitfield and open.
@@ -236,6 +413,14 @@ impl ControlStream {
         result
     }
 
+    /// The dialer's first message, as the listener's answer must fit it.
+    fn opening_type(&self) -> MessageType {
+        match self.opening {
+            Opening::Manifest(_) => MessageType::ManifestRequest,
+            _ => MessageType::Hello,
+        }
+    }
+
     fn receive(&mut self, message: &Message) -> Result<ControlEvent, ProtocolViolation> {
         let found = message.message_type();
         let wrong_state = ProtocolViolation::WrongState {
@@ -246,29 +431,68 @@ impl ControlStream {
         if self.role == Role::Dialer && self.sent == Phase::AwaitingHello {
             return Err(ProtocolViolation::ListenerSpokeFirst { found });
         }
+        let not_an_answer = ProtocolViolation::NotAnAnswer {
+            found,
+            to: self.opening_type(),
+        };
         match (self.received, message) {
             (Phase::AwaitingHello, Message::Hello(hello)) => {
-                self.peer_hello_seen = true;
-                self.swarm.check_hello(hello)?;
-                self.peer_hello = Some(hello.clone());
+                if self.role == Role::Dialer && self.opening != Opening::Swarm {
+                    return Err(not_an_answer);
+                }
+                self.opening = Opening::Swarm;
+                match &self.swarm {
+                    Some(swarm) => {
+                        if let Err(mismatch) = swarm.check_hello(hello) {
+                            self.peer_hello = PeerHello::Refused;
+                            return Err(mismatch.into());
+                        }
+                        self.peer_hello = PeerHello::Accepted(hello.clone());
+                    }
+                    None => self.peer_hello = PeerHello::Unchecked(hello.clone()),
+                }
                 self.received = Phase::AwaitingBitfield;
                 Ok(ControlEvent::PeerHello(hello.clone()))
             }
-            (Phase::AwaitingHello, Message::HelloReject { reason, detail })
-                if self.role == Role::Dialer =>
+            (Phase::AwaitingHello, Message::ManifestRequest { manifest_sha256 })
+                if self.role == Role::Listener =>
             {
+                self.opening = Opening::Manifest(*manifest_sha256);
+                self.received = Phase::Closed;
+                Ok(ControlEvent::ManifestRequested(*manifest_sha256))
+            }
+            (
+                Phase::AwaitingHello,
+                Message::HelloReject {
+                    reason,
+                    detail,
+                    peers,
+                },
+            ) if self.role == Role::Dialer => {
                 self.received = Phase::Closed;
                 self.sent = Phase::Closed;
                 Ok(ControlEvent::HelloRejected {
                     reason: *reason,
                     detail: detail.clone(),
+                    peers: peers.clone(),
                 })
+            }
+            (Phase::AwaitingHello, Message::Manifest { bytes }) if self.role == Role::Dialer => {
+                if !matches!(self.opening, Opening::Manifest(_)) {
+                    return Err(not_an_answer);
+                }
+                self.received = Phase::Closed;
+                self.sent = Phase::Closed;
+                Ok(ControlEvent::Manifest(bytes.clone()))
             }
             (Phase::AwaitingBitfield, Message::HaveBitfield(bitfield)) => {
                 if self.role == Role::Listener && !self.local_hello_sent {
                     return Err(ProtocolViolation::BitfieldBeforeHelloAnswer);
                 }
-                let expected = self.swarm.params().chunk_count();
+                let Some(swarm) = &self.swarm else {
+                    return Err(wrong_state);
+                };
+                let expected = swarm.params().chunk_count();
                 if bitfield.chunk_count() != expected {
                     return Err(ContextError::BitfieldChunkCount {
                         found: bitfield.chunk_count(),
@@ -306,6 +530,19 @@ impl ControlStream {
                 Ok(ControlEvent::Peers(entries.clone()))
             }
             (Phase::Established, Message::KeepAlive) => Ok(ControlEvent::KeepAlive),
+            (Phase::Established, Message::Rendezvous { peer }) => {
+                Ok(ControlEvent::Rendezvous(*peer))
+            }
+            (Phase::Established, Message::Connect { peer, addrs }) => Ok(ControlEvent::Connect {
+                peer: *peer,
+                addrs: addrs.clone(),
+            }),
+            (Phase::Established, Message::RendezvousFailed { peer, reason }) => {
+                Ok(ControlEvent::RendezvousFailed {
+                    peer: *peer,
+                    reason: *reason,
+                })
+            }
             _ => Err(wrong_state),
         }
     }
@@ -323,33 +560,74 @@ impl ControlStream {
             phase: self.sent,
             found,
         };
+        let not_an_answer = LocalMisuse::NotAnAnswer {
+            found,
+            to: self.opening_type(),
+        };
         match (self.sent, message) {
             (Phase::AwaitingHello, Message::Hello(hello)) => {
-                if self.role == Role::Listener {
-                    if !self.peer_hello_seen {
+                match (self.role, self.opening, &self.peer_hello) {
+                    (Role::Dialer, Opening::Swarm, _) => {}
+                    (Role::Dialer, _, _) => return Err(LocalMisuse::WrongOpening { found }),
+                    (Role::Listener, Opening::Unknown, _) => {
                         return Err(LocalMisuse::BeforePeerHello { found });
                     }
-                    if self.peer_hello.is_none() {
+                    (Role::Listener, Opening::Manifest(_), _) => return Err(not_an_answer),
+                    (Role::Listener, Opening::Swarm, PeerHello::Accepted(_)) => {}
+                    (Role::Listener, Opening::Swarm, PeerHello::Unchecked(_)) => {
+                        return Err(LocalMisuse::HelloBeforeBind);
+                    }
+                    (Role::Listener, Opening::Swarm, _) => {
                         return Err(LocalMisuse::HelloAfterRefusedHello);
                     }
                 }
-                self.swarm.check_hello(hello)?;
+                let Some(swarm) = &self.swarm else {
+                    return Err(LocalMisuse::HelloBeforeBind);
+                };
+                swarm.check_hello(hello)?;
                 self.sent = Phase::AwaitingBitfield;
                 self.local_hello_sent = true;
                 Ok(())
             }
+            (Phase::AwaitingHello, Message::ManifestRequest { manifest_sha256 })
+                if self.role == Role::Dialer =>
+            {
+                let Opening::Manifest(query) = self.opening else {
+                    return Err(LocalMisuse::WrongOpening { found });
+                };
+                if *manifest_sha256 != query {
+                    return Err(LocalMisuse::OtherManifest {
+                        found: *manifest_sha256,
+                        query,
+                    });
+                }
+                self.sent = Phase::Closed;
+                Ok(())
+            }
             (Phase::AwaitingHello, Message::HelloReject { .. }) if self.role == Role::Listener => {
-                if !self.peer_hello_seen {
+                if self.opening == Opening::Unknown {
                     return Err(LocalMisuse::BeforePeerHello { found });
                 }
                 self.sent = Phase::Closed;
                 Ok(())
             }
+            (Phase::AwaitingHello, Message::Manifest { .. }) if self.role == Role::Listener => {
+                match self.opening {
+                    Opening::Unknown => return Err(LocalMisuse::BeforePeerHello { found }),
+                    Opening::Swarm => return Err(not_an_answer),
+                    Opening::Manifest(_) => {}
+                }
+                self.sent = Phase::Closed;
+                Ok(())
+            }
             (Phase::AwaitingBitfield, Message::HaveBitfield(bitfield)) => {
-                if self.role == Role::Dialer && self.peer_hello.is_none() {
+                if self.role == Role::Dialer && self.peer_hello().is_none() {
                     return Err(LocalMisuse::BitfieldBeforeHelloAnswer);
                 }
-                let expected = self.swarm.params().chunk_count();
+                let Some(swarm) = &self.swarm else {
+                    return Err(wrong_state);
+                };
+                let expected = swarm.params().chunk_count();
                 if bitfield.chunk_count() != expected {
                     return Err(ContextError::BitfieldChunkCount {
                         found: bitfield.chunk_count(),
@@ -371,7 +649,14 @@ impl ControlStream {
                 | Message::Cancel { chunk }
                 | Message::Reject { chunk, .. },
             ) => Ok(self.check_chunk(found, *chunk)?),
-            (Phase::Established, Message::Peers { .. } | Message::KeepAlive) => Ok(()),
+            (
+                Phase::Established,
+                Message::Peers { .. }
+                | Message::KeepAlive
+                | Message::Rendezvous { .. }
+                | Message::Connect { .. }
+                | Message::RendezvousFailed { .. },
+            ) => Ok(()),
             _ => Err(wrong_state),
         }
     }
@@ -381,7 +666,8 @@ impl ControlStream {
         message_type: MessageType,
         chunk: ChunkIndex,
     ) -> Result<(), ContextError> {
-        let chunk_count = self.swarm.params().chunk_count();
+        // Established implies a swarm; without one no chunk is in range.
+        let chunk_count = self.swarm.as_ref().map_or(0, |s| s.params().chunk_count());
         if chunk.0 < chunk_count {
             Ok(())
         } else {
@@ -400,7 +686,7 @@ impl ControlStream {
     /// Pass the message through [`ControlStream::check_send`] as usual.
     pub fn farewell(&self, error: &PeerError) -> Option<Message> {
         if self.sent == Phase::AwaitingHello {
-            if self.role != Role::Listener || !self.peer_hello_seen {
+            if self.role != Role::Listener || self.peer_hello == PeerHello::None {
                 return None;
             }
             let PeerError::Violation(ProtocolViolation::Swarm(mismatch)) = error else {
@@ -415,6 +701,7 @@ impl ControlStream {
             return Some(Message::HelloReject {
                 reason: mismatch.hello_reject_reason(),
                 detail,
+                peers: Vec::new(),
             });
         }
         if self.sent == Phase::Closed {

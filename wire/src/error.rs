@@ -13,11 +13,14 @@
 //! Hello for another swarm) are shared by the blame types, which say who is
 //! at fault. [`PeerError`] is either of the peer's faults.
 
+use std::net::SocketAddr;
+
 use crate::control::{Phase, Role};
 use crate::piece::PiecePart;
 use crate::types::{
-    ChunkIndex, GoodbyeReason, HelloRejectReason, MAX_AGENT_LEN, MAX_MODEL_ID_LEN,
-    MAX_PEERS_PER_MESSAGE, MAX_PROOF_HASHES, MAX_REJECT_DETAIL_LEN, MessageType, hex,
+    ChunkIndex, GoodbyeReason, HelloRejectReason, MAX_AGENT_LEN, MAX_CONNECT_ADDRS, MAX_LAN_ADDRS,
+    MAX_MANIFEST_BYTES, MAX_MODEL_ID_LEN, MAX_PEERS_PER_MESSAGE, MAX_PROOF_HASHES,
+    MAX_REJECT_DETAIL_LEN, MessageType, hex,
 };
 
 /// A field breaks a rule that holds whatever the swarm.
@@ -67,11 +70,55 @@ pub enum FieldError {
         /// The offending character.
         found: char,
     },
-    /// Peers message with too many entries.
-    #[error("Peers carries {count} entries; the limit is {MAX_PEERS_PER_MESSAGE}")]
+    /// Peers or HelloReject with too many peer entries.
+    #[error("{count} peer entries; the limit is {MAX_PEERS_PER_MESSAGE}")]
     TooManyPeers {
         /// Declared number of entries.
         count: u64,
+    },
+    /// A peer entry with a reserved flag bit set.
+    #[error(
+        "peer entry {index} has flags {bits:#04x}; only bits 0 (LAN) and 1 (VIA_RENDEZVOUS) are defined"
+    )]
+    ReservedPeerFlags {
+        /// Zero-based position of the entry.
+        index: usize,
+        /// The flags byte as received.
+        bits: u8,
+    },
+    /// A Hello's observed address written as IPv4-mapped IPv6.
+    #[error("observed address {addr} is IPv4-mapped IPv6; an IPv4 address is written as IPv4")]
+    ObservedMapped {
+        /// The address as received.
+        addr: SocketAddr,
+    },
+    /// A Hello with too many local-network addresses.
+    #[error("Hello lists {count} LAN addresses; the limit is {MAX_LAN_ADDRS}")]
+    TooManyLanAddrs {
+        /// Declared number of addresses.
+        count: u64,
+    },
+    /// A Hello's LAN address that is not on a local network or has port 0.
+    #[error(
+        "lan[{index}] is {addr}: not a private IPv4, IPv6 unique-local or link-local address with a non-zero port"
+    )]
+    NotLanAddr {
+        /// Zero-based position in the list.
+        index: usize,
+        /// The address.
+        addr: SocketAddr,
+    },
+    /// A Connect with no address or too many.
+    #[error("Connect carries {count} addresses; it must carry 1 to {MAX_CONNECT_ADDRS}")]
+    ConnectAddrCount {
+        /// Declared number of addresses.
+        count: u64,
+    },
+    /// A Manifest over its cap.
+    #[error("manifest is {len} bytes long; the limit is {MAX_MANIFEST_BYTES}")]
+    ManifestTooLong {
+        /// Declared length in bytes.
+        len: u64,
     },
     /// Piece header with too many proof hashes.
     #[error("piece proof has {count} hashes; the limit is {MAX_PROOF_HASHES}")]
@@ -230,7 +277,7 @@ pub enum DecodeError {
         /// Bytes present.
         available: usize,
     },
-    /// A type byte that is no message of protocol v1.
+    /// A type byte that is no message of protocol v2.
     #[error("unknown frame type {type_byte:#04x}")]
     UnknownType {
         /// The type byte.
@@ -307,6 +354,17 @@ pub enum ProtocolViolation {
     /// The dialer sent its HaveBitfield before the listener's Hello.
     #[error("the dialer sent its HaveBitfield before the listener answered its Hello")]
     BitfieldBeforeHelloAnswer,
+    /// The listener's answer does not fit the dialer's first message: a
+    /// Hello answers a Hello, a Manifest a ManifestRequest.
+    #[error(
+        "the listener answered the dialer's {to} with {found}; a Hello is answered with Hello or HelloReject, a ManifestRequest with Manifest or HelloReject"
+    )]
+    NotAnAnswer {
+        /// What the listener sent.
+        found: MessageType,
+        /// The dialer's first message.
+        to: MessageType,
+    },
     /// The peer's Hello describes another swarm.
     #[error("the peer's Hello is for another swarm: {0}")]
     Swarm(#[from] SwarmMismatch),
@@ -398,6 +456,58 @@ pub enum LocalMisuse {
     /// The dialer sends its HaveBitfield only after the listener's Hello.
     #[error("the dialer may send its HaveBitfield only after the listener's Hello")]
     BitfieldBeforeHelloAnswer,
+    /// The listener sends its Hello only once bound to the swarm the
+    /// dialer's Hello names.
+    #[error(
+        "the listener may send its Hello only once bound to the swarm the dialer's Hello names (ControlStream::bind)"
+    )]
+    HelloBeforeBind,
+    /// An answer that does not fit the dialer's first message.
+    #[error(
+        "the listener may not answer the dialer's {to} with {found}; a Hello is answered with Hello or HelloReject, a ManifestRequest with Manifest or HelloReject"
+    )]
+    NotAnAnswer {
+        /// What we tried to send.
+        found: MessageType,
+        /// The dialer's first message.
+        to: MessageType,
+    },
+    /// The dialer's opening message does not fit the stream it made: a
+    /// swarm session opens with Hello, a manifest query with
+    /// ManifestRequest.
+    #[error(
+        "{found} does not open this session: a swarm session's dialer opens with Hello, a manifest query's with ManifestRequest"
+    )]
+    WrongOpening {
+        /// What we tried to send.
+        found: MessageType,
+    },
+    /// A ManifestRequest for another digest than the query was made for.
+    #[error(
+        "this manifest query is for {}; the ManifestRequest names {}",
+        hex(.query),
+        hex(.found)
+    )]
+    OtherManifest {
+        /// The digest in the message.
+        found: [u8; 32],
+        /// The digest the query was made for.
+        query: [u8; 32],
+    },
+    /// [`crate::ControlStream::bind`] on a stream that cannot be bound.
+    #[error("the control stream cannot be bound to a swarm: {why}")]
+    CannotBind {
+        /// Why not.
+        why: &'static str,
+    },
+    /// A handshake call out of turn (see [`crate::HandshakeStep`]).
+    #[error("handshake: {call} is not possible now; the handshake expects {expected}")]
+    HandshakeOutOfTurn {
+        /// The call.
+        call: &'static str,
+        /// What the handshake expects instead.
+        expected: &'static str,
+    },
     /// A field breaks a context-free rule.
     #[error("{message_type}: {error}")]
     Field {
@@ -440,4 +550,17 @@ pub enum LocalMisuse {
         /// What bincode reported.
         detail: String,
     },
+}
+
+/// Why [`crate::ControlStream::bind`] failed: the peer's fault or ours.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BindError {
+    /// The dialer's Hello names another swarm or version: the peer's
+    /// direction is closed, and [`crate::ControlStream::farewell`] gives the
+    /// HelloReject to answer with.
+    #[error(transparent)]
+    Peer(#[from] ProtocolViolation),
+    /// The stream cannot be bound (a bug on our side).
+    #[error(transparent)]
+    Local(#[from] LocalMisuse),
 }

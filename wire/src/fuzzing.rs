@@ -3,20 +3,28 @@
 //! the stable API.
 //!
 //! Input layout: byte 0 holds flags (bit 0: we are the dialer, else the
-//! listener; bit 1: the rest is a piece stream, else a control stream),
-//! byte 1 seeds the sizes of the pieces the stream is fed in (1 to 64
-//! bytes), and the remaining bytes are the stream as the peer sent it.
+//! listener; bit 1: the rest is a piece stream, else a control stream;
+//! bit 2: the listener is unbound and binds at the dialer's Hello, the
+//! dialer is a manifest query), byte 1 seeds the sizes of the pieces the
+//! stream is fed in (1 to 64 bytes), and the remaining bytes are the stream
+//! as the peer sent it.
 //!
 //! Control streams run through a [`FrameDecoder`] into a [`ControlStream`]
 //! of the golden swarm (`fixtures/wire/`), which answers like a real peer
-//! (Hello, HaveBitfield, Reject, farewell) so that inputs reach every phase.
+//! (Hello, HaveBitfield, Reject, Manifest, farewell) so that inputs reach
+//! every phase.
 //! Piece streams run through a [`PieceStreamReader`] of a small swarm. The
 //! asserts are invariants: a panic is a bug.
 
 use crate::{
-    ControlEvent, ControlStream, FrameDecoder, HaveBitfield, Message, PieceHeader,
+    BindError, ControlEvent, ControlStream, FrameDecoder, HaveBitfield, Message, PieceHeader,
     PieceStreamReader, RejectReason, Role, SwarmIdentity, SwarmParams,
 };
+
+/// What a fuzzed listener serves for any ManifestRequest, and what a
+/// fuzzed manifest query asks for (the SHA-256 of nothing in particular).
+const FUZZ_MANIFEST: &[u8] = b"model_id: tiny-slm-64m\n";
+const FUZZ_MANIFEST_SHA256: [u8; 32] = [0x4d; 32];
 
 /// What a fuzz input reached, for tests of the seed corpus.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -76,7 +84,7 @@ pub fn wire_decode(data: &[u8]) -> FuzzOutcome {
         } else {
             Role::Listener
         };
-        control_stream(role, stream, *seed)
+        control_stream(role, flags & 4 != 0, stream, *seed)
     }
 }
 
@@ -89,7 +97,7 @@ fn send(control: &mut ControlStream, message: &Message) {
     }
 }
 
-fn control_stream(role: Role, stream: &[u8], seed: u8) -> FuzzOutcome {
+fn control_stream(role: Role, v2_opening: bool, stream: &[u8], seed: u8) -> FuzzOutcome {
     let mut outcome = FuzzOutcome::default();
     let Some(swarm) = golden_swarm() else {
         return outcome;
@@ -116,9 +124,20 @@ fn control_stream(role: Role, stream: &[u8], seed: u8) -> FuzzOutcome {
         one_shot.push(message);
     }
 
-    let mut control = ControlStream::new(role, swarm);
+    let mut control = match (role, v2_opening) {
+        (Role::Listener, true) => ControlStream::listener(),
+        (Role::Dialer, true) => ControlStream::manifest_query(FUZZ_MANIFEST_SHA256),
+        (_, false) => ControlStream::new(role, swarm.clone()),
+    };
     if role == Role::Dialer {
-        send(&mut control, &hello);
+        let opening = if v2_opening {
+            Message::ManifestRequest {
+                manifest_sha256: FUZZ_MANIFEST_SHA256,
+            }
+        } else {
+            hello.clone()
+        };
+        send(&mut control, &opening);
     }
     let mut decoder = FrameDecoder::new();
     let mut incremental = Vec::new();
@@ -152,9 +171,32 @@ fn control_stream(role: Role, stream: &[u8], seed: u8) -> FuzzOutcome {
                     match event {
                         ControlEvent::PeerHello(_) => {
                             if role == Role::Listener {
+                                if control.swarm().is_none() {
+                                    match control.bind(swarm.clone()) {
+                                        Ok(()) => {}
+                                        Err(BindError::Peer(violation)) => {
+                                            outcome.error = Some(violation.to_string());
+                                            if let Some(farewell) =
+                                                control.farewell(&violation.into())
+                                            {
+                                                send(&mut control, &farewell);
+                                            }
+                                            continue;
+                                        }
+                                        Err(BindError::Local(misuse)) => {
+                                            panic!("binding after the Hello was refused: {misuse}")
+                                        }
+                                    }
+                                }
                                 send(&mut control, &hello);
                             }
                             send(&mut control, &bitfield);
+                        }
+                        ControlEvent::ManifestRequested(_) => {
+                            let manifest = Message::Manifest {
+                                bytes: FUZZ_MANIFEST.to_vec(),
+                            };
+                            send(&mut control, &manifest);
                         }
                         ControlEvent::Request(chunk)
                             if control.sent_phase() == crate::Phase::Established =>

@@ -1,19 +1,21 @@
-//! `minimodel-wire`: the piece protocol v1, as bytes and rules.
+//! `minimodel-wire`: the piece protocol v2, as bytes and rules.
 //!
 //! What it is: the messages of the protocol ([`Message`], [`PieceHeader`]),
 //! their framing and bincode codec with a cap on every length
 //! ([`Message::encode`], [`Message::decode`], the incremental
 //! [`FrameDecoder`] and [`PieceStreamReader`]), the context checks against a
-//! swarm's chunk geometry ([`SwarmParams`]) and the sans-IO state machine of
-//! the control stream ([`ControlStream`]). Errors say who is to blame:
+//! swarm's chunk geometry ([`SwarmParams`]), the sans-IO state machine of
+//! the control stream ([`ControlStream`]) and the handshakes every driver
+//! runs on it ([`DialHandshake`], [`ListenHandshake`], [`ManifestQuery`]).
+//! Errors say who is to blame:
 //! [`DecodeError`] (the peer sent malformed bytes), [`ProtocolViolation`]
 //! (the peer sent a well-formed but illegal message), [`LocalMisuse`] (our
 //! own code tried to send something illegal).
 //!
 //! What it is not: it opens no socket and no file, keeps no clock, and does
 //! not verify hashes (the verifier does; this crate only checks that a proof
-//! has the right number of them). The QUIC driver in `minimodel-swarm` moves
-//! the bytes.
+//! has the right number of them, and hands a requested manifest over
+//! unhashed). The QUIC driver in `minimodel-swarm` moves the bytes.
 //!
 //! The normative spec, with annotated test vectors, is
 //! `docs/wire-protocol.md`; the vectors are in `fixtures/wire/`.
@@ -27,7 +29,7 @@
 //! let params = SwarmParams::new(10_000, 4096, 3).unwrap();
 //! let swarm = SwarmIdentity::new("demo-model", [7; 32], params).unwrap();
 //! let mut dialer = ControlStream::new(Role::Dialer, swarm.clone());
-//! let mut listener = ControlStream::new(Role::Listener, swarm.clone());
+//! let mut listener = ControlStream::listener();
 //!
 //! // The dialer speaks first; bytes go through the codec as on a stream.
 //! let hello = Message::Hello(swarm.hello(false, None, "example/1").unwrap());
@@ -39,6 +41,8 @@
 //! decoder.feed(&stream).unwrap();
 //! let received = decoder.next_message().unwrap().unwrap();
 //! assert!(matches!(listener.on_receive(&received), Ok(ControlEvent::PeerHello(_))));
+//! // The listener serves the swarm the Hello names: it binds to it.
+//! listener.bind(swarm.clone()).unwrap();
 //!
 //! // A Request before the bitfields is refused.
 //! let early = Message::Request { chunk: ChunkIndex(0) };
@@ -57,6 +61,7 @@ mod frame;
 mod frame_decoder;
 #[doc(hidden)]
 pub mod fuzzing;
+mod handshake;
 mod message;
 mod params;
 mod peer_id;
@@ -66,23 +71,30 @@ mod types;
 pub use bitfield::{ChunkOutOfRange, HaveBitfield};
 pub use control::{ControlEvent, ControlStream, Phase, Role};
 pub use error::{
-    ContextError, DecodeError, FieldError, LocalMisuse, PeerError, ProtocolViolation, SwarmMismatch,
+    BindError, ContextError, DecodeError, FieldError, LocalMisuse, PeerError, ProtocolViolation,
+    SwarmMismatch,
 };
 pub use frame::{FRAME_PREFIX_LEN, MAX_CONTROL_FRAME, MAX_PIECE_HEADER_FRAME};
 pub use frame_decoder::FrameDecoder;
+pub use handshake::{
+    DialHandshake, Established, HandshakeFailure, HandshakeStep, ListenHandshake, Listened,
+    ManifestQuery,
+};
 pub use message::Message;
 pub use params::{MAX_CHUNK_COUNT, SwarmIdentity, SwarmParams, SwarmParamsError, audit_path_len};
 pub use peer_id::{PEER_ID_TEXT_LEN, PeerAddr, PeerId, PeerIdError};
 pub use piece::{PieceHeader, PiecePart, PieceStreamReader, ReceivedPiece};
 pub use types::{
-    ChunkIndex, GoodbyeReason, Hello, HelloRejectReason, MAX_AGENT_LEN, MAX_MODEL_ID_LEN,
-    MAX_PEERS_PER_MESSAGE, MAX_PROOF_HASHES, MAX_REJECT_DETAIL_LEN, MessageType, PeerEntry,
-    RejectReason, validate_agent, validate_model_id, validate_reject_detail,
+    ChunkIndex, GoodbyeReason, Hello, HelloRejectReason, MAX_AGENT_LEN, MAX_CONNECT_ADDRS,
+    MAX_LAN_ADDRS, MAX_MANIFEST_BYTES, MAX_MODEL_ID_LEN, MAX_PEERS_PER_MESSAGE, MAX_PROOF_HASHES,
+    MAX_REJECT_DETAIL_LEN, MessageType, PeerEntry, PeerFlags, RejectReason, RendezvousFailedReason,
+    canonical_addr, is_lan_addr, validate_agent, validate_model_id, validate_reject_detail,
 };
 
-/// The ALPN protocol id of piece protocol v1. A future version 2 would be
-/// `minimodel/2`; peers offer every version they speak and TLS picks one.
-pub const ALPN: &[u8] = b"minimodel/1";
+/// The ALPN protocol id of piece protocol v2. Version 1 (`minimodel/1`) is
+/// no longer spoken; peers offer every version they speak and TLS picks
+/// one.
+pub const ALPN: &[u8] = b"minimodel/2";
 
 /// The protocol version of [`ALPN`]; a Hello must carry this value.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;

@@ -4,6 +4,8 @@
 //! message's fields in the order they are declared here. Sequences are a
 //! `u64` count followed by their elements; reasons are a `u32` code.
 
+use std::net::SocketAddr;
+
 use bincode::enc::write::Writer;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
@@ -13,8 +15,10 @@ use crate::error::{DecodeError, FieldError, LocalMisuse};
 use crate::frame::{MAX_CONTROL_FRAME, take_frame};
 use crate::peer_id::PeerId;
 use crate::types::{
-    ChunkIndex, GoodbyeReason, Hello, HelloRejectReason, MessageType, PeerEntry, RejectReason,
-    validate_peer_count, validate_reject_detail,
+    ChunkIndex, GoodbyeReason, Hello, HelloRejectReason, MessageType, PeerEntry, PeerFlags,
+    RejectReason, RendezvousFailedReason, validate_agent, validate_connect_count,
+    validate_lan_addr, validate_lan_count, validate_manifest_len, validate_model_id,
+    validate_observed, validate_peer_count, validate_reject_detail,
 };
 
 /// A message of the control stream.
@@ -22,12 +26,15 @@ use crate::types::{
 pub enum Message {
     /// `0x01`: the first message in each direction.
     Hello(Hello),
-    /// `0x02`: the listener refuses the dialer's Hello; the session ends.
+    /// `0x02`: the listener refuses the dialer's Hello or ManifestRequest;
+    /// the session ends.
     HelloReject {
         /// Why.
         reason: HelloRejectReason,
         /// Human-readable detail, at most 256 bytes, no control characters.
         detail: String,
+        /// Other peers of the swarm the refused dialer may try, at most 32.
+        peers: Vec<PeerEntry>,
     },
     /// `0x03`: every chunk the sender has; its first message after Hello.
     HaveBitfield(HaveBitfield),
@@ -65,6 +72,39 @@ pub enum Message {
         /// Why.
         reason: GoodbyeReason,
     },
+    /// `0x0B`: "introduce me to `peer`", a peer the sender learned from
+    /// the receiver's Peers.
+    Rendezvous {
+        /// The peer to be introduced to.
+        peer: PeerId,
+    },
+    /// `0x0C`: "`peer` is about to dial you from these addresses; dial it
+    /// at them now". The introducer sends one to each side.
+    Connect {
+        /// The peer that dials the receiver.
+        peer: PeerId,
+        /// Where it dials from and listens: 1 to 4 addresses.
+        addrs: Vec<SocketAddr>,
+    },
+    /// `0x0D`: the introducer will not introduce the sender to `peer`.
+    RendezvousFailed {
+        /// The peer the Rendezvous named.
+        peer: PeerId,
+        /// Why not.
+        reason: RendezvousFailedReason,
+    },
+    /// `0x0E`: the dialer's first message of a manifest query, instead of
+    /// a Hello: "send me the manifest whose SHA-256 is this".
+    ManifestRequest {
+        /// SHA-256 of the manifest file's bytes.
+        manifest_sha256: [u8; 32],
+    },
+    /// `0x0F`: the listener's answer to a ManifestRequest: the manifest
+    /// file's bytes, unchecked (the receiver hashes them).
+    Manifest {
+        /// At most [`crate::MAX_MANIFEST_BYTES`] bytes.
+        bytes: Vec<u8>,
+    },
 }
 
 impl Message {
@@ -81,6 +121,11 @@ impl Message {
             Message::Peers { .. } => MessageType::Peers,
             Message::KeepAlive => MessageType::KeepAlive,
             Message::Goodbye { .. } => MessageType::Goodbye,
+            Message::Rendezvous { .. } => MessageType::Rendezvous,
+            Message::Connect { .. } => MessageType::Connect,
+            Message::RendezvousFailed { .. } => MessageType::RendezvousFailed,
+            Message::ManifestRequest { .. } => MessageType::ManifestRequest,
+            Message::Manifest { .. } => MessageType::Manifest,
         }
     }
 
@@ -96,12 +141,17 @@ impl Message {
     }
 
     /// Checks the rules a message must meet whatever the swarm (string
-    /// lengths and characters, entry counts).
+    /// lengths and characters, counts, address rules), in wire order.
     pub fn validate(&self) -> Result<(), FieldError> {
         match self {
             Message::Hello(hello) => hello.validate(),
-            Message::HelloReject { detail, .. } => validate_reject_detail(detail),
+            Message::HelloReject { detail, peers, .. } => {
+                validate_reject_detail(detail)?;
+                validate_peer_count(peers.len() as u64)
+            }
             Message::Peers { entries } => validate_peer_count(entries.len() as u64),
+            Message::Connect { addrs, .. } => validate_connect_count(addrs.len() as u64),
+            Message::Manifest { bytes } => validate_manifest_len(bytes.len() as u64),
             _ => Ok(()),
         }
     }
@@ -151,7 +201,12 @@ impl Message {
                 let reason = reason(&mut body, HelloRejectReason::from_code)?;
                 let detail: String = body.field()?;
                 validate_reject_detail(&detail).map_err(|e| field_error(message_type, e))?;
-                Message::HelloReject { reason, detail }
+                let peers = decode_peer_entries(&mut body)?;
+                Message::HelloReject {
+                    reason,
+                    detail,
+                    peers,
+                }
             }
             MessageType::HaveBitfield => {
                 let chunk_count: u32 = body.field()?;
@@ -173,21 +228,40 @@ impl Message {
                 chunk: ChunkIndex(body.field()?),
                 reason: reason(&mut body, RejectReason::from_code)?,
             },
-            MessageType::Peers => {
-                let count: u64 = body.field()?;
-                validate_peer_count(count).map_err(|e| field_error(message_type, e))?;
-                let mut entries = Vec::with_capacity(count as usize);
-                for _ in 0..count {
-                    let id = PeerId(body.array()?);
-                    let addr = body.field()?;
-                    entries.push(PeerEntry { id, addr });
-                }
-                Message::Peers { entries }
-            }
+            MessageType::Peers => Message::Peers {
+                entries: decode_peer_entries(&mut body)?,
+            },
             MessageType::KeepAlive => Message::KeepAlive,
             MessageType::Goodbye => Message::Goodbye {
                 reason: reason(&mut body, GoodbyeReason::from_code)?,
             },
+            MessageType::Rendezvous => Message::Rendezvous {
+                peer: PeerId(body.array()?),
+            },
+            MessageType::Connect => {
+                let peer = PeerId(body.array()?);
+                let count: u64 = body.field()?;
+                validate_connect_count(count).map_err(|e| field_error(message_type, e))?;
+                let mut addrs = Vec::with_capacity(count as usize);
+                for _ in 0..count {
+                    addrs.push(body.field()?);
+                }
+                Message::Connect { peer, addrs }
+            }
+            MessageType::RendezvousFailed => Message::RendezvousFailed {
+                peer: PeerId(body.array()?),
+                reason: reason(&mut body, RendezvousFailedReason::from_code)?,
+            },
+            MessageType::ManifestRequest => Message::ManifestRequest {
+                manifest_sha256: body.array()?,
+            },
+            MessageType::Manifest => {
+                let len: u64 = body.field()?;
+                validate_manifest_len(len).map_err(|e| field_error(message_type, e))?;
+                Message::Manifest {
+                    bytes: body.bytes(len as usize)?,
+                }
+            }
             MessageType::PieceHeader => return Err(DecodeError::PieceHeaderOnControlStream),
         };
         body.finish()?;
@@ -213,22 +287,77 @@ fn reason<R>(
     })
 }
 
+/// A sequence of peer entries (Peers, HelloReject): the count is checked
+/// before any entry is read, each entry's flags as it is read.
+fn decode_peer_entries(body: &mut BodyDecoder<'_>) -> Result<Vec<PeerEntry>, DecodeError> {
+    let message_type = body.message_type();
+    let count: u64 = body.field()?;
+    validate_peer_count(count).map_err(|e| field_error(message_type, e))?;
+    let mut entries = Vec::with_capacity(count as usize);
+    for index in 0..count as usize {
+        let id = PeerId(body.array()?);
+        let addr = body.field()?;
+        let bits: u8 = body.field()?;
+        let flags = PeerFlags::from_bits(bits).ok_or(field_error(
+            message_type,
+            FieldError::ReservedPeerFlags { index, bits },
+        ))?;
+        entries.push(PeerEntry { id, addr, flags });
+    }
+    Ok(entries)
+}
+
+/// A Hello, each rule checked as soon as its field is read: the lan count
+/// before any address, each address as it is read.
 fn decode_hello(body: &mut BodyDecoder<'_>) -> Result<Hello, DecodeError> {
-    let hello = Hello {
-        protocol_version: body.field()?,
-        model_id: body.field()?,
-        merkle_root: body.array()?,
-        artifact_bytes: body.field()?,
-        chunk_size: body.field()?,
-        chunk_count: body.field()?,
-        serving: body.field()?,
-        listen: body.field()?,
-        agent: body.field()?,
-    };
-    hello
-        .validate()
-        .map_err(|e| field_error(MessageType::Hello, e))?;
-    Ok(hello)
+    let invalid = |e| field_error(MessageType::Hello, e);
+    let protocol_version = body.field()?;
+    let model_id: String = body.field()?;
+    validate_model_id(&model_id).map_err(invalid)?;
+    let merkle_root = body.array()?;
+    let artifact_bytes = body.field()?;
+    let chunk_size = body.field()?;
+    let chunk_count = body.field()?;
+    let serving = body.field()?;
+    let listen = body.field()?;
+    let agent: String = body.field()?;
+    validate_agent(&agent).map_err(invalid)?;
+    let observed = body.field()?;
+    validate_observed(observed).map_err(invalid)?;
+    let count: u64 = body.field()?;
+    validate_lan_count(count).map_err(invalid)?;
+    let mut lan = Vec::with_capacity(count as usize);
+    for index in 0..count as usize {
+        let addr = body.field()?;
+        validate_lan_addr(index, addr).map_err(invalid)?;
+        lan.push(addr);
+    }
+    Ok(Hello {
+        protocol_version,
+        model_id,
+        merkle_root,
+        artifact_bytes,
+        chunk_size,
+        chunk_count,
+        serving,
+        listen,
+        agent,
+        observed,
+        lan,
+    })
+}
+
+fn put_peer_entries<W: Writer>(
+    encoder: &mut BodyEncoder<W>,
+    entries: &[PeerEntry],
+) -> Result<(), bincode::error::EncodeError> {
+    put(encoder, &(entries.len() as u64))?;
+    for entry in entries {
+        put(encoder, entry.id.as_bytes())?;
+        put(encoder, &entry.addr)?;
+        put(encoder, &entry.flags.bits())?;
+    }
+    Ok(())
 }
 
 impl EncodeBody for Message {
@@ -246,11 +375,18 @@ impl EncodeBody for Message {
                 put(encoder, &hello.chunk_count)?;
                 put(encoder, &hello.serving)?;
                 put(encoder, &hello.listen)?;
-                put(encoder, hello.agent.as_str())
+                put(encoder, hello.agent.as_str())?;
+                put(encoder, &hello.observed)?;
+                put(encoder, hello.lan.as_slice())
             }
-            Message::HelloReject { reason, detail } => {
+            Message::HelloReject {
+                reason,
+                detail,
+                peers,
+            } => {
                 put(encoder, &reason.code())?;
-                put(encoder, detail.as_str())
+                put(encoder, detail.as_str())?;
+                put_peer_entries(encoder, peers)
             }
             Message::HaveBitfield(bitfield) => {
                 put(encoder, &bitfield.chunk_count())?;
@@ -263,16 +399,20 @@ impl EncodeBody for Message {
                 put(encoder, &chunk.0)?;
                 put(encoder, &reason.code())
             }
-            Message::Peers { entries } => {
-                put(encoder, &(entries.len() as u64))?;
-                for entry in entries {
-                    put(encoder, entry.id.as_bytes())?;
-                    put(encoder, &entry.addr)?;
-                }
-                Ok(())
-            }
+            Message::Peers { entries } => put_peer_entries(encoder, entries),
             Message::KeepAlive => Ok(()),
             Message::Goodbye { reason } => put(encoder, &reason.code()),
+            Message::Rendezvous { peer } => put(encoder, peer.as_bytes()),
+            Message::Connect { peer, addrs } => {
+                put(encoder, peer.as_bytes())?;
+                put(encoder, addrs.as_slice())
+            }
+            Message::RendezvousFailed { peer, reason } => {
+                put(encoder, peer.as_bytes())?;
+                put(encoder, &reason.code())
+            }
+            Message::ManifestRequest { manifest_sha256 } => put(encoder, manifest_sha256),
+            Message::Manifest { bytes } => put(encoder, bytes.as_slice()),
         }
     }
 }

@@ -203,7 +203,9 @@ impl SwarmIdentity {
         &self.params
     }
 
-    /// Our Hello for this swarm.
+    /// Our Hello for this swarm, without an observed address or LAN
+    /// addresses (add them with [`Hello::with_observed`] and
+    /// [`Hello::with_lan`]).
     pub fn hello(
         &self,
         serving: bool,
@@ -222,6 +224,8 @@ impl SwarmIdentity {
             serving,
             listen,
             agent,
+            observed: None,
+            lan: Vec::new(),
         })
     }
 

@@ -1,8 +1,10 @@
 //! The typed values messages carry: chunk indices, message types, reasons,
-//! peer entries and the Hello, with their context-free field rules.
+//! peer entries and their flags, and the Hello, with their context-free
+//! field rules.
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::ops::{BitOr, BitOrAssign};
 
 use crate::error::FieldError;
 use crate::peer_id::PeerId;
@@ -13,8 +15,15 @@ pub const MAX_MODEL_ID_LEN: usize = 128;
 pub const MAX_AGENT_LEN: usize = 64;
 /// Longest detail text in a HelloReject, in bytes.
 pub const MAX_REJECT_DETAIL_LEN: usize = 256;
-/// Most entries one Peers message may carry.
+/// Most peer entries one Peers or HelloReject message may carry.
 pub const MAX_PEERS_PER_MESSAGE: usize = 32;
+/// Most local-network addresses one Hello may list.
+pub const MAX_LAN_ADDRS: usize = 4;
+/// Most addresses one Connect may carry (and it carries at least one).
+pub const MAX_CONNECT_ADDRS: usize = 4;
+/// Largest manifest a Manifest message may carry, in bytes: with its count
+/// and type byte it fits a control frame with room to spare.
+pub const MAX_MANIFEST_BYTES: usize = 60_000;
 /// Most hashes a piece header's Merkle proof may carry (a tree of `u32`
 /// leaves is at most 32 levels deep).
 pub const MAX_PROOF_HASHES: usize = 32;
@@ -52,13 +61,23 @@ pub enum MessageType {
     KeepAlive,
     /// `0x0A` Goodbye.
     Goodbye,
+    /// `0x0B` Rendezvous.
+    Rendezvous,
+    /// `0x0C` Connect.
+    Connect,
+    /// `0x0D` RendezvousFailed.
+    RendezvousFailed,
+    /// `0x0E` ManifestRequest.
+    ManifestRequest,
+    /// `0x0F` Manifest.
+    Manifest,
     /// `0x20` PieceHeader (piece streams only).
     PieceHeader,
 }
 
 impl MessageType {
     /// Every message type, in type-byte order.
-    pub const ALL: [MessageType; 11] = [
+    pub const ALL: [MessageType; 16] = [
         MessageType::Hello,
         MessageType::HelloReject,
         MessageType::HaveBitfield,
@@ -69,6 +88,11 @@ impl MessageType {
         MessageType::Peers,
         MessageType::KeepAlive,
         MessageType::Goodbye,
+        MessageType::Rendezvous,
+        MessageType::Connect,
+        MessageType::RendezvousFailed,
+        MessageType::ManifestRequest,
+        MessageType::Manifest,
         MessageType::PieceHeader,
     ];
 
@@ -85,6 +109,11 @@ impl MessageType {
             MessageType::Peers => 0x08,
             MessageType::KeepAlive => 0x09,
             MessageType::Goodbye => 0x0A,
+            MessageType::Rendezvous => 0x0B,
+            MessageType::Connect => 0x0C,
+            MessageType::RendezvousFailed => 0x0D,
+            MessageType::ManifestRequest => 0x0E,
+            MessageType::Manifest => 0x0F,
             MessageType::PieceHeader => 0x20,
         }
     }
@@ -107,6 +136,11 @@ impl MessageType {
             MessageType::Peers => "Peers",
             MessageType::KeepAlive => "KeepAlive",
             MessageType::Goodbye => "Goodbye",
+            MessageType::Rendezvous => "Rendezvous",
+            MessageType::Connect => "Connect",
+            MessageType::RendezvousFailed => "RendezvousFailed",
+            MessageType::ManifestRequest => "ManifestRequest",
+            MessageType::Manifest => "Manifest",
             MessageType::PieceHeader => "PieceHeader",
         }
     }
@@ -172,6 +206,11 @@ wire_reason! {
         Banned = 3,
         /// The listener does not serve this swarm (any more).
         NotServing = 4,
+        /// The listener serves no swarm with the Hello's model id and root
+        /// (a listener of many swarms on one port).
+        UnknownSwarm = 5,
+        /// The listener has no manifest with the requested SHA-256.
+        UnknownManifest = 6,
     }
 }
 
@@ -209,14 +248,126 @@ wire_reason! {
     }
 }
 
-/// One peer in a Peers message: who it is and where it listens.
+wire_reason! {
+    /// Why an introducer will not introduce the sender of a Rendezvous.
+    RendezvousFailedReason {
+        /// The introducer has no link to the named peer.
+        NotConnected = 0,
+        /// The Rendezvous named its sender or the introducer itself.
+        NoSelf = 1,
+        /// The sender asked for too many introductions; ask again later.
+        RateLimited = 2,
+        /// The addresses of one side fail the introducer's filters.
+        NotAllowed = 3,
+        /// The introducer does not introduce peers.
+        NoSupport = 4,
+    }
+}
+
+/// How to reach the peer of a [`PeerEntry`]: a set of the defined bits
+/// (spec 7.8). Reserved bits cannot be set: [`PeerFlags::from_bits`]
+/// refuses them, and a decoder refuses an entry that carries them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct PeerFlags(u8);
+
+impl PeerFlags {
+    /// Bit 0: the address is one of the peer's LAN addresses, usable only
+    /// on its network. It is sent only to a receiver that shares the public
+    /// address the entry was learned with (both behind one NAT).
+    pub const LAN: PeerFlags = PeerFlags(0x01);
+    /// Bit 1: the peer accepts no unsolicited connections; ask the sender
+    /// of the entry for a Rendezvous with it.
+    pub const VIA_RENDEZVOUS: PeerFlags = PeerFlags(0x02);
+    /// Every defined bit.
+    pub const ALL: PeerFlags = PeerFlags(0x03);
+
+    /// No flag: an address that accepts connections from anyone.
+    pub const fn empty() -> PeerFlags {
+        PeerFlags(0)
+    }
+
+    /// The byte on the wire.
+    pub const fn bits(self) -> u8 {
+        self.0
+    }
+
+    /// The flags of a byte, or `None` if it sets a reserved bit.
+    pub const fn from_bits(bits: u8) -> Option<PeerFlags> {
+        if bits & !PeerFlags::ALL.0 == 0 {
+            Some(PeerFlags(bits))
+        } else {
+            None
+        }
+    }
+
+    /// Whether every flag of `other` is set here.
+    pub const fn contains(self, other: PeerFlags) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// Whether no flag is set.
+    pub const fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+}
+
+impl BitOr for PeerFlags {
+    type Output = PeerFlags;
+
+    fn bitor(self, other: PeerFlags) -> PeerFlags {
+        PeerFlags(self.0 | other.0)
+    }
+}
+
+impl BitOrAssign for PeerFlags {
+    fn bitor_assign(&mut self, other: PeerFlags) {
+        self.0 |= other.0;
+    }
+}
+
+impl fmt::Display for PeerFlags {
+    /// `none`, `LAN`, `VIA_RENDEZVOUS` or `LAN|VIA_RENDEZVOUS`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = [
+            (PeerFlags::LAN, "LAN"),
+            (PeerFlags::VIA_RENDEZVOUS, "VIA_RENDEZVOUS"),
+        ]
+        .into_iter()
+        .filter(|(flag, _)| self.contains(*flag))
+        .map(|(_, name)| name)
+        .collect();
+        if names.is_empty() {
+            f.write_str("none")
+        } else {
+            f.write_str(&names.join("|"))
+        }
+    }
+}
+
+/// One peer in a Peers or HelloReject message: who it is, where it listens
+/// and how to reach it there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct PeerEntry {
     /// The key the peer proves in its handshake.
     pub id: PeerId,
-    /// Where it accepts connections. IPv6 flow info and scope id are not
-    /// carried.
+    /// Where to reach it, as `flags` say. IPv6 flow info and scope id are
+    /// not carried.
     pub addr: SocketAddr,
+    /// Whether `addr` is a LAN address and whether the peer must be
+    /// reached through a Rendezvous; empty: it accepts connections there
+    /// from anyone.
+    pub flags: PeerFlags,
+}
+
+impl PeerEntry {
+    /// An entry without flags: `addr` accepts connections from anyone.
+    pub fn new(id: PeerId, addr: SocketAddr) -> PeerEntry {
+        PeerEntry {
+            id,
+            addr,
+            flags: PeerFlags::empty(),
+        }
+    }
 }
 
 /// The first message in each direction: which swarm the sender is in and
@@ -242,13 +393,69 @@ pub struct Hello {
     /// Free-form software name and version: at most 64 bytes of printable
     /// ASCII (`0x20..=0x7e`).
     pub agent: String,
+    /// The address the sender sees the receiver at: the dialer writes the
+    /// address it dialed, the listener the connection's source address. An
+    /// IPv4 address is written as IPv4, never IPv4-mapped IPv6.
+    /// Informational: the receiver decides what to believe.
+    pub observed: Option<SocketAddr>,
+    /// Where the sender listens on its own local network(s), at most
+    /// [`MAX_LAN_ADDRS`], each one passing [`is_lan_addr`]. Passed on only
+    /// to peers that share the sender's public address.
+    pub lan: Vec<SocketAddr>,
 }
 
 impl Hello {
-    /// Checks the context-free field rules.
+    /// Checks the context-free field rules, in wire order.
     pub fn validate(&self) -> Result<(), FieldError> {
         validate_model_id(&self.model_id)?;
-        validate_agent(&self.agent)
+        validate_agent(&self.agent)?;
+        validate_observed(self.observed)?;
+        validate_lan_count(self.lan.len() as u64)?;
+        for (index, addr) in self.lan.iter().enumerate() {
+            validate_lan_addr(index, *addr)?;
+        }
+        Ok(())
+    }
+
+    /// This Hello with `observed` set: an IPv4-mapped IPv6 address (as a
+    /// dual-stack socket reports an IPv4 peer) is written as IPv4.
+    pub fn with_observed(mut self, observed: Option<SocketAddr>) -> Hello {
+        self.observed = observed.map(canonical_addr);
+        self
+    }
+
+    /// This Hello with `lan` set, if the list meets its rules (at most
+    /// [`MAX_LAN_ADDRS`], each passing [`is_lan_addr`]).
+    pub fn with_lan(mut self, lan: Vec<SocketAddr>) -> Result<Hello, FieldError> {
+        validate_lan_count(lan.len() as u64)?;
+        for (index, addr) in lan.iter().enumerate() {
+            validate_lan_addr(index, *addr)?;
+        }
+        self.lan = lan;
+        Ok(self)
+    }
+}
+
+/// `addr` with an IPv4-mapped IPv6 address turned into the IPv4 address
+/// (flow info and scope id dropped: the wire does not carry them).
+pub fn canonical_addr(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(addr.ip().to_canonical(), addr.port())
+}
+
+/// Whether `addr` may stand in a Hello's `lan` list: a private IPv4
+/// address (10/8, 172.16/12, 192.168/16), an IPv4 link-local one
+/// (169.254/16), an IPv6 unique-local (fc00::/7) or link-local (fe80::/10)
+/// one, with a port other than 0.
+pub fn is_lan_addr(addr: SocketAddr) -> bool {
+    if addr.port() == 0 {
+        return false;
+    }
+    match addr.ip() {
+        IpAddr::V4(ip) => ip.is_private() || ip.is_link_local(),
+        IpAddr::V6(ip) => {
+            let first = ip.segments()[0];
+            first & 0xfe00 == 0xfc00 || first & 0xffc0 == 0xfe80
+        }
     }
 }
 
@@ -296,10 +503,53 @@ pub fn validate_reject_detail(detail: &str) -> Result<(), FieldError> {
     }
 }
 
-/// Checks the number of entries of a Peers message.
+/// Checks the number of entries of a Peers or HelloReject message.
 pub(crate) fn validate_peer_count(count: u64) -> Result<(), FieldError> {
     if count > MAX_PEERS_PER_MESSAGE as u64 {
         return Err(FieldError::TooManyPeers { count });
+    }
+    Ok(())
+}
+
+/// Checks a Hello's observed address: not IPv4-mapped IPv6.
+pub(crate) fn validate_observed(observed: Option<SocketAddr>) -> Result<(), FieldError> {
+    match observed {
+        Some(addr) if canonical_addr(addr).is_ipv4() && addr.is_ipv6() => {
+            Err(FieldError::ObservedMapped { addr })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Checks the number of a Hello's local-network addresses.
+pub(crate) fn validate_lan_count(count: u64) -> Result<(), FieldError> {
+    if count > MAX_LAN_ADDRS as u64 {
+        return Err(FieldError::TooManyLanAddrs { count });
+    }
+    Ok(())
+}
+
+/// Checks one of a Hello's local-network addresses.
+pub(crate) fn validate_lan_addr(index: usize, addr: SocketAddr) -> Result<(), FieldError> {
+    if is_lan_addr(addr) {
+        Ok(())
+    } else {
+        Err(FieldError::NotLanAddr { index, addr })
+    }
+}
+
+/// Checks the number of a Connect's addresses: 1 to [`MAX_CONNECT_ADDRS`].
+pub(crate) fn validate_connect_count(count: u64) -> Result<(), FieldError> {
+    if count == 0 || count > MAX_CONNECT_ADDRS as u64 {
+        return Err(FieldError::ConnectAddrCount { count });
+    }
+    Ok(())
+}
+
+/// Checks the length of a Manifest's bytes.
+pub(crate) fn validate_manifest_len(len: u64) -> Result<(), FieldError> {
+    if len > MAX_MANIFEST_BYTES as u64 {
+        return Err(FieldError::ManifestTooLong { len });
     }
     Ok(())
 }
@@ -339,7 +589,9 @@ mod tests {
             assert_eq!(MessageType::from_byte(t.as_byte()), Some(t));
         }
         assert_eq!(MessageType::from_byte(0x00), None);
-        assert_eq!(MessageType::from_byte(0x0B), None);
+        assert_eq!(MessageType::from_byte(0x0B), Some(MessageType::Rendezvous));
+        assert_eq!(MessageType::from_byte(0x0F), Some(MessageType::Manifest));
+        assert_eq!(MessageType::from_byte(0x10), None);
         assert_eq!(MessageType::from_byte(0xff), None);
         assert_eq!(MessageType::Goodbye.to_string(), "Goodbye (0x0a)");
     }
@@ -355,9 +607,94 @@ mod tests {
         for r in HelloRejectReason::ALL {
             assert_eq!(HelloRejectReason::from_code(r.code()), Some(*r));
         }
+        for r in RendezvousFailedReason::ALL {
+            assert_eq!(RendezvousFailedReason::from_code(r.code()), Some(*r));
+        }
         assert_eq!(GoodbyeReason::from_code(7), None);
         assert_eq!(RejectReason::from_code(4), None);
-        assert_eq!(HelloRejectReason::from_code(5), None);
+        assert_eq!(HelloRejectReason::from_code(7), None);
+        assert_eq!(RendezvousFailedReason::from_code(5), None);
+        assert_eq!(HelloRejectReason::UnknownSwarm.code(), 5);
+        assert_eq!(HelloRejectReason::UnknownManifest.code(), 6);
+        assert_eq!(RendezvousFailedReason::NoSupport.code(), 4);
+    }
+
+    #[test]
+    fn peer_flags_refuse_reserved_bits() {
+        assert_eq!(PeerFlags::from_bits(0), Some(PeerFlags::empty()));
+        assert_eq!(PeerFlags::from_bits(1), Some(PeerFlags::LAN));
+        assert_eq!(PeerFlags::from_bits(2), Some(PeerFlags::VIA_RENDEZVOUS));
+        assert_eq!(PeerFlags::from_bits(3), Some(PeerFlags::ALL));
+        for bits in 4..=u8::MAX {
+            assert_eq!(PeerFlags::from_bits(bits), None, "{bits:#04x}");
+        }
+        let both = PeerFlags::LAN | PeerFlags::VIA_RENDEZVOUS;
+        assert_eq!(both, PeerFlags::ALL);
+        assert!(both.contains(PeerFlags::LAN) && both.contains(PeerFlags::VIA_RENDEZVOUS));
+        assert!(!PeerFlags::LAN.contains(PeerFlags::VIA_RENDEZVOUS));
+        assert!(PeerFlags::LAN.contains(PeerFlags::empty()));
+        assert!(PeerFlags::empty().is_empty() && !PeerFlags::LAN.is_empty());
+        let mut flags = PeerFlags::empty();
+        flags |= PeerFlags::VIA_RENDEZVOUS;
+        assert_eq!(flags.bits(), 2);
+        assert_eq!(PeerFlags::empty().to_string(), "none");
+        assert_eq!(PeerFlags::ALL.to_string(), "LAN|VIA_RENDEZVOUS");
+    }
+
+    #[test]
+    fn lan_addresses_are_private_unique_local_or_link_local() {
+        let lan = |text: &str| is_lan_addr(text.parse().unwrap());
+        for good in [
+            "10.0.0.1:1",
+            "10.255.255.255:65535",
+            "172.16.0.1:4433",
+            "172.31.255.254:4433",
+            "192.168.1.20:4433",
+            "169.254.3.4:4433",
+            "[fc00::1]:4433",
+            "[fd12:3456::1]:4433",
+            "[fe80::1]:4433",
+            "[febf::1]:4433",
+        ] {
+            assert!(lan(good), "{good}");
+        }
+        for bad in [
+            "192.168.1.20:0",
+            "8.8.8.8:4433",
+            "172.15.255.255:4433",
+            "172.32.0.0:4433",
+            "192.0.2.7:4433",
+            "127.0.0.1:4433",
+            "0.0.0.0:4433",
+            "255.255.255.255:4433",
+            "100.64.0.1:4433",
+            "[2001:db8::1]:4433",
+            "[::1]:4433",
+            "[::]:4433",
+            "[fec0::1]:4433",
+            "[fbff::1]:4433",
+            "[::ffff:192.168.1.20]:4433",
+            "[ff02::1]:4433",
+        ] {
+            assert!(!lan(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn observed_addresses_are_written_as_ipv4() {
+        let mapped: SocketAddr = "[::ffff:198.51.100.9]:50000".parse().unwrap();
+        let plain: SocketAddr = "198.51.100.9:50000".parse().unwrap();
+        assert_eq!(canonical_addr(mapped), plain);
+        assert_eq!(
+            validate_observed(Some(mapped)),
+            Err(FieldError::ObservedMapped { addr: mapped })
+        );
+        assert_eq!(validate_observed(Some(plain)), Ok(()));
+        assert_eq!(
+            validate_observed(Some("[2001:db8::9]:1".parse().unwrap())),
+            Ok(())
+        );
+        assert_eq!(validate_observed(None), Ok(()));
     }
 
     #[test]

@@ -7,15 +7,15 @@ mod common;
 use common::control::*;
 use common::*;
 use minimodel_wire::{
-    ChunkIndex, ControlEvent, ControlStream, DecodeError, FieldError, GoodbyeReason, HaveBitfield,
-    Hello, HelloRejectReason, LocalMisuse, Message, MessageType, PeerError, Phase,
+    BindError, ChunkIndex, ControlEvent, ControlStream, DecodeError, FieldError, GoodbyeReason,
+    HaveBitfield, Hello, HelloRejectReason, LocalMisuse, Message, MessageType, PeerError, Phase,
     ProtocolViolation, Role, SwarmIdentity, SwarmMismatch, SwarmParams,
 };
 
 #[test]
 fn a_full_session_through_the_codec() {
     let mut dialer = ControlStream::new(Role::Dialer, swarm());
-    let mut listener = ControlStream::new(Role::Listener, swarm());
+    let mut listener = ControlStream::listener();
     let mut to_listener = minimodel_wire::FrameDecoder::new();
     let mut to_dialer = minimodel_wire::FrameDecoder::new();
     let transfer = |from: &mut ControlStream,
@@ -32,6 +32,9 @@ fn a_full_session_through_the_codec() {
     let dialer_hello = Message::Hello(hello(false, None));
     let event = transfer(&mut dialer, &mut listener, &mut to_listener, dialer_hello);
     assert_eq!(event, ControlEvent::PeerHello(hello(false, None)));
+    assert_eq!(listener.peer_hello(), None, "unchecked until bound");
+    listener.bind(swarm()).unwrap();
+    assert_eq!(listener.peer_hello(), Some(&hello(false, None)));
     let event = transfer(&mut listener, &mut dialer, &mut to_dialer, our_hello());
     assert!(matches!(event, ControlEvent::PeerHello(h) if h.serving));
     assert_eq!(
@@ -66,12 +69,12 @@ fn mismatched_hellos() -> Vec<(Hello, SwarmMismatch)> {
     let base = hello(true, None);
     let mut cases = Vec::new();
     let mut h = base.clone();
-    h.protocol_version = 2;
+    h.protocol_version = 1;
     cases.push((
         h,
         SwarmMismatch::ProtocolVersion {
-            found: 2,
-            expected: 1,
+            found: 1,
+            expected: 2,
         },
     ));
     let mut h = base.clone();
@@ -123,11 +126,36 @@ fn mismatched_hellos() -> Vec<(Hello, SwarmMismatch)> {
     cases
 }
 
+/// The error a listener meets on a Hello for another swarm: from `bind`
+/// when unbound (the Hello itself is accepted unchecked), from
+/// `on_receive` when bound at the start.
+fn refuse(binding: Binding, hello: Hello) -> (ControlStream, ProtocolViolation) {
+    let mut listener = fresh(Role::Listener, binding);
+    let error = match binding {
+        Binding::OnHello => {
+            let event = listener.on_receive(&Message::Hello(hello.clone())).unwrap();
+            assert_eq!(event, ControlEvent::PeerHello(hello.clone()));
+            assert_eq!(listener.unchecked_hello(), Some(&hello));
+            match listener.bind(swarm()) {
+                Err(BindError::Peer(violation)) => violation,
+                other => panic!("{other:?}"),
+            }
+        }
+        Binding::AtStart => listener.on_receive(&Message::Hello(hello)).unwrap_err(),
+    };
+    assert_eq!(listener.received_phase(), Phase::Closed);
+    assert_eq!(listener.peer_hello(), None);
+    assert_eq!(listener.unchecked_hello(), None);
+    (listener, error)
+}
+
 #[test]
 fn a_hello_for_another_swarm_is_answered_with_hello_reject() {
-    for (hello, mismatch) in mismatched_hellos() {
-        let mut listener = ControlStream::new(Role::Listener, swarm());
-        let error = listener.on_receive(&Message::Hello(hello)).unwrap_err();
+    for ((hello, mismatch), binding) in mismatched_hellos()
+        .into_iter()
+        .flat_map(|case| BINDINGS.map(|b| (case.clone(), b)))
+    {
+        let (mut listener, error) = refuse(binding, hello);
         assert_eq!(error, ProtocolViolation::Swarm(mismatch.clone()));
         assert_eq!(error.goodbye_reason(), GoodbyeReason::WrongSwarm);
         let farewell = listener.farewell(&PeerError::Violation(error)).unwrap();
@@ -136,8 +164,8 @@ fn a_hello_for_another_swarm_is_answered_with_hello_reject() {
             _ => HelloRejectReason::WrongSwarm,
         };
         assert!(
-            matches!(&farewell, Message::HelloReject { reason, detail }
-                if *reason == expected_reason && detail.starts_with("Hello ")),
+            matches!(&farewell, Message::HelloReject { reason, detail, peers }
+                if *reason == expected_reason && detail.starts_with("Hello ") && peers.is_empty()),
             "{farewell:?}"
         );
         // The farewell is legal to send and encodes; Hello no longer is.
@@ -196,19 +224,28 @@ fn our_own_hello_must_describe_our_swarm() {
 #[test]
 fn a_hello_reject_ends_the_session_for_both_sides() {
     let mut dialer = ControlStream::new(Role::Dialer, swarm());
-    let mut listener = ControlStream::new(Role::Listener, swarm());
+    let mut listener = ControlStream::listener();
     send(&mut dialer, &our_hello());
     receive(&mut listener, &our_hello());
+    // A listener refuses without binding: a Hello it will not take needs
+    // no swarm.
+    let peers = vec![minimodel_wire::PeerEntry::new(
+        minimodel_wire::PeerId([5; 32]),
+        addr("192.0.2.5:4433"),
+    )];
     let reject = Message::HelloReject {
         reason: HelloRejectReason::TooManyPeers,
         detail: "32 peers already".to_owned(),
+        peers: peers.clone(),
     };
     send(&mut listener, &reject);
+    assert_eq!(listener.sent_phase(), Phase::Closed);
     assert_eq!(
         receive(&mut dialer, &reject),
         ControlEvent::HelloRejected {
             reason: HelloRejectReason::TooManyPeers,
-            detail: "32 peers already".to_owned()
+            detail: "32 peers already".to_owned(),
+            peers
         }
     );
     assert!(dialer.is_closed());
@@ -269,8 +306,8 @@ fn after_a_decode_error_the_farewell_is_a_goodbye_once_hello_is_out() {
         })
     );
     // Before our Hello there is nothing to say: just close.
-    let fresh = ControlStream::new(Role::Dialer, swarm());
-    assert_eq!(fresh.farewell(&error), None);
+    let new = ControlStream::new(Role::Dialer, swarm());
+    assert_eq!(new.farewell(&error), None);
     let listener = sender_in(Role::Listener, Phase::AwaitingHello);
     assert_eq!(listener.farewell(&error), None);
     // After our Goodbye neither.

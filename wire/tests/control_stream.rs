@@ -10,17 +10,59 @@ use minimodel_wire::{
     MessageType, Phase, ProtocolViolation, RejectReason, Role,
 };
 
+/// A message in the sender's row of the table that a cross-direction rule
+/// still forbids a swarm session's receiver to take.
+fn cross_rule_on_receive(
+    receiver: Role,
+    phase: Phase,
+    found: MessageType,
+) -> Option<ProtocolViolation> {
+    match (receiver, phase, found) {
+        (Role::Dialer, Phase::AwaitingHello, MessageType::Manifest) => {
+            Some(ProtocolViolation::NotAnAnswer {
+                found,
+                to: MessageType::Hello,
+            })
+        }
+        _ => None,
+    }
+}
+
+/// A message in our row of the table that a cross-direction rule still
+/// forbids a swarm session's sender to send.
+fn cross_rule_on_send(sender: Role, phase: Phase, found: MessageType) -> Option<LocalMisuse> {
+    match (sender, phase, found) {
+        (Role::Dialer, Phase::AwaitingHello, MessageType::ManifestRequest) => {
+            Some(LocalMisuse::WrongOpening { found })
+        }
+        (Role::Listener, Phase::AwaitingHello, MessageType::Manifest) => {
+            Some(LocalMisuse::NotAnAnswer {
+                found,
+                to: MessageType::Hello,
+            })
+        }
+        _ => None,
+    }
+}
+
 #[test]
 fn received_messages_follow_the_legal_table() {
-    for receiver in [Role::Dialer, Role::Listener] {
+    for (receiver, binding) in [Role::Dialer, Role::Listener]
+        .into_iter()
+        .flat_map(|r| BINDINGS.map(|b| (r, b)))
+    {
         let sender = receiver.peer();
         for phase in PHASES {
             let legal = Phase::legal_messages(sender, phase);
             for message in samples() {
                 let found = message.message_type();
-                let mut stream = receiver_in(receiver, phase);
+                let mut stream = receiver_in_with(receiver, phase, binding);
                 let result = stream.on_receive(&message);
-                if legal.contains(&found) {
+                if let Some(expected) = cross_rule_on_receive(receiver, phase, found) {
+                    assert!(legal.contains(&found));
+                    assert_eq!(result, Err(expected), "{sender} {phase:?} {found}");
+                    assert_eq!(stream.received_phase(), Phase::Closed);
+                } else if legal.contains(&found) {
                     assert!(result.is_ok(), "{sender} {phase:?} {found}: {result:?}");
                 } else {
                     assert_eq!(
@@ -41,14 +83,21 @@ fn received_messages_follow_the_legal_table() {
 
 #[test]
 fn sent_messages_follow_the_legal_table() {
-    for sender in [Role::Dialer, Role::Listener] {
+    for (sender, binding) in [Role::Dialer, Role::Listener]
+        .into_iter()
+        .flat_map(|r| BINDINGS.map(|b| (r, b)))
+    {
         for phase in PHASES {
             let legal = Phase::legal_messages(sender, phase);
             for message in samples() {
                 let found = message.message_type();
-                let mut stream = sender_in(sender, phase);
+                let mut stream = sender_in_with(sender, phase, binding);
                 let result = stream.check_send(&message);
-                if legal.contains(&found) {
+                if let Some(expected) = cross_rule_on_send(sender, phase, found) {
+                    assert!(legal.contains(&found));
+                    assert_eq!(result, Err(expected), "{sender} {phase:?} {found}");
+                    assert_eq!(stream.sent_phase(), phase, "nothing recorded on error");
+                } else if legal.contains(&found) {
                     assert!(result.is_ok(), "{sender} {phase:?} {found}: {result:?}");
                 } else {
                     assert_eq!(
@@ -69,7 +118,7 @@ fn sent_messages_follow_the_legal_table() {
 
 #[test]
 fn a_message_before_hello_is_a_violation() {
-    let mut listener = ControlStream::new(Role::Listener, swarm());
+    let mut listener = ControlStream::listener();
     assert_eq!(
         listener.on_receive(&Message::Request {
             chunk: ChunkIndex(0)
@@ -165,11 +214,8 @@ fn anything_after_goodbye_is_a_violation() {
 
 #[test]
 fn a_hello_reject_from_the_dialer_is_a_violation() {
-    let mut listener = ControlStream::new(Role::Listener, swarm());
-    let reject = Message::HelloReject {
-        reason: HelloRejectReason::Banned,
-        detail: String::new(),
-    };
+    let mut listener = ControlStream::listener();
+    let reject = hello_reject(HelloRejectReason::Banned);
     assert_eq!(
         listener.on_receive(&reject),
         Err(ProtocolViolation::WrongState {
@@ -262,7 +308,16 @@ fn the_listener_speaking_first_is_a_violation() {
 
 #[test]
 fn the_dialer_bitfield_before_the_listener_hello_is_a_violation() {
-    let mut listener = ControlStream::new(Role::Listener, swarm());
+    for binding in BINDINGS {
+        let mut listener = fresh(Role::Listener, binding);
+        listener_takes_hello(&mut listener);
+        assert_eq!(
+            listener.on_receive(&bitfield()),
+            Err(ProtocolViolation::BitfieldBeforeHelloAnswer)
+        );
+    }
+    // Unbound, the bitfield is refused as well, before any swarm is known.
+    let mut listener = ControlStream::listener();
     receive(&mut listener, &our_hello());
     assert_eq!(
         listener.on_receive(&bitfield()),
@@ -278,21 +333,19 @@ fn the_dialer_bitfield_before_the_listener_hello_is_a_violation() {
 
 #[test]
 fn the_listener_answers_only_after_the_dialer_hello() {
-    let mut listener = ControlStream::new(Role::Listener, swarm());
-    assert_eq!(
-        listener.check_send(&our_hello()),
-        Err(LocalMisuse::BeforePeerHello {
-            found: MessageType::Hello
-        })
-    );
-    let reject = Message::HelloReject {
-        reason: HelloRejectReason::NotServing,
-        detail: String::new(),
-    };
-    assert_eq!(
-        listener.check_send(&reject),
-        Err(LocalMisuse::BeforePeerHello {
-            found: MessageType::HelloReject
-        })
-    );
+    for binding in BINDINGS {
+        let mut listener = fresh(Role::Listener, binding);
+        for message in [
+            our_hello(),
+            hello_reject(HelloRejectReason::NotServing),
+            manifest(),
+        ] {
+            assert_eq!(
+                listener.check_send(&message),
+                Err(LocalMisuse::BeforePeerHello {
+                    found: message.message_type()
+                })
+            );
+        }
+    }
 }

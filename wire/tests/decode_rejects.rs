@@ -3,8 +3,11 @@
 mod common;
 
 use common::*;
+use std::net::SocketAddr;
+
 use minimodel_wire::{
-    ChunkIndex, DecodeError, FieldError, FrameDecoder, Message, MessageType, PieceHeader,
+    ChunkIndex, DecodeError, FieldError, FrameDecoder, MAX_MANIFEST_BYTES, Message, MessageType,
+    PieceHeader,
 };
 
 /// A frame with the given type byte and body.
@@ -37,9 +40,16 @@ const MODEL_ID_AT: usize = 10;
 const SERVING_AT: usize = MODEL_ID_AT + 12 + 32 + 8 + 4 + 4;
 const LISTEN_TAG_AT: usize = SERVING_AT + 1;
 
-/// A Hello body with the given model id and agent, raw.
+/// A Hello body with the given model id and agent, raw, without an
+/// observed address or LAN addresses.
 fn hello_body(model_id: &[u8], agent: &[u8]) -> Vec<u8> {
-    let mut body = 1u16.to_le_bytes().to_vec();
+    hello_body_with(model_id, agent, &[0], &0u64.to_le_bytes())
+}
+
+/// A Hello body whose `observed` and `lan` fields are the raw bytes given
+/// (an Option tag and its address; a count and its addresses).
+fn hello_body_with(model_id: &[u8], agent: &[u8], observed: &[u8], lan: &[u8]) -> Vec<u8> {
+    let mut body = 2u16.to_le_bytes().to_vec();
     body.extend_from_slice(&(model_id.len() as u64).to_le_bytes());
     body.extend_from_slice(model_id);
     body.extend_from_slice(&root());
@@ -50,14 +60,85 @@ fn hello_body(model_id: &[u8], agent: &[u8]) -> Vec<u8> {
     body.push(0); // listen: None
     body.extend_from_slice(&(agent.len() as u64).to_le_bytes());
     body.extend_from_slice(agent);
+    body.extend_from_slice(observed);
+    body.extend_from_slice(lan);
+    body
+}
+
+/// A `SocketAddr` as the wire encodes it: `u32` variant, octets, `u16` port.
+fn raw_addr(addr: SocketAddr) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    match addr {
+        SocketAddr::V4(v4) => {
+            bytes.extend_from_slice(&0u32.to_le_bytes());
+            bytes.extend_from_slice(&v4.ip().octets());
+        }
+        SocketAddr::V6(v6) => {
+            bytes.extend_from_slice(&1u32.to_le_bytes());
+            bytes.extend_from_slice(&v6.ip().octets());
+        }
+    }
+    bytes.extend_from_slice(&addr.port().to_le_bytes());
+    bytes
+}
+
+/// A `Vec<SocketAddr>` as the wire encodes it, with the count given apart
+/// (so that it may lie).
+fn raw_addrs(count: u64, addrs: &[&str]) -> Vec<u8> {
+    let mut bytes = count.to_le_bytes().to_vec();
+    for text in addrs {
+        bytes.extend_from_slice(&raw_addr(addr(text)));
+    }
+    bytes
+}
+
+/// One peer entry as the wire encodes it.
+fn raw_entry(id: u8, addr_text: &str, flags: u8) -> Vec<u8> {
+    let mut bytes = vec![id; 32];
+    bytes.extend_from_slice(&raw_addr(addr(addr_text)));
+    bytes.push(flags);
+    bytes
+}
+
+/// A HelloReject body: reason code, detail, then the raw peer entries
+/// behind a count that may lie.
+fn hello_reject_body(code: u32, detail: &[u8], count: u64, entries: &[Vec<u8>]) -> Vec<u8> {
+    let mut body = code.to_le_bytes().to_vec();
+    body.extend_from_slice(&(detail.len() as u64).to_le_bytes());
+    body.extend_from_slice(detail);
+    body.extend_from_slice(&count.to_le_bytes());
+    for entry in entries {
+        body.extend_from_slice(entry);
+    }
     body
 }
 
 #[test]
-fn hello_body_helper_matches_the_golden_vector() {
+fn the_raw_helpers_match_the_golden_vectors() {
     assert_eq!(
         raw_frame(0x01, &hello_body(b"tiny-slm-64m", b"minimodel/0.1.0")),
         fixture_bytes("hello-no-listen.hex")
+    );
+    let mut observed = vec![1];
+    observed.extend_from_slice(&raw_addr(addr("198.51.100.9:50000")));
+    let lan = raw_addrs(2, &["192.168.1.20:4433", "[fd00::20]:4433"]);
+    let mut body = hello_body_with(b"tiny-slm-64m", b"minimodel/0.1.0", &observed, &lan);
+    // hello-observed-lan.hex: serving, listening on 203.0.113.5:4433.
+    body[SERVING_AT] = 1;
+    let mut listen = vec![1];
+    listen.extend_from_slice(&raw_addr(addr("203.0.113.5:4433")));
+    body.splice(LISTEN_TAG_AT..=LISTEN_TAG_AT, listen);
+    assert_eq!(
+        raw_frame(0x01, &body),
+        fixture_bytes("hello-observed-lan.hex")
+    );
+    let entries = [
+        raw_entry(0x11, "192.0.2.1:4433", 0x00),
+        raw_entry(0x44, "198.51.100.4:4433", 0x02),
+    ];
+    assert_eq!(
+        raw_frame(0x02, &hello_reject_body(2, b"full", 2, &entries)),
+        fixture_bytes("hello_reject-peers.hex")
     );
 }
 
@@ -163,10 +244,20 @@ fn a_stream_ending_inside_a_frame_is_incomplete() {
 
 #[test]
 fn unknown_types_are_refused_by_their_byte() {
-    for type_byte in [0x00, 0x0b, 0x1f, 0x21, 0x80, 0xff] {
+    // 0x0b to 0x0f are the messages v2 added; 0x10 is the first unknown.
+    for type_byte in [0x00, 0x10, 0x11, 0x1f, 0x21, 0x80, 0xff] {
         let error = decode(&raw_frame(type_byte, &[])).unwrap_err();
         assert_eq!(error, DecodeError::UnknownType { type_byte });
         assert!(error.to_string().contains(&format!("{type_byte:#04x}")));
+    }
+    // The v2 type bytes are known: an empty body fails on its first field
+    // (or, for none of them, decodes), never as an unknown type.
+    for type_byte in 0x0b..=0x0f {
+        let error = decode(&raw_frame(type_byte, &[])).unwrap_err();
+        assert!(
+            matches!(&error, DecodeError::Body { detail, .. } if detail.contains("UnexpectedEnd")),
+            "{type_byte:#04x}: {error:?}"
+        );
     }
 }
 
@@ -405,35 +496,63 @@ fn reject_detail_with_a_control_character_is_refused() {
 
 #[test]
 fn unknown_reason_codes_are_refused() {
-    let cases = [
-        (0x02, MessageType::HelloReject, {
-            let mut body = 5u32.to_le_bytes().to_vec();
-            body.extend_from_slice(&0u64.to_le_bytes());
-            body
-        }),
-        (0x07, MessageType::Reject, {
-            let mut body = 3u32.to_le_bytes().to_vec();
-            body.extend_from_slice(&4u32.to_le_bytes());
-            body
-        }),
-        (0x0a, MessageType::Goodbye, 7u32.to_le_bytes().to_vec()),
+    // Each body is complete but for its reason code, the first code past
+    // the last defined one (and the largest) of its table.
+    let reject = |code: u32| {
+        let mut body = 3u32.to_le_bytes().to_vec();
+        body.extend_from_slice(&code.to_le_bytes());
+        body
+    };
+    let rendezvous_failed = |code: u32| {
+        let mut body = vec![0x22; 32];
+        body.extend_from_slice(&code.to_le_bytes());
+        body
+    };
+    let cases: [(u8, MessageType, u32, Vec<u8>); 8] = [
+        (
+            0x02,
+            MessageType::HelloReject,
+            7,
+            hello_reject_body(7, b"", 0, &[]),
+        ),
+        (
+            0x02,
+            MessageType::HelloReject,
+            u32::MAX,
+            hello_reject_body(u32::MAX, b"", 0, &[]),
+        ),
+        (0x07, MessageType::Reject, 4, reject(4)),
+        (0x07, MessageType::Reject, u32::MAX, reject(u32::MAX)),
+        (0x0a, MessageType::Goodbye, 7, 7u32.to_le_bytes().to_vec()),
+        (
+            0x0a,
+            MessageType::Goodbye,
+            u32::MAX,
+            u32::MAX.to_le_bytes().to_vec(),
+        ),
+        (0x0d, MessageType::RendezvousFailed, 5, rendezvous_failed(5)),
+        (
+            0x0d,
+            MessageType::RendezvousFailed,
+            u32::MAX,
+            rendezvous_failed(u32::MAX),
+        ),
     ];
-    for (type_byte, message_type, body) in cases {
-        let code = u32::from_le_bytes(
-            body[if type_byte == 0x07 { 4 } else { 0 }..][..4]
-                .try_into()
-                .unwrap(),
-        );
+    for (type_byte, message_type, code, body) in cases {
         assert_eq!(
             decode(&raw_frame(type_byte, &body)),
-            Err(DecodeError::UnknownReason { message_type, code })
+            Err(DecodeError::UnknownReason { message_type, code }),
+            "{message_type} code {code}"
         );
     }
+    // The last defined codes of the tables v2 extended decode.
+    assert!(decode(&raw_frame(0x02, &hello_reject_body(6, b"", 0, &[]))).is_ok());
+    assert!(decode(&raw_frame(0x0d, &rendezvous_failed(4))).is_ok());
 }
 
 #[test]
 fn too_many_peers_are_refused_before_reading_them() {
-    let entry = &golden_body("peers.hex")[8..8 + 32 + 10];
+    let entry = &golden_body("peers.hex")[8..8 + 32 + 10 + 1];
     let mut body = 33u64.to_le_bytes().to_vec();
     for _ in 0..33 {
         body.extend_from_slice(entry);
@@ -518,4 +637,333 @@ fn errors_name_the_numbers() {
         error.to_string(),
         "Goodbye (0x0a) carries reason code 9, which is not defined"
     );
+}
+
+// Rules of protocol v2.
+
+/// The `observed` field of a Hello: `Some` and the address.
+fn observed(text: &str) -> Vec<u8> {
+    let mut bytes = vec![1];
+    bytes.extend_from_slice(&raw_addr(addr(text)));
+    bytes
+}
+
+#[test]
+fn more_than_four_lan_addresses_are_refused_before_reading_them() {
+    let five = [
+        "192.168.1.1:1",
+        "192.168.1.2:1",
+        "192.168.1.3:1",
+        "192.168.1.4:1",
+        "192.168.1.5:1",
+    ];
+    let expected = |count| {
+        Err(field_error(
+            MessageType::Hello,
+            FieldError::TooManyLanAddrs { count },
+        ))
+    };
+    let body = hello_body_with(b"m", b"", &[0], &raw_addrs(5, &five));
+    assert_eq!(decode(&raw_frame(0x01, &body)), expected(5));
+    // Refused on the count alone: no address follows it here.
+    let body = hello_body_with(b"m", b"", &[0], &raw_addrs(5, &[]));
+    assert_eq!(decode(&raw_frame(0x01, &body)), expected(5));
+    let body = hello_body_with(b"m", b"", &[0], &raw_addrs(u64::MAX, &[]));
+    assert_eq!(decode(&raw_frame(0x01, &body)), expected(u64::MAX));
+    // Four is the limit, not over it.
+    let body = hello_body_with(b"m", b"", &[0], &raw_addrs(4, &five[..4]));
+    let Ok(Message::Hello(hello)) = decode(&raw_frame(0x01, &body)) else {
+        panic!("four LAN addresses are refused");
+    };
+    assert_eq!(hello.lan.len(), 4);
+}
+
+#[test]
+fn a_lan_address_off_the_local_network_is_refused_by_its_position() {
+    for (bad, why) in [
+        ("8.8.8.8:4433", "public IPv4"),
+        ("[2001:db8::1]:4433", "global IPv6"),
+        ("127.0.0.1:4433", "loopback"),
+        ("[::1]:4433", "IPv6 loopback"),
+        ("0.0.0.0:4433", "unspecified"),
+        ("100.64.0.1:4433", "carrier-grade NAT"),
+        ("[::ffff:192.168.1.20]:4433", "IPv4-mapped IPv6"),
+        ("[ff02::1]:4433", "multicast"),
+        ("192.168.1.20:0", "port 0"),
+    ] {
+        let lan = raw_addrs(2, &["10.0.0.2:4433", bad]);
+        let body = hello_body_with(b"m", b"", &[0], &lan);
+        assert_eq!(
+            decode(&raw_frame(0x01, &body)),
+            Err(field_error(
+                MessageType::Hello,
+                FieldError::NotLanAddr {
+                    index: 1,
+                    addr: addr(bad)
+                }
+            )),
+            "{why}"
+        );
+    }
+    // The bad address is refused as soon as it is read: the count after it
+    // promised a third address that never comes.
+    let lan = raw_addrs(3, &["8.8.8.8:4433"]);
+    let body = hello_body_with(b"m", b"", &[0], &lan);
+    assert_eq!(
+        decode(&raw_frame(0x01, &body)),
+        Err(field_error(
+            MessageType::Hello,
+            FieldError::NotLanAddr {
+                index: 0,
+                addr: addr("8.8.8.8:4433")
+            }
+        ))
+    );
+}
+
+#[test]
+fn an_ipv4_mapped_observed_address_is_refused() {
+    let mapped = "[::ffff:198.51.100.9]:50000";
+    let body = hello_body_with(b"m", b"", &observed(mapped), &raw_addrs(0, &[]));
+    assert_eq!(
+        decode(&raw_frame(0x01, &body)),
+        Err(field_error(
+            MessageType::Hello,
+            FieldError::ObservedMapped { addr: addr(mapped) }
+        ))
+    );
+    // Written as IPv4, the same address is fine; so is any IPv6 one.
+    for good in ["198.51.100.9:50000", "[2001:db8::9]:50000"] {
+        let body = hello_body_with(b"m", b"", &observed(good), &raw_addrs(0, &[]));
+        let Ok(Message::Hello(hello)) = decode(&raw_frame(0x01, &body)) else {
+            panic!("{good} refused");
+        };
+        assert_eq!(hello.observed, Some(addr(good)));
+    }
+}
+
+#[test]
+fn hello_rules_are_checked_in_wire_order() {
+    // A bad agent is reported before a bad observed address, which is
+    // reported before a bad LAN list.
+    let mapped = observed("[::ffff:198.51.100.9]:50000");
+    let public_lan = raw_addrs(1, &["8.8.8.8:1"]);
+    let body = hello_body_with(b"m", b"\x07", &mapped, &public_lan);
+    assert!(matches!(
+        decode(&raw_frame(0x01, &body)),
+        Err(DecodeError::Field {
+            error: FieldError::AgentCharacter { .. },
+            ..
+        })
+    ));
+    let body = hello_body_with(b"m", b"", &mapped, &public_lan);
+    assert!(matches!(
+        decode(&raw_frame(0x01, &body)),
+        Err(DecodeError::Field {
+            error: FieldError::ObservedMapped { .. },
+            ..
+        })
+    ));
+}
+
+#[test]
+fn reserved_peer_flags_are_refused_in_peers_and_hello_reject() {
+    for bits in [0x04, 0x07, 0x80, 0xff] {
+        let mut body = 2u64.to_le_bytes().to_vec();
+        body.extend_from_slice(&raw_entry(0x11, "192.0.2.1:4433", 0x01));
+        body.extend_from_slice(&raw_entry(0x22, "192.0.2.2:4433", bits));
+        assert_eq!(
+            decode(&raw_frame(0x08, &body)),
+            Err(field_error(
+                MessageType::Peers,
+                FieldError::ReservedPeerFlags { index: 1, bits }
+            )),
+            "Peers {bits:#04x}"
+        );
+        let entries = [raw_entry(0x11, "192.0.2.1:4433", bits)];
+        assert_eq!(
+            decode(&raw_frame(0x02, &hello_reject_body(2, b"", 1, &entries))),
+            Err(field_error(
+                MessageType::HelloReject,
+                FieldError::ReservedPeerFlags { index: 0, bits }
+            )),
+            "HelloReject {bits:#04x}"
+        );
+    }
+    // Every defined combination decodes.
+    for bits in 0..=3 {
+        let mut body = 1u64.to_le_bytes().to_vec();
+        body.extend_from_slice(&raw_entry(0x11, "192.0.2.1:4433", bits));
+        let Ok(Message::Peers { entries }) = decode(&raw_frame(0x08, &body)) else {
+            panic!("flags {bits:#04x} refused");
+        };
+        assert_eq!(entries[0].flags.bits(), bits);
+    }
+}
+
+#[test]
+fn a_hello_reject_with_33_peers_is_refused_before_reading_them() {
+    let entries: Vec<_> = (0..33).map(|i| raw_entry(i, "192.0.2.1:4433", 0)).collect();
+    let expected = |count| {
+        Err(field_error(
+            MessageType::HelloReject,
+            FieldError::TooManyPeers { count },
+        ))
+    };
+    let body = hello_reject_body(2, b"full", 33, &entries);
+    assert_eq!(decode(&raw_frame(0x02, &body)), expected(33));
+    assert_eq!(
+        decode(&raw_frame(
+            0x02,
+            &hello_reject_body(2, b"full", 1 << 60, &[])
+        )),
+        expected(1 << 60)
+    );
+    // 32 is the limit, not over it.
+    let body = hello_reject_body(2, b"full", 32, &entries[..32]);
+    let Ok(Message::HelloReject { peers, .. }) = decode(&raw_frame(0x02, &body)) else {
+        panic!("32 peers refused");
+    };
+    assert_eq!(peers.len(), 32);
+}
+
+#[test]
+fn a_connect_carries_one_to_four_addresses() {
+    let connect_body = |count: u64, addrs: &[&str]| {
+        let mut body = vec![0x33; 32];
+        body.extend_from_slice(&raw_addrs(count, addrs));
+        body
+    };
+    let five = [
+        "198.51.100.1:1",
+        "198.51.100.2:1",
+        "198.51.100.3:1",
+        "198.51.100.4:1",
+        "198.51.100.5:1",
+    ];
+    for (count, addrs) in [
+        (0, &five[..0]),
+        (5, &five[..]),
+        (5, &five[..0]),
+        (u64::MAX, &five[..0]),
+    ] {
+        assert_eq!(
+            decode(&raw_frame(0x0c, &connect_body(count, addrs))),
+            Err(field_error(
+                MessageType::Connect,
+                FieldError::ConnectAddrCount { count }
+            )),
+            "count {count}"
+        );
+    }
+    for count in 1..=4 {
+        let Ok(Message::Connect { addrs, .. }) = decode(&raw_frame(
+            0x0c,
+            &connect_body(count, &five[..count as usize]),
+        )) else {
+            panic!("{count} addresses refused");
+        };
+        assert_eq!(addrs.len(), count as usize);
+    }
+}
+
+#[test]
+fn a_manifest_over_its_cap_is_refused_before_reading_it() {
+    let manifest_body = |len: u64, bytes: usize| {
+        let mut body = len.to_le_bytes().to_vec();
+        body.extend(std::iter::repeat_n(b'm', bytes));
+        body
+    };
+    let over = MAX_MANIFEST_BYTES as u64 + 1;
+    let expected = |len| {
+        Err(field_error(
+            MessageType::Manifest,
+            FieldError::ManifestTooLong { len },
+        ))
+    };
+    // The bytes are there (the frame is under its own cap): the length
+    // alone is refused.
+    assert_eq!(
+        decode(&raw_frame(0x0f, &manifest_body(over, over as usize))),
+        expected(over)
+    );
+    assert_eq!(
+        decode(&raw_frame(0x0f, &manifest_body(over, 0))),
+        expected(over)
+    );
+    assert_eq!(
+        decode(&raw_frame(0x0f, &manifest_body(u64::MAX, 0))),
+        expected(u64::MAX)
+    );
+    // The cap itself is allowed.
+    let max = MAX_MANIFEST_BYTES;
+    let Ok(Message::Manifest { bytes }) = decode(&raw_frame(0x0f, &manifest_body(max as u64, max)))
+    else {
+        panic!("a manifest of {max} bytes is refused");
+    };
+    assert_eq!(bytes.len(), max);
+}
+
+#[test]
+fn a_manifest_shorter_than_its_length_is_malformed() {
+    let mut body = 10u64.to_le_bytes().to_vec();
+    body.extend_from_slice(b"short");
+    assert_eq!(
+        decode(&raw_frame(0x0f, &body)),
+        Err(DecodeError::Body {
+            message_type: MessageType::Manifest,
+            detail: "UnexpectedEnd { additional: 5 }".to_owned()
+        })
+    );
+}
+
+#[test]
+fn every_truncation_of_a_v2_vector_is_malformed() {
+    for name in [
+        "hello-observed-lan.hex",
+        "hello_reject-peers.hex",
+        "peers.hex",
+        "rendezvous.hex",
+        "connect.hex",
+        "rendezvous_failed.hex",
+        "manifest_request.hex",
+        "manifest.hex",
+    ] {
+        let bytes = fixture_bytes(name);
+        let type_byte = bytes[4];
+        let body = &bytes[5..];
+        for cut in 0..body.len() {
+            let error = decode(&raw_frame(type_byte, &body[..cut])).unwrap_err();
+            assert!(
+                matches!(&error, DecodeError::Body { detail, .. } if detail.contains("UnexpectedEnd")),
+                "{name} cut to {cut} of {} body bytes: {error:?}",
+                body.len()
+            );
+        }
+    }
+}
+
+#[test]
+fn trailing_bytes_after_a_v2_message_are_refused() {
+    for (name, message_type) in [
+        ("hello-observed-lan.hex", MessageType::Hello),
+        ("hello_reject-peers.hex", MessageType::HelloReject),
+        ("rendezvous.hex", MessageType::Rendezvous),
+        ("connect.hex", MessageType::Connect),
+        ("rendezvous_failed.hex", MessageType::RendezvousFailed),
+        ("manifest_request.hex", MessageType::ManifestRequest),
+        ("manifest.hex", MessageType::Manifest),
+    ] {
+        let bytes = fixture_bytes(name);
+        let mut body = bytes[5..].to_vec();
+        body.push(0);
+        assert_eq!(
+            decode(&raw_frame(bytes[4], &body)),
+            Err(DecodeError::TrailingBytes {
+                message_type,
+                trailing: 1
+            }),
+            "{name}"
+        );
+    }
 }

@@ -6,7 +6,7 @@ mod common;
 use common::*;
 use minimodel_wire::{
     ChunkIndex, FieldError, GoodbyeReason, HaveBitfield, HelloRejectReason, LocalMisuse,
-    MAX_CHUNK_COUNT, Message, MessageType, PeerEntry, PeerId, PieceHeader,
+    MAX_CHUNK_COUNT, Message, MessageType, PeerEntry, PeerFlags, PeerId, PieceHeader,
 };
 
 #[test]
@@ -42,6 +42,7 @@ fn encode_refuses_a_long_reject_detail() {
     let message = Message::HelloReject {
         reason: HelloRejectReason::Banned,
         detail: "x".repeat(300),
+        peers: Vec::new(),
     };
     assert_eq!(
         message.to_frame(),
@@ -57,6 +58,7 @@ fn encode_refuses_too_many_peers() {
     let entry = PeerEntry {
         id: PeerId([1; 32]),
         addr: "192.0.2.9:1".parse().unwrap(),
+        flags: PeerFlags::default(),
     };
     let message = Message::Peers {
         entries: vec![entry; 33],

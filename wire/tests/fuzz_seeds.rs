@@ -1,6 +1,8 @@
 //! The `wire_decode` fuzz target's seed corpus runs through the same entry
 //! point as the fuzzer, and reaches what it is meant to reach.
 
+mod common;
+
 use std::path::PathBuf;
 
 use minimodel_wire::fuzzing::{FuzzOutcome, wire_decode};
@@ -31,10 +33,63 @@ fn session_seeds_reach_the_established_phase_without_error() {
 }
 
 #[test]
-fn the_rejected_dialer_seed_ends_cleanly() {
-    let outcome = wire_decode(&seed("dialer-rejected"));
-    assert_eq!(outcome.events, 1);
-    assert_eq!(outcome.error, None);
+fn the_unbound_listener_seed_binds_and_takes_the_rendezvous_messages() {
+    let outcome = wire_decode(&seed("listener-unbound-session"));
+    assert_eq!(
+        outcome,
+        FuzzOutcome {
+            messages: 12,
+            events: 12,
+            established: true,
+            piece_received: false,
+            error: None
+        }
+    );
+}
+
+#[test]
+fn the_rejected_dialer_seeds_end_cleanly() {
+    for name in ["dialer-rejected", "dialer-manifest-rejected"] {
+        let outcome = wire_decode(&seed(name));
+        assert_eq!(outcome.events, 1, "{name}");
+        assert_eq!(outcome.error, None, "{name}");
+    }
+}
+
+#[test]
+fn the_manifest_query_seeds_end_cleanly() {
+    for name in ["listener-manifest-request", "dialer-manifest-query"] {
+        let outcome = wire_decode(&seed(name));
+        assert_eq!(
+            outcome,
+            FuzzOutcome {
+                messages: 1,
+                events: 1,
+                established: false,
+                piece_received: false,
+                error: None
+            },
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn every_single_message_seed_is_its_golden_vector() {
+    let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures/wire");
+    for entry in std::fs::read_dir(&fixtures).unwrap() {
+        let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+        let Some(stem) = name.strip_suffix(".hex") else {
+            continue;
+        };
+        if stem == "handshake" || stem == "piece_header" {
+            continue;
+        }
+        let text = std::fs::read_to_string(fixtures.join(&name)).unwrap();
+        let seed = seed(&format!("single-{}", stem.replace('_', "-")));
+        assert_eq!(&seed[..2], &[0x00, 0x55], "{name}");
+        assert_eq!(seed[2..], common::parse_annotated_hex(&text)[..], "{name}");
+    }
 }
 
 #[test]
@@ -62,7 +117,7 @@ fn every_seed_runs_and_short_inputs_do_nothing() {
             count += 1;
         }
     }
-    assert!(count >= 10, "only {count} seeds");
+    assert!(count >= 30, "only {count} seeds");
     assert_eq!(wire_decode(&[]), FuzzOutcome::default());
     assert_eq!(wire_decode(&[1]), FuzzOutcome::default());
 }
@@ -74,4 +129,18 @@ fn garbage_after_a_good_hello_is_reported_not_panicked_on() {
     let outcome = wire_decode(&input);
     assert_eq!(outcome.messages, 1);
     assert!(outcome.error.unwrap().contains("4294967295"));
+}
+
+#[test]
+fn an_unbound_listener_refuses_a_hello_for_another_swarm_at_bind() {
+    let other = minimodel_wire::SwarmIdentity::new("other-model", common::root(), common::params())
+        .unwrap()
+        .hello(false, None, "fuzz")
+        .unwrap();
+    let mut input = vec![0x04, 0x00];
+    input.extend_from_slice(&common::frame(&minimodel_wire::Message::Hello(other)));
+    let outcome = wire_decode(&input);
+    assert_eq!(outcome.events, 1);
+    assert!(!outcome.established);
+    assert!(outcome.error.unwrap().contains("other-model"));
 }

@@ -73,6 +73,7 @@ fn the_spec_shows_every_vector_verbatim() {
     let spec = std::fs::read_to_string(spec_path).unwrap();
     let mut names: Vec<_> = golden_messages().iter().map(|(n, _)| *n).collect();
     names.push("piece_header.hex");
+    names.push("handshake.hex");
     for name in names {
         let text = fixture_text(name);
         assert!(
@@ -88,4 +89,22 @@ fn annotated_hex_parser_ignores_comments() {
         parse_annotated_hex("# a 12 comment\n01 0a # ff\nFF\n"),
         vec![0x01, 0x0a, 0xff]
     );
+}
+
+#[test]
+fn every_vector_file_is_checked() {
+    // Each file in fixtures/wire/ is a golden message above, the piece
+    // header above, or the transcript that `handshakes.rs` replays.
+    let mut checked: Vec<_> = golden_messages().iter().map(|(n, _)| *n).collect();
+    checked.extend(["piece_header.hex", "handshake.hex"]);
+    let mut files = 0;
+    for entry in std::fs::read_dir(fixtures_dir()).unwrap() {
+        let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+        assert!(
+            checked.contains(&name.as_str()),
+            "fixtures/wire/{name} is checked by no test"
+        );
+        files += 1;
+    }
+    assert_eq!(files, checked.len());
 }

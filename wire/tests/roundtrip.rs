@@ -7,8 +7,9 @@ mod common;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
 use minimodel_wire::{
-    ChunkIndex, FrameDecoder, GoodbyeReason, HaveBitfield, Hello, HelloRejectReason, Message,
-    PeerEntry, PeerId, PieceHeader, RejectReason,
+    ChunkIndex, FrameDecoder, GoodbyeReason, HaveBitfield, Hello, HelloRejectReason, MAX_LAN_ADDRS,
+    MAX_MANIFEST_BYTES, Message, PeerEntry, PeerFlags, PeerId, PieceHeader, RejectReason,
+    RendezvousFailedReason,
 };
 use proptest::prelude::*;
 
@@ -21,6 +22,46 @@ fn socket_addr() -> impl Strategy<Value = SocketAddr> {
             SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::from(ip), port, 0, 0))
         }),
     ]
+}
+
+/// An address that passes `is_lan_addr`: private or link-local IPv4,
+/// unique-local or link-local IPv6, port not 0.
+fn lan_addr() -> impl Strategy<Value = SocketAddr> {
+    let port = 1..=u16::MAX;
+    prop_oneof![
+        (any::<[u8; 3]>(), port.clone())
+            .prop_map(|([b, c, d], port)| { SocketAddr::from((Ipv4Addr::new(10, b, c, d), port)) }),
+        (16u8..32, any::<[u8; 2]>(), port.clone()).prop_map(|(b, [c, d], port)| {
+            SocketAddr::from((Ipv4Addr::new(172, b, c, d), port))
+        }),
+        (any::<[u8; 2]>(), port.clone())
+            .prop_map(|([c, d], port)| { SocketAddr::from((Ipv4Addr::new(192, 168, c, d), port)) }),
+        (any::<[u8; 2]>(), port.clone())
+            .prop_map(|([c, d], port)| { SocketAddr::from((Ipv4Addr::new(169, 254, c, d), port)) }),
+        (
+            any::<[u16; 8]>(),
+            prop_oneof![Just(0xfc00u16), Just(0xfe80u16)],
+            port
+        )
+            .prop_map(|(mut segments, prefix, port)| {
+                segments[0] =
+                    prefix | (segments[0] & if prefix == 0xfc00 { 0x01ff } else { 0x003f });
+                SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::from(segments), port, 0, 0))
+            }),
+    ]
+}
+
+/// An observed address: never IPv4-mapped IPv6.
+fn observed_addr() -> impl Strategy<Value = SocketAddr> {
+    socket_addr().prop_map(minimodel_wire::canonical_addr)
+}
+
+fn peer_entry() -> impl Strategy<Value = PeerEntry> {
+    (any::<[u8; 32]>(), socket_addr(), 0u8..4).prop_map(|(id, addr, bits)| PeerEntry {
+        id: PeerId(id),
+        addr,
+        flags: PeerFlags::from_bits(bits).unwrap(),
+    })
 }
 
 fn chunk() -> impl Strategy<Value = ChunkIndex> {
@@ -38,6 +79,8 @@ fn hello() -> impl Strategy<Value = Hello> {
         any::<bool>(),
         proptest::option::of(socket_addr()),
         "[ -~]{0,64}",
+        proptest::option::of(observed_addr()),
+        proptest::collection::vec(lan_addr(), 0..=MAX_LAN_ADDRS),
     )
         .prop_map(
             |(
@@ -50,6 +93,8 @@ fn hello() -> impl Strategy<Value = Hello> {
                 serving,
                 listen,
                 agent,
+                observed,
+                lan,
             )| Hello {
                 protocol_version,
                 model_id,
@@ -60,6 +105,8 @@ fn hello() -> impl Strategy<Value = Hello> {
                 serving,
                 listen,
                 agent,
+                observed,
+                lan,
             },
         )
 }
@@ -83,24 +130,49 @@ fn detail() -> impl Strategy<Value = String> {
 fn message() -> impl Strategy<Value = Message> {
     prop_oneof![
         hello().prop_map(Message::Hello),
-        (proptest::sample::select(HelloRejectReason::ALL), detail())
-            .prop_map(|(reason, detail)| Message::HelloReject { reason, detail }),
+        (
+            proptest::sample::select(HelloRejectReason::ALL),
+            detail(),
+            proptest::collection::vec(peer_entry(), 0..=32)
+        )
+            .prop_map(|(reason, detail, peers)| Message::HelloReject {
+                reason,
+                detail,
+                peers
+            }),
         bitfield().prop_map(Message::HaveBitfield),
         chunk().prop_map(|chunk| Message::Have { chunk }),
         chunk().prop_map(|chunk| Message::Request { chunk }),
         chunk().prop_map(|chunk| Message::Cancel { chunk }),
         (chunk(), proptest::sample::select(RejectReason::ALL))
             .prop_map(|(chunk, reason)| Message::Reject { chunk, reason }),
-        proptest::collection::vec(
-            (any::<[u8; 32]>(), socket_addr()).prop_map(|(id, addr)| PeerEntry {
-                id: PeerId(id),
-                addr
-            }),
-            0..=32
-        )
-        .prop_map(|entries| Message::Peers { entries }),
+        proptest::collection::vec(peer_entry(), 0..=32)
+            .prop_map(|entries| Message::Peers { entries }),
         Just(Message::KeepAlive),
         proptest::sample::select(GoodbyeReason::ALL).prop_map(|reason| Message::Goodbye { reason }),
+        any::<[u8; 32]>().prop_map(|peer| Message::Rendezvous { peer: PeerId(peer) }),
+        (
+            any::<[u8; 32]>(),
+            proptest::collection::vec(socket_addr(), 1..=4)
+        )
+            .prop_map(|(peer, addrs)| Message::Connect {
+                peer: PeerId(peer),
+                addrs
+            }),
+        (
+            any::<[u8; 32]>(),
+            proptest::sample::select(RendezvousFailedReason::ALL)
+        )
+            .prop_map(|(peer, reason)| Message::RendezvousFailed {
+                peer: PeerId(peer),
+                reason
+            }),
+        any::<[u8; 32]>().prop_map(|manifest_sha256| Message::ManifestRequest { manifest_sha256 }),
+        prop_oneof![
+            proptest::collection::vec(any::<u8>(), 0..2000),
+            proptest::collection::vec(any::<u8>(), MAX_MANIFEST_BYTES - 16..=MAX_MANIFEST_BYTES),
+        ]
+        .prop_map(|bytes| Message::Manifest { bytes }),
     ]
 }
 
@@ -120,6 +192,7 @@ fn piece_header() -> impl Strategy<Value = PieceHeader> {
 proptest! {
     #[test]
     fn every_message_round_trips(message in message()) {
+        prop_assert_eq!(message.validate(), Ok(()));
         let mut bytes = Vec::new();
         let written = message.encode(&mut bytes).unwrap();
         prop_assert_eq!(written, bytes.len());
@@ -169,5 +242,22 @@ proptest! {
     fn decoding_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
         let _ = Message::decode(&mut bytes.as_slice());
         let _ = PieceHeader::decode(&mut bytes.as_slice());
+    }
+}
+
+#[test]
+fn the_message_strategy_covers_every_control_message_type() {
+    use proptest::strategy::ValueTree;
+    use proptest::test_runner::TestRunner;
+    let mut runner = TestRunner::deterministic();
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..2000 {
+        let message = message().new_tree(&mut runner).unwrap().current();
+        seen.insert(message.message_type());
+    }
+    for kind in minimodel_wire::MessageType::ALL {
+        if kind != minimodel_wire::MessageType::PieceHeader {
+            assert!(seen.contains(&kind), "no {kind} generated");
+        }
     }
 }

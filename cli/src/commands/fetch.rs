@@ -86,7 +86,7 @@ pub struct TransferArgs {
     #[arg(long, value_parser = parse_size, requires = "serve")]
     pub max_upload: Option<u64>,
     /// With --serve: congestion controller for what this node sends.
-    #[arg(long, value_enum, default_value_t = Congestion::Cubic)]
+    #[arg(long, value_enum, default_value_t = Congestion::Delay)]
     pub congestion: Congestion,
     /// Find peers on the BitTorrent Mainline DHT too (no offer needed), and
     /// with --serve announce there that this address serves the artifact.

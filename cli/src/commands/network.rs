@@ -16,7 +16,11 @@ use crate::output::Output;
 /// The congestion controller for the data this node sends (`--congestion`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Congestion {
-    /// CUBIC: the fastest on clean paths (the default).
+    /// Delay-based (the default): keeps the queue this node's uploads
+    /// cause at its uplink short, so its downloads are not slowed by them,
+    /// and rides out random loss; see docs/transport.md.
+    Delay,
+    /// CUBIC: loss-based; fills the uplink's queue.
     Cubic,
     /// BBR: far faster where packets are lost at random (a lossy radio
     /// link, say), slower on a clean one; see docs/transport.md.
@@ -30,6 +34,7 @@ impl Congestion {
     pub fn tuning(self) -> TransportTuning {
         TransportTuning {
             congestion_control: match self {
+                Congestion::Delay => CongestionControl::Delay,
                 Congestion::Cubic => CongestionControl::Cubic,
                 Congestion::Bbr => CongestionControl::Bbr,
                 Congestion::NewReno => CongestionControl::NewReno,

@@ -61,7 +61,7 @@ pub struct SeedArgs {
     #[arg(long, default_value_t = 32)]
     pub max_peers: usize,
     /// Congestion controller for what this seeder sends.
-    #[arg(long, value_enum, default_value_t = Congestion::Cubic)]
+    #[arg(long, value_enum, default_value_t = Congestion::Delay)]
     pub congestion: Congestion,
     /// Serve the seeder's counters as Prometheus text at
     /// http://ADDR/metrics while it runs, like 127.0.0.1:9464.

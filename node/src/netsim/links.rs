@@ -159,11 +159,10 @@ impl Sim {
                 self.conns[conn].open[1] = false;
                 let end = LinkEnd::Refused {
                     reason: rejection.reason,
-                    detail: rejection.detail,
+                    detail: rejection.detail.clone(),
                 };
-                self.core_mut(listener)
-                    .handle_link_failed(link, end.clone(), now);
-                self.push(self.now + latency, Event::Failed(conn, 0, end));
+                self.core_mut(listener).handle_link_failed(link, end, now);
+                self.push(self.now + latency, Event::Rejected(conn, rejection));
             }
         }
         self.pump(listener, false);
@@ -244,6 +243,17 @@ impl Sim {
             self.conns[conn].open[to] = false;
             let now = self.instant();
             self.core_mut(node).handle_link_failed(link, end, now);
+            self.pump(node, false);
+        }
+    }
+
+    /// The dialer of `conn` hears the listener's HelloReject.
+    pub(super) fn rejected(&mut self, conn: usize, rejection: crate::node::Rejection) {
+        if let Some((node, link)) = self.endpoint(conn, 0) {
+            self.conns[conn].open[0] = false;
+            let now = self.instant();
+            self.core_mut(node)
+                .handle_hello_rejected(link, rejection, now);
             self.pump(node, false);
         }
     }

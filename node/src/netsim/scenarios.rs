@@ -297,6 +297,7 @@ fn junk() -> Vec<PeerEntry> {
             PeerEntry {
                 id: PeerId(id),
                 addr: text.parse().expect("an address"),
+                flags: minimodel_wire::PeerFlags::default(),
             }
         })
         .collect()

@@ -112,6 +112,9 @@ impl Sim {
     pub(super) fn uplink_change(&mut self, node: usize, change: impl FnOnce(&mut Uplink)) {
         let now = self.now;
         let n = &mut self.nodes[node];
+        if !n.uplink.transfers.is_empty() {
+            n.record.busy += now.saturating_sub(n.uplink.last);
+        }
         let (sent, per_conn) = n.uplink.advance(now);
         n.record.uploaded_bytes += sent;
         for (conn, side, bytes) in per_conn {

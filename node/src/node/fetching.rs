@@ -203,8 +203,17 @@ impl Fetching {
         self.phase != Phase::Delivered
     }
 
+    pub(super) fn is_delivered(&self) -> bool {
+        self.phase == Phase::Delivered
+    }
+
     pub(super) fn wants_peers(&self) -> bool {
         self.phase == Phase::Fetching && !self.downloader.is_complete()
+    }
+
+    #[cfg(test)]
+    pub(super) fn requests_in_flight(&self) -> usize {
+        self.downloader.requests_in_flight()
     }
 
     pub(super) fn is_busy_with(&self, link: LinkId) -> bool {
@@ -239,6 +248,20 @@ impl Fetching {
         .into_iter()
         .flatten()
         .min()
+    }
+
+    #[cfg(test)]
+    pub(super) fn debug_deadlines(&self, config: &NodeConfig, now: Instant) -> String {
+        format!(
+            "phase {:?} next {:?} downloader {} ckpt {} {} last_report {:?}",
+            self.phase,
+            self.next_deadline(config, now)
+                .map(|t| t.saturating_duration_since(now)),
+            self.downloader.debug_deadlines(now),
+            self.bytes_since_checkpoint,
+            self.checkpoint_running,
+            (self.last_report + config.progress_every).saturating_duration_since(now)
+        )
     }
 
     /// The download's part of a metrics snapshot.
@@ -672,7 +695,9 @@ impl NodeCore {
                     seeding,
                 });
                 if seeding {
-                    // Verified as a whole: serve every chunk from now on.
+                    // Verified as a whole: serve every chunk from now on,
+                    // to peers that lack some.
+                    self.close_seed_links(now);
                     return;
                 }
                 self.end(End::Done, now);

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use minimodel_wire::{
     ChunkIndex, ControlStream, GoodbyeReason, HaveBitfield, Hello, HelloRejectReason, Message,
-    PeerId,
+    PeerEntry, PeerId,
 };
 
 use super::{Action, KnownPeer, Link, NodeCore, Peer};
@@ -43,6 +43,11 @@ pub struct Rejection {
     pub reason: HelloRejectReason,
     /// Detail for the peer.
     pub detail: String,
+    /// Other peers the refused dialer may try (a refusal for lack of room
+    /// only; filtered like peer exchange, and none once
+    /// [`NodeConfig::refusal_peers_per_second`](crate::config::NodeConfig)
+    /// is spent).
+    pub peers: Vec<PeerEntry>,
 }
 
 /// A finished handshake.
@@ -130,27 +135,16 @@ impl NodeCore {
             .values()
             .filter(|link| matches!(link, Link::Handshaking { .. }))
             .count();
-        let from_prefix = |handshakes_only: bool| {
-            self.links
-                .values()
-                .filter(|link| match link {
-                    Link::Handshaking { prefix: p, .. } => *p == prefix,
-                    Link::Up(peer) => !handshakes_only && !peer.dialed && peer.prefix == prefix,
-                    Link::Dialing { .. } | Link::Closing { .. } => false,
-                })
-                .count()
-        };
+        let from_prefix = self
+            .links
+            .values()
+            .filter(|link| matches!(link, Link::Handshaking { prefix: p, .. } if *p == prefix))
+            .count();
         let config = &self.config;
-        if from_prefix(true) >= config.max_handshakes_per_prefix {
+        if from_prefix >= config.max_handshakes_per_prefix {
             return Err(Some(Refusal::PrefixHandshakes {
                 prefix,
                 limit: config.max_handshakes_per_prefix,
-            }));
-        }
-        if from_prefix(false) >= config.max_links_per_prefix {
-            return Err(Some(Refusal::PrefixLinks {
-                prefix,
-                limit: config.max_links_per_prefix,
             }));
         }
         if !validated && handshaking >= config.retry_above {
@@ -178,10 +172,11 @@ impl NodeCore {
         let reject = |reason, detail: &str| Rejection {
             reason,
             detail: detail.to_owned(),
+            peers: Vec::new(),
         };
-        if !matches!(self.links.get(&link), Some(Link::Handshaking { .. })) {
+        let Some(&Link::Handshaking { remote, prefix, .. }) = self.links.get(&link) else {
             return Err(reject(HelloRejectReason::TooManyPeers, "too late"));
-        }
+        };
         if self.swarm.check_hello(hello).is_err() {
             return Err(reject(HelloRejectReason::WrongSwarm, "another swarm"));
         }
@@ -212,12 +207,19 @@ impl NodeCore {
                 return Err(reject(HelloRejectReason::TooManyPeers, "already connected"));
             }
             None => {
+                let limit = self.config.max_links_per_prefix;
+                if self.links_from(prefix) >= limit {
+                    return Err(self.full(
+                        peer,
+                        remote,
+                        format!("serving the maximum of {limit} peers from {prefix}"),
+                        now,
+                    ));
+                }
                 let taken = self.connected_count() + self.admitted_count();
                 if taken >= self.config.max_peers && !self.evict_one(now) {
-                    return Err(reject(
-                        HelloRejectReason::TooManyPeers,
-                        &format!("serving the maximum of {} peers", self.config.max_peers),
-                    ));
+                    let detail = format!("serving the maximum of {} peers", self.config.max_peers);
+                    return Err(self.full(peer, remote, detail, now));
                 }
             }
         }
@@ -226,6 +228,92 @@ impl NodeCore {
             *admitted = Some((peer, have.clone()));
         }
         Ok(have)
+    }
+
+    /// Incoming links from `prefix`: connected, or admitted at their Hello.
+    fn links_from(&self, prefix: Prefix) -> usize {
+        self.links
+            .values()
+            .filter(|link| match link {
+                Link::Handshaking {
+                    prefix: p,
+                    admitted: Some(_),
+                    ..
+                } => *p == prefix,
+                Link::Up(peer) => !peer.dialed && peer.prefix == prefix,
+                _ => false,
+            })
+            .count()
+    }
+
+    /// The refusal of a Hello for lack of room: it names other peers the
+    /// dialer may try (serving peers it can reach, as peer exchange would
+    /// tell it, at most 32), while the refusals' budget lasts, so that a
+    /// peer turned away at the door still finds the swarm.
+    fn full(
+        &mut self,
+        peer: PeerId,
+        remote: SocketAddr,
+        detail: String,
+        now: Instant,
+    ) -> Rejection {
+        let mut peers = Vec::new();
+        if self.refusal_budget.try_take(1, now) {
+            let mut serving: Vec<PeerEntry> = self
+                .serving_peers()
+                .filter(|entry| entry.id != peer && reachable_from(entry.addr, remote.ip()))
+                .collect();
+            // Each refused peer hears of another part of a large swarm.
+            if !serving.is_empty() {
+                let start = (self.rng.next_u64() % serving.len() as u64) as usize;
+                serving.rotate_left(start);
+            }
+            serving.truncate(minimodel_wire::MAX_PEERS_PER_MESSAGE);
+            peers = serving;
+        }
+        Rejection {
+            reason: HelloRejectReason::TooManyPeers,
+            detail,
+            peers,
+        }
+    }
+
+    /// A peer we dialed refused our Hello: what it said ends the link, and
+    /// the peers it named are learned like peer exchange (at most 32,
+    /// filtered by scope and bans, dialed with the short deadline of an
+    /// unverified address). The refuser waits for its back-off.
+    pub fn handle_hello_rejected(&mut self, link: LinkId, rejection: Rejection, now: Instant) {
+        let refuser = match self.links.get(&link) {
+            Some(Link::Dialing { addr, .. }) => Some(*addr),
+            _ => None,
+        };
+        let Rejection {
+            reason,
+            detail,
+            peers,
+        } = rejection;
+        self.handle_link_failed(link, LinkEnd::Refused { reason, detail }, now);
+        let Some(refuser) = refuser else {
+            return;
+        };
+        if !self.wants_peers() {
+            return;
+        }
+        for entry in peers
+            .into_iter()
+            .take(minimodel_wire::MAX_PEERS_PER_MESSAGE)
+        {
+            if entry.id == self.local_id
+                || self.bans.contains(&entry.id)
+                || !reachable_from(entry.addr, refuser.ip())
+                || self.book.find_id(&entry.id).is_some()
+            {
+                continue;
+            }
+            self.book
+                .learn(Some(entry.id), &[entry.addr], Source::Exchange, now);
+        }
+        self.dial_due(now);
     }
 
     fn admitted_count(&self) -> usize {
@@ -407,6 +495,30 @@ impl NodeCore {
             self.join_download(link, id, up.bitfield, now);
         }
         self.start_uploads(now);
+        self.close_seed_links(now);
+    }
+
+    /// Whether this node needs nothing more: it holds every chunk and its
+    /// download, if any, is delivered.
+    fn is_seed(&self) -> bool {
+        self.have.is_full() && self.download.as_ref().is_none_or(|d| d.is_delivered())
+    }
+
+    /// Two peers that both hold the whole file have nothing to trade: a
+    /// seed closes its links to other seeds (Goodbye Done), so their slots
+    /// go to peers that need them.
+    pub(super) fn close_seed_links(&mut self, now: Instant) {
+        if !self.is_seed() {
+            return;
+        }
+        let full: Vec<LinkId> = self
+            .peers()
+            .filter(|(_, peer)| !peer.leaving && peer.has.is_full())
+            .map(|(link, _)| link)
+            .collect();
+        for link in full {
+            self.close_peer(link, GoodbyeReason::Done, Departure::Done, now);
+        }
     }
 
     /// A dial or an incoming handshake failed before its link was up.
@@ -548,7 +660,7 @@ impl NodeCore {
 
     /// Whether this node should be dialing peers now: it downloads and is
     /// not done.
-    fn wants_peers(&self) -> bool {
+    pub(super) fn wants_peers(&self) -> bool {
         !self.ended && !self.stopping && self.download.as_ref().is_some_and(|d| d.wants_peers())
     }
 
@@ -573,13 +685,7 @@ impl NodeCore {
         self.book
             .iter()
             .filter(|(_, entry)| !(exchange_full && entry.source.is_unverified()))
-            .filter_map(|(_, entry)| match &entry.state {
-                EntryState::Waiting { next_attempt } => Some(*next_attempt),
-                EntryState::Dialing {
-                    next_at, next_addr, ..
-                } if *next_addr < entry.addrs.len() => Some(*next_at),
-                _ => None,
-            })
+            .filter_map(|(_, entry)| next_dial_of(entry))
             .min()
     }
 
@@ -591,13 +697,7 @@ impl NodeCore {
         let due: Vec<EntryId> = self
             .book
             .iter()
-            .filter(|(_, entry)| match &entry.state {
-                EntryState::Waiting { next_attempt } => *next_attempt <= now,
-                EntryState::Dialing {
-                    next_at, next_addr, ..
-                } => *next_addr < entry.addrs.len() && *next_at <= now,
-                _ => false,
-            })
+            .filter(|(_, entry)| next_dial_of(entry).is_some_and(|at| at <= now))
             .map(|(key, _)| key)
             .collect();
         for key in due {
@@ -615,7 +715,7 @@ impl NodeCore {
     }
 
     /// Dials the entry's next address (its first one when it was
-    /// waiting).
+    /// waiting); [`next_dial_of`] says when.
     fn dial_next_address(&mut self, key: EntryId, now: Instant) {
         let exchange_dials = self
             .links
@@ -920,4 +1020,18 @@ fn exchange_budget(config: &crate::config::NodeConfig, now: Instant) -> TokenBuc
     let burst = minimodel_wire::MAX_PEERS_PER_MESSAGE as u64;
     let interval = config.peer_exchange_min_interval.as_secs_f64().max(1e-3);
     TokenBucket::new((burst as f64 / interval).round() as u64, burst, now)
+}
+
+/// When `entry`'s next address is due to be dialed: its back-off's end
+/// while it waits, the stagger's end while other addresses are dialed; never
+/// once every address was tried (or when it has none: an entry whose only
+/// address proved to be another peer's waits to be told a new one).
+fn next_dial_of(entry: &crate::book::Entry) -> Option<Instant> {
+    match &entry.state {
+        EntryState::Waiting { next_attempt } if !entry.addrs.is_empty() => Some(*next_attempt),
+        EntryState::Dialing {
+            next_at, next_addr, ..
+        } if *next_addr < entry.addrs.len() => Some(*next_at),
+        _ => None,
+    }
 }

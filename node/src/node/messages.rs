@@ -37,13 +37,17 @@ impl NodeCore {
                 }
                 self.uploads.peer_have(link, chunk);
                 self.download_have(link, chunk, now);
+                self.close_seed_links(now);
             }
             ControlEvent::Request(chunk) => {
                 if let Some(peer) = self.peer_mut(link) {
                     peer.last_useful = now;
                 }
                 let refusal = if self.serve {
-                    self.uploads.on_request(link, chunk, &self.have).err()
+                    let chunk_size = self.params.chunk_size();
+                    self.uploads
+                        .on_request(link, chunk, &self.have, &self.config, chunk_size, now)
+                        .err()
                 } else {
                     Some(RequestRefusal::NotHave)
                 };
@@ -75,10 +79,20 @@ impl NodeCore {
                 self.actions.push_back(Action::Abort { link });
                 self.remove_peer(link, Departure::Goodbye(reason), now);
             }
+            // No rendezvous is offered or asked for yet: a Rendezvous gets
+            // no answer, and a Connect or RendezvousFailed answers nothing
+            // we asked (docs/swarm.md, "Peer exchange").
+            ControlEvent::Rendezvous(_)
+            | ControlEvent::Connect { .. }
+            | ControlEvent::RendezvousFailed { .. } => {}
+            // ManifestRequest and Manifest open and answer a manifest
+            // query: the control stream refuses them on a swarm session.
             ControlEvent::KeepAlive
             | ControlEvent::PeerHello(_)
             | ControlEvent::HelloRejected { .. }
-            | ControlEvent::Bitfield(_) => {}
+            | ControlEvent::Bitfield(_)
+            | ControlEvent::ManifestRequested(_)
+            | ControlEvent::Manifest(_) => {}
         }
     }
 

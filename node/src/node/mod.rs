@@ -268,6 +268,8 @@ pub struct NodeCore {
     actions: VecDeque<Action>,
     reports: VecDeque<NodeReport>,
     last_exchange: Instant,
+    /// Refusals that name other peers ([`NodeConfig::refusal_peers_per_second`]).
+    refusal_budget: crate::upload::TokenBucket,
     last_serving_report: Instant,
     ended: bool,
     stopping: bool,
@@ -297,6 +299,7 @@ impl NodeCore {
             .then(|| fetching::Fetching::new(&config, download_config, &start.have, params, now));
         let upload_queue = UploadQueue::new(count, config.upload.clone());
         let uploads = serving::Uploads::new(upload_queue, config.max_upload, now);
+        let refusals = config.refusal_peers_per_second;
         let mut node = Self {
             book: AddressBook::new(config.max_known_peers),
             config,
@@ -316,6 +319,7 @@ impl NodeCore {
             actions: VecDeque::new(),
             reports: VecDeque::new(),
             last_exchange: now,
+            refusal_budget: crate::upload::TokenBucket::new(refusals, 2 * refusals, now),
             last_serving_report: now,
             ended: false,
             stopping: false,
@@ -382,7 +386,14 @@ impl NodeCore {
             .download
             .as_ref()
             .and_then(|download| download.next_deadline(&self.config, now));
-        let uploads = self.uploads.next_deadline();
+        let uploads = self.uploads.next_deadline().into_iter().chain(
+            // Second copies that wait behind first ones while a slot is free.
+            (!self.uploads.is_idle()
+                && self.uploads.active_count()
+                    < self.uploads.slots(config, self.params.chunk_size()))
+            .then(|| self.uploads.next_starving(config.resend_after, now))
+            .flatten(),
+        );
         let exchange = self
             .has_exchange_work()
             .then(|| self.last_exchange + self.config.peer_exchange_every);
@@ -400,6 +411,77 @@ impl NodeCore {
             .chain(serving_report)
             .min()
             .map(|deadline| deadline.max(now))
+    }
+
+    /// (missing, requests in flight, uploads under way, uploads queued,
+    /// upload slots): for the simulator's traces.
+    #[cfg(test)]
+    pub(crate) fn load(&self) -> (u32, usize, usize, usize, usize) {
+        let missing = self.params.chunk_count() - self.have.count_ones();
+        let in_flight = self
+            .download
+            .as_ref()
+            .map_or(0, |download| download.requests_in_flight());
+        (
+            missing,
+            in_flight,
+            self.uploads.active_count(),
+            self.uploads.queued(),
+            self.uploads.slots(&self.config, self.params.chunk_size()),
+        )
+    }
+
+    /// Every deadline the node has, in words: for the simulator's message
+    /// when a wake-up does not move them.
+    #[cfg(test)]
+    pub(crate) fn debug_deadlines(&self, now: Instant) -> String {
+        let config = &self.config;
+        let links: Vec<String> = self
+            .links
+            .iter()
+            .map(|(id, link)| match link {
+                Link::Dialing { deadline, .. } => format!(
+                    "{id:?} dialing {:?}",
+                    deadline.saturating_duration_since(now)
+                ),
+                Link::Handshaking { deadline, .. } => {
+                    format!("{id:?} hs {:?}", deadline.saturating_duration_since(now))
+                }
+                Link::Closing { deadline } => format!(
+                    "{id:?} closing {:?}",
+                    deadline.saturating_duration_since(now)
+                ),
+                Link::Up(peer) => format!(
+                    "{id:?} up ka {:?} watch {:?}",
+                    (peer.last_sent + config.keep_alive_after).saturating_duration_since(now),
+                    peer.upload_watch
+                ),
+            })
+            .collect();
+        format!(
+            "links {links:?} ending {:?} connected {} wants {} dials {:?} book {:?} lookup {:?} download {:?} uploads {:?} starving {:?} stop {:?}",
+            self.ending,
+            self.connected_count(),
+            self.wants_peers(),
+            self.next_dial_time()
+                .map(|t| t.saturating_duration_since(now)),
+            self.book
+                .iter()
+                .map(|(_, entry)| format!("{:?} {:?} {:?}", entry.source, entry.addrs, entry.state))
+                .collect::<Vec<_>>(),
+            self.next_lookup_time()
+                .map(|t| t.saturating_duration_since(now)),
+            self.download
+                .as_ref()
+                .map(|d| d.debug_deadlines(config, now)),
+            self.uploads
+                .next_deadline()
+                .map(|t| t.saturating_duration_since(now)),
+            self.uploads
+                .next_starving(config.resend_after, now)
+                .map(|t| t.saturating_duration_since(now)),
+            self.stop_deadline
+        )
     }
 
     /// Time passed: deadlines are checked, pipelines refilled, dials
@@ -423,10 +505,11 @@ impl NodeCore {
         self.keep_links_alive(now);
         self.watch_uploads(now);
         self.lookup_due(now);
-        self.dial_due(now);
         self.download_tick(now);
         self.start_uploads(now);
         self.exchange_peers(now);
+        // Last: the steps above may have closed a link and made room.
+        self.dial_due(now);
         if self.serve
             && self.download.is_none()
             && now.saturating_duration_since(self.last_serving_report)

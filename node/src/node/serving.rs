@@ -10,7 +10,7 @@ use super::{Action, NodeCore};
 use crate::address::reachable_from;
 use crate::ids::LinkId;
 use crate::report::{Departure, LinkEnd};
-use crate::upload::{RequestRefusal, TokenBucket, UploadQueue};
+use crate::upload::{RequestRefusal, Resends, TokenBucket, UploadQueue};
 
 /// How an upload ended, as the driver saw it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +48,63 @@ impl UploadWatch {
     }
 }
 
+/// How fast this node's uplink carries its uploads: bytes of finished
+/// uploads per second of time with at least one upload under way, a moving
+/// average over periods of at least [`UplinkMeter::PERIOD`]. Unknown until
+/// the first period ends.
+#[derive(Debug, Default)]
+pub(super) struct UplinkMeter {
+    rate: Option<f64>,
+    busy_since: Option<Instant>,
+    /// Busy time and finished bytes of the period so far.
+    busy: std::time::Duration,
+    bytes: u64,
+}
+
+impl UplinkMeter {
+    const PERIOD: std::time::Duration = std::time::Duration::from_millis(500);
+    const WEIGHT: f64 = 0.3;
+
+    /// Bytes per second, once measured.
+    pub(super) fn rate(&self) -> Option<f64> {
+        self.rate
+    }
+
+    /// Whether an upload is under way changed (or not) at `now`.
+    fn set_busy(&mut self, busy: bool, now: Instant) {
+        match (busy, self.busy_since) {
+            (true, None) => self.busy_since = Some(now),
+            (false, Some(since)) => {
+                self.busy += now.saturating_duration_since(since);
+                self.busy_since = None;
+            }
+            _ => {}
+        }
+    }
+
+    /// An upload of `bytes` finished at `now`.
+    fn finished(&mut self, bytes: u64, now: Instant) {
+        self.bytes += bytes;
+        let busy = self.busy
+            + self.busy_since.map_or(std::time::Duration::ZERO, |since| {
+                now.saturating_duration_since(since)
+            });
+        if busy < Self::PERIOD {
+            return;
+        }
+        let sample = self.bytes as f64 / busy.as_secs_f64();
+        self.rate = Some(match self.rate {
+            Some(rate) => rate + Self::WEIGHT * (sample - rate),
+            None => sample,
+        });
+        self.bytes = 0;
+        self.busy = std::time::Duration::ZERO;
+        if self.busy_since.is_some() {
+            self.busy_since = Some(now);
+        }
+    }
+}
+
 /// The upload side's state.
 #[derive(Debug)]
 pub(super) struct Uploads {
@@ -58,6 +115,7 @@ pub(super) struct Uploads {
     /// An upload waits for the rate limit until then.
     wake: Option<Instant>,
     pub(super) uploaded_bytes: u64,
+    pub(super) meter: UplinkMeter,
 }
 
 impl Uploads {
@@ -73,11 +131,75 @@ impl Uploads {
             }),
             wake: None,
             uploaded_bytes: 0,
+            meter: UplinkMeter::default(),
+        }
+    }
+
+    /// Uploads at once: as many as can each finish within
+    /// `upload_slot_time` at the measured uplink rate (a slow uplink sends
+    /// one chunk after another, so each is whole, and can be passed on,
+    /// soon), at least 1, at most `upload_slots`; one until the rate is
+    /// known (a first upload at a slow rate must not be one of eight, nor
+    /// its measurement wait for all of them).
+    pub(super) fn slots(&self, config: &crate::config::NodeConfig, chunk_size: u32) -> usize {
+        let Some(slot_time) = config.upload_slot_time else {
+            return config.upload_slots;
+        };
+        match self.meter.rate() {
+            Some(rate) => {
+                let fit = rate * slot_time.as_secs_f64() / f64::from(chunk_size.max(1));
+                (fit.ceil() as usize).clamp(1, config.upload_slots)
+            }
+            None => 1,
+        }
+    }
+
+    /// Requests queued at most, over all peers: what the uplink sends in
+    /// `upload_queue_time` at its measured rate (at least the slots);
+    /// `upload_slots` until the rate is known. More are answered
+    /// Busy at once, so that the asking peer tries another source instead
+    /// of waiting behind a slow uplink.
+    fn queue_limit(&self, config: &crate::config::NodeConfig, chunk_size: u32) -> usize {
+        let Some(queue_time) = config.upload_queue_time else {
+            return usize::MAX;
+        };
+        let slots = self.slots(config, chunk_size);
+        match self.meter.rate() {
+            Some(rate) => {
+                let fit = rate * queue_time.as_secs_f64() / f64::from(chunk_size.max(1));
+                (fit.floor() as usize).max(slots)
+            }
+            None => config.upload_slots,
         }
     }
 
     pub(super) fn next_deadline(&self) -> Option<Instant> {
         self.wake
+    }
+
+    /// Whether no upload is under way.
+    pub(super) fn is_idle(&self) -> bool {
+        self.active.is_empty()
+    }
+
+    /// Requests queued, over all peers.
+    #[cfg(test)]
+    pub(super) fn queued(&self) -> usize {
+        self.queue.total_queued()
+    }
+
+    /// Uploads under way.
+    pub(super) fn active_count(&self) -> usize {
+        self.active.len()
+    }
+
+    /// See [`UploadQueue::next_starving`].
+    pub(super) fn next_starving(
+        &self,
+        after: std::time::Duration,
+        now: Instant,
+    ) -> Option<Instant> {
+        self.queue.next_starving(after, now)
     }
 
     pub(super) fn add_peer(&mut self, link: LinkId, has: HaveBitfield) {
@@ -93,8 +215,14 @@ impl Uploads {
         link: LinkId,
         chunk: ChunkIndex,
         have: &HaveBitfield,
+        config: &crate::config::NodeConfig,
+        chunk_size: u32,
+        now: Instant,
     ) -> Result<(), RequestRefusal> {
-        self.queue.on_request(link, chunk.0, have)
+        if have.get(chunk) && self.queue.total_queued() >= self.queue_limit(config, chunk_size) {
+            return Err(RequestRefusal::Busy);
+        }
+        self.queue.on_request(link, chunk.0, have, now)
     }
 
     /// Whether anything is queued for or being sent to `link`.
@@ -143,7 +271,8 @@ impl NodeCore {
     /// before only when no upload is under way.
     pub(super) fn start_uploads(&mut self, now: Instant) {
         self.uploads.wake = None;
-        while self.uploads.active.len() < self.config.upload_slots {
+        let slots = self.uploads.slots(&self.config, self.params.chunk_size());
+        while self.uploads.active.len() < slots {
             let per_peer = self.config.upload_slots_per_peer;
             let chunk_size = u64::from(self.params.chunk_size());
             if let Some((_, bucket)) = &mut self.uploads.limit {
@@ -161,12 +290,17 @@ impl NodeCore {
                 .filter(|(link, peer)| !peer.leaving && self.uploads.active_for(*link) < per_peer)
                 .map(|(link, _)| link)
                 .collect();
-            // A second copy of a chunk only on an otherwise idle uplink.
-            let resends = self.uploads.active.is_empty();
+            // A second copy of a chunk only on an otherwise idle uplink,
+            // or for a peer that waited long enough behind first copies.
+            let resends = if self.uploads.active.is_empty() {
+                Resends::Allowed
+            } else {
+                Resends::WhenStarving(self.config.resend_after)
+            };
             let next = self
                 .uploads
                 .queue
-                .next_request(|link| below_share.contains(&link), resends)
+                .next_request(|link| below_share.contains(&link), resends, now)
                 .or_else(|| {
                     // No peer below its share asks for anything: a free
                     // slot goes to a peer at its share rather than idle.
@@ -180,7 +314,7 @@ impl NodeCore {
                         .collect();
                     self.uploads
                         .queue
-                        .next_request(|link| !leaving.contains(&link), resends)
+                        .next_request(|link| !leaving.contains(&link), resends, now)
                 });
             let Some((link, chunk)) = next else {
                 return;
@@ -195,6 +329,7 @@ impl NodeCore {
                 None => None,
             };
             self.uploads.active.insert((link, chunk.0), ());
+            self.uploads.meter.set_busy(true, now);
             let mut measure = false;
             if let Some(peer) = self.peer_mut(link) {
                 peer.last_useful = now;
@@ -224,6 +359,7 @@ impl NodeCore {
     ) {
         let was_active = self.uploads.active.remove(&(link, chunk.0)).is_some();
         if let (UploadOutcome::Sent { bytes }, true) = (outcome, was_active) {
+            self.uploads.meter.finished(bytes, now);
             self.uploads.uploaded_bytes += bytes;
             if let Some(peer) = self.peer_mut(link) {
                 peer.uploaded_chunks += 1;
@@ -237,6 +373,8 @@ impl NodeCore {
             }
         }
         self.start_uploads(now);
+        let busy = !self.uploads.active.is_empty();
+        self.uploads.meter.set_busy(busy, now);
     }
 
     /// How many bytes the connection of `link` has sent in all, as asked
@@ -300,10 +438,14 @@ impl NodeCore {
     /// Connected peers that serve and whose listening address we have seen
     /// in use: their address (the IP they were seen at, the port their
     /// Hello names).
-    fn serving_peers(&self) -> impl Iterator<Item = PeerEntry> + '_ {
+    pub(super) fn serving_peers(&self) -> impl Iterator<Item = PeerEntry> + '_ {
         self.peers().filter_map(|(_, peer)| {
             let addr = peer.listen?;
-            (peer.serving && !peer.leaving).then_some(PeerEntry { id: peer.id, addr })
+            (peer.serving && !peer.leaving).then_some(PeerEntry {
+                id: peer.id,
+                addr,
+                flags: minimodel_wire::PeerFlags::default(),
+            })
         })
     }
 

@@ -86,6 +86,14 @@ impl Remote {
         }
     }
 
+    /// A serving peer that lacks the last chunk (a seeder closes its links
+    /// to seeds).
+    fn lacking_last(mut self) -> Self {
+        let last = self.has.chunk_count() - 1;
+        self.has.set(ChunkIndex(last), false).expect("in range");
+        self
+    }
+
     fn with_chunks(mut self, chunks: &[u32]) -> Self {
         let mut has = HaveBitfield::new(self.has.chunk_count());
         for &chunk in chunks {

@@ -206,8 +206,16 @@ pub async fn dial(
     let result = async {
         let peer_hello = match expect_message(&mut recv, &mut decoder, &mut control).await? {
             ControlEvent::PeerHello(hello) => hello,
-            ControlEvent::HelloRejected { reason, detail } => {
-                return Err(LinkError::Rejected(Rejection { reason, detail }));
+            ControlEvent::HelloRejected {
+                reason,
+                detail,
+                peers,
+            } => {
+                return Err(LinkError::Rejected(Rejection {
+                    reason,
+                    detail,
+                    peers,
+                }));
             }
             other => return Err(unexpected(&other)),
         };
@@ -320,6 +328,7 @@ where
                 let reject = Message::HelloReject {
                     reason: rejection.reason,
                     detail: rejection.detail.clone(),
+                    peers: rejection.peers.clone(),
                 };
                 send_checked(&mut send, &mut control, &reject).await?;
                 flush(&mut send).await;

@@ -66,28 +66,32 @@ pub(super) fn dial(
     let task = tokio::spawn(async move {
         let attempt = async {
             // A peer found on a DHT has no id yet: its handshake proves one.
+            let failed = |error| Event::Failed(link, connect_end(error));
             let (connection, id) = match peer {
                 Some(id) => {
                     let peer = PeerAddr { id, addr };
                     let connection = transport::connect(&endpoint, &peer, &identity, &tuning)
                         .await
-                        .map_err(connect_end)?;
+                        .map_err(failed)?;
                     (connection, id)
                 }
                 None => transport::connect_any(&endpoint, addr, &identity, &tuning)
                     .await
-                    .map_err(connect_end)?,
+                    .map_err(failed)?,
             };
             let remote = transport::canonical_addr(connection.remote_address());
             let session = handshake::dial(connection, id, &local, have)
                 .await
-                .map_err(LinkError::into_end)?;
+                .map_err(|error| match error {
+                    LinkError::Rejected(rejection) => Event::Rejected(link, rejection),
+                    error => Event::Failed(link, error.into_end()),
+                })?;
             Ok((session, remote))
         };
         let deadline = tokio::time::Instant::from_std(deadline);
         let event = match tokio::time::timeout_at(deadline, attempt).await {
             Ok(Ok((session, remote))) => Event::Up(link, Box::new(session), remote),
-            Ok(Err(end)) => Event::Failed(link, end),
+            Ok(Err(event)) => event,
             Err(_) => Event::Failed(link, LinkEnd::TimedOut),
         };
         let _ = events.send(event).await;

@@ -82,6 +82,8 @@ pub(crate) enum Event {
     Up(LinkId, Box<Session>, SocketAddr),
     /// A dial or an incoming handshake failed.
     Failed(LinkId, LinkEnd),
+    /// The peer we dialed refused our Hello (with other peers to try).
+    Rejected(LinkId, minimodel_node::node::Rejection),
     /// An incoming handshake read the peer's Hello: the core decides.
     Hello {
         link: LinkId,
@@ -339,6 +341,10 @@ impl Node {
             Event::Failed(link, end) => {
                 self.links.remove(&link);
                 self.core.handle_link_failed(link, end, now);
+            }
+            Event::Rejected(link, rejection) => {
+                self.links.remove(&link);
+                self.core.handle_hello_rejected(link, rejection, now);
             }
             Event::Hello {
                 link,

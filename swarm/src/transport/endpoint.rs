@@ -316,7 +316,7 @@ fn classify_connect_error(
 /// returns it with the dialer's verified [`PeerId`], the key to ban by.
 ///
 /// The path gets the loopback transport config when the dialer is on a
-/// loopback address (an IPv4-mapped one on a dual-stack listener too). A dialer without ALPN `minimodel/1`, without a raw
+/// loopback address (an IPv4-mapped one on a dual-stack listener too). A dialer without ALPN `minimodel/2`, without a raw
 /// Ed25519 key or with a bad signature is refused during the handshake.
 pub async fn accept(
     incoming: quinn::Incoming,

@@ -91,8 +91,8 @@ pub enum ConnectError {
         /// The id whose key the peer presented.
         presented: PeerId,
     },
-    /// The peer does not speak the piece protocol (`minimodel/1`) over ALPN.
-    #[error("{addr} does not speak minimodel/1 (no common ALPN protocol)")]
+    /// The peer does not speak the piece protocol (`minimodel/2`) over ALPN.
+    #[error("{addr} does not speak minimodel/2 (no common ALPN protocol)")]
     NoCommonProtocol {
         /// The peer's address.
         addr: SocketAddr,
@@ -157,8 +157,8 @@ pub enum AcceptError {
         #[source]
         source: quinn::ConnectionError,
     },
-    /// The dialer does not speak `minimodel/1`.
-    #[error("{addr} does not speak minimodel/1 (no common ALPN protocol)")]
+    /// The dialer does not speak `minimodel/2`.
+    #[error("{addr} does not speak minimodel/2 (no common ALPN protocol)")]
     NoCommonProtocol {
         /// The dialer's address.
         addr: SocketAddr,

@@ -10,7 +10,7 @@
 //! listener learns the dialer's id ([`accept`], [`remote_peer_id`]). A node
 //! that does not serve dials from an endpoint with no server config
 //! ([`bind_client_endpoint`]), which accepts nothing.
-//! ALPN `minimodel/1` is required on both sides.
+//! ALPN `minimodel/2` is required on both sides.
 //!
 //! What it is not: it knows no messages (that is `minimodel-wire`), no
 //! pieces and no files. It opens connections; the swarm drives them.
@@ -30,6 +30,7 @@ mod identity;
 mod spki;
 mod tls;
 mod tuning;
+pub mod yielding;
 
 #[cfg(test)]
 mod endpoint_tests;

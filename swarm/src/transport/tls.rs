@@ -9,7 +9,7 @@
 //! ([`AnyClientKey`]) but checks its signature; the swarm reads the key with
 //! [`remote_peer_id`] and bans by it.
 //!
-//! Fixed choices: TLS 1.3 only, ALPN `minimodel/1` required on both sides,
+//! Fixed choices: TLS 1.3 only, ALPN `minimodel/2` required on both sides,
 //! cipher suites AES-128-GCM (preferred: cheapest with AES-NI, and the one
 //! QUIC initial packets use anyway), then AES-256-GCM, then ChaCha20-Poly1305;
 //! X25519 key exchange; `ring` as provider. No session tickets, no
@@ -131,7 +131,7 @@ pub(crate) fn client_crypto(
 }
 
 /// [`client_crypto`] with a chosen ALPN list. Not public: only tests offer
-/// anything but `minimodel/1`, to check that the listener refuses it.
+/// anything but `minimodel/2`, to check that the listener refuses it.
 pub(crate) fn client_crypto_with_alpn(
     identity: &Identity,
     expected: Option<PeerId>,

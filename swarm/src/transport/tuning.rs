@@ -27,6 +27,11 @@ pub const MAX_UDP_PAYLOAD: u16 = 65527;
 /// Which congestion controller paces the sender.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CongestionControl {
+    /// Delay-based ([`super::yielding`]): keeps the queue this node's
+    /// uploads cause at its uplink near 50 ms, so that the acknowledgements
+    /// of its downloads do not wait behind them, and takes a loss while the
+    /// queue is short for noise of the path. The default.
+    Delay,
     /// CUBIC (RFC 9438), quinn's default.
     Cubic,
     /// NewReno (RFC 9002 §7).
@@ -166,7 +171,7 @@ impl Default for TransportTuning {
             keep_alive_interval: Some(Duration::from_secs(3)),
             idle_timeout: Duration::from_secs(15),
             handshake_timeout: Duration::from_secs(10),
-            congestion_control: CongestionControl::Cubic,
+            congestion_control: CongestionControl::Delay,
             segmentation_offload: true,
             close_flush: Duration::from_millis(100),
         }
@@ -352,6 +357,9 @@ impl TransportTuning {
             quinn_ack
         }));
         match self.congestion_control {
+            CongestionControl::Delay => {
+                config.congestion_controller_factory(Arc::new(super::yielding::YieldingConfig))
+            }
             CongestionControl::Cubic => {
                 config.congestion_controller_factory(Arc::new(CubicConfig::default()))
             }

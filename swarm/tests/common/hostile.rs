@@ -559,6 +559,7 @@ async fn serve(
                         .map(|_| PeerEntry {
                             id: random_peer_id(&mut rng),
                             addr: to,
+                            flags: minimodel_wire::PeerFlags::default(),
                         })
                         .collect();
                     let mut frame = BytesMut::new();

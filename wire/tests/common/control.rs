@@ -3,10 +3,10 @@
 
 use minimodel_wire::{
     ChunkIndex, ControlEvent, ControlStream, GoodbyeReason, HaveBitfield, HelloRejectReason,
-    Message, PeerEntry, PeerId, Phase, RejectReason, Role,
+    Message, PeerEntry, PeerId, Phase, RejectReason, RendezvousFailedReason, Role,
 };
 
-use super::{hello, swarm};
+use super::{GOLDEN_MANIFEST, addr, hello, sha256, swarm};
 
 pub fn our_hello() -> Message {
     Message::Hello(hello(true, Some("192.0.2.7:4433".parse().unwrap())))
@@ -22,14 +22,35 @@ pub fn goodbye() -> Message {
     }
 }
 
+pub fn digest() -> [u8; 32] {
+    sha256(GOLDEN_MANIFEST)
+}
+
+pub fn manifest_request() -> Message {
+    Message::ManifestRequest {
+        manifest_sha256: digest(),
+    }
+}
+
+pub fn manifest() -> Message {
+    Message::Manifest {
+        bytes: GOLDEN_MANIFEST.to_vec(),
+    }
+}
+
+pub fn hello_reject(reason: HelloRejectReason) -> Message {
+    Message::HelloReject {
+        reason,
+        detail: String::new(),
+        peers: vec![PeerEntry::new(PeerId([9; 32]), addr("192.0.2.9:4433"))],
+    }
+}
+
 /// One well-formed, in-range sample of every control message type.
 pub fn samples() -> Vec<Message> {
     vec![
         our_hello(),
-        Message::HelloReject {
-            reason: HelloRejectReason::TooManyPeers,
-            detail: String::new(),
-        },
+        hello_reject(HelloRejectReason::TooManyPeers),
         bitfield(),
         Message::Have {
             chunk: ChunkIndex(9),
@@ -45,13 +66,23 @@ pub fn samples() -> Vec<Message> {
             reason: RejectReason::NotHave,
         },
         Message::Peers {
-            entries: vec![PeerEntry {
-                id: PeerId([3; 32]),
-                addr: "192.0.2.3:4433".parse().unwrap(),
-            }],
+            entries: vec![PeerEntry::new(PeerId([3; 32]), addr("192.0.2.3:4433"))],
         },
         Message::KeepAlive,
         goodbye(),
+        Message::Rendezvous {
+            peer: PeerId([3; 32]),
+        },
+        Message::Connect {
+            peer: PeerId([4; 32]),
+            addrs: vec![addr("198.51.100.4:6000")],
+        },
+        Message::RendezvousFailed {
+            peer: PeerId([3; 32]),
+            reason: RendezvousFailedReason::RateLimited,
+        },
+        manifest_request(),
+        manifest(),
     ]
 }
 
@@ -67,24 +98,62 @@ pub fn receive(stream: &mut ControlStream, message: &Message) -> ControlEvent {
         .unwrap_or_else(|e| panic!("receive {:?}: {e}", message.message_type()))
 }
 
-/// A receiver whose peer's direction is in `phase`, with every rule tying
-/// the directions together satisfied.
-pub fn receiver_in(role: Role, phase: Phase) -> ControlStream {
-    let mut stream = ControlStream::new(role, swarm());
-    let steps: &[Message] = &[our_hello(), bitfield(), goodbye()];
-    let wanted = match phase {
+/// How a listener learns its swarm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Binding {
+    /// Created unbound, bound when the dialer's Hello is in (the primary
+    /// path).
+    OnHello,
+    /// Created bound ([`ControlStream::new`]).
+    AtStart,
+}
+
+pub const BINDINGS: [Binding; 2] = [Binding::OnHello, Binding::AtStart];
+
+/// A fresh stream of a swarm session.
+pub fn fresh(role: Role, binding: Binding) -> ControlStream {
+    match (role, binding) {
+        (Role::Listener, Binding::OnHello) => ControlStream::listener(),
+        _ => ControlStream::new(role, swarm()),
+    }
+}
+
+/// The listener receives the dialer's Hello and binds if it must.
+pub fn listener_takes_hello(stream: &mut ControlStream) {
+    receive(stream, &our_hello());
+    if stream.swarm().is_none() {
+        stream.bind(swarm()).unwrap();
+    }
+}
+
+fn wanted(phase: Phase) -> usize {
+    match phase {
         Phase::AwaitingHello => 0,
         Phase::AwaitingBitfield => 1,
         Phase::Established => 2,
         Phase::Closed => 3,
-    };
+    }
+}
+
+/// A receiver whose peer's direction is in `phase`, with every rule tying
+/// the directions together satisfied; a listener bound on the Hello.
+pub fn receiver_in(role: Role, phase: Phase) -> ControlStream {
+    receiver_in_with(role, phase, Binding::OnHello)
+}
+
+/// [`receiver_in`] with a choice of binding.
+pub fn receiver_in_with(role: Role, phase: Phase, binding: Binding) -> ControlStream {
+    let mut stream = fresh(role, binding);
+    let steps: &[Message] = &[our_hello(), bitfield(), goodbye()];
     if role == Role::Dialer {
         send(&mut stream, &our_hello());
     }
-    for (i, step) in steps.iter().take(wanted).enumerate() {
-        receive(&mut stream, step);
+    for (i, step) in steps.iter().take(wanted(phase)).enumerate() {
         if i == 0 && role == Role::Listener {
+            listener_takes_hello(&mut stream);
             send(&mut stream, &our_hello());
+        } else {
+            receive(&mut stream, step);
         }
     }
     assert_eq!(stream.received_phase(), phase);
@@ -92,20 +161,19 @@ pub fn receiver_in(role: Role, phase: Phase) -> ControlStream {
 }
 
 /// A sender in `phase`, with every rule tying the directions together
-/// satisfied.
+/// satisfied; a listener bound on the Hello.
 pub fn sender_in(role: Role, phase: Phase) -> ControlStream {
-    let mut stream = ControlStream::new(role, swarm());
+    sender_in_with(role, phase, Binding::OnHello)
+}
+
+/// [`sender_in`] with a choice of binding.
+pub fn sender_in_with(role: Role, phase: Phase, binding: Binding) -> ControlStream {
+    let mut stream = fresh(role, binding);
     if role == Role::Listener {
-        receive(&mut stream, &our_hello());
+        listener_takes_hello(&mut stream);
     }
     let steps: &[Message] = &[our_hello(), bitfield(), goodbye()];
-    let wanted = match phase {
-        Phase::AwaitingHello => 0,
-        Phase::AwaitingBitfield => 1,
-        Phase::Established => 2,
-        Phase::Closed => 3,
-    };
-    for (i, step) in steps.iter().take(wanted).enumerate() {
+    for (i, step) in steps.iter().take(wanted(phase)).enumerate() {
         send(&mut stream, step);
         if i == 0 && role == Role::Dialer {
             receive(&mut stream, &our_hello());

@@ -9,8 +9,9 @@ use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::path::PathBuf;
 
 use minimodel_wire::{
-    ChunkIndex, GoodbyeReason, HaveBitfield, Hello, HelloRejectReason, Message, PeerEntry, PeerId,
-    PieceHeader, RejectReason, SwarmIdentity, SwarmParams,
+    ChunkIndex, GoodbyeReason, HaveBitfield, Hello, HelloRejectReason, Message, PeerEntry,
+    PeerFlags, PeerId, PieceHeader, RejectReason, RendezvousFailedReason, SwarmIdentity,
+    SwarmParams,
 };
 
 /// Merkle root of the golden vectors: bytes 0x00..=0x1f.
@@ -36,16 +37,50 @@ pub fn v6(text: &str, port: u16) -> SocketAddr {
     SocketAddr::V6(SocketAddrV6::new(ip, port, 0, 0))
 }
 
-/// Every golden vector: file name and the message it holds.
-pub fn golden_messages() -> Vec<(&'static str, Message)> {
+pub fn addr(text: &str) -> SocketAddr {
+    text.parse().unwrap()
+}
+
+/// The Hello of `hello-observed-lan.hex`, which the listener of the
+/// handshake transcript sends too.
+pub fn nat_listener_hello() -> Hello {
+    hello(true, Some(addr("203.0.113.5:4433")))
+        .with_observed(Some(addr("198.51.100.9:50000")))
+        .with_lan(vec![addr("192.168.1.20:4433"), v6("fd00::20", 4433)])
+        .unwrap()
+}
+
+/// The dialer's Hello of the handshake transcript.
+pub fn transcript_dialer_hello() -> Hello {
+    hello(false, None).with_observed(Some(addr("203.0.113.5:4433")))
+}
+
+/// The bitfield of `have_bitfield.hex`: chunks 0, 2, 5, 7 and 9 of 10.
+pub fn golden_bitfield() -> HaveBitfield {
     let mut bitfield = HaveBitfield::new(10);
     for chunk in [0, 2, 5, 7, 9] {
         bitfield.set(ChunkIndex(chunk), true).unwrap();
     }
+    bitfield
+}
+
+/// The bytes of `manifest.hex`: a stand-in for a manifest file.
+pub const GOLDEN_MANIFEST: &[u8] = b"model_id: tiny-slm-64m\n";
+
+fn entry(id: u8, addr: SocketAddr, flags: PeerFlags) -> PeerEntry {
+    PeerEntry {
+        id: PeerId([id; 32]),
+        addr,
+        flags,
+    }
+}
+
+/// Every golden vector: file name and the message it holds.
+pub fn golden_messages() -> Vec<(&'static str, Message)> {
     vec![
         (
             "hello.hex",
-            Message::Hello(hello(true, Some("192.0.2.7:4433".parse().unwrap()))),
+            Message::Hello(hello(true, Some(addr("192.0.2.7:4433")))),
         ),
         (
             "hello-ipv6.hex",
@@ -53,13 +88,32 @@ pub fn golden_messages() -> Vec<(&'static str, Message)> {
         ),
         ("hello-no-listen.hex", Message::Hello(hello(false, None))),
         (
+            "hello-observed-lan.hex",
+            Message::Hello(nat_listener_hello()),
+        ),
+        (
             "hello_reject.hex",
             Message::HelloReject {
                 reason: HelloRejectReason::WrongSwarm,
                 detail: "model id differs".to_owned(),
+                peers: vec![],
             },
         ),
-        ("have_bitfield.hex", Message::HaveBitfield(bitfield)),
+        (
+            "hello_reject-peers.hex",
+            Message::HelloReject {
+                reason: HelloRejectReason::TooManyPeers,
+                detail: "full".to_owned(),
+                peers: vec![
+                    entry(0x11, addr("192.0.2.1:4433"), PeerFlags::empty()),
+                    entry(0x44, addr("198.51.100.4:4433"), PeerFlags::VIA_RENDEZVOUS),
+                ],
+            },
+        ),
+        (
+            "have_bitfield.hex",
+            Message::HaveBitfield(golden_bitfield()),
+        ),
         (
             "have.hex",
             Message::Have {
@@ -89,14 +143,9 @@ pub fn golden_messages() -> Vec<(&'static str, Message)> {
             "peers.hex",
             Message::Peers {
                 entries: vec![
-                    PeerEntry {
-                        id: PeerId([0x11; 32]),
-                        addr: "192.0.2.1:4433".parse().unwrap(),
-                    },
-                    PeerEntry {
-                        id: PeerId([0x22; 32]),
-                        addr: v6("2001:db8::2", 7000),
-                    },
+                    entry(0x11, addr("192.0.2.1:4433"), PeerFlags::empty()),
+                    entry(0x22, v6("2001:db8::2", 7000), PeerFlags::VIA_RENDEZVOUS),
+                    entry(0x33, addr("192.168.1.30:4433"), PeerFlags::LAN),
                 ],
             },
         ),
@@ -107,7 +156,44 @@ pub fn golden_messages() -> Vec<(&'static str, Message)> {
                 reason: GoodbyeReason::Done,
             },
         ),
+        (
+            "rendezvous.hex",
+            Message::Rendezvous {
+                peer: PeerId([0x22; 32]),
+            },
+        ),
+        (
+            "connect.hex",
+            Message::Connect {
+                peer: PeerId([0x33; 32]),
+                addrs: vec![addr("198.51.100.23:61000"), v6("2001:db8::23", 61000)],
+            },
+        ),
+        (
+            "rendezvous_failed.hex",
+            Message::RendezvousFailed {
+                peer: PeerId([0x22; 32]),
+                reason: RendezvousFailedReason::NotConnected,
+            },
+        ),
+        (
+            "manifest_request.hex",
+            Message::ManifestRequest {
+                manifest_sha256: sha256(GOLDEN_MANIFEST),
+            },
+        ),
+        (
+            "manifest.hex",
+            Message::Manifest {
+                bytes: GOLDEN_MANIFEST.to_vec(),
+            },
+        ),
     ]
+}
+
+pub fn sha256(bytes: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).into()
 }
 
 /// The golden piece header: chunk 9 of 10, the short last one.
@@ -144,6 +230,55 @@ pub fn parse_annotated_hex(text: &str) -> Vec<u8> {
 
 pub fn fixture_bytes(name: &str) -> Vec<u8> {
     parse_annotated_hex(&fixture_text(name))
+}
+
+/// Which stream a transcript's bytes belong to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    DialerToListener,
+    ListenerToDialer,
+}
+
+/// A transcript (`handshake.hex`): annotated hex in which the lines
+/// `## dialer -> listener` and `## listener -> dialer` say which stream the
+/// bytes after them belong to. Returns the bytes of each stream, and the
+/// order of the direction switches.
+pub fn parse_transcript(text: &str) -> (Vec<u8>, Vec<u8>, Vec<Direction>) {
+    let mut to_listener = String::new();
+    let mut to_dialer = String::new();
+    let mut order = Vec::new();
+    let mut current = None;
+    for line in text.lines() {
+        match line.trim_end() {
+            "## dialer -> listener" => {
+                current = Some(Direction::DialerToListener);
+                order.push(Direction::DialerToListener);
+                continue;
+            }
+            "## listener -> dialer" => {
+                current = Some(Direction::ListenerToDialer);
+                order.push(Direction::ListenerToDialer);
+                continue;
+            }
+            _ => {}
+        }
+        let hex = line.split('#').next().unwrap_or("");
+        if hex.trim().is_empty() {
+            continue;
+        }
+        match current {
+            Some(Direction::DialerToListener) => to_listener.push_str(hex),
+            Some(Direction::ListenerToDialer) => to_dialer.push_str(hex),
+            None => panic!("transcript bytes before a direction line: {line}"),
+        }
+        to_listener.push('\n');
+        to_dialer.push('\n');
+    }
+    (
+        parse_annotated_hex(&to_listener),
+        parse_annotated_hex(&to_dialer),
+        order,
+    )
 }
 
 /// Encodes a message to a fresh buffer.

@@ -4,7 +4,7 @@
 
 use super::*;
 use crate::report::{Blame, Departure, LinkEnd};
-use minimodel_wire::HelloRejectReason;
+use minimodel_wire::{HelloRejectReason, PeerEntry};
 
 /// Tallies of `handle_incoming` answers.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -44,7 +44,7 @@ fn stalled_handshakes_from_one_slash_24_do_not_keep_another_prefix_out() {
     // its address is not validated yet: the node is busy), and is up
     // within a round trip.
     h.advance(1);
-    let honest = Remote::seeder(1, "62.1.1.1:4433", 8);
+    let honest = Remote::seeder(1, "62.1.1.1:4433", 8).lacking_last();
     assert_eq!(
         h.core.handle_incoming(honest.addr, false, h.now),
         Incoming::Retry
@@ -93,19 +93,113 @@ fn unvalidated_sources_get_a_retry_once_handshakes_are_busy() {
 }
 
 #[test]
-fn connections_per_prefix_are_capped_handshakes_included() {
+fn links_per_prefix_are_capped_at_the_hello_and_the_refused_hear_of_other_peers() {
     let config = NodeConfig::default();
     let cap = config.max_links_per_prefix;
     let mut h = Harness::new(Kind::Seeder, 8, config);
+    // Two serving peers elsewhere, and one /24 that fills its share.
+    let others = [
+        h.connect_in(&Remote::seeder(150, "62.7.0.1:4433", 8).lacking_last()),
+        h.connect_in(&Remote::seeder(151, "62.8.0.1:4433", 8).lacking_last()),
+    ];
     for n in 0..cap {
         let remote = Remote::fetcher(n as u8 + 1, &format!("81.2.3.{}:5000", n + 1), 8);
         h.connect_in(&remote);
     }
-    assert_eq!(h.core.connected_count(), cap);
-    let same = knock(&mut h, &[sa("81.2.3.200:5000")], true);
-    assert_eq!(same.refused, 1, "the /24 holds {cap} connections");
-    let other = knock(&mut h, &[sa("81.2.4.200:5000")], true);
-    assert_eq!(other.accepted.len(), 1);
+    assert_eq!(h.core.connected_count(), cap + others.len());
+    // The next one from that /24 gets as far as its Hello (a handshake
+    // slot of its prefix), and is refused there with the serving peers.
+    let same = Remote::fetcher(100, "81.2.3.200:5000", 8);
+    let Incoming::Accept { link, .. } = h.core.handle_incoming(same.addr, true, h.now) else {
+        panic!("a handshake slot of its prefix is free");
+    };
+    let rejection = h.hello_in(link, &same).expect_err("its /24 is full");
+    assert_eq!(rejection.reason, HelloRejectReason::TooManyPeers);
+    let mut named: Vec<SocketAddr> = rejection.peers.iter().map(|entry| entry.addr).collect();
+    named.sort();
+    assert_eq!(named, [sa("62.7.0.1:4433"), sa("62.8.0.1:4433")]);
+    // Another network is not affected.
+    let other = Remote::fetcher(101, "81.2.4.200:5000", 8);
+    h.connect_in(&other);
+}
+
+#[test]
+fn refusals_name_peers_only_while_their_budget_lasts() {
+    let config = NodeConfig {
+        max_peers: 1,
+        ..NodeConfig::default()
+    };
+    let budget = 2 * config.refusal_peers_per_second as usize;
+    let mut h = Harness::new(Kind::Seeder, 8, config);
+    h.connect_in(&Remote::seeder(150, "62.7.0.1:4433", 8).lacking_last());
+    let mut named = Vec::new();
+    for n in 0..budget + 4 {
+        let remote = Remote::fetcher(n as u8 + 1, &format!("81.{n}.3.1:5000"), 8);
+        let Incoming::Accept { link, .. } = h.core.handle_incoming(remote.addr, true, h.now) else {
+            panic!("accepted");
+        };
+        let rejection = h.hello_in(link, &remote).expect_err("full");
+        named.push(rejection.peers.len());
+        let end = LinkEnd::Refused {
+            reason: rejection.reason,
+            detail: rejection.detail,
+        };
+        h.core.handle_link_failed(link, end, h.now);
+    }
+    assert_eq!(named[..budget], vec![1; budget][..], "{named:?}");
+    assert_eq!(named[budget..], [0; 4], "{named:?}");
+    // The budget refills with time.
+    h.advance(1_000);
+    let late = Remote::fetcher(99, "81.99.3.1:5000", 8);
+    let Incoming::Accept { link, .. } = h.core.handle_incoming(late.addr, true, h.now) else {
+        panic!("accepted");
+    };
+    assert_eq!(h.hello_in(link, &late).expect_err("full").peers.len(), 1);
+}
+
+#[test]
+fn a_refused_dialer_learns_the_named_peers_and_dials_them() {
+    let mut h = Harness::new(Kind::Fetch, 8, NodeConfig::default());
+    let full = Remote::seeder(1, "62.1.0.1:4433", 8);
+    h.core.add_peer(
+        KnownPeer {
+            id: Some(full.id),
+            addrs: vec![full.addr],
+            source: Source::Offer,
+        },
+        h.now,
+    );
+    let link = dials(&h.take())[0].link;
+    let named = |n: u8, addr: &str| PeerEntry {
+        id: Remote::seeder(n, addr, 8).id,
+        addr: sa(addr),
+        flags: Default::default(),
+    };
+    let rejection = crate::node::Rejection {
+        reason: HelloRejectReason::TooManyPeers,
+        detail: "serving the maximum of 32 peers".into(),
+        peers: vec![
+            named(2, "62.2.0.1:4433"),
+            // Not reachable from where the refuser is: dropped.
+            named(3, "127.0.0.1:4433"),
+            // Ourselves: dropped.
+            PeerEntry {
+                id: h.core.local_id(),
+                addr: sa("62.4.0.1:4433"),
+                flags: Default::default(),
+            },
+        ],
+    };
+    h.core.handle_hello_rejected(link, rejection, h.now);
+    let dialed: Vec<SocketAddr> = dials(&h.take()).iter().map(|dial| dial.addr).collect();
+    assert_eq!(dialed, [sa("62.2.0.1:4433")]);
+    let reports = h.take_reports();
+    assert!(
+        reports
+            .iter()
+            .any(|r| matches!(r, NodeReport::Redialing { addr, .. } if *addr == full.addr)),
+        "the refuser waits for its back-off: {reports:?}"
+    );
 }
 
 #[test]

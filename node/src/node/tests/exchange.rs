@@ -22,6 +22,7 @@ fn entry(remote: &Remote, port: u16) -> PeerEntry {
     PeerEntry {
         id: remote.id,
         addr: SocketAddr::new(remote.addr.ip(), port),
+        flags: minimodel_wire::PeerFlags::default(),
     }
 }
 
@@ -32,18 +33,18 @@ fn only_addresses_seen_in_use_are_passed_on_within_their_scope_once() {
     // at is passed on, with the port its Hello names.
     let lan_server = Remote {
         listen: Some(sa("1.2.3.4:9999")),
-        ..Remote::seeder(1, "10.0.0.5:40001", 8)
+        ..Remote::seeder(1, "10.0.0.5:40001", 8).lacking_last()
     };
     let lan_fetcher = Remote::fetcher(2, "10.0.0.6:40002", 8);
     let loopback_server = Remote {
         listen: Some(sa("127.0.0.1:7000")),
-        ..Remote::seeder(3, "127.0.0.1:40003", 8)
+        ..Remote::seeder(3, "127.0.0.1:40003", 8).lacking_last()
     };
     let other_lan_fetcher = Remote::fetcher(4, "192.168.1.4:40004", 8);
-    let public_server = Remote::seeder(5, "81.2.3.4:4433", 8);
+    let public_server = Remote::seeder(5, "81.2.3.4:4433", 8).lacking_last();
     let silent_server = Remote {
         listen: None,
-        ..Remote::seeder(6, "81.9.9.9:4433", 8)
+        ..Remote::seeder(6, "81.9.9.9:4433", 8).lacking_last()
     };
     let remotes = [
         &lan_server,
@@ -83,7 +84,7 @@ fn only_addresses_seen_in_use_are_passed_on_within_their_scope_once() {
     // Told once: nothing more until a new serving peer arrives.
     h.advance(5_000);
     assert!(links.iter().all(|link| told(&h.take(), *link).is_empty()));
-    let newcomer = Remote::seeder(7, "91.1.1.1:4433", 8);
+    let newcomer = Remote::seeder(7, "91.1.1.1:4433", 8).lacking_last();
     h.connect_in(&newcomer);
     h.take();
     h.advance(5_250);
@@ -116,6 +117,7 @@ fn junk(round: u32) -> Vec<PeerEntry> {
             PeerEntry {
                 id: PeerId(id),
                 addr: sa(&addr),
+                flags: minimodel_wire::PeerFlags::default(),
             }
         })
         .collect()
@@ -258,6 +260,7 @@ fn announced_addresses_are_dialed_only_within_the_announcers_scope() {
             .map(|(i, (addr, _))| PeerEntry {
                 id: testing::peer_id(10 + i as u8),
                 addr: sa(addr),
+                flags: minimodel_wire::PeerFlags::default(),
             })
             .collect();
         flood(&mut h, link, entries);

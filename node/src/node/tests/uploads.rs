@@ -29,11 +29,21 @@ fn sent(h: &mut Harness, link: LinkId, chunk: u32) {
     );
 }
 
+/// Upload slots and the queue as configured, not sized from the measured
+/// uplink (which `the_uplink_meter_sizes_the_slots_and_the_queue` tests).
+fn fixed_slots() -> NodeConfig {
+    NodeConfig {
+        upload_slot_time: None,
+        upload_queue_time: None,
+        ..NodeConfig::default()
+    }
+}
+
 /// Two upload slots in all, so that a third request stays queued.
 fn two_slots() -> NodeConfig {
     NodeConfig {
         upload_slots: 2,
-        ..NodeConfig::default()
+        ..fixed_slots()
     }
 }
 
@@ -43,7 +53,7 @@ fn fetcher(n: u8, chunks: u32) -> Remote {
 
 #[test]
 fn uploads_fill_the_slots_and_a_peer_beyond_its_share_only_gets_what_nobody_else_wants() {
-    let config = NodeConfig::default();
+    let config = fixed_slots();
     let (slots, per_peer) = (config.upload_slots, config.upload_slots_per_peer);
     assert_eq!((slots, per_peer), (8, 2), "the numbers below assume these");
     let mut h = Harness::new(Kind::Seeder, 16, config);
@@ -75,7 +85,7 @@ fn uploads_fill_the_slots_and_a_peer_beyond_its_share_only_gets_what_nobody_else
 fn the_rarest_requested_chunk_over_all_peers_goes_first() {
     let config = NodeConfig {
         upload_slots: 1,
-        ..NodeConfig::default()
+        ..fixed_slots()
     };
     let mut h = Harness::new(Kind::Seeder, 8, config);
     let a = h.connect_in(&fetcher(1, 8));
@@ -105,7 +115,7 @@ fn uploads_wait_for_the_rate_cap_and_carry_their_pace() {
     let rate = u64::from(CHUNK);
     let config = NodeConfig {
         max_upload: Some(rate),
-        ..NodeConfig::default()
+        ..fixed_slots()
     };
     let mut h = Harness::new(Kind::Seeder, 16, config);
     let a = h.connect_in(&fetcher(1, 16));
@@ -214,7 +224,7 @@ fn requests_for_missing_chunks_or_beyond_the_queue_are_rejected() {
             max_queued_per_peer: 4,
         },
         upload_slots: 1,
-        ..NodeConfig::default()
+        ..fixed_slots()
     };
     let mut have = HaveBitfield::new(16);
     for chunk in 0..8 {
@@ -246,7 +256,7 @@ fn requests_for_missing_chunks_or_beyond_the_queue_are_rejected() {
 
 #[test]
 fn a_second_copy_waits_while_first_copies_fill_the_uplink() {
-    let mut h = Harness::new(Kind::Seeder, 8, NodeConfig::default());
+    let mut h = Harness::new(Kind::Seeder, 8, fixed_slots());
     let a = h.connect_in(&fetcher(1, 8));
     let b = h.connect_in(&fetcher(2, 8));
     let c = h.connect_in(&fetcher(3, 8));
@@ -278,7 +288,7 @@ fn a_second_copy_waits_while_first_copies_fill_the_uplink() {
 fn a_cancelled_upload_frees_its_slot_at_once() {
     let config = NodeConfig {
         upload_slots: 1,
-        ..NodeConfig::default()
+        ..fixed_slots()
     };
     let mut h = Harness::new(Kind::Seeder, 8, config);
     let a = h.connect_in(&fetcher(1, 8));
@@ -350,4 +360,128 @@ fn a_slow_link_that_keeps_draining_its_uploads_is_not_a_stall() {
     );
     h.advance(13 * timeout.as_millis() as u64);
     assert!(measures(&h.take()).is_empty());
+}
+
+/// Runs uploads to `peers`, each keeping two requests of its own chunks
+/// (16 apart) in the queue, every upload finishing `upload_ms` after it
+/// started, until `until_ms`; returns the most uploads under way at once
+/// from `settle_ms` on.
+fn run_uploads(
+    h: &mut Harness,
+    peers: &[LinkId],
+    upload_ms: u64,
+    until_ms: u64,
+    settle_ms: u64,
+) -> usize {
+    let mut next: Vec<u32> = (0..peers.len() as u32).map(|i| 16 * i).collect();
+    for (i, &link) in peers.iter().enumerate() {
+        request(h, link, &[next[i], next[i] + 1]);
+        next[i] += 2;
+    }
+    let mut active: Vec<(LinkId, u32, u64)> = Vec::new();
+    let mut most = 0;
+    let mut now = 0;
+    while now <= until_ms {
+        h.advance(now);
+        let done: Vec<(LinkId, u32)> = active
+            .iter()
+            .filter(|(_, _, at)| now >= at + upload_ms)
+            .map(|(link, chunk, _)| (*link, *chunk))
+            .collect();
+        active.retain(|(_, _, at)| now < at + upload_ms);
+        for (link, chunk) in done {
+            sent(h, link, chunk);
+            let i = peers.iter().position(|p| *p == link).expect("a peer");
+            request(h, link, &[next[i]]);
+            next[i] += 1;
+        }
+        for (link, chunk) in uploads(&h.take()) {
+            active.push((link, chunk, now));
+        }
+        assert!(!active.is_empty(), "the uplink idled at {now} ms");
+        if now >= settle_ms {
+            most = most.max(active.len());
+        }
+        now += 5;
+    }
+    most
+}
+
+#[test]
+fn the_uplink_meter_sizes_the_slots_and_the_queue() {
+    let config = NodeConfig::default();
+    assert_eq!(
+        (config.upload_slot_time, config.upload_queue_time),
+        (
+            Some(Duration::from_millis(500)),
+            Some(Duration::from_secs(10))
+        ),
+        "the numbers below assume these"
+    );
+    // Unmeasured: one upload at a time, `upload_slots` requests queued.
+    let mut h = Harness::new(Kind::Seeder, 64, config.clone());
+    let peers: Vec<LinkId> = (1..=4).map(|n| h.connect_in(&fetcher(n, 64))).collect();
+    h.take();
+    for (i, &link) in peers.iter().enumerate() {
+        let base = 16 * i as u32;
+        request(&mut h, link, &(base..base + 2).collect::<Vec<u32>>());
+    }
+    let actions = h.take();
+    assert_eq!(uploads(&actions).len(), 1, "{actions:?}");
+    request(&mut h, peers[0], &[2, 3]);
+    assert_eq!(
+        messages_to(&h.take(), peers[0]),
+        [Message::Reject {
+            chunk: ChunkIndex(3),
+            reason: RejectReason::Busy
+        }],
+        "1 under way, and 8 queued fill the unmeasured queue"
+    );
+    // A fast uplink (1 MiB in 25 ms, 42 MB/s) earns every slot, once
+    // half a second of uploads measured it.
+    let mut fast = Harness::new(Kind::Seeder, 64, config.clone());
+    let peers: Vec<LinkId> = (1..=4).map(|n| fast.connect_in(&fetcher(n, 64))).collect();
+    fast.take();
+    let most = run_uploads(&mut fast, &peers, 25, 700, 600);
+    assert!(
+        most > 1,
+        "a measured fast uplink uploads more at once: {most}"
+    );
+    // A slow one (1 MiB in 2 s) keeps one at a time and queues what it
+    // sends in 10 s: 5 chunks.
+    let mut slow = Harness::new(Kind::Seeder, 64, config);
+    let peers: Vec<LinkId> = (1..=4).map(|n| slow.connect_in(&fetcher(n, 64))).collect();
+    slow.take();
+    let most = run_uploads(&mut slow, &peers, 2_000, 4_000, 0);
+    assert_eq!(most, 1, "a slow uplink sends one chunk after another");
+    let queued = slow.core.uploads.queued();
+    assert!(queued <= 5, "{queued} queued");
+    request(&mut slow, peers[3], &[60]);
+    let busy = messages_to(&slow.take(), peers[3]);
+    assert_eq!(
+        busy,
+        [Message::Reject {
+            chunk: ChunkIndex(60),
+            reason: RejectReason::Busy
+        }],
+        "{queued} queued: the measured queue of 5 is full"
+    );
+}
+
+#[test]
+fn a_seed_closes_its_links_to_other_seeds_and_keeps_those_that_lack_chunks() {
+    let mut h = Harness::new(Kind::Seeder, 4, NodeConfig::default());
+    let seed = h.connect_in(&Remote::seeder(1, "62.1.0.1:4433", 4));
+    let fetching = h.connect_in(&fetcher(2, 4).with_chunks(&[0, 1, 2]));
+    assert_eq!(closes(&h.take()), [(seed, GoodbyeReason::Done)]);
+    assert!(h.is_connected(fetching));
+    // The fetcher's last chunk makes it a seed too.
+    h.core.handle_message(
+        fetching,
+        Message::Have {
+            chunk: ChunkIndex(3),
+        },
+        h.now,
+    );
+    assert_eq!(closes(&h.take()), [(fetching, GoodbyeReason::Done)]);
 }

@@ -1,0 +1,307 @@
+//! The default congestion controller: delay-based, so that what a node
+//! uploads keeps the queue at its own uplink short.
+//!
+//! A home uplink (2 to 20 Mbit) is slower than what the node downloads, and
+//! the acknowledgements of those downloads leave through the same uplink: a
+//! loss-based controller (CUBIC) fills the uplink's queue until it drops a
+//! packet, and every acknowledgement then waits behind up to the whole
+//! queue, so the node's downloads slow down because of its uploads. This
+//! controller keeps the queuing delay it causes near [`TARGET`], as
+//! LEDBAT (RFC 6817, uTP's controller) does, and treats a loss while the
+//! queue is short as noise of the path (a radio link), not congestion.
+//!
+//! The queuing delay is quinn's smoothed round trip (acknowledgement delays
+//! taken out) less the least round trip seen on the connection.
+//!
+//! [`Yielding`] holds the decisions; [`YieldingController`] is quinn's
+//! adapter.
+
+use std::any::Any;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use quinn::congestion::{Controller, ControllerFactory, ControllerMetrics};
+
+/// The queuing delay the controller aims at.
+pub const TARGET: Duration = Duration::from_millis(50);
+
+/// Window change per round trip at zero queuing delay (and, negative, at
+/// twice the target or more): an eighth of the window, at least a
+/// datagram. LEDBAT grows by one datagram a round trip, which after a loss
+/// takes minutes to refill a long fat path; the queuing delay, not the
+/// growth rate, is what keeps this controller from filling queues.
+const GAIN: f64 = 1.0 / 8.0;
+
+/// The window after a loss while the queue is longer than half the target
+/// (congestion), and after one while it is shorter (noise of the path: a
+/// loss a round trip at 1% loss then costs less than the growth gains).
+const CONGESTION_DECREASE: f64 = 0.5;
+const NOISE_DECREASE: f64 = 0.95;
+
+/// The first window, as quinn's controllers: 10 datagrams of 1200 bytes,
+/// or 14,720 bytes, whichever is smaller (RFC 9002 §7.2).
+const INITIAL_WINDOW: u64 = 12_000;
+
+/// The controller's state and decisions, without quinn's types.
+#[derive(Debug, Clone)]
+pub struct Yielding {
+    mtu: u64,
+    window: u64,
+    /// Slow start ends here (once the queue passes half the target, or at
+    /// a loss).
+    ssthresh: u64,
+    /// A loss of a packet sent before this time belongs to the last
+    /// reduction.
+    recovery_start: Instant,
+}
+
+impl Yielding {
+    /// A controller for a path with datagrams of `mtu` bytes, at `now`.
+    pub fn new(now: Instant, mtu: u16) -> Self {
+        Self {
+            mtu: u64::from(mtu),
+            window: INITIAL_WINDOW,
+            ssthresh: u64::MAX,
+            recovery_start: now,
+        }
+    }
+
+    /// Bytes that may be in flight.
+    pub fn window(&self) -> u64 {
+        self.window
+    }
+
+    /// Whether the window still doubles each round trip.
+    pub fn in_slow_start(&self) -> bool {
+        self.window < self.ssthresh
+    }
+
+    fn minimum_window(&self) -> u64 {
+        2 * self.mtu
+    }
+
+    /// `bytes` sent at `sent` were acknowledged; `queuing` is the delay
+    /// the path's queues add now. An application-limited sender (nothing
+    /// to send) does not grow its window.
+    pub fn on_ack(&mut self, sent: Instant, bytes: u64, app_limited: bool, queuing: Duration) {
+        if app_limited || sent <= self.recovery_start {
+            return;
+        }
+        if self.in_slow_start() {
+            if queuing > TARGET / 2 {
+                self.ssthresh = self.window;
+            } else {
+                self.window += bytes;
+                return;
+            }
+        }
+        // Towards the target: up when the queue is shorter, down when it
+        // is longer, in proportion, by at most GAIN of the window (or a
+        // datagram) a round trip.
+        let off_target = (TARGET.as_secs_f64() - queuing.as_secs_f64()) / TARGET.as_secs_f64();
+        let off_target = off_target.clamp(-1.0, 1.0);
+        let step = (GAIN * self.window as f64).max(self.mtu as f64);
+        let change = off_target * bytes as f64 * step / self.window as f64;
+        let window = (self.window as f64 + change).max(self.minimum_window() as f64);
+        self.window = window as u64;
+    }
+
+    /// Packets sent at `sent` were lost (at `now`), with the queue at
+    /// `queuing`. One reduction per round trip: losses of packets sent
+    /// before the last reduction are part of it.
+    pub fn on_loss(&mut self, now: Instant, sent: Instant, persistent: bool, queuing: Duration) {
+        if persistent {
+            self.window = self.minimum_window();
+            self.ssthresh = self.window;
+            self.recovery_start = now;
+            return;
+        }
+        if sent <= self.recovery_start {
+            return;
+        }
+        self.recovery_start = now;
+        let decrease = if queuing > TARGET / 2 {
+            CONGESTION_DECREASE
+        } else {
+            NOISE_DECREASE
+        };
+        self.window = ((self.window as f64 * decrease) as u64).max(self.minimum_window());
+        self.ssthresh = self.window;
+    }
+
+    /// The path's datagrams are now `mtu` bytes.
+    pub fn on_mtu(&mut self, mtu: u16) {
+        self.mtu = u64::from(mtu);
+        self.window = self.window.max(self.minimum_window());
+    }
+}
+
+/// quinn's adapter of [`Yielding`].
+#[derive(Debug, Clone)]
+pub struct YieldingController {
+    state: Yielding,
+    /// The last queuing delay seen with an acknowledgement.
+    queuing: Duration,
+}
+
+impl Controller for YieldingController {
+    fn on_ack(
+        &mut self,
+        _now: Instant,
+        sent: Instant,
+        bytes: u64,
+        app_limited: bool,
+        rtt: &quinn_proto::RttEstimator,
+    ) {
+        self.queuing = rtt.get().saturating_sub(rtt.min());
+        self.state.on_ack(sent, bytes, app_limited, self.queuing);
+    }
+
+    fn on_congestion_event(
+        &mut self,
+        now: Instant,
+        sent: Instant,
+        is_persistent_congestion: bool,
+        _lost_bytes: u64,
+    ) {
+        self.state
+            .on_loss(now, sent, is_persistent_congestion, self.queuing);
+    }
+
+    fn on_mtu_update(&mut self, new_mtu: u16) {
+        self.state.on_mtu(new_mtu);
+    }
+
+    fn window(&self) -> u64 {
+        self.state.window()
+    }
+
+    fn metrics(&self) -> ControllerMetrics {
+        let mut metrics = ControllerMetrics::default();
+        metrics.congestion_window = self.state.window();
+        metrics.ssthresh = Some(self.state.ssthresh);
+        metrics
+    }
+
+    fn clone_box(&self) -> Box<dyn Controller> {
+        Box::new(self.clone())
+    }
+
+    fn initial_window(&self) -> u64 {
+        INITIAL_WINDOW
+    }
+
+    fn into_any(self: Box<Self>) -> Box<dyn Any> {
+        self
+    }
+}
+
+/// Builds a [`YieldingController`] per connection.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct YieldingConfig;
+
+impl ControllerFactory for YieldingConfig {
+    fn build(self: Arc<Self>, now: Instant, current_mtu: u16) -> Box<dyn Controller> {
+        Box::new(YieldingController {
+            state: Yielding::new(now, current_mtu),
+            queuing: Duration::ZERO,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MTU: u16 = 1200;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    /// Acknowledges a whole window, one datagram at a time, with the queue
+    /// at `queuing`; the new window.
+    fn round_trip(c: &mut Yielding, start: Instant, queuing: Duration) -> u64 {
+        let datagrams = c.window() / u64::from(MTU);
+        for _ in 0..datagrams.max(1) {
+            c.on_ack(start + ms(1), u64::from(MTU), false, queuing);
+        }
+        c.window()
+    }
+
+    #[test]
+    fn slow_start_doubles_until_the_queue_passes_half_the_target() {
+        let start = Instant::now();
+        let mut c = Yielding::new(start, MTU);
+        let first = c.window();
+        assert_eq!(round_trip(&mut c, start, ms(0)), 2 * first);
+        assert!(c.in_slow_start());
+        let before = c.window();
+        round_trip(&mut c, start, TARGET / 2 + ms(1));
+        assert!(
+            !c.in_slow_start(),
+            "a queue of over half the target ends it"
+        );
+        assert!(
+            c.window() as f64 <= before as f64 * (1.0 + GAIN) + 1.0,
+            "{}",
+            c.window()
+        );
+    }
+
+    #[test]
+    fn the_window_grows_below_the_target_and_shrinks_above_it() {
+        let start = Instant::now();
+        let mut c = Yielding::new(start, MTU);
+        round_trip(&mut c, start, TARGET);
+        let at_target = c.window();
+        assert_eq!(
+            round_trip(&mut c, start, TARGET),
+            at_target,
+            "at the target: still"
+        );
+        let grown = round_trip(&mut c, start, ms(0));
+        assert!(grown > at_target, "{grown} > {at_target}");
+        assert!(
+            grown as f64 <= at_target as f64 + (at_target as f64 * GAIN).max(f64::from(MTU)) + 1.0,
+            "at most GAIN of the window a round trip: {grown} from {at_target}"
+        );
+        let shrunk = round_trip(&mut c, start, 2 * TARGET);
+        assert!(shrunk < grown, "{shrunk} < {grown}");
+        // Never below two datagrams.
+        for _ in 0..1000 {
+            round_trip(&mut c, start, 10 * TARGET);
+        }
+        assert_eq!(c.window(), 2 * u64::from(MTU));
+    }
+
+    #[test]
+    fn a_loss_with_a_long_queue_halves_the_window_and_one_with_a_short_queue_trims_it() {
+        let start = Instant::now();
+        let mut c = Yielding::new(start, MTU);
+        for _ in 0..6 {
+            round_trip(&mut c, start, ms(0));
+        }
+        let before = c.window();
+        let later = start + ms(100);
+        c.on_loss(later, start + ms(50), false, ms(0));
+        assert_eq!(c.window(), (before as f64 * NOISE_DECREASE) as u64);
+        // A loss of a packet sent before that reduction is part of it.
+        c.on_loss(later + ms(1), start + ms(60), false, 2 * TARGET);
+        assert_eq!(c.window(), (before as f64 * NOISE_DECREASE) as u64);
+        let trimmed = c.window();
+        c.on_loss(later + ms(200), later + ms(150), false, 2 * TARGET);
+        assert_eq!(c.window(), (trimmed as f64 * CONGESTION_DECREASE) as u64);
+        c.on_loss(later + ms(400), later + ms(300), true, ms(0));
+        assert_eq!(c.window(), 2 * u64::from(MTU), "persistent congestion");
+    }
+
+    #[test]
+    fn an_idle_sender_keeps_its_window() {
+        let start = Instant::now();
+        let mut c = Yielding::new(start, MTU);
+        let first = c.window();
+        c.on_ack(start + ms(1), 100_000, true, ms(0));
+        assert_eq!(c.window(), first);
+    }
+}

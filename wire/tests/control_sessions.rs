@@ -1,0 +1,510 @@
+//! The control stream's v2 transitions: the unbound listener and its
+//! binding, manifest queries, and the rendezvous messages.
+
+mod common;
+
+use common::control::*;
+use common::*;
+use minimodel_wire::{
+    BindError, ControlEvent, ControlStream, FieldError, GoodbyeReason, HelloRejectReason,
+    LocalMisuse, MAX_MANIFEST_BYTES, Message, MessageType, PeerError, PeerId, Phase,
+    ProtocolViolation, RendezvousFailedReason, Role, SwarmMismatch,
+};
+
+fn other_swarm_hello() -> Message {
+    let mut hello = hello(true, None);
+    hello.model_id = "another-model".to_owned();
+    Message::Hello(hello)
+}
+
+#[test]
+fn an_unbound_listener_takes_any_hello_unchecked() {
+    let mut listener = ControlStream::listener();
+    assert_eq!(listener.swarm(), None);
+    let event = receive(&mut listener, &other_swarm_hello());
+    let Message::Hello(expected) = other_swarm_hello() else {
+        unreachable!()
+    };
+    assert_eq!(event, ControlEvent::PeerHello(expected.clone()));
+    assert_eq!(listener.received_phase(), Phase::AwaitingBitfield);
+    assert_eq!(listener.unchecked_hello(), Some(&expected));
+    assert_eq!(listener.peer_hello(), None);
+    // It may not answer with its Hello before it is bound...
+    assert_eq!(
+        listener.clone().check_send(&our_hello()),
+        Err(LocalMisuse::HelloBeforeBind)
+    );
+    // ...but it may refuse without binding: it serves no such swarm.
+    let reject = hello_reject(HelloRejectReason::UnknownSwarm);
+    listener.check_send(&reject).unwrap();
+    assert_eq!(listener.sent_phase(), Phase::Closed);
+    assert_eq!(listener.swarm(), None);
+}
+
+#[test]
+fn binding_checks_the_hello_that_arrived() {
+    let mut listener = ControlStream::listener();
+    receive(&mut listener, &our_hello());
+    listener.bind(swarm()).unwrap();
+    assert_eq!(listener.swarm(), Some(&swarm()));
+    assert_eq!(listener.unchecked_hello(), None);
+    assert!(listener.peer_hello().is_some());
+    send(&mut listener, &our_hello());
+    send(&mut listener, &bitfield());
+    receive(&mut listener, &bitfield());
+    assert!(listener.is_established());
+}
+
+#[test]
+fn binding_before_the_hello_checks_it_on_arrival() {
+    let mut listener = ControlStream::listener();
+    listener.bind(swarm()).unwrap();
+    assert_eq!(
+        listener.on_receive(&other_swarm_hello()),
+        Err(ProtocolViolation::Swarm(SwarmMismatch::ModelId {
+            found: "another-model".to_owned(),
+            expected: "tiny-slm-64m".to_owned()
+        }))
+    );
+}
+
+#[test]
+fn a_mismatch_found_by_bind_leaves_hello_reject_the_only_answer() {
+    let mut listener = ControlStream::listener();
+    receive(&mut listener, &other_swarm_hello());
+    let error = match listener.bind(swarm()) {
+        Err(BindError::Peer(violation)) => violation,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(listener.received_phase(), Phase::Closed);
+    // Whatever follows from the dialer is refused.
+    assert!(listener.clone().on_receive(&bitfield()).is_err());
+    for message in [our_hello(), manifest()] {
+        assert!(
+            listener.clone().check_send(&message).is_err(),
+            "{message:?}"
+        );
+    }
+    let farewell = listener.farewell(&PeerError::Violation(error)).unwrap();
+    assert!(matches!(
+        farewell,
+        Message::HelloReject {
+            reason: HelloRejectReason::WrongSwarm,
+            ..
+        }
+    ));
+    send(&mut listener, &farewell);
+}
+
+#[test]
+fn bind_is_refused_where_it_makes_no_sense() {
+    let cannot = |stream: &mut ControlStream| match stream.bind(swarm()) {
+        Err(BindError::Local(LocalMisuse::CannotBind { why })) => why,
+        other => panic!("{other:?}"),
+    };
+    let mut dialer = ControlStream::new(Role::Dialer, swarm());
+    assert_eq!(
+        cannot(&mut dialer),
+        "a dialer knows its swarm from the start"
+    );
+    let mut query = ControlStream::manifest_query(digest());
+    assert_eq!(
+        cannot(&mut query),
+        "a dialer knows its swarm from the start"
+    );
+    let mut bound = ControlStream::new(Role::Listener, swarm());
+    assert_eq!(cannot(&mut bound), "the listener is bound already");
+    let mut twice = ControlStream::listener();
+    twice.bind(swarm()).unwrap();
+    assert_eq!(cannot(&mut twice), "the listener is bound already");
+    let mut asked = ControlStream::listener();
+    receive(&mut asked, &manifest_request());
+    assert_eq!(
+        cannot(&mut asked),
+        "the dialer asked for a manifest, not a swarm"
+    );
+    let mut refused = ControlStream::listener();
+    receive(&mut refused, &our_hello());
+    send(&mut refused, &hello_reject(HelloRejectReason::Banned));
+    assert_eq!(
+        cannot(&mut refused),
+        "the listener has answered the dialer already"
+    );
+    let mut left = ControlStream::listener();
+    receive(&mut left, &our_hello());
+    receive(&mut left, &goodbye());
+    assert_eq!(cannot(&mut left), "the dialer's direction is closed");
+    // A refused bind records nothing.
+    assert_eq!(left.swarm(), None);
+}
+
+#[test]
+fn a_manifest_query_end_to_end() {
+    let mut dialer = ControlStream::manifest_query(digest());
+    let mut listener = ControlStream::listener();
+    assert_eq!(dialer.manifest_sha256(), Some(digest()));
+    assert_eq!(dialer.swarm(), None);
+    send(&mut dialer, &manifest_request());
+    assert_eq!(dialer.sent_phase(), Phase::Closed);
+    assert_eq!(
+        receive(&mut listener, &manifest_request()),
+        ControlEvent::ManifestRequested(digest())
+    );
+    assert_eq!(listener.received_phase(), Phase::Closed);
+    assert_eq!(listener.manifest_sha256(), Some(digest()));
+    send(&mut listener, &manifest());
+    assert!(listener.is_closed());
+    assert_eq!(
+        receive(&mut dialer, &manifest()),
+        ControlEvent::Manifest(GOLDEN_MANIFEST.to_vec())
+    );
+    assert!(dialer.is_closed());
+    // Nothing more either way.
+    assert!(dialer.clone().check_send(&goodbye()).is_err());
+    assert!(dialer.on_receive(&manifest()).is_err());
+    assert!(listener.check_send(&goodbye()).is_err());
+}
+
+#[test]
+fn a_manifest_query_may_be_refused_with_peers() {
+    for binding in BINDINGS {
+        let mut dialer = ControlStream::manifest_query(digest());
+        let mut listener = fresh(Role::Listener, binding);
+        send(&mut dialer, &manifest_request());
+        receive(&mut listener, &manifest_request());
+        let reject = hello_reject(HelloRejectReason::UnknownManifest);
+        send(&mut listener, &reject);
+        assert!(listener.is_closed());
+        let Message::HelloReject { peers, .. } = &reject else {
+            unreachable!()
+        };
+        assert_eq!(
+            receive(&mut dialer, &reject),
+            ControlEvent::HelloRejected {
+                reason: HelloRejectReason::UnknownManifest,
+                detail: String::new(),
+                peers: peers.clone()
+            }
+        );
+        assert!(dialer.is_closed());
+    }
+}
+
+#[test]
+fn a_manifest_request_from_a_listener_is_a_violation() {
+    // Before the dialer spoke.
+    let mut dialer = ControlStream::manifest_query(digest());
+    assert_eq!(
+        dialer.on_receive(&manifest_request()),
+        Err(ProtocolViolation::ListenerSpokeFirst {
+            found: MessageType::ManifestRequest
+        })
+    );
+    // After the dialer's Hello or its own request.
+    let mut swarm_dialer = ControlStream::new(Role::Dialer, swarm());
+    send(&mut swarm_dialer, &our_hello());
+    let mut query = ControlStream::manifest_query(digest());
+    send(&mut query, &manifest_request());
+    for mut dialer in [swarm_dialer, query] {
+        assert_eq!(
+            dialer.on_receive(&manifest_request()),
+            Err(ProtocolViolation::WrongState {
+                sender: Role::Listener,
+                phase: Phase::AwaitingHello,
+                found: MessageType::ManifestRequest
+            })
+        );
+        assert_eq!(dialer.received_phase(), Phase::Closed);
+    }
+    // And a listener may not send one.
+    let mut listener = ControlStream::listener();
+    receive(&mut listener, &our_hello());
+    assert_eq!(
+        listener.check_send(&manifest_request()),
+        Err(LocalMisuse::WrongState {
+            sender: Role::Listener,
+            phase: Phase::AwaitingHello,
+            found: MessageType::ManifestRequest
+        })
+    );
+}
+
+#[test]
+fn a_manifest_request_after_a_hello_is_a_violation() {
+    let mut listener = receiver_in(Role::Listener, Phase::AwaitingBitfield);
+    assert_eq!(
+        listener.on_receive(&manifest_request()),
+        Err(ProtocolViolation::WrongState {
+            sender: Role::Dialer,
+            phase: Phase::AwaitingBitfield,
+            found: MessageType::ManifestRequest
+        })
+    );
+    let mut dialer = ControlStream::new(Role::Dialer, swarm());
+    send(&mut dialer, &our_hello());
+    assert_eq!(
+        dialer.check_send(&manifest_request()),
+        Err(LocalMisuse::WrongState {
+            sender: Role::Dialer,
+            phase: Phase::AwaitingBitfield,
+            found: MessageType::ManifestRequest
+        })
+    );
+}
+
+#[test]
+fn a_second_manifest_request_is_a_violation() {
+    let mut listener = ControlStream::listener();
+    receive(&mut listener, &manifest_request());
+    assert_eq!(
+        listener.on_receive(&manifest_request()),
+        Err(ProtocolViolation::WrongState {
+            sender: Role::Dialer,
+            phase: Phase::Closed,
+            found: MessageType::ManifestRequest
+        })
+    );
+    let mut dialer = ControlStream::manifest_query(digest());
+    send(&mut dialer, &manifest_request());
+    assert_eq!(
+        dialer.check_send(&manifest_request()),
+        Err(LocalMisuse::WrongState {
+            sender: Role::Dialer,
+            phase: Phase::Closed,
+            found: MessageType::ManifestRequest
+        })
+    );
+}
+
+#[test]
+fn a_manifest_from_a_dialer_is_a_violation() {
+    let mut listener = ControlStream::listener();
+    assert_eq!(
+        listener.on_receive(&manifest()),
+        Err(ProtocolViolation::WrongState {
+            sender: Role::Dialer,
+            phase: Phase::AwaitingHello,
+            found: MessageType::Manifest
+        })
+    );
+    let mut dialer = ControlStream::manifest_query(digest());
+    assert_eq!(
+        dialer.check_send(&manifest()),
+        Err(LocalMisuse::WrongState {
+            sender: Role::Dialer,
+            phase: Phase::AwaitingHello,
+            found: MessageType::Manifest
+        })
+    );
+}
+
+#[test]
+fn a_manifest_not_asked_for_is_a_violation() {
+    let mut dialer = ControlStream::new(Role::Dialer, swarm());
+    send(&mut dialer, &our_hello());
+    assert_eq!(
+        dialer.on_receive(&manifest()),
+        Err(ProtocolViolation::NotAnAnswer {
+            found: MessageType::Manifest,
+            to: MessageType::Hello
+        })
+    );
+    assert_eq!(dialer.received_phase(), Phase::Closed);
+    // And the listener may not send one in answer to a Hello.
+    let mut listener = ControlStream::listener();
+    receive(&mut listener, &our_hello());
+    assert_eq!(
+        listener.check_send(&manifest()),
+        Err(LocalMisuse::NotAnAnswer {
+            found: MessageType::Manifest,
+            to: MessageType::Hello
+        })
+    );
+}
+
+#[test]
+fn a_hello_in_answer_to_a_manifest_request_is_a_violation() {
+    let mut dialer = ControlStream::manifest_query(digest());
+    send(&mut dialer, &manifest_request());
+    assert_eq!(
+        dialer.on_receive(&our_hello()),
+        Err(ProtocolViolation::NotAnAnswer {
+            found: MessageType::Hello,
+            to: MessageType::ManifestRequest
+        })
+    );
+    let mut listener = ControlStream::new(Role::Listener, swarm());
+    receive(&mut listener, &manifest_request());
+    assert_eq!(
+        listener.check_send(&our_hello()),
+        Err(LocalMisuse::NotAnAnswer {
+            found: MessageType::Hello,
+            to: MessageType::ManifestRequest
+        })
+    );
+}
+
+#[test]
+fn each_dialer_opens_only_its_own_session() {
+    let mut query = ControlStream::manifest_query(digest());
+    assert_eq!(
+        query.check_send(&our_hello()),
+        Err(LocalMisuse::WrongOpening {
+            found: MessageType::Hello
+        })
+    );
+    let other = Message::ManifestRequest {
+        manifest_sha256: [0xee; 32],
+    };
+    assert_eq!(
+        query.check_send(&other),
+        Err(LocalMisuse::OtherManifest {
+            found: [0xee; 32],
+            query: digest()
+        })
+    );
+    assert_eq!(query.sent_phase(), Phase::AwaitingHello);
+    let mut dialer = ControlStream::new(Role::Dialer, swarm());
+    assert_eq!(
+        dialer.check_send(&manifest_request()),
+        Err(LocalMisuse::WrongOpening {
+            found: MessageType::ManifestRequest
+        })
+    );
+}
+
+#[test]
+fn a_manifest_over_its_cap_is_not_sent() {
+    let mut listener = ControlStream::listener();
+    receive(&mut listener, &manifest_request());
+    let too_long = Message::Manifest {
+        bytes: vec![b'm'; MAX_MANIFEST_BYTES + 1],
+    };
+    assert_eq!(
+        listener.check_send(&too_long),
+        Err(LocalMisuse::Field {
+            message_type: MessageType::Manifest,
+            error: FieldError::ManifestTooLong {
+                len: MAX_MANIFEST_BYTES as u64 + 1
+            }
+        })
+    );
+    let at_cap = Message::Manifest {
+        bytes: vec![b'm'; MAX_MANIFEST_BYTES],
+    };
+    listener.check_send(&at_cap).unwrap();
+    assert!(at_cap.to_frame().unwrap().len() <= 4 + 65536);
+}
+
+#[test]
+fn a_violation_in_a_manifest_session_ends_it_without_a_word() {
+    // The listener has said nothing yet: its farewell is silence.
+    let mut listener = ControlStream::listener();
+    receive(&mut listener, &manifest_request());
+    let error = listener.on_receive(&goodbye()).unwrap_err();
+    assert_eq!(listener.farewell(&error.into()), None);
+    // The querying dialer has closed its direction already.
+    let mut dialer = ControlStream::manifest_query(digest());
+    send(&mut dialer, &manifest_request());
+    let error = dialer.on_receive(&bitfield()).unwrap_err();
+    assert_eq!(dialer.farewell(&error.into()), None);
+}
+
+fn rendezvous_messages() -> Vec<(Message, ControlEvent)> {
+    vec![
+        (
+            Message::Rendezvous {
+                peer: PeerId([7; 32]),
+            },
+            ControlEvent::Rendezvous(PeerId([7; 32])),
+        ),
+        (
+            Message::Connect {
+                peer: PeerId([8; 32]),
+                addrs: vec![addr("198.51.100.8:6000"), v6("2001:db8::8", 6000)],
+            },
+            ControlEvent::Connect {
+                peer: PeerId([8; 32]),
+                addrs: vec![addr("198.51.100.8:6000"), v6("2001:db8::8", 6000)],
+            },
+        ),
+        (
+            Message::RendezvousFailed {
+                peer: PeerId([7; 32]),
+                reason: RendezvousFailedReason::NotAllowed,
+            },
+            ControlEvent::RendezvousFailed {
+                peer: PeerId([7; 32]),
+                reason: RendezvousFailedReason::NotAllowed,
+            },
+        ),
+    ]
+}
+
+#[test]
+fn rendezvous_messages_are_legal_both_ways_once_established() {
+    for role in [Role::Dialer, Role::Listener] {
+        for (message, event) in rendezvous_messages() {
+            let mut receiver = receiver_in(role, Phase::Established);
+            assert_eq!(receiver.on_receive(&message), Ok(event));
+            assert_eq!(receiver.received_phase(), Phase::Established);
+            let mut sender = sender_in(role, Phase::Established);
+            sender.check_send(&message).unwrap();
+            assert_eq!(sender.sent_phase(), Phase::Established);
+        }
+    }
+}
+
+#[test]
+fn rendezvous_messages_before_established_or_after_close_are_violations() {
+    for role in [Role::Dialer, Role::Listener] {
+        for phase in [Phase::AwaitingHello, Phase::AwaitingBitfield, Phase::Closed] {
+            for (message, _) in rendezvous_messages() {
+                let found = message.message_type();
+                let mut receiver = receiver_in(role, phase);
+                assert_eq!(
+                    receiver.on_receive(&message),
+                    Err(ProtocolViolation::WrongState {
+                        sender: role.peer(),
+                        phase,
+                        found
+                    }),
+                    "{role} receives {found} in {phase:?}"
+                );
+                let mut sender = sender_in(role, phase);
+                assert_eq!(
+                    sender.check_send(&message),
+                    Err(LocalMisuse::WrongState {
+                        sender: role,
+                        phase,
+                        found
+                    }),
+                    "{role} sends {found} in {phase:?}"
+                );
+            }
+        }
+    }
+    // Not in a manifest session either.
+    let mut listener = ControlStream::listener();
+    receive(&mut listener, &manifest_request());
+    for (message, _) in rendezvous_messages() {
+        assert!(listener.clone().on_receive(&message).is_err());
+        assert!(listener.clone().check_send(&message).is_err());
+    }
+}
+
+#[test]
+fn a_goodbye_during_a_manifest_query_is_a_violation() {
+    let mut dialer = ControlStream::manifest_query(digest());
+    send(&mut dialer, &manifest_request());
+    assert_eq!(
+        dialer.on_receive(&Message::Goodbye {
+            reason: GoodbyeReason::Shutdown
+        }),
+        Err(ProtocolViolation::WrongState {
+            sender: Role::Listener,
+            phase: Phase::AwaitingHello,
+            found: MessageType::Goodbye
+        })
+    );
+}
