@@ -46,6 +46,16 @@ pub fn bin() -> &'static Path {
     })
 }
 
+/// The data directory of the commands a test runs in `dir`.
+pub fn data_home(dir: &Path) -> PathBuf {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    dir.hash(&mut hasher);
+    Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("data-home")
+        .join(format!("{:016x}", hasher.finish()))
+}
+
 /// How long a step may take before the test gives up on it. Not a figure
 /// under test: only a guard against a hang, generous for a loaded machine.
 pub const HANG: Duration = Duration::from_secs(300);
@@ -64,8 +74,16 @@ pub struct Proc {
 
 impl Proc {
     /// Starts `minimodel ARGS` in `dir`.
+    /// Its data directory (`XDG_DATA_HOME`: the default keyring) is one
+    /// of the test's own, outside `dir`: a pin made at first use never
+    /// reaches the user's keyring or another test's.
     pub fn spawn<S: AsRef<std::ffi::OsStr>>(dir: &Path, args: &[S]) -> Proc {
-        Self::spawn_command(Command::new(bin()).current_dir(dir).args(args))
+        Self::spawn_command(
+            Command::new(bin())
+                .current_dir(dir)
+                .env("XDG_DATA_HOME", data_home(dir))
+                .args(args),
+        )
     }
 
     /// Starts `command` (a script, say) in a process group of its own, so
