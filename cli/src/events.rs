@@ -311,6 +311,18 @@ pub enum Event {
         /// Why, in words.
         reason: String,
     },
+    /// A peer holding a ticket asked for the manifest, and was answered.
+    ManifestQuery {
+        /// Its id.
+        peer: String,
+        /// Its address.
+        #[cfg_attr(test, schemars(with = "String"))]
+        addr: SocketAddr,
+        /// Absent when it was sent the manifest; otherwise why it was
+        /// refused.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        refused: Option<String>,
+    },
     /// An incoming connection was turned away before its handshake.
     Turned {
         /// The other side.

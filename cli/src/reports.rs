@@ -157,6 +157,21 @@ fn show(report: NodeReport, out: Output, progress: Option<&mut FetchProgress>) {
             }
             Event::Refused { addr, reason }
         }
+        NodeReport::ManifestQuery {
+            peer,
+            addr,
+            refused,
+        } => {
+            match refused {
+                None => tracing::info!("{addr} asked for the manifest and was sent it"),
+                Some(reason) => tracing::info!("{addr} asked for a manifest: refused, {reason}"),
+            }
+            Event::ManifestQuery {
+                peer: peer.to_string(),
+                addr,
+                refused: refused.map(|reason| reason.to_string()),
+            }
+        }
         NodeReport::Turned { addr, reason } => {
             tracing::info!("{addr} turned away: {reason}");
             Event::Turned {

@@ -2,7 +2,10 @@
 //! a serving fetch print theirs, `ticket new` makes the same one from the
 //! seeder's offer, `ticket show` reads it back; a signed manifest's ticket
 //! names its key, an unsigned one's does not; a mangled ticket is invalid
-//! input.
+//! input. `fetch TICKET`, given nothing but the ticket, fetches the
+//! manifest from the ticket's peer (the file's own bytes, comments and
+//! all), then the artifact, verified; a ticket whose key is not the
+//! manifest's, or whose digest nobody serves, fetches nothing.
 
 mod resume_support;
 
@@ -154,4 +157,217 @@ fn a_signed_manifests_ticket_names_its_key() {
         &["ticket", "new", "tampered.manifest", "--peer", &peer],
     );
     assert_eq!(code, 4, "{stderr}");
+}
+
+/// A ticket of `seeder` (its ticket event) with another digest or key id.
+fn forged(
+    ticket: &str,
+    digest: Option<minimodel_verifier::Sha256Digest>,
+    key_id: Option<minimodel_verifier::signing::PublisherKeyId>,
+) -> String {
+    let mut ticket: minimodel_swarm::ticket::Ticket = ticket.parse().unwrap();
+    if let Some(digest) = digest {
+        ticket.manifest_sha256 = digest;
+    }
+    ticket.key_id = key_id.or(ticket.key_id);
+    minimodel_swarm::ticket::Ticket::new(ticket.manifest_sha256, ticket.key_id, ticket.peers)
+        .unwrap()
+        .to_string()
+}
+
+fn entries(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    match std::fs::read_dir(dir) {
+        Ok(entries) => entries.map(|e| e.unwrap().path()).collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+#[test]
+fn fetch_by_ticket_alone_gets_the_manifest_and_the_artifact_verified() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let artifact = Artifact::make(root, "art", "tick", "2MiB", "256KiB", 5);
+    // The publisher's file as it is: a comment the canonical text lacks.
+    // The ticket names these bytes, and these bytes are what is sent.
+    let mut text = std::fs::read(&artifact.manifest_path).unwrap();
+    text.extend_from_slice(b"# published by acme\n");
+    std::fs::write(&artifact.manifest_path, &text).unwrap();
+    let mut seeders = Seeders::start(root, &artifact, 1, "64MiB");
+    let seeder = &mut seeders.procs[0];
+    assert!(seeder.wait_for("the ticket", |events| {
+        events.iter().any(|e| e["event"] == "ticket")
+    }));
+    let ticket = seeder.event("ticket").unwrap()["ticket"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        seeder.event("ticket").unwrap()["manifest_sha256"],
+        sha256_hex(&artifact.manifest_path)
+    );
+
+    // Elsewhere, with nothing but the ticket.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let out = elsewhere.path().join("out");
+    let mut fetch = Proc::spawn(
+        elsewhere.path(),
+        &[
+            "fetch",
+            &ticket,
+            "-o",
+            out.to_str().unwrap(),
+            "--yes",
+            "--json",
+        ],
+    );
+    fetch.expect_exit(0);
+    artifact.verify(&out, &out.join("tick.slm"));
+    let receipt: Value =
+        serde_json::from_slice(&std::fs::read(out.join("tick.receipt.json")).unwrap()).unwrap();
+    assert!(
+        receipt
+            .to_string()
+            .contains(&sha256_hex(&artifact.manifest_path)),
+        "the receipt names the manifest the ticket named: {receipt}"
+    );
+    // The seeder saw the query and answered it.
+    assert!(seeder.wait_for("the manifest query", |events| {
+        events
+            .iter()
+            .any(|e| e["event"] == "manifest-query" && e.get("refused").is_none())
+    }));
+
+    // A ticket for a manifest the peer does not serve: refused by it, and
+    // nothing is written.
+    let other = forged(
+        &ticket,
+        Some(minimodel_verifier::Sha256Digest::of(b"another manifest")),
+        None,
+    );
+    let nothing = elsewhere.path().join("nothing");
+    let (code, _, stderr) = run(
+        elsewhere.path(),
+        &["fetch", &other, "-o", nothing.to_str().unwrap(), "--yes"],
+    );
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("UnknownManifest") || stderr.contains("unknown manifest"),
+        "{stderr}"
+    );
+    assert!(entries(&nothing).is_empty(), "{:?}", entries(&nothing));
+    assert!(seeder.wait_for("the refused query", |events| {
+        events
+            .iter()
+            .any(|e| e["event"] == "manifest-query" && e.get("refused").is_some())
+    }));
+
+    // A ticket that says a publisher key signed an unsigned manifest:
+    // refused before anything else (exit 4), nothing written.
+    let key = json(&ok(root, &["key", "new", "p.key", "--json"]));
+    let key_id: minimodel_verifier::signing::PublisherKeyId =
+        key[0]["key_id"].as_str().unwrap().parse().unwrap();
+    let claimed = forged(&ticket, None, Some(key_id));
+    let (code, _, stderr) = run(
+        elsewhere.path(),
+        &["fetch", &claimed, "-o", nothing.to_str().unwrap(), "--yes"],
+    );
+    assert_eq!(code, 4, "{stderr}");
+    assert!(
+        stderr.contains("not signed by the key the ticket names"),
+        "{stderr}"
+    );
+    assert!(entries(&nothing).is_empty(), "{:?}", entries(&nothing));
+
+    // A mangled ticket is invalid input; a peer that is not there is a
+    // transfer failure that says so.
+    let (code, _, stderr) = run(
+        elsewhere.path(),
+        &[
+            "fetch",
+            "mm1notaticket",
+            "-o",
+            nothing.to_str().unwrap(),
+            "--yes",
+        ],
+    );
+    assert_eq!(code, 3, "{stderr}");
+    drop(seeders);
+    let (code, _, stderr) = run(
+        elsewhere.path(),
+        &["fetch", &ticket, "-o", nothing.to_str().unwrap(), "--yes"],
+    );
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("no peer of the ticket sent its manifest"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn fetch_by_ticket_of_a_signed_manifest_checks_the_key_and_pins_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let artifact = Artifact::make(root, "art", "tick", "1MiB", "256KiB", 6);
+    let key = json(&ok(root, &["key", "new", "p.key", "--json"]));
+    let manifest = artifact.manifest_path.to_str().unwrap().to_owned();
+    ok(
+        root,
+        &["sign", &manifest, "--key", "p.key", "-o", &manifest],
+    );
+    let mut seeders = Seeders::start(root, &artifact, 1, "64MiB");
+    let seeder = &mut seeders.procs[0];
+    assert!(seeder.wait_for("the ticket", |events| {
+        events.iter().any(|e| e["event"] == "ticket")
+    }));
+    let event = seeder.event("ticket").unwrap();
+    assert_eq!(event["key_id"], key[0]["key_id"]);
+    let ticket = event["ticket"].as_str().unwrap().to_owned();
+
+    let elsewhere = tempfile::tempdir().unwrap();
+    let keyring = elsewhere.path().join("keyring");
+    let out = elsewhere.path().join("out");
+    let keyring_arg = keyring.to_str().unwrap();
+    // Another key pinned for this publisher: refused with exit 4.
+    let other = json(&ok(
+        elsewhere.path(),
+        &["key", "new", "other.key", "--json"],
+    ));
+    let other_public = other[0]["public_key"].as_str().unwrap();
+    let (code, _, stderr) = run(
+        elsewhere.path(),
+        &[
+            "fetch",
+            &ticket,
+            "-o",
+            out.to_str().unwrap(),
+            "--yes",
+            "--publisher-key",
+            other_public,
+            "--keyring",
+            keyring_arg,
+        ],
+    );
+    assert_eq!(code, 4, "{stderr}");
+    assert!(entries(&out).is_empty(), "{:?}", entries(&out));
+    // First use: pinned with --yes, and fetched.
+    let mut fetch = Proc::spawn(
+        elsewhere.path(),
+        &[
+            "fetch",
+            &ticket,
+            "-o",
+            out.to_str().unwrap(),
+            "--yes",
+            "--json",
+            "--keyring",
+            keyring_arg,
+        ],
+    );
+    fetch.expect_exit(0);
+    artifact.verify(&out, &out.join("tick.slm"));
+    let pinned = std::fs::read_to_string(&keyring).unwrap();
+    assert!(
+        pinned.contains(key[0]["public_key"].as_str().unwrap()),
+        "{pinned}"
+    );
 }

@@ -460,6 +460,7 @@ impl Sim {
             have,
             seed_after: spec.seed_after,
             seed: node as u64 + 1,
+            manifest_sha256: None,
         };
         n.core = Some(NodeCore::new(
             spec.config.clone(),

@@ -424,6 +424,16 @@ fn display<S: Serializer, T: fmt::Display>(value: &T, serializer: S) -> Result<S
     serializer.collect_str(value)
 }
 
+fn display_refusal<S: Serializer>(
+    value: &Option<HelloRejectReason>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(reason) => serializer.collect_str(reason),
+        None => serializer.serialize_none(),
+    }
+}
+
 /// What a node tells the program that runs it (log lines, progress).
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "event", rename_all = "kebab-case")]
@@ -466,6 +476,18 @@ pub enum NodeReport {
         /// Why.
         #[serde(serialize_with = "display")]
         reason: LinkEnd,
+    },
+    /// An incoming connection asked for a manifest by its SHA-256 (a
+    /// manifest query: someone holding a ticket), and was answered.
+    ManifestQuery {
+        /// Its id.
+        #[serde(serialize_with = "display")]
+        peer: PeerId,
+        /// Its address.
+        addr: SocketAddr,
+        /// `None`: it was sent the manifest; otherwise why it was refused.
+        #[serde(serialize_with = "display_refusal")]
+        refused: Option<HelloRejectReason>,
     },
     /// An incoming connection was turned away before its handshake.
     Turned {

@@ -226,6 +226,9 @@ impl Fetcher {
                 started: Instant::now(),
             }),
         );
+        let served = config
+            .serve
+            .then(|| crate::node::served_manifest(&node_config, manifest));
         let node = Node::new(NodeParts {
             config: node_config,
             identity,
@@ -240,7 +243,9 @@ impl Fetcher {
                 download: true,
                 seed_after: config.serve && config.seed_after,
                 seed,
+                manifest_sha256: served.as_ref().map(|(digest, _)| *digest),
             },
+            manifest: served,
             jobs: {
                 jobs.delivered = None;
                 jobs

@@ -79,6 +79,7 @@ impl Seeder {
         let storage: Arc<dyn Storage> =
             Arc::new(FileStorage::open_read_only(path).map_err(SeedError::Open)?);
         let id = identity.peer_id();
+        let served = crate::node::served_manifest(&config, manifest);
         let node = Node::new(NodeParts {
             config,
             start: NodeStart {
@@ -93,7 +94,9 @@ impl Seeder {
                 seed: u64::from_le_bytes([
                     id.0[0], id.0[1], id.0[2], id.0[3], id.0[4], id.0[5], id.0[6], id.0[7],
                 ]),
+                manifest_sha256: Some(served.0),
             },
+            manifest: Some(served),
             identity,
             swarm,
             jobs: Jobs::new(

@@ -659,3 +659,131 @@ async fn breaking_off_at_every_handshake_step_leaks_nothing() {
     }
     honest_fetch(&artifact, &seeder, dir.path()).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manifest_query_gets_the_served_manifest_once_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let artifact = artifact(dir.path());
+    let mut seeder = RunningSeeder::start(&artifact, listen_config());
+    let text = artifact.manifest.to_text().into_bytes();
+    let digest = minimodel_verifier::Sha256Digest::of(&text);
+    let wait = Duration::from_secs(10);
+
+    // The manifest it serves, then the end of the stream and of the
+    // connection: one answer per connection.
+    let dialer = Dialer::new(ip(3));
+    let mut session = dialer.session(&seeder.peer).await.unwrap();
+    session
+        .send(&Message::ManifestRequest {
+            manifest_sha256: digest.0,
+        })
+        .await
+        .unwrap();
+    let (messages, end) = session.drain(wait).await;
+    assert_eq!(
+        messages,
+        [Message::Manifest {
+            bytes: text.clone()
+        }],
+        "{end}"
+    );
+    assert!(session.closed_within(wait).await, "the listener closes it");
+
+    // Another digest: HelloReject(UnknownManifest) with no peers.
+    let mut session = dialer.session(&seeder.peer).await.unwrap();
+    let mut other = digest.0;
+    other[0] ^= 1;
+    session
+        .send(&Message::ManifestRequest {
+            manifest_sha256: other,
+        })
+        .await
+        .unwrap();
+    match session.recv(wait).await {
+        Ok(Some(Message::HelloReject { reason, peers, .. })) => {
+            assert_eq!(reason, HelloRejectReason::UnknownManifest);
+            assert!(peers.is_empty());
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // A Hello after the request is not read as a session: the answer is
+    // the manifest, and nothing else comes.
+    let mut session = dialer.session(&seeder.peer).await.unwrap();
+    session
+        .send(&Message::ManifestRequest {
+            manifest_sha256: digest.0,
+        })
+        .await
+        .unwrap();
+    session
+        .send(&Message::Hello(hello(&artifact)))
+        .await
+        .unwrap();
+    let (messages, end) = session.drain(wait).await;
+    assert_eq!(
+        messages,
+        [Message::Manifest {
+            bytes: text.clone()
+        }],
+        "{end}"
+    );
+
+    // Through the ticket use case, with the seeder's address as the only
+    // peer, then a wrong ticket.
+    let ticket = minimodel_swarm::ticket::Ticket::new(
+        digest,
+        None,
+        vec![minimodel_swarm::peers::PeerAddrs {
+            id: seeder.peer.id,
+            addrs: vec![seeder.peer.addr],
+        }],
+    )
+    .unwrap();
+    let identity = minimodel_swarm::transport::Identity::generate().unwrap();
+    let tuning = TransportTuning::default();
+    let got = minimodel_swarm::app::ticket::manifest_of(&ticket, &identity, &tuning, wait)
+        .await
+        .expect("the seeder sends its manifest");
+    assert_eq!(&got.bytes[..], &text[..]);
+    assert_eq!(got.from, seeder.peer);
+    let mut wrong = ticket.clone();
+    wrong.manifest_sha256 = minimodel_verifier::Sha256Digest(other);
+    let error = minimodel_swarm::app::ticket::manifest_of(&wrong, &identity, &tuning, wait)
+        .await
+        .expect_err("nobody serves that manifest");
+    assert_eq!(error.tried.len(), 1);
+    assert!(!error.wrong_bytes);
+    assert!(
+        error.to_string().contains("UnknownManifest") || error.to_string().contains("unknown"),
+        "{error}"
+    );
+
+    // Each query was reported, none took a peer slot, and an honest fetch
+    // still gets everything.
+    let reports = seeder.reports();
+    let queries: Vec<_> = reports
+        .iter()
+        .filter_map(|report| match report {
+            NodeReport::ManifestQuery { refused, .. } => Some(*refused),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        queries,
+        [
+            None,
+            Some(HelloRejectReason::UnknownManifest),
+            None,
+            None,
+            Some(HelloRejectReason::UnknownManifest)
+        ]
+    );
+    assert!(
+        !reports
+            .iter()
+            .any(|report| matches!(report, NodeReport::PeerConnected { .. })),
+        "{reports:?}"
+    );
+    honest_fetch(&artifact, &seeder, dir.path()).await;
+}

@@ -1,4 +1,4 @@
-//! `minimodel fetch MANIFEST (--peer PEER_ID@HOST:PORT | --offer FILE)...
+//! `minimodel fetch (MANIFEST | TICKET) (--peer PEER_ID@HOST:PORT | --offer FILE)...
 //! -o DIR [--serve [--listen ADDR] [--public-addr HOST:PORT]...]
 //! [--seed-after] [--identity DIR] [--max-peers N] [--yes]`: download from
 //! several peers at once. A peer named several times (several `--peer`
@@ -9,14 +9,19 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use anyhow::Context;
 use clap::Args;
 use minimodel_swarm::app::Limits;
 use minimodel_swarm::app::fetch::{DownloadPlan, Opened, ReadyDownload, Serving};
+use minimodel_swarm::app::ticket::{QUERY_TIMEOUT, manifest_of};
 use minimodel_swarm::fetch::FetchError;
 use minimodel_swarm::offer::PeerOffer;
 use minimodel_swarm::peers::PeerAddrs;
 use minimodel_swarm::resume::CompleteCheck;
+use minimodel_swarm::ticket::{TICKET_PREFIX, Ticket};
+use minimodel_verifier::manifest::Manifest;
 use minimodel_verifier::receipt::ReceiptSource;
+use minimodel_verifier::signing::manifest::check_manifest_signature;
 use tokio::sync::mpsc;
 
 use super::network::{
@@ -37,7 +42,10 @@ use crate::units::{human_bytes, parse_size};
 /// Arguments of `minimodel fetch`.
 #[derive(Debug, Args)]
 pub struct FetchArgs {
-    /// The manifest of the artifact to fetch.
+    /// The manifest of the artifact to fetch, or a ticket (mm1...): the
+    /// manifest is then fetched from the ticket's peers and checked against
+    /// the ticket's digest and publisher key first.
+    #[arg(value_name = "MANIFEST|TICKET")]
     pub manifest: PathBuf,
     /// A peer to fetch from, PEER_ID@HOST:PORT (any number). HOST is an
     /// IP address ([IPv6] in brackets) or a name, resolved now to all its
@@ -131,16 +139,27 @@ pub struct TransferArgs {
 }
 
 pub fn run(args: FetchArgs, out: Output) -> Result<(), Failure> {
-    let loaded = load_manifest(&args.manifest)?;
-    let judged = crate::trust::check(&loaded, &args.manifest, &args.transfer.trust)?;
+    let (loaded, source, mut named) = match ticket_in(&args.manifest)? {
+        Some(ticket) => {
+            let loaded = manifest_from_ticket(&ticket, &args.transfer, out)?;
+            (loaded, PathBuf::from("(from the ticket)"), ticket.peers)
+        }
+        None => (
+            load_manifest(&args.manifest)?,
+            args.manifest.clone(),
+            Vec::new(),
+        ),
+    };
+    let judged = crate::trust::check(&loaded, &source, &args.transfer.trust)?;
     let mut offers = Vec::new();
     for path in &args.offers {
         let offer = PeerOffer::read(path).or_exit(Exit::InvalidInput)?;
         offers.push((offer, path.display().to_string()));
     }
+    named.extend(args.peers.iter().cloned());
     let peers = minimodel_swarm::app::peers::from_offers(
         &loaded.manifest,
-        args.peers.clone(),
+        named,
         offers.iter().map(|(offer, name)| (offer, name.as_str())),
     )
     .or_exit(Exit::InvalidInput)?;
@@ -152,6 +171,89 @@ pub fn run(args: FetchArgs, out: Output) -> Result<(), Failure> {
         );
     }
     transfer(&loaded, judged, peers, args.out, &args.transfer, out)
+}
+
+/// The ticket `arg` is, when it is one: it starts with `mm1` and names no
+/// file. A malformed one is invalid input (exit 3).
+fn ticket_in(arg: &std::path::Path) -> Result<Option<Ticket>, Failure> {
+    let Some(text) = arg.to_str() else {
+        return Ok(None);
+    };
+    if !text.starts_with(TICKET_PREFIX) || arg.exists() {
+        return Ok(None);
+    }
+    let ticket = text
+        .parse::<Ticket>()
+        .context("the ticket is not valid")
+        .or_exit(Exit::InvalidInput)?;
+    Ok(Some(ticket))
+}
+
+/// Fetches the manifest `ticket` names from its peers (its SHA-256 checked
+/// against the ticket's) and, when the ticket names a publisher key, checks
+/// that the manifest's signature verifies with that key: all before the
+/// keyring's judgement and the consent prompt, which then show it.
+fn manifest_from_ticket(
+    ticket: &Ticket,
+    args: &TransferArgs,
+    out: Output,
+) -> Result<LoadedManifest, Failure> {
+    out.status(format!(
+        "asking {} for the manifest {}",
+        counted(ticket.peers.len() as u64, "peer"),
+        ticket.manifest_sha256.to_hex()
+    ));
+    let identity = identity(args.identity.as_deref())?;
+    let tuning = args.congestion.tuning();
+    let fetched = runtime()?
+        .block_on(manifest_of(ticket, &identity, &tuning, QUERY_TIMEOUT))
+        .map_err(|error| {
+            let exit = if error.wrong_bytes {
+                Exit::VerificationFailed
+            } else {
+                Exit::Transfer
+            };
+            Failure::new(exit, anyhow::Error::new(error)).with_hint(
+                "a peer of the ticket must be serving (seed, or fetch --serve) and reachable",
+            )
+        })?;
+    let manifest = Manifest::parse_bytes(&fetched.bytes)
+        .with_context(|| {
+            format!(
+                "the manifest the ticket names (sent by {}) is invalid",
+                fetched.from.addr
+            )
+        })
+        .or_exit(Exit::InvalidInput)?;
+    if let Some(key_id) = ticket.key_id {
+        let signed_by = check_manifest_signature(&manifest)
+            .ok()
+            .flatten()
+            .map(|key| key.key_id());
+        if signed_by != Some(key_id) {
+            return Err(Failure::new(
+                Exit::VerificationFailed,
+                anyhow::anyhow!(
+                    "the manifest the ticket names is not signed by the key the ticket names ({key_id}); nothing was fetched"
+                ),
+            ));
+        }
+    }
+    out.say(format!(
+        "manifest of {} ({}) from {}: {} bytes, publisher {}, license {}, evidence {}",
+        manifest.model_id,
+        human_bytes(manifest.artifact_bytes),
+        fetched.from.addr,
+        fetched.bytes.len(),
+        manifest.publisher_id,
+        manifest.license_route,
+        manifest.evidence_route,
+    ));
+    Ok(LoadedManifest {
+        manifest,
+        sha256: ticket.manifest_sha256,
+        bytes: fetched.bytes,
+    })
 }
 
 /// Fetches `loaded`'s artifact, whose signature `judged` checked, from
@@ -228,6 +330,7 @@ pub fn transfer(
     };
     plan.tuning = args.congestion.tuning();
     plan.recheck = args.recheck;
+    plan.manifest_file = Some(std::sync::Arc::clone(&loaded.bytes));
     let Some(ready) = open_download(plan, &dir, out)? else {
         return Ok(());
     };

@@ -30,7 +30,10 @@ use crate::exit::{Exit, Failure, OrExit};
 /// A manifest file as read: its parsed form and the SHA-256 of its bytes.
 pub struct LoadedManifest {
     pub manifest: Manifest,
+    /// SHA-256 of the file's bytes.
     pub sha256: Sha256Digest,
+    /// The file's bytes, handed to a manifest query when serving.
+    pub bytes: std::sync::Arc<[u8]>,
 }
 
 /// Reads and parses a manifest; a bad one is invalid input (exit 3).
@@ -44,6 +47,7 @@ pub fn load_manifest(path: &Path) -> Result<LoadedManifest, Failure> {
     Ok(LoadedManifest {
         manifest,
         sha256: Sha256Digest::of(&bytes),
+        bytes: bytes.into(),
     })
 }
 

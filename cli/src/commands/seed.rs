@@ -109,6 +109,7 @@ pub fn run(args: SeedArgs, out: Output) -> Result<(), Failure> {
         ..Limits::default()
     };
     plan.tuning = args.congestion.tuning();
+    plan.manifest_file = Some(std::sync::Arc::clone(&loaded.bytes));
     let bar = out.byte_progress(manifest.artifact_bytes, "verifying");
     let verified = plan.verify(&|n| bar.set_position(n));
     bar.finish_and_clear();

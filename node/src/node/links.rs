@@ -278,6 +278,53 @@ impl NodeCore {
         }
     }
 
+    /// An incoming connection asks for the manifest whose SHA-256 is
+    /// `digest` instead of sending a Hello (a manifest query,
+    /// `docs/wire-protocol.md` 8.6). It is answered with the manifest only
+    /// when this node serves and that is its swarm's manifest, and never to
+    /// a banned peer; the link ends either way (one answer per connection,
+    /// reported as [`NodeReport::ManifestQuery`]). `Ok`: send the bytes.
+    pub fn handle_manifest_request(
+        &mut self,
+        link: LinkId,
+        peer: PeerId,
+        digest: [u8; 32],
+    ) -> Result<(), Rejection> {
+        let reject = |reason, detail: &str| Rejection {
+            reason,
+            detail: detail.to_owned(),
+            peers: Vec::new(),
+        };
+        let Some(&Link::Handshaking { remote, .. }) = self.links.get(&link) else {
+            return Err(reject(HelloRejectReason::TooManyPeers, "too late"));
+        };
+        self.links.remove(&link);
+        let answer = if !self.serve {
+            Err(reject(
+                HelloRejectReason::NotServing,
+                "this peer does not serve",
+            ))
+        } else if self.bans.contains(&peer) {
+            Err(reject(
+                HelloRejectReason::Banned,
+                "banned for sending bad data",
+            ))
+        } else if self.manifest_sha256 != Some(digest) {
+            Err(reject(
+                HelloRejectReason::UnknownManifest,
+                "no manifest with that SHA-256 here",
+            ))
+        } else {
+            Ok(())
+        };
+        self.reports.push_back(NodeReport::ManifestQuery {
+            peer,
+            addr: remote,
+            refused: answer.as_ref().err().map(|rejection| rejection.reason),
+        });
+        answer
+    }
+
     /// A peer we dialed refused our Hello: what it said ends the link, and
     /// the peers it named are learned like peer exchange (at most 32,
     /// filtered by scope and bans, dialed with the short deadline of an

@@ -244,6 +244,9 @@ pub struct NodeStart {
     pub discovery: bool,
     /// Seed of every random choice (tie-breaks, jitter).
     pub seed: u64,
+    /// SHA-256 of the manifest file this node hands out to a manifest
+    /// query (a ticket's holder), when it has one to hand out.
+    pub manifest_sha256: Option<[u8; 32]>,
 }
 
 /// One peer of one swarm. See the module docs.
@@ -256,6 +259,7 @@ pub struct NodeCore {
     serve: bool,
     listen: bool,
     seed_after: bool,
+    manifest_sha256: Option<[u8; 32]>,
     rng: SplitMix64,
     next_link: u64,
     /// What this node has verified: the one record of it.
@@ -309,6 +313,7 @@ impl NodeCore {
             serve: start.serve,
             listen: start.listen,
             seed_after: start.seed_after,
+            manifest_sha256: start.manifest_sha256,
             rng: SplitMix64(start.seed ^ 0x6e6f_6465),
             next_link: 0,
             have: start.have,

@@ -31,6 +31,8 @@ mod uploads;
 const CHUNK: u32 = 1 << 20;
 /// Where peers see the node under test.
 const OUR_ADDR: &str = "81.0.0.1:4433";
+/// SHA-256 of the manifest the node under test hands out.
+const MANIFEST_SHA256: [u8; 32] = [0x4d; 32];
 
 fn sa(text: &str) -> SocketAddr {
     text.parse().expect("a socket address")
@@ -155,6 +157,7 @@ impl Harness {
             download: kind != Kind::Seeder,
             seed_after,
             seed: 1,
+            manifest_sha256: Some(MANIFEST_SHA256),
         };
         Self {
             core: NodeCore::new(config, start, base),

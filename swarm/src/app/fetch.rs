@@ -68,6 +68,10 @@ pub struct DownloadPlan {
     /// Read every chunk a partial download says it has (and a finished
     /// file whole) before trusting it, and repair a damaged finished file.
     pub recheck: bool,
+    /// The manifest file's bytes as read, handed to a manifest query when
+    /// serving (a ticket names their SHA-256). `None`: the manifest's
+    /// canonical text.
+    pub manifest_file: Option<Arc<[u8]>>,
 }
 
 /// What the directory holds for this download.
@@ -110,6 +114,7 @@ impl DownloadPlan {
             limits: Limits::default(),
             tuning: TransportTuning::default(),
             recheck: false,
+            manifest_file: None,
         }
     }
 
@@ -179,7 +184,10 @@ impl ReadyDownload {
             peers: PeerAddrs::flatten(&plan.peers),
             serve: plan.serving.is_some(),
             seed_after: plan.serving.is_some_and(|serving| serving.seed_after),
-            node: node_settings(listen, &plan.limits, plan.tuning),
+            node: crate::node::NodeSettings {
+                manifest_file: plan.manifest_file,
+                ..node_settings(listen, &plan.limits, plan.tuning)
+            },
             dht: plan.dht,
         };
         Fetcher::start(config, self.partial, identity, reports)

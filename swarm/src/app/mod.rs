@@ -1,6 +1,7 @@
 //! The use cases, written once below every front end: share a verified
 //! local file ([`share`]), fetch an artifact from peers ([`fetch`]), find
-//! the peers of an import request or of offers ([`peers`]), stop (each
+//! the peers of an import request or of offers ([`peers`]), the manifest
+//! a ticket names ([`ticket`]), stop (each
 //! running thing takes a stop future), and status ([`status`]).
 //!
 //! The product's layers are presentation -> application use cases ->
@@ -20,6 +21,7 @@
 pub mod fetch;
 pub mod peers;
 pub mod share;
+pub mod ticket;
 
 /// Status: what a download directory holds (partial, complete, how much),
 /// and the same with every byte read again.

@@ -33,6 +33,9 @@ pub struct SharePlan {
     pub limits: Limits,
     /// QUIC tuning (the congestion controller).
     pub tuning: TransportTuning,
+    /// The manifest file's bytes as read, handed to a manifest query (a
+    /// ticket names their SHA-256). `None`: the manifest's canonical text.
+    pub manifest_file: Option<Arc<[u8]>>,
 }
 
 /// A share whose file passed every check against its manifest.
@@ -51,6 +54,7 @@ impl SharePlan {
             listen,
             limits: Limits::default(),
             tuning: TransportTuning::default(),
+            manifest_file: None,
         }
     }
 
@@ -96,7 +100,8 @@ impl VerifiedShare {
         reports: mpsc::UnboundedSender<NodeReport>,
     ) -> Result<Seeder, SeedError> {
         let plan = &self.plan;
-        let settings = node_settings(Some(listen), limits, plan.tuning.clone());
+        let mut settings = node_settings(Some(listen), limits, plan.tuning.clone());
+        settings.manifest_file = plan.manifest_file.clone();
         Seeder::start(&self.artifact, &plan.file, settings, identity, reports)
     }
 }

@@ -1,11 +1,12 @@
 //! The start of a session on a fresh QUIC connection: the control stream,
-//! Hello both ways, HaveBitfield both ways (`docs/wire-protocol.md`).
+//! Hello both ways, HaveBitfield both ways; or a manifest query
+//! (`docs/wire-protocol.md`, sections 8.3 and 8.6).
 //!
-//! Every message goes through the wire crate's [`ControlStream`] state
-//! machine in both directions, so an illegal message is refused here
-//! exactly as the spec says, and a mismatched swarm gets a HelloReject. The
-//! control stream's state goes to the node's core with the session: one
-//! owner at a time.
+//! The order and every check are the wire crate's handshake machines
+//! ([`DialHandshake`], [`ListenHandshake`], [`ManifestQuery`]); this module
+//! only carries their messages to and from QUIC streams and asks its
+//! owner the questions they ask. The control stream's state goes to the
+//! node's core with the session: one owner at a time.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -13,9 +14,13 @@ use std::net::SocketAddr;
 use bytes::BytesMut;
 use minimodel_node::node::Rejection;
 use minimodel_node::report::{LinkEnd, Violation};
+use std::sync::Arc;
+
 use minimodel_wire::{
-    ControlEvent, ControlStream, FrameDecoder, HaveBitfield, Hello, Message, PeerError, PeerId,
-    ProtocolViolation, Role, SwarmIdentity,
+    BindError, ControlStream, DecodeError, DialHandshake, Established, FrameDecoder,
+    HandshakeFailure, HandshakeStep, HaveBitfield, Hello, ListenHandshake,
+    Listened as WireListened, LocalMisuse, ManifestQuery, Message, PeerError, PeerId,
+    ProtocolViolation, SwarmIdentity,
 };
 
 /// What this side says about itself in its Hello.
@@ -142,224 +147,361 @@ pub(crate) async fn write_message(
     send.write_chunk(frame.freeze()).await.map_err(lost)
 }
 
-/// Checks `message` against the state machine and writes it.
-async fn send_checked(
-    send: &mut quinn::SendStream,
-    control: &mut ControlStream,
-    message: &Message,
-) -> Result<(), LinkError> {
-    control
-        .check_send(message)
-        .map_err(|e| LinkError::Local(e.to_string()))?;
-    write_message(send, message).await
+/// What reading the control stream gave.
+enum Read {
+    Message(Message),
+    /// The peer finished its direction.
+    End,
+    /// Malformed bytes.
+    Malformed(DecodeError),
 }
 
-async fn expect_message(
-    recv: &mut quinn::RecvStream,
-    decoder: &mut FrameDecoder,
-    control: &mut ControlStream,
-) -> Result<ControlEvent, LinkError> {
-    match next_message(recv, decoder).await? {
-        Some(message) => control
-            .on_receive(&message)
-            .map_err(|violation| LinkError::Peer(PeerError::Violation(violation))),
-        None => Err(LinkError::Closed),
+/// Reads the next message, keeping malformed bytes apart from transport
+/// failures: the handshake machines judge the first, the transport the
+/// second.
+async fn read(recv: &mut quinn::RecvStream, decoder: &mut FrameDecoder) -> Result<Read, LinkError> {
+    match next_message(recv, decoder).await {
+        Ok(Some(message)) => Ok(Read::Message(message)),
+        Ok(None) => Ok(Read::End),
+        Err(LinkError::Peer(PeerError::Decode(error))) => Ok(Read::Malformed(error)),
+        Err(error) => Err(error),
     }
 }
 
-/// Sends the farewell the spec asks for after `error` (a HelloReject or a
-/// Goodbye), best effort.
-async fn farewell(send: &mut quinn::SendStream, control: &mut ControlStream, error: &LinkError) {
-    let LinkError::Peer(peer_error) = error else {
-        return;
-    };
-    if let Some(message) = control.farewell(peer_error) {
-        let _ = send_checked(send, control, &message).await;
-        flush(send).await;
+/// The inputs every wire handshake machine takes.
+trait Machine {
+    fn poll(&mut self) -> HandshakeStep;
+    fn handle_message(&mut self, message: &Message) -> Result<(), LocalMisuse>;
+    fn handle_decode_error(&mut self, error: DecodeError) -> Result<(), LocalMisuse>;
+    fn handle_end(&mut self) -> Result<(), LocalMisuse>;
+}
+
+macro_rules! machine {
+    ($($machine:ty),*) => {$(
+        impl Machine for $machine {
+            fn poll(&mut self) -> HandshakeStep {
+                <$machine>::poll(self)
+            }
+            fn handle_message(&mut self, message: &Message) -> Result<(), LocalMisuse> {
+                <$machine>::handle_message(self, message)
+            }
+            fn handle_decode_error(&mut self, error: DecodeError) -> Result<(), LocalMisuse> {
+                <$machine>::handle_decode_error(self, error)
+            }
+            fn handle_end(&mut self) -> Result<(), LocalMisuse> {
+                <$machine>::handle_end(self)
+            }
+        }
+    )*};
+}
+
+machine!(DialHandshake, ListenHandshake, ManifestQuery);
+
+/// Carries out what `machine` asks (writes, reads) until it needs an
+/// answer from its owner or is done: the step that stopped it.
+async fn pump(
+    machine: &mut impl Machine,
+    streams: &mut Streams,
+) -> Result<HandshakeStep, LinkError> {
+    loop {
+        let fed = match machine.poll() {
+            HandshakeStep::Send(message) => {
+                write_message(&mut streams.send, &message).await?;
+                continue;
+            }
+            HandshakeStep::Read => match read(&mut streams.recv, &mut streams.decoder).await? {
+                Read::Message(message) => machine.handle_message(&message),
+                Read::End => machine.handle_end(),
+                Read::Malformed(error) => machine.handle_decode_error(error),
+            },
+            step => return Ok(step),
+        };
+        fed.map_err(misuse)?;
+    }
+}
+
+fn misuse(error: impl std::fmt::Display) -> LinkError {
+    LinkError::Local(error.to_string())
+}
+
+/// How a machine's failure is told to the core. `refused` is the refusal
+/// we answered with, if we did (its peers are not in the machine's
+/// failure).
+fn failed(failure: HandshakeFailure, refused: Option<Rejection>) -> LinkError {
+    match failure {
+        HandshakeFailure::Peer(error) => LinkError::Peer(error),
+        HandshakeFailure::Rejected {
+            reason,
+            detail,
+            peers,
+        } => LinkError::Rejected(Rejection {
+            reason,
+            detail,
+            peers,
+        }),
+        HandshakeFailure::Refused { reason, detail } => {
+            LinkError::Refused(refused.unwrap_or(Rejection {
+                reason,
+                detail,
+                peers: Vec::new(),
+            }))
+        }
+        HandshakeFailure::Goodbye(_) | HandshakeFailure::Ended => LinkError::Closed,
+        HandshakeFailure::Local(error) => misuse(error),
     }
 }
 
 /// Finishes the stream and waits until the peer has all of it (dropping
-/// the connection at once would discard the farewell with it); the
+/// the connection at once would discard the last message with it); the
 /// attempt's deadline, the core's, bounds the wait.
 async fn flush(send: &mut quinn::SendStream) {
     let _ = send.finish();
     let _ = send.stopped().await;
 }
 
+/// A control stream's halves and what was read of it.
+struct Streams {
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    decoder: FrameDecoder,
+}
+
+impl Streams {
+    /// The session, once the handshake established it.
+    fn into_session(
+        self,
+        connection: quinn::Connection,
+        peer_id: PeerId,
+        established: Established,
+    ) -> Session {
+        Session {
+            peer_id,
+            connection,
+            send: self.send,
+            recv: self.recv,
+            decoder: self.decoder,
+            control: established.control,
+            hello: established.hello,
+            bitfield: established.bitfield,
+        }
+    }
+
+    /// After a failure: the last message the machine gave (a farewell, if
+    /// the spec asks for one) reaches the peer before the connection goes.
+    async fn fail(mut self, error: LinkError) -> LinkError {
+        if matches!(error, LinkError::Peer(_) | LinkError::Refused(_)) {
+            flush(&mut self.send).await;
+        }
+        error
+    }
+}
+
 /// The dialer's side: open the control stream, send Hello, read the
-/// answer, exchange bitfields.
+/// answer, exchange bitfields (the wire crate's [`DialHandshake`]).
 pub async fn dial(
     connection: quinn::Connection,
     peer_id: PeerId,
     local: &LocalHello,
     our_bitfield: HaveBitfield,
 ) -> Result<Session, LinkError> {
-    let (mut send, mut recv) = connection.open_bi().await.map_err(lost)?;
-    let mut control = ControlStream::new(Role::Dialer, local.swarm.clone());
-    let mut decoder = FrameDecoder::new();
+    let (send, recv) = connection.open_bi().await.map_err(lost)?;
+    let mut streams = Streams {
+        send,
+        recv,
+        decoder: FrameDecoder::new(),
+    };
     let hello = local
         .swarm
         .hello(local.serving, local.listen, &local.agent)
-        .map_err(|e| LinkError::Local(e.to_string()))?;
-    send_checked(&mut send, &mut control, &Message::Hello(hello)).await?;
-    let result = async {
-        let peer_hello = match expect_message(&mut recv, &mut decoder, &mut control).await? {
-            ControlEvent::PeerHello(hello) => hello,
-            ControlEvent::HelloRejected {
-                reason,
-                detail,
-                peers,
-            } => {
-                return Err(LinkError::Rejected(Rejection {
-                    reason,
-                    detail,
-                    peers,
-                }));
-            }
-            other => return Err(unexpected(&other)),
-        };
-        send_checked(
-            &mut send,
-            &mut control,
-            &Message::HaveBitfield(our_bitfield),
-        )
-        .await?;
-        let bitfield = expect_bitfield(&mut recv, &mut decoder, &mut control).await?;
-        Ok((peer_hello, bitfield))
-    }
-    .await;
-    conclude(
-        result,
-        Opened {
-            connection,
-            peer_id,
-            send,
-            recv,
-            decoder,
-            control,
-        },
-    )
-    .await
-}
-
-/// A handshake's streams, kept to become the session or to say goodbye.
-struct Opened {
-    connection: quinn::Connection,
-    peer_id: PeerId,
-    send: quinn::SendStream,
-    recv: quinn::RecvStream,
-    decoder: FrameDecoder,
-    control: ControlStream,
-}
-
-/// Both sides' last step: the session, or the error once the peer has
-/// been told why (HelloReject or Goodbye).
-async fn conclude(
-    result: Result<(Hello, HaveBitfield), LinkError>,
-    mut opened: Opened,
-) -> Result<Session, LinkError> {
-    match result {
-        Ok((hello, bitfield)) => Ok(Session {
-            peer_id: opened.peer_id,
-            connection: opened.connection,
-            send: opened.send,
-            recv: opened.recv,
-            decoder: opened.decoder,
-            control: opened.control,
-            hello,
-            bitfield,
-        }),
-        Err(error) => {
-            farewell(&mut opened.send, &mut opened.control, &error).await;
-            Err(error)
-        }
-    }
-}
-
-/// The peer's HaveBitfield, which ends both sides' handshake.
-async fn expect_bitfield(
-    recv: &mut quinn::RecvStream,
-    decoder: &mut FrameDecoder,
-    control: &mut ControlStream,
-) -> Result<HaveBitfield, LinkError> {
-    match expect_message(recv, decoder, control).await? {
-        ControlEvent::Bitfield(bitfield) => Ok(bitfield),
-        other => Err(unexpected(&other)),
-    }
-}
-
-fn unexpected(event: &ControlEvent) -> LinkError {
-    let what = match event {
-        ControlEvent::PeerHello(_) => "a Hello",
-        ControlEvent::HelloRejected { .. } => "a HelloReject",
-        ControlEvent::Bitfield(_) => "a bitfield",
-        _ => "a message",
+        .map_err(misuse)?;
+    let mut machine =
+        DialHandshake::new(local.swarm.clone(), hello, our_bitfield).map_err(misuse)?;
+    let result = match pump(&mut machine, &mut streams).await {
+        Ok(HandshakeStep::Done) => machine.finish().map_err(|failure| failed(failure, None)),
+        Ok(_) => Err(misuse("the dialer's handshake asked its owner a question")),
+        Err(error) => Err(error),
     };
-    LinkError::Local(format!("{what} where the handshake expected another"))
+    match result {
+        Ok(established) => Ok(streams.into_session(connection, peer_id, established)),
+        Err(error) => Err(streams.fail(error).await),
+    }
 }
 
-/// The listener's side: accept the control stream, read the dialer's
-/// Hello, ask `admit` whether to take the peer (it returns our bitfield or
-/// a reason to refuse; `None` when nobody can answer any more, and the
-/// handshake is abandoned without a word), answer, exchange bitfields.
-pub async fn listen<F, A>(
+/// How a listener's handshake ended well.
+pub enum Listened {
+    /// A swarm session.
+    Session(Box<Session>),
+    /// The dialer asked for our manifest and has it: the connection is
+    /// closed.
+    ManifestServed,
+}
+
+/// The listener's side (the wire crate's [`ListenHandshake`]): accept the
+/// control stream and read the dialer's first message. A Hello is bound
+/// to our swarm (a Hello for another is refused as the spec says), then
+/// `admit` decides whether to take the peer (our bitfield, or a reason to
+/// refuse); a ManifestRequest goes to `manifest`, which returns the bytes
+/// to serve or a reason to refuse. Either returns `None` when nobody can
+/// answer any more, and the handshake is abandoned without a word.
+pub async fn listen<FH, A, FM, M>(
     connection: quinn::Connection,
     peer_id: PeerId,
     local: &LocalHello,
     admit: A,
-) -> Result<Session, LinkError>
+    manifest: M,
+) -> Result<Listened, LinkError>
 where
-    A: FnOnce(Hello) -> F,
-    F: Future<Output = Option<Result<HaveBitfield, Rejection>>>,
+    A: FnOnce(Hello) -> FH,
+    FH: Future<Output = Option<Result<HaveBitfield, Rejection>>>,
+    M: FnOnce([u8; 32]) -> FM,
+    FM: Future<Output = Option<Result<Arc<[u8]>, Rejection>>>,
 {
-    let (mut send, mut recv) = connection.accept_bi().await.map_err(lost)?;
-    let mut control = ControlStream::new(Role::Listener, local.swarm.clone());
-    let mut decoder = FrameDecoder::new();
+    let (send, recv) = connection.accept_bi().await.map_err(lost)?;
+    let mut streams = Streams {
+        send,
+        recv,
+        decoder: FrameDecoder::new(),
+    };
+    let mut machine = ListenHandshake::new();
+    let mut refused = None;
     let result = async {
-        let peer_hello = match expect_message(&mut recv, &mut decoder, &mut control).await? {
-            ControlEvent::PeerHello(hello) => hello,
-            other => return Err(unexpected(&other)),
-        };
-        let our_bitfield = match admit(peer_hello.clone()).await {
-            None => return Err(LinkError::Abandoned),
-            Some(Ok(bitfield)) => bitfield,
-            Some(Err(rejection)) => {
-                let reject = Message::HelloReject {
-                    reason: rejection.reason,
-                    detail: rejection.detail.clone(),
-                    peers: rejection.peers.clone(),
-                };
-                send_checked(&mut send, &mut control, &reject).await?;
-                flush(&mut send).await;
-                return Err(LinkError::Refused(rejection));
+        match pump(&mut machine, &mut streams).await? {
+            HandshakeStep::AnswerHello(hello) => {
+                match machine.bind(local.swarm.clone()) {
+                    // Refused as the spec says: the HelloReject is queued.
+                    Err(BindError::Peer(_)) => {}
+                    Err(BindError::Local(error)) => return Err(misuse(error)),
+                    Ok(()) => match admit(hello).await {
+                        None => return Err(LinkError::Abandoned),
+                        Some(Ok(bitfield)) => {
+                            let ours = local
+                                .swarm
+                                .hello(local.serving, local.listen, &local.agent)
+                                .map_err(misuse)?;
+                            machine.accept(ours, bitfield).map_err(misuse)?;
+                        }
+                        Some(Err(rejection)) => {
+                            machine
+                                .reject(
+                                    rejection.reason,
+                                    rejection.detail.clone(),
+                                    rejection.peers.clone(),
+                                )
+                                .map_err(misuse)?;
+                            refused = Some(rejection);
+                        }
+                    },
+                }
             }
-        };
-        let hello = local
-            .swarm
-            .hello(local.serving, local.listen, &local.agent)
-            .map_err(|e| LinkError::Local(e.to_string()))?;
-        send_checked(&mut send, &mut control, &Message::Hello(hello)).await?;
-        send_checked(
-            &mut send,
-            &mut control,
-            &Message::HaveBitfield(our_bitfield),
-        )
-        .await?;
-        let bitfield = expect_bitfield(&mut recv, &mut decoder, &mut control).await?;
-        Ok((peer_hello, bitfield))
+            HandshakeStep::AnswerManifest(digest) => match manifest(digest).await {
+                None => return Err(LinkError::Abandoned),
+                Some(Ok(bytes)) => machine.serve_manifest(bytes.to_vec()).map_err(misuse)?,
+                Some(Err(rejection)) => {
+                    machine
+                        .reject(rejection.reason, rejection.detail.clone(), Vec::new())
+                        .map_err(misuse)?;
+                    refused = Some(rejection);
+                }
+            },
+            HandshakeStep::Done => {}
+            _ => {
+                return Err(misuse(
+                    "the listener's handshake stopped on a step it does not give",
+                ));
+            }
+        }
+        match pump(&mut machine, &mut streams).await? {
+            HandshakeStep::Done => Ok(()),
+            _ => Err(misuse("the listener's handshake asked a second question")),
+        }
     }
     .await;
-    conclude(
-        result,
-        Opened {
-            connection,
-            peer_id,
+    let finished = result.and_then(|()| {
+        machine
+            .finish()
+            .map_err(|failure| failed(failure, refused.take()))
+    });
+    match finished {
+        Ok(WireListened::Session(established)) => Ok(Listened::Session(Box::new(
+            streams.into_session(connection, peer_id, *established),
+        ))),
+        Ok(WireListened::ManifestServed) => {
+            flush(&mut streams.send).await;
+            connection.close(0u32.into(), b"manifest served");
+            Ok(Listened::ManifestServed)
+        }
+        Err(error) => Err(streams.fail(error).await),
+    }
+}
+
+/// Why a manifest query failed.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    /// The connection failed or the peer broke off.
+    #[error("{0}")]
+    Link(String),
+    /// The peer refused: it does not serve that manifest, or us.
+    #[error("refused: {reason} ({detail})")]
+    Refused {
+        /// Its reason.
+        reason: minimodel_wire::HelloRejectReason,
+        /// Its words.
+        detail: String,
+    },
+    /// The bytes it sent have another SHA-256 than the one asked for.
+    #[error("it sent {len} bytes whose SHA-256 is not the one asked for")]
+    WrongDigest {
+        /// How many bytes it sent.
+        len: usize,
+    },
+}
+
+/// A manifest query (the wire crate's [`ManifestQuery`]) on `connection`:
+/// asks for the manifest whose SHA-256 is `digest` and returns its bytes
+/// once their SHA-256 is that digest. The connection is closed after.
+pub async fn query_manifest(
+    connection: &quinn::Connection,
+    digest: [u8; 32],
+) -> Result<Vec<u8>, QueryError> {
+    let result = async {
+        let (send, recv) = connection.open_bi().await.map_err(lost)?;
+        let mut streams = Streams {
             send,
             recv,
-            decoder,
-            control,
+            decoder: FrameDecoder::new(),
+        };
+        let mut machine = ManifestQuery::new(digest);
+        match pump(&mut machine, &mut streams).await? {
+            HandshakeStep::Done => machine.finish().map_err(|failure| failed(failure, None)),
+            _ => Err(misuse("the manifest query asked its owner a question")),
+        }
+    }
+    .await;
+    connection.close(0u32.into(), b"manifest query done");
+    let bytes = result.map_err(|error| match error {
+        LinkError::Rejected(rejection) => QueryError::Refused {
+            reason: rejection.reason,
+            detail: rejection.detail,
         },
-    )
-    .await
+        other => QueryError::Link(describe(&other)),
+    })?;
+    if minimodel_verifier::Sha256Digest::of(&bytes).0 != digest {
+        return Err(QueryError::WrongDigest { len: bytes.len() });
+    }
+    Ok(bytes)
+}
+
+/// A failed link in words.
+fn describe(error: &LinkError) -> String {
+    match error {
+        LinkError::Connection(text) => text.clone(),
+        LinkError::Closed => "the peer closed the stream".into(),
+        LinkError::Timeout => "no answer in time".into(),
+        LinkError::Peer(error) => format!("the peer broke the protocol: {error}"),
+        LinkError::Rejected(rejection) | LinkError::Refused(rejection) => {
+            format!("refused: {} ({})", rejection.reason, rejection.detail)
+        }
+        LinkError::Local(text) => format!("local error: {text}"),
+        LinkError::Abandoned => "abandoned".into(),
+    }
 }

@@ -12,7 +12,7 @@ use tokio::sync::oneshot;
 use tokio::task::AbortHandle;
 
 use super::{Event, Node};
-use crate::link::handshake::{self, LinkError};
+use crate::link::handshake::{self, LinkError, Listened};
 use crate::transport::{self, AcceptError, ConnectError};
 
 /// How the core sees a failed QUIC dial.
@@ -116,26 +116,44 @@ pub(super) fn accept(
             let (connection, peer) = transport::accept(incoming, &identity, &tuning)
                 .await
                 .map_err(accept_end)?;
-            let asked = events.clone();
-            let session = handshake::listen(connection, peer, &local, |hello| async move {
-                let (reply, answer) = oneshot::channel();
-                let question = Event::Hello {
-                    link,
-                    peer,
-                    hello,
-                    reply,
-                };
-                // The node task is gone (it is shutting down): no answer.
-                asked.send(question).await.ok()?;
-                answer.await.ok()
-            })
+            // The node task is gone (it is shutting down): no answer.
+            let (hello_events, manifest_events) = (events.clone(), events.clone());
+            let listened = handshake::listen(
+                connection,
+                peer,
+                &local,
+                |hello| async move {
+                    let (reply, answer) = oneshot::channel();
+                    let question = Event::Hello {
+                        link,
+                        peer,
+                        hello,
+                        reply,
+                    };
+                    hello_events.send(question).await.ok()?;
+                    answer.await.ok()
+                },
+                |digest| async move {
+                    let (reply, answer) = oneshot::channel();
+                    let question = Event::ManifestAsked {
+                        link,
+                        peer,
+                        digest,
+                        reply,
+                    };
+                    manifest_events.send(question).await.ok()?;
+                    answer.await.ok()
+                },
+            )
             .await
             .map_err(LinkError::into_end)?;
-            Ok::<_, LinkEnd>(session)
+            Ok::<_, LinkEnd>(listened)
         };
         let deadline = tokio::time::Instant::from_std(deadline);
         let event = match tokio::time::timeout_at(deadline, attempt).await {
-            Ok(Ok(session)) => Event::Up(link, Box::new(session), remote),
+            Ok(Ok(Listened::Session(session))) => Event::Up(link, session, remote),
+            // The core ended the link when it answered.
+            Ok(Ok(Listened::ManifestServed)) => Event::Answered(link),
             Ok(Err(end)) => Event::Failed(link, end),
             Err(_) => Event::Failed(link, LinkEnd::TimedOut),
         };

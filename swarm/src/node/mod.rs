@@ -50,6 +50,10 @@ pub struct NodeSettings {
     pub agent: String,
     /// Every decision's settings and timers (`minimodel_node::NodeConfig`).
     pub core: CoreConfig,
+    /// The manifest file's bytes as the user has them, handed to a
+    /// manifest query (a ticket names their SHA-256). `None`: the
+    /// manifest's canonical text.
+    pub manifest_file: Option<Arc<[u8]>>,
 }
 
 impl Default for NodeSettings {
@@ -59,6 +63,7 @@ impl Default for NodeSettings {
             tuning: TransportTuning::default(),
             agent: concat!("minimodel/", env!("CARGO_PKG_VERSION")).to_owned(),
             core: CoreConfig::default(),
+            manifest_file: None,
         }
     }
 }
@@ -93,6 +98,17 @@ pub(crate) enum Event {
             Result<minimodel_wire::HaveBitfield, minimodel_node::node::Rejection>,
         >,
     },
+    /// An incoming connection asks for a manifest: the core decides, the
+    /// reply carries the bytes to send.
+    ManifestAsked {
+        link: LinkId,
+        peer: minimodel_wire::PeerId,
+        digest: [u8; 32],
+        reply: tokio::sync::oneshot::Sender<Result<Arc<[u8]>, minimodel_node::node::Rejection>>,
+    },
+    /// An incoming connection's manifest query was answered (the core
+    /// ended its link then).
+    Answered(LinkId),
     /// A job finished.
     Job(jobs::JobDone),
     /// A DHT lookup found addresses.
@@ -150,6 +166,8 @@ pub(crate) struct Node {
     dht: Option<(Arc<crate::dht::Discovery>, crate::dht::SwarmKey)>,
     /// This node's announcement on the DHT (stopped when dropped).
     announcement: Option<crate::dht::Announcement>,
+    /// The manifest file's bytes, for manifest queries.
+    manifest: Option<Arc<[u8]>>,
 }
 
 /// What [`Node::new`] needs.
@@ -160,6 +178,22 @@ pub(crate) struct NodeParts {
     pub(crate) start: NodeStart,
     pub(crate) jobs: Jobs,
     pub(crate) reports: mpsc::UnboundedSender<NodeReport>,
+    /// The manifest handed to manifest queries: its SHA-256 (also in
+    /// `start`) and its bytes ([`served_manifest`]).
+    pub(crate) manifest: Option<([u8; 32], Arc<[u8]>)>,
+}
+
+/// The manifest a serving node hands to a manifest query: the file's
+/// bytes from `settings` or else the canonical text, with their SHA-256.
+pub(crate) fn served_manifest(
+    settings: &NodeSettings,
+    manifest: &minimodel_verifier::manifest::Manifest,
+) -> ([u8; 32], Arc<[u8]>) {
+    let bytes = settings
+        .manifest_file
+        .clone()
+        .unwrap_or_else(|| Arc::from(manifest.to_text().into_bytes()));
+    (minimodel_verifier::Sha256Digest::of(&bytes).0, bytes)
 }
 
 impl Node {
@@ -204,6 +238,7 @@ impl Node {
             outcome: None,
             dht: None,
             announcement: None,
+            manifest: parts.manifest.map(|(_, bytes)| bytes),
         })
     }
 
@@ -353,6 +388,29 @@ impl Node {
                 reply,
             } => {
                 let _ = reply.send(self.core.handle_hello(link, peer, &hello, now));
+            }
+            Event::ManifestAsked {
+                link,
+                peer,
+                digest,
+                reply,
+            } => {
+                let answer = self
+                    .core
+                    .handle_manifest_request(link, peer, digest)
+                    .and_then(|()| {
+                        self.manifest
+                            .clone()
+                            .ok_or(minimodel_node::node::Rejection {
+                                reason: minimodel_wire::HelloRejectReason::UnknownManifest,
+                                detail: "no manifest here".into(),
+                                peers: Vec::new(),
+                            })
+                    });
+                let _ = reply.send(answer);
+            }
+            Event::Answered(link) => {
+                self.links.remove(&link);
             }
             Event::Link(link, event) => self.on_link_event(link, event, now),
             Event::Job(done) => jobs::on_done(self, done, now),

@@ -494,3 +494,89 @@ fn two_addresses_holding_every_slot_with_idle_links_lose_them_to_honest_peers() 
     }
     assert!(admitted.iter().all(|link| h.is_connected(*link)));
 }
+
+/// A manifest query on an accepted connection, and the report it left.
+fn ask_manifest(
+    h: &mut Harness,
+    remote: &Remote,
+    digest: [u8; 32],
+) -> (Result<(), super::super::Rejection>, Vec<NodeReport>) {
+    let Incoming::Accept { link, .. } = h.core.handle_incoming(remote.addr, true, h.now) else {
+        panic!("{} was not accepted", remote.addr);
+    };
+    let answer = h.core.handle_manifest_request(link, remote.id, digest);
+    // One answer per connection: the link is gone either way, and a second
+    // question on it is too late.
+    let again = h
+        .core
+        .handle_manifest_request(link, remote.id, digest)
+        .expect_err("a second question on one connection");
+    assert_eq!(again.detail, "too late");
+    assert!(!h.is_connected(link));
+    (answer, h.take_reports())
+}
+
+fn query_reports(reports: &[NodeReport]) -> Vec<(PeerId, Option<HelloRejectReason>)> {
+    reports
+        .iter()
+        .filter_map(|report| match report {
+            NodeReport::ManifestQuery { peer, refused, .. } => Some((*peer, *refused)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_manifest_query_gets_the_manifest_of_the_swarm_served_and_nothing_else() {
+    let mut h = Harness::new(Kind::Seeder, 8, NodeConfig::default());
+    let holder = Remote::fetcher(1, "62.1.1.1:4433", 8);
+    let (answer, reports) = ask_manifest(&mut h, &holder, MANIFEST_SHA256);
+    assert_eq!(answer, Ok(()));
+    assert_eq!(query_reports(&reports), [(holder.id, None)]);
+    // Another digest: refused with the reason the spec names, no peers.
+    let mut other = MANIFEST_SHA256;
+    other[31] ^= 1;
+    let (answer, reports) = ask_manifest(&mut h, &holder, other);
+    let refusal = answer.expect_err("another manifest");
+    assert_eq!(refusal.reason, HelloRejectReason::UnknownManifest);
+    assert!(refusal.peers.is_empty());
+    assert_eq!(
+        query_reports(&reports),
+        [(holder.id, Some(HelloRejectReason::UnknownManifest))]
+    );
+    // A query takes no peer slot: a swarm session still gets in.
+    let link = h.connect_in(&holder);
+    assert!(h.is_connected(link));
+}
+
+#[test]
+fn a_banned_peer_gets_no_manifest() {
+    let mut h = Harness::new(Kind::ServingFetch, 8, NodeConfig::default());
+    let liar = Remote::seeder(2, "62.1.1.2:4433", 8);
+    let link = h.connect_in(&liar);
+    let chunk = requests_to(&h.take(), link)[0];
+    assert_eq!(
+        h.core.handle_piece_header(link, ChunkIndex(chunk), h.now),
+        PieceVerdict::Accept
+    );
+    h.core.handle_piece_arrived(link, ChunkIndex(chunk), h.now);
+    h.core.handle_verified(
+        link,
+        ChunkIndex(chunk),
+        VerifyOutcome::Bad(minimodel_verifier::chunk::ChunkError::Proof(
+            minimodel_verifier::merkle::ProofError::RootMismatch { index: 0 },
+        )),
+        h.now,
+    );
+    h.advance(1_000);
+    h.take();
+    let (answer, reports) = ask_manifest(&mut h, &liar, MANIFEST_SHA256);
+    assert_eq!(
+        answer.expect_err("banned").reason,
+        HelloRejectReason::Banned
+    );
+    assert_eq!(
+        query_reports(&reports),
+        [(liar.id, Some(HelloRejectReason::Banned))]
+    );
+}

@@ -1,0 +1,107 @@
+//! The manifest a ticket names, from the ticket's peers: a manifest query
+//! (`docs/wire-protocol.md` 8.6) to each of its addresses in turn until
+//! one answers with bytes whose SHA-256 is the ticket's.
+//!
+//! What it does not do: parse the manifest, check its signature against
+//! the ticket's key id or a keyring, or ask for consent. The front end
+//! does, before anything else moves, as for a manifest read from a file.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use minimodel_wire::PeerAddr;
+
+use crate::link::handshake::query_manifest;
+use crate::peers::PeerAddrs;
+use crate::ticket::Ticket;
+use crate::transport::{self, Identity, TransportTuning};
+
+/// How long one address may take to answer (its QUIC handshake and the
+/// query), by default.
+pub const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A manifest fetched for a ticket: the file's bytes, their SHA-256 being
+/// the ticket's, and the peer that sent them.
+#[derive(Debug, Clone)]
+pub struct TicketManifest {
+    /// The manifest file's bytes.
+    pub bytes: Arc<[u8]>,
+    /// Who sent them.
+    pub from: PeerAddr,
+}
+
+/// No peer of the ticket gave the manifest: what each address said.
+#[derive(Debug, thiserror::Error)]
+#[error("no peer of the ticket sent its manifest ({})", describe(.tried))]
+pub struct TicketManifestError {
+    /// Every address tried, with what went wrong there.
+    pub tried: Vec<(PeerAddr, String)>,
+    /// Whether some peer sent bytes whose SHA-256 is not the ticket's (a
+    /// peer that lies, or a ticket for another manifest).
+    pub wrong_bytes: bool,
+}
+
+fn describe(tried: &[(PeerAddr, String)]) -> String {
+    tried
+        .iter()
+        .map(|(peer, why)| format!("{}: {why}", peer.addr))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Fetches the manifest `ticket` names from its peers, each address in
+/// turn, `timeout` for each, with `identity` on a client endpoint of its
+/// own (closed before it returns).
+pub async fn manifest_of(
+    ticket: &Ticket,
+    identity: &Identity,
+    tuning: &TransportTuning,
+    timeout: Duration,
+) -> Result<TicketManifest, TicketManifestError> {
+    let mut tried = Vec::new();
+    let mut wrong_bytes = false;
+    let endpoint = match transport::bind_client_endpoint(tuning) {
+        Ok(endpoint) => endpoint,
+        Err(error) => {
+            let tried = PeerAddrs::flatten(&ticket.peers)
+                .into_iter()
+                .map(|peer| (peer, format!("no QUIC endpoint: {error}")))
+                .collect();
+            return Err(TicketManifestError { tried, wrong_bytes });
+        }
+    };
+    let mut tuning = tuning.clone();
+    tuning.handshake_timeout = timeout;
+    let digest = ticket.manifest_sha256.0;
+    let mut found = None;
+    for peer in PeerAddrs::flatten(&ticket.peers) {
+        let attempt = async {
+            let connection = transport::connect(&endpoint, &peer, identity, &tuning)
+                .await
+                .map_err(|error| error.to_string())?;
+            query_manifest(&connection, digest).await.map_err(|error| {
+                if matches!(
+                    error,
+                    crate::link::handshake::QueryError::WrongDigest { .. }
+                ) {
+                    wrong_bytes = true;
+                }
+                error.to_string()
+            })
+        };
+        match tokio::time::timeout(timeout, attempt).await {
+            Ok(Ok(bytes)) => {
+                found = Some(TicketManifest {
+                    bytes: bytes.into(),
+                    from: peer,
+                });
+                break;
+            }
+            Ok(Err(why)) => tried.push((peer, why)),
+            Err(_) => tried.push((peer, format!("no answer in {} s", timeout.as_secs()))),
+        }
+    }
+    endpoint.close(0u32.into(), b"done");
+    let _ = tokio::time::timeout(tuning.close_flush, endpoint.wait_idle()).await;
+    found.ok_or(TicketManifestError { tried, wrong_bytes })
+}
