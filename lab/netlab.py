@@ -14,7 +14,10 @@ can be made in one Lab:
   a router namespace whose WAN interface has .2 and whose LAN (a bridge,
   192.168.1.0/24) holds one or more hosts, masqueraded by nftables (a
   port-restricted cone with `masquerade`, symmetric with `masquerade
-  random`), optionally with miniupnpd answering UPnP IGD, NAT-PMP and PCP
+  random`; like a home router's firewall, it rejects what comes in on its
+  WAN unasked, so an unsolicited datagram leaves no connection-tracking
+  state that would take a port away from its LAN hosts' mappings),
+  optionally with miniupnpd answering UPnP IGD, NAT-PMP and PCP
   on the LAN (`Home.start_upnp`, which needs a STUN server:
   `add_stun_server`, coturn). IPv4 only.
 
@@ -812,6 +815,13 @@ table inet filter {{
         jump miniupnpd
     }}
     chain miniupnpd {{
+    }}
+    chain input {{
+        type filter hook input priority 0; policy accept;
+        iifname "wan" ct state established,related accept
+        iifname "wan" meta l4proto icmp accept
+        iifname "wan" tcp dport 5201 accept
+        iifname "wan" reject
     }}
     chain prerouting {{
         type nat hook prerouting priority -100; policy accept;

@@ -100,6 +100,9 @@ pub struct Entry {
     pub ever_connected: bool,
     /// When it was added.
     pub added: Instant,
+    /// The peer that told us of it (peer exchange), which can introduce
+    /// us when a dial does not get through (a Rendezvous).
+    pub introducer: Option<PeerId>,
 }
 
 /// A handle on an entry (stable while it exists).
@@ -221,6 +224,7 @@ impl AddressBook {
                 last_problem: None,
                 ever_connected: false,
                 added: now,
+                introducer: None,
             },
         );
         if let Some(id) = id {
@@ -252,6 +256,18 @@ impl AddressBook {
             }
             None => false,
         }
+    }
+
+    /// Puts `addrs` first in the entry's addresses (added if new, at most
+    /// [`MAX_ADDRS_PER_PEER`] in all): where it is known to be right now.
+    pub fn prefer(&mut self, key: EntryId, addrs: &[SocketAddr]) {
+        let Some(entry) = self.entries.get_mut(&key) else {
+            return;
+        };
+        let mut ordered: Vec<SocketAddr> = addrs.to_vec();
+        ordered.extend(entry.addrs.iter().filter(|addr| !addrs.contains(addr)));
+        ordered.truncate(MAX_ADDRS_PER_PEER);
+        entry.addrs = ordered;
     }
 
     /// Forgets an entry.

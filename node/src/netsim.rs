@@ -461,6 +461,7 @@ impl Sim {
             seed_after: spec.seed_after,
             seed: node as u64 + 1,
             manifest_sha256: None,
+            lan: Vec::new(),
         };
         n.core = Some(NodeCore::new(
             spec.config.clone(),

@@ -244,6 +244,7 @@ impl Fetcher {
                 seed_after: config.serve && config.seed_after,
                 seed,
                 manifest_sha256: served.as_ref().map(|(digest, _)| *digest),
+                lan: Vec::new(),
             },
             manifest: served,
             jobs: {

@@ -95,6 +95,7 @@ impl Seeder {
                     id.0[0], id.0[1], id.0[2], id.0[3], id.0[4], id.0[5], id.0[6], id.0[7],
                 ]),
                 manifest_sha256: Some(served.0),
+                lan: Vec::new(),
             },
             manifest: Some(served),
             identity,

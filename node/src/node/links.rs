@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use minimodel_wire::{
     ChunkIndex, ControlStream, GoodbyeReason, HaveBitfield, Hello, HelloRejectReason, Message,
-    PeerEntry, PeerId,
+    PeerEntry, PeerFlags, PeerId,
 };
 
 use super::{Action, KnownPeer, Link, NodeCore, Peer};
@@ -512,6 +512,15 @@ impl NodeCore {
             last_sent: now,
             upload_watch: None,
             leaving: false,
+            lan: up
+                .hello
+                .lan
+                .iter()
+                .copied()
+                .filter(|addr| minimodel_wire::is_lan_addr(*addr))
+                .take(minimodel_wire::MAX_LAN_ADDRS)
+                .collect(),
+            introductions: exchange_budget(&self.config, now),
         };
         self.links.retain(|other, state| {
             // Dials to this peer's other addresses lose.
@@ -763,7 +772,7 @@ impl NodeCore {
 
     /// Dials the entry's next address (its first one when it was
     /// waiting); [`next_dial_of`] says when.
-    fn dial_next_address(&mut self, key: EntryId, now: Instant) {
+    pub(super) fn dial_next_address(&mut self, key: EntryId, now: Instant) {
         let exchange_dials = self
             .links
             .values()
@@ -897,6 +906,9 @@ impl NodeCore {
         entry.state = EntryState::Waiting {
             next_attempt: now + wait,
         };
+        // Every address failed: the peer that told us of it may introduce
+        // us (both sides dial at once, which opens both NATs).
+        self.ask_introduction(key, now);
         if let Some(addr) = addr.filter(|_| self.wants_peers()) {
             self.reports.push_back(NodeReport::Redialing {
                 addr,
@@ -1039,14 +1051,34 @@ impl NodeCore {
             return;
         };
         let seen_from = peer.remote.ip();
+        let introducer = peer.id;
+        let mut introductions = Vec::new();
         for entry in entries
             .into_iter()
             .take(minimodel_wire::MAX_PEERS_PER_MESSAGE)
         {
+            // A LAN address is usable only inside our own network; any
+            // other address only within the scope of the peer that sent it.
+            let in_scope = if entry.flags.contains(PeerFlags::LAN) {
+                self.within_our_lan(entry.addr)
+            } else {
+                reachable_from(entry.addr, seen_from)
+            };
+            let known = self.book.find_id(&entry.id);
+            // A second address of a peer just learned from the same
+            // message (its LAN addresses) joins its entry.
+            let joins = known.is_some_and(|key| {
+                self.book.get(key).is_some_and(|known| {
+                    known.introducer == Some(introducer)
+                        && known.source == Source::Exchange
+                        && !known.ever_connected
+                        && matches!(known.state, EntryState::Waiting { .. })
+                })
+            });
             if entry.id == self.local_id
                 || self.bans.contains(&entry.id)
-                || !reachable_from(entry.addr, seen_from)
-                || self.book.find_id(&entry.id).is_some()
+                || !in_scope
+                || (known.is_some() && !joins)
             {
                 continue;
             }
@@ -1056,10 +1088,25 @@ impl NodeCore {
             if !peer.exchange_budget.try_take(1, now) {
                 break;
             }
-            self.book
-                .learn(Some(entry.id), &[entry.addr], Source::Exchange, now);
+            let Some(key) = self
+                .book
+                .learn(Some(entry.id), &[entry.addr], Source::Exchange, now)
+            else {
+                continue;
+            };
+            if let Some(learned) = self.book.get_mut(key) {
+                learned.introducer.get_or_insert(introducer);
+            }
+            // It takes no connection it did not ask for: ask the sender to
+            // introduce us at once (and dial too, which opens our side).
+            if entry.flags.contains(PeerFlags::VIA_RENDEZVOUS) && !introductions.contains(&key) {
+                introductions.push(key);
+            }
         }
         self.dial_due(now);
+        for key in introductions {
+            self.ask_introduction(key, now);
+        }
     }
 }
 

@@ -79,12 +79,11 @@ impl NodeCore {
                 self.actions.push_back(Action::Abort { link });
                 self.remove_peer(link, Departure::Goodbye(reason), now);
             }
-            // No rendezvous is offered or asked for yet: a Rendezvous gets
-            // no answer, and a Connect or RendezvousFailed answers nothing
-            // we asked (docs/swarm.md, "Peer exchange").
-            ControlEvent::Rendezvous(_)
-            | ControlEvent::Connect { .. }
-            | ControlEvent::RendezvousFailed { .. } => {}
+            ControlEvent::Rendezvous(target) => self.handle_rendezvous(link, target, now),
+            ControlEvent::Connect { peer, addrs } => self.handle_connect(link, peer, addrs, now),
+            // The introduction will not come: the entry waits for its
+            // back-off as after any failed dial.
+            ControlEvent::RendezvousFailed { .. } => {}
             // ManifestRequest and Manifest open and answer a manifest
             // query: the control stream refuses them on a swarm session.
             ControlEvent::KeepAlive

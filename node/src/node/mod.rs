@@ -24,6 +24,7 @@ mod messages;
 mod serving;
 #[cfg(test)]
 mod tests;
+mod traversal;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
@@ -220,6 +221,12 @@ struct Peer {
     upload_watch: Option<serving::UploadWatch>,
     /// A Goodbye is queued: nothing more is sent, it is gone soon.
     leaving: bool,
+    /// The addresses its Hello says it listens at on its own local
+    /// network (at most 4, each a LAN address): passed on only to peers
+    /// behind the same public address.
+    lan: Vec<SocketAddr>,
+    /// Introductions it may still ask of us (Rendezvous).
+    introductions: TokenBucket,
 }
 
 /// How a node starts.
@@ -247,6 +254,10 @@ pub struct NodeStart {
     /// SHA-256 of the manifest file this node hands out to a manifest
     /// query (a ticket's holder), when it has one to hand out.
     pub manifest_sha256: Option<[u8; 32]>,
+    /// Where it listens on its own local network(s) (LAN addresses, as
+    /// its Hello lists them): a LAN address a peer passes on is dialed
+    /// only within the private block of one of these.
+    pub lan: Vec<SocketAddr>,
 }
 
 /// One peer of one swarm. See the module docs.
@@ -260,6 +271,7 @@ pub struct NodeCore {
     listen: bool,
     seed_after: bool,
     manifest_sha256: Option<[u8; 32]>,
+    lan: Vec<SocketAddr>,
     rng: SplitMix64,
     next_link: u64,
     /// What this node has verified: the one record of it.
@@ -314,6 +326,7 @@ impl NodeCore {
             listen: start.listen,
             seed_after: start.seed_after,
             manifest_sha256: start.manifest_sha256,
+            lan: start.lan,
             rng: SplitMix64(start.seed ^ 0x6e6f_6465),
             next_link: 0,
             have: start.have,

@@ -2,12 +2,13 @@
 //! and telling peers of each other (peer exchange).
 
 use std::collections::{BTreeMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
-use minimodel_wire::{ChunkIndex, GoodbyeReason, HaveBitfield, Message, PeerEntry};
+use minimodel_wire::{ChunkIndex, GoodbyeReason, HaveBitfield, Message, PeerEntry, PeerFlags};
 
 use super::{Action, NodeCore};
-use crate::address::reachable_from;
+use crate::address::{canonical, reachable_from};
 use crate::ids::LinkId;
 use crate::report::{Departure, LinkEnd};
 use crate::upload::{RequestRefusal, Resends, TokenBucket, UploadQueue};
@@ -401,6 +402,8 @@ impl NodeCore {
                 Departure::Ended(LinkEnd::UploadStalled),
                 now,
             );
+            // Its peer slot is free: a dial waiting for room may go.
+            self.dial_due(now);
             return;
         }
         watch.sent = Some(sent);
@@ -452,13 +455,32 @@ impl NodeCore {
     /// Peer exchange, sent: each connected peer hears of the serving peers
     /// it has not heard of from us, once each, at most 32 per message, and
     /// only addresses it can reach (loopback to loopback peers, a private
-    /// address to peers on the same private network).
+    /// address to peers on the same private network). A peer seen at the
+    /// same IP address as the receiver (behind the same NAT, which seldom
+    /// loops back its own public address) is named by its LAN addresses
+    /// instead, flagged LAN, when its Hello lists any
+    /// (`docs/wire-protocol.md` 7.1 and 7.10).
     pub(super) fn exchange_peers(&mut self, now: Instant) {
         if now.saturating_duration_since(self.last_exchange) < self.config.peer_exchange_every {
             return;
         }
         self.last_exchange = now;
-        let serving: Vec<PeerEntry> = self.serving_peers().collect();
+        // Each serving peer: its public entry, where it is seen, its LAN
+        // addresses.
+        let serving: Vec<(PeerEntry, IpAddr, Vec<SocketAddr>)> = self
+            .peers()
+            .filter_map(|(_, peer)| {
+                let addr = peer.listen?;
+                (peer.serving && !peer.leaving).then(|| {
+                    let entry = PeerEntry {
+                        id: peer.id,
+                        addr,
+                        flags: PeerFlags::default(),
+                    };
+                    (entry, canonical(peer.remote.ip()), peer.lan.clone())
+                })
+            })
+            .collect();
         if serving.is_empty() {
             return;
         }
@@ -467,14 +489,23 @@ impl NodeCore {
             let Some(peer) = self.peer_mut(link) else {
                 continue;
             };
-            let seen_at = peer.remote.ip();
-            let entries: Vec<PeerEntry> = serving
-                .iter()
-                .filter(|entry| entry.id != peer.id && !peer.told.contains(&entry.id))
-                .filter(|entry| reachable_from(entry.addr, seen_at))
-                .take(minimodel_wire::MAX_PEERS_PER_MESSAGE)
-                .copied()
-                .collect();
+            let seen_at = canonical(peer.remote.ip());
+            let mut entries: Vec<PeerEntry> = Vec::new();
+            for (public, at, lan) in &serving {
+                if public.id == peer.id || peer.told.contains(&public.id) {
+                    continue;
+                }
+                if *at == seen_at && !lan.is_empty() {
+                    entries.extend(lan.iter().map(|&addr| PeerEntry {
+                        id: public.id,
+                        addr,
+                        flags: PeerFlags::LAN,
+                    }));
+                } else if reachable_from(public.addr, seen_at) {
+                    entries.push(*public);
+                }
+            }
+            entries.truncate(minimodel_wire::MAX_PEERS_PER_MESSAGE);
             if entries.is_empty() {
                 continue;
             }

@@ -25,12 +25,16 @@ mod dialing;
 mod downloading;
 mod ending;
 mod exchange;
+mod traversal;
 mod uploads;
 
 /// Chunk size of every test swarm.
 const CHUNK: u32 = 1 << 20;
 /// Where peers see the node under test.
 const OUR_ADDR: &str = "81.0.0.1:4433";
+/// Where the node under test listens on its own LAN (behind its router at
+/// `OUR_ADDR`).
+const OUR_LAN_ADDR: &str = "192.168.7.2:4433";
 /// SHA-256 of the manifest the node under test hands out.
 const MANIFEST_SHA256: [u8; 32] = [0x4d; 32];
 
@@ -62,6 +66,8 @@ struct Remote {
     serving: bool,
     /// Where its Hello says it listens, if it does.
     listen: Option<SocketAddr>,
+    /// The LAN addresses its Hello lists.
+    lan: Vec<SocketAddr>,
 }
 
 impl Remote {
@@ -74,6 +80,7 @@ impl Remote {
             has: HaveBitfield::full(chunks),
             serving: true,
             listen: Some(addr),
+            lan: Vec::new(),
         }
     }
 
@@ -85,6 +92,7 @@ impl Remote {
             has: HaveBitfield::new(chunks),
             serving: false,
             listen: None,
+            lan: Vec::new(),
         }
     }
 
@@ -106,10 +114,12 @@ impl Remote {
     }
 
     fn side(&self, swarm: &SwarmIdentity) -> Side {
+        let mut hello = testing::hello(swarm, self.serving, self.listen);
+        hello.lan = self.lan.clone();
         Side {
             id: self.id,
             addr: self.addr,
-            hello: testing::hello(swarm, self.serving, self.listen),
+            hello,
             have: self.has.clone(),
         }
     }
@@ -158,6 +168,7 @@ impl Harness {
             seed_after,
             seed: 1,
             manifest_sha256: Some(MANIFEST_SHA256),
+            lan: vec![sa(OUR_LAN_ADDR)],
         };
         Self {
             core: NodeCore::new(config, start, base),
@@ -352,6 +363,8 @@ impl Harness {
 struct Dial {
     link: LinkId,
     addr: SocketAddr,
+    /// The id the dial must prove, if known.
+    peer: Option<PeerId>,
     deadline: Instant,
 }
 
@@ -362,11 +375,13 @@ fn dials(actions: &[Action]) -> Vec<Dial> {
             Action::Dial {
                 link,
                 addr,
+                peer,
                 deadline,
                 ..
             } => Some(Dial {
                 link: *link,
                 addr: *addr,
+                peer: *peer,
                 deadline: *deadline,
             }),
             _ => None,

@@ -34,6 +34,24 @@ pub struct LocalHello {
     pub listen: Option<SocketAddr>,
     /// Program name and version.
     pub agent: String,
+    /// Where this side listens on its own local network(s): its LAN
+    /// addresses (at most 4), for peers behind the same router.
+    pub lan: Vec<SocketAddr>,
+}
+
+impl LocalHello {
+    /// Our Hello on a connection whose other side is at `remote`: it names
+    /// that address (`observed`: how we see the peer, which tells a peer
+    /// behind a NAT its public address) and our LAN addresses.
+    fn hello_to(&self, remote: SocketAddr) -> Result<Hello, LinkError> {
+        let mut hello = self
+            .swarm
+            .hello(self.serving, self.listen, &self.agent)
+            .map_err(misuse)?;
+        hello.observed = Some(minimodel_wire::canonical_addr(remote));
+        hello.lan = self.lan.clone();
+        Ok(hello)
+    }
 }
 
 /// A session past its handshake: both Hellos and both bitfields exchanged.
@@ -310,10 +328,7 @@ pub async fn dial(
         recv,
         decoder: FrameDecoder::new(),
     };
-    let hello = local
-        .swarm
-        .hello(local.serving, local.listen, &local.agent)
-        .map_err(misuse)?;
+    let hello = local.hello_to(connection.remote_address())?;
     let mut machine =
         DialHandshake::new(local.swarm.clone(), hello, our_bitfield).map_err(misuse)?;
     let result = match pump(&mut machine, &mut streams).await {
@@ -374,10 +389,7 @@ where
                     Ok(()) => match admit(hello).await {
                         None => return Err(LinkError::Abandoned),
                         Some(Ok(bitfield)) => {
-                            let ours = local
-                                .swarm
-                                .hello(local.serving, local.listen, &local.agent)
-                                .map_err(misuse)?;
+                            let ours = local.hello_to(connection.remote_address())?;
                             machine.accept(ours, bitfield).map_err(misuse)?;
                         }
                         Some(Err(rejection)) => {

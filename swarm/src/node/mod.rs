@@ -210,14 +210,26 @@ impl Node {
         };
         let listen = parts.config.listen.and_then(|_| endpoint.local_addr().ok());
         let params = *parts.swarm.params();
+        // Where peers behind the same router reach us: our LAN addresses
+        // (none when the interfaces cannot be read: a peer then reaches us
+        // only at our public address).
+        let lan = listen
+            .map(|bound| {
+                crate::addrs::listener_addrs(bound, &[])
+                    .map(|addrs| crate::addrs::lan_addrs(&addrs))
+                    .unwrap_or_default()
+            })
+            .unwrap_or_default();
         let local = LocalHello {
             swarm: parts.swarm,
             serving: parts.start.serve,
             listen,
             agent: parts.config.agent.clone(),
+            lan: lan.clone(),
         };
         let mut start = parts.start;
         start.listen = listen.is_some();
+        start.lan = lan;
         let core = NodeCore::new(parts.config.core.clone(), start, Instant::now());
         let (sender, events) = mpsc::channel(1024);
         let (link_sender, link_events) = mpsc::channel(1024);

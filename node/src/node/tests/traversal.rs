@@ -1,0 +1,263 @@
+//! Through NAT routers: LAN addresses passed on only between peers behind
+//! one public address, introductions (Rendezvous, Connect) after a dial
+//! that does not get through, and what an introducer refuses.
+
+use minimodel_wire::{PeerEntry, PeerFlags, RendezvousFailedReason};
+
+use super::*;
+
+fn told(actions: &[Action], to: LinkId) -> Vec<PeerEntry> {
+    messages_to(actions, to)
+        .into_iter()
+        .flat_map(|message| match message {
+            Message::Peers { entries } => entries,
+            _ => Vec::new(),
+        })
+        .collect()
+}
+
+/// A serving peer seen at `addr` (behind a router when `lan` is given).
+fn home_peer(n: u8, addr: &str, lan: &[&str]) -> Remote {
+    Remote {
+        lan: lan.iter().map(|a| sa(a)).collect(),
+        ..Remote::seeder(n, addr, 8).lacking_last()
+    }
+}
+
+fn entry(id: PeerId, addr: &str, flags: PeerFlags) -> PeerEntry {
+    PeerEntry {
+        id,
+        addr: sa(addr),
+        flags,
+    }
+}
+
+fn connects_to(actions: &[Action], to: LinkId) -> Vec<(PeerId, Vec<SocketAddr>)> {
+    messages_to(actions, to)
+        .into_iter()
+        .filter_map(|message| match message {
+            Message::Connect { peer, addrs } => Some((peer, addrs)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn failures_to(actions: &[Action], to: LinkId) -> Vec<RendezvousFailedReason> {
+    messages_to(actions, to)
+        .into_iter()
+        .filter_map(|message| match message {
+            Message::RendezvousFailed { reason, .. } => Some(reason),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn peers_behind_one_router_hear_of_each_others_lan_addresses_and_nobody_else_does() {
+    let mut h = Harness::new(Kind::Seeder, 8, NodeConfig::default());
+    // Two peers in one home (one public address, two ports), one in
+    // another home with the same private addresses inside, one with no
+    // LAN addresses.
+    let a = home_peer(1, "81.1.1.1:5001", &["192.168.1.2:5001"]);
+    let b = home_peer(2, "81.1.1.1:5002", &["192.168.1.3:5002", "[fd00::3]:5002"]);
+    let c = home_peer(3, "82.2.2.2:4433", &["192.168.1.2:4433"]);
+    let d = home_peer(4, "83.3.3.3:4433", &[]);
+    let links: Vec<LinkId> = [&a, &b, &c, &d].iter().map(|r| h.connect_in(r)).collect();
+    h.take();
+    h.advance(250);
+    let actions = h.take();
+    let public = |r: &Remote| entry(r.id, &r.addr.to_string(), PeerFlags::default());
+    let lan = |r: &Remote, addr: &str| entry(r.id, addr, PeerFlags::LAN);
+    assert_eq!(
+        told(&actions, links[0]),
+        [
+            lan(&b, "192.168.1.3:5002"),
+            lan(&b, "[fd00::3]:5002"),
+            public(&c),
+            public(&d)
+        ]
+    );
+    assert_eq!(
+        told(&actions, links[1]),
+        [lan(&a, "192.168.1.2:5001"), public(&c), public(&d)]
+    );
+    // Another home hears only public addresses: 192.168.1.2 there is
+    // another host.
+    assert_eq!(
+        told(&actions, links[2]),
+        [public(&a), public(&b), public(&d)]
+    );
+    assert_eq!(
+        told(&actions, links[3]),
+        [public(&a), public(&b), public(&c)]
+    );
+}
+
+#[test]
+fn a_lan_address_is_dialed_only_inside_our_own_network() {
+    // Our LAN address is 192.168.7.2 (OUR_LAN_ADDR).
+    let mut h = Harness::new(Kind::Fetch, 8, NodeConfig::default());
+    let seeder = Remote::seeder(1, "81.0.0.9:4433", 8);
+    let link = h.connect_out(&seeder);
+    h.take();
+    let neighbour = testing::peer_id(2);
+    let elsewhere = testing::peer_id(3);
+    h.core.handle_message(
+        link,
+        Message::Peers {
+            entries: vec![
+                entry(neighbour, "192.168.4.5:4433", PeerFlags::LAN),
+                entry(elsewhere, "10.1.1.5:4433", PeerFlags::LAN),
+            ],
+        },
+        h.now,
+    );
+    let dialed: Vec<(SocketAddr, Option<PeerId>)> = dials(&h.take())
+        .into_iter()
+        .map(|dial| (dial.addr, dial.peer))
+        .collect();
+    assert_eq!(dialed, [(sa("192.168.4.5:4433"), Some(neighbour))]);
+}
+
+#[test]
+fn a_dial_that_does_not_get_through_asks_for_an_introduction_and_a_connect_dials() {
+    let mut h = Harness::new(Kind::Fetch, 8, NodeConfig::default());
+    let seeder = Remote::seeder(1, "81.0.0.9:4433", 8);
+    let introducer = h.connect_out(&seeder);
+    h.take();
+    let home = testing::peer_id(2);
+    h.core.handle_message(
+        introducer,
+        Message::Peers {
+            entries: vec![entry(home, "82.2.2.2:4433", PeerFlags::default())],
+        },
+        h.now,
+    );
+    let cold = dials(&h.take());
+    assert_eq!(cold.len(), 1);
+    assert_eq!(cold[0].peer, Some(home));
+    // Its router drops our packets: the dial times out.
+    h.advance(h.elapsed(cold[0].deadline));
+    let asked = messages_to(&h.take(), introducer);
+    assert!(
+        asked.contains(&Message::Rendezvous { peer: home }),
+        "{asked:?}"
+    );
+    // The introducer's Connect: dial at once where it sees the peer.
+    h.core.handle_message(
+        introducer,
+        Message::Connect {
+            peer: home,
+            addrs: vec![sa("82.2.2.2:61000")],
+        },
+        h.now,
+    );
+    let punched = dials(&h.take());
+    assert_eq!(punched.len(), 1, "{punched:?}");
+    assert_eq!(
+        (punched[0].addr, punched[0].peer),
+        (sa("82.2.2.2:61000"), Some(home))
+    );
+    // A Connect naming ourselves, the introducer or an address outside
+    // its scope dials nothing.
+    for (peer, addr) in [
+        (h.core.local_id(), "83.3.3.3:1000"),
+        (seeder.id, "81.0.0.9:4433"),
+        (testing::peer_id(4), "127.0.0.1:1000"),
+        (testing::peer_id(5), "10.9.9.9:1000"),
+    ] {
+        h.core.handle_message(
+            introducer,
+            Message::Connect {
+                peer,
+                addrs: vec![sa(addr)],
+            },
+            h.now,
+        );
+        assert!(dials(&h.take()).is_empty(), "{peer:?} at {addr}");
+    }
+}
+
+#[test]
+fn an_introducer_sends_each_side_a_connect_or_says_why_not() {
+    let mut h = Harness::new(Kind::Seeder, 8, NodeConfig::default());
+    let a = home_peer(1, "81.1.1.1:5001", &["192.168.1.2:5001"]);
+    let b = home_peer(2, "82.2.2.2:6001", &["192.168.1.2:6001"]);
+    let c = home_peer(3, "81.1.1.1:5002", &["192.168.1.3:5002"]);
+    let (la, lb, lc) = (h.connect_in(&a), h.connect_in(&b), h.connect_in(&c));
+    h.take();
+    let rendezvous = |h: &mut Harness, from: LinkId, peer: PeerId| {
+        h.core
+            .handle_message(from, Message::Rendezvous { peer }, h.now);
+        h.take()
+    };
+    // Two homes: each side hears where the other's connection comes from.
+    let actions = rendezvous(&mut h, la, b.id);
+    assert_eq!(connects_to(&actions, la), [(b.id, vec![b.addr])]);
+    assert_eq!(connects_to(&actions, lb), [(a.id, vec![a.addr])]);
+    // One home: LAN addresses first, then the public one.
+    let actions = rendezvous(&mut h, la, c.id);
+    assert_eq!(
+        connects_to(&actions, la),
+        [(c.id, vec![sa("192.168.1.3:5002"), c.addr])]
+    );
+    assert_eq!(
+        connects_to(&actions, lc),
+        [(a.id, vec![sa("192.168.1.2:5001"), a.addr])]
+    );
+    // Itself, us, or a peer we have no link to: refused, nothing sent on.
+    for (peer, reason) in [
+        (a.id, RendezvousFailedReason::NoSelf),
+        (h.core.local_id(), RendezvousFailedReason::NoSelf),
+        (testing::peer_id(9), RendezvousFailedReason::NotConnected),
+    ] {
+        let actions = rendezvous(&mut h, la, peer);
+        assert_eq!(failures_to(&actions, la), [reason]);
+        assert!(connects_to(&actions, lb).is_empty());
+    }
+    // A flood of introductions is cut off by its budget.
+    let mut limited = 0;
+    let mut sent = 0;
+    for _ in 0..100 {
+        let actions = rendezvous(&mut h, lc, b.id);
+        sent += connects_to(&actions, lb).len();
+        limited += failures_to(&actions, lc)
+            .iter()
+            .filter(|reason| **reason == RendezvousFailedReason::RateLimited)
+            .count();
+    }
+    assert!(sent <= minimodel_wire::MAX_PEERS_PER_MESSAGE, "{sent}");
+    assert_eq!(sent + limited, 100);
+}
+
+#[test]
+fn a_seeder_told_to_connect_dials_though_it_wants_no_peers() {
+    let mut h = Harness::new(Kind::Seeder, 8, NodeConfig::default());
+    let introducer = h.connect_in(&home_peer(1, "81.1.1.1:5001", &[]));
+    h.take();
+    let asker = testing::peer_id(2);
+    h.core.handle_message(
+        introducer,
+        Message::Connect {
+            peer: asker,
+            addrs: vec![sa("83.3.3.3:7000")],
+        },
+        h.now,
+    );
+    let punched = dials(&h.take());
+    assert_eq!(punched.len(), 1);
+    assert_eq!(
+        (punched[0].addr, punched[0].peer),
+        (sa("83.3.3.3:7000"), Some(asker))
+    );
+    // The same Connect again while that dial runs: nothing more.
+    h.core.handle_message(
+        introducer,
+        Message::Connect {
+            peer: asker,
+            addrs: vec![sa("83.3.3.3:7000")],
+        },
+        h.now,
+    );
+    assert!(dials(&h.take()).is_empty());
+}

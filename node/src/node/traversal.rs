@@ -1,0 +1,206 @@
+//! Getting through NAT routers: introductions between peers that cannot
+//! dial each other cold (Rendezvous and Connect, `docs/wire-protocol.md`
+//! 7.11 to 7.13), and the LAN addresses of peers behind one router.
+//!
+//! A peer behind a NAT router has a mapping for its socket (the address
+//! its connections come from) that takes packets only from addresses it
+//! sent to first. Two such peers both connected to a third one (the
+//! introducer) get through when both dial at once: each one's first
+//! packets open its own router for the other's. So a dial that fails to a
+//! peer learned from peer exchange asks the peer that named it for an
+//! introduction, and the introducer sends each side a Connect naming the
+//! other and the address it sees the other's connection come from.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use minimodel_wire::{Message, PeerId, RendezvousFailedReason};
+
+use super::NodeCore;
+use crate::address::{canonical, reachable_from};
+use crate::book::{EntryId, EntryState, Source};
+use crate::ids::LinkId;
+
+impl NodeCore {
+    /// Whether `addr`, a LAN address another peer passed on, lies in the
+    /// private block of one of our own LAN addresses.
+    pub(super) fn within_our_lan(&self, addr: SocketAddr) -> bool {
+        minimodel_wire::is_lan_addr(addr)
+            && self
+                .lan
+                .iter()
+                .any(|own| reachable_from(addr, canonical(own.ip())))
+    }
+
+    /// Asks the peer that told us of entry `key` to introduce us, when it
+    /// is still connected and the entry still wants a connection.
+    pub(super) fn ask_introduction(&mut self, key: EntryId, now: Instant) {
+        let Some(entry) = self.book.get(key) else {
+            return;
+        };
+        let (Some(target), Some(introducer)) = (entry.id, entry.introducer) else {
+            return;
+        };
+        if entry.source != Source::Exchange
+            || matches!(
+                entry.state,
+                EntryState::Connected(_) | EntryState::Banned | EntryState::Retired
+            )
+        {
+            return;
+        }
+        let Some(link) = self.link_of(&introducer) else {
+            return;
+        };
+        self.send(link, Message::Rendezvous { peer: target }, now);
+    }
+
+    /// The link to connected peer `id`, unless it is leaving.
+    fn link_of(&self, id: &PeerId) -> Option<LinkId> {
+        self.peers()
+            .find(|(_, peer)| peer.id == *id && !peer.leaving)
+            .map(|(link, _)| link)
+    }
+
+    /// A connected peer asks us to introduce it to `target`: a Connect to
+    /// each side (each naming the other and where we see the other's
+    /// connection come from, and its LAN addresses when both sides share
+    /// a public address), or a RendezvousFailed to the asker.
+    pub(super) fn handle_rendezvous(&mut self, from: LinkId, target: PeerId, now: Instant) {
+        let Some(asker) = self.peer(from) else {
+            return;
+        };
+        let asker_id = asker.id;
+        let failed = |reason| Message::RendezvousFailed {
+            peer: target,
+            reason,
+        };
+        if target == asker_id || target == self.local_id {
+            self.send(from, failed(RendezvousFailedReason::NoSelf), now);
+            return;
+        }
+        let Some(to) = self.link_of(&target) else {
+            self.send(from, failed(RendezvousFailedReason::NotConnected), now);
+            return;
+        };
+        let within_budget = self
+            .peer_mut(from)
+            .is_some_and(|asker| asker.introductions.try_take(1, now));
+        if !within_budget {
+            self.send(from, failed(RendezvousFailedReason::RateLimited), now);
+            return;
+        }
+        let (Some(asker), Some(other)) = (self.peer(from), self.peer(to)) else {
+            return;
+        };
+        let (to_asker, to_other) = (addresses_for(other, asker), addresses_for(asker, other));
+        if to_asker.is_empty() || to_other.is_empty() {
+            self.send(from, failed(RendezvousFailedReason::NotAllowed), now);
+            return;
+        }
+        self.send(
+            from,
+            Message::Connect {
+                peer: target,
+                addrs: to_asker,
+            },
+            now,
+        );
+        self.send(
+            to,
+            Message::Connect {
+                peer: asker_id,
+                addrs: to_other,
+            },
+            now,
+        );
+    }
+
+    /// The introducer on `from` says `peer` is dialing us from `addrs`:
+    /// dial it there now (whether or not we want more peers: our packets
+    /// are what opens our router for its). Ignored for ourselves, a banned
+    /// or connected peer, with every peer slot taken, for addresses
+    /// outside the introducer's scope (or a LAN address outside ours), and
+    /// beyond the introducer's budget.
+    pub(super) fn handle_connect(
+        &mut self,
+        from: LinkId,
+        peer: PeerId,
+        addrs: Vec<SocketAddr>,
+        now: Instant,
+    ) {
+        let Some(introducer) = self.peer(from) else {
+            return;
+        };
+        let seen_from = introducer.remote.ip();
+        let introducer = introducer.id;
+        if peer == self.local_id
+            || peer == introducer
+            || self.bans.contains(&peer)
+            || self.link_of(&peer).is_some()
+            || self.ended
+            || self.stopping
+        {
+            return;
+        }
+        let dialing = self
+            .links
+            .values()
+            .filter(|link| matches!(link, super::Link::Dialing { .. }))
+            .count();
+        if self.connected_count() + dialing >= self.config.max_peers {
+            return;
+        }
+        let usable: Vec<SocketAddr> = addrs
+            .into_iter()
+            .filter(|&addr| reachable_from(addr, seen_from) || self.within_our_lan(addr))
+            .take(minimodel_wire::MAX_CONNECT_ADDRS)
+            .collect();
+        if usable.is_empty() {
+            return;
+        }
+        let within_budget = self
+            .peer_mut(from)
+            .is_some_and(|introducer| introducer.exchange_budget.try_take(1, now));
+        if !within_budget {
+            return;
+        }
+        let Some(key) = self.book.learn(Some(peer), &usable, Source::Exchange, now) else {
+            return;
+        };
+        self.book.prefer(key, &usable);
+        let Some(entry) = self.book.get_mut(key) else {
+            return;
+        };
+        if !matches!(
+            entry.state,
+            EntryState::Waiting { .. } | EntryState::Retired
+        ) {
+            // Dialing it already (our own introduction crossed its), or
+            // banned.
+            return;
+        }
+        entry.introducer.get_or_insert(introducer);
+        entry.state = EntryState::Waiting { next_attempt: now };
+        self.dial_next_address(key, now);
+    }
+}
+
+/// Where `asker` is told to dial `target`: the address its connection to
+/// us comes from (its router's mapping, which its dials reuse), and its
+/// LAN addresses first when both share that public IP address; only
+/// addresses within the asker's scope; at most 4.
+fn addresses_for(target: &super::Peer, asker: &super::Peer) -> Vec<SocketAddr> {
+    let mut addrs = Vec::new();
+    let asker_ip = canonical(asker.remote.ip());
+    let target_ip = canonical(target.remote.ip());
+    if asker_ip == target_ip {
+        addrs.extend(target.lan.iter().copied());
+    }
+    let seen = SocketAddr::new(target_ip, target.remote.port());
+    if reachable_from(seen, asker_ip) && !addrs.contains(&seen) {
+        addrs.push(seen);
+    }
+    addrs.truncate(minimodel_wire::MAX_CONNECT_ADDRS);
+    addrs
+}
