@@ -168,6 +168,11 @@ pub(crate) struct Node {
     announcement: Option<crate::dht::Announcement>,
     /// The manifest file's bytes, for manifest queries.
     manifest: Option<Arc<[u8]>>,
+    /// A peer's Goodbye that came while uploads to it were still waiting
+    /// for their acknowledgement: the peer acknowledged them before it
+    /// said goodbye, so the core hears of them first (they end as soon as
+    /// the acknowledgement or the connection's end reaches their tasks).
+    held_goodbyes: BTreeMap<LinkId, minimodel_wire::Message>,
 }
 
 /// What [`Node::new`] needs.
@@ -251,6 +256,7 @@ impl Node {
             dht: None,
             announcement: None,
             manifest: parts.manifest.map(|(_, bytes)| bytes),
+            held_goodbyes: BTreeMap::new(),
         })
     }
 
@@ -461,7 +467,13 @@ impl Node {
         }
         match event {
             LinkEvent::Message(message) => {
-                if let Some(DriverLink::Up(handle, _)) = self.links.get(&link) {
+                if let Some(DriverLink::Up(handle, uploads)) = self.links.get(&link) {
+                    if matches!(message, minimodel_wire::Message::Goodbye { .. })
+                        && !uploads.is_empty()
+                    {
+                        self.held_goodbyes.insert(link, message);
+                        return;
+                    }
                     self.core.handle_rtt(link, handle.connection.rtt());
                 }
                 self.core.handle_message(link, message, now);
@@ -482,7 +494,20 @@ impl Node {
                 self.core.handle_piece_failed(link, chunk, end, now);
             }
             // The core answers with Close (a Goodbye first) or Abort.
-            LinkEvent::Closed(end) => self.core.handle_closed(link, end, now),
+            LinkEvent::Closed(end) => {
+                if let Some(goodbye) = self.held_goodbyes.remove(&link) {
+                    self.core.handle_message(link, goodbye, now);
+                }
+                self.core.handle_closed(link, end, now);
+            }
+        }
+    }
+
+    /// Hands the core a Goodbye held back for `link`'s uploads, once none
+    /// is left.
+    pub(super) fn release_goodbye(&mut self, link: LinkId, now: Instant) {
+        if let Some(goodbye) = self.held_goodbyes.remove(&link) {
+            self.core.handle_message(link, goodbye, now);
         }
     }
 
@@ -509,6 +534,7 @@ impl Node {
     /// Forgets the driver's side of a link: its uploads stop, its
     /// connection or attempt ends.
     fn drop_link(&mut self, link: LinkId) {
+        self.held_goodbyes.remove(&link);
         match self.links.remove(&link) {
             Some(DriverLink::Up(handle, uploads)) => {
                 uploads.values().for_each(AbortHandle::abort);
@@ -555,6 +581,7 @@ impl Node {
                 }
             }
             Action::Close { link, reason } => {
+                self.held_goodbyes.remove(&link);
                 if let Some(DriverLink::Up(handle, uploads)) = self.links.remove(&link) {
                     uploads.values().for_each(AbortHandle::abort);
                     handle.close(reason);
@@ -567,6 +594,9 @@ impl Node {
                 if let Some(DriverLink::Up(_, uploads)) = self.links.get_mut(&link) {
                     if let Some(task) = uploads.remove(&chunk.0) {
                         task.abort();
+                    }
+                    if uploads.is_empty() {
+                        self.release_goodbye(link, now);
                     }
                 }
             }
