@@ -600,6 +600,56 @@ def last_line(done, word):
     return lines[-1].strip() if lines else f"(exit {done.returncode})"
 
 
+def ticket_only(ctx, name, size=16 * MiB, timeout=120):
+    """`fetch TICKET` between hosts: a seeder on the internet prints its
+    ticket; a fetcher at home behind a cone NAT and one on another internet
+    host are given that one string and nothing else (run in directories of
+    their own, with no manifest or offer). Asserted: both fetch the
+    manifest from the seeder and then the artifact, with clean receipts
+    naming the manifest the ticket named; the seeder answered two manifest
+    queries."""
+    run_dir = ctx.scratch(name)
+    _, manifest, sha = ctx.artifact(size)
+    with ctx.lab(name) as lab:
+        seeder = lab.add_internet_host("s", cap=SEED_CAP)
+        house = lab.add_home("h", nat="cone", cap=HOME_UPLINK)
+        inside = house.add_host("h1")
+        outside = lab.add_internet_host("o")
+        lab.wait_reachable()
+        seed, _ = start_seeder(ctx, seeder, size, seeder.addr(PORT))
+        ticket = None
+        deadline = time.monotonic() + 10
+        while ticket is None and time.monotonic() < deadline:
+            events = json_events(seed, "ticket")
+            ticket = events[0]["ticket"] if events else None
+            time.sleep(0.02)
+        if ticket is None:
+            raise Failed(f"the seeder printed no ticket:\n{seed.tail()}")
+        fetches = []
+        for host in (inside, outside):
+            out = run_dir / host.name
+            out.mkdir(parents=True, exist_ok=True)
+            argv = [ctx.bin, "--json", "fetch", ticket, "-o", out, "--yes"]
+            fetches.append((host.popen(argv, "fetch-ticket"), out))
+        late = wait_all([p for p, _ in fetches], timeout)
+        queries = json_events(seed, "manifest-query")
+    problems = [f"{p.name} did not finish in {timeout} s" for p in late]
+    manifest_sha = sha256_file(manifest)
+    for proc, out in fetches:
+        receipt = check_download(proc, out, sha, problems)
+        if receipt and manifest_sha not in json.dumps(receipt):
+            problems.append(f"{proc.name}: the receipt does not name the manifest {manifest_sha}")
+    served = [q for q in queries if "refused" not in q]
+    if len(served) != 2:
+        problems.append(f"the seeder answered {len(served)} manifest queries, not 2: {queries}")
+    say(f"  ticket of {len(ticket)} characters; the seeder answered {len(served)} manifest "
+        f"queries; both fetches {'done' if not problems else 'NOT done'}")
+    ctx.results.append({"scenario": name, "ticket_len": len(ticket), "queries": len(queries),
+                        "ok": not problems})
+    shutil.rmtree(run_dir, ignore_errors=True)
+    fail_if(problems)
+
+
 # --- what the product must pass next ---------------------------------------------
 
 
@@ -669,10 +719,13 @@ SCENARIOS = {
     "homes-4x256-cone": lambda c, n: homes(c, n, 256 * MiB, "cone"),
     "homes-4x256-symmetric": lambda c, n: homes(c, n, 256 * MiB, "symmetric"),
     "neighbours-2x256": lambda c, n: homes(c, n, 256 * MiB, "cone", count=1, per_home=2),
+    "neighbours-2x32": lambda c, n: homes(c, n, 32 * MiB, "cone", count=1, per_home=2,
+                                          timeout=300),
     "lan-30x256": lambda c, n: lan(c, n, 30, 256 * MiB),
     "nat-behaviour": nat_behaviour,
     "upnp-router": upnp_router,
     "home-seeder-upnp": home_seeder_upnp,
+    "ticket-only": ticket_only,
 }
 
 # Scenarios that run with `--tool libtorrent` (or NAME:libtorrent) too.

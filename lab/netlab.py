@@ -703,6 +703,13 @@ class Home:
             raise LabError(f"miniupnpd already runs in {self.name}")
         stun_ip, stun_port = stun_host.stun
         lab = self.lab
+        # miniupnpd's check that no NAT is above it waits for answers from
+        # the STUN server's other address and port, which it never sent to:
+        # the router's firewall lets those in (a router with a public WAN
+        # address needs no such check).
+        stun_ips = ", ".join([stun_host.ip4, *stun_host.extra_ip4])
+        self.router.run(["nft", "insert", "rule", "inet", "filter", "input", "iifname", "wan",
+                         "ip", "saddr", f"{{ {stun_ips} }}", "accept"])
         conf = lab.logdir / f"{self.name}-miniupnpd.conf"
         conf.write_text(UPNP_CONF.format(
             http_port=http_port, stun_ip=stun_ip, stun_port=stun_port,
