@@ -311,6 +311,20 @@ pub enum Event {
         /// Why, in words.
         reason: String,
     },
+    /// Peers in different networks agree on the address they see this
+    /// node's connections come from (its router's outside address behind
+    /// a NAT); said again when it changes.
+    PublicAddress {
+        /// The IP address.
+        ip: String,
+        /// The one outside port they all see; absent when each sees
+        /// another (a symmetric NAT).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        port: Option<u16>,
+        /// How many different /24 (or /64) networks the reporting peers
+        /// are in.
+        prefixes: usize,
+    },
     /// A peer holding a ticket asked for the manifest, and was answered.
     ManifestQuery {
         /// Its id.

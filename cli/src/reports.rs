@@ -157,6 +157,22 @@ fn show(report: NodeReport, out: Output, progress: Option<&mut FetchProgress>) {
             }
             Event::Refused { addr, reason }
         }
+        NodeReport::PublicAddress { ip, port, prefixes } => {
+            match port {
+                Some(port) => tracing::info!(
+                    "peers in {prefixes} networks see this node at {}",
+                    std::net::SocketAddr::new(ip, port)
+                ),
+                None => tracing::info!(
+                    "peers in {prefixes} networks see this node at {ip}, each at another port (a symmetric NAT: peers behind other routers cannot get through to it)"
+                ),
+            }
+            Event::PublicAddress {
+                ip: ip.to_string(),
+                port,
+                prefixes,
+            }
+        }
         NodeReport::ManifestQuery {
             peer,
             addr,

@@ -14,6 +14,7 @@ pub mod ids;
 #[cfg(test)]
 pub(crate) mod netsim;
 pub mod node;
+pub mod observed;
 pub mod picker;
 pub mod report;
 pub mod rng;

@@ -489,6 +489,18 @@ pub enum NodeReport {
         #[serde(serialize_with = "display_refusal")]
         refused: Option<HelloRejectReason>,
     },
+    /// Peers in different prefixes agree on the address they see this
+    /// node's connections come from (its router's outside address when it
+    /// is behind a NAT); reported when that changes.
+    PublicAddress {
+        /// The IP address.
+        ip: std::net::IpAddr,
+        /// The one port they all see, or none when each sees another (a
+        /// symmetric NAT, which introductions do not get through).
+        port: Option<u16>,
+        /// How many different prefixes the reporting peers are in.
+        prefixes: usize,
+    },
     /// An incoming connection was turned away before its handshake.
     Turned {
         /// The other side.

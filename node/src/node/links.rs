@@ -528,6 +528,21 @@ impl NodeCore {
                 && *other != link)
         });
         self.links.insert(link, Link::Up(Box::new(peer)));
+        if let Some(observed) = up.hello.observed {
+            let before = self.observed.public();
+            self.observed.record(id, remote, observed);
+            let now_seen = self.observed.public();
+            if let Some(public) = now_seen.filter(|_| now_seen != before) {
+                self.reports.push_back(NodeReport::PublicAddress {
+                    ip: public.ip,
+                    port: match public.mapping {
+                        crate::observed::Mapping::OnePort(port) => Some(port),
+                        crate::observed::Mapping::PortPerPeer => None,
+                    },
+                    prefixes: public.prefixes,
+                });
+            }
+        }
         self.reports.push_back(NodeReport::PeerConnected {
             peer: id,
             addr: remote,

@@ -272,6 +272,8 @@ pub struct NodeCore {
     seed_after: bool,
     manifest_sha256: Option<[u8; 32]>,
     lan: Vec<SocketAddr>,
+    /// Where peers see our connections come from.
+    observed: crate::observed::Observations,
     rng: SplitMix64,
     next_link: u64,
     /// What this node has verified: the one record of it.
@@ -327,6 +329,7 @@ impl NodeCore {
             seed_after: start.seed_after,
             manifest_sha256: start.manifest_sha256,
             lan: start.lan,
+            observed: crate::observed::Observations::new(),
             rng: SplitMix64(start.seed ^ 0x6e6f_6465),
             next_link: 0,
             have: start.have,
@@ -555,6 +558,12 @@ impl NodeCore {
             return;
         }
         self.end(End::Stopped, now);
+    }
+
+    /// The public address peers agree they see this node at, if they do
+    /// (`crate::observed`).
+    pub fn public_address(&self) -> Option<crate::observed::PublicAddress> {
+        self.observed.public()
     }
 
     /// This node's id.

@@ -466,18 +466,34 @@ impl NodeCore {
         }
         self.last_exchange = now;
         // Each serving peer: its public entry, where it is seen, its LAN
-        // addresses.
+        // addresses. One that listens on LAN addresses but is seen at
+        // another IP address is behind a NAT router, which lets nothing in
+        // unasked: it is named where its connection comes from (its
+        // router's mapping), flagged VIA_RENDEZVOUS, so that the receiver
+        // asks us for an introduction at once instead of after a dial
+        // that cannot get through.
         let serving: Vec<(PeerEntry, IpAddr, Vec<SocketAddr>)> = self
             .peers()
             .filter_map(|(_, peer)| {
-                let addr = peer.listen?;
+                let listen = peer.listen?;
                 (peer.serving && !peer.leaving).then(|| {
-                    let entry = PeerEntry {
-                        id: peer.id,
-                        addr,
-                        flags: PeerFlags::default(),
+                    let at = canonical(peer.remote.ip());
+                    let behind_nat = !peer.lan.is_empty()
+                        && !peer.lan.iter().any(|lan| canonical(lan.ip()) == at);
+                    let entry = if behind_nat {
+                        PeerEntry {
+                            id: peer.id,
+                            addr: SocketAddr::new(at, peer.remote.port()),
+                            flags: PeerFlags::VIA_RENDEZVOUS,
+                        }
+                    } else {
+                        PeerEntry {
+                            id: peer.id,
+                            addr: listen,
+                            flags: PeerFlags::default(),
+                        }
                     };
-                    (entry, canonical(peer.remote.ip()), peer.lan.clone())
+                    (entry, at, peer.lan.clone())
                 })
             })
             .collect();

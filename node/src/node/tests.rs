@@ -68,6 +68,8 @@ struct Remote {
     listen: Option<SocketAddr>,
     /// The LAN addresses its Hello lists.
     lan: Vec<SocketAddr>,
+    /// Where its Hello says it sees us.
+    observed: Option<SocketAddr>,
 }
 
 impl Remote {
@@ -81,6 +83,7 @@ impl Remote {
             serving: true,
             listen: Some(addr),
             lan: Vec::new(),
+            observed: None,
         }
     }
 
@@ -93,6 +96,7 @@ impl Remote {
             serving: false,
             listen: None,
             lan: Vec::new(),
+            observed: None,
         }
     }
 
@@ -116,6 +120,7 @@ impl Remote {
     fn side(&self, swarm: &SwarmIdentity) -> Side {
         let mut hello = testing::hello(swarm, self.serving, self.listen);
         hello.lan = self.lan.clone();
+        hello.observed = self.observed;
         Side {
             id: self.id,
             addr: self.addr,

@@ -118,10 +118,11 @@ impl NodeCore {
 
     /// The introducer on `from` says `peer` is dialing us from `addrs`:
     /// dial it there now (whether or not we want more peers: our packets
-    /// are what opens our router for its). Ignored for ourselves, a banned
-    /// or connected peer, with every peer slot taken, for addresses
-    /// outside the introducer's scope (or a LAN address outside ours), and
-    /// beyond the introducer's budget.
+    /// are what opens our router for its), even with every peer slot taken
+    /// (the link may then take one more: the exchange dials' limit bounds
+    /// how many). Ignored for ourselves, a banned or connected peer, for
+    /// addresses outside the introducer's scope (or a LAN address outside
+    /// ours), and beyond the introducer's budget.
     pub(super) fn handle_connect(
         &mut self,
         from: LinkId,
@@ -141,14 +142,6 @@ impl NodeCore {
             || self.ended
             || self.stopping
         {
-            return;
-        }
-        let dialing = self
-            .links
-            .values()
-            .filter(|link| matches!(link, super::Link::Dialing { .. }))
-            .count();
-        if self.connected_count() + dialing >= self.config.max_peers {
             return;
         }
         let usable: Vec<SocketAddr> = addrs

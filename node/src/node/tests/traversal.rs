@@ -66,6 +66,10 @@ fn peers_behind_one_router_hear_of_each_others_lan_addresses_and_nobody_else_doe
     h.take();
     h.advance(250);
     let actions = h.take();
+    // A peer behind a router is named where its connection comes from,
+    // to be reached through an introduction; one that listens where it
+    // is seen, plainly.
+    let behind = |r: &Remote| entry(r.id, &r.addr.to_string(), PeerFlags::VIA_RENDEZVOUS);
     let public = |r: &Remote| entry(r.id, &r.addr.to_string(), PeerFlags::default());
     let lan = |r: &Remote, addr: &str| entry(r.id, addr, PeerFlags::LAN);
     assert_eq!(
@@ -73,23 +77,23 @@ fn peers_behind_one_router_hear_of_each_others_lan_addresses_and_nobody_else_doe
         [
             lan(&b, "192.168.1.3:5002"),
             lan(&b, "[fd00::3]:5002"),
-            public(&c),
+            behind(&c),
             public(&d)
         ]
     );
     assert_eq!(
         told(&actions, links[1]),
-        [lan(&a, "192.168.1.2:5001"), public(&c), public(&d)]
+        [lan(&a, "192.168.1.2:5001"), behind(&c), public(&d)]
     );
     // Another home hears only public addresses: 192.168.1.2 there is
     // another host.
     assert_eq!(
         told(&actions, links[2]),
-        [public(&a), public(&b), public(&d)]
+        [behind(&a), behind(&b), public(&d)]
     );
     assert_eq!(
         told(&actions, links[3]),
-        [public(&a), public(&b), public(&c)]
+        [behind(&a), behind(&b), behind(&c)]
     );
 }
 
@@ -260,4 +264,69 @@ fn a_seeder_told_to_connect_dials_though_it_wants_no_peers() {
         h.now,
     );
     assert!(dials(&h.take()).is_empty());
+}
+
+#[test]
+fn a_peer_named_via_rendezvous_is_dialed_and_introduced_at_once() {
+    let mut h = Harness::new(Kind::Fetch, 8, NodeConfig::default());
+    let seeder = Remote::seeder(1, "81.0.0.9:4433", 8);
+    let introducer = h.connect_out(&seeder);
+    h.take();
+    let home = testing::peer_id(2);
+    h.core.handle_message(
+        introducer,
+        Message::Peers {
+            entries: vec![entry(home, "82.2.2.2:61000", PeerFlags::VIA_RENDEZVOUS)],
+        },
+        h.now,
+    );
+    let actions = h.take();
+    let dialed: Vec<(SocketAddr, Option<PeerId>)> = dials(&actions)
+        .into_iter()
+        .map(|dial| (dial.addr, dial.peer))
+        .collect();
+    // Our own dial opens our router; the introduction makes it dial us.
+    assert_eq!(dialed, [(sa("82.2.2.2:61000"), Some(home))]);
+    assert!(
+        messages_to(&actions, introducer).contains(&Message::Rendezvous { peer: home }),
+        "{actions:?}"
+    );
+    // Its Connect while our dial runs adds no second dial.
+    h.core.handle_message(
+        introducer,
+        Message::Connect {
+            peer: home,
+            addrs: vec![sa("82.2.2.2:61000")],
+        },
+        h.now,
+    );
+    assert!(dials(&h.take()).is_empty());
+}
+
+#[test]
+fn peers_in_two_networks_agreeing_on_where_they_see_us_make_our_public_address() {
+    let mut h = Harness::new(Kind::Seeder, 8, NodeConfig::default());
+    let seeing = |n: u8, addr: &str, observed: &str| Remote {
+        observed: Some(sa(observed)),
+        ..Remote::fetcher(n, addr, 8)
+    };
+    let public = |h: &mut Harness| {
+        h.take_reports()
+            .into_iter()
+            .filter_map(|report| match report {
+                NodeReport::PublicAddress { ip, port, prefixes } => Some((ip, port, prefixes)),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    h.connect_in(&seeing(1, "81.1.1.1:5001", "203.0.113.5:4433"));
+    h.connect_in(&seeing(2, "81.1.1.2:5001", "203.0.113.5:4433"));
+    assert!(public(&mut h).is_empty(), "one network is one voice");
+    assert_eq!(h.core.public_address(), None);
+    h.connect_in(&seeing(3, "82.2.2.2:5001", "203.0.113.5:4433"));
+    let ip: std::net::IpAddr = "203.0.113.5".parse().unwrap();
+    assert_eq!(public(&mut h), [(ip, Some(4433), 2)]);
+    // Another network sees another port: a port per peer.
+    h.connect_in(&seeing(4, "83.3.3.3:5001", "203.0.113.5:61000"));
+    assert_eq!(public(&mut h), [(ip, None, 3)]);
 }
