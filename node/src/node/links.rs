@@ -521,6 +521,7 @@ impl NodeCore {
                 .take(minimodel_wire::MAX_LAN_ADDRS)
                 .collect(),
             introductions: exchange_budget(&self.config, now),
+            observed_us: up.hello.observed.map(minimodel_wire::canonical_addr),
         };
         self.links.retain(|other, state| {
             // Dials to this peer's other addresses lose.
@@ -528,7 +529,9 @@ impl NodeCore {
                 && *other != link)
         });
         self.links.insert(link, Link::Up(Box::new(peer)));
-        if let Some(observed) = up.hello.observed {
+        // Only a peer we dialed sees our outgoing mapping (one that dialed
+        // us names the address it dialed).
+        if let Some(observed) = up.hello.observed.filter(|_| dialed) {
             let before = self.observed.public();
             self.observed.record(id, remote, observed);
             let now_seen = self.observed.public();
@@ -1109,12 +1112,19 @@ impl NodeCore {
             else {
                 continue;
             };
+            let via = entry.flags.contains(PeerFlags::VIA_RENDEZVOUS);
             if let Some(learned) = self.book.get_mut(key) {
                 learned.introducer.get_or_insert(introducer);
+                // It takes no connection it did not ask for: not dialed
+                // cold (its introduction makes both sides dial), unless no
+                // introduction comes within a dial's deadline.
+                if via && learned.addrs.len() == 1 {
+                    learned.state = EntryState::Waiting {
+                        next_attempt: now + self.config.unverified_dial_timeout,
+                    };
+                }
             }
-            // It takes no connection it did not ask for: ask the sender to
-            // introduce us at once (and dial too, which opens our side).
-            if entry.flags.contains(PeerFlags::VIA_RENDEZVOUS) && !introductions.contains(&key) {
+            if via && !introductions.contains(&key) {
                 introductions.push(key);
             }
         }

@@ -227,6 +227,8 @@ struct Peer {
     lan: Vec<SocketAddr>,
     /// Introductions it may still ask of us (Rendezvous).
     introductions: TokenBucket,
+    /// Where its Hello says it sees our connection come from.
+    observed_us: Option<SocketAddr>,
 }
 
 /// How a node starts.
@@ -254,9 +256,9 @@ pub struct NodeStart {
     /// SHA-256 of the manifest file this node hands out to a manifest
     /// query (a ticket's holder), when it has one to hand out.
     pub manifest_sha256: Option<[u8; 32]>,
-    /// Where it listens on its own local network(s) (LAN addresses, as
-    /// its Hello lists them): a LAN address a peer passes on is dialed
-    /// only within the private block of one of these.
+    /// Its own LAN addresses (as its Hello lists them when it listens;
+    /// port 0 when it does not): a LAN address a peer passes on is dialed
+    /// only within the network (/24, /64) of one of these.
     pub lan: Vec<SocketAddr>,
 }
 

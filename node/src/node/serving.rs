@@ -458,7 +458,7 @@ impl NodeCore {
     /// address to peers on the same private network). A peer seen at the
     /// same IP address as the receiver (behind the same NAT, which seldom
     /// loops back its own public address) is named by its LAN addresses
-    /// instead, flagged LAN, when its Hello lists any
+    /// first, flagged LAN, when its Hello lists any
     /// (`docs/wire-protocol.md` 7.1 and 7.10).
     pub(super) fn exchange_peers(&mut self, now: Instant) {
         if now.saturating_duration_since(self.last_exchange) < self.config.peer_exchange_every {
@@ -511,13 +511,17 @@ impl NodeCore {
                 if public.id == peer.id || peer.told.contains(&public.id) {
                     continue;
                 }
-                if *at == seen_at && !lan.is_empty() {
+                if *at == seen_at {
                     entries.extend(lan.iter().map(|&addr| PeerEntry {
                         id: public.id,
                         addr,
                         flags: PeerFlags::LAN,
                     }));
-                } else if reachable_from(public.addr, seen_at) {
+                }
+                // The public entry too (after the LAN ones): a receiver
+                // that cannot use LAN addresses (it does not know its own
+                // network) still hears of the peer.
+                if reachable_from(public.addr, seen_at) {
                     entries.push(*public);
                 }
             }

@@ -17,19 +17,19 @@ use std::time::Instant;
 use minimodel_wire::{Message, PeerId, RendezvousFailedReason};
 
 use super::NodeCore;
-use crate::address::{canonical, reachable_from};
+use crate::address::{Prefix, canonical, reachable_from};
 use crate::book::{EntryId, EntryState, Source};
 use crate::ids::LinkId;
 
 impl NodeCore {
     /// Whether `addr`, a LAN address another peer passed on, lies in the
-    /// private block of one of our own LAN addresses.
+    /// network (the /24, or the /64) of one of our own LAN addresses.
     pub(super) fn within_our_lan(&self, addr: SocketAddr) -> bool {
         minimodel_wire::is_lan_addr(addr)
             && self
                 .lan
                 .iter()
-                .any(|own| reachable_from(addr, canonical(own.ip())))
+                .any(|own| Prefix::of(own.ip()) == Prefix::of(addr.ip()))
     }
 
     /// Asks the peer that told us of entry `key` to introduce us, when it
@@ -134,6 +134,10 @@ impl NodeCore {
             return;
         };
         let seen_from = introducer.remote.ip();
+        // Where the introducer sees us: LAN addresses are for a peer behind
+        // that same public address, and only a Connect that also names
+        // one there says it is.
+        let our_public = introducer.observed_us.map(|addr| canonical(addr.ip()));
         let introducer = introducer.id;
         if peer == self.local_id
             || peer == introducer
@@ -144,17 +148,39 @@ impl NodeCore {
         {
             return;
         }
+        let neighbour = our_public.is_some_and(|ours| {
+            addrs
+                .iter()
+                .any(|addr| !minimodel_wire::is_lan_addr(*addr) && canonical(addr.ip()) == ours)
+        });
         let usable: Vec<SocketAddr> = addrs
             .into_iter()
-            .filter(|&addr| reachable_from(addr, seen_from) || self.within_our_lan(addr))
+            .filter(|&addr| {
+                if minimodel_wire::is_lan_addr(addr) {
+                    neighbour && self.within_our_lan(addr)
+                } else {
+                    reachable_from(addr, seen_from)
+                }
+            })
             .take(minimodel_wire::MAX_CONNECT_ADDRS)
             .collect();
         if usable.is_empty() {
             return;
         }
-        let within_budget = self
-            .peer_mut(from)
-            .is_some_and(|introducer| introducer.exchange_budget.try_take(1, now));
+        // A peer we know otherwise (the user named it, or it is being
+        // dialed, retired or banned) keeps its entry as it is.
+        if let Some(known) = self.book.find_id(&peer).and_then(|key| self.book.get(key)) {
+            if known.source != Source::Exchange
+                || !matches!(known.state, EntryState::Waiting { .. })
+            {
+                return;
+            }
+        }
+        let within_budget = self.peer_mut(from).is_some_and(|introducer| {
+            introducer
+                .exchange_budget
+                .try_take(usable.len() as u64, now)
+        });
         if !within_budget {
             return;
         }
@@ -165,14 +191,6 @@ impl NodeCore {
         let Some(entry) = self.book.get_mut(key) else {
             return;
         };
-        if !matches!(
-            entry.state,
-            EntryState::Waiting { .. } | EntryState::Retired
-        ) {
-            // Dialing it already (our own introduction crossed its), or
-            // banned.
-            return;
-        }
         entry.introducer.get_or_insert(introducer);
         entry.state = EntryState::Waiting { next_attempt: now };
         self.dial_next_address(key, now);
@@ -188,7 +206,10 @@ fn addresses_for(target: &super::Peer, asker: &super::Peer) -> Vec<SocketAddr> {
     let asker_ip = canonical(asker.remote.ip());
     let target_ip = canonical(target.remote.ip());
     if asker_ip == target_ip {
-        addrs.extend(target.lan.iter().copied());
+        // One slot stays for the public address, which tells the asker
+        // that the LAN ones are behind its own router.
+        let room = minimodel_wire::MAX_CONNECT_ADDRS - 1;
+        addrs.extend(target.lan.iter().copied().take(room));
     }
     let seen = SocketAddr::new(target_ip, target.remote.port());
     if reachable_from(seen, asker_ip) && !addrs.contains(&seen) {

@@ -339,15 +339,11 @@ pub(super) fn on_done(node: &mut Node, done: JobDone, now: Instant) {
             chunk,
             outcome,
         } => {
-            let mut last = false;
             if let Some(DriverLink::Up(_, uploads)) = node.links.get_mut(&link) {
                 uploads.remove(&chunk.0);
-                last = uploads.is_empty();
             }
             node.core.handle_upload_done(link, chunk, outcome, now);
-            if last {
-                node.release_goodbye(link, now);
-            }
+            node.release_goodbye(link, Some(chunk.0), now);
         }
         JobDone::Trailing(hashed) => node.core.handle_trailing(hashed, now),
         JobDone::Checkpointed(result) => node.core.handle_checkpointed(result, now),

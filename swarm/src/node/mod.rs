@@ -12,7 +12,7 @@
 mod connect;
 mod jobs;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -172,7 +172,9 @@ pub(crate) struct Node {
     /// for their acknowledgement: the peer acknowledged them before it
     /// said goodbye, so the core hears of them first (they end as soon as
     /// the acknowledgement or the connection's end reaches their tasks).
-    held_goodbyes: BTreeMap<LinkId, minimodel_wire::Message>,
+    /// With the chunks whose uploads it waits for (those under way when it
+    /// came: uploads the core starts meanwhile do not hold it longer).
+    held_goodbyes: BTreeMap<LinkId, (minimodel_wire::Message, BTreeSet<u32>)>,
 }
 
 /// What [`Node::new`] needs.
@@ -225,16 +227,29 @@ impl Node {
                     .unwrap_or_default()
             })
             .unwrap_or_default();
+        // A node that does not listen still knows its own networks, to
+        // tell which LAN addresses it is told of are inside them.
+        let networks = if listen.is_some() {
+            lan.clone()
+        } else {
+            crate::addrs::interface_ips()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|ip| SocketAddr::new(ip, 0))
+                .filter(|addr| minimodel_wire::is_lan_addr(SocketAddr::new(addr.ip(), 1)))
+                .take(minimodel_wire::MAX_LAN_ADDRS)
+                .collect()
+        };
         let local = LocalHello {
             swarm: parts.swarm,
             serving: parts.start.serve,
             listen,
             agent: parts.config.agent.clone(),
-            lan: lan.clone(),
+            lan,
         };
         let mut start = parts.start;
         start.listen = listen.is_some();
-        start.lan = lan;
+        start.lan = networks;
         let core = NodeCore::new(parts.config.core.clone(), start, Instant::now());
         let (sender, events) = mpsc::channel(1024);
         let (link_sender, link_events) = mpsc::channel(1024);
@@ -471,7 +486,8 @@ impl Node {
                     if matches!(message, minimodel_wire::Message::Goodbye { .. })
                         && !uploads.is_empty()
                     {
-                        self.held_goodbyes.insert(link, message);
+                        let waiting = uploads.keys().copied().collect();
+                        self.held_goodbyes.insert(link, (message, waiting));
                         return;
                     }
                     self.core.handle_rtt(link, handle.connection.rtt());
@@ -495,18 +511,26 @@ impl Node {
             }
             // The core answers with Close (a Goodbye first) or Abort.
             LinkEvent::Closed(end) => {
-                if let Some(goodbye) = self.held_goodbyes.remove(&link) {
-                    self.core.handle_message(link, goodbye, now);
-                }
+                self.release_goodbye(link, None, now);
                 self.core.handle_closed(link, end, now);
             }
         }
     }
 
-    /// Hands the core a Goodbye held back for `link`'s uploads, once none
-    /// is left.
-    pub(super) fn release_goodbye(&mut self, link: LinkId, now: Instant) {
-        if let Some(goodbye) = self.held_goodbyes.remove(&link) {
+    /// Hands the core a Goodbye held back for `link`'s uploads once the
+    /// upload of `chunk` ended and none it waits for is left (`None`: now,
+    /// whatever is left).
+    pub(super) fn release_goodbye(&mut self, link: LinkId, chunk: Option<u32>, now: Instant) {
+        let Some((_, waiting)) = self.held_goodbyes.get_mut(&link) else {
+            return;
+        };
+        if let Some(chunk) = chunk {
+            waiting.remove(&chunk);
+            if !waiting.is_empty() {
+                return;
+            }
+        }
+        if let Some((goodbye, _)) = self.held_goodbyes.remove(&link) {
             self.core.handle_message(link, goodbye, now);
         }
     }
@@ -576,6 +600,9 @@ impl Node {
                     _ => true,
                 };
                 if !sent {
+                    // A Goodbye it sent comes first: it left, it did not
+                    // stop reading.
+                    self.release_goodbye(link, None, now);
                     self.drop_link(link);
                     self.core.handle_closed(link, LinkEnd::NotReading, now);
                 }
@@ -595,9 +622,7 @@ impl Node {
                     if let Some(task) = uploads.remove(&chunk.0) {
                         task.abort();
                     }
-                    if uploads.is_empty() {
-                        self.release_goodbye(link, now);
-                    }
+                    self.release_goodbye(link, Some(chunk.0), now);
                 }
             }
             Action::MeasureSent { link } => {

@@ -77,13 +77,19 @@ fn peers_behind_one_router_hear_of_each_others_lan_addresses_and_nobody_else_doe
         [
             lan(&b, "192.168.1.3:5002"),
             lan(&b, "[fd00::3]:5002"),
+            behind(&b),
             behind(&c),
             public(&d)
         ]
     );
     assert_eq!(
         told(&actions, links[1]),
-        [lan(&a, "192.168.1.2:5001"), behind(&c), public(&d)]
+        [
+            lan(&a, "192.168.1.2:5001"),
+            behind(&a),
+            behind(&c),
+            public(&d)
+        ]
     );
     // Another home hears only public addresses: 192.168.1.2 there is
     // another host.
@@ -110,8 +116,9 @@ fn a_lan_address_is_dialed_only_inside_our_own_network() {
         link,
         Message::Peers {
             entries: vec![
-                entry(neighbour, "192.168.4.5:4433", PeerFlags::LAN),
+                entry(neighbour, "192.168.7.5:4433", PeerFlags::LAN),
                 entry(elsewhere, "10.1.1.5:4433", PeerFlags::LAN),
+                entry(testing::peer_id(4), "192.168.4.5:4433", PeerFlags::LAN),
             ],
         },
         h.now,
@@ -120,7 +127,7 @@ fn a_lan_address_is_dialed_only_inside_our_own_network() {
         .into_iter()
         .map(|dial| (dial.addr, dial.peer))
         .collect();
-    assert_eq!(dialed, [(sa("192.168.4.5:4433"), Some(neighbour))]);
+    assert_eq!(dialed, [(sa("192.168.7.5:4433"), Some(neighbour))]);
 }
 
 #[test]
@@ -281,17 +288,27 @@ fn a_peer_named_via_rendezvous_is_dialed_and_introduced_at_once() {
         h.now,
     );
     let actions = h.take();
-    let dialed: Vec<(SocketAddr, Option<PeerId>)> = dials(&actions)
-        .into_iter()
-        .map(|dial| (dial.addr, dial.peer))
-        .collect();
-    // Our own dial opens our router; the introduction makes it dial us.
-    assert_eq!(dialed, [(sa("82.2.2.2:61000"), Some(home))]);
+    // Not dialed cold: the introduction makes both sides dial at once.
+    assert!(dials(&actions).is_empty(), "{actions:?}");
     assert!(
         messages_to(&actions, introducer).contains(&Message::Rendezvous { peer: home }),
         "{actions:?}"
     );
-    // Its Connect while our dial runs adds no second dial.
+    h.advance(20);
+    h.core.handle_message(
+        introducer,
+        Message::Connect {
+            peer: home,
+            addrs: vec![sa("82.2.2.2:61000")],
+        },
+        h.now,
+    );
+    let punched: Vec<(SocketAddr, Option<PeerId>)> = dials(&h.take())
+        .into_iter()
+        .map(|dial| (dial.addr, dial.peer))
+        .collect();
+    assert_eq!(punched, [(sa("82.2.2.2:61000"), Some(home))]);
+    // The same Connect again while that dial runs: nothing more.
     h.core.handle_message(
         introducer,
         Message::Connect {
@@ -305,10 +322,10 @@ fn a_peer_named_via_rendezvous_is_dialed_and_introduced_at_once() {
 
 #[test]
 fn peers_in_two_networks_agreeing_on_where_they_see_us_make_our_public_address() {
-    let mut h = Harness::new(Kind::Seeder, 8, NodeConfig::default());
+    let mut h = Harness::new(Kind::ServingFetch, 8, NodeConfig::default());
     let seeing = |n: u8, addr: &str, observed: &str| Remote {
         observed: Some(sa(observed)),
-        ..Remote::fetcher(n, addr, 8)
+        ..Remote::seeder(n, addr, 8).lacking_last()
     };
     let public = |h: &mut Harness| {
         h.take_reports()
@@ -319,14 +336,56 @@ fn peers_in_two_networks_agreeing_on_where_they_see_us_make_our_public_address()
             })
             .collect::<Vec<_>>()
     };
-    h.connect_in(&seeing(1, "81.1.1.1:5001", "203.0.113.5:4433"));
-    h.connect_in(&seeing(2, "81.1.1.2:5001", "203.0.113.5:4433"));
+    // One that dialed us names the address it dialed: not counted.
+    h.connect_in(&seeing(5, "84.4.4.4:5001", "203.0.113.9:4433"));
+    h.connect_in(&seeing(6, "85.5.5.5:5001", "203.0.113.9:4433"));
+    assert!(public(&mut h).is_empty(), "peers that dialed us");
+    h.connect_out(&seeing(1, "81.1.1.1:5001", "203.0.113.5:4433"));
+    h.connect_out(&seeing(2, "81.1.1.2:5001", "203.0.113.5:4433"));
     assert!(public(&mut h).is_empty(), "one network is one voice");
     assert_eq!(h.core.public_address(), None);
-    h.connect_in(&seeing(3, "82.2.2.2:5001", "203.0.113.5:4433"));
+    h.connect_out(&seeing(3, "82.2.2.2:5001", "203.0.113.5:4433"));
     let ip: std::net::IpAddr = "203.0.113.5".parse().unwrap();
     assert_eq!(public(&mut h), [(ip, Some(4433), 2)]);
     // Another network sees another port: a port per peer.
-    h.connect_in(&seeing(4, "83.3.3.3:5001", "203.0.113.5:61000"));
+    h.connect_out(&seeing(4, "83.3.3.3:5001", "203.0.113.5:61000"));
     assert_eq!(public(&mut h), [(ip, None, 3)]);
+}
+
+#[test]
+fn lan_addresses_in_a_connect_are_dialed_only_for_a_peer_behind_our_own_router() {
+    let mut h = Harness::new(Kind::Fetch, 8, NodeConfig::default());
+    // The introducer sees us at our router's address.
+    let seeder = Remote {
+        observed: Some(sa(OUR_ADDR)),
+        ..Remote::seeder(1, "81.0.0.9:4433", 8)
+    };
+    let introducer = h.connect_out(&seeder);
+    h.take();
+    let connect = |h: &mut Harness, n: u8, addrs: &[&str]| {
+        h.core.handle_message(
+            introducer,
+            Message::Connect {
+                peer: testing::peer_id(n),
+                addrs: addrs.iter().map(|a| sa(a)).collect(),
+            },
+            h.now,
+        );
+        dials(&h.take())
+            .into_iter()
+            .map(|dial| dial.addr)
+            .collect::<Vec<_>>()
+    };
+    // A LAN address alone, or beside a public address that is not ours:
+    // a peer behind another router, whose LAN means nothing here.
+    assert!(connect(&mut h, 2, &["192.168.7.9:5000"]).is_empty());
+    assert_eq!(
+        connect(&mut h, 3, &["192.168.7.9:5000", "82.2.2.2:5000"]),
+        [sa("82.2.2.2:5000")]
+    );
+    // Beside our own public address: a neighbour, dialed on the LAN first.
+    assert_eq!(
+        connect(&mut h, 4, &["192.168.7.9:5000", "81.0.0.1:5000"]),
+        [sa("192.168.7.9:5000")]
+    );
 }
