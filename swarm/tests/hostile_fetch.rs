@@ -545,3 +545,85 @@ async fn peers_announced_one_at_a_time_are_all_dialed() {
         "{dials} dials from {messages} messages of one peer each"
     );
 }
+
+/// A peer that answers every manifest query with `answer` (whatever was
+/// asked), then closes: a liar about a ticket's manifest.
+fn lying_manifest_server(answer: Vec<u8>) -> minimodel_wire::PeerAddr {
+    use minimodel_swarm::transport::{self, Identity, TransportTuning};
+    let identity = std::sync::Arc::new(Identity::generate().expect("a key"));
+    let tuning = TransportTuning::default();
+    let endpoint = common::hostile::endpoint_on([127, 0, 0, 1].into(), &identity, &tuning);
+    let peer = minimodel_wire::PeerAddr {
+        id: identity.peer_id(),
+        addr: endpoint.local_addr().expect("bound"),
+    };
+    tokio::spawn(async move {
+        while let Some(incoming) = endpoint.accept().await {
+            let Ok((connection, _)) = transport::accept(incoming, &identity, &tuning).await else {
+                continue;
+            };
+            let Ok((mut send, recv)) = connection.accept_bi().await else {
+                continue;
+            };
+            let mut reader = common::hostile::ControlReader::new(recv);
+            let asked = reader.recv(std::time::Duration::from_secs(5)).await;
+            assert!(
+                matches!(
+                    asked,
+                    Ok(Some(minimodel_wire::Message::ManifestRequest { .. }))
+                ),
+                "{asked:?}"
+            );
+            let mut frame = bytes::BytesMut::new();
+            minimodel_wire::Message::Manifest {
+                bytes: answer.clone(),
+            }
+            .encode(&mut frame)
+            .expect("a manifest under its cap");
+            let _ = send.write_all(&frame).await;
+            let _ = send.finish();
+            let _ = send.stopped().await;
+        }
+    });
+    peer
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_answers_a_ticket_with_other_bytes_is_not_believed() {
+    let dir = tempfile::tempdir().unwrap();
+    let artifact = common::artifact(dir.path(), "ticketed", 1 << 20, 256 << 10);
+    let text = artifact.manifest.to_text().into_bytes();
+    let digest = minimodel_verifier::Sha256Digest::of(&text);
+    // The liar sends a manifest (this one, changed by one byte) for it.
+    let mut forged = text.clone();
+    let last = forged.len() - 2;
+    forged[last] ^= 1;
+    let liar = lying_manifest_server(forged);
+    // An honest seeder of the real one.
+    let honest = common::nodes::RunningSeeder::start(&artifact, common::nodes::listen_config());
+    let peers = |list: &[&minimodel_wire::PeerAddr]| {
+        list.iter()
+            .map(|peer| minimodel_swarm::peers::PeerAddrs {
+                id: peer.id,
+                addrs: vec![peer.addr],
+            })
+            .collect::<Vec<_>>()
+    };
+    let identity = minimodel_swarm::transport::Identity::generate().unwrap();
+    let tuning = minimodel_swarm::transport::TransportTuning::default();
+    let wait = std::time::Duration::from_secs(10);
+    let only_liar = minimodel_swarm::ticket::Ticket::new(digest, None, peers(&[&liar])).unwrap();
+    let error = minimodel_swarm::app::ticket::manifest_of(&only_liar, &identity, &tuning, wait)
+        .await
+        .expect_err("the liar's bytes do not have the ticket's digest");
+    assert!(error.wrong_bytes, "{error}");
+    assert_eq!(error.tried.len(), 1);
+    // With an honest peer after it, the honest bytes are the answer.
+    let both =
+        minimodel_swarm::ticket::Ticket::new(digest, None, peers(&[&liar, &honest.peer])).unwrap();
+    let got = minimodel_swarm::app::ticket::manifest_of(&both, &identity, &tuning, wait)
+        .await
+        .expect("the honest peer answers");
+    assert_eq!(&got.bytes[..], &text[..]);
+    assert_eq!(got.from, honest.peer);
+}
