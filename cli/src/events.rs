@@ -325,6 +325,25 @@ pub enum Event {
         /// are in.
         prefixes: usize,
     },
+    /// A step of getting through to a peer behind a router: `asked` (an
+    /// introduction was asked of `via`), `dialing` (its Connect came),
+    /// or why `via` would not introduce (`NotConnected`, `NoSelf`,
+    /// `RateLimited`, `NotAllowed`, `NoSupport`).
+    Introduction {
+        /// The peer to get through to.
+        peer: String,
+        /// The introducer.
+        via: String,
+        /// The step.
+        step: String,
+    },
+    /// This node introduced two of its peers to each other.
+    Introduced {
+        /// The peer that asked.
+        asker: String,
+        /// The peer it asked for.
+        target: String,
+    },
     /// A peer holding a ticket asked for the manifest, and was answered.
     ManifestQuery {
         /// Its id.

@@ -173,6 +173,29 @@ fn show(report: NodeReport, out: Output, progress: Option<&mut FetchProgress>) {
                 prefixes,
             }
         }
+        NodeReport::Introduction { peer, via, step } => {
+            let short =
+                |id: &minimodel_wire::PeerId| id.to_string().chars().take(10).collect::<String>();
+            tracing::info!(
+                "getting through to {} via {}: {step}",
+                short(&peer),
+                short(&via)
+            );
+            Event::Introduction {
+                peer: peer.to_string(),
+                via: via.to_string(),
+                step,
+            }
+        }
+        NodeReport::Introduced { asker, target } => {
+            let short =
+                |id: &minimodel_wire::PeerId| id.to_string().chars().take(10).collect::<String>();
+            tracing::info!("introduced {} to {}", short(&asker), short(&target));
+            Event::Introduced {
+                asker: asker.to_string(),
+                target: target.to_string(),
+            }
+        }
         NodeReport::ManifestQuery {
             peer,
             addr,

@@ -477,6 +477,28 @@ pub enum NodeReport {
         #[serde(serialize_with = "display")]
         reason: LinkEnd,
     },
+    /// A step of getting through to a peer behind a router
+    /// (`docs/swarm.md`, "Through NAT routers").
+    Introduction {
+        /// The peer to get through to.
+        #[serde(serialize_with = "display")]
+        peer: PeerId,
+        /// The peer that introduces (or was asked to).
+        #[serde(serialize_with = "display")]
+        via: PeerId,
+        /// `asked` (we sent a Rendezvous), `dialing` (its Connect came and
+        /// we dial), or why it would not introduce us.
+        step: String,
+    },
+    /// We introduced two of our peers to each other (a Connect to each).
+    Introduced {
+        /// The peer that asked.
+        #[serde(serialize_with = "display")]
+        asker: PeerId,
+        /// The peer it asked for.
+        #[serde(serialize_with = "display")]
+        target: PeerId,
+    },
     /// An incoming connection asked for a manifest by its SHA-256 (a
     /// manifest query: someone holding a ticket), and was answered.
     ManifestQuery {

@@ -83,7 +83,9 @@ impl NodeCore {
             ControlEvent::Connect { peer, addrs } => self.handle_connect(link, peer, addrs, now),
             // The introduction will not come: the entry waits for its
             // back-off as after any failed dial.
-            ControlEvent::RendezvousFailed { .. } => {}
+            ControlEvent::RendezvousFailed { peer, reason } => {
+                self.handle_rendezvous_failed(link, peer, reason);
+            }
             // ManifestRequest and Manifest open and answer a manifest
             // query: the control stream refuses them on a swarm session.
             ControlEvent::KeepAlive

@@ -20,6 +20,7 @@ use super::NodeCore;
 use crate::address::{Prefix, canonical, reachable_from};
 use crate::book::{EntryId, EntryState, Source};
 use crate::ids::LinkId;
+use crate::report::NodeReport;
 
 impl NodeCore {
     /// Whether `addr`, a LAN address another peer passed on, lies in the
@@ -53,6 +54,11 @@ impl NodeCore {
             return;
         };
         self.send(link, Message::Rendezvous { peer: target }, now);
+        self.reports.push_back(NodeReport::Introduction {
+            peer: target,
+            via: introducer,
+            step: "asked".into(),
+        });
     }
 
     /// The link to connected peer `id`, unless it is leaving.
@@ -114,6 +120,27 @@ impl NodeCore {
             },
             now,
         );
+        self.reports.push_back(NodeReport::Introduced {
+            asker: asker_id,
+            target,
+        });
+    }
+
+    /// The peer on `from` will not introduce us to `peer`: said, for the
+    /// log (the entry waits for its back-off as after any failed dial).
+    pub(super) fn handle_rendezvous_failed(
+        &mut self,
+        from: LinkId,
+        peer: PeerId,
+        reason: RendezvousFailedReason,
+    ) {
+        if let Some(via) = self.peer(from).map(|introducer| introducer.id) {
+            self.reports.push_back(NodeReport::Introduction {
+                peer,
+                via,
+                step: reason.to_string(),
+            });
+        }
     }
 
     /// The introducer on `from` says `peer` is dialing us from `addrs`:
@@ -194,6 +221,11 @@ impl NodeCore {
         entry.introducer.get_or_insert(introducer);
         entry.state = EntryState::Waiting { next_attempt: now };
         self.dial_next_address(key, now);
+        self.reports.push_back(NodeReport::Introduction {
+            peer,
+            via: introducer,
+            step: "dialing".into(),
+        });
     }
 }
 

@@ -389,3 +389,72 @@ fn lan_addresses_in_a_connect_are_dialed_only_for_a_peer_behind_our_own_router()
         [sa("192.168.7.9:5000")]
     );
 }
+
+#[test]
+fn every_step_of_an_introduction_is_reported() {
+    let steps = |h: &mut Harness| {
+        h.take_reports()
+            .into_iter()
+            .filter_map(|report| match report {
+                NodeReport::Introduction { peer, via, step } => Some((peer, via, step)),
+                NodeReport::Introduced { asker, target } => {
+                    Some((asker, target, "introduced".to_owned()))
+                }
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    // Asking, the Connect, a refusal.
+    let mut h = Harness::new(Kind::Fetch, 8, NodeConfig::default());
+    let seeder = Remote::seeder(1, "81.0.0.9:4433", 8);
+    let introducer = h.connect_out(&seeder);
+    h.take();
+    h.take_reports();
+    let (home, other) = (testing::peer_id(2), testing::peer_id(3));
+    h.core.handle_message(
+        introducer,
+        Message::Peers {
+            entries: vec![
+                entry(home, "82.2.2.2:61000", PeerFlags::VIA_RENDEZVOUS),
+                entry(other, "83.3.3.3:61000", PeerFlags::VIA_RENDEZVOUS),
+            ],
+        },
+        h.now,
+    );
+    h.core.handle_message(
+        introducer,
+        Message::Connect {
+            peer: home,
+            addrs: vec![sa("82.2.2.2:61000")],
+        },
+        h.now,
+    );
+    h.core.handle_message(
+        introducer,
+        Message::RendezvousFailed {
+            peer: other,
+            reason: RendezvousFailedReason::NotConnected,
+        },
+        h.now,
+    );
+    assert_eq!(
+        steps(&mut h),
+        [
+            (home, seeder.id, "asked".to_owned()),
+            (other, seeder.id, "asked".to_owned()),
+            (home, seeder.id, "dialing".to_owned()),
+            (other, seeder.id, "NotConnected".to_owned()),
+        ]
+    );
+    // The introducer's side.
+    let mut h = Harness::new(Kind::Seeder, 8, NodeConfig::default());
+    let a = home_peer(1, "81.1.1.1:5001", &[]);
+    let b = home_peer(2, "82.2.2.2:6001", &[]);
+    let la = h.connect_in(&a);
+    h.connect_in(&b);
+    h.take();
+    h.take_reports();
+    h.core
+        .handle_message(la, Message::Rendezvous { peer: b.id }, h.now);
+    assert_eq!(steps(&mut h), [(a.id, b.id, "introduced".to_owned())]);
+}
