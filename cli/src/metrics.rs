@@ -228,6 +228,23 @@ fn render(metrics: &NodeMetrics, model: &str) -> String {
         "Bytes of verified chunks served to peers",
         metrics.uploaded_bytes,
     );
+    let introductions = Family::<Vec<(String, String)>, Counter>::default();
+    let counts = &metrics.introductions;
+    for (step, value) in [
+        ("asked", counts.asked),
+        ("dialing", counts.dialing),
+        ("refused", counts.refused),
+        ("introduced", counts.introduced),
+    ] {
+        introductions
+            .get_or_create(&vec![("step".to_owned(), step.to_owned())])
+            .inc_by(value);
+    }
+    registry.register(
+        "introductions",
+        "Introductions through NAT routers, by step: asked (of a peer), dialing (its Connect came), refused (by the introducer), introduced (two of our peers to each other)",
+        introductions,
+    );
     let downloaded = Family::<Vec<(String, String)>, Counter>::default();
     let uploaded = Family::<Vec<(String, String)>, Counter>::default();
     for peer in &metrics.peers {
@@ -288,6 +305,12 @@ mod tests {
                 artifact_bytes: 8 << 20,
                 in_flight_bytes: 2 << 20,
                 uploaded_bytes: 3,
+                introductions: minimodel_swarm::node::IntroductionCounts {
+                    asked: 4,
+                    dialing: 3,
+                    refused: 1,
+                    introduced: 2,
+                },
                 peers: vec![PeerMetrics {
                     id: peer,
                     downloaded_bytes: 5 << 20,
@@ -305,6 +328,10 @@ mod tests {
             "minimodel_artifact_bytes{model=\"tiny\"} 8388608",
             "minimodel_in_flight_bytes{model=\"tiny\"} 2097152",
             "minimodel_uploaded_bytes_total{model=\"tiny\"} 3",
+            "minimodel_introductions_total{model=\"tiny\",step=\"asked\"} 4",
+            "minimodel_introductions_total{model=\"tiny\",step=\"dialing\"} 3",
+            "minimodel_introductions_total{model=\"tiny\",step=\"refused\"} 1",
+            "minimodel_introductions_total{model=\"tiny\",step=\"introduced\"} 2",
         ] {
             assert!(
                 text.lines().any(|l| l == line),

@@ -612,8 +612,23 @@ pub struct NodeMetrics {
     pub in_flight_bytes: u64,
     /// Bytes of verified chunks served to peers.
     pub uploaded_bytes: u64,
+    /// Introductions (`docs/swarm.md`, "Through NAT routers"), by step.
+    pub introductions: IntroductionCounts,
     /// Per peer.
     pub peers: Vec<PeerMetrics>,
+}
+
+/// How many introductions reached each step since the node started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IntroductionCounts {
+    /// We asked a peer to introduce us (Rendezvous sent).
+    pub asked: u64,
+    /// An introducer's Connect came and we dialed.
+    pub dialing: u64,
+    /// An introducer would not introduce us (RendezvousFailed).
+    pub refused: u64,
+    /// We introduced two of our peers to each other.
+    pub introduced: u64,
 }
 
 /// One peer's part of a [`NodeMetrics`].

@@ -276,6 +276,8 @@ pub struct NodeCore {
     lan: Vec<SocketAddr>,
     /// Where peers see our connections come from.
     observed: crate::observed::Observations,
+    /// Introductions, by step, for the metrics.
+    introductions: crate::report::IntroductionCounts,
     rng: SplitMix64,
     next_link: u64,
     /// What this node has verified: the one record of it.
@@ -332,6 +334,7 @@ impl NodeCore {
             manifest_sha256: start.manifest_sha256,
             lan: start.lan,
             observed: crate::observed::Observations::new(),
+            introductions: crate::report::IntroductionCounts::default(),
             rng: SplitMix64(start.seed ^ 0x6e6f_6465),
             next_link: 0,
             have: start.have,
@@ -593,6 +596,7 @@ impl NodeCore {
             peers_banned: self.bans.len() as u64,
             artifact_bytes: self.params.artifact_bytes(),
             uploaded_bytes: self.uploads.uploaded_bytes,
+            introductions: self.introductions,
             ..NodeMetrics::default()
         };
         match &self.download {

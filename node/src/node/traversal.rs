@@ -54,6 +54,7 @@ impl NodeCore {
             return;
         };
         self.send(link, Message::Rendezvous { peer: target }, now);
+        self.introductions.asked += 1;
         self.reports.push_back(NodeReport::Introduction {
             peer: target,
             via: introducer,
@@ -120,6 +121,7 @@ impl NodeCore {
             },
             now,
         );
+        self.introductions.introduced += 1;
         self.reports.push_back(NodeReport::Introduced {
             asker: asker_id,
             target,
@@ -135,6 +137,7 @@ impl NodeCore {
         reason: RendezvousFailedReason,
     ) {
         if let Some(via) = self.peer(from).map(|introducer| introducer.id) {
+            self.introductions.refused += 1;
             self.reports.push_back(NodeReport::Introduction {
                 peer,
                 via,
@@ -221,6 +224,7 @@ impl NodeCore {
         entry.introducer.get_or_insert(introducer);
         entry.state = EntryState::Waiting { next_attempt: now };
         self.dial_next_address(key, now);
+        self.introductions.dialing += 1;
         self.reports.push_back(NodeReport::Introduction {
             peer,
             via: introducer,

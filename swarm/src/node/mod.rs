@@ -27,8 +27,8 @@ pub use minimodel_node::NodeReport;
 pub use minimodel_node::config::NodeConfig as CoreConfig;
 pub use minimodel_node::node::End;
 pub use minimodel_node::report::{
-    Blame, DamageCause, Departure, Failure as NodeFailure, Fault, LinkEnd, NodeMetrics,
-    PeerMetrics, Problem, Refusal, Tried, Violation,
+    Blame, DamageCause, Departure, Failure as NodeFailure, Fault, IntroductionCounts, LinkEnd,
+    NodeMetrics, PeerMetrics, Problem, Refusal, Tried, Violation,
 };
 
 use crate::link::{self, LinkEvent, LinkHandle, LocalHello, Session};

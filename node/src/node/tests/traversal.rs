@@ -446,6 +446,16 @@ fn every_step_of_an_introduction_is_reported() {
             (other, seeder.id, "NotConnected".to_owned()),
         ]
     );
+    let counts = h.core.metrics().introductions;
+    assert_eq!(
+        (
+            counts.asked,
+            counts.dialing,
+            counts.refused,
+            counts.introduced
+        ),
+        (2, 1, 1, 0)
+    );
     // The introducer's side.
     let mut h = Harness::new(Kind::Seeder, 8, NodeConfig::default());
     let a = home_peer(1, "81.1.1.1:5001", &[]);
@@ -457,4 +467,5 @@ fn every_step_of_an_introduction_is_reported() {
     h.core
         .handle_message(la, Message::Rendezvous { peer: b.id }, h.now);
     assert_eq!(steps(&mut h), [(a.id, b.id, "introduced".to_owned())]);
+    assert_eq!(h.core.metrics().introductions.introduced, 1);
 }
