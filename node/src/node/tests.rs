@@ -394,6 +394,17 @@ fn dials(actions: &[Action]) -> Vec<Dial> {
         .collect()
 }
 
+/// The peers told to `to` in Peers messages, in order.
+fn told(actions: &[Action], to: LinkId) -> Vec<minimodel_wire::PeerEntry> {
+    messages_to(actions, to)
+        .into_iter()
+        .flat_map(|message| match message {
+            Message::Peers { entries } => entries,
+            _ => Vec::new(),
+        })
+        .collect()
+}
+
 fn messages_to(actions: &[Action], to: LinkId) -> Vec<Message> {
     actions
         .iter()

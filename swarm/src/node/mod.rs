@@ -235,8 +235,9 @@ impl Node {
             crate::addrs::interface_ips()
                 .unwrap_or_default()
                 .into_iter()
+                // Judged with a port, as a LAN address is; kept with 0.
+                .filter(|&ip| minimodel_wire::is_lan_addr(SocketAddr::new(ip, 1)))
                 .map(|ip| SocketAddr::new(ip, 0))
-                .filter(|addr| minimodel_wire::is_lan_addr(SocketAddr::new(addr.ip(), 1)))
                 .take(minimodel_wire::MAX_LAN_ADDRS)
                 .collect()
         };

@@ -8,16 +8,6 @@ use minimodel_wire::{MAX_PEERS_PER_MESSAGE, PeerEntry};
 use super::*;
 use crate::address::{Scope, scope};
 
-fn told(actions: &[Action], to: LinkId) -> Vec<PeerEntry> {
-    messages_to(actions, to)
-        .into_iter()
-        .flat_map(|message| match message {
-            Message::Peers { entries } => entries,
-            _ => Vec::new(),
-        })
-        .collect()
-}
-
 fn entry(remote: &Remote, port: u16) -> PeerEntry {
     PeerEntry {
         id: remote.id,

@@ -6,16 +6,6 @@ use minimodel_wire::{PeerEntry, PeerFlags, RendezvousFailedReason};
 
 use super::*;
 
-fn told(actions: &[Action], to: LinkId) -> Vec<PeerEntry> {
-    messages_to(actions, to)
-        .into_iter()
-        .flat_map(|message| match message {
-            Message::Peers { entries } => entries,
-            _ => Vec::new(),
-        })
-        .collect()
-}
-
 /// A serving peer seen at `addr` (behind a router when `lan` is given).
 fn home_peer(n: u8, addr: &str, lan: &[&str]) -> Remote {
     Remote {
@@ -49,6 +39,28 @@ fn failures_to(actions: &[Action], to: LinkId) -> Vec<RendezvousFailedReason> {
             Message::RendezvousFailed { reason, .. } => Some(reason),
             _ => None,
         })
+        .collect()
+}
+
+/// The introducer on `link` sends a Connect naming `peer` at `addrs`:
+/// the dials that starts, with the id each must prove.
+fn connect(
+    h: &mut Harness,
+    link: LinkId,
+    peer: PeerId,
+    addrs: &[&str],
+) -> Vec<(SocketAddr, Option<PeerId>)> {
+    h.core.handle_message(
+        link,
+        Message::Connect {
+            peer,
+            addrs: addrs.iter().map(|a| sa(a)).collect(),
+        },
+        h.now,
+    );
+    dials(&h.take())
+        .into_iter()
+        .map(|dial| (dial.addr, dial.peer))
         .collect()
 }
 
@@ -155,19 +167,9 @@ fn a_dial_that_does_not_get_through_asks_for_an_introduction_and_a_connect_dials
         "{asked:?}"
     );
     // The introducer's Connect: dial at once where it sees the peer.
-    h.core.handle_message(
-        introducer,
-        Message::Connect {
-            peer: home,
-            addrs: vec![sa("82.2.2.2:61000")],
-        },
-        h.now,
-    );
-    let punched = dials(&h.take());
-    assert_eq!(punched.len(), 1, "{punched:?}");
     assert_eq!(
-        (punched[0].addr, punched[0].peer),
-        (sa("82.2.2.2:61000"), Some(home))
+        connect(&mut h, introducer, home, &["82.2.2.2:61000"]),
+        [(sa("82.2.2.2:61000"), Some(home))]
     );
     // A Connect naming ourselves, the introducer or an address outside
     // its scope dials nothing.
@@ -177,15 +179,10 @@ fn a_dial_that_does_not_get_through_asks_for_an_introduction_and_a_connect_dials
         (testing::peer_id(4), "127.0.0.1:1000"),
         (testing::peer_id(5), "10.9.9.9:1000"),
     ] {
-        h.core.handle_message(
-            introducer,
-            Message::Connect {
-                peer,
-                addrs: vec![sa(addr)],
-            },
-            h.now,
+        assert!(
+            connect(&mut h, introducer, peer, &[addr]).is_empty(),
+            "{peer:?} at {addr}"
         );
-        assert!(dials(&h.take()).is_empty(), "{peer:?} at {addr}");
     }
 }
 
@@ -247,30 +244,12 @@ fn a_seeder_told_to_connect_dials_though_it_wants_no_peers() {
     let introducer = h.connect_in(&home_peer(1, "81.1.1.1:5001", &[]));
     h.take();
     let asker = testing::peer_id(2);
-    h.core.handle_message(
-        introducer,
-        Message::Connect {
-            peer: asker,
-            addrs: vec![sa("83.3.3.3:7000")],
-        },
-        h.now,
-    );
-    let punched = dials(&h.take());
-    assert_eq!(punched.len(), 1);
     assert_eq!(
-        (punched[0].addr, punched[0].peer),
-        (sa("83.3.3.3:7000"), Some(asker))
+        connect(&mut h, introducer, asker, &["83.3.3.3:7000"]),
+        [(sa("83.3.3.3:7000"), Some(asker))]
     );
     // The same Connect again while that dial runs: nothing more.
-    h.core.handle_message(
-        introducer,
-        Message::Connect {
-            peer: asker,
-            addrs: vec![sa("83.3.3.3:7000")],
-        },
-        h.now,
-    );
-    assert!(dials(&h.take()).is_empty());
+    assert!(connect(&mut h, introducer, asker, &["83.3.3.3:7000"]).is_empty());
 }
 
 #[test]
@@ -295,29 +274,12 @@ fn a_peer_named_via_rendezvous_is_dialed_and_introduced_at_once() {
         "{actions:?}"
     );
     h.advance(20);
-    h.core.handle_message(
-        introducer,
-        Message::Connect {
-            peer: home,
-            addrs: vec![sa("82.2.2.2:61000")],
-        },
-        h.now,
+    assert_eq!(
+        connect(&mut h, introducer, home, &["82.2.2.2:61000"]),
+        [(sa("82.2.2.2:61000"), Some(home))]
     );
-    let punched: Vec<(SocketAddr, Option<PeerId>)> = dials(&h.take())
-        .into_iter()
-        .map(|dial| (dial.addr, dial.peer))
-        .collect();
-    assert_eq!(punched, [(sa("82.2.2.2:61000"), Some(home))]);
     // The same Connect again while that dial runs: nothing more.
-    h.core.handle_message(
-        introducer,
-        Message::Connect {
-            peer: home,
-            addrs: vec![sa("82.2.2.2:61000")],
-        },
-        h.now,
-    );
-    assert!(dials(&h.take()).is_empty());
+    assert!(connect(&mut h, introducer, home, &["82.2.2.2:61000"]).is_empty());
 }
 
 #[test]
@@ -363,17 +325,9 @@ fn lan_addresses_in_a_connect_are_dialed_only_for_a_peer_behind_our_own_router()
     let introducer = h.connect_out(&seeder);
     h.take();
     let connect = |h: &mut Harness, n: u8, addrs: &[&str]| {
-        h.core.handle_message(
-            introducer,
-            Message::Connect {
-                peer: testing::peer_id(n),
-                addrs: addrs.iter().map(|a| sa(a)).collect(),
-            },
-            h.now,
-        );
-        dials(&h.take())
+        connect(h, introducer, testing::peer_id(n), addrs)
             .into_iter()
-            .map(|dial| dial.addr)
+            .map(|(addr, _)| addr)
             .collect::<Vec<_>>()
     };
     // A LAN address alone, or beside a public address that is not ours:
@@ -421,14 +375,7 @@ fn every_step_of_an_introduction_is_reported() {
         },
         h.now,
     );
-    h.core.handle_message(
-        introducer,
-        Message::Connect {
-            peer: home,
-            addrs: vec![sa("82.2.2.2:61000")],
-        },
-        h.now,
-    );
+    connect(&mut h, introducer, home, &["82.2.2.2:61000"]);
     h.core.handle_message(
         introducer,
         Message::RendezvousFailed {
