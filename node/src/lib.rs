@@ -16,6 +16,7 @@ pub(crate) mod netsim;
 pub mod node;
 pub mod observed;
 pub mod picker;
+pub mod portmap;
 pub mod report;
 pub mod rng;
 pub mod session;

@@ -499,6 +499,10 @@ impl NodeCore {
             control: up.control,
             serving: up.hello.serving,
             listen,
+            listens_where_seen: up
+                .hello
+                .listen
+                .is_some_and(|claimed| canonical(claimed.ip()) == canonical(remote.ip())),
             downloading_from: false,
             has: up.bitfield.clone(),
             arriving: Default::default(),

@@ -194,6 +194,11 @@ struct Peer {
     /// the port its Hello names.
     serving: bool,
     listen: Option<SocketAddr>,
+    /// Its Hello names the IP address it is seen at as where it listens:
+    /// it says it is reachable there (a public address, or a port its
+    /// router maps for it), so it is named there plainly, never only
+    /// through an introduction.
+    listens_where_seen: bool,
     /// It is part of our download.
     downloading_from: bool,
     /// The chunks it has (its bitfield, then its `Have`s): whether it is

@@ -471,7 +471,8 @@ impl NodeCore {
         // unasked: it is named where its connection comes from (its
         // router's mapping), flagged VIA_RENDEZVOUS, so that the receiver
         // asks us for an introduction at once instead of after a dial
-        // that cannot get through.
+        // that cannot get through; unless its Hello says it listens at the
+        // address it is seen at (its router maps a port for it).
         let serving: Vec<(PeerEntry, IpAddr, Vec<SocketAddr>)> = self
             .peers()
             .filter_map(|(_, peer)| {
@@ -479,6 +480,7 @@ impl NodeCore {
                 (peer.serving && !peer.leaving).then(|| {
                     let at = canonical(peer.remote.ip());
                     let behind_nat = !peer.lan.is_empty()
+                        && !peer.listens_where_seen
                         && !peer.lan.iter().any(|lan| canonical(lan.ip()) == at);
                     let entry = if behind_nat {
                         PeerEntry {

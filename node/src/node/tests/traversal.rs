@@ -6,10 +6,13 @@ use minimodel_wire::{PeerEntry, PeerFlags, RendezvousFailedReason};
 
 use super::*;
 
-/// A serving peer seen at `addr` (behind a router when `lan` is given).
+/// A serving peer seen at `addr` (behind a router when `lan` is given),
+/// bound to the wildcard address: its Hello names `0.0.0.0` and its port.
 fn home_peer(n: u8, addr: &str, lan: &[&str]) -> Remote {
+    let seen = sa(addr);
     Remote {
         lan: lan.iter().map(|a| sa(a)).collect(),
+        listen: Some(SocketAddr::from(([0, 0, 0, 0], seen.port()))),
         ..Remote::seeder(n, addr, 8).lacking_last()
     }
 }
@@ -112,6 +115,38 @@ fn peers_behind_one_router_hear_of_each_others_lan_addresses_and_nobody_else_doe
     assert_eq!(
         told(&actions, links[3]),
         [behind(&a), behind(&b), behind(&c)]
+    );
+}
+
+#[test]
+fn a_peer_whose_router_maps_its_port_is_named_plainly_where_it_is_seen() {
+    let mut h = Harness::new(Kind::Seeder, 8, NodeConfig::default());
+    // Its Hello names its router's outside address and the mapped port
+    // (UPnP, NAT-PMP or PCP): reachable there, no introduction needed.
+    let mapped = Remote {
+        listen: Some(sa("81.1.1.1:4433")),
+        ..home_peer(1, "81.1.1.1:4433", &["192.168.1.2:4433"])
+    };
+    // One whose Hello names an address it is not seen at is not believed
+    // reachable: still behind its router.
+    let claims = Remote {
+        listen: Some(sa("203.0.113.9:4433")),
+        ..home_peer(2, "82.2.2.2:4433", &["192.168.1.3:4433"])
+    };
+    let other = Remote::seeder(3, "83.3.3.3:4433", 8).lacking_last();
+    let links: Vec<LinkId> = [&mapped, &claims, &other]
+        .iter()
+        .map(|r| h.connect_in(r))
+        .collect();
+    h.take();
+    h.advance(250);
+    let actions = h.take();
+    assert_eq!(
+        told(&actions, links[2]),
+        [
+            entry(mapped.id, "81.1.1.1:4433", PeerFlags::default()),
+            entry(claims.id, "82.2.2.2:4433", PeerFlags::VIA_RENDEZVOUS),
+        ]
     );
 }
 
