@@ -650,17 +650,18 @@ def ticket_only(ctx, name, size=16 * MiB, timeout=120):
     fail_if(problems)
 
 
-# --- what the product must pass next ---------------------------------------------
-
-
-def home_seeder_upnp(ctx, name, size=16 * MiB, timeout=90):
+def home_seeder_upnp(ctx, name, size=16 * MiB, timeout=90, natpmp=True):
     """A seeder at home behind the miniupnpd router (its uplink 20 Mbit),
     started with no special flag (`seed --listen 0.0.0.0:4433`), and a
     fetcher on the internet given only its offer (`--give-up-after 45s`).
-    Asserted: the fetch completes with a clean receipt; after the seeder
-    stops (SIGTERM), the router holds no mapping to the seeder's address.
-    A seeder that does not ask its router for a mapping fails this: its
-    offer names only its LAN address, which the internet cannot reach."""
+    Asserted: the seeder reports the mapping (PCP when the router speaks
+    PCP and NAT-PMP, UPnP when `natpmp` is false and it speaks UPnP IGD
+    only) and its offer names the mapped address first; the fetch
+    completes with a clean receipt; after the seeder stops (SIGTERM), the
+    router holds no mapping to the seeder's address and the seeder
+    reported the removal. A seeder that does not ask its router for a
+    mapping fails this: its offer names only its LAN address, which the
+    internet cannot reach."""
     run_dir = ctx.scratch(name)
     _, _, sha = ctx.artifact(size)
     with ctx.lab(name) as lab:
@@ -669,7 +670,7 @@ def home_seeder_upnp(ctx, name, size=16 * MiB, timeout=90):
         seeder = house.add_host("s")
         fetcher = lab.add_internet_host("f")
         lab.wait_reachable()
-        house.start_upnp(stun)
+        house.start_upnp(stun, natpmp=natpmp)
         seed, offer = start_seeder(ctx, seeder, size, f"0.0.0.0:{PORT}")
         _, addrs = parse_offer(offer)
         out = run_dir / "f"
@@ -681,7 +682,17 @@ def home_seeder_upnp(ctx, name, size=16 * MiB, timeout=90):
         held = house.mappings()
         seed.stop(grace=10)
         after = [m for m in house.mappings() if m["internal_addr"] == seeder.ip4]
+        steps = json_events(seed, "port-mapping")
     problems = [f"{p.name} did not finish in {timeout} s" for p in late]
+    want = "PCP" if natpmp else "UPnP"
+    mapped = [e for e in steps if e.get("step") == "mapped"]
+    if not mapped or mapped[0].get("protocol") != want:
+        problems.append(f"the seeder did not report a {want} mapping: {steps}")
+    elif addrs[:1] != [mapped[0]["external"]]:
+        problems.append(f"the offer does not name the mapped address {mapped[0]['external']} "
+                        f"first: {addrs}")
+    if not any(e.get("step") == "removed" for e in steps):
+        problems.append(f"the seeder did not report the mapping removed: {steps}")
     check_download(fetch, out, sha, problems)
     if problems:
         problems.insert(0, (
@@ -693,7 +704,7 @@ def home_seeder_upnp(ctx, name, size=16 * MiB, timeout=90):
         problems.append(f"after the seeder stopped, the router still holds its mappings: {after}")
     say(f"  offer {addrs}; mappings while seeding {held}; fetch "
         f"{'done' if fetch.returncode == 0 else f'exit {fetch.returncode}'} after {elapsed:.1f} s")
-    ctx.results.append({"scenario": name, "addrs": addrs, "mappings": held,
+    ctx.results.append({"scenario": name, "addrs": addrs, "mappings": held, "steps": steps,
                         "mappings_after_stop": after, "fetch_s": round(elapsed, 2),
                         "ok": not problems})
     shutil.rmtree(run_dir, ignore_errors=True)
@@ -725,6 +736,7 @@ SCENARIOS = {
     "nat-behaviour": nat_behaviour,
     "upnp-router": upnp_router,
     "home-seeder-upnp": home_seeder_upnp,
+    "home-seeder-igd": lambda c, n: home_seeder_upnp(c, n, natpmp=False),
     "ticket-only": ticket_only,
 }
 

@@ -3,7 +3,7 @@
 namespaces, through the `minimodel` binary (and, for comparison, a
 libtorrent client). See docs/lab.md.
 
-    lab/lab.py [--ci | --figures | --internet | --slow | --pending | --all | SCENARIO[:TOOL]...]
+    lab/lab.py [--ci | --figures | --internet | --slow | --all | SCENARIO[:TOOL]...]
                [--tool minimodel|libtorrent|both] [--rate-scale S] [--peer-arg=ARG]...
                [--libtorrent-peers all|seeder] [--repeat N] [--bin PATH] [--relay PATH]
                [--workdir DIR] [--keep] [--results FILE]
@@ -418,7 +418,8 @@ SETS = {
     "ci": ["swarm-4x48", "swarm-8x48", "seeders-4x256", "relay-smoke", "restart",
            "offer-addresses", "public-addr", "dead-and-live", "ipv6-ula", "ipv6-loopback",
            "nat-behaviour", "upnp-router", "uplinks-8x16-mixed", "uplinks-8x16-mixed:libtorrent",
-           "homes-4x32-cone", "neighbours-2x32", "ticket-only"],
+           "homes-4x32-cone", "neighbours-2x32", "ticket-only", "home-seeder-upnp",
+           "home-seeder-igd"],
     # The swarm figures of docs/performance.md; minutes each.
     "figures": ["swarm-4x48", "swarm-8x48", "swarm-4x256", "swarm-8x256", "seeders-4x256",
                 "seeders-4x256-relay", "seeders-4x256-delay", "seeders-4x256-delay-bbr",
@@ -430,8 +431,6 @@ SETS = {
                  "homes-4x256-cone", "homes-4x256-symmetric", "neighbours-2x256", "lan-30x256"],
     # Behaviour checks too slow for CI (minutes on a lossy path).
     "slow": ["relay-50ms"],
-    # Checks the product does not pass yet (port mapping): they fail today.
-    "pending": ["home-seeder-upnp"],
 }
 
 
@@ -497,8 +496,8 @@ def main():
     if args.all:
         names = list(SCENARIOS)
     if not names:
-        parser.error("name scenarios or a set (--ci, --figures, --internet, --slow, --pending, "
-                     "--all); see --list")
+        parser.error("name scenarios or a set (--ci, --figures, --internet, --slow, --all); "
+                     "see --list")
     if not args.rate_scale > 0:
         parser.error("--rate-scale must be above 0")
     runs = expand(names, args.tool)

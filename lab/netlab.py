@@ -687,9 +687,10 @@ class Home:
         """`nft list ruleset` in the router."""
         return self.router.run([tool_path("nft"), "list", "ruleset"]).stdout
 
-    def start_upnp(self, stun_host, http_port=UPNP_HTTP_PORT):
+    def start_upnp(self, stun_host, http_port=UPNP_HTTP_PORT, natpmp=True):
         """Starts Debian's miniupnpd (nftables backend) in the router: UPnP
-        IGD on the LAN (HTTP port `http_port`), NAT-PMP and PCP, for clients
+        IGD on the LAN (HTTP port `http_port`), NAT-PMP and PCP (unless
+        `natpmp` is false: a router that speaks UPnP IGD only), for clients
         in 192.168.1.0/24 mapping their own address, ports 1024-65535. Its
         WAN address is private, so it maps nothing unless its STUN check
         (`ext_perform_stun`, against `stun_host`, see
@@ -714,6 +715,7 @@ class Home:
         conf.write_text(UPNP_CONF.format(
             http_port=http_port, stun_ip=stun_ip, stun_port=stun_port,
             uuid=uuid.uuid4(), leases=lab.logdir / f"{self.name}-miniupnpd.leases",
+            natpmp="yes" if natpmp else "no",
             lan=HOME_LAN4.format(0)))
         proc = self.router.popen(
             [binary, "-d", "-f", conf, "-P", lab.logdir / f"{self.name}-miniupnpd.pid"],
@@ -722,7 +724,8 @@ class Home:
         while True:
             text = proc.stderr_text() + proc.stdout_text()
             stun = [line for line in text.splitlines() if "STUN: ext interface" in line]
-            ready = "Listening for NAT-PMP" in text and "HTTP listening on port" in text
+            ready = (("Listening for NAT-PMP" in text or not natpmp)
+                     and "HTTP listening on port" in text)
             if stun and ready:
                 break
             if proc.poll() is not None or time.monotonic() > deadline:
@@ -851,7 +854,7 @@ ext_ifname=wan
 listening_ip=lan
 http_port={http_port}
 enable_upnp=yes
-enable_natpmp=yes
+enable_natpmp={natpmp}
 ext_perform_stun=yes
 ext_stun_host={stun_ip}
 ext_stun_port={stun_port}

@@ -311,6 +311,28 @@ pub enum Event {
         /// Why, in words.
         reason: String,
     },
+    /// A step of mapping this node's listening port on its router (UPnP
+    /// IGD, NAT-PMP or PCP): `mapped` (peers outside reach it at
+    /// `external`), `unavailable` (no router maps ports; tried again
+    /// later), `lost` (a renewal failed until the lease ended), `removed`
+    /// or `not-removed` (on stop).
+    PortMapping {
+        /// `mapped`, `unavailable`, `lost`, `removed` or `not-removed`.
+        step: String,
+        /// `UPnP`, `NAT-PMP` or `PCP`.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        protocol: Option<String>,
+        /// Where peers outside reach this node (with `mapped`).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        #[cfg_attr(test, schemars(with = "Option<String>"))]
+        external: Option<SocketAddr>,
+        /// The lease the router granted (0: no end).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        lease_seconds: Option<u64>,
+        /// Why, in words (with `unavailable`, `lost`, `not-removed`).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
     /// Peers in different networks agree on the address they see this
     /// node's connections come from (its router's outside address behind
     /// a NAT); said again when it changes.

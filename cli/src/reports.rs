@@ -157,6 +157,52 @@ fn show(report: NodeReport, out: Output, progress: Option<&mut FetchProgress>) {
             }
             Event::Refused { addr, reason }
         }
+        NodeReport::PortMapping { step } => {
+            use minimodel_swarm::portmap::PortMapEvent;
+            match &step {
+                PortMapEvent::Lost { .. } => tracing::warn!("port mapping: {step}"),
+                _ => tracing::info!("port mapping: {step}"),
+            }
+            let reason = Some(step.to_string());
+            match step {
+                PortMapEvent::Mapped {
+                    protocol,
+                    external,
+                    lease,
+                } => Event::PortMapping {
+                    step: "mapped".into(),
+                    protocol: Some(protocol.name().into()),
+                    external: Some(external),
+                    lease_seconds: Some(lease.as_secs()),
+                    reason: None,
+                },
+                PortMapEvent::Unavailable { .. } => Event::PortMapping {
+                    step: "unavailable".into(),
+                    protocol: None,
+                    external: None,
+                    lease_seconds: None,
+                    reason,
+                },
+                PortMapEvent::Lost { protocol, .. } => Event::PortMapping {
+                    step: "lost".into(),
+                    protocol: Some(protocol.name().into()),
+                    external: None,
+                    lease_seconds: None,
+                    reason,
+                },
+                PortMapEvent::Removed {
+                    protocol,
+                    confirmed,
+                    ..
+                } => Event::PortMapping {
+                    step: if confirmed { "removed" } else { "not-removed" }.into(),
+                    protocol: Some(protocol.name().into()),
+                    external: None,
+                    lease_seconds: None,
+                    reason: (!confirmed).then_some(reason).flatten(),
+                },
+            }
+        }
         NodeReport::PublicAddress { ip, port, prefixes } => {
             match port {
                 Some(port) => tracing::info!(

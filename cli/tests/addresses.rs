@@ -76,6 +76,8 @@ fn a_wildcard_listener_offers_its_reachable_addresses_after_the_public_ones() {
         &[
             "--listen",
             "[::]:0",
+            // A test asks no router of the host's network for anything.
+            "--no-port-mapping",
             "--public-addr",
             public,
             "--public-addr",

@@ -198,6 +198,42 @@ fn without_consent_nothing_is_served_or_fetched() {
 }
 
 #[test]
+fn the_consent_prompt_says_when_a_port_will_be_opened_on_the_router() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    prepare(root, MODEL, "1MiB", "64KiB");
+    let manifest = format!("{MODEL}.manifest");
+    let slm = format!("{MODEL}.slm");
+    // Refused for want of consent (exit 5) before any socket is opened:
+    // what the question asked is in the refusal.
+    let asked = |extra: &[&str]| {
+        let mut args = vec!["seed", manifest.as_str(), slm.as_str()];
+        args.extend_from_slice(extra);
+        let output = minimodel(root, &args);
+        assert_eq!(code(&output), 5);
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    let behind_router = asked(&["--listen", "0.0.0.0:4433"]);
+    assert!(
+        behind_router
+            .contains("ask this network's router (UPnP, NAT-PMP or PCP) to open UDP port 4433"),
+        "{behind_router}"
+    );
+    let private = asked(&["--listen", "192.168.1.2:0"]);
+    assert!(
+        private.contains("to open the UDP port it listens on"),
+        "{private}"
+    );
+    for extra in [
+        &["--listen", "0.0.0.0:4433", "--no-port-mapping"][..],
+        &["--listen", "127.0.0.1:0"][..],
+    ] {
+        let words = asked(extra);
+        assert!(!words.contains("router"), "{extra:?}: {words}");
+    }
+}
+
+#[test]
 fn a_request_that_disagrees_with_the_manifest_moves_no_byte() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();

@@ -131,6 +131,7 @@ pub struct Runner {
     identity: Arc<Identity>,
     serve_ip: IpAddr,
     events: Events,
+    port_mapping: bool,
 }
 
 /// A running item; [`RunningItem::stop`] ends it.
@@ -164,7 +165,15 @@ impl Runner {
             identity,
             serve_ip,
             events,
+            port_mapping: false,
         }
+    }
+
+    /// The same runner, asking the router to map each serving item's port
+    /// when `on`.
+    pub fn with_port_mapping(mut self, on: bool) -> Self {
+        self.port_mapping = on;
+        self
     }
 
     /// The identity every item uses.
@@ -196,6 +205,7 @@ impl Runner {
             listen: listen_addr(self.serve_ip, port),
             limits,
             events: self.events.clone(),
+            port_mapping: self.port_mapping,
         };
         let task = tokio::spawn(async move {
             let ending = match job {
@@ -228,6 +238,7 @@ struct Run {
     listen: SocketAddr,
     limits: Limits,
     events: Events,
+    port_mapping: bool,
 }
 
 impl Run {
@@ -266,7 +277,8 @@ impl Run {
             Some(verified) => verified,
             None => {
                 self.send(RunEvent::Verifying(0));
-                let plan = SharePlan::new(job.manifest, job.file, self.listen);
+                let mut plan = SharePlan::new(job.manifest, job.file, self.listen);
+                plan.port_mapping = self.port_mapping;
                 match self.verify(plan).await {
                     Ok(verified) => verified,
                     Err(error) => return Ending::Failed { error, last: None },
@@ -358,6 +370,7 @@ impl Run {
         plan.serving = job.serve.then_some(Serving {
             listen: self.listen,
             seed_after: job.seed_after,
+            port_mapping: self.port_mapping,
         });
         plan.limits = self.limits.clone();
         let manifest = plan.manifest.clone();
@@ -372,7 +385,8 @@ impl Run {
                 if !(job.serve && job.seed_after) {
                     return Ending::Finished;
                 }
-                let plan = SharePlan::new(manifest, done.paths.artifact.clone(), self.listen);
+                let mut plan = SharePlan::new(manifest, done.paths.artifact.clone(), self.listen);
+                plan.port_mapping = self.port_mapping;
                 self.send(RunEvent::Verifying(0));
                 return match self.verify(plan).await {
                     Ok(verified) => self.serve(&verified, stopped).await,

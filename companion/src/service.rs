@@ -73,6 +73,10 @@ pub struct CompanionConfig {
     /// DHT nodes to join instead of the public ones, for downloads that
     /// ask for the DHT without naming any.
     pub dht_bootstrap: Vec<std::net::SocketAddrV4>,
+    /// Ask this network's router to map each serving item's port (UPnP
+    /// IGD, NAT-PMP, PCP); off unless the user turns it on when starting
+    /// the companion (an item's consent words do not mention it).
+    pub port_mapping: bool,
 }
 
 impl CompanionConfig {
@@ -86,6 +90,7 @@ impl CompanionConfig {
             serve_ip: IpAddr::from([0, 0, 0, 0]),
             rotate_log_bytes: crate::translog::DEFAULT_ROTATE_BYTES,
             dht_bootstrap: Vec::new(),
+            port_mapping: false,
         }
     }
 }
@@ -292,7 +297,8 @@ impl Companion {
             })?;
         let gate = crate::guard::Gate::new(bound, &config.allow_hosts, token.clone());
         let (run_events_tx, run_events) = mpsc::unbounded_channel();
-        let runner = Runner::new(Arc::new(identity), config.serve_ip, run_events_tx);
+        let runner = Runner::new(Arc::new(identity), config.serve_ip, run_events_tx)
+            .with_port_mapping(config.port_mapping);
         let mut manifests = BTreeMap::new();
         let mut live = BTreeMap::new();
         for item in &state.items {

@@ -187,6 +187,43 @@ pub enum PortMapEvent {
     },
 }
 
+impl std::fmt::Display for PortMapEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Mapped {
+                protocol,
+                external,
+                lease,
+            } => {
+                write!(f, "{} maps {external} to this node", protocol.name())?;
+                if lease.is_zero() {
+                    write!(f, " (no end)")
+                } else {
+                    write!(f, " (for {} s)", lease.as_secs())
+                }
+            }
+            Self::Unavailable { reasons } => {
+                write!(f, "no router maps a port ({})", reasons.join("; "))
+            }
+            Self::Lost { protocol, detail } => {
+                write!(f, "the {} mapping is lost ({detail})", protocol.name())
+            }
+            Self::Removed {
+                protocol,
+                confirmed: true,
+                ..
+            } => write!(f, "the {} mapping is removed", protocol.name()),
+            Self::Removed {
+                protocol, detail, ..
+            } => write!(
+                f,
+                "the {} mapping could not be removed ({detail}); it ends with its lease",
+                protocol.name()
+            ),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 struct Held {
     protocol: Protocol,

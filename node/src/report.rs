@@ -523,6 +523,13 @@ pub enum NodeReport {
         /// How many different prefixes the reporting peers are in.
         prefixes: usize,
     },
+    /// A step of mapping this node's port on its home router (UPnP IGD,
+    /// NAT-PMP, PCP; `docs/swarm.md`, "Through NAT routers").
+    PortMapping {
+        /// What happened.
+        #[serde(serialize_with = "display")]
+        step: crate::portmap::PortMapEvent,
+    },
     /// An incoming connection was turned away before its handshake.
     Turned {
         /// The other side.

@@ -225,6 +225,8 @@ impl Fetch {
         plan.serving = self.listen.map(|listen| Serving {
             listen,
             seed_after: false,
+            // The library asks nothing of the host's router.
+            port_mapping: false,
         });
         plan.recheck = self.recheck;
         plan.limits = Limits {

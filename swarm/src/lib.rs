@@ -25,6 +25,7 @@ pub(crate) mod link;
 pub mod node;
 pub mod offer;
 pub mod peers;
+pub mod portmap;
 pub mod resume;
 pub mod seed;
 pub mod store;

@@ -103,6 +103,11 @@ pub struct RunArgs {
     /// listens on a port of its own there).
     #[arg(long, value_name = "IP", default_value = "0.0.0.0")]
     pub serve_ip: IpAddr,
+    /// Ask this network's router (UPnP IGD, NAT-PMP or PCP) to open each
+    /// serving item's UDP port to the internet while it serves; every
+    /// mapping is removed when its item stops.
+    #[arg(long)]
+    pub port_mapping: bool,
     /// DHT nodes to join (IPv4:PORT) instead of the public ones, for
     /// downloads that look peers up on the DHT. Repeatable.
     #[arg(long = "dht-bootstrap", value_name = "ADDR")]
@@ -396,6 +401,7 @@ fn serve(args: RunArgs, out: Output) -> Result<(), Failure> {
     config.api = args.api;
     config.allow_hosts = args.allow_hosts;
     config.serve_ip = args.serve_ip;
+    config.port_mapping = args.port_mapping;
     config.dht_bootstrap = args.dht_bootstrap;
     config.rotate_log_bytes = args.rotate_log;
     let trust = Arc::new(KeyringTrust {

@@ -203,6 +203,7 @@ async fn swarm(
         plan.serving = Some(Serving {
             listen: loopback(),
             seed_after: true,
+            port_mapping: false,
         });
         plan.limits.give_up_after = Some(Duration::from_secs(60));
         let opened = plan

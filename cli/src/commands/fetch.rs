@@ -25,8 +25,8 @@ use minimodel_verifier::signing::manifest::check_manifest_signature;
 use tokio::sync::mpsc;
 
 use super::network::{
-    Congestion, PublicAddr, advertised, describe_peer, identity, parse_peer, parse_public_addr,
-    runtime,
+    Congestion, MAPPING_WAIT, PublicAddr, advertised, describe_peer, identity, parse_peer,
+    parse_public_addr, port_mapping_clause, runtime,
 };
 use super::{LoadedManifest, load_manifest};
 use crate::consent;
@@ -84,6 +84,12 @@ pub struct TransferArgs {
     /// With --serve: keep serving the finished file until stopped.
     #[arg(long, requires = "serve")]
     pub seed_after: bool,
+    /// With --serve: do not ask this network's router to open the
+    /// listening port (by default a node listening behind one asks it
+    /// through UPnP IGD, NAT-PMP or PCP, and removes the mapping when it
+    /// stops).
+    #[arg(long)]
+    pub no_port_mapping: bool,
     /// Directory that keeps this peer's key, so it keeps its id across runs.
     #[arg(long)]
     pub identity: Option<PathBuf>,
@@ -309,6 +315,7 @@ pub fn transfer(
                 ", and announce on {dht_scope} that this address serves it (anyone there can look that up)"
             ));
         }
+        what.push_str(&port_mapping_clause(args.listen, !args.no_port_mapping));
         consent::ask(&what, args.yes, out.json)?;
     }
     let signature = judged.settle(FirstUse::Pin { yes: args.yes }, out)?;
@@ -321,6 +328,7 @@ pub fn transfer(
     plan.serving = args.serve.then_some(Serving {
         listen: args.listen,
         seed_after: args.seed_after,
+        port_mapping: !args.no_port_mapping,
     });
     plan.limits = Limits {
         max_peers: Some(args.max_peers),
@@ -362,10 +370,19 @@ pub fn transfer(
             manifest.model_id.to_string(),
             out,
         );
-        if let Some(bound) = fetcher.listen_addr() {
+        // The addresses this node serves at are said once its router has
+        // answered about a port mapping, while the download already runs.
+        let listening = fetcher
+            .listen_addr()
+            .map(|bound| (bound, fetcher.peer_id(), fetcher.port_mapping()));
+        let say_addresses = async {
+            let Some((bound, id, mapping)) = listening else {
+                return;
+            };
+            let mapped = minimodel_swarm::portmap::settled_external(mapping, MAPPING_WAIT).await;
             let peer = PeerAddrs {
-                id: fetcher.peer_id(),
-                addrs: advertised(bound, &args.public_addrs, out),
+                id,
+                addrs: advertised(bound, mapped, &args.public_addrs, out),
             };
             out.say(format!(
                 "serving verified chunks as {}",
@@ -375,11 +392,11 @@ pub fn transfer(
                 offer: PeerOffer::for_manifest(manifest, peer.clone()),
             });
             super::ticket::say_ticket(loaded, &signature_for_ticket, &peer, out);
-        }
+        };
         let progress = FetchProgress::new(out, resumed_bytes);
         let line = progress.line();
         let shown = show_reports(report_inbox, out, Some(progress));
-        let result = fetcher.run(stop.signal()).await;
+        let (result, ()) = tokio::join!(fetcher.run(stop.signal()), say_addresses);
         let _ = tokio::time::timeout(Duration::from_secs(1), shown).await;
         if let Some(line) = line {
             line.finish_and_clear();

@@ -63,12 +63,41 @@ pub fn parse_public_addr(text: &str) -> Result<PublicAddr, String> {
         .map_err(|e| e.to_string())
 }
 
-/// The addresses a listener bound at `bound` advertises with the
-/// `--public-addr` values: itself, or for a wildcard the host's usable
-/// interface addresses (`minimodel_swarm::addrs`). When the interfaces
-/// cannot be read, the loopback address (and a warning).
-pub fn advertised(bound: SocketAddr, public: &[PublicAddr], out: Output) -> Vec<SocketAddr> {
-    let public: Vec<SocketAddr> = public.iter().flat_map(|p| p.0.iter().copied()).collect();
+/// How long a command that serves waits for its router's first answer
+/// about a port mapping before it gives out its addresses (a router
+/// answers in milliseconds; no router costs the searches' deadlines).
+pub const MAPPING_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The consent prompt's words for the port mapping a node listening at
+/// `listen` asks for, or nothing when it asks for none.
+pub fn port_mapping_clause(listen: SocketAddr, enabled: bool) -> String {
+    if !enabled || !minimodel_swarm::portmap::wants_mapping(listen) {
+        return String::new();
+    }
+    let port = match listen.port() {
+        0 => "the UDP port it listens on".to_owned(),
+        port => format!("UDP port {port}"),
+    };
+    format!(
+        ", and ask this network's router (UPnP, NAT-PMP or PCP) to open {port} to it from the internet until it stops (--no-port-mapping: never)"
+    )
+}
+
+/// The addresses a listener bound at `bound` advertises: the outside
+/// address its router maps to it (`mapped`), the `--public-addr` values,
+/// then itself, or for a wildcard the host's usable interface addresses
+/// (`minimodel_swarm::addrs`). When the interfaces cannot be read, the
+/// loopback address (and a warning).
+pub fn advertised(
+    bound: SocketAddr,
+    mapped: Option<SocketAddr>,
+    public: &[PublicAddr],
+    out: Output,
+) -> Vec<SocketAddr> {
+    let public: Vec<SocketAddr> = mapped
+        .into_iter()
+        .chain(public.iter().flat_map(|p| p.0.iter().copied()))
+        .collect();
     match listener_addrs(bound, &public) {
         Ok(addrs) => addrs,
         Err(error) => {

@@ -21,7 +21,8 @@ use tokio::sync::mpsc;
 use super::dht::{DhtArgs, show_announcement};
 use super::load_manifest;
 use super::network::{
-    Congestion, PublicAddr, advertised, describe_peer, identity, parse_public_addr, runtime,
+    Congestion, MAPPING_WAIT, PublicAddr, advertised, describe_peer, identity, parse_public_addr,
+    port_mapping_clause, runtime,
 };
 use super::ticket::say_ticket;
 use crate::consent;
@@ -48,6 +49,11 @@ pub struct SeedArgs {
     /// is resolved now. Any number.
     #[arg(long = "public-addr", value_name = "HOST:PORT", value_parser = parse_public_addr)]
     pub public_addrs: Vec<PublicAddr>,
+    /// Do not ask this network's router to open the listening port (by
+    /// default a seeder listening behind one asks it through UPnP IGD,
+    /// NAT-PMP or PCP, and removes the mapping when it stops).
+    #[arg(long)]
+    pub no_port_mapping: bool,
     /// Directory that keeps this peer's key, so it keeps its id across runs.
     #[arg(long)]
     pub identity: Option<PathBuf>,
@@ -91,10 +97,11 @@ pub fn run(args: SeedArgs, out: Output) -> Result<(), Failure> {
         .transpose()?;
     consent::ask(
         &format!(
-            "{}serve {} to other peers{}",
+            "{}serve {} to other peers{}{}",
             judged.first_use_clause().unwrap_or_default(),
             manifest.model_id,
-            args.dht.consent_clause()
+            args.dht.consent_clause(),
+            port_mapping_clause(args.listen, !args.no_port_mapping)
         ),
         args.yes,
         out.json,
@@ -110,6 +117,7 @@ pub fn run(args: SeedArgs, out: Output) -> Result<(), Failure> {
     };
     plan.tuning = args.congestion.tuning();
     plan.manifest_file = Some(std::sync::Arc::clone(&loaded.bytes));
+    plan.port_mapping = !args.no_port_mapping;
     let bar = out.byte_progress(manifest.artifact_bytes, "verifying");
     let verified = plan.verify(&|n| bar.set_position(n));
     bar.finish_and_clear();
@@ -151,7 +159,12 @@ pub fn run(args: SeedArgs, out: Output) -> Result<(), Failure> {
             .context("the seeder has no listening address")?;
         let peer = PeerAddrs {
             id: seeder.peer_id(),
-            addrs: advertised(bound, &args.public_addrs, out),
+            addrs: advertised(
+                bound,
+                seeder.mapped_addr(MAPPING_WAIT).await,
+                &args.public_addrs,
+                out,
+            ),
         };
         let offer = PeerOffer::for_manifest(manifest, peer.clone());
         if let Some(path) = &args.offer {

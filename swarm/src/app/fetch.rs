@@ -38,6 +38,9 @@ pub struct Serving {
     pub listen: SocketAddr,
     /// Keep serving the finished file until stopped.
     pub seed_after: bool,
+    /// Ask the home router to map the listening port (UPnP IGD, NAT-PMP,
+    /// PCP).
+    pub port_mapping: bool,
 }
 
 /// Everything a download needs but an identity: what, from whom, where
@@ -186,6 +189,7 @@ impl ReadyDownload {
             seed_after: plan.serving.is_some_and(|serving| serving.seed_after),
             node: crate::node::NodeSettings {
                 manifest_file: plan.manifest_file,
+                port_mapping: plan.serving.is_some_and(|serving| serving.port_mapping),
                 ..node_settings(listen, &plan.limits, plan.tuning)
             },
             dht: plan.dht,

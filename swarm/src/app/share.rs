@@ -36,6 +36,9 @@ pub struct SharePlan {
     /// The manifest file's bytes as read, handed to a manifest query (a
     /// ticket names their SHA-256). `None`: the manifest's canonical text.
     pub manifest_file: Option<Arc<[u8]>>,
+    /// Ask the home router to map the listening port (UPnP IGD, NAT-PMP,
+    /// PCP; default off: a front end turns it on with its user's consent).
+    pub port_mapping: bool,
 }
 
 /// A share whose file passed every check against its manifest.
@@ -55,6 +58,7 @@ impl SharePlan {
             limits: Limits::default(),
             tuning: TransportTuning::default(),
             manifest_file: None,
+            port_mapping: false,
         }
     }
 
@@ -102,6 +106,7 @@ impl VerifiedShare {
         let plan = &self.plan;
         let mut settings = node_settings(Some(listen), limits, plan.tuning.clone());
         settings.manifest_file = plan.manifest_file.clone();
+        settings.port_mapping = plan.port_mapping;
         Seeder::start(&self.artifact, &plan.file, settings, identity, reports)
     }
 }

@@ -37,16 +37,31 @@ pub struct LocalHello {
     /// Where this side listens on its own local network(s): its LAN
     /// addresses (at most 4), for peers behind the same router.
     pub lan: Vec<SocketAddr>,
+    /// The port mapping its router holds for it, if one was asked for:
+    /// while one is held, the Hello names the mapped outside address as
+    /// where this side listens (peers see its connections come from that
+    /// IP address and know it is reachable there).
+    pub mapped: Option<tokio::sync::watch::Receiver<crate::portmap::MapState>>,
 }
 
 impl LocalHello {
     /// Our Hello on a connection whose other side is at `remote`: it names
     /// that address (`observed`: how we see the peer, which tells a peer
     /// behind a NAT its public address) and our LAN addresses.
+    /// Where the Hello says this side listens: the mapped outside address
+    /// while a mapping is held, else the bound address.
+    fn listen(&self) -> Option<SocketAddr> {
+        let mapped = self
+            .mapped
+            .as_ref()
+            .and_then(|state| state.borrow().external);
+        self.listen.and(mapped).or(self.listen)
+    }
+
     fn hello_to(&self, remote: SocketAddr) -> Result<Hello, LinkError> {
         let mut hello = self
             .swarm
-            .hello(self.serving, self.listen, &self.agent)
+            .hello(self.serving, self.listen(), &self.agent)
             .map_err(misuse)?;
         hello.observed = Some(minimodel_wire::canonical_addr(remote));
         hello.lan = self.lan.clone();
@@ -515,5 +530,57 @@ fn describe(error: &LinkError) -> String {
         }
         LinkError::Local(text) => format!("local error: {text}"),
         LinkError::Abandoned => "abandoned".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::portmap::MapState;
+    use minimodel_wire::SwarmParams;
+
+    fn local(mapped: Option<tokio::sync::watch::Receiver<MapState>>) -> LocalHello {
+        let params = SwarmParams::new(100, 10, 10).unwrap();
+        LocalHello {
+            swarm: SwarmIdentity::new("demo", [7; 32], params).unwrap(),
+            serving: true,
+            listen: Some("0.0.0.0:4433".parse().unwrap()),
+            agent: "minimodel/test".into(),
+            lan: vec!["192.168.1.2:4433".parse().unwrap()],
+            mapped,
+        }
+    }
+
+    #[test]
+    fn the_hello_names_the_mapped_address_while_the_router_holds_one() {
+        let remote: SocketAddr = "198.51.100.9:4433".parse().unwrap();
+        assert_eq!(
+            local(None).hello_to(remote).unwrap().listen,
+            Some("0.0.0.0:4433".parse().unwrap())
+        );
+        let (state, watched) = tokio::sync::watch::channel(MapState::default());
+        let local = local(Some(watched));
+        // Asked, not mapped yet: the bound address.
+        assert_eq!(
+            local.hello_to(remote).unwrap().listen,
+            Some("0.0.0.0:4433".parse().unwrap())
+        );
+        let mapped: SocketAddr = "203.0.113.5:4433".parse().unwrap();
+        state.send_replace(MapState {
+            settled: true,
+            external: Some(mapped),
+        });
+        let hello = local.hello_to(remote).unwrap();
+        assert_eq!(hello.listen, Some(mapped));
+        assert_eq!(hello.lan, local.lan);
+        // Lost: back to the bound address.
+        state.send_replace(MapState {
+            settled: true,
+            external: None,
+        });
+        assert_eq!(
+            local.hello_to(remote).unwrap().listen,
+            Some("0.0.0.0:4433".parse().unwrap())
+        );
     }
 }

@@ -54,6 +54,11 @@ pub struct NodeSettings {
     /// manifest query (a ticket names their SHA-256). `None`: the
     /// manifest's canonical text.
     pub manifest_file: Option<Arc<[u8]>>,
+    /// Ask the home router to map the listening port (UPnP IGD, NAT-PMP,
+    /// PCP) when the node listens behind one
+    /// (`minimodel_node::portmap::wants_mapping`); the mapping is removed
+    /// when the node shuts down.
+    pub port_mapping: bool,
 }
 
 impl Default for NodeSettings {
@@ -64,6 +69,7 @@ impl Default for NodeSettings {
             agent: concat!("minimodel/", env!("CARGO_PKG_VERSION")).to_owned(),
             core: CoreConfig::default(),
             manifest_file: None,
+            port_mapping: false,
         }
     }
 }
@@ -175,6 +181,8 @@ pub(crate) struct Node {
     /// With the chunks whose uploads it waits for (those under way when it
     /// came: uploads the core starts meanwhile do not hold it longer).
     held_goodbyes: BTreeMap<LinkId, (minimodel_wire::Message, BTreeSet<u32>)>,
+    /// The router's mapping of our port, while the node listens behind one.
+    port_map: Option<crate::portmap::PortMapTask>,
 }
 
 /// What [`Node::new`] needs.
@@ -241,12 +249,28 @@ impl Node {
                 .take(minimodel_wire::MAX_LAN_ADDRS)
                 .collect()
         };
+        // The router maps our port while we listen behind it (started
+        // here, inside the runtime, so that an offer can wait for it).
+        let port_map = listen
+            .filter(|&bound| {
+                parts.config.port_mapping
+                    && minimodel_node::portmap::wants_mapping(bound)
+                    && tokio::runtime::Handle::try_current().is_ok()
+            })
+            .map(|bound| {
+                crate::portmap::PortMapTask::start(
+                    bound.port(),
+                    minimodel_node::portmap::PortMapConfig::default(),
+                    parts.reports.clone(),
+                )
+            });
         let local = LocalHello {
             swarm: parts.swarm,
             serving: parts.start.serve,
             listen,
             agent: parts.config.agent.clone(),
             lan,
+            mapped: port_map.as_ref().map(crate::portmap::PortMapTask::state),
         };
         let mut start = parts.start;
         start.listen = listen.is_some();
@@ -273,7 +297,24 @@ impl Node {
             announcement: None,
             manifest: parts.manifest.map(|(_, bytes)| bytes),
             held_goodbyes: BTreeMap::new(),
+            port_map,
         })
+    }
+
+    /// Where the home router's mapping lets peers outside reach this node,
+    /// once the first round of asking is over or `wait` has passed: `None`
+    /// when the node asks for no mapping or no router made one (yet).
+    pub(crate) async fn mapped_addr(&self, wait: Duration) -> Option<SocketAddr> {
+        crate::portmap::settled_external(self.port_mapping(), wait).await
+    }
+
+    /// The port mapping's state, when the node asks its router for one.
+    pub(crate) fn port_mapping(
+        &self,
+    ) -> Option<tokio::sync::watch::Receiver<crate::portmap::MapState>> {
+        self.port_map
+            .as_ref()
+            .map(crate::portmap::PortMapTask::state)
     }
 
     /// The address peers reach this node at, when it listens.
@@ -372,6 +413,10 @@ impl Node {
         }
         if let Some(announcement) = self.announcement.take() {
             announcement.stop().await;
+        }
+        // Nobody is let in any more: the router's mapping goes.
+        if let Some(port_map) = self.port_map.take() {
+            port_map.stop().await;
         }
         self.endpoint.close(0u32.into(), b"shutdown");
         // Long enough for the CONNECTION_CLOSE packets to leave; not the
