@@ -305,7 +305,7 @@ def uplinks(ctx, name, tool, peers, size, caps, campus=False, timeout=900, peer_
 # --- homes behind NAT ------------------------------------------------------------
 
 
-def homes(ctx, name, size, nat, count=4, per_home=1, timeout=900, peer_extra=()):
+def homes(ctx, name, size, nat, count=4, per_home=1, timeout=900, peer_extra=(), upnp=False):
     """A seeder capped at 100 Mbit on the internet; `count` homes, each
     behind its own router (`nat`: cone or symmetric), its uplink 20 Mbit,
     with `per_home` `fetch --serve` peers on its LAN (1 Gbit), each given
@@ -315,7 +315,10 @@ def homes(ctx, name, size, nat, count=4, per_home=1, timeout=900, peer_extra=())
     (per receipt, delivered-first bytes not from the seeder: between homes,
     or inside a home's LAN), and what each home sent (its router's WAN).
     Fails when, behind cone NATs, no byte moved between peers, or when the
-    seeder sent one home whose peers share a LAN more than 1.5 copies."""
+    seeder sent one home whose peers share a LAN more than 1.5 copies.
+    With `upnp`, each router runs miniupnpd (UPnP IGD, NAT-PMP, PCP) and
+    every peer is expected to report a port mapping; homes behind
+    symmetric NATs then trade too (a mapping is dialed cold)."""
     run_dir = ctx.scratch(name)
     ctx.artifact(size)
     with ctx.lab(name) as lab:
@@ -323,7 +326,11 @@ def homes(ctx, name, size, nat, count=4, per_home=1, timeout=900, peer_extra=())
         houses = [lab.add_home(f"h{i}", nat=nat, cap=HOME_UPLINK) for i in range(1, count + 1)]
         hosts = [house.add_host(f"h{i}{chr(96 + j)}")
                  for i, house in enumerate(houses, 1) for j in range(1, per_home + 1)]
+        stun = lab.add_stun_server() if upnp else None
         lab.wait_reachable()
+        if upnp:
+            for house in houses:
+                house.start_upnp(stun)
         # Into the first home's router: nothing gets into a home unasked.
         u_s = measure_uplink(seeder, houses[0].router)
         meters = {"seeder": seeder.tx_bytes}
@@ -361,7 +368,7 @@ def homes(ctx, name, size, nat, count=4, per_home=1, timeout=900, peer_extra=())
     problems = list(run["problems"])
     # Behind cone NATs the peers get through to each other (introductions
     # through the seeder); inside one home they trade over the LAN.
-    if nat == "cone" and len(hosts) > 1 and sum(others) == 0:
+    if (nat == "cone" or upnp) and len(hosts) > 1 and sum(others) == 0:
         problems.append("no byte moved between peers: every copy came from the seeder")
     if per_home > 1 and count == 1 and run["sent"]["seeder"] > 1.5 * size:
         problems.append(f"the seeder sent {run['sent']['seeder'] / size:.2f} copies to one home "
@@ -729,6 +736,8 @@ SCENARIOS = {
     "homes-4x32-cone": lambda c, n: homes(c, n, 32 * MiB, "cone", timeout=300),
     "homes-4x256-cone": lambda c, n: homes(c, n, 256 * MiB, "cone"),
     "homes-4x256-symmetric": lambda c, n: homes(c, n, 256 * MiB, "symmetric"),
+    "homes-4x256-cone-upnp": lambda c, n: homes(c, n, 256 * MiB, "cone", upnp=True),
+    "homes-4x256-symmetric-upnp": lambda c, n: homes(c, n, 256 * MiB, "symmetric", upnp=True),
     "neighbours-2x256": lambda c, n: homes(c, n, 256 * MiB, "cone", count=1, per_home=2),
     "neighbours-2x32": lambda c, n: homes(c, n, 32 * MiB, "cone", count=1, per_home=2,
                                           timeout=300),
