@@ -445,3 +445,43 @@ fn after_a_kill_9_every_download_resumes_without_fetching_a_verified_chunk_again
         shared[0].bytes
     );
 }
+
+#[test]
+fn a_share_gives_a_ticket_that_fetches_it_with_nothing_else() {
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path();
+    let artifact = Artifact::make(dir, "tiny", "tiny", "512KiB", "64KiB", 4);
+    // The publisher's file as it is, a comment the canonical text lacks:
+    // the ticket names these bytes, so these bytes must be what is served.
+    let mut text = std::fs::read(&artifact.manifest_path).unwrap();
+    text.extend_from_slice(b"# published by acme\n");
+    std::fs::write(&artifact.manifest_path, &text).unwrap();
+    let library = dir.join("seeder");
+    let _seeder = run_companion(dir, &library);
+    let shared = share(dir, &library, &artifact, &[]);
+    let id = shared["id"].as_str().unwrap().to_owned();
+    let items = wait_items(&library, "the share's ticket", |items| {
+        items
+            .iter()
+            .any(|item| item["id"] == id && item["serving"]["ticket"].is_string())
+    });
+    let item = items.iter().find(|item| item["id"] == id).unwrap();
+    let ticket = item["serving"]["ticket"].as_str().unwrap().to_owned();
+    assert!(ticket.starts_with("mm1"), "{ticket}");
+
+    let elsewhere = tempfile::tempdir().unwrap();
+    let out = elsewhere.path().join("out");
+    let mut fetch = Proc::spawn(
+        elsewhere.path(),
+        &[
+            "fetch",
+            &ticket,
+            "-o",
+            out.to_str().unwrap(),
+            "--yes",
+            "--json",
+        ],
+    );
+    fetch.expect_exit(0);
+    artifact.verify(&out, &out.join("tiny.slm"));
+}

@@ -95,6 +95,9 @@ pub type Events = mpsc::UnboundedSender<(ItemId, u64, RunEvent)>;
 pub struct ShareJob {
     /// The artifact's manifest (judged by the companion).
     pub manifest: Manifest,
+    /// The manifest file's bytes, handed to manifest queries (a ticket
+    /// names their SHA-256).
+    pub manifest_file: Arc<[u8]>,
     /// The `.slm` file.
     pub file: PathBuf,
     /// The file, verified by an earlier run of this item.
@@ -279,6 +282,7 @@ impl Run {
                 self.send(RunEvent::Verifying(0));
                 let mut plan = SharePlan::new(job.manifest, job.file, self.listen);
                 plan.port_mapping = self.port_mapping;
+                plan.manifest_file = Some(job.manifest_file);
                 match self.verify(plan).await {
                     Ok(verified) => verified,
                     Err(error) => return Ending::Failed { error, last: None },
@@ -374,6 +378,7 @@ impl Run {
         });
         plan.limits = self.limits.clone();
         let manifest = plan.manifest.clone();
+        let manifest_file = plan.manifest_file.clone();
         let opened = tokio::task::spawn_blocking(move || plan.open(&|_| {})).await;
         let ready = match opened {
             Ok(Ok(Opened::Partial(ready))) => *ready,
@@ -387,6 +392,7 @@ impl Run {
                 }
                 let mut plan = SharePlan::new(manifest, done.paths.artifact.clone(), self.listen);
                 plan.port_mapping = self.port_mapping;
+                plan.manifest_file = manifest_file;
                 self.send(RunEvent::Verifying(0));
                 return match self.verify(plan).await {
                     Ok(verified) => self.serve(&verified, stopped).await,

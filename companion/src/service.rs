@@ -188,6 +188,8 @@ impl ApiError {
 struct Kept {
     manifest: Manifest,
     sha256: Sha256Digest,
+    /// The manifest file's bytes: what a manifest query (a ticket) gets.
+    bytes: Arc<[u8]>,
 }
 
 /// What the API shows of an item beyond its record.
@@ -501,7 +503,11 @@ fn load_kept(library: &LibraryDir, item: &ItemRecord) -> Result<Kept, String> {
     }
     let manifest = Manifest::parse_bytes(&bytes)
         .map_err(|error| format!("its manifest is invalid: {error}"))?;
-    Ok(Kept { manifest, sha256 })
+    Ok(Kept {
+        manifest,
+        sha256,
+        bytes: Arc::from(bytes),
+    })
 }
 
 /// The smaller of two caps (`None` is no cap).
@@ -600,6 +606,22 @@ fn human(bytes: u64) -> String {
     } else {
         format!("{value:.1} {}", UNITS[unit])
     }
+}
+
+/// The ticket of a serving item: the manifest file's digest, its
+/// publisher key id when signed, this node at its first addresses (the
+/// ones a ticket carries). `None` when they make no ticket (none a peer
+/// can dial).
+fn ticket_of(kept: &Kept, mut peer: PeerAddrs) -> Option<String> {
+    let key_id = minimodel_verifier::signing::manifest::check_manifest_signature(&kept.manifest)
+        .ok()
+        .flatten()
+        .map(|key| key.key_id());
+    peer.addrs
+        .truncate(minimodel_swarm::ticket::MAX_TICKET_ADDRS);
+    minimodel_swarm::ticket::Ticket::new(kept.sha256, key_id, vec![peer])
+        .ok()
+        .map(|ticket| ticket.to_string())
 }
 
 /// A manifest read from a request.
@@ -1064,6 +1086,7 @@ impl Shared {
                 Kept {
                     manifest: loaded.manifest.clone(),
                     sha256: loaded.sha256,
+                    bytes: Arc::from(loaded.bytes.as_slice()),
                 },
             );
             inner.live.insert(
@@ -1595,6 +1618,7 @@ impl Shared {
         let job = match &record.work {
             Work::Share(share) => Job::Share(Box::new(ShareJob {
                 manifest: kept.manifest.clone(),
+                manifest_file: Arc::clone(&kept.bytes),
                 file: share.file.clone(),
                 verified: inner.verified.get(id).cloned(),
             })),
@@ -1605,6 +1629,7 @@ impl Shared {
                     check.clone(),
                     self.library.downloads_dir(),
                 );
+                plan.manifest_file = Some(Arc::clone(&kept.bytes));
                 let peers: Vec<PeerAddrs> = download
                     .peers
                     .iter()
@@ -1821,11 +1846,16 @@ impl Shared {
                     let offer = inner.manifests.get(id).map(|kept| {
                         let addrs = minimodel_swarm::addrs::listener_addrs(addr, &[])
                             .unwrap_or_else(|_| vec![addr]);
-                        PeerOffer::for_manifest(&kept.manifest, PeerAddrs { id: peer_id, addrs })
+                        let peer = PeerAddrs { id: peer_id, addrs };
+                        (
+                            PeerOffer::for_manifest(&kept.manifest, peer.clone()),
+                            ticket_of(kept, peer),
+                        )
                     });
-                    live.serving = offer.map(|offer| ServingView {
+                    live.serving = offer.map(|(offer, ticket)| ServingView {
                         listen: addr.to_string(),
                         offer: serde_json::to_value(&offer).unwrap_or_default(),
+                        ticket,
                     });
                     if live.state != Some(ItemState::Fetching) {
                         let delivered = inner

@@ -246,6 +246,10 @@ pub struct ServingView {
     pub listen: String,
     /// The peer offer others fetch with (`minimodel-peer-offer-v1`).
     pub offer: serde_json::Value,
+    /// The ticket others fetch with (`minimodel fetch TICKET`): the
+    /// manifest's digest and this node; absent when its addresses make
+    /// none.
+    pub ticket: Option<String>,
 }
 
 /// How to open a verified download in TinyRustLM (nothing here opens or

@@ -149,6 +149,11 @@ function showItem(item) {
     details.appendChild(element("summary", "", "Peer offer"));
     details.appendChild(element("pre", "offer", JSON.stringify(item.serving.offer, null, 2)));
     card.appendChild(details);
+    if (item.serving.ticket) {
+      const ticket = element("p", "ticket", "Ticket (minimodel fetch TICKET -o DIR): ");
+      ticket.appendChild(element("code", "ticket-text", item.serving.ticket));
+      card.appendChild(ticket);
+    }
   }
 
   if (item.error) card.appendChild(element("p", "error", item.error));
