@@ -653,7 +653,10 @@ class Home:
         chains are the ones miniupnpd's nftables backend adds its rules to
         (`miniupnpd`, `prerouting_miniupnpd`, `postrouting_miniupnpd`), empty
         unless miniupnpd runs."""
-        return NAT_TABLE.format(masquerade=NAT_RULES[self.nat])
+        # Only the LAN's packets are translated: the router's own (the STUN
+        # check of miniupnpd) leave from its WAN address and port as they
+        # are, as on a router whose WAN address is public.
+        return NAT_TABLE.format(masquerade=NAT_RULES[self.nat], lan=HOME_LAN4.format(0))
 
     def add_host(self, name, cap=LAN_CAP, burst=None):
         """A host on the LAN: `eth0` with 192.168.1.N/24 (N from 2), its
@@ -840,7 +843,7 @@ table inet filter {{
     chain postrouting {{
         type nat hook postrouting priority 100; policy accept;
         jump postrouting_miniupnpd
-        oifname "wan" {masquerade}
+        oifname "wan" ip saddr {lan}/24 {masquerade}
     }}
     chain prerouting_miniupnpd {{
     }}

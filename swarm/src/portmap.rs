@@ -424,8 +424,12 @@ async fn gateway_mapped(mapping: &crab_nat::PortMapping) -> MapOutcome {
 /// Whether a PCP/NAT-PMP failure means nobody answered (no router there)
 /// rather than a refusal.
 fn gateway_unreachable(error: &crab_nat::MappingFailure) -> bool {
-    let text = error.to_string();
-    text.contains("socket") || text.contains("imed out") || text.contains("timeout")
+    use crab_nat::{MappingFailure, natpmp, pcp};
+    matches!(
+        error,
+        MappingFailure::NatPmp(natpmp::Failure::Socket(_) | natpmp::Failure::Timeout)
+            | MappingFailure::Pcp(pcp::Failure::Socket(_) | pcp::Failure::Timeout)
+    )
 }
 
 /// Runs a blocking call on a thread of its own and waits at most
