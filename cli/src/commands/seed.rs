@@ -157,14 +157,10 @@ pub fn run(args: SeedArgs, out: Output) -> Result<(), Failure> {
         let bound = seeder
             .listen_addr()
             .context("the seeder has no listening address")?;
+        let mapped = seeder.mapped_addr(MAPPING_WAIT).await;
         let peer = PeerAddrs {
             id: seeder.peer_id(),
-            addrs: advertised(
-                bound,
-                seeder.mapped_addr(MAPPING_WAIT).await,
-                &args.public_addrs,
-                out,
-            ),
+            addrs: advertised(bound, mapped, &args.public_addrs, out),
         };
         let offer = PeerOffer::for_manifest(manifest, peer.clone());
         if let Some(path) = &args.offer {
@@ -183,7 +179,10 @@ pub fn run(args: SeedArgs, out: Output) -> Result<(), Failure> {
         out.say("stop with Ctrl-C");
         let announcing = match dht {
             Some(dht) => {
-                let port = NonZeroU16::new(bound.port()).context("the seeder listens on port 0")?;
+                // The DHT sees our router's address; the port is the one it
+                // maps to us, when it does.
+                let port = mapped.map_or(bound.port(), |mapped| mapped.port());
+                let port = NonZeroU16::new(port).context("the seeder listens on port 0")?;
                 let key = SwarmKey::of(&manifest.chunks.merkle_root);
                 let announcement = dht.announce(key, port);
                 out.say(format!(
