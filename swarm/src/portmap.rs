@@ -308,6 +308,19 @@ impl Router {
                 })
                 .await;
                 match found {
+                    // Only our own router maps our port: a device that
+                    // answered the search from another address (any host
+                    // on the LAN can) gets no SOAP call.
+                    Ok(Ok(gateway)) if !is_our_gateway(gateway.addr.ip()) => {
+                        return MapOutcome::Failed {
+                            via: Via::Upnp,
+                            kind: FailKind::Refused,
+                            detail: format!(
+                                "the UPnP device at {} is not this host's default gateway",
+                                gateway.addr
+                            ),
+                        };
+                    }
                     Ok(Ok(gateway)) => gateway,
                     Ok(Err(detail)) | Err(detail) => {
                         return MapOutcome::Failed {
@@ -474,6 +487,15 @@ fn read_default_gateway() -> std::io::Result<Option<Ipv4Addr>> {
         )?))
     } else {
         Ok(None)
+    }
+}
+
+/// Whether `ip` is this host's default gateway, or the gateway is not
+/// known (a routing table this host does not have in `/proc`).
+fn is_our_gateway(ip: IpAddr) -> bool {
+    match read_default_gateway() {
+        Ok(Some(gateway)) => ip.to_canonical() == IpAddr::V4(gateway),
+        _ => true,
     }
 }
 
