@@ -554,15 +554,7 @@ impl PortMapper {
                 queued: false,
                 unmapping: false,
             },
-            State::Removing {
-                held,
-                queued,
-                unmapping,
-            } => State::Removing {
-                held,
-                queued,
-                unmapping,
-            },
+            removing @ State::Removing { .. } => removing,
             State::Waiting(_) | State::Trying { .. } | State::Stopped => State::Stopped,
         };
     }

@@ -271,14 +271,6 @@ impl Fetcher {
         self.node.listen_addr()
     }
 
-    /// Where the home router's mapping lets peers outside reach this
-    /// node (UPnP IGD, NAT-PMP or PCP), waiting at most `wait` for the
-    /// router's first answer: `None` when no mapping is asked for or none
-    /// was made. Listed first where this node's addresses are given out.
-    pub async fn mapped_addr(&self, wait: std::time::Duration) -> Option<std::net::SocketAddr> {
-        self.node.mapped_addr(wait).await
-    }
-
     /// The port mapping's state to watch (see
     /// [`crate::portmap::settled_external`]), when this node asks its
     /// router for one.

@@ -157,7 +157,8 @@ pub fn run(args: SeedArgs, out: Output) -> Result<(), Failure> {
         let bound = seeder
             .listen_addr()
             .context("the seeder has no listening address")?;
-        let mapped = seeder.mapped_addr(MAPPING_WAIT).await;
+        let mapped =
+            minimodel_swarm::portmap::settled_external(seeder.port_mapping(), MAPPING_WAIT).await;
         let peer = PeerAddrs {
             id: seeder.peer_id(),
             addrs: advertised(bound, mapped, &args.public_addrs, out),

@@ -55,7 +55,7 @@ impl LocalHello {
             .mapped
             .as_ref()
             .and_then(|state| state.borrow().external);
-        self.listen.and(mapped).or(self.listen)
+        self.listen.map(|bound| mapped.unwrap_or(bound))
     }
 
     fn hello_to(&self, remote: SocketAddr) -> Result<Hello, LinkError> {

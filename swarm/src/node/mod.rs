@@ -301,13 +301,6 @@ impl Node {
         })
     }
 
-    /// Where the home router's mapping lets peers outside reach this node,
-    /// once the first round of asking is over or `wait` has passed: `None`
-    /// when the node asks for no mapping or no router made one (yet).
-    pub(crate) async fn mapped_addr(&self, wait: Duration) -> Option<SocketAddr> {
-        crate::portmap::settled_external(self.port_mapping(), wait).await
-    }
-
     /// The port mapping's state, when the node asks its router for one.
     pub(crate) fn port_mapping(
         &self,
