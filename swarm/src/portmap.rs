@@ -513,7 +513,9 @@ pub fn default_gateway(table: &str) -> Option<Ipv4Addr> {
     const RTF_UP: u32 = 0x1;
     const RTF_GATEWAY: u32 = 0x2;
     let hex = |field: &str| {
-        (field.len() == 8)
+        // Eight hex digits exactly: `from_str_radix` alone would take a
+        // leading `+` and read a field the kernel never writes.
+        (field.len() == 8 && field.bytes().all(|b| b.is_ascii_hexdigit()))
             .then(|| u32::from_str_radix(field, 16).ok())
             .flatten()
     };
@@ -670,6 +672,8 @@ mod tests {
             "eth0 0 0101A8C0 0003 0 0 0 0 0 0 0",
             "eth0 00000000 0101A8C0C0 0003 0 0 0 00000000 0 0 0",
             "eth0 00000000 00000000 0003 0 0 0 00000000 0 0 0",
+            "eth0 00000000 +1010000 0003 0 0 0 00000000 0 0 0",
+            "eth0 +0000000 0101A8C0 0003 0 0 0 00000000 0 0 0",
             "\u{0}\u{ffff}",
         ] {
             assert_eq!(default_gateway(text), None, "{text:?}");
