@@ -484,4 +484,18 @@ fn a_share_gives_a_ticket_that_fetches_it_with_nothing_else() {
     );
     fetch.expect_exit(0);
     artifact.verify(&out, &out.join("tiny.slm"));
+
+    // The same string given to another companion.
+    let fetcher_library = dir.join("fetcher");
+    let _fetcher = run_companion(dir, &fetcher_library);
+    let (code, lines, stderr) = companion(
+        dir,
+        &fetcher_library,
+        &["fetch", &ticket, "--yes", "--wait"],
+    );
+    assert_eq!(code, 0, "{lines:?} {stderr}");
+    let last: Value = serde_json::from_str(lines.last().unwrap()).unwrap();
+    assert_eq!(last["item"]["state"], "done", "{lines:#?}");
+    let file = last["item"]["file"].as_str().unwrap();
+    assert_eq!(std::fs::read(file).unwrap(), artifact.bytes);
 }

@@ -184,6 +184,11 @@ impl Runner {
         self.identity.peer_id()
     }
 
+    /// The identity itself (a ticket's manifest query dials with it).
+    pub fn identity(&self) -> &Arc<Identity> {
+        &self.identity
+    }
+
     /// The address items serve on.
     pub fn serve_ip(&self) -> IpAddr {
         self.serve_ip

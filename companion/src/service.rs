@@ -27,15 +27,18 @@ use minimodel_swarm::app::Limits as RunLimits;
 use minimodel_swarm::app::fetch::DownloadPlan;
 use minimodel_swarm::app::peers::{from_offers, from_request};
 use minimodel_swarm::app::share::VerifiedShare;
+use minimodel_swarm::app::ticket::{QUERY_TIMEOUT, manifest_of};
 use minimodel_swarm::dht::{Bootstrap, DiscoveryConfig};
 use minimodel_swarm::node::{NodeMetrics, NodeReport};
 use minimodel_swarm::offer::{ImportRequest, PeerOffer};
 use minimodel_swarm::peers::{PeerAddrs, merge_peers};
 use minimodel_swarm::resume::DownloadPaths;
-use minimodel_swarm::transport::Identity;
+use minimodel_swarm::ticket::Ticket;
+use minimodel_swarm::transport::{Identity, TransportTuning};
 use minimodel_verifier::manifest::Manifest;
 use minimodel_verifier::receipt::now_rfc3339;
 use minimodel_verifier::signing::PublicKey;
+use minimodel_verifier::signing::manifest::check_manifest_signature;
 use minimodel_verifier::signing::trust::SignatureCheck;
 use minimodel_verifier::{ModelId, Sha256Digest};
 use minimodel_wire::{PeerAddr, PeerId};
@@ -240,9 +243,23 @@ pub(crate) struct Shared {
     events: broadcast::Sender<ApiEvent>,
     started_at: String,
     dht_bootstrap: Vec<std::net::SocketAddrV4>,
+    /// Manifests fetched for tickets, newest last (at most
+    /// [`TICKET_MANIFESTS_KEPT`]): a preview's answer, so that the add
+    /// after it does not ask the peers again. Kept by SHA-256, so a
+    /// manifest found here is the one the ticket names.
+    ticket_manifests: std::sync::Mutex<std::collections::VecDeque<(Sha256Digest, Vec<u8>)>>,
+    /// Ticket queries under way (at most [`TICKET_QUERIES`]; more wait).
+    ticket_queries: tokio::sync::Semaphore,
     pub(crate) shutdown: watch::Sender<bool>,
     pub(crate) gate: crate::guard::Gate,
 }
+
+/// How many manifests fetched for tickets are kept for the add that
+/// follows a preview.
+const TICKET_MANIFESTS_KEPT: usize = 8;
+/// How many ticket queries (each a QUIC endpoint dialing the ticket's
+/// addresses in turn) run at once.
+const TICKET_QUERIES: usize = 2;
 
 /// A companion, started; [`Companion::run`] serves it until stopped.
 pub struct Companion {
@@ -339,6 +356,8 @@ impl Companion {
             events,
             started_at: now_rfc3339(),
             dht_bootstrap: config.dht_bootstrap,
+            ticket_manifests: std::sync::Mutex::new(std::collections::VecDeque::new()),
+            ticket_queries: tokio::sync::Semaphore::new(TICKET_QUERIES),
             shutdown,
             gate,
         });
@@ -695,8 +714,12 @@ fn parse_key(text: Option<&str>) -> Result<Option<PublicKey>, ApiError> {
 }
 
 /// The peers of a download request, checked against the manifest.
-fn download_peers(request: &AddDownload, manifest: &Manifest) -> Result<Vec<PeerAddrs>, ApiError> {
-    let mut named = Vec::new();
+fn download_peers(
+    request: &AddDownload,
+    manifest: &Manifest,
+    ticket_peers: Vec<PeerAddrs>,
+) -> Result<Vec<PeerAddrs>, ApiError> {
+    let mut named = ticket_peers;
     for text in &request.peers {
         let peer: PeerAddr = text.trim().parse().map_err(|error| {
             ApiError::invalid(format!(
@@ -737,7 +760,7 @@ fn download_peers(request: &AddDownload, manifest: &Manifest) -> Result<Vec<Peer
     }
     if peers.is_empty() && !request.dht {
         return Err(ApiError::invalid("no peers to fetch from")
-            .hint("name peers, give offers or a request, or set dht"));
+            .hint("name peers, give offers, a request or a ticket, or set dht"));
     }
     Ok(peers)
 }
@@ -1104,21 +1127,119 @@ impl Shared {
             .ok_or_else(|| ApiError::not_found(id.as_str()))
     }
 
+    /// The manifest a download request names (a file, its text, or a
+    /// ticket whose peers are asked for it), and the peers a ticket names.
+    async fn download_manifest(
+        &self,
+        request: &AddDownload,
+    ) -> Result<(Loaded, Vec<PeerAddrs>), ApiError> {
+        let Some(text) = request.ticket.as_deref() else {
+            let loaded = load_manifest(
+                request.manifest_path.as_deref(),
+                request.manifest.as_deref(),
+            )?;
+            return Ok((loaded, Vec::new()));
+        };
+        if request.manifest_path.is_some() || request.manifest.is_some() {
+            return Err(ApiError::invalid(
+                "name the manifest with exactly one of manifest_path, manifest and ticket",
+            ));
+        }
+        let ticket: Ticket = text
+            .trim()
+            .parse()
+            .map_err(|error| ApiError::invalid(format!("the ticket is not valid: {error}")))?;
+        let sha256 = ticket.manifest_sha256;
+        let kept = self
+            .ticket_manifests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .find(|(digest, _)| *digest == sha256)
+            .map(|(_, bytes)| bytes.clone());
+        let bytes = match kept {
+            Some(bytes) => bytes,
+            None => {
+                let _permit = self
+                    .ticket_queries
+                    .acquire()
+                    .await
+                    .map_err(|_| ApiError::io("the companion is stopping"))?;
+                let fetched = manifest_of(
+                    &ticket,
+                    self.runner.identity(),
+                    &TransportTuning::default(),
+                    QUERY_TIMEOUT,
+                )
+                .await
+                .map_err(|error| {
+                    let refusal = if error.wrong_bytes {
+                        ApiError::new(422, "verification-failed", error.to_string())
+                    } else {
+                        ApiError::new(502, "unreachable", error.to_string())
+                    };
+                    refusal.hint(
+                        "a peer of the ticket must be serving it (a share, seed, or fetch --serve) and reachable from this host",
+                    )
+                })?;
+                fetched.bytes.to_vec()
+            }
+        };
+        if bytes.len() as u64 > MAX_MANIFEST_BYTES {
+            return Err(ApiError::invalid(format!(
+                "the manifest the ticket names is larger than {MAX_MANIFEST_BYTES} bytes"
+            )));
+        }
+        let manifest = Manifest::parse_bytes(&bytes).map_err(|error| {
+            ApiError::invalid(format!("the manifest the ticket names is invalid: {error}"))
+        })?;
+        if let Some(key_id) = ticket.key_id {
+            let signed_by = check_manifest_signature(&manifest)
+                .ok()
+                .flatten()
+                .map(|key| key.key_id());
+            if signed_by != Some(key_id) {
+                return Err(ApiError::new(
+                    422,
+                    "verification-failed",
+                    format!(
+                        "the manifest the ticket names is not signed by the key the ticket names ({key_id}); nothing was added"
+                    ),
+                ));
+            }
+        }
+        {
+            let mut kept = self
+                .ticket_manifests
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if !kept.iter().any(|(digest, _)| *digest == sha256) {
+                if kept.len() == TICKET_MANIFESTS_KEPT {
+                    kept.pop_front();
+                }
+                kept.push_back((sha256, bytes.clone()));
+            }
+        }
+        let loaded = Loaded {
+            manifest,
+            bytes,
+            sha256,
+        };
+        Ok((loaded, ticket.peers))
+    }
+
     /// `POST /api/v1/downloads/preview`.
     pub(crate) async fn preview_download(
         &self,
         request: &AddDownload,
     ) -> Result<Preview, ApiError> {
-        let loaded = load_manifest(
-            request.manifest_path.as_deref(),
-            request.manifest.as_deref(),
-        )?;
+        let (loaded, ticket_peers) = self.download_manifest(request).await?;
         let check = self.judge(
             &loaded.manifest,
             request.publisher_key.as_deref(),
             request.require_signature,
         )?;
-        let peers = download_peers(request, &loaded.manifest)?;
+        let peers = download_peers(request, &loaded.manifest, ticket_peers)?;
         let id = ItemId::of(
             ItemKind::Download,
             &loaded.manifest.model_id,
@@ -1141,17 +1262,14 @@ impl Shared {
 
     /// `POST /api/v1/downloads`.
     pub(crate) async fn add_download(&self, request: AddDownload) -> Result<ItemView, ApiError> {
-        let loaded = load_manifest(
-            request.manifest_path.as_deref(),
-            request.manifest.as_deref(),
-        )?;
+        let (loaded, ticket_peers) = self.download_manifest(&request).await?;
         let manifest = &loaded.manifest;
         let check = self.judge(
             manifest,
             request.publisher_key.as_deref(),
             request.require_signature,
         )?;
-        let peers = download_peers(&request, manifest)?;
+        let peers = download_peers(&request, manifest, ticket_peers)?;
         if request.seed_after && !request.serve {
             return Err(ApiError::invalid("seed_after needs serve"));
         }

@@ -76,6 +76,13 @@ pub struct AddDownload {
     /// The manifest's text.
     #[serde(default)]
     pub manifest: Option<String>,
+    /// A ticket (`mm1...`) instead of a manifest: the manifest is asked
+    /// of the ticket's peers (a manifest query), kept only when its
+    /// SHA-256 is the ticket's and, when the ticket names a publisher
+    /// key, its signature is that key's; the ticket's peers are fetched
+    /// from.
+    #[serde(default)]
+    pub ticket: Option<String>,
     /// Peers, `PEER_ID@IP:PORT` (an IP address: names are not resolved).
     #[serde(default)]
     pub peers: Vec<String>,
@@ -132,7 +139,8 @@ pub struct ErrorBody {
     /// The kind, for programs: `unauthorized`, `forbidden`,
     /// `wrong-host`, `invalid-input`, `verification-failed`,
     /// `consent-needed`, `over-quota`, `conflict`, `not-found`,
-    /// `too-many`, `io`.
+    /// `too-many`, `unreachable` (no peer of a ticket sent its manifest),
+    /// `io`.
     pub kind: String,
     /// What went wrong, for people.
     pub error: String,

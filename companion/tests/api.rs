@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use minimodel_companion::CompanionError;
 use minimodel_companion::library::LibraryError;
+use minimodel_swarm::ticket::Ticket;
 use minimodel_verifier::Sha256Digest;
+use minimodel_verifier::signing::SecretKey;
 use serde_json::{Value, json};
 use support::{ApiSchema, Running, fixture, start};
 
@@ -313,6 +315,99 @@ fn a_share_and_a_download_through_the_api_end_in_a_receipt_and_log_lines() {
         states.len() >= 2,
         "the stream told of the way there: {states:?}"
     );
+}
+
+#[test]
+fn a_ticket_alone_adds_a_download_and_a_ticket_that_lies_adds_nothing() {
+    let temp = tempfile::tempdir().unwrap();
+    let art = fixture(&temp.path().join("files"), "tiny-ticket", 1 << 20, CHUNK);
+    let seeder = start(&temp.path().join("seeder"));
+    let fetcher = start(&temp.path().join("fetcher"));
+    let mut schema = ApiSchema::load();
+    let share_id = seeder.share(&art)["id"].as_str().unwrap().to_owned();
+    let serving = seeder.wait_item(&share_id, Duration::from_secs(30), |item| {
+        item["serving"]["ticket"].is_string()
+    });
+    let text = serving["serving"]["ticket"].as_str().unwrap().to_owned();
+    let ticket: Ticket = text.parse().unwrap();
+    let seeder_peer = seeder.get("/api/v1/library").1["companion"]["peer_id"].clone();
+
+    // Refused, and nothing added: a ticket beside a manifest, a ticket
+    // that is none, one for a manifest its peer does not serve, and one
+    // naming a key that did not sign the manifest.
+    let refuse = |request: Value, status: u16, kind: &str, says: &str| {
+        for path in ["/api/v1/downloads/preview", "/api/v1/downloads"] {
+            let (got, body) = fetcher.send("POST", path, &request);
+            assert_eq!((got, body["kind"].as_str()), (status, Some(kind)), "{body}");
+            let error = body["error"].as_str().unwrap();
+            assert!(error.contains(says), "{error}");
+        }
+    };
+    refuse(
+        json!({"ticket": text, "manifest_path": art.manifest_path}),
+        422,
+        "invalid-input",
+        "exactly one of manifest_path, manifest and ticket",
+    );
+    refuse(
+        json!({"ticket": "mm1notaticket"}),
+        422,
+        "invalid-input",
+        "the ticket is not valid",
+    );
+    let elsewhere = Ticket::new(
+        Sha256Digest::of(b"another manifest"),
+        None,
+        ticket.peers.clone(),
+    )
+    .unwrap();
+    refuse(
+        json!({"ticket": elsewhere.to_string()}),
+        502,
+        "unreachable",
+        "no peer of the ticket sent its manifest",
+    );
+    let key_id = SecretKey::from_seed(&[7; 32]).public_key().key_id();
+    let forged = Ticket::new(ticket.manifest_sha256, Some(key_id), ticket.peers.clone()).unwrap();
+    let (status, body) = fetcher.send(
+        "POST",
+        "/api/v1/downloads/preview",
+        &json!({"ticket": forged.to_string()}),
+    );
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["kind"], "verification-failed");
+    schema.check("ErrorBody", &body);
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains(&key_id.to_string()),
+        "{body}"
+    );
+    assert_eq!(fetcher.get("/api/v1/library").1["items"], json!([]));
+
+    // The ticket alone: the preview shows the manifest it named, and the
+    // ticket's peer is fetched from.
+    let mut request = json!({"ticket": format!("  {text}\n")});
+    let (status, preview) = fetcher.send("POST", "/api/v1/downloads/preview", &request);
+    assert_eq!(status, 200, "{preview}");
+    schema.check("Preview", &preview);
+    assert_eq!(preview["model_id"], "tiny-ticket");
+    assert_eq!(preview["artifact_bytes"], art.manifest.artifact_bytes);
+    let fetch_words = preview["asks"][0]["words"].as_str().unwrap();
+    assert!(fetch_words.contains("from 1 named peer,"), "{fetch_words}");
+    request["consent"] = json!({"fetch": true});
+    let (status, added) = fetcher.send("POST", "/api/v1/downloads", &request);
+    assert_eq!(status, 201, "{added}");
+    let id = added["id"].as_str().unwrap().to_owned();
+    let done = fetcher.wait_item(&id, Duration::from_secs(60), |item| item["state"] == "done");
+    let file = done["file"].as_str().unwrap();
+    assert_eq!(
+        Sha256Digest::of(&std::fs::read(file).unwrap()),
+        art.manifest.artifact_sha256
+    );
+    let (_, receipt) = fetcher.get(&format!("/api/v1/items/{id}/receipt"));
+    assert_eq!(receipt["source"]["peers"][0]["peer_id"], seeder_peer);
 }
 
 #[test]

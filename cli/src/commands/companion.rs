@@ -172,7 +172,9 @@ pub struct ShareArgs {
 /// `companion fetch`.
 #[derive(Debug, Args)]
 pub struct FetchArgs {
-    /// The artifact's manifest.
+    /// The artifact's manifest, or a ticket (mm1...): the companion asks
+    /// the ticket's peers for the manifest and fetches from them.
+    #[arg(value_name = "MANIFEST|TICKET")]
     pub manifest: PathBuf,
     /// A peer to fetch from, PEER_ID@IP:PORT. Repeatable.
     #[arg(long = "peer", value_name = "PEER_ID@IP:PORT")]
@@ -694,6 +696,13 @@ fn read_json_file(path: &Path) -> Result<Value, Failure> {
         .or_exit(Exit::InvalidInput)
 }
 
+/// `arg` as a ticket's text, when it is one: it starts with `mm1` and
+/// names no file (the companion checks the rest).
+fn ticket_text(arg: &Path) -> Option<&str> {
+    let text = arg.to_str()?;
+    (text.starts_with(minimodel_swarm::ticket::TICKET_PREFIX) && !arg.exists()).then_some(text)
+}
+
 /// `companion fetch`.
 fn fetch(args: FetchArgs, out: Output) -> Result<(), Failure> {
     let client = client(&args.library)?;
@@ -704,7 +713,6 @@ fn fetch(args: FetchArgs, out: Output) -> Result<(), Failure> {
         .collect::<Result<Vec<_>, _>>()?;
     let request_file = args.request.as_deref().map(read_json_file).transpose()?;
     let mut request = json!({
-        "manifest_path": absolute(&args.manifest)?,
         "peers": args.peers,
         "offers": offers,
         "request": request_file,
@@ -716,6 +724,10 @@ fn fetch(args: FetchArgs, out: Output) -> Result<(), Failure> {
         "publisher_key": args.ask.publisher_key.as_ref().map(ToString::to_string),
         "require_signature": args.ask.require_signature,
     });
+    match ticket_text(&args.manifest) {
+        Some(ticket) => request["ticket"] = json!(ticket),
+        None => request["manifest_path"] = json!(absolute(&args.manifest)?),
+    }
     let preview = call(&client, "POST", "/api/v1/downloads/preview", Some(&request))?;
     let what = format!(
         "fetch {} through the companion, as said above",

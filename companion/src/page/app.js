@@ -341,8 +341,12 @@ document.addEventListener("DOMContentLoaded", () => {
     let offers;
     try { offers = splitOffers($("fetch-offers").value); }
     catch (error) { say(`The offers are not JSON: ${error.message}`); return; }
+    // A ticket names the manifest and its peers in one string; anything
+    // else is a manifest file's path.
+    const named = $("fetch-manifest").value.trim();
+    const manifest = named.startsWith("mm1") ? { ticket: named } : { manifest_path: named };
     addWithConsent("downloads", {
-      manifest_path: $("fetch-manifest").value.trim(),
+      ...manifest,
       peers: $("fetch-peers").value.split("\n").map((l) => l.trim()).filter((l) => l),
       offers,
       serve: $("fetch-serve").checked,
