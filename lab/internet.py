@@ -14,7 +14,7 @@ import shutil
 import time
 
 from harness import (
-    LT_CLIENT, LT_PYTHON, MiB, PORT, SEED_CAP, CpuSampler, Failed, Watch, bits, check_download,
+    LT_CLIENT, LT_PYTHON, MODEL, MiB, PORT, SEED_CAP, CpuSampler, Failed, Watch, bits, check_download,
     fail_if, indent, json_events, measure_uplink, median, parse_offer, require_libtorrent, say,
     sha256_file, start_fetch, start_seeder, stop_all, wait_all,
 )
@@ -39,14 +39,14 @@ def peer_bytes_from(receipt, peer_id):
 
 
 def swarm_minimodel(ctx, seeder, hosts, size, run_dir, timeout, meters, seed_after=True,
-                    peer_extra=()):
+                    peer_extra=(), seed_extra=()):
     """`seed` on `seeder`, then every host's `fetch --serve` at once, each
     given only the seeder's offer (with `--seed-after` when `seed_after`:
     they serve on until the last one is done, and are stopped then). Reads
     each meter (a name -> callable giving bytes sent) at the start and when
     the last peer is done. Returns what happened (see `summarize`)."""
     _, _, sha = ctx.artifact(size)
-    _, offer = start_seeder(ctx, seeder, size, seeder.addr(PORT))
+    _, offer = start_seeder(ctx, seeder, size, seeder.addr(PORT), extra=seed_extra)
     seed_id, _ = parse_offer(offer)
     extra = (["--seed-after"] if seed_after else []) + list(peer_extra) + ctx.peer_args
     cpu = CpuSampler().start()
@@ -376,11 +376,12 @@ def homes(ctx, name, size, nat, count=4, per_home=1, timeout=900, peer_extra=(),
     fail_if(problems)
 
 
-def lan(ctx, name, peers, size, timeout=1200, peer_extra=()):
+def lan(ctx, name, peers, size, timeout=1200, peer_extra=(), seed_extra=()):
     """`peers` `fetch --serve` peers and one seeder on one LAN bridge (a
     home's LAN, 192.168.1.0/24), the peers' uplinks at 1 Gbit, the
     seeder's capped at 100 Mbit; every peer is given the seeder's offer
-    (and `peer_extra`, plus `--peer-arg`s). Asserted as in `uplinks`.
+    (and `peer_extra`, plus `--peer-arg`s; the seeder `seed_extra`).
+    Asserted as in `uplinks`.
     Reported: the seeder's copies, the last peer's time over F/u_s, and
     the CPU's idle share."""
     run_dir = ctx.scratch(name)
@@ -393,7 +394,7 @@ def lan(ctx, name, peers, size, timeout=1200, peer_extra=()):
         u_s = measure_uplink(seeder, hosts[0])
         run = swarm_minimodel(ctx, seeder, hosts, size, run_dir, timeout,
                               {"seeder": seeder.tx_bytes}, seed_after=False,
-                              peer_extra=peer_extra)
+                              peer_extra=peer_extra, seed_extra=seed_extra)
         peer_bits = hosts[0].cap_bits
         seeder_bits = seeder.cap_bits
     one_copy = size / u_s
@@ -657,6 +658,63 @@ def ticket_only(ctx, name, size=16 * MiB, timeout=120):
     fail_if(problems)
 
 
+def lan_only(ctx, name, size=16 * MiB, timeout=120):
+    """`fetch MANIFEST --lan` with no offer, no peer and no DHT: a seeder
+    started with `seed --lan` and a fetcher on one home LAN (behind a cone
+    NAT), and the same fetch on a host on the internet, outside the LAN
+    (`--give-up-after 15s`). Asserted: the seeder reports announcing at its
+    port; the LAN fetcher hears it (a `lan` event `heard` naming the
+    seeder's id at its LAN address) and completes with a clean receipt
+    whose peer was found on the `lan`; the fetch outside hears nobody
+    (multicast DNS does not cross the router) and gives up (exit 1)
+    without a byte."""
+    run_dir = ctx.scratch(name)
+    _, _, sha = ctx.artifact(size)
+    with ctx.lab(name) as lab:
+        house = lab.add_home("h", nat="cone")
+        seeder = house.add_host("s")
+        inside = house.add_host("f")
+        outside = lab.add_internet_host("o")
+        lab.wait_reachable()
+        seed, offer = start_seeder(ctx, seeder, size, seeder.addr(PORT), extra=["--lan"])
+        seed_id, _ = parse_offer(offer)
+        fetches = []
+        for host, extra in ((inside, []), (outside, ["--give-up-after", "15s"])):
+            out = run_dir / host.name
+            out.mkdir(parents=True, exist_ok=True)
+            fetches.append((start_fetch(ctx, host, size, ["--lan"], out, extra=extra,
+                                        name="fetch-lan"), out))
+        late = wait_all([p for p, _ in fetches], timeout)
+        started = json_events(seed, "lan")
+    problems = [f"{p.name} did not finish in {timeout} s" for p in late]
+    if not any(e.get("step") == "started" and e.get("port") == PORT for e in started):
+        problems.append(f"the seeder did not report announcing at port {PORT}: {started}")
+    (near, near_out), (far, far_out) = fetches
+    heard = [e for e in json_events(near, "lan") if e.get("step") == "heard"]
+    if not any(e.get("peer") == seed_id and seeder.addr(PORT) in e.get("addrs", [])
+               for e in heard):
+        problems.append(f"the LAN fetcher did not hear the seeder at {seeder.addr(PORT)}: {heard}")
+    receipt = check_download(near, near_out, sha, problems)
+    if receipt:
+        found = [p.get("found_by") for p in receipt.get("source", {}).get("peers", [])]
+        if found != ["lan"]:
+            problems.append(f"the receipt's peers were found by {found}, not the lan")
+    far_heard = [e for e in json_events(far, "lan") if e.get("step") == "heard"]
+    if far_heard:
+        problems.append(f"the fetch outside the LAN heard {far_heard}")
+    if far.returncode != 1:
+        problems.append(f"the fetch outside exited {far.returncode}, not 1 (gave up):\n"
+                        f"{indent(far.tail())}")
+    if (far_out / f"{MODEL}.slm").exists():
+        problems.append("the fetch outside the LAN delivered a file")
+    say(f"  the LAN fetch heard {len(heard)} neighbour(s) and "
+        f"{'completed' if not problems else 'did NOT complete'}; the fetch outside heard "
+        f"{len(far_heard)}")
+    ctx.results.append({"scenario": name, "heard": len(heard), "ok": not problems})
+    shutil.rmtree(run_dir, ignore_errors=True)
+    fail_if(problems)
+
+
 def home_seeder_upnp(ctx, name, size=16 * MiB, timeout=90, natpmp=True):
     """A seeder at home behind the miniupnpd router (its uplink 20 Mbit),
     started with no special flag (`seed --listen 0.0.0.0:4433`), and a
@@ -742,6 +800,9 @@ SCENARIOS = {
     "neighbours-2x32": lambda c, n: homes(c, n, 32 * MiB, "cone", count=1, per_home=2,
                                           timeout=300),
     "lan-30x256": lambda c, n: lan(c, n, 30, 256 * MiB),
+    "lan-30x256-mdns": lambda c, n: lan(c, n, 30, 256 * MiB, peer_extra=["--lan"],
+                                        seed_extra=["--lan"]),
+    "lan-only": lan_only,
     "nat-behaviour": nat_behaviour,
     "upnp-router": upnp_router,
     "home-seeder-upnp": home_seeder_upnp,

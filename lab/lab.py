@@ -419,7 +419,7 @@ SETS = {
            "offer-addresses", "public-addr", "dead-and-live", "ipv6-ula", "ipv6-loopback",
            "nat-behaviour", "upnp-router", "uplinks-8x16-mixed", "uplinks-8x16-mixed:libtorrent",
            "homes-4x32-cone", "neighbours-2x32", "ticket-only", "home-seeder-upnp",
-           "home-seeder-igd"],
+           "home-seeder-igd", "lan-only"],
     # The swarm figures of docs/performance.md; minutes each.
     "figures": ["swarm-4x48", "swarm-8x48", "swarm-4x256", "swarm-8x256", "seeders-4x256",
                 "seeders-4x256-relay", "seeders-4x256-delay", "seeders-4x256-delay-bbr",
@@ -428,7 +428,8 @@ SETS = {
     # each, the 40-peer ones CPU-bound on two cores (see --rate-scale).
     "internet": ["uplinks-24x32-mixed", "uplinks-40x32-mixed", "uplinks-24x128-mixed",
                  "uplinks-40x128-mixed", "uplinks-24x32-10", "uplinks-40x32-one24",
-                 "homes-4x256-cone", "homes-4x256-symmetric", "neighbours-2x256", "lan-30x256"],
+                 "homes-4x256-cone", "homes-4x256-symmetric", "neighbours-2x256", "lan-30x256",
+                 "lan-30x256-mdns"],
     # Behaviour checks too slow for CI (minutes on a lossy path).
     "slow": ["relay-50ms"],
 }

@@ -333,6 +333,27 @@ pub enum Event {
         #[serde(skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
     },
+    /// A step of local discovery (`--lan`, mDNS): `started` (listening
+    /// for neighbours, and announcing at `port` when the node listens),
+    /// `unavailable` (mDNS could not start: the node goes on without it),
+    /// `heard` (a neighbour of this swarm, dialed at `addrs`).
+    Lan {
+        /// `started`, `unavailable` or `heard`.
+        step: String,
+        /// The announced port (with `started`, when announcing).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        port: Option<u16>,
+        /// The neighbour (with `heard`).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        peer: Option<String>,
+        /// Its addresses inside our networks (with `heard`).
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        #[cfg_attr(test, schemars(with = "Vec<String>"))]
+        addrs: Vec<SocketAddr>,
+        /// Why (with `unavailable`).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
     /// Peers in different networks agree on the address they see this
     /// node's connections come from (its router's outside address behind
     /// a NAT); said again when it changes.

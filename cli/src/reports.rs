@@ -157,6 +157,36 @@ fn show(report: NodeReport, out: Output, progress: Option<&mut FetchProgress>) {
             }
             Event::Refused { addr, reason }
         }
+        NodeReport::Lan { step } => {
+            use minimodel_swarm::lan::LanStep;
+            match &step {
+                LanStep::Unavailable { .. } => tracing::warn!("{step}"),
+                _ => tracing::info!("{step}"),
+            }
+            match step {
+                LanStep::Started { announced } => Event::Lan {
+                    step: "started".into(),
+                    port: announced,
+                    peer: None,
+                    addrs: Vec::new(),
+                    reason: None,
+                },
+                LanStep::Unavailable { reason } => Event::Lan {
+                    step: "unavailable".into(),
+                    port: None,
+                    peer: None,
+                    addrs: Vec::new(),
+                    reason: Some(reason),
+                },
+                LanStep::Heard { peer, addrs } => Event::Lan {
+                    step: "heard".into(),
+                    port: None,
+                    peer: Some(peer.to_string()),
+                    addrs,
+                    reason: None,
+                },
+            }
+        }
         NodeReport::PortMapping { step } => {
             use minimodel_swarm::portmap::PortMapEvent;
             match &step {

@@ -33,6 +33,8 @@ pub enum Source {
     Exchange,
     /// A DHT lookup.
     Dht,
+    /// Announced on the local network (`--lan`: mDNS).
+    Lan,
     /// It dialed us.
     Incoming,
 }
@@ -44,6 +46,7 @@ impl Source {
             Source::Offer => "offer",
             Source::Exchange => "peer-exchange",
             Source::Dht => "dht",
+            Source::Lan => "lan",
             Source::Incoming => "incoming",
         }
     }
@@ -51,7 +54,7 @@ impl Source {
     /// Whether its addresses were seen in use by someone we trust less
     /// than the user: such dials get a short deadline.
     pub fn is_unverified(self) -> bool {
-        matches!(self, Source::Exchange | Source::Dht)
+        matches!(self, Source::Exchange | Source::Dht | Source::Lan)
     }
 }
 

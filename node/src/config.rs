@@ -80,6 +80,9 @@ pub struct NodeConfig {
     /// Dials started from peer exchange and not answered yet, at most, over
     /// all peers. Default 8: junk addresses cost little.
     pub max_exchange_dials: usize,
+    /// Peers heard on the local network (`--lan`) kept in the address book
+    /// at most; more are not learned until one is dropped. Default 32.
+    pub max_neighbours: usize,
     /// Refusals of a Hello for lack of room (every peer slot taken, or the
     /// dialer's prefix at `max_links_per_prefix`) that name other peers,
     /// per second (twice as many at once); beyond, a refusal names none.
@@ -178,6 +181,7 @@ impl Default for NodeConfig {
             peer_exchange_every: Duration::from_millis(250),
             peer_exchange_min_interval: Duration::from_secs(2),
             max_exchange_dials: 8,
+            max_neighbours: 32,
             refusal_peers_per_second: 8,
             unverified_dial_timeout: Duration::from_secs(3),
             dial_stagger: Duration::from_millis(250),

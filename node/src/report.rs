@@ -530,6 +530,13 @@ pub enum NodeReport {
         #[serde(serialize_with = "display")]
         step: crate::portmap::PortMapEvent,
     },
+    /// A step of local discovery (`--lan`: mDNS; `docs/swarm.md`,
+    /// "Neighbours").
+    Lan {
+        /// What happened.
+        #[serde(serialize_with = "display")]
+        step: LanStep,
+    },
     /// An incoming connection was turned away before its handshake.
     Turned {
         /// The other side.
@@ -647,4 +654,51 @@ pub struct PeerMetrics {
     pub downloaded_bytes: u64,
     /// Chunk bytes served to it while it is connected.
     pub uploaded_bytes: u64,
+}
+
+/// A step of local discovery ([`NodeReport::Lan`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LanStep {
+    /// Listening for neighbours, and announcing this node at `port` when
+    /// it listens (`None`: it does not, so it only listens).
+    Started {
+        /// The announced port.
+        announced: Option<u16>,
+    },
+    /// Multicast DNS could not start (no multicast interface, the port
+    /// taken): the node goes on without it.
+    Unavailable {
+        /// Why, in the words of the mDNS library.
+        reason: String,
+    },
+    /// A neighbour of this swarm was heard and will be dialed.
+    Heard {
+        /// Its id.
+        peer: PeerId,
+        /// The addresses kept (inside our own networks).
+        addrs: Vec<SocketAddr>,
+    },
+}
+
+impl std::fmt::Display for LanStep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LanStep::Started {
+                announced: Some(port),
+            } => write!(
+                f,
+                "announcing this swarm on the local network (mDNS), port {port}, and listening for neighbours"
+            ),
+            LanStep::Started { announced: None } => {
+                write!(f, "listening for neighbours on the local network (mDNS)")
+            }
+            LanStep::Unavailable { reason } => {
+                write!(f, "local discovery is unavailable: {reason}")
+            }
+            LanStep::Heard { peer, addrs } => {
+                let addrs: Vec<String> = addrs.iter().map(ToString::to_string).collect();
+                write!(f, "neighbour {} at {}", peer.short(), addrs.join(", "))
+            }
+        }
+    }
 }

@@ -90,6 +90,12 @@ pub struct TransferArgs {
     /// stops).
     #[arg(long)]
     pub no_port_mapping: bool,
+    /// Look for peers on the local network (mDNS) that announce this
+    /// artifact, and with --serve announce there that this host serves it
+    /// (its peer id, port and local addresses: everyone on the network
+    /// hears it). Never implied; covered by the consent prompt or --yes.
+    #[arg(long)]
+    pub lan: bool,
     /// Directory that keeps this peer's key, so it keeps its id across runs.
     #[arg(long)]
     pub identity: Option<PathBuf>,
@@ -169,10 +175,10 @@ pub fn run(args: FetchArgs, out: Output) -> Result<(), Failure> {
         offers.iter().map(|(offer, name)| (offer, name.as_str())),
     )
     .or_exit(Exit::InvalidInput)?;
-    if peers.is_empty() && !args.transfer.dht {
+    if peers.is_empty() && !args.transfer.dht && !args.transfer.lan {
         return Err(
             Failure::new(Exit::Usage, anyhow::anyhow!("no peers to fetch from")).with_hint(
-                "name peers with --peer PEER_ID@HOST:PORT or --offer FILE, or find them with --dht",
+                "name peers with --peer PEER_ID@HOST:PORT or --offer FILE, or find them with --dht or --lan",
             ),
         );
     }
@@ -262,6 +268,9 @@ fn manifest_from_ticket(
     })
 }
 
+/// What `--lan` adds to a serving node's consent question.
+pub const LAN_ANNOUNCE_CLAUSE: &str = ", and announce on this local network (mDNS) that this host serves it, with its peer id, port and local addresses (everyone on the network hears it)";
+
 /// Fetches `loaded`'s artifact, whose signature `judged` checked, from
 /// `peers` (one entry per peer id) into `dir`. A key seen for the first
 /// time is pinned once the user consents, before anything is opened.
@@ -289,6 +298,12 @@ pub fn transfer(
             "peers found on {dht_scope} (a lookup tells its nodes that this address wants the artifact)"
         ));
     }
+    if args.lan {
+        from.push(
+            "peers on this local network that announce it (mDNS: hosts on the network hear that a minimodel node looks for peers)"
+                .to_owned(),
+        );
+    }
     consent::ask(
         &format!(
             "{}fetch {} from {}",
@@ -315,6 +330,9 @@ pub fn transfer(
                 ", and announce on {dht_scope} that this address serves it (anyone there can look that up)"
             ));
         }
+        if args.lan {
+            what.push_str(LAN_ANNOUNCE_CLAUSE);
+        }
         what.push_str(&port_mapping_clause(args.listen, !args.no_port_mapping));
         consent::ask(&what, args.yes, out.json)?;
     }
@@ -339,6 +357,7 @@ pub fn transfer(
     plan.tuning = args.congestion.tuning();
     plan.recheck = args.recheck;
     plan.manifest_file = Some(std::sync::Arc::clone(&loaded.bytes));
+    plan.lan = args.lan;
     let Some(ready) = open_download(plan, &dir, out)? else {
         return Ok(());
     };

@@ -54,6 +54,11 @@ pub struct SeedArgs {
     /// NAT-PMP or PCP, and removes the mapping when it stops).
     #[arg(long)]
     pub no_port_mapping: bool,
+    /// Announce on the local network (mDNS) that this host serves the
+    /// artifact (its peer id, port and local addresses: everyone on the
+    /// network hears it), so that neighbours find it with `fetch --lan`.
+    #[arg(long)]
+    pub lan: bool,
     /// Directory that keeps this peer's key, so it keeps its id across runs.
     #[arg(long)]
     pub identity: Option<PathBuf>,
@@ -97,10 +102,15 @@ pub fn run(args: SeedArgs, out: Output) -> Result<(), Failure> {
         .transpose()?;
     consent::ask(
         &format!(
-            "{}serve {} to other peers{}{}",
+            "{}serve {} to other peers{}{}{}",
             judged.first_use_clause().unwrap_or_default(),
             manifest.model_id,
             args.dht.consent_clause(),
+            if args.lan {
+                super::fetch::LAN_ANNOUNCE_CLAUSE
+            } else {
+                ""
+            },
             port_mapping_clause(args.listen, !args.no_port_mapping)
         ),
         args.yes,
@@ -118,6 +128,7 @@ pub fn run(args: SeedArgs, out: Output) -> Result<(), Failure> {
     plan.tuning = args.congestion.tuning();
     plan.manifest_file = Some(std::sync::Arc::clone(&loaded.bytes));
     plan.port_mapping = !args.no_port_mapping;
+    plan.lan = args.lan;
     let bar = out.byte_progress(manifest.artifact_bytes, "verifying");
     let verified = plan.verify(&|n| bar.set_position(n));
     bar.finish_and_clear();

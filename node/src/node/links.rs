@@ -1052,6 +1052,48 @@ impl NodeCore {
         self.dial_due(now);
     }
 
+    /// A neighbour heard on the local network (`--lan`, mDNS): its id and
+    /// the addresses it announced. Only addresses inside the network (/24,
+    /// /64) of one of our own LAN addresses are kept, at most
+    /// [`minimodel_wire::MAX_LAN_ADDRS`]; it is dialed like an address
+    /// from peer exchange (a short deadline, within the exchange dials'
+    /// limit). Not ourselves, and at most `max_neighbours` peers heard
+    /// this way in the book.
+    pub fn handle_neighbour(&mut self, id: PeerId, addrs: &[SocketAddr], now: Instant) {
+        if id == self.local_id {
+            return;
+        }
+        let addrs: Vec<SocketAddr> = addrs
+            .iter()
+            .copied()
+            .filter(|&addr| self.within_our_lan(addr))
+            .take(minimodel_wire::MAX_LAN_ADDRS)
+            .collect();
+        if addrs.is_empty() {
+            return;
+        }
+        let heard = self
+            .book
+            .iter()
+            .filter(|(_, entry)| entry.source == Source::Lan)
+            .count();
+        let new = self.book.find_id(&id).is_none();
+        if new && heard >= self.config.max_neighbours {
+            return;
+        }
+        if self
+            .book
+            .learn(Some(id), &addrs, Source::Lan, now)
+            .is_some()
+            && new
+        {
+            self.reports.push_back(NodeReport::Lan {
+                step: crate::report::LanStep::Heard { peer: id, addrs },
+            });
+        }
+        self.dial_due(now);
+    }
+
     /// The DHT lookup ended.
     pub fn handle_lookup_done(&mut self, now: Instant) {
         self.lookup_running = false;

@@ -75,6 +75,9 @@ pub struct DownloadPlan {
     /// serving (a ticket names their SHA-256). `None`: the manifest's
     /// canonical text.
     pub manifest_file: Option<Arc<[u8]>>,
+    /// Local discovery (`--lan`): dial the neighbours that announce this
+    /// swarm on the local network, and announce it there when serving.
+    pub lan: bool,
 }
 
 /// What the directory holds for this download.
@@ -118,6 +121,7 @@ impl DownloadPlan {
             tuning: TransportTuning::default(),
             recheck: false,
             manifest_file: None,
+            lan: false,
         }
     }
 
@@ -190,6 +194,7 @@ impl ReadyDownload {
             node: crate::node::NodeSettings {
                 manifest_file: plan.manifest_file,
                 port_mapping: plan.serving.is_some_and(|serving| serving.port_mapping),
+                lan: plan.lan,
                 ..node_settings(listen, &plan.limits, plan.tuning)
             },
             dht: plan.dht,

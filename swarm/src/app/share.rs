@@ -39,6 +39,9 @@ pub struct SharePlan {
     /// Ask the home router to map the listening port (UPnP IGD, NAT-PMP,
     /// PCP; default off: a front end turns it on with its user's consent).
     pub port_mapping: bool,
+    /// Announce the swarm on the local network (`--lan`, mDNS; default
+    /// off: it tells everyone on the network what this host shares).
+    pub lan: bool,
 }
 
 /// A share whose file passed every check against its manifest.
@@ -59,6 +62,7 @@ impl SharePlan {
             tuning: TransportTuning::default(),
             manifest_file: None,
             port_mapping: false,
+            lan: false,
         }
     }
 
@@ -107,6 +111,7 @@ impl VerifiedShare {
         let mut settings = node_settings(Some(listen), limits, plan.tuning.clone());
         settings.manifest_file = plan.manifest_file.clone();
         settings.port_mapping = plan.port_mapping;
+        settings.lan = plan.lan;
         Seeder::start(&self.artifact, &plan.file, settings, identity, reports)
     }
 }

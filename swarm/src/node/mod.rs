@@ -59,6 +59,10 @@ pub struct NodeSettings {
     /// (`minimodel_node::portmap::wants_mapping`); the mapping is removed
     /// when the node shuts down.
     pub port_mapping: bool,
+    /// Local discovery (`--lan`): announce the swarm on the local network
+    /// with mDNS when the node listens, and dial the neighbours heard
+    /// there ([`crate::lan`]).
+    pub lan: bool,
 }
 
 impl Default for NodeSettings {
@@ -70,6 +74,7 @@ impl Default for NodeSettings {
             core: CoreConfig::default(),
             manifest_file: None,
             port_mapping: false,
+            lan: false,
         }
     }
 }
@@ -121,6 +126,8 @@ pub(crate) enum Event {
     Discovered(Vec<SocketAddr>),
     /// The DHT lookup ended.
     LookupDone,
+    /// A neighbour was heard on the local network.
+    Neighbour(minimodel_wire::PeerId, Vec<SocketAddr>),
     /// Someone asks for the node's counters.
     Metrics(tokio::sync::oneshot::Sender<NodeMetrics>),
 }
@@ -183,6 +190,8 @@ pub(crate) struct Node {
     held_goodbyes: BTreeMap<LinkId, (minimodel_wire::Message, BTreeSet<u32>)>,
     /// The router's mapping of our port, while the node listens behind one.
     port_map: Option<crate::portmap::PortMapTask>,
+    /// Local discovery, with `--lan`.
+    lan: Option<crate::lan::LanTask>,
 }
 
 /// What [`Node::new`] needs.
@@ -209,6 +218,39 @@ pub(crate) fn served_manifest(
         .clone()
         .unwrap_or_else(|| Arc::from(manifest.to_text().into_bytes()));
     (minimodel_verifier::Sha256Digest::of(&bytes).0, bytes)
+}
+
+/// Starts local discovery for the node `parts` describes: announcing at
+/// `listen`'s port on its `lan` addresses when it listens and serves,
+/// passing what it hears to the node's events. Reports how it started.
+fn start_lan(
+    parts: &NodeParts,
+    listen: Option<SocketAddr>,
+    lan: &[SocketAddr],
+    sender: &mpsc::Sender<Event>,
+) -> Option<crate::lan::LanTask> {
+    let key = crate::dht::SwarmKey::of(&minimodel_verifier::Sha256Digest(
+        *parts.swarm.merkle_root(),
+    ));
+    let announce = listen
+        .filter(|_| parts.start.serve)
+        .map(|listen| (listen.port(), lan.iter().map(SocketAddr::ip).collect()));
+    let events = sender.clone();
+    let heard = move |peer, addrs| events.blocking_send(Event::Neighbour(peer, addrs)).is_ok();
+    let step = match crate::lan::LanTask::start(key, parts.identity.peer_id(), announce, heard) {
+        Ok(task) => {
+            let announced = task.announces().then(|| listen.map(|l| l.port())).flatten();
+            let _ = parts.reports.send(NodeReport::Lan {
+                step: minimodel_node::report::LanStep::Started { announced },
+            });
+            return Some(task);
+        }
+        Err(error) => minimodel_node::report::LanStep::Unavailable {
+            reason: error.to_string(),
+        },
+    };
+    let _ = parts.reports.send(NodeReport::Lan { step });
+    None
 }
 
 impl Node {
@@ -264,6 +306,12 @@ impl Node {
                     parts.reports.clone(),
                 )
             });
+        let (sender, events) = mpsc::channel(1024);
+        let lan_task = parts
+            .config
+            .lan
+            .then(|| start_lan(&parts, listen, &lan, &sender))
+            .flatten();
         let local = LocalHello {
             swarm: parts.swarm,
             serving: parts.start.serve,
@@ -276,7 +324,6 @@ impl Node {
         start.listen = listen.is_some();
         start.lan = networks;
         let core = NodeCore::new(parts.config.core.clone(), start, Instant::now());
-        let (sender, events) = mpsc::channel(1024);
         let (link_sender, link_events) = mpsc::channel(1024);
         Ok(Self {
             core,
@@ -298,6 +345,7 @@ impl Node {
             manifest: parts.manifest.map(|(_, bytes)| bytes),
             held_goodbyes: BTreeMap::new(),
             port_map,
+            lan: lan_task,
         })
     }
 
@@ -407,6 +455,10 @@ impl Node {
         if let Some(announcement) = self.announcement.take() {
             announcement.stop().await;
         }
+        // Neighbours stop dialing here.
+        if let Some(lan) = self.lan.take() {
+            lan.stop().await;
+        }
         // Nobody is let in any more: the router's mapping goes.
         if let Some(port_map) = self.port_map.take() {
             port_map.stop().await;
@@ -488,6 +540,7 @@ impl Node {
             Event::Job(done) => jobs::on_done(self, done, now),
             Event::Discovered(addrs) => self.core.handle_discovered(&addrs, now),
             Event::LookupDone => self.core.handle_lookup_done(now),
+            Event::Neighbour(peer, addrs) => self.core.handle_neighbour(peer, &addrs, now),
         }
     }
 

@@ -451,3 +451,58 @@ fn every_step_of_an_introduction_is_reported() {
     assert_eq!(steps(&mut h), [(a.id, b.id, "introduced".to_owned())]);
     assert_eq!(h.core.metrics().introductions.introduced, 1);
 }
+
+#[test]
+fn a_neighbour_heard_on_the_lan_is_dialed_inside_our_network_only_and_within_the_limit() {
+    // Our LAN address is 192.168.7.2 (OUR_LAN_ADDR).
+    let config = NodeConfig {
+        max_neighbours: 2,
+        ..NodeConfig::default()
+    };
+    let mut h = Harness::new(Kind::Fetch, 8, config);
+    h.take();
+    let us = h.core.local_id();
+    // Ourselves, and addresses outside our /24, on the internet or on
+    // loopback: nothing is dialed.
+    h.core
+        .handle_neighbour(us, &[sa("192.168.7.9:4433")], h.now);
+    h.core.handle_neighbour(
+        testing::peer_id(2),
+        &[
+            sa("192.168.4.5:4433"),
+            sa("10.1.1.5:4433"),
+            sa("81.0.0.9:4433"),
+            sa("127.0.0.1:4433"),
+        ],
+        h.now,
+    );
+    assert_eq!(dials(&h.take()), []);
+    // A neighbour: dialed at its address inside our network, id pinned,
+    // with the short deadline of an unverified address.
+    let neighbour = testing::peer_id(3);
+    h.core.handle_neighbour(
+        neighbour,
+        &[sa("81.0.0.10:4433"), sa("192.168.7.5:4433")],
+        h.now,
+    );
+    let dialed = dials(&h.take());
+    assert_eq!(dialed.len(), 1, "{dialed:?}");
+    assert_eq!(
+        (dialed[0].addr, dialed[0].peer),
+        (sa("192.168.7.5:4433"), Some(neighbour))
+    );
+    assert_eq!(
+        dialed[0].deadline,
+        h.now + NodeConfig::default().unverified_dial_timeout
+    );
+    // At most `max_neighbours` peers heard this way; one heard again is
+    // not a new one.
+    h.core
+        .handle_neighbour(neighbour, &[sa("192.168.7.6:4433")], h.now);
+    h.core
+        .handle_neighbour(testing::peer_id(4), &[sa("192.168.7.7:4433")], h.now);
+    h.core
+        .handle_neighbour(testing::peer_id(5), &[sa("192.168.7.8:4433")], h.now);
+    let more: Vec<Option<PeerId>> = dials(&h.take()).iter().map(|dial| dial.peer).collect();
+    assert_eq!(more, [Some(testing::peer_id(4))]);
+}
