@@ -493,7 +493,8 @@ pub struct PeerContributionDef {
     pub bad_chunks: u64,
     /// Whether it was banned for sending bad data.
     pub banned: bool,
-    /// How it was found: offer, peer-exchange, dht or incoming.
+    /// How it was found: offer, remembered, peer-exchange, dht, lan or
+    /// incoming.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub found_by: String,
 }

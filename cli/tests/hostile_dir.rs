@@ -32,6 +32,7 @@ fn a_link_at_any_name_the_fetch_writes_is_refused_and_left_alone() {
         "trap.slm.journal.prev",
         "trap.receipt.json",
         "trap.chunk-list",
+        "trap.slm.peers",
         "trap.slm",
     ];
     for (n, name) in names.iter().enumerate() {

@@ -190,3 +190,63 @@ fn sigterm_stops_with_the_hint_and_a_damaged_state_shows_as_corrupt() {
     );
     artifact.verify(root, &files.artifact);
 }
+
+#[test]
+fn a_resumed_fetch_with_no_offer_dials_the_peers_of_its_last_run() {
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    let artifact = Artifact::make(root, "art", "remember", "8MiB", "256KiB", 22);
+    let seeders = Seeders::start(root, &artifact, 1, "2MiB");
+    let seeder_id = {
+        let offer: Value =
+            serde_json::from_slice(&std::fs::read(&seeders.offers[0]).unwrap()).unwrap();
+        offer["peer_id"].as_str().unwrap().to_owned()
+    };
+    let out = root.join("out");
+    let files = artifact.files(&out);
+    let args = fetch_args(&artifact, &seeders, &out, &["--json"]);
+    interrupted(root, &args, Signal::TERM);
+
+    // The run's peers are written beside its state, with how each was found.
+    let remembered: Value =
+        serde_json::from_slice(&std::fs::read(out.join("remember.slm.peers")).unwrap()).unwrap();
+    assert_eq!(remembered["format"], "minimodel-peers-v0");
+    let peers = remembered["peers"].as_array().unwrap();
+    assert_eq!(peers.len(), 1, "{remembered:#}");
+    assert_eq!(peers[0]["peer_id"], seeder_id.as_str());
+    assert_eq!(peers[0]["found_by"], "offer");
+    assert!(peers[0]["bytes"].as_u64().unwrap() > 0, "{remembered:#}");
+
+    // No offer, no peer, no DHT, no LAN: the download resumes from the peer
+    // it remembers, and says so before it asks.
+    let manifest = artifact.manifest_path.to_str().unwrap();
+    let mut again = Proc::spawn(
+        root,
+        &[
+            "fetch",
+            manifest,
+            "-o",
+            out.to_str().unwrap(),
+            "--yes",
+            "--json",
+        ],
+    );
+    again.expect_exit(0);
+    artifact.verify(root, &files.artifact);
+    let receipt: Value = serde_json::from_slice(&std::fs::read(&files.receipt).unwrap()).unwrap();
+    let sources = receipt["source"]["peers"].as_array().unwrap();
+    assert_eq!(sources.len(), 1, "{receipt:#}");
+    assert_eq!(sources[0]["peer_id"], seeder_id.as_str());
+    assert_eq!(sources[0]["found_by"], "remembered");
+
+    // A directory that remembers nothing (or a damaged list): no peers.
+    let empty = root.join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    std::fs::write(empty.join("remember.slm.peers"), b"{\"format\": 1}").unwrap();
+    let (code, _, stderr) = run(
+        root,
+        &["fetch", manifest, "-o", empty.to_str().unwrap(), "--yes"],
+    );
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("no peers to fetch from"), "{stderr}");
+}

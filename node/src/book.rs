@@ -29,6 +29,9 @@ pub const MAX_ADDRS_PER_PEER: usize = 8;
 pub enum Source {
     /// An offer file or `--peer` (the user named it).
     Offer,
+    /// It served an earlier run of this download
+    /// ([`crate::remembered`]).
+    Remembered,
     /// Another peer told us (peer exchange).
     Exchange,
     /// A DHT lookup.
@@ -44,11 +47,26 @@ impl Source {
     pub fn as_str(self) -> &'static str {
         match self {
             Source::Offer => "offer",
+            Source::Remembered => "remembered",
             Source::Exchange => "peer-exchange",
             Source::Dht => "dht",
             Source::Lan => "lan",
             Source::Incoming => "incoming",
         }
+    }
+
+    /// The source [`Source::as_str`] names.
+    pub fn parse(text: &str) -> Option<Source> {
+        [
+            Source::Offer,
+            Source::Remembered,
+            Source::Exchange,
+            Source::Dht,
+            Source::Lan,
+            Source::Incoming,
+        ]
+        .into_iter()
+        .find(|source| source.as_str() == text)
     }
 
     /// Whether its addresses were seen in use by someone we trust less

@@ -17,6 +17,7 @@ pub mod node;
 pub mod observed;
 pub mod picker;
 pub mod portmap;
+pub mod remembered;
 pub mod report;
 pub mod rng;
 pub mod session;

@@ -263,6 +263,18 @@ impl Fetcher {
         for peer in known_peers(&fetcher.config.peers) {
             fetcher.node.core().add_peer(peer, now);
         }
+        // The peers that served earlier runs are dialed too (a file that
+        // cannot be used is replaced at the next checkpoint).
+        let before = partial.remembered_peers().unwrap_or_default();
+        for peer in minimodel_node::remembered::fresh(&before, crate::node::unix_now()) {
+            let known = KnownPeer {
+                id: Some(peer.id),
+                addrs: peer.addrs,
+                source: Source::Remembered,
+            };
+            fetcher.node.core().add_peer(known, now);
+        }
+        fetcher.node.remember_peers_from(before);
         Ok(fetcher)
     }
 

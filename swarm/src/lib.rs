@@ -9,7 +9,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub use minimodel_node::{download, picker, session, upload};
+pub use minimodel_node::{download, picker, remembered, session, upload};
 mod api;
 pub use api::{Fetch, Fetched, Seed, fetch, seed};
 pub mod addrs;

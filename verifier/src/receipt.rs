@@ -84,8 +84,9 @@ pub struct PeerContribution {
     pub bad_chunks: u64,
     /// Whether it was banned from this download for sending bad data.
     pub banned: bool,
-    /// How it was found: `offer` (an offer or `--peer`), `peer-exchange`,
-    /// `dht` or `incoming`; empty in receipts that predate it.
+    /// How it was found: `offer` (an offer or `--peer`), `remembered` (it
+    /// served an earlier run), `peer-exchange`, `dht`, `lan` or
+    /// `incoming`; empty in receipts that predate it.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub found_by: String,
 }

@@ -175,14 +175,30 @@ pub fn run(args: FetchArgs, out: Output) -> Result<(), Failure> {
         offers.iter().map(|(offer, name)| (offer, name.as_str())),
     )
     .or_exit(Exit::InvalidInput)?;
-    if peers.is_empty() && !args.transfer.dht && !args.transfer.lan {
+    let remembered = remembered_count(&args.out, &loaded.manifest);
+    if peers.is_empty() && !args.transfer.dht && !args.transfer.lan && remembered == 0 {
         return Err(
             Failure::new(Exit::Usage, anyhow::anyhow!("no peers to fetch from")).with_hint(
-                "name peers with --peer PEER_ID@HOST:PORT or --offer FILE, or find them with --dht or --lan",
+                "name peers with --peer PEER_ID@HOST:PORT or --offer FILE, or find them with --dht or --lan (a download resumed in DIR also dials the peers that served it before)",
             ),
         );
     }
     transfer(&loaded, judged, peers, args.out, &args.transfer, out)
+}
+
+/// How many peers that served an earlier run of this download in `dir` are
+/// remembered there and fresh enough to dial (`docs/resume.md`,
+/// "Remembered peers").
+fn remembered_count(
+    dir: &std::path::Path,
+    manifest: &minimodel_verifier::manifest::Manifest,
+) -> usize {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs());
+    minimodel_swarm::resume::remembered_peers(dir, &manifest.model_id)
+        .map(|peers| minimodel_swarm::remembered::fresh(&peers, now).len())
+        .unwrap_or(0)
 }
 
 /// The ticket `arg` is, when it is one: it starts with `mm1` and names no
@@ -291,6 +307,14 @@ pub fn transfer(
     let mut from = Vec::new();
     if !peers.is_empty() {
         from.push(counted(peers.len() as u64, "named peer"));
+    }
+    let remembered = remembered_count(&dir, manifest);
+    if remembered > 0 {
+        from.push(format!(
+            "{} that served an earlier run of this download (remembered in {})",
+            counted(remembered as u64, "peer"),
+            dir.display()
+        ));
     }
     from.push("peers they tell us of (peer exchange)".to_owned());
     if args.dht {

@@ -244,7 +244,13 @@ pub(super) fn checkpoint(node: &mut Node, release: std::ops::Range<u64>) {
         return;
     };
     let events = node.sender.clone();
+    let remembered = node.peers_to_remember();
     tokio::task::spawn_blocking(move || {
+        // Advisory: a list that cannot be written is written again at the
+        // next checkpoint; the checkpoint's directory sync makes it durable.
+        if let Some(list) = remembered {
+            let _ = partial.remember_peers(&list);
+        }
         let result = partial.checkpoint().map(|_| ()).map_err(Fault::new);
         if result.is_ok() {
             let _ = partial
@@ -267,10 +273,14 @@ pub(super) fn deliver(node: &mut Node) {
     let slots = Arc::clone(&node.jobs.verify_slots);
     let events = node.sender.clone();
     let stats = node.core.transfer();
+    let remembered = node.peers_to_remember();
     node.jobs.delivering = true;
     tokio::spawn(async move {
         let _all = slots.acquire_many(VERIFY_JOBS as u32).await;
         let done = tokio::task::spawn_blocking(move || {
+            if let Some(list) = remembered {
+                let _ = partial.remember_peers(&list);
+            }
             let sha256 = trailing.map(TrailingThread::finish);
             let completed_at = stats
                 .as_ref()

@@ -192,6 +192,9 @@ pub(crate) struct Node {
     port_map: Option<crate::portmap::PortMapTask>,
     /// Local discovery, with `--lan`.
     lan: Option<crate::lan::LanTask>,
+    /// A download's peers remembered by earlier runs, as read when it
+    /// started (`None`: the node remembers nothing, a seeder).
+    remembered: Option<Vec<minimodel_node::remembered::RememberedPeer>>,
 }
 
 /// What [`Node::new`] needs.
@@ -218,6 +221,14 @@ pub(crate) fn served_manifest(
         .clone()
         .unwrap_or_else(|| Arc::from(manifest.to_text().into_bytes()));
     (minimodel_verifier::Sha256Digest::of(&bytes).0, bytes)
+}
+
+/// Seconds since the Unix epoch now (0 before it: a clock that wrong
+/// makes every remembered peer stale, never fresh).
+pub(crate) fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs())
 }
 
 /// Starts local discovery for the node `parts` describes: announcing at
@@ -346,7 +357,32 @@ impl Node {
             held_goodbyes: BTreeMap::new(),
             port_map,
             lan: lan_task,
+            remembered: None,
         })
+    }
+
+    /// Remembers this download's peers across runs, starting from
+    /// `before` (what earlier runs remembered): the list is written at
+    /// every checkpoint and at the delivery.
+    pub(crate) fn remember_peers_from(
+        &mut self,
+        before: Vec<minimodel_node::remembered::RememberedPeer>,
+    ) {
+        self.remembered = Some(before);
+    }
+
+    /// The list to write now: what earlier runs remembered merged with
+    /// this run's peers (the core's rules), when this node remembers.
+    fn peers_to_remember(&self) -> Option<Vec<minimodel_node::remembered::RememberedPeer>> {
+        use minimodel_node::remembered::{from_transfers, merge};
+        let before = self.remembered.as_ref()?;
+        let now = unix_now();
+        let this_run = self
+            .core
+            .transfer()
+            .map(|stats| from_transfers(&stats, now))
+            .unwrap_or_default();
+        Some(merge(before, &this_run, now))
     }
 
     /// The port mapping's state, when the node asks its router for one.

@@ -46,6 +46,9 @@ pub struct DownloadPaths {
     /// `<model-id>.chunk-list`: the chunk hashes of the finished artifact,
     /// so that a damaged copy is repaired chunk by chunk.
     pub chunk_list: PathBuf,
+    /// `<model-id>.slm.peers`: the peers that served earlier runs
+    /// (`minimodel-peers-v0`).
+    pub peers: PathBuf,
     pub(crate) names: FileNames,
 }
 
@@ -60,6 +63,7 @@ pub(crate) struct FileNames {
     pub(crate) artifact: String,
     pub(crate) receipt: String,
     pub(crate) chunk_list: String,
+    pub(crate) peers: String,
 }
 
 impl DownloadPaths {
@@ -74,6 +78,7 @@ impl DownloadPaths {
             artifact: format!("{model_id}.slm"),
             receipt: format!("{model_id}.receipt.json"),
             chunk_list: format!("{model_id}.chunk-list"),
+            peers: format!("{model_id}.slm.peers"),
         };
         Self {
             dir: dir.to_path_buf(),
@@ -85,6 +90,7 @@ impl DownloadPaths {
             artifact: dir.join(&names.artifact),
             receipt: dir.join(&names.receipt),
             chunk_list: dir.join(&names.chunk_list),
+            peers: dir.join(&names.peers),
             names,
         }
     }

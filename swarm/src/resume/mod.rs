@@ -56,6 +56,7 @@ pub mod journal;
 mod knowledge;
 mod open;
 mod partial;
+mod peers;
 mod recheck;
 mod report;
 mod state;
@@ -68,6 +69,10 @@ pub use error::{KnowledgeError, ResumeError, StateError};
 pub use files::DownloadPaths;
 pub use knowledge::{ChunkKnowledge, SavedNode};
 pub use partial::{CheckpointReport, FinishedDownload, PartialDownload};
+pub use peers::{
+    MAX_PEERS_FILE_BYTES, PEERS_FORMAT, PeersFileError, parse_peers_file, peers_file_text,
+    remembered_peers,
+};
 pub use recheck::{READ_BLOCK, RecheckProgress, hash_chunks, sample_chunks};
 pub use report::{
     CompleteCheck, CompleteDownload, OpenedDownload, RecheckReason, RestartReason, ResumeOptions,

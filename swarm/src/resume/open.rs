@@ -88,12 +88,18 @@ impl PartialDownload {
             &names.journal_prev,
             &names.receipt,
             &names.chunk_list,
+            &names.peers,
         ] {
             safe.inspect(name)?;
         }
 
         // Every refusal is behind us: from here on, files change.
-        for stem in [&names.state, &names.receipt, &names.chunk_list] {
+        for stem in [
+            &names.state,
+            &names.receipt,
+            &names.chunk_list,
+            &names.peers,
+        ] {
             safe.remove_stale_temps(stem)?;
         }
         let file = safe.open_read_write(&names.part)?;

@@ -196,6 +196,25 @@ impl PartialDownload {
         &self.paths
     }
 
+    /// The peers earlier runs remember (`<model-id>.slm.peers`, stale ones
+    /// included): empty when there is no file; a file that cannot be used
+    /// is its error (it is replaced at the next checkpoint).
+    pub fn remembered_peers(
+        &self,
+    ) -> Result<Vec<minimodel_node::remembered::RememberedPeer>, super::PeersFileError> {
+        super::peers::read_peers(&self.dir, &self.paths.names.peers)
+            .unwrap_or_else(|error| Err(super::PeersFileError::Syntax(error.to_string())))
+    }
+
+    /// Writes the peers to remember (`<model-id>.slm.peers`, a whole-file
+    /// write; made durable by the next directory sync).
+    pub fn remember_peers(
+        &self,
+        peers: &[minimodel_node::remembered::RememberedPeer],
+    ) -> Result<(), ResumeError> {
+        super::peers::write_peers(&self.dir, &self.paths.names.peers, peers)
+    }
+
     /// The directory handle every file of the download goes through.
     pub(crate) fn dir(&self) -> &SafeDir {
         &self.dir
