@@ -105,12 +105,30 @@ pub(crate) struct NodeSpec {
     pub restarts_at: Option<Duration>,
     /// Chunk -> how many final checks find it damaged on disk.
     pub damage: BTreeMap<u32, u32>,
+    /// On the one LAN with local discovery (`--lan`): its address is its
+    /// LAN address, a serving node is announced to every other LAN node
+    /// while it runs, and it hears those announced.
+    pub lan: bool,
 }
 
 impl NodeSpec {
     /// Node `index`'s address: each in a /24 of its own in 10/8.
     pub fn addr_of(index: usize) -> SocketAddr {
         SocketAddr::from(([10, 0, index as u8 + 1, 1], 4433))
+    }
+
+    /// Node `index`'s address on the one LAN (192.168.1.0/24).
+    pub fn lan_addr_of(index: usize) -> SocketAddr {
+        SocketAddr::from(([192, 168, 1, index as u8 + 1], 4433))
+    }
+
+    /// The same node on the one LAN, with local discovery.
+    pub fn on_lan(self, index: usize) -> Self {
+        Self {
+            addr: Self::lan_addr_of(index),
+            lan: true,
+            ..self
+        }
     }
 
     /// A seeder with every chunk.
@@ -131,6 +149,7 @@ impl NodeSpec {
             killed_at: None,
             restarts_at: None,
             damage: BTreeMap::new(),
+            lan: false,
         }
     }
 
@@ -461,7 +480,11 @@ impl Sim {
             seed_after: spec.seed_after,
             seed: node as u64 + 1,
             manifest_sha256: None,
-            lan: Vec::new(),
+            lan: if spec.lan {
+                vec![spec.addr]
+            } else {
+                Vec::new()
+            },
         };
         n.core = Some(NodeCore::new(
             spec.config.clone(),
@@ -486,6 +509,35 @@ impl Sim {
             self.core_mut(node).add_peer(offer, now);
         }
         self.pump(node, false);
+        if self.specs[node].lan {
+            self.announce_on_lan(node);
+        }
+    }
+
+    /// Local discovery as mDNS gives it: node `node` hears every running
+    /// serving node of the LAN, and, when it serves, every running LAN node
+    /// hears it.
+    fn announce_on_lan(&mut self, node: usize) {
+        let now = self.instant();
+        let others: Vec<usize> = (0..self.specs.len())
+            .filter(|&other| other != node && self.specs[other].lan && self.nodes[other].alive)
+            .collect();
+        for &other in &others {
+            if self.specs[other].serve {
+                let addr = self.specs[other].addr;
+                self.core_mut(node)
+                    .handle_neighbour(id_of(other), &[addr], now);
+            }
+        }
+        self.pump(node, false);
+        if self.specs[node].serve {
+            let addr = self.specs[node].addr;
+            for other in others {
+                self.core_mut(other)
+                    .handle_neighbour(id_of(node), &[addr], now);
+                self.pump(other, false);
+            }
+        }
     }
 
     fn kill(&mut self, node: usize) {

@@ -442,3 +442,52 @@ fn loss_and_latency_cost_time_not_chunks_or_blame() {
     }
     nobody_blamed_but(&sim, &[]);
 }
+
+/// A seeder at 100 Mbit and `peers` serving peers at 1 Gbit on one LAN,
+/// nobody given an offer: every peer must hear the others announced and
+/// complete, nobody blamed. Returns the last peer's time over one copy
+/// (F/u_s) and the seeder's copies.
+fn lan_by_discovery(peers: usize, chunks: u32) -> (f64, f64) {
+    let (seeder_up, peer_up) = (100.0 * MBIT, 1_000.0 * MBIT);
+    let mut specs = vec![NodeSpec::seeder(0, chunks, seeder_up).on_lan(0)];
+    for index in 1..=peers {
+        specs.push(NodeSpec::fetcher(index, chunks, peer_up, true, &[]).on_lan(index));
+    }
+    let mut sim = Sim::new(MIB, chunks, specs);
+    sim.run(Duration::from_secs(600), Sim::downloads_over);
+    let mut last: f64 = 0.0;
+    for index in 1..=peers {
+        let at = sim
+            .record(index)
+            .delivered_at
+            .unwrap_or_else(|| panic!("peer {index} did not complete"));
+        last = last.max(secs(at));
+        let heard = sim
+            .record(index)
+            .reports
+            .iter()
+            .filter(|(_, report)| matches!(report, NodeReport::Lan { .. }))
+            .count();
+        assert!(heard >= 1, "peer {index} heard no neighbour");
+    }
+    nobody_blamed_but(&sim, &[]);
+    let file = f64::from(chunks) * f64::from(MIB);
+    let copies = sim.record(0).uploaded_bytes / file;
+    let over_one_copy = last / (file / seeder_up);
+    println!(
+        "LAN, {peers} peers by local discovery alone, {chunks} MiB: last done {last:.2} s = {over_one_copy:.3} of one copy; seeder {copies:.3} copies"
+    );
+    (over_one_copy, copies)
+}
+
+#[test]
+fn neighbours_on_one_lan_find_each_other_by_local_discovery_alone() {
+    let (_, copies) = lan_by_discovery(7, 32);
+    assert!(copies <= 1.2, "the seeder sent {copies:.3} copies");
+}
+
+#[test]
+fn thirty_neighbours_on_one_lan_take_about_one_copy_from_the_seeder() {
+    let (_, copies) = lan_by_discovery(30, 64);
+    assert!(copies <= 1.2, "the seeder sent {copies:.3} copies");
+}
