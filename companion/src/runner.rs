@@ -135,6 +135,7 @@ pub struct Runner {
     serve_ip: IpAddr,
     events: Events,
     port_mapping: bool,
+    lan: bool,
 }
 
 /// A running item; [`RunningItem::stop`] ends it.
@@ -169,7 +170,15 @@ impl Runner {
             serve_ip,
             events,
             port_mapping: false,
+            lan: false,
         }
+    }
+
+    /// The same runner, announcing each serving item on the local network
+    /// and looking for each download's peers there (mDNS) when `on`.
+    pub fn with_lan(mut self, on: bool) -> Self {
+        self.lan = on;
+        self
     }
 
     /// The same runner, asking the router to map each serving item's port
@@ -214,6 +223,7 @@ impl Runner {
             limits,
             events: self.events.clone(),
             port_mapping: self.port_mapping,
+            lan: self.lan,
         };
         let task = tokio::spawn(async move {
             let ending = match job {
@@ -247,6 +257,7 @@ struct Run {
     limits: Limits,
     events: Events,
     port_mapping: bool,
+    lan: bool,
 }
 
 impl Run {
@@ -287,6 +298,7 @@ impl Run {
                 self.send(RunEvent::Verifying(0));
                 let mut plan = SharePlan::new(job.manifest, job.file, self.listen);
                 plan.port_mapping = self.port_mapping;
+                plan.lan = self.lan;
                 plan.manifest_file = Some(job.manifest_file);
                 match self.verify(plan).await {
                     Ok(verified) => verified,
@@ -382,6 +394,7 @@ impl Run {
             port_mapping: self.port_mapping,
         });
         plan.limits = self.limits.clone();
+        plan.lan = self.lan;
         let manifest = plan.manifest.clone();
         let manifest_file = plan.manifest_file.clone();
         let opened = tokio::task::spawn_blocking(move || plan.open(&|_| {})).await;
@@ -397,6 +410,7 @@ impl Run {
                 }
                 let mut plan = SharePlan::new(manifest, done.paths.artifact.clone(), self.listen);
                 plan.port_mapping = self.port_mapping;
+                plan.lan = self.lan;
                 plan.manifest_file = manifest_file;
                 self.send(RunEvent::Verifying(0));
                 return match self.verify(plan).await {

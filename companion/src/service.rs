@@ -80,6 +80,10 @@ pub struct CompanionConfig {
     /// IGD, NAT-PMP, PCP); off unless the user turns it on when starting
     /// the companion (an item's consent words do not mention it).
     pub port_mapping: bool,
+    /// Announce each serving item on the local network and look for each
+    /// download's peers there (mDNS); off unless the user turns it on
+    /// when starting the companion.
+    pub lan: bool,
 }
 
 impl CompanionConfig {
@@ -94,6 +98,7 @@ impl CompanionConfig {
             rotate_log_bytes: crate::translog::DEFAULT_ROTATE_BYTES,
             dht_bootstrap: Vec::new(),
             port_mapping: false,
+            lan: false,
         }
     }
 }
@@ -317,7 +322,8 @@ impl Companion {
         let gate = crate::guard::Gate::new(bound, &config.allow_hosts, token.clone());
         let (run_events_tx, run_events) = mpsc::unbounded_channel();
         let runner = Runner::new(Arc::new(identity), config.serve_ip, run_events_tx)
-            .with_port_mapping(config.port_mapping);
+            .with_port_mapping(config.port_mapping)
+            .with_lan(config.lan);
         let mut manifests = BTreeMap::new();
         let mut live = BTreeMap::new();
         for item in &state.items {

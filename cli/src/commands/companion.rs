@@ -108,6 +108,11 @@ pub struct RunArgs {
     /// mapping is removed when its item stops.
     #[arg(long)]
     pub port_mapping: bool,
+    /// Announce each serving item on the local network (mDNS: its swarm
+    /// key, this node's id, port and local addresses; everyone on the
+    /// network hears it) and look for each download's peers there.
+    #[arg(long)]
+    pub lan: bool,
     /// DHT nodes to join (IPv4:PORT) instead of the public ones, for
     /// downloads that look peers up on the DHT. Repeatable.
     #[arg(long = "dht-bootstrap", value_name = "ADDR")]
@@ -404,6 +409,7 @@ fn serve(args: RunArgs, out: Output) -> Result<(), Failure> {
     config.allow_hosts = args.allow_hosts;
     config.serve_ip = args.serve_ip;
     config.port_mapping = args.port_mapping;
+    config.lan = args.lan;
     config.dht_bootstrap = args.dht_bootstrap;
     config.rotate_log_bytes = args.rotate_log;
     let trust = Arc::new(KeyringTrust {
