@@ -125,10 +125,21 @@ pub fn neighbour_of<'a>(
 }
 
 /// Local discovery while a node runs: its announcement (when it listens)
-/// and what it hears. [`LanTask::stop`] says goodbye and ends it.
+/// and what it hears. [`LanTask::stop`] says goodbye and ends it; dropped
+/// without it, the daemon ends without the goodbye (neighbours forget the
+/// announcement when its records expire).
 pub(crate) struct LanTask {
     daemon: ServiceDaemon,
     announced: Option<String>,
+    stopped: bool,
+}
+
+impl Drop for LanTask {
+    fn drop(&mut self) {
+        if !self.stopped {
+            let _ = self.daemon.shutdown();
+        }
+    }
 }
 
 impl LanTask {
@@ -179,7 +190,11 @@ impl LanTask {
                 }
             })
             .map_err(|error| mdns_sd::Error::Msg(format!("cannot start a thread: {error}")))?;
-        Ok(LanTask { daemon, announced })
+        Ok(LanTask {
+            daemon,
+            announced,
+            stopped: false,
+        })
     }
 
     /// Whether this node announces itself.
@@ -189,12 +204,13 @@ impl LanTask {
 
     /// Says goodbye (the announcement withdrawn, so that neighbours stop
     /// dialing here) and ends the daemon and the listening thread.
-    pub(crate) async fn stop(self) {
+    pub(crate) async fn stop(mut self) {
         if let Some(fullname) = &self.announced {
             if let Ok(status) = self.daemon.unregister(fullname) {
                 let _ = tokio::time::timeout(GOODBYE_WAIT, status.recv_async()).await;
             }
         }
+        self.stopped = true;
         let _ = self.daemon.shutdown();
     }
 }
