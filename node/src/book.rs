@@ -12,7 +12,7 @@
 //!   entry; when full, the oldest entry that was never connected and came
 //!   from peer exchange or a DHT makes room. Offers are never dropped.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -96,7 +96,8 @@ pub enum EntryState {
     },
     /// Connected over this link.
     Connected(LinkId),
-    /// Banned: never dialed or admitted again.
+    /// Banned (its id is in the book's ban set): never dialed or admitted
+    /// again.
     Banned,
     /// Not wanted any more (it has nothing we need, or we stopped).
     Retired,
@@ -136,6 +137,10 @@ pub struct AddressBook {
     by_id: BTreeMap<PeerId, EntryId>,
     next: EntryId,
     max: usize,
+    /// The node's one record of bans: peers that sent a chunk failing its
+    /// proof, refused for the rest of the node's life (kept when their
+    /// entry is dropped).
+    banned: BTreeSet<PeerId>,
 }
 
 impl AddressBook {
@@ -146,7 +151,27 @@ impl AddressBook {
             by_id: BTreeMap::new(),
             next: 0,
             max: max.max(1),
+            banned: BTreeSet::new(),
         }
+    }
+
+    /// Bans `id` for the rest of the node's life: its entry is never
+    /// dialed again, and nothing learned of it is kept.
+    pub fn ban(&mut self, id: PeerId) {
+        self.banned.insert(id);
+        if let Some(entry) = self.find_id(&id).and_then(|key| self.entries.get_mut(&key)) {
+            entry.state = EntryState::Banned;
+        }
+    }
+
+    /// Whether `id` is banned.
+    pub fn is_banned(&self, id: &PeerId) -> bool {
+        self.banned.contains(id)
+    }
+
+    /// How many peers are banned.
+    pub fn banned_count(&self) -> usize {
+        self.banned.len()
     }
 
     /// Entries.
@@ -206,7 +231,7 @@ impl AddressBook {
 
     /// Learns `addrs` for `id` (or for an address-only peer): adds an
     /// entry or merges into one. Returns the entry, or `None` when the book
-    /// is full of entries that may not be dropped.
+    /// is full of entries that may not be dropped, or `id` is banned.
     pub fn learn(
         &mut self,
         id: Option<PeerId>,
@@ -214,6 +239,9 @@ impl AddressBook {
         source: Source,
         now: Instant,
     ) -> Option<EntryId> {
+        if id.is_some_and(|id| self.banned.contains(&id)) {
+            return None;
+        }
         let existing = match id {
             Some(id) => self.find_id(&id),
             None => addrs.iter().find_map(|addr| self.find_addr(*addr)),
@@ -360,6 +388,26 @@ mod tests {
 
     fn addr(n: u8) -> SocketAddr {
         SocketAddr::from(([10, 0, 0, n], 4433))
+    }
+
+    #[test]
+    fn a_banned_id_is_never_learned_again_even_once_its_entry_is_gone() {
+        let t0 = Instant::now();
+        let mut book = AddressBook::new(2);
+        let liar = PeerId([9; 32]);
+        let key = book
+            .learn(Some(liar), &[addr(1)], Source::Exchange, t0)
+            .unwrap();
+        book.ban(liar);
+        assert!(book.is_banned(&liar));
+        assert_eq!(book.get(key).unwrap().state, EntryState::Banned);
+        assert_eq!(book.learn(Some(liar), &[addr(2)], Source::Offer, t0), None);
+        assert_eq!(book.get(key).unwrap().addrs, [addr(1)], "nothing learned");
+        // A ban before the peer was ever known holds too.
+        let other = PeerId([8; 32]);
+        book.ban(other);
+        assert_eq!(book.learn(Some(other), &[addr(3)], Source::Lan, t0), None);
+        assert_eq!(book.banned_count(), 2);
     }
 
     #[test]

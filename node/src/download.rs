@@ -12,9 +12,11 @@
 //! takes far longer than the peer's own rate predicts times out and its chunk
 //! goes to the front of the queue; a peer that delivers nothing for
 //! [`DownloadConfig::silence_timeout`] is dropped; a peer whose chunk fails its
-//! proof is banned by key for the rest of the download.
+//! proof is dropped at once (its driver bans it by key: `NodeCore` keeps the
+//! one record of bans in its address book and never lets a banned peer join
+//! again).
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use minimodel_wire::{HaveBitfield, PeerId};
@@ -118,7 +120,7 @@ pub enum Action {
 /// Why the download drops a peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DisconnectReason {
-    /// It sent a chunk that failed its proof; it is banned.
+    /// It sent a chunk that failed its proof (its driver bans it).
     BadData,
     /// It had requests and delivered nothing for `silence_timeout`.
     Silent,
@@ -131,9 +133,6 @@ pub enum DisconnectReason {
 /// Why a peer could not join.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum JoinError {
-    /// It was banned from this download.
-    #[error("peer was banned from this download for sending bad data")]
-    Banned,
     /// It is connected already.
     #[error("peer is connected already")]
     AlreadyConnected,
@@ -159,7 +158,6 @@ pub struct Downloader {
     chunk_size: u32,
     picker: PiecePicker,
     peers: BTreeMap<LinkId, PeerDownload>,
-    banned: BTreeSet<PeerId>,
     /// Statistics of peers that left, kept for the receipt: one entry per
     /// peer id, its sessions summed, and only for peers that delivered
     /// something (good or bad). A peer that connects and leaves without a
@@ -188,7 +186,6 @@ impl Downloader {
             chunk_size,
             picker,
             peers: BTreeMap::new(),
-            banned: BTreeSet::new(),
             departed: BTreeMap::new(),
             hold: false,
             rate_limit: None,
@@ -286,11 +283,6 @@ impl Downloader {
         self.peers.get(&key)
     }
 
-    /// Whether `id` is banned.
-    pub fn is_banned(&self, id: &PeerId) -> bool {
-        self.banned.contains(id)
-    }
-
     /// Statistics of every peer that delivered something, connected or
     /// gone (connected peers also when they delivered nothing yet): one
     /// entry per peer id, its sessions summed.
@@ -318,9 +310,6 @@ impl Downloader {
         has: HaveBitfield,
         now: Instant,
     ) -> Result<(), JoinError> {
-        if self.banned.contains(&peer_id) {
-            return Err(JoinError::Banned);
-        }
         if self.peers.contains_key(&key) || self.peers.values().any(|s| s.peer_id() == peer_id) {
             return Err(JoinError::AlreadyConnected);
         }
@@ -432,12 +421,11 @@ impl Downloader {
         }
     }
 
-    /// The chunk from this peer failed its proof: the peer is banned and
-    /// dropped, the chunk goes to another peer.
+    /// The chunk from this peer failed its proof: the peer is dropped
+    /// (its driver bans it), the chunk goes to another peer.
     pub fn on_chunk_bad(&mut self, key: LinkId, chunk: u32, now: Instant) {
         if let Some(session) = self.peers.get_mut(&key) {
             session.record_bad_chunk();
-            self.banned.insert(session.peer_id());
         }
         self.picker.release(chunk, key);
         self.drop_peer(key, DisconnectReason::BadData, now);
@@ -718,6 +706,7 @@ impl Downloader {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeSet;
 
     fn requests(core: &mut Downloader) -> Vec<(LinkId, u32)> {
         let mut out = Vec::new();
@@ -872,7 +861,7 @@ mod tests {
     }
 
     #[test]
-    fn a_banned_peer_cannot_rejoin() {
+    fn a_peer_whose_chunk_fails_its_proof_is_dropped_and_a_wrong_bitfield_refused() {
         let count = 10;
         let mut core = Downloader::new(
             1 << 20,
@@ -885,11 +874,16 @@ mod tests {
             .unwrap();
         let (_, chunk) = requests(&mut core)[0];
         core.on_chunk_bad(LinkId(0), chunk, now);
-        assert!(core.is_banned(&liar));
-        assert_eq!(
-            core.add_peer(LinkId(1), liar, HaveBitfield::full(count), now),
-            Err(JoinError::Banned)
-        );
+        let mut dropped = Vec::new();
+        while let Some(action) = core.poll_action() {
+            if let Action::Disconnect { peer, reason } = action {
+                dropped.push((peer, reason));
+            }
+        }
+        assert_eq!(dropped, [(LinkId(0), DisconnectReason::BadData)]);
+        assert_eq!(core.peer_count(), 0);
+        let all = core.all_peer_stats();
+        assert_eq!((all[0].0, all[0].1.bad_chunks), (liar, 1));
         assert_eq!(
             core.add_peer(
                 LinkId(2),

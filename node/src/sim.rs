@@ -96,6 +96,9 @@ struct RemoteState {
     busy_until: Duration,
     service_counter: u64,
     gone: bool,
+    /// It sent a chunk that failed its proof: banned, as its driver
+    /// (`NodeCore`) would, and never let in again.
+    banned: bool,
 }
 
 /// Runs a download of `chunk_count` chunks of `chunk_size` bytes from the
@@ -126,6 +129,7 @@ pub fn run(
             busy_until: Duration::ZERO,
             service_counter: 0,
             gone: false,
+            banned: false,
         })
         .collect();
     for (index, peer) in peers.iter().enumerate() {
@@ -169,6 +173,9 @@ pub fn run(
                     }
                 }
                 let key = LinkId(index as u64);
+                if remotes[index].banned {
+                    continue;
+                }
                 if core.add_peer(key, peer_id(index), has, at(now)).is_ok() {
                     core.set_rtt(key, peer.latency * 2);
                     remotes[index].key = Some(key);
@@ -235,6 +242,7 @@ pub fn run(
                     continue;
                 }
                 if peers[index].lies {
+                    remotes[index].banned = true;
                     core.on_chunk_bad(key, chunk, at(now));
                 } else {
                     let was_verified = core.is_verified(chunk);
@@ -284,7 +292,7 @@ pub fn run(
         report.delivered[index] += stats.bytes;
         report.wasted[index] += stats.wasted_bytes;
         report.bad_chunks[index] += stats.bad_chunks;
-        report.banned[index] = core.is_banned(&id);
+        report.banned[index] = remotes[index].banned;
     }
     report
 }

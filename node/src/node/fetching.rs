@@ -294,7 +294,9 @@ impl Fetching {
                 chunks: stats.chunks,
                 bytes: stats.bytes,
                 bad_chunks: stats.bad_chunks,
-                banned: self.downloader.is_banned(id),
+                // The ban is the node's (its address book): filled in by
+                // `NodeCore::transfer`.
+                banned: false,
             })
             .collect();
         TransferStats {

@@ -71,7 +71,7 @@ impl NodeCore {
     pub fn add_peer(&mut self, peer: KnownPeer, now: Instant) {
         if peer
             .id
-            .is_some_and(|id| id == self.local_id || self.bans.contains(&id))
+            .is_some_and(|id| id == self.local_id || self.book.is_banned(&id))
         {
             return;
         }
@@ -186,7 +186,7 @@ impl NodeCore {
                 "this peer does not serve",
             ));
         }
-        if self.bans.contains(&peer) {
+        if self.book.is_banned(&peer) {
             return Err(reject(
                 HelloRejectReason::Banned,
                 "banned for sending bad data",
@@ -304,7 +304,7 @@ impl NodeCore {
                 HelloRejectReason::NotServing,
                 "this peer does not serve",
             ))
-        } else if self.bans.contains(&peer) {
+        } else if self.book.is_banned(&peer) {
             Err(reject(
                 HelloRejectReason::Banned,
                 "banned for sending bad data",
@@ -351,7 +351,7 @@ impl NodeCore {
             .take(minimodel_wire::MAX_PEERS_PER_MESSAGE)
         {
             if entry.id == self.local_id
-                || self.bans.contains(&entry.id)
+                || self.book.is_banned(&entry.id)
                 || !reachable_from(entry.addr, refuser.ip())
                 || self.book.find_id(&entry.id).is_some()
             {
@@ -434,7 +434,7 @@ impl NodeCore {
             }
         };
         let id = up.peer;
-        if self.bans.contains(&id) || id == self.local_id || self.ended {
+        if self.book.is_banned(&id) || id == self.local_id || self.ended {
             self.actions.push_back(Action::Close {
                 link,
                 reason: GoodbyeReason::Done,
@@ -702,7 +702,7 @@ impl NodeCore {
             }
         }
         if let Some(entry) = peer.entry {
-            if self.bans.contains(&peer.id) {
+            if self.book.is_banned(&peer.id) {
                 if let Some(entry) = self.book.get_mut(entry) {
                     entry.state = EntryState::Banned;
                 }
@@ -724,16 +724,10 @@ impl NodeCore {
         self.start_uploads(now);
     }
 
-    /// Bans `id` for the rest of this node's life.
+    /// Bans `id` for the rest of this node's life (in the address book,
+    /// the one record of bans).
     pub(super) fn ban(&mut self, id: PeerId) {
-        self.bans.insert(id);
-        if let Some(entry) = self
-            .book
-            .find_id(&id)
-            .and_then(|entry| self.book.get_mut(entry))
-        {
-            entry.state = EntryState::Banned;
-        }
+        self.book.ban(id);
     }
 
     /// Whether this node should be dialing peers now: it downloads and is
@@ -1140,7 +1134,7 @@ impl NodeCore {
                 })
             });
             if entry.id == self.local_id
-                || self.bans.contains(&entry.id)
+                || self.book.is_banned(&entry.id)
                 || !in_scope
                 || (known.is_some() && !joins)
             {

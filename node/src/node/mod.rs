@@ -12,7 +12,7 @@
 //!   picker agrees, the upload queue asks here);
 //! - each request to a peer: its [`crate::session::PeerDownload`];
 //! - each link: `Link`, from the first packet or the dial to the close;
-//! - each known peer: the [`AddressBook`]; bans: the set `bans`.
+//! - each known peer, and the bans: the [`AddressBook`].
 //!
 //! A node seeds (every chunk, no download), fetches (a download, no
 //! serving) or both (`fetch --serve`); uploads and downloads share this one
@@ -289,7 +289,6 @@ pub struct NodeCore {
     have: HaveBitfield,
     links: BTreeMap<LinkId, Link>,
     book: AddressBook,
-    bans: BTreeSet<PeerId>,
     uploads: serving::Uploads,
     download: Option<fetching::Fetching>,
     actions: VecDeque<Action>,
@@ -344,7 +343,6 @@ impl NodeCore {
             next_link: 0,
             have: start.have,
             links: BTreeMap::new(),
-            bans: BTreeSet::new(),
             uploads,
             download,
             actions: VecDeque::new(),
@@ -598,7 +596,7 @@ impl NodeCore {
     pub fn metrics(&self) -> NodeMetrics {
         let mut metrics = NodeMetrics {
             peers_connected: self.connected_count() as u64,
-            peers_banned: self.bans.len() as u64,
+            peers_banned: self.book.banned_count() as u64,
             artifact_bytes: self.params.artifact_bytes(),
             uploaded_bytes: self.uploads.uploaded_bytes,
             introductions: self.introductions,
@@ -649,6 +647,7 @@ impl NodeCore {
                     .find_id(&peer.id)
                     .and_then(|entry| self.book.get(entry))
                     .map(|entry| entry.source);
+                peer.banned = self.book.is_banned(&peer.id);
             }
             stats
         })

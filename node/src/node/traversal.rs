@@ -171,7 +171,7 @@ impl NodeCore {
         let introducer = introducer.id;
         if peer == self.local_id
             || peer == introducer
-            || self.bans.contains(&peer)
+            || self.book.is_banned(&peer)
             || self.link_of(&peer).is_some()
             || self.ended
             || self.stopping

@@ -74,7 +74,7 @@ fn an_unrequested_piece_is_a_violation_closed_without_a_ban() {
     assert!(
         matches!(gone.as_slice(), [(id, Departure::Violation(_), Blame::Peer)] if *id == testing::peer_id(1))
     );
-    assert!(h.core.bans.is_empty(), "dropped, not banned");
+    assert_eq!(h.core.book.banned_count(), 0, "dropped, not banned");
 }
 
 #[test]
@@ -193,7 +193,7 @@ fn a_bad_chunk_bans_its_sender_and_comes_from_another_peer() {
     assert_eq!(requests_to(&h.take(), b), [chunk]);
     h.deliver(b, chunk);
     assert!(h.core.have().get(ChunkIndex(chunk)));
-    assert!(h.core.bans.contains(&testing::peer_id(1)));
+    assert!(h.core.book.is_banned(&testing::peer_id(1)));
     let reports = h.take_reports();
     assert!(
         reports
@@ -247,7 +247,7 @@ fn a_failed_write_ends_the_node_with_a_storage_failure() {
         ends(&actions).is_empty(),
         "the end waits for the Goodbyes to be acknowledged"
     );
-    assert!(h.core.bans.is_empty(), "our disk is nobody's fault");
+    assert_eq!(h.core.book.banned_count(), 0, "our disk is nobody's fault");
     assert_eq!(h.core.poll_timeout(h.now), None);
 }
 
