@@ -251,7 +251,7 @@ fn render(metrics: &NodeMetrics, model: &str) -> String {
         let labels = vec![("peer".to_owned(), peer.id.to_string())];
         downloaded
             .get_or_create(&labels)
-            .inc_by(peer.downloaded_bytes);
+            .inc_by(peer.downloaded_bytes());
         uploaded.get_or_create(&labels).inc_by(peer.uploaded_bytes);
     }
     registry.register(
@@ -273,7 +273,7 @@ fn render(metrics: &NodeMetrics, model: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use minimodel_swarm::node::PeerMetrics;
+    use minimodel_swarm::node::PeerFigures;
     use minimodel_wire::PeerId;
 
     #[test]
@@ -311,10 +311,14 @@ mod tests {
                     refused: 1,
                     introduced: 2,
                 },
-                peers: vec![PeerMetrics {
-                    id: peer,
-                    downloaded_bytes: 5 << 20,
+                peers: vec![PeerFigures {
+                    download: minimodel_swarm::session::PeerStats {
+                        bytes: 4 << 20,
+                        wasted_bytes: 1 << 20,
+                        ..Default::default()
+                    },
                     uploaded_bytes: 3,
+                    ..PeerFigures::of(peer)
                 }],
             },
             "tiny",

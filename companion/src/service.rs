@@ -1925,7 +1925,7 @@ impl Shared {
                                 .iter()
                                 .map(|peer| SourceView {
                                     peer_id: peer.id.to_string(),
-                                    downloaded_bytes: peer.downloaded_bytes,
+                                    downloaded_bytes: peer.downloaded_bytes(),
                                     uploaded_bytes: peer.uploaded_bytes,
                                 })
                                 .collect();
@@ -2193,13 +2193,13 @@ impl Shared {
             return;
         };
         for peer in &metrics.peers {
-            if !run.delivered_logged && peer.downloaded_bytes > 0 {
+            if !run.delivered_logged && peer.downloaded_bytes() > 0 {
                 let entry = LogEntry::new(
                     id,
                     model_id,
                     Direction::Download,
                     peer.id.to_string(),
-                    peer.downloaded_bytes,
+                    peer.downloaded_bytes(),
                     ended,
                 );
                 self.append_log(entry);

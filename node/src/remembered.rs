@@ -50,14 +50,14 @@ pub fn from_transfers(stats: &TransferStats, now: u64) -> Vec<RememberedPeer> {
     stats
         .peers
         .iter()
-        .filter(|peer| peer.bytes > 0 && !peer.banned)
+        .filter(|peer| peer.download.bytes > 0 && !peer.banned)
         .filter_map(|peer| {
             let addr = peer.address?;
             (scope(addr) != Scope::Unusable).then(|| RememberedPeer {
                 id: peer.id,
                 addrs: vec![addr],
                 found_by: peer.source.unwrap_or(Source::Incoming),
-                bytes: peer.bytes,
+                bytes: peer.download.bytes,
                 seen_at: now,
             })
         })
@@ -115,7 +115,8 @@ pub fn fresh(list: &[RememberedPeer], now: u64) -> Vec<RememberedPeer> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::node::PeerTransfer;
+    use crate::report::PeerFigures;
+    use crate::session::PeerStats;
     use crate::testing::peer_id;
 
     const NOW: u64 = 1_800_000_000;
@@ -134,15 +135,18 @@ mod tests {
         }
     }
 
-    fn transfer(n: u8, addr: Option<&str>, bytes: u64, banned: bool) -> PeerTransfer {
-        PeerTransfer {
-            id: peer_id(n),
+    fn transfer(n: u8, addr: Option<&str>, bytes: u64, banned: bool) -> PeerFigures {
+        PeerFigures {
             address: addr.map(sa),
             source: Some(Source::Exchange),
-            chunks: bytes / 1024,
-            bytes,
-            bad_chunks: u64::from(banned),
             banned,
+            download: PeerStats {
+                chunks: bytes / 1024,
+                bytes,
+                bad_chunks: u64::from(banned),
+                ..PeerStats::default()
+            },
+            ..PeerFigures::of(peer_id(n))
         }
     }
 

@@ -629,7 +629,7 @@ pub struct NodeMetrics {
     /// Introductions (`docs/swarm.md`, "Through NAT routers"), by step.
     pub introductions: IntroductionCounts,
     /// Per peer.
-    pub peers: Vec<PeerMetrics>,
+    pub peers: Vec<PeerFigures>,
 }
 
 /// How many introductions reached each step since the node started.
@@ -645,15 +645,43 @@ pub struct IntroductionCounts {
     pub introduced: u64,
 }
 
-/// One peer's part of a [`NodeMetrics`].
+/// What one peer did, per peer id (its sessions summed): the node's one
+/// per-peer figures type. A receipt's peer entry, a metrics scrape's
+/// per-peer series ([`NodeMetrics::peers`]) and the download's
+/// [`crate::node::TransferStats`] are views of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PeerMetrics {
+pub struct PeerFigures {
     /// Its id.
     pub id: PeerId,
-    /// Verified chunk bytes received from it (duplicates included).
-    pub downloaded_bytes: u64,
+    /// Where it was reached, when the address book knows.
+    pub address: Option<SocketAddr>,
+    /// How it became known, when the address book knows.
+    pub source: Option<Source>,
+    /// Whether it is banned (for a chunk that failed its proof).
+    pub banned: bool,
+    /// What it delivered to our download (zero when we do not download).
+    pub download: crate::session::PeerStats,
     /// Chunk bytes served to it while it is connected.
     pub uploaded_bytes: u64,
+}
+
+impl PeerFigures {
+    /// Peer `id`, with nothing known or done yet.
+    pub fn of(id: PeerId) -> Self {
+        Self {
+            id,
+            address: None,
+            source: None,
+            banned: false,
+            download: crate::session::PeerStats::default(),
+            uploaded_bytes: 0,
+        }
+    }
+
+    /// Verified chunk bytes received from it, duplicates included.
+    pub fn downloaded_bytes(&self) -> u64 {
+        self.download.bytes + self.download.wasted_bytes
+    }
 }
 
 /// A step of local discovery ([`NodeReport::Lan`]).

@@ -220,9 +220,9 @@ fn a_liar_among_seeders_is_banned_and_the_download_completes() {
     for peer in &stats.peers {
         let liar = peer.id == id_of(1);
         assert_eq!(peer.banned, liar, "{peer:?}");
-        assert_eq!(peer.bad_chunks > 0, liar, "{peer:?}");
+        assert_eq!(peer.download.bad_chunks > 0, liar, "{peer:?}");
         if liar {
-            assert_eq!(peer.chunks, 0);
+            assert_eq!(peer.download.chunks, 0);
         }
     }
     let liar_dials = sim

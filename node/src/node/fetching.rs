@@ -9,18 +9,16 @@
 //! are fetched again, up to `max_repairs_per_chunk` times each.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use minimodel_wire::{ChunkIndex, GoodbyeReason, HaveBitfield, Message, PeerId, SwarmParams};
 
 use super::{Action, End, NodeCore};
-use crate::book::Source;
 use crate::config::NodeConfig;
 use crate::download::{Action as DownloadAction, DisconnectReason, DownloadConfig, Downloader};
 use crate::ids::LinkId;
 use crate::report::{
-    DamageCause, Departure, Failure, Fault, NodeMetrics, NodeReport, PeerMetrics, Violation,
+    DamageCause, Departure, Failure, Fault, NodeMetrics, NodeReport, PeerFigures, Violation,
 };
 use minimodel_verifier::chunk::ChunkError;
 
@@ -72,25 +70,6 @@ pub enum Finish {
     StorageFailed(Fault),
 }
 
-/// One peer's part in the download, for a receipt.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PeerTransfer {
-    /// Its id.
-    pub id: PeerId,
-    /// Where it was reached.
-    pub address: Option<SocketAddr>,
-    /// How it became known.
-    pub source: Option<Source>,
-    /// Verified chunks it delivered first.
-    pub chunks: u64,
-    /// Their bytes.
-    pub bytes: u64,
-    /// Chunks that failed their proof.
-    pub bad_chunks: u64,
-    /// Whether it was banned for them.
-    pub banned: bool,
-}
-
 /// What the download did, for a receipt.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TransferStats {
@@ -103,7 +82,7 @@ pub struct TransferStats {
     /// Bytes received that did not count.
     pub bytes_wasted: u64,
     /// Per peer that took part.
-    pub peers: Vec<PeerTransfer>,
+    pub peers: Vec<PeerFigures>,
     /// When the last chunk was verified.
     pub completed_at: Option<Instant>,
 }
@@ -273,10 +252,9 @@ impl Fetching {
         // One entry per peer id (`all_peer_stats` sums a peer's sessions).
         for (id, stats) in self.downloader.all_peer_stats() {
             metrics.bad_chunks += stats.bad_chunks;
-            metrics.peers.push(PeerMetrics {
-                id,
-                downloaded_bytes: stats.bytes + stats.wasted_bytes,
-                uploaded_bytes: 0,
+            metrics.peers.push(PeerFigures {
+                download: stats,
+                ..PeerFigures::of(id)
             });
         }
     }
@@ -287,16 +265,11 @@ impl Fetching {
         let all = self.downloader.all_peer_stats();
         let peers = all
             .iter()
-            .map(|(id, stats)| PeerTransfer {
-                id: *id,
-                address: None,
-                source: None,
-                chunks: stats.chunks,
-                bytes: stats.bytes,
-                bad_chunks: stats.bad_chunks,
-                // The ban is the node's (its address book): filled in by
-                // `NodeCore::transfer`.
-                banned: false,
+            // Where it was reached, how it was found and its ban are the
+            // address book's: filled in by `NodeCore::transfer`.
+            .map(|(id, stats)| PeerFigures {
+                download: stats.clone(),
+                ..PeerFigures::of(*id)
             })
             .collect();
         TransferStats {

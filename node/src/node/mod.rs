@@ -39,11 +39,11 @@ use crate::address::Prefix;
 use crate::book::{AddressBook, EntryId, Source};
 use crate::config::NodeConfig;
 use crate::ids::LinkId;
-use crate::report::{Departure, Failure, LinkEnd, NodeMetrics, NodeReport, PeerMetrics};
+use crate::report::{Departure, Failure, LinkEnd, NodeMetrics, NodeReport, PeerFigures};
 use crate::rng::SplitMix64;
 use crate::upload::{TokenBucket, UploadQueue};
 
-pub use fetching::{Finish, PeerTransfer, PieceEnd, PieceVerdict, TransferStats, VerifyOutcome};
+pub use fetching::{Finish, PieceEnd, PieceVerdict, TransferStats, VerifyOutcome};
 pub use links::{Incoming, LinkUp, Rejection};
 pub use serving::UploadOutcome;
 
@@ -616,10 +616,9 @@ impl NodeCore {
         for (_, peer) in self.peers() {
             match metrics.peers.iter_mut().find(|entry| entry.id == peer.id) {
                 Some(entry) => entry.uploaded_bytes += peer.uploaded_bytes,
-                None => metrics.peers.push(PeerMetrics {
-                    id: peer.id,
-                    downloaded_bytes: 0,
+                None => metrics.peers.push(PeerFigures {
                     uploaded_bytes: peer.uploaded_bytes,
+                    ..PeerFigures::of(peer.id)
                 }),
             }
         }

@@ -323,9 +323,9 @@ pub(crate) fn summary_of(stats: Option<&minimodel_node::node::TransferStats>) ->
             .map(|peer| PeerContribution {
                 peer_id: peer.id.to_string(),
                 address: peer.address.map(|a| a.to_string()).unwrap_or_default(),
-                chunks: peer.chunks,
-                bytes: peer.bytes,
-                bad_chunks: peer.bad_chunks,
+                chunks: peer.download.chunks,
+                bytes: peer.download.bytes,
+                bad_chunks: peer.download.bad_chunks,
                 banned: peer.banned,
                 found_by: peer
                     .source

@@ -28,7 +28,7 @@ pub use minimodel_node::config::NodeConfig as CoreConfig;
 pub use minimodel_node::node::End;
 pub use minimodel_node::report::{
     Blame, DamageCause, Departure, Failure as NodeFailure, Fault, IntroductionCounts, LinkEnd,
-    NodeMetrics, PeerMetrics, Problem, Refusal, Tried, Violation,
+    NodeMetrics, PeerFigures, Problem, Refusal, Tried, Violation,
 };
 
 use crate::link::{self, LinkEvent, LinkHandle, LocalHello, Session};

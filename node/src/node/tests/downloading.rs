@@ -221,7 +221,7 @@ fn a_bad_chunk_bans_its_sender_and_comes_from_another_peer() {
         .iter()
         .find(|p| p.id == testing::peer_id(1))
         .unwrap();
-    assert_eq!((liar.bad_chunks, liar.banned), (1, true));
+    assert_eq!((liar.download.bad_chunks, liar.banned), (1, true));
 }
 
 #[test]
@@ -661,8 +661,8 @@ fn metrics_count_verified_and_bad_chunks_per_peer_and_what_is_in_flight() {
             .find(|p| p.id == testing::peer_id(n))
             .cloned()
     };
-    assert_eq!(of(1).unwrap().downloaded_bytes, 2 * u64::from(CHUNK));
-    assert_eq!(of(2).map(|p| p.downloaded_bytes), Some(0));
+    assert_eq!(of(1).unwrap().downloaded_bytes(), 2 * u64::from(CHUNK));
+    assert_eq!(of(2).map(|p| p.downloaded_bytes()), Some(0));
 }
 
 /// A full disk, as the storage would report it.
