@@ -265,6 +265,8 @@ const TICKET_MANIFESTS_KEPT: usize = 8;
 /// How many ticket queries (each a QUIC endpoint dialing the ticket's
 /// addresses in turn) run at once.
 const TICKET_QUERIES: usize = 2;
+/// How long a ticket query waits for its turn before it is refused (429).
+const TICKET_QUEUE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// A companion, started; [`Companion::run`] serves it until stopped.
 pub struct Companion {
@@ -1156,21 +1158,40 @@ impl Shared {
             .parse()
             .map_err(|error| ApiError::invalid(format!("the ticket is not valid: {error}")))?;
         let sha256 = ticket.manifest_sha256;
-        let kept = self
-            .ticket_manifests
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .find(|(digest, _)| *digest == sha256)
-            .map(|(_, bytes)| bytes.clone());
-        let bytes = match kept {
+        let kept = || {
+            self.ticket_manifests
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .find(|(digest, _)| *digest == sha256)
+                .map(|(_, bytes)| bytes.clone())
+        };
+        let mut bytes = kept();
+        let _permit = match bytes {
+            Some(_) => None,
+            None => {
+                let permit = tokio::time::timeout(TICKET_QUEUE_WAIT, self.ticket_queries.acquire())
+                    .await
+                    .map_err(|_| {
+                        ApiError::new(
+                            429,
+                            "too-many",
+                            format!(
+                                "{TICKET_QUERIES} ticket queries are under way; none ended within {} s",
+                                TICKET_QUEUE_WAIT.as_secs()
+                            ),
+                        )
+                        .hint("try again in a moment")
+                    })?
+                    .map_err(|_| ApiError::io("the companion is stopping"))?;
+                // Another request may have fetched it while this one waited.
+                bytes = kept();
+                Some(permit)
+            }
+        };
+        let bytes = match bytes {
             Some(bytes) => bytes,
             None => {
-                let _permit = self
-                    .ticket_queries
-                    .acquire()
-                    .await
-                    .map_err(|_| ApiError::io("the companion is stopping"))?;
                 let fetched = manifest_of(
                     &ticket,
                     self.runner.identity(),

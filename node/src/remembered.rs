@@ -43,6 +43,18 @@ pub struct RememberedPeer {
     pub seen_at: u64,
 }
 
+/// The peers banned in this run, by the figures of [`from_transfers`]'s
+/// input: never remembered, and forgotten if an earlier run remembered
+/// them.
+pub fn banned_in(stats: &TransferStats) -> Vec<PeerId> {
+    stats
+        .peers
+        .iter()
+        .filter(|peer| peer.banned)
+        .map(|peer| peer.id)
+        .collect()
+}
+
 /// The peers of this run worth remembering at `now`: those that delivered
 /// verified bytes, were not banned, and were reached at an address
 /// worth dialing again.
@@ -66,18 +78,20 @@ pub fn from_transfers(stats: &TransferStats, now: u64) -> Vec<RememberedPeer> {
 
 /// The list to keep: `before` (what earlier runs remembered, as read when
 /// this run began) with `this_run` (this run's peers so far, from
-/// [`from_transfers`]). A peer in both keeps its first way of being found
-/// (unless that was only the memory itself), adds the bytes, takes the
-/// newer time, and lists this run's address first. Stale entries go;
-/// then the most recently seen are kept (more bytes first among equals),
-/// at most [`MAX_REMEMBERED`].
+/// [`from_transfers`]), without the peers `banned` in this run. A peer in
+/// both keeps its first way of being found (unless that was only the
+/// memory itself), adds the bytes, takes the newer time, and lists this
+/// run's address first. Stale entries go; then the most recently seen are
+/// kept (more bytes first among equals), at most [`MAX_REMEMBERED`].
 pub fn merge(
     before: &[RememberedPeer],
     this_run: &[RememberedPeer],
+    banned: &[PeerId],
     now: u64,
 ) -> Vec<RememberedPeer> {
     let mut list: Vec<RememberedPeer> = fresh(before, now);
-    for peer in this_run {
+    list.retain(|peer| !banned.contains(&peer.id));
+    for peer in this_run.iter().filter(|peer| !banned.contains(&peer.id)) {
         match list.iter_mut().find(|old| old.id == peer.id) {
             Some(old) => {
                 if old.found_by == Source::Remembered {
@@ -198,7 +212,7 @@ mod tests {
             },
             peer(5, "10.0.0.5:1", 5, NOW),
         ];
-        let merged = merge(&before, &this_run, NOW);
+        let merged = merge(&before, &this_run, &[], NOW);
         let ids: Vec<PeerId> = merged.iter().map(|p| p.id).collect();
         assert_eq!(ids, [peer_id(2), peer_id(5), peer_id(1)]);
         assert_eq!(
@@ -215,7 +229,11 @@ mod tests {
         let many: Vec<RememberedPeer> = (0..40u8)
             .map(|n| peer(n, "10.0.0.9:1", 1, NOW - u64::from(n)))
             .collect();
-        let kept = merge(&many, &[], NOW);
+        let kept = merge(&many, &[], &[], NOW);
+        // A peer banned in this run is forgotten, whatever it did before.
+        let forgotten = merge(&before, &this_run, &[peer_id(1), peer_id(5)], NOW);
+        let ids: Vec<PeerId> = forgotten.iter().map(|p| p.id).collect();
+        assert_eq!(ids, [peer_id(2)]);
         assert_eq!(kept.len(), MAX_REMEMBERED);
         assert_eq!(kept.last().unwrap().id, peer_id(MAX_REMEMBERED as u8 - 1));
         // An address list stays bounded.
@@ -223,6 +241,7 @@ mod tests {
             merge(
                 &list,
                 &[peer(1, &format!("10.0.0.1:{}", port + 2), 1, NOW)],
+                &[],
                 NOW,
             )
         });

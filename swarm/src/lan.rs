@@ -110,7 +110,13 @@ pub fn neighbour_of<'a>(
     }
     let mut addrs: Vec<SocketAddr> = Vec::new();
     for ip in ips {
-        let addr = SocketAddr::new(ip.to_canonical(), port);
+        let ip = ip.to_canonical();
+        // An IPv6 link-local address means nothing without its interface,
+        // which an mDNS answer does not carry: every link shares fe80::/64.
+        if matches!(ip, IpAddr::V6(v6) if v6.is_unicast_link_local()) {
+            continue;
+        }
+        let addr = SocketAddr::new(ip, port);
         if !addrs.contains(&addr) {
             addrs.push(addr);
         }
@@ -153,10 +159,15 @@ impl LanTask {
         announce: Option<(u16, Vec<IpAddr>)>,
         heard: impl Fn(PeerId, Vec<SocketAddr>) -> bool + Send + 'static,
     ) -> Result<LanTask, mdns_sd::Error> {
-        let daemon = ServiceDaemon::new()?;
+        // Made first, so that an error below still ends the daemon (Drop).
+        let mut task = LanTask {
+            daemon: ServiceDaemon::new()?,
+            announced: None,
+            stopped: false,
+        };
+        let daemon = &task.daemon;
         // Loopback is this host only: never announced there, nor heard.
         daemon.disable_interface(vec![IfKind::LoopbackV4, IfKind::LoopbackV6])?;
-        let mut announced = None;
         if let Some((port, ips)) = announce.filter(|(_, ips)| !ips.is_empty()) {
             let peer_text = peer.to_string();
             let key_text = key.to_string();
@@ -164,8 +175,9 @@ impl LanTask {
             let host = format!("{instance}.local.");
             let txt = announcement_txt(&key, &peer);
             let info = ServiceInfo::new(SERVICE_TYPE, &instance, &host, &ips[..], port, &txt[..])?;
-            announced = Some(info.get_fullname().to_owned());
+            let fullname = info.get_fullname().to_owned();
             daemon.register(info)?;
+            task.announced = Some(fullname);
         }
         let events = daemon.browse(SERVICE_TYPE)?;
         std::thread::Builder::new()
@@ -190,11 +202,7 @@ impl LanTask {
                 }
             })
             .map_err(|error| mdns_sd::Error::Msg(format!("cannot start a thread: {error}")))?;
-        Ok(LanTask {
-            daemon,
-            announced,
-            stopped: false,
-        })
+        Ok(task)
     }
 
     /// Whether this node announces itself.
@@ -253,7 +261,7 @@ mod tests {
         let (id, addrs) = hear(
             &ours,
             4433,
-            &["192.168.1.7", "::ffff:192.168.1.7", "fd00::7"],
+            &["192.168.1.7", "::ffff:192.168.1.7", "fe80::7", "fd00::7"],
         )
         .expect("our own announcement");
         assert_eq!(id, peer());

@@ -1052,7 +1052,10 @@ impl NodeCore {
     /// [`minimodel_wire::MAX_LAN_ADDRS`]; it is dialed like an address
     /// from peer exchange (a short deadline, within the exchange dials'
     /// limit). Not ourselves, and at most `max_neighbours` peers heard
-    /// this way in the book.
+    /// this way in the book: at the limit a new one takes the place of one
+    /// that was never reached and is not being dialed (the oldest), so
+    /// announcements of peers that are not there cannot keep real
+    /// neighbours out.
     pub fn handle_neighbour(&mut self, id: PeerId, addrs: &[SocketAddr], now: Instant) {
         if id == self.local_id {
             return;
@@ -1066,14 +1069,28 @@ impl NodeCore {
         if addrs.is_empty() {
             return;
         }
-        let heard = self
+        let heard: Vec<(EntryId, &crate::book::Entry)> = self
             .book
             .iter()
             .filter(|(_, entry)| entry.source == Source::Lan)
-            .count();
+            .collect();
         let new = self.book.find_id(&id).is_none();
-        if new && heard >= self.config.max_neighbours {
-            return;
+        if new && heard.len() >= self.config.max_neighbours {
+            let stale = heard
+                .iter()
+                .filter(|(_, entry)| {
+                    !entry.ever_connected
+                        && !matches!(
+                            entry.state,
+                            EntryState::Dialing { .. } | EntryState::Connected(_)
+                        )
+                })
+                .min_by_key(|(_, entry)| entry.added)
+                .map(|(key, _)| *key);
+            match stale {
+                Some(key) => self.book.remove(key),
+                None => return,
+            }
         }
         if self
             .book

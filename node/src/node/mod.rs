@@ -622,6 +622,9 @@ impl NodeCore {
                 }),
             }
         }
+        let mut peers = std::mem::take(&mut metrics.peers);
+        peers.iter_mut().for_each(|peer| self.describe(peer));
+        metrics.peers = peers;
         metrics
     }
 
@@ -635,21 +638,21 @@ impl NodeCore {
     pub fn transfer(&self) -> Option<TransferStats> {
         self.download.as_ref().map(|download| {
             let mut stats = download.stats();
-            for peer in &mut stats.peers {
-                peer.address = self
-                    .book
-                    .find_id(&peer.id)
-                    .and_then(|entry| self.book.get(entry))
-                    .and_then(|entry| entry.addrs.first().copied());
-                peer.source = self
-                    .book
-                    .find_id(&peer.id)
-                    .and_then(|entry| self.book.get(entry))
-                    .map(|entry| entry.source);
-                peer.banned = self.book.is_banned(&peer.id);
-            }
+            stats.peers.iter_mut().for_each(|peer| self.describe(peer));
             stats
         })
+    }
+
+    /// Fills in what the address book knows of `peer`: where it was
+    /// reached, how it became known, whether it is banned.
+    fn describe(&self, peer: &mut PeerFigures) {
+        let entry = self
+            .book
+            .find_id(&peer.id)
+            .and_then(|entry| self.book.get(entry));
+        peer.address = entry.and_then(|entry| entry.addrs.first().copied());
+        peer.source = entry.map(|entry| entry.source);
+        peer.banned = self.book.is_banned(&peer.id);
     }
 
     fn new_link(&mut self) -> LinkId {

@@ -247,7 +247,16 @@ fn start_lan(
         .filter(|_| parts.start.serve)
         .map(|listen| (listen.port(), lan.iter().map(SocketAddr::ip).collect()));
     let events = sender.clone();
-    let heard = move |peer, addrs| events.blocking_send(Event::Neighbour(peer, addrs)).is_ok();
+    // Never waits: mDNS hands its events over on a small channel of its
+    // own and stalls while one is not taken, so a neighbour heard while
+    // the node's queue is full is dropped (it is heard again when it
+    // announces again).
+    let heard = move |peer, addrs| {
+        !matches!(
+            events.try_send(Event::Neighbour(peer, addrs)),
+            Err(mpsc::error::TrySendError::Closed(_))
+        )
+    };
     let step = match crate::lan::LanTask::start(key, parts.identity.peer_id(), announce, heard) {
         Ok(task) => {
             let announced = task.announces().then(|| listen.map(|l| l.port())).flatten();
@@ -374,15 +383,15 @@ impl Node {
     /// The list to write now: what earlier runs remembered merged with
     /// this run's peers (the core's rules), when this node remembers.
     fn peers_to_remember(&self) -> Option<Vec<minimodel_node::remembered::RememberedPeer>> {
-        use minimodel_node::remembered::{from_transfers, merge};
+        use minimodel_node::remembered::{banned_in, from_transfers, merge};
         let before = self.remembered.as_ref()?;
         let now = unix_now();
-        let this_run = self
+        let (this_run, banned) = self
             .core
             .transfer()
-            .map(|stats| from_transfers(&stats, now))
+            .map(|stats| (from_transfers(&stats, now), banned_in(&stats)))
             .unwrap_or_default();
-        Some(merge(before, &this_run, now))
+        Some(merge(before, &this_run, &banned, now))
     }
 
     /// The port mapping's state, when the node asks its router for one.

@@ -1,8 +1,10 @@
 //! `DIR/<model-id>.slm.peers`: the peers a download remembers between runs
 //! (`docs/formats.md`, "Remembered peers"; what is kept is decided by
-//! [`minimodel_node::remembered`]). Advisory: a missing, damaged or
-//! foreign file means "nobody remembered" and never stops a download; it
-//! is replaced at the next checkpoint.
+//! [`minimodel_node::remembered`]). Advisory: a missing file, or one whose
+//! content is damaged or of another format, means "nobody remembered" and
+//! never stops a download; it is replaced at the next checkpoint. (An entry
+//! that is not a regular file of ours is refused when the download opens,
+//! as at every name of the download.)
 
 use std::net::SocketAddr;
 use std::path::Path;

@@ -503,6 +503,27 @@ fn a_neighbour_heard_on_the_lan_is_dialed_inside_our_network_only_and_within_the
         .handle_neighbour(testing::peer_id(4), &[sa("192.168.7.7:4433")], h.now);
     h.core
         .handle_neighbour(testing::peer_id(5), &[sa("192.168.7.8:4433")], h.now);
-    let more: Vec<Option<PeerId>> = dials(&h.take()).iter().map(|dial| dial.peer).collect();
-    assert_eq!(more, [Some(testing::peer_id(4))]);
+    let more = dials(&h.take());
+    let more_peers: Vec<Option<PeerId>> = more.iter().map(|dial| dial.peer).collect();
+    assert_eq!(more_peers, [Some(testing::peer_id(4))]);
+    // Neither answers. Once their dials time out, the first is dialed at
+    // its second address, while the other has none left: a new neighbour
+    // takes its place (never reached, not being dialed).
+    h.advance(h.elapsed(more[0].deadline));
+    h.take();
+    h.core
+        .handle_neighbour(testing::peer_id(6), &[sa("192.168.7.10:4433")], h.now);
+    let replaced: Vec<Option<PeerId>> = dials(&h.take()).iter().map(|dial| dial.peer).collect();
+    assert!(
+        replaced.contains(&Some(testing::peer_id(6))),
+        "{replaced:?}"
+    );
+    assert!(
+        h.core.book.find_id(&testing::peer_id(4)).is_none(),
+        "replaced"
+    );
+    assert!(
+        h.core.book.find_id(&neighbour).is_some(),
+        "still being dialed"
+    );
 }
