@@ -38,7 +38,6 @@ use minimodel_swarm::transport::{Identity, TransportTuning};
 use minimodel_verifier::manifest::Manifest;
 use minimodel_verifier::receipt::now_rfc3339;
 use minimodel_verifier::signing::PublicKey;
-use minimodel_verifier::signing::manifest::check_manifest_signature;
 use minimodel_verifier::signing::trust::SignatureCheck;
 use minimodel_verifier::{ModelId, Sha256Digest};
 use minimodel_wire::{PeerAddr, PeerId};
@@ -1220,20 +1219,14 @@ impl Shared {
         let manifest = Manifest::parse_bytes(&bytes).map_err(|error| {
             ApiError::invalid(format!("the manifest the ticket names is invalid: {error}"))
         })?;
-        if let Some(key_id) = ticket.key_id {
-            let signed_by = check_manifest_signature(&manifest)
-                .ok()
-                .flatten()
-                .map(|key| key.key_id());
-            if signed_by != Some(key_id) {
-                return Err(ApiError::new(
-                    422,
-                    "verification-failed",
-                    format!(
-                        "the manifest the ticket names is not signed by the key the ticket names ({key_id}); nothing was added"
-                    ),
-                ));
-            }
+        if let (false, Some(key_id)) = (ticket.signed_as_named(&manifest), ticket.key_id) {
+            return Err(ApiError::new(
+                422,
+                "verification-failed",
+                format!(
+                    "the manifest the ticket names is not signed by the key the ticket names ({key_id}); nothing was added"
+                ),
+            ));
         }
         {
             let mut kept = self

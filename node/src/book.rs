@@ -285,11 +285,18 @@ impl AddressBook {
     /// Drops the oldest entry learned from peers (or a DHT) that was never
     /// connected and is not being dialed. Whether one was dropped.
     fn make_room(&mut self) -> bool {
+        self.drop_oldest_unreached(|entry| entry.source != Source::Offer)
+    }
+
+    /// Drops the oldest entry among those `among` picks that was never
+    /// connected, is not being dialed and is not banned. Whether one was
+    /// dropped.
+    pub fn drop_oldest_unreached(&mut self, among: impl Fn(&Entry) -> bool) -> bool {
         let victim = self
             .entries
             .iter()
             .filter(|(_, entry)| {
-                entry.source != Source::Offer
+                among(entry)
                     && !entry.ever_connected
                     && !matches!(
                         entry.state,

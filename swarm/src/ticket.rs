@@ -188,6 +188,20 @@ impl TicketError {
 }
 
 impl Ticket {
+    /// Whether `manifest` is one this ticket vouches for by its key: the
+    /// ticket names no key, or the manifest's signature verifies with the
+    /// key it names. (Its bytes are checked against the ticket's SHA-256
+    /// when they are fetched.)
+    pub fn signed_as_named(&self, manifest: &minimodel_verifier::manifest::Manifest) -> bool {
+        let Some(key_id) = self.key_id else {
+            return true;
+        };
+        minimodel_verifier::signing::manifest::check_manifest_signature(manifest)
+            .ok()
+            .flatten()
+            .is_some_and(|key| key.key_id() == key_id)
+    }
+
     /// A ticket, checked as a reader will check it: 1 to 4 peers, each
     /// named once with 1 to 4 distinct addresses a peer can dial. An IPv6
     /// address that maps an IPv4 one is written as the IPv4 address (one

@@ -21,7 +21,6 @@ use minimodel_swarm::resume::CompleteCheck;
 use minimodel_swarm::ticket::{TICKET_PREFIX, Ticket};
 use minimodel_verifier::manifest::Manifest;
 use minimodel_verifier::receipt::ReceiptSource;
-use minimodel_verifier::signing::manifest::check_manifest_signature;
 use tokio::sync::mpsc;
 
 use super::network::{
@@ -193,12 +192,8 @@ fn remembered_count(
     dir: &std::path::Path,
     manifest: &minimodel_verifier::manifest::Manifest,
 ) -> usize {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |since| since.as_secs());
     minimodel_swarm::resume::remembered_peers(dir, &manifest.model_id)
-        .map(|peers| minimodel_swarm::remembered::fresh(&peers, now).len())
-        .unwrap_or(0)
+        .map_or(0, |peers| peers.len())
 }
 
 /// The ticket `arg` is, when it is one: it starts with `mm1` and names no
@@ -253,19 +248,13 @@ fn manifest_from_ticket(
             )
         })
         .or_exit(Exit::InvalidInput)?;
-    if let Some(key_id) = ticket.key_id {
-        let signed_by = check_manifest_signature(&manifest)
-            .ok()
-            .flatten()
-            .map(|key| key.key_id());
-        if signed_by != Some(key_id) {
-            return Err(Failure::new(
-                Exit::VerificationFailed,
-                anyhow::anyhow!(
-                    "the manifest the ticket names is not signed by the key the ticket names ({key_id}); nothing was fetched"
-                ),
-            ));
-        }
+    if let (false, Some(key_id)) = (ticket.signed_as_named(&manifest), ticket.key_id) {
+        return Err(Failure::new(
+            Exit::VerificationFailed,
+            anyhow::anyhow!(
+                "the manifest the ticket names is not signed by the key the ticket names ({key_id}); nothing was fetched"
+            ),
+        ));
     }
     out.say(format!(
         "manifest of {} ({}) from {}: {} bytes, publisher {}, license {}, evidence {}",

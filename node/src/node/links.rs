@@ -1069,28 +1069,19 @@ impl NodeCore {
         if addrs.is_empty() {
             return;
         }
-        let heard: Vec<(EntryId, &crate::book::Entry)> = self
+        let heard = self
             .book
             .iter()
             .filter(|(_, entry)| entry.source == Source::Lan)
-            .collect();
+            .count();
         let new = self.book.find_id(&id).is_none();
-        if new && heard.len() >= self.config.max_neighbours {
-            let stale = heard
-                .iter()
-                .filter(|(_, entry)| {
-                    !entry.ever_connected
-                        && !matches!(
-                            entry.state,
-                            EntryState::Dialing { .. } | EntryState::Connected(_)
-                        )
-                })
-                .min_by_key(|(_, entry)| entry.added)
-                .map(|(key, _)| *key);
-            match stale {
-                Some(key) => self.book.remove(key),
-                None => return,
-            }
+        if new
+            && heard >= self.config.max_neighbours
+            && !self
+                .book
+                .drop_oldest_unreached(|entry| entry.source == Source::Lan)
+        {
+            return;
         }
         if self
             .book

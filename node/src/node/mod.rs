@@ -622,9 +622,10 @@ impl NodeCore {
                 }),
             }
         }
-        let mut peers = std::mem::take(&mut metrics.peers);
-        peers.iter_mut().for_each(|peer| self.describe(peer));
-        metrics.peers = peers;
+        metrics
+            .peers
+            .iter_mut()
+            .for_each(|peer| self.describe(peer));
         metrics
     }
 

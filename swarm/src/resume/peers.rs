@@ -162,10 +162,9 @@ pub(crate) fn write_peers(
     dir.write_atomically(name, peers_file_text(peers).as_bytes())
 }
 
-/// The peers the download of `model_id` in `dir` remembers, as they are on
-/// disk (stale ones included: [`minimodel_node::remembered::fresh`] picks).
-/// A missing directory or file is an empty list; a file that cannot be
-/// used is its error.
+/// The peers the download of `model_id` in `dir` remembers and would dial
+/// now ([`minimodel_node::remembered::fresh`]). A missing directory or file
+/// is an empty list; a file that cannot be used is its error.
 pub fn remembered_peers(
     dir: &Path,
     model_id: &ModelId,
@@ -175,7 +174,9 @@ pub fn remembered_peers(
         return Ok(Vec::new());
     };
     match read_peers(&safe, &names.peers) {
-        Ok(found) => found,
+        Ok(found) => {
+            found.map(|peers| minimodel_node::remembered::fresh(&peers, crate::node::unix_now()))
+        }
         Err(error) => Err(PeersFileError::Syntax(error.to_string())),
     }
 }
