@@ -627,54 +627,72 @@ impl Downloader {
         if self.is_complete() || self.hold {
             return;
         }
-        let rates: BTreeMap<LinkId, f64> = self
-            .peers
-            .iter()
-            .map(|(key, session)| (*key, session.rate()))
-            .collect();
-        // Peers never tried yet first, so that each is asked once and its
-        // rate learned even when the budget is smaller than the swarm; then
-        // the fastest, so they get the rarest chunks and endgame duplicates
-        // go to whoever can finish them soonest.
-        let untried = |key: &LinkId| {
-            self.peers[key].stats().chunks == 0 && self.peers[key].requests_in_flight() == 0
-        };
-        let mut order: Vec<LinkId> = rates.keys().copied().collect();
-        order.sort_by(|a, b| {
-            untried(b)
-                .cmp(&untried(a))
-                .then(rates[b].total_cmp(&rates[a]))
-                .then(a.cmp(b))
-        });
         let budget = self.budget_chunks();
         let mut outstanding = self.outstanding();
+        self.rate_wait = None;
+        if outstanding >= budget {
+            return;
+        }
         if let Some(max_rate) = self.config.max_rate {
             let burst = u64::from(self.chunk_size).max(1 << 20);
             self.rate_limit
                 .get_or_insert_with(|| crate::upload::TokenBucket::new(max_rate, burst, now));
         }
-        self.rate_wait = None;
+        // Peers never tried yet first, so that each is asked once and its
+        // rate learned even when the budget is smaller than the swarm; then
+        // the fastest, so they get the rarest chunks and endgame duplicates
+        // go to whoever can finish them soonest. Each peer's depth is read
+        // once: requesting does not change it.
+        struct Candidate {
+            key: LinkId,
+            untried: bool,
+            rate: f64,
+            depth: usize,
+            /// The picker had nothing for it (in endgame or not, as then).
+            dry: Option<bool>,
+        }
+        let mut order: Vec<Candidate> = self
+            .peers
+            .iter()
+            .map(|(key, session)| Candidate {
+                key: *key,
+                untried: session.stats().chunks == 0 && session.requests_in_flight() == 0,
+                rate: session.rate(),
+                depth: session.pipeline_depth(self.chunk_size, &self.config),
+                dry: None,
+            })
+            .collect();
+        order.sort_by(|a, b| {
+            b.untried
+                .cmp(&a.untried)
+                .then(b.rate.total_cmp(&a.rate))
+                .then(a.key.cmp(&b.key))
+        });
         // Level by level: every peer gets its first request before any gets
         // a second, and so on, so peers share the budget evenly up to their
         // own pipeline depths rather than by who came first. Peers that
         // joined early may hold the whole budget; one that joins later gets
         // its first request when one of theirs ends (level 0 comes first).
+        // A peer the picker had nothing for is not asked again in this
+        // round (picking only takes chunks away) unless the endgame began
+        // since.
         for level in 0..self.config.max_pipeline {
             if outstanding >= budget {
                 break;
             }
-            for &key in &order {
+            for candidate in &mut order {
                 if outstanding >= budget {
                     break;
+                }
+                let key = candidate.key;
+                let endgame = self.picker.missing_count() == 0;
+                if level >= candidate.depth || candidate.dry == Some(endgame) {
+                    continue;
                 }
                 let Some(session) = self.peers.get_mut(&key) else {
                     continue;
                 };
-                let depth = session.pipeline_depth(self.chunk_size, &self.config);
-                if session.requests_in_flight() != level
-                    || level >= depth
-                    || session.is_backing_off(now)
-                {
+                if session.requests_in_flight() != level || session.is_backing_off(now) {
                     continue;
                 }
                 let picked = self.picker.pick(key, session.has(), now).or_else(|| {
@@ -684,6 +702,7 @@ impl Downloader {
                         .pick_duplicate(key, session.has(), now, |_| endgame)
                 });
                 let Some(chunk) = picked else {
+                    candidate.dry = Some(endgame);
                     continue;
                 };
                 if let Some(bucket) = &mut self.rate_limit {

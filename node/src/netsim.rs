@@ -36,10 +36,12 @@
 mod crowds;
 mod links;
 #[cfg(test)]
+mod scale;
+#[cfg(test)]
 mod scenarios;
 mod uplink;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -105,6 +107,12 @@ pub(crate) struct NodeSpec {
     pub restarts_at: Option<Duration>,
     /// Chunk -> how many final checks find it damaged on disk.
     pub damage: BTreeMap<u32, u32>,
+    /// It vanishes (killed, no Goodbye, never back) once it has verified
+    /// this many chunks.
+    pub vanish_after: Option<u32>,
+    /// It looks peers up on the DHT ([`Sim::dht_time`] to an answer) and,
+    /// when it serves, is found there while it runs.
+    pub dht: bool,
     /// On the one LAN with local discovery (`--lan`): its address is its
     /// LAN address, a serving node is announced to every other LAN node
     /// while it runs, and it hears those announced.
@@ -112,9 +120,12 @@ pub(crate) struct NodeSpec {
 }
 
 impl NodeSpec {
-    /// Node `index`'s address: each in a /24 of its own in 10/8.
+    /// Node `index`'s address: each in a /24 of its own in 10/8
+    /// (10.0.1.1, 10.0.2.1, ..., 10.1.0.1, ...).
     pub fn addr_of(index: usize) -> SocketAddr {
-        SocketAddr::from(([10, 0, index as u8 + 1, 1], 4433))
+        let n = u16::try_from(index + 1).expect("at most 65,535 nodes");
+        let [high, low] = n.to_be_bytes();
+        SocketAddr::from(([10, high, low, 1], 4433))
     }
 
     /// Node `index`'s address on the one LAN (192.168.1.0/24).
@@ -149,6 +160,8 @@ impl NodeSpec {
             killed_at: None,
             restarts_at: None,
             damage: BTreeMap::new(),
+            vanish_after: None,
+            dht: false,
             lan: false,
         }
     }
@@ -194,6 +207,8 @@ pub(crate) struct Record {
     pub hash_restarts: u32,
     /// `handle_timeout` calls.
     pub wakeups: u64,
+    /// Chunks it verified from the network.
+    pub verified: u32,
 }
 
 #[derive(Debug, Default)]
@@ -211,6 +226,8 @@ struct Node {
     generation: u32,
     alive: bool,
     timer: u64,
+    /// Where its pending timer event sits in the queue: one at a time.
+    timer_at: Option<(Duration, u64)>,
     uplink: Uplink,
     disk: Disk,
     record: Record,
@@ -229,6 +246,8 @@ struct Stream {
 enum Event {
     Start(usize),
     Kill(usize),
+    /// The user stops the node (Goodbyes, then the end).
+    Stop(usize),
     Timer(usize, u32, u64),
     Uplink(usize, u32, u64),
     Incoming(usize, bool),
@@ -246,6 +265,8 @@ enum Event {
     StopSending(Stream),
     Checkpointed(usize, u32),
     Checked(usize, u32),
+    /// A DHT lookup answers.
+    Found(usize, u32),
 }
 
 /// The simulated network. See the module docs.
@@ -267,13 +288,41 @@ pub(crate) struct Sim {
     pub idle_timeout: Duration,
     /// How long a checkpoint or the final checks take.
     pub job_time: Duration,
+    /// How long a DHT lookup takes.
+    pub dht_time: Duration,
     /// Events handled.
     pub events_handled: u64,
+    /// Events handled by kind (traced runs only).
+    pub event_kinds: BTreeMap<String, u64>,
+    /// A run that handles this many events fails (it ran away).
+    pub max_events: u64,
+    /// Serving nodes by address (the first one listed at each).
+    listeners: HashMap<SocketAddr, usize>,
+    /// This node stops once the running nodes that stay (they seed on once
+    /// done and do not vanish) together hold every chunk: a seeder that
+    /// leaves when one copy is out in the swarm.
+    pub leave_when_copied: Option<usize>,
+    /// Chunk -> running nodes that stay, other than `leave_when_copied`,
+    /// that hold it.
+    holders: Vec<u32>,
+    /// Chunks held by at least one of those.
+    held: u32,
 }
+
+/// At most this many peers in a DHT lookup's answer (about what a
+/// mainline `get_peers` walk gathers).
+const DHT_ANSWER: usize = 50;
 
 /// Node `index`'s peer id.
 pub(crate) fn id_of(index: usize) -> PeerId {
-    PeerId([index as u8 + 1; 32])
+    match u8::try_from(index + 1) {
+        Ok(n) if n < u8::MAX => PeerId([n; 32]),
+        _ => {
+            let mut id = [0xEE; 32];
+            id[..8].copy_from_slice(&(index as u64).to_le_bytes());
+            PeerId(id)
+        }
+    }
 }
 
 impl Sim {
@@ -287,6 +336,7 @@ impl Sim {
                 generation: 0,
                 alive: false,
                 timer: 0,
+                timer_at: None,
                 uplink: Uplink {
                     rate: spec.uplink,
                     transfers: Vec::new(),
@@ -300,6 +350,12 @@ impl Sim {
                 record: Record::default(),
             })
             .collect();
+        let mut listeners = HashMap::new();
+        for (index, spec) in specs.iter().enumerate() {
+            if spec.serve {
+                listeners.entry(spec.addr).or_insert(index);
+            }
+        }
         let mut sim = Self {
             swarm,
             specs,
@@ -315,7 +371,14 @@ impl Sim {
             stopped: BTreeSet::new(),
             idle_timeout: Duration::from_secs(3),
             job_time: Duration::from_millis(5),
+            dht_time: Duration::from_secs(2),
             events_handled: 0,
+            event_kinds: BTreeMap::new(),
+            max_events: 50_000_000,
+            listeners,
+            leave_when_copied: None,
+            holders: vec![0; chunks as usize],
+            held: 0,
         };
         for index in 0..sim.specs.len() {
             let spec = &sim.specs[index];
@@ -352,9 +415,17 @@ impl Sim {
                 println!("t={:5.1} {}", at.as_secs_f64(), line.join(" "));
             }
             let (_, event) = self.events.pop_first().expect("an event");
+            if snapshots || std::env::var_os("NETSIM_TRACE").is_some() {
+                let name = format!("{event:?}");
+                let name = name.split(['(', ' ']).next().unwrap_or("").to_string();
+                *self.event_kinds.entry(name).or_default() += 1;
+            }
             self.now = at;
             self.events_handled += 1;
-            assert!(self.events_handled < 50_000_000, "the simulation runs away");
+            assert!(
+                self.events_handled < self.max_events,
+                "the simulation runs away"
+            );
             self.handle(event);
         }
         self.now
@@ -406,7 +477,17 @@ impl Sim {
         match event {
             Event::Start(node) => self.start(node),
             Event::Kill(node) => self.kill(node),
+            Event::Stop(node) => {
+                if self.nodes[node].alive {
+                    let now = self.instant();
+                    self.core_mut(node).stop(now);
+                    self.pump(node, false);
+                }
+            }
             Event::Timer(node, generation, token) => {
+                if self.nodes[node].timer == token {
+                    self.nodes[node].timer_at = None;
+                }
                 if self.is_current(node, generation) && self.nodes[node].timer == token {
                     self.nodes[node].record.wakeups += 1;
                     let now = self.instant();
@@ -443,6 +524,11 @@ impl Sim {
                     self.final_check(node);
                 }
             }
+            Event::Found(node, generation) => {
+                if self.is_current(node, generation) {
+                    self.found(node);
+                }
+            }
         }
     }
 
@@ -469,8 +555,14 @@ impl Sim {
         };
         n.disk.stored.extend(have.iter_ones().map(|chunk| chunk.0));
         n.disk.hashed = 0;
+        let stored: Vec<u32> = n.disk.stored.iter().copied().collect();
+        for chunk in stored {
+            self.count_holder(node, chunk, true);
+        }
+        let spec = &self.specs[node];
+        let n = &mut self.nodes[node];
         let start = NodeStart {
-            discovery: false,
+            discovery: spec.dht,
             swarm: self.swarm.clone(),
             local_id: id_of(node),
             serve: spec.serve,
@@ -540,9 +632,50 @@ impl Sim {
         }
     }
 
+    /// Node `node` is gone (killed or ended): its chunks leave the swarm.
+    fn gone(&mut self, node: usize) {
+        if !self.nodes[node].alive {
+            return;
+        }
+        self.nodes[node].alive = false;
+        let stored: Vec<u32> = self.nodes[node].disk.stored.iter().copied().collect();
+        for chunk in stored {
+            self.count_holder(node, chunk, false);
+        }
+    }
+
+    /// A running node gained (or lost) `chunk`: counted towards
+    /// `leave_when_copied`, whose node is stopped once the others hold
+    /// every chunk.
+    pub(super) fn count_holder(&mut self, node: usize, chunk: u32, gained: bool) {
+        let Some(leaver) = self.leave_when_copied else {
+            return;
+        };
+        let spec = &self.specs[node];
+        if node == leaver || !spec.seed_after || spec.vanish_after.is_some() {
+            return;
+        }
+        let holders = &mut self.holders[chunk as usize];
+        if gained {
+            *holders += 1;
+            if *holders == 1 {
+                self.held += 1;
+                if self.held as usize == self.holders.len() {
+                    self.leave_when_copied = None;
+                    self.push(self.now, Event::Stop(leaver));
+                }
+            }
+        } else {
+            *holders -= 1;
+            if *holders == 0 {
+                self.held -= 1;
+            }
+        }
+    }
+
     fn kill(&mut self, node: usize) {
         self.uplink_change(node, |uplink| uplink.transfers.clear());
-        self.nodes[node].alive = false;
+        self.gone(node);
         let generation = self.nodes[node].generation;
         for conn in 0..self.conns.len() {
             for side in 0..2 {
@@ -583,10 +716,19 @@ impl Sim {
                     .expect("started")
                     .debug_deadlines(now)
             );
+            let at = deadline - self.base;
+            let n = &mut self.nodes[node];
+            if n.timer_at.is_some_and(|(pending, _)| pending == at) {
+                return;
+            }
+            if let Some(pending) = n.timer_at.take() {
+                self.events.remove(&pending);
+            }
             let n = &mut self.nodes[node];
             n.timer += 1;
             let event = Event::Timer(node, n.generation, n.timer);
-            self.push(deadline - self.base, event);
+            self.push(at, event);
+            self.nodes[node].timer_at = Some((at, self.sequence));
         }
     }
 
@@ -633,12 +775,9 @@ impl Sim {
                 }
             }
             Action::HashStored { .. } => self.hash_on(node),
-            // No DHT in the simulated network: the lookup finds nothing.
             Action::Lookup => {
-                let now = self.base + self.now;
-                if let Some(core) = self.nodes[node].core.as_mut() {
-                    core.handle_lookup_done(now);
-                }
+                let at = self.now + self.dht_time;
+                self.push(at, Event::Found(node, generation));
             }
             Action::RestartHash => {
                 self.nodes[node].record.hash_restarts += 1;
@@ -659,7 +798,7 @@ impl Sim {
             }
             Action::End(outcome) => {
                 self.nodes[node].record.ended = Some((self.now, outcome));
-                self.nodes[node].alive = false;
+                self.gone(node);
             }
             Action::MeasureSent { link } => {
                 if let Some((conn, side)) = side_of(self, link) {
@@ -685,6 +824,29 @@ impl Sim {
         }
     }
 
+    /// A DHT lookup's answer: up to [`DHT_ANSWER`] running serving nodes
+    /// on the DHT, drawn at random (not the asker).
+    fn found(&mut self, node: usize) {
+        let announced: Vec<SocketAddr> = (0..self.specs.len())
+            .filter(|&other| {
+                let spec = &self.specs[other];
+                other != node && spec.dht && spec.serve && self.nodes[other].alive
+            })
+            .map(|other| self.specs[other].addr)
+            .collect();
+        let mut answer = Vec::new();
+        let mut left = announced;
+        while answer.len() < DHT_ANSWER && !left.is_empty() {
+            let pick = self.rng.below(left.len() as u64) as usize;
+            answer.push(left.swap_remove(pick));
+        }
+        let now = self.instant();
+        let core = self.core_mut(node);
+        core.handle_discovered(&answer, now);
+        core.handle_lookup_done(now);
+        self.pump(node, false);
+    }
+
     fn final_check(&mut self, node: usize) {
         let now = self.instant();
         let disk = &mut self.nodes[node].disk;
@@ -704,6 +866,9 @@ impl Sim {
         } else {
             for chunk in &damaged {
                 disk.stored.remove(&chunk.0);
+            }
+            for chunk in &damaged {
+                self.count_holder(node, chunk.0, false);
             }
             Finish::Damaged(damaged)
         };

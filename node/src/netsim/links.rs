@@ -56,8 +56,7 @@ impl Sim {
         peer: Option<PeerId>,
         have: HaveBitfield,
     ) {
-        let target = (0..self.specs.len())
-            .find(|&other| self.specs[other].addr == addr && self.specs[other].serve);
+        let target = self.listeners.get(&addr).copied();
         let Some(target) = target.filter(|&t| self.nodes[t].alive) else {
             // Nobody there: the dial runs into its deadline.
             return;

@@ -194,7 +194,14 @@ impl Sim {
                     minimodel_verifier::merkle::ProofError::RootMismatch { index: chunk.0 },
                 ))
             } else {
-                self.nodes[node].disk.stored.insert(chunk.0);
+                if self.nodes[node].disk.stored.insert(chunk.0) {
+                    self.count_holder(node, chunk.0, true);
+                }
+                let record = &mut self.nodes[node].record;
+                record.verified += 1;
+                if self.specs[node].vanish_after == Some(record.verified) {
+                    self.push(self.now, Event::Kill(node));
+                }
                 VerifyOutcome::Stored
             };
             self.core_mut(node)

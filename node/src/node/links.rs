@@ -211,6 +211,7 @@ impl NodeCore {
                 if self.links_from(prefix) >= limit {
                     return Err(self.full(
                         peer,
+                        hello,
                         remote,
                         format!("serving the maximum of {limit} peers from {prefix}"),
                         now,
@@ -219,7 +220,7 @@ impl NodeCore {
                 let taken = self.connected_count() + self.admitted_count();
                 if taken >= self.config.max_peers && !self.evict_one(now) {
                     let detail = format!("serving the maximum of {} peers", self.config.max_peers);
-                    return Err(self.full(peer, remote, detail, now));
+                    return Err(self.full(peer, hello, remote, detail, now));
                 }
             }
         }
@@ -247,29 +248,61 @@ impl NodeCore {
     }
 
     /// The refusal of a Hello for lack of room: it names other peers the
-    /// dialer may try (serving peers it can reach, as peer exchange would
-    /// tell it, at most 32), while the refusals' budget lasts, so that a
-    /// peer turned away at the door still finds the swarm.
+    /// dialer may try, while the refusals' budget lasts, so that a peer
+    /// turned away at the door still finds the swarm: first the serving
+    /// peers turned away just before it (newest first, at most half of the
+    /// names: latecomers find each other, not only peers as full as this
+    /// one), then connected serving peers (as peer exchange would tell
+    /// it); only addresses it can reach, at most 32. A serving dialer is
+    /// then remembered as turned away itself, at the IP address it was
+    /// seen at and the port its Hello names.
     fn full(
         &mut self,
         peer: PeerId,
+        hello: &Hello,
         remote: SocketAddr,
         detail: String,
         now: Instant,
     ) -> Rejection {
         let mut peers = Vec::new();
         if self.refusal_budget.try_take(1, now) {
+            let reachable = |entry: &PeerEntry| {
+                entry.id != peer
+                    && canonical(entry.addr.ip()) != canonical(remote.ip())
+                    && reachable_from(entry.addr, remote.ip())
+            };
+            peers.extend(
+                self.turned_away
+                    .iter()
+                    .rev()
+                    .filter(|entry| reachable(entry))
+                    .take(minimodel_wire::MAX_PEERS_PER_MESSAGE / 2)
+                    .copied(),
+            );
             let mut serving: Vec<PeerEntry> = self
                 .serving_peers()
-                .filter(|entry| entry.id != peer && reachable_from(entry.addr, remote.ip()))
+                .filter(|entry| reachable(entry))
                 .collect();
             // Each refused peer hears of another part of a large swarm.
             if !serving.is_empty() {
                 let start = (self.rng.next_u64() % serving.len() as u64) as usize;
                 serving.rotate_left(start);
             }
-            serving.truncate(minimodel_wire::MAX_PEERS_PER_MESSAGE);
-            peers = serving;
+            peers.extend(serving);
+            peers.truncate(minimodel_wire::MAX_PEERS_PER_MESSAGE);
+        }
+        if let (true, Some(listen)) = (hello.serving, hello.listen) {
+            let at = canonical(remote.ip());
+            self.turned_away
+                .retain(|entry| entry.id != peer && canonical(entry.addr.ip()) != at);
+            if self.turned_away.len() >= super::TURNED_AWAY {
+                self.turned_away.pop_front();
+            }
+            self.turned_away.push_back(PeerEntry {
+                id: peer,
+                addr: SocketAddr::new(at, listen.port()),
+                flags: minimodel_wire::PeerFlags::default(),
+            });
         }
         Rejection {
             reason: HelloRejectReason::TooManyPeers,
@@ -533,6 +566,7 @@ impl NodeCore {
                 && *other != link)
         });
         self.links.insert(link, Link::Up(Box::new(peer)));
+        self.exchange_due = true;
         // Only a peer we dialed sees our outgoing mapping (one that dialed
         // us names the address it dialed).
         if let Some(observed) = up.hello.observed.filter(|_| dialed) {

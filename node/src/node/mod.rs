@@ -47,6 +47,10 @@ pub use fetching::{Finish, PieceEnd, PieceVerdict, TransferStats, VerifyOutcome}
 pub use links::{Incoming, LinkUp, Rejection};
 pub use serving::UploadOutcome;
 
+/// At most this many peers turned away for lack of room are remembered
+/// to be named in later refusals.
+const TURNED_AWAY: usize = 32;
+
 /// What the driver must do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
@@ -294,8 +298,15 @@ pub struct NodeCore {
     actions: VecDeque<Action>,
     reports: VecDeque<NodeReport>,
     last_exchange: Instant,
+    /// A link came up since the last exchange round, or that round left
+    /// entries for the next one: the round has something to send.
+    exchange_due: bool,
     /// Refusals that name other peers ([`NodeConfig::refusal_peers_per_second`]).
     refusal_budget: crate::upload::TokenBucket,
+    /// Serving peers recently turned away for lack of room, newest last
+    /// (one per IP address, at most [`TURNED_AWAY`]): named to the next
+    /// ones turned away, so that latecomers find each other.
+    turned_away: std::collections::VecDeque<minimodel_wire::PeerEntry>,
     last_serving_report: Instant,
     ended: bool,
     stopping: bool,
@@ -348,7 +359,9 @@ impl NodeCore {
             actions: VecDeque::new(),
             reports: VecDeque::new(),
             last_exchange: now,
+            exchange_due: false,
             refusal_budget: crate::upload::TokenBucket::new(refusals, 2 * refusals, now),
+            turned_away: std::collections::VecDeque::new(),
             last_serving_report: now,
             ended: false,
             stopping: false,
@@ -458,6 +471,18 @@ impl NodeCore {
             self.uploads.queued(),
             self.uploads.slots(&self.config, self.params.chunk_size()),
         )
+    }
+
+    /// (links dialing, entries in the address book): for the simulator's
+    /// traces.
+    #[cfg(test)]
+    pub(crate) fn dial_load(&self) -> (usize, usize) {
+        let dialing = self
+            .links
+            .values()
+            .filter(|link| matches!(link, Link::Dialing { .. }))
+            .count();
+        (dialing, self.book.len())
     }
 
     /// Every deadline the node has, in words: for the simulator's message

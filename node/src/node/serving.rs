@@ -435,7 +435,7 @@ impl NodeCore {
     }
 
     pub(super) fn has_exchange_work(&self) -> bool {
-        self.serving_peers().next().is_some() && self.connected_count() > 1
+        self.exchange_due && self.serving_peers().next().is_some() && self.connected_count() > 1
     }
 
     /// Connected peers that serve and whose listening address we have seen
@@ -465,6 +465,11 @@ impl NodeCore {
             return;
         }
         self.last_exchange = now;
+        // Only a link that came up brings new entries (a peer's Hello does
+        // not change), or a round that had more than one message's worth.
+        if !std::mem::take(&mut self.exchange_due) {
+            return;
+        }
         // Each serving peer: its public entry, where it is seen, its LAN
         // addresses. One that listens on LAN addresses but is seen at
         // another IP address is behind a NAT router, which lets nothing in
@@ -503,6 +508,7 @@ impl NodeCore {
             return;
         }
         let links: Vec<LinkId> = self.peers().map(|(link, _)| link).collect();
+        let mut more = false;
         for link in links {
             let Some(peer) = self.peer_mut(link) else {
                 continue;
@@ -527,12 +533,16 @@ impl NodeCore {
                     entries.push(*public);
                 }
             }
-            entries.truncate(minimodel_wire::MAX_PEERS_PER_MESSAGE);
+            if entries.len() > minimodel_wire::MAX_PEERS_PER_MESSAGE {
+                entries.truncate(minimodel_wire::MAX_PEERS_PER_MESSAGE);
+                more = true;
+            }
             if entries.is_empty() {
                 continue;
             }
             peer.told.extend(entries.iter().map(|entry| entry.id));
             self.send(link, Message::Peers { entries }, now);
         }
+        self.exchange_due |= more;
     }
 }

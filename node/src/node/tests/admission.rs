@@ -158,6 +158,67 @@ fn refusals_name_peers_only_while_their_budget_lasts() {
 }
 
 #[test]
+fn latecomers_turned_away_are_named_to_each_other_newest_first() {
+    let config = NodeConfig {
+        max_peers: 1,
+        ..NodeConfig::default()
+    };
+    let mut h = Harness::new(Kind::Seeder, 8, config);
+    h.connect_in(&Remote::seeder(150, "62.7.0.1:4433", 8).lacking_last());
+    let refuse = |h: &mut Harness, remote: &Remote| -> Vec<SocketAddr> {
+        let Incoming::Accept { link, .. } = h.core.handle_incoming(remote.addr, true, h.now) else {
+            panic!("accepted");
+        };
+        let rejection = h.hello_in(link, remote).expect_err("full");
+        let end = LinkEnd::Refused {
+            reason: rejection.reason,
+            detail: rejection.detail,
+        };
+        h.core.handle_link_failed(link, end, h.now);
+        rejection.peers.iter().map(|entry| entry.addr).collect()
+    };
+    // Serving latecomers, each seen at the port it dialed from and
+    // listening at another (its Hello's port is the one named).
+    let late = |n: u8| {
+        let mut remote = Remote::seeder(n, &format!("81.{n}.0.1:5000"), 8).lacking_last();
+        remote.listen = Some(sa(&format!("10.9.9.9:{}", 6000 + u16::from(n))));
+        remote
+    };
+    assert_eq!(refuse(&mut h, &late(1)), [sa("62.7.0.1:4433")]);
+    assert_eq!(
+        refuse(&mut h, &late(2)),
+        [sa("81.1.0.1:6001"), sa("62.7.0.1:4433")]
+    );
+    // A plain fetcher hears of them, newest first, and is not named
+    // itself: nobody can dial it.
+    let plain = Remote::fetcher(3, "81.3.0.1:5000", 8);
+    assert_eq!(
+        refuse(&mut h, &plain),
+        [
+            sa("81.2.0.1:6002"),
+            sa("81.1.0.1:6001"),
+            sa("62.7.0.1:4433")
+        ]
+    );
+    // One entry per address: the same host dialing again under another id
+    // replaces its entry, and is never named to itself.
+    let mut again = late(4);
+    again.addr = sa("81.1.0.1:5001");
+    assert_eq!(
+        refuse(&mut h, &again),
+        [sa("81.2.0.1:6002"), sa("62.7.0.1:4433")]
+    );
+    assert_eq!(
+        refuse(&mut h, &late(5)),
+        [
+            sa("81.1.0.1:6004"),
+            sa("81.2.0.1:6002"),
+            sa("62.7.0.1:4433")
+        ]
+    );
+}
+
+#[test]
 fn a_refused_dialer_learns_the_named_peers_and_dials_them() {
     let mut h = Harness::new(Kind::Fetch, 8, NodeConfig::default());
     let full = Remote::seeder(1, "62.1.0.1:4433", 8);
