@@ -360,7 +360,15 @@ impl Downloader {
             if now_complete {
                 self.update_spread();
             }
-            self.fill(now);
+            // A chunk we hold or fetch already gives nobody new work, but
+            // in endgame (a duplicate for this peer).
+            let missing = matches!(
+                self.picker.state(chunk),
+                Some(crate::picker::ChunkState::Missing)
+            );
+            if missing || self.picker.missing_count() == 0 {
+                self.fill(now);
+            }
         }
     }
 
@@ -695,6 +703,10 @@ impl Downloader {
                 if session.requests_in_flight() != level || session.is_backing_off(now) {
                     continue;
                 }
+                if !endgame && session.is_dry(self.picker.returns()) {
+                    candidate.dry = Some(false);
+                    continue;
+                }
                 let picked = self.picker.pick(key, session.has(), now).or_else(|| {
                     // Endgame: everything not verified is in flight.
                     let endgame = self.picker.missing_count() == 0;
@@ -703,6 +715,9 @@ impl Downloader {
                 });
                 let Some(chunk) = picked else {
                     candidate.dry = Some(endgame);
+                    if !endgame {
+                        session.set_dry(self.picker.returns());
+                    }
                     continue;
                 };
                 if let Some(bucket) = &mut self.rate_limit {

@@ -120,6 +120,8 @@ pub struct PiecePicker {
     rng: SplitMix64,
     /// Break ties at random over the whole bucket, not by lowest index.
     wide: bool,
+    /// Times a chunk became missing again (released, found bad).
+    returns: u64,
 }
 
 impl PiecePicker {
@@ -137,6 +139,7 @@ impl PiecePicker {
             verified: 0,
             rng: SplitMix64(seed),
             wide: false,
+            returns: 0,
         }
     }
 
@@ -144,6 +147,14 @@ impl PiecePicker {
     /// downloaders are connected) or by the lowest index.
     pub fn set_wide(&mut self, wide: bool) {
         self.wide = wide;
+    }
+
+    /// How many times a chunk became missing again (handed back with no
+    /// owner left, or found bad after its check). Between two equal counts
+    /// the missing chunks only shrank: a peer [`PiecePicker::pick`] found
+    /// nothing for finds nothing still unless it announced more.
+    pub fn returns(&self) -> u64 {
+        self.returns
     }
 
     /// Number of chunks.
@@ -359,6 +370,7 @@ impl PiecePicker {
             let availability = self.availability[index as usize];
             self.buckets[bucket_of(availability)].insert(index);
             self.retry.insert(index);
+            self.returns += 1;
         }
         released
     }
@@ -412,6 +424,7 @@ impl PiecePicker {
             let availability = self.availability[index as usize];
             self.buckets[bucket_of(availability)].insert(index);
             self.retry.insert(index);
+            self.returns += 1;
         }
     }
 

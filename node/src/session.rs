@@ -69,6 +69,11 @@ pub struct PeerDownload {
     last_progress: Instant,
     backoff_until: Option<Instant>,
     stats: PeerStats,
+    /// Chunks it announced since it joined.
+    haves: u64,
+    /// The picker had nothing for it when the picker's returns and its own
+    /// announcements stood at these counts.
+    dry_at: Option<(u64, u64)>,
 }
 
 impl PeerDownload {
@@ -85,6 +90,8 @@ impl PeerDownload {
             last_progress: now,
             backoff_until: None,
             stats: PeerStats::default(),
+            haves: 0,
+            dry_at: None,
         }
     }
 
@@ -151,7 +158,24 @@ impl PeerDownload {
 
     /// Records an announced chunk; false when it was known (or out of range).
     pub(crate) fn add_have(&mut self, chunk: u32) -> bool {
-        matches!(self.has.set(ChunkIndex(chunk), true), Ok(false))
+        let new = matches!(self.has.set(ChunkIndex(chunk), true), Ok(false));
+        self.haves += u64::from(new);
+        new
+    }
+
+    /// Whether the picker had nothing for this peer the last time it was
+    /// asked, and nothing changed since that could give it something: no
+    /// chunk went back to missing (`returns`, [`PiecePicker::returns`]) and
+    /// the peer announced none. Picking only takes chunks away.
+    ///
+    /// [`PiecePicker::returns`]: crate::picker::PiecePicker::returns
+    pub(crate) fn is_dry(&self, returns: u64) -> bool {
+        self.dry_at == Some((returns, self.haves))
+    }
+
+    /// The picker has nothing for this peer now.
+    pub(crate) fn set_dry(&mut self, returns: u64) {
+        self.dry_at = Some((returns, self.haves));
     }
 
     /// Forgets a chunk the peer said it has but then refused; false when it
@@ -255,20 +279,16 @@ impl PeerDownload {
         factor: u32,
         silence_timeout: Duration,
     ) -> Option<Instant> {
+        // The n-th oldest request (from 0) is allowed n + 1 times the
+        // allowance of one: sent times and allowances both grow with n, so
+        // the oldest request expires first.
         let chunk_time = self.chunk_time(chunk_size);
-        let mut by_age: Vec<Instant> = self.requests.values().copied().collect();
-        by_age.sort();
-        let expiry = by_age
-            .iter()
+        let expiry = self
+            .requests
+            .values()
+            .min()
             .filter(|_| self.rate.is_some())
-            .enumerate()
-            .map(|(position, sent)| {
-                *sent
-                    + (chunk_time * factor)
-                        .saturating_mul(position as u32 + 1)
-                        .max(min_timeout)
-            })
-            .min();
+            .map(|oldest| *oldest + (chunk_time * factor).max(min_timeout));
         let stall = (!self.requests.is_empty()).then(|| self.last_progress + silence_timeout);
         let backoff = self.backoff_until.filter(|until| *until > now);
         [expiry, stall, backoff].into_iter().flatten().min()
