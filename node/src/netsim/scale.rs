@@ -208,6 +208,54 @@ pub(crate) fn run(scenario: &Scenario) -> ScaleFigures {
                 dials += dialing;
                 books += book;
             }
+            // Idle uplinks: could they serve anyone? (a linked peer that
+            // downloads and lacks one of their chunks), and was that peer's
+            // request budget spent?
+            let (mut idle, mut useful, mut budget_spent) = (0, 0, 0);
+            for u in 1..=peers {
+                if !sim.nodes[u].alive || !sim.nodes[u].uplink.transfers.is_empty() {
+                    continue;
+                }
+                idle += 1;
+                let mut could = false;
+                let mut spent = true;
+                for c in &sim.conns {
+                    for side in 0..2 {
+                        let linked = c.open == [true, true] && c.ups.iter().any(Option::is_some);
+                        if c.nodes[side] != u || !linked {
+                            continue;
+                        }
+                        let d = c.nodes[1 - side];
+                        let Some(core) = sim.nodes[d].core.as_ref() else {
+                            continue;
+                        };
+                        if !sim.nodes[d].alive || sim.nodes[d].record.delivered_at.is_some() {
+                            continue;
+                        }
+                        if sim.nodes[u]
+                            .disk
+                            .stored
+                            .iter()
+                            .any(|chunk| !sim.nodes[d].disk.stored.contains(chunk))
+                        {
+                            could = true;
+                            let (_, flight, _, _, _) = core.load();
+                            if flight < 16 {
+                                spent = false;
+                            }
+                        }
+                    }
+                }
+                if could {
+                    useful += 1;
+                    if spent {
+                        budget_spent += 1;
+                    }
+                }
+            }
+            println!(
+                "       idle uplinks {idle}: with a linked downloader lacking their chunks {useful}, all of those with their budget spent {budget_spent}"
+            );
             let running = line[0].max(1);
             println!(
                 "t={t:4} running {:4} gone {:4} empty {:4} links {:5.1} in flight {:5.1} uploading {:4.1} queued {:5.1} uplink busy {:3.0}% seeder uploads {}",
