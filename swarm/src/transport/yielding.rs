@@ -53,6 +53,11 @@ pub struct Yielding {
     /// A loss of a packet sent before this time belongs to the last
     /// reduction.
     recovery_start: Instant,
+    /// Acknowledgements of packets sent before this time do not grow the
+    /// window: they left before the last reduction for congestion. A
+    /// reduction for noise does not move it, or a path that loses a packet
+    /// every round trip would never grow again.
+    growth_from: Instant,
 }
 
 impl Yielding {
@@ -63,6 +68,7 @@ impl Yielding {
             window: INITIAL_WINDOW,
             ssthresh: u64::MAX,
             recovery_start: now,
+            growth_from: now,
         }
     }
 
@@ -84,7 +90,7 @@ impl Yielding {
     /// the path's queues add now. An application-limited sender (nothing
     /// to send) does not grow its window.
     pub fn on_ack(&mut self, sent: Instant, bytes: u64, app_limited: bool, queuing: Duration) {
-        if app_limited || sent <= self.recovery_start {
+        if app_limited || sent <= self.growth_from {
             return;
         }
         if self.in_slow_start() {
@@ -114,6 +120,7 @@ impl Yielding {
             self.window = self.minimum_window();
             self.ssthresh = self.window;
             self.recovery_start = now;
+            self.growth_from = now;
             return;
         }
         if sent <= self.recovery_start {
@@ -121,6 +128,7 @@ impl Yielding {
         }
         self.recovery_start = now;
         let decrease = if queuing > TARGET / 2 {
+            self.growth_from = now;
             CONGESTION_DECREASE
         } else {
             NOISE_DECREASE
@@ -294,6 +302,35 @@ mod tests {
         assert_eq!(c.window(), (trimmed as f64 * CONGESTION_DECREASE) as u64);
         c.on_loss(later + ms(400), later + ms(300), true, ms(0));
         assert_eq!(c.window(), 2 * u64::from(MTU), "persistent congestion");
+    }
+
+    #[test]
+    fn a_noise_loss_every_round_trip_does_not_stop_the_growth() {
+        // 1 % loss on a path with a short queue: a loss in every round
+        // trip of a large window. Each costs a twentieth of the window and
+        // the growth in between makes up for it.
+        let start = Instant::now();
+        let mut c = Yielding::new(start, MTU);
+        c.on_loss(start + ms(10), start + ms(5), false, ms(0));
+        let first = c.window();
+        let mut now = start + ms(20);
+        for _ in 0..20 {
+            let datagrams = c.window() / u64::from(MTU);
+            for _ in 0..datagrams.max(1) {
+                c.on_ack(now, u64::from(MTU), false, ms(0));
+            }
+            now += ms(100);
+            c.on_loss(now, now - ms(50), false, ms(0));
+        }
+        assert!(c.window() > 2 * first, "{} from {first}", c.window());
+        // A loss with a long queue still stops the growth for a round
+        // trip: acknowledgements of packets sent before it do not count.
+        let before = c.window();
+        c.on_loss(now + ms(200), now + ms(150), false, 2 * TARGET);
+        let halved = c.window();
+        assert_eq!(halved, (before as f64 * CONGESTION_DECREASE) as u64);
+        c.on_ack(now + ms(100), 100 * u64::from(MTU), false, ms(0));
+        assert_eq!(c.window(), halved);
     }
 
     #[test]
