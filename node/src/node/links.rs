@@ -255,7 +255,8 @@ impl NodeCore {
     /// one), then connected serving peers (as peer exchange would tell
     /// it); only addresses it can reach, at most 32. A serving dialer is
     /// then remembered as turned away itself, at the IP address it was
-    /// seen at and the port its Hello names.
+    /// seen at and the port its Hello names, unless it is behind a NAT
+    /// router.
     fn full(
         &mut self,
         peer: PeerId,
@@ -291,8 +292,16 @@ impl NodeCore {
             peers.extend(serving);
             peers.truncate(minimodel_wire::MAX_PEERS_PER_MESSAGE);
         }
-        if let (true, Some(listen)) = (hello.serving, hello.listen) {
-            let at = canonical(remote.ip());
+        let at = canonical(remote.ip());
+        // One behind a NAT router (its Hello lists LAN addresses and it is
+        // seen at another IP address) cannot be dialed at the address it is
+        // seen at, and we are not linked to introduce it.
+        let behind_nat = !hello.lan.is_empty()
+            && hello
+                .listen
+                .is_none_or(|listen| canonical(listen.ip()) != at)
+            && !hello.lan.iter().any(|lan| canonical(lan.ip()) == at);
+        if let (true, Some(listen), false) = (hello.serving, hello.listen, behind_nat) {
             self.turned_away
                 .retain(|entry| entry.id != peer && canonical(entry.addr.ip()) != at);
             if self.turned_away.len() >= super::TURNED_AWAY {

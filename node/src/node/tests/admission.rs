@@ -216,6 +216,21 @@ fn latecomers_turned_away_are_named_to_each_other_newest_first() {
             sa("62.7.0.1:4433")
         ]
     );
+    // One behind a NAT router (LAN addresses, seen elsewhere) is not
+    // remembered: nobody could dial it at the address it is seen at.
+    let mut natted = late(6);
+    natted.lan = vec![sa("192.168.1.20:6006")];
+    natted.listen = Some(sa("192.168.1.20:6006"));
+    refuse(&mut h, &natted);
+    assert_eq!(
+        refuse(&mut h, &late(7)),
+        [
+            sa("81.5.0.1:6005"),
+            sa("81.1.0.1:6004"),
+            sa("81.2.0.1:6002"),
+            sa("62.7.0.1:4433")
+        ]
+    );
 }
 
 #[test]
