@@ -543,6 +543,11 @@ impl Sim {
         let first = n.generation == 0;
         n.generation += 1;
         n.alive = true;
+        // The last incarnation's timer, if still queued, is not this one's.
+        if let Some(pending) = n.timer_at.take() {
+            self.events.remove(&pending);
+        }
+        let n = &mut self.nodes[node];
         let have = if first || !spec.download {
             spec.have.clone()
         } else {

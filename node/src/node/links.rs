@@ -265,24 +265,28 @@ impl NodeCore {
         detail: String,
         now: Instant,
     ) -> Rejection {
-        let mut peers = Vec::new();
+        let at = canonical(remote.ip());
+        let mut peers: Vec<PeerEntry> = Vec::new();
         if self.refusal_budget.try_take(1, now) {
-            let reachable = |entry: &PeerEntry| {
-                entry.id != peer
-                    && canonical(entry.addr.ip()) != canonical(remote.ip())
-                    && reachable_from(entry.addr, remote.ip())
-            };
+            let reachable =
+                |entry: &PeerEntry| entry.id != peer && reachable_from(entry.addr, remote.ip());
+            // Not one seen at the dialer's own address (itself under
+            // another id, or behind its router), nor one banned since.
             peers.extend(
                 self.turned_away
                     .iter()
                     .rev()
-                    .filter(|entry| reachable(entry))
+                    .filter(|entry| {
+                        reachable(entry)
+                            && canonical(entry.addr.ip()) != at
+                            && !self.book.is_banned(&entry.id)
+                    })
                     .take(minimodel_wire::MAX_PEERS_PER_MESSAGE / 2)
                     .copied(),
             );
             let mut serving: Vec<PeerEntry> = self
                 .serving_peers()
-                .filter(|entry| reachable(entry))
+                .filter(|entry| reachable(entry) && !peers.iter().any(|p| p.id == entry.id))
                 .collect();
             // Each refused peer hears of another part of a large swarm.
             if !serving.is_empty() {
@@ -292,18 +296,27 @@ impl NodeCore {
             peers.extend(serving);
             peers.truncate(minimodel_wire::MAX_PEERS_PER_MESSAGE);
         }
-        let at = canonical(remote.ip());
         // One behind a NAT router (its Hello lists LAN addresses and it is
         // seen at another IP address) cannot be dialed at the address it is
         // seen at, and we are not linked to introduce it.
-        let behind_nat = !hello.lan.is_empty()
+        let lan = hello
+            .lan
+            .iter()
+            .filter(|addr| minimodel_wire::is_lan_addr(**addr));
+        let behind_nat = lan.clone().next().is_some()
             && hello
                 .listen
                 .is_none_or(|listen| canonical(listen.ip()) != at)
-            && !hello.lan.iter().any(|lan| canonical(lan.ip()) == at);
+            && !lan.clone().any(|addr| canonical(addr.ip()) == at);
         if let (true, Some(listen), false) = (hello.serving, hello.listen, behind_nat) {
+            // One entry per host: per IPv4 address, per IPv6 /64 (one
+            // host may hold a whole /64).
+            let host = |ip: std::net::IpAddr| match canonical(ip) {
+                v4 @ std::net::IpAddr::V4(_) => Ok(v4),
+                v6 => Err(Prefix::of(v6)),
+            };
             self.turned_away
-                .retain(|entry| entry.id != peer && canonical(entry.addr.ip()) != at);
+                .retain(|entry| entry.id != peer && host(entry.addr.ip()) != host(at));
             if self.turned_away.len() >= super::TURNED_AWAY {
                 self.turned_away.pop_front();
             }

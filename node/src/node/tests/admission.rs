@@ -234,6 +234,51 @@ fn latecomers_turned_away_are_named_to_each_other_newest_first() {
 }
 
 #[test]
+fn a_refusal_names_connected_peers_at_the_dialers_own_address_and_one_latecomer_per_ipv6_64() {
+    let config = NodeConfig {
+        max_peers: 1,
+        ..NodeConfig::default()
+    };
+    let mut h = Harness::new(Kind::Seeder, 8, config);
+    // Everyone on one machine: a connected peer at the dialer's own IP is
+    // still named (peer exchange names it too).
+    h.connect_in(&Remote::seeder(150, "127.0.0.1:4433", 8).lacking_last());
+    let refuse = |h: &mut Harness, remote: &Remote| -> Vec<SocketAddr> {
+        let Incoming::Accept { link, .. } = h.core.handle_incoming(remote.addr, true, h.now) else {
+            panic!("accepted");
+        };
+        let rejection = h.hello_in(link, remote).expect_err("full");
+        let end = LinkEnd::Refused {
+            reason: rejection.reason,
+            detail: rejection.detail,
+        };
+        h.core.handle_link_failed(link, end, h.now);
+        rejection.peers.iter().map(|entry| entry.addr).collect()
+    };
+    let local = Remote::fetcher(1, "127.0.0.1:5000", 8);
+    assert_eq!(refuse(&mut h, &local), [sa("127.0.0.1:4433")]);
+    // Two latecomers from one IPv6 /64 (one host can hold all of it):
+    // only the newer is remembered.
+    let mut h = Harness::new(
+        Kind::Seeder,
+        8,
+        NodeConfig {
+            max_peers: 1,
+            ..NodeConfig::default()
+        },
+    );
+    h.connect_in(&Remote::seeder(150, "[2a01:4f8:9::1]:4433", 8).lacking_last());
+    for (n, addr) in [(2, "[2a01:4f8:1::2]:6002"), (3, "[2a01:4f8:1::3]:6003")] {
+        refuse(&mut h, &Remote::seeder(n, addr, 8).lacking_last());
+    }
+    let named = refuse(&mut h, &Remote::fetcher(4, "[2a01:4f8:2::4]:5000", 8));
+    assert_eq!(
+        named,
+        [sa("[2a01:4f8:1::3]:6003"), sa("[2a01:4f8:9::1]:4433")]
+    );
+}
+
+#[test]
 fn a_refused_dialer_learns_the_named_peers_and_dials_them() {
     let mut h = Harness::new(Kind::Fetch, 8, NodeConfig::default());
     let full = Remote::seeder(1, "62.1.0.1:4433", 8);
