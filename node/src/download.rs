@@ -656,8 +656,9 @@ impl Downloader {
             untried: bool,
             rate: f64,
             depth: usize,
-            /// The picker had nothing for it (in endgame or not, as then).
-            dry: Option<bool>,
+            /// In endgame the picker had nothing for it, not even a
+            /// duplicate (outside endgame the peer's own marker says so).
+            dry_in_endgame: bool,
         }
         let mut order: Vec<Candidate> = self
             .peers
@@ -667,7 +668,7 @@ impl Downloader {
                 untried: session.stats().chunks == 0 && session.requests_in_flight() == 0,
                 rate: session.rate(),
                 depth: session.pipeline_depth(self.chunk_size, &self.config),
-                dry: None,
+                dry_in_endgame: false,
             })
             .collect();
         order.sort_by(|a, b| {
@@ -694,7 +695,7 @@ impl Downloader {
                 }
                 let key = candidate.key;
                 let endgame = self.picker.missing_count() == 0;
-                if level >= candidate.depth || candidate.dry == Some(endgame) {
+                if level >= candidate.depth || (endgame && candidate.dry_in_endgame) {
                     continue;
                 }
                 let Some(session) = self.peers.get_mut(&key) else {
@@ -704,7 +705,6 @@ impl Downloader {
                     continue;
                 }
                 if !endgame && session.is_dry(self.picker.returns()) {
-                    candidate.dry = Some(false);
                     continue;
                 }
                 let picked = self.picker.pick(key, session.has(), now).or_else(|| {
@@ -714,8 +714,9 @@ impl Downloader {
                         .pick_duplicate(key, session.has(), now, |_| endgame)
                 });
                 let Some(chunk) = picked else {
-                    candidate.dry = Some(endgame);
-                    if !endgame {
+                    if endgame {
+                        candidate.dry_in_endgame = true;
+                    } else {
                         session.set_dry(self.picker.returns());
                     }
                     continue;

@@ -398,6 +398,7 @@ impl Sim {
     /// stopped at.
     pub fn run(&mut self, limit: Duration, done: impl Fn(&Sim) -> bool) -> Duration {
         let snapshots = std::env::var_os("NETSIM_LOAD").is_some();
+        let tally = snapshots || std::env::var_os("NETSIM_TRACE").is_some();
         let mut next_snapshot = Duration::ZERO;
         while let Some((&(at, _), _)) = self.events.first_key_value() {
             if at > limit || done(self) {
@@ -415,7 +416,7 @@ impl Sim {
                 println!("t={:5.1} {}", at.as_secs_f64(), line.join(" "));
             }
             let (_, event) = self.events.pop_first().expect("an event");
-            if snapshots || std::env::var_os("NETSIM_TRACE").is_some() {
+            if tally {
                 let name = format!("{event:?}");
                 let name = name.split(['(', ' ']).next().unwrap_or("").to_string();
                 *self.event_kinds.entry(name).or_default() += 1;

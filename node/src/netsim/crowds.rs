@@ -8,9 +8,9 @@
 use super::*;
 use crate::report::Blame;
 
-const MIB: u32 = 1 << 20;
+pub(super) const MIB: u32 = 1 << 20;
 /// A megabit per second, in bytes per second.
-const MBIT: f64 = 1_000_000.0 / 8.0;
+pub(super) const MBIT: f64 = 1_000_000.0 / 8.0;
 
 /// What one crowd run gave.
 #[derive(Debug)]

@@ -11,12 +11,9 @@
 //!     netsim::scale -- --nocapture --test-threads 1
 //! ```
 
+use super::crowds::{MBIT, MIB};
 use super::*;
 use crate::report::Blame;
-
-const MIB: u32 = 1 << 20;
-/// A megabit per second, in bytes per second.
-const MBIT: f64 = 1_000_000.0 / 8.0;
 
 /// One scale scenario.
 #[derive(Debug, Clone)]

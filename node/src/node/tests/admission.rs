@@ -123,28 +123,40 @@ fn links_per_prefix_are_capped_at_the_hello_and_the_refused_hear_of_other_peers(
     h.connect_in(&other);
 }
 
-#[test]
-fn refusals_name_peers_only_while_their_budget_lasts() {
+/// A seeder with room for one peer, taken by a serving peer at `at`.
+fn full_seeder(at: &str) -> Harness {
     let config = NodeConfig {
         max_peers: 1,
         ..NodeConfig::default()
     };
-    let budget = 2 * config.refusal_peers_per_second as usize;
     let mut h = Harness::new(Kind::Seeder, 8, config);
-    h.connect_in(&Remote::seeder(150, "62.7.0.1:4433", 8).lacking_last());
+    h.connect_in(&Remote::seeder(150, at, 8).lacking_last());
+    h
+}
+
+/// `remote` dials the full node and is refused at its Hello; the
+/// addresses the refusal names.
+fn refused(h: &mut Harness, remote: &Remote) -> Vec<SocketAddr> {
+    let Incoming::Accept { link, .. } = h.core.handle_incoming(remote.addr, true, h.now) else {
+        panic!("accepted");
+    };
+    let rejection = h.hello_in(link, remote).expect_err("full");
+    let end = LinkEnd::Refused {
+        reason: rejection.reason,
+        detail: rejection.detail,
+    };
+    h.core.handle_link_failed(link, end, h.now);
+    rejection.peers.iter().map(|entry| entry.addr).collect()
+}
+
+#[test]
+fn refusals_name_peers_only_while_their_budget_lasts() {
+    let budget = 2 * NodeConfig::default().refusal_peers_per_second as usize;
+    let mut h = full_seeder("62.7.0.1:4433");
     let mut named = Vec::new();
     for n in 0..budget + 4 {
         let remote = Remote::fetcher(n as u8 + 1, &format!("81.{n}.3.1:5000"), 8);
-        let Incoming::Accept { link, .. } = h.core.handle_incoming(remote.addr, true, h.now) else {
-            panic!("accepted");
-        };
-        let rejection = h.hello_in(link, &remote).expect_err("full");
-        named.push(rejection.peers.len());
-        let end = LinkEnd::Refused {
-            reason: rejection.reason,
-            detail: rejection.detail,
-        };
-        h.core.handle_link_failed(link, end, h.now);
+        named.push(refused(&mut h, &remote).len());
     }
     assert_eq!(named[..budget], vec![1; budget][..], "{named:?}");
     assert_eq!(named[budget..], [0; 4], "{named:?}");
@@ -159,24 +171,7 @@ fn refusals_name_peers_only_while_their_budget_lasts() {
 
 #[test]
 fn latecomers_turned_away_are_named_to_each_other_newest_first() {
-    let config = NodeConfig {
-        max_peers: 1,
-        ..NodeConfig::default()
-    };
-    let mut h = Harness::new(Kind::Seeder, 8, config);
-    h.connect_in(&Remote::seeder(150, "62.7.0.1:4433", 8).lacking_last());
-    let refuse = |h: &mut Harness, remote: &Remote| -> Vec<SocketAddr> {
-        let Incoming::Accept { link, .. } = h.core.handle_incoming(remote.addr, true, h.now) else {
-            panic!("accepted");
-        };
-        let rejection = h.hello_in(link, remote).expect_err("full");
-        let end = LinkEnd::Refused {
-            reason: rejection.reason,
-            detail: rejection.detail,
-        };
-        h.core.handle_link_failed(link, end, h.now);
-        rejection.peers.iter().map(|entry| entry.addr).collect()
-    };
+    let mut h = full_seeder("62.7.0.1:4433");
     // Serving latecomers, each seen at the port it dialed from and
     // listening at another (its Hello's port is the one named).
     let late = |n: u8| {
@@ -184,16 +179,16 @@ fn latecomers_turned_away_are_named_to_each_other_newest_first() {
         remote.listen = Some(sa(&format!("10.9.9.9:{}", 6000 + u16::from(n))));
         remote
     };
-    assert_eq!(refuse(&mut h, &late(1)), [sa("62.7.0.1:4433")]);
+    assert_eq!(refused(&mut h, &late(1)), [sa("62.7.0.1:4433")]);
     assert_eq!(
-        refuse(&mut h, &late(2)),
+        refused(&mut h, &late(2)),
         [sa("81.1.0.1:6001"), sa("62.7.0.1:4433")]
     );
     // A plain fetcher hears of them, newest first, and is not named
     // itself: nobody can dial it.
     let plain = Remote::fetcher(3, "81.3.0.1:5000", 8);
     assert_eq!(
-        refuse(&mut h, &plain),
+        refused(&mut h, &plain),
         [
             sa("81.2.0.1:6002"),
             sa("81.1.0.1:6001"),
@@ -205,11 +200,11 @@ fn latecomers_turned_away_are_named_to_each_other_newest_first() {
     let mut again = late(4);
     again.addr = sa("81.1.0.1:5001");
     assert_eq!(
-        refuse(&mut h, &again),
+        refused(&mut h, &again),
         [sa("81.2.0.1:6002"), sa("62.7.0.1:4433")]
     );
     assert_eq!(
-        refuse(&mut h, &late(5)),
+        refused(&mut h, &late(5)),
         [
             sa("81.1.0.1:6004"),
             sa("81.2.0.1:6002"),
@@ -221,9 +216,9 @@ fn latecomers_turned_away_are_named_to_each_other_newest_first() {
     let mut natted = late(6);
     natted.lan = vec![sa("192.168.1.20:6006")];
     natted.listen = Some(sa("192.168.1.20:6006"));
-    refuse(&mut h, &natted);
+    refused(&mut h, &natted);
     assert_eq!(
-        refuse(&mut h, &late(7)),
+        refused(&mut h, &late(7)),
         [
             sa("81.5.0.1:6005"),
             sa("81.1.0.1:6004"),
@@ -235,43 +230,18 @@ fn latecomers_turned_away_are_named_to_each_other_newest_first() {
 
 #[test]
 fn a_refusal_names_connected_peers_at_the_dialers_own_address_and_one_latecomer_per_ipv6_64() {
-    let config = NodeConfig {
-        max_peers: 1,
-        ..NodeConfig::default()
-    };
-    let mut h = Harness::new(Kind::Seeder, 8, config);
     // Everyone on one machine: a connected peer at the dialer's own IP is
     // still named (peer exchange names it too).
-    h.connect_in(&Remote::seeder(150, "127.0.0.1:4433", 8).lacking_last());
-    let refuse = |h: &mut Harness, remote: &Remote| -> Vec<SocketAddr> {
-        let Incoming::Accept { link, .. } = h.core.handle_incoming(remote.addr, true, h.now) else {
-            panic!("accepted");
-        };
-        let rejection = h.hello_in(link, remote).expect_err("full");
-        let end = LinkEnd::Refused {
-            reason: rejection.reason,
-            detail: rejection.detail,
-        };
-        h.core.handle_link_failed(link, end, h.now);
-        rejection.peers.iter().map(|entry| entry.addr).collect()
-    };
+    let mut h = full_seeder("127.0.0.1:4433");
     let local = Remote::fetcher(1, "127.0.0.1:5000", 8);
-    assert_eq!(refuse(&mut h, &local), [sa("127.0.0.1:4433")]);
+    assert_eq!(refused(&mut h, &local), [sa("127.0.0.1:4433")]);
     // Two latecomers from one IPv6 /64 (one host can hold all of it):
     // only the newer is remembered.
-    let mut h = Harness::new(
-        Kind::Seeder,
-        8,
-        NodeConfig {
-            max_peers: 1,
-            ..NodeConfig::default()
-        },
-    );
-    h.connect_in(&Remote::seeder(150, "[2a01:4f8:9::1]:4433", 8).lacking_last());
+    let mut h = full_seeder("[2a01:4f8:9::1]:4433");
     for (n, addr) in [(2, "[2a01:4f8:1::2]:6002"), (3, "[2a01:4f8:1::3]:6003")] {
-        refuse(&mut h, &Remote::seeder(n, addr, 8).lacking_last());
+        refused(&mut h, &Remote::seeder(n, addr, 8).lacking_last());
     }
-    let named = refuse(&mut h, &Remote::fetcher(4, "[2a01:4f8:2::4]:5000", 8));
+    let named = refused(&mut h, &Remote::fetcher(4, "[2a01:4f8:2::4]:5000", 8));
     assert_eq!(
         named,
         [sa("[2a01:4f8:1::3]:6003"), sa("[2a01:4f8:9::1]:4433")]
