@@ -526,11 +526,17 @@ impl NodeCore {
                 .learn(Some(id), &[], Source::Incoming, now)
                 .or_else(|| self.book.find_id(&id)),
         };
+        // Two peers that dial each other at once (an introduction makes
+        // both dial) keep the link the lower id dialed. When that is our
+        // dial and the peer's link came up first, our dial goes on: the
+        // peer drops its own link once ours reaches it, and ours replaces
+        // it here when it comes up. Aborting it would leave no link at all.
+        let keep_dials = !dialed && self.local_id < id;
         if let Some(entry) = entry.and_then(|entry| self.book.get_mut(entry)) {
             // Other dials to the same peer are not needed any more.
             if let EntryState::Dialing { links, .. } = &entry.state {
                 for (other, _) in links {
-                    if *other != link {
+                    if *other != link && !keep_dials {
                         self.actions.push_back(Action::Abort { link: *other });
                     }
                 }
@@ -582,11 +588,13 @@ impl NodeCore {
             introductions: exchange_budget(&self.config, now),
             observed_us: up.hello.observed.map(minimodel_wire::canonical_addr),
         };
-        self.links.retain(|other, state| {
-            // Dials to this peer's other addresses lose.
-            !(matches!(state, Link::Dialing { entry: e, .. } if Some(*e) == entry)
-                && *other != link)
-        });
+        if !keep_dials {
+            self.links.retain(|other, state| {
+                // Dials to this peer's other addresses lose.
+                !(matches!(state, Link::Dialing { entry: e, .. } if Some(*e) == entry)
+                    && *other != link)
+            });
+        }
         self.links.insert(link, Link::Up(Box::new(peer)));
         self.exchange_due = true;
         // Only a peer we dialed sees our outgoing mapping (one that dialed
@@ -751,6 +759,19 @@ impl NodeCore {
             && self.download.as_ref().is_some_and(|d| !d.is_complete())
             && peer.has.iter_ones().any(|chunk| !self.have.get(chunk));
         let blame = departure.blame();
+        // Our dial of the same peer that is still under way (see
+        // `handle_link_up`): the entry is dialing again, and not redialed.
+        let mut dialing: Vec<(LinkId, SocketAddr)> = match peer.entry {
+            Some(key) => self
+                .links
+                .iter()
+                .filter_map(|(l, state)| match state {
+                    Link::Dialing { entry, addr, .. } if *entry == key => Some((*l, *addr)),
+                    _ => None,
+                })
+                .collect(),
+            None => Vec::new(),
+        };
         if let Some(entry) = peer.entry.and_then(|entry| self.book.get_mut(entry)) {
             entry.last_problem = Some(Problem::Left(departure.clone()));
             if matches!(entry.state, EntryState::Connected(l) if l == link) {
@@ -762,12 +783,28 @@ impl NodeCore {
                 if let Some(entry) = self.book.get_mut(entry) {
                     entry.state = EntryState::Banned;
                 }
+            } else if !dialing.is_empty()
+                && blame != crate::report::Blame::Peer
+                && !self.stopping
+                && !self.ended
+            {
+                if let Some(entry) = self.book.get_mut(entry) {
+                    entry.state = EntryState::Dialing {
+                        links: std::mem::take(&mut dialing),
+                        next_addr: entry.addrs.len(),
+                        next_at: now,
+                    };
+                }
             } else if useful && blame != crate::report::Blame::Peer && !self.stopping && !self.ended
             {
                 self.schedule_redial(entry, now);
             } else if let Some(entry) = self.book.get_mut(entry) {
                 entry.state = EntryState::Retired;
             }
+        }
+        // Not kept (banned, blamed, stopping, or redialed): the dial ends.
+        for (other, _) in dialing {
+            self.actions.push_back(Action::Abort { link: other });
         }
         self.reports.push_back(NodeReport::PeerDisconnected {
             peer: peer.id,
@@ -919,6 +956,11 @@ impl NodeCore {
         let Some(entry) = self.book.get_mut(key) else {
             return;
         };
+        if matches!(entry.state, EntryState::Connected(_)) {
+            // A dial kept while the peer's own link was up (see
+            // `handle_link_up`): that link stands.
+            return;
+        }
         entry.last_problem = Some(Problem::Failed(end.clone()));
         match end {
             LinkEnd::WrongSwarm | LinkEnd::Violation(_) => {

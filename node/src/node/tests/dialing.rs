@@ -378,3 +378,67 @@ fn giving_up_names_every_peer_tried_and_why() {
     assert!(text.contains("8 of 8 missing"), "{text}");
     assert_eq!(h.core.poll_timeout(h.now), None);
 }
+
+/// Two peers introduced to each other dial each other at once; both keep
+/// the link the lower id dialed. Here that is ours, and the peer's own link
+/// comes up first: our dial goes on, and the link stays whole whether the
+/// peer drops its link before ours arrives or after.
+#[test]
+fn peers_that_dial_each_other_keep_the_lower_ids_dial_whichever_comes_up_first() {
+    for peer_drops_first in [true, false] {
+        let mut h = Harness::new(Kind::ServingFetch, 8, NodeConfig::default());
+        let higher = Remote::seeder(201, "62.1.1.1:4433", 8);
+        assert!(h.core.local_id() < higher.id);
+        h.core.add_peer(offer(higher.id, &[higher.addr]), h.now);
+        let ours = dials(&h.take());
+        assert_eq!(ours.len(), 1);
+        let theirs = h.connect_in(&higher);
+        assert!(
+            !aborts(&h.take()).contains(&ours[0].link),
+            "our dial is the one both keep"
+        );
+        assert!(h.is_connected(theirs));
+        h.advance(50);
+        if peer_drops_first {
+            // Our dial reached the peer: it drops its own link.
+            h.core.handle_message(
+                theirs,
+                Message::Goodbye {
+                    reason: GoodbyeReason::Done,
+                },
+                h.now,
+            );
+            h.core.handle_closed(theirs, LinkEnd::ClosedByPeer, h.now);
+            assert!(dials(&h.take()).is_empty(), "our dial is still under way");
+            h.dial_up(ours[0].link, &higher);
+        } else {
+            h.dial_up(ours[0].link, &higher);
+            assert_eq!(closes(&h.take()), [(theirs, GoodbyeReason::Done)]);
+        }
+        assert!(h.is_connected(ours[0].link) && !h.is_connected(theirs));
+        assert_eq!(h.core.connected_count(), 1);
+        h.advance(10_000);
+        assert!(dials(&h.take()).is_empty(), "connected: no more dials");
+    }
+}
+
+/// The other side of the same race: the peer has the lower id, so its
+/// link is the one kept and our dial is aborted; its failure neither ends
+/// the link nor starts a redial.
+#[test]
+fn the_higher_id_keeps_the_peers_dial_and_drops_its_own() {
+    let mut h = Harness::new(Kind::ServingFetch, 8, NodeConfig::default());
+    let lower = Remote::seeder(1, "62.1.1.1:4433", 8);
+    assert!(h.core.local_id() > lower.id);
+    h.core.add_peer(offer(lower.id, &[lower.addr]), h.now);
+    let ours = dials(&h.take());
+    assert_eq!(ours.len(), 1);
+    let theirs = h.connect_in(&lower);
+    assert_eq!(aborts(&h.take()), [ours[0].link]);
+    h.core
+        .handle_link_failed(ours[0].link, LinkEnd::ClosedByPeer, h.now);
+    h.advance(10_000);
+    assert!(dials(&h.take()).is_empty());
+    assert!(h.is_connected(theirs));
+    assert_eq!(h.core.connected_count(), 1);
+}
