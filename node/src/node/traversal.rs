@@ -178,16 +178,20 @@ impl NodeCore {
         {
             return;
         }
+        // An address inside our own LAN is one only a neighbour behind our
+        // router has; any other is filtered as peer exchange filters it (a
+        // private address outside our LAN can be another site's public one,
+        // as in a lab or a carrier's network).
         let neighbour = our_public.is_some_and(|ours| {
             addrs
                 .iter()
-                .any(|addr| !minimodel_wire::is_lan_addr(*addr) && canonical(addr.ip()) == ours)
+                .any(|addr| !self.within_our_lan(*addr) && canonical(addr.ip()) == ours)
         });
         let usable: Vec<SocketAddr> = addrs
             .into_iter()
             .filter(|&addr| {
-                if minimodel_wire::is_lan_addr(addr) {
-                    neighbour && self.within_our_lan(addr)
+                if self.within_our_lan(addr) {
+                    neighbour
                 } else {
                     reachable_from(addr, seen_from)
                 }

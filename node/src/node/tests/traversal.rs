@@ -379,6 +379,41 @@ fn lan_addresses_in_a_connect_are_dialed_only_for_a_peer_behind_our_own_router()
     );
 }
 
+/// Where the "internet" is a private network (a lab, a campus, a
+/// carrier's network), a peer's router is seen at a private address
+/// outside our LAN: a Connect naming it is dialed, as peer exchange would
+/// dial it; a private address of another block is not, nor an address on
+/// our own LAN without our public address beside it.
+#[test]
+fn a_connect_to_a_router_on_a_private_network_is_dialed_as_peer_exchange_would() {
+    let mut h = Harness::new(Kind::Fetch, 8, NodeConfig::default());
+    let seeder = Remote {
+        observed: Some(sa("10.250.1.1:4433")),
+        ..Remote::seeder(1, "10.0.1.1:4433", 8)
+    };
+    let introducer = h.connect_out(&seeder);
+    h.take();
+    let connect = |h: &mut Harness, n: u8, addrs: &[&str]| {
+        connect(h, introducer, testing::peer_id(n), addrs)
+            .into_iter()
+            .map(|(addr, _)| addr)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        connect(&mut h, 2, &["10.250.2.1:4433"]),
+        [sa("10.250.2.1:4433")]
+    );
+    assert!(connect(&mut h, 3, &["172.16.2.1:4433"]).is_empty());
+    assert!(
+        connect(&mut h, 4, &["192.168.7.9:4433", "10.250.3.1:4433"]) == [sa("10.250.3.1:4433")]
+    );
+    // Beside our router's address: a neighbour, dialed on the LAN first.
+    assert_eq!(
+        connect(&mut h, 5, &["192.168.7.9:4433", "10.250.1.1:4434"]),
+        [sa("192.168.7.9:4433")]
+    );
+}
+
 #[test]
 fn every_step_of_an_introduction_is_reported() {
     let steps = |h: &mut Harness| {
