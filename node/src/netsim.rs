@@ -25,7 +25,14 @@
 //!   node's chunks fail verification; a damaged disk makes the final check
 //!   find a chunk bad, a given number of times;
 //! - a node can be killed (its peers notice after `idle_timeout`) and
-//!   started again with the same id, address and verified chunks.
+//!   started again with the same id, address and verified chunks;
+//! - a node can sit at home behind a NAT router ([`Nat`], as nft
+//!   `masquerade` behaves): it listens at a LAN address only the nodes of
+//!   its home reach, its connections out leave from the router's public
+//!   address, and a packet to that address gets in only from an address
+//!   the node sent to from that mapping. A dial that the router drops is
+//!   sent again every [`RESEND`] until the dialer gives up, as a QUIC
+//!   Initial is.
 //!
 //! `handle_timeout` is called exactly at `poll_timeout`; a deadline in the
 //! past, or one that `handle_timeout` leaves where it was, fails the run.
@@ -34,6 +41,8 @@
 
 #[cfg(test)]
 mod crowds;
+#[cfg(test)]
+mod homes;
 mod links;
 #[cfg(test)]
 mod scale;
@@ -41,8 +50,8 @@ mod scale;
 mod scenarios;
 mod uplink;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::net::SocketAddr;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use minimodel_wire::{
@@ -117,7 +126,24 @@ pub(crate) struct NodeSpec {
     /// LAN address, a serving node is announced to every other LAN node
     /// while it runs, and it hears those announced.
     pub lan: bool,
+    /// The router in front of it, if it sits at home behind one.
+    pub nat: Option<Nat>,
 }
+
+/// A home router that translates addresses (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Nat {
+    /// The router's public address.
+    pub public: IpAddr,
+    /// The outside port of the node's socket; a symmetric router takes a
+    /// new one for every destination instead (`masquerade random`).
+    pub port: u16,
+    /// One outside port per destination, not one per socket.
+    pub symmetric: bool,
+}
+
+/// How long a dialer waits before it sends its dropped first packet again.
+const RESEND: Duration = Duration::from_secs(1);
 
 impl NodeSpec {
     /// Node `index`'s address: each in a /24 of its own in 10/8
@@ -131,6 +157,21 @@ impl NodeSpec {
     /// Node `index`'s address on the one LAN (192.168.1.0/24).
     pub fn lan_addr_of(index: usize) -> SocketAddr {
         SocketAddr::from(([192, 168, 1, index as u8 + 1], 4433))
+    }
+
+    /// The same node at home number `home` (its LAN 192.168.`home`.0/24,
+    /// the router's public address 10.250.`home`.1), in slot `slot` of
+    /// that home, behind a router of that kind.
+    pub fn at_home(self, home: u8, slot: u8, symmetric: bool) -> Self {
+        Self {
+            addr: SocketAddr::from(([192, 168, home, slot + 2], 4433)),
+            nat: Some(Nat {
+                public: IpAddr::from([10, 250, home, 1]),
+                port: 4433 + u16::from(slot),
+                symmetric,
+            }),
+            ..self
+        }
     }
 
     /// The same node on the one LAN, with local discovery.
@@ -163,6 +204,7 @@ impl NodeSpec {
             vanish_after: None,
             dht: false,
             lan: false,
+            nat: None,
         }
     }
 
@@ -307,6 +349,15 @@ pub(crate) struct Sim {
     holders: Vec<u32>,
     /// Chunks held by at least one of those.
     held: u32,
+    /// The routers' outside addresses in use -> the node behind them.
+    mappings: HashMap<SocketAddr, usize>,
+    /// A symmetric router's outside port for (node, destination).
+    ports: HashMap<(usize, SocketAddr), u16>,
+    /// The next outside port a symmetric router hands out.
+    next_port: u16,
+    /// (node, its outside port, a remote it sent to from there): what its
+    /// router lets in.
+    pinholes: HashSet<(usize, u16, SocketAddr)>,
 }
 
 /// At most this many peers in a DHT lookup's answer (about what a
@@ -351,9 +402,13 @@ impl Sim {
             })
             .collect();
         let mut listeners = HashMap::new();
+        let mut mappings = HashMap::new();
         for (index, spec) in specs.iter().enumerate() {
             if spec.serve {
                 listeners.entry(spec.addr).or_insert(index);
+            }
+            if let Some(nat) = spec.nat.filter(|nat| !nat.symmetric) {
+                mappings.insert(SocketAddr::new(nat.public, nat.port), index);
             }
         }
         let mut sim = Self {
@@ -379,6 +434,10 @@ impl Sim {
             leave_when_copied: None,
             holders: vec![0; chunks as usize],
             held: 0,
+            mappings,
+            ports: HashMap::new(),
+            next_port: 20_000,
+            pinholes: HashSet::new(),
         };
         for index in 0..sim.specs.len() {
             let spec = &sim.specs[index];
@@ -469,9 +528,16 @@ impl Sim {
         self.nodes[node].core.as_mut().expect("started")
     }
 
-    fn hello_of(&self, node: usize) -> minimodel_wire::Hello {
+    /// Node `node`'s Hello on a connection where it sees the other side
+    /// at `observed`.
+    fn hello_of(&self, node: usize, observed: SocketAddr) -> minimodel_wire::Hello {
         let spec = &self.specs[node];
-        testing::hello(&self.swarm, spec.serve, spec.serve.then_some(spec.addr))
+        let mut hello = testing::hello(&self.swarm, spec.serve, spec.serve.then_some(spec.addr));
+        if spec.nat.is_some() {
+            hello.lan = vec![spec.addr];
+        }
+        hello.observed = Some(observed);
+        hello
     }
 
     fn handle(&mut self, event: Event) {
@@ -578,7 +644,7 @@ impl Sim {
             seed_after: spec.seed_after,
             seed: node as u64 + 1,
             manifest_sha256: None,
-            lan: if spec.lan {
+            lan: if spec.lan || spec.nat.is_some() {
                 vec![spec.addr]
             } else {
                 Vec::new()

@@ -16,6 +16,9 @@ pub(super) struct Conn {
     pub(super) last: [Duration; 2],
     /// Bytes each side's uplink carried on this connection.
     pub(super) sent: [f64; 2],
+    /// The dial went to the listener's router at this outside port: its
+    /// packets get in only through a pinhole.
+    pub(super) through: Option<u16>,
 }
 
 impl Sim {
@@ -48,6 +51,52 @@ impl Sim {
         }
     }
 
+    /// The home router in front of `node`, if any.
+    fn home_of(&self, node: usize) -> Option<IpAddr> {
+        self.specs[node].nat.map(|nat| nat.public)
+    }
+
+    /// Where node `node`'s packets to `to` come from, as `to` sees them;
+    /// through a router, the mapping is made (and the router lets `to` in
+    /// through it from now on).
+    fn seen_as(&mut self, node: usize, to: SocketAddr) -> SocketAddr {
+        let spec = &self.specs[node];
+        // A serving node dials from its listening socket.
+        let port = if spec.serve {
+            spec.addr.port()
+        } else {
+            50_000u16.wrapping_add(node as u16)
+        };
+        let inside = SocketAddr::new(spec.addr.ip(), port);
+        let Some(nat) = spec.nat else {
+            return inside;
+        };
+        if self
+            .listeners
+            .get(&to)
+            .is_some_and(|&t| self.home_of(t) == Some(nat.public))
+        {
+            return inside;
+        }
+        let port = if nat.symmetric {
+            match self.ports.get(&(node, to)) {
+                Some(&port) => port,
+                None => {
+                    let port = self.next_port;
+                    self.next_port = self.next_port.checked_add(1).expect("outside ports");
+                    self.ports.insert((node, to), port);
+                    self.mappings
+                        .insert(SocketAddr::new(nat.public, port), node);
+                    port
+                }
+            }
+        } else {
+            nat.port
+        };
+        self.pinholes.insert((node, port, to));
+        SocketAddr::new(nat.public, port)
+    }
+
     pub(super) fn dial(
         &mut self,
         node: usize,
@@ -56,14 +105,24 @@ impl Sim {
         peer: Option<PeerId>,
         have: HaveBitfield,
     ) {
-        let target = self.listeners.get(&addr).copied();
+        let home = self.home_of(node);
+        let (target, through) = match self.listeners.get(&addr) {
+            // A LAN address is reached from its own home only.
+            Some(&t) if self.home_of(t).is_none() || self.home_of(t) == home => (Some(t), None),
+            Some(_) => (None, None),
+            // A router's outside address (not our own: no hairpin).
+            None => match self.mappings.get(&addr) {
+                Some(&t) if self.home_of(t) != home => (Some(t), Some(addr.port())),
+                _ => (None, None),
+            },
+        };
+        let seen_as = self.seen_as(node, addr);
         let Some(target) = target.filter(|&t| self.nodes[t].alive) else {
             // Nobody there: the dial runs into its deadline.
             return;
         };
         let conn = self.conns.len();
         let generation = self.nodes[node].generation;
-        let seen_as = SocketAddr::new(self.specs[node].addr.ip(), 50_000 + node as u16);
         self.conns.push(Conn {
             nodes: [node, target],
             generations: [generation, self.nodes[target].generation],
@@ -74,6 +133,7 @@ impl Sim {
             ups: [None, None],
             last: [Duration::ZERO; 2],
             sent: [0.0; 2],
+            through,
         });
         self.by_link.insert((node, generation, link), (conn, 0));
         let latency = self.latency(conn);
@@ -93,8 +153,15 @@ impl Sim {
         if !c.open[0] || !n.alive || n.generation != c.generations[1] {
             return;
         }
-        let now = self.instant();
         let from = c.addrs[0];
+        if let Some(port) = c.through {
+            if !self.pinholes.contains(&(listener, port, from)) {
+                // The router drops it; the dialer sends it again.
+                self.push(self.now + RESEND, Event::Incoming(conn, validated));
+                return;
+            }
+        }
+        let now = self.instant();
         let latency = self.latency(conn);
         match self
             .core_mut(listener)
@@ -131,7 +198,7 @@ impl Sim {
         let dialer_side = Side {
             id: id_of(dialer),
             addr: self.conns[conn].addrs[0],
-            hello: self.hello_of(dialer),
+            hello: self.hello_of(dialer, self.conns[conn].addrs[1]),
             have: self.conns[conn].dialer_have.clone(),
         };
         let latency = self.latency(conn);
@@ -143,7 +210,7 @@ impl Sim {
                 let listener_side = Side {
                     id: id_of(listener),
                     addr: self.conns[conn].addrs[1],
-                    hello: self.hello_of(listener),
+                    hello: self.hello_of(listener, self.conns[conn].addrs[0]),
                     have,
                 };
                 let (dialer_up, listener_up) =

@@ -19,7 +19,7 @@ fn secs(duration: Duration) -> f64 {
 }
 
 /// Panics if any node blamed a peer other than those in `guilty`.
-fn nobody_blamed_but(sim: &Sim, guilty: &[usize]) {
+pub(super) fn nobody_blamed_but(sim: &Sim, guilty: &[usize]) {
     let guilty: Vec<PeerId> = guilty.iter().map(|&i| id_of(i)).collect();
     for index in 0..sim.specs().len() {
         for (at, report) in &sim.record(index).reports {
