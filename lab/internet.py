@@ -260,8 +260,10 @@ def uplinks(ctx, name, tool, peers, size, caps, campus=False, timeout=900, peer_
     nobody. Reported: the last and the median peer's time over T* =
     max(F/u_s, N*F/(u_s + sum u_i)) (u_s measured, each u_i its cap times
     the payload share TCP gets through the seeder's cap), the seeder's
-    copies, each peer's share of the file from the seeder, and the CPU's
-    idle share."""
+    copies, each peer's share of the file from the seeder, how much of
+    each uplink carried bytes until the last peer was done (its interface's
+    count over its cap; T* needs all of them full), and the CPU's idle
+    share."""
     caps_mbit = [caps[i % len(caps)] for i in range(peers)]
     run_dir = ctx.scratch(name)
     ctx.artifact(size)
@@ -275,8 +277,10 @@ def uplinks(ctx, name, tool, peers, size, caps, campus=False, timeout=900, peer_
                      for i, c in enumerate(caps_mbit, 1)]
         lab.wait_reachable()
         u_s = measure_uplink(seeder, hosts[0])
+        meters = {"seeder": seeder.tx_bytes}
+        meters.update({h.name: h.tx_bytes for h in hosts})
         run = run_swarm(ctx, tool, seeder, hosts, size, run_dir, timeout,
-                        {"seeder": seeder.tx_bytes}, peer_extra=peer_extra)
+                        meters, peer_extra=peer_extra)
     payload_share = u_s / (seeder.cap_bits / 8)
     uplinks_sum = sum(payload_share * h.cap_bits / 8 for h in hosts)
     bound = max(size / u_s, peers * size / (u_s + uplinks_sum))
@@ -286,6 +290,16 @@ def uplinks(ctx, name, tool, peers, size, caps, campus=False, timeout=900, peer_
     by_cap = {}
     for cap, t in zip(caps_mbit, run["done_at"]):
         by_cap.setdefault(cap, []).append(t)
+    # How much of each uplink carried anything (payload and overhead, as the
+    # interface counts it) until the last peer was done.
+    last = max((t for t in run["done_at"] if t is not None), default=None)
+    used_by_cap = {}
+    if last:
+        for cap, h in zip(caps_mbit, hosts):
+            used_by_cap.setdefault(cap, []).append(run["sent"][h.name] / (h.cap_bits / 8 * last))
+        seeder_used = run["sent"]["seeder"] / (seeder.cap_bits / 8 * last)
+    else:
+        seeder_used = None
     result.update({
         "topology": "campus /24" if campus else "a /24 per host",
         "seeder_cap": seeder.cap,
@@ -294,9 +308,14 @@ def uplinks(ctx, name, tool, peers, size, caps, campus=False, timeout=900, peer_
         "nominal_bound_s": round(nominal, 2),
         "median_peer_s_by_cap": {str(c): round(median(v), 2) if None not in v else None
                                  for c, v in sorted(by_cap.items())},
+        "uplink_used_by_cap": {str(c): round(median(v), 3) for c, v in sorted(used_by_cap.items())},
+        "seeder_uplink_used": round(seeder_used, 3) if seeder_used is not None else None,
     })
     lines = ["median done by uplink (Mbit/s): "
-             + ", ".join(f"{c}: {v}" for c, v in result["median_peer_s_by_cap"].items())]
+             + ", ".join(f"{c}: {v}" for c, v in result["median_peer_s_by_cap"].items()),
+             "uplinks used until the last peer was done (median by cap, Mbit/s): "
+             + ", ".join(f"{c}: {v}" for c, v in result["uplink_used_by_cap"].items())
+             + f"; seeder {result['seeder_uplink_used']}"]
     report(ctx, name, result, lines)
     shutil.rmtree(run_dir, ignore_errors=True)
     fail_if(run["problems"])
