@@ -134,7 +134,9 @@ if [ "$INSIDE" = 0 ]; then
     fi
     if [ "$HARNESS" = both ]; then
         say "less favourable to minimodel, per harness:"
-        grep -h "less favourable:" "$WORK/results-host.md" "$WORK/results-netns.md" >&2 || true
+        for h in host netns; do
+            grep -h '^- .*, less favourable:' "$WORK/results-$h.md" | sed "s/^- /$h: /" >&2 || true
+        done
     fi
     exit 0
 fi
