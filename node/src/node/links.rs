@@ -759,6 +759,7 @@ impl NodeCore {
             && self.download.as_ref().is_some_and(|d| !d.is_complete())
             && peer.has.iter_ones().any(|chunk| !self.have.get(chunk));
         let blame = departure.blame();
+        let replaced = matches!(departure, Departure::Replaced);
         // Our dial of the same peer that is still under way (see
         // `handle_link_up`): the entry is dialing again, and not redialed.
         let mut dialing: Vec<(LinkId, SocketAddr)> = match peer.entry {
@@ -795,6 +796,9 @@ impl NodeCore {
                         next_at: now,
                     };
                 }
+            } else if replaced {
+                // The newer link of the same peer takes the entry over
+                // (`handle_link_up`): nothing to redial, nobody to ask.
             } else if useful && blame != crate::report::Blame::Peer && !self.stopping && !self.ended
             {
                 self.schedule_redial(entry, now);
@@ -802,8 +806,10 @@ impl NodeCore {
                 entry.state = EntryState::Retired;
             }
         }
-        // Not kept (banned, blamed, stopping, or redialed): the dial ends.
+        // Not kept (banned, blamed, stopping or ending): the dial ends,
+        // and a handshake that completes on it afterwards is dropped.
         for (other, _) in dialing {
+            self.links.remove(&other);
             self.actions.push_back(Action::Abort { link: other });
         }
         self.reports.push_back(NodeReport::PeerDisconnected {

@@ -151,8 +151,9 @@ impl NodeCore {
     /// are what opens our router for its), even with every peer slot taken
     /// (the link may then take one more: the exchange dials' limit bounds
     /// how many). Ignored for ourselves, a banned or connected peer, for
-    /// addresses outside the introducer's scope (or a LAN address outside
-    /// ours), and beyond the introducer's budget.
+    /// addresses outside the introducer's scope (an address inside our own
+    /// LAN counts only for a neighbour behind our router), and beyond the
+    /// introducer's budget.
     pub(super) fn handle_connect(
         &mut self,
         from: LinkId,

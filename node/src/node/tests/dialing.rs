@@ -412,8 +412,11 @@ fn peers_that_dial_each_other_keep_the_lower_ids_dial_whichever_comes_up_first()
             assert!(dials(&h.take()).is_empty(), "our dial is still under way");
             h.dial_up(ours[0].link, &higher);
         } else {
+            h.take_reports();
             h.dial_up(ours[0].link, &higher);
             assert_eq!(closes(&h.take()), [(theirs, GoodbyeReason::Done)]);
+            // Replaced, not lost: no redial, no back-off counted.
+            assert!(redialing(&h.take_reports()).is_empty());
         }
         assert!(h.is_connected(ours[0].link) && !h.is_connected(theirs));
         assert_eq!(h.core.connected_count(), 1);
@@ -441,4 +444,26 @@ fn the_higher_id_keeps_the_peers_dial_and_drops_its_own() {
     assert!(dials(&h.take()).is_empty());
     assert!(h.is_connected(theirs));
     assert_eq!(h.core.connected_count(), 1);
+}
+
+/// The peer's link breaks the protocol while our kept dial is under way:
+/// the dial ends with it, and its handshake, should it still complete, is
+/// dropped rather than linking us again to the peer we just closed.
+#[test]
+fn a_kept_dial_ends_with_a_peer_closed_for_a_violation() {
+    let mut h = Harness::new(Kind::ServingFetch, 8, NodeConfig::default());
+    let higher = Remote::seeder(201, "62.1.1.1:4433", 8);
+    h.core.add_peer(offer(higher.id, &[higher.addr]), h.now);
+    let ours = dials(&h.take());
+    let theirs = h.connect_in(&higher);
+    h.take();
+    h.core.handle_closed(
+        theirs,
+        LinkEnd::Violation(crate::report::Violation::SecondControlStream),
+        h.now,
+    );
+    assert!(aborts(&h.take()).contains(&ours[0].link));
+    h.dial_up(ours[0].link, &higher);
+    assert!(!h.is_connected(ours[0].link));
+    assert_eq!(h.core.connected_count(), 0);
 }
