@@ -760,6 +760,7 @@ impl NodeCore {
             && peer.has.iter_ones().any(|chunk| !self.have.get(chunk));
         let blame = departure.blame();
         let replaced = matches!(departure, Departure::Replaced);
+        let may_dial_again = blame != crate::report::Blame::Peer && !self.stopping && !self.ended;
         // Our dial of the same peer that is still under way (see
         // `handle_link_up`): the entry is dialing again, and not redialed.
         let mut dialing: Vec<(LinkId, SocketAddr)> = match peer.entry {
@@ -784,11 +785,7 @@ impl NodeCore {
                 if let Some(entry) = self.book.get_mut(entry) {
                     entry.state = EntryState::Banned;
                 }
-            } else if !dialing.is_empty()
-                && blame != crate::report::Blame::Peer
-                && !self.stopping
-                && !self.ended
-            {
+            } else if !dialing.is_empty() && may_dial_again {
                 if let Some(entry) = self.book.get_mut(entry) {
                     entry.state = EntryState::Dialing {
                         links: std::mem::take(&mut dialing),
@@ -799,8 +796,7 @@ impl NodeCore {
             } else if replaced {
                 // The newer link of the same peer takes the entry over
                 // (`handle_link_up`): nothing to redial, nobody to ask.
-            } else if useful && blame != crate::report::Blame::Peer && !self.stopping && !self.ended
-            {
+            } else if useful && may_dial_again {
                 self.schedule_redial(entry, now);
             } else if let Some(entry) = self.book.get_mut(entry) {
                 entry.state = EntryState::Retired;

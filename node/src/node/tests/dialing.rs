@@ -379,6 +379,17 @@ fn giving_up_names_every_peer_tried_and_why() {
     assert_eq!(h.core.poll_timeout(h.now), None);
 }
 
+/// We dial `remote` (an offer names it) and, before that dial is up, its
+/// own dial of us comes up: the harness, our dial and its link.
+fn crossed_dials(remote: &Remote) -> (Harness, Dial, LinkId) {
+    let mut h = Harness::new(Kind::ServingFetch, 8, NodeConfig::default());
+    h.core.add_peer(offer(remote.id, &[remote.addr]), h.now);
+    let ours = dials(&h.take());
+    assert_eq!(ours.len(), 1);
+    let theirs = h.connect_in(remote);
+    (h, ours[0], theirs)
+}
+
 /// Two peers introduced to each other dial each other at once; both keep
 /// the link the lower id dialed. Here that is ours, and the peer's own link
 /// comes up first: our dial goes on, and the link stays whole whether the
@@ -386,15 +397,11 @@ fn giving_up_names_every_peer_tried_and_why() {
 #[test]
 fn peers_that_dial_each_other_keep_the_lower_ids_dial_whichever_comes_up_first() {
     for peer_drops_first in [true, false] {
-        let mut h = Harness::new(Kind::ServingFetch, 8, NodeConfig::default());
         let higher = Remote::seeder(201, "62.1.1.1:4433", 8);
+        let (mut h, ours, theirs) = crossed_dials(&higher);
         assert!(h.core.local_id() < higher.id);
-        h.core.add_peer(offer(higher.id, &[higher.addr]), h.now);
-        let ours = dials(&h.take());
-        assert_eq!(ours.len(), 1);
-        let theirs = h.connect_in(&higher);
         assert!(
-            !aborts(&h.take()).contains(&ours[0].link),
+            !aborts(&h.take()).contains(&ours.link),
             "our dial is the one both keep"
         );
         assert!(h.is_connected(theirs));
@@ -410,15 +417,15 @@ fn peers_that_dial_each_other_keep_the_lower_ids_dial_whichever_comes_up_first()
             );
             h.core.handle_closed(theirs, LinkEnd::ClosedByPeer, h.now);
             assert!(dials(&h.take()).is_empty(), "our dial is still under way");
-            h.dial_up(ours[0].link, &higher);
+            h.dial_up(ours.link, &higher);
         } else {
             h.take_reports();
-            h.dial_up(ours[0].link, &higher);
+            h.dial_up(ours.link, &higher);
             assert_eq!(closes(&h.take()), [(theirs, GoodbyeReason::Done)]);
             // Replaced, not lost: no redial, no back-off counted.
             assert!(redialing(&h.take_reports()).is_empty());
         }
-        assert!(h.is_connected(ours[0].link) && !h.is_connected(theirs));
+        assert!(h.is_connected(ours.link) && !h.is_connected(theirs));
         assert_eq!(h.core.connected_count(), 1);
         h.advance(10_000);
         assert!(dials(&h.take()).is_empty(), "connected: no more dials");
@@ -430,16 +437,12 @@ fn peers_that_dial_each_other_keep_the_lower_ids_dial_whichever_comes_up_first()
 /// the link nor starts a redial.
 #[test]
 fn the_higher_id_keeps_the_peers_dial_and_drops_its_own() {
-    let mut h = Harness::new(Kind::ServingFetch, 8, NodeConfig::default());
     let lower = Remote::seeder(1, "62.1.1.1:4433", 8);
+    let (mut h, ours, theirs) = crossed_dials(&lower);
     assert!(h.core.local_id() > lower.id);
-    h.core.add_peer(offer(lower.id, &[lower.addr]), h.now);
-    let ours = dials(&h.take());
-    assert_eq!(ours.len(), 1);
-    let theirs = h.connect_in(&lower);
-    assert_eq!(aborts(&h.take()), [ours[0].link]);
+    assert_eq!(aborts(&h.take()), [ours.link]);
     h.core
-        .handle_link_failed(ours[0].link, LinkEnd::ClosedByPeer, h.now);
+        .handle_link_failed(ours.link, LinkEnd::ClosedByPeer, h.now);
     h.advance(10_000);
     assert!(dials(&h.take()).is_empty());
     assert!(h.is_connected(theirs));
@@ -451,19 +454,16 @@ fn the_higher_id_keeps_the_peers_dial_and_drops_its_own() {
 /// dropped rather than linking us again to the peer we just closed.
 #[test]
 fn a_kept_dial_ends_with_a_peer_closed_for_a_violation() {
-    let mut h = Harness::new(Kind::ServingFetch, 8, NodeConfig::default());
     let higher = Remote::seeder(201, "62.1.1.1:4433", 8);
-    h.core.add_peer(offer(higher.id, &[higher.addr]), h.now);
-    let ours = dials(&h.take());
-    let theirs = h.connect_in(&higher);
+    let (mut h, ours, theirs) = crossed_dials(&higher);
     h.take();
     h.core.handle_closed(
         theirs,
         LinkEnd::Violation(crate::report::Violation::SecondControlStream),
         h.now,
     );
-    assert!(aborts(&h.take()).contains(&ours[0].link));
-    h.dial_up(ours[0].link, &higher);
-    assert!(!h.is_connected(ours[0].link));
+    assert!(aborts(&h.take()).contains(&ours.link));
+    h.dial_up(ours.link, &higher);
+    assert!(!h.is_connected(ours.link));
     assert_eq!(h.core.connected_count(), 0);
 }

@@ -349,6 +349,15 @@ fn peers_in_two_networks_agreeing_on_where_they_see_us_make_our_public_address()
     assert_eq!(public(&mut h), [(ip, None, 3)]);
 }
 
+/// The addresses a Connect from `introducer` naming peer `n` at `addrs`
+/// makes us dial.
+fn connect_to(h: &mut Harness, introducer: LinkId, n: u8, addrs: &[&str]) -> Vec<SocketAddr> {
+    connect(h, introducer, testing::peer_id(n), addrs)
+        .into_iter()
+        .map(|(addr, _)| addr)
+        .collect()
+}
+
 #[test]
 fn lan_addresses_in_a_connect_are_dialed_only_for_a_peer_behind_our_own_router() {
     let mut h = Harness::new(Kind::Fetch, 8, NodeConfig::default());
@@ -359,22 +368,26 @@ fn lan_addresses_in_a_connect_are_dialed_only_for_a_peer_behind_our_own_router()
     };
     let introducer = h.connect_out(&seeder);
     h.take();
-    let connect = |h: &mut Harness, n: u8, addrs: &[&str]| {
-        connect(h, introducer, testing::peer_id(n), addrs)
-            .into_iter()
-            .map(|(addr, _)| addr)
-            .collect::<Vec<_>>()
-    };
     // A LAN address alone, or beside a public address that is not ours:
     // a peer behind another router, whose LAN means nothing here.
-    assert!(connect(&mut h, 2, &["192.168.7.9:5000"]).is_empty());
+    assert!(connect_to(&mut h, introducer, 2, &["192.168.7.9:5000"]).is_empty());
     assert_eq!(
-        connect(&mut h, 3, &["192.168.7.9:5000", "82.2.2.2:5000"]),
+        connect_to(
+            &mut h,
+            introducer,
+            3,
+            &["192.168.7.9:5000", "82.2.2.2:5000"]
+        ),
         [sa("82.2.2.2:5000")]
     );
     // Beside our own public address: a neighbour, dialed on the LAN first.
     assert_eq!(
-        connect(&mut h, 4, &["192.168.7.9:5000", "81.0.0.1:5000"]),
+        connect_to(
+            &mut h,
+            introducer,
+            4,
+            &["192.168.7.9:5000", "81.0.0.1:5000"]
+        ),
         [sa("192.168.7.9:5000")]
     );
 }
@@ -393,23 +406,28 @@ fn a_connect_to_a_router_on_a_private_network_is_dialed_as_peer_exchange_would()
     };
     let introducer = h.connect_out(&seeder);
     h.take();
-    let connect = |h: &mut Harness, n: u8, addrs: &[&str]| {
-        connect(h, introducer, testing::peer_id(n), addrs)
-            .into_iter()
-            .map(|(addr, _)| addr)
-            .collect::<Vec<_>>()
-    };
     assert_eq!(
-        connect(&mut h, 2, &["10.250.2.1:4433"]),
+        connect_to(&mut h, introducer, 2, &["10.250.2.1:4433"]),
         [sa("10.250.2.1:4433")]
     );
-    assert!(connect(&mut h, 3, &["172.16.2.1:4433"]).is_empty());
-    assert!(
-        connect(&mut h, 4, &["192.168.7.9:4433", "10.250.3.1:4433"]) == [sa("10.250.3.1:4433")]
+    assert!(connect_to(&mut h, introducer, 3, &["172.16.2.1:4433"]).is_empty());
+    assert_eq!(
+        connect_to(
+            &mut h,
+            introducer,
+            4,
+            &["192.168.7.9:4433", "10.250.3.1:4433"]
+        ),
+        [sa("10.250.3.1:4433")]
     );
     // Beside our router's address: a neighbour, dialed on the LAN first.
     assert_eq!(
-        connect(&mut h, 5, &["192.168.7.9:4433", "10.250.1.1:4434"]),
+        connect_to(
+            &mut h,
+            introducer,
+            5,
+            &["192.168.7.9:4433", "10.250.1.1:4434"]
+        ),
         [sa("192.168.7.9:4433")]
     );
 }
