@@ -5,12 +5,9 @@
 //! their LAN. The lab runs the same through real routers
 //! (`homes-4x32-cone`, `homes-4x256-symmetric`, `neighbours-2x32`).
 
+use super::crowds::{MBIT, MIB};
+use super::scenarios::nobody_blamed_but;
 use super::*;
-use crate::netsim::scenarios::nobody_blamed_but;
-
-const MIB: u32 = 1 << 20;
-/// A megabit per second, in bytes per second.
-const MBIT: f64 = 1_000_000.0 / 8.0;
 
 /// What one run of homes did.
 #[derive(Debug)]
