@@ -127,35 +127,23 @@ impl NodeCore {
     /// Whether a first packet from `prefix` may start a handshake: `Ok`,
     /// a Retry first (`Err(None)`), or a refusal.
     fn admit_first_packet(&self, prefix: Prefix, validated: bool) -> Result<(), Option<Refusal>> {
-        if !self.listen || self.ended || self.stopping {
-            return Err(Some(Refusal::NotAccepting));
+        let handshakes = self.links.values().filter_map(|link| match link {
+            Link::Handshaking { prefix, .. } => Some(*prefix),
+            _ => None,
+        });
+        let (mut handshaking, mut from_prefix) = (0, 0);
+        for p in handshakes {
+            handshaking += 1;
+            from_prefix += usize::from(p == prefix);
         }
-        let handshaking = self
-            .links
-            .values()
-            .filter(|link| matches!(link, Link::Handshaking { .. }))
-            .count();
-        let from_prefix = self
-            .links
-            .values()
-            .filter(|link| matches!(link, Link::Handshaking { prefix: p, .. } if *p == prefix))
-            .count();
-        let config = &self.config;
-        if from_prefix >= config.max_handshakes_per_prefix {
-            return Err(Some(Refusal::PrefixHandshakes {
-                prefix,
-                limit: config.max_handshakes_per_prefix,
-            }));
-        }
-        if !validated && handshaking >= config.retry_above {
-            return Err(None);
-        }
-        if handshaking >= config.max_handshakes {
-            return Err(Some(Refusal::Handshakes {
-                limit: config.max_handshakes,
-            }));
-        }
-        Ok(())
+        crate::gate::admit_first_packet(
+            &self.config,
+            self.listen && !self.ended && !self.stopping,
+            handshaking,
+            from_prefix,
+            prefix,
+            validated,
+        )
     }
 
     /// The Hello of an incoming link: admit it (the bitfield to send back)

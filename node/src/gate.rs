@@ -1,0 +1,410 @@
+//! The door of one endpoint that serves many swarms on one port
+//! (`docs/wire-protocol.md` section 8.5, `docs/swarm.md` "One endpoint,
+//! many swarms").
+//!
+//! Before a connection's first message arrives nobody knows which swarm
+//! it is for, so the first-packet admission of every swarm's
+//! [`NodeCore`](crate::NodeCore) (handshakes in progress, over all sources
+//! and per prefix, and the QUIC Retry above a threshold) is taken here,
+//! once for the whole endpoint, with the same rule and the same numbers.
+//! When the first message arrives the gate routes it: a Hello to the swarm
+//! its model id and Merkle root name, a manifest query to the swarm whose
+//! manifest has the asked SHA-256, or a refusal (UnknownSwarm,
+//! UnknownManifest). From then on the handshake is that swarm's: its core
+//! admits the Hello as it admits any other (`handle_incoming`, then
+//! `handle_hello`).
+//!
+//! Sans-IO like the rest of the crate: `T` is whatever the program uses to
+//! reach a swarm (a channel to its node), kept and handed back unchanged.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use minimodel_wire::{Hello, HelloRejectReason};
+
+use crate::address::Prefix;
+use crate::config::NodeConfig;
+use crate::node::Rejection;
+use crate::report::Refusal;
+
+/// A swarm as a Hello names it: model id and Merkle root.
+pub type SwarmName = (String, [u8; 32]);
+
+/// A handshake the gate let in, until its first message is routed or it
+/// fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Ticket(u64);
+
+/// What to do with an incoming connection before its handshake.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Door {
+    /// Run the handshake up to its first message within `deadline`; then
+    /// route it ([`Gate::route_hello`], [`Gate::route_manifest`]) or
+    /// report it failed ([`Gate::handle_failed`]).
+    Accept {
+        /// The handshake's ticket.
+        ticket: Ticket,
+        /// Its deadline (TLS and the first message).
+        deadline: Instant,
+    },
+    /// Answer with a QUIC Retry: the source must prove its address first.
+    Retry,
+    /// Refuse it at once.
+    Refuse {
+        /// Why.
+        reason: Refusal,
+    },
+}
+
+/// Why a swarm cannot be served through the gate.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegisterError {
+    /// Another node serves this swarm through the gate already.
+    #[error("the swarm {0} is served on this endpoint already")]
+    Taken(String),
+}
+
+struct Registered<T> {
+    route: T,
+    manifest: Option<[u8; 32]>,
+}
+
+/// The door of an endpoint shared by many swarms.
+pub struct Gate<T> {
+    config: NodeConfig,
+    open: bool,
+    /// Handshakes not routed yet: their prefix and deadline.
+    handshakes: BTreeMap<Ticket, (Prefix, Instant)>,
+    next: u64,
+    swarms: BTreeMap<SwarmName, Registered<T>>,
+}
+
+impl<T: Clone> Gate<T> {
+    /// A gate with no swarm yet, admitting with `config`'s first-packet
+    /// limits (`max_handshakes`, `max_handshakes_per_prefix`,
+    /// `retry_above`, `handshake_timeout`).
+    pub fn new(config: NodeConfig) -> Self {
+        Self {
+            config,
+            open: true,
+            handshakes: BTreeMap::new(),
+            next: 0,
+            swarms: BTreeMap::new(),
+        }
+    }
+
+    /// Serves `swarm` through the gate: Hellos naming it, and manifest
+    /// queries for `manifest` (its SHA-256) when given, go to `route`.
+    pub fn register(
+        &mut self,
+        swarm: SwarmName,
+        manifest: Option<[u8; 32]>,
+        route: T,
+    ) -> Result<(), RegisterError> {
+        if self.swarms.contains_key(&swarm) {
+            return Err(RegisterError::Taken(swarm.0));
+        }
+        self.swarms.insert(swarm, Registered { route, manifest });
+        Ok(())
+    }
+
+    /// Stops routing to `swarm` (its node ends); handshakes routed to it
+    /// before are its node's.
+    pub fn deregister(&mut self, swarm: &SwarmName) {
+        self.swarms.remove(swarm);
+    }
+
+    /// How many swarms are served.
+    pub fn swarms(&self) -> usize {
+        self.swarms.len()
+    }
+
+    /// How many handshakes wait for their first message.
+    pub fn handshakes(&self) -> usize {
+        self.handshakes.len()
+    }
+
+    /// Refuses every connection from now on (the endpoint is closing).
+    pub fn close(&mut self) {
+        self.open = false;
+    }
+
+    /// The first packet of a connection from `remote` (`validated`: QUIC
+    /// validated its address with a Retry).
+    pub fn handle_incoming(&mut self, remote: SocketAddr, validated: bool, now: Instant) -> Door {
+        // A ticket whose handshake task never reported back stops counting
+        // at its deadline: the task is gone by then.
+        self.handshakes.retain(|_, (_, deadline)| *deadline > now);
+        let prefix = Prefix::of(remote.ip());
+        let from_prefix = self
+            .handshakes
+            .values()
+            .filter(|(p, _)| *p == prefix)
+            .count();
+        let listening = self.open && !self.swarms.is_empty();
+        match admit_first_packet(
+            &self.config,
+            listening,
+            self.handshakes.len(),
+            from_prefix,
+            prefix,
+            validated,
+        ) {
+            Ok(()) => {}
+            Err(None) => return Door::Retry,
+            Err(Some(reason)) => return Door::Refuse { reason },
+        }
+        let ticket = Ticket(self.next);
+        self.next += 1;
+        let deadline = now + self.config.handshake_timeout;
+        self.handshakes.insert(ticket, (prefix, deadline));
+        Door::Accept { ticket, deadline }
+    }
+
+    /// The handshake's first message is a Hello: the route of the swarm it
+    /// names, or the refusal to send (UnknownSwarm). The ticket ends.
+    pub fn route_hello(&mut self, ticket: Ticket, hello: &Hello) -> Result<T, Rejection> {
+        self.handshakes.remove(&ticket);
+        let name = (hello.model_id.clone(), hello.merkle_root);
+        match self.swarms.get(&name) {
+            Some(registered) if self.open => Ok(registered.route.clone()),
+            _ => Err(Rejection {
+                reason: HelloRejectReason::UnknownSwarm,
+                detail: format!("no swarm {} with this root here", hello.model_id),
+                peers: Vec::new(),
+            }),
+        }
+    }
+
+    /// The handshake's first message is a manifest query for `digest`:
+    /// the route of the swarm with that manifest, or the refusal to send
+    /// (UnknownManifest). The ticket ends.
+    pub fn route_manifest(&mut self, ticket: Ticket, digest: &[u8; 32]) -> Result<T, Rejection> {
+        self.handshakes.remove(&ticket);
+        let found = self
+            .swarms
+            .values()
+            .find(|registered| registered.manifest.as_ref() == Some(digest));
+        match found {
+            Some(registered) if self.open => Ok(registered.route.clone()),
+            _ => Err(Rejection {
+                reason: HelloRejectReason::UnknownManifest,
+                detail: "no manifest with this SHA-256 here".into(),
+                peers: Vec::new(),
+            }),
+        }
+    }
+
+    /// The handshake failed before its first message was routed. The
+    /// ticket ends.
+    pub fn handle_failed(&mut self, ticket: Ticket) {
+        self.handshakes.remove(&ticket);
+    }
+}
+
+/// Whether a first packet from `prefix` may start a handshake, with
+/// `handshaking` handshakes in progress of which `from_prefix` from that
+/// prefix: `Ok`, a Retry first (`Err(None)`), or a refusal. One rule for a
+/// node of one swarm and for the gate of many.
+pub(crate) fn admit_first_packet(
+    config: &NodeConfig,
+    listening: bool,
+    handshaking: usize,
+    from_prefix: usize,
+    prefix: Prefix,
+    validated: bool,
+) -> Result<(), Option<Refusal>> {
+    if !listening {
+        return Err(Some(Refusal::NotAccepting));
+    }
+    if from_prefix >= config.max_handshakes_per_prefix {
+        return Err(Some(Refusal::PrefixHandshakes {
+            prefix,
+            limit: config.max_handshakes_per_prefix,
+        }));
+    }
+    if !validated && handshaking >= config.retry_above {
+        return Err(None);
+    }
+    if handshaking >= config.max_handshakes {
+        return Err(Some(Refusal::Handshakes {
+            limit: config.max_handshakes,
+        }));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn hello(model: &str, root: u8) -> Hello {
+        Hello {
+            protocol_version: minimodel_wire::PROTOCOL_VERSION,
+            model_id: model.into(),
+            merkle_root: [root; 32],
+            artifact_bytes: 1 << 20,
+            chunk_size: 1 << 18,
+            chunk_count: 4,
+            serving: false,
+            listen: None,
+            agent: "test".into(),
+            observed: None,
+            lan: Vec::new(),
+        }
+    }
+
+    fn addr(last: u8, port: u16) -> SocketAddr {
+        SocketAddr::from(([198, 51, 100, last], port))
+    }
+
+    fn accepted(door: Door) -> Ticket {
+        match door {
+            Door::Accept { ticket, .. } => ticket,
+            other => panic!("expected Accept, got {other:?}"),
+        }
+    }
+
+    fn gate() -> Gate<&'static str> {
+        let mut gate = Gate::new(NodeConfig::default());
+        gate.register(("a".into(), [1; 32]), Some([0xa; 32]), "swarm a")
+            .unwrap();
+        gate.register(("b".into(), [2; 32]), None, "swarm b")
+            .unwrap();
+        gate
+    }
+
+    #[test]
+    fn a_hello_goes_to_the_swarm_its_model_id_and_root_name() {
+        let mut gate = gate();
+        let now = Instant::now();
+        let first = accepted(gate.handle_incoming(addr(1, 1), true, now));
+        let second = accepted(gate.handle_incoming(addr(2, 1), true, now));
+        assert_eq!(gate.route_hello(first, &hello("b", 2)), Ok("swarm b"));
+        assert_eq!(gate.route_hello(second, &hello("a", 1)), Ok("swarm a"));
+        assert_eq!(gate.handshakes(), 0, "routed handshakes are the swarms'");
+    }
+
+    #[test]
+    fn a_hello_for_a_swarm_not_served_here_is_refused_as_unknown() {
+        let mut gate = gate();
+        let now = Instant::now();
+        for wrong in [hello("a", 2), hello("c", 1), hello("b", 1)] {
+            let ticket = accepted(gate.handle_incoming(addr(1, 1), true, now));
+            let refusal = gate.route_hello(ticket, &wrong).unwrap_err();
+            assert_eq!(refusal.reason, HelloRejectReason::UnknownSwarm);
+            assert!(refusal.peers.is_empty());
+        }
+        assert_eq!(gate.handshakes(), 0);
+    }
+
+    #[test]
+    fn a_manifest_query_goes_to_the_swarm_with_that_manifest() {
+        let mut gate = gate();
+        let now = Instant::now();
+        let ticket = accepted(gate.handle_incoming(addr(1, 1), true, now));
+        assert_eq!(gate.route_manifest(ticket, &[0xa; 32]), Ok("swarm a"));
+        let ticket = accepted(gate.handle_incoming(addr(1, 1), true, now));
+        let refusal = gate.route_manifest(ticket, &[0xb; 32]).unwrap_err();
+        assert_eq!(refusal.reason, HelloRejectReason::UnknownManifest);
+    }
+
+    #[test]
+    fn a_swarm_served_twice_is_refused_and_one_that_ended_is_unknown() {
+        let mut gate = gate();
+        assert_eq!(
+            gate.register(("a".into(), [1; 32]), None, "again"),
+            Err(RegisterError::Taken("a".into()))
+        );
+        gate.deregister(&("a".into(), [1; 32]));
+        assert_eq!(gate.swarms(), 1);
+        let ticket = accepted(gate.handle_incoming(addr(1, 1), true, Instant::now()));
+        let refusal = gate.route_hello(ticket, &hello("a", 1)).unwrap_err();
+        assert_eq!(refusal.reason, HelloRejectReason::UnknownSwarm);
+        let ticket = accepted(gate.handle_incoming(addr(1, 1), true, Instant::now()));
+        let refusal = gate.route_manifest(ticket, &[0xa; 32]).unwrap_err();
+        assert_eq!(refusal.reason, HelloRejectReason::UnknownManifest);
+    }
+
+    #[test]
+    fn the_first_packet_limits_count_over_every_swarm_of_the_endpoint() {
+        let config = NodeConfig::default();
+        let mut gate = gate();
+        let now = Instant::now();
+        // One prefix: its limit, then a refusal naming it.
+        let tickets: Vec<_> = (0..config.max_handshakes_per_prefix)
+            .map(|i| accepted(gate.handle_incoming(addr(1, i as u16), true, now)))
+            .collect();
+        assert!(matches!(
+            gate.handle_incoming(addr(9, 1), true, now),
+            Door::Refuse {
+                reason: Refusal::PrefixHandshakes { .. }
+            }
+        ));
+        // Unvalidated sources get a Retry above the threshold.
+        assert_eq!(
+            gate.handle_incoming(SocketAddr::from(([203, 0, 113, 1], 1)), false, now),
+            Door::Retry
+        );
+        // A routed or failed handshake frees its place.
+        gate.handle_failed(tickets[0]);
+        assert_eq!(gate.route_hello(tickets[1], &hello("a", 1)), Ok("swarm a"));
+        accepted(gate.handle_incoming(addr(9, 1), true, now));
+        // Over all sources: the total limit.
+        let mut last = 3;
+        while gate.handshakes() < config.max_handshakes {
+            last += 1;
+            accepted(gate.handle_incoming(SocketAddr::from(([10, last, 0, 1], 1)), true, now));
+        }
+        assert_eq!(
+            gate.handle_incoming(SocketAddr::from(([10, 200, 0, 1], 1)), true, now),
+            Door::Refuse {
+                reason: Refusal::Handshakes {
+                    limit: config.max_handshakes
+                }
+            }
+        );
+    }
+
+    #[test]
+    fn a_handshake_that_never_reports_back_stops_counting_at_its_deadline() {
+        let config = NodeConfig::default();
+        let mut gate = gate();
+        let now = Instant::now();
+        for i in 0..config.max_handshakes_per_prefix {
+            accepted(gate.handle_incoming(addr(1, i as u16), true, now));
+        }
+        assert!(matches!(
+            gate.handle_incoming(addr(1, 99), true, now),
+            Door::Refuse { .. }
+        ));
+        let later = now + config.handshake_timeout + Duration::from_millis(1);
+        accepted(gate.handle_incoming(addr(1, 99), true, later));
+        assert_eq!(gate.handshakes(), 1);
+    }
+
+    #[test]
+    fn a_closed_gate_or_one_without_swarms_refuses_everything() {
+        let mut empty: Gate<()> = Gate::new(NodeConfig::default());
+        let now = Instant::now();
+        assert_eq!(
+            empty.handle_incoming(addr(1, 1), true, now),
+            Door::Refuse {
+                reason: Refusal::NotAccepting
+            }
+        );
+        let mut gate = gate();
+        let ticket = accepted(gate.handle_incoming(addr(1, 1), true, now));
+        gate.close();
+        assert_eq!(
+            gate.handle_incoming(addr(2, 1), true, now),
+            Door::Refuse {
+                reason: Refusal::NotAccepting
+            }
+        );
+        let refusal = gate.route_hello(ticket, &hello("a", 1)).unwrap_err();
+        assert_eq!(refusal.reason, HelloRejectReason::UnknownSwarm);
+    }
+}
