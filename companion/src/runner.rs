@@ -2,12 +2,12 @@
 //! download, report its progress, stop it. Nothing else in the companion
 //! starts a node.
 //!
-//! Today each item runs its own node (a [`minimodel_swarm::seed::Seeder`]
-//! or [`minimodel_swarm::fetch::Fetcher`], made by the use cases of
-//! [`minimodel_swarm::app`]), all with the companion's one identity, each
-//! on a port of its own. When the swarm's node carries many swarms on one
-//! endpoint, this module starts items on that node instead, and nothing
-//! outside it changes (`docs/companion.md`, "One node, many swarms").
+//! Each item runs its own node (a [`minimodel_swarm::seed::Seeder`] or
+//! [`minimodel_swarm::fetch::Fetcher`], made by the use cases of
+//! [`minimodel_swarm::app`]), every one on the companion's one QUIC
+//! endpoint ([`SharedEndpoint`]): one identity, one port, and the
+//! endpoint's gate routes each incoming connection to the item whose
+//! swarm it names (`docs/companion.md`, "One endpoint, many swarms").
 //!
 //! A running item reports [`RunEvent`]s, tagged with its id and the run's
 //! generation (so that reports of a run being stopped are not taken for
@@ -23,7 +23,7 @@ use minimodel_swarm::app::fetch::{DownloadPlan, Opened, Serving};
 use minimodel_swarm::app::share::{SharePlan, VerifiedShare};
 use minimodel_swarm::dht::{Discovery, DiscoveryConfig};
 use minimodel_swarm::fetch::FetchError;
-use minimodel_swarm::node::{MetricsHandle, NodeMetrics, NodeReport};
+use minimodel_swarm::node::{MetricsHandle, NodeMetrics, NodeReport, SharedEndpoint};
 use minimodel_swarm::transport::Identity;
 use minimodel_verifier::manifest::Manifest;
 use minimodel_wire::PeerId;
@@ -128,13 +128,13 @@ pub enum Job {
     Download(Box<DownloadJob>),
 }
 
-/// What every item shares: the one identity, the address items serve on.
+/// What every item shares: the one identity and the one endpoint items
+/// serve on.
 #[derive(Clone)]
 pub struct Runner {
     identity: Arc<Identity>,
-    serve_ip: IpAddr,
+    endpoint: SharedEndpoint,
     events: Events,
-    port_mapping: bool,
     lan: bool,
 }
 
@@ -162,14 +162,13 @@ impl RunningItem {
 }
 
 impl Runner {
-    /// A runner whose items serve on `serve_ip` as `identity`, reporting
-    /// to `events`.
-    pub fn new(identity: Arc<Identity>, serve_ip: IpAddr, events: Events) -> Self {
+    /// A runner whose items serve on `endpoint` (its identity is theirs),
+    /// reporting to `events`.
+    pub fn new(endpoint: SharedEndpoint, events: Events) -> Self {
         Self {
-            identity,
-            serve_ip,
+            identity: Arc::clone(endpoint.identity()),
+            endpoint,
             events,
-            port_mapping: false,
             lan: false,
         }
     }
@@ -178,13 +177,6 @@ impl Runner {
     /// and looking for each download's peers there (mDNS) when `on`.
     pub fn with_lan(mut self, on: bool) -> Self {
         self.lan = on;
-        self
-    }
-
-    /// The same runner, asking the router to map each serving item's port
-    /// when `on`.
-    pub fn with_port_mapping(mut self, on: bool) -> Self {
-        self.port_mapping = on;
         self
     }
 
@@ -200,29 +192,29 @@ impl Runner {
 
     /// The address items serve on.
     pub fn serve_ip(&self) -> IpAddr {
-        self.serve_ip
+        self.endpoint.local_addr().ip()
     }
 
-    /// Starts `job` as run `generation` of item `id`, listening on `port`
-    /// when it serves (another free port when that one is taken; 0 picks
-    /// one), with `limits`.
-    pub fn start(
-        &self,
-        id: ItemId,
-        generation: u64,
-        job: Job,
-        port: u16,
-        limits: Limits,
-    ) -> RunningItem {
+    /// The UDP port every item serves on.
+    pub fn port(&self) -> u16 {
+        self.endpoint.local_addr().port()
+    }
+
+    /// The endpoint every item serves on.
+    pub fn endpoint(&self) -> &SharedEndpoint {
+        &self.endpoint
+    }
+
+    /// Starts `job` as run `generation` of item `id` with `limits`.
+    pub fn start(&self, id: ItemId, generation: u64, job: Job, limits: Limits) -> RunningItem {
         let (stop, stopped) = oneshot::channel();
         let run = Run {
             id,
             generation,
             identity: Arc::clone(&self.identity),
-            listen: listen_addr(self.serve_ip, port),
+            endpoint: self.endpoint.clone(),
             limits,
             events: self.events.clone(),
-            port_mapping: self.port_mapping,
             lan: self.lan,
         };
         let task = tokio::spawn(async move {
@@ -239,28 +231,25 @@ impl Runner {
     }
 }
 
-/// `ip:port`, or `ip:0` when `port` is taken now.
-fn listen_addr(ip: IpAddr, port: u16) -> SocketAddr {
-    let wanted = SocketAddr::new(ip, port);
-    if port != 0 && std::net::UdpSocket::bind(wanted).is_err() {
-        tracing::warn!("port {port} is taken; the item listens on another");
-        return SocketAddr::new(ip, 0);
-    }
-    wanted
-}
-
 struct Run {
     id: ItemId,
     generation: u64,
     identity: Arc<Identity>,
-    listen: SocketAddr,
+    endpoint: SharedEndpoint,
     limits: Limits,
     events: Events,
-    port_mapping: bool,
     lan: bool,
 }
 
 impl Run {
+    /// A share of `file` on the companion's endpoint.
+    fn share_plan(&self, manifest: Manifest, file: PathBuf) -> SharePlan {
+        let mut plan = SharePlan::new(manifest, file, self.endpoint.local_addr());
+        plan.endpoint = Some(self.endpoint.clone());
+        plan.lan = self.lan;
+        plan
+    }
+
     fn send(&self, event: RunEvent) {
         let _ = self.events.send((self.id.clone(), self.generation, event));
     }
@@ -296,9 +285,7 @@ impl Run {
             Some(verified) => verified,
             None => {
                 self.send(RunEvent::Verifying(0));
-                let mut plan = SharePlan::new(job.manifest, job.file, self.listen);
-                plan.port_mapping = self.port_mapping;
-                plan.lan = self.lan;
+                let mut plan = self.share_plan(job.manifest, job.file);
                 plan.manifest_file = Some(job.manifest_file);
                 match self.verify(plan).await {
                     Ok(verified) => verified,
@@ -313,7 +300,7 @@ impl Run {
     async fn serve(&self, verified: &VerifiedShare, stopped: oneshot::Receiver<()>) -> Ending {
         let (reports, inbox) = mpsc::unbounded_channel();
         let seeder = match verified.start_with(
-            self.listen,
+            self.endpoint.local_addr(),
             &self.limits,
             Arc::clone(&self.identity),
             reports,
@@ -389,10 +376,12 @@ impl Run {
         self.send(RunEvent::Opening);
         let mut plan = job.plan;
         plan.serving = job.serve.then_some(Serving {
-            listen: self.listen,
+            listen: self.endpoint.local_addr(),
             seed_after: job.seed_after,
-            port_mapping: self.port_mapping,
+            // The endpoint's own mapping, when the companion asks for one.
+            port_mapping: false,
         });
+        plan.endpoint = Some(self.endpoint.clone());
         plan.limits = self.limits.clone();
         plan.lan = self.lan;
         let manifest = plan.manifest.clone();
@@ -408,9 +397,7 @@ impl Run {
                 if !(job.serve && job.seed_after) {
                     return Ending::Finished;
                 }
-                let mut plan = SharePlan::new(manifest, done.paths.artifact.clone(), self.listen);
-                plan.port_mapping = self.port_mapping;
-                plan.lan = self.lan;
+                let mut plan = self.share_plan(manifest, done.paths.artifact.clone());
                 plan.manifest_file = manifest_file;
                 self.send(RunEvent::Verifying(0));
                 return match self.verify(plan).await {

@@ -105,6 +105,60 @@ impl CompanionConfig {
 /// The API's default port.
 pub const DEFAULT_API_PORT: u16 = 7434;
 
+/// Opens the one QUIC endpoint every item serves on, on `--serve-ip` at the
+/// port the items listened on before (their offers stay good) when it is
+/// free, else at a new one. What concerns the endpoint rather than an
+/// item (connections turned away at its door, its port mapping) is
+/// logged.
+fn open_endpoint(
+    config: &CompanionConfig,
+    state: &crate::library::LibraryState,
+    identity: Arc<Identity>,
+) -> Result<minimodel_swarm::node::SharedEndpoint, CompanionError> {
+    use minimodel_swarm::node::{CoreConfig, SharedEndpoint};
+    let (reports, mut inbox) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(report) = inbox.recv().await {
+            match report {
+                NodeReport::Turned { addr, reason } => {
+                    tracing::debug!(%addr, %reason, "turned away at the endpoint");
+                }
+                other => tracing::info!(?other, "the items' endpoint"),
+            }
+        }
+    });
+    let mut ports: Vec<u16> = Vec::new();
+    for port in state.items.iter().filter_map(|item| item.port).chain([0]) {
+        if !ports.contains(&port) {
+            ports.push(port);
+        }
+    }
+    let mut last = None;
+    for port in ports {
+        let bound = SharedEndpoint::bind(
+            SocketAddr::new(config.serve_ip, port),
+            Arc::clone(&identity),
+            TransportTuning::default(),
+            &CoreConfig::default(),
+            config.port_mapping,
+            reports.clone(),
+        );
+        match bound {
+            Ok(endpoint) => return Ok(endpoint),
+            Err(error) => {
+                if port != 0 {
+                    tracing::warn!("port {port} is taken; the items serve on another");
+                }
+                last = Some(error);
+            }
+        }
+    }
+    Err(CompanionError::Endpoint {
+        ip: config.serve_ip,
+        source: last.expect("port 0 was tried"),
+    })
+}
+
 /// Why a companion cannot start or run.
 #[derive(Debug, thiserror::Error)]
 pub enum CompanionError {
@@ -122,6 +176,15 @@ pub enum CompanionError {
         /// Why.
         #[source]
         source: std::io::Error,
+    },
+    /// The items' QUIC endpoint cannot be opened.
+    #[error("cannot open the QUIC endpoint the items serve on ({ip})")]
+    Endpoint {
+        /// The address asked for (`--serve-ip`).
+        ip: IpAddr,
+        /// Why.
+        #[source]
+        source: minimodel_swarm::transport::TransportError,
     },
     /// The transfer log cannot be opened.
     #[error("cannot open the transfer log")]
@@ -322,9 +385,8 @@ impl Companion {
             })?;
         let gate = crate::guard::Gate::new(bound, &config.allow_hosts, token.clone());
         let (run_events_tx, run_events) = mpsc::unbounded_channel();
-        let runner = Runner::new(Arc::new(identity), config.serve_ip, run_events_tx)
-            .with_port_mapping(config.port_mapping)
-            .with_lan(config.lan);
+        let endpoint = open_endpoint(&config, &state, Arc::new(identity))?;
+        let runner = Runner::new(endpoint, run_events_tx).with_lan(config.lan);
         let mut manifests = BTreeMap::new();
         let mut live = BTreeMap::new();
         for item in &state.items {
@@ -471,6 +533,7 @@ impl Companion {
         };
         let served = crate::api::serve(listener, Arc::clone(&shared), signal).await;
         shared.stop_all().await;
+        shared.runner.endpoint().close().await;
         // Every run has ended and sent its last report: let the
         // supervisor log them.
         let _ = tokio::time::timeout(std::time::Duration::from_secs(5), async {
@@ -794,13 +857,13 @@ impl Shared {
         self.publish(ApiEvent::Log(entry));
     }
 
-    /// Where item `id` serves, in words, for the consent question.
-    fn serving_words(&self, port: Option<u16>) -> String {
+    /// Where items serve, in words, for the consent question.
+    fn serving_words(&self) -> String {
         let ip = self.runner.serve_ip();
-        let port_text = match port {
-            Some(port) => format!("port {port}"),
-            None => "a port of its own".to_owned(),
-        };
+        let port_text = format!(
+            "UDP port {} (the port every item shares)",
+            self.runner.port()
+        );
         if ip.is_unspecified() {
             let addrs = minimodel_swarm::addrs::listener_addrs(SocketAddr::new(ip, 1), &[])
                 .map(|addrs| {
@@ -850,7 +913,7 @@ impl Shared {
                 "Serve {} ({}) to any peer that connects, {}, until you pause or remove it. Peers learn this host's address and that it has this artifact. The companion never opens or runs the model.",
                 manifest.model_id,
                 human(manifest.artifact_bytes),
-                self.serving_words(None)
+                self.serving_words()
             ),
         });
         asks
@@ -897,7 +960,7 @@ impl Shared {
                 words: format!(
                     "While fetching, serve the verified chunks of {} to any peer that connects, {}.",
                     manifest.model_id,
-                    self.serving_words(None)
+                    self.serving_words()
                 ),
             });
         }
@@ -1588,6 +1651,7 @@ impl Shared {
                 version: concat!("minimodel/", env!("CARGO_PKG_VERSION")).to_owned(),
                 library: self.library.root().to_owned(),
                 serve_ip: self.runner.serve_ip().to_string(),
+                port: self.runner.port(),
                 started_at: self.started_at.clone(),
             },
             limits: LimitsView {
@@ -1813,13 +1877,7 @@ impl Shared {
         };
         let generation = inner.next_generation;
         inner.next_generation += 1;
-        let running = self.runner.start(
-            id.clone(),
-            generation,
-            job,
-            record.port.unwrap_or(0),
-            limits,
-        );
+        let running = self.runner.start(id.clone(), generation, job, limits);
         inner
             .running
             .insert(id.clone(), (running, generation, caps));

@@ -355,6 +355,8 @@ pub struct CompanionView {
     pub library: PathBuf,
     /// The IP address items serve on.
     pub serve_ip: String,
+    /// The UDP port every item serves on: one QUIC endpoint for all.
+    pub port: u16,
     /// When it started.
     pub started_at: String,
 }

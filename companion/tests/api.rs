@@ -581,6 +581,67 @@ fn running_item_states(companion: &Running) -> Vec<(String, String)> {
 }
 
 #[test]
+fn every_item_serves_on_the_companions_one_port_and_fetches_from_it_run_at_once() {
+    let temp = tempfile::tempdir().unwrap();
+    let files = temp.path().join("files");
+    let arts: Vec<_> = (0..3u64)
+        .map(|i| fixture(&files, &format!("item-{i}"), (2 + i) * 128 * 1024, CHUNK))
+        .collect();
+    let library = temp.path().join("seeder");
+    let seeder = start(&library);
+    let fetcher = start(&temp.path().join("fetcher"));
+    let port = seeder.get("/api/v1/library").1["companion"]["port"]
+        .as_u64()
+        .expect("the library view names the items' port");
+    let offers: Vec<Value> = arts
+        .iter()
+        .map(|art| {
+            let id = seeder.share(art)["id"].as_str().unwrap().to_owned();
+            seeder.offer_of(&id)
+        })
+        .collect();
+    for offer in &offers {
+        let addrs = offer["addrs"].as_array().unwrap();
+        assert!(!addrs.is_empty());
+        for addr in addrs {
+            let addr: std::net::SocketAddr = addr.as_str().unwrap().parse().unwrap();
+            assert_eq!(
+                u64::from(addr.port()),
+                port,
+                "one port for every item: {offer}"
+            );
+        }
+    }
+    let ids: Vec<String> = arts
+        .iter()
+        .zip(&offers)
+        .map(|(art, offer)| {
+            let mut request = download_request(art, offer);
+            request["consent"] = json!({"fetch": true});
+            let (status, added) = fetcher.send("POST", "/api/v1/downloads", &request);
+            assert_eq!(status, 201, "{added}");
+            added["id"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    for (art, id) in arts.iter().zip(&ids) {
+        let done = fetcher.wait_item(id, Duration::from_secs(60), |item| item["state"] == "done");
+        let file = done["file"].as_str().unwrap();
+        assert_eq!(
+            Sha256Digest::of(&std::fs::read(file).unwrap()),
+            art.manifest.artifact_sha256
+        );
+    }
+    // Started again, the companion serves on the same port.
+    seeder.stop();
+    let again = start(&library);
+    assert_eq!(
+        again.get("/api/v1/library").1["companion"]["port"].as_u64(),
+        Some(port),
+        "the port the items listened on is taken again"
+    );
+}
+
+#[test]
 fn the_library_survives_a_clean_stop_and_a_crash() {
     let temp = tempfile::tempdir().unwrap();
     let files = temp.path().join("files");

@@ -212,6 +212,7 @@ impl Fetcher {
         let mut node_config = config.node.clone();
         if !config.serve {
             node_config.listen = None;
+            node_config.shared = None;
         }
         let mut jobs = Jobs::new(
             geometry,

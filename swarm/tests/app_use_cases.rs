@@ -282,3 +282,158 @@ fn offers_and_requests_for_another_artifact_are_refused_and_peers_are_merged() {
     assert!(from_request(&request(vec![good, wrong]), &wanted.manifest).is_err());
     assert!(from_request(&request(Vec::new()), &other.manifest).is_err());
 }
+
+#[tokio::test]
+async fn one_endpoint_serves_many_swarms_on_one_port_and_refuses_the_swarms_it_does_not_serve() {
+    use minimodel_swarm::node::{CoreConfig, LinkEnd, SharedEndpoint};
+    use minimodel_swarm::ticket::Ticket;
+    use minimodel_swarm::transport::TransportTuning;
+    use minimodel_wire::HelloRejectReason;
+
+    let temp = tempfile::tempdir().unwrap();
+    let first = artifact(temp.path(), "first", 512 * 1024, CHUNK);
+    let second = artifact(temp.path(), "second", 768 * 1024, CHUNK);
+    let absent = artifact(temp.path(), "absent", 256 * 1024, CHUNK);
+    let id = identity();
+    let shared = SharedEndpoint::bind(
+        loopback(),
+        Arc::clone(&id),
+        TransportTuning::default(),
+        &CoreConfig::default(),
+        false,
+        mpsc::unbounded_channel().0,
+    )
+    .unwrap();
+    let mut stops = Vec::new();
+    for artifact in [&first, &second] {
+        let mut plan = SharePlan::new(artifact.manifest.clone(), &artifact.path, loopback());
+        plan.endpoint = Some(shared.clone());
+        let seeder = plan
+            .verify(&|_| {})
+            .unwrap()
+            .start(Arc::clone(&id), mpsc::unbounded_channel().0)
+            .unwrap();
+        assert_eq!(
+            seeder.listen_addr(),
+            Some(shared.local_addr()),
+            "every share listens on the endpoint's one port"
+        );
+        let (stop, stopped) = oneshot::channel::<()>();
+        let run = tokio::spawn(seeder.run(async move {
+            let _ = stopped.await;
+        }));
+        stops.push((stop, run));
+    }
+    assert_eq!(shared.swarms(), 2);
+    let peer = PeerAddrs {
+        id: id.peer_id(),
+        addrs: vec![shared.local_addr()],
+    };
+
+    // Both artifacts at once from the one port.
+    let (got_first, got_second) = tokio::join!(
+        run_to_end(ready(plan_for(
+            &first,
+            &temp.path().join("first-out"),
+            vec![peer.clone()]
+        ))),
+        run_to_end(ready(plan_for(
+            &second,
+            &temp.path().join("second-out"),
+            vec![peer.clone()]
+        ))),
+    );
+    for (artifact, outcome) in [(&first, got_first), (&second, got_second)] {
+        let outcome = outcome.unwrap();
+        assert_eq!(
+            Sha256Digest::of(&std::fs::read(&outcome.artifact_path).unwrap()),
+            artifact.manifest.artifact_sha256
+        );
+    }
+
+    // A manifest query goes to the swarm whose manifest it names.
+    let ticket = Ticket::new(
+        Sha256Digest::of(second.manifest.to_text().as_bytes()),
+        None,
+        vec![peer.clone()],
+    )
+    .unwrap();
+    let tuning = TransportTuning::default();
+    let answer = minimodel_swarm::app::ticket::manifest_of(
+        &ticket,
+        &identity(),
+        &tuning,
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
+    assert_eq!(&answer.bytes[..], second.manifest.to_text().as_bytes());
+    let unknown = Ticket::new(
+        Sha256Digest::of(absent.manifest.to_text().as_bytes()),
+        None,
+        vec![peer.clone()],
+    )
+    .unwrap();
+    let refused = minimodel_swarm::app::ticket::manifest_of(
+        &unknown,
+        &identity(),
+        &tuning,
+        Duration::from_secs(10),
+    )
+    .await
+    .expect_err("no swarm here has that manifest");
+    assert!(
+        refused
+            .tried
+            .iter()
+            .any(|(_, why)| why.contains("UnknownManifest")),
+        "{refused}"
+    );
+
+    // A swarm the endpoint does not serve: the dial is refused as unknown.
+    let (reports, mut inbox) = mpsc::unbounded_channel();
+    let fetcher = ready(plan_for(
+        &absent,
+        &temp.path().join("absent-out"),
+        vec![peer],
+    ))
+    .start(identity(), reports)
+    .unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let run = tokio::spawn(fetcher.run(async move {
+        let _ = stopped.await;
+    }));
+    let reason = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(report) = inbox.recv().await {
+            if let NodeReport::Refused {
+                reason: LinkEnd::Refused { reason, .. },
+                ..
+            } = report
+            {
+                return reason;
+            }
+        }
+        panic!("the fetch ended without a refusal");
+    })
+    .await
+    .expect("the dial is refused within 20 s");
+    assert_eq!(reason, HelloRejectReason::UnknownSwarm);
+    let _ = stop.send(());
+    let _ = run.await;
+
+    // A share that stops is no longer routed to; the others serve on.
+    let (stop, run) = stops.remove(0);
+    stop.send(()).unwrap();
+    let ended = run.await.unwrap();
+    assert!(ended.is_ok(), "{ended:?}");
+    assert_eq!(shared.swarms(), 1);
+    let still = minimodel_swarm::app::ticket::manifest_of(
+        &ticket,
+        &identity(),
+        &tuning,
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(still.is_ok(), "the second share serves on: {still:?}");
+    shared.close().await;
+}

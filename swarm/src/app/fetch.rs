@@ -78,6 +78,10 @@ pub struct DownloadPlan {
     /// Local discovery (`--lan`): dial the neighbours that announce this
     /// swarm on the local network, and announce it there when serving.
     pub lan: bool,
+    /// When serving, serve and dial on this endpoint with the other
+    /// swarms on it (one port for a library) instead of listening at the
+    /// serving address.
+    pub endpoint: Option<crate::node::SharedEndpoint>,
 }
 
 /// What the directory holds for this download.
@@ -122,6 +126,7 @@ impl DownloadPlan {
             recheck: false,
             manifest_file: None,
             lan: false,
+            endpoint: None,
         }
     }
 
@@ -195,6 +200,7 @@ impl ReadyDownload {
                 manifest_file: plan.manifest_file,
                 port_mapping: plan.serving.is_some_and(|serving| serving.port_mapping),
                 lan: plan.lan,
+                shared: plan.serving.and(plan.endpoint),
                 ..node_settings(listen, &plan.limits, plan.tuning)
             },
             dht: plan.dht,

@@ -42,6 +42,9 @@ pub struct SharePlan {
     /// Announce the swarm on the local network (`--lan`, mDNS; default
     /// off: it tells everyone on the network what this host shares).
     pub lan: bool,
+    /// Serve on this endpoint with the other swarms on it (one port for
+    /// a library) instead of listening at `listen`.
+    pub endpoint: Option<crate::node::SharedEndpoint>,
 }
 
 /// A share whose file passed every check against its manifest.
@@ -63,6 +66,7 @@ impl SharePlan {
             manifest_file: None,
             port_mapping: false,
             lan: false,
+            endpoint: None,
         }
     }
 
@@ -112,6 +116,7 @@ impl VerifiedShare {
         settings.manifest_file = plan.manifest_file.clone();
         settings.port_mapping = plan.port_mapping;
         settings.lan = plan.lan;
+        settings.shared = plan.endpoint.clone();
         Seeder::start(&self.artifact, &plan.file, settings, identity, reports)
     }
 }

@@ -366,26 +366,40 @@ pub enum Listened {
     ManifestServed,
 }
 
-/// The listener's side (the wire crate's [`ListenHandshake`]): accept the
-/// control stream and read the dialer's first message. A Hello is bound
-/// to our swarm (a Hello for another is refused as the spec says), then
-/// `admit` decides whether to take the peer (our bitfield, or a reason to
-/// refuse); a ManifestRequest goes to `manifest`, which returns the bytes
-/// to serve or a reason to refuse. Either returns `None` when nobody can
-/// answer any more, and the handshake is abandoned without a word.
-pub async fn listen<FH, A, FM, M>(
+/// The dialer's first message.
+#[derive(Debug, Clone)]
+pub enum First {
+    /// A Hello (not checked against any swarm yet).
+    Hello(Hello),
+    /// A manifest query for the manifest with this SHA-256.
+    Manifest([u8; 32]),
+}
+
+/// A listener's handshake whose first message has arrived and waits for
+/// its answer: from a listener of one swarm at once, from an endpoint of
+/// many once the gate has routed it to a swarm's node
+/// (`docs/wire-protocol.md` section 8.5).
+pub struct Opening {
     connection: quinn::Connection,
     peer_id: PeerId,
-    local: &LocalHello,
-    admit: A,
-    manifest: M,
-) -> Result<Listened, LinkError>
-where
-    A: FnOnce(Hello) -> FH,
-    FH: Future<Output = Option<Result<HaveBitfield, Rejection>>>,
-    M: FnOnce([u8; 32]) -> FM,
-    FM: Future<Output = Option<Result<Arc<[u8]>, Rejection>>>,
-{
+    streams: Streams,
+    machine: ListenHandshake,
+    first: First,
+}
+
+impl std::fmt::Debug for Opening {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Opening")
+            .field("peer_id", &self.peer_id)
+            .field("first", &self.first)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The listener's side (the wire crate's [`ListenHandshake`]): accepts the
+/// control stream and reads the dialer's first message, to be answered
+/// with [`Opening::answer`] or [`Opening::refuse`].
+pub async fn open(connection: quinn::Connection, peer_id: PeerId) -> Result<Opening, LinkError> {
     let (send, recv) = connection.accept_bi().await.map_err(lost)?;
     let mut streams = Streams {
         send,
@@ -393,71 +407,157 @@ where
         decoder: FrameDecoder::new(),
     };
     let mut machine = ListenHandshake::new();
-    let mut refused = None;
-    let result = async {
-        match pump(&mut machine, &mut streams).await? {
-            HandshakeStep::AnswerHello(hello) => {
-                match machine.bind(local.swarm.clone()) {
-                    // Refused as the spec says: the HelloReject is queued.
-                    Err(BindError::Peer(_)) => {}
-                    Err(BindError::Local(error)) => return Err(misuse(error)),
-                    Ok(()) => match admit(hello).await {
-                        None => return Err(LinkError::Abandoned),
-                        Some(Ok(bitfield)) => {
-                            let ours = local.hello_to(connection.remote_address())?;
-                            machine.accept(ours, bitfield).map_err(misuse)?;
-                        }
-                        Some(Err(rejection)) => {
-                            machine
-                                .reject(
-                                    rejection.reason,
-                                    rejection.detail.clone(),
-                                    rejection.peers.clone(),
-                                )
-                                .map_err(misuse)?;
-                            refused = Some(rejection);
-                        }
-                    },
+    let first = match pump(&mut machine, &mut streams).await {
+        Ok(HandshakeStep::AnswerHello(hello)) => First::Hello(hello),
+        Ok(HandshakeStep::AnswerManifest(digest)) => First::Manifest(digest),
+        // The dialer broke the protocol or left before asking anything.
+        Ok(HandshakeStep::Done) => {
+            let error = match machine.finish() {
+                Err(failure) => failed(failure, None),
+                Ok(_) => misuse("the listener's handshake ended before the dialer asked"),
+            };
+            return Err(streams.fail(error).await);
+        }
+        Ok(_) => {
+            return Err(misuse(
+                "the listener's handshake stopped on a step it does not give",
+            ));
+        }
+        Err(error) => return Err(streams.fail(error).await),
+    };
+    Ok(Opening {
+        connection,
+        peer_id,
+        streams,
+        machine,
+        first,
+    })
+}
+
+impl Opening {
+    /// The dialer's first message.
+    pub fn first(&self) -> &First {
+        &self.first
+    }
+
+    /// The peer's proven key.
+    pub fn peer_id(&self) -> PeerId {
+        self.peer_id
+    }
+
+    /// Answers as a listener of `local`'s swarm. A Hello is bound to it (a
+    /// Hello for another is refused as the spec says), then `admit` decides
+    /// whether to take the peer (our bitfield, or a reason to refuse); a
+    /// manifest query goes to `manifest`, which returns the bytes to serve
+    /// or a reason to refuse. Either returns `None` when nobody can answer
+    /// any more, and the handshake is abandoned without a word.
+    pub async fn answer<FH, A, FM, M>(
+        mut self,
+        local: &LocalHello,
+        admit: A,
+        manifest: M,
+    ) -> Result<Listened, LinkError>
+    where
+        A: FnOnce(Hello) -> FH,
+        FH: Future<Output = Option<Result<HaveBitfield, Rejection>>>,
+        M: FnOnce([u8; 32]) -> FM,
+        FM: Future<Output = Option<Result<Arc<[u8]>, Rejection>>>,
+    {
+        let connection = self.connection.clone();
+        let machine = &mut self.machine;
+        let mut refused = None;
+        let result = async {
+            match self.first.clone() {
+                First::Hello(hello) => {
+                    match machine.bind(local.swarm.clone()) {
+                        // Refused as the spec says: the HelloReject is queued.
+                        Err(BindError::Peer(_)) => {}
+                        Err(BindError::Local(error)) => return Err(misuse(error)),
+                        Ok(()) => match admit(hello).await {
+                            None => return Err(LinkError::Abandoned),
+                            Some(Ok(bitfield)) => {
+                                let ours = local.hello_to(connection.remote_address())?;
+                                machine.accept(ours, bitfield).map_err(misuse)?;
+                            }
+                            Some(Err(rejection)) => {
+                                machine
+                                    .reject(
+                                        rejection.reason,
+                                        rejection.detail.clone(),
+                                        rejection.peers.clone(),
+                                    )
+                                    .map_err(misuse)?;
+                                refused = Some(rejection);
+                            }
+                        },
+                    }
                 }
+                First::Manifest(digest) => match manifest(digest).await {
+                    None => return Err(LinkError::Abandoned),
+                    Some(Ok(bytes)) => machine.serve_manifest(bytes.to_vec()).map_err(misuse)?,
+                    Some(Err(rejection)) => {
+                        machine
+                            .reject(rejection.reason, rejection.detail.clone(), Vec::new())
+                            .map_err(misuse)?;
+                        refused = Some(rejection);
+                    }
+                },
             }
-            HandshakeStep::AnswerManifest(digest) => match manifest(digest).await {
-                None => return Err(LinkError::Abandoned),
-                Some(Ok(bytes)) => machine.serve_manifest(bytes.to_vec()).map_err(misuse)?,
-                Some(Err(rejection)) => {
-                    machine
-                        .reject(rejection.reason, rejection.detail.clone(), Vec::new())
-                        .map_err(misuse)?;
-                    refused = Some(rejection);
-                }
-            },
-            HandshakeStep::Done => {}
-            _ => {
-                return Err(misuse(
-                    "the listener's handshake stopped on a step it does not give",
-                ));
+            match pump(machine, &mut self.streams).await? {
+                HandshakeStep::Done => Ok(()),
+                _ => Err(misuse("the listener's handshake asked a second question")),
             }
         }
-        match pump(&mut machine, &mut streams).await? {
-            HandshakeStep::Done => Ok(()),
-            _ => Err(misuse("the listener's handshake asked a second question")),
+        .await;
+        self.finish(result, refused).await
+    }
+
+    /// Refuses the dialer's first message without binding to any swarm
+    /// (an endpoint of many swarms that serves none the dialer names):
+    /// the HelloReject reaches the dialer before the connection goes.
+    pub async fn refuse(mut self, rejection: Rejection) -> LinkError {
+        let peers = match self.first {
+            First::Hello(_) => rejection.peers.clone(),
+            First::Manifest(_) => Vec::new(),
+        };
+        let result = async {
+            self.machine
+                .reject(rejection.reason, rejection.detail.clone(), peers)
+                .map_err(misuse)?;
+            match pump(&mut self.machine, &mut self.streams).await? {
+                HandshakeStep::Done => Ok(()),
+                _ => Err(misuse("the listener's handshake asked a second question")),
+            }
+        }
+        .await;
+        match self.finish(result, Some(rejection)).await {
+            Ok(_) => misuse("a refused handshake ended well"),
+            Err(error) => error,
         }
     }
-    .await;
-    let finished = result.and_then(|()| {
-        machine
-            .finish()
-            .map_err(|failure| failed(failure, refused.take()))
-    });
-    match finished {
-        Ok(WireListened::Session(established)) => Ok(Listened::Session(Box::new(
-            streams.into_session(connection, peer_id, *established),
-        ))),
-        Ok(WireListened::ManifestServed) => {
-            flush(&mut streams.send).await;
-            connection.close(0u32.into(), b"manifest served");
-            Ok(Listened::ManifestServed)
+
+    async fn finish(
+        mut self,
+        result: Result<(), LinkError>,
+        mut refused: Option<Rejection>,
+    ) -> Result<Listened, LinkError> {
+        let finished = result.and_then(|()| {
+            self.machine
+                .finish()
+                .map_err(|failure| failed(failure, refused.take()))
+        });
+        match finished {
+            Ok(WireListened::Session(established)) => Ok(Listened::Session(Box::new(
+                self.streams
+                    .into_session(self.connection, self.peer_id, *established),
+            ))),
+            Ok(WireListened::ManifestServed) => {
+                flush(&mut self.streams.send).await;
+                self.connection.close(0u32.into(), b"manifest served");
+                Ok(Listened::ManifestServed)
+            }
+            Err(error) => Err(self.streams.fail(error).await),
         }
-        Err(error) => Err(streams.fail(error).await),
     }
 }
 

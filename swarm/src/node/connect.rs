@@ -12,8 +12,10 @@ use tokio::sync::oneshot;
 use tokio::task::AbortHandle;
 
 use super::{Event, Node};
+use crate::link::LocalHello;
 use crate::link::handshake::{self, LinkError, Listened};
 use crate::transport::{self, AcceptError, ConnectError};
+use minimodel_node::node::Rejection;
 
 /// How the core sees a failed QUIC dial.
 fn connect_end(error: ConnectError) -> LinkEnd {
@@ -39,7 +41,7 @@ fn accept_end(error: AcceptError) -> LinkEnd {
 
 /// The transport's tuning for one attempt: its handshake may take until
 /// the core's deadline for the whole attempt, no more, no less.
-fn within(
+pub(super) fn within(
     tuning: &crate::transport::TransportTuning,
     deadline: Instant,
 ) -> crate::transport::TransportTuning {
@@ -110,45 +112,99 @@ pub(super) fn accept(
     let tuning = within(&node.config.tuning, deadline);
     let local = node.local.clone();
     let events = node.sender.clone();
-    let task = tokio::spawn(async move {
-        let remote = incoming.remote_address();
-        let attempt = async {
-            let (connection, peer) = transport::accept(incoming, &identity, &tuning)
-                .await
-                .map_err(accept_end)?;
-            // The node task is gone (it is shutting down): no answer.
-            let (hello_events, manifest_events) = (events.clone(), events.clone());
-            let listened = handshake::listen(
-                connection,
-                peer,
-                &local,
-                |hello| async move {
-                    let (reply, answer) = oneshot::channel();
-                    let question = Event::Hello {
-                        link,
-                        peer,
-                        hello,
-                        reply,
-                    };
-                    hello_events.send(question).await.ok()?;
-                    answer.await.ok()
-                },
-                |digest| async move {
-                    let (reply, answer) = oneshot::channel();
-                    let question = Event::ManifestAsked {
-                        link,
-                        peer,
-                        digest,
-                        reply,
-                    };
-                    manifest_events.send(question).await.ok()?;
-                    answer.await.ok()
-                },
-            )
+    let remote = incoming.remote_address();
+    let attempt = async move {
+        let (connection, peer) = transport::accept(incoming, &identity, &tuning)
+            .await
+            .map_err(accept_end)?;
+        let opening = handshake::open(connection, peer)
             .await
             .map_err(LinkError::into_end)?;
-            Ok::<_, LinkEnd>(listened)
-        };
+        answer(opening, link, &local, events).await
+    };
+    finish(node, link, remote, deadline, attempt)
+}
+
+/// Answers, as link `link`, a handshake the shared endpoint routed to this
+/// node with its first message read.
+pub(super) fn answer_routed(
+    node: &Node,
+    link: LinkId,
+    routed: super::shared::RoutedOpening,
+    deadline: Instant,
+) -> AbortHandle {
+    let local = node.local.clone();
+    let events = node.sender.clone();
+    let remote = routed.remote;
+    let attempt = async move { answer(routed.opening, link, &local, events).await };
+    finish(node, link, remote, deadline, attempt)
+}
+
+/// Refuses a routed handshake the core would not take (the HelloReject
+/// goes out; nothing is reported back).
+pub(super) fn refuse_routed(
+    routed: super::shared::RoutedOpening,
+    rejection: Rejection,
+    deadline: Instant,
+) {
+    let deadline = tokio::time::Instant::from_std(deadline);
+    tokio::spawn(async move {
+        let _ = tokio::time::timeout_at(deadline, routed.opening.refuse(rejection)).await;
+    });
+}
+
+/// Answers the dialer's first message: the core decides on a Hello or a
+/// manifest query through the node task.
+async fn answer(
+    opening: handshake::Opening,
+    link: LinkId,
+    local: &LocalHello,
+    events: tokio::sync::mpsc::Sender<Event>,
+) -> Result<Listened, LinkEnd> {
+    let peer = opening.peer_id();
+    // The node task is gone (it is shutting down): no answer.
+    let (hello_events, manifest_events) = (events.clone(), events);
+    opening
+        .answer(
+            local,
+            |hello| async move {
+                let (reply, answer) = oneshot::channel();
+                let question = Event::Hello {
+                    link,
+                    peer,
+                    hello,
+                    reply,
+                };
+                hello_events.send(question).await.ok()?;
+                answer.await.ok()
+            },
+            |digest| async move {
+                let (reply, answer) = oneshot::channel();
+                let question = Event::ManifestAsked {
+                    link,
+                    peer,
+                    digest,
+                    reply,
+                };
+                manifest_events.send(question).await.ok()?;
+                answer.await.ok()
+            },
+        )
+        .await
+        .map_err(LinkError::into_end)
+}
+
+/// Runs a listener's `attempt` as link `link` within `deadline`; its
+/// outcome goes back to the node.
+fn finish(
+    node: &Node,
+    link: LinkId,
+    remote: SocketAddr,
+    deadline: Instant,
+    attempt: impl std::future::Future<Output = Result<Listened, LinkEnd>> + Send + 'static,
+) -> AbortHandle {
+    let events = node.sender.clone();
+    let task = tokio::spawn(async move {
         let deadline = tokio::time::Instant::from_std(deadline);
         let event = match tokio::time::timeout_at(deadline, attempt).await {
             Ok(Ok(Listened::Session(session))) => Event::Up(link, session, remote),

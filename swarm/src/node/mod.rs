@@ -11,6 +11,9 @@
 
 mod connect;
 mod jobs;
+mod shared;
+
+pub use shared::SharedEndpoint;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -63,6 +66,10 @@ pub struct NodeSettings {
     /// with mDNS when the node listens, and dial the neighbours heard
     /// there ([`crate::lan`]).
     pub lan: bool,
+    /// Serve and dial on this endpoint, with the other swarms on it,
+    /// instead of one of the node's own; `listen` and `port_mapping` are
+    /// then the endpoint's. Its identity must be the node's.
+    pub shared: Option<SharedEndpoint>,
 }
 
 impl Default for NodeSettings {
@@ -75,6 +82,7 @@ impl Default for NodeSettings {
             manifest_file: None,
             port_mapping: false,
             lan: false,
+            shared: None,
         }
     }
 }
@@ -88,6 +96,9 @@ pub enum NodeError {
     /// A setting cannot work.
     #[error("invalid settings")]
     Config(#[from] minimodel_node::config::ConfigError),
+    /// The shared endpoint cannot take this node.
+    #[error("cannot serve on the shared endpoint: {0}")]
+    Shared(String),
 }
 
 /// What the node's own tasks report back to it.
@@ -130,6 +141,8 @@ pub(crate) enum Event {
     Neighbour(minimodel_wire::PeerId, Vec<SocketAddr>),
     /// Someone asks for the node's counters.
     Metrics(tokio::sync::oneshot::Sender<NodeMetrics>),
+    /// The shared endpoint routed an incoming handshake here.
+    Opened(Box<shared::RoutedOpening>),
 }
 
 /// Asks a running node for a snapshot of its counters (a metrics scrape),
@@ -195,6 +208,9 @@ pub(crate) struct Node {
     /// A download's peers remembered by earlier runs, as read when it
     /// started (`None`: the node remembers nothing, a seeder).
     remembered: Option<Vec<minimodel_node::remembered::RememberedPeer>>,
+    /// This node's swarm on a shared endpoint, when it uses one (the
+    /// endpoint's accept loop routes its handshakes here).
+    registration: Option<shared::Registration>,
 }
 
 /// What [`Node::new`] needs.
@@ -279,13 +295,25 @@ impl Node {
         // A node that does not listen accepts nothing: no server config, so
         // Initials sent to it cost nothing. Its socket is
         // dual-stack, so it dials IPv4 and IPv6 peers.
-        let endpoint = match parts.config.listen {
-            Some(listen) => {
+        let shared = parts.config.shared.clone();
+        if let Some(shared) = &shared
+            && shared.identity().peer_id() != parts.identity.peer_id()
+        {
+            return Err(NodeError::Shared(
+                "the endpoint has another identity than the node".into(),
+            ));
+        }
+        let endpoint = match (&shared, parts.config.listen) {
+            (Some(shared), _) => shared.endpoint().clone(),
+            (None, Some(listen)) => {
                 crate::transport::bind_endpoint(listen, &parts.identity, &parts.config.tuning)?
             }
-            None => crate::transport::bind_client_endpoint(&parts.config.tuning)?,
+            (None, None) => crate::transport::bind_client_endpoint(&parts.config.tuning)?,
         };
-        let listen = parts.config.listen.and_then(|_| endpoint.local_addr().ok());
+        let listen = match &shared {
+            Some(shared) => Some(shared.local_addr()),
+            None => parts.config.listen.and_then(|_| endpoint.local_addr().ok()),
+        };
         let params = *parts.swarm.params();
         // Where peers behind the same router reach us: our LAN addresses
         // (none when the interfaces cannot be read: a peer then reaches us
@@ -315,7 +343,8 @@ impl Node {
         // here, inside the runtime, so that an offer can wait for it).
         let port_map = listen
             .filter(|&bound| {
-                parts.config.port_mapping
+                shared.is_none()
+                    && parts.config.port_mapping
                     && minimodel_node::portmap::wants_mapping(bound)
                     && tokio::runtime::Handle::try_current().is_ok()
             })
@@ -338,7 +367,24 @@ impl Node {
             listen,
             agent: parts.config.agent.clone(),
             lan,
-            mapped: port_map.as_ref().map(crate::portmap::PortMapTask::state),
+            mapped: match &shared {
+                Some(shared) => shared.port_mapping(),
+                None => port_map.as_ref().map(crate::portmap::PortMapTask::state),
+            },
+        };
+        let registration = match &shared {
+            Some(shared) => {
+                let name = (
+                    local.swarm.model_id().to_owned(),
+                    *local.swarm.merkle_root(),
+                );
+                let manifest = parts.manifest.as_ref().map(|(digest, _)| *digest);
+                let registration = shared
+                    .register(name, manifest, sender.clone())
+                    .map_err(|error| NodeError::Shared(error.to_string()))?;
+                Some(registration)
+            }
+            None => None,
         };
         let mut start = parts.start;
         start.listen = listen.is_some();
@@ -367,6 +413,7 @@ impl Node {
             port_map,
             lan: lan_task,
             remembered: None,
+            registration,
         })
     }
 
@@ -453,7 +500,9 @@ impl Node {
     /// how to end: Goodbyes, a download's final checks or last checkpoint.
     pub(crate) async fn run(&mut self, stop: impl std::future::Future<Output = ()>) {
         let mut stop = std::pin::pin!(stop);
-        let listening = self.local.listen.is_some();
+        // On a shared endpoint its accept loop takes every connection and
+        // routes this swarm's here.
+        let listening = self.local.listen.is_some() && self.registration.is_none();
         let mut stopped = false;
         self.carry_out();
         while self.outcome.is_none() {
@@ -485,6 +534,8 @@ impl Node {
     /// Closes what is left (the core said goodbye to every peer before it
     /// ended) and the endpoint.
     pub(crate) async fn shutdown(&mut self) {
+        // Nothing is routed here any more.
+        let shared = self.registration.take();
         for link in std::mem::take(&mut self.links).into_values() {
             match link {
                 DriverLink::Up(handle, uploads) => {
@@ -507,6 +558,11 @@ impl Node {
         // Nobody is let in any more: the router's mapping goes.
         if let Some(port_map) = self.port_map.take() {
             port_map.stop().await;
+        }
+        if shared.is_some() {
+            // The endpoint serves other swarms: this node's connections
+            // went with their links.
+            return;
         }
         self.endpoint.close(0u32.into(), b"shutdown");
         // Long enough for the CONNECTION_CLOSE packets to leave; not the
@@ -586,6 +642,34 @@ impl Node {
             Event::Discovered(addrs) => self.core.handle_discovered(&addrs, now),
             Event::LookupDone => self.core.handle_lookup_done(now),
             Event::Neighbour(peer, addrs) => self.core.handle_neighbour(peer, &addrs, now),
+            Event::Opened(routed) => self.on_opened(*routed, now),
+        }
+    }
+
+    /// A handshake the shared endpoint routed here: the core admits it as
+    /// it admits a connection to its own endpoint (the endpoint's gate let
+    /// its first packet in already), then answers its first message.
+    fn on_opened(&mut self, routed: shared::RoutedOpening, now: Instant) {
+        match self.core.handle_incoming(routed.remote, true, now) {
+            minimodel_node::node::Incoming::Accept { link, deadline } => {
+                let task = connect::answer_routed(self, link, routed, deadline);
+                self.links.insert(link, DriverLink::Attempt(task));
+            }
+            minimodel_node::node::Incoming::Refuse { reason } => {
+                let rejection = minimodel_node::node::Rejection {
+                    reason: match reason {
+                        minimodel_node::report::Refusal::NotAccepting => {
+                            minimodel_wire::HelloRejectReason::NotServing
+                        }
+                        _ => minimodel_wire::HelloRejectReason::TooManyPeers,
+                    },
+                    detail: reason.to_string(),
+                    peers: Vec::new(),
+                };
+                connect::refuse_routed(routed, rejection, now + self.config.core.handshake_timeout);
+            }
+            // The address is validated: the gate let it in.
+            minimodel_node::node::Incoming::Retry => {}
         }
     }
 
