@@ -99,13 +99,13 @@ pub struct RunArgs {
     /// 127.0.0.1, localhost and [::1]. Repeatable.
     #[arg(long = "allow-host", value_name = "NAME")]
     pub allow_hosts: Vec<String>,
-    /// The address items serve on (each share and serving download
-    /// listens on a port of its own there).
+    /// The address items serve on: every share and serving download
+    /// listens on one UDP port there, the same across restarts.
     #[arg(long, value_name = "IP", default_value = "0.0.0.0")]
     pub serve_ip: IpAddr,
-    /// Ask this network's router (UPnP IGD, NAT-PMP or PCP) to open each
-    /// serving item's UDP port to the internet while it serves; every
-    /// mapping is removed when its item stops.
+    /// Ask this network's router (UPnP IGD, NAT-PMP or PCP) to open the
+    /// items' UDP port to the internet while the companion runs; the
+    /// mapping is removed when it stops.
     #[arg(long)]
     pub port_mapping: bool,
     /// Announce each serving item on the local network (mDNS: its swarm
