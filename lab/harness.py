@@ -213,10 +213,15 @@ def parse_offer(path):
     return peer_id, addrs
 
 
-def start_seeder(ctx, host, size, listen, extra=(), identity=None, name="seed", offer=None):
-    """Starts `minimodel seed` in `host`; returns (process, offer path) once
-    the offer is written."""
-    slm, manifest, _ = ctx.artifact(size)
+def start_seeder(ctx, host, size, listen, extra=(), identity=None, name="seed", offer=None,
+                 files=None):
+    """Starts `minimodel seed` in `host` (the fixture of `size`, or `files`:
+    (manifest, slm)); returns (process, offer path) once the offer is
+    written."""
+    if files:
+        manifest, slm = files
+    else:
+        slm, manifest, _ = ctx.artifact(size)
     offer = offer or ctx.workdir / "runs" / f"{host.ns}-{name}.offer.json"
     offer.parent.mkdir(parents=True, exist_ok=True)
     if offer.exists():

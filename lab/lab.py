@@ -28,6 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import internet  # noqa: E402
+import library  # noqa: E402
 import netlab  # noqa: E402
 from harness import (  # noqa: E402
     PEER_CAP, PORT, SEED_CAP, Context, Failed, MiB, bits, check_download, fail_if, indent,
@@ -411,6 +412,7 @@ SCENARIOS = {
 }
 
 SCENARIOS.update(internet.SCENARIOS)
+SCENARIOS.update(library.SCENARIOS)
 TOOLS = ("minimodel", "libtorrent")
 
 SETS = {
@@ -419,7 +421,7 @@ SETS = {
            "offer-addresses", "public-addr", "dead-and-live", "ipv6-ula", "ipv6-loopback",
            "nat-behaviour", "upnp-router", "uplinks-8x16-mixed", "uplinks-8x16-mixed:libtorrent",
            "homes-4x32-cone", "neighbours-2x32", "ticket-only", "home-seeder-upnp",
-           "home-seeder-igd", "lan-only"],
+           "home-seeder-igd", "lan-only", "library-4x4"],
     # The swarm figures of docs/performance.md; minutes each.
     "figures": ["swarm-4x48", "swarm-8x48", "swarm-4x256", "swarm-8x256", "seeders-4x256",
                 "seeders-4x256-relay", "seeders-4x256-delay", "seeders-4x256-delay-bbr",
@@ -429,7 +431,7 @@ SETS = {
     "internet": ["uplinks-24x32-mixed", "uplinks-40x32-mixed", "uplinks-24x128-mixed",
                  "uplinks-40x128-mixed", "uplinks-24x32-10", "uplinks-40x32-one24",
                  "homes-4x256-cone", "homes-4x256-symmetric", "neighbours-2x256", "lan-30x256",
-                 "lan-30x256-mdns"],
+                 "lan-30x256-mdns", "library-20x8"],
     # Behaviour checks too slow for CI (minutes on a lossy path).
     "slow": ["relay-50ms"],
 }

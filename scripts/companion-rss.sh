@@ -80,7 +80,13 @@ while [ "$running" = 1 ]; do
   sleep 0.05
 done
 failed=0
-for pid in "${pids[@]}"; do wait "$pid" || failed=$((failed + 1)); done
+for index in "${!pids[@]}"; do
+  if ! wait "${pids[$index]}"; then
+    failed=$((failed + 1))
+    # The first failure says why.
+    [ "$failed" = 1 ] && { echo "fetch $((index + 1)) failed:" >&2; tail -3 "$work/fetch$((index + 1)).log" >&2; }
+  fi
+done
 took=$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f", b - a }')
 after=$(rss "$companion")
 verified=$(find "$work" -name '*.receipt.json' -path "$work/out*" | wc -l)

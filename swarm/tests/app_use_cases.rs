@@ -437,3 +437,58 @@ async fn one_endpoint_serves_many_swarms_on_one_port_and_refuses_the_swarms_it_d
     assert!(still.is_ok(), "the second share serves on: {still:?}");
     shared.close().await;
 }
+
+#[tokio::test]
+async fn a_manifest_query_refused_at_the_door_asks_again_and_gets_in() {
+    use minimodel_swarm::node::{CoreConfig, SharedEndpoint};
+    use minimodel_swarm::ticket::Ticket;
+    use minimodel_swarm::transport::TransportTuning;
+
+    let temp = tempfile::tempdir().unwrap();
+    let art = artifact(temp.path(), "late", 256 * 1024, CHUNK);
+    let id = identity();
+    // An endpoint with no swarm yet refuses every first packet.
+    let shared = SharedEndpoint::bind(
+        loopback(),
+        Arc::clone(&id),
+        TransportTuning::default(),
+        &CoreConfig::default(),
+        false,
+        mpsc::unbounded_channel().0,
+    )
+    .unwrap();
+    let ticket = Ticket::new(
+        Sha256Digest::of(art.manifest.to_text().as_bytes()),
+        None,
+        vec![PeerAddrs {
+            id: id.peer_id(),
+            addrs: vec![shared.local_addr()],
+        }],
+    )
+    .unwrap();
+    let share = SharePlan::new(art.manifest.clone(), &art.path, loopback());
+    let mut share = share;
+    share.endpoint = Some(shared.clone());
+    let share = share.verify(&|_| {}).unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let late = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let seeder = share.start(id, mpsc::unbounded_channel().0).unwrap();
+        seeder
+            .run(async move {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    let answer = minimodel_swarm::app::ticket::manifest_of(
+        &ticket,
+        &identity(),
+        &TransportTuning::default(),
+        Duration::from_secs(10),
+    )
+    .await;
+    let answer = answer.expect("the query is let in once the share serves");
+    assert_eq!(&answer.bytes[..], art.manifest.to_text().as_bytes());
+    stop.send(()).unwrap();
+    assert!(late.await.unwrap().is_ok());
+}

@@ -49,9 +49,16 @@ fn describe(tried: &[(PeerAddr, String)]) -> String {
         .join("; ")
 }
 
+/// A peer that refuses the connection at its first packet is asked again
+/// this many times, after this pause, doubled each time (0.1 + 0.2 + 0.4 +
+/// 0.8 + 1.6 s): a peer that is only busy lets us in within 3.1 s.
+const REFUSED_ATTEMPTS: u32 = 5;
+const REFUSED_FIRST_PAUSE: Duration = Duration::from_millis(100);
+
 /// Fetches the manifest `ticket` names from its peers, each address in
-/// turn, `timeout` for each, with `identity` on a client endpoint of its
-/// own (closed before it returns).
+/// turn, `timeout` for each (a peer that refuses the connection at once
+/// is asked again within it, [`REFUSED_ATTEMPTS`] times), with `identity`
+/// on a client endpoint of its own (closed before it returns).
 pub async fn manifest_of(
     ticket: &Ticket,
     identity: &Identity,
@@ -76,9 +83,22 @@ pub async fn manifest_of(
     let mut found = None;
     for peer in PeerAddrs::flatten(&ticket.peers) {
         let attempt = async {
-            let connection = transport::connect(&endpoint, &peer, identity, &tuning)
-                .await
-                .map_err(|error| error.to_string())?;
+            // A peer busy with other handshakes refuses the first packet
+            // (its limits per prefix and overall): asked again a little
+            // later, it lets us in.
+            let mut pause = REFUSED_FIRST_PAUSE;
+            let mut refusals = 0;
+            let connection = loop {
+                match transport::connect(&endpoint, &peer, identity, &tuning).await {
+                    Ok(connection) => break connection,
+                    Err(transport::ConnectError::Refused { .. }) if refusals < REFUSED_ATTEMPTS => {
+                        refusals += 1;
+                        tokio::time::sleep(pause).await;
+                        pause *= 2;
+                    }
+                    Err(error) => return Err(error.to_string()),
+                }
+            };
             query_manifest(&connection, digest).await.map_err(|error| {
                 if matches!(
                     error,
