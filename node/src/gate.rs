@@ -14,6 +14,15 @@
 //! admits the Hello as it admits any other (`handle_incoming`, then
 //! `handle_hello`).
 //!
+//! The gate also shares the endpoint's upload slots
+//! ([`NodeConfig::upload_slots`]) among its swarms: every swarm may always
+//! run one upload, and the rest go to the swarms that want more, evenly
+//! (max-min fair, ties by swarm name), each node reporting what it wants
+//! ([`Gate::set_upload_demand`]) and running at most what it is granted
+//! (`NodeCore::set_upload_grant`). So twenty shares hold at most
+//! `max(upload_slots, swarms uploading)` chunks in flight, not twenty
+//! times the slots of one.
+//!
 //! Sans-IO like the rest of the crate: `T` is whatever the program uses to
 //! reach a swarm (a channel to its node), kept and handed back unchanged.
 
@@ -68,6 +77,22 @@ pub enum RegisterError {
 struct Registered<T> {
     route: T,
     manifest: Option<[u8; 32]>,
+    /// Uploads it would run now.
+    demand: usize,
+    /// Uploads it may run.
+    grant: usize,
+}
+
+/// Grants that changed: each swarm's route and its new grant, with the
+/// generation they were decided in (a node keeps the newest it hears).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grants<T> {
+    /// The generation of this decision (grows with every decision).
+    pub generation: u64,
+    /// The swarm that reported, its grant now.
+    pub own: usize,
+    /// Other swarms whose grant changed: route and grant.
+    pub changed: Vec<(T, usize)>,
 }
 
 /// The door of an endpoint shared by many swarms.
@@ -78,6 +103,7 @@ pub struct Gate<T> {
     handshakes: BTreeMap<Ticket, (Prefix, Instant)>,
     next: u64,
     swarms: BTreeMap<SwarmName, Registered<T>>,
+    generation: u64,
 }
 
 impl<T: Clone> Gate<T> {
@@ -91,6 +117,7 @@ impl<T: Clone> Gate<T> {
             handshakes: BTreeMap::new(),
             next: 0,
             swarms: BTreeMap::new(),
+            generation: 0,
         }
     }
 
@@ -105,14 +132,79 @@ impl<T: Clone> Gate<T> {
         if self.swarms.contains_key(&swarm) {
             return Err(RegisterError::Taken(swarm.0));
         }
-        self.swarms.insert(swarm, Registered { route, manifest });
+        // An idle swarm's one slot takes nothing from the others.
+        self.swarms.insert(
+            swarm,
+            Registered {
+                route,
+                manifest,
+                demand: 0,
+                grant: 1,
+            },
+        );
         Ok(())
     }
 
     /// Stops routing to `swarm` (its node ends); handshakes routed to it
-    /// before are its node's.
-    pub fn deregister(&mut self, swarm: &SwarmName) {
+    /// before are its node's. Its upload slots go to the others: the
+    /// grants that changed.
+    pub fn deregister(&mut self, swarm: &SwarmName) -> Grants<T> {
         self.swarms.remove(swarm);
+        self.regrant(None)
+    }
+
+    /// `swarm` would run `demand` uploads now (those under way and those
+    /// waiting, at most its own slots): its grant, and the other swarms'
+    /// grants that changed.
+    pub fn set_upload_demand(&mut self, swarm: &SwarmName, demand: usize) -> Grants<T> {
+        if let Some(registered) = self.swarms.get_mut(swarm) {
+            registered.demand = demand;
+        }
+        self.regrant(Some(swarm))
+    }
+
+    /// The uploads `swarm` may run now.
+    pub fn upload_grant(&self, swarm: &SwarmName) -> usize {
+        self.swarms
+            .get(swarm)
+            .map_or(1, |registered| registered.grant)
+    }
+
+    /// Shares the slots again: one for every swarm, the rest one at a time
+    /// to the swarm that wants more and holds fewest (ties: the first by
+    /// name). Returns the reporter's grant and the others that changed.
+    fn regrant(&mut self, reporter: Option<&SwarmName>) -> Grants<T> {
+        let before: Vec<usize> = self.swarms.values().map(|r| r.grant).collect();
+        let wanting = self.swarms.values().filter(|r| r.demand > 0).count();
+        let mut extra = self.config.upload_slots.saturating_sub(wanting);
+        for registered in self.swarms.values_mut() {
+            registered.grant = 1;
+        }
+        while extra > 0 {
+            let next = self
+                .swarms
+                .values_mut()
+                .filter(|r| r.demand > r.grant)
+                .min_by_key(|r| r.grant);
+            let Some(registered) = next else { break };
+            registered.grant += 1;
+            extra -= 1;
+        }
+        self.generation += 1;
+        let mut own = 1;
+        let mut changed = Vec::new();
+        for ((name, registered), old) in self.swarms.iter().zip(before) {
+            if Some(name) == reporter {
+                own = registered.grant;
+            } else if registered.grant != old {
+                changed.push((registered.route.clone(), registered.grant));
+            }
+        }
+        Grants {
+            generation: self.generation,
+            own,
+            changed,
+        }
     }
 
     /// How many swarms are served.
@@ -383,6 +475,83 @@ mod tests {
         let later = now + config.handshake_timeout + Duration::from_millis(1);
         accepted(gate.handle_incoming(addr(1, 99), true, later));
         assert_eq!(gate.handshakes(), 1);
+    }
+
+    fn name(text: &str) -> SwarmName {
+        (text.into(), [0; 32])
+    }
+
+    fn many(count: usize) -> Gate<usize> {
+        let mut gate = Gate::new(NodeConfig::default());
+        for i in 0..count {
+            gate.register(name(&format!("s{i:02}")), None, i).unwrap();
+        }
+        gate
+    }
+
+    #[test]
+    fn one_busy_swarm_among_idle_ones_gets_every_slot_but_theirs() {
+        let slots = NodeConfig::default().upload_slots;
+        let mut gate = many(20);
+        let grants = gate.set_upload_demand(&name("s07"), slots);
+        // Every idle swarm keeps its one slot; the busy one gets the rest
+        // of the endpoint's slots, since the idle ones use none.
+        assert_eq!(grants.own, slots);
+        assert!(grants.changed.is_empty(), "{:?}", grants.changed);
+        assert_eq!(gate.upload_grant(&name("s00")), 1);
+    }
+
+    #[test]
+    fn busy_swarms_share_the_slots_evenly_and_a_modest_one_gets_what_it_asks() {
+        let mut gate = many(3);
+        assert_eq!(gate.set_upload_demand(&name("s00"), 8).own, 8);
+        let grants = gate.set_upload_demand(&name("s01"), 8);
+        assert_eq!(grants.own, 4);
+        assert_eq!(grants.changed, vec![(0, 4)], "the first one gives up half");
+        let grants = gate.set_upload_demand(&name("s02"), 8);
+        assert_eq!(
+            (
+                gate.upload_grant(&name("s00")),
+                gate.upload_grant(&name("s01")),
+                grants.own
+            ),
+            (3, 3, 2),
+            "8 over three: the spare slot goes to the first by name"
+        );
+        // One that wants only 2 gets 2; the other two share the rest.
+        gate.set_upload_demand(&name("s02"), 2);
+        assert_eq!(
+            (
+                gate.upload_grant(&name("s00")),
+                gate.upload_grant(&name("s01"))
+            ),
+            (3, 3)
+        );
+        gate.set_upload_demand(&name("s01"), 1);
+        assert_eq!(gate.upload_grant(&name("s00")), 5);
+        assert_eq!(gate.upload_grant(&name("s01")), 1);
+        assert_eq!(gate.upload_grant(&name("s02")), 2);
+    }
+
+    #[test]
+    fn more_busy_swarms_than_slots_run_one_upload_each_and_a_departure_frees_slots() {
+        let mut gate = many(20);
+        for i in 0..20 {
+            gate.set_upload_demand(&name(&format!("s{i:02}")), 4);
+        }
+        let granted: usize = (0..20)
+            .map(|i| gate.upload_grant(&name(&format!("s{i:02}"))))
+            .sum();
+        assert_eq!(granted, 20, "one each, never none");
+        for i in 0..17 {
+            gate.deregister(&name(&format!("s{i:02}")));
+        }
+        let grants = gate.deregister(&name("s17"));
+        // Two left, 8 slots: 4 each, both told.
+        assert_eq!(grants.changed.len(), 2, "{:?}", grants.changed);
+        assert!(grants.changed.iter().all(|(_, grant)| *grant == 4));
+        let later = gate.set_upload_demand(&name("s18"), 4);
+        assert!(later.generation > grants.generation);
     }
 
     #[test]

@@ -295,11 +295,15 @@ async fn one_endpoint_serves_many_swarms_on_one_port_and_refuses_the_swarms_it_d
     let second = artifact(temp.path(), "second", 768 * 1024, CHUNK);
     let absent = artifact(temp.path(), "absent", 256 * 1024, CHUNK);
     let id = identity();
+    // Two upload slots for the whole endpoint: one for each busy share.
     let shared = SharedEndpoint::bind(
         loopback(),
         Arc::clone(&id),
         TransportTuning::default(),
-        &CoreConfig::default(),
+        &CoreConfig {
+            upload_slots: 2,
+            ..CoreConfig::default()
+        },
         false,
         mpsc::unbounded_channel().0,
     )

@@ -577,6 +577,29 @@ impl NodeCore {
         }
     }
 
+    /// The uploads this swarm would run now (under way and waiting, at
+    /// most its own slots): what it reports to the gate of an endpoint
+    /// it shares with other swarms ([`crate::gate::Gate::set_upload_demand`]).
+    pub fn upload_demand(&self) -> usize {
+        self.uploads.demand(&self.config, self.params.chunk_size())
+    }
+
+    /// The uploads at once the endpoint's gate grants this swarm (`None`:
+    /// its own slots alone decide). A larger grant starts waiting uploads
+    /// at once; a smaller one lets those under way finish and starts no
+    /// new one until they are below it.
+    pub fn set_upload_grant(&mut self, grant: Option<usize>, now: Instant) {
+        let grew = match (self.uploads.grant, grant) {
+            (Some(old), Some(new)) => new > old,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        self.uploads.grant = grant;
+        if grew && self.serve && !self.ended {
+            self.start_uploads(now);
+        }
+    }
+
     /// The user stopped the node: Goodbye to every peer, a download's last
     /// checkpoint, then [`Action::End`] with [`End::Stopped`]. A download
     /// whose final checks run (or wait for a checkpoint) is let finish

@@ -117,6 +117,9 @@ pub(super) struct Uploads {
     wake: Option<Instant>,
     pub(super) uploaded_bytes: u64,
     pub(super) meter: UplinkMeter,
+    /// Uploads at once the endpoint's gate grants this swarm, when it
+    /// shares its endpoint with others (`crate::gate`).
+    pub(super) grant: Option<usize>,
 }
 
 impl Uploads {
@@ -133,6 +136,7 @@ impl Uploads {
             wake: None,
             uploaded_bytes: 0,
             meter: UplinkMeter::default(),
+            grant: None,
         }
     }
 
@@ -143,6 +147,12 @@ impl Uploads {
     /// known (a first upload at a slow rate must not be one of eight, nor
     /// its measurement wait for all of them).
     pub(super) fn slots(&self, config: &crate::config::NodeConfig, chunk_size: u32) -> usize {
+        let own = self.own_slots(config, chunk_size);
+        self.grant.map_or(own, |grant| own.min(grant.max(1)))
+    }
+
+    /// [`Self::slots`] before the gate's grant.
+    pub(super) fn own_slots(&self, config: &crate::config::NodeConfig, chunk_size: u32) -> usize {
         let Some(slot_time) = config.upload_slot_time else {
             return config.upload_slots;
         };
@@ -192,6 +202,12 @@ impl Uploads {
     /// Uploads under way.
     pub(super) fn active_count(&self) -> usize {
         self.active.len()
+    }
+
+    /// Uploads this swarm would run now: those under way and those
+    /// waiting, at most its own slots.
+    pub(super) fn demand(&self, config: &crate::config::NodeConfig, chunk_size: u32) -> usize {
+        (self.active.len() + self.queue.total_queued()).min(self.own_slots(config, chunk_size))
     }
 
     /// See [`UploadQueue::next_starving`].

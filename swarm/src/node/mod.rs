@@ -143,6 +143,14 @@ pub(crate) enum Event {
     Metrics(tokio::sync::oneshot::Sender<NodeMetrics>),
     /// The shared endpoint routed an incoming handshake here.
     Opened(Box<shared::RoutedOpening>),
+    /// The shared endpoint's gate changed the uploads this swarm may run
+    /// (decided in `generation`: an older one is stale).
+    Grant {
+        /// The gate's decision it came from.
+        generation: u64,
+        /// Uploads at once.
+        grant: usize,
+    },
 }
 
 /// Asks a running node for a snapshot of its counters (a metrics scrape),
@@ -211,6 +219,9 @@ pub(crate) struct Node {
     /// This node's swarm on a shared endpoint, when it uses one (the
     /// endpoint's accept loop routes its handshakes here).
     registration: Option<shared::Registration>,
+    /// The upload demand last told to the shared endpoint's gate, and the
+    /// generation of the newest grant heard.
+    slots_told: (Option<usize>, u64),
 }
 
 /// What [`Node::new`] needs.
@@ -389,7 +400,10 @@ impl Node {
         let mut start = parts.start;
         start.listen = listen.is_some();
         start.lan = networks;
-        let core = NodeCore::new(parts.config.core.clone(), start, Instant::now());
+        let mut core = NodeCore::new(parts.config.core.clone(), start, Instant::now());
+        if let Some(registration) = &registration {
+            core.set_upload_grant(Some(registration.grant()), Instant::now());
+        }
         let (link_sender, link_events) = mpsc::channel(1024);
         Ok(Self {
             core,
@@ -414,6 +428,7 @@ impl Node {
             lan: lan_task,
             remembered: None,
             registration,
+            slots_told: (None, 0),
         })
     }
 
@@ -505,6 +520,7 @@ impl Node {
         let listening = self.local.listen.is_some() && self.registration.is_none();
         let mut stopped = false;
         self.carry_out();
+        self.share_slots();
         while self.outcome.is_none() {
             let now = Instant::now();
             let deadline = self
@@ -528,7 +544,24 @@ impl Node {
                 _ = tokio::time::sleep_until(deadline) => self.core.handle_timeout(Instant::now()),
             }
             self.carry_out();
+            self.share_slots();
         }
+    }
+
+    /// On a shared endpoint: tells its gate what this swarm's uploads want
+    /// when that changed, and takes the grant back to the core.
+    fn share_slots(&mut self) {
+        let Some(registration) = &self.registration else {
+            return;
+        };
+        let demand = self.core.upload_demand();
+        if self.slots_told.0 == Some(demand) {
+            return;
+        }
+        let (generation, grant) = registration.set_demand(demand);
+        self.slots_told = (Some(demand), generation);
+        self.core.set_upload_grant(Some(grant), Instant::now());
+        self.carry_out();
     }
 
     /// Closes what is left (the core said goodbye to every peer before it
@@ -643,6 +676,12 @@ impl Node {
             Event::LookupDone => self.core.handle_lookup_done(now),
             Event::Neighbour(peer, addrs) => self.core.handle_neighbour(peer, &addrs, now),
             Event::Opened(routed) => self.on_opened(*routed, now),
+            Event::Grant { generation, grant } => {
+                if generation > self.slots_told.1 {
+                    self.slots_told.1 = generation;
+                    self.core.set_upload_grant(Some(grant), now);
+                }
+            }
         }
     }
 

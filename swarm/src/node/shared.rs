@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use minimodel_node::gate::{Door, Gate, RegisterError, SwarmName, Ticket};
+use minimodel_node::gate::{Door, Gate, Grants, RegisterError, SwarmName, Ticket};
 use tokio::sync::mpsc;
 
 use super::{CoreConfig, Event, NodeReport};
@@ -180,15 +180,42 @@ impl SharedEndpoint {
 }
 
 /// A swarm served on a shared endpoint; dropped, the endpoint stops
-/// routing to it.
+/// routing to it and its upload slots go to the others.
 pub(crate) struct Registration {
     shared: SharedEndpoint,
     name: SwarmName,
 }
 
+impl Registration {
+    /// The uploads this swarm may run now.
+    pub(crate) fn grant(&self) -> usize {
+        lock(&self.shared.inner.gate).upload_grant(&self.name)
+    }
+
+    /// Tells the gate the uploads this swarm would run now; returns its
+    /// grant, after telling the other swarms whose grant changed.
+    pub(crate) fn set_demand(&self, demand: usize) -> (u64, usize) {
+        let grants = lock(&self.shared.inner.gate).set_upload_demand(&self.name, demand);
+        tell(&grants);
+        (grants.generation, grants.own)
+    }
+}
+
+/// Sends the grants that changed to their nodes. A node whose queue is
+/// full misses it and hears its grant again when its own demand changes.
+fn tell(grants: &Grants<mpsc::Sender<Event>>) {
+    for (node, grant) in &grants.changed {
+        let _ = node.try_send(Event::Grant {
+            generation: grants.generation,
+            grant: *grant,
+        });
+    }
+}
+
 impl Drop for Registration {
     fn drop(&mut self) {
-        lock(&self.shared.inner.gate).deregister(&self.name);
+        let grants = lock(&self.shared.inner.gate).deregister(&self.name);
+        tell(&grants);
     }
 }
 

@@ -82,6 +82,41 @@ fn uploads_fill_the_slots_and_a_peer_beyond_its_share_only_gets_what_nobody_else
 }
 
 #[test]
+fn a_swarm_on_a_shared_endpoint_runs_what_its_gate_grants_and_reports_what_it_wants() {
+    let mut h = Harness::new(Kind::Seeder, 16, fixed_slots());
+    h.core.set_upload_grant(Some(1), h.now);
+    let a = h.connect_in(&fetcher(1, 16));
+    let b = h.connect_in(&fetcher(2, 16));
+    h.take();
+    assert_eq!(h.core.upload_demand(), 0);
+    request(&mut h, a, &[0, 1]);
+    request(&mut h, b, &[2, 3]);
+    let mut running = uploads(&h.take());
+    assert_eq!(running.len(), 1, "one upload on a grant of one");
+    assert_eq!(h.core.upload_demand(), 4, "one under way, three waiting");
+    // A larger grant starts waiting uploads at once.
+    h.core.set_upload_grant(Some(3), h.now);
+    let more = uploads(&h.take());
+    assert_eq!(more.len(), 2);
+    running.extend(more);
+    // A smaller one lets those under way finish and starts nothing new
+    // until they are below it.
+    h.core.set_upload_grant(Some(1), h.now);
+    assert!(uploads(&h.take()).is_empty());
+    for &(link, chunk) in &running[..2] {
+        sent(&mut h, link, chunk);
+        assert!(uploads(&h.take()).is_empty(), "still at or above the grant");
+    }
+    assert_eq!(h.core.upload_demand(), 2, "one under way, one waiting");
+    sent(&mut h, running[2].0, running[2].1);
+    assert_eq!(
+        uploads(&h.take()).len(),
+        1,
+        "below the grant: the last one starts"
+    );
+}
+
+#[test]
 fn the_rarest_requested_chunk_over_all_peers_goes_first() {
     let config = NodeConfig {
         upload_slots: 1,
