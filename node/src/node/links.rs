@@ -124,6 +124,38 @@ impl NodeCore {
         Incoming::Accept { link, deadline }
     }
 
+    /// A connection an endpoint shared with other swarms let in and
+    /// routed here by its first message (`crate::gate`): admitted as
+    /// [`Self::handle_incoming`] admits a validated one, as link `link`
+    /// within `deadline`, or refused with the HelloReject to send
+    /// (NotServing when this node takes no connection now, TooManyPeers
+    /// when its own handshakes are full; a [`NodeReport::Turned`] says so).
+    pub fn handle_routed(
+        &mut self,
+        remote: SocketAddr,
+        now: Instant,
+    ) -> Result<(LinkId, Instant), Rejection> {
+        match self.handle_incoming(remote, true, now) {
+            Incoming::Accept { link, deadline } => Ok((link, deadline)),
+            Incoming::Refuse { reason } => Err(Rejection {
+                reason: match reason {
+                    Refusal::NotAccepting => HelloRejectReason::NotServing,
+                    Refusal::PrefixHandshakes { .. } | Refusal::Handshakes { .. } => {
+                        HelloRejectReason::TooManyPeers
+                    }
+                },
+                detail: reason.to_string(),
+                peers: Vec::new(),
+            }),
+            // A validated address is never sent a Retry.
+            Incoming::Retry => Err(Rejection {
+                reason: HelloRejectReason::TooManyPeers,
+                detail: "busy".into(),
+                peers: Vec::new(),
+            }),
+        }
+    }
+
     /// Whether a first packet from `prefix` may start a handshake: `Ok`,
     /// a Retry first (`Err(None)`), or a refusal.
     fn admit_first_packet(&self, prefix: Prefix, validated: bool) -> Result<(), Option<Refusal>> {

@@ -689,26 +689,15 @@ impl Node {
     /// it admits a connection to its own endpoint (the endpoint's gate let
     /// its first packet in already), then answers its first message.
     fn on_opened(&mut self, routed: shared::RoutedOpening, now: Instant) {
-        match self.core.handle_incoming(routed.remote, true, now) {
-            minimodel_node::node::Incoming::Accept { link, deadline } => {
+        match self.core.handle_routed(routed.remote, now) {
+            Ok((link, deadline)) => {
                 let task = connect::answer_routed(self, link, routed, deadline);
                 self.links.insert(link, DriverLink::Attempt(task));
             }
-            minimodel_node::node::Incoming::Refuse { reason } => {
-                let rejection = minimodel_node::node::Rejection {
-                    reason: match reason {
-                        minimodel_node::report::Refusal::NotAccepting => {
-                            minimodel_wire::HelloRejectReason::NotServing
-                        }
-                        _ => minimodel_wire::HelloRejectReason::TooManyPeers,
-                    },
-                    detail: reason.to_string(),
-                    peers: Vec::new(),
-                };
-                connect::refuse_routed(routed, rejection, now + self.config.core.handshake_timeout);
+            Err(rejection) => {
+                let deadline = now + self.config.core.handshake_timeout;
+                connect::refuse_routed(routed, rejection, deadline);
             }
-            // The address is validated: the gate let it in.
-            minimodel_node::node::Incoming::Retry => {}
         }
     }
 

@@ -73,6 +73,28 @@ fn stalled_handshakes_from_one_slash_24_do_not_keep_another_prefix_out() {
 }
 
 #[test]
+fn a_connection_routed_by_a_shared_endpoint_is_admitted_as_a_validated_one_or_refused_with_a_reason()
+ {
+    let config = NodeConfig::default();
+    let mut h = Harness::new(Kind::Seeder, 4, config.clone());
+    let addrs = from_slash_24("198.51.100", 8);
+    let mut taken = Vec::new();
+    for &addr in &addrs[..config.max_handshakes_per_prefix] {
+        let (link, deadline) = h.core.handle_routed(addr, h.now).unwrap();
+        assert_eq!(deadline, h.now + config.handshake_timeout);
+        taken.push(link);
+    }
+    // The node's own handshake limit per prefix still holds.
+    let refusal = h.core.handle_routed(addrs[7], h.now).unwrap_err();
+    assert_eq!(refusal.reason, HelloRejectReason::TooManyPeers);
+    // A stopping node serves nobody new.
+    h.core.stop(h.now);
+    let other = "203.0.113.9:4000".parse().unwrap();
+    let refusal = h.core.handle_routed(other, h.now).unwrap_err();
+    assert_eq!(refusal.reason, HelloRejectReason::NotServing);
+}
+
+#[test]
 fn unvalidated_sources_get_a_retry_once_handshakes_are_busy() {
     let mut h = Harness::new(Kind::Seeder, 8, NodeConfig::default());
     let quiet: Vec<SocketAddr> = (1..=4u8).map(|n| sa(&format!("62.{n}.0.1:4433"))).collect();
