@@ -34,6 +34,13 @@
 //!   sent again every [`RESEND`] until the dialer gives up, as a QUIC
 //!   Initial is.
 //!
+//! - several nodes can share one host (`NodeSpec::host`): one address,
+//!   one uplink, each node in a swarm of its own (`NodeSpec::swarm`), a
+//!   dial routed to the node of the dialer's swarm, and the host's upload
+//!   slots shared by the gate's rule (`crate::gate`) as a shared endpoint
+//!   shares them (each node admits its own connections, as a node of a
+//!   shared endpoint does past the gate's first-packet limits).
+//!
 //! `handle_timeout` is called exactly at `poll_timeout`; a deadline in the
 //! past, or one that `handle_timeout` leaves where it was, fails the run.
 //!
@@ -43,6 +50,8 @@
 mod crowds;
 #[cfg(test)]
 mod homes;
+#[cfg(test)]
+mod library;
 mod links;
 #[cfg(test)]
 mod scale;
@@ -128,6 +137,11 @@ pub(crate) struct NodeSpec {
     pub lan: bool,
     /// The router in front of it, if it sits at home behind one.
     pub nat: Option<Nat>,
+    /// Its swarm: 0, or another of the same geometry (model id `sim-N`).
+    pub swarm: usize,
+    /// The node whose host it shares (its address, uplink and upload
+    /// slots), if not its own.
+    pub host: Option<usize>,
 }
 
 /// A home router that translates addresses (see the module docs).
@@ -205,6 +219,8 @@ impl NodeSpec {
             dht: false,
             lan: false,
             nat: None,
+            swarm: 0,
+            host: None,
         }
     }
 
@@ -249,6 +265,9 @@ pub(crate) struct Record {
     pub hash_restarts: u32,
     /// `handle_timeout` calls.
     pub wakeups: u64,
+    /// The most uploads its uplink carried at once (on a shared host: the
+    /// host's, recorded on the host's node).
+    pub peak_uploads: usize,
     /// Chunks it verified from the network.
     pub verified: u32,
 }
@@ -314,6 +333,8 @@ enum Event {
 /// The simulated network. See the module docs.
 pub(crate) struct Sim {
     swarm: SwarmIdentity,
+    /// Every swarm of the run (`swarm` is the first).
+    swarms: Vec<SwarmIdentity>,
     specs: Vec<NodeSpec>,
     nodes: Vec<Node>,
     conns: Vec<Conn>,
@@ -338,8 +359,15 @@ pub(crate) struct Sim {
     pub event_kinds: BTreeMap<String, u64>,
     /// A run that handles this many events fails (it ran away).
     pub max_events: u64,
-    /// Serving nodes by address (the first one listed at each).
-    listeners: HashMap<SocketAddr, usize>,
+    /// Serving nodes by address and swarm (the first one listed at each).
+    listeners: HashMap<(SocketAddr, usize), usize>,
+    /// Each shared host's gate, which shares its upload slots; the demand
+    /// each of its nodes told it last.
+    gates: BTreeMap<usize, crate::gate::Gate<usize>>,
+    told: BTreeMap<usize, usize>,
+    /// Shared hosts share their upload slots (off: each node keeps its
+    /// own, to compare).
+    pub share_slots: bool,
     /// This node stops once the running nodes that stay (they seed on once
     /// done and do not vanish) together hold every chunk: a seeder that
     /// leaves when one copy is out in the swarm.
@@ -380,6 +408,14 @@ impl Sim {
     /// A network of `specs` in a swarm of `chunks` chunks of `chunk_size`.
     pub fn new(chunk_size: u32, chunks: u32, specs: Vec<NodeSpec>) -> Self {
         let swarm = testing::swarm(chunk_size, chunks);
+        let count = specs.iter().map(|spec| spec.swarm + 1).max().unwrap_or(1);
+        let swarms = (0..count)
+            .map(|i| match i {
+                0 => swarm.clone(),
+                _ => SwarmIdentity::new(format!("sim-{i}"), [7; 32], *swarm.params())
+                    .expect("a valid model id"),
+            })
+            .collect();
         let nodes = specs
             .iter()
             .map(|spec| Node {
@@ -405,7 +441,7 @@ impl Sim {
         let mut mappings = HashMap::new();
         for (index, spec) in specs.iter().enumerate() {
             if spec.serve {
-                listeners.entry(spec.addr).or_insert(index);
+                listeners.entry((spec.addr, spec.swarm)).or_insert(index);
             }
             if let Some(nat) = spec.nat.filter(|nat| !nat.symmetric) {
                 mappings.insert(SocketAddr::new(nat.public, nat.port), index);
@@ -413,6 +449,10 @@ impl Sim {
         }
         let mut sim = Self {
             swarm,
+            swarms,
+            gates: BTreeMap::new(),
+            told: BTreeMap::new(),
+            share_slots: true,
             specs,
             nodes,
             conns: Vec::new(),
@@ -532,7 +572,8 @@ impl Sim {
     /// at `observed`.
     fn hello_of(&self, node: usize, observed: SocketAddr) -> minimodel_wire::Hello {
         let spec = &self.specs[node];
-        let mut hello = testing::hello(&self.swarm, spec.serve, spec.serve.then_some(spec.addr));
+        let swarm = &self.swarms[spec.swarm];
+        let mut hello = testing::hello(swarm, spec.serve, spec.serve.then_some(spec.addr));
         if spec.nat.is_some() {
             hello.lan = vec![spec.addr];
         }
@@ -635,7 +676,7 @@ impl Sim {
         let n = &mut self.nodes[node];
         let start = NodeStart {
             discovery: spec.dht,
-            swarm: self.swarm.clone(),
+            swarm: self.swarms[spec.swarm].clone(),
             local_id: id_of(node),
             serve: spec.serve,
             listen: spec.serve,
@@ -657,6 +698,20 @@ impl Sim {
         ));
         n.uplink.transfers.clear();
         n.uplink.last = self.now;
+        if let Some(host) = spec.host.filter(|_| self.share_slots) {
+            // Its host's gate grants it one upload until it wants more.
+            let gate = self
+                .gates
+                .entry(host)
+                .or_insert_with(|| crate::gate::Gate::new(NodeConfig::default()));
+            let name = Self::gate_name(node);
+            let _ = gate.register(name.clone(), None, node);
+            let grant = gate.upload_grant(&name);
+            let now = self.instant();
+            self.core_mut(node).set_upload_grant(Some(grant), now);
+            self.told.remove(&node);
+        }
+        let spec = &self.specs[node];
         let offers: Vec<KnownPeer> = spec
             .offers
             .iter()
@@ -746,7 +801,26 @@ impl Sim {
     }
 
     fn kill(&mut self, node: usize) {
-        self.uplink_change(node, |uplink| uplink.transfers.clear());
+        // Its uploads stop; on a shared host the others' go on.
+        let conns: Vec<[usize; 2]> = self.conns.iter().map(|c| c.nodes).collect();
+        let owner = self.uplink_of(node);
+        self.uplink_change(owner, |uplink| {
+            uplink.transfers.retain(|t| conns[t.conn][t.from] != node);
+        });
+        if let Some(gate) = self.specs[node]
+            .host
+            .and_then(|host| self.gates.get_mut(&host))
+        {
+            let grants = gate.deregister(&Self::gate_name(node));
+            self.told.remove(&node);
+            let now = self.instant();
+            for (other, grant) in grants.changed {
+                if self.nodes[other].alive {
+                    self.core_mut(other).set_upload_grant(Some(grant), now);
+                    self.pump(other, false);
+                }
+            }
+        }
         self.gone(node);
         let generation = self.nodes[node].generation;
         for conn in 0..self.conns.len() {
@@ -765,8 +839,13 @@ impl Sim {
     /// timer. After `handle_timeout`, the next deadline must be later.
     fn pump(&mut self, node: usize, after_timeout: bool) {
         let now = self.instant();
-        while let Some(action) = self.core_mut(node).poll_action() {
-            self.carry_out(node, action);
+        loop {
+            while let Some(action) = self.core_mut(node).poll_action() {
+                self.carry_out(node, action);
+            }
+            if !self.nodes[node].alive || !self.share_host_slots(node) {
+                break;
+            }
         }
         while let Some(report) = self.core_mut(node).poll_report() {
             self.nodes[node].record.reports.push((self.now, report));
@@ -802,6 +881,40 @@ impl Sim {
             self.push(at, event);
             self.nodes[node].timer_at = Some((at, self.sequence));
         }
+    }
+
+    fn gate_name(node: usize) -> crate::gate::SwarmName {
+        (format!("node-{node}"), [0; 32])
+    }
+
+    /// The node whose uplink `node` uses.
+    pub(super) fn uplink_of(&self, node: usize) -> usize {
+        self.specs[node].host.unwrap_or(node)
+    }
+
+    /// On a shared host: tells the host's gate what `node`'s uploads want
+    /// when that changed and hands every changed grant to its core (the
+    /// others are pumped); whether `node`'s own grant changed.
+    fn share_host_slots(&mut self, node: usize) -> bool {
+        let Some(host) = self.specs[node].host.filter(|_| self.share_slots) else {
+            return false;
+        };
+        let demand = self.core_mut(node).upload_demand();
+        if self.told.get(&node) == Some(&demand) {
+            return false;
+        }
+        self.told.insert(node, demand);
+        let gate = self.gates.get_mut(&host).expect("registered at its start");
+        let grants = gate.set_upload_demand(&Self::gate_name(node), demand);
+        let now = self.instant();
+        self.core_mut(node).set_upload_grant(Some(grants.own), now);
+        for (other, grant) in grants.changed {
+            if self.nodes[other].alive {
+                self.core_mut(other).set_upload_grant(Some(grant), now);
+                self.pump(other, false);
+            }
+        }
+        true
     }
 
     fn carry_out(&mut self, node: usize, action: Action) {

@@ -73,7 +73,7 @@ impl Sim {
         };
         if self
             .listeners
-            .get(&to)
+            .get(&(to, spec.swarm))
             .is_some_and(|&t| self.home_of(t) == Some(nat.public))
         {
             return inside;
@@ -106,7 +106,7 @@ impl Sim {
         have: HaveBitfield,
     ) {
         let home = self.home_of(node);
-        let (target, through) = match self.listeners.get(&addr) {
+        let (target, through) = match self.listeners.get(&(addr, self.specs[node].swarm)) {
             // A LAN address is reached from its own home only.
             Some(&t) if self.home_of(t).is_none() || self.home_of(t) == home => (Some(t), None),
             Some(_) => (None, None),
@@ -213,8 +213,9 @@ impl Sim {
                     hello: self.hello_of(listener, self.conns[conn].addrs[0]),
                     have,
                 };
+                let swarm = &self.swarms[self.specs[listener].swarm];
                 let (dialer_up, listener_up) =
-                    testing::handshake(&self.swarm, &dialer_side, &listener_side);
+                    testing::handshake(swarm, &dialer_side, &listener_side);
                 self.conns[conn].ups = [Some(dialer_up), Some(listener_up)];
                 self.push(self.now + latency, Event::Up(conn, 0));
                 self.push(self.now + 2 * latency, Event::Up(conn, 1));

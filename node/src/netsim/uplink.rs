@@ -87,7 +87,8 @@ impl Sim {
             .params()
             .chunk_len(ChunkIndex(chunk))
             .expect("a chunk of the swarm");
-        self.uplink_change(node, |uplink| {
+        let owner = self.uplink_of(node);
+        self.uplink_change(owner, |uplink| {
             uplink.transfers.push(Transfer {
                 id,
                 conn,
@@ -122,6 +123,7 @@ impl Sim {
         }
         let n = &mut self.nodes[node];
         change(&mut n.uplink);
+        n.record.peak_uploads = n.record.peak_uploads.max(n.uplink.transfers.len());
         n.uplink.version += 1;
         let version = n.uplink.version;
         let generation = n.generation;
@@ -144,6 +146,8 @@ impl Sim {
         });
         let now = self.instant();
         let chunk_size = u64::from(self.swarm.params().chunk_size());
+        // On a shared host the finished uploads may be other nodes'.
+        let mut senders = BTreeSet::new();
         for (transfer, conn, side, chunk) in done {
             let at = self.now + self.delay(conn);
             self.push(
@@ -167,9 +171,15 @@ impl Sim {
                     UploadOutcome::Sent { bytes },
                     now,
                 );
+                senders.insert(node);
             }
         }
-        self.pump(node, false);
+        senders.insert(node);
+        for sender in senders {
+            if self.nodes[sender].alive {
+                self.pump(sender, false);
+            }
+        }
     }
 
     pub(super) fn piece_done(&mut self, stream: Stream) {
@@ -267,7 +277,7 @@ impl Sim {
 
     /// The receiver stopped the stream: the sender's upload ends there.
     pub(super) fn stop_sending(&mut self, stream: Stream) {
-        let sender = self.conns[stream.conn].nodes[stream.to];
+        let sender = self.uplink_of(self.conns[stream.conn].nodes[stream.to]);
         let before = self.nodes[sender].uplink.transfers.len();
         self.uplink_change(sender, |uplink| {
             uplink.transfers.retain(|t| t.id != stream.transfer);
@@ -285,7 +295,7 @@ impl Sim {
     /// A connection is gone: its streams die with it.
     pub(super) fn drop_transfers(&mut self, conn: usize) {
         for side in 0..2 {
-            let node = self.conns[conn].nodes[side];
+            let node = self.uplink_of(self.conns[conn].nodes[side]);
             if self.nodes[node]
                 .uplink
                 .transfers
