@@ -106,8 +106,9 @@ impl CompanionConfig {
 pub const DEFAULT_API_PORT: u16 = 7434;
 
 /// Opens the one QUIC endpoint every item serves on, on `--serve-ip` at the
-/// port the items listened on before (their offers stay good) when it is
-/// free, else at a new one. What concerns the endpoint rather than an
+/// port the items listened on before when it is free (the first item's
+/// first: after an upgrade from a port per item, that item's offers stay
+/// good), else at a new one. What concerns the endpoint rather than an
 /// item (connections turned away at its door, its port mapping) is
 /// logged.
 fn open_endpoint(
@@ -147,7 +148,7 @@ fn open_endpoint(
             Ok(endpoint) => return Ok(endpoint),
             Err(error) => {
                 if port != 0 {
-                    tracing::warn!("port {port} is taken; the items serve on another");
+                    tracing::warn!("cannot serve on port {port} ({error}); trying another");
                 }
                 last = Some(error);
             }
@@ -1110,6 +1111,19 @@ impl Shared {
                     manifest.model_id
                 )));
             }
+            // One item per artifact: its swarm is served once on the
+            // companion's port.
+            let download = ItemId::of(
+                ItemKind::Download,
+                &manifest.model_id,
+                &manifest.chunks.merkle_root,
+            );
+            if inner.state.item(&download).is_some() {
+                return Err(ApiError::conflict(format!(
+                    "{} is in the library as a download already (item {download}); it serves from there",
+                    manifest.model_id
+                )));
+            }
             if inner.state.items.len() >= MAX_ITEMS {
                 return Err(ApiError::new(
                     429,
@@ -1375,6 +1389,17 @@ impl Shared {
             if inner.state.item(&id).is_some() {
                 return Err(ApiError::conflict(format!(
                     "{} is in the library already (item {id})",
+                    manifest.model_id
+                )));
+            }
+            let share = ItemId::of(
+                ItemKind::Share,
+                &manifest.model_id,
+                &manifest.chunks.merkle_root,
+            );
+            if inner.state.item(&share).is_some() {
+                return Err(ApiError::conflict(format!(
+                    "{} is shared from this library already (item {share}): the file is here",
                     manifest.model_id
                 )));
             }

@@ -623,6 +623,11 @@ fn every_item_serves_on_the_companions_one_port_and_fetches_from_it_run_at_once(
             added["id"].as_str().unwrap().to_owned()
         })
         .collect();
+    // One item per artifact: a download of what is shared is refused.
+    let mut again = download_request(&arts[0], &offers[0]);
+    again["consent"] = json!({"fetch": true});
+    let (status, body) = seeder.send("POST", "/api/v1/downloads", &again);
+    assert_eq!(status, 409, "{body}");
     for (art, id) in arts.iter().zip(&ids) {
         let done = fetcher.wait_item(id, Duration::from_secs(60), |item| item["state"] == "done");
         let file = done["file"].as_str().unwrap();

@@ -40,17 +40,17 @@ use crate::report::Refusal;
 /// A swarm as a Hello names it: model id and Merkle root.
 pub type SwarmName = (String, [u8; 32]);
 
-/// A handshake the gate let in, until its first message is routed or it
-/// fails.
+/// A handshake the gate let in, until it ends (answered, refused or
+/// failed: [`Gate::handle_ended`]) or its deadline passes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Ticket(u64);
 
 /// What to do with an incoming connection before its handshake.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Door {
-    /// Run the handshake up to its first message within `deadline`; then
-    /// route it ([`Gate::route_hello`], [`Gate::route_manifest`]) or
-    /// report it failed ([`Gate::handle_failed`]).
+    /// Run the handshake within `deadline`: route its first message
+    /// ([`Gate::route_hello`], [`Gate::route_manifest`]) and report its
+    /// end, whatever it was ([`Gate::handle_ended`]).
     Accept {
         /// The handshake's ticket.
         ticket: Ticket,
@@ -212,7 +212,8 @@ impl<T: Clone> Gate<T> {
         self.swarms.len()
     }
 
-    /// How many handshakes wait for their first message.
+    /// How many handshakes are under way (ended ones and those past
+    /// their deadline are forgotten at the next first packet).
     pub fn handshakes(&self) -> usize {
         self.handshakes.len()
     }
@@ -225,8 +226,8 @@ impl<T: Clone> Gate<T> {
     /// The first packet of a connection from `remote` (`validated`: QUIC
     /// validated its address with a Retry).
     pub fn handle_incoming(&mut self, remote: SocketAddr, validated: bool, now: Instant) -> Door {
-        // A ticket whose handshake task never reported back stops counting
-        // at its deadline: the task is gone by then.
+        // A ticket whose handshake never reported its end stops counting
+        // at its deadline: its task gives up by then.
         self.handshakes.retain(|_, (_, deadline)| *deadline > now);
         let prefix = Prefix::of(remote.ip());
         let from_prefix = self
@@ -255,9 +256,11 @@ impl<T: Clone> Gate<T> {
     }
 
     /// The handshake's first message is a Hello: the route of the swarm it
-    /// names, or the refusal to send (UnknownSwarm). The ticket ends.
-    pub fn route_hello(&mut self, ticket: Ticket, hello: &Hello) -> Result<T, Rejection> {
-        self.handshakes.remove(&ticket);
+    /// names, or the refusal to send (UnknownSwarm). The handshake counts
+    /// on until it ends, answered or refused ([`Self::handle_ended`]), so
+    /// that a dialer that stalls after its first message holds a place
+    /// here as it would at a node of one swarm.
+    pub fn route_hello(&self, hello: &Hello) -> Result<T, Rejection> {
         let name = (hello.model_id.clone(), hello.merkle_root);
         match self.swarms.get(&name) {
             Some(registered) if self.open => Ok(registered.route.clone()),
@@ -271,9 +274,8 @@ impl<T: Clone> Gate<T> {
 
     /// The handshake's first message is a manifest query for `digest`:
     /// the route of the swarm with that manifest, or the refusal to send
-    /// (UnknownManifest). The ticket ends.
-    pub fn route_manifest(&mut self, ticket: Ticket, digest: &[u8; 32]) -> Result<T, Rejection> {
-        self.handshakes.remove(&ticket);
+    /// (UnknownManifest). The handshake counts on until it ends.
+    pub fn route_manifest(&self, digest: &[u8; 32]) -> Result<T, Rejection> {
         let found = self
             .swarms
             .values()
@@ -288,9 +290,9 @@ impl<T: Clone> Gate<T> {
         }
     }
 
-    /// The handshake failed before its first message was routed. The
-    /// ticket ends.
-    pub fn handle_failed(&mut self, ticket: Ticket) {
+    /// The handshake ended: the link is up, or it was refused, answered
+    /// (a manifest query) or failed. Its place is free.
+    pub fn handle_ended(&mut self, ticket: Ticket) {
         self.handshakes.remove(&ticket);
     }
 }
@@ -374,9 +376,16 @@ mod tests {
         let now = Instant::now();
         let first = accepted(gate.handle_incoming(addr(1, 1), true, now));
         let second = accepted(gate.handle_incoming(addr(2, 1), true, now));
-        assert_eq!(gate.route_hello(first, &hello("b", 2)), Ok("swarm b"));
-        assert_eq!(gate.route_hello(second, &hello("a", 1)), Ok("swarm a"));
-        assert_eq!(gate.handshakes(), 0, "routed handshakes are the swarms'");
+        assert_eq!(gate.route_hello(&hello("b", 2)), Ok("swarm b"));
+        assert_eq!(gate.route_hello(&hello("a", 1)), Ok("swarm a"));
+        assert_eq!(
+            gate.handshakes(),
+            2,
+            "a routed handshake counts until it ends"
+        );
+        gate.handle_ended(first);
+        gate.handle_ended(second);
+        assert_eq!(gate.handshakes(), 0);
     }
 
     #[test]
@@ -385,21 +394,19 @@ mod tests {
         let now = Instant::now();
         for wrong in [hello("a", 2), hello("c", 1), hello("b", 1)] {
             let ticket = accepted(gate.handle_incoming(addr(1, 1), true, now));
-            let refusal = gate.route_hello(ticket, &wrong).unwrap_err();
+            let refusal = gate.route_hello(&wrong).unwrap_err();
             assert_eq!(refusal.reason, HelloRejectReason::UnknownSwarm);
             assert!(refusal.peers.is_empty());
+            gate.handle_ended(ticket);
         }
         assert_eq!(gate.handshakes(), 0);
     }
 
     #[test]
     fn a_manifest_query_goes_to_the_swarm_with_that_manifest() {
-        let mut gate = gate();
-        let now = Instant::now();
-        let ticket = accepted(gate.handle_incoming(addr(1, 1), true, now));
-        assert_eq!(gate.route_manifest(ticket, &[0xa; 32]), Ok("swarm a"));
-        let ticket = accepted(gate.handle_incoming(addr(1, 1), true, now));
-        let refusal = gate.route_manifest(ticket, &[0xb; 32]).unwrap_err();
+        let gate = gate();
+        assert_eq!(gate.route_manifest(&[0xa; 32]), Ok("swarm a"));
+        let refusal = gate.route_manifest(&[0xb; 32]).unwrap_err();
         assert_eq!(refusal.reason, HelloRejectReason::UnknownManifest);
     }
 
@@ -412,11 +419,9 @@ mod tests {
         );
         gate.deregister(&("a".into(), [1; 32]));
         assert_eq!(gate.swarms(), 1);
-        let ticket = accepted(gate.handle_incoming(addr(1, 1), true, Instant::now()));
-        let refusal = gate.route_hello(ticket, &hello("a", 1)).unwrap_err();
+        let refusal = gate.route_hello(&hello("a", 1)).unwrap_err();
         assert_eq!(refusal.reason, HelloRejectReason::UnknownSwarm);
-        let ticket = accepted(gate.handle_incoming(addr(1, 1), true, Instant::now()));
-        let refusal = gate.route_manifest(ticket, &[0xa; 32]).unwrap_err();
+        let refusal = gate.route_manifest(&[0xa; 32]).unwrap_err();
         assert_eq!(refusal.reason, HelloRejectReason::UnknownManifest);
     }
 
@@ -440,9 +445,13 @@ mod tests {
             gate.handle_incoming(SocketAddr::from(([203, 0, 113, 1], 1)), false, now),
             Door::Retry
         );
-        // A routed or failed handshake frees its place.
-        gate.handle_failed(tickets[0]);
-        assert_eq!(gate.route_hello(tickets[1], &hello("a", 1)), Ok("swarm a"));
+        // Routed, a handshake still holds its place; ended, it frees it.
+        assert_eq!(gate.route_hello(&hello("a", 1)), Ok("swarm a"));
+        assert!(matches!(
+            gate.handle_incoming(addr(9, 1), true, now),
+            Door::Refuse { .. }
+        ));
+        gate.handle_ended(tickets[0]);
         accepted(gate.handle_incoming(addr(9, 1), true, now));
         // Over all sources: the total limit.
         let mut last = 3;
@@ -565,7 +574,7 @@ mod tests {
             }
         );
         let mut gate = gate();
-        let ticket = accepted(gate.handle_incoming(addr(1, 1), true, now));
+        accepted(gate.handle_incoming(addr(1, 1), true, now));
         gate.close();
         assert_eq!(
             gate.handle_incoming(addr(2, 1), true, now),
@@ -573,7 +582,7 @@ mod tests {
                 reason: Refusal::NotAccepting
             }
         );
-        let refusal = gate.route_hello(ticket, &hello("a", 1)).unwrap_err();
+        let refusal = gate.route_hello(&hello("a", 1)).unwrap_err();
         assert_eq!(refusal.reason, HelloRejectReason::UnknownSwarm);
     }
 }

@@ -295,7 +295,8 @@ async fn one_endpoint_serves_many_swarms_on_one_port_and_refuses_the_swarms_it_d
     let second = artifact(temp.path(), "second", 768 * 1024, CHUNK);
     let absent = artifact(temp.path(), "absent", 256 * 1024, CHUNK);
     let id = identity();
-    // Two upload slots for the whole endpoint: one for each busy share.
+    // Two upload slots for the whole endpoint, shared by the two shares
+    // (the rule itself is the gate's unit tests and the simulator's).
     let shared = SharedEndpoint::bind(
         loopback(),
         Arc::clone(&id),
@@ -424,6 +425,15 @@ async fn one_endpoint_serves_many_swarms_on_one_port_and_refuses_the_swarms_it_d
     assert_eq!(reason, HelloRejectReason::UnknownSwarm);
     let _ = stop.send(());
     let _ = run.await;
+
+    // Every handshake, routed, answered or refused, gave its place back.
+    let drained = tokio::time::timeout(Duration::from_secs(10), async {
+        while shared.handshakes() > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(drained.is_ok(), "{} handshakes still held", shared.handshakes());
 
     // A share that stops is no longer routed to; the others serve on.
     let (stop, run) = stops.remove(0);

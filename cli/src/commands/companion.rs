@@ -100,7 +100,8 @@ pub struct RunArgs {
     #[arg(long = "allow-host", value_name = "NAME")]
     pub allow_hosts: Vec<String>,
     /// The address items serve on: every share and serving download
-    /// listens on one UDP port there, the same across restarts.
+    /// listens on one UDP port there, kept across restarts once an item
+    /// has served.
     #[arg(long, value_name = "IP", default_value = "0.0.0.0")]
     pub serve_ip: IpAddr,
     /// Ask this network's router (UPnP IGD, NAT-PMP or PCP) to open the

@@ -445,6 +445,14 @@ impl Opening {
         self.peer_id
     }
 
+    /// Sets how many bytes the peer may send on the connection beyond
+    /// what we have read (the listener's own window, when the endpoint
+    /// that accepted it was set up for another).
+    pub fn set_receive_window(&self, bytes: u64) {
+        let window = quinn::VarInt::from_u64(bytes).unwrap_or(quinn::VarInt::MAX);
+        self.connection.set_receive_window(window);
+    }
+
     /// Answers as a listener of `local`'s swarm. A Hello is bound to it (a
     /// Hello for another is refused as the spec says), then `admit` decides
     /// whether to take the peer (our bitfield, or a reason to refuse); a

@@ -136,19 +136,22 @@ pub(super) fn answer_routed(
     let local = node.local.clone();
     let events = node.sender.clone();
     let remote = routed.remote;
-    let attempt = async move { answer(routed.opening, link, &local, events).await };
+    // Within the endpoint's deadline too: its place at the gate counts
+    // until then.
+    let deadline = deadline.min(routed.deadline);
+    let attempt = async move {
+        let _place = routed.guard;
+        answer(routed.opening, link, &local, events).await
+    };
     finish(node, link, remote, deadline, attempt)
 }
 
 /// Refuses a routed handshake the core would not take (the HelloReject
-/// goes out; nothing is reported back).
-pub(super) fn refuse_routed(
-    routed: super::shared::RoutedOpening,
-    rejection: Rejection,
-    deadline: Instant,
-) {
-    let deadline = tokio::time::Instant::from_std(deadline);
+/// goes out within the endpoint's deadline; nothing is reported back).
+pub(super) fn refuse_routed(routed: super::shared::RoutedOpening, rejection: Rejection) {
+    let deadline = tokio::time::Instant::from_std(routed.deadline);
     tokio::spawn(async move {
+        let _place = routed.guard;
         let _ = tokio::time::timeout_at(deadline, routed.opening.refuse(rejection)).await;
     });
 }

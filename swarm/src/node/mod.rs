@@ -143,14 +143,6 @@ pub(crate) enum Event {
     Metrics(tokio::sync::oneshot::Sender<NodeMetrics>),
     /// The shared endpoint routed an incoming handshake here.
     Opened(Box<shared::RoutedOpening>),
-    /// The shared endpoint's gate changed the uploads this swarm may run
-    /// (decided in `generation`: an older one is stale).
-    Grant {
-        /// The gate's decision it came from.
-        generation: u64,
-        /// Uploads at once.
-        grant: usize,
-    },
 }
 
 /// Asks a running node for a snapshot of its counters (a metrics scrape),
@@ -219,9 +211,21 @@ pub(crate) struct Node {
     /// This node's swarm on a shared endpoint, when it uses one (the
     /// endpoint's accept loop routes its handshakes here).
     registration: Option<shared::Registration>,
+    /// The grants the shared endpoint's gate decides for this swarm.
+    grants: Option<tokio::sync::watch::Receiver<(u64, usize)>>,
     /// The upload demand last told to the shared endpoint's gate, and the
-    /// generation of the newest grant heard.
+    /// generation of the newest grant taken.
     slots_told: (Option<usize>, u64),
+}
+
+/// The next change of a watch, or never without one.
+async fn changed(
+    watch: &mut Option<tokio::sync::watch::Receiver<(u64, usize)>>,
+) -> Option<Result<(), tokio::sync::watch::error::RecvError>> {
+    match watch {
+        Some(watch) => Some(watch.changed().await),
+        None => std::future::pending().await,
+    }
 }
 
 /// What [`Node::new`] needs.
@@ -383,19 +387,19 @@ impl Node {
                 None => port_map.as_ref().map(crate::portmap::PortMapTask::state),
             },
         };
-        let registration = match &shared {
+        let (registration, grants) = match &shared {
             Some(shared) => {
                 let name = (
                     local.swarm.model_id().to_owned(),
                     *local.swarm.merkle_root(),
                 );
                 let manifest = parts.manifest.as_ref().map(|(digest, _)| *digest);
-                let registration = shared
+                let (registration, grants) = shared
                     .register(name, manifest, sender.clone())
                     .map_err(|error| NodeError::Shared(error.to_string()))?;
-                Some(registration)
+                (Some(registration), Some(grants))
             }
-            None => None,
+            None => (None, None),
         };
         let mut start = parts.start;
         start.listen = listen.is_some();
@@ -428,6 +432,7 @@ impl Node {
             lan: lan_task,
             remembered: None,
             registration,
+            grants,
             slots_told: (None, 0),
         })
     }
@@ -460,9 +465,8 @@ impl Node {
     pub(crate) fn port_mapping(
         &self,
     ) -> Option<tokio::sync::watch::Receiver<crate::portmap::MapState>> {
-        self.port_map
-            .as_ref()
-            .map(crate::portmap::PortMapTask::state)
+        // Its own, or its shared endpoint's.
+        self.local.mapped.clone()
     }
 
     /// The address peers reach this node at, when it listens.
@@ -541,6 +545,15 @@ impl Node {
                 Some(incoming) = self.endpoint.accept(), if listening && !stopped => {
                     self.on_incoming(incoming)
                 }
+                Some(Ok(())) = changed(&mut self.grants) => {
+                    let newest = self.grants.as_mut().map(|grants| *grants.borrow_and_update());
+                    if let Some((generation, grant)) = newest
+                        && generation > self.slots_told.1
+                    {
+                        self.slots_told.1 = generation;
+                        self.core.set_upload_grant(Some(grant), Instant::now());
+                    }
+                }
                 _ = tokio::time::sleep_until(deadline) => self.core.handle_timeout(Instant::now()),
             }
             self.carry_out();
@@ -559,16 +572,20 @@ impl Node {
             return;
         }
         let (generation, grant) = registration.set_demand(demand);
-        self.slots_told = (Some(demand), generation);
-        self.core.set_upload_grant(Some(grant), Instant::now());
-        self.carry_out();
+        self.slots_told.0 = Some(demand);
+        if generation > self.slots_told.1 {
+            self.slots_told.1 = generation;
+            self.core.set_upload_grant(Some(grant), Instant::now());
+            self.carry_out();
+        }
     }
 
     /// Closes what is left (the core said goodbye to every peer before it
     /// ended) and the endpoint.
     pub(crate) async fn shutdown(&mut self) {
-        // Nothing is routed here any more.
-        let shared = self.registration.take();
+        // Nothing is routed here any more, and this swarm's upload slots go
+        // to the others now.
+        let shared = self.registration.take().is_some();
         for link in std::mem::take(&mut self.links).into_values() {
             match link {
                 DriverLink::Up(handle, uploads) => {
@@ -592,7 +609,7 @@ impl Node {
         if let Some(port_map) = self.port_map.take() {
             port_map.stop().await;
         }
-        if shared.is_some() {
+        if shared {
             // The endpoint serves other swarms: this node's connections
             // went with their links.
             return;
@@ -676,12 +693,6 @@ impl Node {
             Event::LookupDone => self.core.handle_lookup_done(now),
             Event::Neighbour(peer, addrs) => self.core.handle_neighbour(peer, &addrs, now),
             Event::Opened(routed) => self.on_opened(*routed, now),
-            Event::Grant { generation, grant } => {
-                if generation > self.slots_told.1 {
-                    self.slots_told.1 = generation;
-                    self.core.set_upload_grant(Some(grant), now);
-                }
-            }
         }
     }
 
@@ -689,15 +700,17 @@ impl Node {
     /// it admits a connection to its own endpoint (the endpoint's gate let
     /// its first packet in already), then answers its first message.
     fn on_opened(&mut self, routed: shared::RoutedOpening, now: Instant) {
+        // This node's own receive window (a share's is small), not the
+        // endpoint's, for what the peer may send before we read it.
+        routed
+            .opening
+            .set_receive_window(self.config.tuning.connection_receive_window);
         match self.core.handle_routed(routed.remote, now) {
             Ok((link, deadline)) => {
                 let task = connect::answer_routed(self, link, routed, deadline);
                 self.links.insert(link, DriverLink::Attempt(task));
             }
-            Err(rejection) => {
-                let deadline = now + self.config.core.handshake_timeout;
-                connect::refuse_routed(routed, rejection, deadline);
-            }
+            Err(rejection) => connect::refuse_routed(routed, rejection),
         }
     }
 

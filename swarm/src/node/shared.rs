@@ -16,13 +16,22 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use minimodel_node::gate::{Door, Gate, Grants, RegisterError, SwarmName, Ticket};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use super::{CoreConfig, Event, NodeReport};
 use crate::link::handshake::{self, First, Opening};
 use crate::transport::{self, Identity, TransportError, TransportTuning};
 
-type Routes = Gate<mpsc::Sender<Event>>;
+/// How the gate reaches a swarm's node: its events, and the uploads it
+/// may run (the newest grant and the gate's generation it came from;
+/// a watch, so that the newest is never lost behind a full queue).
+#[derive(Clone)]
+pub(crate) struct Route {
+    events: mpsc::Sender<Event>,
+    grant: watch::Sender<(u64, usize)>,
+}
+
+type Routes = Gate<Route>;
 
 /// One endpoint that serves every swarm registered on it. Cheap to clone;
 /// the endpoint closes when [`SharedEndpoint::close`] is called or the
@@ -134,6 +143,11 @@ impl SharedEndpoint {
         lock(&self.inner.gate).swarms()
     }
 
+    /// How many incoming handshakes hold a place at its gate now.
+    pub fn handshakes(&self) -> usize {
+        lock(&self.inner.gate).handshakes()
+    }
+
     /// The router's mapping of its port, when one was asked for.
     pub fn port_mapping(&self) -> Option<tokio::sync::watch::Receiver<crate::portmap::MapState>> {
         self.inner.mapped.clone()
@@ -164,18 +178,22 @@ impl SharedEndpoint {
     }
 
     /// Routes the swarm `name` (and manifest queries for `manifest`) to
-    /// `events` until the registration is dropped.
+    /// `events` until the registration is dropped; the grants the gate
+    /// decides for it come on the watch returned.
     pub(crate) fn register(
         &self,
         name: SwarmName,
         manifest: Option<[u8; 32]>,
         events: mpsc::Sender<Event>,
-    ) -> Result<Registration, RegisterError> {
-        lock(&self.inner.gate).register(name.clone(), manifest, events)?;
-        Ok(Registration {
+    ) -> Result<(Registration, watch::Receiver<(u64, usize)>), RegisterError> {
+        let (grant, grants) = watch::channel((0, 1));
+        let route = Route { events, grant };
+        lock(&self.inner.gate).register(name.clone(), manifest, route)?;
+        let registration = Registration {
             shared: self.clone(),
             name,
-        })
+        };
+        Ok((registration, grants))
     }
 }
 
@@ -201,14 +219,10 @@ impl Registration {
     }
 }
 
-/// Sends the grants that changed to their nodes. A node whose queue is
-/// full misses it and hears its grant again when its own demand changes.
-fn tell(grants: &Grants<mpsc::Sender<Event>>) {
-    for (node, grant) in &grants.changed {
-        let _ = node.try_send(Event::Grant {
-            generation: grants.generation,
-            grant: *grant,
-        });
+/// Hands the grants that changed to their nodes.
+fn tell(grants: &Grants<Route>) {
+    for (route, grant) in &grants.changed {
+        route.grant.send_replace((grants.generation, *grant));
     }
 }
 
@@ -236,8 +250,10 @@ async fn accept_loop(
                 let attempt = Attempt {
                     identity: Arc::clone(&identity),
                     tuning: super::connect::within(&tuning, deadline),
-                    gate: Arc::clone(&gate),
-                    ticket,
+                    guard: TicketGuard {
+                        gate: Arc::clone(&gate),
+                        ticket,
+                    },
                 };
                 tokio::spawn(attempt.run(incoming, remote, deadline));
             }
@@ -256,53 +272,73 @@ async fn accept_loop(
     }
 }
 
-/// One incoming handshake up to its first message.
-struct Attempt {
-    identity: Arc<Identity>,
-    tuning: TransportTuning,
+/// A handshake's place at the gate: free again when dropped, however the
+/// handshake ends (up, answered, refused, failed, its task aborted).
+pub(crate) struct TicketGuard {
     gate: Arc<Mutex<Routes>>,
     ticket: Ticket,
 }
 
+impl Drop for TicketGuard {
+    fn drop(&mut self) {
+        lock(&self.gate).handle_ended(self.ticket);
+    }
+}
+
+/// One incoming handshake up to its first message.
+struct Attempt {
+    identity: Arc<Identity>,
+    tuning: TransportTuning,
+    guard: TicketGuard,
+}
+
 impl Attempt {
     async fn run(self, incoming: quinn::Incoming, remote: SocketAddr, deadline: Instant) {
-        let deadline = tokio::time::Instant::from_std(deadline);
-        let opened = tokio::time::timeout_at(deadline, async {
+        let until = tokio::time::Instant::from_std(deadline);
+        let opened = tokio::time::timeout_at(until, async {
             let (connection, peer) = transport::accept(incoming, &self.identity, &self.tuning)
                 .await
                 .ok()?;
             handshake::open(connection, peer).await.ok()
         })
         .await;
+        // Failed: the guard frees its place.
         let Ok(Some(opening)) = opened else {
-            lock(&self.gate).handle_failed(self.ticket);
             return;
         };
         let route = {
-            let mut gate = lock(&self.gate);
+            let gate = lock(&self.guard.gate);
             match opening.first() {
-                First::Hello(hello) => gate.route_hello(self.ticket, hello),
-                First::Manifest(digest) => gate.route_manifest(self.ticket, digest),
+                First::Hello(hello) => gate.route_hello(hello),
+                First::Manifest(digest) => gate.route_manifest(digest),
             }
         };
         match route {
-            // The node answers; when it is gone the connection goes with
-            // the event.
+            // The node answers, within the same deadline; a node that does
+            // not take it in time (its queue full, or it is stopping) drops
+            // it, and the connection with it.
             Ok(node) => {
-                let _ = node
-                    .send(Event::Opened(Box::new(RoutedOpening { opening, remote })))
-                    .await;
+                let routed = RoutedOpening {
+                    opening,
+                    remote,
+                    deadline,
+                    guard: self.guard,
+                };
+                let handover = node.events.send(Event::Opened(Box::new(routed)));
+                let _ = tokio::time::timeout_at(until, handover).await;
             }
             Err(rejection) => {
-                let _ = tokio::time::timeout_at(deadline, opening.refuse(rejection)).await;
+                let _ = tokio::time::timeout_at(until, opening.refuse(rejection)).await;
             }
         }
     }
 }
 
 /// A handshake the shared endpoint routed to a node, its first message
-/// read.
+/// read; it holds its place at the gate until it ends, by `deadline`.
 pub(crate) struct RoutedOpening {
     pub(crate) opening: Opening,
     pub(crate) remote: SocketAddr,
+    pub(crate) deadline: Instant,
+    pub(crate) guard: TicketGuard,
 }
