@@ -448,8 +448,9 @@ pub struct Caps {
 #[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Limits {
-    /// Caps over every item together (divided among the items that move
-    /// bytes that way: `docs/companion.md`, "Rates").
+    /// Caps over every item together (upload: shared among the items that
+    /// upload; download: divided among the items that download;
+    /// `docs/companion.md`, "Rates").
     pub caps: Caps,
     /// The most bytes the library's downloads may take; `None`: no quota
     /// (the disk's free space still decides).

@@ -624,8 +624,11 @@ fn should_run(record: &ItemRecord, live: Option<&Live>) -> Option<(bool, bool)> 
     }
 }
 
-/// Each runnable item's caps: its own, and an even part of the
-/// library's among the items that move bytes that way.
+/// Each runnable item's caps. Upload: its own and the library's, the
+/// lower (the library's cap itself is the items' endpoint's, shared among
+/// the items that upload by the gate's rule, `docs/swarm.md`). Download:
+/// its own and an even part of the library's among the items that
+/// download.
 fn effective_caps(inner: &Inner) -> BTreeMap<ItemId, Caps> {
     let wanted: Vec<(&ItemRecord, (bool, bool))> = inner
         .state
@@ -634,7 +637,6 @@ fn effective_caps(inner: &Inner) -> BTreeMap<ItemId, Caps> {
         .filter(|record| inner.manifests.contains_key(&record.id))
         .filter_map(|record| should_run(record, inner.live.get(&record.id)).map(|d| (record, d)))
         .collect();
-    let uploaders = wanted.iter().filter(|(_, (up, _))| *up).count() as u64;
     let downloaders = wanted.iter().filter(|(_, (_, down))| *down).count() as u64;
     let global = inner.state.limits.caps;
     wanted
@@ -643,7 +645,7 @@ fn effective_caps(inner: &Inner) -> BTreeMap<ItemId, Caps> {
             let part = |cap: Option<u64>, count: u64| cap.map(|cap| (cap / count.max(1)).max(1));
             let caps = Caps {
                 max_upload: if up {
-                    min_cap(record.caps.max_upload, part(global.max_upload, uploaders))
+                    min_cap(record.caps.max_upload, global.max_upload)
                 } else {
                     None
                 },
@@ -1776,6 +1778,10 @@ impl Shared {
         let _one_at_a_time = self.reconciling.lock().await;
         let stopping: Vec<(ItemId, RunningItem)> = {
             let mut inner = self.inner.lock().await;
+            // The library's upload cap is the endpoint's, over every item.
+            self.runner
+                .endpoint()
+                .set_upload_cap(inner.state.limits.caps.max_upload);
             let caps = effective_caps(&inner);
             let stale: Vec<ItemId> = inner
                 .running

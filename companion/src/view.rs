@@ -309,7 +309,9 @@ pub struct ItemView {
     pub signature: Option<SignatureView>,
     /// Its own caps.
     pub caps: Caps,
-    /// The caps it runs with (its own and its part of the library's).
+    /// The most it runs with: its own caps and the library's, the lower
+    /// for upload (the library's upload cap is shared among the items
+    /// that upload), its part of the library's for download.
     pub effective_caps: Caps,
     /// Where it serves, when it does.
     pub serving: Option<ServingView>,

@@ -623,6 +623,18 @@ fn every_item_serves_on_the_companions_one_port_and_fetches_from_it_run_at_once(
             added["id"].as_str().unwrap().to_owned()
         })
         .collect();
+    // The library's upload cap is the endpoint's, shared by the items
+    // that upload as they upload: no item is held to a third of it.
+    let (status, _) = seeder.send(
+        "PUT",
+        "/api/v1/limits",
+        &json!({"caps": {"max_upload": 3_000_000, "max_download": null}}),
+    );
+    assert_eq!(status, 200);
+    let (_, library_view) = seeder.get("/api/v1/library");
+    for item in library_view["items"].as_array().unwrap() {
+        assert_eq!(item["effective_caps"]["max_upload"], 3_000_000, "{item}");
+    }
     // One item per artifact: a download of what is shared is refused.
     let mut again = download_request(&arts[0], &offers[0]);
     again["consent"] = json!({"fetch": true});

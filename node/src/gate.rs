@@ -19,9 +19,12 @@
 //! run one upload, and the rest go to the swarms that want more, evenly
 //! (max-min fair, ties by swarm name), each node reporting what it wants
 //! ([`Gate::set_upload_demand`]) and running at most what it is granted
-//! (`NodeCore::set_upload_grant`). So twenty shares hold at most
+//! (`NodeCore::set_upload_share`). So twenty shares hold at most
 //! `max(upload_slots, swarms uploading)` chunks in flight, not twenty
-//! times the slots of one.
+//! times the slots of one. An upload cap for the whole endpoint
+//! ([`Gate::set_upload_cap`]) is shared the same way: the swarms that
+//! upload divide it in proportion to their slots, and one that does not
+//! yet gets what it would as the next one to start.
 //!
 //! Sans-IO like the rest of the crate: `T` is whatever the program uses to
 //! reach a swarm (a channel to its node), kept and handed back unchanged.
@@ -81,18 +84,30 @@ struct Registered<T> {
     demand: usize,
     /// Uploads it may run.
     grant: usize,
+    /// Its part of the endpoint's upload cap.
+    rate: Option<u64>,
 }
 
-/// Grants that changed: each swarm's route and its new grant, with the
+/// What one swarm may upload: uploads at once and, under an endpoint
+/// cap, bytes per second.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Share {
+    /// Uploads at once.
+    pub slots: usize,
+    /// Its part of the endpoint's upload cap (`None`: no cap).
+    pub rate: Option<u64>,
+}
+
+/// Shares that changed: each swarm's route and its new share, with the
 /// generation they were decided in (a node keeps the newest it hears).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Grants<T> {
     /// The generation of this decision (grows with every decision).
     pub generation: u64,
-    /// The swarm that reported, its grant now.
-    pub own: usize,
-    /// Other swarms whose grant changed: route and grant.
-    pub changed: Vec<(T, usize)>,
+    /// The swarm that reported, its share now.
+    pub own: Share,
+    /// Other swarms whose share changed: route and share.
+    pub changed: Vec<(T, Share)>,
 }
 
 /// The door of an endpoint shared by many swarms.
@@ -104,6 +119,8 @@ pub struct Gate<T> {
     next: u64,
     swarms: BTreeMap<SwarmName, Registered<T>>,
     generation: u64,
+    /// The endpoint's upload cap, bytes per second.
+    upload_cap: Option<u64>,
 }
 
 impl<T: Clone> Gate<T> {
@@ -118,6 +135,7 @@ impl<T: Clone> Gate<T> {
             next: 0,
             swarms: BTreeMap::new(),
             generation: 0,
+            upload_cap: None,
         }
     }
 
@@ -133,6 +151,7 @@ impl<T: Clone> Gate<T> {
             return Err(RegisterError::Taken(swarm.0));
         }
         // An idle swarm's one slot takes nothing from the others.
+        let rate = self.idle_rate();
         self.swarms.insert(
             swarm,
             Registered {
@@ -140,9 +159,29 @@ impl<T: Clone> Gate<T> {
                 manifest,
                 demand: 0,
                 grant: 1,
+                rate,
             },
         );
         Ok(())
+    }
+
+    /// Caps the upload of the whole endpoint at `cap` bytes per second
+    /// (`None`: no cap); every swarm's share that changed.
+    pub fn set_upload_cap(&mut self, cap: Option<u64>) -> Grants<T> {
+        self.upload_cap = cap;
+        self.regrant(None)
+    }
+
+    /// What a swarm that uploads nothing may upload at: its part as the
+    /// next one to start, with one slot.
+    fn idle_rate(&self) -> Option<u64> {
+        let held: usize = self
+            .swarms
+            .values()
+            .filter(|r| r.demand > 0)
+            .map(|r| r.grant)
+            .sum();
+        self.upload_cap.map(|cap| (cap / (held as u64 + 1)).max(1))
     }
 
     /// Stops routing to `swarm` (its node ends); handshakes routed to it
@@ -163,18 +202,32 @@ impl<T: Clone> Gate<T> {
         self.regrant(Some(swarm))
     }
 
+    /// What `swarm` may upload now.
+    pub fn upload_share(&self, swarm: &SwarmName) -> Share {
+        self.swarms.get(swarm).map_or(
+            Share {
+                slots: 1,
+                rate: self.upload_cap,
+            },
+            |registered| Share {
+                slots: registered.grant,
+                rate: registered.rate,
+            },
+        )
+    }
+
     /// The uploads `swarm` may run now.
     pub fn upload_grant(&self, swarm: &SwarmName) -> usize {
-        self.swarms
-            .get(swarm)
-            .map_or(1, |registered| registered.grant)
+        self.upload_share(swarm).slots
     }
 
     /// Shares the slots again: one for every swarm, the rest one at a time
     /// to the swarm that wants more and holds fewest (ties: the first by
-    /// name). Returns the reporter's grant and the others that changed.
+    /// name); then the cap, in proportion to the slots of the swarms that
+    /// upload. Returns the reporter's share and the others that changed.
     fn regrant(&mut self, reporter: Option<&SwarmName>) -> Grants<T> {
-        let before: Vec<usize> = self.swarms.values().map(|r| r.grant).collect();
+        let before: Vec<(usize, Option<u64>)> =
+            self.swarms.values().map(|r| (r.grant, r.rate)).collect();
         let wanting = self.swarms.values().filter(|r| r.demand > 0).count();
         let mut extra = self.config.upload_slots.saturating_sub(wanting);
         for registered in self.swarms.values_mut() {
@@ -190,14 +243,36 @@ impl<T: Clone> Gate<T> {
             registered.grant += 1;
             extra -= 1;
         }
+        let held: u64 = self
+            .swarms
+            .values()
+            .filter(|r| r.demand > 0)
+            .map(|r| r.grant as u64)
+            .sum();
+        let idle = self.idle_rate();
+        for registered in self.swarms.values_mut() {
+            registered.rate = match self.upload_cap {
+                Some(cap) if registered.demand > 0 => {
+                    Some((cap * registered.grant as u64 / held.max(1)).max(1))
+                }
+                _ => idle,
+            };
+        }
         self.generation += 1;
-        let mut own = 1;
+        let mut own = Share {
+            slots: 1,
+            rate: idle,
+        };
         let mut changed = Vec::new();
         for ((name, registered), old) in self.swarms.iter().zip(before) {
+            let share = Share {
+                slots: registered.grant,
+                rate: registered.rate,
+            };
             if Some(name) == reporter {
-                own = registered.grant;
-            } else if registered.grant != old {
-                changed.push((registered.route.clone(), registered.grant));
+                own = share;
+            } else if (registered.grant, registered.rate) != old {
+                changed.push((registered.route.clone(), share));
             }
         }
         Grants {
@@ -505,7 +580,7 @@ mod tests {
         let grants = gate.set_upload_demand(&name("s07"), slots);
         // Every idle swarm keeps its one slot; the busy one gets the rest
         // of the endpoint's slots, since the idle ones use none.
-        assert_eq!(grants.own, slots);
+        assert_eq!(grants.own.slots, slots);
         assert!(grants.changed.is_empty(), "{:?}", grants.changed);
         assert_eq!(gate.upload_grant(&name("s00")), 1);
     }
@@ -513,16 +588,18 @@ mod tests {
     #[test]
     fn busy_swarms_share_the_slots_evenly_and_a_modest_one_gets_what_it_asks() {
         let mut gate = many(3);
-        assert_eq!(gate.set_upload_demand(&name("s00"), 8).own, 8);
+        assert_eq!(gate.set_upload_demand(&name("s00"), 8).own.slots, 8);
         let grants = gate.set_upload_demand(&name("s01"), 8);
-        assert_eq!(grants.own, 4);
-        assert_eq!(grants.changed, vec![(0, 4)], "the first one gives up half");
+        assert_eq!(grants.own.slots, 4);
+        let changed: Vec<(usize, usize)> =
+            grants.changed.iter().map(|(r, s)| (*r, s.slots)).collect();
+        assert_eq!(changed, vec![(0, 4)], "the first one gives up half");
         let grants = gate.set_upload_demand(&name("s02"), 8);
         assert_eq!(
             (
                 gate.upload_grant(&name("s00")),
                 gate.upload_grant(&name("s01")),
-                grants.own
+                grants.own.slots
             ),
             (3, 3, 2),
             "8 over three: the spare slot goes to the first by name"
@@ -558,9 +635,52 @@ mod tests {
         let grants = gate.deregister(&name("s17"));
         // Two left, 8 slots: 4 each, both told.
         assert_eq!(grants.changed.len(), 2, "{:?}", grants.changed);
-        assert!(grants.changed.iter().all(|(_, grant)| *grant == 4));
+        assert!(grants.changed.iter().all(|(_, share)| share.slots == 4));
         let later = gate.set_upload_demand(&name("s18"), 4);
         assert!(later.generation > grants.generation);
+    }
+
+    #[test]
+    fn the_endpoints_upload_cap_goes_to_the_swarms_that_upload_in_proportion_to_their_slots() {
+        let mut gate = many(4);
+        let cap = 8_000_000;
+        let grants = gate.set_upload_cap(Some(cap));
+        assert_eq!(grants.changed.len(), 4, "every idle swarm hears the cap");
+        assert!(
+            grants
+                .changed
+                .iter()
+                .all(|(_, share)| share.rate == Some(cap))
+        );
+        // One uploads: all of it; the idle ones, what the next one would get.
+        let busy = gate.set_upload_demand(&name("s00"), 8);
+        assert_eq!(
+            busy.own,
+            Share {
+                slots: 8,
+                rate: Some(cap)
+            }
+        );
+        assert_eq!(gate.upload_share(&name("s01")).rate, Some(cap / 9));
+        // Two upload with 6 and 2 slots: 3/4 and 1/4 of it.
+        gate.set_upload_demand(&name("s01"), 2);
+        assert_eq!(
+            gate.upload_share(&name("s00")),
+            Share {
+                slots: 6,
+                rate: Some(cap * 6 / 8)
+            }
+        );
+        assert_eq!(
+            gate.upload_share(&name("s01")),
+            Share {
+                slots: 2,
+                rate: Some(cap * 2 / 8)
+            }
+        );
+        // Removed, the cap no longer limits anyone.
+        let freed = gate.set_upload_cap(None);
+        assert!(freed.changed.iter().all(|(_, share)| share.rate.is_none()));
     }
 
     #[test]

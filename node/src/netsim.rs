@@ -706,9 +706,9 @@ impl Sim {
                 .or_insert_with(|| crate::gate::Gate::new(NodeConfig::default()));
             let name = Self::gate_name(node);
             let _ = gate.register(name.clone(), None, node);
-            let grant = gate.upload_grant(&name);
+            let share = gate.upload_share(&name);
             let now = self.instant();
-            self.core_mut(node).set_upload_grant(Some(grant), now);
+            self.core_mut(node).set_upload_share(Some(share), now);
             self.told.remove(&node);
         }
         let spec = &self.specs[node];
@@ -816,7 +816,7 @@ impl Sim {
             let now = self.instant();
             for (other, grant) in grants.changed {
                 if self.nodes[other].alive {
-                    self.core_mut(other).set_upload_grant(Some(grant), now);
+                    self.core_mut(other).set_upload_share(Some(grant), now);
                     self.pump(other, false);
                 }
             }
@@ -907,10 +907,10 @@ impl Sim {
         let gate = self.gates.get_mut(&host).expect("registered at its start");
         let grants = gate.set_upload_demand(&Self::gate_name(node), demand);
         let now = self.instant();
-        self.core_mut(node).set_upload_grant(Some(grants.own), now);
+        self.core_mut(node).set_upload_share(Some(grants.own), now);
         for (other, grant) in grants.changed {
             if self.nodes[other].alive {
-                self.core_mut(other).set_upload_grant(Some(grant), now);
+                self.core_mut(other).set_upload_share(Some(grant), now);
                 self.pump(other, false);
             }
         }

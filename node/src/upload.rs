@@ -330,6 +330,15 @@ impl TokenBucket {
         self.rate as u64
     }
 
+    /// Changes the rate and burst from `now` on; tokens earned so far at
+    /// the old rate are kept (and any debt), up to the new burst.
+    pub fn set_rate(&mut self, rate: u64, burst: u64, now: Instant) {
+        self.refill(now);
+        self.rate = rate.max(1) as f64;
+        self.burst = burst.max(1) as f64;
+        self.tokens = self.tokens.min(self.burst);
+    }
+
     /// Takes `bytes` and returns how long to wait before sending them (zero
     /// when the bucket held enough). The debt is kept, so callers that wait
     /// the returned time stay at the rate on average.

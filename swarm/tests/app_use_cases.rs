@@ -433,7 +433,11 @@ async fn one_endpoint_serves_many_swarms_on_one_port_and_refuses_the_swarms_it_d
         }
     })
     .await;
-    assert!(drained.is_ok(), "{} handshakes still held", shared.handshakes());
+    assert!(
+        drained.is_ok(),
+        "{} handshakes still held",
+        shared.handshakes()
+    );
 
     // A share that stops is no longer routed to; the others serve on.
     let (stop, run) = stops.remove(0);

@@ -584,18 +584,23 @@ impl NodeCore {
         self.uploads.demand(&self.config, self.params.chunk_size())
     }
 
-    /// The uploads at once the endpoint's gate grants this swarm (`None`:
-    /// its own slots alone decide). A larger grant starts waiting uploads
-    /// at once; a smaller one lets those under way finish and starts no
-    /// new one until they are below it.
-    pub fn set_upload_grant(&mut self, grant: Option<usize>, now: Instant) {
-        let grew = match (self.uploads.grant, grant) {
+    /// What the endpoint's gate lets this swarm upload (`None`: its own
+    /// slots and cap alone decide): uploads at once, and its part of the
+    /// endpoint's upload cap, under its own `max_upload`. More starts
+    /// waiting uploads at once; less lets those under way finish and
+    /// starts no new one until they are below it.
+    pub fn set_upload_share(&mut self, share: Option<crate::gate::Share>, now: Instant) {
+        let grant = share.map(|share| share.slots);
+        let more_slots = match (self.uploads.grant, grant) {
             (Some(old), Some(new)) => new > old,
             (Some(_), None) => true,
             (None, _) => false,
         };
         self.uploads.grant = grant;
-        if grew && self.serve && !self.ended {
+        let faster = self
+            .uploads
+            .set_shared_rate(share.and_then(|share| share.rate), now);
+        if (more_slots || faster) && self.serve && !self.ended {
             self.start_uploads(now);
         }
     }

@@ -120,6 +120,15 @@ pub(super) struct Uploads {
     /// Uploads at once the endpoint's gate grants this swarm, when it
     /// shares its endpoint with others (`crate::gate`).
     pub(super) grant: Option<usize>,
+    /// Its own upload cap (`max_upload`) and its part of the endpoint's;
+    /// `limit` holds the lower.
+    own_rate: Option<u64>,
+    shared_rate: Option<u64>,
+}
+
+/// A token bucket's burst for `rate`: 64 KiB to 1 MiB.
+fn burst_of(rate: u64) -> u64 {
+    rate.clamp(64 << 10, 1 << 20)
 }
 
 impl Uploads {
@@ -127,16 +136,40 @@ impl Uploads {
         Self {
             queue,
             active: BTreeMap::new(),
-            limit: max_upload.map(|rate| {
-                (
-                    rate,
-                    TokenBucket::new(rate, rate.clamp(64 << 10, 1 << 20), now),
-                )
-            }),
+            limit: max_upload.map(|rate| (rate, TokenBucket::new(rate, burst_of(rate), now))),
             wake: None,
             uploaded_bytes: 0,
             meter: UplinkMeter::default(),
             grant: None,
+            own_rate: max_upload,
+            shared_rate: None,
+        }
+    }
+
+    /// Sets this swarm's part of its endpoint's upload cap; whether uploads
+    /// may now start sooner (the cap rose or went).
+    pub(super) fn set_shared_rate(&mut self, rate: Option<u64>, now: Instant) -> bool {
+        self.shared_rate = rate;
+        let wanted = match (self.own_rate, self.shared_rate) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let current = self.limit.as_ref().map(|(rate, _)| *rate);
+        if wanted == current {
+            return false;
+        }
+        match (&mut self.limit, wanted) {
+            (Some((rate, bucket)), Some(new)) => {
+                *rate = new;
+                bucket.set_rate(new, burst_of(new), now);
+            }
+            (limit, Some(new)) => *limit = Some((new, TokenBucket::new(new, burst_of(new), now))),
+            (limit, None) => *limit = None,
+        }
+        match (current, wanted) {
+            (Some(old), Some(new)) => new > old,
+            (Some(_), None) => true,
+            (None, _) => false,
         }
     }
 

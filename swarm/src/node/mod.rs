@@ -212,7 +212,7 @@ pub(crate) struct Node {
     /// endpoint's accept loop routes its handshakes here).
     registration: Option<shared::Registration>,
     /// The grants the shared endpoint's gate decides for this swarm.
-    grants: Option<tokio::sync::watch::Receiver<(u64, usize)>>,
+    grants: Option<tokio::sync::watch::Receiver<(u64, minimodel_node::gate::Share)>>,
     /// The upload demand last told to the shared endpoint's gate, and the
     /// generation of the newest grant taken.
     slots_told: (Option<usize>, u64),
@@ -220,7 +220,7 @@ pub(crate) struct Node {
 
 /// The next change of a watch, or never without one.
 async fn changed(
-    watch: &mut Option<tokio::sync::watch::Receiver<(u64, usize)>>,
+    watch: &mut Option<tokio::sync::watch::Receiver<(u64, minimodel_node::gate::Share)>>,
 ) -> Option<Result<(), tokio::sync::watch::error::RecvError>> {
     match watch {
         Some(watch) => Some(watch.changed().await),
@@ -406,7 +406,7 @@ impl Node {
         start.lan = networks;
         let mut core = NodeCore::new(parts.config.core.clone(), start, Instant::now());
         if let Some(registration) = &registration {
-            core.set_upload_grant(Some(registration.grant()), Instant::now());
+            core.set_upload_share(Some(registration.share()), Instant::now());
         }
         let (link_sender, link_events) = mpsc::channel(1024);
         Ok(Self {
@@ -547,11 +547,11 @@ impl Node {
                 }
                 Some(Ok(())) = changed(&mut self.grants) => {
                     let newest = self.grants.as_mut().map(|grants| *grants.borrow_and_update());
-                    if let Some((generation, grant)) = newest
+                    if let Some((generation, share)) = newest
                         && generation > self.slots_told.1
                     {
                         self.slots_told.1 = generation;
-                        self.core.set_upload_grant(Some(grant), Instant::now());
+                        self.core.set_upload_share(Some(share), Instant::now());
                     }
                 }
                 _ = tokio::time::sleep_until(deadline) => self.core.handle_timeout(Instant::now()),
@@ -571,11 +571,11 @@ impl Node {
         if self.slots_told.0 == Some(demand) {
             return;
         }
-        let (generation, grant) = registration.set_demand(demand);
+        let (generation, share) = registration.set_demand(demand);
         self.slots_told.0 = Some(demand);
         if generation > self.slots_told.1 {
             self.slots_told.1 = generation;
-            self.core.set_upload_grant(Some(grant), Instant::now());
+            self.core.set_upload_share(Some(share), Instant::now());
             self.carry_out();
         }
     }

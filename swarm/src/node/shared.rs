@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use minimodel_node::gate::{Door, Gate, Grants, RegisterError, SwarmName, Ticket};
+use minimodel_node::gate::{Door, Gate, Grants, RegisterError, Share, SwarmName, Ticket};
 use tokio::sync::{mpsc, watch};
 
 use super::{CoreConfig, Event, NodeReport};
@@ -28,7 +28,7 @@ use crate::transport::{self, Identity, TransportError, TransportTuning};
 #[derive(Clone)]
 pub(crate) struct Route {
     events: mpsc::Sender<Event>,
-    grant: watch::Sender<(u64, usize)>,
+    grant: watch::Sender<(u64, Share)>,
 }
 
 type Routes = Gate<Route>;
@@ -148,6 +148,14 @@ impl SharedEndpoint {
         lock(&self.inner.gate).handshakes()
     }
 
+    /// Caps the upload of every swarm on it together at `cap` bytes per
+    /// second (`None`: no cap), shared among the swarms that upload by the
+    /// gate's rule; each swarm's own `max_upload` still holds.
+    pub fn set_upload_cap(&self, cap: Option<u64>) {
+        let grants = lock(&self.inner.gate).set_upload_cap(cap);
+        tell(&grants);
+    }
+
     /// The router's mapping of its port, when one was asked for.
     pub fn port_mapping(&self) -> Option<tokio::sync::watch::Receiver<crate::portmap::MapState>> {
         self.inner.mapped.clone()
@@ -185,8 +193,12 @@ impl SharedEndpoint {
         name: SwarmName,
         manifest: Option<[u8; 32]>,
         events: mpsc::Sender<Event>,
-    ) -> Result<(Registration, watch::Receiver<(u64, usize)>), RegisterError> {
-        let (grant, grants) = watch::channel((0, 1));
+    ) -> Result<(Registration, watch::Receiver<(u64, Share)>), RegisterError> {
+        let first = Share {
+            slots: 1,
+            rate: None,
+        };
+        let (grant, grants) = watch::channel((0, first));
         let route = Route { events, grant };
         lock(&self.inner.gate).register(name.clone(), manifest, route)?;
         let registration = Registration {
@@ -205,24 +217,24 @@ pub(crate) struct Registration {
 }
 
 impl Registration {
-    /// The uploads this swarm may run now.
-    pub(crate) fn grant(&self) -> usize {
-        lock(&self.shared.inner.gate).upload_grant(&self.name)
+    /// What this swarm may upload now.
+    pub(crate) fn share(&self) -> Share {
+        lock(&self.shared.inner.gate).upload_share(&self.name)
     }
 
     /// Tells the gate the uploads this swarm would run now; returns its
-    /// grant, after telling the other swarms whose grant changed.
-    pub(crate) fn set_demand(&self, demand: usize) -> (u64, usize) {
+    /// share, after telling the other swarms whose share changed.
+    pub(crate) fn set_demand(&self, demand: usize) -> (u64, Share) {
         let grants = lock(&self.shared.inner.gate).set_upload_demand(&self.name, demand);
         tell(&grants);
         (grants.generation, grants.own)
     }
 }
 
-/// Hands the grants that changed to their nodes.
+/// Hands the shares that changed to their nodes.
 fn tell(grants: &Grants<Route>) {
-    for (route, grant) in &grants.changed {
-        route.grant.send_replace((grants.generation, *grant));
+    for (route, share) in &grants.changed {
+        route.grant.send_replace((grants.generation, *share));
     }
 }
 

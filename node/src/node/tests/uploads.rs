@@ -84,7 +84,13 @@ fn uploads_fill_the_slots_and_a_peer_beyond_its_share_only_gets_what_nobody_else
 #[test]
 fn a_swarm_on_a_shared_endpoint_runs_what_its_gate_grants_and_reports_what_it_wants() {
     let mut h = Harness::new(Kind::Seeder, 16, fixed_slots());
-    h.core.set_upload_grant(Some(1), h.now);
+    h.core.set_upload_share(
+        Some(crate::gate::Share {
+            slots: 1,
+            rate: None,
+        }),
+        h.now,
+    );
     let a = h.connect_in(&fetcher(1, 16));
     let b = h.connect_in(&fetcher(2, 16));
     h.take();
@@ -95,13 +101,25 @@ fn a_swarm_on_a_shared_endpoint_runs_what_its_gate_grants_and_reports_what_it_wa
     assert_eq!(running.len(), 1, "one upload on a grant of one");
     assert_eq!(h.core.upload_demand(), 4, "one under way, three waiting");
     // A larger grant starts waiting uploads at once.
-    h.core.set_upload_grant(Some(3), h.now);
+    h.core.set_upload_share(
+        Some(crate::gate::Share {
+            slots: 3,
+            rate: None,
+        }),
+        h.now,
+    );
     let more = uploads(&h.take());
     assert_eq!(more.len(), 2);
     running.extend(more);
     // A smaller one lets those under way finish and starts nothing new
     // until they are below it.
-    h.core.set_upload_grant(Some(1), h.now);
+    h.core.set_upload_share(
+        Some(crate::gate::Share {
+            slots: 1,
+            rate: None,
+        }),
+        h.now,
+    );
     assert!(uploads(&h.take()).is_empty());
     for &(link, chunk) in &running[..2] {
         sent(&mut h, link, chunk);
@@ -143,6 +161,48 @@ fn the_rarest_requested_chunk_over_all_peers_goes_first() {
         order.push(current);
     }
     assert_eq!(order, [(d, 6), (a, 7), (a, 3), (d, 1)]);
+}
+
+#[test]
+fn a_part_of_the_endpoints_cap_paces_uploads_under_the_swarms_own_cap() {
+    let own = 4 * u64::from(CHUNK);
+    let config = NodeConfig {
+        max_upload: Some(own),
+        ..fixed_slots()
+    };
+    let mut h = Harness::new(Kind::Seeder, 16, config);
+    let part = u64::from(CHUNK);
+    let share = |rate| crate::gate::Share { slots: 8, rate };
+    h.core.set_upload_share(Some(share(Some(part))), h.now);
+    let a = h.connect_in(&fetcher(1, 16));
+    h.take();
+    request(&mut h, a, &[0, 1, 2, 3]);
+    let first = h.take();
+    let paces: Vec<Option<u64>> = first
+        .iter()
+        .filter_map(|action| match action {
+            Action::Upload { pace, .. } => Some(*pace),
+            _ => None,
+        })
+        .collect();
+    // The lower of the two caps paces them; the bucket lets its burst
+    // through, the rest wait.
+    assert!(paces.iter().all(|pace| *pace == Some(part)), "{first:?}");
+    assert!(paces.len() < 4, "{first:?}");
+    // The endpoint's cap goes (the other swarms went idle): the swarm's
+    // own cap paces what starts now.
+    h.core.set_upload_share(Some(share(None)), h.now);
+    h.advance(250);
+    let next: Vec<Option<u64>> = h
+        .take()
+        .iter()
+        .filter_map(|action| match action {
+            Action::Upload { pace, .. } => Some(*pace),
+            _ => None,
+        })
+        .collect();
+    assert!(!next.is_empty(), "a larger cap lets a waiting upload start");
+    assert!(next.iter().all(|pace| *pace == Some(own)), "{next:?}");
 }
 
 #[test]
