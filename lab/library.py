@@ -73,7 +73,8 @@ def library(ctx, name, count, size, big, timeout):
     of `size` bytes and one of `big` bytes, all on one port; `count` hosts
     (1 Gbit) fetch one small artifact each at once, given only its
     ticket. Reports the companion's RSS idle and its highest sample during
-    the fetches, the time to the last verified file against F*count/u_s,
+    the fetches, the time to the last verified file against F*count/u_s
+    (and checks the companion's transfer log names every upload),
     then the `big` fetch from the companion and from a dedicated `seed` on
     the same host, alternately, twice each."""
     run_dir = ctx.scratch(name)
@@ -142,6 +143,25 @@ def library(ctx, name, count, size, big, timeout):
             _check(proc, out, model, shas[model], problems)
         ends = [p.ended - t0 for p, _, _ in fetches if p.returncode == 0]
         after_rss = _rss_kib(companion.pid)
+        # The transfer log: one upload line per fetch, naming its share and
+        # every byte of it (a line is written when the peer has left).
+        log_path = lib / "log" / "transfers.jsonl"
+        served = {}
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            served = {}
+            if log_path.exists():
+                for line in log_path.read_text().splitlines():
+                    entry = json.loads(line)
+                    if entry.get("direction") == "upload":
+                        model = entry.get("model_id")
+                        served[model] = served.get(model, 0) + entry.get("bytes", 0)
+            if all(served.get(model, 0) >= size for model, _, _ in arts):
+                break
+            time.sleep(0.2)
+        short = [model for model, _, _ in arts if served.get(model, 0) < size]
+        if short:
+            problems.append(f"the transfer log has no full upload of {short}: {served}")
 
         # One big fetch from the companion and from a dedicated seeder on
         # the same host, alternately.
@@ -183,6 +203,7 @@ def library(ctx, name, count, size, big, timeout):
                               "peak_during_fetches": round(peak / 1024, 1),
                               "after": round(after_rss / 1024, 1)},
         "companion_tx_bytes": tx1 - tx0,
+        "transfer_log_upload_bytes": served,
         "big_bytes": big,
         "big_fetch_s": {how: [round(t, 2) for t in ts] for how, ts in timings.items()},
         "big_companion_over_seed": round(ratio, 3) if ratio else None,
