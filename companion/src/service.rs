@@ -624,11 +624,11 @@ fn should_run(record: &ItemRecord, live: Option<&Live>) -> Option<(bool, bool)> 
     }
 }
 
-/// Each runnable item's caps. Upload: its own and the library's, the
-/// lower (the library's cap itself is the items' endpoint's, shared among
-/// the items that upload by the gate's rule, `docs/swarm.md`). Download:
-/// its own and an even part of the library's among the items that
-/// download.
+/// Each runnable item's caps as its node holds them. Upload: its own
+/// (the library's upload cap is the items' endpoint's, shared among the
+/// items that upload by the gate's rule, `docs/swarm.md`; a change of it
+/// restarts nothing). Download: its own and an even part of the
+/// library's among the items that download.
 fn effective_caps(inner: &Inner) -> BTreeMap<ItemId, Caps> {
     let wanted: Vec<(&ItemRecord, (bool, bool))> = inner
         .state
@@ -644,11 +644,7 @@ fn effective_caps(inner: &Inner) -> BTreeMap<ItemId, Caps> {
         .map(|(record, (up, down))| {
             let part = |cap: Option<u64>, count: u64| cap.map(|cap| (cap / count.max(1)).max(1));
             let caps = Caps {
-                max_upload: if up {
-                    min_cap(record.caps.max_upload, global.max_upload)
-                } else {
-                    None
-                },
+                max_upload: if up { record.caps.max_upload } else { None },
                 max_download: if down {
                     min_cap(
                         record.caps.max_download,
@@ -1746,7 +1742,19 @@ impl Shared {
             sources: live.sources.clone(),
             signature: live.signature.clone(),
             caps: record.caps,
-            effective_caps: live.effective,
+            // The library's upload cap bounds every item (the endpoint
+            // shares it), though the item's node only holds its own.
+            effective_caps: Caps {
+                max_upload: if should_run(record, Some(live)).is_some_and(|(up, _)| up) {
+                    min_cap(
+                        live.effective.max_upload,
+                        inner.state.limits.caps.max_upload,
+                    )
+                } else {
+                    live.effective.max_upload
+                },
+                max_download: live.effective.max_download,
+            },
             serving: live.serving.clone(),
             file,
             receipt: live.receipt.clone(),

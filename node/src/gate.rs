@@ -181,7 +181,7 @@ impl<T: Clone> Gate<T> {
             .filter(|r| r.demand > 0)
             .map(|r| r.grant)
             .sum();
-        self.upload_cap.map(|cap| (cap / (held as u64 + 1)).max(1))
+        self.upload_cap.map(|cap| part(cap, 1, held as u64 + 1))
     }
 
     /// Stops routing to `swarm` (its node ends); handshakes routed to it
@@ -200,6 +200,11 @@ impl<T: Clone> Gate<T> {
             registered.demand = demand;
         }
         self.regrant(Some(swarm))
+    }
+
+    /// The generation of the newest decision.
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// What `swarm` may upload now.
@@ -253,7 +258,7 @@ impl<T: Clone> Gate<T> {
         for registered in self.swarms.values_mut() {
             registered.rate = match self.upload_cap {
                 Some(cap) if registered.demand > 0 => {
-                    Some((cap * registered.grant as u64 / held.max(1)).max(1))
+                    Some(part(cap, registered.grant as u64, held))
                 }
                 _ => idle,
             };
@@ -370,6 +375,12 @@ impl<T: Clone> Gate<T> {
     pub fn handle_ended(&mut self, ticket: Ticket) {
         self.handshakes.remove(&ticket);
     }
+}
+
+/// `cap x of / out_of`, at least 1 byte per second, without overflow.
+fn part(cap: u64, of: u64, out_of: u64) -> u64 {
+    let part = u128::from(cap) * u128::from(of) / u128::from(out_of.max(1));
+    u64::try_from(part).unwrap_or(u64::MAX).max(1)
 }
 
 /// Whether a first packet from `prefix` may start a handshake, with
@@ -678,6 +689,14 @@ mod tests {
                 rate: Some(cap * 2 / 8)
             }
         );
+        // One that stops uploading holds the idle part again.
+        gate.set_upload_demand(&name("s01"), 0);
+        assert_eq!(gate.upload_share(&name("s01")).rate, Some(cap / 9));
+        assert_eq!(gate.upload_share(&name("s00")).rate, Some(cap));
+        // A cap as large as a u64 holds: parts, not an overflow.
+        gate.set_upload_cap(Some(u64::MAX));
+        gate.set_upload_demand(&name("s01"), 8);
+        assert_eq!(gate.upload_share(&name("s00")).rate, Some(u64::MAX / 2));
         // Removed, the cap no longer limits anyone.
         let freed = gate.set_upload_cap(None);
         assert!(freed.changed.iter().all(|(_, share)| share.rate.is_none()));

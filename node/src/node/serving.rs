@@ -124,6 +124,9 @@ pub(super) struct Uploads {
     /// `limit` holds the lower.
     own_rate: Option<u64>,
     shared_rate: Option<u64>,
+    /// The bucket of a cap that went, kept with its debt for when one
+    /// comes back.
+    parked: Option<TokenBucket>,
 }
 
 /// A token bucket's burst for `rate`: 64 KiB to 1 MiB.
@@ -143,6 +146,7 @@ impl Uploads {
             grant: None,
             own_rate: max_upload,
             shared_rate: None,
+            parked: None,
         }
     }
 
@@ -163,8 +167,19 @@ impl Uploads {
                 *rate = new;
                 bucket.set_rate(new, burst_of(new), now);
             }
-            (limit, Some(new)) => *limit = Some((new, TokenBucket::new(new, burst_of(new), now))),
-            (limit, None) => *limit = None,
+            (limit @ None, Some(new)) => {
+                // A bucket used before comes back with its debt: a cap that
+                // goes and comes lets no burst through.
+                let bucket = match self.parked.take() {
+                    Some(mut bucket) => {
+                        bucket.set_rate(new, burst_of(new), now);
+                        bucket
+                    }
+                    None => TokenBucket::new(new, burst_of(new), now),
+                };
+                *limit = Some((new, bucket));
+            }
+            (limit, None) => self.parked = limit.take().map(|(_, bucket)| bucket),
         }
         match (current, wanted) {
             (Some(old), Some(new)) => new > old,

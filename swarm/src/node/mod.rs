@@ -405,8 +405,11 @@ impl Node {
         start.listen = listen.is_some();
         start.lan = networks;
         let mut core = NodeCore::new(parts.config.core.clone(), start, Instant::now());
+        let mut told = 0;
         if let Some(registration) = &registration {
-            core.set_upload_share(Some(registration.share()), Instant::now());
+            let (generation, share) = registration.share();
+            told = generation;
+            core.set_upload_share(Some(share), Instant::now());
         }
         let (link_sender, link_events) = mpsc::channel(1024);
         Ok(Self {
@@ -433,7 +436,7 @@ impl Node {
             remembered: None,
             registration,
             grants,
-            slots_told: (None, 0),
+            slots_told: (None, told),
         })
     }
 

@@ -217,9 +217,10 @@ pub(crate) struct Registration {
 }
 
 impl Registration {
-    /// What this swarm may upload now.
-    pub(crate) fn share(&self) -> Share {
-        lock(&self.shared.inner.gate).upload_share(&self.name)
+    /// What this swarm may upload now, with the gate's generation.
+    pub(crate) fn share(&self) -> (u64, Share) {
+        let gate = lock(&self.shared.inner.gate);
+        (gate.generation(), gate.upload_share(&self.name))
     }
 
     /// Tells the gate the uploads this swarm would run now; returns its
@@ -231,10 +232,18 @@ impl Registration {
     }
 }
 
-/// Hands the shares that changed to their nodes.
+/// Hands the shares that changed to their nodes. Decisions are told after
+/// the gate's lock is let go, so two can arrive out of order: a watch
+/// keeps the newer.
 fn tell(grants: &Grants<Route>) {
     for (route, share) in &grants.changed {
-        route.grant.send_replace((grants.generation, *share));
+        route.grant.send_if_modified(|current| {
+            let newer = grants.generation > current.0;
+            if newer {
+                *current = (grants.generation, *share);
+            }
+            newer
+        });
     }
 }
 

@@ -186,23 +186,53 @@ fn a_part_of_the_endpoints_cap_paces_uploads_under_the_swarms_own_cap() {
         })
         .collect();
     // The lower of the two caps paces them; the bucket lets its burst
-    // through, the rest wait.
-    assert!(paces.iter().all(|pace| *pace == Some(part)), "{first:?}");
-    assert!(paces.len() < 4, "{first:?}");
+    // (one chunk, then one into debt) through, the rest wait.
+    assert_eq!(paces, [Some(part), Some(part)], "{first:?}");
+    let paces_of = |actions: Vec<Action>| -> Vec<Option<u64>> {
+        actions
+            .iter()
+            .filter_map(|action| match action {
+                Action::Upload { pace, .. } => Some(*pace),
+                _ => None,
+            })
+            .collect()
+    };
     // The endpoint's cap goes (the other swarms went idle): the swarm's
-    // own cap paces what starts now.
+    // own cap, four times faster, pays the debt off in a quarter second,
+    // then paces what starts.
     h.core.set_upload_share(Some(share(None)), h.now);
-    h.advance(250);
-    let next: Vec<Option<u64>> = h
-        .take()
-        .iter()
-        .filter_map(|action| match action {
-            Action::Upload { pace, .. } => Some(*pace),
-            _ => None,
-        })
-        .collect();
-    assert!(!next.is_empty(), "a larger cap lets a waiting upload start");
-    assert!(next.iter().all(|pace| *pace == Some(own)), "{next:?}");
+    assert!(paces_of(h.take()).is_empty(), "the debt is kept");
+    h.advance(240);
+    assert!(paces_of(h.take()).is_empty(), "the debt is kept");
+    h.advance(260);
+    assert_eq!(paces_of(h.take()), [Some(own)]);
+}
+
+#[test]
+fn an_endpoint_cap_that_goes_and_comes_back_keeps_its_debt() {
+    let mut h = Harness::new(Kind::Seeder, 16, fixed_slots());
+    let part = u64::from(CHUNK);
+    let share = |rate| crate::gate::Share { slots: 8, rate };
+    h.core.set_upload_share(Some(share(Some(part))), h.now);
+    let a = h.connect_in(&fetcher(1, 16));
+    h.take();
+    request(&mut h, a, &[0, 1]);
+    let started = uploads(&h.take());
+    assert_eq!(started.len(), 2, "the burst, then one into debt");
+    for (link, chunk) in started {
+        sent(&mut h, link, chunk);
+    }
+    // No cap for a moment (nothing waits), then the cap again: the debt
+    // of a second is still owed.
+    h.core.set_upload_share(Some(share(None)), h.now);
+    h.core.set_upload_share(Some(share(Some(part))), h.now);
+    request(&mut h, a, &[2]);
+    assert!(
+        uploads(&h.take()).is_empty(),
+        "no burst from a fresh bucket"
+    );
+    h.advance(1_100);
+    assert_eq!(uploads(&h.take()).len(), 1);
 }
 
 #[test]
