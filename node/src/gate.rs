@@ -86,6 +86,8 @@ struct Registered<T> {
     grant: usize,
     /// Its part of the endpoint's upload cap.
     rate: Option<u64>,
+    /// Its own upload cap: a part above it would go unused.
+    own_cap: Option<u64>,
 }
 
 /// What one swarm may upload: uploads at once and, under an endpoint
@@ -160,6 +162,7 @@ impl<T: Clone> Gate<T> {
                 demand: 0,
                 grant: 1,
                 rate,
+                own_cap: None,
             },
         );
         Ok(())
@@ -198,6 +201,15 @@ impl<T: Clone> Gate<T> {
     pub fn set_upload_demand(&mut self, swarm: &SwarmName, demand: usize) -> Grants<T> {
         if let Some(registered) = self.swarms.get_mut(swarm) {
             registered.demand = demand;
+        }
+        self.regrant(Some(swarm))
+    }
+
+    /// `swarm`'s own upload cap (its `max_upload`): of the endpoint's cap
+    /// it never gets more, and what it cannot use goes to the others.
+    pub fn set_own_cap(&mut self, swarm: &SwarmName, cap: Option<u64>) -> Grants<T> {
+        if let Some(registered) = self.swarms.get_mut(swarm) {
+            registered.own_cap = cap;
         }
         self.regrant(Some(swarm))
     }
@@ -248,20 +260,39 @@ impl<T: Clone> Gate<T> {
             registered.grant += 1;
             extra -= 1;
         }
-        let held: u64 = self
-            .swarms
-            .values()
-            .filter(|r| r.demand > 0)
-            .map(|r| r.grant as u64)
-            .sum();
         let idle = self.idle_rate();
         for registered in self.swarms.values_mut() {
-            registered.rate = match self.upload_cap {
-                Some(cap) if registered.demand > 0 => {
-                    Some(part(cap, registered.grant as u64, held))
+            registered.rate = idle;
+        }
+        if let Some(cap) = self.upload_cap {
+            // In proportion to the slots, but a swarm whose own cap is
+            // below its part gets its own cap, and the rest is shared
+            // again among the others.
+            let mut left = cap;
+            let mut open: Vec<&mut Registered<T>> =
+                self.swarms.values_mut().filter(|r| r.demand > 0).collect();
+            loop {
+                let weight: u64 = open.iter().map(|r| r.grant as u64).sum();
+                let (capped, free): (Vec<_>, Vec<_>) = open.into_iter().partition(|r| {
+                    r.own_cap
+                        .is_some_and(|own| own < part(left, r.grant as u64, weight))
+                });
+                if capped.is_empty() {
+                    for registered in free {
+                        registered.rate = Some(part(left, registered.grant as u64, weight));
+                    }
+                    break;
                 }
-                _ => idle,
-            };
+                for registered in capped {
+                    let own = registered.own_cap.unwrap_or(left);
+                    registered.rate = Some(own.max(1));
+                    left = left.saturating_sub(own);
+                }
+                open = free;
+                if open.is_empty() {
+                    break;
+                }
+            }
         }
         self.generation += 1;
         let mut own = Share {
@@ -689,6 +720,11 @@ mod tests {
                 rate: Some(cap * 2 / 8)
             }
         );
+        // A part above a swarm's own cap goes to the others.
+        gate.set_own_cap(&name("s01"), Some(100_000));
+        assert_eq!(gate.upload_share(&name("s01")).rate, Some(100_000));
+        assert_eq!(gate.upload_share(&name("s00")).rate, Some(cap - 100_000));
+        gate.set_own_cap(&name("s01"), None);
         // One that stops uploading holds the idle part again.
         gate.set_upload_demand(&name("s01"), 0);
         assert_eq!(gate.upload_share(&name("s01")).rate, Some(cap / 9));

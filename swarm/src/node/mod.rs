@@ -395,7 +395,7 @@ impl Node {
                 );
                 let manifest = parts.manifest.as_ref().map(|(digest, _)| *digest);
                 let (registration, grants) = shared
-                    .register(name, manifest, sender.clone())
+                    .register(name, manifest, sender.clone(), parts.config.core.max_upload)
                     .map_err(|error| NodeError::Shared(error.to_string()))?;
                 (Some(registration), Some(grants))
             }

@@ -187,12 +187,14 @@ impl SharedEndpoint {
 
     /// Routes the swarm `name` (and manifest queries for `manifest`) to
     /// `events` until the registration is dropped; the grants the gate
-    /// decides for it come on the watch returned.
+    /// decides for it come on the watch returned. `own_cap` is the
+    /// swarm's own upload cap (of the endpoint's, it gets no more).
     pub(crate) fn register(
         &self,
         name: SwarmName,
         manifest: Option<[u8; 32]>,
         events: mpsc::Sender<Event>,
+        own_cap: Option<u64>,
     ) -> Result<(Registration, watch::Receiver<(u64, Share)>), RegisterError> {
         let first = Share {
             slots: 1,
@@ -200,7 +202,12 @@ impl SharedEndpoint {
         };
         let (grant, grants) = watch::channel((0, first));
         let route = Route { events, grant };
-        lock(&self.inner.gate).register(name.clone(), manifest, route)?;
+        {
+            let mut gate = lock(&self.inner.gate);
+            gate.register(name.clone(), manifest, route)?;
+            // Idle, it holds no part the others would get: nothing to tell.
+            let _ = gate.set_own_cap(&name, own_cap);
+        }
         let registration = Registration {
             shared: self.clone(),
             name,
