@@ -40,6 +40,13 @@ use crate::config::NodeConfig;
 use crate::node::Rejection;
 use crate::report::Refusal;
 
+/// An endpoint of many swarms holds at most this many nodes' peer budgets
+/// (`max_peers`, 32) of incoming links and handshakes, over every swarm:
+/// 256 by default, of which one prefix at most this many times a node's
+/// `max_links_per_prefix` (16): 128. Each swarm still holds at most its
+/// own budget and its own 16 per prefix.
+pub const ENDPOINT_PEER_BUDGETS: usize = 8;
+
 /// A swarm as a Hello names it: model id and Merkle root.
 pub type SwarmName = (String, [u8; 32]);
 
@@ -116,8 +123,11 @@ pub struct Grants<T> {
 pub struct Gate<T> {
     config: NodeConfig,
     open: bool,
-    /// Handshakes not routed yet: their prefix and deadline.
+    /// Handshakes under way: their prefix and deadline.
     handshakes: BTreeMap<Ticket, (Prefix, Instant)>,
+    /// Incoming links the handshakes became, over every swarm: their
+    /// prefix.
+    links: BTreeMap<Ticket, Prefix>,
     next: u64,
     swarms: BTreeMap<SwarmName, Registered<T>>,
     generation: u64,
@@ -134,6 +144,7 @@ impl<T: Clone> Gate<T> {
             config,
             open: true,
             handshakes: BTreeMap::new(),
+            links: BTreeMap::new(),
             next: 0,
             swarms: BTreeMap::new(),
             generation: 0,
@@ -347,6 +358,25 @@ impl<T: Clone> Gate<T> {
             .filter(|(p, _)| *p == prefix)
             .count();
         let listening = self.open && !self.swarms.is_empty();
+        // Links count with handshakes, over every swarm: the endpoint holds
+        // `ENDPOINT_PEER_BUDGETS` node budgets in all, and one network at
+        // most the part of it one network may hold of a node's.
+        let linked = self.links.values().filter(|p| **p == prefix).count();
+        let per_prefix = self.config.max_links_per_prefix * ENDPOINT_PEER_BUDGETS;
+        if listening && linked + from_prefix >= per_prefix {
+            return Door::Refuse {
+                reason: Refusal::PrefixLinks {
+                    prefix,
+                    limit: per_prefix,
+                },
+            };
+        }
+        let peers = self.config.max_peers * ENDPOINT_PEER_BUDGETS;
+        if listening && self.links.len() + self.handshakes.len() >= peers {
+            return Door::Refuse {
+                reason: Refusal::Peers { limit: peers },
+            };
+        }
         match admit_first_packet(
             &self.config,
             listening,
@@ -401,10 +431,24 @@ impl<T: Clone> Gate<T> {
         }
     }
 
-    /// The handshake ended: the link is up, or it was refused, answered
-    /// (a manifest query) or failed. Its place is free.
+    /// The handshake became a link: it holds its place as a link (per
+    /// prefix and in the endpoint's peer budget) until it ends.
+    pub fn handle_link_up(&mut self, ticket: Ticket) {
+        if let Some((prefix, _)) = self.handshakes.remove(&ticket) {
+            self.links.insert(ticket, prefix);
+        }
+    }
+
+    /// The handshake or the link it became ended (refused, answered, failed,
+    /// closed). Its place is free.
     pub fn handle_ended(&mut self, ticket: Ticket) {
         self.handshakes.remove(&ticket);
+        self.links.remove(&ticket);
+    }
+
+    /// Incoming links held now, over every swarm.
+    pub fn links(&self) -> usize {
+        self.links.len()
     }
 }
 
@@ -584,6 +628,74 @@ mod tests {
                 }
             }
         );
+    }
+
+    #[test]
+    fn incoming_links_count_per_prefix_and_in_the_endpoints_peer_budget_over_every_swarm() {
+        let config = NodeConfig::default();
+        let mut gate = gate();
+        let now = Instant::now();
+        // Links from one /24, routed to either swarm: half the endpoint's
+        // budget, as a prefix holds half of a node's.
+        let per_prefix = config.max_links_per_prefix * ENDPOINT_PEER_BUDGETS;
+        for i in 0..per_prefix {
+            let ticket = accepted(gate.handle_incoming(addr(1, i as u16), true, now));
+            gate.handle_link_up(ticket);
+        }
+        assert_eq!(gate.links(), per_prefix);
+        assert_eq!(gate.handshakes(), 0);
+        assert_eq!(
+            gate.handle_incoming(addr(2, 1), true, now),
+            Door::Refuse {
+                reason: Refusal::PrefixLinks {
+                    prefix: Prefix::of(addr(2, 1).ip()),
+                    limit: per_prefix
+                }
+            }
+        );
+        // Links live past any handshake deadline.
+        let later = now + config.handshake_timeout * 10;
+        assert!(matches!(
+            gate.handle_incoming(addr(2, 1), true, later),
+            Door::Refuse {
+                reason: Refusal::PrefixLinks { .. }
+            }
+        ));
+        // Every other network up to the endpoint's budget.
+        let budget = config.max_peers * ENDPOINT_PEER_BUDGETS;
+        let mut n = 0u32;
+        while gate.links() < budget {
+            n += 1;
+            let from = SocketAddr::from(([10, (n >> 8) as u8, n as u8, 1], 1));
+            let ticket = accepted(gate.handle_incoming(from, true, later));
+            gate.handle_link_up(ticket);
+        }
+        assert_eq!(
+            gate.handle_incoming(SocketAddr::from(([172, 16, 0, 1], 1)), true, later),
+            Door::Refuse {
+                reason: Refusal::Peers { limit: budget }
+            }
+        );
+    }
+
+    #[test]
+    fn a_link_that_ends_frees_its_place() {
+        let config = NodeConfig::default();
+        let mut gate = gate();
+        let now = Instant::now();
+        let tickets: Vec<Ticket> = (0..config.max_links_per_prefix * ENDPOINT_PEER_BUDGETS)
+            .map(|i| {
+                let ticket = accepted(gate.handle_incoming(addr(1, i as u16), true, now));
+                gate.handle_link_up(ticket);
+                ticket
+            })
+            .collect();
+        assert!(matches!(
+            gate.handle_incoming(addr(1, 99), true, now),
+            Door::Refuse { .. }
+        ));
+        gate.handle_ended(tickets[3]);
+        accepted(gate.handle_incoming(addr(1, 99), true, now));
     }
 
     #[test]

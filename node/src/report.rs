@@ -406,6 +406,20 @@ pub enum Refusal {
         /// The limit.
         limit: usize,
     },
+    /// Its prefix holds this many incoming links and handshakes already,
+    /// over every swarm of a shared endpoint.
+    PrefixLinks {
+        /// The source's prefix.
+        prefix: Prefix,
+        /// The limit.
+        limit: usize,
+    },
+    /// A shared endpoint holds this many incoming links and handshakes
+    /// already, over every swarm.
+    Peers {
+        /// The limit.
+        limit: usize,
+    },
 }
 
 impl fmt::Display for Refusal {
@@ -416,6 +430,10 @@ impl fmt::Display for Refusal {
                 write!(f, "{prefix} has {limit} handshakes in progress already")
             }
             Refusal::Handshakes { limit } => write!(f, "{limit} handshakes in progress already"),
+            Refusal::PrefixLinks { prefix, limit } => {
+                write!(f, "{prefix} holds {limit} links to this endpoint already")
+            }
+            Refusal::Peers { limit } => write!(f, "this endpoint holds {limit} peers already"),
         }
     }
 }

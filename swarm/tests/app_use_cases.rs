@@ -335,7 +335,18 @@ async fn one_endpoint_serves_many_swarms_on_one_port_and_refuses_the_swarms_it_d
         addrs: vec![shared.local_addr()],
     };
 
-    // Both artifacts at once from the one port.
+    // Both artifacts at once from the one port, the endpoint's links
+    // watched meanwhile.
+    let peak = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let watcher = {
+        let (shared, peak) = (shared.clone(), Arc::clone(&peak));
+        tokio::spawn(async move {
+            loop {
+                peak.fetch_max(shared.links(), std::sync::atomic::Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_micros(200)).await;
+            }
+        })
+    };
     let (got_first, got_second) = tokio::join!(
         run_to_end(ready(plan_for(
             &first,
@@ -347,6 +358,11 @@ async fn one_endpoint_serves_many_swarms_on_one_port_and_refuses_the_swarms_it_d
             &temp.path().join("second-out"),
             vec![peer.clone()]
         ))),
+    );
+    watcher.abort();
+    assert!(
+        peak.load(std::sync::atomic::Ordering::Relaxed) >= 1,
+        "the fetchers' links hold places at the gate while they last"
     );
     for (artifact, outcome) in [(&first, got_first), (&second, got_second)] {
         let outcome = outcome.unwrap();
@@ -426,17 +442,19 @@ async fn one_endpoint_serves_many_swarms_on_one_port_and_refuses_the_swarms_it_d
     let _ = stop.send(());
     let _ = run.await;
 
-    // Every handshake, routed, answered or refused, gave its place back.
-    let drained = tokio::time::timeout(Duration::from_secs(10), async {
-        while shared.handshakes() > 0 {
+    // Every handshake, routed, answered or refused, and every link of the
+    // fetches that ended gave its place back.
+    let drained = tokio::time::timeout(Duration::from_secs(20), async {
+        while shared.handshakes() > 0 || shared.links() > 0 {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     })
     .await;
     assert!(
         drained.is_ok(),
-        "{} handshakes still held",
-        shared.handshakes()
+        "{} handshakes and {} links still held",
+        shared.handshakes(),
+        shared.links()
     );
 
     // A share that stops is no longer routed to; the others serve on.

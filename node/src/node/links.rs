@@ -140,9 +140,10 @@ impl NodeCore {
             Incoming::Refuse { reason } => Err(Rejection {
                 reason: match reason {
                     Refusal::NotAccepting => HelloRejectReason::NotServing,
-                    Refusal::PrefixHandshakes { .. } | Refusal::Handshakes { .. } => {
-                        HelloRejectReason::TooManyPeers
-                    }
+                    Refusal::PrefixHandshakes { .. }
+                    | Refusal::Handshakes { .. }
+                    | Refusal::PrefixLinks { .. }
+                    | Refusal::Peers { .. } => HelloRejectReason::TooManyPeers,
                 },
                 detail: reason.to_string(),
                 peers: Vec::new(),

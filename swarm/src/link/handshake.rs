@@ -87,6 +87,9 @@ pub struct Session {
     pub hello: Hello,
     /// The peer's bitfield.
     pub bitfield: HaveBitfield,
+    /// Held while the link lives (its control stream is read): a shared
+    /// endpoint's place for it at the gate.
+    pub place: Option<Box<dyn std::any::Any + Send>>,
 }
 
 /// Why a handshake or a control stream failed.
@@ -316,6 +319,7 @@ impl Streams {
             control: established.control,
             hello: established.hello,
             bitfield: established.bitfield,
+            place: None,
         }
     }
 

@@ -113,11 +113,12 @@ pub fn spawn(
         send,
         recv,
         decoder,
+        place,
         ..
     } = session;
     let (outbox, inbox) = mpsc::channel(OUTBOX_CAPACITY);
     tokio::spawn(write_control(send, inbox, connection.clone()));
-    tokio::spawn(read_control(recv, decoder, link, events.clone()));
+    tokio::spawn(read_control(recv, decoder, link, events.clone(), place));
     tokio::spawn(accept_pieces(
         connection.clone(),
         params,
@@ -156,6 +157,8 @@ async fn read_control(
     mut decoder: FrameDecoder,
     link: LinkId,
     events: mpsc::Sender<(LinkId, LinkEvent)>,
+    // Let go when the control stream ends: the link is over.
+    _place: Option<Box<dyn std::any::Any + Send>>,
 ) {
     let end = loop {
         match handshake::next_message(&mut recv, &mut decoder).await {

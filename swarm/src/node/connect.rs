@@ -140,8 +140,16 @@ pub(super) fn answer_routed(
     // until then.
     let deadline = deadline.min(routed.deadline);
     let attempt = async move {
-        let _place = routed.guard;
-        answer(routed.opening, link, &local, events).await
+        let place = routed.guard;
+        match answer(routed.opening, link, &local, events).await? {
+            // The place goes with the link, for as long as it lives.
+            Listened::Session(mut session) => {
+                place.link_up();
+                session.place = Some(Box::new(place));
+                Ok(Listened::Session(session))
+            }
+            other => Ok(other),
+        }
     };
     finish(node, link, remote, deadline, attempt)
 }

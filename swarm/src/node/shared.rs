@@ -148,6 +148,11 @@ impl SharedEndpoint {
         lock(&self.inner.gate).handshakes()
     }
 
+    /// How many incoming links hold a place at its gate now.
+    pub fn links(&self) -> usize {
+        lock(&self.inner.gate).links()
+    }
+
     /// Caps the upload of every swarm on it together at `cap` bytes per
     /// second (`None`: no cap), shared among the swarms that upload by the
     /// gate's rule; each swarm's own `max_upload` still holds.
@@ -305,6 +310,14 @@ async fn accept_loop(
 pub(crate) struct TicketGuard {
     gate: Arc<Mutex<Routes>>,
     ticket: Ticket,
+}
+
+impl TicketGuard {
+    /// The handshake became a link: the place is held as a link's (per
+    /// prefix and in the endpoint's peer budget) until dropped.
+    pub(crate) fn link_up(&self) {
+        lock(&self.gate).handle_link_up(self.ticket);
+    }
 }
 
 impl Drop for TicketGuard {
