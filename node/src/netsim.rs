@@ -813,13 +813,7 @@ impl Sim {
         {
             let grants = gate.deregister(&Self::gate_name(node));
             self.told.remove(&node);
-            let now = self.instant();
-            for (other, grant) in grants.changed {
-                if self.nodes[other].alive {
-                    self.core_mut(other).set_upload_share(Some(grant), now);
-                    self.pump(other, false);
-                }
-            }
+            self.hand_out(grants.changed);
         }
         self.gone(node);
         let generation = self.nodes[node].generation;
@@ -908,13 +902,19 @@ impl Sim {
         let grants = gate.set_upload_demand(&Self::gate_name(node), demand);
         let now = self.instant();
         self.core_mut(node).set_upload_share(Some(grants.own), now);
-        for (other, grant) in grants.changed {
+        self.hand_out(grants.changed);
+        true
+    }
+
+    /// Gives the running nodes of a host the shares its gate changed.
+    fn hand_out(&mut self, changed: Vec<(usize, crate::gate::Share)>) {
+        let now = self.instant();
+        for (other, share) in changed {
             if self.nodes[other].alive {
-                self.core_mut(other).set_upload_share(Some(grant), now);
+                self.core_mut(other).set_upload_share(Some(share), now);
                 self.pump(other, false);
             }
         }
-        true
     }
 
     fn carry_out(&mut self, node: usize, action: Action) {

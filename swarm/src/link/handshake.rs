@@ -256,6 +256,14 @@ async fn pump(
     }
 }
 
+/// Carries out the listener's answer to the end: it asks nothing more.
+async fn to_the_end(machine: &mut ListenHandshake, streams: &mut Streams) -> Result<(), LinkError> {
+    match pump(machine, streams).await? {
+        HandshakeStep::Done => Ok(()),
+        _ => Err(misuse("the listener's handshake asked a second question")),
+    }
+}
+
 fn misuse(error: impl std::fmt::Display) -> LinkError {
     LinkError::Local(error.to_string())
 }
@@ -515,10 +523,7 @@ impl Opening {
                     }
                 },
             }
-            match pump(machine, &mut self.streams).await? {
-                HandshakeStep::Done => Ok(()),
-                _ => Err(misuse("the listener's handshake asked a second question")),
-            }
+            to_the_end(machine, &mut self.streams).await
         }
         .await;
         self.finish(result, refused).await
@@ -536,10 +541,7 @@ impl Opening {
             self.machine
                 .reject(rejection.reason, rejection.detail.clone(), peers)
                 .map_err(misuse)?;
-            match pump(&mut self.machine, &mut self.streams).await? {
-                HandshakeStep::Done => Ok(()),
-                _ => Err(misuse("the listener's handshake asked a second question")),
-            }
+            to_the_end(&mut self.machine, &mut self.streams).await
         }
         .await;
         match self.finish(result, Some(rejection)).await {

@@ -550,11 +550,8 @@ impl Node {
                 }
                 Some(Ok(())) = changed(&mut self.grants) => {
                     let newest = self.grants.as_mut().map(|grants| *grants.borrow_and_update());
-                    if let Some((generation, share)) = newest
-                        && generation > self.slots_told.1
-                    {
-                        self.slots_told.1 = generation;
-                        self.core.set_upload_share(Some(share), Instant::now());
+                    if let Some((generation, share)) = newest {
+                        self.take_share(generation, share);
                     }
                 }
                 _ = tokio::time::sleep_until(deadline) => self.core.handle_timeout(Instant::now()),
@@ -576,11 +573,20 @@ impl Node {
         }
         let (generation, share) = registration.set_demand(demand);
         self.slots_told.0 = Some(demand);
-        if generation > self.slots_told.1 {
-            self.slots_told.1 = generation;
-            self.core.set_upload_share(Some(share), Instant::now());
+        if self.take_share(generation, share) {
             self.carry_out();
         }
+    }
+
+    /// Gives the core the share the gate decided in `generation`, unless
+    /// a newer one was taken already; whether it was taken.
+    fn take_share(&mut self, generation: u64, share: minimodel_node::gate::Share) -> bool {
+        if generation <= self.slots_told.1 {
+            return false;
+        }
+        self.slots_told.1 = generation;
+        self.core.set_upload_share(Some(share), Instant::now());
+        true
     }
 
     /// Closes what is left (the core said goodbye to every peer before it
