@@ -624,11 +624,11 @@ fn should_run(record: &ItemRecord, live: Option<&Live>) -> Option<(bool, bool)> 
     }
 }
 
-/// Each runnable item's caps as its node holds them. Upload: its own
-/// (the library's upload cap is the items' endpoint's, shared among the
-/// items that upload by the gate's rule, `docs/swarm.md`; a change of it
-/// restarts nothing). Download: its own and an even part of the
-/// library's among the items that download.
+/// Each runnable item's caps as its node holds them: its own. The
+/// library's caps are the items' endpoint's, shared by the gate's rule
+/// (`docs/swarm.md`): the upload cap among the items that upload, the
+/// download cap among those that would download now; a change of either
+/// restarts nothing.
 fn effective_caps(inner: &Inner) -> BTreeMap<ItemId, Caps> {
     let wanted: Vec<(&ItemRecord, (bool, bool))> = inner
         .state
@@ -637,22 +637,12 @@ fn effective_caps(inner: &Inner) -> BTreeMap<ItemId, Caps> {
         .filter(|record| inner.manifests.contains_key(&record.id))
         .filter_map(|record| should_run(record, inner.live.get(&record.id)).map(|d| (record, d)))
         .collect();
-    let downloaders = wanted.iter().filter(|(_, (_, down))| *down).count() as u64;
-    let global = inner.state.limits.caps;
     wanted
         .into_iter()
         .map(|(record, (up, down))| {
-            let part = |cap: Option<u64>, count: u64| cap.map(|cap| (cap / count.max(1)).max(1));
             let caps = Caps {
                 max_upload: if up { record.caps.max_upload } else { None },
-                max_download: if down {
-                    min_cap(
-                        record.caps.max_download,
-                        part(global.max_download, downloaders),
-                    )
-                } else {
-                    None
-                },
+                max_download: if down { record.caps.max_download } else { None },
             };
             (record.id.clone(), caps)
         })
@@ -1742,18 +1732,23 @@ impl Shared {
             sources: live.sources.clone(),
             signature: live.signature.clone(),
             caps: record.caps,
-            // The library's upload cap bounds every item (the endpoint
-            // shares it), though the item's node only holds its own.
-            effective_caps: Caps {
-                max_upload: if should_run(record, Some(live)).is_some_and(|(up, _)| up) {
-                    min_cap(
-                        live.effective.max_upload,
-                        inner.state.limits.caps.max_upload,
-                    )
-                } else {
-                    live.effective.max_upload
-                },
-                max_download: live.effective.max_download,
+            // The library's caps bound every item (the endpoint shares
+            // them), though the item's node only holds its own.
+            effective_caps: {
+                let (up, down) = should_run(record, Some(live)).unwrap_or((false, false));
+                let library = inner.state.limits.caps;
+                Caps {
+                    max_upload: if up {
+                        min_cap(live.effective.max_upload, library.max_upload)
+                    } else {
+                        live.effective.max_upload
+                    },
+                    max_download: if down {
+                        min_cap(live.effective.max_download, library.max_download)
+                    } else {
+                        live.effective.max_download
+                    },
+                }
             },
             serving: live.serving.clone(),
             file,
@@ -1786,10 +1781,10 @@ impl Shared {
         let _one_at_a_time = self.reconciling.lock().await;
         let stopping: Vec<(ItemId, RunningItem)> = {
             let mut inner = self.inner.lock().await;
-            // The library's upload cap is the endpoint's, over every item.
-            self.runner
-                .endpoint()
-                .set_upload_cap(inner.state.limits.caps.max_upload);
+            // The library's caps are the endpoint's, over every item.
+            let endpoint = self.runner.endpoint();
+            endpoint.set_upload_cap(inner.state.limits.caps.max_upload);
+            endpoint.set_download_cap(inner.state.limits.caps.max_download);
             let caps = effective_caps(&inner);
             let stale: Vec<ItemId> = inner
                 .running

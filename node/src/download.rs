@@ -168,6 +168,9 @@ pub struct Downloader {
     hold: bool,
     /// `max_rate`, when set.
     rate_limit: Option<crate::upload::TokenBucket>,
+    /// This swarm's part of its endpoint's download cap
+    /// ([`Self::set_shared_rate`]).
+    shared_rate: Option<u64>,
     /// Requests are held for the rate limit until then.
     rate_wait: Option<Instant>,
     actions: VecDeque<Action>,
@@ -189,6 +192,7 @@ impl Downloader {
             departed: BTreeMap::new(),
             hold: false,
             rate_limit: None,
+            shared_rate: None,
             rate_wait: None,
             actions: VecDeque::new(),
         }
@@ -351,9 +355,11 @@ impl Downloader {
 
     /// The peer announced a chunk.
     pub fn on_have(&mut self, key: LinkId, chunk: u32, now: Instant) {
+        let returns = self.picker.returns();
         let Some(session) = self.peers.get_mut(&key) else {
             return;
         };
+        let was_dry = session.is_dry(returns);
         if session.add_have(chunk) {
             let now_complete = session.has().is_full();
             self.picker.add_have(chunk);
@@ -361,13 +367,18 @@ impl Downloader {
                 self.update_spread();
             }
             // A chunk we hold or fetch already gives nobody new work, but
-            // in endgame (a duplicate for this peer).
+            // in endgame (a duplicate for this peer): a peer the picker
+            // had nothing for still has nothing.
             let missing = matches!(
                 self.picker.state(chunk),
                 Some(crate::picker::ChunkState::Missing)
             );
             if missing || self.picker.missing_count() == 0 {
                 self.fill(now);
+            } else if was_dry {
+                if let Some(session) = self.peers.get_mut(&key) {
+                    session.set_dry(returns);
+                }
             }
         }
     }
@@ -448,6 +459,51 @@ impl Downloader {
             }
         }
         self.fill(now);
+    }
+
+    /// Whether this download would fetch now: it lacks chunks, and a peer
+    /// has a request under way or may have one of them (the picker did
+    /// not find it empty-handed since it last announced a chunk). What a
+    /// swarm reports to the gate of an endpoint it shares
+    /// (`crate::gate::Gate::set_download_demand`); a hold for the hasher
+    /// is brief and does not end it.
+    pub fn wants_bytes(&self) -> bool {
+        let returns = self.picker.returns();
+        !self.is_complete()
+            && self
+                .peers
+                .values()
+                .any(|session| session.requests_in_flight() > 0 || !session.is_dry(returns))
+    }
+
+    /// Sets this swarm's part of its endpoint's download cap (`None`: no
+    /// part); the download runs at the lower of it and its own
+    /// `max_rate`. A faster rate asks at once.
+    pub fn set_shared_rate(&mut self, rate: Option<u64>, now: Instant) {
+        if rate == self.shared_rate {
+            return;
+        }
+        self.shared_rate = rate;
+        // Without a cap the bucket is kept unused, with its debt: a cap
+        // that goes and comes back lets no burst through.
+        let burst = self.burst();
+        if let (Some(rate), Some(bucket)) = (self.max_rate(), &mut self.rate_limit) {
+            bucket.set_rate(rate, burst, now);
+        }
+        self.fill(now);
+    }
+
+    /// The download cap in force: its own and its endpoint part, the lower.
+    fn max_rate(&self) -> Option<u64> {
+        match (self.config.max_rate, self.shared_rate) {
+            (Some(own), Some(shared)) => Some(own.min(shared)),
+            (own, shared) => own.or(shared),
+        }
+    }
+
+    /// The download cap's burst: a chunk, at least 1 MiB.
+    fn burst(&self) -> u64 {
+        u64::from(self.chunk_size).max(1 << 20)
     }
 
     /// Holds (or releases) new requests: the driver's later stages (the
@@ -641,8 +697,9 @@ impl Downloader {
         if outstanding >= budget {
             return;
         }
-        if let Some(max_rate) = self.config.max_rate {
-            let burst = u64::from(self.chunk_size).max(1 << 20);
+        let capped = self.max_rate().is_some();
+        if let Some(max_rate) = self.max_rate() {
+            let burst = self.burst();
             self.rate_limit
                 .get_or_insert_with(|| crate::upload::TokenBucket::new(max_rate, burst, now));
         }
@@ -721,7 +778,7 @@ impl Downloader {
                     }
                     continue;
                 };
-                if let Some(bucket) = &mut self.rate_limit {
+                if let (true, Some(bucket)) = (capped, &mut self.rate_limit) {
                     if let Err(wait) = bucket.try_spend(u64::from(self.chunk_size), now) {
                         // Over the download cap: hand the chunk back, ask
                         // again once the bucket has refilled.
@@ -772,6 +829,74 @@ mod tests {
             now,
         )
         .unwrap();
+    }
+
+    #[test]
+    fn a_shared_download_part_paces_requests_and_demand_follows_what_peers_have() {
+        let mut core = budgeted_core(64 << 20);
+        let mut now = Instant::now();
+        assert!(!core.wants_bytes(), "no peer: nothing to fetch now");
+        // A peer with nothing we lack: asked once, then dry.
+        core.add_peer(LinkId(9), PeerId([9; 32]), HaveBitfield::new(1000), now)
+            .unwrap();
+        assert!(requests(&mut core).is_empty());
+        assert!(!core.wants_bytes(), "its peer has nothing it lacks");
+        // Its part of the endpoint's cap: 2 MiB/s, a burst of one chunk.
+        core.set_shared_rate(Some(2 << 20), now);
+        join(&mut core, 1, now);
+        assert!(core.wants_bytes());
+        let first = requests(&mut core);
+        assert_eq!(first.len(), 2, "the burst (one chunk) and one in debt");
+        // Every request answered at once: the part alone paces them.
+        let mut asked = 0;
+        let mut in_flight = first;
+        let step = |core: &mut Downloader, in_flight: &mut Vec<(LinkId, u32)>, now| {
+            for (peer, chunk) in in_flight.drain(..) {
+                core.on_chunk_verified(peer, chunk, 1 << 20, now);
+            }
+            core.tick(now);
+            in_flight.extend(requests(core));
+            in_flight.len()
+        };
+        for _ in 0..10 {
+            now += Duration::from_millis(500);
+            asked += step(&mut core, &mut in_flight, now);
+        }
+        // Five seconds at 2 MiB/s: ten chunks, give or take one.
+        assert!((9..=11).contains(&asked), "{asked} chunks in 5 s");
+        // The part grows: the next second asks for many more.
+        core.set_shared_rate(Some(64 << 20), now);
+        let mut faster = 0;
+        for _ in 0..10 {
+            now += Duration::from_millis(100);
+            faster += step(&mut core, &mut in_flight, now);
+        }
+        assert!(faster >= 10, "{faster} chunks in 1 s at 64 MiB/s");
+        // No part and no cap of its own: no pacing.
+        core.set_shared_rate(None, now);
+        now += Duration::from_millis(100);
+        assert!(step(&mut core, &mut in_flight, now) > 2);
+    }
+
+    #[test]
+    fn a_have_of_a_chunk_already_held_leaves_a_dry_peer_dry() {
+        let now = Instant::now();
+        let mut core = budgeted_core(64 << 20);
+        let mut first = HaveBitfield::new(1000);
+        first.set(minimodel_wire::ChunkIndex(0), true).unwrap();
+        core.add_peer(LinkId(1), PeerId([1; 32]), first, now)
+            .unwrap();
+        let asked = requests(&mut core);
+        assert_eq!(asked, [(LinkId(1), 0)]);
+        core.on_chunk_verified(LinkId(1), 0, 1 << 20, now);
+        core.add_peer(LinkId(2), PeerId([2; 32]), HaveBitfield::new(1000), now)
+            .unwrap();
+        assert!(requests(&mut core).is_empty());
+        assert!(!core.wants_bytes(), "neither peer has a chunk it lacks");
+        core.on_have(LinkId(2), 0, now);
+        assert!(!core.wants_bytes(), "chunk 0 is held already");
+        core.on_have(LinkId(2), 1, now);
+        assert!(core.wants_bytes(), "chunk 1 is missing");
     }
 
     #[test]

@@ -19,7 +19,7 @@
 //! run one upload, and the rest go to the swarms that want more, evenly
 //! (max-min fair, ties by swarm name), each node reporting what it wants
 //! ([`Gate::set_upload_demand`]) and running at most what it is granted
-//! (`NodeCore::set_upload_share`). So twenty shares hold at most
+//! (`NodeCore::set_share`). So twenty shares hold at most
 //! `max(upload_slots, swarms uploading)` chunks in flight, not twenty
 //! times the slots of one. An upload cap for the whole endpoint
 //! ([`Gate::set_upload_cap`]) is shared the same way: the swarms that
@@ -41,10 +41,12 @@ use crate::node::Rejection;
 use crate::report::Refusal;
 
 /// An endpoint of many swarms holds at most this many nodes' peer budgets
-/// (`max_peers`, 32) of incoming links and handshakes, over every swarm:
-/// 256 by default, of which one prefix at most this many times a node's
+/// (`max_peers`, 32) of incoming links, over every swarm: 256 by default,
+/// of which one prefix at most this many times a node's
 /// `max_links_per_prefix` (16): 128. Each swarm still holds at most its
-/// own budget and its own 16 per prefix.
+/// own budget and its own 16 per prefix, and may always hold its fair
+/// part of the endpoint's, `min(max_peers, 256 / swarms)`, however busy
+/// the others are ([`Gate::route_hello`]).
 pub const ENDPOINT_PEER_BUDGETS: usize = 8;
 
 /// A swarm as a Hello names it: model id and Merkle root.
@@ -76,6 +78,27 @@ pub enum Door {
     },
 }
 
+/// A Hello routed to its swarm's node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Routed<T> {
+    /// The swarm's route.
+    pub route: T,
+    /// Whether the endpoint has room for one more of this swarm's links.
+    /// Without it the node refuses the Hello as a full node does (naming
+    /// other peers of the swarm), whatever room it has of its own.
+    pub room: bool,
+}
+
+/// A handshake under way: its source, its deadline, and once its Hello
+/// was routed, the swarm whose link it may become and whether it was
+/// routed with room (only then does it hold a place of that swarm's).
+struct Handshake {
+    prefix: Prefix,
+    deadline: Instant,
+    swarm: Option<SwarmName>,
+    room: bool,
+}
+
 /// Why a swarm cannot be served through the gate.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RegisterError {
@@ -87,6 +110,8 @@ pub enum RegisterError {
 struct Registered<T> {
     route: T,
     manifest: Option<[u8; 32]>,
+    /// Its node takes peers.
+    serving: bool,
     /// Uploads it would run now.
     demand: usize,
     /// Uploads it may run.
@@ -95,6 +120,12 @@ struct Registered<T> {
     rate: Option<u64>,
     /// Its own upload cap: a part above it would go unused.
     own_cap: Option<u64>,
+    /// It would download now (`NodeCore::download_demand`).
+    downloading: bool,
+    /// Its part of the endpoint's download cap.
+    down_rate: Option<u64>,
+    /// Its own download cap.
+    own_down_cap: Option<u64>,
 }
 
 /// What one swarm may upload: uploads at once and, under an endpoint
@@ -105,6 +136,8 @@ pub struct Share {
     pub slots: usize,
     /// Its part of the endpoint's upload cap (`None`: no cap).
     pub rate: Option<u64>,
+    /// Its part of the endpoint's download cap (`None`: no cap).
+    pub download: Option<u64>,
 }
 
 /// Shares that changed: each swarm's route and its new share, with the
@@ -123,16 +156,18 @@ pub struct Grants<T> {
 pub struct Gate<T> {
     config: NodeConfig,
     open: bool,
-    /// Handshakes under way: their prefix and deadline.
-    handshakes: BTreeMap<Ticket, (Prefix, Instant)>,
+    /// Handshakes under way.
+    handshakes: BTreeMap<Ticket, Handshake>,
     /// Incoming links the handshakes became, over every swarm: their
-    /// prefix.
-    links: BTreeMap<Ticket, Prefix>,
+    /// prefix and swarm.
+    links: BTreeMap<Ticket, (Prefix, Option<SwarmName>)>,
     next: u64,
     swarms: BTreeMap<SwarmName, Registered<T>>,
     generation: u64,
     /// The endpoint's upload cap, bytes per second.
     upload_cap: Option<u64>,
+    /// The endpoint's download cap, bytes per second.
+    download_cap: Option<u64>,
 }
 
 impl<T: Clone> Gate<T> {
@@ -149,15 +184,19 @@ impl<T: Clone> Gate<T> {
             swarms: BTreeMap::new(),
             generation: 0,
             upload_cap: None,
+            download_cap: None,
         }
     }
 
     /// Serves `swarm` through the gate: Hellos naming it, and manifest
     /// queries for `manifest` (its SHA-256) when given, go to `route`.
+    /// `serving`: its node takes peers (one that does not keeps no part
+    /// of the endpoint's peer budget).
     pub fn register(
         &mut self,
         swarm: SwarmName,
         manifest: Option<[u8; 32]>,
+        serving: bool,
         route: T,
     ) -> Result<(), RegisterError> {
         if self.swarms.contains_key(&swarm) {
@@ -165,15 +204,20 @@ impl<T: Clone> Gate<T> {
         }
         // An idle swarm's one slot takes nothing from the others.
         let rate = self.idle_rate();
+        let down_rate = self.idle_down_rate();
         self.swarms.insert(
             swarm,
             Registered {
                 route,
                 manifest,
+                serving,
                 demand: 0,
                 grant: 1,
                 rate,
                 own_cap: None,
+                downloading: false,
+                down_rate,
+                own_down_cap: None,
             },
         );
         Ok(())
@@ -184,6 +228,21 @@ impl<T: Clone> Gate<T> {
     pub fn set_upload_cap(&mut self, cap: Option<u64>) -> Grants<T> {
         self.upload_cap = cap;
         self.regrant(None)
+    }
+
+    /// Caps the download of the whole endpoint at `cap` bytes per second
+    /// (`None`: no cap); every swarm's share that changed.
+    pub fn set_download_cap(&mut self, cap: Option<u64>) -> Grants<T> {
+        self.download_cap = cap;
+        self.regrant(None)
+    }
+
+    /// What a swarm that downloads nothing may download at: its part as
+    /// the next one to start.
+    fn idle_down_rate(&self) -> Option<u64> {
+        let downloading = self.swarms.values().filter(|r| r.downloading).count();
+        self.download_cap
+            .map(|cap| part(cap, 1, downloading as u64 + 1))
     }
 
     /// What a swarm that uploads nothing may upload at: its part as the
@@ -225,6 +284,25 @@ impl<T: Clone> Gate<T> {
         self.regrant(Some(swarm))
     }
 
+    /// `swarm` would download now (it lacks chunks that a peer of its
+    /// has, or has requests under way), or not: its share, and the other
+    /// swarms' shares that changed.
+    pub fn set_download_demand(&mut self, swarm: &SwarmName, downloading: bool) -> Grants<T> {
+        if let Some(registered) = self.swarms.get_mut(swarm) {
+            registered.downloading = downloading;
+        }
+        self.regrant(Some(swarm))
+    }
+
+    /// `swarm`'s own download cap (its `max_download`): of the endpoint's
+    /// cap it never gets more, and what it cannot use goes to the others.
+    pub fn set_own_download_cap(&mut self, swarm: &SwarmName, cap: Option<u64>) -> Grants<T> {
+        if let Some(registered) = self.swarms.get_mut(swarm) {
+            registered.own_down_cap = cap;
+        }
+        self.regrant(Some(swarm))
+    }
+
     /// The generation of the newest decision.
     pub fn generation(&self) -> u64 {
         self.generation
@@ -236,11 +314,9 @@ impl<T: Clone> Gate<T> {
             Share {
                 slots: 1,
                 rate: self.upload_cap,
+                download: self.download_cap,
             },
-            |registered| Share {
-                slots: registered.grant,
-                rate: registered.rate,
-            },
+            |registered| registered.share(),
         )
     }
 
@@ -254,8 +330,7 @@ impl<T: Clone> Gate<T> {
     /// name); then the cap, in proportion to the slots of the swarms that
     /// upload. Returns the reporter's share and the others that changed.
     fn regrant(&mut self, reporter: Option<&SwarmName>) -> Grants<T> {
-        let before: Vec<(usize, Option<u64>)> =
-            self.swarms.values().map(|r| (r.grant, r.rate)).collect();
+        let before: Vec<Share> = self.swarms.values().map(Registered::share).collect();
         let wanting = self.swarms.values().filter(|r| r.demand > 0).count();
         let mut extra = self.config.upload_slots.saturating_sub(wanting);
         for registered in self.swarms.values_mut() {
@@ -272,53 +347,43 @@ impl<T: Clone> Gate<T> {
             extra -= 1;
         }
         let idle = self.idle_rate();
+        let idle_down = self.idle_down_rate();
         for registered in self.swarms.values_mut() {
             registered.rate = idle;
+            registered.down_rate = idle_down;
         }
         if let Some(cap) = self.upload_cap {
-            // In proportion to the slots, but a swarm whose own cap is
-            // below its part gets its own cap, and the rest is shared
-            // again among the others.
-            let mut left = cap;
-            let mut open: Vec<&mut Registered<T>> =
-                self.swarms.values_mut().filter(|r| r.demand > 0).collect();
-            loop {
-                let weight: u64 = open.iter().map(|r| r.grant as u64).sum();
-                let (capped, free): (Vec<_>, Vec<_>) = open.into_iter().partition(|r| {
-                    r.own_cap
-                        .is_some_and(|own| own < part(left, r.grant as u64, weight))
-                });
-                if capped.is_empty() {
-                    for registered in free {
-                        registered.rate = Some(part(left, registered.grant as u64, weight));
-                    }
-                    break;
-                }
-                for registered in capped {
-                    let own = registered.own_cap.unwrap_or(left);
-                    registered.rate = Some(own.max(1));
-                    left = left.saturating_sub(own);
-                }
-                open = free;
-                if open.is_empty() {
-                    break;
-                }
-            }
+            // In proportion to the slots.
+            let uploading = self.swarms.values_mut().filter(|r| r.demand > 0);
+            water_fill(
+                cap,
+                uploading
+                    .map(|r| (r.grant as u64, r.own_cap, &mut r.rate))
+                    .collect(),
+            );
+        }
+        if let Some(cap) = self.download_cap {
+            // Evenly.
+            let downloading = self.swarms.values_mut().filter(|r| r.downloading);
+            water_fill(
+                cap,
+                downloading
+                    .map(|r| (1, r.own_down_cap, &mut r.down_rate))
+                    .collect(),
+            );
         }
         self.generation += 1;
         let mut own = Share {
             slots: 1,
             rate: idle,
+            download: idle_down,
         };
         let mut changed = Vec::new();
         for ((name, registered), old) in self.swarms.iter().zip(before) {
-            let share = Share {
-                slots: registered.grant,
-                rate: registered.rate,
-            };
+            let share = registered.share();
             if Some(name) == reporter {
                 own = share;
-            } else if (registered.grant, registered.rate) != old {
+            } else if share != old {
                 changed.push((registered.route.clone(), share));
             }
         }
@@ -350,18 +415,19 @@ impl<T: Clone> Gate<T> {
     pub fn handle_incoming(&mut self, remote: SocketAddr, validated: bool, now: Instant) -> Door {
         // A ticket whose handshake never reported its end stops counting
         // at its deadline: its task gives up by then.
-        self.handshakes.retain(|_, (_, deadline)| *deadline > now);
+        self.handshakes
+            .retain(|_, handshake| handshake.deadline > now);
         let prefix = Prefix::of(remote.ip());
         let from_prefix = self
             .handshakes
             .values()
-            .filter(|(p, _)| *p == prefix)
+            .filter(|handshake| handshake.prefix == prefix)
             .count();
         let listening = self.open && !self.swarms.is_empty();
         // Links count with handshakes, over every swarm: the endpoint holds
         // `ENDPOINT_PEER_BUDGETS` node budgets in all, and one network at
         // most the part of it one network may hold of a node's.
-        let linked = self.links.values().filter(|p| **p == prefix).count();
+        let linked = self.links.values().filter(|(p, _)| *p == prefix).count();
         let per_prefix = self.config.max_links_per_prefix * ENDPOINT_PEER_BUDGETS;
         if listening && linked + from_prefix >= per_prefix {
             return Door::Refuse {
@@ -371,8 +437,11 @@ impl<T: Clone> Gate<T> {
                 },
             };
         }
-        let peers = self.config.max_peers * ENDPOINT_PEER_BUDGETS;
-        if listening && self.links.len() + self.handshakes.len() >= peers {
+        // Full when every place is held by a link or a handshake routed
+        // with room: no swarm is below its fair part then (see
+        // `Self::has_room`), so nobody's Hello could be taken.
+        let peers = self.peer_budget();
+        if listening && self.held().values().sum::<usize>() >= peers {
             return Door::Refuse {
                 reason: Refusal::Peers { limit: peers },
             };
@@ -392,19 +461,97 @@ impl<T: Clone> Gate<T> {
         let ticket = Ticket(self.next);
         self.next += 1;
         let deadline = now + self.config.handshake_timeout;
-        self.handshakes.insert(ticket, (prefix, deadline));
+        self.handshakes.insert(
+            ticket,
+            Handshake {
+                prefix,
+                deadline,
+                swarm: None,
+                room: false,
+            },
+        );
         Door::Accept { ticket, deadline }
     }
 
-    /// The handshake's first message is a Hello: the route of the swarm it
-    /// names, or the refusal to send (UnknownSwarm). The handshake counts
-    /// on until it ends, answered or refused ([`Self::handle_ended`]), so
-    /// that a dialer that stalls after its first message holds a place
-    /// here as it would at a node of one swarm.
-    pub fn route_hello(&self, hello: &Hello) -> Result<T, Rejection> {
+    /// The endpoint's budget of incoming links, over every swarm.
+    fn peer_budget(&self) -> usize {
+        self.config.max_peers * ENDPOINT_PEER_BUDGETS
+    }
+
+    /// The places each swarm holds: its links and its handshakes routed
+    /// with room (`None`: links of no known swarm).
+    fn held(&self) -> BTreeMap<Option<&SwarmName>, usize> {
+        let mut held = BTreeMap::new();
+        let routed = self
+            .handshakes
+            .values()
+            .filter(|handshake| handshake.room)
+            .map(|handshake| handshake.swarm.as_ref());
+        let linked = self.links.values().map(|(_, swarm)| swarm.as_ref());
+        for swarm in routed.chain(linked) {
+            *held.entry(swarm).or_insert(0) += 1;
+        }
+        held
+    }
+
+    /// Whether `swarm` may take one more link. Every serving swarm may
+    /// hold its fair part of the budget, `min(max_peers, budget / serving
+    /// swarms)`; beyond it a swarm takes from what no swarm's fair part
+    /// keeps. So the places held, each serving swarm counted at least at
+    /// its fair part, stay within the budget: a swarm with no peer finds
+    /// its part free however busy the others are (unless it came when
+    /// the others held more than their new parts: then as their links
+    /// end), and one busy swarm among idle ones holds the rest. A swarm
+    /// that does not serve takes no link and keeps no part.
+    fn has_room(&self, swarm: &SwarmName) -> bool {
+        let budget = self.peer_budget();
+        let serving = self.swarms.values().filter(|r| r.serving).count();
+        let fair = self.config.max_peers.min(budget / serving.max(1));
+        let fair_of = |name: &SwarmName| {
+            if self.swarms.get(name).is_some_and(|r| r.serving) {
+                fair
+            } else {
+                0
+            }
+        };
+        let held = self.held();
+        let of = |name: &SwarmName| held.get(&Some(name)).copied().unwrap_or(0);
+        let mut counted: usize = self
+            .swarms
+            .keys()
+            .map(|name| of(name).max(fair_of(name)))
+            .sum();
+        // Links of swarms no longer served count as they are.
+        counted += held
+            .iter()
+            .filter(|(name, _)| !name.is_some_and(|name| self.swarms.contains_key(name)))
+            .map(|(_, n)| n)
+            .sum::<usize>();
+        let (mine, fair) = (of(swarm), fair_of(swarm));
+        counted - mine.max(fair) + (mine + 1).max(fair) <= budget
+    }
+
+    /// The first message of handshake `ticket` is a Hello: the route of
+    /// the swarm it names and whether the endpoint has room for its link
+    /// (then the handshake holds a place of that swarm's), or the refusal
+    /// to send (UnknownSwarm). The handshake counts on until it ends,
+    /// answered or refused ([`Self::handle_ended`]), so that a dialer that
+    /// stalls after its first message holds a place here as it would at a
+    /// node of one swarm.
+    pub fn route_hello(&mut self, ticket: Ticket, hello: &Hello) -> Result<Routed<T>, Rejection> {
         let name = (hello.model_id.clone(), hello.merkle_root);
         match self.swarms.get(&name) {
-            Some(registered) if self.open => Ok(registered.route.clone()),
+            Some(registered) if self.open => {
+                let route = registered.route.clone();
+                // A handshake already forgotten (past its deadline) gets
+                // no place.
+                let room = self.handshakes.contains_key(&ticket) && self.has_room(&name);
+                if let Some(handshake) = self.handshakes.get_mut(&ticket) {
+                    handshake.swarm = Some(name);
+                    handshake.room = room;
+                }
+                Ok(Routed { route, room })
+            }
             _ => Err(Rejection {
                 reason: HelloRejectReason::UnknownSwarm,
                 detail: format!("no swarm {} with this root here", hello.model_id),
@@ -434,8 +581,9 @@ impl<T: Clone> Gate<T> {
     /// The handshake became a link: it holds its place as a link (per
     /// prefix and in the endpoint's peer budget) until it ends.
     pub fn handle_link_up(&mut self, ticket: Ticket) {
-        if let Some((prefix, _)) = self.handshakes.remove(&ticket) {
-            self.links.insert(ticket, prefix);
+        if let Some(handshake) = self.handshakes.remove(&ticket) {
+            self.links
+                .insert(ticket, (handshake.prefix, handshake.swarm));
         }
     }
 
@@ -449,6 +597,41 @@ impl<T: Clone> Gate<T> {
     /// Incoming links held now, over every swarm.
     pub fn links(&self) -> usize {
         self.links.len()
+    }
+}
+
+impl<T> Registered<T> {
+    fn share(&self) -> Share {
+        Share {
+            slots: self.grant,
+            rate: self.rate,
+            download: self.down_rate,
+        }
+    }
+}
+
+/// Shares `cap` among `open` (weight, own cap, the part to set) in
+/// proportion to their weights, but one whose own cap is below its part
+/// gets its own cap, and the rest is shared again among the others.
+fn water_fill(cap: u64, mut open: Vec<(u64, Option<u64>, &mut Option<u64>)>) {
+    let mut left = cap;
+    while !open.is_empty() {
+        let weight: u64 = open.iter().map(|(w, _, _)| *w).sum();
+        let (capped, free): (Vec<_>, Vec<_>) = open
+            .into_iter()
+            .partition(|(w, own, _)| own.is_some_and(|own| own < part(left, *w, weight)));
+        if capped.is_empty() {
+            for (w, _, rate) in free {
+                *rate = Some(part(left, w, weight));
+            }
+            return;
+        }
+        for (_, own, rate) in capped {
+            let own = own.unwrap_or(left);
+            *rate = Some(own.max(1));
+            left = left.saturating_sub(own);
+        }
+        open = free;
     }
 }
 
@@ -522,11 +705,15 @@ mod tests {
         }
     }
 
+    fn room(route: &'static str) -> Routed<&'static str> {
+        Routed { route, room: true }
+    }
+
     fn gate() -> Gate<&'static str> {
         let mut gate = Gate::new(NodeConfig::default());
-        gate.register(("a".into(), [1; 32]), Some([0xa; 32]), "swarm a")
+        gate.register(("a".into(), [1; 32]), Some([0xa; 32]), true, "swarm a")
             .unwrap();
-        gate.register(("b".into(), [2; 32]), None, "swarm b")
+        gate.register(("b".into(), [2; 32]), None, true, "swarm b")
             .unwrap();
         gate
     }
@@ -537,8 +724,11 @@ mod tests {
         let now = Instant::now();
         let first = accepted(gate.handle_incoming(addr(1, 1), true, now));
         let second = accepted(gate.handle_incoming(addr(2, 1), true, now));
-        assert_eq!(gate.route_hello(&hello("b", 2)), Ok("swarm b"));
-        assert_eq!(gate.route_hello(&hello("a", 1)), Ok("swarm a"));
+        assert_eq!(gate.route_hello(first, &hello("b", 2)), Ok(room("swarm b")));
+        assert_eq!(
+            gate.route_hello(second, &hello("a", 1)),
+            Ok(room("swarm a"))
+        );
         assert_eq!(
             gate.handshakes(),
             2,
@@ -555,7 +745,7 @@ mod tests {
         let now = Instant::now();
         for wrong in [hello("a", 2), hello("c", 1), hello("b", 1)] {
             let ticket = accepted(gate.handle_incoming(addr(1, 1), true, now));
-            let refusal = gate.route_hello(&wrong).unwrap_err();
+            let refusal = gate.route_hello(ticket, &wrong).unwrap_err();
             assert_eq!(refusal.reason, HelloRejectReason::UnknownSwarm);
             assert!(refusal.peers.is_empty());
             gate.handle_ended(ticket);
@@ -575,12 +765,12 @@ mod tests {
     fn a_swarm_served_twice_is_refused_and_one_that_ended_is_unknown() {
         let mut gate = gate();
         assert_eq!(
-            gate.register(("a".into(), [1; 32]), None, "again"),
+            gate.register(("a".into(), [1; 32]), None, true, "again"),
             Err(RegisterError::Taken("a".into()))
         );
         gate.deregister(&("a".into(), [1; 32]));
         assert_eq!(gate.swarms(), 1);
-        let refusal = gate.route_hello(&hello("a", 1)).unwrap_err();
+        let refusal = gate.route_hello(Ticket(0), &hello("a", 1)).unwrap_err();
         assert_eq!(refusal.reason, HelloRejectReason::UnknownSwarm);
         let refusal = gate.route_manifest(&[0xa; 32]).unwrap_err();
         assert_eq!(refusal.reason, HelloRejectReason::UnknownManifest);
@@ -607,7 +797,10 @@ mod tests {
             Door::Retry
         );
         // Routed, a handshake still holds its place; ended, it frees it.
-        assert_eq!(gate.route_hello(&hello("a", 1)), Ok("swarm a"));
+        assert_eq!(
+            gate.route_hello(tickets[0], &hello("a", 1)),
+            Ok(room("swarm a"))
+        );
         assert!(matches!(
             gate.handle_incoming(addr(9, 1), true, now),
             Door::Refuse { .. }
@@ -679,6 +872,125 @@ mod tests {
     }
 
     #[test]
+    fn every_swarm_may_hold_its_fair_part_of_the_peer_budget_however_busy_the_others_are() {
+        let config = NodeConfig::default();
+        let budget = config.max_peers * ENDPOINT_PEER_BUDGETS;
+        let mut gate: Gate<usize> = Gate::new(config.clone());
+        let swarms = 20;
+        for i in 0..swarms {
+            gate.register((format!("s{i}"), [i as u8; 32]), None, true, i)
+                .unwrap();
+        }
+        let fair = config.max_peers.min(budget / swarms);
+        let now = Instant::now();
+        let mut n = 0u32;
+        // One link of swarm `i` from a network of its own: whether the
+        // endpoint had room for it.
+        let mut link = |gate: &mut Gate<usize>, i: usize| {
+            n += 1;
+            let from = SocketAddr::from(([10, (n >> 8) as u8, n as u8, 1], 1));
+            let ticket = accepted(gate.handle_incoming(from, true, now));
+            let routed = gate
+                .route_hello(ticket, &hello(&format!("s{i}"), i as u8))
+                .unwrap();
+            assert_eq!(routed.route, i);
+            if routed.room {
+                gate.handle_link_up(ticket);
+            } else {
+                gate.handle_ended(ticket);
+            }
+            routed.room
+        };
+        // A busy swarm among idle ones takes all but the others' parts.
+        let mut busy = 0;
+        while link(&mut gate, 0) {
+            busy += 1;
+        }
+        assert_eq!(busy, budget - (swarms - 1) * fair);
+        // A swarm with no peer still finds its whole part free, then no
+        // more.
+        for _ in 0..fair {
+            assert!(link(&mut gate, 7), "swarm 7 is below its fair part");
+        }
+        assert!(!link(&mut gate, 7), "swarm 7 holds its fair part");
+        // Each of the rest likewise: the budget is then held in full, and
+        // the door refuses at the first packet.
+        for i in (1..swarms).filter(|i| *i != 7) {
+            for _ in 0..fair {
+                assert!(link(&mut gate, i), "swarm {i} is below its fair part");
+            }
+        }
+        assert_eq!(gate.links(), budget);
+        assert_eq!(
+            gate.handle_incoming(SocketAddr::from(([172, 16, 0, 1], 1)), true, now),
+            Door::Refuse {
+                reason: Refusal::Peers { limit: budget }
+            }
+        );
+    }
+
+    #[test]
+    fn swarms_that_take_no_peers_keep_no_part_and_a_routed_place_is_held_until_it_ends() {
+        let config = NodeConfig::default();
+        let budget = config.max_peers * ENDPOINT_PEER_BUDGETS;
+        let mut gate: Gate<usize> = Gate::new(config.clone());
+        // Nine serving swarms and eleven downloads that serve nobody: the
+        // budget is shared among the nine.
+        for i in 0..20 {
+            gate.register((format!("s{i}"), [i as u8; 32]), None, i < 9, i)
+                .unwrap();
+        }
+        let fair = config.max_peers.min(budget / 9);
+        assert_eq!(fair, 28);
+        let now = Instant::now();
+        let mut n = 0u32;
+        let mut open = |gate: &mut Gate<usize>, i: usize| {
+            n += 1;
+            let from = SocketAddr::from(([10, (n >> 8) as u8, n as u8, 1], 1));
+            let ticket = accepted(gate.handle_incoming(from, true, now));
+            let room = gate
+                .route_hello(ticket, &hello(&format!("s{i}"), i as u8))
+                .unwrap()
+                .room;
+            (ticket, room)
+        };
+        let mut held = 0;
+        loop {
+            let (ticket, room) = open(&mut gate, 0);
+            if !room {
+                gate.handle_ended(ticket);
+                break;
+            }
+            gate.handle_link_up(ticket);
+            held += 1;
+        }
+        assert_eq!(held, budget - 8 * fair);
+        // A handshake routed with room holds its place before it is up...
+        for _ in 0..fair - 1 {
+            let (ticket, room) = open(&mut gate, 1);
+            assert!(room);
+            gate.handle_link_up(ticket);
+        }
+        let (pending, room) = open(&mut gate, 1);
+        assert!(room, "the last place of swarm 1's part");
+        let (refused, room) = open(&mut gate, 1);
+        assert!(!room, "its part is held, the pending handshake included");
+        gate.handle_ended(refused);
+        // ...and frees it when it ends without a link.
+        gate.handle_ended(pending);
+        let (again, room) = open(&mut gate, 1);
+        assert!(room);
+        gate.handle_ended(again);
+        // A swarm added when the others hold more than their new parts
+        // finds no room until their links end.
+        gate.register(("late".into(), [99; 32]), None, true, 99)
+            .unwrap();
+        let ticket = accepted(gate.handle_incoming(addr(7, 1), true, now));
+        let late = gate.route_hello(ticket, &hello("late", 99)).unwrap();
+        assert!(!late.room);
+    }
+
+    #[test]
     fn a_link_that_ends_frees_its_place() {
         let config = NodeConfig::default();
         let mut gate = gate();
@@ -722,7 +1034,8 @@ mod tests {
     fn many(count: usize) -> Gate<usize> {
         let mut gate = Gate::new(NodeConfig::default());
         for i in 0..count {
-            gate.register(name(&format!("s{i:02}")), None, i).unwrap();
+            gate.register(name(&format!("s{i:02}")), None, true, i)
+                .unwrap();
         }
         gate
     }
@@ -795,6 +1108,47 @@ mod tests {
     }
 
     #[test]
+    fn the_endpoints_download_cap_goes_evenly_to_the_swarms_that_would_download() {
+        let mut gate = many(4);
+        let cap = 9_000_000;
+        let down = |gate: &Gate<usize>, swarm: &str| gate.upload_share(&name(swarm)).download;
+        let grants = gate.set_download_cap(Some(cap));
+        assert_eq!(grants.changed.len(), 4, "every idle swarm hears the cap");
+        // One downloads: all of it; the others hold what the next would get.
+        let one = gate.set_download_demand(&name("s00"), true);
+        assert_eq!(one.own.download, Some(cap));
+        assert_eq!(down(&gate, "s01"), Some(cap / 2));
+        // Three: a third each, whatever their upload slots.
+        gate.set_upload_demand(&name("s01"), 8);
+        gate.set_download_demand(&name("s01"), true);
+        gate.set_download_demand(&name("s02"), true);
+        for swarm in ["s00", "s01", "s02"] {
+            assert_eq!(down(&gate, swarm), Some(cap / 3), "{swarm}");
+        }
+        assert_eq!(down(&gate, "s03"), Some(cap / 4));
+        // One capped below its part: the rest goes to the others.
+        gate.set_own_download_cap(&name("s02"), Some(1_000_000));
+        assert_eq!(down(&gate, "s02"), Some(1_000_000));
+        assert_eq!(down(&gate, "s00"), Some(4_000_000));
+        assert_eq!(down(&gate, "s01"), Some(4_000_000));
+        // One that has nothing to fetch now (done, or its peers have
+        // nothing it lacks) gives its part back at once.
+        let stalled = gate.set_download_demand(&name("s00"), false);
+        assert_eq!(stalled.own.download, Some(cap / 3));
+        assert!(
+            stalled
+                .changed
+                .iter()
+                .any(|(route, share)| *route == 1 && share.download == Some(8_000_000)),
+            "{:?}",
+            stalled.changed
+        );
+        // No cap: no part.
+        gate.set_download_cap(None);
+        assert_eq!(down(&gate, "s01"), None);
+    }
+
+    #[test]
     fn the_endpoints_upload_cap_goes_to_the_swarms_that_upload_in_proportion_to_their_slots() {
         let mut gate = many(4);
         let cap = 8_000_000;
@@ -812,7 +1166,8 @@ mod tests {
             busy.own,
             Share {
                 slots: 8,
-                rate: Some(cap)
+                rate: Some(cap),
+                download: None,
             }
         );
         assert_eq!(gate.upload_share(&name("s01")).rate, Some(cap / 9));
@@ -822,14 +1177,16 @@ mod tests {
             gate.upload_share(&name("s00")),
             Share {
                 slots: 6,
-                rate: Some(cap * 6 / 8)
+                rate: Some(cap * 6 / 8),
+                download: None,
             }
         );
         assert_eq!(
             gate.upload_share(&name("s01")),
             Share {
                 slots: 2,
-                rate: Some(cap * 2 / 8)
+                rate: Some(cap * 2 / 8),
+                download: None,
             }
         );
         // A part above a swarm's own cap goes to the others.
@@ -869,7 +1226,7 @@ mod tests {
                 reason: Refusal::NotAccepting
             }
         );
-        let refusal = gate.route_hello(&hello("a", 1)).unwrap_err();
+        let refusal = gate.route_hello(Ticket(0), &hello("a", 1)).unwrap_err();
         assert_eq!(refusal.reason, HelloRejectReason::UnknownSwarm);
     }
 }

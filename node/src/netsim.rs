@@ -361,10 +361,14 @@ pub(crate) struct Sim {
     pub max_events: u64,
     /// Serving nodes by address and swarm (the first one listed at each).
     listeners: HashMap<(SocketAddr, usize), usize>,
-    /// Each shared host's gate, which shares its upload slots; the demand
-    /// each of its nodes told it last.
+    /// Each shared host's gate, which shares its upload slots and its
+    /// download cap; the demand each of its nodes told it last (uploads,
+    /// whether it would download).
     gates: BTreeMap<usize, crate::gate::Gate<usize>>,
-    told: BTreeMap<usize, usize>,
+    told: BTreeMap<usize, (usize, bool)>,
+    /// Every shared host's download cap, bytes per second, shared among
+    /// its nodes by its gate.
+    pub host_download_cap: Option<u64>,
     /// Shared hosts share their upload slots (off: each node keeps its
     /// own, to compare).
     pub share_slots: bool,
@@ -452,6 +456,7 @@ impl Sim {
             swarms,
             gates: BTreeMap::new(),
             told: BTreeMap::new(),
+            host_download_cap: None,
             share_slots: true,
             specs,
             nodes,
@@ -700,15 +705,17 @@ impl Sim {
         n.uplink.last = self.now;
         if let Some(host) = spec.host.filter(|_| self.share_slots) {
             // Its host's gate grants it one upload until it wants more.
-            let gate = self
-                .gates
-                .entry(host)
-                .or_insert_with(|| crate::gate::Gate::new(NodeConfig::default()));
+            let cap = self.host_download_cap;
+            let gate = self.gates.entry(host).or_insert_with(|| {
+                let mut gate = crate::gate::Gate::new(NodeConfig::default());
+                let _ = gate.set_download_cap(cap);
+                gate
+            });
             let name = Self::gate_name(node);
-            let _ = gate.register(name.clone(), None, node);
+            let _ = gate.register(name.clone(), None, spec.serve, node);
             let share = gate.upload_share(&name);
             let now = self.instant();
-            self.core_mut(node).set_upload_share(Some(share), now);
+            self.core_mut(node).set_share(Some(share), now);
             self.told.remove(&node);
         }
         let spec = &self.specs[node];
@@ -894,15 +901,26 @@ impl Sim {
             return false;
         };
         let demand = self.core_mut(node).upload_demand();
-        if self.told.get(&node) == Some(&demand) {
+        let downloading = self.core_mut(node).download_demand();
+        let told = self.told.get(&node).copied();
+        if told == Some((demand, downloading)) {
             return false;
         }
-        self.told.insert(node, demand);
+        self.told.insert(node, (demand, downloading));
         let gate = self.gates.get_mut(&host).expect("registered at its start");
-        let grants = gate.set_upload_demand(&Self::gate_name(node), demand);
+        let name = Self::gate_name(node);
+        let mut decided = Vec::new();
+        if told.map(|(d, _)| d) != Some(demand) {
+            decided.push(gate.set_upload_demand(&name, demand));
+        }
+        if told.map(|(_, d)| d) != Some(downloading) {
+            decided.push(gate.set_download_demand(&name, downloading));
+        }
         let now = self.instant();
-        self.core_mut(node).set_upload_share(Some(grants.own), now);
-        self.hand_out(grants.changed);
+        for grants in decided {
+            self.core_mut(node).set_share(Some(grants.own), now);
+            self.hand_out(grants.changed);
+        }
         true
     }
 
@@ -911,7 +929,7 @@ impl Sim {
         let now = self.instant();
         for (other, share) in changed {
             if self.nodes[other].alive {
-                self.core_mut(other).set_upload_share(Some(share), now);
+                self.core_mut(other).set_share(Some(share), now);
                 self.pump(other, false);
             }
         }

@@ -100,3 +100,70 @@ fn seeders_on_one_host_share_its_upload_slots_and_every_swarm_finishes_near_the_
         separate.peak_uploads
     );
 }
+
+/// Two downloads of two swarms on one host whose download cap is
+/// `cap_mbit`, each from a seeder of its own at 400 Mbit, the second
+/// seeder arriving at `second_at`: when each download was verified.
+fn two_downloads_under_one_cap(cap_mbit: f64, chunks: u32, second_at: Duration) -> [f64; 2] {
+    let mut specs = Vec::new();
+    for swarm in 0..2 {
+        let mut seeder = NodeSpec::seeder(swarm, chunks, 400.0 * MBIT);
+        seeder.swarm = swarm;
+        seeder.latency = Duration::from_millis(10);
+        specs.push(seeder);
+    }
+    specs[1].starts_at = second_at;
+    let host = specs.len();
+    // The second also knows a peer of its swarm that has nothing yet: a
+    // link, but nothing to fetch over it.
+    let empty = host + 2;
+    for (swarm, offers) in [(0, vec![0]), (1, vec![1, empty])] {
+        let mut fetcher = NodeSpec::fetcher(host, chunks, 20.0 * MBIT, false, &offers);
+        fetcher.swarm = swarm;
+        fetcher.host = Some(host);
+        fetcher.latency = Duration::from_millis(10);
+        specs.push(fetcher);
+    }
+    let mut other = NodeSpec::fetcher(empty, chunks, 20.0 * MBIT, true, &[1]);
+    other.swarm = 1;
+    other.latency = Duration::from_millis(10);
+    specs.push(other);
+    let mut sim = Sim::new(MIB, chunks, specs);
+    sim.host_download_cap = Some((cap_mbit * MBIT) as u64);
+    sim.run(Duration::from_secs(600), Sim::downloads_over);
+    nobody_blamed_but(&sim, &[]);
+    [host, host + 1].map(|fetcher| {
+        sim.record(fetcher)
+            .delivered_at
+            .unwrap_or_else(|| panic!("download {fetcher} did not complete"))
+            .as_secs_f64()
+    })
+}
+
+#[test]
+fn a_hosts_download_cap_goes_to_the_downloads_that_can_use_it() {
+    let (cap_mbit, chunks) = (40.0, 32);
+    let alone = f64::from(chunks) * f64::from(MIB) / (cap_mbit * MBIT);
+    // Both fetch at once: they share the cap, and together stay under it.
+    let both = two_downloads_under_one_cap(cap_mbit, chunks, Duration::ZERO);
+    eprintln!("both at once: {both:?} s, one alone at the cap {alone:.2} s");
+    for done in both {
+        assert!(
+            (1.8 * alone..=2.5 * alone).contains(&done),
+            "{done:.2} s for a download sharing the cap, alone {alone:.2} s"
+        );
+    }
+    // The second has no peer with anything yet (one linked, empty): the
+    // first gets all of it, not an even half.
+    let later = Duration::from_secs(60);
+    let staggered = two_downloads_under_one_cap(cap_mbit, chunks, later);
+    eprintln!("the second's seeder at 60 s: {staggered:?} s");
+    assert!(
+        staggered[0] <= 1.25 * alone,
+        "{:.2} s for the only download that could fetch, alone {alone:.2} s",
+        staggered[0]
+    );
+    // The second still completes once its seeder is there (when it is
+    // dialed again is the address book's business, not the cap's).
+    assert!(staggered[1] > later.as_secs_f64());
+}

@@ -201,6 +201,16 @@ impl Fetching {
             .is_some_and(|session| session.requests_in_flight() > 0)
     }
 
+    /// Whether the download would fetch now (see
+    /// [`Downloader::wants_bytes`]).
+    pub(super) fn wants_bytes(&self) -> bool {
+        self.phase == Phase::Fetching && self.downloader.wants_bytes()
+    }
+
+    pub(super) fn set_shared_rate(&mut self, rate: Option<u64>, now: Instant) {
+        self.downloader.set_shared_rate(rate, now);
+    }
+
     pub(super) fn set_rtt(&mut self, link: LinkId, rtt: Duration) {
         self.downloader.set_rtt(link, rtt);
     }

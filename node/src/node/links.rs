@@ -119,6 +119,7 @@ impl NodeCore {
                 prefix,
                 deadline,
                 admitted: None,
+                crowded: false,
             },
         );
         Incoming::Accept { link, deadline }
@@ -130,13 +131,21 @@ impl NodeCore {
     /// within `deadline`, or refused with the HelloReject to send
     /// (NotServing when this node takes no connection now, TooManyPeers
     /// when its own handshakes are full; a [`NodeReport::Turned`] says so).
+    /// Without `room` at the endpoint (`crate::gate::Routed::room`), its
+    /// Hello is refused as a full node refuses one, naming other peers.
     pub fn handle_routed(
         &mut self,
         remote: SocketAddr,
+        room: bool,
         now: Instant,
     ) -> Result<(LinkId, Instant), Rejection> {
         match self.handle_incoming(remote, true, now) {
-            Incoming::Accept { link, deadline } => Ok((link, deadline)),
+            Incoming::Accept { link, deadline } => {
+                if let Some(Link::Handshaking { crowded, .. }) = self.links.get_mut(&link) {
+                    *crowded = !room;
+                }
+                Ok((link, deadline))
+            }
             Incoming::Refuse { reason } => Err(Rejection {
                 reason: match reason {
                     Refusal::NotAccepting => HelloRejectReason::NotServing,
@@ -195,7 +204,13 @@ impl NodeCore {
             detail: detail.to_owned(),
             peers: Vec::new(),
         };
-        let Some(&Link::Handshaking { remote, prefix, .. }) = self.links.get(&link) else {
+        let Some(&Link::Handshaking {
+            remote,
+            prefix,
+            crowded,
+            ..
+        }) = self.links.get(&link)
+        else {
             return Err(reject(HelloRejectReason::TooManyPeers, "too late"));
         };
         if self.swarm.check_hello(hello).is_err() {
@@ -238,8 +253,14 @@ impl NodeCore {
                         now,
                     ));
                 }
+                // No room at the shared endpoint: only in place of an idle
+                // peer of this swarm (its place at the gate goes to this one).
+                if crowded && !self.evict_one(true, now) {
+                    let detail = "the endpoint serves its maximum of peers over its swarms";
+                    return Err(self.full(peer, hello, remote, detail.into(), now));
+                }
                 let taken = self.connected_count() + self.admitted_count();
-                if taken >= self.config.max_peers && !self.evict_one(now) {
+                if taken >= self.config.max_peers && !self.evict_one(false, now) {
                     let detail = format!("serving the maximum of {} peers", self.config.max_peers);
                     return Err(self.full(peer, hello, remote, detail, now));
                 }
@@ -455,13 +476,15 @@ impl NodeCore {
     }
 
     /// Closes the peer that has been idle longest, if one has been idle
-    /// for `evict_idle_after`. Whether one was.
-    fn evict_one(&mut self, now: Instant) -> bool {
+    /// for `evict_idle_after` (`incoming`: only one that dialed us, whose
+    /// place at a shared endpoint's gate a new one takes). Whether one was.
+    fn evict_one(&mut self, incoming: bool, now: Instant) -> bool {
         let limit = self.config.evict_idle_after;
         let idle = self
             .peers()
             .filter(|(link, peer)| {
                 !peer.leaving
+                    && (!incoming || !peer.dialed)
                     && now.saturating_duration_since(peer.last_useful) >= limit
                     && !self.uploads.is_busy(*link)
                     && self

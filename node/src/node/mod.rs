@@ -176,6 +176,9 @@ enum Link {
         /// The id admitted at its Hello (it holds a peer slot), with the
         /// bitfield we answered.
         admitted: Option<(PeerId, HaveBitfield)>,
+        /// The shared endpoint it came through has no room for one more
+        /// of this swarm's links (`crate::gate::Routed::room`).
+        crowded: bool,
     },
     Up(Box<Peer>),
     /// Our Goodbye is on its way: the connection is closed once the driver
@@ -584,12 +587,26 @@ impl NodeCore {
         self.uploads.demand(&self.config, self.params.chunk_size())
     }
 
-    /// What the endpoint's gate lets this swarm upload (`None`: its own
-    /// slots and cap alone decide): uploads at once, and its part of the
-    /// endpoint's upload cap, under its own `max_upload`. More starts
-    /// waiting uploads at once; less lets those under way finish and
-    /// starts no new one until they are below it.
-    pub fn set_upload_share(&mut self, share: Option<crate::gate::Share>, now: Instant) {
+    /// Whether this swarm's download would fetch now: what it reports to
+    /// the gate of an endpoint it shares with other swarms
+    /// ([`crate::gate::Gate::set_download_demand`]).
+    pub fn download_demand(&self) -> bool {
+        self.download
+            .as_ref()
+            .is_some_and(fetching::Fetching::wants_bytes)
+    }
+
+    /// What the endpoint's gate lets this swarm move (`None`: its own
+    /// slots and caps alone decide): uploads at once, and its parts of the
+    /// endpoint's upload and download caps, under its own `max_upload` and
+    /// `max_download`. More slots start waiting uploads at once; fewer let
+    /// those under way finish and start no new one until they are below
+    /// them.
+    pub fn set_share(&mut self, share: Option<crate::gate::Share>, now: Instant) {
+        if let Some(fetching) = &mut self.download {
+            fetching.set_shared_rate(share.and_then(|share| share.download), now);
+        }
+        self.drain_download(now);
         let grant = share.map(|share| share.slots);
         let more_slots = match (self.uploads.grant, grant) {
             (Some(old), Some(new)) => new > old,

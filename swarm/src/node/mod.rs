@@ -216,6 +216,8 @@ pub(crate) struct Node {
     /// The upload demand last told to the shared endpoint's gate, and the
     /// generation of the newest grant taken.
     slots_told: (Option<usize>, u64),
+    /// Whether this swarm would download, as last told to the gate.
+    downloading_told: Option<bool>,
 }
 
 /// The next change of a watch, or never without one.
@@ -395,7 +397,13 @@ impl Node {
                 );
                 let manifest = parts.manifest.as_ref().map(|(digest, _)| *digest);
                 let (registration, grants) = shared
-                    .register(name, manifest, sender.clone(), parts.config.core.max_upload)
+                    .register(
+                        name,
+                        manifest,
+                        parts.start.serve,
+                        sender.clone(),
+                        (parts.config.core.max_upload, parts.config.core.max_download),
+                    )
                     .map_err(|error| NodeError::Shared(error.to_string()))?;
                 (Some(registration), Some(grants))
             }
@@ -409,7 +417,7 @@ impl Node {
         if let Some(registration) = &registration {
             let (generation, share) = registration.share();
             told = generation;
-            core.set_upload_share(Some(share), Instant::now());
+            core.set_share(Some(share), Instant::now());
         }
         let (link_sender, link_events) = mpsc::channel(1024);
         Ok(Self {
@@ -437,6 +445,7 @@ impl Node {
             registration,
             grants,
             slots_told: (None, told),
+            downloading_told: None,
         })
     }
 
@@ -562,18 +571,28 @@ impl Node {
     }
 
     /// On a shared endpoint: tells its gate what this swarm's uploads want
-    /// when that changed, and takes the grant back to the core.
+    /// and whether it would download, when that changed, and takes the
+    /// share back to the core.
     fn share_slots(&mut self) {
         let Some(registration) = &self.registration else {
             return;
         };
+        let mut told = Vec::new();
         let demand = self.core.upload_demand();
-        if self.slots_told.0 == Some(demand) {
-            return;
+        if self.slots_told.0 != Some(demand) {
+            told.push(registration.set_demand(demand));
+            self.slots_told.0 = Some(demand);
         }
-        let (generation, share) = registration.set_demand(demand);
-        self.slots_told.0 = Some(demand);
-        if self.take_share(generation, share) {
+        let downloading = self.core.download_demand();
+        if self.downloading_told != Some(downloading) {
+            told.push(registration.set_downloading(downloading));
+            self.downloading_told = Some(downloading);
+        }
+        let mut taken = false;
+        for (generation, share) in told {
+            taken |= self.take_share(generation, share);
+        }
+        if taken {
             self.carry_out();
         }
     }
@@ -585,7 +604,7 @@ impl Node {
             return false;
         }
         self.slots_told.1 = generation;
-        self.core.set_upload_share(Some(share), Instant::now());
+        self.core.set_share(Some(share), Instant::now());
         true
     }
 
@@ -714,7 +733,7 @@ impl Node {
         routed
             .opening
             .set_receive_window(self.config.tuning.connection_receive_window);
-        match self.core.handle_routed(routed.remote, now) {
+        match self.core.handle_routed(routed.remote, routed.room, now) {
             Ok((link, deadline)) => {
                 let task = connect::answer_routed(self, link, routed, deadline);
                 self.links.insert(link, DriverLink::Attempt(task));

@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use minimodel_node::gate::{Door, Gate, Grants, RegisterError, Share, SwarmName, Ticket};
+use minimodel_node::gate::{Door, Gate, Grants, RegisterError, Routed, Share, SwarmName, Ticket};
 use tokio::sync::{mpsc, watch};
 
 use super::{CoreConfig, Event, NodeReport};
@@ -161,6 +161,15 @@ impl SharedEndpoint {
         tell(&grants);
     }
 
+    /// Caps the download of every swarm on it together at `cap` bytes per
+    /// second (`None`: no cap), shared evenly among the swarms that would
+    /// download now by the gate's rule; each swarm's own `max_download`
+    /// still holds.
+    pub fn set_download_cap(&self, cap: Option<u64>) {
+        let grants = lock(&self.inner.gate).set_download_cap(cap);
+        tell(&grants);
+    }
+
     /// The router's mapping of its port, when one was asked for.
     pub fn port_mapping(&self) -> Option<tokio::sync::watch::Receiver<crate::portmap::MapState>> {
         self.inner.mapped.clone()
@@ -192,26 +201,30 @@ impl SharedEndpoint {
 
     /// Routes the swarm `name` (and manifest queries for `manifest`) to
     /// `events` until the registration is dropped; the grants the gate
-    /// decides for it come on the watch returned. `own_cap` is the
-    /// swarm's own upload cap (of the endpoint's, it gets no more).
+    /// decides for it come on the watch returned. `own_caps` are the
+    /// swarm's own upload and download caps (of the endpoint's, it gets no
+    /// more); `serving`: its node takes peers.
     pub(crate) fn register(
         &self,
         name: SwarmName,
         manifest: Option<[u8; 32]>,
+        serving: bool,
         events: mpsc::Sender<Event>,
-        own_cap: Option<u64>,
+        own_caps: (Option<u64>, Option<u64>),
     ) -> Result<(Registration, watch::Receiver<(u64, Share)>), RegisterError> {
         let first = Share {
             slots: 1,
             rate: None,
+            download: None,
         };
         let (grant, grants) = watch::channel((0, first));
         let route = Route { events, grant };
         {
             let mut gate = lock(&self.inner.gate);
-            gate.register(name.clone(), manifest, route)?;
+            gate.register(name.clone(), manifest, serving, route)?;
             // Idle, it holds no part the others would get: nothing to tell.
-            let _ = gate.set_own_cap(&name, own_cap);
+            let _ = gate.set_own_cap(&name, own_caps.0);
+            let _ = gate.set_own_download_cap(&name, own_caps.1);
         }
         let registration = Registration {
             shared: self.clone(),
@@ -239,6 +252,14 @@ impl Registration {
     /// share, after telling the other swarms whose share changed.
     pub(crate) fn set_demand(&self, demand: usize) -> (u64, Share) {
         let grants = lock(&self.shared.inner.gate).set_upload_demand(&self.name, demand);
+        tell(&grants);
+        (grants.generation, grants.own)
+    }
+
+    /// Tells the gate whether this swarm would download now; returns its
+    /// share, after telling the other swarms whose share changed.
+    pub(crate) fn set_downloading(&self, downloading: bool) -> (u64, Share) {
+        let grants = lock(&self.shared.inner.gate).set_download_demand(&self.name, downloading);
         tell(&grants);
         (grants.generation, grants.own)
     }
@@ -348,20 +369,25 @@ impl Attempt {
             return;
         };
         let route = {
-            let gate = lock(&self.guard.gate);
+            let mut gate = lock(&self.guard.gate);
             match opening.first() {
-                First::Hello(hello) => gate.route_hello(hello),
-                First::Manifest(digest) => gate.route_manifest(digest),
+                First::Hello(hello) => gate.route_hello(self.guard.ticket, hello),
+                // A manifest query is answered and closed: it never becomes
+                // a link, so it needs no room.
+                First::Manifest(digest) => gate
+                    .route_manifest(digest)
+                    .map(|route| Routed { route, room: true }),
             }
         };
         match route {
             // The node answers, within the same deadline; a node that does
             // not take it in time (its queue full, or it is stopping) drops
             // it, and the connection with it.
-            Ok(node) => {
+            Ok(Routed { route: node, room }) => {
                 let routed = RoutedOpening {
                     opening,
                     remote,
+                    room,
                     deadline,
                     guard: self.guard,
                 };
@@ -380,6 +406,8 @@ impl Attempt {
 pub(crate) struct RoutedOpening {
     pub(crate) opening: Opening,
     pub(crate) remote: SocketAddr,
+    /// Whether the endpoint has room for its link (`Routed::room`).
+    pub(crate) room: bool,
     pub(crate) deadline: Instant,
     pub(crate) guard: TicketGuard,
 }

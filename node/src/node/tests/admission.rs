@@ -80,18 +80,48 @@ fn a_connection_routed_by_a_shared_endpoint_is_admitted_as_a_validated_one_or_re
     let addrs = from_slash_24("198.51.100", 8);
     let mut taken = Vec::new();
     for &addr in &addrs[..config.max_handshakes_per_prefix] {
-        let (link, deadline) = h.core.handle_routed(addr, h.now).unwrap();
+        let (link, deadline) = h.core.handle_routed(addr, true, h.now).unwrap();
         assert_eq!(deadline, h.now + config.handshake_timeout);
         taken.push(link);
     }
     // The node's own handshake limit per prefix still holds.
-    let refusal = h.core.handle_routed(addrs[7], h.now).unwrap_err();
+    let refusal = h.core.handle_routed(addrs[7], true, h.now).unwrap_err();
     assert_eq!(refusal.reason, HelloRejectReason::TooManyPeers);
     // A stopping node serves nobody new.
     h.core.stop(h.now);
     let other = "203.0.113.9:4000".parse().unwrap();
-    let refusal = h.core.handle_routed(other, h.now).unwrap_err();
+    let refusal = h.core.handle_routed(other, true, h.now).unwrap_err();
     assert_eq!(refusal.reason, HelloRejectReason::NotServing);
+}
+
+#[test]
+fn a_hello_routed_without_room_at_the_endpoint_is_refused_as_full_naming_other_peers() {
+    let mut h = Harness::new(Kind::Seeder, 8, NodeConfig::default());
+    let idle = h.connect_in(&Remote::seeder(150, "62.7.0.1:4433", 8).lacking_last());
+    // The node has room of its own; the endpoint it shares has none.
+    let crowded = Remote::fetcher(100, "81.2.3.200:5000", 8);
+    let (link, _) = h.core.handle_routed(crowded.addr, false, h.now).unwrap();
+    let rejection = h.hello_in(link, &crowded).expect_err("no room");
+    assert_eq!(rejection.reason, HelloRejectReason::TooManyPeers);
+    let named: Vec<SocketAddr> = rejection.peers.iter().map(|entry| entry.addr).collect();
+    assert_eq!(named, [sa("62.7.0.1:4433")]);
+    let end = LinkEnd::Refused {
+        reason: rejection.reason,
+        detail: rejection.detail,
+    };
+    h.core.handle_link_failed(link, end, h.now);
+    // With room, the next one is taken.
+    let next = Remote::fetcher(101, "81.2.4.200:5000", 8);
+    let (link, _) = h.core.handle_routed(next.addr, true, h.now).unwrap();
+    h.hello_in(link, &next).expect("room");
+    // Without room, a peer of this swarm idle long enough gives up its
+    // place to the newcomer.
+    h.advance(NodeConfig::default().evict_idle_after.as_millis() as u64 + 1_000);
+    h.take();
+    let late = Remote::fetcher(102, "81.2.5.200:5000", 8);
+    let (link, _) = h.core.handle_routed(late.addr, false, h.now).unwrap();
+    h.hello_in(link, &late).expect("in place of an idle peer");
+    assert_eq!(closes(&h.take()), [(idle, GoodbyeReason::TooManyPeers)]);
 }
 
 #[test]

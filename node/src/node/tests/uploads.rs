@@ -84,10 +84,11 @@ fn uploads_fill_the_slots_and_a_peer_beyond_its_share_only_gets_what_nobody_else
 #[test]
 fn a_swarm_on_a_shared_endpoint_runs_what_its_gate_grants_and_reports_what_it_wants() {
     let mut h = Harness::new(Kind::Seeder, 16, fixed_slots());
-    h.core.set_upload_share(
+    h.core.set_share(
         Some(crate::gate::Share {
             slots: 1,
             rate: None,
+            download: None,
         }),
         h.now,
     );
@@ -101,10 +102,11 @@ fn a_swarm_on_a_shared_endpoint_runs_what_its_gate_grants_and_reports_what_it_wa
     assert_eq!(running.len(), 1, "one upload on a grant of one");
     assert_eq!(h.core.upload_demand(), 4, "one under way, three waiting");
     // A larger grant starts waiting uploads at once.
-    h.core.set_upload_share(
+    h.core.set_share(
         Some(crate::gate::Share {
             slots: 3,
             rate: None,
+            download: None,
         }),
         h.now,
     );
@@ -113,10 +115,11 @@ fn a_swarm_on_a_shared_endpoint_runs_what_its_gate_grants_and_reports_what_it_wa
     running.extend(more);
     // A smaller one lets those under way finish and starts nothing new
     // until they are below it.
-    h.core.set_upload_share(
+    h.core.set_share(
         Some(crate::gate::Share {
             slots: 1,
             rate: None,
+            download: None,
         }),
         h.now,
     );
@@ -172,8 +175,12 @@ fn a_part_of_the_endpoints_cap_paces_uploads_under_the_swarms_own_cap() {
     };
     let mut h = Harness::new(Kind::Seeder, 16, config);
     let part = u64::from(CHUNK);
-    let share = |rate| crate::gate::Share { slots: 8, rate };
-    h.core.set_upload_share(Some(share(Some(part))), h.now);
+    let share = |rate| crate::gate::Share {
+        slots: 8,
+        rate,
+        download: None,
+    };
+    h.core.set_share(Some(share(Some(part))), h.now);
     let a = h.connect_in(&fetcher(1, 16));
     h.take();
     request(&mut h, a, &[0, 1, 2, 3]);
@@ -200,7 +207,7 @@ fn a_part_of_the_endpoints_cap_paces_uploads_under_the_swarms_own_cap() {
     // The endpoint's cap goes (the other swarms went idle): the swarm's
     // own cap, four times faster, pays the debt off in a quarter second,
     // then paces what starts.
-    h.core.set_upload_share(Some(share(None)), h.now);
+    h.core.set_share(Some(share(None)), h.now);
     assert!(paces_of(h.take()).is_empty(), "the debt is kept");
     h.advance(240);
     assert!(paces_of(h.take()).is_empty(), "the debt is kept");
@@ -212,8 +219,12 @@ fn a_part_of_the_endpoints_cap_paces_uploads_under_the_swarms_own_cap() {
 fn an_endpoint_cap_that_goes_and_comes_back_keeps_its_debt() {
     let mut h = Harness::new(Kind::Seeder, 16, fixed_slots());
     let part = u64::from(CHUNK);
-    let share = |rate| crate::gate::Share { slots: 8, rate };
-    h.core.set_upload_share(Some(share(Some(part))), h.now);
+    let share = |rate| crate::gate::Share {
+        slots: 8,
+        rate,
+        download: None,
+    };
+    h.core.set_share(Some(share(Some(part))), h.now);
     let a = h.connect_in(&fetcher(1, 16));
     h.take();
     request(&mut h, a, &[0, 1]);
@@ -224,8 +235,8 @@ fn an_endpoint_cap_that_goes_and_comes_back_keeps_its_debt() {
     }
     // No cap for a moment (nothing waits), then the cap again: the debt
     // of a second is still owed.
-    h.core.set_upload_share(Some(share(None)), h.now);
-    h.core.set_upload_share(Some(share(Some(part))), h.now);
+    h.core.set_share(Some(share(None)), h.now);
+    h.core.set_share(Some(share(Some(part))), h.now);
     request(&mut h, a, &[2]);
     assert!(
         uploads(&h.take()).is_empty(),
