@@ -138,9 +138,34 @@ pub(crate) fn crowd_with(
             .ok()
             .and_then(|p| p.parse::<usize>().ok())
         {
+            let mut to_peer: Vec<(Duration, usize, u32)> = (0..sim.specs().len())
+                .flat_map(|from| {
+                    sim.record(from)
+                        .uploads
+                        .iter()
+                        .filter(|(_, to, _)| *to == peer)
+                        .map(move |(at, _, chunk)| (*at, from, *chunk))
+                })
+                .collect();
+            to_peer.sort();
+            for (at, from, chunk) in to_peer {
+                println!(
+                    "{:7.3} peer {peer}: upload of chunk {chunk} started by {from}",
+                    at.as_secs_f64()
+                );
+            }
+            let mut verified = 0;
             for (at, report) in &sim.record(peer).reports {
-                if !matches!(report, NodeReport::Progress { .. }) {
-                    println!("{:7.3} peer {peer}: {report:?}", at.as_secs_f64());
+                match report {
+                    NodeReport::Progress {
+                        verified_chunks, ..
+                    } => {
+                        if *verified_chunks != verified {
+                            verified = *verified_chunks;
+                            println!("{:7.3} peer {peer}: {verified} verified", at.as_secs_f64());
+                        }
+                    }
+                    _ => println!("{:7.3} peer {peer}: {report:?}", at.as_secs_f64()),
                 }
             }
         }
