@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use minimodel_wire::{HaveBitfield, PeerId};
 
-use crate::picker::{ChunkSet, LinkId, PiecePicker, VerifiedOutcome};
+use crate::picker::{LinkId, PiecePicker, VerifiedOutcome};
 use crate::session::{PeerDownload, PeerStats};
 
 /// Tunables of the download state machine.
@@ -646,7 +646,7 @@ impl Downloader {
                 let helper = helpers.iter().copied().find(|key| {
                     let session = &self.peers[key];
                     rates[key] * self.config.slow_peer_factor >= fastest
-                        && session.has().has(chunk)
+                        && session.has().get(minimodel_wire::ChunkIndex(chunk))
                         && !session.is_requested(chunk)
                         && session.requests_in_flight()
                             <= session.pipeline_depth(chunk_size, &self.config)

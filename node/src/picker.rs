@@ -40,6 +40,7 @@
 use std::collections::BTreeSet;
 
 pub use crate::rng::SplitMix64;
+use minimodel_wire::{ChunkIndex, HaveBitfield};
 use std::time::Instant;
 
 /// Availability buckets above this count are merged: a chunk held by 64
@@ -50,28 +51,9 @@ pub const MAX_OWNERS: usize = 2;
 
 pub use crate::ids::LinkId;
 
-/// Which chunks a peer has.
-pub trait ChunkSet {
-    /// Whether the peer has chunk `index`.
-    fn has(&self, index: u32) -> bool;
-}
-
-impl ChunkSet for [bool] {
-    fn has(&self, index: u32) -> bool {
-        self.get(index as usize).copied().unwrap_or(false)
-    }
-}
-
-impl ChunkSet for Vec<bool> {
-    fn has(&self, index: u32) -> bool {
-        self.as_slice().has(index)
-    }
-}
-
-impl ChunkSet for minimodel_wire::HaveBitfield {
-    fn has(&self, index: u32) -> bool {
-        self.get(minimodel_wire::ChunkIndex(index))
-    }
+/// Whether `chunks` holds chunk `index`.
+fn has(chunks: &HaveBitfield, index: u32) -> bool {
+    chunks.get(ChunkIndex(index))
 }
 
 /// One owner of an in-flight chunk.
@@ -202,18 +184,18 @@ impl PiecePicker {
     }
 
     /// A peer joined with this set of chunks.
-    pub fn add_peer_chunks(&mut self, chunks: &(impl ChunkSet + ?Sized)) {
-        for index in 0..self.chunk_count() {
-            if chunks.has(index) {
-                self.change_availability(index, 1);
+    pub fn add_peer_chunks(&mut self, chunks: &HaveBitfield) {
+        for index in chunks.iter_ones() {
+            if index.0 < self.chunk_count() {
+                self.change_availability(index.0, 1);
             }
         }
     }
 
     /// A peer left; its chunks no longer count.
-    pub fn remove_peer_chunks(&mut self, chunks: &(impl ChunkSet + ?Sized)) {
-        for index in 0..self.chunk_count() {
-            if chunks.has(index) {
+    pub fn remove_peer_chunks(&mut self, chunks: &HaveBitfield) {
+        for index in chunks.iter_ones().map(|index| index.0) {
+            if index < self.chunk_count() {
                 self.change_availability(index, -1);
             }
         }
@@ -253,17 +235,12 @@ impl PiecePicker {
     /// The next missing chunk to request from a peer that has `peer_has`,
     /// marked in flight with that peer as owner. `None` when this peer has
     /// no missing chunk (try [`PiecePicker::pick_duplicate`]).
-    pub fn pick(
-        &mut self,
-        peer: LinkId,
-        peer_has: &(impl ChunkSet + ?Sized),
-        now: Instant,
-    ) -> Option<u32> {
+    pub fn pick(&mut self, peer: LinkId, peer_has: &HaveBitfield, now: Instant) -> Option<u32> {
         let chosen = self
             .retry
             .iter()
             .copied()
-            .find(|&index| peer_has.has(index))
+            .find(|&index| has(peer_has, index))
             .or_else(|| self.pick_rarest(peer_has))?;
         self.leave_missing(chosen);
         self.states[chosen as usize] = ChunkState::InFlight(vec![Owner { peer, since: now }]);
@@ -271,7 +248,7 @@ impl PiecePicker {
         Some(chosen)
     }
 
-    fn pick_rarest(&mut self, peer_has: &(impl ChunkSet + ?Sized)) -> Option<u32> {
+    fn pick_rarest(&mut self, peer_has: &HaveBitfield) -> Option<u32> {
         if self.wide {
             let start = self.rng.below(u64::from(self.chunk_count())) as u32;
             for bucket in &self.buckets[1..] {
@@ -279,7 +256,7 @@ impl PiecePicker {
                     .range(start..)
                     .chain(bucket.range(..start))
                     .copied()
-                    .find(|&index| peer_has.has(index));
+                    .find(|&index| has(peer_has, index));
                 if found.is_some() {
                     return found;
                 }
@@ -292,7 +269,7 @@ impl PiecePicker {
         // keeps in memory, and would then be read back from disk.
         self.buckets[1..]
             .iter()
-            .find_map(|bucket| bucket.iter().copied().find(|&index| peer_has.has(index)))
+            .find_map(|bucket| bucket.iter().copied().find(|&index| has(peer_has, index)))
     }
 
     /// An in-flight chunk this peer has and does not own yet, with fewer
@@ -303,7 +280,7 @@ impl PiecePicker {
     pub fn pick_duplicate(
         &mut self,
         peer: LinkId,
-        peer_has: &(impl ChunkSet + ?Sized),
+        peer_has: &HaveBitfield,
         now: Instant,
         wanted: impl Fn(&[Owner]) -> bool,
     ) -> Option<u32> {
@@ -315,7 +292,7 @@ impl PiecePicker {
             let index = index as u32;
             if owners.len() >= MAX_OWNERS
                 || owners.iter().any(|owner| owner.peer == peer)
-                || !peer_has.has(index)
+                || !has(peer_has, index)
                 || !wanted(owners)
             {
                 continue;
@@ -479,12 +456,16 @@ mod tests {
     const A: LinkId = LinkId(1);
     const B: LinkId = LinkId(2);
 
-    fn all(count: u32) -> Vec<bool> {
-        vec![true; count as usize]
+    fn all(count: u32) -> HaveBitfield {
+        HaveBitfield::full(count)
     }
 
-    fn only(count: u32, held: &[u32]) -> Vec<bool> {
-        (0..count).map(|i| held.contains(&i)).collect()
+    fn only(count: u32, held: &[u32]) -> HaveBitfield {
+        let mut chunks = HaveBitfield::new(count);
+        for &index in held {
+            chunks.set(ChunkIndex(index), true).unwrap();
+        }
+        chunks
     }
 
     #[test]
@@ -758,7 +739,10 @@ mod tests {
                 let everything = all(COUNT);
                 for op in ops {
                     match op {
-                        Op::AddPeer(has) => picker.add_peer_chunks(&has),
+                        Op::AddPeer(has) => {
+                            let held: Vec<u32> = (0..COUNT).filter(|i| has[*i as usize]).collect();
+                            picker.add_peer_chunks(&only(COUNT, &held));
+                        }
                         Op::Have(chunk) => picker.add_have(chunk),
                         Op::Pick(peer) => {
                             if let Some(chunk) = picker.pick(LinkId(u64::from(peer)), &everything, now) {
