@@ -27,6 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import compare  # noqa: E402
 import internet  # noqa: E402
 import library  # noqa: E402
 import netlab  # noqa: E402
@@ -413,6 +414,7 @@ SCENARIOS = {
 
 SCENARIOS.update(internet.SCENARIOS)
 SCENARIOS.update(library.SCENARIOS)
+SCENARIOS.update(compare.SCENARIOS)
 TOOLS = ("minimodel", "libtorrent")
 
 SETS = {
@@ -432,6 +434,9 @@ SETS = {
                  "uplinks-40x128-mixed", "uplinks-24x32-10", "uplinks-40x32-one24",
                  "homes-4x256-cone", "homes-4x256-symmetric", "neighbours-2x256", "lan-30x256",
                  "lan-30x256-mdns", "library-20x8"],
+    # minimodel against rqbit between two hosts of one LAN (needs rqbit:
+    # benches/compare.sh installs it).
+    "compare": ["compare-lan-256", "compare-lan-1g", "compare-lan-4g"],
     # Behaviour checks too slow for CI (minutes on a lossy path).
     "slow": ["relay-50ms"],
 }
