@@ -465,7 +465,8 @@ def main():
                         help="scenario names, NAME:libtorrent for libtorrent (see --list)")
     for name in SETS:
         parser.add_argument(f"--{name}", action="store_true", help=f"the {name} set")
-    parser.add_argument("--all", action="store_true", help="every scenario")
+    parser.add_argument("--all", action="store_true",
+                        help="every scenario but the comparison with rqbit (--compare)")
     parser.add_argument("--list", action="store_true", help="list scenarios and sets")
     parser.add_argument("--repeat", type=int, default=1, help="run each scenario N times")
     parser.add_argument("--tool", choices=[*TOOLS, "both"], default="minimodel",
@@ -502,9 +503,11 @@ def main():
         if getattr(args, set_name):
             names += members
     if args.all:
-        names = list(SCENARIOS)
+        # The comparison with rqbit needs rqbit: run it by name or --compare.
+        names = [name for name in SCENARIOS if name not in compare.SCENARIOS]
     if not names:
-        parser.error("name scenarios or a set (--ci, --figures, --internet, --slow, --all); "
+        parser.error("name scenarios or a set (--ci, --figures, --internet, --compare, --slow, "
+                     "--all); "
                      "see --list")
     if not args.rate_scale > 0:
         parser.error("--rate-scale must be above 0")

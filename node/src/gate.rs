@@ -24,7 +24,14 @@
 //! times the slots of one. An upload cap for the whole endpoint
 //! ([`Gate::set_upload_cap`]) is shared the same way: the swarms that
 //! upload divide it in proportion to their slots, and one that does not
-//! yet gets what it would as the next one to start.
+//! yet gets what it would as the next one to start. A download cap for
+//! the whole endpoint ([`Gate::set_download_cap`]) goes evenly to the
+//! swarms that would download now ([`Gate::set_download_demand`]).
+//!
+//! The endpoint's incoming links (`ENDPOINT_PEER_BUDGETS` node budgets)
+//! are shared too: every serving swarm may hold its fair part of them
+//! however busy the others are, and takes more only from what no swarm's
+//! fair part keeps ([`Gate::route_hello`] says whether there is room).
 //!
 //! Sans-IO like the rest of the crate: `T` is whatever the program uses to
 //! reach a swarm (a channel to its node), kept and handed back unchanged.
@@ -438,8 +445,9 @@ impl<T: Clone> Gate<T> {
             };
         }
         // Full when every place is held by a link or a handshake routed
-        // with room: no swarm is below its fair part then (see
-        // `Self::has_room`), so nobody's Hello could be taken.
+        // with room: then no Hello could be routed with room (see
+        // `Self::has_room`; a swarm added while the others held more
+        // than their new parts gets room only as their links end).
         let peers = self.peer_budget();
         if listening && self.held().values().sum::<usize>() >= peers {
             return Door::Refuse {
@@ -527,6 +535,9 @@ impl<T: Clone> Gate<T> {
             .filter(|(name, _)| !name.is_some_and(|name| self.swarms.contains_key(name)))
             .map(|(_, n)| n)
             .sum::<usize>();
+        if !self.swarms.get(swarm).is_some_and(|r| r.serving) {
+            return false;
+        }
         let (mine, fair) = (of(swarm), fair_of(swarm));
         counted - mine.max(fair) + (mine + 1).max(fair) <= budget
     }

@@ -469,6 +469,19 @@ mod tests {
     }
 
     #[test]
+    fn a_bitfield_of_another_size_counts_only_within_the_picker() {
+        let mut picker = PiecePicker::new(4, 1);
+        let longer = all(12);
+        picker.add_peer_chunks(&longer);
+        picker.check_invariant();
+        picker.remove_peer_chunks(&longer);
+        picker.add_peer_chunks(&only(2, &[1]));
+        picker.check_invariant();
+        assert_eq!(picker.pick(A, &only(4, &[0, 2, 3]), Instant::now()), None);
+        assert_eq!(picker.pick(A, &only(4, &[1]), Instant::now()), Some(1));
+    }
+
+    #[test]
     fn nothing_is_picked_from_a_peer_without_chunks() {
         let mut picker = PiecePicker::new(4, 1);
         picker.add_peer_chunks(&only(4, &[]));

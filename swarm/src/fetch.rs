@@ -211,8 +211,10 @@ impl Fetcher {
         ]);
         let mut node_config = config.node.clone();
         if !config.serve {
+            // It listens nowhere of its own; on a shared endpoint it stays
+            // (it dials from it, and the endpoint's caps hold for it), and
+            // the endpoint's gate keeps it no part of the peer budget.
             node_config.listen = None;
-            node_config.shared = None;
         }
         let mut jobs = Jobs::new(
             geometry,

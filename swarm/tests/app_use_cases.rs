@@ -528,3 +528,62 @@ async fn a_manifest_query_refused_at_the_door_asks_again_and_gets_in() {
     stop.send(()).unwrap();
     assert!(late.await.unwrap().is_ok());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_download_that_serves_nobody_runs_on_the_shared_endpoint_under_its_download_cap() {
+    use minimodel_swarm::node::{CoreConfig, SharedEndpoint};
+    use minimodel_swarm::transport::TransportTuning;
+
+    let temp = tempfile::tempdir().unwrap();
+    let art = artifact(temp.path(), "capped", 1024 * 1024, CHUNK);
+    let share = SharePlan::new(art.manifest.clone(), &art.path, loopback())
+        .verify(&|_| {})
+        .unwrap();
+    let serving = serve(&share);
+    // A library's endpoint with a download cap: every download of the
+    // library runs on it, serving or not, so the cap holds for all.
+    let id = identity();
+    let shared = SharedEndpoint::bind(
+        loopback(),
+        Arc::clone(&id),
+        TransportTuning::default(),
+        &CoreConfig::default(),
+        false,
+        mpsc::unbounded_channel().0,
+    )
+    .unwrap();
+    shared.set_download_cap(Some(512 * 1024));
+    let peer = PeerAddrs {
+        id: serving.peer.id,
+        addrs: vec![serving.peer.addr],
+    };
+    let mut plan = plan_for(&art, &temp.path().join("out"), vec![peer]);
+    plan.endpoint = Some(shared.clone());
+    assert!(plan.serving.is_none(), "a download that serves nobody");
+    let fetcher = ready(plan)
+        .start(Arc::clone(&id), mpsc::unbounded_channel().0)
+        .unwrap();
+    assert_eq!(
+        fetcher.listen_addr(),
+        None,
+        "it listens nowhere: it serves nobody"
+    );
+    let run = tokio::spawn(fetcher.run(std::future::pending()));
+    let registered = tokio::time::timeout(Duration::from_secs(10), async {
+        while shared.swarms() == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    assert!(registered.is_ok(), "the download is on the shared endpoint");
+    let outcome = tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("the fetch ends within a minute")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        Sha256Digest::of(&std::fs::read(&outcome.artifact_path).unwrap()),
+        art.manifest.artifact_sha256
+    );
+    assert_eq!(shared.swarms(), 0, "a download that ended leaves the gate");
+}

@@ -200,7 +200,9 @@ impl ReadyDownload {
                 manifest_file: plan.manifest_file,
                 port_mapping: plan.serving.is_some_and(|serving| serving.port_mapping),
                 lan: plan.lan,
-                shared: plan.serving.and(plan.endpoint),
+                // On a library's endpoint every download runs there, serving
+                // or not, so that the endpoint's download cap holds for all.
+                shared: plan.endpoint,
                 ..node_settings(listen, &plan.limits, plan.tuning)
             },
             dht: plan.dht,

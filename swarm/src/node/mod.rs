@@ -327,8 +327,11 @@ impl Node {
             }
             (None, None) => crate::transport::bind_client_endpoint(&parts.config.tuning)?,
         };
+        // A node that does not serve listens nowhere, on a shared endpoint
+        // too (it only dials from it): its Hello names no address and it
+        // announces itself on no DHT.
         let listen = match &shared {
-            Some(shared) => Some(shared.local_addr()),
+            Some(shared) => parts.start.serve.then(|| shared.local_addr()),
             None => parts.config.listen.and_then(|_| endpoint.local_addr().ok()),
         };
         let params = *parts.swarm.params();
