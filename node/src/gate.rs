@@ -94,6 +94,11 @@ pub struct Routed<T> {
     /// Without it the node refuses the Hello as a full node does (naming
     /// other peers of the swarm), whatever room it has of its own.
     pub room: bool,
+    /// No room although this swarm holds less than its fair part: the
+    /// swarm that holds the most beyond its own, which should close one
+    /// of its idle incoming peers (`NodeCore::shed_idle_incoming`) so
+    /// that the next Hello finds room.
+    pub shed: Option<T>,
 }
 
 /// A handshake under way: its source, its deadline, and once its Hello
@@ -542,6 +547,27 @@ impl<T: Clone> Gate<T> {
         counted - mine.max(fair) + (mine + 1).max(fair) <= budget
     }
 
+    /// When serving swarm `swarm` holds less than its fair part: the route
+    /// of the serving swarm that holds the most beyond its own part (ties:
+    /// the first by name), if any does.
+    fn over_part(&self, swarm: &SwarmName) -> Option<T> {
+        let serving = self.swarms.values().filter(|r| r.serving).count();
+        let fair = self
+            .config
+            .max_peers
+            .min(self.peer_budget() / serving.max(1));
+        let held = self.held();
+        let of = |name: &SwarmName| held.get(&Some(name)).copied().unwrap_or(0);
+        if !self.swarms.get(swarm).is_some_and(|r| r.serving) || of(swarm) >= fair {
+            return None;
+        }
+        self.swarms
+            .iter()
+            .filter(|(name, r)| r.serving && of(name) > fair)
+            .max_by_key(|(name, _)| (of(name), std::cmp::Reverse(*name)))
+            .map(|(_, r)| r.route.clone())
+    }
+
     /// The first message of handshake `ticket` is a Hello: the route of
     /// the swarm it names and whether the endpoint has room for its link
     /// (then the handshake holds a place of that swarm's), or the refusal
@@ -557,11 +583,12 @@ impl<T: Clone> Gate<T> {
                 // A handshake already forgotten (past its deadline) gets
                 // no place.
                 let room = self.handshakes.contains_key(&ticket) && self.has_room(&name);
+                let shed = if room { None } else { self.over_part(&name) };
                 if let Some(handshake) = self.handshakes.get_mut(&ticket) {
                     handshake.swarm = Some(name);
                     handshake.room = room;
                 }
-                Ok(Routed { route, room })
+                Ok(Routed { route, room, shed })
             }
             _ => Err(Rejection {
                 reason: HelloRejectReason::UnknownSwarm,
@@ -717,7 +744,11 @@ mod tests {
     }
 
     fn room(route: &'static str) -> Routed<&'static str> {
-        Routed { route, room: true }
+        Routed {
+            route,
+            room: true,
+            shed: None,
+        }
     }
 
     fn gate() -> Gate<&'static str> {
@@ -999,6 +1030,13 @@ mod tests {
         let ticket = accepted(gate.handle_incoming(addr(7, 1), true, now));
         let late = gate.route_hello(ticket, &hello("late", 99)).unwrap();
         assert!(!late.room);
+        // The swarm that holds the most beyond its part is asked to shed
+        // an idle peer; one at or below its part is not.
+        assert_eq!(late.shed, Some(0));
+        gate.handle_ended(ticket);
+        let ticket = accepted(gate.handle_incoming(addr(7, 2), true, now));
+        let busy = gate.route_hello(ticket, &hello("s0", 0)).unwrap();
+        assert_eq!((busy.room, busy.shed), (false, None));
     }
 
     #[test]

@@ -475,6 +475,15 @@ impl NodeCore {
             .count()
     }
 
+    /// The endpoint this swarm shares holds more of its incoming peers
+    /// than its fair part while another swarm is below its own
+    /// (`crate::gate::Routed::shed`): closes the incoming peer idle
+    /// longest, if one has been idle for `evict_idle_after`, so that the
+    /// other swarm's next Hello finds room. Whether one was closed.
+    pub fn shed_idle_incoming(&mut self, now: Instant) -> bool {
+        self.evict_one(true, now)
+    }
+
     /// Closes the peer that has been idle longest, if one has been idle
     /// for `evict_idle_after` (`incoming`: only one that dialed us, whose
     /// place at a shared endpoint's gate a new one takes). Whether one was.

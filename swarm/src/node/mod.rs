@@ -143,6 +143,9 @@ pub(crate) enum Event {
     Metrics(tokio::sync::oneshot::Sender<NodeMetrics>),
     /// The shared endpoint routed an incoming handshake here.
     Opened(Box<shared::RoutedOpening>),
+    /// The shared endpoint's gate asks this swarm, over its part of the
+    /// peer budget, to close an idle incoming peer for a swarm below its.
+    Shed,
 }
 
 /// Asks a running node for a snapshot of its counters (a metrics scrape),
@@ -724,6 +727,9 @@ impl Node {
             Event::LookupDone => self.core.handle_lookup_done(now),
             Event::Neighbour(peer, addrs) => self.core.handle_neighbour(peer, &addrs, now),
             Event::Opened(routed) => self.on_opened(*routed, now),
+            Event::Shed => {
+                self.core.shed_idle_incoming(now);
+            }
         }
     }
 

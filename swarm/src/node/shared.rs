@@ -374,16 +374,27 @@ impl Attempt {
                 First::Hello(hello) => gate.route_hello(self.guard.ticket, hello),
                 // A manifest query is answered and closed: it never becomes
                 // a link, so it needs no room.
-                First::Manifest(digest) => gate
-                    .route_manifest(digest)
-                    .map(|route| Routed { route, room: true }),
+                First::Manifest(digest) => gate.route_manifest(digest).map(|route| Routed {
+                    route,
+                    room: true,
+                    shed: None,
+                }),
             }
         };
         match route {
             // The node answers, within the same deadline; a node that does
             // not take it in time (its queue full, or it is stopping) drops
             // it, and the connection with it.
-            Ok(Routed { route: node, room }) => {
+            Ok(Routed {
+                route: node,
+                room,
+                shed,
+            }) => {
+                // A swarm over its part is asked to make room for the next
+                // one (never waited for: a full queue skips it).
+                if let Some(over) = shed {
+                    let _ = over.events.try_send(Event::Shed);
+                }
                 let routed = RoutedOpening {
                     opening,
                     remote,

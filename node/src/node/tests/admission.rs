@@ -125,6 +125,18 @@ fn a_hello_routed_without_room_at_the_endpoint_is_refused_as_full_naming_other_p
 }
 
 #[test]
+fn a_swarm_over_its_part_of_a_shared_endpoint_sheds_only_an_idle_incoming_peer() {
+    let mut h = Harness::new(Kind::Seeder, 8, NodeConfig::default());
+    let idle = h.connect_in(&Remote::fetcher(1, "62.1.1.1:5000", 8));
+    h.take();
+    assert!(!h.core.shed_idle_incoming(h.now), "not idle long enough");
+    assert!(closes(&h.take()).is_empty());
+    h.advance(NodeConfig::default().evict_idle_after.as_millis() as u64 + 1_000);
+    assert!(h.core.shed_idle_incoming(h.now));
+    assert_eq!(closes(&h.take()), [(idle, GoodbyeReason::TooManyPeers)]);
+}
+
+#[test]
 fn unvalidated_sources_get_a_retry_once_handshakes_are_busy() {
     let mut h = Harness::new(Kind::Seeder, 8, NodeConfig::default());
     let quiet: Vec<SocketAddr> = (1..=4u8).map(|n| sa(&format!("62.{n}.0.1:4433"))).collect();
