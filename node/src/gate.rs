@@ -95,10 +95,10 @@ pub struct Routed<T> {
     /// other peers of the swarm), whatever room it has of its own.
     pub room: bool,
     /// No room although this swarm holds less than its fair part: the
-    /// swarm that holds the most beyond its own, which should close one
-    /// of its idle incoming peers (`NodeCore::shed_idle_incoming`) so
-    /// that the next Hello finds room.
-    pub shed: Option<T>,
+    /// swarm that holds the most beyond its own, and that part, which it
+    /// should shed down to by closing idle incoming peers
+    /// (`NodeCore::shed_idle_incoming`) so that a later Hello finds room.
+    pub shed: Option<(T, usize)>,
 }
 
 /// A handshake under way: its source, its deadline, and once its Hello
@@ -435,7 +435,9 @@ impl<T: Clone> Gate<T> {
             .values()
             .filter(|handshake| handshake.prefix == prefix)
             .count();
-        let listening = self.open && !self.swarms.is_empty();
+        // A swarm that serves nobody takes no connection: a library of
+        // downloads alone listens to nobody.
+        let listening = self.open && self.swarms.values().any(|r| r.serving);
         // Links count with handshakes, over every swarm: the endpoint holds
         // `ENDPOINT_PEER_BUDGETS` node budgets in all, and one network at
         // most the part of it one network may hold of a node's.
@@ -450,11 +452,12 @@ impl<T: Clone> Gate<T> {
             };
         }
         // Full when every place is held by a link or a handshake routed
-        // with room: then no Hello could be routed with room (see
-        // `Self::has_room`; a swarm added while the others held more
-        // than their new parts gets room only as their links end).
+        // with room, unless a swarm is below its fair part while another
+        // is above its own: its Hello is let through to ask that one to
+        // shed an idle peer (`Self::route_hello`), within the handshake
+        // limits below.
         let peers = self.peer_budget();
-        if listening && self.held().values().sum::<usize>() >= peers {
+        if listening && self.held().values().sum::<usize>() >= peers && !self.short_and_over() {
             return Door::Refuse {
                 reason: Refusal::Peers { limit: peers },
             };
@@ -514,12 +517,12 @@ impl<T: Clone> Gate<T> {
     /// its fair part, stay within the budget: a swarm with no peer finds
     /// its part free however busy the others are (unless it came when
     /// the others held more than their new parts: then as their links
-    /// end), and one busy swarm among idle ones holds the rest. A swarm
-    /// that does not serve takes no link and keeps no part.
+    /// end or are shed, see [`Routed::shed`]), and one busy swarm among
+    /// idle ones holds the rest. A swarm that does not serve takes no
+    /// link and keeps no part.
     fn has_room(&self, swarm: &SwarmName) -> bool {
         let budget = self.peer_budget();
-        let serving = self.swarms.values().filter(|r| r.serving).count();
-        let fair = self.config.max_peers.min(budget / serving.max(1));
+        let fair = self.fair_part();
         let fair_of = |name: &SwarmName| {
             if self.swarms.get(name).is_some_and(|r| r.serving) {
                 fair
@@ -547,15 +550,29 @@ impl<T: Clone> Gate<T> {
         counted - mine.max(fair) + (mine + 1).max(fair) <= budget
     }
 
+    /// Each serving swarm's fair part of the peer budget.
+    fn fair_part(&self) -> usize {
+        let serving = self.swarms.values().filter(|r| r.serving).count();
+        self.config
+            .max_peers
+            .min(self.peer_budget() / serving.max(1))
+    }
+
+    /// Whether a serving swarm holds less than its fair part while
+    /// another holds more than its own.
+    fn short_and_over(&self) -> bool {
+        let fair = self.fair_part();
+        let held = self.held();
+        let of = |name: &SwarmName| held.get(&Some(name)).copied().unwrap_or(0);
+        let serving = || self.swarms.iter().filter(|(_, r)| r.serving);
+        serving().any(|(name, _)| of(name) < fair) && serving().any(|(name, _)| of(name) > fair)
+    }
+
     /// When serving swarm `swarm` holds less than its fair part: the route
     /// of the serving swarm that holds the most beyond its own part (ties:
-    /// the first by name), if any does.
-    fn over_part(&self, swarm: &SwarmName) -> Option<T> {
-        let serving = self.swarms.values().filter(|r| r.serving).count();
-        let fair = self
-            .config
-            .max_peers
-            .min(self.peer_budget() / serving.max(1));
+    /// the first by name), if any does, and that part.
+    fn over_part(&self, swarm: &SwarmName) -> Option<(T, usize)> {
+        let fair = self.fair_part();
         let held = self.held();
         let of = |name: &SwarmName| held.get(&Some(name)).copied().unwrap_or(0);
         if !self.swarms.get(swarm).is_some_and(|r| r.serving) || of(swarm) >= fair {
@@ -565,7 +582,7 @@ impl<T: Clone> Gate<T> {
             .iter()
             .filter(|(name, r)| r.serving && of(name) > fair)
             .max_by_key(|(name, _)| (of(name), std::cmp::Reverse(*name)))
-            .map(|(_, r)| r.route.clone())
+            .map(|(_, r)| (r.route.clone(), fair))
     }
 
     /// The first message of handshake `ticket` is a Hello: the route of
@@ -577,8 +594,10 @@ impl<T: Clone> Gate<T> {
     /// node of one swarm.
     pub fn route_hello(&mut self, ticket: Ticket, hello: &Hello) -> Result<Routed<T>, Rejection> {
         let name = (hello.model_id.clone(), hello.merkle_root);
+        // A swarm whose node serves nobody is not told apart from one
+        // not here: what a library downloads stays its own.
         match self.swarms.get(&name) {
-            Some(registered) if self.open => {
+            Some(registered) if self.open && registered.serving => {
                 let route = registered.route.clone();
                 // A handshake already forgotten (past its deadline) gets
                 // no place.
@@ -1032,11 +1051,93 @@ mod tests {
         assert!(!late.room);
         // The swarm that holds the most beyond its part is asked to shed
         // an idle peer; one at or below its part is not.
-        assert_eq!(late.shed, Some(0));
+        assert_eq!(late.shed, Some((0, 25)));
         gate.handle_ended(ticket);
         let ticket = accepted(gate.handle_incoming(addr(7, 2), true, now));
         let busy = gate.route_hello(ticket, &hello("s0", 0)).unwrap();
         assert_eq!((busy.room, busy.shed), (false, None));
+    }
+
+    #[test]
+    fn a_share_added_to_a_full_endpoint_gets_through_the_door_and_asks_for_room() {
+        let config = NodeConfig::default();
+        let budget = config.max_peers * ENDPOINT_PEER_BUDGETS;
+        let mut gate: Gate<usize> = Gate::new(config.clone());
+        for i in 0..8 {
+            gate.register((format!("s{i}"), [i as u8; 32]), None, true, i)
+                .unwrap();
+        }
+        let now = Instant::now();
+        let mut n = 0u32;
+        let mut links: Vec<Vec<Ticket>> = vec![Vec::new(); 8];
+        let mut open = |gate: &mut Gate<usize>, i: usize| {
+            n += 1;
+            let from = SocketAddr::from(([10, (n >> 8) as u8, n as u8, 1], 1));
+            let ticket = accepted(gate.handle_incoming(from, true, now));
+            let routed = gate
+                .route_hello(ticket, &hello(&format!("s{i}"), i as u8))
+                .unwrap();
+            (ticket, routed)
+        };
+        for (i, held) in links.iter_mut().enumerate() {
+            for _ in 0..config.max_peers {
+                let (ticket, routed) = open(&mut gate, i);
+                assert!(routed.room);
+                gate.handle_link_up(ticket);
+                held.push(ticket);
+            }
+        }
+        assert_eq!(gate.links(), budget);
+        let full = SocketAddr::from(([172, 16, 0, 1], 1));
+        assert!(matches!(
+            gate.handle_incoming(full, true, now),
+            Door::Refuse {
+                reason: Refusal::Peers { .. }
+            }
+        ));
+        // A ninth share: its part is 28, the others hold 32 each. Its
+        // Hello gets through the door, finds no room, and names the first
+        // of the busiest to shed down to 28.
+        gate.register(("s8".into(), [8; 32]), None, true, 8)
+            .unwrap();
+        let (ticket, routed) = open(&mut gate, 8);
+        assert_eq!((routed.room, routed.shed), (false, Some((0, 28))));
+        gate.handle_ended(ticket);
+        // As the others shed down to their parts, it gets in.
+        for held in &mut links {
+            for ticket in held.drain(..4) {
+                gate.handle_ended(ticket);
+            }
+        }
+        let (_, routed) = open(&mut gate, 8);
+        assert!(routed.room);
+        assert_eq!(routed.shed, None);
+    }
+
+    #[test]
+    fn a_download_that_serves_nobody_is_not_told_apart_from_a_swarm_not_here() {
+        let mut gate: Gate<usize> = Gate::new(NodeConfig::default());
+        gate.register(("fetching".into(), [1; 32]), None, false, 0)
+            .unwrap();
+        let now = Instant::now();
+        // Only downloads: nobody is let in.
+        assert_eq!(
+            gate.handle_incoming(addr(1, 1), true, now),
+            Door::Refuse {
+                reason: Refusal::NotAccepting
+            }
+        );
+        gate.register(("shared".into(), [2; 32]), None, true, 1)
+            .unwrap();
+        let ticket = accepted(gate.handle_incoming(addr(1, 1), true, now));
+        let refused = gate.route_hello(ticket, &hello("fetching", 1)).unwrap_err();
+        let absent = gate.route_hello(ticket, &hello("absent", 3)).unwrap_err();
+        assert_eq!(refused.reason, HelloRejectReason::UnknownSwarm);
+        assert_eq!(refused.reason, absent.reason);
+        assert_eq!(
+            gate.route_hello(ticket, &hello("shared", 2)).unwrap().route,
+            1
+        );
     }
 
     #[test]

@@ -476,12 +476,18 @@ impl NodeCore {
     }
 
     /// The endpoint this swarm shares holds more of its incoming peers
-    /// than its fair part while another swarm is below its own
-    /// (`crate::gate::Routed::shed`): closes the incoming peer idle
+    /// than its fair part `keep` while another swarm is below its own
+    /// (`crate::gate::Routed::shed`): while this swarm holds more than
+    /// `keep` incoming peers not already leaving, closes the one idle
     /// longest, if one has been idle for `evict_idle_after`, so that the
-    /// other swarm's next Hello finds room. Whether one was closed.
-    pub fn shed_idle_incoming(&mut self, now: Instant) -> bool {
-        self.evict_one(true, now)
+    /// other swarm's next Hello finds room. Never below `keep`, never a
+    /// peer we dialed or one busy. Whether one was closed.
+    pub fn shed_idle_incoming(&mut self, keep: usize, now: Instant) -> bool {
+        let incoming = self
+            .peers()
+            .filter(|(_, peer)| !peer.dialed && !peer.leaving)
+            .count();
+        incoming > keep && self.evict_one(true, now)
     }
 
     /// Closes the peer that has been idle longest, if one has been idle

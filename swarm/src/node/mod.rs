@@ -144,8 +144,9 @@ pub(crate) enum Event {
     /// The shared endpoint routed an incoming handshake here.
     Opened(Box<shared::RoutedOpening>),
     /// The shared endpoint's gate asks this swarm, over its part of the
-    /// peer budget, to close an idle incoming peer for a swarm below its.
-    Shed,
+    /// peer budget (`keep`), to close an idle incoming peer for a swarm
+    /// below its own.
+    Shed { keep: usize },
 }
 
 /// Asks a running node for a snapshot of its counters (a metrics scrape),
@@ -391,7 +392,8 @@ impl Node {
             agent: parts.config.agent.clone(),
             lan,
             mapped: match &shared {
-                Some(shared) => shared.port_mapping(),
+                // The endpoint's mapping, for a node that listens there.
+                Some(shared) => listen.and_then(|_| shared.port_mapping()),
                 None => port_map.as_ref().map(crate::portmap::PortMapTask::state),
             },
         };
@@ -727,8 +729,8 @@ impl Node {
             Event::LookupDone => self.core.handle_lookup_done(now),
             Event::Neighbour(peer, addrs) => self.core.handle_neighbour(peer, &addrs, now),
             Event::Opened(routed) => self.on_opened(*routed, now),
-            Event::Shed => {
-                self.core.shed_idle_incoming(now);
+            Event::Shed { keep } => {
+                self.core.shed_idle_incoming(keep, now);
             }
         }
     }

@@ -392,8 +392,8 @@ impl Attempt {
             }) => {
                 // A swarm over its part is asked to make room for the next
                 // one (never waited for: a full queue skips it).
-                if let Some(over) = shed {
-                    let _ = over.events.try_send(Event::Shed);
+                if let Some((over, keep)) = shed {
+                    let _ = over.events.try_send(Event::Shed { keep });
                 }
                 let routed = RoutedOpening {
                     opening,
