@@ -281,36 +281,33 @@ impl<T: Clone> Gate<T> {
     /// waiting, at most its own slots): its grant, and the other swarms'
     /// grants that changed.
     pub fn set_upload_demand(&mut self, swarm: &SwarmName, demand: usize) -> Grants<T> {
-        if let Some(registered) = self.swarms.get_mut(swarm) {
-            registered.demand = demand;
-        }
-        self.regrant(Some(swarm))
+        self.update(swarm, |registered| registered.demand = demand)
     }
 
     /// `swarm`'s own upload cap (its `max_upload`): of the endpoint's cap
     /// it never gets more, and what it cannot use goes to the others.
     pub fn set_own_cap(&mut self, swarm: &SwarmName, cap: Option<u64>) -> Grants<T> {
-        if let Some(registered) = self.swarms.get_mut(swarm) {
-            registered.own_cap = cap;
-        }
-        self.regrant(Some(swarm))
+        self.update(swarm, |registered| registered.own_cap = cap)
     }
 
     /// `swarm` would download now (it lacks chunks that a peer of its
     /// has, or has requests under way), or not: its share, and the other
     /// swarms' shares that changed.
     pub fn set_download_demand(&mut self, swarm: &SwarmName, downloading: bool) -> Grants<T> {
-        if let Some(registered) = self.swarms.get_mut(swarm) {
-            registered.downloading = downloading;
-        }
-        self.regrant(Some(swarm))
+        self.update(swarm, |registered| registered.downloading = downloading)
     }
 
     /// `swarm`'s own download cap (its `max_download`): of the endpoint's
     /// cap it never gets more, and what it cannot use goes to the others.
     pub fn set_own_download_cap(&mut self, swarm: &SwarmName, cap: Option<u64>) -> Grants<T> {
+        self.update(swarm, |registered| registered.own_down_cap = cap)
+    }
+
+    /// Changes what `swarm` reported and decides again: its share, and
+    /// the other swarms' shares that changed.
+    fn update(&mut self, swarm: &SwarmName, change: impl FnOnce(&mut Registered<T>)) -> Grants<T> {
         if let Some(registered) = self.swarms.get_mut(swarm) {
-            registered.own_down_cap = cap;
+            change(registered);
         }
         self.regrant(Some(swarm))
     }
@@ -513,49 +510,46 @@ impl<T: Clone> Gate<T> {
     /// Whether `swarm` may take one more link. Every serving swarm may
     /// hold its fair part of the budget, `min(max_peers, budget / serving
     /// swarms)`; beyond it a swarm takes from what no swarm's fair part
-    /// keeps. So the places held, each serving swarm counted at least at
-    /// its fair part, stay within the budget: a swarm with no peer finds
-    /// its part free however busy the others are (unless it came when
-    /// the others held more than their new parts: then as their links
-    /// end or are shed, see [`Routed::shed`]), and one busy swarm among
-    /// idle ones holds the rest. A swarm that does not serve takes no
-    /// link and keeps no part.
+    /// keeps. So the places held, and the places each serving swarm's
+    /// fair part still keeps for it, stay within the budget: a swarm with
+    /// no peer finds its part free however busy the others are (unless it
+    /// came when the others held more than their new parts: then as
+    /// their links end or are shed, see [`Routed::shed`]), and one busy
+    /// swarm among idle ones holds the rest. A swarm that does not serve
+    /// takes no link and keeps no part.
     fn has_room(&self, swarm: &SwarmName) -> bool {
-        let budget = self.peer_budget();
-        let fair = self.fair_part();
-        let fair_of = |name: &SwarmName| {
-            if self.swarms.get(name).is_some_and(|r| r.serving) {
-                fair
-            } else {
-                0
-            }
-        };
-        let held = self.held();
-        let of = |name: &SwarmName| held.get(&Some(name)).copied().unwrap_or(0);
-        let mut counted: usize = self
-            .swarms
-            .keys()
-            .map(|name| of(name).max(fair_of(name)))
-            .sum();
-        // Links of swarms no longer served count as they are.
-        counted += held
-            .iter()
-            .filter(|(name, _)| !name.is_some_and(|name| self.swarms.contains_key(name)))
-            .map(|(_, n)| n)
-            .sum::<usize>();
-        if !self.swarms.get(swarm).is_some_and(|r| r.serving) {
+        if !self.is_serving(swarm) {
             return false;
         }
-        let (mine, fair) = (of(swarm), fair_of(swarm));
-        counted - mine.max(fair) + (mine + 1).max(fair) <= budget
+        let fair = self.fair_part();
+        let held = self.held();
+        let total: usize = held.values().sum();
+        let kept: usize = self
+            .serving()
+            .map(|name| fair.saturating_sub(held_by(&held, name)))
+            .sum();
+        // One more link of `swarm` takes a place its part keeps, if any.
+        let kept_after = kept - usize::from(held_by(&held, swarm) < fair);
+        total + 1 + kept_after <= self.peer_budget()
+    }
+
+    /// The swarms whose node serves.
+    fn serving(&self) -> impl Iterator<Item = &SwarmName> {
+        self.swarms
+            .iter()
+            .filter(|(_, r)| r.serving)
+            .map(|(name, _)| name)
+    }
+
+    fn is_serving(&self, swarm: &SwarmName) -> bool {
+        self.swarms.get(swarm).is_some_and(|r| r.serving)
     }
 
     /// Each serving swarm's fair part of the peer budget.
     fn fair_part(&self) -> usize {
-        let serving = self.swarms.values().filter(|r| r.serving).count();
         self.config
             .max_peers
-            .min(self.peer_budget() / serving.max(1))
+            .min(self.peer_budget() / self.serving().count().max(1))
     }
 
     /// Whether a serving swarm holds less than its fair part while
@@ -563,9 +557,8 @@ impl<T: Clone> Gate<T> {
     fn short_and_over(&self) -> bool {
         let fair = self.fair_part();
         let held = self.held();
-        let of = |name: &SwarmName| held.get(&Some(name)).copied().unwrap_or(0);
-        let serving = || self.swarms.iter().filter(|(_, r)| r.serving);
-        serving().any(|(name, _)| of(name) < fair) && serving().any(|(name, _)| of(name) > fair)
+        self.serving().any(|name| held_by(&held, name) < fair)
+            && self.serving().any(|name| held_by(&held, name) > fair)
     }
 
     /// When serving swarm `swarm` holds less than its fair part: the route
@@ -574,15 +567,13 @@ impl<T: Clone> Gate<T> {
     fn over_part(&self, swarm: &SwarmName) -> Option<(T, usize)> {
         let fair = self.fair_part();
         let held = self.held();
-        let of = |name: &SwarmName| held.get(&Some(name)).copied().unwrap_or(0);
-        if !self.swarms.get(swarm).is_some_and(|r| r.serving) || of(swarm) >= fair {
+        if !self.is_serving(swarm) || held_by(&held, swarm) >= fair {
             return None;
         }
-        self.swarms
-            .iter()
-            .filter(|(name, r)| r.serving && of(name) > fair)
-            .max_by_key(|(name, _)| (of(name), std::cmp::Reverse(*name)))
-            .map(|(_, r)| (r.route.clone(), fair))
+        self.serving()
+            .filter(|name| held_by(&held, name) > fair)
+            .max_by_key(|name| (held_by(&held, name), std::cmp::Reverse(*name)))
+            .map(|name| (self.swarms[name].route.clone(), fair))
     }
 
     /// The first message of handshake `ticket` is a Hello: the route of
@@ -690,6 +681,11 @@ fn water_fill(cap: u64, mut open: Vec<(u64, Option<u64>, &mut Option<u64>)>) {
         }
         open = free;
     }
+}
+
+/// The places `swarm` holds, in [`Gate::held`]'s count.
+fn held_by(held: &BTreeMap<Option<&SwarmName>, usize>, swarm: &SwarmName) -> usize {
+    held.get(&Some(swarm)).copied().unwrap_or(0)
 }
 
 /// `cap x of / out_of`, at least 1 byte per second, without overflow.

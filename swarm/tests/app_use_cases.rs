@@ -94,6 +94,22 @@ fn offer_of(artifact: &Artifact, serving: &Serving) -> PeerOffer {
     )
 }
 
+/// A library's endpoint on loopback with identity `id`.
+fn shared_endpoint(
+    id: &Arc<Identity>,
+    config: &minimodel_swarm::node::CoreConfig,
+) -> minimodel_swarm::node::SharedEndpoint {
+    minimodel_swarm::node::SharedEndpoint::bind(
+        loopback(),
+        Arc::clone(id),
+        minimodel_swarm::transport::TransportTuning::default(),
+        config,
+        false,
+        mpsc::unbounded_channel().0,
+    )
+    .unwrap()
+}
+
 async fn run_to_end(ready: ReadyDownload) -> Result<FetchOutcome, FetchError> {
     let fetcher = ready
         .start(identity(), mpsc::unbounded_channel().0)
@@ -285,7 +301,7 @@ fn offers_and_requests_for_another_artifact_are_refused_and_peers_are_merged() {
 
 #[tokio::test]
 async fn one_endpoint_serves_many_swarms_on_one_port_and_refuses_the_swarms_it_does_not_serve() {
-    use minimodel_swarm::node::{CoreConfig, LinkEnd, SharedEndpoint};
+    use minimodel_swarm::node::{CoreConfig, LinkEnd};
     use minimodel_swarm::ticket::Ticket;
     use minimodel_swarm::transport::TransportTuning;
     use minimodel_wire::HelloRejectReason;
@@ -297,18 +313,13 @@ async fn one_endpoint_serves_many_swarms_on_one_port_and_refuses_the_swarms_it_d
     let id = identity();
     // Two upload slots for the whole endpoint, shared by the two shares
     // (the rule itself is the gate's unit tests and the simulator's).
-    let shared = SharedEndpoint::bind(
-        loopback(),
-        Arc::clone(&id),
-        TransportTuning::default(),
+    let shared = shared_endpoint(
+        &id,
         &CoreConfig {
             upload_slots: 2,
             ..CoreConfig::default()
         },
-        false,
-        mpsc::unbounded_channel().0,
-    )
-    .unwrap();
+    );
     let mut stops = Vec::new();
     for artifact in [&first, &second] {
         let mut plan = SharePlan::new(artifact.manifest.clone(), &artifact.path, loopback());
@@ -476,7 +487,7 @@ async fn one_endpoint_serves_many_swarms_on_one_port_and_refuses_the_swarms_it_d
 
 #[tokio::test]
 async fn a_manifest_query_refused_at_the_door_asks_again_and_gets_in() {
-    use minimodel_swarm::node::{CoreConfig, SharedEndpoint};
+    use minimodel_swarm::node::CoreConfig;
     use minimodel_swarm::ticket::Ticket;
     use minimodel_swarm::transport::TransportTuning;
 
@@ -484,15 +495,7 @@ async fn a_manifest_query_refused_at_the_door_asks_again_and_gets_in() {
     let art = artifact(temp.path(), "late", 256 * 1024, CHUNK);
     let id = identity();
     // An endpoint with no swarm yet refuses every first packet.
-    let shared = SharedEndpoint::bind(
-        loopback(),
-        Arc::clone(&id),
-        TransportTuning::default(),
-        &CoreConfig::default(),
-        false,
-        mpsc::unbounded_channel().0,
-    )
-    .unwrap();
+    let shared = shared_endpoint(&id, &CoreConfig::default());
     let ticket = Ticket::new(
         Sha256Digest::of(art.manifest.to_text().as_bytes()),
         None,
@@ -531,8 +534,7 @@ async fn a_manifest_query_refused_at_the_door_asks_again_and_gets_in() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_download_that_serves_nobody_runs_on_the_shared_endpoint_under_its_download_cap() {
-    use minimodel_swarm::node::{CoreConfig, SharedEndpoint};
-    use minimodel_swarm::transport::TransportTuning;
+    use minimodel_swarm::node::CoreConfig;
 
     let temp = tempfile::tempdir().unwrap();
     let art = artifact(temp.path(), "capped", 1024 * 1024, CHUNK);
@@ -543,15 +545,7 @@ async fn a_download_that_serves_nobody_runs_on_the_shared_endpoint_under_its_dow
     // A library's endpoint with a download cap: every download of the
     // library runs on it, serving or not, so the cap holds for all.
     let id = identity();
-    let shared = SharedEndpoint::bind(
-        loopback(),
-        Arc::clone(&id),
-        TransportTuning::default(),
-        &CoreConfig::default(),
-        false,
-        mpsc::unbounded_channel().0,
-    )
-    .unwrap();
+    let shared = shared_endpoint(&id, &CoreConfig::default());
     shared.set_download_cap(Some(512 * 1024));
     let peer = PeerAddrs {
         id: serving.peer.id,

@@ -47,6 +47,27 @@ fn two_slots() -> NodeConfig {
     }
 }
 
+/// A share of an endpoint's gate: `slots` uploads and a part `rate` of
+/// its upload cap.
+fn share(slots: usize, rate: Option<u64>) -> Option<crate::gate::Share> {
+    Some(crate::gate::Share {
+        slots,
+        rate,
+        download: None,
+    })
+}
+
+/// The paces of the uploads started among `actions`.
+fn paces(actions: &[Action]) -> Vec<Option<u64>> {
+    actions
+        .iter()
+        .filter_map(|action| match action {
+            Action::Upload { pace, .. } => Some(*pace),
+            _ => None,
+        })
+        .collect()
+}
+
 fn fetcher(n: u8, chunks: u32) -> Remote {
     Remote::fetcher(n, &format!("62.{n}.0.1:5000"), chunks)
 }
@@ -84,14 +105,7 @@ fn uploads_fill_the_slots_and_a_peer_beyond_its_share_only_gets_what_nobody_else
 #[test]
 fn a_swarm_on_a_shared_endpoint_runs_what_its_gate_grants_and_reports_what_it_wants() {
     let mut h = Harness::new(Kind::Seeder, 16, fixed_slots());
-    h.core.set_share(
-        Some(crate::gate::Share {
-            slots: 1,
-            rate: None,
-            download: None,
-        }),
-        h.now,
-    );
+    h.core.set_share(share(1, None), h.now);
     let a = h.connect_in(&fetcher(1, 16));
     let b = h.connect_in(&fetcher(2, 16));
     h.take();
@@ -102,27 +116,13 @@ fn a_swarm_on_a_shared_endpoint_runs_what_its_gate_grants_and_reports_what_it_wa
     assert_eq!(running.len(), 1, "one upload on a grant of one");
     assert_eq!(h.core.upload_demand(), 4, "one under way, three waiting");
     // A larger grant starts waiting uploads at once.
-    h.core.set_share(
-        Some(crate::gate::Share {
-            slots: 3,
-            rate: None,
-            download: None,
-        }),
-        h.now,
-    );
+    h.core.set_share(share(3, None), h.now);
     let more = uploads(&h.take());
     assert_eq!(more.len(), 2);
     running.extend(more);
     // A smaller one lets those under way finish and starts nothing new
     // until they are below it.
-    h.core.set_share(
-        Some(crate::gate::Share {
-            slots: 1,
-            rate: None,
-            download: None,
-        }),
-        h.now,
-    );
+    h.core.set_share(share(1, None), h.now);
     assert!(uploads(&h.take()).is_empty());
     for &(link, chunk) in &running[..2] {
         sent(&mut h, link, chunk);
@@ -175,56 +175,30 @@ fn a_part_of_the_endpoints_cap_paces_uploads_under_the_swarms_own_cap() {
     };
     let mut h = Harness::new(Kind::Seeder, 16, config);
     let part = u64::from(CHUNK);
-    let share = |rate| crate::gate::Share {
-        slots: 8,
-        rate,
-        download: None,
-    };
-    h.core.set_share(Some(share(Some(part))), h.now);
+    h.core.set_share(share(8, Some(part)), h.now);
     let a = h.connect_in(&fetcher(1, 16));
     h.take();
     request(&mut h, a, &[0, 1, 2, 3]);
     let first = h.take();
-    let paces: Vec<Option<u64>> = first
-        .iter()
-        .filter_map(|action| match action {
-            Action::Upload { pace, .. } => Some(*pace),
-            _ => None,
-        })
-        .collect();
     // The lower of the two caps paces them; the bucket lets its burst
     // (one chunk, then one into debt) through, the rest wait.
-    assert_eq!(paces, [Some(part), Some(part)], "{first:?}");
-    let paces_of = |actions: Vec<Action>| -> Vec<Option<u64>> {
-        actions
-            .iter()
-            .filter_map(|action| match action {
-                Action::Upload { pace, .. } => Some(*pace),
-                _ => None,
-            })
-            .collect()
-    };
+    assert_eq!(paces(&first), [Some(part), Some(part)], "{first:?}");
     // The endpoint's cap goes (the other swarms went idle): the swarm's
     // own cap, four times faster, pays the debt off in a quarter second,
     // then paces what starts.
-    h.core.set_share(Some(share(None)), h.now);
-    assert!(paces_of(h.take()).is_empty(), "the debt is kept");
+    h.core.set_share(share(8, None), h.now);
+    assert!(paces(&h.take()).is_empty(), "the debt is kept");
     h.advance(240);
-    assert!(paces_of(h.take()).is_empty(), "the debt is kept");
+    assert!(paces(&h.take()).is_empty(), "the debt is kept");
     h.advance(260);
-    assert_eq!(paces_of(h.take()), [Some(own)]);
+    assert_eq!(paces(&h.take()), [Some(own)]);
 }
 
 #[test]
 fn an_endpoint_cap_that_goes_and_comes_back_keeps_its_debt() {
     let mut h = Harness::new(Kind::Seeder, 16, fixed_slots());
     let part = u64::from(CHUNK);
-    let share = |rate| crate::gate::Share {
-        slots: 8,
-        rate,
-        download: None,
-    };
-    h.core.set_share(Some(share(Some(part))), h.now);
+    h.core.set_share(share(8, Some(part)), h.now);
     let a = h.connect_in(&fetcher(1, 16));
     h.take();
     request(&mut h, a, &[0, 1]);
@@ -235,8 +209,8 @@ fn an_endpoint_cap_that_goes_and_comes_back_keeps_its_debt() {
     }
     // No cap for a moment (nothing waits), then the cap again: the debt
     // of a second is still owed.
-    h.core.set_share(Some(share(None)), h.now);
-    h.core.set_share(Some(share(Some(part))), h.now);
+    h.core.set_share(share(8, None), h.now);
+    h.core.set_share(share(8, Some(part)), h.now);
     request(&mut h, a, &[2]);
     assert!(
         uploads(&h.take()).is_empty(),
