@@ -16,6 +16,7 @@
 //! one record of bans in its address book and never lets a banned peer join
 //! again).
 
+use std::cell::Cell;
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
@@ -174,6 +175,13 @@ pub struct Downloader {
     /// Requests are held for the rate limit until then.
     rate_wait: Option<Instant>,
     actions: VecDeque<Action>,
+    /// [`Self::next_deadline`]'s last answer, kept until something it
+    /// reads changes (requests, rates, progress, back-offs, peers, the
+    /// rate wait) or it falls due. A node asks after every event, and
+    /// most events (a Have of a chunk held or in flight) change none of
+    /// it: without this, every Have cost a walk over every peer's
+    /// requests.
+    deadline: Cell<Option<Option<Instant>>>,
 }
 
 impl Downloader {
@@ -195,13 +203,30 @@ impl Downloader {
             shared_rate: None,
             rate_wait: None,
             actions: VecDeque::new(),
+            deadline: Cell::new(None),
         }
     }
 
     /// The earliest moment [`Self::tick`] has something to do: a request
     /// expires, a peer stalls, a back-off or the rate limit ends, or a
     /// chunk held by a slow peer may be asked of a faster one.
+    ///
+    /// The answer is kept until the downloader changes, so a peer that
+    /// goes quiet is seen as slow (for a rescue) at the next change, not
+    /// as time passes: a download that has requests in flight changes at
+    /// each chunk, Have or timeout.
     pub fn next_deadline(&self, now: Instant) -> Option<Instant> {
+        if let Some(kept) = self.deadline.get() {
+            if kept.is_none_or(|deadline| deadline > now) {
+                return kept;
+            }
+        }
+        let deadline = self.compute_deadline(now);
+        self.deadline.set(Some(deadline));
+        deadline
+    }
+
+    fn compute_deadline(&self, now: Instant) -> Option<Instant> {
         let config = &self.config;
         let sessions = self.peers.values().filter_map(|session| {
             session.next_deadline(
@@ -314,6 +339,7 @@ impl Downloader {
         has: HaveBitfield,
         now: Instant,
     ) -> Result<(), JoinError> {
+        self.deadline.take();
         if self.peers.contains_key(&key) || self.peers.values().any(|s| s.peer_id() == peer_id) {
             return Err(JoinError::AlreadyConnected);
         }
@@ -332,6 +358,7 @@ impl Downloader {
 
     /// The peer left (or was dropped by the driver): its requests go back.
     pub fn remove_peer(&mut self, key: LinkId, now: Instant) {
+        self.deadline.take();
         if let Some(session) = self.peers.remove(&key) {
             self.picker.release_peer(key);
             self.picker.remove_peer_chunks(session.has());
@@ -348,6 +375,7 @@ impl Downloader {
 
     /// The peer's measured round trip.
     pub fn set_rtt(&mut self, key: LinkId, rtt: Duration) {
+        self.deadline.take();
         if let Some(session) = self.peers.get_mut(&key) {
             session.set_rtt(rtt);
         }
@@ -374,7 +402,13 @@ impl Downloader {
                 Some(crate::picker::ChunkState::Missing)
             );
             if missing || self.picker.missing_count() == 0 {
+                // Only a request started (or the rate wait moved) changes
+                // a deadline; a Have alone does not.
+                let (actions, wait) = (self.actions.len(), self.rate_wait);
                 self.fill(now);
+                if self.actions.len() != actions || self.rate_wait != wait {
+                    self.deadline.take();
+                }
             } else if was_dry {
                 if let Some(session) = self.peers.get_mut(&key) {
                     session.set_dry(returns);
@@ -385,6 +419,7 @@ impl Downloader {
 
     /// The peer refused a request.
     pub fn on_reject(&mut self, key: LinkId, chunk: u32, busy: bool, now: Instant) {
+        self.deadline.take();
         let Some(session) = self.peers.get_mut(&key) else {
             return;
         };
@@ -404,6 +439,7 @@ impl Downloader {
     /// Bytes of a requested chunk arrived (not yet verified): the peer is
     /// making progress.
     pub fn on_progress(&mut self, key: LinkId, now: Instant) {
+        self.deadline.take();
         if let Some(session) = self.peers.get_mut(&key) {
             session.note_progress(now);
         }
@@ -411,6 +447,7 @@ impl Downloader {
 
     /// The chunk from this peer passed its proof and is stored.
     pub fn on_chunk_verified(&mut self, key: LinkId, chunk: u32, bytes: u64, now: Instant) {
+        self.deadline.take();
         let outcome = self.picker.mark_verified(chunk, key);
         if let Some(session) = self.peers.get_mut(&key) {
             let requested = session.finish_request(chunk);
@@ -443,6 +480,7 @@ impl Downloader {
     /// The chunk from this peer failed its proof: the peer is dropped
     /// (its driver bans it), the chunk goes to another peer.
     pub fn on_chunk_bad(&mut self, key: LinkId, chunk: u32, now: Instant) {
+        self.deadline.take();
         if let Some(session) = self.peers.get_mut(&key) {
             session.record_bad_chunk();
         }
@@ -453,6 +491,7 @@ impl Downloader {
     /// The chunk from this peer did not arrive whole (stream reset, write
     /// failure on our side): it goes back to the queue.
     pub fn on_chunk_lost(&mut self, key: LinkId, chunk: u32, now: Instant) {
+        self.deadline.take();
         if let Some(session) = self.peers.get_mut(&key) {
             if session.finish_request(chunk).is_some() {
                 self.picker.release(chunk, key);
@@ -480,6 +519,7 @@ impl Downloader {
     /// part); the download runs at the lower of it and its own
     /// `max_rate`. A faster rate asks at once.
     pub fn set_shared_rate(&mut self, rate: Option<u64>, now: Instant) {
+        self.deadline.take();
         if rate == self.shared_rate {
             return;
         }
@@ -512,6 +552,7 @@ impl Downloader {
         let released = self.hold && !hold;
         self.hold = hold;
         if released {
+            self.deadline.take();
             self.fill(now);
         }
     }
@@ -519,6 +560,7 @@ impl Downloader {
     /// A verified chunk turned out bad on disk (the whole-file check found
     /// it): it is missing again and fetched first.
     pub fn chunk_found_bad(&mut self, chunk: u32, now: Instant) {
+        self.deadline.take();
         self.picker.mark_missing(chunk);
         self.fill(now);
     }
@@ -526,11 +568,26 @@ impl Downloader {
     /// Checks timeouts and refills pipelines. Call it every few hundred
     /// milliseconds.
     pub fn tick(&mut self, now: Instant) {
+        self.deadline.take();
         let keys: Vec<LinkId> = self.peers.keys().copied().collect();
         for key in keys {
             let Some(session) = self.peers.get_mut(&key) else {
                 continue;
             };
+            let due = session
+                .next_deadline(
+                    now,
+                    self.chunk_size,
+                    self.config.min_request_timeout,
+                    self.config.request_timeout_factor,
+                    self.config.silence_timeout,
+                )
+                .is_some_and(|deadline| deadline <= now);
+            if !due {
+                // Neither silent nor a request expired (their deadlines
+                // are the peer's), and its timeouts were counted before.
+                continue;
+            }
             if session.is_silent(now, self.config.silence_timeout) {
                 self.drop_peer(key, DisconnectReason::Silent, now);
                 continue;
@@ -619,53 +676,58 @@ impl Downloader {
     /// never the download past its budget.
     fn rescue_from_slow_peers(&mut self, now: Instant) {
         let chunk_size = self.chunk_size;
-        let rates: BTreeMap<LinkId, f64> = self
+        // In the peers' (key) order.
+        let rates: Vec<(LinkId, f64)> = self
             .peers
             .iter()
             .map(|(key, session)| (*key, session.effective_rate(now, chunk_size)))
             .collect();
-        let fastest = rates.values().copied().fold(0.0, f64::max);
+        let fastest = rates.iter().map(|(_, rate)| *rate).fold(0.0, f64::max);
         if fastest <= 0.0 {
             return;
         }
         let patience = Duration::from_secs_f64(2.0 * f64::from(chunk_size) / fastest);
-        let mut helpers: Vec<LinkId> = rates.keys().copied().collect();
-        helpers.sort_by(|a, b| rates[b].total_cmp(&rates[a]).then(a.cmp(b)));
-        let slow: Vec<LinkId> = rates
+        let factor = self.config.slow_peer_factor;
+        let stuck: Vec<u32> = rates
             .iter()
-            .filter(|(_, rate)| **rate * self.config.slow_peer_factor < fastest)
-            .map(|(key, _)| *key)
+            .filter(|(_, rate)| *rate * factor < fastest)
+            .flat_map(|(key, _)| {
+                self.peers[key]
+                    .requests()
+                    .filter(|(_, sent)| now.saturating_duration_since(*sent) > patience)
+                    .map(|(chunk, _)| chunk)
+            })
             .collect();
-        for slow_key in slow {
-            let stuck: Vec<u32> = self.peers[&slow_key]
-                .requests()
-                .filter(|(_, sent)| now.saturating_duration_since(*sent) > patience)
-                .map(|(chunk, _)| chunk)
-                .collect();
-            for chunk in stuck {
-                let helper = helpers.iter().copied().find(|key| {
-                    let session = &self.peers[key];
-                    rates[key] * self.config.slow_peer_factor >= fastest
-                        && session.has().get(minimodel_wire::ChunkIndex(chunk))
-                        && !session.is_requested(chunk)
-                        && session.requests_in_flight()
-                            <= session.pipeline_depth(chunk_size, &self.config)
+        for chunk in stuck {
+            // The fastest peer that can take it (the lowest key among
+            // equals): not slow itself, has the chunk, not asked for it
+            // already, and at most one past its pipeline depth.
+            let mut helper: Option<(LinkId, f64)> = None;
+            for (&(key, rate), session) in rates.iter().zip(self.peers.values()) {
+                let fits = rate * factor >= fastest
+                    && session.has().get(minimodel_wire::ChunkIndex(chunk))
+                    && !session.is_requested(chunk)
+                    && session.requests_in_flight()
+                        <= session.pipeline_depth(chunk_size, &self.config);
+                if fits && helper.is_none_or(|(_, best)| rate.total_cmp(&best).is_gt()) {
+                    helper = Some((key, rate));
+                }
+            }
+            let helper = helper.map(|(key, _)| key);
+            let Some(helper) = helper else {
+                continue;
+            };
+            if self.outstanding() >= self.budget_chunks() {
+                return;
+            }
+            if self.picker.add_owner(chunk, helper, now) {
+                if let Some(session) = self.peers.get_mut(&helper) {
+                    session.start_request(chunk, now);
+                }
+                self.actions.push_back(Action::Request {
+                    peer: helper,
+                    chunk,
                 });
-                let Some(helper) = helper else {
-                    continue;
-                };
-                if self.outstanding() >= self.budget_chunks() {
-                    return;
-                }
-                if self.picker.add_owner(chunk, helper, now) {
-                    if let Some(session) = self.peers.get_mut(&helper) {
-                        session.start_request(chunk, now);
-                    }
-                    self.actions.push_back(Action::Request {
-                        peer: helper,
-                        chunk,
-                    });
-                }
             }
         }
     }
@@ -702,6 +764,18 @@ impl Downloader {
             let burst = self.burst();
             self.rate_limit
                 .get_or_insert_with(|| crate::upload::TokenBucket::new(max_rate, burst, now));
+        }
+        // Most calls (a Have, a chunk in) find every pipeline full, every
+        // peer dry or backing off: nothing to order then.
+        let endgame = self.picker.missing_count() == 0;
+        let returns = self.picker.returns();
+        let any_room = self.peers.values().any(|session| {
+            session.requests_in_flight() < session.pipeline_depth(self.chunk_size, &self.config)
+                && !session.is_backing_off(now)
+                && (endgame || !session.is_dry(returns))
+        });
+        if !any_room {
+            return;
         }
         // Peers never tried yet first, so that each is asked once and its
         // rate learned even when the budget is smaller than the swarm; then
@@ -766,9 +840,12 @@ impl Downloader {
                 }
                 let picked = self.picker.pick(key, session.has(), now).or_else(|| {
                     // Endgame: everything not verified is in flight.
-                    let endgame = self.picker.missing_count() == 0;
-                    self.picker
-                        .pick_duplicate(key, session.has(), now, |_| endgame)
+                    (self.picker.missing_count() == 0)
+                        .then(|| {
+                            self.picker
+                                .pick_duplicate(key, session.has(), now, |_| true)
+                        })
+                        .flatten()
                 });
                 let Some(chunk) = picked else {
                     if endgame {
@@ -1056,5 +1133,98 @@ mod tests {
                 found: count + 1
             })
         );
+    }
+
+    mod kept_deadline {
+        use super::*;
+        use proptest::prelude::*;
+
+        const COUNT: u32 = 16;
+
+        #[derive(Debug, Clone)]
+        enum Op {
+            Join(u8, Vec<bool>),
+            Leave(u8),
+            Have(u8, u32),
+            Reject(u8, u32, bool),
+            Progress(u8),
+            Verified(u8, u32),
+            Lost(u8, u32),
+            Hold(bool),
+            SharedRate(Option<u64>),
+            Rtt(u8, u64),
+            Tick,
+            Wait(u64),
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            let peer = 0..4u8;
+            let chunk = 0..COUNT;
+            prop_oneof![
+                // Sparse: a peer that holds nothing we lack is common.
+                (
+                    peer.clone(),
+                    proptest::collection::vec(proptest::bool::weighted(0.1), COUNT as usize)
+                )
+                    .prop_map(|(p, has)| Op::Join(p, has)),
+                peer.clone().prop_map(Op::Leave),
+                (peer.clone(), chunk.clone()).prop_map(|(p, c)| Op::Have(p, c)),
+                (peer.clone(), chunk.clone(), any::<bool>())
+                    .prop_map(|(p, c, b)| Op::Reject(p, c, b)),
+                peer.clone().prop_map(Op::Progress),
+                (peer.clone(), chunk.clone()).prop_map(|(p, c)| Op::Verified(p, c)),
+                (peer.clone(), chunk).prop_map(|(p, c)| Op::Lost(p, c)),
+                any::<bool>().prop_map(Op::Hold),
+                proptest::option::of(1u64..(64 << 20)).prop_map(Op::SharedRate),
+                (peer, 1u64..500).prop_map(|(p, ms)| Op::Rtt(p, ms)),
+                Just(Op::Tick),
+                (1u64..40_000).prop_map(Op::Wait),
+            ]
+        }
+
+        proptest! {
+            /// Whatever changes, the deadline kept is the one computed
+            /// afresh (a rescue is left out: its deadline moves with the
+            /// clock between changes, by design).
+            #[test]
+            fn the_kept_deadline_is_the_computed_one(ops in proptest::collection::vec(op(), 1..80)) {
+                let config = DownloadConfig {
+                    slow_peer_factor: f64::INFINITY,
+                    max_in_flight_bytes: 6 << 20,
+                    ..DownloadConfig::default()
+                };
+                let mut core = Downloader::new(1 << 20, &HaveBitfield::new(COUNT), config);
+                let mut now = Instant::now();
+                for op in ops {
+                    let key = |p: u8| LinkId(u64::from(p));
+                    match op {
+                        Op::Join(p, has) => {
+                            let mut bits = HaveBitfield::new(COUNT);
+                            for (i, held) in has.iter().enumerate() {
+                                bits.set(minimodel_wire::ChunkIndex(i as u32), *held).unwrap();
+                            }
+                            let _ = core.add_peer(key(p), PeerId([p; 32]), bits, now);
+                        }
+                        Op::Leave(p) => core.remove_peer(key(p), now),
+                        Op::Have(p, c) => core.on_have(key(p), c, now),
+                        Op::Reject(p, c, busy) => core.on_reject(key(p), c, busy, now),
+                        Op::Progress(p) => core.on_progress(key(p), now),
+                        Op::Verified(p, c) => {
+                            if core.peer(key(p)).is_some_and(|s| s.is_requested(c)) {
+                                core.on_chunk_verified(key(p), c, 1 << 20, now);
+                            }
+                        }
+                        Op::Lost(p, c) => core.on_chunk_lost(key(p), c, now),
+                        Op::Hold(hold) => core.set_hold(hold, now),
+                        Op::SharedRate(rate) => core.set_shared_rate(rate, now),
+                        Op::Rtt(p, ms) => core.set_rtt(key(p), Duration::from_millis(ms)),
+                        Op::Tick => core.tick(now),
+                        Op::Wait(ms) => now += Duration::from_millis(ms),
+                    }
+                    while core.poll_action().is_some() {}
+                    prop_assert_eq!(core.next_deadline(now), core.compute_deadline(now));
+                }
+            }
+        }
     }
 }

@@ -249,27 +249,54 @@ impl PiecePicker {
     }
 
     fn pick_rarest(&mut self, peer_has: &HaveBitfield) -> Option<u32> {
-        if self.wide {
-            let start = self.rng.below(u64::from(self.chunk_count())) as u32;
-            for bucket in &self.buckets[1..] {
-                let found = bucket
-                    .range(start..)
-                    .chain(bucket.range(..start))
-                    .copied()
-                    .find(|&index| has(peer_has, index));
-                if found.is_some() {
-                    return found;
-                }
-            }
-            return None;
-        }
-        // Bucket 0 holds chunks nobody has: nothing to ask for there.
-        // In index order: a chunk passed over at random could trail the
+        // Ties at random over the whole bucket (from a random start), or
+        // in index order: a chunk passed over at random could trail the
         // ones after it by many chunks, more than the trailing hasher
         // keeps in memory, and would then be read back from disk.
-        self.buckets[1..]
-            .iter()
-            .find_map(|bucket| bucket.iter().copied().find(|&index| has(peer_has, index)))
+        let start = self
+            .wide
+            .then(|| self.rng.below(u64::from(self.chunk_count())) as u32);
+        // The same choice two ways: a peer holding fewer chunks than are
+        // missing here (most peers of a young swarm) is the shorter walk.
+        if peer_has.count_ones() < self.missing_count() {
+            self.rarest_held(peer_has, start)
+        } else {
+            self.rarest_missing(peer_has, start)
+        }
+    }
+
+    /// Walks the missing chunks rarest first (from `start` in each
+    /// bucket, round) for the first the peer has. Bucket 0 holds chunks
+    /// nobody has: nothing to ask for there.
+    fn rarest_missing(&self, peer_has: &HaveBitfield, start: Option<u32>) -> Option<u32> {
+        let start = start.unwrap_or(0);
+        self.buckets[1..].iter().find_map(|bucket| {
+            bucket
+                .range(start..)
+                .chain(bucket.range(..start))
+                .copied()
+                .find(|&index| has(peer_has, index))
+        })
+    }
+
+    /// Walks the peer's chunks for the missing one in the lowest bucket
+    /// above 0, the first from `start` among equals: what
+    /// [`Self::rarest_missing`] finds.
+    fn rarest_held(&self, peer_has: &HaveBitfield, start: Option<u32>) -> Option<u32> {
+        let (start, count) = (start.unwrap_or(0), self.chunk_count());
+        peer_has
+            .iter_ones()
+            .map(|chunk| chunk.0)
+            .filter(|&index| matches!(self.states[index as usize], ChunkState::Missing))
+            .map(|index| {
+                let bucket = bucket_of(self.availability[index as usize]);
+                let order =
+                    (u64::from(index) + u64::from(count) - u64::from(start)) % u64::from(count);
+                (bucket, order, index)
+            })
+            .filter(|&(bucket, _, _)| bucket > 0)
+            .min()
+            .map(|(_, _, index)| index)
     }
 
     /// An in-flight chunk this peer has and does not own yet, with fewer
@@ -779,6 +806,51 @@ mod tests {
                     }
                     picker.check_invariant();
                 }
+            }
+
+            /// Walking the missing chunks and walking the peer's chunks
+            /// choose the same chunk, whatever the picker's state, the
+            /// peer's chunks and the tie-break's start.
+            #[test]
+            fn both_walks_choose_the_same_chunk(
+                ops in proptest::collection::vec(op(), 1..120),
+                peer in proptest::collection::vec(any::<bool>(), COUNT as usize),
+                start in proptest::option::of(0..COUNT),
+            ) {
+                let mut picker = PiecePicker::new(COUNT, 11);
+                let now = Instant::now();
+                let everything = all(COUNT);
+                for op in ops {
+                    match op {
+                        Op::AddPeer(has) => {
+                            let held: Vec<u32> = (0..COUNT).filter(|i| has[*i as usize]).collect();
+                            picker.add_peer_chunks(&only(COUNT, &held));
+                        }
+                        Op::Have(chunk) => picker.add_have(chunk),
+                        Op::Pick(peer) => {
+                            picker.pick(LinkId(u64::from(peer)), &everything, now);
+                        }
+                        Op::Duplicate(peer) => {
+                            picker.pick_duplicate(LinkId(u64::from(peer)), &everything, now, |_| true);
+                        }
+                        Op::Release(chunk, peer) => {
+                            picker.release(chunk, LinkId(u64::from(peer)));
+                        }
+                        Op::ReleasePeer(peer) => {
+                            picker.release_peer(LinkId(u64::from(peer)));
+                        }
+                        Op::Verify(chunk, peer) => {
+                            picker.mark_verified(chunk, LinkId(u64::from(peer)));
+                        }
+                        Op::Missing(chunk) => picker.mark_missing(chunk),
+                    }
+                }
+                let held: Vec<u32> = (0..COUNT).filter(|i| peer[*i as usize]).collect();
+                let peer = only(COUNT, &held);
+                prop_assert_eq!(
+                    picker.rarest_held(&peer, start),
+                    picker.rarest_missing(&peer, start)
+                );
             }
         }
     }
