@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# CPU per delivered GiB of a fetch with many links against one with few
+# (docs/performance.md, "A thousand peers"): N seeders on loopback, each on
+# an address of its own /24 (127.0.K.1), one fetch given every offer and
+# `--max-peers N`, so that it holds a link to each. Prints, per run, the
+# links it made, its wall time and its CPU (user + system) per GiB. The
+# counts run in turn against one set of seeders (the first N of them).
+# Usage: scripts/links-figures.sh [SIZE, default 1GiB] [RUNS, default 3] [N...]
+#        (default N: 4 200)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+size=${1:-1GiB}
+runs=${2:-3}
+shift $(( $# < 2 ? $# : 2 ))
+counts=("$@")
+[ ${#counts[@]} -gt 0 ] || counts=(4 200)
+cargo build --release -q -p minimodel
+bin=$PWD/target/release/minimodel
+work=$(mktemp -d)
+seeders=()
+stop_seeders() {
+    for pid in "${seeders[@]:-}"; do
+        [ -n "$pid" ] && kill -INT "$pid" 2>/dev/null || true
+    done
+    for pid in "${seeders[@]:-}"; do
+        [ -n "$pid" ] && wait "$pid" 2>/dev/null || true
+    done
+    seeders=()
+}
+cleanup() {
+    stop_seeders
+    rm -rf "$work"
+}
+trap cleanup EXIT
+cd "$work"
+ulimit -n 65536 2>/dev/null || true
+
+echo "== $(uname -m), $(nproc) cores, $(date -u +%Y-%m-%d), load $(cut -d' ' -f1-3 /proc/loadavg)"
+"$bin" fixture big.slm --size "$size" --seed 1 >/dev/null
+"$bin" manifest big.slm --model-id big --publisher-id bench \
+    --license-route https://example.org/l --evidence-route https://example.org/e -o big.manifest >/dev/null
+cat big.slm >/dev/null
+gib=$(python3 -c "import os; print(os.path.getsize('big.slm') / 2**30)")
+
+most=$(printf '%s\n' "${counts[@]}" | sort -n | tail -1)
+for k in $(seq "$most"); do
+    "$bin" seed big.manifest big.slm --listen "127.0.$k.1:0" --no-port-mapping --yes -q \
+        --offer "s$k.json" >/dev/null 2>"s$k.err" &
+    seeders+=($!)
+done
+for k in $(seq "$most"); do
+    for _ in $(seq 1200); do [ -s "s$k.json" ] && break; sleep 0.1; done
+    [ -s "s$k.json" ] || { echo "seeder $k did not start: $(cat "s$k.err")" >&2; exit 1; }
+done
+# The seeders verified the file as they started: let that load pass.
+sleep 20
+# The counts in turn, run after run, so that each sees the same machine.
+for _ in $(seq "$runs"); do
+    for n in "${counts[@]}"; do
+        offers=()
+        for k in $(seq "$n"); do offers+=(--offer "s$k.json"); done
+        rm -rf out
+        /usr/bin/time -f "%e %U %S %M" -o time.out "$bin" fetch big.manifest "${offers[@]}" \
+            --max-peers "$n" -o out --yes --json >fetch.log 2>fetch.err
+        read -r wall user sys rss <time.out
+        links=$(grep -c '"event":"peer-connected"' fetch.log || true)
+        printf '%4d seeders: %4d links, %6.2f s, CPU %5.2f s per GiB, peak RSS %6d KiB\n' \
+            "$n" "$links" "$wall" "$(echo "($user + $sys) / $gib" | bc -l)" "$rss"
+    done
+done
