@@ -223,7 +223,7 @@ pub struct ConfigError {
 impl NodeConfig {
     /// Checks the settings that would make a node stall or misbehave.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let rules: [(bool, &'static str, &'static str); 11] = [
+        let rules: [(bool, &'static str, &'static str); 12] = [
             (self.upload_slots > 0, "upload_slots", "at least 1"),
             (
                 self.upload_slots_per_peer > 0,
@@ -250,6 +250,11 @@ impl NodeConfig {
                 self.max_upload != Some(0) && self.max_download != Some(0),
                 "max_upload and max_download",
                 "above zero when set",
+            ),
+            (
+                self.download.max_timeouts > 0,
+                "download.max_timeouts",
+                "at least 1",
             ),
             (
                 self.download.max_in_flight_bytes > 0,
@@ -292,5 +297,12 @@ mod tests {
             ..NodeConfig::default()
         };
         assert!(zero_rate.validate().is_err());
+        // No timeouts allowed would drop every peer at its first tick.
+        let mut zero_timeouts = NodeConfig::default();
+        zero_timeouts.download.max_timeouts = 0;
+        assert_eq!(
+            zero_timeouts.validate().unwrap_err().setting,
+            "download.max_timeouts"
+        );
     }
 }

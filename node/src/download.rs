@@ -211,10 +211,13 @@ impl Downloader {
     /// expires, a peer stalls, a back-off or the rate limit ends, or a
     /// chunk held by a slow peer may be asked of a faster one.
     ///
-    /// The answer is kept until the downloader changes, so a peer that
-    /// goes quiet is seen as slow (for a rescue) at the next change, not
-    /// as time passes: a download that has requests in flight changes at
-    /// each chunk, Have or timeout.
+    /// The answer is kept until something it reads changes (a request
+    /// starts or ends, a peer delivers, joins, leaves or backs off, the
+    /// rate wait moves, a tick) or it falls due. One input moves with the
+    /// clock alone: a peer that goes quiet looks slower as time passes,
+    /// and is seen as slow (for a rescue) at the next change rather than
+    /// the moment it becomes so; a node ticks the download at each of its
+    /// wake-ups (at least every progress report), which is such a change.
     pub fn next_deadline(&self, now: Instant) -> Option<Instant> {
         if let Some(kept) = self.deadline.get() {
             if kept.is_none_or(|deadline| deadline > now) {
@@ -750,12 +753,15 @@ impl Downloader {
     /// Tops up every peer's pipeline: chunks handed back first, then the
     /// rarest missing ones, then, in endgame, duplicates of chunks in flight.
     fn fill(&mut self, now: Instant) {
+        // A wait for the rate limit is asked again here, or not at all: a
+        // hold or the end leaves none behind (one left in the past would
+        // be due at every wake-up until the hold ends).
+        self.rate_wait = None;
         if self.is_complete() || self.hold {
             return;
         }
         let budget = self.budget_chunks();
         let mut outstanding = self.outstanding();
-        self.rate_wait = None;
         if outstanding >= budget {
             return;
         }
@@ -906,6 +912,34 @@ mod tests {
             now,
         )
         .unwrap();
+    }
+
+    #[test]
+    fn a_hold_leaves_no_rate_wait_behind() {
+        let config = DownloadConfig {
+            max_rate: Some(1 << 20),
+            ..DownloadConfig::default()
+        };
+        let mut core = Downloader::new(1 << 20, &HaveBitfield::new(1000), config);
+        let mut now = Instant::now();
+        join(&mut core, 1, now);
+        assert!(!requests(&mut core).is_empty());
+        let wait = core
+            .next_deadline(now)
+            .expect("the bucket is spent: a wait for it");
+        assert!(wait > now);
+        // The hasher falls behind before the wait ends, and stays behind.
+        core.set_hold(true, now);
+        now = wait + Duration::from_secs(1);
+        core.tick(now);
+        assert!(
+            core.next_deadline(now)
+                .is_none_or(|deadline| deadline > now),
+            "a wait in the past would wake the node at once, again and again"
+        );
+        // Released: it asks again.
+        core.set_hold(false, now);
+        assert!(!requests(&mut core).is_empty());
     }
 
     #[test]
@@ -1184,8 +1218,9 @@ mod tests {
 
         proptest! {
             /// Whatever changes, the deadline kept is the one computed
-            /// afresh (a rescue is left out: its deadline moves with the
-            /// clock between changes, by design).
+            /// afresh. Rescues are off here (`slow_peer_factor` infinite):
+            /// a rescue's deadline moves with the clock between changes,
+            /// by design (see `Downloader::next_deadline`).
             #[test]
             fn the_kept_deadline_is_the_computed_one(ops in proptest::collection::vec(op(), 1..80)) {
                 let config = DownloadConfig {

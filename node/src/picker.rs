@@ -287,7 +287,11 @@ impl PiecePicker {
         peer_has
             .iter_ones()
             .map(|chunk| chunk.0)
-            .filter(|&index| matches!(self.states[index as usize], ChunkState::Missing))
+            .filter(|&index| {
+                // A bitfield longer than the artifact: its extra bits name
+                // nothing here (the bucket walk never meets them either).
+                matches!(self.states.get(index as usize), Some(ChunkState::Missing))
+            })
             .map(|index| {
                 let bucket = bucket_of(self.availability[index as usize]);
                 let order =
