@@ -275,3 +275,44 @@ fn eight_mixed_home_uplinks_16_mib() {
     let figures = crowd(40.0, &mixed(8), 16);
     assert!(figures.ratio() <= 1.9, "{figures:?}");
 }
+
+/// Four seeders at 100 Mbit and one fetcher, near (4 ms round trips) and
+/// far (100 ms), the lab's `seeders-4x256` and `seeders-4x256-delay`
+/// without a transport: what the scheduling alone costs on a long path.
+#[test]
+fn four_seeders_near_and_far() {
+    let chunks = 256;
+    let uplink = 12.0e6;
+    let bound = f64::from(chunks) * f64::from(MIB) / (4.0 * uplink);
+    let mut fractions = Vec::new();
+    for one_way in [Duration::from_millis(1), Duration::from_millis(25)] {
+        let mut specs: Vec<NodeSpec> = (0..4)
+            .map(|index| NodeSpec {
+                latency: one_way,
+                ..NodeSpec::seeder(index, chunks, uplink)
+            })
+            .collect();
+        specs.push(NodeSpec {
+            latency: one_way,
+            ..NodeSpec::fetcher(4, chunks, 100.0 * MBIT, false, &[0, 1, 2, 3])
+        });
+        let mut sim = Sim::new(MIB, chunks, specs);
+        sim.run(Duration::from_secs(600), Sim::downloads_over);
+        let done = sim
+            .record(4)
+            .delivered_at
+            .expect("the fetch completes")
+            .as_secs_f64();
+        println!(
+            "four seeders, round trips of {} ms: {done:.2} s, {:.3} of the caps",
+            4 * one_way.as_millis(),
+            bound / done
+        );
+        fractions.push(bound / done);
+    }
+    assert!(fractions[0] >= 0.95, "{fractions:?}");
+    // A far peer's requests start at once at its seeder, end together,
+    // and the seeder idles a round trip until the next ones arrive: 0.75
+    // today (the lab: 0.69), to be raised.
+    assert!(fractions[1] >= 0.7, "{fractions:?}");
+}
