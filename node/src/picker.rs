@@ -773,6 +773,42 @@ mod tests {
             ]
         }
 
+        /// Applies `op`; the chunk a pick or a verification was about.
+        fn apply(picker: &mut PiecePicker, op: Op, now: Instant) -> Option<u32> {
+            let everything = all(COUNT);
+            match op {
+                Op::AddPeer(has) => {
+                    let held: Vec<u32> = (0..COUNT).filter(|i| has[*i as usize]).collect();
+                    picker.add_peer_chunks(&only(COUNT, &held));
+                    None
+                }
+                Op::Have(chunk) => {
+                    picker.add_have(chunk);
+                    None
+                }
+                Op::Pick(peer) => picker.pick(LinkId(u64::from(peer)), &everything, now),
+                Op::Duplicate(peer) => {
+                    picker.pick_duplicate(LinkId(u64::from(peer)), &everything, now, |_| true)
+                }
+                Op::Release(chunk, peer) => {
+                    picker.release(chunk, LinkId(u64::from(peer)));
+                    None
+                }
+                Op::ReleasePeer(peer) => {
+                    picker.release_peer(LinkId(u64::from(peer)));
+                    None
+                }
+                Op::Verify(chunk, peer) => {
+                    picker.mark_verified(chunk, LinkId(u64::from(peer)));
+                    Some(chunk)
+                }
+                Op::Missing(chunk) => {
+                    picker.mark_missing(chunk);
+                    None
+                }
+            }
+        }
+
         proptest! {
             /// Whatever happens, every chunk is in exactly one state and
             /// the counts add up.
@@ -780,33 +816,16 @@ mod tests {
             fn the_invariant_holds_under_any_sequence(ops in proptest::collection::vec(op(), 1..120)) {
                 let mut picker = PiecePicker::new(COUNT, 11);
                 let now = Instant::now();
-                let everything = all(COUNT);
                 for op in ops {
-                    match op {
-                        Op::AddPeer(has) => {
-                            let held: Vec<u32> = (0..COUNT).filter(|i| has[*i as usize]).collect();
-                            picker.add_peer_chunks(&only(COUNT, &held));
+                    let chunk = apply(&mut picker, op.clone(), now);
+                    match (op, chunk) {
+                        (Op::Pick(_), Some(chunk)) => {
+                            prop_assert!(matches!(picker.state(chunk), Some(ChunkState::InFlight(_))));
                         }
-                        Op::Have(chunk) => picker.add_have(chunk),
-                        Op::Pick(peer) => {
-                            if let Some(chunk) = picker.pick(LinkId(u64::from(peer)), &everything, now) {
-                                prop_assert!(matches!(picker.state(chunk), Some(ChunkState::InFlight(_))));
-                            }
-                        }
-                        Op::Duplicate(peer) => {
-                            picker.pick_duplicate(LinkId(u64::from(peer)), &everything, now, |_| true);
-                        }
-                        Op::Release(chunk, peer) => {
-                            picker.release(chunk, LinkId(u64::from(peer)));
-                        }
-                        Op::ReleasePeer(peer) => {
-                            picker.release_peer(LinkId(u64::from(peer)));
-                        }
-                        Op::Verify(chunk, peer) => {
-                            picker.mark_verified(chunk, LinkId(u64::from(peer)));
+                        (Op::Verify(..), Some(chunk)) => {
                             prop_assert_eq!(picker.state(chunk), Some(&ChunkState::Verified));
                         }
-                        Op::Missing(chunk) => picker.mark_missing(chunk),
+                        _ => {}
                     }
                     picker.check_invariant();
                 }
@@ -823,31 +842,8 @@ mod tests {
             ) {
                 let mut picker = PiecePicker::new(COUNT, 11);
                 let now = Instant::now();
-                let everything = all(COUNT);
                 for op in ops {
-                    match op {
-                        Op::AddPeer(has) => {
-                            let held: Vec<u32> = (0..COUNT).filter(|i| has[*i as usize]).collect();
-                            picker.add_peer_chunks(&only(COUNT, &held));
-                        }
-                        Op::Have(chunk) => picker.add_have(chunk),
-                        Op::Pick(peer) => {
-                            picker.pick(LinkId(u64::from(peer)), &everything, now);
-                        }
-                        Op::Duplicate(peer) => {
-                            picker.pick_duplicate(LinkId(u64::from(peer)), &everything, now, |_| true);
-                        }
-                        Op::Release(chunk, peer) => {
-                            picker.release(chunk, LinkId(u64::from(peer)));
-                        }
-                        Op::ReleasePeer(peer) => {
-                            picker.release_peer(LinkId(u64::from(peer)));
-                        }
-                        Op::Verify(chunk, peer) => {
-                            picker.mark_verified(chunk, LinkId(u64::from(peer)));
-                        }
-                        Op::Missing(chunk) => picker.mark_missing(chunk),
-                    }
+                    apply(&mut picker, op, now);
                 }
                 let held: Vec<u32> = (0..COUNT).filter(|i| peer[*i as usize]).collect();
                 let peer = only(COUNT, &held);
