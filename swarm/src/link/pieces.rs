@@ -186,11 +186,19 @@ pub struct PieceSendStream {
 
 impl PieceSendStream {
     /// Opens a unidirectional stream on `connection` for one piece.
+    ///
+    /// Each stream ranks below the ones opened before it on the same
+    /// connection, so a peer's pieces go out one after another, each
+    /// whole soon, rather than side by side, all whole at once: over a
+    /// long path the peer then asks for the next piece while this side
+    /// still sends the others, instead of asking for several after all of
+    /// them arrived while this side idles for a round trip.
     pub async fn open(connection: &quinn::Connection) -> Result<Self, PieceStreamError> {
         let stream = connection.open_uni().await.map_err(|error| match error {
             quinn::ConnectionError::LocallyClosed => interrupted(&error),
             error => PieceStreamError::ConnectionLost(error),
         })?;
+        let _ = stream.set_priority(stream_rank(stream.id().index()));
         Ok(Self {
             stream: Some(stream),
         })
@@ -284,6 +292,25 @@ pub async fn send_piece(
     stream.finish_acknowledged().await
 }
 
+/// The send priority of the `index`-th stream a side opens on a
+/// connection: lower for each later one (quinn sends a higher priority
+/// first).
+fn stream_rank(index: u64) -> i32 {
+    i32::try_from(index).map_or(i32::MIN, |index| -index)
+}
+
 fn interrupted(error: &dyn std::fmt::Display) -> PieceStreamError {
     PieceStreamError::Interrupted(error.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::stream_rank;
+
+    #[test]
+    fn each_stream_ranks_below_the_ones_before_it() {
+        assert!(stream_rank(0) > stream_rank(1));
+        assert!(stream_rank(1) > stream_rank(1000));
+        assert_eq!(stream_rank(u64::from(u32::MAX)), i32::MIN);
+    }
 }
