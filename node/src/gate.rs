@@ -758,6 +758,37 @@ mod tests {
         }
     }
 
+    /// A gate with swarms "s0", "s1", ... routed to their index; those
+    /// `serves` names take peers.
+    fn gate_of(config: &NodeConfig, swarms: usize, serves: impl Fn(usize) -> bool) -> Gate<usize> {
+        let mut gate = Gate::new(config.clone());
+        for i in 0..swarms {
+            gate.register((format!("s{i}"), [i as u8; 32]), None, serves(i), i)
+                .unwrap();
+        }
+        gate
+    }
+
+    /// The `n`-th network of its own (10.x.y.0/24).
+    fn network(n: u32) -> SocketAddr {
+        SocketAddr::from(([10, (n >> 8) as u8, n as u8, 1], 1))
+    }
+
+    /// A Hello for swarm "s`i`" from the `n`-th network: its ticket and
+    /// where the gate routed it.
+    fn hello_for(
+        gate: &mut Gate<usize>,
+        n: u32,
+        i: usize,
+        now: Instant,
+    ) -> (Ticket, Routed<usize>) {
+        let ticket = accepted(gate.handle_incoming(network(n), true, now));
+        let routed = gate
+            .route_hello(ticket, &hello(&format!("s{i}"), i as u8))
+            .unwrap();
+        (ticket, routed)
+    }
+
     fn room(route: &'static str) -> Routed<&'static str> {
         Routed {
             route,
@@ -916,8 +947,7 @@ mod tests {
         let mut n = 0u32;
         while gate.links() < budget {
             n += 1;
-            let from = SocketAddr::from(([10, (n >> 8) as u8, n as u8, 1], 1));
-            let ticket = accepted(gate.handle_incoming(from, true, later));
+            let ticket = accepted(gate.handle_incoming(network(n), true, later));
             gate.handle_link_up(ticket);
         }
         assert_eq!(
@@ -932,12 +962,8 @@ mod tests {
     fn every_swarm_may_hold_its_fair_part_of_the_peer_budget_however_busy_the_others_are() {
         let config = NodeConfig::default();
         let budget = config.max_peers * ENDPOINT_PEER_BUDGETS;
-        let mut gate: Gate<usize> = Gate::new(config.clone());
         let swarms = 20;
-        for i in 0..swarms {
-            gate.register((format!("s{i}"), [i as u8; 32]), None, true, i)
-                .unwrap();
-        }
+        let mut gate = gate_of(&config, swarms, |_| true);
         let fair = config.max_peers.min(budget / swarms);
         let now = Instant::now();
         let mut n = 0u32;
@@ -945,11 +971,7 @@ mod tests {
         // endpoint had room for it.
         let mut link = |gate: &mut Gate<usize>, i: usize| {
             n += 1;
-            let from = SocketAddr::from(([10, (n >> 8) as u8, n as u8, 1], 1));
-            let ticket = accepted(gate.handle_incoming(from, true, now));
-            let routed = gate
-                .route_hello(ticket, &hello(&format!("s{i}"), i as u8))
-                .unwrap();
+            let (ticket, routed) = hello_for(gate, n, i, now);
             assert_eq!(routed.route, i);
             if routed.room {
                 gate.handle_link_up(ticket);
@@ -990,26 +1012,17 @@ mod tests {
     fn swarms_that_take_no_peers_keep_no_part_and_a_routed_place_is_held_until_it_ends() {
         let config = NodeConfig::default();
         let budget = config.max_peers * ENDPOINT_PEER_BUDGETS;
-        let mut gate: Gate<usize> = Gate::new(config.clone());
         // Nine serving swarms and eleven downloads that serve nobody: the
         // budget is shared among the nine.
-        for i in 0..20 {
-            gate.register((format!("s{i}"), [i as u8; 32]), None, i < 9, i)
-                .unwrap();
-        }
+        let mut gate = gate_of(&config, 20, |i| i < 9);
         let fair = config.max_peers.min(budget / 9);
         assert_eq!(fair, 28);
         let now = Instant::now();
         let mut n = 0u32;
         let mut open = |gate: &mut Gate<usize>, i: usize| {
             n += 1;
-            let from = SocketAddr::from(([10, (n >> 8) as u8, n as u8, 1], 1));
-            let ticket = accepted(gate.handle_incoming(from, true, now));
-            let room = gate
-                .route_hello(ticket, &hello(&format!("s{i}"), i as u8))
-                .unwrap()
-                .room;
-            (ticket, room)
+            let (ticket, routed) = hello_for(gate, n, i, now);
+            (ticket, routed.room)
         };
         let mut held = 0;
         loop {
@@ -1058,22 +1071,13 @@ mod tests {
     fn a_share_added_to_a_full_endpoint_gets_through_the_door_and_asks_for_room() {
         let config = NodeConfig::default();
         let budget = config.max_peers * ENDPOINT_PEER_BUDGETS;
-        let mut gate: Gate<usize> = Gate::new(config.clone());
-        for i in 0..8 {
-            gate.register((format!("s{i}"), [i as u8; 32]), None, true, i)
-                .unwrap();
-        }
+        let mut gate = gate_of(&config, 8, |_| true);
         let now = Instant::now();
         let mut n = 0u32;
         let mut links: Vec<Vec<Ticket>> = vec![Vec::new(); 8];
         let mut open = |gate: &mut Gate<usize>, i: usize| {
             n += 1;
-            let from = SocketAddr::from(([10, (n >> 8) as u8, n as u8, 1], 1));
-            let ticket = accepted(gate.handle_incoming(from, true, now));
-            let routed = gate
-                .route_hello(ticket, &hello(&format!("s{i}"), i as u8))
-                .unwrap();
-            (ticket, routed)
+            hello_for(gate, n, i, now)
         };
         for (i, held) in links.iter_mut().enumerate() {
             for _ in 0..config.max_peers {
