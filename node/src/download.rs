@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use minimodel_wire::{HaveBitfield, PeerId};
 
-use crate::picker::{LinkId, PiecePicker, VerifiedOutcome};
+use crate::picker::{LinkId, Owner, PiecePicker, VerifiedOutcome};
 use crate::session::{PeerDownload, PeerStats};
 
 /// Tunables of the download state machine.
@@ -53,6 +53,13 @@ pub struct DownloadConfig {
     /// After a busy or rate-limited reject, wait this long before asking
     /// that peer again. Default 500 ms.
     pub busy_backoff: Duration,
+    /// A request still waiting in its peer's queue this long (its piece
+    /// stream not begun) is asked again of a peer that has the chunk and
+    /// nothing else to do for us; whichever begins first keeps it, the
+    /// other is cancelled. `None`: never. Default 500 ms: a crowd's
+    /// requests pile up in the queues of some peers while others that
+    /// hold the same chunks idle.
+    pub reask_after: Option<Duration>,
     /// Chunk bytes requested and not yet verified and written, at most,
     /// over all peers: a hard bound whatever the number of peers, rounded
     /// down to whole chunks but never below one chunk (a chunk larger than
@@ -84,6 +91,7 @@ impl Default for DownloadConfig {
             max_timeouts: 3,
             slow_peer_factor: 4.0,
             busy_backoff: Duration::from_millis(500),
+            reask_after: Some(Duration::from_millis(500)),
             max_in_flight_bytes: 16 << 20,
             max_rate: None,
             seed: 0x6d69_6e69_6d6f_6465,
@@ -241,7 +249,12 @@ impl Downloader {
             )
         });
         let rescue = self.next_rescue(now);
-        sessions.chain(rescue).chain(self.rate_wait).min()
+        let reask = self.next_reask(now);
+        sessions
+            .chain(rescue)
+            .chain(reask)
+            .chain(self.rate_wait)
+            .min()
     }
 
     #[cfg(test)]
@@ -278,8 +291,26 @@ impl Downloader {
                 })
             })
             .collect();
+        let idle = self.idle_peers(now);
+        let waiting: Vec<_> = self
+            .picker
+            .waiting()
+            .map(|(c, o)| {
+                (
+                    c,
+                    o.peer,
+                    o.since,
+                    idle.iter()
+                        .filter(|k| self.peers[*k].has().get(minimodel_wire::ChunkIndex(c)))
+                        .collect::<Vec<_>>(),
+                )
+            })
+            .collect();
         format!(
-            "seed {:x} now {now:?} due sessions {sessions:?} rescue {:?} rate_wait {:?}",
+            "reask {:?} idle {idle:?} waiting {waiting:?} outstanding {} seed {:x} now {now:?} due sessions {sessions:?} rescue {:?} rate_wait {:?}",
+            self.next_reask(now)
+                .map(|t| now.saturating_duration_since(t)),
+            self.outstanding(),
             self.config.seed,
             self.next_rescue(now)
                 .map(|t| t.saturating_duration_since(now)),
@@ -412,9 +443,22 @@ impl Downloader {
                 if self.actions.len() != actions || self.rate_wait != wait {
                     self.deadline.take();
                 }
-            } else if was_dry {
-                if let Some(session) = self.peers.get_mut(&key) {
-                    session.set_dry(returns);
+            } else {
+                let idle = self
+                    .peers
+                    .get_mut(&key)
+                    .map(|session| {
+                        if was_dry {
+                            session.set_dry(returns);
+                        }
+                        session.requests_in_flight() == 0
+                    })
+                    .unwrap_or(false);
+                // An idle peer that now has a chunk waiting in another
+                // peer's queue may be asked for it once it has waited.
+                if idle && self.config.reask_after.is_some() && self.picker.is_waiting(chunk) {
+                    self.deadline.take();
+                    self.reask_queued(now);
                 }
             }
         }
@@ -446,6 +490,36 @@ impl Downloader {
         if let Some(session) = self.peers.get_mut(&key) {
             session.note_progress(now);
         }
+    }
+
+    /// The peer began the piece stream of a chunk requested from it: the
+    /// chunk's other requests whose streams have not begun are cancelled,
+    /// unless this peer is much slower than theirs (a slow start must not
+    /// take a chunk from a fast peer).
+    pub fn on_piece_started(&mut self, key: LinkId, chunk: u32, now: Instant) {
+        self.on_progress(key, now);
+        let factor = self.config.slow_peer_factor;
+        let rate_of = |peers: &BTreeMap<LinkId, PeerDownload>, key: LinkId| {
+            peers.get(&key).map_or(0.0, PeerDownload::rate)
+        };
+        let starter = rate_of(&self.peers, key);
+        let peers = &self.peers;
+        // Written so that an unknown rate (0) with an infinite factor,
+        // which makes NaN, counts as not slower.
+        let cancelled = self.picker.start(chunk, key, |other| {
+            let much_slower = starter * factor < rate_of(peers, other);
+            !much_slower
+        });
+        if cancelled.is_empty() {
+            return;
+        }
+        for peer in cancelled {
+            if let Some(session) = self.peers.get_mut(&peer) {
+                session.finish_request(chunk);
+                self.actions.push_back(Action::Cancel { peer, chunk });
+            }
+        }
+        self.fill(now);
     }
 
     /// The chunk from this peer passed its proof and is stored.
@@ -553,9 +627,12 @@ impl Downloader {
     /// trailing full-file hasher) are behind. Requests in flight go on.
     pub fn set_hold(&mut self, hold: bool, now: Instant) {
         let released = self.hold && !hold;
+        if self.hold != hold {
+            // A hold stops requests asked again, and their deadline.
+            self.deadline.take();
+        }
         self.hold = hold;
         if released {
-            self.deadline.take();
             self.fill(now);
         }
     }
@@ -750,9 +827,117 @@ impl Downloader {
         self.peers.values().map(|s| s.requests_in_flight()).sum()
     }
 
+    /// When a request waiting in its owner's queue may be asked again: it
+    /// was sent [`DownloadConfig::reask_after`] ago, plus the owner's
+    /// round trip (a piece stream begun at once shows a round trip later).
+    fn reask_due(&self, owner: &Owner, after: Duration) -> Instant {
+        let rtt = self
+            .peers
+            .get(&owner.peer)
+            .map_or(Duration::ZERO, PeerDownload::rtt);
+        owner.since + after + rtt
+    }
+
+    /// Peers that could take a request asked again: nothing in flight from
+    /// us, not backing off, and nothing new for them in the picker.
+    fn idle_peers(&self, now: Instant) -> Vec<LinkId> {
+        let returns = self.picker.returns();
+        self.peers
+            .iter()
+            .filter(|(_, session)| {
+                session.requests_in_flight() == 0
+                    && !session.is_backing_off(now)
+                    && session.is_dry(returns)
+            })
+            .map(|(key, _)| *key)
+            .collect()
+    }
+
+    /// Whether requests may be asked again now at all.
+    fn may_reask(&self) -> Option<Duration> {
+        let after = self.config.reask_after?;
+        (!self.is_complete()
+            && !self.hold
+            && self.rate_wait.is_none()
+            && self.picker.missing_count() > 0
+            && self.outstanding() < self.budget_chunks())
+        .then_some(after)
+    }
+
+    /// When the first waiting request an idle peer could take is due to be
+    /// asked again ([`Self::reask_queued`]).
+    fn next_reask(&self, now: Instant) -> Option<Instant> {
+        let after = self.may_reask()?;
+        // Cheap first: nothing waits in a queue most of the time.
+        self.picker.waiting().next()?;
+        let idle = self.idle_peers(now);
+        self.picker
+            .waiting()
+            .filter(|(chunk, _)| {
+                idle.iter().any(|key| {
+                    self.peers[key]
+                        .has()
+                        .get(minimodel_wire::ChunkIndex(*chunk))
+                })
+            })
+            .map(|(_, owner)| self.reask_due(&owner, after))
+            .min()
+    }
+
+    /// Asks each idle peer for the longest-waiting request due to be asked
+    /// again ([`DownloadConfig::reask_after`]) that it can serve. Runs on
+    /// each tick (a wake-up at [`Self::next_reask`] among them).
+    fn reask_queued(&mut self, now: Instant) {
+        let Some(after) = self.config.reask_after else {
+            return;
+        };
+        // Cheap first: most calls find nothing that waited long enough.
+        let mut due: Vec<(Instant, u32)> = self
+            .picker
+            .waiting()
+            .filter(|(_, owner)| self.reask_due(owner, after) <= now)
+            .map(|(chunk, owner)| (owner.since, chunk))
+            .collect();
+        if due.is_empty() || self.may_reask().is_none() {
+            return;
+        }
+        due.sort_unstable();
+        for key in self.idle_peers(now) {
+            if self.outstanding() >= self.budget_chunks() {
+                return;
+            }
+            let has = self.peers[&key].has();
+            let Some(position) = due
+                .iter()
+                .position(|(_, chunk)| has.get(minimodel_wire::ChunkIndex(*chunk)))
+            else {
+                continue;
+            };
+            let (_, chunk) = due.remove(position);
+            if let Some(bucket) = &mut self.rate_limit {
+                if let Err(wait) = bucket.try_spend(u64::from(self.chunk_size), now) {
+                    self.rate_wait = Some(now + wait);
+                    return;
+                }
+            }
+            if self.picker.add_owner(chunk, key, now) {
+                if let Some(session) = self.peers.get_mut(&key) {
+                    session.start_request(chunk, now);
+                }
+                self.actions.push_back(Action::Request { peer: key, chunk });
+            }
+        }
+    }
+
     /// Tops up every peer's pipeline: chunks handed back first, then the
-    /// rarest missing ones, then, in endgame, duplicates of chunks in flight.
+    /// rarest missing ones, then, in endgame, duplicates of chunks in
+    /// flight; then asks idle peers for requests that waited in a queue.
     fn fill(&mut self, now: Instant) {
+        self.fill_pipelines(now);
+        self.reask_queued(now);
+    }
+
+    fn fill_pipelines(&mut self, now: Instant) {
         // A wait for the rate limit is asked again here, or not at all: a
         // hold or the end leaves none behind (one left in the past would
         // be due at every wake-up until the hold ends).
@@ -891,6 +1076,119 @@ mod tests {
             }
         }
         out
+    }
+
+    /// Every action the download queued, in order.
+    fn drain(core: &mut Downloader) -> Vec<Action> {
+        std::iter::from_fn(|| core.poll_action()).collect()
+    }
+
+    #[test]
+    fn a_request_waiting_in_a_queue_is_asked_of_an_idle_peer_and_the_first_to_begin_keeps_it() {
+        let count = 8;
+        // No rescues: `a` delivers nothing here, and would look slow.
+        let config = DownloadConfig {
+            slow_peer_factor: f64::INFINITY,
+            ..DownloadConfig::default()
+        };
+        let mut core = Downloader::new(1 << 20, &HaveBitfield::new(count), config);
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let (a, b) = (LinkId(1), LinkId(2));
+        core.add_peer(a, PeerId([1; 32]), HaveBitfield::full(count), t0)
+            .unwrap();
+        // Alone with a seeder the download moves front to back: the first
+        // four go to `a`, which begins the first and queues the rest.
+        assert_eq!(requests(&mut core), [(a, 0), (a, 1), (a, 2), (a, 3)]);
+        // `b` has only chunks in flight: nothing new for it.
+        let mut some = HaveBitfield::new(count);
+        for chunk in 0..4 {
+            some.set(minimodel_wire::ChunkIndex(chunk), true).unwrap();
+        }
+        core.add_peer(b, PeerId([2; 32]), some, t0).unwrap();
+        assert_eq!(requests(&mut core), []);
+        core.on_piece_started(a, 0, ms(100));
+        // Due after 500 ms and `a`'s round trip (50 ms until one is known).
+        core.tick(ms(549));
+        assert_eq!(requests(&mut core), [], "asked again before it waited");
+        assert_eq!(core.next_deadline(ms(549)), Some(ms(550)));
+        core.tick(ms(550));
+        // The oldest request not begun goes to the idle peer, once.
+        assert_eq!(requests(&mut core), [(b, 1)]);
+        core.tick(ms(600));
+        assert_eq!(requests(&mut core), []);
+        // `b` begins first: `a`'s queued request is cancelled.
+        core.on_piece_started(b, 1, ms(650));
+        let actions = drain(&mut core);
+        assert_eq!(actions[0], Action::Cancel { peer: a, chunk: 1 });
+        // And `a`, with room again, is asked for a chunk nobody has asked.
+        assert!(
+            matches!(actions[1..], [Action::Request { peer, chunk }] if peer == a && chunk >= 4),
+            "{actions:?}"
+        );
+        assert!(!core.peer(a).unwrap().is_requested(1));
+        // A chunk whose stream has begun is not asked again: with chunk 1
+        // in, `b` takes the oldest still queued, 2, not 0.
+        core.on_chunk_verified(b, 1, 1 << 20, ms(700));
+        assert_eq!(requests(&mut core), [(b, 2)]);
+    }
+
+    #[test]
+    fn a_slow_peer_that_begins_a_chunk_does_not_cancel_a_fast_peer_asked_for_it_too() {
+        let count = 64;
+        let mut core = Downloader::new(
+            1 << 20,
+            &HaveBitfield::new(count),
+            DownloadConfig::default(),
+        );
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let (fast, slow) = (LinkId(1), LinkId(2));
+        core.add_peer(fast, PeerId([1; 32]), HaveBitfield::full(count), t0)
+            .unwrap();
+        core.add_peer(slow, PeerId([2; 32]), HaveBitfield::full(count), t0)
+            .unwrap();
+        let first = requests(&mut core);
+        let of = |peer: LinkId| {
+            first
+                .iter()
+                .filter(move |(p, _)| *p == peer)
+                .map(|(_, c)| *c)
+        };
+        let fast_chunk = of(fast).next().unwrap();
+        let slow_chunk = of(slow).next().unwrap();
+        // The fast peer delivers a chunk in 50 ms, the slow one in 2 s.
+        core.on_piece_started(fast, fast_chunk, ms(10));
+        core.on_chunk_verified(fast, fast_chunk, 1 << 20, ms(50));
+        core.on_piece_started(slow, slow_chunk, ms(10));
+        core.on_chunk_verified(slow, slow_chunk, 1 << 20, ms(2_000));
+        core.on_progress(fast, ms(2_050));
+        drain(&mut core);
+        // The slow peer's queued requests are rescued: the fast one is
+        // asked for them too.
+        core.tick(ms(2_100));
+        let rescued: Vec<u32> = drain(&mut core)
+            .into_iter()
+            .filter_map(|action| match action {
+                Action::Request { peer, chunk }
+                    if peer == fast && core.peer(slow).unwrap().is_requested(chunk) =>
+                {
+                    Some(chunk)
+                }
+                _ => None,
+            })
+            .collect();
+        let [chunk] = rescued[..] else {
+            panic!("not one rescue: {rescued:?}");
+        };
+        // The slow peer begins it: the fast peer's request stays.
+        core.on_piece_started(slow, chunk, ms(2_200));
+        assert_eq!(drain(&mut core), []);
+        assert!(core.peer(fast).unwrap().is_requested(chunk));
+        // The fast one's copy, verified first, wins and cancels the slow.
+        core.on_piece_started(fast, chunk, ms(2_210));
+        core.on_chunk_verified(fast, chunk, 1 << 20, ms(2_250));
+        assert!(drain(&mut core).contains(&Action::Cancel { peer: slow, chunk }));
     }
 
     /// A download of 1000 chunks of 1 MiB with a request budget of
@@ -1182,6 +1480,7 @@ mod tests {
             Have(u8, u32),
             Reject(u8, u32, bool),
             Progress(u8),
+            Started(u8, u32),
             Verified(u8, u32),
             Lost(u8, u32),
             Hold(bool),
@@ -1206,6 +1505,7 @@ mod tests {
                 (peer.clone(), chunk.clone(), any::<bool>())
                     .prop_map(|(p, c, b)| Op::Reject(p, c, b)),
                 peer.clone().prop_map(Op::Progress),
+                (peer.clone(), chunk.clone()).prop_map(|(p, c)| Op::Started(p, c)),
                 (peer.clone(), chunk.clone()).prop_map(|(p, c)| Op::Verified(p, c)),
                 (peer.clone(), chunk).prop_map(|(p, c)| Op::Lost(p, c)),
                 any::<bool>().prop_map(Op::Hold),
@@ -1244,6 +1544,11 @@ mod tests {
                         Op::Have(p, c) => core.on_have(key(p), c, now),
                         Op::Reject(p, c, busy) => core.on_reject(key(p), c, busy, now),
                         Op::Progress(p) => core.on_progress(key(p), now),
+                        Op::Started(p, c) => {
+                            if core.peer(key(p)).is_some_and(|s| s.is_requested(c)) {
+                                core.on_piece_started(key(p), c, now);
+                            }
+                        }
                         Op::Verified(p, c) => {
                             if core.peer(key(p)).is_some_and(|s| s.is_requested(c)) {
                                 core.on_chunk_verified(key(p), c, 1 << 20, now);

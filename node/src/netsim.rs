@@ -353,6 +353,9 @@ pub(crate) struct Sim {
     pub job_time: Duration,
     /// How long a DHT lookup takes.
     pub dht_time: Duration,
+    /// Mixed into every node's seed (its picker's tie-breaks): 0 in the
+    /// scenarios; other values run the same scenario with other draws.
+    pub seed_offset: u64,
     /// Events handled.
     pub events_handled: u64,
     /// Events handled by kind (traced runs only).
@@ -472,6 +475,7 @@ impl Sim {
             idle_timeout: Duration::from_secs(3),
             job_time: Duration::from_millis(5),
             dht_time: Duration::from_secs(2),
+            seed_offset: 0,
             events_handled: 0,
             event_kinds: BTreeMap::new(),
             max_events: 50_000_000,
@@ -688,7 +692,7 @@ impl Sim {
             download: spec.download && !have.is_full(),
             have,
             seed_after: spec.seed_after,
-            seed: node as u64 + 1,
+            seed: (node as u64 + 1) ^ self.seed_offset.rotate_left(32),
             manifest_sha256: None,
             lan: if spec.lan || spec.nat.is_some() {
                 vec![spec.addr]

@@ -63,6 +63,9 @@ pub struct Owner {
     pub peer: LinkId,
     /// When.
     pub since: Instant,
+    /// Whether its piece stream has begun (the peer took the request off
+    /// its queue).
+    pub started: bool,
 }
 
 /// The state of one chunk.
@@ -104,6 +107,9 @@ pub struct PiecePicker {
     wide: bool,
     /// Times a chunk became missing again (released, found bad).
     returns: u64,
+    /// In-flight chunks with one owner whose piece stream has not begun:
+    /// requests waiting in a peer's queue (see [`PiecePicker::waiting`]).
+    waiting: BTreeSet<u32>,
 }
 
 impl PiecePicker {
@@ -122,6 +128,37 @@ impl PiecePicker {
             rng: SplitMix64(seed),
             wide: false,
             returns: 0,
+            waiting: BTreeSet::new(),
+        }
+    }
+
+    /// Chunks in flight with a single owner whose piece stream has not
+    /// begun, in index order: requests that wait in a peer's queue.
+    pub fn waiting(&self) -> impl Iterator<Item = (u32, Owner)> + '_ {
+        self.waiting
+            .iter()
+            .filter_map(|&index| match &self.states[index as usize] {
+                ChunkState::InFlight(owners) => Some((index, owners[0])),
+                _ => None,
+            })
+    }
+
+    /// Whether chunk `index` is in flight with one owner whose piece
+    /// stream has not begun.
+    pub fn is_waiting(&self, index: u32) -> bool {
+        self.waiting.contains(&index)
+    }
+
+    /// Keeps `waiting` in step with chunk `index`'s state.
+    fn note_waiting(&mut self, index: u32) {
+        let waits = matches!(
+            self.states.get(index as usize),
+            Some(ChunkState::InFlight(owners)) if owners.len() == 1 && !owners[0].started
+        );
+        if waits {
+            self.waiting.insert(index);
+        } else {
+            self.waiting.remove(&index);
         }
     }
 
@@ -243,8 +280,13 @@ impl PiecePicker {
             .find(|&index| has(peer_has, index))
             .or_else(|| self.pick_rarest(peer_has))?;
         self.leave_missing(chosen);
-        self.states[chosen as usize] = ChunkState::InFlight(vec![Owner { peer, since: now }]);
+        self.states[chosen as usize] = ChunkState::InFlight(vec![Owner {
+            peer,
+            since: now,
+            started: false,
+        }]);
         self.in_flight += 1;
+        self.waiting.insert(chosen);
         Some(chosen)
     }
 
@@ -335,8 +377,13 @@ impl PiecePicker {
         }
         let (_, index) = best?;
         if let ChunkState::InFlight(owners) = &mut self.states[index as usize] {
-            owners.push(Owner { peer, since: now });
+            owners.push(Owner {
+                peer,
+                since: now,
+                started: false,
+            });
         }
+        self.note_waiting(index);
         Some(index)
     }
 
@@ -350,8 +397,41 @@ impl PiecePicker {
         if owners.len() >= MAX_OWNERS || owners.iter().any(|owner| owner.peer == peer) {
             return false;
         }
-        owners.push(Owner { peer, since: now });
+        owners.push(Owner {
+            peer,
+            since: now,
+            started: false,
+        });
+        self.note_waiting(index);
         true
+    }
+
+    /// `peer`'s piece stream for in-flight chunk `index` has begun: the
+    /// other owners whose streams have not begun and that `cancel` allows
+    /// are dropped (their requests are to be cancelled) and returned.
+    pub fn start(
+        &mut self,
+        index: u32,
+        peer: LinkId,
+        cancel: impl Fn(LinkId) -> bool,
+    ) -> Vec<LinkId> {
+        let Some(ChunkState::InFlight(owners)) = self.states.get_mut(index as usize) else {
+            return Vec::new();
+        };
+        let Some(owner) = owners.iter_mut().find(|owner| owner.peer == peer) else {
+            return Vec::new();
+        };
+        owner.started = true;
+        let mut dropped = Vec::new();
+        owners.retain(|owner| {
+            let keep = owner.started || !cancel(owner.peer);
+            if !keep {
+                dropped.push(owner.peer);
+            }
+            keep
+        });
+        self.note_waiting(index);
+        dropped
     }
 
     /// The owners of chunk `index` when it is in flight.
@@ -380,6 +460,7 @@ impl PiecePicker {
             self.retry.insert(index);
             self.returns += 1;
         }
+        self.note_waiting(index);
         released
     }
 
@@ -411,6 +492,7 @@ impl PiecePicker {
             Some(ChunkState::InFlight(_)) => self.in_flight -= 1,
         }
         let previous = std::mem::replace(&mut self.states[index as usize], ChunkState::Verified);
+        self.waiting.remove(&index);
         self.verified += 1;
         let cancel = match previous {
             ChunkState::InFlight(owners) => owners
@@ -459,6 +541,11 @@ impl PiecePicker {
                 ChunkState::InFlight(owners) => {
                     counts.1 += 1;
                     assert!(!owners.is_empty() && owners.len() <= MAX_OWNERS);
+                    assert_eq!(
+                        self.waiting.contains(&index),
+                        owners.len() == 1 && !owners[0].started,
+                        "chunk {index} waiting"
+                    );
                     assert_eq!(in_buckets, 0);
                     assert!(!self.retry.contains(&index));
                 }
@@ -470,6 +557,11 @@ impl PiecePicker {
             }
         }
         assert_eq!(counts.1, self.in_flight);
+        assert!(
+            self.waiting
+                .iter()
+                .all(|index| matches!(self.states[*index as usize], ChunkState::InFlight(_)))
+        );
         assert_eq!(counts.2, self.verified);
         assert_eq!(counts.0 + counts.1 + counts.2, self.chunk_count());
     }
@@ -753,6 +845,7 @@ mod tests {
             Pick(u32),
             Duplicate(u32),
             Release(u32, u32),
+            Start(u32, u32, bool),
             ReleasePeer(u32),
             Verify(u32, u32),
             Missing(u32),
@@ -767,6 +860,7 @@ mod tests {
                 (0..4u32).prop_map(Op::Pick),
                 (0..4u32).prop_map(Op::Duplicate),
                 (0..COUNT, 0..4u32).prop_map(|(c, p)| Op::Release(c, p)),
+                (0..COUNT, 0..4u32, any::<bool>()).prop_map(|(c, p, b)| Op::Start(c, p, b)),
                 (0..4u32).prop_map(Op::ReleasePeer),
                 (0..COUNT, 0..4u32).prop_map(|(c, p)| Op::Verify(c, p)),
                 (0..COUNT).prop_map(Op::Missing),
@@ -792,6 +886,15 @@ mod tests {
                 }
                 Op::Release(chunk, peer) => {
                     picker.release(chunk, LinkId(u64::from(peer)));
+                    None
+                }
+                Op::Start(chunk, peer, cancel) => {
+                    let dropped = picker.start(chunk, LinkId(u64::from(peer)), |_| cancel);
+                    assert!(
+                        dropped
+                            .iter()
+                            .all(|other| *other != LinkId(u64::from(peer)))
+                    );
                     None
                 }
                 Op::ReleasePeer(peer) => {

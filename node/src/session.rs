@@ -156,6 +156,11 @@ impl PeerDownload {
         self.rtt = Some(self.rtt.map_or(rtt, |known| known.min(rtt)));
     }
 
+    /// The smallest round trip seen (50 ms until one is).
+    pub fn rtt(&self) -> Duration {
+        self.rtt.unwrap_or(DEFAULT_RTT)
+    }
+
     /// Records an announced chunk; false when it was known (or out of range).
     pub(crate) fn add_have(&mut self, chunk: u32) -> bool {
         let new = matches!(self.has.set(ChunkIndex(chunk), true), Ok(false));

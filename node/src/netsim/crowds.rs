@@ -12,6 +12,10 @@ pub(super) const MIB: u32 = 1 << 20;
 /// A megabit per second, in bytes per second.
 pub(super) const MBIT: f64 = 1_000_000.0 / 8.0;
 
+/// Mixed into every node's seed by [`crowd_with`] (0 in the named tests;
+/// [`crowds_over_seeds`] sets others, one run at a time).
+static SEED: std::sync::Mutex<u64> = std::sync::Mutex::new(0);
+
 /// What one crowd run gave.
 #[derive(Debug)]
 pub(crate) struct CrowdFigures {
@@ -25,6 +29,9 @@ pub(crate) struct CrowdFigures {
     pub seeder_copies: f64,
     /// When each peer verified its first chunk, seconds.
     pub first_chunk: Vec<f64>,
+    /// Bytes every uplink carried, seeder's included, over the bytes the
+    /// peers needed (1: nothing sent twice or cut off).
+    pub sent_over_needed: f64,
 }
 
 impl CrowdFigures {
@@ -73,6 +80,7 @@ pub(crate) fn crowd_with(
         tune(index, spec);
     }
     let mut sim = Sim::new(chunk_size, chunks, specs);
+    sim.seed_offset = *SEED.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     sim.run(Duration::from_secs(3600), Sim::downloads_over);
     let peers = uplinks.len();
     let mut done = Vec::new();
@@ -209,6 +217,10 @@ pub(crate) fn crowd_with(
         bound,
         seeder_copies: sim.record(0).uploaded_bytes / file,
         first_chunk,
+        sent_over_needed: (0..=peers)
+            .map(|index| sim.record(index).uploaded_bytes)
+            .sum::<f64>()
+            / (n * file),
     };
     println!(
         "{peers} peers, {chunks} MiB: last {:.1} s, median {:.1} s, T* {:.1} s: {:.2}x (median {:.2}x); \\
@@ -315,4 +327,78 @@ fn four_seeders_near_and_far() {
     // and the seeder idles a round trip until the next ones arrive: 0.75
     // today (the lab: 0.69), to be raised.
     assert!(fractions[1] >= 0.7, "{fractions:?}");
+}
+
+/// The crowds above with other draws of every node's tie-breaks: each
+/// finishes, nobody is blamed, and the mean over the draws stays within
+/// the same limits. `NETSIM_SEEDS=N` (default 2, from seed 1) prints the
+/// table for N draws.
+#[test]
+fn crowds_over_seeds() {
+    let seeds: u64 = std::env::var("NETSIM_SEEDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2);
+    let one24 = |index: usize, spec: &mut NodeSpec| {
+        if index > 0 {
+            spec.addr = SocketAddr::from(([10, 1, 0, index as u8], 4433));
+        }
+    };
+    type Run = Box<dyn Fn() -> CrowdFigures>;
+    let cases: Vec<(&str, f64, Run)> = vec![
+        (
+            "8 mixed, 16 MiB",
+            1.9,
+            Box::new(|| crowd(40.0, &mixed(8), 16)),
+        ),
+        (
+            "24 mixed, 32 MiB",
+            1.5,
+            Box::new(|| crowd(40.0, &mixed(24), 32)),
+        ),
+        (
+            "24 at 10 Mbit, 32 MiB",
+            1.6,
+            Box::new(|| crowd(40.0, &[10.0 * MBIT; 24], 32)),
+        ),
+        (
+            "40 mixed, 32 MiB",
+            1.6,
+            Box::new(|| crowd(40.0, &mixed(40), 32)),
+        ),
+        (
+            "40 mixed on one /24, 32 MiB",
+            1.75,
+            Box::new(move || crowd_with(40.0, &mixed(40), 32, MIB, one24)),
+        ),
+        (
+            "24 mixed, 128 MiB",
+            1.3,
+            Box::new(|| crowd(40.0, &mixed(24), 128)),
+        ),
+    ];
+    println!("{seeds} draws");
+    for (name, within, run) in &cases {
+        let mut last = Vec::new();
+        let mut median = Vec::new();
+        let mut sent = Vec::new();
+        for seed in 1..=seeds {
+            *SEED.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = seed;
+            let figures = run();
+            last.push(figures.ratio());
+            median.push(figures.median / figures.bound);
+            sent.push(figures.sent_over_needed);
+        }
+        *SEED.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = 0;
+        let mean = |values: &[f64]| values.iter().sum::<f64>() / values.len() as f64;
+        let worst = last.iter().copied().fold(0.0, f64::max);
+        let line = format!(
+            "{name}: last peer mean {:.3} T*, worst {worst:.3}; median peer mean {:.3}; sent {:.3} of what was needed; {last:.2?}",
+            mean(&last),
+            mean(&median),
+            mean(&sent)
+        );
+        println!("{line}");
+        assert!(mean(&last) <= *within, "{name}: {last:?}");
+    }
 }

@@ -420,8 +420,9 @@ impl NodeCore {
         }
         peer.last_useful = now;
         if let Some(download) = &mut self.download {
-            download.downloader.on_progress(link, now);
+            download.downloader.on_piece_started(link, chunk.0, now);
         }
+        self.drain_download(now);
         PieceVerdict::Accept
     }
 
