@@ -331,14 +331,15 @@ fn four_seeders_near_and_far() {
 
 /// The crowds above with other draws of every node's tie-breaks: each
 /// finishes, nobody is blamed, and the mean over the draws stays within
-/// the same limits. `NETSIM_SEEDS=N` (default 2, from seed 1) prints the
-/// table for N draws.
+/// the same limits. `NETSIM_SEEDS=N` (default 3, from seed 1) prints the
+/// table for N draws. (The third draw of 40 mixed left a latecomer with a
+/// link or two while peers closed idle links only after 30 s: 1.94 T*.)
 #[test]
 fn crowds_over_seeds() {
     let seeds: u64 = std::env::var("NETSIM_SEEDS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(2);
+        .unwrap_or(3);
     let one24 = |index: usize, spec: &mut NodeSpec| {
         if index > 0 {
             spec.addr = SocketAddr::from(([10, 1, 0, index as u8], 4433));
