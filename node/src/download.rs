@@ -495,17 +495,24 @@ impl Downloader {
     /// The peer began the piece stream of a chunk requested from it: the
     /// chunk's other requests whose streams have not begun are cancelled,
     /// unless this peer is much slower than theirs (a slow start must not
-    /// take a chunk from a fast peer).
+    /// take a chunk from a fast peer; one that has delivered nothing yet
+    /// counts as slower than any that has). In endgame the duplicates race
+    /// on: a chunk cancelled there would be picked again for the same peer
+    /// at once.
     pub fn on_piece_started(&mut self, key: LinkId, chunk: u32, now: Instant) {
         self.on_progress(key, now);
+        if self.picker.missing_count() == 0 {
+            self.picker.start(chunk, key, |_| false);
+            return;
+        }
         let factor = self.config.slow_peer_factor;
         let rate_of = |peers: &BTreeMap<LinkId, PeerDownload>, key: LinkId| {
             peers.get(&key).map_or(0.0, PeerDownload::rate)
         };
         let starter = rate_of(&self.peers, key);
         let peers = &self.peers;
-        // Written so that an unknown rate (0) with an infinite factor,
-        // which makes NaN, counts as not slower.
+        // Written so that an infinite factor with a rate of 0, which makes
+        // NaN, counts as not slower.
         let cancelled = self.picker.start(chunk, key, |other| {
             let much_slower = starter * factor < rate_of(peers, other);
             !much_slower
@@ -867,10 +874,12 @@ impl Downloader {
     /// When the first waiting request an idle peer could take is due to be
     /// asked again ([`Self::reask_queued`]).
     fn next_reask(&self, now: Instant) -> Option<Instant> {
-        let after = self.may_reask()?;
-        // Cheap first: nothing waits in a queue most of the time.
         self.picker.waiting().next()?;
+        let after = self.may_reask()?;
         let idle = self.idle_peers(now);
+        if idle.is_empty() {
+            return None;
+        }
         self.picker
             .waiting()
             .filter(|(chunk, _)| {
@@ -902,8 +911,10 @@ impl Downloader {
             return;
         }
         due.sort_unstable();
+        let (mut outstanding, budget) = (self.outstanding(), self.budget_chunks());
+        let capped = self.max_rate().is_some();
         for key in self.idle_peers(now) {
-            if self.outstanding() >= self.budget_chunks() {
+            if outstanding >= budget || due.is_empty() {
                 return;
             }
             let has = self.peers[&key].has();
@@ -914,7 +925,7 @@ impl Downloader {
                 continue;
             };
             let (_, chunk) = due.remove(position);
-            if let Some(bucket) = &mut self.rate_limit {
+            if let (true, Some(bucket)) = (capped, &mut self.rate_limit) {
                 if let Err(wait) = bucket.try_spend(u64::from(self.chunk_size), now) {
                     self.rate_wait = Some(now + wait);
                     return;
@@ -924,6 +935,7 @@ impl Downloader {
                 if let Some(session) = self.peers.get_mut(&key) {
                     session.start_request(chunk, now);
                 }
+                outstanding += 1;
                 self.actions.push_back(Action::Request { peer: key, chunk });
             }
         }
@@ -1117,7 +1129,8 @@ mod tests {
         assert_eq!(requests(&mut core), [(b, 1)]);
         core.tick(ms(600));
         assert_eq!(requests(&mut core), []);
-        // `b` begins first: `a`'s queued request is cancelled.
+        // `b` begins first: `a`'s queued request is cancelled (neither has
+        // a rate yet, so neither counts as slower).
         core.on_piece_started(b, 1, ms(650));
         let actions = drain(&mut core);
         assert_eq!(actions[0], Action::Cancel { peer: a, chunk: 1 });
@@ -1532,7 +1545,7 @@ mod tests {
                 let mut now = Instant::now();
                 for op in ops {
                     let key = |p: u8| LinkId(u64::from(p));
-                    match op {
+                    match op.clone() {
                         Op::Join(p, has) => {
                             let mut bits = HaveBitfield::new(COUNT);
                             for (i, held) in has.iter().enumerate() {
@@ -1561,8 +1574,26 @@ mod tests {
                         Op::Tick => core.tick(now),
                         Op::Wait(ms) => now += Duration::from_millis(ms),
                     }
+                    let ticked = matches!(op, Op::Tick);
                     while core.poll_action().is_some() {}
                     prop_assert_eq!(core.next_deadline(now), core.compute_deadline(now));
+                    // A tick acts on everything due: nothing is left due
+                    // at once (a node would wake again and again).
+                    if ticked {
+                        prop_assert!(core.compute_deadline(now).is_none_or(|at| at > now));
+                    }
+                    // The picker's owners are the sessions' requests.
+                    core.picker.check_invariant();
+                    for chunk in 0..COUNT {
+                        for owner in core.picker.owners(chunk) {
+                            prop_assert!(core.peers[&owner.peer].is_requested(chunk));
+                        }
+                    }
+                    for (key, session) in &core.peers {
+                        for (chunk, _) in session.requests() {
+                            prop_assert!(core.picker.owners(chunk).iter().any(|o| o.peer == *key));
+                        }
+                    }
                 }
             }
         }

@@ -846,6 +846,7 @@ mod tests {
             Duplicate(u32),
             Release(u32, u32),
             Start(u32, u32, bool),
+            AddOwner(u32, u32),
             ReleasePeer(u32),
             Verify(u32, u32),
             Missing(u32),
@@ -861,6 +862,7 @@ mod tests {
                 (0..4u32).prop_map(Op::Duplicate),
                 (0..COUNT, 0..4u32).prop_map(|(c, p)| Op::Release(c, p)),
                 (0..COUNT, 0..4u32, any::<bool>()).prop_map(|(c, p, b)| Op::Start(c, p, b)),
+                (0..COUNT, 0..4u32).prop_map(|(c, p)| Op::AddOwner(c, p)),
                 (0..4u32).prop_map(Op::ReleasePeer),
                 (0..COUNT, 0..4u32).prop_map(|(c, p)| Op::Verify(c, p)),
                 (0..COUNT).prop_map(Op::Missing),
@@ -895,6 +897,10 @@ mod tests {
                             .iter()
                             .all(|other| *other != LinkId(u64::from(peer)))
                     );
+                    None
+                }
+                Op::AddOwner(chunk, peer) => {
+                    picker.add_owner(chunk, LinkId(u64::from(peer)), now);
                     None
                 }
                 Op::ReleasePeer(peer) => {

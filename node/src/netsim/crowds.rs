@@ -12,9 +12,12 @@ pub(super) const MIB: u32 = 1 << 20;
 /// A megabit per second, in bytes per second.
 pub(super) const MBIT: f64 = 1_000_000.0 / 8.0;
 
-/// Mixed into every node's seed by [`crowd_with`] (0 in the named tests;
-/// [`crowds_over_seeds`] sets others, one run at a time).
-static SEED: std::sync::Mutex<u64> = std::sync::Mutex::new(0);
+thread_local! {
+    /// Mixed into every node's seed by [`crowd_with`] on this thread (0 in
+    /// the named tests; [`crowds_over_seeds`] sets others on its own
+    /// thread, one run at a time).
+    static SEED: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
 
 /// What one crowd run gave.
 #[derive(Debug)]
@@ -80,7 +83,7 @@ pub(crate) fn crowd_with(
         tune(index, spec);
     }
     let mut sim = Sim::new(chunk_size, chunks, specs);
-    sim.seed_offset = *SEED.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    sim.seed_offset = SEED.get();
     sim.run(Duration::from_secs(3600), Sim::downloads_over);
     let peers = uplinks.len();
     let mut done = Vec::new();
@@ -384,13 +387,13 @@ fn crowds_over_seeds() {
         let mut median = Vec::new();
         let mut sent = Vec::new();
         for seed in 1..=seeds {
-            *SEED.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = seed;
+            SEED.set(seed);
             let figures = run();
             last.push(figures.ratio());
             median.push(figures.median / figures.bound);
             sent.push(figures.sent_over_needed);
         }
-        *SEED.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = 0;
+        SEED.set(0);
         let mean = |values: &[f64]| values.iter().sum::<f64>() / values.len() as f64;
         let worst = last.iter().copied().fold(0.0, f64::max);
         let line = format!(
