@@ -69,10 +69,9 @@ pub struct NodeConfig {
     pub max_links_per_prefix: usize,
     /// When every peer slot is taken, a peer that has neither requested
     /// nor served anything for this long is closed to make room for a new
-    /// one. Default 10 s: in a crowd larger than the slots, the peers that
-    /// come last find every node full; at 30 s they waited out most of a
-    /// short download with a link or two (the simulator's 40 mixed home
-    /// uplinks: the last peer at 1.8 to 1.9 T* in two draws of five).
+    /// one. Default 30 s. (10 s let the latecomers of a 40-peer crowd in
+    /// sooner, but in a flash crowd of 1000 peers a tenth of them finished
+    /// last at three times the bound: `docs/performance.md`.)
     pub evict_idle_after: Duration,
     /// How often peers are told of serving peers they have not heard of.
     /// Default 250 ms.
@@ -180,7 +179,7 @@ impl Default for NodeConfig {
             max_handshakes_per_prefix: 4,
             retry_above: 4,
             max_links_per_prefix: 16,
-            evict_idle_after: Duration::from_secs(10),
+            evict_idle_after: Duration::from_secs(30),
             peer_exchange_every: Duration::from_millis(250),
             peer_exchange_min_interval: Duration::from_secs(2),
             max_exchange_dials: 8,
