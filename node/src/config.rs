@@ -70,8 +70,8 @@ pub struct NodeConfig {
     /// When every peer slot is taken, a peer that has neither requested
     /// nor served anything for this long is closed to make room for a new
     /// one. Default 30 s. (10 s let the latecomers of a 40-peer crowd in
-    /// sooner, but in a flash crowd of 1000 peers a tenth of them finished
-    /// last at three times the bound: `docs/performance.md`.)
+    /// sooner, but in a flash crowd of 1000 peers its 99th percentile
+    /// finished at three times the bound: `docs/performance.md`.)
     pub evict_idle_after: Duration,
     /// How often peers are told of serving peers they have not heard of.
     /// Default 250 ms.
