@@ -501,10 +501,7 @@ impl Downloader {
     /// at once.
     pub fn on_piece_started(&mut self, key: LinkId, chunk: u32, now: Instant) {
         self.on_progress(key, now);
-        if self.picker.missing_count() == 0 {
-            self.picker.start(chunk, key, |_| false);
-            return;
-        }
+        let endgame = self.picker.missing_count() == 0;
         let factor = self.config.slow_peer_factor;
         let rate_of = |peers: &BTreeMap<LinkId, PeerDownload>, key: LinkId| {
             peers.get(&key).map_or(0.0, PeerDownload::rate)
@@ -515,7 +512,7 @@ impl Downloader {
         // NaN, counts as not slower.
         let cancelled = self.picker.start(chunk, key, |other| {
             let much_slower = starter * factor < rate_of(peers, other);
-            !much_slower
+            !endgame && !much_slower
         });
         if cancelled.is_empty() {
             return;
@@ -863,8 +860,7 @@ impl Downloader {
     /// Whether requests may be asked again now at all.
     fn may_reask(&self) -> Option<Duration> {
         let after = self.config.reask_after?;
-        (!self.is_complete()
-            && !self.hold
+        (!self.hold
             && self.rate_wait.is_none()
             && self.picker.missing_count() > 0
             && self.outstanding() < self.budget_chunks())

@@ -286,7 +286,7 @@ impl PiecePicker {
             started: false,
         }]);
         self.in_flight += 1;
-        self.waiting.insert(chosen);
+        self.note_waiting(chosen);
         Some(chosen)
     }
 

@@ -397,13 +397,12 @@ fn crowds_over_seeds() {
         SEED.set(0);
         let mean = |values: &[f64]| values.iter().sum::<f64>() / values.len() as f64;
         let worst = last.iter().copied().fold(0.0, f64::max);
-        let line = format!(
+        println!(
             "{name}: last peer mean {:.3} T*, worst {worst:.3}; median peer mean {:.3}; sent {:.3} of what was needed; {last:.2?}",
             mean(&last),
             mean(&median),
             mean(&sent)
         );
-        println!("{line}");
         assert!(mean(&last) <= *within, "{name}: {last:?}");
     }
 }
