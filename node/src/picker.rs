@@ -291,6 +291,11 @@ impl PiecePicker {
     }
 
     fn pick_rarest(&mut self, peer_has: &HaveBitfield) -> Option<u32> {
+        // In endgame every peer with room asks, and nothing is missing:
+        // no walk over the empty buckets then.
+        if self.missing_count() == 0 {
+            return None;
+        }
         // Ties at random over the whole bucket (from a random start), or
         // in index order: a chunk passed over at random could trail the
         // ones after it by many chunks, more than the trailing hasher
@@ -312,13 +317,16 @@ impl PiecePicker {
     /// nobody has: nothing to ask for there.
     fn rarest_missing(&self, peer_has: &HaveBitfield, start: Option<u32>) -> Option<u32> {
         let start = start.unwrap_or(0);
-        self.buckets[1..].iter().find_map(|bucket| {
-            bucket
-                .range(start..)
-                .chain(bucket.range(..start))
-                .copied()
-                .find(|&index| has(peer_has, index))
-        })
+        self.buckets[1..]
+            .iter()
+            .filter(|bucket| !bucket.is_empty())
+            .find_map(|bucket| {
+                bucket
+                    .range(start..)
+                    .chain(bucket.range(..start))
+                    .copied()
+                    .find(|&index| has(peer_has, index))
+            })
     }
 
     /// Walks the peer's chunks for the missing one in the lowest bucket
