@@ -12,6 +12,7 @@
 //!   entry; when full, the oldest entry that was never connected and came
 //!   from peer exchange or a DHT makes room. Offers are never dropped.
 
+use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -127,6 +128,30 @@ pub struct Entry {
     pub introducer: Option<PeerId>,
 }
 
+impl Entry {
+    /// When its next address is due to be dialed: its back-off's end while
+    /// it waits, the stagger's end while other addresses are dialed; never
+    /// once every address was tried (or when it has none: an entry whose
+    /// only address proved to be another peer's waits to be told a new one).
+    pub fn next_dial(&self) -> Option<Instant> {
+        match &self.state {
+            EntryState::Waiting { next_attempt } if !self.addrs.is_empty() => Some(*next_attempt),
+            EntryState::Dialing {
+                next_at, next_addr, ..
+            } if *next_addr < self.addrs.len() => Some(*next_at),
+            _ => None,
+        }
+    }
+}
+
+/// The earliest [`Entry::next_dial`] of every entry and of those the user
+/// or a handshake vouched for (not learned unverified from peers).
+#[derive(Debug, Clone, Copy)]
+struct NextDials {
+    any: Option<Instant>,
+    verified: Option<Instant>,
+}
+
 /// A handle on an entry (stable while it exists).
 pub type EntryId = u64;
 
@@ -141,6 +166,11 @@ pub struct AddressBook {
     /// proof, refused for the rest of the node's life (kept when their
     /// entry is dropped).
     banned: BTreeSet<PeerId>,
+    /// The next dials, kept until anything in the book changes: a node
+    /// asks for them after every event and most events change nothing
+    /// here, while a book holds up to a thousand entries. Every `&mut self`
+    /// method clears it (through [`AddressBook::changed`]).
+    next_dials: Cell<Option<NextDials>>,
 }
 
 impl AddressBook {
@@ -152,12 +182,48 @@ impl AddressBook {
             next: 0,
             max: max.max(1),
             banned: BTreeSet::new(),
+            next_dials: Cell::new(None),
+        }
+    }
+
+    /// Forgets the kept next dials; every method that can change an entry
+    /// calls it first.
+    fn changed(&mut self) {
+        self.next_dials.set(None);
+    }
+
+    /// The earliest time an entry is due to be dialed, among every entry
+    /// or (`unverified: false`) only those not learned unverified from
+    /// peers.
+    pub fn next_dial(&self, unverified: bool) -> Option<Instant> {
+        let dials = self.next_dials.get().unwrap_or_else(|| {
+            let mut dials = NextDials {
+                any: None,
+                verified: None,
+            };
+            for entry in self.entries.values() {
+                let Some(at) = entry.next_dial() else {
+                    continue;
+                };
+                dials.any = Some(dials.any.map_or(at, |any| any.min(at)));
+                if !entry.source.is_unverified() {
+                    dials.verified = Some(dials.verified.map_or(at, |v| v.min(at)));
+                }
+            }
+            self.next_dials.set(Some(dials));
+            dials
+        });
+        if unverified {
+            dials.any
+        } else {
+            dials.verified
         }
     }
 
     /// Bans `id` for the rest of the node's life: its entry is never
     /// dialed again, and nothing learned of it is kept.
     pub fn ban(&mut self, id: PeerId) {
+        self.changed();
         self.banned.insert(id);
         if let Some(entry) = self.find_id(&id).and_then(|key| self.entries.get_mut(&key)) {
             entry.state = EntryState::Banned;
@@ -196,11 +262,13 @@ impl AddressBook {
 
     /// An entry, to change it.
     pub fn get_mut(&mut self, entry: EntryId) -> Option<&mut Entry> {
+        self.changed();
         self.entries.get_mut(&entry)
     }
 
     /// [`Self::get_mut`] for an entry that may be absent.
     pub fn get_mut_opt(&mut self, entry: Option<EntryId>) -> Option<&mut Entry> {
+        self.changed();
         entry.and_then(|entry| self.entries.get_mut(&entry))
     }
 
@@ -239,6 +307,7 @@ impl AddressBook {
         source: Source,
         now: Instant,
     ) -> Option<EntryId> {
+        self.changed();
         if id.is_some_and(|id| self.banned.contains(&id)) {
             return None;
         }
@@ -292,6 +361,7 @@ impl AddressBook {
     /// connected, is not being dialed and is not banned. Whether one was
     /// dropped.
     pub fn drop_oldest_unreached(&mut self, among: impl Fn(&Entry) -> bool) -> bool {
+        self.changed();
         let victim = self
             .entries
             .iter()
@@ -317,6 +387,7 @@ impl AddressBook {
     /// Puts `addrs` first in the entry's addresses (added if new, at most
     /// [`MAX_ADDRS_PER_PEER`] in all): where it is known to be right now.
     pub fn prefer(&mut self, key: EntryId, addrs: &[SocketAddr]) {
+        self.changed();
         let Some(entry) = self.entries.get_mut(&key) else {
             return;
         };
@@ -328,6 +399,7 @@ impl AddressBook {
 
     /// Forgets an entry.
     pub fn remove(&mut self, key: EntryId) {
+        self.changed();
         if let Some(entry) = self.entries.remove(&key) {
             if let Some(id) = entry.id {
                 self.by_id.remove(&id);
@@ -339,6 +411,7 @@ impl AddressBook {
     /// if `id` has an entry of its own, the two become one (the other's
     /// addresses join this one).
     pub fn identify(&mut self, key: EntryId, id: PeerId) -> EntryId {
+        self.changed();
         if let Some(other) = self.find_id(&id) {
             if other == key {
                 return key;
@@ -392,6 +465,57 @@ impl AddressBook {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What [`AddressBook::next_dial`] would say from a fresh walk.
+    fn walked(book: &AddressBook, unverified: bool) -> Option<Instant> {
+        book.iter()
+            .filter(|(_, entry)| unverified || !entry.source.is_unverified())
+            .filter_map(|(_, entry)| entry.next_dial())
+            .min()
+    }
+
+    proptest::proptest! {
+        /// The kept next dials are the walked ones after any sequence of
+        /// changes, each through a different way in.
+        #[test]
+        fn the_kept_next_dial_is_the_walked_one(
+            ops in proptest::collection::vec((0u8..7, 0u8..6, 0u64..50), 1..60)
+        ) {
+            let t0 = Instant::now();
+            let at = |ms: u64| t0 + Duration::from_millis(ms * 100);
+            let mut book = AddressBook::new(4);
+            for (op, n, ms) in ops {
+                let key = book.iter().map(|(key, _)| key).nth(usize::from(n) % book.len().max(1));
+                match (op, key) {
+                    (0, _) => {
+                        let source = if n % 2 == 0 { Source::Exchange } else { Source::Offer };
+                        let id = (n % 3 != 0).then_some(PeerId([n; 32]));
+                        book.learn(id, &[addr(n)], source, at(ms));
+                    }
+                    (1, Some(key)) => {
+                        book.get_mut(key).unwrap().state = EntryState::Waiting { next_attempt: at(ms) };
+                    }
+                    (2, Some(key)) => {
+                        book.get_mut(key).unwrap().state = EntryState::Dialing {
+                            links: vec![(LinkId(u64::from(n)), addr(n))],
+                            next_addr: usize::from(n % 3),
+                            next_at: at(ms),
+                        };
+                    }
+                    (3, Some(key)) => book.remove(key),
+                    (4, _) => book.ban(PeerId([n; 32])),
+                    (5, Some(key)) => book.prefer(key, &[addr(n + 10), addr(n + 11)]),
+                    (6, Some(key)) => {
+                        book.identify(key, PeerId([n; 32]));
+                    }
+                    _ => {}
+                }
+                for unverified in [true, false] {
+                    proptest::prop_assert_eq!(book.next_dial(unverified), walked(&book, unverified));
+                }
+            }
+        }
+    }
 
     fn addr(n: u8) -> SocketAddr {
         SocketAddr::from(([10, 0, 0, n], 4433))

@@ -895,35 +895,33 @@ impl NodeCore {
     /// from peer exchange in use) is not due: the link that frees the room
     /// ends at a deadline of its own or through an event.
     pub(super) fn next_dial_time(&self) -> Option<Instant> {
-        if !self.wants_peers() {
+        self.next_dial_time_with(&self.links.summary(&self.config).counts)
+    }
+
+    /// [`Self::next_dial_time`] with the links already counted (the node
+    /// asks after every event, and counts its links once for it).
+    pub(super) fn next_dial_time_with(
+        &self,
+        counts: &super::linkset::LinkCounts,
+    ) -> Option<Instant> {
+        if !self.wants_peers() || counts.up + counts.dialing >= self.config.max_peers {
             return None;
         }
-        let dialing = |exchange_only: bool| {
-            self.links
-                .values()
-                .filter(|link| matches!(link, Link::Dialing { exchange, .. } if *exchange || !exchange_only))
-                .count()
-        };
-        if self.connected_count() + dialing(false) >= self.config.max_peers {
-            return None;
-        }
-        let exchange_full = dialing(true) >= self.config.max_exchange_dials;
-        self.book
-            .iter()
-            .filter(|(_, entry)| !(exchange_full && entry.source.is_unverified()))
-            .filter_map(|(_, entry)| next_dial_of(entry))
-            .min()
+        let exchange_full = counts.exchange_dialing >= self.config.max_exchange_dials;
+        self.book.next_dial(!exchange_full)
     }
 
     /// Starts the dials that are due, while there is room.
     pub(super) fn dial_due(&mut self, now: Instant) {
-        if !self.wants_peers() {
+        // Nothing to do unless a dial is due that there is room for (a
+        // full node or full exchange dials leave due entries waiting).
+        if self.next_dial_time().is_none_or(|at| at > now) {
             return;
         }
         let due: Vec<EntryId> = self
             .book
             .iter()
-            .filter(|(_, entry)| next_dial_of(entry).is_some_and(|at| at <= now))
+            .filter(|(_, entry)| entry.next_dial().is_some_and(|at| at <= now))
             .map(|(key, _)| key)
             .collect();
         for key in due {
@@ -941,7 +939,7 @@ impl NodeCore {
     }
 
     /// Dials the entry's next address (its first one when it was
-    /// waiting); [`next_dial_of`] says when.
+    /// waiting); [`crate::book::Entry::next_dial`] says when.
     pub(super) fn dial_next_address(&mut self, key: EntryId, now: Instant) {
         let exchange_dials = self
             .links
@@ -1346,18 +1344,4 @@ fn exchange_budget(config: &crate::config::NodeConfig, now: Instant) -> TokenBuc
     let burst = minimodel_wire::MAX_PEERS_PER_MESSAGE as u64;
     let interval = config.peer_exchange_min_interval.as_secs_f64().max(1e-3);
     TokenBucket::new((burst as f64 / interval).round() as u64, burst, now)
-}
-
-/// When `entry`'s next address is due to be dialed: its back-off's end
-/// while it waits, the stagger's end while other addresses are dialed; never
-/// once every address was tried (or when it has none: an entry whose only
-/// address proved to be another peer's waits to be told a new one).
-fn next_dial_of(entry: &crate::book::Entry) -> Option<Instant> {
-    match &entry.state {
-        EntryState::Waiting { next_attempt } if !entry.addrs.is_empty() => Some(*next_attempt),
-        EntryState::Dialing {
-            next_at, next_addr, ..
-        } if *next_addr < entry.addrs.len() => Some(*next_at),
-        _ => None,
-    }
 }

@@ -20,13 +20,14 @@
 
 pub mod fetching;
 mod links;
+mod linkset;
 mod messages;
 mod serving;
 #[cfg(test)]
 mod tests;
 mod traversal;
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -294,7 +295,7 @@ pub struct NodeCore {
     next_link: u64,
     /// What this node has verified: the one record of it.
     have: HaveBitfield,
-    links: BTreeMap<LinkId, Link>,
+    links: linkset::Links,
     book: AddressBook,
     uploads: serving::Uploads,
     download: Option<fetching::Fetching>,
@@ -356,7 +357,7 @@ impl NodeCore {
             rng: SplitMix64(start.seed ^ 0x6e6f_6465),
             next_link: 0,
             have: start.have,
-            links: BTreeMap::new(),
+            links: linkset::Links::default(),
             uploads,
             download,
             actions: VecDeque::new(),
@@ -412,20 +413,11 @@ impl NodeCore {
                 .map(|deadline| deadline.max(now));
         }
         let config = &self.config;
-        let links = self.links.values().map(|link| match link {
-            Link::Dialing { deadline, .. }
-            | Link::Handshaking { deadline, .. }
-            | Link::Closing { deadline } => *deadline,
-            Link::Up(peer) => {
-                let keep_alive = peer.last_sent + config.keep_alive_after;
-                let stall = peer
-                    .upload_watch
-                    .as_ref()
-                    .and_then(|watch| watch.deadline(config.upload_stall_timeout));
-                stall.map_or(keep_alive, |stall| stall.min(keep_alive))
-            }
-        });
-        let dials = self.next_dial_time();
+        let linkset::Summary {
+            counts,
+            deadline: links,
+        } = self.links.summary(config);
+        let dials = self.next_dial_time_with(&counts);
         let lookup = self.next_lookup_time();
         let download = self
             .download
@@ -444,9 +436,10 @@ impl NodeCore {
             .then(|| self.last_exchange + self.config.peer_exchange_every);
         // Upload progress is worth a wake-up only while someone is there
         // to upload to: an idle seeder sleeps until a peer arrives.
-        let serving_report = (self.serve && self.download.is_none() && self.connected_count() > 0)
+        let serving_report = (self.serve && self.download.is_none() && counts.up > 0)
             .then(|| self.last_serving_report + self.config.serving_report_every);
         links
+            .into_iter()
             .chain(self.stop_deadline)
             .chain(dials)
             .chain(lookup)
@@ -544,6 +537,8 @@ impl NodeCore {
     /// Time passed: deadlines are checked, pipelines refilled, dials
     /// started, checkpoints and reports made when due.
     pub fn handle_timeout(&mut self, now: Instant) {
+        // A kept link deadline may be early (see `linkset`): look afresh.
+        self.links.changed();
         if self.ended {
             return;
         }
@@ -739,10 +734,7 @@ impl NodeCore {
     }
 
     fn peer_mut(&mut self, link: LinkId) -> Option<&mut Peer> {
-        match self.links.get_mut(&link) {
-            Some(Link::Up(peer)) => Some(peer),
-            _ => None,
-        }
+        self.links.peer_mut(link)
     }
 
     fn peers(&self) -> impl Iterator<Item = (LinkId, &Peer)> {

@@ -472,6 +472,8 @@ impl NodeCore {
         }
         watch.sent = Some(sent);
         watch.since = now;
+        // The watch's deadline starts now: it may be the links' earliest.
+        self.links.changed();
     }
 
     /// Asks for the bytes sent on links whose upload watch is due.

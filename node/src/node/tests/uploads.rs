@@ -294,16 +294,38 @@ fn a_cancel_drops_a_queued_request_and_stops_an_active_upload() {
 
 #[test]
 fn a_peer_that_stops_reading_an_upload_is_dropped() {
-    let mut h = Harness::new(Kind::Seeder, 8, two_slots());
+    a_peer_that_stops_reading_is_dropped_after(NodeConfig::default().upload_stall_timeout);
+}
+
+/// A watch due before the link's keep-alive (a stall limit shorter than
+/// `keep_alive_after`) is the node's earliest deadline: the kept link
+/// deadline must not hide it.
+#[test]
+fn a_stall_limit_shorter_than_the_keep_alive_is_kept() {
+    let timeout = Duration::from_secs(5);
+    assert!(timeout < NodeConfig::default().keep_alive_after);
+    a_peer_that_stops_reading_is_dropped_after(timeout);
+}
+
+fn a_peer_that_stops_reading_is_dropped_after(timeout: Duration) {
+    let config = NodeConfig {
+        upload_stall_timeout: timeout,
+        // No other wake-up in between that would look at the links afresh.
+        serving_report_every: Duration::from_secs(3600),
+        ..two_slots()
+    };
+    let mut h = Harness::new(Kind::Seeder, 8, config);
     let a = h.connect_in(&fetcher(1, 8));
     request(&mut h, a, &[0, 1, 2]);
     let started = h.take();
     assert_eq!(uploads(&started).len(), 2);
     assert_eq!(measures(&started), [a], "the watch takes its baseline");
+    // A driver asks for the deadline after every event: the node keeps
+    // its answer about the links from here.
+    h.core.poll_timeout(h.now);
     h.core.handle_sent(a, 10_000, h.now);
     h.take_reports();
-    // 20 s on, the connection sent 10 KiB more: less than 64 KiB.
-    let timeout = NodeConfig::default().upload_stall_timeout;
+    // `timeout` on, the connection sent 10 KiB more: less than 64 KiB.
     h.advance(timeout.as_millis() as u64);
     let asked = h.take();
     assert_eq!(measures(&asked), [a], "{asked:?}");
