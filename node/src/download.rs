@@ -990,9 +990,22 @@ impl Downloader {
             /// duplicate (outside endgame the peer's own marker says so).
             dry_in_endgame: bool,
         }
+        // Only peers the rounds below could ask: with room, not backing
+        // off, and not dry, unless the endgame may begin during the rounds
+        // (it lets dry peers take duplicates). Requesting only fills
+        // pipelines and marks peers dry, so a peer left out here would be
+        // passed over at every level anyway; most calls find one or two
+        // peers with room among dozens.
+        let endgame_may_begin =
+            u64::from(self.picker.missing_count()) <= (budget - outstanding) as u64;
         let mut order: Vec<Candidate> = self
             .peers
             .iter()
+            .filter(|(_, session)| {
+                session.requests_in_flight() < session.pipeline_depth(self.chunk_size, &self.config)
+                    && !session.is_backing_off(now)
+                    && (endgame_may_begin || !session.is_dry(returns))
+            })
             .map(|(key, session)| Candidate {
                 key: *key,
                 untried: session.stats().chunks == 0 && session.requests_in_flight() == 0,
