@@ -636,6 +636,7 @@ impl NodeCore {
             last_sent: now,
             upload_watch: None,
             leaving: false,
+            goodbye: None,
             lan: up
                 .hello
                 .lan
@@ -750,8 +751,15 @@ impl NodeCore {
 
     /// A connected link ended (the peer left, the connection was lost, or
     /// it ended after our Goodbye). A peer that broke the protocol below the
-    /// control stream is told so.
+    /// control stream is told so; one whose Goodbye was held for its
+    /// uploads left by that Goodbye, whatever the end.
     pub fn handle_closed(&mut self, link: LinkId, end: LinkEnd, now: Instant) {
+        // A Goodbye it sent comes first: it left, it did not fail.
+        let held = self.peer(link).and_then(|peer| peer.goodbye.as_ref());
+        if let Some(&(reason, _)) = held {
+            self.take_goodbye(link, reason, now);
+            return;
+        }
         match self.links.get(&link) {
             Some(Link::Closing { .. }) => {
                 self.links.remove(&link);

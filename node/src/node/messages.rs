@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use minimodel_wire::{ControlEvent, Message, RejectReason};
 
-use super::{Action, NodeCore};
+use super::NodeCore;
 use crate::ids::LinkId;
 use crate::report::{Departure, Violation};
 use crate::upload::RequestRefusal;
@@ -75,9 +75,12 @@ impl NodeCore {
             }
             ControlEvent::Peers(entries) => self.learn_from_exchange(link, entries, now),
             ControlEvent::Goodbye(reason) => {
-                // It sends nothing more; its connection closes by itself.
-                self.actions.push_back(Action::Abort { link });
-                self.remove_peer(link, Departure::Goodbye(reason), now);
+                let waiting: std::collections::BTreeSet<u32> =
+                    self.uploads.active_chunks(link).collect();
+                match self.peer_mut(link) {
+                    Some(peer) if !waiting.is_empty() => peer.goodbye = Some((reason, waiting)),
+                    _ => self.take_goodbye(link, reason, now),
+                }
             }
             ControlEvent::Rendezvous(target) => self.handle_rendezvous(link, target, now),
             ControlEvent::Connect { peer, addrs } => self.handle_connect(link, peer, addrs, now),

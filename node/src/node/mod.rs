@@ -234,6 +234,12 @@ struct Peer {
     upload_watch: Option<serving::UploadWatch>,
     /// A Goodbye is queued: nothing more is sent, it is gone soon.
     leaving: bool,
+    /// Its Goodbye, held while uploads to it that were under way when it
+    /// came still wait for their acknowledgement: it acknowledged them
+    /// before it said goodbye, so their ends come first, and they are
+    /// counted as sent (see [`NodeCore::release_goodbye`]). With the
+    /// chunks still waited for; uploads started meanwhile do not hold it.
+    goodbye: Option<(GoodbyeReason, BTreeSet<u32>)>,
     /// The addresses its Hello says it listens at on its own local
     /// network (at most 4, each a LAN address): passed on only to peers
     /// behind the same public address.

@@ -299,6 +299,13 @@ impl Uploads {
         self.active.range((link, 0)..=(link, u32::MAX)).count()
     }
 
+    /// The chunks being uploaded to `link`.
+    pub(super) fn active_chunks(&self, link: LinkId) -> impl Iterator<Item = u32> + '_ {
+        self.active
+            .range((link, 0)..=(link, u32::MAX))
+            .map(|((_, chunk), _)| *chunk)
+    }
+
     /// The peer withdrew a request: dropped from the queue, or its upload
     /// is stopped (its stream reset, never finished short).
     pub(super) fn cancel(
@@ -437,9 +444,36 @@ impl NodeCore {
                 peer.upload_watch = None;
             }
         }
+        self.release_goodbye(link, now);
         self.start_uploads(now);
         let busy = !self.uploads.active.is_empty();
         self.uploads.meter.set_busy(busy, now);
+    }
+
+    /// Takes a Goodbye held for `link`'s uploads once none it waits for
+    /// is under way any more.
+    pub(super) fn release_goodbye(&mut self, link: LinkId, now: Instant) {
+        let uploads = &self.uploads;
+        let Some(super::Link::Up(peer)) = self.links.get(&link) else {
+            return;
+        };
+        let Some((reason, waiting)) = &peer.goodbye else {
+            return;
+        };
+        if !waiting
+            .iter()
+            .any(|&chunk| uploads.active.contains_key(&(link, chunk)))
+        {
+            let reason = *reason;
+            self.take_goodbye(link, reason, now);
+        }
+    }
+
+    /// A peer's Goodbye: it sends nothing more, and its connection closes
+    /// by itself.
+    pub(super) fn take_goodbye(&mut self, link: LinkId, reason: GoodbyeReason, now: Instant) {
+        self.actions.push_back(Action::Abort { link });
+        self.remove_peer(link, Departure::Goodbye(reason), now);
     }
 
     /// How many bytes the connection of `link` has sent in all, as asked

@@ -353,7 +353,6 @@ pub(super) fn on_done(node: &mut Node, done: JobDone, now: Instant) {
                 uploads.remove(&chunk.0);
             }
             node.core.handle_upload_done(link, chunk, outcome, now);
-            node.release_goodbye(link, Some(chunk.0), now);
         }
         JobDone::Trailing(hashed) => node.core.handle_trailing(hashed, now),
         JobDone::Checkpointed(result) => node.core.handle_checkpointed(result, now),

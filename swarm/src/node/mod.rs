@@ -15,7 +15,7 @@ mod shared;
 
 pub use shared::SharedEndpoint;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -198,13 +198,6 @@ pub(crate) struct Node {
     announcement: Option<crate::dht::Announcement>,
     /// The manifest file's bytes, for manifest queries.
     manifest: Option<Arc<[u8]>>,
-    /// A peer's Goodbye that came while uploads to it were still waiting
-    /// for their acknowledgement: the peer acknowledged them before it
-    /// said goodbye, so the core hears of them first (they end as soon as
-    /// the acknowledgement or the connection's end reaches their tasks).
-    /// With the chunks whose uploads it waits for (those under way when it
-    /// came: uploads the core starts meanwhile do not hold it longer).
-    held_goodbyes: BTreeMap<LinkId, (minimodel_wire::Message, BTreeSet<u32>)>,
     /// The router's mapping of our port, while the node listens behind one.
     port_map: Option<crate::portmap::PortMapTask>,
     /// Local discovery, with `--lan`.
@@ -446,7 +439,6 @@ impl Node {
             dht: None,
             announcement: None,
             manifest: parts.manifest.map(|(_, bytes)| bytes),
-            held_goodbyes: BTreeMap::new(),
             port_map,
             lan: lan_task,
             remembered: None,
@@ -783,14 +775,7 @@ impl Node {
         }
         match event {
             LinkEvent::Message(message) => {
-                if let Some(DriverLink::Up(handle, uploads)) = self.links.get(&link) {
-                    if matches!(message, minimodel_wire::Message::Goodbye { .. })
-                        && !uploads.is_empty()
-                    {
-                        let waiting = uploads.keys().copied().collect();
-                        self.held_goodbyes.insert(link, (message, waiting));
-                        return;
-                    }
+                if let Some(DriverLink::Up(handle, _)) = self.links.get(&link) {
                     self.core.handle_rtt(link, handle.connection.rtt());
                 }
                 self.core.handle_message(link, message, now);
@@ -811,28 +796,7 @@ impl Node {
                 self.core.handle_piece_failed(link, chunk, end, now);
             }
             // The core answers with Close (a Goodbye first) or Abort.
-            LinkEvent::Closed(end) => {
-                self.release_goodbye(link, None, now);
-                self.core.handle_closed(link, end, now);
-            }
-        }
-    }
-
-    /// Hands the core a Goodbye held back for `link`'s uploads once the
-    /// upload of `chunk` ended and none it waits for is left (`None`: now,
-    /// whatever is left).
-    pub(super) fn release_goodbye(&mut self, link: LinkId, chunk: Option<u32>, now: Instant) {
-        let Some((_, waiting)) = self.held_goodbyes.get_mut(&link) else {
-            return;
-        };
-        if let Some(chunk) = chunk {
-            waiting.remove(&chunk);
-            if !waiting.is_empty() {
-                return;
-            }
-        }
-        if let Some((goodbye, _)) = self.held_goodbyes.remove(&link) {
-            self.core.handle_message(link, goodbye, now);
+            LinkEvent::Closed(end) => self.core.handle_closed(link, end, now),
         }
     }
 
@@ -859,7 +823,6 @@ impl Node {
     /// Forgets the driver's side of a link: its uploads stop, its
     /// connection or attempt ends.
     fn drop_link(&mut self, link: LinkId) {
-        self.held_goodbyes.remove(&link);
         match self.links.remove(&link) {
             Some(DriverLink::Up(handle, uploads)) => {
                 uploads.values().for_each(AbortHandle::abort);
@@ -901,15 +864,13 @@ impl Node {
                     _ => true,
                 };
                 if !sent {
-                    // A Goodbye it sent comes first: it left, it did not
-                    // stop reading.
-                    self.release_goodbye(link, None, now);
+                    // (A Goodbye it sent, held for its uploads, comes first
+                    // in the core: it left, it did not stop reading.)
                     self.drop_link(link);
                     self.core.handle_closed(link, LinkEnd::NotReading, now);
                 }
             }
             Action::Close { link, reason } => {
-                self.held_goodbyes.remove(&link);
                 if let Some(DriverLink::Up(handle, uploads)) = self.links.remove(&link) {
                     uploads.values().for_each(AbortHandle::abort);
                     handle.close(reason);
@@ -923,7 +884,6 @@ impl Node {
                     if let Some(task) = uploads.remove(&chunk.0) {
                         task.abort();
                     }
-                    self.release_goodbye(link, Some(chunk.0), now);
                 }
             }
             Action::MeasureSent { link } => {

@@ -617,3 +617,76 @@ fn a_seed_closes_its_links_to_other_seeds_and_keeps_those_that_lack_chunks() {
     );
     assert_eq!(closes(&h.take()), [(fetching, GoodbyeReason::Done)]);
 }
+
+/// A peer acknowledges what it received before it says goodbye, so the
+/// ends of its uploads come after its Goodbye: the Goodbye waits for the
+/// uploads under way when it came, which count as sent; one started
+/// meanwhile does not hold it.
+#[test]
+fn a_goodbye_waits_for_the_uploads_under_way_when_it_came() {
+    let mut h = Harness::new(Kind::Seeder, 8, two_slots());
+    let a = h.connect_in(&fetcher(1, 8));
+    request(&mut h, a, &[0, 1, 2]);
+    assert_eq!(uploads(&h.take()), [(a, 0), (a, 1)]);
+    h.take_reports();
+    let bye = Message::Goodbye {
+        reason: GoodbyeReason::Done,
+    };
+    h.core.handle_message(a, bye, h.now);
+    let held = h.take();
+    assert!(!held.contains(&Action::Abort { link: a }), "{held:?}");
+    assert!(h.take_reports().is_empty(), "it has not left yet");
+    sent(&mut h, a, 0);
+    // Chunk 2's upload starts in the freed slot; it holds nothing.
+    assert_eq!(uploads(&h.take()), [(a, 2)]);
+    assert!(h.take_reports().is_empty(), "chunk 1 is still waited for");
+    sent(&mut h, a, 1);
+    let actions = h.take();
+    assert!(actions.contains(&Action::Abort { link: a }), "{actions:?}");
+    assert!(
+        actions.contains(&Action::CancelUpload {
+            link: a,
+            chunk: ChunkIndex(2)
+        }),
+        "{actions:?}"
+    );
+    let reports = h.take_reports();
+    assert!(
+        reports.iter().any(|report| matches!(
+            report,
+            NodeReport::PeerDisconnected {
+                reason: Departure::Goodbye(GoodbyeReason::Done),
+                ..
+            }
+        )),
+        "{reports:?}"
+    );
+    assert_eq!(h.core.metrics().uploaded_bytes, 2 * u64::from(CHUNK));
+}
+
+/// A link that ends while a Goodbye waits for uploads ended by that
+/// Goodbye: the peer left, it did not stop reading.
+#[test]
+fn a_link_that_ends_under_a_held_goodbye_ends_by_the_goodbye() {
+    let mut h = Harness::new(Kind::Seeder, 8, two_slots());
+    let a = h.connect_in(&fetcher(1, 8));
+    request(&mut h, a, &[0]);
+    h.take();
+    h.take_reports();
+    let bye = Message::Goodbye {
+        reason: GoodbyeReason::Done,
+    };
+    h.core.handle_message(a, bye, h.now);
+    h.core.handle_closed(a, LinkEnd::NotReading, h.now);
+    let reports = h.take_reports();
+    assert!(
+        matches!(
+            reports.as_slice(),
+            [NodeReport::PeerDisconnected {
+                reason: Departure::Goodbye(GoodbyeReason::Done),
+                ..
+            }]
+        ),
+        "{reports:?}"
+    );
+}
