@@ -78,7 +78,11 @@ impl NodeCore {
                 let waiting: std::collections::BTreeSet<u32> =
                     self.uploads.active_chunks(link).collect();
                 match self.peer_mut(link) {
-                    Some(peer) if !waiting.is_empty() => peer.goodbye = Some((reason, waiting)),
+                    Some(peer) if !waiting.is_empty() => {
+                        peer.goodbye = Some((reason, waiting));
+                        // Nothing more starts for a peer that left.
+                        self.uploads.drop_queued(link);
+                    }
                     _ => self.take_goodbye(link, reason, now),
                 }
             }

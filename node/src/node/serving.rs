@@ -299,6 +299,12 @@ impl Uploads {
         self.active.range((link, 0)..=(link, u32::MAX)).count()
     }
 
+    /// Forgets what `link` asked for and has not begun: it will not read
+    /// it (it said goodbye).
+    pub(super) fn drop_queued(&mut self, link: LinkId) {
+        self.queue.remove_peer(link);
+    }
+
     /// The chunks being uploaded to `link`.
     pub(super) fn active_chunks(&self, link: LinkId) -> impl Iterator<Item = u32> + '_ {
         self.active
