@@ -291,11 +291,6 @@ impl PiecePicker {
     }
 
     fn pick_rarest(&mut self, peer_has: &HaveBitfield) -> Option<u32> {
-        // In endgame every peer with room asks, and nothing is missing:
-        // no walk over the empty buckets then.
-        if self.missing_count() == 0 {
-            return None;
-        }
         // Ties at random over the whole bucket (from a random start), or
         // in index order: a chunk passed over at random could trail the
         // ones after it by many chunks, more than the trailing hasher
@@ -303,6 +298,12 @@ impl PiecePicker {
         let start = self
             .wide
             .then(|| self.rng.below(u64::from(self.chunk_count())) as u32);
+        // In endgame every peer with room asks, and nothing is missing:
+        // no walk over the empty buckets then (after the draw, so that the
+        // random ties stay the same).
+        if self.missing_count() == 0 {
+            return None;
+        }
         // The same choice two ways: a peer holding fewer chunks than are
         // missing here (most peers of a young swarm) is the shorter walk.
         if peer_has.count_ones() < self.missing_count() {

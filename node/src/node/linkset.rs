@@ -6,8 +6,9 @@
 //! (a Have, a piece) change no link's state. The counts are kept exactly;
 //! the deadline is kept as a lower bound: a link's deadline that moves
 //! later (a message sent puts its keep-alive off) leaves the kept one
-//! early, which costs one wake-up that finds nothing due, after which
-//! [`super::NodeCore::handle_timeout`] forgets it. What can move a
+//! early, which costs one wake-up that finds nothing due, at the end of
+//! which [`super::NodeCore::handle_timeout`] forgets it (at its end: a
+//! step may keep it, and a later step put a deadline off). What can move a
 //! deadline earlier (a link added or changed, an upload watch that
 //! starts counting) forgets it: every `&mut` accessor but
 //! [`Links::peer_mut`] does, and a caller that starts an upload watch

@@ -543,8 +543,15 @@ impl NodeCore {
     /// Time passed: deadlines are checked, pipelines refilled, dials
     /// started, checkpoints and reports made when due.
     pub fn handle_timeout(&mut self, now: Instant) {
-        // A kept link deadline may be early (see `linkset`): look afresh.
+        self.timeout_steps(now);
+        // A kept link deadline may be early (see `linkset`), and may have
+        // been kept in the middle of the steps (a dial looked at the
+        // links) before a step put one off: the next answer looks afresh,
+        // so that it moves past `now`.
         self.links.changed();
+    }
+
+    fn timeout_steps(&mut self, now: Instant) {
         if self.ended {
             return;
         }

@@ -467,3 +467,28 @@ fn a_kept_dial_ends_with_a_peer_closed_for_a_violation() {
     assert!(!h.is_connected(ours.link));
     assert_eq!(h.core.connected_count(), 0);
 }
+
+/// A dial that expires while the node is full looks at the links in the
+/// middle of a wake-up (for a dial it cannot start), and the same
+/// wake-up then sends a keep-alive: what the links' deadline was then
+/// must not outlive the wake-up, or the next deadline is the one just
+/// handled (a busy loop, which the harness refuses).
+#[test]
+fn a_dial_that_expires_with_a_keep_alive_due_is_no_busy_loop() {
+    let config = NodeConfig {
+        max_peers: 2,
+        keep_alive_after: Duration::from_secs(10),
+        ..NodeConfig::default()
+    };
+    assert_eq!(config.handshake_timeout, Duration::from_secs(10));
+    let mut h = Harness::new(Kind::ServingFetch, 8, config);
+    let p = h.connect_out(&Remote::fetcher(1, "62.1.1.1:4433", 8));
+    let two = [sa("62.2.2.1:4433"), sa("62.2.2.2:4433")];
+    h.core.add_peer(offer(testing::peer_id(2), &two), h.now);
+    assert_eq!(dials(&h.take()).len(), 1);
+    // The node is full now; the dial expires with the keep-alive due.
+    let r = h.connect_in(&Remote::fetcher(3, "63.3.3.3:4433", 8));
+    assert!(h.is_connected(p) && h.is_connected(r));
+    h.take();
+    h.advance(11_000);
+}
