@@ -664,10 +664,7 @@ impl NodeCore {
 
     /// Connected peers.
     pub fn connected_count(&self) -> usize {
-        self.links
-            .values()
-            .filter(|link| matches!(link, Link::Up(_)))
-            .count()
+        self.links.summary(&self.config).counts.up
     }
 
     /// A snapshot of the node's counters (see [`NodeMetrics`]).
