@@ -300,7 +300,11 @@ fn four_seeders_near_and_far() {
     let uplink = 12.0e6;
     let bound = f64::from(chunks) * f64::from(MIB) / (4.0 * uplink);
     let mut fractions = Vec::new();
-    for one_way in [Duration::from_millis(1), Duration::from_millis(25)] {
+    for (one_way, transport) in [
+        (Duration::from_millis(1), false),
+        (Duration::from_millis(25), false),
+        (Duration::from_millis(25), true),
+    ] {
         let mut specs: Vec<NodeSpec> = (0..4)
             .map(|index| NodeSpec {
                 latency: one_way,
@@ -312,6 +316,9 @@ fn four_seeders_near_and_far() {
             ..NodeSpec::fetcher(4, chunks, 100.0 * MBIT, false, &[0, 1, 2, 3])
         });
         let mut sim = Sim::new(MIB, chunks, specs);
+        if transport {
+            sim.transport_uploads();
+        }
         sim.run(Duration::from_secs(600), Sim::downloads_over);
         let done = sim
             .record(4)
@@ -319,8 +326,13 @@ fn four_seeders_near_and_far() {
             .expect("the fetch completes")
             .as_secs_f64();
         println!(
-            "four seeders, round trips of {} ms: {done:.2} s, {:.3} of the caps",
+            "four seeders, round trips of {} ms{}: {done:.2} s, {:.3} of the caps",
             4 * one_way.as_millis(),
+            if transport {
+                ", uploads as the transport runs them"
+            } else {
+                ""
+            },
             bound / done
         );
         fractions.push(bound / done);
@@ -330,6 +342,11 @@ fn four_seeders_near_and_far() {
     // and the seeder idles a round trip until the next ones arrive: 0.75
     // today (the lab: 0.69), to be raised.
     assert!(fractions[1] >= 0.7, "{fractions:?}");
+    // A seeder's streams to the fetch go one after another and hold
+    // their slots a round trip longer: 0.879 today (the lab, with the
+    // window's start-up too: 0.72); 8 uploads at once give 0.928 here
+    // and 0.79 in the lab.
+    assert!(fractions[2] >= 0.85, "{fractions:?}");
 }
 
 /// The crowds above with other draws of every node's tie-breaks: each

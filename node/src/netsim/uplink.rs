@@ -13,17 +13,30 @@ pub(super) struct Transfer {
 }
 
 /// A node's uplink: its transfers share `rate` fairly, each at most its
-/// pace.
+/// pace; with `one_per_conn`, only the oldest transfer of each connection
+/// sends (a peer's piece streams go one after another, as the transport
+/// sends them).
 pub(super) struct Uplink {
     pub(super) rate: f64,
     pub(super) transfers: Vec<Transfer>,
     pub(super) last: Duration,
     pub(super) version: u64,
+    pub(super) one_per_conn: bool,
 }
 
 impl Uplink {
     pub(super) fn rates(&self) -> Vec<f64> {
         let mut order: Vec<usize> = (0..self.transfers.len()).collect();
+        if self.one_per_conn {
+            // The oldest transfer of each connection (ids grow).
+            order.retain(|&i| {
+                let t = &self.transfers[i];
+                !self
+                    .transfers
+                    .iter()
+                    .any(|other| other.conn == t.conn && other.from == t.from && other.id < t.id)
+            });
+        }
         let pace = |i: usize| self.transfers[i].pace.unwrap_or(f64::INFINITY);
         order.sort_by(|a, b| pace(*a).total_cmp(&pace(*b)));
         let mut rates = vec![0.0; self.transfers.len()];
@@ -159,6 +172,19 @@ impl Sim {
                     transfer,
                 }),
             );
+            if self.acked_uploads {
+                let back = at + self.delay(conn);
+                self.push(
+                    back,
+                    Event::Acked(Stream {
+                        conn,
+                        to: side,
+                        chunk,
+                        transfer,
+                    }),
+                );
+                continue;
+            }
             if let Some((node, link)) = self.endpoint(conn, side) {
                 let bytes = self
                     .swarm
@@ -179,6 +205,31 @@ impl Sim {
             if self.nodes[sender].alive {
                 self.pump(sender, false);
             }
+        }
+    }
+
+    /// An upload's last bytes were acknowledged ([`Sim::acked_uploads`]).
+    pub(super) fn upload_acked(&mut self, stream: Stream) {
+        let Stream {
+            conn, to, chunk, ..
+        } = stream;
+        let Some((node, link)) = self.endpoint(conn, to) else {
+            return;
+        };
+        let now = self.instant();
+        let bytes = self
+            .swarm
+            .params()
+            .chunk_len(ChunkIndex(chunk))
+            .map_or(u64::from(self.swarm.params().chunk_size()), u64::from);
+        self.core_mut(node).handle_upload_done(
+            link,
+            ChunkIndex(chunk),
+            UploadOutcome::Sent { bytes },
+            now,
+        );
+        if self.nodes[node].alive {
+            self.pump(node, false);
         }
     }
 
