@@ -933,13 +933,8 @@ impl NodeCore {
             .map(|(key, _)| key)
             .collect();
         for key in due {
-            let busy = self.connected_count()
-                + self
-                    .links
-                    .values()
-                    .filter(|link| matches!(link, Link::Dialing { .. }))
-                    .count();
-            if busy >= self.config.max_peers {
+            let counts = self.links.summary(&self.config).counts;
+            if counts.up + counts.dialing >= self.config.max_peers {
                 return;
             }
             self.dial_next_address(key, now);
@@ -949,11 +944,7 @@ impl NodeCore {
     /// Dials the entry's next address (its first one when it was
     /// waiting); [`crate::book::Entry::next_dial`] says when.
     pub(super) fn dial_next_address(&mut self, key: EntryId, now: Instant) {
-        let exchange_dials = self
-            .links
-            .values()
-            .filter(|link| matches!(link, Link::Dialing { exchange: true, .. }))
-            .count();
+        let exchange_dials = self.links.summary(&self.config).counts.exchange_dialing;
         let Some(entry) = self.book.get(key) else {
             return;
         };
