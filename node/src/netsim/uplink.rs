@@ -157,8 +157,6 @@ impl Sim {
                 !finished
             });
         });
-        let now = self.instant();
-        let chunk_size = u64::from(self.swarm.params().chunk_size());
         // On a shared host the finished uploads may be other nodes'.
         let mut senders = BTreeSet::new();
         for (transfer, conn, side, chunk) in done {
@@ -185,20 +183,7 @@ impl Sim {
                 );
                 continue;
             }
-            if let Some((node, link)) = self.endpoint(conn, side) {
-                let bytes = self
-                    .swarm
-                    .params()
-                    .chunk_len(ChunkIndex(chunk))
-                    .map_or(chunk_size, u64::from);
-                self.core_mut(node).handle_upload_done(
-                    link,
-                    ChunkIndex(chunk),
-                    UploadOutcome::Sent { bytes },
-                    now,
-                );
-                senders.insert(node);
-            }
+            senders.extend(self.upload_sent(conn, side, chunk));
         }
         senders.insert(node);
         for sender in senders {
@@ -210,27 +195,29 @@ impl Sim {
 
     /// An upload's last bytes were acknowledged ([`Sim::acked_uploads`]).
     pub(super) fn upload_acked(&mut self, stream: Stream) {
-        let Stream {
-            conn, to, chunk, ..
-        } = stream;
-        let Some((node, link)) = self.endpoint(conn, to) else {
-            return;
-        };
+        if let Some(node) = self.upload_sent(stream.conn, stream.to, stream.chunk) {
+            if self.nodes[node].alive {
+                self.pump(node, false);
+            }
+        }
+    }
+
+    /// The sender (`side` of `conn`) learns that its upload of `chunk`
+    /// was sent; which node that is, if it is still there.
+    fn upload_sent(&mut self, conn: usize, side: usize, chunk: u32) -> Option<usize> {
+        let (node, link) = self.endpoint(conn, side)?;
         let now = self.instant();
-        let bytes = self
-            .swarm
-            .params()
+        let params = self.swarm.params();
+        let bytes = params
             .chunk_len(ChunkIndex(chunk))
-            .map_or(u64::from(self.swarm.params().chunk_size()), u64::from);
+            .map_or(u64::from(params.chunk_size()), u64::from);
         self.core_mut(node).handle_upload_done(
             link,
             ChunkIndex(chunk),
             UploadOutcome::Sent { bytes },
             now,
         );
-        if self.nodes[node].alive {
-            self.pump(node, false);
-        }
+        Some(node)
     }
 
     pub(super) fn piece_done(&mut self, stream: Stream) {

@@ -903,15 +903,7 @@ impl NodeCore {
     /// from peer exchange in use) is not due: the link that frees the room
     /// ends at a deadline of its own or through an event.
     pub(super) fn next_dial_time(&self) -> Option<Instant> {
-        self.next_dial_time_with(&self.links.summary(&self.config).counts)
-    }
-
-    /// [`Self::next_dial_time`] with the links already counted (the node
-    /// asks after every event, and counts its links once for it).
-    pub(super) fn next_dial_time_with(
-        &self,
-        counts: &super::linkset::LinkCounts,
-    ) -> Option<Instant> {
+        let counts = self.links.summary(&self.config).counts;
         if !self.wants_peers() || counts.up + counts.dialing >= self.config.max_peers {
             return None;
         }

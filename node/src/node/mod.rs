@@ -423,7 +423,7 @@ impl NodeCore {
             counts,
             deadline: links,
         } = self.links.summary(config);
-        let dials = self.next_dial_time_with(&counts);
+        let dials = self.next_dial_time();
         let lookup = self.next_lookup_time();
         let download = self
             .download
