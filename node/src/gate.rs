@@ -18,8 +18,10 @@
 //! ([`NodeConfig::upload_slots`]) among its swarms: every swarm may always
 //! run one upload, and the rest go to the swarms that want more, evenly
 //! (max-min fair, ties by swarm name), each node reporting what it wants
-//! ([`Gate::set_upload_demand`]) and running at most what it is granted
-//! (`NodeCore::set_share`). So twenty shares hold at most
+//! and what it runs ([`Gate::set_upload_demand`]) and starting uploads
+//! only while it runs fewer than it is granted (`NodeCore::set_share`). A
+//! grant that shrinks lets the uploads under way finish, so another
+//! swarm's grant grows only as they end. So twenty shares hold at most
 //! `max(upload_slots, swarms uploading)` chunks in flight, not twenty
 //! times the slots of one. An upload cap for the whole endpoint
 //! ([`Gate::set_upload_cap`]) is shared the same way: the swarms that
@@ -124,8 +126,8 @@ struct Registered<T> {
     manifest: Option<[u8; 32]>,
     /// Its node takes peers.
     serving: bool,
-    /// Uploads it would run now.
-    demand: usize,
+    /// Uploads it would run now, and those under way.
+    demand: UploadDemand,
     /// Uploads it may run.
     grant: usize,
     /// Its part of the endpoint's upload cap.
@@ -138,6 +140,18 @@ struct Registered<T> {
     down_rate: Option<u64>,
     /// Its own download cap.
     own_down_cap: Option<u64>,
+}
+
+/// What one swarm's uploads want, as its node reports it
+/// (`NodeCore::upload_demand`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct UploadDemand {
+    /// Uploads it would run now: those under way and those waiting, at
+    /// most its own slots.
+    pub wanted: usize,
+    /// Uploads under way. A node whose grant shrinks lets these finish,
+    /// so the slots they hold go to another swarm only as they end.
+    pub running: usize,
 }
 
 /// What one swarm may upload: uploads at once and, under an endpoint
@@ -223,7 +237,7 @@ impl<T: Clone> Gate<T> {
                 route,
                 manifest,
                 serving,
-                demand: 0,
+                demand: UploadDemand::default(),
                 grant: 1,
                 rate,
                 own_cap: None,
@@ -263,7 +277,7 @@ impl<T: Clone> Gate<T> {
         let held: usize = self
             .swarms
             .values()
-            .filter(|r| r.demand > 0)
+            .filter(|r| r.demand.wanted > 0)
             .map(|r| r.grant)
             .sum();
         self.upload_cap.map(|cap| part(cap, 1, held as u64 + 1))
@@ -277,10 +291,9 @@ impl<T: Clone> Gate<T> {
         self.regrant(None)
     }
 
-    /// `swarm` would run `demand` uploads now (those under way and those
-    /// waiting, at most its own slots): its grant, and the other swarms'
-    /// grants that changed.
-    pub fn set_upload_demand(&mut self, swarm: &SwarmName, demand: usize) -> Grants<T> {
+    /// What `swarm`'s uploads want now and how many are under way: its
+    /// grant, and the other swarms' grants that changed.
+    pub fn set_upload_demand(&mut self, swarm: &SwarmName, demand: UploadDemand) -> Grants<T> {
         self.update(swarm, |registered| registered.demand = demand)
     }
 
@@ -340,7 +353,7 @@ impl<T: Clone> Gate<T> {
     /// upload. Returns the reporter's share and the others that changed.
     fn regrant(&mut self, reporter: Option<&SwarmName>) -> Grants<T> {
         let before: Vec<Share> = self.swarms.values().map(Registered::share).collect();
-        let wanting = self.swarms.values().filter(|r| r.demand > 0).count();
+        let wanting = self.swarms.values().filter(|r| r.demand.wanted > 0).count();
         let mut extra = self.config.upload_slots.saturating_sub(wanting);
         for registered in self.swarms.values_mut() {
             registered.grant = 1;
@@ -349,11 +362,35 @@ impl<T: Clone> Gate<T> {
             let next = self
                 .swarms
                 .values_mut()
-                .filter(|r| r.demand > r.grant)
+                .filter(|r| r.demand.wanted > r.grant)
                 .min_by_key(|r| r.grant);
             let Some(registered) = next else { break };
             registered.grant += 1;
             extra -= 1;
+        }
+        // Uploads under way beyond a grant that shrank run to their end,
+        // so they hold their slots until then: a grant grows only into
+        // slots nobody holds. Taken back one at a time from the swarm with
+        // the most granted and not yet started (the last by name among
+        // equals), never below one. (An idle swarm's one slot holds
+        // nothing until it uploads.)
+        let bound = self.config.upload_slots.max(wanting);
+        let held = |swarms: &BTreeMap<SwarmName, Registered<T>>| -> usize {
+            swarms
+                .values()
+                .map(|r| r.grant.min(r.demand.wanted).max(r.demand.running))
+                .sum()
+        };
+        let mut over = held(&self.swarms).saturating_sub(bound);
+        while over > 0 {
+            let next = self
+                .swarms
+                .values_mut()
+                .filter(|r| r.grant > r.demand.running.max(1))
+                .max_by_key(|r| r.grant - r.demand.running);
+            let Some(registered) = next else { break };
+            registered.grant -= 1;
+            over -= 1;
         }
         let idle = self.idle_rate();
         let idle_down = self.idle_down_rate();
@@ -363,7 +400,7 @@ impl<T: Clone> Gate<T> {
         }
         if let Some(cap) = self.upload_cap {
             // In proportion to the slots.
-            let uploading = self.swarms.values_mut().filter(|r| r.demand > 0);
+            let uploading = self.swarms.values_mut().filter(|r| r.demand.wanted > 0);
             water_fill(
                 cap,
                 uploading
@@ -1181,6 +1218,16 @@ mod tests {
         (text.into(), [0; 32])
     }
 
+    /// A demand of `wanted` uploads with none under way.
+    fn want(wanted: usize) -> UploadDemand {
+        UploadDemand { wanted, running: 0 }
+    }
+
+    /// `wanted` uploads, `running` of them under way.
+    fn running(wanted: usize, running: usize) -> UploadDemand {
+        UploadDemand { wanted, running }
+    }
+
     fn many(count: usize) -> Gate<usize> {
         let mut gate = Gate::new(NodeConfig::default());
         for i in 0..count {
@@ -1194,7 +1241,7 @@ mod tests {
     fn one_busy_swarm_among_idle_ones_gets_every_slot_but_theirs() {
         let slots = NodeConfig::default().upload_slots;
         let mut gate = many(20);
-        let grants = gate.set_upload_demand(&name("s07"), slots);
+        let grants = gate.set_upload_demand(&name("s07"), want(slots));
         // Every idle swarm keeps its one slot; the busy one gets the rest
         // of the endpoint's slots, since the idle ones use none.
         assert_eq!(grants.own.slots, slots);
@@ -1205,13 +1252,13 @@ mod tests {
     #[test]
     fn busy_swarms_share_the_slots_evenly_and_a_modest_one_gets_what_it_asks() {
         let mut gate = many(3);
-        assert_eq!(gate.set_upload_demand(&name("s00"), 8).own.slots, 8);
-        let grants = gate.set_upload_demand(&name("s01"), 8);
+        assert_eq!(gate.set_upload_demand(&name("s00"), want(8)).own.slots, 8);
+        let grants = gate.set_upload_demand(&name("s01"), want(8));
         assert_eq!(grants.own.slots, 4);
         let changed: Vec<(usize, usize)> =
             grants.changed.iter().map(|(r, s)| (*r, s.slots)).collect();
         assert_eq!(changed, vec![(0, 4)], "the first one gives up half");
-        let grants = gate.set_upload_demand(&name("s02"), 8);
+        let grants = gate.set_upload_demand(&name("s02"), want(8));
         assert_eq!(
             (
                 gate.upload_grant(&name("s00")),
@@ -1222,7 +1269,7 @@ mod tests {
             "8 over three: the spare slot goes to the first by name"
         );
         // One that wants only 2 gets 2; the other two share the rest.
-        gate.set_upload_demand(&name("s02"), 2);
+        gate.set_upload_demand(&name("s02"), want(2));
         assert_eq!(
             (
                 gate.upload_grant(&name("s00")),
@@ -1230,17 +1277,52 @@ mod tests {
             ),
             (3, 3)
         );
-        gate.set_upload_demand(&name("s01"), 1);
+        gate.set_upload_demand(&name("s01"), want(1));
         assert_eq!(gate.upload_grant(&name("s00")), 5);
         assert_eq!(gate.upload_grant(&name("s01")), 1);
         assert_eq!(gate.upload_grant(&name("s02")), 2);
     }
 
     #[test]
+    fn a_grant_grows_only_into_slots_the_uploads_under_way_let_go() {
+        let mut gate = many(3);
+        // s00 runs all 8; s01 comes: its fair half is held by s00's
+        // uploads under way, so it may start one (every swarm may).
+        gate.set_upload_demand(&name("s00"), running(8, 8));
+        let grants = gate.set_upload_demand(&name("s01"), want(8));
+        assert_eq!(grants.own.slots, 1);
+        assert_eq!(gate.upload_grant(&name("s00")), 4, "told to shrink");
+        // As s00's uploads end, s01 gets what they held, up to its half
+        // (s02 uploads nothing: its one slot holds none).
+        let grants = gate.set_upload_demand(&name("s00"), running(8, 6));
+        let changed: Vec<(usize, usize)> =
+            grants.changed.iter().map(|(r, s)| (*r, s.slots)).collect();
+        assert_eq!(changed, vec![(1, 2)], "6 + 2 = 8");
+        let grants = gate.set_upload_demand(&name("s00"), running(8, 4));
+        let changed: Vec<(usize, usize)> =
+            grants.changed.iter().map(|(r, s)| (*r, s.slots)).collect();
+        assert_eq!(changed, vec![(1, 4)]);
+        // Whatever is reported, the slots held stay within the endpoint's,
+        // or within what runs already (at least one each) when that is more.
+        for (a, b, c) in [(8, 1, 0), (3, 3, 3), (0, 8, 1), (2, 2, 0), (8, 8, 8)] {
+            gate.set_upload_demand(&name("s00"), running(8, a));
+            gate.set_upload_demand(&name("s01"), running(8, b));
+            gate.set_upload_demand(&name("s02"), running(8, c));
+            let under_way = [("s00", a), ("s01", b), ("s02", c)];
+            let held: usize = under_way
+                .iter()
+                .map(|(swarm, n)| gate.upload_grant(&name(swarm)).max(*n))
+                .sum();
+            let floor: usize = under_way.iter().map(|(_, n)| (*n).max(1)).sum();
+            assert!(held <= floor.max(8), "{a} {b} {c}: {held}");
+        }
+    }
+
+    #[test]
     fn more_busy_swarms_than_slots_run_one_upload_each_and_a_departure_frees_slots() {
         let mut gate = many(20);
         for i in 0..20 {
-            gate.set_upload_demand(&name(&format!("s{i:02}")), 4);
+            gate.set_upload_demand(&name(&format!("s{i:02}")), want(4));
         }
         let granted: usize = (0..20)
             .map(|i| gate.upload_grant(&name(&format!("s{i:02}"))))
@@ -1253,7 +1335,7 @@ mod tests {
         // Two left, 8 slots: 4 each, both told.
         assert_eq!(grants.changed.len(), 2, "{:?}", grants.changed);
         assert!(grants.changed.iter().all(|(_, share)| share.slots == 4));
-        let later = gate.set_upload_demand(&name("s18"), 4);
+        let later = gate.set_upload_demand(&name("s18"), want(4));
         assert!(later.generation > grants.generation);
     }
 
@@ -1269,7 +1351,7 @@ mod tests {
         assert_eq!(one.own.download, Some(cap));
         assert_eq!(down(&gate, "s01"), Some(cap / 2));
         // Three: a third each, whatever their upload slots.
-        gate.set_upload_demand(&name("s01"), 8);
+        gate.set_upload_demand(&name("s01"), want(8));
         gate.set_download_demand(&name("s01"), true);
         gate.set_download_demand(&name("s02"), true);
         for swarm in ["s00", "s01", "s02"] {
@@ -1311,7 +1393,7 @@ mod tests {
                 .all(|(_, share)| share.rate == Some(cap))
         );
         // One uploads: all of it; the idle ones, what the next one would get.
-        let busy = gate.set_upload_demand(&name("s00"), 8);
+        let busy = gate.set_upload_demand(&name("s00"), want(8));
         assert_eq!(
             busy.own,
             Share {
@@ -1322,7 +1404,7 @@ mod tests {
         );
         assert_eq!(gate.upload_share(&name("s01")).rate, Some(cap / 9));
         // Two upload with 6 and 2 slots: 3/4 and 1/4 of it.
-        gate.set_upload_demand(&name("s01"), 2);
+        gate.set_upload_demand(&name("s01"), want(2));
         assert_eq!(
             gate.upload_share(&name("s00")),
             Share {
@@ -1345,12 +1427,12 @@ mod tests {
         assert_eq!(gate.upload_share(&name("s00")).rate, Some(cap - 100_000));
         gate.set_own_cap(&name("s01"), None);
         // One that stops uploading holds the idle part again.
-        gate.set_upload_demand(&name("s01"), 0);
+        gate.set_upload_demand(&name("s01"), want(0));
         assert_eq!(gate.upload_share(&name("s01")).rate, Some(cap / 9));
         assert_eq!(gate.upload_share(&name("s00")).rate, Some(cap));
         // A cap as large as a u64 holds: parts, not an overflow.
         gate.set_upload_cap(Some(u64::MAX));
-        gate.set_upload_demand(&name("s01"), 8);
+        gate.set_upload_demand(&name("s01"), want(8));
         assert_eq!(gate.upload_share(&name("s00")).rate, Some(u64::MAX / 2));
         // Removed, the cap no longer limits anyone.
         let freed = gate.set_upload_cap(None);

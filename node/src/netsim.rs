@@ -373,7 +373,7 @@ pub(crate) struct Sim {
     /// download cap; the demand each of its nodes told it last (uploads,
     /// whether it would download).
     gates: BTreeMap<usize, crate::gate::Gate<usize>>,
-    told: BTreeMap<usize, (usize, bool)>,
+    told: BTreeMap<usize, (crate::gate::UploadDemand, bool)>,
     /// Every shared host's download cap, bytes per second, shared among
     /// its nodes by its gate.
     pub host_download_cap: Option<u64>,

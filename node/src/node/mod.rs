@@ -589,10 +589,14 @@ impl NodeCore {
     }
 
     /// The uploads this swarm would run now (under way and waiting, at
-    /// most its own slots): what it reports to the gate of an endpoint
-    /// it shares with other swarms ([`crate::gate::Gate::set_upload_demand`]).
-    pub fn upload_demand(&self) -> usize {
-        self.uploads.demand(&self.config, self.params.chunk_size())
+    /// most its own slots) and those under way: what it reports to the
+    /// gate of an endpoint it shares with other swarms
+    /// ([`crate::gate::Gate::set_upload_demand`]) whenever it changes.
+    pub fn upload_demand(&self) -> crate::gate::UploadDemand {
+        crate::gate::UploadDemand {
+            wanted: self.uploads.demand(&self.config, self.params.chunk_size()),
+            running: self.uploads.active_count(),
+        }
     }
 
     /// Whether this swarm's download would fetch now: what it reports to

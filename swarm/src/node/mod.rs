@@ -212,7 +212,7 @@ pub(crate) struct Node {
     grants: Option<tokio::sync::watch::Receiver<(u64, minimodel_node::gate::Share)>>,
     /// The upload demand last told to the shared endpoint's gate, and the
     /// generation of the newest grant taken.
-    slots_told: (Option<usize>, u64),
+    slots_told: (Option<minimodel_node::gate::UploadDemand>, u64),
     /// Whether this swarm would download, as last told to the gate.
     downloading_told: Option<bool>,
 }

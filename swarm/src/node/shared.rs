@@ -15,7 +15,9 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use minimodel_node::gate::{Door, Gate, Grants, RegisterError, Routed, Share, SwarmName, Ticket};
+use minimodel_node::gate::{
+    Door, Gate, Grants, RegisterError, Routed, Share, SwarmName, Ticket, UploadDemand,
+};
 use tokio::sync::{mpsc, watch};
 
 use super::{CoreConfig, Event, NodeReport};
@@ -248,9 +250,10 @@ impl Registration {
         (gate.generation(), gate.upload_share(&self.name))
     }
 
-    /// Tells the gate the uploads this swarm would run now; returns its
-    /// share, after telling the other swarms whose share changed.
-    pub(crate) fn set_demand(&self, demand: usize) -> (u64, Share) {
+    /// Tells the gate the uploads this swarm would run now and those under
+    /// way; returns its share, after telling the other swarms whose share
+    /// changed.
+    pub(crate) fn set_demand(&self, demand: UploadDemand) -> (u64, Share) {
         let grants = lock(&self.shared.inner.gate).set_upload_demand(&self.name, demand);
         tell(&grants);
         (grants.generation, grants.own)

@@ -109,12 +109,17 @@ fn a_swarm_on_a_shared_endpoint_runs_what_its_gate_grants_and_reports_what_it_wa
     let a = h.connect_in(&fetcher(1, 16));
     let b = h.connect_in(&fetcher(2, 16));
     h.take();
-    assert_eq!(h.core.upload_demand(), 0);
+    let demand = |wanted, running| crate::gate::UploadDemand { wanted, running };
+    assert_eq!(h.core.upload_demand(), demand(0, 0));
     request(&mut h, a, &[0, 1]);
     request(&mut h, b, &[2, 3]);
     let mut running = uploads(&h.take());
     assert_eq!(running.len(), 1, "one upload on a grant of one");
-    assert_eq!(h.core.upload_demand(), 4, "one under way, three waiting");
+    assert_eq!(
+        h.core.upload_demand(),
+        demand(4, 1),
+        "one under way, three waiting"
+    );
     // A larger grant starts waiting uploads at once.
     h.core.set_share(share(3, None), h.now);
     let more = uploads(&h.take());
@@ -128,7 +133,11 @@ fn a_swarm_on_a_shared_endpoint_runs_what_its_gate_grants_and_reports_what_it_wa
         sent(&mut h, link, chunk);
         assert!(uploads(&h.take()).is_empty(), "still at or above the grant");
     }
-    assert_eq!(h.core.upload_demand(), 2, "one under way, one waiting");
+    assert_eq!(
+        h.core.upload_demand(),
+        demand(2, 1),
+        "one under way, one waiting"
+    );
     sent(&mut h, running[2].0, running[2].1);
     assert_eq!(
         uploads(&h.take()).len(),
