@@ -77,6 +77,14 @@ pub struct DownloadConfig {
     pub max_rate: Option<u64>,
     /// Seed of the picker's random tie-break.
     pub seed: u64,
+    /// Break ties over the whole file until the first chunk of this run
+    /// is verified, even with no other downloader connected (see
+    /// [`Downloader::update_spread`]). Default false; a node that serves
+    /// sets it: in a crowd its first requests, made while it knows only
+    /// the seeder, would otherwise ask for the same first chunks as every
+    /// other newcomer's. Alone with seeders it costs a handful of chunks
+    /// out of order, then the download moves front to back.
+    pub spread_from_start: bool,
 }
 
 impl Default for DownloadConfig {
@@ -95,6 +103,7 @@ impl Default for DownloadConfig {
             max_in_flight_bytes: 16 << 20,
             max_rate: None,
             seed: 0x6d69_6e69_6d6f_6465,
+            spread_from_start: false,
         }
     }
 }
@@ -190,6 +199,8 @@ pub struct Downloader {
     /// it: without this, every Have cost a walk over every peer's
     /// requests.
     deadline: Cell<Option<Option<Instant>>>,
+    /// Chunks verified before this run (a resumed download's).
+    verified_at_start: u32,
 }
 
 impl Downloader {
@@ -200,6 +211,8 @@ impl Downloader {
         for chunk in have.iter_ones() {
             picker.mark_verified_at_start(chunk.0);
         }
+        picker.set_wide(config.spread_from_start);
+        let verified_at_start = picker.verified_count();
         Self {
             config,
             chunk_size,
@@ -212,6 +225,7 @@ impl Downloader {
             rate_wait: None,
             actions: VecDeque::new(),
             deadline: Cell::new(None),
+            verified_at_start,
         }
     }
 
@@ -530,6 +544,7 @@ impl Downloader {
     pub fn on_chunk_verified(&mut self, key: LinkId, chunk: u32, bytes: u64, now: Instant) {
         self.deadline.take();
         let outcome = self.picker.mark_verified(chunk, key);
+        self.update_spread();
         if let Some(session) = self.peers.get_mut(&key) {
             let requested = session.finish_request(chunk);
             match outcome {
@@ -704,13 +719,19 @@ impl Downloader {
         self.fill(now);
     }
 
-    /// With other downloaders connected (peers that lack chunks), ties
-    /// are broken over the whole file so that downloaders fetch different
-    /// chunks from a seeder and trade them; alone with seeders, the
-    /// download moves front to back.
+    /// With other downloaders connected (peers that lack chunks), or
+    /// until its first chunk arrives for a node that serves
+    /// ([`DownloadConfig::spread_from_start`]), ties are broken over the
+    /// whole file so that downloaders fetch different chunks from a seeder
+    /// and trade them; alone with seeders the download moves front to
+    /// back (its whole-file hash then keeps up with it: a 1 GiB
+    /// `fetch --serve` from one seeder on loopback took twice as long with
+    /// every pick spread).
     fn update_spread(&mut self) {
         let downloaders = self.peers.values().filter(|s| !s.has().is_full()).count();
-        self.picker.set_wide(downloaders > 0);
+        let first_pick =
+            self.config.spread_from_start && self.picker.verified_count() == self.verified_at_start;
+        self.picker.set_wide(first_pick || downloaders > 0);
     }
 
     fn drop_peer(&mut self, key: LinkId, reason: DisconnectReason, now: Instant) {
@@ -1232,6 +1253,52 @@ mod tests {
             now,
         )
         .unwrap();
+    }
+
+    #[test]
+    fn newcomers_that_serve_ask_a_lone_seeder_for_different_chunks_from_the_start() {
+        // A crowd's newcomers each know only the seeder at first. Those
+        // that only download read front to back, and so all ask for the
+        // same first chunks; those that serve spread their picks over the
+        // file, so the seeder's first copies differ and can be traded.
+        let t0 = Instant::now();
+        let first_requests = |seed: u64, serve: bool| {
+            let config = DownloadConfig {
+                seed,
+                spread_from_start: serve,
+                ..DownloadConfig::default()
+            };
+            let mut core = Downloader::new(1 << 20, &HaveBitfield::new(1000), config);
+            join(&mut core, 1, t0);
+            requests(&mut core)
+                .into_iter()
+                .map(|(_, chunk)| chunk)
+                .collect::<BTreeSet<u32>>()
+        };
+        let front: BTreeSet<u32> = (0..4).collect();
+        assert_eq!(first_requests(1, false), front);
+        assert_eq!(first_requests(2, false), front);
+        let (one, two) = (first_requests(1, true), first_requests(2, true));
+        assert_eq!((one.len(), two.len()), (4, 4));
+        assert!(one.is_disjoint(&two), "{one:?} {two:?}");
+        assert_ne!(one, front);
+        // Still alone with the seeder once its first chunk is in, it moves
+        // front to back (its whole-file hash keeps up).
+        let config = DownloadConfig {
+            seed: 1,
+            spread_from_start: true,
+            ..DownloadConfig::default()
+        };
+        let mut core = Downloader::new(1 << 20, &HaveBitfield::new(1000), config);
+        join(&mut core, 1, t0);
+        let mut next = Vec::new();
+        for (n, (_, chunk)) in requests(&mut core).into_iter().enumerate() {
+            let at = t0 + Duration::from_millis(100 * (n as u64 + 1));
+            core.on_chunk_verified(LinkId(1), chunk, 1 << 20, at);
+            next.extend(requests(&mut core).into_iter().map(|(_, chunk)| chunk));
+        }
+        assert!(next.len() >= 2, "{next:?}");
+        assert_eq!(next, (0..next.len() as u32).collect::<Vec<_>>());
     }
 
     #[test]

@@ -28,10 +28,11 @@
 //!    the swarm ([`PiecePicker::set_wide`]): with no other downloader
 //!    around, the lowest index, so the download moves front to back and
 //!    chunks arrive in order (the trailing full-file hasher hashes them
-//!    from memory, the disk writes sequentially); with other downloaders,
-//!    the first from a random place in the whole bucket, so that
-//!    downloaders ask a seeder for different chunks and then trade them
-//!    instead of each fetching the same ones.
+//!    from memory, the disk writes sequentially); with other downloaders
+//!    (or, for a node that serves, until its first chunk arrives), the
+//!    first from a random place in the whole bucket, so that downloaders
+//!    ask a seeder for different chunks and then trade them instead of
+//!    each fetching the same ones.
 //! 3. When no missing chunk is left for a peer, [`PiecePicker::pick_duplicate`]
 //!    offers in-flight chunks to a second owner: endgame, and the rescue of
 //!    chunks held by a slow peer. The first verified copy wins and the other

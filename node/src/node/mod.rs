@@ -341,6 +341,7 @@ impl NodeCore {
         let mut download_config = config.download.clone();
         download_config.seed ^= start.seed;
         download_config.max_rate = config.max_download;
+        download_config.spread_from_start |= start.serve;
         let download = start
             .download
             .then(|| fetching::Fetching::new(&config, download_config, &start.have, params, now));
