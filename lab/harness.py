@@ -411,6 +411,8 @@ class Watch:
         self.done_at = {}
         self.first_byte_at = {}
         self.last_bytes = {}
+        # Every progress reading: proc -> [(seconds from t0, verified bytes)].
+        self.timeline = {p: [] for p in procs}
         self.cpu = {}
         self._offsets = {p: 0 for p in procs}
         self._partial = {p: "" for p in procs}
@@ -451,8 +453,34 @@ class Watch:
             elif kind == "progress":
                 verified = event.get("verified_bytes", event.get("bytes", 0))
                 self.last_bytes[proc] = verified
+                self.timeline[proc].append((now, verified))
                 if verified and proc not in self.first_byte_at:
                     self.first_byte_at[proc] = now
+
+    def crowd_timeline(self, size, step=2.0):
+        """The files' worth verified over the whole crowd at every `step`
+        seconds from t0 until every process is done (a done process counts
+        whole): the lab's side of the simulator's "verified over time"."""
+        ends = [t for t in self.done_at.values()]
+        if not ends:
+            return []
+        out = []
+        at = step
+        while True:
+            total = 0
+            for proc in self.procs:
+                done = self.done_at.get(proc)
+                if done is not None and done <= at:
+                    total += size
+                    continue
+                seen = [b for t, b in self.timeline[proc] if t <= at]
+                total += seen[-1] if seen else 0
+            out.append((at, total / size))
+            if len(ends) == len(self.procs) and at >= max(ends):
+                return out
+            if at > 3600:
+                return out
+            at += step
 
     def wait(self, timeout):
         """Polls until every process is done or has exited, or `timeout` s

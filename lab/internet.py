@@ -71,6 +71,7 @@ def swarm_minimodel(ctx, seeder, hosts, size, run_dir, timeout, meters, seed_aft
         "done_at": [watch.done_at.get(p) for p in procs],
         "first_byte_at": [watch.first_byte_at.get(p) for p in procs],
         "last_bytes": [watch.last_bytes.get(p, 0) for p in procs],
+        "timeline": watch.crowd_timeline(size),
         "from_seeder": [peer_bytes_from(r, seed_id) if r else None for r in receipts],
         "from_others": [sum(p.get("bytes", 0) for p in r["source"]["peers"]) -
                         peer_bytes_from(r, seed_id) if r else None for r in receipts],
@@ -148,6 +149,7 @@ def swarm_libtorrent(ctx, seeder, hosts, size, run_dir, timeout, meters):
         "done_at": [watch.done_at.get(p) for p in procs],
         "first_byte_at": [watch.first_byte_at.get(p) for p in procs],
         "last_bytes": [watch.last_bytes.get(p, 0) for p in procs],
+        "timeline": watch.crowd_timeline(size),
         "from_seeder": from_seeder,
         "from_others": from_others,
         "wasted": None,
@@ -310,12 +312,18 @@ def uplinks(ctx, name, tool, peers, size, caps, campus=False, timeout=900, peer_
                                  for c, v in sorted(by_cap.items())},
         "uplink_used_by_cap": {str(c): round(median(v), 3) for c, v in sorted(used_by_cap.items())},
         "seeder_uplink_used": round(seeder_used, 3) if seeder_used is not None else None,
+        "copies_verified_every_2s": [round(c, 2) for _, c in run.get("timeline", [])],
     })
     lines = ["median done by uplink (Mbit/s): "
              + ", ".join(f"{c}: {v}" for c, v in result["median_peer_s_by_cap"].items()),
              "uplinks used until the last peer was done (median by cap, Mbit/s): "
              + ", ".join(f"{c}: {v}" for c, v in result["uplink_used_by_cap"].items())
              + f"; seeder {result['seeder_uplink_used']}"]
+    if result["copies_verified_every_2s"]:
+        # Beside the simulator's "verified over time" (NETSIM_TRACE=1):
+        # the ramp, the middle at the swarm's rate, and the tail.
+        lines.append("copies verified over the crowd every 2 s: "
+                     + " ".join(f"{c:g}" for c in result["copies_verified_every_2s"]))
     report(ctx, name, result, lines)
     shutil.rmtree(run_dir, ignore_errors=True)
     fail_if(run["problems"])
