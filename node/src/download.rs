@@ -1000,7 +1000,10 @@ impl Downloader {
         // Peers never tried yet first, so that each is asked once and its
         // rate learned even when the budget is smaller than the swarm; then
         // the fastest, so they get the rarest chunks and endgame duplicates
-        // go to whoever can finish them soonest. Each peer's depth is read
+        // go to whoever can finish them soonest. Near the end (fewer chunks
+        // missing than peers to ask) a rate learned is of no use, and an
+        // untried peer is often a slow one (the fast ones were tried long
+        // ago): the fastest first then. Each peer's depth is read
         // once: requesting does not change it.
         struct Candidate {
             key: LinkId,
@@ -1035,9 +1038,10 @@ impl Downloader {
                 dry_in_endgame: false,
             })
             .collect();
+        let learn = self.picker.missing_count() as usize >= order.len();
         order.sort_by(|a, b| {
-            b.untried
-                .cmp(&a.untried)
+            (learn && b.untried)
+                .cmp(&(learn && a.untried))
                 .then(b.rate.total_cmp(&a.rate))
                 .then(a.key.cmp(&b.key))
         });

@@ -380,6 +380,9 @@ pub(crate) struct Sim {
     /// Shared hosts share their upload slots (off: each node keeps its
     /// own, to compare).
     pub share_slots: bool,
+    /// This node's Requests and Cancels are printed as it sends them
+    /// (`NETSIM_TRACE_PEER=N`, with the crowds' `NETSIM_TRACE=1` trace).
+    trace_peer: Option<usize>,
     /// This node stops once the running nodes that stay (they seed on once
     /// done and do not vanish) together hold every chunk: a seeder that
     /// leaves when one copy is out in the swarm.
@@ -467,6 +470,9 @@ impl Sim {
             told: BTreeMap::new(),
             host_download_cap: None,
             share_slots: true,
+            trace_peer: std::env::var("NETSIM_TRACE_PEER")
+                .ok()
+                .and_then(|peer| peer.parse().ok()),
             specs,
             nodes,
             conns: Vec::new(),
@@ -572,6 +578,21 @@ impl Sim {
     /// What happened to node `index`.
     pub fn record(&self, index: usize) -> &Record {
         &self.nodes[index].record
+    }
+
+    /// Prints a Request or a Cancel `node` sends on `conn` (its `side`).
+    fn trace_request(&self, node: usize, conn: usize, side: usize, message: &Message) {
+        let (what, chunk) = match message {
+            Message::Request { chunk } => ("request", chunk),
+            Message::Cancel { chunk } => ("cancel", chunk),
+            _ => return,
+        };
+        println!(
+            "{:7.3} peer {node}: {what} chunk {} to {}",
+            self.now.as_secs_f64(),
+            chunk.0,
+            self.conns[conn].nodes[1 - side]
+        );
     }
 
     /// Node `index`'s core (its last incarnation).
@@ -988,6 +1009,9 @@ impl Sim {
                 if let Some((conn, side)) = side_of(self, link) {
                     if matches!(message, Message::Cancel { .. }) {
                         self.nodes[node].record.cancels_sent += 1;
+                    }
+                    if self.trace_peer == Some(node) {
+                        self.trace_request(node, conn, side, &message);
                     }
                     self.send(conn, 1 - side, message);
                 }

@@ -226,8 +226,9 @@ pub(crate) fn crowd_with(
             / (n * file),
     };
     println!(
-        "{peers} peers, {chunks} MiB: last {:.1} s, median {:.1} s, T* {:.1} s: {:.2}x (median {:.2}x); \\
+        "{peers} peers, {} MiB in {chunks} chunks: last {:.1} s, median {:.1} s, T* {:.1} s: {:.2}x (median {:.2}x); \\
          seeder {:.2} copies; first chunk median {:.1} s, last {:.1} s; {} events",
+        file / f64::from(MIB),
         figures.last,
         figures.median,
         figures.bound,
@@ -262,7 +263,7 @@ fn forty_mixed_home_uplinks_32_mib() {
 
 #[test]
 fn twenty_four_mixed_home_uplinks_32_mib_in_smaller_chunks() {
-    for (chunks, size, within) in [(64, MIB / 2, 1.6), (128, MIB / 4, 1.9)] {
+    for (chunks, size, within) in [(64, MIB / 2, 1.3), (128, MIB / 4, 1.35)] {
         let figures = crowd_of(40.0, &mixed(24), chunks, size);
         assert!(figures.ratio() <= within, "{figures:?}");
     }
@@ -351,10 +352,12 @@ fn four_seeders_near_and_far() {
 
 /// The crowds above with other draws of every node's tie-breaks: each
 /// finishes, nobody is blamed, and the mean over the draws stays within
-/// the same limits. `NETSIM_SEEDS=N` (default 3, from seed 1) prints the
-/// table for N draws. (The third draw of 40 mixed leaves a latecomer with
-/// a link or two until the crowd is nearly done, 1.94 T*: every node it
-/// reaches is full and closes idle links only after 30 s.)
+/// the limits below, a few hundredths above today's means (the means move
+/// by that much when events of one instant are taken in another order).
+/// `NETSIM_SEEDS=N` (default 3, from seed 1) prints the table for N
+/// draws. (The third draw of 40 mixed leaves a latecomer with a link or
+/// two until the crowd is nearly done, 1.71 T*: every node it reaches is
+/// full and closes idle links only after 30 s.)
 #[test]
 fn crowds_over_seeds() {
     let seeds: u64 = std::env::var("NETSIM_SEEDS")
@@ -370,32 +373,32 @@ fn crowds_over_seeds() {
     let cases: Vec<(&str, f64, Run)> = vec![
         (
             "8 mixed, 16 MiB",
-            1.9,
+            1.4,
             Box::new(|| crowd(40.0, &mixed(8), 16)),
         ),
         (
             "24 mixed, 32 MiB",
-            1.5,
+            1.31,
             Box::new(|| crowd(40.0, &mixed(24), 32)),
         ),
         (
             "24 at 10 Mbit, 32 MiB",
-            1.6,
+            1.32,
             Box::new(|| crowd(40.0, &[10.0 * MBIT; 24], 32)),
         ),
         (
             "40 mixed, 32 MiB",
-            1.7,
+            1.52,
             Box::new(|| crowd(40.0, &mixed(40), 32)),
         ),
         (
             "40 mixed on one /24, 32 MiB",
-            1.75,
+            1.38,
             Box::new(move || crowd_with(40.0, &mixed(40), 32, MIB, one24)),
         ),
         (
             "24 mixed, 128 MiB",
-            1.3,
+            1.15,
             Box::new(|| crowd(40.0, &mixed(24), 128)),
         ),
     ];
