@@ -63,9 +63,11 @@ pub struct NodeConfig {
     /// Default 4.
     pub retry_above: usize,
     /// Incoming connections (admitted at their Hello) from one prefix at
-    /// once; beyond, a Hello is refused with other peers to try. Default
-    /// 16: room for peers behind one NAT and for a download restarted
-    /// several times while its old connections time out.
+    /// once; beyond, a Hello is refused with other peers to try, unless an
+    /// incoming peer of that prefix has been idle for `evict_idle_after`
+    /// (it is closed for the new one). Default 16: room for peers behind
+    /// one NAT and for a download restarted several times while its old
+    /// connections time out.
     pub max_links_per_prefix: usize,
     /// When every peer slot is taken, a peer that has neither requested
     /// nor served anything for this long is closed to make room for a new

@@ -243,8 +243,10 @@ impl NodeCore {
                 return Err(reject(HelloRejectReason::TooManyPeers, "already connected"));
             }
             None => {
+                // A prefix at its limit makes room only in place of one
+                // of its own idle peers.
                 let limit = self.config.max_links_per_prefix;
-                if self.links_from(prefix) >= limit {
+                if self.links_from(prefix) >= limit && !self.evict_one(true, Some(prefix), now) {
                     return Err(self.full(
                         peer,
                         hello,
@@ -255,12 +257,12 @@ impl NodeCore {
                 }
                 // No room at the shared endpoint: only in place of an idle
                 // peer of this swarm (its place at the gate goes to this one).
-                if crowded && !self.evict_one(true, now) {
+                if crowded && !self.evict_one(true, None, now) {
                     let detail = "the endpoint serves its maximum of peers over its swarms";
                     return Err(self.full(peer, hello, remote, detail.into(), now));
                 }
                 let taken = self.connected_count() + self.admitted_count();
-                if taken >= self.config.max_peers && !self.evict_one(false, now) {
+                if taken >= self.config.max_peers && !self.evict_one(false, None, now) {
                     let detail = format!("serving the maximum of {} peers", self.config.max_peers);
                     return Err(self.full(peer, hello, remote, detail, now));
                 }
@@ -487,19 +489,21 @@ impl NodeCore {
             .peers()
             .filter(|(_, peer)| !peer.dialed && !peer.leaving)
             .count();
-        incoming > keep && self.evict_one(true, now)
+        incoming > keep && self.evict_one(true, None, now)
     }
 
     /// Closes the peer that has been idle longest, if one has been idle
     /// for `evict_idle_after` (`incoming`: only one that dialed us, whose
-    /// place at a shared endpoint's gate a new one takes). Whether one was.
-    fn evict_one(&mut self, incoming: bool, now: Instant) -> bool {
+    /// place at a shared endpoint's gate a new one takes; `from`: only one
+    /// of that prefix). Whether one was.
+    fn evict_one(&mut self, incoming: bool, from: Option<Prefix>, now: Instant) -> bool {
         let limit = self.config.evict_idle_after;
         let idle = self
             .peers()
             .filter(|(link, peer)| {
                 !peer.leaving
                     && (!incoming || !peer.dialed)
+                    && from.is_none_or(|prefix| peer.prefix == prefix)
                     && now.saturating_duration_since(peer.last_useful) >= limit
                     && !self.uploads.is_busy(*link)
                     && self

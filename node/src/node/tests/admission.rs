@@ -168,6 +168,7 @@ fn unvalidated_sources_get_a_retry_once_handshakes_are_busy() {
 fn links_per_prefix_are_capped_at_the_hello_and_the_refused_hear_of_other_peers() {
     let config = NodeConfig::default();
     let cap = config.max_links_per_prefix;
+    let evict_after = config.evict_idle_after.as_millis() as u64;
     let mut h = Harness::new(Kind::Seeder, 8, config);
     // Two serving peers elsewhere, and one /24 that fills its share.
     let others = [
@@ -193,6 +194,18 @@ fn links_per_prefix_are_capped_at_the_hello_and_the_refused_hear_of_other_peers(
     // Another network is not affected.
     let other = Remote::fetcher(101, "81.2.4.200:5000", 8);
     h.connect_in(&other);
+    // Once a peer of the full /24 has been idle long enough, a newcomer
+    // from it takes its place; never one of another network's, idle too.
+    h.take();
+    h.advance(evict_after);
+    let later = Remote::fetcher(102, "81.2.3.201:5000", 8);
+    h.connect_in(&later);
+    let evicted = closes(&h.take());
+    assert_eq!(evicted.len(), 1, "{evicted:?}");
+    let (link, reason) = evicted[0];
+    assert_eq!(reason, GoodbyeReason::TooManyPeers);
+    assert!(!others.contains(&link), "a peer of another network went");
+    assert_eq!(h.core.connected_count(), cap + others.len() + 1);
 }
 
 /// A seeder with room for one peer, taken by a serving peer at `at`.
