@@ -458,11 +458,15 @@ class Watch:
                     self.first_byte_at[proc] = now
 
     def crowd_timeline(self, size, step=2.0):
-        """The files' worth verified over the whole crowd at every `step`
-        seconds from t0 until every process is done (a done process counts
-        whole): the lab's side of the simulator's "verified over time"."""
-        ends = [t for t in self.done_at.values()]
-        if not ends:
+        """The files' worth verified over the whole crowd by every `step`
+        seconds from t0 (a done process counts whole), until every process
+        is done or gave its last reading: the lab's side of the simulator's
+        "verified over time"."""
+        # Until every process is done, or the last reading of one that
+        # never was.
+        readings = [t for line in self.timeline.values() for t, _ in line]
+        end = max(list(self.done_at.values()) + readings, default=None)
+        if end is None:
             return []
         out = []
         at = step
@@ -476,9 +480,7 @@ class Watch:
                 seen = [b for t, b in self.timeline[proc] if t <= at]
                 total += seen[-1] if seen else 0
             out.append((at, total / size))
-            if len(ends) == len(self.procs) and at >= max(ends):
-                return out
-            if at > 3600:
+            if at >= end:
                 return out
             at += step
 

@@ -322,7 +322,7 @@ def uplinks(ctx, name, tool, peers, size, caps, campus=False, timeout=900, peer_
     if result["copies_verified_every_2s"]:
         # Beside the simulator's "verified over time" (NETSIM_TRACE=1):
         # the ramp, the middle at the swarm's rate, and the tail.
-        lines.append("copies verified over the crowd every 2 s: "
+        lines.append("copies verified over the crowd by every 2 s mark: "
                      + " ".join(f"{c:g}" for c in result["copies_verified_every_2s"]))
     report(ctx, name, result, lines)
     shutil.rmtree(run_dir, ignore_errors=True)

@@ -82,8 +82,9 @@ pub struct DownloadConfig {
     /// [`Downloader::update_spread`]). Default false; a node that serves
     /// sets it: in a crowd its first requests, made while it knows only
     /// the seeder, would otherwise ask for the same first chunks as every
-    /// other newcomer's. Alone with seeders it costs a handful of chunks
-    /// out of order, then the download moves front to back.
+    /// other newcomer's. Alone with seeders it costs the chunks requested
+    /// before the first one arrives (at most the in-flight budget) out of
+    /// order, then the download moves front to back.
     pub spread_from_start: bool,
 }
 
@@ -199,8 +200,9 @@ pub struct Downloader {
     /// it: without this, every Have cost a walk over every peer's
     /// requests.
     deadline: Cell<Option<Option<Instant>>>,
-    /// Chunks verified before this run (a resumed download's).
-    verified_at_start: u32,
+    /// A chunk of this run has been verified (see
+    /// [`DownloadConfig::spread_from_start`]).
+    first_chunk_in: bool,
 }
 
 impl Downloader {
@@ -212,7 +214,6 @@ impl Downloader {
             picker.mark_verified_at_start(chunk.0);
         }
         picker.set_wide(config.spread_from_start);
-        let verified_at_start = picker.verified_count();
         Self {
             config,
             chunk_size,
@@ -225,7 +226,7 @@ impl Downloader {
             rate_wait: None,
             actions: VecDeque::new(),
             deadline: Cell::new(None),
-            verified_at_start,
+            first_chunk_in: false,
         }
     }
 
@@ -544,7 +545,10 @@ impl Downloader {
     pub fn on_chunk_verified(&mut self, key: LinkId, chunk: u32, bytes: u64, now: Instant) {
         self.deadline.take();
         let outcome = self.picker.mark_verified(chunk, key);
-        self.update_spread();
+        if matches!(outcome, VerifiedOutcome::Done { .. }) && !self.first_chunk_in {
+            self.first_chunk_in = true;
+            self.update_spread();
+        }
         if let Some(session) = self.peers.get_mut(&key) {
             let requested = session.finish_request(chunk);
             match outcome {
@@ -729,8 +733,7 @@ impl Downloader {
     /// every pick spread).
     fn update_spread(&mut self) {
         let downloaders = self.peers.values().filter(|s| !s.has().is_full()).count();
-        let first_pick =
-            self.config.spread_from_start && self.picker.verified_count() == self.verified_at_start;
+        let first_pick = self.config.spread_from_start && !self.first_chunk_in;
         self.picker.set_wide(first_pick || downloaders > 0);
     }
 

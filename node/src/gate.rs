@@ -22,8 +22,9 @@
 //! only while it runs fewer than it is granted (`NodeCore::set_share`). A
 //! grant that shrinks lets the uploads under way finish, so another
 //! swarm's grant grows only as they end. So twenty shares hold at most
-//! `max(upload_slots, swarms uploading)` chunks in flight, not twenty
-//! times the slots of one. An upload cap for the whole endpoint
+//! `max(upload_slots, swarms uploading)` chunks in flight (or what runs
+//! already, at least one each, when that is more), not twenty times the
+//! slots of one. An upload cap for the whole endpoint
 //! ([`Gate::set_upload_cap`]) is shared the same way: the swarms that
 //! upload divide it in proportion to their slots, and one that does not
 //! yet gets what it would as the next one to start. A download cap for

@@ -244,20 +244,25 @@ impl NodeCore {
             }
             None => {
                 // A prefix at its limit makes room only in place of one
-                // of its own idle peers.
+                // of its own idle incoming peers (whose place at a shared
+                // endpoint's gate then goes to this one too).
                 let limit = self.config.max_links_per_prefix;
-                if self.links_from(prefix) >= limit && !self.evict_one(true, Some(prefix), now) {
-                    return Err(self.full(
-                        peer,
-                        hello,
-                        remote,
-                        format!("serving the maximum of {limit} peers from {prefix}"),
-                        now,
-                    ));
+                let mut made_room = false;
+                if self.links_from(prefix) >= limit {
+                    if !self.evict_one(true, Some(prefix), now) {
+                        return Err(self.full(
+                            peer,
+                            hello,
+                            remote,
+                            format!("serving the maximum of {limit} peers from {prefix}"),
+                            now,
+                        ));
+                    }
+                    made_room = true;
                 }
                 // No room at the shared endpoint: only in place of an idle
                 // peer of this swarm (its place at the gate goes to this one).
-                if crowded && !self.evict_one(true, None, now) {
+                if crowded && !made_room && !self.evict_one(true, None, now) {
                     let detail = "the endpoint serves its maximum of peers over its swarms";
                     return Err(self.full(peer, hello, remote, detail.into(), now));
                 }

@@ -125,6 +125,28 @@ fn a_hello_routed_without_room_at_the_endpoint_is_refused_as_full_naming_other_p
 }
 
 #[test]
+fn a_routed_hello_from_a_full_prefix_closes_one_idle_peer_of_that_prefix_and_no_other() {
+    let config = NodeConfig {
+        max_links_per_prefix: 1,
+        ..NodeConfig::default()
+    };
+    let evict_after = config.evict_idle_after.as_millis() as u64;
+    let mut h = Harness::new(Kind::Seeder, 8, config);
+    let elsewhere = h.connect_in(&Remote::fetcher(1, "62.7.0.1:5000", 8));
+    let same = h.connect_in(&Remote::fetcher(2, "81.2.3.1:5000", 8));
+    h.advance(evict_after + 1_000);
+    h.take();
+    // The endpoint has no room and the /24 is at its limit: the /24's idle
+    // peer gives up both its place here and its place at the gate.
+    let newcomer = Remote::fetcher(3, "81.2.3.2:5000", 8);
+    let (link, _) = h.core.handle_routed(newcomer.addr, false, h.now).unwrap();
+    h.hello_in(link, &newcomer)
+        .expect("in place of its own idle peer");
+    assert_eq!(closes(&h.take()), [(same, GoodbyeReason::TooManyPeers)]);
+    assert!(h.is_connected(elsewhere));
+}
+
+#[test]
 fn a_swarm_over_its_part_of_a_shared_endpoint_sheds_only_an_idle_incoming_peer() {
     let mut h = Harness::new(Kind::Seeder, 8, NodeConfig::default());
     let first = h.connect_in(&Remote::fetcher(1, "62.1.1.1:5000", 8));
