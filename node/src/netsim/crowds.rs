@@ -4,6 +4,10 @@
 //! for heterogeneous peers, T* = max(F/u_s, N*F/(u_s + sum of u_i)).
 //!
 //! `cargo test -p minimodel-node crowds -- --nocapture` prints the figures.
+//! With `NETSIM_TRACE=1` each crowd also prints the chunks verified over
+//! the crowd every 2 s, the seeder's first uploads and every peer's
+//! uplink use; `NETSIM_TRACE_PEER=N` adds peer N's uploads received,
+//! progress, reports, and the Requests and Cancels it sends.
 
 use super::*;
 use crate::report::Blame;
