@@ -376,13 +376,8 @@ impl<T: Clone> Gate<T> {
         // equals), never below one. (An idle swarm's one slot holds
         // nothing until it uploads.)
         let bound = self.config.upload_slots.max(wanting);
-        let held = |swarms: &BTreeMap<SwarmName, Registered<T>>| -> usize {
-            swarms
-                .values()
-                .map(|r| r.grant.min(r.demand.wanted).max(r.demand.running))
-                .sum()
-        };
-        let mut over = held(&self.swarms).saturating_sub(bound);
+        let held: usize = self.swarms.values().map(Registered::held).sum();
+        let mut over = held.saturating_sub(bound);
         while over > 0 {
             let next = self
                 .swarms
@@ -687,6 +682,12 @@ impl<T: Clone> Gate<T> {
 }
 
 impl<T> Registered<T> {
+    /// Upload slots it holds: its grant up to what it wants (an idle
+    /// swarm's one slot holds none), or what it runs if that is more.
+    fn held(&self) -> usize {
+        self.grant.min(self.demand.wanted).max(self.demand.running)
+    }
+
     fn share(&self) -> Share {
         Share {
             slots: self.grant,
