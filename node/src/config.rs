@@ -31,6 +31,15 @@ pub struct NodeConfig {
     /// at 40 Mbit/s, 8 from about 130 Mbit/s); `None`: always
     /// `upload_slots`.
     pub upload_slot_time: Option<Duration>,
+    /// An upload that runs this many times longer than the uplink's
+    /// measured rate says it should (shared with the uploads under way at
+    /// its start) gives up its slot, though it goes on: its path is slower
+    /// than the uplink (a receiver whose acknowledgements wait behind its
+    /// own full uplink, a congestion window still small), and the next
+    /// upload starts beside it so that the uplink does not idle. At most
+    /// `upload_slots` run at once all the same. Default 1.5; `None`: an
+    /// upload holds its slot until it ends.
+    pub upload_overdue: Option<f64>,
     /// Requests queued at most, over all peers: what the uplink sends in
     /// this long at its measured rate (`upload_slots` until measured); more
     /// are answered Busy at once, so that the peer asks another source
@@ -172,6 +181,7 @@ impl Default for NodeConfig {
             upload_slots: 8,
             upload_slots_per_peer: 2,
             upload_slot_time: Some(Duration::from_millis(500)),
+            upload_overdue: Some(1.5),
             upload_queue_time: Some(Duration::from_secs(10)),
             resend_after: Duration::from_secs(1),
             upload: UploadConfig::default(),
@@ -227,7 +237,7 @@ pub struct ConfigError {
 impl NodeConfig {
     /// Checks the settings that would make a node stall or misbehave.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let rules: [(bool, &'static str, &'static str); 12] = [
+        let rules: [(bool, &'static str, &'static str); 13] = [
             (self.upload_slots > 0, "upload_slots", "at least 1"),
             (
                 self.upload_slots_per_peer > 0,
@@ -266,6 +276,11 @@ impl NodeConfig {
                 "above zero",
             ),
             (self.verify_jobs > 0, "verify_jobs", "at least 1"),
+            (
+                self.upload_overdue.is_none_or(|factor| factor >= 1.0),
+                "upload_overdue",
+                "at least 1 when set",
+            ),
             (
                 self.keep_alive_after > Duration::ZERO,
                 "keep_alive_after",

@@ -430,14 +430,25 @@ impl NodeCore {
             .download
             .as_ref()
             .and_then(|download| download.next_deadline(&self.config, now));
-        let uploads = self.uploads.next_deadline().into_iter().chain(
-            // Second copies that wait behind first ones while a slot is free.
-            (!self.uploads.is_idle()
-                && self.uploads.active_count()
-                    < self.uploads.slots(config, self.params.chunk_size()))
-            .then(|| self.uploads.next_starving(config.resend_after, now))
-            .flatten(),
-        );
+        let chunk_size = self.params.chunk_size();
+        let slot_free = self.uploads.slot_free(config, chunk_size, now);
+        let uploads = self
+            .uploads
+            .next_deadline()
+            .into_iter()
+            .chain(
+                // Second copies that wait behind first ones while a slot is
+                // free.
+                (!self.uploads.is_idle() && slot_free)
+                    .then(|| self.uploads.next_starving(config.resend_after, now))
+                    .flatten(),
+            )
+            .chain(
+                // A slot freed by an overdue upload, for a request waiting.
+                (self.uploads.has_queued() && !slot_free)
+                    .then(|| self.uploads.next_overdue(now))
+                    .flatten(),
+            );
         let exchange = self
             .has_exchange_work()
             .then(|| self.last_exchange + self.config.peer_exchange_every);

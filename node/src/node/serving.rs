@@ -110,8 +110,9 @@ impl UplinkMeter {
 #[derive(Debug)]
 pub(super) struct Uploads {
     queue: UploadQueue,
-    /// Uploads under way.
-    active: BTreeMap<(LinkId, u32), ()>,
+    /// Uploads under way, each with the time from which it is overdue
+    /// (`upload_overdue`) and no longer holds a slot.
+    active: BTreeMap<(LinkId, u32), Option<Instant>>,
     limit: Option<(u64, TokenBucket)>,
     /// An upload waits for the rate limit until then.
     wake: Option<Instant>,
@@ -247,9 +248,69 @@ impl Uploads {
         self.queue.total_queued()
     }
 
+    /// Whether any request waits for a slot.
+    pub(super) fn has_queued(&self) -> bool {
+        self.queue.total_queued() > 0
+    }
+
     /// Uploads under way.
     pub(super) fn active_count(&self) -> usize {
         self.active.len()
+    }
+
+    /// Uploads under way that hold a slot: not yet overdue at `now`.
+    pub(super) fn holding(&self, now: Instant) -> usize {
+        self.active
+            .values()
+            .filter(|overdue| overdue.is_none_or(|at| at > now))
+            .count()
+    }
+
+    /// When the next upload under way becomes overdue and frees its slot.
+    pub(super) fn next_overdue(&self, now: Instant) -> Option<Instant> {
+        self.active
+            .values()
+            .flatten()
+            .filter(|&&at| at > now)
+            .min()
+            .copied()
+    }
+
+    /// Whether a slot is free at `now`: fewer uploads hold one than
+    /// `slots`, and fewer than twice `slots` (at most `upload_slots`) run
+    /// in all, overdue ones included. On an endpoint shared with other
+    /// swarms every upload holds a slot of the gate's grant, overdue or
+    /// not: the grants add up to the endpoint's slots.
+    pub(super) fn slot_free(
+        &self,
+        config: &crate::config::NodeConfig,
+        chunk_size: u32,
+        now: Instant,
+    ) -> bool {
+        let slots = self.slots(config, chunk_size);
+        if self.grant.is_some() {
+            return self.active.len() < slots;
+        }
+        self.holding(now) < slots
+            && self.active.len() < (2 * slots).min(config.upload_slots.max(slots))
+    }
+
+    /// When an upload of `len` bytes starting now is overdue:
+    /// `upload_overdue` times what it takes at the measured uplink rate
+    /// shared with the uploads under way or, if more, with as many as the
+    /// slots let run.
+    fn overdue_at(
+        &self,
+        config: &crate::config::NodeConfig,
+        len: u64,
+        slots: usize,
+        now: Instant,
+    ) -> Option<Instant> {
+        let factor = config.upload_overdue?;
+        let rate = self.meter.rate().filter(|rate| *rate > 0.0)?;
+        let share = rate / (self.active.len() + 1).max(slots) as f64;
+        let secs = factor * len as f64 / share;
+        Some(now + std::time::Duration::from_secs_f64(secs.min(3600.0)))
     }
 
     /// Uploads this swarm would run now: those under way and those
@@ -349,8 +410,10 @@ impl NodeCore {
     /// before only when no upload is under way.
     pub(super) fn start_uploads(&mut self, now: Instant) {
         self.uploads.wake = None;
-        let slots = self.uploads.slots(&self.config, self.params.chunk_size());
-        while self.uploads.active.len() < slots {
+        while self
+            .uploads
+            .slot_free(&self.config, self.params.chunk_size(), now)
+        {
             let per_peer = self.config.upload_slots_per_peer;
             let chunk_size = u64::from(self.params.chunk_size());
             if let Some((_, bucket)) = &mut self.uploads.limit {
@@ -406,7 +469,9 @@ impl NodeCore {
                 }
                 None => None,
             };
-            self.uploads.active.insert((link, chunk.0), ());
+            let slots = self.uploads.slots(&self.config, self.params.chunk_size());
+            let overdue = self.uploads.overdue_at(&self.config, len, slots, now);
+            self.uploads.active.insert((link, chunk.0), overdue);
             self.uploads.meter.set_busy(true, now);
             let mut measure = false;
             if let Some(peer) = self.peer_mut(link) {

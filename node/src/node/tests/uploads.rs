@@ -693,3 +693,52 @@ fn a_link_that_ends_under_a_held_goodbye_ends_by_the_goodbye() {
         "{reports:?}"
     );
 }
+
+/// Measures a slow uplink (1 MiB in 2 s, one upload at a time) with
+/// `config`, then lets the upload under way at 4 s run on without end;
+/// returns when each later upload started (ms) up to 12 s.
+fn starts_beside_an_upload_that_never_ends(config: NodeConfig) -> Vec<u64> {
+    let mut h = Harness::new(Kind::Seeder, 64, config);
+    let peers: Vec<LinkId> = (1..=4).map(|n| h.connect_in(&fetcher(n, 64))).collect();
+    h.take();
+    assert_eq!(run_uploads(&mut h, &peers, 2_000, 4_000, 0), 1);
+    assert_eq!(h.core.uploads.active_count(), 1, "one under way at 4 s");
+    let mut starts = Vec::new();
+    let mut next = 40;
+    for now in (4_005..=12_000).step_by(5) {
+        h.advance(now);
+        for (link, _) in uploads(&h.take()) {
+            starts.push(now);
+            request(&mut h, link, &[next]);
+            next += 1;
+        }
+    }
+    starts
+}
+
+#[test]
+fn an_overdue_upload_gives_its_slot_to_the_next_one_and_goes_on() {
+    let config = NodeConfig::default();
+    assert_eq!(
+        config.upload_overdue,
+        Some(1.5),
+        "the times below assume it"
+    );
+    // The upload started at 4 s takes 2 s at the measured rate: at 7 s it
+    // is overdue and the next starts beside it. A third never does: one
+    // slot lets two run at once, overdue ones included.
+    let starts = starts_beside_an_upload_that_never_ends(config.clone());
+    assert_eq!(starts, [7_000], "{starts:?}");
+    // Never more than `upload_slots` at once, overdue or not.
+    let starts = starts_beside_an_upload_that_never_ends(NodeConfig {
+        upload_slots: 1,
+        ..config.clone()
+    });
+    assert!(starts.is_empty(), "{starts:?}");
+    // Off: the upload holds its slot until it ends.
+    let starts = starts_beside_an_upload_that_never_ends(NodeConfig {
+        upload_overdue: None,
+        ..config
+    });
+    assert!(starts.is_empty(), "{starts:?}");
+}
