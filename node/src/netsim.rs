@@ -92,6 +92,30 @@ pub(crate) enum Behaviour {
     Flooder(Vec<PeerEntry>),
 }
 
+/// Uploads whose path is slower than the sender's uplink, as the lab's
+/// traces show them (`docs/performance.md`, Home uplinks): one in ten
+/// uploads between capped homes took 1.5 to 3.5 times its uplink's time
+/// (a receiver whose acknowledgements wait behind its own full uplink, a
+/// congestion window still small), the rest ran at the uplink's rate.
+/// The simulator has no transport, so it draws them: a `share` of the
+/// uploads is paced at a fraction of the sender's uplink drawn evenly
+/// from `fastest` down to `slowest`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SlowPaths {
+    pub share: f64,
+    pub slowest: f64,
+    pub fastest: f64,
+}
+
+impl SlowPaths {
+    /// What the lab's 24-peer crowd showed.
+    pub(crate) const HOMES: SlowPaths = SlowPaths {
+        share: 0.12,
+        slowest: 0.28,
+        fastest: 0.67,
+    };
+}
+
 /// One node of a scenario.
 #[derive(Debug, Clone)]
 pub(crate) struct NodeSpec {
@@ -361,6 +385,11 @@ pub(crate) struct Sim {
     pub seed_offset: u64,
     /// Uploads as the transport runs them (see [`Sim::transport_uploads`]).
     acked_uploads: bool,
+    /// Some uploads run slower than their sender's uplink (see
+    /// [`SlowPaths`]); `None`: every path is as fast as the uplink.
+    pub slow_paths: Option<SlowPaths>,
+    /// Draws which uploads are slow, apart from `rng`.
+    path_rng: SplitMix64,
     /// Events handled.
     pub events_handled: u64,
     /// Events handled by kind (traced runs only).
@@ -489,6 +518,8 @@ impl Sim {
             dht_time: Duration::from_secs(2),
             seed_offset: 0,
             acked_uploads: false,
+            slow_paths: None,
+            path_rng: SplitMix64(7),
             events_handled: 0,
             event_kinds: BTreeMap::new(),
             max_events: 50_000_000,

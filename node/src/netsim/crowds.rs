@@ -21,6 +21,9 @@ thread_local! {
     /// the named tests; [`crowds_over_seeds`] sets others on its own
     /// thread, one run at a time).
     static SEED: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    /// The slow paths [`crowd_with`] draws on this thread (none in the
+    /// named tests).
+    static SLOW_PATHS: std::cell::Cell<Option<SlowPaths>> = const { std::cell::Cell::new(None) };
 }
 
 /// What one crowd run gave.
@@ -88,6 +91,8 @@ pub(crate) fn crowd_with(
     }
     let mut sim = Sim::new(chunk_size, chunks, specs);
     sim.seed_offset = SEED.get();
+    sim.slow_paths = SLOW_PATHS.get();
+    sim.path_rng = crate::rng::SplitMix64(SEED.get() ^ 0x5105_9a75);
     sim.run(Duration::from_secs(3600), Sim::downloads_over);
     let peers = uplinks.len();
     let mut done = Vec::new();
@@ -429,4 +434,38 @@ fn crowds_over_seeds() {
         );
         assert!(mean(&last) <= *within, "{name}: {last:?}");
     }
+}
+
+/// The lab's 24-peer crowd with its slow paths ([`SlowPaths::HOMES`]):
+/// with one upload slot, an upload on a slow path holds the uplink at that
+/// path's rate; an overdue upload (`upload_overdue`) lets the next start
+/// beside it. Three draws each, as the lab alternated the two builds.
+/// `NETSIM_SEEDS=N` draws N.
+#[test]
+fn slow_paths_hold_no_uplink_with_overdue_uploads() {
+    let seeds: u64 = std::env::var("NETSIM_SEEDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    SLOW_PATHS.set(Some(SlowPaths::HOMES));
+    let mut means = Vec::new();
+    for overdue in [None, NodeConfig::default().upload_overdue] {
+        let mut last = Vec::new();
+        for seed in 1..=seeds {
+            SEED.set(seed);
+            let figures = crowd_with(40.0, &mixed(24), 32, MIB, |_, spec| {
+                spec.config.upload_overdue = overdue;
+            });
+            last.push(figures.ratio());
+        }
+        let mean = last.iter().sum::<f64>() / last.len() as f64;
+        println!(
+            "24 mixed, slow paths, upload_overdue {overdue:?}: last peer mean {mean:.3} T*; {last:.2?}"
+        );
+        means.push(mean);
+    }
+    SEED.set(0);
+    SLOW_PATHS.set(None);
+    assert!(means[1] < means[0], "{means:?}");
+    assert!(means[1] <= 1.4, "{means:?}");
 }

@@ -101,6 +101,14 @@ impl Sim {
             .chunk_len(ChunkIndex(chunk))
             .expect("a chunk of the swarm");
         let owner = self.uplink_of(node);
+        let mut pace = pace.map(|rate| rate as f64);
+        if let Some(slow) = self.slow_paths {
+            if self.path_rng.unit() < slow.share {
+                let fraction = slow.fastest - self.path_rng.unit() * (slow.fastest - slow.slowest);
+                let path = self.nodes[owner].uplink.rate * fraction;
+                pace = Some(pace.map_or(path, |pace| pace.min(path)));
+            }
+        }
         self.uplink_change(owner, |uplink| {
             uplink.transfers.push(Transfer {
                 id,
@@ -108,7 +116,7 @@ impl Sim {
                 from: side,
                 chunk,
                 remaining: f64::from(bytes),
-                pace: pace.map(|rate| rate as f64),
+                pace,
             });
         });
         let at = self.now + self.latency(conn);
