@@ -99,7 +99,7 @@ pub struct TransferArgs {
     #[arg(long)]
     pub identity: Option<PathBuf>,
     /// Most peers connected at once.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = minimodel_swarm::node::CoreConfig::default().max_peers)]
     pub max_peers: usize,
     /// With --serve: upload cap per second, like 8MiB.
     #[arg(long, value_parser = parse_size, requires = "serve")]

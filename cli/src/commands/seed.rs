@@ -69,7 +69,7 @@ pub struct SeedArgs {
     #[arg(long, value_parser = parse_size)]
     pub max_upload: Option<u64>,
     /// Most peers served at once.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = minimodel_swarm::node::CoreConfig::default().max_peers)]
     pub max_peers: usize,
     /// Congestion controller for what this seeder sends.
     #[arg(long, value_enum, default_value_t = Congestion::Delay)]
