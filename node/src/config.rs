@@ -32,13 +32,17 @@ pub struct NodeConfig {
     /// `upload_slots`.
     pub upload_slot_time: Option<Duration>,
     /// An upload that runs this many times longer than the uplink's
-    /// measured rate says it should (shared with the uploads under way at
-    /// its start) gives up its slot, though it goes on: its path is slower
-    /// than the uplink (a receiver whose acknowledgements wait behind its
-    /// own full uplink, a congestion window still small), and the next
-    /// upload starts beside it so that the uplink does not idle. At most
-    /// `upload_slots` run at once all the same. Default 1.5; `None`: an
-    /// upload holds its slot until it ends.
+    /// measured rate says it should (that rate shared with the uploads
+    /// under way at its start or, if more, with the slots) gives up its
+    /// slot, though it goes on: its path is slower than the uplink (a
+    /// receiver whose acknowledgements wait behind its own full uplink, a
+    /// congestion window still small), and the next upload starts beside
+    /// it, to another peer, so that the uplink does not idle. At most twice
+    /// the slots (and at most `upload_slots`) run at once, overdue ones
+    /// included; on a shared endpoint (the companion's, even with one
+    /// swarm) every upload holds a slot of the gate's grant. Uploads that
+    /// start before the rate is measured are never overdue. Default 1.5;
+    /// `None`: an upload holds its slot until it ends.
     pub upload_overdue: Option<f64>,
     /// Requests queued at most, over all peers: what the uplink sends in
     /// this long at its measured rate (`upload_slots` until measured); more
@@ -323,5 +327,13 @@ mod tests {
             zero_timeouts.validate().unwrap_err().setting,
             "download.max_timeouts"
         );
+        // An upload cannot be overdue before it is due, nor at NaN.
+        for factor in [0.5, f64::NAN] {
+            let early = NodeConfig {
+                upload_overdue: Some(factor),
+                ..NodeConfig::default()
+            };
+            assert_eq!(early.validate().unwrap_err().setting, "upload_overdue");
+        }
     }
 }

@@ -446,7 +446,7 @@ impl NodeCore {
             .chain(
                 // A slot freed by an overdue upload, for a request waiting.
                 (self.uploads.has_queued() && !slot_free)
-                    .then(|| self.uploads.next_overdue(now))
+                    .then(|| self.uploads.next_slot_free(config, chunk_size, now))
                     .flatten(),
             );
         let exchange = self
@@ -527,7 +527,7 @@ impl NodeCore {
             })
             .collect();
         format!(
-            "links {links:?} ending {:?} connected {} wants {} dials {:?} book {:?} lookup {:?} download {:?} uploads {:?} starving {:?} stop {:?}",
+            "links {links:?} ending {:?} connected {} wants {} dials {:?} book {:?} lookup {:?} download {:?} uploads {:?} starving {:?} overdue {:?} stop {:?}",
             self.ending,
             self.connected_count(),
             self.wants_peers(),
@@ -547,6 +547,9 @@ impl NodeCore {
                 .map(|t| t.saturating_duration_since(now)),
             self.uploads
                 .next_starving(config.resend_after, now)
+                .map(|t| t.saturating_duration_since(now)),
+            self.uploads
+                .next_overdue(now)
                 .map(|t| t.saturating_duration_since(now)),
             self.stop_deadline
         )

@@ -276,23 +276,51 @@ impl Uploads {
             .copied()
     }
 
+    /// Whether an upload to `link` is overdue at `now`.
+    pub(super) fn overdue_for(&self, link: LinkId, now: Instant) -> bool {
+        self.active
+            .range((link, 0)..=(link, u32::MAX))
+            .any(|(_, overdue)| overdue.is_some_and(|at| at <= now))
+    }
+
+    /// Most uploads under way at once, overdue ones included: twice the
+    /// slots, at most `upload_slots`. On a shared endpoint (the
+    /// companion's, even with one swarm) the gate's grant, the slots
+    /// themselves: the grants add up to the endpoint's slots, and each
+    /// swarm's meter sees the others' uploads as a slower uplink.
+    fn most_running(&self, config: &crate::config::NodeConfig, chunk_size: u32) -> usize {
+        let slots = self.slots(config, chunk_size);
+        if self.grant.is_some() {
+            slots
+        } else {
+            (2 * slots).min(config.upload_slots)
+        }
+    }
+
     /// Whether a slot is free at `now`: fewer uploads hold one than
-    /// `slots`, and fewer than twice `slots` (at most `upload_slots`) run
-    /// in all, overdue ones included. On an endpoint shared with other
-    /// swarms every upload holds a slot of the gate's grant, overdue or
-    /// not: the grants add up to the endpoint's slots.
+    /// `slots`, and fewer than [`Self::most_running`] run in all.
     pub(super) fn slot_free(
         &self,
         config: &crate::config::NodeConfig,
         chunk_size: u32,
         now: Instant,
     ) -> bool {
-        let slots = self.slots(config, chunk_size);
-        if self.grant.is_some() {
-            return self.active.len() < slots;
-        }
-        self.holding(now) < slots
-            && self.active.len() < (2 * slots).min(config.upload_slots.max(slots))
+        self.holding(now) < self.slots(config, chunk_size)
+            && self.active.len() < self.most_running(config, chunk_size)
+    }
+
+    /// When the next upload under way becomes overdue and so frees a slot
+    /// (`None` if that cannot free one: all the uploads that may run are
+    /// running).
+    pub(super) fn next_slot_free(
+        &self,
+        config: &crate::config::NodeConfig,
+        chunk_size: u32,
+        now: Instant,
+    ) -> Option<Instant> {
+        (self.active.len() < self.most_running(config, chunk_size))
+            .then(|| self.next_overdue(now))
+            .flatten()
     }
 
     /// When an upload of `len` bytes starting now is overdue:
@@ -428,7 +456,13 @@ impl NodeCore {
             }
             let below_share: std::collections::BTreeSet<LinkId> = self
                 .peers()
-                .filter(|(link, peer)| !peer.leaving && self.uploads.active_for(*link) < per_peer)
+                .filter(|(link, peer)| {
+                    // A peer whose upload is overdue is at its share: the
+                    // next upload to it would wait behind that one.
+                    !peer.leaving
+                        && self.uploads.active_for(*link) < per_peer
+                        && !self.uploads.overdue_for(*link, now)
+                })
                 .map(|(link, _)| link)
                 .collect();
             // A second copy of a chunk only on an otherwise idle uplink,

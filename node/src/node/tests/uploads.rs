@@ -698,21 +698,42 @@ fn a_link_that_ends_under_a_held_goodbye_ends_by_the_goodbye() {
 /// `config`, then lets the upload under way at 4 s run on without end;
 /// returns when each later upload started (ms) up to 12 s.
 fn starts_beside_an_upload_that_never_ends(config: NodeConfig) -> Vec<u64> {
+    // No serving report wakes the node on whole seconds: the overdue
+    // upload's own deadline must.
+    let config = NodeConfig {
+        serving_report_every: Duration::from_secs(3600),
+        ..config
+    };
     let mut h = Harness::new(Kind::Seeder, 64, config);
     let peers: Vec<LinkId> = (1..=4).map(|n| h.connect_in(&fetcher(n, 64))).collect();
     h.take();
     assert_eq!(run_uploads(&mut h, &peers, 2_000, 4_000, 0), 1);
     assert_eq!(h.core.uploads.active_count(), 1, "one under way at 4 s");
+    let slow = *peers
+        .iter()
+        .find(|&&link| h.core.uploads.active_for(link) == 1)
+        .expect("the upload under way");
     let mut starts = Vec::new();
     let mut next = 40;
     for now in (4_005..=12_000).step_by(5) {
         h.advance(now);
-        for (link, _) in uploads(&h.take()) {
+        let actions = h.take();
+        assert!(
+            !actions
+                .iter()
+                .any(|action| matches!(action, Action::CancelUpload { .. })),
+            "the overdue upload goes on: {actions:?}"
+        );
+        for (link, _) in uploads(&actions) {
+            // Every peer has requests queued: the next upload goes to one
+            // whose path is not the slow one.
+            assert_ne!(link, slow, "a second upload behind the overdue one");
             starts.push(now);
             request(&mut h, link, &[next]);
             next += 1;
         }
     }
+    assert_eq!(h.core.uploads.active_count(), 1 + starts.len());
     starts
 }
 
