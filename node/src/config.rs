@@ -38,10 +38,10 @@ pub struct NodeConfig {
     /// receiver whose acknowledgements wait behind its own full uplink, a
     /// congestion window still small), and the next upload starts beside
     /// it, to another peer, so that the uplink does not idle. At most twice
-    /// the slots (and at most `upload_slots`) run at once, overdue ones
-    /// included; on a shared endpoint (the companion's, even with one
-    /// swarm) every upload holds a slot of the gate's grant. Uploads that
-    /// start before the rate is measured are never overdue. Default 1.5;
+    /// the slots run at once, overdue ones included, and at most
+    /// `upload_slots` or, on an endpoint shared with other swarms, the
+    /// gate's grant. Uploads that start before the rate is measured are
+    /// never overdue. Default 1.5;
     /// `None`: an upload holds its slot until it ends.
     pub upload_overdue: Option<f64>,
     /// Requests queued at most, over all peers: what the uplink sends in

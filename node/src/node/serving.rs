@@ -284,17 +284,12 @@ impl Uploads {
     }
 
     /// Most uploads under way at once, overdue ones included: twice the
-    /// slots, at most `upload_slots`. On a shared endpoint (the
-    /// companion's, even with one swarm) the gate's grant, the slots
-    /// themselves: the grants add up to the endpoint's slots, and each
-    /// swarm's meter sees the others' uploads as a slower uplink.
+    /// slots, at most `upload_slots` or, on an endpoint shared with other
+    /// swarms, the gate's grant (the grants add up to the endpoint's
+    /// slots).
     fn most_running(&self, config: &crate::config::NodeConfig, chunk_size: u32) -> usize {
-        let slots = self.slots(config, chunk_size);
-        if self.grant.is_some() {
-            slots
-        } else {
-            (2 * slots).min(config.upload_slots)
-        }
+        let cap = self.grant.map_or(config.upload_slots, |grant| grant.max(1));
+        (2 * self.slots(config, chunk_size)).min(cap)
     }
 
     /// Whether a slot is free at `now`: fewer uploads hold one than

@@ -697,7 +697,7 @@ fn a_link_that_ends_under_a_held_goodbye_ends_by_the_goodbye() {
 /// Measures a slow uplink (1 MiB in 2 s, one upload at a time) with
 /// `config`, then lets the upload under way at 4 s run on without end;
 /// returns when each later upload started (ms) up to 12 s.
-fn starts_beside_an_upload_that_never_ends(config: NodeConfig) -> Vec<u64> {
+fn starts_beside_an_upload_that_never_ends(config: NodeConfig, grant: Option<usize>) -> Vec<u64> {
     // No serving report wakes the node on whole seconds: the overdue
     // upload's own deadline must.
     let config = NodeConfig {
@@ -705,6 +705,9 @@ fn starts_beside_an_upload_that_never_ends(config: NodeConfig) -> Vec<u64> {
         ..config
     };
     let mut h = Harness::new(Kind::Seeder, 64, config);
+    if let Some(slots) = grant {
+        h.core.set_share(share(slots, None), h.now);
+    }
     let peers: Vec<LinkId> = (1..=4).map(|n| h.connect_in(&fetcher(n, 64))).collect();
     h.take();
     assert_eq!(run_uploads(&mut h, &peers, 2_000, 4_000, 0), 1);
@@ -748,18 +751,30 @@ fn an_overdue_upload_gives_its_slot_to_the_next_one_and_goes_on() {
     // The upload started at 4 s takes 2 s at the measured rate: at 7 s it
     // is overdue and the next starts beside it. A third never does: one
     // slot lets two run at once, overdue ones included.
-    let starts = starts_beside_an_upload_that_never_ends(config.clone());
+    let starts = starts_beside_an_upload_that_never_ends(config.clone(), None);
     assert_eq!(starts, [7_000], "{starts:?}");
     // Never more than `upload_slots` at once, overdue or not.
-    let starts = starts_beside_an_upload_that_never_ends(NodeConfig {
-        upload_slots: 1,
-        ..config.clone()
-    });
+    let starts = starts_beside_an_upload_that_never_ends(
+        NodeConfig {
+            upload_slots: 1,
+            ..config.clone()
+        },
+        None,
+    );
     assert!(starts.is_empty(), "{starts:?}");
+    // On a shared endpoint, never more than the gate grants: a grant of
+    // one keeps one at a time; a grant of four lets the next start.
+    let starts = starts_beside_an_upload_that_never_ends(config.clone(), Some(1));
+    assert!(starts.is_empty(), "{starts:?}");
+    let starts = starts_beside_an_upload_that_never_ends(config.clone(), Some(4));
+    assert_eq!(starts, [7_000], "{starts:?}");
     // Off: the upload holds its slot until it ends.
-    let starts = starts_beside_an_upload_that_never_ends(NodeConfig {
-        upload_overdue: None,
-        ..config
-    });
+    let starts = starts_beside_an_upload_that_never_ends(
+        NodeConfig {
+            upload_overdue: None,
+            ..config
+        },
+        None,
+    );
     assert!(starts.is_empty(), "{starts:?}");
 }
