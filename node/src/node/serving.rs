@@ -276,13 +276,6 @@ impl Uploads {
             .copied()
     }
 
-    /// Whether an upload to `link` is overdue at `now`.
-    pub(super) fn overdue_for(&self, link: LinkId, now: Instant) -> bool {
-        self.active
-            .range((link, 0)..=(link, u32::MAX))
-            .any(|(_, overdue)| overdue.is_some_and(|at| at <= now))
-    }
-
     /// Most uploads under way at once, overdue ones included: twice the
     /// slots, at most `upload_slots` or, on an endpoint shared with other
     /// swarms, the gate's grant (the grants add up to the endpoint's
@@ -451,13 +444,7 @@ impl NodeCore {
             }
             let below_share: std::collections::BTreeSet<LinkId> = self
                 .peers()
-                .filter(|(link, peer)| {
-                    // A peer whose upload is overdue is at its share: the
-                    // next upload to it would wait behind that one.
-                    !peer.leaving
-                        && self.uploads.active_for(*link) < per_peer
-                        && !self.uploads.overdue_for(*link, now)
-                })
+                .filter(|(link, peer)| !peer.leaving && self.uploads.active_for(*link) < per_peer)
                 .map(|(link, _)| link)
                 .collect();
             // A second copy of a chunk only on an otherwise idle uplink,
