@@ -37,11 +37,10 @@ pub struct NodeConfig {
     /// slot, though it goes on: its path is slower than the uplink (a
     /// receiver whose acknowledgements wait behind its own full uplink, a
     /// congestion window still small), and the next upload starts beside
-    /// it so that the uplink does not idle. At most twice
-    /// the slots run at once, overdue ones included, and at most
-    /// `upload_slots` or, on an endpoint shared with other swarms, the
-    /// gate's grant. Uploads that start before the rate is measured are
-    /// never overdue. Default 1.5;
+    /// it so that the uplink does not idle. At most twice the slots run at
+    /// once, overdue ones included, and at most `upload_slots` or, on an
+    /// endpoint shared with other swarms, the gate's grant. Uploads that
+    /// start before the rate is measured are never overdue. Default 1.5;
     /// `None`: an upload holds its slot until it ends.
     pub upload_overdue: Option<f64>,
     /// Requests queued at most, over all peers: what the uplink sends in

@@ -26,6 +26,7 @@ mod serving;
 #[cfg(test)]
 mod tests;
 mod traversal;
+mod upload_slots;
 
 use std::collections::{BTreeSet, VecDeque};
 use std::net::SocketAddr;
@@ -303,7 +304,7 @@ pub struct NodeCore {
     have: HaveBitfield,
     links: linkset::Links,
     book: AddressBook,
-    uploads: serving::Uploads,
+    uploads: upload_slots::Uploads,
     download: Option<fetching::Fetching>,
     actions: VecDeque<Action>,
     reports: VecDeque<NodeReport>,
@@ -346,7 +347,7 @@ impl NodeCore {
             .download
             .then(|| fetching::Fetching::new(&config, download_config, &start.have, params, now));
         let upload_queue = UploadQueue::new(count, config.upload.clone());
-        let uploads = serving::Uploads::new(upload_queue, config.max_upload, now);
+        let uploads = upload_slots::Uploads::new(upload_queue, config.max_upload, now);
         let refusals = config.refusal_peers_per_second;
         let mut node = Self {
             book: AddressBook::new(config.max_known_peers),

@@ -1,0 +1,383 @@
+//! The upload side's state: the uplink meter, the upload slots (overdue
+//! uploads included), the request queue and the rate cap. What the node
+//! does with it is in `serving`.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Instant;
+
+use minimodel_wire::{ChunkIndex, HaveBitfield};
+
+use super::Action;
+use crate::ids::LinkId;
+use crate::upload::{RequestRefusal, TokenBucket, UploadQueue};
+
+/// How fast this node's uplink carries its uploads: bytes of finished
+/// uploads per second of time with at least one upload under way, a moving
+/// average over periods of at least [`UplinkMeter::PERIOD`]. Unknown until
+/// the first period ends.
+#[derive(Debug, Default)]
+pub(super) struct UplinkMeter {
+    rate: Option<f64>,
+    busy_since: Option<Instant>,
+    /// Busy time and finished bytes of the period so far.
+    busy: std::time::Duration,
+    bytes: u64,
+}
+
+impl UplinkMeter {
+    const PERIOD: std::time::Duration = std::time::Duration::from_millis(500);
+    const WEIGHT: f64 = 0.3;
+
+    /// Bytes per second, once measured.
+    pub(super) fn rate(&self) -> Option<f64> {
+        self.rate
+    }
+
+    /// Whether an upload is under way changed (or not) at `now`.
+    pub(super) fn set_busy(&mut self, busy: bool, now: Instant) {
+        match (busy, self.busy_since) {
+            (true, None) => self.busy_since = Some(now),
+            (false, Some(since)) => {
+                self.busy += now.saturating_duration_since(since);
+                self.busy_since = None;
+            }
+            _ => {}
+        }
+    }
+
+    /// An upload of `bytes` finished at `now`.
+    pub(super) fn finished(&mut self, bytes: u64, now: Instant) {
+        self.bytes += bytes;
+        let busy = self.busy
+            + self.busy_since.map_or(std::time::Duration::ZERO, |since| {
+                now.saturating_duration_since(since)
+            });
+        if busy < Self::PERIOD {
+            return;
+        }
+        let sample = self.bytes as f64 / busy.as_secs_f64();
+        self.rate = Some(match self.rate {
+            Some(rate) => rate + Self::WEIGHT * (sample - rate),
+            None => sample,
+        });
+        self.bytes = 0;
+        self.busy = std::time::Duration::ZERO;
+        if self.busy_since.is_some() {
+            self.busy_since = Some(now);
+        }
+    }
+}
+
+/// The upload side's state.
+#[derive(Debug)]
+pub(super) struct Uploads {
+    pub(super) queue: UploadQueue,
+    /// Uploads under way, each with the time from which it is overdue
+    /// (`upload_overdue`) and no longer holds a slot.
+    pub(super) active: BTreeMap<(LinkId, u32), Option<Instant>>,
+    pub(super) limit: Option<(u64, TokenBucket)>,
+    /// An upload waits for the rate limit until then.
+    pub(super) wake: Option<Instant>,
+    pub(super) uploaded_bytes: u64,
+    pub(super) meter: UplinkMeter,
+    /// Uploads at once the endpoint's gate grants this swarm, when it
+    /// shares its endpoint with others (`crate::gate`).
+    pub(super) grant: Option<usize>,
+    /// Its own upload cap (`max_upload`) and its part of the endpoint's;
+    /// `limit` holds the lower.
+    own_rate: Option<u64>,
+    shared_rate: Option<u64>,
+    /// The bucket of a cap that went, kept with its debt for when one
+    /// comes back.
+    parked: Option<TokenBucket>,
+}
+
+/// A token bucket's burst for `rate`: 64 KiB to 1 MiB.
+fn burst_of(rate: u64) -> u64 {
+    rate.clamp(64 << 10, 1 << 20)
+}
+
+impl Uploads {
+    pub(super) fn new(queue: UploadQueue, max_upload: Option<u64>, now: Instant) -> Self {
+        Self {
+            queue,
+            active: BTreeMap::new(),
+            limit: max_upload.map(|rate| (rate, TokenBucket::new(rate, burst_of(rate), now))),
+            wake: None,
+            uploaded_bytes: 0,
+            meter: UplinkMeter::default(),
+            grant: None,
+            own_rate: max_upload,
+            shared_rate: None,
+            parked: None,
+        }
+    }
+
+    /// Sets this swarm's part of its endpoint's upload cap; whether uploads
+    /// may now start sooner (the cap rose or went).
+    pub(super) fn set_shared_rate(&mut self, rate: Option<u64>, now: Instant) -> bool {
+        self.shared_rate = rate;
+        let wanted = match (self.own_rate, self.shared_rate) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let current = self.limit.as_ref().map(|(rate, _)| *rate);
+        if wanted == current {
+            return false;
+        }
+        match (&mut self.limit, wanted) {
+            (Some((rate, bucket)), Some(new)) => {
+                *rate = new;
+                bucket.set_rate(new, burst_of(new), now);
+            }
+            (limit @ None, Some(new)) => {
+                // A bucket used before comes back with its debt: a cap that
+                // goes and comes lets no burst through.
+                let bucket = match self.parked.take() {
+                    Some(mut bucket) => {
+                        bucket.set_rate(new, burst_of(new), now);
+                        bucket
+                    }
+                    None => TokenBucket::new(new, burst_of(new), now),
+                };
+                *limit = Some((new, bucket));
+            }
+            (limit, None) => self.parked = limit.take().map(|(_, bucket)| bucket),
+        }
+        match (current, wanted) {
+            (Some(old), Some(new)) => new > old,
+            (Some(_), None) => true,
+            (None, _) => false,
+        }
+    }
+
+    /// Uploads at once: as many as can each finish within
+    /// `upload_slot_time` at the measured uplink rate (a slow uplink sends
+    /// one chunk after another, so each is whole, and can be passed on,
+    /// soon), at least 1, at most `upload_slots`; one until the rate is
+    /// known (a first upload at a slow rate must not be one of eight, nor
+    /// its measurement wait for all of them).
+    pub(super) fn slots(&self, config: &crate::config::NodeConfig, chunk_size: u32) -> usize {
+        let own = self.own_slots(config, chunk_size);
+        self.grant.map_or(own, |grant| own.min(grant.max(1)))
+    }
+
+    /// [`Self::slots`] before the gate's grant.
+    pub(super) fn own_slots(&self, config: &crate::config::NodeConfig, chunk_size: u32) -> usize {
+        let Some(slot_time) = config.upload_slot_time else {
+            return config.upload_slots;
+        };
+        match self.meter.rate() {
+            Some(rate) => {
+                let fit = rate * slot_time.as_secs_f64() / f64::from(chunk_size.max(1));
+                (fit.ceil() as usize).clamp(1, config.upload_slots)
+            }
+            None => 1,
+        }
+    }
+
+    /// Requests queued at most, over all peers: what the uplink sends in
+    /// `upload_queue_time` at its measured rate (at least the slots);
+    /// `upload_slots` until the rate is known. More are answered
+    /// Busy at once, so that the asking peer tries another source instead
+    /// of waiting behind a slow uplink.
+    fn queue_limit(&self, config: &crate::config::NodeConfig, chunk_size: u32) -> usize {
+        let Some(queue_time) = config.upload_queue_time else {
+            return usize::MAX;
+        };
+        let slots = self.slots(config, chunk_size);
+        match self.meter.rate() {
+            Some(rate) => {
+                let fit = rate * queue_time.as_secs_f64() / f64::from(chunk_size.max(1));
+                (fit.floor() as usize).max(slots)
+            }
+            None => config.upload_slots,
+        }
+    }
+
+    pub(super) fn next_deadline(&self) -> Option<Instant> {
+        self.wake
+    }
+
+    /// Whether no upload is under way.
+    pub(super) fn is_idle(&self) -> bool {
+        self.active.is_empty()
+    }
+
+    /// Requests queued, over all peers.
+    #[cfg(test)]
+    pub(super) fn queued(&self) -> usize {
+        self.queue.total_queued()
+    }
+
+    /// Whether any request waits for a slot.
+    pub(super) fn has_queued(&self) -> bool {
+        self.queue.total_queued() > 0
+    }
+
+    /// Uploads under way.
+    pub(super) fn active_count(&self) -> usize {
+        self.active.len()
+    }
+
+    /// Uploads under way that hold a slot: not yet overdue at `now`.
+    pub(super) fn holding(&self, now: Instant) -> usize {
+        self.active
+            .values()
+            .filter(|overdue| overdue.is_none_or(|at| at > now))
+            .count()
+    }
+
+    /// When the next upload under way becomes overdue and frees its slot.
+    pub(super) fn next_overdue(&self, now: Instant) -> Option<Instant> {
+        self.active
+            .values()
+            .flatten()
+            .filter(|&&at| at > now)
+            .min()
+            .copied()
+    }
+
+    /// Most uploads under way at once, overdue ones included: twice the
+    /// slots, at most `upload_slots` or, on an endpoint shared with other
+    /// swarms, the gate's grant (the grants add up to the endpoint's
+    /// slots).
+    fn most_running(&self, config: &crate::config::NodeConfig, chunk_size: u32) -> usize {
+        let cap = self.grant.map_or(config.upload_slots, |grant| grant.max(1));
+        (2 * self.slots(config, chunk_size)).min(cap)
+    }
+
+    /// Whether a slot is free at `now`: fewer uploads hold one than
+    /// `slots`, and fewer than [`Self::most_running`] run in all.
+    pub(super) fn slot_free(
+        &self,
+        config: &crate::config::NodeConfig,
+        chunk_size: u32,
+        now: Instant,
+    ) -> bool {
+        self.holding(now) < self.slots(config, chunk_size)
+            && self.active.len() < self.most_running(config, chunk_size)
+    }
+
+    /// When the next upload under way becomes overdue and so frees a slot
+    /// (`None` if that cannot free one: all the uploads that may run are
+    /// running).
+    pub(super) fn next_slot_free(
+        &self,
+        config: &crate::config::NodeConfig,
+        chunk_size: u32,
+        now: Instant,
+    ) -> Option<Instant> {
+        (self.active.len() < self.most_running(config, chunk_size))
+            .then(|| self.next_overdue(now))
+            .flatten()
+    }
+
+    /// When an upload of `len` bytes starting now is overdue:
+    /// `upload_overdue` times what it takes at the measured uplink rate
+    /// shared with the uploads under way or, if more, with as many as the
+    /// slots let run.
+    pub(super) fn overdue_at(
+        &self,
+        config: &crate::config::NodeConfig,
+        len: u64,
+        chunk_size: u32,
+        now: Instant,
+    ) -> Option<Instant> {
+        let factor = config.upload_overdue?;
+        let rate = self.meter.rate().filter(|rate| *rate > 0.0)?;
+        let sharing = (self.active.len() + 1).max(self.slots(config, chunk_size));
+        let secs = factor * len as f64 * sharing as f64 / rate;
+        // An hour at most: a huge factor must not overflow the clock.
+        Some(now + std::time::Duration::from_secs_f64(secs.min(3600.0)))
+    }
+
+    /// Uploads this swarm would run now: those under way and those
+    /// waiting, at most its own slots.
+    pub(super) fn demand(&self, config: &crate::config::NodeConfig, chunk_size: u32) -> usize {
+        (self.active.len() + self.queue.total_queued()).min(self.own_slots(config, chunk_size))
+    }
+
+    /// See [`UploadQueue::next_starving`].
+    pub(super) fn next_starving(
+        &self,
+        after: std::time::Duration,
+        now: Instant,
+    ) -> Option<Instant> {
+        self.queue.next_starving(after, now)
+    }
+
+    pub(super) fn add_peer(&mut self, link: LinkId, has: HaveBitfield) {
+        self.queue.add_peer(link, has);
+    }
+
+    pub(super) fn peer_have(&mut self, link: LinkId, chunk: ChunkIndex) {
+        self.queue.peer_have(link, chunk.0);
+    }
+
+    pub(super) fn on_request(
+        &mut self,
+        link: LinkId,
+        chunk: ChunkIndex,
+        have: &HaveBitfield,
+        config: &crate::config::NodeConfig,
+        chunk_size: u32,
+        now: Instant,
+    ) -> Result<(), RequestRefusal> {
+        if have.get(chunk) && self.queue.total_queued() >= self.queue_limit(config, chunk_size) {
+            return Err(RequestRefusal::Busy);
+        }
+        self.queue.on_request(link, chunk.0, have, now)
+    }
+
+    /// Whether anything is queued for or being sent to `link`.
+    pub(super) fn is_busy(&self, link: LinkId) -> bool {
+        self.queue.queued(link) > 0 || self.active_for(link) > 0
+    }
+
+    pub(super) fn active_for(&self, link: LinkId) -> usize {
+        self.active.range((link, 0)..=(link, u32::MAX)).count()
+    }
+
+    /// Forgets what `link` asked for and has not begun: it will not read
+    /// it (it said goodbye).
+    pub(super) fn drop_queued(&mut self, link: LinkId) {
+        self.queue.remove_peer(link);
+    }
+
+    /// The chunks being uploaded to `link`.
+    pub(super) fn active_chunks(&self, link: LinkId) -> impl Iterator<Item = u32> + '_ {
+        self.active
+            .range((link, 0)..=(link, u32::MAX))
+            .map(|((_, chunk), _)| *chunk)
+    }
+
+    /// The peer withdrew a request: dropped from the queue, or its upload
+    /// is stopped (its stream reset, never finished short).
+    pub(super) fn cancel(
+        &mut self,
+        link: LinkId,
+        chunk: ChunkIndex,
+        actions: &mut VecDeque<Action>,
+    ) {
+        if !self.queue.on_cancel(link, chunk.0) && self.active.remove(&(link, chunk.0)).is_some() {
+            actions.push_back(Action::CancelUpload { link, chunk });
+        }
+    }
+
+    pub(super) fn remove_peer(&mut self, link: LinkId, actions: &mut VecDeque<Action>) {
+        self.queue.remove_peer(link);
+        let chunks: Vec<u32> = self
+            .active
+            .range((link, 0)..=(link, u32::MAX))
+            .map(|((_, chunk), _)| *chunk)
+            .collect();
+        for chunk in chunks {
+            self.active.remove(&(link, chunk));
+            actions.push_back(Action::CancelUpload {
+                link,
+                chunk: ChunkIndex(chunk),
+            });
+        }
+    }
+}
