@@ -20,9 +20,10 @@
 //!
 //! # Order
 //!
-//! 1. Chunks that were started and handed back (peer left, timed out,
-//!    rejected, sent bad data) go first: what was started is finished
-//!    before new chunks are started.
+//! 1. In a download that moves front to back (see 2), chunks that were
+//!    started and handed back (peer left, timed out, rejected, sent bad
+//!    data) go first: what was started is finished before new chunks are
+//!    started. In a swarm they rank by rarity like the rest.
 //! 2. Then rarest first: the lowest availability (number of connected peers
 //!    that have the chunk) among the chunks this peer has. Ties depend on
 //!    the swarm ([`PiecePicker::set_wide`]): with no other downloader
@@ -34,9 +35,10 @@
 //!    ask a seeder for different chunks and then trade them instead of
 //!    each fetching the same ones.
 //! 3. When no missing chunk is left for a peer, [`PiecePicker::pick_duplicate`]
-//!    offers in-flight chunks to a second owner: endgame, and the rescue of
-//!    chunks held by a slow peer. The first verified copy wins and the other
-//!    owners are cancelled.
+//!    offers in-flight chunks to another owner: endgame, and the rescue of
+//!    chunks held by a slow peer. The first piece stream to begin cancels
+//!    the owners whose streams have not (unless it is much slower), and
+//!    the first verified copy wins.
 
 use std::collections::BTreeSet;
 
@@ -47,8 +49,21 @@ use std::time::Instant;
 /// Availability buckets above this count are merged: a chunk held by 64
 /// peers is as common as one held by 65.
 const MAX_TRACKED_AVAILABILITY: usize = 64;
-/// An in-flight chunk has at most this many owners at once.
+/// An in-flight chunk has at most this many owners at once, outside
+/// endgame; in endgame at most this many whose piece streams have begun.
 pub const MAX_OWNERS: usize = 2;
+/// In endgame, owners whose requests still wait in a queue, beyond
+/// [`MAX_OWNERS`]: a last chunk queued behind two slow peers' uploads
+/// would otherwise hold every idle peer back until one of them begins.
+pub const MAX_ENDGAME_WAITING: usize = 2;
+
+/// Whether an in-flight chunk with `owners` takes one more in endgame:
+/// fewer than [`MAX_OWNERS`] streams begun and fewer than
+/// [`MAX_OWNERS`] + [`MAX_ENDGAME_WAITING`] owners in all.
+fn endgame_room(owners: &[Owner]) -> bool {
+    owners.iter().filter(|owner| owner.started).count() < MAX_OWNERS
+        && owners.len() < MAX_OWNERS + MAX_ENDGAME_WAITING
+}
 
 pub use crate::ids::LinkId;
 
@@ -274,11 +289,20 @@ impl PiecePicker {
     /// marked in flight with that peer as owner. `None` when this peer has
     /// no missing chunk (try [`PiecePicker::pick_duplicate`]).
     pub fn pick(&mut self, peer: LinkId, peer_has: &HaveBitfield, now: Instant) -> Option<u32> {
-        let chosen = self
-            .retry
-            .iter()
-            .copied()
-            .find(|&index| has(peer_has, index))
+        // Handed-back chunks first only in a download that moves front
+        // to back. In a swarm a handed-back chunk ranks by its rarity like
+        // any other: first, a chunk refused as busy by one peer would be
+        // asked straight of the next that has it, most often a seeder,
+        // for a chunk other peers hold too, while chunks only the seeder
+        // has wait.
+        let chosen = (!self.wide)
+            .then(|| {
+                self.retry
+                    .iter()
+                    .copied()
+                    .find(|&index| has(peer_has, index))
+            })
+            .flatten()
             .or_else(|| self.pick_rarest(peer_has))?;
         self.leave_missing(chosen);
         self.states[chosen as usize] = ChunkState::InFlight(vec![Owner {
@@ -355,8 +379,9 @@ impl PiecePicker {
             .map(|(_, _, index)| index)
     }
 
-    /// An in-flight chunk this peer has and does not own yet, with fewer
-    /// than [`MAX_OWNERS`] owners, for which `wanted(owners)` is true; the
+    /// An in-flight chunk this peer has and does not own yet, with room
+    /// for another owner in endgame (`endgame_room`), for which
+    /// `wanted(owners)` is true; the
     /// peer becomes a second owner. Among several, the one in flight the
     /// longest is chosen. Used for endgame and to rescue chunks from slow
     /// peers.
@@ -373,7 +398,7 @@ impl PiecePicker {
                 continue;
             };
             let index = index as u32;
-            if owners.len() >= MAX_OWNERS
+            if !endgame_room(owners)
                 || owners.iter().any(|owner| owner.peer == peer)
                 || !has(peer_has, index)
                 || !wanted(owners)
@@ -550,7 +575,7 @@ impl PiecePicker {
                 }
                 ChunkState::InFlight(owners) => {
                     counts.1 += 1;
-                    assert!(!owners.is_empty() && owners.len() <= MAX_OWNERS);
+                    assert!(!owners.is_empty() && owners.len() <= MAX_OWNERS + MAX_ENDGAME_WAITING);
                     assert_eq!(
                         self.waiting.contains(&index),
                         owners.len() == 1 && !owners[0].started,
@@ -718,6 +743,29 @@ mod tests {
     }
 
     #[test]
+    fn in_a_swarm_a_handed_back_chunk_ranks_by_rarity() {
+        let count = 2;
+        for wide in [false, true] {
+            let mut picker = PiecePicker::new(count, 5);
+            picker.set_wide(wide);
+            // Chunk 0 is held by both peers, chunk 1 by B alone.
+            picker.add_peer_chunks(&only(count, &[0]));
+            picker.add_peer_chunks(&all(count));
+            let now = Instant::now();
+            // A asks for chunk 0 and is refused: it is handed back.
+            assert_eq!(picker.pick(A, &only(count, &[0]), now), Some(0));
+            assert!(picker.release(0, A));
+            let next = picker.pick(B, &all(count), now);
+            if wide {
+                assert_eq!(next, Some(1), "the chunk only B has goes first");
+            } else {
+                assert_eq!(next, Some(0), "front to back: the handed-back one");
+            }
+            picker.check_invariant();
+        }
+    }
+
+    #[test]
     fn endgame_adds_a_second_owner_and_cancels_the_loser() {
         let count = 2;
         let mut picker = PiecePicker::new(count, 9);
@@ -761,18 +809,47 @@ mod tests {
     }
 
     #[test]
-    fn duplicates_respect_the_owner_limit_and_the_filter() {
+    fn duplicates_respect_the_owner_limits_and_the_filter() {
         let mut picker = PiecePicker::new(1, 1);
-        for _ in 0..3 {
+        for _ in 0..6 {
             picker.add_peer_chunks(&all(1));
         }
         let now = Instant::now();
-        picker.pick(A, &all(1), now).unwrap();
-        assert_eq!(picker.pick_duplicate(B, &all(1), now, |_| false), None);
-        assert_eq!(picker.pick_duplicate(B, &all(1), now, |_| true), Some(0));
+        let peer = LinkId;
+        picker.pick(peer(1), &all(1), now).unwrap();
         assert_eq!(
-            picker.pick_duplicate(LinkId(3), &all(1), now, |_| true),
+            picker.pick_duplicate(peer(2), &all(1), now, |_| false),
             None
+        );
+        // Requests waiting in queues: up to four owners.
+        for key in 2..=4 {
+            assert_eq!(
+                picker.pick_duplicate(peer(key), &all(1), now, |_| true),
+                Some(0)
+            );
+        }
+        assert_eq!(picker.owners(0).len(), MAX_OWNERS + MAX_ENDGAME_WAITING);
+        assert_eq!(
+            picker.pick_duplicate(peer(5), &all(1), now, |_| true),
+            None,
+            "four owners in all"
+        );
+        picker.check_invariant();
+        // Two streams begun (neither cancels the others here): no more,
+        // even with a waiting owner gone.
+        picker.start(0, peer(1), |_| false);
+        picker.start(0, peer(2), |_| false);
+        assert!(picker.release(0, peer(4)));
+        assert_eq!(
+            picker.pick_duplicate(peer(5), &all(1), now, |_| true),
+            None,
+            "two streams begun"
+        );
+        // One of them handed back: room again.
+        assert!(picker.release(0, peer(2)));
+        assert_eq!(
+            picker.pick_duplicate(peer(5), &all(1), now, |_| true),
+            Some(0)
         );
         picker.check_invariant();
     }

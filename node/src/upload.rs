@@ -158,17 +158,77 @@ impl UploadQueue {
         have: &HaveBitfield,
         now: Instant,
     ) -> Result<(), RequestRefusal> {
+        self.check_request(peer, chunk, have)?;
+        self.peers
+            .entry(peer)
+            .or_default()
+            .requests
+            .insert(chunk, now);
+        Ok(())
+    }
+
+    /// Queues a request at a node-wide queue that is full, in place of
+    /// the queued request for the commonest chunk (the most recent among
+    /// equals) when that chunk is commoner than this one ([`Self::rarity`]):
+    /// its peer can fetch it elsewhere more easily than this one can, and
+    /// the uplink carries rare chunks first. Returns the request taken off,
+    /// to be answered busy; busy itself when no queued chunk is commoner.
+    pub fn on_request_replacing(
+        &mut self,
+        peer: LinkId,
+        chunk: u32,
+        have: &HaveBitfield,
+        now: Instant,
+    ) -> Result<(LinkId, u32), RequestRefusal> {
+        self.check_request(peer, chunk, have)?;
+        let (rarity, _, victim, victim_chunk) = self
+            .peers
+            .iter()
+            .flat_map(|(link, queue)| {
+                queue
+                    .requests
+                    .iter()
+                    .map(move |(queued, asked)| (*link, *queued, *asked))
+            })
+            .map(|(link, queued, asked)| {
+                (self.rarity(queued), std::cmp::Reverse(asked), link, queued)
+            })
+            .max()
+            .ok_or(RequestRefusal::Busy)?;
+        if rarity <= self.rarity(chunk) {
+            return Err(RequestRefusal::Busy);
+        }
+        if let Some(queue) = self.peers.get_mut(&victim) {
+            queue.requests.remove(&victim_chunk);
+        }
+        self.peers
+            .entry(peer)
+            .or_default()
+            .requests
+            .insert(chunk, now);
+        Ok((victim, victim_chunk))
+    }
+
+    /// Why a request cannot be queued, if it cannot: this side lacks the
+    /// chunk, the peer asked for it already, or its queue is full.
+    fn check_request(
+        &self,
+        peer: LinkId,
+        chunk: u32,
+        have: &HaveBitfield,
+    ) -> Result<(), RequestRefusal> {
         if !have.get(ChunkIndex(chunk)) {
             return Err(RequestRefusal::NotHave);
         }
-        let queue = self.peers.entry(peer).or_default();
+        let Some(queue) = self.peers.get(&peer) else {
+            return Ok(());
+        };
         if queue.requests.contains_key(&chunk) {
             return Err(RequestRefusal::Duplicate);
         }
         if queue.requests.len() >= self.config.max_queued_per_peer {
             return Err(RequestRefusal::Busy);
         }
-        queue.requests.insert(chunk, now);
         Ok(())
     }
 
@@ -514,6 +574,48 @@ mod tests {
             "4 is on its way to A already"
         );
         assert_eq!(next(&mut queue), Some((B, 4)));
+    }
+
+    #[test]
+    fn a_request_for_a_rarer_chunk_takes_the_place_of_the_commonest() {
+        let mut queue = seeder_queue(10);
+        let have = all(10);
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        // Chunk 3 was sent once; B and C hold chunk 5; chunk 8 is only here.
+        queue.on_request(A, 3, &have, at(0)).unwrap();
+        assert_eq!(next(&mut queue), Some((A, 3)));
+        queue.add_peer(B, bitfield(10, &[5]));
+        queue.add_peer(C, bitfield(10, &[5]));
+        queue.on_request(A, 5, &have, at(1)).unwrap();
+        queue.on_request(B, 3, &have, at(2)).unwrap();
+        queue.on_request(C, 3, &have, at(3)).unwrap();
+        // The commonest queued chunk is 5 (two peers hold it); 3 (one copy
+        // sent) next, the oldest request among equals first.
+        assert_eq!(queue.on_request_replacing(C, 8, &have, at(4)), Ok((A, 5)));
+        assert_eq!(queue.on_request_replacing(A, 9, &have, at(5)), Ok((B, 3)));
+        assert_eq!(queue.total_queued(), 3);
+        queue.on_request(A, 7, &have, at(6)).unwrap();
+        assert_eq!(
+            queue.on_request_replacing(B, 4, &have, at(7)),
+            Ok((C, 3)),
+            "3 was sent once, 4 never"
+        );
+        // Every queued chunk is now as rare as 6: busy, nothing taken off.
+        assert_eq!(
+            queue.on_request_replacing(B, 6, &have, at(8)),
+            Err(RequestRefusal::Busy)
+        );
+        // What cannot be queued at all takes nobody's place.
+        assert_eq!(
+            queue.on_request_replacing(C, 8, &have, at(9)),
+            Err(RequestRefusal::Duplicate)
+        );
+        assert_eq!(
+            queue.on_request_replacing(C, 2, &bitfield(10, &[8]), at(9)),
+            Err(RequestRefusal::NotHave)
+        );
+        assert_eq!(queue.total_queued(), 4);
     }
 
     #[test]

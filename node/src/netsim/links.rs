@@ -279,6 +279,17 @@ impl Sim {
     pub(super) fn send(&mut self, conn: usize, to: usize, message: Message) {
         let at = (self.now + self.delay(conn)).max(self.conns[conn].last[to]);
         self.conns[conn].last[to] = at;
+        // The traced peer's refusals, beside its requests.
+        if let Message::Reject { chunk, reason } = &message {
+            let (node, from) = (self.conns[conn].nodes[to], self.conns[conn].nodes[1 - to]);
+            if self.trace_peer == Some(node) {
+                let at = self.now.as_secs_f64();
+                println!(
+                    "{at:7.3} peer {node}: reject of chunk {} from {from}: {reason:?}",
+                    chunk.0
+                );
+            }
+        }
         self.push(at, Event::Control(conn, to, message));
     }
 

@@ -43,18 +43,25 @@ impl NodeCore {
                 if let Some(peer) = self.peer_mut(link) {
                     peer.last_useful = now;
                 }
-                let refusal = if self.serve {
+                let queued = if self.serve {
                     let chunk_size = self.params.chunk_size();
                     self.uploads
                         .on_request(link, chunk, &self.have, &self.config, chunk_size, now)
-                        .err()
                 } else {
-                    Some(RequestRefusal::NotHave)
+                    Err(RequestRefusal::NotHave)
                 };
-                match refusal {
-                    None => self.start_uploads(now),
-                    Some(RequestRefusal::Duplicate) => {}
-                    Some(refusal) => {
+                match queued {
+                    Ok(replaced) => {
+                        // A request for a commoner chunk gave its place up
+                        // to this one: its peer asks elsewhere.
+                        if let Some((peer, chunk)) = replaced {
+                            let reason = RejectReason::Busy;
+                            self.send(peer, Message::Reject { chunk, reason }, now);
+                        }
+                        self.start_uploads(now);
+                    }
+                    Err(RequestRefusal::Duplicate) => {}
+                    Err(refusal) => {
                         let reason = match refusal {
                             RequestRefusal::Busy => RejectReason::Busy,
                             _ => RejectReason::NotHave,

@@ -315,6 +315,9 @@ impl Uploads {
         self.queue.peer_have(link, chunk.0);
     }
 
+    /// Queues a request; at a full node-wide queue, in place of a
+    /// request for a commoner chunk, which it returns (to be answered
+    /// busy): see [`UploadQueue::on_request_replacing`].
     pub(super) fn on_request(
         &mut self,
         link: LinkId,
@@ -323,11 +326,13 @@ impl Uploads {
         config: &crate::config::NodeConfig,
         chunk_size: u32,
         now: Instant,
-    ) -> Result<(), RequestRefusal> {
+    ) -> Result<Option<(LinkId, ChunkIndex)>, RequestRefusal> {
         if have.get(chunk) && self.queue.total_queued() >= self.queue_limit(config, chunk_size) {
-            return Err(RequestRefusal::Busy);
+            let (victim, queued) = self.queue.on_request_replacing(link, chunk.0, have, now)?;
+            return Ok(Some((victim, ChunkIndex(queued))));
         }
-        self.queue.on_request(link, chunk.0, have, now)
+        self.queue.on_request(link, chunk.0, have, now)?;
+        Ok(None)
     }
 
     /// Whether anything is queued for or being sent to `link`.

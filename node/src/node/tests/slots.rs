@@ -111,6 +111,52 @@ fn the_uplink_meter_sizes_the_slots_and_the_queue() {
     );
 }
 
+#[test]
+fn at_a_full_queue_a_rarer_chunk_takes_the_place_of_a_commoner_one() {
+    let mut h = Harness::new(Kind::Seeder, 64, NodeConfig::default());
+    let peers: Vec<LinkId> = (1..=4).map(|n| h.connect_in(&fetcher(n, 64))).collect();
+    // Two peers hold chunk 40.
+    for &link in &peers[1..3] {
+        h.core.handle_message(
+            link,
+            Message::Have {
+                chunk: ChunkIndex(40),
+            },
+            h.now,
+        );
+    }
+    h.take();
+    // One upload under way, then the unmeasured queue of 8 filled, one of
+    // them for chunk 40.
+    request(&mut h, peers[0], &[10]);
+    assert_eq!(uploads(&h.take()).len(), 1);
+    request(&mut h, peers[0], &[40, 11, 12, 13]);
+    request(&mut h, peers[3], &[20, 21, 22, 23]);
+    assert!(h.take().is_empty());
+    // Chunk 30 is only here: it is queued, and chunk 40's request gives
+    // its place up (busy: its peer asks one of the two that hold it).
+    request(&mut h, peers[3], &[30]);
+    let actions = h.take();
+    assert_eq!(
+        messages_to(&actions, peers[0]),
+        [Message::Reject {
+            chunk: ChunkIndex(40),
+            reason: RejectReason::Busy
+        }]
+    );
+    assert_eq!(messages_to(&actions, peers[3]), []);
+    // Nothing queued is commoner than chunk 31: busy.
+    request(&mut h, peers[3], &[31]);
+    assert_eq!(
+        messages_to(&h.take(), peers[3]),
+        [Message::Reject {
+            chunk: ChunkIndex(31),
+            reason: RejectReason::Busy
+        }]
+    );
+    assert_eq!(h.core.uploads.queued(), 8);
+}
+
 /// Measures a slow uplink (1 MiB in 2 s, one upload at a time) with
 /// `config`, then lets the upload under way at 4 s run on without end;
 /// returns when each later upload started (ms) up to 12 s.
