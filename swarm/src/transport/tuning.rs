@@ -135,8 +135,10 @@ pub struct TransportTuning {
     /// 10 s: a loopback handshake takes under a millisecond, a far peer a
     /// few round trips; a peer that does not answer is tried later.
     pub handshake_timeout: Duration,
-    /// The congestion controller. Default CUBIC: NewReno measured the same,
-    /// quinn's BBR slower and with more memory (see `docs/transport.md`).
+    /// The congestion controller. Default delay-based
+    /// ([`CongestionControl::Delay`]): CUBIC fills a home uplink's queue
+    /// and the acknowledgements of the node's downloads wait behind it
+    /// (see `docs/transport.md`). quinn's defaults keep CUBIC.
     pub congestion_control: CongestionControl,
     /// Let the kernel split one large send into MTU-sized datagrams (UDP
     /// GSO), up to 10 per system call. Default on (quinn's default); off
