@@ -3,7 +3,7 @@
 //! with back-off, eviction, and the end of a link.
 
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use minimodel_wire::{
     ChunkIndex, ControlStream, GoodbyeReason, HaveBitfield, Hello, HelloRejectReason, Message,
@@ -191,7 +191,8 @@ impl NodeCore {
     /// The Hello of an incoming link: admit it (the bitfield to send back)
     /// or refuse it. An admitted peer holds a slot until its link is up or
     /// fails. When every slot is taken, a peer idle for
-    /// `evict_idle_after` makes room.
+    /// `evict_idle_after` makes room, or for `evict_for_refused_after`
+    /// when the newcomer was turned away for lack of room before.
     pub fn handle_hello(
         &mut self,
         link: LinkId,
@@ -243,13 +244,23 @@ impl NodeCore {
                 return Err(reject(HelloRejectReason::TooManyPeers, "already connected"));
             }
             None => {
+                // A peer turned away for lack of room before and back
+                // again has found no room anywhere it heard of: an idle
+                // link of a few seconds makes room for it.
+                let patience = if self.refused.contains(&peer) {
+                    self.config
+                        .evict_for_refused_after
+                        .min(self.config.evict_idle_after)
+                } else {
+                    self.config.evict_idle_after
+                };
                 // A prefix at its limit makes room only in place of one
                 // of its own idle incoming peers (whose place at a shared
                 // endpoint's gate then goes to this one too).
                 let limit = self.config.max_links_per_prefix;
                 let mut made_room = false;
                 if self.links_from(prefix) >= limit {
-                    if !self.evict_one(true, Some(prefix), now) {
+                    if !self.evict_one(true, Some(prefix), patience, now) {
                         return Err(self.full(
                             peer,
                             hello,
@@ -262,17 +273,18 @@ impl NodeCore {
                 }
                 // No room at the shared endpoint: only in place of an idle
                 // peer of this swarm (its place at the gate goes to this one).
-                if crowded && !made_room && !self.evict_one(true, None, now) {
+                if crowded && !made_room && !self.evict_one(true, None, patience, now) {
                     let detail = "the endpoint serves its maximum of peers over its swarms";
                     return Err(self.full(peer, hello, remote, detail.into(), now));
                 }
                 let taken = self.connected_count() + self.admitted_count();
-                if taken >= self.config.max_peers && !self.evict_one(false, None, now) {
+                if taken >= self.config.max_peers && !self.evict_one(false, None, patience, now) {
                     let detail = format!("serving the maximum of {} peers", self.config.max_peers);
                     return Err(self.full(peer, hello, remote, detail, now));
                 }
             }
         }
+        self.refused.retain(|id| *id != peer);
         let have = self.advertised_have();
         if let Some(Link::Handshaking { admitted, .. }) = self.links.get_mut(&link) {
             *admitted = Some((peer, have.clone()));
@@ -314,6 +326,11 @@ impl NodeCore {
         detail: String,
         now: Instant,
     ) -> Rejection {
+        self.refused.retain(|id| *id != peer);
+        if self.refused.len() >= super::TURNED_AWAY {
+            self.refused.pop_front();
+        }
+        self.refused.push_back(peer);
         let at = canonical(remote.ip());
         let mut peers: Vec<PeerEntry> = Vec::new();
         if self.refusal_budget.try_take(1, now) {
@@ -494,15 +511,21 @@ impl NodeCore {
             .peers()
             .filter(|(_, peer)| !peer.dialed && !peer.leaving)
             .count();
-        incoming > keep && self.evict_one(true, None, now)
+        let limit = self.config.evict_idle_after;
+        incoming > keep && self.evict_one(true, None, limit, now)
     }
 
     /// Closes the peer that has been idle longest, if one has been idle
-    /// for `evict_idle_after` (`incoming`: only one that dialed us, whose
-    /// place at a shared endpoint's gate a new one takes; `from`: only one
-    /// of that prefix). Whether one was.
-    fn evict_one(&mut self, incoming: bool, from: Option<Prefix>, now: Instant) -> bool {
-        let limit = self.config.evict_idle_after;
+    /// for `limit` (`incoming`: only one that dialed us, whose place at a
+    /// shared endpoint's gate a new one takes; `from`: only one of that
+    /// prefix). Whether one was.
+    fn evict_one(
+        &mut self,
+        incoming: bool,
+        from: Option<Prefix>,
+        limit: Duration,
+        now: Instant,
+    ) -> bool {
         let idle = self
             .peers()
             .filter(|(link, peer)| {

@@ -318,6 +318,10 @@ pub struct NodeCore {
     /// (one per IP address, at most [`TURNED_AWAY`]): named to the next
     /// ones turned away, so that latecomers find each other.
     turned_away: std::collections::VecDeque<minimodel_wire::PeerEntry>,
+    /// Peers turned away for lack of room since they last got in, newest
+    /// last, at most [`TURNED_AWAY`]: back again, they find room sooner
+    /// ([`NodeConfig::evict_for_refused_after`]).
+    refused: std::collections::VecDeque<PeerId>,
     last_serving_report: Instant,
     ended: bool,
     stopping: bool,
@@ -374,6 +378,7 @@ impl NodeCore {
             exchange_due: false,
             refusal_budget: crate::upload::TokenBucket::new(refusals, 2 * refusals, now),
             turned_away: std::collections::VecDeque::new(),
+            refused: std::collections::VecDeque::new(),
             last_serving_report: now,
             ended: false,
             stopping: false,

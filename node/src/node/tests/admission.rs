@@ -621,6 +621,52 @@ fn an_idle_peer_is_evicted_for_a_new_one_and_a_busy_one_is_not() {
 }
 
 #[test]
+fn a_peer_turned_away_before_finds_room_in_place_of_a_link_idle_a_few_seconds() {
+    let config = NodeConfig {
+        max_peers: 2,
+        ..NodeConfig::default()
+    };
+    let soon = config.evict_for_refused_after.as_millis() as u64;
+    assert!(soon < config.evict_idle_after.as_millis() as u64);
+    let mut h = Harness::new(Kind::Seeder, 8, config);
+    let older = h.connect_in(&Remote::fetcher(1, "62.1.1.1:5000", 8));
+    h.advance(1_000);
+    let newer = h.connect_in(&Remote::fetcher(2, "62.2.2.2:5000", 8));
+    let newcomer = |n: u8| Remote::fetcher(n, &format!("62.{n}.{n}.{n}:5000"), 8);
+    let hello = |h: &mut Harness, remote: &Remote| {
+        let Incoming::Accept { link, .. } = h.core.handle_incoming(remote.addr, true, h.now) else {
+            panic!("accepted");
+        };
+        let result = h.hello_in(link, remote);
+        if let Err(rejection) = &result {
+            let end = LinkEnd::Refused {
+                reason: rejection.reason,
+                detail: rejection.detail.clone(),
+            };
+            h.core.handle_link_failed(link, end, h.now);
+        }
+        result
+    };
+    // Turned away, then back while the links have been idle for less than
+    // the short limit: turned away again.
+    assert!(hello(&mut h, &newcomer(3)).is_err());
+    h.advance(soon - 1);
+    assert!(hello(&mut h, &newcomer(3)).is_err());
+    h.take();
+    // Back once the older link has been idle that long: it makes room.
+    h.advance(soon);
+    hello(&mut h, &newcomer(3)).expect("in place of the link idle longest");
+    assert_eq!(closes(&h.take()), [(older, GoodbyeReason::TooManyPeers)]);
+    assert!(h.is_connected(newer));
+    // A peer turned away for the first time waits for the long limit,
+    // though the newer link has now been idle three times the short one.
+    h.advance(1_000 + 3 * soon);
+    assert!(hello(&mut h, &newcomer(4)).is_err());
+    assert!(h.is_connected(newer));
+    assert!(closes(&h.take()).is_empty());
+}
+
+#[test]
 fn two_addresses_holding_every_slot_with_idle_links_lose_them_to_honest_peers() {
     let config = NodeConfig::default();
     let (max_peers, per_prefix) = (config.max_peers, config.max_links_per_prefix);
