@@ -77,6 +77,7 @@ pub struct NodeConfig {
     /// Incoming connections (admitted at their Hello) from one prefix at
     /// once; beyond, a Hello is refused with other peers to try, unless an
     /// incoming peer of that prefix has been idle for `evict_idle_after`
+    /// (`evict_for_refused_after` for a peer turned away before)
     /// (it is closed for the new one). Default 16: room for peers behind
     /// one NAT and for a download restarted several times while its old
     /// connections time out.

@@ -36,9 +36,10 @@
 //!    each fetching the same ones.
 //! 3. When no missing chunk is left for a peer, [`PiecePicker::pick_duplicate`]
 //!    offers in-flight chunks to another owner: endgame, and the rescue of
-//!    chunks held by a slow peer. The first piece stream to begin cancels
-//!    the owners whose streams have not (unless it is much slower), and
-//!    the first verified copy wins.
+//!    chunks held by a slow peer. Outside endgame the first piece stream
+//!    to begin cancels the owners whose streams have not (unless it is
+//!    much slower); in endgame the streams race. The first verified copy
+//!    wins.
 
 use std::collections::BTreeSet;
 
@@ -50,11 +51,14 @@ use std::time::Instant;
 /// peers is as common as one held by 65.
 const MAX_TRACKED_AVAILABILITY: usize = 64;
 /// An in-flight chunk has at most this many owners at once, outside
-/// endgame; in endgame at most this many whose piece streams have begun.
+/// endgame; in endgame it takes a new owner only while fewer than this
+/// many of its owners' piece streams have begun.
 pub const MAX_OWNERS: usize = 2;
-/// In endgame, owners whose requests still wait in a queue, beyond
-/// [`MAX_OWNERS`]: a last chunk queued behind two slow peers' uploads
-/// would otherwise hold every idle peer back until one of them begins.
+/// In endgame, owners beyond [`MAX_OWNERS`] (four in all): a last chunk
+/// queued behind two slow peers' uploads would otherwise hold every idle
+/// peer back until one of them begins. Their streams race too once
+/// begun (endgame cancels nothing until the first verified copy), so up
+/// to four copies of one chunk can be in transit.
 pub const MAX_ENDGAME_WAITING: usize = 2;
 
 /// Whether an in-flight chunk with `owners` takes one more in endgame:
@@ -89,7 +93,8 @@ pub struct Owner {
 pub enum ChunkState {
     /// Nobody is fetching it.
     Missing,
-    /// Requested from these owners (one, or two in endgame).
+    /// Requested from these owners (one; two for a rescue or a request
+    /// asked again; up to four in endgame).
     InFlight(Vec<Owner>),
     /// Verified and stored.
     Verified,
@@ -382,7 +387,7 @@ impl PiecePicker {
     /// An in-flight chunk this peer has and does not own yet, with room
     /// for another owner in endgame (`endgame_room`), for which
     /// `wanted(owners)` is true; the
-    /// peer becomes a second owner. Among several, the one in flight the
+    /// peer becomes another owner. Among several, the one in flight the
     /// longest is chosen. Used for endgame and to rescue chunks from slow
     /// peers.
     pub fn pick_duplicate(
@@ -479,7 +484,8 @@ impl PiecePicker {
 
     /// `peer` no longer fetches `index` (cancelled, rejected, timed out,
     /// failed). With no owner left the chunk is missing again and goes to
-    /// the front of the queue. Returns whether the peer was an owner.
+    /// the retry set (first in a download that moves front to back).
+    /// Returns whether the peer was an owner.
     pub fn release(&mut self, index: u32, peer: LinkId) -> bool {
         let Some(ChunkState::InFlight(owners)) = self.states.get_mut(index as usize) else {
             return false;
@@ -541,7 +547,7 @@ impl PiecePicker {
     }
 
     /// A verified chunk turned out bad after all (the full-file check found
-    /// it on disk): it is missing again and fetched first.
+    /// it on disk): it is missing again and goes to the retry set.
     pub fn mark_missing(&mut self, index: u32) {
         if matches!(self.states.get(index as usize), Some(ChunkState::Verified)) {
             self.states[index as usize] = ChunkState::Missing;
