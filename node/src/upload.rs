@@ -169,10 +169,12 @@ impl UploadQueue {
 
     /// Queues a request at a node-wide queue that is full, in place of
     /// the queued request for the commonest chunk (the oldest among
-    /// equals, possibly the asking peer's own) when that chunk is commoner than this one ([`Self::rarity`]):
-    /// its peer can fetch it elsewhere more easily than this one can, and
-    /// the uplink carries rare chunks first. Returns the request taken off,
-    /// to be answered busy; busy itself when no queued chunk is commoner.
+    /// equals, possibly the asking peer's own) when that chunk is commoner
+    /// than this one ([`Self::rarity`]): its peer can fetch it elsewhere
+    /// more easily than this one can, and the uplink carries rare chunks
+    /// first. Returns the request taken off, to be answered busy; busy
+    /// itself when no queued chunk is commoner. One pass over the queue,
+    /// which holds what the uplink sends in `upload_queue_time`.
     pub fn on_request_replacing(
         &mut self,
         peer: LinkId,
