@@ -386,9 +386,8 @@ impl PiecePicker {
 
     /// An in-flight chunk this peer has and does not own yet, with room
     /// for another owner in endgame (`endgame_room`), for which
-    /// `wanted(owners)` is true; the
-    /// peer becomes another owner. Among several, the one in flight the
-    /// longest is chosen. Used for endgame and to rescue chunks from slow
+    /// `wanted(owners)` is true; the peer becomes another owner. Among
+    /// several, the one in flight the longest is chosen. Used for endgame and to rescue chunks from slow
     /// peers.
     pub fn pick_duplicate(
         &mut self,
