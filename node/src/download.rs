@@ -424,9 +424,10 @@ impl Downloader {
 
     /// The peer's measured round trip.
     pub fn set_rtt(&mut self, key: LinkId, rtt: Duration) {
-        self.deadline.take();
         if let Some(session) = self.peers.get_mut(&key) {
-            session.set_rtt(rtt);
+            if session.set_rtt(rtt) {
+                self.deadline.take();
+            }
         }
     }
 
@@ -472,8 +473,13 @@ impl Downloader {
                 // An idle peer that now has a chunk waiting in another
                 // peer's queue may be asked for it once it has waited.
                 if idle && self.config.reask_after.is_some() && self.picker.is_waiting(chunk) {
-                    self.deadline.take();
+                    let (actions, wait) = (self.actions.len(), self.rate_wait);
                     self.reask_queued(now);
+                    if self.actions.len() != actions || self.rate_wait != wait {
+                        self.deadline.take();
+                    } else {
+                        self.note_reask_candidate(key, chunk, now);
+                    }
                 }
             }
         }
@@ -914,6 +920,31 @@ impl Downloader {
             .min()
     }
 
+    /// Peer `key` just announced `chunk`, which waits in another peer's
+    /// queue, and nothing was asked of it: the one input of
+    /// [`Self::next_reask`] that changed is this pair, so a kept deadline
+    /// moves to its moment if that is earlier, instead of a walk over
+    /// every peer at the next question (this happens on a good share of
+    /// all Haves).
+    fn note_reask_candidate(&self, key: LinkId, chunk: u32, now: Instant) {
+        let Some(kept) = self.deadline.get() else {
+            return;
+        };
+        let (Some(after), Some(session)) = (self.may_reask(), self.peers.get(&key)) else {
+            return;
+        };
+        let idle = session.requests_in_flight() == 0
+            && !session.is_backing_off(now)
+            && session.is_dry(self.picker.returns());
+        let owner = match self.picker.state(chunk) {
+            Some(crate::picker::ChunkState::InFlight(owners)) if idle => owners[0],
+            _ => return,
+        };
+        let due = self.reask_due(&owner, after);
+        self.deadline
+            .set(Some(Some(kept.map_or(due, |kept| kept.min(due)))));
+    }
+
     /// Asks each idle peer for the longest-waiting request due to be asked
     /// again ([`DownloadConfig::reask_after`]) that it can serve. Runs on
     /// each tick (a wake-up at [`Self::next_reask`] among them).
@@ -921,20 +952,25 @@ impl Downloader {
         let Some(after) = self.config.reask_after else {
             return;
         };
-        // Cheap first: most calls find nothing that waited long enough.
+        // Cheap first: most calls find no idle peer, or nothing that
+        // waited long enough.
+        if self.picker.waiting().next().is_none() || self.may_reask().is_none() {
+            return;
+        }
+        let idle = self.idle_peers(now);
+        if idle.is_empty() {
+            return;
+        }
         let mut due: Vec<(Instant, u32)> = self
             .picker
             .waiting()
             .filter(|(_, owner)| self.reask_due(owner, after) <= now)
             .map(|(chunk, owner)| (owner.since, chunk))
             .collect();
-        if due.is_empty() || self.may_reask().is_none() {
-            return;
-        }
         due.sort_unstable();
         let (mut outstanding, budget) = (self.outstanding(), self.budget_chunks());
         let capped = self.max_rate().is_some();
-        for key in self.idle_peers(now) {
+        for key in idle {
             if outstanding >= budget || due.is_empty() {
                 return;
             }

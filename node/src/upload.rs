@@ -95,6 +95,8 @@ pub struct UploadQueue {
     /// peer will soon be available from it, so it counts as less rare.
     sent: Vec<u16>,
     peers: BTreeMap<LinkId, PeerQueue>,
+    /// Requests queued over all peers (read after every event).
+    queued: usize,
     /// The peer served last; the next turn goes to the one after it.
     last_served: Option<LinkId>,
 }
@@ -108,6 +110,7 @@ impl UploadQueue {
             availability: vec![0; chunk_count as usize],
             sent: vec![0; chunk_count as usize],
             peers: BTreeMap::new(),
+            queued: 0,
             last_served: None,
         }
     }
@@ -142,6 +145,7 @@ impl UploadQueue {
     /// A peer left: its queue and its chunks are forgotten.
     pub fn remove_peer(&mut self, peer: LinkId) {
         if let Some(queue) = self.peers.remove(&peer) {
+            self.queued -= queue.requests.len();
             if let Some(has) = queue.has {
                 for chunk in has.iter_ones() {
                     decrement(&mut self.availability, chunk.0);
@@ -159,11 +163,7 @@ impl UploadQueue {
         now: Instant,
     ) -> Result<(), RequestRefusal> {
         self.check_request(peer, chunk, have)?;
-        self.peers
-            .entry(peer)
-            .or_default()
-            .requests
-            .insert(chunk, now);
+        self.enqueue(peer, chunk, now);
         Ok(())
     }
 
@@ -200,15 +200,16 @@ impl UploadQueue {
         if rarity <= self.rarity(chunk) {
             return Err(RequestRefusal::Busy);
         }
-        if let Some(queue) = self.peers.get_mut(&victim) {
-            queue.requests.remove(&victim_chunk);
-        }
-        self.peers
-            .entry(peer)
-            .or_default()
-            .requests
-            .insert(chunk, now);
+        self.on_cancel(victim, victim_chunk);
+        self.enqueue(peer, chunk, now);
         Ok((victim, victim_chunk))
+    }
+
+    fn enqueue(&mut self, peer: LinkId, chunk: u32, now: Instant) {
+        let queue = self.peers.entry(peer).or_default();
+        if queue.requests.insert(chunk, now).is_none() {
+            self.queued += 1;
+        }
     }
 
     /// Why a request cannot be queued, if it cannot: this side lacks the
@@ -237,9 +238,12 @@ impl UploadQueue {
     /// Drops a queued request; false when it was not queued (being sent
     /// already, or never asked).
     pub fn on_cancel(&mut self, peer: LinkId, chunk: u32) -> bool {
-        self.peers
+        let removed = self
+            .peers
             .get_mut(&peer)
-            .is_some_and(|queue| queue.requests.remove(&chunk).is_some())
+            .is_some_and(|queue| queue.requests.remove(&chunk).is_some());
+        self.queued -= usize::from(removed);
+        removed
     }
 
     /// Requests queued for a peer.
@@ -269,7 +273,14 @@ impl UploadQueue {
 
     /// Requests queued in all.
     pub fn total_queued(&self) -> usize {
-        self.peers.values().map(|queue| queue.requests.len()).sum()
+        debug_assert_eq!(
+            self.queued,
+            self.peers
+                .values()
+                .map(|queue| queue.requests.len())
+                .sum::<usize>()
+        );
+        self.queued
     }
 
     /// How rare a chunk is to this side: peers that have it, plus the
@@ -344,7 +355,7 @@ impl UploadQueue {
 
     fn take(&mut self, peer: LinkId, chunk: u32, now: Instant) {
         if let Some(queue) = self.peers.get_mut(&peer) {
-            queue.requests.remove(&chunk);
+            self.queued -= usize::from(queue.requests.remove(&chunk).is_some());
             queue.served_chunks += 1;
             queue.last_started = Some(now);
         }

@@ -755,6 +755,17 @@ impl NodeCore {
         }
     }
 
+    /// [`Self::close_seed_links`] after a Have from `link`: only that
+    /// peer can have become a seed (a check per Have, not per link).
+    pub(super) fn close_seed_link(&mut self, link: LinkId, now: Instant) {
+        let full = self
+            .peer(link)
+            .is_some_and(|peer| !peer.leaving && peer.has.is_full());
+        if full && self.is_seed() {
+            self.close_peer(link, GoodbyeReason::Done, Departure::Done, now);
+        }
+    }
+
     /// A dial or an incoming handshake failed before its link was up.
     pub fn handle_link_failed(&mut self, link: LinkId, end: LinkEnd, now: Instant) {
         match self.links.remove(&link) {

@@ -12,7 +12,7 @@
 //! deadline earlier (a link added or changed, an upload watch that
 //! starts counting) forgets it: every `&mut` accessor but
 //! [`Links::peer_mut`] does, and a caller that starts an upload watch
-//! through it calls [`Links::changed`]. In tests every eighth answer is
+//! through it calls [`Links::changed`]. In tests every 32nd answer is
 //! checked against a fresh walk.
 
 use std::cell::Cell;
@@ -65,7 +65,7 @@ impl Links {
         #[cfg(test)]
         {
             self.asked.set(self.asked.get() + 1);
-            if self.asked.get() % 8 == 0 {
+            if self.asked.get() % 32 == 0 {
                 let fresh = self.walk(config);
                 assert_eq!(kept.counts, fresh.counts, "kept link counts went stale");
                 assert!(

@@ -37,7 +37,7 @@ impl NodeCore {
                 }
                 self.uploads.peer_have(link, chunk);
                 self.download_have(link, chunk, now);
-                self.close_seed_links(now);
+                self.close_seed_link(link, now);
             }
             ControlEvent::Request(chunk) => {
                 if let Some(peer) = self.peer_mut(link) {
