@@ -17,6 +17,10 @@ use crate::ids::LinkId;
 use crate::report::{Departure, LinkEnd, NodeReport, Problem, Refusal, Tried};
 use crate::upload::TokenBucket;
 
+/// The back-off step a node linked to nobody stays at while it is turned
+/// away for lack of room: about 4 s (`redial_initial` doubled twice).
+const STRANDED_FAILURES: u32 = 3;
+
 /// What to do with an incoming connection before its handshake.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Incoming {
@@ -1096,6 +1100,22 @@ impl NodeCore {
             return;
         };
         entry.failures += 1;
+        // A node linked to nobody that was turned away for lack of room
+        // (the refusal may have named nobody: the refuser's budget for
+        // names is shared by every dialer) asks again within a few
+        // seconds: a slot or the budget frees up soon in a crowd, and it
+        // has nothing else. The refuser answers such a dial with one
+        // handshake, or a stateless refusal beyond its handshake limit.
+        let for_room = matches!(
+            entry.last_problem,
+            Some(Problem::Failed(LinkEnd::Refused {
+                reason: HelloRejectReason::TooManyPeers,
+                ..
+            }))
+        );
+        if for_room && self.links.summary(&self.config).counts.up == 0 {
+            entry.failures = entry.failures.min(STRANDED_FAILURES);
+        }
         let failures = entry.failures;
         if entry.source.is_unverified() && failures >= self.config.max_unverified_failures {
             // An address someone else gave us that keeps failing is not

@@ -144,6 +144,59 @@ fn failed_dials_back_off_from_one_second_doubling_to_thirty_with_jitter() {
     assert_ne!(waits, exact, "jittered");
 }
 
+/// Turned away for lack of room again and again (by refusals that name
+/// nobody): a node linked to nobody asks again within about 4 s, one
+/// linked to another peer backs off as from any failure.
+#[test]
+fn a_node_linked_to_nobody_turned_away_for_room_asks_again_within_seconds() {
+    for linked in [false, true] {
+        let mut h = Harness::new(Kind::Fetch, 8, NodeConfig::default());
+        if linked {
+            // One with nothing we need: nothing asked, nothing to time out.
+            h.connect_out(&Remote::seeder(2, "62.2.2.2:4433", 8).with_chunks(&[]));
+        }
+        let full = sa("62.1.1.1:4433");
+        h.core.add_peer(offer(testing::peer_id(1), &[full]), h.now);
+        let mut dial = dials(&h.take())[0];
+        h.take_reports();
+        let bases = if linked {
+            [1, 2, 4, 8, 16, 30, 30]
+        } else {
+            [1, 2, 4, 4, 4, 4, 4]
+        };
+        for (failures, base_s) in bases.into_iter().enumerate() {
+            let failed_at = h.elapsed(h.now);
+            let rejection = crate::node::Rejection {
+                reason: HelloRejectReason::TooManyPeers,
+                detail: "serving the maximum of 32 peers".into(),
+                peers: Vec::new(),
+            };
+            h.core.handle_hello_rejected(dial.link, rejection, h.now);
+            let [(at, _, in_ms)] = redialing(&h.take_reports())[..] else {
+                panic!(
+                    "linked {linked}: one Redialing report after refusal {}",
+                    failures + 1
+                );
+            };
+            assert_eq!(at, full);
+            assert_eq!(h.core.connected_count(), usize::from(linked));
+            let base = base_s * 1_000;
+            assert!(
+                in_ms * 5 >= base * 4 && in_ms * 5 <= base * 6,
+                "linked {linked}, after {} refusals: {in_ms} ms, base {base} ms",
+                failures + 1
+            );
+            h.advance(failed_at + in_ms);
+            let next: Vec<_> = dials(&h.take())
+                .into_iter()
+                .filter(|d| d.addr == full)
+                .collect();
+            assert_eq!(next.len(), 1, "dialed again after {in_ms} ms");
+            dial = next[0];
+        }
+    }
+}
+
 #[test]
 fn a_peer_that_drops_with_chunks_we_need_is_redialed_and_one_without_is_not() {
     let mut h = Harness::new(Kind::Fetch, 8, NodeConfig::default());
