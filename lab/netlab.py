@@ -30,7 +30,9 @@ or by SIGINT/SIGTERM/SIGHUP, which `install_signal_handlers` turns into
 exceptions) stops every process it started (SIGTERM to its process group,
 SIGKILL after 3 s, then SIGKILL to anything still inside its namespaces:
 miniupnpd and coturn too) and deletes every namespace it created, which
-deletes their interfaces and nftables rules. A run that was killed outright
+deletes their interfaces and nftables rules, and puts back the host's
+neighbour-table limits it raised (see `Lab._raise_neighbour_limits`). A
+run that was killed outright
 (SIGKILL) leaves namespaces named `mmlab<PID>-...`; the next run deletes
 those whose PID is no longer a running lab (`clean_leftovers`).
 
@@ -303,6 +305,7 @@ class Lab:
 
     def __enter__(self):
         try:
+            self._raise_neighbour_limits()
             self._make_bridge()
         except BaseException:
             self.teardown()
@@ -312,6 +315,36 @@ class Lab:
     def __exit__(self, *exc):
         self.teardown()
         return False
+
+    def _raise_neighbour_limits(self):
+        """The kernel's neighbour (ARP and NDP) tables are one per host,
+        shared by every namespace: at the default limit (1024 entries) a
+        campus of 40 hosts that all talk to each other overflows them, and
+        the kernel drops what it cannot resolve ("neighbor table overflow"
+        in its log; dials time out for no reason a real campus has, where
+        each host keeps its own table). Raised for the lab's run, put back
+        by `teardown` unless something else changed them meanwhile."""
+        self._neighbour_limits = []
+        for family in ("ipv4", "ipv6"):
+            for n, wanted in ((1, 4096), (2, 8192), (3, 16384)):
+                path = Path(f"/proc/sys/net/{family}/neigh/default/gc_thresh{n}")
+                try:
+                    before = int(path.read_text())
+                    if before < wanted:
+                        path.write_text(f"{wanted}\n")
+                        self._neighbour_limits.append((path, before, wanted))
+                except (OSError, ValueError) as error:
+                    raise LabError(f"cannot raise the neighbour table's limit {path}: {error}") \
+                        from error
+
+    def _restore_neighbour_limits(self):
+        for path, before, wanted in reversed(getattr(self, "_neighbour_limits", [])):
+            try:
+                if int(path.read_text()) == wanted:
+                    path.write_text(f"{before}\n")
+            except (OSError, ValueError) as error:
+                self.log(f"lab: could not put {path} back to {before}: {error}")
+        self._neighbour_limits = []
 
     def _add_namespace(self, ns):
         run(["ip", "netns", "add", ns])
@@ -590,6 +623,7 @@ class Lab:
             if left:
                 self.log(f"lab: could not delete namespaces {left}")
             self.namespaces = []
+            self._restore_neighbour_limits()
         finally:
             signal.signal(signal.SIGINT, previous)
 
