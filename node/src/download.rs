@@ -424,10 +424,9 @@ impl Downloader {
 
     /// The peer's measured round trip.
     pub fn set_rtt(&mut self, key: LinkId, rtt: Duration) {
+        self.deadline.take();
         if let Some(session) = self.peers.get_mut(&key) {
-            if session.set_rtt(rtt) {
-                self.deadline.take();
-            }
+            session.set_rtt(rtt);
         }
     }
 
@@ -473,13 +472,8 @@ impl Downloader {
                 // An idle peer that now has a chunk waiting in another
                 // peer's queue may be asked for it once it has waited.
                 if idle && self.config.reask_after.is_some() && self.picker.is_waiting(chunk) {
-                    let (actions, wait) = (self.actions.len(), self.rate_wait);
+                    self.deadline.take();
                     self.reask_queued(now);
-                    if self.actions.len() != actions || self.rate_wait != wait {
-                        self.deadline.take();
-                    } else {
-                        self.note_reask_candidate(key, chunk, now);
-                    }
                 }
             }
         }
@@ -918,31 +912,6 @@ impl Downloader {
             })
             .map(|(_, owner)| self.reask_due(&owner, after))
             .min()
-    }
-
-    /// Peer `key` just announced `chunk`, which waits in another peer's
-    /// queue, and nothing was asked of it: the one input of
-    /// [`Self::next_reask`] that changed is this pair, so a kept deadline
-    /// moves to its moment if that is earlier, instead of a walk over
-    /// every peer at the next question (this happens on a good share of
-    /// all Haves).
-    fn note_reask_candidate(&self, key: LinkId, chunk: u32, now: Instant) {
-        let Some(kept) = self.deadline.get() else {
-            return;
-        };
-        let (Some(after), Some(session)) = (self.may_reask(), self.peers.get(&key)) else {
-            return;
-        };
-        let idle = session.requests_in_flight() == 0
-            && !session.is_backing_off(now)
-            && session.is_dry(self.picker.returns());
-        let owner = match self.picker.state(chunk) {
-            Some(crate::picker::ChunkState::InFlight(owners)) if idle => owners[0],
-            _ => return,
-        };
-        let due = self.reask_due(&owner, after);
-        self.deadline
-            .set(Some(Some(kept.map_or(due, |kept| kept.min(due)))));
     }
 
     /// Asks each idle peer for the longest-waiting request due to be asked

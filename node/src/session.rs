@@ -152,12 +152,8 @@ impl PeerDownload {
     /// A round-trip sample. The pipeline follows the smallest one seen:
     /// the path's own delay, not the queueing of a busy machine, which a
     /// deeper pipeline would only make worse.
-    /// Notes a measured round trip; true when the smallest one changed.
-    pub(crate) fn set_rtt(&mut self, rtt: Duration) -> bool {
-        let smallest = Some(self.rtt.map_or(rtt, |known| known.min(rtt)));
-        let changed = smallest != self.rtt;
-        self.rtt = smallest;
-        changed
+    pub(crate) fn set_rtt(&mut self, rtt: Duration) {
+        self.rtt = Some(self.rtt.map_or(rtt, |known| known.min(rtt)));
     }
 
     /// The smallest round trip seen (50 ms until one is).
