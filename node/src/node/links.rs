@@ -1100,22 +1100,6 @@ impl NodeCore {
             return;
         };
         entry.failures += 1;
-        // A node linked to nobody that was turned away for lack of room
-        // (the refusal may have named nobody: the refuser's budget for
-        // names is shared by every dialer) asks again within a few
-        // seconds: a slot or the budget frees up soon in a crowd, and it
-        // has nothing else. The refuser answers such a dial with one
-        // handshake, or a stateless refusal beyond its handshake limit.
-        let for_room = matches!(
-            entry.last_problem,
-            Some(Problem::Failed(LinkEnd::Refused {
-                reason: HelloRejectReason::TooManyPeers,
-                ..
-            }))
-        );
-        if for_room && self.links.summary(&self.config).counts.up == 0 {
-            entry.failures = entry.failures.min(STRANDED_FAILURES);
-        }
         let failures = entry.failures;
         if entry.source.is_unverified() && failures >= self.config.max_unverified_failures {
             // An address someone else gave us that keeps failing is not
@@ -1123,8 +1107,28 @@ impl NodeCore {
             entry.state = EntryState::Retired;
             return;
         }
+        // A node linked to nobody that was turned away for lack of room
+        // (the refusal may have named nobody: the refuser's budget for
+        // names is shared by every dialer) asks again within a few
+        // seconds: a slot or the budget frees up soon in a crowd, and it
+        // has nothing else. The failures still count in full (an address
+        // from a stranger retires as before). A stateless refusal beyond
+        // the refuser's handshake limit is not told apart from a lost
+        // connection, and counts as any failure.
+        let for_room = matches!(
+            entry.last_problem,
+            Some(Problem::Failed(LinkEnd::Refused {
+                reason: HelloRejectReason::TooManyPeers,
+                ..
+            }))
+        );
+        let step = if for_room && self.links.summary(&self.config).counts.up == 0 {
+            failures.min(STRANDED_FAILURES)
+        } else {
+            failures
+        };
         let wait = AddressBook::backoff(
-            failures,
+            step,
             self.config.redial_initial,
             self.config.redial_max,
             &mut self.rng,
