@@ -323,11 +323,15 @@ class Lab:
         the kernel drops what it cannot resolve ("neighbor table overflow"
         in its log; dials time out for no reason a real campus has, where
         each host keeps its own table). Raised for the lab's run, put back
-        by `teardown` unless something else changed them meanwhile."""
+        by `teardown` unless something else changed them meanwhile or
+        another lab is still running. A host without IPv6 has no IPv6
+        table to raise."""
         self._neighbour_limits = []
         for family in ("ipv4", "ipv6"):
             for n, wanted in ((1, 4096), (2, 8192), (3, 16384)):
                 path = Path(f"/proc/sys/net/{family}/neigh/default/gc_thresh{n}")
+                if family == "ipv6" and not path.exists():
+                    continue
                 try:
                     before = int(path.read_text())
                     if before < wanted:
@@ -338,13 +342,26 @@ class Lab:
                         from error
 
     def _restore_neighbour_limits(self):
-        for path, before, wanted in reversed(getattr(self, "_neighbour_limits", [])):
+        limits = getattr(self, "_neighbour_limits", [])
+        self._neighbour_limits = []
+        try:
+            others = any(
+                (match := re.match(rf"{PREFIX}(\d+)-", ns)) is not None
+                and int(match.group(1)) != os.getpid()
+                and _lab_is_running(int(match.group(1)))
+                for ns in _namespaces())
+        except LabError:
+            others = False
+        if others:
+            # Another lab still needs them (it found them raised and will
+            # not put them back: they stay raised, as after a killed run).
+            return
+        for path, before, wanted in reversed(limits):
             try:
                 if int(path.read_text()) == wanted:
                     path.write_text(f"{before}\n")
             except (OSError, ValueError) as error:
                 self.log(f"lab: could not put {path} back to {before}: {error}")
-        self._neighbour_limits = []
 
     def _add_namespace(self, ns):
         run(["ip", "netns", "add", ns])
@@ -623,8 +640,8 @@ class Lab:
             if left:
                 self.log(f"lab: could not delete namespaces {left}")
             self.namespaces = []
-            self._restore_neighbour_limits()
         finally:
+            self._restore_neighbour_limits()
             signal.signal(signal.SIGINT, previous)
 
 
