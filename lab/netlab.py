@@ -32,9 +32,9 @@ SIGKILL after 3 s, then SIGKILL to anything still inside its namespaces:
 miniupnpd and coturn too) and deletes every namespace it created, which
 deletes their interfaces and nftables rules, and puts back the host's
 neighbour-table limits it raised (see `Lab._raise_neighbour_limits`). A
-run that was killed outright
-(SIGKILL) leaves namespaces named `mmlab<PID>-...`; the next run deletes
-those whose PID is no longer a running lab (`clean_leftovers`).
+run that was killed outright (SIGKILL) leaves namespaces named
+`mmlab<PID>-...`; the next run deletes those whose PID is no longer a
+running lab (`clean_leftovers`).
 
 Anything the lab needs and cannot have (root, `ip`, `tc`, namespaces,
 veth, bridge, tbf; `nft` for homes; miniupnpd and turnserver for a UPnP
@@ -137,15 +137,18 @@ def _delete_namespace(ns):
     run(["ip", "netns", "del", ns], check=False)
 
 
+def _lab_pid(ns):
+    """The PID of the lab that made namespace `ns`, None if no lab did."""
+    match = re.match(rf"{PREFIX}(\d+)-", ns)
+    return None if match is None else int(match.group(1))
+
+
 def clean_leftovers(log=print):
     """Deletes namespaces of earlier lab runs that were killed before they
     could tear down (their PID no longer runs a lab)."""
     for ns in _namespaces():
-        match = re.match(rf"{PREFIX}(\d+)-", ns)
-        if match is None:
-            continue
-        pid = int(match.group(1))
-        if pid == os.getpid() or _lab_is_running(pid):
+        pid = _lab_pid(ns)
+        if pid is None or pid == os.getpid() or _lab_is_running(pid):
             continue
         log(f"lab: removing namespace {ns} left by an earlier run (pid {pid})")
         _delete_namespace(ns)
@@ -346,9 +349,8 @@ class Lab:
         self._neighbour_limits = []
         try:
             others = any(
-                (match := re.match(rf"{PREFIX}(\d+)-", ns)) is not None
-                and int(match.group(1)) != os.getpid()
-                and _lab_is_running(int(match.group(1)))
+                (pid := _lab_pid(ns)) is not None and pid != os.getpid()
+                and _lab_is_running(pid)
                 for ns in _namespaces())
         except LabError:
             others = False

@@ -76,9 +76,9 @@ pub struct NodeConfig {
     pub retry_above: usize,
     /// Incoming connections (admitted at their Hello) from one prefix at
     /// once; beyond, a Hello is refused with other peers to try, unless an
-    /// incoming peer of that prefix has been idle for `evict_idle_after`
-    /// (`evict_for_refused_after` for a peer turned away before)
-    /// (it is closed for the new one). Default 16: room for peers behind
+    /// incoming peer of that prefix has been idle for `evict_idle_after`,
+    /// or `evict_for_refused_after` for a peer turned away before (it is
+    /// closed for the new one). Default 16: room for peers behind
     /// one NAT and for a download restarted several times while its old
     /// connections time out.
     pub max_links_per_prefix: usize,

@@ -10,8 +10,9 @@
 //! rate; its pipeline depth follows the rate times the round trip, so a fast
 //! far peer gets many requests in flight and a slow one few. A request that
 //! takes far longer than the peer's own rate predicts times out and its chunk
-//! is asked again (first, in a download that moves front to back); a peer that delivers nothing for
-//! [`DownloadConfig::silence_timeout`] is dropped; a peer whose chunk fails its
+//! is asked again (first, in a download that moves front to back); a peer
+//! that delivers nothing for [`DownloadConfig::silence_timeout`] is
+//! dropped; a peer whose chunk fails its
 //! proof is dropped at once (its driver bans it by key: `NodeCore` keeps the
 //! one record of bans in its address book and never lets a banned peer join
 //! again).
@@ -968,8 +969,9 @@ impl Downloader {
     }
 
     /// Tops up every peer's pipeline: chunks handed back first in a
-    /// download that moves front to back, then the rarest missing ones, then, in endgame, duplicates of chunks in
-    /// flight; then asks idle peers for requests that waited in a queue.
+    /// download that moves front to back, then the rarest missing ones,
+    /// then, in endgame, duplicates of chunks in flight; then asks idle
+    /// peers for requests that waited in a queue.
     fn fill(&mut self, now: Instant) {
         self.fill_pipelines(now);
         self.reask_queued(now);

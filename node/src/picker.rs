@@ -300,14 +300,11 @@ impl PiecePicker {
         // asked straight of the next that has it, most often a seeder,
         // for a chunk other peers hold too, while chunks only the seeder
         // has wait.
-        let chosen = (!self.wide)
-            .then(|| {
-                self.retry
-                    .iter()
-                    .copied()
-                    .find(|&index| has(peer_has, index))
-            })
-            .flatten()
+        let chosen = self
+            .retry
+            .iter()
+            .copied()
+            .find(|&index| !self.wide && has(peer_has, index))
             .or_else(|| self.pick_rarest(peer_has))?;
         self.leave_missing(chosen);
         self.states[chosen as usize] = ChunkState::InFlight(vec![Owner {
@@ -385,10 +382,10 @@ impl PiecePicker {
     }
 
     /// An in-flight chunk this peer has and does not own yet, with room
-    /// for another owner in endgame (`endgame_room`), for which
-    /// `wanted(owners)` is true; the peer becomes another owner. Among
-    /// several, the one in flight the longest is chosen. Used for endgame and to rescue chunks from slow
-    /// peers.
+    /// for another owner (`endgame_room`), for which `wanted(owners)` is
+    /// true; the peer becomes another owner. Among several, the one in
+    /// flight the longest is chosen. Used for endgame and to rescue chunks
+    /// from slow peers.
     pub fn pick_duplicate(
         &mut self,
         peer: LinkId,
