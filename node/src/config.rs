@@ -27,8 +27,11 @@ pub struct NodeConfig {
     /// slow uplink sends whole chunks one after another, and each can be
     /// passed on soon, instead of sharing itself over eight for half a
     /// minute. One upload at a time until the rate is measured. Default
-    /// 500 ms (so 1 upload at a time up to 16 Mbit/s with 1 MiB chunks, 3
-    /// at 40 Mbit/s, 8 from about 130 Mbit/s); `None`: always
+    /// 750 ms (so 1 upload at a time up to 11 Mbit/s with 1 MiB chunks, 2
+    /// up to 22 Mbit/s, 4 at 40 Mbit/s, 8 from about 80 Mbit/s): on a home
+    /// path one upload alone often cannot fill the uplink, because its
+    /// receiver's acknowledgements wait behind that receiver's own uploads
+    /// and hold its congestion window small; `None`: always
     /// `upload_slots`.
     pub upload_slot_time: Option<Duration>,
     /// An upload that runs this many times longer than the uplink's
@@ -193,7 +196,7 @@ impl Default for NodeConfig {
             max_download: None,
             upload_slots: 8,
             upload_slots_per_peer: 2,
-            upload_slot_time: Some(Duration::from_millis(500)),
+            upload_slot_time: Some(Duration::from_millis(750)),
             upload_overdue: Some(1.5),
             upload_queue_time: Some(Duration::from_secs(10)),
             resend_after: Duration::from_secs(1),

@@ -56,7 +56,7 @@ fn the_uplink_meter_sizes_the_slots_and_the_queue() {
     assert_eq!(
         (config.upload_slot_time, config.upload_queue_time),
         (
-            Some(Duration::from_millis(500)),
+            Some(Duration::from_millis(750)),
             Some(Duration::from_secs(10))
         ),
         "the numbers below assume these"
