@@ -87,6 +87,37 @@ pub struct TransferStats {
     pub completed_at: Option<Instant>,
 }
 
+impl TransferStats {
+    /// The receipt's view of these figures (its times are the delivery's
+    /// to fill in).
+    pub fn summary(&self) -> minimodel_verifier::receipt::TransferSummary {
+        minimodel_verifier::receipt::TransferSummary {
+            chunks_resumed: self.chunks_resumed,
+            chunks_fetched: self.chunks_fetched,
+            chunks_refetched: self.chunks_refetched,
+            bytes_wasted: self.bytes_wasted,
+            duration_ms: 0,
+            finish_ms: 0,
+            peers: self
+                .peers
+                .iter()
+                .map(|peer| minimodel_verifier::receipt::PeerContribution {
+                    peer_id: peer.id.to_string(),
+                    address: peer.address.map(|a| a.to_string()).unwrap_or_default(),
+                    chunks: peer.download.chunks,
+                    bytes: peer.download.bytes,
+                    bad_chunks: peer.download.bad_chunks,
+                    banned: peer.banned,
+                    found_by: peer
+                        .source
+                        .map(|source| source.as_str().to_owned())
+                        .unwrap_or_default(),
+                })
+                .collect(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     Fetching,

@@ -9,13 +9,12 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use minimodel_node::LinkId;
-use minimodel_node::node::{Finish, UploadOutcome, VerifyOutcome};
+use minimodel_node::node::{Finish, TransferStats, UploadOutcome, VerifyOutcome};
 use minimodel_node::report::Fault;
 use minimodel_verifier::Sha256Digest;
 use minimodel_verifier::chunk::{ChunkGeometry, ChunkIndex as VerifierIndex, ChunkVerifier};
 use minimodel_verifier::manifest::Manifest;
 use minimodel_verifier::merkle::MerkleTree;
-use minimodel_verifier::receipt::{PeerContribution, TransferSummary};
 use minimodel_verifier::signing::trust::SignatureCheck;
 use minimodel_wire::{ChunkIndex, PieceHeader};
 use tokio::sync::{Semaphore, mpsc};
@@ -286,7 +285,10 @@ pub(super) fn deliver(node: &mut Node) {
                 .as_ref()
                 .and_then(|stats| stats.completed_at)
                 .unwrap_or_else(Instant::now);
-            let summary = summary_of(stats.as_ref());
+            let summary = stats
+                .as_ref()
+                .map(TransferStats::summary)
+                .unwrap_or_default();
             partial.final_checks(&context, sha256, summary, completed_at)
         })
         .await;
@@ -303,37 +305,6 @@ pub(super) fn deliver(node: &mut Node) {
             .send(Event::Job(JobDone::Delivered(finish, delivered)))
             .await;
     });
-}
-
-/// The receipt's transfer summary from the core's figures.
-pub(crate) fn summary_of(stats: Option<&minimodel_node::node::TransferStats>) -> TransferSummary {
-    let Some(stats) = stats else {
-        return TransferSummary::default();
-    };
-    TransferSummary {
-        chunks_resumed: stats.chunks_resumed,
-        chunks_fetched: stats.chunks_fetched,
-        chunks_refetched: stats.chunks_refetched,
-        bytes_wasted: stats.bytes_wasted,
-        duration_ms: 0,
-        finish_ms: 0,
-        peers: stats
-            .peers
-            .iter()
-            .map(|peer| PeerContribution {
-                peer_id: peer.id.to_string(),
-                address: peer.address.map(|a| a.to_string()).unwrap_or_default(),
-                chunks: peer.download.chunks,
-                bytes: peer.download.bytes,
-                bad_chunks: peer.download.bad_chunks,
-                banned: peer.banned,
-                found_by: peer
-                    .source
-                    .map(|source| source.as_str().to_owned())
-                    .unwrap_or_default(),
-            })
-            .collect(),
-    }
 }
 
 /// A job ended: tell the core.
