@@ -29,9 +29,9 @@ pub struct NodeConfig {
     /// minute. One upload at a time until the rate is measured. Default
     /// 750 ms (so 1 upload at a time up to 11 Mbit/s with 1 MiB chunks, 2
     /// up to 22 Mbit/s, 4 at 40 Mbit/s, 8 from about 80 Mbit/s): on a home
-    /// path one upload alone often cannot fill the uplink, because its
-    /// receiver's acknowledgements wait behind that receiver's own uploads
-    /// and hold its congestion window small; `None`: always
+    /// path one upload alone often does not fill the uplink, likely because
+    /// its receiver's acknowledgements wait behind that receiver's own
+    /// uploads and hold its congestion window small; `None`: always
     /// `upload_slots`.
     pub upload_slot_time: Option<Duration>,
     /// An upload that runs this many times longer than the uplink's

@@ -370,7 +370,8 @@ fn draws() -> u64 {
 /// The crowds above with other draws of every node's tie-breaks: each
 /// finishes, nobody is blamed, and the mean over the draws stays within
 /// the limits below, a few hundredths above today's means (the means move
-/// by that much when events of one instant are taken in another order).
+/// by that much when events of one instant are taken in another order;
+/// 8 mixed went 1.284 -> 1.330 with upload slots sized for 750 ms).
 /// `NETSIM_SEEDS=N` (default 3, from seed 1) prints the table for N
 /// draws. (The third draw of 40 mixed left six latecomers with 7 or 8
 /// links each until 9 s after the rest, 1.71 T*, while every other node
@@ -388,7 +389,7 @@ fn crowds_over_seeds() {
     let cases: Vec<(&str, f64, Run)> = vec![
         (
             "8 mixed, 16 MiB",
-            1.33,
+            1.36,
             Box::new(|| crowd(40.0, &mixed(8), 16)),
         ),
         (
