@@ -12,10 +12,9 @@
 //! takes far longer than the peer's own rate predicts times out and its chunk
 //! is asked again (first, in a download that moves front to back); a peer
 //! that delivers nothing for [`DownloadConfig::silence_timeout`] is
-//! dropped; a peer whose chunk fails its
-//! proof is dropped at once (its driver bans it by key: `NodeCore` keeps the
-//! one record of bans in its address book and never lets a banned peer join
-//! again).
+//! dropped; a peer whose chunk fails its proof is dropped at once (its
+//! driver bans it by key: `NodeCore` keeps the one record of bans in its
+//! address book and never lets a banned peer join again).
 
 use std::cell::Cell;
 use std::collections::{BTreeMap, VecDeque};

@@ -300,12 +300,15 @@ impl PiecePicker {
         // asked straight of the next that has it, most often a seeder,
         // for a chunk other peers hold too, while chunks only the seeder
         // has wait.
-        let chosen = self
-            .retry
-            .iter()
-            .copied()
-            .find(|&index| !self.wide && has(peer_has, index))
-            .or_else(|| self.pick_rarest(peer_has))?;
+        let retried = if self.wide {
+            None
+        } else {
+            self.retry
+                .iter()
+                .copied()
+                .find(|&index| has(peer_has, index))
+        };
+        let chosen = retried.or_else(|| self.pick_rarest(peer_has))?;
         self.leave_missing(chosen);
         self.states[chosen as usize] = ChunkState::InFlight(vec![Owner {
             peer,
