@@ -189,7 +189,8 @@ impl PeerDownload {
         matches!(self.has.set(ChunkIndex(chunk), false), Ok(true))
     }
 
-    /// The pipeline depth this peer deserves now.
+    /// The pipeline depth this peer deserves now: what its rate brings in
+    /// `pipeline_round_trips` of its round trip, and the chunk being sent.
     pub fn pipeline_depth(&self, chunk_size: u32, config: &DownloadConfig) -> usize {
         let Some(rate) = self.rate else {
             return config
@@ -198,7 +199,7 @@ impl PeerDownload {
         };
         let rtt = self.rtt.unwrap_or(DEFAULT_RTT).as_secs_f64();
         let chunks_per_rtt = rate * rtt / f64::from(chunk_size.max(1));
-        let depth = (2.0 * chunks_per_rtt).ceil() as usize + 1;
+        let depth = (config.pipeline_round_trips * chunks_per_rtt).ceil() as usize + 1;
         depth.clamp(config.min_pipeline, config.max_pipeline)
     }
 
@@ -408,12 +409,18 @@ mod tests {
         // trip counts.
         near.set_rtt(Duration::from_millis(40));
         assert_eq!(near.pipeline_depth(1 << 20, &config), 2);
-        // The same rate 100 ms away needs about 20 chunks queued.
+        // The same rate 100 ms away: ten chunks a round trip, three round
+        // trips of them and the one being sent.
         let mut far = PeerDownload::new(PeerId([8; 32]), HaveBitfield::full(100), t0);
         far.start_request(0, t0);
         far.record_delivery(1 << 20, Some(t0), t0 + Duration::from_millis(10));
         far.set_rtt(Duration::from_millis(100));
-        assert_eq!(far.pipeline_depth(1 << 20, &config), 21);
+        assert_eq!(far.pipeline_depth(1 << 20, &config), 31);
+        let two = DownloadConfig {
+            pipeline_round_trips: 2.0,
+            ..config.clone()
+        };
+        assert_eq!(far.pipeline_depth(1 << 20, &two), 21);
         // And never more than the maximum.
         let mut very_far = far.clone();
         very_far.rtt = Some(Duration::from_secs(10));
