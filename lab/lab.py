@@ -179,6 +179,79 @@ def seeders(ctx, name, count, size, timeout, impair=None, congestion=None):
     fail_if(problems)
 
 
+def share(ctx, name, size, timeout, controllers, cap="20mbit", settle=3.0):
+    """Seeders in one host whose uplink is capped at `cap` (a home uplink,
+    tbf with a 100 ms queue), one for each of the congestion controllers
+    `controllers` (None: the default), each serving one non-serving
+    fetcher in a host of its own; or, with `controllers` a number, one
+    seeder with the default serving that many fetchers (one node's
+    uploads to several peers). The fetches start together. Reports
+    each one's share of the capped uplink from `settle` s after the start
+    until the first fetch ends (the fetchers' received bytes, from their
+    kernel counters), and how much of the cap the two used together.
+    Fails only when a fetch fails: the shares are a figure."""
+    run_dir = ctx.scratch(name)
+    _, _, sha = ctx.artifact(size)
+    with ctx.lab(name) as lab:
+        seeder = lab.add_host("s", cap=cap)
+        one_node = isinstance(controllers, int)
+        if one_node:
+            controllers = [None] * controllers
+        hosts = [lab.add_host(f"f{i}") for i in range(1, len(controllers) + 1)]
+        lab.wait_reachable()
+        offers = []
+        for i, controller in enumerate(controllers):
+            if one_node and offers:
+                offers.append(offers[0])
+                continue
+            extra = ["--congestion", controller] if controller else []
+            _, offer = start_seeder(ctx, seeder, size, seeder.addr(PORT + i), extra=extra,
+                                    name=f"seed{i + 1}")
+            offers.append(offer)
+        t0 = time.monotonic()
+        fetches = []
+        for host, offer in zip(hosts, offers):
+            out = run_dir / host.name
+            fetches.append((start_fetch(ctx, host, size, ["--offer", offer], out), out))
+        procs = [p for p, _ in fetches]
+        while time.monotonic() < t0 + settle and all(p.poll() is None for p in procs):
+            time.sleep(0.02)
+        start = (time.monotonic(), [h.rx_bytes() for h in hosts])
+        while time.monotonic() < t0 + timeout and all(p.poll() is None for p in procs):
+            time.sleep(0.02)
+        end = (time.monotonic(), [h.rx_bytes() for h in hosts])
+        late = wait_all(procs, max(1.0, t0 + timeout - time.monotonic()))
+    problems = [f"{p.name} did not finish in {timeout} s" for p in late]
+    for proc, out in fetches:
+        check_download(proc, out, sha, problems)
+    window = end[0] - start[0]
+    got = [b - a for a, b in zip(start[1], end[1])]
+    cap_bytes = seeder.cap_bits / 8
+    shares = [g / max(1, sum(got)) for g in got]
+    names = [c or "default" for c in controllers]
+    if one_node:
+        names = [f"one node to {len(controllers)}"]
+    result = {
+        "scenario": name,
+        "bytes": size,
+        "cap": cap,
+        "controllers": names,
+        "window_s": round(window, 2),
+        "shares": [round(x, 3) for x in shares],
+        "used_of_cap": round(sum(got) / (cap_bytes * window), 3) if window > 0 else None,
+        "fetch_s": [round((p.ended or time.monotonic()) - t0, 2) for p in procs],
+        "ok": not problems,
+    }
+    result["run"] = ctx.attempt
+    ctx.results.append(result)
+    say(f"  {' / '.join(names)} sharing {cap}: shares "
+        f"{' / '.join(f'{x:.3f}' for x in shares)} over {window:.1f} s while both ran; "
+        f"together {result['used_of_cap']} of the cap; fetches done at "
+        f"{', '.join(f'{t:.1f}' for t in result['fetch_s'])} s")
+    shutil.rmtree(run_dir, ignore_errors=True)
+    fail_if(problems)
+
+
 def relay_smoke(ctx, name, delay="10ms", loss="0.01", size=4 * MiB, timeout=120):
     """One seeder capped at 100 Mbit, one non-serving fetcher, the path
     through the relay on a third host with `delay` and `loss` each way: the
@@ -402,6 +475,10 @@ SCENARIOS = {
     "seeders-4x256-delay": lambda c, n: seeders(c, n, 4, 256 * MiB, 600, impair=DELAYED),
     "seeders-4x256-delay-bbr": lambda c, n: seeders(c, n, 4, 256 * MiB, 600, impair=DELAYED,
                                                     congestion="bbr"),
+    "share-default-cubic": lambda c, n: share(c, n, 32 * MiB, 300, [None, "cubic"]),
+    "share-default-default": lambda c, n: share(c, n, 32 * MiB, 300, [None, None]),
+    "share-one-node": lambda c, n: share(c, n, 32 * MiB, 300, 2),
+    "share-cubic-cubic": lambda c, n: share(c, n, 32 * MiB, 300, ["cubic", "cubic"]),
     "relay-smoke": relay_smoke,
     "relay-50ms": lambda c, n: relay_smoke(c, n, delay="50ms", size=16 * MiB, timeout=300),
     "restart": restart,
@@ -427,7 +504,8 @@ SETS = {
     # The swarm figures of docs/performance.md; minutes each.
     "figures": ["swarm-4x48", "swarm-8x48", "swarm-4x256", "swarm-8x256", "seeders-4x256",
                 "seeders-4x256-relay", "seeders-4x256-delay", "seeders-4x256-delay-bbr",
-                "seeders-4x256-lossy", "seeders-4x256-lossy-bbr"],
+                "seeders-4x256-lossy", "seeders-4x256-lossy-bbr", "share-default-cubic",
+                "share-default-default", "share-cubic-cubic", "share-one-node"],
     # Homes, NAT, a campus and a LAN (docs/lab.md, "The internet"); minutes
     # each, the 40-peer ones CPU-bound on two cores (see --rate-scale).
     "internet": ["uplinks-24x32-mixed", "uplinks-40x32-mixed", "uplinks-24x128-mixed",

@@ -285,6 +285,11 @@ class Host:
         done = self.run(["cat", f"/sys/class/net/{self.ifname}/statistics/tx_bytes"])
         return int(done.stdout.strip())
 
+    def rx_bytes(self):
+        """Bytes received by this host's interface, from its kernel counter."""
+        done = self.run(["cat", f"/sys/class/net/{self.ifname}/statistics/rx_bytes"])
+        return int(done.stdout.strip())
+
 
 class Lab:
     """Hosts in namespaces, on the flat LAN or on the internet; see the
