@@ -225,6 +225,9 @@ def share(ctx, name, size, timeout, controllers, cap="20mbit", settle=3.0):
     for proc, out in fetches:
         check_download(proc, out, sha, problems)
     window = end[0] - start[0]
+    if window < 1.0:
+        problems.append(f"a fetch ended {window:.2f} s after the shares began to be counted: "
+                        f"no shares to tell (a larger size would)")
     got = [b - a for a, b in zip(start[1], end[1])]
     cap_bytes = seeder.cap_bits / 8
     shares = [g / max(1, sum(got)) for g in got]

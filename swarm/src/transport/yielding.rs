@@ -83,6 +83,9 @@ pub struct Yielding {
     /// one before it.
     acked: [u64; 2],
     lost: [u64; 2],
+    /// The queue it aims at: [`TARGET`] alone, otherwise set by its window
+    /// against the sending connections' mean (see [`Yielding::on_ack`]).
+    target: Duration,
 }
 
 impl Yielding {
@@ -97,6 +100,7 @@ impl Yielding {
             round_from: now,
             acked: [0; 2],
             lost: [0; 2],
+            target: TARGET,
         }
     }
 
@@ -126,8 +130,9 @@ impl Yielding {
     /// see the same queue, so the larger shrinks and the smaller grows
     /// until they are equal. With one target for all, any split is at
     /// rest once the queue is at the target: two uploads through one
-    /// 20 Mbit uplink kept 0.83 / 0.17 of it, where slow start left them,
-    /// in three runs (`share-default-default`).
+    /// 20 Mbit uplink kept 0.80 to 0.84 of it for one, where slow start
+    /// left them, in three runs (`share-default-default`). A loss above
+    /// a connection's own target counts as congestion.
     pub fn on_ack(
         &mut self,
         now: Instant,
@@ -154,16 +159,16 @@ impl Yielding {
                 return;
             }
         }
-        // Towards the target: up when the queue is shorter, down when it
+        // Towards its target: up when the queue is shorter, down when it
         // is longer, in proportion, by at most GAIN of the window (or a
-        // datagram) a round trip.
-        // A window over the sending connections' mean aims at a shorter
-        // queue, one under it at a longer: at the queue they share, the
-        // larger shrinks and the smaller grows until they are equal.
+        // datagram) a round trip. A window over the sending connections'
+        // mean aims at a shorter queue, one under it at a longer: at the
+        // queue they share, the larger shrinks and the smaller grows until
+        // they are equal. With no queue every one grows as if alone.
         let fair = (share as f64 / self.window.max(1) as f64).clamp(FAIR_MIN, FAIR_MAX);
-        let target = TARGET.as_secs_f64() * fair;
-        let off_target = (target - queuing.as_secs_f64()) / TARGET.as_secs_f64();
-        let off_target = off_target.clamp(-1.0, 1.0);
+        self.target = TARGET.mul_f64(fair);
+        let target = self.target.as_secs_f64();
+        let off_target = ((target - queuing.as_secs_f64()) / target).clamp(-1.0, 1.0);
         let step = (GAIN * self.window as f64).max(self.mtu as f64);
         let change = off_target * bytes as f64 * step / self.window as f64;
         let window = (self.window as f64 + change).max(self.minimum_window() as f64);
@@ -174,13 +179,14 @@ impl Yielding {
     /// `now`), with the queue at `queuing`. One reduction per round trip:
     /// losses of packets sent before the last reduction are part of it.
     ///
-    /// A loss with a long queue, or among heavy losses, is congestion: the
-    /// window halves, slow start ends, and acknowledgements of what was
-    /// sent before do not grow it. Any other is noise of the path: the
-    /// window is trimmed and goes on growing, in slow start too (ending
-    /// slow start at the first noise loss left a path with 1 % loss at a
-    /// window of 20 datagrams, to grow by an eighth a round trip for
-    /// seconds).
+    /// A loss with the queue over this connection's target, or among
+    /// heavy losses, is congestion: the window halves, slow start ends,
+    /// acknowledgements of what was sent before do not grow it, and the
+    /// losses counted so far are forgotten (they are answered). Any other
+    /// is noise of the path: the window is trimmed and goes on growing, in
+    /// slow start too (ending slow start at the first noise loss left a
+    /// path with 1 % loss at a window of 20 datagrams, to grow by an
+    /// eighth a round trip for seconds).
     pub fn on_loss(
         &mut self,
         now: Instant,
@@ -201,13 +207,16 @@ impl Yielding {
             return;
         }
         self.recovery_start = now;
-        if queuing > TARGET || self.heavy_loss() {
+        if queuing > self.target || self.heavy_loss() {
             self.growth_from = now;
             self.window = self.reduced(CONGESTION_DECREASE);
             self.ssthresh = self.window;
+            self.lost = [0; 2];
+            self.acked = [0; 2];
         } else {
+            let slow_start = self.in_slow_start();
             self.window = self.reduced(NOISE_DECREASE);
-            if !self.in_slow_start() {
+            if !slow_start {
                 self.ssthresh = self.window;
             }
         }
@@ -233,10 +242,13 @@ impl Yielding {
 }
 
 /// The windows of this process's connections that are sending (an
-/// acknowledgement of a packet sent while not application-limited within
+/// acknowledgement quinn did not mark application-limited within
 /// [`Sending::ACTIVE`]): a host's connections share its uplink, and each
-/// grows by an eighth of their mean window a round trip (see
-/// [`Yielding::on_ack`]).
+/// aims at a queue set by its window against their mean (see
+/// [`Yielding::on_ack`]). One registry for the process, not one per
+/// endpoint or per transport configuration: a node's uploads leave on the
+/// connections it accepted and on those it dialed alike, through one
+/// uplink.
 #[derive(Debug, Default)]
 struct Sending {
     next_id: u64,
@@ -246,7 +258,7 @@ struct Sending {
 
 impl Sending {
     /// A connection is sending for this long after an acknowledgement
-    /// of a packet it sent while not application-limited.
+    /// quinn did not mark application-limited.
     const ACTIVE: Duration = Duration::from_millis(250);
     /// A controller reads the mean (and reports its window) at most this
     /// often.
@@ -643,6 +655,46 @@ mod tests {
         c.on_loss(later, later - ms(50), false, LOST, TARGET + ms(1));
         assert_eq!(c.window(), (trimmed as f64 * CONGESTION_DECREASE) as u64);
         assert!(!c.in_slow_start());
+    }
+
+    #[test]
+    fn a_congestion_reduction_answers_the_losses_counted_before_it() {
+        let start = Instant::now();
+        let mut c = Yielding::new(start, MTU);
+        let mut now = start;
+        for _ in 0..4 {
+            now = rtt_of_acks(&mut c, now, ms(0));
+        }
+        let before = c.window();
+        c.on_loss(now, now - ms(50), false, before / 10, ms(0));
+        let halved = c.window();
+        assert_eq!(halved, (before as f64 * CONGESTION_DECREASE) as u64);
+        // One datagram lost a round trip later is noise again.
+        let later = now + ms(150);
+        c.on_loss(later, later - ms(50), false, LOST, ms(0));
+        assert_eq!(c.window(), (halved as f64 * NOISE_DECREASE) as u64);
+    }
+
+    #[test]
+    fn a_loss_counts_against_the_connections_own_target() {
+        // Half the mean window: it aims at 1.5 times the target.
+        let start = Instant::now();
+        let mut c = Yielding::new(start, MTU);
+        c.on_loss(start + ms(10), start + ms(5), false, LOST, 2 * TARGET);
+        let now = start + ms(200);
+        let share = 2 * c.window();
+        c.on_ack(now, now - ms(100), u64::from(MTU), false, TARGET, share);
+        let before = c.window();
+        c.on_loss(now + ms(10), now + ms(5), false, LOST, TARGET + ms(10));
+        assert_eq!(c.window(), (before as f64 * NOISE_DECREASE) as u64);
+        // Alone, the same queue is over its target.
+        let mut alone = Yielding::new(start, MTU);
+        alone.on_loss(start + ms(10), start + ms(5), false, LOST, 2 * TARGET);
+        let window = alone.window();
+        alone.on_ack(now, now - ms(100), u64::from(MTU), false, TARGET, window);
+        let before = alone.window();
+        alone.on_loss(now + ms(10), now + ms(5), false, LOST, TARGET + ms(10));
+        assert_eq!(alone.window(), (before as f64 * CONGESTION_DECREASE) as u64);
     }
 
     #[test]
