@@ -322,3 +322,16 @@ fn an_idle_sender_keeps_its_window() {
     );
     assert_eq!(c.window(), first);
 }
+
+#[test]
+fn a_dropped_controller_leaves_the_registry_and_a_clone_is_another_connection() {
+    let now = Instant::now();
+    let controller = YieldingController::new(now, MTU);
+    let id = controller.id;
+    sending().update(id, 10_000, now);
+    assert!(sending().flows.contains_key(&id));
+    let copy = controller.clone();
+    assert_ne!(copy.id, id, "a clone reports a window of its own");
+    drop(controller);
+    assert!(!sending().flows.contains_key(&id));
+}
