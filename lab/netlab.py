@@ -282,12 +282,14 @@ class Host:
 
     def tx_bytes(self):
         """Bytes sent by this host's interface, from its kernel counter."""
-        done = self.run(["cat", f"/sys/class/net/{self.ifname}/statistics/tx_bytes"])
-        return int(done.stdout.strip())
+        return self._counter("tx_bytes")
 
     def rx_bytes(self):
         """Bytes received by this host's interface, from its kernel counter."""
-        done = self.run(["cat", f"/sys/class/net/{self.ifname}/statistics/rx_bytes"])
+        return self._counter("rx_bytes")
+
+    def _counter(self, name):
+        done = self.run(["cat", f"/sys/class/net/{self.ifname}/statistics/{name}"])
         return int(done.stdout.strip())
 
 

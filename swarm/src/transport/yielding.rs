@@ -33,8 +33,8 @@ pub const TARGET: Duration = Duration::from_millis(50);
 /// growth rate, is what keeps this controller from filling queues.
 const GAIN: f64 = 1.0 / 8.0;
 
-/// The window after a loss while the queue is longer than the target, or
-/// among heavy losses (congestion), and after any other (noise of the
+/// The window after a loss while the queue is longer than the
+/// connection's target, or among heavy losses (congestion), and after any other (noise of the
 /// path: a loss a round trip at 1% loss then costs less than the growth
 /// gains). The window holds the queue near the target, so a loss below
 /// it is not its own queue overflowing (counting one above half the
