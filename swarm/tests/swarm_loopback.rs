@@ -210,3 +210,89 @@ fn giving_up_after(limit: Duration) -> NodeSettings {
     node.core.give_up_after = limit;
     node
 }
+
+/// A storage that counts how many writes run at once, each held 20 ms so
+/// that chunks arriving together overlap when the node lets them.
+struct CountingWrites {
+    inner: Arc<dyn minimodel_swarm::store::Storage>,
+    now: std::sync::atomic::AtomicUsize,
+    most: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl CountingWrites {
+    fn counted<T>(&self, write: impl FnOnce() -> T) -> T {
+        use std::sync::atomic::Ordering;
+        let at_once = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most.fetch_max(at_once, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(20));
+        let done = write();
+        self.now.fetch_sub(1, Ordering::SeqCst);
+        done
+    }
+}
+
+impl minimodel_swarm::store::Storage for CountingWrites {
+    fn write_all_at(&self, offset: u64, bytes: &[u8]) -> std::io::Result<()> {
+        self.counted(|| self.inner.write_all_at(offset, bytes))
+    }
+    fn write_parts_at(&self, offset: u64, parts: &[bytes::Bytes]) -> std::io::Result<()> {
+        self.counted(|| self.inner.write_parts_at(offset, parts))
+    }
+    fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        self.inner.read_exact_at(offset, buf)
+    }
+    fn sync_data(&self) -> std::io::Result<()> {
+        self.inner.sync_data()
+    }
+}
+
+/// Fetches 2 MiB in 64 KiB chunks from a local seeder with `verify_jobs`
+/// verifications at once; the most chunk writes that ran at once.
+async fn writes_at_once(name: &str, verify_jobs: usize) -> usize {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let artifact = common::artifact(dir.path(), name, 2 << 20, 64 << 10);
+    let seeder = common::nodes::RunningSeeder::start(&artifact, common::nodes::listen_config());
+    let out = dir.path().join("out");
+    let most = Arc::new(AtomicUsize::new(0));
+    let opened = PartialDownload::open_with_storage(
+        &out,
+        &artifact.manifest,
+        Sha256Digest::of(b"manifest"),
+        &ResumeOptions::default(),
+        &|_| {},
+        |file| -> Arc<dyn minimodel_swarm::store::Storage> {
+            Arc::new(CountingWrites {
+                inner: Arc::new(file),
+                now: AtomicUsize::new(0),
+                most: Arc::clone(&most),
+            })
+        },
+    )
+    .unwrap();
+    let OpenedDownload::Partial(partial, _) = opened else {
+        panic!("a new download");
+    };
+    let mut config = common::nodes::fetch_config(&artifact, &out, vec![seeder.peer]);
+    config.node.core.verify_jobs = verify_jobs;
+    let (reports, _inbox) = mpsc::unbounded_channel();
+    let fetcher = Fetcher::start(
+        config,
+        Arc::new(partial),
+        Arc::new(Identity::generate().unwrap()),
+        reports,
+    )
+    .unwrap();
+    let outcome = fetcher.run(std::future::pending()).await;
+    assert!(outcome.expect("delivered").artifact_path.exists());
+    most.load(Ordering::SeqCst)
+}
+
+/// The node runs as many verifications (each ending in its chunk's write)
+/// at once as its config's `verify_jobs` says, and delivers with one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verifications_at_once_follow_the_config() {
+    assert_eq!(writes_at_once("one-job", 1).await, 1);
+    let most = writes_at_once("three-jobs", 3).await;
+    assert!((1..=3).contains(&most), "{most} writes at once");
+}

@@ -26,9 +26,6 @@ use crate::resume::{Delivered, PartialDownload};
 use crate::store::{Storage, read_chunk};
 use crate::trailing::TrailingThread;
 
-/// Verification and storage jobs at once.
-pub(crate) const VERIFY_JOBS: usize = 2;
-
 /// A job's result.
 pub(crate) enum JobDone {
     Verified {
@@ -82,6 +79,9 @@ pub(crate) struct Jobs {
     pub(crate) partial: Option<Arc<PartialDownload>>,
     pub(crate) delivery: Option<DeliveryContext>,
     trailing: Option<TrailingThread>,
+    /// Verification and storage jobs at once (the core's `verify_jobs`),
+    /// and their slots.
+    verify_jobs: u32,
     verify_slots: Arc<Semaphore>,
     /// The delivered download, once it is.
     pub(crate) delivered: Option<Box<Delivered>>,
@@ -106,10 +106,18 @@ impl Jobs {
             partial,
             delivery,
             trailing: None,
-            verify_slots: Arc::new(Semaphore::new(VERIFY_JOBS)),
+            verify_jobs: 0,
+            verify_slots: Arc::new(Semaphore::new(0)),
             delivered: None,
             delivering: false,
         }
+    }
+
+    /// Runs up to `jobs` verifications at once (the node's config, checked
+    /// to be at least 1); set before the first.
+    pub(crate) fn set_verify_jobs(&mut self, jobs: usize) {
+        self.verify_jobs = u32::try_from(jobs.min(Semaphore::MAX_PERMITS)).unwrap_or(u32::MAX);
+        self.verify_slots = Arc::new(Semaphore::new(self.verify_jobs as usize));
     }
 
     /// Starts the trailing hasher (a download only), with the chunks
@@ -270,12 +278,13 @@ pub(super) fn deliver(node: &mut Node) {
     };
     let trailing = node.jobs.trailing.take();
     let slots = Arc::clone(&node.jobs.verify_slots);
+    let all = node.jobs.verify_jobs;
     let events = node.sender.clone();
     let stats = node.core.transfer();
     let remembered = node.peers_to_remember();
     node.jobs.delivering = true;
     tokio::spawn(async move {
-        let _all = slots.acquire_many(VERIFY_JOBS as u32).await;
+        let _all = slots.acquire_many(all).await;
         let done = tokio::task::spawn_blocking(move || {
             if let Some(list) = remembered {
                 let _ = partial.remember_peers(&list);

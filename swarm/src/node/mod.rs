@@ -421,6 +421,8 @@ impl Node {
             core.set_share(Some(share), Instant::now());
         }
         let (link_sender, link_events) = mpsc::channel(1024);
+        let mut jobs = parts.jobs;
+        jobs.set_verify_jobs(parts.config.core.verify_jobs);
         Ok(Self {
             core,
             endpoint,
@@ -433,7 +435,7 @@ impl Node {
             sender,
             link_events,
             link_sender,
-            jobs: parts.jobs,
+            jobs,
             reports: parts.reports,
             outcome: None,
             dht: None,
