@@ -132,6 +132,9 @@ class Context:
         folder.mkdir(parents=True, exist_ok=True)
         slm = folder / f"{size}.slm"
         manifest = folder / f"{size}.manifest"
+        # A kept work directory (--keep) may hold them from an earlier run.
+        for old in (slm, manifest):
+            old.unlink(missing_ok=True)
         subprocess.run(
             [self.bin, "fixture", slm, "--size", str(size)], check=True, stdout=subprocess.DEVNULL
         )
