@@ -114,7 +114,8 @@ if [ "$INSIDE" = 0 ]; then
         fi
     }
     [ "$SKIP_RQBIT" = 1 ] || install_tool rqbit "$RQBIT"
-    [ "$SKIP_SENDME" = 1 ] || install_tool sendme "$SENDME"
+    # sendme runs only in the namespace (see above).
+    [ "$SKIP_SENDME" = 1 ] || [ "$HARNESS" = host ] || install_tool sendme "$SENDME"
     if [ "$HARNESS" != netns ]; then
         say "==== harness: the host's loopback"
         "$0" "${ARGS[@]}" --no-build --skip-sendme --inside-host
