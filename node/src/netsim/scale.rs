@@ -177,6 +177,7 @@ pub(crate) fn run(scenario: &Scenario) -> ScaleFigures {
             sim.run(Duration::from_secs(t), done);
             let mut line = [0usize; 8];
             let mut hist = [0usize; 5];
+            let mut zero = [0usize; 5];
             let (mut dials, mut books) = (0, 0);
             for i in 1..=peers {
                 let Some(core) = sim.nodes[i].core.as_ref() else {
@@ -195,6 +196,15 @@ pub(crate) fn run(scenario: &Scenario) -> ScaleFigures {
                 line[6] += queued;
                 line[7] += usize::from(!sim.nodes[i].uplink.transfers.is_empty());
                 let (dialing, book) = core.dial_load();
+                if core.connected_count() == 0 {
+                    zero[0] += 1;
+                    zero[1] += usize::from(dialing > 0);
+                    zero[2 + match book {
+                        0..=1 => 0,
+                        2..=10 => 1,
+                        _ => 2,
+                    }] += 1;
+                }
                 hist[match core.connected_count() {
                     0 => 0,
                     1..=3 => 1,
@@ -270,6 +280,12 @@ pub(crate) fn run(scenario: &Scenario) -> ScaleFigures {
                 "       links 0/1-3/4-15/16-31/32: {hist:?} dialing {:.1} book {:.0}",
                 dials as f64 / running as f64,
                 books as f64 / running as f64
+            );
+            println!(
+                "       unlinked {} dialing {} book 0-1/2-10/11+ {:?}",
+                zero[0],
+                zero[1],
+                &zero[2..]
             );
         }
     }
