@@ -30,9 +30,11 @@ use resume_support::{
 
 /// The download's request budget (`DownloadConfig::max_in_flight_bytes`).
 const BUDGET: u64 = 16 << 20;
-/// Verification workers: chunks that may be written and not journaled yet
-/// at the moment of a kill.
-const VERIFY_JOBS: u64 = 2;
+/// Verification workers (the CLI runs the default): chunks that may be
+/// written and not journaled yet at the moment of a kill.
+fn verify_jobs() -> u64 {
+    minimodel_swarm::node::CoreConfig::default().verify_jobs as u64
+}
 
 /// What one run did.
 #[derive(Debug)]
@@ -150,14 +152,14 @@ fn a_download_killed_at_random_moments_keeps_every_verified_chunk() {
         }
         let lost_on_disk = run.on_disk.saturating_sub(run.kept);
         assert!(
-            lost_on_disk <= VERIFY_JOBS,
+            lost_on_disk <= verify_jobs(),
             "run {}: {} chunks were right on disk and the next run did not keep them",
             n + 1,
             lost_on_disk
         );
         let kept_bytes = (run.kept - run.resumed) * chunk;
         assert!(
-            sent.saturating_sub(kept_bytes) <= BUDGET + VERIFY_JOBS * chunk,
+            sent.saturating_sub(kept_bytes) <= BUDGET + verify_jobs() * chunk,
             "run {}: sent {sent} bytes and {kept_bytes} of them were kept: more lost than a \
              fetch has in flight",
             n + 1

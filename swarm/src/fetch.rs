@@ -228,6 +228,7 @@ impl Fetcher {
                 signature: config.signature.clone(),
                 started: Instant::now(),
             }),
+            node_config.core.verify_jobs,
         );
         let served = config
             .serve

@@ -72,6 +72,7 @@ impl Seeder {
         let swarm = swarm_of(manifest).map_err(|e| SeedError::Unservable(e.to_string()))?;
         let geometry = ChunkGeometry::of_manifest(manifest)
             .map_err(|e| SeedError::Unservable(e.to_string()))?;
+        let verify_jobs = config.core.verify_jobs;
         let tuning = &mut config.tuning;
         tuning.connection_receive_window =
             tuning.connection_receive_window.min(SEEDER_RECEIVE_WINDOW);
@@ -107,6 +108,7 @@ impl Seeder {
                 ProofSource::Full(Arc::new(artifact.tree().clone())),
                 None,
                 None,
+                verify_jobs,
             ),
             reports,
         })?;

@@ -80,7 +80,8 @@ pub(crate) struct Jobs {
     pub(crate) delivery: Option<DeliveryContext>,
     trailing: Option<TrailingThread>,
     /// Verification and storage jobs at once (the core's `verify_jobs`),
-    /// and their slots.
+    /// and their slots: the delivery takes them all, so that it starts
+    /// after every job before it.
     verify_jobs: u32,
     verify_slots: Arc<Semaphore>,
     /// The delivered download, once it is.
@@ -97,7 +98,12 @@ impl Jobs {
         proofs: ProofSource,
         partial: Option<Arc<PartialDownload>>,
         delivery: Option<DeliveryContext>,
+        verify_jobs: usize,
     ) -> Self {
+        // At least one (the node's config is checked for that too), at most
+        // what a semaphore holds.
+        let verify_jobs =
+            u32::try_from(verify_jobs.clamp(1, Semaphore::MAX_PERMITS)).unwrap_or(u32::MAX);
         Self {
             geometry,
             verifier: Arc::new(verifier),
@@ -106,18 +112,11 @@ impl Jobs {
             partial,
             delivery,
             trailing: None,
-            verify_jobs: 0,
-            verify_slots: Arc::new(Semaphore::new(0)),
+            verify_jobs,
+            verify_slots: Arc::new(Semaphore::new(verify_jobs as usize)),
             delivered: None,
             delivering: false,
         }
-    }
-
-    /// Runs up to `jobs` verifications at once (the node's config, checked
-    /// to be at least 1); set before the first.
-    pub(crate) fn set_verify_jobs(&mut self, jobs: usize) {
-        self.verify_jobs = u32::try_from(jobs.min(Semaphore::MAX_PERMITS)).unwrap_or(u32::MAX);
-        self.verify_slots = Arc::new(Semaphore::new(self.verify_jobs as usize));
     }
 
     /// Starts the trailing hasher (a download only), with the chunks

@@ -421,8 +421,6 @@ impl Node {
             core.set_share(Some(share), Instant::now());
         }
         let (link_sender, link_events) = mpsc::channel(1024);
-        let mut jobs = parts.jobs;
-        jobs.set_verify_jobs(parts.config.core.verify_jobs);
         Ok(Self {
             core,
             endpoint,
@@ -435,7 +433,7 @@ impl Node {
             sender,
             link_events,
             link_sender,
-            jobs,
+            jobs: parts.jobs,
             reports: parts.reports,
             outcome: None,
             dht: None,
