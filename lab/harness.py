@@ -132,11 +132,11 @@ class Context:
         folder.mkdir(parents=True, exist_ok=True)
         slm = folder / f"{size}.slm"
         manifest = folder / f"{size}.manifest"
-        # A kept work directory (--keep) may hold them from an earlier run.
-        for old in (slm, manifest):
-            old.unlink(missing_ok=True)
+        # A --workdir used before holds them already: the fixture is the
+        # same bytes, and the manifest is written over.
         subprocess.run(
-            [self.bin, "fixture", slm, "--size", str(size)], check=True, stdout=subprocess.DEVNULL
+            [self.bin, "fixture", slm, "--size", str(size), "--force"], check=True,
+            stdout=subprocess.DEVNULL,
         )
         done = subprocess.run(
             [self.bin, "--json", "manifest", slm, "--model-id", MODEL, "--publisher-id", "lab",
