@@ -28,8 +28,9 @@ pub(crate) struct Scenario {
     /// chunks (scaled with the file, so that a smaller run keeps the
     /// shape).
     pub arrivals: Duration,
-    /// A third of the peers leave as soon as they are done, a tenth vanish
-    /// half way (no Goodbye), and the seeder stops once the running peers
+    /// A third of the peers leave as soon as they are done, one in fifteen
+    /// vanish half way (no Goodbye: every tenth peer not among those
+    /// leaving, 67 of 1,000), and the seeder stops once the running peers
     /// hold one full copy between them. Peers look each other up on the
     /// DHT (without churn they have only the seeder's offer, and the peers
     /// it turns away hear of others from its refusal).
@@ -177,7 +178,8 @@ pub(crate) fn run(scenario: &Scenario) -> ScaleFigures {
             sim.run(Duration::from_secs(t), done);
             let mut line = [0usize; 8];
             let mut hist = [0usize; 5];
-            let mut zero = [0usize; 5];
+            let (mut unlinked, mut unlinked_dialing) = (0, 0);
+            let mut unlinked_books = [0usize; 3];
             let (mut dials, mut books) = (0, 0);
             for i in 1..=peers {
                 let Some(core) = sim.nodes[i].core.as_ref() else {
@@ -190,22 +192,23 @@ pub(crate) fn run(scenario: &Scenario) -> ScaleFigures {
                 line[0] += 1;
                 let (missing, flight, active, queued, _) = core.load();
                 line[2] += usize::from(missing == chunks);
-                line[3] += core.connected_count();
+                let links = core.connected_count();
+                line[3] += links;
                 line[4] += flight;
                 line[5] += active;
                 line[6] += queued;
                 line[7] += usize::from(!sim.nodes[i].uplink.transfers.is_empty());
                 let (dialing, book) = core.dial_load();
-                if core.connected_count() == 0 {
-                    zero[0] += 1;
-                    zero[1] += usize::from(dialing > 0);
-                    zero[2 + match book {
+                if links == 0 {
+                    unlinked += 1;
+                    unlinked_dialing += usize::from(dialing > 0);
+                    unlinked_books[match book {
                         0..=1 => 0,
                         2..=10 => 1,
                         _ => 2,
                     }] += 1;
                 }
-                hist[match core.connected_count() {
+                hist[match links {
                     0 => 0,
                     1..=3 => 1,
                     4..=15 => 2,
@@ -282,10 +285,8 @@ pub(crate) fn run(scenario: &Scenario) -> ScaleFigures {
                 books as f64 / running as f64
             );
             println!(
-                "       unlinked {} dialing {} book 0-1/2-10/11+ {:?}",
-                zero[0],
-                zero[1],
-                &zero[2..]
+                "       with no link {unlinked}, of them dialing {unlinked_dialing}, \
+                 knowing 0-1/2-10/11+ addresses {unlinked_books:?}"
             );
         }
     }
