@@ -33,13 +33,13 @@ pub const TARGET: Duration = Duration::from_millis(50);
 /// growth rate, is what keeps this controller from filling queues.
 const GAIN: f64 = 1.0 / 8.0;
 
-/// The window after a loss while the queue is longer than the
-/// connection's target, or among heavy losses (congestion), and after any other (noise of the
-/// path: a loss a round trip at 1% loss then costs less than the growth
-/// gains). The window holds the queue near the target, so a loss below
-/// it is not its own queue overflowing (counting one above half the
-/// target as congestion: 0.574 and 0.543 of the caps through 1 % loss
-/// against 0.603 and 0.563, `docs/transport.md` 4.5).
+/// The window after a loss counted as congestion (the queue longer than
+/// the connection's target, or among heavy losses), and after any other
+/// loss, noise of the path (at 1 % loss a loss every round trip then costs
+/// less than the growth gains). The window holds the queue near the
+/// target, so a loss below it is not its own queue overflowing (counting
+/// one above half the target as congestion: 0.574 and 0.543 of the caps
+/// through 1 % loss against 0.603 and 0.563, `docs/transport.md` 4.5).
 const CONGESTION_DECREASE: f64 = 0.5;
 const NOISE_DECREASE: f64 = 0.95;
 

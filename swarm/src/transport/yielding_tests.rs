@@ -11,30 +11,26 @@ fn ms(n: u64) -> Duration {
 /// Bytes lost in one loss event of these tests: one datagram.
 const LOST: u64 = MTU as u64;
 
+/// Acknowledges a whole window, one datagram at a time, of packets sent
+/// at `sent`, at `acked`, with the queue at `queuing`.
+fn ack_window(c: &mut Yielding, sent: Instant, acked: Instant, queuing: Duration) {
+    for _ in 0..(c.window() / u64::from(MTU)).max(1) {
+        c.on_ack(acked, sent, u64::from(MTU), false, queuing, c.window());
+    }
+}
+
 /// One round trip from `now`: the window's datagrams, sent at `now`,
 /// acknowledged 100 ms later with the queue at `queuing`; the time then.
 fn rtt_of_acks(c: &mut Yielding, now: Instant, queuing: Duration) -> Instant {
     let acked = now + ms(100);
-    for _ in 0..(c.window() / u64::from(MTU)).max(1) {
-        c.on_ack(acked, now, u64::from(MTU), false, queuing, c.window());
-    }
+    ack_window(c, now, acked, queuing);
     acked
 }
 
-/// Acknowledges a whole window, one datagram at a time, with the queue
-/// at `queuing`; the new window.
+/// Acknowledges a whole window, sent and acknowledged 1 ms after `start`,
+/// with the queue at `queuing`; the new window.
 fn round_trip(c: &mut Yielding, start: Instant, queuing: Duration) -> u64 {
-    let datagrams = c.window() / u64::from(MTU);
-    for _ in 0..datagrams.max(1) {
-        c.on_ack(
-            start + ms(1),
-            start + ms(1),
-            u64::from(MTU),
-            false,
-            queuing,
-            c.window(),
-        );
-    }
+    ack_window(c, start + ms(1), start + ms(1), queuing);
     c.window()
 }
 
