@@ -276,9 +276,9 @@ impl Storage for Recording {
         self.inner.read_exact_at(offset, buf)
     }
 
-    fn read_vec_at(&self, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+    fn read_bytes_at(&self, offset: u64, len: usize) -> io::Result<bytes::Bytes> {
         self.note(Disk::Read(offset..offset + len as u64));
-        self.inner.read_vec_at(offset, len)
+        self.inner.read_bytes_at(offset, len)
     }
 
     fn sync_data(&self) -> io::Result<()> {

@@ -19,6 +19,7 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 
 use minimodel_verifier::Sha256Digest;
+use minimodel_verifier::aligned::AlignedBuf;
 use minimodel_verifier::chunk::{ChunkGeometry, ChunkIndex};
 use minimodel_wire::HaveBitfield;
 use sha2::{Digest, Sha256};
@@ -35,8 +36,9 @@ pub struct TrailingHasher {
     /// Stored chunks at or ahead of `next`, not hashed yet.
     stored: BTreeSet<u32>,
     read_bytes: u64,
-    /// Where chunks are read (empty until the first read).
-    read_buffer: Vec<u8>,
+    /// Where chunks are read (none until the first read; on a cache line,
+    /// which the kernel fills several times faster).
+    read_buffer: Option<AlignedBuf>,
 }
 
 impl TrailingHasher {
@@ -48,7 +50,7 @@ impl TrailingHasher {
             next: 0,
             stored: BTreeSet::new(),
             read_bytes: 0,
-            read_buffer: Vec::new(),
+            read_buffer: None,
         }
     }
 
@@ -91,14 +93,18 @@ impl TrailingHasher {
             .geometry
             .byte_range(ChunkIndex(self.next))
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "chunk out of range"))?;
+        // One buffer for the whole run, sized at the first chunk (the
+        // largest): a new chunk-sized allocation per read made the
+        // allocator keep freed megabytes around.
         let block_len = READ_BLOCK.min((range.end - range.start) as usize);
-        // One buffer for the whole run: a new chunk-sized allocation per
-        // read made the allocator keep freed megabytes around.
-        self.read_buffer.resize(block_len, 0);
+        let buffer = self
+            .read_buffer
+            .get_or_insert_with(|| AlignedBuf::zeroed(block_len))
+            .as_mut_slice();
         let mut offset = range.start;
         while offset < range.end {
-            let len = block_len.min((range.end - offset) as usize);
-            let block = &mut self.read_buffer[..len];
+            let len = buffer.len().min((range.end - offset) as usize);
+            let block = &mut buffer[..len];
             storage.read_exact_at(offset, block)?;
             self.hasher.update(&*block);
             offset += len as u64;
@@ -251,7 +257,10 @@ mod tests {
         let mut hasher = TrailingHasher::new(geometry);
         hasher.note_stored(0);
         assert!(hasher.step(&storage).unwrap());
-        assert_eq!(hasher.read_buffer.len(), READ_BLOCK);
+        assert_eq!(
+            hasher.read_buffer.as_ref().map(AlignedBuf::len),
+            Some(READ_BLOCK)
+        );
         assert_eq!(hasher.finish(&storage).unwrap(), Sha256Digest::of(&bytes));
     }
 

@@ -16,6 +16,7 @@ use std::sync::mpsc;
 
 use sha2::{Digest, Sha256};
 
+use crate::aligned::AlignedBuf;
 use crate::digest::Sha256Digest;
 
 /// Bytes read at a time.
@@ -35,7 +36,7 @@ pub struct FileHashes {
 }
 
 struct Block {
-    buf: Vec<u8>,
+    buf: AlignedBuf,
     len: usize,
 }
 
@@ -68,7 +69,7 @@ pub fn hash_reader(
         let full = scope.spawn(move || {
             let mut hasher = Sha256::new();
             for block in full_inbox {
-                hasher.update(&block.buf[..block.len]);
+                hasher.update(&block.buf.as_slice()[..block.len]);
                 // The reader may be gone after an error; nothing to return to.
                 let _ = returns.send(block);
             }
@@ -84,7 +85,7 @@ pub fn hash_reader(
                 Err(_) if allocated < POOL_BLOCKS => {
                     allocated += 1;
                     Arc::new(Block {
-                        buf: vec![0; BLOCK_SIZE],
+                        buf: AlignedBuf::zeroed(BLOCK_SIZE),
                         len: 0,
                     })
                 }
@@ -96,7 +97,7 @@ pub fn hash_reader(
             let Some(exclusive) = Arc::get_mut(&mut block) else {
                 break Err(io::Error::other("hash buffer still shared"));
             };
-            exclusive.len = match read_full(&mut reader, &mut exclusive.buf) {
+            exclusive.len = match read_full(&mut reader, exclusive.buf.as_mut_slice()) {
                 Ok(len) => len,
                 Err(error) => break Err(error),
             };
@@ -107,7 +108,7 @@ pub fn hash_reader(
             if to_full.send(Arc::clone(&block)).is_err() {
                 break Err(io::Error::other("full-file hasher stopped"));
             }
-            leaves.update(&block.buf[..block.len]);
+            leaves.update(&block.buf.as_slice()[..block.len]);
             drop(block);
             progress(total);
         };

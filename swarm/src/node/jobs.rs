@@ -7,7 +7,6 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::Bytes;
 use minimodel_node::LinkId;
 use minimodel_node::node::{Finish, TransferStats, UploadOutcome, VerifyOutcome};
 use minimodel_node::report::Fault;
@@ -223,7 +222,6 @@ pub(super) fn upload(node: &mut Node, link: LinkId, chunk: ChunkIndex, pace: Opt
         .await;
         let outcome = match read {
             Ok(Ok(bytes)) => {
-                let bytes = Bytes::from(bytes);
                 let len = bytes.len() as u64;
                 match send_piece(&connection, &header, &params, bytes, pace).await {
                     Ok(()) => UploadOutcome::Sent { bytes: len },

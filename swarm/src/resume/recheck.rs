@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 
 use minimodel_verifier::Sha256Digest;
+use minimodel_verifier::aligned::AlignedBuf;
 use minimodel_verifier::chunk::{ChunkGeometry, ChunkIndex};
 use minimodel_wire::HaveBitfield;
 use sha2::{Digest, Sha256};
@@ -65,11 +66,11 @@ pub fn hash_chunks(
             let results = results.clone();
             let (next, stop, ranges) = (&next, &stop, &ranges);
             scope.spawn(move || {
-                let mut buf = vec![0u8; READ_BLOCK.min(geometry.chunk_size() as usize)];
+                let mut buf = AlignedBuf::zeroed(READ_BLOCK.min(geometry.chunk_size() as usize));
                 while !stop.load(Ordering::Relaxed) {
                     let slot = next.fetch_add(1, Ordering::Relaxed);
                     let Some(range) = ranges.get(slot) else { break };
-                    let result = hash_range(storage, range.start, range.end, &mut buf);
+                    let result = hash_range(storage, range.start, range.end, buf.as_mut_slice());
                     if result.is_err() {
                         stop.store(true, Ordering::Relaxed);
                     }
