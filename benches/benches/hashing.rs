@@ -254,7 +254,8 @@ fn store_write(c: &mut Criterion) {
         .collect();
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let path = dir.path().join("store.part");
-    let mut buf = vec![0u8; BLOCK];
+    let mut aligned = AlignedBuf::zeroed(BLOCK);
+    let buf = aligned.as_mut_slice();
 
     let mut group = c.benchmark_group("store_write");
     group.sample_size(10);
@@ -279,7 +280,7 @@ fn store_write(c: &mut Criterion) {
         }
     };
     write_buffered(&buffered);
-    assert_eq!(read_back_sha256(&buffered, len, &mut buf), expected);
+    assert_eq!(read_back_sha256(&buffered, len, buf), expected);
     group.bench_function("buffered_pwritev", |b| b.iter(|| write_buffered(&buffered)));
     group.bench_function("buffered_pwritev_fdatasync", |b| {
         b.iter(|| {
@@ -290,7 +291,7 @@ fn store_write(c: &mut Criterion) {
     group.bench_function("buffered_then_read_back", |b| {
         b.iter(|| {
             write_buffered(&buffered);
-            black_box(read_back_sha256(&buffered, len, &mut buf));
+            black_box(read_back_sha256(&buffered, len, buf));
         })
     });
     drop(buffered);
@@ -325,11 +326,11 @@ fn store_write(c: &mut Criterion) {
     let reader = FileStorage::open_read_only(&path).unwrap();
     std::fs::write(&path, vec![0u8; len]).unwrap();
     write_direct(&direct);
-    assert_eq!(read_back_sha256(&reader, len, &mut buf), expected);
+    assert_eq!(read_back_sha256(&reader, len, buf), expected);
     group.bench_function("o_direct_then_read_back", |b| {
         b.iter(|| {
             write_direct(&direct);
-            black_box(read_back_sha256(&reader, len, &mut buf));
+            black_box(read_back_sha256(&reader, len, buf));
         })
     });
     group.finish();

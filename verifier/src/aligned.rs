@@ -2,17 +2,19 @@
 //!
 //! The kernel copies file data out of the page cache, whose pages start on
 //! page boundaries. A destination that starts a few bytes past a page
-//! boundary (1 to 31 bytes on this project's test machine) makes every
-//! store of that copy land just after a load from the same place in
-//! another page, and the CPU stalls on each (4K aliasing): 256 MiB read
-//! back from the page cache in 1 MiB blocks took 153 ms into a buffer 16
-//! bytes past a page boundary and 28 ms into one on a cache line
-//! (`cargo bench -p minimodel-benches --bench hashing -- whole_file`,
-//! `docs/performance.md` "Hot paths"). The allocator hands out a large
-//! `Vec` (from `mmap`) exactly 16 bytes past a page boundary, so every
-//! read of a file into one was the slow copy. A buffer on a cache line is
-//! never 1 to 31 bytes past a page boundary. Writes do not care where their
-//! source starts.
+//! boundary makes every store of that copy land just after a load from
+//! the same place in another page, and the CPU stalls on each (4K
+//! aliasing). On this project's test machine a cached file read in 1 MiB
+//! `pread`s was 4 to 5 times slower into a buffer 8, 16 or 24 bytes past a
+//! page boundary than into one 0, 32, 40, 48, 64 or 80 bytes past it:
+//! 256 MiB took 153 ms at 16 and 28 ms on a cache line (`cargo bench -p
+//! minimodel-benches --bench hashing -- whole_file`, `docs/performance.md`
+//! "Where a read lands"). The allocator takes a large `Vec` from `mmap`
+//! (until it has freed one that large) and hands it out exactly 16 bytes
+//! past a page boundary: the fetch's whole-file hash and the whole-file
+//! check read into such buffers. A buffer on a cache line starts a
+//! multiple of 64 bytes past a page boundary. Writes do not care where
+//! their source starts.
 //!
 use std::ops::Range;
 

@@ -132,8 +132,13 @@ impl Storage for FileStorage {
         while buf.len() < start + len {
             let at = offset + (buf.len() - start) as u64;
             // Reads into the spare capacity: no zeroing, no unsafe here.
-            let read = rustix::io::pread(&self.file, rustix::buffer::spare_capacity(&mut buf), at)
-                .map_err(io::Error::from)?;
+            // It can take up to ALIGN bytes past the range; they are cut.
+            let read =
+                match rustix::io::pread(&self.file, rustix::buffer::spare_capacity(&mut buf), at) {
+                    Ok(read) => read,
+                    Err(rustix::io::Errno::INTR) => continue,
+                    Err(errno) => return Err(errno.into()),
+                };
             if read == 0 {
                 return Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
