@@ -117,6 +117,14 @@ pub struct NodeConfig {
     /// per second (twice as many at once); beyond, a refusal names none.
     /// Default 8.
     pub refusal_peers_per_second: u64,
+    /// Refusals that name peers may also take up to this share of the
+    /// node's measured upload rate, each counted at [`REFUSAL_BYTES`],
+    /// when that allows more than `refusal_peers_per_second` (at most
+    /// [`REFUSAL_RATE_CEILING`] times it): a fast seeder in a rush of
+    /// arrivals names peers to more of the turned away, a home uplink
+    /// spends no more than the fixed rate. Default 0.02 (a 100 Mbit
+    /// uplink: 64 a second; 20 Mbit: 35; 5 Mbit and below: 8).
+    pub refusal_uplink_share: f64,
     /// A dial to an address learned from peer exchange or a DHT that has
     /// not completed its handshake by then is given up. Default 3 s.
     pub unverified_dial_timeout: Duration,
@@ -214,6 +222,7 @@ impl Default for NodeConfig {
             max_exchange_dials: 8,
             max_neighbours: 32,
             refusal_peers_per_second: 8,
+            refusal_uplink_share: 0.02,
             unverified_dial_timeout: Duration::from_secs(3),
             dial_stagger: Duration::from_millis(250),
             redial_initial: Duration::from_secs(1),
@@ -241,6 +250,26 @@ impl Default for NodeConfig {
     }
 }
 
+/// What a refusal that names peers is counted at against the uplink
+/// ([`NodeConfig::refusal_uplink_share`]): 32 entries of 43 bytes (an id,
+/// an IPv4 address and port, flags), rounded up.
+pub const REFUSAL_BYTES: u64 = 1400;
+
+/// Refusals that name peers a second never go above this many times
+/// [`NodeConfig::refusal_peers_per_second`], whatever the uplink.
+pub const REFUSAL_RATE_CEILING: u64 = 8;
+
+/// Refusals that name peers a second: `floor`
+/// ([`NodeConfig::refusal_peers_per_second`]), or what `share` of an
+/// uplink of `uplink` bytes a second (once measured) carries at
+/// [`REFUSAL_BYTES`] each, when more, at most [`REFUSAL_RATE_CEILING`]
+/// times `floor`.
+pub fn refusal_rate(floor: u64, uplink: Option<f64>, share: f64) -> u64 {
+    let carried = uplink.map_or(0.0, |rate| rate * share / REFUSAL_BYTES as f64);
+    // A float cast saturates: NaN and negatives give 0.
+    (carried as u64).clamp(floor, floor.saturating_mul(REFUSAL_RATE_CEILING))
+}
+
 /// A setting that cannot work.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{setting} must be {rule}")]
@@ -254,7 +283,7 @@ pub struct ConfigError {
 impl NodeConfig {
     /// Checks the settings that would make a node stall or misbehave.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let rules: [(bool, &'static str, &'static str); 13] = [
+        let rules: [(bool, &'static str, &'static str); 14] = [
             (self.upload_slots > 0, "upload_slots", "at least 1"),
             (
                 self.upload_slots_per_peer > 0,
@@ -294,6 +323,11 @@ impl NodeConfig {
             ),
             (self.verify_jobs > 0, "verify_jobs", "at least 1"),
             (
+                (0.0..=0.2).contains(&self.refusal_uplink_share),
+                "refusal_uplink_share",
+                "between 0 and 0.2",
+            ),
+            (
                 self.upload_overdue.is_none_or(|factor| factor >= 1.0),
                 "upload_overdue",
                 "at least 1 when set",
@@ -319,6 +353,24 @@ impl NodeConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_fast_uplink_names_peers_in_more_refusals_and_a_slow_one_in_no_fewer() {
+        let share = NodeConfig::default().refusal_uplink_share;
+        let mbit = |m: f64| Some(m * 1e6 / 8.0);
+        // Not measured yet, or slow: the fixed rate.
+        assert_eq!(refusal_rate(8, None, share), 8);
+        assert_eq!(refusal_rate(8, mbit(2.0), share), 8);
+        assert_eq!(refusal_rate(8, mbit(5.0), share), 8);
+        // 20 Mbit: 2 % is 50,000 bytes a second, 35 refusals of 1,400.
+        assert_eq!(refusal_rate(8, mbit(20.0), share), 35);
+        // 100 Mbit and more: the ceiling.
+        assert_eq!(refusal_rate(8, mbit(100.0), share), 64);
+        assert_eq!(refusal_rate(8, mbit(10_000.0), share), 64);
+        // No share, or none at all.
+        assert_eq!(refusal_rate(8, mbit(100.0), 0.0), 8);
+        assert_eq!(refusal_rate(0, mbit(100.0), share), 0);
+    }
 
     #[test]
     fn defaults_are_valid_and_bad_settings_are_named() {

@@ -337,6 +337,16 @@ impl NodeCore {
         self.refused.push_back(peer);
         let at = canonical(remote.ip());
         let mut peers: Vec<PeerEntry> = Vec::new();
+        // The rate follows the measured uplink (never below the fixed one).
+        let rate = crate::config::refusal_rate(
+            self.config.refusal_peers_per_second,
+            self.uploads.meter.rate(),
+            self.config.refusal_uplink_share,
+        );
+        if rate != self.refusal_rate {
+            self.refusal_rate = rate;
+            self.refusal_budget.set_rate(rate, 2 * rate, now);
+        }
         if self.refusal_budget.try_take(1, now) {
             let reachable =
                 |entry: &PeerEntry| entry.id != peer && reachable_from(entry.addr, remote.ip());
