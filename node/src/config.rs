@@ -355,7 +355,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_fast_uplink_names_peers_in_more_refusals_and_a_slow_one_in_no_fewer() {
+    fn the_refusal_rate_follows_the_uplink_between_the_fixed_rate_and_its_ceiling() {
         let share = NodeConfig::default().refusal_uplink_share;
         let mbit = |m: f64| Some(m * 1e6 / 8.0);
         // Not measured yet, or slow: the fixed rate.

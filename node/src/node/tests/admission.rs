@@ -277,6 +277,51 @@ fn refusals_name_peers_only_while_their_budget_lasts() {
 }
 
 #[test]
+fn a_fast_uplink_names_peers_in_more_refusals_and_a_slow_one_in_no_fewer() {
+    // Refusals that name a peer within a second, after a first one that
+    // takes the rate, on a full node whose uplink carried `rate` bytes a
+    // second in one upload (none: not measured).
+    let named_in_a_second = |rate: Option<u64>| {
+        let config = NodeConfig {
+            max_peers: 1,
+            ..NodeConfig::default()
+        };
+        let mut h = Harness::new(Kind::Seeder, 8, config);
+        let peer = h.connect_in(&Remote::seeder(150, "62.7.0.1:4433", 8).lacking_last());
+        let mut at = 0;
+        if let Some(bytes) = rate {
+            h.core.handle_message(
+                peer,
+                Message::Request {
+                    chunk: ChunkIndex(7),
+                },
+                h.now,
+            );
+            assert_eq!(uploads(&h.take()), [(peer, 7)]);
+            at += 1_000;
+            h.advance(at);
+            let sent = super::super::UploadOutcome::Sent { bytes };
+            h.core.handle_upload_done(peer, ChunkIndex(7), sent, h.now);
+        }
+        let first = Remote::fetcher(1, "81.1.3.1:5000", 8);
+        assert_eq!(refused(&mut h, &first).len(), 1);
+        h.advance(at + 1_000);
+        (2..=60u8)
+            .filter(|&n| {
+                let remote = Remote::fetcher(n, &format!("81.{n}.3.1:5000"), 8);
+                refused(&mut h, &remote).len() == 1
+            })
+            .count()
+    };
+    // The fixed rate: 16 at once, 8 a second; what is left of the burst.
+    assert_eq!(named_in_a_second(None), 16);
+    // 5 Mbit: 2 % of it is less than the fixed rate.
+    assert_eq!(named_in_a_second(Some(625_000)), 16);
+    // 100 Mbit: 64 a second, so every one of the 59.
+    assert_eq!(named_in_a_second(Some(12_500_000)), 59);
+}
+
+#[test]
 fn latecomers_turned_away_are_named_to_each_other_newest_first() {
     let mut h = full_seeder("62.7.0.1:4433");
     // Serving latecomers, each seen at the port it dialed from and
