@@ -132,7 +132,8 @@ impl Storage for FileStorage {
         while buf.len() < start + len {
             let at = offset + (buf.len() - start) as u64;
             // Reads into the spare capacity: no zeroing, no unsafe here.
-            // It can take up to ALIGN bytes past the range; they are cut.
+            // The spare capacity reaches past the range: what it reads
+            // there is cut below.
             let read =
                 match rustix::io::pread(&self.file, rustix::buffer::spare_capacity(&mut buf), at) {
                     Ok(read) => read,
