@@ -252,7 +252,8 @@ impl Default for NodeConfig {
 
 /// What a refusal that names peers is counted at against the uplink
 /// ([`NodeConfig::refusal_uplink_share`]): 32 entries of 43 bytes (an id,
-/// an IPv4 address and port, flags), rounded up.
+/// an IPv4 address and port, flags), rounded up. IPv6 entries take 55
+/// bytes, about 1,770 a refusal.
 pub const REFUSAL_BYTES: u64 = 1400;
 
 /// Refusals that name peers a second never go above this many times
@@ -367,7 +368,7 @@ mod tests {
         // 100 Mbit and more: the ceiling.
         assert_eq!(refusal_rate(8, mbit(100.0), share), 64);
         assert_eq!(refusal_rate(8, mbit(10_000.0), share), 64);
-        // No share, or none at all.
+        // No share: the fixed rate; a fixed rate of 0 is not raised.
         assert_eq!(refusal_rate(8, mbit(100.0), 0.0), 8);
         assert_eq!(refusal_rate(0, mbit(100.0), share), 0);
     }

@@ -315,8 +315,8 @@ fn a_fast_uplink_names_peers_in_more_refusals_and_a_slow_one_in_no_fewer() {
     };
     // The fixed rate: 16 at once, 8 a second; what is left of the burst.
     assert_eq!(named_in_a_second(None), 16);
-    // 5 Mbit: 2 % of it is less than the fixed rate.
-    assert_eq!(named_in_a_second(Some(625_000)), 16);
+    // 2 Mbit: 2 % of it is less than the fixed rate, which stays.
+    assert_eq!(named_in_a_second(Some(250_000)), 16);
     // 100 Mbit: 64 a second, so every one of the 59.
     assert_eq!(named_in_a_second(Some(12_500_000)), 59);
 }
