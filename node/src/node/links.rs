@@ -343,10 +343,7 @@ impl NodeCore {
             self.uploads.meter.rate(),
             self.config.refusal_uplink_share,
         );
-        if rate != self.refusal_rate {
-            self.refusal_rate = rate;
-            self.refusal_budget.set_rate(rate, 2 * rate, now);
-        }
+        self.refusal_budget.set_rate(rate, 2 * rate, now);
         if self.refusal_budget.try_take(1, now) {
             let reachable =
                 |entry: &PeerEntry| entry.id != peer && reachable_from(entry.addr, remote.ip());

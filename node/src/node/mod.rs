@@ -312,10 +312,8 @@ pub struct NodeCore {
     /// A link came up since the last exchange round, or that round left
     /// entries for the next one: the round has something to send.
     exchange_due: bool,
-    /// Refusals that name other peers ([`NodeConfig::refusal_peers_per_second`]).
+    /// Refusals that name other peers ([`crate::config::refusal_rate`]).
     refusal_budget: crate::upload::TokenBucket,
-    /// The budget's rate now ([`crate::config::refusal_rate`]).
-    refusal_rate: u64,
     /// Serving peers recently turned away for lack of room, newest last
     /// (one per IP address, at most [`TURNED_AWAY`]): named to the next
     /// ones turned away, so that latecomers find each other.
@@ -379,7 +377,6 @@ impl NodeCore {
             last_exchange: now,
             exchange_due: false,
             refusal_budget: crate::upload::TokenBucket::new(refusals, 2 * refusals, now),
-            refusal_rate: refusals,
             turned_away: std::collections::VecDeque::new(),
             refused: std::collections::VecDeque::new(),
             last_serving_report: now,
