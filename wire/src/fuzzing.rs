@@ -267,3 +267,15 @@ fn piece_stream(stream: &[u8], seed: u8) -> FuzzOutcome {
     }
     outcome
 }
+
+/// Entry point of the `wire_datagram` fuzz target: any bytes as a delay
+/// datagram. What decodes encodes to the same bytes; nothing panics.
+pub fn wire_datagram(data: &[u8]) -> Option<crate::Datagram> {
+    let datagram = crate::Datagram::decode(data).ok()?;
+    assert_eq!(
+        datagram.encode(),
+        data,
+        "a datagram re-encodes to its bytes"
+    );
+    Some(datagram)
+}

@@ -66,6 +66,7 @@ mod message;
 mod params;
 mod peer_id;
 mod piece;
+mod stamp;
 mod types;
 
 pub use bitfield::{ChunkOutOfRange, HaveBitfield};
@@ -84,6 +85,7 @@ pub use message::Message;
 pub use params::{MAX_CHUNK_COUNT, SwarmIdentity, SwarmParams, SwarmParamsError, audit_path_len};
 pub use peer_id::{PEER_ID_TEXT_LEN, PeerAddr, PeerId, PeerIdError};
 pub use piece::{PieceHeader, PiecePart, PieceStreamReader, ReceivedPiece};
+pub use stamp::{Datagram, DatagramError, ECHO_LEN, ECHO_TYPE, STAMP_LEN, STAMP_TYPE};
 pub use types::{
     ChunkIndex, GoodbyeReason, Hello, HelloRejectReason, MAX_AGENT_LEN, MAX_CONNECT_ADDRS,
     MAX_LAN_ADDRS, MAX_MANIFEST_BYTES, MAX_MODEL_ID_LEN, MAX_PEERS_PER_MESSAGE, MAX_PROOF_HASHES,

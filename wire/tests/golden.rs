@@ -74,6 +74,8 @@ fn the_spec_shows_every_vector_verbatim() {
     let mut names: Vec<_> = golden_messages().iter().map(|(n, _)| *n).collect();
     names.push("piece_header.hex");
     names.push("handshake.hex");
+    names.push("datagrams/stamp.hex");
+    names.push("datagrams/echo.hex");
     for name in names {
         let text = fixture_text(name);
         assert!(
@@ -94,17 +96,50 @@ fn annotated_hex_parser_ignores_comments() {
 #[test]
 fn every_vector_file_is_checked() {
     // Each file in fixtures/wire/ is a golden message above, the piece
-    // header above, or the transcript that `handshakes.rs` replays.
+    // header above, the transcript that `handshakes.rs` replays, or a
+    // delay datagram (in `datagrams/`).
     let mut checked: Vec<_> = golden_messages().iter().map(|(n, _)| *n).collect();
     checked.extend(["piece_header.hex", "handshake.hex"]);
+    checked.extend(["datagrams/stamp.hex", "datagrams/echo.hex"]);
     let mut files = 0;
-    for entry in std::fs::read_dir(fixtures_dir()).unwrap() {
-        let name = entry.unwrap().file_name().to_string_lossy().into_owned();
-        assert!(
-            checked.contains(&name.as_str()),
-            "fixtures/wire/{name} is checked by no test"
-        );
-        files += 1;
+    for dir in ["", "datagrams/"] {
+        for entry in std::fs::read_dir(fixtures_dir().join(dir)).unwrap() {
+            let entry = entry.unwrap();
+            let name = format!("{dir}{}", entry.file_name().to_string_lossy());
+            if entry.file_type().unwrap().is_dir() {
+                assert_eq!(name, "datagrams", "fixtures/wire/{name}: unknown folder");
+                continue;
+            }
+            assert!(
+                checked.contains(&name.as_str()),
+                "fixtures/wire/{name} is checked by no test"
+            );
+            files += 1;
+        }
     }
     assert_eq!(files, checked.len());
+}
+
+#[test]
+fn the_delay_datagram_vectors_decode_and_re_encode_to_the_same_bytes() {
+    use minimodel_wire::Datagram;
+    for (name, expected) in [
+        ("datagrams/stamp.hex", Datagram::Stamp { sent: 1_500_000 }),
+        (
+            "datagrams/echo.hex",
+            Datagram::Echo {
+                sent: 1_500_000,
+                received: 987_654_321,
+            },
+        ),
+    ] {
+        let bytes = fixture_bytes(name);
+        assert_eq!(Datagram::decode(&bytes), Ok(expected), "{name}");
+        assert_eq!(expected.encode(), bytes, "{name}");
+        let seed = name.replace("datagrams/", "seed-").replace(".hex", "");
+        let corpus = fixtures_dir()
+            .join("../../fuzz/corpus/wire_datagram")
+            .join(seed);
+        assert_eq!(std::fs::read(&corpus).unwrap(), bytes, "{name}: fuzz seed");
+    }
 }

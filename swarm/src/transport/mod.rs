@@ -27,6 +27,7 @@
 mod endpoint;
 pub(crate) mod error;
 mod identity;
+pub mod oneway;
 mod spki;
 mod tls;
 mod tuning;

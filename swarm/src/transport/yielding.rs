@@ -11,8 +11,16 @@
 //! queue is within the target, among light losses, as noise of the path
 //! (a radio link), not congestion.
 //!
-//! The queuing delay is quinn's smoothed round trip (acknowledgement delays
-//! taken out) less the least round trip seen on the connection.
+//! The queuing delay is the rise of the one-way delay to the peer over its
+//! least value, where the peer echoes delay stamps ([`super::oneway`]):
+//! the round trip would add the wait of the acknowledgements in the
+//! peer's own uplink queue, behind the peer's uploads, which this
+//! connection can do nothing about. Otherwise (a peer that does not echo,
+//! no measurement yet) it is quinn's smoothed round trip (acknowledgement
+//! delays taken out) less the least round trip seen on the connection.
+//! The one-way figure counts only up to the round trip's, so a peer
+//! echoing false times can make the controller read a shorter queue, not
+//! a longer one than the round trip shows.
 //!
 //! [`Yielding`] holds the decisions; [`YieldingController`] is quinn's
 //! adapter.
@@ -22,6 +30,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use quinn::congestion::{Controller, ControllerFactory, ControllerMetrics};
+
+use super::oneway::ForwardDelay;
 
 /// The queuing delay the controller aims at.
 pub const TARGET: Duration = Duration::from_millis(50);
@@ -309,6 +319,9 @@ pub struct YieldingController {
     id: u64,
     share: u64,
     read_at: Option<Instant>,
+    /// The queue on the way to the peer, as the connection's link
+    /// measures it (shared with the link and with every clone).
+    forward: Arc<ForwardDelay>,
 }
 
 impl YieldingController {
@@ -320,7 +333,16 @@ impl YieldingController {
             queuing: Duration::ZERO,
             id: sending().id(),
             read_at: None,
+            forward: Arc::default(),
         }
+    }
+
+    /// What the link of a connection with this controller measures for
+    /// it; `None` for another controller.
+    pub fn forward_delay(connection: &quinn::Connection) -> Option<Arc<ForwardDelay>> {
+        let controller = connection.congestion_state().into_any();
+        let controller = controller.downcast::<YieldingController>().ok()?;
+        Some(Arc::clone(&controller.forward))
     }
 }
 
@@ -332,6 +354,7 @@ impl Clone for YieldingController {
             id: sending().id(),
             share: self.share,
             read_at: None,
+            forward: Arc::clone(&self.forward),
         }
     }
 }
@@ -351,7 +374,14 @@ impl Controller for YieldingController {
         app_limited: bool,
         rtt: &quinn_proto::RttEstimator,
     ) {
-        self.queuing = rtt.get().saturating_sub(rtt.min());
+        self.queuing = super::oneway::queuing(
+            self.forward.fresh(now),
+            rtt.get().saturating_sub(rtt.min()),
+            rtt.conservative().saturating_sub(rtt.min()),
+        );
+        if !app_limited {
+            self.forward.set_active(now);
+        }
         if !app_limited
             && self
                 .read_at

@@ -1,0 +1,72 @@
+//! Delay stamps between two real endpoints on loopback: an uploading
+//! connection's controller gets a one-way measurement from the peer's
+//! echoes; one that only downloads is not sending.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use minimodel_wire::PeerAddr;
+
+use super::delay_stamps;
+use crate::transport::yielding::YieldingController;
+use crate::transport::{Identity, TransportTuning, accept, bind_endpoint, connect};
+
+#[tokio::test]
+async fn an_uploading_connection_measures_its_one_way_delay_from_the_peers_echoes() {
+    let tuning = TransportTuning::default();
+    let server_identity = Identity::generate().unwrap();
+    let client_identity = Identity::generate().unwrap();
+    let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+    let server = bind_endpoint(loopback, &server_identity, &tuning).unwrap();
+    let client = bind_endpoint(loopback, &client_identity, &tuning).unwrap();
+    let peer = PeerAddr {
+        id: server_identity.peer_id(),
+        addr: server.local_addr().unwrap(),
+    };
+    let listener = {
+        let tuning = tuning.clone();
+        tokio::spawn(async move {
+            let incoming = server.accept().await.expect("an incoming connection");
+            let (connection, _) = accept(incoming, &server_identity, &tuning).await.unwrap();
+            tokio::spawn(delay_stamps(connection.clone()));
+            // Read what the dialer uploads, to the end.
+            let mut stream = connection.accept_uni().await.unwrap();
+            let received = stream.read_to_end(64 << 20).await.unwrap().len();
+            (connection, received)
+        })
+    };
+    let connection = connect(&client, &peer, &client_identity, &tuning)
+        .await
+        .unwrap();
+    tokio::spawn(delay_stamps(connection.clone()));
+    let forward = YieldingController::forward_delay(&connection)
+        .expect("the default controller reads delay stamps");
+    assert_eq!(forward.fresh(Instant::now()), None, "nothing measured yet");
+
+    // Upload until the controller has a fresh measurement (or give up).
+    let mut stream = connection.open_uni().await.unwrap();
+    let block = vec![7u8; 64 << 10];
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut sent = 0;
+    while forward.fresh(Instant::now()).is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "no one-way measurement after {sent} bytes uploaded"
+        );
+        stream.write_all(&block).await.unwrap();
+        sent += block.len();
+        if sent % (4 << 20) == 0 {
+            tokio::time::sleep(Duration::from_millis(60)).await;
+        }
+    }
+    stream.finish().unwrap();
+    let (server_side, received) = listener.await.unwrap();
+    assert_eq!(received, sent);
+    let queuing = forward.fresh(Instant::now()).unwrap();
+    assert!(queuing < Duration::from_secs(1), "{queuing:?} on loopback");
+    // The listener only downloads: whatever its handshake's acknowledgements
+    // started, it is not sending once the upload is over.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let other = YieldingController::forward_delay(&server_side).unwrap();
+    assert!(!other.is_active(Instant::now()));
+}

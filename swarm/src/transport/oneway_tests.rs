@@ -1,0 +1,161 @@
+use super::*;
+
+const MS: Duration = Duration::from_millis(1);
+
+/// Sends a stamp from `sender` at `sent`, has it arrive at `receiver` at
+/// `arrives` and the echo come back; what the sender measured.
+fn measure(sender: &mut OneWay, receiver: &mut OneWay, sent: Instant, arrives: Instant) -> Handled {
+    let stamp = sender.poll_stamp(sent, true).expect("a stamp is due");
+    let Handled::Echo(echo) = receiver.on_datagram(&stamp.encode(), arrives) else {
+        panic!("the stamp was not echoed");
+    };
+    sender.on_datagram(&echo.encode(), arrives + 30 * MS)
+}
+
+#[test]
+fn a_connection_stamps_only_while_sending_and_at_most_every_interval() {
+    let start = Instant::now();
+    let mut one_way = OneWay::new(start);
+    assert_eq!(one_way.poll_stamp(start, false), None);
+    assert_eq!(
+        one_way.poll_stamp(start + 3 * MS, true),
+        Some(Datagram::Stamp { sent: 3_000 })
+    );
+    assert_eq!(one_way.poll_stamp(start + 20 * MS, true), None);
+    assert_eq!(one_way.next_stamp(), start + 3 * MS + STAMP_EVERY);
+    assert!(one_way.poll_stamp(one_way.next_stamp(), true).is_some());
+}
+
+#[test]
+fn an_echo_measures_the_rise_of_the_one_way_delay_whatever_the_clocks_offset() {
+    let start = Instant::now();
+    let mut sender = OneWay::new(start + Duration::from_secs(7));
+    // The receiver's clock started 7 s before the sender's.
+    let mut receiver = OneWay::new(start);
+    let at = start + Duration::from_secs(8);
+    assert_eq!(
+        measure(&mut sender, &mut receiver, at, at + 20 * MS),
+        Handled::Queuing(Duration::ZERO)
+    );
+    let later = at + 100 * MS;
+    assert_eq!(
+        measure(&mut sender, &mut receiver, later, later + 55 * MS),
+        Handled::Queuing(35 * MS)
+    );
+    // A shorter delay becomes the least one.
+    let then = later + 100 * MS;
+    assert_eq!(
+        measure(&mut sender, &mut receiver, then, then + 15 * MS),
+        Handled::Queuing(Duration::ZERO)
+    );
+    let last = then + 100 * MS;
+    assert_eq!(
+        measure(&mut sender, &mut receiver, last, last + 20 * MS),
+        Handled::Queuing(5 * MS)
+    );
+}
+
+#[test]
+fn the_least_delay_is_forgotten_after_two_windows() {
+    let start = Instant::now();
+    let mut sender = OneWay::new(start);
+    let mut receiver = OneWay::new(start);
+    let at = start + MS;
+    measure(&mut sender, &mut receiver, at, at + 10 * MS);
+    // One window on, the old least delay still counts.
+    let next = at + BASE_WINDOW;
+    assert_eq!(
+        measure(&mut sender, &mut receiver, next, next + 30 * MS),
+        Handled::Queuing(20 * MS)
+    );
+    // Two windows on, only delays of the last window count.
+    let later = next + BASE_WINDOW;
+    assert_eq!(
+        measure(&mut sender, &mut receiver, later, later + 40 * MS),
+        Handled::Queuing(10 * MS)
+    );
+}
+
+#[test]
+fn echoes_of_stamps_never_sent_are_dropped() {
+    let start = Instant::now();
+    let mut sender = OneWay::new(start);
+    let now = start + Duration::from_secs(20);
+    // From the sender's future.
+    let future = Datagram::Echo {
+        sent: 21_000_000,
+        received: 5,
+    };
+    assert_eq!(sender.on_datagram(&future.encode(), now), Handled::Dropped);
+    // Older than the limit.
+    let old = Datagram::Echo {
+        sent: 1_000_000,
+        received: 5,
+    };
+    assert_eq!(sender.on_datagram(&old.encode(), now), Handled::Dropped);
+    let recent = Datagram::Echo {
+        sent: 19_000_000,
+        received: 5,
+    };
+    assert!(matches!(
+        sender.on_datagram(&recent.encode(), now),
+        Handled::Queuing(_)
+    ));
+    // Bytes that do not decode.
+    for bytes in [&[][..], &[0x07, 1, 2], &[0x01, 0, 0]] {
+        assert_eq!(sender.on_datagram(bytes, now), Handled::Dropped);
+    }
+}
+
+#[test]
+fn echoes_are_limited_to_their_rate() {
+    let start = Instant::now();
+    let mut receiver = OneWay::new(start);
+    let stamp = Datagram::Stamp { sent: 1 }.encode();
+    let echoed = |receiver: &mut OneWay, at: Instant, count: usize| {
+        (0..count)
+            .filter(|_| matches!(receiver.on_datagram(&stamp, at), Handled::Echo(_)))
+            .count()
+    };
+    assert_eq!(echoed(&mut receiver, start, 50), ECHO_BURST as usize);
+    // A tenth of a second refills ECHO_RATE / 10.
+    let later = start + 100 * MS;
+    assert_eq!(
+        echoed(&mut receiver, later, 50),
+        (ECHO_RATE / 10.0) as usize
+    );
+}
+
+#[test]
+fn the_shared_measure_is_fresh_for_a_while_and_activity_wakes_the_link() {
+    let forward = ForwardDelay::default();
+    let now = Instant::now();
+    assert_eq!(forward.fresh(now), None);
+    assert!(!forward.is_active(now));
+    forward.record(12 * MS, now);
+    assert_eq!(forward.fresh(now + 100 * MS), Some(12 * MS));
+    assert_eq!(forward.fresh(now + FRESH_FOR), None);
+    forward.set_active(now);
+    assert!(forward.is_active(now + 100 * MS));
+    assert!(!forward.is_active(now + ACTIVE_FOR));
+    // The first activity left a wake-up for the link's task.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        tokio::time::timeout(Duration::from_secs(5), forward.activated())
+            .await
+            .expect("woken");
+    });
+}
+
+#[test]
+fn the_one_way_figure_counts_only_up_to_the_round_trips() {
+    // No fresh measurement: the smoothed round trip's rise.
+    assert_eq!(queuing(None, 40 * MS, 60 * MS), 40 * MS);
+    // The receiver's queue left out.
+    assert_eq!(queuing(Some(5 * MS), 40 * MS, 60 * MS), 5 * MS);
+    // A peer claiming more than the round trip shows gets the round trip.
+    assert_eq!(queuing(Some(500 * MS), 40 * MS, 60 * MS), 60 * MS);
+}
