@@ -12,9 +12,9 @@
 //!   when they are complete;
 //! - a watcher ends the link if the peer opens a second bidirectional
 //!   stream (the spec allows only the control stream);
-//! - the delay stamper sends the connection's delay stamps while it
-//!   uploads and echoes the peer's, for the congestion controller
-//!   (`transport::oneway` decides; this only carries datagrams).
+//! - the delay stamper (`transport::oneway::run`) sends the connection's
+//!   delay stamps while it uploads and echoes the peer's, for the
+//!   congestion controller.
 //!
 //! Nothing here hashes or writes to disk.
 
@@ -129,55 +129,8 @@ pub fn spawn(
         events.clone(),
     ));
     tokio::spawn(refuse_control_streams(connection.clone(), link, events));
-    tokio::spawn(delay_stamps(connection.clone()));
+    tokio::spawn(crate::transport::oneway::run(connection.clone()));
     LinkHandle { connection, outbox }
-}
-
-/// Stamps while the connection's controller says it is sending, echoes
-/// the peer's stamps and hands the controller what the echoes measure;
-/// ends with the connection.
-async fn delay_stamps(connection: quinn::Connection) {
-    use crate::transport::oneway::{Handled, OneWay};
-    use crate::transport::yielding::YieldingController;
-    use std::time::Instant;
-
-    // Another controller reads no stamps, but the peer's are echoed.
-    let forward = YieldingController::forward_delay(&connection);
-    let mut one_way = OneWay::new(Instant::now());
-    loop {
-        let now = Instant::now();
-        let sending = forward.as_ref().is_some_and(|f| f.is_active(now));
-        if let Some(stamp) = one_way.poll_stamp(now, sending) {
-            // A datagram that does not fit is dropped: stamps are advisory.
-            let _ = connection.send_datagram(stamp.encode().into());
-        }
-        let next = one_way.next_stamp();
-        let due = async {
-            match &forward {
-                Some(_) if sending => tokio::time::sleep_until(next.into()).await,
-                Some(forward) => forward.activated().await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            datagram = connection.read_datagram() => {
-                let Ok(bytes) = datagram else { return };
-                let now = Instant::now();
-                match one_way.on_datagram(&bytes, now) {
-                    Handled::Echo(echo) => {
-                        let _ = connection.send_datagram(echo.encode().into());
-                    }
-                    Handled::Queuing(queuing) => {
-                        if let Some(forward) = &forward {
-                            forward.record(queuing, now);
-                        }
-                    }
-                    Handled::Dropped => {}
-                }
-            }
-            () = due => {}
-        }
-    }
 }
 
 async fn write_control(
@@ -298,7 +251,3 @@ impl PieceStreamError {
         }
     }
 }
-
-#[cfg(test)]
-#[path = "stamps_tests.rs"]
-mod stamps_tests;

@@ -6,10 +6,10 @@ const MS: Duration = Duration::from_millis(1);
 /// `arrives` and the echo come back; what the sender measured.
 fn measure(sender: &mut OneWay, receiver: &mut OneWay, sent: Instant, arrives: Instant) -> Handled {
     let stamp = sender.poll_stamp(sent, true).expect("a stamp is due");
-    let Handled::Echo(echo) = receiver.on_datagram(&stamp.encode(), arrives) else {
+    let Handled::Echo(echo) = receiver.on_datagram(&stamp.encode(), arrives, |_| true) else {
         panic!("the stamp was not echoed");
     };
-    sender.on_datagram(&echo.encode(), arrives + 30 * MS)
+    sender.on_datagram(&echo.encode(), arrives + 30 * MS, |_| true)
 }
 
 #[test]
@@ -86,24 +86,30 @@ fn echoes_of_stamps_never_sent_are_dropped() {
         sent: 21_000_000,
         received: 5,
     };
-    assert_eq!(sender.on_datagram(&future.encode(), now), Handled::Dropped);
+    assert_eq!(
+        sender.on_datagram(&future.encode(), now, |_| true),
+        Handled::Dropped
+    );
     // Older than the limit.
     let old = Datagram::Echo {
         sent: 1_000_000,
         received: 5,
     };
-    assert_eq!(sender.on_datagram(&old.encode(), now), Handled::Dropped);
+    assert_eq!(
+        sender.on_datagram(&old.encode(), now, |_| true),
+        Handled::Dropped
+    );
     let recent = Datagram::Echo {
         sent: 19_000_000,
         received: 5,
     };
     assert!(matches!(
-        sender.on_datagram(&recent.encode(), now),
+        sender.on_datagram(&recent.encode(), now, |_| true),
         Handled::Queuing(_)
     ));
     // Bytes that do not decode.
     for bytes in [&[][..], &[0x07, 1, 2], &[0x01, 0, 0]] {
-        assert_eq!(sender.on_datagram(bytes, now), Handled::Dropped);
+        assert_eq!(sender.on_datagram(bytes, now, |_| true), Handled::Dropped);
     }
 }
 
@@ -114,7 +120,7 @@ fn echoes_are_limited_to_their_rate() {
     let stamp = Datagram::Stamp { sent: 1 }.encode();
     let echoed = |receiver: &mut OneWay, at: Instant, count: usize| {
         (0..count)
-            .filter(|_| matches!(receiver.on_datagram(&stamp, at), Handled::Echo(_)))
+            .filter(|_| matches!(receiver.on_datagram(&stamp, at, |_| true), Handled::Echo(_)))
             .count()
     };
     assert_eq!(echoed(&mut receiver, start, 50), ECHO_BURST as usize);
@@ -161,3 +167,32 @@ fn the_one_way_figure_counts_only_up_to_the_round_trips() {
     assert_eq!(queuing(Some(500 * MS), 40 * MS, 60 * MS), 60 * MS);
 }
 
+#[test]
+fn the_process_budget_bounds_echoes_over_every_connection() {
+    let start = Instant::now();
+    let mut process = Bucket::new(PROCESS_ECHO_RATE, PROCESS_ECHO_BURST);
+    let stamp = Datagram::Stamp { sent: 1 }.encode();
+    // Many connections, a stamp each: only the process's burst is echoed.
+    let echoed = (0..200)
+        .filter(|_| {
+            let mut connection = OneWay::new(start);
+            matches!(
+                connection.on_datagram(&stamp, start, |now| process.take(now)),
+                Handled::Echo(_)
+            )
+        })
+        .count();
+    assert_eq!(echoed, PROCESS_ECHO_BURST as usize);
+    // A second later, the rate's worth again.
+    let later = start + Duration::from_secs(1);
+    let echoed = (0..400)
+        .filter(|_| {
+            let mut connection = OneWay::new(start);
+            matches!(
+                connection.on_datagram(&stamp, later, |now| process.take(now)),
+                Handled::Echo(_)
+            )
+        })
+        .count();
+    assert_eq!(echoed, PROCESS_ECHO_BURST as usize);
+}

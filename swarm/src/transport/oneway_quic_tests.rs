@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use minimodel_wire::PeerAddr;
 
-use super::delay_stamps;
 use crate::transport::yielding::YieldingController;
 use crate::transport::{Identity, TransportTuning, accept, bind_endpoint, connect};
 
@@ -28,7 +27,7 @@ async fn an_uploading_connection_measures_its_one_way_delay_from_the_peers_echoe
         tokio::spawn(async move {
             let incoming = server.accept().await.expect("an incoming connection");
             let (connection, _) = accept(incoming, &server_identity, &tuning).await.unwrap();
-            tokio::spawn(delay_stamps(connection.clone()));
+            tokio::spawn(crate::transport::oneway::run(connection.clone()));
             // Read what the dialer uploads, to the end.
             let mut stream = connection.accept_uni().await.unwrap();
             let received = stream.read_to_end(64 << 20).await.unwrap().len();
@@ -38,7 +37,7 @@ async fn an_uploading_connection_measures_its_one_way_delay_from_the_peers_echoe
     let connection = connect(&client, &peer, &client_identity, &tuning)
         .await
         .unwrap();
-    tokio::spawn(delay_stamps(connection.clone()));
+    tokio::spawn(crate::transport::oneway::run(connection.clone()));
     let forward = YieldingController::forward_delay(&connection)
         .expect("the default controller reads delay stamps");
     assert_eq!(forward.fresh(Instant::now()), None, "nothing measured yet");
