@@ -1,6 +1,6 @@
 //! Delay stamps: the QUIC DATAGRAM frames with which a sender measures
 //! the one-way delay of its path to a peer (`docs/wire-protocol.md`,
-//! section 11).
+//! section 14).
 //!
 //! A sender that is uploading stamps the time it sends ([`Datagram::Stamp`]);
 //! the receiver answers with the stamp and the time it arrived by its own

@@ -31,11 +31,12 @@ pub const FRESH_FOR: Duration = Duration::from_millis(500);
 /// A connection counts as sending for this long after an acknowledgement
 /// of data sent while it had more to send.
 pub const ACTIVE_FOR: Duration = Duration::from_millis(250);
-/// The least delay is kept over the current and the last window of this
-/// length, so that the drift of one clock against the other (tens of
-/// microseconds a second) cannot build up (LEDBAT keeps minutes, for the
-/// same reason).
-pub const BASE_WINDOW: Duration = Duration::from_secs(30);
+/// The least delay seen may rise by at most this much a second since it
+/// was last confirmed: enough for the drift of one clock against the
+/// other (crystals keep within 100 parts per million), far too little to
+/// take a standing queue for the path (50 ms would take over eight
+/// minutes of uploading without a moment's empty queue).
+pub const BASE_DRIFT_PER_SECOND: Duration = Duration::from_micros(100);
 /// An echo of a stamp older than this (or from our future) is dropped.
 pub const STAMP_MAX_AGE: Duration = Duration::from_secs(10);
 /// Echoes sent at most this many a second: twice what a peer stamping
@@ -146,7 +147,9 @@ impl Bucket {
             let elapsed = now.saturating_duration_since(at).as_secs_f64();
             self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
         }
-        self.at = Some(now);
+        // Callers on several threads may pass a `now` older than the last:
+        // time counted once.
+        self.at = Some(self.at.map_or(now, |at| at.max(now)));
         if self.tokens < 1.0 {
             return false;
         }
@@ -186,9 +189,9 @@ pub enum Handled {
 pub struct OneWay {
     epoch: Instant,
     next_stamp: Instant,
-    /// The least delay seen in the current window and in the last.
-    base: [Option<i128>; 2],
-    window_from: Instant,
+    /// The least delay seen (plus the drift allowed since), in
+    /// microseconds, and when it was last updated.
+    base: Option<(i128, Instant)>,
     echoes: Bucket,
 }
 
@@ -198,8 +201,7 @@ impl OneWay {
         Self {
             epoch: now,
             next_stamp: now,
-            base: [None, None],
-            window_from: now,
+            base: None,
             echoes: Bucket::new(ECHO_RATE, ECHO_BURST),
         }
     }
@@ -259,12 +261,12 @@ impl OneWay {
         }
         // The one-way delay plus the offset between the two clocks.
         let delay = i128::from(received) - i128::from(sent);
-        if now.saturating_duration_since(self.window_from) >= BASE_WINDOW {
-            self.base = [None, self.base[0]];
-            self.window_from = now;
-        }
-        self.base[0] = Some(self.base[0].map_or(delay, |least| least.min(delay)));
-        let least = self.base.iter().flatten().min().copied().unwrap_or(delay);
+        let least = self.base.map_or(delay, |(least, at)| {
+            let drift = now.saturating_duration_since(at).as_secs_f64()
+                * BASE_DRIFT_PER_SECOND.as_micros() as f64;
+            (least + drift as i128).min(delay)
+        });
+        self.base = Some((least, now));
         let queuing = (delay - least).clamp(0, i128::from(u64::MAX)) as u64;
         Handled::Queuing(Duration::from_micros(queuing))
     }

@@ -30,7 +30,10 @@ async fn an_uploading_connection_measures_its_one_way_delay_from_the_peers_echoe
             tokio::spawn(crate::transport::oneway::run(connection.clone()));
             // Read what the dialer uploads, to the end.
             let mut stream = connection.accept_uni().await.unwrap();
-            let received = stream.read_to_end(64 << 20).await.unwrap().len();
+            let mut received = 0;
+            while let Some(chunk) = stream.read_chunk(usize::MAX, true).await.unwrap() {
+                received += chunk.bytes.len();
+            }
             (connection, received)
         })
     };
