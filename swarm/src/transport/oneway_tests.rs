@@ -102,32 +102,13 @@ fn echoes_naming_a_time_outside_the_last_10_s_are_dropped() {
     let start = Instant::now();
     let mut sender = OneWay::new(start);
     let now = start + Duration::from_secs(20);
-    // From the sender's future.
-    let future = Datagram::Echo {
-        sent: 21_000_000,
-        received: 5,
-    };
-    assert_eq!(
-        sender.on_datagram(&future.encode(), now, |_| true),
-        Handled::Dropped
-    );
-    // Older than the limit.
-    let old = Datagram::Echo {
-        sent: 1_000_000,
-        received: 5,
-    };
-    assert_eq!(
-        sender.on_datagram(&old.encode(), now, |_| true),
-        Handled::Dropped
-    );
-    let recent = Datagram::Echo {
-        sent: 19_000_000,
-        received: 5,
-    };
-    assert!(matches!(
-        sender.on_datagram(&recent.encode(), now, |_| true),
-        Handled::Queuing(_)
-    ));
+    // From the sender's future, older than the limit, and within it.
+    for (sent, dropped) in [(21_000_000, true), (1_000_000, true), (19_000_000, false)] {
+        let echo = Datagram::Echo { sent, received: 5 };
+        let handled = sender.on_datagram(&echo.encode(), now, |_| true);
+        assert_eq!(handled == Handled::Dropped, dropped, "sent at {sent}");
+        assert_eq!(matches!(handled, Handled::Queuing(_)), !dropped);
+    }
     // Bytes that do not decode.
     for bytes in [&[][..], &[0x07, 1, 2], &[0x01, 0, 0]] {
         assert_eq!(sender.on_datagram(bytes, now, |_| true), Handled::Dropped);
@@ -193,27 +174,19 @@ fn the_process_budget_bounds_echoes_over_every_connection() {
     let start = Instant::now();
     let mut process = Bucket::new(PROCESS_ECHO_RATE, PROCESS_ECHO_BURST);
     let stamp = Datagram::Stamp { sent: 1 }.encode();
-    // Many connections, a stamp each: only the process's burst is echoed.
-    let echoed = (0..200)
-        .filter(|_| {
-            let mut connection = OneWay::new(start);
-            matches!(
-                connection.on_datagram(&stamp, start, |now| process.take(now)),
-                Handled::Echo(_)
-            )
-        })
-        .count();
-    assert_eq!(echoed, PROCESS_ECHO_BURST as usize);
+    // `connections` connections, a stamp each at `at`: how many are echoed.
+    let mut echoed = |connections: usize, at: Instant| {
+        (0..connections)
+            .filter(|_| {
+                let mut connection = OneWay::new(start);
+                let handled = connection.on_datagram(&stamp, at, |now| process.take(now));
+                matches!(handled, Handled::Echo(_))
+            })
+            .count()
+    };
+    // Only the process's burst is echoed, however many connections ask.
+    assert_eq!(echoed(200, start), PROCESS_ECHO_BURST as usize);
     // A second later, the bucket is full again (the rate's worth is more).
     let later = start + Duration::from_secs(1);
-    let echoed = (0..400)
-        .filter(|_| {
-            let mut connection = OneWay::new(start);
-            matches!(
-                connection.on_datagram(&stamp, later, |now| process.take(now)),
-                Handled::Echo(_)
-            )
-        })
-        .count();
-    assert_eq!(echoed, PROCESS_ECHO_BURST as usize);
+    assert_eq!(echoed(400, later), PROCESS_ECHO_BURST as usize);
 }
