@@ -37,6 +37,10 @@ pub const ACTIVE_FOR: Duration = Duration::from_millis(250);
 /// take a standing queue for the path (50 ms would take over eight
 /// minutes of uploading without a moment's empty queue).
 pub const BASE_DRIFT_PER_SECOND: Duration = Duration::from_micros(100);
+/// While its connection is idle, a link's stamper looks this often for a
+/// new controller (quinn builds one when the connection moves to a new
+/// address; the old one is then never active again).
+pub const RECHECK_IDLE: Duration = Duration::from_secs(10);
 /// An echo of a stamp older than this (or from our future) is dropped.
 pub const STAMP_MAX_AGE: Duration = Duration::from_secs(10);
 /// Echoes sent at most this many a second: twice what a peer stamping
@@ -280,7 +284,7 @@ pub async fn run(connection: quinn::Connection) {
     use super::yielding::YieldingController;
 
     // Another controller reads no stamps, but the peer's are echoed.
-    let forward = YieldingController::forward_delay(&connection);
+    let mut forward = YieldingController::forward_delay(&connection);
     let mut one_way = OneWay::new(Instant::now());
     loop {
         let now = Instant::now();
@@ -293,7 +297,9 @@ pub async fn run(connection: quinn::Connection) {
         let due = async {
             match &forward {
                 Some(_) if sending => tokio::time::sleep_until(next.into()).await,
-                Some(forward) => forward.activated().await,
+                Some(forward) => {
+                    let _ = tokio::time::timeout(RECHECK_IDLE, forward.activated()).await;
+                }
                 None => std::future::pending().await,
             }
         };
@@ -313,7 +319,13 @@ pub async fn run(connection: quinn::Connection) {
                     Handled::Dropped => {}
                 }
             }
-            () = due => {}
+            () = due => {
+                // A connection that moved to a new address has a new
+                // controller: look again whenever this one was idle.
+                if !sending && forward.is_some() {
+                    forward = YieldingController::forward_delay(&connection);
+                }
+            }
         }
     }
 }
