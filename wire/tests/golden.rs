@@ -74,8 +74,7 @@ fn the_spec_shows_every_vector_verbatim() {
     let mut names: Vec<_> = golden_messages().iter().map(|(n, _)| *n).collect();
     names.push("piece_header.hex");
     names.push("handshake.hex");
-    names.push("datagrams/stamp.hex");
-    names.push("datagrams/echo.hex");
+    names.extend(golden_datagrams().iter().map(|(n, _)| *n));
     for name in names {
         let text = fixture_text(name);
         assert!(
@@ -100,7 +99,7 @@ fn every_vector_file_is_checked() {
     // delay datagram (in `datagrams/`).
     let mut checked: Vec<_> = golden_messages().iter().map(|(n, _)| *n).collect();
     checked.extend(["piece_header.hex", "handshake.hex"]);
-    checked.extend(["datagrams/stamp.hex", "datagrams/echo.hex"]);
+    checked.extend(golden_datagrams().iter().map(|(n, _)| *n));
     let mut files = 0;
     for dir in ["", "datagrams/"] {
         for entry in std::fs::read_dir(fixtures_dir().join(dir)).unwrap() {
@@ -123,16 +122,7 @@ fn every_vector_file_is_checked() {
 #[test]
 fn the_delay_datagram_vectors_decode_and_re_encode_to_the_same_bytes() {
     use minimodel_wire::Datagram;
-    for (name, expected) in [
-        ("datagrams/stamp.hex", Datagram::Stamp { sent: 1_500_000 }),
-        (
-            "datagrams/echo.hex",
-            Datagram::Echo {
-                sent: 1_500_000,
-                received: 987_654_321,
-            },
-        ),
-    ] {
+    for (name, expected) in golden_datagrams() {
         let bytes = fixture_bytes(name);
         assert_eq!(Datagram::decode(&bytes), Ok(expected), "{name}");
         assert_eq!(expected.encode(), bytes, "{name}");

@@ -16,10 +16,11 @@
 //! its IO, a task per link; [`ForwardDelay`] is what that task and the
 //! connection's controller share.
 
-use std::sync::LazyLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
+use minimodel_node::upload::TokenBucket;
 use minimodel_wire::Datagram;
 
 /// A sending connection stamps this often (the spec allows every 50 ms;
@@ -46,17 +47,17 @@ pub const STAMP_MAX_AGE: Duration = Duration::from_secs(10);
 /// Echoes sent at most this many a second: twice what a peer stamping
 /// as often as the spec allows (every 50 ms) asks for; one that stamps
 /// faster gets no more.
-pub const ECHO_RATE: f64 = 40.0;
+pub const ECHO_RATE: u64 = 40;
 /// Echoes sent at most this many at once.
-pub const ECHO_BURST: f64 = 10.0;
+pub const ECHO_BURST: u64 = 10;
 /// Echoes a process sends at most this many a second over all its
 /// connections, this many at once: what echoing costs a node stays the
 /// same however many peers upload to it (a fetch from 200 seeders echoed
 /// 2,000 a second). Beyond it, stamps go unanswered and their senders'
 /// controllers read the round trip, as without stamps.
-pub const PROCESS_ECHO_RATE: f64 = 200.0;
+pub const PROCESS_ECHO_RATE: u64 = 200;
 /// See [`PROCESS_ECHO_RATE`].
-pub const PROCESS_ECHO_BURST: f64 = 50.0;
+pub const PROCESS_ECHO_BURST: u64 = 50;
 
 static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
 
@@ -125,46 +126,14 @@ pub fn queuing(forward: Option<Duration>, smoothed: Duration, latest: Duration) 
     forward.map_or(smoothed, |forward| forward.min(latest))
 }
 
-/// A token bucket: `rate` a second, at most `burst` at once.
-#[derive(Debug, Clone)]
-pub struct Bucket {
-    rate: f64,
-    burst: f64,
-    tokens: f64,
-    at: Option<Instant>,
-}
-
-impl Bucket {
-    /// A full bucket.
-    pub const fn new(rate: f64, burst: f64) -> Self {
-        Self {
-            rate,
-            burst,
-            tokens: burst,
-            at: None,
-        }
-    }
-
-    /// Takes a token at `now`, if there is one.
-    pub fn take(&mut self, now: Instant) -> bool {
-        if let Some(at) = self.at {
-            let elapsed = now.saturating_duration_since(at).as_secs_f64();
-            self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
-        }
-        // Callers on several threads may pass a `now` older than the last:
-        // time counted once.
-        self.at = Some(self.at.map_or(now, |at| at.max(now)));
-        if self.tokens < 1.0 {
-            return false;
-        }
-        self.tokens -= 1.0;
-        true
-    }
-}
-
 /// The process's echo budget ([`PROCESS_ECHO_RATE`]).
-static PROCESS_ECHOES: std::sync::Mutex<Bucket> =
-    std::sync::Mutex::new(Bucket::new(PROCESS_ECHO_RATE, PROCESS_ECHO_BURST));
+static PROCESS_ECHOES: LazyLock<Mutex<TokenBucket>> = LazyLock::new(|| {
+    Mutex::new(TokenBucket::new(
+        PROCESS_ECHO_RATE,
+        PROCESS_ECHO_BURST,
+        Instant::now(),
+    ))
+});
 
 fn process_echo(now: Instant) -> bool {
     // The bucket holds plain numbers: a panic while it was locked leaves
@@ -172,7 +141,7 @@ fn process_echo(now: Instant) -> bool {
     PROCESS_ECHOES
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
-        .take(now)
+        .try_take(1, now)
 }
 
 /// What a received datagram asks for.
@@ -196,7 +165,7 @@ pub struct OneWay {
     /// The least delay seen (plus the drift allowed since), in
     /// microseconds, and when it was last updated.
     base: Option<(i128, Instant)>,
-    echoes: Bucket,
+    echoes: TokenBucket,
 }
 
 impl OneWay {
@@ -206,7 +175,7 @@ impl OneWay {
             epoch: now,
             next_stamp: now,
             base: None,
-            echoes: Bucket::new(ECHO_RATE, ECHO_BURST),
+            echoes: TokenBucket::new(ECHO_RATE, ECHO_BURST, now),
         }
     }
 
@@ -244,7 +213,7 @@ impl OneWay {
     ) -> Handled {
         match Datagram::decode(bytes) {
             Ok(Datagram::Stamp { sent }) => {
-                if !self.echoes.take(now) || !process_budget(now) {
+                if !self.echoes.try_take(1, now) || !process_budget(now) {
                     return Handled::Dropped;
                 }
                 Handled::Echo(Datagram::Echo {

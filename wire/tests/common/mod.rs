@@ -191,6 +191,22 @@ pub fn golden_messages() -> Vec<(&'static str, Message)> {
     ]
 }
 
+/// Every delay datagram vector (`fixtures/wire/datagrams/`) and what it
+/// decodes to.
+pub fn golden_datagrams() -> Vec<(&'static str, minimodel_wire::Datagram)> {
+    use minimodel_wire::Datagram;
+    vec![
+        ("datagrams/stamp.hex", Datagram::Stamp { sent: 1_500_000 }),
+        (
+            "datagrams/echo.hex",
+            Datagram::Echo {
+                sent: 1_500_000,
+                received: 987_654_321,
+            },
+        ),
+    ]
+}
+
 pub fn sha256(bytes: &[u8]) -> [u8; 32] {
     use sha2::Digest;
     sha2::Sha256::digest(bytes).into()
