@@ -4,8 +4,9 @@
 use std::path::Path;
 
 use minimodel_verifier::manifest::{
-    DEFAULT_CHUNK_SIZE, EvidenceStatus, MAX_CHUNK_COUNT, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, Manifest,
-    ManifestErrorKind, PeerHintStatus, Signature, chunk_count_for, default_chunk_size,
+    DEFAULT_CHUNK_SIZE, EvidenceStatus, FEWEST_DEFAULT_CHUNKS, MAX_CHUNK_COUNT, MAX_CHUNK_SIZE,
+    MIN_CHUNK_SIZE, Manifest, ManifestErrorKind, PeerHintStatus, SMALLEST_DEFAULT_CHUNK_SIZE,
+    Signature, chunk_count_for, default_chunk_size,
 };
 
 fn good() -> Manifest {
@@ -56,7 +57,20 @@ fn chunk_geometry_helpers() {
     assert_eq!(chunk_count_for(2 * 1024 * 1024, DEFAULT_CHUNK_SIZE), 2);
     assert_eq!(chunk_count_for(u64::MAX, MAX_CHUNK_SIZE), 1 << 40);
     assert_eq!(chunk_count_for(10, 0), 0);
-    assert_eq!(default_chunk_size(1), DEFAULT_CHUNK_SIZE);
+    // Small artifacts get smaller chunks, at least 128 of them, down to
+    // 64 KiB.
+    assert_eq!(default_chunk_size(1), SMALLEST_DEFAULT_CHUNK_SIZE);
+    assert_eq!(default_chunk_size(8 << 20), 64 * 1024);
+    assert_eq!(default_chunk_size(16 << 20), 128 * 1024);
+    assert_eq!(default_chunk_size((16 << 20) - (128 << 10)), 64 * 1024);
+    assert_eq!(default_chunk_size(32 << 20), 256 * 1024);
+    assert_eq!(default_chunk_size((64 << 20) - 1), 512 * 1024);
+    assert_eq!(default_chunk_size(128 << 20), DEFAULT_CHUNK_SIZE);
+    assert_eq!(
+        chunk_count_for(128 << 20, default_chunk_size(128 << 20)),
+        FEWEST_DEFAULT_CHUNKS
+    );
+    assert_eq!(default_chunk_size(127 << 20), 512 * 1024);
     let limit = MAX_CHUNK_COUNT * u64::from(DEFAULT_CHUNK_SIZE);
     assert_eq!(default_chunk_size(limit), DEFAULT_CHUNK_SIZE);
     assert_eq!(default_chunk_size(limit + 1), 2 * DEFAULT_CHUNK_SIZE);

@@ -48,9 +48,9 @@ pub fn check_chunk_size_field(chunk_size: u32) -> Result<(), ManifestError> {
 }
 pub use key::ManifestKey;
 pub use limits::{
-    DEFAULT_CHUNK_SIZE, MAX_CHUNK_COUNT, MAX_CHUNK_SIZE, MAX_DISPLAY_NAME_CHARS, MAX_LINE_LEN,
-    MAX_MANIFEST_LEN, MAX_SOURCE_IDENTITY_CHARS, MIN_CHUNK_SIZE, chunk_count_for,
-    default_chunk_size,
+    DEFAULT_CHUNK_SIZE, FEWEST_DEFAULT_CHUNKS, MAX_CHUNK_COUNT, MAX_CHUNK_SIZE,
+    MAX_DISPLAY_NAME_CHARS, MAX_LINE_LEN, MAX_MANIFEST_LEN, MAX_SOURCE_IDENTITY_CHARS,
+    MIN_CHUNK_SIZE, SMALLEST_DEFAULT_CHUNK_SIZE, chunk_count_for, default_chunk_size,
 };
 
 /// The value of the `format` line that opens every manifest v0 (unsigned).
