@@ -33,6 +33,15 @@ SEED_CAP = "100mbit"
 PEER_CAP = "1gbit"
 
 
+
+def chunk_size_of(manifest):
+    """The `chunk-size` of a manifest file, in bytes."""
+    for line in Path(manifest).read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "chunk-size":
+            return int(value)
+    raise LabError(f"{manifest} names no chunk-size")
+
 class Failed(Exception):
     """A scenario's assertion did not hold."""
 
@@ -122,7 +131,12 @@ class Context:
         self.attempt = 1
         self.rate_scale = getattr(args, "rate_scale", 1.0)
         self.peer_args = list(getattr(args, "peer_arg", None) or [])
+        self.chunk_size = getattr(args, "chunk_size", None)
         self.libtorrent_peers = getattr(args, "libtorrent_peers", "all")
+
+    def chunk_size(self, size):
+        """The chunk size of the manifest of the fixture of `size` bytes."""
+        return chunk_size_of(self.artifact(size)[1])
 
     def artifact(self, size):
         """A fixture of `size` bytes and its manifest, made once per run."""
@@ -141,7 +155,8 @@ class Context:
         done = subprocess.run(
             [self.bin, "--json", "manifest", slm, "--model-id", MODEL, "--publisher-id", "lab",
              "--license-route", "https://example.org/license",
-             "--evidence-route", "https://example.org/evidence", "-o", manifest],
+             "--evidence-route", "https://example.org/evidence", "-o", manifest]
+            + (["--chunk-size", self.chunk_size] if self.chunk_size else []),
             check=True, stdout=subprocess.PIPE, text=True,
         )
         sha = json.loads(done.stdout.strip().splitlines()[-1])["artifact_sha256"]
@@ -150,12 +165,14 @@ class Context:
 
     def torrent(self, size):
         """The .torrent of the fixture of `size` bytes, made once per run with
-        libtorrent's create_torrent (1 MiB pieces: minimodel's chunk size)."""
+        libtorrent's create_torrent, its pieces the size of the manifest's
+        chunks (the same unit of trade for both tools)."""
         if size in self.torrents:
             return self.torrents[size]
-        slm, _, _ = self.artifact(size)
+        slm, manifest, _ = self.artifact(size)
+        piece = chunk_size_of(manifest)
         torrent = slm.with_suffix(".torrent")
-        done = subprocess.run([LT_PYTHON, LT_CLIENT, "make", slm, torrent, "--piece-size", str(MiB)],
+        done = subprocess.run([LT_PYTHON, LT_CLIENT, "make", slm, torrent, "--piece-size", str(piece)],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         if done.returncode != 0:
             raise LabError(f"making the .torrent failed: {done.stderr.strip() or done.stdout}")

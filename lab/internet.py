@@ -84,10 +84,10 @@ def swarm_minimodel(ctx, seeder, hosts, size, run_dir, timeout, meters, seed_aft
 
 def swarm_libtorrent(ctx, seeder, hosts, size, run_dir, timeout, meters):
     """The same swarm with the libtorrent client (lab/ltclient.py): the
-    seeder seeds the fixture from a .torrent made with 1 MiB pieces, every
-    host downloads and seeds on; each is given the seeder's address and,
-    with `--libtorrent-peers all` (the default), every other peer's (what a
-    tracker would tell it). The clock starts once every client listens (the
+    seeder seeds the fixture from a .torrent whose pieces are the manifest's
+    chunks, every host downloads and seeds on; each is given the seeder's
+    address and, with `--libtorrent-peers all` (the default), every other
+    peer's (what a tracker would tell it). The clock starts once every client listens (the
     go file appears). Asserted: every client finished, exits 0 when stopped,
     saw no piece fail its hash check, and its file's SHA-256 is the
     fixture's."""

@@ -4,7 +4,8 @@ namespaces, through the `minimodel` binary (and, for comparison, a
 libtorrent client). See docs/lab.md.
 
     lab/lab.py [--ci | --figures | --internet | --slow | --all | SCENARIO[:TOOL]...]
-               [--tool minimodel|libtorrent|both] [--rate-scale S] [--peer-arg=ARG]...
+               [--tool minimodel|libtorrent|both] [--rate-scale S] [--chunk-size SIZE]
+               [--peer-arg=ARG]...
                [--libtorrent-peers all|seeder] [--repeat N] [--bin PATH] [--relay PATH]
                [--workdir DIR] [--keep] [--results FILE]
     lab/lab.py --list
@@ -556,6 +557,9 @@ def main():
     parser.add_argument("--rate-scale", type=float, default=1.0, metavar="S",
                         help="multiply every tbf cap by S (like 0.5), for a CPU that cannot "
                         "keep up with the scenario at full rate")
+    parser.add_argument("--chunk-size", metavar="SIZE",
+                        help="the fixtures' manifests use chunks of SIZE (like 1MiB) instead of "
+                        "`minimodel manifest`'s default for their size; libtorrent's pieces follow")
     parser.add_argument("--peer-arg", action="append", metavar="ARG",
                         help="an extra argument for every peer's fetch in the swarm scenarios "
                         "of the internet (repeatable; write --peer-arg=--flag)")
@@ -611,7 +615,8 @@ def main():
         netlab.clean_leftovers(log=say)
         ctx = Context(args, workdir)
         say(f"lab: binary {ctx.bin}; work directory {workdir}"
-            + (f"; every cap times {args.rate_scale}" if args.rate_scale != 1 else ""))
+            + (f"; every cap times {args.rate_scale}" if args.rate_scale != 1 else "")
+            + (f"; chunks of {args.chunk_size}" if args.chunk_size else ""))
         for label, name, tool in runs:
             for attempt in range(1, args.repeat + 1):
                 shown = label if args.repeat == 1 else f"{label} (run {attempt}/{args.repeat})"

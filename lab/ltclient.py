@@ -4,7 +4,7 @@ Runs with Debian's python3-libtorrent (`/usr/bin/python3`).
 
     ltclient.py make FILE TORRENT [--piece-size BYTES]
         A v1 .torrent of FILE made with libtorrent's own create_torrent
-        (default piece size 1 MiB, minimodel's chunk size); prints its
+        (default piece size 1 MiB; the lab passes the manifest's chunk size); prints its
         info-hash.
     ltclient.py seed TORRENT DIR --listen IP:PORT
         Checks DIR/<name> against the torrent, then seeds it until SIGTERM.
