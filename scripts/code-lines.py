@@ -69,7 +69,7 @@ DEFAULT = [
     "core=" + ",".join(
         os.path.join("node/src", name)
         for name in sorted(os.listdir(os.path.join(os.path.dirname(__file__), "..", "node/src")))
-        if name not in ("netsim", "netsim.rs", "sim.rs", "testing.rs")
+        if name not in ("netsim", "netsim.rs", "testing.rs")
     ),
 ]
 

@@ -23,8 +23,6 @@ pub mod report;
 pub mod rng;
 pub mod session;
 #[cfg(test)]
-pub(crate) mod sim;
-#[cfg(test)]
 pub(crate) mod testing;
 pub mod upload;
 

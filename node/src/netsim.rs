@@ -22,7 +22,8 @@
 //!   resets its stream;
 //! - verification, the trailing hasher and the final checks are jobs that
 //!   end at once (checkpoints and deliveries after `job_time`); a lying
-//!   node's chunks fail verification; a damaged disk makes the final check
+//!   node's chunks fail verification, a stalling node's uploads never
+//!   leave it; a damaged disk makes the final check
 //!   find a chunk bad, a given number of times;
 //! - a node can be killed (its peers notice after `idle_timeout`) and
 //!   started again with the same id, address and verified chunks;
@@ -48,6 +49,8 @@
 
 #[cfg(test)]
 mod crowds;
+#[cfg(test)]
+mod fetch;
 #[cfg(test)]
 mod homes;
 #[cfg(test)]
@@ -90,6 +93,11 @@ pub(crate) enum Behaviour {
     Liar,
     /// Sends these entries in Peers messages to every peer it connects to.
     Flooder(Vec<PeerEntry>),
+    /// From this moment on, accepts every request and sends nothing: an
+    /// upload its core starts never leaves it, and its core never learns
+    /// that (it is not told how many bytes its connections sent), so it
+    /// keeps the link.
+    Staller(Duration),
 }
 
 /// Uploads whose path is slower than the sender's uplink, as the lab's
@@ -294,7 +302,14 @@ pub(crate) struct Record {
     pub peak_uploads: usize,
     /// Chunks it verified from the network.
     pub verified: u32,
+    /// When each chunk it verified from the network was verified, by chunk
+    /// (kept for fetches of at most [`VERIFIED_AT_CHUNKS`] chunks).
+    pub verified_at: Vec<Option<Duration>>,
 }
+
+/// The largest artifact, in chunks, whose verification times a
+/// [`Record`] keeps.
+pub(crate) const VERIFIED_AT_CHUNKS: u32 = 4096;
 
 #[derive(Debug, Default)]
 struct Disk {
@@ -479,7 +494,13 @@ impl Sim {
                     damage: spec.damage.clone(),
                     ..Disk::default()
                 },
-                record: Record::default(),
+                record: Record {
+                    verified_at: match spec.download && chunks <= VERIFIED_AT_CHUNKS {
+                        true => vec![None; chunks as usize],
+                        false => Vec::new(),
+                    },
+                    ..Record::default()
+                },
             })
             .collect();
         let mut listeners = HashMap::new();
@@ -1084,6 +1105,15 @@ impl Sim {
                 self.gone(node);
             }
             Action::MeasureSent { link } => {
+                // A staller's driver never answers: it holds the link open
+                // and keeps its requests (as a hostile peer would).
+                let stalling = matches!(
+                    self.specs[node].behaviour,
+                    Behaviour::Staller(from) if self.now >= from
+                );
+                if stalling {
+                    return;
+                }
                 if let Some((conn, side)) = side_of(self, link) {
                     let sent = self.conns[conn].sent[side] as u64;
                     let now = self.instant();

@@ -309,6 +309,9 @@ impl Sim {
         let now = self.instant();
         let up = self.conns[conn].ups[side].take().expect("a handshake");
         self.core_mut(node).handle_link_up(link, up, now);
+        // The path's round trip, as QUIC measures it when the handshake ends.
+        let rtt = 2 * self.latency(conn);
+        self.core_mut(node).handle_rtt(link, rtt);
         self.pump(node, false);
         if let Behaviour::Flooder(entries) = &self.specs[node].behaviour {
             let entries = entries.clone();

@@ -91,6 +91,11 @@ impl Sim {
         chunk: u32,
         pace: Option<u64>,
     ) {
+        if let Behaviour::Staller(from) = self.specs[node].behaviour {
+            if self.now >= from {
+                return;
+            }
+        }
         let to = self.conns[conn].nodes[1 - side];
         self.nodes[node].record.uploads.push((self.now, to, chunk));
         self.next_transfer += 1;
@@ -255,6 +260,9 @@ impl Sim {
                 }
                 let record = &mut self.nodes[node].record;
                 record.verified += 1;
+                if let Some(at) = record.verified_at.get_mut(chunk.0 as usize) {
+                    *at = Some(self.now);
+                }
                 if self.specs[node].vanish_after == Some(record.verified) {
                     self.push(self.now, Event::Kill(node));
                 }
