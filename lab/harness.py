@@ -131,12 +131,8 @@ class Context:
         self.attempt = 1
         self.rate_scale = getattr(args, "rate_scale", 1.0)
         self.peer_args = list(getattr(args, "peer_arg", None) or [])
-        self.chunk_size = getattr(args, "chunk_size", None)
+        self.chunk_size_arg = getattr(args, "chunk_size", None)
         self.libtorrent_peers = getattr(args, "libtorrent_peers", "all")
-
-    def chunk_size(self, size):
-        """The chunk size of the manifest of the fixture of `size` bytes."""
-        return chunk_size_of(self.artifact(size)[1])
 
     def artifact(self, size):
         """A fixture of `size` bytes and its manifest, made once per run."""
@@ -156,7 +152,7 @@ class Context:
             [self.bin, "--json", "manifest", slm, "--model-id", MODEL, "--publisher-id", "lab",
              "--license-route", "https://example.org/license",
              "--evidence-route", "https://example.org/evidence", "-o", manifest]
-            + (["--chunk-size", self.chunk_size] if self.chunk_size else []),
+            + (["--chunk-size", self.chunk_size_arg] if self.chunk_size_arg else []),
             check=True, stdout=subprocess.PIPE, text=True,
         )
         sha = json.loads(done.stdout.strip().splitlines()[-1])["artifact_sha256"]

@@ -6,7 +6,8 @@
 //!
 //! One 256 MiB fixture (`MINIMODEL_BENCH_SWARM_MIB` to change the size) is
 //! written once per run into a temporary directory, described by a manifest
-//! with the default chunk size (1 MiB) and verified into a
+//! with the default chunk size (1 MiB from 128 MiB on, smaller below) and
+//! verified into a
 //! `VerifiedArtifact`. Seeders start once per case and serve every
 //! iteration; each iteration downloads into a fresh directory, removed
 //! afterwards (untimed). The time runs from `PartialDownload::open` to the

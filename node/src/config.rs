@@ -28,7 +28,8 @@ pub struct NodeConfig {
     /// passed on soon, instead of sharing itself over eight for half a
     /// minute. One upload at a time until the rate is measured. Default
     /// 750 ms (so 1 upload at a time up to 11 Mbit/s with 1 MiB chunks, 2
-    /// up to 22 Mbit/s, 4 at 40 Mbit/s, 8 from about 80 Mbit/s): on a home
+    /// up to 22 Mbit/s, 4 at 40 Mbit/s, 8 from about 80 Mbit/s; with 256 KiB
+    /// chunks 1 at 2 Mbit/s, 2 at 5, 4 at 10, 8 from 20): on a home
     /// path one upload alone often does not fill the uplink, likely because
     /// its receiver's acknowledgements wait behind that receiver's own
     /// uploads and hold its congestion window small; `None`: always

@@ -71,6 +71,9 @@ fn chunk_geometry_helpers() {
         FEWEST_DEFAULT_CHUNKS
     );
     assert_eq!(default_chunk_size(127 << 20), 512 * 1024);
+    // 128 chunks of 1 MiB once the last one is partly filled.
+    assert_eq!(default_chunk_size((127 << 20) + 1), DEFAULT_CHUNK_SIZE);
+    assert_eq!(default_chunk_size(0), SMALLEST_DEFAULT_CHUNK_SIZE);
     let limit = MAX_CHUNK_COUNT * u64::from(DEFAULT_CHUNK_SIZE);
     assert_eq!(default_chunk_size(limit), DEFAULT_CHUNK_SIZE);
     assert_eq!(default_chunk_size(limit + 1), 2 * DEFAULT_CHUNK_SIZE);

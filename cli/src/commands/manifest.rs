@@ -64,7 +64,7 @@ pub struct ManifestArgs {
     /// none or advisory.
     #[arg(long, default_value = "none")]
     pub peer_hint_status: PeerHintStatus,
-    /// Chunk size, a power of two from 16KiB to 16MiB [default: 1MiB; less below 128MiB, down to 64KiB, so that there are at least 128 chunks; more for huge files].
+    /// Chunk size, a power of two from 16KiB to 16MiB [default: 1MiB; halved below 128MiB, down to 64KiB, aiming for 128 chunks; more for huge files].
     #[arg(long, value_parser = parse_size)]
     pub chunk_size: Option<u64>,
     /// Publish the chunk list: its https route (requires --chunk-list-out).

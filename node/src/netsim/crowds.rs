@@ -399,7 +399,7 @@ fn draws() -> u64 {
 /// 8 mixed went 1.284 -> 1.330 with upload slots sized for 750 ms).
 /// `NETSIM_SEEDS=N` (default 3, from seed 1) prints the table for N
 /// draws. 40 mixed is the exception, in the default 256 KiB chunks: its
-/// third draw (1.48 T*, median 1.14) leaves six peers that every full node
+/// third draw (1.48 to 1.53 T*, median 1.14) leaves six peers that every full node
 /// turned away linked mostly to each other, their uplinks busy a third of
 /// the time, until 9 s after the median (`docs/performance.md`, "Chunk
 /// size"); in 1 MiB chunks the same crowd's mean was 1.29.
@@ -479,7 +479,7 @@ fn crowds_over_seeds() {
 /// Three draws each, as the lab alternated the two builds.
 /// `NETSIM_SEEDS=N` draws N.
 #[test]
-fn slow_paths_hold_no_uplink_with_overdue_uploads() {
+fn overdue_uploads_cost_nothing_on_slow_paths() {
     let seeds = draws();
     SLOW_PATHS.set(Some(SlowPaths::HOMES));
     let mut means = Vec::new();

@@ -3,7 +3,8 @@
 //! across cone routers, and finish without blame where symmetric routers
 //! on both sides keep them apart. Neighbours behind one router trade over
 //! their LAN. The lab runs the same through real routers
-//! (`homes-4x32-cone`, `homes-4x256-symmetric`, `neighbours-2x32`).
+//! (`homes-4x32-cone`, `homes-4x256-symmetric`, `neighbours-2x32`; its
+//! 32 MiB fixtures are in 256 KiB chunks now, these in 1 MiB).
 
 use super::crowds::{MBIT, MIB};
 use super::scenarios::nobody_blamed_but;

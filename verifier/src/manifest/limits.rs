@@ -26,7 +26,7 @@ pub const DEFAULT_CHUNK_SIZE: u32 = 1024 * 1024;
 /// [`SMALLEST_DEFAULT_CHUNK_SIZE`]. A swarm trades whole chunks, and a peer
 /// serves a chunk only once all of it is verified: with 32 chunks for 24
 /// home uplinks, one 1 MiB chunk on a 2 Mbit uplink takes 4.2 s and the
-/// crowd finished at 1.35 T* in the lab; with 128 chunks of 256 KiB, 1.18
+/// crowd finished at 1.34 T* in the lab; with 128 chunks of 256 KiB, 1.18
 /// (`docs/performance.md`, "Chunk size").
 pub const FEWEST_DEFAULT_CHUNKS: u64 = 128;
 
@@ -52,7 +52,8 @@ pub fn chunk_count_for(artifact_bytes: u64, chunk_size: u32) -> u64 {
 /// The chunk size a writer should use: [`DEFAULT_CHUNK_SIZE`], halved while
 /// the artifact would have fewer than [`FEWEST_DEFAULT_CHUNKS`] chunks, not
 /// below [`SMALLEST_DEFAULT_CHUNK_SIZE`] (32 MiB: 256 KiB, 16 MiB: 128 KiB,
-/// 8 MiB or less: 64 KiB); doubled until the chunk count fits
+/// 8 MiB or less: 64 KiB, from just above 127 MiB on: 1 MiB); doubled
+/// until the chunk count fits
 /// [`MAX_CHUNK_COUNT`], at most [`MAX_CHUNK_SIZE`] (an artifact above
 /// 500,000 x 16 MiB has no valid geometry, and
 /// [`super::Manifest::validate`] says so).
