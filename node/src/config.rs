@@ -57,6 +57,12 @@ pub struct NodeConfig {
     /// under way only to a peer whose oldest request has waited this long
     /// with nothing started for it. Default 1 s.
     pub resend_after: Duration,
+    /// A node that seeds from its start and carries less than this share of
+    /// what the swarm delivers (estimated, `docs/swarm.md`, "A sparing
+    /// seed") sends a chunk again only when no peer linked to it holds it:
+    /// it spares its uplink, and gives up at most this share of the
+    /// swarm's capacity. Default 0.03; `None`: always send again on request.
+    pub sparing_share: Option<f64>,
     /// The serving side's queue limits.
     pub upload: UploadConfig,
     /// The downloading side's pipelines, timeouts and budget.
@@ -209,6 +215,7 @@ impl Default for NodeConfig {
             upload_overdue: Some(1.5),
             upload_queue_time: Some(Duration::from_secs(10)),
             resend_after: Duration::from_secs(1),
+            sparing_share: Some(0.03),
             upload: UploadConfig::default(),
             download: DownloadConfig::default(),
             handshake_timeout: Duration::from_secs(10),
@@ -285,7 +292,7 @@ pub struct ConfigError {
 impl NodeConfig {
     /// Checks the settings that would make a node stall or misbehave.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let rules: [(bool, &'static str, &'static str); 14] = [
+        let rules: [(bool, &'static str, &'static str); 15] = [
             (self.upload_slots > 0, "upload_slots", "at least 1"),
             (
                 self.upload_slots_per_peer > 0,
@@ -328,6 +335,12 @@ impl NodeConfig {
                 (0.0..=0.2).contains(&self.refusal_uplink_share),
                 "refusal_uplink_share",
                 "between 0 and 0.2",
+            ),
+            (
+                self.sparing_share
+                    .is_none_or(|share| (0.0..=0.5).contains(&share)),
+                "sparing_share",
+                "between 0 and 0.5 when set",
             ),
             (
                 self.upload_overdue.is_none_or(|factor| factor >= 1.0),

@@ -82,6 +82,8 @@ pub enum Resends {
     /// nothing started for it meanwhile: second copies wait behind first
     /// ones, but nobody waits for ever.
     WhenStarving(Duration),
+    /// Only of chunks no connected peer holds (a sparing seed).
+    Unheld,
 }
 
 /// Every connected peer's requests, and the order they are served in.
@@ -285,6 +287,16 @@ impl UploadQueue {
 
     /// How rare a chunk is to this side: peers that have it, plus the
     /// copies this side sent already (they will soon be available).
+    /// How often this side has sent `chunk`.
+    pub fn sent(&self, chunk: u32) -> u16 {
+        self.sent.get(chunk as usize).copied().unwrap_or(0)
+    }
+
+    /// How many connected peers hold `chunk`.
+    pub fn held(&self, chunk: u32) -> u16 {
+        self.availability.get(chunk as usize).copied().unwrap_or(0)
+    }
+
     fn rarity(&self, chunk: u32) -> u32 {
         let index = chunk as usize;
         let held = self.availability.get(index).copied().unwrap_or(0);
@@ -328,13 +340,17 @@ impl UploadQueue {
                 let second_copies_too = match resends {
                     Resends::Allowed => true,
                     Resends::WhenStarving(after) => queue.starving(after, now),
+                    Resends::Unheld => false,
                 };
+                let unheld = resends == Resends::Unheld;
                 let chunk = queue
                     .requests
                     .keys()
                     .copied()
                     .filter(|&chunk| {
-                        second_copies_too || self.sent.get(chunk as usize).is_none_or(|n| *n == 0)
+                        second_copies_too
+                            || self.sent(chunk) == 0
+                            || (unheld && self.held(chunk) == 0)
                     })
                     .min_by_key(|&chunk| (self.rarity(chunk), chunk))?;
                 // A starving peer's second copy counts as a first one.

@@ -236,6 +236,11 @@ impl NodeCore {
         if peer == self.local_id {
             return Err(reject(HelloRejectReason::TooManyPeers, "that is us"));
         }
+        // A peer of this swarm, let in or not: it counts toward the
+        // swarm's size a sparing seed estimates.
+        if let Some(sparing) = &mut self.sparing {
+            sparing.saw(peer, prefix, now);
+        }
         let existing = self
             .peers()
             .find(|(_, p)| p.id == peer)

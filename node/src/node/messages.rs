@@ -35,6 +35,9 @@ impl NodeCore {
                 if let Some(peer) = self.peer_mut(link) {
                     let _ = peer.has.set(chunk, true);
                 }
+                if let Some(sparing) = &mut self.sparing {
+                    sparing.have(now);
+                }
                 self.uploads.peer_have(link, chunk);
                 self.download_have(link, chunk, now);
                 self.close_seed_link(link, now);
@@ -43,7 +46,9 @@ impl NodeCore {
                 if let Some(peer) = self.peer_mut(link) {
                     peer.last_useful = now;
                 }
-                let queued = if self.serve {
+                let queued = if self.serve && self.spared(chunk, now) {
+                    Err(RequestRefusal::Busy)
+                } else if self.serve {
                     let chunk_size = self.params.chunk_size();
                     self.uploads
                         .on_request(link, chunk, &self.have, &self.config, chunk_size, now)

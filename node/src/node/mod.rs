@@ -23,6 +23,7 @@ mod links;
 mod linkset;
 mod messages;
 mod serving;
+mod sparing;
 #[cfg(test)]
 mod tests;
 mod traversal;
@@ -336,6 +337,9 @@ pub struct NodeCore {
     last_lookup: Option<Instant>,
     /// When the node started (the first lookup is due then).
     started_at: Instant,
+    /// A node that seeds from its start: whether it spares its uplink in
+    /// a large swarm (`sparing`). `None` for every other node.
+    sparing: Option<sparing::Sparing>,
 }
 
 impl NodeCore {
@@ -388,6 +392,7 @@ impl NodeCore {
             lookup_running: false,
             last_lookup: None,
             started_at: now,
+            sparing: (start.serve && !start.download).then(sparing::Sparing::default),
         };
         // A download whose every chunk was verified in an earlier run goes
         // straight to its final checks.

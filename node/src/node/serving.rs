@@ -78,8 +78,11 @@ impl NodeCore {
                 .map(|(link, _)| link)
                 .collect();
             // A second copy of a chunk only on an otherwise idle uplink,
-            // or for a peer that waited long enough behind first copies.
-            let resends = if self.uploads.active.is_empty() {
+            // or for a peer that waited long enough behind first copies;
+            // a sparing seed's only of a chunk no linked peer holds.
+            let resends = if self.spares(now) {
+                Resends::Unheld
+            } else if self.uploads.active.is_empty() {
                 Resends::Allowed
             } else {
                 Resends::WhenStarving(self.config.resend_after)
@@ -137,6 +140,28 @@ impl NodeCore {
                 self.actions.push_back(Action::MeasureSent { link });
             }
         }
+    }
+
+    /// Whether this node, a seed from its start, spares its uplink now
+    /// (`sparing`).
+    pub(super) fn spares(&mut self, now: Instant) -> bool {
+        let inputs = super::sparing::Inputs {
+            own_rate: self.uploads.meter.rate(),
+            links: self.connected_count(),
+            chunk_size: self.params.chunk_size(),
+        };
+        match &mut self.sparing {
+            Some(sparing) => sparing.is_on(&self.config, inputs, now),
+            None => false,
+        }
+    }
+
+    /// Whether a request for `chunk` is one a sparing seed answers Busy:
+    /// it sent the chunk before, and a peer linked to it holds it.
+    pub(super) fn spared(&mut self, chunk: ChunkIndex, now: Instant) -> bool {
+        self.uploads.queue.sent(chunk.0) > 0
+            && self.uploads.queue.held(chunk.0) > 0
+            && self.spares(now)
     }
 
     /// An upload ended.

@@ -587,3 +587,60 @@ fn a_link_that_ends_under_a_held_goodbye_ends_by_the_goodbye() {
         "{reports:?}"
     );
 }
+
+/// A seed linked to 40 peers, 38 of which announce 250 chunks a second
+/// between them, its own uplink measured at one chunk a second: its share of what
+/// the swarm delivers is far below `sparing_share`. The peer that asks
+/// then for chunk 0, sent once and held by linked peers, hears Busy;
+/// a chunk never sent goes out. With `sparing_share` off, chunk 0 goes
+/// out again.
+#[test]
+fn a_seed_with_a_small_share_of_the_swarm_sends_a_held_chunk_only_once() {
+    for sparing_share in [NodeConfig::default().sparing_share, None] {
+        let config = NodeConfig {
+            max_peers: 64,
+            sparing_share,
+            ..NodeConfig::default()
+        };
+        let mut h = Harness::new(Kind::Seeder, 64, config);
+        let peers: Vec<LinkId> = (1..=40).map(|n| h.connect_in(&fetcher(n, 64))).collect();
+        h.take();
+        // The uplink is measured: one chunk in a second.
+        request(&mut h, peers[0], &[0]);
+        assert_eq!(uploads(&h.take()), vec![(peers[0], 0)]);
+        h.advance(1000);
+        sent(&mut h, peers[0], 0);
+        // 38 peers announce 10 chunks each, chunk 0 among them.
+        for &link in &peers[1..39] {
+            for chunk in 0..10 {
+                h.core.handle_message(
+                    link,
+                    Message::Have {
+                        chunk: ChunkIndex(chunk),
+                    },
+                    h.now,
+                );
+            }
+        }
+        h.take();
+        h.advance(2500);
+        let last = peers[39];
+        request(&mut h, last, &[0]);
+        let actions = h.take();
+        match sparing_share {
+            Some(_) => {
+                assert!(uploads(&actions).is_empty(), "{actions:?}");
+                assert!(
+                    messages_to(&actions, last).contains(&Message::Reject {
+                        chunk: ChunkIndex(0),
+                        reason: RejectReason::Busy,
+                    }),
+                    "{actions:?}"
+                );
+                request(&mut h, last, &[40]);
+                assert_eq!(uploads(&h.take()), vec![(last, 40)]);
+            }
+            None => assert_eq!(uploads(&actions), vec![(last, 0)]),
+        }
+    }
+}
