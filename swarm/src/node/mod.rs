@@ -18,7 +18,7 @@ pub use shared::SharedEndpoint;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use minimodel_node::node::{Action, LinkUp};
 use minimodel_node::{LinkId, NodeCore, NodeStart};
@@ -223,6 +223,14 @@ async fn changed(
 ) -> Option<Result<(), tokio::sync::watch::error::RecvError>> {
     match watch {
         Some(watch) => Some(watch.changed().await),
+        None => std::future::pending().await,
+    }
+}
+
+/// Until `deadline`, or for ever without one.
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,
     }
 }
@@ -539,11 +547,11 @@ impl Node {
         self.share_slots();
         while self.outcome.is_none() {
             let now = Instant::now();
+            // No deadline: the core waits for an input alone.
             let deadline = self
                 .core
                 .poll_timeout(now)
-                .map(tokio::time::Instant::from_std)
-                .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
+                .map(tokio::time::Instant::from_std);
             tokio::select! {
                 biased;
                 _ = &mut stop, if !stopped => {
@@ -563,7 +571,7 @@ impl Node {
                         self.take_share(generation, share);
                     }
                 }
-                _ = tokio::time::sleep_until(deadline) => self.core.handle_timeout(Instant::now()),
+                () = sleep_until(deadline) => self.core.handle_timeout(Instant::now()),
             }
             self.carry_out();
             self.share_slots();
