@@ -59,9 +59,10 @@ pub struct NodeConfig {
     pub resend_after: Duration,
     /// A node that seeds from its start and carries less than this share of
     /// what the swarm delivers (estimated, `docs/swarm.md`, "A sparing
-    /// seed") sends a chunk again only when no peer linked to it holds it:
-    /// it spares its uplink, and gives up at most this share of the
-    /// swarm's capacity. Default 0.03; `None`: always send again on request.
+    /// seed") sends a chunk again only when no peer linked to it that
+    /// serves others holds it: it spares its uplink, and gives up at most
+    /// this share of the swarm's capacity. Default 0.03; `None`: always
+    /// send again on request.
     pub sparing_share: Option<f64>,
     /// The serving side's queue limits.
     pub upload: UploadConfig,

@@ -54,6 +54,9 @@ struct PeerQueue {
     /// Queued requests: chunk -> when it was asked for.
     requests: BTreeMap<u32, Instant>,
     has: Option<HaveBitfield>,
+    /// It serves others (its Hello says so): its chunks count in
+    /// `served_by`.
+    serves: bool,
     served_chunks: u64,
     /// When an upload to it last started.
     last_started: Option<Instant>,
@@ -82,7 +85,8 @@ pub enum Resends {
     /// nothing started for it meanwhile: second copies wait behind first
     /// ones, but nobody waits for ever.
     WhenStarving(Duration),
-    /// Only of chunks no connected peer holds (a sparing seed).
+    /// Only of chunks no connected peer that serves others holds (a
+    /// sparing seed).
     Unheld,
 }
 
@@ -93,6 +97,8 @@ pub struct UploadQueue {
     chunk_count: u32,
     /// How many connected peers have each chunk.
     availability: Vec<u16>,
+    /// How many connected peers that serve others have each chunk.
+    served_by: Vec<u16>,
     /// How often this side has sent each chunk: a chunk just sent to one
     /// peer will soon be available from it, so it counts as less rare.
     sent: Vec<u16>,
@@ -110,6 +116,7 @@ impl UploadQueue {
             config,
             chunk_count,
             availability: vec![0; chunk_count as usize],
+            served_by: vec![0; chunk_count as usize],
             sent: vec![0; chunk_count as usize],
             peers: BTreeMap::new(),
             queued: 0,
@@ -132,6 +139,21 @@ impl UploadQueue {
         );
     }
 
+    /// The peer serves others: what it has counts in
+    /// [`Self::served_by`] too.
+    pub fn set_serves(&mut self, peer: LinkId) {
+        let Some(queue) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        if queue.serves {
+            return;
+        }
+        queue.serves = true;
+        for chunk in queue.has.iter().flat_map(HaveBitfield::iter_ones) {
+            increment(&mut self.served_by, chunk.0);
+        }
+    }
+
     /// The peer announced a chunk.
     pub fn peer_have(&mut self, peer: LinkId, chunk: u32) {
         let count = self.chunk_count;
@@ -141,6 +163,9 @@ impl UploadQueue {
         let has = queue.has.get_or_insert_with(|| HaveBitfield::new(count));
         if matches!(has.set(ChunkIndex(chunk), true), Ok(false)) {
             increment(&mut self.availability, chunk);
+            if queue.serves {
+                increment(&mut self.served_by, chunk);
+            }
         }
     }
 
@@ -151,6 +176,9 @@ impl UploadQueue {
             if let Some(has) = queue.has {
                 for chunk in has.iter_ones() {
                     decrement(&mut self.availability, chunk.0);
+                    if queue.serves {
+                        decrement(&mut self.served_by, chunk.0);
+                    }
                 }
             }
         }
@@ -292,9 +320,10 @@ impl UploadQueue {
         self.sent.get(chunk as usize).copied().unwrap_or(0)
     }
 
-    /// How many connected peers hold `chunk`.
-    pub fn held(&self, chunk: u32) -> u16 {
-        self.availability.get(chunk as usize).copied().unwrap_or(0)
+    /// How many connected peers that serve others hold `chunk` (a plain
+    /// fetch holds chunks it gives nobody).
+    pub fn served_by(&self, chunk: u32) -> u16 {
+        self.served_by.get(chunk as usize).copied().unwrap_or(0)
     }
 
     fn rarity(&self, chunk: u32) -> u32 {
@@ -350,7 +379,7 @@ impl UploadQueue {
                     .filter(|&chunk| {
                         second_copies_too
                             || self.sent(chunk) == 0
-                            || (unheld && self.held(chunk) == 0)
+                            || (unheld && self.served_by(chunk) == 0)
                     })
                     .min_by_key(|&chunk| (self.rarity(chunk), chunk))?;
                 // A starving peer's second copy counts as a first one.
@@ -547,6 +576,24 @@ mod tests {
         );
         assert_eq!(queue.on_request(B, 8, &have, Instant::now()), Ok(()));
         assert_eq!(queue.total_queued(), 9);
+    }
+
+    #[test]
+    fn only_peers_that_serve_count_as_serving_a_chunk() {
+        let mut queue = seeder_queue(10);
+        queue.add_peer(A, bitfield(10, &[0, 1]));
+        queue.set_serves(A);
+        queue.add_peer(B, bitfield(10, &[0, 2]));
+        queue.peer_have(A, 3);
+        queue.peer_have(B, 3);
+        let served: Vec<u16> = (0..4).map(|chunk| queue.served_by(chunk)).collect();
+        assert_eq!(served, [1, 1, 0, 1]);
+        // Set twice, it counts once; gone, it counts no more.
+        queue.set_serves(A);
+        assert_eq!(queue.served_by(0), 1);
+        queue.remove_peer(A);
+        let served: Vec<u16> = (0..4).map(|chunk| queue.served_by(chunk)).collect();
+        assert_eq!(served, [0, 0, 0, 0]);
     }
 
     #[test]

@@ -740,7 +740,8 @@ impl NodeCore {
                 self.send(link, Message::Have { chunk }, now);
             }
         }
-        self.uploads.add_peer(link, up.bitfield.clone());
+        self.uploads
+            .add_peer(link, up.bitfield.clone(), up.hello.serving);
         if up.hello.serving {
             self.join_download(link, id, up.bitfield, now);
         }

@@ -157,10 +157,11 @@ impl NodeCore {
     }
 
     /// Whether a request for `chunk` is one a sparing seed answers Busy:
-    /// it sent the chunk before, and a peer linked to it holds it.
+    /// it sent the chunk before, and a peer linked to it that serves
+    /// others holds it.
     pub(super) fn spared(&mut self, chunk: ChunkIndex, now: Instant) -> bool {
         self.uploads.queue.sent(chunk.0) > 0
-            && self.uploads.queue.held(chunk.0) > 0
+            && self.uploads.queue.served_by(chunk.0) > 0
             && self.spares(now)
     }
 

@@ -3,9 +3,9 @@
 //!
 //! A node that seeds from its start (a publisher's `seed`) and carries a
 //! small share of what the swarm delivers sends each chunk once, and again
-//! only when no peer linked to it holds that chunk: a request for a chunk
-//! it sent before that a linked peer holds is answered Busy, and the peer
-//! asks a holder. What it saves is the publisher's bytes: in the
+//! only when no peer linked to it that serves others holds that chunk: a
+//! request for a chunk it sent before that such a peer holds is answered
+//! Busy, and the peer asks a holder. What it saves is the publisher's bytes: in the
 //! simulator's flash crowd of 1000 home peers its uplink was 0.3 % of the
 //! swarm's and it sent 3.7 copies of the file, all but the first of them
 //! bytes the swarm could carry. What it can cost is its share of the
@@ -18,7 +18,7 @@
 //! peers announce chunks (their `Have`s) per link. A stranger can make the
 //! swarm look larger with ids of its own (each a TLS handshake, and no
 //! more than a prefix's share): the seed then still sends every chunk
-//! once, and any chunk none of its linked peers holds.
+//! once, and any chunk none of its linked serving peers holds.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

@@ -307,8 +307,12 @@ impl Uploads {
         self.queue.next_starving(after, now)
     }
 
-    pub(super) fn add_peer(&mut self, link: LinkId, has: HaveBitfield) {
+    /// A peer linked with `has`; `serves`: its Hello says it serves others.
+    pub(super) fn add_peer(&mut self, link: LinkId, has: HaveBitfield, serves: bool) {
         self.queue.add_peer(link, has);
+        if serves {
+            self.queue.set_serves(link);
+        }
     }
 
     pub(super) fn peer_have(&mut self, link: LinkId, chunk: ChunkIndex) {

@@ -589,21 +589,35 @@ fn a_link_that_ends_under_a_held_goodbye_ends_by_the_goodbye() {
 }
 
 /// A seed linked to 40 peers, 38 of which announce 250 chunks a second
-/// between them, its own uplink measured at one chunk a second: its share of what
-/// the swarm delivers is far below `sparing_share`. The peer that asks
-/// then for chunk 0, sent once and held by linked peers, hears Busy;
-/// a chunk never sent goes out. With `sparing_share` off, chunk 0 goes
-/// out again.
+/// between them, its own uplink measured at one chunk a second: its share
+/// of what the swarm delivers is far below `sparing_share`. When the
+/// announcing peers serve others, the peer that asks then for chunk 0
+/// (sent once, held by them) hears Busy, and a chunk never sent goes out.
+/// When they are plain fetches (they give nobody what they hold), or with
+/// `sparing_share` off, chunk 0 goes out again.
 #[test]
-fn a_seed_with_a_small_share_of_the_swarm_sends_a_held_chunk_only_once() {
-    for sparing_share in [NodeConfig::default().sparing_share, None] {
+fn a_seed_with_a_small_share_of_the_swarm_sends_a_chunk_held_by_servers_only_once() {
+    for (sparing_share, holders_serve, spared) in [
+        (NodeConfig::default().sparing_share, true, true),
+        (NodeConfig::default().sparing_share, false, false),
+        (None, true, false),
+    ] {
         let config = NodeConfig {
             max_peers: 64,
             sparing_share,
             ..NodeConfig::default()
         };
         let mut h = Harness::new(Kind::Seeder, 64, config);
-        let peers: Vec<LinkId> = (1..=40).map(|n| h.connect_in(&fetcher(n, 64))).collect();
+        let peers: Vec<LinkId> = (1..=40)
+            .map(|n| {
+                let mut peer = fetcher(n, 64);
+                if holders_serve {
+                    peer.serving = true;
+                    peer.listen = Some(peer.addr);
+                }
+                h.connect_in(&peer)
+            })
+            .collect();
         h.take();
         // The uplink is measured: one chunk in a second.
         request(&mut h, peers[0], &[0]);
@@ -627,20 +641,23 @@ fn a_seed_with_a_small_share_of_the_swarm_sends_a_held_chunk_only_once() {
         let last = peers[39];
         request(&mut h, last, &[0]);
         let actions = h.take();
-        match sparing_share {
-            Some(_) => {
-                assert!(uploads(&actions).is_empty(), "{actions:?}");
-                assert!(
-                    messages_to(&actions, last).contains(&Message::Reject {
-                        chunk: ChunkIndex(0),
-                        reason: RejectReason::Busy,
-                    }),
-                    "{actions:?}"
-                );
-                request(&mut h, last, &[40]);
-                assert_eq!(uploads(&h.take()), vec![(last, 40)]);
-            }
-            None => assert_eq!(uploads(&actions), vec![(last, 0)]),
+        if spared {
+            assert!(uploads(&actions).is_empty(), "{actions:?}");
+            assert!(
+                messages_to(&actions, last).contains(&Message::Reject {
+                    chunk: ChunkIndex(0),
+                    reason: RejectReason::Busy,
+                }),
+                "{actions:?}"
+            );
+            request(&mut h, last, &[40]);
+            assert_eq!(uploads(&h.take()), vec![(last, 40)]);
+        } else {
+            assert_eq!(
+                uploads(&actions),
+                vec![(last, 0)],
+                "{sparing_share:?} {holders_serve}"
+            );
         }
     }
 }
