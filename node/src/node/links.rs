@@ -695,6 +695,9 @@ impl NodeCore {
                 .collect(),
             introductions: exchange_budget(&self.config, now),
             observed_us: up.hello.observed.map(minimodel_wire::canonical_addr),
+            haves: 0,
+            upload_starts: 0,
+            spared: None,
         };
         if !keep_dials {
             self.links.retain(|other, state| {

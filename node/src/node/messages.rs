@@ -34,6 +34,13 @@ impl NodeCore {
             ControlEvent::Have(chunk) => {
                 if let Some(peer) = self.peer_mut(link) {
                     let _ = peer.has.set(chunk, true);
+                    peer.haves += 1;
+                    // A chunk from another peer: it is not stranded here.
+                    if let Some((_, haves, starts)) = peer.spared {
+                        if peer.haves - haves > peer.upload_starts - starts {
+                            peer.spared = None;
+                        }
+                    }
                 }
                 if let Some(sparing) = &mut self.sparing {
                     sparing.have(now);
@@ -46,7 +53,7 @@ impl NodeCore {
                 if let Some(peer) = self.peer_mut(link) {
                     peer.last_useful = now;
                 }
-                let queued = if self.serve && self.spared(chunk, now) {
+                let queued = if self.serve && self.spared(link, chunk, now) {
                     Err(RequestRefusal::Busy)
                 } else if self.serve {
                     let chunk_size = self.params.chunk_size();

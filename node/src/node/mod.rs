@@ -250,6 +250,14 @@ struct Peer {
     introductions: TokenBucket,
     /// Where its Hello says it sees our connection come from.
     observed_us: Option<SocketAddr>,
+    /// Haves it sent us, and uploads to it we started: a Have beyond
+    /// what we started is a chunk it got from another peer.
+    haves: u64,
+    upload_starts: u64,
+    /// A sparing seed first answered it Busy then, with its `haves` and
+    /// `upload_starts` of that moment; forgotten once it got a chunk from
+    /// another peer (`serving::SPARING_PATIENCE`).
+    spared: Option<(Instant, u64, u64)>,
 }
 
 /// How a node starts.

@@ -13,6 +13,11 @@ use crate::ids::LinkId;
 use crate::report::{Departure, LinkEnd};
 use crate::upload::Resends;
 
+/// How long a sparing seed answers one peer Busy, while the peer gets no
+/// chunk from another, before it serves that peer whatever others hold
+/// (`NodeCore::spared`).
+pub(super) const SPARING_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// How an upload ended, as the driver saw it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UploadOutcome {
@@ -79,14 +84,15 @@ impl NodeCore {
                 .collect();
             // A second copy of a chunk only on an otherwise idle uplink,
             // or for a peer that waited long enough behind first copies;
-            // a sparing seed's only of a chunk no linked peer holds.
-            let resends = if self.spares(now) {
-                Resends::Unheld
-            } else if self.uploads.active.is_empty() {
+            // a sparing seed's only of a chunk no linked server holds, but
+            // to a peer it has turned away for `SPARING_PATIENCE`.
+            let usual = if self.uploads.active.is_empty() {
                 Resends::Allowed
             } else {
                 Resends::WhenStarving(self.config.resend_after)
             };
+            let sparing = self.spares(now);
+            let resends = if sparing { Resends::Unheld } else { usual };
             let next = self
                 .uploads
                 .queue
@@ -105,6 +111,16 @@ impl NodeCore {
                     self.uploads
                         .queue
                         .next_request(|link| !leaving.contains(&link), resends, now)
+                })
+                .or_else(|| {
+                    let stranded = if sparing {
+                        self.stranded(now)
+                    } else {
+                        Default::default()
+                    };
+                    self.uploads
+                        .queue
+                        .next_request(|link| stranded.contains(&link), usual, now)
                 });
             let Some((link, chunk)) = next else {
                 return;
@@ -126,6 +142,7 @@ impl NodeCore {
             let mut measure = false;
             if let Some(peer) = self.peer_mut(link) {
                 peer.last_useful = now;
+                peer.upload_starts += 1;
                 if peer.upload_watch.is_none() {
                     peer.upload_watch = Some(UploadWatch {
                         sent: None,
@@ -156,13 +173,39 @@ impl NodeCore {
         }
     }
 
-    /// Whether a request for `chunk` is one a sparing seed answers Busy:
-    /// it sent the chunk before, and a peer linked to it that serves
-    /// others holds it.
-    pub(super) fn spared(&mut self, chunk: ChunkIndex, now: Instant) -> bool {
-        self.uploads.queue.sent(chunk.0) > 0
-            && self.uploads.queue.served_by(chunk.0) > 0
-            && self.spares(now)
+    /// Whether `link`'s request for `chunk` is one a sparing seed answers
+    /// Busy: it sent the chunk before, a peer linked to it that serves
+    /// others holds it, and `link` has not been turned away so for
+    /// [`SPARING_PATIENCE`] without getting a chunk from another peer (a
+    /// peer that reaches no other holder, behind a router say, is served
+    /// as before).
+    pub(super) fn spared(&mut self, link: LinkId, chunk: ChunkIndex, now: Instant) -> bool {
+        if self.uploads.queue.sent(chunk.0) == 0
+            || self.uploads.queue.served_by(chunk.0) == 0
+            || !self.spares(now)
+        {
+            return false;
+        }
+        let Some(peer) = self.peer_mut(link) else {
+            return false;
+        };
+        let (haves, starts) = (peer.haves, peer.upload_starts);
+        let (since, _, _) = *peer.spared.get_or_insert((now, haves, starts));
+        now.saturating_duration_since(since) < SPARING_PATIENCE
+    }
+
+    /// Peers a sparing seed turned away for [`SPARING_PATIENCE`] that got
+    /// no chunk from another peer meanwhile: it serves them as before.
+    fn stranded(&self, now: Instant) -> std::collections::BTreeSet<LinkId> {
+        self.peers()
+            .filter(|(_, peer)| {
+                !peer.leaving
+                    && peer.spared.is_some_and(|(since, _, _)| {
+                        now.saturating_duration_since(since) >= SPARING_PATIENCE
+                    })
+            })
+            .map(|(link, _)| link)
+            .collect()
     }
 
     /// An upload ended.

@@ -592,8 +592,8 @@ fn a_link_that_ends_under_a_held_goodbye_ends_by_the_goodbye() {
 /// between them, its own uplink measured at one chunk a second: its share
 /// of what the swarm delivers is far below `sparing_share`. When the
 /// announcing peers serve others, the peer that asks then for chunk 0
-/// (sent once, held by them) hears Busy, and a chunk never sent goes out.
-/// When they are plain fetches (they give nobody what they hold), or with
+/// (sent once, held by them) hears Busy, until it has waited 10 s with
+/// nothing sent to it. When they are plain fetches (they give nobody what they hold), or with
 /// `sparing_share` off, chunk 0 goes out again.
 #[test]
 fn a_seed_with_a_small_share_of_the_swarm_sends_a_chunk_held_by_servers_only_once() {
@@ -607,10 +607,10 @@ fn a_seed_with_a_small_share_of_the_swarm_sends_a_chunk_held_by_servers_only_onc
             sparing_share,
             ..NodeConfig::default()
         };
-        let mut h = Harness::new(Kind::Seeder, 64, config);
+        let mut h = Harness::new(Kind::Seeder, 256, config);
         let peers: Vec<LinkId> = (1..=40)
             .map(|n| {
-                let mut peer = fetcher(n, 64);
+                let mut peer = fetcher(n, 256);
                 if holders_serve {
                     peer.serving = true;
                     peer.listen = Some(peer.addr);
@@ -650,8 +650,36 @@ fn a_seed_with_a_small_share_of_the_swarm_sends_a_chunk_held_by_servers_only_onc
                 }),
                 "{actions:?}"
             );
-            request(&mut h, last, &[40]);
-            assert_eq!(uploads(&h.take()), vec![(last, 40)]);
+            // Still turned away while the others keep announcing, until
+            // it has waited `SPARING_PATIENCE` with nothing sent to it.
+            let patience = crate::node::serving::SPARING_PATIENCE.as_millis() as u64;
+            for second in 1..=patience / 1000 {
+                for &link in &peers[1..39] {
+                    for chunk in 10 * second as u32..10 * second as u32 + 10 {
+                        h.core.handle_message(
+                            link,
+                            Message::Have {
+                                chunk: ChunkIndex(chunk),
+                            },
+                            h.now,
+                        );
+                    }
+                }
+                h.take();
+                h.advance(2500 + second * 1000);
+                request(&mut h, last, &[0]);
+                let started = uploads(&h.take());
+                if second * 1000 < patience {
+                    assert!(started.is_empty(), "at {second} s: {started:?}");
+                } else {
+                    assert_eq!(started, vec![(last, 0)], "at {second} s");
+                }
+            }
+            // A chunk never sent goes out at once.
+            sent(&mut h, last, 0);
+            h.take();
+            request(&mut h, last, &[200]);
+            assert_eq!(uploads(&h.take()), vec![(last, 200)]);
         } else {
             assert_eq!(
                 uploads(&actions),
