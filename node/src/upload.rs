@@ -85,9 +85,6 @@ pub enum Resends {
     /// nothing started for it meanwhile: second copies wait behind first
     /// ones, but nobody waits for ever.
     WhenStarving(Duration),
-    /// Only of chunks no connected peer that serves others holds (a
-    /// sparing seed).
-    Unheld,
 }
 
 /// Every connected peer's requests, and the order they are served in.
@@ -313,8 +310,6 @@ impl UploadQueue {
         self.queued
     }
 
-    /// How rare a chunk is to this side: peers that have it, plus the
-    /// copies this side sent already (they will soon be available).
     /// How often this side has sent `chunk`.
     pub fn sent(&self, chunk: u32) -> u16 {
         self.sent.get(chunk as usize).copied().unwrap_or(0)
@@ -326,6 +321,24 @@ impl UploadQueue {
         self.served_by.get(chunk as usize).copied().unwrap_or(0)
     }
 
+    /// Requests queued before `before` for chunks this side sent before
+    /// that a connected server holds: those a sparing seed holds back.
+    pub fn held_back(&self, before: Instant) -> Vec<(LinkId, u32)> {
+        self.peers
+            .iter()
+            .flat_map(|(peer, queue)| {
+                queue
+                    .requests
+                    .iter()
+                    .filter(move |(_, at)| **at <= before)
+                    .map(move |(chunk, _)| (*peer, *chunk))
+            })
+            .filter(|(_, chunk)| self.sent(*chunk) > 0 && self.served_by(*chunk) > 0)
+            .collect()
+    }
+
+    /// How rare a chunk is to this side: peers that have it, plus the
+    /// copies this side sent already (they will soon be available).
     fn rarity(&self, chunk: u32) -> u32 {
         let index = chunk as usize;
         let held = self.availability.get(index).copied().unwrap_or(0);
@@ -356,6 +369,28 @@ impl UploadQueue {
         resends: Resends,
         now: Instant,
     ) -> Option<(LinkId, u32)> {
+        self.pick(eligible, resends, false, now)
+    }
+
+    /// [`Self::next_request`] for a sparing seed: a chunk sent before goes
+    /// again only as `resends` allows and only while no connected peer
+    /// that serves others holds it.
+    pub fn next_unheld_request(
+        &mut self,
+        eligible: impl Fn(LinkId) -> bool,
+        resends: Resends,
+        now: Instant,
+    ) -> Option<(LinkId, u32)> {
+        self.pick(eligible, resends, true, now)
+    }
+
+    fn pick(
+        &mut self,
+        eligible: impl Fn(LinkId) -> bool,
+        resends: Resends,
+        unheld_only: bool,
+        now: Instant,
+    ) -> Option<(LinkId, u32)> {
         let after = self.last_served;
         let turn = |peer: LinkId| match after {
             Some(last) if peer <= last => (1u8, peer),
@@ -369,17 +404,14 @@ impl UploadQueue {
                 let second_copies_too = match resends {
                     Resends::Allowed => true,
                     Resends::WhenStarving(after) => queue.starving(after, now),
-                    Resends::Unheld => false,
                 };
-                let unheld = resends == Resends::Unheld;
                 let chunk = queue
                     .requests
                     .keys()
                     .copied()
                     .filter(|&chunk| {
-                        second_copies_too
-                            || self.sent(chunk) == 0
-                            || (unheld && self.served_by(chunk) == 0)
+                        self.sent(chunk) == 0
+                            || (second_copies_too && (!unheld_only || self.served_by(chunk) == 0))
                     })
                     .min_by_key(|&chunk| (self.rarity(chunk), chunk))?;
                 // A starving peer's second copy counts as a first one.

@@ -239,7 +239,7 @@ impl NodeCore {
         // A peer of this swarm, let in or not: it counts toward the
         // swarm's size a sparing seed estimates.
         if let Some(sparing) = &mut self.sparing {
-            sparing.saw(peer, prefix, now);
+            sparing.saw(peer, remote.ip(), now);
         }
         let existing = self
             .peers()
@@ -695,8 +695,7 @@ impl NodeCore {
                 .collect(),
             introductions: exchange_budget(&self.config, now),
             observed_us: up.hello.observed.map(minimodel_wire::canonical_addr),
-            haves: 0,
-            upload_starts: 0,
+            sent_to: None,
             spared: None,
         };
         if !keep_dials {

@@ -32,17 +32,23 @@ impl NodeCore {
         };
         match event {
             ControlEvent::Have(chunk) => {
+                let mut new = false;
                 if let Some(peer) = self.peer_mut(link) {
-                    let _ = peer.has.set(chunk, true);
-                    peer.haves += 1;
-                    // A chunk from another peer: it is not stranded here.
-                    if let Some((_, haves, starts)) = peer.spared {
-                        if peer.haves - haves > peer.upload_starts - starts {
-                            peer.spared = None;
+                    new = matches!(peer.has.set(chunk, true), Ok(false));
+                    // Chunks from other peers: it is not stranded here.
+                    let ours = peer.sent_to.as_ref().is_some_and(|sent| sent.get(chunk));
+                    if let Some((_, from_others)) = &mut peer.spared {
+                        if new && !ours {
+                            *from_others += 1;
+                            if *from_others >= super::serving::SPARING_RELIEF {
+                                peer.spared = None;
+                            }
                         }
                     }
                 }
-                if let Some(sparing) = &mut self.sparing {
+                // Only a chunk new to the peer counts toward the rate: a
+                // repeated Have announces nothing.
+                if let (true, Some(sparing)) = (new, &mut self.sparing) {
                     sparing.have(now);
                 }
                 self.uploads.peer_have(link, chunk);

@@ -250,14 +250,12 @@ struct Peer {
     introductions: TokenBucket,
     /// Where its Hello says it sees our connection come from.
     observed_us: Option<SocketAddr>,
-    /// Haves it sent us, and uploads to it we started: a Have beyond
-    /// what we started is a chunk it got from another peer.
-    haves: u64,
-    upload_starts: u64,
-    /// A sparing seed first answered it Busy then, with its `haves` and
-    /// `upload_starts` of that moment; forgotten once it got a chunk from
-    /// another peer (`serving::SPARING_PATIENCE`).
-    spared: Option<(Instant, u64, u64)>,
+    /// A sparing seed's uploads to it (kept only by a sparing seed): a
+    /// Have of any other chunk is one it got from another peer.
+    sent_to: Option<HaveBitfield>,
+    /// A sparing seed first answered it Busy then, and how many chunks it
+    /// got from other peers since (`serving::SPARING_PATIENCE`).
+    spared: Option<(Instant, u32)>,
 }
 
 /// How a node starts.
@@ -603,6 +601,9 @@ impl NodeCore {
         self.expire_links(now);
         self.keep_links_alive(now);
         self.watch_uploads(now);
+        if self.sparing.is_some() {
+            self.turn_away_held_back(now);
+        }
         self.lookup_due(now);
         self.download_tick(now);
         self.start_uploads(now);

@@ -5,7 +5,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
-use minimodel_wire::{ChunkIndex, GoodbyeReason, Message, PeerEntry, PeerFlags};
+use minimodel_wire::{ChunkIndex, GoodbyeReason, HaveBitfield, Message, PeerEntry, PeerFlags};
 
 use super::{Action, NodeCore};
 use crate::address::{canonical, reachable_from};
@@ -13,10 +13,19 @@ use crate::ids::LinkId;
 use crate::report::{Departure, LinkEnd};
 use crate::upload::Resends;
 
-/// How long a sparing seed answers one peer Busy, while the peer gets no
-/// chunk from another, before it serves that peer whatever others hold
-/// (`NodeCore::spared`).
+/// How long a sparing seed answers one peer Busy, while the peer gets
+/// fewer than [`SPARING_RELIEF`] chunks from others, before it serves
+/// that peer whatever others hold (`NodeCore::stranded`).
 pub(super) const SPARING_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// How long a queued request a sparing seed holds back may wait before it
+/// is answered Busy (`NodeCore::turn_away_held_back`): a second copy
+/// queued just before a server announced its chunk is often next.
+pub(super) const HELD_BACK_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Chunks from other peers that show a peer turned away by a sparing seed
+/// is not stranded there: its patience starts again.
+pub(super) const SPARING_RELIEF: u32 = 4;
 
 /// How an upload ended, as the driver saw it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +63,21 @@ impl UploadWatch {
     }
 }
 
+/// The next request among the peers `eligible` allows, as a sparing seed
+/// picks it when `sparing`.
+fn pick(
+    queue: &mut crate::upload::UploadQueue,
+    sparing: bool,
+    eligible: impl Fn(LinkId) -> bool,
+    resends: Resends,
+    now: Instant,
+) -> Option<(LinkId, u32)> {
+    match sparing {
+        true => queue.next_unheld_request(eligible, resends, now),
+        false => queue.next_request(eligible, resends, now),
+    }
+}
+
 impl NodeCore {
     /// Starts queued uploads while slots are free and the rate cap allows:
     /// the rarest requested chunk over all peers below their share first;
@@ -85,43 +109,52 @@ impl NodeCore {
             // A second copy of a chunk only on an otherwise idle uplink,
             // or for a peer that waited long enough behind first copies;
             // a sparing seed's only of a chunk no linked server holds, but
-            // to a peer it has turned away for `SPARING_PATIENCE`.
-            let usual = if self.uploads.active.is_empty() {
+            // first to a peer stranded here (see `stranded`).
+            let resends = if self.uploads.active.is_empty() {
                 Resends::Allowed
             } else {
                 Resends::WhenStarving(self.config.resend_after)
             };
             let sparing = self.spares(now);
-            let resends = if sparing { Resends::Unheld } else { usual };
-            let next = self
-                .uploads
-                .queue
-                .next_request(|link| below_share.contains(&link), resends, now)
-                .or_else(|| {
-                    // No peer below its share asks for anything: a free
-                    // slot goes to a peer at its share rather than idle.
-                    // An upload holds its slot until acknowledged, so one
-                    // peer on a long path needs more than its share to
-                    // fill the uplink.
-                    let leaving: std::collections::BTreeSet<LinkId> = self
-                        .peers()
-                        .filter(|(_, peer)| peer.leaving)
-                        .map(|(link, _)| link)
-                        .collect();
+            let stranded = if sparing {
+                self.stranded(now)
+            } else {
+                std::collections::BTreeSet::new()
+            };
+            let mut next = None;
+            if !stranded.is_empty() {
+                next =
                     self.uploads
                         .queue
-                        .next_request(|link| !leaving.contains(&link), resends, now)
-                })
-                .or_else(|| {
-                    let stranded = if sparing {
-                        self.stranded(now)
-                    } else {
-                        Default::default()
-                    };
-                    self.uploads
-                        .queue
-                        .next_request(|link| stranded.contains(&link), usual, now)
-                });
+                        .next_request(|link| stranded.contains(&link), resends, now);
+            }
+            if next.is_none() {
+                next = pick(
+                    &mut self.uploads.queue,
+                    sparing,
+                    |link| below_share.contains(&link),
+                    resends,
+                    now,
+                );
+            }
+            if next.is_none() {
+                // No peer below its share asks for anything: a free slot
+                // goes to a peer at its share rather than idle. An upload
+                // holds its slot until acknowledged, so one peer on a long
+                // path needs more than its share to fill the uplink.
+                let leaving: std::collections::BTreeSet<LinkId> = self
+                    .peers()
+                    .filter(|(_, peer)| peer.leaving)
+                    .map(|(link, _)| link)
+                    .collect();
+                next = pick(
+                    &mut self.uploads.queue,
+                    sparing,
+                    |link| !leaving.contains(&link),
+                    resends,
+                    now,
+                );
+            }
             let Some((link, chunk)) = next else {
                 return;
             };
@@ -140,9 +173,16 @@ impl NodeCore {
             self.uploads.active.insert((link, chunk.0), overdue);
             self.uploads.meter.set_busy(true, now);
             let mut measure = false;
+            let count = self.params.chunk_count();
+            // A seed from the start keeps what it sent each peer, for
+            // when it spares (`stranded`).
+            let track = self.sparing.is_some();
             if let Some(peer) = self.peer_mut(link) {
                 peer.last_useful = now;
-                peer.upload_starts += 1;
+                if track {
+                    let sent = peer.sent_to.get_or_insert_with(|| HaveBitfield::new(count));
+                    let _ = sent.set(chunk, true);
+                }
                 if peer.upload_watch.is_none() {
                     peer.upload_watch = Some(UploadWatch {
                         sent: None,
@@ -175,10 +215,7 @@ impl NodeCore {
 
     /// Whether `link`'s request for `chunk` is one a sparing seed answers
     /// Busy: it sent the chunk before, a peer linked to it that serves
-    /// others holds it, and `link` has not been turned away so for
-    /// [`SPARING_PATIENCE`] without getting a chunk from another peer (a
-    /// peer that reaches no other holder, behind a router say, is served
-    /// as before).
+    /// others holds it, and `link` is not stranded here (see `stranded`).
     pub(super) fn spared(&mut self, link: LinkId, chunk: ChunkIndex, now: Instant) -> bool {
         if self.uploads.queue.sent(chunk.0) == 0
             || self.uploads.queue.served_by(chunk.0) == 0
@@ -189,23 +226,53 @@ impl NodeCore {
         let Some(peer) = self.peer_mut(link) else {
             return false;
         };
-        let (haves, starts) = (peer.haves, peer.upload_starts);
-        let (since, _, _) = *peer.spared.get_or_insert((now, haves, starts));
+        let (since, _) = *peer.spared.get_or_insert((now, 0));
         now.saturating_duration_since(since) < SPARING_PATIENCE
     }
 
-    /// Peers a sparing seed turned away for [`SPARING_PATIENCE`] that got
-    /// no chunk from another peer meanwhile: it serves them as before.
+    /// Peers a sparing seed serves as before: those it turned away
+    /// [`SPARING_PATIENCE`] ago that got fewer than [`SPARING_RELIEF`]
+    /// chunks from other peers since. A peer that reaches no other holder,
+    /// behind a router say, is not left to the seed's spare uplink.
     fn stranded(&self, now: Instant) -> std::collections::BTreeSet<LinkId> {
         self.peers()
             .filter(|(_, peer)| {
                 !peer.leaving
-                    && peer.spared.is_some_and(|(since, _, _)| {
+                    && peer.spared.is_some_and(|(since, _)| {
                         now.saturating_duration_since(since) >= SPARING_PATIENCE
                     })
             })
             .map(|(link, _)| link)
             .collect()
+    }
+
+    /// A sparing seed answers Busy the queued requests it now holds back
+    /// (queued before it spared, or before a linked server had the chunk)
+    /// once they have waited [`HELD_BACK_GRACE`]: their peers ask a holder
+    /// instead of waiting here unanswered. Runs at each timeout.
+    pub(super) fn turn_away_held_back(&mut self, now: Instant) {
+        if !self.spares(now) {
+            return;
+        }
+        let Some(before) = now.checked_sub(HELD_BACK_GRACE) else {
+            return;
+        };
+        let held_back = self.uploads.queue.held_back(before);
+        if held_back.is_empty() {
+            return;
+        }
+        let stranded = self.stranded(now);
+        for (link, chunk) in held_back {
+            if stranded.contains(&link) || !self.uploads.queue.on_cancel(link, chunk) {
+                continue;
+            }
+            if let Some(peer) = self.peer_mut(link) {
+                peer.spared.get_or_insert((now, 0));
+            }
+            let reason = minimodel_wire::RejectReason::Busy;
+            let chunk = ChunkIndex(chunk);
+            self.send(link, Message::Reject { chunk, reason }, now);
+        }
     }
 
     /// An upload ended.

@@ -1,26 +1,28 @@
 //! A seed that spares its uplink once the swarm can carry the file without
-//! it (`docs/swarm.md`, "A sparing seed").
+//! it (`docs/swarm.md`, "A sparing seed"): the estimate of its share and
+//! the decision. What the seed then holds back is `serving`'s.
 //!
 //! A node that seeds from its start (a publisher's `seed`) and carries a
 //! small share of what the swarm delivers sends each chunk once, and again
-//! only when no peer linked to it that serves others holds that chunk: a
-//! request for a chunk it sent before that such a peer holds is answered
-//! Busy, and the peer asks a holder. What it saves is the publisher's bytes: in the
-//! simulator's flash crowd of 1000 home peers its uplink was 0.3 % of the
-//! swarm's and it sent 3.7 copies of the file, all but the first of them
-//! bytes the swarm could carry. What it can cost is its share of the
-//! swarm's capacity, at most [`NodeConfig::sparing_share`].
+//! only when no peer linked to it that serves others holds that chunk, or
+//! to a peer that gets too few chunks elsewhere. What it saves is the
+//! publisher's bytes: in the simulator's flash crowd of 1000 home peers
+//! its uplink was 0.3 % of the swarm's and it sent 3.7 copies of the file,
+//! all but the first of them bytes the swarm could carry. What it can cost
+//! is about its share of the swarm's capacity, at most
+//! [`NodeConfig::sparing_share`] while the estimate is honest.
 //!
 //! The share is estimated, never known: the seed's own upload rate over
 //! what the swarm delivers, taken as the peers seen lately (distinct ids
 //! that said Hello in the last [`SEEN_WINDOW`], at most
-//! `max_links_per_prefix` of them per prefix) times the rate its linked
-//! peers announce chunks (their `Have`s) per link. A stranger can make the
-//! swarm look larger with ids of its own (each a TLS handshake, and no
-//! more than a prefix's share): the seed then still sends every chunk
-//! once, and any chunk none of its linked serving peers holds.
+//! `max_links_per_prefix` of them per IPv4 /24 or IPv6 /48) times the rate
+//! its linked peers announce chunks new to them (their `Have`s) per link.
+//! Strangers can make the swarm look larger with ids of their own (each a
+//! TLS handshake, and no more than a network's share): `docs/security.md`
+//! says what that gets them.
 
 use std::collections::HashMap;
+use std::net::{IpAddr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
 use minimodel_wire::PeerId;
@@ -37,6 +39,19 @@ const MAX_SEEN: usize = 4096;
 const REVIEW: Duration = Duration::from_secs(1);
 /// The weight of a new sample of the Have rate.
 const WEIGHT: f64 = 0.3;
+
+/// The network an estimate counts a peer by: the /24 of an IPv4 address,
+/// the /48 of an IPv6 one (a home is often given a /56 or a /48, so its
+/// /64s would count as many sites).
+fn site_of(ip: IpAddr) -> Prefix {
+    match crate::address::canonical(ip) {
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            Prefix::of(IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], 0, 0, 0, 0, 0)))
+        }
+        v4 => Prefix::of(v4),
+    }
+}
 
 /// What the estimate needs from the node at a review.
 pub(super) struct Inputs {
@@ -60,13 +75,23 @@ pub(super) struct Sparing {
     have_rate: Option<f64>,
     reviewed: Option<Instant>,
     on: bool,
+    /// When `seen` was last cleared of old entries because it was full.
+    pruned: Option<Instant>,
 }
 
 impl Sparing {
-    /// `peer` said Hello from `prefix`.
-    pub(super) fn saw(&mut self, peer: PeerId, prefix: Prefix, now: Instant) {
+    /// `peer` said Hello from `ip`.
+    pub(super) fn saw(&mut self, peer: PeerId, ip: IpAddr, now: Instant) {
+        let prefix = site_of(ip);
         if self.seen.len() >= MAX_SEEN && !self.seen.contains_key(&peer) {
-            self.forget_old(now);
+            // At most once a review: a full map is not walked per Hello.
+            if self
+                .pruned
+                .is_none_or(|at| now.saturating_duration_since(at) >= REVIEW)
+            {
+                self.pruned = Some(now);
+                self.forget_old(now);
+            }
             if self.seen.len() >= MAX_SEEN {
                 return;
             }
@@ -137,8 +162,8 @@ impl Sparing {
 mod tests {
     use super::*;
 
-    fn prefix(n: u8) -> Prefix {
-        Prefix::of(std::net::IpAddr::from([10, 0, n, 1]))
+    fn prefix(n: u8) -> IpAddr {
+        IpAddr::from([10, 0, n, 1])
     }
 
     fn id(n: u32) -> PeerId {
@@ -184,7 +209,7 @@ mod tests {
     }
 
     #[test]
-    fn ids_from_one_prefix_count_no_more_than_its_links_may() {
+    fn ids_from_one_site_count_no_more_than_its_links_may() {
         let config = NodeConfig::default();
         let t0 = Instant::now();
         let mut sparing = Sparing::default();
@@ -193,6 +218,16 @@ mod tests {
         }
         assert_eq!(
             sparing.swarm_size(config.max_links_per_prefix, t0),
+            config.max_links_per_prefix
+        );
+        // So do ids from the /64s of one IPv6 /48.
+        let mut v6 = Sparing::default();
+        for n in 0..1000u32 {
+            let ip = IpAddr::from([0x2001, 0xdb8, 7, n as u16, 0, 0, 0, 1]);
+            v6.saw(id(n), ip, t0);
+        }
+        assert_eq!(
+            v6.swarm_size(config.max_links_per_prefix, t0),
             config.max_links_per_prefix
         );
         // Forgotten after the window.

@@ -592,8 +592,8 @@ fn a_link_that_ends_under_a_held_goodbye_ends_by_the_goodbye() {
 /// between them, its own uplink measured at one chunk a second: its share
 /// of what the swarm delivers is far below `sparing_share`. When the
 /// announcing peers serve others, the peer that asks then for chunk 0
-/// (sent once, held by them) hears Busy, until it has waited 10 s with
-/// nothing sent to it. When they are plain fetches (they give nobody what they hold), or with
+/// (sent once, held by them) hears Busy, until it has waited 10 s with no
+/// chunk from another peer. When they are plain fetches (they give nobody what they hold), or with
 /// `sparing_share` off, chunk 0 goes out again.
 #[test]
 fn a_seed_with_a_small_share_of_the_swarm_sends_a_chunk_held_by_servers_only_once() {
@@ -688,4 +688,126 @@ fn a_seed_with_a_small_share_of_the_swarm_sends_a_chunk_held_by_servers_only_onc
             );
         }
     }
+}
+
+/// A seed of 256 chunks linked to 40 serving peers, its uplink measured at
+/// a chunk a second (chunks 0 and 1, to the first peer) and 38 of the
+/// peers announcing 10 chunks each (0 to 9): a sparing seed from 3.5 s in.
+/// Returns the harness and the peers' links.
+fn sparing_seed() -> (Harness, Vec<LinkId>) {
+    let config = NodeConfig {
+        max_peers: 64,
+        ..NodeConfig::default()
+    };
+    let mut h = Harness::new(Kind::Seeder, 256, config);
+    let peers: Vec<LinkId> = (1..=40)
+        .map(|n| {
+            let mut peer = fetcher(n, 256);
+            peer.serving = true;
+            peer.listen = Some(peer.addr);
+            h.connect_in(&peer)
+        })
+        .collect();
+    h.take();
+    request(&mut h, peers[0], &[0, 1]);
+    assert_eq!(uploads(&h.take()), vec![(peers[0], 0)]);
+    h.advance(1000);
+    sent(&mut h, peers[0], 0);
+    assert_eq!(uploads(&h.take()), vec![(peers[0], 1)]);
+    h.advance(2000);
+    sent(&mut h, peers[0], 1);
+    for &link in &peers[1..39] {
+        announce(&mut h, link, 0..10);
+    }
+    h.take();
+    h.advance(3500);
+    (h, peers)
+}
+
+fn announce(h: &mut Harness, link: LinkId, chunks: std::ops::Range<u32>) {
+    for chunk in chunks {
+        h.core.handle_message(
+            link,
+            Message::Have {
+                chunk: ChunkIndex(chunk),
+            },
+            h.now,
+        );
+    }
+}
+
+fn busy(actions: &[Action], to: LinkId, chunk: u32) -> bool {
+    messages_to(actions, to).contains(&Message::Reject {
+        chunk: ChunkIndex(chunk),
+        reason: RejectReason::Busy,
+    })
+}
+
+/// A peer the sparing seed turned away that then gets four chunks from
+/// other peers is not stranded: its 10 s start again. Fewer, or the same
+/// chunk announced again, leave it stranded at 10 s, and served.
+#[test]
+fn a_peer_that_gets_chunks_elsewhere_stays_spared() {
+    for (chunks, spared) in [
+        (&[100, 101, 102, 103][..], true),
+        (&[100, 101, 102, 100, 102][..], false),
+    ] {
+        let (mut h, peers) = sparing_seed();
+        let last = peers[39];
+        request(&mut h, last, &[0]);
+        assert!(busy(&h.take(), last, 0));
+        // At 9 s it announces chunks it got elsewhere.
+        h.advance(12_500);
+        for &chunk in chunks {
+            announce(&mut h, last, chunk..chunk + 1);
+        }
+        // The others go on announcing, so that the seed still spares.
+        for &link in &peers[1..39] {
+            announce(&mut h, link, 10..20);
+        }
+        h.take();
+        // 11 s after it was first turned away.
+        h.advance(14_500);
+        request(&mut h, last, &[1]);
+        let actions = h.take();
+        if spared {
+            assert!(busy(&actions, last, 1), "{actions:?}");
+            assert!(uploads(&actions).is_empty(), "{actions:?}");
+        } else {
+            assert_eq!(uploads(&actions), vec![(last, 1)], "{chunks:?}");
+        }
+    }
+}
+
+/// A request queued while no linked server held its chunk (the seed sent
+/// it once) is answered Busy at a timeout of the seed once a server
+/// announces the chunk and it has waited 2 s, as it would have been at its
+/// arrival: it does not wait unanswered behind the rule.
+#[test]
+fn a_request_queued_before_its_chunk_was_held_is_turned_away_once_it_is() {
+    let (mut h, peers) = sparing_seed();
+    let last = peers[39];
+    // Chunk 200 once, to peer 0, which does not announce it.
+    request(&mut h, peers[0], &[200]);
+    assert_eq!(uploads(&h.take()), vec![(peers[0], 200)]);
+    h.advance(4500);
+    sent(&mut h, peers[0], 200);
+    // A request for its second copy is queued (no server holds it) while
+    // peer 1's chunk 10 goes out.
+    request(&mut h, peers[1], &[10]);
+    request(&mut h, last, &[200]);
+    let actions = h.take();
+    assert_eq!(uploads(&actions), vec![(peers[1], 10)], "{actions:?}");
+    assert!(!busy(&actions, last, 200), "{actions:?}");
+    // A server announces chunk 200: the queued request, once it has
+    // waited the grace, is answered Busy at the next timeout.
+    announce(&mut h, peers[2], 200..201);
+    h.advance(6000);
+    let actions = h.take();
+    assert!(!busy(&actions, last, 200), "{actions:?}");
+    h.advance(7500);
+    let actions = h.take();
+    assert!(busy(&actions, last, 200), "{actions:?}");
+    sent(&mut h, peers[1], 10);
+    assert!(!uploads(&h.take()).contains(&(last, 200)));
 }
