@@ -62,7 +62,8 @@ mod scale;
 mod scenarios;
 mod uplink;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -328,9 +329,40 @@ struct Node {
     timer: u64,
     /// Where its pending timer event sits in the queue: one at a time.
     timer_at: Option<(Duration, u64)>,
+    /// Its links' connections and sides, by incarnation and link.
+    links: HashMap<(u32, LinkId), (usize, usize)>,
     uplink: Uplink,
     disk: Disk,
     record: Record,
+}
+
+/// An event in the queue, ordered by its time and then by when it was
+/// pushed.
+#[derive(Debug)]
+struct Queued {
+    at: Duration,
+    sequence: u64,
+    event: Event,
+}
+
+impl PartialEq for Queued {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.sequence) == (other.at, other.sequence)
+    }
+}
+
+impl Eq for Queued {}
+
+impl PartialOrd for Queued {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Queued {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.at, self.sequence).cmp(&(other.at, other.sequence))
+    }
 }
 
 /// A piece stream event: `to` is the side it happens to.
@@ -380,8 +412,10 @@ pub(crate) struct Sim {
     specs: Vec<NodeSpec>,
     nodes: Vec<Node>,
     conns: Vec<Conn>,
-    by_link: BTreeMap<(usize, u32, LinkId), (usize, usize)>,
-    events: BTreeMap<(Duration, u64), Event>,
+    /// The queue, earliest first (ties in the order pushed). A node's
+    /// timer that was replaced stays queued and is dropped when it comes
+    /// up: only the one at its node's `timer_at` is live.
+    events: BinaryHeap<Reverse<Queued>>,
     sequence: u64,
     now: Duration,
     base: Instant,
@@ -483,6 +517,7 @@ impl Sim {
                 alive: false,
                 timer: 0,
                 timer_at: None,
+                links: HashMap::new(),
                 uplink: Uplink {
                     rate: spec.uplink,
                     transfers: Vec::new(),
@@ -526,8 +561,7 @@ impl Sim {
             specs,
             nodes,
             conns: Vec::new(),
-            by_link: BTreeMap::new(),
-            events: BTreeMap::new(),
+            events: BinaryHeap::new(),
             sequence: 0,
             now: Duration::ZERO,
             base: Instant::now(),
@@ -573,7 +607,15 @@ impl Sim {
         let snapshots = std::env::var_os("NETSIM_LOAD").is_some();
         let tally = snapshots || std::env::var_os("NETSIM_TRACE").is_some();
         let mut next_snapshot = Duration::ZERO;
-        while let Some((&(at, _), _)) = self.events.first_key_value() {
+        while let Some(Reverse(first)) = self.events.peek() {
+            let at = first.at;
+            if let Event::Timer(node, ..) = first.event {
+                if self.nodes[node].timer_at != Some((at, first.sequence)) {
+                    // Replaced: as if it had left the queue then.
+                    self.events.pop();
+                    continue;
+                }
+            }
             if at > limit || done(self) {
                 break;
             }
@@ -588,7 +630,7 @@ impl Sim {
                     .collect();
                 println!("t={:5.1} {}", at.as_secs_f64(), line.join(" "));
             }
-            let (_, event) = self.events.pop_first().expect("an event");
+            let Reverse(Queued { event, .. }) = self.events.pop().expect("an event");
             if tally {
                 let name = format!("{event:?}");
                 let name = name.split(['(', ' ']).next().unwrap_or("").to_string();
@@ -659,7 +701,12 @@ impl Sim {
 
     fn push(&mut self, at: Duration, event: Event) {
         self.sequence += 1;
-        self.events.insert((at, self.sequence), event);
+        let sequence = self.sequence;
+        self.events.push(Reverse(Queued {
+            at,
+            sequence,
+            event,
+        }));
     }
 
     fn instant(&self) -> Instant {
@@ -754,11 +801,9 @@ impl Sim {
         let first = n.generation == 0;
         n.generation += 1;
         n.alive = true;
-        // The last incarnation's timer, if still queued, is not this one's.
-        if let Some(pending) = n.timer_at.take() {
-            self.events.remove(&pending);
-        }
-        let n = &mut self.nodes[node];
+        // The last incarnation's timer, if still queued, is not this one's
+        // (it is dropped when it comes up).
+        n.timer_at = None;
         let have = if first || !spec.download {
             spec.have.clone()
         } else {
@@ -971,10 +1016,6 @@ impl Sim {
             if n.timer_at.is_some_and(|(pending, _)| pending == at) {
                 return;
             }
-            if let Some(pending) = n.timer_at.take() {
-                self.events.remove(&pending);
-            }
-            let n = &mut self.nodes[node];
             n.timer += 1;
             let event = Event::Timer(node, n.generation, n.timer);
             self.push(at, event);
@@ -1035,7 +1076,8 @@ impl Sim {
 
     fn carry_out(&mut self, node: usize, action: Action) {
         let generation = self.nodes[node].generation;
-        let side_of = |sim: &Sim, link: LinkId| sim.by_link.get(&(node, generation, link)).copied();
+        let side_of =
+            |sim: &Sim, link: LinkId| sim.nodes[node].links.get(&(generation, link)).copied();
         match action {
             Action::Dial {
                 link,

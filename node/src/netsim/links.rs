@@ -19,19 +19,20 @@ pub(super) struct Conn {
     /// The dial went to the listener's router at this outside port: its
     /// packets get in only through a pinhole.
     pub(super) through: Option<u16>,
+    /// The path's one-way latency and loss (its two ends' specs, kept here
+    /// beside what every delivery reads).
+    pub(super) latency: Duration,
+    pub(super) loss: f64,
 }
 
 impl Sim {
     pub(super) fn latency(&self, conn: usize) -> Duration {
-        let [a, b] = self.conns[conn].nodes;
-        self.specs[a].latency + self.specs[b].latency
+        self.conns[conn].latency
     }
 
     /// One latency, or with the path's loss one more round trip.
     pub(super) fn delay(&mut self, conn: usize) -> Duration {
-        let [a, b] = self.conns[conn].nodes;
-        let loss = self.specs[a].loss.max(self.specs[b].loss);
-        let latency = self.latency(conn);
+        let Conn { latency, loss, .. } = self.conns[conn];
         if loss > 0.0 && (self.rng.below(1_000_000) as f64) < loss * 1_000_000.0 {
             latency * 3
         } else {
@@ -134,8 +135,10 @@ impl Sim {
             last: [Duration::ZERO; 2],
             sent: [0.0; 2],
             through,
+            latency: self.specs[node].latency + self.specs[target].latency,
+            loss: self.specs[node].loss.max(self.specs[target].loss),
         });
-        self.by_link.insert((node, generation, link), (conn, 0));
+        self.nodes[node].links.insert((generation, link), (conn, 0));
         let latency = self.latency(conn);
         if peer.is_some_and(|peer| peer != id_of(target)) {
             let end = LinkEnd::WrongPeer;
@@ -170,7 +173,9 @@ impl Sim {
             Incoming::Accept { link, .. } => {
                 self.conns[conn].links[1] = Some(link);
                 let generation = self.conns[conn].generations[1];
-                self.by_link.insert((listener, generation, link), (conn, 1));
+                self.nodes[listener]
+                    .links
+                    .insert((generation, link), (conn, 1));
                 self.push(self.now + 2 * latency, Event::Hello(conn));
             }
             Incoming::Retry => {
