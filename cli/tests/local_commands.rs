@@ -287,3 +287,99 @@ fn a_missing_file_is_an_io_failure() {
     let out = minimodel(dir.path(), &["verify", "m.manifest", "absent.slm"]);
     assert_eq!(code(&out), 1);
 }
+
+/// `path`'s bytes, to show a refused command left them as they were.
+fn bytes(dir: &Path, name: &str) -> Vec<u8> {
+    std::fs::read(dir.join(name)).unwrap()
+}
+
+fn manifest_args(output: &str) -> Vec<&str> {
+    let mut args = vec![
+        "manifest",
+        "m.slm",
+        "--model-id",
+        "tiny",
+        "--publisher-id",
+        "acme",
+    ];
+    args.extend(ROUTES);
+    args.extend(["--chunk-size", "256KiB", "-o", output]);
+    args
+}
+
+/// Exit 3, the file named as in the way, and the file unchanged.
+fn refused(dir: &Path, args: &[&str], name: &str) {
+    let before = bytes(dir, name);
+    let out = minimodel(dir, args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(code(&out), 3, "{args:?}: {stderr}");
+    assert!(
+        stderr.contains(&format!("{name} holds")) && stderr.contains("same kind of document"),
+        "{args:?}: {stderr}"
+    );
+    assert_eq!(bytes(dir, name), before, "{args:?} changed {name}");
+}
+
+#[test]
+fn an_output_never_replaces_a_file_of_another_kind() {
+    let dir = prepared();
+    let d = dir.path();
+    let out = minimodel(d, &["key", "new", "acme.key"]);
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    std::fs::write(d.join("notes.txt"), "my notes\n").unwrap();
+
+    // The model, the manifest, the secret key and a file of the user's.
+    refused(d, &manifest_args("m.slm"), "m.slm");
+    refused(d, &manifest_args("notes.txt"), "notes.txt");
+    refused(
+        d,
+        &["sign", "m.manifest", "--key", "acme.key", "-o", "acme.key"],
+        "acme.key",
+    );
+    refused(
+        d,
+        &["verify", "m.manifest", "m.slm", "--receipt", "m.manifest"],
+        "m.manifest",
+    );
+    refused(
+        d,
+        &["verify", "m.manifest", "m.slm", "--receipt", "m.slm"],
+        "m.slm",
+    );
+    refused(
+        d,
+        &[
+            "seed",
+            "m.manifest",
+            "m.slm",
+            "--listen",
+            "127.0.0.1:0",
+            "--no-port-mapping",
+            "--offer",
+            "m.slm",
+            "--yes",
+        ],
+        "m.slm",
+    );
+
+    // The same kind is replaced, as a command run again does.
+    let out = minimodel(d, &manifest_args("m.manifest"));
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    for _ in 0..2 {
+        let out = minimodel(d, &["verify", "m.manifest", "m.slm", "--receipt", "r.json"]);
+        assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let out = minimodel(
+        d,
+        &[
+            "sign",
+            "m.manifest",
+            "--key",
+            "acme.key",
+            "-o",
+            "m.manifest",
+        ],
+    );
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&bytes(d, "m.manifest")).contains("minimodel-manifest-v1"));
+}

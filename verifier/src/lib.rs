@@ -33,6 +33,7 @@ pub mod check;
 pub mod chunk;
 pub mod describe;
 pub mod digest;
+pub mod document;
 pub mod hashing;
 pub mod ids;
 pub mod manifest;

@@ -19,7 +19,7 @@ use minimodel_verifier::signing::PublicKey;
 use minimodel_verifier::signing::keyring::{Pin, PinnedBy};
 use minimodel_verifier::signing::rotation::{KeyRotation, MAX_ROTATION_LEN};
 
-use super::write_atomically;
+use super::write_document;
 use crate::events::Event;
 use crate::exit::{Exit, Failure, OrExit};
 use crate::keystore::{
@@ -200,7 +200,7 @@ fn rotate(args: RotateArgs, out: Output) -> Result<(), Failure> {
         ));
     }
     let rotation = KeyRotation::sign(&old, &args.new);
-    write_atomically(&args.output, rotation.to_text().as_bytes())?;
+    write_document(&args.output, rotation.to_text().as_bytes())?;
     out.say(format!(
         "wrote {}: key {} hands over to key {}; give it to everyone who pinned {}",
         args.output.display(),

@@ -9,7 +9,7 @@ use minimodel_verifier::manifest::{EvidenceStatus, PeerHintStatus};
 use minimodel_verifier::route::Route;
 use minimodel_verifier::{KeyId, ModelId, PublisherId};
 
-use super::write_atomically;
+use super::write_document;
 use crate::events::Event;
 use crate::exit::{Exit, Failure, OrExit};
 use crate::keystore::read_secret_key;
@@ -140,12 +140,12 @@ pub fn run(args: ManifestArgs, out: Output) -> Result<(), Failure> {
     };
     let chunk_size = manifest.chunks.chunk_size;
     if let Some(path) = &args.chunk_list_out {
-        write_atomically(path, chunk_list.as_bytes())?;
+        write_document(path, chunk_list.as_bytes())?;
     }
     let text = manifest.to_text();
     match &args.output {
         Some(path) => {
-            write_atomically(path, text.as_bytes())?;
+            write_document(path, text.as_bytes())?;
             out.say(format!(
                 "wrote {} for {} ({}, {} of {}, root {}){}",
                 path.display(),

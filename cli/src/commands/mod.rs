@@ -24,6 +24,7 @@ use std::path::Path;
 use anyhow::Context;
 use minimodel_verifier::Manifest;
 use minimodel_verifier::digest::Sha256Digest;
+use minimodel_verifier::document::Document;
 
 use crate::exit::{Exit, Failure, OrExit};
 
@@ -65,10 +66,59 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), Failure> {
     })
 }
 
-/// [`write_atomically`] for a JSON document, pretty-printed with a final
+/// [`write_atomically`] for a document a user names (`-o`, `--receipt`,
+/// `--offer`): a file already at `path` is replaced only when it holds the
+/// same kind of document (a manifest a manifest, a receipt a receipt) or
+/// nothing; anything else there, the model, a secret key, a manifest under
+/// a receipt's name or a file minimodel did not write, is left as it is
+/// (exit 3, a file in the way) and nothing is written.
+pub fn write_document(path: &Path, bytes: &[u8]) -> Result<(), Failure> {
+    check_replaceable(path, &Document::sniff(bytes))?;
+    write_atomically(path, bytes)
+}
+
+/// The check of [`write_document`], for a document of kind `new`; a
+/// command that works long before it writes (a whole-file check) makes it
+/// first as well, so that it fails before the work. A path that is not a
+/// regular file is left to [`write_atomically`], which refuses a link and
+/// cannot replace a directory.
+pub fn check_replaceable(path: &Path, new: &Document) -> Result<(), Failure> {
+    use minimodel_verifier::document::HEAD_BYTES;
+    use std::io::Read;
+    match fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_file() => {}
+        _ => return Ok(()),
+    }
+    let mut head = Vec::with_capacity(HEAD_BYTES);
+    fs::File::open(path)
+        .and_then(|file| file.take(HEAD_BYTES as u64).read_to_end(&mut head))
+        .with_context(|| {
+            format!(
+                "cannot read {} to see what it holds before replacing it",
+                path.display()
+            )
+        })
+        .or_exit(Exit::Transfer)?;
+    let there = Document::sniff(&head);
+    if there.may_be_replaced_by(new) {
+        return Ok(());
+    }
+    Err(Failure::new(
+        Exit::InvalidInput,
+        anyhow::anyhow!(
+            "{} holds {}, not {}: minimodel writes over a file only when it holds the same kind of document",
+            path.display(),
+            there.describe(),
+            new.describe()
+        ),
+    )
+    .with_hint("name another file, or move that one away first"))
+}
+
+/// [`write_document`] for a JSON document, pretty-printed with a final
 /// newline.
-pub fn write_json_atomically(path: &Path, value: &impl serde::Serialize) -> Result<(), Failure> {
+pub fn write_json_document(path: &Path, value: &impl serde::Serialize) -> Result<(), Failure> {
     let mut text = serde_json::to_vec_pretty(value).or_exit(Exit::Transfer)?;
     text.push(b'\n');
-    write_atomically(path, &text)
+    write_document(path, &text)
 }

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use clap::Args;
 use minimodel_swarm::offer::{ImportRequest, MAX_OFFERS, PeerOffer, REQUEST_FORMAT};
 
-use super::write_atomically;
+use super::write_document;
 use crate::events::Event;
 use crate::exit::{Exit, Failure, OrExit};
 use crate::output::{Output, counted};
@@ -74,7 +74,7 @@ pub fn run(args: RequestArgs, out: Output) -> Result<(), Failure> {
     );
     match &args.output {
         Some(path) => {
-            write_atomically(path, text.as_bytes())?;
+            write_document(path, text.as_bytes())?;
             out.say(format!("wrote {}: {summary}", path.display()));
         }
         None if !out.json => print!("{text}"),

@@ -92,6 +92,15 @@ pub struct SeedArgs {
 pub fn run(args: SeedArgs, out: Output) -> Result<(), Failure> {
     let loaded = load_manifest(&args.manifest)?;
     let judged = crate::trust::check(&loaded, &args.manifest, &args.trust)?;
+    // Before the seeder's whole-file check (and again when it is written).
+    if let Some(path) = &args.offer {
+        super::check_replaceable(
+            path,
+            &minimodel_verifier::document::Document::Format(
+                minimodel_swarm::offer::OFFER_FORMAT.into(),
+            ),
+        )?;
+    }
     let manifest = &loaded.manifest;
     // Checked before consent is asked: a --listen that --dht cannot
     // announce is a usage error.
@@ -176,7 +185,7 @@ pub fn run(args: SeedArgs, out: Output) -> Result<(), Failure> {
         };
         let offer = PeerOffer::for_manifest(manifest, peer.clone());
         if let Some(path) = &args.offer {
-            super::write_json_atomically(path, &offer)?;
+            super::write_json_document(path, &offer)?;
         }
         // Before the offer is out: whoever reads it may stop the seeder at
         // once.

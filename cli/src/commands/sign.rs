@@ -10,7 +10,7 @@ use minimodel_verifier::manifest::Manifest;
 use minimodel_verifier::signing::SecretKey;
 use minimodel_verifier::signing::manifest::sign_manifest;
 
-use super::{load_manifest, write_atomically};
+use super::{load_manifest, write_document};
 use crate::events::Event;
 use crate::exit::Failure;
 use crate::keystore::read_secret_key;
@@ -60,7 +60,7 @@ pub fn write_signed(
     path: &std::path::Path,
 ) -> Result<Manifest, Failure> {
     let signed = sign_manifest(manifest, key);
-    write_atomically(path, signed.to_text().as_bytes())?;
+    write_document(path, signed.to_text().as_bytes())?;
     Ok(signed)
 }
 

@@ -9,11 +9,12 @@ use clap::Args;
 use minimodel_verifier::check::verify_local_file;
 use minimodel_verifier::receipt::ReceiptSource;
 
-use super::{load_manifest, write_atomically};
+use super::{check_replaceable, load_manifest, write_document};
 use crate::events::Event;
 use crate::exit::{Exit, Failure};
 use crate::output::Output;
 use crate::trust::{FirstUse, TrustArgs};
+use minimodel_verifier::document::Document;
 
 /// Arguments of `minimodel verify`.
 #[derive(Debug, Args)]
@@ -36,6 +37,16 @@ pub fn run(args: VerifyArgs, out: Output) -> Result<(), Failure> {
     let signature =
         crate::trust::check(&loaded, &args.manifest, &args.trust)?.settle(FirstUse::Leave, out)?;
     let manifest = &loaded.manifest;
+    let receipt_path = args.receipt.clone().unwrap_or_else(|| {
+        let dir = args.file.parent().map(PathBuf::from).unwrap_or_default();
+        dir.join(format!("{}.receipt.json", manifest.model_id))
+    });
+    // Before the whole-file check: a receipt that could not be written
+    // would waste it.
+    check_replaceable(
+        &receipt_path,
+        &Document::Format(minimodel_verifier::receipt::RECEIPT_FORMAT.into()),
+    )?;
     let bar = out.byte_progress(manifest.artifact_bytes, "verifying");
     let result = verify_local_file(manifest, &args.file, &|n| bar.set_position(n));
     bar.finish_and_clear();
@@ -58,13 +69,9 @@ pub fn run(args: VerifyArgs, out: Output) -> Result<(), Failure> {
         .with_hint("the file is not the artifact this manifest describes; no receipt was written")
     })?;
     let receipt = artifact.receipt(loaded.sha256, &signature, ReceiptSource::LocalFile);
-    let receipt_path = args.receipt.clone().unwrap_or_else(|| {
-        let dir = args.file.parent().map(PathBuf::from).unwrap_or_default();
-        dir.join(format!("{}.receipt.json", manifest.model_id))
-    });
     let mut text = serde_json::to_string_pretty(&receipt).context("cannot encode the receipt")?;
     text.push('\n');
-    write_atomically(&receipt_path, text.as_bytes())?;
+    write_document(&receipt_path, text.as_bytes())?;
     out.say(format!(
         "verified {}: {} ({} checks passed), receipt {}",
         args.file.display(),
