@@ -605,7 +605,7 @@ fn recheck_complete(
             // Which chunks are bad: the chunk list saved at delivery names
             // every chunk's hash, and is trusted only if it gives the root.
             let expected = dir
-                .read(&names.chunk_list, 64 * (u64::from(count) + 1) + 1)?
+                .read(&names.chunk_list, CHUNK_LIST_LINE * u64::from(count) + 1)?
                 .and_then(|bytes| parse_chunk_list(&bytes, count))
                 .and_then(|list| MerkleTree::from_chunk_hashes(list).ok())
                 .filter(|tree| tree.root() == binding.merkle_root);
@@ -675,6 +675,9 @@ fn recheck_complete(
         }
     }
 }
+
+/// A line of the chunk list file: 64 hex digits and its newline.
+const CHUNK_LIST_LINE: u64 = 65;
 
 /// The chunk list file (`docs/merkle.md`): `count` lines of 64 lowercase
 /// hex digits. `None` for anything else.
