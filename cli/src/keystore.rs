@@ -96,6 +96,14 @@ pub enum KeyFileError {
         #[source]
         source: minimodel_verifier::signing::TextFileError,
     },
+    /// A file of another kind where a secret key file is expected.
+    #[error("{path} is not a secret key file: it holds {holds}")]
+    NotSecret {
+        /// The file.
+        path: PathBuf,
+        /// What it holds instead.
+        holds: String,
+    },
     /// A file is already where a new key goes.
     #[error(
         "{path} exists; a key file is never replaced (choose another name, or remove it yourself)"
@@ -235,6 +243,12 @@ fn read_secret_key_as(path: &Path, uid: u32) -> Result<SecretKey, KeyFileError> 
         path: path.to_owned(),
         source: io::ErrorKind::NotFound.into(),
     })?;
+    if let Some(holds) = another_kind(&file) {
+        return Err(KeyFileError::NotSecret {
+            path: path.to_owned(),
+            holds,
+        });
+    }
     let bytes = read_checked(
         file,
         path,
@@ -248,6 +262,29 @@ fn read_secret_key_as(path: &Path, uid: u32) -> Result<SecretKey, KeyFileError> 
         kind: "secret key file",
         source,
     })
+}
+
+/// What a regular file holds when its first bytes show it to be a
+/// document of another kind, an artifact or empty: said before its
+/// protection is judged, since the advice to `chmod 600` a public key or a
+/// model helps nobody. `None` when it may be a secret key file (a file
+/// whose kind is not told is left to the checks and the reader that
+/// follow) or is not a regular file.
+fn another_kind(file: &File) -> Option<String> {
+    use minimodel_verifier::document::{Document, HEAD_BYTES, family};
+    use minimodel_verifier::signing::keyfile::SECRET_KEY_FORMAT;
+    use std::os::unix::fs::FileExt;
+    if !file.metadata().ok()?.is_file() {
+        return None;
+    }
+    let mut head = vec![0; HEAD_BYTES];
+    let read = file.read_at(&mut head, 0).ok()?;
+    let kind = Document::sniff(&head[..read]);
+    match &kind {
+        Document::Other => None,
+        Document::Format(format) if family(format) == family(SECRET_KEY_FORMAT) => None,
+        _ => Some(kind.describe()),
+    }
 }
 
 /// A key given on the command line: a public key, or the path of a
@@ -556,11 +593,40 @@ mod tests {
             read_secret_key(&big).unwrap_err(),
             KeyFileError::TooLarge { .. }
         ));
+        // A file of another kind is named as such, whatever its mode: no
+        // advice to chmod a public key or a model.
         let public = dir.path().join("k.pub");
-        fs::set_permissions(&public, fs::Permissions::from_mode(0o600)).unwrap();
+        for mode in [0o600, 0o644] {
+            fs::set_permissions(&public, fs::Permissions::from_mode(mode)).unwrap();
+            let error = read_secret_key(&public).unwrap_err();
+            assert!(
+                matches!(error, KeyFileError::NotSecret { .. }) && error.is_invalid_input(),
+                "{error}"
+            );
+            assert!(
+                error
+                    .to_string()
+                    .contains("holds a minimodel-public-key-v1 document"),
+                "{error}"
+            );
+        }
+        let model = dir.path().join("m.slm");
+        let mut bytes = b"\x7fMINISLM".to_vec();
+        bytes.resize(MAX_KEY_FILE_LEN * 4, 0);
+        fs::write(&model, bytes).unwrap();
+        fs::set_permissions(&model, fs::Permissions::from_mode(0o644)).unwrap();
+        let error = read_secret_key(&model).unwrap_err();
+        assert!(
+            error.to_string().contains("holds a .slm artifact"),
+            "{error}"
+        );
+        // A file whose kind is not told still gets the checks that follow.
+        let odd = dir.path().join("odd");
+        fs::write(&odd, "not a key\n").unwrap();
+        fs::set_permissions(&odd, fs::Permissions::from_mode(0o644)).unwrap();
         assert!(matches!(
-            read_secret_key(&public).unwrap_err(),
-            KeyFileError::Content { .. }
+            read_secret_key(&odd).unwrap_err(),
+            KeyFileError::Permissions { .. }
         ));
         let error = read_public_key_arg(path.to_str().unwrap()).unwrap_err();
         assert!(error.contains("is a secret key file"), "{error}");
