@@ -382,4 +382,16 @@ fn an_output_never_replaces_a_file_of_another_kind() {
     );
     assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&bytes(d, "m.manifest")).contains("minimodel-manifest-v1"));
+    // An unsigned manifest never replaces a signed one.
+    refused(d, &manifest_args("m.manifest"), "m.manifest");
+    // Nor is the chunk list written when the manifest's path is refused.
+    let mut args = manifest_args("m.slm");
+    args.extend([
+        "--chunk-list-out",
+        "m.chunks",
+        "--chunk-list-route",
+        "https://example.org/m.chunks",
+    ]);
+    refused(d, &args, "m.slm");
+    assert!(!d.join("m.chunks").exists());
 }

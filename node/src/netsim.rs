@@ -327,7 +327,8 @@ struct Node {
     generation: u32,
     alive: bool,
     timer: u64,
-    /// Where its pending timer event sits in the queue: one at a time.
+    /// Where its live timer event sits in the queue: one at a time (a
+    /// replaced one stays queued until its time and is dropped then).
     timer_at: Option<(Duration, u64)>,
     /// Its links' connections and sides, by incarnation and link.
     links: HashMap<(u32, LinkId), (usize, usize)>,

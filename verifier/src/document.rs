@@ -1,19 +1,22 @@
 //! What a file on disk holds, read from its first bytes: one of the
 //! project's documents (named by its `format`), an `.slm` artifact, a chunk
 //! list, or something else. A command that writes a document replaces an
-//! existing file only when it holds the same kind of document
-//! ([`Document::may_be_replaced_by`]): a manifest written over the model,
-//! a receipt over the manifest or a signed manifest over the secret key
-//! that signed it would lose what cannot be made again.
+//! existing file only when it holds the same kind of document, at the same
+//! version or an older one ([`Document::may_be_replaced_by`]): a manifest
+//! written over the model, a receipt over the manifest, a signed manifest
+//! over the secret key that signed it or an unsigned manifest over a signed
+//! one would lose what cannot be made again.
 //!
 //! Total on any bytes: a head that is not UTF-8, cut mid-line or mid-JSON
 //! is at worst [`Document::Other`].
 
 use crate::slm::MAGIC;
 
-/// How many bytes of a file [`Document::sniff`] needs: a document names its
-/// format within them.
-pub const HEAD_BYTES: usize = 4096;
+/// How many bytes of a file [`Document::sniff`] reads: the largest
+/// manifest ([`crate::manifest::MAX_MANIFEST_LEN`]), whose comment
+/// lines may come before its `format` line; the other documents name
+/// their format in their first line.
+pub const HEAD_BYTES: usize = crate::manifest::MAX_MANIFEST_LEN;
 
 /// The lines a chunk list is recognised by (it has no header).
 const CHUNK_LIST_LINES: usize = 4;
@@ -26,9 +29,11 @@ pub enum Document {
     /// An `.slm` artifact (its magic bytes).
     Slm,
     /// A text or JSON document naming its format (`format: NAME` after
-    /// any `#` comment lines, or a JSON object's `"format"`).
+    /// any `#` comment lines, or a JSON object's top-level `"format"`).
     Format(String),
-    /// A chunk list: lines of 64 lowercase hex digits.
+    /// A chunk list: lines of 64 lowercase hex digits (a file of such
+    /// lines that minimodel did not write, one random key in hex say, is
+    /// told from one only by where it is).
     ChunkList,
     /// Anything else.
     Other,
@@ -46,7 +51,7 @@ impl Document {
         }
         let head = &head[..head.len().min(HEAD_BYTES)];
         let text = String::from_utf8_lossy(head);
-        if let Some(format) = text_format(&text).or_else(|| json_format(&text)) {
+        if let Some(format) = text_format(&text).or_else(|| json_format(head, &text)) {
             return Self::Format(format);
         }
         if is_chunk_list(&text) {
@@ -57,12 +62,16 @@ impl Document {
 
     /// Whether a file holding `self` may be replaced by `new`: when it is
     /// empty, or both are documents of one format family (the format's
-    /// name without its version: a `minimodel-manifest-v1` replaces a
-    /// `minimodel-manifest-v0`), or both are chunk lists.
+    /// name without its version) and `new`'s version is not older (a
+    /// signed `minimodel-manifest-v1` replaces an unsigned
+    /// `minimodel-manifest-v0`, never the other way), or both are chunk
+    /// lists.
     pub fn may_be_replaced_by(&self, new: &Document) -> bool {
         match (self, new) {
             (Self::Empty, _) => true,
-            (Self::Format(old), Self::Format(new)) => family(old) == family(new),
+            (Self::Format(old), Self::Format(new)) => {
+                family(old) == family(new) && version(new) >= version(old)
+            }
             (Self::ChunkList, Self::ChunkList) => true,
             _ => false,
         }
@@ -82,13 +91,25 @@ impl Document {
 
 /// A format's name without its version suffix (`-v` and digits).
 pub fn family(format: &str) -> &str {
+    split_version(format).0
+}
+
+/// A format's version (0 without one; saturated past `u32::MAX`).
+fn version(format: &str) -> u32 {
+    split_version(format).1.bytes().fold(0u32, |v, b| {
+        v.saturating_mul(10).saturating_add(u32::from(b - b'0'))
+    })
+}
+
+/// A format's name and its version's digits (empty without one).
+fn split_version(format: &str) -> (&str, &str) {
     match format.rfind("-v") {
         Some(at)
             if at + 2 < format.len() && format[at + 2..].bytes().all(|b| b.is_ascii_digit()) =>
         {
-            &format[..at]
+            (&format[..at], &format[at + 2..])
         }
-        _ => format,
+        _ => (format, ""),
     }
 }
 
@@ -103,12 +124,17 @@ fn text_format(text: &str) -> Option<String> {
     is_name(name).then(|| name.to_string())
 }
 
-/// A JSON object's `"format"` value, when the text is one (looked for
-/// textually: the head may be cut before the object ends).
-fn json_format(text: &str) -> Option<String> {
+/// A JSON object's top-level `"format"` value: read from the whole object
+/// when the head holds it, else (a head cut short of its end) when
+/// `"format"` is the object's first key, as every document minimodel
+/// writes has it.
+fn json_format(head: &[u8], text: &str) -> Option<String> {
     let body = text.trim_start().strip_prefix('{')?;
-    let at = body.find("\"format\"")?;
-    let rest = body[at + "\"format\"".len()..].trim_start();
+    if let Ok(serde_json::Value::Object(object)) = serde_json::from_slice(head) {
+        let name = object.get("format")?.as_str()?;
+        return is_name(name).then(|| name.to_string());
+    }
+    let rest = body.trim_start().strip_prefix("\"format\"")?.trim_start();
     let rest = rest.strip_prefix(':')?.trim_start();
     let rest = rest.strip_prefix('"')?;
     let name = &rest[..rest.find('"')?];
@@ -176,6 +202,15 @@ mod tests {
                 format("minimodel-peer-offer-v1"),
             ),
             (
+                b"{\"kind\": \"format\", \"format\": \"minimodel-receipt-v0\"}",
+                format("minimodel-receipt-v0"),
+            ),
+            // Cut short: the first key decides.
+            (
+                b"{\n  \"format\": \"minimodel-import-request-v0\",\n  \"offers\": [",
+                format("minimodel-import-request-v0"),
+            ),
+            (
                 b"c4a667352a6b7b6481668b36546d973a9b70d93457c5069354884b09bc4a2c94\n23d2e7a64d665325cf1da06d5ec484ca2932db84da64f3c268eb3b040f15e7b9\n",
                 Document::ChunkList,
             ),
@@ -205,6 +240,8 @@ mod tests {
             b"model-id: tiny\nformat: minimodel-manifest-v0\n",
             b"{\"format\": 7}",
             b"{\"format\": \"minimodel-receipt-v0",
+            b"{\"x\": {\"format\": \"minimodel-receipt-v0\"}, \"y\": 1}",
+            b"{\"x\": {\"format\": \"minimodel-receipt-v0\"}, \"y\": [",
             b"[\"format\", \"minimodel-receipt-v0\"]",
             b"C4A667352A6B7B6481668B36546D973A9B70D93457C5069354884B09BC4A2C94\n",
             b"c4a667352a6b7b6481668b36546d973a9b70d93457c5069354884b09bc4a2c9\n",
@@ -227,6 +264,7 @@ mod tests {
         let secret = format("minimodel-secret-key-v1");
         let receipt = format("minimodel-receipt-v0");
         assert!(manifest0.may_be_replaced_by(&manifest1));
+        assert!(!manifest1.may_be_replaced_by(&manifest0));
         assert!(receipt.may_be_replaced_by(&receipt));
         assert!(Document::Empty.may_be_replaced_by(&manifest0));
         assert!(Document::ChunkList.may_be_replaced_by(&Document::ChunkList));
@@ -246,10 +284,19 @@ mod tests {
         assert_eq!(family("minimodel-v"), "minimodel-v");
         assert_eq!(family("minimodel-vx"), "minimodel-vx");
         assert_eq!(family("plain"), "plain");
+        assert_eq!(version("minimodel-manifest-v12"), 12);
+        assert_eq!(version("plain"), 0);
+        assert_eq!(version("x-v99999999999999999999"), u32::MAX);
     }
 
     #[test]
-    fn only_the_head_is_read() {
+    fn a_manifest_is_known_after_as_many_comments_as_it_may_hold() {
+        let comment = b"# a comment line of a manifest, as long as a reader likes\n";
+        let mut text = comment.repeat((HEAD_BYTES - 64) / comment.len());
+        text.extend_from_slice(b"format: minimodel-manifest-v0\n");
+        assert!(text.len() <= HEAD_BYTES);
+        assert_eq!(Document::sniff(&text), format("minimodel-manifest-v0"));
+        // Past the largest manifest, nothing is read.
         let mut long = b"# a comment\n".repeat(HEAD_BYTES);
         long.extend_from_slice(b"format: minimodel-manifest-v0\n");
         assert_eq!(Document::sniff(&long), Document::Other);

@@ -9,13 +9,14 @@ use minimodel_verifier::manifest::{EvidenceStatus, PeerHintStatus};
 use minimodel_verifier::route::Route;
 use minimodel_verifier::{KeyId, ModelId, PublisherId};
 
-use super::write_document;
+use super::{check_replaceable, write_document};
 use crate::events::Event;
 use crate::exit::{Exit, Failure, OrExit};
 use crate::keystore::read_secret_key;
 use crate::output::{Output, counted};
 use crate::trust::key_file_failure;
 use crate::units::{exact_bytes, human_bytes, parse_size};
+use minimodel_verifier::document::Document;
 use minimodel_verifier::signing::manifest::sign_manifest;
 
 /// Arguments of `minimodel manifest`.
@@ -114,6 +115,18 @@ pub fn run(args: ManifestArgs, out: Output) -> Result<(), Failure> {
         peer_hint_status: args.peer_hint_status,
         chunk_list_route: args.chunk_list_route,
     };
+    // Before the file is hashed, and before either output is written: a
+    // path that holds another kind of file leaves both unwritten.
+    if let Some(path) = &args.chunk_list_out {
+        check_replaceable(path, &Document::ChunkList)?;
+    }
+    if let Some(path) = &args.output {
+        let format = match key {
+            Some(_) => minimodel_verifier::manifest::FORMAT_V1,
+            None => minimodel_verifier::manifest::FORMAT_V0,
+        };
+        check_replaceable(path, &Document::Format(format.into()))?;
+    }
     let size = std::fs::metadata(&args.file).map(|m| m.len()).unwrap_or(0);
     let bar = out.byte_progress(size, "hashing");
     let described = describe_file(&args.file, fields, chunk_size, &|n| bar.set_position(n));
