@@ -1,7 +1,8 @@
 //! Exit codes of the contract and the failures that carry them.
 //!
 //! 0 success, 1 transfer or I/O failure, 2 usage, 3 invalid input (manifest,
-//! request, offer, route, `.slm`, key file, keyring), 4 verification failed
+//! request, offer, route, `.slm`, key file, keyring, a file in the way), 4
+//! verification failed
 //! (the bytes, or a manifest's signature or key), 5 consent not given,
 //! 130 interrupted (state saved).
 

@@ -30,7 +30,8 @@ use crate::output::Output;
 /// chunk against the manifest's Merkle root and the whole-file SHA-256.
 ///
 /// Exit codes: 0 success, 1 transfer or I/O failure, 2 usage, 3 invalid input
-/// (manifest, request, offer, route, .slm, key file, keyring), 4 verification
+/// (manifest, request, offer, route, .slm, key file, keyring, a file in the
+/// way), 4 verification
 /// failed (the bytes, or a manifest's signature or publisher key), 5 consent
 /// not given, 130 interrupted (state saved).
 #[derive(Debug, Parser)]
