@@ -302,6 +302,32 @@ impl RawOffer {
     }
 }
 
+/// A file that does not read as a `kind`: when its first bytes show it
+/// to be another kind of file (a manifest given for an offer, the model),
+/// the error says which, not where the JSON reader stopped.
+fn malformed(
+    name: &str,
+    kind: &'static str,
+    format: &str,
+    bytes: &[u8],
+    error: &serde_json::Error,
+) -> OfferError {
+    use minimodel_verifier::document::{Document, family};
+    let found = Document::sniff(bytes);
+    let detail = match &found {
+        Document::Other => error.to_string(),
+        Document::Format(found_format) if family(found_format) == family(format) => {
+            error.to_string()
+        }
+        _ => format!("it holds {}", found.describe()),
+    };
+    OfferError::Malformed {
+        path: name.to_owned(),
+        kind,
+        detail,
+    }
+}
+
 /// The offer formats this version reads, for error messages.
 const OFFER_FORMATS: &str = "minimodel-peer-offer-v1 (or -v0)";
 
@@ -319,11 +345,8 @@ impl PeerOffer {
 
     /// Parses an offer of either version.
     pub fn parse(bytes: &[u8], name: &str) -> Result<Self, OfferError> {
-        let raw: RawOffer = serde_json::from_slice(bytes).map_err(|e| OfferError::Malformed {
-            path: name.to_owned(),
-            kind: "peer offer",
-            detail: e.to_string(),
-        })?;
+        let raw: RawOffer = serde_json::from_slice(bytes)
+            .map_err(|e| malformed(name, "peer offer", OFFER_FORMAT, bytes, &e))?;
         raw.check(name)
     }
 
@@ -368,11 +391,8 @@ impl PeerOffer {
 impl ImportRequest {
     /// Parses a request; its offers may be of either version.
     pub fn parse(bytes: &[u8], name: &str) -> Result<Self, OfferError> {
-        let raw: RawRequest = serde_json::from_slice(bytes).map_err(|e| OfferError::Malformed {
-            path: name.to_owned(),
-            kind: "import request",
-            detail: e.to_string(),
-        })?;
+        let raw: RawRequest = serde_json::from_slice(bytes)
+            .map_err(|e| malformed(name, "import request", REQUEST_FORMAT, bytes, &e))?;
         if raw.format != REQUEST_FORMAT {
             return Err(OfferError::Format {
                 path: name.to_owned(),
@@ -562,5 +582,30 @@ mod tests {
             PeerOffer::read(&path),
             Err(OfferError::TooLarge { .. })
         ));
+    }
+
+    #[test]
+    fn another_kind_of_file_is_named_not_parsed() {
+        let manifest = b"format: minimodel-manifest-v0\nmodel-id: tiny\n";
+        let error = PeerOffer::parse(manifest, "m.manifest").unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "m.manifest is not a valid peer offer: it holds a minimodel-manifest-v0 document"
+        );
+        let error = ImportRequest::parse(b"\x7fMINISLM\0\0\0\0", "m.slm").unwrap_err();
+        assert!(
+            error.to_string().ends_with("it holds a .slm artifact"),
+            "{error}"
+        );
+        // An offer of the right kind that breaks its shape keeps the
+        // reader's line and column.
+        let error = PeerOffer::parse(
+            b"{\"format\": \"minimodel-peer-offer-v1\", \"model_id\": 7}",
+            "o.json",
+        )
+        .unwrap_err();
+        assert!(error.to_string().contains("column"), "{error}");
+        let error = PeerOffer::parse(b"not json", "o.json").unwrap_err();
+        assert!(error.to_string().contains("column"), "{error}");
     }
 }

@@ -74,6 +74,14 @@ fn bad_magic() {
         read(b"hello"),
         Err(SlmError::BadMagic { found: f }) if f == *b"hello\0\0\0"
     ));
+    // The message shows the bytes as text, as a person would read them.
+    let message = read(b"format: minimodel-manifest-v0\n")
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        message,
+        "not a .slm file: it begins \"format: \" where a .slm begins \"\\x7fMINISLM\""
+    );
 }
 
 #[test]

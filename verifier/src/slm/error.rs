@@ -22,7 +22,10 @@ pub enum SlmError {
         at: u64,
     },
     /// The first eight bytes are not `7f 4d 49 4e 49 53 4c 4d`.
-    #[error("not a .slm file: magic bytes are {found:02x?}")]
+    #[error(
+        "not a .slm file: it begins \"{}\" where a .slm begins \"\\x7fMINISLM\"",
+        found.escape_ascii()
+    )]
     BadMagic {
         /// The first eight bytes (zero-padded if the file is shorter).
         found: [u8; 8],
