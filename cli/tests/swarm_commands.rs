@@ -364,3 +364,29 @@ fn a_bbr_seeder_serves_and_an_unknown_controller_is_refused() {
     ok(&output);
     verify_output(root, "out");
 }
+
+#[test]
+fn a_fetch_that_reaches_nobody_says_nothing_was_verified() {
+    let dir = tempfile::tempdir().unwrap();
+    prepare(dir.path(), "tiny", "1MiB", "64KiB");
+    let out = minimodel(
+        dir.path(),
+        &[
+            "fetch",
+            "tiny.manifest",
+            "--peer",
+            "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa@127.0.0.1:9",
+            "-o",
+            "out",
+            "--give-up-after",
+            "1s",
+            "--yes",
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(code(&out), 1, "{stderr}");
+    assert!(
+        stderr.contains("nothing was verified") && !stderr.contains("the verified part is kept"),
+        "{stderr}"
+    );
+}

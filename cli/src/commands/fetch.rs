@@ -589,6 +589,9 @@ fn classify(error: FetchError, stop: &Stop) -> Failure {
         error if error.resume_error().is_some_and(|e| e.is_disk_full()) => Some(
             "the disk is full; free space and run the same command again to resume".to_owned(),
         ),
+        FetchError::NoPeers { missing, total, .. } if missing == total => Some(format!(
+            "nothing was verified; check that the peers are running, reachable and serving this manifest's artifact, then {RESUME_HINT}"
+        )),
         FetchError::NoPeers { .. } => Some(format!(
             "the verified part is kept; check that the peers are running and reachable, then {RESUME_HINT}"
         )),
