@@ -51,3 +51,37 @@ impl Stop {
         self.fired.load(Ordering::SeqCst)
     }
 }
+
+impl Stop {
+    /// For a command that runs without an async runtime (`fixture`): the
+    /// handlers are installed by a thread of its own before this returns,
+    /// and the stop remembers the first SIGINT or SIGTERM for the command
+    /// to poll ([`Stop::fired`]) and end cleanly, removing what it had
+    /// begun. Without a runtime or handlers, the stop never fires (a signal
+    /// then ends the process as before).
+    pub fn on_signal_thread() -> Self {
+        let stop = Self::default();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build();
+        let Ok(runtime) = runtime else {
+            return stop;
+        };
+        let (ready, installed) = std::sync::mpsc::channel();
+        let watched = stop.clone();
+        let spawned = std::thread::Builder::new()
+            .name("signals".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    // The handlers are installed by this call.
+                    let waiting = watched.signal();
+                    let _ = ready.send(());
+                    waiting.await;
+                });
+            });
+        if spawned.is_ok() {
+            let _ = installed.recv();
+        }
+        stop
+    }
+}

@@ -395,3 +395,51 @@ fn an_output_never_replaces_a_file_of_another_kind() {
     refused(d, &args, "m.slm");
     assert!(!d.join("m.chunks").exists());
 }
+
+#[test]
+fn a_fixture_stopped_half_way_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_minimodel"))
+        .current_dir(dir.path())
+        .args(["fixture", "big.slm", "--size", "8GiB"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the binary runs");
+    // Until its temporary file is there, growing.
+    let started = std::time::Instant::now();
+    loop {
+        let growing = std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .any(|entry| entry.metadata().is_ok_and(|meta| meta.len() > 0));
+        if growing {
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "the fixture never began writing"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let killed = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    // A stop that did not take would write on: it is killed at 30 s.
+    let stopping = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if stopping.elapsed() > std::time::Duration::from_secs(30) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the fixture went on writing after SIGINT");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("nothing is left of it"), "{stderr}");
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().collect();
+    assert!(left.is_empty(), "{left:?}");
+}

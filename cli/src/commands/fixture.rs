@@ -1,6 +1,8 @@
 //! `minimodel fixture OUT.slm --size 64MiB [--seed N] [--force]`: a valid
 //! synthetic `.slm`, deterministic from the seed, written in a streaming
-//! pass. An existing OUT is left alone (exit 3) unless `--force`.
+//! pass. An existing OUT is left alone (exit 3) unless `--force`. Ctrl-C
+//! or SIGTERM ends it with nothing written, its temporary file removed
+//! (exit 130).
 
 use std::fs;
 use std::io::{BufWriter, Write};
@@ -37,10 +39,16 @@ struct Counting<W> {
     inner: W,
     written: u64,
     bar: indicatif::ProgressBar,
+    /// Ends the writing at the next write once it fires.
+    stop: crate::stop::Stop,
 }
 
 impl<W: Write> Write for Counting<W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.stop.fired() {
+            // Not `Interrupted`: `write_all` would try again.
+            return Err(std::io::Error::other("stopped by a signal"));
+        }
         let n = self.inner.write(buf)?;
         self.written += n as u64;
         if self.written % (8 << 20) < n as u64 {
@@ -78,6 +86,9 @@ pub fn run(args: FixtureArgs, out: Output) -> Result<(), Failure> {
         .with_hint("pass --force to replace it, or name another OUT file"));
     }
     let spec = FixtureSpec::new(args.size, args.seed);
+    // Ctrl-C or SIGTERM ends the writing and removes the temporary file
+    // (exit 130) instead of leaving it behind.
+    let stop = crate::stop::Stop::on_signal_thread();
     let bar = out.byte_progress(args.size, "fixture");
     let result = (|| -> Result<_, Failure> {
         let file = NewFile::create(&args.out).map_err(|error| {
@@ -92,8 +103,20 @@ pub fn run(args: FixtureArgs, out: Output) -> Result<(), Failure> {
             inner: BufWriter::with_capacity(1 << 20, file),
             written: 0,
             bar: bar.clone(),
+            stop: stop.clone(),
         };
-        let info = write_fixture(&mut writer, &spec)
+        let written = write_fixture(&mut writer, &spec);
+        if stop.fired() {
+            // The temporary file goes with `writer`.
+            return Err(Failure::new(
+                Exit::Interrupted,
+                anyhow::anyhow!(
+                    "stopped before {} was written; nothing is left of it",
+                    args.out.display()
+                ),
+            ));
+        }
+        let info = written
             .with_context(|| format!("cannot write {}", args.out.display()))
             .or_exit(Exit::Transfer)?;
         let file = writer
