@@ -38,17 +38,7 @@ fn prepared() -> tempfile::TempDir {
         &["fixture", "m.slm", "--size", "3MiB", "--seed", "5"],
     );
     assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
-    let mut args = vec![
-        "manifest",
-        "m.slm",
-        "--model-id",
-        "tiny",
-        "--publisher-id",
-        "acme",
-    ];
-    args.extend(ROUTES);
-    args.extend(["--chunk-size", "256KiB", "-o", "m.manifest"]);
-    let out = minimodel(dir.path(), &args);
+    let out = minimodel(dir.path(), &manifest_args("m.manifest"));
     assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
     dir
 }
@@ -293,6 +283,7 @@ fn bytes(dir: &Path, name: &str) -> Vec<u8> {
     std::fs::read(dir.join(name)).unwrap()
 }
 
+/// `manifest m.slm` as `prepared` runs it, written to `output`.
 fn manifest_args(output: &str) -> Vec<&str> {
     let mut args = vec![
         "manifest",
