@@ -50,9 +50,7 @@ impl Stop {
     pub fn fired(&self) -> bool {
         self.fired.load(Ordering::SeqCst)
     }
-}
 
-impl Stop {
     /// For a command that runs without an async runtime (`fixture`): the
     /// handlers are installed by a thread of its own before this returns,
     /// and the stop remembers the first SIGINT or SIGTERM for the command

@@ -216,6 +216,7 @@ impl NodeCore {
     /// Whether `link`'s request for `chunk` is one a sparing seed answers
     /// Busy: it sent the chunk before, a peer linked to it that serves
     /// others holds it, and `link` is not stranded here (see `stranded`).
+    /// The first such answer to a peer starts its patience (`spared`).
     pub(super) fn spared(&mut self, link: LinkId, chunk: ChunkIndex, now: Instant) -> bool {
         if self.uploads.queue.sent(chunk.0) == 0
             || self.uploads.queue.served_by(chunk.0) == 0

@@ -626,15 +626,7 @@ fn a_seed_with_a_small_share_of_the_swarm_sends_a_chunk_held_by_servers_only_onc
         sent(&mut h, peers[0], 0);
         // 38 peers announce 10 chunks each, chunk 0 among them.
         for &link in &peers[1..39] {
-            for chunk in 0..10 {
-                h.core.handle_message(
-                    link,
-                    Message::Have {
-                        chunk: ChunkIndex(chunk),
-                    },
-                    h.now,
-                );
-            }
+            announce(&mut h, link, 0..10);
         }
         h.take();
         h.advance(2500);
@@ -655,15 +647,8 @@ fn a_seed_with_a_small_share_of_the_swarm_sends_a_chunk_held_by_servers_only_onc
             let patience = crate::node::serving::SPARING_PATIENCE.as_millis() as u64;
             for second in 1..=patience / 1000 {
                 for &link in &peers[1..39] {
-                    for chunk in 10 * second as u32..10 * second as u32 + 10 {
-                        h.core.handle_message(
-                            link,
-                            Message::Have {
-                                chunk: ChunkIndex(chunk),
-                            },
-                            h.now,
-                        );
-                    }
+                    let first = 10 * second as u32;
+                    announce(&mut h, link, first..first + 10);
                 }
                 h.take();
                 h.advance(2500 + second * 1000);
