@@ -195,6 +195,18 @@ pub struct NodeConfig {
     /// See `upload_stall_timeout`. Default 64 KiB (3.2 KiB/s at the default
     /// timeout: a slow link that keeps draining is not a stall).
     pub upload_stall_bytes: u64,
+    /// How often the connection of a peer with uploads under way is asked
+    /// what it sent. A peer whose connection sent less than
+    /// `upload_progress_bytes` since the last time makes no progress: its
+    /// uploads give their slots back and it gets no new one until it reads
+    /// again, so that a frozen peer does not hold a capped uplink until the
+    /// stall rule closes it. Default 2 s.
+    pub upload_progress_every: Duration,
+    /// See `upload_progress_every`. Default 16 KiB (8 KiB/s at the default
+    /// period: a QUIC sender whose peer acknowledges nothing sends its
+    /// probes and little else; eight uploads at once on a 2 Mbit/s uplink
+    /// send 31 KiB/s each).
+    pub upload_progress_bytes: u64,
     /// How often a serving node without a download reports its uploads.
     /// Default 1 s.
     pub serving_report_every: Duration,
@@ -253,6 +265,8 @@ impl Default for NodeConfig {
             stop_wait: Duration::from_secs(30),
             upload_stall_timeout: Duration::from_secs(20),
             upload_stall_bytes: 64 << 10,
+            upload_progress_every: Duration::from_secs(2),
+            upload_progress_bytes: 16 << 10,
             serving_report_every: Duration::from_secs(1),
             verify_jobs: 2,
         }
@@ -293,7 +307,7 @@ pub struct ConfigError {
 impl NodeConfig {
     /// Checks the settings that would make a node stall or misbehave.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let rules: [(bool, &'static str, &'static str); 15] = [
+        let rules: [(bool, &'static str, &'static str); 16] = [
             (self.upload_slots > 0, "upload_slots", "at least 1"),
             (
                 self.upload_slots_per_peer > 0,
@@ -356,6 +370,11 @@ impl NodeConfig {
             (
                 self.upload_stall_timeout > Duration::ZERO && self.upload_stall_bytes > 0,
                 "upload_stall_timeout and upload_stall_bytes",
+                "above zero",
+            ),
+            (
+                self.upload_progress_every > Duration::ZERO,
+                "upload_progress_every",
                 "above zero",
             ),
         ];

@@ -1158,6 +1158,12 @@ impl Sim {
                     return;
                 }
                 if let Some((conn, side)) = side_of(self, link) {
+                    // The bytes its uploads carried up to now, as a
+                    // connection's counter has them.
+                    let owner = self.uplink_of(node);
+                    if !self.nodes[owner].uplink.transfers.is_empty() {
+                        self.uplink_change(owner, |_| {});
+                    }
                     let sent = self.conns[conn].sent[side] as u64;
                     let now = self.instant();
                     self.core_mut(node).handle_sent(link, sent, now);

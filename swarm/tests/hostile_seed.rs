@@ -207,6 +207,38 @@ async fn a_peer_that_does_not_read_its_pieces_loses_its_upload_slots() {
     assert!(dropped.is_some(), "the stalled peer is named");
 }
 
+/// A capped seed whose first peer stops reading serves the next one
+/// while that peer is still linked: the stuck uploads gave their slots
+/// back when its connection showed no progress, long before the stall
+/// rule would drop it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_stops_reading_does_not_hold_a_capped_uplink() {
+    let dir = tempfile::tempdir().unwrap();
+    let artifact = artifact(dir.path());
+    let seeder = RunningSeeder::start(
+        &artifact,
+        NodeSettings {
+            core: minimodel_swarm::node::CoreConfig {
+                max_upload: Some(16 << 20),
+                upload_stall_timeout: Duration::from_secs(120),
+                ..minimodel_swarm::node::CoreConfig::default()
+            },
+            ..listen_config()
+        },
+    );
+    let dialer = Dialer::with_tuning(ip(2), tight());
+    let mut session = established(&dialer, &seeder, &artifact).await;
+    // Before the seeder's uplink is measured it runs two uploads at most:
+    // both go to a peer that reads nothing.
+    session.send_raw(&requests(0..2)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    honest_fetch(&artifact, &seeder, dir.path()).await;
+    assert!(
+        !session.closed_within(Duration::ZERO).await,
+        "the peer that reads nothing is still linked: its stuck uploads, not its departure, freed the slots"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_from_one_address_are_capped() {
     let dir = tempfile::tempdir().unwrap();

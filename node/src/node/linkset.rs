@@ -100,7 +100,7 @@ impl Links {
                     let stall = peer
                         .upload_watch
                         .as_ref()
-                        .and_then(|watch| watch.deadline(config.upload_stall_timeout));
+                        .and_then(|watch| watch.deadline(config));
                     stall.map_or(keep_alive, |stall| stall.min(keep_alive))
                 }
             };

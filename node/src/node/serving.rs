@@ -41,25 +41,83 @@ pub enum UploadOutcome {
     Failed,
 }
 
-/// Whether a peer with uploads under way takes their bytes: its
-/// connection must send `upload_stall_bytes` per `upload_stall_timeout`
-/// (measured by the driver on request, [`Action::MeasureSent`]). A slow
-/// link that keeps draining is not a stall; a peer whose flow control
-/// stays shut is.
+/// Whether a peer with uploads under way takes their bytes, from what its
+/// connection sent (measured by the driver on request,
+/// [`Action::MeasureSent`], every `upload_progress_every`):
+/// - it makes progress while it sent `upload_progress_bytes` since the
+///   last measurement; without, its uploads give their slots back
+///   ([`super::upload_slots::Uploads::set_stuck`]);
+/// - it stalls when it sent less than `upload_stall_bytes` in
+///   `upload_stall_timeout`, and is closed. A slow link that keeps draining
+///   is not a stall; a peer whose flow control stays shut is.
 #[derive(Debug, Clone)]
 pub(super) struct UploadWatch {
-    /// The connection's bytes sent at `since`; `None` until the first
-    /// measurement arrives.
+    /// The connection's bytes sent at the last measurement; `None` until
+    /// the first arrives.
     sent: Option<u64>,
+    /// When the last measurement arrived (or the watch began).
     since: Instant,
+    /// The stall rule's baseline: bytes sent and when, judged once
+    /// `upload_stall_timeout` has passed.
+    stall_base: Option<(u64, Instant)>,
     /// A measurement was asked for and has not come back.
     asking: bool,
 }
 
 impl UploadWatch {
+    pub(super) fn new(now: Instant) -> Self {
+        Self {
+            sent: None,
+            since: now,
+            stall_base: None,
+            asking: true,
+        }
+    }
+
     /// When the next measurement is due, if one is.
-    pub(super) fn deadline(&self, timeout: std::time::Duration) -> Option<Instant> {
-        (!self.asking && self.sent.is_some()).then(|| self.since + timeout)
+    pub(super) fn deadline(&self, config: &crate::config::NodeConfig) -> Option<Instant> {
+        let every = config
+            .upload_progress_every
+            .min(config.upload_stall_timeout);
+        (!self.asking && self.sent.is_some()).then(|| self.since + every)
+    }
+}
+
+/// What a measurement of a watched connection shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Measured {
+    /// The first, a baseline.
+    Baseline,
+    Progress,
+    NoProgress,
+    Stalled,
+}
+
+impl UploadWatch {
+    /// Takes the connection's bytes sent, `sent`, at `now`.
+    fn measured(
+        &mut self,
+        sent: u64,
+        config: &crate::config::NodeConfig,
+        now: Instant,
+    ) -> Measured {
+        self.asking = false;
+        let before = self.sent.replace(sent);
+        self.since = now;
+        let (base, at) = *self.stall_base.get_or_insert((sent, now));
+        if now.saturating_duration_since(at) >= config.upload_stall_timeout {
+            if sent.saturating_sub(base) < config.upload_stall_bytes {
+                return Measured::Stalled;
+            }
+            self.stall_base = Some((sent, now));
+        }
+        match before {
+            None => Measured::Baseline,
+            Some(before) if sent.saturating_sub(before) < config.upload_progress_bytes => {
+                Measured::NoProgress
+            }
+            Some(_) => Measured::Progress,
+        }
     }
 }
 
@@ -101,9 +159,14 @@ impl NodeCore {
                     return;
                 }
             }
+            // A link that makes no progress gets no new upload.
             let below_share: std::collections::BTreeSet<LinkId> = self
                 .peers()
-                .filter(|(link, peer)| !peer.leaving && self.uploads.active_for(*link) < per_peer)
+                .filter(|(link, peer)| {
+                    !peer.leaving
+                        && self.uploads.active_for(*link) < per_peer
+                        && !self.uploads.is_stuck(*link)
+                })
                 .map(|(link, _)| link)
                 .collect();
             // A second copy of a chunk only on an otherwise idle uplink,
@@ -142,15 +205,15 @@ impl NodeCore {
                 // goes to a peer at its share rather than idle. An upload
                 // holds its slot until acknowledged, so one peer on a long
                 // path needs more than its share to fill the uplink.
-                let leaving: std::collections::BTreeSet<LinkId> = self
+                let passed_over: std::collections::BTreeSet<LinkId> = self
                     .peers()
-                    .filter(|(_, peer)| peer.leaving)
+                    .filter(|(link, peer)| peer.leaving || self.uploads.is_stuck(*link))
                     .map(|(link, _)| link)
                     .collect();
                 next = pick(
                     &mut self.uploads.queue,
                     sparing,
-                    |link| !leaving.contains(&link),
+                    |link| !passed_over.contains(&link),
                     resends,
                     now,
                 );
@@ -171,7 +234,7 @@ impl NodeCore {
                 .uploads
                 .overdue_at(&self.config, len, self.params.chunk_size(), now);
             self.uploads.active.insert((link, chunk.0), overdue);
-            self.uploads.meter.set_busy(true, now);
+            self.uploads.note_busy(now);
             let mut measure = false;
             let count = self.params.chunk_count();
             // A seed from the start keeps what it sent each peer, for
@@ -184,11 +247,7 @@ impl NodeCore {
                     let _ = sent.set(chunk, true);
                 }
                 if peer.upload_watch.is_none() {
-                    peer.upload_watch = Some(UploadWatch {
-                        sent: None,
-                        since: now,
-                        asking: true,
-                    });
+                    peer.upload_watch = Some(UploadWatch::new(now));
                     measure = true;
                 }
             }
@@ -298,11 +357,11 @@ impl NodeCore {
             if let Some(peer) = self.peer_mut(link) {
                 peer.upload_watch = None;
             }
+            self.uploads.set_stuck(link, false, now);
         }
         self.release_goodbye(link, now);
         self.start_uploads(now);
-        let busy = !self.uploads.active.is_empty();
-        self.uploads.meter.set_busy(busy, now);
+        self.uploads.note_busy(now);
     }
 
     /// Takes a Goodbye held for `link`'s uploads once none it waits for
@@ -332,48 +391,57 @@ impl NodeCore {
     }
 
     /// How many bytes the connection of `link` has sent in all, as asked
-    /// ([`Action::MeasureSent`]). A peer whose uploads took less than
-    /// `upload_stall_bytes` since the last measurement,
-    /// `upload_stall_timeout` ago, holds upload slots and reads nothing: it
-    /// is closed.
+    /// ([`Action::MeasureSent`]). A peer whose connection sent less than
+    /// `upload_progress_bytes` since the last measurement makes no
+    /// progress: its uploads give their slots back until it does. One
+    /// whose uploads took less than `upload_stall_bytes` in
+    /// `upload_stall_timeout` holds upload slots and reads nothing: it is
+    /// closed.
     pub fn handle_sent(&mut self, link: LinkId, sent: u64, now: Instant) {
-        let least = self.config.upload_stall_bytes;
-        let Some(peer) = self.peer_mut(link) else {
+        let config = &self.config;
+        let Some(watch) = self
+            .links
+            .peer_mut(link)
+            .and_then(|peer| peer.upload_watch.as_mut())
+        else {
             return;
         };
-        let Some(watch) = &mut peer.upload_watch else {
-            return;
-        };
-        watch.asking = false;
-        let stalled = watch
-            .sent
-            .is_some_and(|before| sent.saturating_sub(before) < least);
-        if stalled {
-            self.close_peer(
-                link,
-                GoodbyeReason::Idle,
-                Departure::Ended(LinkEnd::UploadStalled),
-                now,
-            );
-            // Its peer slot is free: a dial waiting for room may go.
-            self.dial_due(now);
-            return;
+        match watch.measured(sent, config, now) {
+            Measured::Stalled => {
+                self.close_peer(
+                    link,
+                    GoodbyeReason::Idle,
+                    Departure::Ended(LinkEnd::UploadStalled),
+                    now,
+                );
+                // Its peer slot is free: a dial waiting for room may go.
+                self.dial_due(now);
+                return;
+            }
+            Measured::Baseline => {}
+            Measured::Progress => {
+                self.uploads.set_stuck(link, false, now);
+            }
+            Measured::NoProgress => {
+                if self.uploads.set_stuck(link, true, now) {
+                    // Its slots are free now.
+                    self.start_uploads(now);
+                }
+            }
         }
-        watch.sent = Some(sent);
-        watch.since = now;
         // The watch's deadline starts now: it may be the links' earliest.
         self.links.changed();
     }
 
     /// Asks for the bytes sent on links whose upload watch is due.
     pub(super) fn watch_uploads(&mut self, now: Instant) {
-        let timeout = self.config.upload_stall_timeout;
+        let config = &self.config;
         let due: Vec<LinkId> = self
             .peers()
             .filter(|(_, peer)| {
                 peer.upload_watch
                     .as_ref()
-                    .and_then(|watch| watch.deadline(timeout))
+                    .and_then(|watch| watch.deadline(config))
                     .is_some_and(|at| at <= now)
             })
             .map(|(link, _)| link)

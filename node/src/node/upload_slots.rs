@@ -90,6 +90,10 @@ pub(super) struct Uploads {
     /// The bucket of a cap that went, kept with its debt for when one
     /// comes back.
     parked: Option<TokenBucket>,
+    /// Links whose connection made no progress at its last measurement
+    /// (`upload_progress_every`): their uploads hold no slot and count
+    /// toward no limit but [`Self::most_under_way`].
+    stuck: std::collections::BTreeSet<LinkId>,
 }
 
 /// A token bucket's burst for `rate`: 64 KiB to 1 MiB.
@@ -110,6 +114,44 @@ impl Uploads {
             own_rate: max_upload,
             shared_rate: None,
             parked: None,
+            stuck: std::collections::BTreeSet::new(),
+        }
+    }
+
+    /// Marks `link`'s uploads as making no progress (`stuck`) or as
+    /// making it again; whether that changed. The uplink counts as busy
+    /// while an upload that is not stuck runs.
+    pub(super) fn set_stuck(&mut self, link: LinkId, stuck: bool, now: Instant) -> bool {
+        let changed = match stuck {
+            true => self.active_for(link) > 0 && self.stuck.insert(link),
+            false => self.stuck.remove(&link),
+        };
+        if changed {
+            self.note_busy(now);
+        }
+        changed
+    }
+
+    /// Whether `link`'s uploads make no progress.
+    pub(super) fn is_stuck(&self, link: LinkId) -> bool {
+        self.stuck.contains(&link)
+    }
+
+    /// Tells the meter whether an upload that makes progress runs.
+    pub(super) fn note_busy(&mut self, now: Instant) {
+        let busy = self.running() > 0;
+        self.meter.set_busy(busy, now);
+    }
+
+    /// Uploads under way to links that make progress.
+    fn running(&self) -> usize {
+        match self.stuck.is_empty() {
+            true => self.active.len(),
+            false => self
+                .active
+                .keys()
+                .filter(|(link, _)| !self.stuck.contains(link))
+                .count(),
         }
     }
 
@@ -220,11 +262,14 @@ impl Uploads {
         self.active.len()
     }
 
-    /// Uploads under way that hold a slot: not yet overdue at `now`.
+    /// Uploads under way that hold a slot: not yet overdue at `now`, to a
+    /// link that makes progress.
     pub(super) fn holding(&self, now: Instant) -> usize {
         self.active
-            .values()
-            .filter(|overdue| overdue.is_none_or(|at| at > now))
+            .iter()
+            .filter(|((link, _), overdue)| {
+                overdue.is_none_or(|at| at > now) && !self.stuck.contains(link)
+            })
             .count()
     }
 
@@ -247,8 +292,16 @@ impl Uploads {
         (2 * self.slots(config, chunk_size)).min(cap)
     }
 
+    /// Most uploads under way at once, stuck ones included: twice
+    /// [`Self::most_running`], so that links that make no progress cannot
+    /// open uploads without end.
+    fn most_under_way(&self, config: &crate::config::NodeConfig, chunk_size: u32) -> usize {
+        2 * self.most_running(config, chunk_size)
+    }
+
     /// Whether a slot is free at `now`: fewer uploads hold one than
-    /// `slots`, and fewer than [`Self::most_running`] run in all.
+    /// `slots`, fewer than [`Self::most_running`] run to links that make
+    /// progress, and fewer than [`Self::most_under_way`] in all.
     pub(super) fn slot_free(
         &self,
         config: &crate::config::NodeConfig,
@@ -256,7 +309,8 @@ impl Uploads {
         now: Instant,
     ) -> bool {
         self.holding(now) < self.slots(config, chunk_size)
-            && self.active.len() < self.most_running(config, chunk_size)
+            && self.running() < self.most_running(config, chunk_size)
+            && self.active.len() < self.most_under_way(config, chunk_size)
     }
 
     /// When the next upload under way becomes overdue and so frees a slot
@@ -268,9 +322,10 @@ impl Uploads {
         chunk_size: u32,
         now: Instant,
     ) -> Option<Instant> {
-        (self.active.len() < self.most_running(config, chunk_size))
-            .then(|| self.next_overdue(now))
-            .flatten()
+        (self.running() < self.most_running(config, chunk_size)
+            && self.active.len() < self.most_under_way(config, chunk_size))
+        .then(|| self.next_overdue(now))
+        .flatten()
     }
 
     /// When an upload of `len` bytes starting now is overdue:
@@ -286,7 +341,7 @@ impl Uploads {
     ) -> Option<Instant> {
         let factor = config.upload_overdue?;
         let rate = self.meter.rate().filter(|rate| *rate > 0.0)?;
-        let sharing = (self.active.len() + 1).max(self.slots(config, chunk_size));
+        let sharing = (self.running() + 1).max(self.slots(config, chunk_size));
         let secs = factor * len as f64 * sharing as f64 / rate;
         // An hour at most: a huge factor must not overflow the clock.
         Some(now + std::time::Duration::from_secs_f64(secs.min(3600.0)))
@@ -376,6 +431,7 @@ impl Uploads {
 
     pub(super) fn remove_peer(&mut self, link: LinkId, actions: &mut VecDeque<Action>) {
         self.queue.remove_peer(link);
+        self.stuck.remove(&link);
         let chunks: Vec<u32> = self
             .active
             .range((link, 0)..=(link, u32::MAX))

@@ -796,3 +796,85 @@ fn a_request_queued_before_its_chunk_was_held_is_turned_away_once_it_is() {
     sent(&mut h, peers[1], 10);
     assert!(!uploads(&h.take()).contains(&(last, 200)));
 }
+
+/// A capped seed whose first peer stops reading (its process frozen: its
+/// connection sends nothing more) goes on serving the next peer at its
+/// cap: the frozen peer's uploads give their slots back once its
+/// connection shows no progress, long before the stall rule closes it.
+#[test]
+fn a_peer_that_stops_reading_does_not_hold_a_capped_uplink() {
+    let config = NodeConfig {
+        max_upload: Some(u64::from(CHUNK)),
+        ..NodeConfig::default()
+    };
+    let mut h = Harness::new(Kind::Seeder, 64, config);
+    let a = h.connect_in(&fetcher(1, 64));
+    request(&mut h, a, &(0..32).collect::<Vec<u32>>());
+    // A reads its first four chunks, one a second at the cap, then freezes
+    // at 4 s: its uploads under way never end and its connection's count of
+    // bytes sent stops.
+    let frozen_at = 4_000;
+    let mut a_sent = 0u64;
+    let mut a_running: Vec<(u32, u64)> = Vec::new();
+    let mut b = None;
+    let mut b_started = Vec::new();
+    let mut busy_for_b = Vec::new();
+    for step in 1..=150u64 {
+        let t = step * 100;
+        h.advance(t);
+        if t == 6_000 {
+            let link = h.connect_in(&fetcher(2, 64));
+            request(&mut h, link, &(32..48).collect::<Vec<u32>>());
+            b = Some(link);
+        }
+        // A's uploads that have run a second end while it reads.
+        if t <= frozen_at {
+            a_sent = t * u64::from(CHUNK) / 1_000;
+            let done: Vec<u32> = a_running
+                .iter()
+                .filter(|(_, at)| t >= at + 1_000)
+                .map(|(chunk, _)| *chunk)
+                .collect();
+            a_running.retain(|(chunk, _)| !done.contains(chunk));
+            for chunk in done {
+                sent(&mut h, a, chunk);
+            }
+        }
+        // B asks again for what was answered Busy, as a downloader with
+        // no other source does.
+        if let Some(b) = b {
+            let again: Vec<u32> = std::mem::take(&mut busy_for_b);
+            request(&mut h, b, &again);
+        }
+        for action in h.take() {
+            match action {
+                Action::Send {
+                    link,
+                    message:
+                        Message::Reject {
+                            chunk,
+                            reason: RejectReason::Busy,
+                        },
+                } if Some(link) == b => busy_for_b.push(chunk.0),
+                Action::Upload { link, chunk, .. } if link == a => a_running.push((chunk.0, t)),
+                Action::Upload { link, chunk, .. } => {
+                    b_started.push(t);
+                    sent(&mut h, link, chunk.0);
+                }
+                Action::MeasureSent { link } if link == a => h.core.handle_sent(a, a_sent, h.now),
+                Action::MeasureSent { link } => {
+                    h.core
+                        .handle_sent(link, t * u64::from(CHUNK) / 1_000, h.now)
+                }
+                _ => {}
+            }
+        }
+    }
+    assert!(b.is_some_and(|b| h.is_connected(b)));
+    // B asked at 6 s: at the cap of a chunk a second it has most of its 16
+    // chunks by 15 s, not the nothing it got while A held the slots.
+    assert!(
+        b_started.len() >= 6,
+        "B's uploads started at {b_started:?} ms"
+    );
+}
