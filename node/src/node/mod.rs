@@ -456,7 +456,7 @@ impl NodeCore {
             .chain(
                 // Second copies that wait behind first ones while a slot is
                 // free.
-                (!self.uploads.is_idle() && slot_free)
+                (self.uploads.running() > 0 && slot_free)
                     .then(|| self.uploads.next_starving(config.resend_after, now))
                     .flatten(),
             )

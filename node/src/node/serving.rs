@@ -169,11 +169,12 @@ impl NodeCore {
                 })
                 .map(|(link, _)| link)
                 .collect();
-            // A second copy of a chunk only on an otherwise idle uplink,
-            // or for a peer that waited long enough behind first copies;
-            // a sparing seed's only of a chunk no linked server holds, but
+            // A second copy of a chunk only on an otherwise idle uplink
+            // (uploads to links that make no progress do not use it), or
+            // for a peer that waited long enough behind first copies; a
+            // sparing seed's only of a chunk no linked server holds, but
             // first to a peer stranded here (see `stranded`).
-            let resends = if self.uploads.active.is_empty() {
+            let resends = if self.uploads.running() == 0 {
                 Resends::Allowed
             } else {
                 Resends::WhenStarving(self.config.resend_after)

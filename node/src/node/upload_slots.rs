@@ -144,7 +144,7 @@ impl Uploads {
     }
 
     /// Uploads under way to links that make progress.
-    fn running(&self) -> usize {
+    pub(super) fn running(&self) -> usize {
         match self.stuck.is_empty() {
             true => self.active.len(),
             false => self
@@ -239,11 +239,6 @@ impl Uploads {
 
     pub(super) fn next_deadline(&self) -> Option<Instant> {
         self.wake
-    }
-
-    /// Whether no upload is under way.
-    pub(super) fn is_idle(&self) -> bool {
-        self.active.is_empty()
     }
 
     /// Requests queued, over all peers.
@@ -386,12 +381,20 @@ impl Uploads {
         chunk_size: u32,
         now: Instant,
     ) -> Result<Option<(LinkId, ChunkIndex)>, RequestRefusal> {
-        if have.get(chunk) && self.queue.total_queued() >= self.queue_limit(config, chunk_size) {
+        if have.get(chunk) && self.queued_by_progressing() >= self.queue_limit(config, chunk_size) {
             let (victim, queued) = self.queue.on_request_replacing(link, chunk.0, have, now)?;
             return Ok(Some((victim, ChunkIndex(queued))));
         }
         self.queue.on_request(link, chunk.0, have, now)?;
         Ok(None)
+    }
+
+    /// Requests queued by links that make progress: those of a link that
+    /// makes none (its process frozen, say) wait without keeping others'
+    /// requests out.
+    fn queued_by_progressing(&self) -> usize {
+        let stuck: usize = self.stuck.iter().map(|&link| self.queue.queued(link)).sum();
+        self.queue.total_queued().saturating_sub(stuck)
     }
 
     /// Whether anything is queued for or being sent to `link`.

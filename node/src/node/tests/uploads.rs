@@ -804,35 +804,39 @@ fn a_request_queued_before_its_chunk_was_held_is_turned_away_once_it_is() {
 #[test]
 fn a_peer_that_stops_reading_does_not_hold_a_capped_uplink() {
     let config = NodeConfig {
-        max_upload: Some(u64::from(CHUNK)),
+        max_upload: Some(8 * u64::from(CHUNK)),
         ..NodeConfig::default()
     };
-    let mut h = Harness::new(Kind::Seeder, 64, config);
-    let a = h.connect_in(&fetcher(1, 64));
-    request(&mut h, a, &(0..32).collect::<Vec<u32>>());
-    // A reads its first four chunks, one a second at the cap, then freezes
-    // at 4 s: its uploads under way never end and its connection's count of
-    // bytes sent stops.
+    let mut h = Harness::new(Kind::Seeder, 256, config);
+    let a = h.connect_in(&fetcher(1, 256));
+    // A asks for more than the queue holds while the uplink is unmeasured.
+    request(&mut h, a, &(0..128).collect::<Vec<u32>>());
+    // A reads at the cap of eight chunks a second, each upload half a
+    // second long, then freezes at 4 s: its uploads under way never end
+    // and its connection's count of bytes sent stops.
     let frozen_at = 4_000;
     let mut a_sent = 0u64;
     let mut a_running: Vec<(u32, u64)> = Vec::new();
     let mut b = None;
     let mut b_started = Vec::new();
+    let mut busy_for_a = Vec::new();
     let mut busy_for_b = Vec::new();
     for step in 1..=150u64 {
         let t = step * 100;
         h.advance(t);
         if t == 6_000 {
-            let link = h.connect_in(&fetcher(2, 64));
-            request(&mut h, link, &(32..48).collect::<Vec<u32>>());
+            let link = h.connect_in(&fetcher(2, 256));
+            // The chunks A was sent, and more: a second copy is not held
+            // back behind uploads that go nowhere.
+            request(&mut h, link, &(0..64).collect::<Vec<u32>>());
             b = Some(link);
         }
         // A's uploads that have run a second end while it reads.
         if t <= frozen_at {
-            a_sent = t * u64::from(CHUNK) / 1_000;
+            a_sent = t * 8 * u64::from(CHUNK) / 1_000;
             let done: Vec<u32> = a_running
                 .iter()
-                .filter(|(_, at)| t >= at + 1_000)
+                .filter(|(_, at)| t >= at + 500)
                 .map(|(chunk, _)| *chunk)
                 .collect();
             a_running.retain(|(chunk, _)| !done.contains(chunk));
@@ -840,11 +844,19 @@ fn a_peer_that_stops_reading_does_not_hold_a_capped_uplink() {
                 sent(&mut h, a, chunk);
             }
         }
-        // B asks again for what was answered Busy, as a downloader with
-        // no other source does.
-        if let Some(b) = b {
-            let again: Vec<u32> = std::mem::take(&mut busy_for_b);
-            request(&mut h, b, &again);
+        // Each asks again for what was answered Busy, as a downloader with
+        // no other source does after its back-off (`busy_backoff`): A
+        // until it freezes, B from when it comes.
+        for (link, busy) in [(Some(a), &mut busy_for_a), (b, &mut busy_for_b)] {
+            let due: Vec<u32> = busy
+                .iter()
+                .filter(|(_, at)| t >= at + 500)
+                .map(|(chunk, _)| *chunk)
+                .collect();
+            busy.retain(|(_, at)| t < at + 500);
+            if let Some(link) = link.filter(|&link| link != a || t <= frozen_at) {
+                request(&mut h, link, &due);
+            }
         }
         for action in h.take() {
             match action {
@@ -855,7 +867,10 @@ fn a_peer_that_stops_reading_does_not_hold_a_capped_uplink() {
                             chunk,
                             reason: RejectReason::Busy,
                         },
-                } if Some(link) == b => busy_for_b.push(chunk.0),
+                } => match link == a {
+                    true => busy_for_a.push((chunk.0, t)),
+                    false => busy_for_b.push((chunk.0, t)),
+                },
                 Action::Upload { link, chunk, .. } if link == a => a_running.push((chunk.0, t)),
                 Action::Upload { link, chunk, .. } => {
                     b_started.push(t);
@@ -871,10 +886,12 @@ fn a_peer_that_stops_reading_does_not_hold_a_capped_uplink() {
         }
     }
     assert!(b.is_some_and(|b| h.is_connected(b)));
-    // B asked at 6 s: at the cap of a chunk a second it has most of its 16
-    // chunks by 15 s, not the nothing it got while A held the slots.
+    // B asked at 6 s: at the cap of eight chunks a second it has most of
+    // its 64 chunks by 15 s, not the nothing it got while A held the
+    // slots, nor a chunk now and then while A's queued requests filled the
+    // queue.
     assert!(
-        b_started.len() >= 6,
+        b_started.len() >= 48,
         "B's uploads started at {b_started:?} ms"
     );
 }
