@@ -390,3 +390,58 @@ fn a_fetch_that_reaches_nobody_says_nothing_was_verified() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_missing_slm_or_a_file_for_the_download_directory_is_invalid_input() {
+    let dir = tempfile::tempdir().unwrap();
+    prepare(dir.path(), "tiny", "1MiB", "64KiB");
+    std::fs::create_dir(dir.path().join("a-directory")).unwrap();
+    // The .slm a command reads: missing, or a directory. Exit 3 as for a
+    // missing manifest, before consent is asked or anything is written.
+    let manifest_args = [
+        "manifest",
+        "--model-id",
+        "other",
+        "--publisher-id",
+        "acme",
+        "--license-route",
+        "https://example.org/l",
+        "--evidence-route",
+        "https://example.org/e",
+        "-o",
+        "other.manifest",
+    ];
+    for file in ["missing.slm", "a-directory"] {
+        for args in [
+            vec!["verify", "tiny.manifest", file],
+            vec!["seed", "tiny.manifest", file, "--listen", "127.0.0.1:0"],
+            manifest_args.iter().copied().chain([file]).collect(),
+        ] {
+            let out = minimodel(dir.path(), &args);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(code(&out), 3, "{args:?}: {stderr}");
+            assert!(stderr.contains(&format!("cannot read {file}")), "{stderr}");
+            assert!(!stderr.contains("consent"), "{stderr}");
+        }
+    }
+    assert!(!dir.path().join("other.manifest").exists());
+    assert!(!dir.path().join("a-directory/tiny.receipt.json").exists());
+    // A file where fetch's download directory belongs is left as it is.
+    let before = std::fs::read(dir.path().join("tiny.slm")).unwrap();
+    let out = minimodel(
+        dir.path(),
+        &[
+            "fetch",
+            "tiny.manifest",
+            "--peer",
+            "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa@127.0.0.1:9",
+            "-o",
+            "tiny.slm",
+            "--yes",
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(code(&out), 3, "{stderr}");
+    assert!(stderr.contains("tiny.slm is not a directory"), "{stderr}");
+    assert_eq!(std::fs::read(dir.path().join("tiny.slm")).unwrap(), before);
+}

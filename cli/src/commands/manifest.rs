@@ -80,6 +80,7 @@ pub struct ManifestArgs {
 }
 
 pub fn run(args: ManifestArgs, out: Output) -> Result<(), Failure> {
+    super::check_slm_input(&args.file)?;
     // Before the file is hashed: a key that cannot be used fails at once.
     let key = args
         .sign

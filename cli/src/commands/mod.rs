@@ -52,6 +52,27 @@ pub fn load_manifest(path: &Path) -> Result<LoadedManifest, Failure> {
     })
 }
 
+/// Checks that the `.slm` a command reads names a regular file: one that
+/// does not exist, or a directory, is invalid input (exit 3), as a
+/// missing manifest is, and is said before anything else is asked or
+/// done. A read that fails later, in the middle of the file, stays an I/O
+/// failure (exit 1).
+pub fn check_slm_input(path: &Path) -> Result<(), Failure> {
+    let problem = match fs::metadata(path) {
+        Ok(meta) if meta.is_file() => return Ok(()),
+        Ok(meta) if meta.is_dir() => "it is a directory".to_owned(),
+        Ok(_) => "it is not a regular file".to_owned(),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => "no such file".to_owned(),
+        // Anything else (a permission, a disk) is met again, and said, by
+        // the read itself.
+        Err(_) => return Ok(()),
+    };
+    Err(Failure::new(
+        Exit::InvalidInput,
+        anyhow::anyhow!("cannot read {}: {problem}", path.display()),
+    ))
+}
+
 /// Writes `bytes` to `path` so that a reader never sees half a file and a
 /// link planted at `path` is refused, not written through (exit 3); see
 /// [`minimodel_swarm::resume::write_file_atomically`].

@@ -91,6 +91,8 @@ pub struct SeedArgs {
 
 pub fn run(args: SeedArgs, out: Output) -> Result<(), Failure> {
     let loaded = load_manifest(&args.manifest)?;
+    // Before consent is asked: a file that is not there is not served.
+    super::check_slm_input(&args.file)?;
     let judged = crate::trust::check(&loaded, &args.manifest, &args.trust)?;
     // Before the seeder's whole-file check (and again when it is written).
     if let Some(path) = &args.offer {

@@ -32,6 +32,7 @@ pub struct VerifyArgs {
 
 pub fn run(args: VerifyArgs, out: Output) -> Result<(), Failure> {
     let loaded = load_manifest(&args.manifest)?;
+    super::check_slm_input(&args.file)?;
     // Nobody is asked here: a key seen for the first time stays unpinned
     // (the receipt says so).
     let signature =

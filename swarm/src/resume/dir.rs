@@ -75,6 +75,13 @@ pub(crate) struct SafeDir {
 impl SafeDir {
     /// Opens `path` (creating it and its parents when `create`).
     pub(crate) fn open(path: &Path, create: bool) -> Result<Self, ResumeError> {
+        // A file (or a link to one) where the directory belongs is the
+        // user's input, not the disk failing.
+        if std::fs::metadata(path).is_ok_and(|meta| !meta.is_dir()) {
+            return Err(ResumeError::NotADirectory {
+                path: path.to_path_buf(),
+            });
+        }
         if create {
             std::fs::create_dir_all(path).map_err(io_error("create the directory", path))?;
         }

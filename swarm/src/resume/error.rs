@@ -233,6 +233,15 @@ pub enum ResumeError {
         /// What it is.
         kind: UnsafeKind,
     },
+    /// The download directory names something that is not a directory
+    /// (a file, say): left as it is.
+    #[error(
+        "{path} is not a directory: the download goes into a directory of its own (it is created if it is missing); choose another path"
+    )]
+    NotADirectory {
+        /// What was given as the directory.
+        path: PathBuf,
+    },
     /// The disk said no.
     #[error("cannot {action} {path}")]
     Io {
