@@ -271,11 +271,16 @@ fn byte_routes_and_plain_http_are_refused() {
     assert_eq!(code(&minimodel(dir.path(), &http)), 2);
 }
 
+/// A file named on the command line that is not there is input that
+/// cannot be used, the `.slm` as the manifest: exit 3, not the I/O
+/// failure (1) of a disk that fails while a file is read.
 #[test]
-fn a_missing_file_is_an_io_failure() {
+fn a_missing_input_file_is_invalid_input() {
     let dir = prepared();
     let out = minimodel(dir.path(), &["verify", "m.manifest", "absent.slm"]);
-    assert_eq!(code(&out), 1);
+    assert_eq!(code(&out), 3);
+    let out = minimodel(dir.path(), &["verify", "absent.manifest", "m.slm"]);
+    assert_eq!(code(&out), 3);
 }
 
 /// `path`'s bytes, to show a refused command left them as they were.
