@@ -8,6 +8,11 @@
 # first N of them).
 # Usage: scripts/links-figures.sh [SIZE, default 1GiB] [RUNS, default 3] [N...]
 #        (default N: 4 200)
+# PIN=0 (the default): every process on any CPU. PIN=1: the seeders on
+# the first CPU and the fetch on the second (taskset), so that the
+# seeders, which in a real swarm run on other machines, do not run between
+# the fetch's steps on its core and evict its caches. PIN=alt: both, in
+# turn, run after run. The CPU counted is the fetch's either way.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 size=${1:-1GiB}
@@ -38,7 +43,14 @@ trap cleanup EXIT
 cd "$work"
 ulimit -n 65536 2>/dev/null || true
 
-echo "== $(uname -m), $(nproc) cores, $(date -u +%Y-%m-%d), load $(cut -d' ' -f1-3 /proc/loadavg)"
+case "${PIN:-0}" in
+    0) pins=(0) ;;
+    1) pins=(1) ;;
+    alt) pins=(0 1) ;;
+    *) echo "PIN is 0, 1 or alt" >&2; exit 2 ;;
+esac
+[ "${PIN:-0}" = 0 ] || [ "$(nproc)" -ge 2 ] || { echo "PIN=${PIN} needs two CPUs" >&2; exit 2; }
+echo "== $(uname -m), $(nproc) cores, $(date -u +%Y-%m-%d), load $(cut -d' ' -f1-3 /proc/loadavg), PIN=${PIN:-0}"
 "$bin" fixture big.slm --size "$size" --seed 1 >/dev/null
 "$bin" manifest big.slm --model-id big --publisher-id bench \
     --license-route https://example.org/l --evidence-route https://example.org/e -o big.manifest >/dev/null
@@ -63,17 +75,29 @@ done
 # The seeders verified the file as they started: let that load pass.
 sleep 20
 # The counts in turn, run after run, so that each sees the same machine.
+last=$(( $(nproc) - 1 ))
 for _ in $(seq "$runs"); do
-    for n in "${counts[@]}"; do
-        offers=()
-        for k in $(seq "$n"); do offers+=(--offer "s$k.json"); done
-        rm -rf out
-        /usr/bin/time -f "%e %U %S %M" -o time.out "$bin" fetch big.manifest "${offers[@]}" \
-            --max-peers "$n" -o out --yes --json >fetch.log 2>fetch.err
-        read -r wall user sys rss <time.out
-        # Distinct peers it connected to (a reconnect counts once).
-        links=$(grep '"event":"peer-connected"' fetch.log | grep -o '"peer":"[^"]*"' | sort -u | wc -l)
-        printf '%4d seeders: %4d peers, %6.2f s, CPU %5.2f s per GiB, peak RSS %6d KiB\n' \
-            "$n" "$links" "$wall" "$(echo "($user + $sys) / $gib" | bc -l)" "$rss"
+    for pin in "${pins[@]}"; do
+        # Pinned once they serve (their start-up checks use every CPU):
+        # every thread of each seeder.
+        fetch_cpu=()
+        seed_cpus="0-$last"
+        if [ "$pin" = 1 ]; then
+            fetch_cpu=(taskset -c 1)
+            seed_cpus=0
+        fi
+        for pid in "${seeders[@]}"; do taskset -a -p -c "$seed_cpus" "$pid" >/dev/null; done
+        for n in "${counts[@]}"; do
+            offers=()
+            for k in $(seq "$n"); do offers+=(--offer "s$k.json"); done
+            rm -rf out
+            "${fetch_cpu[@]}" /usr/bin/time -f "%e %U %S %M" -o time.out "$bin" fetch big.manifest \
+                "${offers[@]}" --max-peers "$n" -o out --yes --json >fetch.log 2>fetch.err
+            read -r wall user sys rss <time.out
+            # Distinct peers it connected to (a reconnect counts once).
+            links=$(grep '"event":"peer-connected"' fetch.log | grep -o '"peer":"[^"]*"' | sort -u | wc -l)
+            printf 'pinned %d, %4d seeders: %4d peers, %6.2f s, CPU %5.2f s per GiB, peak RSS %6d KiB\n' \
+                "$pin" "$n" "$links" "$wall" "$(echo "($user + $sys) / $gib" | bc -l)" "$rss"
+        done
     done
 done
