@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use minimodel_swarm::fetch::{FetchConfig, FetchError, FetchOutcome, Fetcher};
-use minimodel_swarm::node::{DamageCause, NodeSettings};
+use minimodel_swarm::node::{DamageCause, NodeFailure, NodeSettings};
 use minimodel_swarm::resume::{
     OpenedDownload, PartialDownload, ResumeOptions, ResumeReport, parse_state,
 };
@@ -507,7 +507,7 @@ async fn a_disk_that_keeps_damaging_a_chunk_ends_the_fetch_undelivered() {
     let error = fetch(&artifact, &dir, download, &seeder)
         .await
         .expect_err("chunk 7 is damaged every time it is written");
-    let FetchError::Damaged { bad, cause } = &error else {
+    let FetchError::Failed(NodeFailure::Damaged { bad, cause }) = &error else {
         panic!("not a damage error: {error:?}");
     };
     assert_eq!(*bad, 1);
@@ -645,7 +645,10 @@ async fn when_no_peer_is_left_to_repair_a_damaged_chunk_the_fetch_says_so() {
         .unwrap()
         .expect_err("nobody can repair the damaged chunk");
     assert!(
-        matches!(error, FetchError::Damaged { bad: 1, .. }),
+        matches!(
+            error,
+            FetchError::Failed(NodeFailure::Damaged { bad: 1, .. })
+        ),
         "{error:?}"
     );
     let files = artifact.files(&dir);

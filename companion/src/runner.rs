@@ -458,9 +458,16 @@ impl Run {
             let _ = node_stopped.await;
         }));
         let last_on_stop = self.watch(metrics, inbox, stopped, node_stop).await;
-        let result = node
-            .await
-            .unwrap_or_else(|error| Err(FetchError::Unfetchable(error.to_string())));
+        let result = node.await.unwrap_or_else(|error| {
+            // The node's task failed (a panic): nothing of this run is
+            // known to be delivered.
+            let worker = minimodel_swarm::resume::DeliveryError::Worker(error.to_string());
+            Err(FetchError::Failed(
+                minimodel_swarm::node::NodeFailure::Storage(minimodel_swarm::node::Fault::new(
+                    worker,
+                )),
+            ))
+        });
         match result {
             Ok(_) => match last_on_stop {
                 // Delivered and served on until stopped.

@@ -87,6 +87,19 @@ pub enum Violation {
 }
 
 impl LinkEnd {
+    /// How a link whose peer broke the wire protocol ends: a Hello for
+    /// another swarm is [`LinkEnd::WrongSwarm`] (a peer that dialed the
+    /// wrong address, as the reports tell it), anything else a
+    /// [`Violation`].
+    pub fn of_peer_error(error: PeerError) -> LinkEnd {
+        match error {
+            PeerError::Violation(minimodel_wire::ProtocolViolation::Swarm(_)) => {
+                LinkEnd::WrongSwarm
+            }
+            error => LinkEnd::Violation(Violation::Wire(error)),
+        }
+    }
+
     /// Who is to blame.
     pub fn blame(&self) -> Blame {
         match self {
@@ -382,8 +395,12 @@ impl fmt::Display for Failure {
                 f,
                 "the file on disk failed its check: {bad} chunks went bad after they were verified and were not repaired ({cause})"
             ),
-            Failure::Storage(fault) => write!(f, "storage failed: {fault}"),
-            Failure::Verification(fault) => write!(f, "the final check failed: {fault}"),
+            Failure::Storage(fault) => {
+                write!(f, "the download could not be written or read back: {fault}")
+            }
+            Failure::Verification(fault) => {
+                write!(f, "the downloaded file failed its final check: {fault}")
+            }
         }
     }
 }
@@ -746,5 +763,28 @@ impl std::fmt::Display for LanStep {
                 write!(f, "neighbour {} at {}", peer.short(), addrs.join(", "))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use minimodel_wire::{DecodeError, ProtocolViolation, SwarmMismatch};
+
+    #[test]
+    fn a_hello_for_another_swarm_ends_the_link_as_wrong_swarm_and_other_breaches_as_violations() {
+        let other_swarm =
+            PeerError::Violation(ProtocolViolation::Swarm(SwarmMismatch::ProtocolVersion {
+                found: 9,
+                expected: 2,
+            }));
+        let end = LinkEnd::of_peer_error(other_swarm);
+        assert_eq!(end, LinkEnd::WrongSwarm);
+        assert_eq!(end.blame(), Blame::Peer);
+        let garbage = PeerError::Decode(DecodeError::UnknownType { type_byte: 0x7f });
+        assert_eq!(
+            LinkEnd::of_peer_error(garbage.clone()),
+            LinkEnd::Violation(Violation::Wire(garbage))
+        );
     }
 }

@@ -2,6 +2,15 @@
 //! tie-breaks, jitter and samples: seeded, so that every decision it feeds
 //! can be replayed in a test.
 
+/// The seed of a node's random choices, from its peer id: every node
+/// breaks ties its own way (with one seed for all, peers that start
+/// together would ask a seeder for the same chunks).
+pub fn seed_of(id: &minimodel_wire::PeerId) -> u64 {
+    let mut bytes = [0; 8];
+    bytes.copy_from_slice(&id.0[..8]);
+    u64::from_le_bytes(bytes)
+}
+
 /// SplitMix64: a 64-bit state, good enough to spread choices, not for
 /// secrets.
 #[derive(Debug, Clone)]

@@ -54,7 +54,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use minimodel_node::report::Fault;
+use minimodel_node::report::{Failure, Fault};
 use minimodel_verifier::Sha256Digest;
 use minimodel_verifier::manifest::Manifest;
 use minimodel_verifier::signing::trust::{SignatureCheck, judge_without_pins};
@@ -239,8 +239,8 @@ impl Fetch {
         let opened = tokio::task::spawn_blocking(move || plan.open(&|_| {}))
             .await
             .map_err(|error| {
-                FetchError::Storage(Fault::new(crate::resume::DeliveryError::Worker(
-                    error.to_string(),
+                FetchError::Failed(Failure::Storage(Fault::new(
+                    crate::resume::DeliveryError::Worker(error.to_string()),
                 )))
             })??;
         let ready = match opened {

@@ -22,12 +22,12 @@ use std::time::{Duration, Instant};
 use minimodel_node::NodeStart;
 use minimodel_node::book::Source;
 use minimodel_node::node::KnownPeer;
-use minimodel_node::report::{DamageCause, Failure, Fault, Tried};
+use minimodel_node::report::Failure;
 use minimodel_verifier::Sha256Digest;
 use minimodel_verifier::manifest::Manifest;
 use minimodel_verifier::receipt::ImportReceipt;
 use minimodel_verifier::signing::trust::{SignatureCheck, TrustError};
-use minimodel_wire::{PeerAddr, SwarmIdentity, SwarmParams};
+use minimodel_wire::PeerAddr;
 use tokio::sync::mpsc;
 
 use crate::node::{
@@ -87,43 +87,23 @@ pub enum FetchError {
     Signature(#[from] TrustError),
     /// The manifest's geometry does not fit the protocol.
     #[error("the manifest cannot be fetched: {0}")]
-    Unfetchable(String),
+    Unfetchable(#[from] SwarmOfError),
     /// The node could not start.
     #[error(transparent)]
     Node(#[from] NodeError),
-    /// Local storage failed while the download ran (typed inside: a
-    /// [`crate::resume::ResumeError`] or a [`crate::resume::DeliveryError`]).
-    #[error("the download could not be written or read back: {0}")]
-    Storage(Fault),
     /// The partial download could not be written or kept (a full disk,
     /// say); the last checkpoint is intact.
     #[error("the partial download could not be written")]
     Disk(#[from] crate::resume::ResumeError),
-    /// No peer could deliver the missing chunks.
-    #[error("{}", Failure::NoPeers { missing: *missing, total: *total, tried: tried.clone() })]
-    NoPeers {
-        /// Chunks still missing.
-        missing: u32,
-        /// Chunks in all.
-        total: u32,
-        /// What became of each peer tried.
-        tried: Vec<Tried>,
-    },
-    /// Every chunk passed its proof but the whole file failed a check.
-    #[error("the downloaded file failed its final check: {0}")]
-    Verification(Fault),
-    /// Chunks that passed their proofs went bad on disk, and could not be
-    /// fetched again (no peer delivered them, or the disk damaged them
-    /// again each time). The good part is kept.
-    #[error(
-        "the file on disk failed its check: {bad} chunks went bad after they were verified and were not repaired ({cause})"
-    )]
-    Damaged {
-        /// Chunks still bad or missing.
-        bad: u32,
-        /// Why they could not be repaired.
-        cause: DamageCause,
-    },
+    /// The node ended the download before it was done (the core's
+    /// [`Failure`]): no peer could deliver the missing chunks, storage
+    /// failed while it ran (typed inside: a [`crate::resume::ResumeError`]
+    /// or a [`crate::resume::DeliveryError`]), the whole file failed a
+    /// check though every chunk passed its proof, or chunks that passed
+    /// went bad on disk and could not be fetched again. The good part is
+    /// kept.
+    #[error("{0}")]
+    Failed(Failure),
     /// Stopped before the end (the part so far is kept).
     #[error("stopped before the download finished; run the same command to resume")]
     Interrupted,
@@ -139,56 +119,7 @@ pub struct Fetcher {
     config: FetchConfig,
 }
 
-/// Why a manifest does not define a swarm.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SwarmOfError {
-    /// More chunks than the protocol counts.
-    #[error("the chunk count does not fit the protocol")]
-    ChunkCount,
-    /// The geometry is not one the wire protocol carries.
-    #[error(transparent)]
-    Params(#[from] minimodel_wire::SwarmParamsError),
-    /// The model id or root cannot be a swarm's.
-    #[error("{0}")]
-    Identity(String),
-}
-
-/// The swarm identity a manifest defines.
-pub fn swarm_of(manifest: &Manifest) -> Result<SwarmIdentity, SwarmOfError> {
-    let chunk_count =
-        u32::try_from(manifest.chunks.chunk_count).map_err(|_| SwarmOfError::ChunkCount)?;
-    let params = SwarmParams::new(
-        manifest.artifact_bytes,
-        manifest.chunks.chunk_size,
-        chunk_count,
-    )?;
-    SwarmIdentity::new(
-        manifest.model_id.as_str(),
-        manifest.chunks.merkle_root.0,
-        params,
-    )
-    .map_err(|e| SwarmOfError::Identity(e.to_string()))
-}
-
-/// The peers of a fetch, one entry per id with all its addresses.
-fn known_peers(peers: &[PeerAddr]) -> Vec<KnownPeer> {
-    let mut known: Vec<KnownPeer> = Vec::new();
-    for peer in peers {
-        match known.iter_mut().find(|k| k.id == Some(peer.id)) {
-            Some(entry) => {
-                if !entry.addrs.contains(&peer.addr) {
-                    entry.addrs.push(peer.addr);
-                }
-            }
-            None => known.push(KnownPeer {
-                id: Some(peer.id),
-                addrs: vec![peer.addr],
-                source: Source::Offer,
-            }),
-        }
-    }
-    known
-}
+pub use minimodel_node::node::{SwarmOfError, swarm_of};
 
 impl Fetcher {
     /// Starts the node on an opened partial download; the peers are dialed
@@ -200,15 +131,11 @@ impl Fetcher {
         reports: mpsc::UnboundedSender<NodeReport>,
     ) -> Result<Self, FetchError> {
         let manifest = &config.manifest;
-        let swarm = swarm_of(manifest).map_err(|e| FetchError::Unfetchable(e.to_string()))?;
+        let swarm = swarm_of(manifest)?;
         let geometry = partial.geometry();
         let have = partial.verified();
-        // Every node breaks ties its own way: with one seed for all, peers
-        // that start together would ask a seeder for the same chunks.
         let id = identity.peer_id();
-        let seed = u64::from_le_bytes([
-            id.0[0], id.0[1], id.0[2], id.0[3], id.0[4], id.0[5], id.0[6], id.0[7],
-        ]);
+        let seed = minimodel_node::rng::seed_of(&id);
         let mut node_config = config.node.clone();
         if !config.serve {
             // It listens nowhere of its own; on a shared endpoint it stays
@@ -236,10 +163,10 @@ impl Fetcher {
         let node = Node::new(NodeParts {
             config: node_config,
             identity,
-            swarm,
+            swarm: swarm.clone(),
             start: NodeStart {
                 discovery: config.dht.is_some(),
-                swarm: swarm_of(manifest).map_err(|e| FetchError::Unfetchable(e.to_string()))?,
+                swarm,
                 local_id: id,
                 serve: config.serve,
                 listen: false,
@@ -264,7 +191,7 @@ impl Fetcher {
             fetcher.node.use_dht(dht, key);
         }
         let now = Instant::now();
-        for peer in known_peers(&fetcher.config.peers) {
+        for peer in KnownPeer::offered(&fetcher.config.peers) {
             fetcher.node.core().add_peer(peer, now);
         }
         // The peers that served earlier runs are dialed too (a file that
@@ -318,28 +245,11 @@ impl Fetcher {
                 receipt: delivered.finished.receipt,
                 finish_elapsed: delivered.finish_elapsed,
             }),
-            (Some(End::Failed(failure)), None) => Err(self.fetch_error(failure)),
+            (Some(End::Failed(failure)), None) => Err(FetchError::Failed(failure)),
             _ => Err(FetchError::Interrupted),
         };
         self.node.shutdown().await;
         result
-    }
-
-    fn fetch_error(&mut self, failure: Failure) -> FetchError {
-        match failure {
-            Failure::NoPeers {
-                missing,
-                total,
-                tried,
-            } => FetchError::NoPeers {
-                missing,
-                total,
-                tried,
-            },
-            Failure::Damaged { bad, cause } => FetchError::Damaged { bad, cause },
-            Failure::Storage(fault) => FetchError::Storage(fault),
-            Failure::Verification(fault) => FetchError::Verification(fault),
-        }
     }
 }
 
@@ -348,7 +258,7 @@ impl FetchError {
     pub fn resume_error(&self) -> Option<&crate::resume::ResumeError> {
         match self {
             FetchError::Disk(error) => Some(error),
-            FetchError::Storage(fault) => fault.downcast_ref(),
+            FetchError::Failed(Failure::Storage(fault)) => fault.downcast_ref(),
             _ => None,
         }
     }

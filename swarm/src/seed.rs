@@ -38,7 +38,10 @@ pub struct Seeder {
 pub enum SeedError {
     /// The manifest's geometry does not fit the protocol.
     #[error("the manifest cannot be served: {0}")]
-    Unservable(String),
+    Unservable(#[from] crate::fetch::SwarmOfError),
+    /// The manifest's chunk geometry is invalid.
+    #[error("the manifest cannot be served: {0}")]
+    Geometry(#[from] minimodel_verifier::chunk::GeometryError),
     /// The file could not be opened.
     #[error("cannot open the artifact")]
     Open(#[source] std::io::Error),
@@ -69,9 +72,8 @@ impl Seeder {
         reports: mpsc::UnboundedSender<NodeReport>,
     ) -> Result<Self, SeedError> {
         let manifest = artifact.manifest();
-        let swarm = swarm_of(manifest).map_err(|e| SeedError::Unservable(e.to_string()))?;
-        let geometry = ChunkGeometry::of_manifest(manifest)
-            .map_err(|e| SeedError::Unservable(e.to_string()))?;
+        let swarm = swarm_of(manifest)?;
+        let geometry = ChunkGeometry::of_manifest(manifest)?;
         let verify_jobs = config.core.verify_jobs;
         let tuning = &mut config.tuning;
         tuning.connection_receive_window =
@@ -92,9 +94,7 @@ impl Seeder {
                 have: HaveBitfield::full(geometry.chunk_count()),
                 download: false,
                 seed_after: false,
-                seed: u64::from_le_bytes([
-                    id.0[0], id.0[1], id.0[2], id.0[3], id.0[4], id.0[5], id.0[6], id.0[7],
-                ]),
+                seed: minimodel_node::rng::seed_of(&id),
                 manifest_sha256: Some(served.0),
                 lan: Vec::new(),
             },

@@ -13,7 +13,7 @@ use common::nodes::{
     RunningSeeder, fetch, fetch_and_verify, fetch_config, listen_config, open_partial,
 };
 use minimodel_swarm::fetch::FetchError;
-use minimodel_swarm::node::NodeSettings;
+use minimodel_swarm::node::{NodeFailure, NodeSettings};
 use minimodel_wire::GoodbyeReason;
 
 /// 2 MiB in 32 KiB chunks: 64 chunks.
@@ -69,7 +69,7 @@ async fn fetch_only_from(lie: Lie) -> (common::nodes::FetchRun, HostileSeeder) {
     config.node.core.give_up_after = std::time::Duration::from_secs(5);
     let run = fetch(config, open_partial(&artifact, &out)).await;
     match &run.result {
-        Err(FetchError::NoPeers { missing, .. }) => assert!(*missing > 0),
+        Err(FetchError::Failed(NodeFailure::NoPeers { missing, .. })) => assert!(*missing > 0),
         Err(other) => panic!("expected NoPeers, got {other}"),
         Ok(_) => panic!("a download from a liar alone cannot complete"),
     }
@@ -347,7 +347,10 @@ async fn no_unverified_byte_reaches_the_part_file() {
         open_partial(&artifact, &out),
     )
     .await;
-    assert!(matches!(run.result, Err(FetchError::NoPeers { .. })));
+    assert!(matches!(
+        run.result,
+        Err(FetchError::Failed(NodeFailure::NoPeers { .. }))
+    ));
     assert!(run.banned(&hostile.peer), "{:#?}", run.reports);
     let mut part = std::fs::read(out.join("partial.slm.part")).unwrap();
     part.resize(original.len(), 0);

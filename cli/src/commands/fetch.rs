@@ -15,6 +15,7 @@ use minimodel_swarm::app::Limits;
 use minimodel_swarm::app::fetch::{DownloadPlan, Opened, ReadyDownload, Serving};
 use minimodel_swarm::app::ticket::{QUERY_TIMEOUT, manifest_of};
 use minimodel_swarm::fetch::FetchError;
+use minimodel_swarm::node::NodeFailure;
 use minimodel_swarm::offer::PeerOffer;
 use minimodel_swarm::peers::PeerAddrs;
 use minimodel_swarm::resume::CompleteCheck;
@@ -575,30 +576,28 @@ fn classify(error: FetchError, stop: &Stop) -> Failure {
     }
     let exit = match &error {
         FetchError::Unfetchable(_) => Exit::InvalidInput,
-        FetchError::Verification(_) | FetchError::Damaged { .. } | FetchError::Signature(_) => {
-            Exit::VerificationFailed
-        }
+        FetchError::Failed(NodeFailure::Verification(_) | NodeFailure::Damaged { .. })
+        | FetchError::Signature(_) => Exit::VerificationFailed,
         FetchError::Node(_)
         | FetchError::Identity(_)
-        | FetchError::Storage(_)
+        | FetchError::Failed(NodeFailure::Storage(_) | NodeFailure::NoPeers { .. })
         | FetchError::Disk(_)
-        | FetchError::NoPeers { .. }
         | FetchError::Interrupted => Exit::Transfer,
     };
     let hint = match &error {
         error if error.resume_error().is_some_and(|e| e.is_disk_full()) => Some(
             "the disk is full; free space and run the same command again to resume".to_owned(),
         ),
-        FetchError::NoPeers { missing, total, .. } if missing == total => Some(format!(
+        FetchError::Failed(NodeFailure::NoPeers { missing, total, .. }) if missing == total => Some(format!(
             "nothing was verified; check that the peers are running, reachable and serving this manifest's artifact, then {RESUME_HINT}"
         )),
-        FetchError::NoPeers { .. } => Some(format!(
+        FetchError::Failed(NodeFailure::NoPeers { .. }) => Some(format!(
             "the verified part is kept; check that the peers are running and reachable, then {RESUME_HINT}"
         )),
-        FetchError::Storage(_) | FetchError::Disk(_) => {
+        FetchError::Failed(NodeFailure::Storage(_)) | FetchError::Disk(_) => {
             Some(format!("the verified part is kept; {RESUME_HINT}"))
         }
-        FetchError::Damaged { .. } => Some(
+        FetchError::Failed(NodeFailure::Damaged { .. }) => Some(
             "the good part is kept; run the same command again when a peer that has the damaged chunks is reachable".to_owned(),
         ),
         _ => None,

@@ -910,3 +910,56 @@ pub struct KnownPeer {
     /// How it became known.
     pub source: Source,
 }
+
+impl KnownPeer {
+    /// The peers offers name, one entry per id with all its addresses in
+    /// the order given (so that the first dial may choose among them).
+    pub fn offered(peers: &[minimodel_wire::PeerAddr]) -> Vec<KnownPeer> {
+        let mut known: Vec<KnownPeer> = Vec::new();
+        for peer in peers {
+            match known.iter_mut().find(|k| k.id == Some(peer.id)) {
+                Some(entry) if !entry.addrs.contains(&peer.addr) => entry.addrs.push(peer.addr),
+                Some(_) => {}
+                None => known.push(KnownPeer {
+                    id: Some(peer.id),
+                    addrs: vec![peer.addr],
+                    source: Source::Offer,
+                }),
+            }
+        }
+        known
+    }
+}
+
+/// Why a manifest does not define a swarm.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SwarmOfError {
+    /// More chunks than the protocol counts.
+    #[error("the chunk count does not fit the protocol")]
+    ChunkCount,
+    /// The geometry is not one the wire protocol carries.
+    #[error(transparent)]
+    Params(#[from] minimodel_wire::SwarmParamsError),
+    /// The model id or root cannot be a swarm's.
+    #[error(transparent)]
+    Identity(#[from] minimodel_wire::FieldError),
+}
+
+/// The swarm a manifest defines: its model id, Merkle root and chunk
+/// geometry.
+pub fn swarm_of(
+    manifest: &minimodel_verifier::manifest::Manifest,
+) -> Result<SwarmIdentity, SwarmOfError> {
+    let chunk_count =
+        u32::try_from(manifest.chunks.chunk_count).map_err(|_| SwarmOfError::ChunkCount)?;
+    let params = minimodel_wire::SwarmParams::new(
+        manifest.artifact_bytes,
+        manifest.chunks.chunk_size,
+        chunk_count,
+    )?;
+    Ok(SwarmIdentity::new(
+        manifest.model_id.as_str(),
+        manifest.chunks.merkle_root.0,
+        params,
+    )?)
+}

@@ -20,7 +20,7 @@ use minimodel_wire::{
     BindError, ControlStream, DecodeError, DialHandshake, Established, FrameDecoder,
     HandshakeFailure, HandshakeStep, HaveBitfield, Hello, ListenHandshake,
     Listened as WireListened, LocalMisuse, ManifestQuery, Message, PeerError, PeerId,
-    ProtocolViolation, SwarmIdentity,
+    SwarmIdentity,
 };
 
 /// What this side says about itself in its Hello.
@@ -58,7 +58,7 @@ impl LocalHello {
         self.listen.map(|bound| mapped.unwrap_or(bound))
     }
 
-    fn hello_to(&self, remote: SocketAddr) -> Result<Hello, LinkError> {
+    fn hello_to(&self, remote: SocketAddr) -> Result<Hello, LinkEnd> {
         let mut hello = self
             .swarm
             .hello(self.serving, self.listen(), &self.agent)
@@ -92,79 +92,55 @@ pub struct Session {
     pub place: Option<Box<dyn std::any::Any + Send>>,
 }
 
-/// Why a handshake or a control stream failed.
+/// Why a dial's handshake gave no session: the peer refused our Hello
+/// (naming other peers we may try), or the link ended as the core sees it.
 #[derive(Debug)]
-pub enum LinkError {
-    /// The connection or the stream failed: the transport's words.
-    Connection(String),
-    /// The peer closed the stream in the middle of the handshake.
-    Closed,
-    /// No answer in time.
-    Timeout,
-    /// The peer broke the protocol.
-    Peer(PeerError),
+pub enum DialFailure {
     /// The peer refused our Hello.
     Rejected(Rejection),
-    /// We refused the peer's Hello.
-    Refused(Rejection),
-    /// Our own side failed (a message we could not encode): a bug.
-    Local(String),
-    /// This side gave the handshake up (the node is gone).
-    Abandoned,
+    /// Anything else.
+    Ended(LinkEnd),
 }
 
-impl LinkError {
-    /// How the core sees it.
-    pub fn into_end(self) -> LinkEnd {
-        match self {
-            LinkError::Connection(text) => LinkEnd::Lost(text),
-            LinkError::Closed => LinkEnd::ClosedByPeer,
-            LinkError::Timeout => LinkEnd::TimedOut,
-            LinkError::Peer(PeerError::Violation(ProtocolViolation::Swarm(_))) => {
-                LinkEnd::WrongSwarm
-            }
-            LinkError::Peer(error) => LinkEnd::Violation(Violation::Wire(error)),
-            LinkError::Rejected(rejection) | LinkError::Refused(rejection) => LinkEnd::Refused {
-                reason: rejection.reason,
-                detail: rejection.detail,
-            },
-            LinkError::Local(text) => LinkEnd::Lost(format!("local error: {text}")),
-            LinkError::Abandoned => LinkEnd::Lost("this node is gone".into()),
-        }
-    }
+/// A transport failure in the transport's words.
+fn lost(error: impl std::fmt::Display) -> LinkEnd {
+    LinkEnd::Lost(error.to_string())
 }
 
-fn lost(error: impl std::fmt::Display) -> LinkError {
-    LinkError::Connection(error.to_string())
+/// Our own side failed (a message we could not encode, a machine asked
+/// out of turn): a bug, never the peer's fault.
+fn misuse(error: impl std::fmt::Display) -> LinkEnd {
+    LinkEnd::Lost(format!("local error: {error}"))
+}
+
+/// This side gave the handshake up (the node is gone).
+fn abandoned() -> LinkEnd {
+    LinkEnd::Lost("this node is gone".into())
 }
 
 /// Reads the next message of the control stream, or `None` at its end.
 pub(crate) async fn next_message(
     recv: &mut quinn::RecvStream,
     decoder: &mut FrameDecoder,
-) -> Result<Option<Message>, LinkError> {
+) -> Result<Option<Message>, LinkEnd> {
+    let malformed = |error: DecodeError| LinkEnd::of_peer_error(error.into());
     loop {
-        if let Some(message) = decoder
-            .next_message()
-            .map_err(|e| LinkError::Peer(e.into()))?
-        {
+        if let Some(message) = decoder.next_message().map_err(malformed)? {
             return Ok(Some(message));
         }
         match recv.read_chunk(64 * 1024, true).await {
-            Ok(Some(chunk)) => decoder
-                .feed(&chunk.bytes)
-                .map_err(|e| LinkError::Peer(e.into()))?,
+            Ok(Some(chunk)) => decoder.feed(&chunk.bytes).map_err(malformed)?,
             Ok(None) => {
-                decoder.finish().map_err(|e| LinkError::Peer(e.into()))?;
+                decoder.finish().map_err(malformed)?;
                 return Ok(None);
             }
             Err(quinn::ReadError::ConnectionLost(quinn::ConnectionError::TimedOut)) => {
-                return Err(LinkError::Timeout);
+                return Err(LinkEnd::TimedOut);
             }
             Err(quinn::ReadError::ConnectionLost(
                 quinn::ConnectionError::ApplicationClosed(_)
                 | quinn::ConnectionError::ConnectionClosed(_),
-            )) => return Err(LinkError::Closed),
+            )) => return Err(LinkEnd::ClosedByPeer),
             Err(error) => return Err(lost(error)),
         }
     }
@@ -175,11 +151,9 @@ pub(crate) async fn next_message(
 pub(crate) async fn write_message(
     send: &mut quinn::SendStream,
     message: &Message,
-) -> Result<(), LinkError> {
+) -> Result<(), LinkEnd> {
     let mut frame = BytesMut::with_capacity(message.frame_len() + 4);
-    message
-        .encode(&mut frame)
-        .map_err(|e| LinkError::Local(e.to_string()))?;
+    message.encode(&mut frame).map_err(misuse)?;
     send.write_chunk(frame.freeze()).await.map_err(lost)
 }
 
@@ -195,11 +169,13 @@ enum Read {
 /// Reads the next message, keeping malformed bytes apart from transport
 /// failures: the handshake machines judge the first, the transport the
 /// second.
-async fn read(recv: &mut quinn::RecvStream, decoder: &mut FrameDecoder) -> Result<Read, LinkError> {
+async fn read(recv: &mut quinn::RecvStream, decoder: &mut FrameDecoder) -> Result<Read, LinkEnd> {
     match next_message(recv, decoder).await {
         Ok(Some(message)) => Ok(Read::Message(message)),
         Ok(None) => Ok(Read::End),
-        Err(LinkError::Peer(PeerError::Decode(error))) => Ok(Read::Malformed(error)),
+        Err(LinkEnd::Violation(Violation::Wire(PeerError::Decode(error)))) => {
+            Ok(Read::Malformed(error))
+        }
         Err(error) => Err(error),
     }
 }
@@ -235,10 +211,7 @@ machine!(DialHandshake, ListenHandshake, ManifestQuery);
 
 /// Carries out what `machine` asks (writes, reads) until it needs an
 /// answer from its owner or is done: the step that stopped it.
-async fn pump(
-    machine: &mut impl Machine,
-    streams: &mut Streams,
-) -> Result<HandshakeStep, LinkError> {
+async fn pump(machine: &mut impl Machine, streams: &mut Streams) -> Result<HandshakeStep, LinkEnd> {
     loop {
         let fed = match machine.poll() {
             HandshakeStep::Send(message) => {
@@ -257,41 +230,47 @@ async fn pump(
 }
 
 /// Carries out the listener's answer to the end: it asks nothing more.
-async fn to_the_end(machine: &mut ListenHandshake, streams: &mut Streams) -> Result<(), LinkError> {
+async fn to_the_end(machine: &mut ListenHandshake, streams: &mut Streams) -> Result<(), LinkEnd> {
     match pump(machine, streams).await? {
         HandshakeStep::Done => Ok(()),
         _ => Err(misuse("the listener's handshake asked a second question")),
     }
 }
 
-fn misuse(error: impl std::fmt::Display) -> LinkError {
-    LinkError::Local(error.to_string())
-}
-
-/// How a machine's failure is told to the core. `refused` is the refusal
-/// we answered with, if we did (its peers are not in the machine's
-/// failure).
-fn failed(failure: HandshakeFailure, refused: Option<Rejection>) -> LinkError {
+/// How a machine's failure is told to the core, and whether the last
+/// message the machine gave (a farewell the spec asks for: our refusal, or
+/// the violation we saw) must reach the peer before the connection goes.
+/// A refusal of our Hello keeps the peers it names for [`dial`].
+fn failed(failure: HandshakeFailure) -> (Result<LinkEnd, Rejection>, bool) {
     match failure {
-        HandshakeFailure::Peer(error) => LinkError::Peer(error),
+        HandshakeFailure::Peer(error) => (Ok(LinkEnd::of_peer_error(error)), true),
         HandshakeFailure::Rejected {
             reason,
             detail,
             peers,
-        } => LinkError::Rejected(Rejection {
-            reason,
-            detail,
-            peers,
-        }),
-        HandshakeFailure::Refused { reason, detail } => {
-            LinkError::Refused(refused.unwrap_or(Rejection {
+        } => (
+            Err(Rejection {
                 reason,
                 detail,
-                peers: Vec::new(),
-            }))
+                peers,
+            }),
+            false,
+        ),
+        HandshakeFailure::Refused { reason, detail } => {
+            (Ok(LinkEnd::Refused { reason, detail }), true)
         }
-        HandshakeFailure::Goodbye(_) | HandshakeFailure::Ended => LinkError::Closed,
-        HandshakeFailure::Local(error) => misuse(error),
+        HandshakeFailure::Goodbye(_) | HandshakeFailure::Ended => {
+            (Ok(LinkEnd::ClosedByPeer), false)
+        }
+        HandshakeFailure::Local(error) => (Ok(misuse(error)), false),
+    }
+}
+
+/// A refusal of our Hello as the core sees a link's end.
+fn refused_end(rejection: Rejection) -> LinkEnd {
+    LinkEnd::Refused {
+        reason: rejection.reason,
+        detail: rejection.detail,
     }
 }
 
@@ -331,10 +310,11 @@ impl Streams {
         }
     }
 
-    /// After a failure: the last message the machine gave (a farewell, if
-    /// the spec asks for one) reaches the peer before the connection goes.
-    async fn fail(mut self, error: LinkError) -> LinkError {
-        if matches!(error, LinkError::Peer(_) | LinkError::Refused(_)) {
+    /// After a failure: the last message the machine gave (a farewell,
+    /// when the spec asks for one: `farewell`) reaches the peer before the
+    /// connection goes.
+    async fn fail<E>(mut self, error: E, farewell: bool) -> E {
+        if farewell {
             flush(&mut self.send).await;
         }
         error
@@ -348,25 +328,34 @@ pub async fn dial(
     peer_id: PeerId,
     local: &LocalHello,
     our_bitfield: HaveBitfield,
-) -> Result<Session, LinkError> {
-    let (send, recv) = connection.open_bi().await.map_err(lost)?;
+) -> Result<Session, DialFailure> {
+    let ended = DialFailure::Ended;
+    let (send, recv) = connection.open_bi().await.map_err(|e| ended(lost(e)))?;
     let mut streams = Streams {
         send,
         recv,
         decoder: FrameDecoder::new(),
     };
-    let hello = local.hello_to(connection.remote_address())?;
-    let mut machine =
-        DialHandshake::new(local.swarm.clone(), hello, our_bitfield).map_err(misuse)?;
-    let result = match pump(&mut machine, &mut streams).await {
-        Ok(HandshakeStep::Done) => machine.finish().map_err(|failure| failed(failure, None)),
-        Ok(_) => Err(misuse("the dialer's handshake asked its owner a question")),
-        Err(error) => Err(error),
+    let hello = local.hello_to(connection.remote_address()).map_err(ended)?;
+    let mut machine = DialHandshake::new(local.swarm.clone(), hello, our_bitfield)
+        .map_err(|e| ended(misuse(e)))?;
+    let (error, farewell) = match pump(&mut machine, &mut streams).await {
+        Ok(HandshakeStep::Done) => match machine.finish() {
+            Ok(established) => {
+                return Ok(streams.into_session(connection, peer_id, established));
+            }
+            Err(failure) => match failed(failure) {
+                (Ok(end), farewell) => (ended(end), farewell),
+                (Err(rejection), farewell) => (DialFailure::Rejected(rejection), farewell),
+            },
+        },
+        Ok(_) => (
+            ended(misuse("the dialer's handshake asked its owner a question")),
+            false,
+        ),
+        Err(end) => (ended(end), false),
     };
-    match result {
-        Ok(established) => Ok(streams.into_session(connection, peer_id, established)),
-        Err(error) => Err(streams.fail(error).await),
-    }
+    Err(streams.fail(error, farewell).await)
 }
 
 /// How a listener's handshake ended well.
@@ -411,7 +400,7 @@ impl std::fmt::Debug for Opening {
 /// The listener's side (the wire crate's [`ListenHandshake`]): accepts the
 /// control stream and reads the dialer's first message, to be answered
 /// with [`Opening::answer`] or [`Opening::refuse`].
-pub async fn open(connection: quinn::Connection, peer_id: PeerId) -> Result<Opening, LinkError> {
+pub async fn open(connection: quinn::Connection, peer_id: PeerId) -> Result<Opening, LinkEnd> {
     let (send, recv) = connection.accept_bi().await.map_err(lost)?;
     let mut streams = Streams {
         send,
@@ -424,18 +413,24 @@ pub async fn open(connection: quinn::Connection, peer_id: PeerId) -> Result<Open
         Ok(HandshakeStep::AnswerManifest(digest)) => First::Manifest(digest),
         // The dialer broke the protocol or left before asking anything.
         Ok(HandshakeStep::Done) => {
-            let error = match machine.finish() {
-                Err(failure) => failed(failure, None),
-                Ok(_) => misuse("the listener's handshake ended before the dialer asked"),
+            let (error, farewell) = match machine.finish() {
+                Err(failure) => match failed(failure) {
+                    (Ok(end), farewell) => (end, farewell),
+                    (Err(rejection), farewell) => (refused_end(rejection), farewell),
+                },
+                Ok(_) => (
+                    misuse("the listener's handshake ended before the dialer asked"),
+                    false,
+                ),
             };
-            return Err(streams.fail(error).await);
+            return Err(streams.fail(error, farewell).await);
         }
         Ok(_) => {
             return Err(misuse(
                 "the listener's handshake stopped on a step it does not give",
             ));
         }
-        Err(error) => return Err(streams.fail(error).await),
+        Err(error) => return Err(streams.fail(error, false).await),
     };
     Ok(Opening {
         connection,
@@ -476,7 +471,7 @@ impl Opening {
         local: &LocalHello,
         admit: A,
         manifest: M,
-    ) -> Result<Listened, LinkError>
+    ) -> Result<Listened, LinkEnd>
     where
         A: FnOnce(Hello) -> FH,
         FH: Future<Output = Option<Result<HaveBitfield, Rejection>>>,
@@ -485,7 +480,6 @@ impl Opening {
     {
         let connection = self.connection.clone();
         let machine = &mut self.machine;
-        let mut refused = None;
         let result = async {
             match self.first.clone() {
                 First::Hello(hello) => {
@@ -494,7 +488,7 @@ impl Opening {
                         Err(BindError::Peer(_)) => {}
                         Err(BindError::Local(error)) => return Err(misuse(error)),
                         Ok(()) => match admit(hello).await {
-                            None => return Err(LinkError::Abandoned),
+                            None => return Err(abandoned()),
                             Some(Ok(bitfield)) => {
                                 let ours = local.hello_to(connection.remote_address())?;
                                 machine.accept(ours, bitfield).map_err(misuse)?;
@@ -507,32 +501,30 @@ impl Opening {
                                         rejection.peers.clone(),
                                     )
                                     .map_err(misuse)?;
-                                refused = Some(rejection);
                             }
                         },
                     }
                 }
                 First::Manifest(digest) => match manifest(digest).await {
-                    None => return Err(LinkError::Abandoned),
+                    None => return Err(abandoned()),
                     Some(Ok(bytes)) => machine.serve_manifest(bytes.to_vec()).map_err(misuse)?,
                     Some(Err(rejection)) => {
                         machine
                             .reject(rejection.reason, rejection.detail.clone(), Vec::new())
                             .map_err(misuse)?;
-                        refused = Some(rejection);
                     }
                 },
             }
             to_the_end(machine, &mut self.streams).await
         }
         .await;
-        self.finish(result, refused).await
+        self.finish(result).await
     }
 
     /// Refuses the dialer's first message without binding to any swarm
     /// (an endpoint of many swarms that serves none the dialer names):
     /// the HelloReject reaches the dialer before the connection goes.
-    pub async fn refuse(mut self, rejection: Rejection) -> LinkError {
+    pub async fn refuse(mut self, rejection: Rejection) -> LinkEnd {
         let peers = match self.first {
             First::Hello(_) => rejection.peers.clone(),
             First::Manifest(_) => Vec::new(),
@@ -544,22 +536,23 @@ impl Opening {
             to_the_end(&mut self.machine, &mut self.streams).await
         }
         .await;
-        match self.finish(result, Some(rejection)).await {
+        match self.finish(result).await {
             Ok(_) => misuse("a refused handshake ended well"),
             Err(error) => error,
         }
     }
 
-    async fn finish(
-        mut self,
-        result: Result<(), LinkError>,
-        mut refused: Option<Rejection>,
-    ) -> Result<Listened, LinkError> {
-        let finished = result.and_then(|()| {
-            self.machine
+    async fn finish(mut self, result: Result<(), LinkEnd>) -> Result<Listened, LinkEnd> {
+        let finished = match result {
+            Ok(()) => self
+                .machine
                 .finish()
-                .map_err(|failure| failed(failure, refused.take()))
-        });
+                .map_err(|failure| match failed(failure) {
+                    (Ok(end), farewell) => (end, farewell),
+                    (Err(rejection), farewell) => (refused_end(rejection), farewell),
+                }),
+            Err(end) => Err((end, false)),
+        };
         match finished {
             Ok(WireListened::Session(established)) => Ok(Listened::Session(Box::new(
                 self.streams
@@ -570,7 +563,7 @@ impl Opening {
                 self.connection.close(0u32.into(), b"manifest served");
                 Ok(Listened::ManifestServed)
             }
-            Err(error) => Err(self.streams.fail(error).await),
+            Err((error, farewell)) => Err(self.streams.fail(error, farewell).await),
         }
     }
 }
@@ -605,46 +598,37 @@ pub async fn query_manifest(
     digest: [u8; 32],
 ) -> Result<Vec<u8>, QueryError> {
     let result = async {
-        let (send, recv) = connection.open_bi().await.map_err(lost)?;
+        let (send, recv) = connection
+            .open_bi()
+            .await
+            .map_err(|e| QueryError::Link(lost(e).to_string()))?;
         let mut streams = Streams {
             send,
             recv,
             decoder: FrameDecoder::new(),
         };
         let mut machine = ManifestQuery::new(digest);
-        match pump(&mut machine, &mut streams).await? {
-            HandshakeStep::Done => machine.finish().map_err(|failure| failed(failure, None)),
-            _ => Err(misuse("the manifest query asked its owner a question")),
+        let link = |end: LinkEnd| QueryError::Link(end.to_string());
+        match pump(&mut machine, &mut streams).await.map_err(link)? {
+            HandshakeStep::Done => machine.finish().map_err(|failure| match failed(failure) {
+                (Ok(end), _) => link(end),
+                (Err(rejection), _) => QueryError::Refused {
+                    reason: rejection.reason,
+                    detail: rejection.detail,
+                },
+            }),
+            _ => Err(link(misuse(
+                "the manifest query asked its owner a question",
+            ))),
         }
     }
     .await;
     connection.close(0u32.into(), b"manifest query done");
-    let bytes = result.map_err(|error| match error {
-        LinkError::Rejected(rejection) => QueryError::Refused {
-            reason: rejection.reason,
-            detail: rejection.detail,
-        },
-        other => QueryError::Link(describe(&other)),
-    })?;
+    let bytes = result?;
     if minimodel_verifier::Sha256Digest::of(&bytes).0 != digest {
         return Err(QueryError::WrongDigest { len: bytes.len() });
     }
     Ok(bytes)
-}
-
-/// A failed link in words.
-fn describe(error: &LinkError) -> String {
-    match error {
-        LinkError::Connection(text) => text.clone(),
-        LinkError::Closed => "the peer closed the stream".into(),
-        LinkError::Timeout => "no answer in time".into(),
-        LinkError::Peer(error) => format!("the peer broke the protocol: {error}"),
-        LinkError::Rejected(rejection) | LinkError::Refused(rejection) => {
-            format!("refused: {} ({})", rejection.reason, rejection.detail)
-        }
-        LinkError::Local(text) => format!("local error: {text}"),
-        LinkError::Abandoned => "abandoned".into(),
-    }
 }
 
 #[cfg(test)]

@@ -178,7 +178,7 @@ async fn read_control(
                 }
             }
             Ok(None) => break LinkEnd::ClosedByPeer,
-            Err(error) => break error.into_end(),
+            Err(end) => break end,
         }
     };
     let _ = events.send((link, LinkEvent::Closed(end))).await;

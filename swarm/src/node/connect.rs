@@ -13,7 +13,7 @@ use tokio::task::AbortHandle;
 
 use super::{Event, Node};
 use crate::link::LocalHello;
-use crate::link::handshake::{self, LinkError, Listened};
+use crate::link::handshake::{self, DialFailure, Listened};
 use crate::transport::{self, AcceptError, ConnectError};
 use minimodel_node::node::Rejection;
 
@@ -85,8 +85,8 @@ pub(super) fn dial(
             let session = handshake::dial(connection, id, &local, have)
                 .await
                 .map_err(|error| match error {
-                    LinkError::Rejected(rejection) => Event::Rejected(link, rejection),
-                    error => Event::Failed(link, error.into_end()),
+                    DialFailure::Rejected(rejection) => Event::Rejected(link, rejection),
+                    DialFailure::Ended(end) => Event::Failed(link, end),
                 })?;
             Ok((session, remote))
         };
@@ -117,9 +117,7 @@ pub(super) fn accept(
         let (connection, peer) = transport::accept(incoming, &identity, &tuning)
             .await
             .map_err(accept_end)?;
-        let opening = handshake::open(connection, peer)
-            .await
-            .map_err(LinkError::into_end)?;
+        let opening = handshake::open(connection, peer).await?;
         answer(opening, link, &local, events).await
     };
     finish(node, link, remote, deadline, attempt)
@@ -202,7 +200,6 @@ async fn answer(
             },
         )
         .await
-        .map_err(LinkError::into_end)
 }
 
 /// Runs a listener's `attempt` as link `link` within `deadline`; its

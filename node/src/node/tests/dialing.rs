@@ -548,3 +548,31 @@ fn a_dial_that_expires_with_a_keep_alive_due_is_no_busy_loop() {
     h.take();
     h.advance(11_000);
 }
+
+#[test]
+fn offers_naming_one_peer_twice_give_one_entry_with_every_address_in_order() {
+    let a = minimodel_wire::PeerId([1; 32]);
+    let b = minimodel_wire::PeerId([2; 32]);
+    let at = |id, addr: &str| minimodel_wire::PeerAddr { id, addr: sa(addr) };
+    let known = KnownPeer::offered(&[
+        at(a, "10.0.0.1:1"),
+        at(b, "10.0.0.2:1"),
+        at(a, "10.0.0.3:1"),
+        at(a, "10.0.0.1:1"),
+    ]);
+    assert_eq!(
+        known,
+        [
+            KnownPeer {
+                id: Some(a),
+                addrs: vec![sa("10.0.0.1:1"), sa("10.0.0.3:1")],
+                source: Source::Offer,
+            },
+            KnownPeer {
+                id: Some(b),
+                addrs: vec![sa("10.0.0.2:1")],
+                source: Source::Offer,
+            },
+        ]
+    );
+}
