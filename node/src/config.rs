@@ -207,6 +207,10 @@ pub struct NodeConfig {
     /// probes and little else; eight uploads at once on a 2 Mbit/s uplink
     /// send 31 KiB/s each).
     pub upload_progress_bytes: u64,
+    /// Control messages queued for one peer at most: a peer that does not
+    /// read its control stream while this many wait is dropped
+    /// ([`crate::report::LinkEnd::NotReading`]). Default 4096.
+    pub max_outbox: usize,
     /// How often a serving node without a download reports its uploads.
     /// Default 1 s.
     pub serving_report_every: Duration,
@@ -267,6 +271,7 @@ impl Default for NodeConfig {
             upload_stall_bytes: 64 << 10,
             upload_progress_every: Duration::from_secs(2),
             upload_progress_bytes: 16 << 10,
+            max_outbox: 4096,
             serving_report_every: Duration::from_secs(1),
             verify_jobs: 2,
         }
@@ -307,7 +312,7 @@ pub struct ConfigError {
 impl NodeConfig {
     /// Checks the settings that would make a node stall or misbehave.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let rules: [(bool, &'static str, &'static str); 16] = [
+        let rules: [(bool, &'static str, &'static str); 17] = [
             (self.upload_slots > 0, "upload_slots", "at least 1"),
             (
                 self.upload_slots_per_peer > 0,
@@ -377,6 +382,7 @@ impl NodeConfig {
                 "upload_progress_every",
                 "above zero",
             ),
+            (self.max_outbox > 0, "max_outbox", "at least 1"),
         ];
         match rules.iter().find(|(ok, _, _)| !ok) {
             Some(&(_, setting, rule)) => Err(ConfigError { setting, rule }),

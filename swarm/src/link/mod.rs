@@ -30,10 +30,6 @@ use tokio::sync::{mpsc, oneshot};
 pub use handshake::{LocalHello, Session};
 pub use pieces::{ArrivedPiece, PieceStreamError};
 
-/// Messages queued for one peer; a peer that does not read its control
-/// stream while this many wait is dropped.
-const OUTBOX_CAPACITY: usize = 4096;
-
 /// What a running link reports to the node.
 #[derive(Debug)]
 pub enum LinkEvent {
@@ -104,11 +100,13 @@ impl LinkHandle {
 }
 
 /// Starts the tasks of a link after its handshake. Events go to `events`
-/// tagged with `link`; the link ends with a [`LinkEvent::Closed`].
+/// tagged with `link`; the link ends with a [`LinkEvent::Closed`]. At most
+/// `outbox` messages wait for the peer (the core's `max_outbox`).
 pub fn spawn(
     session: Session,
     link: LinkId,
     params: SwarmParams,
+    outbox: usize,
     events: mpsc::Sender<(LinkId, LinkEvent)>,
 ) -> LinkHandle {
     let Session {
@@ -119,7 +117,7 @@ pub fn spawn(
         place,
         ..
     } = session;
-    let (outbox, inbox) = mpsc::channel(OUTBOX_CAPACITY);
+    let (outbox, inbox) = mpsc::channel(outbox.max(1));
     tokio::spawn(write_control(send, inbox, connection.clone()));
     tokio::spawn(read_control(recv, decoder, link, events.clone(), place));
     tokio::spawn(accept_pieces(

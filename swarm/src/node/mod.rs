@@ -762,7 +762,8 @@ impl Node {
             control: session.control.clone(),
         };
         let rtt = session.connection.rtt();
-        let handle = link::spawn(session, link, self.params, self.link_sender.clone());
+        let outbox = self.config.core.max_outbox;
+        let handle = link::spawn(session, link, self.params, outbox, self.link_sender.clone());
         self.links
             .insert(link, DriverLink::Up(handle, BTreeMap::new()));
         let now = Instant::now();
