@@ -392,6 +392,20 @@ fn an_output_never_replaces_a_file_of_another_kind() {
     assert!(!d.join("m.chunks").exists());
 }
 
+/// A fixture larger than the free space is refused before a byte is
+/// written: the disk would fill up minutes later with the same error.
+#[test]
+fn a_fixture_larger_than_the_free_space_is_refused_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    // Larger than any disk this runs on: 1 PiB.
+    let out = minimodel(dir.path(), &["fixture", "huge.slm", "--size", "1024TiB"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(code(&out), 1, "{stderr}");
+    assert!(stderr.contains("huge.slm needs 1024.0 TiB"), "{stderr}");
+    assert!(stderr.contains("free"), "{stderr}");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
 #[test]
 fn a_fixture_stopped_half_way_leaves_nothing() {
     let dir = tempfile::tempdir().unwrap();

@@ -62,6 +62,35 @@ impl<W: Write> Write for Counting<W> {
     }
 }
 
+/// Refuses, before a byte is written, a fixture larger than the space
+/// free to this user on OUT's file system (exit 1, as a disk that fills
+/// up while writing would end it, minutes later). When the space cannot
+/// be read the write goes ahead and meets the disk as it is.
+fn check_free_space(out: &std::path::Path, size: u64) -> Result<(), Failure> {
+    let dir = match out.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => std::path::Path::new("."),
+    };
+    let Ok(stats) = rustix::fs::statvfs(dir) else {
+        return Ok(());
+    };
+    let free = stats.f_bavail.saturating_mul(stats.f_frsize);
+    if free >= size {
+        return Ok(());
+    }
+    Err(Failure::new(
+        Exit::Transfer,
+        anyhow::anyhow!(
+            "{} needs {}; {} has {} free",
+            out.display(),
+            human_bytes(size),
+            dir.display(),
+            human_bytes(free)
+        ),
+    )
+    .with_hint("free space, or write a smaller fixture (--size) or one elsewhere"))
+}
+
 pub fn run(args: FixtureArgs, out: Output) -> Result<(), Failure> {
     if args.size < MIN_FIXTURE_SIZE {
         return Err(Failure::new(
@@ -85,6 +114,7 @@ pub fn run(args: FixtureArgs, out: Output) -> Result<(), Failure> {
         )
         .with_hint("pass --force to replace it, or name another OUT file"));
     }
+    check_free_space(&args.out, args.size)?;
     let spec = FixtureSpec::new(args.size, args.seed);
     // Ctrl-C or SIGTERM ends the writing and removes the temporary file
     // (exit 130) instead of leaving it behind.
