@@ -90,6 +90,9 @@ impl NodeCore {
             }
             ControlEvent::Cancel(chunk) => {
                 self.uploads.cancel(link, chunk, &mut self.actions);
+                // A stopped upload never reports its end: the link's watch
+                // ends here when it was its last.
+                self.uploads_to_link_changed(link, now);
                 // A stopped upload frees its slot (and may let a second
                 // copy of a chunk go out on an idle uplink).
                 self.start_uploads(now);

@@ -180,11 +180,13 @@ impl NodeCore {
                 Resends::WhenStarving(self.config.resend_after)
             };
             let sparing = self.spares(now);
-            let stranded = if sparing {
+            let mut stranded = if sparing {
                 self.stranded(now)
             } else {
                 std::collections::BTreeSet::new()
             };
+            // Not one that makes no progress either.
+            stranded.retain(|&link| !self.uploads.is_stuck(link));
             let mut next = None;
             if !stranded.is_empty() {
                 next =
@@ -344,9 +346,15 @@ impl NodeCore {
         outcome: UploadOutcome,
         now: Instant,
     ) {
+        // Measured before the link's flag may clear: time with only stuck
+        // uploads under way is not counted as busy, so their bytes are not
+        // counted either.
+        let stuck = self.uploads.is_stuck(link);
         let was_active = self.uploads.active.remove(&(link, chunk.0)).is_some();
         if let (UploadOutcome::Sent { bytes }, true) = (outcome, was_active) {
-            self.uploads.meter.finished(bytes, now);
+            if !stuck {
+                self.uploads.meter.finished(bytes, now);
+            }
             self.uploads.uploaded_bytes += bytes;
             if let Some(peer) = self.peer_mut(link) {
                 peer.uploaded_chunks += 1;
@@ -354,14 +362,21 @@ impl NodeCore {
                 peer.last_useful = now;
             }
         }
+        self.uploads_to_link_changed(link, now);
+        self.release_goodbye(link, now);
+        self.start_uploads(now);
+        self.uploads.note_busy(now);
+    }
+
+    /// An upload to `link` ended or was stopped: with none left, its watch
+    /// ends and it no longer counts as making no progress.
+    pub(super) fn uploads_to_link_changed(&mut self, link: LinkId, now: Instant) {
         if self.uploads.active_for(link) == 0 {
             if let Some(peer) = self.peer_mut(link) {
                 peer.upload_watch = None;
             }
             self.uploads.set_stuck(link, false, now);
         }
-        self.release_goodbye(link, now);
-        self.start_uploads(now);
         self.uploads.note_busy(now);
     }
 

@@ -233,10 +233,10 @@ pub enum ResumeError {
         /// What it is.
         kind: UnsafeKind,
     },
-    /// The download directory names something that is not a directory
-    /// (a file, say): left as it is.
+    /// A directory to write in (a download's, an output's) names something
+    /// that is not one (a file, say): left as it is.
     #[error(
-        "{path} is not a directory: the download goes into a directory of its own (it is created if it is missing); choose another path"
+        "{path} is not a directory (a file is there); name a directory, or a path where one can be created"
     )]
     NotADirectory {
         /// What was given as the directory.

@@ -895,3 +895,65 @@ fn a_peer_that_stops_reading_does_not_hold_a_capped_uplink() {
         "B's uploads started at {b_started:?} ms"
     );
 }
+
+/// A link marked as making no progress that cancels its uploads (a slow
+/// peer's endgame) is served again when it asks: a cancelled upload never
+/// reports its end, so the cancel itself ends the link's watch.
+#[test]
+fn a_stuck_link_that_cancels_its_uploads_is_served_again() {
+    let mut h = Harness::new(Kind::Seeder, 16, two_slots());
+    let a = h.connect_in(&fetcher(1, 16));
+    request(&mut h, a, &[0, 1]);
+    let started = h.take();
+    assert_eq!(uploads(&started), [(a, 0), (a, 1)]);
+    h.core.handle_sent(a, 1_000, h.now);
+    h.advance(2_000);
+    assert_eq!(measures(&h.take()), [a]);
+    // Nothing sent in 2 s: no progress.
+    h.core.handle_sent(a, 1_000, h.now);
+    assert!(h.core.uploads.is_stuck(a));
+    for chunk in [0, 1] {
+        h.core.handle_message(
+            a,
+            Message::Cancel {
+                chunk: ChunkIndex(chunk),
+            },
+            h.now,
+        );
+    }
+    assert!(!h.core.uploads.is_stuck(a));
+    h.take();
+    request(&mut h, a, &[5, 6]);
+    assert_eq!(uploads(&h.take()), [(a, 5), (a, 6)]);
+    // And it is not closed for the silence of the uploads it cancelled.
+    h.advance(25_000);
+    assert!(h.is_connected(a));
+}
+
+/// The uplink meter counts neither the time nor the bytes of uploads to a
+/// link that makes no progress: a peer that drains one chunk over a
+/// minute does not make the uplink look fast.
+#[test]
+fn uploads_that_make_no_progress_do_not_inflate_the_uplink_meter() {
+    let mut h = Harness::new(Kind::Seeder, 16, two_slots());
+    let a = h.connect_in(&fetcher(1, 16));
+    request(&mut h, a, &[0]);
+    assert_eq!(uploads(&h.take()), [(a, 0)]);
+    let mut bytes = 0;
+    h.core.handle_sent(a, bytes, h.now);
+    // 6 KiB/s: above the stall rule's floor, under the progress rule's.
+    for second in (2..=60).step_by(2) {
+        h.advance(second * 1_000);
+        h.take();
+        bytes += 12 << 10;
+        h.core.handle_sent(a, bytes, h.now);
+    }
+    assert!(h.is_connected(a));
+    assert!(h.core.uploads.is_stuck(a));
+    sent(&mut h, a, 0);
+    let rate = h.core.uploads.meter.rate();
+    assert!(
+        rate.is_none_or(|rate| rate < 64.0 * 1024.0),
+        "a chunk drained over a minute measured as {rate:?} B/s"
+    );
+}
