@@ -88,7 +88,7 @@ pub enum Door {
     },
 }
 
-/// A Hello routed to its swarm's node.
+/// A Hello or a manifest query routed to its swarm's node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Routed<T> {
     /// The swarm's route.
@@ -644,13 +644,19 @@ impl<T: Clone> Gate<T> {
     /// The handshake's first message is a manifest query for `digest`:
     /// the route of the swarm with that manifest, or the refusal to send
     /// (UnknownManifest). The handshake counts on until it ends.
-    pub fn route_manifest(&self, digest: &[u8; 32]) -> Result<T, Rejection> {
+    pub fn route_manifest(&self, digest: &[u8; 32]) -> Result<Routed<T>, Rejection> {
         let found = self
             .swarms
             .values()
             .find(|registered| registered.manifest.as_ref() == Some(digest));
         match found {
-            Some(registered) if self.open => Ok(registered.route.clone()),
+            // Answered and closed: it never becomes a link, so it needs no
+            // room and makes none.
+            Some(registered) if self.open => Ok(Routed {
+                route: registered.route.clone(),
+                room: true,
+                shed: None,
+            }),
             _ => Err(Rejection {
                 reason: HelloRejectReason::UnknownManifest,
                 detail: "no manifest with this SHA-256 here".into(),
@@ -883,7 +889,15 @@ mod tests {
     #[test]
     fn a_manifest_query_goes_to_the_swarm_with_that_manifest() {
         let gate = gate();
-        assert_eq!(gate.route_manifest(&[0xa; 32]), Ok("swarm a"));
+        assert_eq!(
+            gate.route_manifest(&[0xa; 32]),
+            Ok(Routed {
+                route: "swarm a",
+                room: true,
+                shed: None
+            }),
+            "answered and closed: it needs no room and makes none"
+        );
         let refusal = gate.route_manifest(&[0xb; 32]).unwrap_err();
         assert_eq!(refusal.reason, HelloRejectReason::UnknownManifest);
     }

@@ -498,7 +498,7 @@ impl NodeCore {
         (
             missing,
             in_flight,
-            self.uploads.active_count(),
+            self.uploads.active.len(),
             self.uploads.queued(),
             self.uploads.slots(&self.config, self.params.chunk_size()),
         )
@@ -630,7 +630,7 @@ impl NodeCore {
     pub fn upload_demand(&self) -> crate::gate::UploadDemand {
         crate::gate::UploadDemand {
             wanted: self.uploads.demand(&self.config, self.params.chunk_size()),
-            running: self.uploads.active_count(),
+            running: self.uploads.running(),
         }
     }
 

@@ -252,11 +252,6 @@ impl Uploads {
         self.queue.total_queued() > 0
     }
 
-    /// Uploads under way.
-    pub(super) fn active_count(&self) -> usize {
-        self.active.len()
-    }
-
     /// Uploads under way that hold a slot: not yet overdue at `now`, to a
     /// link that makes progress.
     pub(super) fn holding(&self, now: Instant) -> usize {
@@ -343,9 +338,10 @@ impl Uploads {
     }
 
     /// Uploads this swarm would run now: those under way and those
-    /// waiting, at most its own slots.
+    /// waiting, of links that make progress, at most its own slots (a
+    /// frozen peer's uploads claim no part of a shared endpoint's slots).
     pub(super) fn demand(&self, config: &crate::config::NodeConfig, chunk_size: u32) -> usize {
-        (self.active.len() + self.queue.total_queued()).min(self.own_slots(config, chunk_size))
+        (self.running() + self.queued_by_progressing()).min(self.own_slots(config, chunk_size))
     }
 
     /// See [`UploadQueue::next_starving`].

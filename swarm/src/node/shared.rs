@@ -375,13 +375,7 @@ impl Attempt {
             let mut gate = lock(&self.guard.gate);
             match opening.first() {
                 First::Hello(hello) => gate.route_hello(self.guard.ticket, hello),
-                // A manifest query is answered and closed: it never becomes
-                // a link, so it needs no room.
-                First::Manifest(digest) => gate.route_manifest(digest).map(|route| Routed {
-                    route,
-                    room: true,
-                    shed: None,
-                }),
+                First::Manifest(digest) => gate.route_manifest(digest),
             }
         };
         match route {

@@ -912,6 +912,14 @@ fn a_stuck_link_that_cancels_its_uploads_is_served_again() {
     // Nothing sent in 2 s: no progress.
     h.core.handle_sent(a, 1_000, h.now);
     assert!(h.core.uploads.is_stuck(a));
+    // Its uploads claim no part of a shared endpoint's slots.
+    assert_eq!(
+        h.core.upload_demand(),
+        crate::gate::UploadDemand {
+            wanted: 0,
+            running: 0
+        }
+    );
     for chunk in [0, 1] {
         h.core.handle_message(
             a,
