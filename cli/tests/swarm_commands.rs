@@ -365,24 +365,20 @@ fn a_bbr_seeder_serves_and_an_unknown_controller_is_refused() {
     verify_output(root, "out");
 }
 
+/// `fetch tiny.manifest -o OUT` from one peer at a port nobody serves
+/// (the discard port), with `extra` arguments.
+fn fetch_from_nobody(dir: &Path, out: &str, extra: &[&str]) -> std::process::Output {
+    let peer = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa@127.0.0.1:9";
+    let mut args = vec!["fetch", "tiny.manifest", "--peer", peer, "-o", out, "--yes"];
+    args.extend_from_slice(extra);
+    minimodel(dir, &args)
+}
+
 #[test]
 fn a_fetch_that_reaches_nobody_says_nothing_was_verified() {
     let dir = tempfile::tempdir().unwrap();
     prepare(dir.path(), "tiny", "1MiB", "64KiB");
-    let out = minimodel(
-        dir.path(),
-        &[
-            "fetch",
-            "tiny.manifest",
-            "--peer",
-            "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa@127.0.0.1:9",
-            "-o",
-            "out",
-            "--give-up-after",
-            "1s",
-            "--yes",
-        ],
-    );
+    let out = fetch_from_nobody(dir.path(), "out", &["--give-up-after", "1s"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(code(&out), 1, "{stderr}");
     assert!(
@@ -428,18 +424,7 @@ fn a_missing_slm_or_a_file_for_the_download_directory_is_invalid_input() {
     assert!(!dir.path().join("a-directory/tiny.receipt.json").exists());
     // A file where fetch's download directory belongs is left as it is.
     let before = std::fs::read(dir.path().join("tiny.slm")).unwrap();
-    let out = minimodel(
-        dir.path(),
-        &[
-            "fetch",
-            "tiny.manifest",
-            "--peer",
-            "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa@127.0.0.1:9",
-            "-o",
-            "tiny.slm",
-            "--yes",
-        ],
-    );
+    let out = fetch_from_nobody(dir.path(), "tiny.slm", &[]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(code(&out), 3, "{stderr}");
     assert!(stderr.contains("tiny.slm is not a directory"), "{stderr}");

@@ -60,9 +60,9 @@ pub fn load_manifest(path: &Path) -> Result<LoadedManifest, Failure> {
 pub fn check_slm_input(path: &Path) -> Result<(), Failure> {
     let problem = match fs::metadata(path) {
         Ok(meta) if meta.is_file() => return Ok(()),
-        Ok(meta) if meta.is_dir() => "it is a directory".to_owned(),
-        Ok(_) => "it is not a regular file".to_owned(),
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => "no such file".to_owned(),
+        Ok(meta) if meta.is_dir() => "it is a directory",
+        Ok(_) => "it is not a regular file",
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => "no such file",
         // Anything else (a permission, a disk) is met again, and said, by
         // the read itself.
         Err(_) => return Ok(()),

@@ -880,8 +880,7 @@ impl NodeCore {
         let Some(super::Link::Up(peer)) = self.links.remove(&link) else {
             return;
         };
-        self.uploads.remove_peer(link, &mut self.actions);
-        self.uploads.note_busy(now);
+        self.uploads.remove_peer(link, &mut self.actions, now);
         self.leave_download(link, now);
         // Worth dialing again: it serves chunks this download still lacks
         // (the download may have let it go already, for timeouts or a stall).

@@ -64,6 +64,16 @@ pub(super) struct UploadWatch {
     asking: bool,
 }
 
+/// What a measurement of a watched connection shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Measured {
+    /// The first, a baseline.
+    Baseline,
+    Progress,
+    NoProgress,
+    Stalled,
+}
+
 impl UploadWatch {
     pub(super) fn new(now: Instant) -> Self {
         Self {
@@ -81,19 +91,7 @@ impl UploadWatch {
             .min(config.upload_stall_timeout);
         (!self.asking && self.sent.is_some()).then(|| self.since + every)
     }
-}
 
-/// What a measurement of a watched connection shows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Measured {
-    /// The first, a baseline.
-    Baseline,
-    Progress,
-    NoProgress,
-    Stalled,
-}
-
-impl UploadWatch {
     /// Takes the connection's bytes sent, `sent`, at `now`.
     fn measured(
         &mut self,
@@ -365,7 +363,6 @@ impl NodeCore {
         self.uploads_to_link_changed(link, now);
         self.release_goodbye(link, now);
         self.start_uploads(now);
-        self.uploads.note_busy(now);
     }
 
     /// An upload to `link` ended or was stopped: with none left, its watch

@@ -428,7 +428,13 @@ impl Uploads {
         }
     }
 
-    pub(super) fn remove_peer(&mut self, link: LinkId, actions: &mut VecDeque<Action>) {
+    /// Forgets `link`'s requests and stops its uploads.
+    pub(super) fn remove_peer(
+        &mut self,
+        link: LinkId,
+        actions: &mut VecDeque<Action>,
+        now: Instant,
+    ) {
         self.queue.remove_peer(link);
         self.stuck.remove(&link);
         let chunks: Vec<u32> = self
@@ -443,5 +449,6 @@ impl Uploads {
                 chunk: ChunkIndex(chunk),
             });
         }
+        self.note_busy(now);
     }
 }

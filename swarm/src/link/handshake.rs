@@ -266,11 +266,18 @@ fn failed(failure: HandshakeFailure) -> (Result<LinkEnd, Rejection>, bool) {
     }
 }
 
-/// A refusal of our Hello as the core sees a link's end.
-fn refused_end(rejection: Rejection) -> LinkEnd {
-    LinkEnd::Refused {
-        reason: rejection.reason,
-        detail: rejection.detail,
+/// [`failed`] where no refusal of our Hello needs its peers kept: the
+/// link's end as the core sees it, and whether to flush the farewell.
+fn failed_end(failure: HandshakeFailure) -> (LinkEnd, bool) {
+    match failed(failure) {
+        (Ok(end), farewell) => (end, farewell),
+        (Err(rejection), farewell) => (
+            LinkEnd::Refused {
+                reason: rejection.reason,
+                detail: rejection.detail,
+            },
+            farewell,
+        ),
     }
 }
 
@@ -414,10 +421,7 @@ pub async fn open(connection: quinn::Connection, peer_id: PeerId) -> Result<Open
         // The dialer broke the protocol or left before asking anything.
         Ok(HandshakeStep::Done) => {
             let (error, farewell) = match machine.finish() {
-                Err(failure) => match failed(failure) {
-                    (Ok(end), farewell) => (end, farewell),
-                    (Err(rejection), farewell) => (refused_end(rejection), farewell),
-                },
+                Err(failure) => failed_end(failure),
                 Ok(_) => (
                     misuse("the listener's handshake ended before the dialer asked"),
                     false,
@@ -495,11 +499,7 @@ impl Opening {
                             }
                             Some(Err(rejection)) => {
                                 machine
-                                    .reject(
-                                        rejection.reason,
-                                        rejection.detail.clone(),
-                                        rejection.peers.clone(),
-                                    )
+                                    .reject(rejection.reason, rejection.detail, rejection.peers)
                                     .map_err(misuse)?;
                             }
                         },
@@ -510,7 +510,7 @@ impl Opening {
                     Some(Ok(bytes)) => machine.serve_manifest(bytes.to_vec()).map_err(misuse)?,
                     Some(Err(rejection)) => {
                         machine
-                            .reject(rejection.reason, rejection.detail.clone(), Vec::new())
+                            .reject(rejection.reason, rejection.detail, Vec::new())
                             .map_err(misuse)?;
                     }
                 },
@@ -526,12 +526,12 @@ impl Opening {
     /// the HelloReject reaches the dialer before the connection goes.
     pub async fn refuse(mut self, rejection: Rejection) -> LinkEnd {
         let peers = match self.first {
-            First::Hello(_) => rejection.peers.clone(),
+            First::Hello(_) => rejection.peers,
             First::Manifest(_) => Vec::new(),
         };
         let result = async {
             self.machine
-                .reject(rejection.reason, rejection.detail.clone(), peers)
+                .reject(rejection.reason, rejection.detail, peers)
                 .map_err(misuse)?;
             to_the_end(&mut self.machine, &mut self.streams).await
         }
@@ -544,13 +544,7 @@ impl Opening {
 
     async fn finish(mut self, result: Result<(), LinkEnd>) -> Result<Listened, LinkEnd> {
         let finished = match result {
-            Ok(()) => self
-                .machine
-                .finish()
-                .map_err(|failure| match failed(failure) {
-                    (Ok(end), farewell) => (end, farewell),
-                    (Err(rejection), farewell) => (refused_end(rejection), farewell),
-                }),
+            Ok(()) => self.machine.finish().map_err(failed_end),
             Err(end) => Err((end, false)),
         };
         match finished {
