@@ -103,7 +103,7 @@ pub fn exact_bytes(bytes: u64) -> String {
     ];
     UNITS
         .iter()
-        .filter(|(unit, _)| bytes != 0 && bytes % unit == 0)
+        .filter(|(unit, _)| bytes != 0 && bytes.is_multiple_of(*unit))
         .min_by_key(|(unit, _)| bytes / unit)
         .map_or_else(
             || format!("{bytes} B"),

@@ -54,10 +54,10 @@ pub fn check(
             });
         }
     }
-    if let Some(free) = free {
-        if needed > free {
-            return Err(QuotaRefusal::DiskFull { needed, free });
-        }
+    if let Some(free) = free
+        && needed > free
+    {
+        return Err(QuotaRefusal::DiskFull { needed, free });
     }
     Ok(())
 }

@@ -1585,24 +1585,22 @@ impl Shared {
             running.stop().await;
         }
         let mut files_removed = Vec::new();
-        if delete_files {
-            if let Ok(model) = record.model_id.parse::<ModelId>() {
-                let paths = DownloadPaths::new(&self.library.downloads_dir(), &model);
-                for path in [
-                    &paths.part,
-                    &paths.state,
-                    &paths.previous,
-                    &paths.journal,
-                    &paths.journal_prev,
-                    &paths.artifact,
-                    &paths.receipt,
-                    &paths.chunk_list,
-                ] {
-                    if std::fs::symlink_metadata(path).is_ok_and(|meta| meta.is_file())
-                        && std::fs::remove_file(path).is_ok()
-                    {
-                        files_removed.push(path.clone());
-                    }
+        if delete_files && let Ok(model) = record.model_id.parse::<ModelId>() {
+            let paths = DownloadPaths::new(&self.library.downloads_dir(), &model);
+            for path in [
+                &paths.part,
+                &paths.state,
+                &paths.previous,
+                &paths.journal,
+                &paths.journal_prev,
+                &paths.artifact,
+                &paths.receipt,
+                &paths.chunk_list,
+            ] {
+                if std::fs::symlink_metadata(path).is_ok_and(|meta| meta.is_file())
+                    && std::fs::remove_file(path).is_ok()
+                {
+                    files_removed.push(path.clone());
                 }
             }
         }
@@ -1981,10 +1979,8 @@ impl Shared {
                     if inner.state.item(&id).is_some() {
                         inner.verified.insert(id.clone(), verified);
                     }
-                    if current {
-                        if let Some(live) = inner.live.get_mut(&id) {
-                            live.verified_bytes = artifact_bytes;
-                        }
+                    if current && let Some(live) = inner.live.get_mut(&id) {
+                        live.verified_bytes = artifact_bytes;
                     }
                 }
                 RunEvent::Ended(ending) => {
@@ -2024,19 +2020,17 @@ impl Shared {
                     if let Some(run) = inner.runs.get_mut(&(id.clone(), generation)) {
                         run.last_metrics = Some(metrics.clone());
                     }
-                    if current {
-                        if let Some(live) = inner.live.get_mut(&id) {
-                            live.sources = metrics
-                                .peers
-                                .iter()
-                                .map(|peer| SourceView {
-                                    peer_id: peer.id.to_string(),
-                                    downloaded_bytes: peer.downloaded_bytes(),
-                                    uploaded_bytes: peer.uploaded_bytes,
-                                })
-                                .collect();
-                            live.peers = metrics.peers_connected;
-                        }
+                    if current && let Some(live) = inner.live.get_mut(&id) {
+                        live.sources = metrics
+                            .peers
+                            .iter()
+                            .map(|peer| SourceView {
+                                peer_id: peer.id.to_string(),
+                                downloaded_bytes: peer.downloaded_bytes(),
+                                uploaded_bytes: peer.uploaded_bytes,
+                            })
+                            .collect();
+                        live.peers = metrics.peers_connected;
                     }
                 }
                 other if current => self.note_progress(inner, &id, other),
@@ -2105,11 +2099,11 @@ impl Shared {
                             ItemState::Fetching
                         });
                     }
-                    if let Some(record) = inner.state.item_mut(id) {
-                        if record.port != Some(addr.port()) {
-                            record.port = Some(addr.port());
-                            save = true;
-                        }
+                    if let Some(record) = inner.state.item_mut(id)
+                        && record.port != Some(addr.port())
+                    {
+                        record.port = Some(addr.port());
+                        save = true;
                     }
                 }
                 RunEvent::AlreadyComplete { file, receipt } => {
@@ -2122,20 +2116,17 @@ impl Shared {
                         .map_or(0, |kept| kept.manifest.artifact_bytes);
                     if let Some(Work::Download(download)) =
                         inner.state.item_mut(id).map(|record| &mut record.work)
+                        && !download.delivered
                     {
-                        if !download.delivered {
-                            download.delivered = true;
-                            save = true;
-                        }
+                        download.delivered = true;
+                        save = true;
                     }
                 }
                 _ => {}
             }
         }
-        if save {
-            if let Err(error) = self.library.save_state(&inner.state) {
-                tracing::error!("cannot write the library's state: {error}");
-            }
+        if save && let Err(error) = self.library.save_state(&inner.state) {
+            tracing::error!("cannot write the library's state: {error}");
         }
     }
 
@@ -2310,19 +2301,19 @@ impl Shared {
                 );
                 self.append_log(entry);
             }
-            if let Some(addr) = run.connected.get(&peer.id) {
-                if peer.uploaded_bytes > 0 {
-                    let mut entry = LogEntry::new(
-                        id,
-                        model_id,
-                        Direction::Upload,
-                        peer.id.to_string(),
-                        peer.uploaded_bytes,
-                        ended,
-                    );
-                    entry.address = Some(addr.to_string());
-                    self.append_log(entry);
-                }
+            if let Some(addr) = run.connected.get(&peer.id)
+                && peer.uploaded_bytes > 0
+            {
+                let mut entry = LogEntry::new(
+                    id,
+                    model_id,
+                    Direction::Upload,
+                    peer.id.to_string(),
+                    peer.uploaded_bytes,
+                    ended,
+                );
+                entry.address = Some(addr.to_string());
+                self.append_log(entry);
             }
         }
     }

@@ -78,10 +78,10 @@ impl Driver {
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if let Ok(reply) = driver.client.call("GET", "/status", None) {
-                if reply.json()["value"]["ready"] == true {
-                    break;
-                }
+            if let Ok(reply) = driver.client.call("GET", "/status", None)
+                && reply.json()["value"]["ready"] == true
+            {
+                break;
             }
             assert!(Instant::now() < deadline, "chromedriver did not get ready");
             std::thread::sleep(Duration::from_millis(50));

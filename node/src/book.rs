@@ -400,10 +400,10 @@ impl AddressBook {
     /// Forgets an entry.
     pub fn remove(&mut self, key: EntryId) {
         self.changed();
-        if let Some(entry) = self.entries.remove(&key) {
-            if let Some(id) = entry.id {
-                self.by_id.remove(&id);
-            }
+        if let Some(entry) = self.entries.remove(&key)
+            && let Some(id) = entry.id
+        {
+            self.by_id.remove(&id);
         }
     }
 

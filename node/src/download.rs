@@ -251,10 +251,10 @@ impl Downloader {
     /// the moment it becomes so; a node ticks the download at each of its
     /// wake-ups (at least every progress report), which is such a change.
     pub fn next_deadline(&self, now: Instant) -> Option<Instant> {
-        if let Some(kept) = self.deadline.get() {
-            if kept.is_none_or(|deadline| deadline > now) {
-                return kept;
-            }
+        if let Some(kept) = self.deadline.get()
+            && kept.is_none_or(|deadline| deadline > now)
+        {
+            return kept;
         }
         let deadline = self.compute_deadline(now);
         self.deadline.set(Some(deadline));
@@ -601,10 +601,10 @@ impl Downloader {
     /// failure on our side): it goes back to the queue.
     pub fn on_chunk_lost(&mut self, key: LinkId, chunk: u32, now: Instant) {
         self.deadline.take();
-        if let Some(session) = self.peers.get_mut(&key) {
-            if session.finish_request(chunk).is_some() {
-                self.picker.release(chunk, key);
-            }
+        if let Some(session) = self.peers.get_mut(&key)
+            && session.finish_request(chunk).is_some()
+        {
+            self.picker.release(chunk, key);
         }
         self.fill(now);
     }
@@ -960,11 +960,11 @@ impl Downloader {
                 continue;
             };
             let (_, chunk) = due.remove(position);
-            if let (true, Some(bucket)) = (capped, &mut self.rate_limit) {
-                if let Err(wait) = bucket.try_spend(u64::from(self.chunk_size), now) {
-                    self.rate_wait = Some(now + wait);
-                    return;
-                }
+            if let (true, Some(bucket)) = (capped, &mut self.rate_limit)
+                && let Err(wait) = bucket.try_spend(u64::from(self.chunk_size), now)
+            {
+                self.rate_wait = Some(now + wait);
+                return;
             }
             if self.picker.add_owner(chunk, key, now) {
                 if let Some(session) = self.peers.get_mut(&key) {
@@ -1111,14 +1111,14 @@ impl Downloader {
                     }
                     continue;
                 };
-                if let (true, Some(bucket)) = (capped, &mut self.rate_limit) {
-                    if let Err(wait) = bucket.try_spend(u64::from(self.chunk_size), now) {
-                        // Over the download cap: hand the chunk back, ask
-                        // again once the bucket has refilled.
-                        self.picker.release(chunk, key);
-                        self.rate_wait = Some(now + wait);
-                        return;
-                    }
+                if let (true, Some(bucket)) = (capped, &mut self.rate_limit)
+                    && let Err(wait) = bucket.try_spend(u64::from(self.chunk_size), now)
+                {
+                    // Over the download cap: hand the chunk back, ask
+                    // again once the bucket has refilled.
+                    self.picker.release(chunk, key);
+                    self.rate_wait = Some(now + wait);
+                    return;
                 }
                 session.start_request(chunk, now);
                 outstanding += 1;

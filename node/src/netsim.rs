@@ -610,12 +610,12 @@ impl Sim {
         let mut next_snapshot = Duration::ZERO;
         while let Some(Reverse(first)) = self.events.peek() {
             let at = first.at;
-            if let Event::Timer(node, ..) = first.event {
-                if self.nodes[node].timer_at != Some((at, first.sequence)) {
-                    // Replaced: as if it had left the queue then.
-                    self.events.pop();
-                    continue;
-                }
+            if let Event::Timer(node, ..) = first.event
+                && self.nodes[node].timer_at != Some((at, first.sequence))
+            {
+                // Replaced: as if it had left the queue then.
+                self.events.pop();
+                continue;
             }
             if at > limit || done(self) {
                 break;

@@ -194,10 +194,10 @@ impl LanTask {
                     let ips = service.addresses.iter().map(|ip| ip.to_ip_addr());
                     // Another swarm's, or not one: nothing to say (every
                     // node hears every announcement).
-                    if let Ok((peer, addrs)) = neighbour_of(&key, txt, service.port, ips) {
-                        if !heard(peer, addrs) {
-                            return;
-                        }
+                    if let Ok((peer, addrs)) = neighbour_of(&key, txt, service.port, ips)
+                        && !heard(peer, addrs)
+                    {
+                        return;
                     }
                 }
             })
@@ -213,10 +213,10 @@ impl LanTask {
     /// Says goodbye (the announcement withdrawn, so that neighbours stop
     /// dialing here) and ends the daemon and the listening thread.
     pub(crate) async fn stop(mut self) {
-        if let Some(fullname) = &self.announced {
-            if let Ok(status) = self.daemon.unregister(fullname) {
-                let _ = tokio::time::timeout(GOODBYE_WAIT, status.recv_async()).await;
-            }
+        if let Some(fullname) = &self.announced
+            && let Ok(status) = self.daemon.unregister(fullname)
+        {
+            let _ = tokio::time::timeout(GOODBYE_WAIT, status.recv_async()).await;
         }
         self.stopped = true;
         let _ = self.daemon.shutdown();

@@ -275,16 +275,14 @@ impl PartialTree {
         let mut level = 0;
         for_each_level(index, self.count, |position, has_sibling| {
             self.levels[level][position as usize] = Some(node);
-            if has_sibling {
-                if let Some(sibling) = siblings.next() {
-                    let sibling_position = (position ^ 1) as usize;
-                    self.levels[level][sibling_position] = Some(*sibling);
-                    node = if position % 2 == 1 {
-                        node_hash(sibling, &node)
-                    } else {
-                        node_hash(&node, sibling)
-                    };
-                }
+            if has_sibling && let Some(sibling) = siblings.next() {
+                let sibling_position = (position ^ 1) as usize;
+                self.levels[level][sibling_position] = Some(*sibling);
+                node = if position % 2 == 1 {
+                    node_hash(sibling, &node)
+                } else {
+                    node_hash(&node, sibling)
+                };
             }
             level += 1;
         });

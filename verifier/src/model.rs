@@ -73,7 +73,7 @@ impl Quantization {
 }
 
 fn block_bytes(elements: u64, bytes_per_block: u64) -> Option<u64> {
-    if elements % 32 != 0 {
+    if !elements.is_multiple_of(32) {
         return None;
     }
     (elements / 32).checked_mul(bytes_per_block)
@@ -149,7 +149,7 @@ impl ModelShape {
                 return Err(ModelShapeError::Number(key));
             }
         }
-        if self.hidden % self.heads != 0 {
+        if !self.hidden.is_multiple_of(self.heads) {
             return Err(ModelShapeError::HeadsDoNotDivideHidden {
                 hidden: self.hidden,
                 heads: self.heads,

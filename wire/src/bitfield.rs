@@ -68,13 +68,13 @@ impl HaveBitfield {
                 found: bytes.len(),
             });
         }
-        if let Some(&last_byte) = bytes.last() {
-            if last_byte & spare_mask(chunk_count) != 0 {
-                return Err(FieldError::BitfieldSpareBits {
-                    chunk_count,
-                    last_byte,
-                });
-            }
+        if let Some(&last_byte) = bytes.last()
+            && last_byte & spare_mask(chunk_count) != 0
+        {
+            return Err(FieldError::BitfieldSpareBits {
+                chunk_count,
+                last_byte,
+            });
         }
         Ok(HaveBitfield { chunk_count, bytes })
     }

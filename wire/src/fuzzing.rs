@@ -151,10 +151,10 @@ fn control_stream(role: Role, v2_opening: bool, stream: &[u8], seed: u8) -> Fuzz
                 Ok(Some(message)) => message,
                 Ok(None) => break,
                 Err(error) => {
-                    if outcome.error.is_none() {
-                        if let Some(farewell) = control.farewell(&error.clone().into()) {
-                            send(&mut control, &farewell);
-                        }
+                    if outcome.error.is_none()
+                        && let Some(farewell) = control.farewell(&error.clone().into())
+                    {
+                        send(&mut control, &farewell);
                     }
                     outcome.error = Some(error.to_string());
                     break 'feed;
@@ -225,10 +225,10 @@ fn control_stream(role: Role, v2_opening: bool, stream: &[u8], seed: u8) -> Fuzz
         incremental, one_shot,
         "FrameDecoder and Message::decode disagree"
     );
-    if outcome.error.is_none() {
-        if let Err(error) = decoder.finish() {
-            outcome.error = Some(error.to_string());
-        }
+    if outcome.error.is_none()
+        && let Err(error) = decoder.finish()
+    {
+        outcome.error = Some(error.to_string());
     }
     outcome
 }

@@ -263,10 +263,10 @@ impl Engine {
             ControlEvent::PeerHello(hello) => match self.control.role() {
                 Role::Listener => self.state = State::AnswerHello(hello),
                 Role::Dialer => {
-                    if let Some(bitfield) = self.our_bitfield.take() {
-                        if let Err(misuse) = self.queue(Message::HaveBitfield(bitfield)) {
-                            self.end(Outcome::Failed(misuse.into()));
-                        }
+                    if let Some(bitfield) = self.our_bitfield.take()
+                        && let Err(misuse) = self.queue(Message::HaveBitfield(bitfield))
+                    {
+                        self.end(Outcome::Failed(misuse.into()));
                     }
                 }
             },

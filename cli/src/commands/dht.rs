@@ -150,19 +150,19 @@ pub fn show_announcement(announcement: &Announcement, out: Output) -> tokio::tas
                 });
             }
             // A failed attempt is complete once its retry is scheduled.
-            if let (Some(failure), Some(retry)) = (&now.last_failure, now.next_in) {
-                if failure_shown_for != now.attempts {
-                    failure_shown_for = now.attempts;
-                    out.event(&Event::DhtAnnounceFailed {
-                        key: key.clone(),
-                        error: failure.to_string(),
-                        retry_in_ms: retry.as_millis() as u64,
-                    });
-                    tracing::warn!(
-                        "DHT announce failed: {failure}; trying again in {:.1} s",
-                        retry.as_secs_f64()
-                    );
-                }
+            if let (Some(failure), Some(retry)) = (&now.last_failure, now.next_in)
+                && failure_shown_for != now.attempts
+            {
+                failure_shown_for = now.attempts;
+                out.event(&Event::DhtAnnounceFailed {
+                    key: key.clone(),
+                    error: failure.to_string(),
+                    retry_in_ms: retry.as_millis() as u64,
+                });
+                tracing::warn!(
+                    "DHT announce failed: {failure}; trying again in {:.1} s",
+                    retry.as_secs_f64()
+                );
             }
             if now.stopped {
                 return;

@@ -157,12 +157,12 @@ impl Sim {
             return;
         }
         let from = c.addrs[0];
-        if let Some(port) = c.through {
-            if !self.pinholes.contains(&(listener, port, from)) {
-                // The router drops it; the dialer sends it again.
-                self.push(self.now + RESEND, Event::Incoming(conn, validated));
-                return;
-            }
+        if let Some(port) = c.through
+            && !self.pinholes.contains(&(listener, port, from))
+        {
+            // The router drops it; the dialer sends it again.
+            self.push(self.now + RESEND, Event::Incoming(conn, validated));
+            return;
         }
         let now = self.instant();
         let latency = self.latency(conn);

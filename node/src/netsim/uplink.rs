@@ -91,10 +91,10 @@ impl Sim {
         chunk: u32,
         pace: Option<u64>,
     ) {
-        if let Behaviour::Staller(from) = self.specs[node].behaviour {
-            if self.now >= from {
-                return;
-            }
+        if let Behaviour::Staller(from) = self.specs[node].behaviour
+            && self.now >= from
+        {
+            return;
         }
         let to = self.conns[conn].nodes[1 - side];
         self.nodes[node].record.uploads.push((self.now, to, chunk));
@@ -107,12 +107,12 @@ impl Sim {
             .expect("a chunk of the swarm");
         let owner = self.uplink_of(node);
         let mut pace = pace.map(|rate| rate as f64);
-        if let Some(slow) = self.slow_paths {
-            if self.path_rng.unit() < slow.share {
-                let fraction = slow.fastest - self.path_rng.unit() * (slow.fastest - slow.slowest);
-                let path = self.nodes[owner].uplink.rate * fraction;
-                pace = Some(pace.map_or(path, |pace| pace.min(path)));
-            }
+        if let Some(slow) = self.slow_paths
+            && self.path_rng.unit() < slow.share
+        {
+            let fraction = slow.fastest - self.path_rng.unit() * (slow.fastest - slow.slowest);
+            let path = self.nodes[owner].uplink.rate * fraction;
+            pace = Some(pace.map_or(path, |pace| pace.min(path)));
         }
         self.uplink_change(owner, |uplink| {
             uplink.transfers.push(Transfer {
@@ -208,10 +208,10 @@ impl Sim {
 
     /// An upload's last bytes were acknowledged ([`Sim::acked_uploads`]).
     pub(super) fn upload_acked(&mut self, stream: Stream) {
-        if let Some(node) = self.upload_sent(stream.conn, stream.to, stream.chunk) {
-            if self.nodes[node].alive {
-                self.pump(node, false);
-            }
+        if let Some(node) = self.upload_sent(stream.conn, stream.to, stream.chunk)
+            && self.nodes[node].alive
+        {
+            self.pump(node, false);
         }
     }
 

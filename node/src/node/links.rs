@@ -1080,12 +1080,12 @@ impl NodeCore {
                 return;
             }
             LinkEnd::WrongPeer if entry.addrs.len() > 1 => {
-                if let EntryState::Dialing { next_addr, .. } = &mut entry.state {
-                    if let Some(position) = entry.addrs.iter().position(|a| *a == addr) {
-                        entry.addrs.remove(position);
-                        if position < *next_addr {
-                            *next_addr -= 1;
-                        }
+                if let EntryState::Dialing { next_addr, .. } = &mut entry.state
+                    && let Some(position) = entry.addrs.iter().position(|a| *a == addr)
+                {
+                    entry.addrs.remove(position);
+                    if position < *next_addr {
+                        *next_addr -= 1;
                     }
                 }
             }

@@ -65,7 +65,7 @@ impl Links {
         #[cfg(test)]
         {
             self.asked.set(self.asked.get() + 1);
-            if self.asked.get() % 32 == 0 {
+            if self.asked.get().is_multiple_of(32) {
                 let fresh = self.walk(config);
                 assert_eq!(kept.counts, fresh.counts, "kept link counts went stale");
                 assert!(

@@ -37,12 +37,13 @@ impl NodeCore {
                     new = matches!(peer.has.set(chunk, true), Ok(false));
                     // Chunks from other peers: it is not stranded here.
                     let ours = peer.sent_to.as_ref().is_some_and(|sent| sent.get(chunk));
-                    if let Some((_, from_others)) = &mut peer.spared {
-                        if new && !ours {
-                            *from_others += 1;
-                            if *from_others >= super::serving::SPARING_RELIEF {
-                                peer.spared = None;
-                            }
+                    if let Some((_, from_others)) = &mut peer.spared
+                        && new
+                        && !ours
+                    {
+                        *from_others += 1;
+                        if *from_others >= super::serving::SPARING_RELIEF {
+                            peer.spared = None;
                         }
                     }
                 }

@@ -204,12 +204,11 @@ impl NodeCore {
         }
         // A peer we know otherwise (the user named it, or it is being
         // dialed, retired or banned) keeps its entry as it is.
-        if let Some(known) = self.book.find_id(&peer).and_then(|key| self.book.get(key)) {
-            if known.source != Source::Exchange
-                || !matches!(known.state, EntryState::Waiting { .. })
-            {
-                return;
-            }
+        if let Some(known) = self.book.find_id(&peer).and_then(|key| self.book.get(key))
+            && (known.source != Source::Exchange
+                || !matches!(known.state, EntryState::Waiting { .. }))
+        {
+            return;
         }
         let within_budget = self.peer_mut(from).is_some_and(|introducer| {
             introducer

@@ -889,10 +889,10 @@ impl Node {
             }
             Action::Upload { link, chunk, pace } => jobs::upload(self, link, chunk, pace),
             Action::CancelUpload { link, chunk } => {
-                if let Some(DriverLink::Up(_, uploads)) = self.links.get_mut(&link) {
-                    if let Some(task) = uploads.remove(&chunk.0) {
-                        task.abort();
-                    }
+                if let Some(DriverLink::Up(_, uploads)) = self.links.get_mut(&link)
+                    && let Some(task) = uploads.remove(&chunk.0)
+                {
+                    task.abort();
                 }
             }
             Action::MeasureSent { link } => {

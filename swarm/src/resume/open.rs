@@ -293,11 +293,11 @@ fn remove_leftover_states(
     let names = &paths.names;
     let mut removed = false;
     for name in [&names.state, &names.previous] {
-        if let StateFile::Usable(state) = load_state(dir, name)? {
-            if state.binding.first_difference(binding).is_none() {
-                dir.remove_if_present(name)?;
-                removed = true;
-            }
+        if let StateFile::Usable(state) = load_state(dir, name)?
+            && state.binding.first_difference(binding).is_none()
+        {
+            dir.remove_if_present(name)?;
+            removed = true;
         }
     }
     for name in [&names.journal, &names.journal_prev] {
@@ -528,13 +528,13 @@ impl Opening<'_> {
         }
         let all: Vec<u32> = (0..self.geometry.chunk_count()).collect();
         let hashes = self.hash(&all)?;
-        if let Ok(tree) = MerkleTree::from_chunk_hashes(hashes) {
-            if tree.root() == binding.merkle_root {
-                decision.knowledge = ChunkKnowledge::complete(&tree);
-                decision.outcome = ResumeOutcome::RecoveredWhole {
-                    chunks: tree.chunk_count(),
-                };
-            }
+        if let Ok(tree) = MerkleTree::from_chunk_hashes(hashes)
+            && tree.root() == binding.merkle_root
+        {
+            decision.knowledge = ChunkKnowledge::complete(&tree);
+            decision.outcome = ResumeOutcome::RecoveredWhole {
+                chunks: tree.chunk_count(),
+            };
         }
         Ok(decision)
     }

@@ -264,12 +264,11 @@ async fn delay_line(
                         Destination::Upstream(addr) => Some(addr),
                         Destination::Client => *client.lock().expect("client address"),
                     };
-                    if let Some(target) = target {
-                        if to.send_to(&datagram, target).await.is_ok() {
+                    if let Some(target) = target
+                        && to.send_to(&datagram, target).await.is_ok() {
                             stats.forwarded.fetch_add(1, Ordering::Relaxed);
                             stats.bytes.fetch_add(datagram.len() as u64, Ordering::Relaxed);
                         }
-                    }
                 }
             }
         }

@@ -246,7 +246,7 @@ fn check_tensor_table(table: &[u8], header: &RawHeader) -> Result<(), SlmError> 
         let entry_offset = header.table.offset + u64::from(index) * TENSOR_ENTRY_LEN;
         let name = check_entry(&entry, index, entry_offset)?;
         let len = entry.len;
-        if entry.offset % ALIGNMENT != 0 {
+        if !entry.offset.is_multiple_of(ALIGNMENT) {
             return Err(SlmError::TensorMisaligned {
                 index,
                 name,
