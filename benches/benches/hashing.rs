@@ -11,6 +11,10 @@
 //!   fewer than 13 left over as up to four interleaved SHA-NI streams:
 //!   here 1 to 8 chunks measure the interleaved SHA-NI streams, 16 the
 //!   AVX-512 lanes;
+//! - `pair`: two SHA-256 passes in one (`minimodel-sha256x2`): a chunk
+//!   in the parts it arrived in beside a 1 MiB block read back for the
+//!   whole-file hash, side by side and one after the other, against one
+//!   chunk alone;
 //! - `whole_file`: the full-file SHA-256 of 256 MiB, hashed from memory
 //!   (what hashing the written buffers would cost), read back from the
 //!   page cache in 1 MiB blocks (what the fetch does), the read-back alone,
@@ -144,6 +148,55 @@ fn leaf_hash(c: &mut Criterion) {
             })
         });
     }
+    group.finish();
+}
+
+fn pair(c: &mut Criterion) {
+    use minimodel_sha256x2::{Sha256 as Lane, pairs_side_by_side, update_pair};
+    let chunk = pseudo_random(CHUNK, 1);
+    let parted = in_parts(&chunk);
+    let block = pseudo_random(CHUNK, 2);
+    let parts = || parted.parts().iter().map(|part| &part[..]);
+    let (mut leaf, mut file) = (Lane::new(), Lane::new());
+    update_pair(&mut leaf, parts(), &mut file, [&block[..]]);
+    assert_eq!(leaf.finalize(), parted.sha256().0);
+    assert_eq!(file.finalize(), <[u8; 32]>::from(Sha256::digest(&block)));
+    eprintln!(
+        "two hashes side by side on this CPU: {}",
+        pairs_side_by_side()
+    );
+
+    let mut group = c.benchmark_group("pair");
+    group.sample_size(20);
+    group.measurement_time(Duration::from_secs(3));
+    group.throughput(Throughput::Bytes(2 * CHUNK as u64));
+    group.bench_function("side_by_side", |b| {
+        b.iter(|| {
+            let (mut leaf, mut file) = (Lane::new(), Lane::new());
+            update_pair(&mut leaf, parts(), &mut file, [&block[..]]);
+            black_box((leaf.finalize(), file.finalize()))
+        })
+    });
+    group.bench_function("side_by_side_contiguous", |b| {
+        b.iter(|| {
+            let (mut leaf, mut file) = (Lane::new(), Lane::new());
+            update_pair(&mut leaf, [&chunk[..]], &mut file, [&block[..]]);
+            black_box((leaf.finalize(), file.finalize()))
+        })
+    });
+    group.bench_function("one_after_the_other", |b| {
+        b.iter(|| {
+            let (mut leaf, mut file) = (Lane::new(), Lane::new());
+            for part in parts() {
+                leaf.update(part);
+            }
+            file.update(&block);
+            black_box((leaf.finalize(), file.finalize()))
+        })
+    });
+    group.bench_function("sha2_one_after_the_other", |b| {
+        b.iter(|| black_box((parted.sha256(), Sha256::digest(&block))))
+    });
     group.finish();
 }
 
@@ -336,5 +389,5 @@ fn store_write(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, leaf_hash, whole_file, store_write);
+criterion_group!(benches, leaf_hash, pair, whole_file, store_write);
 criterion_main!(benches);
