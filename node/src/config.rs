@@ -170,6 +170,12 @@ pub struct NodeConfig {
     /// whole-file hasher, no new chunk is requested until it catches up.
     /// Default 4 MiB.
     pub trailing_lag: u64,
+    /// How long the trailing hasher holds the next chunk of its pass back
+    /// for a chunk being verified, to hash the two side by side (on a CPU
+    /// that can; `docs/resume.md`, "The whole-file hash"). Default 10 ms:
+    /// at a few hundred MB/s the next chunk comes within a few
+    /// milliseconds.
+    pub trailing_pair_wait: Duration,
     /// How often download progress is reported. Default 500 ms.
     pub progress_every: Duration,
     /// A chunk found bad on disk after it was verified more often than
@@ -261,6 +267,7 @@ impl Default for NodeConfig {
             checkpoint_every: Duration::from_secs(2),
             checkpoint_bytes: 64 << 20,
             trailing_lag: 4 << 20,
+            trailing_pair_wait: Duration::from_millis(10),
             progress_every: Duration::from_millis(500),
             max_repairs_per_chunk: 3,
             keep_alive_after: Duration::from_secs(15),

@@ -157,6 +157,7 @@ impl Fetcher {
             }),
             node_config.core.verify_jobs,
         );
+        jobs.pair_wait = node_config.core.trailing_pair_wait;
         let served = config
             .serve
             .then(|| crate::node::served_manifest(&node_config, manifest));

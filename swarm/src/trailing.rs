@@ -11,18 +11,27 @@
 //! was verified, therefore make the whole-file hash disagree with the
 //! manifest, and the download is not delivered (`docs/resume.md`, "Bad
 //! chunks found later").
+//!
+//! The thread also hashes arriving chunks for their proofs, side by side
+//! with its own pass ([`minimodel_sha256x2`]): with the next chunk of the
+//! prefix read back and waiting, it asks for a partner ([`LeafHasher`]),
+//! and the verification job that takes the offer has its chunk hashed in
+//! the same pass. On a CPU that cannot hash two at once, nobody is asked.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 use std::io;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
+use bytes::Bytes;
+use minimodel_sha256x2::{Sha256, pairs_side_by_side, update_pair};
 use minimodel_verifier::Sha256Digest;
 use minimodel_verifier::aligned::AlignedBuf;
-use minimodel_verifier::chunk::{ChunkGeometry, ChunkIndex};
+use minimodel_verifier::chunk::{ChunkData, ChunkGeometry, ChunkIndex};
 use minimodel_wire::HaveBitfield;
-use sha2::{Digest, Sha256};
 
 use crate::resume::READ_BLOCK;
 use crate::store::Storage;
@@ -36,6 +45,9 @@ pub struct TrailingHasher {
     /// Stored chunks at or ahead of `next`, not hashed yet.
     stored: BTreeSet<u32>,
     read_bytes: u64,
+    /// Chunks of the prefix hashed side by side with a chunk for its
+    /// proof.
+    paired: u32,
     /// Where chunks are read (none until the first read; on a cache line,
     /// which the kernel fills several times faster).
     read_buffer: Option<AlignedBuf>,
@@ -50,6 +62,7 @@ impl TrailingHasher {
             next: 0,
             stored: BTreeSet::new(),
             read_bytes: 0,
+            paired: 0,
             read_buffer: None,
         }
     }
@@ -83,9 +96,34 @@ impl TrailingHasher {
         true
     }
 
+    /// Whether the next chunk of the prefix is stored (a step would hash
+    /// it).
+    fn ready(&self) -> bool {
+        self.stored.contains(&self.next)
+    }
+
+    /// Stored chunks in a row from the next one of the prefix.
+    fn ready_in_a_row(&self) -> u32 {
+        let mut count = 0;
+        for &index in self.stored.range(self.next..) {
+            if index != self.next + count {
+                break;
+            }
+            count += 1;
+        }
+        count
+    }
+
     /// Hashes the next chunk of the prefix if it is stored. Returns
     /// whether it hashed one.
     pub fn step(&mut self, storage: &dyn Storage) -> io::Result<bool> {
+        self.step_beside(storage, None)
+    }
+
+    /// [`TrailingHasher::step`], with `leaf`'s bytes hashed side by side
+    /// with the chunk's as it is read back (those left over after it
+    /// alone). Without a step, `leaf` is not touched.
+    fn step_beside(&mut self, storage: &dyn Storage, leaf: Option<&mut Leaf>) -> io::Result<bool> {
         if !self.stored.remove(&self.next) {
             return Ok(false);
         }
@@ -101,13 +139,26 @@ impl TrailingHasher {
             .read_buffer
             .get_or_insert_with(|| AlignedBuf::zeroed(block_len))
             .as_mut_slice();
+        let mut leaf = leaf.map(|leaf| (leaf, PartCursor::default()));
         let mut offset = range.start;
         while offset < range.end {
             let len = buffer.len().min((range.end - offset) as usize);
             let block = &mut buffer[..len];
             storage.read_exact_at(offset, block)?;
-            self.hasher.update(&*block);
+            match &mut leaf {
+                Some((leaf, cursor)) => {
+                    let parts = cursor.take(leaf.data.parts(), len);
+                    update_pair(&mut leaf.sha256, parts, &mut self.hasher, [&*block]);
+                }
+                None => self.hasher.update(block),
+            }
             offset += len as u64;
+        }
+        if let Some((leaf, mut cursor)) = leaf {
+            for part in cursor.take(leaf.data.parts(), usize::MAX) {
+                leaf.sha256.update(part);
+            }
+            self.paired += 1;
         }
         self.read_bytes += range.end - range.start;
         self.next += 1;
@@ -126,17 +177,80 @@ impl TrailingHasher {
                 self.geometry.chunk_count()
             )));
         }
-        Ok(Sha256Digest(self.hasher.finalize().into()))
+        Ok(Sha256Digest(self.hasher.finalize()))
     }
 }
 
+/// A chunk hashed for its proof on the trailing thread.
+struct Leaf {
+    data: ChunkData,
+    sha256: Sha256,
+}
+
+impl Leaf {
+    fn new(data: ChunkData) -> Self {
+        Self {
+            data,
+            sha256: Sha256::new(),
+        }
+    }
+
+    fn digest(self) -> Sha256Digest {
+        Sha256Digest(self.sha256.finalize())
+    }
+}
+
+/// Where the next byte of a chunk's parts is.
+#[derive(Default)]
+struct PartCursor {
+    part: usize,
+    offset: usize,
+}
+
+impl PartCursor {
+    /// The next `len` bytes of `parts` (fewer at their end), as slices.
+    fn take<'a>(&mut self, parts: &'a [Bytes], mut len: usize) -> Vec<&'a [u8]> {
+        let mut out = Vec::new();
+        while len > 0 {
+            let Some(part) = parts.get(self.part) else {
+                break;
+            };
+            let rest = &part[self.offset..];
+            let take = rest.len().min(len);
+            out.push(&rest[..take]);
+            len -= take;
+            if take == rest.len() {
+                self.part += 1;
+                self.offset = 0;
+            } else {
+                self.offset += take;
+            }
+        }
+        out
+    }
+}
+
+/// With more chunks than this in a row ready to hash, the thread hashes
+/// without waiting for a partner (it is falling behind).
+const PAIR_WAIT_AHEAD: u32 = 2;
+
+enum Work {
+    /// A chunk verified and stored: it may be read back.
+    Stored(u32),
+    /// A chunk to hash for its proof; the digest goes back on `reply`.
+    Leaf(ChunkData, mpsc::SyncSender<Sha256Digest>),
+    /// Hash what is left and end.
+    Finish,
+}
+
 /// A [`TrailingHasher`] on a thread of its own. It drains its inbox
-/// (indices of stored chunks) between chunks, so taking in new chunks never
-/// waits for hashing, and tells `progress` how many chunks it has hashed
-/// after each one.
+/// (indices of stored chunks, chunks to hash for their proofs) between
+/// chunks, so taking in new chunks never waits for hashing, and tells
+/// `progress` how many chunks it has hashed after each one.
 pub(crate) struct TrailingThread {
-    sender: Option<mpsc::Sender<u32>>,
-    thread: Option<JoinHandle<io::Result<Sha256Digest>>>,
+    sender: mpsc::Sender<Work>,
+    wanted: Arc<AtomicBool>,
+    thread: Option<JoinHandle<io::Result<(Sha256Digest, u32)>>>,
 }
 
 impl TrailingThread {
@@ -146,57 +260,195 @@ impl TrailingThread {
         geometry: ChunkGeometry,
         storage: Arc<dyn Storage>,
         stored: &HaveBitfield,
+        pair_wait: Duration,
         progress: impl Fn(u32) + Send + 'static,
     ) -> Self {
-        let (sender, inbox) = mpsc::channel::<u32>();
+        let (sender, inbox) = mpsc::channel::<Work>();
+        let wanted = Arc::new(AtomicBool::new(false));
         let resumed: Vec<u32> = stored.iter_ones().map(|c| c.0).collect();
-        let thread = std::thread::Builder::new()
-            .name("trailing-sha256".into())
-            .spawn(move || {
-                let mut hasher = TrailingHasher::new(geometry);
-                for chunk in resumed {
-                    hasher.note_stored(chunk);
-                }
-                loop {
-                    while let Ok(chunk) = inbox.try_recv() {
+        let thread = {
+            let wanted = Arc::clone(&wanted);
+            std::thread::Builder::new()
+                .name("trailing-sha256".into())
+                .spawn(move || {
+                    let mut hasher = TrailingHasher::new(geometry);
+                    for chunk in resumed {
                         hasher.note_stored(chunk);
                     }
-                    if hasher.step(storage.as_ref())? {
-                        progress(hasher.hashed_chunks());
-                        continue;
-                    }
-                    match inbox.recv() {
-                        Ok(chunk) => hasher.note_stored(chunk),
-                        Err(_) => break,
-                    }
-                }
-                hasher.finish(storage.as_ref())
-            })
-            .ok();
+                    run(
+                        &mut hasher,
+                        storage.as_ref(),
+                        &inbox,
+                        &wanted,
+                        pair_wait,
+                        progress,
+                    )?;
+                    let paired = hasher.paired;
+                    Ok((hasher.finish(storage.as_ref())?, paired))
+                })
+                .ok()
+        };
         Self {
-            sender: Some(sender),
+            sender,
+            wanted,
             thread,
         }
     }
 
     /// Chunk `chunk` is verified and written: it may be read back.
     pub(crate) fn stored(&mut self, chunk: u32) {
-        if let Some(sender) = &self.sender {
-            // The thread is gone only after a read error, which `finish`
-            // reports.
-            let _ = sender.send(chunk);
+        // The thread is gone only after a read error, which `finish`
+        // reports.
+        let _ = self.sender.send(Work::Stored(chunk));
+    }
+
+    /// A handle for verification jobs: it hashes a chunk on this thread
+    /// when the thread asks for a partner.
+    pub(crate) fn leaf_hasher(&self) -> LeafHasher {
+        LeafHasher {
+            sender: self.sender.clone(),
+            wanted: Arc::clone(&self.wanted),
         }
     }
 
     /// Waits for the hasher to reach the end. Blocking.
-    pub(crate) fn finish(mut self) -> io::Result<Sha256Digest> {
-        drop(self.sender.take());
+    pub(crate) fn finish(self) -> io::Result<Sha256Digest> {
+        self.finish_counted().map(|(sha256, _)| sha256)
+    }
+
+    /// [`TrailingThread::finish`], with how many chunks of the file's pass
+    /// were hashed beside a chunk checked for its proof.
+    fn finish_counted(mut self) -> io::Result<(Sha256Digest, u32)> {
+        let _ = self.sender.send(Work::Finish);
         match self.thread.take() {
             Some(thread) => thread
                 .join()
                 .map_err(|_| io::Error::other("trailing hasher panicked"))?,
             None => Err(io::Error::other("trailing hasher could not start")),
         }
+    }
+}
+
+impl Drop for TrailingThread {
+    fn drop(&mut self) {
+        // Not finished (a restart, a failed download): the thread ends
+        // once what it holds is hashed. Nothing waits for it.
+        if self.thread.is_some() {
+            let _ = self.sender.send(Work::Finish);
+        }
+    }
+}
+
+/// The trailing thread's loop, until it is told to finish (or everything
+/// that could tell it is gone).
+fn run(
+    hasher: &mut TrailingHasher,
+    storage: &dyn Storage,
+    inbox: &mpsc::Receiver<Work>,
+    wanted: &AtomicBool,
+    pair_wait: Duration,
+    progress: impl Fn(u32),
+) -> io::Result<()> {
+    let mut leaves: VecDeque<(Leaf, mpsc::SyncSender<Sha256Digest>)> = VecDeque::new();
+    let mut finishing = false;
+    let take = |work: Work, hasher: &mut TrailingHasher, leaves: &mut VecDeque<_>| match work {
+        Work::Stored(chunk) => {
+            hasher.note_stored(chunk);
+            false
+        }
+        Work::Leaf(data, reply) => {
+            leaves.push_back((Leaf::new(data), reply));
+            false
+        }
+        Work::Finish => true,
+    };
+    loop {
+        while !finishing {
+            match inbox.try_recv() {
+                Ok(work) => finishing = take(work, hasher, &mut leaves),
+                Err(mpsc::TryRecvError::Empty) => break,
+                Err(mpsc::TryRecvError::Disconnected) => finishing = true,
+            }
+        }
+        if let Some((mut leaf, reply)) = leaves.pop_front() {
+            // A chunk to hash for its proof: beside the next chunk of the
+            // prefix, or beside another such chunk, or alone.
+            if hasher.step_beside(storage, Some(&mut leaf))? {
+                progress(hasher.hashed_chunks());
+            } else if let Some((mut other, other_reply)) = leaves.pop_front() {
+                update_pair(
+                    &mut leaf.sha256,
+                    leaf.data.parts().iter().map(|part| &part[..]),
+                    &mut other.sha256,
+                    other.data.parts().iter().map(|part| &part[..]),
+                );
+                let _ = other_reply.send(other.digest());
+            } else {
+                for part in leaf.data.parts() {
+                    leaf.sha256.update(part);
+                }
+            }
+            let _ = reply.send(leaf.digest());
+            continue;
+        }
+        if finishing {
+            return Ok(());
+        }
+        if hasher.ready() {
+            if !pair_wait.is_zero()
+                && hasher.ready_in_a_row() <= PAIR_WAIT_AHEAD
+                && pairs_side_by_side()
+            {
+                wanted.store(true, Ordering::Release);
+                let got = inbox.recv_timeout(pair_wait);
+                let offer_taken = !wanted.swap(false, Ordering::AcqRel);
+                match got {
+                    Ok(work) => finishing = take(work, hasher, &mut leaves),
+                    Err(mpsc::RecvTimeoutError::Disconnected) => finishing = true,
+                    // A job took the offer just now: its chunk is on the
+                    // way.
+                    Err(mpsc::RecvTimeoutError::Timeout) if offer_taken => {}
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        if hasher.step(storage)? {
+                            progress(hasher.hashed_chunks());
+                        }
+                    }
+                }
+                continue;
+            }
+            if hasher.step(storage)? {
+                progress(hasher.hashed_chunks());
+            }
+            continue;
+        }
+        match inbox.recv() {
+            Ok(work) => finishing = take(work, hasher, &mut leaves),
+            Err(mpsc::RecvError) => finishing = true,
+        }
+    }
+}
+
+/// Hashes chunks for their proofs on the trailing thread when it offers
+/// (its pass then hashes them side by side with the file), and here
+/// otherwise.
+#[derive(Clone)]
+pub(crate) struct LeafHasher {
+    sender: mpsc::Sender<Work>,
+    wanted: Arc<AtomicBool>,
+}
+
+impl LeafHasher {
+    /// The SHA-256 of `data`.
+    pub(crate) fn sha256(&self, data: &ChunkData) -> Sha256Digest {
+        if self.wanted.swap(false, Ordering::AcqRel) {
+            let (reply, digest) = mpsc::sync_channel(1);
+            if self.sender.send(Work::Leaf(data.clone(), reply)).is_ok()
+                && let Ok(digest) = digest.recv()
+            {
+                return digest;
+            }
+        }
+        data.sha256()
     }
 }
 
@@ -262,6 +514,106 @@ mod tests {
             Some(READ_BLOCK)
         );
         assert_eq!(hasher.finish(&storage).unwrap(), Sha256Digest::of(&bytes));
+    }
+
+    fn parted(bytes: &[u8], part: usize) -> ChunkData {
+        let mut data = ChunkData::new();
+        for piece in bytes.chunks(part) {
+            data.push(Bytes::copy_from_slice(piece));
+        }
+        data
+    }
+
+    #[test]
+    fn a_chunk_hashed_beside_the_pass_gets_its_own_digest() {
+        // Chunks larger than a read block: the leaf's parts are split
+        // across the blocks read back.
+        let len = 2 * READ_BLOCK + 5000;
+        let (_dir, storage, bytes, geometry) = setup(len, 2 * READ_BLOCK as u32);
+        let mut hasher = TrailingHasher::new(geometry);
+        hasher.note_stored(0);
+        // Longer than the chunk read back, in parts of a packet's size.
+        let other: Vec<u8> = bytes.iter().rev().copied().chain([1, 2, 3]).collect();
+        let mut leaf = Leaf::new(parted(&other, 1452));
+        assert!(hasher.step_beside(&storage, Some(&mut leaf)).unwrap());
+        assert_eq!(leaf.digest(), Sha256Digest::of(&other));
+        // Shorter than the chunk, beside the last one.
+        let short = b"a short chunk".repeat(100);
+        let mut leaf = Leaf::new(parted(&short, 77));
+        assert!(!hasher.step_beside(&storage, Some(&mut leaf)).unwrap());
+        assert!(leaf.sha256.is_empty(), "no step, nothing hashed");
+        hasher.note_stored(1);
+        assert!(hasher.step_beside(&storage, Some(&mut leaf)).unwrap());
+        assert_eq!(leaf.digest(), Sha256Digest::of(&short));
+        assert_eq!(hasher.paired, 2);
+        assert_eq!(hasher.finish(&storage).unwrap(), Sha256Digest::of(&bytes));
+    }
+
+    /// Waits (a bounded time) for the thread to offer a pairing.
+    fn offered(thread: &TrailingThread) -> bool {
+        let start = std::time::Instant::now();
+        while start.elapsed() < Duration::from_secs(60) {
+            if thread.wanted.load(Ordering::Acquire) {
+                return true;
+            }
+            std::thread::yield_now();
+        }
+        false
+    }
+
+    #[test]
+    fn verification_jobs_take_the_threads_offers() {
+        let chunk = 16384;
+        let (_dir, storage, bytes, geometry) = setup(8 * chunk, chunk as u32);
+        let storage: Arc<dyn Storage> = Arc::new(storage);
+        let none = HaveBitfield::new(geometry.chunk_count());
+        // A wait far longer than the test: the offers do not depend on
+        // how fast this machine runs it.
+        let wait = Duration::from_secs(600);
+        let mut thread = TrailingThread::start(geometry, storage, &none, wait, |_| {});
+        let leaves = thread.leaf_hasher();
+        // Chunk 0 is stored; chunk 1 arrives: its hash goes beside chunk
+        // 0's read-back when this CPU can do both at once.
+        for index in 0..8 {
+            thread.stored(index);
+            if index == 7 {
+                break;
+            }
+            let next = &bytes[(index as usize + 1) * chunk..][..chunk];
+            if pairs_side_by_side() {
+                assert!(offered(&thread), "no offer for chunk {index}");
+            }
+            assert_eq!(leaves.sha256(&parted(next, 1452)), Sha256Digest::of(next));
+        }
+        drop(leaves);
+        let (sha256, paired) = thread.finish_counted().unwrap();
+        assert_eq!(sha256, Sha256Digest::of(&bytes));
+        if pairs_side_by_side() {
+            assert_eq!(paired, 7, "every chunk but the last beside the next");
+        } else {
+            assert_eq!(paired, 0, "a CPU that cannot pair is never offered");
+        }
+    }
+
+    #[test]
+    fn an_offer_taken_as_the_thread_ends_is_hashed_by_the_job() {
+        let (_dir, storage, bytes, geometry) = setup(50_000, 16384);
+        let storage: Arc<dyn Storage> = Arc::new(storage);
+        let none = HaveBitfield::new(geometry.chunk_count());
+        let wait = Duration::from_secs(600);
+        let mut thread = TrailingThread::start(geometry, storage, &none, wait, |_| {});
+        for index in 0..geometry.chunk_count() {
+            thread.stored(index);
+        }
+        let leaves = thread.leaf_hasher();
+        let wanted = Arc::clone(&thread.wanted);
+        assert_eq!(thread.finish().unwrap(), Sha256Digest::of(&bytes));
+        // The thread is gone; an offer seen late must not leave the job
+        // waiting.
+        wanted.store(true, Ordering::Release);
+        let data = parted(&bytes[..16384], 1000);
+        assert_eq!(leaves.sha256(&data), Sha256Digest::of(&bytes[..16384]));
+        assert!(!wanted.load(Ordering::Acquire), "the job took the offer");
     }
 
     #[test]

@@ -244,13 +244,29 @@ impl ChunkVerifier {
         &self.root
     }
 
-    /// Checks length, hash and proof of chunk `index`. The only way to make a
+    /// Checks length, hash and proof of chunk `index`. With
+    /// [`ChunkVerifier::verify_with`], the only way to make a
     /// [`VerifiedChunk`].
     pub fn verify(
         &self,
         index: ChunkIndex,
         data: ChunkData,
         proof: &[Sha256Digest],
+    ) -> Result<VerifiedChunk, ChunkError> {
+        self.verify_with(index, data, proof, ChunkData::sha256)
+    }
+
+    /// [`ChunkVerifier::verify`], with the chunk's SHA-256 computed by
+    /// `sha256` (called once, after the length and the proof's shape
+    /// passed), e.g. side by side with another hash. A `sha256` that
+    /// returns anything but the SHA-256 of the bytes it is given makes
+    /// good chunks fail their proof.
+    pub fn verify_with(
+        &self,
+        index: ChunkIndex,
+        data: ChunkData,
+        proof: &[Sha256Digest],
+        sha256: impl FnOnce(&ChunkData) -> Sha256Digest,
     ) -> Result<VerifiedChunk, ChunkError> {
         let count = self.geometry.chunk_count();
         let expected = self
@@ -277,7 +293,7 @@ impl ChunkVerifier {
             }
             .into());
         }
-        let chunk_hash = data.sha256();
+        let chunk_hash = sha256(&data);
         merkle::verify_proof(&self.root, count, index.0, &chunk_hash, proof)?;
         Ok(VerifiedChunk {
             index,
@@ -384,6 +400,40 @@ mod tests {
             assert_eq!(verified.chunk_hash(), tree.chunk_hashes()[index as usize]);
             assert_eq!(verified.data().to_contiguous(), contiguous);
         }
+    }
+
+    #[test]
+    fn a_hash_computed_elsewhere_counts_only_when_it_is_the_chunks() {
+        let (bytes, geometry, tree) = setup(10_000, 4096);
+        let verifier = ChunkVerifier::new(geometry, tree.root());
+        let proof = tree.proof(1).unwrap();
+        let chunk = chunk_of(&bytes, &geometry, 1);
+        let mut calls = 0;
+        let verified = verifier
+            .verify_with(ChunkIndex(1), chunk.clone(), &proof, |data| {
+                calls += 1;
+                data.sha256()
+            })
+            .unwrap();
+        assert_eq!(calls, 1);
+        assert_eq!(verified.chunk_hash(), tree.chunk_hashes()[1]);
+        // Another chunk's hash: the proof fails, nothing is verified.
+        let wrong = tree.chunk_hashes()[0];
+        assert_eq!(
+            verifier.verify_with(ChunkIndex(1), chunk.clone(), &proof, |_| wrong),
+            Err(ChunkError::Proof(ProofError::RootMismatch { index: 1 }))
+        );
+        // A proof of the wrong shape is refused before any hashing.
+        let mut hashed = false;
+        assert!(
+            verifier
+                .verify_with(ChunkIndex(1), chunk, &proof[1..], |data| {
+                    hashed = true;
+                    data.sha256()
+                })
+                .is_err()
+        );
+        assert!(!hashed);
     }
 
     #[test]

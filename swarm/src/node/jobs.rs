@@ -11,7 +11,9 @@ use minimodel_node::LinkId;
 use minimodel_node::node::{Finish, TransferStats, UploadOutcome, VerifyOutcome};
 use minimodel_node::report::Fault;
 use minimodel_verifier::Sha256Digest;
-use minimodel_verifier::chunk::{ChunkGeometry, ChunkIndex as VerifierIndex, ChunkVerifier};
+use minimodel_verifier::chunk::{
+    ChunkData, ChunkGeometry, ChunkIndex as VerifierIndex, ChunkVerifier,
+};
 use minimodel_verifier::manifest::Manifest;
 use minimodel_verifier::merkle::MerkleTree;
 use minimodel_verifier::signing::trust::SignatureCheck;
@@ -78,6 +80,9 @@ pub(crate) struct Jobs {
     pub(crate) partial: Option<Arc<PartialDownload>>,
     pub(crate) delivery: Option<DeliveryContext>,
     trailing: Option<TrailingThread>,
+    /// The trailing hasher's wait for a chunk to hash beside its own (the
+    /// core's `trailing_pair_wait`).
+    pub(crate) pair_wait: std::time::Duration,
     /// Verification and storage jobs at once (the core's `verify_jobs`),
     /// and their slots: the delivery takes them all, so that it starts
     /// after every job before it.
@@ -111,6 +116,7 @@ impl Jobs {
             partial,
             delivery,
             trailing: None,
+            pair_wait: std::time::Duration::ZERO,
             verify_jobs,
             verify_slots: Arc::new(Semaphore::new(verify_jobs as usize)),
             delivered: None,
@@ -127,6 +133,7 @@ impl Jobs {
                 self.geometry,
                 partial.storage(),
                 &partial.verified(),
+                self.pair_wait,
                 // The node may be gone; the hasher then finishes quietly.
                 move |hashed| {
                     let _ = events.blocking_send(Event::Job(JobDone::Trailing(hashed)));
@@ -154,6 +161,7 @@ pub(super) fn verify(node: &mut Node, link: LinkId, piece: ArrivedPiece) {
     };
     let slots = Arc::clone(&node.jobs.verify_slots);
     let verifier = Arc::clone(&node.jobs.verifier);
+    let leaves = node.jobs.trailing.as_ref().map(TrailingThread::leaf_hasher);
     let events = node.sender.clone();
     tokio::spawn(async move {
         let Ok(_permit) = slots.acquire_owned().await else {
@@ -162,7 +170,13 @@ pub(super) fn verify(node: &mut Node, link: LinkId, piece: ArrivedPiece) {
         let chunk = piece.chunk;
         let done = tokio::task::spawn_blocking(move || {
             let proof = piece.proof;
-            match verifier.verify(VerifierIndex(chunk.0), piece.data, &proof) {
+            // The chunk's hash, beside the whole-file hash's pass when the
+            // trailing thread offers.
+            let sha256 = |data: &ChunkData| match &leaves {
+                Some(leaves) => leaves.sha256(data),
+                None => data.sha256(),
+            };
+            match verifier.verify_with(VerifierIndex(chunk.0), piece.data, &proof, sha256) {
                 Err(error) => VerifyOutcome::Bad(error),
                 Ok(verified) => match partial.store_verified(&verified, &proof) {
                     Ok(_) => VerifyOutcome::Stored,
