@@ -172,7 +172,7 @@ pub struct NodeConfig {
     pub trailing_lag: u64,
     /// How long the trailing hasher holds the next chunk of its pass back
     /// for a chunk being verified, to hash the two side by side (on a CPU
-    /// that can; `docs/resume.md`, "The whole-file hash"). Default 10 ms:
+    /// that can; `docs/swarm.md`, "Delivery"). Default 10 ms:
     /// at a few hundred MB/s the next chunk comes within a few
     /// milliseconds.
     pub trailing_pair_wait: Duration,

@@ -188,10 +188,9 @@ fn compress_pair(
 ) {
     debug_assert_eq!(a_blocks.len(), b_blocks.len());
     #[cfg(target_arch = "x86_64")]
-    if side_by_side {
-        // SAFETY: `side_by_side` comes from `pairs_side_by_side`, which
-        // found every feature `x86::compress_pair` is compiled for on
-        // this CPU.
+    if side_by_side && pairs_side_by_side() {
+        // SAFETY: `pairs_side_by_side` found every feature
+        // `x86::compress_pair` is compiled for on this CPU.
         unsafe { x86::compress_pair(a, a_blocks, b, b_blocks) };
         return;
     }

@@ -14,7 +14,8 @@
 //!
 //! The thread also hashes arriving chunks for their proofs, side by side
 //! with its own pass ([`minimodel_sha256x2`]): with the next chunk of the
-//! prefix read back and waiting, it asks for a partner ([`LeafHasher`]),
+//! prefix stored and waiting to be read back, it asks for a partner
+//! ([`LeafHasher`]),
 //! and the verification job that takes the offer has its chunk hashed in
 //! the same pass. On a CPU that cannot hash two at once, nobody is asked.
 
@@ -24,7 +25,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use minimodel_sha256x2::{Sha256, pairs_side_by_side, update_pair};
@@ -102,11 +103,12 @@ impl TrailingHasher {
         self.stored.contains(&self.next)
     }
 
-    /// Stored chunks in a row from the next one of the prefix.
-    fn ready_in_a_row(&self) -> u32 {
+    /// Stored chunks in a row from the next one of the prefix, counted up
+    /// to `most`.
+    fn ready_in_a_row(&self, most: u32) -> u32 {
         let mut count = 0;
         for &index in self.stored.range(self.next..) {
-            if index != self.next + count {
+            if count == most || index != self.next + count {
                 break;
             }
             count += 1;
@@ -231,7 +233,8 @@ impl PartCursor {
 }
 
 /// With more chunks than this in a row ready to hash, the thread hashes
-/// without waiting for a partner (it is falling behind).
+/// without waiting for a partner (it is falling behind, or hashes a
+/// resumed prefix).
 const PAIR_WAIT_AHEAD: u32 = 2;
 
 enum Work {
@@ -275,14 +278,18 @@ impl TrailingThread {
                     for chunk in resumed {
                         hasher.note_stored(chunk);
                     }
-                    run(
+                    let ran = run(
                         &mut hasher,
                         storage.as_ref(),
                         &inbox,
                         &wanted,
                         pair_wait,
                         progress,
-                    )?;
+                    );
+                    // A chunk sent for its proof after the end gets no
+                    // answer: its job hashes it itself, now.
+                    drop(inbox);
+                    ran?;
                     let paired = hasher.paired;
                     Ok((hasher.finish(storage.as_ref())?, paired))
                 })
@@ -351,6 +358,8 @@ fn run(
 ) -> io::Result<()> {
     let mut leaves: VecDeque<(Leaf, mpsc::SyncSender<Sha256Digest>)> = VecDeque::new();
     let mut finishing = false;
+    // The chunk of the prefix held for a partner, and since when.
+    let mut held: Option<(u32, Instant)> = None;
     let take = |work: Work, hasher: &mut TrailingHasher, leaves: &mut VecDeque<_>| match work {
         Work::Stored(chunk) => {
             hasher.note_stored(chunk);
@@ -392,15 +401,25 @@ fn run(
             continue;
         }
         if finishing {
+            while hasher.step(storage)? {
+                progress(hasher.hashed_chunks());
+            }
             return Ok(());
         }
         if hasher.ready() {
-            if !pair_wait.is_zero()
-                && hasher.ready_in_a_row() <= PAIR_WAIT_AHEAD
+            // How long the next chunk has been held for a partner so far:
+            // the wait is the chunk's, whatever arrives meanwhile.
+            let since = match held {
+                Some((chunk, since)) if chunk == hasher.next => since,
+                _ => held.insert((hasher.next, Instant::now())).1,
+            };
+            let left = pair_wait.saturating_sub(since.elapsed());
+            if !left.is_zero()
+                && hasher.ready_in_a_row(PAIR_WAIT_AHEAD + 1) <= PAIR_WAIT_AHEAD
                 && pairs_side_by_side()
             {
                 wanted.store(true, Ordering::Release);
-                let got = inbox.recv_timeout(pair_wait);
+                let got = inbox.recv_timeout(left);
                 let offer_taken = !wanted.swap(false, Ordering::AcqRel);
                 match got {
                     Ok(work) => finishing = take(work, hasher, &mut leaves),
@@ -593,6 +612,57 @@ mod tests {
         } else {
             assert_eq!(paired, 0, "a CPU that cannot pair is never offered");
         }
+    }
+
+    #[test]
+    fn every_chunk_hashed_is_reported_also_after_the_end_is_asked_for() {
+        let (_dir, storage, bytes, geometry) = setup(8 * 16384, 16384);
+        let storage: Arc<dyn Storage> = Arc::new(storage);
+        let none = HaveBitfield::new(geometry.chunk_count());
+        let (sender, reports) = mpsc::channel();
+        let wait = Duration::from_secs(600);
+        let mut thread = TrailingThread::start(geometry, storage, &none, wait, move |hashed| {
+            let _ = sender.send(hashed);
+        });
+        for index in 0..geometry.chunk_count() {
+            thread.stored(index);
+        }
+        // The last chunks may be held for a partner when the end comes.
+        let (sha256, paired) = thread.finish_counted().unwrap();
+        assert_eq!(sha256, Sha256Digest::of(&bytes));
+        assert_eq!(paired, 0);
+        assert_eq!(
+            reports.try_iter().collect::<Vec<_>>(),
+            (1..=8).collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn a_resumed_prefix_is_hashed_without_waiting_for_partners() {
+        let (_dir, storage, bytes, geometry) = setup(8 * 16384, 16384);
+        let storage: Arc<dyn Storage> = Arc::new(storage);
+        let mut resumed = HaveBitfield::new(geometry.chunk_count());
+        for index in 0..geometry.chunk_count() {
+            resumed
+                .set(minimodel_wire::ChunkIndex(index), true)
+                .unwrap();
+        }
+        let (sender, reports) = mpsc::channel();
+        // A wait far longer than the test: a chunk held for a partner
+        // would stop the reports.
+        let wait = Duration::from_secs(600);
+        let thread = TrailingThread::start(geometry, storage, &resumed, wait, move |hashed| {
+            let _ = sender.send(hashed);
+        });
+        // Only with two left in a row may the thread hold one back.
+        let ahead = geometry.chunk_count() - PAIR_WAIT_AHEAD;
+        for expected in 1..=ahead {
+            let hashed = reports
+                .recv_timeout(Duration::from_secs(60))
+                .unwrap_or_else(|_| panic!("chunk {expected} was held back"));
+            assert_eq!(hashed, expected);
+        }
+        assert_eq!(thread.finish().unwrap(), Sha256Digest::of(&bytes));
     }
 
     #[test]
