@@ -28,8 +28,12 @@ counts=("$@")
 [ ${#counts[@]} -gt 0 ] || counts=(4 200)
 cargo build --release -q -p minimodel
 bin=$PWD/target/release/minimodel
+read -r -a fetch_bins <<< "${FETCH_BINS:-$bin}"
 work=$(mktemp -d)
 seeders=()
+# FETCH_BINS="A B ...": fetch with each of these binaries in turn (to
+# compare builds against the same seeders); by default the fresh release
+# build, which also seeds.
 # SIGTERM: a seeder still verifying the file has no handler yet, and a
 # job started with & in a script ignores SIGINT.
 stop_seeders() {
@@ -106,17 +110,21 @@ for _ in $(seq "$runs"); do
             seed_cpus=0
         fi
         for pid in "${seeders[@]}"; do taskset -a -p -c "$seed_cpus" "$pid" >/dev/null; done
+        for fetch_bin in "${fetch_bins[@]}"; do
         for n in "${counts[@]}"; do
             offers=()
             for k in $(seq "$n"); do offers+=(--offer "s$k.json"); done
             rm -rf out
-            "${fetch_cpu[@]}" "${in_net[@]}" /usr/bin/time -f "%e %U %S %M" -o time.out "$bin" fetch big.manifest \
+            "${fetch_cpu[@]}" "${in_net[@]}" /usr/bin/time -f "%e %U %S %M" -o time.out "$fetch_bin" fetch big.manifest \
                 "${offers[@]}" --max-peers "$n" -o out --yes --json >fetch.log 2>fetch.err
             read -r wall user sys rss <time.out
             # Distinct peers it connected to (a reconnect counts once).
             links=$(grep '"event":"peer-connected"' fetch.log | grep -o '"peer":"[^"]*"' | sort -u | wc -l)
-            printf 'pinned %d, %4d seeders: %4d peers, %6.2f s, CPU %5.2f s per GiB, peak RSS %6d KiB\n' \
-                "$pin" "$n" "$links" "$wall" "$(echo "($user + $sys) / $gib" | bc -l)" "$rss"
+            label=""
+            [ ${#fetch_bins[@]} -eq 1 ] || label="$(basename "$fetch_bin"), "
+            printf '%spinned %d, %4d seeders: %4d peers, %6.2f s, CPU %5.2f s per GiB, peak RSS %6d KiB\n' \
+                "$label" "$pin" "$n" "$links" "$wall" "$(echo "($user + $sys) / $gib" | bc -l)" "$rss"
+        done
         done
     done
 done
