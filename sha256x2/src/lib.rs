@@ -4,8 +4,9 @@
 //! few cycles after it starts it, and a message's next round needs the
 //! last one's result: hashed one at a time, a message keeps the unit
 //! about half busy. Two independent messages hashed round by round in
-//! turn fill it, so two messages cost about what one costs
-//! (`docs/performance.md`, "Two hashes in one pass").
+//! turn fill it, so two messages cost little more than one (1.16 times
+//! one on the machine of `docs/performance.md`, "Two hashes in one
+//! pass").
 //!
 //! A download hashes every byte twice by design: once for its chunk's
 //! Merkle proof, once for the whole-file check that reads the file back
