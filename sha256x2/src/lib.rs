@@ -359,24 +359,21 @@ mod x86 {
                 rounds!(b_abef, b_cdgh, $b0, $group);
             }};
         }
+        // Both sides' group from the block itself, then its four rounds.
+        macro_rules! first {
+            ($group:literal, $a_block:ident, $b_block:ident, $a:ident, $b:ident) => {
+                let mut $a = load_words($a_block, $group, swap);
+                let mut $b = load_words($b_block, $group, swap);
+                rounds!(a_abef, a_cdgh, $a, $group);
+                rounds!(b_abef, b_cdgh, $b, $group);
+            };
+        }
         for (a_block, b_block) in a_blocks.iter().zip(b_blocks) {
             let (a_abef0, a_cdgh0, b_abef0, b_cdgh0) = (a_abef, a_cdgh, b_abef, b_cdgh);
-            let mut a0 = load_words(a_block, 0, swap);
-            let mut b0 = load_words(b_block, 0, swap);
-            rounds!(a_abef, a_cdgh, a0, 0);
-            rounds!(b_abef, b_cdgh, b0, 0);
-            let mut a1 = load_words(a_block, 1, swap);
-            let mut b1 = load_words(b_block, 1, swap);
-            rounds!(a_abef, a_cdgh, a1, 1);
-            rounds!(b_abef, b_cdgh, b1, 1);
-            let mut a2 = load_words(a_block, 2, swap);
-            let mut b2 = load_words(b_block, 2, swap);
-            rounds!(a_abef, a_cdgh, a2, 2);
-            rounds!(b_abef, b_cdgh, b2, 2);
-            let mut a3 = load_words(a_block, 3, swap);
-            let mut b3 = load_words(b_block, 3, swap);
-            rounds!(a_abef, a_cdgh, a3, 3);
-            rounds!(b_abef, b_cdgh, b3, 3);
+            first!(0, a_block, b_block, a0, b0);
+            first!(1, a_block, b_block, a1, b1);
+            first!(2, a_block, b_block, a2, b2);
+            first!(3, a_block, b_block, a3, b3);
             group!(4, a0, a1, a2, a3, b0, b1, b2, b3);
             group!(5, a1, a2, a3, a0, b1, b2, b3, b0);
             group!(6, a2, a3, a0, a1, b2, b3, b0, b1);

@@ -393,9 +393,8 @@ fn run(
                 );
                 let _ = other_reply.send(other.digest());
             } else {
-                for part in leaf.data.parts() {
-                    leaf.sha256.update(part);
-                }
+                let _ = reply.send(leaf.data.sha256());
+                continue;
             }
             let _ = reply.send(leaf.digest());
             continue;
