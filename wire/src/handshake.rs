@@ -154,6 +154,18 @@ pub enum HandshakeFailure {
     Local(#[from] LocalMisuse),
 }
 
+impl HandshakeFailure {
+    /// Whether the last message the machine gave is a farewell the spec
+    /// asks to reach the peer before the connection goes: our refusal of
+    /// its Hello, or the violation we saw. Nothing else is sent on.
+    pub fn farewell(&self) -> bool {
+        matches!(
+            self,
+            HandshakeFailure::Peer(_) | HandshakeFailure::Refused { .. }
+        )
+    }
+}
+
 /// Where a handshake stands.
 #[derive(Debug, Clone)]
 enum State {

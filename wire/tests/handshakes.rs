@@ -172,16 +172,22 @@ fn a_refused_dialer_learns_the_peers_to_try() {
         .unwrap();
     let (reject, step) = sent(|| listener.poll());
     assert_eq!(step, HandshakeStep::Done);
+    let refused = listener.finish().unwrap_err();
     assert_eq!(
-        listener.finish().unwrap_err(),
+        refused,
         HandshakeFailure::Refused {
             reason: HelloRejectReason::TooManyPeers,
             detail: "full".to_owned()
         }
     );
+    // Our HelloReject must reach the dialer; its receipt ends the dialer's
+    // side without a word back.
+    assert!(refused.farewell());
     dialer.handle_message(&reject[0]).unwrap();
+    let rejected = dialer.finish().unwrap_err();
+    assert!(!rejected.farewell());
     assert_eq!(
-        dialer.finish().unwrap_err(),
+        rejected,
         HandshakeFailure::Rejected {
             reason: HelloRejectReason::TooManyPeers,
             detail: "full".to_owned(),
@@ -294,8 +300,10 @@ fn malformed_bytes_after_our_hello_end_with_goodbye() {
             reason: GoodbyeReason::ProtocolViolation
         }]
     );
+    let failure = listener.finish().unwrap_err();
+    assert!(failure.farewell(), "the Goodbye is flushed to the peer");
     assert_eq!(
-        listener.finish().unwrap_err(),
+        failure,
         HandshakeFailure::Peer(PeerError::Decode(DecodeError::EmptyFrame))
     );
 }
@@ -307,7 +315,12 @@ fn the_end_of_the_stream_or_a_goodbye_during_the_handshake_fail_it() {
     let _ = sent(|| dialer.poll());
     dialer.handle_end().unwrap();
     assert_eq!(dialer.poll(), HandshakeStep::Done);
-    assert_eq!(dialer.finish().unwrap_err(), HandshakeFailure::Ended);
+    let ended = dialer.finish().unwrap_err();
+    assert_eq!(ended, HandshakeFailure::Ended);
+    assert!(
+        !ended.farewell(),
+        "nothing is left to say to a peer that left"
+    );
 
     let mut dialer =
         DialHandshake::new(swarm(), hello(false, None), HaveBitfield::new(10)).unwrap();
@@ -321,10 +334,9 @@ fn the_end_of_the_stream_or_a_goodbye_during_the_handshake_fail_it() {
             reason: GoodbyeReason::Shutdown,
         })
         .unwrap();
-    assert_eq!(
-        dialer.finish().unwrap_err(),
-        HandshakeFailure::Goodbye(GoodbyeReason::Shutdown)
-    );
+    let goodbye = dialer.finish().unwrap_err();
+    assert!(!goodbye.farewell());
+    assert_eq!(goodbye, HandshakeFailure::Goodbye(GoodbyeReason::Shutdown));
 }
 
 #[test]

@@ -6,8 +6,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use minimodel_wire::{
-    ChunkIndex, ControlStream, GoodbyeReason, HaveBitfield, Hello, HelloRejectReason, Message,
-    PeerEntry, PeerFlags, PeerId,
+    ChunkIndex, ControlStream, GoodbyeReason, HandshakeFailure, HaveBitfield, Hello,
+    HelloRejectReason, Message, PeerEntry, PeerFlags, PeerId,
 };
 
 use super::{Action, KnownPeer, Link, NodeCore, Peer};
@@ -52,6 +52,39 @@ pub struct Rejection {
     /// [`NodeConfig::refusal_peers_per_second`](crate::config::NodeConfig)
     /// is spent).
     pub peers: Vec<PeerEntry>,
+}
+
+impl Rejection {
+    /// How a link that was refused ends when the peers the refusal names
+    /// are not kept (a listener's handshake, a manifest query).
+    pub fn into_end(self) -> LinkEnd {
+        LinkEnd::Refused {
+            reason: self.reason,
+            detail: self.detail,
+        }
+    }
+}
+
+/// How a handshake that gave no session ends, as the core takes it: a
+/// refusal of our Hello keeps the peers it names (to be handed to
+/// [`NodeCore::handle_hello_rejected`]), anything else is the link's end,
+/// the peer's fault only when it broke the protocol.
+pub fn handshake_end(failure: HandshakeFailure) -> Result<LinkEnd, Rejection> {
+    match failure {
+        HandshakeFailure::Peer(error) => Ok(LinkEnd::of_peer_error(error)),
+        HandshakeFailure::Rejected {
+            reason,
+            detail,
+            peers,
+        } => Err(Rejection {
+            reason,
+            detail,
+            peers,
+        }),
+        HandshakeFailure::Refused { reason, detail } => Ok(LinkEnd::Refused { reason, detail }),
+        HandshakeFailure::Goodbye(_) | HandshakeFailure::Ended => Ok(LinkEnd::ClosedByPeer),
+        HandshakeFailure::Local(error) => Ok(LinkEnd::Lost(format!("local error: {error}"))),
+    }
 }
 
 /// A finished handshake.

@@ -47,7 +47,7 @@ use crate::rng::SplitMix64;
 use crate::upload::{TokenBucket, UploadQueue};
 
 pub use fetching::{Finish, PieceEnd, PieceVerdict, TransferStats, VerifyOutcome};
-pub use links::{Incoming, LinkUp, Rejection};
+pub use links::{Incoming, LinkUp, Rejection, handshake_end};
 pub use serving::UploadOutcome;
 
 /// At most this many peers turned away for lack of room are remembered

@@ -12,7 +12,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 
 use bytes::BytesMut;
-use minimodel_node::node::Rejection;
+use minimodel_node::node::{Rejection, handshake_end};
 use minimodel_node::report::{LinkEnd, Violation};
 use std::sync::Arc;
 
@@ -237,48 +237,18 @@ async fn to_the_end(machine: &mut ListenHandshake, streams: &mut Streams) -> Res
     }
 }
 
-/// How a machine's failure is told to the core, and whether the last
-/// message the machine gave (a farewell the spec asks for: our refusal, or
-/// the violation we saw) must reach the peer before the connection goes.
-/// A refusal of our Hello keeps the peers it names for [`dial`].
+/// A machine's failure as the core takes it (the core's
+/// [`handshake_end`]) and whether its last message, a farewell, must reach
+/// the peer before the connection goes.
 fn failed(failure: HandshakeFailure) -> (Result<LinkEnd, Rejection>, bool) {
-    match failure {
-        HandshakeFailure::Peer(error) => (Ok(LinkEnd::of_peer_error(error)), true),
-        HandshakeFailure::Rejected {
-            reason,
-            detail,
-            peers,
-        } => (
-            Err(Rejection {
-                reason,
-                detail,
-                peers,
-            }),
-            false,
-        ),
-        HandshakeFailure::Refused { reason, detail } => {
-            (Ok(LinkEnd::Refused { reason, detail }), true)
-        }
-        HandshakeFailure::Goodbye(_) | HandshakeFailure::Ended => {
-            (Ok(LinkEnd::ClosedByPeer), false)
-        }
-        HandshakeFailure::Local(error) => (Ok(misuse(error)), false),
-    }
+    let farewell = failure.farewell();
+    (handshake_end(failure), farewell)
 }
 
-/// [`failed`] where no refusal of our Hello needs its peers kept: the
-/// link's end as the core sees it, and whether to flush the farewell.
+/// [`failed`] where no refusal of our Hello needs its peers kept.
 fn failed_end(failure: HandshakeFailure) -> (LinkEnd, bool) {
-    match failed(failure) {
-        (Ok(end), farewell) => (end, farewell),
-        (Err(rejection), farewell) => (
-            LinkEnd::Refused {
-                reason: rejection.reason,
-                detail: rejection.detail,
-            },
-            farewell,
-        ),
-    }
+    let (end, farewell) = failed(failure);
+    (end.unwrap_or_else(Rejection::into_end), farewell)
 }
 
 /// Finishes the stream and waits until the peer has all of it (dropping

@@ -576,3 +576,51 @@ fn offers_naming_one_peer_twice_give_one_entry_with_every_address_in_order() {
         ]
     );
 }
+
+#[test]
+fn a_failed_handshake_is_blamed_on_the_peer_only_when_it_broke_the_protocol() {
+    use crate::node::handshake_end;
+    use crate::report::Blame;
+    use minimodel_wire::{DecodeError, HandshakeFailure, PeerError};
+    let blame = |failure| handshake_end(failure).map(|end: LinkEnd| end.blame());
+    let garbage = HandshakeFailure::Peer(PeerError::Decode(DecodeError::EmptyFrame));
+    assert_eq!(blame(garbage), Ok(Blame::Peer));
+    for innocent in [
+        HandshakeFailure::Ended,
+        HandshakeFailure::Goodbye(minimodel_wire::GoodbyeReason::Shutdown),
+        HandshakeFailure::Refused {
+            reason: HelloRejectReason::TooManyPeers,
+            detail: "full".into(),
+        },
+        HandshakeFailure::Local(minimodel_wire::LocalMisuse::HandshakeOutOfTurn {
+            call: "accept",
+            expected: "a Hello to answer",
+        }),
+    ] {
+        assert_eq!(
+            blame(innocent.clone()),
+            Ok(Blame::Environment),
+            "{innocent:?}"
+        );
+    }
+    // A refusal of our Hello keeps the peers it names, to be dialed.
+    let others = vec![minimodel_wire::PeerEntry {
+        id: PeerId([0x44; 32]),
+        addr: "198.51.100.4:4433".parse().unwrap(),
+        flags: minimodel_wire::PeerFlags::empty(),
+    }];
+    let rejection = handshake_end(HandshakeFailure::Rejected {
+        reason: HelloRejectReason::TooManyPeers,
+        detail: "full".into(),
+        peers: others.clone(),
+    })
+    .unwrap_err();
+    assert_eq!(rejection.peers, others);
+    assert_eq!(
+        rejection.into_end(),
+        LinkEnd::Refused {
+            reason: HelloRejectReason::TooManyPeers,
+            detail: "full".into()
+        }
+    );
+}
