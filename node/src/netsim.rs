@@ -718,19 +718,6 @@ impl Sim {
         self.nodes[node].core.as_mut().expect("started")
     }
 
-    /// Node `node`'s Hello on a connection where it sees the other side
-    /// at `observed`.
-    fn hello_of(&self, node: usize, observed: SocketAddr) -> minimodel_wire::Hello {
-        let spec = &self.specs[node];
-        let swarm = &self.swarms[spec.swarm];
-        let mut hello = testing::hello(swarm, spec.serve, spec.serve.then_some(spec.addr));
-        if spec.nat.is_some() {
-            hello.lan = vec![spec.addr];
-        }
-        hello.observed = Some(observed);
-        hello
-    }
-
     fn handle(&mut self, event: Event) {
         match event {
             Event::Start(node) => self.start(node),
@@ -828,7 +815,8 @@ impl Sim {
             swarm: self.swarms[spec.swarm].clone(),
             local_id: id_of(node),
             serve: spec.serve,
-            listen: spec.serve,
+            listen: spec.serve.then_some(spec.addr),
+            agent: "netsim/1".into(),
             download: spec.download && !have.is_full(),
             have,
             seed_after: spec.seed_after,
@@ -1084,11 +1072,12 @@ impl Sim {
                 link,
                 addr,
                 peer,
+                hello,
                 have,
                 ..
             } => {
                 self.nodes[node].record.dials.push((self.now, addr));
-                self.dial(node, link, addr, peer, have);
+                self.dial(node, link, addr, peer, hello, have);
             }
             Action::Abort { link } => {
                 if let Some((conn, side)) = side_of(self, link) {

@@ -161,6 +161,7 @@ impl Fetcher {
         let served = config
             .serve
             .then(|| crate::node::served_manifest(&node_config, manifest));
+        let agent = node_config.agent.clone();
         let node = Node::new(NodeParts {
             config: node_config,
             identity,
@@ -170,7 +171,8 @@ impl Fetcher {
                 swarm,
                 local_id: id,
                 serve: config.serve,
-                listen: false,
+                listen: None,
+                agent,
                 have,
                 download: true,
                 seed_after: config.serve && config.seed_after,

@@ -83,6 +83,7 @@ impl Seeder {
             Arc::new(FileStorage::open_read_only(path).map_err(SeedError::Open)?);
         let id = identity.peer_id();
         let served = crate::node::served_manifest(&config, manifest);
+        let agent = config.agent.clone();
         let node = Node::new(NodeParts {
             config,
             start: NodeStart {
@@ -90,7 +91,8 @@ impl Seeder {
                 swarm: swarm.clone(),
                 local_id: id,
                 serve: true,
-                listen: true,
+                listen: None,
+                agent,
                 have: HaveBitfield::full(geometry.chunk_count()),
                 download: false,
                 seed_after: false,

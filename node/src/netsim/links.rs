@@ -11,6 +11,8 @@ pub(super) struct Conn {
     /// How each side is seen by the other.
     pub(super) addrs: [SocketAddr; 2],
     pub(super) dialer_have: HaveBitfield,
+    /// The dialer's Hello, until the listener reads it.
+    pub(super) dialer_hello: Option<Box<minimodel_wire::Hello>>,
     pub(super) ups: [Option<LinkUp>; 2],
     /// The last control delivery towards each side (streams are ordered).
     pub(super) last: [Duration; 2],
@@ -104,6 +106,7 @@ impl Sim {
         link: LinkId,
         addr: SocketAddr,
         peer: Option<PeerId>,
+        hello: Box<minimodel_wire::Hello>,
         have: HaveBitfield,
     ) {
         let home = self.home_of(node);
@@ -131,6 +134,7 @@ impl Sim {
             open: [true, true],
             addrs: [seen_as, addr],
             dialer_have: have,
+            dialer_hello: Some(hello),
             ups: [None, None],
             last: [Duration::ZERO; 2],
             sent: [0.0; 2],
@@ -200,10 +204,13 @@ impl Sim {
         }
         let now = self.instant();
         let dialer = self.conns[conn].nodes[0];
+        let Some(hello) = self.conns[conn].dialer_hello.take() else {
+            return;
+        };
         let dialer_side = Side {
             id: id_of(dialer),
             addr: self.conns[conn].addrs[0],
-            hello: self.hello_of(dialer, self.conns[conn].addrs[1]),
+            hello: *hello,
             have: self.conns[conn].dialer_have.clone(),
         };
         let latency = self.latency(conn);
@@ -211,11 +218,11 @@ impl Sim {
             .core_mut(listener)
             .handle_hello(link, dialer_side.id, &dialer_side.hello, now)
         {
-            Ok(have) => {
+            Ok((hello, have)) => {
                 let listener_side = Side {
                     id: id_of(listener),
                     addr: self.conns[conn].addrs[1],
-                    hello: self.hello_of(listener, self.conns[conn].addrs[0]),
+                    hello,
                     have,
                 };
                 let swarm = &self.swarms[self.specs[listener].swarm];

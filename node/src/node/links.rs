@@ -217,7 +217,7 @@ impl NodeCore {
         }
         crate::gate::admit_first_packet(
             &self.config,
-            self.listen && !self.ended && !self.stopping,
+            self.listen.is_some() && !self.ended && !self.stopping,
             handshaking,
             from_prefix,
             prefix,
@@ -225,8 +225,8 @@ impl NodeCore {
         )
     }
 
-    /// The Hello of an incoming link: admit it (the bitfield to send back)
-    /// or refuse it. An admitted peer holds a slot until its link is up or
+    /// The Hello of an incoming link: admit it (our Hello and bitfield to
+    /// send back) or refuse it. An admitted peer holds a slot until its link is up or
     /// fails. When every slot is taken, a peer idle for
     /// `evict_idle_after` makes room, or for `evict_for_refused_after`
     /// when the newcomer was turned away for lack of room before.
@@ -236,7 +236,7 @@ impl NodeCore {
         peer: PeerId,
         hello: &Hello,
         now: Instant,
-    ) -> Result<HaveBitfield, Rejection> {
+    ) -> Result<(Hello, HaveBitfield), Rejection> {
         let reject = |reason, detail: &str| Rejection {
             reason,
             detail: detail.to_owned(),
@@ -331,7 +331,25 @@ impl NodeCore {
         if let Some(Link::Handshaking { admitted, .. }) = self.links.get_mut(&link) {
             *admitted = Some((peer, have.clone()));
         }
-        Ok(have)
+        Ok((self.hello_to(remote), have))
+    }
+
+    /// Our Hello to a peer we see at `remote`: it names that address
+    /// (`observed`, which tells a peer behind a NAT its public address),
+    /// where we listen (the router's outside address while it maps a port
+    /// for us, else the bound one) and our LAN addresses when we listen.
+    pub fn hello_to(&self, remote: SocketAddr) -> Hello {
+        let mut hello = self.hello.clone();
+        hello.listen = self.listen.map(|bound| self.mapped.unwrap_or(bound));
+        hello.observed = Some(minimodel_wire::canonical_addr(remote));
+        hello
+    }
+
+    /// The outside address our router maps to our listening port, while it
+    /// holds a mapping (`None`: none held): our Hellos name it as where we
+    /// listen from now on.
+    pub fn set_mapped(&mut self, external: Option<SocketAddr>) {
+        self.mapped = external;
     }
 
     /// Incoming links from `prefix`: connected, or admitted at their Hello.
@@ -1081,6 +1099,7 @@ impl NodeCore {
             link,
             addr,
             peer,
+            hello: Box::new(self.hello_to(addr)),
             have,
             deadline,
         });

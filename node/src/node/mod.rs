@@ -34,8 +34,8 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use minimodel_wire::{
-    ChunkIndex, ControlStream, GoodbyeReason, HaveBitfield, Message, PeerId, SwarmIdentity,
-    SwarmParams,
+    ChunkIndex, ControlStream, GoodbyeReason, HaveBitfield, Hello, MAX_LAN_ADDRS, Message, PeerId,
+    SwarmIdentity, SwarmParams,
 };
 
 use crate::address::Prefix;
@@ -58,8 +58,8 @@ const TURNED_AWAY: usize = 32;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     /// Dial `addr` (a new link): QUIC, then the Hello exchange, sending
-    /// `have` as our bitfield, within `deadline`. `peer` is the id the peer
-    /// must prove, when known (not for an address from a DHT).
+    /// `hello` and `have` as our bitfield, within `deadline`. `peer` is the
+    /// id the peer must prove, when known (not for an address from a DHT).
     Dial {
         /// The new link.
         link: LinkId,
@@ -67,6 +67,8 @@ pub enum Action {
         addr: SocketAddr,
         /// Whom, if known.
         peer: Option<PeerId>,
+        /// Our Hello.
+        hello: Box<Hello>,
         /// The bitfield to send.
         have: HaveBitfield,
         /// Give up at.
@@ -267,8 +269,14 @@ pub struct NodeStart {
     pub local_id: PeerId,
     /// Whether it serves chunks (a seeder, `fetch --serve`).
     pub serve: bool,
-    /// Whether it accepts incoming connections (it has a listener).
-    pub listen: bool,
+    /// Where it accepts incoming connections, as its Hello names it when
+    /// no router maps a port for it ([`NodeCore::set_mapped`]); `None`:
+    /// it has no listener.
+    pub listen: Option<SocketAddr>,
+    /// Program name and version, sent in Hello (at most 64 printable
+    /// ASCII characters, `minimodel_wire::validate_agent`; another is
+    /// sent as `minimodel`).
+    pub agent: String,
     /// The chunks verified at start: all for a seeder, those of an earlier
     /// run for a download.
     pub have: HaveBitfield,
@@ -283,8 +291,8 @@ pub struct NodeStart {
     /// SHA-256 of the manifest file this node hands out to a manifest
     /// query (a ticket's holder), when it has one to hand out.
     pub manifest_sha256: Option<[u8; 32]>,
-    /// Its own LAN addresses (as its Hello lists them when it listens;
-    /// port 0 when it does not): a LAN address a peer passes on is dialed
+    /// Its own LAN addresses (its Hello lists them when it listens; port
+    /// 0 when it does not): a LAN address a peer passes on is dialed
     /// only within the network (/24, /64) of one of these.
     pub lan: Vec<SocketAddr>,
 }
@@ -297,7 +305,12 @@ pub struct NodeCore {
     params: SwarmParams,
     local_id: PeerId,
     serve: bool,
-    listen: bool,
+    /// What every Hello of ours says (`observed` is set per link).
+    hello: Hello,
+    /// Where we listen, when we do; and the outside address our router
+    /// maps to it, while it holds a mapping.
+    listen: Option<SocketAddr>,
+    mapped: Option<SocketAddr>,
     seed_after: bool,
     manifest_sha256: Option<[u8; 32]>,
     lan: Vec<SocketAddr>,
@@ -348,6 +361,25 @@ pub struct NodeCore {
     sparing: Option<sparing::Sparing>,
 }
 
+/// Our Hello as `start` describes the node, without `observed`.
+fn our_hello(start: &NodeStart) -> Hello {
+    let agent = match minimodel_wire::validate_agent(&start.agent) {
+        Ok(()) => start.agent.clone(),
+        Err(_) => "minimodel".to_owned(),
+    };
+    let mut hello = start
+        .swarm
+        .hello(start.serve, start.listen, agent)
+        .unwrap_or_else(|_| {
+            // Only the agent is checked, and `minimodel` passes.
+            unreachable!("a valid agent")
+        });
+    if start.listen.is_some() {
+        hello.lan = start.lan.iter().copied().take(MAX_LAN_ADDRS).collect();
+    }
+    hello
+}
+
 impl NodeCore {
     /// A node at `now`.
     pub fn new(config: NodeConfig, start: NodeStart, now: Instant) -> Self {
@@ -363,6 +395,7 @@ impl NodeCore {
         let upload_queue = UploadQueue::new(count, config.upload.clone());
         let uploads = upload_slots::Uploads::new(upload_queue, config.max_upload, now);
         let refusals = config.refusal_peers_per_second;
+        let hello = our_hello(&start);
         let mut node = Self {
             book: AddressBook::new(config.max_known_peers),
             config,
@@ -370,7 +403,9 @@ impl NodeCore {
             params,
             local_id: start.local_id,
             serve: start.serve,
+            hello,
             listen: start.listen,
+            mapped: None,
             seed_after: start.seed_after,
             manifest_sha256: start.manifest_sha256,
             lan: start.lan,

@@ -168,7 +168,8 @@ impl Harness {
             swarm: swarm.clone(),
             local_id: testing::peer_id(200),
             serve: kind != Kind::Fetch,
-            listen: kind != Kind::Fetch,
+            listen: (kind != Kind::Fetch).then(|| sa(OUR_ADDR)),
+            agent: "netsim/1".into(),
             have,
             download: kind != Kind::Seeder,
             seed_after,
@@ -253,13 +254,12 @@ impl Harness {
         self.now = to;
     }
 
-    /// Our Hello and bitfield, as a peer sees them.
-    fn our_side(&self) -> Side {
-        let listen = self.core.listen.then(|| sa(OUR_ADDR));
+    /// Our Hello and bitfield, as a peer at `remote` sees them.
+    fn our_side(&self, remote: SocketAddr) -> Side {
         Side {
             id: self.core.local_id(),
             addr: sa(OUR_ADDR),
-            hello: testing::hello(&self.swarm, self.core.serve, listen),
+            hello: self.core.hello_to(remote),
             have: self.core.advertised_have(),
         }
     }
@@ -278,10 +278,11 @@ impl Harness {
     /// comes up.
     fn hello_in(&mut self, link: LinkId, remote: &Remote) -> Result<(), super::Rejection> {
         let theirs = remote.side(&self.swarm);
-        let have = self
+        let (hello, have) = self
             .core
             .handle_hello(link, remote.id, &theirs.hello, self.now)?;
-        let mut ours = self.our_side();
+        let mut ours = self.our_side(remote.addr);
+        ours.hello = hello;
         ours.have = have;
         let (_, up) = testing::handshake(&self.swarm, &theirs, &ours);
         self.core.handle_link_up(link, up, self.now);
@@ -290,7 +291,7 @@ impl Harness {
 
     /// A dial of ours (`link`) reached `remote`: the link comes up.
     fn dial_up(&mut self, link: LinkId, remote: &Remote) {
-        let ours = self.our_side();
+        let ours = self.our_side(remote.addr);
         let (up, _) = testing::handshake(&self.swarm, &ours, &remote.side(&self.swarm));
         self.core.handle_link_up(link, up, self.now);
     }

@@ -9,7 +9,6 @@
 //! node's core with the session: one owner at a time.
 
 use std::future::Future;
-use std::net::SocketAddr;
 
 use bytes::BytesMut;
 use minimodel_node::node::{Rejection, handshake_end};
@@ -22,52 +21,6 @@ use minimodel_wire::{
     Listened as WireListened, LocalMisuse, ManifestQuery, Message, PeerError, PeerId,
     SwarmIdentity,
 };
-
-/// What this side says about itself in its Hello.
-#[derive(Debug, Clone)]
-pub struct LocalHello {
-    /// The swarm: model id, root and chunk geometry.
-    pub swarm: SwarmIdentity,
-    /// Whether this side serves chunks to others.
-    pub serving: bool,
-    /// Where this side listens for other peers, if it serves.
-    pub listen: Option<SocketAddr>,
-    /// Program name and version.
-    pub agent: String,
-    /// Where this side listens on its own local network(s): its LAN
-    /// addresses (at most 4), for peers behind the same router.
-    pub lan: Vec<SocketAddr>,
-    /// The port mapping its router holds for it, if one was asked for:
-    /// while one is held, the Hello names the mapped outside address as
-    /// where this side listens (peers see its connections come from that
-    /// IP address and know it is reachable there).
-    pub mapped: Option<tokio::sync::watch::Receiver<crate::portmap::MapState>>,
-}
-
-impl LocalHello {
-    /// Our Hello on a connection whose other side is at `remote`: it names
-    /// that address (`observed`: how we see the peer, which tells a peer
-    /// behind a NAT its public address) and our LAN addresses.
-    /// Where the Hello says this side listens: the mapped outside address
-    /// while a mapping is held, else the bound address.
-    fn listen(&self) -> Option<SocketAddr> {
-        let mapped = self
-            .mapped
-            .as_ref()
-            .and_then(|state| state.borrow().external);
-        self.listen.map(|bound| mapped.unwrap_or(bound))
-    }
-
-    fn hello_to(&self, remote: SocketAddr) -> Result<Hello, LinkEnd> {
-        let mut hello = self
-            .swarm
-            .hello(self.serving, self.listen(), &self.agent)
-            .map_err(misuse)?;
-        hello.observed = Some(minimodel_wire::canonical_addr(remote));
-        hello.lan = self.lan.clone();
-        Ok(hello)
-    }
-}
 
 /// A session past its handshake: both Hellos and both bitfields exchanged.
 pub struct Session {
@@ -303,7 +256,8 @@ impl Streams {
 pub async fn dial(
     connection: quinn::Connection,
     peer_id: PeerId,
-    local: &LocalHello,
+    swarm: &SwarmIdentity,
+    hello: Hello,
     our_bitfield: HaveBitfield,
 ) -> Result<Session, DialFailure> {
     let ended = DialFailure::Ended;
@@ -313,9 +267,8 @@ pub async fn dial(
         recv,
         decoder: FrameDecoder::new(),
     };
-    let hello = local.hello_to(connection.remote_address()).map_err(ended)?;
-    let mut machine = DialHandshake::new(local.swarm.clone(), hello, our_bitfield)
-        .map_err(|e| ended(misuse(e)))?;
+    let mut machine =
+        DialHandshake::new(swarm.clone(), hello, our_bitfield).map_err(|e| ended(misuse(e)))?;
     let (error, farewell) = match pump(&mut machine, &mut streams).await {
         Ok(HandshakeStep::Done) => match machine.finish() {
             Ok(established) => {
@@ -434,37 +387,36 @@ impl Opening {
         self.connection.set_receive_window(window);
     }
 
-    /// Answers as a listener of `local`'s swarm. A Hello is bound to it (a
-    /// Hello for another is refused as the spec says), then `admit` decides
-    /// whether to take the peer (our bitfield, or a reason to refuse); a
+    /// Answers as a listener of `swarm`. A Hello is bound to it (a Hello
+    /// for another is refused as the spec says), then `admit` decides
+    /// whether to take the peer (our Hello and bitfield, or a reason to
+    /// refuse); a
     /// manifest query goes to `manifest`, which returns the bytes to serve
     /// or a reason to refuse. Either returns `None` when nobody can answer
     /// any more, and the handshake is abandoned without a word.
     pub async fn answer<FH, A, FM, M>(
         mut self,
-        local: &LocalHello,
+        swarm: &SwarmIdentity,
         admit: A,
         manifest: M,
     ) -> Result<Listened, LinkEnd>
     where
         A: FnOnce(Hello) -> FH,
-        FH: Future<Output = Option<Result<HaveBitfield, Rejection>>>,
+        FH: Future<Output = Option<Result<(Hello, HaveBitfield), Rejection>>>,
         M: FnOnce([u8; 32]) -> FM,
         FM: Future<Output = Option<Result<Arc<[u8]>, Rejection>>>,
     {
-        let connection = self.connection.clone();
         let machine = &mut self.machine;
         let result = async {
             match self.first.clone() {
                 First::Hello(hello) => {
-                    match machine.bind(local.swarm.clone()) {
+                    match machine.bind(swarm.clone()) {
                         // Refused as the spec says: the HelloReject is queued.
                         Err(BindError::Peer(_)) => {}
                         Err(BindError::Local(error)) => return Err(misuse(error)),
                         Ok(()) => match admit(hello).await {
                             None => return Err(abandoned()),
-                            Some(Ok(bitfield)) => {
-                                let ours = local.hello_to(connection.remote_address())?;
+                            Some(Ok((ours, bitfield))) => {
                                 machine.accept(ours, bitfield).map_err(misuse)?;
                             }
                             Some(Err(rejection)) => {
@@ -593,56 +545,4 @@ pub async fn query_manifest(
         return Err(QueryError::WrongDigest { len: bytes.len() });
     }
     Ok(bytes)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::portmap::MapState;
-    use minimodel_wire::SwarmParams;
-
-    fn local(mapped: Option<tokio::sync::watch::Receiver<MapState>>) -> LocalHello {
-        let params = SwarmParams::new(100, 10, 10).unwrap();
-        LocalHello {
-            swarm: SwarmIdentity::new("demo", [7; 32], params).unwrap(),
-            serving: true,
-            listen: Some("0.0.0.0:4433".parse().unwrap()),
-            agent: "minimodel/test".into(),
-            lan: vec!["192.168.1.2:4433".parse().unwrap()],
-            mapped,
-        }
-    }
-
-    #[test]
-    fn the_hello_names_the_mapped_address_while_the_router_holds_one() {
-        let remote: SocketAddr = "198.51.100.9:4433".parse().unwrap();
-        assert_eq!(
-            local(None).hello_to(remote).unwrap().listen,
-            Some("0.0.0.0:4433".parse().unwrap())
-        );
-        let (state, watched) = tokio::sync::watch::channel(MapState::default());
-        let local = local(Some(watched));
-        // Asked, not mapped yet: the bound address.
-        assert_eq!(
-            local.hello_to(remote).unwrap().listen,
-            Some("0.0.0.0:4433".parse().unwrap())
-        );
-        let mapped: SocketAddr = "203.0.113.5:4433".parse().unwrap();
-        state.send_replace(MapState {
-            settled: true,
-            external: Some(mapped),
-        });
-        let hello = local.hello_to(remote).unwrap();
-        assert_eq!(hello.listen, Some(mapped));
-        assert_eq!(hello.lan, local.lan);
-        // Lost: back to the bound address.
-        state.send_replace(MapState {
-            settled: true,
-            external: None,
-        });
-        assert_eq!(
-            local.hello_to(remote).unwrap().listen,
-            Some("0.0.0.0:4433".parse().unwrap())
-        );
-    }
 }

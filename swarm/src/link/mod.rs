@@ -27,7 +27,7 @@ use minimodel_node::report::{LinkEnd, Violation};
 use minimodel_wire::{ChunkIndex, FrameDecoder, GoodbyeReason, Message, SwarmParams};
 use tokio::sync::{mpsc, oneshot};
 
-pub use handshake::{LocalHello, Session};
+pub use handshake::Session;
 pub use pieces::{ArrivedPiece, PieceStreamError};
 
 /// What a running link reports to the node.

@@ -7,12 +7,11 @@ use std::time::Instant;
 
 use minimodel_node::LinkId;
 use minimodel_node::report::{LinkEnd, Violation};
-use minimodel_wire::{HaveBitfield, PeerAddr, PeerId};
+use minimodel_wire::{HaveBitfield, Hello, PeerAddr, PeerId, SwarmIdentity};
 use tokio::sync::oneshot;
 use tokio::task::AbortHandle;
 
 use super::{Event, Node};
-use crate::link::LocalHello;
 use crate::link::handshake::{self, DialFailure, Listened};
 use crate::transport::{self, AcceptError, ConnectError};
 use minimodel_node::node::Rejection;
@@ -57,13 +56,13 @@ pub(super) fn dial(
     link: LinkId,
     addr: SocketAddr,
     peer: Option<PeerId>,
-    have: HaveBitfield,
+    (hello, have): (Hello, HaveBitfield),
     deadline: Instant,
 ) -> AbortHandle {
     let endpoint = node.endpoint.clone();
     let identity = std::sync::Arc::clone(&node.identity);
     let tuning = within(&node.config.tuning, deadline);
-    let local = node.local.clone();
+    let swarm = node.swarm.clone();
     let events = node.sender.clone();
     let task = tokio::spawn(async move {
         let attempt = async {
@@ -82,7 +81,7 @@ pub(super) fn dial(
                     .map_err(failed)?,
             };
             let remote = transport::canonical_addr(connection.remote_address());
-            let session = handshake::dial(connection, id, &local, have)
+            let session = handshake::dial(connection, id, &swarm, hello, have)
                 .await
                 .map_err(|error| match error {
                     DialFailure::Rejected(rejection) => Event::Rejected(link, rejection),
@@ -110,7 +109,7 @@ pub(super) fn accept(
 ) -> AbortHandle {
     let identity = std::sync::Arc::clone(&node.identity);
     let tuning = within(&node.config.tuning, deadline);
-    let local = node.local.clone();
+    let swarm = node.swarm.clone();
     let events = node.sender.clone();
     let remote = incoming.remote_address();
     let attempt = async move {
@@ -118,7 +117,7 @@ pub(super) fn accept(
             .await
             .map_err(accept_end)?;
         let opening = handshake::open(connection, peer).await?;
-        answer(opening, link, &local, events).await
+        answer(opening, link, &swarm, events).await
     };
     finish(node, link, remote, deadline, attempt)
 }
@@ -131,7 +130,7 @@ pub(super) fn answer_routed(
     routed: super::shared::RoutedOpening,
     deadline: Instant,
 ) -> AbortHandle {
-    let local = node.local.clone();
+    let swarm = node.swarm.clone();
     let events = node.sender.clone();
     let remote = routed.remote;
     // Within the endpoint's deadline too: its place at the gate counts
@@ -139,7 +138,7 @@ pub(super) fn answer_routed(
     let deadline = deadline.min(routed.deadline);
     let attempt = async move {
         let place = routed.guard;
-        match answer(routed.opening, link, &local, events).await? {
+        match answer(routed.opening, link, &swarm, events).await? {
             // The place goes with the link, for as long as it lives.
             Listened::Session(mut session) => {
                 place.link_up();
@@ -167,7 +166,7 @@ pub(super) fn refuse_routed(routed: super::shared::RoutedOpening, rejection: Rej
 async fn answer(
     opening: handshake::Opening,
     link: LinkId,
-    local: &LocalHello,
+    swarm: &SwarmIdentity,
     events: tokio::sync::mpsc::Sender<Event>,
 ) -> Result<Listened, LinkEnd> {
     let peer = opening.peer_id();
@@ -175,7 +174,7 @@ async fn answer(
     let (hello_events, manifest_events) = (events.clone(), events);
     opening
         .answer(
-            local,
+            swarm,
             |hello| async move {
                 let (reply, answer) = oneshot::channel();
                 let question = Event::Hello {

@@ -34,7 +34,7 @@ pub use minimodel_node::report::{
     NodeMetrics, PeerFigures, Problem, Refusal, Tried, Violation,
 };
 
-use crate::link::{self, LinkEvent, LinkHandle, LocalHello, Session};
+use crate::link::{self, LinkEvent, LinkHandle, Session};
 use crate::transport::{Identity, TransportTuning};
 
 pub(crate) use jobs::{DeliveryContext, Jobs, ProofSource};
@@ -96,6 +96,9 @@ pub enum NodeError {
     /// A setting cannot work.
     #[error("invalid settings")]
     Config(#[from] minimodel_node::config::ConfigError),
+    /// The program name cannot be sent in a Hello.
+    #[error("invalid agent for the Hello")]
+    Agent(#[from] minimodel_wire::FieldError),
     /// The shared endpoint cannot take this node.
     #[error("cannot serve on the shared endpoint: {0}")]
     Shared(String),
@@ -117,7 +120,10 @@ pub(crate) enum Event {
         peer: minimodel_wire::PeerId,
         hello: minimodel_wire::Hello,
         reply: tokio::sync::oneshot::Sender<
-            Result<minimodel_wire::HaveBitfield, minimodel_node::node::Rejection>,
+            Result<
+                (minimodel_wire::Hello, minimodel_wire::HaveBitfield),
+                minimodel_node::node::Rejection,
+            >,
         >,
     },
     /// An incoming connection asks for a manifest: the core decides, the
@@ -183,7 +189,12 @@ pub(crate) struct Node {
     identity: Arc<Identity>,
     config: NodeSettings,
     params: SwarmParams,
-    local: LocalHello,
+    swarm: SwarmIdentity,
+    /// Where peers reach this node, when it listens.
+    listen: Option<SocketAddr>,
+    /// The router's mapping of the listening port (this node's or its
+    /// shared endpoint's), when one was asked for.
+    mapped: Option<tokio::sync::watch::Receiver<crate::portmap::MapState>>,
     links: BTreeMap<LinkId, DriverLink>,
     events: mpsc::Receiver<Event>,
     sender: mpsc::Sender<Event>,
@@ -218,8 +229,8 @@ pub(crate) struct Node {
 }
 
 /// The next change of a watch, or never without one.
-async fn changed(
-    watch: &mut Option<tokio::sync::watch::Receiver<(u64, minimodel_node::gate::Share)>>,
+async fn changed<T>(
+    watch: &mut Option<tokio::sync::watch::Receiver<T>>,
 ) -> Option<Result<(), tokio::sync::watch::error::RecvError>> {
     match watch {
         Some(watch) => Some(watch.changed().await),
@@ -314,6 +325,7 @@ fn start_lan(
 impl Node {
     pub(crate) fn new(parts: NodeParts) -> Result<Self, NodeError> {
         parts.config.core.validate()?;
+        minimodel_wire::validate_agent(&parts.start.agent)?;
         // A node that does not listen accepts nothing: no server config, so
         // Initials sent to it cost nothing. Its socket is
         // dual-stack, so it dials IPv4 and IPv6 peers.
@@ -386,23 +398,16 @@ impl Node {
             .lan
             .then(|| start_lan(&parts, listen, &lan, &sender))
             .flatten();
-        let local = LocalHello {
-            swarm: parts.swarm,
-            serving: parts.start.serve,
-            listen,
-            agent: parts.config.agent.clone(),
-            lan,
-            mapped: match &shared {
-                // The endpoint's mapping, for a node that listens there.
-                Some(shared) => listen.and_then(|_| shared.port_mapping()),
-                None => port_map.as_ref().map(crate::portmap::PortMapTask::state),
-            },
+        let mapped = match &shared {
+            // The endpoint's mapping, for a node that listens there.
+            Some(shared) => listen.and_then(|_| shared.port_mapping()),
+            None => port_map.as_ref().map(crate::portmap::PortMapTask::state),
         };
         let (registration, grants) = match &shared {
             Some(shared) => {
                 let name = (
-                    local.swarm.model_id().to_owned(),
-                    *local.swarm.merkle_root(),
+                    parts.swarm.model_id().to_owned(),
+                    *parts.swarm.merkle_root(),
                 );
                 let manifest = parts.manifest.as_ref().map(|(digest, _)| *digest);
                 let (registration, grants) = shared
@@ -419,9 +424,10 @@ impl Node {
             None => (None, None),
         };
         let mut start = parts.start;
-        start.listen = listen.is_some();
+        start.listen = listen;
         start.lan = networks;
         let mut core = NodeCore::new(parts.config.core.clone(), start, Instant::now());
+        core.set_mapped(mapped.as_ref().and_then(|state| state.borrow().external));
         let mut told = 0;
         if let Some(registration) = &registration {
             let (generation, share) = registration.share();
@@ -435,7 +441,9 @@ impl Node {
             identity: parts.identity,
             config: parts.config,
             params,
-            local,
+            swarm: parts.swarm,
+            listen,
+            mapped,
             links: BTreeMap::new(),
             events,
             sender,
@@ -486,12 +494,12 @@ impl Node {
         &self,
     ) -> Option<tokio::sync::watch::Receiver<crate::portmap::MapState>> {
         // Its own, or its shared endpoint's.
-        self.local.mapped.clone()
+        self.mapped.clone()
     }
 
     /// The address peers reach this node at, when it listens.
     pub(crate) fn listen_addr(&self) -> Option<SocketAddr> {
-        self.local.listen
+        self.listen
     }
 
     /// This node's id.
@@ -515,7 +523,6 @@ impl Node {
     /// there when it listens.
     pub(crate) fn use_dht(&mut self, dht: Arc<crate::dht::Discovery>, key: crate::dht::SwarmKey) {
         if let Some(port) = self
-            .local
             .listen
             .and_then(|listen| std::num::NonZeroU16::new(listen.port()))
         {
@@ -541,7 +548,7 @@ impl Node {
         let mut stop = std::pin::pin!(stop);
         // On a shared endpoint its accept loop takes every connection and
         // routes this swarm's here.
-        let listening = self.local.listen.is_some() && self.registration.is_none();
+        let listening = self.listen.is_some() && self.registration.is_none();
         let mut stopped = false;
         self.carry_out();
         self.share_slots();
@@ -570,6 +577,10 @@ impl Node {
                     if let Some((generation, share)) = newest {
                         self.take_share(generation, share);
                     }
+                }
+                Some(Ok(())) = changed(&mut self.mapped) => {
+                    let external = self.mapped.as_mut().and_then(|state| state.borrow_and_update().external);
+                    self.core.set_mapped(external);
                 }
                 () = sleep_until(deadline) => self.core.handle_timeout(Instant::now()),
             }
@@ -860,10 +871,11 @@ impl Node {
                 link,
                 addr,
                 peer,
+                hello,
                 have,
                 deadline,
             } => {
-                let task = connect::dial(self, link, addr, peer, have, deadline);
+                let task = connect::dial(self, link, addr, peer, (*hello, have), deadline);
                 self.links.insert(link, DriverLink::Attempt(task));
             }
             Action::Abort { link } => self.drop_link(link),
@@ -917,7 +929,7 @@ impl Node {
 impl std::fmt::Debug for Node {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Node")
-            .field("listen", &self.local.listen)
+            .field("listen", &self.listen)
             .field("links", &self.links.len())
             .finish_non_exhaustive()
     }

@@ -580,3 +580,42 @@ fn a_neighbour_heard_on_the_lan_is_dialed_inside_our_network_only_and_within_the
         "still being dialed"
     );
 }
+
+#[test]
+fn our_hello_names_the_mapped_address_while_the_router_holds_one() {
+    let mut h = Harness::new(Kind::Seeder, 8, NodeConfig::default());
+    let remote = sa("198.51.100.9:4433");
+    let hello = h.core.hello_to(remote);
+    assert_eq!(hello.listen, Some(sa(OUR_ADDR)));
+    assert_eq!(hello.observed, Some(remote));
+    assert_eq!(hello.lan, [sa(OUR_LAN_ADDR)]);
+    let mapped = sa("203.0.113.5:4433");
+    h.core.set_mapped(Some(mapped));
+    let hello = h.core.hello_to(remote);
+    assert_eq!(hello.listen, Some(mapped));
+    assert_eq!(hello.lan, [sa(OUR_LAN_ADDR)]);
+    // The Hello we answer an incoming peer with is the same.
+    let peer = Remote::seeder(1, "198.51.100.7:4433", 8).lacking_last();
+    let link = match h.core.handle_incoming(peer.addr, true, h.now) {
+        Incoming::Accept { link, .. } => link,
+        other => panic!("not accepted: {other:?}"),
+    };
+    let (answer, _) = h
+        .core
+        .handle_hello(link, peer.id, &peer.side(&h.swarm).hello, h.now)
+        .expect("admitted");
+    assert_eq!(answer.listen, Some(mapped));
+    assert_eq!(answer.observed, Some(peer.addr));
+    // Lost: back to the bound address.
+    h.core.set_mapped(None);
+    assert_eq!(h.core.hello_to(remote).listen, Some(sa(OUR_ADDR)));
+}
+
+#[test]
+fn a_node_that_does_not_listen_names_no_address_and_no_lan() {
+    let h = Harness::new(Kind::Fetch, 8, NodeConfig::default());
+    let hello = h.core.hello_to(sa("198.51.100.9:4433"));
+    assert_eq!(hello.listen, None);
+    assert!(hello.lan.is_empty(), "{:?}", hello.lan);
+    assert!(!hello.serving);
+}
