@@ -449,10 +449,8 @@ pub(crate) struct Sim {
     /// Serving nodes by address and swarm (the first one listed at each).
     listeners: HashMap<(SocketAddr, usize), usize>,
     /// Each shared host's gate, which shares its upload slots and its
-    /// download cap; the demand each of its nodes told it last (uploads,
-    /// whether it would download).
+    /// download cap.
     gates: BTreeMap<usize, crate::gate::Gate<usize>>,
-    told: BTreeMap<usize, (crate::gate::UploadDemand, bool)>,
     /// Every shared host's download cap, bytes per second, shared among
     /// its nodes by its gate.
     pub host_download_cap: Option<u64>,
@@ -553,7 +551,6 @@ impl Sim {
             swarm,
             swarms,
             gates: BTreeMap::new(),
-            told: BTreeMap::new(),
             host_download_cap: None,
             share_slots: true,
             trace_peer: std::env::var("NETSIM_TRACE_PEER")
@@ -848,7 +845,6 @@ impl Sim {
             let share = gate.upload_share(&name);
             let now = self.instant();
             self.core_mut(node).set_share(Some(share), now);
-            self.told.remove(&node);
         }
         let spec = &self.specs[node];
         let offers: Vec<KnownPeer> = spec
@@ -951,7 +947,6 @@ impl Sim {
             .and_then(|host| self.gates.get_mut(&host))
         {
             let grants = gate.deregister(&Self::gate_name(node));
-            self.told.remove(&node);
             self.hand_out(grants.changed);
         }
         self.gone(node);
@@ -1028,20 +1023,16 @@ impl Sim {
         let Some(host) = self.specs[node].host.filter(|_| self.share_slots) else {
             return false;
         };
-        let demand = self.core_mut(node).upload_demand();
-        let downloading = self.core_mut(node).download_demand();
-        let told = self.told.get(&node).copied();
-        if told == Some((demand, downloading)) {
+        let Some(news) = self.core_mut(node).poll_gate_news() else {
             return false;
-        }
-        self.told.insert(node, (demand, downloading));
+        };
         let gate = self.gates.get_mut(&host).expect("registered at its start");
         let name = Self::gate_name(node);
         let mut decided = Vec::new();
-        if told.map(|(d, _)| d) != Some(demand) {
+        if let Some(demand) = news.upload {
             decided.push(gate.set_upload_demand(&name, demand));
         }
-        if told.map(|(_, d)| d) != Some(downloading) {
+        if let Some(downloading) = news.download {
             decided.push(gate.set_download_demand(&name, downloading));
         }
         let now = self.instant();

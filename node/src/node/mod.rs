@@ -297,6 +297,17 @@ pub struct NodeStart {
     pub lan: Vec<SocketAddr>,
 }
 
+/// What a swarm's node tells the gate of the endpoint it shares with other
+/// swarms ([`NodeCore::poll_gate_news`]): what changed since it was told
+/// last.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GateNews {
+    /// The uploads it would run now ([`crate::gate::Gate::set_upload_demand`]).
+    pub upload: Option<crate::gate::UploadDemand>,
+    /// Whether it would download ([`crate::gate::Gate::set_download_demand`]).
+    pub download: Option<bool>,
+}
+
 /// One peer of one swarm. See the module docs.
 #[derive(Debug)]
 pub struct NodeCore {
@@ -356,6 +367,8 @@ pub struct NodeCore {
     last_lookup: Option<Instant>,
     /// When the node started (the first lookup is due then).
     started_at: Instant,
+    /// What the shared endpoint's gate was told last ([`Self::poll_gate_news`]).
+    gate_told: (Option<crate::gate::UploadDemand>, Option<bool>),
     /// A node that seeds from its start: whether it spares its uplink in
     /// a large swarm (`sparing`). `None` for every other node.
     sparing: Option<sparing::Sparing>,
@@ -434,6 +447,7 @@ impl NodeCore {
             last_lookup: None,
             started_at: now,
             sparing: (start.serve && !start.download).then(sparing::Sparing::default),
+            gate_told: (None, None),
         };
         // A download whose every chunk was verified in an earlier run goes
         // straight to its final checks.
@@ -676,6 +690,20 @@ impl NodeCore {
         self.download
             .as_ref()
             .is_some_and(fetching::Fetching::wants_bytes)
+    }
+
+    /// What the gate of an endpoint this swarm shares with others has not
+    /// been told yet of its wants ([`Self::upload_demand`],
+    /// [`Self::download_demand`]); `None` when nothing changed since the
+    /// last call. The first call tells both.
+    pub fn poll_gate_news(&mut self) -> Option<GateNews> {
+        let upload = Some(self.upload_demand()).filter(|d| self.gate_told.0 != Some(*d));
+        let download = Some(self.download_demand()).filter(|d| self.gate_told.1 != Some(*d));
+        if upload.is_none() && download.is_none() {
+            return None;
+        }
+        self.gate_told = (upload.or(self.gate_told.0), download.or(self.gate_told.1));
+        Some(GateNews { upload, download })
     }
 
     /// What the endpoint's gate lets this swarm move (`None`: its own

@@ -221,11 +221,9 @@ pub(crate) struct Node {
     registration: Option<shared::Registration>,
     /// The grants the shared endpoint's gate decides for this swarm.
     grants: Option<tokio::sync::watch::Receiver<(u64, minimodel_node::gate::Share)>>,
-    /// The upload demand last told to the shared endpoint's gate, and the
-    /// generation of the newest grant taken.
-    slots_told: (Option<minimodel_node::gate::UploadDemand>, u64),
-    /// Whether this swarm would download, as last told to the gate.
-    downloading_told: Option<bool>,
+    /// The generation of the newest grant of the shared endpoint's gate
+    /// taken.
+    grant_taken: u64,
 }
 
 /// The next change of a watch, or never without one.
@@ -460,8 +458,7 @@ impl Node {
             remembered: None,
             registration,
             grants,
-            slots_told: (None, told),
-            downloading_told: None,
+            grant_taken: told,
         })
     }
 
@@ -589,24 +586,20 @@ impl Node {
         }
     }
 
-    /// On a shared endpoint: tells its gate what this swarm's uploads want
-    /// and whether it would download, when that changed, and takes the
-    /// share back to the core.
+    /// On a shared endpoint: tells its gate what this swarm wants when
+    /// that changed (the core's news), and takes the share back to the core.
     fn share_slots(&mut self) {
-        let Some(registration) = &self.registration else {
+        let (Some(registration), Some(news)) = (&self.registration, self.core.poll_gate_news())
+        else {
             return;
         };
-        let mut told = Vec::new();
-        let demand = self.core.upload_demand();
-        if self.slots_told.0 != Some(demand) {
-            told.push(registration.set_demand(demand));
-            self.slots_told.0 = Some(demand);
-        }
-        let downloading = self.core.download_demand();
-        if self.downloading_told != Some(downloading) {
-            told.push(registration.set_downloading(downloading));
-            self.downloading_told = Some(downloading);
-        }
+        let told: Vec<_> = (news.upload.map(|demand| registration.set_demand(demand)))
+            .into_iter()
+            .chain(
+                news.download
+                    .map(|wants| registration.set_downloading(wants)),
+            )
+            .collect();
         let mut taken = false;
         for (generation, share) in told {
             taken |= self.take_share(generation, share);
@@ -619,10 +612,10 @@ impl Node {
     /// Gives the core the share the gate decided in `generation`, unless
     /// a newer one was taken already; whether it was taken.
     fn take_share(&mut self, generation: u64, share: minimodel_node::gate::Share) -> bool {
-        if generation <= self.slots_told.1 {
+        if generation <= self.grant_taken {
             return false;
         }
-        self.slots_told.1 = generation;
+        self.grant_taken = generation;
         self.core.set_share(Some(share), Instant::now());
         true
     }

@@ -965,3 +965,38 @@ fn uploads_that_make_no_progress_do_not_inflate_the_uplink_meter() {
         "a chunk drained over a minute measured as {rate:?} B/s"
     );
 }
+
+#[test]
+fn the_gate_hears_what_a_swarm_wants_once_per_change() {
+    use crate::node::GateNews;
+    let mut h = Harness::new(Kind::Seeder, 16, fixed_slots());
+    h.core.set_share(share(1, None), h.now);
+    let demand = |wanted, running| crate::gate::UploadDemand { wanted, running };
+    // The first call tells both; a seeder would not download.
+    assert_eq!(
+        h.core.poll_gate_news(),
+        Some(GateNews {
+            upload: Some(demand(0, 0)),
+            download: Some(false),
+        })
+    );
+    assert_eq!(h.core.poll_gate_news(), None, "nothing changed");
+    let a = h.connect_in(&fetcher(1, 16));
+    h.take();
+    assert_eq!(
+        h.core.poll_gate_news(),
+        None,
+        "a peer that asks for nothing"
+    );
+    request(&mut h, a, &[0, 1]);
+    h.take();
+    assert_eq!(
+        h.core.poll_gate_news(),
+        Some(GateNews {
+            upload: Some(demand(2, 1)),
+            download: None,
+        }),
+        "only what changed"
+    );
+    assert_eq!(h.core.poll_gate_news(), None);
+}
