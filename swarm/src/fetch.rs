@@ -20,7 +20,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use minimodel_node::NodeStart;
-use minimodel_node::book::Source;
 use minimodel_node::node::KnownPeer;
 use minimodel_node::report::Failure;
 use minimodel_verifier::Sha256Digest;
@@ -200,15 +199,11 @@ impl Fetcher {
         // The peers that served earlier runs are dialed too (a file that
         // cannot be used is replaced at the next checkpoint).
         let before = partial.remembered_peers().unwrap_or_default();
-        for peer in minimodel_node::remembered::fresh(&before, crate::node::unix_now()) {
-            let known = KnownPeer {
-                id: Some(peer.id),
-                addrs: peer.addrs,
-                source: Source::Remembered,
-            };
-            fetcher.node.core().add_peer(known, now);
-        }
-        fetcher.node.remember_peers_from(before);
+        let unix_now = crate::node::unix_now();
+        fetcher
+            .node
+            .core()
+            .remember_peers_from(before, unix_now, now);
         Ok(fetcher)
     }
 

@@ -367,6 +367,9 @@ pub struct NodeCore {
     last_lookup: Option<Instant>,
     /// When the node started (the first lookup is due then).
     started_at: Instant,
+    /// The peers earlier runs of this download remembered
+    /// ([`Self::remember_peers_from`]); `None`: it remembers nothing.
+    remembered: Option<Vec<crate::remembered::RememberedPeer>>,
     /// What the shared endpoint's gate was told last ([`Self::poll_gate_news`]).
     gate_told: (Option<crate::gate::UploadDemand>, Option<bool>),
     /// A node that seeds from its start: whether it spares its uplink in
@@ -448,6 +451,7 @@ impl NodeCore {
             started_at: now,
             sparing: (start.serve && !start.download).then(sparing::Sparing::default),
             gate_told: (None, None),
+            remembered: None,
         };
         // A download whose every chunk was verified in an earlier run goes
         // straight to its final checks.
@@ -809,6 +813,44 @@ impl NodeCore {
     /// Whether the node's work is over.
     pub fn is_ended(&self) -> bool {
         self.ended
+    }
+
+    /// Remembers this download's peers across runs, starting from
+    /// `before` (what earlier runs remembered, as read at the start): the
+    /// fresh ones at `unix_now` (seconds since the Unix epoch) are dialed
+    /// like offered peers, and [`Self::peers_to_remember`] merges this run's
+    /// peers with the list.
+    pub fn remember_peers_from(
+        &mut self,
+        before: Vec<crate::remembered::RememberedPeer>,
+        unix_now: u64,
+        now: Instant,
+    ) {
+        for peer in crate::remembered::fresh(&before, unix_now) {
+            let known = KnownPeer {
+                id: Some(peer.id),
+                addrs: peer.addrs,
+                source: Source::Remembered,
+            };
+            self.add_peer(known, now);
+        }
+        self.remembered = Some(before);
+    }
+
+    /// The list of peers to write now (at a checkpoint, at the delivery):
+    /// what earlier runs remembered merged with this run's peers at
+    /// `unix_now`; `None` when the node remembers nothing (a seeder).
+    pub fn peers_to_remember(
+        &self,
+        unix_now: u64,
+    ) -> Option<Vec<crate::remembered::RememberedPeer>> {
+        use crate::remembered::{banned_in, from_transfers, merge};
+        let before = self.remembered.as_ref()?;
+        let (this_run, banned) = self
+            .transfer()
+            .map(|stats| (from_transfers(&stats, unix_now), banned_in(&stats)))
+            .unwrap_or_default();
+        Some(merge(before, &this_run, &banned, unix_now))
     }
 
     /// The download's statistics for a receipt: per peer id, what it

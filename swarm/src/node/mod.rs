@@ -213,9 +213,6 @@ pub(crate) struct Node {
     port_map: Option<crate::portmap::PortMapTask>,
     /// Local discovery, with `--lan`.
     lan: Option<crate::lan::LanTask>,
-    /// A download's peers remembered by earlier runs, as read when it
-    /// started (`None`: the node remembers nothing, a seeder).
-    remembered: Option<Vec<minimodel_node::remembered::RememberedPeer>>,
     /// This node's swarm on a shared endpoint, when it uses one (the
     /// endpoint's accept loop routes its handshakes here).
     registration: Option<shared::Registration>,
@@ -455,35 +452,16 @@ impl Node {
             manifest: parts.manifest.map(|(_, bytes)| bytes),
             port_map,
             lan: lan_task,
-            remembered: None,
             registration,
             grants,
             grant_taken: told,
         })
     }
 
-    /// Remembers this download's peers across runs, starting from
-    /// `before` (what earlier runs remembered): the list is written at
-    /// every checkpoint and at the delivery.
-    pub(crate) fn remember_peers_from(
-        &mut self,
-        before: Vec<minimodel_node::remembered::RememberedPeer>,
-    ) {
-        self.remembered = Some(before);
-    }
-
-    /// The list to write now: what earlier runs remembered merged with
-    /// this run's peers (the core's rules), when this node remembers.
+    /// The peers to write now, when this node remembers them (the
+    /// core's list at this wall-clock second).
     fn peers_to_remember(&self) -> Option<Vec<minimodel_node::remembered::RememberedPeer>> {
-        use minimodel_node::remembered::{banned_in, from_transfers, merge};
-        let before = self.remembered.as_ref()?;
-        let now = unix_now();
-        let (this_run, banned) = self
-            .core
-            .transfer()
-            .map(|stats| (from_transfers(&stats, now), banned_in(&stats)))
-            .unwrap_or_default();
-        Some(merge(before, &this_run, &banned, now))
+        self.core.peers_to_remember(unix_now())
     }
 
     /// The port mapping's state, when the node asks its router for one.

@@ -624,3 +624,43 @@ fn a_failed_handshake_is_blamed_on_the_peer_only_when_it_broke_the_protocol() {
         }
     );
 }
+
+#[test]
+fn remembered_peers_are_dialed_while_fresh_and_kept_across_runs() {
+    use crate::remembered::{REMEMBER_FOR_SECS, RememberedPeer};
+    let unix_now = 1_800_000_000;
+    let remembered = |n: u8, addr: &str, seen_at| RememberedPeer {
+        id: testing::peer_id(n),
+        addrs: vec![sa(addr)],
+        found_by: Source::Offer,
+        bytes: 1 << 20,
+        seen_at,
+    };
+    let fresh = remembered(1, "82.0.0.1:4433", unix_now - 60);
+    let stale = remembered(2, "82.0.0.2:4433", unix_now - REMEMBER_FOR_SECS - 1);
+    let mut h = Harness::new(Kind::Fetch, 8, NodeConfig::default());
+    assert_eq!(
+        h.core.peers_to_remember(unix_now),
+        None,
+        "nothing to remember yet"
+    );
+    h.core
+        .remember_peers_from(vec![fresh.clone(), stale.clone()], unix_now, h.now);
+    let dialed: Vec<_> = dials(&h.take())
+        .into_iter()
+        .map(|d| (d.addr, d.peer))
+        .collect();
+    assert_eq!(
+        dialed,
+        [(fresh.addrs[0], Some(fresh.id))],
+        "only the fresh one"
+    );
+    // Nobody delivered in this run: the list written is the one read, less
+    // what went stale.
+    let list = h
+        .core
+        .peers_to_remember(unix_now)
+        .expect("a download remembers");
+    assert!(list.contains(&fresh), "{list:?}");
+    assert!(!list.contains(&stale), "{list:?}");
+}
