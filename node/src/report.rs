@@ -58,6 +58,24 @@ pub enum LinkEnd {
     /// An upload to it took less than `upload_stall_bytes` in
     /// `upload_stall_timeout`: it does not read its piece streams.
     UploadStalled,
+    /// Our own side ended it: a bug, or this node going away; never the
+    /// peer's fault.
+    Local(LocalError),
+}
+
+/// How our own side ended a link ([`LinkEnd::Local`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LocalError {
+    /// We broke a rule of the wire crate (a message we could not encode, a
+    /// handshake step out of turn): a bug.
+    #[error(transparent)]
+    Wire(#[from] minimodel_wire::LocalMisuse),
+    /// A handshake machine asked the driver what it does not ask: a bug.
+    #[error("{0}")]
+    Driver(&'static str),
+    /// The node stopped while the handshake waited for it.
+    #[error("this node is gone")]
+    Gone,
 }
 
 /// How a peer broke the protocol, as observed on its connection.
@@ -104,6 +122,7 @@ impl LinkEnd {
     pub fn blame(&self) -> Blame {
         match self {
             LinkEnd::Violation(_) | LinkEnd::WrongPeer | LinkEnd::WrongSwarm => Blame::Peer,
+            LinkEnd::Local(_) => Blame::Local,
             _ => Blame::Environment,
         }
     }
@@ -123,6 +142,7 @@ impl fmt::Display for LinkEnd {
             LinkEnd::Violation(violation) => write!(f, "broke the protocol: {violation}"),
             LinkEnd::NotReading => write!(f, "does not read its control stream"),
             LinkEnd::UploadStalled => write!(f, "took no bytes of an upload for too long"),
+            LinkEnd::Local(error) => write!(f, "local error: {error}"),
         }
     }
 }

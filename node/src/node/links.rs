@@ -83,7 +83,7 @@ pub fn handshake_end(failure: HandshakeFailure) -> Result<LinkEnd, Rejection> {
         }),
         HandshakeFailure::Refused { reason, detail } => Ok(LinkEnd::Refused { reason, detail }),
         HandshakeFailure::Goodbye(_) | HandshakeFailure::Ended => Ok(LinkEnd::ClosedByPeer),
-        HandshakeFailure::Local(error) => Ok(LinkEnd::Lost(format!("local error: {error}"))),
+        HandshakeFailure::Local(error) => Ok(LinkEnd::Local(error.into())),
     }
 }
 

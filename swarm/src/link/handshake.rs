@@ -12,7 +12,7 @@ use std::future::Future;
 
 use bytes::BytesMut;
 use minimodel_node::node::{Rejection, handshake_end};
-use minimodel_node::report::{LinkEnd, Violation};
+use minimodel_node::report::{LinkEnd, LocalError, Violation};
 use std::sync::Arc;
 
 use minimodel_wire::{
@@ -60,15 +60,20 @@ fn lost(error: impl std::fmt::Display) -> LinkEnd {
     LinkEnd::Lost(error.to_string())
 }
 
-/// Our own side failed (a message we could not encode, a machine asked
-/// out of turn): a bug, never the peer's fault.
-fn misuse(error: impl std::fmt::Display) -> LinkEnd {
-    LinkEnd::Lost(format!("local error: {error}"))
+/// Our own side broke a rule of the wire crate: a bug, never the peer's
+/// fault.
+fn misuse(error: LocalMisuse) -> LinkEnd {
+    LinkEnd::Local(error.into())
+}
+
+/// A machine asked what it does not ask: a bug.
+fn unexpected(what: &'static str) -> LinkEnd {
+    LinkEnd::Local(LocalError::Driver(what))
 }
 
 /// This side gave the handshake up (the node is gone).
 fn abandoned() -> LinkEnd {
-    LinkEnd::Lost("this node is gone".into())
+    LinkEnd::Local(LocalError::Gone)
 }
 
 /// Reads the next message of the control stream, or `None` at its end.
@@ -186,7 +191,9 @@ async fn pump(machine: &mut impl Machine, streams: &mut Streams) -> Result<Hands
 async fn to_the_end(machine: &mut ListenHandshake, streams: &mut Streams) -> Result<(), LinkEnd> {
     match pump(machine, streams).await? {
         HandshakeStep::Done => Ok(()),
-        _ => Err(misuse("the listener's handshake asked a second question")),
+        _ => Err(unexpected(
+            "the listener's handshake asked a second question",
+        )),
     }
 }
 
@@ -280,7 +287,9 @@ pub async fn dial(
             },
         },
         Ok(_) => (
-            ended(misuse("the dialer's handshake asked its owner a question")),
+            ended(unexpected(
+                "the dialer's handshake asked its owner a question",
+            )),
             false,
         ),
         Err(end) => (ended(end), false),
@@ -346,14 +355,14 @@ pub async fn open(connection: quinn::Connection, peer_id: PeerId) -> Result<Open
             let (error, farewell) = match machine.finish() {
                 Err(failure) => failed_end(failure),
                 Ok(_) => (
-                    misuse("the listener's handshake ended before the dialer asked"),
+                    unexpected("the listener's handshake ended before the dialer asked"),
                     false,
                 ),
             };
             return Err(streams.fail(error, farewell).await);
         }
         Ok(_) => {
-            return Err(misuse(
+            return Err(unexpected(
                 "the listener's handshake stopped on a step it does not give",
             ));
         }
@@ -459,7 +468,7 @@ impl Opening {
         }
         .await;
         match self.finish(result).await {
-            Ok(_) => misuse("a refused handshake ended well"),
+            Ok(_) => unexpected("a refused handshake ended well"),
             Err(error) => error,
         }
     }
@@ -533,7 +542,7 @@ pub async fn query_manifest(
                     detail: rejection.detail,
                 },
             }),
-            _ => Err(link(misuse(
+            _ => Err(link(unexpected(
                 "the manifest query asked its owner a question",
             ))),
         }

@@ -578,7 +578,8 @@ fn offers_naming_one_peer_twice_give_one_entry_with_every_address_in_order() {
 }
 
 #[test]
-fn a_failed_handshake_is_blamed_on_the_peer_only_when_it_broke_the_protocol() {
+fn a_failed_handshake_is_blamed_on_the_peer_only_when_it_broke_the_protocol_and_on_us_for_our_bugs()
+{
     use crate::node::handshake_end;
     use crate::report::Blame;
     use minimodel_wire::{DecodeError, HandshakeFailure, PeerError};
@@ -592,10 +593,6 @@ fn a_failed_handshake_is_blamed_on_the_peer_only_when_it_broke_the_protocol() {
             reason: HelloRejectReason::TooManyPeers,
             detail: "full".into(),
         },
-        HandshakeFailure::Local(minimodel_wire::LocalMisuse::HandshakeOutOfTurn {
-            call: "accept",
-            expected: "a Hello to answer",
-        }),
     ] {
         assert_eq!(
             blame(innocent.clone()),
@@ -603,6 +600,14 @@ fn a_failed_handshake_is_blamed_on_the_peer_only_when_it_broke_the_protocol() {
             "{innocent:?}"
         );
     }
+    // Our own bug is ours, and keeps its type.
+    let misuse = minimodel_wire::LocalMisuse::HandshakeOutOfTurn {
+        call: "accept",
+        expected: "a Hello to answer",
+    };
+    let end = handshake_end(HandshakeFailure::Local(misuse.clone())).expect("no refusal");
+    assert_eq!(end, LinkEnd::Local(misuse.into()));
+    assert_eq!(end.blame(), Blame::Local);
     // A refusal of our Hello keeps the peers it names, to be dialed.
     let others = vec![minimodel_wire::PeerEntry {
         id: PeerId([0x44; 32]),
