@@ -170,6 +170,7 @@ impl Fetcher {
                 swarm,
                 local_id: id,
                 serve: config.serve,
+                // Where it listens and its LAN: Node::new, which binds.
                 listen: None,
                 agent,
                 have,

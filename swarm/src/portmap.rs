@@ -114,9 +114,15 @@ async fn run(
         while let Some(event) = mapper.poll_event() {
             let _ = reports.send(NodeReport::PortMapping { step: event });
         }
-        state.send_replace(MapState {
+        // Watchers (the node, which tells its core) wake only on a change.
+        let now = MapState {
             settled: mapper.settled(),
             external: mapper.external(),
+        };
+        state.send_if_modified(|held| {
+            let changed = *held != now;
+            *held = now;
+            changed
         });
         if mapper.is_stopped() {
             return;

@@ -91,6 +91,7 @@ impl Seeder {
                 swarm: swarm.clone(),
                 local_id: id,
                 serve: true,
+                // Where it listens and its LAN: Node::new, which binds.
                 listen: None,
                 agent,
                 have: HaveBitfield::full(geometry.chunk_count()),

@@ -540,6 +540,12 @@ impl Node {
                     stopped = true;
                     self.core.stop(Instant::now());
                 }
+                // Rare, and every Hello after it names the mapping: before
+                // the steady stream of link events.
+                Some(Ok(())) = changed(&mut self.mapped) => {
+                    let external = self.mapped.as_mut().and_then(|state| state.borrow_and_update().external);
+                    self.core.set_mapped(external);
+                }
                 Some(event) = self.events.recv() => self.on_event(event),
                 Some((link, event)) = self.link_events.recv() => {
                     self.on_event(Event::Link(link, event));
@@ -552,10 +558,6 @@ impl Node {
                     if let Some((generation, share)) = newest {
                         self.take_share(generation, share);
                     }
-                }
-                Some(Ok(())) = changed(&mut self.mapped) => {
-                    let external = self.mapped.as_mut().and_then(|state| state.borrow_and_update().external);
-                    self.core.set_mapped(external);
                 }
                 () = sleep_until(deadline) => self.core.handle_timeout(Instant::now()),
             }
