@@ -1063,12 +1063,11 @@ impl Sim {
                 link,
                 addr,
                 peer,
-                hello,
                 have,
                 ..
             } => {
                 self.nodes[node].record.dials.push((self.now, addr));
-                self.dial(node, link, addr, peer, hello, have);
+                self.dial(node, link, addr, peer, have);
             }
             Action::Abort { link } => {
                 if let Some((conn, side)) = side_of(self, link) {

@@ -11,8 +11,6 @@ pub(super) struct Conn {
     /// How each side is seen by the other.
     pub(super) addrs: [SocketAddr; 2],
     pub(super) dialer_have: HaveBitfield,
-    /// The dialer's Hello, until the listener reads it.
-    pub(super) dialer_hello: Option<Box<minimodel_wire::Hello>>,
     pub(super) ups: [Option<LinkUp>; 2],
     /// The last control delivery towards each side (streams are ordered).
     pub(super) last: [Duration; 2],
@@ -106,7 +104,6 @@ impl Sim {
         link: LinkId,
         addr: SocketAddr,
         peer: Option<PeerId>,
-        hello: Box<minimodel_wire::Hello>,
         have: HaveBitfield,
     ) {
         let home = self.home_of(node);
@@ -134,7 +131,6 @@ impl Sim {
             open: [true, true],
             addrs: [seen_as, addr],
             dialer_have: have,
-            dialer_hello: Some(hello),
             ups: [None, None],
             last: [Duration::ZERO; 2],
             sent: [0.0; 2],
@@ -204,13 +200,16 @@ impl Sim {
         }
         let now = self.instant();
         let dialer = self.conns[conn].nodes[0];
-        let Some(hello) = self.conns[conn].dialer_hello.take() else {
+        // The dialer's Hello as its core writes it now, on a connection up.
+        let Some(hello) =
+            (self.nodes[dialer].core.as_ref()).map(|core| core.hello_to(self.conns[conn].addrs[1]))
+        else {
             return;
         };
         let dialer_side = Side {
             id: id_of(dialer),
             addr: self.conns[conn].addrs[0],
-            hello: *hello,
+            hello,
             have: self.conns[conn].dialer_have.clone(),
         };
         let latency = self.latency(conn);

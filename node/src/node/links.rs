@@ -1099,7 +1099,6 @@ impl NodeCore {
             link,
             addr,
             peer,
-            hello: Box::new(self.hello_to(addr)),
             have,
             deadline,
         });

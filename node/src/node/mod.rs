@@ -57,9 +57,11 @@ const TURNED_AWAY: usize = 32;
 /// What the driver must do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
-    /// Dial `addr` (a new link): QUIC, then the Hello exchange, sending
-    /// `hello` and `have` as our bitfield, within `deadline`. `peer` is the
-    /// id the peer must prove, when known (not for an address from a DHT).
+    /// Dial `addr` (a new link): QUIC, then the Hello exchange, sending our
+    /// Hello as it stands once the connection is up
+    /// ([`NodeCore::hello_to`]: a port mapping may arrive in between) and
+    /// `have` as our bitfield, within `deadline`. `peer` is the id the peer
+    /// must prove, when known (not for an address from a DHT).
     Dial {
         /// The new link.
         link: LinkId,
@@ -67,8 +69,6 @@ pub enum Action {
         addr: SocketAddr,
         /// Whom, if known.
         peer: Option<PeerId>,
-        /// Our Hello.
-        hello: Box<Hello>,
         /// The bitfield to send.
         have: HaveBitfield,
         /// Give up at.

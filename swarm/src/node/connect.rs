@@ -6,8 +6,8 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use minimodel_node::LinkId;
-use minimodel_node::report::{LinkEnd, Violation};
-use minimodel_wire::{HaveBitfield, Hello, PeerAddr, PeerId, SwarmIdentity};
+use minimodel_node::report::{LinkEnd, LocalError, Violation};
+use minimodel_wire::{HaveBitfield, PeerAddr, PeerId, SwarmIdentity};
 use tokio::sync::oneshot;
 use tokio::task::AbortHandle;
 
@@ -56,7 +56,7 @@ pub(super) fn dial(
     link: LinkId,
     addr: SocketAddr,
     peer: Option<PeerId>,
-    (hello, have): (Hello, HaveBitfield),
+    have: HaveBitfield,
     deadline: Instant,
 ) -> AbortHandle {
     let endpoint = node.endpoint.clone();
@@ -81,6 +81,15 @@ pub(super) fn dial(
                     .map_err(failed)?,
             };
             let remote = transport::canonical_addr(connection.remote_address());
+            // Our Hello as the core writes it now (a port mapping may have
+            // come since the dial was decided).
+            let (reply, answer) = oneshot::channel();
+            let gone = || Event::Failed(link, LinkEnd::Local(LocalError::Gone));
+            let asked = events.send(Event::OurHello { remote, reply }).await;
+            let hello = match asked {
+                Ok(()) => answer.await.map_err(|_| gone())?,
+                Err(_) => return Err(gone()),
+            };
             let session = handshake::dial(connection, id, &swarm, hello, have)
                 .await
                 .map_err(|error| match error {

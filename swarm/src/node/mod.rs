@@ -114,6 +114,12 @@ pub(crate) enum Event {
     Failed(LinkId, LinkEnd),
     /// The peer we dialed refused our Hello (with other peers to try).
     Rejected(LinkId, minimodel_node::node::Rejection),
+    /// A dial's connection is up: its handshake asks for our Hello (the
+    /// core's, as it stands now) to the peer at `remote`.
+    OurHello {
+        remote: SocketAddr,
+        reply: tokio::sync::oneshot::Sender<minimodel_wire::Hello>,
+    },
     /// An incoming handshake read the peer's Hello: the core decides.
     Hello {
         link: LinkId,
@@ -668,6 +674,9 @@ impl Node {
                 let _ = reply.send(self.core.metrics());
             }
             Event::Up(link, session, remote) => self.on_link_up(link, *session, remote),
+            Event::OurHello { remote, reply } => {
+                let _ = reply.send(self.core.hello_to(remote));
+            }
             Event::Failed(link, end) => {
                 self.links.remove(&link);
                 self.core.handle_link_failed(link, end, now);
@@ -844,11 +853,10 @@ impl Node {
                 link,
                 addr,
                 peer,
-                hello,
                 have,
                 deadline,
             } => {
-                let task = connect::dial(self, link, addr, peer, (*hello, have), deadline);
+                let task = connect::dial(self, link, addr, peer, have, deadline);
                 self.links.insert(link, DriverLink::Attempt(task));
             }
             Action::Abort { link } => self.drop_link(link),
