@@ -383,13 +383,10 @@ fn our_hello(start: &NodeStart) -> Hello {
         Ok(()) => start.agent.clone(),
         Err(_) => "minimodel".to_owned(),
     };
-    let mut hello = start
-        .swarm
+    // Only the agent is checked, and it passed.
+    let mut hello = (start.swarm)
         .hello(start.serve, start.listen, agent)
-        .unwrap_or_else(|_| {
-            // Only the agent is checked, and `minimodel` passes.
-            unreachable!("a valid agent")
-        });
+        .expect("a valid agent");
     if start.listen.is_some() {
         hello.lan = start.lan.iter().copied().take(MAX_LAN_ADDRS).collect();
     }

@@ -227,7 +227,7 @@ pub(super) fn upload(node: &mut Node, link: LinkId, chunk: ChunkIndex, pace: Opt
     let connection = handle.connection.clone();
     let storage = Arc::clone(&node.jobs.storage);
     let geometry = node.jobs.geometry;
-    let params = node.params;
+    let params = *node.swarm.params();
     let events = node.sender.clone();
     let task = tokio::spawn(async move {
         let read = tokio::task::spawn_blocking(move || {

@@ -22,7 +22,7 @@ use std::time::Instant;
 
 use minimodel_node::node::{Action, LinkUp};
 use minimodel_node::{LinkId, NodeCore, NodeStart};
-use minimodel_wire::{SwarmIdentity, SwarmParams};
+use minimodel_wire::SwarmIdentity;
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
@@ -194,7 +194,6 @@ pub(crate) struct Node {
     endpoint: quinn::Endpoint,
     identity: Arc<Identity>,
     config: NodeSettings,
-    params: SwarmParams,
     swarm: SwarmIdentity,
     /// Where peers reach this node, when it listens.
     listen: Option<SocketAddr>,
@@ -352,7 +351,6 @@ impl Node {
             Some(shared) => parts.start.serve.then(|| shared.local_addr()),
             None => parts.config.listen.and_then(|_| endpoint.local_addr().ok()),
         };
-        let params = *parts.swarm.params();
         // Where peers behind the same router reach us: our LAN addresses
         // (none when the interfaces cannot be read: a peer then reaches us
         // only at our public address).
@@ -441,7 +439,6 @@ impl Node {
             endpoint,
             identity: parts.identity,
             config: parts.config,
-            params,
             swarm: parts.swarm,
             listen,
             mapped,
@@ -756,7 +753,13 @@ impl Node {
         };
         let rtt = session.connection.rtt();
         let outbox = self.config.core.max_outbox;
-        let handle = link::spawn(session, link, self.params, outbox, self.link_sender.clone());
+        let handle = link::spawn(
+            session,
+            link,
+            *self.swarm.params(),
+            outbox,
+            self.link_sender.clone(),
+        );
         self.links
             .insert(link, DriverLink::Up(handle, BTreeMap::new()));
         let now = Instant::now();
