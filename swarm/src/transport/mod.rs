@@ -35,6 +35,8 @@ pub mod yielding;
 
 #[cfg(test)]
 mod endpoint_tests;
+#[cfg(test)]
+mod gso_tests;
 
 pub use endpoint::{
     accept, bind_client_endpoint, bind_endpoint, canonical_addr, connect, connect_any,

@@ -99,11 +99,11 @@ pub struct TransportTuning {
     /// 1452: Ethernet's 1500 minus IPv6 and UDP headers (quinn's value).
     pub mtu_discovery_upper_bound: u16,
     /// Highest payload MTU discovery probes when the peer is on a loopback
-    /// address (whose link MTU is 64 KiB). Default 6500: quinn sends up to
-    /// 10 datagrams in one GSO system call and the kernel refuses a call
-    /// over 64 KiB, so 6550 is the most that batches; larger values break
-    /// sending. Also the endpoint's `max_udp_payload_size` when it may have
-    /// loopback peers. See `docs/transport.md` for the measurement.
+    /// address (whose link MTU is 64 KiB). Default 6500: 10 datagrams fill
+    /// one GSO system call (64 KiB). Larger values batch too (the vendored
+    /// quinn sizes each call to 64 KiB), but 65000 took no less CPU in a
+    /// 1 GiB fetch. Also the endpoint's `max_udp_payload_size` when it may
+    /// have loopback peers. See `docs/transport.md` 4.2 and 4.7.
     pub loopback_mtu_discovery_upper_bound: u16,
     /// ACK frequency we ask the peer for; `None` keeps RFC 9000 behaviour
     /// (an ACK for every second packet). Default: every 16 packets or 10 ms,
@@ -141,8 +141,9 @@ pub struct TransportTuning {
     /// (see `docs/transport.md`). quinn's defaults keep CUBIC.
     pub congestion_control: CongestionControl,
     /// Let the kernel split one large send into MTU-sized datagrams (UDP
-    /// GSO), up to 10 per system call. Default on (quinn's default); off
-    /// halved loopback throughput.
+    /// GSO), as many per system call as fit in 64 KiB (the vendored quinn,
+    /// `docs/transport.md` 4.7). Default on (quinn's default); off halved
+    /// loopback throughput.
     pub segmentation_offload: bool,
     /// When an endpoint closes, how long its CONNECTION_CLOSE packets are
     /// given to leave before the program goes on. Default 100 ms: not the

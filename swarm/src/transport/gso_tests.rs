@@ -1,0 +1,138 @@
+//! What one system call sends on a real path's datagram size: the vendored
+//! quinn (`vendor/quinn/PATCHES.md`) fills a GSO call with up to 64 KiB of
+//! datagrams, where quinn as published stops at 10 of them.
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+
+use minimodel_wire::PeerAddr;
+
+use crate::transport::{Identity, TransportTuning, accept, bind_endpoint, connect};
+
+/// A UDP socket that notes the largest transmit it was handed: how many
+/// datagrams, and how many bytes.
+#[derive(Debug)]
+struct Recording {
+    inner: Arc<dyn quinn::AsyncUdpSocket>,
+    most_datagrams: Arc<AtomicUsize>,
+    most_bytes: Arc<AtomicUsize>,
+}
+
+impl quinn::AsyncUdpSocket for Recording {
+    fn create_io_poller(self: Arc<Self>) -> Pin<Box<dyn quinn::UdpPoller>> {
+        Arc::clone(&self.inner).create_io_poller()
+    }
+
+    fn try_send(&self, transmit: &quinn::udp::Transmit) -> io::Result<()> {
+        let bytes = transmit.contents.len();
+        let datagrams = transmit
+            .segment_size
+            .map_or(1, |size| bytes.div_ceil(size.max(1)));
+        self.most_datagrams.fetch_max(datagrams, Ordering::Relaxed);
+        self.most_bytes.fetch_max(bytes, Ordering::Relaxed);
+        self.inner.try_send(transmit)
+    }
+
+    fn poll_recv(
+        &self,
+        cx: &mut Context,
+        bufs: &mut [io::IoSliceMut<'_>],
+        meta: &mut [quinn::udp::RecvMeta],
+    ) -> Poll<io::Result<usize>> {
+        self.inner.poll_recv(cx, bufs, meta)
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+
+    fn max_transmit_segments(&self) -> usize {
+        self.inner.max_transmit_segments()
+    }
+
+    fn max_receive_segments(&self) -> usize {
+        self.inner.max_receive_segments()
+    }
+
+    fn may_fragment(&self) -> bool {
+        self.inner.may_fragment()
+    }
+}
+
+#[tokio::test]
+async fn an_upload_on_a_1452_byte_path_fills_each_gso_call_to_64_kib() {
+    // Loopback carrying a real path's datagrams: MTU discovery stops at
+    // 1,452 bytes, as on Ethernet.
+    let tuning = TransportTuning {
+        loopback_mtu_discovery_upper_bound: 1452,
+        ..TransportTuning::default()
+    };
+    let server_identity = Identity::generate().unwrap();
+    let client_identity = Identity::generate().unwrap();
+    let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+    let server = bind_endpoint(loopback, &server_identity, &tuning).unwrap();
+    let peer = PeerAddr {
+        id: server_identity.peer_id(),
+        addr: server.local_addr().unwrap(),
+    };
+
+    let runtime = quinn::default_runtime().unwrap();
+    let socket = std::net::UdpSocket::bind(loopback).unwrap();
+    let most_datagrams = Arc::new(AtomicUsize::new(0));
+    let most_bytes = Arc::new(AtomicUsize::new(0));
+    let recording = Arc::new(Recording {
+        inner: runtime.wrap_udp_socket(socket).unwrap(),
+        most_datagrams: Arc::clone(&most_datagrams),
+        most_bytes: Arc::clone(&most_bytes),
+    });
+    let per_call = quinn::AsyncUdpSocket::max_transmit_segments(recording.as_ref());
+    assert!(
+        per_call > 10,
+        "this host's UDP socket takes {per_call} datagrams per call (no GSO): the test needs GSO"
+    );
+    let mut config = quinn::EndpointConfig::default();
+    config.max_udp_payload_size(1452).unwrap();
+    let client = quinn::Endpoint::new_with_abstract_socket(config, None, recording, runtime)
+        .expect("an endpoint on the recording socket");
+
+    let listener = {
+        let tuning = tuning.clone();
+        tokio::spawn(async move {
+            let incoming = server.accept().await.expect("an incoming connection");
+            let (connection, _) = accept(incoming, &server_identity, &tuning).await.unwrap();
+            let mut stream = connection.accept_uni().await.unwrap();
+            let mut received = 0;
+            while let Some(chunk) = stream.read_chunk(usize::MAX, true).await.unwrap() {
+                received += chunk.bytes.len();
+            }
+            received
+        })
+    };
+    let connection = connect(&client, &peer, &client_identity, &tuning)
+        .await
+        .unwrap();
+    let mut stream = connection.open_uni().await.unwrap();
+    let block = vec![7u8; 1 << 20];
+    for _ in 0..16 {
+        stream.write_all(&block).await.unwrap();
+    }
+    stream.finish().unwrap();
+    assert_eq!(listener.await.unwrap(), 16 << 20);
+
+    let datagrams = most_datagrams.load(Ordering::Relaxed);
+    let bytes = most_bytes.load(Ordering::Relaxed);
+    // 45 datagrams of 1,452 bytes fill a call; quinn as published sends
+    // at most 10 (14,520 bytes).
+    assert!(
+        datagrams > 10,
+        "at most {datagrams} datagrams ({bytes} bytes) in one call"
+    );
+    assert!(
+        bytes <= 65_507,
+        "{bytes} bytes in one call: more than a UDP datagram's payload"
+    );
+}
