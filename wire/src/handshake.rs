@@ -339,32 +339,43 @@ impl Engine {
     }
 }
 
+/// The inputs and output every handshake machine has: what a driver
+/// needs to carry any of them over a stream (send what [`Self::poll`]
+/// gives, read when it says [`HandshakeStep::Read`], stop at any other
+/// step), with one loop for all three.
+pub trait HandshakeMachine {
+    /// What to do next.
+    fn poll(&mut self) -> HandshakeStep;
+    /// A message from the other side. Errors only if the machine is not
+    /// reading.
+    fn handle_message(&mut self, message: &Message) -> Result<(), LocalMisuse>;
+    /// Malformed bytes from the other side.
+    fn handle_decode_error(&mut self, error: DecodeError) -> Result<(), LocalMisuse>;
+    /// The other side finished its direction of the stream.
+    fn handle_end(&mut self) -> Result<(), LocalMisuse>;
+}
+
 /// The inputs and outputs every handshake machine shares, forwarded to
 /// its [`Engine`]; `$peer` names the other side in the docs.
 macro_rules! engine_io {
     ($machine:ident, $peer:literal) => {
-        impl $machine {
-            /// What to do next.
-            pub fn poll(&mut self) -> HandshakeStep {
+        #[doc = concat!("Its other side is the ", $peer, ".")]
+        impl HandshakeMachine for $machine {
+            fn poll(&mut self) -> HandshakeStep {
                 self.0.poll()
             }
-
-            #[doc = concat!("A message from the ", $peer, " (as [`Message::decode`] gives it).")]
-            /// Errors only if the machine is not reading.
-            pub fn handle_message(&mut self, message: &Message) -> Result<(), LocalMisuse> {
+            fn handle_message(&mut self, message: &Message) -> Result<(), LocalMisuse> {
                 self.0.handle_message(message)
             }
-
-            #[doc = concat!("Malformed bytes from the ", $peer, ".")]
-            pub fn handle_decode_error(&mut self, error: DecodeError) -> Result<(), LocalMisuse> {
+            fn handle_decode_error(&mut self, error: DecodeError) -> Result<(), LocalMisuse> {
                 self.0.handle_decode_error(error)
             }
-
-            #[doc = concat!("The ", $peer, " finished its direction of the stream.")]
-            pub fn handle_end(&mut self) -> Result<(), LocalMisuse> {
+            fn handle_end(&mut self) -> Result<(), LocalMisuse> {
                 self.0.handle_end()
             }
+        }
 
+        impl $machine {
             /// The control stream as it stands.
             pub fn control(&self) -> &ControlStream {
                 &self.0.control

@@ -78,8 +78,8 @@ pub use error::{
 pub use frame::{FRAME_PREFIX_LEN, MAX_CONTROL_FRAME, MAX_PIECE_HEADER_FRAME};
 pub use frame_decoder::FrameDecoder;
 pub use handshake::{
-    DialHandshake, Established, HandshakeFailure, HandshakeStep, ListenHandshake, Listened,
-    ManifestQuery,
+    DialHandshake, Established, HandshakeFailure, HandshakeMachine, HandshakeStep, ListenHandshake,
+    Listened, ManifestQuery,
 };
 pub use message::Message;
 pub use params::{MAX_CHUNK_COUNT, SwarmIdentity, SwarmParams, SwarmParamsError, audit_path_len};

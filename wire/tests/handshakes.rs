@@ -7,10 +7,10 @@ mod common;
 use common::control::{digest, manifest_request};
 use common::*;
 use minimodel_wire::{
-    BindError, DecodeError, DialHandshake, GoodbyeReason, HandshakeFailure, HandshakeStep,
-    HaveBitfield, HelloRejectReason, ListenHandshake, Listened, LocalMisuse, ManifestQuery,
-    Message, PeerEntry, PeerError, PeerFlags, PeerId, ProtocolViolation, SwarmIdentity,
-    SwarmMismatch,
+    BindError, DecodeError, DialHandshake, GoodbyeReason, HandshakeFailure, HandshakeMachine,
+    HandshakeStep, HaveBitfield, HelloRejectReason, ListenHandshake, Listened, LocalMisuse,
+    ManifestQuery, Message, PeerEntry, PeerError, PeerFlags, PeerId, ProtocolViolation,
+    SwarmIdentity, SwarmMismatch,
 };
 
 /// Drains every `Send` of a handshake into frames.

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use minimodel_wire::{
     BindError, ControlStream, DecodeError, DialHandshake, Established, FrameDecoder,
-    HandshakeFailure, HandshakeStep, HaveBitfield, Hello, ListenHandshake,
+    HandshakeFailure, HandshakeMachine, HandshakeStep, HaveBitfield, Hello, ListenHandshake,
     Listened as WireListened, LocalMisuse, ManifestQuery, Message, PeerError, PeerId,
     SwarmIdentity,
 };
@@ -138,38 +138,12 @@ async fn read(recv: &mut quinn::RecvStream, decoder: &mut FrameDecoder) -> Resul
     }
 }
 
-/// The inputs every wire handshake machine takes.
-trait Machine {
-    fn poll(&mut self) -> HandshakeStep;
-    fn handle_message(&mut self, message: &Message) -> Result<(), LocalMisuse>;
-    fn handle_decode_error(&mut self, error: DecodeError) -> Result<(), LocalMisuse>;
-    fn handle_end(&mut self) -> Result<(), LocalMisuse>;
-}
-
-macro_rules! machine {
-    ($($machine:ty),*) => {$(
-        impl Machine for $machine {
-            fn poll(&mut self) -> HandshakeStep {
-                <$machine>::poll(self)
-            }
-            fn handle_message(&mut self, message: &Message) -> Result<(), LocalMisuse> {
-                <$machine>::handle_message(self, message)
-            }
-            fn handle_decode_error(&mut self, error: DecodeError) -> Result<(), LocalMisuse> {
-                <$machine>::handle_decode_error(self, error)
-            }
-            fn handle_end(&mut self) -> Result<(), LocalMisuse> {
-                <$machine>::handle_end(self)
-            }
-        }
-    )*};
-}
-
-machine!(DialHandshake, ListenHandshake, ManifestQuery);
-
 /// Carries out what `machine` asks (writes, reads) until it needs an
 /// answer from its owner or is done: the step that stopped it.
-async fn pump(machine: &mut impl Machine, streams: &mut Streams) -> Result<HandshakeStep, LinkEnd> {
+async fn pump(
+    machine: &mut impl HandshakeMachine,
+    streams: &mut Streams,
+) -> Result<HandshakeStep, LinkEnd> {
     loop {
         let fed = match machine.poll() {
             HandshakeStep::Send(message) => {
