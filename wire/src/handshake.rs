@@ -30,8 +30,8 @@
 //!
 //! ```
 //! use minimodel_wire::{
-//!     DialHandshake, HandshakeStep, HaveBitfield, ListenHandshake, Listened, SwarmIdentity,
-//!     SwarmParams,
+//!     DialHandshake, HandshakeMachine, HandshakeStep, HaveBitfield, ListenHandshake, Listened,
+//!     SwarmIdentity, SwarmParams,
 //! };
 //!
 //! let swarm = SwarmIdentity::new("demo", [7; 32], SwarmParams::new(100, 10, 10).unwrap()).unwrap();
@@ -342,12 +342,15 @@ impl Engine {
 /// The inputs and output every handshake machine has: what a driver
 /// needs to carry any of them over a stream (send what [`Self::poll`]
 /// gives, read when it says [`HandshakeStep::Read`], stop at any other
-/// step), with one loop for all three.
+/// step), with one loop for all three. The other side is the listener
+/// for [`DialHandshake`] and [`ManifestQuery`], the dialer for
+/// [`ListenHandshake`]; only the listener stops to ask its owner
+/// ([`HandshakeStep::AnswerHello`], [`HandshakeStep::AnswerManifest`]).
 pub trait HandshakeMachine {
     /// What to do next.
     fn poll(&mut self) -> HandshakeStep;
-    /// A message from the other side. Errors only if the machine is not
-    /// reading.
+    /// A message from the other side (as [`Message::decode`] gives it).
+    /// Errors only if the machine is not reading.
     fn handle_message(&mut self, message: &Message) -> Result<(), LocalMisuse>;
     /// Malformed bytes from the other side.
     fn handle_decode_error(&mut self, error: DecodeError) -> Result<(), LocalMisuse>;

@@ -100,9 +100,9 @@ pub struct TransportTuning {
     pub mtu_discovery_upper_bound: u16,
     /// Highest payload MTU discovery probes when the peer is on a loopback
     /// address (whose link MTU is 64 KiB). Default 6500: 10 datagrams fill
-    /// one GSO system call (64 KiB). Larger values batch too (the vendored
-    /// quinn sizes each call to 64 KiB), but 65000 took no less CPU in a
-    /// 1 GiB fetch. Also the endpoint's `max_udp_payload_size` when it may
+    /// one GSO system call (64 KiB). Larger values no longer break sending
+    /// (the vendored quinn puts as many datagrams in a call as fit: 4 at
+    /// 16000, 1 at 65000), but 65000 took no less CPU in a 1 GiB fetch. Also the endpoint's `max_udp_payload_size` when it may
     /// have loopback peers. See `docs/transport.md` 4.2 and 4.7.
     pub loopback_mtu_discovery_upper_bound: u16,
     /// ACK frequency we ask the peer for; `None` keeps RFC 9000 behaviour
@@ -119,7 +119,7 @@ pub struct TransportTuning {
     pub udp_receive_buffer: Option<usize>,
     /// `SO_SNDBUF` of the UDP socket in bytes; `None` keeps the system
     /// default. The kernel caps it at `net.core.wmem_max`. Default 1 MiB,
-    /// room for 16 full GSO batches of 10 datagrams.
+    /// room for 16 full GSO batches (64 KiB each).
     pub udp_send_buffer: Option<usize>,
     /// Send a PING after this much silence, so a connection waiting for
     /// chunks does not hit the idle timeout. Default 3 s: five PINGs per
@@ -528,7 +528,8 @@ mod tests {
             tuning.max_udp_payload(true),
             tuning.loopback_mtu_discovery_upper_bound
         );
-        // Ten datagrams per GSO call must fit the kernel's 64 KiB limit.
+        // Ten datagrams fill a GSO call (64 KiB) at the loopback bound, as
+        // they did when quinn sent at most ten a call.
         assert!(u32::from(tuning.loopback_mtu_discovery_upper_bound) * 10 <= 65_507);
     }
 }

@@ -1019,12 +1019,13 @@ impl State {
 
         // minimodel: as many datagrams per transmit as one GSO system call
         // carries (64 KiB of UDP payload), not a fixed 10, and two such
-        // calls per drive, as upstream's 10 and 20 are at 6,500 bytes.
+        // calls' worth per drive (upstream's 20 are two calls of 10), never
+        // fewer than upstream's 20 (a socket without GSO sends one a call).
         let max_datagrams = self
             .socket
             .max_transmit_segments()
             .min(segments_per_call(self.inner.current_mtu()));
-        let max_transmit_datagrams = 2 * max_datagrams;
+        let max_transmit_datagrams = (2 * max_datagrams).max(MIN_TRANSMIT_DATAGRAMS);
 
         loop {
             // Retry the last transmit, or get a new one.
@@ -1331,6 +1332,13 @@ pub enum SendDatagramError {
     ConnectionLost(#[from] ConnectionError),
 }
 
+/// The maximum amount of datagrams which will be produced in a single `drive_transmit` call
+/// (minimodel: the least; with GSO, two calls' worth)
+///
+/// This limits the amount of CPU resources consumed by datagram generation,
+/// and allows other tasks (like receiving ACKs) to run in between.
+const MIN_TRANSMIT_DATAGRAMS: usize = 20;
+
 /// minimodel: the UDP payload one GSO system call may carry (an IPv4
 /// datagram's 65,535 bytes less its IP and UDP headers; IPv6 allows 20 more).
 const MAX_GSO_PAYLOAD: usize = 65_507;
@@ -1338,7 +1346,7 @@ const MAX_GSO_PAYLOAD: usize = 65_507;
 /// minimodel: how many datagrams of `mtu` bytes go in one transmit (one
 /// GSO system call), in place of upstream's fixed 10: 45 at 1,452 bytes
 /// (a real path), 10 at 6,500 (loopback, as before). The send buffer grows
-/// to at most one call's 64 KiB either way.
+/// to about one call's 64 KiB either way.
 pub(crate) fn segments_per_call(mtu: u16) -> usize {
     (MAX_GSO_PAYLOAD / usize::from(mtu).max(1)).max(1)
 }
