@@ -75,15 +75,17 @@ pub struct TransportTuning {
     /// acknowledged. Default 12 MiB, the same bandwidth-delay product:
     /// anything smaller caps the upload rate at send_window / RTT.
     pub send_window: u64,
-    /// Unidirectional streams the peer may have open at once. Default 128,
-    /// twice the longest request pipeline (64 pieces, one stream each):
-    /// quinn grants more only once an eighth is used, so a full pipeline
-    /// never waits for stream credit. No more than that: quinn keeps the
-    /// receive state of every stream the peer may open and reuses it, and
-    /// each keeps its reassembly queue at the largest size it ever reached,
-    /// for the life of the connection. 512 cost a 4 GiB fetch 7 MiB that a
-    /// 256 MiB fetch did not use (see `docs/transport.md`); quinn's default
-    /// is 100.
+    /// Unidirectional streams the peer may have open at once. Default 74,
+    /// the least that covers the longest request pipeline (64 pieces, one
+    /// stream each; 74 - 74/8 = 65): quinn grants more only once an eighth
+    /// is used, so a full pipeline never waits for stream credit. No more
+    /// than that: quinn keeps the receive state of every stream the peer
+    /// may open and reuses it, and each keeps its reassembly queue at the
+    /// largest size it ever reached, for the life of the connection (one
+    /// entry per STREAM frame: 4.5 times as many at 1452 bytes as at 6500).
+    /// 128 put a four-seeder fetch over 1452-byte paths at 42 to 44 MiB,
+    /// 74 at 39 to 40 MiB (see `docs/transport.md` 4.6); quinn's default is
+    /// 100.
     pub max_concurrent_uni_streams: u32,
     /// Bidirectional streams the peer may have open at once. Default 16:
     /// the piece protocol uses one control stream; a few spare.
@@ -159,7 +161,7 @@ impl Default for TransportTuning {
             stream_receive_window: 12 * MIB,
             connection_receive_window: 12 * MIB,
             send_window: 12 * MIB,
-            max_concurrent_uni_streams: 128,
+            max_concurrent_uni_streams: 74,
             max_concurrent_bidi_streams: 16,
             initial_mtu: QUIC_MIN_MTU,
             mtu_discovery_upper_bound: 1452,
