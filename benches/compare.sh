@@ -9,6 +9,7 @@
 #                      [--modes "fresh persistent"] [--harness both|host|netns]
 #                      [--work DIR] [--tools DIR] [--skip-rqbit]
 #                      [--skip-sendme] [--no-build]
+#   MINIMODEL_BIN=PATH: time that minimodel binary (default target/release/minimodel)
 #
 # Two seeder modes, both by default (--modes picks): "fresh" starts a new
 # seeder for every timed run and stops it after; "persistent" starts each
@@ -89,7 +90,7 @@ for mode in $MODES; do
     esac
 done
 
-MM="$ROOT/target/release/minimodel"
+MM="${MINIMODEL_BIN:-$ROOT/target/release/minimodel}"
 RQBIT="$TOOLS/bin/rqbit"
 SENDME="$TOOLS/bin/sendme"
 

@@ -417,7 +417,7 @@ fn serve(args: RunArgs, out: Output) -> Result<(), Failure> {
         path: args.keyring,
         writing: Mutex::new(()),
     });
-    let runtime = super::network::runtime()?;
+    let runtime = super::network::many_nodes_runtime()?;
     let stop = Stop::default();
     runtime.block_on(async {
         // Before anything is ready: a SIGTERM from now on stops cleanly.

@@ -28,7 +28,7 @@ use minimodel_verifier::slm::{FixtureSpec, write_fixture};
 use minimodel_verifier::{Manifest, Sha256Digest};
 use tokio::sync::{mpsc, watch};
 
-use super::network::runtime;
+use super::network::many_nodes_runtime;
 use crate::events::Event;
 use crate::exit::{Exit, Failure, OrExit};
 use crate::output::{Output, counted};
@@ -101,7 +101,7 @@ pub fn run(args: DemoArgs, out: Output) -> Result<(), Failure> {
         human_bytes(args.size)
     ));
     let (manifest, share) = prepare(&root, args.size, chunk_size, args.cap, out)?;
-    let runtime = runtime()?;
+    let runtime = many_nodes_runtime()?;
     let run = runtime.block_on(swarm(&root, &manifest, &share, &args, out))?;
     summarize(&manifest, &run, &args, out)
 }

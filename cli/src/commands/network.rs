@@ -126,8 +126,24 @@ pub fn identity(dir: Option<&Path>) -> Result<Arc<Identity>, Failure> {
     Ok(Arc::new(identity))
 }
 
-/// A tokio runtime for one command.
+/// The tokio runtime of a command that runs one node (`fetch`, `seed`,
+/// `dht-node`): one thread carries the node, its links and QUIC, while
+/// hashing and disk I/O run on blocking threads beside it. Nothing then
+/// hands a packet or an event from one runtime thread to another: a
+/// 1 GiB fetch takes about a tenth less CPU and a fetch from four
+/// seeders 6 MiB less memory than on two worker threads
+/// (`docs/performance.md`, "One runtime thread").
 pub fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?)
+}
+
+/// The tokio runtime of a process that runs many nodes at once (the
+/// companion, the demo swarm): a worker thread per core, so that the
+/// nodes encrypt and send side by side.
+pub fn many_nodes_runtime() -> Result<tokio::runtime::Runtime, Failure> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
