@@ -171,8 +171,9 @@ pub struct NodeConfig {
     /// Default 4 MiB.
     pub trailing_lag: u64,
     /// How long the trailing hasher holds the next chunk of its pass back
-    /// for a chunk being verified, to hash the two side by side (on a CPU
-    /// that can; `docs/swarm.md`, "Delivery"). Default 10 ms:
+    /// when it has no chunk to verify in hand, waiting for one to hash
+    /// beside it (on a CPU that can; `docs/swarm.md`, "Delivery").
+    /// Default 10 ms:
     /// at a few hundred MB/s the next chunk comes within a few
     /// milliseconds.
     pub trailing_pair_wait: Duration,

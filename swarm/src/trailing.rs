@@ -13,16 +13,18 @@
 //! chunks found later").
 //!
 //! The thread also hashes arriving chunks for their proofs, side by side
-//! with its own pass ([`minimodel_sha256x2`]): with the next chunk of the
-//! prefix stored and waiting to be read back, it asks for a partner
-//! ([`LeafHasher`]),
-//! and the verification job that takes the offer has its chunk hashed in
-//! the same pass. On a CPU that cannot hash two at once, nobody is asked.
+//! with its own pass ([`minimodel_sha256x2`]): a verification job hands
+//! it the chunk it must hash ([`LeafHasher`]) while the thread holds fewer
+//! than [`LEAVES_HELD`], and the thread hashes each beside the next chunk
+//! of the prefix read back, or beside the other one it holds. A chunk
+//! arrives just after the one before it was stored, so nearly every chunk
+//! of the pass finds a partner. On a CPU that cannot hash two at once,
+//! every job hashes its own chunk.
 
 use std::collections::{BTreeSet, VecDeque};
 use std::io;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -232,6 +234,12 @@ impl PartCursor {
     }
 }
 
+/// The thread takes chunks to hash for their proofs while it holds fewer
+/// than this: two in hand always pair. With more verification jobs than
+/// this at once, the rest hash their own chunks, so the thread never holds
+/// the jobs back by more than two chunks' hashing.
+pub(crate) const LEAVES_HELD: usize = 2;
+
 /// With more chunks than this in a row ready to hash, the thread hashes
 /// without waiting for a partner (it is falling behind, or hashes a
 /// resumed prefix).
@@ -252,7 +260,8 @@ enum Work {
 /// `progress` how many chunks it has hashed after each one.
 pub(crate) struct TrailingThread {
     sender: mpsc::Sender<Work>,
-    wanted: Arc<AtomicBool>,
+    /// Chunks handed to the thread for their proofs and not answered yet.
+    held: Arc<AtomicUsize>,
     thread: Option<JoinHandle<io::Result<(Sha256Digest, u32)>>>,
 }
 
@@ -267,10 +276,8 @@ impl TrailingThread {
         progress: impl Fn(u32) + Send + 'static,
     ) -> Self {
         let (sender, inbox) = mpsc::channel::<Work>();
-        let wanted = Arc::new(AtomicBool::new(false));
         let resumed: Vec<u32> = stored.iter_ones().map(|c| c.0).collect();
         let thread = {
-            let wanted = Arc::clone(&wanted);
             std::thread::Builder::new()
                 .name("trailing-sha256".into())
                 .spawn(move || {
@@ -278,14 +285,7 @@ impl TrailingThread {
                     for chunk in resumed {
                         hasher.note_stored(chunk);
                     }
-                    let ran = run(
-                        &mut hasher,
-                        storage.as_ref(),
-                        &inbox,
-                        &wanted,
-                        pair_wait,
-                        progress,
-                    );
+                    let ran = run(&mut hasher, storage.as_ref(), &inbox, pair_wait, progress);
                     // A chunk sent for its proof after the end gets no
                     // answer: its job hashes it itself, now.
                     drop(inbox);
@@ -297,7 +297,7 @@ impl TrailingThread {
         };
         Self {
             sender,
-            wanted,
+            held: Arc::new(AtomicUsize::new(0)),
             thread,
         }
     }
@@ -314,7 +314,7 @@ impl TrailingThread {
     pub(crate) fn leaf_hasher(&self) -> LeafHasher {
         LeafHasher {
             sender: self.sender.clone(),
-            wanted: Arc::clone(&self.wanted),
+            held: Arc::clone(&self.held),
         }
     }
 
@@ -352,7 +352,6 @@ fn run(
     hasher: &mut TrailingHasher,
     storage: &dyn Storage,
     inbox: &mpsc::Receiver<Work>,
-    wanted: &AtomicBool,
     pair_wait: Duration,
     progress: impl Fn(u32),
 ) -> io::Result<()> {
@@ -417,15 +416,9 @@ fn run(
                 && hasher.ready_in_a_row(PAIR_WAIT_AHEAD + 1) <= PAIR_WAIT_AHEAD
                 && pairs_side_by_side()
             {
-                wanted.store(true, Ordering::Release);
-                let got = inbox.recv_timeout(left);
-                let offer_taken = !wanted.swap(false, Ordering::AcqRel);
-                match got {
+                match inbox.recv_timeout(left) {
                     Ok(work) => finishing = take(work, hasher, &mut leaves),
                     Err(mpsc::RecvTimeoutError::Disconnected) => finishing = true,
-                    // A job took the offer just now: its chunk is on the
-                    // way.
-                    Err(mpsc::RecvTimeoutError::Timeout) if offer_taken => {}
                     Err(mpsc::RecvTimeoutError::Timeout) => {
                         if hasher.step(storage)? {
                             progress(hasher.hashed_chunks());
@@ -446,27 +439,32 @@ fn run(
     }
 }
 
-/// Hashes chunks for their proofs on the trailing thread when it offers
-/// (its pass then hashes them side by side with the file), and here
-/// otherwise.
+/// Hashes chunks for their proofs on the trailing thread while it holds
+/// fewer than [`LEAVES_HELD`] (its pass then hashes them side by side with
+/// the file's chunks or with each other), and here otherwise.
 #[derive(Clone)]
 pub(crate) struct LeafHasher {
     sender: mpsc::Sender<Work>,
-    wanted: Arc<AtomicBool>,
+    held: Arc<AtomicUsize>,
 }
 
 impl LeafHasher {
     /// The SHA-256 of `data`.
     pub(crate) fn sha256(&self, data: &ChunkData) -> Sha256Digest {
-        if self.wanted.swap(false, Ordering::AcqRel) {
-            let (reply, digest) = mpsc::sync_channel(1);
-            if self.sender.send(Work::Leaf(data.clone(), reply)).is_ok()
-                && let Ok(digest) = digest.recv()
-            {
-                return digest;
+        // Counted before it is sent, so that two jobs at once cannot both
+        // see room for one.
+        let before = self.held.fetch_add(1, Ordering::AcqRel);
+        let mut digest = None;
+        if before < LEAVES_HELD && pairs_side_by_side() {
+            let (reply, answer) = mpsc::sync_channel(1);
+            // A thread that ended (or ends before it answers) drops the
+            // reply: the chunk is then hashed here.
+            if self.sender.send(Work::Leaf(data.clone(), reply)).is_ok() {
+                digest = answer.recv().ok();
             }
         }
-        data.sha256()
+        self.held.fetch_sub(1, Ordering::AcqRel);
+        digest.unwrap_or_else(|| data.sha256())
     }
 }
 
@@ -567,26 +565,14 @@ mod tests {
         assert_eq!(hasher.finish(&storage).unwrap(), Sha256Digest::of(&bytes));
     }
 
-    /// Waits (a bounded time) for the thread to offer a pairing.
-    fn offered(thread: &TrailingThread) -> bool {
-        let start = std::time::Instant::now();
-        while start.elapsed() < Duration::from_secs(60) {
-            if thread.wanted.load(Ordering::Acquire) {
-                return true;
-            }
-            std::thread::yield_now();
-        }
-        false
-    }
-
     #[test]
-    fn verification_jobs_take_the_threads_offers() {
+    fn verification_jobs_hand_their_chunks_to_the_thread() {
         let chunk = 16384;
         let (_dir, storage, bytes, geometry) = setup(8 * chunk, chunk as u32);
         let storage: Arc<dyn Storage> = Arc::new(storage);
         let none = HaveBitfield::new(geometry.chunk_count());
-        // A wait far longer than the test: the offers do not depend on
-        // how fast this machine runs it.
+        // A wait far longer than the test: the pairs do not depend on how
+        // fast this machine runs it.
         let wait = Duration::from_secs(600);
         let mut thread = TrailingThread::start(geometry, storage, &none, wait, |_| {});
         let leaves = thread.leaf_hasher();
@@ -598,10 +584,8 @@ mod tests {
                 break;
             }
             let next = &bytes[(index as usize + 1) * chunk..][..chunk];
-            if pairs_side_by_side() {
-                assert!(offered(&thread), "no offer for chunk {index}");
-            }
             assert_eq!(leaves.sha256(&parted(next, 1452)), Sha256Digest::of(next));
+            assert_eq!(thread.held.load(Ordering::Acquire), 0);
         }
         drop(leaves);
         let (sha256, paired) = thread.finish_counted().unwrap();
@@ -609,8 +593,30 @@ mod tests {
         if pairs_side_by_side() {
             assert_eq!(paired, 7, "every chunk but the last beside the next");
         } else {
-            assert_eq!(paired, 0, "a CPU that cannot pair is never offered");
+            assert_eq!(paired, 0, "a CPU that cannot pair is never handed a chunk");
         }
+    }
+
+    #[test]
+    fn a_job_hashes_its_own_chunk_while_the_thread_holds_enough() {
+        let chunk = 16384;
+        let (_dir, storage, bytes, geometry) = setup(2 * chunk, chunk as u32);
+        let storage: Arc<dyn Storage> = Arc::new(storage);
+        let none = HaveBitfield::new(geometry.chunk_count());
+        let wait = Duration::from_secs(600);
+        let mut thread = TrailingThread::start(geometry, storage, &none, wait, |_| {});
+        let leaves = thread.leaf_hasher();
+        thread.stored(0);
+        // As if other jobs had handed it as many as it takes.
+        thread.held.store(LEAVES_HELD, Ordering::Release);
+        let next = &bytes[chunk..];
+        assert_eq!(leaves.sha256(&parted(next, 1000)), Sha256Digest::of(next));
+        assert_eq!(thread.held.load(Ordering::Acquire), LEAVES_HELD);
+        thread.held.store(0, Ordering::Release);
+        thread.stored(1);
+        let (sha256, paired) = thread.finish_counted().unwrap();
+        assert_eq!(sha256, Sha256Digest::of(&bytes));
+        assert_eq!(paired, 0, "the thread was handed nothing");
     }
 
     #[test]
@@ -665,7 +671,7 @@ mod tests {
     }
 
     #[test]
-    fn an_offer_taken_as_the_thread_ends_is_hashed_by_the_job() {
+    fn a_chunk_handed_over_after_the_thread_ended_is_hashed_by_the_job() {
         let (_dir, storage, bytes, geometry) = setup(50_000, 16384);
         let storage: Arc<dyn Storage> = Arc::new(storage);
         let none = HaveBitfield::new(geometry.chunk_count());
@@ -675,14 +681,12 @@ mod tests {
             thread.stored(index);
         }
         let leaves = thread.leaf_hasher();
-        let wanted = Arc::clone(&thread.wanted);
+        let held = Arc::clone(&thread.held);
         assert_eq!(thread.finish().unwrap(), Sha256Digest::of(&bytes));
-        // The thread is gone; an offer seen late must not leave the job
-        // waiting.
-        wanted.store(true, Ordering::Release);
+        // The thread is gone: the job must not wait for it.
         let data = parted(&bytes[..16384], 1000);
         assert_eq!(leaves.sha256(&data), Sha256Digest::of(&bytes[..16384]));
-        assert!(!wanted.load(Ordering::Acquire), "the job took the offer");
+        assert_eq!(held.load(Ordering::Acquire), 0);
     }
 
     #[test]
