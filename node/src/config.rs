@@ -170,10 +170,11 @@ pub struct NodeConfig {
     /// whole-file hasher, no new chunk is requested until it catches up.
     /// Default 4 MiB.
     pub trailing_lag: u64,
-    /// How long the trailing hasher holds the next chunk of its pass back
-    /// when it has no chunk to verify in hand, waiting for one to hash
-    /// beside it (on a CPU that can; `docs/swarm.md`, "Delivery").
-    /// Default 10 ms:
+    /// How long the trailing hasher holds a chunk back, waiting for one to
+    /// hash beside it (on a CPU that can; `docs/swarm.md`, "Delivery"):
+    /// the next chunk of its pass, stored, with no chunk to verify in hand;
+    /// or a chunk to verify, with neither the next chunk of the pass nor a
+    /// second one to verify. Default 10 ms:
     /// at a few hundred MB/s the next chunk comes within a few
     /// milliseconds.
     pub trailing_pair_wait: Duration,

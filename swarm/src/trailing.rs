@@ -51,6 +51,8 @@ pub struct TrailingHasher {
     /// Chunks of the prefix hashed side by side with a chunk for its
     /// proof.
     paired: u32,
+    /// Pairs of chunks hashed side by side for their proofs.
+    leaf_pairs: u32,
     /// Where chunks are read (none until the first read; on a cache line,
     /// which the kernel fills several times faster).
     read_buffer: Option<AlignedBuf>,
@@ -66,6 +68,7 @@ impl TrailingHasher {
             stored: BTreeSet::new(),
             read_bytes: 0,
             paired: 0,
+            leaf_pairs: 0,
             read_buffer: None,
         }
     }
@@ -189,6 +192,8 @@ impl TrailingHasher {
 struct Leaf {
     data: ChunkData,
     sha256: Sha256,
+    /// Since when it has waited for a partner, once it has.
+    waiting: Option<Instant>,
 }
 
 impl Leaf {
@@ -196,6 +201,7 @@ impl Leaf {
         Self {
             data,
             sha256: Sha256::new(),
+            waiting: None,
         }
     }
 
@@ -254,6 +260,10 @@ enum Work {
     Finish,
 }
 
+/// Chunks of the file's pass hashed beside a chunk for its proof, and
+/// pairs of chunks for their proofs hashed side by side.
+type Pairs = (u32, u32);
+
 /// A [`TrailingHasher`] on a thread of its own. It drains its inbox
 /// (indices of stored chunks, chunks to hash for their proofs) between
 /// chunks, so taking in new chunks never waits for hashing, and tells
@@ -262,7 +272,7 @@ pub(crate) struct TrailingThread {
     sender: mpsc::Sender<Work>,
     /// Chunks handed to the thread for their proofs and not answered yet.
     held: Arc<AtomicUsize>,
-    thread: Option<JoinHandle<io::Result<(Sha256Digest, u32)>>>,
+    thread: Option<JoinHandle<io::Result<(Sha256Digest, Pairs)>>>,
 }
 
 impl TrailingThread {
@@ -290,8 +300,8 @@ impl TrailingThread {
                     // answer: its job hashes it itself, now.
                     drop(inbox);
                     ran?;
-                    let paired = hasher.paired;
-                    Ok((hasher.finish(storage.as_ref())?, paired))
+                    let counts = (hasher.paired, hasher.leaf_pairs);
+                    Ok((hasher.finish(storage.as_ref())?, counts))
                 })
                 .ok()
         };
@@ -324,8 +334,9 @@ impl TrailingThread {
     }
 
     /// [`TrailingThread::finish`], with how many chunks of the file's pass
-    /// were hashed beside a chunk checked for its proof.
-    fn finish_counted(mut self) -> io::Result<(Sha256Digest, u32)> {
+    /// were hashed beside a chunk checked for its proof, and how many pairs
+    /// of chunks checked for their proofs were hashed side by side.
+    fn finish_counted(mut self) -> io::Result<(Sha256Digest, Pairs)> {
         let _ = self.sender.send(Work::Finish);
         match self.thread.take() {
             Some(thread) => thread
@@ -343,6 +354,43 @@ impl Drop for TrailingThread {
         if self.thread.is_some() {
             let _ = self.sender.send(Work::Finish);
         }
+    }
+}
+
+/// What the thread does with the first chunk it holds for a proof.
+#[derive(Debug, PartialEq, Eq)]
+enum LeafStep {
+    /// Hash it beside the next chunk of the prefix, which is stored.
+    BesidePrefix,
+    /// Hash it beside the next chunk it holds for a proof.
+    BesideLeaf,
+    /// Wait at most this long for either to come (chunks that arrive out
+    /// of order leave the prefix behind them for a while).
+    Wait(Duration),
+    /// Hash it alone.
+    Alone,
+}
+
+/// The step for a chunk held for its proof: `ready`, the next chunk of
+/// the prefix is stored; `another`, a second chunk for a proof is held;
+/// `waited`, how long this one has waited for a partner so far. It waits
+/// `pair_wait` in all, never once the thread is finishing.
+fn leaf_step(
+    ready: bool,
+    another: bool,
+    waited: Duration,
+    pair_wait: Duration,
+    finishing: bool,
+) -> LeafStep {
+    let left = pair_wait.saturating_sub(waited);
+    if ready {
+        LeafStep::BesidePrefix
+    } else if another {
+        LeafStep::BesideLeaf
+    } else if finishing || left.is_zero() {
+        LeafStep::Alone
+    } else {
+        LeafStep::Wait(left)
     }
 }
 
@@ -379,21 +427,45 @@ fn run(
             }
         }
         if let Some((mut leaf, reply)) = leaves.pop_front() {
-            // A chunk to hash for its proof: beside the next chunk of the
-            // prefix, or beside another such chunk, or alone.
-            if hasher.step_beside(storage, Some(&mut leaf))? {
-                progress(hasher.hashed_chunks());
-            } else if let Some((mut other, other_reply)) = leaves.pop_front() {
-                update_pair(
-                    &mut leaf.sha256,
-                    leaf.data.parts().iter().map(|part| &part[..]),
-                    &mut other.sha256,
-                    other.data.parts().iter().map(|part| &part[..]),
-                );
-                let _ = other_reply.send(other.digest());
-            } else {
-                let _ = reply.send(leaf.data.sha256());
-                continue;
+            let waited = leaf.waiting.map_or(Duration::ZERO, |since| since.elapsed());
+            match leaf_step(
+                hasher.ready(),
+                !leaves.is_empty(),
+                waited,
+                pair_wait,
+                finishing,
+            ) {
+                LeafStep::BesidePrefix => {
+                    hasher.step_beside(storage, Some(&mut leaf))?;
+                    progress(hasher.hashed_chunks());
+                }
+                LeafStep::BesideLeaf => {
+                    if let Some((mut other, other_reply)) = leaves.pop_front() {
+                        update_pair(
+                            &mut leaf.sha256,
+                            leaf.data.parts().iter().map(|part| &part[..]),
+                            &mut other.sha256,
+                            other.data.parts().iter().map(|part| &part[..]),
+                        );
+                        let _ = other_reply.send(other.digest());
+                        hasher.leaf_pairs += 1;
+                    }
+                }
+                LeafStep::Wait(left) => {
+                    leaf.waiting.get_or_insert_with(Instant::now);
+                    let got = inbox.recv_timeout(left);
+                    leaves.push_front((leaf, reply));
+                    match got {
+                        Ok(work) => finishing = take(work, hasher, &mut leaves),
+                        Err(mpsc::RecvTimeoutError::Disconnected) => finishing = true,
+                        Err(mpsc::RecvTimeoutError::Timeout) => {}
+                    }
+                    continue;
+                }
+                LeafStep::Alone => {
+                    let _ = reply.send(leaf.data.sha256());
+                    continue;
+                }
             }
             let _ = reply.send(leaf.digest());
             continue;
@@ -588,12 +660,103 @@ mod tests {
             assert_eq!(thread.held.load(Ordering::Acquire), 0);
         }
         drop(leaves);
-        let (sha256, paired) = thread.finish_counted().unwrap();
+        let (sha256, (paired, _)) = thread.finish_counted().unwrap();
         assert_eq!(sha256, Sha256Digest::of(&bytes));
         if pairs_side_by_side() {
             assert_eq!(paired, 7, "every chunk but the last beside the next");
         } else {
             assert_eq!(paired, 0, "a CPU that cannot pair is never handed a chunk");
+        }
+    }
+
+    #[test]
+    fn a_chunk_for_a_proof_waits_for_a_partner_only_so_long() {
+        let wait = Duration::from_millis(10);
+        let ms = Duration::from_millis;
+        assert_eq!(
+            leaf_step(true, true, ms(0), wait, false),
+            LeafStep::BesidePrefix
+        );
+        assert_eq!(
+            leaf_step(false, true, ms(0), wait, false),
+            LeafStep::BesideLeaf
+        );
+        assert_eq!(
+            leaf_step(false, false, ms(0), wait, false),
+            LeafStep::Wait(ms(10))
+        );
+        assert_eq!(
+            leaf_step(false, false, ms(4), wait, false),
+            LeafStep::Wait(ms(6))
+        );
+        assert_eq!(
+            leaf_step(false, false, ms(10), wait, false),
+            LeafStep::Alone
+        );
+        assert_eq!(
+            leaf_step(false, false, ms(0), wait, true),
+            LeafStep::Alone,
+            "finishing"
+        );
+        assert_eq!(
+            leaf_step(false, false, ms(0), Duration::ZERO, false),
+            LeafStep::Alone
+        );
+        // Once ready or partnered, however long it waited.
+        assert_eq!(
+            leaf_step(true, false, ms(50), wait, true),
+            LeafStep::BesidePrefix
+        );
+        assert_eq!(
+            leaf_step(false, true, ms(50), wait, true),
+            LeafStep::BesideLeaf
+        );
+    }
+
+    #[test]
+    fn a_chunk_ahead_of_the_prefix_waits_for_a_partner() {
+        let chunk = 16384;
+        let (_dir, storage, bytes, geometry) = setup(4 * chunk, chunk as u32);
+        let storage: Arc<dyn Storage> = Arc::new(storage);
+        let none = HaveBitfield::new(geometry.chunk_count());
+        // Far longer than the test: the first chunk is held until the
+        // second comes, however slowly this machine runs it.
+        let wait = Duration::from_secs(600);
+        let thread = TrailingThread::start(geometry, storage, &none, wait, |_| {});
+        // Chunks 2 and 3 arrive while chunk 0, the prefix, is missing.
+        let first = thread.leaf_hasher();
+        let third = bytes[2 * chunk..][..chunk].to_vec();
+        let job = std::thread::spawn(move || first.sha256(&parted(&third, 1452)));
+        // On a CPU that cannot pair, the job hashes its chunk itself.
+        let start = std::time::Instant::now();
+        while pairs_side_by_side() && thread.held.load(Ordering::Acquire) == 0 {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "the first chunk was not held for a partner"
+            );
+            std::thread::yield_now();
+        }
+        let fourth = &bytes[3 * chunk..];
+        let leaves = thread.leaf_hasher();
+        assert_eq!(
+            leaves.sha256(&parted(fourth, 1000)),
+            Sha256Digest::of(fourth)
+        );
+        assert_eq!(
+            job.join().unwrap(),
+            Sha256Digest::of(&bytes[2 * chunk..][..chunk])
+        );
+        drop(leaves);
+        let mut thread = thread;
+        for index in 0..4 {
+            thread.stored(index);
+        }
+        let (sha256, (_, leaf_pairs)) = thread.finish_counted().unwrap();
+        assert_eq!(sha256, Sha256Digest::of(&bytes));
+        if pairs_side_by_side() {
+            assert_eq!(leaf_pairs, 1, "the two chunks were hashed side by side");
+        } else {
+            assert_eq!(leaf_pairs, 0);
         }
     }
 
@@ -614,7 +777,7 @@ mod tests {
         assert_eq!(thread.held.load(Ordering::Acquire), LEAVES_HELD);
         thread.held.store(0, Ordering::Release);
         thread.stored(1);
-        let (sha256, paired) = thread.finish_counted().unwrap();
+        let (sha256, (paired, _)) = thread.finish_counted().unwrap();
         assert_eq!(sha256, Sha256Digest::of(&bytes));
         assert_eq!(paired, 0, "the thread was handed nothing");
     }
@@ -633,7 +796,7 @@ mod tests {
             thread.stored(index);
         }
         // The last chunks may be held for a partner when the end comes.
-        let (sha256, paired) = thread.finish_counted().unwrap();
+        let (sha256, (paired, _)) = thread.finish_counted().unwrap();
         assert_eq!(sha256, Sha256Digest::of(&bytes));
         assert_eq!(paired, 0);
         assert_eq!(
