@@ -16,10 +16,12 @@
 //! with its own pass ([`minimodel_sha256x2`]): a verification job hands
 //! it the chunk it must hash ([`LeafHasher`]) while the thread holds fewer
 //! than [`LEAVES_HELD`], and the thread hashes each beside the next chunk
-//! of the prefix read back, or beside the other one it holds. A chunk
-//! arrives just after the one before it was stored, so nearly every chunk
-//! of the pass finds a partner. On a CPU that cannot hash two at once,
-//! every job hashes its own chunk.
+//! of the prefix read back, or beside the other one it holds. From one
+//! peer a chunk arrives just after the one before it was stored, so nearly
+//! every chunk of the pass finds a partner; a chunk that arrives ahead of
+//! the prefix (from many peers, out of order) waits a little for a second
+//! one. On a CPU that cannot hash two at once, every job hashes its own
+//! chunk.
 
 use std::collections::{BTreeSet, VecDeque};
 use std::io;
