@@ -606,6 +606,21 @@ mod tests {
         assert_eq!(hasher.finish(&storage).unwrap(), Sha256Digest::of(&bytes));
     }
 
+    /// A thread over a file of `len` bytes in chunks of `chunk`, none of
+    /// them stored yet, that waits for partners far longer than any test:
+    /// what pairs does not depend on how fast this machine runs it.
+    fn started(
+        len: usize,
+        chunk: u32,
+    ) -> (tempfile::TempDir, Vec<u8>, ChunkGeometry, TrailingThread) {
+        let (dir, storage, bytes, geometry) = setup(len, chunk);
+        let storage: Arc<dyn Storage> = Arc::new(storage);
+        let none = HaveBitfield::new(geometry.chunk_count());
+        let wait = Duration::from_secs(600);
+        let thread = TrailingThread::start(geometry, storage, &none, wait, |_| {});
+        (dir, bytes, geometry, thread)
+    }
+
     fn parted(bytes: &[u8], part: usize) -> ChunkData {
         let mut data = ChunkData::new();
         for piece in bytes.chunks(part) {
@@ -642,13 +657,7 @@ mod tests {
     #[test]
     fn verification_jobs_hand_their_chunks_to_the_thread() {
         let chunk = 16384;
-        let (_dir, storage, bytes, geometry) = setup(8 * chunk, chunk as u32);
-        let storage: Arc<dyn Storage> = Arc::new(storage);
-        let none = HaveBitfield::new(geometry.chunk_count());
-        // A wait far longer than the test: the pairs do not depend on how
-        // fast this machine runs it.
-        let wait = Duration::from_secs(600);
-        let mut thread = TrailingThread::start(geometry, storage, &none, wait, |_| {});
+        let (_dir, bytes, _, mut thread) = started(8 * chunk, chunk as u32);
         let leaves = thread.leaf_hasher();
         // Chunk 0 is stored; chunk 1 arrives: its hash goes beside chunk
         // 0's read-back when this CPU can do both at once.
@@ -718,13 +727,9 @@ mod tests {
     #[test]
     fn a_chunk_ahead_of_the_prefix_waits_for_a_partner() {
         let chunk = 16384;
-        let (_dir, storage, bytes, geometry) = setup(4 * chunk, chunk as u32);
-        let storage: Arc<dyn Storage> = Arc::new(storage);
-        let none = HaveBitfield::new(geometry.chunk_count());
-        // Far longer than the test: the first chunk is held until the
-        // second comes, however slowly this machine runs it.
-        let wait = Duration::from_secs(600);
-        let thread = TrailingThread::start(geometry, storage, &none, wait, |_| {});
+        // The first chunk is held until the second comes, however slowly
+        // this machine runs it.
+        let (_dir, bytes, _, thread) = started(4 * chunk, chunk as u32);
         // Chunks 2 and 3 arrive while chunk 0, the prefix, is missing.
         let first = thread.leaf_hasher();
         let third = bytes[2 * chunk..][..chunk].to_vec();
@@ -765,11 +770,7 @@ mod tests {
     #[test]
     fn a_job_hashes_its_own_chunk_while_the_thread_holds_enough() {
         let chunk = 16384;
-        let (_dir, storage, bytes, geometry) = setup(2 * chunk, chunk as u32);
-        let storage: Arc<dyn Storage> = Arc::new(storage);
-        let none = HaveBitfield::new(geometry.chunk_count());
-        let wait = Duration::from_secs(600);
-        let mut thread = TrailingThread::start(geometry, storage, &none, wait, |_| {});
+        let (_dir, bytes, _, mut thread) = started(2 * chunk, chunk as u32);
         let leaves = thread.leaf_hasher();
         thread.stored(0);
         // As if other jobs had handed it as many as it takes.
@@ -837,11 +838,7 @@ mod tests {
 
     #[test]
     fn a_chunk_handed_over_after_the_thread_ended_is_hashed_by_the_job() {
-        let (_dir, storage, bytes, geometry) = setup(50_000, 16384);
-        let storage: Arc<dyn Storage> = Arc::new(storage);
-        let none = HaveBitfield::new(geometry.chunk_count());
-        let wait = Duration::from_secs(600);
-        let mut thread = TrailingThread::start(geometry, storage, &none, wait, |_| {});
+        let (_dir, bytes, geometry, mut thread) = started(50_000, 16384);
         for index in 0..geometry.chunk_count() {
             thread.stored(index);
         }

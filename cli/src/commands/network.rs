@@ -134,17 +134,18 @@ pub fn identity(dir: Option<&Path>) -> Result<Arc<Identity>, Failure> {
 /// four seeders 6 to 8 MiB less memory, than on two worker threads
 /// (`docs/performance.md`, "One runtime thread").
 pub fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
-    Ok(tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?)
+    build(tokio::runtime::Builder::new_current_thread())
 }
 
 /// The tokio runtime of a process that runs many nodes at once (the
 /// companion, the demo swarm): a worker thread per core, so that the
 /// nodes encrypt and send side by side.
 pub fn many_nodes_runtime() -> Result<tokio::runtime::Runtime, Failure> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
+    build(tokio::runtime::Builder::new_multi_thread())
+}
+
+fn build(mut builder: tokio::runtime::Builder) -> Result<tokio::runtime::Runtime, Failure> {
+    Ok(builder
         .enable_all()
         .build()
         .context("cannot start the async runtime")?)
