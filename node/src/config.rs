@@ -178,6 +178,16 @@ pub struct NodeConfig {
     /// at a few hundred MB/s the next chunk comes within a few
     /// milliseconds.
     pub trailing_pair_wait: Duration,
+    /// While this node's router is first asked for a port mapping, the
+    /// Hello of a link it dialed waits for the answer, at most this long
+    /// from the node's start: a Hello names where the node listens, and a
+    /// peer passes that address on (peer exchange, introductions). Behind
+    /// a symmetric NAT the mapping is the only address other peers can
+    /// reach, and the first dial's QUIC handshake often ends before the
+    /// router answers. A router answers in milliseconds; a network with
+    /// none costs the start this long. Default 2 s (PCP and NAT-PMP give
+    /// up after 1.75 s).
+    pub mapping_wait: Duration,
     /// How often download progress is reported. Default 500 ms.
     pub progress_every: Duration,
     /// A chunk found bad on disk after it was verified more often than
@@ -270,6 +280,7 @@ impl Default for NodeConfig {
             checkpoint_bytes: 64 << 20,
             trailing_lag: 4 << 20,
             trailing_pair_wait: Duration::from_millis(10),
+            mapping_wait: Duration::from_secs(2),
             progress_every: Duration::from_millis(500),
             max_repairs_per_chunk: 3,
             keep_alive_after: Duration::from_secs(15),

@@ -264,6 +264,16 @@ enum State {
     Stopped,
 }
 
+/// What a node's port mapping looks like now, as its mapper reports it
+/// ([`PortMapper::settled`], [`PortMapper::external`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MapState {
+    /// The first round of asking is over (mapped, or no router would).
+    pub settled: bool,
+    /// Where peers outside reach this node through the mapping.
+    pub external: Option<SocketAddr>,
+}
+
 /// The port mapper of one listening socket.
 #[derive(Debug, Clone)]
 pub struct PortMapper {
@@ -298,6 +308,14 @@ impl PortMapper {
     /// every way failed): what a node waits for before it writes an offer.
     pub fn settled(&self) -> bool {
         !matches!(self.state, State::Trying { .. })
+    }
+
+    /// [`PortMapper::settled`] and [`PortMapper::external`] together.
+    pub fn state(&self) -> MapState {
+        MapState {
+            settled: self.settled(),
+            external: self.external(),
+        }
     }
 
     /// Whether the mapper has stopped and removed what it mapped.

@@ -36,14 +36,7 @@ const GATEWAY_TIMEOUTS: crab_nat::TimeoutConfig = crab_nat::TimeoutConfig {
     max_retry_timeout: Some(Duration::from_secs(1)),
 };
 
-/// What the mapping looks like now.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct MapState {
-    /// The first round of asking is over (mapped, or no router would).
-    pub settled: bool,
-    /// Where peers outside reach this node through the mapping.
-    pub external: Option<SocketAddr>,
-}
+pub use minimodel_node::portmap::MapState;
 
 /// The outside address a mapping gives, once the first round of asking
 /// is over or `wait` has passed (`None`: no mapping asked for, or none
@@ -115,10 +108,7 @@ async fn run(
             let _ = reports.send(NodeReport::PortMapping { step: event });
         }
         // Watchers (the node, which tells its core) wake only on a change.
-        let now = MapState {
-            settled: mapper.settled(),
-            external: mapper.external(),
-        };
+        let now = mapper.state();
         state.send_if_modified(|held| {
             let changed = *held != now;
             *held = now;

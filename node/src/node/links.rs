@@ -14,6 +14,7 @@ use super::{Action, KnownPeer, Link, NodeCore, Peer};
 use crate::address::{Prefix, canonical, reachable_from, scope};
 use crate::book::{AddressBook, EntryId, EntryState, Source};
 use crate::ids::LinkId;
+use crate::portmap::MapState;
 use crate::report::{Departure, LinkEnd, NodeReport, Problem, Refusal, Tried};
 use crate::upload::TokenBucket;
 
@@ -345,11 +346,34 @@ impl NodeCore {
         hello
     }
 
-    /// The outside address our router maps to our listening port, while it
-    /// holds a mapping (`None`: none held): our Hellos name it as where we
-    /// listen from now on.
-    pub fn set_mapped(&mut self, external: Option<SocketAddr>) {
-        self.mapped = external;
+    /// Our port mapping as the mapper reports it, at the start and on every
+    /// change (`None`: this node asks for none). While a mapping is held,
+    /// our Hellos name its outside address as where we listen. While the
+    /// router's first answer is awaited, at most
+    /// [`NodeConfig::mapping_wait`](crate::config::NodeConfig::mapping_wait)
+    /// from the first report, the Hellos of links we dialed wait
+    /// ([`NodeCore::hello_held`]).
+    pub fn set_mapping(&mut self, state: Option<MapState>, now: Instant) {
+        self.mapped = state.and_then(|state| state.external);
+        let asking = state.is_some_and(|state| !state.settled);
+        self.mapping_settled |= state.is_some_and(|state| state.settled);
+        self.hellos_wait_until = if asking && !self.mapping_settled {
+            Some(
+                self.hellos_wait_until
+                    .unwrap_or(now + self.config.mapping_wait),
+            )
+        } else {
+            None
+        };
+    }
+
+    /// Whether the Hello of a link we dialed waits now (for our router's
+    /// first answer about a port mapping, [`NodeCore::set_mapping`]): the
+    /// driver sends it once this is false, which [`NodeCore::poll_timeout`]
+    /// wakes it for. An incoming peer's Hello is answered at once, with
+    /// what is known then.
+    pub fn hello_held(&self, now: Instant) -> bool {
+        self.hellos_wait_until.is_some_and(|until| now < until)
     }
 
     /// Incoming links from `prefix`: connected, or admitted at their Hello.

@@ -58,8 +58,9 @@ const TURNED_AWAY: usize = 32;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     /// Dial `addr` (a new link): QUIC, then the Hello exchange, sending our
-    /// Hello as it stands once the connection is up
-    /// ([`NodeCore::hello_to`]: a port mapping may arrive in between) and
+    /// Hello as it stands once the connection is up and
+    /// [`NodeCore::hello_held`] no longer holds it ([`NodeCore::hello_to`]:
+    /// a port mapping may arrive in between) and
     /// `have` as our bitfield, within `deadline`. `peer` is the id the peer
     /// must prove, when known (not for an address from a DHT).
     Dial {
@@ -270,7 +271,7 @@ pub struct NodeStart {
     /// Whether it serves chunks (a seeder, `fetch --serve`).
     pub serve: bool,
     /// Where it accepts incoming connections, as its Hello names it when
-    /// no router maps a port for it ([`NodeCore::set_mapped`]); `None`:
+    /// no router maps a port for it ([`NodeCore::set_mapping`]); `None`:
     /// it has no listener.
     pub listen: Option<SocketAddr>,
     /// Program name and version, sent in Hello (at most 64 printable
@@ -322,6 +323,11 @@ pub struct NodeCore {
     /// maps to it, while it holds a mapping.
     listen: Option<SocketAddr>,
     mapped: Option<SocketAddr>,
+    /// While the router's first answer about a port mapping is awaited:
+    /// until when dialed links' Hellos wait for it.
+    hellos_wait_until: Option<Instant>,
+    /// The mapper's first round of asking has ended once.
+    mapping_settled: bool,
     seed_after: bool,
     manifest_sha256: Option<[u8; 32]>,
     lan: Vec<SocketAddr>,
@@ -419,6 +425,8 @@ impl NodeCore {
             hello,
             listen: start.listen,
             mapped: None,
+            hellos_wait_until: None,
+            mapping_settled: false,
             seed_after: start.seed_after,
             manifest_sha256: start.manifest_sha256,
             lan: start.lan,
@@ -532,6 +540,7 @@ impl NodeCore {
             .chain(uploads)
             .chain(exchange)
             .chain(serving_report)
+            .chain(self.hellos_wait_until.filter(|until| *until > now))
             .min()
             .map(|deadline| deadline.max(now))
     }

@@ -115,7 +115,7 @@ pub(crate) enum Event {
     /// The peer we dialed refused our Hello (with other peers to try).
     Rejected(LinkId, minimodel_node::node::Rejection),
     /// A dial's connection is up: its handshake asks for our Hello (the
-    /// core's, as it stands now) to the peer at `remote`.
+    /// core's, once the core no longer holds it) to the peer at `remote`.
     OurHello {
         remote: SocketAddr,
         reply: tokio::sync::oneshot::Sender<minimodel_wire::Hello>,
@@ -200,6 +200,12 @@ pub(crate) struct Node {
     /// The router's mapping of the listening port (this node's or its
     /// shared endpoint's), when one was asked for.
     mapped: Option<tokio::sync::watch::Receiver<crate::portmap::MapState>>,
+    /// Dialed links waiting for our Hello while the core holds it
+    /// ([`NodeCore::hello_held`]).
+    held_hellos: Vec<(
+        SocketAddr,
+        tokio::sync::oneshot::Sender<minimodel_wire::Hello>,
+    )>,
     links: BTreeMap<LinkId, DriverLink>,
     events: mpsc::Receiver<Event>,
     sender: mpsc::Sender<Event>,
@@ -426,7 +432,7 @@ impl Node {
         start.listen = listen;
         start.lan = networks;
         let mut core = NodeCore::new(parts.config.core.clone(), start, Instant::now());
-        core.set_mapped(mapped.as_ref().and_then(|state| state.borrow().external));
+        core.set_mapping(mapped.as_ref().map(|state| *state.borrow()), Instant::now());
         let mut told = 0;
         if let Some(registration) = &registration {
             let (generation, share) = registration.share();
@@ -442,6 +448,7 @@ impl Node {
             swarm: parts.swarm,
             listen,
             mapped,
+            held_hellos: Vec::new(),
             links: BTreeMap::new(),
             events,
             sender,
@@ -546,8 +553,8 @@ impl Node {
                 // Rare, and every Hello after it names the mapping: before
                 // the steady stream of link events.
                 Some(Ok(())) = changed(&mut self.mapped) => {
-                    let external = self.mapped.as_mut().and_then(|state| state.borrow_and_update().external);
-                    self.core.set_mapped(external);
+                    let state = self.mapped.as_mut().map(|state| *state.borrow_and_update());
+                    self.core.set_mapping(state, Instant::now());
                 }
                 Some(event) = self.events.recv() => self.on_event(event),
                 Some((link, event)) = self.link_events.recv() => {
@@ -566,6 +573,18 @@ impl Node {
             }
             self.carry_out();
             self.share_slots();
+            self.release_hellos();
+        }
+    }
+
+    /// Answers the dialed links' requests for our Hello that the core
+    /// held, once it holds them no longer.
+    fn release_hellos(&mut self) {
+        if self.held_hellos.is_empty() || self.core.hello_held(Instant::now()) {
+            return;
+        }
+        for (remote, reply) in std::mem::take(&mut self.held_hellos) {
+            let _ = reply.send(self.core.hello_to(remote));
         }
     }
 
@@ -672,7 +691,11 @@ impl Node {
             }
             Event::Up(link, session, remote) => self.on_link_up(link, *session, remote),
             Event::OurHello { remote, reply } => {
-                let _ = reply.send(self.core.hello_to(remote));
+                if self.core.hello_held(now) {
+                    self.held_hellos.push((remote, reply));
+                } else {
+                    let _ = reply.send(self.core.hello_to(remote));
+                }
             }
             Event::Failed(link, end) => {
                 self.links.remove(&link);

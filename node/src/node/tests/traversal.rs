@@ -4,6 +4,8 @@
 
 use minimodel_wire::{PeerEntry, PeerFlags, RendezvousFailedReason};
 
+use crate::portmap::MapState;
+
 use super::*;
 
 /// A serving peer seen at `addr` (behind a router when `lan` is given),
@@ -590,7 +592,13 @@ fn our_hello_names_the_mapped_address_while_the_router_holds_one() {
     assert_eq!(hello.observed, Some(remote));
     assert_eq!(hello.lan, [sa(OUR_LAN_ADDR)]);
     let mapped = sa("203.0.113.5:4433");
-    h.core.set_mapped(Some(mapped));
+    h.core.set_mapping(
+        Some(MapState {
+            settled: true,
+            external: Some(mapped),
+        }),
+        h.now,
+    );
     let hello = h.core.hello_to(remote);
     assert_eq!(hello.listen, Some(mapped));
     assert_eq!(hello.lan, [sa(OUR_LAN_ADDR)]);
@@ -607,8 +615,61 @@ fn our_hello_names_the_mapped_address_while_the_router_holds_one() {
     assert_eq!(answer.listen, Some(mapped));
     assert_eq!(answer.observed, Some(peer.addr));
     // Lost: back to the bound address.
-    h.core.set_mapped(None);
+    h.core.set_mapping(
+        Some(MapState {
+            settled: true,
+            external: None,
+        }),
+        h.now,
+    );
     assert_eq!(h.core.hello_to(remote).listen, Some(sa(OUR_ADDR)));
+}
+
+#[test]
+fn a_dialed_links_hello_waits_for_the_routers_first_answer_so_long() {
+    let wait = NodeConfig::default().mapping_wait;
+    let mut h = Harness::new(Kind::Seeder, 8, NodeConfig::default());
+    let start = h.now;
+    let asking = MapState::default();
+    // No mapping asked for: nothing waits.
+    assert!(!h.core.hello_held(start));
+    assert_eq!(h.core.poll_timeout(start), None);
+    // Asked: held, and the core wakes the driver when the wait is over.
+    h.core.set_mapping(Some(asking), start);
+    assert!(h.core.hello_held(start));
+    assert_eq!(h.core.poll_timeout(start), Some(start + wait));
+    // Another report while the router is still asked keeps the deadline.
+    let later = start + wait / 2;
+    h.core.set_mapping(Some(asking), later);
+    assert!(h.core.hello_held(start + wait - Duration::from_millis(1)));
+    assert!(!h.core.hello_held(start + wait), "held past mapping_wait");
+    assert_eq!(h.core.poll_timeout(start + wait), None);
+    // The router answers within the wait: released at once, naming it.
+    let mapped = sa("203.0.113.5:4433");
+    h.core.set_mapping(
+        Some(MapState {
+            settled: true,
+            external: Some(mapped),
+        }),
+        later,
+    );
+    assert!(!h.core.hello_held(later));
+    assert_eq!(
+        h.core.hello_to(sa("198.51.100.9:4433")).listen,
+        Some(mapped)
+    );
+    // Asked again later (a renewal that failed): nothing waits any more.
+    h.core.set_mapping(Some(asking), later);
+    assert!(!h.core.hello_held(later));
+    // The router never answers: released at the deadline, naming the
+    // bound address.
+    let mut h = Harness::new(Kind::Seeder, 8, NodeConfig::default());
+    h.core.set_mapping(Some(asking), h.now);
+    assert!(!h.core.hello_held(h.now + wait));
+    assert_eq!(
+        h.core.hello_to(sa("198.51.100.9:4433")).listen,
+        Some(sa(OUR_ADDR))
+    );
 }
 
 #[test]
