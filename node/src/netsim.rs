@@ -818,7 +818,7 @@ impl Sim {
             have,
             seed_after: spec.seed_after,
             seed: (node as u64 + 1) ^ self.seed_offset.rotate_left(32),
-            manifest_sha256: None,
+            manifest: None,
             lan: if spec.lan || spec.nat.is_some() {
                 vec![spec.addr]
             } else {

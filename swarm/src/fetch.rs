@@ -134,7 +134,6 @@ impl Fetcher {
         let geometry = partial.geometry();
         let have = partial.verified();
         let id = identity.peer_id();
-        let seed = minimodel_node::rng::seed_of(&id);
         let mut node_config = config.node.clone();
         if !config.serve {
             // It listens nowhere of its own; on a shared endpoint it stays
@@ -142,7 +141,7 @@ impl Fetcher {
             // the endpoint's gate keeps it no part of the peer budget.
             node_config.listen = None;
         }
-        let mut jobs = Jobs::new(
+        let jobs = Jobs::new(
             geometry,
             partial.verifier(),
             partial.storage(),
@@ -154,37 +153,23 @@ impl Fetcher {
                 signature: config.signature.clone(),
                 started: Instant::now(),
             }),
-            node_config.core.verify_jobs,
+            &node_config.core,
         );
-        jobs.pair_wait = node_config.core.trailing_pair_wait;
-        let served = config
+        // Where it listens and its LAN: Node::new, which binds.
+        let mut start = NodeStart::new(swarm.clone(), id, node_config.agent.clone(), have);
+        start.discovery = config.dht.is_some();
+        start.serve = config.serve;
+        start.download = true;
+        start.seed_after = config.serve && config.seed_after;
+        start.manifest = config
             .serve
             .then(|| crate::node::served_manifest(&node_config, manifest));
-        let agent = node_config.agent.clone();
         let node = Node::new(NodeParts {
             config: node_config,
             identity,
-            swarm: swarm.clone(),
-            start: NodeStart {
-                discovery: config.dht.is_some(),
-                swarm,
-                local_id: id,
-                serve: config.serve,
-                // Where it listens and its LAN: Node::new, which binds.
-                listen: None,
-                agent,
-                have,
-                download: true,
-                seed_after: config.serve && config.seed_after,
-                seed,
-                manifest_sha256: served.as_ref().map(|(digest, _)| *digest),
-                lan: Vec::new(),
-            },
-            manifest: served,
-            jobs: {
-                jobs.delivered = None;
-                jobs
-            },
+            swarm,
+            start,
+            jobs,
             reports,
         })?;
         let mut fetcher = Self { node, config };

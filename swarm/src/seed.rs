@@ -74,45 +74,37 @@ impl Seeder {
         let manifest = artifact.manifest();
         let swarm = swarm_of(manifest)?;
         let geometry = ChunkGeometry::of_manifest(manifest)?;
-        let verify_jobs = config.core.verify_jobs;
         let tuning = &mut config.tuning;
         tuning.connection_receive_window =
             tuning.connection_receive_window.min(SEEDER_RECEIVE_WINDOW);
         tuning.stream_receive_window = tuning.stream_receive_window.min(SEEDER_RECEIVE_WINDOW);
         let storage: Arc<dyn Storage> =
             Arc::new(FileStorage::open_read_only(path).map_err(SeedError::Open)?);
-        let id = identity.peer_id();
-        let served = crate::node::served_manifest(&config, manifest);
-        let agent = config.agent.clone();
+        let have = HaveBitfield::full(geometry.chunk_count());
+        // Where it listens and its LAN: Node::new, which binds.
+        let mut start = NodeStart::new(
+            swarm.clone(),
+            identity.peer_id(),
+            config.agent.clone(),
+            have,
+        );
+        start.serve = true;
+        start.manifest = Some(crate::node::served_manifest(&config, manifest));
+        let jobs = Jobs::new(
+            geometry,
+            ChunkVerifier::new(geometry, manifest.chunks.merkle_root),
+            storage,
+            ProofSource::Full(Arc::new(artifact.tree().clone())),
+            None,
+            None,
+            &config.core,
+        );
         let node = Node::new(NodeParts {
             config,
-            start: NodeStart {
-                discovery: false,
-                swarm: swarm.clone(),
-                local_id: id,
-                serve: true,
-                // Where it listens and its LAN: Node::new, which binds.
-                listen: None,
-                agent,
-                have: HaveBitfield::full(geometry.chunk_count()),
-                download: false,
-                seed_after: false,
-                seed: minimodel_node::rng::seed_of(&id),
-                manifest_sha256: Some(served.0),
-                lan: Vec::new(),
-            },
-            manifest: Some(served),
+            start,
             identity,
             swarm,
-            jobs: Jobs::new(
-                geometry,
-                ChunkVerifier::new(geometry, manifest.chunks.merkle_root),
-                storage,
-                ProofSource::Full(Arc::new(artifact.tree().clone())),
-                None,
-                None,
-                verify_jobs,
-            ),
+            jobs,
             reports,
         })?;
         Ok(Self { node })

@@ -3,6 +3,7 @@
 //! with back-off, eviction, and the end of a link.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use minimodel_wire::{
@@ -39,6 +40,28 @@ pub enum Incoming {
         /// Why.
         reason: Refusal,
     },
+}
+
+/// The dialer's first message on an incoming link
+/// (`docs/wire-protocol.md` 8.5 and 8.6).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum First {
+    /// A Hello (bound to this node's swarm by the handshake already).
+    Hello(Hello),
+    /// A manifest query for the manifest with this SHA-256.
+    Manifest([u8; 32]),
+}
+
+/// How this node answers the dialer's first message
+/// ([`NodeCore::handle_first`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// Admitted: our Hello and bitfield go back.
+    Admit(Hello, HaveBitfield),
+    /// A manifest query answered with these bytes.
+    Serve(Arc<[u8]>),
+    /// Refused: the HelloReject goes back.
+    Refuse(Rejection),
 }
 
 /// Why a listener refuses a Hello.
@@ -226,6 +249,27 @@ impl NodeCore {
         )
     }
 
+    /// The dialer's first message on incoming link `link` from `peer`: its
+    /// Hello ([`NodeCore::handle_hello`]) or a manifest query
+    /// ([`NodeCore::handle_manifest_request`]), answered.
+    pub fn handle_first(
+        &mut self,
+        link: LinkId,
+        peer: PeerId,
+        first: &First,
+        now: Instant,
+    ) -> Answer {
+        let answer = match first {
+            First::Hello(hello) => self
+                .handle_hello(link, peer, hello, now)
+                .map(|(hello, have)| Answer::Admit(hello, have)),
+            First::Manifest(digest) => self
+                .handle_manifest_request(link, peer, *digest)
+                .map(Answer::Serve),
+        };
+        answer.unwrap_or_else(Answer::Refuse)
+    }
+
     /// The Hello of an incoming link: admit it (our Hello and bitfield to
     /// send back) or refuse it. An admitted peer holds a slot until its link is up or
     /// fails. When every slot is taken, a peer idle for
@@ -344,6 +388,12 @@ impl NodeCore {
         hello.listen = self.listen.map(|bound| self.mapped.unwrap_or(bound));
         hello.observed = Some(minimodel_wire::canonical_addr(remote));
         hello
+    }
+
+    /// SHA-256 of the manifest this node hands to manifest queries, if
+    /// any ([`NodeStart::manifest`](super::NodeStart::manifest)).
+    pub fn manifest_sha256(&self) -> Option<[u8; 32]> {
+        self.manifest.as_ref().map(|(sha256, _)| *sha256)
     }
 
     /// Our port mapping as the mapper reports it, at the start and on every
@@ -495,13 +545,13 @@ impl NodeCore {
     /// `docs/wire-protocol.md` 8.6). It is answered with the manifest only
     /// when this node serves and that is its swarm's manifest, and never to
     /// a banned peer; the link ends either way (one answer per connection,
-    /// reported as [`NodeReport::ManifestQuery`]). `Ok`: send the bytes.
+    /// reported as [`NodeReport::ManifestQuery`]). `Ok`: the bytes to send.
     pub fn handle_manifest_request(
         &mut self,
         link: LinkId,
         peer: PeerId,
         digest: [u8; 32],
-    ) -> Result<(), Rejection> {
+    ) -> Result<Arc<[u8]>, Rejection> {
         let reject = |reason, detail: &str| Rejection {
             reason,
             detail: detail.to_owned(),
@@ -521,13 +571,14 @@ impl NodeCore {
                 HelloRejectReason::Banned,
                 "banned for sending bad data",
             ))
-        } else if self.manifest_sha256 != Some(digest) {
-            Err(reject(
-                HelloRejectReason::UnknownManifest,
-                "no manifest with that SHA-256 here",
-            ))
         } else {
-            Ok(())
+            match &self.manifest {
+                Some((sha256, bytes)) if *sha256 == digest => Ok(Arc::clone(bytes)),
+                _ => Err(reject(
+                    HelloRejectReason::UnknownManifest,
+                    "no manifest with that SHA-256 here",
+                )),
+            }
         };
         self.reports.push_back(NodeReport::ManifestQuery {
             peer,

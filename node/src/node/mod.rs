@@ -31,6 +31,7 @@ mod upload_slots;
 
 use std::collections::{BTreeSet, VecDeque};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use minimodel_wire::{
@@ -47,7 +48,7 @@ use crate::rng::SplitMix64;
 use crate::upload::{TokenBucket, UploadQueue};
 
 pub use fetching::{Finish, PieceEnd, PieceVerdict, TransferStats, VerifyOutcome};
-pub use links::{Incoming, LinkUp, Rejection, handshake_end};
+pub use links::{Answer, First, Incoming, LinkUp, Rejection, handshake_end};
 pub use serving::UploadOutcome;
 
 /// At most this many peers turned away for lack of room are remembered
@@ -289,13 +290,36 @@ pub struct NodeStart {
     pub discovery: bool,
     /// Seed of every random choice (tie-breaks, jitter).
     pub seed: u64,
-    /// SHA-256 of the manifest file this node hands out to a manifest
-    /// query (a ticket's holder), when it has one to hand out.
-    pub manifest_sha256: Option<[u8; 32]>,
+    /// The manifest file's bytes this node hands out to a manifest query
+    /// (a ticket's holder names their SHA-256), when it has them.
+    pub manifest: Option<Arc<[u8]>>,
     /// Its own LAN addresses (its Hello lists them when it listens; port
     /// 0 when it does not): a LAN address a peer passes on is dialed
     /// only within the network (/24, /64) of one of these.
     pub lan: Vec<SocketAddr>,
+}
+
+impl NodeStart {
+    /// A node of `swarm` as `local_id`, with `have` verified at start and
+    /// its random choices seeded from its id ([`crate::rng::seed_of`]):
+    /// it neither serves nor downloads, listens nowhere, looks nothing up
+    /// and has no manifest to hand out until the caller says otherwise.
+    pub fn new(swarm: SwarmIdentity, local_id: PeerId, agent: String, have: HaveBitfield) -> Self {
+        Self {
+            swarm,
+            seed: crate::rng::seed_of(&local_id),
+            local_id,
+            serve: false,
+            listen: None,
+            agent,
+            have,
+            download: false,
+            seed_after: false,
+            discovery: false,
+            manifest: None,
+            lan: Vec::new(),
+        }
+    }
 }
 
 /// What a swarm's node tells the gate of the endpoint it shares with other
@@ -329,7 +353,8 @@ pub struct NodeCore {
     /// The mapper's first round of asking has ended once.
     mapping_settled: bool,
     seed_after: bool,
-    manifest_sha256: Option<[u8; 32]>,
+    /// The manifest handed to manifest queries: its SHA-256 and bytes.
+    manifest: Option<([u8; 32], Arc<[u8]>)>,
     lan: Vec<SocketAddr>,
     /// Where peers see our connections come from.
     observed: crate::observed::Observations,
@@ -428,7 +453,9 @@ impl NodeCore {
             hellos_wait_until: None,
             mapping_settled: false,
             seed_after: start.seed_after,
-            manifest_sha256: start.manifest_sha256,
+            manifest: start
+                .manifest
+                .map(|bytes| (minimodel_verifier::Sha256Digest::of(&bytes).0, bytes)),
             lan: start.lan,
             observed: crate::observed::Observations::new(),
             introductions: crate::report::IntroductionCounts::default(),

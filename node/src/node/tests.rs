@@ -37,7 +37,12 @@ const OUR_ADDR: &str = "81.0.0.1:4433";
 /// `OUR_ADDR`).
 const OUR_LAN_ADDR: &str = "192.168.7.2:4433";
 /// SHA-256 of the manifest the node under test hands out.
-const MANIFEST_SHA256: [u8; 32] = [0x4d; 32];
+/// The manifest a serving test node hands to manifest queries.
+const MANIFEST: &[u8] = b"a manifest's bytes";
+
+fn manifest_sha256() -> [u8; 32] {
+    minimodel_verifier::Sha256Digest::of(MANIFEST).0
+}
 
 fn sa(text: &str) -> SocketAddr {
     text.parse().expect("a socket address")
@@ -174,7 +179,7 @@ impl Harness {
             download: kind != Kind::Seeder,
             seed_after,
             seed: 1,
-            manifest_sha256: Some(MANIFEST_SHA256),
+            manifest: Some(std::sync::Arc::from(MANIFEST)),
             lan: vec![sa(OUR_LAN_ADDR)],
         };
         Self {
@@ -278,9 +283,13 @@ impl Harness {
     /// comes up.
     fn hello_in(&mut self, link: LinkId, remote: &Remote) -> Result<(), super::Rejection> {
         let theirs = remote.side(&self.swarm);
-        let (hello, have) = self
-            .core
-            .handle_hello(link, remote.id, &theirs.hello, self.now)?;
+        // As the driver asks: the dialer's first message.
+        let first = super::First::Hello(theirs.hello.clone());
+        let (hello, have) = match self.core.handle_first(link, remote.id, &first, self.now) {
+            super::Answer::Admit(hello, have) => (hello, have),
+            super::Answer::Refuse(rejection) => return Err(rejection),
+            other => panic!("a Hello answered with {other:?}"),
+        };
         let mut ours = self.our_side(remote.addr);
         ours.hello = hello;
         ours.have = have;

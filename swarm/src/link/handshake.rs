@@ -13,7 +13,6 @@ use std::future::Future;
 use bytes::BytesMut;
 use minimodel_node::node::{Rejection, handshake_end};
 use minimodel_node::report::{LinkEnd, LocalError, Violation};
-use std::sync::Arc;
 
 use minimodel_wire::{
     BindError, ControlStream, DecodeError, DialHandshake, Established, FrameDecoder,
@@ -280,14 +279,7 @@ pub enum Listened {
     ManifestServed,
 }
 
-/// The dialer's first message.
-#[derive(Debug, Clone)]
-pub enum First {
-    /// A Hello (not checked against any swarm yet).
-    Hello(Hello),
-    /// A manifest query for the manifest with this SHA-256.
-    Manifest([u8; 32]),
-}
+pub use minimodel_node::node::{Answer, First};
 
 /// A listener's handshake whose first message has arrived and waits for
 /// its answer: from a listener of one swarm at once, from an endpoint of
@@ -370,55 +362,37 @@ impl Opening {
         self.connection.set_receive_window(window);
     }
 
-    /// Answers as a listener of `swarm`. A Hello is bound to it (a Hello
-    /// for another is refused as the spec says), then `admit` decides
-    /// whether to take the peer (our Hello and bitfield, or a reason to
-    /// refuse); a
-    /// manifest query goes to `manifest`, which returns the bytes to serve
-    /// or a reason to refuse. Either returns `None` when nobody can answer
-    /// any more, and the handshake is abandoned without a word.
-    pub async fn answer<FH, A, FM, M>(
+    /// Answers as a listener of `swarm`. A Hello is bound to it first (a
+    /// Hello for another is refused as the spec says); then `decide`
+    /// answers the first message (the core's [`Answer`]), or returns
+    /// `None` when nobody can answer any more, and the handshake is
+    /// abandoned without a word.
+    pub async fn answer<F>(
         mut self,
         swarm: &SwarmIdentity,
-        admit: A,
-        manifest: M,
+        decide: impl FnOnce(First) -> F,
     ) -> Result<Listened, LinkEnd>
     where
-        A: FnOnce(Hello) -> FH,
-        FH: Future<Output = Option<Result<(Hello, HaveBitfield), Rejection>>>,
-        M: FnOnce([u8; 32]) -> FM,
-        FM: Future<Output = Option<Result<Arc<[u8]>, Rejection>>>,
+        F: Future<Output = Option<Answer>>,
     {
         let machine = &mut self.machine;
         let result = async {
-            match self.first.clone() {
-                First::Hello(hello) => {
-                    match machine.bind(swarm.clone()) {
-                        // Refused as the spec says: the HelloReject is queued.
-                        Err(BindError::Peer(_)) => {}
-                        Err(BindError::Local(error)) => return Err(misuse(error)),
-                        Ok(()) => match admit(hello).await {
-                            None => return Err(abandoned()),
-                            Some(Ok((ours, bitfield))) => {
-                                machine.accept(ours, bitfield).map_err(misuse)?;
-                            }
-                            Some(Err(rejection)) => {
-                                machine
-                                    .reject(rejection.reason, rejection.detail, rejection.peers)
-                                    .map_err(misuse)?;
-                            }
-                        },
+            let bound = match self.first {
+                First::Hello(_) => machine.bind(swarm.clone()),
+                First::Manifest(_) => Ok(()),
+            };
+            match bound {
+                // Refused as the spec says: the HelloReject is queued.
+                Err(BindError::Peer(_)) => {}
+                Err(BindError::Local(error)) => return Err(misuse(error)),
+                Ok(()) => match decide(self.first.clone()).await.ok_or_else(abandoned)? {
+                    Answer::Admit(ours, bitfield) => machine.accept(ours, bitfield),
+                    Answer::Serve(bytes) => machine.serve_manifest(bytes.to_vec()),
+                    Answer::Refuse(rejection) => {
+                        machine.reject(rejection.reason, rejection.detail, rejection.peers)
                     }
                 }
-                First::Manifest(digest) => match manifest(digest).await {
-                    None => return Err(abandoned()),
-                    Some(Ok(bytes)) => machine.serve_manifest(bytes.to_vec()).map_err(misuse)?,
-                    Some(Err(rejection)) => {
-                        machine
-                            .reject(rejection.reason, rejection.detail, Vec::new())
-                            .map_err(misuse)?;
-                    }
-                },
+                .map_err(misuse)?,
             }
             to_the_end(machine, &mut self.streams).await
         }

@@ -180,33 +180,18 @@ async fn answer(
 ) -> Result<Listened, LinkEnd> {
     let peer = opening.peer_id();
     // The node task is gone (it is shutting down): no answer.
-    let (hello_events, manifest_events) = (events.clone(), events);
     opening
-        .answer(
-            swarm,
-            |hello| async move {
-                let (reply, answer) = oneshot::channel();
-                let question = Event::Hello {
-                    link,
-                    peer,
-                    hello,
-                    reply,
-                };
-                hello_events.send(question).await.ok()?;
-                answer.await.ok()
-            },
-            |digest| async move {
-                let (reply, answer) = oneshot::channel();
-                let question = Event::ManifestAsked {
-                    link,
-                    peer,
-                    digest,
-                    reply,
-                };
-                manifest_events.send(question).await.ok()?;
-                answer.await.ok()
-            },
-        )
+        .answer(swarm, |first| async move {
+            let (reply, answer) = oneshot::channel();
+            let question = Event::First {
+                link,
+                peer,
+                first,
+                reply,
+            };
+            events.send(question).await.ok()?;
+            answer.await.ok()
+        })
         .await
 }
 

@@ -82,7 +82,7 @@ pub(crate) struct Jobs {
     trailing: Option<TrailingThread>,
     /// The trailing hasher's wait for a chunk to hash beside its own (the
     /// core's `trailing_pair_wait`).
-    pub(crate) pair_wait: std::time::Duration,
+    pair_wait: std::time::Duration,
     /// Verification and storage jobs at once (the core's `verify_jobs`),
     /// and their slots: the delivery takes them all, so that it starts
     /// after every job before it.
@@ -90,8 +90,6 @@ pub(crate) struct Jobs {
     verify_slots: Arc<Semaphore>,
     /// The delivered download, once it is.
     pub(crate) delivered: Option<Box<Delivered>>,
-    /// The final checks and the delivery are under way.
-    pub(crate) delivering: bool,
 }
 
 impl Jobs {
@@ -102,12 +100,12 @@ impl Jobs {
         proofs: ProofSource,
         partial: Option<Arc<PartialDownload>>,
         delivery: Option<DeliveryContext>,
-        verify_jobs: usize,
+        config: &minimodel_node::config::NodeConfig,
     ) -> Self {
         // At least one (the node's config is checked for that too), at most
         // what a semaphore holds.
-        let verify_jobs =
-            u32::try_from(verify_jobs.clamp(1, Semaphore::MAX_PERMITS)).unwrap_or(u32::MAX);
+        let verify_jobs = config.verify_jobs.clamp(1, Semaphore::MAX_PERMITS);
+        let verify_jobs = u32::try_from(verify_jobs).unwrap_or(u32::MAX);
         Self {
             geometry,
             verifier: Arc::new(verifier),
@@ -116,11 +114,10 @@ impl Jobs {
             partial,
             delivery,
             trailing: None,
-            pair_wait: std::time::Duration::ZERO,
+            pair_wait: config.trailing_pair_wait,
             verify_jobs,
             verify_slots: Arc::new(Semaphore::new(verify_jobs as usize)),
             delivered: None,
-            delivering: false,
         }
     }
 
@@ -293,7 +290,6 @@ pub(super) fn deliver(node: &mut Node) {
     let events = node.sender.clone();
     let stats = node.core.transfer();
     let remembered = node.peers_to_remember();
-    node.jobs.delivering = true;
     tokio::spawn(async move {
         let _all = slots.acquire_many(all).await;
         let done = tokio::task::spawn_blocking(move || {
@@ -348,7 +344,6 @@ pub(super) fn on_done(node: &mut Node, done: JobDone, now: Instant) {
         JobDone::Trailing(hashed) => node.core.handle_trailing(hashed, now),
         JobDone::Checkpointed(result) => node.core.handle_checkpointed(result, now),
         JobDone::Delivered(finish, delivered) => {
-            node.jobs.delivering = false;
             if let Some(delivered) = delivered {
                 // Verified as a whole: serve every chunk from the full tree.
                 node.jobs.proofs = ProofSource::Full(Arc::new(delivered.tree.clone()));

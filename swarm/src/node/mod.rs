@@ -120,25 +120,13 @@ pub(crate) enum Event {
         remote: SocketAddr,
         reply: tokio::sync::oneshot::Sender<minimodel_wire::Hello>,
     },
-    /// An incoming handshake read the peer's Hello: the core decides.
-    Hello {
+    /// An incoming handshake read the dialer's first message (a Hello or
+    /// a manifest query): the core answers.
+    First {
         link: LinkId,
         peer: minimodel_wire::PeerId,
-        hello: minimodel_wire::Hello,
-        reply: tokio::sync::oneshot::Sender<
-            Result<
-                (minimodel_wire::Hello, minimodel_wire::HaveBitfield),
-                minimodel_node::node::Rejection,
-            >,
-        >,
-    },
-    /// An incoming connection asks for a manifest: the core decides, the
-    /// reply carries the bytes to send.
-    ManifestAsked {
-        link: LinkId,
-        peer: minimodel_wire::PeerId,
-        digest: [u8; 32],
-        reply: tokio::sync::oneshot::Sender<Result<Arc<[u8]>, minimodel_node::node::Rejection>>,
+        first: minimodel_node::node::First,
+        reply: tokio::sync::oneshot::Sender<minimodel_node::node::Answer>,
     },
     /// An incoming connection's manifest query was answered (the core
     /// ended its link then).
@@ -218,8 +206,6 @@ pub(crate) struct Node {
     dht: Option<(Arc<crate::dht::Discovery>, crate::dht::SwarmKey)>,
     /// This node's announcement on the DHT (stopped when dropped).
     announcement: Option<crate::dht::Announcement>,
-    /// The manifest file's bytes, for manifest queries.
-    manifest: Option<Arc<[u8]>>,
     /// The router's mapping of our port, while the node listens behind one.
     port_map: Option<crate::portmap::PortMapTask>,
     /// Local discovery, with `--lan`.
@@ -260,22 +246,18 @@ pub(crate) struct NodeParts {
     pub(crate) start: NodeStart,
     pub(crate) jobs: Jobs,
     pub(crate) reports: mpsc::UnboundedSender<NodeReport>,
-    /// The manifest handed to manifest queries: its SHA-256 (also in
-    /// `start`) and its bytes ([`served_manifest`]).
-    pub(crate) manifest: Option<([u8; 32], Arc<[u8]>)>,
 }
 
 /// The manifest a serving node hands to a manifest query: the file's
-/// bytes from `settings` or else the canonical text, with their SHA-256.
+/// bytes from `settings` or else the canonical text.
 pub(crate) fn served_manifest(
     settings: &NodeSettings,
     manifest: &minimodel_verifier::manifest::Manifest,
-) -> ([u8; 32], Arc<[u8]>) {
-    let bytes = settings
+) -> Arc<[u8]> {
+    settings
         .manifest_file
         .clone()
-        .unwrap_or_else(|| Arc::from(manifest.to_text().into_bytes()));
-    (minimodel_verifier::Sha256Digest::of(&bytes).0, bytes)
+        .unwrap_or_else(|| Arc::from(manifest.to_text().into_bytes()))
 }
 
 /// Seconds since the Unix epoch now (0 before it: a clock that wrong
@@ -408,18 +390,23 @@ impl Node {
             Some(shared) => listen.and_then(|_| shared.port_mapping()),
             None => port_map.as_ref().map(crate::portmap::PortMapTask::state),
         };
+        let serve = parts.start.serve;
+        let mut start = parts.start;
+        start.listen = listen;
+        start.lan = networks;
+        let mut core = NodeCore::new(parts.config.core.clone(), start, Instant::now());
+        core.set_mapping(mapped.as_ref().map(|state| *state.borrow()), Instant::now());
         let (registration, grants) = match &shared {
             Some(shared) => {
                 let name = (
                     parts.swarm.model_id().to_owned(),
                     *parts.swarm.merkle_root(),
                 );
-                let manifest = parts.manifest.as_ref().map(|(digest, _)| *digest);
                 let (registration, grants) = shared
                     .register(
                         name,
-                        manifest,
-                        parts.start.serve,
+                        core.manifest_sha256(),
+                        serve,
                         sender.clone(),
                         (parts.config.core.max_upload, parts.config.core.max_download),
                     )
@@ -428,11 +415,6 @@ impl Node {
             }
             None => (None, None),
         };
-        let mut start = parts.start;
-        start.listen = listen;
-        start.lan = networks;
-        let mut core = NodeCore::new(parts.config.core.clone(), start, Instant::now());
-        core.set_mapping(mapped.as_ref().map(|state| *state.borrow()), Instant::now());
         let mut told = 0;
         if let Some(registration) = &registration {
             let (generation, share) = registration.share();
@@ -459,7 +441,6 @@ impl Node {
             outcome: None,
             dht: None,
             announcement: None,
-            manifest: parts.manifest.map(|(_, bytes)| bytes),
             port_map,
             lan: lan_task,
             registration,
@@ -628,18 +609,8 @@ impl Node {
         // Nothing is routed here any more, and this swarm's upload slots go
         // to the others now.
         let shared = self.registration.take().is_some();
-        for link in std::mem::take(&mut self.links).into_values() {
-            match link {
-                DriverLink::Up(handle, uploads) => {
-                    uploads.values().for_each(AbortHandle::abort);
-                    handle.abort();
-                }
-                DriverLink::Closing(connection) => {
-                    connection.close(0u32.into(), b"goodbye");
-                }
-                DriverLink::Attempt(task) => task.abort(),
-            }
-        }
+        let links: Vec<LinkId> = self.links.keys().copied().collect();
+        links.into_iter().for_each(|link| self.drop_link(link));
         if let Some(announcement) = self.announcement.take() {
             announcement.stop().await;
         }
@@ -705,33 +676,13 @@ impl Node {
                 self.links.remove(&link);
                 self.core.handle_hello_rejected(link, rejection, now);
             }
-            Event::Hello {
+            Event::First {
                 link,
                 peer,
-                hello,
+                first,
                 reply,
             } => {
-                let _ = reply.send(self.core.handle_hello(link, peer, &hello, now));
-            }
-            Event::ManifestAsked {
-                link,
-                peer,
-                digest,
-                reply,
-            } => {
-                let answer = self
-                    .core
-                    .handle_manifest_request(link, peer, digest)
-                    .and_then(|()| {
-                        self.manifest
-                            .clone()
-                            .ok_or(minimodel_node::node::Rejection {
-                                reason: minimodel_wire::HelloRejectReason::UnknownManifest,
-                                detail: "no manifest here".into(),
-                                peers: Vec::new(),
-                            })
-                    });
-                let _ = reply.send(answer);
+                let _ = reply.send(self.core.handle_first(link, peer, &first, now));
             }
             Event::Answered(link) => {
                 self.links.remove(&link);

@@ -3,6 +3,7 @@
 //! restarted peer, eviction of idle peers).
 
 use super::*;
+use crate::node::{Answer, First};
 use crate::report::{Blame, Departure, LinkEnd};
 use minimodel_wire::{HelloRejectReason, PeerEntry};
 
@@ -790,17 +791,26 @@ fn ask_manifest(
     h: &mut Harness,
     remote: &Remote,
     digest: [u8; 32],
-) -> (Result<(), super::super::Rejection>, Vec<NodeReport>) {
+) -> (
+    Result<std::sync::Arc<[u8]>, super::super::Rejection>,
+    Vec<NodeReport>,
+) {
     let Incoming::Accept { link, .. } = h.core.handle_incoming(remote.addr, true, h.now) else {
         panic!("{} was not accepted", remote.addr);
     };
-    let answer = h.core.handle_manifest_request(link, remote.id, digest);
+    // As the driver asks: the dialer's first message.
+    let mut ask = || match h
+        .core
+        .handle_first(link, remote.id, &First::Manifest(digest), h.now)
+    {
+        Answer::Serve(bytes) => Ok(bytes),
+        Answer::Refuse(rejection) => Err(rejection),
+        other => panic!("a manifest query answered with {other:?}"),
+    };
+    let answer = ask();
     // One answer per connection: the link is gone either way, and a second
     // question on it is too late.
-    let again = h
-        .core
-        .handle_manifest_request(link, remote.id, digest)
-        .expect_err("a second question on one connection");
+    let again = ask().expect_err("a second question on one connection");
     assert_eq!(again.detail, "too late");
     assert!(!h.is_connected(link));
     (answer, h.take_reports())
@@ -820,11 +830,11 @@ fn query_reports(reports: &[NodeReport]) -> Vec<(PeerId, Option<HelloRejectReaso
 fn a_manifest_query_gets_the_manifest_of_the_swarm_served_and_nothing_else() {
     let mut h = Harness::new(Kind::Seeder, 8, NodeConfig::default());
     let holder = Remote::fetcher(1, "62.1.1.1:4433", 8);
-    let (answer, reports) = ask_manifest(&mut h, &holder, MANIFEST_SHA256);
-    assert_eq!(answer, Ok(()));
+    let (answer, reports) = ask_manifest(&mut h, &holder, manifest_sha256());
+    assert_eq!(answer.as_deref(), Ok(MANIFEST));
     assert_eq!(query_reports(&reports), [(holder.id, None)]);
     // Another digest: refused with the reason the spec names, no peers.
-    let mut other = MANIFEST_SHA256;
+    let mut other = manifest_sha256();
     other[31] ^= 1;
     let (answer, reports) = ask_manifest(&mut h, &holder, other);
     let refusal = answer.expect_err("another manifest");
@@ -860,7 +870,7 @@ fn a_banned_peer_gets_no_manifest() {
     );
     h.advance(1_000);
     h.take();
-    let (answer, reports) = ask_manifest(&mut h, &liar, MANIFEST_SHA256);
+    let (answer, reports) = ask_manifest(&mut h, &liar, manifest_sha256());
     assert_eq!(
         answer.expect_err("banned").reason,
         HelloRejectReason::Banned
