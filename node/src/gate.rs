@@ -298,6 +298,20 @@ impl<T: Clone> Gate<T> {
         self.update(swarm, |registered| registered.demand = demand)
     }
 
+    /// What `swarm`'s node says changed ([`crate::node::NodeCore::poll_gate_news`]):
+    /// one decision on all of it, its share and the other swarms' shares
+    /// that changed.
+    pub fn handle_news(&mut self, swarm: &SwarmName, news: crate::node::GateNews) -> Grants<T> {
+        self.update(swarm, |registered| {
+            if let Some(demand) = news.upload {
+                registered.demand = demand;
+            }
+            if let Some(downloading) = news.download {
+                registered.downloading = downloading;
+            }
+        })
+    }
+
     /// `swarm`'s own upload cap (its `max_upload`): of the endpoint's cap
     /// it never gets more, and what it cannot use goes to the others.
     pub fn set_own_cap(&mut self, swarm: &SwarmName, cap: Option<u64>) -> Grants<T> {

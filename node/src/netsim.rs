@@ -1028,18 +1028,10 @@ impl Sim {
         };
         let gate = self.gates.get_mut(&host).expect("registered at its start");
         let name = Self::gate_name(node);
-        let mut decided = Vec::new();
-        if let Some(demand) = news.upload {
-            decided.push(gate.set_upload_demand(&name, demand));
-        }
-        if let Some(downloading) = news.download {
-            decided.push(gate.set_download_demand(&name, downloading));
-        }
+        let grants = gate.handle_news(&name, news);
         let now = self.instant();
-        for grants in decided {
-            self.core_mut(node).set_share(Some(grants.own), now);
-            self.hand_out(grants.changed);
-        }
+        self.core_mut(node).set_share(Some(grants.own), now);
+        self.hand_out(grants.changed);
         true
     }
 

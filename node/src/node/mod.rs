@@ -353,6 +353,8 @@ pub struct NodeCore {
     /// The mapper's first round of asking has ended once.
     mapping_settled: bool,
     seed_after: bool,
+    /// The generation of the newest gate decision taken ([`NodeCore::take_grant`]).
+    grant_generation: Option<u64>,
     /// The manifest handed to manifest queries: its SHA-256 and bytes.
     manifest: Option<([u8; 32], Arc<[u8]>)>,
     lan: Vec<SocketAddr>,
@@ -451,6 +453,7 @@ impl NodeCore {
             listen: start.listen,
             mapped: None,
             hellos_wait_until: None,
+            grant_generation: None,
             mapping_settled: false,
             seed_after: start.seed_after,
             manifest: start
@@ -767,6 +770,21 @@ impl NodeCore {
         if (more_slots || faster) && self.serve && !self.ended {
             self.start_uploads(now);
         }
+    }
+
+    /// The share an endpoint's gate decided for this swarm in decision
+    /// `generation` ([`crate::gate::Grants`]), taken unless a newer one was
+    /// (decisions may reach a node out of order); whether it was taken.
+    pub fn take_grant(&mut self, generation: u64, share: crate::gate::Share, now: Instant) -> bool {
+        if self
+            .grant_generation
+            .is_some_and(|taken| generation <= taken)
+        {
+            return false;
+        }
+        self.grant_generation = Some(generation);
+        self.set_share(Some(share), now);
+        true
     }
 
     /// The user stopped the node: Goodbye to every peer, a download's last

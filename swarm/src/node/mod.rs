@@ -215,9 +215,6 @@ pub(crate) struct Node {
     registration: Option<shared::Registration>,
     /// The grants the shared endpoint's gate decides for this swarm.
     grants: Option<tokio::sync::watch::Receiver<(u64, minimodel_node::gate::Share)>>,
-    /// The generation of the newest grant of the shared endpoint's gate
-    /// taken.
-    grant_taken: u64,
 }
 
 /// The next change of a watch, or never without one.
@@ -415,11 +412,9 @@ impl Node {
             }
             None => (None, None),
         };
-        let mut told = 0;
         if let Some(registration) = &registration {
             let (generation, share) = registration.share();
-            told = generation;
-            core.set_share(Some(share), Instant::now());
+            core.take_grant(generation, share, Instant::now());
         }
         let (link_sender, link_events) = mpsc::channel(1024);
         Ok(Self {
@@ -445,7 +440,6 @@ impl Node {
             lan: lan_task,
             registration,
             grants,
-            grant_taken: told,
         })
     }
 
@@ -547,7 +541,7 @@ impl Node {
                 Some(Ok(())) = changed(&mut self.grants) => {
                     let newest = self.grants.as_mut().map(|grants| *grants.borrow_and_update());
                     if let Some((generation, share)) = newest {
-                        self.take_share(generation, share);
+                        self.core.take_grant(generation, share, Instant::now());
                     }
                 }
                 () = sleep_until(deadline) => self.core.handle_timeout(Instant::now()),
@@ -576,31 +570,10 @@ impl Node {
         else {
             return;
         };
-        let told: Vec<_> = (news.upload.map(|demand| registration.set_demand(demand)))
-            .into_iter()
-            .chain(
-                news.download
-                    .map(|wants| registration.set_downloading(wants)),
-            )
-            .collect();
-        let mut taken = false;
-        for (generation, share) in told {
-            taken |= self.take_share(generation, share);
-        }
-        if taken {
+        let (generation, share) = registration.tell_news(news);
+        if self.core.take_grant(generation, share, Instant::now()) {
             self.carry_out();
         }
-    }
-
-    /// Gives the core the share the gate decided in `generation`, unless
-    /// a newer one was taken already; whether it was taken.
-    fn take_share(&mut self, generation: u64, share: minimodel_node::gate::Share) -> bool {
-        if generation <= self.grant_taken {
-            return false;
-        }
-        self.grant_taken = generation;
-        self.core.set_share(Some(share), Instant::now());
-        true
     }
 
     /// Closes what is left (the core said goodbye to every peer before it

@@ -15,9 +15,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use minimodel_node::gate::{
-    Door, Gate, Grants, RegisterError, Routed, Share, SwarmName, Ticket, UploadDemand,
-};
+use minimodel_node::gate::{Door, Gate, Grants, RegisterError, Routed, Share, SwarmName, Ticket};
+use minimodel_node::node::GateNews;
 use tokio::sync::{mpsc, watch};
 
 use super::{CoreConfig, Event, NodeReport};
@@ -250,19 +249,10 @@ impl Registration {
         (gate.generation(), gate.upload_share(&self.name))
     }
 
-    /// Tells the gate the uploads this swarm would run now and those under
-    /// way; returns its share, after telling the other swarms whose share
-    /// changed.
-    pub(crate) fn set_demand(&self, demand: UploadDemand) -> (u64, Share) {
-        let grants = lock(&self.shared.inner.gate).set_upload_demand(&self.name, demand);
-        tell(&grants);
-        (grants.generation, grants.own)
-    }
-
-    /// Tells the gate whether this swarm would download now; returns its
+    /// Tells the gate what changed in this swarm's node; returns its
     /// share, after telling the other swarms whose share changed.
-    pub(crate) fn set_downloading(&self, downloading: bool) -> (u64, Share) {
-        let grants = lock(&self.shared.inner.gate).set_download_demand(&self.name, downloading);
+    pub(crate) fn tell_news(&self, news: GateNews) -> (u64, Share) {
+        let grants = lock(&self.shared.inner.gate).handle_news(&self.name, news);
         tell(&grants);
         (grants.generation, grants.own)
     }

@@ -103,6 +103,25 @@ fn uploads_fill_the_slots_and_a_peer_beyond_its_share_only_gets_what_nobody_else
 }
 
 #[test]
+fn a_gate_decision_older_than_the_one_taken_is_ignored() {
+    let mut h = Harness::new(Kind::Seeder, 16, fixed_slots());
+    let granted = |slots| share(slots, None).expect("a share");
+    assert!(h.core.take_grant(2, granted(1), h.now));
+    let a = h.connect_in(&fetcher(1, 16));
+    h.take();
+    request(&mut h, a, &[0, 1]);
+    assert_eq!(uploads(&h.take()).len(), 1, "one upload on a grant of one");
+    // Decided before the one taken (told after the gate's lock went):
+    // nothing changes, and the same generation twice counts once.
+    assert!(!h.core.take_grant(1, granted(3), h.now));
+    assert!(!h.core.take_grant(2, granted(3), h.now));
+    assert!(uploads(&h.take()).is_empty());
+    // A newer one is taken.
+    assert!(h.core.take_grant(3, granted(3), h.now));
+    assert_eq!(uploads(&h.take()).len(), 1, "the second request starts");
+}
+
+#[test]
 fn a_swarm_on_a_shared_endpoint_runs_what_its_gate_grants_and_reports_what_it_wants() {
     let mut h = Harness::new(Kind::Seeder, 16, fixed_slots());
     h.core.set_share(share(1, None), h.now);
