@@ -189,7 +189,9 @@ impl NodeCore {
     /// A connection an endpoint shared with other swarms let in and
     /// routed here by its first message (`crate::gate`): admitted as
     /// [`Self::handle_incoming`] admits a validated one, as link `link`
-    /// within `deadline`, or refused with the HelloReject to send
+    /// that ends at its own deadline or at the endpoint's `deadline`,
+    /// whichever comes first (its place at the gate counts until then), or
+    /// refused with the HelloReject to send
     /// (NotServing when this node takes no connection now, TooManyPeers
     /// when its own handshakes are full; a [`NodeReport::Turned`] says so).
     /// Without `room` at the endpoint (`crate::gate::Routed::room`), its
@@ -198,14 +200,21 @@ impl NodeCore {
         &mut self,
         remote: SocketAddr,
         room: bool,
+        deadline: Instant,
         now: Instant,
-    ) -> Result<(LinkId, Instant), Rejection> {
+    ) -> Result<LinkId, Rejection> {
         match self.handle_incoming(remote, true, now) {
-            Incoming::Accept { link, deadline } => {
-                if let Some(Link::Handshaking { crowded, .. }) = self.links.get_mut(&link) {
+            Incoming::Accept { link, .. } => {
+                if let Some(Link::Handshaking {
+                    crowded,
+                    deadline: own,
+                    ..
+                }) = self.links.get_mut(&link)
+                {
                     *crowded = !room;
+                    *own = deadline.min(*own);
                 }
-                Ok((link, deadline))
+                Ok(link)
             }
             Incoming::Refuse { reason } => Err(Rejection {
                 reason: match reason {

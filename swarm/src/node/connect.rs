@@ -1,6 +1,7 @@
 //! Dials and incoming handshakes as tasks: QUIC, then the Hello exchange;
 //! the outcome goes back to the node as an event. An incoming handshake
-//! asks the core about the peer's Hello through the node task.
+//! asks the core about the peer's Hello through the node task. The core
+//! keeps each attempt's deadline and aborts the task when it passes.
 
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -50,7 +51,7 @@ pub(super) fn within(
     tuning
 }
 
-/// Dials `addr` as link `link`, within `deadline`.
+/// Dials `addr` as link `link`; its QUIC handshake gives up at `deadline`.
 pub(super) fn dial(
     node: &Node,
     link: LinkId,
@@ -98,11 +99,9 @@ pub(super) fn dial(
                 })?;
             Ok((session, remote))
         };
-        let deadline = tokio::time::Instant::from_std(deadline);
-        let event = match tokio::time::timeout_at(deadline, attempt).await {
-            Ok(Ok((session, remote))) => Event::Up(link, Box::new(session), remote),
-            Ok(Err(event)) => event,
-            Err(_) => Event::Failed(link, LinkEnd::TimedOut),
+        let event = match attempt.await {
+            Ok((session, remote)) => Event::Up(link, Box::new(session), remote),
+            Err(event) => event,
         };
         let _ = events.send(event).await;
     });
@@ -128,7 +127,7 @@ pub(super) fn accept(
         let opening = handshake::open(connection, peer).await?;
         answer(opening, link, &swarm, events).await
     };
-    finish(node, link, remote, deadline, attempt)
+    finish(node, link, remote, attempt)
 }
 
 /// Answers, as link `link`, a handshake the shared endpoint routed to this
@@ -137,14 +136,10 @@ pub(super) fn answer_routed(
     node: &Node,
     link: LinkId,
     routed: super::shared::RoutedOpening,
-    deadline: Instant,
 ) -> AbortHandle {
     let swarm = node.swarm.clone();
     let events = node.sender.clone();
     let remote = routed.remote;
-    // Within the endpoint's deadline too: its place at the gate counts
-    // until then.
-    let deadline = deadline.min(routed.deadline);
     let attempt = async move {
         let place = routed.guard;
         match answer(routed.opening, link, &swarm, events).await? {
@@ -157,7 +152,7 @@ pub(super) fn answer_routed(
             other => Ok(other),
         }
     };
-    finish(node, link, remote, deadline, attempt)
+    finish(node, link, remote, attempt)
 }
 
 /// Refuses a routed handshake the core would not take (the HelloReject
@@ -195,24 +190,21 @@ async fn answer(
         .await
 }
 
-/// Runs a listener's `attempt` as link `link` within `deadline`; its
-/// outcome goes back to the node.
+/// Runs a listener's `attempt` as link `link`; its outcome goes back to
+/// the node.
 fn finish(
     node: &Node,
     link: LinkId,
     remote: SocketAddr,
-    deadline: Instant,
     attempt: impl std::future::Future<Output = Result<Listened, LinkEnd>> + Send + 'static,
 ) -> AbortHandle {
     let events = node.sender.clone();
     let task = tokio::spawn(async move {
-        let deadline = tokio::time::Instant::from_std(deadline);
-        let event = match tokio::time::timeout_at(deadline, attempt).await {
-            Ok(Ok(Listened::Session(session))) => Event::Up(link, session, remote),
+        let event = match attempt.await {
+            Ok(Listened::Session(session)) => Event::Up(link, session, remote),
             // The core ended the link when it answered.
-            Ok(Ok(Listened::ManifestServed)) => Event::Answered(link),
-            Ok(Err(end)) => Event::Failed(link, end),
-            Err(_) => Event::Failed(link, LinkEnd::TimedOut),
+            Ok(Listened::ManifestServed) => Event::Answered(link),
+            Err(end) => Event::Failed(link, end),
         };
         let _ = events.send(event).await;
     });

@@ -681,9 +681,9 @@ impl Node {
         routed
             .opening
             .set_receive_window(self.config.tuning.connection_receive_window);
-        match self.core.handle_routed(routed.remote, routed.room, now) {
-            Ok((link, deadline)) => {
-                let task = connect::answer_routed(self, link, routed, deadline);
+        match (self.core).handle_routed(routed.remote, routed.room, routed.deadline, now) {
+            Ok(link) => {
+                let task = connect::answer_routed(self, link, routed);
                 self.links.insert(link, DriverLink::Attempt(task));
             }
             Err(rejection) => connect::refuse_routed(routed, rejection),

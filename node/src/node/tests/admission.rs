@@ -73,6 +73,9 @@ fn stalled_handshakes_from_one_slash_24_do_not_keep_another_prefix_out() {
     assert_eq!(again.accepted.len(), 4);
 }
 
+/// An endpoint's deadline for a routed handshake, later than the node's.
+const ROUTED_WAIT: Duration = Duration::from_secs(3600);
+
 #[test]
 fn a_connection_routed_by_a_shared_endpoint_is_admitted_as_a_validated_one_or_refused_with_a_reason()
  {
@@ -80,18 +83,32 @@ fn a_connection_routed_by_a_shared_endpoint_is_admitted_as_a_validated_one_or_re
     let mut h = Harness::new(Kind::Seeder, 4, config.clone());
     let addrs = from_slash_24("198.51.100", 8);
     let mut taken = Vec::new();
+    // The endpoint's deadline, sooner than the node's own.
+    let endpoints = h.now + Duration::from_secs(1);
     for &addr in &addrs[..config.max_handshakes_per_prefix] {
-        let (link, deadline) = h.core.handle_routed(addr, true, h.now).unwrap();
-        assert_eq!(deadline, h.now + config.handshake_timeout);
-        taken.push(link);
+        taken.push(h.core.handle_routed(addr, true, endpoints, h.now).unwrap());
     }
     // The node's own handshake limit per prefix still holds.
-    let refusal = h.core.handle_routed(addrs[7], true, h.now).unwrap_err();
+    let refusal = h
+        .core
+        .handle_routed(addrs[7], true, endpoints, h.now)
+        .unwrap_err();
     assert_eq!(refusal.reason, HelloRejectReason::TooManyPeers);
+    // The handshakes end at the endpoint's deadline.
+    h.advance(999);
+    assert!(
+        aborts(&h.take()).is_empty(),
+        "not before the endpoint's deadline"
+    );
+    h.advance(1_000);
+    assert_eq!(aborts(&h.take()), taken);
     // A stopping node serves nobody new.
     h.core.stop(h.now);
     let other = "203.0.113.9:4000".parse().unwrap();
-    let refusal = h.core.handle_routed(other, true, h.now).unwrap_err();
+    let refusal = h
+        .core
+        .handle_routed(other, true, endpoints, h.now)
+        .unwrap_err();
     assert_eq!(refusal.reason, HelloRejectReason::NotServing);
 }
 
@@ -101,7 +118,10 @@ fn a_hello_routed_without_room_at_the_endpoint_is_refused_as_full_naming_other_p
     let idle = h.connect_in(&Remote::seeder(150, "62.7.0.1:4433", 8).lacking_last());
     // The node has room of its own; the endpoint it shares has none.
     let crowded = Remote::fetcher(100, "81.2.3.200:5000", 8);
-    let (link, _) = h.core.handle_routed(crowded.addr, false, h.now).unwrap();
+    let link = h
+        .core
+        .handle_routed(crowded.addr, false, h.now + ROUTED_WAIT, h.now)
+        .unwrap();
     let rejection = h.hello_in(link, &crowded).expect_err("no room");
     assert_eq!(rejection.reason, HelloRejectReason::TooManyPeers);
     let named: Vec<SocketAddr> = rejection.peers.iter().map(|entry| entry.addr).collect();
@@ -113,14 +133,20 @@ fn a_hello_routed_without_room_at_the_endpoint_is_refused_as_full_naming_other_p
     h.core.handle_link_failed(link, end, h.now);
     // With room, the next one is taken.
     let next = Remote::fetcher(101, "81.2.4.200:5000", 8);
-    let (link, _) = h.core.handle_routed(next.addr, true, h.now).unwrap();
+    let link = h
+        .core
+        .handle_routed(next.addr, true, h.now + ROUTED_WAIT, h.now)
+        .unwrap();
     h.hello_in(link, &next).expect("room");
     // Without room, a peer of this swarm idle long enough gives up its
     // place to the newcomer.
     h.advance(NodeConfig::default().evict_idle_after.as_millis() as u64 + 1_000);
     h.take();
     let late = Remote::fetcher(102, "81.2.5.200:5000", 8);
-    let (link, _) = h.core.handle_routed(late.addr, false, h.now).unwrap();
+    let link = h
+        .core
+        .handle_routed(late.addr, false, h.now + ROUTED_WAIT, h.now)
+        .unwrap();
     h.hello_in(link, &late).expect("in place of an idle peer");
     assert_eq!(closes(&h.take()), [(idle, GoodbyeReason::TooManyPeers)]);
 }
@@ -140,7 +166,10 @@ fn a_routed_hello_from_a_full_prefix_closes_one_idle_peer_of_that_prefix_and_no_
     // The endpoint has no room and the /24 is at its limit: the /24's idle
     // peer gives up both its place here and its place at the gate.
     let newcomer = Remote::fetcher(3, "81.2.3.2:5000", 8);
-    let (link, _) = h.core.handle_routed(newcomer.addr, false, h.now).unwrap();
+    let link = h
+        .core
+        .handle_routed(newcomer.addr, false, h.now + ROUTED_WAIT, h.now)
+        .unwrap();
     h.hello_in(link, &newcomer)
         .expect("in place of its own idle peer");
     assert_eq!(closes(&h.take()), [(same, GoodbyeReason::TooManyPeers)]);
