@@ -920,6 +920,22 @@ impl NodeCore {
         }
     }
 
+    /// A dial or an incoming handshake ended before its link was up: as
+    /// [`handshake_end`] sees it, a refusal of our Hello
+    /// ([`NodeCore::handle_hello_rejected`]) or another end
+    /// ([`NodeCore::handle_link_failed`]).
+    pub fn handle_attempt_ended(
+        &mut self,
+        link: LinkId,
+        end: Result<LinkEnd, Rejection>,
+        now: Instant,
+    ) {
+        match end {
+            Ok(end) => self.handle_link_failed(link, end, now),
+            Err(rejection) => self.handle_hello_rejected(link, rejection, now),
+        }
+    }
+
     /// A dial or an incoming handshake failed before its link was up.
     pub fn handle_link_failed(&mut self, link: LinkId, end: LinkEnd, now: Instant) {
         match self.links.remove(&link) {

@@ -44,16 +44,6 @@ pub struct Session {
     pub place: Option<Box<dyn std::any::Any + Send>>,
 }
 
-/// Why a dial's handshake gave no session: the peer refused our Hello
-/// (naming other peers we may try), or the link ended as the core sees it.
-#[derive(Debug)]
-pub enum DialFailure {
-    /// The peer refused our Hello.
-    Rejected(Rejection),
-    /// Anything else.
-    Ended(LinkEnd),
-}
-
 /// A transport failure in the transport's words.
 fn lost(error: impl std::fmt::Display) -> LinkEnd {
     LinkEnd::Lost(error.to_string())
@@ -200,6 +190,15 @@ struct Streams {
 }
 
 impl Streams {
+    fn new((send, recv): (quinn::SendStream, quinn::RecvStream)) -> Self {
+        let decoder = FrameDecoder::new();
+        Self {
+            send,
+            recv,
+            decoder,
+        }
+    }
+
     /// The session, once the handshake established it.
     fn into_session(
         self,
@@ -232,40 +231,34 @@ impl Streams {
 }
 
 /// The dialer's side: open the control stream, send Hello, read the
-/// answer, exchange bitfields (the wire crate's [`DialHandshake`]).
+/// answer, exchange bitfields (the wire crate's [`DialHandshake`]). Without
+/// a session: the peer refused our Hello (`Err(Err)`, naming other peers
+/// we may try), or the link ended as the core sees it.
 pub async fn dial(
     connection: quinn::Connection,
     peer_id: PeerId,
     swarm: &SwarmIdentity,
     hello: Hello,
     our_bitfield: HaveBitfield,
-) -> Result<Session, DialFailure> {
-    let ended = DialFailure::Ended;
-    let (send, recv) = connection.open_bi().await.map_err(|e| ended(lost(e)))?;
-    let mut streams = Streams {
-        send,
-        recv,
-        decoder: FrameDecoder::new(),
-    };
+) -> Result<Session, Result<LinkEnd, Rejection>> {
+    let opened = connection.open_bi().await.map_err(|e| Ok(lost(e)))?;
+    let mut streams = Streams::new(opened);
     let mut machine =
-        DialHandshake::new(swarm.clone(), hello, our_bitfield).map_err(|e| ended(misuse(e)))?;
+        DialHandshake::new(swarm.clone(), hello, our_bitfield).map_err(|e| Ok(misuse(e)))?;
     let (error, farewell) = match pump(&mut machine, &mut streams).await {
         Ok(HandshakeStep::Done) => match machine.finish() {
             Ok(established) => {
                 return Ok(streams.into_session(connection, peer_id, established));
             }
-            Err(failure) => match failed(failure) {
-                (Ok(end), farewell) => (ended(end), farewell),
-                (Err(rejection), farewell) => (DialFailure::Rejected(rejection), farewell),
-            },
+            Err(failure) => failed(failure),
         },
         Ok(_) => (
-            ended(unexpected(
+            Ok(unexpected(
                 "the dialer's handshake asked its owner a question",
             )),
             false,
         ),
-        Err(end) => (ended(end), false),
+        Err(end) => (Ok(end), false),
     };
     Err(streams.fail(error, farewell).await)
 }
@@ -306,12 +299,7 @@ impl std::fmt::Debug for Opening {
 /// control stream and reads the dialer's first message, to be answered
 /// with [`Opening::answer`] or [`Opening::refuse`].
 pub async fn open(connection: quinn::Connection, peer_id: PeerId) -> Result<Opening, LinkEnd> {
-    let (send, recv) = connection.accept_bi().await.map_err(lost)?;
-    let mut streams = Streams {
-        send,
-        recv,
-        decoder: FrameDecoder::new(),
-    };
+    let mut streams = Streams::new(connection.accept_bi().await.map_err(lost)?);
     let mut machine = ListenHandshake::new();
     let first = match pump(&mut machine, &mut streams).await {
         Ok(HandshakeStep::AnswerHello(hello)) => First::Hello(hello),
@@ -471,15 +459,8 @@ pub async fn query_manifest(
     digest: [u8; 32],
 ) -> Result<Vec<u8>, QueryError> {
     let result = async {
-        let (send, recv) = connection
-            .open_bi()
-            .await
-            .map_err(|e| QueryError::Link(lost(e).to_string()))?;
-        let mut streams = Streams {
-            send,
-            recv,
-            decoder: FrameDecoder::new(),
-        };
+        let opened = connection.open_bi().await;
+        let mut streams = Streams::new(opened.map_err(|e| QueryError::Link(lost(e).to_string()))?);
         let mut machine = ManifestQuery::new(digest);
         let link = |end: LinkEnd| QueryError::Link(end.to_string());
         match pump(&mut machine, &mut streams).await.map_err(link)? {

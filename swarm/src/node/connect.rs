@@ -13,7 +13,7 @@ use tokio::sync::oneshot;
 use tokio::task::AbortHandle;
 
 use super::{Event, Node};
-use crate::link::handshake::{self, DialFailure, Listened};
+use crate::link::handshake::{self, Listened};
 use crate::transport::{self, AcceptError, ConnectError};
 use minimodel_node::node::Rejection;
 
@@ -68,7 +68,7 @@ pub(super) fn dial(
     let task = tokio::spawn(async move {
         let attempt = async {
             // A peer found on a DHT has no id yet: its handshake proves one.
-            let failed = |error| Event::Failed(link, connect_end(error));
+            let failed = |error| Event::Failed(link, Ok(connect_end(error)));
             let (connection, id) = match peer {
                 Some(id) => {
                     let peer = PeerAddr { id, addr };
@@ -85,7 +85,7 @@ pub(super) fn dial(
             // Our Hello as the core writes it now (a port mapping may have
             // come since the dial was decided).
             let (reply, answer) = oneshot::channel();
-            let gone = || Event::Failed(link, LinkEnd::Local(LocalError::Gone));
+            let gone = || Event::Failed(link, Ok(LinkEnd::Local(LocalError::Gone)));
             let asked = events.send(Event::OurHello { remote, reply }).await;
             let hello = match asked {
                 Ok(()) => answer.await.map_err(|_| gone())?,
@@ -93,10 +93,7 @@ pub(super) fn dial(
             };
             let session = handshake::dial(connection, id, &swarm, hello, have)
                 .await
-                .map_err(|error| match error {
-                    DialFailure::Rejected(rejection) => Event::Rejected(link, rejection),
-                    DialFailure::Ended(end) => Event::Failed(link, end),
-                })?;
+                .map_err(|end| Event::Failed(link, end))?;
             Ok((session, remote))
         };
         let event = match attempt.await {
@@ -204,7 +201,7 @@ fn finish(
             Ok(Listened::Session(session)) => Event::Up(link, session, remote),
             // The core ended the link when it answered.
             Ok(Listened::ManifestServed) => Event::Answered(link),
-            Err(end) => Event::Failed(link, end),
+            Err(end) => Event::Failed(link, Ok(end)),
         };
         let _ = events.send(event).await;
     });

@@ -196,24 +196,16 @@ pub(super) fn verify(node: &mut Node, link: LinkId, piece: ArrivedPiece) {
 
 /// Reads a chunk and sends it on a new piece stream, paced if asked.
 pub(super) fn upload(node: &mut Node, link: LinkId, chunk: ChunkIndex, pace: Option<u64>) {
-    let Some(DriverLink::Up(handle, uploads)) = node.links.get_mut(&link) else {
-        return;
-    };
     let (Some(proof), Some(chunk_len)) = (
         node.jobs.proofs.proof(chunk.0),
         node.jobs.geometry.chunk_len(VerifierIndex(chunk.0)),
     ) else {
-        let events = node.sender.clone();
-        tokio::spawn(async move {
-            let outcome = UploadOutcome::Failed;
-            let _ = events
-                .send(Event::Job(JobDone::Uploaded {
-                    link,
-                    chunk,
-                    outcome,
-                }))
-                .await;
-        });
+        let now = Instant::now();
+        node.core
+            .handle_upload_done(link, chunk, UploadOutcome::Failed, now);
+        return;
+    };
+    let Some(DriverLink::Up(handle, uploads)) = node.links.get_mut(&link) else {
         return;
     };
     let header = PieceHeader {

@@ -110,10 +110,9 @@ pub(crate) enum Event {
     Link(LinkId, LinkEvent),
     /// A handshake finished.
     Up(LinkId, Box<Session>, SocketAddr),
-    /// A dial or an incoming handshake failed.
-    Failed(LinkId, LinkEnd),
-    /// The peer we dialed refused our Hello (with other peers to try).
-    Rejected(LinkId, minimodel_node::node::Rejection),
+    /// A dial or an incoming handshake failed, or the peer we dialed
+    /// refused our Hello (`Err`, with other peers to try).
+    Failed(LinkId, Result<LinkEnd, minimodel_node::node::Rejection>),
     /// A dial's connection is up: its handshake asks for our Hello (the
     /// core's, once the core no longer holds it) to the peer at `remote`.
     OurHello {
@@ -643,11 +642,7 @@ impl Node {
             }
             Event::Failed(link, end) => {
                 self.links.remove(&link);
-                self.core.handle_link_failed(link, end, now);
-            }
-            Event::Rejected(link, rejection) => {
-                self.links.remove(&link);
-                self.core.handle_hello_rejected(link, rejection, now);
+                self.core.handle_attempt_ended(link, end, now);
             }
             Event::First {
                 link,
