@@ -27,6 +27,19 @@ pub enum Scope {
     Global,
 }
 
+/// This node's own LAN addresses among `addrs` (a listener's addresses;
+/// for a node that does not listen, its interfaces' with port 0, to tell
+/// which LAN addresses it is told of are inside its networks): those that
+/// pass [`minimodel_wire::is_lan_addr`], judged with a port as a LAN
+/// address is, at most [`minimodel_wire::MAX_LAN_ADDRS`].
+pub fn own_lan(addrs: impl IntoIterator<Item = SocketAddr>) -> Vec<SocketAddr> {
+    addrs
+        .into_iter()
+        .filter(|addr| minimodel_wire::is_lan_addr(SocketAddr::new(addr.ip(), addr.port().max(1))))
+        .take(minimodel_wire::MAX_LAN_ADDRS)
+        .collect()
+}
+
 /// The scope of `addr` (see [`Scope`]).
 pub fn scope(addr: SocketAddr) -> Scope {
     if addr.port() == 0 {
@@ -141,6 +154,28 @@ mod tests {
 
     fn a(text: &str) -> SocketAddr {
         text.parse().unwrap()
+    }
+
+    #[test]
+    fn our_lan_is_the_lan_addresses_we_have_with_or_without_a_port_at_most_four() {
+        let listener = [
+            "127.0.0.1:4433",
+            "192.168.1.5:4433",
+            "203.0.113.7:4433",
+            "[fd00::5]:4433",
+        ];
+        assert_eq!(
+            own_lan(listener.map(a)),
+            [a("192.168.1.5:4433"), a("[fd00::5]:4433")]
+        );
+        // A node that does not listen: its interfaces, port 0, kept so.
+        let interfaces = ["10.0.0.2:0", "203.0.113.7:0", "172.16.0.1:0"];
+        assert_eq!(
+            own_lan(interfaces.map(a)),
+            [a("10.0.0.2:0"), a("172.16.0.1:0")]
+        );
+        let many = (1..=6).map(|host| a(&format!("10.0.{host}.1:0")));
+        assert_eq!(own_lan(many).len(), minimodel_wire::MAX_LAN_ADDRS);
     }
 
     #[test]

@@ -824,6 +824,7 @@ impl Sim {
             } else {
                 Vec::new()
             },
+            peers: Vec::new(),
         };
         n.core = Some(NodeCore::new(
             spec.config.clone(),

@@ -134,18 +134,6 @@ pub fn listener_addrs(
     Ok(advertised_addrs(bound, &interfaces, public))
 }
 
-/// The LAN addresses among `advertised` (a listener's, from
-/// [`listener_addrs`]): the ones its Hello lists, at most 4
-/// (`docs/wire-protocol.md` 7.1).
-pub fn lan_addrs(advertised: &[SocketAddr]) -> Vec<SocketAddr> {
-    advertised
-        .iter()
-        .copied()
-        .filter(|addr| minimodel_wire::is_lan_addr(*addr))
-        .take(minimodel_wire::MAX_LAN_ADDRS)
-        .collect()
-}
-
 /// Why `HOST:PORT` text gives no address to use.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HostPortError {

@@ -20,7 +20,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use minimodel_node::NodeStart;
-use minimodel_node::node::KnownPeer;
 use minimodel_node::report::Failure;
 use minimodel_verifier::Sha256Digest;
 use minimodel_verifier::manifest::Manifest;
@@ -161,6 +160,7 @@ impl Fetcher {
         start.serve = config.serve;
         start.download = true;
         start.seed_after = config.serve && config.seed_after;
+        start.peers = config.peers.clone();
         start.manifest = config
             .serve
             .then(|| crate::node::served_manifest(&node_config, manifest));
@@ -179,9 +179,6 @@ impl Fetcher {
             fetcher.node.use_dht(dht, key);
         }
         let now = Instant::now();
-        for peer in KnownPeer::offered(&fetcher.config.peers) {
-            fetcher.node.core().add_peer(peer, now);
-        }
         // The peers that served earlier runs are dialed too (a file that
         // cannot be used is replaced at the next checkpoint).
         let before = partial.remembered_peers().unwrap_or_default();

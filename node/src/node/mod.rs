@@ -297,6 +297,9 @@ pub struct NodeStart {
     /// 0 when it does not): a LAN address a peer passes on is dialed
     /// only within the network (/24, /64) of one of these.
     pub lan: Vec<SocketAddr>,
+    /// Peers named to it (an offer, a ticket, `--peer`), dialed from the
+    /// start ([`KnownPeer::offered`]).
+    pub peers: Vec<minimodel_wire::PeerAddr>,
 }
 
 impl NodeStart {
@@ -318,6 +321,7 @@ impl NodeStart {
             discovery: false,
             manifest: None,
             lan: Vec::new(),
+            peers: Vec::new(),
         }
     }
 }
@@ -488,6 +492,9 @@ impl NodeCore {
             gate_told: (None, None),
             remembered: None,
         };
+        for peer in KnownPeer::offered(&start.peers) {
+            node.add_peer(peer, now);
+        }
         // A download whose every chunk was verified in an earlier run goes
         // straight to its final checks.
         node.check_complete(now);

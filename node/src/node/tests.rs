@@ -181,6 +181,7 @@ impl Harness {
             seed: 1,
             manifest: Some(std::sync::Arc::from(MANIFEST)),
             lan: vec![sa(OUR_LAN_ADDR)],
+            peers: Vec::new(),
         };
         Self {
             core: NodeCore::new(config, start, base),

@@ -177,7 +177,7 @@ fn failed_end(failure: HandshakeFailure) -> (LinkEnd, bool) {
 /// Finishes the stream and waits until the peer has all of it (dropping
 /// the connection at once would discard the last message with it); the
 /// attempt's deadline, the core's, bounds the wait.
-async fn flush(send: &mut quinn::SendStream) {
+pub(crate) async fn flush(send: &mut quinn::SendStream) {
     let _ = send.finish();
     let _ = send.stopped().await;
 }

@@ -145,9 +145,8 @@ async fn write_control(
             break;
         }
         if goodbye {
-            let _ = send.finish();
             // The Goodbye leaves before the connection goes.
-            let _ = send.stopped().await;
+            handshake::flush(&mut send).await;
             connection.close(0u32.into(), b"goodbye");
             break;
         }

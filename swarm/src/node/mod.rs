@@ -338,27 +338,15 @@ impl Node {
         // Where peers behind the same router reach us: our LAN addresses
         // (none when the interfaces cannot be read: a peer then reaches us
         // only at our public address).
-        let lan = listen
-            .map(|bound| {
-                crate::addrs::listener_addrs(bound, &[])
-                    .map(|addrs| crate::addrs::lan_addrs(&addrs))
-                    .unwrap_or_default()
-            })
-            .unwrap_or_default();
-        // A node that does not listen still knows its own networks, to
-        // tell which LAN addresses it is told of are inside them.
-        let networks = if listen.is_some() {
-            lan.clone()
-        } else {
-            crate::addrs::interface_ips()
+        // A node that does not listen still knows its own networks.
+        let lan = minimodel_node::address::own_lan(match listen {
+            Some(bound) => crate::addrs::listener_addrs(bound, &[]).unwrap_or_default(),
+            None => (crate::addrs::interface_ips()
                 .unwrap_or_default()
-                .into_iter()
-                // Judged with a port, as a LAN address is; kept with 0.
-                .filter(|&ip| minimodel_wire::is_lan_addr(SocketAddr::new(ip, 1)))
-                .map(|ip| SocketAddr::new(ip, 0))
-                .take(minimodel_wire::MAX_LAN_ADDRS)
-                .collect()
-        };
+                .into_iter())
+            .map(|ip| SocketAddr::new(ip, 0))
+            .collect(),
+        });
         // The router maps our port while we listen behind it (started
         // here, inside the runtime, so that an offer can wait for it).
         let port_map = listen
@@ -389,7 +377,7 @@ impl Node {
         let serve = parts.start.serve;
         let mut start = parts.start;
         start.listen = listen;
-        start.lan = networks;
+        start.lan = lan;
         let mut core = NodeCore::new(parts.config.core.clone(), start, Instant::now());
         core.set_mapping(mapped.as_ref().map(|state| *state.borrow()), Instant::now());
         let (registration, grants) = match &shared {

@@ -29,6 +29,31 @@ fn redialing(reports: &[NodeReport]) -> Vec<(SocketAddr, u32, u64)> {
 }
 
 #[test]
+fn the_peers_named_at_the_start_are_dialed_at_once_one_entry_per_id() {
+    let seeder = testing::peer_id(1);
+    let named = |addr| minimodel_wire::PeerAddr {
+        id: seeder,
+        addr: sa(addr),
+    };
+    let swarm = testing::swarm(CHUNK, 8);
+    let mut start = NodeStart::new(
+        swarm,
+        testing::peer_id(200),
+        "t".into(),
+        HaveBitfield::new(8),
+    );
+    start.download = true;
+    start.peers = vec![named("62.1.1.1:4433"), named("62.1.1.2:4433")];
+    let now = Instant::now();
+    let mut core = NodeCore::new(NodeConfig::default(), start, now);
+    core.handle_timeout(now);
+    let actions: Vec<Action> = std::iter::from_fn(|| core.poll_action()).collect();
+    let first: Vec<_> = dials(&actions).iter().map(|d| (d.addr, d.peer)).collect();
+    // The second address waits its stagger behind the first.
+    assert_eq!(first, [(sa("62.1.1.1:4433"), Some(seeder))]);
+}
+
+#[test]
 fn addresses_of_one_peer_are_staggered_and_the_first_handshake_wins() {
     let config = NodeConfig::default();
     let stagger = config.dial_stagger.as_millis() as u64;
