@@ -46,7 +46,9 @@ pub enum Incoming {
 /// (`docs/wire-protocol.md` 8.5 and 8.6).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum First {
-    /// A Hello (bound to this node's swarm by the handshake already).
+    /// A Hello (when the core answers it, the handshake has bound it to
+    /// this node's swarm; a shared endpoint routes it by its model id and
+    /// root first).
     Hello(Hello),
     /// A manifest query for the manifest with this SHA-256.
     Manifest([u8; 32]),
@@ -273,7 +275,7 @@ impl NodeCore {
                 .handle_hello(link, peer, hello, now)
                 .map(|(hello, have)| Answer::Admit(hello, have)),
             First::Manifest(digest) => self
-                .handle_manifest_request(link, peer, *digest)
+                .handle_manifest_request(link, peer, *digest, now)
                 .map(Answer::Serve),
         };
         answer.unwrap_or_else(Answer::Refuse)
@@ -554,22 +556,30 @@ impl NodeCore {
     /// `docs/wire-protocol.md` 8.6). It is answered with the manifest only
     /// when this node serves and that is its swarm's manifest, and never to
     /// a banned peer; the link ends either way (one answer per connection,
-    /// reported as [`NodeReport::ManifestQuery`]). `Ok`: the bytes to send.
+    /// reported as [`NodeReport::ManifestQuery`]): it closes once the
+    /// driver says the answer went out, or at the latest `goodbye_wait`
+    /// from `now` (within its handshake's deadline), when it is aborted.
+    /// `Ok`: the bytes to send.
     pub fn handle_manifest_request(
         &mut self,
         link: LinkId,
         peer: PeerId,
         digest: [u8; 32],
+        now: Instant,
     ) -> Result<Arc<[u8]>, Rejection> {
         let reject = |reason, detail: &str| Rejection {
             reason,
             detail: detail.to_owned(),
             peers: Vec::new(),
         };
-        let Some(&Link::Handshaking { remote, .. }) = self.links.get(&link) else {
+        let Some(&Link::Handshaking {
+            remote, deadline, ..
+        }) = self.links.get(&link)
+        else {
             return Err(reject(HelloRejectReason::TooManyPeers, "too late"));
         };
-        self.links.remove(&link);
+        let deadline = deadline.min(now + self.config.goodbye_wait);
+        self.links.insert(link, Link::Closing { deadline });
         let answer = if !self.serve {
             Err(reject(
                 HelloRejectReason::NotServing,
@@ -957,7 +967,8 @@ impl NodeCore {
                 self.links.insert(link, up);
                 self.handle_closed(link, end, now);
             }
-            Some(Link::Closing { .. }) => {}
+            // An answered manifest query whose answer did not get out.
+            Some(Link::Closing { .. }) => self.try_finish_end(),
             None => {}
         }
     }

@@ -520,13 +520,16 @@ impl NodeCore {
             return None;
         }
         if self.ending.is_some() {
-            // Only the last checkpoint is awaited; Goodbyes may time out.
+            // Only the last checkpoint is awaited; Goodbyes and attempts
+            // may time out.
             return self
                 .links
                 .values()
                 .filter_map(|link| match link {
-                    Link::Closing { deadline } => Some(*deadline),
-                    _ => None,
+                    Link::Closing { deadline }
+                    | Link::Dialing { deadline, .. }
+                    | Link::Handshaking { deadline, .. } => Some(*deadline),
+                    Link::Up(_) => None,
                 })
                 .min()
                 .map(|deadline| deadline.max(now));

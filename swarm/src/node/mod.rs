@@ -127,8 +127,8 @@ pub(crate) enum Event {
         first: minimodel_node::node::First,
         reply: tokio::sync::oneshot::Sender<minimodel_node::node::Answer>,
     },
-    /// An incoming connection's manifest query was answered (the core
-    /// ended its link then).
+    /// An incoming connection's manifest query was answered and the answer
+    /// went out (the core closes the link it kept until then).
     Answered(LinkId),
     /// A job finished.
     Job(jobs::JobDone),
@@ -642,6 +642,7 @@ impl Node {
             }
             Event::Answered(link) => {
                 self.links.remove(&link);
+                self.core.handle_closed(link, LinkEnd::ClosedByPeer, now);
             }
             Event::Link(link, event) => self.on_link_event(link, event, now),
             Event::Job(done) => jobs::on_done(self, done, now),

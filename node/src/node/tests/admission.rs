@@ -879,6 +879,34 @@ fn a_manifest_query_gets_the_manifest_of_the_swarm_served_and_nothing_else() {
 }
 
 #[test]
+fn an_answered_manifest_query_whose_answer_does_not_get_out_is_aborted_in_goodbye_wait() {
+    let wait = NodeConfig::default().goodbye_wait.as_millis() as u64;
+    let mut h = Harness::new(Kind::Seeder, 8, NodeConfig::default());
+    let first = First::Manifest(manifest_sha256());
+    let answer = |h: &mut Harness, remote: &Remote| {
+        let Incoming::Accept { link, .. } = h.core.handle_incoming(remote.addr, true, h.now) else {
+            panic!("{} was not accepted", remote.addr);
+        };
+        let served = h.core.handle_first(link, remote.id, &first, h.now);
+        assert!(matches!(served, Answer::Serve(_)), "{served:?}");
+        link
+    };
+    // A peer that never reads the answer: its connection goes at the
+    // deadline, not when the transport gives up.
+    let stalled = answer(&mut h, &Remote::fetcher(1, "62.1.1.1:4433", 8));
+    h.take();
+    h.advance(wait - 1);
+    assert!(aborts(&h.take()).is_empty(), "not before goodbye_wait");
+    h.advance(wait);
+    assert_eq!(aborts(&h.take()), [stalled]);
+    // One whose answer went out is closed, and nothing is left to abort.
+    let read = answer(&mut h, &Remote::fetcher(2, "62.2.2.2:4433", 8));
+    h.core.handle_closed(read, LinkEnd::ClosedByPeer, h.now);
+    h.advance(3 * wait);
+    assert!(aborts(&h.take()).is_empty());
+}
+
+#[test]
 fn a_banned_peer_gets_no_manifest() {
     let mut h = Harness::new(Kind::ServingFetch, 8, NodeConfig::default());
     let liar = Remote::seeder(2, "62.1.1.2:4433", 8);
