@@ -186,7 +186,8 @@ pub struct NodeConfig {
     /// reach, and the first dial's QUIC handshake often ends before the
     /// router answers. A router answers in milliseconds; a network with
     /// none costs the start this long. Default 2 s (PCP and NAT-PMP give
-    /// up after 1.75 s).
+    /// up after 1.75 s); below `unverified_dial_timeout`, which a held
+    /// Hello counts against.
     pub mapping_wait: Duration,
     /// How often download progress is reported. Default 500 ms.
     pub progress_every: Duration,
@@ -332,7 +333,7 @@ pub struct ConfigError {
 impl NodeConfig {
     /// Checks the settings that would make a node stall or misbehave.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let rules: [(bool, &'static str, &'static str); 17] = [
+        let rules: [(bool, &'static str, &'static str); 18] = [
             (self.upload_slots > 0, "upload_slots", "at least 1"),
             (
                 self.upload_slots_per_peer > 0,
@@ -403,6 +404,13 @@ impl NodeConfig {
                 "above zero",
             ),
             (self.max_outbox > 0, "max_outbox", "at least 1"),
+            // A held Hello counts against its dial's deadline: a short dial
+            // made at the start must keep time for its handshake.
+            (
+                self.mapping_wait < self.unverified_dial_timeout,
+                "mapping_wait",
+                "below unverified_dial_timeout",
+            ),
         ];
         match rules.iter().find(|(ok, _, _)| !ok) {
             Some(&(_, setting, rule)) => Err(ConfigError { setting, rule }),
@@ -453,6 +461,12 @@ mod tests {
             zero_timeouts.validate().unwrap_err().setting,
             "download.max_timeouts"
         );
+        // A Hello held as long as a short dial lasts would fail it.
+        let held = NodeConfig {
+            mapping_wait: Duration::from_secs(3),
+            ..NodeConfig::default()
+        };
+        assert_eq!(held.validate().unwrap_err().setting, "mapping_wait");
         // An upload cannot be overdue before it is due, nor at NaN.
         for factor in [0.5, f64::NAN] {
             let early = NodeConfig {
