@@ -204,6 +204,11 @@ pub struct NodeConfig {
     /// The same when the node's work ends (a stop, a delivered download):
     /// nothing else holds the program then. Default 500 ms.
     pub goodbye_wait_at_end: Duration,
+    /// When a download ends unfinished while chunks are being verified,
+    /// its last checkpoint waits this long at most for them to be stored,
+    /// so that it lists every chunk written (one stored later is in the
+    /// journal, and the next run replays it). Default 2 s.
+    pub verify_wait_at_end: Duration,
     /// Stopped while a download's final checks run: they may finish for
     /// this long, so that the stop reports the delivered file rather than
     /// an interruption. Default 30 s.
@@ -288,6 +293,7 @@ impl Default for NodeConfig {
             keep_alive_after: Duration::from_secs(15),
             goodbye_wait: Duration::from_secs(2),
             goodbye_wait_at_end: Duration::from_millis(500),
+            verify_wait_at_end: Duration::from_secs(2),
             stop_wait: Duration::from_secs(30),
             upload_stall_timeout: Duration::from_secs(20),
             upload_stall_bytes: 64 << 10,

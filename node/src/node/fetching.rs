@@ -149,6 +149,12 @@ pub(super) struct Fetching {
     checkpoint_running: bool,
     /// The last checkpoint before the end has started.
     last_checkpoint_done: bool,
+    /// Chunks handed to verification ([`NodeCore::handle_piece_arrived`]
+    /// said Accept) whose outcome has not come back yet.
+    verifying: u32,
+    /// The end came while chunks were being verified: the last checkpoint
+    /// waits for them (so that it lists every chunk written) until then.
+    verify_wait_until: Option<Instant>,
     released_below: u64,
     last_report: Instant,
     rate_window: VecDeque<(Instant, u64)>,
@@ -188,6 +194,8 @@ impl Fetching {
             last_checkpoint: now,
             checkpoint_running: false,
             last_checkpoint_done: false,
+            verifying: 0,
+            verify_wait_until: None,
             released_below: 0,
             last_report: now,
             rate_window: VecDeque::new(),
@@ -202,9 +210,22 @@ impl Fetching {
         self.downloader.is_complete()
     }
 
-    /// Whether a checkpoint is being written.
+    /// Whether a checkpoint is being written, or the last one waits for
+    /// chunks still being verified.
     pub(super) fn is_checkpointing(&self) -> bool {
-        self.checkpoint_running
+        self.checkpoint_running || self.awaits_verification()
+    }
+
+    /// The last checkpoint waits for chunks being verified.
+    fn awaits_verification(&self) -> bool {
+        self.verify_wait_until.is_some() && !self.last_checkpoint_done
+    }
+
+    /// When the last checkpoint stops waiting for verification, if it
+    /// waits.
+    pub(super) fn verify_wait_deadline(&self) -> Option<Instant> {
+        self.verify_wait_until
+            .filter(|_| self.awaits_verification() && !self.checkpoint_running)
     }
 
     /// Whether ending now would lose verified chunks no checkpoint holds
@@ -472,6 +493,9 @@ impl NodeCore {
             .is_some_and(|session| session.is_requested(chunk.0));
         if let Some(download) = &mut self.download {
             download.downloader.on_progress(link, now);
+            if wanted {
+                download.verifying += 1;
+            }
         }
         if wanted {
             PieceVerdict::Accept
@@ -522,6 +546,31 @@ impl NodeCore {
         if let Some(peer) = self.peer_mut(link) {
             peer.arriving.remove(&chunk.0);
         }
+        if self.ended {
+            // Stored after the last checkpoint: the journal holds it.
+            return;
+        }
+        if let Some(download) = &mut self.download {
+            download.verifying = download.verifying.saturating_sub(1);
+        }
+        self.verified_outcome(link, chunk, outcome, now);
+        if self.ending.is_some()
+            && self
+                .download
+                .as_ref()
+                .is_some_and(|download| download.verifying == 0 && download.awaits_verification())
+        {
+            self.last_checkpoint(now);
+        }
+    }
+
+    fn verified_outcome(
+        &mut self,
+        link: LinkId,
+        chunk: ChunkIndex,
+        outcome: VerifyOutcome,
+        now: Instant,
+    ) {
         match outcome {
             VerifyOutcome::Stored => self.chunk_stored(link, chunk, now),
             VerifyOutcome::Bad(error) => {
@@ -678,15 +727,23 @@ impl NodeCore {
     }
 
     /// The download's last checkpoint before the end: started now, or
-    /// once the one that is running has ended.
+    /// once the one that is running has ended and the chunks being
+    /// verified are stored (or `verify_wait_at_end` went by: a chunk
+    /// stored later is in the journal, which the next run replays).
     pub(super) fn last_checkpoint(&mut self, now: Instant) {
-        let _ = now;
+        let wait = self.config.verify_wait_at_end;
         let Some(download) = &mut self.download else {
             self.try_finish_end();
             return;
         };
-        if download.checkpoint_running {
+        if download.checkpoint_running || download.last_checkpoint_done {
             return;
+        }
+        if download.verifying > 0 {
+            let until = *download.verify_wait_until.get_or_insert(now + wait);
+            if now < until {
+                return;
+            }
         }
         download.checkpoint_running = true;
         download.last_checkpoint_done = true;
@@ -779,6 +836,7 @@ impl NodeCore {
         if download.phase != Phase::Fetching
             || download.checkpoint_running
             || download.downloader.is_complete()
+            || self.ending.is_some()
         {
             return;
         }

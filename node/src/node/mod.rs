@@ -521,7 +521,7 @@ impl NodeCore {
         }
         if self.ending.is_some() {
             // Only the last checkpoint is awaited; Goodbyes and attempts
-            // may time out.
+            // may time out, and so may its wait for chunks being verified.
             return self
                 .links
                 .values()
@@ -531,6 +531,11 @@ impl NodeCore {
                     | Link::Handshaking { deadline, .. } => Some(*deadline),
                     Link::Up(_) => None,
                 })
+                .chain(
+                    self.download
+                        .as_ref()
+                        .and_then(fetching::Fetching::verify_wait_deadline),
+                )
                 .min()
                 .map(|deadline| deadline.max(now));
         }
@@ -688,6 +693,14 @@ impl NodeCore {
         }
         if self.ending.is_some() {
             self.expire_links(now);
+            if self
+                .download
+                .as_ref()
+                .and_then(fetching::Fetching::verify_wait_deadline)
+                .is_some_and(|until| until <= now)
+            {
+                self.last_checkpoint(now);
+            }
             return;
         }
         if self.stop_deadline.is_some_and(|at| at <= now) {

@@ -154,6 +154,90 @@ fn a_stopped_download_saves_its_last_checkpoint_then_ends() {
 }
 
 #[test]
+fn the_last_checkpoint_waits_for_chunks_being_verified_at_most_verify_wait_at_end() {
+    let config = NodeConfig::default();
+    let wait = config.verify_wait_at_end.as_millis() as u64;
+    let arrives = |h: &mut Harness, link: LinkId, chunk: u32| {
+        let chunk = ChunkIndex(chunk);
+        assert_eq!(
+            h.core.handle_piece_header(link, chunk, h.now),
+            PieceVerdict::Accept
+        );
+        assert_eq!(
+            h.core.handle_piece_arrived(link, chunk, h.now),
+            PieceVerdict::Accept
+        );
+    };
+
+    // Both chunks come back stored: the checkpoint starts with the last,
+    // and lists it.
+    let mut h = Harness::new(Kind::Fetch, 8, config.clone());
+    let a = h.connect_out(&Remote::seeder(1, "62.1.1.1:4433", 8));
+    h.take();
+    arrives(&mut h, a, 0);
+    arrives(&mut h, a, 1);
+    h.take();
+    h.core.stop(h.now);
+    let actions = h.take();
+    assert_eq!(closes(&actions), [(a, GoodbyeReason::Shutdown)]);
+    assert!(
+        !has_checkpoint(&actions),
+        "not while chunks are being verified"
+    );
+    assert_eq!(
+        h.core.poll_timeout(h.now),
+        Some(h.now + config.goodbye_wait_at_end),
+        "the Goodbye's wait comes first"
+    );
+    h.core
+        .handle_closed(a, crate::report::LinkEnd::ClosedByPeer, h.now);
+    assert_eq!(h.core.poll_timeout(h.now), Some(h.now + ms(wait)));
+    let t = h.elapsed(h.now);
+    h.advance(t + 10);
+    h.core
+        .handle_verified(a, ChunkIndex(0), VerifyOutcome::Stored, h.now);
+    let actions = h.take();
+    assert!(
+        !has_checkpoint(&actions),
+        "one chunk is still being verified"
+    );
+    assert!(ends(&actions).is_empty());
+    h.core
+        .handle_verified(a, ChunkIndex(1), VerifyOutcome::Stored, h.now);
+    let actions = h.take();
+    assert!(has_checkpoint(&actions), "{actions:?}");
+    assert_eq!(h.core.have().count_ones(), 2, "the checkpoint lists both");
+    assert!(ends(&actions).is_empty(), "not before the checkpoint");
+    h.core.handle_checkpointed(Ok(()), h.now);
+    assert_eq!(ends(&h.take()), [End::Stopped]);
+
+    // One never comes back: the checkpoint starts after the wait.
+    let mut h = Harness::new(Kind::Fetch, 8, config);
+    let a = h.connect_out(&Remote::seeder(1, "62.1.1.1:4433", 8));
+    h.take();
+    h.deliver(a, 2);
+    arrives(&mut h, a, 3);
+    h.take();
+    h.core.stop(h.now);
+    let start = h.elapsed(h.now);
+    h.core
+        .handle_closed(a, crate::report::LinkEnd::ClosedByPeer, h.now);
+    assert!(!has_checkpoint(&h.take()));
+    h.advance(start + wait - 1);
+    assert!(!has_checkpoint(&h.take()));
+    h.advance(start + wait);
+    let actions = h.take();
+    assert!(has_checkpoint(&actions), "{actions:?}");
+    h.core.handle_checkpointed(Ok(()), h.now);
+    assert_eq!(ends(&h.take()), [End::Stopped]);
+    assert_eq!(h.core.poll_timeout(h.now), None);
+    // The chunk stored after the checkpoint changes nothing.
+    h.core
+        .handle_verified(a, ChunkIndex(3), VerifyOutcome::Stored, h.now);
+    assert!(h.take().is_empty());
+}
+
+#[test]
 fn a_stop_during_the_final_checks_waits_for_them_at_most_stop_wait() {
     let config = NodeConfig::default();
     let stop_wait = config.stop_wait.as_millis() as u64;
