@@ -252,7 +252,7 @@ impl NodeCore {
         }
         crate::gate::admit_first_packet(
             &self.config,
-            self.listen.is_some() && !self.ended && !self.stopping,
+            self.listen.is_some() && !self.winding_down(),
             handshaking,
             from_prefix,
             prefix,
@@ -1051,7 +1051,7 @@ impl NodeCore {
             && peer.has.iter_ones().any(|chunk| !self.have.get(chunk));
         let blame = departure.blame();
         let replaced = matches!(departure, Departure::Replaced);
-        let may_dial_again = blame != crate::report::Blame::Peer && !self.stopping && !self.ended;
+        let may_dial_again = blame != crate::report::Blame::Peer && !self.winding_down();
         // Our dial of the same peer that is still under way (see
         // `handle_link_up`): the entry is dialing again, and not redialed.
         let mut dialing: Vec<(LinkId, SocketAddr)> = match peer.entry {
@@ -1119,7 +1119,7 @@ impl NodeCore {
     /// Whether this node should be dialing peers now: it downloads and is
     /// not done.
     pub(super) fn wants_peers(&self) -> bool {
-        !self.ended && !self.stopping && self.download.as_ref().is_some_and(|d| d.wants_peers())
+        !self.winding_down() && self.download.as_ref().is_some_and(|d| d.wants_peers())
     }
 
     /// When the next dial is due, if this node dials at all. A dial that

@@ -810,6 +810,13 @@ impl NodeCore {
         true
     }
 
+    /// The node's work is over, or ends once its Goodbyes and last
+    /// checkpoint are done (a stop, a failure, a delivery): it starts no
+    /// new link, dialed or let in.
+    fn winding_down(&self) -> bool {
+        self.ended || self.stopping || self.ending.is_some()
+    }
+
     /// The user stopped the node: Goodbye to every peer, a download's last
     /// checkpoint, then [`Action::End`] with [`End::Stopped`]. A download
     /// whose final checks run (or wait for a checkpoint) is let finish

@@ -289,3 +289,47 @@ fn a_stop_during_the_final_checks_waits_for_them_at_most_stop_wait() {
         .handle_closed(a, crate::report::LinkEnd::ClosedByPeer, h.now);
     assert_eq!(ends(&h.take()), [End::Stopped]);
 }
+
+#[test]
+fn a_node_ending_after_a_failure_starts_no_link_while_it_saves() {
+    let mut h = Harness::new(Kind::ServingFetch, 8, NodeConfig::default());
+    let a = h.connect_out(&Remote::seeder(1, "62.1.1.1:4433", 8));
+    let chunk = ChunkIndex(requests_to(&h.take(), a)[0]);
+    assert_eq!(
+        h.core.handle_piece_header(a, chunk, h.now),
+        PieceVerdict::Accept
+    );
+    assert_eq!(
+        h.core.handle_piece_arrived(a, chunk, h.now),
+        PieceVerdict::Accept
+    );
+    let full = crate::report::Fault::new(std::io::Error::new(
+        std::io::ErrorKind::StorageFull,
+        "no space left on device",
+    ));
+    h.core
+        .handle_verified(a, chunk, VerifyOutcome::StoreFailed(full), h.now);
+    let actions = h.take();
+    assert!(has_checkpoint(&actions), "{actions:?}");
+    assert!(ends(&actions).is_empty(), "the checkpoint is still written");
+
+    // A seeder offered now is not dialed, and a dialer is not let in.
+    h.core.add_peer(
+        KnownPeer {
+            id: Some(testing::peer_id(2)),
+            addrs: vec!["62.2.2.2:4433".parse().unwrap()],
+            source: crate::book::Source::Offer,
+        },
+        h.now,
+    );
+    let dials = h
+        .take()
+        .into_iter()
+        .filter(|action| matches!(action, Action::Dial { .. }))
+        .count();
+    assert_eq!(dials, 0);
+    let incoming = h
+        .core
+        .handle_incoming("62.3.3.3:5000".parse().unwrap(), true, h.now);
+    assert!(matches!(incoming, Incoming::Refuse { .. }), "{incoming:?}");
+}
