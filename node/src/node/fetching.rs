@@ -198,7 +198,8 @@ impl Fetching {
             verify_wait_until: None,
             released_below: 0,
             last_report: now,
-            rate_window: VecDeque::new(),
+            // The first report's rate counts from the start.
+            rate_window: VecDeque::from([(now, verified_bytes)]),
             last_progress: now,
             completed_at: None,
             phase: Phase::Fetching,

@@ -680,3 +680,32 @@ fn delivered() -> Finish {
         receipt: "out/test-model.receipt.json".into(),
     }
 }
+
+#[test]
+fn the_first_progress_report_names_the_rate_since_the_start() {
+    let config = NodeConfig::default();
+    let every = config.progress_every.as_millis() as u64;
+    let mut h = Harness::new(Kind::Fetch, 16, config);
+    let a = h.connect_out(&Remote::seeder(1, "62.1.1.1:4433", 16));
+    let asked = requests_to(&h.take(), a);
+    h.deliver(a, asked[0]);
+    h.deliver(a, asked[1]);
+    h.take_reports();
+    h.advance(every);
+    let rates: Vec<f64> = h
+        .take_reports()
+        .into_iter()
+        .filter_map(|report| match report {
+            NodeReport::Progress {
+                verified_bytes,
+                rate,
+                ..
+            } => Some(rate / verified_bytes as f64),
+            _ => None,
+        })
+        .collect();
+    // Two chunks in the first `progress_every`: their bytes over that time.
+    let expected = 1_000.0 / every as f64;
+    assert_eq!(rates.len(), 1, "{rates:?}");
+    assert!((rates[0] - expected).abs() < 1e-9, "{rates:?}");
+}
