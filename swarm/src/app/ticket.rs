@@ -81,6 +81,7 @@ pub async fn manifest_of(
     tuning.handshake_timeout = timeout;
     let digest = ticket.manifest_sha256.0;
     let mut found = None;
+    let mut opened = Vec::new();
     for peer in PeerAddrs::flatten(&ticket.peers) {
         let attempt = async {
             // A peer busy with other handshakes refuses the first packet
@@ -99,6 +100,7 @@ pub async fn manifest_of(
                     Err(error) => return Err(error.to_string()),
                 }
             };
+            opened.push(connection.clone());
             query_manifest(&connection, digest).await.map_err(|error| {
                 if matches!(
                     error,
@@ -121,7 +123,8 @@ pub async fn manifest_of(
             Err(_) => tried.push((peer, format!("no answer in {} s", timeout.as_secs()))),
         }
     }
-    endpoint.close(0u32.into(), b"done");
-    let _ = tokio::time::timeout(tuning.close_flush, endpoint.wait_idle()).await;
+    transport::Closing::close(opened, b"done")
+        .flush(&endpoint, b"done", tuning.close_flush)
+        .await;
     found.ok_or(TicketManifestError { tried, wrong_bytes })
 }

@@ -569,6 +569,14 @@ impl Node {
         // Nothing is routed here any more, and this swarm's upload slots go
         // to the others now.
         let shared = self.registration.take().is_some();
+        let closing = crate::transport::Closing::close(
+            self.links.values().filter_map(|link| match link {
+                DriverLink::Up(handle, _) => Some(handle.connection.clone()),
+                DriverLink::Closing(connection) => Some(connection.clone()),
+                DriverLink::Attempt(_) => None,
+            }),
+            b"bye",
+        );
         let links: Vec<LinkId> = self.links.keys().copied().collect();
         links.into_iter().for_each(|link| self.drop_link(link));
         if let Some(announcement) = self.announcement.take() {
@@ -587,12 +595,11 @@ impl Node {
             // went with their links.
             return;
         }
-        self.endpoint.close(0u32.into(), b"shutdown");
-        // Long enough for the CONNECTION_CLOSE packets to leave; not the
-        // whole draining period, which only answers stray packets and would
-        // hold up a finished command.
+        // Until the CONNECTION_CLOSE packets left; not the whole draining
+        // period, which only answers stray packets and would hold up a
+        // finished command.
         let flush = self.config.tuning.close_flush;
-        let _ = tokio::time::timeout(flush, self.endpoint.wait_idle()).await;
+        closing.flush(&self.endpoint, b"shutdown", flush).await;
     }
 
     fn on_incoming(&mut self, incoming: quinn::Incoming) {

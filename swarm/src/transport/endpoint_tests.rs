@@ -204,3 +204,56 @@ fn mapped_addresses_become_their_own_family() {
     let v4: SocketAddr = "10.0.0.2:1".parse().unwrap();
     assert_eq!(canonical_addr(v4), v4);
 }
+
+/// A closed endpoint's flush returns once the CONNECTION_CLOSE left, and
+/// the peer hears our close (not an idle timeout) with our reason.
+#[tokio::test]
+async fn the_close_flush_ends_once_the_connection_close_left() {
+    let tuning = TransportTuning::default();
+    let server_identity = Identity::generate().unwrap();
+    let client_identity = Identity::generate().unwrap();
+    let server = bind_endpoint(loopback(), &server_identity, &tuning).unwrap();
+    let client = bind_endpoint(loopback(), &client_identity, &tuning).unwrap();
+    let peer = PeerAddr {
+        id: server_identity.peer_id(),
+        addr: server.local_addr().unwrap(),
+    };
+    let listener = {
+        let tuning = tuning.clone();
+        tokio::spawn(async move {
+            let incoming = server.accept().await.expect("an incoming connection");
+            let (connection, _) = accept(incoming, &server_identity, &tuning).await.unwrap();
+            connection.closed().await
+        })
+    };
+    let connection = tokio::time::timeout(
+        TEST_DEADLINE,
+        connect(&client, &peer, &client_identity, &tuning),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let before = connection.stats().udp_tx.datagrams;
+    // Closed before the flush: nothing owed.
+    let closed_before = Closing::close([connection.clone()], b"done");
+    let again = Closing::close([connection.clone()], b"again");
+    assert_eq!(format!("{again:?}"), "Closing([])");
+    tokio::time::timeout(
+        TEST_DEADLINE,
+        closed_before.flush(&client, b"done", TEST_DEADLINE),
+    )
+    .await
+    .unwrap();
+    assert!(
+        connection.stats().udp_tx.datagrams > before,
+        "the flush returned before the CONNECTION_CLOSE left"
+    );
+    let heard = tokio::time::timeout(TEST_DEADLINE, listener)
+        .await
+        .unwrap()
+        .unwrap();
+    match heard {
+        quinn::ConnectionError::ApplicationClosed(close) => assert_eq!(&close.reason[..], b"done"),
+        other => panic!("the peer heard {other:?}"),
+    }
+}

@@ -24,6 +24,7 @@
 //! - every error says whose fault it is: local (config, socket), the peer
 //!   (wrong key, broken protocol, incompatible), or the path (timeout).
 
+mod close;
 mod endpoint;
 pub(crate) mod error;
 mod identity;
@@ -38,6 +39,7 @@ mod endpoint_tests;
 #[cfg(test)]
 mod gso_tests;
 
+pub use close::Closing;
 pub use endpoint::{
     accept, bind_client_endpoint, bind_endpoint, canonical_addr, connect, connect_any,
 };

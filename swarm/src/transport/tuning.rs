@@ -148,7 +148,8 @@ pub struct TransportTuning {
     /// loopback throughput.
     pub segmentation_offload: bool,
     /// When an endpoint closes, how long its CONNECTION_CLOSE packets are
-    /// given to leave before the program goes on. Default 100 ms: not the
+    /// given at most to leave before the program goes on (it goes on as
+    /// soon as they left, `transport::Closing`). Default 100 ms: never the
     /// whole draining period (three probe timeouts, most of a second
     /// behind a full queue), which only answers stray packets and would
     /// hold up a finished command.
