@@ -330,8 +330,8 @@ impl Harness {
         link
     }
 
-    /// A piece from `link` arrives whole and is verified and stored.
-    fn deliver(&mut self, link: LinkId, chunk: u32) {
+    /// A piece from `link` arrives whole and is handed to verification.
+    fn arrive(&mut self, link: LinkId, chunk: u32) -> ChunkIndex {
         let chunk = ChunkIndex(chunk);
         assert_eq!(
             self.core.handle_piece_header(link, chunk, self.now),
@@ -345,21 +345,19 @@ impl Harness {
             "end of chunk {}",
             chunk.0
         );
+        chunk
+    }
+
+    /// A piece from `link` arrives whole and is verified and stored.
+    fn deliver(&mut self, link: LinkId, chunk: u32) {
+        let chunk = self.arrive(link, chunk);
         self.core
             .handle_verified(link, chunk, VerifyOutcome::Stored, self.now);
     }
 
     /// A piece from `link` arrives whole and fails its proof.
     fn deliver_bad(&mut self, link: LinkId, chunk: u32) {
-        let chunk = ChunkIndex(chunk);
-        assert_eq!(
-            self.core.handle_piece_header(link, chunk, self.now),
-            PieceVerdict::Accept
-        );
-        assert_eq!(
-            self.core.handle_piece_arrived(link, chunk, self.now),
-            PieceVerdict::Accept
-        );
+        let chunk = self.arrive(link, chunk);
         self.core.handle_verified(
             link,
             chunk,
@@ -493,6 +491,14 @@ fn ends(actions: &[Action]) -> Vec<super::End> {
 /// ends asks for its last checkpoint first, and the end waits for the
 /// Goodbyes, which are answered here (the checkpoint written, every
 /// Goodbye acknowledged).
+/// What a write to a full disk reports.
+fn disk_full() -> crate::report::Fault {
+    crate::report::Fault::new(std::io::Error::new(
+        std::io::ErrorKind::StorageFull,
+        "no space left on device",
+    ))
+}
+
 fn ends_after_saving(h: &mut Harness, actions: &[Action]) -> Vec<End> {
     let mut ended = ends(actions);
     if actions

@@ -17,13 +17,18 @@ fn loopback() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 0))
 }
 
-/// Dials a fresh listener with `alpn` and returns both sides' results.
-async fn dial_with_alpn(
-    alpn: Vec<Vec<u8>>,
-) -> (
-    Result<quinn::Connection, ConnectError>,
-    Result<(quinn::Connection, minimodel_wire::PeerId), AcceptError>,
-) {
+/// A listening and a dialing endpoint on loopback, their identities, and
+/// the listener as a peer to dial.
+struct Pair {
+    tuning: TransportTuning,
+    server_identity: Identity,
+    client_identity: Identity,
+    server: quinn::Endpoint,
+    client: quinn::Endpoint,
+    peer: PeerAddr,
+}
+
+fn pair() -> Pair {
     let tuning = TransportTuning::default();
     let server_identity = Identity::generate().unwrap();
     let client_identity = Identity::generate().unwrap();
@@ -33,6 +38,31 @@ async fn dial_with_alpn(
         id: server_identity.peer_id(),
         addr: server.local_addr().unwrap(),
     };
+    Pair {
+        tuning,
+        server_identity,
+        client_identity,
+        server,
+        client,
+        peer,
+    }
+}
+
+/// Dials a fresh listener with `alpn` and returns both sides' results.
+async fn dial_with_alpn(
+    alpn: Vec<Vec<u8>>,
+) -> (
+    Result<quinn::Connection, ConnectError>,
+    Result<(quinn::Connection, minimodel_wire::PeerId), AcceptError>,
+) {
+    let Pair {
+        tuning,
+        server_identity,
+        client_identity,
+        server,
+        client,
+        peer,
+    } = pair();
     let listener = {
         let tuning = tuning.clone();
         tokio::spawn(async move {
@@ -209,15 +239,14 @@ fn mapped_addresses_become_their_own_family() {
 /// the peer hears our close (not an idle timeout) with our reason.
 #[tokio::test]
 async fn the_close_flush_ends_once_the_connection_close_left() {
-    let tuning = TransportTuning::default();
-    let server_identity = Identity::generate().unwrap();
-    let client_identity = Identity::generate().unwrap();
-    let server = bind_endpoint(loopback(), &server_identity, &tuning).unwrap();
-    let client = bind_endpoint(loopback(), &client_identity, &tuning).unwrap();
-    let peer = PeerAddr {
-        id: server_identity.peer_id(),
-        addr: server.local_addr().unwrap(),
-    };
+    let Pair {
+        tuning,
+        server_identity,
+        client_identity,
+        server,
+        client,
+        peer,
+    } = pair();
     let listener = {
         let tuning = tuning.clone();
         tokio::spawn(async move {

@@ -666,13 +666,6 @@ fn metrics_count_verified_and_bad_chunks_per_peer_and_what_is_in_flight() {
 }
 
 /// A full disk, as the storage would report it.
-fn disk_full() -> crate::report::Fault {
-    crate::report::Fault::new(std::io::Error::new(
-        std::io::ErrorKind::StorageFull,
-        "no space left on device",
-    ))
-}
-
 /// The final checks passed.
 fn delivered() -> Finish {
     Finish::Delivered {

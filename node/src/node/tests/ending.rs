@@ -157,25 +157,14 @@ fn a_stopped_download_saves_its_last_checkpoint_then_ends() {
 fn the_last_checkpoint_waits_for_chunks_being_verified_at_most_verify_wait_at_end() {
     let config = NodeConfig::default();
     let wait = config.verify_wait_at_end.as_millis() as u64;
-    let arrives = |h: &mut Harness, link: LinkId, chunk: u32| {
-        let chunk = ChunkIndex(chunk);
-        assert_eq!(
-            h.core.handle_piece_header(link, chunk, h.now),
-            PieceVerdict::Accept
-        );
-        assert_eq!(
-            h.core.handle_piece_arrived(link, chunk, h.now),
-            PieceVerdict::Accept
-        );
-    };
 
     // Both chunks come back stored: the checkpoint starts with the last,
     // and lists it.
     let mut h = Harness::new(Kind::Fetch, 8, config.clone());
     let a = h.connect_out(&Remote::seeder(1, "62.1.1.1:4433", 8));
     h.take();
-    arrives(&mut h, a, 0);
-    arrives(&mut h, a, 1);
+    h.arrive(a, 0);
+    h.arrive(a, 1);
     h.take();
     h.core.stop(h.now);
     let actions = h.take();
@@ -216,7 +205,7 @@ fn the_last_checkpoint_waits_for_chunks_being_verified_at_most_verify_wait_at_en
     let a = h.connect_out(&Remote::seeder(1, "62.1.1.1:4433", 8));
     h.take();
     h.deliver(a, 2);
-    arrives(&mut h, a, 3);
+    h.arrive(a, 3);
     h.take();
     h.core.stop(h.now);
     let start = h.elapsed(h.now);
@@ -294,21 +283,10 @@ fn a_stop_during_the_final_checks_waits_for_them_at_most_stop_wait() {
 fn a_node_ending_after_a_failure_starts_no_link_while_it_saves() {
     let mut h = Harness::new(Kind::ServingFetch, 8, NodeConfig::default());
     let a = h.connect_out(&Remote::seeder(1, "62.1.1.1:4433", 8));
-    let chunk = ChunkIndex(requests_to(&h.take(), a)[0]);
-    assert_eq!(
-        h.core.handle_piece_header(a, chunk, h.now),
-        PieceVerdict::Accept
-    );
-    assert_eq!(
-        h.core.handle_piece_arrived(a, chunk, h.now),
-        PieceVerdict::Accept
-    );
-    let full = crate::report::Fault::new(std::io::Error::new(
-        std::io::ErrorKind::StorageFull,
-        "no space left on device",
-    ));
+    let asked = requests_to(&h.take(), a)[0];
+    let chunk = h.arrive(a, asked);
     h.core
-        .handle_verified(a, chunk, VerifyOutcome::StoreFailed(full), h.now);
+        .handle_verified(a, chunk, VerifyOutcome::StoreFailed(disk_full()), h.now);
     let actions = h.take();
     assert!(has_checkpoint(&actions), "{actions:?}");
     assert!(ends(&actions).is_empty(), "the checkpoint is still written");
