@@ -1032,6 +1032,9 @@ impl Downloader {
             /// In endgame the picker had nothing for it, not even a
             /// duplicate (outside endgame the peer's own marker says so).
             dry_in_endgame: bool,
+            /// No later level of this round can ask it: it leaves the
+            /// order, which changes no decision and spares the walks.
+            done: bool,
         }
         // Only peers the rounds below could ask: with room, not backing
         // off, and not dry, unless the endgame may begin during the rounds
@@ -1055,6 +1058,7 @@ impl Downloader {
                 rate: session.rate(),
                 depth: session.pipeline_depth(self.chunk_size, &self.config),
                 dry_in_endgame: false,
+                done: false,
             })
             .collect();
         let learn = self.picker.missing_count() as usize >= order.len();
@@ -1072,8 +1076,23 @@ impl Downloader {
         // A peer the picker had nothing for is not asked again in this
         // round (picking only takes chunks away) unless the endgame began
         // since.
-        for level in 0..self.config.max_pipeline {
-            if outstanding >= budget {
+        //
+        // A level below every candidate's requests in flight asks nobody,
+        // and a candidate no later level can ask leaves the order: its
+        // depth reached, its requests below the level (they only grow
+        // here), backing off, or dry for the rest of the round (in
+        // endgame, or outside it when the endgame cannot begin: each
+        // request takes one missing chunk and one place of the budget, so
+        // `endgame_may_begin` holds all round or never). Neither changes
+        // whom the round asks, or in which order.
+        let first = order
+            .iter()
+            .filter_map(|candidate| self.peers.get(&candidate.key))
+            .map(PeerDownload::requests_in_flight)
+            .min()
+            .unwrap_or(0);
+        for level in first..self.config.max_pipeline {
+            if outstanding >= budget || order.is_empty() {
                 break;
             }
             for candidate in &mut order {
@@ -1083,15 +1102,24 @@ impl Downloader {
                 let key = candidate.key;
                 let endgame = self.picker.missing_count() == 0;
                 if level >= candidate.depth || (endgame && candidate.dry_in_endgame) {
+                    candidate.done = true;
                     continue;
                 }
+                // After this level, whatever happens below.
+                candidate.done = level + 1 >= candidate.depth;
                 let Some(session) = self.peers.get_mut(&key) else {
+                    candidate.done = true;
                     continue;
                 };
-                if session.requests_in_flight() != level || session.is_backing_off(now) {
+                if session.requests_in_flight() < level || session.is_backing_off(now) {
+                    candidate.done = true;
+                    continue;
+                }
+                if session.requests_in_flight() != level {
                     continue;
                 }
                 if !endgame && session.is_dry(self.picker.returns()) {
+                    candidate.done |= !endgame_may_begin;
                     continue;
                 }
                 let picked = self.picker.pick(key, session.has(), now).or_else(|| {
@@ -1106,8 +1134,10 @@ impl Downloader {
                 let Some(chunk) = picked else {
                     if endgame {
                         candidate.dry_in_endgame = true;
+                        candidate.done = true;
                     } else {
                         session.set_dry(self.picker.returns());
+                        candidate.done |= !endgame_may_begin;
                     }
                     continue;
                 };
@@ -1124,6 +1154,7 @@ impl Downloader {
                 outstanding += 1;
                 self.actions.push_back(Action::Request { peer: key, chunk });
             }
+            order.retain(|candidate| !candidate.done);
         }
     }
 }
