@@ -29,6 +29,15 @@ pub struct RateWindow {
 }
 
 impl RateWindow {
+    /// A window that starts with the run (at time zero, with the bytes
+    /// verified before it), so that the first rate told is the run's
+    /// average so far rather than unknown.
+    pub fn starting_with(verified_bytes: u64) -> Self {
+        let mut window = Self::default();
+        window.record(Duration::ZERO, verified_bytes);
+        window
+    }
+
     /// Records the verified bytes at `at` (time since any fixed start).
     pub fn record(&mut self, at: Duration, verified_bytes: u64) {
         if self.samples.back().is_some_and(|&(last, _)| at < last) {
@@ -197,6 +206,22 @@ pub fn status_line(view: &ProgressView) -> String {
     )
 }
 
+/// Whether a status line is due off a terminal, `since_start` into the
+/// run: `every` after the last one (`last`, also since the start); the
+/// first once the rate is known (a line that says `-- B/s, eta --` tells a
+/// log nothing), or `every` into the run if it is not known by then.
+pub fn status_due(
+    last: Option<Duration>,
+    since_start: Duration,
+    rate_known: bool,
+    every: Duration,
+) -> bool {
+    match last {
+        Some(last) => since_start.saturating_sub(last) >= every,
+        None => rate_known || since_start >= every,
+    }
+}
+
 /// The average rate of a run: `bytes` over `elapsed`.
 pub fn average_rate(bytes: u64, elapsed: Duration) -> f64 {
     bytes as f64 / elapsed.as_secs_f64().max(0.001)
@@ -244,6 +269,37 @@ mod tests {
         }
         assert_eq!(window.rate(), Some(0.0));
         assert_eq!(window.samples.front().unwrap().0, Duration::from_secs(21));
+    }
+
+    #[test]
+    fn a_window_that_starts_with_the_run_tells_its_average_once_it_spans_enough() {
+        // The first report comes half a second in, the next a second in.
+        let mut started = RateWindow::starting_with(10 * MIB);
+        started.record(Duration::from_millis(500), 12 * MIB);
+        assert_eq!(started.rate(), None, "half a second is too little");
+        started.record(Duration::from_millis(1000), 14 * MIB);
+        assert_eq!(started.rate(), Some(4.0 * MIB as f64));
+        // Without the start, the same reports tell no rate yet.
+        let mut unseeded = RateWindow::default();
+        unseeded.record(Duration::from_millis(500), 12 * MIB);
+        unseeded.record(Duration::from_millis(1000), 14 * MIB);
+        assert_eq!(unseeded.rate(), None);
+    }
+
+    #[test]
+    fn the_first_status_line_waits_for_a_rate_and_the_next_ones_come_every_interval() {
+        let every = Duration::from_secs(5);
+        let ms = Duration::from_millis;
+        // The first report, half a second in, has no rate: no line yet.
+        assert!(!status_due(None, ms(500), false, every));
+        // A second in the rate is known: the first line.
+        assert!(status_due(None, ms(1000), true, every));
+        // A rate never known (nothing verified for a while) still gets a
+        // line at the interval.
+        assert!(status_due(None, ms(5000), false, every));
+        // After a line, the next one comes `every` later, rate or not.
+        assert!(!status_due(Some(ms(1000)), ms(5900), true, every));
+        assert!(status_due(Some(ms(1000)), ms(6000), false, every));
     }
 
     #[test]

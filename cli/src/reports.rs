@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 
 use crate::events::Event;
 use crate::output::{Output, terminal_width};
-use crate::progress::{ProgressView, RateWindow, status_line, terminal_line};
+use crate::progress::{ProgressView, RateWindow, status_due, status_line, terminal_line};
 use crate::units::human_bytes;
 
 /// How often the status line is printed off a terminal.
@@ -26,8 +26,9 @@ pub struct FetchProgress {
     window: RateWindow,
     /// The live line on a terminal.
     line: Option<ProgressBar>,
-    /// When the last status line was printed off a terminal.
-    last_status: Option<Instant>,
+    /// When the last status line was printed off a terminal, since
+    /// `started`.
+    last_status: Option<Duration>,
 }
 
 impl FetchProgress {
@@ -37,7 +38,7 @@ impl FetchProgress {
             out,
             resumed_bytes,
             started: Instant::now(),
-            window: RateWindow::default(),
+            window: RateWindow::starting_with(resumed_bytes),
             line: out.live_line(),
             last_status: None,
         }
@@ -66,12 +67,14 @@ impl FetchProgress {
             line.set_message(terminal_line(view, width.saturating_sub(1)));
             return;
         }
-        let now = Instant::now();
-        if self
-            .last_status
-            .is_none_or(|last| now.duration_since(last) >= STATUS_EVERY)
-        {
-            self.last_status = Some(now);
+        let since_start = self.started.elapsed();
+        if status_due(
+            self.last_status,
+            since_start,
+            view.rate.is_some(),
+            STATUS_EVERY,
+        ) {
+            self.last_status = Some(since_start);
             self.out.status(status_line(view));
         }
     }
