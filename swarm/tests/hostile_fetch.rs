@@ -28,11 +28,16 @@ fn artifact(dir: &std::path::Path, name: &str) -> Artifact {
 /// second and a half for the artifact) that a hostile peer dialed at the
 /// same time is surely asked for chunks.
 fn slow_seeder(artifact: &Artifact) -> RunningSeeder {
+    seeder_at(artifact, 1 << 20)
+}
+
+/// An honest seeder capped at `rate` bytes a second (after a 1 MiB burst).
+fn seeder_at(artifact: &Artifact, rate: u64) -> RunningSeeder {
     RunningSeeder::start(
         artifact,
         NodeSettings {
             core: minimodel_swarm::node::CoreConfig {
-                max_upload: Some(1 << 20),
+                max_upload: Some(rate),
                 ..minimodel_swarm::node::CoreConfig::default()
             },
             ..listen_config()
@@ -43,9 +48,14 @@ fn slow_seeder(artifact: &Artifact) -> RunningSeeder {
 /// Fetches from an honest seeder and a hostile peer lying with `lie`;
 /// checks the result; returns the run and the liar's counters.
 async fn fetch_past(lie: Lie) -> (common::nodes::FetchRun, HostileSeeder) {
+    fetch_past_seeder_at(lie, 1 << 20).await
+}
+
+/// [`fetch_past`] with the honest seeder capped at `rate`.
+async fn fetch_past_seeder_at(lie: Lie, rate: u64) -> (common::nodes::FetchRun, HostileSeeder) {
     let dir = tempfile::tempdir().unwrap();
     let artifact = artifact(dir.path(), "hostile");
-    let seeder = slow_seeder(&artifact);
+    let seeder = seeder_at(&artifact, rate);
     let hostile = HostileSeeder::start(&artifact, lie);
     let out = dir.path().join("out");
     let run = fetch_and_verify(&artifact, &out, vec![hostile.peer, seeder.peer], |_| {}).await;
@@ -301,14 +311,33 @@ async fn a_hello_for_another_merkle_root_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_streams_for_one_chunk_are_refused_but_one() {
     let copies = 40;
-    let (run, hostile) = fetch_past(Lie::DuplicateStreams(copies)).await;
+    // The liar holds each chunk's bytes back 200 ms after its headers. An
+    // honest seeder that would finish alone in about a second could end
+    // the fetch inside that wait when a loaded machine brings the liar's
+    // link up late, and every copy would then see the connection close
+    // instead of being stopped: at 256 KiB/s (about 4 s alone) the fetch
+    // still needs the liar long after its first answer.
+    let (run, hostile) = fetch_past_seeder_at(Lie::DuplicateStreams(copies), 256 << 10).await;
     let asked = requests(&hostile);
     assert!(asked > 0);
+    // Its answers end once every copy was stopped, read or cut off by the
+    // connection's end: count them then.
+    let settled = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while HostileStats::get(&hostile.stats.answers_done) < asked {
+        assert!(
+            std::time::Instant::now() < settled,
+            "the liar's answers did not end within 10 s of the fetch"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     let stopped = HostileStats::get(&hostile.stats.streams_stopped);
     let completed = HostileStats::get(&hostile.stats.streams_completed);
+    let lost = HostileStats::get(&hostile.stats.streams_lost);
     assert!(
         stopped >= copies - 1,
-        "the copies of a chunk already arriving are stopped: {stopped}"
+        "the copies of a chunk already arriving are stopped: {stopped} stopped, {completed} \
+         completed, {lost} cut by the connection's end, for {asked} requests; closes {:?}",
+        hostile.stats.closes.lock().unwrap()
     );
     assert!(
         completed <= asked,

@@ -301,12 +301,18 @@ pub struct HostileStats {
     pub connections: AtomicUsize,
     /// Requests received.
     pub requests: AtomicUsize,
+    /// Requests whose answer has run to its end (every stream's outcome
+    /// counted below).
+    pub answers_done: AtomicUsize,
     /// Piece streams opened.
     pub streams_opened: AtomicUsize,
     /// Piece streams the receiver stopped (STOP_SENDING).
     pub streams_stopped: AtomicUsize,
     /// Piece streams delivered whole and acknowledged.
     pub streams_completed: AtomicUsize,
+    /// Piece streams whose connection ended before the receiver either
+    /// stopped or acknowledged them.
+    pub streams_lost: AtomicUsize,
     /// Peers messages sent.
     pub peers_messages: AtomicUsize,
     /// Goodbye reasons received.
@@ -603,6 +609,7 @@ async fn read_requests(
                 let lie = lie.clone();
                 tokio::spawn(async move {
                     answer(&connection, &lie, chunk.0, ordinal, &content, &stats).await;
+                    stats.answers_done.fetch_add(1, Ordering::SeqCst);
                 });
             }
             Message::Goodbye { reason } => {
@@ -745,7 +752,7 @@ async fn finish_push(mut stream: quinn::SendStream, body: Bytes, stats: &Hostile
     match outcome {
         Some(true) => stats.streams_stopped.fetch_add(1, Ordering::SeqCst),
         Some(false) => stats.streams_completed.fetch_add(1, Ordering::SeqCst),
-        None => 0,
+        None => stats.streams_lost.fetch_add(1, Ordering::SeqCst),
     };
 }
 
