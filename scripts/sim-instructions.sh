@@ -33,5 +33,5 @@ for peers in "${sizes[@]}"; do
     events=$(grep -oE '[0-9.]+ events and' "$work/log" | head -n 1 | grep -oE '^[0-9.]+')
     delivered=$(( finished * chunks ))
     awk -v p="$peers" -v c="$chunks" -v d="$delivered" -v t="$total" -v e="$events" \
-        'BEGIN { printf "%6d %8d %10d %16d %11.1fk %11.1fk\n", p, c, d, t, t / d / 1000, t / d / e / 1000 }'
+        'BEGIN { printf "%6d %8d %10d %16.0f %11.1fk %11.1fk\n", p, c, d, t, t / d / 1000, t / d / e / 1000 }'
 done

@@ -179,6 +179,28 @@ pub enum JoinError {
 /// the fastest peer is fast).
 const RESCUE_RECHECK: Duration = Duration::from_millis(100);
 
+/// A peer a fill round may ask ([`Downloader::fill_pipelines`]).
+///
+/// Peers never tried yet come first, so that each is asked once and its
+/// rate learned even when the budget is smaller than the swarm; then the
+/// fastest, so they get the rarest chunks and endgame duplicates go to
+/// whoever can finish them soonest. Near the end (fewer chunks missing than
+/// peers to ask) a rate learned is of no use, and an untried peer is often
+/// a slow one (the fast ones were tried long ago): the fastest first then.
+#[derive(Debug)]
+struct FillCandidate {
+    key: LinkId,
+    untried: bool,
+    rate: f64,
+    depth: usize,
+    /// In endgame the picker had nothing for it, not even a duplicate
+    /// (outside endgame the peer's own marker says so).
+    dry_in_endgame: bool,
+    /// No later level of this round can ask it: it leaves the order,
+    /// which changes no decision and spares the walks.
+    done: bool,
+}
+
 /// The download of one artifact from a changing set of peers.
 #[derive(Debug)]
 pub struct Downloader {
@@ -212,6 +234,9 @@ pub struct Downloader {
     /// A chunk of this run has been verified (see
     /// [`DownloadConfig::spread_from_start`]).
     first_chunk_in: bool,
+    /// [`Self::fill_pipelines`]'s candidates, kept between rounds so that
+    /// the round a node runs after nearly every event allocates nothing.
+    fill_order: Vec<FillCandidate>,
 }
 
 impl Downloader {
@@ -236,6 +261,7 @@ impl Downloader {
             actions: VecDeque::new(),
             deadline: Cell::new(None),
             first_chunk_in: false,
+            fill_order: Vec::new(),
         }
     }
 
@@ -760,21 +786,26 @@ impl Downloader {
     /// [`Self::rescue_from_slow_peers`]).
     fn next_rescue(&self, now: Instant) -> Option<Instant> {
         let chunk_size = self.chunk_size;
-        let rates: Vec<f64> = self
+        if self.peers.len() < 2 {
+            return None;
+        }
+        let fastest = self
             .peers
             .values()
             .map(|session| session.effective_rate(now, chunk_size))
-            .collect();
-        let fastest = rates.iter().copied().fold(0.0, f64::max);
-        if fastest <= 0.0 || self.peers.len() < 2 {
+            .fold(0.0, f64::max);
+        if fastest <= 0.0 {
             return None;
         }
         let patience = Duration::from_secs_f64(2.0 * f64::from(chunk_size) / fastest);
+        // Only a peer with requests can hold one past its patience.
         self.peers
             .values()
-            .zip(&rates)
-            .filter(|(_, rate)| **rate * self.config.slow_peer_factor < fastest)
-            .filter_map(|(session, _)| session.requests().map(|(_, sent)| sent).min())
+            .filter(|session| session.requests_in_flight() > 0)
+            .filter(|session| {
+                session.effective_rate(now, chunk_size) * self.config.slow_peer_factor < fastest
+            })
+            .filter_map(|session| session.requests().map(|(_, sent)| sent).min())
             // A request past its patience that no helper could take is
             // looked at again after a while, not on every wake-up.
             .map(|sent| {
@@ -1004,65 +1035,51 @@ impl Downloader {
             self.rate_limit
                 .get_or_insert_with(|| crate::upload::TokenBucket::new(max_rate, burst, now));
         }
-        // Most calls (a Have, a chunk in) find every pipeline full, every
-        // peer dry or backing off: nothing to order then.
-        let endgame = self.picker.missing_count() == 0;
-        let returns = self.picker.returns();
-        let any_room = self.peers.values().any(|session| {
-            session.requests_in_flight() < session.pipeline_depth(self.chunk_size, &self.config)
-                && !session.is_backing_off(now)
-                && (endgame || !session.is_dry(returns))
-        });
-        if !any_room {
-            return;
-        }
-        // Peers never tried yet first, so that each is asked once and its
-        // rate learned even when the budget is smaller than the swarm; then
-        // the fastest, so they get the rarest chunks and endgame duplicates
-        // go to whoever can finish them soonest. Near the end (fewer chunks
-        // missing than peers to ask) a rate learned is of no use, and an
-        // untried peer is often a slow one (the fast ones were tried long
-        // ago): the fastest first then. Each peer's depth is read
-        // once: requesting does not change it.
-        struct Candidate {
-            key: LinkId,
-            untried: bool,
-            rate: f64,
-            depth: usize,
-            /// In endgame the picker had nothing for it, not even a
-            /// duplicate (outside endgame the peer's own marker says so).
-            dry_in_endgame: bool,
-            /// No later level of this round can ask it: it leaves the
-            /// order, which changes no decision and spares the walks.
-            done: bool,
-        }
         // Only peers the rounds below could ask: with room, not backing
         // off, and not dry, unless the endgame may begin during the rounds
         // (it lets dry peers take duplicates). Requesting only fills
         // pipelines and marks peers dry, so a peer left out here would be
         // passed over at every level anyway; most calls find one or two
-        // peers with room among dozens.
+        // peers with room among dozens. Each peer's depth is read once:
+        // requesting does not change it.
+        let endgame = self.picker.missing_count() == 0;
+        let returns = self.picker.returns();
         let endgame_may_begin =
             u64::from(self.picker.missing_count()) <= (budget - outstanding) as u64;
-        let mut order: Vec<Candidate> = self
-            .peers
-            .iter()
-            .filter(|(_, session)| {
-                session.requests_in_flight() < session.pipeline_depth(self.chunk_size, &self.config)
-                    && !session.is_backing_off(now)
-                    && (endgame_may_begin || !session.is_dry(returns))
-            })
-            .map(|(key, session)| Candidate {
+        let mut order = std::mem::take(&mut self.fill_order);
+        order.clear();
+        // Most calls (a Have, a chunk in) find every pipeline full, every
+        // peer dry or backing off: nothing to order then. (A dry peer
+        // outside endgame is a candidate only for the endgame's
+        // duplicates, which need some other peer to begin it.)
+        let mut any_room = false;
+        for (key, session) in &self.peers {
+            let depth = session.pipeline_depth(self.chunk_size, &self.config);
+            if session.requests_in_flight() >= depth || session.is_backing_off(now) {
+                continue;
+            }
+            let dry = session.is_dry(returns);
+            if dry && !endgame_may_begin {
+                continue;
+            }
+            any_room |= endgame || !dry;
+            order.push(FillCandidate {
                 key: *key,
                 untried: session.stats().chunks == 0 && session.requests_in_flight() == 0,
                 rate: session.rate(),
-                depth: session.pipeline_depth(self.chunk_size, &self.config),
+                depth,
                 dry_in_endgame: false,
                 done: false,
-            })
-            .collect();
+            });
+        }
+        if !any_room {
+            self.fill_order = order;
+            return;
+        }
         let learn = self.picker.missing_count() as usize >= order.len();
-        order.sort_by(|a, b| {
+        // The keys are distinct: the order is total, and a sort that
+        // needs no scratch space gives the same one.
+        order.sort_unstable_by(|a, b| {
             (learn && b.untried)
                 .cmp(&(learn && a.untried))
                 .then(b.rate.total_cmp(&a.rate))
@@ -1156,6 +1173,7 @@ impl Downloader {
             }
             order.retain(|candidate| !candidate.done);
         }
+        self.fill_order = order;
     }
 }
 

@@ -288,15 +288,17 @@ impl PeerDownload {
         // The n-th oldest request (from 0) is allowed n + 1 times the
         // allowance of one: sent times and allowances both grow with n, so
         // the oldest request expires first.
-        let chunk_time = self.chunk_time(chunk_size);
-        let expiry = self
-            .requests
-            .values()
-            .min()
-            .filter(|_| self.rate.is_some())
-            .map(|oldest| *oldest + (chunk_time * factor).max(min_timeout));
-        let stall = (!self.requests.is_empty()).then(|| self.last_progress + silence_timeout);
         let backoff = self.backoff_until.filter(|until| *until > now);
+        // Most peers of a large swarm have nothing in flight from us: only
+        // a back-off can be due then.
+        let Some(oldest) = self.requests.values().min() else {
+            return backoff;
+        };
+        let expiry = self
+            .rate
+            .is_some()
+            .then(|| *oldest + (self.chunk_time(chunk_size) * factor).max(min_timeout));
+        let stall = Some(self.last_progress + silence_timeout);
         [expiry, stall, backoff].into_iter().flatten().min()
     }
 

@@ -125,7 +125,13 @@ impl HaveBitfield {
 
     /// Whether every chunk is set.
     pub fn is_full(&self) -> bool {
-        self.count_ones() == self.chunk_count
+        // The spare bits are zero: the last byte is full when every bit
+        // but those is set. Stops at the first byte with a gap, which for
+        // a peer still downloading is most often the first.
+        let Some((last, whole)) = self.bytes.split_last() else {
+            return true;
+        };
+        whole.iter().all(|byte| *byte == 0xff) && *last == !spare_mask(self.chunk_count)
     }
 
     /// The set chunks, in increasing order.
@@ -184,6 +190,21 @@ mod tests {
         assert!(HaveBitfield::full(10).is_full());
         assert_eq!(HaveBitfield::full(10).iter_ones().count(), 10);
         assert!(!HaveBitfield::new(10).is_full());
+    }
+
+    #[test]
+    fn full_means_every_chunk_set_whatever_is_missing() {
+        for chunk_count in 0..=25u32 {
+            assert!(HaveBitfield::full(chunk_count).is_full(), "{chunk_count}");
+            for missing in 0..chunk_count {
+                let mut bits = HaveBitfield::full(chunk_count);
+                bits.set(ChunkIndex(missing), false).unwrap();
+                assert!(!bits.is_full(), "{chunk_count} without {missing}");
+                let mut one = HaveBitfield::new(chunk_count);
+                one.set(ChunkIndex(missing), true).unwrap();
+                assert_eq!(one.is_full(), chunk_count == 1, "{chunk_count}: {missing}");
+            }
+        }
     }
 
     #[test]
