@@ -157,6 +157,13 @@ impl NodeCore {
                     return;
                 }
             }
+            // Nothing asked, nothing to start: most calls (every wake-up
+            // of a node) end here, before the walks over its links below.
+            // A sparing seed still looks at its uplink, whose state moves
+            // with each look.
+            if !self.uploads.has_queued() && self.sparing.is_none() {
+                return;
+            }
             // A link that makes no progress gets no new upload.
             let below_share: std::collections::BTreeSet<LinkId> = self
                 .peers()
