@@ -27,6 +27,30 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     })
 }
 
+/// Parses a rate cap (`--max-upload`, `--max-download`): a size per
+/// second, at least [`MIN_RATE_CAP`](minimodel_swarm::node::MIN_RATE_CAP).
+/// Zero is no cap at all but reads as one, and a few bytes a second
+/// fetch nothing in any useful time: both are refused here, before
+/// anything is written.
+pub fn parse_rate(text: &str) -> Result<u64, String> {
+    let rate = parse_size(text)?;
+    if rate < minimodel_swarm::node::MIN_RATE_CAP {
+        return Err(
+            "too low: a cap is at least 1KiB per second (leave it out for none)".to_owned(),
+        );
+    }
+    Ok(rate)
+}
+
+/// Parses a count of peers (`--max-peers`): at least one.
+pub fn parse_peer_count(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(0) => Err("a node needs at least one peer".to_owned()),
+        Ok(count) => Ok(count),
+        Err(_) => Err("not a whole number".to_owned()),
+    }
+}
+
 /// What every refused duration ends with.
 const HOW_TO_WRITE_A_DURATION: &str = "write it like 30s, 5min, 1h or 1h 30min";
 
@@ -125,6 +149,22 @@ mod tests {
         assert_eq!(parse_size("1kB"), Ok(1_000));
         assert_eq!(parse_size("2TiB"), Ok(2 << 40));
         assert_eq!(parse_size("8MiB/s"), Ok(8 << 20));
+    }
+
+    #[test]
+    fn caps_of_nothing_or_a_few_bytes_are_refused() {
+        assert_eq!(parse_rate("8MiB"), Ok(8 << 20));
+        assert_eq!(parse_rate("1KiB/s"), Ok(1024));
+        for text in ["0", "0MiB", "1", "1023", "0.5KiB"] {
+            let error = parse_rate(text).unwrap_err();
+            assert!(error.contains("at least 1KiB"), "{text}: {error}");
+        }
+        assert!(parse_rate("fast").unwrap_err().contains("not a size"));
+        assert_eq!(parse_peer_count("1"), Ok(1));
+        assert_eq!(parse_peer_count(" 200 "), Ok(200));
+        assert!(parse_peer_count("0").unwrap_err().contains("at least one"));
+        assert!(parse_peer_count("-1").is_err());
+        assert!(parse_peer_count("many").is_err());
     }
 
     #[test]

@@ -15,7 +15,9 @@ pub struct NodeConfig {
     /// Upload cap in bytes per second, if any (`--max-upload`).
     pub max_upload: Option<u64>,
     /// Download cap in bytes per second, if any (`--max-download`):
-    /// requests are spaced so that requested bytes stay within it.
+    /// requests are spaced so that requested bytes stay within it, after a
+    /// first burst of one chunk (at least 1 MiB). At least
+    /// [`MIN_RATE_CAP`] when set, as is `max_upload`.
     pub max_download: Option<u64>,
     /// Chunks uploaded at once, over all peers. Default 8.
     pub upload_slots: usize,
@@ -327,6 +329,12 @@ pub fn refusal_rate(floor: u64, uplink: Option<f64>, share: f64) -> u64 {
     (carried as u64).clamp(floor, floor.saturating_mul(REFUSAL_RATE_CEILING))
 }
 
+/// The lowest upload or download cap a node takes, bytes per second: a
+/// cap of a few bytes a second fetches nothing in any useful time (a
+/// 1 MiB chunk every 12 days at 1 B/s) and only looks like a stalled
+/// swarm.
+pub const MIN_RATE_CAP: u64 = 1024;
+
 /// A setting that cannot work.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{setting} must be {rule}")]
@@ -364,9 +372,10 @@ impl NodeConfig {
                 "above zero and at most redial_max",
             ),
             (
-                self.max_upload != Some(0) && self.max_download != Some(0),
+                self.max_upload.is_none_or(|rate| rate >= MIN_RATE_CAP)
+                    && self.max_download.is_none_or(|rate| rate >= MIN_RATE_CAP),
                 "max_upload and max_download",
-                "above zero when set",
+                "at least 1 KiB per second when set",
             ),
             (
                 self.download.max_timeouts > 0,
@@ -461,6 +470,20 @@ mod tests {
             ..NodeConfig::default()
         };
         assert!(zero_rate.validate().is_err());
+        let crawl = NodeConfig {
+            max_upload: Some(MIN_RATE_CAP - 1),
+            ..NodeConfig::default()
+        };
+        assert_eq!(
+            crawl.validate().unwrap_err().setting,
+            "max_upload and max_download"
+        );
+        let slowest = NodeConfig {
+            max_upload: Some(MIN_RATE_CAP),
+            max_download: Some(MIN_RATE_CAP),
+            ..NodeConfig::default()
+        };
+        assert_eq!(slowest.validate(), Ok(()));
         // No timeouts allowed would drop every peer at its first tick.
         let mut zero_timeouts = NodeConfig::default();
         zero_timeouts.download.max_timeouts = 0;

@@ -33,7 +33,7 @@ use crate::exit::{Exit, Failure, OrExit};
 use crate::keystore::{KeyringFile, read_public_key_arg};
 use crate::output::Output;
 use crate::stop::Stop;
-use crate::units::{human_bytes, parse_size};
+use crate::units::{human_bytes, parse_rate, parse_size};
 
 /// `minimodel companion ...`.
 #[derive(Debug, Args)]
@@ -171,7 +171,7 @@ pub struct ShareArgs {
     #[command(flatten)]
     pub ask: AskArgs,
     /// This share's upload cap, like 8MiB (per second).
-    #[arg(long, value_name = "RATE", value_parser = parse_size)]
+    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
     pub max_upload: Option<u64>,
 }
 
@@ -204,11 +204,11 @@ pub struct FetchArgs {
     #[arg(long, requires = "serve")]
     pub seed_after: bool,
     /// This download's cap, like 8MiB (per second).
-    #[arg(long, value_name = "RATE", value_parser = parse_size)]
+    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
     pub max_download: Option<u64>,
     /// This download's upload cap while it serves, like 8MiB (per
     /// second).
-    #[arg(long, value_name = "RATE", value_parser = parse_size)]
+    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
     pub max_upload: Option<u64>,
     /// Wait until the download is verified (showing its progress), then
     /// say how to open it.
@@ -245,10 +245,10 @@ pub struct LimitsArgs {
     #[command(flatten)]
     pub library: LibraryArgs,
     /// Upload cap over all items, like 8MiB (per second), or `none`.
-    #[arg(long, value_name = "RATE", value_parser = parse_limit)]
+    #[arg(long, value_name = "RATE", value_parser = parse_rate_limit)]
     pub max_upload: Option<Limit>,
     /// Download cap over all items, like 8MiB (per second), or `none`.
-    #[arg(long, value_name = "RATE", value_parser = parse_limit)]
+    #[arg(long, value_name = "RATE", value_parser = parse_rate_limit)]
     pub max_download: Option<Limit>,
     /// The most bytes the library's downloads may take, like 20GiB, or
     /// `none`.
@@ -259,6 +259,14 @@ pub struct LimitsArgs {
 /// A limit's new value: a number, or none.
 #[derive(Debug, Clone, Copy)]
 pub struct Limit(Option<u64>);
+
+fn parse_rate_limit(text: &str) -> Result<Limit, String> {
+    if text.eq_ignore_ascii_case("none") {
+        Ok(Limit(None))
+    } else {
+        parse_rate(text).map(|value| Limit(Some(value)))
+    }
+}
 
 fn parse_limit(text: &str) -> Result<Limit, String> {
     if text.eq_ignore_ascii_case("none") {

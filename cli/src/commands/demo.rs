@@ -32,7 +32,7 @@ use super::network::many_nodes_runtime;
 use crate::events::Event;
 use crate::exit::{Exit, Failure, OrExit};
 use crate::output::{Output, counted};
-use crate::units::{human_bytes, parse_size};
+use crate::units::{human_bytes, parse_rate, parse_size};
 
 /// Arguments of `minimodel demo`.
 #[derive(Debug, Args)]
@@ -44,7 +44,7 @@ pub struct DemoArgs {
     #[arg(long, default_value_t = 4)]
     pub peers: usize,
     /// The seeder's upload cap per second.
-    #[arg(long, default_value = "8MiB", value_parser = parse_size)]
+    #[arg(long, default_value = "8MiB", value_parser = parse_rate)]
     pub cap: u64,
     /// Chunk size.
     #[arg(long, default_value = "256KiB", value_parser = parse_size)]
@@ -72,6 +72,16 @@ pub fn run(args: DemoArgs, out: Output) -> Result<(), Failure> {
         return Err(Failure::new(
             Exit::Usage,
             anyhow::anyhow!("--peers must be from 1 to 16"),
+        ));
+    }
+    if args.size < minimodel_verifier::slm::MIN_FIXTURE_SIZE {
+        return Err(Failure::new(
+            Exit::Usage,
+            anyhow::anyhow!(
+                "--size {} is too small: the demo's artifact needs at least {}",
+                human_bytes(args.size),
+                human_bytes(minimodel_verifier::slm::MIN_FIXTURE_SIZE)
+            ),
         ));
     }
     let chunk_size = u32::try_from(args.chunk_size)

@@ -71,7 +71,9 @@ pub struct ManifestArgs {
     /// Publish the chunk list: its https route (requires --chunk-list-out).
     #[arg(long, requires = "chunk_list_out")]
     pub chunk_list_route: Option<Route>,
-    /// Write the chunk list (one hex SHA-256 per line) to this file.
+    /// Write the chunk list (one hex SHA-256 per line) to this file
+    /// (requires --chunk-list-route: the manifest names where it is
+    /// published).
     #[arg(long, requires = "chunk_list_route")]
     pub chunk_list_out: Option<PathBuf>,
     /// Write the manifest here instead of standard output.

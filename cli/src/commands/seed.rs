@@ -31,7 +31,7 @@ use crate::exit::{Exit, Failure, OrExit};
 use crate::output::Output;
 use crate::reports::show_reports;
 use crate::trust::{FirstUse, TrustArgs};
-use crate::units::parse_size;
+use crate::units::{parse_peer_count, parse_rate};
 
 /// Arguments of `minimodel seed`.
 #[derive(Debug, Args)]
@@ -65,11 +65,12 @@ pub struct SeedArgs {
     /// Also write the peer offer (JSON) to this file.
     #[arg(long)]
     pub offer: Option<PathBuf>,
-    /// Upload cap per second, like 8MiB.
-    #[arg(long, value_parser = parse_size)]
+    /// Upload cap per second, like 8MiB (at least 1KiB). Up to a second's
+    /// worth (at most 1 MiB) may go at once at the start.
+    #[arg(long, value_parser = parse_rate)]
     pub max_upload: Option<u64>,
     /// Most peers served at once.
-    #[arg(long, default_value_t = minimodel_swarm::node::CoreConfig::default().max_peers)]
+    #[arg(long, default_value_t = minimodel_swarm::node::CoreConfig::default().max_peers, value_parser = parse_peer_count)]
     pub max_peers: usize,
     /// Congestion controller for what this seeder sends.
     #[arg(long, value_enum, default_value_t = Congestion::Delay)]

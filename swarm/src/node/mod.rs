@@ -27,6 +27,7 @@ use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
 pub use minimodel_node::NodeReport;
+pub use minimodel_node::config::MIN_RATE_CAP;
 pub use minimodel_node::config::NodeConfig as CoreConfig;
 pub use minimodel_node::node::End;
 pub use minimodel_node::report::{

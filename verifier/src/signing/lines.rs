@@ -33,9 +33,10 @@ impl std::error::Error for TextFileError {}
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TextFileErrorKind {
     /// Larger than its format allows.
-    #[error("the file is {len} bytes; the limit is {max}")]
+    #[error("the file is larger than {max} bytes, the limit of its format")]
     TooLarge {
-        /// Its size.
+        /// Bytes read of it: more than `max`, and no more than the reader
+        /// took (`max + 1` when read with a limit), not its whole size.
         len: usize,
         /// The limit of its format.
         max: usize,
