@@ -115,6 +115,7 @@ pub enum FetchError {
 pub struct Fetcher {
     node: Node,
     config: FetchConfig,
+    partial: Arc<PartialDownload>,
 }
 
 pub use minimodel_node::node::{SwarmOfError, swarm_of};
@@ -172,7 +173,11 @@ impl Fetcher {
             jobs,
             reports,
         })?;
-        let mut fetcher = Self { node, config };
+        let mut fetcher = Self {
+            node,
+            config,
+            partial: Arc::clone(&partial),
+        };
         fetcher.node.start_hash();
         if let Some(dht) = fetcher.config.dht.clone() {
             let key = crate::dht::SwarmKey::of(&fetcher.config.manifest.chunks.merkle_root);
@@ -230,6 +235,14 @@ impl Fetcher {
             _ => Err(FetchError::Interrupted),
         };
         self.node.shutdown().await;
+        // Given up with every chunk missing: the `.part` reserved at the
+        // artifact's size is given back (a stop keeps it: the user means
+        // to go on). Files that cannot be removed stay as they were.
+        if let Err(FetchError::Failed(Failure::NoPeers { missing, total, .. })) = &result
+            && missing == total
+        {
+            let _ = self.partial.discard_if_nothing_verified();
+        }
         result
     }
 }

@@ -424,3 +424,79 @@ fn states_left_by_a_crash_at_the_end_of_finish_are_cleaned_up() {
     assert!(matches!(opened, OpenedDownload::Complete(_)));
     assert!(!paths.state.exists());
 }
+
+#[test]
+fn a_download_open_in_one_process_is_refused_to_another_until_it_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let artifact = Artifact::small("busy");
+    let (first, _) = open(dir.path(), &artifact, &options(4));
+    artifact.store(&first, 2);
+    first.checkpoint().unwrap();
+    let before = snapshot(dir.path());
+    // A second open (another process, or the same one: the lock is the
+    // open file's) is refused before it changes anything.
+    let second = PartialDownload::open(
+        dir.path(),
+        &artifact.manifest,
+        artifact.manifest_sha256,
+        &options(4),
+        &|_| {},
+    );
+    match second {
+        Err(ResumeError::InUse { path, model_id }) => {
+            assert_eq!(path, first.paths().lock);
+            assert_eq!(model_id, "busy");
+        }
+        Err(other) => panic!("expected InUse, got {other}"),
+        Ok(_) => panic!("a second open of a download in use was allowed"),
+    }
+    assert_eq!(
+        snapshot(dir.path()),
+        before,
+        "the refused open wrote nothing"
+    );
+    // Once the first ends, the next resumes what it verified.
+    drop(first);
+    let (resumed, _) = open(dir.path(), &artifact, &options(4));
+    assert_eq!(verified_set(&resumed), vec![2]);
+    // A finished download leaves no lock behind.
+    for index in 0..artifact.chunk_count() {
+        if index != 2 {
+            artifact.store(&resumed, index);
+        }
+    }
+    let lock = resumed.paths().lock.clone();
+    assert!(lock.exists());
+    resumed.finish(&artifact.receipt()).unwrap();
+    assert!(!lock.exists(), "{} left behind", lock.display());
+}
+
+#[test]
+fn a_file_of_the_user_under_a_receipt_chunk_list_or_peer_list_name_is_not_overwritten() {
+    let artifact = Artifact::small("notes");
+    for (name, what) in [
+        ("notes.receipt.json", "receipt"),
+        ("notes.chunk-list", "chunk list"),
+        ("notes.slm.peers", "peer list"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join(name), "my own notes\n").unwrap();
+        let before = snapshot(dir.path());
+        let opened = PartialDownload::open(
+            dir.path(),
+            &artifact.manifest,
+            artifact.manifest_sha256,
+            &options(4),
+            &|_| {},
+        );
+        match opened {
+            Err(error @ ResumeError::NotOurs { .. }) => {
+                let text = error.to_string();
+                assert!(text.contains(name) && text.contains(what), "{text}");
+            }
+            Err(other) => panic!("{name}: expected NotOurs, got {other}"),
+            Ok(_) => panic!("{name}: a file of the user's was taken for ours"),
+        }
+        assert_eq!(snapshot(dir.path()), before, "{name}: nothing written");
+    }
+}

@@ -37,7 +37,7 @@ use crate::progress::average_rate;
 use crate::reports::{FetchProgress, show_reports};
 use crate::stop::Stop;
 use crate::trust::{FirstUse, Judged, TrustArgs};
-use crate::units::{human_bytes, parse_size};
+use crate::units::{human_bytes, parse_peer_count, parse_rate};
 
 /// Arguments of `minimodel fetch`.
 #[derive(Debug, Args)]
@@ -100,10 +100,11 @@ pub struct TransferArgs {
     #[arg(long)]
     pub identity: Option<PathBuf>,
     /// Most peers connected at once.
-    #[arg(long, default_value_t = minimodel_swarm::node::CoreConfig::default().max_peers)]
+    #[arg(long, default_value_t = minimodel_swarm::node::CoreConfig::default().max_peers, value_parser = parse_peer_count)]
     pub max_peers: usize,
-    /// With --serve: upload cap per second, like 8MiB.
-    #[arg(long, value_parser = parse_size, requires = "serve")]
+    /// With --serve: upload cap per second, like 8MiB (at least 1KiB). Up
+    /// to a second's worth (at most 1 MiB) may go at once at the start.
+    #[arg(long, value_parser = parse_rate, requires = "serve")]
     pub max_upload: Option<u64>,
     /// With --serve: congestion controller for what this node sends.
     #[arg(long, value_enum, default_value_t = Congestion::Delay)]
@@ -128,9 +129,10 @@ pub struct TransferArgs {
     /// Default 5min.
     #[arg(long, value_name = "DURATION", value_parser = crate::units::parse_duration)]
     pub give_up_after: Option<Duration>,
-    /// Download cap per second, like 8MiB: requests are spaced so that the
-    /// requested bytes stay within it.
-    #[arg(long, value_name = "RATE", value_parser = parse_size)]
+    /// Download cap per second, like 8MiB (at least 1KiB): requests are
+    /// spaced so that the requested bytes stay within it, after a first
+    /// burst of one chunk (at least 1 MiB) asked at once.
+    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
     pub max_download: Option<u64>,
     /// Serve the node's counters as Prometheus text at
     /// http://ADDR/metrics while it runs (bytes per peer, chunks verified,
@@ -588,9 +590,9 @@ fn classify(error: FetchError, stop: &Stop) -> Failure {
         error if error.resume_error().is_some_and(|e| e.is_disk_full()) => Some(
             "the disk is full; free space and run the same command again to resume".to_owned(),
         ),
-        FetchError::Failed(NodeFailure::NoPeers { missing, total, .. }) if missing == total => Some(format!(
-            "nothing was verified; check that the peers are running, reachable and serving this manifest's artifact, then {RESUME_HINT}"
-        )),
+        FetchError::Failed(NodeFailure::NoPeers { missing, total, .. }) if missing == total => Some(
+            "nothing was verified (the space reserved for the file is given back); check that the peers are running, reachable and serving this manifest's artifact, then run the same command again".to_owned(),
+        ),
         FetchError::Failed(NodeFailure::NoPeers { .. }) => Some(format!(
             "the verified part is kept; check that the peers are running and reachable, then {RESUME_HINT}"
         )),

@@ -286,6 +286,18 @@ impl SafeDir {
         ))
     }
 
+    /// Opens (creating it if missing) and locks `name`, the lock file of a
+    /// download, for as long as the returned handle lives: `Ok(None)` when
+    /// another process holds it. A file system without locks
+    /// (`flock` unsupported) locks nothing and is not refused.
+    pub(crate) fn lock(&self, name: &str) -> Result<Option<File>, ResumeError> {
+        let file = self.open_at(name, OFlags::RDWR | OFlags::CREATE, "create")?;
+        match rustix::fs::flock(&file, FlockOperation::NonBlockingLockExclusive) {
+            Err(rustix::io::Errno::WOULDBLOCK) => Ok(None),
+            _ => Ok(Some(file)),
+        }
+    }
+
     /// Removes what [`SafeDir::create_temp`] left behind for `stem` (a
     /// crash between creating and renaming): regular files of ours only,
     /// and only those no process holds locked (a write of the same name

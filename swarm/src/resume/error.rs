@@ -187,6 +187,29 @@ pub enum ResumeError {
         /// What is wrong with the receipt.
         problem: String,
     },
+    /// A file under the name of one of the download's own files (its
+    /// receipt, chunk list or peer list) that is not one: the user's own,
+    /// not ours to overwrite.
+    #[error(
+        "{path} exists and is not a minimodel {what}; move it away or choose another directory"
+    )]
+    NotOurs {
+        /// The file.
+        path: PathBuf,
+        /// What the download would write there.
+        what: &'static str,
+    },
+    /// Another process (a fetch, a companion) has the same download open
+    /// in this directory.
+    #[error(
+        "{path} is in use: another minimodel process is downloading {model_id} into this directory; wait for it to end, stop it, or choose another directory"
+    )]
+    InUse {
+        /// The download's lock file.
+        path: PathBuf,
+        /// The artifact.
+        model_id: String,
+    },
     /// The final file appeared while downloading: it is not overwritten.
     #[error("{path} appeared while downloading and is not overwritten; move it away and run again")]
     ArtifactInTheWay {

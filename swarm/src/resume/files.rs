@@ -49,6 +49,9 @@ pub struct DownloadPaths {
     /// `<model-id>.slm.peers`: the peers that served earlier runs
     /// (`minimodel-peers-v0`).
     pub peers: PathBuf,
+    /// `.<model-id>.slm.lock`: empty; locked (`flock`) by the process that
+    /// has the download open, so that a second one is refused.
+    pub lock: PathBuf,
     pub(crate) names: FileNames,
 }
 
@@ -64,6 +67,7 @@ pub(crate) struct FileNames {
     pub(crate) receipt: String,
     pub(crate) chunk_list: String,
     pub(crate) peers: String,
+    pub(crate) lock: String,
 }
 
 impl DownloadPaths {
@@ -79,6 +83,7 @@ impl DownloadPaths {
             receipt: format!("{model_id}.receipt.json"),
             chunk_list: format!("{model_id}.chunk-list"),
             peers: format!("{model_id}.slm.peers"),
+            lock: format!(".{model_id}.slm.lock"),
         };
         Self {
             dir: dir.to_path_buf(),
@@ -91,6 +96,7 @@ impl DownloadPaths {
             receipt: dir.join(&names.receipt),
             chunk_list: dir.join(&names.chunk_list),
             peers: dir.join(&names.peers),
+            lock: dir.join(&names.lock),
             names,
         }
     }

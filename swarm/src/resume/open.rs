@@ -1,6 +1,7 @@
 //! Opening a download directory: what is there, what can be trusted, and
 //! what it costs to find out (`docs/resume.md`, "Opening").
 
+use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
@@ -69,7 +70,17 @@ impl PartialDownload {
             if !recheck {
                 return Ok(OpenedDownload::Complete(done));
             }
-            return recheck_complete(done, safe, manifest, manifest_sha256, progress, started);
+            // A recheck may repair the file: one process at a time.
+            let lock = lock(&safe, &done.paths, manifest)?;
+            return recheck_complete(
+                done,
+                safe,
+                lock,
+                manifest,
+                manifest_sha256,
+                progress,
+                started,
+            );
         }
         let current = checked(load_state(&safe, &names.state)?, &paths.state, &binding)?;
         let previous = match current {
@@ -92,7 +103,17 @@ impl PartialDownload {
         ] {
             safe.inspect(name)?;
         }
+        // Nor is a file under one of their names that is not what the
+        // download writes there (notes saved as `<id>.receipt.json`): the
+        // delivery would replace it.
+        refuse_foreign_files(&safe, &paths)?;
 
+        // One process at a time from here on, where files change: a second
+        // fetch (or a companion) into this directory would rewrite the
+        // state and the journal under the first. (What was read above is
+        // read again by whoever holds the lock next: state files change
+        // only by rename.)
+        let lock = lock(&safe, &paths, manifest)?;
         // Every refusal is behind us: from here on, files change.
         for stem in [
             &names.state,
@@ -178,6 +199,7 @@ impl PartialDownload {
             counters,
             persisted,
             current_is_good,
+            lock,
         })?;
         if !matches!(outcome, ResumeOutcome::Resumed { .. }) || from_journal > 0 {
             // Write down what opening decided, so a crash now does not
@@ -548,6 +570,7 @@ impl Opening<'_> {
 fn recheck_complete(
     done: CompleteDownload,
     dir: SafeDir,
+    lock: File,
     manifest: &Manifest,
     manifest_sha256: Sha256Digest,
     progress: &(dyn Fn(RecheckProgress) + Sync),
@@ -647,6 +670,7 @@ fn recheck_complete(
                 },
                 persisted: None,
                 current_is_good: false,
+                lock,
             })?;
             // The state first: a crash before the rename leaves the damaged
             // file with its receipt, which the next run checks again.
@@ -693,4 +717,93 @@ pub(crate) fn parse_chunk_list(bytes: &[u8], count: u32) -> Option<Vec<Sha256Dig
         })
         .collect::<Option<_>>()?;
     (hashes.len() == count as usize).then_some(hashes)
+}
+
+/// Takes the download's lock ([`DownloadPaths::lock`]), or refuses: another
+/// process has it open.
+fn lock(safe: &SafeDir, paths: &DownloadPaths, manifest: &Manifest) -> Result<File, ResumeError> {
+    safe.lock(&paths.names.lock)?
+        .ok_or_else(|| ResumeError::InUse {
+            path: paths.lock.clone(),
+            model_id: manifest.model_id.to_string(),
+        })
+}
+
+/// Refuses ([`ResumeError::NotOurs`]) a receipt, chunk list or peer list
+/// of the download that is there but is not one: what this version (or an
+/// earlier run) wrote there always is. Only the start of a chunk list is
+/// read (a whole one is 65 bytes a chunk).
+fn refuse_foreign_files(safe: &SafeDir, paths: &DownloadPaths) -> Result<(), ResumeError> {
+    let names = &paths.names;
+    if let Some(bytes) = safe.read(&names.receipt, 1 << 20)?
+        && !serde_json::from_slice::<serde_json::Value>(&bytes)
+            .is_ok_and(|value| value["format"] == minimodel_verifier::receipt::RECEIPT_FORMAT)
+    {
+        return Err(ResumeError::NotOurs {
+            path: paths.receipt.clone(),
+            what: "receipt",
+        });
+    }
+    const READ: u64 = 65 * 64;
+    if let Some(bytes) = safe.read(&names.chunk_list, READ)?
+        && !looks_like_chunk_list(&bytes, bytes.len() as u64 == READ)
+    {
+        return Err(ResumeError::NotOurs {
+            path: paths.chunk_list.clone(),
+            what: "chunk list",
+        });
+    }
+    if let Some(bytes) = safe.read(&names.peers, super::MAX_PEERS_FILE_BYTES + 1)?
+        && super::parse_peers_file(&bytes).is_err()
+    {
+        return Err(ResumeError::NotOurs {
+            path: paths.peers.clone(),
+            what: "peer list",
+        });
+    }
+    Ok(())
+}
+
+/// Whether `start`, the first bytes of a file (all of it unless `cut`),
+/// is a chunk list: lines of 64 lowercase hex digits, each ending in LF;
+/// when `cut`, the last line read may be short.
+fn looks_like_chunk_list(start: &[u8], cut: bool) -> bool {
+    let hex = |line: &[u8]| {
+        line.iter()
+            .all(|byte| matches!(byte, b'0'..=b'9' | b'a'..=b'f'))
+    };
+    let Some(end) = start.iter().rposition(|byte| *byte == b'\n') else {
+        return false;
+    };
+    let (lines, rest) = (&start[..end], &start[end + 1..]);
+    lines
+        .split(|byte| *byte == b'\n')
+        .all(|line| line.len() == 64 && hex(line))
+        && (rest.is_empty() || (cut && rest.len() < 64 && hex(rest)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::looks_like_chunk_list;
+
+    #[test]
+    fn a_chunk_list_is_lines_of_64_hex_digits() {
+        let line = "0123456789abcdef".repeat(4);
+        let two = format!("{line}\n{line}\n");
+        assert!(looks_like_chunk_list(two.as_bytes(), false));
+        // Cut after a line and a half: the half may be short.
+        assert!(looks_like_chunk_list(&two.as_bytes()[..100], true));
+        assert!(!looks_like_chunk_list(&two.as_bytes()[..100], false));
+        for notes in [
+            "".to_owned(),
+            "my notes\n".to_owned(),
+            "abc\n".to_owned(),
+            line.clone(),
+            line.to_uppercase() + "\n",
+            format!("{line}\r\n"),
+            format!("{line}\n\n"),
+        ] {
+            assert!(!looks_like_chunk_list(notes.as_bytes(), false), "{notes:?}");
+        }
+    }
 }

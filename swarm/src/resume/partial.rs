@@ -45,6 +45,9 @@ pub struct PartialDownload {
     storage: Arc<dyn Storage>,
     live: Mutex<Live>,
     disk: Mutex<OnDisk>,
+    /// The download's lock file, locked (`DownloadPaths::lock`): no other
+    /// process opens this download while it lives.
+    _lock: File,
 }
 
 /// What is true now, in memory.
@@ -138,6 +141,8 @@ pub(crate) struct Start {
     /// The state on disk it continues, if any.
     pub(crate) persisted: Option<Persisted>,
     pub(crate) current_is_good: bool,
+    /// The download's lock, held as long as it is open.
+    pub(crate) lock: File,
 }
 
 /// What a loaded state file holds, as far as checkpoints care.
@@ -188,6 +193,7 @@ impl PartialDownload {
                 checkpoint_at,
                 rotate_journal: false,
             }),
+            _lock: start.lock,
         })
     }
 
@@ -530,6 +536,10 @@ impl PartialDownload {
             &names.previous,
             &names.journal,
             &names.journal_prev,
+            // Still locked by this handle: a process that opened it
+            // meanwhile is refused, and one that comes after finds the
+            // finished file.
+            &names.lock,
         ] {
             self.dir.remove_if_present(name)?;
         }
@@ -540,6 +550,33 @@ impl PartialDownload {
             receipt,
             storage: Arc::clone(&self.storage),
         })
+    }
+
+    /// Removes the download's `.part`, states and journals when not one
+    /// chunk of it is verified (by this run or any before): a download
+    /// that ends so holds the artifact's whole size on disk (the `.part`
+    /// is reserved at full size) for nothing, and a rerun starts over as
+    /// fast. The remembered peers stay. Returns whether it removed them;
+    /// the download must not be used after it did.
+    pub fn discard_if_nothing_verified(&self) -> Result<bool, ResumeError> {
+        let mut live = lock(&self.live);
+        if live.knowledge.verified().count_ones() > 0 {
+            return Ok(false);
+        }
+        live.journal = None;
+        let names = &self.paths.names;
+        for name in [
+            &names.part,
+            &names.state,
+            &names.previous,
+            &names.journal,
+            &names.journal_prev,
+            &names.lock,
+        ] {
+            self.dir.remove_if_present(name)?;
+        }
+        self.dir.sync()?;
+        Ok(true)
     }
 
     /// [`Self::finish_with`] a receipt made beforehand.
