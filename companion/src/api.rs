@@ -81,9 +81,12 @@ pub(crate) async fn serve(
         listener,
         slots: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
     };
-    axum::serve(listener, app)
-        .with_graceful_shutdown(stop)
-        .await
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<Handling>(),
+    )
+    .with_graceful_shutdown(stop)
+    .await
 }
 
 fn router(shared: Arc<Shared>) -> Router {
@@ -118,6 +121,26 @@ fn router(shared: Arc<Shared>) -> Router {
 /// The checks of [`crate::guard`], before anything reads the request.
 async fn guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let headers = request.headers();
+    // Each header the checks read, once: a second copy would go unread by
+    // them but not necessarily by everything after them.
+    for name in [
+        header::HOST,
+        header::ORIGIN,
+        header::HeaderName::from_static("sec-fetch-site"),
+        header::AUTHORIZATION,
+    ] {
+        if headers.get_all(&name).iter().nth(1).is_some() {
+            return error_response(
+                400,
+                ErrorBody {
+                    kind: "bad-request".to_owned(),
+                    error: format!("the request has more than one {name} header"),
+                    hint: None,
+                    needs: Vec::new(),
+                },
+            );
+        }
+    }
     let value = |name: header::HeaderName| headers.get(name).map(HeaderValue::as_bytes);
     let needs_token = request.uri().path().starts_with("/api/");
     let checked = state.shared.gate.check(
@@ -156,7 +179,14 @@ async fn guard(State(state): State<AppState>, request: Request, next: Next) -> R
         }
         return response;
     }
+    // While a handler works (a ticket's peers asked in turn may take
+    // minutes) no byte moves: the connection is not idle.
+    let handling = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<Handling>>()
+        .map(|info| info.0.begin());
     let mut response = next.run(request).await;
+    drop(handling);
     let headers = response.headers_mut();
     // No other site may frame the page (its consent buttons) or read it.
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
@@ -468,14 +498,7 @@ impl axum::serve::Listener for Limited {
             match self.listener.accept().await {
                 Ok((stream, addr)) => {
                     let _ = stream.set_nodelay(true);
-                    return (
-                        LimitedStream {
-                            stream,
-                            idle: Box::pin(tokio::time::sleep(IDLE_TIMEOUT)),
-                            _permit: permit,
-                        },
-                        addr,
-                    );
+                    return (LimitedStream::new(stream, permit), addr);
                 }
                 Err(error) => {
                     tracing::warn!("API accept failed: {error}");
@@ -490,22 +513,84 @@ impl axum::serve::Listener for Limited {
     }
 }
 
+/// The requests of one connection its handlers are working on: given to
+/// each request (as its `ConnectInfo`) by the connection's stream.
+#[derive(Clone, Default)]
+struct Handling(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Handling {
+    fn begin(&self) -> HandlingOne {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        HandlingOne(Arc::clone(&self.0))
+    }
+
+    fn any(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Relaxed) > 0
+    }
+}
+
+/// One request being handled; done when dropped (a handler cancelled
+/// by a closed connection included).
+struct HandlingOne(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for HandlingOne {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, Limited>> for Handling {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, Limited>) -> Self {
+        stream.io().handling.clone()
+    }
+}
+
 /// A connection that holds its slot and closes after [`IDLE_TIMEOUT`]
-/// without a byte moved.
+/// without a byte moved while no handler works on one of its requests.
+/// What it sends alone keeps it no longer than [`IDLE_TIMEOUT`] after our
+/// last answer (or its start): a client that trickles a byte now and then
+/// and never completes a request does not hold its slot for good.
 struct LimitedStream {
     stream: TcpStream,
     idle: Pin<Box<tokio::time::Sleep>>,
+    /// Reads extend the idle deadline up to here: [`IDLE_TIMEOUT`] after
+    /// the last write, or the start.
+    reads_until: tokio::time::Instant,
+    handling: Handling,
     _permit: OwnedSemaphorePermit,
 }
 
 impl LimitedStream {
-    fn moved(&mut self) {
-        self.idle
-            .as_mut()
-            .reset(tokio::time::Instant::now() + IDLE_TIMEOUT);
+    fn new(stream: TcpStream, permit: OwnedSemaphorePermit) -> Self {
+        let until = tokio::time::Instant::now() + IDLE_TIMEOUT;
+        Self {
+            stream,
+            idle: Box::pin(tokio::time::sleep_until(until)),
+            reads_until: until,
+            handling: Handling::default(),
+            _permit: permit,
+        }
+    }
+
+    fn read_some(&mut self) {
+        let until = (tokio::time::Instant::now() + IDLE_TIMEOUT).min(self.reads_until);
+        self.idle.as_mut().reset(until);
+    }
+
+    fn wrote_some(&mut self) {
+        let until = tokio::time::Instant::now() + IDLE_TIMEOUT;
+        self.reads_until = until;
+        self.idle.as_mut().reset(until);
     }
 
     fn timed_out(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.handling.any() {
+            // Looked at again when the answer is written, or after
+            // another idle period.
+            self.wrote_some();
+            let _ = self.idle.as_mut().poll(cx);
+            return false;
+        }
         self.idle.as_mut().poll(cx).is_ready()
     }
 }
@@ -523,7 +608,7 @@ impl AsyncRead for LimitedStream {
         let this = self.get_mut();
         match Pin::new(&mut this.stream).poll_read(cx, buf) {
             Poll::Ready(result) => {
-                this.moved();
+                this.read_some();
                 Poll::Ready(result)
             }
             Poll::Pending if this.timed_out(cx) => Poll::Ready(Err(idle_error())),
@@ -541,7 +626,7 @@ impl AsyncWrite for LimitedStream {
         let this = self.get_mut();
         match Pin::new(&mut this.stream).poll_write(cx, buf) {
             Poll::Ready(result) => {
-                this.moved();
+                this.wrote_some();
                 Poll::Ready(result)
             }
             Poll::Pending if this.timed_out(cx) => Poll::Ready(Err(idle_error())),
@@ -555,5 +640,102 @@ impl AsyncWrite for LimitedStream {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A server of `app` behind the connection limits, on loopback.
+    async fn serve_limited(app: Router) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let limited = Limited {
+            listener,
+            slots: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
+        };
+        let app = app.layer(axum::middleware::from_fn(
+            |request: Request, next: Next| async {
+                let handling = request
+                    .extensions()
+                    .get::<axum::extract::ConnectInfo<Handling>>()
+                    .map(|info| info.0.begin());
+                let response = next.run(request).await;
+                drop(handling);
+                response
+            },
+        ));
+        tokio::spawn(async move {
+            axum::serve(
+                limited,
+                app.into_make_service_with_connect_info::<Handling>(),
+            )
+            .await
+        });
+        addr
+    }
+
+    /// Reads until the server closes the connection; what it sent.
+    async fn read_to_close(client: &mut TcpStream) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        let _ = client.read_to_end(&mut bytes).await;
+        bytes
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_trickles_a_request_is_closed_after_the_idle_timeout() {
+        let addr = serve_limited(Router::new().route("/", get(|| async { "ok" }))).await;
+        let client = TcpStream::connect(addr).await.unwrap();
+        let start = tokio::time::Instant::now();
+        let (mut reading, mut writing) = client.into_split();
+        writing
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
+        // A header line every 5 s, never the blank line that ends them:
+        // each byte read used to restart the idle timer.
+        let trickle = async {
+            loop {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                let _ = writing.write_all(b"X-a: b\r\n").await;
+            }
+        };
+        // The server closes its side: the client's read ends.
+        let closed = async {
+            let mut bytes = Vec::new();
+            let _ = reading.read_to_end(&mut bytes).await;
+            bytes
+        };
+        tokio::select! {
+            () = trickle => unreachable!(),
+            () = tokio::time::sleep(Duration::from_secs(300)) => {
+                panic!("a trickling client held its connection for 300 s")
+            }
+            answer = closed => assert!(answer.is_empty(), "{answer:?}"),
+        }
+        let held = start.elapsed();
+        assert!(
+            held <= IDLE_TIMEOUT + Duration::from_secs(1),
+            "closed after {held:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_whose_handler_outlasts_the_idle_timeout_is_answered() {
+        let slow = || async {
+            tokio::time::sleep(IDLE_TIMEOUT * 3).await;
+            "done"
+        };
+        let addr = serve_limited(Router::new().route("/slow", get(slow))).await;
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        client
+            .write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let answer = String::from_utf8(read_to_close(&mut client).await).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+        assert!(answer.ends_with("done"), "{answer:?}");
     }
 }

@@ -443,6 +443,26 @@ pub struct Caps {
     pub max_download: Option<u64>,
 }
 
+impl Caps {
+    /// Refuses a cap below [`MIN_RATE_CAP`](minimodel_swarm::node::MIN_RATE_CAP)
+    /// (zero among them), which a node would refuse to start with: a
+    /// request that sets one is turned away before anything changes.
+    pub fn check(&self) -> Result<(), String> {
+        let floor = minimodel_swarm::node::MIN_RATE_CAP;
+        for (name, cap) in [
+            ("max_upload", self.max_upload),
+            ("max_download", self.max_download),
+        ] {
+            if cap.is_some_and(|rate| rate < floor) {
+                return Err(format!(
+                    "{name}: a cap is at least {floor} bytes per second (null for none)"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The library's own limits.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

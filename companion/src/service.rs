@@ -307,6 +307,11 @@ pub(crate) struct Shared {
     trust: Arc<dyn TrustStore>,
     inner: Mutex<Inner>,
     reconciling: Mutex<()>,
+    /// Held by an add from its checks (one item per artifact, one
+    /// download per model id, the quota, the item limit) until its item is
+    /// in the library: two adds at once would each pass the checks the
+    /// other's item fails.
+    admission: Mutex<()>,
     log: std::sync::Mutex<TransferLog>,
     events: broadcast::Sender<ApiEvent>,
     started_at: String,
@@ -422,6 +427,7 @@ impl Companion {
                 next_generation: 1,
             }),
             reconciling: Mutex::new(()),
+            admission: Mutex::new(()),
             log: std::sync::Mutex::new(log),
             events,
             started_at: now_rfc3339(),
@@ -712,9 +718,25 @@ struct Loaded {
 fn load_manifest(path: Option<&Path>, text: Option<&str>) -> Result<Loaded, ApiError> {
     let bytes = match (path, text) {
         (Some(path), None) => {
-            let file = std::fs::File::open(path).map_err(|error| {
+            // Opened without waiting (a FIFO would block the handler's
+            // thread until someone writes to it) and read only when it is
+            // a regular file: not a FIFO, a device or a directory.
+            let file = {
+                use std::os::unix::fs::OpenOptionsExt;
+                std::fs::OpenOptions::new()
+                    .read(true)
+                    .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+                    .open(path)
+            }
+            .map_err(|error| {
                 ApiError::invalid(format!("cannot read manifest {}: {error}", path.display()))
             })?;
+            if !file.metadata().is_ok_and(|meta| meta.is_file()) {
+                return Err(ApiError::invalid(format!(
+                    "manifest {} is not a regular file",
+                    path.display()
+                )));
+            }
             let mut bytes = Vec::new();
             std::io::Read::read_to_end(
                 &mut std::io::Read::take(file, MAX_MANIFEST_BYTES + 1),
@@ -1055,6 +1077,7 @@ impl Shared {
 
     /// `POST /api/v1/shares`.
     pub(crate) async fn add_share(&self, request: AddShare) -> Result<ItemView, ApiError> {
+        request.caps.check().map_err(ApiError::invalid)?;
         let loaded = load_manifest(
             request.manifest_path.as_deref(),
             request.manifest.as_deref(),
@@ -1091,6 +1114,7 @@ impl Shared {
             &manifest.model_id,
             &manifest.chunks.merkle_root,
         );
+        let _admission = self.admission.lock().await;
         {
             let inner = self.inner.lock().await;
             if inner.state.item(&id).is_some() {
@@ -1347,6 +1371,7 @@ impl Shared {
 
     /// `POST /api/v1/downloads`.
     pub(crate) async fn add_download(&self, request: AddDownload) -> Result<ItemView, ApiError> {
+        request.caps.check().map_err(ApiError::invalid)?;
         let (loaded, ticket_peers) = self.download_manifest(&request).await?;
         let manifest = &loaded.manifest;
         let check = self.judge(
@@ -1372,6 +1397,7 @@ impl Shared {
             &manifest.model_id,
             &manifest.chunks.merkle_root,
         );
+        let _admission = self.admission.lock().await;
         {
             let inner = self.inner.lock().await;
             if inner.state.item(&id).is_some() {
@@ -1416,7 +1442,7 @@ impl Shared {
             ) {
                 let hint = match refusal {
                     QuotaRefusal::OverQuota { .. } => {
-                        "raise the quota (PUT /api/v1/limits) or remove a download"
+                        "raise the quota (`minimodel companion limits --quota SIZE`, or PUT /api/v1/limits) or remove a download"
                     }
                     QuotaRefusal::DiskFull { .. } => "free space on the disk of the library",
                 };
@@ -1516,6 +1542,7 @@ impl Shared {
 
     /// `PUT /api/v1/items/{id}/caps`.
     pub(crate) async fn set_caps(&self, id: &ItemId, caps: Caps) -> Result<ItemView, ApiError> {
+        caps.check().map_err(ApiError::invalid)?;
         {
             let mut inner = self.inner.lock().await;
             let record = inner
@@ -1535,6 +1562,7 @@ impl Shared {
 
     /// `PUT /api/v1/limits`.
     pub(crate) async fn set_limits(&self, limits: SetLimits) -> Result<LimitsView, ApiError> {
+        limits.caps.check().map_err(ApiError::invalid)?;
         let view = {
             let mut inner = self.inner.lock().await;
             inner.state.limits.caps = limits.caps;
@@ -1596,6 +1624,8 @@ impl Shared {
                 &paths.artifact,
                 &paths.receipt,
                 &paths.chunk_list,
+                &paths.peers,
+                &paths.lock,
             ] {
                 if std::fs::symlink_metadata(path).is_ok_and(|meta| meta.is_file())
                     && std::fs::remove_file(path).is_ok()

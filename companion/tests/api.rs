@@ -114,6 +114,22 @@ fn requests_without_the_token_or_from_a_foreign_origin_or_host_are_refused() {
         );
         refused(&reply, 421, "wrong-host");
     }
+    // A second Host (or Origin, Sec-Fetch-Site, Authorization) after a
+    // good one is not left unread: the request is refused.
+    for (name, good, evil) in [
+        ("Host", format!("127.0.0.1:{port}"), format!("evil.example:{port}")),
+        ("Origin", format!("http://127.0.0.1:{port}"), "https://evil.example".to_owned()),
+        ("Sec-Fetch-Site", "same-origin".to_owned(), "cross-site".to_owned()),
+    ] {
+        let mut headers = vec![(name, good), (name, evil)];
+        if name != "Host" {
+            headers.push(("Host", format!("127.0.0.1:{port}")));
+        }
+        headers.push(("Authorization", bearer.clone()));
+        let reply = companion.raw("GET", library, &headers);
+        assert_eq!(reply.status, 400, "{name}: {}", reply.json());
+        assert!(reply.json()["error"].as_str().unwrap().contains("more than one"));
+    }
     // The page itself, from a foreign name, is refused as well.
     let reply = companion.raw("GET", "/", &[("Host", format!("evil.example:{port}"))]);
     assert_eq!(reply.status, 421);
@@ -516,6 +532,24 @@ fn pause_resume_caps_and_remove_act_on_items() {
     companion.wait_item(&id, Duration::from_secs(10), |item| {
         item["effective_caps"]["max_upload"] == 500000
     });
+    // A cap of nothing, or of a few bytes a second, is refused, and the
+    // caps in force stay.
+    for caps in [
+        json!({"max_upload": 0, "max_download": null}),
+        json!({"max_upload": null, "max_download": 1023}),
+    ] {
+        let (status, body) = companion.send("PUT", "/api/v1/limits", &json!({"caps": caps}));
+        assert_eq!(status, 422, "{body}");
+        assert!(
+            body["error"].as_str().unwrap().contains("at least 1024"),
+            "{body}"
+        );
+        let (status, body) = companion.send("PUT", &format!("/api/v1/items/{id}/caps"), &caps);
+        assert_eq!(status, 422, "{body}");
+    }
+    let (_, view) = companion.get(&format!("/api/v1/items/{id}"));
+    assert_eq!(view["caps"]["max_upload"], 1000000, "{view}");
+    assert_eq!(view["effective_caps"]["max_upload"], 500000, "{view}");
 
     // A share's file is the user's: never deleted.
     let reply = companion
@@ -551,6 +585,23 @@ fn pause_resume_caps_and_remove_act_on_items() {
     let error = body["error"].as_str().unwrap();
     assert!(error.contains("is not a minimodel manifest"), "{error}");
     assert!(!error.contains("hunter2"), "{error}");
+
+    // A FIFO named as the manifest is refused at once: opening it to read
+    // used to wait for a writer, and hold the companion's thread.
+    let fifo = temp.path().join("manifest.fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo runs");
+    assert!(made.success(), "mkfifo {}", fifo.display());
+    let (status, body) = companion.send(
+        "POST",
+        "/api/v1/shares/preview",
+        &json!({"manifest_path": fifo, "file": art.slm}),
+    );
+    assert_eq!(status, 422, "{body}");
+    let error = body["error"].as_str().unwrap();
+    assert!(error.contains("is not a regular file"), "{error}");
 
     // Malformed requests: 422 with the reason, nothing added.
     for bad in [
