@@ -117,9 +117,21 @@ fn requests_without_the_token_or_from_a_foreign_origin_or_host_are_refused() {
     // A second Host (or Origin, Sec-Fetch-Site, Authorization) after a
     // good one is not left unread: the request is refused.
     for (name, good, evil) in [
-        ("Host", format!("127.0.0.1:{port}"), format!("evil.example:{port}")),
-        ("Origin", format!("http://127.0.0.1:{port}"), "https://evil.example".to_owned()),
-        ("Sec-Fetch-Site", "same-origin".to_owned(), "cross-site".to_owned()),
+        (
+            "Host",
+            format!("127.0.0.1:{port}"),
+            format!("evil.example:{port}"),
+        ),
+        (
+            "Origin",
+            format!("http://127.0.0.1:{port}"),
+            "https://evil.example".to_owned(),
+        ),
+        (
+            "Sec-Fetch-Site",
+            "same-origin".to_owned(),
+            "cross-site".to_owned(),
+        ),
     ] {
         let mut headers = vec![(name, good), (name, evil)];
         if name != "Host" {
@@ -128,7 +140,12 @@ fn requests_without_the_token_or_from_a_foreign_origin_or_host_are_refused() {
         headers.push(("Authorization", bearer.clone()));
         let reply = companion.raw("GET", library, &headers);
         assert_eq!(reply.status, 400, "{name}: {}", reply.json());
-        assert!(reply.json()["error"].as_str().unwrap().contains("more than one"));
+        assert!(
+            reply.json()["error"]
+                .as_str()
+                .unwrap()
+                .contains("more than one")
+        );
     }
     // The page itself, from a foreign name, is refused as well.
     let reply = companion.raw("GET", "/", &[("Host", format!("evil.example:{port}"))]);
@@ -840,4 +857,54 @@ fn a_download_stopped_or_crashed_midway_resumes_without_fetching_a_verified_chun
         Sha256Digest::of(&std::fs::read(done["file"].as_str().unwrap()).unwrap()),
         art.manifest.artifact_sha256
     );
+}
+
+#[test]
+fn two_downloads_of_one_model_id_sent_together_are_one_added_and_one_refused() {
+    let temp = tempfile::tempdir().unwrap();
+    let companion = start(&temp.path().join("library"));
+    let nobody = format!("{}@127.0.0.1:9", "a".repeat(52));
+    for round in 0..4 {
+        let name = format!("dup{round}");
+        // One model id, two artifacts (two sizes: two Merkle roots).
+        let requests: Vec<Value> = [256u64 << 10, 320 << 10]
+            .iter()
+            .enumerate()
+            .map(|(variant, size)| {
+                let art = fixture(
+                    &temp.path().join(format!("v{round}-{variant}")),
+                    &name,
+                    *size,
+                    64 << 10,
+                );
+                json!({
+                    "manifest_path": art.manifest_path,
+                    "peers": [nobody],
+                    "consent": {"fetch": true},
+                })
+            })
+            .collect();
+        let barrier = std::sync::Barrier::new(2);
+        let statuses: Vec<(u16, Value)> = std::thread::scope(|scope| {
+            let handles: Vec<_> = requests
+                .iter()
+                .map(|request| {
+                    let (companion, barrier) = (&companion, &barrier);
+                    scope.spawn(move || {
+                        barrier.wait();
+                        companion.send("POST", "/api/v1/downloads", request)
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|handle| handle.join().unwrap())
+                .collect()
+        });
+        let mut codes: Vec<u16> = statuses.iter().map(|(status, _)| *status).collect();
+        codes.sort_unstable();
+        assert_eq!(codes, vec![201, 409], "round {round}: {statuses:?}");
+    }
+    let (_, library) = companion.get("/api/v1/library");
+    assert_eq!(library["items"].as_array().unwrap().len(), 4, "{library}");
 }
