@@ -201,6 +201,8 @@ fn finish_refuses_an_incomplete_download_and_keeps_its_files() {
         "{error}"
     );
     assert!(paths.part.exists() && paths.state.exists() && !paths.artifact.exists());
+    // The refused handle still holds the download: it ends first.
+    drop(download);
     let (download, _) = open(dir.path(), &artifact, &options(4));
     assert_eq!(download.chunks_verified(), 20);
 }
