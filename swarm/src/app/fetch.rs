@@ -134,17 +134,37 @@ impl DownloadPlan {
     /// the directory says (`docs/resume.md`). Blocking; `progress` hears
     /// of every chunk read again.
     pub fn open(self, progress: &(dyn Fn(RecheckProgress) + Sync)) -> Result<Opened, ResumeError> {
+        self.open_with_patience(progress, std::time::Duration::ZERO)
+    }
+
+    /// [`Self::open`], asking again every 100 ms for up to `patience` while
+    /// the download is in use ([`ResumeError::InUse`]): a node that runs
+    /// it again at once (a restart after a pause) waits for the previous
+    /// run's last chunk checks to let it go.
+    pub fn open_with_patience(
+        self,
+        progress: &(dyn Fn(RecheckProgress) + Sync),
+        patience: std::time::Duration,
+    ) -> Result<Opened, ResumeError> {
         let options = ResumeOptions {
             recheck: self.recheck,
             ..ResumeOptions::default()
         };
-        let opened = PartialDownload::open(
-            &self.out_dir,
-            &self.manifest,
-            self.manifest_sha256,
-            &options,
-            progress,
-        )?;
+        let until = std::time::Instant::now() + patience;
+        let opened = loop {
+            match PartialDownload::open(
+                &self.out_dir,
+                &self.manifest,
+                self.manifest_sha256,
+                &options,
+                progress,
+            ) {
+                Err(ResumeError::InUse { .. }) if std::time::Instant::now() < until => {
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                opened => break opened?,
+            }
+        };
         Ok(match opened {
             OpenedDownload::Complete(done) => Opened::Complete(Box::new(done)),
             OpenedDownload::Partial(partial, report) => {

@@ -50,7 +50,9 @@ pub struct DownloadPaths {
     /// (`minimodel-peers-v0`).
     pub peers: PathBuf,
     /// `.<model-id>.slm.lock`: empty; locked (`flock`) by the process that
-    /// has the download open, so that a second one is refused.
+    /// has the download open, so that a second one is refused. Never
+    /// removed: a process may have opened it to lock it, and would then
+    /// hold a lock on a file nobody else sees.
     pub lock: PathBuf,
     pub(crate) names: FileNames,
 }

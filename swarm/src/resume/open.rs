@@ -64,56 +64,65 @@ impl PartialDownload {
         let safe = SafeDir::open(dir, !dir.exists())?;
         let names = paths.names.clone();
 
-        if safe.exists(&names.artifact) {
-            let done = complete(paths, &safe, &binding)?;
-            let recheck = options.recheck || done.check == CompleteCheck::ChangedSinceVerified;
-            if !recheck {
-                return Ok(OpenedDownload::Complete(done));
+        // Read and refuse, writing nothing; then take the download's lock
+        // (the first write) and read again under it, so that what another
+        // process changed in between (a checkpoint, a delivery) is seen.
+        let mut held: Option<File> = None;
+        let (current, previous, part_len, lock) = loop {
+            if safe.exists(&names.artifact) {
+                let done = complete(paths.clone(), &safe, &binding)?;
+                let recheck = options.recheck || done.check == CompleteCheck::ChangedSinceVerified;
+                if !recheck {
+                    return Ok(OpenedDownload::Complete(done));
+                }
+                // A recheck may repair the file: one process at a time.
+                let lock = match held {
+                    Some(lock) => lock,
+                    None => lock(&safe, &done.paths, manifest)?,
+                };
+                return recheck_complete(
+                    done,
+                    safe,
+                    lock,
+                    manifest,
+                    manifest_sha256,
+                    progress,
+                    started,
+                );
             }
-            // A recheck may repair the file: one process at a time.
-            let lock = lock(&safe, &done.paths, manifest)?;
-            return recheck_complete(
-                done,
-                safe,
-                lock,
-                manifest,
-                manifest_sha256,
-                progress,
-                started,
-            );
-        }
-        let current = checked(load_state(&safe, &names.state)?, &paths.state, &binding)?;
-        let previous = match current {
-            StateFile::Usable(_) => StateFile::Missing,
-            _ => checked(
-                load_state(&safe, &names.previous)?,
-                &paths.previous,
-                &binding,
-            )?,
+            let current = checked(load_state(&safe, &names.state)?, &paths.state, &binding)?;
+            let previous = match current {
+                StateFile::Usable(_) => StateFile::Missing,
+                _ => checked(
+                    load_state(&safe, &names.previous)?,
+                    &paths.previous,
+                    &binding,
+                )?,
+            };
+            let part_len = safe.inspect(&names.part)?.map(|facts| facts.len);
+            // Any other file of the download that is not a regular file of
+            // ours is refused here, before anything is written or fetched.
+            for name in [
+                &names.journal,
+                &names.journal_prev,
+                &names.receipt,
+                &names.chunk_list,
+                &names.peers,
+            ] {
+                safe.inspect(name)?;
+            }
+            // Nor is a file under one of their names that is not what the
+            // download writes there (notes saved as `<id>.receipt.json`):
+            // the delivery would replace it.
+            refuse_foreign_files(&safe, &paths)?;
+            match held {
+                Some(lock) => break (current, previous, part_len, lock),
+                // One process at a time from here on, where files change: a
+                // second fetch (or a companion) into this directory would
+                // rewrite the state and the journal under the first.
+                None => held = Some(lock(&safe, &paths, manifest)?),
+            }
         };
-        let part_len = safe.inspect(&names.part)?.map(|facts| facts.len);
-        // Any other file of the download that is not a regular file of
-        // ours is refused here, before anything is written or fetched.
-        for name in [
-            &names.journal,
-            &names.journal_prev,
-            &names.receipt,
-            &names.chunk_list,
-            &names.peers,
-        ] {
-            safe.inspect(name)?;
-        }
-        // Nor is a file under one of their names that is not what the
-        // download writes there (notes saved as `<id>.receipt.json`): the
-        // delivery would replace it.
-        refuse_foreign_files(&safe, &paths)?;
-
-        // One process at a time from here on, where files change: a second
-        // fetch (or a companion) into this directory would rewrite the
-        // state and the journal under the first. (What was read above is
-        // read again by whoever holds the lock next: state files change
-        // only by rename.)
-        let lock = lock(&safe, &paths, manifest)?;
         // Every refusal is behind us: from here on, files change.
         for stem in [
             &names.state,
@@ -200,6 +209,7 @@ impl PartialDownload {
             persisted,
             current_is_good,
             lock,
+            discardable: true,
         })?;
         if !matches!(outcome, ResumeOutcome::Resumed { .. }) || from_journal > 0 {
             // Write down what opening decided, so a crash now does not
@@ -671,6 +681,7 @@ fn recheck_complete(
                 persisted: None,
                 current_is_good: false,
                 lock,
+                discardable: false,
             })?;
             // The state first: a crash before the rename leaves the damaged
             // file with its receipt, which the next run checks again.
@@ -731,7 +742,8 @@ fn lock(safe: &SafeDir, paths: &DownloadPaths, manifest: &Manifest) -> Result<Fi
 
 /// Refuses ([`ResumeError::NotOurs`]) a receipt, chunk list or peer list
 /// of the download that is there but is not one: what this version (or an
-/// earlier run) wrote there always is. Only the start of a chunk list is
+/// earlier run) wrote there always is (a peer list of another version's
+/// format is one). Only the start of a chunk list is
 /// read (a whole one is 65 bytes a chunk).
 fn refuse_foreign_files(safe: &SafeDir, paths: &DownloadPaths) -> Result<(), ResumeError> {
     let names = &paths.names;
@@ -753,8 +765,15 @@ fn refuse_foreign_files(safe: &SafeDir, paths: &DownloadPaths) -> Result<(), Res
             what: "chunk list",
         });
     }
+    // A peer list of ours that this version cannot use (another version's,
+    // or one with a bad entry) is replaced at the next checkpoint, as
+    // before: only one that is no peer list at all is refused.
     if let Some(bytes) = safe.read(&names.peers, super::MAX_PEERS_FILE_BYTES + 1)?
-        && super::parse_peers_file(&bytes).is_err()
+        && !serde_json::from_slice::<serde_json::Value>(&bytes).is_ok_and(|value| {
+            value["format"]
+                .as_str()
+                .is_some_and(|format| format.starts_with("minimodel-peers"))
+        })
     {
         return Err(ResumeError::NotOurs {
             path: paths.peers.clone(),

@@ -46,8 +46,10 @@ pub struct PartialDownload {
     live: Mutex<Live>,
     disk: Mutex<OnDisk>,
     /// The download's lock file, locked (`DownloadPaths::lock`): no other
-    /// process opens this download while it lives.
-    _lock: File,
+    /// process opens this download while it lives, until it is delivered.
+    held: Mutex<Option<File>>,
+    /// See [`Start::discardable`].
+    discardable: bool,
 }
 
 /// What is true now, in memory.
@@ -143,6 +145,10 @@ pub(crate) struct Start {
     pub(crate) current_is_good: bool,
     /// The download's lock, held as long as it is open.
     pub(crate) lock: File,
+    /// Whether its files may be removed when nothing of it is verified
+    /// ([`PartialDownload::discard_if_nothing_verified`]): not for a
+    /// finished file being repaired, whose chunks are unknown, not missing.
+    pub(crate) discardable: bool,
 }
 
 /// What a loaded state file holds, as far as checkpoints care.
@@ -193,7 +199,8 @@ impl PartialDownload {
                 checkpoint_at,
                 rotate_journal: false,
             }),
-            _lock: start.lock,
+            held: Mutex::new(Some(start.lock)),
+            discardable: start.discardable,
         })
     }
 
@@ -536,14 +543,14 @@ impl PartialDownload {
             &names.previous,
             &names.journal,
             &names.journal_prev,
-            // Still locked by this handle: a process that opened it
-            // meanwhile is refused, and one that comes after finds the
-            // finished file.
-            &names.lock,
         ] {
             self.dir.remove_if_present(name)?;
         }
         self.dir.sync()?;
+        // Delivered: nothing of the download changes any more, and a
+        // recheck by another process may begin (what serves the file on
+        // reads it only).
+        lock(&self.held).take();
         Ok(FinishedDownload {
             artifact: self.paths.artifact.clone(),
             receipt_path: self.paths.receipt.clone(),
@@ -556,11 +563,12 @@ impl PartialDownload {
     /// chunk of it is verified (by this run or any before): a download
     /// that ends so holds the artifact's whole size on disk (the `.part`
     /// is reserved at full size) for nothing, and a rerun starts over as
-    /// fast. The remembered peers stay. Returns whether it removed them;
-    /// the download must not be used after it did.
+    /// fast. The remembered peers stay. A finished file being repaired is
+    /// never removed. Returns whether it removed them; the download must
+    /// not be used after it did.
     pub fn discard_if_nothing_verified(&self) -> Result<bool, ResumeError> {
         let mut live = lock(&self.live);
-        if live.knowledge.verified().count_ones() > 0 {
+        if !self.discardable || live.knowledge.verified().count_ones() > 0 {
             return Ok(false);
         }
         live.journal = None;
@@ -571,7 +579,6 @@ impl PartialDownload {
             &names.previous,
             &names.journal,
             &names.journal_prev,
-            &names.lock,
         ] {
             self.dir.remove_if_present(name)?;
         }
