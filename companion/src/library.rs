@@ -444,6 +444,16 @@ pub struct Caps {
 }
 
 impl Caps {
+    /// Each cap at least [`MIN_RATE_CAP`](minimodel_swarm::node::MIN_RATE_CAP).
+    pub fn raised_to_floor(self) -> Self {
+        let floor =
+            |cap: Option<u64>| cap.map(|rate| rate.max(minimodel_swarm::node::MIN_RATE_CAP));
+        Self {
+            max_upload: floor(self.max_upload),
+            max_download: floor(self.max_download),
+        }
+    }
+
     /// Refuses a cap below [`MIN_RATE_CAP`](minimodel_swarm::node::MIN_RATE_CAP)
     /// (zero among them), which a node would refuse to start with: a
     /// request that sets one is turned away before anything changes.
@@ -668,7 +678,13 @@ impl LibraryState {
             }
             None => return Err("no format field".to_owned()),
         }
-        let state: LibraryState = serde_json::from_value(value).map_err(|e| e.to_string())?;
+        let mut state: LibraryState = serde_json::from_value(value).map_err(|e| e.to_string())?;
+        // A cap saved by a version that took less than the floor is raised
+        // to it: a node would not start with it.
+        state.limits.caps = state.limits.caps.raised_to_floor();
+        for item in &mut state.items {
+            item.caps = item.caps.raised_to_floor();
+        }
         if state.items.len() > MAX_ITEMS {
             return Err(format!("more than {MAX_ITEMS} items"));
         }
@@ -791,6 +807,33 @@ mod tests {
             ..LibraryState::default()
         };
         assert_eq!(LibraryState::parse(&text(&state)).unwrap(), state);
+    }
+
+    #[test]
+    fn caps_below_the_floor_saved_by_an_older_version_are_raised_to_it() {
+        let mut item = share("0123456789abcdef");
+        item.caps = Caps {
+            max_upload: Some(100),
+            max_download: Some(0),
+        };
+        let state = LibraryState {
+            items: vec![item],
+            limits: Limits {
+                caps: Caps {
+                    max_upload: Some(1),
+                    max_download: Some(1 << 20),
+                },
+                quota_bytes: None,
+            },
+            ..LibraryState::default()
+        };
+        let loaded = LibraryState::parse(&text(&state)).unwrap();
+        let floor = Some(minimodel_swarm::node::MIN_RATE_CAP);
+        assert_eq!(loaded.items[0].caps.max_upload, floor);
+        assert_eq!(loaded.items[0].caps.max_download, floor);
+        assert_eq!(loaded.limits.caps.max_upload, floor);
+        assert_eq!(loaded.limits.caps.max_download, Some(1 << 20));
+        assert!(loaded.items[0].caps.check().is_ok());
     }
 
     #[test]

@@ -386,7 +386,11 @@ impl Run {
         plan.lan = self.lan;
         let manifest = plan.manifest.clone();
         let manifest_file = plan.manifest_file.clone();
-        let opened = tokio::task::spawn_blocking(move || plan.open(&|_| {})).await;
+        // The item's previous run may still be letting its download go.
+        let opened = tokio::task::spawn_blocking(move || {
+            plan.open_with_patience(&|_| {}, std::time::Duration::from_secs(5))
+        })
+        .await;
         let ready = match opened {
             Ok(Ok(Opened::Partial(ready))) => *ready,
             Ok(Ok(Opened::Complete(done))) => {

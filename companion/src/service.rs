@@ -1114,7 +1114,7 @@ impl Shared {
             &manifest.model_id,
             &manifest.chunks.merkle_root,
         );
-        let _admission = self.admission.lock().await;
+        let admission = self.admission.lock().await;
         {
             let inner = self.inner.lock().await;
             if inner.state.item(&id).is_some() {
@@ -1168,7 +1168,7 @@ impl Shared {
                 file: request.file.clone(),
             }),
         };
-        self.insert(record, &loaded, check).await
+        self.insert(record, &loaded, check, admission).await
     }
 
     fn settle(&self, check: SignatureCheck, trust_key: bool) -> Result<SignatureCheck, ApiError> {
@@ -1185,6 +1185,7 @@ impl Shared {
         record: ItemRecord,
         loaded: &Loaded,
         check: SignatureCheck,
+        admission: tokio::sync::MutexGuard<'_, ()>,
     ) -> Result<ItemView, ApiError> {
         let id = record.id.clone();
         self.library
@@ -1217,6 +1218,9 @@ impl Shared {
                 },
             );
         }
+        // The item is in: the next add's checks see it. Starting it (which
+        // may wait for other items to stop) holds up no other add.
+        drop(admission);
         self.reconcile().await;
         self.item_view(&id)
             .await
@@ -1397,7 +1401,7 @@ impl Shared {
             &manifest.model_id,
             &manifest.chunks.merkle_root,
         );
-        let _admission = self.admission.lock().await;
+        let admission = self.admission.lock().await;
         {
             let inner = self.inner.lock().await;
             if inner.state.item(&id).is_some() {
@@ -1491,7 +1495,7 @@ impl Shared {
                 delivered: false,
             }),
         };
-        self.insert(record, &loaded, check).await
+        self.insert(record, &loaded, check, admission).await
     }
 
     /// `POST /api/v1/items/{id}/pause` and `/resume`.
@@ -1625,7 +1629,6 @@ impl Shared {
                 &paths.receipt,
                 &paths.chunk_list,
                 &paths.peers,
-                &paths.lock,
             ] {
                 if std::fs::symlink_metadata(path).is_ok_and(|meta| meta.is_file())
                     && std::fs::remove_file(path).is_ok()
