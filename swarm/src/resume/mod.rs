@@ -23,6 +23,7 @@
 //! `<model-id>.slm.part` (bytes at their final offsets),
 //! `<model-id>.slm.state` and `<model-id>.slm.state.prev` (the current and
 //! previous state), `.<model-id>.slm.state.tmp` (a state being written),
+//! `.<model-id>.slm.lock` (locked while a process has the download open),
 //! and at the end `<model-id>.slm` with `<model-id>.receipt.json`.
 //!
 //! ```no_run
