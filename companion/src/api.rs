@@ -179,12 +179,7 @@ async fn guard(State(state): State<AppState>, request: Request, next: Next) -> R
         }
         return response;
     }
-    // While a handler works (a ticket's peers asked in turn may take
-    // minutes) no byte moves: the connection is not idle.
-    let handling = request
-        .extensions()
-        .get::<axum::extract::ConnectInfo<Handling>>()
-        .map(|info| info.0.begin());
+    let handling = Handling::begin_for(&request);
     let mut response = next.run(request).await;
     drop(handling);
     let headers = response.headers_mut();
@@ -519,6 +514,17 @@ impl axum::serve::Listener for Limited {
 struct Handling(Arc<std::sync::atomic::AtomicUsize>);
 
 impl Handling {
+    /// `request` is being handled, on the connection it came by, until
+    /// the returned guard is dropped: while a handler works (a ticket's
+    /// peers asked in turn may take minutes) no byte moves, and the
+    /// connection is not idle.
+    fn begin_for(request: &Request) -> Option<HandlingOne> {
+        request
+            .extensions()
+            .get::<axum::extract::ConnectInfo<Handling>>()
+            .map(|info| info.0.begin())
+    }
+
     fn begin(&self) -> HandlingOne {
         self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         HandlingOne(Arc::clone(&self.0))
@@ -658,10 +664,7 @@ mod tests {
         };
         let app = app.layer(axum::middleware::from_fn(
             |request: Request, next: Next| async {
-                let handling = request
-                    .extensions()
-                    .get::<axum::extract::ConnectInfo<Handling>>()
-                    .map(|info| info.0.begin());
+                let handling = Handling::begin_for(&request);
                 let response = next.run(request).await;
                 drop(handling);
                 response

@@ -11,7 +11,7 @@ use minimodel_swarm::resume::{
 };
 use minimodel_verifier::chunk::ChunkIndex;
 use minimodel_verifier::receipt::{ImportReceipt, NsTime};
-use resume_common::{Artifact, CHUNK, open, options, snapshot, verified_set};
+use resume_common::{Artifact, CHUNK, open, options, snapshot, try_open, verified_set};
 
 #[test]
 fn a_fresh_directory_gets_a_part_and_a_state_of_generation_0() {
@@ -435,13 +435,7 @@ fn a_download_open_in_one_process_is_refused_to_another_until_it_ends() {
     let before = snapshot(dir.path());
     // A second open (another process, or the same one: the lock is the
     // open file's) is refused before it changes anything.
-    let second = PartialDownload::open(
-        dir.path(),
-        &artifact.manifest,
-        artifact.manifest_sha256,
-        &options(4),
-        &|_| {},
-    );
+    let second = try_open(dir.path(), &artifact, &options(4));
     match second {
         Err(ResumeError::InUse { path, model_id }) => {
             assert_eq!(path, first.paths().lock);
@@ -468,14 +462,7 @@ fn a_download_open_in_one_process_is_refused_to_another_until_it_ends() {
     }
     resumed.finish(&artifact.receipt()).unwrap();
     drop(resumed);
-    let again = PartialDownload::open(
-        dir.path(),
-        &artifact.manifest,
-        artifact.manifest_sha256,
-        &options(4),
-        &|_| {},
-    )
-    .unwrap();
+    let again = try_open(dir.path(), &artifact, &options(4)).unwrap();
     match again {
         OpenedDownload::Complete(_) => {}
         // Checked again when the delivery ended within the second of the
@@ -497,14 +484,7 @@ fn a_file_of_the_user_under_a_receipt_chunk_list_or_peer_list_name_is_not_overwr
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join(name), "my own notes\n").unwrap();
         let before = snapshot(dir.path());
-        let opened = PartialDownload::open(
-            dir.path(),
-            &artifact.manifest,
-            artifact.manifest_sha256,
-            &options(4),
-            &|_| {},
-        );
-        match opened {
+        match try_open(dir.path(), &artifact, &options(4)) {
             Err(error @ ResumeError::NotOurs { .. }) => {
                 let text = error.to_string();
                 assert!(text.contains(name) && text.contains(what), "{text}");

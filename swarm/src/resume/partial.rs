@@ -538,15 +538,12 @@ impl PartialDownload {
         text.push(b'\n');
         self.dir.write_atomically(&names.receipt, &text)?;
         lock(&self.live).journal = None;
-        for name in [
+        self.remove_files(&[
             &names.state,
             &names.previous,
             &names.journal,
             &names.journal_prev,
-        ] {
-            self.dir.remove_if_present(name)?;
-        }
-        self.dir.sync()?;
+        ])?;
         // Delivered: nothing of the download changes any more, and a
         // recheck by another process may begin (what serves the file on
         // reads it only).
@@ -573,17 +570,22 @@ impl PartialDownload {
         }
         live.journal = None;
         let names = &self.paths.names;
-        for name in [
+        self.remove_files(&[
             &names.part,
             &names.state,
             &names.previous,
             &names.journal,
             &names.journal_prev,
-        ] {
+        ])?;
+        Ok(true)
+    }
+
+    /// Removes each of `names` that is there, then syncs the directory.
+    fn remove_files(&self, names: &[&String]) -> Result<(), ResumeError> {
+        for name in names {
             self.dir.remove_if_present(name)?;
         }
-        self.dir.sync()?;
-        Ok(true)
+        self.dir.sync()
     }
 
     /// [`Self::finish_with`] a receipt made beforehand.

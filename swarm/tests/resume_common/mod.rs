@@ -6,7 +6,9 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use minimodel_swarm::resume::{OpenedDownload, PartialDownload, ResumeOptions, ResumeReport};
+use minimodel_swarm::resume::{
+    OpenedDownload, PartialDownload, ResumeError, ResumeOptions, ResumeReport,
+};
 use minimodel_verifier::chunk::{
     ChunkData, ChunkGeometry, ChunkIndex, ChunkVerifier, VerifiedChunk,
 };
@@ -135,21 +137,28 @@ pub fn options(sample: usize) -> ResumeOptions {
     }
 }
 
-/// Opens `dir`, which must hold a partial download.
-pub fn open(
+/// Opens `dir` for `artifact`, whatever it holds.
+pub fn try_open(
     dir: &Path,
     artifact: &Artifact,
     options: &ResumeOptions,
-) -> (PartialDownload, ResumeReport) {
-    match PartialDownload::open(
+) -> Result<OpenedDownload, ResumeError> {
+    PartialDownload::open(
         dir,
         &artifact.manifest,
         artifact.manifest_sha256,
         options,
         &|_| {},
     )
-    .unwrap()
-    {
+}
+
+/// Opens `dir`, which must hold a partial download.
+pub fn open(
+    dir: &Path,
+    artifact: &Artifact,
+    options: &ResumeOptions,
+) -> (PartialDownload, ResumeReport) {
+    match try_open(dir, artifact, options).unwrap() {
         OpenedDownload::Partial(download, report) => (download, report),
         OpenedDownload::Complete(_) => panic!("expected a partial download"),
     }
