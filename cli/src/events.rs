@@ -620,6 +620,10 @@ pub enum Event {
         /// The files deleted with it (a download's, with
         /// `--delete-files`).
         files_removed: Vec<PathBuf>,
+        /// Why the files asked to be deleted stay (another process has
+        /// the download open, or the disk refused).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        files_kept: Option<String>,
     },
     /// `companion limits`: the library's caps and quota
     /// (`LimitsView` in `docs/schemas/companion-api.schema.json`).

@@ -607,6 +607,25 @@ fn load_kept(library: &LibraryDir, item: &ItemRecord) -> Result<Kept, String> {
 }
 
 /// The smaller of two caps (`None` is no cap).
+/// Removes a removed item's download files, waiting up to 5 s for its
+/// stopped run to let the download go: `Err` says why they stay (another
+/// process has the download open, or the disk refused).
+fn remove_download_files(dir: &Path, model: &ModelId) -> Result<Vec<PathBuf>, String> {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match minimodel_swarm::resume::remove_download(dir, model) {
+            Err(minimodel_swarm::resume::ResumeError::InUse { .. })
+                if std::time::Instant::now() < until =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            result => {
+                return result.map_err(|error| crate::runner::chain(&error));
+            }
+        }
+    }
+}
+
 fn min_cap(a: Option<u64>, b: Option<u64>) -> Option<u64> {
     match (a, b) {
         (Some(a), Some(b)) => Some(a.min(b)),
@@ -1616,31 +1635,23 @@ impl Shared {
         if let Some((running, _, _)) = running {
             running.stop().await;
         }
-        let mut files_removed = Vec::new();
-        if delete_files && let Ok(model) = record.model_id.parse::<ModelId>() {
-            let paths = DownloadPaths::new(&self.library.downloads_dir(), &model);
-            for path in [
-                &paths.part,
-                &paths.state,
-                &paths.previous,
-                &paths.journal,
-                &paths.journal_prev,
-                &paths.artifact,
-                &paths.receipt,
-                &paths.chunk_list,
-                &paths.peers,
-            ] {
-                if std::fs::symlink_metadata(path).is_ok_and(|meta| meta.is_file())
-                    && std::fs::remove_file(path).is_ok()
+        let (files_removed, files_kept) = match record.model_id.parse::<ModelId>() {
+            Ok(model) if delete_files => {
+                let dir = self.library.downloads_dir();
+                match tokio::task::spawn_blocking(move || remove_download_files(&dir, &model)).await
                 {
-                    files_removed.push(path.clone());
+                    Ok(Ok(removed)) => (removed, None),
+                    Ok(Err(error)) => (Vec::new(), Some(error)),
+                    Err(_) => (Vec::new(), Some("the removal failed".to_owned())),
                 }
             }
-        }
+            _ => (Vec::new(), None),
+        };
         let _ = std::fs::remove_file(self.library.manifest_path(id));
         let removed = Removed {
             id: id.to_string(),
             files_removed,
+            files_kept,
         };
         self.publish(ApiEvent::Removed(removed.clone()));
         self.reconcile().await;

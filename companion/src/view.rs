@@ -393,6 +393,10 @@ pub struct Removed {
     pub id: String,
     /// Files removed with it (a download's, when asked).
     pub files_removed: Vec<PathBuf>,
+    /// Why a download's files asked to be removed stayed (another process
+    /// has the download open, or the disk refused); the item is removed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files_kept: Option<String>,
 }
 
 /// One server-sent event of `GET /api/v1/events`: its `event:` name and

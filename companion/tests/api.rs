@@ -6,7 +6,7 @@
 
 mod support;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use minimodel_companion::CompanionError;
 use minimodel_companion::library::LibraryError;
@@ -907,4 +907,60 @@ fn two_downloads_of_one_model_id_sent_together_are_one_added_and_one_refused() {
     }
     let (_, library) = companion.get("/api/v1/library");
     assert_eq!(library["items"].as_array().unwrap().len(), 4, "{library}");
+}
+
+#[test]
+fn removing_a_download_another_process_has_open_keeps_its_files_and_says_why() {
+    let temp = tempfile::tempdir().unwrap();
+    let library = temp.path().join("library");
+    let companion = start(&library);
+    let art = fixture(&temp.path().join("files"), "held", 256 << 10, 64 << 10);
+    let nobody = format!("{}@127.0.0.1:9", "a".repeat(52));
+    let request = json!({
+        "manifest_path": art.manifest_path,
+        "peers": [nobody],
+        "consent": {"fetch": true},
+    });
+    let (status, added) = companion.send("POST", "/api/v1/downloads", &request);
+    assert_eq!(status, 201, "{added}");
+    let id = added["id"].as_str().unwrap().to_owned();
+    let downloads = library.join("downloads");
+    let part = downloads.join("held.slm.part");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !part.exists() {
+        assert!(Instant::now() < deadline, "the download never opened");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    companion.send("POST", &format!("/api/v1/items/{id}/pause"), &json!({}));
+    companion.wait_item(&id, Duration::from_secs(10), |item| {
+        item["state"] == "paused"
+    });
+    // Another process takes the download (as a CLI fetch into the same
+    // directory would), once the paused run has let it go.
+    let lock = std::fs::File::options()
+        .read(true)
+        .write(true)
+        .open(downloads.join(".held.slm.lock"))
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while lock.try_lock().is_err() {
+        assert!(Instant::now() < deadline, "the paused run kept the lock");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let reply = companion
+        .client
+        .call(
+            "DELETE",
+            &format!("/api/v1/items/{id}?delete_files=true"),
+            None,
+        )
+        .unwrap();
+    assert_eq!(reply.status, 200);
+    let removed = reply.json();
+    assert_eq!(removed["files_removed"], json!([]), "{removed}");
+    let why = removed["files_kept"].as_str().unwrap();
+    assert!(why.contains("in use"), "{why}");
+    assert!(part.exists(), "the other process's download stays");
+    assert_eq!(companion.get(&format!("/api/v1/items/{id}")).0, 404);
+    drop(lock);
 }

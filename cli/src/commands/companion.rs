@@ -857,13 +857,18 @@ fn remove(args: &RemoveArgs, out: Output) -> Result<(), Failure> {
         .flatten()
         .filter_map(|path| path.as_str().map(PathBuf::from))
         .collect();
+    let kept = removed["files_kept"].as_str().map(str::to_owned);
     out.say(format!("removed {id}"));
     for file in &files {
         out.say(format!("  deleted {}", file.display()));
     }
+    if let Some(why) = &kept {
+        out.say(format!("  its files stay: {why}"));
+    }
     out.event(&Event::CompanionRemoved {
         id,
         files_removed: files,
+        files_kept: kept,
     });
     Ok(())
 }

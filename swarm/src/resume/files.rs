@@ -104,6 +104,51 @@ impl DownloadPaths {
     }
 }
 
+/// Removes the files of `model_id`'s download in `dir` (all but its lock
+/// file, which is never removed) while holding its lock, and returns those
+/// removed: [`ResumeError::InUse`] when a process has the download open,
+/// and then nothing is removed. A missing directory has nothing to remove.
+/// Only regular files of ours are removed; anything else under a
+/// download's name stays. Blocking.
+pub fn remove_download(dir: &Path, model_id: &ModelId) -> Result<Vec<PathBuf>, ResumeError> {
+    if !dir.exists() {
+        return Ok(Vec::new());
+    }
+    let safe = SafeDir::open(dir, false)?;
+    let paths = DownloadPaths::new(dir, model_id);
+    let names = &paths.names;
+    let all = [
+        &names.part,
+        &names.state,
+        &names.previous,
+        &names.journal,
+        &names.journal_prev,
+        &names.artifact,
+        &names.receipt,
+        &names.chunk_list,
+        &names.peers,
+    ];
+    // Nothing there: no lock file is made either.
+    if !all.iter().any(|name| safe.exists(name)) {
+        return Ok(Vec::new());
+    }
+    let _lock = safe
+        .lock(&paths.names.lock)?
+        .ok_or_else(|| ResumeError::InUse {
+            path: paths.lock.clone(),
+            model_id: model_id.to_string(),
+        })?;
+    let mut removed = Vec::new();
+    for name in all {
+        if matches!(safe.inspect(name), Ok(Some(_))) {
+            safe.remove_if_present(name)?;
+            removed.push(safe.join(name));
+        }
+    }
+    safe.sync()?;
+    Ok(removed)
+}
+
 /// What is in a state file's place.
 #[derive(Debug)]
 pub(crate) enum StateFile {
@@ -201,6 +246,46 @@ mod tests {
             .collect();
         names.sort();
         names
+    }
+
+    #[test]
+    fn remove_download_takes_the_lock_and_leaves_what_is_not_ours() {
+        let (dir, safe, paths) = setup();
+        let model = ModelId::new("m").unwrap();
+        // Nothing there: nothing removed, no lock file made.
+        assert!(remove_download(dir.path(), &model).unwrap().is_empty());
+        assert!(names(dir.path()).is_empty());
+        for path in [&paths.part, &paths.state, &paths.receipt, &paths.peers] {
+            fs::write(path, b"x").unwrap();
+        }
+        let elsewhere = dir.path().join("elsewhere");
+        fs::write(&elsewhere, b"keep").unwrap();
+        std::os::unix::fs::symlink(&elsewhere, &paths.artifact).unwrap();
+        fs::write(dir.path().join("other.slm"), b"other").unwrap();
+        // Open elsewhere: refused, nothing removed.
+        let held = safe.lock(&paths.names.lock).unwrap().expect("lock taken");
+        assert!(matches!(
+            remove_download(dir.path(), &model),
+            Err(ResumeError::InUse { .. })
+        ));
+        assert!(paths.part.exists() && paths.receipt.exists());
+        drop(held);
+        let mut removed = remove_download(dir.path(), &model).unwrap();
+        removed.sort();
+        let mut expected = vec![
+            paths.part.clone(),
+            paths.state.clone(),
+            paths.receipt.clone(),
+            paths.peers.clone(),
+        ];
+        expected.sort();
+        assert_eq!(removed, expected);
+        // The link, the file it names, another artifact and the lock stay.
+        assert_eq!(
+            names(dir.path()),
+            [".m.slm.lock", "elsewhere", "m.slm", "other.slm"]
+        );
+        assert_eq!(fs::read(&elsewhere).unwrap(), b"keep");
     }
 
     #[test]
