@@ -337,6 +337,30 @@ pub fn read_public_key_arg(text: &str) -> Result<PublicKey, String> {
     }
 }
 
+/// A public key argument as given (`mmpk1...` or a public key file),
+/// read when the command runs: a missing or wrong key file is then
+/// invalid input (exit 3), as the help says, not a usage error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublicKeyArg(String);
+
+impl std::str::FromStr for PublicKeyArg {
+    type Err = std::convert::Infallible;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Ok(Self(text.to_owned()))
+    }
+}
+
+impl PublicKeyArg {
+    /// Reads the key: [`read_public_key_arg`], a failure exit 3.
+    pub fn read(&self) -> Result<PublicKey, crate::exit::Failure> {
+        use crate::exit::{Exit, OrExit};
+        read_public_key_arg(&self.0)
+            .map_err(anyhow::Error::msg)
+            .or_exit(Exit::InvalidInput)
+    }
+}
+
 /// The paths `key new FILE` writes: FILE and FILE.pub.
 pub fn key_pair_paths(path: &Path) -> (PathBuf, PathBuf) {
     let mut public = path.as_os_str().to_owned();

@@ -16,13 +16,12 @@ use std::path::PathBuf;
 
 use clap::Args;
 use minimodel_verifier::receipt::now_rfc3339;
-use minimodel_verifier::signing::PublicKey;
 use minimodel_verifier::signing::trust::{KeyTrust, SignatureCheck, TrustAnchors, judge};
 
 use crate::commands::LoadedManifest;
 use crate::events::Event;
 use crate::exit::{Exit, Failure};
-use crate::keystore::{KeyFileError, KeyringFile, read_public_key_arg};
+use crate::keystore::{KeyFileError, KeyringFile, PublicKeyArg};
 use crate::output::Output;
 
 /// How commands that read a manifest decide whether to trust it.
@@ -31,8 +30,8 @@ pub struct TrustArgs {
     /// The publisher's key, as mmpk1... or a public key file: the manifest
     /// must be signed by it. Pinned for the publisher when nothing is
     /// pinned yet.
-    #[arg(long, value_name = "KEY", value_parser = parse_publisher_key)]
-    pub publisher_key: Option<PublicKey>,
+    #[arg(long, value_name = "KEY")]
+    pub publisher_key: Option<PublicKeyArg>,
     /// Refuse an unsigned manifest (exit 4).
     #[arg(long)]
     pub require_signature: bool,
@@ -41,10 +40,6 @@ pub struct TrustArgs {
     /// ~/.local/share/minimodel/keyring].
     #[arg(long, value_name = "FILE")]
     pub keyring: Option<PathBuf>,
-}
-
-fn parse_publisher_key(text: &str) -> Result<PublicKey, String> {
-    read_public_key_arg(text)
 }
 
 /// A failure to use a key file or the keyring: invalid input (exit 3)
@@ -84,10 +79,15 @@ pub fn check(
     path: &std::path::Path,
     args: &TrustArgs,
 ) -> Result<Judged, Failure> {
+    let named_key = args
+        .publisher_key
+        .as_ref()
+        .map(PublicKeyArg::read)
+        .transpose()?;
     let keyring = KeyringFile::load(args.keyring.as_deref()).map_err(key_file_failure)?;
     let anchors = TrustAnchors {
         keyring: &keyring.keyring,
-        named_key: args.publisher_key.as_ref(),
+        named_key: named_key.as_ref(),
         require_signature: args.require_signature,
     };
     let check = judge(&loaded.manifest, &anchors).map_err(|error| {

@@ -602,8 +602,24 @@ fn a_named_key_must_sign_and_unsigned_manifests_can_be_refused() {
             "a.key",
         ],
     );
-    assert_eq!(code, 2, "{stderr}");
+    assert_eq!(code, 3, "{stderr}");
     assert!(stderr.contains("is a secret key file"), "{stderr}");
+    // A key file that is not there is invalid input too (exit 3), as for
+    // every command that takes one.
+    for args in [
+        &[
+            "verify",
+            "signed-a.manifest",
+            "art.slm",
+            "--publisher-key",
+            "missing.pub",
+        ][..],
+        &["key", "pin", "somebody", "missing.pub"][..],
+    ] {
+        let (code, _, stderr) = run(&s.root, args);
+        assert_eq!(code, 3, "{args:?}: {stderr}");
+        assert!(stderr.contains("missing.pub is neither"), "{stderr}");
+    }
 
     // Unsigned: works and says so, unless signatures are required.
     let said = ok(

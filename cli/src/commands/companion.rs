@@ -30,7 +30,7 @@ use serde_json::{Value, json};
 
 use crate::events::Event;
 use crate::exit::{Exit, Failure, OrExit};
-use crate::keystore::{KeyringFile, read_public_key_arg};
+use crate::keystore::{KeyringFile, PublicKeyArg};
 use crate::output::Output;
 use crate::stop::Stop;
 use crate::units::{human_bytes, parse_rate, parse_size};
@@ -152,8 +152,8 @@ pub struct AskArgs {
     pub yes: bool,
     /// The publisher's key (mmpk1... or a public key file): the manifest
     /// must be signed by it.
-    #[arg(long, value_name = "KEY", value_parser = read_public_key_arg)]
-    pub publisher_key: Option<PublicKey>,
+    #[arg(long, value_name = "KEY")]
+    pub publisher_key: Option<PublicKeyArg>,
     /// Refuse an unsigned manifest.
     #[arg(long)]
     pub require_signature: bool,
@@ -681,6 +681,16 @@ fn absolute(path: &Path) -> Result<PathBuf, Failure> {
         .or_exit(Exit::InvalidInput)
 }
 
+/// The `--publisher-key` given, read, as the API takes it.
+fn publisher_key(ask: &AskArgs) -> Result<Option<String>, Failure> {
+    Ok(ask
+        .publisher_key
+        .as_ref()
+        .map(PublicKeyArg::read)
+        .transpose()?
+        .map(|key| key.to_string()))
+}
+
 /// `companion share`.
 fn share(args: ShareArgs, out: Output) -> Result<(), Failure> {
     let client = client(&args.library)?;
@@ -688,7 +698,7 @@ fn share(args: ShareArgs, out: Output) -> Result<(), Failure> {
         "manifest_path": absolute(&args.manifest)?,
         "file": absolute(&args.file)?,
         "caps": {"max_upload": args.max_upload, "max_download": null},
-        "publisher_key": args.ask.publisher_key.as_ref().map(ToString::to_string),
+        "publisher_key": publisher_key(&args.ask)?,
         "require_signature": args.ask.require_signature,
     });
     let preview = call(&client, "POST", "/api/v1/shares/preview", Some(&request))?;
@@ -736,7 +746,7 @@ fn fetch(args: FetchArgs, out: Output) -> Result<(), Failure> {
         "serve": args.serve,
         "seed_after": args.seed_after,
         "caps": {"max_upload": args.max_upload, "max_download": args.max_download},
-        "publisher_key": args.ask.publisher_key.as_ref().map(ToString::to_string),
+        "publisher_key": publisher_key(&args.ask)?,
         "require_signature": args.ask.require_signature,
     });
     match ticket_text(&args.manifest) {

@@ -15,7 +15,6 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 use minimodel_verifier::PublisherId;
 use minimodel_verifier::receipt::now_rfc3339;
-use minimodel_verifier::signing::PublicKey;
 use minimodel_verifier::signing::keyring::{Pin, PinnedBy};
 use minimodel_verifier::signing::rotation::{KeyRotation, MAX_ROTATION_LEN};
 
@@ -23,8 +22,8 @@ use super::write_document;
 use crate::events::Event;
 use crate::exit::{Exit, Failure, OrExit};
 use crate::keystore::{
-    KeyArg, KeyringFile, generate_key, key_pair_paths, read_key_arg, read_public_key_arg,
-    read_secret_key, write_key_pair,
+    KeyArg, KeyringFile, PublicKeyArg, generate_key, key_pair_paths, read_key_arg, read_secret_key,
+    write_key_pair,
 };
 use crate::output::{Output, counted};
 use crate::trust::key_file_failure;
@@ -90,8 +89,8 @@ pub struct RotateArgs {
     #[arg(long, value_name = "FILE")]
     pub old: PathBuf,
     /// The new key: its public key file, or mmpk1...
-    #[arg(long, value_name = "KEY", value_parser = read_public_key_arg)]
-    pub new: PublicKey,
+    #[arg(long, value_name = "KEY")]
+    pub new: PublicKeyArg,
     /// Where to write the statement.
     #[arg(short = 'o', long)]
     pub output: PathBuf,
@@ -112,8 +111,7 @@ pub struct PinArgs {
     /// The publisher id.
     pub publisher_id: PublisherId,
     /// Its key: a public key file, or mmpk1...
-    #[arg(value_parser = read_public_key_arg)]
-    pub key: PublicKey,
+    pub key: PublicKeyArg,
     #[command(flatten)]
     pub keyring: KeyringArg,
 }
@@ -193,13 +191,14 @@ fn show(args: ShowArgs, out: Output) -> Result<(), Failure> {
 
 fn rotate(args: RotateArgs, out: Output) -> Result<(), Failure> {
     let old = read_secret_key(&args.old).map_err(key_file_failure)?;
-    if old.public_key() == args.new {
+    let new = args.new.read()?;
+    if old.public_key() == new {
         return Err(Failure::new(
             Exit::Usage,
             anyhow::anyhow!("--new is the old key itself: nothing rotates"),
         ));
     }
-    let rotation = KeyRotation::sign(&old, &args.new);
+    let rotation = KeyRotation::sign(&old, &new);
     write_document(&args.output, rotation.to_text().as_bytes())?;
     out.say(format!(
         "wrote {}: key {} hands over to key {}; give it to everyone who pinned {}",
@@ -264,10 +263,11 @@ fn accept_rotation(args: AcceptRotationArgs, out: Output) -> Result<(), Failure>
 }
 
 fn pin(args: PinArgs, out: Output) -> Result<(), Failure> {
+    let key = args.key.read()?;
     let mut file = KeyringFile::load(args.keyring.keyring.as_deref()).map_err(key_file_failure)?;
     let pin = Pin {
         publisher_id: args.publisher_id,
-        key: args.key,
+        key,
         pinned_by: PinnedBy::KeyPin,
         pinned_at: now_rfc3339(),
     };
