@@ -111,6 +111,7 @@ fn main() -> ExitCode {
         json: cli.json,
         quiet: cli.quiet,
     };
+    stop::end_unhandled_signals(out);
     let result: Result<(), Failure> = match cli.command {
         Command::Fixture(args) => commands::fixture::run(args, out),
         Command::Manifest(args) => commands::manifest::run(*args, out),

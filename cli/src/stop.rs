@@ -2,7 +2,82 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use crate::exit::{Exit, Failure};
+use crate::output::Output;
+
+/// How many [`signal`] futures are alive: while one is, the command that
+/// holds it decides what a signal does.
+static LISTENING: AtomicUsize = AtomicUsize::new(0);
+/// Whether a [`signal`] future has seen its signal: the command that held
+/// it is stopping cleanly, even once the future is gone.
+static CLAIMED: AtomicBool = AtomicBool::new(false);
+
+/// Counts a [`signal`] future as alive.
+struct Listening;
+
+impl Listening {
+    fn new() -> Self {
+        LISTENING.fetch_add(1, Ordering::SeqCst);
+        Self
+    }
+}
+
+impl Drop for Listening {
+    fn drop(&mut self) {
+        LISTENING.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Ends the process on SIGINT or SIGTERM that no command has a stop for
+/// (a consent prompt, a ticket's manifest lookup, hashing a file): the
+/// failure is said like any other (text on stderr, or a JSON `error`
+/// event under `--json`), with exit 130. Installing handlers means the
+/// signal no longer ends the process by itself, so once a command holds
+/// a [`signal`] future (or has seen its signal) this one stays out of its
+/// way. Started once, before the command runs; without a runtime or
+/// handlers a signal ends the process as before.
+pub fn end_unhandled_signals(out: Output) {
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+    else {
+        return;
+    };
+    let (ready, installed) = std::sync::mpsc::channel();
+    let spawned = std::thread::Builder::new()
+        .name("unhandled-signals".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                use tokio::signal::unix::{SignalKind, signal};
+                let handlers = (
+                    signal(SignalKind::interrupt()),
+                    signal(SignalKind::terminate()),
+                );
+                let _ = ready.send(());
+                let (Ok(mut interrupt), Ok(mut terminate)) = handlers else {
+                    return;
+                };
+                loop {
+                    tokio::select! {
+                        _ = interrupt.recv() => {}
+                        _ = terminate.recv() => {}
+                    }
+                    if LISTENING.load(Ordering::SeqCst) == 0 && !CLAIMED.load(Ordering::SeqCst) {
+                        out.failure(&Failure::new(
+                            Exit::Interrupted,
+                            anyhow::anyhow!("interrupted"),
+                        ));
+                        std::process::exit(Exit::Interrupted as i32);
+                    }
+                }
+            });
+        });
+    if spawned.is_ok() {
+        let _ = installed.recv();
+    }
+}
 
 /// Installs the SIGINT and SIGTERM handlers now and resolves on the first
 /// signal after this call. Installing them before the command says it is
@@ -11,11 +86,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 /// runtime.
 pub fn signal() -> impl Future<Output = ()> + Send + 'static {
     use tokio::signal::unix::{SignalKind, signal};
+    let listening = Listening::new();
     let handlers = (
         signal(SignalKind::interrupt()),
         signal(SignalKind::terminate()),
     );
     async move {
+        let _listening = listening;
         let (Ok(mut interrupt), Ok(mut terminate)) = handlers else {
             // Without signal handlers, only killing the process stops it.
             return std::future::pending().await;
@@ -24,6 +101,7 @@ pub fn signal() -> impl Future<Output = ()> + Send + 'static {
             _ = interrupt.recv() => {}
             _ = terminate.recv() => {}
         }
+        CLAIMED.store(true, Ordering::SeqCst);
     }
 }
 

@@ -258,3 +258,87 @@ fn a_resumed_fetch_with_no_offer_dials_the_peers_of_its_last_run() {
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("no peers to fetch from"), "{stderr}");
 }
+
+#[test]
+fn a_signal_before_the_transfer_ends_with_exit_130_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let artifact = Artifact::make(root, "art", "early", "1MiB", "256KiB", 5);
+    let manifest = artifact.manifest_path.to_str().unwrap();
+    // A ticket whose one peer never answers: the fetch asks it for the
+    // manifest for 10 s, with no stop of its own yet.
+    let nobody = format!("{}@127.0.0.1:9", "a".repeat(52));
+    let ticket = ok(root, &["ticket", "new", manifest, "--peer", &nobody]).remove(0);
+    for (signal, json) in [(Signal::INT, true), (Signal::TERM, false)] {
+        let out = root.join(format!("out-{json}"));
+        let mut args = vec![
+            "fetch",
+            ticket.as_str(),
+            "-o",
+            out.to_str().unwrap(),
+            "--yes",
+        ];
+        if json {
+            args.push("--json");
+        }
+        let mut fetch = Proc::spawn(root, &args);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !fetch.has_thread("unhandled-signa") {
+            assert!(
+                std::time::Instant::now() < deadline && fetch.try_exit().is_none(),
+                "no signal thread: {}",
+                fetch.stderr()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        fetch.signal(signal);
+        let stdout = fetch.expect_exit(130);
+        if json {
+            let last: Value = serde_json::from_str(stdout.last().unwrap()).unwrap();
+            assert_eq!(last["event"], "error", "{stdout:?}");
+            assert_eq!(last["exit_code"], 130, "{stdout:?}");
+        } else {
+            assert!(
+                fetch.stderr().contains("error: interrupted"),
+                "{}",
+                fetch.stderr()
+            );
+        }
+        assert!(!out.exists(), "nothing written");
+    }
+}
+
+#[test]
+fn give_up_after_bounds_asking_a_tickets_peers_for_its_manifest() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let artifact = Artifact::make(root, "art", "late", "1MiB", "256KiB", 6);
+    let manifest = artifact.manifest_path.to_str().unwrap();
+    // Two peers that never answer: 2 x 10 s without the bound.
+    let a = format!("{}@127.0.0.1:9", "a".repeat(52));
+    let b = format!("{}a@127.0.0.1:7", "b".repeat(51));
+    let ticket = ok(
+        root,
+        &["ticket", "new", manifest, "--peer", &a, "--peer", &b],
+    )
+    .remove(0);
+    let out = root.join("out");
+    let (code, _, stderr) = run(
+        root,
+        &[
+            "fetch",
+            ticket.as_str(),
+            "-o",
+            out.to_str().unwrap(),
+            "--yes",
+            "--give-up-after",
+            "3s",
+        ],
+    );
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("no peer of the ticket sent its manifest within --give-up-after 3.0 s"),
+        "{stderr}"
+    );
+    assert!(!out.exists(), "nothing written");
+}

@@ -171,6 +171,20 @@ impl Proc {
         let _ = rustix::process::kill_process(pid, signal);
     }
 
+    /// Whether it runs a thread named `name` (up to 15 bytes: the
+    /// kernel's limit).
+    pub fn has_thread(&self, name: &str) -> bool {
+        let tasks = format!("/proc/{}/task", self.child.id());
+        std::fs::read_dir(tasks)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|task| {
+                std::fs::read_to_string(task.path().join("comm"))
+                    .is_ok_and(|comm| comm.trim_end() == name)
+            })
+    }
+
     /// Its exit status, if it has ended.
     pub fn try_exit(&mut self) -> Option<ExitStatus> {
         if self.status.is_none() {
