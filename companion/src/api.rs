@@ -179,9 +179,7 @@ async fn guard(State(state): State<AppState>, request: Request, next: Next) -> R
         }
         return response;
     }
-    let handling = Handling::begin_for(&request);
-    let mut response = next.run(request).await;
-    drop(handling);
+    let mut response = run_handler(request, next).await;
     let headers = response.headers_mut();
     // No other site may frame the page (its consent buttons) or read it.
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
@@ -216,6 +214,43 @@ impl IntoResponse for ApiError {
 
 fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response {
     (status, axum::Json(value)).into_response()
+}
+
+/// Runs the handler of `request` once its body is read whole: only then
+/// does the request count as handled ([`Handling`]), so a client that
+/// stalls its body is closed by the idle timer as one that stalls its
+/// headers is, and a handler never waits for a client.
+async fn run_handler(request: Request, next: Next) -> Response {
+    let request = match read_body(request).await {
+        Ok(request) => request,
+        Err(error) => return error.into_response(),
+    };
+    let handling = Handling::begin_for(&request);
+    let response = next.run(request).await;
+    drop(handling);
+    response
+}
+
+/// `request` with its body read into memory: at most [`MAX_BODY_BYTES`]
+/// (413 beyond), 400 when the client ends it early.
+async fn read_body(request: Request) -> Result<Request, ApiError> {
+    let (parts, body) = request.into_parts();
+    let mut stream = body.into_data_stream();
+    let mut bytes = Vec::new();
+    while let Some(chunk) = futures_lite::StreamExt::next(&mut stream).await {
+        let chunk = chunk.map_err(|_| {
+            ApiError::new(400, "bad-request", "the request's body could not be read")
+        })?;
+        if bytes.len() + chunk.len() > MAX_BODY_BYTES {
+            return Err(ApiError::new(
+                413,
+                "invalid-input",
+                format!("the request's body is over {MAX_BODY_BYTES} bytes"),
+            ));
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(Request::from_parts(parts, axum::body::Body::from(bytes)))
 }
 
 fn body<T>(body: Result<axum::Json<T>, JsonRejection>) -> Result<T, ApiError> {
@@ -662,14 +697,7 @@ mod tests {
             listener,
             slots: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
         };
-        let app = app.layer(axum::middleware::from_fn(
-            |request: Request, next: Next| async {
-                let handling = Handling::begin_for(&request);
-                let response = next.run(request).await;
-                drop(handling);
-                response
-            },
-        ));
+        let app = app.layer(axum::middleware::from_fn(run_handler));
         tokio::spawn(async move {
             axum::serve(
                 limited,
@@ -723,6 +751,55 @@ mod tests {
             held <= IDLE_TIMEOUT + Duration::from_secs(1),
             "closed after {held:?}"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_stalls_its_body_is_closed_after_the_idle_timeout() {
+        let called = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let seen = Arc::clone(&called);
+        let handler = move |body: String| async move {
+            seen.store(true, std::sync::atomic::Ordering::SeqCst);
+            body
+        };
+        let addr = serve_limited(Router::new().route("/", post(handler))).await;
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        let start = tokio::time::Instant::now();
+        // 10 of the 100 bytes it announced, then nothing.
+        client
+            .write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789")
+            .await
+            .unwrap();
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(300)) => {
+                panic!("a client stalling its body held its connection for 300 s")
+            }
+            // The read of the body fails: a 400, and the connection ends.
+            answer = read_to_close(&mut client) => {
+                let answer = String::from_utf8(answer).unwrap();
+                assert!(answer.starts_with("HTTP/1.1 400"), "{answer:?}");
+            }
+        }
+        let held = start.elapsed();
+        assert!(
+            held <= IDLE_TIMEOUT + Duration::from_secs(1),
+            "closed after {held:?}"
+        );
+        assert!(!called.load(std::sync::atomic::Ordering::SeqCst));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_over_the_limit_is_refused_with_413() {
+        let addr =
+            serve_limited(Router::new().route("/", post(|body: String| async { body }))).await;
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        let head = format!(
+            "POST / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+            MAX_BODY_BYTES + 1
+        );
+        client.write_all(head.as_bytes()).await.unwrap();
+        let _ = client.write_all(&vec![b'x'; MAX_BODY_BYTES + 1]).await;
+        let answer = String::from_utf8(read_to_close(&mut client).await).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 413"), "{answer:?}");
     }
 
     #[tokio::test(start_paused = true)]

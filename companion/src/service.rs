@@ -205,7 +205,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: u16, kind: &str, error: impl Into<String>) -> Self {
+    pub(crate) fn new(status: u16, kind: &str, error: impl Into<String>) -> Self {
         Self {
             status,
             body: ErrorBody {
@@ -826,6 +826,9 @@ fn download_peers(
                 "peer {text:?}: {error} (PEER_ID@IP:PORT, an IP address)"
             ))
         })?;
+        // What an offer or a ticket may not name, a request may not either.
+        minimodel_swarm::offer::check_offer_addr(peer.addr)
+            .map_err(|error| ApiError::invalid(format!("peer {text:?}: {error}")))?;
         named.push(PeerAddrs {
             id: peer.id,
             addrs: vec![peer.addr],

@@ -964,3 +964,32 @@ fn removing_a_download_another_process_has_open_keeps_its_files_and_says_why() {
     assert_eq!(companion.get(&format!("/api/v1/items/{id}")).0, 404);
     drop(lock);
 }
+
+#[test]
+fn a_download_naming_a_peer_nobody_can_dial_is_refused_before_anything_is_added() {
+    let temp = tempfile::tempdir().unwrap();
+    let companion = start(&temp.path().join("library"));
+    let art = fixture(&temp.path().join("files"), "nowhere", 256 << 10, 64 << 10);
+    let id = "a".repeat(52);
+    for peer in [
+        "not a peer".to_owned(),
+        format!("{id}@0.0.0.0:4433"),
+        format!("{id}@[::]:4433"),
+        format!("{id}@255.255.255.255:4433"),
+        format!("{id}@224.0.0.1:4433"),
+        format!("{id}@127.0.0.1:0"),
+    ] {
+        let request = json!({
+            "manifest_path": art.manifest_path,
+            "peers": [peer],
+            "consent": {"fetch": true},
+        });
+        let (status, body) = companion.send("POST", "/api/v1/downloads", &request);
+        assert_eq!(status, 422, "{peer}: {body}");
+        assert!(
+            body["error"].as_str().unwrap().contains("peer"),
+            "{peer}: {body}"
+        );
+    }
+    assert_eq!(companion.get("/api/v1/library").1["items"], json!([]));
+}

@@ -200,7 +200,7 @@ fn read_limited(path: &Path) -> Result<Vec<u8>, OfferError> {
 
 /// Whether an offered address can be dialed at all: a port, and an
 /// address that is not unspecified, multicast or broadcast.
-pub(crate) fn check_offer_addr(addr: SocketAddr) -> Result<(), String> {
+pub fn check_offer_addr(addr: SocketAddr) -> Result<(), String> {
     let ip = addr.ip().to_canonical();
     let broadcast = matches!(ip, std::net::IpAddr::V4(v4) if v4.is_broadcast());
     if addr.port() == 0 {
