@@ -56,6 +56,19 @@ impl Source {
         }
     }
 
+    /// How a person is told where the peer came from (failure messages):
+    /// an offer, a ticket and `--peer` are all peers the user gave.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Source::Offer => "given",
+            Source::Remembered => "remembered",
+            Source::Exchange => "peer exchange",
+            Source::Dht => "DHT",
+            Source::Lan => "local network",
+            Source::Incoming => "it dialed us",
+        }
+    }
+
     /// The source [`Source::as_str`] names.
     pub fn parse(text: &str) -> Option<Source> {
         [

@@ -320,7 +320,7 @@ impl fmt::Display for Tried {
             f,
             "{} ({}): {}",
             self.addr,
-            self.source.as_str(),
+            self.source.describe(),
             self.problem
         )
     }

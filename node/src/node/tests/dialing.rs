@@ -392,7 +392,7 @@ fn giving_up_while_a_dial_is_still_unanswered_says_so() {
     );
     assert_eq!(
         tried[0].to_string(),
-        format!("{silent} (offer): dialed, no answer yet")
+        format!("{silent} (given): dialed, no answer yet")
     );
 }
 
