@@ -92,10 +92,12 @@ impl Output {
                 hint: failure.hint.clone(),
             });
         } else {
+            // A closed stderr is no reason to panic either.
             around_bar(|| {
-                eprintln!("error: {}", describe(&failure.error));
+                let mut stderr = std::io::stderr().lock();
+                let _ = writeln!(stderr, "error: {}", describe(&failure.error));
                 if let Some(hint) = &failure.hint {
-                    eprintln!("hint: {hint}");
+                    let _ = writeln!(stderr, "hint: {hint}");
                 }
             });
         }

@@ -2,41 +2,23 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::exit::{Exit, Failure};
 use crate::output::Output;
 
-/// How many [`signal`] futures are alive: while one is, the command that
-/// holds it decides what a signal does.
-static LISTENING: AtomicUsize = AtomicUsize::new(0);
-/// Whether a [`signal`] future has seen its signal: the command that held
-/// it is stopping cleanly, even once the future is gone.
-static CLAIMED: AtomicBool = AtomicBool::new(false);
+/// Whether a command has installed a stop of its own ([`signal`]): from
+/// then on it decides what a signal does, for the rest of the process
+/// (its clean-up after any stop included), and the fallback stays out.
+static HANDLED: AtomicBool = AtomicBool::new(false);
 
-/// Counts a [`signal`] future as alive.
-struct Listening;
-
-impl Listening {
-    fn new() -> Self {
-        LISTENING.fetch_add(1, Ordering::SeqCst);
-        Self
-    }
-}
-
-impl Drop for Listening {
-    fn drop(&mut self) {
-        LISTENING.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-/// Ends the process on SIGINT or SIGTERM that no command has a stop for
-/// (a consent prompt, a ticket's manifest lookup, hashing a file): the
-/// failure is said like any other (text on stderr, or a JSON `error`
-/// event under `--json`), with exit 130. Installing handlers means the
-/// signal no longer ends the process by itself, so once a command holds
-/// a [`signal`] future (or has seen its signal) this one stays out of its
-/// way. Started once, before the command runs; without a runtime or
+/// Ends the process on SIGINT or SIGTERM before any command has a stop
+/// of its own (a consent prompt, a ticket's manifest lookup, hashing a
+/// file): the failure is said like any other (text on stderr, or a JSON
+/// `error` event under `--json`), with exit 130. Installing handlers
+/// means the signal no longer ends the process by itself, so once a
+/// command installs its own ([`signal`]) this one stays out of its way
+/// for good. Started once, before the command runs; without a runtime or
 /// handlers a signal ends the process as before.
 pub fn end_unhandled_signals(out: Output) {
     let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
@@ -64,12 +46,8 @@ pub fn end_unhandled_signals(out: Output) {
                         _ = interrupt.recv() => {}
                         _ = terminate.recv() => {}
                     }
-                    if LISTENING.load(Ordering::SeqCst) == 0 && !CLAIMED.load(Ordering::SeqCst) {
-                        out.failure(&Failure::new(
-                            Exit::Interrupted,
-                            anyhow::anyhow!("interrupted"),
-                        ));
-                        std::process::exit(Exit::Interrupted as i32);
+                    if !HANDLED.load(Ordering::SeqCst) {
+                        say_interrupted_and_exit(out);
                     }
                 }
             });
@@ -79,6 +57,29 @@ pub fn end_unhandled_signals(out: Output) {
     }
 }
 
+/// Says "interrupted" (on a line of its own after a prompt or a bar) and
+/// ends with exit 130; an output that cannot be written (a full pipe, a
+/// lock the stopped command holds) delays the exit by half a second at
+/// most.
+fn say_interrupted_and_exit(out: Output) -> ! {
+    let (said, done) = std::sync::mpsc::channel();
+    let _ = std::thread::Builder::new()
+        .name("interrupted".into())
+        .spawn(move || {
+            use std::io::{IsTerminal, Write};
+            if !out.json && std::io::stderr().is_terminal() {
+                let _ = writeln!(std::io::stderr().lock());
+            }
+            out.failure(&Failure::new(
+                Exit::Interrupted,
+                anyhow::anyhow!("interrupted"),
+            ));
+            let _ = said.send(());
+        });
+    let _ = done.recv_timeout(std::time::Duration::from_millis(500));
+    std::process::exit(Exit::Interrupted as i32)
+}
+
 /// Installs the SIGINT and SIGTERM handlers now and resolves on the first
 /// signal after this call. Installing them before the command says it is
 /// ready (prints its address or offer) means a signal sent as soon as it
@@ -86,13 +87,14 @@ pub fn end_unhandled_signals(out: Output) {
 /// runtime.
 pub fn signal() -> impl Future<Output = ()> + Send + 'static {
     use tokio::signal::unix::{SignalKind, signal};
-    let listening = Listening::new();
     let handlers = (
         signal(SignalKind::interrupt()),
         signal(SignalKind::terminate()),
     );
+    // After the handlers: a signal in between ends the process with 130
+    // (the fallback's), never nobody's.
+    HANDLED.store(true, Ordering::SeqCst);
     async move {
-        let _listening = listening;
         let (Ok(mut interrupt), Ok(mut terminate)) = handlers else {
             // Without signal handlers, only killing the process stops it.
             return std::future::pending().await;
@@ -101,7 +103,6 @@ pub fn signal() -> impl Future<Output = ()> + Send + 'static {
             _ = interrupt.recv() => {}
             _ = terminate.recv() => {}
         }
-        CLAIMED.store(true, Ordering::SeqCst);
     }
 }
 

@@ -18,6 +18,8 @@ use clap::Args;
 use minimodel_verifier::receipt::now_rfc3339;
 use minimodel_verifier::signing::trust::{KeyTrust, SignatureCheck, TrustAnchors, judge};
 
+use minimodel_verifier::signing::PublicKey;
+
 use crate::commands::LoadedManifest;
 use crate::events::Event;
 use crate::exit::{Exit, Failure};
@@ -40,6 +42,16 @@ pub struct TrustArgs {
     /// ~/.local/share/minimodel/keyring].
     #[arg(long, value_name = "FILE")]
     pub keyring: Option<PathBuf>,
+}
+
+impl TrustArgs {
+    /// The key `--publisher-key` names, read (exit 3 when it cannot be).
+    pub fn named_key(&self) -> Result<Option<PublicKey>, Failure> {
+        self.publisher_key
+            .as_ref()
+            .map(PublicKeyArg::read)
+            .transpose()
+    }
 }
 
 /// A failure to use a key file or the keyring: invalid input (exit 3)
@@ -79,11 +91,7 @@ pub fn check(
     path: &std::path::Path,
     args: &TrustArgs,
 ) -> Result<Judged, Failure> {
-    let named_key = args
-        .publisher_key
-        .as_ref()
-        .map(PublicKeyArg::read)
-        .transpose()?;
+    let named_key = args.named_key()?;
     let keyring = KeyringFile::load(args.keyring.as_deref()).map_err(key_file_failure)?;
     let anchors = TrustAnchors {
         keyring: &keyring.keyring,

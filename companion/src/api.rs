@@ -219,11 +219,22 @@ fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response {
 /// Runs the handler of `request` once its body is read whole: only then
 /// does the request count as handled ([`Handling`]), so a client that
 /// stalls its body is closed by the idle timer as one that stalls its
-/// headers is, and a handler never waits for a client.
+/// headers is, and a handler never waits for a client. Only the API's
+/// POST and PUT requests (past the token check) have bodies read; no
+/// other route reads one.
 async fn run_handler(request: Request, next: Next) -> Response {
-    let request = match read_body(request).await {
-        Ok(request) => request,
-        Err(error) => return error.into_response(),
+    let takes_body = request.uri().path().starts_with("/api/")
+        && matches!(
+            *request.method(),
+            axum::http::Method::POST | axum::http::Method::PUT
+        );
+    let request = if takes_body {
+        match read_body(request).await {
+            Ok(request) => request,
+            Err(error) => return error.into_response(),
+        }
+    } else {
+        request
     };
     let handling = Handling::begin_for(&request);
     let response = next.run(request).await;
@@ -232,21 +243,39 @@ async fn run_handler(request: Request, next: Next) -> Response {
 }
 
 /// `request` with its body read into memory: at most [`MAX_BODY_BYTES`]
-/// (413 beyond), 400 when the client ends it early.
+/// (413 beyond, at once when its length says so), 400 when the client
+/// ends it early.
 async fn read_body(request: Request) -> Result<Request, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            413,
+            "invalid-input",
+            format!("the request's body is over {MAX_BODY_BYTES} bytes"),
+        )
+    };
+    let announced = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    if announced.is_some_and(|len| len > MAX_BODY_BYTES as u64) {
+        return Err(too_large());
+    }
     let (parts, body) = request.into_parts();
     let mut stream = body.into_data_stream();
-    let mut bytes = Vec::new();
+    let mut bytes = Vec::with_capacity(announced.unwrap_or(0) as usize);
     while let Some(chunk) = futures_lite::StreamExt::next(&mut stream).await {
         let chunk = chunk.map_err(|_| {
             ApiError::new(400, "bad-request", "the request's body could not be read")
         })?;
-        if bytes.len() + chunk.len() > MAX_BODY_BYTES {
-            return Err(ApiError::new(
-                413,
-                "invalid-input",
-                format!("the request's body is over {MAX_BODY_BYTES} bytes"),
-            ));
+        let len = bytes.len() + chunk.len();
+        if len > MAX_BODY_BYTES {
+            return Err(too_large());
+        }
+        // Grown by doubling up to the limit, never past it.
+        if len > bytes.capacity() {
+            let target = (bytes.capacity() * 2).clamp(len, MAX_BODY_BYTES);
+            bytes.reserve_exact(target - bytes.len());
         }
         bytes.extend_from_slice(&chunk);
     }
@@ -761,12 +790,12 @@ mod tests {
             seen.store(true, std::sync::atomic::Ordering::SeqCst);
             body
         };
-        let addr = serve_limited(Router::new().route("/", post(handler))).await;
+        let addr = serve_limited(Router::new().route("/api/x", post(handler))).await;
         let mut client = TcpStream::connect(addr).await.unwrap();
         let start = tokio::time::Instant::now();
         // 10 of the 100 bytes it announced, then nothing.
         client
-            .write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789")
+            .write_all(b"POST /api/x HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789")
             .await
             .unwrap();
         tokio::select! {
@@ -790,15 +819,38 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_body_over_the_limit_is_refused_with_413() {
         let addr =
-            serve_limited(Router::new().route("/", post(|body: String| async { body }))).await;
+            serve_limited(Router::new().route("/api/x", post(|body: String| async { body }))).await;
         let mut client = TcpStream::connect(addr).await.unwrap();
         let head = format!(
-            "POST / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+            "POST /api/x HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
             MAX_BODY_BYTES + 1
         );
         client.write_all(head.as_bytes()).await.unwrap();
         let _ = client.write_all(&vec![b'x'; MAX_BODY_BYTES + 1]).await;
         let answer = String::from_utf8(read_to_close(&mut client).await).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 413"), "{answer:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_chunked_body_over_the_limit_is_refused_with_413() {
+        let addr =
+            serve_limited(Router::new().route("/api/x", post(|body: String| async { body }))).await;
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        let head = "POST /api/x HTTP/1.1\r\nHost: x\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n";
+        client.write_all(head.as_bytes()).await.unwrap();
+        let chunk = vec![b'x'; 64 << 10];
+        let writing = async {
+            for _ in 0..(MAX_BODY_BYTES / chunk.len() + 1) {
+                let framed =
+                    [format!("{:x}\r\n", chunk.len()).as_bytes(), &chunk, b"\r\n"].concat();
+                if client.write_all(&framed).await.is_err() {
+                    break;
+                }
+            }
+            let _ = client.write_all(b"0\r\n\r\n").await;
+            read_to_close(&mut client).await
+        };
+        let answer = String::from_utf8(writing.await).unwrap();
         assert!(answer.starts_with("HTTP/1.1 413"), "{answer:?}");
     }
 

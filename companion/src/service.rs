@@ -606,26 +606,28 @@ fn load_kept(library: &LibraryDir, item: &ItemRecord) -> Result<Kept, String> {
     })
 }
 
-/// The smaller of two caps (`None` is no cap).
 /// Removes a removed item's download files, waiting up to 5 s for its
-/// stopped run to let the download go: `Err` says why they stay (another
-/// process has the download open, or the disk refused).
-fn remove_download_files(dir: &Path, model: &ModelId) -> Result<Vec<PathBuf>, String> {
+/// stopped run to let the download go: those removed, and why the others
+/// stay (another process has the download open, or the disk refused).
+fn remove_download_files(dir: &Path, model: &ModelId) -> (Vec<PathBuf>, Option<String>) {
     let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
     loop {
-        match minimodel_swarm::resume::remove_download(dir, model) {
-            Err(minimodel_swarm::resume::ResumeError::InUse { .. })
+        let done = minimodel_swarm::resume::remove_download(dir, model);
+        match &done.error {
+            Some(minimodel_swarm::resume::ResumeError::InUse { .. })
                 if std::time::Instant::now() < until =>
             {
                 std::thread::sleep(std::time::Duration::from_millis(100));
             }
-            result => {
-                return result.map_err(|error| crate::runner::chain(&error));
+            error => {
+                let why = error.as_ref().map(|error| crate::runner::chain(error));
+                return (done.removed, why);
             }
         }
     }
 }
 
+/// The smaller of two caps (`None` is no cap).
 fn min_cap(a: Option<u64>, b: Option<u64>) -> Option<u64> {
     match (a, b) {
         (Some(a), Some(b)) => Some(a.min(b)),
@@ -1641,12 +1643,9 @@ impl Shared {
         let (files_removed, files_kept) = match record.model_id.parse::<ModelId>() {
             Ok(model) if delete_files => {
                 let dir = self.library.downloads_dir();
-                match tokio::task::spawn_blocking(move || remove_download_files(&dir, &model)).await
-                {
-                    Ok(Ok(removed)) => (removed, None),
-                    Ok(Err(error)) => (Vec::new(), Some(error)),
-                    Err(_) => (Vec::new(), Some("the removal failed".to_owned())),
-                }
+                tokio::task::spawn_blocking(move || remove_download_files(&dir, &model))
+                    .await
+                    .unwrap_or_else(|_| (Vec::new(), Some("the removal failed".to_owned())))
             }
             _ => (Vec::new(), None),
         };

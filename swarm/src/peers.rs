@@ -75,6 +75,9 @@ pub enum PeerArgError {
     /// The address part names nothing to dial.
     #[error(transparent)]
     Addr(#[from] HostPortError),
+    /// An address that is not one peer's (broadcast, multicast).
+    #[error("{0}")]
+    NotUnicast(String),
 }
 
 /// Parses a `--peer` value: `PEER_ID@IP:PORT`, `PEER_ID@[IPv6]:PORT` or
@@ -82,10 +85,12 @@ pub enum PeerArgError {
 pub fn parse_peer_arg(text: &str) -> Result<PeerAddrs, PeerArgError> {
     let (id, host) = text.split_once('@').ok_or(PeerArgError::MissingAt)?;
     let id: PeerId = id.parse()?;
-    Ok(PeerAddrs {
-        id,
-        addrs: resolve_host_port(host)?,
-    })
+    let addrs = resolve_host_port(host)?;
+    // What an offer or a ticket may not name, `--peer` may not either.
+    for addr in &addrs {
+        crate::offer::check_offer_addr(*addr).map_err(PeerArgError::NotUnicast)?;
+    }
+    Ok(PeerAddrs { id, addrs })
 }
 
 /// Folds peers given several times into one entry per id, with every
@@ -129,6 +134,19 @@ mod tests {
         PeerAddrs {
             id: id.parse().unwrap(),
             addrs: addrs.iter().map(|a| addr(a)).collect(),
+        }
+    }
+
+    #[test]
+    fn peer_arguments_refuse_addresses_that_are_no_ones() {
+        for host in ["255.255.255.255:4433", "224.0.0.1:4433", "[ff02::1]:4433"] {
+            assert!(
+                matches!(
+                    parse_peer_arg(&format!("{A}@{host}")),
+                    Err(PeerArgError::NotUnicast(_))
+                ),
+                "{host}"
+            );
         }
     }
 

@@ -872,15 +872,21 @@ fn remove(args: &RemoveArgs, out: Output) -> Result<(), Failure> {
     for file in &files {
         out.say(format!("  deleted {}", file.display()));
     }
-    if let Some(why) = &kept {
-        out.say(format!("  its files stay: {why}"));
-    }
     out.event(&Event::CompanionRemoved {
-        id,
+        id: id.clone(),
         files_removed: files,
-        files_kept: kept,
+        files_kept: kept.clone(),
     });
-    Ok(())
+    // Asked to delete the files and did not: a failure, though the item
+    // is gone from the library.
+    match kept {
+        Some(why) => Err(Failure::new(
+            Exit::Transfer,
+            anyhow::anyhow!("{id} is removed from the library, but its files stay: {why}"),
+        )
+        .with_hint("delete them by hand once nothing uses them")),
+        None => Ok(()),
+    }
 }
 
 /// `companion limits`.

@@ -13,7 +13,7 @@ use anyhow::Context;
 use clap::Args;
 use minimodel_swarm::app::Limits;
 use minimodel_swarm::app::fetch::{DownloadPlan, Opened, ReadyDownload, Serving};
-use minimodel_swarm::app::ticket::{QUERY_TIMEOUT, manifest_of};
+use minimodel_swarm::app::ticket::{QUERY_TIMEOUT, manifest_of_within};
 use minimodel_swarm::fetch::FetchError;
 use minimodel_swarm::node::NodeFailure;
 use minimodel_swarm::offer::PeerOffer;
@@ -126,8 +126,8 @@ pub struct TransferArgs {
     pub dht_bootstrap: Vec<std::net::SocketAddrV4>,
     /// Give up after this long with nothing verified, whatever the peers do
     /// (they are dialed again with back-off meanwhile), like 30s, 5min, 1h.
-    /// Default 5min. It bounds asking a ticket's peers for its manifest
-    /// too (each address at most 10 s).
+    /// Default 5min. Given, it also bounds asking a ticket's peers for
+    /// its manifest (each address 10 s at most, with or without it).
     #[arg(long, value_name = "DURATION", value_parser = crate::units::parse_duration)]
     pub give_up_after: Option<Duration>,
     /// Download cap per second, like 8MiB (at least 1KiB): requests are
@@ -154,6 +154,9 @@ pub struct TransferArgs {
 }
 
 pub fn run(args: FetchArgs, out: Output) -> Result<(), Failure> {
+    // A key file that cannot be read is refused before a ticket's peers
+    // are asked for anything.
+    args.transfer.trust.named_key()?;
     let (loaded, source, mut named) = match ticket_in(&args.manifest)? {
         Some(ticket) => {
             let loaded = manifest_from_ticket(&ticket, &args.transfer, out)?;
@@ -232,38 +235,25 @@ fn manifest_from_ticket(
     ));
     let identity = identity(args.identity.as_deref())?;
     let tuning = args.congestion.tuning();
-    // `--give-up-after` bounds this phase too, and each address within it.
-    let per_address = args
-        .give_up_after
-        .map_or(QUERY_TIMEOUT, |give_up| give_up.min(QUERY_TIMEOUT));
-    let lookup = manifest_of(ticket, &identity, &tuning, per_address);
-    let fetched = match args.give_up_after {
-        Some(give_up) => runtime()?
-            .block_on(async { tokio::time::timeout(give_up, lookup).await })
-            .map_err(|_| {
-                Failure::new(
-                    Exit::Transfer,
-                    anyhow::anyhow!(
-                        "no peer of the ticket sent its manifest within --give-up-after {}",
-                        format_args!("{:.1} s", give_up.as_secs_f64())
-                    ),
-                )
-                .with_hint(
-                    "a peer of the ticket must be serving (seed, or fetch --serve) and reachable",
-                )
-            })?,
-        None => runtime()?.block_on(lookup),
-    }
-    .map_err(|error| {
-        let exit = if error.wrong_bytes {
-            Exit::VerificationFailed
-        } else {
-            Exit::Transfer
-        };
-        Failure::new(exit, anyhow::Error::new(error)).with_hint(
-            "a peer of the ticket must be serving (seed, or fetch --serve) and reachable",
-        )
-    })?;
+    // `--give-up-after` bounds this phase too, each address within it.
+    let fetched = runtime()?
+        .block_on(manifest_of_within(
+            ticket,
+            &identity,
+            &tuning,
+            QUERY_TIMEOUT,
+            args.give_up_after,
+        ))
+        .map_err(|error| {
+            let exit = if error.wrong_bytes {
+                Exit::VerificationFailed
+            } else {
+                Exit::Transfer
+            };
+            Failure::new(exit, anyhow::Error::new(error)).with_hint(
+                "a peer of the ticket must be serving (seed, or fetch --serve) and reachable",
+            )
+        })?;
     let manifest = Manifest::parse_bytes(&fetched.bytes)
         .with_context(|| {
             format!(

@@ -171,18 +171,16 @@ impl Proc {
         let _ = rustix::process::kill_process(pid, signal);
     }
 
-    /// Whether it runs a thread named `name` (up to 15 bytes: the
-    /// kernel's limit).
-    pub fn has_thread(&self, name: &str) -> bool {
-        let tasks = format!("/proc/{}/task", self.child.id());
-        std::fs::read_dir(tasks)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .any(|task| {
-                std::fs::read_to_string(task.path().join("comm"))
-                    .is_ok_and(|comm| comm.trim_end() == name)
-            })
+    /// Whether it has a handler installed for signal number `signal`
+    /// (the kernel's `SigCgt` mask in `/proc/PID/status`).
+    pub fn catches(&self, signal: u32) -> bool {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("SigCgt:"))
+            .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+            .is_some_and(|mask| mask & (1 << (signal - 1)) != 0)
     }
 
     /// Its exit status, if it has ended.

@@ -41,6 +41,15 @@ pub struct TicketManifestError {
     pub wrong_bytes: bool,
 }
 
+/// `10 s`, or `2.5 s` for a part of a second.
+fn seconds(duration: Duration) -> String {
+    if duration.subsec_millis() == 0 {
+        format!("{} s", duration.as_secs())
+    } else {
+        format!("{:.1} s", duration.as_secs_f64())
+    }
+}
+
 fn describe(tried: &[(PeerAddr, String)]) -> String {
     tried
         .iter()
@@ -65,6 +74,20 @@ pub async fn manifest_of(
     tuning: &TransportTuning,
     timeout: Duration,
 ) -> Result<TicketManifest, TicketManifestError> {
+    manifest_of_within(ticket, identity, tuning, timeout, None).await
+}
+
+/// [`manifest_of`], all of it within `within` when given: an address
+/// whose turn comes after that is not asked (it says so), and the last
+/// one asked gets what is left of it.
+pub async fn manifest_of_within(
+    ticket: &Ticket,
+    identity: &Identity,
+    tuning: &TransportTuning,
+    timeout: Duration,
+    within: Option<Duration>,
+) -> Result<TicketManifest, TicketManifestError> {
+    let until = within.map(|within| tokio::time::Instant::now() + within);
     let mut tried = Vec::new();
     let mut wrong_bytes = false;
     let endpoint = match transport::bind_client_endpoint(tuning) {
@@ -83,6 +106,16 @@ pub async fn manifest_of(
     let mut found = None;
     let mut opened = Vec::new();
     for peer in PeerAddrs::flatten(&ticket.peers) {
+        let wait = match until {
+            Some(until) => {
+                timeout.min(until.saturating_duration_since(tokio::time::Instant::now()))
+            }
+            None => timeout,
+        };
+        if wait.is_zero() {
+            tried.push((peer, "not asked: the time to give up came first".to_owned()));
+            continue;
+        }
         let attempt = async {
             // A peer busy with other handshakes refuses the first packet
             // (its limits per prefix and overall): asked again a little
@@ -111,7 +144,7 @@ pub async fn manifest_of(
                 error.to_string()
             })
         };
-        match tokio::time::timeout(timeout, attempt).await {
+        match tokio::time::timeout(wait, attempt).await {
             Ok(Ok(bytes)) => {
                 found = Some(TicketManifest {
                     bytes: bytes.into(),
@@ -120,7 +153,7 @@ pub async fn manifest_of(
                 break;
             }
             Ok(Err(why)) => tried.push((peer, why)),
-            Err(_) => tried.push((peer, format!("no answer in {} s", timeout.as_secs()))),
+            Err(_) => tried.push((peer, format!("no answer in {}", seconds(wait)))),
         }
     }
     transport::Closing::close(opened, b"done")

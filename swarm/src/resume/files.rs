@@ -104,15 +104,37 @@ impl DownloadPaths {
     }
 }
 
+/// What [`remove_download`] removed, and why it stopped short if it did.
+#[derive(Debug, Default)]
+pub struct RemovedDownload {
+    /// The files removed.
+    pub removed: Vec<PathBuf>,
+    /// Why the others stay: [`ResumeError::InUse`] (nothing removed), or
+    /// the disk refusing a removal or the directory's sync.
+    pub error: Option<ResumeError>,
+}
+
 /// Removes the files of `model_id`'s download in `dir` (all but its lock
-/// file, which is never removed) while holding its lock, and returns those
-/// removed: [`ResumeError::InUse`] when a process has the download open,
-/// and then nothing is removed. A missing directory has nothing to remove.
-/// Only regular files of ours are removed; anything else under a
-/// download's name stays. Blocking.
-pub fn remove_download(dir: &Path, model_id: &ModelId) -> Result<Vec<PathBuf>, ResumeError> {
+/// file, which is never removed) while holding its lock: refused with
+/// [`ResumeError::InUse`] when a process has the download open, and then
+/// nothing is removed. A missing directory has nothing to remove. Only
+/// regular files of ours are removed; anything else under a download's
+/// name stays. Blocking.
+pub fn remove_download(dir: &Path, model_id: &ModelId) -> RemovedDownload {
+    let mut done = RemovedDownload::default();
+    if let Err(error) = remove_download_files(dir, model_id, &mut done.removed) {
+        done.error = Some(error);
+    }
+    done
+}
+
+fn remove_download_files(
+    dir: &Path,
+    model_id: &ModelId,
+    removed: &mut Vec<PathBuf>,
+) -> Result<(), ResumeError> {
     if !dir.exists() {
-        return Ok(Vec::new());
+        return Ok(());
     }
     let safe = SafeDir::open(dir, false)?;
     let paths = DownloadPaths::new(dir, model_id);
@@ -130,7 +152,7 @@ pub fn remove_download(dir: &Path, model_id: &ModelId) -> Result<Vec<PathBuf>, R
     ];
     // Nothing there: no lock file is made either.
     if !all.iter().any(|name| safe.exists(name)) {
-        return Ok(Vec::new());
+        return Ok(());
     }
     let _lock = safe
         .lock(&paths.names.lock)?
@@ -138,15 +160,13 @@ pub fn remove_download(dir: &Path, model_id: &ModelId) -> Result<Vec<PathBuf>, R
             path: paths.lock.clone(),
             model_id: model_id.to_string(),
         })?;
-    let mut removed = Vec::new();
     for name in all {
         if matches!(safe.inspect(name), Ok(Some(_))) {
             safe.remove_if_present(name)?;
             removed.push(safe.join(name));
         }
     }
-    safe.sync()?;
-    Ok(removed)
+    safe.sync()
 }
 
 /// What is in a state file's place.
@@ -253,7 +273,8 @@ mod tests {
         let (dir, safe, paths) = setup();
         let model = ModelId::new("m").unwrap();
         // Nothing there: nothing removed, no lock file made.
-        assert!(remove_download(dir.path(), &model).unwrap().is_empty());
+        let none = remove_download(dir.path(), &model);
+        assert!(none.removed.is_empty() && none.error.is_none(), "{none:?}");
         assert!(names(dir.path()).is_empty());
         for path in [&paths.part, &paths.state, &paths.receipt, &paths.peers] {
             fs::write(path, b"x").unwrap();
@@ -264,13 +285,16 @@ mod tests {
         fs::write(dir.path().join("other.slm"), b"other").unwrap();
         // Open elsewhere: refused, nothing removed.
         let held = safe.lock(&paths.names.lock).unwrap().expect("lock taken");
-        assert!(matches!(
-            remove_download(dir.path(), &model),
-            Err(ResumeError::InUse { .. })
-        ));
+        let refused = remove_download(dir.path(), &model);
+        assert!(
+            matches!(refused.error, Some(ResumeError::InUse { .. })) && refused.removed.is_empty(),
+            "{refused:?}"
+        );
         assert!(paths.part.exists() && paths.receipt.exists());
         drop(held);
-        let mut removed = remove_download(dir.path(), &model).unwrap();
+        let done = remove_download(dir.path(), &model);
+        assert!(done.error.is_none(), "{done:?}");
+        let mut removed = done.removed;
         removed.sort();
         let mut expected = vec![
             paths.part.clone(),

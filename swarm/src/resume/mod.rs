@@ -67,7 +67,7 @@ pub(crate) use deliver::Delivered;
 pub use deliver::DeliveryError;
 pub use dir::{NewFile, UnsafeKind, write_file_atomically};
 pub use error::{KnowledgeError, ResumeError, StateError};
-pub use files::{DownloadPaths, remove_download};
+pub use files::{DownloadPaths, RemovedDownload, remove_download};
 pub use knowledge::{ChunkKnowledge, SavedNode};
 pub use partial::{CheckpointReport, FinishedDownload, PartialDownload};
 pub use peers::{
