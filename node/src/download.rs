@@ -237,6 +237,9 @@ pub struct Downloader {
     /// [`Self::fill_pipelines`]'s candidates, kept between rounds so that
     /// the round a node runs after nearly every event allocates nothing.
     fill_order: Vec<FillCandidate>,
+    /// The peers' keys a tick walks, kept between ticks (no allocation
+    /// per tick).
+    tick_keys: Vec<LinkId>,
 }
 
 impl Downloader {
@@ -262,6 +265,7 @@ impl Downloader {
             deadline: Cell::new(None),
             first_chunk_in: false,
             fill_order: Vec::new(),
+            tick_keys: Vec::new(),
         }
     }
 
@@ -708,8 +712,10 @@ impl Downloader {
     /// milliseconds.
     pub fn tick(&mut self, now: Instant) {
         self.deadline.take();
-        let keys: Vec<LinkId> = self.peers.keys().copied().collect();
-        for key in keys {
+        let mut keys = std::mem::take(&mut self.tick_keys);
+        keys.clear();
+        keys.extend(self.peers.keys().copied());
+        for &key in &keys {
             let Some(session) = self.peers.get_mut(&key) else {
                 continue;
             };
@@ -755,6 +761,7 @@ impl Downloader {
                 self.drop_peer(key, DisconnectReason::TooManyTimeouts, now);
             }
         }
+        self.tick_keys = keys;
         self.rescue_from_slow_peers(now);
         self.fill(now);
     }
@@ -786,7 +793,13 @@ impl Downloader {
     /// [`Self::rescue_from_slow_peers`]).
     fn next_rescue(&self, now: Instant) -> Option<Instant> {
         let chunk_size = self.chunk_size;
-        if self.peers.len() < 2 {
+        // Only a peer with requests can hold one past its patience.
+        if self.peers.len() < 2
+            || !self
+                .peers
+                .values()
+                .any(|session| session.requests_in_flight() > 0)
+        {
             return None;
         }
         let fastest = self
@@ -798,7 +811,6 @@ impl Downloader {
             return None;
         }
         let patience = Duration::from_secs_f64(2.0 * f64::from(chunk_size) / fastest);
-        // Only a peer with requests can hold one past its patience.
         self.peers
             .values()
             .filter(|session| session.requests_in_flight() > 0)
@@ -913,11 +925,7 @@ impl Downloader {
         let returns = self.picker.returns();
         self.peers
             .iter()
-            .filter(|(_, session)| {
-                session.requests_in_flight() == 0
-                    && !session.is_backing_off(now)
-                    && session.is_dry(returns)
-            })
+            .filter(|(_, session)| session.is_idle(now, returns))
             .map(|(key, _)| *key)
             .collect()
     }
@@ -937,10 +945,16 @@ impl Downloader {
     fn next_reask(&self, now: Instant) -> Option<Instant> {
         self.picker.waiting().next()?;
         let after = self.may_reask()?;
-        let idle = self.idle_peers(now);
-        if idle.is_empty() {
+        // Most calls find no idle peer: told without collecting them.
+        let returns = self.picker.returns();
+        if !self
+            .peers
+            .values()
+            .any(|session| session.is_idle(now, returns))
+        {
             return None;
         }
+        let idle = self.idle_peers(now);
         self.picker
             .waiting()
             .filter(|(chunk, _)| {

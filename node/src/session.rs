@@ -178,6 +178,12 @@ impl PeerDownload {
         self.dry_at == Some((returns, self.haves))
     }
 
+    /// Whether it could take a request asked again: nothing in flight from
+    /// us, not backing off, and nothing new for it in the picker.
+    pub(crate) fn is_idle(&self, now: Instant, returns: u64) -> bool {
+        self.requests_in_flight() == 0 && !self.is_backing_off(now) && self.is_dry(returns)
+    }
+
     /// The picker has nothing for this peer now.
     pub(crate) fn set_dry(&mut self, returns: u64) {
         self.dry_at = Some((returns, self.haves));
