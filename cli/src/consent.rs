@@ -21,7 +21,7 @@ pub fn ask(what: &str, yes: bool, json: bool) -> Result<(), Failure> {
     if json || !std::io::stdin().is_terminal() || !std::io::stderr().is_terminal() {
         return Err(refusal());
     }
-    eprint!("{what}? The tool never opens or runs the model. [y/N] ");
+    crate::output::put_err!("{what}? The tool never opens or runs the model. [y/N] ");
     let _ = std::io::stderr().flush();
     let mut answer = String::new();
     if std::io::stdin().lock().read_line(&mut answer).is_err() {

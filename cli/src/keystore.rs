@@ -39,6 +39,12 @@ pub enum KeyFileError {
         #[source]
         source: io::Error,
     },
+    /// Nothing at the path named.
+    #[error("{path}: no such key file")]
+    Missing {
+        /// The file.
+        path: PathBuf,
+    },
     /// A symbolic link where the file should be.
     #[error("{path} is a symbolic link; it must be a regular file")]
     Link {
@@ -239,9 +245,8 @@ pub fn read_secret_key(path: &Path) -> Result<SecretKey, KeyFileError> {
 }
 
 fn read_secret_key_as(path: &Path, uid: u32) -> Result<SecretKey, KeyFileError> {
-    let file = open_no_follow(path)?.ok_or_else(|| KeyFileError::Io {
+    let file = open_no_follow(path)?.ok_or_else(|| KeyFileError::Missing {
         path: path.to_owned(),
-        source: io::ErrorKind::NotFound.into(),
     })?;
     if let Some(holds) = another_kind(&file) {
         return Err(KeyFileError::NotSecret {

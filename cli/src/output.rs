@@ -20,6 +20,39 @@ pub fn counted(count: impl Into<u64>, noun: &str) -> String {
     }
 }
 
+/// `println!` that a closed or full stdout does not turn into a panic
+/// (exit 101): the line is lost, the command goes on.
+macro_rules! say_out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+/// `print!`, the same way ([`say_out`]).
+macro_rules! put_out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let mut stdout = std::io::stdout().lock();
+        let _ = write!(stdout, $($arg)*);
+        let _ = stdout.flush();
+    }};
+}
+/// `eprintln!`, the same way ([`say_out`]).
+macro_rules! say_err {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
+/// `eprint!`, the same way ([`say_out`]).
+macro_rules! put_err {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
+pub(crate) use {put_err, put_out, say_err, say_out};
+
 /// Where a command's output goes.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Output {
@@ -66,7 +99,7 @@ impl Output {
     /// a running node does), unless `--json` or `-q`.
     pub fn status(&self, line: impl AsRef<str>) {
         if self.for_people() {
-            around_bar(|| eprintln!("{}", line.as_ref()));
+            around_bar(|| say_err!("{}", line.as_ref()));
         }
     }
 

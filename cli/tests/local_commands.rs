@@ -453,3 +453,43 @@ fn a_fixture_stopped_half_way_leaves_nothing() {
     let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+#[test]
+fn a_full_stdout_or_stderr_loses_lines_but_never_panics() {
+    let dir = prepared();
+    let full = || {
+        std::fs::File::options()
+            .write(true)
+            .open("/dev/full")
+            .unwrap()
+    };
+    for args in [
+        &["catalog-entry", "m.manifest"][..],
+        &["verify", "m.manifest", "m.slm"][..],
+        &[
+            "manifest",
+            "m.slm",
+            "--model-id",
+            "m",
+            "--publisher-id",
+            "p",
+            ROUTES[0],
+            ROUTES[1],
+            ROUTES[2],
+            ROUTES[3],
+        ][..],
+    ] {
+        for on_stdout in [true, false] {
+            let mut command = Command::new(env!("CARGO_BIN_EXE_minimodel"));
+            command.current_dir(dir.path()).args(args);
+            if on_stdout {
+                command.stdout(full());
+            } else {
+                command.stderr(full());
+            }
+            let status = command.status().unwrap();
+            // 101 is Rust's exit code for a panic.
+            assert_eq!(status.code(), Some(0), "{args:?}, stdout full: {on_stdout}");
+        }
+    }
+}

@@ -620,6 +620,21 @@ fn a_named_key_must_sign_and_unsigned_manifests_can_be_refused() {
         assert_eq!(code, 3, "{args:?}: {stderr}");
         assert!(stderr.contains("missing.pub is neither"), "{stderr}");
     }
+    // So is a secret key file that is not there.
+    let (code, _, stderr) = run(
+        &s.root,
+        &[
+            "sign",
+            "art.manifest",
+            "--key",
+            "missing.key",
+            "-o",
+            "never.manifest",
+        ],
+    );
+    assert_eq!(code, 3, "{stderr}");
+    assert!(stderr.contains("missing.key: no such key file"), "{stderr}");
+    assert!(!s.root.join("never.manifest").exists());
 
     // Unsigned: works and says so, unless signatures are required.
     let said = ok(

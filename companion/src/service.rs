@@ -286,6 +286,9 @@ struct Live {
 /// What one run of an item has seen, for the transfer log.
 #[derive(Debug, Default)]
 struct RunData {
+    /// The item's model id, kept for the log lines of a run whose item
+    /// was removed while it stopped.
+    model_id: String,
     connected: BTreeMap<PeerId, SocketAddr>,
     last_metrics: Option<NodeMetrics>,
     delivered_logged: bool,
@@ -538,7 +541,27 @@ impl Companion {
                 let _ = shared.shutdown.send(true);
             }
         };
-        let served = crate::api::serve(listener, Arc::clone(&shared), signal).await;
+        // On a stop the items stop at once, beside the API's drain, which
+        // gets at most `API_DRAIN` (a client holding a connection open, or
+        // a ticket lookup under way, cannot hold the stop).
+        let mut stopping = shared.shutdown.subscribe();
+        let serving = crate::api::serve(listener, Arc::clone(&shared), signal);
+        tokio::pin!(serving);
+        let served = tokio::select! {
+            served = &mut serving => served,
+            () = async {
+                // The guard it answers with is let go at once.
+                let _ = stopping.wait_for(|stop| *stop).await;
+            } => {
+                let drained = async {
+                    tokio::time::timeout(API_DRAIN, &mut serving)
+                        .await
+                        .unwrap_or(Ok(()))
+                };
+                let (served, ()) = tokio::join!(drained, shared.stop_all());
+                served
+            }
+        };
         shared.stop_all().await;
         shared.runner.endpoint().close().await;
         // Every run has ended and sent its last report: let the
@@ -561,6 +584,10 @@ impl Companion {
         served.map_err(CompanionError::Serve)
     }
 }
+
+/// How long the API may take, once the companion stops, to finish what
+/// it answers.
+const API_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// What a delivered download shows before anything runs: its file and
 /// receipt, or why it cannot be used.
@@ -1823,6 +1850,12 @@ impl Shared {
     /// runs with other caps), starts what should.
     pub(crate) async fn reconcile(&self) {
         let _one_at_a_time = self.reconciling.lock().await;
+        // Stopping: nothing starts again (a request answered while the
+        // API drains would otherwise start an item after `stop_all`).
+        let stopping = *self.shutdown.borrow();
+        if stopping {
+            return;
+        }
         let stopping: Vec<(ItemId, RunningItem)> = {
             let mut inner = self.inner.lock().await;
             // The library's caps are the endpoint's, over every item.
@@ -1856,7 +1889,18 @@ impl Shared {
                 }
                 if let Some(generation) = self.start_item(&mut inner, &id, caps) {
                     started.push(id.clone());
-                    inner.runs.insert((id, generation), RunData::default());
+                    let model_id = inner
+                        .state
+                        .item(&id)
+                        .map(|record| record.model_id.clone())
+                        .unwrap_or_default();
+                    inner.runs.insert(
+                        (id, generation),
+                        RunData {
+                            model_id,
+                            ..RunData::default()
+                        },
+                    );
                 }
             }
             started
@@ -2000,10 +2044,17 @@ impl Shared {
         {
             let mut inner = self.inner.lock().await;
             let inner = &mut *inner;
+            // From the run when the item is gone (removed while it stopped).
             let model_id = inner
                 .state
                 .item(&id)
                 .map(|record| record.model_id.clone())
+                .or_else(|| {
+                    inner
+                        .runs
+                        .get(&(id.clone(), generation))
+                        .map(|run| run.model_id.clone())
+                })
                 .unwrap_or_default();
             // The item's last run (a run being stopped was taken out of
             // `running` first, but it is still the one the view shows).

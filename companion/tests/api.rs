@@ -993,3 +993,47 @@ fn a_download_naming_a_peer_nobody_can_dial_is_refused_before_anything_is_added(
     }
     assert_eq!(companion.get("/api/v1/library").1["items"], json!([]));
 }
+
+#[test]
+fn a_download_removed_while_it_runs_is_logged_with_its_model_id() {
+    let temp = tempfile::tempdir().unwrap();
+    let art = fixture(&temp.path().join("files"), "gone", 2 << 20, CHUNK);
+    let peer = start(&temp.path().join("peer"));
+    let share = peer.share(&art);
+    let share_id = share["id"].as_str().unwrap();
+    // Slow enough to be caught while it runs.
+    peer.send(
+        "PUT",
+        &format!("/api/v1/items/{share_id}/caps"),
+        &json!({"max_upload": 256 * 1024, "max_download": null}),
+    );
+    peer.wait_item(share_id, Duration::from_secs(10), |item| {
+        item["effective_caps"]["max_upload"] == 256 * 1024 && item["state"] == "serving"
+    });
+    let offer = peer.offer_of(share_id);
+    let companion = start(&temp.path().join("library"));
+    let mut request = download_request(&art, &offer);
+    request["consent"] = json!({"fetch": true});
+    let (status, added) = companion.send("POST", "/api/v1/downloads", &request);
+    assert_eq!(status, 201, "{added}");
+    let id = added["id"].as_str().unwrap().to_owned();
+    companion.wait_item(&id, Duration::from_secs(30), |item| {
+        item["verified_bytes"].as_u64().unwrap() > 0
+    });
+    let reply = companion
+        .client
+        .call("DELETE", &format!("/api/v1/items/{id}"), None)
+        .unwrap();
+    assert_eq!(reply.status, 200);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, log) = companion.get("/api/v1/log");
+        let entries = log["entries"].as_array().unwrap().clone();
+        if let Some(entry) = entries.iter().find(|entry| entry["item"] == id.as_str()) {
+            assert_eq!(entry["model_id"], "gone", "{entry}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no log line: {log}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

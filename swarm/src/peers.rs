@@ -139,7 +139,13 @@ mod tests {
 
     #[test]
     fn peer_arguments_refuse_addresses_that_are_no_ones() {
-        for host in ["255.255.255.255:4433", "224.0.0.1:4433", "[ff02::1]:4433"] {
+        for host in [
+            "255.255.255.255:4433",
+            "224.0.0.1:4433",
+            "[ff02::1]:4433",
+            "0.1.2.3:4433",
+            "240.0.0.1:4433",
+        ] {
             assert!(
                 matches!(
                     parse_peer_arg(&format!("{A}@{host}")),

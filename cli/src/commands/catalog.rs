@@ -34,7 +34,7 @@ pub fn run(args: CatalogArgs, out: Output) -> Result<(), Failure> {
         },
     )?;
     if out.for_people() {
-        eprintln!("{check}");
+        crate::output::say_err!("{check}");
     }
     // Checked again by the entry itself, which says "signed" only then.
     let entry = CatalogEntry::from_manifest(&loaded.manifest)
@@ -45,6 +45,6 @@ pub fn run(args: CatalogArgs, out: Output) -> Result<(), Failure> {
         serde_json::to_string_pretty(&entry)
     }
     .context("cannot encode the catalog entry")?;
-    println!("{text}");
+    crate::output::say_out!("{text}");
     Ok(())
 }

@@ -497,14 +497,14 @@ fn token(args: &LibraryArgs, out: Output) -> Result<(), Failure> {
         .map(|endpoint| endpoint.url);
     if out.for_people() {
         if made {
-            eprintln!(
+            crate::output::say_err!(
                 "made the API token {} (mode 0600)",
                 library.token_path().display()
             );
         }
         match &url {
-            Some(url) => eprintln!("the companion's page: {url}"),
-            None => eprintln!("no companion runs on this library now"),
+            Some(url) => crate::output::say_err!("the companion's page: {url}"),
+            None => crate::output::say_err!("no companion runs on this library now"),
         }
     }
     if out.json {
@@ -515,7 +515,7 @@ fn token(args: &LibraryArgs, out: Output) -> Result<(), Failure> {
         });
     } else {
         // The token alone on stdout, for scripts; even with -q.
-        println!("{}", token.expose());
+        crate::output::say_out!("{}", token.expose());
     }
     Ok(())
 }
@@ -538,7 +538,7 @@ fn install_unit(args: InstallUnitArgs, out: Output) -> Result<(), Failure> {
     run_args.extend(args.run_options);
     let text = minimodel_companion::unit::unit_text(&program, &run_args);
     if args.print {
-        print!("{text}");
+        crate::output::put_out!("{text}");
         return Ok(());
     }
     let dir = minimodel_companion::unit::user_unit_dir().ok_or_else(|| {

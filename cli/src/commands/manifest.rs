@@ -176,7 +176,7 @@ pub fn run(args: ManifestArgs, out: Output) -> Result<(), Failure> {
                 }
             ));
         }
-        None if !out.json => print!("{text}"),
+        None if !out.json => crate::output::put_out!("{text}"),
         None => {}
     }
     out.event(&Event::Manifest {

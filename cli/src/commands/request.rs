@@ -77,7 +77,7 @@ pub fn run(args: RequestArgs, out: Output) -> Result<(), Failure> {
             write_document(path, text.as_bytes())?;
             out.say(format!("wrote {}: {summary}", path.display()));
         }
-        None if !out.json => print!("{text}"),
+        None if !out.json => crate::output::put_out!("{text}"),
         None => {}
     }
     out.event(&Event::Request {

@@ -171,6 +171,10 @@ pub fn run(args: SeedArgs, out: Output) -> Result<(), Failure> {
             .start(identity, reports)
             .context("cannot start serving")
             .or_exit(Exit::Transfer)?;
+        // From the moment it serves (and asks the router for a mapping),
+        // before the offer is out: a stop while the router is asked, or
+        // as soon as the offer is read, removes the mapping as any other.
+        let stop = crate::stop::signal();
         let _metrics = crate::metrics::start(
             metrics,
             seeder.metrics(),
@@ -190,9 +194,6 @@ pub fn run(args: SeedArgs, out: Output) -> Result<(), Failure> {
         if let Some(path) = &args.offer {
             super::write_json_document(path, &offer)?;
         }
-        // Before the offer is out: whoever reads it may stop the seeder at
-        // once.
-        let stop = crate::stop::signal();
         out.say(format!(
             "seeding {} as {}",
             manifest.model_id,

@@ -157,7 +157,7 @@ fn new(args: NewArgs, out: Output) -> Result<(), Failure> {
         ));
     }
     if out.for_people() {
-        println!("{ticket}");
+        crate::output::say_out!("{ticket}");
     }
     out.event(&ticket_event(&ticket));
     Ok(())
