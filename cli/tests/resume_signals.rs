@@ -259,6 +259,22 @@ fn a_resumed_fetch_with_no_offer_dials_the_peers_of_its_last_run() {
     assert!(stderr.contains("no peers to fetch from"), "{stderr}");
 }
 
+/// A ticket of `manifest` naming one peer on each of `ports` of
+/// 127.0.0.1, where nothing answers.
+fn ticket_of_silent_peers(root: &std::path::Path, manifest: &str, ports: &[u16]) -> String {
+    let mut args = vec!["ticket".to_owned(), "new".to_owned(), manifest.to_owned()];
+    for (index, port) in ports.iter().enumerate() {
+        // Distinct peer ids (every one ends in 'a').
+        let letter = char::from(b'a' + index as u8);
+        args.push("--peer".to_owned());
+        args.push(format!(
+            "{}a@127.0.0.1:{port}",
+            letter.to_string().repeat(51)
+        ));
+    }
+    ok(root, &args).remove(0)
+}
+
 #[test]
 fn a_signal_before_the_transfer_ends_with_exit_130_and_says_so() {
     let dir = tempfile::tempdir().unwrap();
@@ -267,8 +283,7 @@ fn a_signal_before_the_transfer_ends_with_exit_130_and_says_so() {
     let manifest = artifact.manifest_path.to_str().unwrap();
     // A ticket whose one peer never answers: the fetch asks it for the
     // manifest for 10 s, with no stop of its own yet.
-    let nobody = format!("{}@127.0.0.1:9", "a".repeat(52));
-    let ticket = ok(root, &["ticket", "new", manifest, "--peer", &nobody]).remove(0);
+    let ticket = ticket_of_silent_peers(root, manifest, &[9]);
     for (signal, json) in [(Signal::INT, true), (Signal::TERM, false)] {
         let out = root.join(format!("out-{json}"));
         let mut args = vec![
@@ -317,13 +332,7 @@ fn give_up_after_bounds_asking_a_tickets_peers_for_its_manifest() {
     let artifact = Artifact::make(root, "art", "late", "1MiB", "256KiB", 6);
     let manifest = artifact.manifest_path.to_str().unwrap();
     // Two peers that never answer: 2 x 10 s without the bound.
-    let a = format!("{}@127.0.0.1:9", "a".repeat(52));
-    let b = format!("{}a@127.0.0.1:7", "b".repeat(51));
-    let ticket = ok(
-        root,
-        &["ticket", "new", manifest, "--peer", &a, "--peer", &b],
-    )
-    .remove(0);
+    let ticket = ticket_of_silent_peers(root, manifest, &[9, 7]);
     let out = root.join("out");
     let (code, _, stderr) = run(
         root,

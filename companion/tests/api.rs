@@ -800,18 +800,8 @@ fn a_download_stopped_or_crashed_midway_resumes_without_fetching_a_verified_chun
     let temp = tempfile::tempdir().unwrap();
     let art = fixture(&temp.path().join("files"), "midway", 2 << 20, CHUNK);
     let peer = start(&temp.path().join("peer"));
-    let share = peer.share(&art);
-    let share_id = share["id"].as_str().unwrap();
     // Slow enough to be caught halfway.
-    peer.send(
-        "PUT",
-        &format!("/api/v1/items/{share_id}/caps"),
-        &json!({"max_upload": 512 * 1024, "max_download": null}),
-    );
-    peer.wait_item(share_id, Duration::from_secs(10), |item| {
-        item["effective_caps"]["max_upload"] == 512 * 1024 && item["state"] == "serving"
-    });
-    let offer = peer.offer_of(share_id);
+    let offer = peer.share_capped(&art, 512 * 1024);
 
     let library = temp.path().join("library");
     let companion = start(&library);
@@ -999,18 +989,8 @@ fn a_download_removed_while_it_runs_is_logged_with_its_model_id() {
     let temp = tempfile::tempdir().unwrap();
     let art = fixture(&temp.path().join("files"), "gone", 2 << 20, CHUNK);
     let peer = start(&temp.path().join("peer"));
-    let share = peer.share(&art);
-    let share_id = share["id"].as_str().unwrap();
     // Slow enough to be caught while it runs.
-    peer.send(
-        "PUT",
-        &format!("/api/v1/items/{share_id}/caps"),
-        &json!({"max_upload": 256 * 1024, "max_download": null}),
-    );
-    peer.wait_item(share_id, Duration::from_secs(10), |item| {
-        item["effective_caps"]["max_upload"] == 256 * 1024 && item["state"] == "serving"
-    });
-    let offer = peer.offer_of(share_id);
+    let offer = peer.share_capped(&art, 256 * 1024);
     let companion = start(&temp.path().join("library"));
     let mut request = download_request(&art, &offer);
     request["consent"] = json!({"fetch": true});

@@ -225,17 +225,7 @@ fn the_page_adds_a_share_and_a_download_and_shows_progress_and_the_receipt() {
 
     // A peer serves the artifact to fetch, slowly enough to watch.
     let peer = start(&temp.path().join("peer"));
-    let peer_share = peer.share(&fetched);
-    let peer_id = peer_share["id"].as_str().unwrap();
-    peer.send(
-        "PUT",
-        &format!("/api/v1/items/{peer_id}/caps"),
-        &json!({"max_upload": 512 * 1024, "max_download": null}),
-    );
-    peer.wait_item(peer_id, Duration::from_secs(10), |item| {
-        item["effective_caps"]["max_upload"] == 512 * 1024 && item["state"] == "serving"
-    });
-    let offer = peer.offer_of(peer_id);
+    let offer = peer.share_capped(&fetched, 512 * 1024);
 
     let companion = start(&temp.path().join("library"));
     let driver = Driver::start(&temp.path().join("profile"));

@@ -194,6 +194,23 @@ impl Running {
     }
 
     /// A share's peer offer, once it serves.
+    /// Shares `fixture` with its upload capped at `max_upload` bytes a
+    /// second (slow enough to watch a download of it), once the cap is
+    /// in force: its offer.
+    pub fn share_capped(&self, fixture: &Fixture, max_upload: u64) -> Value {
+        let share = self.share(fixture);
+        let id = share["id"].as_str().unwrap();
+        self.send(
+            "PUT",
+            &format!("/api/v1/items/{id}/caps"),
+            &json!({"max_upload": max_upload, "max_download": null}),
+        );
+        self.wait_item(id, Duration::from_secs(10), |item| {
+            item["effective_caps"]["max_upload"] == max_upload && item["state"] == "serving"
+        });
+        self.offer_of(id)
+    }
+
     pub fn offer_of(&self, id: &str) -> Value {
         let item = self.wait_item(id, Duration::from_secs(30), |item| {
             item["state"] == "serving" && item["serving"].is_object()
