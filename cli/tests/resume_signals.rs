@@ -331,8 +331,10 @@ fn give_up_after_bounds_asking_a_tickets_peers_for_its_manifest() {
     let root = dir.path();
     let artifact = Artifact::make(root, "art", "late", "1MiB", "256KiB", 6);
     let manifest = artifact.manifest_path.to_str().unwrap();
-    // Two peers that never answer: 2 x 10 s without the bound.
-    let ticket = ticket_of_silent_peers(root, manifest, &[9, 7]);
+    // Four peers that never answer: 4 x 10 s without the bound. Each is
+    // asked half a second after the one before, with what is left of the
+    // 1.2 s: the first gets it all, the fourth's turn (1.5 s) comes after.
+    let ticket = ticket_of_silent_peers(root, manifest, &[9, 7, 13, 17]);
     let out = root.join("out");
     let (code, _, stderr) = run(
         root,
@@ -343,14 +345,15 @@ fn give_up_after_bounds_asking_a_tickets_peers_for_its_manifest() {
             out.to_str().unwrap(),
             "--yes",
             "--give-up-after",
-            "3s",
+            "1200ms",
         ],
     );
     assert_eq!(code, 1, "{stderr}");
-    // The first address gets the 3 s, the second is not asked: both named.
     assert!(
-        stderr.contains("127.0.0.1:9: no answer in 3")
-            && stderr.contains("127.0.0.1:7: not asked: the time to give up came first"),
+        stderr.contains("127.0.0.1:9: no answer in 1.2 s")
+            && stderr.contains("127.0.0.1:7: no answer in")
+            && stderr.contains("127.0.0.1:13: ")
+            && stderr.contains("127.0.0.1:17: not asked: the time to give up came first"),
         "{stderr}"
     );
     assert!(!out.exists(), "nothing written");
@@ -369,4 +372,33 @@ fn give_up_after_bounds_asking_a_tickets_peers_for_its_manifest() {
     );
     assert_eq!(code, 3, "{stderr}");
     assert!(!stderr.contains("asking"), "{stderr}");
+
+    // A ticket that names another publisher key than --publisher-key can
+    // only end in a refusal (a manifest has one signature): refused before
+    // anyone is asked, as the wrong bytes would be (exit 4).
+    ok(root, &["key", "new", "a.key"]);
+    ok(root, &["key", "new", "b.key"]);
+    ok(
+        root,
+        &["sign", manifest, "--key", "a.key", "-o", "signed.manifest"],
+    );
+    let signed = ticket_of_silent_peers(root, "signed.manifest", &[9]);
+    let (code, _, stderr) = run(
+        root,
+        &[
+            "fetch",
+            signed.as_str(),
+            "-o",
+            out.to_str().unwrap(),
+            "--yes",
+            "--publisher-key",
+            "b.key.pub",
+        ],
+    );
+    assert_eq!(code, 4, "{stderr}");
+    assert!(
+        stderr.contains("not the --publisher-key given") && !stderr.contains("asking"),
+        "{stderr}"
+    );
+    assert!(!out.exists(), "nothing written");
 }

@@ -400,6 +400,35 @@ async fn one_endpoint_serves_many_swarms_on_one_port_and_refuses_the_swarms_it_d
     .await
     .unwrap();
     assert_eq!(&answer.bytes[..], second.manifest.to_text().as_bytes());
+    // A ticket whose first address never answers (a publisher's home
+    // address, say): the live one after it is asked without waiting for
+    // the first to time out, so the answer comes within a bound shorter
+    // than one address's timeout.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let dead_first = Ticket::new(
+        Sha256Digest::of(second.manifest.to_text().as_bytes()),
+        None,
+        vec![
+            PeerAddrs {
+                id: identity().peer_id(),
+                addrs: vec![silent.local_addr().unwrap()],
+            },
+            peer.clone(),
+        ],
+    )
+    .unwrap();
+    let answer = minimodel_swarm::app::ticket::manifest_of_within(
+        &dead_first,
+        &identity(),
+        &tuning,
+        Duration::from_secs(30),
+        Some(Duration::from_secs(15)),
+    )
+    .await
+    .expect("the second address answers while the first is silent");
+    assert_eq!(&answer.bytes[..], second.manifest.to_text().as_bytes());
+    assert_eq!(answer.from.addr, peer.addrs[0]);
+    drop(silent);
     let unknown = Ticket::new(
         Sha256Digest::of(absent.manifest.to_text().as_bytes()),
         None,

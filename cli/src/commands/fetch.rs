@@ -156,9 +156,24 @@ pub struct TransferArgs {
 pub fn run(args: FetchArgs, out: Output) -> Result<(), Failure> {
     // A key file that cannot be read is refused before a ticket's peers
     // are asked for anything.
-    args.transfer.trust.named_key()?;
+    let named_key = args.transfer.trust.named_key()?;
     let (loaded, source, mut named) = match ticket_in(&args.manifest)? {
         Some(ticket) => {
+            // A manifest carries one signature: a ticket that names
+            // another key than --publisher-key can only end in a refusal,
+            // so nobody is asked.
+            if let (Some(key), Some(key_id)) = (&named_key, ticket.key_id)
+                && key.key_id() != key_id
+            {
+                return Err(Failure::new(
+                    Exit::VerificationFailed,
+                    anyhow::anyhow!(
+                        "the ticket names publisher key {key_id}, not the --publisher-key given ({}); nothing was fetched",
+                        key.key_id()
+                    ),
+                )
+                .with_hint("ask whoever shared the ticket which key signs it"));
+            }
             let loaded = manifest_from_ticket(&ticket, &args.transfer, out)?;
             (loaded, PathBuf::from("(from the ticket)"), ticket.peers)
         }

@@ -1,12 +1,17 @@
 //! The manifest a ticket names, from the ticket's peers: a manifest query
-//! (`docs/wire-protocol.md` 8.6) to each of its addresses in turn until
-//! one answers with bytes whose SHA-256 is the ticket's.
+//! (`docs/wire-protocol.md` 8.6) to its addresses, one after another but
+//! without waiting for each to fail ([`NEXT_ADDRESS_DELAY`]), until one
+//! answers with bytes whose SHA-256 is the ticket's.
 //!
 //! What it does not do: parse the manifest, check its signature against
 //! the ticket's key id or a keyring, or ask for consent. The front end
 //! does, before anything else moves, as for a manifest read from a file.
 
-use std::sync::Arc;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::Duration;
 
 use minimodel_wire::PeerAddr;
@@ -64,10 +69,21 @@ fn describe(tried: &[(PeerAddr, String)]) -> String {
 const REFUSED_ATTEMPTS: u32 = 5;
 const REFUSED_FIRST_PAUSE: Duration = Duration::from_millis(100);
 
-/// Fetches the manifest `ticket` names from its peers, each address in
-/// turn, `timeout` for each (a peer that refuses the connection at once
-/// is asked again within it, [`REFUSED_ATTEMPTS`] times), with `identity`
-/// on a client endpoint of its own (closed before it returns).
+/// When no answer has come, the next address is asked this long after the
+/// one before it, without waiting for that one to fail (as a browser tries
+/// the addresses of a name: RFC 8305's "connection attempt delay", here
+/// wider for the query that follows the handshake). A ticket's first
+/// address may be a publisher's home-network address, dead from elsewhere:
+/// the live one behind it is asked half a second later, not after a whole
+/// [`QUERY_TIMEOUT`].
+pub const NEXT_ADDRESS_DELAY: Duration = Duration::from_millis(500);
+
+/// Fetches the manifest `ticket` names from its peers, the addresses in
+/// the ticket's order, each started [`NEXT_ADDRESS_DELAY`] after the one
+/// before or as soon as every earlier one has failed, `timeout` for each
+/// (a peer that refuses the connection at once is asked again within it,
+/// [`REFUSED_ATTEMPTS`] times); the first right answer wins. With
+/// `identity` on a client endpoint of its own (closed before it returns).
 pub async fn manifest_of(
     ticket: &Ticket,
     identity: &Identity,
@@ -77,9 +93,14 @@ pub async fn manifest_of(
     manifest_of_within(ticket, identity, tuning, timeout, None).await
 }
 
+/// What one address answered, or why not.
+type Answer = Result<Vec<u8>, String>;
+/// An address being asked: its place in the ticket, and the asking.
+type Asking<'a> = (usize, Pin<Box<dyn Future<Output = Answer> + Send + 'a>>);
+
 /// [`manifest_of`], all of it within `within` when given: an address
-/// whose turn comes after that is not asked (it says so), and the last
-/// one asked gets what is left of it.
+/// whose turn comes after that is not asked (it says so), and every
+/// address asked gets at most what is left of it.
 pub async fn manifest_of_within(
     ticket: &Ticket,
     identity: &Identity,
@@ -87,35 +108,30 @@ pub async fn manifest_of_within(
     timeout: Duration,
     within: Option<Duration>,
 ) -> Result<TicketManifest, TicketManifestError> {
-    let until = within.map(|within| tokio::time::Instant::now() + within);
-    let mut tried = Vec::new();
-    let mut wrong_bytes = false;
+    let peers = PeerAddrs::flatten(&ticket.peers);
+    let wrong_bytes = AtomicBool::new(false);
     let endpoint = match transport::bind_client_endpoint(tuning) {
         Ok(endpoint) => endpoint,
         Err(error) => {
-            let tried = PeerAddrs::flatten(&ticket.peers)
+            let tried = peers
                 .into_iter()
                 .map(|peer| (peer, format!("no QUIC endpoint: {error}")))
                 .collect();
-            return Err(TicketManifestError { tried, wrong_bytes });
+            return Err(TicketManifestError {
+                tried,
+                wrong_bytes: false,
+            });
         }
     };
     let mut tuning = tuning.clone();
     tuning.handshake_timeout = timeout;
+    let tuning = &tuning;
+    let endpoint_ref = &endpoint;
     let digest = ticket.manifest_sha256.0;
-    let mut found = None;
-    let mut opened = Vec::new();
-    for peer in PeerAddrs::flatten(&ticket.peers) {
-        let wait = match until {
-            Some(until) => {
-                timeout.min(until.saturating_duration_since(tokio::time::Instant::now()))
-            }
-            None => timeout,
-        };
-        if wait.is_zero() {
-            tried.push((peer, "not asked: the time to give up came first".to_owned()));
-            continue;
-        }
+    let opened = Mutex::new(Vec::new());
+    let (opened_ref, wrong_ref) = (&opened, &wrong_bytes);
+
+    let ask = move |peer: PeerAddr, wait: Duration| async move {
         let attempt = async {
             // A peer busy with other handshakes refuses the first packet
             // (its limits per prefix and overall): asked again a little
@@ -123,7 +139,7 @@ pub async fn manifest_of_within(
             let mut pause = REFUSED_FIRST_PAUSE;
             let mut refusals = 0;
             let connection = loop {
-                match transport::connect(&endpoint, &peer, identity, &tuning).await {
+                match transport::connect(endpoint_ref, &peer, identity, tuning).await {
                     Ok(connection) => break connection,
                     Err(transport::ConnectError::Refused { .. }) if refusals < REFUSED_ATTEMPTS => {
                         refusals += 1;
@@ -133,31 +149,100 @@ pub async fn manifest_of_within(
                     Err(error) => return Err(error.to_string()),
                 }
             };
-            opened.push(connection.clone());
+            opened_ref
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(connection.clone());
             query_manifest(&connection, digest).await.map_err(|error| {
                 if matches!(
                     error,
                     crate::link::handshake::QueryError::WrongDigest { .. }
                 ) {
-                    wrong_bytes = true;
+                    wrong_ref.store(true, Ordering::Relaxed);
                 }
                 error.to_string()
             })
         };
         match tokio::time::timeout(wait, attempt).await {
-            Ok(Ok(bytes)) => {
+            Ok(answer) => answer,
+            Err(_) => Err(format!("no answer in {}", seconds(wait))),
+        }
+    };
+
+    let until = within.map(|within| tokio::time::Instant::now() + within);
+    // Why each address failed, in the ticket's order.
+    let mut why: Vec<Option<String>> = vec![None; peers.len()];
+    let mut running: Vec<Asking<'_>> = Vec::new();
+    let mut next = 0;
+    let mut next_at = tokio::time::Instant::now();
+    let mut found = None;
+    while found.is_none() && (next < peers.len() || !running.is_empty()) {
+        let now = tokio::time::Instant::now();
+        if next < peers.len() && (running.is_empty() || now >= next_at) {
+            let wait = match until {
+                Some(until) => timeout.min(until.saturating_duration_since(now)),
+                None => timeout,
+            };
+            if wait.is_zero() {
+                for slot in &mut why[next..] {
+                    *slot = Some("not asked: the time to give up came first".to_owned());
+                }
+                next = peers.len();
+                continue;
+            }
+            running.push((next, Box::pin(ask(peers[next], wait))));
+            next += 1;
+            next_at = now + NEXT_ADDRESS_DELAY;
+            continue;
+        }
+        let answered = std::future::poll_fn(|cx| {
+            for (at, (index, attempt)) in running.iter_mut().enumerate() {
+                if let Poll::Ready(answer) = attempt.as_mut().poll(cx) {
+                    return Poll::Ready(Some((at, *index, answer)));
+                }
+            }
+            Poll::Pending
+        });
+        let starts = async {
+            if next < peers.len() {
+                tokio::time::sleep_until(next_at).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
+        let answered = tokio::select! {
+            answered = answered => answered,
+            () = starts => None,
+        };
+        let Some((at, index, answer)) = answered else {
+            continue;
+        };
+        drop(running.swap_remove(at));
+        match answer {
+            Ok(bytes) => {
                 found = Some(TicketManifest {
                     bytes: bytes.into(),
-                    from: peer,
+                    from: peers[index],
                 });
-                break;
             }
-            Ok(Err(why)) => tried.push((peer, why)),
-            Err(_) => tried.push((peer, format!("no answer in {}", seconds(wait)))),
+            Err(error) => why[index] = Some(error),
         }
     }
+    // The attempts still under way (a slower address when one answered)
+    // end here; their connections close with the rest.
+    drop(running);
+    let opened = opened
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     transport::Closing::close(opened, b"done")
         .flush(&endpoint, b"done", tuning.close_flush)
         .await;
-    found.ok_or(TicketManifestError { tried, wrong_bytes })
+    found.ok_or_else(|| TicketManifestError {
+        tried: peers
+            .into_iter()
+            .zip(why)
+            .map(|(peer, why)| (peer, why.unwrap_or_else(|| "not asked".to_owned())))
+            .collect(),
+        wrong_bytes: wrong_bytes.into_inner(),
+    })
 }
