@@ -499,3 +499,59 @@ fn a_share_gives_a_ticket_that_fetches_it_with_nothing_else() {
     let file = last["item"]["file"].as_str().unwrap();
     assert_eq!(std::fs::read(file).unwrap(), artifact.bytes);
 }
+
+/// Ctrl-C on `companion fetch --wait` stops the waiting, says the
+/// companion goes on, and leaves the download in the library.
+#[test]
+fn interrupting_a_wait_leaves_the_download_with_the_companion() {
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path();
+    let artifact = Artifact::make(dir, "waited", "waited", "512KiB", "64KiB", 7);
+    let library = dir.join("library");
+    let _companion = run_companion(dir, &library);
+    // A peer that never answers: the download cannot end by itself.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let peer = format!("{}a@{}", "b".repeat(51), silent.local_addr().unwrap());
+    let mut wait = Proc::spawn(
+        dir,
+        &[
+            "companion",
+            "fetch",
+            artifact.manifest_path.to_str().unwrap(),
+            "--peer",
+            &peer,
+            "--yes",
+            "--wait",
+            "--library",
+            &arg(&library),
+            "--json",
+        ],
+    );
+    // The item is shown once the waiting's own stop is in place.
+    let shown = wait.wait_for("the added item", |events| {
+        events
+            .iter()
+            .any(|event| event["event"] == "companion-item")
+    });
+    assert!(
+        shown,
+        "stdout: {:?}; stderr: {}",
+        wait.stdout(),
+        wait.stderr()
+    );
+    wait.signal(rustix::process::Signal::INT);
+    let lines = wait.expect_exit(130);
+    let last: Value = serde_json::from_str(lines.last().unwrap()).unwrap();
+    assert_eq!(last["event"], "error", "{lines:?}");
+    assert!(
+        last["error"]
+            .as_str()
+            .is_some_and(|error| error.contains("the companion goes on")),
+        "{last}"
+    );
+    let items = items(&library);
+    assert_eq!(items.len(), 1, "{items:#?}");
+    assert_eq!(items[0]["model_id"], "waited");
+    assert_ne!(items[0]["state"], "done");
+    drop(silent);
+}

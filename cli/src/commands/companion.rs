@@ -760,15 +760,26 @@ fn fetch(args: FetchArgs, out: Output) -> Result<(), Failure> {
     );
     request["consent"] = consent_for(&preview, &what, &args.ask, out)?;
     let item = call(&client, "POST", "/api/v1/downloads", Some(&request))?;
+    // With --wait, Ctrl-C from now on stops the waiting, not the download:
+    // the companion has it (installed before the item is shown).
+    let stop = args.wait.then(crate::stop::Stop::on_signal_thread);
     show_item(&item, out);
-    if !args.wait {
+    let Some(stop) = stop else {
         return Ok(());
-    }
+    };
     let id = item["id"].as_str().unwrap_or_default().to_owned();
     let total = item["artifact_bytes"].as_u64().unwrap_or(0);
     let bar = out.byte_progress(total, "fetching");
     let mut last_line = Instant::now();
     loop {
+        if stop.fired() {
+            bar.finish_and_clear();
+            return Err(Failure::new(
+                Exit::Interrupted,
+                anyhow::anyhow!("interrupted: stopped waiting; the companion goes on with download {id}"),
+            )
+            .with_hint("`minimodel companion list` shows it; `minimodel companion pause` or `remove` stops it"));
+        }
         let item = call(&client, "GET", &format!("/api/v1/items/{id}"), None)?;
         bar.set_position(item["verified_bytes"].as_u64().unwrap_or(0));
         match item["state"].as_str() {
