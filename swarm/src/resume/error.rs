@@ -202,7 +202,7 @@ pub enum ResumeError {
     /// Another process (a fetch, a companion) has the same download open
     /// in this directory.
     #[error(
-        "{path} is in use: another minimodel process is downloading {model_id} into this directory; wait for it to end, stop it, or choose another directory"
+        "{path} is in use: a download of {model_id} into this directory is open elsewhere (another fetch, or a companion's run, perhaps still stopping); wait for it to end, stop it, or choose another directory"
     )]
     InUse {
         /// The download's lock file.
