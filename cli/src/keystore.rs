@@ -21,10 +21,11 @@ use std::path::{Path, PathBuf};
 use minimodel_verifier::signing::PublicKey;
 use minimodel_verifier::signing::SecretKey;
 use minimodel_verifier::signing::keyfile::{
-    KeyFile, MAX_KEY_FILE_LEN, public_key_file, read_key_file, read_secret_key_file,
-    secret_key_file,
+    KeyFile, MAX_KEY_FILE_LEN, PUBLIC_KEY_FORMAT, SECRET_KEY_FORMAT, public_key_file,
+    read_key_file, read_secret_key_file, secret_key_file,
 };
 use minimodel_verifier::signing::keyring::{Keyring, MAX_KEYRING_LEN};
+use minimodel_verifier::signing::{TextFileError, TextFileErrorKind};
 
 /// Why a key file or the keyring cannot be used. Every variant names the
 /// file; none is anyone's fault but local.
@@ -328,6 +329,14 @@ pub fn read_key_arg(text: &str) -> Result<KeyArg, String> {
     match read_key_file(&bytes) {
         Ok(KeyFile::Public(key)) => Ok(KeyArg::Public(key)),
         Ok(KeyFile::Secret(_)) => Ok(KeyArg::SecretFile(path.to_owned())),
+        // Empty, or something else entirely: either kind of key file
+        // would do here, so both are named.
+        Err(TextFileError {
+            kind: TextFileErrorKind::MissingFormat { .. },
+            ..
+        }) => Err(format!(
+            "{text} is not a key file: a key file starts with `format: {PUBLIC_KEY_FORMAT}` (a public key) or `format: {SECRET_KEY_FORMAT}`"
+        )),
         Err(error) => Err(format!("{text} is not a key file: {error}")),
     }
 }

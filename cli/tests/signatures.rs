@@ -620,6 +620,25 @@ fn a_named_key_must_sign_and_unsigned_manifests_can_be_refused() {
         assert_eq!(code, 3, "{args:?}: {stderr}");
         assert!(stderr.contains("missing.pub is neither"), "{stderr}");
     }
+    // An empty file: the error names the public key file's format, not
+    // only the secret one's.
+    std::fs::write(s.root.join("empty.pub"), b"").unwrap();
+    let (code, _, stderr) = run(
+        &s.root,
+        &[
+            "verify",
+            "signed-a.manifest",
+            "art.slm",
+            "--publisher-key",
+            "empty.pub",
+        ],
+    );
+    assert_eq!(code, 3, "{stderr}");
+    assert!(
+        stderr.contains("empty.pub is not a key file")
+            && stderr.contains("format: minimodel-public-key-v1"),
+        "{stderr}"
+    );
     // So is a secret key file that is not there.
     let (code, _, stderr) = run(
         &s.root,
