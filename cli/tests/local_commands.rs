@@ -408,50 +408,76 @@ fn a_fixture_larger_than_the_free_space_is_refused_at_once() {
 
 #[test]
 fn a_fixture_stopped_half_way_leaves_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_minimodel"))
-        .current_dir(dir.path())
-        .args(["fixture", "big.slm", "--size", "8GiB"])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("the binary runs");
-    // Until its temporary file is there, growing.
-    let started = std::time::Instant::now();
-    loop {
-        let growing = std::fs::read_dir(dir.path())
+    // A new file, then --force over a file already there: the old one is
+    // kept as it was, and the message says so.
+    for replacing in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let old = b"the file that was there";
+        let mut args = vec!["fixture", "big.slm", "--size", "8GiB"];
+        if replacing {
+            std::fs::write(dir.path().join("big.slm"), old).unwrap();
+            args.push("--force");
+        }
+        let mut child = Command::new(env!("CARGO_BIN_EXE_minimodel"))
+            .current_dir(dir.path())
+            .args(&args)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("the binary runs");
+        // Until its temporary file is there, growing.
+        let started = std::time::Instant::now();
+        loop {
+            let growing = std::fs::read_dir(dir.path())
+                .unwrap()
+                .flatten()
+                .any(|entry| {
+                    entry.file_name() != "big.slm"
+                        && entry.metadata().is_ok_and(|meta| meta.len() > 0)
+                });
+            if growing {
+                break;
+            }
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(30),
+                "the fixture never began writing"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let killed = Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        // A stop that did not take would write on: it is killed at 30 s.
+        let stopping = std::time::Instant::now();
+        while child.try_wait().unwrap().is_none() {
+            if stopping.elapsed() > std::time::Duration::from_secs(30) {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("the fixture went on writing after SIGINT");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(130), "{stderr}");
+        let left: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap()
             .flatten()
-            .any(|entry| entry.metadata().is_ok_and(|meta| meta.len() > 0));
-        if growing {
-            break;
+            .map(|entry| entry.file_name())
+            .collect();
+        if replacing {
+            assert!(
+                stderr.contains("the file that was there is kept as it was"),
+                "{stderr}"
+            );
+            assert_eq!(left, ["big.slm"]);
+            assert_eq!(std::fs::read(dir.path().join("big.slm")).unwrap(), old);
+        } else {
+            assert!(stderr.contains("nothing is left of it"), "{stderr}");
+            assert!(left.is_empty(), "{left:?}");
         }
-        assert!(
-            started.elapsed() < std::time::Duration::from_secs(30),
-            "the fixture never began writing"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    let killed = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    // A stop that did not take would write on: it is killed at 30 s.
-    let stopping = std::time::Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if stopping.elapsed() > std::time::Duration::from_secs(30) {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("the fixture went on writing after SIGINT");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(130), "{stderr}");
-    assert!(stderr.contains("nothing is left of it"), "{stderr}");
-    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().collect();
-    assert!(left.is_empty(), "{left:?}");
 }
 
 #[test]

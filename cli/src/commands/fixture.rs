@@ -114,6 +114,8 @@ pub fn run(args: FixtureArgs, out: Output) -> Result<(), Failure> {
         )
         .with_hint("pass --force to replace it, or name another OUT file"));
     }
+    // With --force, what is there stays until the new file is whole.
+    let replacing = fs::symlink_metadata(&args.out).is_ok();
     check_free_space(&args.out, args.size)?;
     let spec = FixtureSpec::new(args.size, args.seed);
     // Ctrl-C or SIGTERM ends the writing and removes the temporary file
@@ -141,8 +143,13 @@ pub fn run(args: FixtureArgs, out: Output) -> Result<(), Failure> {
             return Err(Failure::new(
                 Exit::Interrupted,
                 anyhow::anyhow!(
-                    "stopped before {} was written; nothing is left of it",
-                    args.out.display()
+                    "stopped before {} was written; {}",
+                    args.out.display(),
+                    if replacing {
+                        "the file that was there is kept as it was"
+                    } else {
+                        "nothing is left of it"
+                    }
                 ),
             ));
         }
