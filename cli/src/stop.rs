@@ -8,8 +8,9 @@ use crate::exit::{Exit, Failure};
 use crate::output::Output;
 
 /// Whether a command has installed a stop of its own ([`signal`]): from
-/// then on it decides what a signal does, for the rest of the process
-/// (its clean-up after any stop included), and the fallback stays out.
+/// then on it decides what one signal does, for the rest of the process
+/// (its clean-up after any stop included); the fallback steps in only at
+/// a second signal, which ends the process at once.
 static HANDLED: AtomicBool = AtomicBool::new(false);
 
 /// Ends the process on SIGINT or SIGTERM before any command has a stop
@@ -17,9 +18,14 @@ static HANDLED: AtomicBool = AtomicBool::new(false);
 /// file): the failure is said like any other (text on stderr, or a JSON
 /// `error` event under `--json`), with exit 130. Installing handlers
 /// means the signal no longer ends the process by itself, so once a
-/// command installs its own ([`signal`]) this one stays out of its way
-/// for good. Started once, before the command runs; without a runtime or
-/// handlers a signal ends the process as before.
+/// command installs its own ([`signal`]) this one leaves the first signal
+/// to it, whenever it comes (a clean-up after a stop from elsewhere is
+/// not cut short by one Ctrl-C); a second one ends the process at once,
+/// exit 130, saying the clean-up was not done: what a clean-up protects
+/// (a download's state, the companion's library) is written so that a
+/// process killed at any point resumes from it. Started once, before the
+/// command runs; without a runtime or handlers a signal ends the process
+/// as before.
 pub fn end_unhandled_signals(out: Output) {
     let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
         .enable_io()
@@ -41,13 +47,24 @@ pub fn end_unhandled_signals(out: Output) {
                 let (Ok(mut interrupt), Ok(mut terminate)) = handlers else {
                     return;
                 };
+                // Signals a command's own stop has had: the first is its
+                // to handle; a second means "now" (its clean-up is taking
+                // too long for whoever sent them).
+                let mut handled = 0;
                 loop {
                     tokio::select! {
                         _ = interrupt.recv() => {}
                         _ = terminate.recv() => {}
                     }
                     if !HANDLED.load(Ordering::SeqCst) {
-                        say_interrupted_and_exit(out);
+                        say_interrupted_and_exit(out, "interrupted");
+                    }
+                    handled += 1;
+                    if handled >= 2 {
+                        say_interrupted_and_exit(
+                            out,
+                            "interrupted again: ending now, before the clean-up is done",
+                        );
                     }
                 }
             });
@@ -61,7 +78,7 @@ pub fn end_unhandled_signals(out: Output) {
 /// ends with exit 130; an output that cannot be written (a full pipe, a
 /// lock the stopped command holds) delays the exit by half a second at
 /// most.
-fn say_interrupted_and_exit(out: Output) -> ! {
+fn say_interrupted_and_exit(out: Output, what: &'static str) -> ! {
     let (said, done) = std::sync::mpsc::channel();
     let _ = std::thread::Builder::new()
         .name("interrupted".into())
@@ -70,10 +87,7 @@ fn say_interrupted_and_exit(out: Output) -> ! {
             if !out.json && std::io::stderr().is_terminal() {
                 let _ = writeln!(std::io::stderr().lock());
             }
-            out.failure(&Failure::new(
-                Exit::Interrupted,
-                anyhow::anyhow!("interrupted"),
-            ));
+            out.failure(&Failure::new(Exit::Interrupted, anyhow::anyhow!(what)));
             let _ = said.send(());
         });
     let _ = done.recv_timeout(std::time::Duration::from_millis(500));

@@ -555,3 +555,57 @@ fn interrupting_a_wait_leaves_the_download_with_the_companion() {
     assert_ne!(items[0]["state"], "done");
     drop(silent);
 }
+
+/// A second signal while the companion stops (its API drains a ticket's
+/// lookup, up to 5 s) ends it at once and says so; the library stays
+/// usable, as after a kill.
+#[test]
+fn a_second_signal_during_the_stop_ends_the_companion_at_once() {
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path();
+    let artifact = Artifact::make(dir, "drained", "drained", "512KiB", "64KiB", 9);
+    let library = dir.join("library");
+    let mut first = run_companion(dir, &library);
+    // A ticket whose one peer never answers: its lookup takes 10 s.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let (code, lines, stderr) = run(
+        dir,
+        &[
+            "ticket",
+            "new",
+            artifact.manifest_path.to_str().unwrap(),
+            "--peer",
+            &format!("{}a@{}", "c".repeat(51), silent.local_addr().unwrap()),
+        ],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let ticket = lines[0].clone();
+    let client = Client::for_library(&library).unwrap();
+    let lookup = std::thread::spawn(move || {
+        let _ = client.call(
+            "POST",
+            "/api/v1/downloads/preview",
+            Some(&serde_json::json!({ "ticket": ticket })),
+        );
+    });
+    // The lookup under way, then a stop: the API drains it.
+    std::thread::sleep(Duration::from_millis(500));
+    first.signal(rustix::process::Signal::TERM);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(first.try_exit().is_none(), "the drain holds it");
+    first.signal(rustix::process::Signal::TERM);
+    let lines = first.expect_exit(130);
+    let last: Value = serde_json::from_str(lines.last().unwrap()).unwrap();
+    assert_eq!(last["event"], "error", "{lines:?}");
+    assert!(
+        last["error"]
+            .as_str()
+            .is_some_and(|error| error.starts_with("interrupted again")),
+        "{last}"
+    );
+    let _ = lookup.join();
+    drop(silent);
+    // The next run takes the library over.
+    let _second = run_companion(dir, &library);
+    assert!(items(&library).is_empty());
+}
