@@ -726,10 +726,12 @@ impl NodeCore {
             self.actions.push_back(Action::Abort { link });
             return;
         };
-        let (dialed, entry, sent_have) = match state {
-            Link::Dialing { entry, sent, .. } => (true, Some(entry), sent),
+        let (dialed, entry, sent_have, dialed_addr) = match state {
+            Link::Dialing {
+                entry, sent, addr, ..
+            } => (true, Some(entry), sent, Some(addr)),
             Link::Handshaking { admitted, .. } => match admitted {
-                Some((id, sent)) if id == up.peer => (false, None, sent),
+                Some((id, sent)) if id == up.peer => (false, None, sent, None),
                 _ => {
                     self.actions.push_back(Action::Abort { link });
                     return;
@@ -796,6 +798,12 @@ impl NodeCore {
             entry.state = EntryState::Connected(link);
             entry.ever_connected = true;
             entry.failures = 0;
+        }
+        // The address that answered goes first: the next dial, the
+        // receipt and the remembered peers name it, not a dead one
+        // listed before it.
+        if let (Some(entry), Some(addr)) = (entry, dialed_addr) {
+            self.book.prefer(entry, &[addr]);
         }
         let remote = up.remote;
         let listen = up

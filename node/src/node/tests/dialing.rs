@@ -121,6 +121,15 @@ fn a_dead_and_a_live_address_reach_the_peer() {
     assert_eq!(second[0].addr, live);
     h.dial_up(second[0].link, &Remote::seeder(1, "62.1.1.2:4433", 8));
     assert!(!requests_to(&h.take(), second[0].link).is_empty());
+    // The address that answered comes first from now on: the receipt,
+    // the remembered peers and the next dial name it.
+    let first_addr = |h: &Harness| {
+        let book = &h.core.book;
+        book.find_id(&testing::peer_id(1))
+            .and_then(|entry| book.get(entry))
+            .map(|entry| entry.addrs.clone())
+    };
+    assert_eq!(first_addr(&h), Some(vec![live, dead]));
 
     // The same when the dead address never answers at all.
     let mut h = Harness::new(Kind::Fetch, 8, NodeConfig::default());
@@ -134,6 +143,7 @@ fn a_dead_and_a_live_address_reach_the_peer() {
     h.dial_up(second[0].link, &Remote::seeder(1, "62.1.1.2:4433", 8));
     assert_eq!(aborts(&h.take()), [first[0].link]);
     assert_eq!(h.core.connected_count(), 1);
+    assert_eq!(first_addr(&h), Some(vec![live, dead]));
 }
 
 #[test]
