@@ -115,6 +115,13 @@ impl Client {
         self.addr
     }
 
+    /// The same client, giving up on a connection that stays silent for
+    /// `timeout` (120 s by default).
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
     /// The same client with another token (or none).
     pub fn with_token(mut self, token: Option<Token>) -> Self {
         self.token = token;

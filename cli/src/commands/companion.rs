@@ -724,8 +724,7 @@ fn read_json_file(path: &Path) -> Result<Value, Failure> {
 /// `arg` as a ticket's text, when it is one: it starts with `mm1` and
 /// names no file (the companion checks the rest).
 fn ticket_text(arg: &Path) -> Option<&str> {
-    let text = arg.to_str()?;
-    (text.starts_with(minimodel_swarm::ticket::TICKET_PREFIX) && !arg.exists()).then_some(text)
+    minimodel_swarm::ticket::ticket_like(arg.to_str()?).filter(|_| !arg.exists())
 }
 
 /// `companion fetch`.
@@ -759,14 +758,23 @@ fn fetch(args: FetchArgs, out: Output) -> Result<(), Failure> {
         preview["model_id"].as_str().unwrap_or("the artifact")
     );
     request["consent"] = consent_for(&preview, &what, &args.ask, out)?;
-    let item = call(&client, "POST", "/api/v1/downloads", Some(&request))?;
-    // With --wait, Ctrl-C from now on stops the waiting, not the download:
-    // the companion has it (installed before the item is shown).
+    // With --wait, Ctrl-C from the add on stops the waiting, not the
+    // download: the companion has it.
     let stop = args.wait.then(crate::stop::Stop::on_signal_thread);
+    let item = call(&client, "POST", "/api/v1/downloads", Some(&request))?;
     show_item(&item, out);
     let Some(stop) = stop else {
         return Ok(());
     };
+    // A companion that stops answering does not hold the waiting (and
+    // its Ctrl-C) for the client's two minutes.
+    let client = client.with_timeout(Duration::from_secs(10));
+    let library_arg = args
+        .library
+        .library
+        .as_ref()
+        .map(|library| format!(" --library {}", library.display()))
+        .unwrap_or_default();
     let id = item["id"].as_str().unwrap_or_default().to_owned();
     let total = item["artifact_bytes"].as_u64().unwrap_or(0);
     let bar = out.byte_progress(total, "fetching");
@@ -778,7 +786,7 @@ fn fetch(args: FetchArgs, out: Output) -> Result<(), Failure> {
                 Exit::Interrupted,
                 anyhow::anyhow!("interrupted: stopped waiting; the companion goes on with download {id}"),
             )
-            .with_hint("`minimodel companion list` shows it; `minimodel companion pause` or `remove` stops it"));
+            .with_hint(format!("`minimodel companion list{library_arg}` shows it; `minimodel companion pause {id}{library_arg}` or `remove` stops it")));
         }
         let item = call(&client, "GET", &format!("/api/v1/items/{id}"), None)?;
         bar.set_position(item["verified_bytes"].as_u64().unwrap_or(0));
