@@ -331,16 +331,19 @@ fn give_up_after_bounds_asking_a_tickets_peers_for_its_manifest() {
     let root = dir.path();
     let artifact = Artifact::make(root, "art", "late", "1MiB", "256KiB", 6);
     let manifest = artifact.manifest_path.to_str().unwrap();
-    // Four peers that never answer: 4 x 10 s without the bound. Each is
-    // asked half a second after the one before, with what is left of the
-    // 1.2 s: the first gets it all, the fourth's turn (1.5 s) comes after.
+    // Four peers that never answer: 11.5 s without the bound (10 s each,
+    // the last asked at 1.5 s). Each is asked half a second after the one
+    // before, with what is left of the 1.2 s: the first gets it all, the
+    // fourth's turn (1.5 s) comes after.
     let ticket = ticket_of_silent_peers(root, manifest, &[9, 7, 13, 17]);
     let out = root.join("out");
+    // As pasted from a chat: blanks around it, upper case.
+    let pasted = format!(" {}\n", ticket.to_uppercase());
     let (code, _, stderr) = run(
         root,
         &[
             "fetch",
-            ticket.as_str(),
+            pasted.as_str(),
             "-o",
             out.to_str().unwrap(),
             "--yes",
@@ -350,7 +353,8 @@ fn give_up_after_bounds_asking_a_tickets_peers_for_its_manifest() {
     );
     assert_eq!(code, 1, "{stderr}");
     assert!(
-        stderr.contains("127.0.0.1:9: no answer in 1.2 s")
+        stderr.contains("no peer of the ticket sent its manifest")
+            && stderr.contains("127.0.0.1:9: no answer in 1.")
             && stderr.contains("127.0.0.1:7: no answer in")
             && stderr.contains("127.0.0.1:13: ")
             && stderr.contains("127.0.0.1:17: not asked: the time to give up came first"),

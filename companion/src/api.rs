@@ -580,7 +580,7 @@ struct Handling(Arc<std::sync::atomic::AtomicUsize>);
 impl Handling {
     /// `request` is being handled, on the connection it came by, until
     /// the returned guard is dropped: while a handler works (a ticket's
-    /// peers asked in turn may take minutes) no byte moves, and the
+    /// lookup may wait 30 s for its turn, then take 17.5 s) no byte moves, and the
     /// connection is not idle.
     fn begin_for(request: &Request) -> Option<HandlingOne> {
         request

@@ -334,7 +334,7 @@ pub(crate) struct Shared {
 /// follows a preview.
 const TICKET_MANIFESTS_KEPT: usize = 8;
 /// How many ticket queries (each a QUIC endpoint dialing the ticket's
-/// addresses in turn) run at once.
+/// addresses, half a second apart) run at once.
 const TICKET_QUERIES: usize = 2;
 /// How long a ticket query waits for its turn before it is refused (429).
 const TICKET_QUEUE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);

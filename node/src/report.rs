@@ -147,7 +147,8 @@ impl fmt::Display for LinkEnd {
     }
 }
 
-fn hello_reject_words(reason: HelloRejectReason) -> &'static str {
+/// Words for a HelloReject reason.
+pub fn hello_reject_words(reason: HelloRejectReason) -> &'static str {
     match reason {
         HelloRejectReason::UnsupportedVersion => "unsupported protocol version",
         HelloRejectReason::WrongSwarm => "another swarm",

@@ -78,14 +78,34 @@ pub enum PeerArgError {
     /// An address that is not one peer's (broadcast, multicast).
     #[error("{0}")]
     NotUnicast(String),
+    /// More addresses after one id than a peer is given.
+    #[error("{0} addresses for one peer; at most {MAX_PEER_ARG_ADDRS}, separated by commas")]
+    TooManyAddrs(usize),
 }
 
+/// The most addresses one `--peer` value may list.
+pub const MAX_PEER_ARG_ADDRS: usize = 8;
+
 /// Parses a `--peer` value: `PEER_ID@IP:PORT`, `PEER_ID@[IPv6]:PORT` or
-/// `PEER_ID@NAME:PORT`, a name being resolved now to all its addresses.
+/// `PEER_ID@NAME:PORT`, a name being resolved now to all its addresses;
+/// or several of them after one id, `PEER_ID@HOST:PORT,HOST:PORT` (as
+/// [`PeerAddrs`] is written, e.g. by `ticket show`), at most
+/// [`MAX_PEER_ARG_ADDRS`].
 pub fn parse_peer_arg(text: &str) -> Result<PeerAddrs, PeerArgError> {
-    let (id, host) = text.split_once('@').ok_or(PeerArgError::MissingAt)?;
+    let (id, hosts) = text.split_once('@').ok_or(PeerArgError::MissingAt)?;
     let id: PeerId = id.parse()?;
-    let addrs = resolve_host_port(host)?;
+    let hosts: Vec<&str> = hosts.split(',').collect();
+    if hosts.len() > MAX_PEER_ARG_ADDRS {
+        return Err(PeerArgError::TooManyAddrs(hosts.len()));
+    }
+    let mut addrs = Vec::new();
+    for host in hosts {
+        for addr in resolve_host_port(host)? {
+            if !addrs.contains(&addr) {
+                addrs.push(addr);
+            }
+        }
+    }
     // What an offer or a ticket may not name, `--peer` may not either.
     for addr in &addrs {
         crate::offer::check_offer_addr(*addr).map_err(PeerArgError::NotUnicast)?;
@@ -168,6 +188,16 @@ mod tests {
         );
         let named = parse_peer_arg(&format!("{A}@localhost:4433")).unwrap();
         assert!(named.addrs.contains(&addr("127.0.0.1:4433")), "{named}");
+        // Several after one id, as a peer is written: read back the same.
+        let several = peer(A, &["10.0.0.2:4433", "[fd00::2]:4433"]);
+        assert_eq!(
+            parse_peer_arg(&several.to_string()).unwrap(),
+            several.clone()
+        );
+        assert_eq!(
+            parse_peer_arg(&format!("{A}@10.0.0.2:4433,[fd00::2]:4433,10.0.0.2:4433")).unwrap(),
+            several
+        );
     }
 
     #[test]
@@ -189,6 +219,24 @@ mod tests {
             parse_peer_arg(&format!("{A}@10.0.0.2:0")),
             Err(PeerArgError::Addr(HostPortError::Port(_)))
         ));
+        for hosts in [
+            "10.0.0.2:4433,",
+            ",10.0.0.2:4433",
+            "10.0.0.2:4433,,10.0.0.3:4433",
+        ] {
+            assert!(
+                matches!(
+                    parse_peer_arg(&format!("{A}@{hosts}")),
+                    Err(PeerArgError::Addr(HostPortError::Port(_)))
+                ),
+                "{hosts}"
+            );
+        }
+        let many = ["10.0.0.2:4433"; MAX_PEER_ARG_ADDRS + 1].join(",");
+        assert_eq!(
+            parse_peer_arg(&format!("{A}@{many}")).unwrap_err(),
+            PeerArgError::TooManyAddrs(MAX_PEER_ARG_ADDRS + 1)
+        );
     }
 
     #[test]

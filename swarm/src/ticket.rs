@@ -51,6 +51,17 @@ use crate::peers::PeerAddrs;
 
 /// How every ticket starts; the `1` is its version.
 pub const TICKET_PREFIX: &str = "mm1";
+/// `text` as a ticket would be read, when it looks like one: what is
+/// left after blanks around it (a paste often brings some) starts with
+/// [`TICKET_PREFIX`], in either case. Whether it is a valid ticket is the
+/// parser's to say.
+pub fn ticket_like(text: &str) -> Option<&str> {
+    let text = text.trim();
+    text.get(..TICKET_PREFIX.len())
+        .is_some_and(|prefix| prefix.eq_ignore_ascii_case(TICKET_PREFIX))
+        .then_some(text)
+}
+
 /// Most peers a ticket names.
 pub const MAX_TICKET_PEERS: usize = 4;
 /// Most addresses of one peer in a ticket.
@@ -459,6 +470,12 @@ mod tests {
         assert_eq!(text.len(), 175, "{text}");
         assert_eq!(text.parse::<Ticket>(), Ok(ticket.clone()));
         assert_eq!(text.to_uppercase().parse::<Ticket>(), Ok(ticket.clone()));
+        // As pasted: blanks around it, either case.
+        let pasted = format!(" {}\n", text.to_uppercase());
+        let like = ticket_like(&pasted).unwrap();
+        assert_eq!(like.parse::<Ticket>(), Ok(ticket.clone()));
+        assert_eq!(ticket_like("model.manifest"), None);
+        assert_eq!(ticket_like(" mm"), None);
         let unsigned = Ticket {
             key_id: None,
             ..ticket

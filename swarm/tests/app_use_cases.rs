@@ -447,7 +447,7 @@ async fn one_endpoint_serves_many_swarms_on_one_port_and_refuses_the_swarms_it_d
         refused
             .tried
             .iter()
-            .any(|(_, why)| why.contains("UnknownManifest")),
+            .any(|(_, why)| why.contains("no such manifest here")),
         "{refused}"
     );
 

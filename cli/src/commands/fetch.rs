@@ -19,7 +19,7 @@ use minimodel_swarm::node::NodeFailure;
 use minimodel_swarm::offer::PeerOffer;
 use minimodel_swarm::peers::PeerAddrs;
 use minimodel_swarm::resume::CompleteCheck;
-use minimodel_swarm::ticket::{TICKET_PREFIX, Ticket};
+use minimodel_swarm::ticket::{Ticket, ticket_like};
 use minimodel_verifier::manifest::Manifest;
 use minimodel_verifier::receipt::ReceiptSource;
 use tokio::sync::mpsc;
@@ -49,7 +49,8 @@ pub struct FetchArgs {
     pub manifest: PathBuf,
     /// A peer to fetch from, PEER_ID@HOST:PORT (any number). HOST is an
     /// IP address ([IPv6] in brackets) or a name, resolved now to all its
-    /// addresses; the same id given again adds addresses to that peer.
+    /// addresses; the same id given again adds addresses to that peer, as
+    /// does PEER_ID@HOST:PORT,HOST:PORT (the form `ticket show` prints).
     #[arg(long = "peer", value_name = "PEER_ID@HOST:PORT", value_parser = parse_peer)]
     pub peers: Vec<PeerAddrs>,
     /// A peer offer file to fetch from (any number).
@@ -224,9 +225,9 @@ fn ticket_in(arg: &std::path::Path) -> Result<Option<Ticket>, Failure> {
     let Some(text) = arg.to_str() else {
         return Ok(None);
     };
-    if !text.starts_with(TICKET_PREFIX) || arg.exists() {
+    let Some(text) = ticket_like(text).filter(|_| !arg.exists()) else {
         return Ok(None);
-    }
+    };
     let ticket = text
         .parse::<Ticket>()
         .context("the ticket is not valid")
@@ -266,7 +267,7 @@ fn manifest_from_ticket(
                 Exit::Transfer
             };
             Failure::new(exit, anyhow::Error::new(error)).with_hint(
-                "a peer of the ticket must be serving (seed, or fetch --serve) and reachable",
+                "a peer of the ticket must be serving this very manifest (seed, or fetch --serve) and be reachable",
             )
         })?;
     let manifest = Manifest::parse_bytes(&fetched.bytes)

@@ -43,7 +43,8 @@ pub enum TicketCommand {
 pub struct NewArgs {
     /// The manifest the ticket names (its file's bytes are hashed).
     pub manifest: PathBuf,
-    /// A peer that serves it, PEER_ID@HOST:PORT (a name is resolved now).
+    /// A peer that serves it, PEER_ID@HOST:PORT or
+    /// PEER_ID@HOST:PORT,HOST:PORT (a name is resolved now).
     #[arg(long = "peer", value_name = "PEER_ID@HOST:PORT", value_parser = parse_peer)]
     pub peers: Vec<PeerAddrs>,
     /// A peer offer of it (`seed --offer FILE`).

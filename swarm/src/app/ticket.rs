@@ -46,19 +46,32 @@ pub struct TicketManifestError {
     pub wrong_bytes: bool,
 }
 
-/// `10 s`, or `2.5 s` for a part of a second.
+/// `10 s`, `2.5 s`, or `300 ms` under a second.
 fn seconds(duration: Duration) -> String {
-    if duration.subsec_millis() == 0 {
-        format!("{} s", duration.as_secs())
+    let ms = duration.as_millis();
+    if ms < 1000 {
+        return format!("{ms} ms");
+    }
+    let tenths = (ms + 50) / 100;
+    if tenths.is_multiple_of(10) {
+        format!("{} s", tenths / 10)
     } else {
-        format!("{:.1} s", duration.as_secs_f64())
+        format!("{}.{} s", tenths / 10, tenths % 10)
     }
 }
 
 fn describe(tried: &[(PeerAddr, String)]) -> String {
     tried
         .iter()
-        .map(|(peer, why)| format!("{}: {why}", peer.addr))
+        .map(|(peer, why)| {
+            // A dial's own error names the address already.
+            let addr = peer.addr.to_string();
+            if why.contains(&addr) {
+                why.clone()
+            } else {
+                format!("{addr}: {why}")
+            }
+        })
         .collect::<Vec<_>>()
         .join("; ")
 }
@@ -77,6 +90,10 @@ const REFUSED_FIRST_PAUSE: Duration = Duration::from_millis(100);
 /// the live one behind it is asked half a second later, not after a whole
 /// [`QUERY_TIMEOUT`].
 pub const NEXT_ADDRESS_DELAY: Duration = Duration::from_millis(500);
+
+/// An address whose turn leaves it less than this before the time to
+/// give up is not asked.
+const MIN_ASK: Duration = Duration::from_millis(100);
 
 /// Fetches the manifest `ticket` names from its peers, the addresses in
 /// the ticket's order, each started [`NEXT_ADDRESS_DELAY`] after the one
@@ -183,7 +200,9 @@ pub async fn manifest_of_within(
                 Some(until) => timeout.min(until.saturating_duration_since(now)),
                 None => timeout,
             };
-            if wait.is_zero() {
+            // Too little left to reach anyone: not worth showing this
+            // host to the address.
+            if wait < MIN_ASK.min(timeout) {
                 for slot in &mut why[next..] {
                     *slot = Some("not asked: the time to give up came first".to_owned());
                 }
@@ -211,6 +230,8 @@ pub async fn manifest_of_within(
             }
         };
         let answered = tokio::select! {
+            // An answer that came with the next start ends the lookup.
+            biased;
             answered = answered => answered,
             () = starts => None,
         };

@@ -436,7 +436,7 @@ pub enum QueryError {
     #[error("{0}")]
     Link(String),
     /// The peer refused: it does not serve that manifest, or us.
-    #[error("refused: {reason} ({detail})")]
+    #[error("refused: {}", minimodel_node::report::hello_reject_words(*.reason))]
     Refused {
         /// Its reason.
         reason: minimodel_wire::HelloRejectReason,
