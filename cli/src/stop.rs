@@ -7,25 +7,51 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use crate::exit::{Exit, Failure};
 use crate::output::Output;
 
-/// Whether a command has installed a stop of its own ([`signal`]): from
-/// then on it decides what one signal does, for the rest of the process
-/// (its clean-up after any stop included); the fallback steps in only at
-/// a second signal, which ends the process at once.
-static HANDLED: AtomicBool = AtomicBool::new(false);
+/// The signals the fallback thread took, and whether a command has a stop
+/// of its own ([`signal`]). Both change under one lock, so that every
+/// signal is either before the stop (the process ends at once) or after
+/// it (the stop sees it): none falls between them.
+struct Signals {
+    /// SIGINT and SIGTERM taken so far.
+    count: u64,
+    /// Whether a command has installed a stop of its own: from then on it
+    /// decides what one signal does, for the rest of the process (its
+    /// clean-up after any stop included).
+    handled: bool,
+    /// Signals taken since then; a second one ends the process at once.
+    since_handled: u64,
+}
+
+static SIGNALS: std::sync::Mutex<Signals> = std::sync::Mutex::new(Signals {
+    count: 0,
+    handled: false,
+    since_handled: 0,
+});
+
+/// The count of signals taken, for the stops to wait on; set once the
+/// fallback thread has its handlers.
+static TAKEN: std::sync::OnceLock<tokio::sync::watch::Sender<u64>> = std::sync::OnceLock::new();
+
+fn signals() -> std::sync::MutexGuard<'static, Signals> {
+    SIGNALS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 
 /// Ends the process on SIGINT or SIGTERM before any command has a stop
 /// of its own (a consent prompt, a ticket's manifest lookup, hashing a
 /// file): the failure is said like any other (text on stderr, or a JSON
-/// `error` event under `--json`), with exit 130. Installing handlers
-/// means the signal no longer ends the process by itself, so once a
-/// command installs its own ([`signal`]) this one leaves the first signal
-/// to it, whenever it comes (a clean-up after a stop from elsewhere is
-/// not cut short by one Ctrl-C); a second one ends the process at once,
-/// exit 130, saying the clean-up was not done: what a clean-up protects
-/// (a download's state, the companion's library) is written so that a
-/// process killed at any point resumes from it. Started once, before the
-/// command runs; without a runtime or handlers a signal ends the process
-/// as before.
+/// `error` event under `--json`), with exit 130. Once a command installs
+/// its own ([`signal`]), the first signal after that is the command's,
+/// whenever it comes (a clean-up after a stop from elsewhere is not cut
+/// short by one Ctrl-C); a second one ends the process at once, exit 130,
+/// saying the clean-up was not done: what a clean-up protects (a
+/// download's state, the companion's library) is written so that a
+/// process killed at any point resumes from it. Every signal goes through
+/// this thread, which hands those after a stop to it. Started once,
+/// before the command runs; without a runtime or handlers a command's
+/// stop installs handlers of its own, and a signal before it ends the
+/// process as the system does.
 pub fn end_unhandled_signals(out: Output) {
     let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
         .enable_io()
@@ -35,7 +61,7 @@ pub fn end_unhandled_signals(out: Output) {
     };
     let (ready, installed) = std::sync::mpsc::channel();
     let spawned = std::thread::Builder::new()
-        .name("unhandled-signals".into())
+        .name("signals".into())
         .spawn(move || {
             runtime.block_on(async move {
                 use tokio::signal::unix::{SignalKind, signal};
@@ -43,28 +69,32 @@ pub fn end_unhandled_signals(out: Output) {
                     signal(SignalKind::interrupt()),
                     signal(SignalKind::terminate()),
                 );
-                let _ = ready.send(());
                 let (Ok(mut interrupt), Ok(mut terminate)) = handlers else {
+                    let _ = ready.send(());
                     return;
                 };
-                // Signals a command's own stop has had: the first is its
-                // to handle; a second means "now" (its clean-up is taking
-                // too long for whoever sent them).
-                let mut handled = 0;
+                let taken = TAKEN.get_or_init(|| tokio::sync::watch::channel(0).0);
+                let _ = ready.send(());
                 loop {
                     tokio::select! {
                         _ = interrupt.recv() => {}
                         _ = terminate.recv() => {}
                     }
-                    if !HANDLED.load(Ordering::SeqCst) {
-                        say_interrupted_and_exit(out, "interrupted");
-                    }
-                    handled += 1;
-                    if handled >= 2 {
-                        say_interrupted_and_exit(
-                            out,
-                            "interrupted again: ending now, before the clean-up is done",
-                        );
+                    let ending = {
+                        let mut signals = signals();
+                        signals.count += 1;
+                        taken.send_replace(signals.count);
+                        if signals.handled {
+                            signals.since_handled += 1;
+                            (signals.since_handled >= 2).then_some(
+                                "interrupted again: ending now, before the clean-up is done",
+                            )
+                        } else {
+                            Some("interrupted")
+                        }
+                    };
+                    if let Some(what) = ending {
+                        say_interrupted_and_exit(out, what);
                     }
                 }
             });
@@ -94,22 +124,39 @@ fn say_interrupted_and_exit(out: Output, what: &'static str) -> ! {
     std::process::exit(Exit::Interrupted as i32)
 }
 
-/// Installs the SIGINT and SIGTERM handlers now and resolves on the first
-/// signal after this call. Installing them before the command says it is
-/// ready (prints its address or offer) means a signal sent as soon as it
-/// is ready stops it cleanly instead of killing it. Call it within a tokio
-/// runtime.
+/// A stop of the command's own: resolves on the first SIGINT or SIGTERM
+/// after this call. Installing it before the command says it is ready
+/// (prints its address or offer) means a signal sent as soon as it is
+/// ready stops it cleanly instead of ending the process. Call it within a
+/// tokio runtime.
 pub fn signal() -> impl Future<Output = ()> + Send + 'static {
     use tokio::signal::unix::{SignalKind, signal};
-    let handlers = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    );
-    // After the handlers: a signal in between ends the process with 130
-    // (the fallback's), never nobody's.
-    HANDLED.store(true, Ordering::SeqCst);
+    // Through the fallback thread, which takes every signal.
+    let through_fallback = TAKEN.get().map(|taken| {
+        let taken = taken.subscribe();
+        let mut signals = signals();
+        signals.handled = true;
+        (taken, signals.count)
+    });
+    // Without it, handlers of its own.
+    let handlers = through_fallback.is_none().then(|| {
+        let handlers = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        );
+        signals().handled = true;
+        handlers
+    });
     async move {
-        let (Ok(mut interrupt), Ok(mut terminate)) = handlers else {
+        if let Some((mut taken, before)) = through_fallback {
+            // The sender lives as long as the process: an error would
+            // mean no signal can come.
+            if taken.wait_for(|count| *count > before).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+            return;
+        }
+        let Some((Ok(mut interrupt), Ok(mut terminate))) = handlers else {
             // Without signal handlers, only killing the process stops it.
             return std::future::pending().await;
         };
