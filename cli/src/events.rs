@@ -244,6 +244,9 @@ pub enum Event {
         key_id: Option<String>,
         /// Its peers, `PEER_ID@ADDR[,ADDR...]`.
         peers: Vec<String>,
+        /// Addresses given that the ticket leaves out (a peer's after its
+        /// first four), `PEER_ID@ADDR`.
+        left_out: Vec<String>,
     },
     /// `fetch`: the artifact is already in DIR.
     AlreadyComplete {

@@ -115,6 +115,31 @@ fn a_seeders_ticket_names_its_manifest_and_itself_and_reads_back() {
     let (code, _, stderr) = run(root, &five);
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("a ticket names 1 to 4"), "{stderr}");
+
+    // One peer at five addresses (written as `ticket show` prints a
+    // peer): the fifth is left out, and both outputs name it.
+    let id = minimodel_wire::PeerId([9; 32]);
+    let addrs: Vec<String> = (1..=5).map(|n| format!("127.0.0.1:{}", 5000 + n)).collect();
+    let peer = format!("{id}@{}", addrs.join(","));
+    let (code, lines, stderr) = run(root, &["ticket", "new", manifest, "--peer", &peer]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("left out 1 address") && stderr.contains(&format!("{id}@{}", addrs[4])),
+        "{stderr}"
+    );
+    let shown = ok(root, &["ticket", "show", &lines[0]]).join("\n");
+    assert!(
+        shown.contains(&format!("{id}@{}", addrs[..4].join(","))),
+        "{shown}"
+    );
+    let made = json(&ok(
+        root,
+        &["ticket", "new", manifest, "--peer", &peer, "--json"],
+    ));
+    assert_eq!(
+        made[0]["left_out"],
+        serde_json::json!([format!("{id}@{}", addrs[4])])
+    );
 }
 
 #[test]

@@ -13,12 +13,13 @@ use minimodel_verifier::Sha256Digest;
 use minimodel_verifier::signing::PublisherKeyId;
 use minimodel_verifier::signing::manifest::check_manifest_signature;
 use minimodel_verifier::signing::trust::SignatureCheck;
+use minimodel_wire::PeerAddr;
 
 use super::load_manifest;
 use super::network::parse_peer;
 use crate::events::Event;
 use crate::exit::{Exit, Failure, OrExit};
-use crate::output::Output;
+use crate::output::{Output, counted};
 
 /// Arguments of `minimodel ticket`.
 #[derive(Debug, Args)]
@@ -74,12 +75,17 @@ pub fn ticket_of(
     manifest_sha256: Sha256Digest,
     key_id: Option<PublisherKeyId>,
     peers: &[PeerAddrs],
-) -> Result<(Ticket, usize), minimodel_swarm::ticket::TicketError> {
-    let mut left_out = 0;
+) -> Result<(Ticket, Vec<PeerAddr>), minimodel_swarm::ticket::TicketError> {
+    let mut left_out = Vec::new();
     let kept: Vec<PeerAddrs> = peers
         .iter()
         .map(|peer| {
-            left_out += peer.addrs.len().saturating_sub(MAX_TICKET_ADDRS);
+            left_out.extend(
+                peer.addrs
+                    .iter()
+                    .skip(MAX_TICKET_ADDRS)
+                    .map(|&addr| PeerAddr { id: peer.id, addr }),
+            );
             PeerAddrs {
                 id: peer.id,
                 addrs: peer.addrs.iter().take(MAX_TICKET_ADDRS).copied().collect(),
@@ -89,13 +95,14 @@ pub fn ticket_of(
     Ok((Ticket::new(manifest_sha256, key_id, kept)?, left_out))
 }
 
-/// The `ticket` event of a ticket.
-pub fn ticket_event(ticket: &Ticket) -> Event {
+/// The `ticket` event of a ticket, with the addresses it left out.
+pub fn ticket_event(ticket: &Ticket, left_out: &[PeerAddr]) -> Event {
     Event::Ticket {
         ticket: ticket.to_string(),
         manifest_sha256: ticket.manifest_sha256.to_hex(),
         key_id: ticket.key_id.map(|id| id.to_string()),
         peers: ticket.peers.iter().map(ToString::to_string).collect(),
+        left_out: left_out.iter().map(ToString::to_string).collect(),
     }
 }
 
@@ -111,9 +118,9 @@ pub fn say_ticket(
 ) {
     let key_id = signature.publisher_key().map(|key| key.key_id());
     match ticket_of(loaded.sha256, key_id, std::slice::from_ref(peer)) {
-        Ok((ticket, _)) => {
+        Ok((ticket, left_out)) => {
             out.say(format!("ticket {ticket}"));
-            out.event(&ticket_event(&ticket));
+            out.event(&ticket_event(&ticket, &left_out));
         }
         Err(error) => out.status(format!("no ticket for these addresses: {error}")),
     }
@@ -152,15 +159,21 @@ fn new(args: NewArgs, out: Output) -> Result<(), Failure> {
     }
     let (ticket, left_out) =
         ticket_of(loaded.sha256, key.map(|k| k.key_id()), &peers).or_exit(Exit::InvalidInput)?;
-    if left_out > 0 {
+    if !left_out.is_empty() {
         out.status(format!(
-            "{left_out} addresses left out: a ticket gives each peer its first {MAX_TICKET_ADDRS}"
+            "left out {} (a ticket gives each peer its first {MAX_TICKET_ADDRS} addresses): {}",
+            counted(left_out.len() as u64, "address"),
+            left_out
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
         ));
     }
     if out.for_people() {
         crate::output::say_out!("{ticket}");
     }
-    out.event(&ticket_event(&ticket));
+    out.event(&ticket_event(&ticket, &left_out));
     Ok(())
 }
 
@@ -178,6 +191,6 @@ fn show(args: ShowArgs, out: Output) -> Result<(), Failure> {
     for peer in &ticket.peers {
         out.say(format!("peer {peer}"));
     }
-    out.event(&ticket_event(&ticket));
+    out.event(&ticket_event(&ticket, &[]));
     Ok(())
 }
