@@ -376,6 +376,13 @@ fn give_up_after_bounds_asking_a_tickets_peers_for_its_manifest() {
     );
     assert_eq!(code, 3, "{stderr}");
     assert!(!stderr.contains("asking"), "{stderr}");
+    // So is a DIR that is a file.
+    let (code, _, stderr) = run(root, &["fetch", ticket.as_str(), "-o", manifest, "--yes"]);
+    assert_eq!(code, 3, "{stderr}");
+    assert!(
+        stderr.contains("is not a directory") && !stderr.contains("asking"),
+        "{stderr}"
+    );
 
     // A ticket that names another publisher key than --publisher-key can
     // only end in a refusal (a manifest has one signature): refused before

@@ -749,7 +749,12 @@ fn fetch(args: FetchArgs, out: Output) -> Result<(), Failure> {
         "require_signature": args.ask.require_signature,
     });
     match ticket_text(&args.manifest) {
-        Some(ticket) => request["ticket"] = json!(ticket),
+        Some(ticket) => {
+            // The companion asks the ticket's peers first: seconds, when
+            // some are silent.
+            out.status("the companion asks the ticket's peers for its manifest");
+            request["ticket"] = json!(ticket);
+        }
         None => request["manifest_path"] = json!(absolute(&args.manifest)?),
     }
     let preview = call(&client, "POST", "/api/v1/downloads/preview", Some(&request))?;

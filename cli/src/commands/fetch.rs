@@ -160,6 +160,17 @@ pub fn run(args: FetchArgs, out: Output) -> Result<(), Failure> {
     let named_key = args.transfer.trust.named_key()?;
     let (loaded, source, mut named) = match ticket_in(&args.manifest)? {
         Some(ticket) => {
+            // A DIR that cannot be one is said before anyone is asked (the
+            // download's own check says the same, later, for a manifest).
+            if std::fs::metadata(&args.out).is_ok_and(|meta| !meta.is_dir()) {
+                return Err(Failure::new(
+                    Exit::InvalidInput,
+                    anyhow::anyhow!(
+                        "cannot use {0}: {0} is not a directory (a file is there); name a directory, or a path where one can be created",
+                        args.out.display()
+                    ),
+                ));
+            }
             // A manifest carries one signature: a ticket that names
             // another key than --publisher-key can only end in a refusal,
             // so nobody is asked.
