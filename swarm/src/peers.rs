@@ -92,12 +92,7 @@ pub const MAX_PEER_ARG_ADDRS: usize = 8;
 /// [`PeerAddrs`] is written, e.g. by `ticket show`), at most
 /// [`MAX_PEER_ARG_ADDRS`].
 pub fn parse_peer_arg(text: &str) -> Result<PeerAddrs, PeerArgError> {
-    let (id, hosts) = text.split_once('@').ok_or(PeerArgError::MissingAt)?;
-    let id: PeerId = id.parse()?;
-    let hosts: Vec<&str> = hosts.split(',').collect();
-    if hosts.len() > MAX_PEER_ARG_ADDRS {
-        return Err(PeerArgError::TooManyAddrs(hosts.len()));
-    }
+    let (id, hosts) = split_peer_arg(text)?;
     let mut addrs = Vec::new();
     for host in hosts {
         for addr in resolve_host_port(host)? {
@@ -111,6 +106,18 @@ pub fn parse_peer_arg(text: &str) -> Result<PeerAddrs, PeerArgError> {
         crate::offer::check_offer_addr(*addr).map_err(PeerArgError::NotUnicast)?;
     }
     Ok(PeerAddrs { id, addrs })
+}
+
+/// A `--peer` value's id and its `HOST:PORT` parts, not resolved yet (no
+/// name is looked up): 1 to [`MAX_PEER_ARG_ADDRS`] of them.
+pub fn split_peer_arg(text: &str) -> Result<(PeerId, Vec<&str>), PeerArgError> {
+    let (id, hosts) = text.split_once('@').ok_or(PeerArgError::MissingAt)?;
+    let id: PeerId = id.parse()?;
+    let hosts: Vec<&str> = hosts.split(',').collect();
+    if hosts.len() > MAX_PEER_ARG_ADDRS {
+        return Err(PeerArgError::TooManyAddrs(hosts.len()));
+    }
+    Ok((id, hosts))
 }
 
 /// Folds peers given several times into one entry per id, with every
