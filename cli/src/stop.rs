@@ -18,14 +18,23 @@ struct Signals {
     /// decides what one signal does, for the rest of the process (its
     /// clean-up after any stop included).
     handled: bool,
-    /// Signals taken since then; a second one ends the process at once.
+    /// Signals taken since the last stop was installed; a second one
+    /// ends the process at once.
     since_handled: u64,
+    /// When the last signal was taken: one within [`SAME_PRESS`] of it is
+    /// the same Ctrl-C (a terminal signals the whole process group, and a
+    /// wrapper such as a package runner may pass the signal on again).
+    last: Option<std::time::Instant>,
 }
+
+/// Signals this close together count once.
+const SAME_PRESS: std::time::Duration = std::time::Duration::from_millis(200);
 
 static SIGNALS: std::sync::Mutex<Signals> = std::sync::Mutex::new(Signals {
     count: 0,
     handled: false,
     since_handled: 0,
+    last: None,
 });
 
 /// The count of signals taken, for the stops to wait on; set once the
@@ -44,8 +53,9 @@ fn signals() -> std::sync::MutexGuard<'static, Signals> {
 /// `error` event under `--json`), with exit 130. Once a command installs
 /// its own ([`signal`]), the first signal after that is the command's,
 /// whenever it comes (a clean-up after a stop from elsewhere is not cut
-/// short by one Ctrl-C); a second one ends the process at once, exit 130,
-/// saying the clean-up was not done: what a clean-up protects (a
+/// short by one Ctrl-C); a second one (200 ms or more after it: one press
+/// can arrive twice) ends the process at once, exit 130, "interrupted
+/// again", without the rest of the clean-up: what a clean-up protects (a
 /// download's state, the companion's library) is written so that a
 /// process killed at any point resumes from it. Every signal goes through
 /// this thread, which hands those after a stop to it. Started once,
@@ -82,15 +92,23 @@ pub fn end_unhandled_signals(out: Output) {
                     }
                     let ending = {
                         let mut signals = signals();
-                        signals.count += 1;
-                        taken.send_replace(signals.count);
-                        if signals.handled {
-                            signals.since_handled += 1;
-                            (signals.since_handled >= 2).then_some(
-                                "interrupted again: ending now, before the clean-up is done",
-                            )
+                        let now = std::time::Instant::now();
+                        let again = signals
+                            .last
+                            .is_some_and(|last| now.duration_since(last) < SAME_PRESS);
+                        if again {
+                            None
                         } else {
-                            Some("interrupted")
+                            signals.last = Some(now);
+                            signals.count += 1;
+                            taken.send_replace(signals.count);
+                            if signals.handled {
+                                signals.since_handled += 1;
+                                (signals.since_handled >= 2)
+                                    .then_some("interrupted again: ending now")
+                            } else {
+                                Some("interrupted")
+                            }
                         }
                     };
                     if let Some(what) = ending {
@@ -136,6 +154,8 @@ pub fn signal() -> impl Future<Output = ()> + Send + 'static {
         let taken = taken.subscribe();
         let mut signals = signals();
         signals.handled = true;
+        // The first signal from now on is this stop's.
+        signals.since_handled = 0;
         (taken, signals.count)
     });
     // Without it, handlers of its own.
