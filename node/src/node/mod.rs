@@ -927,10 +927,29 @@ impl NodeCore {
     ) -> Option<Vec<crate::remembered::RememberedPeer>> {
         use crate::remembered::{banned_in, from_transfers, merge};
         let before = self.remembered.as_ref()?;
-        let (this_run, banned) = self
+        let (mut this_run, banned) = self
             .transfer()
             .map(|stats| (from_transfers(&stats, unix_now), banned_in(&stats)))
             .unwrap_or_default();
+        // The address that answered first, then the peer's others: a LAN
+        // address that answered this time is no use from elsewhere.
+        for peer in &mut this_run {
+            let Some(entry) = self
+                .book
+                .find_id(&peer.id)
+                .and_then(|entry| self.book.get(entry))
+            else {
+                continue;
+            };
+            for addr in &entry.addrs {
+                if !peer.addrs.contains(addr)
+                    && crate::address::scope(*addr) != crate::address::Scope::Unusable
+                {
+                    peer.addrs.push(*addr);
+                }
+            }
+            peer.addrs.truncate(crate::remembered::MAX_REMEMBERED_ADDRS);
+        }
         Some(merge(before, &this_run, &banned, unix_now))
     }
 

@@ -144,6 +144,14 @@ fn a_dead_and_a_live_address_reach_the_peer() {
     assert_eq!(aborts(&h.take()), [first[0].link]);
     assert_eq!(h.core.connected_count(), 1);
     assert_eq!(first_addr(&h), Some(vec![live, dead]));
+    // Once it delivered, it is remembered at both, the live one first (the
+    // other may be the one that answers from another network).
+    h.core.remember_peers_from(Vec::new(), 1_800_000_000, h.now);
+    h.take();
+    h.deliver(second[0].link, 0);
+    let list = h.core.peers_to_remember(1_800_000_000).unwrap();
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(list[0].addrs, [live, dead]);
 }
 
 #[test]
