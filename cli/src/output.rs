@@ -12,10 +12,13 @@ use crate::events::Event;
 use crate::exit::Failure;
 
 /// A count with its noun, singular for exactly one: `1 peer`, `2 peers`,
-/// `0 chunks`. For nouns whose plural adds an `s`.
+/// `0 chunks`, `2 addresses`. For nouns whose plural adds an `s`, or an
+/// `es` after s, x, sh or ch.
 pub fn counted(count: impl Into<u64>, noun: &str) -> String {
+    let es = ["s", "x", "sh", "ch"].iter().any(|end| noun.ends_with(end));
     match count.into() {
         1 => format!("1 {noun}"),
+        count if es => format!("{count} {noun}es"),
         count => format!("{count} {noun}s"),
     }
 }
@@ -232,6 +235,8 @@ mod tests {
     fn counts_are_singular_only_for_one() {
         assert_eq!(counted(1u32, "peer"), "1 peer");
         assert_eq!(counted(0u32, "peer"), "0 peers");
+        assert_eq!(counted(2u32, "address"), "2 addresses");
+        assert_eq!(counted(1u32, "address"), "1 address");
         assert_eq!(counted(2u64, "bad chunk"), "2 bad chunks");
         assert_eq!(counted(1u64, "downloading peer"), "1 downloading peer");
     }

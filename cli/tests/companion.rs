@@ -588,8 +588,15 @@ fn a_second_signal_during_the_stop_ends_the_companion_at_once() {
             Some(&serde_json::json!({ "ticket": ticket })),
         );
     });
-    // The lookup under way, then a stop: the API drains it.
-    std::thread::sleep(Duration::from_millis(500));
+    // The lookup under way (its first packet reached the silent peer),
+    // then a stop: the API drains it.
+    silent
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut packet = [0u8; 2048];
+    silent
+        .recv_from(&mut packet)
+        .expect("the companion dials the ticket's peer");
     first.signal(rustix::process::Signal::TERM);
     std::thread::sleep(Duration::from_millis(500));
     assert!(first.try_exit().is_none(), "the drain holds it");

@@ -116,15 +116,16 @@ fn a_seeders_ticket_names_its_manifest_and_itself_and_reads_back() {
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("a ticket names 1 to 4"), "{stderr}");
 
-    // One peer at five addresses (written as `ticket show` prints a
-    // peer): the fifth is left out, and both outputs name it.
+    // One peer at six addresses (written as `ticket show` prints a
+    // peer): the fifth and sixth are left out, and both outputs name them.
     let id = minimodel_wire::PeerId([9; 32]);
-    let addrs: Vec<String> = (1..=5).map(|n| format!("127.0.0.1:{}", 5000 + n)).collect();
+    let addrs: Vec<String> = (1..=6).map(|n| format!("127.0.0.1:{}", 5000 + n)).collect();
     let peer = format!("{id}@{}", addrs.join(","));
     let (code, lines, stderr) = run(root, &["ticket", "new", manifest, "--peer", &peer]);
     assert_eq!(code, 0, "{stderr}");
     assert!(
-        stderr.contains("left out 1 address") && stderr.contains(&format!("{id}@{}", addrs[4])),
+        stderr.contains("left out 2 addresses")
+            && stderr.contains(&format!("{id}@{}, {id}@{}", addrs[4], addrs[5])),
         "{stderr}"
     );
     let shown = ok(root, &["ticket", "show", &lines[0]]).join("\n");
@@ -138,7 +139,14 @@ fn a_seeders_ticket_names_its_manifest_and_itself_and_reads_back() {
     ));
     assert_eq!(
         made[0]["left_out"],
-        serde_json::json!([format!("{id}@{}", addrs[4])])
+        serde_json::json!([format!("{id}@{}", addrs[4]), format!("{id}@{}", addrs[5])])
+    );
+    // Pasted with blanks around it, `ticket show` reads it too.
+    let pasted = format!(" {}\n", lines[0]);
+    assert!(
+        ok(root, &["ticket", "show", &pasted])
+            .join("\n")
+            .contains(&addrs[0])
     );
 }
 

@@ -113,7 +113,8 @@ pub fn parse_peer_arg(text: &str) -> Result<PeerAddrs, PeerArgError> {
 pub fn split_peer_arg(text: &str) -> Result<(PeerId, Vec<&str>), PeerArgError> {
     let (id, hosts) = text.split_once('@').ok_or(PeerArgError::MissingAt)?;
     let id: PeerId = id.parse()?;
-    let hosts: Vec<&str> = hosts.split(',').collect();
+    // `ID@A, B` as a person writes a list.
+    let hosts: Vec<&str> = hosts.split(',').map(str::trim).collect();
     if hosts.len() > MAX_PEER_ARG_ADDRS {
         return Err(PeerArgError::TooManyAddrs(hosts.len()));
     }
@@ -202,7 +203,7 @@ mod tests {
             several.clone()
         );
         assert_eq!(
-            parse_peer_arg(&format!("{A}@10.0.0.2:4433,[fd00::2]:4433,10.0.0.2:4433")).unwrap(),
+            parse_peer_arg(&format!("{A}@10.0.0.2:4433, [fd00::2]:4433,10.0.0.2:4433")).unwrap(),
             several
         );
     }

@@ -31,7 +31,7 @@ use serde_json::{Value, json};
 use crate::events::Event;
 use crate::exit::{Exit, Failure, OrExit};
 use crate::keystore::{KeyringFile, PublicKeyArg};
-use crate::output::Output;
+use crate::output::{Output, counted};
 use crate::stop::Stop;
 use crate::units::{human_bytes, parse_rate, parse_size};
 
@@ -615,14 +615,14 @@ fn item_line(item: &Value) -> String {
     let verified = item["verified_bytes"].as_u64().unwrap_or(0);
     let percent = (verified * 100).checked_div(total).unwrap_or(0);
     let mut line = format!(
-        "{}  {:<8}  {}  {}  {} of {} ({percent}%), {} peers",
+        "{}  {:<8}  {}  {}  {} of {} ({percent}%), {}",
         item["id"].as_str().unwrap_or_default(),
         item["kind"].as_str().unwrap_or_default(),
         item["model_id"].as_str().unwrap_or_default(),
         item["state"].as_str().unwrap_or_default(),
         human_bytes(verified),
         human_bytes(total),
-        item["peers"].as_u64().unwrap_or(0),
+        counted(item["peers"].as_u64().unwrap_or(0), "peer"),
     );
     if let Some(listen) = item["serving"]["listen"].as_str() {
         line.push_str(&format!(", serving on {listen}"));
@@ -764,7 +764,8 @@ fn fetch(args: FetchArgs, out: Output) -> Result<(), Failure> {
     );
     request["consent"] = consent_for(&preview, &what, &args.ask, out)?;
     // With --wait, Ctrl-C from the add on stops the waiting, not the
-    // download: the companion has it.
+    // download: the companion has it. One during the add itself is
+    // answered when the add returns (a second one ends it at once).
     let stop = args.wait.then(crate::stop::Stop::on_signal_thread);
     let item = call(&client, "POST", "/api/v1/downloads", Some(&request))?;
     show_item(&item, out);
@@ -793,7 +794,12 @@ fn fetch(args: FetchArgs, out: Output) -> Result<(), Failure> {
             )
             .with_hint(format!("`minimodel companion list{library_arg}` shows it; `minimodel companion pause {id}{library_arg}` or `remove` stops it")));
         }
-        let item = call(&client, "GET", &format!("/api/v1/items/{id}"), None)?;
+        let item = call(&client, "GET", &format!("/api/v1/items/{id}"), None).map_err(|failure| {
+            bar.finish_and_clear();
+            failure.with_hint(format!(
+                "the companion may still have download {id}: `minimodel companion list{library_arg}` says"
+            ))
+        })?;
         bar.set_position(item["verified_bytes"].as_u64().unwrap_or(0));
         match item["state"].as_str() {
             Some("done" | "seeding") => {

@@ -178,8 +178,10 @@ fn new(args: NewArgs, out: Output) -> Result<(), Failure> {
 }
 
 fn show(args: ShowArgs, out: Output) -> Result<(), Failure> {
+    // Blanks a paste brought are not part of it.
     let ticket: Ticket = args
         .ticket
+        .trim()
         .parse()
         .map_err(|e| anyhow::anyhow!("{e}"))
         .or_exit(Exit::InvalidInput)?;
