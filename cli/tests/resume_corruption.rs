@@ -168,6 +168,20 @@ fn a_damaged_finished_file_is_reported_by_status_verify_and_repaired_by_recheck(
     again.expect_exit(0);
     let complete = again.event("already-complete").unwrap();
     assert_eq!(complete["rechecked_now"], false, "{complete}");
+    // Asked to seed after a download that had nothing left to do: it says
+    // that nothing is served, and which command would.
+    let seed_after = fetch_args(
+        &artifact,
+        &seeders,
+        &out,
+        &["--serve", "--seed-after", "--listen", "127.0.0.1:0"],
+    );
+    let (code, _, stderr) = resume_support::run(root, &seed_after);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("nothing is served") && stderr.contains("minimodel seed"),
+        "{stderr}"
+    );
 
     // One byte of chunk 9 changes.
     damage(&artifact, &files.artifact, 9);

@@ -530,6 +530,10 @@ fn open_download(
     dir: &std::path::Path,
     out: Output,
 ) -> Result<Option<ReadyDownload>, Failure> {
+    let seed_after = plan
+        .serving
+        .as_ref()
+        .is_some_and(|serving| serving.seed_after);
     let bar = out.byte_progress(plan.manifest.artifact_bytes, "checking");
     let opened = plan.open(&|progress| {
         bar.set_length(progress.bytes_total.max(1));
@@ -562,6 +566,12 @@ fn open_download(
                     done.paths.artifact.display(),
                     done.verified_at,
                     done.paths.receipt.display()
+                ));
+            }
+            if seed_after {
+                out.status(format!(
+                    "--seed-after: {} was whole before this run, so nothing is fetched and nothing is served; `minimodel seed` serves a finished file",
+                    done.paths.artifact.display()
                 ));
             }
             out.event(&Event::AlreadyComplete {
