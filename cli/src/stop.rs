@@ -41,6 +41,33 @@ static SIGNALS: std::sync::Mutex<Signals> = std::sync::Mutex::new(Signals {
 /// fallback thread has its handlers.
 static TAKEN: std::sync::OnceLock<tokio::sync::watch::Sender<u64>> = std::sync::OnceLock::new();
 
+impl Signals {
+    /// A signal at `now`: counted (and published on `taken`) unless it is
+    /// the same press as the last; what to end the process with, if
+    /// anything: "interrupted" before any stop, "interrupted again" at the
+    /// second signal after the last stop.
+    fn take(
+        &mut self,
+        now: std::time::Instant,
+        taken: &tokio::sync::watch::Sender<u64>,
+    ) -> Option<&'static str> {
+        if self
+            .last
+            .is_some_and(|last| now.duration_since(last) < SAME_PRESS)
+        {
+            return None;
+        }
+        self.last = Some(now);
+        self.count += 1;
+        taken.send_replace(self.count);
+        if !self.handled {
+            return Some("interrupted");
+        }
+        self.since_handled += 1;
+        (self.since_handled >= 2).then_some("interrupted again: ending now")
+    }
+}
+
 fn signals() -> std::sync::MutexGuard<'static, Signals> {
     SIGNALS
         .lock()
@@ -90,27 +117,7 @@ pub fn end_unhandled_signals(out: Output) {
                         _ = interrupt.recv() => {}
                         _ = terminate.recv() => {}
                     }
-                    let ending = {
-                        let mut signals = signals();
-                        let now = std::time::Instant::now();
-                        let again = signals
-                            .last
-                            .is_some_and(|last| now.duration_since(last) < SAME_PRESS);
-                        if again {
-                            None
-                        } else {
-                            signals.last = Some(now);
-                            signals.count += 1;
-                            taken.send_replace(signals.count);
-                            if signals.handled {
-                                signals.since_handled += 1;
-                                (signals.since_handled >= 2)
-                                    .then_some("interrupted again: ending now")
-                            } else {
-                                Some("interrupted")
-                            }
-                        }
-                    };
+                    let ending = signals().take(std::time::Instant::now(), taken);
                     if let Some(what) = ending {
                         say_interrupted_and_exit(out, what);
                     }

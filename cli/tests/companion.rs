@@ -500,6 +500,13 @@ fn a_share_gives_a_ticket_that_fetches_it_with_nothing_else() {
     assert_eq!(std::fs::read(file).unwrap(), artifact.bytes);
 }
 
+/// The message of the JSON `error` event that `lines` must end with.
+fn error_at_the_end(lines: &[String]) -> String {
+    let last: Value = serde_json::from_str(lines.last().unwrap()).unwrap();
+    assert_eq!(last["event"], "error", "{lines:?}");
+    last["error"].as_str().unwrap_or_default().to_owned()
+}
+
 /// Ctrl-C on `companion fetch --wait` stops the waiting, says the
 /// companion goes on, and leaves the download in the library.
 #[test]
@@ -540,15 +547,8 @@ fn interrupting_a_wait_leaves_the_download_with_the_companion() {
         wait.stderr()
     );
     wait.signal(rustix::process::Signal::INT);
-    let lines = wait.expect_exit(130);
-    let last: Value = serde_json::from_str(lines.last().unwrap()).unwrap();
-    assert_eq!(last["event"], "error", "{lines:?}");
-    assert!(
-        last["error"]
-            .as_str()
-            .is_some_and(|error| error.contains("the companion goes on")),
-        "{last}"
-    );
+    let error = error_at_the_end(&wait.expect_exit(130));
+    assert!(error.contains("the companion goes on"), "{error}");
     let items = items(&library);
     assert_eq!(items.len(), 1, "{items:#?}");
     assert_eq!(items[0]["model_id"], "waited");
@@ -601,15 +601,8 @@ fn a_second_signal_during_the_stop_ends_the_companion_at_once() {
     std::thread::sleep(Duration::from_millis(500));
     assert!(first.try_exit().is_none(), "the drain holds it");
     first.signal(rustix::process::Signal::TERM);
-    let lines = first.expect_exit(130);
-    let last: Value = serde_json::from_str(lines.last().unwrap()).unwrap();
-    assert_eq!(last["event"], "error", "{lines:?}");
-    assert!(
-        last["error"]
-            .as_str()
-            .is_some_and(|error| error.starts_with("interrupted again")),
-        "{last}"
-    );
+    let error = error_at_the_end(&first.expect_exit(130));
+    assert!(error.starts_with("interrupted again"), "{error}");
     let _ = lookup.join();
     drop(silent);
     // The next run takes the library over.

@@ -1852,8 +1852,7 @@ impl Shared {
         let _one_at_a_time = self.reconciling.lock().await;
         // Stopping: nothing starts again (a request answered while the
         // API drains would otherwise start an item after `stop_all`).
-        let stopping = *self.shutdown.borrow();
-        if stopping {
+        if *self.shutdown.borrow() {
             return;
         }
         let stopping: Vec<(ItemId, RunningItem)> = {

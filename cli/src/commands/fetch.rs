@@ -18,7 +18,7 @@ use minimodel_swarm::fetch::FetchError;
 use minimodel_swarm::node::NodeFailure;
 use minimodel_swarm::offer::PeerOffer;
 use minimodel_swarm::peers::PeerAddrs;
-use minimodel_swarm::resume::CompleteCheck;
+use minimodel_swarm::resume::{CompleteCheck, ResumeError};
 use minimodel_swarm::ticket::{Ticket, ticket_like};
 use minimodel_verifier::manifest::Manifest;
 use minimodel_verifier::receipt::ReceiptSource;
@@ -163,13 +163,10 @@ pub fn run(args: FetchArgs, out: Output) -> Result<(), Failure> {
             // A DIR that cannot be one is said before anyone is asked (the
             // download's own check says the same, later, for a manifest).
             if std::fs::metadata(&args.out).is_ok_and(|meta| !meta.is_dir()) {
-                return Err(Failure::new(
-                    Exit::InvalidInput,
-                    anyhow::anyhow!(
-                        "cannot use {0}: {0} is not a directory (a file is there); name a directory, or a path where one can be created",
-                        args.out.display()
-                    ),
-                ));
+                let error = ResumeError::NotADirectory {
+                    path: args.out.clone(),
+                };
+                return Err(dir_failure(&args.out, error));
             }
             // A manifest carries one signature: a ticket that names
             // another key than --publisher-key can only end in a refusal,
@@ -522,6 +519,20 @@ pub fn transfer(
     })
 }
 
+/// Why `dir` cannot hold the download: invalid input when it is the
+/// user's to fix, else a transfer failure.
+fn dir_failure(dir: &std::path::Path, error: ResumeError) -> Failure {
+    let exit = if error.is_invalid_input() {
+        Exit::InvalidInput
+    } else {
+        Exit::Transfer
+    };
+    Failure::new(
+        exit,
+        anyhow::Error::new(error).context(format!("cannot use {}", dir.display())),
+    )
+}
+
 /// Opens the download `plan` describes in `dir` (resuming, rechecking or
 /// refusing as the directory says); `None` when the artifact is already
 /// there.
@@ -540,17 +551,7 @@ fn open_download(
         bar.set_position(progress.bytes_done);
     });
     bar.finish_and_clear();
-    let opened = opened.map_err(|error| {
-        let exit = if error.is_invalid_input() {
-            Exit::InvalidInput
-        } else {
-            Exit::Transfer
-        };
-        Failure::new(
-            exit,
-            anyhow::Error::new(error).context(format!("cannot use {}", dir.display())),
-        )
-    })?;
+    let opened = opened.map_err(|error| dir_failure(dir, error))?;
     match opened {
         Opened::Complete(done) => {
             let rechecked = done.check == CompleteCheck::RecheckedNow;
