@@ -49,6 +49,26 @@ fn lost(error: impl std::fmt::Display) -> LinkEnd {
     LinkEnd::Lost(error.to_string())
 }
 
+/// How a connection ended, as the core sees it: a close from the peer is
+/// a close whichever stream operation met it first (a read, a write, a
+/// stream to open), and an idle timeout is a timeout.
+pub(crate) fn connection_end(error: &quinn::ConnectionError) -> LinkEnd {
+    match error {
+        quinn::ConnectionError::TimedOut => LinkEnd::TimedOut,
+        quinn::ConnectionError::ApplicationClosed(_)
+        | quinn::ConnectionError::ConnectionClosed(_) => LinkEnd::ClosedByPeer,
+        other => lost(other),
+    }
+}
+
+/// [`connection_end`] for a failed write.
+fn write_end(error: quinn::WriteError) -> LinkEnd {
+    match error {
+        quinn::WriteError::ConnectionLost(error) => connection_end(&error),
+        other => lost(other),
+    }
+}
+
 /// Our own side broke a rule of the wire crate: a bug, never the peer's
 /// fault.
 fn misuse(error: LocalMisuse) -> LinkEnd {
@@ -81,13 +101,7 @@ pub(crate) async fn next_message(
                 decoder.finish().map_err(malformed)?;
                 return Ok(None);
             }
-            Err(quinn::ReadError::ConnectionLost(quinn::ConnectionError::TimedOut)) => {
-                return Err(LinkEnd::TimedOut);
-            }
-            Err(quinn::ReadError::ConnectionLost(
-                quinn::ConnectionError::ApplicationClosed(_)
-                | quinn::ConnectionError::ConnectionClosed(_),
-            )) => return Err(LinkEnd::ClosedByPeer),
+            Err(quinn::ReadError::ConnectionLost(error)) => return Err(connection_end(&error)),
             Err(error) => return Err(lost(error)),
         }
     }
@@ -101,7 +115,7 @@ pub(crate) async fn write_message(
 ) -> Result<(), LinkEnd> {
     let mut frame = BytesMut::with_capacity(message.frame_len() + 4);
     message.encode(&mut frame).map_err(misuse)?;
-    send.write_chunk(frame.freeze()).await.map_err(lost)
+    send.write_chunk(frame.freeze()).await.map_err(write_end)
 }
 
 /// What reading the control stream gave.
@@ -241,7 +255,10 @@ pub async fn dial(
     hello: Hello,
     our_bitfield: HaveBitfield,
 ) -> Result<Session, Result<LinkEnd, Rejection>> {
-    let opened = connection.open_bi().await.map_err(|e| Ok(lost(e)))?;
+    let opened = connection
+        .open_bi()
+        .await
+        .map_err(|e| Ok(connection_end(&e)))?;
     let mut streams = Streams::new(opened);
     let mut machine =
         DialHandshake::new(swarm.clone(), hello, our_bitfield).map_err(|e| Ok(misuse(e)))?;
@@ -299,7 +316,12 @@ impl std::fmt::Debug for Opening {
 /// control stream and reads the dialer's first message, to be answered
 /// with [`Opening::answer`] or [`Opening::refuse`].
 pub async fn open(connection: quinn::Connection, peer_id: PeerId) -> Result<Opening, LinkEnd> {
-    let mut streams = Streams::new(connection.accept_bi().await.map_err(lost)?);
+    let mut streams = Streams::new(
+        connection
+            .accept_bi()
+            .await
+            .map_err(|e| connection_end(&e))?,
+    );
     let mut machine = ListenHandshake::new();
     let first = match pump(&mut machine, &mut streams).await {
         Ok(HandshakeStep::AnswerHello(hello)) => First::Hello(hello),

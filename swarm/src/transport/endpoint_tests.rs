@@ -286,3 +286,68 @@ async fn the_close_flush_ends_once_the_connection_close_left() {
         other => panic!("the peer heard {other:?}"),
     }
 }
+
+/// A connection closed in the middle of a bulk send, its congestion window
+/// full, still tells the peer (`vendor/quinn-proto/PATCHES.md`): the peer
+/// hears the close and its reason, not a stateless reset or its idle
+/// timeout.
+#[tokio::test]
+async fn a_close_with_a_full_window_reaches_the_peer() {
+    let Pair {
+        tuning,
+        server_identity,
+        client_identity,
+        server,
+        client,
+        peer,
+    } = pair();
+    let (enough_tx, mut enough_rx) = tokio::sync::oneshot::channel::<()>();
+    let sender = {
+        let tuning = tuning.clone();
+        tokio::spawn(async move {
+            let incoming = server.accept().await.expect("an incoming connection");
+            let (connection, _) = accept(incoming, &server_identity, &tuning).await.unwrap();
+            let mut stream = connection.open_uni().await.unwrap();
+            let block = vec![7u8; 1 << 20];
+            // Sends until the reader has had enough, then closes at once,
+            // with the window full of bytes in flight.
+            loop {
+                stream.write_all(&block).await.unwrap();
+                if enough_rx.try_recv().is_ok() {
+                    connection.close(7u32.into(), b"enough");
+                    break;
+                }
+            }
+            server
+        })
+    };
+    let connection = tokio::time::timeout(
+        TEST_DEADLINE,
+        connect(&client, &peer, &client_identity, &tuning),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let mut stream = connection.accept_uni().await.unwrap();
+    let mut received = 0;
+    let mut enough = Some(enough_tx);
+    while let Ok(Some(chunk)) = stream.read_chunk(usize::MAX, true).await {
+        received += chunk.bytes.len();
+        if received >= 16 << 20
+            && let Some(enough) = enough.take()
+        {
+            enough.send(()).unwrap();
+        }
+    }
+    let _server = sender.await.unwrap();
+    let heard = tokio::time::timeout(TEST_DEADLINE, connection.closed())
+        .await
+        .unwrap();
+    match heard {
+        quinn::ConnectionError::ApplicationClosed(close) => {
+            assert_eq!(close.error_code, 7u32.into());
+            assert_eq!(&close.reason[..], b"enough");
+        }
+        other => panic!("after {received} bytes the peer heard {other:?}"),
+    }
+}
