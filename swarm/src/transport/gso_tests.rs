@@ -1,6 +1,7 @@
 //! What one system call sends on a real path's datagram size: the vendored
 //! quinn (`vendor/quinn/PATCHES.md`) fills a GSO call with up to 64 KiB of
-//! datagrams, where quinn as published stops at 10 of them.
+//! datagrams, where quinn as published stops at 10 of them. And on
+//! loopback: the path climbs to the loopback bound, three datagrams a call.
 
 use std::io;
 use std::net::SocketAddr;
@@ -20,6 +21,10 @@ struct Recording {
     inner: Arc<dyn quinn::AsyncUdpSocket>,
     most_datagrams: Arc<AtomicUsize>,
     most_bytes: Arc<AtomicUsize>,
+    /// The largest datagram (a call's segment size, or its length).
+    largest_datagram: Arc<AtomicUsize>,
+    /// The most datagrams in one call of datagrams over 16,000 bytes.
+    most_large_datagrams: Arc<AtomicUsize>,
 }
 
 impl quinn::AsyncUdpSocket for Recording {
@@ -34,6 +39,12 @@ impl quinn::AsyncUdpSocket for Recording {
             .map_or(1, |size| bytes.div_ceil(size.max(1)));
         self.most_datagrams.fetch_max(datagrams, Ordering::Relaxed);
         self.most_bytes.fetch_max(bytes, Ordering::Relaxed);
+        let size = transmit.segment_size.unwrap_or(bytes);
+        self.largest_datagram.fetch_max(size, Ordering::Relaxed);
+        if size > 16_000 {
+            self.most_large_datagrams
+                .fetch_max(datagrams, Ordering::Relaxed);
+        }
         self.inner.try_send(transmit)
     }
 
@@ -63,14 +74,18 @@ impl quinn::AsyncUdpSocket for Recording {
     }
 }
 
-#[tokio::test]
-async fn an_upload_on_a_1452_byte_path_fills_each_gso_call_to_64_kib() {
-    // Loopback carrying a real path's datagrams: MTU discovery stops at
-    // 1,452 bytes, as on Ethernet.
-    let tuning = TransportTuning {
-        loopback_mtu_discovery_upper_bound: 1452,
-        ..TransportTuning::default()
-    };
+/// What an upload of 16 MiB from a client on a recording socket to a
+/// listener on loopback made the client hand to its socket.
+struct Sent {
+    most_datagrams: usize,
+    most_bytes: usize,
+    largest_datagram: usize,
+    most_large_datagrams: usize,
+    /// The path's MTU at the end, as quinn's discovery left it.
+    path_mtu: u16,
+}
+
+async fn upload_16_mib(tuning: TransportTuning) -> Sent {
     let server_identity = Identity::generate().unwrap();
     let client_identity = Identity::generate().unwrap();
     let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
@@ -84,10 +99,14 @@ async fn an_upload_on_a_1452_byte_path_fills_each_gso_call_to_64_kib() {
     let socket = std::net::UdpSocket::bind(loopback).unwrap();
     let most_datagrams = Arc::new(AtomicUsize::new(0));
     let most_bytes = Arc::new(AtomicUsize::new(0));
+    let largest_datagram = Arc::new(AtomicUsize::new(0));
+    let most_large_datagrams = Arc::new(AtomicUsize::new(0));
     let recording = Arc::new(Recording {
         inner: runtime.wrap_udp_socket(socket).unwrap(),
         most_datagrams: Arc::clone(&most_datagrams),
         most_bytes: Arc::clone(&most_bytes),
+        largest_datagram: Arc::clone(&largest_datagram),
+        most_large_datagrams: Arc::clone(&most_large_datagrams),
     });
     let per_call = quinn::AsyncUdpSocket::max_transmit_segments(recording.as_ref());
     assert!(
@@ -95,7 +114,9 @@ async fn an_upload_on_a_1452_byte_path_fills_each_gso_call_to_64_kib() {
         "this host's UDP socket takes {per_call} datagrams per call (no GSO): the test needs GSO"
     );
     let mut config = quinn::EndpointConfig::default();
-    config.max_udp_payload_size(1452).unwrap();
+    config
+        .max_udp_payload_size(tuning.max_udp_payload(true))
+        .unwrap();
     let client = quinn::Endpoint::new_with_abstract_socket(config, None, recording, runtime)
         .expect("an endpoint on the recording socket");
 
@@ -122,9 +143,25 @@ async fn an_upload_on_a_1452_byte_path_fills_each_gso_call_to_64_kib() {
     }
     stream.finish().unwrap();
     assert_eq!(listener.await.unwrap(), 16 << 20);
+    Sent {
+        most_datagrams: most_datagrams.load(Ordering::Relaxed),
+        most_bytes: most_bytes.load(Ordering::Relaxed),
+        largest_datagram: largest_datagram.load(Ordering::Relaxed),
+        most_large_datagrams: most_large_datagrams.load(Ordering::Relaxed),
+        path_mtu: connection.stats().path.current_mtu,
+    }
+}
 
-    let datagrams = most_datagrams.load(Ordering::Relaxed);
-    let bytes = most_bytes.load(Ordering::Relaxed);
+#[tokio::test]
+async fn an_upload_on_a_1452_byte_path_fills_each_gso_call_to_64_kib() {
+    // Loopback carrying a real path's datagrams: MTU discovery stops at
+    // 1,452 bytes, as on Ethernet.
+    let sent = upload_16_mib(TransportTuning {
+        loopback_mtu_discovery_upper_bound: 1452,
+        ..TransportTuning::default()
+    })
+    .await;
+    let (datagrams, bytes) = (sent.most_datagrams, sent.most_bytes);
     // 45 datagrams of 1,452 bytes fill a call; quinn as published sends
     // at most 10 (14,520 bytes).
     assert!(
@@ -134,5 +171,36 @@ async fn an_upload_on_a_1452_byte_path_fills_each_gso_call_to_64_kib() {
     assert!(
         bytes <= 65_507,
         "{bytes} bytes in one call: more than a UDP datagram's payload"
+    );
+    assert!(
+        sent.largest_datagram <= 1452,
+        "{} bytes",
+        sent.largest_datagram
+    );
+}
+
+#[tokio::test]
+async fn a_loopback_path_climbs_to_the_loopback_bound_three_datagrams_a_call() {
+    let tuning = TransportTuning::default();
+    let bound = tuning.loopback_mtu_discovery_upper_bound;
+    let sent = upload_16_mib(tuning).await;
+    // Discovery searches to within 20 bytes of the bound.
+    assert!(
+        sent.path_mtu > bound - 20 && sent.path_mtu <= bound,
+        "path MTU {} with a loopback bound of {bound}",
+        sent.path_mtu
+    );
+    assert!(
+        sent.largest_datagram > usize::from(bound) - 20,
+        "the largest datagram sent was {} bytes",
+        sent.largest_datagram
+    );
+    // Three of them fill a call (65,400 of 65,507 bytes); smaller ones,
+    // before discovery climbed, may come more to a call.
+    assert_eq!(sent.most_large_datagrams, 3);
+    assert!(
+        sent.most_bytes <= 65_507,
+        "{} bytes in one call",
+        sent.most_bytes
     );
 }
