@@ -51,10 +51,12 @@ fn lost(error: impl std::fmt::Display) -> LinkEnd {
 
 /// How a connection ended, as the core sees it: a close from the peer is
 /// a close whichever stream operation met it first (a read, a write, a
-/// stream to open), and an idle timeout is a timeout.
-pub(crate) fn connection_end(error: &quinn::ConnectionError) -> LinkEnd {
+/// stream to open), an idle timeout is a timeout, and our own close is
+/// ours.
+fn connection_end(error: &quinn::ConnectionError) -> LinkEnd {
     match error {
         quinn::ConnectionError::TimedOut => LinkEnd::TimedOut,
+        quinn::ConnectionError::LocallyClosed => abandoned(),
         quinn::ConnectionError::ApplicationClosed(_)
         | quinn::ConnectionError::ConnectionClosed(_) => LinkEnd::ClosedByPeer,
         other => lost(other),
@@ -482,7 +484,8 @@ pub async fn query_manifest(
 ) -> Result<Vec<u8>, QueryError> {
     let result = async {
         let opened = connection.open_bi().await;
-        let mut streams = Streams::new(opened.map_err(|e| QueryError::Link(lost(e).to_string()))?);
+        let mut streams =
+            Streams::new(opened.map_err(|e| QueryError::Link(connection_end(&e).to_string()))?);
         let mut machine = ManifestQuery::new(digest);
         let link = |end: LinkEnd| QueryError::Link(end.to_string());
         match pump(&mut machine, &mut streams).await.map_err(link)? {
@@ -505,4 +508,48 @@ pub async fn query_manifest(
         return Err(QueryError::WrongDigest { len: bytes.len() });
     }
     Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn closed_by_peer() -> quinn::ConnectionError {
+        quinn::ConnectionError::ApplicationClosed(quinn::ApplicationClose {
+            error_code: quinn::VarInt::from_u32(0),
+            reason: bytes::Bytes::from_static(b"bye"),
+        })
+    }
+
+    #[test]
+    fn a_connection_end_is_named_the_same_whichever_operation_met_it() {
+        assert_eq!(connection_end(&closed_by_peer()), LinkEnd::ClosedByPeer);
+        assert_eq!(
+            write_end(quinn::WriteError::ConnectionLost(closed_by_peer())),
+            LinkEnd::ClosedByPeer
+        );
+        assert_eq!(
+            write_end(quinn::WriteError::ConnectionLost(
+                quinn::ConnectionError::TimedOut
+            )),
+            LinkEnd::TimedOut
+        );
+        assert_eq!(
+            connection_end(&quinn::ConnectionError::LocallyClosed),
+            LinkEnd::Local(LocalError::Gone)
+        );
+        // Anything else in the transport's own words, not "connection
+        // lost".
+        assert_eq!(
+            write_end(quinn::WriteError::ConnectionLost(
+                quinn::ConnectionError::Reset
+            ))
+            .to_string(),
+            "connection failed: reset by peer"
+        );
+        assert_eq!(
+            write_end(quinn::WriteError::ClosedStream).to_string(),
+            "connection failed: closed stream"
+        );
+    }
 }

@@ -1345,7 +1345,7 @@ const MAX_GSO_PAYLOAD: usize = 65_507;
 
 /// minimodel: how many datagrams of `mtu` bytes go in one transmit (one
 /// GSO system call), in place of upstream's fixed 10: 45 at 1,452 bytes
-/// (a real path), 10 at 6,500 (loopback, as before). The send buffer grows
+/// (a real path), 3 at 21,800 (our loopback bound). The send buffer grows
 /// to about one call's 64 KiB either way.
 pub(crate) fn segments_per_call(mtu: u16) -> usize {
     (MAX_GSO_PAYLOAD / usize::from(mtu).max(1)).max(1)
