@@ -24,6 +24,7 @@ from netlab import Lab, LabError  # noqa: E402
 REPO = Path(__file__).resolve().parent.parent
 BLAST = Path(__file__).resolve().parent / "blast.py"
 LT_CLIENT = Path(__file__).resolve().parent / "ltclient.py"
+TAMPER = Path(__file__).resolve().parent / "tamper.py"
 # Debian's python3-libtorrent is built for Debian's own python3.
 LT_PYTHON = os.environ.get("LAB_LT_PYTHON", "/usr/bin/python3")
 MiB = 1 << 20
@@ -118,7 +119,8 @@ class Context:
     """One run of the lab: the binaries, the work directory, the fixtures
     made so far, the results, and the options every scenario sees
     (`rate_scale`, `peer_args`: extra `fetch` arguments for the peers of
-    scenarios that take them, `libtorrent_peers`)."""
+    scenarios that take them, `seed_args`: extra `seed` arguments for
+    their seeder, `libtorrent_peers`)."""
 
     def __init__(self, args, workdir):
         self.bin = find_minimodel(args.bin or os.environ.get("MINIMODEL_BIN"))
@@ -131,6 +133,7 @@ class Context:
         self.attempt = 1
         self.rate_scale = getattr(args, "rate_scale", 1.0)
         self.peer_args = list(getattr(args, "peer_arg", None) or [])
+        self.seed_args = list(getattr(args, "seed_arg", None) or [])
         self.chunk_size_arg = getattr(args, "chunk_size", None)
         self.libtorrent_peers = getattr(args, "libtorrent_peers", "all")
 
@@ -263,13 +266,15 @@ def start_seeder(ctx, host, size, listen, extra=(), identity=None, name="seed", 
         time.sleep(0.02)
 
 
-def start_fetch(ctx, host, size, sources, out, serve=None, extra=(), name="fetch"):
+def start_fetch(ctx, host, size, sources, out, serve=None, extra=(), name="fetch", wrap=()):
+    """`minimodel --json fetch` of the fixture of `size` in `host`, run
+    through the command `wrap` when given (lab/tamper.py)."""
     _, manifest, _ = ctx.artifact(size)
     argv = [ctx.bin, "--json", "fetch", manifest, *sources, "-o", out, "--yes"]
     if serve:
         argv += ["--serve", "--listen", serve]
     argv += list(extra)
-    return host.popen(argv, name)
+    return host.popen([*wrap, *argv], name)
 
 
 def start_relay(ctx, host, listen, upstream, extra=(), name="relay"):
@@ -296,12 +301,43 @@ def wait_all(procs, timeout):
     return late
 
 
-def check_download(proc, out, sha, problems):
-    """Exit 0, a receipt for the right bytes, and no peer blamed in it.
-    Appends what is wrong to `problems`; returns the receipt or None."""
+def delivered_files(proc):
+    """The files `proc` said it delivered: the `path` of each `delivered`
+    and `fetched` event on its standard output (a fetch's `--json`)."""
+    return list(dict.fromkeys(Path(e["path"]) for kind in ("delivered", "fetched")
+                              for e in json_events(proc, kind) if e.get("path")))
+
+
+def check_file(name, path, sha, problems):
+    """`path` exists and its bytes hash to `sha`, read now by the lab."""
+    if not path.is_file():
+        problems.append(f"{name}: {path} is missing")
+        return False
+    digest = sha256_file(path)
+    if digest != sha:
+        problems.append(f"{name}: {path} has SHA-256 {digest}, not the artifact's {sha}")
+        return False
+    return True
+
+
+def check_download(proc, out, sha, problems, model=MODEL):
+    """Exit 0; every file the process said it delivered, and DIR's
+    `<model>.slm`, hashed here to the artifact's SHA-256 (the lab reads the
+    bytes itself: a receipt is what the program says, not proof); and a
+    receipt for the right bytes that blames nobody. Appends what is wrong
+    to `problems`; returns the receipt or None."""
     if proc.returncode != 0:
         problems.append(f"{proc.name} exited {proc.returncode}:\n{indent(proc.tail())}")
-    receipt_path = Path(out) / f"{MODEL}.receipt.json"
+    said = delivered_files(proc)
+    expected = Path(out) / f"{model}.slm"
+    if proc.returncode == 0 and not said:
+        problems.append(f"{proc.name} exited 0 without saying it delivered a file "
+                        f"(no `delivered` or `fetched` event)")
+    if said and expected.resolve() not in [p.resolve() for p in said]:
+        problems.append(f"{proc.name} said it delivered {[str(p) for p in said]}, not {expected}")
+    for path in dict.fromkeys([expected, *said]):
+        check_file(proc.name, path, sha, problems)
+    receipt_path = Path(out) / f"{model}.receipt.json"
     if not receipt_path.exists():
         problems.append(f"{proc.name}: no receipt in {out}")
         return None

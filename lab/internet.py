@@ -46,7 +46,8 @@ def swarm_minimodel(ctx, seeder, hosts, size, run_dir, timeout, meters, seed_aft
     each meter (a name -> callable giving bytes sent) at the start and when
     the last peer is done. Returns what happened (see `summarize`)."""
     _, _, sha = ctx.artifact(size)
-    _, offer = start_seeder(ctx, seeder, size, seeder.addr(PORT), extra=seed_extra)
+    _, offer = start_seeder(ctx, seeder, size, seeder.addr(PORT),
+                            extra=[*seed_extra, *ctx.seed_args])
     seed_id, _ = parse_offer(offer)
     extra = (["--seed-after"] if seed_after else []) + list(peer_extra) + ctx.peer_args
     cpu = CpuSampler().start()
@@ -66,8 +67,11 @@ def swarm_minimodel(ctx, seeder, hosts, size, run_dir, timeout, meters, seed_aft
     stop_all(procs)
     problems = [f"{p.name} was not done in {timeout} s" for p in late]
     receipts = [check_download(p, out, sha, problems) for p, out in fetches]
+    mapped = sum(1 for p in procs
+                 if any(e.get("step") == "mapped" for e in json_events(p, "port-mapping")))
     return {
         "tool": "minimodel",
+        "peers_with_a_mapping": mapped,
         "done_at": [watch.done_at.get(p) for p in procs],
         "first_byte_at": [watch.first_byte_at.get(p) for p in procs],
         "last_bytes": [watch.last_bytes.get(p, 0) for p in procs],
@@ -344,8 +348,9 @@ def homes(ctx, name, size, nat, count=4, per_home=1, timeout=900, peer_extra=(),
     Fails when, behind cone NATs, no byte moved between peers, or when the
     seeder sent one home whose peers share a LAN more than 1.5 copies.
     With `upnp`, each router runs miniupnpd (UPnP IGD, NAT-PMP, PCP) and
-    every peer is expected to report a port mapping; homes behind
-    symmetric NATs then trade too (a mapping is dialed cold)."""
+    fails unless every peer reports a port mapping (a `port-mapping`
+    event `mapped`); homes behind symmetric NATs then trade too (a
+    mapping is dialed cold)."""
     run_dir = ctx.scratch(name)
     ctx.artifact(size)
     with ctx.lab(name) as lab:
@@ -383,10 +388,14 @@ def homes(ctx, name, size, nat, count=4, per_home=1, timeout=900, peer_extra=(),
         "copies_from_other_peers": round(sum(others) / size, 3),
         "home_sent_copies": {n: round(run["sent"][n] / size, 3) for n in meters if n != "seeder"},
     })
+    if upnp:
+        result["peers_with_a_mapping"] = run["peers_with_a_mapping"]
     lines = []
     if last:
         lines.append(f"last peer at {last:.2f} s = {result['time_over_one_copy']:.3f} times the "
                      f"seeder's one copy ({one_copy:.2f} s)")
+    if upnp:
+        lines.append(f"{run['peers_with_a_mapping']} of {peers} peers reported a port mapping")
     lines.append(f"bytes from other peers (receipts): {sum(others)} = "
                  f"{result['copies_from_other_peers']:.3f} copies; homes sent (WAN) "
                  f"{result['home_sent_copies']} copies")
@@ -397,6 +406,9 @@ def homes(ctx, name, size, nat, count=4, per_home=1, timeout=900, peer_extra=(),
     # through the seeder); inside one home they trade over the LAN.
     if (nat == "cone" or upnp) and len(hosts) > 1 and sum(others) == 0:
         problems.append("no byte moved between peers: every copy came from the seeder")
+    if upnp and run["peers_with_a_mapping"] < peers:
+        problems.append(f"{peers - run['peers_with_a_mapping']} of {peers} peers reported no "
+                        "port mapping from their home's router (miniupnpd)")
     if per_home > 1 and count == 1 and run["sent"]["seeder"] > 1.5 * size:
         problems.append(f"the seeder sent {run['sent']['seeder'] / size:.2f} copies to one home "
                         f"whose peers share a LAN")

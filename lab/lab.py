@@ -28,13 +28,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import bounds  # noqa: E402
 import compare  # noqa: E402
 import internet  # noqa: E402
 import library  # noqa: E402
 import netlab  # noqa: E402
 from harness import (  # noqa: E402
-    PEER_CAP, PORT, SEED_CAP, Context, Failed, MiB, bits, check_download, fail_if, indent,
-    measure_uplink, parse_offer, say, start_fetch, start_relay, start_seeder, wait_all,
+    MODEL, PEER_CAP, PORT, SEED_CAP, TAMPER, Context, Failed, MiB, bits, check_download, fail_if,
+    indent, measure_uplink, parse_offer, say, start_fetch, start_relay, start_seeder, wait_all,
 )
 from netlab import LabError  # noqa: E402
 
@@ -55,7 +56,7 @@ def swarm(ctx, name, peers, size, timeout):
         lab.wait_reachable()
         u_s = measure_uplink(seeder, hosts[0])
         peer_uplink = hosts[0].cap_bits / 8
-        _, offer = start_seeder(ctx, seeder, size, seeder.addr(PORT))
+        _, offer = start_seeder(ctx, seeder, size, seeder.addr(PORT), extra=ctx.seed_args)
         tx0 = seeder.tx_bytes()
         t0 = time.monotonic()
         fetches = []
@@ -289,6 +290,52 @@ def relay_smoke(ctx, name, delay="10ms", loss="0.01", size=4 * MiB, timeout=120)
     fail_if(problems)
 
 
+def check_catches_tamper(ctx, name, size=4 * MiB, timeout=60):
+    """The lab's check of its own download check: one seeder, four fetches
+    of its file on one host. One is left alone; the others run through
+    lab/tamper.py, which, after the fetch exited 0 with its receipt
+    written, inverts one bit of the delivered file, cuts its last byte, or
+    removes it. Passes when `check_download` finds fault with each of the
+    three and with nothing in the plain one: a check that trusted exit
+    codes and receipts would pass all four."""
+    run_dir = ctx.scratch(name)
+    _, _, sha = ctx.artifact(size)
+    ways = ["none", "flip", "truncate", "remove"]
+    with ctx.lab(name) as lab:
+        seeder = lab.add_host("s", cap=SEED_CAP)
+        fetcher = lab.add_host("f")
+        lab.wait_reachable()
+        _, offer = start_seeder(ctx, seeder, size, seeder.addr(PORT))
+        fetches = []
+        for how in ways:
+            out = run_dir / how
+            wrap = () if how == "none" else ("python3", TAMPER, how, out / f"{MODEL}.slm", "--")
+            fetches.append((how, start_fetch(ctx, fetcher, size, ["--offer", offer], out,
+                                             name=f"fetch-{how}", wrap=wrap), out))
+        late = wait_all([p for _, p, _ in fetches], timeout)
+    problems = [f"{p.name} did not finish in {timeout} s" for p in late]
+    found = {}
+    for how, proc, out in fetches:
+        if proc.returncode != 0:
+            problems.append(f"{proc.name} exited {proc.returncode}:\n{indent(proc.tail())}")
+            continue
+        seen = []
+        check_download(proc, out, sha, seen)
+        found[how] = seen
+        if how == "none" and seen:
+            problems.append("the check found fault with a fetch nobody changed:\n"
+                            + indent("\n".join(seen)))
+        if how != "none" and not seen:
+            problems.append(f"the check passed a fetch whose delivered file was changed "
+                            f"({how}) after its receipt was written")
+    for how, seen in found.items():
+        say(f"  {how}: " + ("; ".join(line.split(": ", 1)[-1] for line in seen) or "passed"))
+    ctx.results.append({"scenario": name, "found": {k: len(v) for k, v in found.items()},
+                        "ok": not problems})
+    shutil.rmtree(run_dir, ignore_errors=True)
+    fail_if(problems)
+
+
 # --- reachability and reconnects -----------------------------------------------
 
 
@@ -484,6 +531,7 @@ SCENARIOS = {
     "share-one-node": lambda c, n: share(c, n, 32 * MiB, 300, 2),
     "share-cubic-cubic": lambda c, n: share(c, n, 32 * MiB, 300, ["cubic", "cubic"]),
     "relay-smoke": relay_smoke,
+    "check-catches-tamper": check_catches_tamper,
     "relay-50ms": lambda c, n: relay_smoke(c, n, delay="50ms", size=16 * MiB, timeout=300),
     "restart": restart,
     "offer-addresses": offer_addresses,
@@ -500,7 +548,7 @@ TOOLS = ("minimodel", "libtorrent")
 
 SETS = {
     # What .ci/lab runs: a few minutes on two cores.
-    "ci": ["swarm-4x48", "swarm-8x48", "seeders-4x256", "relay-smoke", "restart",
+    "ci": ["check-catches-tamper", "swarm-4x48", "swarm-8x48", "seeders-4x256", "relay-smoke", "restart",
            "offer-addresses", "public-addr", "dead-and-live", "ipv6-ula", "ipv6-loopback",
            "nat-behaviour", "upnp-router", "uplinks-8x16-mixed", "uplinks-8x16-mixed:libtorrent",
            "homes-4x32-cone", "neighbours-2x32", "ticket-only", "home-seeder-upnp",
@@ -563,6 +611,11 @@ def main():
     parser.add_argument("--peer-arg", action="append", metavar="ARG",
                         help="an extra argument for every peer's fetch in the swarm scenarios "
                         "of the internet (repeatable; write --peer-arg=--flag)")
+    parser.add_argument("--seed-arg", action="append", metavar="ARG",
+                        help="an extra argument for the seeder of the swarm scenarios (swarm-*, "
+                        "uplinks-*, homes-*, neighbours-*, lan-*; repeatable; write "
+                        "--seed-arg=--flag), like --seed-arg=--max-upload=3MB to check that a "
+                        "slowed seeder fails the bounds")
     parser.add_argument("--libtorrent-peers", choices=["all", "seeder"], default="all",
                         help="what each libtorrent peer is given: every peer's address (as a "
                         "tracker would; default) or the seeder's only")
@@ -581,7 +634,9 @@ def main():
             say(f"--{set_name}: {' '.join(names)}")
         for name in SCENARIOS:
             tools = " (also :libtorrent)" if name in internet.LIBTORRENT else ""
-            say(f"{name}{tools}")
+            held = "; ".join(f"{key} {op} {limit}" for key, op, limit in bounds.BOUNDS.get(name, []))
+            why = bounds.UNBOUNDED.get(name)
+            say(f"{name}{tools}" + (f": {held}" if held else "") + (f": not bounded: {why}" if why else ""))
         return 0
     names = list(args.scenarios)
     for set_name, members in SETS.items():
@@ -624,11 +679,19 @@ def main():
                 started = time.monotonic()
                 ctx.attempt = attempt
                 log_name = label.replace(":", "-")
+                reported = len(ctx.results)
                 try:
                     if name in internet.LIBTORRENT:
                         SCENARIOS[name](ctx, log_name, tool)
                     else:
                         SCENARIOS[name](ctx, log_name)
+                    if tool == "minimodel":
+                        broken = [line for result in ctx.results[reported:]
+                                  for line in bounds.check(name, result)]
+                        for result in ctx.results[reported:]:
+                            result["bounds_held"] = not broken
+                        if broken:
+                            raise Failed("a figure breaks its bound:\n" + indent("\n".join(broken)))
                     say(f"   PASS {shown} ({time.monotonic() - started:.1f} s)")
                 except Failed as error:
                     failures.append((shown, str(error)))

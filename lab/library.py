@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from harness import (
-    PEER_CAP, SEED_CAP, Failed, MiB, fail_if, indent, measure_uplink, say, sha256_file,
+    PEER_CAP, SEED_CAP, Failed, MiB, check_download, fail_if, measure_uplink, say, sha256_file,
     start_seeder, wait_all,
 )
 
@@ -55,17 +55,6 @@ def _tickets(ctx, host, library):
 
 def _fetch(ctx, host, source, out, name):
     return host.popen([ctx.bin, "--json", "fetch", source, "-o", out, "--yes"], name)
-
-
-def _check(proc, out, model, sha, problems):
-    if proc.returncode != 0:
-        problems.append(f"{proc.name} exited {proc.returncode}:\n{indent(proc.tail())}")
-        return
-    receipt = Path(out) / f"{model}.receipt.json"
-    if not receipt.exists():
-        problems.append(f"{proc.name}: no receipt in {out}")
-    elif sha256_file(Path(out) / f"{model}.slm") != sha:
-        problems.append(f"{proc.name}: the file in {out} is not the artifact")
 
 
 def library(ctx, name, count, size, big, timeout):
@@ -140,7 +129,7 @@ def library(ctx, name, count, size, big, timeout):
         tx1 = home.tx_bytes()
         problems += [f"{p.name} did not finish in {timeout} s" for p in late]
         for proc, out, model in fetches:
-            _check(proc, out, model, shas[model], problems)
+            check_download(proc, out, shas[model], problems, model=model)
         ends = [p.ended - t0 for p, _, _ in fetches if p.returncode == 0]
         after_rss = _rss_kib(companion.pid)
         # The transfer log: one upload line per fetch, naming its share and
@@ -181,7 +170,7 @@ def library(ctx, name, count, size, big, timeout):
                     problems.append(f"{proc.name} did not finish in {timeout} s")
                     continue
                 timings[how].append(proc.ended - start)
-                _check(proc, out, "libbig", big_sha, problems)
+                check_download(proc, out, big_sha, problems, model="libbig")
                 shutil.rmtree(out, ignore_errors=True)
         seeder.stop()
         companion.stop()
