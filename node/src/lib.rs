@@ -28,5 +28,5 @@ pub mod upload;
 
 pub use config::NodeConfig;
 pub use ids::LinkId;
-pub use node::{Action, NodeCore, NodeStart};
+pub use node::{Action, NodeCore, NodeStart, UploadState};
 pub use report::NodeReport;

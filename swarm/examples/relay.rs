@@ -5,7 +5,7 @@
 //! ```text
 //! relay --listen ADDR --upstream ADDR [--bind ADDR] [--delay 50ms] [--loss 0.01]
 //!       [--jitter 5ms] [--reorder P] [--duplicate P] [--rate 100mbit] [--buffer 256KiB]
-//!       [--seed N]
+//!       [--mtu 1500] [--seed N]
 //! ```
 //!
 //! It takes one client's datagrams on `--listen`, sends them to
@@ -13,7 +13,10 @@
 //! upstream's family, any port), and sends the upstream's answers back to
 //! the client. Every impairment applies to each direction on its own: with
 //! `--delay 50ms` a round trip takes 100 ms longer. `--rate` is bytes per
-//! second like `12MiB`, or bits per second like `100mbit`. It prints one
+//! second like `12MiB`, or bits per second like `100mbit`. `--mtu` drops
+//! a datagram whose IP packet would be larger (UDP payload plus 28 bytes
+//! of headers, 48 over IPv6), as a real path does: QUIC's datagrams are
+//! then those of that path, not loopback's. It prints one
 //! line when it is listening and one with what it did when it stops
 //! (SIGINT or SIGTERM).
 
@@ -41,7 +44,8 @@ struct Options {
 }
 
 const USAGE: &str = "usage: relay --listen ADDR --upstream ADDR [--bind ADDR] [--delay 50ms] \
-[--loss 0.01] [--jitter D] [--reorder P] [--duplicate P] [--rate RATE] [--buffer BYTES] [--seed N]";
+[--loss 0.01] [--jitter D] [--reorder P] [--duplicate P] [--rate RATE] [--buffer BYTES] \
+[--mtu BYTES] [--seed N]";
 
 fn parse_options(args: impl Iterator<Item = String>) -> Result<Options, String> {
     let mut listen = None;
@@ -62,6 +66,13 @@ fn parse_options(args: impl Iterator<Item = String>) -> Result<Options, String> 
             "--duplicate" => impairment.duplicate = probability(&value()?)?,
             "--rate" => impairment.rate = Some(rate(&value()?)?),
             "--buffer" => impairment.buffer = bytes(&value()?)? as usize,
+            "--mtu" => {
+                let mtu = bytes(&value()?)? as usize;
+                if mtu < 1280 {
+                    return Err(format!("--mtu {mtu}: a path carries at least 1280 bytes"));
+                }
+                impairment.mtu = Some(mtu);
+            }
             "--seed" => {
                 impairment.seed = value()?.parse().map_err(|e| format!("--seed: {e}"))?;
             }
@@ -182,7 +193,7 @@ async fn main() -> ExitCode {
     };
     let i = &options.impairment;
     println!(
-        "relay listening on {} -> {} (each way: delay {:?}, jitter {:?}, loss {}, reorder {}, duplicate {}, rate {})",
+        "relay listening on {} -> {} (each way: delay {:?}, jitter {:?}, loss {}, reorder {}, duplicate {}, rate {}, mtu {})",
         relay.addr,
         options.upstream,
         i.delay,
@@ -192,6 +203,8 @@ async fn main() -> ExitCode {
         i.duplicate,
         i.rate
             .map_or_else(|| "uncapped".to_owned(), |rate| format!("{rate} B/s")),
+        i.mtu
+            .map_or_else(|| "unlimited".to_owned(), |mtu| mtu.to_string()),
     );
     let stopped = async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -204,10 +217,11 @@ async fn main() -> ExitCode {
     stopped.await;
     let stats = relay.stats();
     println!(
-        "relay stopped: forwarded {} datagrams ({} bytes), dropped {}, duplicated {}, reordered {}",
+        "relay stopped: forwarded {} datagrams ({} bytes), dropped {} ({} over the mtu), duplicated {}, reordered {}",
         stats.forwarded.load(Ordering::Relaxed),
         stats.bytes.load(Ordering::Relaxed),
         stats.dropped.load(Ordering::Relaxed),
+        stats.too_large.load(Ordering::Relaxed),
         stats.duplicated.load(Ordering::Relaxed),
         stats.reordered.load(Ordering::Relaxed),
     );

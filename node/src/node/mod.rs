@@ -326,6 +326,21 @@ impl NodeStart {
     }
 }
 
+/// The upload side of a node at one moment ([`NodeCore::upload_state`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct UploadState {
+    /// Uploads under way, overdue and stuck ones included.
+    pub under_way: usize,
+    /// Of those, the ones that hold a slot.
+    pub holding: usize,
+    /// Slots: uploads that may hold one at once.
+    pub slots: usize,
+    /// Requests waiting for a slot.
+    pub queued: usize,
+    /// The uplink's measured rate, bytes per second; `None` until measured.
+    pub uplink_rate: Option<f64>,
+}
+
 /// What a swarm's node tells the gate of the endpoint it shares with other
 /// swarms ([`NodeCore::poll_gate_news`]): what changed since it was told
 /// last.
@@ -588,6 +603,19 @@ impl NodeCore {
             .chain(self.hellos_wait_until.filter(|until| *until > now))
             .min()
             .map(|deadline| deadline.max(now))
+    }
+
+    /// The upload side now, for a driver's diagnostics (the path trace,
+    /// `docs/transport.md`): uploads under way, those holding a slot, the
+    /// slots, the requests queued, and the measured uplink rate.
+    pub fn upload_state(&self, now: Instant) -> UploadState {
+        UploadState {
+            under_way: self.uploads.active.len(),
+            holding: self.uploads.holding(now),
+            slots: self.uploads.slots(&self.config, self.params.chunk_size()),
+            queued: self.uploads.queued(),
+            uplink_rate: self.uploads.meter_rate(),
+        }
     }
 
     /// (missing, requests in flight, uploads under way, uploads queued,

@@ -143,6 +143,11 @@ impl Uploads {
         self.meter.set_busy(busy, now);
     }
 
+    /// The uplink's measured rate ([`UplinkMeter::rate`]).
+    pub(super) fn meter_rate(&self) -> Option<f64> {
+        self.meter.rate()
+    }
+
     /// Uploads under way to links that make progress.
     pub(super) fn running(&self) -> usize {
         match self.stuck.is_empty() {
@@ -242,7 +247,6 @@ impl Uploads {
     }
 
     /// Requests queued, over all peers.
-    #[cfg(test)]
     pub(super) fn queued(&self) -> usize {
         self.queue.total_queued()
     }

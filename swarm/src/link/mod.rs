@@ -128,6 +128,9 @@ pub fn spawn(
     ));
     tokio::spawn(refuse_control_streams(connection.clone(), link, events));
     tokio::spawn(crate::transport::oneway::run(connection.clone()));
+    if crate::transport::pathtrace::enabled() {
+        tokio::spawn(crate::transport::pathtrace::run(connection.clone()));
+    }
     LinkHandle { connection, outbox }
 }
 
@@ -141,6 +144,9 @@ async fn write_control(
             Outgoing::Message(message) => (message, false),
             Outgoing::Goodbye(reason) => (Message::Goodbye { reason }, true),
         };
+        if let Message::Request { chunk, .. } = &message {
+            tracing::debug!(target: "minimodel_swarm::pathtrace", at_ms = crate::transport::pathtrace::ms(), chunk = chunk.0, "request");
+        }
         if handshake::write_message(&mut send, &message).await.is_err() {
             break;
         }
@@ -211,6 +217,7 @@ async fn accept_pieces(
                 },
                 Ok(header) => {
                     let chunk = header.header().chunk;
+                    let header_ms = crate::transport::pathtrace::ms();
                     let (reply, verdict) = oneshot::channel();
                     let asked = LinkEvent::PieceHeader { chunk, reply };
                     if events.send((link, asked)).await.is_err() {
@@ -219,7 +226,16 @@ async fn accept_pieces(
                     match verdict.await {
                         Ok(PieceVerdict::Accept) => {
                             match pieces::receive_body(&mut stream, header, |_| {}).await {
-                                Ok(piece) => LinkEvent::PieceArrived(piece),
+                                Ok(piece) => {
+                                    tracing::debug!(
+                                        target: "minimodel_swarm::pathtrace",
+                                        at_ms = crate::transport::pathtrace::ms(),
+                                        chunk = chunk.0,
+                                        header_ms,
+                                        "piece"
+                                    );
+                                    LinkEvent::PieceArrived(piece)
+                                }
                                 Err(error) => LinkEvent::PieceFailed {
                                     chunk: Some(chunk),
                                     end: error.into_end(),

@@ -270,6 +270,7 @@ pub async fn send_piece(
     bytes: Bytes,
     pace: Option<u64>,
 ) -> Result<(), PieceStreamError> {
+    let started_ms = crate::transport::pathtrace::ms();
     let mut limit = pace.map(|rate| TokenBucket::new(rate, SEND_SLICE as u64, Instant::now()));
     let mut frame = BytesMut::with_capacity(FRAME_PREFIX_LEN + header.frame_len());
     header
@@ -289,7 +290,18 @@ pub async fn send_piece(
         stream.write(bytes.slice(offset..end)).await?;
         offset = end;
     }
-    stream.finish_acknowledged().await
+    let written_ms = crate::transport::pathtrace::ms();
+    let outcome = stream.finish_acknowledged().await;
+    tracing::debug!(
+        target: "minimodel_swarm::pathtrace",
+        at_ms = crate::transport::pathtrace::ms(),
+        chunk = header.chunk.0,
+        started_ms,
+        written_ms,
+        ok = outcome.is_ok(),
+        "upload"
+    );
+    outcome
 }
 
 /// The send priority of the `index`-th stream a side opens on a

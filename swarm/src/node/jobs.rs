@@ -196,6 +196,20 @@ pub(super) fn verify(node: &mut Node, link: LinkId, piece: ArrivedPiece) {
 
 /// Reads a chunk and sends it on a new piece stream, paced if asked.
 pub(super) fn upload(node: &mut Node, link: LinkId, chunk: ChunkIndex, pace: Option<u64>) {
+    if crate::transport::pathtrace::enabled() {
+        let state = node.core.upload_state(Instant::now());
+        tracing::debug!(
+            target: "minimodel_swarm::pathtrace",
+            at_ms = crate::transport::pathtrace::ms(),
+            chunk = chunk.0,
+            under_way = state.under_way,
+            holding = state.holding,
+            slots = state.slots,
+            queued = state.queued,
+            uplink_rate = state.uplink_rate.unwrap_or(0.0),
+            "upload-start"
+        );
+    }
     let (Some(proof), Some(chunk_len)) = (
         node.jobs.proofs.proof(chunk.0),
         node.jobs.geometry.chunk_len(VerifierIndex(chunk.0)),

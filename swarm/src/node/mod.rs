@@ -722,7 +722,26 @@ impl Node {
                 if let Some(DriverLink::Up(handle, _)) = self.links.get(&link) {
                     self.core.handle_rtt(link, handle.connection.rtt());
                 }
+                let request = match &message {
+                    minimodel_wire::Message::Request { chunk } => Some(chunk.0),
+                    _ => None,
+                };
                 self.core.handle_message(link, message, now);
+                if let Some(chunk) = request
+                    && crate::transport::pathtrace::enabled()
+                {
+                    let state = self.core.upload_state(now);
+                    tracing::debug!(
+                        target: "minimodel_swarm::pathtrace",
+                        at_ms = crate::transport::pathtrace::ms(),
+                        chunk,
+                        under_way = state.under_way,
+                        holding = state.holding,
+                        slots = state.slots,
+                        queued = state.queued,
+                        "request-in"
+                    );
+                }
             }
             LinkEvent::PieceHeader { chunk, reply } => {
                 let _ = reply.send(self.core.handle_piece_header(link, chunk, now));

@@ -29,6 +29,7 @@ mod endpoint;
 pub(crate) mod error;
 mod identity;
 pub mod oneway;
+pub mod pathtrace;
 mod spki;
 mod tls;
 mod tuning;

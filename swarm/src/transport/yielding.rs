@@ -70,6 +70,19 @@ const HEAVY_LOSS_DATAGRAMS: u64 = 8;
 /// or 14,720 bytes, whichever is smaller (RFC 9002 §7.2).
 const INITIAL_WINDOW: u64 = 12_000;
 
+/// What [`Yielding::on_loss`] made of a loss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LossVerdict {
+    /// Persistent congestion: the window is down to two datagrams.
+    Persistent,
+    /// A packet sent before the last reduction: part of it, no change.
+    Answered,
+    /// Congestion (the queue over the target, or heavy loss): halved.
+    Congestion,
+    /// Noise of the path: trimmed, and it goes on growing.
+    Noise,
+}
+
 /// The controller's state and decisions, without quinn's types.
 #[derive(Debug, Clone)]
 pub struct Yielding {
@@ -204,17 +217,17 @@ impl Yielding {
         persistent: bool,
         lost: u64,
         queuing: Duration,
-    ) {
+    ) -> LossVerdict {
         self.lost[0] += lost;
         if persistent {
             self.window = self.minimum_window();
             self.ssthresh = self.window;
             self.recovery_start = now;
             self.growth_from = now;
-            return;
+            return LossVerdict::Persistent;
         }
         if sent <= self.recovery_start {
-            return;
+            return LossVerdict::Answered;
         }
         self.recovery_start = now;
         if queuing > self.target || self.heavy_loss() {
@@ -223,12 +236,14 @@ impl Yielding {
             self.ssthresh = self.window;
             self.lost = [0; 2];
             self.acked = [0; 2];
+            LossVerdict::Congestion
         } else {
             let slow_start = self.in_slow_start();
             self.window = self.reduced(NOISE_DECREASE);
             if !slow_start {
                 self.ssthresh = self.window;
             }
+            LossVerdict::Noise
         }
     }
 
@@ -401,12 +416,21 @@ impl Controller for YieldingController {
         is_persistent_congestion: bool,
         lost_bytes: u64,
     ) {
-        self.state.on_loss(
+        let verdict = self.state.on_loss(
             now,
             sent,
             is_persistent_congestion,
             lost_bytes,
             self.queuing,
+        );
+        tracing::debug!(
+            target: "minimodel_swarm::pathtrace",
+            ?verdict,
+            lost_bytes,
+            queuing_ms = self.queuing.as_secs_f64() * 1e3,
+            target_ms = self.state.target.as_secs_f64() * 1e3,
+            window = self.state.window(),
+            "loss"
         );
     }
 

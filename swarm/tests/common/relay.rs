@@ -40,6 +40,11 @@ pub struct Impairment {
     /// Bytes that may wait for the rate cap; beyond, datagrams are dropped
     /// (a router's tail drop).
     pub buffer: usize,
+    /// The largest IP packet the path carries (UDP payload plus 28 bytes
+    /// of IPv4 and UDP headers, 48 over IPv6); a larger datagram is
+    /// dropped, as a real path drops a packet over its MTU that may not be
+    /// fragmented. `None`: whatever the sockets carry (loopback: 64 KiB).
+    pub mtu: Option<usize>,
     /// Seed of the random choices.
     pub seed: u64,
 }
@@ -55,6 +60,7 @@ impl Impairment {
             duplicate: 0.0,
             rate: None,
             buffer: 256 * 1024,
+            mtu: None,
             seed: 1,
         }
     }
@@ -65,8 +71,10 @@ impl Impairment {
 pub struct RelayStats {
     /// Datagrams that reached the other side (duplicates included).
     pub forwarded: AtomicU64,
-    /// Datagrams dropped (loss, blackhole, full buffer).
+    /// Datagrams dropped (loss, blackhole, full buffer, over the MTU).
     pub dropped: AtomicU64,
+    /// Of those, datagrams over the MTU.
+    pub too_large: AtomicU64,
     /// Extra copies sent.
     pub duplicated: AtomicU64,
     /// Datagrams held back to be overtaken.
@@ -224,6 +232,12 @@ async fn delay_line(
                         }
                     }
                     Destination::Client => {}
+                }
+                let headers = if source.is_ipv4() { 28 } else { 48 };
+                if impairment.mtu.is_some_and(|mtu| len + headers > mtu) {
+                    stats.dropped.fetch_add(1, Ordering::Relaxed);
+                    stats.too_large.fetch_add(1, Ordering::Relaxed);
+                    continue;
                 }
                 if shared.blackhole.load(Ordering::SeqCst) || rng.unit() < impairment.loss {
                     stats.dropped.fetch_add(1, Ordering::Relaxed);
