@@ -7,8 +7,9 @@
 //! this side sent it the fewest times), so a seeder whose upload is the
 //! bottleneck sends every chunk once before it sends any twice, spread over
 //! the peers that ask; among equally rare ones peers take turns (round
-//! robin). A chunk this side has sent already waits while any upload is
-//! under way (see [`UploadQueue::next_request`]). [`TokenBucket`] caps the
+//! robin). A chunk this side has sent already to a connected peer that
+//! serves others waits while any upload is under way (see
+//! [`UploadQueue::next_request`]). [`TokenBucket`] caps the
 //! upload rate.
 
 use std::collections::BTreeMap;
@@ -58,6 +59,9 @@ struct PeerQueue {
     /// `served_by`.
     serves: bool,
     served_chunks: u64,
+    /// The chunks this side sent it while it serves others: each counts
+    /// in [`UploadQueue::sent`] while it is connected.
+    sent_here: Option<HaveBitfield>,
     /// When an upload to it last started.
     last_started: Option<Instant>,
 }
@@ -96,8 +100,12 @@ pub struct UploadQueue {
     availability: Vec<u16>,
     /// How many connected peers that serve others have each chunk.
     served_by: Vec<u16>,
-    /// How often this side has sent each chunk: a chunk just sent to one
-    /// peer will soon be available from it, so it counts as less rare.
+    /// How often this side has sent each chunk to a connected peer that
+    /// serves others: a chunk just sent to one will soon be available from
+    /// it, so it counts as less rare, and a second copy waits. A copy sent
+    /// to a plain fetch, or to a peer that has left, will be available from
+    /// nobody: it does not count (a seeder that served the file once would
+    /// otherwise serve the next fetch one chunk at a time).
     sent: Vec<u16>,
     peers: BTreeMap<LinkId, PeerQueue>,
     /// Requests queued over all peers (read after every event).
@@ -170,6 +178,9 @@ impl UploadQueue {
     pub fn remove_peer(&mut self, peer: LinkId) {
         if let Some(queue) = self.peers.remove(&peer) {
             self.queued -= queue.requests.len();
+            for chunk in queue.sent_here.iter().flat_map(HaveBitfield::iter_ones) {
+                decrement(&mut self.sent, chunk.0);
+            }
             if let Some(has) = queue.has {
                 for chunk in has.iter_ones() {
                     decrement(&mut self.availability, chunk.0);
@@ -310,7 +321,8 @@ impl UploadQueue {
         self.queued
     }
 
-    /// How often this side has sent `chunk`.
+    /// How many connected peers that serve others this side has sent
+    /// `chunk` (see the field).
     pub fn sent(&self, chunk: u32) -> u16 {
         self.sent.get(chunk as usize).copied().unwrap_or(0)
     }
@@ -431,12 +443,20 @@ impl UploadQueue {
     }
 
     fn take(&mut self, peer: LinkId, chunk: u32, now: Instant) {
+        let count = self.chunk_count;
         if let Some(queue) = self.peers.get_mut(&peer) {
             self.queued -= usize::from(queue.requests.remove(&chunk).is_some());
             queue.served_chunks += 1;
             queue.last_started = Some(now);
+            if queue.serves {
+                let sent = queue
+                    .sent_here
+                    .get_or_insert_with(|| HaveBitfield::new(count));
+                if matches!(sent.set(ChunkIndex(chunk), true), Ok(false)) {
+                    increment(&mut self.sent, chunk);
+                }
+            }
         }
-        increment(&mut self.sent, chunk);
         self.last_served = Some(peer);
     }
 }
@@ -568,6 +588,15 @@ mod tests {
         queue.next_request(|_| true, Resends::Allowed, Instant::now())
     }
 
+    /// `peers` linked with nothing yet, each serving others (a swarm's
+    /// `fetch --serve`): what is sent to them will be theirs to pass on.
+    fn serving(queue: &mut UploadQueue, count: u32, peers: &[LinkId]) {
+        for &peer in peers {
+            queue.add_peer(peer, HaveBitfield::new(count));
+            queue.set_serves(peer);
+        }
+    }
+
     #[test]
     fn chunks_this_side_lacks_are_refused() {
         let mut queue = seeder_queue(4);
@@ -671,6 +700,7 @@ mod tests {
     #[test]
     fn a_chunk_just_sent_to_one_peer_waits_behind_unsent_ones() {
         let mut queue = seeder_queue(10);
+        serving(&mut queue, 10, &[A, B]);
         let have = all(10);
         queue.on_request(A, 4, &have, Instant::now()).unwrap();
         assert_eq!(next(&mut queue), Some((A, 4)));
@@ -691,6 +721,7 @@ mod tests {
         let t0 = Instant::now();
         let at = |ms: u64| t0 + Duration::from_millis(ms);
         // Chunk 3 was sent once; B and C hold chunk 5; chunk 8 is only here.
+        serving(&mut queue, 10, &[A]);
         queue.on_request(A, 3, &have, at(0)).unwrap();
         assert_eq!(next(&mut queue), Some((A, 3)));
         queue.add_peer(B, bitfield(10, &[5]));
@@ -731,6 +762,7 @@ mod tests {
         // A asks for what B was sent already; C asks for something new:
         // C is served first even though it is A's turn.
         let mut queue = seeder_queue(10);
+        serving(&mut queue, 10, &[A, B, C]);
         let have = all(10);
         queue.on_request(B, 3, &have, Instant::now()).unwrap();
         assert_eq!(next(&mut queue), Some((B, 3)));
@@ -751,6 +783,7 @@ mod tests {
     #[test]
     fn a_second_copy_waits_unless_resends_are_allowed() {
         let mut queue = seeder_queue(10);
+        serving(&mut queue, 10, &[A, B, C]);
         let have = all(10);
         queue.on_request(A, 3, &have, Instant::now()).unwrap();
         assert_eq!(
@@ -771,6 +804,43 @@ mod tests {
         assert_eq!(
             queue.next_request(|_| true, Resends::Allowed, Instant::now()),
             Some((B, 3))
+        );
+    }
+
+    #[test]
+    fn a_copy_sent_to_a_plain_fetch_or_to_a_peer_gone_is_no_second_copy() {
+        // A plain fetch passes nothing on: a seeder that served one fetch
+        // serves the next one at full speed, not one chunk at a time
+        // behind "second copies" nobody else can supply.
+        let mut queue = seeder_queue(10);
+        let have = all(10);
+        queue.add_peer(A, HaveBitfield::new(10));
+        queue.on_request(A, 3, &have, Instant::now()).unwrap();
+        assert_eq!(next(&mut queue), Some((A, 3)));
+        assert_eq!(queue.sent(3), 0, "sent to a peer that serves nobody");
+        queue.on_request(B, 3, &have, Instant::now()).unwrap();
+        assert_eq!(
+            queue.next_request(|_| true, NO_RESENDS, Instant::now()),
+            Some((B, 3)),
+            "no peer can hand B chunk 3 but this one"
+        );
+        // A copy sent to a server counts while it is linked, not after.
+        serving(&mut queue, 10, &[C]);
+        queue.on_request(C, 5, &have, Instant::now()).unwrap();
+        assert_eq!(next(&mut queue), Some((C, 5)));
+        assert_eq!(queue.sent(5), 1);
+        queue.on_request(B, 5, &have, Instant::now()).unwrap();
+        assert_eq!(
+            queue.next_request(|_| true, NO_RESENDS, Instant::now()),
+            None,
+            "C will pass 5 on: B waits while an upload is under way"
+        );
+        queue.remove_peer(C);
+        assert_eq!(queue.sent(5), 0);
+        assert_eq!(
+            queue.next_request(|_| true, NO_RESENDS, Instant::now()),
+            Some((B, 5)),
+            "C left: nobody else will hand B chunk 5"
         );
     }
 
@@ -846,6 +916,10 @@ mod starving {
         let after = Duration::from_secs(1);
         let (a, b) = (LinkId(1), LinkId(2));
         let mut queue = UploadQueue::new(100, UploadConfig::default());
+        for peer in [a, b] {
+            queue.add_peer(peer, HaveBitfield::new(100));
+            queue.set_serves(peer);
+        }
         let have = HaveBitfield::full(100);
         // A got chunk 0; B asks for 0 too, A keeps asking for new chunks.
         queue.on_request(a, 0, &have, t0).unwrap();

@@ -312,3 +312,54 @@ fn a_late_joiner_takes_a_share() {
     );
     scenarios::nobody_blamed_but(&fetched.sim, &[]);
 }
+
+/// One seeder at 100 Mbit and one fetch over a far path, uploads as the
+/// transport runs them (each whole only once acknowledged), in 512 KiB
+/// chunks (the default of a 64 MiB artifact), with and without loss: the
+/// lab's `far-*` scenarios without a transport. Returns the fetch's
+/// seconds for each loss in `losses`.
+fn one_far_seeder(one_way: Duration, losses: &[f64]) -> Vec<f64> {
+    let chunk = 512 * 1024;
+    let chunks = 128;
+    losses
+        .iter()
+        .map(|&loss| {
+            let specs = vec![
+                NodeSpec {
+                    latency: one_way,
+                    loss,
+                    ..NodeSpec::seeder(0, chunks, 12.0 * MBPS)
+                },
+                NodeSpec {
+                    loss,
+                    ..NodeSpec::fetcher(1, chunks, 100.0 * MBPS, false, &[0])
+                },
+            ];
+            let mut sim = Sim::new(chunk, chunks, specs);
+            sim.transport_uploads();
+            sim.run(Duration::from_secs(600), Sim::downloads_over);
+            let done = sim
+                .record(1)
+                .delivered_at
+                .expect("the fetch completes")
+                .as_secs_f64();
+            println!(
+                "one seeder at 12 MB/s, {} ms round trips, {:.1} % loss: {done:.2} s, peak uploads {}",
+                2 * (one_way.as_millis() + 1),
+                loss * 100.0,
+                sim.record(0).peak_uploads
+            );
+            done
+        })
+        .collect()
+}
+
+#[test]
+fn one_far_lossy_seeder_keeps_most_of_its_rate() {
+    // 50 ms round trips, 1 % loss each way: nearly every 512 KiB chunk has
+    // a packet sent again, whole a round trip later than the rest.
+    let times = one_far_seeder(ms(24), &[0.0, 0.01]);
+    let kept = times[0] / times[1];
+    println!("50 ms, 1 % loss: {kept:.3} of the rate without loss");
+    assert!(kept >= 0.8, "{times:?}");
+}

@@ -2,6 +2,10 @@
 
 use super::*;
 
+/// The payload of one datagram on a real path (1452 bytes: Ethernet's
+/// 1500 less IPv6 and UDP headers), for [`Sim::piece_delay`].
+const PACKET: u64 = 1452;
+
 /// One connection (or attempt): side 0 dialed, side 1 listened.
 pub(super) struct Conn {
     pub(super) nodes: [usize; 2],
@@ -30,10 +34,32 @@ impl Sim {
         self.conns[conn].latency
     }
 
-    /// One latency, or with the path's loss one more round trip.
+    /// One latency, or with the path's loss one more round trip (a
+    /// message in one packet).
     pub(super) fn delay(&mut self, conn: usize) -> Duration {
         let Conn { latency, loss, .. } = self.conns[conn];
         if loss > 0.0 && (self.rng.below(1_000_000) as f64) < loss * 1_000_000.0 {
+            latency * 3
+        } else {
+            latency
+        }
+    }
+
+    /// When the last of `bytes` of a piece stream arrives after its last
+    /// byte left: one latency, or one round trip more when a packet of it
+    /// was lost (each of its packets of [`PACKET`] bytes with the path's
+    /// loss), as QUIC finds and sends it again about a round trip later.
+    /// A 512 KiB chunk at 1 % loss is then late in 97 of 100 uploads, not
+    /// in 1 as with [`Self::delay`]'s one draw per message; only with
+    /// [`Sim::transport_uploads`].
+    pub(super) fn piece_delay(&mut self, conn: usize, bytes: u64) -> Duration {
+        let Conn { latency, loss, .. } = self.conns[conn];
+        if !self.acked_uploads || loss <= 0.0 {
+            return self.delay(conn);
+        }
+        let packets = bytes.div_ceil(PACKET).max(1);
+        let whole = (1.0 - loss).powf(packets as f64);
+        if (self.rng.below(1_000_000) as f64) < (1.0 - whole) * 1_000_000.0 {
             latency * 3
         } else {
             latency

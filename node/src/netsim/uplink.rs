@@ -173,7 +173,12 @@ impl Sim {
         // On a shared host the finished uploads may be other nodes'.
         let mut senders = BTreeSet::new();
         for (transfer, conn, side, chunk) in done {
-            let at = self.now + self.delay(conn);
+            let bytes = self
+                .swarm
+                .params()
+                .chunk_len(ChunkIndex(chunk))
+                .map_or(0, u64::from);
+            let at = self.now + self.piece_delay(conn, bytes);
             self.push(
                 at,
                 Event::PieceDone(Stream {

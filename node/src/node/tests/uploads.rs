@@ -416,10 +416,15 @@ fn requests_for_missing_chunks_or_beyond_the_queue_are_rejected() {
 
 #[test]
 fn a_second_copy_waits_while_first_copies_fill_the_uplink() {
+    // Serving peers (`fetch --serve`): what one gets, it passes on.
     let mut h = Harness::new(Kind::Seeder, 8, fixed_slots());
-    let a = h.connect_in(&fetcher(1, 8));
-    let b = h.connect_in(&fetcher(2, 8));
-    let c = h.connect_in(&fetcher(3, 8));
+    let server = |n| Remote {
+        serving: true,
+        ..fetcher(n, 8)
+    };
+    let a = h.connect_in(&server(1));
+    let b = h.connect_in(&server(2));
+    let c = h.connect_in(&server(3));
     h.take();
     request(&mut h, a, &[0]);
     request(&mut h, b, &[0]);
@@ -1018,4 +1023,27 @@ fn the_gate_hears_what_a_swarm_wants_once_per_change() {
         "only what changed"
     );
     assert_eq!(h.core.poll_gate_news(), None);
+}
+
+#[test]
+fn a_seeder_that_served_one_plain_fetch_serves_the_next_at_full_width() {
+    // A plain fetch passes nothing on: the next fetch's requests for the
+    // same chunks are first copies, and as many run at once as the slots
+    // allow, not one at a time behind "second copies" nobody else holds.
+    let mut h = Harness::new(Kind::Seeder, 8, fixed_slots());
+    let first = h.connect_in(&fetcher(1, 8));
+    h.take();
+    request(&mut h, first, &[0, 1]);
+    assert_eq!(uploads(&h.take()), [(first, 0), (first, 1)]);
+    sent(&mut h, first, 0);
+    sent(&mut h, first, 1);
+    h.take();
+    let next = h.connect_in(&fetcher(2, 8));
+    h.take();
+    request(&mut h, next, &[0, 1]);
+    assert_eq!(
+        uploads(&h.take()),
+        [(next, 0), (next, 1)],
+        "both at once, while the first fetch is still linked"
+    );
 }
