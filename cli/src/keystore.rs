@@ -14,10 +14,11 @@
 //!   `$XDG_DATA_HOME/minimodel/keyring`, else
 //!   `~/.local/share/minimodel/keyring`; `--keyring FILE` names another.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
+use minimodel_swarm::platform::{self, Guard, PrivacyProblem};
 use minimodel_verifier::signing::PublicKey;
 use minimodel_verifier::signing::SecretKey;
 use minimodel_verifier::signing::keyfile::{
@@ -59,26 +60,26 @@ pub enum KeyFileError {
         path: PathBuf,
     },
     /// Owned by another user, who could read or replace it.
-    #[error("{path} belongs to another user (uid {owner}, not {expected}); use a file of your own")]
+    #[error("{path} belongs to another user ({owner}, not {expected}); use a file of your own")]
     Owner {
         /// The file.
         path: PathBuf,
         /// Its owner.
-        owner: u32,
+        owner: platform::Owner,
         /// The user running this process.
-        expected: u32,
+        expected: platform::Owner,
     },
-    /// Permission bits that open it to others.
-    #[error("{path} has mode {mode:04o}, which lets {who}; run `chmod {fix} {path}`")]
+    /// Permission bits (an ACL on Windows) that open it to others.
+    #[error("{path} {access}, which lets {who}; {fix}")]
     Permissions {
         /// The file.
         path: PathBuf,
-        /// Its permission bits.
-        mode: u32,
+        /// Who else may use it: its mode, or an ACL entry.
+        access: platform::Access,
         /// Who it lets do what.
         who: &'static str,
-        /// The mode to set.
-        fix: &'static str,
+        /// The command that fixes it.
+        fix: String,
     },
     /// Larger than any file of its kind.
     #[error("{path} is {len} bytes, larger than any {kind} ({max} at most)")]
@@ -150,62 +151,80 @@ fn io_error(path: &Path) -> impl Fn(io::Error) -> KeyFileError + '_ {
 /// Opens `path` for reading without following a link and without waiting
 /// on a FIFO; `Ok(None)` when there is nothing there.
 fn open_no_follow(path: &Path) -> Result<Option<File>, KeyFileError> {
-    let mut options = OpenOptions::new();
-    options.read(true);
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        let flags = rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK;
-        options.custom_flags(flags.bits() as i32);
-    }
-    match options.open(path) {
+    match platform::open_no_follow(path) {
         Ok(file) => Ok(Some(file)),
-        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(error) if error.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
-            Err(KeyFileError::Link {
-                path: path.to_owned(),
-            })
+        Err(platform::OpenRefusal::Io(error)) if error.kind() == io::ErrorKind::NotFound => {
+            Ok(None)
         }
-        Err(source) => Err(KeyFileError::Io {
+        Err(platform::OpenRefusal::Link) => Err(KeyFileError::Link {
+            path: path.to_owned(),
+        }),
+        Err(platform::OpenRefusal::Io(source)) => Err(KeyFileError::Io {
             path: path.to_owned(),
             source,
         }),
     }
 }
 
+/// What others may not do with a file of ours: the guard, who it keeps
+/// out in words, and the fix.
+#[derive(Debug, Clone, Copy)]
+struct Protection {
+    guard: Guard,
+    who: &'static str,
+}
+
+/// Group or other may read or write a secret key.
+const SECRET: Protection = Protection {
+    guard: Guard::ReadOrWrite,
+    who: "other users read it",
+};
+/// Group or other may write the keyring.
+const KEYRING: Protection = Protection {
+    guard: Guard::Write,
+    who: "other users change it",
+};
+
 /// Checks the open file (not the name, which could have changed since):
-/// a regular file owned by `uid` whose mode has none of `forbidden`, at
-/// most `max` bytes; then reads it.
+/// a regular file of ours that `protection` keeps others out of, at most
+/// `max` bytes; then reads it. `privacy` is what the system says of it
+/// ([`platform::check_guarded`]), given by the caller so that a test can
+/// stand in for another user.
 fn read_checked(
     mut file: File,
     path: &Path,
-    uid: u32,
-    forbidden: (u32, &'static str, &'static str),
+    privacy: Result<(), PrivacyProblem>,
+    protection: Protection,
     kind: &'static str,
     max: usize,
 ) -> Result<Vec<u8>, KeyFileError> {
-    use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let metadata = file.metadata().map_err(io_error(path))?;
     if !metadata.is_file() {
         return Err(KeyFileError::NotRegular {
             path: path.to_owned(),
         });
     }
-    if metadata.uid() != uid {
-        return Err(KeyFileError::Owner {
-            path: path.to_owned(),
-            owner: metadata.uid(),
-            expected: uid,
-        });
-    }
-    let mode = metadata.permissions().mode() & 0o7777;
-    let (bits, who, fix) = forbidden;
-    if mode & bits != 0 {
-        return Err(KeyFileError::Permissions {
-            path: path.to_owned(),
-            mode,
-            who,
-            fix,
-        });
+    match privacy {
+        Ok(()) => {}
+        Err(PrivacyProblem::ForeignOwner { owner, expected }) => {
+            return Err(KeyFileError::Owner {
+                path: path.to_owned(),
+                owner,
+                expected,
+            });
+        }
+        Err(PrivacyProblem::OpenToOthers(access)) => {
+            let fix = match protection.guard {
+                Guard::ReadOrWrite => access.fix(path),
+                Guard::Write => access.fix_writers(path),
+            };
+            return Err(KeyFileError::Permissions {
+                path: path.to_owned(),
+                access,
+                who: protection.who,
+                fix,
+            });
+        }
     }
     if metadata.len() > max as u64 {
         return Err(KeyFileError::TooLarge {
@@ -231,21 +250,31 @@ fn read_checked(
     Ok(bytes)
 }
 
-fn my_uid() -> u32 {
-    rustix::process::geteuid().as_raw()
+/// What the system says of an open file's protection.
+fn privacy_of(
+    file: &File,
+    path: &Path,
+    protection: Protection,
+) -> Result<Result<(), PrivacyProblem>, KeyFileError> {
+    if !file.metadata().map_err(io_error(path))?.is_file() {
+        // Refused as not regular by `read_checked`.
+        return Ok(Ok(()));
+    }
+    platform::check_guarded(file, protection.guard).map_err(io_error(path))
 }
-
-/// Group or other may read or write a secret key.
-const SECRET_MODE: (u32, &str, &str) = (0o077, "other users read it", "600");
-/// Group or other may write the keyring.
-const KEYRING_MODE: (u32, &str, &str) = (0o022, "other users change it", "644");
 
 /// Reads a secret key file, refusing one that is not protected.
 pub fn read_secret_key(path: &Path) -> Result<SecretKey, KeyFileError> {
-    read_secret_key_as(path, my_uid())
+    read_secret_key_as(path, None)
 }
 
-fn read_secret_key_as(path: &Path, uid: u32) -> Result<SecretKey, KeyFileError> {
+/// [`read_secret_key`], with what the system says of its protection
+/// replaced by `privacy` when given (a test standing in for another
+/// user).
+fn read_secret_key_as(
+    path: &Path,
+    privacy: Option<Result<(), PrivacyProblem>>,
+) -> Result<SecretKey, KeyFileError> {
     let file = open_no_follow(path)?.ok_or_else(|| KeyFileError::Missing {
         path: path.to_owned(),
     })?;
@@ -255,11 +284,15 @@ fn read_secret_key_as(path: &Path, uid: u32) -> Result<SecretKey, KeyFileError> 
             holds,
         });
     }
+    let privacy = match privacy {
+        Some(privacy) => privacy,
+        None => privacy_of(&file, path, SECRET)?,
+    };
     let bytes = read_checked(
         file,
         path,
-        uid,
-        SECRET_MODE,
+        privacy,
+        SECRET,
         "secret key file",
         MAX_KEY_FILE_LEN,
     )?;
@@ -279,12 +312,11 @@ fn read_secret_key_as(path: &Path, uid: u32) -> Result<SecretKey, KeyFileError> 
 fn another_kind(file: &File) -> Option<String> {
     use minimodel_verifier::document::{Document, HEAD_BYTES, family};
     use minimodel_verifier::signing::keyfile::SECRET_KEY_FORMAT;
-    use std::os::unix::fs::FileExt;
     if !file.metadata().ok()?.is_file() {
         return None;
     }
     let mut head = vec![0; HEAD_BYTES];
-    let read = file.read_at(&mut head, 0).ok()?;
+    let read = platform::read_at(file, &mut head, 0).ok()?;
     let kind = Document::sniff(&head[..read]);
     match &kind {
         Document::Other => None,
@@ -419,10 +451,8 @@ pub fn write_key_pair(path: &Path, key: &SecretKey) -> Result<PathBuf, KeyFileEr
     let mut random = [0u8; 8];
     let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut random);
     let temp = dir.join(format!(".{name}.{:016x}.tmp", u64::from_le_bytes(random)));
-    let mut options = OpenOptions::new();
-    options.write(true).create_new(true);
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(&temp).map_err(io_error(&temp))?;
+    let mut file =
+        platform::open_private(&temp, platform::PrivateOpen::CreateNew).map_err(io_error(&temp))?;
     let written = file
         .write_all(secret_key_file(key).as_bytes())
         .and_then(|()| file.sync_all())
@@ -460,24 +490,14 @@ pub fn write_key_pair(path: &Path, key: &SecretKey) -> Result<PathBuf, KeyFileEr
     Ok(public_path)
 }
 
-/// The keyring's default place: `$XDG_DATA_HOME/minimodel/keyring`, else
-/// `$HOME/.local/share/minimodel/keyring` (each only when absolute, as the
-/// XDG base directory specification says); `None` when neither is set.
+/// The keyring's default place: `minimodel/keyring` in the system's
+/// place for application data ([`platform::data_home`]:
+/// `$XDG_DATA_HOME` or `$HOME/.local/share` on Linux, each only when
+/// absolute, as the XDG base directory specification says; `~/Library/
+/// Application Support` on macOS; `%LOCALAPPDATA%` on Windows); `None`
+/// when the environment names none.
 pub fn default_keyring_path() -> Option<PathBuf> {
-    let absolute = |name: &str| {
-        std::env::var_os(name)
-            .map(PathBuf::from)
-            .filter(|path| path.is_absolute())
-    };
-    if let Some(data) = absolute("XDG_DATA_HOME") {
-        return Some(data.join("minimodel").join("keyring"));
-    }
-    absolute("HOME").map(|home| {
-        home.join(".local")
-            .join("share")
-            .join("minimodel")
-            .join("keyring")
-    })
+    platform::data_home().map(|data| data.join("minimodel").join("keyring"))
 }
 
 /// The keyring as read from its file (empty when there is no file yet).
@@ -500,18 +520,19 @@ impl KeyringFile {
                 keyring: Keyring::new(),
             });
         };
-        let keyring = Self::read(&path, my_uid())?;
+        let keyring = Self::read(&path)?;
         Ok(KeyringFile {
             path: Some(path),
             keyring,
         })
     }
 
-    fn read(path: &Path, uid: u32) -> Result<Keyring, KeyFileError> {
+    fn read(path: &Path) -> Result<Keyring, KeyFileError> {
         let Some(file) = open_no_follow(path)? else {
             return Ok(Keyring::new());
         };
-        let bytes = read_checked(file, path, uid, KEYRING_MODE, "keyring", MAX_KEYRING_LEN)?;
+        let privacy = privacy_of(&file, path, KEYRING)?;
+        let bytes = read_checked(file, path, privacy, KEYRING, "keyring", MAX_KEYRING_LEN)?;
         Keyring::parse(&bytes).map_err(|source| KeyFileError::Content {
             path: path.to_owned(),
             kind: "keyring",
@@ -527,15 +548,15 @@ impl KeyringFile {
                 path: PathBuf::from("keyring"),
                 source: io::Error::new(
                     io::ErrorKind::NotFound,
-                    "no place for the keyring: neither HOME nor XDG_DATA_HOME is set; pass --keyring FILE",
+                    format!(
+                        "no place for the keyring: {}; pass --keyring FILE",
+                        platform::places::data_home_variables(platform::System::CURRENT)
+                    ),
                 ),
             });
         };
         if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
-            let mut builder = fs::DirBuilder::new();
-            builder.recursive(true);
-            std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-            builder.create(dir).map_err(io_error(dir))?;
+            platform::create_private_dir(dir).map_err(io_error(dir))?;
         }
         minimodel_swarm::resume::write_file_atomically(path, self.keyring.to_text().as_bytes())
             .map_err(|error| KeyFileError::Io {
@@ -554,7 +575,9 @@ impl KeyringFile {
     }
 }
 
-#[cfg(test)]
+/// Unix only: these name modes and uids (`scripts/windows-tests`); the
+/// platform's own tests check Windows' ACLs.
+#[cfg(all(test, unix))]
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
@@ -589,6 +612,15 @@ mod tests {
         assert_eq!(leftovers.len(), 2, "{leftovers:?}");
     }
 
+    /// The files as if they belonged to another user.
+    fn someone_else() -> PrivacyProblem {
+        let me = rustix::process::geteuid().as_raw();
+        PrivacyProblem::ForeignOwner {
+            owner: platform::Owner { uid: me + 1 },
+            expected: platform::Owner { uid: me },
+        }
+    }
+
     #[test]
     fn an_unprotected_linked_foreign_or_odd_secret_key_is_refused() {
         let dir = tempfile::tempdir().unwrap();
@@ -597,13 +629,12 @@ mod tests {
         fs::set_permissions(&path, fs::Permissions::from_mode(0o640)).unwrap();
         let error = read_secret_key(&path).unwrap_err();
         assert!(
-            matches!(error, KeyFileError::Permissions { mode: 0o640, .. }),
+            matches!(&error, KeyFileError::Permissions { access, .. } if access.mode == 0o640),
             "{error}"
         );
         assert!(error.to_string().contains("chmod 600"), "{error}");
         fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
-        let me = my_uid();
-        let error = read_secret_key_as(&path, me + 1).unwrap_err();
+        let error = read_secret_key_as(&path, Some(Err(someone_else()))).unwrap_err();
         assert!(matches!(error, KeyFileError::Owner { .. }), "{error}");
         let link = dir.path().join("link");
         std::os::unix::fs::symlink(&path, &link).unwrap();
@@ -703,8 +734,9 @@ mod tests {
         let error = KeyringFile::load(Some(&path)).unwrap_err();
         assert!(error.to_string().contains("chmod 644"), "{error}");
         fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        let file = File::open(&path).unwrap();
         assert!(matches!(
-            KeyringFile::read(&path, my_uid() + 1).unwrap_err(),
+            read_checked(file, &path, Err(someone_else()), KEYRING, "keyring", 1024).unwrap_err(),
             KeyFileError::Owner { .. }
         ));
         fs::write(&path, "format: minimodel-keyring-v1\npin: nonsense\n").unwrap();

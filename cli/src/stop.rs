@@ -1,5 +1,6 @@
 //! Stopping long-running commands on SIGINT or SIGTERM.
 
+use minimodel_swarm::platform::StopSignals;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -101,22 +102,14 @@ pub fn end_unhandled_signals(out: Output) {
         .name("signals".into())
         .spawn(move || {
             runtime.block_on(async move {
-                use tokio::signal::unix::{SignalKind, signal};
-                let handlers = (
-                    signal(SignalKind::interrupt()),
-                    signal(SignalKind::terminate()),
-                );
-                let (Ok(mut interrupt), Ok(mut terminate)) = handlers else {
+                let Ok(mut stops) = StopSignals::install() else {
                     let _ = ready.send(());
                     return;
                 };
                 let taken = TAKEN.get_or_init(|| tokio::sync::watch::channel(0).0);
                 let _ = ready.send(());
                 loop {
-                    tokio::select! {
-                        _ = interrupt.recv() => {}
-                        _ = terminate.recv() => {}
-                    }
+                    stops.recv().await;
                     let ending = signals().take(std::time::Instant::now(), taken);
                     if let Some(what) = ending {
                         say_interrupted_and_exit(out, what);
@@ -155,7 +148,6 @@ fn say_interrupted_and_exit(out: Output, what: &'static str) -> ! {
 /// ready stops it cleanly instead of ending the process. Call it within a
 /// tokio runtime.
 pub fn signal() -> impl Future<Output = ()> + Send + 'static {
-    use tokio::signal::unix::{SignalKind, signal};
     // Through the fallback thread, which takes every signal.
     let through_fallback = TAKEN.get().map(|taken| {
         let taken = taken.subscribe();
@@ -167,10 +159,7 @@ pub fn signal() -> impl Future<Output = ()> + Send + 'static {
     });
     // Without it, handlers of its own.
     let handlers = through_fallback.is_none().then(|| {
-        let handlers = (
-            signal(SignalKind::interrupt()),
-            signal(SignalKind::terminate()),
-        );
+        let handlers = StopSignals::install();
         signals().handled = true;
         handlers
     });
@@ -183,14 +172,11 @@ pub fn signal() -> impl Future<Output = ()> + Send + 'static {
             }
             return;
         }
-        let Some((Ok(mut interrupt), Ok(mut terminate))) = handlers else {
+        let Some(Ok(mut stops)) = handlers else {
             // Without signal handlers, only killing the process stops it.
             return std::future::pending().await;
         };
-        tokio::select! {
-            _ = interrupt.recv() => {}
-            _ = terminate.recv() => {}
-        }
+        stops.recv().await;
     }
 }
 

@@ -7,26 +7,26 @@
 //! | `manifests/<item>.manifest` | each item's manifest, the bytes as given |
 //! | `downloads/` | every download's directory (`docs/resume.md`) |
 //! | `identity/` | the node's key: one identity for every item |
-//! | `token` | the API token, mode 0600 |
+//! | `token` | the API token, mode 0600 (an ACL for the user alone on Windows) |
 //! | `api.json` | where the running companion's API listens |
-//! | `companion.lock` | held (`flock`) while a companion runs on the library |
+//! | `companion.lock` | held (`flock`; `LockFileEx` on Windows) while a companion runs on the library |
 //! | `log/transfers.jsonl` | the transfer log ([`crate::translog`]) |
 //!
 //! The directory is made mode 0700 and refused when another user owns it
-//! or group or others may write it: whoever can write it could plant
+//! or group or others may write it (on Windows: an ACL entry that lets
+//! anyone else write; [`minimodel_swarm::platform::check_private_dir`]): whoever can write it could plant
 //! links where the companion writes, or replace the state. Whole files
 //! are written through [`minimodel_swarm::resume::write_file_atomically`]
 //! (a temporary file, fsynced, renamed over the old one, the directory
 //! fsynced), so a crash leaves the old file or the new one.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
+use minimodel_swarm::platform::{self, DirHandle, EntryKind, PrivacyProblem, PrivateOpen};
 use minimodel_verifier::{ModelId, Sha256Digest};
 use minimodel_wire::PeerAddr;
-use rustix::fs::FlockOperation;
 use serde::{Deserialize, Serialize};
 
 /// The `format` of the state file.
@@ -176,31 +176,24 @@ impl LibraryDir {
     }
 
     /// Takes the library's lock, or says who holds it. The lock is an
-    /// advisory `flock` on `companion.lock`, released when the returned
-    /// guard is dropped or the process ends (a `kill -9` included).
+    /// advisory lock on `companion.lock` ([`platform::try_lock`]),
+    /// released when the returned guard is dropped or the process ends (a
+    /// `kill -9` included).
     pub fn lock(&self) -> Result<LibraryLock, LibraryError> {
         let path = self.lock_path();
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .custom_flags(libc_nofollow())
-            .open(&path)
-            .map_err(io_error(&path))?;
+        let mut file =
+            platform::open_private(&path, PrivateOpen::ReadWriteCreate).map_err(io_error(&path))?;
         check_own_file(&file, &path)?;
-        match rustix::fs::flock(&file, FlockOperation::NonBlockingLockExclusive) {
-            Ok(()) => {}
-            Err(rustix::io::Errno::WOULDBLOCK) => {
-                let mut text = String::new();
-                let _ = (&file).take(32).read_to_string(&mut text);
-                return Err(LibraryError::Locked {
-                    path: self.root.clone(),
-                    pid: text.trim().parse().ok(),
-                });
-            }
-            Err(errno) => return Err(io_error(&path)(errno.into())),
+        if !platform::try_lock(&file) {
+            // The holder's pid, which it wrote under its lock. (Windows
+            // locks are mandatory: the bytes cannot be read while held, and
+            // the pid goes unsaid.)
+            let mut text = String::new();
+            let _ = (&file).take(32).read_to_string(&mut text);
+            return Err(LibraryError::Locked {
+                path: self.root.clone(),
+                pid: text.trim().parse().ok(),
+            });
         }
         file.set_len(0).map_err(io_error(&path))?;
         writeln!(file, "{}", std::process::id()).map_err(io_error(&path))?;
@@ -252,65 +245,47 @@ pub struct LibraryLock {
     _file: File,
 }
 
-fn libc_nofollow() -> i32 {
-    rustix::fs::OFlags::NOFOLLOW.bits() as i32
-}
-
 /// Makes `dir` (mode 0700) when missing; refuses one another user owns,
 /// or that group or others may write.
 fn private_dir(dir: &Path) -> Result<(), LibraryError> {
-    match std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-    {
-        Ok(()) => {}
-        Err(source) => return Err(io_error(dir)(source)),
-    }
-    let meta = std::fs::metadata(dir).map_err(io_error(dir))?;
-    let uid = rustix::process::geteuid().as_raw();
-    if meta.uid() != uid {
-        return Err(LibraryError::Unsafe {
+    platform::create_private_dir(dir).map_err(io_error(dir))?;
+    match platform::check_private_dir(dir).map_err(io_error(dir))? {
+        Ok(()) => Ok(()),
+        Err(PrivacyProblem::ForeignOwner { owner, expected }) => Err(LibraryError::Unsafe {
             path: dir.to_owned(),
             problem: format!(
-                "belongs to another user (uid {}, not {uid}); use a directory of your own",
-                meta.uid()
+                "belongs to another user ({owner}, not {expected}); use a directory of your own"
             ),
-        });
-    }
-    if meta.mode() & 0o022 != 0 {
-        return Err(LibraryError::Unsafe {
+        }),
+        Err(PrivacyProblem::OpenToOthers(access)) => Err(LibraryError::Unsafe {
             path: dir.to_owned(),
             problem: format!(
-                "has mode {:04o}, which lets others write into it; run `chmod 700 {}`",
-                meta.mode() & 0o7777,
-                dir.display()
+                "{access}, which lets others write into it; {}",
+                access.fix_dir(dir)
             ),
-        });
+        }),
     }
-    Ok(())
 }
 
 /// Refuses a file another user owns or that has more than one name.
 fn check_own_file(file: &File, path: &Path) -> Result<(), LibraryError> {
-    let meta = file.metadata().map_err(io_error(path))?;
-    let uid = rustix::process::geteuid().as_raw();
-    if !meta.is_file() {
+    let facts = DirHandle::facts_of(file).map_err(io_error(path))?;
+    if facts.kind != EntryKind::Regular {
         return Err(LibraryError::Unsafe {
             path: path.to_owned(),
             problem: "is not a regular file".to_owned(),
         });
     }
-    if meta.uid() != uid {
+    if !facts.owned_by_us {
         return Err(LibraryError::Unsafe {
             path: path.to_owned(),
-            problem: format!("belongs to another user (uid {})", meta.uid()),
+            problem: format!("belongs to another user ({})", facts.owner),
         });
     }
-    if meta.nlink() > 1 {
+    if facts.links > 1 {
         return Err(LibraryError::Unsafe {
             path: path.to_owned(),
-            problem: format!("has {} hard links", meta.nlink()),
+            problem: format!("has {} hard links", facts.links),
         });
     }
     Ok(())
@@ -319,20 +294,18 @@ fn check_own_file(file: &File, path: &Path) -> Result<(), LibraryError> {
 /// Reads a regular file of ours (no link followed, no FIFO waited on) of
 /// at most `max` bytes; `None` when it does not exist.
 pub(crate) fn read_own_file(path: &Path, max: u64) -> Result<Option<Vec<u8>>, LibraryError> {
-    let file = match OpenOptions::new()
-        .read(true)
-        .custom_flags(libc_nofollow() | rustix::fs::OFlags::NONBLOCK.bits() as i32)
-        .open(path)
-    {
+    let file = match platform::open_no_follow(path) {
         Ok(file) => file,
-        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(error) if error.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
+        Err(platform::OpenRefusal::Io(error)) if error.kind() == io::ErrorKind::NotFound => {
+            return Ok(None);
+        }
+        Err(platform::OpenRefusal::Link) => {
             return Err(LibraryError::Unsafe {
                 path: path.to_owned(),
                 problem: "is a symbolic link; it must be a regular file".to_owned(),
             });
         }
-        Err(error) => return Err(io_error(path)(error)),
+        Err(platform::OpenRefusal::Io(error)) => return Err(io_error(path)(error)),
     };
     check_own_file(&file, path)?;
     let mut bytes = Vec::new();
@@ -921,6 +894,8 @@ mod tests {
         library.lock().unwrap();
     }
 
+    /// Unix only: modes (`scripts/windows-tests`).
+    #[cfg(unix)]
     #[test]
     fn a_library_others_may_write_is_refused() {
         use std::os::unix::fs::PermissionsExt;
@@ -953,7 +928,9 @@ mod tests {
             b"{\"format\": \"minimodel-compan"
         );
         std::fs::remove_file(library.state_path()).unwrap();
-        std::os::unix::fs::symlink("/etc/passwd", library.state_path()).unwrap();
+        let elsewhere = temp.path().join("elsewhere.json");
+        std::fs::write(&elsewhere, b"{}").unwrap();
+        platform::plant_link(&elsewhere, &library.state_path()).unwrap();
         assert!(matches!(
             library.load_state(),
             Err(LibraryError::Unsafe { .. })

@@ -64,8 +64,7 @@ pub fn check(
 
 /// Bytes free for this user on the file system of `dir`.
 pub fn free_bytes(dir: &Path) -> Option<u64> {
-    let stat = rustix::fs::statvfs(dir).ok()?;
-    Some(stat.f_bavail.saturating_mul(stat.f_frsize))
+    minimodel_swarm::platform::free_space(dir)
 }
 
 #[cfg(test)]

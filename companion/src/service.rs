@@ -769,14 +769,7 @@ fn load_manifest(path: Option<&Path>, text: Option<&str>) -> Result<Loaded, ApiE
             // Opened without waiting (a FIFO would block the handler's
             // thread until someone writes to it) and read only when it is
             // a regular file: not a FIFO, a device or a directory.
-            let file = {
-                use std::os::unix::fs::OpenOptionsExt;
-                std::fs::OpenOptions::new()
-                    .read(true)
-                    .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
-                    .open(path)
-            }
-            .map_err(|error| {
+            let file = minimodel_swarm::platform::open_nonblocking(path).map_err(|error| {
                 ApiError::invalid(format!("cannot read manifest {}: {error}", path.display()))
             })?;
             if !file.metadata().is_ok_and(|meta| meta.is_file()) {

@@ -1,13 +1,14 @@
 //! The API token: 32 random bytes as 64 lowercase hex digits, made once
 //! (by `minimodel companion token`, or the first start) into `LIBRARY/token`, mode
-//! 0600, and read only when it is a regular file of ours that group and
-//! others cannot read. Every API request carries it in
+//! 0600 (an ACL for the user alone on Windows), and read only when it is a
+//! regular file of ours that group and others cannot read
+//! ([`minimodel_swarm::platform::check_owner_only`]). Every API request carries it in
 //! `Authorization: Bearer <token>`; it is compared in constant time.
 
-use std::fs::OpenOptions;
 use std::io::{self, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
+
+use minimodel_swarm::platform::{self, PrivacyProblem, PrivateOpen};
 
 use crate::library::{LibraryDir, LibraryError, read_own_file};
 
@@ -71,21 +72,30 @@ impl Token {
         let Some(bytes) = read_own_file(&path, 1024)? else {
             return Ok(None);
         };
-        let mode = std::fs::symlink_metadata(&path)
+        let privacy = platform::open_no_follow(&path)
+            .map_err(platform::OpenRefusal::into_io)
+            .and_then(|file| platform::check_owner_only(&file))
             .map_err(|source| LibraryError::Io {
                 path: path.clone(),
                 source,
-            })?
-            .mode();
-        if mode & 0o077 != 0 {
-            return Err(LibraryError::Unsafe {
-                path: path.clone(),
-                problem: format!(
-                    "has mode {:04o}, which lets others read the API token; run `chmod 600 {}`",
-                    mode & 0o7777,
-                    path.display()
-                ),
-            });
+            })?;
+        match privacy {
+            Ok(()) => {}
+            Err(PrivacyProblem::OpenToOthers(access)) => {
+                return Err(LibraryError::Unsafe {
+                    path: path.clone(),
+                    problem: format!(
+                        "{access}, which lets others read the API token; {}",
+                        access.fix(&path)
+                    ),
+                });
+            }
+            Err(PrivacyProblem::ForeignOwner { owner, .. }) => {
+                return Err(LibraryError::Unsafe {
+                    path: path.clone(),
+                    problem: format!("belongs to another user ({owner})"),
+                });
+            }
         }
         let text = String::from_utf8_lossy(&bytes);
         Token::parse(&text).map(Some).ok_or(LibraryError::State {
@@ -112,12 +122,7 @@ fn write_new(path: &Path, token: &Token) -> Result<(), LibraryError> {
         path: path.to_owned(),
         source,
     };
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(io_error)?;
+    let mut file = platform::open_private(path, PrivateOpen::CreateNew).map_err(io_error)?;
     writeln!(file, "{}", token.0).map_err(io_error)?;
     file.sync_all().map_err(io_error)
 }
@@ -132,8 +137,8 @@ mod tests {
         let library = LibraryDir::open(temp.path()).unwrap();
         let (token, made) = Token::read_or_create(&library).unwrap();
         assert!(made);
-        let mode = std::fs::metadata(library.token_path()).unwrap().mode() & 0o777;
-        assert_eq!(mode, 0o600);
+        let file = std::fs::File::open(library.token_path()).unwrap();
+        assert_eq!(platform::check_owner_only(&file).unwrap(), Ok(()));
         let (again, made) = Token::read_or_create(&library).unwrap();
         assert!(!made);
         assert_eq!(again, token);
@@ -143,14 +148,13 @@ mod tests {
 
     #[test]
     fn a_token_others_can_read_is_refused() {
-        use std::os::unix::fs::PermissionsExt;
         let temp = tempfile::tempdir().unwrap();
         let library = LibraryDir::open(temp.path()).unwrap();
         Token::read_or_create(&library).unwrap();
-        std::fs::set_permissions(library.token_path(), std::fs::Permissions::from_mode(0o644))
-            .unwrap();
+        platform::open_to_others(&library.token_path()).unwrap();
         let error = Token::read(&library).unwrap_err();
-        assert!(error.to_string().contains("chmod 600"), "{error}");
+        let fix = if cfg!(windows) { "icacls" } else { "chmod 600" };
+        assert!(error.to_string().contains(fix), "{error}");
     }
 
     #[test]

@@ -8,9 +8,8 @@
 //! A crash can cut the last line short; the next append starts on a new
 //! line, and readers skip a line that does not parse.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -160,13 +159,10 @@ impl TransferLog {
     }
 
     fn reopen(&mut self) -> io::Result<()> {
-        let mut file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .mode(0o600)
-            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-            .open(self.path(0))?;
+        let mut file = minimodel_swarm::platform::open_private(
+            &self.path(0),
+            minimodel_swarm::platform::PrivateOpen::ReadAppendCreate,
+        )?;
         let len = file.metadata()?.len();
         // A line cut short by a crash: the next entry starts a line.
         if len > 0 {
@@ -258,12 +254,8 @@ pub fn read_last(dir: &Path, limit: usize) -> io::Result<Vec<LogEntry>> {
 
 /// A log file's bytes, at most 64 MiB of its end.
 fn read_capped(path: &Path) -> io::Result<Vec<u8>> {
-    let mut file = OpenOptions::new()
-        .read(true)
-        .custom_flags(
-            rustix::fs::OFlags::NOFOLLOW.bits() as i32 | rustix::fs::OFlags::NONBLOCK.bits() as i32,
-        )
-        .open(path)?;
+    let mut file = minimodel_swarm::platform::open_no_follow(path)
+        .map_err(minimodel_swarm::platform::OpenRefusal::into_io)?;
     let len = file.metadata()?.len();
     let cap = 64 << 20;
     if len > cap {
@@ -321,7 +313,10 @@ mod tests {
             log.append(&entry(1)).unwrap();
         }
         let path = temp.path().join(LOG_NAME);
-        let mut file = OpenOptions::new().append(true).open(&path).unwrap();
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
         file.write_all(b"{\"format\":\"minimodel-transfer-v0\",\"at\":")
             .unwrap();
         let mut log = TransferLog::open(temp.path(), 1 << 20).unwrap();

@@ -1,12 +1,252 @@
-//! The systemd user unit that starts the companion at login (or at boot,
-//! with lingering): `minimodel companion install-unit` writes it to
-//! `~/.config/systemd/user/minimodel-companion.service`; the user enables
-//! it (`systemctl --user enable --now minimodel-companion`). systemd
-//! stops it with SIGTERM, which the companion takes as a clean stop
-//! (every item stopped, its state saved), and starts it again after a
-//! crash.
+//! What starts the companion at login, one kind per system, written by
+//! `minimodel companion install-unit` ([`LoginStart`]):
+//! - Linux: a systemd user unit,
+//!   `~/.config/systemd/user/minimodel-companion.service`; the user
+//!   enables it (`systemctl --user enable --now minimodel-companion`).
+//!   systemd stops it with SIGTERM, which the companion takes as a clean
+//!   stop (every item stopped, its state saved), and starts it again after
+//!   a crash.
+//! - macOS: a launchd agent, `~/Library/LaunchAgents/<label>.plist`,
+//!   loaded with `launchctl bootstrap gui/$(id -u) PLIST`; launchd stops
+//!   it with SIGTERM and starts it again when it fails.
+//! - Windows: a Task Scheduler task run at the user's logon, its XML
+//!   written to `%LOCALAPPDATA%\minimodel\minimodel-companion.task.xml`
+//!   and registered with `schtasks /Create /TN minimodel-companion /XML
+//!   FILE`; restarted after a failure. Ending the task ends the process
+//!   at once, which the library survives as it survives a crash.
+//!
+//! The texts are pure functions, tested on any system.
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
+
+use minimodel_swarm::platform::System;
+
+/// What starts the companion at login on a system.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginStart {
+    /// A systemd user unit (Linux).
+    SystemdUser,
+    /// A launchd agent (macOS).
+    LaunchdAgent,
+    /// A Task Scheduler logon task (Windows).
+    LogonTask,
+}
+
+/// The launchd agent's label (and file stem).
+pub const AGENT_LABEL: &str = "org.minimodel.companion";
+/// The logon task's name.
+pub const TASK_NAME: &str = "minimodel-companion";
+
+impl LoginStart {
+    /// The kind `system` uses.
+    pub fn of(system: System) -> LoginStart {
+        match system {
+            System::Linux => LoginStart::SystemdUser,
+            System::MacOs => LoginStart::LaunchdAgent,
+            System::Windows => LoginStart::LogonTask,
+        }
+    }
+
+    /// Its file's name.
+    pub fn file_name(self) -> String {
+        match self {
+            LoginStart::SystemdUser => UNIT_NAME.to_owned(),
+            LoginStart::LaunchdAgent => format!("{AGENT_LABEL}.plist"),
+            LoginStart::LogonTask => format!("{TASK_NAME}.task.xml"),
+        }
+    }
+
+    /// Its text: run `program companion run` with `args`.
+    pub fn text(self, program: &Path, args: &[String]) -> String {
+        match self {
+            LoginStart::SystemdUser => unit_text(program, args),
+            LoginStart::LaunchdAgent => agent_text(program, args),
+            LoginStart::LogonTask => task_text(program, args),
+        }
+    }
+
+    /// The file's bytes: UTF-8, except the task's XML, which Task
+    /// Scheduler reads as UTF-16 (little-endian, with its byte order
+    /// mark).
+    pub fn file_bytes(self, text: &str) -> Vec<u8> {
+        match self {
+            LoginStart::LogonTask => [0xFF, 0xFE]
+                .into_iter()
+                .chain(text.encode_utf16().flat_map(u16::to_le_bytes))
+                .collect(),
+            _ => text.as_bytes().to_vec(),
+        }
+    }
+
+    /// Where its file goes, from the environment `env`; `None` when the
+    /// environment names no such place.
+    pub fn dir(self, env: &dyn Fn(&str) -> Option<OsString>) -> Option<PathBuf> {
+        let absolute = |name: &str| env(name).map(PathBuf::from).filter(|path| path.has_root());
+        match self {
+            LoginStart::SystemdUser => absolute("XDG_CONFIG_HOME")
+                .or_else(|| absolute("HOME").map(|home| home.join(".config")))
+                .map(|config| config.join("systemd").join("user")),
+            LoginStart::LaunchdAgent => {
+                absolute("HOME").map(|home| home.join("Library").join("LaunchAgents"))
+            }
+            LoginStart::LogonTask => {
+                minimodel_swarm::platform::places::data_home(System::Windows, env)
+                    .map(|data| data.join("minimodel"))
+            }
+        }
+    }
+
+    /// The command that starts it now and at every login.
+    pub fn enable_command(self, path: &Path) -> String {
+        match self {
+            LoginStart::SystemdUser => {
+                "systemctl --user enable --now minimodel-companion".to_owned()
+            }
+            LoginStart::LaunchdAgent => {
+                format!("launchctl bootstrap gui/$(id -u) '{}'", path.display())
+            }
+            LoginStart::LogonTask => format!(
+                "schtasks /Create /TN {TASK_NAME} /XML \"{}\" && schtasks /Run /TN {TASK_NAME}",
+                path.display()
+            ),
+        }
+    }
+}
+
+/// Escapes text for XML character data and attribute values.
+fn xml(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The launchd agent: `program companion run args...` at login, again
+/// after a failure (not after a clean stop), its output to the system
+/// log.
+pub fn agent_text(program: &Path, args: &[String]) -> String {
+    let mut arguments = String::new();
+    for arg in [
+        program.display().to_string(),
+        "companion".into(),
+        "run".into(),
+    ]
+    .iter()
+    .chain(args)
+    {
+        arguments.push_str(&format!("\t\t<string>{}</string>\n", xml(arg)));
+    }
+    format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n\
+         <!-- Written by `minimodel companion install-unit`; see docs/companion.md. -->\n\
+         <!DOCTYPE plist PUBLIC \"-//Apple//DTD PLIST 1.0//EN\" \"http://www.apple.com/DTDs/PropertyList-1.0.dtd\">\n\
+         <plist version=\"1.0\">\n\
+         <dict>\n\
+         \t<key>Label</key>\n\
+         \t<string>{AGENT_LABEL}</string>\n\
+         \t<key>ProgramArguments</key>\n\
+         \t<array>\n\
+         {arguments}\
+         \t</array>\n\
+         \t<key>RunAtLoad</key>\n\
+         \t<true/>\n\
+         \t<key>KeepAlive</key>\n\
+         \t<dict>\n\
+         \t\t<key>SuccessfulExit</key>\n\
+         \t\t<false/>\n\
+         \t</dict>\n\
+         \t<key>ThrottleInterval</key>\n\
+         \t<integer>5</integer>\n\
+         \t<key>ProcessType</key>\n\
+         \t<string>Background</string>\n\
+         </dict>\n\
+         </plist>\n"
+    )
+}
+
+/// Quotes one argument for a Windows command line as the C runtime's
+/// `CommandLineToArgvW` reads it back: in double quotes, each `"` as
+/// `\"`, and the backslashes before a `"` (or the closing one) doubled.
+fn quote_windows(arg: &str) -> String {
+    let mut out = String::from("\"");
+    let mut backslashes = 0;
+    for c in arg.chars() {
+        match c {
+            '\\' => backslashes += 1,
+            '"' => {
+                out.push_str(&"\\".repeat(backslashes * 2 + 1));
+                out.push('"');
+                backslashes = 0;
+            }
+            c => {
+                out.push_str(&"\\".repeat(backslashes));
+                out.push(c);
+                backslashes = 0;
+            }
+        }
+    }
+    out.push_str(&"\\".repeat(backslashes * 2));
+    out.push('"');
+    out
+}
+
+/// The logon task: `program companion run args...` when this user logs
+/// on, with the user's own rights, no time limit, restarted (three times,
+/// a minute apart) after a failure, one instance at a time.
+pub fn task_text(program: &Path, args: &[String]) -> String {
+    let mut arguments = String::from("companion run");
+    for arg in args {
+        arguments.push(' ');
+        arguments.push_str(&quote_windows(arg));
+    }
+    format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-16\"?>\r\n\
+         <!-- Written by `minimodel companion install-unit`; see docs/companion.md. -->\r\n\
+         <Task version=\"1.2\" xmlns=\"http://schemas.microsoft.com/windows/2004/02/mit/task\">\r\n\
+         \x20 <RegistrationInfo>\r\n\
+         \x20   <Description>minimodel companion: shares and downloads of verified .slm artifacts</Description>\r\n\
+         \x20 </RegistrationInfo>\r\n\
+         \x20 <Triggers>\r\n\
+         \x20   <LogonTrigger>\r\n\
+         \x20     <Enabled>true</Enabled>\r\n\
+         \x20   </LogonTrigger>\r\n\
+         \x20 </Triggers>\r\n\
+         \x20 <Principals>\r\n\
+         \x20   <Principal id=\"Author\">\r\n\
+         \x20     <LogonType>InteractiveToken</LogonType>\r\n\
+         \x20     <RunLevel>LeastPrivilege</RunLevel>\r\n\
+         \x20   </Principal>\r\n\
+         \x20 </Principals>\r\n\
+         \x20 <Settings>\r\n\
+         \x20   <MultipleInstancesPolicy>IgnoreNew</MultipleInstancesPolicy>\r\n\
+         \x20   <DisallowStartIfOnBatteries>false</DisallowStartIfOnBatteries>\r\n\
+         \x20   <StopIfGoingOnBatteries>false</StopIfGoingOnBatteries>\r\n\
+         \x20   <ExecutionTimeLimit>PT0S</ExecutionTimeLimit>\r\n\
+         \x20   <RestartOnFailure>\r\n\
+         \x20     <Interval>PT1M</Interval>\r\n\
+         \x20     <Count>3</Count>\r\n\
+         \x20   </RestartOnFailure>\r\n\
+         \x20 </Settings>\r\n\
+         \x20 <Actions Context=\"Author\">\r\n\
+         \x20   <Exec>\r\n\
+         \x20     <Command>{}</Command>\r\n\
+         \x20     <Arguments>{}</Arguments>\r\n\
+         \x20   </Exec>\r\n\
+         \x20 </Actions>\r\n\
+         </Task>\r\n",
+        xml(&program.display().to_string()),
+        xml(&arguments)
+    )
+}
 
 /// The unit's file name.
 pub const UNIT_NAME: &str = "minimodel-companion.service";
@@ -69,14 +309,7 @@ pub fn unit_text(program: &Path, args: &[String]) -> String {
 /// Where the user's units go: `$XDG_CONFIG_HOME/systemd/user`, else
 /// `~/.config/systemd/user`.
 pub fn user_unit_dir() -> Option<PathBuf> {
-    let absolute = |name: &str| {
-        std::env::var_os(name)
-            .map(PathBuf::from)
-            .filter(|path| path.is_absolute())
-    };
-    absolute("XDG_CONFIG_HOME")
-        .or_else(|| absolute("HOME").map(|home| home.join(".config")))
-        .map(|config| config.join("systemd").join("user"))
+    LoginStart::SystemdUser.dir(&|name| std::env::var_os(name))
 }
 
 #[cfg(test)]
@@ -104,5 +337,105 @@ mod tests {
             assert!(text.contains(line), "{line} missing from\n{text}");
         }
         assert_eq!(quote("a\"b\\c$d"), "\"a\\\"b\\\\c$$d\"");
+    }
+
+    #[test]
+    fn the_launchd_agent_runs_the_companion_at_login_and_after_a_failure() {
+        let text = agent_text(
+            Path::new("/Applications/minimodel"),
+            &[
+                "--library".to_owned(),
+                "/Users/a b/<lib> & \"x\"".to_owned(),
+            ],
+        );
+        for line in [
+            "<string>org.minimodel.companion</string>",
+            "<string>/Applications/minimodel</string>\n\t\t<string>companion</string>\n\t\t<string>run</string>\n\t\t<string>--library</string>\n",
+            "<string>/Users/a b/&lt;lib&gt; &amp; &quot;x&quot;</string>",
+            "<key>RunAtLoad</key>\n\t<true/>",
+            "<key>SuccessfulExit</key>\n\t\t<false/>",
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
+        // Every element that opens closes.
+        for tag in ["plist", "dict", "array"] {
+            assert_eq!(
+                text.matches(&format!("<{tag}")).count(),
+                text.matches(&format!("</{tag}>")).count(),
+                "{tag}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_logon_task_runs_the_companion_with_its_arguments_quoted() {
+        let text = task_text(
+            Path::new(r"C:\Program Files\minimodel\minimodel.exe"),
+            &[
+                "--library".to_owned(),
+                r"C:\Users\a b\lib\".to_owned(),
+                r#"say "hi""#.to_owned(),
+            ],
+        );
+        assert!(
+            text.contains(r"<Command>C:\Program Files\minimodel\minimodel.exe</Command>"),
+            "{text}"
+        );
+        // The trailing backslash doubled before the closing quote; the
+        // inner quotes escaped; all of it escaped again for XML.
+        assert!(
+            text.contains(
+                r#"<Arguments>companion run &quot;--library&quot; &quot;C:\Users\a b\lib\\&quot; &quot;say \&quot;hi\&quot;&quot;</Arguments>"#
+            ),
+            "{text}"
+        );
+        for line in [
+            "<LogonTrigger>",
+            "<RunLevel>LeastPrivilege</RunLevel>",
+            "<ExecutionTimeLimit>PT0S</ExecutionTimeLimit>",
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
+        let bytes = LoginStart::LogonTask.file_bytes(&text);
+        assert_eq!(&bytes[..4], &[0xFF, 0xFE, b'<', 0]);
+        assert_eq!(bytes.len(), 2 + 2 * text.encode_utf16().count());
+    }
+
+    #[test]
+    fn each_system_starts_the_companion_its_own_way_in_its_own_place() {
+        let env = |name: &str| {
+            match name {
+                "HOME" => Some("/home/ada"),
+                "LOCALAPPDATA" => Some(r"C:\Users\ada\AppData\Local"),
+                _ => None,
+            }
+            .map(OsString::from)
+        };
+        assert_eq!(LoginStart::of(System::Linux), LoginStart::SystemdUser);
+        assert_eq!(LoginStart::of(System::MacOs), LoginStart::LaunchdAgent);
+        assert_eq!(LoginStart::of(System::Windows), LoginStart::LogonTask);
+        assert_eq!(
+            LoginStart::SystemdUser.dir(&env),
+            Some(PathBuf::from("/home/ada/.config/systemd/user"))
+        );
+        assert_eq!(
+            LoginStart::LaunchdAgent.dir(&env),
+            Some(PathBuf::from("/home/ada/Library/LaunchAgents"))
+        );
+        assert_eq!(
+            LoginStart::LogonTask.dir(&env),
+            Some(PathBuf::from(r"C:\Users\ada\AppData\Local").join("minimodel"))
+        );
+        assert_eq!(
+            LoginStart::LaunchdAgent.file_name(),
+            "org.minimodel.companion.plist"
+        );
+        assert!(
+            LoginStart::LogonTask
+                .enable_command(Path::new("t.xml"))
+                .contains("schtasks /Create")
+        );
+        assert_eq!(quote_windows(""), "\"\"");
+        assert_eq!(quote_windows(r"a\b"), r#""a\b""#);
     }
 }

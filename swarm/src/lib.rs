@@ -6,7 +6,7 @@
 //! actions; a thin tokio + quinn driver pumps them. That is what lets hostile
 //! peers, loss and resume be tested in milliseconds without sockets.
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 pub use minimodel_node::{download, picker, remembered, session, upload};
@@ -26,6 +26,7 @@ pub(crate) mod link;
 pub mod node;
 pub mod offer;
 pub mod peers;
+pub mod platform;
 pub mod portmap;
 pub mod resume;
 pub mod seed;

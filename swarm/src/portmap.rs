@@ -233,7 +233,7 @@ impl Router {
                 }
             };
         }
-        let gateway = match read_default_gateway() {
+        let gateway = match crate::platform::default_gateway() {
             Ok(Some(gateway)) => gateway,
             Ok(None) => return failed(FailKind::NoRouter, "no default route".into()),
             Err(error) => {
@@ -474,79 +474,18 @@ fn local_ip_toward(ip: IpAddr) -> std::io::Result<IpAddr> {
     Ok(socket.local_addr()?.ip())
 }
 
-/// The host's IPv4 default gateway, from the routing table (Linux:
-/// `/proc/net/route`); `None` where the table cannot be read this way.
-fn read_default_gateway() -> std::io::Result<Option<Ipv4Addr>> {
-    if cfg!(target_os = "linux") {
-        Ok(default_gateway(&std::fs::read_to_string(
-            "/proc/net/route",
-        )?))
-    } else {
-        Ok(None)
-    }
-}
-
 /// Whether `ip` is this host's default gateway, or the gateway is not
-/// known (a routing table this host does not have in `/proc`).
+/// known (a routing table that could not be read).
 fn is_our_gateway(ip: IpAddr) -> bool {
-    match read_default_gateway() {
+    match crate::platform::default_gateway() {
         Ok(Some(gateway)) => ip.to_canonical() == IpAddr::V4(gateway),
         _ => true,
     }
 }
 
-/// Most lines of a routing table read.
-const MAX_ROUTES: usize = 4096;
-
-/// The IPv4 default gateway in Linux's `/proc/net/route` text: of the
-/// routes that are up (flag `RTF_UP`), go through a gateway
-/// (`RTF_GATEWAY`) and match every destination (destination and mask 0),
-/// the one with the lowest metric (the first of equals). Each address is a
-/// 32-bit hexadecimal number holding the address's bytes in the host's
-/// byte order. Lines that do not read so are skipped; the header line is
-/// one of them.
-pub fn default_gateway(table: &str) -> Option<Ipv4Addr> {
-    const RTF_UP: u32 = 0x1;
-    const RTF_GATEWAY: u32 = 0x2;
-    let hex = |field: &str| {
-        // Eight hex digits exactly: `from_str_radix` alone would take a
-        // leading `+` and read a field the kernel never writes.
-        (field.len() == 8 && field.bytes().all(|b| b.is_ascii_hexdigit()))
-            .then(|| u32::from_str_radix(field, 16).ok())
-            .flatten()
-    };
-    table
-        .lines()
-        .take(MAX_ROUTES)
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            let [
-                _iface,
-                destination,
-                gateway,
-                flags,
-                _refcnt,
-                _use,
-                metric,
-                mask,
-                ..,
-            ] = fields.as_slice()
-            else {
-                return None;
-            };
-            let flags = u32::from_str_radix(flags, 16).ok()?;
-            let gateway = hex(gateway)?;
-            let usable = hex(destination)? == 0
-                && hex(mask)? == 0
-                && flags & (RTF_UP | RTF_GATEWAY) == RTF_UP | RTF_GATEWAY
-                && gateway != 0;
-            let metric: u32 = metric.parse().ok()?;
-            usable.then(|| (metric, Ipv4Addr::from(gateway.to_ne_bytes())))
-        })
-        .enumerate()
-        .min_by_key(|(index, (metric, _))| (*metric, *index))
-        .map(|(_, (_, gateway))| gateway)
-}
+/// The IPv4 default gateway in Linux's `/proc/net/route` text
+/// ([`crate::platform::route::proc_net_route_gateway`]).
+pub use crate::platform::route::proc_net_route_gateway as default_gateway;
 
 #[cfg(test)]
 mod tests {

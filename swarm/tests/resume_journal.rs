@@ -101,10 +101,13 @@ fn records_that_do_not_prove_their_chunk_are_ignored() {
     let (chunk, proof) = artifact.verified(3);
     let part = dir.path().join("m.slm.part");
     {
-        use std::os::unix::fs::FileExt;
         let file = fs::OpenOptions::new().write(true).open(&part).unwrap();
-        file.write_all_at(chunk.data().to_contiguous().as_ref(), 3 * u64::from(CHUNK))
-            .unwrap();
+        minimodel_swarm::platform::write_all_at(
+            &file,
+            chunk.data().to_contiguous().as_ref(),
+            3 * u64::from(CHUNK),
+        )
+        .unwrap();
     }
     let root = artifact.tree.root();
     let mut bytes = encode_header(&root);

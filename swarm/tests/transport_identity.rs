@@ -1,5 +1,9 @@
 //! Identity persistence: the key survives a reload, is private, and a key
 //! file that is exposed, corrupt or not Ed25519 is refused.
+//!
+//! Unix only: it sets and reads modes (`scripts/windows-tests`); the
+//! platform's own tests check the same refusals through Windows' ACLs.
+#![cfg(unix)]
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -44,9 +48,9 @@ fn group_readable_key_is_refused() {
     let key = dir.path().join(KEY_FILE_NAME);
     fs::set_permissions(&key, fs::Permissions::from_mode(0o640)).unwrap();
     match Identity::load_or_generate(dir.path()) {
-        Err(IdentityError::Permissions { path, mode }) => {
+        Err(IdentityError::Permissions { path, access }) => {
             assert_eq!(path, key);
-            assert_eq!(mode, 0o640);
+            assert_eq!(access.mode, 0o640);
         }
         other => panic!("expected a permissions error, got {other:?}"),
     }
@@ -62,7 +66,10 @@ fn world_readable_key_is_refused() {
     fs::set_permissions(&key, fs::Permissions::from_mode(0o604)).unwrap();
     assert!(matches!(
         Identity::load_or_generate(dir.path()),
-        Err(IdentityError::Permissions { mode: 0o604, .. })
+        Err(IdentityError::Permissions {
+            access: minimodel_swarm::platform::Access { mode: 0o604 },
+            ..
+        })
     ));
 }
 

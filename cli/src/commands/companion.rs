@@ -309,18 +309,16 @@ fn library_path(args: &LibraryArgs) -> Result<PathBuf, Failure> {
     if let Some(path) = &args.library {
         return Ok(path.clone());
     }
-    let absolute = |name: &str| {
-        std::env::var_os(name)
-            .map(PathBuf::from)
-            .filter(|path| path.is_absolute())
-    };
-    absolute("XDG_DATA_HOME")
+    use minimodel_swarm::platform::{self, System, places};
+    platform::data_home()
         .map(|data| data.join("minimodel").join("library"))
-        .or_else(|| absolute("HOME").map(|home| home.join(".local/share/minimodel/library")))
         .ok_or_else(|| {
             Failure::new(
                 Exit::Usage,
-                anyhow::anyhow!("no place for the library: neither HOME nor XDG_DATA_HOME is set"),
+                anyhow::anyhow!(
+                    "no place for the library: {}",
+                    places::data_home_variables(System::CURRENT)
+                ),
             )
             .with_hint("pass --library DIR")
         })
@@ -536,31 +534,39 @@ fn install_unit(args: InstallUnitArgs, out: Output) -> Result<(), Failure> {
         .or_exit(Exit::Transfer)?;
     let mut run_args = vec!["--library".to_owned(), library.display().to_string()];
     run_args.extend(args.run_options);
-    let text = minimodel_companion::unit::unit_text(&program, &run_args);
+    use minimodel_companion::unit::LoginStart;
+    let start = LoginStart::of(minimodel_swarm::platform::System::CURRENT);
+    let text = start.text(&program, &run_args);
     if args.print {
         crate::output::put_out!("{text}");
         return Ok(());
     }
-    let dir = minimodel_companion::unit::user_unit_dir().ok_or_else(|| {
+    let dir = start.dir(&|name| std::env::var_os(name)).ok_or_else(|| {
         Failure::new(
             Exit::Usage,
-            anyhow::anyhow!("no place for user units: neither HOME nor XDG_CONFIG_HOME is set"),
+            anyhow::anyhow!(
+                "no place for {}: the environment names none (HOME, XDG_CONFIG_HOME, LOCALAPPDATA)",
+                start.file_name()
+            ),
         )
-        .with_hint("pass --print and put the unit where systemd looks for it")
+        .with_hint("pass --print and put the file where the system looks for it")
     })?;
     std::fs::create_dir_all(&dir)
         .with_context(|| format!("cannot create {}", dir.display()))
         .or_exit(Exit::Transfer)?;
-    let path = dir.join(minimodel_companion::unit::UNIT_NAME);
-    super::write_atomically(&path, text.as_bytes())?;
+    let path = dir.join(start.file_name());
+    super::write_atomically(&path, &start.file_bytes(&text))?;
+    let enable = start.enable_command(&path);
+    let linger = if start == LoginStart::SystemdUser {
+        " (and at boot, before login: loginctl enable-linger $USER)"
+    } else {
+        ""
+    };
     out.say(format!(
-        "wrote {}; start it now and at every login with: systemctl --user enable --now minimodel-companion (and at boot, before login: loginctl enable-linger $USER)",
+        "wrote {}; start it now and at every login with: {enable}{linger}",
         path.display()
     ));
-    out.event(&Event::CompanionUnit {
-        path,
-        enable: "systemctl --user enable --now minimodel-companion".to_owned(),
-    });
+    out.event(&Event::CompanionUnit { path, enable });
     Ok(())
 }
 

@@ -71,10 +71,9 @@ fn check_free_space(out: &std::path::Path, size: u64) -> Result<(), Failure> {
         Some(parent) if !parent.as_os_str().is_empty() => parent,
         _ => std::path::Path::new("."),
     };
-    let Ok(stats) = rustix::fs::statvfs(dir) else {
+    let Some(free) = minimodel_swarm::platform::free_space(dir) else {
         return Ok(());
     };
-    let free = stats.f_bavail.saturating_mul(stats.f_frsize);
     if free >= size {
         return Ok(());
     }

@@ -6,11 +6,13 @@
 //! archive) may plant a link at a name a download uses, hoping the download
 //! writes through it into another file. [`SafeDir`] defeats that:
 //! - names are single path components (model ids cannot hold `/` or `..`);
-//! - opening uses `O_NOFOLLOW` (a link in the last component fails) and
-//!   `O_NONBLOCK` (a FIFO does not hang the open), then `fstat` on the open
-//!   handle checks that it is a regular file owned by the effective user
+//! - opening never follows a link in the last component (`O_NOFOLLOW` on
+//!   Linux and macOS; on Windows a symbolic link, junction or other
+//!   reparse point is opened itself) and never waits on a FIFO, then the
+//!   open handle is checked: a regular file owned by the user running us,
 //!   with one hard link; anything else is refused with
-//!   [`ResumeError::UnsafeEntry`] and left untouched;
+//!   [`ResumeError::UnsafeEntry`] and left untouched (the system calls are
+//!   in [`crate::platform`]; what is refused is decided here, once);
 //! - temporary files get unpredictable names and are created exclusively
 //!   (`O_CREAT | O_EXCL | O_NOFOLLOW`), so a planted name is never reused;
 //! - renames and removals go through the directory handle, and a name is
@@ -21,17 +23,16 @@
 
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{AtFlags, FileType, FlockOperation, Mode, OFlags};
+use crate::platform::{self, DirHandle, EntryFacts, EntryKind, OpenHow, OpenRefusal};
 
 use minimodel_verifier::receipt::{FileStamp, NsTime};
 
 use super::error::{ResumeError, io_error};
 
 /// Why an entry of the directory is not used.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UnsafeKind {
     /// A symbolic link.
     Symlink,
@@ -39,8 +40,8 @@ pub enum UnsafeKind {
     NotRegular,
     /// A regular file owned by another user.
     ForeignOwner {
-        /// Its owner's uid.
-        uid: u32,
+        /// Its owner.
+        owner: platform::Owner,
     },
     /// A regular file with more than one name (a hard link elsewhere).
     HardLinked {
@@ -54,8 +55,8 @@ impl std::fmt::Display for UnsafeKind {
         match self {
             UnsafeKind::Symlink => write!(f, "is a symbolic link"),
             UnsafeKind::NotRegular => write!(f, "is not a regular file"),
-            UnsafeKind::ForeignOwner { uid } => {
-                write!(f, "is owned by another user (uid {uid})")
+            UnsafeKind::ForeignOwner { owner } => {
+                write!(f, "is owned by another user ({owner})")
             }
             UnsafeKind::HardLinked { links } => {
                 write!(f, "has {links} hard links (another name points to it)")
@@ -67,9 +68,8 @@ impl std::fmt::Display for UnsafeKind {
 /// A handle on a download directory. See the module docs.
 #[derive(Debug)]
 pub(crate) struct SafeDir {
-    fd: OwnedFd,
+    handle: DirHandle,
     path: PathBuf,
-    uid: u32,
 }
 
 impl SafeDir {
@@ -85,16 +85,10 @@ impl SafeDir {
         if create {
             std::fs::create_dir_all(path).map_err(io_error("create the directory", path))?;
         }
-        let fd = rustix::fs::open(
-            path,
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(|errno| io_error("open the directory", path)(errno.into()))?;
+        let handle = DirHandle::open(path).map_err(io_error("open the directory", path))?;
         Ok(Self {
-            fd,
+            handle,
             path: path.to_path_buf(),
-            uid: rustix::process::geteuid().as_raw(),
         })
     }
 
@@ -106,55 +100,40 @@ impl SafeDir {
     /// The entry under `name`: `None` when there is none, an error when it
     /// is anything but a regular file of ours with one name.
     pub(crate) fn inspect(&self, name: &str) -> Result<Option<FileFacts>, ResumeError> {
-        match rustix::fs::statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW) {
-            Ok(stat) => self.check(name, &stat).map(Some),
-            Err(rustix::io::Errno::NOENT) => Ok(None),
-            Err(errno) => Err(io_error("look at", self.join(name))(errno.into())),
+        match self.handle.entry(name) {
+            Ok(Some(facts)) => self.check(name, facts).map(Some),
+            Ok(None) => Ok(None),
+            Err(error) => Err(io_error("look at", self.join(name))(error)),
         }
     }
 
     /// Whether anything at all is under `name` (an error to find out
     /// counts as yes, so that nothing is overwritten on a guess).
     pub(crate) fn exists(&self, name: &str) -> bool {
-        !matches!(
-            rustix::fs::statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW),
-            Err(rustix::io::Errno::NOENT)
-        )
+        !matches!(self.handle.entry(name), Ok(None))
     }
 
-    fn check(&self, name: &str, stat: &rustix::fs::Stat) -> Result<FileFacts, ResumeError> {
-        let kind = match FileType::from_raw_mode(stat.st_mode) {
-            FileType::Symlink => Some(UnsafeKind::Symlink),
-            FileType::RegularFile => None,
-            _ => Some(UnsafeKind::NotRegular),
-        };
-        let kind = kind.or(if stat.st_uid != self.uid {
-            Some(UnsafeKind::ForeignOwner { uid: stat.st_uid })
-        } else if stat.st_nlink > 1 {
-            Some(UnsafeKind::HardLinked {
-                links: stat.st_nlink,
-            })
-        } else {
-            None
-        });
-        match kind {
+    /// What an entry may be for a download to use it: the one decision,
+    /// on facts each system's adapter gathers.
+    fn check(&self, name: &str, facts: EntryFacts) -> Result<FileFacts, ResumeError> {
+        match unsafe_kind(&facts) {
             Some(kind) => Err(ResumeError::UnsafeEntry {
                 path: self.join(name),
                 kind,
             }),
             None => Ok(FileFacts {
-                len: stat.st_size as u64,
+                len: facts.len,
                 stamp: FileStamp {
-                    bytes: stat.st_size as u64,
-                    device: stat.st_dev,
-                    inode: stat.st_ino,
+                    bytes: facts.len,
+                    device: facts.device,
+                    inode: facts.inode,
                     modified: NsTime {
-                        secs: stat.st_mtime,
-                        nanos: stat.st_mtime_nsec as u32,
+                        secs: facts.modified.0,
+                        nanos: facts.modified.1,
                     },
                     changed: NsTime {
-                        secs: stat.st_ctime,
-                        nanos: stat.st_ctime_nsec as u32,
+                        secs: facts.changed.0,
+                        nanos: facts.changed.1,
                     },
                     stamped: NsTime::now(),
                 },
@@ -162,42 +141,34 @@ impl SafeDir {
         }
     }
 
-    fn open_at(
-        &self,
-        name: &str,
-        flags: OFlags,
-        action: &'static str,
-    ) -> Result<File, ResumeError> {
+    fn open_at(&self, name: &str, how: OpenHow, action: &'static str) -> Result<File, ResumeError> {
         // Looked at first, so that nothing but a regular file is ever
         // opened (opening a device can have effects of its own); checked
         // again on the open handle, in case the name changed in between.
-        if self.inspect(name)?.is_none() && !flags.contains(OFlags::CREATE) {
+        let creates = !matches!(how, OpenHow::Read);
+        if self.inspect(name)?.is_none() && !creates {
             return Err(io_error(action, self.join(name))(
                 io::ErrorKind::NotFound.into(),
             ));
         }
-        let fd = rustix::fs::openat(
-            &self.fd,
-            name,
-            flags | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY,
-            Mode::from_raw_mode(0o644),
-        )
-        .map_err(|errno| match errno {
-            rustix::io::Errno::LOOP => ResumeError::UnsafeEntry {
-                path: self.join(name),
-                kind: UnsafeKind::Symlink,
-            },
-            errno => io_error(action, self.join(name))(errno.into()),
-        })?;
-        let stat = rustix::fs::fstat(&fd)
-            .map_err(|errno| io_error(action, self.join(name))(errno.into()))?;
-        self.check(name, &stat)?;
-        Ok(File::from(fd))
+        let file = self
+            .handle
+            .open_file(name, how)
+            .map_err(|refusal| match refusal {
+                OpenRefusal::Link => ResumeError::UnsafeEntry {
+                    path: self.join(name),
+                    kind: UnsafeKind::Symlink,
+                },
+                OpenRefusal::Io(error) => io_error(action, self.join(name))(error),
+            })?;
+        let facts = DirHandle::facts_of(&file).map_err(io_error(action, self.join(name)))?;
+        self.check(name, facts)?;
+        Ok(file)
     }
 
     /// Opens `name` for reading; `None` when it does not exist.
     pub(crate) fn open_read(&self, name: &str) -> Result<Option<File>, ResumeError> {
-        match self.open_at(name, OFlags::RDONLY, "open") {
+        match self.open_at(name, OpenHow::Read, "open") {
             Ok(file) => Ok(Some(file)),
             Err(ResumeError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
                 Ok(None)
@@ -208,16 +179,12 @@ impl SafeDir {
 
     /// Opens `name` for reading and writing, creating it if missing.
     pub(crate) fn open_read_write(&self, name: &str) -> Result<File, ResumeError> {
-        self.open_at(name, OFlags::RDWR | OFlags::CREATE, "open")
+        self.open_at(name, OpenHow::ReadWriteCreate, "open")
     }
 
     /// Opens `name` to append to it, creating it if missing.
     pub(crate) fn open_append(&self, name: &str) -> Result<File, ResumeError> {
-        self.open_at(
-            name,
-            OFlags::WRONLY | OFlags::CREATE | OFlags::APPEND,
-            "open",
-        )
+        self.open_at(name, OpenHow::AppendCreate, "open")
     }
 
     /// Reads `name` whole, at most `limit` bytes; `None` when missing.
@@ -244,7 +211,7 @@ impl SafeDir {
             .map_err(io_error("write", self.join(&temp)));
         let renamed = written.and_then(|()| self.rename(&temp, name));
         if renamed.is_err() {
-            let _ = rustix::fs::unlinkat(&self.fd, temp.as_str(), AtFlags::empty());
+            let _ = self.handle.remove(&temp);
         }
         renamed
     }
@@ -255,23 +222,17 @@ impl SafeDir {
     pub(crate) fn create_temp(&self, stem: &str) -> Result<(File, String), ResumeError> {
         for _ in 0..16 {
             let name = format!(".{stem}.{:016x}.tmp", random_u64());
-            match self.open_at(
-                &name,
-                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL,
-                "create",
-            ) {
+            match self.open_at(&name, OpenHow::CreateNew, "create") {
                 Ok(file) => {
                     // Someone else took it for stale between our create
                     // and our lock: it is theirs to remove. (Any other
                     // error: a file system without locks, where stale-temp
                     // removal cannot tell a live write from a dead one.)
-                    if let Err(rustix::io::Errno::WOULDBLOCK) =
-                        rustix::fs::flock(&file, FlockOperation::NonBlockingLockExclusive)
-                    {
+                    if !platform::try_lock(&file) {
                         continue;
                     }
                     // Removed by another writer before we locked it.
-                    if rustix::fs::fstat(&file).is_ok_and(|stat| stat.st_nlink == 0) {
+                    if DirHandle::facts_of(&file).is_ok_and(|facts| facts.links == 0) {
                         continue;
                     }
                     return Ok((file, name));
@@ -288,14 +249,12 @@ impl SafeDir {
 
     /// Opens (creating it if missing) and locks `name`, the lock file of a
     /// download, for as long as the returned handle lives: `Ok(None)` when
-    /// another process holds it. A file system without locks
-    /// (`flock` unsupported) locks nothing and is not refused.
+    /// another process holds it ([`platform::try_lock`]: `flock`, or
+    /// `LockFileEx` on Windows). A file system without locks locks
+    /// nothing and is not refused.
     pub(crate) fn lock(&self, name: &str) -> Result<Option<File>, ResumeError> {
-        let file = self.open_at(name, OFlags::RDWR | OFlags::CREATE, "create")?;
-        match rustix::fs::flock(&file, FlockOperation::NonBlockingLockExclusive) {
-            Err(rustix::io::Errno::WOULDBLOCK) => Ok(None),
-            _ => Ok(Some(file)),
-        }
+        let file = self.open_at(name, OpenHow::ReadWriteCreate, "create")?;
+        Ok(platform::try_lock(&file).then_some(file))
     }
 
     /// Removes what [`SafeDir::create_temp`] left behind for `stem` (a
@@ -321,12 +280,14 @@ impl SafeDir {
             if !ours || self.inspect(&name).is_err() {
                 continue;
             }
-            let Ok(file) = self.open_at(&name, OFlags::RDONLY, "open") else {
+            let Ok(file) = self.open_at(&name, OpenHow::Read, "open") else {
                 continue;
             };
-            match rustix::fs::flock(&file, FlockOperation::NonBlockingLockExclusive) {
-                Err(rustix::io::Errno::WOULDBLOCK) => continue,
-                _ => self.remove_if_present(&name)?,
+            if platform::try_lock(&file) {
+                // Unlocked before the removal: Windows refuses to remove
+                // a file that is open without shared deletion.
+                drop(file);
+                self.remove_if_present(&name)?;
             }
         }
         Ok(())
@@ -336,8 +297,9 @@ impl SafeDir {
     /// checked first.
     pub(crate) fn rename(&self, from: &str, to: &str) -> Result<(), ResumeError> {
         self.inspect(to)?;
-        rustix::fs::renameat(&self.fd, from, &self.fd, to)
-            .map_err(|errno| io_error("rename to", self.join(to))(errno.into()))
+        self.handle
+            .rename(from, to)
+            .map_err(io_error("rename to", self.join(to)))
     }
 
     /// Removes `name` if it is a regular file of ours; a missing one is fine.
@@ -345,16 +307,18 @@ impl SafeDir {
         if self.inspect(name)?.is_none() {
             return Ok(());
         }
-        match rustix::fs::unlinkat(&self.fd, name, AtFlags::empty()) {
-            Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(()),
-            Err(errno) => Err(io_error("remove", self.join(name))(errno.into())),
+        match self.handle.remove(name) {
+            Ok(()) => Ok(()),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(error) => Err(io_error("remove", self.join(name))(error)),
         }
     }
 
     /// Makes renames and removals in the directory durable.
     pub(crate) fn sync(&self) -> Result<(), ResumeError> {
-        rustix::fs::fsync(&self.fd)
-            .map_err(|errno| io_error("sync the directory", self.path.clone())(errno.into()))
+        self.handle
+            .sync()
+            .map_err(io_error("sync the directory", self.path.clone()))
     }
 }
 
@@ -417,7 +381,7 @@ impl NewFile {
             .map_err(io_error("write", self.dir.join(&temp)))
             .and_then(|()| self.dir.rename(&temp, &self.name));
         if renamed.is_err() {
-            let _ = rustix::fs::unlinkat(&self.dir.fd, temp.as_str(), AtFlags::empty());
+            let _ = self.dir.handle.remove(&temp);
         }
         renamed?;
         self.dir.sync()
@@ -437,7 +401,7 @@ impl Write for NewFile {
 impl Drop for NewFile {
     fn drop(&mut self) {
         if let Some(temp) = self.temp.take() {
-            let _ = rustix::fs::unlinkat(&self.dir.fd, temp.as_str(), AtFlags::empty());
+            let _ = self.dir.handle.remove(&temp);
         }
     }
 }
@@ -447,6 +411,23 @@ pub fn write_file_atomically(path: &Path, bytes: &[u8]) -> Result<(), ResumeErro
     let mut file = NewFile::create(path)?;
     file.write_all(bytes).map_err(io_error("write", path))?;
     file.commit()
+}
+
+/// Why an entry may not be used, if it may not: anything but a regular
+/// file owned by the user running us with one name. Decided here for
+/// every system, on the facts its adapter reads.
+pub(crate) fn unsafe_kind(facts: &EntryFacts) -> Option<UnsafeKind> {
+    match facts.kind {
+        EntryKind::Link => Some(UnsafeKind::Symlink),
+        EntryKind::Other => Some(UnsafeKind::NotRegular),
+        EntryKind::Regular if !facts.owned_by_us => Some(UnsafeKind::ForeignOwner {
+            owner: facts.owner.clone(),
+        }),
+        EntryKind::Regular if facts.links > 1 => {
+            Some(UnsafeKind::HardLinked { links: facts.links })
+        }
+        EntryKind::Regular => None,
+    }
 }
 
 /// What [`SafeDir::inspect`] learned about a regular file.
@@ -489,14 +470,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let victim = dir.path().join("victim.txt");
         std::fs::write(&victim, b"precious").unwrap();
-        std::os::unix::fs::symlink(&victim, dir.path().join("link")).unwrap();
+        platform::plant_link(&victim, &dir.path().join("link")).unwrap();
         std::fs::create_dir(dir.path().join("sub")).unwrap();
-        rustix::fs::mkfifoat(
-            rustix::fs::CWD,
-            dir.path().join("fifo"),
-            Mode::from_raw_mode(0o600),
-        )
-        .unwrap();
+        platform::plant_fifo(&dir.path().join("fifo")).unwrap();
         let safe = SafeDir::open(dir.path(), false).unwrap();
         assert_eq!(
             unsafe_kind(safe.open_read_write("link")),
@@ -555,7 +531,7 @@ mod tests {
         let victim = temp.path().join("victim.txt");
         std::fs::write(&victim, b"keep").unwrap();
         let link = temp.path().join("request.json");
-        std::os::unix::fs::symlink(&victim, &link).unwrap();
+        platform::plant_link(&victim, &link).unwrap();
         let error = write_file_atomically(&link, b"model bytes").unwrap_err();
         assert!(
             matches!(

@@ -281,7 +281,7 @@ mod tests {
         }
         let elsewhere = dir.path().join("elsewhere");
         fs::write(&elsewhere, b"keep").unwrap();
-        std::os::unix::fs::symlink(&elsewhere, &paths.artifact).unwrap();
+        crate::platform::plant_link(&elsewhere, &paths.artifact).unwrap();
         fs::write(dir.path().join("other.slm"), b"other").unwrap();
         // Open elsewhere: refused, nothing removed.
         let held = safe.lock(&paths.names.lock).unwrap().expect("lock taken");
@@ -354,7 +354,7 @@ mod tests {
         let (dir, safe, paths) = setup();
         let victim = dir.path().join("victim");
         fs::write(&victim, b"precious").unwrap();
-        std::os::unix::fs::symlink(&victim, &paths.previous).unwrap();
+        crate::platform::plant_link(&victim, &paths.previous).unwrap();
         let mut good = false;
         write_state(&safe, &paths.names, b"one", &mut good).unwrap();
         // The current state is good now: keeping it as .prev would have to
@@ -394,7 +394,8 @@ mod tests {
                 .unwrap_err()
                 .starts_with("is not a receipt")
         );
-        std::os::unix::fs::symlink(dir.path().join("r.json"), dir.path().join("l.json")).unwrap();
+        crate::platform::plant_link(&dir.path().join("r.json"), &dir.path().join("l.json"))
+            .unwrap();
         assert_eq!(
             load_receipt(&safe, "l.json").unwrap_err(),
             "is a symbolic link"

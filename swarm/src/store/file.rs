@@ -1,15 +1,17 @@
-//! [`Storage`] on a file, with `pwrite`/`pread` so that writers and readers
-//! on several threads never share a file position.
+//! [`Storage`] on a file, with positional reads and writes (`pread` and
+//! `pwritev`, `ReadFile`/`WriteFile` at an offset on Windows:
+//! [`crate::platform`]) so that writers and readers on several threads
+//! never share a file position.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, IoSlice};
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use bytes::Bytes;
 use minimodel_verifier::aligned::{ALIGN, offset_to_aligned};
 
 use super::Storage;
+use crate::platform;
 
 /// A file used through positional I/O.
 #[derive(Debug)]
@@ -60,17 +62,11 @@ impl FileStorage {
     }
 }
 
-/// Reserves `len` bytes for `file` without changing its contents. File
-/// systems without `fallocate` keep the sparse file `set_len` made.
+/// Reserves `len` bytes for `file` without changing its contents where
+/// the system can ([`platform::preallocate`]: `fallocate` on Linux;
+/// elsewhere the file `set_len` made).
 fn preallocate(file: &File, len: u64) -> io::Result<()> {
-    if len == 0 {
-        return Ok(());
-    }
-    match rustix::fs::fallocate(file, rustix::fs::FallocateFlags::KEEP_SIZE, 0, len) {
-        Ok(()) => Ok(()),
-        Err(rustix::io::Errno::OPNOTSUPP) | Err(rustix::io::Errno::NOSYS) => Ok(()),
-        Err(errno) => Err(errno.into()),
-    }
+    platform::preallocate(file, len)
 }
 
 /// Buffers one `pwritev` takes at most (Linux's `IOV_MAX`).
@@ -78,7 +74,7 @@ const MAX_IOVECS: usize = 1024;
 
 impl Storage for FileStorage {
     fn write_all_at(&self, offset: u64, bytes: &[u8]) -> io::Result<()> {
-        self.file.write_all_at(bytes, offset)
+        platform::write_all_at(&self.file, bytes, offset)
     }
 
     /// One `pwritev` for up to `MAX_IOVECS` (1024) parts. A chunk arrives as a
@@ -94,11 +90,10 @@ impl Storage for FileStorage {
         let mut rest = &mut slices[..];
         while !rest.is_empty() {
             let batch = rest.len().min(MAX_IOVECS);
-            let written = match rustix::io::pwritev(&self.file, &rest[..batch], offset) {
+            let written = match platform::write_vectored_at(&self.file, &rest[..batch], offset) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(written) => written,
-                Err(rustix::io::Errno::INTR) => continue,
-                Err(errno) => return Err(errno.into()),
+                Err(error) => return Err(error),
             };
             offset += written as u64;
             IoSlice::advance_slices(&mut rest, written);
@@ -107,21 +102,19 @@ impl Storage for FileStorage {
     }
 
     fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
-        self.file.read_exact_at(buf, offset)
+        platform::read_exact_at(&self.file, buf, offset)
     }
 
     fn sync_data(&self) -> io::Result<()> {
         self.file.sync_data()
     }
 
-    /// `posix_fadvise(POSIX_FADV_DONTNEED)`: the kernel drops the clean
-    /// cached pages of the range (dirty ones stay until written back).
+    /// [`platform::release_cached`]: on Linux
+    /// `posix_fadvise(POSIX_FADV_DONTNEED)`, so the kernel drops the clean
+    /// cached pages of the range (dirty ones stay until written back);
+    /// nothing where the system takes no such hint.
     fn release_cached(&self, offset: u64, len: u64) -> io::Result<()> {
-        let Some(len) = std::num::NonZeroU64::new(len) else {
-            return Ok(());
-        };
-        rustix::fs::fadvise(&self.file, offset, Some(len), rustix::fs::Advice::DontNeed)
-            .map_err(io::Error::from)
+        platform::release_cached(&self.file, offset, len)
     }
 
     fn read_bytes_at(&self, offset: u64, len: usize) -> io::Result<Bytes> {
@@ -134,12 +127,7 @@ impl Storage for FileStorage {
             // Reads into the spare capacity: no zeroing, no unsafe here.
             // The spare capacity reaches past the range: what it reads
             // there is cut below.
-            let read =
-                match rustix::io::pread(&self.file, rustix::buffer::spare_capacity(&mut buf), at) {
-                    Ok(read) => read,
-                    Err(rustix::io::Errno::INTR) => continue,
-                    Err(errno) => return Err(errno.into()),
-                };
+            let read = platform::read_into_spare(&self.file, &mut buf, at)?;
             if read == 0 {
                 return Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,

@@ -3,15 +3,17 @@
 //! The key is stored as one file, [`KEY_FILE_NAME`], in the identity
 //! directory: the unencrypted PKCS#8 v2 DER that `ring` generates (private
 //! and public key, 83 bytes). The directory is created with mode 0700 and the
-//! file with mode 0600; a key file that any group or other permission bit
-//! opens up is refused, like OpenSSH refuses an unprotected private key.
+//! file with mode 0600 (on Windows: an ACL for the user alone); a key file
+//! that any group or other permission bit (an ACL entry for anyone else)
+//! opens up is refused, like OpenSSH refuses an unprotected private key
+//! ([`crate::platform::check_owner_only`]).
 //! A new key is written to a temporary file, synced, and then hard-linked to
 //! its final name, so a reader never sees half a key and two processes that
 //! start at once end up with the same key (the one that links second loads
 //! the first one's key instead of replacing it).
 
 use std::fmt;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -24,6 +26,7 @@ use rustls::pki_types::PrivatePkcs8KeyDer;
 use rustls::sign::{CertifiedKey, SigningKey};
 
 use super::spki::ed25519_spki;
+use crate::platform::{self, PrivacyProblem, PrivateOpen};
 
 /// The key file's name inside the identity directory.
 pub const KEY_FILE_NAME: &str = "peer-key.pk8";
@@ -67,27 +70,27 @@ pub enum IdentityError {
     },
     /// The key file can be read or written by the group or by others.
     #[error(
-        "identity key {path} has mode {mode:04o}, which lets other users read it; \
-         run `chmod 600 {path}` (or remove it to make a new identity)"
+        "identity key {path} {access}, which lets other users read it; \
+         {} (or remove it to make a new identity)", .access.fix(.path)
     )]
     Permissions {
         /// The key file.
         path: PathBuf,
-        /// Its permission bits.
-        mode: u32,
+        /// Who else may read it (its mode, or an ACL entry).
+        access: platform::Access,
     },
     /// The key file belongs to another user: whoever owns it can read or
     /// replace the key, and so speak as this peer.
     #[error(
-        "identity key {path} belongs to another user (uid {owner}, not {expected}); use an identity directory of your own"
+        "identity key {path} belongs to another user ({owner}, not {expected}); use an identity directory of your own"
     )]
     Owner {
         /// The key file.
         path: PathBuf,
         /// Its owner.
-        owner: u32,
+        owner: platform::Owner,
         /// The user running this process.
-        expected: u32,
+        expected: platform::Owner,
     },
     /// The key file is not an unencrypted PKCS#8 v2 key that `ring` accepts.
     #[error("identity key {path} is corrupt ({reason}); remove it to make a new identity")]
@@ -127,9 +130,8 @@ impl Identity {
     pub fn load_or_generate(dir: &Path) -> Result<Identity, IdentityError> {
         create_private_dir(dir)?;
         let path = dir.join(KEY_FILE_NAME);
-        let uid = rustix::process::geteuid().as_raw();
         match open_key_file(&path) {
-            Ok(file) => return load_key_file(file, &path, uid),
+            Ok(file) => return load_key_file(file, &path),
             Err(error) if error.kind() == io::ErrorKind::NotFound => {}
             Err(source) => return Err(IdentityError::Io { path, source }),
         }
@@ -143,7 +145,7 @@ impl Identity {
                     path: path.clone(),
                     source,
                 })?;
-                return load_key_file(file, &path, uid);
+                return load_key_file(file, &path);
             }
         }
         Identity::from_pkcs8(&pkcs8).map_err(|reason| IdentityError::Corrupt { path, reason })
@@ -192,11 +194,7 @@ fn generate_pkcs8() -> Result<Vec<u8>, IdentityError> {
 /// An existing directory keeps its mode: the key file's own mode protects
 /// the key.
 fn create_private_dir(dir: &Path) -> Result<(), IdentityError> {
-    let mut builder = fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(dir).map_err(|source| IdentityError::Io {
+    platform::create_private_dir(dir).map_err(|source| IdentityError::Io {
         path: dir.to_owned(),
         source,
     })
@@ -205,53 +203,53 @@ fn create_private_dir(dir: &Path) -> Result<(), IdentityError> {
 /// Opens the key file without following a link (a link there could point
 /// the node at any key its owner can read) and without waiting on a FIFO.
 fn open_key_file(path: &Path) -> io::Result<File> {
-    let mut options = std::fs::OpenOptions::new();
-    options.read(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        let flags = rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK;
-        options.custom_flags(flags.bits() as i32);
-    }
-    match options.open(path) {
-        // ELOOP: the last component is a symbolic link.
-        Err(error) if error.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
-            Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "is a symbolic link; a key file must be a regular file",
-            ))
-        }
-        other => other,
-    }
+    platform::open_no_follow(path).map_err(|refusal| match refusal {
+        platform::OpenRefusal::Link => io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "is a symbolic link; a key file must be a regular file",
+        ),
+        platform::OpenRefusal::Io(error) => error,
+    })
 }
 
-/// Reads and checks an opened key file, which `uid` must own. Owner and
-/// permissions are checked on the open file itself, so a rename in between
-/// cannot swap in another file.
-fn load_key_file(mut file: File, path: &Path, uid: u32) -> Result<Identity, IdentityError> {
+/// Reads and checks an opened key file. Owner and permissions are checked
+/// on the open file itself, so a rename in between cannot swap in another
+/// file.
+fn load_key_file(file: File, path: &Path) -> Result<Identity, IdentityError> {
+    let privacy = platform::check_owner_only(&file).map_err(|source| IdentityError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    load_checked_key_file(file, path, privacy)
+}
+
+/// [`load_key_file`] once the file's privacy is known.
+fn load_checked_key_file(
+    mut file: File,
+    path: &Path,
+    privacy: Result<(), PrivacyProblem>,
+) -> Result<Identity, IdentityError> {
     let io_error = |source| IdentityError::Io {
         path: path.to_owned(),
         source,
     };
-    let metadata = file.metadata().map_err(io_error)?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::{MetadataExt, PermissionsExt};
-        if metadata.uid() != uid {
+    match privacy {
+        Ok(()) => {}
+        Err(PrivacyProblem::ForeignOwner { owner, expected }) => {
             return Err(IdentityError::Owner {
                 path: path.to_owned(),
-                owner: metadata.uid(),
-                expected: uid,
+                owner,
+                expected,
             });
         }
-        let mode = metadata.permissions().mode() & 0o7777;
-        if mode & 0o077 != 0 {
+        Err(PrivacyProblem::OpenToOthers(access)) => {
             return Err(IdentityError::Permissions {
                 path: path.to_owned(),
-                mode,
+                access,
             });
         }
     }
+    let metadata = file.metadata().map_err(io_error)?;
     if !metadata.is_file() {
         return Err(IdentityError::Corrupt {
             path: path.to_owned(),
@@ -312,11 +310,8 @@ fn write_new_key_file(
         let path = path.to_owned();
         move |source| IdentityError::Io { path, source }
     };
-    let mut options = OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(&temp).map_err(io_error(&temp))?;
+    let mut file =
+        platform::open_private(&temp, PrivateOpen::CreateNew).map_err(io_error(&temp))?;
     let written = file
         .write_all(pkcs8)
         .and_then(|()| file.sync_all())
@@ -329,28 +324,11 @@ fn write_new_key_file(
     // A rename that refuses to replace: the key file never has a second
     // name (a reader that finds it while a link to the temporary file
     // still existed would refuse it as hard-linked).
-    let renamed = rustix::fs::renameat_with(
-        rustix::fs::CWD,
-        &temp,
-        rustix::fs::CWD,
-        path,
-        rustix::fs::RenameFlags::NOREPLACE,
-    );
-    let linked = match renamed {
+    let linked = match platform::rename_no_replace(&temp, path) {
         Ok(()) => Ok(()),
-        Err(rustix::io::Errno::EXIST) => {
+        Err(error) => {
             let _ = fs::remove_file(&temp);
-            return Ok(WriteOutcome::AlreadyExists);
-        }
-        // A file system without RENAME_NOREPLACE: link, then unlink.
-        Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS) => {
-            let linked = fs::hard_link(&temp, path);
-            let _ = fs::remove_file(&temp);
-            linked
-        }
-        Err(errno) => {
-            let _ = fs::remove_file(&temp);
-            Err(errno.into())
+            Err(error)
         }
     };
     match linked {
@@ -367,8 +345,8 @@ fn write_new_key_file(
     }
     // Make the new directory entry durable; a failure here loses nothing
     // that the next run cannot redo, so it is reported like any I/O error.
-    File::open(dir)
-        .and_then(|d| d.sync_all())
+    platform::DirHandle::open(dir)
+        .and_then(|d| d.sync())
         .map_err(io_error(dir))?;
     Ok(WriteOutcome::Written)
 }
@@ -397,7 +375,7 @@ mod tests {
         let elsewhere = tempfile::tempdir().unwrap();
         let other = Identity::load_or_generate(elsewhere.path()).unwrap();
         let path = dir.path().join(KEY_FILE_NAME);
-        std::os::unix::fs::symlink(elsewhere.path().join(KEY_FILE_NAME), &path).unwrap();
+        platform::plant_link(&elsewhere.path().join(KEY_FILE_NAME), &path).unwrap();
         let error = Identity::load_or_generate(dir.path()).unwrap_err();
         assert!(error.to_string().contains("symbolic link"), "{error}");
         // The link is left alone: nothing replaced it with a new key.
@@ -409,18 +387,14 @@ mod tests {
         );
         drop(other);
         std::fs::remove_file(&path).unwrap();
-        rustix::fs::mknodat(
-            rustix::fs::CWD,
-            &path,
-            rustix::fs::FileType::Fifo,
-            rustix::fs::Mode::from_raw_mode(0o600),
-            0,
-        )
-        .unwrap();
+        platform::plant_fifo(&path).unwrap();
         let error = Identity::load_or_generate(dir.path()).unwrap_err();
         assert!(error.to_string().contains("not a regular file"), "{error}");
     }
 
+    /// Unix only: it names users by uid (Windows builds the same
+    /// refusal from SIDs; `scripts/windows-tests`).
+    #[cfg(unix)]
     #[test]
     fn a_key_file_owned_by_another_user_is_refused() {
         let dir = tempfile::tempdir().unwrap();
@@ -428,11 +402,15 @@ mod tests {
         let path = dir.path().join(KEY_FILE_NAME);
         let me = rustix::process::geteuid().as_raw();
         // The same file, read as if by someone else: refused, naming both.
-        let Err(error) = load_key_file(File::open(&path).unwrap(), &path, me + 1) else {
+        let foreign = Err(PrivacyProblem::ForeignOwner {
+            owner: platform::Owner { uid: me },
+            expected: platform::Owner { uid: me + 1 },
+        });
+        let Err(error) = load_checked_key_file(File::open(&path).unwrap(), &path, foreign) else {
             panic!("a key file owned by another user was loaded");
         };
         assert!(
-            matches!(error, IdentityError::Owner { owner, expected, .. } if owner == me && expected == me + 1),
+            matches!(&error, IdentityError::Owner { owner, expected, .. } if owner.uid == me && expected.uid == me + 1),
             "{error}"
         );
         assert!(
@@ -440,7 +418,7 @@ mod tests {
             "{error}"
         );
         // Its owner loads it.
-        let again = load_key_file(File::open(&path).unwrap(), &path, me).unwrap();
+        let again = load_key_file(File::open(&path).unwrap(), &path).unwrap();
         assert_eq!(again.peer_id(), first.peer_id());
     }
 

@@ -189,7 +189,6 @@ pub fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
 
 /// Overwrites `len` bytes of a file at `offset` with `byte`.
 pub fn scribble(path: &Path, offset: u64, len: usize, byte: u8) {
-    use std::os::unix::fs::FileExt;
     let file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
-    file.write_all_at(&vec![byte; len], offset).unwrap();
+    minimodel_swarm::platform::write_all_at(&file, &vec![byte; len], offset).unwrap();
 }
