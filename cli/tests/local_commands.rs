@@ -3,6 +3,11 @@
 
 use std::path::Path;
 use std::process::{Command, Output};
+use std::time::Duration;
+
+/// How long a step may take before the test gives up on it: a guard
+/// against a hang, not a figure under test.
+const HANG: Duration = Duration::from_secs(300);
 
 fn minimodel(dir: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_minimodel"))
@@ -437,10 +442,7 @@ fn a_fixture_stopped_half_way_leaves_nothing() {
             if growing {
                 break;
             }
-            assert!(
-                started.elapsed() < std::time::Duration::from_secs(30),
-                "the fixture never began writing"
-            );
+            assert!(started.elapsed() < HANG, "the fixture never began writing");
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
         let killed = Command::new("kill")
@@ -448,10 +450,11 @@ fn a_fixture_stopped_half_way_leaves_nothing() {
             .status()
             .unwrap();
         assert!(killed.success());
-        // A stop that did not take would write on: it is killed at 30 s.
+        // A stop that did not take would write on: it is killed after
+        // the hang guard.
         let stopping = std::time::Instant::now();
         while child.try_wait().unwrap().is_none() {
-            if stopping.elapsed() > std::time::Duration::from_secs(30) {
+            if stopping.elapsed() > HANG {
                 let _ = child.kill();
                 let _ = child.wait();
                 panic!("the fixture went on writing after SIGINT");
