@@ -442,6 +442,12 @@ fn a_fixture_stopped_half_way_leaves_nothing() {
             if growing {
                 break;
             }
+            if let Some(status) = child.try_wait().unwrap() {
+                let mut stderr = String::new();
+                std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr)
+                    .unwrap();
+                panic!("the fixture ended before it wrote anything ({status}): {stderr}");
+            }
             assert!(started.elapsed() < HANG, "the fixture never began writing");
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
