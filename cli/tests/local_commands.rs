@@ -418,7 +418,8 @@ fn a_fixture_stopped_half_way_leaves_nothing() {
     for replacing in [false, true] {
         let dir = tempfile::tempdir().unwrap();
         let old = b"the file that was there";
-        let mut args = vec!["fixture", "big.slm", "--size", "8GiB"];
+        // 2 GiB: seconds of writing on a disk, and free space on most.
+        let mut args = vec!["fixture", "big.slm", "--size", "2GiB"];
         if replacing {
             std::fs::write(dir.path().join("big.slm"), old).unwrap();
             args.push("--force");
@@ -451,11 +452,14 @@ fn a_fixture_stopped_half_way_leaves_nothing() {
             assert!(started.elapsed() < HANG, "the fixture never began writing");
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
-        let killed = Command::new("kill")
-            .args(["-INT", &child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(killed.success());
+        // Stopped at once (it cannot finish meanwhile, however busy the
+        // machine), given its SIGINT, and let go: it takes the signal
+        // half way.
+        let pid = rustix::process::Pid::from_child(&child);
+        use rustix::process::{Signal, kill_process};
+        kill_process(pid, Signal::STOP).unwrap();
+        kill_process(pid, Signal::INT).unwrap();
+        kill_process(pid, Signal::CONT).unwrap();
         // A stop that did not take would write on: it is killed after
         // the hang guard.
         let stopping = std::time::Instant::now();

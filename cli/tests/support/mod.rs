@@ -126,11 +126,14 @@ pub fn seeder(
         offer,
     ];
     args.extend_from_slice(extra);
+    // What it prints goes to OFFER.stdout beside the offer.
+    let stdout = std::fs::File::create(dir.join(format!("{offer}.stdout")))
+        .expect("a file for the seeder's output");
     let child = Command::new(env!("CARGO_BIN_EXE_minimodel"))
         .current_dir(dir)
         .args(&args)
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
+        .stdout(stdout)
         .stderr(Stdio::null())
         .spawn()
         .expect("the seeder starts");
