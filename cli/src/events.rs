@@ -288,6 +288,10 @@ pub enum Event {
         serving: bool,
         /// Its agent string.
         agent: String,
+        /// The congestion controller that paces what we send it (`delay`,
+        /// `cubic`, `new-reno` or `bbr`), read from the connection; null
+        /// when the transport does not say.
+        congestion: Option<String>,
     },
     /// A peer left or was dropped.
     PeerDisconnected {

@@ -108,6 +108,7 @@ fn show(report: NodeReport, out: Output, progress: Option<&mut FetchProgress>) {
             dialed,
             serving,
             agent,
+            congestion,
         } => {
             tracing::info!(
                 "peer {} at {addr} connected ({}{})",
@@ -121,6 +122,7 @@ fn show(report: NodeReport, out: Output, progress: Option<&mut FetchProgress>) {
                 dialed,
                 serving,
                 agent,
+                congestion: congestion.map(str::to_owned),
             }
         }
         NodeReport::PeerDisconnected {

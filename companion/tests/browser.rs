@@ -6,7 +6,7 @@
 //! transfer in the page's log.
 //!
 //! A missing browser fails the test with what to install; it never
-//! skips. `.ci/run` installs both packages. To run it alone:
+//! skips. `scripts/test` installs both packages. To run it alone:
 //! `cargo test -p minimodel-companion --test browser`
 //! (`MINIMODEL_CHROMEDRIVER` and `MINIMODEL_CHROMIUM` name other
 //! binaries).
@@ -49,14 +49,14 @@ impl Driver {
                 panic!(
                     "chromedriver is not installed: the page's browser test needs Debian's \
                  chromium and chromium-driver (apt-get install chromium chromium-driver; \
-                 .ci/run installs them), or MINIMODEL_CHROMEDRIVER naming a chromedriver"
+                 scripts/test installs them), or MINIMODEL_CHROMEDRIVER naming a chromedriver"
                 )
             });
         let browser = find_program("MINIMODEL_CHROMIUM", &["chromium", "chromium-browser"])
             .unwrap_or_else(|| {
                 panic!(
                     "chromium is not installed: apt-get install chromium chromium-driver \
-                     (.ci/run installs them), or MINIMODEL_CHROMIUM naming the browser"
+                     (scripts/test installs them), or MINIMODEL_CHROMIUM naming the browser"
                 )
             });
         let port = TcpListener::bind("127.0.0.1:0")

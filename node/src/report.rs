@@ -507,6 +507,9 @@ pub enum NodeReport {
         serving: bool,
         /// Its agent string.
         agent: String,
+        /// The congestion controller that paces what we send it (`delay`,
+        /// `cubic`, `new-reno`, `bbr`), read from the connection.
+        congestion: Option<&'static str>,
     },
     /// A peer left or was dropped.
     PeerDisconnected {

@@ -126,6 +126,9 @@ pub struct LinkUp {
     pub bitfield: HaveBitfield,
     /// The control stream's state after the handshake.
     pub control: ControlStream,
+    /// The congestion controller that paces what we send it, as the
+    /// transport names it (`None` where there is no transport to ask).
+    pub congestion: Option<&'static str>,
 }
 
 impl NodeCore {
@@ -883,6 +886,7 @@ impl NodeCore {
             dialed,
             serving: up.hello.serving,
             agent: up.hello.agent.clone(),
+            congestion: up.congestion,
         });
         // Chunks verified while the handshake ran go as Have.
         if self.serve {

@@ -689,6 +689,8 @@ impl Node {
             hello: session.hello.clone(),
             bitfield: session.bitfield.clone(),
             control: session.control.clone(),
+            congestion: crate::transport::CongestionControl::in_use(&session.connection)
+                .map(crate::transport::CongestionControl::name),
         };
         let rtt = session.connection.rtt();
         let outbox = self.config.core.max_outbox;
