@@ -663,6 +663,28 @@ impl Downloader {
             return;
         }
         self.shared_rate = rate;
+        self.rate_changed(now);
+    }
+
+    /// Sets this download's own cap (`max_rate`) while it runs; it runs
+    /// at the lower of it and its endpoint part. A faster rate asks at
+    /// once.
+    pub fn set_max_rate(&mut self, rate: Option<u64>, now: Instant) {
+        self.deadline.take();
+        if rate == self.config.max_rate {
+            return;
+        }
+        self.config.max_rate = rate;
+        self.rate_changed(now);
+    }
+
+    /// The cap in force now (bytes per second): its own and its endpoint
+    /// part, the lower.
+    pub fn rate_cap(&self) -> Option<u64> {
+        self.max_rate()
+    }
+
+    fn rate_changed(&mut self, now: Instant) {
         // Without a cap the bucket is kept unused, with its debt: a cap
         // that goes and comes back lets no burst through.
         let burst = self.burst();

@@ -669,6 +669,16 @@ pub struct NodeMetrics {
     pub peers_connected: u64,
     /// Peers banned for a chunk that failed its proof.
     pub peers_banned: u64,
+    /// Addresses the address book holds (every peer's, banned ones
+    /// excepted): where the node may dial.
+    pub addresses_known: u64,
+    /// The upload cap in force now, bytes per second: its own and, on an
+    /// endpoint shared with other swarms, its part of the endpoint's, the
+    /// lower (`None`: none, or it does not serve).
+    pub upload_cap: Option<u64>,
+    /// The download cap in force now, likewise (`None`: none, or it does
+    /// not fetch).
+    pub download_cap: Option<u64>,
     /// Chunks fetched and verified by this run.
     pub chunks_verified: u64,
     /// Chunks received that failed their proof.
