@@ -44,8 +44,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::errors::ApiError;
 use crate::library::{Caps, ItemId};
-use crate::service::{ApiError, Shared};
+use crate::service::Shared;
 use crate::view::{AddDownload, AddShare, ErrorBody, SetLimits};
 
 pub use crate::view::MAX_BODY_BYTES;
@@ -67,16 +68,19 @@ const STYLE: &str = include_str!("page/app.css");
 #[derive(Clone)]
 struct AppState {
     shared: Arc<Shared>,
+    gate: Arc<crate::guard::Gate>,
     streams: Arc<Semaphore>,
 }
 
-/// Serves the API on `listener` until `stop` resolves.
+/// Serves the API on `listener`, behind `gate`'s checks, until `stop`
+/// resolves.
 pub(crate) async fn serve(
     listener: TcpListener,
     shared: Arc<Shared>,
+    gate: crate::guard::Gate,
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = router(shared);
+    let app = router(shared, gate);
     let listener = Limited {
         listener,
         slots: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
@@ -89,9 +93,10 @@ pub(crate) async fn serve(
     .await
 }
 
-fn router(shared: Arc<Shared>) -> Router {
+fn router(shared: Arc<Shared>, gate: crate::guard::Gate) -> Router {
     let state = AppState {
         shared,
+        gate: Arc::new(gate),
         streams: Arc::new(Semaphore::new(MAX_EVENT_STREAMS)),
     };
     Router::new()
@@ -143,7 +148,7 @@ async fn guard(State(state): State<AppState>, request: Request, next: Next) -> R
     }
     let value = |name: header::HeaderName| headers.get(name).map(HeaderValue::as_bytes);
     let needs_token = request.uri().path().starts_with("/api/");
-    let checked = state.shared.gate.check(
+    let checked = state.gate.check(
         value(header::HOST),
         value(header::ORIGIN),
         headers.get("sec-fetch-site").map(HeaderValue::as_bytes),
@@ -317,14 +322,6 @@ async fn not_found() -> Response {
     ApiError::invalid("no such endpoint")
         .with_status(404, "not-found")
         .into_response()
-}
-
-impl ApiError {
-    fn with_status(mut self, status: u16, kind: &str) -> Self {
-        self.status = status;
-        self.body.kind = kind.to_owned();
-        self
-    }
 }
 
 async fn library(State(state): State<AppState>) -> Response {

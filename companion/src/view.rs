@@ -230,8 +230,109 @@ pub enum ItemState {
     Done,
     /// Paused by the user.
     Paused,
-    /// Stopped by an error (see `error`).
+    /// A download between tries for its peers: it tries again by itself
+    /// (see `problem`).
+    Waiting,
+    /// Stopped by what a person must fix, or waiting for space or the
+    /// quota (see `problem`: whether it goes on by itself).
     Failed,
+}
+
+/// What holds an item back, for programs (`problem.kind`). Words for
+/// people are beside it (`problem.text`, `error`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub enum ProblemKind {
+    /// A download found no peer that delivered in its last try; it tries
+    /// again by itself.
+    NoPeersYet,
+    /// Its network failed it (the DHT could not start); it tries again by
+    /// itself.
+    Network,
+    /// The disk is full; it goes on by itself once space is freed.
+    DiskFull,
+    /// The library's quota holds it (the quota was lowered); it goes on
+    /// by itself once the quota is raised or a download removed.
+    OverQuota,
+    /// The keyring refuses the manifest or its signature now.
+    RefusedSignature,
+    /// Its manifest in the library is gone, changed or invalid.
+    ManifestChanged,
+    /// A file it needs is gone (a share's file, a delivered download's
+    /// file or receipt).
+    FileGone,
+    /// A file failed its check against the manifest (a share's file, or a
+    /// download's whole file).
+    VerificationFailed,
+    /// Chunks went bad on disk after they were verified, again and again:
+    /// the disk is at fault.
+    Damaged,
+    /// Reading or writing failed (not a full disk).
+    Storage,
+    /// Something in the companion failed (a task stopped).
+    Internal,
+}
+
+impl ProblemKind {
+    /// The kind as the API names it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProblemKind::NoPeersYet => "no-peers-yet",
+            ProblemKind::Network => "network",
+            ProblemKind::DiskFull => "disk-full",
+            ProblemKind::OverQuota => "over-quota",
+            ProblemKind::RefusedSignature => "refused-signature",
+            ProblemKind::ManifestChanged => "manifest-changed",
+            ProblemKind::FileGone => "file-gone",
+            ProblemKind::VerificationFailed => "verification-failed",
+            ProblemKind::Damaged => "damaged",
+            ProblemKind::Storage => "storage",
+            ProblemKind::Internal => "internal",
+        }
+    }
+}
+
+/// What holds an item back: its kind, in words, since when, and whether
+/// it goes on by itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct ProblemView {
+    /// The kind, for programs.
+    pub kind: ProblemKind,
+    /// What happened and what happens next, in words, as of the answer.
+    pub text: String,
+    /// Since when (RFC 3339 UTC).
+    pub since: String,
+    /// Whether it goes on by itself once the cause goes (the next try,
+    /// space freed, the quota raised); `false`: a person must fix it,
+    /// then resume it (or restart the companion).
+    pub goes_on_by_itself: bool,
+    /// What to do, when a person can help.
+    pub hint: Option<String>,
+    /// For a download waiting for its peers: its tries.
+    pub waiting: Option<WaitingView>,
+    /// For a full disk: the free bytes it waits for.
+    pub needs_free_bytes: Option<u64>,
+}
+
+/// A download between tries for its peers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct WaitingView {
+    /// Tries in a row that verified nothing.
+    pub tries: u32,
+    /// When the last try ended (RFC 3339 UTC).
+    pub last_try_at: String,
+    /// When the next one starts (RFC 3339 UTC).
+    pub next_try_at: String,
+    /// Seconds since the last try, as of the answer.
+    pub last_try_seconds_ago: u64,
+    /// Seconds to the next try, as of the answer.
+    pub next_try_in_seconds: u64,
+    /// Addresses its node knew at its last try (named, remembered, told
+    /// by peers, found on the DHT or the LAN).
+    pub addresses_known: u64,
 }
 
 /// One peer's part of an item's transfers this run.
@@ -309,9 +410,9 @@ pub struct ItemView {
     pub signature: Option<SignatureView>,
     /// Its own caps.
     pub caps: Caps,
-    /// The most it runs with: its own caps and the library's, the lower
-    /// for upload (the library's upload cap is shared among the items
-    /// that upload), its part of the library's for download.
+    /// The caps in force: while it runs, as its node holds them (the
+    /// lower of its own and its part of the library's, as the endpoint's
+    /// gate grants it now); its own while it does not run.
     pub effective_caps: Caps,
     /// Where it serves, when it does.
     pub serving: Option<ServingView>,
@@ -321,8 +422,14 @@ pub struct ItemView {
     pub receipt: Option<PathBuf>,
     /// How to open a delivered download.
     pub handoff: Option<Handoff>,
-    /// Why it failed.
+    /// Why it failed, in words (the text of `problem` when it failed).
     pub error: Option<String>,
+    /// What holds it back (waiting for peers, a full disk, a refused
+    /// signature, ...), when something does.
+    pub problem: Option<ProblemView>,
+    /// Runs of its node since the companion started (a restart of its
+    /// node is one more; a change of caps is none).
+    pub runs: u64,
     /// The consent it was added with.
     pub consent: Consent,
     /// A download's peers (`PEER_ID@IP:PORT`).

@@ -127,6 +127,16 @@ pub struct RunArgs {
     /// kept).
     #[arg(long, value_name = "SIZE", default_value = "8MiB", value_parser = parse_size)]
     pub rotate_log: u64,
+    /// How long a download's try for its peers lasts with nothing
+    /// verified and nothing in flight before the download waits (it
+    /// never gives up for want of peers).
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = crate::units::parse_duration)]
+    pub peer_try: Duration,
+    /// The longest wait between a download's tries for its peers (the
+    /// first is 15 s, or this when shorter, doubling per try that
+    /// verified nothing).
+    #[arg(long, value_name = "DURATION", default_value = "5min", value_parser = crate::units::parse_duration)]
+    pub peer_wait_max: Duration,
 }
 
 /// `companion install-unit`.
@@ -419,6 +429,13 @@ fn serve(args: RunArgs, out: Output) -> Result<(), Failure> {
     config.lan = args.lan;
     config.dht_bootstrap = args.dht_bootstrap;
     config.rotate_log_bytes = args.rotate_log;
+    let defaults = minimodel_companion::supervisor::Patience::default();
+    config.patience = minimodel_companion::supervisor::Patience {
+        try_for: args.peer_try,
+        first_wait: defaults.first_wait.min(args.peer_wait_max),
+        longest_wait: args.peer_wait_max,
+        ..defaults
+    };
     let trust = Arc::new(KeyringTrust {
         path: args.keyring,
         writing: Mutex::new(()),
@@ -633,8 +650,8 @@ fn item_line(item: &Value) -> String {
     if let Some(listen) = item["serving"]["listen"].as_str() {
         line.push_str(&format!(", serving on {listen}"));
     }
-    if let Some(error) = item["error"].as_str() {
-        line.push_str(&format!("; {error}"));
+    if let Some(problem) = item["problem"]["text"].as_str() {
+        line.push_str(&format!("; {problem}"));
     }
     line
 }
@@ -813,7 +830,7 @@ fn fetch(args: FetchArgs, out: Output) -> Result<(), Failure> {
                 show_item(&item, out);
                 return Ok(());
             }
-            Some("failed") => {
+            Some("failed") if item["problem"]["goes_on_by_itself"] != true => {
                 bar.finish_and_clear();
                 return Err(Failure::new(
                     Exit::Transfer,

@@ -22,6 +22,7 @@ pub mod fetch;
 pub mod peers;
 pub mod share;
 pub mod ticket;
+pub mod words;
 
 /// Status: what a download directory holds (partial, complete, how much),
 /// and the same with every byte read again.
