@@ -200,6 +200,11 @@ impl Runner {
         self
     }
 
+    /// Whether items announce and look for peers on the local network.
+    pub fn lan(&self) -> bool {
+        self.lan
+    }
+
     /// The identity every item uses.
     pub fn peer_id(&self) -> PeerId {
         self.identity.peer_id()

@@ -12,6 +12,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
+use minimodel_swarm::app::consent::{self, ConsentKind, Disclosure};
 use minimodel_swarm::app::peers::{from_offers, from_request};
 use minimodel_swarm::app::ticket::{QUERY_TIMEOUT, manifest_of};
 use minimodel_swarm::offer::{ImportRequest, PeerOffer};
@@ -44,9 +45,12 @@ pub(super) const TICKET_QUERIES: usize = 2;
 /// How long a ticket query waits for its turn before it is refused (429).
 const TICKET_QUEUE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// A readable size.
-fn human(bytes: u64) -> String {
-    minimodel_swarm::app::words::human_bytes(bytes)
+/// A disclosure as the API shows it: its consent's field and its words.
+fn ask_of(disclosure: &Disclosure) -> Ask {
+    Ask {
+        consent: disclosure.consent.name().to_owned(),
+        words: disclosure.words.clone(),
+    }
 }
 
 /// A manifest read from a request.
@@ -184,152 +188,90 @@ fn download_peers(
 }
 
 impl Shared {
-    /// Where items serve, in words, for the consent question.
-    fn serving_words(&self) -> String {
+    /// Where items serve: the companion's one port, on `--serve-ip`.
+    fn reach(&self) -> consent::Reach {
         let ip = self.runner.serve_ip();
-        let port_text = format!(
-            "UDP port {} (the port every item shares)",
-            self.runner.port()
-        );
-        if ip.is_unspecified() {
-            let addrs = minimodel_swarm::addrs::listener_addrs(SocketAddr::new(ip, 1), &[])
-                .map(|addrs| {
-                    addrs
-                        .iter()
-                        .map(|a| a.ip().to_string())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                })
-                .unwrap_or_default();
-            format!(
-                "on {port_text} of every interface of this host ({ip}{})",
-                if addrs.is_empty() {
-                    String::new()
-                } else {
-                    format!(": {addrs}")
-                }
-            )
+        let listen = SocketAddr::new(ip, self.runner.port());
+        let interfaces = if ip.is_unspecified() {
+            minimodel_swarm::addrs::listener_addrs(SocketAddr::new(ip, 1), &[])
+                .map(|addrs| addrs.iter().map(SocketAddr::ip).collect())
+                .unwrap_or_default()
         } else {
-            format!("on {ip}, {port_text}")
+            Vec::new()
+        };
+        consent::Reach {
+            listen,
+            interfaces,
+            shared_port: true,
+            port_mapping: self.runner.endpoint().port_mapping().is_some(),
         }
     }
 
-    fn trust_words(&self, check: &SignatureCheck) -> Option<Ask> {
-        if !is_first_use(check) {
-            return None;
-        }
-        let key = check.publisher_key()?;
-        Some(Ask {
-            consent: "trust_key".to_owned(),
-            words: format!(
-                "Trust key {} ({key}) as publisher {}'s, seen for the first time, and pin it in {}. Later manifests of {} must be signed by it.",
-                key.key_id(),
-                check.publisher_id(),
-                self.trust.describe(),
-                check.publisher_id()
-            ),
-        })
+    /// Every consent a share needs, with its words (the application
+    /// layer's, as every front end says them).
+    fn share_asks(&self, manifest: &Manifest, check: &SignatureCheck) -> Vec<Disclosure> {
+        consent::trust(check, &self.trust.describe())
+            .into_iter()
+            .chain(consent::serve(&consent::ServeConsent {
+                artifact: consent::Artifact::of(manifest),
+                reach: self.reach(),
+                until: consent::Until::PausedOrRemoved,
+                dht: None,
+                lan: self.runner.lan(),
+            }))
+            .collect()
     }
 
-    fn share_asks(&self, manifest: &Manifest, check: &SignatureCheck) -> Vec<Ask> {
-        let mut asks = Vec::new();
-        asks.extend(self.trust_words(check));
-        asks.push(Ask {
-            consent: "serve".to_owned(),
-            words: format!(
-                "Serve {} ({}) to any peer that connects, {}, until you pause or remove it. Peers learn this host's address and that it has this artifact. The companion never opens or runs the model.",
-                manifest.model_id,
-                human(manifest.artifact_bytes),
-                self.serving_words()
-            ),
-        });
-        asks
-    }
-
+    /// Every consent a download needs, with its words.
     fn download_asks(
         &self,
         manifest: &Manifest,
         check: &SignatureCheck,
         request: &AddDownload,
         peers: usize,
-    ) -> Vec<Ask> {
-        let mut asks = Vec::new();
-        asks.extend(self.trust_words(check));
-        let dht_scope = if request.dht_bootstrap.is_empty() && self.dht_bootstrap.is_empty() {
-            "the public BitTorrent DHT"
-        } else {
-            "the DHT of the configured bootstrap nodes"
-        };
-        let mut from = Vec::new();
-        if peers > 0 {
-            from.push(format!(
-                "{peers} named peer{}",
-                if peers == 1 { "" } else { "s" }
-            ));
-        }
-        from.push("peers they tell of (peer exchange)".to_owned());
-        if request.dht {
-            from.push(format!("peers found on {dht_scope}"));
-        }
-        asks.push(Ask {
-            consent: "fetch".to_owned(),
-            words: format!(
-                "Fetch {} ({}) into {} from {}. Every chunk is checked against the manifest before it is kept; the file is delivered only once the whole of it passes. The companion never opens or runs the model.",
-                manifest.model_id,
-                human(manifest.artifact_bytes),
-                self.library.downloads_dir().display(),
-                from.join(", ")
-            ),
-        });
-        if request.serve {
-            asks.push(Ask {
-                consent: "serve".to_owned(),
-                words: format!(
-                    "While fetching, serve the verified chunks of {} to any peer that connects, {}.",
-                    manifest.model_id,
-                    self.serving_words()
-                ),
-            });
-        }
-        if request.seed_after {
-            asks.push(Ask {
-                consent: "seed_after".to_owned(),
-                words: format!(
-                    "Once {} is verified, keep serving it to any peer that connects until you pause or remove it.",
-                    manifest.model_id
-                ),
-            });
-        }
-        if request.dht {
-            asks.push(Ask {
-                consent: "dht".to_owned(),
-                words: format!(
-                    "Look {} up on {dht_scope}: its nodes learn that this address wants it{}.",
-                    manifest.model_id,
-                    if request.serve {
-                        ", and the address is announced there as serving it (anyone can look that up)"
-                    } else {
-                        ""
+    ) -> Vec<Disclosure> {
+        let downloads = self.library.downloads_dir();
+        let bootstrap_named = !request.dht_bootstrap.is_empty() || !self.dht_bootstrap.is_empty();
+        let plan = consent::FetchConsent {
+            artifact: consent::Artifact::of(manifest),
+            into: downloads.clone(),
+            named: peers,
+            remembered: minimodel_swarm::app::peers::remembered_count(&downloads, manifest),
+            dht: request.dht.then(|| {
+                if bootstrap_named {
+                    consent::DhtScope::Nodes {
+                        named_by: "the configured bootstrap nodes".to_owned(),
                     }
-                ),
-            });
-        }
-        asks
+                } else {
+                    consent::DhtScope::Public
+                }
+            }),
+            lan: self.runner.lan(),
+            serving: request.serve.then(|| consent::Serving {
+                reach: self.reach(),
+                seed_after: request.seed_after,
+                until: consent::Until::PausedOrRemoved,
+            }),
+        };
+        consent::trust(check, &self.trust.describe())
+            .into_iter()
+            .chain(consent::fetch(&plan))
+            .collect()
     }
 
-    /// The consent missing from `given` among `asks`.
-    fn missing(asks: &[Ask], given: &Consent) -> Vec<Ask> {
-        asks.iter()
-            .filter(|ask| !match ask.consent.as_str() {
-                "serve" => given.serve,
-                "fetch" => given.fetch,
-                "seed_after" => given.seed_after,
-                "dht" => given.dht,
-                "trust_key" => given.trust_key,
-                _ => false,
-            })
-            .cloned()
-            .collect()
+    /// The consent missing from `given` among `asks`, as the API shows
+    /// it.
+    fn missing(asks: &[Disclosure], given: &Consent) -> Vec<Ask> {
+        consent::missing(asks, |kind| match kind {
+            ConsentKind::Serve => given.serve,
+            ConsentKind::Fetch => given.fetch,
+            ConsentKind::SeedAfter => given.seed_after,
+            ConsentKind::Dht => given.dht,
+            ConsentKind::TrustKey => given.trust_key,
+        })
+        .iter()
+        .map(ask_of)
+        .collect()
     }
 
     fn judge(
@@ -366,7 +308,11 @@ impl Shared {
             model_id: loaded.manifest.model_id.to_string(),
             artifact_bytes: loaded.manifest.artifact_bytes,
             signature: signature_view(&check),
-            asks: self.share_asks(&loaded.manifest, &check),
+            asks: self
+                .share_asks(&loaded.manifest, &check)
+                .iter()
+                .map(ask_of)
+                .collect(),
             quota: None,
         })
     }
@@ -662,7 +608,11 @@ impl Shared {
             model_id: loaded.manifest.model_id.to_string(),
             artifact_bytes: loaded.manifest.artifact_bytes,
             signature: signature_view(&check),
-            asks: self.download_asks(&loaded.manifest, &check, request, peers.len()),
+            asks: self
+                .download_asks(&loaded.manifest, &check, request, peers.len())
+                .iter()
+                .map(ask_of)
+                .collect(),
             quota: Some(quota),
         })
     }

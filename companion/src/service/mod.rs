@@ -29,7 +29,7 @@ use std::time::Instant;
 
 use minimodel_swarm::app::fetch::DownloadPlan;
 use minimodel_swarm::app::share::VerifiedShare;
-use minimodel_swarm::dht::{Bootstrap, DiscoveryConfig};
+use minimodel_swarm::dht::DiscoveryConfig;
 use minimodel_swarm::node::{NodeMetrics, NodeReport};
 use minimodel_swarm::peers::{PeerAddrs, merge_peers};
 use minimodel_swarm::resume::DownloadPaths;
@@ -468,27 +468,21 @@ impl Shared {
         })
     }
 
-    /// The DHT client's settings of a download that asked for the DHT.
+    /// The DHT client's settings of a download that asked for the DHT:
+    /// its own bootstrap nodes, else the companion's, else the public
+    /// DHT; on `--serve-ip` when it is IPv4.
     fn dht_config(&self, download: &DownloadRecord) -> Option<DiscoveryConfig> {
         download.dht.then(|| {
             let nodes = if download.dht_bootstrap.is_empty() {
-                self.dht_bootstrap.clone()
+                &self.dht_bootstrap
             } else {
-                download.dht_bootstrap.clone()
+                &download.dht_bootstrap
             };
-            let bind_ip = match self.runner.serve_ip() {
+            let bind = match self.runner.serve_ip() {
                 IpAddr::V4(ip) => ip,
                 IpAddr::V6(_) => std::net::Ipv4Addr::UNSPECIFIED,
             };
-            DiscoveryConfig {
-                bind: std::net::SocketAddrV4::new(bind_ip, 0),
-                bootstrap: if nodes.is_empty() {
-                    Bootstrap::Public
-                } else {
-                    Bootstrap::Nodes(nodes)
-                },
-                ..DiscoveryConfig::default()
-            }
+            minimodel_swarm::app::fetch::dht_config(bind, nodes)
         })
     }
 

@@ -259,7 +259,7 @@ fn problem_view(problem: &Problem, record: &ItemRecord, now: Instant) -> Problem
                 "{what}: last tried {} ago, next in {}, {} known",
                 span(Duration::from_secs(waiting.last_try_seconds_ago)),
                 span(Duration::from_secs(waiting.next_try_in_seconds)),
-                counted(waiting.addresses_known, "address", "addresses"),
+                minimodel_swarm::app::words::counted(waiting.addresses_known, "address"),
             )
         }
         (None, _) => problem.text.clone(),
@@ -322,11 +322,6 @@ fn problem_view(problem: &Problem, record: &ItemRecord, now: Instant) -> Problem
         waiting,
         needs_free_bytes,
     }
-}
-
-/// `1 address`, `3 addresses`.
-fn counted(count: u64, one: &str, many: &str) -> String {
-    format!("{count} {}", if count == 1 { one } else { many })
 }
 
 #[cfg(test)]

@@ -18,12 +18,14 @@ pub fn human_bytes(bytes: u64) -> String {
     }
 }
 
-/// `1 peer`, `3 peers`: a count and its noun (`noun` + `s` beyond one).
+/// `1 peer`, `3 peers`, `2 addresses`: a count and its noun, plural
+/// beyond one (`es` after s, x, sh and ch).
 pub fn counted(count: u64, noun: &str) -> String {
-    if count == 1 {
-        format!("1 {noun}")
-    } else {
-        format!("{count} {noun}s")
+    let es = ["s", "x", "sh", "ch"].iter().any(|end| noun.ends_with(end));
+    match count {
+        1 => format!("1 {noun}"),
+        count if es => format!("{count} {noun}es"),
+        count => format!("{count} {noun}s"),
     }
 }
 
@@ -40,5 +42,6 @@ mod tests {
         assert_eq!(human_bytes(u64::MAX), "16777216.0 TiB");
         assert_eq!(counted(1, "peer"), "1 peer");
         assert_eq!(counted(0, "peer"), "0 peers");
+        assert_eq!(counted(3, "address"), "3 addresses");
     }
 }
