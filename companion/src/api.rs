@@ -18,9 +18,11 @@
 //! | `PUT /api/v1/items/{id}/caps` | its own caps |
 //! | `DELETE /api/v1/items/{id}[?delete_files=true]` | remove it (and a download's files) |
 //! | `GET /api/v1/items/{id}/receipt` | a delivered download's receipt |
+//! | `GET /api/v1/items/{id}/activity` | a running item's chunks, peers and rates |
+//! | `GET /api/v1/rates` | the rates over the last minutes, per item and for the library |
 //! | `PUT /api/v1/limits` | the library's caps and quota |
 //! | `GET /api/v1/log[?limit=N]` | the transfer log's last entries |
-//! | `GET /api/v1/events` | server-sent events: `item`, `removed`, `log`, `limits` |
+//! | `GET /api/v1/events` | server-sent events: `item`, `removed`, `log`, `limits`, `activity`, `rates` |
 //! | `POST /api/v1/shutdown` | stop the companion (as SIGTERM does) |
 
 use std::convert::Infallible;
@@ -109,6 +111,8 @@ fn router(shared: Arc<Shared>, gate: crate::guard::Gate) -> Router {
         .route("/api/v1/items/{id}/resume", post(resume))
         .route("/api/v1/items/{id}/caps", put(set_caps))
         .route("/api/v1/items/{id}/receipt", get(receipt))
+        .route("/api/v1/items/{id}/activity", get(activity))
+        .route("/api/v1/rates", get(rates))
         .route("/api/v1/shares", post(add_share))
         .route("/api/v1/shares/preview", post(preview_share))
         .route("/api/v1/downloads", post(add_download))
@@ -441,6 +445,17 @@ async fn receipt(State(state): State<AppState>, Path(id): Path<String>) -> Respo
         Ok(receipt) => json(StatusCode::OK, &receipt),
         Err(error) => error.into_response(),
     }
+}
+
+async fn activity(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+    match async { state.shared.activity(&item_id(&id)?).await }.await {
+        Ok(view) => json(StatusCode::OK, &view),
+        Err(error) => error.into_response(),
+    }
+}
+
+async fn rates(State(state): State<AppState>) -> Response {
+    json(StatusCode::OK, &state.shared.rates().await)
 }
 
 async fn set_limits(

@@ -301,6 +301,10 @@ impl Companion {
             let shared = Arc::clone(&shared);
             tokio::spawn(async move { shared.drive_timer().await })
         };
+        let sampler = {
+            let shared = Arc::clone(&shared);
+            tokio::spawn(async move { shared.sample_rates().await })
+        };
         shared.start().await;
         let endpoint = Endpoint {
             format: ENDPOINT_FORMAT.to_owned(),
@@ -348,6 +352,7 @@ impl Companion {
         shared.stop_all(RUNS_END).await;
         shared.runner().endpoint().close().await;
         timer.abort();
+        sampler.abort();
         follow.abort();
         shared.save().await?;
         let _ = std::fs::remove_file(library.endpoint_path());

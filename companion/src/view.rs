@@ -396,9 +396,9 @@ pub struct ItemView {
     pub artifact_bytes: u64,
     /// Verified bytes (a share: all of them once verified).
     pub verified_bytes: u64,
-    /// Verified bytes per second over the last few seconds (downloads).
+    /// Verified bytes per second over the last five seconds.
     pub rate_bytes_per_second: f64,
-    /// Bytes served per second over the last few seconds.
+    /// Bytes served per second over the last five seconds.
     pub upload_rate_bytes_per_second: f64,
     /// Peers connected.
     pub peers: u64,
@@ -506,6 +506,147 @@ pub struct Removed {
     pub files_kept: Option<String>,
 }
 
+/// Bytes per second, up (served) and down (verified).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct RatePair {
+    /// Bytes of chunks served per second.
+    pub up: f64,
+    /// Verified bytes per second.
+    pub down: f64,
+}
+
+/// How a peer became known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub enum FoundBy {
+    /// Named by the person: a `--peer`, an offer, a ticket, a request.
+    Given,
+    /// It served an earlier run of this download.
+    Remembered,
+    /// Another peer told of it (peer exchange).
+    PeerExchange,
+    /// A DHT lookup.
+    Dht,
+    /// Announced on the local network.
+    Lan,
+    /// It dialed us.
+    Incoming,
+}
+
+impl FoundBy {
+    /// How the node's address book says it became known.
+    pub fn of(source: minimodel_swarm::node::Source) -> Self {
+        use minimodel_swarm::node::Source;
+        match source {
+            Source::Offer => FoundBy::Given,
+            Source::Remembered => FoundBy::Remembered,
+            Source::Exchange => FoundBy::PeerExchange,
+            Source::Dht => FoundBy::Dht,
+            Source::Lan => FoundBy::Lan,
+            Source::Incoming => FoundBy::Incoming,
+        }
+    }
+}
+
+/// Who opened a link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub enum PeerDirection {
+    /// We dialed it.
+    Dialed,
+    /// It dialed us.
+    Incoming,
+}
+
+/// One peer of an item's run: a row of the page's peer table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct PeerView {
+    /// Its peer id.
+    pub peer_id: String,
+    /// Where it is connected (or was reached).
+    pub address: Option<String>,
+    /// How it became known.
+    pub found_by: Option<FoundBy>,
+    /// Who dialed, while it is connected.
+    pub direction: Option<PeerDirection>,
+    /// Connected now.
+    pub connected: bool,
+    /// Connected since (RFC 3339 UTC), while it is.
+    pub since: Option<String>,
+    /// Verified bytes per second from it, over the last second.
+    pub download_rate_bytes_per_second: f64,
+    /// Bytes per second served to it, over the last second.
+    pub upload_rate_bytes_per_second: f64,
+    /// Verified bytes received from it this run (duplicates included).
+    pub downloaded_bytes: u64,
+    /// Bytes served to it while connected.
+    pub uploaded_bytes: u64,
+    /// Banned for a chunk that failed its proof.
+    pub banned: bool,
+}
+
+/// An item's chunks in cells (cell `i` of `n` holds chunks
+/// `i * chunks / n` up to `(i + 1) * chunks / n`; at most 256 cells, one
+/// chunk a cell when there are fewer chunks). The arrays have one entry
+/// per cell.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct ChunkMapView {
+    /// Chunks in all.
+    pub chunks: u32,
+    /// Chunks in each cell.
+    pub cell_chunks: Vec<u32>,
+    /// Of those, verified here.
+    pub verified: Vec<u32>,
+    /// Of those, asked of a peer and not received yet.
+    pub in_flight: Vec<u32>,
+    /// The fewest connected peers that hold any one chunk of the cell.
+    pub holders: Vec<u32>,
+}
+
+/// An item's run now: its chunks, its peers, its rates (`activity`
+/// events, every second while it runs; `GET /api/v1/items/{id}/activity`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct ActivityView {
+    /// The item.
+    pub id: String,
+    /// When (RFC 3339 UTC).
+    pub at: String,
+    /// Its chunks.
+    pub chunk_map: ChunkMapView,
+    /// Its peers this run, connected ones first.
+    pub peers: Vec<PeerView>,
+    /// Its rates at the last sample.
+    pub rates: RatePair,
+}
+
+/// One sample of the rates (`rates` events, every second).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct RatesSample {
+    /// When (RFC 3339 UTC).
+    pub at: String,
+    /// The library's: every item's together.
+    pub library: RatePair,
+    /// Each item's, by id.
+    pub items: std::collections::BTreeMap<String, RatePair>,
+}
+
+/// `GET /api/v1/rates`: the rates over the last minutes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct RatesView {
+    /// Seconds between samples.
+    pub every_seconds: u64,
+    /// The samples, oldest first (at most 300).
+    pub samples: Vec<RatesSample>,
+}
+
 /// One server-sent event of `GET /api/v1/events`: its `event:` name and
 /// its `data:` JSON.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -520,6 +661,10 @@ pub enum ApiEvent {
     Log(LogEntry),
     /// The limits changed.
     Limits(LimitsView),
+    /// A running item's chunks, peers and rates (every second).
+    Activity(Box<ActivityView>),
+    /// The rates, per item and for the library (every second).
+    Rates(RatesSample),
 }
 
 impl ApiEvent {
@@ -530,6 +675,8 @@ impl ApiEvent {
             ApiEvent::Removed(_) => "removed",
             ApiEvent::Log(_) => "log",
             ApiEvent::Limits(_) => "limits",
+            ApiEvent::Activity(_) => "activity",
+            ApiEvent::Rates(_) => "rates",
         }
     }
 
@@ -540,6 +687,8 @@ impl ApiEvent {
             ApiEvent::Removed(removed) => serde_json::to_string(removed),
             ApiEvent::Log(entry) => serde_json::to_string(entry),
             ApiEvent::Limits(limits) => serde_json::to_string(limits),
+            ApiEvent::Activity(activity) => serde_json::to_string(activity),
+            ApiEvent::Rates(rates) => serde_json::to_string(rates),
         };
         value.unwrap_or_else(|_| "null".to_owned())
     }

@@ -156,6 +156,32 @@ fn caps_changed_while_three_downloads_run_are_in_force_at_once_and_restart_no_no
         .iter()
         .map(|id| fetcher.item(id)["runs"].clone())
         .collect();
+    // What the page draws, as the API answers it: each download's chunks
+    // and its one peer, the library's rates.
+    let mut schema = ApiSchema::load();
+    for (id, offer) in ids.iter().zip(&offers) {
+        let (status, activity) = fetcher.get(&format!("/api/v1/items/{id}/activity"));
+        assert_eq!(status, 200, "{activity}");
+        schema.check("ActivityView", &activity);
+        let map = &activity["chunk_map"];
+        assert_eq!(map["chunks"], 64, "4 MiB in 64 KiB chunks");
+        let verified: u64 = map["verified"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n.as_u64().unwrap())
+            .sum();
+        assert!(verified > 0 && verified < 64, "{map}");
+        let peer = &activity["peers"][0];
+        assert_eq!(peer["peer_id"], offer["peer_id"], "{activity:#}");
+        assert_eq!(peer["address"], offer["addrs"][0]);
+        assert_eq!(peer["found_by"], "given");
+        assert_eq!(peer["direction"], "dialed");
+    }
+    let (status, rates) = fetcher.get("/api/v1/rates");
+    assert_eq!(status, 200);
+    schema.check("RatesView", &rates);
+    assert!(rates["samples"].as_array().unwrap().len() >= 2, "{rates}");
     let before = rate_over(&fetcher, &ids[0], Duration::from_secs(2));
 
     // The library's cap goes up four times: each item's part follows,

@@ -920,6 +920,14 @@ impl Downloader {
         (self.config.max_in_flight_bytes / u64::from(self.chunk_size.max(1))).max(1) as usize
     }
 
+    /// The chunks asked of a peer and not received yet (a chunk asked of
+    /// two peers in endgame comes twice).
+    pub fn in_flight_chunks(&self) -> impl Iterator<Item = u32> + '_ {
+        self.peers
+            .values()
+            .flat_map(|session| session.requests().map(|(chunk, _)| chunk))
+    }
+
     /// Requests in flight over all peers (endgame duplicates included).
     pub fn requests_in_flight(&self) -> usize {
         self.outstanding()

@@ -71,11 +71,8 @@ struct Live {
     /// The run these figures are of.
     run: Option<RunId>,
     verified_bytes: u64,
-    rate: f64,
     peers: u64,
     uploaded_bytes: u64,
-    upload_rate: f64,
-    last_upload: Option<(Instant, u64)>,
     sources: Vec<SourceView>,
     signature: Option<SignatureView>,
     serving: Option<ServingView>,
@@ -102,6 +99,8 @@ struct Inner {
     running: BTreeMap<ItemId, (RunId, RunningItem)>,
     runs: BTreeMap<(ItemId, RunId), RunData>,
     verified: BTreeMap<ItemId, Arc<VerifiedShare>>,
+    /// What the page draws: chunks, peers, rates.
+    activity: crate::activity::Activity,
 }
 
 /// What carrying out actions left to the caller: stops under way (a
@@ -197,6 +196,7 @@ impl Shared {
                 running: BTreeMap::new(),
                 runs: BTreeMap::new(),
                 verified: BTreeMap::new(),
+                activity: crate::activity::Activity::new(),
             }),
             admission: Mutex::new(()),
             log: std::sync::Mutex::new(log),
@@ -275,6 +275,54 @@ impl Shared {
         }
     }
 
+    /// Samples the rates every [`crate::activity::RATE_EVERY`] and sends
+    /// each sample to the event stream, until the companion stops.
+    pub(crate) async fn sample_rates(&self) {
+        let mut stopping = self.shutdown.subscribe();
+        let mut tick = tokio::time::interval(crate::activity::RATE_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    let sample = self
+                        .inner
+                        .lock()
+                        .await
+                        .activity
+                        .sample(Instant::now(), unix_now());
+                    self.publish(ApiEvent::Rates(sample));
+                }
+                _ = stopping.changed() => {
+                    if *stopping.borrow_and_update() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// `GET /api/v1/rates`.
+    pub(crate) async fn rates(&self) -> crate::view::RatesView {
+        self.inner.lock().await.activity.rates()
+    }
+
+    /// `GET /api/v1/items/{id}/activity`.
+    pub(crate) async fn activity(
+        &self,
+        id: &ItemId,
+    ) -> Result<crate::view::ActivityView, ApiError> {
+        let inner = self.inner.lock().await;
+        inner
+            .supervisor
+            .record(id)
+            .ok_or_else(|| ApiError::not_found(id.as_str()))?;
+        inner
+            .activity
+            .view(id)
+            .cloned()
+            .ok_or_else(|| ApiError::new(404, "not-found", format!("item {id} has not run yet")))
+    }
+
     /// Stops every item (each download checkpoints) and waits until every
     /// run has ended and been logged, for at most `wait`.
     pub(crate) async fn stop_all(&self, wait: std::time::Duration) {
@@ -329,9 +377,6 @@ impl Shared {
                         live.run = Some(run);
                         live.serving = None;
                         live.peers = 0;
-                        live.rate = 0.0;
-                        live.upload_rate = 0.0;
-                        live.last_upload = None;
                         live.uploaded_bytes = 0;
                         live.sources.clear();
                     }
@@ -591,6 +636,7 @@ impl Shared {
             inner.manifests.remove(id);
             inner.live.remove(id);
             inner.verified.remove(id);
+            inner.activity.forget(id);
             (record, carried.stops)
         };
         for stop in stops {
@@ -751,6 +797,11 @@ impl Shared {
                         })
                         .collect();
                     live.peers = metrics.peers_connected;
+                    live.uploaded_bytes = metrics.uploaded_bytes;
+                }
+                if shown && inner.supervisor.record(&id).is_some() {
+                    let view = inner.activity.record(&id, run, &metrics, now, unix_now());
+                    self.publish(ApiEvent::Activity(Box::new(view)));
                 }
                 let counters = Counters {
                     verified_bytes: metrics.verified_bytes,
@@ -774,9 +825,10 @@ impl Shared {
                 }
                 if shown && let Some(live) = inner.live.get_mut(&id) {
                     live.peers = 0;
-                    live.rate = 0.0;
-                    live.upload_rate = 0.0;
                     live.serving = None;
+                }
+                if let Some(view) = inner.activity.ended(&id, run) {
+                    self.publish(ApiEvent::Activity(Box::new(view)));
                 }
                 let end = match ending {
                     Ending::Stopped(_) => RunEnd::Stopped,
@@ -835,29 +887,10 @@ impl Shared {
             NodeReport::Progress {
                 verified_bytes,
                 peers,
-                rate,
                 ..
             } if shown => {
                 if let Some(live) = inner.live.get_mut(id) {
                     live.verified_bytes = verified_bytes;
-                    live.peers = peers as u64;
-                    live.rate = rate;
-                }
-            }
-            NodeReport::Serving {
-                peers,
-                uploaded_bytes,
-            } if shown => {
-                if let Some(live) = inner.live.get_mut(id) {
-                    if let Some((then, before)) = live.last_upload {
-                        let seconds = now.duration_since(then).as_secs_f64();
-                        if seconds > 0.0 {
-                            live.upload_rate =
-                                uploaded_bytes.saturating_sub(before) as f64 / seconds;
-                        }
-                    }
-                    live.last_upload = Some((now, uploaded_bytes));
-                    live.uploaded_bytes = uploaded_bytes;
                     live.peers = peers as u64;
                 }
             }
@@ -875,8 +908,10 @@ impl Shared {
                 if let Some(live) = inner.live.get_mut(id) {
                     live.file = Some(path);
                     live.receipt = Some(receipt);
-                    live.rate = 0.0;
                     live.verified_bytes = artifact_bytes;
+                }
+                if let Some(view) = inner.activity.delivered(id) {
+                    self.publish(ApiEvent::Activity(Box::new(view)));
                 }
                 inner
                     .supervisor
@@ -971,6 +1006,13 @@ impl Shared {
             }
         }
     }
+}
+
+/// Seconds since the Unix epoch now, by the wall clock.
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs())
 }
 
 /// A receipt of ours, read as one, with the SHA-256 of its bytes.

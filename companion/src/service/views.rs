@@ -105,6 +105,7 @@ impl Shared {
             .problem
             .as_ref()
             .map(|problem| problem_view(problem, record, now));
+        let rates = inner.activity.rates_of(id);
         Some(ItemView {
             id: id.to_string(),
             kind: record.kind(),
@@ -114,8 +115,8 @@ impl Shared {
             added_at: record.added_at.clone(),
             artifact_bytes,
             verified_bytes: live.verified_bytes,
-            rate_bytes_per_second: if running { live.rate } else { 0.0 },
-            upload_rate_bytes_per_second: if running { live.upload_rate } else { 0.0 },
+            rate_bytes_per_second: if running { rates.down } else { 0.0 },
+            upload_rate_bytes_per_second: if running { rates.up } else { 0.0 },
             peers: if running { live.peers } else { 0 },
             uploaded_bytes: live.uploaded_bytes,
             sources: live.sources.clone(),

@@ -264,6 +264,11 @@ impl Fetching {
         self.downloader.set_shared_rate(rate, now);
     }
 
+    /// The chunks asked of peers and not received yet.
+    pub(super) fn in_flight_chunks(&self) -> Vec<u32> {
+        self.downloader.in_flight_chunks().collect()
+    }
+
     pub(super) fn set_max_rate(&mut self, rate: Option<u64>, now: Instant) {
         self.downloader.set_max_rate(rate, now);
     }

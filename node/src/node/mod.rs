@@ -232,6 +232,8 @@ struct Peer {
     uploaded_bytes: u64,
     /// Last time it asked us for something or gave us something.
     last_useful: Instant,
+    /// When its link came up.
+    connected_at: Instant,
     /// Last time we sent it a control message (a KeepAlive follows
     /// `keep_alive_after` of silence).
     last_sent: Instant,
@@ -964,19 +966,48 @@ impl NodeCore {
             }
         }
         for (_, peer) in self.peers() {
+            let link = Some(crate::report::LinkFigures {
+                remote: peer.remote,
+                dialed: peer.dialed,
+                since: peer.connected_at,
+            });
             match metrics.peers.iter_mut().find(|entry| entry.id == peer.id) {
-                Some(entry) => entry.uploaded_bytes += peer.uploaded_bytes,
+                Some(entry) => {
+                    entry.uploaded_bytes += peer.uploaded_bytes;
+                    entry.link = entry.link.or(link);
+                }
                 None => metrics.peers.push(PeerFigures {
                     uploaded_bytes: peer.uploaded_bytes,
+                    link,
                     ..PeerFigures::of(peer.id)
                 }),
             }
         }
+        metrics.chunk_map = self.chunk_map(crate::report::CHUNK_MAP_CELLS);
         metrics
             .peers
             .iter_mut()
             .for_each(|peer| self.describe(peer));
         metrics
+    }
+
+    /// Its chunks in at most `max_cells` cells: verified here, in
+    /// flight, and how many connected peers hold each.
+    pub fn chunk_map(&self, max_cells: usize) -> crate::report::ChunkMap {
+        let mut holders = vec![0u32; self.params.chunk_count() as usize];
+        for (_, peer) in self.peers() {
+            for chunk in peer.has.iter_ones() {
+                if let Some(count) = holders.get_mut(chunk.0 as usize) {
+                    *count += 1;
+                }
+            }
+        }
+        let in_flight: Vec<u32> = self
+            .download
+            .as_ref()
+            .map(|download| download.in_flight_chunks())
+            .unwrap_or_default();
+        crate::report::ChunkMap::of(&self.have, in_flight, &holders, max_cells)
     }
 
     /// Whether the node's work is over.

@@ -27,13 +27,15 @@ use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
 pub use minimodel_node::NodeReport;
+pub use minimodel_node::book::Source;
 pub use minimodel_node::config::MIN_RATE_CAP;
 pub use minimodel_node::config::NodeConfig as CoreConfig;
 pub use minimodel_node::config::{ConfigError, NodeLimits};
 pub use minimodel_node::node::End;
 pub use minimodel_node::report::{
-    Blame, DamageCause, Departure, Failure as NodeFailure, Fault, IntroductionCounts, LinkEnd,
-    NodeMetrics, PeerFigures, Problem, Refusal, Tried, Violation,
+    Blame, CHUNK_MAP_CELLS, ChunkCell, ChunkMap, DamageCause, Departure, Failure as NodeFailure,
+    Fault, IntroductionCounts, LinkEnd, LinkFigures, NodeMetrics, PeerFigures, Problem, Refusal,
+    Tried, Violation,
 };
 
 use crate::link::{self, LinkEvent, LinkHandle, Session};

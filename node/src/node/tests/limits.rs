@@ -217,3 +217,33 @@ fn the_gate_hears_of_caps_changed_while_running_and_of_nothing_else() {
         .unwrap();
     assert_eq!(h.core.poll_gate_news(), None);
 }
+
+#[test]
+fn the_counters_name_each_connected_peers_link_and_map_the_chunks() {
+    let mut h = Harness::new(Kind::Fetch, 16, NodeConfig::default());
+    let seeder = Remote::seeder(1, "62.1.1.1:4433", 16);
+    let link = h.connect_out(&seeder);
+    let asked = requests_to(&h.take(), link);
+    assert!(!asked.is_empty());
+    h.advance(1_000);
+    let metrics = h.core.metrics();
+    let peer = metrics
+        .peers
+        .iter()
+        .find(|peer| peer.id == seeder.id)
+        .expect("the seeder's figures");
+    let figures = peer.link.expect("connected");
+    assert!(figures.dialed);
+    assert_eq!(figures.remote, seeder.addr);
+    assert_eq!(figures.since, h.at(0));
+    // Nothing verified yet; what was asked is in flight; the seeder holds
+    // every chunk.
+    let map = &metrics.chunk_map;
+    assert_eq!(map.chunks, 16);
+    assert_eq!(map.verified(), 0);
+    let in_flight: u32 = map.cells.iter().map(|cell| cell.in_flight).sum();
+    assert_eq!(in_flight as usize, asked.len());
+    assert!(map.cells.iter().all(|cell| cell.holders == 1));
+    h.deliver(link, asked[0]);
+    assert_eq!(h.core.metrics().chunk_map.verified(), 1);
+}
