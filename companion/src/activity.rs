@@ -10,7 +10,8 @@
 //!   chunks served; both summed over the item's runs, so a run that
 //!   starts again does not count what it resumed.
 //! - Every [`RATE_EVERY`] a sample takes each item's bytes since the
-//!   last one; [`RATE_SAMPLES`] are kept (five minutes).
+//!   last one (an item that moved none is left out of it);
+//!   [`RATE_SAMPLES`] are kept (five minutes).
 //! - A peer's rates are its bytes between two readings of its run's
 //!   counters (once a second).
 
@@ -259,7 +260,11 @@ impl Activity {
             }
             library.up += pair.up;
             library.down += pair.down;
-            items.insert(id.to_string(), pair);
+            // Only items that moved bytes: a library of a thousand idle
+            // items keeps small samples.
+            if pair != RatePair::default() {
+                items.insert(id.to_string(), pair);
+            }
         }
         let sample = RatesSample {
             at: rfc3339(wall, Duration::ZERO),
@@ -348,7 +353,7 @@ mod tests {
         // The next run starts from 3000: its first reading counts nothing.
         activity.record(&id, RunId(2), &metrics(3000, 0, 0, at(3)), at(3), 103);
         let sample = activity.sample(at(3), 103);
-        assert_eq!(sample.items[id.as_str()], RatePair::default());
+        assert_eq!(sample.items.get(id.as_str()), None, "an idle item is left out");
         activity.record(&id, RunId(2), &metrics(4000, 0, 1000, at(3)), at(4), 104);
         let sample = activity.sample(at(4), 104);
         assert_eq!(sample.items[id.as_str()].down, 1000.0);

@@ -633,7 +633,7 @@ pub struct RatesSample {
     pub at: String,
     /// The library's: every item's together.
     pub library: RatePair,
-    /// Each item's, by id.
+    /// Each item's that moved bytes, by id (one left out moved none).
     pub items: std::collections::BTreeMap<String, RatePair>,
 }
 

@@ -227,7 +227,7 @@ fn the_page_adds_a_share_and_a_download_and_shows_progress_and_the_receipt() {
 
     // A peer serves the artifact to fetch, slowly enough to watch.
     let peer = start(&temp.path().join("peer"));
-    let offer = peer.share_capped(&fetched, 512 * 1024);
+    let offer = peer.share_capped(&fetched, 256 * 1024);
 
     let companion = start(&temp.path().join("library"));
     let driver = Driver::start(&temp.path().join("profile"));
