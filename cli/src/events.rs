@@ -618,7 +618,7 @@ pub enum Event {
     CompanionItem {
         /// The item.
         #[cfg_attr(test, schemars(with = "crate::schema::CompanionItemView"))]
-        item: serde_json::Value,
+        item: Box<minimodel_companion::view::ItemView>,
     },
     /// `companion remove`: the item is gone from the library.
     CompanionRemoved {
@@ -637,14 +637,14 @@ pub enum Event {
     CompanionLimits {
         /// The limits and what is taken.
         #[cfg_attr(test, schemars(with = "crate::schema::CompanionLimitsView"))]
-        limits: serde_json::Value,
+        limits: minimodel_companion::view::LimitsView,
     },
     /// `companion log`: one entry of the transfer log
     /// (`LogEntry` in `docs/schemas/companion-api.schema.json`).
     CompanionLog {
         /// The entry.
         #[cfg_attr(test, schemars(with = "crate::schema::CompanionLogEntry"))]
-        entry: serde_json::Value,
+        entry: minimodel_companion::translog::LogEntry,
     },
     /// The command failed (always the last line).
     Error {

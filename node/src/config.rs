@@ -161,7 +161,9 @@ pub struct NodeConfig {
     /// With this many serving peers connected, no more lookups. Default 8.
     pub dht_enough_peers: usize,
     /// A download with nothing verified for this long gives up, saying
-    /// which peers it tried and why each failed. Default 5 min.
+    /// which peers it tried and why each failed. Default 5 min;
+    /// `Duration::MAX`: never (a library that waits for its peers and
+    /// decides itself when to stop a try, `docs/companion.md`).
     pub give_up_after: Duration,
     /// A checkpoint is written at least this often while chunks arrive.
     /// Default 2 s.
@@ -335,6 +337,36 @@ pub fn refusal_rate(floor: u64, uplink: Option<f64>, share: f64) -> u64 {
 /// swarm.
 pub const MIN_RATE_CAP: u64 = 1024;
 
+/// The limits of a node that may change while it runs
+/// ([`crate::NodeCore::set_limits`]), as quinn-proto's `Connection` has
+/// setters for its stream limits: its peer budget and its own caps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeLimits {
+    /// [`NodeConfig::max_peers`].
+    pub max_peers: usize,
+    /// [`NodeConfig::max_upload`].
+    pub max_upload: Option<u64>,
+    /// [`NodeConfig::max_download`].
+    pub max_download: Option<u64>,
+}
+
+impl NodeLimits {
+    /// Refuses a cap below [`MIN_RATE_CAP`], with which a node would only
+    /// look stalled. (A peer budget of zero is a node that takes no
+    /// peer.)
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_upload.is_some_and(|rate| rate < MIN_RATE_CAP)
+            || self.max_download.is_some_and(|rate| rate < MIN_RATE_CAP)
+        {
+            return Err(ConfigError {
+                setting: "max_upload and max_download",
+                rule: "at least 1 KiB per second when set",
+            });
+        }
+        Ok(())
+    }
+}
+
 /// A setting that cannot work.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{setting} must be {rule}")]
@@ -346,9 +378,19 @@ pub struct ConfigError {
 }
 
 impl NodeConfig {
+    /// The limits that may change while the node runs.
+    pub fn limits(&self) -> NodeLimits {
+        NodeLimits {
+            max_peers: self.max_peers,
+            max_upload: self.max_upload,
+            max_download: self.max_download,
+        }
+    }
+
     /// Checks the settings that would make a node stall or misbehave.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let rules: [(bool, &'static str, &'static str); 18] = [
+        self.limits().validate()?;
+        let rules: [(bool, &'static str, &'static str); 17] = [
             (self.upload_slots > 0, "upload_slots", "at least 1"),
             (
                 self.upload_slots_per_peer > 0,
@@ -370,12 +412,6 @@ impl NodeConfig {
                 self.redial_initial > Duration::ZERO && self.redial_initial <= self.redial_max,
                 "redial_initial",
                 "above zero and at most redial_max",
-            ),
-            (
-                self.max_upload.is_none_or(|rate| rate >= MIN_RATE_CAP)
-                    && self.max_download.is_none_or(|rate| rate >= MIN_RATE_CAP),
-                "max_upload and max_download",
-                "at least 1 KiB per second when set",
             ),
             (
                 self.download.max_timeouts > 0,

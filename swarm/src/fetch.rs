@@ -213,6 +213,12 @@ impl Fetcher {
         self.node.metrics()
     }
 
+    /// A handle that changes the running node's peer budget and caps
+    /// without a restart.
+    pub fn limits(&self) -> crate::node::LimitsHandle {
+        self.node.limits()
+    }
+
     /// This node's id.
     pub fn peer_id(&self) -> minimodel_wire::PeerId {
         self.node.peer_id()

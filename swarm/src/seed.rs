@@ -128,6 +128,12 @@ impl Seeder {
         self.node.metrics()
     }
 
+    /// A handle that changes the running node's peer budget and caps
+    /// without a restart.
+    pub fn limits(&self) -> crate::node::LimitsHandle {
+        self.node.limits()
+    }
+
     /// This seeder's id.
     pub fn peer_id(&self) -> PeerId {
         self.node.peer_id()

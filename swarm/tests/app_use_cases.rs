@@ -625,3 +625,126 @@ async fn a_download_that_serves_nobody_runs_on_the_shared_endpoint_under_its_dow
     );
     assert_eq!(shared.swarms(), 0, "a download that ended leaves the gate");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_changed_while_two_downloads_run_on_a_shared_endpoint_take_effect_without_a_restart()
+{
+    use minimodel_swarm::node::{CoreConfig, NodeLimits};
+
+    let temp = tempfile::tempdir().unwrap();
+    let arts = [
+        artifact(temp.path(), "live-a", 4 << 20, CHUNK),
+        artifact(temp.path(), "live-b", 4 << 20, CHUNK),
+    ];
+    let id = identity();
+    let shared = shared_endpoint(&id, &CoreConfig::default());
+    let cap = 1 << 20;
+    shared.set_download_cap(Some(cap));
+    let mut servers = Vec::new();
+    let mut fetchers = Vec::new();
+    for (index, art) in arts.iter().enumerate() {
+        let share = SharePlan::new(art.manifest.clone(), &art.path, loopback())
+            .verify(&|_| {})
+            .unwrap();
+        let serving = serve(&share);
+        let peer = PeerAddrs {
+            id: serving.peer.id,
+            addrs: vec![serving.peer.addr],
+        };
+        servers.push(serving);
+        let mut plan = plan_for(art, &temp.path().join(format!("out{index}")), vec![peer]);
+        plan.endpoint = Some(shared.clone());
+        let fetcher = ready(plan).start(Arc::clone(&id), mpsc::unbounded_channel().0);
+        fetchers.push(fetcher.unwrap());
+    }
+    let handles: Vec<_> = fetchers
+        .iter()
+        .map(|fetcher| (fetcher.metrics(), fetcher.limits()))
+        .collect();
+    let runs: Vec<_> = fetchers
+        .into_iter()
+        .map(|fetcher| tokio::spawn(fetcher.run(std::future::pending())))
+        .collect();
+    // The download cap in force, as each node holds it, until `want`.
+    let caps_in_force = |want: [Option<u64>; 2]| {
+        let handles = &handles;
+        async move {
+            let waited = tokio::time::timeout(Duration::from_secs(10), async {
+                loop {
+                    let mut now = [None; 2];
+                    for (slot, (metrics, _)) in now.iter_mut().zip(handles) {
+                        *slot = metrics.snapshot().await.and_then(|m| m.download_cap);
+                    }
+                    if now == want {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            })
+            .await;
+            assert!(waited.is_ok(), "the caps in force never became {want:?}");
+        }
+    };
+    // Both fetch: half the endpoint's cap each.
+    caps_in_force([Some(cap / 2), Some(cap / 2)]).await;
+    // The first's own cap goes down while it runs: the second gets the
+    // rest at once, nothing restarts.
+    let low = 128 * 1024;
+    handles[0]
+        .1
+        .set(NodeLimits {
+            max_peers: 32,
+            max_upload: None,
+            max_download: Some(low),
+        })
+        .await
+        .unwrap();
+    caps_in_force([Some(low), Some(cap - low)]).await;
+    // A cap below the floor is refused and changes nothing.
+    let refused = handles[1]
+        .1
+        .set(NodeLimits {
+            max_peers: 32,
+            max_upload: None,
+            max_download: Some(10),
+        })
+        .await;
+    assert!(refused.is_err());
+    // No caps at all: both finish, each the one run it started with.
+    shared.set_download_cap(None);
+    for (_, limits) in &handles {
+        limits
+            .set(NodeLimits {
+                max_peers: 32,
+                max_upload: None,
+                max_download: None,
+            })
+            .await
+            .unwrap();
+    }
+    for (run, art) in runs.into_iter().zip(&arts) {
+        let outcome = tokio::time::timeout(Duration::from_secs(60), run)
+            .await
+            .expect("the fetch ends within a minute")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            Sha256Digest::of(&std::fs::read(&outcome.artifact_path).unwrap()),
+            art.manifest.artifact_sha256
+        );
+    }
+    // A handle of a node that ended says so.
+    let ended = handles[0]
+        .1
+        .set(NodeLimits {
+            max_peers: 32,
+            max_upload: None,
+            max_download: None,
+        })
+        .await;
+    assert!(matches!(
+        ended,
+        Err(minimodel_swarm::node::LimitsError::Ended)
+    ));
+    drop(servers);
+}

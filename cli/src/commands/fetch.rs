@@ -26,7 +26,7 @@ use tokio::sync::mpsc;
 
 use super::network::{
     Congestion, MAPPING_WAIT, PublicAddr, advertised, describe_peer, identity, parse_peer,
-    parse_public_addr, port_mapping_clause, runtime,
+    parse_public_addr, runtime,
 };
 use super::{LoadedManifest, load_manifest};
 use crate::consent;
@@ -205,8 +205,13 @@ pub fn run(args: FetchArgs, out: Output) -> Result<(), Failure> {
         offers.iter().map(|(offer, name)| (offer, name.as_str())),
     )
     .or_exit(Exit::InvalidInput)?;
-    let remembered = remembered_count(&args.out, &loaded.manifest);
-    if peers.is_empty() && !args.transfer.dht && !args.transfer.lan && remembered == 0 {
+    let remembered = minimodel_swarm::app::peers::remembered_count(&args.out, &loaded.manifest);
+    if !minimodel_swarm::app::peers::has_sources(
+        peers.len(),
+        remembered,
+        args.transfer.dht,
+        args.transfer.lan,
+    ) {
         return Err(
             Failure::new(Exit::Usage, anyhow::anyhow!("no peers to fetch from")).with_hint(
                 "name peers with --peer PEER_ID@HOST:PORT or --offer FILE, or find them with --dht or --lan (a download resumed in DIR also dials the peers that served it before)",
@@ -214,17 +219,6 @@ pub fn run(args: FetchArgs, out: Output) -> Result<(), Failure> {
         );
     }
     transfer(&loaded, judged, peers, args.out, &args.transfer, out)
-}
-
-/// How many peers that served an earlier run of this download in `dir` are
-/// remembered there and fresh enough to dial (`docs/resume.md`,
-/// "Remembered peers").
-fn remembered_count(
-    dir: &std::path::Path,
-    manifest: &minimodel_verifier::manifest::Manifest,
-) -> usize {
-    minimodel_swarm::resume::remembered_peers(dir, &manifest.model_id)
-        .map_or(0, |peers| peers.len())
 }
 
 /// The ticket `arg` is, when it is one: it starts with `mm1` and names no
@@ -311,9 +305,6 @@ fn manifest_from_ticket(
     })
 }
 
-/// What `--lan` adds to a serving node's consent question.
-pub const LAN_ANNOUNCE_CLAUSE: &str = ", and announce on this local network (mDNS) that this host serves it, with its peer id, port and local addresses (everyone on the network hears it)";
-
 /// Fetches `loaded`'s artifact, whose signature `judged` checked, from
 /// `peers` (one entry per peer id) into `dir`. A key seen for the first
 /// time is pinned once the user consents, before anything is opened.
@@ -326,67 +317,28 @@ pub fn transfer(
     out: Output,
 ) -> Result<(), Failure> {
     let manifest = &loaded.manifest;
-    let dht_scope = if args.dht_bootstrap.is_empty() {
-        "the public BitTorrent DHT"
-    } else {
-        "the DHT of the --dht-bootstrap nodes"
+    use minimodel_swarm::app::consent::{self as disclose, DhtScope, FetchConsent, Until};
+    let plan = FetchConsent {
+        artifact: disclose::Artifact::of(manifest),
+        into: dir.clone(),
+        named: peers.len(),
+        remembered: minimodel_swarm::app::peers::remembered_count(&dir, manifest),
+        dht: args
+            .dht
+            .then(|| DhtScope::of(&args.dht_bootstrap, "the --dht-bootstrap nodes")),
+        lan: args.lan,
+        serving: args.serve.then(|| disclose::Serving {
+            reach: super::network::reach(args.listen, !args.no_port_mapping),
+            seed_after: args.seed_after,
+            until: Until::Stopped,
+        }),
     };
-    let mut from = Vec::new();
-    if !peers.is_empty() {
-        from.push(counted(peers.len() as u64, "named peer"));
-    }
-    let remembered = remembered_count(&dir, manifest);
-    if remembered > 0 {
-        from.push(format!(
-            "{} that served an earlier run of this download (remembered in {})",
-            counted(remembered as u64, "peer"),
-            dir.display()
-        ));
-    }
-    from.push("peers they tell us of (peer exchange)".to_owned());
-    if args.dht {
-        from.push(format!(
-            "peers found on {dht_scope} (a lookup tells its nodes that this address wants the artifact)"
-        ));
-    }
-    if args.lan {
-        from.push(
-            "peers on this local network that announce it (mDNS: hosts on the network hear that a minimodel node looks for peers)"
-                .to_owned(),
-        );
-    }
-    consent::ask(
-        &format!(
-            "{}fetch {} from {}",
-            judged.first_use_clause().unwrap_or_default(),
-            manifest.model_id,
-            from.join(", ")
-        ),
-        args.yes,
-        out.json,
-    )?;
-    if args.serve {
-        let mut what = format!(
-            "serve verified chunks of {} while fetching to any peer that connects, listening on {}",
-            manifest.model_id, args.listen
-        );
-        if args.listen.ip().is_unspecified() {
-            what.push_str(" (every interface of this host)");
-        }
-        if args.seed_after {
-            what.push_str(", and keep serving the finished file until stopped");
-        }
-        if args.dht {
-            what.push_str(&format!(
-                ", and announce on {dht_scope} that this address serves it (anyone there can look that up)"
-            ));
-        }
-        if args.lan {
-            what.push_str(LAN_ANNOUNCE_CLAUSE);
-        }
-        what.push_str(&port_mapping_clause(args.listen, !args.no_port_mapping));
-        consent::ask(&what, args.yes, out.json)?;
-    }
+    let asks: Vec<_> = judged
+        .trust_disclosure()
+        .into_iter()
+        .chain(disclose::fetch(&plan))
+        .collect();
+    consent::ask_all(&asks, args.yes, out.json)?;
     let signature = judged.settle(FirstUse::Pin { yes: args.yes }, out)?;
     let signature_for_ticket = signature.clone();
     // Before the download is opened (a recheck reads the whole file): a
@@ -414,14 +366,11 @@ pub fn transfer(
     };
     let resumed_bytes = ready.resumed_bytes;
     let identity = identity(args.identity.as_deref())?;
-    let dht_config = args.dht.then(|| minimodel_swarm::dht::DiscoveryConfig {
-        bind: std::net::SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, 0),
-        bootstrap: if args.dht_bootstrap.is_empty() {
-            minimodel_swarm::dht::Bootstrap::Public
-        } else {
-            minimodel_swarm::dht::Bootstrap::Nodes(args.dht_bootstrap.clone())
-        },
-        ..minimodel_swarm::dht::DiscoveryConfig::default()
+    let dht_config = args.dht.then(|| {
+        minimodel_swarm::app::fetch::dht_config(
+            std::net::Ipv4Addr::UNSPECIFIED,
+            &args.dht_bootstrap,
+        )
     });
     let runtime = runtime()?;
     let stop = Stop::default();

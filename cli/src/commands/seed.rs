@@ -22,7 +22,7 @@ use super::dht::{DhtArgs, show_announcement};
 use super::load_manifest;
 use super::network::{
     Congestion, MAPPING_WAIT, PublicAddr, advertised, describe_peer, identity, parse_public_addr,
-    port_mapping_clause, runtime,
+    runtime,
 };
 use super::ticket::say_ticket;
 use crate::consent;
@@ -112,22 +112,19 @@ pub fn run(args: SeedArgs, out: Output) -> Result<(), Failure> {
         .dht
         .then(|| args.dht.config(args.listen))
         .transpose()?;
-    consent::ask(
-        &format!(
-            "{}serve {} to other peers{}{}{}",
-            judged.first_use_clause().unwrap_or_default(),
-            manifest.model_id,
-            args.dht.consent_clause(),
-            if args.lan {
-                super::fetch::LAN_ANNOUNCE_CLAUSE
-            } else {
-                ""
-            },
-            port_mapping_clause(args.listen, !args.no_port_mapping)
-        ),
-        args.yes,
-        out.json,
-    )?;
+    let serving = minimodel_swarm::app::consent::ServeConsent {
+        artifact: minimodel_swarm::app::consent::Artifact::of(manifest),
+        reach: super::network::reach(args.listen, !args.no_port_mapping),
+        until: minimodel_swarm::app::consent::Until::Stopped,
+        dht: args.dht.scope(),
+        lan: args.lan,
+    };
+    let asks: Vec<_> = judged
+        .trust_disclosure()
+        .into_iter()
+        .chain(minimodel_swarm::app::consent::serve(&serving))
+        .collect();
+    consent::ask_all(&asks, args.yes, out.json)?;
     let signature = judged.settle(FirstUse::Pin { yes: args.yes }, out)?;
     // Before the verification pass: a taken port fails at once.
     let metrics = crate::metrics::bind(args.metrics)?;

@@ -836,6 +836,7 @@ impl NodeCore {
             uploaded_chunks: 0,
             uploaded_bytes: 0,
             last_useful: now,
+            connected_at: now,
             // Its handshake just carried our Hello and bitfield.
             last_sent: now,
             upload_watch: None,

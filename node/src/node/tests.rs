@@ -25,6 +25,7 @@ mod dialing;
 mod downloading;
 mod ending;
 mod exchange;
+mod limits;
 mod slots;
 mod traversal;
 mod uploads;

@@ -31,6 +31,24 @@ use crate::resume::{
 };
 use crate::transport::{Identity, TransportTuning};
 
+/// The DHT client of a download: its UDP socket on `bind` (IPv4; the
+/// address the node serves on, so DHT nodes see the one QUIC answers on),
+/// joining through `bootstrap` nodes a person named, else the public DHT.
+pub fn dht_config(
+    bind: std::net::Ipv4Addr,
+    bootstrap: &[std::net::SocketAddrV4],
+) -> crate::dht::DiscoveryConfig {
+    crate::dht::DiscoveryConfig {
+        bind: std::net::SocketAddrV4::new(bind, 0),
+        bootstrap: if bootstrap.is_empty() {
+            crate::dht::Bootstrap::Public
+        } else {
+            crate::dht::Bootstrap::Nodes(bootstrap.to_vec())
+        },
+        ..crate::dht::DiscoveryConfig::default()
+    }
+}
+
 /// Serving verified chunks while downloading.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Serving {

@@ -33,3 +33,16 @@ pub fn from_request(
 ) -> Result<Vec<PeerAddrs>, OfferError> {
     request.check_against(manifest)
 }
+
+/// How many peers that served an earlier run of this download in `dir`
+/// are remembered there and fresh enough to dial (`docs/resume.md`,
+/// "Remembered peers"): a download starts from them as from those named.
+pub fn remembered_count(dir: &std::path::Path, manifest: &Manifest) -> usize {
+    crate::resume::remembered_peers(dir, &manifest.model_id).map_or(0, |peers| peers.len())
+}
+
+/// Whether a fetch has anywhere to look for peers: `named` given, some
+/// `remembered`, or the DHT or the LAN to look on.
+pub fn has_sources(named: usize, remembered: usize, dht: bool, lan: bool) -> bool {
+    named > 0 || remembered > 0 || dht || lan
+}

@@ -27,12 +27,15 @@ use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
 pub use minimodel_node::NodeReport;
+pub use minimodel_node::book::Source;
 pub use minimodel_node::config::MIN_RATE_CAP;
 pub use minimodel_node::config::NodeConfig as CoreConfig;
+pub use minimodel_node::config::{ConfigError, NodeLimits};
 pub use minimodel_node::node::End;
 pub use minimodel_node::report::{
-    Blame, DamageCause, Departure, Failure as NodeFailure, Fault, IntroductionCounts, LinkEnd,
-    NodeMetrics, PeerFigures, Problem, Refusal, Tried, Violation,
+    Blame, CHUNK_MAP_CELLS, ChunkCell, ChunkMap, DamageCause, Departure, Failure as NodeFailure,
+    Fault, IntroductionCounts, LinkEnd, LinkFigures, NodeMetrics, PeerFigures, Problem, Refusal,
+    Tried, Violation,
 };
 
 use crate::link::{self, LinkEvent, LinkHandle, Session};
@@ -141,6 +144,11 @@ pub(crate) enum Event {
     Neighbour(minimodel_wire::PeerId, Vec<SocketAddr>),
     /// Someone asks for the node's counters.
     Metrics(tokio::sync::oneshot::Sender<NodeMetrics>),
+    /// Someone changes the node's limits ([`LimitsHandle`]).
+    Limits(
+        NodeLimits,
+        tokio::sync::oneshot::Sender<Result<(), ConfigError>>,
+    ),
     /// The shared endpoint routed an incoming handshake here.
     Opened(Box<shared::RoutedOpening>),
     /// The shared endpoint's gate asks this swarm, over its part of the
@@ -162,6 +170,39 @@ impl MetricsHandle {
         let (reply, answer) = tokio::sync::oneshot::channel();
         self.events.send(Event::Metrics(reply)).await.ok()?;
         answer.await.ok()
+    }
+}
+
+/// Changes a running node's limits (its peer budget and its own caps)
+/// from any task, without a restart: the core takes them at once
+/// ([`NodeCore::set_limits`]) and, on a shared endpoint, tells the gate.
+#[derive(Clone)]
+pub struct LimitsHandle {
+    events: mpsc::Sender<Event>,
+}
+
+/// Why a node's limits were not changed.
+#[derive(Debug, thiserror::Error)]
+pub enum LimitsError {
+    /// The limits cannot work (a cap below [`MIN_RATE_CAP`]); nothing
+    /// changed.
+    #[error(transparent)]
+    Invalid(#[from] ConfigError),
+    /// The node has stopped.
+    #[error("the node has stopped")]
+    Ended,
+}
+
+impl LimitsHandle {
+    /// Puts `limits` in force.
+    pub async fn set(&self, limits: NodeLimits) -> Result<(), LimitsError> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.events
+            .send(Event::Limits(limits, reply))
+            .await
+            .map_err(|_| LimitsError::Ended)?;
+        answer.await.map_err(|_| LimitsError::Ended)??;
+        Ok(())
     }
 }
 
@@ -388,13 +429,7 @@ impl Node {
                     *parts.swarm.merkle_root(),
                 );
                 let (registration, grants) = shared
-                    .register(
-                        name,
-                        core.manifest_sha256(),
-                        serve,
-                        sender.clone(),
-                        (parts.config.core.max_upload, parts.config.core.max_download),
-                    )
+                    .register(name, core.manifest_sha256(), serve, sender.clone())
                     .map_err(|error| NodeError::Shared(error.to_string()))?;
                 (Some(registration), Some(grants))
             }
@@ -458,6 +493,13 @@ impl Node {
     /// A handle that asks this node for its counters while it runs.
     pub(crate) fn metrics(&self) -> MetricsHandle {
         MetricsHandle {
+            events: self.sender.clone(),
+        }
+    }
+
+    /// A handle that changes this node's limits while it runs.
+    pub(crate) fn limits(&self) -> LimitsHandle {
+        LimitsHandle {
             events: self.sender.clone(),
         }
     }
@@ -627,6 +669,9 @@ impl Node {
         match event {
             Event::Metrics(reply) => {
                 let _ = reply.send(self.core.metrics());
+            }
+            Event::Limits(limits, reply) => {
+                let _ = reply.send(self.core.set_limits(limits, now));
             }
             Event::Up(link, session, remote) => self.on_link_up(link, *session, remote),
             Event::OurHello { remote, reply } => {
