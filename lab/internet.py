@@ -754,6 +754,39 @@ def lan_only(ctx, name, size=16 * MiB, timeout=120):
     fail_if(problems)
 
 
+def home_alone(ctx, name, size=4 * MiB):
+    """A publisher at home behind a cone router with no UPnP, NAT-PMP or
+    PCP, started with default flags (`seed --listen 0.0.0.0:4433`, no
+    relay). Asserted: with its ticket it is told that the ticket reaches
+    only its LAN (the `ticket` event's `reach` is `lan-only`; without
+    `--json` a warning on stderr, `cli/tests/tickets.rs`), and its verdict
+    on who can reach it is `lan-only` with what to do, within 10 s of its
+    start (the router question settles first)."""
+    with ctx.lab(name) as lab:
+        house = lab.add_home("h", nat="cone", cap=HOME_UPLINK)
+        seeder = house.add_host("s")
+        lab.add_internet_host("o")
+        lab.wait_reachable()
+        t0 = time.monotonic()
+        seed, offer = start_seeder(ctx, seeder, size, f"0.0.0.0:{PORT}")
+        _, addrs = parse_offer(offer)
+        wait_for_event(seed, "reachability", 10)
+        told_at = time.monotonic() - t0
+        verdict = json_events(seed, "reachability")[0]
+        tickets = json_events(seed, "ticket")
+        seed.stop(grace=10)
+    problems = []
+    if not tickets or tickets[0].get("reach") != "lan-only":
+        problems.append(f"the ticket is not said to reach only the LAN: {tickets}")
+    if verdict.get("verdict") != "lan-only" or "--relay" not in verdict.get("advice", ""):
+        problems.append(f"the verdict is not lan-only with what to do: {verdict}")
+    say(f"  offer {addrs}; ticket reach {tickets[0].get('reach') if tickets else None}; "
+        f"verdict {verdict.get('verdict')} {told_at:.1f} s after the start")
+    ctx.results.append({"scenario": name, "addrs": addrs, "verdict": verdict.get("verdict"),
+                        "told_after_s": round(told_at, 2), "ok": not problems})
+    fail_if(problems)
+
+
 def home_seeder_upnp(ctx, name, size=16 * MiB, timeout=90, natpmp=True):
     """A seeder at home behind the miniupnpd router (its uplink 20 Mbit),
     started with no special flag (`seed --listen 0.0.0.0:4433`), and a
@@ -851,6 +884,7 @@ SCENARIOS = {
     "home-seeder-upnp": home_seeder_upnp,
     "home-seeder-igd": lambda c, n: home_seeder_upnp(c, n, natpmp=False),
     "ticket-only": ticket_only,
+    "home-alone": home_alone,
 }
 
 # Scenarios that run with `--tool libtorrent` (or NAME:libtorrent) too.

@@ -620,7 +620,8 @@ SETS = {
            "offer-addresses", "public-addr", "dead-and-live", "ipv6-ula", "ipv6-loopback",
            "nat-behaviour", "upnp-router", "uplinks-8x16-mixed", "uplinks-8x16-mixed:libtorrent",
            "homes-4x32-cone", "neighbours-2x32", "ticket-only", "home-seeder-upnp",
-           "home-seeder-igd", "lan-only", "library-4x4", "homes-4x32-symmetric-upnp"],
+           "home-seeder-igd", "lan-only", "library-4x4", "homes-4x32-symmetric-upnp",
+           "home-alone"],
     # The swarm figures of docs/performance.md; minutes each.
     "figures": ["swarm-4x48", "swarm-8x48", "swarm-4x256", "swarm-8x256", "seeders-4x256",
                 "seeders-4x256-relay", "seeders-4x256-delay", "seeders-4x256-delay-bbr",

@@ -247,6 +247,11 @@ pub enum Event {
         /// Addresses given that the ticket leaves out (a peer's after its
         /// first four), `PEER_ID@ADDR`.
         left_out: Vec<String>,
+        /// Who can use it, by what it names: `anywhere` (a global
+        /// address or a relay), `lan-only` (only private addresses and no
+        /// relay: only hosts on the network it was made on) or
+        /// `host-only` (only loopback addresses).
+        reach: String,
     },
     /// `fetch`: the artifact is already in DIR.
     AlreadyComplete {
@@ -356,6 +361,41 @@ pub enum Event {
         /// Why (with `unavailable`).
         #[serde(skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
+    },
+    /// Who can reach this node and how (`docs/swarm.md`, "Who can reach
+    /// a node"): the first verdict, and every change of it. `verdict` is
+    /// `not-listening`, `host-only` (loopback only), `lan-only` (only its
+    /// own network: private addresses, no mapping, no relay), `direct`
+    /// (a public address; `confirmed` once a peer from another network
+    /// came in there unasked), `mapped` (a port its router maps),
+    /// `punch` (through a cone router, after a relay in `via` or, with
+    /// none, a peer of its swarm introduces) or `relay` (behind a
+    /// symmetric router: only through the relays in `via`).
+    Reachability {
+        /// The verdict's name.
+        verdict: String,
+        /// The verdict in words.
+        detail: String,
+        /// The address peers reach it at (with `direct`, `mapped`, and
+        /// `punch` when the outside address is known).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        #[cfg_attr(test, schemars(with = "Option<String>"))]
+        addr: Option<SocketAddr>,
+        /// Whether a peer from another network came in at `addr` unasked
+        /// (with `direct`).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        confirmed: Option<bool>,
+        /// The addresses it listens at (with `host-only`, `lan-only`).
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        #[cfg_attr(test, schemars(with = "Vec<String>"))]
+        addrs: Vec<SocketAddr>,
+        /// The relays it is registered with.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        #[cfg_attr(test, schemars(with = "Vec<String>"))]
+        via: Vec<SocketAddr>,
+        /// What to do about it, when there is something to do.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        advice: Option<String>,
     },
     /// Peers in different networks agree on the address they see this
     /// node's connections come from (its router's outside address behind

@@ -192,6 +192,11 @@ pub struct NodeConfig {
     /// with a 2 s wait; `docs/performance.md`). Default 200 ms; below
     /// `unverified_dial_timeout`, which a held Hello counts against.
     pub mapping_wait: Duration,
+    /// How long the first verdict on who can reach this node
+    /// (`crate::reach`, [`crate::NodeReport::Reach`]) waits for the
+    /// router's first answer about a port mapping. Default 5 s, as long
+    /// as `seed` waits for it before it prints its offer.
+    pub reach_wait: Duration,
     /// How often download progress is reported. Default 500 ms.
     pub progress_every: Duration,
     /// A chunk found bad on disk after it was verified more often than
@@ -290,6 +295,7 @@ impl Default for NodeConfig {
             trailing_lag: 4 << 20,
             trailing_pair_wait: Duration::from_millis(10),
             mapping_wait: Duration::from_millis(200),
+            reach_wait: Duration::from_secs(5),
             progress_every: Duration::from_millis(500),
             max_repairs_per_chunk: 3,
             keep_alive_after: Duration::from_secs(15),

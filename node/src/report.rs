@@ -579,6 +579,12 @@ pub enum NodeReport {
         /// How many different prefixes the reporting peers are in.
         prefixes: usize,
     },
+    /// Who can reach this node, and how (`crate::reach`): the first
+    /// verdict, and every change of it.
+    Reach {
+        /// The verdict.
+        reach: crate::reach::Reach,
+    },
     /// A step of mapping this node's port on its home router (UPnP IGD,
     /// NAT-PMP, PCP; `docs/swarm.md`, "Through NAT routers").
     PortMapping {

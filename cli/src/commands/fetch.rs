@@ -409,6 +409,11 @@ pub fn transfer(
     plan.recheck = args.recheck;
     plan.manifest_file = Some(std::sync::Arc::clone(&loaded.bytes));
     plan.lan = args.lan;
+    plan.public_addrs = args
+        .public_addrs
+        .iter()
+        .flat_map(|named| named.0.iter().copied())
+        .collect();
     let Some(ready) = open_download(plan, &dir, out)? else {
         return Ok(());
     };

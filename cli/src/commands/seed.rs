@@ -141,6 +141,11 @@ pub fn run(args: SeedArgs, out: Output) -> Result<(), Failure> {
     plan.manifest_file = Some(std::sync::Arc::clone(&loaded.bytes));
     plan.port_mapping = !args.no_port_mapping;
     plan.lan = args.lan;
+    plan.public_addrs = args
+        .public_addrs
+        .iter()
+        .flat_map(|named| named.0.iter().copied())
+        .collect();
     let bar = out.byte_progress(manifest.artifact_bytes, "verifying");
     let verified = plan.verify(&|n| bar.set_position(n));
     bar.finish_and_clear();

@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
+use minimodel_swarm::node::{TicketReach, ticket_reach};
 use minimodel_swarm::offer::PeerOffer;
 use minimodel_swarm::peers::{PeerAddrs, merge_peers};
 use minimodel_swarm::ticket::{MAX_TICKET_ADDRS, MAX_TICKET_PEERS, Ticket};
@@ -95,9 +96,49 @@ pub fn ticket_of(
     Ok((Ticket::new(manifest_sha256, key_id, kept)?, left_out))
 }
 
+/// Who can use `ticket`, by the addresses and relays it names
+/// (`minimodel_node::reach::ticket_reach`).
+pub fn reach_of(ticket: &Ticket) -> TicketReach {
+    let addrs: Vec<std::net::SocketAddr> = ticket
+        .peers
+        .iter()
+        .flat_map(|peer| peer.addrs.iter().copied())
+        .collect();
+    ticket_reach(&addrs, 0)
+}
+
+/// `lan-only`, `host-only` or `anywhere`.
+fn reach_name(reach: TicketReach) -> &'static str {
+    match reach {
+        TicketReach::Anywhere => "anywhere",
+        TicketReach::LanOnly => "lan-only",
+        TicketReach::HostOnly => "host-only",
+    }
+}
+
+/// Warns, on stderr, when `ticket` names only addresses nobody outside
+/// the network it was made on can reach: at the moment it is printed.
+pub fn warn_reach(ticket: &Ticket, out: Output) {
+    let addrs: Vec<String> = ticket
+        .peers
+        .iter()
+        .flat_map(|peer| peer.addrs.iter().map(ToString::to_string))
+        .collect();
+    let (which, who) = match reach_of(ticket) {
+        TicketReach::Anywhere => return,
+        TicketReach::LanOnly => ("private", "hosts on the network it was made on"),
+        TicketReach::HostOnly => ("loopback", "this host"),
+    };
+    out.status(format!(
+        "warning: this ticket names only {which} addresses ({}) and no relay: only {who} can use it; name a relay (--relay HOST:PORT: a host with a public address that runs `minimodel relay`), let the router map a port, or give --public-addr",
+        addrs.join(", ")
+    ));
+}
+
 /// The `ticket` event of a ticket, with the addresses it left out.
 pub fn ticket_event(ticket: &Ticket, left_out: &[PeerAddr]) -> Event {
     Event::Ticket {
+        reach: reach_name(reach_of(ticket)).to_owned(),
         ticket: ticket.to_string(),
         manifest_sha256: ticket.manifest_sha256.to_hex(),
         key_id: ticket.key_id.map(|id| id.to_string()),
@@ -120,6 +161,7 @@ pub fn say_ticket(
     match ticket_of(loaded.sha256, key_id, std::slice::from_ref(peer)) {
         Ok((ticket, left_out)) => {
             out.say(format!("ticket {ticket}"));
+            warn_reach(&ticket, out);
             out.event(&ticket_event(&ticket, &left_out));
         }
         Err(error) => out.status(format!("no ticket for these addresses: {error}")),
@@ -173,6 +215,7 @@ fn new(args: NewArgs, out: Output) -> Result<(), Failure> {
     if out.for_people() {
         crate::output::say_out!("{ticket}");
     }
+    warn_reach(&ticket, out);
     out.event(&ticket_event(&ticket, &left_out));
     Ok(())
 }

@@ -426,6 +426,7 @@ impl NodeCore {
         } else {
             None
         };
+        self.standing_mapping(state.is_some(), now);
     }
 
     /// Whether the Hello of a link we dialed waits now (for our router's
@@ -877,6 +878,8 @@ impl NodeCore {
                 });
             }
         }
+        let dialed_us = up.hello.observed.filter(|_| !dialed);
+        self.standing_link_up(id, remote, dialed, dialed_us, now);
         self.reports.push_back(NodeReport::PeerConnected {
             peer: id,
             addr: remote,

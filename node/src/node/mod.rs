@@ -24,6 +24,7 @@ mod linkset;
 mod messages;
 mod serving;
 mod sparing;
+mod standing;
 #[cfg(test)]
 mod tests;
 mod traversal;
@@ -427,6 +428,9 @@ pub struct NodeCore {
     /// A node that seeds from its start: whether it spares its uplink in
     /// a large swarm (`sparing`). `None` for every other node.
     sparing: Option<sparing::Sparing>,
+    /// Who can reach this node, and what it said about it
+    /// ([`crate::reach`]).
+    standing: standing::Standing,
 }
 
 /// Our Hello as `start` describes the node, without `observed`.
@@ -461,6 +465,14 @@ impl NodeCore {
         let uploads = upload_slots::Uploads::new(upload_queue, config.max_upload, now);
         let refusals = config.refusal_peers_per_second;
         let hello = our_hello(&start);
+        let standing = standing::Standing::new(
+            start.listen.is_some(),
+            (start.listen.into_iter())
+                .chain(start.lan.iter().copied())
+                .filter(|addr| !addr.ip().is_unspecified() && addr.port() != 0)
+                .collect(),
+            config.reach_wait,
+        );
         let mut node = Self {
             book: AddressBook::new(config.max_known_peers),
             config,
@@ -506,6 +518,7 @@ impl NodeCore {
             sparing: (start.serve && !start.download).then(sparing::Sparing::default),
             gate_told: (None, None),
             remembered: None,
+            standing,
         };
         for peer in KnownPeer::offered(&start.peers) {
             node.add_peer(peer, now);
@@ -601,6 +614,7 @@ impl NodeCore {
             .chain(exchange)
             .chain(serving_report)
             .chain(self.hellos_wait_until.filter(|until| *until > now))
+            .chain(self.standing.deadline())
             .min()
             .map(|deadline| deadline.max(now))
     }
@@ -739,6 +753,7 @@ impl NodeCore {
             return;
         }
         self.expire_links(now);
+        self.standing_timeout(now);
         self.keep_links_alive(now);
         self.watch_uploads(now);
         if self.sparing.is_some() {

@@ -26,6 +26,7 @@ mod downloading;
 mod ending;
 mod exchange;
 mod slots;
+mod standing;
 mod traversal;
 mod uploads;
 

@@ -227,6 +227,7 @@ impl NodeCore {
         };
         entry.introducer.get_or_insert(introducer);
         entry.state = EntryState::Waiting { next_attempt: now };
+        self.expect_punch(peer, now);
         self.dial_next_address(key, now);
         self.introductions.dialing += 1;
         self.reports.push_back(NodeReport::Introduction {

@@ -82,6 +82,9 @@ pub struct DownloadPlan {
     /// swarms on it (one port for a library) instead of listening at the
     /// serving address.
     pub endpoint: Option<crate::node::SharedEndpoint>,
+    /// When serving: addresses the user says peers reach it at
+    /// (`--public-addr`), for the verdict on who can reach it.
+    pub public_addrs: Vec<SocketAddr>,
 }
 
 /// What the directory holds for this download.
@@ -127,6 +130,7 @@ impl DownloadPlan {
             manifest_file: None,
             lan: false,
             endpoint: None,
+            public_addrs: Vec::new(),
         }
     }
 
@@ -223,6 +227,7 @@ impl ReadyDownload {
                 // On a library's endpoint every download runs there, serving
                 // or not, so that the endpoint's download cap holds for all.
                 shared: plan.endpoint,
+                public_addrs: plan.public_addrs,
                 ..node_settings(listen, &plan.limits, plan.tuning)
             },
             dht: plan.dht,

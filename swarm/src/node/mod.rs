@@ -30,6 +30,7 @@ pub use minimodel_node::NodeReport;
 pub use minimodel_node::config::MIN_RATE_CAP;
 pub use minimodel_node::config::NodeConfig as CoreConfig;
 pub use minimodel_node::node::End;
+pub use minimodel_node::reach::{Reach, TicketReach, ticket_reach};
 pub use minimodel_node::report::{
     Blame, DamageCause, Departure, Failure as NodeFailure, Fault, IntroductionCounts, LinkEnd,
     NodeMetrics, PeerFigures, Problem, Refusal, Tried, Violation,
@@ -71,6 +72,10 @@ pub struct NodeSettings {
     /// instead of one of the node's own; `listen` and `port_mapping` are
     /// then the endpoint's. Its identity must be the node's.
     pub shared: Option<SharedEndpoint>,
+    /// Addresses the user says peers reach this node at (`--public-addr`):
+    /// the verdict on who can reach it takes their word
+    /// (`minimodel_node::reach`).
+    pub public_addrs: Vec<SocketAddr>,
 }
 
 impl Default for NodeSettings {
@@ -84,6 +89,7 @@ impl Default for NodeSettings {
             port_mapping: false,
             lan: false,
             shared: None,
+            public_addrs: Vec::new(),
         }
     }
 }
@@ -340,8 +346,12 @@ impl Node {
         // (none when the interfaces cannot be read: a peer then reaches us
         // only at our public address).
         // A node that does not listen still knows its own networks.
-        let lan = minimodel_node::address::own_lan(match listen {
+        let listen_addrs = match listen {
             Some(bound) => crate::addrs::listener_addrs(bound, &[]).unwrap_or_default(),
+            None => Vec::new(),
+        };
+        let lan = minimodel_node::address::own_lan(match listen {
+            Some(_) => listen_addrs.clone(),
             None => (crate::addrs::interface_ips()
                 .unwrap_or_default()
                 .into_iter())
@@ -380,6 +390,13 @@ impl Node {
         start.listen = listen;
         start.lan = lan;
         let mut core = NodeCore::new(parts.config.core.clone(), start, Instant::now());
+        // What the verdict on who can reach us judges by, before the
+        // mapping (which may give it at once).
+        core.set_listen_addrs(
+            listen_addrs,
+            parts.config.public_addrs.clone(),
+            Instant::now(),
+        );
         core.set_mapping(mapped.as_ref().map(|state| *state.borrow()), Instant::now());
         let (registration, grants) = match &shared {
             Some(shared) => {
