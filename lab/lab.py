@@ -621,7 +621,7 @@ SETS = {
            "nat-behaviour", "upnp-router", "uplinks-8x16-mixed", "uplinks-8x16-mixed:libtorrent",
            "homes-4x32-cone", "neighbours-2x32", "ticket-only", "home-seeder-upnp",
            "home-seeder-igd", "lan-only", "library-4x4", "homes-4x32-symmetric-upnp",
-           "home-alone"],
+           "home-alone", "router-kinds", "homes-4x32-cone-open"],
     # The swarm figures of docs/performance.md; minutes each.
     "figures": ["swarm-4x48", "swarm-8x48", "swarm-4x256", "swarm-8x256", "seeders-4x256",
                 "seeders-4x256-relay", "seeders-4x256-delay", "seeders-4x256-delay-bbr",

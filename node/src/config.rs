@@ -192,6 +192,16 @@ pub struct NodeConfig {
     /// with a 2 s wait; `docs/performance.md`). Default 200 ms; below
     /// `unverified_dial_timeout`, which a held Hello counts against.
     pub mapping_wait: Duration,
+    /// A Connect (an introduction) makes this node open its router toward
+    /// the peer at once ([`crate::node::Action::Open`]: packets with a
+    /// small TTL that leave the router but die before the peer's) and
+    /// dial it this much later. Both sides get their Connect at about the
+    /// same time; a router that takes what comes in unasked into its own
+    /// connection tracking (a Linux box with no input firewall) would
+    /// otherwise keep the peer's first packet as its own and map our
+    /// reply to another outside port, and the punch would fail. Covers
+    /// the skew between the two Connects' arrivals. Default 150 ms.
+    pub punch_delay: Duration,
     /// How long the first verdict on who can reach this node
     /// (`crate::reach`, [`crate::NodeReport::Reach`]) waits for the
     /// router's first answer about a port mapping. Default 5 s, as long
@@ -296,6 +306,7 @@ impl Default for NodeConfig {
             trailing_pair_wait: Duration::from_millis(10),
             mapping_wait: Duration::from_millis(200),
             reach_wait: Duration::from_secs(5),
+            punch_delay: Duration::from_millis(150),
             progress_every: Duration::from_millis(500),
             max_repairs_per_chunk: 3,
             keep_alive_after: Duration::from_secs(15),

@@ -57,6 +57,8 @@ mod homes;
 mod library;
 mod links;
 #[cfg(test)]
+mod routers;
+#[cfg(test)]
 mod scale;
 #[cfg(test)]
 mod scenarios;
@@ -175,18 +177,53 @@ pub(crate) struct NodeSpec {
     /// The node whose host it shares (its address, uplink and upload
     /// slots), if not its own.
     pub host: Option<usize>,
+    /// How long it takes to act on a Connect (a busy process): the
+    /// introduction reaches its core this much later than the wire
+    /// brings it.
+    pub connect_lag: Duration,
 }
 
-/// A home router that translates addresses (see the module docs).
+/// A home router that translates addresses, or only filters them (see
+/// the module docs).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct Nat {
-    /// The router's public address.
+    /// The router's public address (the node's own, when it does not
+    /// translate).
     pub public: IpAddr,
     /// The outside port of the node's socket; a symmetric router takes a
     /// new one for every destination instead (`masquerade random`).
     pub port: u16,
     /// One outside port per destination, not one per socket.
     pub symmetric: bool,
+    /// It drops what comes in unasked and keeps no state of it (an input
+    /// firewall). Without one (a Linux box whose input chain accepts),
+    /// its connection tracking keeps a peer's packet that came before
+    /// ours as its own, and our packets to that peer then leave from
+    /// another outside port.
+    pub firewall: bool,
+    /// A carrier's NAT in front of it (two layers): what comes in unasked
+    /// stops there, and our opening packets (a small TTL) die there too,
+    /// so only a real dial opens the way.
+    pub carrier: bool,
+    /// It translates nothing (a global IPv6 address behind a stateful
+    /// firewall): the node is seen at its own address, and gets only
+    /// what answers what it sent.
+    pub translate: bool,
+}
+
+impl Nat {
+    /// A home router with an input firewall: a cone (`masquerade`), or
+    /// symmetric (`masquerade random`).
+    pub fn home(public: IpAddr, port: u16, symmetric: bool) -> Self {
+        Self {
+            public,
+            port,
+            symmetric,
+            firewall: true,
+            carrier: false,
+            translate: true,
+        }
+    }
 }
 
 /// How long a dialer waits before it sends its dropped first packet again.
@@ -212,11 +249,11 @@ impl NodeSpec {
     pub fn at_home(self, home: u8, slot: u8, symmetric: bool) -> Self {
         Self {
             addr: SocketAddr::from(([192, 168, home, slot + 2], 4433)),
-            nat: Some(Nat {
-                public: IpAddr::from([10, 250, home, 1]),
-                port: 4433 + u16::from(slot),
+            nat: Some(Nat::home(
+                IpAddr::from([10, 250, home, 1]),
+                4433 + u16::from(slot),
                 symmetric,
-            }),
+            )),
             ..self
         }
     }
@@ -254,6 +291,7 @@ impl NodeSpec {
             nat: None,
             swarm: 0,
             host: None,
+            connect_lag: Duration::ZERO,
         }
     }
 
@@ -478,6 +516,12 @@ pub(crate) struct Sim {
     /// (node, its outside port, a remote it sent to from there): what its
     /// router lets in.
     pinholes: HashSet<(usize, u16, SocketAddr)>,
+    /// (router's public address, outside port, remote): a packet from the
+    /// remote that a router with no input firewall took as its own, and
+    /// keeps: its node's packets to that remote leave from another port.
+    poisoned: HashSet<(IpAddr, u16, SocketAddr)>,
+    /// Routers that took a packet as their own, in all.
+    pub poisonings: u64,
 }
 
 /// At most this many peers in a DHT lookup's answer (about what a
@@ -543,7 +587,7 @@ impl Sim {
             if spec.serve {
                 listeners.entry((spec.addr, spec.swarm)).or_insert(index);
             }
-            if let Some(nat) = spec.nat.filter(|nat| !nat.symmetric) {
+            if let Some(nat) = spec.nat.filter(|nat| !nat.symmetric && nat.translate) {
                 mappings.insert(SocketAddr::new(nat.public, nat.port), index);
             }
         }
@@ -584,6 +628,8 @@ impl Sim {
             ports: HashMap::new(),
             next_port: 20_000,
             pinholes: HashSet::new(),
+            poisoned: HashSet::new(),
+            poisonings: 0,
         };
         for index in 0..sim.specs.len() {
             let spec = &sim.specs[index];
@@ -819,7 +865,7 @@ impl Sim {
             seed_after: spec.seed_after,
             seed: (node as u64 + 1) ^ self.seed_offset.rotate_left(32),
             manifest: None,
-            lan: if spec.lan || spec.nat.is_some() {
+            lan: if spec.lan || spec.nat.is_some_and(|nat| nat.translate) {
                 vec![spec.addr]
             } else {
                 Vec::new()
@@ -1061,6 +1107,11 @@ impl Sim {
             } => {
                 self.nodes[node].record.dials.push((self.now, addr));
                 self.dial(node, link, addr, peer, have);
+            }
+            Action::Open { addrs } => {
+                for addr in addrs {
+                    self.open(node, addr);
+                }
             }
             Action::Abort { link } => {
                 if let Some((conn, side)) = side_of(self, link) {

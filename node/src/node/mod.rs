@@ -77,6 +77,15 @@ pub enum Action {
         /// Give up at.
         deadline: Instant,
     },
+    /// Open our router toward each of `addrs` without reaching the peers'
+    /// routers: a few datagrams from the listening socket with a small
+    /// TTL (`docs/swarm.md`, "Through NAT routers"), so that what the peer
+    /// sends us next finds a mapping of ours waiting for it. The dial
+    /// follows.
+    Open {
+        /// Where the peer's packets will come from.
+        addrs: Vec<SocketAddr>,
+    },
     /// Drop a link or an attempt at once, without a Goodbye.
     Abort {
         /// Which.
@@ -431,6 +440,9 @@ pub struct NodeCore {
     /// Who can reach this node, and what it said about it
     /// ([`crate::reach`]).
     standing: standing::Standing,
+    /// Dials an introduction asked for, when they are due (after our
+    /// router was opened toward the peer): the entry, and when.
+    punches: Vec<(Instant, EntryId)>,
 }
 
 /// Our Hello as `start` describes the node, without `observed`.
@@ -519,6 +531,7 @@ impl NodeCore {
             gate_told: (None, None),
             remembered: None,
             standing,
+            punches: Vec::new(),
         };
         for peer in KnownPeer::offered(&start.peers) {
             node.add_peer(peer, now);
@@ -615,6 +628,7 @@ impl NodeCore {
             .chain(serving_report)
             .chain(self.hellos_wait_until.filter(|until| *until > now))
             .chain(self.standing.deadline())
+            .chain(self.punches.iter().map(|(at, _)| *at).min())
             .min()
             .map(|deadline| deadline.max(now))
     }
@@ -754,6 +768,7 @@ impl NodeCore {
         }
         self.expire_links(now);
         self.standing_timeout(now);
+        self.punch_due(now);
         self.keep_links_alive(now);
         self.watch_uploads(now);
         if self.sparing.is_some() {

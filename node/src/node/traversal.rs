@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use minimodel_wire::{Message, PeerId, RendezvousFailedReason};
 
-use super::NodeCore;
+use super::{Action, NodeCore};
 use crate::address::{Prefix, canonical, reachable_from};
 use crate::book::{EntryId, EntryState, Source};
 use crate::ids::LinkId;
@@ -226,15 +226,48 @@ impl NodeCore {
             return;
         };
         entry.introducer.get_or_insert(introducer);
-        entry.state = EntryState::Waiting { next_attempt: now };
+        // Dialed by the punch queue, not the dialing loop: a node that
+        // wants no more peers dials on a Connect too.
+        entry.state = EntryState::Waiting {
+            next_attempt: now + self.config.punch_delay + self.config.handshake_timeout,
+        };
         self.expect_punch(peer, now);
-        self.dial_next_address(key, now);
+        self.open_then_dial(key, usable, now);
         self.introductions.dialing += 1;
         self.reports.push_back(NodeReport::Introduction {
             peer,
             via: introducer,
             step: "dialing".into(),
         });
+    }
+}
+
+impl NodeCore {
+    /// Opens our router toward `addrs` at once and dials entry `key`
+    /// [`NodeConfig::punch_delay`](crate::config::NodeConfig::punch_delay)
+    /// later, when both sides' routers have a mapping waiting for the
+    /// other's packets.
+    pub(super) fn open_then_dial(&mut self, key: EntryId, addrs: Vec<SocketAddr>, now: Instant) {
+        self.actions.push_back(Action::Open { addrs });
+        self.punches.retain(|(_, entry)| *entry != key);
+        self.punches.push((now + self.config.punch_delay, key));
+    }
+
+    /// Dials the introductions whose time has come.
+    pub(super) fn punch_due(&mut self, now: Instant) {
+        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.punches)
+            .into_iter()
+            .partition(|(at, _)| *at <= now);
+        self.punches = later;
+        for (_, key) in due {
+            let waiting = self
+                .book
+                .get(key)
+                .is_some_and(|entry| matches!(entry.state, EntryState::Waiting { .. }));
+            if waiting && !self.ended && !self.stopping {
+                self.dial_next_address(key, now);
+            }
+        }
     }
 }
 

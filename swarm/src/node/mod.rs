@@ -186,6 +186,8 @@ enum DriverLink {
 pub(crate) struct Node {
     core: NodeCore,
     endpoint: quinn::Endpoint,
+    /// The endpoint socket's opening packets and relay paths.
+    paths: crate::transport::Paths,
     identity: Arc<Identity>,
     config: NodeSettings,
     swarm: SwarmIdentity,
@@ -328,12 +330,16 @@ impl Node {
                 "the endpoint has another identity than the node".into(),
             ));
         }
-        let endpoint = match (&shared, parts.config.listen) {
-            (Some(shared), _) => shared.endpoint().clone(),
-            (None, Some(listen)) => {
-                crate::transport::bind_endpoint(listen, &parts.identity, &parts.config.tuning)?
+        let (endpoint, paths) = match (&shared, parts.config.listen) {
+            (Some(shared), _) => (shared.endpoint().clone(), shared.paths().clone()),
+            (None, Some(listen)) => crate::transport::bind_endpoint_with_paths(
+                listen,
+                &parts.identity,
+                &parts.config.tuning,
+            )?,
+            (None, None) => {
+                crate::transport::bind_client_endpoint_with_paths(&parts.config.tuning)?
             }
-            (None, None) => crate::transport::bind_client_endpoint(&parts.config.tuning)?,
         };
         // A node that does not serve listens nowhere, on a shared endpoint
         // too (it only dials from it): its Hello names no address and it
@@ -425,6 +431,7 @@ impl Node {
         Ok(Self {
             core,
             endpoint,
+            paths,
             identity: parts.identity,
             config: parts.config,
             swarm: parts.swarm,
@@ -837,6 +844,7 @@ impl Node {
                 let task = connect::dial(self, link, addr, peer, have, deadline);
                 self.links.insert(link, DriverLink::Attempt(task));
             }
+            Action::Open { addrs } => self.paths.open(&addrs),
             Action::Abort { link } => self.drop_link(link),
             Action::Send { link, message } => {
                 let sent = match self.links.get(&link) {

@@ -27,6 +27,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use super::error::{AcceptError, ConnectError, TransportError};
 use super::identity::Identity;
+use super::paths::Paths;
 use super::tls::{self, SERVER_NAME, TlsConfigError, negotiated_alpn, remote_peer_id};
 use super::tuning::TransportTuning;
 
@@ -50,6 +51,16 @@ pub fn bind_endpoint(
     identity: &Identity,
     tuning: &TransportTuning,
 ) -> Result<quinn::Endpoint, TransportError> {
+    bind_endpoint_with_paths(listen, identity, tuning).map(|(endpoint, _)| endpoint)
+}
+
+/// [`bind_endpoint`], with the handle on its socket's opening packets and
+/// relay paths ([`Paths`]).
+pub fn bind_endpoint_with_paths(
+    listen: SocketAddr,
+    identity: &Identity,
+    tuning: &TransportTuning,
+) -> Result<(quinn::Endpoint, Paths), TransportError> {
     tuning.validate()?;
     let runtime = quinn::default_runtime().ok_or(TransportError::NoRuntime)?;
     let socket = bind_udp_socket(listen, tuning)?;
@@ -64,6 +75,14 @@ pub fn bind_endpoint(
 /// has no IPv6 it is `0.0.0.0:0` (IPv4 peers only). Must run inside a tokio
 /// runtime.
 pub fn bind_client_endpoint(tuning: &TransportTuning) -> Result<quinn::Endpoint, TransportError> {
+    bind_client_endpoint_with_paths(tuning).map(|(endpoint, _)| endpoint)
+}
+
+/// [`bind_client_endpoint`], with the handle on its socket's opening
+/// packets and relay paths ([`Paths`]).
+pub fn bind_client_endpoint_with_paths(
+    tuning: &TransportTuning,
+) -> Result<(quinn::Endpoint, Paths), TransportError> {
     tuning.validate()?;
     let runtime = quinn::default_runtime().ok_or(TransportError::NoRuntime)?;
     let (addr, socket) = dual_stack_or_ipv4(|addr| bind_udp_socket(addr, tuning))?;
@@ -89,7 +108,7 @@ fn new_endpoint(
     server_config: Option<quinn::ServerConfig>,
     tuning: &TransportTuning,
     runtime: Arc<dyn quinn::Runtime>,
-) -> Result<quinn::Endpoint, TransportError> {
+) -> Result<(quinn::Endpoint, Paths), TransportError> {
     // An endpoint on a loopback or wildcard address may have loopback peers,
     // which send (and receive) datagrams up to the loopback MTU.
     let may_talk_loopback = addr.ip().is_loopback() || addr.ip().is_unspecified();
@@ -102,13 +121,20 @@ fn new_endpoint(
                 value: tuning.max_udp_payload(may_talk_loopback),
             })
         })?;
-    quinn::Endpoint::new(endpoint_config, server_config, socket, runtime).map_err(|source| {
-        TransportError::Socket {
-            addr,
-            action: "register with the runtime",
-            source,
-        }
-    })
+    // Peers keep QUIC's fixed bit set in what they send us, so a datagram
+    // whose first byte has it clear is never a QUIC packet: a relay
+    // datagram, or an opening packet (`Paths`).
+    endpoint_config.grease_quic_bit(false);
+    let registered = |source| TransportError::Socket {
+        addr,
+        action: "register with the runtime",
+        source,
+    };
+    let (socket, paths) = Paths::wrap(socket, runtime.as_ref()).map_err(registered)?;
+    let endpoint =
+        quinn::Endpoint::new_with_abstract_socket(endpoint_config, server_config, socket, runtime)
+            .map_err(registered)?;
+    Ok((endpoint, paths))
 }
 
 /// Creates the UDP socket with its buffer sizes set before binding, so the

@@ -30,6 +30,7 @@ pub(crate) mod error;
 mod identity;
 pub mod oneway;
 pub mod pathtrace;
+pub mod paths;
 mod spki;
 mod tls;
 mod tuning;
@@ -42,10 +43,12 @@ mod gso_tests;
 
 pub use close::Closing;
 pub use endpoint::{
-    accept, bind_client_endpoint, bind_endpoint, canonical_addr, connect, connect_any,
+    accept, bind_client_endpoint, bind_client_endpoint_with_paths, bind_endpoint,
+    bind_endpoint_with_paths, canonical_addr, connect, connect_any,
 };
 pub use error::{AcceptError, ConnectError, TransportError};
 pub use identity::{Identity, IdentityError, KEY_FILE_NAME};
+pub use paths::{Paths, RelayPath, is_relay_path};
 pub use spki::SpkiError;
 pub use tls::{PeerIdentityError, TlsConfigError, remote_peer_id};
 pub use tuning::{

@@ -48,7 +48,9 @@ fn failures_to(actions: &[Action], to: LinkId) -> Vec<RendezvousFailedReason> {
 }
 
 /// The introducer on `link` sends a Connect naming `peer` at `addrs`:
-/// the dials that starts, with the id each must prove.
+/// the dials that starts, with the id each must prove. Our router is
+/// opened toward the peer at once ([`Action::Open`]), and the dials
+/// start `punch_delay` later, not before.
 fn connect(
     h: &mut Harness,
     link: LinkId,
@@ -63,10 +65,34 @@ fn connect(
         },
         h.now,
     );
-    dials(&h.take())
+    let at_once = h.take();
+    let opened: Vec<SocketAddr> = at_once
+        .iter()
+        .filter_map(|action| match action {
+            Action::Open { addrs } => Some(addrs.clone()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    assert!(
+        dials(&at_once).is_empty(),
+        "dialed before the routers were opened"
+    );
+    let after = h.elapsed(h.now) + NodeConfig::default().punch_delay.as_millis() as u64;
+    h.advance(after);
+    // (Other entries' dials of the meantime are not this Connect's.)
+    let dialed: Vec<(SocketAddr, Option<PeerId>)> = dials(&h.take())
         .into_iter()
+        .filter(|dial| dial.peer == Some(peer))
         .map(|dial| (dial.addr, dial.peer))
-        .collect()
+        .collect();
+    for (addr, _) in &dialed {
+        assert!(
+            opened.contains(addr),
+            "{addr} dialed but not opened: {opened:?}"
+        );
+    }
+    dialed
 }
 
 #[test]
