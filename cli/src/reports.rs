@@ -95,9 +95,13 @@ pub fn say_reach(reach: &minimodel_swarm::node::Reach, out: Output) -> Event {
     } else {
         ""
     };
-    out.status(format!("{warning}reachability: {reach}"));
-    if let Some(advice) = reach.advice() {
-        out.status(format!("  {advice}"));
+    // A node that does not listen has nothing to say about it but its
+    // event.
+    if !matches!(reach, Reach::NotListening) {
+        out.status(format!("{warning}reachability: {reach}"));
+        if let Some(advice) = reach.advice() {
+            out.status(format!("  {advice}"));
+        }
     }
     let (addr, confirmed, addrs, via) = match reach {
         Reach::NotListening => (None, None, Vec::new(), Vec::new()),
@@ -276,6 +280,17 @@ fn show(report: NodeReport, out: Output, progress: Option<&mut FetchProgress>) {
             }
         }
         NodeReport::Reach { reach } => say_reach(&reach, out),
+        NodeReport::Relay { relay, peer, step } => {
+            match peer {
+                Some(peer) => tracing::info!("relay {relay}: {}: {step}", peer.short()),
+                None => tracing::info!("relay {relay}: {step}"),
+            }
+            Event::RelayLink {
+                relay,
+                peer: peer.map(|peer| peer.to_string()),
+                step,
+            }
+        }
         NodeReport::PublicAddress { ip, port, prefixes } => {
             match port {
                 Some(port) => tracing::info!(

@@ -202,6 +202,22 @@ pub struct NodeConfig {
     /// reply to another outside port, and the punch would fail. Covers
     /// the skew between the two Connects' arrivals. Default 150 ms.
     pub punch_delay: Duration,
+    /// After a relay's Connect that this node asked for, a punch that has
+    /// no link up this long later falls back to the relay's channel
+    /// (`docs/relay.md`). Default 2 s: a punch that works is up within a
+    /// round trip or two after `punch_delay`, or one resent Initial (1 s)
+    /// later behind a carrier's NAT; one that gets through later still
+    /// takes the relayed link's place.
+    pub relay_fallback_after: Duration,
+    /// While a peer is linked through a relay only, a new introduction (a
+    /// punch) is asked for this often, the wait doubling after each up to
+    /// `relay_upgrade_max`. Default 30 s.
+    pub relay_upgrade_every: Duration,
+    /// The longest wait between two tries to leave a relay. Default 10 min.
+    pub relay_upgrade_max: Duration,
+    /// An introduction asked of a relay and not answered is asked again
+    /// after this, at the soonest. Default 10 s.
+    pub relay_ask_again: Duration,
     /// How long the first verdict on who can reach this node
     /// (`crate::reach`, [`crate::NodeReport::Reach`]) waits for the
     /// router's first answer about a port mapping. Default 5 s, as long
@@ -307,6 +323,10 @@ impl Default for NodeConfig {
             mapping_wait: Duration::from_millis(200),
             reach_wait: Duration::from_secs(5),
             punch_delay: Duration::from_millis(150),
+            relay_fallback_after: Duration::from_secs(2),
+            relay_upgrade_every: Duration::from_secs(30),
+            relay_upgrade_max: Duration::from_secs(600),
+            relay_ask_again: Duration::from_secs(10),
             progress_every: Duration::from_millis(500),
             max_repairs_per_chunk: 3,
             keep_alive_after: Duration::from_secs(15),

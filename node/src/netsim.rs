@@ -56,6 +56,9 @@ mod homes;
 #[cfg(test)]
 mod library;
 mod links;
+mod relayed;
+#[cfg(test)]
+mod relays;
 #[cfg(test)]
 mod routers;
 #[cfg(test)]
@@ -181,6 +184,10 @@ pub(crate) struct NodeSpec {
     /// introduction reaches its core this much later than the wire
     /// brings it.
     pub connect_lag: Duration,
+    /// The relays it registers with at its start (their nodes).
+    pub relays: Vec<usize>,
+    /// It is a relay (`minimodel relay`) with these settings, not a peer.
+    pub relay: Option<crate::relay::RelayConfig>,
 }
 
 /// A home router that translates addresses, or only filters them (see
@@ -292,6 +299,19 @@ impl NodeSpec {
             swarm: 0,
             host: None,
             connect_lag: Duration::ZERO,
+            relays: Vec::new(),
+            relay: None,
+        }
+    }
+
+    /// A relay on the internet with `config`: it registers nodes,
+    /// introduces them and carries their channels
+    /// ([`crate::relay::RelayCore`]), paced at its pair rate.
+    pub fn relay_host(index: usize, config: crate::relay::RelayConfig) -> Self {
+        Self {
+            serve: false,
+            relay: Some(config),
+            ..Self::seeder(index, 1, f64::INFINITY)
         }
     }
 
@@ -362,6 +382,8 @@ struct Disk {
 
 struct Node {
     core: Option<NodeCore>,
+    /// A relay's core, for a relay's node.
+    relay: Option<crate::relay::RelayCore>,
     generation: u32,
     alive: bool,
     timer: u64,
@@ -441,6 +463,10 @@ enum Event {
     Checked(usize, u32),
     /// A DHT lookup answers.
     Found(usize, u32),
+    /// A node's message reaches a relay: (relay, node, message).
+    ToRelay(usize, usize, minimodel_wire::relay::RelayMessage),
+    /// A relay's message reaches a node: (node, relay, message).
+    FromRelay(usize, usize, minimodel_wire::relay::RelayMessage),
 }
 
 /// The simulated network. See the module docs.
@@ -522,6 +548,16 @@ pub(crate) struct Sim {
     poisoned: HashSet<(IpAddr, u16, SocketAddr)>,
     /// Routers that took a packet as their own, in all.
     pub poisonings: u64,
+    /// Relay paths: (node, path address) -> (relay, channel).
+    paths: HashMap<(usize, SocketAddr), (usize, u64)>,
+    /// (node, relay, channel) -> the node's path address.
+    path_of: HashMap<(usize, usize, u64), SocketAddr>,
+    /// (relay, channel) -> the nodes its Connects went to.
+    channel_ends: HashMap<(usize, u64), Vec<usize>>,
+    /// (relay, its connection) -> the node; and back.
+    relay_conns: HashMap<(usize, crate::relay::ConnId), usize>,
+    relay_conn_of: HashMap<(usize, usize), crate::relay::ConnId>,
+    next_path: u32,
 }
 
 /// At most this many peers in a DHT lookup's answer (about what a
@@ -556,6 +592,7 @@ impl Sim {
             .iter()
             .map(|spec| Node {
                 core: None,
+                relay: None,
                 generation: 0,
                 alive: false,
                 timer: 0,
@@ -630,6 +667,12 @@ impl Sim {
             pinholes: HashSet::new(),
             poisoned: HashSet::new(),
             poisonings: 0,
+            paths: HashMap::new(),
+            path_of: HashMap::new(),
+            channel_ends: HashMap::new(),
+            relay_conns: HashMap::new(),
+            relay_conn_of: HashMap::new(),
+            next_path: 0,
         };
         for index in 0..sim.specs.len() {
             let spec = &sim.specs[index];
@@ -818,6 +861,8 @@ impl Sim {
                     self.found(node);
                 }
             }
+            Event::ToRelay(relay, node, message) => self.deliver_to_relay(relay, node, message),
+            Event::FromRelay(node, relay, message) => self.deliver_from_relay(node, relay, message),
         }
     }
 
@@ -827,6 +872,13 @@ impl Sim {
     }
 
     fn start(&mut self, node: usize) {
+        if let Some(config) = self.specs[node].relay.clone() {
+            let n = &mut self.nodes[node];
+            n.generation += 1;
+            n.alive = true;
+            n.relay = Some(crate::relay::RelayCore::new(config, node as u64).expect("valid"));
+            return;
+        }
         let spec = &self.specs[node];
         let n = &mut self.nodes[node];
         let first = n.generation == 0;
@@ -906,12 +958,23 @@ impl Sim {
         let now = self.instant();
         // The hasher reads back the chunks of an earlier run first.
         self.hash_on(node);
+        // The relays it registers with are the ones its offers name.
+        let relays: Vec<SocketAddr> = (self.specs[node].relays.iter())
+            .map(|&relay| self.specs[relay].addr)
+            .collect();
         for offer in offers {
+            let id = offer.id;
             self.core_mut(node).add_peer(offer, now);
+            if let Some(id) = id {
+                self.core_mut(node).add_peer_relays(id, &relays, now);
+            }
         }
         self.pump(node, false);
         if self.specs[node].lan {
             self.announce_on_lan(node);
+        }
+        for relay in self.specs[node].relays.clone() {
+            self.register_with(node, relay);
         }
     }
 
@@ -1113,6 +1176,7 @@ impl Sim {
                     self.open(node, addr);
                 }
             }
+            Action::RelayIntroduce { relay, peer } => self.ask_relay(node, relay, peer),
             Action::Abort { link } => {
                 if let Some((conn, side)) = side_of(self, link) {
                     self.hang_up(conn, side, None);

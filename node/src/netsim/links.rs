@@ -27,6 +27,8 @@ pub(super) struct Conn {
     /// beside what every delivery reads).
     pub(super) latency: Duration,
     pub(super) loss: f64,
+    /// It runs through this relay (a channel), not directly.
+    pub(super) via: Option<usize>,
 }
 
 impl Sim {
@@ -89,7 +91,7 @@ impl Sim {
     /// Where node `node`'s packets to `to` come from, as `to` sees them;
     /// through a router, the mapping is made (and the router lets `to` in
     /// through it from now on).
-    fn seen_as(&mut self, node: usize, to: SocketAddr) -> SocketAddr {
+    pub(super) fn seen_as(&mut self, node: usize, to: SocketAddr) -> SocketAddr {
         let spec = &self.specs[node];
         // A serving node dials from its listening socket.
         let port = if spec.serve {
@@ -163,6 +165,10 @@ impl Sim {
         peer: Option<PeerId>,
         have: HaveBitfield,
     ) {
+        if let Some(&(relay, channel)) = self.paths.get(&(node, addr)) {
+            self.dial_through_relay(node, link, addr, peer, have, relay, channel);
+            return;
+        }
         let home = self.home_of(node);
         let (target, through) = match self.listeners.get(&(addr, self.specs[node].swarm)) {
             // A LAN address is reached from its own home only.
@@ -196,6 +202,7 @@ impl Sim {
             through,
             latency: self.specs[node].latency + self.specs[target].latency,
             loss: self.specs[node].loss.max(self.specs[target].loss),
+            via: None,
         });
         self.nodes[node].links.insert((generation, link), (conn, 0));
         let latency = self.latency(conn);

@@ -22,6 +22,7 @@ pub mod fetching;
 mod links;
 mod linkset;
 mod messages;
+mod relayed;
 mod serving;
 mod sparing;
 mod standing;
@@ -50,6 +51,7 @@ use crate::upload::{TokenBucket, UploadQueue};
 
 pub use fetching::{Finish, PieceEnd, PieceVerdict, TransferStats, VerifyOutcome};
 pub use links::{Answer, First, Incoming, LinkUp, Rejection, handshake_end};
+pub use relayed::is_relay_path;
 pub use serving::UploadOutcome;
 
 /// At most this many peers turned away for lack of room are remembered
@@ -85,6 +87,16 @@ pub enum Action {
     Open {
         /// Where the peer's packets will come from.
         addrs: Vec<SocketAddr>,
+    },
+    /// Ask `relay` (one this node is registered with) to introduce it to
+    /// `peer` (`docs/relay.md`): the answer comes back as
+    /// [`NodeCore::handle_relay_connect`] or
+    /// [`NodeCore::handle_relay_introduce_failed`].
+    RelayIntroduce {
+        /// The relay.
+        relay: SocketAddr,
+        /// The peer.
+        peer: PeerId,
     },
     /// Drop a link or an attempt at once, without a Goodbye.
     Abort {
@@ -441,8 +453,12 @@ pub struct NodeCore {
     /// ([`crate::reach`]).
     standing: standing::Standing,
     /// Dials an introduction asked for, when they are due (after our
-    /// router was opened toward the peer): the entry, and when.
-    punches: Vec<(Instant, EntryId)>,
+    /// router was opened toward the peer): when, the entry, and the
+    /// addresses to dial when not the entry's own (a punch beside a link
+    /// through a relay).
+    punches: Vec<(Instant, EntryId, Option<Vec<SocketAddr>>)>,
+    /// The relays this node uses and the peers behind them.
+    relays: relayed::Relays,
 }
 
 /// Our Hello as `start` describes the node, without `observed`.
@@ -532,6 +548,7 @@ impl NodeCore {
             remembered: None,
             standing,
             punches: Vec::new(),
+            relays: relayed::Relays::default(),
         };
         for peer in KnownPeer::offered(&start.peers) {
             node.add_peer(peer, now);
@@ -628,7 +645,8 @@ impl NodeCore {
             .chain(serving_report)
             .chain(self.hellos_wait_until.filter(|until| *until > now))
             .chain(self.standing.deadline())
-            .chain(self.punches.iter().map(|(at, _)| *at).min())
+            .chain(self.punches.iter().map(|(at, _, _)| *at).min())
+            .chain(self.relays.deadline(self.config.relay_ask_again))
             .min()
             .map(|deadline| deadline.max(now))
     }
@@ -769,6 +787,7 @@ impl NodeCore {
         self.expire_links(now);
         self.standing_timeout(now);
         self.punch_due(now);
+        self.relay_timeout(now);
         self.keep_links_alive(now);
         self.watch_uploads(now);
         if self.sparing.is_some() {

@@ -39,6 +39,36 @@ impl NodeCore {
         let Some(entry) = self.book.get(key) else {
             return;
         };
+        // A relay we are registered with may know it too: asked when no
+        // peer of the swarm can introduce us (none named it, or ours is
+        // linked to us through a relay itself), when our router gives
+        // every destination another port (the swarm's introduction cannot
+        // get through it), or once that introduction failed. A relay's
+        // channel is a place of its own, and it has a few hundred.
+        if let Some(target) = entry.id
+            && !matches!(
+                entry.state,
+                EntryState::Connected(_) | EntryState::Banned | EntryState::Retired
+            )
+        {
+            let introducer_relayed = entry
+                .introducer
+                .and_then(|id| self.link_of(&id))
+                .is_none_or(|link| {
+                    self.peer(link)
+                        .is_some_and(|peer| super::is_relay_path(peer.remote))
+                });
+            let symmetric = self
+                .observed
+                .public()
+                .is_some_and(|public| public.mapping == crate::observed::Mapping::PortPerPeer);
+            if introducer_relayed || symmetric || entry.failures >= 2 {
+                self.ask_relay(target, now);
+            }
+        }
+        let Some(entry) = self.book.get(key) else {
+            return;
+        };
         let (Some(target), Some(introducer)) = (entry.id, entry.introducer) else {
             return;
         };
@@ -249,23 +279,53 @@ impl NodeCore {
     /// other's packets.
     pub(super) fn open_then_dial(&mut self, key: EntryId, addrs: Vec<SocketAddr>, now: Instant) {
         self.actions.push_back(Action::Open { addrs });
-        self.punches.retain(|(_, entry)| *entry != key);
-        self.punches.push((now + self.config.punch_delay, key));
+        self.punches.retain(|(_, entry, _)| *entry != key);
+        self.punches
+            .push((now + self.config.punch_delay, key, None));
     }
 
-    /// Dials the introductions whose time has come.
+    /// Dials the introductions whose time has come: an entry that waits
+    /// at its own addresses, or, beside a link through a relay, the
+    /// addresses the introduction named.
     pub(super) fn punch_due(&mut self, now: Instant) {
         let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.punches)
             .into_iter()
-            .partition(|(at, _)| *at <= now);
+            .partition(|(at, _, _)| *at <= now);
         self.punches = later;
-        for (_, key) in due {
-            let waiting = self
-                .book
-                .get(key)
-                .is_some_and(|entry| matches!(entry.state, EntryState::Waiting { .. }));
-            if waiting && !self.ended && !self.stopping {
-                self.dial_next_address(key, now);
+        if self.ended || self.stopping {
+            return;
+        }
+        for (_, key, addrs) in due {
+            match addrs {
+                None => {
+                    let waiting = self
+                        .book
+                        .get(key)
+                        .is_some_and(|entry| matches!(entry.state, EntryState::Waiting { .. }));
+                    if waiting {
+                        self.dial_next_address(key, now);
+                    }
+                }
+                Some(addrs) => {
+                    // A punch through a relay's introduction: the other
+                    // side may open late, and the relay carries the link
+                    // meanwhile.
+                    let deadline = now + self.config.handshake_timeout;
+                    let connected = self.book.get(key).and_then(|entry| match entry.state {
+                        EntryState::Connected(link) => Some(link),
+                        _ => None,
+                    });
+                    let direct = connected.is_some_and(|link| {
+                        self.peer(link)
+                            .is_some_and(|peer| !super::is_relay_path(peer.remote))
+                    });
+                    if direct {
+                        continue;
+                    }
+                    for addr in addrs {
+                        self.dial_addr(key, addr, deadline, false, now);
+                    }
+                }
             }
         }
     }

@@ -85,6 +85,11 @@ pub struct DownloadPlan {
     /// When serving: addresses the user says peers reach it at
     /// (`--public-addr`), for the verdict on who can reach it.
     pub public_addrs: Vec<SocketAddr>,
+    /// Relays to register with (`--relay`, `docs/relay.md`).
+    pub relays: Vec<crate::relay::RelayAddr>,
+    /// The relays each peer names ("reach me via": a ticket's or an
+    /// offer's): the node registers with them too.
+    pub peer_relays: Vec<(minimodel_wire::PeerId, Vec<crate::relay::RelayAddr>)>,
 }
 
 /// What the directory holds for this download.
@@ -131,6 +136,8 @@ impl DownloadPlan {
             lan: false,
             endpoint: None,
             public_addrs: Vec::new(),
+            relays: Vec::new(),
+            peer_relays: Vec::new(),
         }
     }
 
@@ -228,6 +235,8 @@ impl ReadyDownload {
                 // or not, so that the endpoint's download cap holds for all.
                 shared: plan.endpoint,
                 public_addrs: plan.public_addrs,
+                relays: plan.relays,
+                peer_relays: plan.peer_relays,
                 ..node_settings(listen, &plan.limits, plan.tuning)
             },
             dht: plan.dht,

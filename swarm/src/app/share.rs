@@ -48,6 +48,8 @@ pub struct SharePlan {
     /// Addresses the user says peers reach it at (`--public-addr`), for
     /// the verdict on who can reach it.
     pub public_addrs: Vec<SocketAddr>,
+    /// Relays to register with (`--relay`, `docs/relay.md`).
+    pub relays: Vec<crate::relay::RelayAddr>,
 }
 
 /// A share whose file passed every check against its manifest.
@@ -71,6 +73,7 @@ impl SharePlan {
             lan: false,
             endpoint: None,
             public_addrs: Vec::new(),
+            relays: Vec::new(),
         }
     }
 
@@ -122,6 +125,7 @@ impl VerifiedShare {
         settings.lan = plan.lan;
         settings.shared = plan.endpoint.clone();
         settings.public_addrs = plan.public_addrs.clone();
+        settings.relays = plan.relays.clone();
         Seeder::start(&self.artifact, &plan.file, settings, identity, reports)
     }
 }

@@ -109,6 +109,24 @@ fn new_endpoint(
     tuning: &TransportTuning,
     runtime: Arc<dyn quinn::Runtime>,
 ) -> Result<(quinn::Endpoint, Paths), TransportError> {
+    let endpoint_config = endpoint_config(addr, tuning)?;
+    let registered = |source| TransportError::Socket {
+        addr,
+        action: "register with the runtime",
+        source,
+    };
+    let (socket, paths) = Paths::wrap(socket, runtime.as_ref()).map_err(registered)?;
+    let endpoint =
+        quinn::Endpoint::new_with_abstract_socket(endpoint_config, server_config, socket, runtime)
+            .map_err(registered)?;
+    Ok((endpoint, paths))
+}
+
+/// The endpoint config of every endpoint bound at `addr`.
+pub(crate) fn endpoint_config(
+    addr: SocketAddr,
+    tuning: &TransportTuning,
+) -> Result<quinn::EndpointConfig, TransportError> {
     // An endpoint on a loopback or wildcard address may have loopback peers,
     // which send (and receive) datagrams up to the loopback MTU.
     let may_talk_loopback = addr.ip().is_loopback() || addr.ip().is_unspecified();
@@ -125,22 +143,13 @@ fn new_endpoint(
     // whose first byte has it clear is never a QUIC packet: a relay
     // datagram, or an opening packet (`Paths`).
     endpoint_config.grease_quic_bit(false);
-    let registered = |source| TransportError::Socket {
-        addr,
-        action: "register with the runtime",
-        source,
-    };
-    let (socket, paths) = Paths::wrap(socket, runtime.as_ref()).map_err(registered)?;
-    let endpoint =
-        quinn::Endpoint::new_with_abstract_socket(endpoint_config, server_config, socket, runtime)
-            .map_err(registered)?;
-    Ok((endpoint, paths))
+    Ok(endpoint_config)
 }
 
 /// Creates the UDP socket with its buffer sizes set before binding, so the
 /// kernel never queues into a small default buffer. `[::]` is made
 /// dual-stack.
-fn bind_udp_socket(
+pub(crate) fn bind_udp_socket(
     listen: SocketAddr,
     tuning: &TransportTuning,
 ) -> Result<std::net::UdpSocket, TransportError> {
@@ -216,6 +225,7 @@ pub async fn connect(
         tuning,
         crypto,
         &verifier,
+        ALPN,
     )
     .await?;
     Ok(connection)
@@ -236,11 +246,40 @@ pub async fn connect_any(
 ) -> Result<(quinn::Connection, PeerId), ConnectError> {
     tuning.validate()?;
     let (crypto, verifier) = tls::client_crypto(identity, None)?;
-    dial(endpoint, addr, None, tuning, crypto, &verifier).await
+    dial(endpoint, addr, None, tuning, crypto, &verifier, ALPN).await
+}
+
+/// Dials a relay at `addr` (ALPN `minimodel-relay/1`, `docs/relay.md`)
+/// with its id pinned when `expected` names one, and returns the
+/// connection with the id the relay proved.
+pub async fn connect_relay(
+    endpoint: &quinn::Endpoint,
+    addr: SocketAddr,
+    expected: Option<PeerId>,
+    identity: &Identity,
+    tuning: &TransportTuning,
+) -> Result<(quinn::Connection, PeerId), ConnectError> {
+    tuning.validate()?;
+    let (crypto, verifier) = tls::client_crypto_with_alpn(
+        identity,
+        expected,
+        vec![minimodel_wire::relay::RELAY_ALPN.to_vec()],
+    )?;
+    dial(
+        endpoint,
+        addr,
+        expected,
+        tuning,
+        crypto,
+        &verifier,
+        minimodel_wire::relay::RELAY_ALPN,
+    )
+    .await
 }
 
 /// [`connect`] and [`connect_any`] after the TLS config is built (tests use
-/// their own ALPN). Returns the connection and the peer's proven id.
+/// their own ALPN): the connection must settle on `alpn`. Returns the
+/// connection and the peer's proven id.
 pub(crate) async fn dial(
     endpoint: &quinn::Endpoint,
     addr: SocketAddr,
@@ -248,6 +287,7 @@ pub(crate) async fn dial(
     tuning: &TransportTuning,
     crypto: quinn::crypto::rustls::QuicClientConfig,
     verifier: &tls::ServerKeyVerifier,
+    alpn: &[u8],
 ) -> Result<(quinn::Connection, PeerId), ConnectError> {
     let addr = canonical_addr(addr);
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));
@@ -300,7 +340,7 @@ pub(crate) async fn dial(
             presented,
         });
     }
-    if negotiated_alpn(&connection).as_deref() != Some(ALPN) {
+    if negotiated_alpn(&connection).as_deref() != Some(alpn) {
         connection.close(CLOSE_HANDSHAKE_CHECK.into(), b"alpn");
         return Err(ConnectError::NoCommonProtocol { addr });
     }
@@ -349,9 +389,36 @@ pub async fn accept(
     identity: &Identity,
     tuning: &TransportTuning,
 ) -> Result<(quinn::Connection, PeerId), AcceptError> {
+    accept_with_alpn(incoming, identity, tuning, ALPN).await
+}
+
+/// [`accept`] on a relay (ALPN `minimodel-relay/1`, `docs/relay.md`): the
+/// node must prove its key, which is its id at the relay.
+pub async fn accept_relay(
+    incoming: quinn::Incoming,
+    identity: &Identity,
+    tuning: &TransportTuning,
+) -> Result<(quinn::Connection, PeerId), AcceptError> {
+    accept_with_alpn(
+        incoming,
+        identity,
+        tuning,
+        minimodel_wire::relay::RELAY_ALPN,
+    )
+    .await
+}
+
+async fn accept_with_alpn(
+    incoming: quinn::Incoming,
+    identity: &Identity,
+    tuning: &TransportTuning,
+    alpn: &[u8],
+) -> Result<(quinn::Connection, PeerId), AcceptError> {
     tuning.validate()?;
     let addr = canonical_addr(incoming.remote_address());
-    let config = server_config(identity, tuning, addr.ip().is_loopback())?;
+    let crypto = tls::server_crypto_with_alpn(identity, alpn)?;
+    let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    config.transport_config(Arc::new(tuning.transport_config(addr.ip().is_loopback())));
     let started = Instant::now();
     // quinn reads the ClientHello here, so a refused ALPN already fails.
     let connecting = incoming
@@ -367,7 +434,7 @@ pub async fn accept(
         Ok(Err(error)) => return Err(classify_accept_error(addr, error, started)),
         Ok(Ok(connection)) => connection,
     };
-    if negotiated_alpn(&connection).as_deref() != Some(ALPN) {
+    if negotiated_alpn(&connection).as_deref() != Some(alpn) {
         connection.close(CLOSE_HANDSHAKE_CHECK.into(), b"alpn");
         return Err(AcceptError::NoCommonProtocol { addr });
     }

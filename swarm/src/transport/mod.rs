@@ -29,8 +29,8 @@ mod endpoint;
 pub(crate) mod error;
 mod identity;
 pub mod oneway;
-pub mod pathtrace;
 pub mod paths;
+pub mod pathtrace;
 mod spki;
 mod tls;
 mod tuning;
@@ -42,9 +42,18 @@ mod endpoint_tests;
 mod gso_tests;
 
 pub use close::Closing;
+pub(crate) use endpoint::{bind_udp_socket, endpoint_config};
+
+/// The relay's TLS config (`docs/relay.md`): its key, a client key
+/// required, ALPN `minimodel-relay/1`.
+pub(crate) fn relay_server_crypto(
+    identity: &Identity,
+) -> Result<quinn::crypto::rustls::QuicServerConfig, TlsConfigError> {
+    tls::server_crypto_with_alpn(identity, minimodel_wire::relay::RELAY_ALPN)
+}
 pub use endpoint::{
-    accept, bind_client_endpoint, bind_client_endpoint_with_paths, bind_endpoint,
-    bind_endpoint_with_paths, canonical_addr, connect, connect_any,
+    accept, accept_relay, bind_client_endpoint, bind_client_endpoint_with_paths, bind_endpoint,
+    bind_endpoint_with_paths, canonical_addr, connect, connect_any, connect_relay,
 };
 pub use error::{AcceptError, ConnectError, TransportError};
 pub use identity::{Identity, IdentityError, KEY_FILE_NAME};

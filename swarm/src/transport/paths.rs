@@ -393,6 +393,16 @@ impl Paths {
             .map(|&(relay, channel)| RelayPath { relay, channel })
     }
 
+    /// Forgets the relay path of `channel` at `relay`, and says which it
+    /// was.
+    pub fn remove_relay_channel(&self, relay: SocketAddr, channel: u64) -> Option<SocketAddr> {
+        let path = (self.socket.lock_paths().by_channel)
+            .get(&(canonical(relay), channel))
+            .copied()?;
+        self.remove_relay_path(path);
+        Some(path)
+    }
+
     /// Forgets the relay path at `addr`.
     pub fn remove_relay_path(&self, addr: SocketAddr) {
         let mut paths = self.socket.lock_paths();
