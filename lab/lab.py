@@ -34,6 +34,7 @@ import compare  # noqa: E402
 import internet  # noqa: E402
 import library  # noqa: E402
 import netlab  # noqa: E402
+import relayed  # noqa: E402
 from harness import (  # noqa: E402
     MODEL, PEER_CAP, PORT, SEED_CAP, TAMPER, Context, Failed, MiB, bits, check_download, fail_if,
     indent, measure_uplink, parse_offer, say, start_fetch, start_relay, start_seeder, wait_all,
@@ -612,6 +613,7 @@ SCENARIOS = {
 SCENARIOS.update(internet.SCENARIOS)
 SCENARIOS.update(library.SCENARIOS)
 SCENARIOS.update(compare.SCENARIOS)
+SCENARIOS.update(relayed.SCENARIOS)
 TOOLS = ("minimodel", "libtorrent")
 
 SETS = {
