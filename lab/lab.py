@@ -34,6 +34,7 @@ import compare  # noqa: E402
 import internet  # noqa: E402
 import library  # noqa: E402
 import netlab  # noqa: E402
+import relayed  # noqa: E402
 from harness import (  # noqa: E402
     MODEL, PEER_CAP, PORT, SEED_CAP, TAMPER, Context, Failed, MiB, bits, check_download, fail_if,
     indent, measure_uplink, parse_offer, say, start_fetch, start_relay, start_seeder, wait_all,
@@ -612,6 +613,7 @@ SCENARIOS = {
 SCENARIOS.update(internet.SCENARIOS)
 SCENARIOS.update(library.SCENARIOS)
 SCENARIOS.update(compare.SCENARIOS)
+SCENARIOS.update(relayed.SCENARIOS)
 TOOLS = ("minimodel", "libtorrent")
 
 SETS = {
@@ -620,7 +622,8 @@ SETS = {
            "offer-addresses", "public-addr", "dead-and-live", "ipv6-ula", "ipv6-loopback",
            "nat-behaviour", "upnp-router", "uplinks-8x16-mixed", "uplinks-8x16-mixed:libtorrent",
            "homes-4x32-cone", "neighbours-2x32", "ticket-only", "home-seeder-upnp",
-           "home-seeder-igd", "lan-only", "library-4x4", "homes-4x32-symmetric-upnp"],
+           "home-seeder-igd", "lan-only", "library-4x4", "homes-4x32-symmetric-upnp",
+           "home-alone", "router-kinds", "homes-4x32-cone-open"],
     # The swarm figures of docs/performance.md; minutes each.
     "figures": ["swarm-4x48", "swarm-8x48", "swarm-4x256", "swarm-8x256", "seeders-4x256",
                 "seeders-4x256-relay", "seeders-4x256-delay", "seeders-4x256-delay-bbr",

@@ -353,7 +353,11 @@ mod tests {
         // The next run starts from 3000: its first reading counts nothing.
         activity.record(&id, RunId(2), &metrics(3000, 0, 0, at(3)), at(3), 103);
         let sample = activity.sample(at(3), 103);
-        assert_eq!(sample.items.get(id.as_str()), None, "an idle item is left out");
+        assert_eq!(
+            sample.items.get(id.as_str()),
+            None,
+            "an idle item is left out"
+        );
         activity.record(&id, RunId(2), &metrics(4000, 0, 1000, at(3)), at(4), 104);
         let sample = activity.sample(at(4), 104);
         assert_eq!(sample.items[id.as_str()].down, 1000.0);

@@ -480,6 +480,13 @@ fn display<S: Serializer, T: fmt::Display>(value: &T, serializer: S) -> Result<S
     serializer.collect_str(value)
 }
 
+fn display_opt<S: Serializer>(value: &Option<PeerId>, serializer: S) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(peer) => serializer.collect_str(peer),
+        None => serializer.serialize_none(),
+    }
+}
+
 fn display_refusal<S: Serializer>(
     value: &Option<HelloRejectReason>,
     serializer: S,
@@ -581,6 +588,24 @@ pub enum NodeReport {
         port: Option<u16>,
         /// How many different prefixes the reporting peers are in.
         prefixes: usize,
+    },
+    /// A step with a relay (`docs/relay.md`): registered, lost, an
+    /// introduction asked or made, the fallback to its channel, the way
+    /// back to a direct link.
+    Relay {
+        /// The relay.
+        relay: SocketAddr,
+        /// The peer concerned, if one is.
+        #[serde(serialize_with = "display_opt")]
+        peer: Option<PeerId>,
+        /// What happened, in words.
+        step: String,
+    },
+    /// Who can reach this node, and how (`crate::reach`): the first
+    /// verdict, and every change of it.
+    Reach {
+        /// The verdict.
+        reach: crate::reach::Reach,
     },
     /// A step of mapping this node's port on its home router (UPnP IGD,
     /// NAT-PMP, PCP; `docs/swarm.md`, "Through NAT routers").

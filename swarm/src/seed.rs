@@ -122,6 +122,12 @@ impl Seeder {
         self.node.port_mapping()
     }
 
+    /// Its relay links' registrations, to watch (see
+    /// [`crate::relay::settled_relays`]).
+    pub fn registered_relays(&self) -> Vec<crate::relay::RegisteredWatch> {
+        self.node.registered_relays()
+    }
+
     /// A handle that asks the running node for its counters (for a
     /// metrics endpoint).
     pub fn metrics(&self) -> crate::node::MetricsHandle {

@@ -146,6 +146,13 @@ pub struct TransferArgs {
     /// damaged.
     #[arg(long)]
     pub recheck: bool,
+    /// A relay to keep a link to ([PEER_ID@]IP:PORT, a host that runs
+    /// `minimodel relay`; repeatable): peers behind other routers are
+    /// reached through it (a punch it introduces, or its relaying), and
+    /// with --serve they reach this node through it. The relays a ticket
+    /// or an offer names are used too.
+    #[arg(long = "relay", value_name = "[PEER_ID@]IP:PORT", value_parser = super::relay::parse_relay)]
+    pub relays: Vec<minimodel_swarm::relay::RelayAddr>,
     /// Consent to fetching (and, with --serve, to serving; and to pinning
     /// a publisher key seen for the first time).
     #[arg(long)]
@@ -158,7 +165,7 @@ pub fn run(args: FetchArgs, out: Output) -> Result<(), Failure> {
     // A key file that cannot be read is refused before a ticket's peers
     // are asked for anything.
     let named_key = args.transfer.trust.named_key()?;
-    let (loaded, source, mut named) = match ticket_in(&args.manifest)? {
+    let (loaded, source, mut named, mut relays) = match ticket_in(&args.manifest)? {
         Some(ticket) => {
             // A DIR that cannot be one is said before anyone is asked (the
             // download's own check says the same, later, for a manifest).
@@ -184,11 +191,20 @@ pub fn run(args: FetchArgs, out: Output) -> Result<(), Failure> {
                 .with_hint("ask whoever shared the ticket which key signs it"));
             }
             let loaded = manifest_from_ticket(&ticket, &args.transfer, out)?;
-            (loaded, PathBuf::from("(from the ticket)"), ticket.peers)
+            let relays: Vec<_> = (ticket.relays.iter())
+                .map(|entry| (entry.peer, entry.relays.clone()))
+                .collect();
+            (
+                loaded,
+                PathBuf::from("(from the ticket)"),
+                ticket.peers,
+                relays,
+            )
         }
         None => (
             load_manifest(&args.manifest)?,
             args.manifest.clone(),
+            Vec::new(),
             Vec::new(),
         ),
     };
@@ -199,6 +215,9 @@ pub fn run(args: FetchArgs, out: Output) -> Result<(), Failure> {
         offers.push((offer, path.display().to_string()));
     }
     named.extend(args.peers.iter().cloned());
+    relays.extend(minimodel_swarm::app::peers::relays_of_offers(
+        offers.iter().map(|(offer, _)| offer),
+    ));
     let peers = minimodel_swarm::app::peers::from_offers(
         &loaded.manifest,
         named,
@@ -218,7 +237,15 @@ pub fn run(args: FetchArgs, out: Output) -> Result<(), Failure> {
             ),
         );
     }
-    transfer(&loaded, judged, peers, args.out, &args.transfer, out)
+    transfer(
+        &loaded,
+        judged,
+        peers,
+        relays,
+        args.out,
+        &args.transfer,
+        out,
+    )
 }
 
 /// The ticket `arg` is, when it is one: it starts with `mm1` and names no
@@ -308,16 +335,28 @@ fn manifest_from_ticket(
 /// Fetches `loaded`'s artifact, whose signature `judged` checked, from
 /// `peers` (one entry per peer id) into `dir`. A key seen for the first
 /// time is pinned once the user consents, before anything is opened.
+#[allow(clippy::too_many_arguments)]
 pub fn transfer(
     loaded: &LoadedManifest,
     judged: Judged,
     peers: Vec<PeerAddrs>,
+    peer_relays: Vec<(
+        minimodel_wire::PeerId,
+        Vec<minimodel_swarm::relay::RelayAddr>,
+    )>,
     dir: PathBuf,
     args: &TransferArgs,
     out: Output,
 ) -> Result<(), Failure> {
     let manifest = &loaded.manifest;
     use minimodel_swarm::app::consent::{self as disclose, DhtScope, FetchConsent, Until};
+    // The relays it registers with: its own and those its peers name.
+    let mut relays = args.relays.clone();
+    for relay in peer_relays.iter().flat_map(|(_, named)| named) {
+        if !relays.iter().any(|known| known.addr == relay.addr) {
+            relays.push(*relay);
+        }
+    }
     let plan = FetchConsent {
         artifact: disclose::Artifact::of(manifest),
         into: dir.clone(),
@@ -332,6 +371,7 @@ pub fn transfer(
             seed_after: args.seed_after,
             until: Until::Stopped,
         }),
+        relays: relays.iter().map(|relay| relay.addr).collect(),
     };
     let asks: Vec<_> = judged
         .trust_disclosure()
@@ -361,6 +401,13 @@ pub fn transfer(
     plan.recheck = args.recheck;
     plan.manifest_file = Some(std::sync::Arc::clone(&loaded.bytes));
     plan.lan = args.lan;
+    plan.relays = args.relays.clone();
+    plan.peer_relays = peer_relays;
+    plan.public_addrs = args
+        .public_addrs
+        .iter()
+        .flat_map(|named| named.0.iter().copied())
+        .collect();
     let Some(ready) = open_download(plan, &dir, out)? else {
         return Ok(());
     };
@@ -394,23 +441,29 @@ pub fn transfer(
         let listening = fetcher
             .listen_addr()
             .map(|bound| (bound, fetcher.peer_id(), fetcher.port_mapping()));
+        let relays_watch = fetcher.registered_relays();
         let say_addresses = async {
             let Some((bound, id, mapping)) = listening else {
                 return;
             };
-            let mapped = minimodel_swarm::portmap::settled_external(mapping, MAPPING_WAIT).await;
+            let (mapped, registered) = tokio::join!(
+                minimodel_swarm::portmap::settled_external(mapping, MAPPING_WAIT),
+                minimodel_swarm::relay::settled_relays(relays_watch, relays.len(), MAPPING_WAIT),
+            );
             let peer = PeerAddrs {
                 id,
                 addrs: advertised(bound, mapped, &args.public_addrs, out),
             };
+            super::relay::say_unregistered(&relays, &registered, out);
             out.say(format!(
-                "serving verified chunks as {}",
-                describe_peer(&peer)
+                "serving verified chunks as {}{}",
+                describe_peer(&peer),
+                super::relay::via_text(&registered)
             ));
             out.event(&Event::Offer {
-                offer: PeerOffer::for_manifest(manifest, peer.clone()),
+                offer: PeerOffer::for_manifest(manifest, peer.clone()).with_relays(&registered),
             });
-            super::ticket::say_ticket(loaded, &signature_for_ticket, &peer, out);
+            super::ticket::say_ticket(loaded, &signature_for_ticket, &peer, &registered, out);
         };
         let progress = FetchProgress::new(out, resumed_bytes);
         let line = progress.line();

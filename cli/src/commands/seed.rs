@@ -81,6 +81,12 @@ pub struct SeedArgs {
     pub metrics: Option<SocketAddr>,
     #[command(flatten)]
     pub dht: DhtArgs,
+    /// A relay to keep a link to ([PEER_ID@]IP:PORT, a host that runs
+    /// `minimodel relay`; repeatable): peers behind other routers reach
+    /// this seeder through it (a punch it introduces, or its relaying),
+    /// and the offer and ticket name it.
+    #[arg(long = "relay", value_name = "[PEER_ID@]IP:PORT", value_parser = super::relay::parse_relay)]
+    pub relays: Vec<minimodel_swarm::relay::RelayAddr>,
     /// Consent to serving the file to other peers (and, with --dht, to
     /// announcing that on the DHT; and to pinning a publisher key seen for
     /// the first time).
@@ -118,6 +124,7 @@ pub fn run(args: SeedArgs, out: Output) -> Result<(), Failure> {
         until: minimodel_swarm::app::consent::Until::Stopped,
         dht: args.dht.scope(),
         lan: args.lan,
+        relays: args.relays.iter().map(|relay| relay.addr).collect(),
     };
     let asks: Vec<_> = judged
         .trust_disclosure()
@@ -138,6 +145,12 @@ pub fn run(args: SeedArgs, out: Output) -> Result<(), Failure> {
     plan.manifest_file = Some(std::sync::Arc::clone(&loaded.bytes));
     plan.port_mapping = !args.no_port_mapping;
     plan.lan = args.lan;
+    plan.relays = args.relays.clone();
+    plan.public_addrs = args
+        .public_addrs
+        .iter()
+        .flat_map(|named| named.0.iter().copied())
+        .collect();
     let bar = out.byte_progress(manifest.artifact_bytes, "verifying");
     let verified = plan.verify(&|n| bar.set_position(n));
     bar.finish_and_clear();
@@ -181,23 +194,31 @@ pub fn run(args: SeedArgs, out: Output) -> Result<(), Failure> {
         let bound = seeder
             .listen_addr()
             .context("the seeder has no listening address")?;
-        let mapped =
-            minimodel_swarm::portmap::settled_external(seeder.port_mapping(), MAPPING_WAIT).await;
+        let (mapped, relays) = tokio::join!(
+            minimodel_swarm::portmap::settled_external(seeder.port_mapping(), MAPPING_WAIT),
+            minimodel_swarm::relay::settled_relays(
+                seeder.registered_relays(),
+                args.relays.len(),
+                MAPPING_WAIT
+            ),
+        );
         let peer = PeerAddrs {
             id: seeder.peer_id(),
             addrs: advertised(bound, mapped, &args.public_addrs, out),
         };
-        let offer = PeerOffer::for_manifest(manifest, peer.clone());
+        super::relay::say_unregistered(&args.relays, &relays, out);
+        let offer = PeerOffer::for_manifest(manifest, peer.clone()).with_relays(&relays);
         if let Some(path) = &args.offer {
             super::write_json_document(path, &offer)?;
         }
         out.say(format!(
-            "seeding {} as {}",
+            "seeding {} as {}{}",
             manifest.model_id,
-            describe_peer(&peer)
+            describe_peer(&peer),
+            super::relay::via_text(&relays)
         ));
         out.event(&Event::Offer { offer });
-        say_ticket(&loaded, &signature, &peer, out);
+        say_ticket(&loaded, &signature, &peer, &relays, out);
         out.say("stop with Ctrl-C");
         let announcing = match dht {
             Some(dht) => {

@@ -218,6 +218,8 @@ impl Shared {
                 until: consent::Until::PausedOrRemoved,
                 dht: None,
                 lan: self.runner.lan(),
+                // The companion registers with no relay.
+                relays: Vec::new(),
             }))
             .collect()
     }
@@ -252,6 +254,7 @@ impl Shared {
                 seed_after: request.seed_after,
                 until: consent::Until::PausedOrRemoved,
             }),
+            relays: Vec::new(),
         };
         consent::trust(check, &self.trust.describe())
             .into_iter()

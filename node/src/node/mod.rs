@@ -22,8 +22,10 @@ pub mod fetching;
 mod links;
 mod linkset;
 mod messages;
+mod relayed;
 mod serving;
 mod sparing;
+mod standing;
 #[cfg(test)]
 mod tests;
 mod traversal;
@@ -49,6 +51,7 @@ use crate::upload::{TokenBucket, UploadQueue};
 
 pub use fetching::{Finish, PieceEnd, PieceVerdict, TransferStats, VerifyOutcome};
 pub use links::{Answer, First, Incoming, LinkUp, Rejection, handshake_end};
+pub use relayed::is_relay_path;
 pub use serving::UploadOutcome;
 
 /// At most this many peers turned away for lack of room are remembered
@@ -75,6 +78,25 @@ pub enum Action {
         have: HaveBitfield,
         /// Give up at.
         deadline: Instant,
+    },
+    /// Open our router toward each of `addrs` without reaching the peers'
+    /// routers: a few datagrams from the listening socket with a small
+    /// TTL (`docs/swarm.md`, "Through NAT routers"), so that what the peer
+    /// sends us next finds a mapping of ours waiting for it. The dial
+    /// follows.
+    Open {
+        /// Where the peer's packets will come from.
+        addrs: Vec<SocketAddr>,
+    },
+    /// Ask `relay` (one this node is registered with) to introduce it to
+    /// `peer` (`docs/relay.md`): the answer comes back as
+    /// [`NodeCore::handle_relay_connect`] or
+    /// [`NodeCore::handle_relay_introduce_failed`].
+    RelayIntroduce {
+        /// The relay.
+        relay: SocketAddr,
+        /// The peer.
+        peer: PeerId,
     },
     /// Drop a link or an attempt at once, without a Goodbye.
     Abort {
@@ -437,6 +459,16 @@ pub struct NodeCore {
     /// A node that seeds from its start: whether it spares its uplink in
     /// a large swarm (`sparing`). `None` for every other node.
     sparing: Option<sparing::Sparing>,
+    /// Who can reach this node, and what it said about it
+    /// ([`crate::reach`]).
+    standing: standing::Standing,
+    /// Dials an introduction asked for, when they are due (after our
+    /// router was opened toward the peer): when, the entry, and the
+    /// addresses to dial when not the entry's own (a punch beside a link
+    /// through a relay).
+    punches: Vec<(Instant, EntryId, Option<Vec<SocketAddr>>)>,
+    /// The relays this node uses and the peers behind them.
+    relays: relayed::Relays,
 }
 
 /// Our Hello as `start` describes the node, without `observed`.
@@ -471,6 +503,14 @@ impl NodeCore {
         let uploads = upload_slots::Uploads::new(upload_queue, config.max_upload, now);
         let refusals = config.refusal_peers_per_second;
         let hello = our_hello(&start);
+        let standing = standing::Standing::new(
+            start.listen.is_some(),
+            (start.listen.into_iter())
+                .chain(start.lan.iter().copied())
+                .filter(|addr| !addr.ip().is_unspecified() && addr.port() != 0)
+                .collect(),
+            config.reach_wait,
+        );
         let mut node = Self {
             book: AddressBook::new(config.max_known_peers),
             config,
@@ -516,6 +556,9 @@ impl NodeCore {
             sparing: (start.serve && !start.download).then(sparing::Sparing::default),
             gate_told: (None, None, None),
             remembered: None,
+            standing,
+            punches: Vec::new(),
+            relays: relayed::Relays::default(),
         };
         for peer in KnownPeer::offered(&start.peers) {
             node.add_peer(peer, now);
@@ -611,6 +654,9 @@ impl NodeCore {
             .chain(exchange)
             .chain(serving_report)
             .chain(self.hellos_wait_until.filter(|until| *until > now))
+            .chain(self.standing.deadline())
+            .chain(self.punches.iter().map(|(at, _, _)| *at).min())
+            .chain(self.relays.deadline(self.config.relay_ask_again))
             .min()
             .map(|deadline| deadline.max(now))
     }
@@ -749,6 +795,9 @@ impl NodeCore {
             return;
         }
         self.expire_links(now);
+        self.standing_timeout(now);
+        self.punch_due(now);
+        self.relay_timeout(now);
         self.keep_links_alive(now);
         self.watch_uploads(now);
         if self.sparing.is_some() {

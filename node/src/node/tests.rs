@@ -27,6 +27,7 @@ mod ending;
 mod exchange;
 mod limits;
 mod slots;
+mod standing;
 mod traversal;
 mod uploads;
 

@@ -212,6 +212,8 @@ pub struct ServeConsent {
     pub dht: Option<DhtScope>,
     /// Announced on the local network (mDNS).
     pub lan: bool,
+    /// The relays it registers with (`docs/relay.md`).
+    pub relays: Vec<std::net::SocketAddr>,
 }
 
 /// Serving while fetching.
@@ -244,6 +246,21 @@ pub struct FetchConsent {
     pub lan: bool,
     /// Serving verified chunks while fetching.
     pub serving: Option<Serving>,
+    /// The relays it registers with: its own and those its peers name
+    /// (`docs/relay.md`).
+    pub relays: Vec<std::net::SocketAddr>,
+}
+
+/// The clause of a node that registers with `relays`.
+fn relay_words(relays: &[std::net::SocketAddr]) -> String {
+    if relays.is_empty() {
+        return String::new();
+    }
+    let list: Vec<String> = relays.iter().map(ToString::to_string).collect();
+    format!(
+        ", and register with relay {} (it learns this host's address and carries connections where a punch fails)",
+        list.join(", ")
+    )
 }
 
 /// The LAN clause of a node that serves.
@@ -285,6 +302,7 @@ pub fn serve(share: &ServeConsent) -> Vec<Disclosure> {
         words.push_str(LAN_ANNOUNCE);
     }
     words.push_str(&share.reach.mapping_words());
+    words.push_str(&relay_words(&share.relays));
     words.push_str(". Nothing here opens or runs the model.");
     vec![Disclosure {
         consent: ConsentKind::Serve,
@@ -320,10 +338,11 @@ pub fn fetch(plan: &FetchConsent) -> Vec<Disclosure> {
     let mut asks = vec![Disclosure {
         consent: ConsentKind::Fetch,
         words: format!(
-            "Fetch {} into {} from {}. Every chunk is checked against the manifest before it is kept; the file is delivered only once the whole of it passes. Nothing here opens or runs the model.",
+            "Fetch {} into {} from {}{}. Every chunk is checked against the manifest before it is kept; the file is delivered only once the whole of it passes. Nothing here opens or runs the model.",
             plan.artifact.words(),
             plan.into.display(),
-            from.join(", ")
+            from.join(", "),
+            relay_words(&plan.relays)
         ),
     }];
     if let Some(serving) = &plan.serving {
@@ -405,6 +424,7 @@ mod tests {
                 named_by: "the --dht-bootstrap nodes".to_owned(),
             }),
             lan: true,
+            relays: vec!["203.0.113.7:4434".parse().unwrap()],
         });
         assert_eq!(asks.len(), 1);
         assert_eq!(asks[0].consent, ConsentKind::Serve);
@@ -414,6 +434,7 @@ mod tests {
             "announce on the DHT of the --dht-bootstrap nodes that this address serves it",
             "announce on this local network (mDNS)",
             "ask this network's router (UPnP, NAT-PMP or PCP) to open UDP port 4433",
+            "register with relay 203.0.113.7:4434 (it learns this host's address",
             "Nothing here opens or runs the model.",
         ] {
             assert!(words.contains(part), "{part:?} in {words}");
@@ -425,6 +446,7 @@ mod tests {
             until: Until::PausedOrRemoved,
             dht: None,
             lan: false,
+            relays: Vec::new(),
         });
         assert!(!local[0].words.contains("router"), "{}", local[0].words);
         assert!(
@@ -433,6 +455,7 @@ mod tests {
                 .contains("on 127.0.0.1, a UDP port the system picks")
         );
         assert!(!local[0].words.contains("DHT") && !local[0].words.contains("mDNS"));
+        assert!(!local[0].words.contains("relay"));
     }
 
     #[test]
@@ -445,6 +468,7 @@ mod tests {
             dht: None,
             lan: false,
             serving: None,
+            relays: Vec::new(),
         });
         assert_eq!(plain.len(), 1);
         assert_eq!(
@@ -463,6 +487,7 @@ mod tests {
                 seed_after: true,
                 until: Until::PausedOrRemoved,
             }),
+            relays: vec!["203.0.113.7:4434".parse().unwrap()],
         });
         let kinds: Vec<ConsentKind> = all.iter().map(|ask| ask.consent).collect();
         assert_eq!(
@@ -484,6 +509,11 @@ mod tests {
             all[0]
                 .words
                 .contains("peers on this local network that announce it")
+        );
+        assert!(
+            all[0]
+                .words
+                .contains("register with relay 203.0.113.7:4434")
         );
         assert!(all[1].words.contains("to open the UDP port it listens on"));
         assert!(all[1].words.contains("announce on this local network"));

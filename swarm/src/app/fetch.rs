@@ -100,6 +100,14 @@ pub struct DownloadPlan {
     /// swarms on it (one port for a library) instead of listening at the
     /// serving address.
     pub endpoint: Option<crate::node::SharedEndpoint>,
+    /// When serving: addresses the user says peers reach it at
+    /// (`--public-addr`), for the verdict on who can reach it.
+    pub public_addrs: Vec<SocketAddr>,
+    /// Relays to register with (`--relay`, `docs/relay.md`).
+    pub relays: Vec<crate::relay::RelayAddr>,
+    /// The relays each peer names ("reach me via": a ticket's or an
+    /// offer's): the node registers with them too.
+    pub peer_relays: Vec<(minimodel_wire::PeerId, Vec<crate::relay::RelayAddr>)>,
 }
 
 /// What the directory holds for this download.
@@ -145,6 +153,9 @@ impl DownloadPlan {
             manifest_file: None,
             lan: false,
             endpoint: None,
+            public_addrs: Vec::new(),
+            relays: Vec::new(),
+            peer_relays: Vec::new(),
         }
     }
 
@@ -241,6 +252,9 @@ impl ReadyDownload {
                 // On a library's endpoint every download runs there, serving
                 // or not, so that the endpoint's download cap holds for all.
                 shared: plan.endpoint,
+                public_addrs: plan.public_addrs,
+                relays: plan.relays,
+                peer_relays: plan.peer_relays,
                 ..node_settings(listen, &plan.limits, plan.tuning)
             },
             dht: plan.dht,

@@ -25,6 +25,26 @@ pub fn from_offers<'a>(
     Ok(merge_peers(peers))
 }
 
+/// The relays the peers of `offers` name ("reach me via"), by peer.
+pub fn relays_of_offers<'a>(
+    offers: impl IntoIterator<Item = &'a PeerOffer>,
+) -> Vec<(minimodel_wire::PeerId, Vec<crate::relay::RelayAddr>)> {
+    let mut out: Vec<(minimodel_wire::PeerId, Vec<crate::relay::RelayAddr>)> = Vec::new();
+    for offer in offers.into_iter().filter(|offer| !offer.relays.is_empty()) {
+        match out.iter_mut().find(|(peer, _)| *peer == offer.peer.id) {
+            Some((_, relays)) => {
+                for relay in &offer.relays {
+                    if !relays.contains(relay) {
+                        relays.push(*relay);
+                    }
+                }
+            }
+            None => out.push((offer.peer.id, offer.relays.clone())),
+        }
+    }
+    out
+}
+
 /// The peers of an import request, once model id, byte count and artifact
 /// SHA-256 agree across the request, every offer and the manifest.
 pub fn from_request(

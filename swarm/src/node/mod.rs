@@ -32,6 +32,7 @@ pub use minimodel_node::config::MIN_RATE_CAP;
 pub use minimodel_node::config::NodeConfig as CoreConfig;
 pub use minimodel_node::config::{ConfigError, NodeLimits};
 pub use minimodel_node::node::End;
+pub use minimodel_node::reach::{Reach, TicketReach, ticket_reach};
 pub use minimodel_node::report::{
     Blame, CHUNK_MAP_CELLS, ChunkCell, ChunkMap, DamageCause, Departure, Failure as NodeFailure,
     Fault, IntroductionCounts, LinkEnd, LinkFigures, NodeMetrics, PeerFigures, Problem, Refusal,
@@ -74,6 +75,15 @@ pub struct NodeSettings {
     /// instead of one of the node's own; `listen` and `port_mapping` are
     /// then the endpoint's. Its identity must be the node's.
     pub shared: Option<SharedEndpoint>,
+    /// Addresses the user says peers reach this node at (`--public-addr`):
+    /// the verdict on who can reach it takes their word
+    /// (`minimodel_node::reach`).
+    pub public_addrs: Vec<SocketAddr>,
+    /// Relays to register with (`--relay`, and those the peers it is given
+    /// name): it keeps a link to each (`docs/relay.md`).
+    pub relays: Vec<crate::relay::RelayAddr>,
+    /// The relays each peer it is given names ("reach me via").
+    pub peer_relays: Vec<(minimodel_wire::PeerId, Vec<crate::relay::RelayAddr>)>,
 }
 
 impl Default for NodeSettings {
@@ -87,6 +97,9 @@ impl Default for NodeSettings {
             port_mapping: false,
             lan: false,
             shared: None,
+            public_addrs: Vec::new(),
+            relays: Vec::new(),
+            peer_relays: Vec::new(),
         }
     }
 }
@@ -221,6 +234,8 @@ enum DriverLink {
 pub(crate) struct Node {
     core: NodeCore,
     endpoint: quinn::Endpoint,
+    /// The endpoint socket's opening packets and relay paths.
+    paths: crate::transport::Paths,
     identity: Arc<Identity>,
     config: NodeSettings,
     swarm: SwarmIdentity,
@@ -251,6 +266,9 @@ pub(crate) struct Node {
     port_map: Option<crate::portmap::PortMapTask>,
     /// Local discovery, with `--lan`.
     lan: Option<crate::lan::LanTask>,
+    /// The links to the relays it uses, and what they say.
+    relay_links: Vec<crate::relay::RelayLink>,
+    relay_events: mpsc::Receiver<crate::relay::RelayEvent>,
     /// This node's swarm on a shared endpoint, when it uses one (the
     /// endpoint's accept loop routes its handshakes here).
     registration: Option<shared::Registration>,
@@ -304,6 +322,75 @@ pub(crate) fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |since| since.as_secs())
+}
+
+/// What a node registers with at its relays: the addresses it listens at
+/// that peers may reach without its router (global IPv6, LAN), at most 4.
+fn listen_addrs_for_relays(core: &NodeCore) -> Vec<SocketAddr> {
+    use minimodel_node::address::{Scope, scope};
+    core.reach_evidence()
+        .addrs
+        .iter()
+        .copied()
+        .filter(|addr| {
+            minimodel_wire::is_lan_addr(*addr) || (addr.is_ipv6() && scope(*addr) == Scope::Global)
+        })
+        .take(minimodel_wire::relay::MAX_REGISTER_ADDRS)
+        .collect()
+}
+
+/// Starts a link to every relay the node uses (its own, and those its
+/// peers name), and tells the core which relays each peer names.
+fn start_relay_links(
+    config: &NodeSettings,
+    identity: &Arc<Identity>,
+    agent: &str,
+    endpoint: &quinn::Endpoint,
+    paths: &crate::transport::Paths,
+    addrs: Vec<SocketAddr>,
+    core: &mut NodeCore,
+) -> (
+    Vec<crate::relay::RelayLink>,
+    mpsc::Receiver<crate::relay::RelayEvent>,
+) {
+    let (sender, events) = mpsc::channel(256);
+    let mut relays: Vec<crate::relay::RelayAddr> = config.relays.clone();
+    let now = Instant::now();
+    for (peer, named) in &config.peer_relays {
+        let addrs: Vec<SocketAddr> = named.iter().map(|relay| relay.addr).collect();
+        core.add_peer_relays(*peer, &addrs, now);
+        for relay in named {
+            if !relays.iter().any(|known| known.addr == relay.addr) {
+                relays.push(*relay);
+            }
+        }
+    }
+    // One link per endpoint and relay: on a shared endpoint the relays
+    // are the endpoint's (not yet: a library's nodes use none).
+    if config.shared.is_some() || tokio::runtime::Handle::try_current().is_err() {
+        return (Vec::new(), events);
+    }
+    let registration = crate::relay::Registration {
+        agent: agent.to_owned(),
+        addrs,
+        mapping: minimodel_wire::relay::MappingKind::Unknown,
+    };
+    let links = relays
+        .into_iter()
+        .take(4)
+        .map(|relay| {
+            crate::relay::RelayLink::start(
+                endpoint.clone(),
+                paths.clone(),
+                relay,
+                Arc::clone(identity),
+                &config.tuning,
+                registration.clone(),
+                sender.clone(),
+            )
+        })
+        .collect();
+    (links, events)
 }
 
 /// Starts local discovery for the node `parts` describes: announcing at
@@ -363,12 +450,16 @@ impl Node {
                 "the endpoint has another identity than the node".into(),
             ));
         }
-        let endpoint = match (&shared, parts.config.listen) {
-            (Some(shared), _) => shared.endpoint().clone(),
-            (None, Some(listen)) => {
-                crate::transport::bind_endpoint(listen, &parts.identity, &parts.config.tuning)?
+        let (endpoint, paths) = match (&shared, parts.config.listen) {
+            (Some(shared), _) => (shared.endpoint().clone(), shared.paths().clone()),
+            (None, Some(listen)) => crate::transport::bind_endpoint_with_paths(
+                listen,
+                &parts.identity,
+                &parts.config.tuning,
+            )?,
+            (None, None) => {
+                crate::transport::bind_client_endpoint_with_paths(&parts.config.tuning)?
             }
-            (None, None) => crate::transport::bind_client_endpoint(&parts.config.tuning)?,
         };
         // A node that does not serve listens nowhere, on a shared endpoint
         // too (it only dials from it): its Hello names no address and it
@@ -381,8 +472,12 @@ impl Node {
         // (none when the interfaces cannot be read: a peer then reaches us
         // only at our public address).
         // A node that does not listen still knows its own networks.
-        let lan = minimodel_node::address::own_lan(match listen {
+        let listen_addrs = match listen {
             Some(bound) => crate::addrs::listener_addrs(bound, &[]).unwrap_or_default(),
+            None => Vec::new(),
+        };
+        let lan = minimodel_node::address::own_lan(match listen {
+            Some(_) => listen_addrs.clone(),
             None => (crate::addrs::interface_ips()
                 .unwrap_or_default()
                 .into_iter())
@@ -417,10 +512,18 @@ impl Node {
             None => port_map.as_ref().map(crate::portmap::PortMapTask::state),
         };
         let serve = parts.start.serve;
+        let agent = parts.start.agent.clone();
         let mut start = parts.start;
         start.listen = listen;
         start.lan = lan;
         let mut core = NodeCore::new(parts.config.core.clone(), start, Instant::now());
+        // What the verdict on who can reach us judges by, before the
+        // mapping (which may give it at once).
+        core.set_listen_addrs(
+            listen_addrs,
+            parts.config.public_addrs.clone(),
+            Instant::now(),
+        );
         core.set_mapping(mapped.as_ref().map(|state| *state.borrow()), Instant::now());
         let (registration, grants) = match &shared {
             Some(shared) => {
@@ -440,9 +543,19 @@ impl Node {
             core.take_grant(generation, share, Instant::now());
         }
         let (link_sender, link_events) = mpsc::channel(1024);
+        let (relay_links, relay_events) = start_relay_links(
+            &parts.config,
+            &parts.identity,
+            &agent,
+            &endpoint,
+            &paths,
+            listen_addrs_for_relays(&core),
+            &mut core,
+        );
         Ok(Self {
             core,
             endpoint,
+            paths,
             identity: parts.identity,
             config: parts.config,
             swarm: parts.swarm,
@@ -461,9 +574,63 @@ impl Node {
             announcement: None,
             port_map,
             lan: lan_task,
+            relay_links,
+            relay_events,
             registration,
             grants,
         })
+    }
+
+    /// Its relay links' registrations, to watch.
+    pub(crate) fn registered_relays(&self) -> Vec<crate::relay::RegisteredWatch> {
+        self.relay_links
+            .iter()
+            .map(|link| (link.relay(), link.registered()))
+            .collect()
+    }
+
+    fn on_relay_event(&mut self, event: crate::relay::RelayEvent) {
+        use crate::relay::RelayEvent;
+        let now = Instant::now();
+        match event {
+            RelayEvent::Registered {
+                relay,
+                id,
+                observed,
+                limits,
+            } => {
+                self.core
+                    .handle_relay_registered(relay, id, observed, limits, now);
+            }
+            RelayEvent::Refused { relay, reason } => {
+                self.core
+                    .handle_relay_lost(relay, format!("registration refused: {reason}"), now);
+            }
+            RelayEvent::Lost { relay, reason } => {
+                self.core.handle_relay_lost(relay, reason, now);
+            }
+            RelayEvent::Connect {
+                relay,
+                peer,
+                addrs,
+                path,
+                role,
+            } => self
+                .core
+                .handle_relay_connect(relay, peer, addrs, path, role, now),
+            RelayEvent::IntroduceFailed {
+                relay,
+                peer,
+                reason,
+            } => self
+                .core
+                .handle_relay_introduce_failed(relay, peer, reason, now),
+            RelayEvent::ChannelClosed { relay, path, .. } => {
+                if let Some(path) = path {
+                    self.core.handle_relay_channel_closed(relay, path, now);
+                }
+            }
+        }
     }
 
     /// The peers to write now, when this node remembers them (the
@@ -562,6 +729,7 @@ impl Node {
                     self.core.set_mapping(state, Instant::now());
                 }
                 Some(event) = self.events.recv() => self.on_event(event),
+                Some(event) = self.relay_events.recv() => self.on_relay_event(event),
                 Some((link, event)) = self.link_events.recv() => {
                     self.on_event(Event::Link(link, event));
                 }
@@ -629,10 +797,12 @@ impl Node {
         if let Some(lan) = self.lan.take() {
             lan.stop().await;
         }
-        // Nobody is let in any more: the router's mapping goes.
+        // Nobody is let in any more: the router's mapping goes, and the
+        // relays forget us.
         if let Some(port_map) = self.port_map.take() {
             port_map.stop().await;
         }
+        self.relay_links.clear();
         if shared {
             // The endpoint serves other swarms: this node's connections
             // went with their links.
@@ -866,6 +1036,16 @@ impl Node {
             } => {
                 let task = connect::dial(self, link, addr, peer, have, deadline);
                 self.links.insert(link, DriverLink::Attempt(task));
+            }
+            Action::Open { addrs } => self.paths.open(&addrs),
+            Action::RelayIntroduce { relay, peer } => {
+                if let Some(link) = self
+                    .relay_links
+                    .iter()
+                    .find(|link| link.relay().addr == relay)
+                {
+                    link.introduce(peer);
+                }
             }
             Action::Abort { link } => self.drop_link(link),
             Action::Send { link, message } => {

@@ -44,6 +44,7 @@ pub struct SharedEndpoint {
 
 struct Inner {
     endpoint: quinn::Endpoint,
+    paths: transport::Paths,
     identity: Arc<Identity>,
     tuning: TransportTuning,
     listen: SocketAddr,
@@ -89,7 +90,7 @@ impl SharedEndpoint {
         port_mapping: bool,
         reports: mpsc::UnboundedSender<NodeReport>,
     ) -> Result<Self, TransportError> {
-        let endpoint = transport::bind_endpoint(listen, &identity, &tuning)?;
+        let (endpoint, paths) = transport::bind_endpoint_with_paths(listen, &identity, &tuning)?;
         let listen = endpoint
             .local_addr()
             .map_err(|source| TransportError::Socket {
@@ -118,6 +119,7 @@ impl SharedEndpoint {
         Ok(Self {
             inner: Arc::new(Inner {
                 endpoint,
+                paths,
                 identity,
                 tuning,
                 listen,
@@ -132,6 +134,11 @@ impl SharedEndpoint {
     /// Where it listens.
     pub fn local_addr(&self) -> SocketAddr {
         self.inner.listen
+    }
+
+    /// The handle on its socket's opening packets and relay paths.
+    pub fn paths(&self) -> &transport::Paths {
+        &self.inner.paths
     }
 
     /// The identity every swarm on it uses.
