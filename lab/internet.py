@@ -14,8 +14,8 @@ import shutil
 import time
 
 from harness import (
-    LT_CLIENT, LT_PYTHON, MODEL, MiB, PORT, SEED_CAP, CpuSampler, Failed, Watch, bits, check_download,
-    fail_if, indent, json_events, measure_uplink, median, parse_offer, require_libtorrent, say,
+    LT_CLIENT, LT_PYTHON, MODEL, MiB, PORT, SEED_CAP, CpuSampler, Failed, RateSampler, Watch, bits,
+    check_download, fail_if, indent, json_events, measure_uplink, median, parse_offer, require_libtorrent, say,
     sha256_file, start_fetch, start_seeder, stop_all, wait_all,
 )
 from netlab import HOME_LAN4, PROBE, LabError, tool_path
@@ -52,6 +52,7 @@ def swarm_minimodel(ctx, seeder, hosts, size, run_dir, timeout, meters, seed_aft
     extra = (["--seed-after"] if seed_after else []) + list(peer_extra) + ctx.peer_args
     cpu = CpuSampler().start()
     sent0 = {name: meter() for name, meter in meters.items()}
+    seeder_rate = RateSampler(meters["seeder"]).start() if "seeder" in meters else None
     t0 = time.monotonic()
     fetches = []
     for host in hosts:
@@ -62,6 +63,11 @@ def swarm_minimodel(ctx, seeder, hosts, size, run_dir, timeout, meters, seed_aft
     watch = Watch(procs, "delivered", t0, exit_is_done=True)
     late = watch.wait(timeout)
     sent1 = {name: meter() for name, meter in meters.items()}
+    seeder_peaks = {}
+    if seeder_rate:
+        seeder_rate.stop()
+        seeder_peaks = {w: seeder_rate.peak(w) for w in (1.0, 2.0, 3.0)}
+    seeder_peak = seeder_peaks.get(1.0)
     load = cpu.stop()
     load["peers_cpu_s"] = round(sum(watch.cpu.values()), 1)
     stop_all(procs)
@@ -81,6 +87,8 @@ def swarm_minimodel(ctx, seeder, hosts, size, run_dir, timeout, meters, seed_aft
                         peer_bytes_from(r, seed_id) if r else None for r in receipts],
         "wasted": [r["source"].get("bytes_wasted", 0) if r else None for r in receipts],
         "sent": {name: sent1[name] - sent0[name] for name in meters},
+        "seeder_peak_bytes_per_s": seeder_peak,
+        "seeder_peaks": seeder_peaks,
         "cpu": load,
         "problems": problems,
     }
@@ -316,13 +324,24 @@ def uplinks(ctx, name, tool, peers, size, caps, campus=False, timeout=900, peer_
                                  for c, v in sorted(by_cap.items())},
         "uplink_used_by_cap": {str(c): round(median(v), 3) for c, v in sorted(used_by_cap.items())},
         "seeder_uplink_used": round(seeder_used, 3) if seeder_used is not None else None,
+        # The seeder's best second over its cap: near 1 when it can fill
+        # its link; a --max-upload of half the cap leaves it about 0.72 (the
+        # half and the upload bucket's burst of 1 MiB). Over 2 and 3 s as
+        # well (seeder_peaks_of_cap): this crowd's seeder does not keep its
+        # link full for long (docs/performance.md, "Bounds the lab holds").
+        "seeder_peak_of_cap": (round(run["seeder_peak_bytes_per_s"] / (seeder.cap_bits / 8), 3)
+                               if run.get("seeder_peak_bytes_per_s") else None),
+        "seeder_peaks_of_cap": {f"{w:g}s": round(r / (seeder.cap_bits / 8), 3)
+                                for w, r in run.get("seeder_peaks", {}).items() if r},
         "copies_verified_every_2s": [round(c, 2) for _, c in run.get("timeline", [])],
     })
     lines = ["median done by uplink (Mbit/s): "
              + ", ".join(f"{c}: {v}" for c, v in result["median_peer_s_by_cap"].items()),
              "uplinks used until the last peer was done (median by cap, Mbit/s): "
              + ", ".join(f"{c}: {v}" for c, v in result["uplink_used_by_cap"].items())
-             + f"; seeder {result['seeder_uplink_used']}"]
+             + f"; seeder {result['seeder_uplink_used']}"
+             + (f" (its best second {result['seeder_peak_of_cap']} of its cap)"
+                if result["seeder_peak_of_cap"] is not None else "")]
     if result["copies_verified_every_2s"]:
         # Beside the simulator's "verified over time" (NETSIM_TRACE=1):
         # the ramp, the middle at the swarm's rate, and the tail.

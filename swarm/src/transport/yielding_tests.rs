@@ -394,7 +394,6 @@ fn a_queue_another_flow_keeps_full_makes_it_compete_as_cubic_would() {
     assert_eq!(c.window(), (w_max as f64 * COMPETE_DECREASE) as u64);
     let k = (w_max as f64 / f64::from(MTU) * (1.0 - COMPETE_DECREASE) / CUBIC_C).cbrt();
     // (A probe may come on the way: its least window is not the curve's.)
-    let mut now = now;
     let mut highest = 0;
     let end = now + Duration::from_secs_f64(k + 0.5);
     while now < end {
