@@ -56,6 +56,7 @@ mod homes;
 #[cfg(test)]
 mod library;
 mod links;
+mod mirrors;
 #[cfg(test)]
 mod scale;
 #[cfg(test)]
@@ -83,6 +84,7 @@ use crate::report::{Failure, LinkEnd, NodeReport};
 use crate::rng::SplitMix64;
 use crate::testing::{self, Side};
 use links::Conn;
+use mirrors::SimMirror;
 use uplink::Uplink;
 
 /// How a simulated node behaves beyond its core.
@@ -175,6 +177,8 @@ pub(crate) struct NodeSpec {
     /// The node whose host it shares (its address, uplink and upload
     /// slots), if not its own.
     pub host: Option<usize>,
+    /// The mirrors it is given ([`Sim::add_mirror`]'s indices).
+    pub mirrors: Vec<usize>,
 }
 
 /// A home router that translates addresses (see the module docs).
@@ -254,6 +258,7 @@ impl NodeSpec {
             nat: None,
             swarm: 0,
             host: None,
+            mirrors: Vec::new(),
         }
     }
 
@@ -320,6 +325,8 @@ struct Disk {
     hashed: u32,
     /// Chunk -> final checks that will still find it damaged.
     damage: BTreeMap<u32, u32>,
+    /// What its core remembered of its mirrors at its last checkpoint.
+    mirrors: mirrors::SavedMirrors,
 }
 
 struct Node {
@@ -403,6 +410,20 @@ enum Event {
     Checked(usize, u32),
     /// A DHT lookup answers.
     Found(usize, u32),
+    /// A node's mirror (its number) is found usable.
+    MirrorUp(usize, u32, u16),
+    /// A range request reaches its mirror.
+    MirrorAsked(mirrors::MirrorRequest),
+    /// A response's headers reach the node (sent then).
+    MirrorHeader(mirrors::MirrorRequest, Duration),
+    /// A response's end reaches the node.
+    MirrorDone(mirrors::MirrorRequest),
+    /// A whole-file answer to a range request reaches the node.
+    MirrorIgnored(mirrors::MirrorRequest),
+    /// A mirror's responses move on.
+    MirrorUplink(usize, u64),
+    /// A cancelled range stops at its mirror.
+    MirrorGone(usize, u64),
 }
 
 /// The simulated network. See the module docs.
@@ -478,6 +499,10 @@ pub(crate) struct Sim {
     /// (node, its outside port, a remote it sent to from there): what its
     /// router lets in.
     pinholes: HashSet<(usize, u16, SocketAddr)>,
+    /// The mirrors.
+    mirrors: Vec<SimMirror>,
+    /// Range requests nodes wait for, by id.
+    mirror_requests: BTreeMap<u64, mirrors::MirrorRequest>,
 }
 
 /// At most this many peers in a DHT lookup's answer (about what a
@@ -584,6 +609,8 @@ impl Sim {
             ports: HashMap::new(),
             next_port: 20_000,
             pinholes: HashSet::new(),
+            mirrors: Vec::new(),
+            mirror_requests: BTreeMap::new(),
         };
         for index in 0..sim.specs.len() {
             let spec = &sim.specs[index];
@@ -772,6 +799,13 @@ impl Sim {
                     self.found(node);
                 }
             }
+            Event::MirrorUp(node, generation, local) => self.mirror_up(node, generation, local),
+            Event::MirrorAsked(request) => self.mirror_asked(request),
+            Event::MirrorHeader(request, sent) => self.mirror_header(request, sent),
+            Event::MirrorDone(request) => self.mirror_done(request),
+            Event::MirrorIgnored(request) => self.mirror_ignored(request),
+            Event::MirrorUplink(mirror, version) => self.mirror_uplink_due(mirror, version),
+            Event::MirrorGone(mirror, id) => self.mirror_gone(mirror, id),
         }
     }
 
@@ -825,6 +859,7 @@ impl Sim {
                 Vec::new()
             },
             peers: Vec::new(),
+            mirrors: mirrors::labels(&spec.mirrors),
         };
         n.core = Some(NodeCore::new(
             spec.config.clone(),
@@ -863,6 +898,7 @@ impl Sim {
         for offer in offers {
             self.core_mut(node).add_peer(offer, now);
         }
+        self.start_mirrors(node);
         self.pump(node, false);
         if self.specs[node].lan {
             self.announce_on_lan(node);
@@ -937,6 +973,7 @@ impl Sim {
     }
 
     fn kill(&mut self, node: usize) {
+        self.mirrors_forget(node);
         // Its uploads stop; on a shared host the others' go on.
         let conns: Vec<[usize; 2]> = self.conns.iter().map(|c| c.nodes).collect();
         let owner = self.uplink_of(node);
@@ -1103,7 +1140,13 @@ impl Sim {
                 self.nodes[node].disk.hashed = 0;
                 self.hash_on(node);
             }
+            Action::MirrorFetch { mirror, chunk, .. } => self.mirror_fetch(node, mirror, chunk.0),
+            Action::MirrorCancel { mirror, chunk } => {
+                self.mirror_cancel(node, mirror, Some(chunk.0));
+            }
+            Action::MirrorClose { mirror } => self.mirror_cancel(node, mirror, None),
             Action::Checkpoint { release_below, .. } => {
+                self.save_mirrors(node);
                 let hashed = u64::from(self.nodes[node].disk.hashed)
                     * u64::from(self.swarm.params().chunk_size());
                 let record = &mut self.nodes[node].record;

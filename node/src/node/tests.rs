@@ -182,6 +182,7 @@ impl Harness {
             manifest: Some(std::sync::Arc::from(MANIFEST)),
             lan: vec![sa(OUR_LAN_ADDR)],
             peers: Vec::new(),
+            mirrors: Vec::new(),
         };
         Self {
             core: NodeCore::new(config, start, base),

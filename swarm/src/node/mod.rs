@@ -863,6 +863,11 @@ impl Node {
             } => jobs::checkpoint(self, release_from..release_below),
             Action::Deliver => jobs::deliver(self),
             Action::Lookup => self.lookup(),
+            // The core asks only mirrors it was started with
+            // (`NodeStart::mirrors`), and this driver starts it with none.
+            Action::MirrorFetch { .. }
+            | Action::MirrorCancel { .. }
+            | Action::MirrorClose { .. } => {}
             Action::End(outcome) => self.outcome = Some(outcome),
         }
     }
