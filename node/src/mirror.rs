@@ -241,6 +241,13 @@ pub enum MirrorUnusable {
         /// Why.
         reason: String,
     },
+    /// TLS failed on the certificate (not one the system trusts for the
+    /// mirror's name), or no trusted roots could be read.
+    #[error("TLS: {reason}")]
+    Tls {
+        /// Why, in the TLS library's words.
+        reason: String,
+    },
     /// Too many redirects in a row.
     #[error("more than {max} redirects")]
     TooManyRedirects {

@@ -9,7 +9,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
-pub use minimodel_node::{download, mirror, picker, remembered, session, upload};
+pub use minimodel_node::{download, picker, remembered, session, upload};
 mod api;
 pub use api::{Fetch, Fetched, Seed, fetch, seed};
 pub mod addrs;
@@ -23,6 +23,7 @@ pub mod lan;
 pub mod link;
 #[cfg(not(feature = "testing"))]
 pub(crate) mod link;
+pub mod mirror;
 pub mod node;
 pub mod offer;
 pub mod peers;

@@ -82,6 +82,9 @@ pub struct DownloadPlan {
     /// swarms on it (one port for a library) instead of listening at the
     /// serving address.
     pub endpoint: Option<crate::node::SharedEndpoint>,
+    /// HTTPS copies of the artifact to fetch from beside the peers, if
+    /// any (`docs/swarm.md`, "Mirrors").
+    pub mirrors: Option<crate::mirror::MirrorSet>,
 }
 
 /// What the directory holds for this download.
@@ -127,6 +130,7 @@ impl DownloadPlan {
             manifest_file: None,
             lan: false,
             endpoint: None,
+            mirrors: None,
         }
     }
 
@@ -226,6 +230,7 @@ impl ReadyDownload {
                 ..node_settings(listen, &plan.limits, plan.tuning)
             },
             dht: plan.dht,
+            mirrors: plan.mirrors,
         };
         Fetcher::start(config, self.partial, identity, reports)
     }

@@ -39,6 +39,11 @@ pub(crate) enum JobDone {
         chunk: ChunkIndex,
         outcome: UploadOutcome,
     },
+    MirrorVerified {
+        mirror: minimodel_node::mirror::MirrorId,
+        chunk: ChunkIndex,
+        outcome: minimodel_node::mirror::MirrorChunkOutcome,
+    },
     Trailing(u32),
     Checkpointed(Result<(), Fault>),
     Delivered(Finish, Option<Box<Delivered>>),
@@ -186,6 +191,54 @@ pub(super) fn verify(node: &mut Node, link: LinkId, piece: ArrivedPiece) {
             let _ = events
                 .send(Event::Job(JobDone::Verified {
                     link,
+                    chunk,
+                    outcome,
+                }))
+                .await;
+        }
+    });
+}
+
+/// Checks a mirror's chunk against the chunk list's tree (the same Merkle
+/// check as a peer's, with the proof the tree gives) and stores it, on a
+/// blocking worker.
+pub(super) fn verify_mirror(
+    node: &mut Node,
+    mirror: minimodel_node::mirror::MirrorId,
+    chunk: ChunkIndex,
+    data: ChunkData,
+    tree: Arc<MerkleTree>,
+) {
+    use minimodel_node::mirror::MirrorChunkOutcome;
+    let Some(partial) = node.jobs.partial.clone() else {
+        return;
+    };
+    let slots = Arc::clone(&node.jobs.verify_slots);
+    let verifier = Arc::clone(&node.jobs.verifier);
+    let leaves = node.jobs.trailing.as_ref().map(TrailingThread::leaf_hasher);
+    let events = node.sender.clone();
+    tokio::spawn(async move {
+        let Ok(_permit) = slots.acquire_owned().await else {
+            return;
+        };
+        let done = tokio::task::spawn_blocking(move || {
+            let sha256 = |data: &ChunkData| match &leaves {
+                Some(leaves) => leaves.sha256(data),
+                None => data.sha256(),
+            };
+            match crate::mirror::check_chunk(&verifier, &tree, chunk, data, sha256) {
+                Err((expected, got)) => MirrorChunkOutcome::Bad { expected, got },
+                Ok((verified, proof)) => match partial.store_verified(&verified, &proof) {
+                    Ok(_) => MirrorChunkOutcome::Stored,
+                    Err(error) => MirrorChunkOutcome::StoreFailed(Fault::new(error)),
+                },
+            }
+        })
+        .await;
+        if let Ok(outcome) = done {
+            let _ = events
+                .send(Event::Job(JobDone::MirrorVerified {
+                    mirror,
                     chunk,
                     outcome,
                 }))
@@ -347,6 +400,13 @@ pub(super) fn on_done(node: &mut Node, done: JobDone, now: Instant) {
             }
             node.core.handle_upload_done(link, chunk, outcome, now);
         }
+        JobDone::MirrorVerified {
+            mirror,
+            chunk,
+            outcome,
+        } => node
+            .core
+            .handle_mirror_verified(mirror, chunk, outcome, now),
         JobDone::Trailing(hashed) => node.core.handle_trailing(hashed, now),
         JobDone::Checkpointed(result) => node.core.handle_checkpointed(result, now),
         JobDone::Delivered(finish, delivered) => {

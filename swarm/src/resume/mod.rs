@@ -69,6 +69,7 @@ pub use dir::{NewFile, UnsafeKind, write_file_atomically};
 pub use error::{KnowledgeError, ResumeError, StateError};
 pub use files::{DownloadPaths, RemovedDownload, remove_download};
 pub use knowledge::{ChunkKnowledge, SavedNode};
+pub(crate) use open::parse_chunk_list;
 pub use partial::{CheckpointReport, FinishedDownload, PartialDownload};
 pub use peers::{
     MAX_PEERS_FILE_BYTES, PEERS_FORMAT, PeersFileError, parse_peers_file, peers_file_text,
