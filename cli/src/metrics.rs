@@ -320,6 +320,7 @@ mod tests {
                     uploaded_bytes: 3,
                     ..PeerFigures::of(peer)
                 }],
+                mirrors: Vec::new(),
             },
             "tiny",
         );

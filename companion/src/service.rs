@@ -2354,6 +2354,22 @@ impl Shared {
             });
             self.append_log(entry);
         }
+        let mirrors = value["source"]["mirrors"].as_array().cloned();
+        for mirror in mirrors.unwrap_or_default() {
+            let mut entry = LogEntry::from_mirror(
+                id,
+                model_id,
+                mirror["url"].as_str().unwrap_or_default(),
+                mirror["bytes"].as_u64().unwrap_or(0),
+                mirror["chunks"].as_u64().unwrap_or(0),
+                Ended::Delivered,
+            );
+            entry.receipt = Some(ReceiptRef {
+                path: receipt.to_owned(),
+                sha256: sha256.clone(),
+            });
+            self.append_log(entry);
+        }
     }
 
     /// Logs what a run moved and had not logged yet when it ended: bytes
@@ -2378,6 +2394,18 @@ impl Shared {
         let Some(metrics) = last.or(run.last_metrics.as_ref()) else {
             return;
         };
+        for mirror in &metrics.mirrors {
+            if !run.delivered_logged && mirror.download.bytes > 0 {
+                self.append_log(LogEntry::from_mirror(
+                    id,
+                    model_id,
+                    &mirror.label,
+                    mirror.download.bytes,
+                    mirror.download.chunks,
+                    ended,
+                ));
+            }
+        }
         for peer in &metrics.peers {
             if !run.delivered_logged && peer.downloaded_bytes() > 0 {
                 let entry = LogEntry::new(

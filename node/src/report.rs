@@ -716,6 +716,8 @@ pub struct NodeMetrics {
     pub introductions: IntroductionCounts,
     /// Per peer.
     pub peers: Vec<PeerFigures>,
+    /// Per mirror that took part or was found unusable.
+    pub mirrors: Vec<crate::mirror::MirrorFigures>,
 }
 
 /// How many introductions reached each step since the node started.

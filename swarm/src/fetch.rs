@@ -195,6 +195,10 @@ impl Fetcher {
                 merkle_root: manifest.chunks.merkle_root,
                 chunk_list_sha256: manifest.chunks.chunk_list.as_ref().map(|list| list.sha256),
             };
+            // What earlier runs saw of the mirrors: a file changed since is
+            // another file (an unusable list means nothing seen).
+            let before = partial.remembered_mirrors().unwrap_or_default();
+            fetcher.node.core().remember_mirrors_from(before);
             fetcher.node.use_mirrors(set, facts);
         }
         if let Some(dht) = fetcher.config.dht.clone() {

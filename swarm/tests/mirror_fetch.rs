@@ -15,6 +15,7 @@ use minimodel_swarm::node::NodeReport;
 use minimodel_verifier::Sha256Digest;
 use minimodel_verifier::merkle::{MerkleTree, chunk_list_text};
 use minimodel_verifier::mirror_url::{MirrorUrl, Plain};
+use minimodel_verifier::receipt::{MirrorContribution, ReceiptSource, TransferSummary};
 use tokio::sync::mpsc;
 
 /// A fixture, its bytes and its chunk list.
@@ -110,6 +111,27 @@ async fn a_mirror_alone_delivers_the_file_through_ranges_of_whole_chunks() {
     );
     // Every byte once, and the probe's one byte.
     assert_eq!(mirror.body_bytes(), (6 << 20) + 1);
+    // The receipt names the mirror as the source of every chunk.
+    let summary = summary(outcome);
+    assert!(summary.peers.is_empty());
+    assert_eq!(
+        summary.mirrors,
+        [MirrorContribution {
+            url: mirror.url(),
+            chunks: 24,
+            bytes: 6 << 20,
+            bad_chunks: 0,
+            blamed: false,
+            left: None,
+        }]
+    );
+}
+
+fn summary(outcome: &minimodel_swarm::fetch::FetchOutcome) -> &TransferSummary {
+    match &outcome.receipt.source {
+        ReceiptSource::Peers(summary) => summary,
+        other => panic!("a download's receipt: {other:?}"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -210,6 +232,125 @@ async fn lying_mirrors_are_dropped_with_their_reasons_and_the_honest_one_deliver
     );
     assert_eq!(end_of(4), None, "the honest mirror stays");
     assert!(honest.body_bytes() > 0);
+    // The receipt lists all five, the liars blamed with their reasons.
+    let listed = &summary(delivered(&fetched)).mirrors;
+    assert_eq!(listed.len(), 5, "{listed:?}");
+    for (entry, url) in listed.iter().zip(&urls) {
+        assert_eq!(entry.url, *url);
+    }
+    let blamed: Vec<bool> = listed.iter().map(|entry| entry.blamed).collect();
+    assert_eq!(blamed, [true, true, true, true, false]);
+    assert_eq!(listed[0].bad_chunks, 1);
+    assert!(
+        listed[2]
+            .left
+            .as_deref()
+            .is_some_and(|why| why.contains("HTTPS"))
+    );
+    assert_eq!(
+        listed.iter().map(|entry| entry.chunks).sum::<u64>(),
+        32,
+        "every chunk from one mirror or another"
+    );
+}
+
+/// Stopped in the middle and run again: no chunk verified in the first
+/// run is asked again, and a mirror whose file changed in between
+/// (another ETag) is dropped as serving another file; the other mirror
+/// finishes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_fetch_asks_no_verified_chunk_again_and_notices_a_changed_mirror() {
+    let chunk = 256u64 << 10;
+    let served = served("mirror-resume", 8 << 20, chunk as u32);
+    let steady = TestMirror::start(served.bytes.clone(), Some(served.chunk_list.clone()))
+        .await
+        .unwrap();
+    let changing = TestMirror::start(served.bytes.clone(), Some(served.chunk_list.clone()))
+        .await
+        .unwrap();
+    let urls = [steady.url(), changing.url()];
+    let out = tempfile::tempdir().unwrap();
+    // The first run, capped so that it takes seconds, is stopped once a
+    // quarter of the chunks are verified.
+    let (reports, mut received) = mpsc::unbounded_channel();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let watch = tokio::spawn(async move {
+        while let Some(report) = received.recv().await {
+            if let NodeReport::Progress {
+                verified_chunks, ..
+            } = report
+                && verified_chunks >= 8
+            {
+                let _ = stop.send(());
+                return;
+            }
+        }
+    });
+    let first = minimodel_swarm::fetch(served.artifact.manifest.clone(), out.path())
+        .mirrors(set(&urls))
+        .max_download(2 << 20)
+        .reports(reports)
+        .run_until(async {
+            let _ = stopped.await;
+        });
+    let first = tokio::time::timeout(Duration::from_secs(60), first)
+        .await
+        .expect("stops in time");
+    assert!(
+        matches!(first, Err(minimodel_swarm::fetch::FetchError::Interrupted)),
+        "{first:?}"
+    );
+    watch.abort();
+    let remembered = std::fs::read(out.path().join("mirror-resume.slm.mirrors"))
+        .expect("what the run saw of its mirrors is kept");
+    let remembered = minimodel_swarm::resume::parse_mirrors_file(&remembered).unwrap();
+    assert!(
+        remembered.iter().any(|entry| entry.label == changing.url()
+            && entry.validators.etag.as_deref() == Some("\"v1\"")),
+        "{remembered:?}"
+    );
+    let before = steady.body_bytes() + changing.body_bytes();
+    // Between the runs, one mirror's file changes.
+    changing.set_etag("\"v2\"");
+    let (fetched, reports, _) = {
+        let (reports, mut received) = mpsc::unbounded_channel();
+        let fetched = minimodel_swarm::fetch(served.artifact.manifest.clone(), out.path())
+            .mirrors(set(&urls))
+            .give_up_after(Duration::from_secs(20))
+            .reports(reports)
+            .run();
+        let fetched = tokio::time::timeout(Duration::from_secs(120), fetched)
+            .await
+            .expect("ends in time")
+            .expect("the second run delivers");
+        let mut all = Vec::new();
+        while let Ok(report) = received.try_recv() {
+            all.push(report);
+        }
+        (fetched, all, ())
+    };
+    let outcome = delivered(&fetched);
+    assert_eq!(std::fs::read(&outcome.artifact_path).unwrap(), served.bytes);
+    let summary = summary(outcome);
+    assert!(summary.chunks_resumed >= 8, "{summary:?}");
+    assert_eq!(summary.chunks_resumed + summary.chunks_fetched, 32);
+    // The second run asked for exactly the chunks the first had not
+    // verified, and each mirror's one-byte probe.
+    let after = steady.body_bytes() + changing.body_bytes() - before;
+    assert_eq!(
+        after,
+        summary.chunks_fetched * chunk + 2,
+        "no verified chunk asked again"
+    );
+    let ends = ends(&reports);
+    assert!(
+        matches!(
+            ends.as_slice(),
+            [(1, MirrorEnd::Dropped { fault: MirrorFault::Changed { validator: "ETag", before, now } })]
+                if before == "\"v1\"" && now == "\"v2\""
+        ),
+        "{ends:?}"
+    );
 }
 
 /// A mirror whose every range is wrong, alone: dropped at its first

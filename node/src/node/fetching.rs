@@ -116,6 +116,18 @@ impl TransferStats {
                         .unwrap_or_default(),
                 })
                 .collect(),
+            mirrors: self
+                .mirrors
+                .iter()
+                .map(|mirror| minimodel_verifier::receipt::MirrorContribution {
+                    url: mirror.label.clone(),
+                    chunks: mirror.download.chunks,
+                    bytes: mirror.download.bytes,
+                    bad_chunks: mirror.download.bad_chunks,
+                    blamed: matches!(mirror.end, Some(crate::mirror::MirrorEnd::Dropped { .. })),
+                    left: mirror.end.as_ref().map(ToString::to_string),
+                })
+                .collect(),
         }
     }
 }

@@ -959,6 +959,7 @@ impl NodeCore {
             .peers
             .iter_mut()
             .for_each(|peer| self.describe(peer));
+        metrics.mirrors = self.mirror_figures();
         metrics
     }
 

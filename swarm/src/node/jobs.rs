@@ -319,11 +319,15 @@ pub(super) fn checkpoint(node: &mut Node, release: std::ops::Range<u64>) {
     };
     let events = node.sender.clone();
     let remembered = node.peers_to_remember();
+    let mirrors = node.core.mirrors_to_remember();
     tokio::task::spawn_blocking(move || {
         // Advisory: a list that cannot be written is written again at the
         // next checkpoint; the checkpoint's directory sync makes it durable.
         if let Some(list) = remembered {
             let _ = partial.remember_peers(&list);
+        }
+        if let Some(list) = mirrors {
+            let _ = partial.remember_mirrors(&list);
         }
         let result = partial.checkpoint().map(|_| ()).map_err(Fault::new);
         if result.is_ok() {
@@ -349,11 +353,15 @@ pub(super) fn deliver(node: &mut Node) {
     let events = node.sender.clone();
     let stats = node.core.transfer();
     let remembered = node.peers_to_remember();
+    let mirrors = node.core.mirrors_to_remember();
     tokio::spawn(async move {
         let _all = slots.acquire_many(all).await;
         let done = tokio::task::spawn_blocking(move || {
             if let Some(list) = remembered {
                 let _ = partial.remember_peers(&list);
+            }
+            if let Some(list) = mirrors {
+                let _ = partial.remember_mirrors(&list);
             }
             let sha256 = trailing.map(TrailingThread::finish);
             let completed_at = stats
