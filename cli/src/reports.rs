@@ -85,6 +85,49 @@ impl FetchProgress {
     }
 }
 
+/// Says who can reach the node (`NodeReport::Reach`): a line on
+/// stderr (a warning when nobody outside its network can), with what to
+/// do, and the `reachability` event.
+pub fn say_reach(reach: &minimodel_swarm::node::Reach, out: Output) -> Event {
+    use minimodel_swarm::node::Reach;
+    let warning = if reach.is_unreachable() {
+        "warning: "
+    } else {
+        ""
+    };
+    // A node that does not listen has nothing to say about it but its
+    // event.
+    if !matches!(reach, Reach::NotListening) {
+        out.status(format!("{warning}reachability: {reach}"));
+        if let Some(advice) = reach.advice() {
+            out.status(format!("  {advice}"));
+        }
+    }
+    let (addr, confirmed, addrs, via) = match reach {
+        Reach::NotListening => (None, None, Vec::new(), Vec::new()),
+        Reach::HostOnly { addrs } | Reach::LanOnly { addrs } => {
+            (None, None, addrs.clone(), Vec::new())
+        }
+        Reach::Direct {
+            addr,
+            confirmed,
+            via,
+        } => (Some(*addr), Some(*confirmed), Vec::new(), via.clone()),
+        Reach::Mapped { addr } => (Some(*addr), None, Vec::new(), Vec::new()),
+        Reach::Punch { public, via } => (*public, None, Vec::new(), via.clone()),
+        Reach::Relayed { via } => (None, None, Vec::new(), via.clone()),
+    };
+    Event::Reachability {
+        verdict: reach.name().to_owned(),
+        detail: reach.to_string(),
+        addr,
+        confirmed,
+        addrs,
+        via,
+        advice: reach.advice().map(str::to_owned),
+    }
+}
+
 /// Shows a node's reports until the node is gone; `progress` for a
 /// download. The task hands `progress` back at the end.
 pub fn show_reports(
@@ -108,6 +151,7 @@ fn show(report: NodeReport, out: Output, progress: Option<&mut FetchProgress>) {
             dialed,
             serving,
             agent,
+            congestion,
         } => {
             tracing::info!(
                 "peer {} at {addr} connected ({}{})",
@@ -121,6 +165,7 @@ fn show(report: NodeReport, out: Output, progress: Option<&mut FetchProgress>) {
                 dialed,
                 serving,
                 agent,
+                congestion: congestion.map(str::to_owned),
             }
         }
         NodeReport::PeerDisconnected {
@@ -295,6 +340,18 @@ fn show(report: NodeReport, out: Output, progress: Option<&mut FetchProgress>) {
                     lease_seconds: None,
                     reason: (!confirmed).then_some(reason).flatten(),
                 },
+            }
+        }
+        NodeReport::Reach { reach } => say_reach(&reach, out),
+        NodeReport::Relay { relay, peer, step } => {
+            match peer {
+                Some(peer) => tracing::info!("relay {relay}: {}: {step}", peer.short()),
+                None => tracing::info!("relay {relay}: {step}"),
+            }
+            Event::RelayLink {
+                relay,
+                peer: peer.map(|peer| peer.to_string()),
+                step,
             }
         }
         NodeReport::PublicAddress { ip, port, prefixes } => {

@@ -728,6 +728,28 @@ impl Downloader {
             return;
         }
         self.shared_rate = rate;
+        self.rate_changed(now);
+    }
+
+    /// Sets this download's own cap (`max_rate`) while it runs; it runs
+    /// at the lower of it and its endpoint part. A faster rate asks at
+    /// once.
+    pub fn set_max_rate(&mut self, rate: Option<u64>, now: Instant) {
+        self.deadline.take();
+        if rate == self.config.max_rate {
+            return;
+        }
+        self.config.max_rate = rate;
+        self.rate_changed(now);
+    }
+
+    /// The cap in force now (bytes per second): its own and its endpoint
+    /// part, the lower.
+    pub fn rate_cap(&self) -> Option<u64> {
+        self.max_rate()
+    }
+
+    fn rate_changed(&mut self, now: Instant) {
         // Without a cap the bucket is kept unused, with its debt: a cap
         // that goes and comes back lets no burst through.
         let burst = self.burst();
@@ -1006,6 +1028,14 @@ impl Downloader {
     /// The request budget in whole chunks ([`DownloadConfig::max_in_flight_bytes`]).
     fn budget_chunks(&self) -> usize {
         (self.config.max_in_flight_bytes / u64::from(self.chunk_size.max(1))).max(1) as usize
+    }
+
+    /// The chunks asked of a peer and not received yet (a chunk asked of
+    /// two peers in endgame comes twice).
+    pub fn in_flight_chunks(&self) -> impl Iterator<Item = u32> + '_ {
+        self.peers
+            .values()
+            .flat_map(|session| session.requests().map(|(chunk, _)| chunk))
     }
 
     /// Requests in flight over all peers (endgame duplicates included).

@@ -19,6 +19,8 @@ pub mod node;
 pub mod observed;
 pub mod picker;
 pub mod portmap;
+pub mod reach;
+pub mod relay;
 pub mod remembered;
 pub mod report;
 pub mod rng;

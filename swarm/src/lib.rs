@@ -29,6 +29,7 @@ pub mod offer;
 pub mod peers;
 pub mod platform;
 pub mod portmap;
+pub mod relay;
 pub mod resume;
 pub mod seed;
 pub mod store;

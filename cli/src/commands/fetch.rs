@@ -26,7 +26,7 @@ use tokio::sync::mpsc;
 
 use super::network::{
     Congestion, MAPPING_WAIT, PublicAddr, advertised, describe_peer, identity, parse_peer,
-    parse_public_addr, port_mapping_clause, runtime,
+    parse_public_addr, runtime,
 };
 use super::{LoadedManifest, load_manifest};
 use crate::consent;
@@ -146,6 +146,13 @@ pub struct TransferArgs {
     /// damaged.
     #[arg(long)]
     pub recheck: bool,
+    /// A relay to keep a link to ([PEER_ID@]IP:PORT, a host that runs
+    /// `minimodel relay`; repeatable): peers behind other routers are
+    /// reached through it (a punch it introduces, or its relaying), and
+    /// with --serve they reach this node through it. The relays a ticket
+    /// or an offer names are used too.
+    #[arg(long = "relay", value_name = "[PEER_ID@]IP:PORT", value_parser = super::relay::parse_relay)]
+    pub relays: Vec<minimodel_swarm::relay::RelayAddr>,
     /// Consent to fetching (and, with --serve, to serving; and to pinning
     /// a publisher key seen for the first time).
     #[arg(long)]
@@ -158,7 +165,7 @@ pub fn run(args: FetchArgs, out: Output) -> Result<(), Failure> {
     // A key file that cannot be read is refused before a ticket's peers
     // are asked for anything.
     let named_key = args.transfer.trust.named_key()?;
-    let (loaded, source, mut named) = match ticket_in(&args.manifest)? {
+    let (loaded, source, mut named, mut relays) = match ticket_in(&args.manifest)? {
         Some(ticket) => {
             // A DIR that cannot be one is said before anyone is asked (the
             // download's own check says the same, later, for a manifest).
@@ -184,11 +191,20 @@ pub fn run(args: FetchArgs, out: Output) -> Result<(), Failure> {
                 .with_hint("ask whoever shared the ticket which key signs it"));
             }
             let loaded = manifest_from_ticket(&ticket, &args.transfer, out)?;
-            (loaded, PathBuf::from("(from the ticket)"), ticket.peers)
+            let relays: Vec<_> = (ticket.relays.iter())
+                .map(|entry| (entry.peer, entry.relays.clone()))
+                .collect();
+            (
+                loaded,
+                PathBuf::from("(from the ticket)"),
+                ticket.peers,
+                relays,
+            )
         }
         None => (
             load_manifest(&args.manifest)?,
             args.manifest.clone(),
+            Vec::new(),
             Vec::new(),
         ),
     };
@@ -199,32 +215,37 @@ pub fn run(args: FetchArgs, out: Output) -> Result<(), Failure> {
         offers.push((offer, path.display().to_string()));
     }
     named.extend(args.peers.iter().cloned());
+    relays.extend(minimodel_swarm::app::peers::relays_of_offers(
+        offers.iter().map(|(offer, _)| offer),
+    ));
     let peers = minimodel_swarm::app::peers::from_offers(
         &loaded.manifest,
         named,
         offers.iter().map(|(offer, name)| (offer, name.as_str())),
     )
     .or_exit(Exit::InvalidInput)?;
-    let remembered = remembered_count(&args.out, &loaded.manifest);
-    if peers.is_empty() && !args.transfer.dht && !args.transfer.lan && remembered == 0 {
+    let remembered = minimodel_swarm::app::peers::remembered_count(&args.out, &loaded.manifest);
+    if !minimodel_swarm::app::peers::has_sources(
+        peers.len(),
+        remembered,
+        args.transfer.dht,
+        args.transfer.lan,
+    ) {
         return Err(
             Failure::new(Exit::Usage, anyhow::anyhow!("no peers to fetch from")).with_hint(
                 "name peers with --peer PEER_ID@HOST:PORT or --offer FILE, or find them with --dht or --lan (a download resumed in DIR also dials the peers that served it before)",
             ),
         );
     }
-    transfer(&loaded, judged, peers, args.out, &args.transfer, out)
-}
-
-/// How many peers that served an earlier run of this download in `dir` are
-/// remembered there and fresh enough to dial (`docs/resume.md`,
-/// "Remembered peers").
-fn remembered_count(
-    dir: &std::path::Path,
-    manifest: &minimodel_verifier::manifest::Manifest,
-) -> usize {
-    minimodel_swarm::resume::remembered_peers(dir, &manifest.model_id)
-        .map_or(0, |peers| peers.len())
+    transfer(
+        &loaded,
+        judged,
+        peers,
+        relays,
+        args.out,
+        &args.transfer,
+        out,
+    )
 }
 
 /// The ticket `arg` is, when it is one: it starts with `mm1` and names no
@@ -311,82 +332,53 @@ fn manifest_from_ticket(
     })
 }
 
-/// What `--lan` adds to a serving node's consent question.
-pub const LAN_ANNOUNCE_CLAUSE: &str = ", and announce on this local network (mDNS) that this host serves it, with its peer id, port and local addresses (everyone on the network hears it)";
-
 /// Fetches `loaded`'s artifact, whose signature `judged` checked, from
 /// `peers` (one entry per peer id) into `dir`. A key seen for the first
 /// time is pinned once the user consents, before anything is opened.
+#[allow(clippy::too_many_arguments)]
 pub fn transfer(
     loaded: &LoadedManifest,
     judged: Judged,
     peers: Vec<PeerAddrs>,
+    peer_relays: Vec<(
+        minimodel_wire::PeerId,
+        Vec<minimodel_swarm::relay::RelayAddr>,
+    )>,
     dir: PathBuf,
     args: &TransferArgs,
     out: Output,
 ) -> Result<(), Failure> {
     let manifest = &loaded.manifest;
-    let dht_scope = if args.dht_bootstrap.is_empty() {
-        "the public BitTorrent DHT"
-    } else {
-        "the DHT of the --dht-bootstrap nodes"
+    use minimodel_swarm::app::consent::{self as disclose, DhtScope, FetchConsent, Until};
+    // The relays it registers with: its own and those its peers name.
+    let mut relays = args.relays.clone();
+    for relay in peer_relays.iter().flat_map(|(_, named)| named) {
+        if !relays.iter().any(|known| known.addr == relay.addr) {
+            relays.push(*relay);
+        }
+    }
+    let plan = FetchConsent {
+        artifact: disclose::Artifact::of(manifest),
+        into: dir.clone(),
+        named: peers.len(),
+        remembered: minimodel_swarm::app::peers::remembered_count(&dir, manifest),
+        dht: args
+            .dht
+            .then(|| DhtScope::of(&args.dht_bootstrap, "the --dht-bootstrap nodes")),
+        lan: args.lan,
+        serving: args.serve.then(|| disclose::Serving {
+            reach: super::network::reach(args.listen, !args.no_port_mapping),
+            seed_after: args.seed_after,
+            until: Until::Stopped,
+        }),
+        relays: relays.iter().map(|relay| relay.addr).collect(),
     };
-    let mut from = Vec::new();
-    if !peers.is_empty() {
-        from.push(counted(peers.len() as u64, "named peer"));
-    }
-    let remembered = remembered_count(&dir, manifest);
-    if remembered > 0 {
-        from.push(format!(
-            "{} that served an earlier run of this download (remembered in {})",
-            counted(remembered as u64, "peer"),
-            dir.display()
-        ));
-    }
-    from.push("peers they tell us of (peer exchange)".to_owned());
-    if args.dht {
-        from.push(format!(
-            "peers found on {dht_scope} (a lookup tells its nodes that this address wants the artifact)"
-        ));
-    }
-    if args.lan {
-        from.push(
-            "peers on this local network that announce it (mDNS: hosts on the network hear that a minimodel node looks for peers)"
-                .to_owned(),
-        );
-    }
-    consent::ask(
-        &format!(
-            "{}fetch {} from {}",
-            judged.first_use_clause().unwrap_or_default(),
-            manifest.model_id,
-            from.join(", ")
-        ),
-        args.yes,
-        out.json,
-    )?;
-    if args.serve {
-        let mut what = format!(
-            "serve verified chunks of {} while fetching to any peer that connects, listening on {}",
-            manifest.model_id, args.listen
-        );
-        if args.listen.ip().is_unspecified() {
-            what.push_str(" (every interface of this host)");
-        }
-        if args.seed_after {
-            what.push_str(", and keep serving the finished file until stopped");
-        }
-        if args.dht {
-            what.push_str(&format!(
-                ", and announce on {dht_scope} that this address serves it (anyone there can look that up)"
-            ));
-        }
-        if args.lan {
-            what.push_str(LAN_ANNOUNCE_CLAUSE);
-        }
-        what.push_str(&port_mapping_clause(args.listen, !args.no_port_mapping));
-        consent::ask(&what, args.yes, out.json)?;
-    }
+    let asks: Vec<_> = judged
+        .trust_disclosure()
+        .into_iter()
+        .chain(disclose::fetch(&plan))
+        .collect();
+    consent::ask_all(&asks, args.yes, out.json)?;
     let signature = judged.settle(FirstUse::Pin { yes: args.yes }, out)?;
     let signature_for_ticket = signature.clone();
     // Before the download is opened (a recheck reads the whole file): a
@@ -409,19 +401,23 @@ pub fn transfer(
     plan.recheck = args.recheck;
     plan.manifest_file = Some(std::sync::Arc::clone(&loaded.bytes));
     plan.lan = args.lan;
+    plan.relays = args.relays.clone();
+    plan.peer_relays = peer_relays;
+    plan.public_addrs = args
+        .public_addrs
+        .iter()
+        .flat_map(|named| named.0.iter().copied())
+        .collect();
     let Some(ready) = open_download(plan, &dir, out)? else {
         return Ok(());
     };
     let resumed_bytes = ready.resumed_bytes;
     let identity = identity(args.identity.as_deref())?;
-    let dht_config = args.dht.then(|| minimodel_swarm::dht::DiscoveryConfig {
-        bind: std::net::SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, 0),
-        bootstrap: if args.dht_bootstrap.is_empty() {
-            minimodel_swarm::dht::Bootstrap::Public
-        } else {
-            minimodel_swarm::dht::Bootstrap::Nodes(args.dht_bootstrap.clone())
-        },
-        ..minimodel_swarm::dht::DiscoveryConfig::default()
+    let dht_config = args.dht.then(|| {
+        minimodel_swarm::app::fetch::dht_config(
+            std::net::Ipv4Addr::UNSPECIFIED,
+            &args.dht_bootstrap,
+        )
     });
     let runtime = runtime()?;
     let stop = Stop::default();
@@ -445,23 +441,29 @@ pub fn transfer(
         let listening = fetcher
             .listen_addr()
             .map(|bound| (bound, fetcher.peer_id(), fetcher.port_mapping()));
+        let relays_watch = fetcher.registered_relays();
         let say_addresses = async {
             let Some((bound, id, mapping)) = listening else {
                 return;
             };
-            let mapped = minimodel_swarm::portmap::settled_external(mapping, MAPPING_WAIT).await;
+            let (mapped, registered) = tokio::join!(
+                minimodel_swarm::portmap::settled_external(mapping, MAPPING_WAIT),
+                minimodel_swarm::relay::settled_relays(relays_watch, relays.len(), MAPPING_WAIT),
+            );
             let peer = PeerAddrs {
                 id,
                 addrs: advertised(bound, mapped, &args.public_addrs, out),
             };
+            super::relay::say_unregistered(&relays, &registered, out);
             out.say(format!(
-                "serving verified chunks as {}",
-                describe_peer(&peer)
+                "serving verified chunks as {}{}",
+                describe_peer(&peer),
+                super::relay::via_text(&registered)
             ));
             out.event(&Event::Offer {
-                offer: PeerOffer::for_manifest(manifest, peer.clone()),
+                offer: PeerOffer::for_manifest(manifest, peer.clone()).with_relays(&registered),
             });
-            super::ticket::say_ticket(loaded, &signature_for_ticket, &peer, out);
+            super::ticket::say_ticket(loaded, &signature_for_ticket, &peer, &registered, out);
         };
         let progress = FetchProgress::new(out, resumed_bytes);
         let line = progress.line();

@@ -107,6 +107,15 @@ impl Sim {
             .expect("a chunk of the swarm");
         let owner = self.uplink_of(node);
         let mut pace = pace.map(|rate| rate as f64);
+        // Through a relay: at most the pair's rate.
+        if let Some(cap) = self.conns[conn]
+            .via
+            .and_then(|relay| self.specs[relay].relay.as_ref())
+            .map(|config| config.pair_rate as f64)
+            .filter(|cap| *cap > 0.0)
+        {
+            pace = Some(pace.map_or(cap, |pace| pace.min(cap)));
+        }
         if let Some(slow) = self.slow_paths
             && self.path_rng.unit() < slow.share
         {

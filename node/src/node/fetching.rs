@@ -278,6 +278,22 @@ impl Fetching {
         self.downloader.set_shared_rate(rate, now);
     }
 
+    /// The chunks asked of peers and not received yet.
+    pub(super) fn in_flight_chunks(&self) -> Vec<u32> {
+        self.downloader.in_flight_chunks().collect()
+    }
+
+    pub(super) fn set_max_rate(&mut self, rate: Option<u64>, now: Instant) {
+        self.downloader.set_max_rate(rate, now);
+    }
+
+    /// The download cap in force now, while it fetches.
+    pub(super) fn rate_cap(&self) -> Option<u64> {
+        (self.phase == Phase::Fetching)
+            .then(|| self.downloader.rate_cap())
+            .flatten()
+    }
+
     pub(super) fn set_rtt(&mut self, link: LinkId, rtt: Duration) {
         self.downloader.set_rtt(link, rtt);
     }
@@ -294,7 +310,7 @@ impl Fetching {
             }
         });
         let report = Some(self.last_report + config.progress_every);
-        let give_up = Some(self.last_progress + config.give_up_after);
+        let give_up = self.last_progress.checked_add(config.give_up_after);
         [
             self.downloader.next_deadline(now),
             checkpoint,

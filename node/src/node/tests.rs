@@ -25,7 +25,9 @@ mod dialing;
 mod downloading;
 mod ending;
 mod exchange;
+mod limits;
 mod slots;
+mod standing;
 mod traversal;
 mod uploads;
 

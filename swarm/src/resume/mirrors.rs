@@ -162,7 +162,9 @@ mod tests {
             label: format!("https://mirror{n}.example.org/m/tiny.slm"),
             validators: Validators {
                 etag: Some(format!("W/\"{n}\"")),
-                last_modified: n.is_multiple_of(2).then(|| "Mon, 01 Jan 2024 00:00:00 GMT".into()),
+                last_modified: n
+                    .is_multiple_of(2)
+                    .then(|| "Mon, 01 Jan 2024 00:00:00 GMT".into()),
             },
         }
     }
