@@ -361,9 +361,14 @@ mod tests {
         activity.record(&id, RunId(2), &metrics(4000, 0, 1000, at(3)), at(4), 104);
         let sample = activity.sample(at(4), 104);
         assert_eq!(sample.items[id.as_str()].down, 1000.0);
-        // The item's rate is the mean of its last samples.
+        // The item's rate is the mean of its last samples: 0 (what the
+        // first run resumed), 1000, 0 (the second run's first reading)
+        // and 1000 bytes a second.
         let mean = activity.rates_of(&id);
-        assert!((mean.down - 4000.0 / 4.0).abs() < 1e-9, "{mean:?}");
+        assert!(
+            (mean.down - (0.0 + 1000.0 + 0.0 + 1000.0) / 4.0).abs() < 1e-9,
+            "{mean:?}"
+        );
         assert_eq!(activity.rates().samples.len(), 4);
         for second in 5..400 {
             activity.sample(at(second), 100 + second);
