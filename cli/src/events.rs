@@ -634,6 +634,11 @@ pub enum Event {
         /// Each peer's part.
         #[cfg_attr(test, schemars(with = "Vec<crate::schema::PeerContributionDef>"))]
         peers: Vec<PeerContribution>,
+        /// Each mirror's part, as the receipt lists it (absent without
+        /// mirrors).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        #[cfg_attr(test, schemars(with = "Vec<crate::schema::MirrorContributionDef>"))]
+        mirrors: Vec<minimodel_verifier::receipt::MirrorContribution>,
     },
     /// `seed` stopped on request.
     Stopped {},

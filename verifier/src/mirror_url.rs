@@ -130,7 +130,7 @@ pub enum MirrorUrlError {
     NotHttps,
     /// `http://` without the person's say.
     #[error(
-        "the mirror URL is plain http://: anyone on the path sees what you fetch (the bytes are checked either way); use https://, or allow it with --allow-unencrypted-mirrors"
+        "the mirror URL is plain http://: anyone on the path sees what you fetch (the bytes are checked either way); use https://, or allow it with --allow-plain-http-mirror"
     )]
     PlainHttp,
     /// User information before the host.

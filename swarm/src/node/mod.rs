@@ -31,7 +31,7 @@ pub use minimodel_node::book::Source;
 pub use minimodel_node::config::MIN_RATE_CAP;
 pub use minimodel_node::config::NodeConfig as CoreConfig;
 pub use minimodel_node::config::{ConfigError, NodeLimits};
-pub use minimodel_node::node::End;
+pub use minimodel_node::node::{End, MAX_MIRRORS};
 pub use minimodel_node::reach::{Reach, TicketReach, ticket_reach};
 pub use minimodel_node::report::{
     Blame, CHUNK_MAP_CELLS, ChunkCell, ChunkMap, DamageCause, Departure, Failure as NodeFailure,
