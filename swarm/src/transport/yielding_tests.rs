@@ -436,6 +436,31 @@ fn a_queue_read_from_the_round_trip_alone_never_makes_it_compete() {
 }
 
 #[test]
+fn it_competes_from_the_window_it_had_before_the_queue_rose() {
+    let start = Instant::now();
+    let mut c = Yielding::new(start, MTU);
+    c.set_one_way(true);
+    // Alone: slow start ends with the queue past half the target, and the
+    // window grows below it.
+    let now = rounds_for(&mut c, start, ms(1000), ms(30));
+    let calm = c.window();
+    // Another flow's queue rises through the target (the window shrinks
+    // as it yields), then stays over the threshold.
+    let now = rounds_for(&mut c, now, ms(1000), ms(70));
+    assert!(c.window() < calm, "{} >= {calm}", c.window());
+    let before_compete = c.window();
+    let _ = rounds_for(&mut c, now, ms(1100), ms(90));
+    assert!(matches!(c.mode(), Mode::Competing { .. }), "{:?}", c.mode());
+    // (The calm window is the one before the last calm acknowledgement's
+    // growth, at most a datagram less.)
+    assert!(
+        c.window() + u64::from(MTU) >= calm && before_compete < calm / 2,
+        "{} from {before_compete}, calm {calm}",
+        c.window()
+    );
+}
+
+#[test]
 fn the_longest_queue_its_own_process_aims_at_never_makes_it_compete() {
     // A connection with the smallest window of its process aims at the
     // target times FAIR_MAX: its own process's queue, not another flow's.
