@@ -534,6 +534,33 @@ pub enum Event {
         /// Milliseconds until the next attempt.
         in_ms: u64,
     },
+    /// A mirror of the download: it joined, it fails for a while (asked
+    /// again after a back-off, never blamed), or it left: dropped for a
+    /// lie (blamed, with the chunk, what was expected and what came) or
+    /// not usable.
+    Mirror {
+        /// `up`, `trouble`, `dropped` or `unusable`.
+        step: String,
+        /// Its place in the list of mirrors given, from 0.
+        mirror: u16,
+        /// The mirror as given, without its query (which may hold a
+        /// token): `https://host/path`.
+        url: String,
+        /// What happened, in words (null for `up`).
+        reason: Option<String>,
+        /// The chunk the reason names, if any.
+        chunk: Option<u32>,
+        /// For a chunk that failed its check: its SHA-256 by the chunk
+        /// list (hex).
+        #[cfg_attr(test, schemars(with = "Option<crate::schema::Sha256Hex>"))]
+        expected_sha256: Option<String>,
+        /// For a chunk that failed its check: the SHA-256 of what came.
+        #[cfg_attr(test, schemars(with = "Option<crate::schema::Sha256Hex>"))]
+        got_sha256: Option<String>,
+        /// For `trouble`: milliseconds until it is asked again (null:
+        /// before it joined, tried again at once).
+        retry_in_ms: Option<u64>,
+    },
     /// A peer sent a chunk that failed its proof and is banned.
     Banned {
         /// Its id.
@@ -607,6 +634,11 @@ pub enum Event {
         /// Each peer's part.
         #[cfg_attr(test, schemars(with = "Vec<crate::schema::PeerContributionDef>"))]
         peers: Vec<PeerContribution>,
+        /// Each mirror's part, as the receipt lists it (absent without
+        /// mirrors).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        #[cfg_attr(test, schemars(with = "Vec<crate::schema::MirrorContributionDef>"))]
+        mirrors: Vec<minimodel_verifier::receipt::MirrorContribution>,
     },
     /// `seed` stopped on request.
     Stopped {},

@@ -195,6 +195,67 @@ fn show(report: NodeReport, out: Output, progress: Option<&mut FetchProgress>) {
                 uploaded_bytes,
             }
         }
+        NodeReport::MirrorUp { mirror, label } => {
+            tracing::info!("mirror {label} joined the download");
+            Event::Mirror {
+                step: "up".into(),
+                mirror: mirror.0,
+                url: label,
+                reason: None,
+                chunk: None,
+                expected_sha256: None,
+                got_sha256: None,
+                retry_in_ms: None,
+            }
+        }
+        NodeReport::MirrorTrouble {
+            mirror,
+            label,
+            trouble,
+            retry_in_ms,
+        } => {
+            match retry_in_ms {
+                Some(ms) => tracing::info!("mirror {label}: {trouble}; asked again in {ms} ms"),
+                None => tracing::info!("mirror {label}: {trouble}"),
+            }
+            Event::Mirror {
+                step: "trouble".into(),
+                mirror: mirror.0,
+                url: label,
+                reason: Some(trouble.to_string()),
+                chunk: None,
+                expected_sha256: None,
+                got_sha256: None,
+                retry_in_ms,
+            }
+        }
+        NodeReport::MirrorEnded { mirror, label, end } => {
+            use minimodel_swarm::mirror::{MirrorEnd, MirrorFault};
+            tracing::warn!("mirror {label} {end}");
+            let (step, reason, chunk, hashes) = match end {
+                MirrorEnd::Dropped { fault } => {
+                    let hashes = match &fault {
+                        MirrorFault::BadChunk { expected, got, .. } => {
+                            Some((expected.to_string(), got.to_string()))
+                        }
+                        _ => None,
+                    };
+                    ("dropped", fault.to_string(), fault.chunk(), hashes)
+                }
+                MirrorEnd::Unusable { reason } => ("unusable", reason.to_string(), None, None),
+            };
+            let (expected_sha256, got_sha256) = hashes.unzip();
+            Event::Mirror {
+                step: step.into(),
+                mirror: mirror.0,
+                url: label,
+                reason: Some(reason),
+                chunk,
+                expected_sha256,
+                got_sha256,
+                retry_in_ms: None,
+            }
+        }
         NodeReport::Refused { addr, reason } => {
             let reason = reason.to_string();
             // The reason often names the address already.

@@ -12,6 +12,7 @@ pub mod config;
 pub mod download;
 pub mod gate;
 pub mod ids;
+pub mod mirror;
 #[cfg(test)]
 pub(crate) mod netsim;
 pub mod node;

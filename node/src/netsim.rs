@@ -56,6 +56,7 @@ mod homes;
 #[cfg(test)]
 mod library;
 mod links;
+mod mirrors;
 mod relayed;
 #[cfg(test)]
 mod relays;
@@ -88,6 +89,7 @@ use crate::report::{Failure, LinkEnd, NodeReport};
 use crate::rng::SplitMix64;
 use crate::testing::{self, Side};
 use links::Conn;
+use mirrors::SimMirror;
 use uplink::Uplink;
 
 /// How a simulated node behaves beyond its core.
@@ -180,6 +182,8 @@ pub(crate) struct NodeSpec {
     /// The node whose host it shares (its address, uplink and upload
     /// slots), if not its own.
     pub host: Option<usize>,
+    /// The mirrors it is given ([`Sim::add_mirror`]'s indices).
+    pub mirrors: Vec<usize>,
     /// How long it takes to act on a Connect (a busy process): the
     /// introduction reaches its core this much later than the wire
     /// brings it.
@@ -298,6 +302,7 @@ impl NodeSpec {
             nat: None,
             swarm: 0,
             host: None,
+            mirrors: Vec::new(),
             connect_lag: Duration::ZERO,
             relays: Vec::new(),
             relay: None,
@@ -378,6 +383,8 @@ struct Disk {
     hashed: u32,
     /// Chunk -> final checks that will still find it damaged.
     damage: BTreeMap<u32, u32>,
+    /// What its core remembered of its mirrors at its last checkpoint.
+    mirrors: mirrors::SavedMirrors,
 }
 
 struct Node {
@@ -463,6 +470,20 @@ enum Event {
     Checked(usize, u32),
     /// A DHT lookup answers.
     Found(usize, u32),
+    /// A node's mirror (its number) is found usable.
+    MirrorUp(usize, u32, u16),
+    /// A range request reaches its mirror.
+    MirrorAsked(mirrors::MirrorRequest),
+    /// A response's headers reach the node (sent then).
+    MirrorHeader(mirrors::MirrorRequest, Duration),
+    /// A response's end reaches the node.
+    MirrorDone(mirrors::MirrorRequest),
+    /// A whole-file answer to a range request reaches the node.
+    MirrorIgnored(mirrors::MirrorRequest),
+    /// A mirror's responses move on.
+    MirrorUplink(usize, u64),
+    /// A cancelled range stops at its mirror.
+    MirrorGone(usize, u64),
     /// A node's message reaches a relay: (relay, node, message).
     ToRelay(usize, usize, minimodel_wire::relay::RelayMessage),
     /// A relay's message reaches a node: (node, relay, message).
@@ -542,6 +563,10 @@ pub(crate) struct Sim {
     /// (node, its outside port, a remote it sent to from there): what its
     /// router lets in.
     pinholes: HashSet<(usize, u16, SocketAddr)>,
+    /// The mirrors.
+    mirrors: Vec<SimMirror>,
+    /// Range requests nodes wait for, by id.
+    mirror_requests: BTreeMap<u64, mirrors::MirrorRequest>,
     /// (router's public address, outside port, remote): a packet from the
     /// remote that a router with no input firewall took as its own, and
     /// keeps: its node's packets to that remote leave from another port.
@@ -665,6 +690,8 @@ impl Sim {
             ports: HashMap::new(),
             next_port: 20_000,
             pinholes: HashSet::new(),
+            mirrors: Vec::new(),
+            mirror_requests: BTreeMap::new(),
             poisoned: HashSet::new(),
             poisonings: 0,
             paths: HashMap::new(),
@@ -861,6 +888,13 @@ impl Sim {
                     self.found(node);
                 }
             }
+            Event::MirrorUp(node, generation, local) => self.mirror_up(node, generation, local),
+            Event::MirrorAsked(request) => self.mirror_asked(request),
+            Event::MirrorHeader(request, sent) => self.mirror_header(request, sent),
+            Event::MirrorDone(request) => self.mirror_done(request),
+            Event::MirrorIgnored(request) => self.mirror_ignored(request),
+            Event::MirrorUplink(mirror, version) => self.mirror_uplink_due(mirror, version),
+            Event::MirrorGone(mirror, id) => self.mirror_gone(mirror, id),
             Event::ToRelay(relay, node, message) => self.deliver_to_relay(relay, node, message),
             Event::FromRelay(node, relay, message) => self.deliver_from_relay(node, relay, message),
         }
@@ -923,6 +957,7 @@ impl Sim {
                 Vec::new()
             },
             peers: Vec::new(),
+            mirrors: mirrors::labels(&spec.mirrors),
         };
         n.core = Some(NodeCore::new(
             spec.config.clone(),
@@ -969,6 +1004,7 @@ impl Sim {
                 self.core_mut(node).add_peer_relays(id, &relays, now);
             }
         }
+        self.start_mirrors(node);
         self.pump(node, false);
         if self.specs[node].lan {
             self.announce_on_lan(node);
@@ -1046,6 +1082,7 @@ impl Sim {
     }
 
     fn kill(&mut self, node: usize) {
+        self.mirrors_forget(node);
         // Its uploads stop; on a shared host the others' go on.
         let conns: Vec<[usize; 2]> = self.conns.iter().map(|c| c.nodes).collect();
         let owner = self.uplink_of(node);
@@ -1218,7 +1255,13 @@ impl Sim {
                 self.nodes[node].disk.hashed = 0;
                 self.hash_on(node);
             }
+            Action::MirrorFetch { mirror, chunk, .. } => self.mirror_fetch(node, mirror, chunk.0),
+            Action::MirrorCancel { mirror, chunk } => {
+                self.mirror_cancel(node, mirror, Some(chunk.0));
+            }
+            Action::MirrorClose { mirror } => self.mirror_cancel(node, mirror, None),
             Action::Checkpoint { release_below, .. } => {
+                self.save_mirrors(node);
                 let hashed = u64::from(self.nodes[node].disk.hashed)
                     * u64::from(self.swarm.params().chunk_size());
                 let record = &mut self.nodes[node].record;

@@ -679,6 +679,36 @@ pub enum NodeReport {
         /// Whether the node goes on serving it until stopped.
         seeding: bool,
     },
+    /// A mirror joined the download (`crate::mirror`).
+    MirrorUp {
+        /// Which.
+        mirror: crate::mirror::MirrorId,
+        /// `https://host/path` (no query: it may hold a token).
+        label: String,
+    },
+    /// A mirror's request failed for a while: it is asked again after
+    /// `retry_in_ms` (`None`: before it joined, the driver tries again).
+    /// Never blamed.
+    MirrorTrouble {
+        /// Which.
+        mirror: crate::mirror::MirrorId,
+        /// `https://host/path`.
+        label: String,
+        /// What failed.
+        trouble: crate::mirror::MirrorTrouble,
+        /// Its back-off.
+        retry_in_ms: Option<u64>,
+    },
+    /// A mirror left the download: dropped for a lie (named with the
+    /// chunk, what was expected and what came), or not usable.
+    MirrorEnded {
+        /// Which.
+        mirror: crate::mirror::MirrorId,
+        /// `https://host/path`.
+        label: String,
+        /// Why.
+        end: crate::mirror::MirrorEnd,
+    },
     /// Upload progress of a serving node (every second while serving).
     Serving {
         /// Connected peers.
@@ -724,6 +754,8 @@ pub struct NodeMetrics {
     pub introductions: IntroductionCounts,
     /// Per peer.
     pub peers: Vec<PeerFigures>,
+    /// Per mirror that took part or was found unusable.
+    pub mirrors: Vec<crate::mirror::MirrorFigures>,
     /// Its chunks in at most [`CHUNK_MAP_CELLS`] cells: verified, in
     /// flight, and how many connected peers hold them.
     pub chunk_map: ChunkMap,

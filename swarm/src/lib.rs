@@ -23,6 +23,7 @@ pub mod lan;
 pub mod link;
 #[cfg(not(feature = "testing"))]
 pub(crate) mod link;
+pub mod mirror;
 pub mod node;
 pub mod offer;
 pub mod peers;

@@ -102,6 +102,7 @@ async fn three_seeders_each_deliver_a_share() {
             seed_after: false,
             node: giving_up_after(common::HANG),
             dht: None,
+            mirrors: None,
         },
         Arc::new(partial),
         Arc::new(Identity::generate().unwrap()),

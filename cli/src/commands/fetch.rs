@@ -153,6 +153,20 @@ pub struct TransferArgs {
     /// or an offer names are used too.
     #[arg(long = "relay", value_name = "[PEER_ID@]IP:PORT", value_parser = super::relay::parse_relay)]
     pub relays: Vec<minimodel_swarm::relay::RelayAddr>,
+    /// A copy of the artifact on a web server to fetch from beside the
+    /// peers (repeatable): the `https://` URL of the `.slm` file, its
+    /// chunk list beside it at `URL.chunk-list`. Every chunk from it is
+    /// checked like a peer's; a mirror that lies is dropped with its
+    /// reason. A token for a mirror that needs one is read from
+    /// MINIMODEL_MIRROR_TOKENS (`HOST=TOKEN,...`) and sent to that host
+    /// only.
+    #[arg(long = "mirror", value_name = "URL")]
+    pub mirrors: Vec<String>,
+    /// Allow `http://` mirrors (and redirects to plain HTTP from them):
+    /// the bytes are still checked, but anyone on the way sees what is
+    /// fetched, and a token would travel in the clear.
+    #[arg(long)]
+    pub allow_plain_http_mirror: bool,
     /// Consent to fetching (and, with --serve, to serving; and to pinning
     /// a publisher key seen for the first time).
     #[arg(long)]
@@ -162,6 +176,9 @@ pub struct TransferArgs {
 }
 
 pub fn run(args: FetchArgs, out: Output) -> Result<(), Failure> {
+    // A mirror URL that cannot be one is a usage error before anything
+    // else is read or asked.
+    mirror_set(&args.transfer)?;
     // A key file that cannot be read is refused before a ticket's peers
     // are asked for anything.
     let named_key = args.transfer.trust.named_key()?;
@@ -226,14 +243,14 @@ pub fn run(args: FetchArgs, out: Output) -> Result<(), Failure> {
     .or_exit(Exit::InvalidInput)?;
     let remembered = minimodel_swarm::app::peers::remembered_count(&args.out, &loaded.manifest);
     if !minimodel_swarm::app::peers::has_sources(
-        peers.len(),
+        peers.len() + args.transfer.mirrors.len(),
         remembered,
         args.transfer.dht,
         args.transfer.lan,
     ) {
         return Err(
             Failure::new(Exit::Usage, anyhow::anyhow!("no peers to fetch from")).with_hint(
-                "name peers with --peer PEER_ID@HOST:PORT or --offer FILE, or find them with --dht or --lan (a download resumed in DIR also dials the peers that served it before)",
+                "name peers with --peer PEER_ID@HOST:PORT or --offer FILE, a web copy with --mirror URL, or find peers with --dht or --lan (a download resumed in DIR also dials the peers that served it before)",
             ),
         );
     }
@@ -246,6 +263,79 @@ pub fn run(args: FetchArgs, out: Output) -> Result<(), Failure> {
         &args.transfer,
         out,
     )
+}
+
+/// The mirrors `args` name (`--mirror`), each URL parsed by the strict
+/// mirror URL rules (`docs/swarm.md`, "Mirrors": no project-server route,
+/// `http://` only with --allow-plain-http-mirror), with the tokens of
+/// MINIMODEL_MIRROR_TOKENS; `None` without any. A URL or a token list
+/// that cannot be used is a usage error (exit 2).
+fn mirror_set(args: &TransferArgs) -> Result<Option<minimodel_swarm::mirror::MirrorSet>, Failure> {
+    use minimodel_swarm::mirror::{MirrorSet, MirrorTokens, TOKENS_VAR};
+    use minimodel_verifier::mirror_url::{MirrorUrl, MirrorUrlError, Plain};
+    if args.mirrors.is_empty() {
+        return Ok(None);
+    }
+    let plain = if args.allow_plain_http_mirror {
+        Plain::Allowed
+    } else {
+        Plain::Refused
+    };
+    let most = minimodel_swarm::node::MAX_MIRRORS;
+    if args.mirrors.len() > most {
+        return Err(Failure::new(
+            Exit::Usage,
+            anyhow::anyhow!("{} mirrors given; at most {most}", args.mirrors.len()),
+        ));
+    }
+    let mut urls: Vec<MirrorUrl> = Vec::with_capacity(args.mirrors.len());
+    for text in &args.mirrors {
+        let url = MirrorUrl::parse(text, plain).map_err(|error| {
+            let failure = Failure::new(
+                Exit::Usage,
+                anyhow::anyhow!("--mirror {}: {error}", shown_url(text)),
+            );
+            match error {
+                MirrorUrlError::ProjectRoute { .. } => failure.with_hint(
+                    "give the URL of a copy of the .slm file on a web server you trust, the one the chunk list sits beside",
+                ),
+                _ => failure,
+            }
+        })?;
+        if urls.iter().any(|known| known.label() == url.label()) {
+            return Err(Failure::new(
+                Exit::Usage,
+                anyhow::anyhow!("--mirror {} is given twice", url.label()),
+            ));
+        }
+        urls.push(url);
+    }
+    let tokens = match std::env::var(TOKENS_VAR) {
+        Ok(text) => MirrorTokens::parse(&text).map_err(|error| {
+            Failure::new(Exit::Usage, anyhow::Error::new(error)).with_hint(format!(
+                "{TOKENS_VAR} holds HOST=TOKEN entries, separated by commas"
+            ))
+        })?,
+        Err(_) => MirrorTokens::default(),
+    };
+    let mut set = MirrorSet::new(urls);
+    set.plain = plain;
+    set.tokens = tokens;
+    Ok(Some(set))
+}
+
+/// A URL as a message shows it: without its query and any user
+/// information, which may hold a credential.
+fn shown_url(text: &str) -> String {
+    let text = text.split(['?', '#']).next().unwrap_or(text);
+    let Some((scheme, rest)) = text.split_once("://") else {
+        return text.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://…@{}", &rest[at + 1..]),
+        None => text.to_owned(),
+    }
 }
 
 /// The ticket `arg` is, when it is one: it starts with `mm1` and names no
@@ -357,6 +447,7 @@ pub fn transfer(
             relays.push(*relay);
         }
     }
+    let mirrors = mirror_set(args)?;
     let plan = FetchConsent {
         artifact: disclose::Artifact::of(manifest),
         into: dir.clone(),
@@ -372,6 +463,10 @@ pub fn transfer(
             until: Until::Stopped,
         }),
         relays: relays.iter().map(|relay| relay.addr).collect(),
+        mirrors: mirrors
+            .as_ref()
+            .map(|set| set.urls.clone())
+            .unwrap_or_default(),
     };
     let asks: Vec<_> = judged
         .trust_disclosure()
@@ -403,6 +498,7 @@ pub fn transfer(
     plan.lan = args.lan;
     plan.relays = args.relays.clone();
     plan.peer_relays = peer_relays;
+    plan.mirrors = mirrors;
     plan.public_addrs = args
         .public_addrs
         .iter()
@@ -485,7 +581,14 @@ pub fn transfer(
             outcome.artifact_path.display(),
             human_bytes(manifest.artifact_bytes),
             elapsed.as_secs_f64(),
-            counted(summary.peers.len() as u64, "peer"),
+            match summary.mirrors.len() {
+                0 => counted(summary.peers.len() as u64, "peer"),
+                mirrors => format!(
+                    "{} and {}",
+                    counted(summary.peers.len() as u64, "peer"),
+                    counted(mirrors as u64, "mirror")
+                ),
+            },
             human_bytes(fetched_bytes),
             human_bytes(average as u64),
             counted(summary.chunks_fetched, "chunk"),
@@ -505,6 +608,18 @@ pub fn transfer(
                 }
             ));
         }
+        for mirror in &summary.mirrors {
+            out.say(format!(
+                "  mirror {}: {}, {}{}",
+                mirror.url,
+                counted(mirror.chunks, "chunk"),
+                human_bytes(mirror.bytes),
+                match &mirror.left {
+                    Some(why) => format!(", {why}"),
+                    None => String::new(),
+                }
+            ));
+        }
         out.say(format!("receipt {}", outcome.receipt_path.display()));
         out.event(&Event::Fetched {
             path: outcome.artifact_path.clone(),
@@ -516,6 +631,7 @@ pub fn transfer(
             resumed_bytes,
             average_rate_bytes_per_second: average,
             peers: summary.peers.clone(),
+            mirrors: summary.mirrors.clone(),
         });
         Ok(())
     })

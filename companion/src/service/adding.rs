@@ -255,6 +255,8 @@ impl Shared {
                 until: consent::Until::PausedOrRemoved,
             }),
             relays: Vec::new(),
+            // The companion takes no mirrors yet.
+            mirrors: Vec::new(),
         };
         consent::trust(check, &self.trust.describe())
             .into_iter()

@@ -954,6 +954,21 @@ impl Shared {
             });
             self.append_log(entry);
         }
+        for mirror in &summary.mirrors {
+            let mut entry = LogEntry::from_mirror(
+                id,
+                model_id,
+                &mirror.url,
+                mirror.bytes,
+                mirror.chunks,
+                Ended::Delivered,
+            );
+            entry.receipt = Some(ReceiptRef {
+                path: receipt.to_owned(),
+                sha256: sha256.to_hex(),
+            });
+            self.append_log(entry);
+        }
     }
 
     /// Logs what a run moved and had not logged yet when it ended: bytes
@@ -978,6 +993,18 @@ impl Shared {
         let Some(metrics) = last.or(data.last_metrics.as_ref()) else {
             return;
         };
+        for mirror in &metrics.mirrors {
+            if !data.delivered_logged && mirror.download.bytes > 0 {
+                self.append_log(LogEntry::from_mirror(
+                    id,
+                    model_id,
+                    &mirror.label,
+                    mirror.download.bytes,
+                    mirror.download.chunks,
+                    ended,
+                ));
+            }
+        }
         for peer in &metrics.peers {
             if !data.delivered_logged && peer.downloaded_bytes() > 0 {
                 let entry = LogEntry::new(

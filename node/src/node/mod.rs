@@ -22,6 +22,7 @@ pub mod fetching;
 mod links;
 mod linkset;
 mod messages;
+mod mirrors;
 mod relayed;
 mod serving;
 mod sparing;
@@ -51,6 +52,7 @@ use crate::upload::{TokenBucket, UploadQueue};
 
 pub use fetching::{Finish, PieceEnd, PieceVerdict, TransferStats, VerifyOutcome};
 pub use links::{Answer, First, Incoming, LinkUp, Rejection, handshake_end};
+pub use mirrors::{MAX_MIRRORS, RememberedMirror};
 pub use relayed::is_relay_path;
 pub use serving::UploadOutcome;
 
@@ -169,6 +171,31 @@ pub enum Action {
     MeasureSent {
         /// Which.
         link: LinkId,
+    },
+    /// Ask a mirror for the bytes `range` (whole chunk `chunk`, end
+    /// exclusive) with an HTTP range request; report with
+    /// [`NodeCore::handle_mirror_started`], `_progress`, `_arrived` (then
+    /// check it and say `_verified`) or `_failed`.
+    MirrorFetch {
+        /// Which mirror.
+        mirror: crate::mirror::MirrorId,
+        /// Which chunk.
+        chunk: ChunkIndex,
+        /// Its bytes in the artifact.
+        range: std::ops::Range<u64>,
+    },
+    /// Stop asking a mirror for a chunk (abandon its response).
+    MirrorCancel {
+        /// Which mirror.
+        mirror: crate::mirror::MirrorId,
+        /// Which chunk.
+        chunk: ChunkIndex,
+    },
+    /// The mirror left the download: abandon its responses, close its
+    /// connections, ask it nothing more.
+    MirrorClose {
+        /// Which mirror.
+        mirror: crate::mirror::MirrorId,
     },
     /// The node's work is over: stop the driver. Goodbyes were queued
     /// before this, and a download's last checkpoint was written.
@@ -324,6 +351,11 @@ pub struct NodeStart {
     /// Peers named to it (an offer, a ticket, `--peer`), dialed from the
     /// start ([`KnownPeer::offered`]).
     pub peers: Vec<minimodel_wire::PeerAddr>,
+    /// The mirrors the person named, by label (`https://host/path`), in
+    /// the order of their [`crate::mirror::MirrorId`]s (at most
+    /// [`MAX_MIRRORS`]); each joins the download when its driver reports
+    /// it usable ([`NodeCore::handle_mirror_up`]).
+    pub mirrors: Vec<String>,
 }
 
 impl NodeStart {
@@ -346,6 +378,7 @@ impl NodeStart {
             manifest: None,
             lan: Vec::new(),
             peers: Vec::new(),
+            mirrors: Vec::new(),
         }
     }
 }
@@ -459,6 +492,11 @@ pub struct NodeCore {
     /// A node that seeds from its start: whether it spares its uplink in
     /// a large swarm (`sparing`). `None` for every other node.
     sparing: Option<sparing::Sparing>,
+    /// The mirrors of the download, by [`crate::mirror::MirrorId`].
+    mirrors: Vec<mirrors::Mirror>,
+    /// What earlier runs saw of the mirrors ([`Self::remember_mirrors_from`]);
+    /// `None`: it remembers nothing.
+    remembered_mirrors: Option<Vec<RememberedMirror>>,
     /// Who can reach this node, and what it said about it
     /// ([`crate::reach`]).
     standing: standing::Standing,
@@ -496,9 +534,12 @@ impl NodeCore {
         download_config.seed ^= start.seed;
         download_config.max_rate = config.max_download;
         download_config.spread_from_start |= start.serve;
-        let download = start
-            .download
-            .then(|| fetching::Fetching::new(&config, download_config, &start.have, params, now));
+        let download = start.download.then(|| {
+            let mut download =
+                fetching::Fetching::new(&config, download_config, &start.have, params, now);
+            download.downloader.set_local_id(start.local_id);
+            download
+        });
         let upload_queue = UploadQueue::new(count, config.upload.clone());
         let uploads = upload_slots::Uploads::new(upload_queue, config.max_upload, now);
         let refusals = config.refusal_peers_per_second;
@@ -556,6 +597,8 @@ impl NodeCore {
             sparing: (start.serve && !start.download).then(sparing::Sparing::default),
             gate_told: (None, None, None),
             remembered: None,
+            mirrors: Self::mirrors_from(&start.mirrors),
+            remembered_mirrors: None,
             standing,
             punches: Vec::new(),
             relays: relayed::Relays::default(),
@@ -1037,6 +1080,7 @@ impl NodeCore {
             .peers
             .iter_mut()
             .for_each(|peer| self.describe(peer));
+        metrics.mirrors = self.mirror_figures();
         metrics
     }
 
@@ -1127,6 +1171,7 @@ impl NodeCore {
         self.download.as_ref().map(|download| {
             let mut stats = download.stats();
             stats.peers.iter_mut().for_each(|peer| self.describe(peer));
+            stats.mirrors = self.mirror_figures();
             stats
         })
     }

@@ -249,6 +249,52 @@ pub struct FetchConsent {
     /// The relays it registers with: its own and those its peers name
     /// (`docs/relay.md`).
     pub relays: Vec<std::net::SocketAddr>,
+    /// The mirrors the person named (`--mirror`, `docs/swarm.md`,
+    /// "Mirrors"): each one's host is named.
+    pub mirrors: Vec<minimodel_verifier::mirror_url::MirrorUrl>,
+}
+
+/// The clause of a fetch from `mirrors`: each host, and what it learns;
+/// a plain-HTTP one is said to be readable on the way.
+fn mirror_words(mirrors: &[minimodel_verifier::mirror_url::MirrorUrl]) -> String {
+    use minimodel_verifier::mirror_url::Scheme;
+    if mirrors.is_empty() {
+        return String::new();
+    }
+    let hosts = |scheme: Scheme| -> Vec<String> {
+        mirrors
+            .iter()
+            .filter(|url| url.scheme() == scheme)
+            .map(|url| match url.port() == scheme.default_port() {
+                true => url.host().to_string(),
+                false => format!("{}:{}", url.host(), url.port()),
+            })
+            .collect()
+    };
+    let (secure, plain) = (hosts(Scheme::Https), hosts(Scheme::Http));
+    let mut parts = Vec::new();
+    if !secure.is_empty() {
+        parts.push(format!(
+            "{} {} over HTTPS",
+            if secure.len() == 1 {
+                "mirror"
+            } else {
+                "mirrors"
+            },
+            secure.join(", ")
+        ));
+    }
+    if !plain.is_empty() {
+        parts.push(format!(
+            "{} {} over plain HTTP (anyone on the way sees what is fetched, and may change it: a changed chunk fails its check and drops the mirror)",
+            if plain.len() == 1 { "mirror" } else { "mirrors" },
+            plain.join(", ")
+        ));
+    }
+    format!(
+        ", and from {} (each learns this host's address and which ranges of the file it asks)",
+        parts.join(", and ")
+    )
 }
 
 /// The clause of a node that registers with `relays`.
@@ -338,10 +384,11 @@ pub fn fetch(plan: &FetchConsent) -> Vec<Disclosure> {
     let mut asks = vec![Disclosure {
         consent: ConsentKind::Fetch,
         words: format!(
-            "Fetch {} into {} from {}{}. Every chunk is checked against the manifest before it is kept; the file is delivered only once the whole of it passes. Nothing here opens or runs the model.",
+            "Fetch {} into {} from {}{}{}. Every chunk is checked against the manifest before it is kept; the file is delivered only once the whole of it passes. Nothing here opens or runs the model.",
             plan.artifact.words(),
             plan.into.display(),
             from.join(", "),
+            mirror_words(&plan.mirrors),
             relay_words(&plan.relays)
         ),
     }];
@@ -469,6 +516,7 @@ mod tests {
             lan: false,
             serving: None,
             relays: Vec::new(),
+            mirrors: Vec::new(),
         });
         assert_eq!(plain.len(), 1);
         assert_eq!(
@@ -488,6 +536,17 @@ mod tests {
                 until: Until::PausedOrRemoved,
             }),
             relays: vec!["203.0.113.7:4434".parse().unwrap()],
+            mirrors: vec![
+                "https://cdn.example.org/m/tiny.slm?sig=secret"
+                    .parse()
+                    .unwrap(),
+                "https://mirror.example.net:8443/tiny.slm".parse().unwrap(),
+                minimodel_verifier::mirror_url::MirrorUrl::parse(
+                    "http://plain.example.com/tiny.slm",
+                    minimodel_verifier::mirror_url::Plain::Allowed,
+                )
+                .unwrap(),
+            ],
         });
         let kinds: Vec<ConsentKind> = all.iter().map(|ask| ask.consent).collect();
         assert_eq!(
@@ -515,6 +574,15 @@ mod tests {
                 .words
                 .contains("register with relay 203.0.113.7:4434")
         );
+        assert!(
+            all[0].words.contains(
+                "and from mirrors cdn.example.org, mirror.example.net:8443 over HTTPS, and mirror plain.example.com over plain HTTP (anyone on the way sees what is fetched"
+            ),
+            "{}",
+            all[0].words
+        );
+        assert!(!all[0].words.contains("secret"), "a query is never shown");
+        assert!(!plain[0].words.contains("mirror"));
         assert!(all[1].words.contains("to open the UDP port it listens on"));
         assert!(all[1].words.contains("announce on this local network"));
         assert!(all[2].words.contains("until you pause or remove it"));

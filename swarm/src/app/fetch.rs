@@ -100,6 +100,9 @@ pub struct DownloadPlan {
     /// swarms on it (one port for a library) instead of listening at the
     /// serving address.
     pub endpoint: Option<crate::node::SharedEndpoint>,
+    /// HTTPS copies of the artifact to fetch from beside the peers, if
+    /// any (`docs/swarm.md`, "Mirrors").
+    pub mirrors: Option<crate::mirror::MirrorSet>,
     /// When serving: addresses the user says peers reach it at
     /// (`--public-addr`), for the verdict on who can reach it.
     pub public_addrs: Vec<SocketAddr>,
@@ -153,6 +156,7 @@ impl DownloadPlan {
             manifest_file: None,
             lan: false,
             endpoint: None,
+            mirrors: None,
             public_addrs: Vec::new(),
             relays: Vec::new(),
             peer_relays: Vec::new(),
@@ -258,6 +262,7 @@ impl ReadyDownload {
                 ..node_settings(listen, &plan.limits, plan.tuning)
             },
             dht: plan.dht,
+            mirrors: plan.mirrors,
         };
         Fetcher::start(config, self.partial, identity, reports)
     }

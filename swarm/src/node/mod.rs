@@ -31,7 +31,7 @@ pub use minimodel_node::book::Source;
 pub use minimodel_node::config::MIN_RATE_CAP;
 pub use minimodel_node::config::NodeConfig as CoreConfig;
 pub use minimodel_node::config::{ConfigError, NodeLimits};
-pub use minimodel_node::node::End;
+pub use minimodel_node::node::{End, MAX_MIRRORS};
 pub use minimodel_node::reach::{Reach, TicketReach, ticket_reach};
 pub use minimodel_node::report::{
     Blame, CHUNK_MAP_CELLS, ChunkCell, ChunkMap, DamageCause, Departure, Failure as NodeFailure,
@@ -274,6 +274,9 @@ pub(crate) struct Node {
     registration: Option<shared::Registration>,
     /// The grants the shared endpoint's gate decides for this swarm.
     grants: Option<tokio::sync::watch::Receiver<(u64, minimodel_node::gate::Share)>>,
+    /// The download's mirrors, when it has some, and what they report.
+    mirrors: Option<crate::mirror::MirrorDriver>,
+    mirror_events: Option<mpsc::Receiver<crate::mirror::MirrorEvent>>,
 }
 
 /// The next change of a watch, or never without one.
@@ -282,6 +285,16 @@ async fn changed<T>(
 ) -> Option<Result<(), tokio::sync::watch::error::RecvError>> {
     match watch {
         Some(watch) => Some(watch.changed().await),
+        None => std::future::pending().await,
+    }
+}
+
+/// The next event of the mirrors, or never without them.
+async fn mirror_event(
+    events: &mut Option<mpsc::Receiver<crate::mirror::MirrorEvent>>,
+) -> Option<crate::mirror::MirrorEvent> {
+    match events {
+        Some(events) => events.recv().await,
         None => std::future::pending().await,
     }
 }
@@ -578,7 +591,29 @@ impl Node {
             relay_events,
             registration,
             grants,
+            mirrors: None,
+            mirror_events: None,
         })
+    }
+
+    /// Drives the download's mirrors (the core was started with their
+    /// labels, in the same order).
+    pub(crate) fn use_mirrors(
+        &mut self,
+        set: crate::mirror::MirrorSet,
+        facts: crate::mirror::ArtifactFacts,
+    ) {
+        if set.urls.is_empty() {
+            return;
+        }
+        let (sender, events) = mpsc::channel(256);
+        self.mirrors = Some(crate::mirror::MirrorDriver::start(
+            set,
+            facts,
+            &self.config.agent,
+            sender,
+        ));
+        self.mirror_events = Some(events);
     }
 
     /// Its relay links' registrations, to watch.
@@ -736,6 +771,7 @@ impl Node {
                 Some(incoming) = self.endpoint.accept(), if listening && !stopped => {
                     self.on_incoming(incoming)
                 }
+                Some(event) = mirror_event(&mut self.mirror_events) => self.on_mirror(event),
                 Some(Ok(())) = changed(&mut self.grants) => {
                     let newest = self.grants.as_mut().map(|grants| *grants.borrow_and_update());
                     if let Some((generation, share)) = newest {
@@ -796,6 +832,9 @@ impl Node {
         // Neighbours stop dialing here.
         if let Some(lan) = self.lan.take() {
             lan.stop().await;
+        }
+        if let Some(mirrors) = &mut self.mirrors {
+            mirrors.shutdown();
         }
         // Nobody is let in any more: the router's mapping goes, and the
         // relays forget us.
@@ -980,6 +1019,58 @@ impl Node {
         }
     }
 
+    /// What a mirror's driver reported: to the core, and a chunk that
+    /// arrived to its check.
+    fn on_mirror(&mut self, event: crate::mirror::MirrorEvent) {
+        use crate::mirror::MirrorEvent;
+        use minimodel_node::node::PieceVerdict;
+        let now = Instant::now();
+        match event {
+            MirrorEvent::Up { mirror, validators } => {
+                self.core.handle_mirror_up(mirror, validators, now);
+            }
+            MirrorEvent::Failed {
+                mirror,
+                chunk,
+                failure,
+            } => {
+                if let (Some(chunk), Some(mirrors)) = (chunk, &mut self.mirrors) {
+                    mirrors.ended(mirror, chunk);
+                }
+                self.core.handle_mirror_failed(mirror, chunk, failure, now);
+            }
+            MirrorEvent::Started {
+                mirror,
+                chunk,
+                validators,
+            } => {
+                let verdict = self
+                    .core
+                    .handle_mirror_started(mirror, chunk, &validators, now);
+                if verdict == PieceVerdict::Stop
+                    && let Some(mirrors) = &mut self.mirrors
+                {
+                    mirrors.cancel(mirror, chunk);
+                }
+            }
+            MirrorEvent::Progress { mirror } => self.core.handle_mirror_progress(mirror, now),
+            MirrorEvent::Arrived {
+                mirror,
+                chunk,
+                data,
+            } => {
+                let tree = self.mirrors.as_mut().and_then(|mirrors| {
+                    mirrors.ended(mirror, chunk);
+                    mirrors.tree()
+                });
+                let verdict = self.core.handle_mirror_arrived(mirror, chunk, now);
+                if let (PieceVerdict::Accept, Some(tree)) = (verdict, tree) {
+                    jobs::verify_mirror(self, mirror, chunk, data, tree);
+                }
+            }
+        }
+    }
+
     /// Runs a DHT lookup, passing on what it finds as it comes.
     fn lookup(&mut self) {
         let events = self.sender.clone();
@@ -1090,6 +1181,25 @@ impl Node {
             } => jobs::checkpoint(self, release_from..release_below),
             Action::Deliver => jobs::deliver(self),
             Action::Lookup => self.lookup(),
+            Action::MirrorFetch {
+                mirror,
+                chunk,
+                range,
+            } => {
+                if let Some(mirrors) = &mut self.mirrors {
+                    mirrors.fetch(mirror, chunk, range);
+                }
+            }
+            Action::MirrorCancel { mirror, chunk } => {
+                if let Some(mirrors) = &mut self.mirrors {
+                    mirrors.cancel(mirror, chunk);
+                }
+            }
+            Action::MirrorClose { mirror } => {
+                if let Some(mirrors) = &mut self.mirrors {
+                    mirrors.close(mirror);
+                }
+            }
             Action::End(outcome) => self.outcome = Some(outcome),
         }
     }

@@ -55,6 +55,7 @@ mod error;
 mod files;
 pub mod journal;
 mod knowledge;
+mod mirrors;
 mod open;
 mod partial;
 mod peers;
@@ -69,6 +70,10 @@ pub use dir::{NewFile, UnsafeKind, write_file_atomically};
 pub use error::{KnowledgeError, ResumeError, StateError};
 pub use files::{DownloadPaths, RemovedDownload, remove_download};
 pub use knowledge::{ChunkKnowledge, SavedNode};
+pub use mirrors::{
+    MAX_MIRRORS_FILE_BYTES, MIRRORS_FORMAT, MirrorsFileError, mirrors_file_text, parse_mirrors_file,
+};
+pub(crate) use open::parse_chunk_list;
 pub use partial::{CheckpointReport, FinishedDownload, PartialDownload};
 pub use peers::{
     MAX_PEERS_FILE_BYTES, PEERS_FORMAT, PeersFileError, parse_peers_file, peers_file_text,

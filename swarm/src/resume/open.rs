@@ -108,6 +108,7 @@ impl PartialDownload {
                 &names.receipt,
                 &names.chunk_list,
                 &names.peers,
+                &names.mirrors,
             ] {
                 safe.inspect(name)?;
             }
@@ -129,6 +130,7 @@ impl PartialDownload {
             &names.receipt,
             &names.chunk_list,
             &names.peers,
+            &names.mirrors,
         ] {
             safe.remove_stale_temps(stem)?;
         }
@@ -778,6 +780,19 @@ fn refuse_foreign_files(safe: &SafeDir, paths: &DownloadPaths) -> Result<(), Res
         return Err(ResumeError::NotOurs {
             path: paths.peers.clone(),
             what: "peer list",
+        });
+    }
+    // The same for what earlier runs saw of their mirrors.
+    if let Some(bytes) = safe.read(&names.mirrors, super::MAX_MIRRORS_FILE_BYTES + 1)?
+        && !serde_json::from_slice::<serde_json::Value>(&bytes).is_ok_and(|value| {
+            value["format"]
+                .as_str()
+                .is_some_and(|format| format.starts_with("minimodel-mirrors"))
+        })
+    {
+        return Err(ResumeError::NotOurs {
+            path: paths.mirrors.clone(),
+            what: "mirror list",
         });
     }
     Ok(())

@@ -158,6 +158,7 @@ pub fn fetch_config(artifact: &Artifact, out: &Path, peers: Vec<PeerAddr>) -> Fe
             ..NodeSettings::default()
         },
         dht: None,
+        mirrors: None,
     }
 }
 
