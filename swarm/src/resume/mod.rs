@@ -58,6 +58,7 @@ mod knowledge;
 mod open;
 mod partial;
 mod peers;
+mod plan;
 mod recheck;
 mod report;
 mod state;
