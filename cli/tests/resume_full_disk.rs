@@ -8,6 +8,9 @@
 //! permitted the test says so and skips. The same failure injected through
 //! the storage layer always runs (`resume_fetcher.rs`).
 
+// A tmpfs in a mount namespace: Linux's own (scripts/windows-tests).
+#![cfg(target_os = "linux")]
+
 mod resume_support;
 
 use std::path::Path;

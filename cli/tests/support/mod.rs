@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use minimodel_swarm::platform;
+
 /// Runs the binary in `dir` and waits for it.
 pub fn minimodel(dir: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_minimodel"))
@@ -85,11 +87,10 @@ impl Running {
         let _ = self.child.wait();
     }
 
-    /// Sends SIGINT (a polite stop).
+    /// Asks it to stop as Ctrl-C does (SIGINT; a Ctrl-Break event on
+    /// Windows).
     pub fn interrupt(&self) {
-        let _ = Command::new("kill")
-            .args(["-INT", &self.child.id().to_string()])
-            .status();
+        platform::request_stop(&self.child, platform::StopRequest::Interrupt);
     }
 }
 
@@ -122,7 +123,7 @@ pub fn seeder(
         offer,
     ];
     args.extend_from_slice(extra);
-    let child = Command::new(env!("CARGO_BIN_EXE_minimodel"))
+    let child = platform::stoppable(&mut Command::new(env!("CARGO_BIN_EXE_minimodel")))
         .current_dir(dir)
         .args(&args)
         .stdin(Stdio::null())
@@ -154,7 +155,7 @@ pub fn spawn_with_stdout(
     dir: &Path,
     args: &[&str],
 ) -> (Running, BufReader<std::process::ChildStdout>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_minimodel"))
+    let mut child = platform::stoppable(&mut Command::new(env!("CARGO_BIN_EXE_minimodel")))
         .current_dir(dir)
         .args(args)
         .stdin(Stdio::null())
