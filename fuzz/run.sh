@@ -8,11 +8,13 @@
 #   fuzz/run.sh [SECONDS]
 #
 # FUZZ_PROFILE=dev builds without optimisation: a third of the build time,
-# a twentieth of the executions per second (what CI uses to stay short).
+# a twentieth of the executions per second. `.ci/run` uses it, to stay
+# short; the default is release.
 #
 # Needs cargo-fuzz (cargo install cargo-fuzz --locked) and a C++ compiler;
 # libFuzzer's sanitizer flags are nightly features, enabled on the stable
-# toolchain with RUSTC_BOOTSTRAP=1.
+# toolchain with RUSTC_BOOTSTRAP=1. Without cargo-fuzz it fails (exit 2):
+# it never falls back to building the targets only.
 set -euo pipefail
 cd "$(dirname "$0")"
 

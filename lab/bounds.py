@@ -36,9 +36,12 @@ BOUNDS = {
     "relay-smoke": [("fetch_s", "<=", 2.0)],
     # Home uplinks: the peers' uplinks decide. A seeder slowed to half its
     # cap moves T* here by 1.21 only (the peers' uplinks are most of it),
-    # inside this scenario's spread: docs/performance.md says so.
+    # inside this scenario's spread: its best second shows it (0.896 and
+    # 0.946 of the cap at full rate, 0.712 and 0.715 at half; the half and
+    # the upload bucket's 1 MiB of burst).
     "uplinks-8x16-mixed": [("time_over_bound", "<=", 2.2), ("median_over_bound", "<=", 2.1),
                            ("seeder_uplink_used", ">=", 0.35),
+                           ("seeder_peak_of_cap", ">=", 0.8),
                            ("peers_never_got_a_byte", "<=", 0)],
     "uplinks-24x32-mixed": [("time_over_bound", "<=", 1.6), ("peers_never_got_a_byte", "<=", 0)],
     "uplinks-24x32-10": [("time_over_bound", "<=", 1.55), ("peers_never_got_a_byte", "<=", 0)],
@@ -81,6 +84,13 @@ BOUNDS = {
     "compare-lan-256": [("rqbit_over_minimodel", ">=", 1.0)],
     "compare-lan-1g": [("rqbit_over_minimodel", ">=", 1.0)],
     "compare-lan-4g": [("rqbit_over_minimodel", ">=", 1.0)],
+    # The default controller beside CUBIC on one capped uplink: each within
+    # 0.6 to 1.6 of an equal share (the least of two at 0.6 or more holds
+    # both). Measured 0.94 to 1.0 (docs/transport.md 4.5).
+    "share-default-cubic": [("least_over_equal", ">=", 0.6)],
+    # One connection on a long lossy path keeps 0.8 of the same path
+    # without loss (docs/performance.md, "One connection, far and lossy").
+    "far-64-25ms-1pct-50mbit": [("lossy_over_clean", ">=", 0.8)],
     # 16 MiB over a 20 Mbit home uplink: 7.0 s at the cap.
     "home-seeder-upnp": [("fetch_s", "<=", 9.5)],
     "home-seeder-igd": [("fetch_s", "<=", 9.5)],
@@ -90,8 +100,6 @@ BOUNDS = {
 UNBOUNDED = {
     "seeders-4x256-delay-bbr": "BBR is an option, run beside the default for comparison",
     "seeders-4x256-lossy-bbr": "BBR is an option, run beside the default for comparison",
-    "share-default-cubic": "shares of one capped uplink between two controllers: a comparison "
-                           "read in docs/performance.md, not a product figure",
     "share-default-default": "shares of one capped uplink between two fetches: a comparison "
                              "read in docs/performance.md, not a product figure",
     "share-one-node": "shares of one capped uplink between one node's uploads: a comparison "

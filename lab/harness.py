@@ -386,6 +386,50 @@ def median(values):
     return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
 
 
+class RateSampler:
+    """A byte counter (a callable, say a host's `tx_bytes`) read every
+    `every` seconds while a scenario runs; `peak(window)` is the most it
+    grew in any `window` seconds, per second. A seeder capped below its
+    link never shows its link's rate here, however the run's other figures
+    hide it."""
+
+    def __init__(self, meter, every=0.25):
+        self.meter = meter
+        self.every = every
+        self.samples = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def start(self):
+        self.samples.append((time.monotonic(), self.meter()))
+        self._thread.start()
+        return self
+
+    def _loop(self):
+        while not self._stop.wait(self.every):
+            self.samples.append((time.monotonic(), self.meter()))
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join()
+        return self
+
+    def peak(self, window=1.0):
+        """Bytes per second over the best span of at least `window`
+        seconds between two samples (None before such a span)."""
+        best = None
+        j = 0
+        for t, count in self.samples:
+            # The latest sample at least `window` before this one.
+            while j + 1 < len(self.samples) and self.samples[j + 1][0] <= t - window:
+                j += 1
+            t0, count0 = self.samples[j]
+            if t - t0 >= window:
+                rate = (count - count0) / (t - t0)
+                best = rate if best is None else max(best, rate)
+        return best
+
+
 class CpuSampler:
     """The whole machine's CPU while a scenario runs, from /proc/stat, over
     the run and per second, like `vmstat 1`: the idle share (`id` + `wa`),

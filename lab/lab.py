@@ -34,6 +34,7 @@ import compare  # noqa: E402
 import internet  # noqa: E402
 import library  # noqa: E402
 import netlab  # noqa: E402
+import relayed  # noqa: E402
 from harness import (  # noqa: E402
     MODEL, PEER_CAP, PORT, SEED_CAP, TAMPER, Context, Failed, MiB, bits, check_download, fail_if,
     indent, measure_uplink, parse_offer, say, start_fetch, start_relay, start_seeder, wait_all,
@@ -300,6 +301,8 @@ def share(ctx, name, size, timeout, controllers, cap="20mbit", settle=3.0):
         "controllers": names,
         "window_s": round(window, 2),
         "shares": [round(x, 3) for x in shares],
+        # An equal split is 1 / n each: the least share over it.
+        "least_over_equal": round(min(shares) * len(shares), 3) if shares else None,
         "used_of_cap": round(sum(got) / (cap_bytes * window), 3) if window > 0 else None,
         "fetch_s": [round((p.ended or time.monotonic()) - t0, 2) for p in procs],
         "ok": not problems,
@@ -595,7 +598,14 @@ SCENARIOS = {
     "far-64-75ms-0.5pct": lambda c, n: far(c, n, 64 * MiB, "75ms", "0.005"),
     "far-64-75ms-0.5pct-50mbit": lambda c, n: far(c, n, 64 * MiB, "75ms", "0.005",
                                                  cap="50mbit"),
+    # The delays are each way: 50 ms each way is a 100 ms round trip.
     "far-64-50ms-1pct": lambda c, n: far(c, n, 64 * MiB, "50ms", "0.01"),
+    "far-64-50ms-1pct-50mbit": lambda c, n: far(c, n, 64 * MiB, "50ms", "0.01", cap="50mbit"),
+    "far-256-50ms-1pct": lambda c, n: far(c, n, 256 * MiB, "50ms", "0.01"),
+    "far-256-50ms-1pct-50mbit": lambda c, n: far(c, n, 256 * MiB, "50ms", "0.01", cap="50mbit"),
+    "far-64-150ms-0.5pct": lambda c, n: far(c, n, 64 * MiB, "150ms", "0.005"),
+    "far-64-150ms-0.5pct-50mbit": lambda c, n: far(c, n, 64 * MiB, "150ms", "0.005",
+                                                  cap="50mbit"),
     "far-64-5ms-2pct": lambda c, n: far(c, n, 64 * MiB, "5ms", "0.02"),
     "far-64-5ms-0.1pct": lambda c, n: far(c, n, 64 * MiB, "5ms", "0.001"),
     "relay-smoke": relay_smoke,
@@ -612,6 +622,7 @@ SCENARIOS = {
 SCENARIOS.update(internet.SCENARIOS)
 SCENARIOS.update(library.SCENARIOS)
 SCENARIOS.update(compare.SCENARIOS)
+SCENARIOS.update(relayed.SCENARIOS)
 TOOLS = ("minimodel", "libtorrent")
 
 SETS = {
@@ -620,7 +631,9 @@ SETS = {
            "offer-addresses", "public-addr", "dead-and-live", "ipv6-ula", "ipv6-loopback",
            "nat-behaviour", "upnp-router", "uplinks-8x16-mixed", "uplinks-8x16-mixed:libtorrent",
            "homes-4x32-cone", "neighbours-2x32", "ticket-only", "home-seeder-upnp",
-           "home-seeder-igd", "lan-only", "library-4x4", "homes-4x32-symmetric-upnp"],
+           "home-seeder-igd", "lan-only", "library-4x4", "homes-4x32-symmetric-upnp",
+           "home-alone", "router-kinds", "homes-4x32-cone-open", "share-default-cubic",
+           "far-64-25ms-1pct-50mbit"],
     # The swarm figures of docs/performance.md; minutes each.
     "figures": ["swarm-4x48", "swarm-8x48", "swarm-4x256", "swarm-8x256", "seeders-4x256",
                 "seeders-4x256-relay", "seeders-4x256-delay", "seeders-4x256-delay-bbr",
@@ -635,6 +648,11 @@ SETS = {
     # minimodel against rqbit between two hosts of one LAN (needs rqbit:
     # benches/compare.sh installs it).
     "compare": ["compare-lan-256", "compare-lan-1g", "compare-lan-4g"],
+    # One connection on a long lossy path against the same path without
+    # loss (docs/performance.md, "One connection, far and lossy").
+    "far": ["far-64-25ms-1pct", "far-64-25ms-1pct-50mbit", "far-256-25ms-1pct",
+            "far-64-50ms-1pct", "far-64-50ms-1pct-50mbit", "far-256-50ms-1pct",
+            "far-256-50ms-1pct-50mbit", "far-64-150ms-0.5pct", "far-64-150ms-0.5pct-50mbit"],
     # Behaviour checks too slow for CI (minutes on a lossy path).
     "slow": ["relay-50ms"],
 }

@@ -312,6 +312,8 @@ class Lab:
         self.sites = 0
         self._routing = False
         self._sequence = 0
+        self.internet6 = False
+        self.carriers = []
 
     def __enter__(self):
         try:
@@ -466,9 +468,26 @@ class Lab:
             raise LabError("too many internet sites")
         return self.sites, site_prefix(self.sites)
 
+    def enable_internet6(self):
+        """Gives every internet site made from now on an IPv6 /64 besides
+        its IPv4 /24 (`site6_prefix`), routed by the middle namespace: the
+        site's namespace has `::2`, the middle one `::1`. Homes made with
+        `v6=True` get a routed /64 of their own for their LAN, behind their
+        router's stateful firewall, no NAT (a home with a global IPv6
+        prefix)."""
+        if self.sites:
+            raise LabError("enable_internet6 comes before the first site")
+        # (`default`: the site links made later forward too.)
+        for conf in ("all", "default"):
+            run(["ip", "netns", "exec", self.bridge_ns, "sysctl", "-qw",
+                 f"net.ipv6.conf.{conf}.forwarding=1"])
+        self.internet6 = True
+
     def _attach_site(self, k, prefix, ns, ifname, what):
         """Links namespace `ns` (interface `ifname`, address PREFIX.2) to the
-        middle namespace (interface `iK`, PREFIX.1), its default route there."""
+        middle namespace (interface `iK`, PREFIX.1), its default route there;
+        with `enable_internet6`, the same over IPv6 (PREFIX6::2, ::1).
+        Returns the namespace's IPv6 address, or None."""
         link = f"i{k}"
         self._veth(self.bridge_ns, link, ns, ifname, what)
         run(["ip", "-n", self.bridge_ns, "addr", "add", f"{prefix}.1/24", "dev", link])
@@ -476,6 +495,13 @@ class Lab:
         run(["ip", "-n", ns, "addr", "add", f"{prefix}.2/24", "dev", ifname])
         run(["ip", "-n", ns, "link", "set", ifname, "up"])
         run(["ip", "-n", ns, "route", "add", "default", "via", f"{prefix}.1"])
+        if not self.internet6:
+            return None
+        prefix6 = site6_prefix(k)
+        run(["ip", "-n", self.bridge_ns, "addr", "add", f"{prefix6}::1/64", "dev", link, "nodad"])
+        run(["ip", "-n", ns, "addr", "add", f"{prefix6}::2/64", "dev", ifname, "nodad"])
+        run(["ip", "-n", ns, "-6", "route", "add", "default", "via", f"{prefix6}::1"])
+        return f"{prefix6}::2"
 
     def add_internet_host(self, name, cap=None, burst=None, addresses=1):
         """A host on a site of its own: `eth0` with PREFIX.2/24 (and PREFIX.3,
@@ -483,11 +509,11 @@ class Lab:
         `cap` and `burst` as in `add_host`."""
         k, prefix = self._new_site()
         ns = self._host_namespace(name)
-        self._attach_site(k, prefix, ns, "eth0", name)
+        ip6 = self._attach_site(k, prefix, ns, "eth0", name)
         extra = [f"{prefix}.{3 + i}" for i in range(addresses - 1)]
         for ip in extra:
             run(["ip", "-n", ns, "addr", "add", f"{ip}/24", "dev", "eth0"])
-        host = Host(self, name, k, ns, f"{prefix}.2", None, None)
+        host = Host(self, name, k, ns, f"{prefix}.2", ip6, None)
         host.site = k
         host.extra_ip4 = extra
         if cap:
@@ -506,21 +532,36 @@ class Lab:
         run(["ip", "-n", self.bridge_ns, "link", "set", bridge, "up"])
         return Campus(self, name, k, prefix, bridge)
 
-    def add_home(self, name, nat="cone", cap=None, burst=None):
+    def add_home(self, name, nat="cone", cap=None, burst=None, firewall=True, v6=False,
+                 carrier=None):
         """A home on a site of its own: a router namespace `name` with `wan`
         (PREFIX.2/24) and a LAN bridge `lan` (192.168.1.1/24), forwarding
         and masquerading the LAN with nftables (`nat`: `cone` for
         `masquerade`, `symmetric` for `masquerade random`); its forward
         policy drops what is neither from the LAN nor part of a connection
         the LAN started (or mapped, with `Home.start_upnp`). `cap` caps the
-        home's uplink (the egress of `wan`)."""
+        home's uplink (the egress of `wan`). `firewall`: its input chain
+        rejects what comes in on `wan` unasked (see `INPUT_FIREWALL`);
+        false: it accepts it (`INPUT_OPEN`). `v6` (with
+        `enable_internet6`): its LAN has a routed /64 too (PREFIX6:1::/64,
+        the router at ::1), forwarded through the same stateful firewall,
+        not translated. `carrier` (a Carrier, `add_carrier`): the router's
+        `wan` is on the carrier's LAN instead of a site of its own, behind
+        the carrier's NAT (two layers)."""
         if nat not in NAT_RULES:
             raise LabError(f"unknown NAT {nat!r}; use one of {sorted(NAT_RULES)}")
         if tool_path("nft") is None:
             raise LabError("`nft` (Debian's nftables) is not installed; a home's router needs it")
-        k, prefix = self._new_site()
+        if v6 and (carrier is not None or not self.internet6):
+            raise LabError("an IPv6 home needs enable_internet6 and a site of its own")
         ns = self._host_namespace(name)
-        self._attach_site(k, prefix, ns, "wan", f"home {name}")
+        ip6 = None
+        if carrier is None:
+            k, prefix = self._new_site()
+            ip6 = self._attach_site(k, prefix, ns, "wan", f"home {name}")
+            wan_ip = f"{prefix}.2"
+        else:
+            k, wan_ip = carrier.attach(ns, name)
         try:
             run(["ip", "-n", ns, "link", "add", "lan", "type", "bridge"])
         except LabError as error:
@@ -528,9 +569,17 @@ class Lab:
         run(["ip", "-n", ns, "addr", "add", f"{HOME_LAN4.format(1)}/24", "dev", "lan"])
         run(["ip", "-n", ns, "link", "set", "lan", "up"])
         run(["ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.ip_forward=1"])
-        router = Host(self, name, k, ns, f"{prefix}.2", None, None, ifname="wan")
+        router = Host(self, name, k, ns, wan_ip, ip6, None, ifname="wan")
         router.site = k
-        home = Home(self, name, router, nat)
+        home = Home(self, name, router, nat, firewall=firewall)
+        home.carrier = carrier
+        if v6:
+            lan6 = f"{site6_prefix(k)}:1"
+            run(["ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"])
+            run(["ip", "-n", ns, "addr", "add", f"{lan6}::1/64", "dev", "lan", "nodad"])
+            run(["ip", "-n", self.bridge_ns, "-6", "route", "add", f"{lan6}::/64",
+                 "via", ip6.rsplit("::", 1)[0] + "::2"])
+            home.lan6 = lan6
         try:
             router.run([tool_path("nft"), "-f", "-"], input_text=home.ruleset_text())
         except LabError as error:
@@ -539,6 +588,36 @@ class Lab:
             self._cap(router, cap, burst)
         self.homes.append(home)
         return home
+
+    def add_carrier(self, name, nat="cone", cap=None, burst=None):
+        """A carrier's NAT on a site of its own (its `wan` at PREFIX.2), with
+        a LAN of home routers behind it (100.64.C.0/24, the shared address
+        space of RFC 6598, C counted from 1 per carrier; the carrier at .1):
+        homes made with `add_home(..., carrier=this)` sit behind two NATs.
+        Its router is a home router's (`nat`, masquerade of its LAN, the
+        input firewall; no UPnP): it keeps no state of what comes in
+        unasked. Returns the Carrier."""
+        if nat not in NAT_RULES:
+            raise LabError(f"unknown NAT {nat!r}; use one of {sorted(NAT_RULES)}")
+        if tool_path("nft") is None:
+            raise LabError("`nft` (Debian's nftables) is not installed; a carrier's NAT needs it")
+        k, prefix = self._new_site()
+        ns = self._host_namespace(name)
+        self._attach_site(k, prefix, ns, "wan", f"carrier {name}")
+        index = len(self.carriers) + 1
+        lan = f"100.64.{index}"
+        run(["ip", "-n", ns, "link", "add", "lan", "type", "bridge"])
+        run(["ip", "-n", ns, "addr", "add", f"{lan}.1/24", "dev", "lan"])
+        run(["ip", "-n", ns, "link", "set", "lan", "up"])
+        run(["ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.ip_forward=1"])
+        router = Host(self, name, k, ns, f"{prefix}.2", None, None, ifname="wan")
+        router.site = k
+        carrier = Carrier(self, name, router, nat, lan)
+        router.run([tool_path("nft"), "-f", "-"], input_text=carrier.ruleset_text())
+        if cap:
+            self._cap(router, cap, burst)
+        self.carriers.append(carrier)
+        return carrier
 
     def add_stun_server(self, name="stun", port=STUN_PORT):
         """An internet host with two addresses running coturn's
@@ -573,8 +652,10 @@ class Lab:
 
     def public_hosts(self):
         """Every namespace with an internet address: internet and campus
-        hosts, and home routers."""
-        return [*self.internet, *(home.router for home in self.homes)]
+        hosts, home routers with a site of their own, carriers' routers."""
+        return [*self.internet,
+                *(home.router for home in self.homes if home.carrier is None),
+                *(carrier.router for carrier in self.carriers)]
 
     def wait_reachable(self, timeout=10):
         """Waits until the paths work: on the flat LAN, the first host reaches
@@ -602,6 +683,12 @@ class Lab:
                     pairs.append((host, public[0].ip4, public[0].name))
                 else:
                     pairs.append((host, HOME_LAN4.format(1), home.name))
+                if host.ip6 and public and public[0].ip6:
+                    pairs.append((host, public[0].ip6, public[0].name))
+        if self.internet6 and len(public) >= 2:
+            for other in public[1:]:
+                if other.ip6:
+                    pairs.append((public[0], other.ip6, other.name))
         for source, target, target_name in pairs:
             while True:
                 done = source.run(["python3", "-c", REFUSED_PROBE, target], check=False)
@@ -693,16 +780,24 @@ class Home:
     """A home: its router (a Host whose interface is `wan`, the home's
     internet address) and the hosts on its LAN (see `Lab.add_home`)."""
 
-    def __init__(self, lab, name, router, nat):
+    lan_prefix = HOME_LAN4.format(0)
+
+    def __init__(self, lab, name, router, nat, firewall=True):
         self.lab = lab
         self.name = name
         self.router = router
         self.nat = nat
+        self.firewall = firewall
         self.hosts = []
         self.upnp = None
+        self.carrier = None
+        self.lan6 = None
 
     def __repr__(self):
-        return f"Home({self.name}, {self.router.ip4}, {self.nat})"
+        return (f"Home({self.name}, {self.router.ip4}, {self.nat}"
+                f"{'' if self.firewall else ', no input firewall'}"
+                f"{f', behind {self.carrier.name}' if self.carrier else ''}"
+                f"{', IPv6' if self.lan6 else ''})")
 
     @property
     def wan_ip(self):
@@ -716,7 +811,8 @@ class Home:
         # Only the LAN's packets are translated: the router's own (the STUN
         # check of miniupnpd) leave from its WAN address and port as they
         # are, as on a router whose WAN address is public.
-        return NAT_TABLE.format(masquerade=NAT_RULES[self.nat], lan=HOME_LAN4.format(0))
+        return NAT_TABLE.format(masquerade=NAT_RULES[self.nat], lan=self.lan_prefix,
+                                input=INPUT_FIREWALL if self.firewall else INPUT_OPEN)
 
     def add_host(self, name, cap=LAN_CAP, burst=None):
         """A host on the LAN: `eth0` with 192.168.1.N/24 (N from 2), its
@@ -734,7 +830,12 @@ class Home:
         run(["ip", "-n", ns, "addr", "add", f"{ip}/24", "dev", "eth0"])
         run(["ip", "-n", ns, "link", "set", "eth0", "up"])
         run(["ip", "-n", ns, "route", "add", "default", "via", HOME_LAN4.format(1)])
-        host = Host(lab, name, j, ns, ip, None, None)
+        ip6 = None
+        if self.lan6:
+            ip6 = f"{self.lan6}::{j:x}"
+            run(["ip", "-n", ns, "addr", "add", f"{ip6}/64", "dev", "eth0", "nodad"])
+            run(["ip", "-n", ns, "-6", "route", "add", "default", "via", f"{self.lan6}::1"])
+        host = Host(lab, name, j, ns, ip, ip6, None)
         host.home = self
         if cap:
             lab._cap(host, cap, burst)
@@ -812,6 +913,43 @@ class Home:
         return parse_mappings(json.loads(done.stdout))
 
 
+class Carrier:
+    """A carrier's NAT (see `Lab.add_carrier`): its router, and the home
+    routers on its LAN."""
+
+    def __init__(self, lab, name, router, nat, lan):
+        self.lab = lab
+        self.name = name
+        self.router = router
+        self.nat = nat
+        self.lan = lan
+        self.routers = 0
+
+    def __repr__(self):
+        return f"Carrier({self.name}, {self.router.ip4}, {self.nat})"
+
+    def ruleset_text(self):
+        """A home router's ruleset for its own LAN, with the input firewall."""
+        return NAT_TABLE.format(masquerade=NAT_RULES[self.nat], lan=f"{self.lan}.0",
+                                input=INPUT_FIREWALL)
+
+    def attach(self, ns, name):
+        """Links home router namespace `ns` (its `wan`) to the carrier's LAN:
+        (the carrier's site, the router's WAN address)."""
+        self.routers += 1
+        j = self.routers + 1
+        if j > 254:
+            raise LabError(f"carrier {self.name}'s LAN is full")
+        port = f"h{j}"
+        self.lab._veth(self.router.ns, port, ns, "wan", f"home {name}")
+        run(["ip", "-n", self.router.ns, "link", "set", port, "master", "lan", "up"])
+        ip = f"{self.lan}.{j}"
+        run(["ip", "-n", ns, "addr", "add", f"{ip}/24", "dev", "wan"])
+        run(["ip", "-n", ns, "link", "set", "wan", "up"])
+        run(["ip", "-n", ns, "route", "add", "default", "via", f"{self.lan}.1"])
+        return self.router.site, ip
+
+
 def parse_mappings(ruleset):
     """The port mappings (see `Home.mappings`) in `nft -j` output."""
     found = []
@@ -867,6 +1005,16 @@ def site_prefix(k):
     return f"10.{1 + (k - 1) // 254}.{(k - 1) % 254 + 1}"
 
 
+def site6_prefix(k):
+    """The first three groups of internet site `k`'s IPv6 /64 (the
+    site's IPv4 10.A.B: 3fff:A:B). 3fff::/20 is set aside for
+    documentation (RFC 9637): routed nowhere, so nothing leaves the lab, yet
+    minimodel counts it as a global address (only 2001:db8::/32 is a
+    documentation prefix to it)."""
+    _, a, b = site_prefix(k).split(".")
+    return f"3fff:{int(a):x}:{int(b):x}"
+
+
 # A TCP connection to port 9 of argv[1] must be refused.
 REFUSED_PROBE = (
     "import socket,sys\n"
@@ -877,6 +1025,21 @@ REFUSED_PROBE = (
 
 
 NAT_RULES = {"cone": "masquerade", "symmetric": "masquerade random"}
+
+# A router's input chain on its WAN side. With a firewall (the default, as
+# a home router has it): what no connection of its own asked for is
+# rejected, and leaves no connection-tracking state. Without one (a Linux
+# box whose input policy accepts): a punch packet that comes before its
+# LAN host sent anything is kept as the router's own, and masquerade then
+# maps the host's packets to that peer to another outside port.
+INPUT_FIREWALL = """\
+        iifname "wan" ct state established,related accept
+        iifname "wan" meta l4proto { icmp, ipv6-icmp } accept
+        iifname "wan" tcp dport 5201 accept
+        iifname "wan" meta l4proto tcp reject with tcp reset
+        iifname "wan" reject"""
+INPUT_OPEN = """\
+        iifname "wan" meta l4proto { icmp, ipv6-icmp } accept"""
 
 NAT_TABLE = """\
 table inet filter {{
@@ -891,10 +1054,7 @@ table inet filter {{
     }}
     chain input {{
         type filter hook input priority 0; policy accept;
-        iifname "wan" ct state established,related accept
-        iifname "wan" meta l4proto icmp accept
-        iifname "wan" tcp dport 5201 accept
-        iifname "wan" reject
+{input}
     }}
     chain prerouting {{
         type nat hook prerouting priority -100; policy accept;

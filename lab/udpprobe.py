@@ -23,6 +23,9 @@
         Connects (2 s time-out), prints the answer; exit 1 with the reason
         when the connection fails.
 
+An IPv6 TARGET is written [IP]:PORT; `probe --family 6` and `send
+--family 6` use an IPv6 socket (the default is IPv4).
+
 Every address is one the lab made in its namespaces.
 """
 
@@ -38,20 +41,24 @@ import time
 
 def split(target):
     host, port = target.rsplit(":", 1)
-    return host, int(port)
+    return host.strip("[]"), int(port)
 
 
 def text(addr):
-    return f"{addr[0]}:{addr[1]}"
+    return f"[{addr[0]}]:{addr[1]}" if ":" in addr[0] else f"{addr[0]}:{addr[1]}"
+
+
+def family_of(addr):
+    return socket.AF_INET6 if ":" in addr else socket.AF_INET
 
 
 def echo(addr, port):
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock = socket.socket(family_of(addr), socket.SOCK_DGRAM)
     sock.bind((addr, port))
     print("ready", flush=True)
     while True:
         data, source = sock.recvfrom(2048)
-        answer = json.dumps({"seen": text(source)}).encode()
+        answer = json.dumps({"seen": text(source[:2])}).encode()
         sock.sendto(answer, source)
         try:
             again = float(json.loads(data).get("again_after", 0))
@@ -61,10 +68,11 @@ def echo(addr, port):
             threading.Timer(again, sock.sendto, (answer, source)).start()
 
 
-def probe(targets, port, listen, again_after):
+def probe(targets, port, listen, again_after, family=4):
     started = time.monotonic()
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind(("0.0.0.0", port))
+    six = family == 6
+    sock = socket.socket(socket.AF_INET6 if six else socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("::" if six else "0.0.0.0", port))
     wanted = {split(t): t for t in targets}
     seen = {t: None for t in targets}
     for target in wanted:
@@ -77,14 +85,15 @@ def probe(targets, port, listen, again_after):
             data, source = sock.recvfrom(2048)
         except socket.timeout:
             break
-        name = wanted.get(source)
+        name = wanted.get(source[:2])
         if name is not None and seen[name] is None:
             seen[name] = json.loads(data).get("seen")
         else:
             others.append((data, source))
     print(json.dumps({"local": sock.getsockname()[1], "seen": seen}), flush=True)
     for data, source in others:
-        print(json.dumps({"from": text(source), "data": data.decode(errors="replace")}), flush=True)
+        print(json.dumps({"from": text(source[:2]), "data": data.decode(errors="replace")}),
+              flush=True)
     end = started + listen
     while time.monotonic() < end:
         sock.settimeout(max(0.01, end - time.monotonic()))
@@ -92,13 +101,15 @@ def probe(targets, port, listen, again_after):
             data, source = sock.recvfrom(2048)
         except socket.timeout:
             break
-        print(json.dumps({"from": text(source), "data": data.decode(errors="replace")}), flush=True)
+        print(json.dumps({"from": text(source[:2]), "data": data.decode(errors="replace")}),
+              flush=True)
     return 0 if all(seen.values()) else 1
 
 
-def send(target, port, count):
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind(("0.0.0.0", port))
+def send(target, port, count, family=4):
+    six = family == 6
+    sock = socket.socket(socket.AF_INET6 if six else socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("::" if six else "0.0.0.0", port))
     for i in range(count):
         sock.sendto(json.dumps({"unsolicited": i}).encode(), split(target))
         time.sleep(0.05)
@@ -183,10 +194,12 @@ def main():
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--listen", type=float, default=3.0)
     p.add_argument("--again-after", type=float, default=0.0)
+    p.add_argument("--family", type=int, choices=(4, 6), default=4)
     p = sub.add_parser("send")
     p.add_argument("target")
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--count", type=int, default=3)
+    p.add_argument("--family", type=int, choices=(4, 6), default=4)
     p = sub.add_parser("stun")
     p.add_argument("addr")
     p.add_argument("port", type=int)
@@ -200,9 +213,9 @@ def main():
     if args.mode == "echo":
         return echo(args.addr, args.port)
     if args.mode == "probe":
-        return probe(args.targets, args.port, args.listen, args.again_after)
+        return probe(args.targets, args.port, args.listen, args.again_after, args.family)
     if args.mode == "send":
-        return send(args.target, args.port, args.count)
+        return send(args.target, args.port, args.count, args.family)
     if args.mode == "stun":
         return stun(args.addr, args.port)
     if args.mode == "tcp-serve":

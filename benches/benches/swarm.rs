@@ -207,6 +207,7 @@ fn start_fetcher(fixture: &Fixture, out: &Path, peers: Vec<PeerAddr>, serve: boo
                 ..NodeSettings::default()
             },
             dht: None,
+            mirrors: None,
         },
         Arc::new(partial),
         Arc::new(Identity::generate().unwrap()),

@@ -244,9 +244,17 @@ pub enum Event {
         key_id: Option<String>,
         /// Its peers, `PEER_ID@ADDR[,ADDR...]`.
         peers: Vec<String>,
+        /// The relays its peers name, `PEER_ID>RELAY_ID@ADDR`, one per
+        /// relay (`docs/relay.md`).
+        relays: Vec<String>,
         /// Addresses given that the ticket leaves out (a peer's after its
         /// first four), `PEER_ID@ADDR`.
         left_out: Vec<String>,
+        /// Who can use it, by what it names: `anywhere` (a global
+        /// address or a relay), `lan-only` (only private addresses and no
+        /// relay: only hosts on the network it was made on) or
+        /// `host-only` (only loopback addresses).
+        reach: String,
     },
     /// `fetch`: the artifact is already in DIR.
     AlreadyComplete {
@@ -288,6 +296,10 @@ pub enum Event {
         serving: bool,
         /// Its agent string.
         agent: String,
+        /// The congestion controller that paces what we send it (`delay`,
+        /// `cubic`, `new-reno` or `bbr`), read from the connection; null
+        /// when the transport does not say.
+        congestion: Option<String>,
     },
     /// A peer left or was dropped.
     PeerDisconnected {
@@ -357,6 +369,108 @@ pub enum Event {
         #[serde(skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
     },
+    /// `relay`: the relay listens (`docs/relay.md`); peers name it as
+    /// `PEER_ID@HOST:PORT`.
+    Relay {
+        /// Where it listens.
+        #[cfg_attr(test, schemars(with = "String"))]
+        addr: SocketAddr,
+        /// Its peer id (the key peers pin).
+        peer_id: String,
+    },
+    /// `relay`: a step of the relay: `registered`, `register-refused`,
+    /// `left`, `introduced` (`peer` asked for `target`; their `channel`),
+    /// `channel-closed` (with the `bytes` it carried).
+    RelayStep {
+        /// The step.
+        step: String,
+        /// The peer it concerns (the asker of an introduction).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        peer: Option<String>,
+        /// The peer asked for (with `introduced`).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        target: Option<String>,
+        /// Where the peer's connection comes from.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        #[cfg_attr(test, schemars(with = "Option<String>"))]
+        addr: Option<SocketAddr>,
+        /// The pair's channel (16 hex digits).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        channel: Option<String>,
+        /// Why, in words.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+        /// Bytes the channel carried (with `channel-closed`).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        bytes: Option<u64>,
+    },
+    /// `relay`: what it holds and has carried, every 10 s and once more
+    /// when it stops (`last`).
+    RelayStats {
+        /// Peers registered now.
+        registrations: usize,
+        /// Channels open now.
+        channels: usize,
+        /// Introductions made.
+        introduced: u64,
+        /// Datagrams passed on.
+        forwarded: u64,
+        /// Their bytes (UDP payload, the relay header included).
+        forwarded_bytes: u64,
+        /// Datagrams dropped, by reason: `unknown-channel`, `not-an-end`,
+        /// `rate-limited`, `hour-used`.
+        dropped: std::collections::BTreeMap<String, u64>,
+        /// Whether it stopped.
+        last: bool,
+    },
+    /// A step with a relay this node uses (`docs/relay.md`): registered,
+    /// lost, an introduction asked or made, the fallback to the relay's
+    /// channel, a direct link that took the relayed one's place.
+    RelayLink {
+        /// The relay.
+        #[cfg_attr(test, schemars(with = "String"))]
+        relay: SocketAddr,
+        /// The peer concerned, if one is.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        peer: Option<String>,
+        /// What happened, in words.
+        step: String,
+    },
+    /// Who can reach this node and how (`docs/swarm.md`, "Who can reach
+    /// a node"): the first verdict, and every change of it. `verdict` is
+    /// `not-listening`, `host-only` (loopback only), `lan-only` (only its
+    /// own network: private addresses, no mapping, no relay), `direct`
+    /// (a public address; `confirmed` once a peer from another network
+    /// came in there unasked), `mapped` (a port its router maps),
+    /// `punch` (through a cone router, after a relay in `via` or, with
+    /// none, a peer of its swarm introduces) or `relay` (behind a
+    /// symmetric router: only through the relays in `via`).
+    Reachability {
+        /// The verdict's name.
+        verdict: String,
+        /// The verdict in words.
+        detail: String,
+        /// The address peers reach it at (with `direct`, `mapped`, and
+        /// `punch` when the outside address is known).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        #[cfg_attr(test, schemars(with = "Option<String>"))]
+        addr: Option<SocketAddr>,
+        /// Whether a peer from another network came in at `addr` unasked
+        /// (with `direct`).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        confirmed: Option<bool>,
+        /// The addresses it listens at (with `host-only`, `lan-only`).
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        #[cfg_attr(test, schemars(with = "Vec<String>"))]
+        addrs: Vec<SocketAddr>,
+        /// The relays it is registered with.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        #[cfg_attr(test, schemars(with = "Vec<String>"))]
+        via: Vec<SocketAddr>,
+        /// What to do about it, when there is something to do.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        advice: Option<String>,
+    },
     /// Peers in different networks agree on the address they see this
     /// node's connections come from (its router's outside address behind
     /// a NAT); said again when it changes.
@@ -419,6 +533,33 @@ pub enum Event {
         failures: u32,
         /// Milliseconds until the next attempt.
         in_ms: u64,
+    },
+    /// A mirror of the download: it joined, it fails for a while (asked
+    /// again after a back-off, never blamed), or it left: dropped for a
+    /// lie (blamed, with the chunk, what was expected and what came) or
+    /// not usable.
+    Mirror {
+        /// `up`, `trouble`, `dropped` or `unusable`.
+        step: String,
+        /// Its place in the list of mirrors given, from 0.
+        mirror: u16,
+        /// The mirror as given, without its query (which may hold a
+        /// token): `https://host/path`.
+        url: String,
+        /// What happened, in words (null for `up`).
+        reason: Option<String>,
+        /// The chunk the reason names, if any.
+        chunk: Option<u32>,
+        /// For a chunk that failed its check: its SHA-256 by the chunk
+        /// list (hex).
+        #[cfg_attr(test, schemars(with = "Option<crate::schema::Sha256Hex>"))]
+        expected_sha256: Option<String>,
+        /// For a chunk that failed its check: the SHA-256 of what came.
+        #[cfg_attr(test, schemars(with = "Option<crate::schema::Sha256Hex>"))]
+        got_sha256: Option<String>,
+        /// For `trouble`: milliseconds until it is asked again (null:
+        /// before it joined, tried again at once).
+        retry_in_ms: Option<u64>,
     },
     /// A peer sent a chunk that failed its proof and is banned.
     Banned {
@@ -493,6 +634,11 @@ pub enum Event {
         /// Each peer's part.
         #[cfg_attr(test, schemars(with = "Vec<crate::schema::PeerContributionDef>"))]
         peers: Vec<PeerContribution>,
+        /// Each mirror's part, as the receipt lists it (absent without
+        /// mirrors).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        #[cfg_attr(test, schemars(with = "Vec<crate::schema::MirrorContributionDef>"))]
+        mirrors: Vec<minimodel_verifier::receipt::MirrorContribution>,
     },
     /// `seed` stopped on request.
     Stopped {},
@@ -614,7 +760,7 @@ pub enum Event {
     CompanionItem {
         /// The item.
         #[cfg_attr(test, schemars(with = "crate::schema::CompanionItemView"))]
-        item: serde_json::Value,
+        item: Box<minimodel_companion::view::ItemView>,
     },
     /// `companion remove`: the item is gone from the library.
     CompanionRemoved {
@@ -633,14 +779,14 @@ pub enum Event {
     CompanionLimits {
         /// The limits and what is taken.
         #[cfg_attr(test, schemars(with = "crate::schema::CompanionLimitsView"))]
-        limits: serde_json::Value,
+        limits: minimodel_companion::view::LimitsView,
     },
     /// `companion log`: one entry of the transfer log
     /// (`LogEntry` in `docs/schemas/companion-api.schema.json`).
     CompanionLog {
         /// The entry.
         #[cfg_attr(test, schemars(with = "crate::schema::CompanionLogEntry"))]
-        entry: serde_json::Value,
+        entry: minimodel_companion::translog::LogEntry,
     },
     /// The command failed (always the last line).
     Error {

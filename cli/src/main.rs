@@ -99,6 +99,10 @@ enum Command {
     /// Run a plain Mainline DHT node (routing data only, no swarm) to
     /// bootstrap a private DHT or a test, until stopped.
     DhtNode(commands::dht::DhtNodeArgs),
+    /// Run a rendezvous and relay for peers behind home routers (they
+    /// name it with --relay), within limits this host's operator sets,
+    /// until stopped.
+    Relay(commands::relay::RelayArgs),
 }
 
 fn main() -> ExitCode {
@@ -129,6 +133,7 @@ fn main() -> ExitCode {
         Command::Completions(args) => commands::docs::completions(args, Cli::command()),
         Command::Man(args) => commands::docs::man(args, Cli::command()),
         Command::DhtNode(args) => commands::dht::run(args, out),
+        Command::Relay(args) => commands::relay::run(args, out),
         Command::Companion(args) => commands::companion::run(args, out),
     };
     match result {

@@ -320,6 +320,7 @@ mod tests {
                     uploaded_bytes: 3,
                     ..PeerFigures::of(peer)
                 }],
+                ..NodeMetrics::default()
             },
             "tiny",
         );
@@ -349,6 +350,31 @@ mod tests {
             text.lines().any(|l| l == per_peer),
             "{per_peer} missing from:\n{text}"
         );
+        let uploaded =
+            format!("minimodel_peer_uploaded_bytes_total{{model=\"tiny\",peer=\"{peer}\"}} 3");
+        assert!(
+            text.lines().any(|l| l == uploaded),
+            "{uploaded} missing from:\n{text}"
+        );
+        // Every series the README names in its paragraph on --metrics, so
+        // that one documented and not rendered (or renamed) fails here.
+        let readme = include_str!("../../README.md");
+        let paragraph = &readme[readme.find("with `--metrics ADDR`").expect("the paragraph")..];
+        let paragraph = &paragraph[..paragraph.find("\n\n").unwrap_or(paragraph.len())];
+        let documented: Vec<&str> = paragraph
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .filter(|quoted| quoted.starts_with("minimodel_"))
+            .collect();
+        assert!(documented.len() >= 11, "{documented:?}");
+        for series in documented {
+            assert!(
+                text.lines()
+                    .any(|l| l.starts_with(&format!("{series}{{model=\"tiny\""))),
+                "{series} missing from:\n{text}"
+            );
+        }
         assert!(text.ends_with("# EOF\n"));
     }
 }

@@ -15,12 +15,7 @@ use crate::exit::Failure;
 /// `0 chunks`, `2 addresses`. For nouns whose plural adds an `s`, or an
 /// `es` after s, x, sh or ch.
 pub fn counted(count: impl Into<u64>, noun: &str) -> String {
-    let es = ["s", "x", "sh", "ch"].iter().any(|end| noun.ends_with(end));
-    match count.into() {
-        1 => format!("1 {noun}"),
-        count if es => format!("{count} {noun}es"),
-        count => format!("{count} {noun}s"),
-    }
+    minimodel_swarm::app::words::counted(count.into(), noun)
 }
 
 /// `println!` that a closed or full stdout does not turn into a panic

@@ -85,6 +85,49 @@ impl FetchProgress {
     }
 }
 
+/// Says who can reach the node (`NodeReport::Reach`): a line on
+/// stderr (a warning when nobody outside its network can), with what to
+/// do, and the `reachability` event.
+pub fn say_reach(reach: &minimodel_swarm::node::Reach, out: Output) -> Event {
+    use minimodel_swarm::node::Reach;
+    let warning = if reach.is_unreachable() {
+        "warning: "
+    } else {
+        ""
+    };
+    // A node that does not listen has nothing to say about it but its
+    // event.
+    if !matches!(reach, Reach::NotListening) {
+        out.status(format!("{warning}reachability: {reach}"));
+        if let Some(advice) = reach.advice() {
+            out.status(format!("  {advice}"));
+        }
+    }
+    let (addr, confirmed, addrs, via) = match reach {
+        Reach::NotListening => (None, None, Vec::new(), Vec::new()),
+        Reach::HostOnly { addrs } | Reach::LanOnly { addrs } => {
+            (None, None, addrs.clone(), Vec::new())
+        }
+        Reach::Direct {
+            addr,
+            confirmed,
+            via,
+        } => (Some(*addr), Some(*confirmed), Vec::new(), via.clone()),
+        Reach::Mapped { addr } => (Some(*addr), None, Vec::new(), Vec::new()),
+        Reach::Punch { public, via } => (*public, None, Vec::new(), via.clone()),
+        Reach::Relayed { via } => (None, None, Vec::new(), via.clone()),
+    };
+    Event::Reachability {
+        verdict: reach.name().to_owned(),
+        detail: reach.to_string(),
+        addr,
+        confirmed,
+        addrs,
+        via,
+        advice: reach.advice().map(str::to_owned),
+    }
+}
+
 /// Shows a node's reports until the node is gone; `progress` for a
 /// download. The task hands `progress` back at the end.
 pub fn show_reports(
@@ -108,6 +151,7 @@ fn show(report: NodeReport, out: Output, progress: Option<&mut FetchProgress>) {
             dialed,
             serving,
             agent,
+            congestion,
         } => {
             tracing::info!(
                 "peer {} at {addr} connected ({}{})",
@@ -121,6 +165,7 @@ fn show(report: NodeReport, out: Output, progress: Option<&mut FetchProgress>) {
                 dialed,
                 serving,
                 agent,
+                congestion: congestion.map(str::to_owned),
             }
         }
         NodeReport::PeerDisconnected {
@@ -148,6 +193,67 @@ fn show(report: NodeReport, out: Output, progress: Option<&mut FetchProgress>) {
                 .to_owned(),
                 uploaded_chunks,
                 uploaded_bytes,
+            }
+        }
+        NodeReport::MirrorUp { mirror, label } => {
+            tracing::info!("mirror {label} joined the download");
+            Event::Mirror {
+                step: "up".into(),
+                mirror: mirror.0,
+                url: label,
+                reason: None,
+                chunk: None,
+                expected_sha256: None,
+                got_sha256: None,
+                retry_in_ms: None,
+            }
+        }
+        NodeReport::MirrorTrouble {
+            mirror,
+            label,
+            trouble,
+            retry_in_ms,
+        } => {
+            match retry_in_ms {
+                Some(ms) => tracing::info!("mirror {label}: {trouble}; asked again in {ms} ms"),
+                None => tracing::info!("mirror {label}: {trouble}"),
+            }
+            Event::Mirror {
+                step: "trouble".into(),
+                mirror: mirror.0,
+                url: label,
+                reason: Some(trouble.to_string()),
+                chunk: None,
+                expected_sha256: None,
+                got_sha256: None,
+                retry_in_ms,
+            }
+        }
+        NodeReport::MirrorEnded { mirror, label, end } => {
+            use minimodel_swarm::mirror::{MirrorEnd, MirrorFault};
+            tracing::warn!("mirror {label} {end}");
+            let (step, reason, chunk, hashes) = match end {
+                MirrorEnd::Dropped { fault } => {
+                    let hashes = match &fault {
+                        MirrorFault::BadChunk { expected, got, .. } => {
+                            Some((expected.to_string(), got.to_string()))
+                        }
+                        _ => None,
+                    };
+                    ("dropped", fault.to_string(), fault.chunk(), hashes)
+                }
+                MirrorEnd::Unusable { reason } => ("unusable", reason.to_string(), None, None),
+            };
+            let (expected_sha256, got_sha256) = hashes.unzip();
+            Event::Mirror {
+                step: step.into(),
+                mirror: mirror.0,
+                url: label,
+                reason: Some(reason),
+                chunk,
+                expected_sha256,
+                got_sha256,
+                retry_in_ms: None,
             }
         }
         NodeReport::Refused { addr, reason } => {
@@ -234,6 +340,18 @@ fn show(report: NodeReport, out: Output, progress: Option<&mut FetchProgress>) {
                     lease_seconds: None,
                     reason: (!confirmed).then_some(reason).flatten(),
                 },
+            }
+        }
+        NodeReport::Reach { reach } => say_reach(&reach, out),
+        NodeReport::Relay { relay, peer, step } => {
+            match peer {
+                Some(peer) => tracing::info!("relay {relay}: {}: {step}", peer.short()),
+                None => tracing::info!("relay {relay}: {step}"),
+            }
+            Event::RelayLink {
+                relay,
+                peer: peer.map(|peer| peer.to_string()),
+                step,
             }
         }
         NodeReport::PublicAddress { ip, port, prefixes } => {

@@ -26,8 +26,8 @@ use std::path::{Path, PathBuf};
 use minimodel_swarm::offer::{ImportRequest, MAX_OFFERS, PeerOffer, REQUEST_FORMAT};
 use minimodel_swarm::resume::{BytesCheck, DownloadStatus, StatusKind};
 use minimodel_verifier::receipt::{
-    CheckName, FileStamp, ImportReceipt, NsTime, PeerContribution, RECEIPT_FORMAT, ReceiptSource,
-    SignatureRecord, TransferSummary,
+    CheckName, FileStamp, ImportReceipt, MirrorContribution, NsTime, PeerContribution,
+    RECEIPT_FORMAT, ReceiptSource, SignatureRecord, TransferSummary,
 };
 use minimodel_verifier::route::Route;
 use minimodel_verifier::signing::PublicKey;
@@ -473,6 +473,31 @@ pub struct TransferSummaryDef {
     /// One entry per peer that took part.
     #[schemars(with = "Vec<PeerContributionDef>")]
     pub peers: Vec<PeerContribution>,
+    /// One entry per mirror that took part or was found unusable; absent
+    /// when the download had none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(with = "Vec<MirrorContributionDef>")]
+    pub mirrors: Vec<MirrorContribution>,
+}
+
+/// One mirror's part in a download.
+#[derive(Serialize, JsonSchema)]
+#[serde(remote = "MirrorContribution", deny_unknown_fields)]
+#[schemars(rename = "MirrorContribution")]
+pub struct MirrorContributionDef {
+    /// The mirror as given, without its query: `https://host/path`.
+    pub url: String,
+    /// Verified chunks it delivered first.
+    pub chunks: u64,
+    /// Verified bytes it delivered first.
+    pub bytes: u64,
+    /// Chunks from it that failed the Merkle check.
+    pub bad_chunks: u64,
+    /// Whether it was dropped for a lie.
+    pub blamed: bool,
+    /// Why it left the download, in words, if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub left: Option<String>,
 }
 
 /// One peer's part in a download.
@@ -572,6 +597,7 @@ fn mirrors_name_every_field(
     receipt: ImportReceipt,
     summary: TransferSummary,
     peer: PeerContribution,
+    mirror: MirrorContribution,
     status: DownloadStatus,
     check: BytesCheck,
 ) {
@@ -609,7 +635,16 @@ fn mirrors_name_every_field(
         duration_ms: _,
         finish_ms: _,
         peers: _,
+        mirrors: _,
     } = summary;
+    let MirrorContribution {
+        url: _,
+        chunks: _,
+        bytes: _,
+        bad_chunks: _,
+        blamed: _,
+        left: _,
+    } = mirror;
     let PeerContribution {
         peer_id: _,
         address: _,
@@ -748,7 +783,11 @@ mod tests {
             "source": {"kind": "peers", "chunks_resumed": 1, "chunks_fetched": 2,
                 "chunks_refetched": 0, "bytes_wasted": 3, "duration_ms": 4, "finish_ms": 5,
                 "peers": [{"peer_id": "p", "address": "127.0.0.1:1", "chunks": 2, "bytes": 7,
-                    "bad_chunks": 0, "banned": false}]},
+                    "bad_chunks": 0, "banned": false}],
+                "mirrors": [{"url": "https://mirror.example.org/tiny.slm", "chunks": 1,
+                    "bytes": 3, "bad_chunks": 0, "blamed": false},
+                    {"url": "https://liar.example.org/tiny.slm", "chunks": 0, "bytes": 0,
+                    "bad_chunks": 1, "blamed": true, "left": "dropped: chunk 0 failed"}]},
             "verified_at": "2025-01-01T00:00:00Z",
             "tool": "minimodel 0.1.0",
             "last_verified_at": "2025-01-02T00:00:00Z",

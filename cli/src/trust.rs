@@ -110,19 +110,10 @@ pub fn check(
 }
 
 impl Judged {
-    /// The clause a consent question starts with when the key is seen for
-    /// the first time: what will be trusted and where it will be pinned.
-    pub fn first_use_clause(&self) -> Option<String> {
-        if self.check.trust() != Some(KeyTrust::NotPinned) {
-            return None;
-        }
-        let key = self.check.publisher_key()?;
-        Some(format!(
-            "trust key {} ({key}) as publisher {}'s, seen for the first time, and pin it in {}; then ",
-            key.key_id(),
-            self.check.publisher_id(),
-            self.keyring.describe()
-        ))
+    /// The consent to trust and pin the key, when it is seen for the
+    /// first time.
+    pub fn trust_disclosure(&self) -> Option<minimodel_swarm::app::consent::Disclosure> {
+        minimodel_swarm::app::consent::trust(&self.check, &self.keyring.describe())
     }
 
     /// Pins what is to be pinned (a named key when the publisher has no

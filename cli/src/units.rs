@@ -95,21 +95,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(duration)
 }
 
-/// A size formatted for people: `64.0 MiB`.
-pub fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
-}
+/// A size formatted for people: `64.0 MiB` (the words every front end
+/// uses, [`minimodel_swarm::app::words`]).
+pub use minimodel_swarm::app::words::human_bytes;
 
 /// A size exactly, as a person would have written it, for echoing one they
 /// gave: in the unit, binary or decimal, that divides it into the smallest

@@ -40,7 +40,7 @@ fn seed(dir: &Path, offer: &str, args: &[&str]) -> (Running, PathBuf) {
         child,
         name: offer.to_owned(),
     };
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + HANG;
     while !offer_path.exists() {
         if let Ok(Some(status)) = running.child.try_wait() {
             panic!("seeder {offer} exited early: {status}");

@@ -111,6 +111,7 @@ async fn fetch(
             seed_after: false,
             node: giving_up_after(Duration::from_secs(10)),
             dht: None,
+            mirrors: None,
         },
         Arc::new(download),
         Arc::new(Identity::generate().unwrap()),
@@ -615,6 +616,7 @@ async fn when_no_peer_is_left_to_repair_a_damaged_chunk_the_fetch_says_so() {
             seed_after: false,
             node: giving_up_after(Duration::from_secs(2)),
             dht: None,
+            mirrors: None,
         },
         Arc::new(download),
         Arc::new(Identity::generate().unwrap()),
@@ -630,7 +632,7 @@ async fn when_no_peer_is_left_to_repair_a_damaged_chunk_the_fetch_says_so() {
         .unwrap()
         .expect("the last chunk is read back");
     drop(seeder);
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let deadline = std::time::Instant::now() + resume_support::HANG;
     while std::net::UdpSocket::bind(("127.0.0.1", seeder_port)).is_err() {
         assert!(
             std::time::Instant::now() < deadline,

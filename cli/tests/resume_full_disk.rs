@@ -4,9 +4,11 @@
 //! "the disk is full") and leaves the last checkpoint intact; once space
 //! is freed the same command resumes and completes.
 //!
-//! Mounting needs a mount namespace: where `unshare` is missing or not
-//! permitted the test says so and skips. The same failure injected through
-//! the storage layer always runs (`resume_fetcher.rs`).
+//! Mounting needs a mount namespace, which Linux gives an ordinary user
+//! inside a user namespace of its own (`unshare --user --map-root-user
+//! --mount`); root may also use a plain mount namespace. Where neither
+//! works the test fails and says what would make it run. The same failure
+//! injected through the storage layer runs in `resume_fetcher.rs`.
 
 // A tmpfs in a mount namespace: Linux's own (scripts/windows-tests).
 #![cfg(target_os = "linux")]
@@ -19,24 +21,33 @@ use std::process::Command;
 use resume_support::{Artifact, Seeders, fetch_args};
 
 /// `unshare` with a user namespace (so it works without root) and a
-/// mount namespace.
-const UNSHARE: [&str; 3] = ["--user", "--map-root-user", "--mount"];
+/// mount namespace; for root, a mount namespace alone (where user
+/// namespaces are turned off).
+const NAMESPACES: [&[&str]; 2] = [&["--user", "--map-root-user", "--mount"], &["--mount"]];
 
-/// Whether a tmpfs can be mounted here; why not otherwise.
-fn can_mount_tmpfs(scratch: &Path) -> Result<(), String> {
+/// The `unshare` arguments under which a tmpfs mounts here, tried in
+/// [`NAMESPACES`]' order; what each one answered otherwise.
+fn tmpfs_namespace(scratch: &Path) -> Result<&'static [&'static str], String> {
     let dir = scratch.join("probe");
     std::fs::create_dir_all(&dir).unwrap();
-    let output = Command::new("unshare")
-        .args(UNSHARE)
-        .args(["sh", "-c", "mount -t tmpfs -o size=1m tmpfs \"$1\"", "sh"])
-        .arg(&dir)
-        .output()
-        .map_err(|e| format!("cannot run unshare: {e}"))?;
-    if output.status.success() {
-        Ok(())
-    } else {
-        Err(String::from_utf8_lossy(&output.stderr).trim().to_owned())
+    let mut answers = Vec::new();
+    for args in NAMESPACES {
+        let output = Command::new("unshare")
+            .args(args)
+            .args(["sh", "-c", "mount -t tmpfs -o size=1m tmpfs \"$1\"", "sh"])
+            .arg(&dir)
+            .output();
+        match output {
+            Ok(output) if output.status.success() => return Ok(args),
+            Ok(output) => answers.push(format!(
+                "unshare {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&output.stderr).trim()
+            )),
+            Err(error) => answers.push(format!("cannot run unshare: {error}")),
+        }
     }
+    Err(answers.join("; "))
 }
 
 /// Runs inside the namespace, with the tmpfs at `$OUT`. Phase A fetches
@@ -81,12 +92,16 @@ fn events(path: &Path) -> Vec<serde_json::Value> {
 fn a_full_tmpfs_stops_the_fetch_and_the_same_command_resumes_after_space_is_freed() {
     let root = tempfile::tempdir().unwrap();
     let root = root.path();
-    if let Err(why) = can_mount_tmpfs(root) {
-        println!(
-            "skipped: no tmpfs can be mounted here ({why}); the injected full disk runs in resume_fetcher.rs"
-        );
-        return;
-    }
+    let namespace = tmpfs_namespace(root).unwrap_or_else(|why| {
+        panic!(
+            "no tmpfs can be mounted in a private mount namespace here ({why}). This test \
+             needs `unshare` (Debian: apt-get install util-linux) and user namespaces for \
+             ordinary users (sysctl kernel.unprivileged_userns_clone=1, and on Ubuntu \
+             kernel.apparmor_restrict_unprivileged_userns=0), or root; in a container, one \
+             that allows unshare(2) (docker run --security-opt seccomp=unconfined, or \
+             --privileged)"
+        )
+    });
     // 24 MiB at 4 MiB/s: phase A stops after its first checkpoint (2 s),
     // phase C has more than 2 s of chunks to fetch, so it must checkpoint.
     let artifact = Artifact::make(root, "art", "tmpfs", "24MiB", "256KiB", 61);
@@ -101,7 +116,7 @@ fn a_full_tmpfs_stops_the_fetch_and_the_same_command_resumes_after_space_is_free
     let size = format!("{}k", artifact.size() / 1024 + 256);
     let mut guard = resume_support::Proc::spawn_group(
         Command::new("unshare")
-            .args(UNSHARE)
+            .args(namespace)
             .args(["sh", "-c", SCRIPT, "sh"])
             .arg(&out)
             .arg(&keep)

@@ -314,7 +314,7 @@ fn a_signal_before_the_transfer_ends_with_exit_130_and_says_so() {
             args.push("--json");
         }
         let mut fetch = Proc::spawn(root, &args);
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let deadline = std::time::Instant::now() + resume_support::HANG;
         // Once SIGINT (2) and SIGTERM (15) are caught, before the lookup
         // that follows.
         while !(catches(fetch.id(), 2) && catches(fetch.id(), 15)) {

@@ -947,7 +947,7 @@ mod at_prompt {
         let (code, screen, _) = AtPrompt::spawn(&s.root, &args).answer("n\n");
         assert_eq!(code, 5, "{screen}");
         assert!(
-            screen.contains(&format!("trust key {} (mmpk1", s.key_a))
+            screen.contains(&format!("Trust key {} (mmpk1", s.key_a))
                 && screen.contains("as publisher acme's, seen for the first time, and pin it in"),
             "the prompt says it is the first time: {screen}"
         );

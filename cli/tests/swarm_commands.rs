@@ -353,16 +353,31 @@ fn a_bbr_seeder_serves_and_an_unknown_controller_is_refused() {
         "{stderr}"
     );
 
-    let (_seeder, offer) = seeder(
+    let (mut seeder, offer) = seeder(
         root,
         &manifest,
         &slm,
         "offer.json",
-        &["--congestion", "bbr"],
+        &["--congestion", "bbr", "--json"],
     );
     let output = run_fetch(root, &[offer], "out");
     ok(&output);
     verify_output(root, "out");
+    // The seeder's connection to the fetch was paced by BBR, as read from
+    // the connection (its peer-connected event); all it printed is in once
+    // it has stopped.
+    seeder.interrupt();
+    assert_eq!(seeder.child.wait().unwrap().code(), Some(0));
+    let printed = std::fs::read_to_string(root.join("offer.json.stdout")).unwrap();
+    let connected: Vec<serde_json::Value> = printed
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|event| event["event"] == "peer-connected")
+        .collect();
+    assert!(!connected.is_empty(), "{printed}");
+    for event in &connected {
+        assert_eq!(event["congestion"], "bbr", "{event}");
+    }
 }
 
 /// `fetch tiny.manifest -o OUT` from one peer at a port nobody serves

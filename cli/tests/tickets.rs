@@ -404,3 +404,66 @@ fn fetch_by_ticket_of_a_signed_manifest_checks_the_key_and_pins_it() {
         "{pinned}"
     );
 }
+
+/// A seeder that only this host can reach (it listens on loopback) is told
+/// so the moment its ticket is printed, in words and in the events: the
+/// ticket names only loopback addresses and no relay, and the node's own
+/// verdict says who reaches it and what to do. (The lab's `home-alone`
+/// shows the same for a publisher behind a home router: only its LAN.)
+#[test]
+fn a_ticket_only_this_host_can_use_says_so_when_it_is_printed() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let artifact = Artifact::make(root, "art", "alone", "1MiB", "256KiB", 5);
+    let seed = |json: bool| {
+        let mut args = vec![
+            "seed",
+            artifact.manifest_path.to_str().unwrap(),
+            artifact.slm.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--yes",
+        ];
+        if json {
+            args.push("--json");
+        }
+        Proc::spawn(root, &args)
+    };
+    let mut seeder = seed(true);
+    assert!(seeder.wait_for("the verdict", |events| {
+        events.iter().any(|e| e["event"] == "reachability")
+    }));
+    let ticket = seeder.event("ticket").unwrap();
+    assert_eq!(ticket["reach"], "host-only", "{ticket}");
+    let reach = seeder.event("reachability").unwrap();
+    assert_eq!(reach["verdict"], "host-only", "{reach}");
+    assert!(
+        reach["advice"].as_str().unwrap().contains("--listen"),
+        "{reach}"
+    );
+    seeder.kill9();
+
+    // In words, on stderr, right after the ticket.
+    let mut seeder = seed(false);
+    let said = |seeder: &Proc| seeder.stderr().contains("reachability:");
+    let started = std::time::Instant::now();
+    while !said(&seeder) && seeder.sleep_while_running(std::time::Duration::from_millis(50)) {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "{}",
+            seeder.stderr()
+        );
+    }
+    let stderr = seeder.stderr();
+    seeder.kill9();
+    assert!(
+        stderr.contains("warning: this ticket names only loopback addresses")
+            && stderr.contains("only this host can use it")
+            && stderr.contains("--relay HOST:PORT"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("warning: reachability: only this host reaches it"),
+        "{stderr}"
+    );
+}

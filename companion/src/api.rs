@@ -18,9 +18,11 @@
 //! | `PUT /api/v1/items/{id}/caps` | its own caps |
 //! | `DELETE /api/v1/items/{id}[?delete_files=true]` | remove it (and a download's files) |
 //! | `GET /api/v1/items/{id}/receipt` | a delivered download's receipt |
+//! | `GET /api/v1/items/{id}/activity` | a running item's chunks, peers and rates |
+//! | `GET /api/v1/rates` | the rates over the last minutes, per item and for the library |
 //! | `PUT /api/v1/limits` | the library's caps and quota |
 //! | `GET /api/v1/log[?limit=N]` | the transfer log's last entries |
-//! | `GET /api/v1/events` | server-sent events: `item`, `removed`, `log`, `limits` |
+//! | `GET /api/v1/events` | server-sent events: `item`, `removed`, `log`, `limits`, `activity`, `rates` |
 //! | `POST /api/v1/shutdown` | stop the companion (as SIGTERM does) |
 
 use std::convert::Infallible;
@@ -44,8 +46,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::errors::ApiError;
 use crate::library::{Caps, ItemId};
-use crate::service::{ApiError, Shared};
+use crate::service::Shared;
 use crate::view::{AddDownload, AddShare, ErrorBody, SetLimits};
 
 pub use crate::view::MAX_BODY_BYTES;
@@ -67,16 +70,19 @@ const STYLE: &str = include_str!("page/app.css");
 #[derive(Clone)]
 struct AppState {
     shared: Arc<Shared>,
+    gate: Arc<crate::guard::Gate>,
     streams: Arc<Semaphore>,
 }
 
-/// Serves the API on `listener` until `stop` resolves.
+/// Serves the API on `listener`, behind `gate`'s checks, until `stop`
+/// resolves.
 pub(crate) async fn serve(
     listener: TcpListener,
     shared: Arc<Shared>,
+    gate: crate::guard::Gate,
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = router(shared);
+    let app = router(shared, gate);
     let listener = Limited {
         listener,
         slots: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
@@ -89,9 +95,10 @@ pub(crate) async fn serve(
     .await
 }
 
-fn router(shared: Arc<Shared>) -> Router {
+fn router(shared: Arc<Shared>, gate: crate::guard::Gate) -> Router {
     let state = AppState {
         shared,
+        gate: Arc::new(gate),
         streams: Arc::new(Semaphore::new(MAX_EVENT_STREAMS)),
     };
     Router::new()
@@ -104,6 +111,8 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/api/v1/items/{id}/resume", post(resume))
         .route("/api/v1/items/{id}/caps", put(set_caps))
         .route("/api/v1/items/{id}/receipt", get(receipt))
+        .route("/api/v1/items/{id}/activity", get(activity))
+        .route("/api/v1/rates", get(rates))
         .route("/api/v1/shares", post(add_share))
         .route("/api/v1/shares/preview", post(preview_share))
         .route("/api/v1/downloads", post(add_download))
@@ -143,7 +152,7 @@ async fn guard(State(state): State<AppState>, request: Request, next: Next) -> R
     }
     let value = |name: header::HeaderName| headers.get(name).map(HeaderValue::as_bytes);
     let needs_token = request.uri().path().starts_with("/api/");
-    let checked = state.shared.gate.check(
+    let checked = state.gate.check(
         value(header::HOST),
         value(header::ORIGIN),
         headers.get("sec-fetch-site").map(HeaderValue::as_bytes),
@@ -319,14 +328,6 @@ async fn not_found() -> Response {
         .into_response()
 }
 
-impl ApiError {
-    fn with_status(mut self, status: u16, kind: &str) -> Self {
-        self.status = status;
-        self.body.kind = kind.to_owned();
-        self
-    }
-}
-
 async fn library(State(state): State<AppState>) -> Response {
     json(StatusCode::OK, &state.shared.library_view().await)
 }
@@ -444,6 +445,17 @@ async fn receipt(State(state): State<AppState>, Path(id): Path<String>) -> Respo
         Ok(receipt) => json(StatusCode::OK, &receipt),
         Err(error) => error.into_response(),
     }
+}
+
+async fn activity(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+    match async { state.shared.activity(&item_id(&id)?).await }.await {
+        Ok(view) => json(StatusCode::OK, &view),
+        Err(error) => error.into_response(),
+    }
+}
+
+async fn rates(State(state): State<AppState>) -> Response {
+    json(StatusCode::OK, &state.shared.rates().await)
 }
 
 async fn set_limits(

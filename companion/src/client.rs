@@ -2,15 +2,24 @@
 //! host: what the CLI's thin commands and the tests use. It finds the
 //! companion through the library's `api.json` and `token`, speaks only
 //! plain HTTP to the address written there, and reads at most
-//! [`MAX_REPLY_BYTES`] of an answer.
+//! [`MAX_REPLY_BYTES`] of an answer. Its calls send and read the API's
+//! own types ([`crate::view`]); a refusal comes back as the API's
+//! [`ErrorBody`], typed ([`ClientError::Refused`]).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::path::Path;
 use std::time::Duration;
 
-use crate::library::{Endpoint, LibraryDir, LibraryError};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::library::{Caps, Endpoint, LibraryDir, LibraryError};
 use crate::token::Token;
+use crate::view::{
+    AddDownload, AddShare, ErrorBody, ItemView, LibraryView, LimitsView, LogPage, Preview, Removed,
+    SetLimits,
+};
 
 /// The largest answer read.
 pub const MAX_REPLY_BYTES: usize = 64 << 20;
@@ -39,9 +48,18 @@ pub enum ClientError {
         #[source]
         source: std::io::Error,
     },
-    /// The answer is not HTTP as expected.
+    /// The answer is not HTTP as expected, or not the body expected.
     #[error("the companion's answer is malformed: {0}")]
     Malformed(String),
+    /// The companion refused the request or failed it: its status and
+    /// its body (a kind for programs, words and a hint for people).
+    #[error("{}", body.error)]
+    Refused {
+        /// The HTTP status.
+        status: u16,
+        /// The API's error body.
+        body: ErrorBody,
+    },
 }
 
 /// An answer.
@@ -148,6 +166,111 @@ impl Client {
             headers.push(("Content-Type".to_owned(), "application/json".to_owned()));
         }
         self.raw(method, path, &headers, bytes.as_deref())
+    }
+
+    /// `METHOD path` with `body`, its answer read as a `T`: a refusal is
+    /// [`ClientError::Refused`].
+    pub fn typed<T: DeserializeOwned>(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&impl Serialize>,
+    ) -> Result<T, ClientError> {
+        let body = body
+            .map(serde_json::to_value)
+            .transpose()
+            .map_err(|error| ClientError::Malformed(error.to_string()))?;
+        let reply = self.call(method, path, body.as_ref())?;
+        if !(200..300).contains(&reply.status) {
+            let body =
+                serde_json::from_slice::<ErrorBody>(&reply.body).unwrap_or_else(|_| ErrorBody {
+                    kind: "io".to_owned(),
+                    error: format!("the companion answered {}", reply.status),
+                    hint: None,
+                    needs: Vec::new(),
+                });
+            return Err(ClientError::Refused {
+                status: reply.status,
+                body,
+            });
+        }
+        serde_json::from_slice(&reply.body)
+            .map_err(|error| ClientError::Malformed(format!("{method} {path}: {error}")))
+    }
+
+    /// `GET /api/v1/library`.
+    pub fn library(&self) -> Result<LibraryView, ClientError> {
+        self.typed("GET", "/api/v1/library", None::<&()>)
+    }
+
+    /// `GET /api/v1/items/{id}`.
+    pub fn item(&self, id: &str) -> Result<ItemView, ClientError> {
+        self.typed("GET", &format!("/api/v1/items/{id}"), None::<&()>)
+    }
+
+    /// `POST /api/v1/shares/preview`.
+    pub fn preview_share(&self, request: &AddShare) -> Result<Preview, ClientError> {
+        self.typed("POST", "/api/v1/shares/preview", Some(request))
+    }
+
+    /// `POST /api/v1/shares`.
+    pub fn add_share(&self, request: &AddShare) -> Result<ItemView, ClientError> {
+        self.typed("POST", "/api/v1/shares", Some(request))
+    }
+
+    /// `POST /api/v1/downloads/preview`.
+    pub fn preview_download(&self, request: &AddDownload) -> Result<Preview, ClientError> {
+        self.typed("POST", "/api/v1/downloads/preview", Some(request))
+    }
+
+    /// `POST /api/v1/downloads`.
+    pub fn add_download(&self, request: &AddDownload) -> Result<ItemView, ClientError> {
+        self.typed("POST", "/api/v1/downloads", Some(request))
+    }
+
+    /// `POST /api/v1/items/{id}/pause` (`paused`) or `/resume`.
+    pub fn set_paused(&self, id: &str, paused: bool) -> Result<ItemView, ClientError> {
+        let what = if paused { "pause" } else { "resume" };
+        self.typed("POST", &format!("/api/v1/items/{id}/{what}"), None::<&()>)
+    }
+
+    /// `PUT /api/v1/items/{id}/caps`.
+    pub fn set_caps(&self, id: &str, caps: &Caps) -> Result<ItemView, ClientError> {
+        self.typed("PUT", &format!("/api/v1/items/{id}/caps"), Some(caps))
+    }
+
+    /// `DELETE /api/v1/items/{id}`, with its files when `delete_files`.
+    pub fn remove(&self, id: &str, delete_files: bool) -> Result<Removed, ClientError> {
+        let query = if delete_files {
+            "?delete_files=true"
+        } else {
+            ""
+        };
+        self.typed("DELETE", &format!("/api/v1/items/{id}{query}"), None::<&()>)
+    }
+
+    /// `GET /api/v1/items/{id}/receipt`.
+    pub fn receipt(
+        &self,
+        id: &str,
+    ) -> Result<minimodel_verifier::receipt::ImportReceipt, ClientError> {
+        self.typed("GET", &format!("/api/v1/items/{id}/receipt"), None::<&()>)
+    }
+
+    /// `PUT /api/v1/limits`.
+    pub fn set_limits(&self, limits: &SetLimits) -> Result<LimitsView, ClientError> {
+        self.typed("PUT", "/api/v1/limits", Some(limits))
+    }
+
+    /// `GET /api/v1/log?limit=N`.
+    pub fn log(&self, limit: usize) -> Result<LogPage, ClientError> {
+        self.typed("GET", &format!("/api/v1/log?limit={limit}"), None::<&()>)
+    }
+
+    /// `POST /api/v1/shutdown`.
+    pub fn shutdown(&self) -> Result<(), ClientError> {
+        self.typed::<serde_json::Value>("POST", "/api/v1/shutdown", None::<&()>)
+            .map(|_| ())
     }
 
     /// A request with exactly these headers (tests send foreign ones).

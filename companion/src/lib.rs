@@ -9,8 +9,12 @@
 //! What it is:
 //! - [`library`]: the library directory, its lock (one companion per
 //!   library) and its state file, written crash-safely;
-//! - [`service`]: the companion itself, which turns the API's requests
-//!   into items and runs them;
+//! - [`supervisor`]: every decision of the library (which items run,
+//!   their states, tries and their back-off, caps, quota, a full disk),
+//!   sans-IO: events and the time in, actions out;
+//! - `service`: carries out the supervisor's actions (starts and stops
+//!   runs, writes the state, measures the disk, tells the event stream)
+//!   and reads what it needs for them;
 //! - [`runner`]: the one seam between the companion and the swarm: run
 //!   this share or this download, report its progress, stop it;
 //! - [`translog`]: the append-only transfer log, rotated by size;
@@ -27,19 +31,23 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod activity;
 pub mod api;
 pub mod client;
+mod companion;
+pub mod errors;
 pub mod guard;
 pub mod library;
 pub mod quota;
 pub mod runner;
 #[cfg(feature = "schema")]
 pub mod schema;
-pub mod service;
+mod service;
+pub mod supervisor;
 pub mod token;
 pub mod translog;
 pub mod trust;
 pub mod unit;
 pub mod view;
 
-pub use service::{Companion, CompanionConfig, CompanionError};
+pub use companion::{Companion, CompanionConfig, CompanionError, DEFAULT_API_PORT};

@@ -10,8 +10,12 @@
 //! swarm it names (`docs/companion.md`, "One endpoint, many swarms").
 //!
 //! A running item reports [`RunEvent`]s, tagged with its id and the run's
-//! generation (so that reports of a run being stopped are not taken for
-//! the next one's), and ends with exactly one [`RunEvent::Ended`].
+//! number (so that reports of a run being stopped are not taken for the
+//! next one's), and ends with exactly one [`RunEvent::Ended`]; a failure
+//! keeps its kind ([`Failure`]). Its caps change while it runs
+//! ([`RunningItem::set_caps`]): nothing restarts for them. A download's
+//! node never gives up for want of peers: the supervisor decides when a
+//! try ends (`crate::supervisor`).
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -23,13 +27,17 @@ use minimodel_swarm::app::fetch::{DownloadPlan, Opened, Serving};
 use minimodel_swarm::app::share::{SharePlan, VerifiedShare};
 use minimodel_swarm::dht::{Discovery, DiscoveryConfig};
 use minimodel_swarm::fetch::FetchError;
-use minimodel_swarm::node::{MetricsHandle, NodeMetrics, NodeReport, SharedEndpoint};
+use minimodel_swarm::node::{
+    LimitsHandle, MetricsHandle, NodeFailure, NodeLimits, NodeMetrics, NodeReport, SharedEndpoint,
+};
 use minimodel_swarm::transport::Identity;
 use minimodel_verifier::manifest::Manifest;
 use minimodel_wire::PeerId;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::library::ItemId;
+use crate::library::{Caps, ItemId};
+use crate::supervisor::{Failure, RunId, RunPhase};
+use crate::view::ProblemKind;
 
 /// How often a running item's per-peer figures are read.
 pub const SOURCES_EVERY: Duration = Duration::from_secs(1);
@@ -37,13 +45,13 @@ pub const SOURCES_EVERY: Duration = Duration::from_secs(1);
 /// What a running item tells the companion.
 #[derive(Debug)]
 pub enum RunEvent {
+    /// What the run does now.
+    Phase(RunPhase),
     /// A share's file is being verified: bytes read so far.
     Verifying(u64),
     /// The share's file passed: kept to start it again without reading
     /// the file.
     Verified(Arc<VerifiedShare>),
-    /// A download's directory is being opened.
-    Opening,
     /// Opened: bytes verified by earlier runs.
     Opened {
         /// Those bytes.
@@ -80,15 +88,20 @@ pub enum Ending {
     Finished,
     /// Failed; the verified part of a download is kept.
     Failed {
-        /// What went wrong.
-        error: String,
+        /// What went wrong, of which kind.
+        failure: Failure,
         /// The node's last counters read, if it ran.
         last: Option<NodeMetrics>,
     },
 }
 
 /// The reports of every running item go here.
-pub type Events = mpsc::UnboundedSender<(ItemId, u64, RunEvent)>;
+pub type Events = mpsc::UnboundedSender<(ItemId, RunId, RunEvent)>;
+
+/// Free bytes a download that found the disk full waits for before it
+/// tries again, beyond what it still has to reserve: room for its state
+/// file, journal and receipt.
+pub const DISK_MARGIN: u64 = 4 << 20;
 
 /// A share to run.
 #[derive(Debug)]
@@ -142,10 +155,17 @@ pub struct Runner {
 #[derive(Debug)]
 pub struct RunningItem {
     stop: Option<oneshot::Sender<()>>,
+    caps: watch::Sender<Caps>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl RunningItem {
+    /// Puts `caps` (its own) in force in its node, without a restart (a
+    /// node not started yet takes them when it starts).
+    pub fn set_caps(&self, caps: Caps) {
+        self.caps.send_replace(caps);
+    }
+
     /// Asks the item to stop and waits until it has (a download writes
     /// its checkpoint first).
     pub async fn stop(mut self) {
@@ -180,6 +200,11 @@ impl Runner {
         self
     }
 
+    /// Whether items announce and look for peers on the local network.
+    pub fn lan(&self) -> bool {
+        self.lan
+    }
+
     /// The identity every item uses.
     pub fn peer_id(&self) -> PeerId {
         self.identity.peer_id()
@@ -205,15 +230,24 @@ impl Runner {
         &self.endpoint
     }
 
-    /// Starts `job` as run `generation` of item `id` with `limits`.
-    pub fn start(&self, id: ItemId, generation: u64, job: Job, limits: Limits) -> RunningItem {
+    /// Starts `job` as run `run` of item `id` with its own `caps`.
+    pub fn start(&self, id: ItemId, run: RunId, job: Job, caps: Caps) -> RunningItem {
         let (stop, stopped) = oneshot::channel();
+        let (caps_tx, caps_rx) = watch::channel(caps);
         let run = Run {
             id,
-            generation,
+            run,
             identity: Arc::clone(&self.identity),
             endpoint: self.endpoint.clone(),
-            limits,
+            limits: Limits {
+                max_upload: caps.max_upload,
+                max_download: caps.max_download,
+                // The supervisor ends a try that finds no peer; the node
+                // never gives up by itself.
+                give_up_after: Some(Duration::MAX),
+                ..Limits::default()
+            },
+            caps: caps_rx,
             events: self.events.clone(),
             lan: self.lan,
         };
@@ -226,6 +260,7 @@ impl Runner {
         });
         RunningItem {
             stop: Some(stop),
+            caps: caps_tx,
             task,
         }
     }
@@ -233,10 +268,11 @@ impl Runner {
 
 struct Run {
     id: ItemId,
-    generation: u64,
+    run: RunId,
     identity: Arc<Identity>,
     endpoint: SharedEndpoint,
     limits: Limits,
+    caps: watch::Receiver<Caps>,
     events: Events,
     lan: bool,
 }
@@ -251,28 +287,48 @@ impl Run {
     }
 
     fn send(&self, event: RunEvent) {
-        let _ = self.events.send((self.id.clone(), self.generation, event));
+        let _ = self.events.send((self.id.clone(), self.run, event));
     }
 
-    async fn verify(&self, plan: SharePlan) -> Result<Arc<VerifiedShare>, String> {
+    /// Reads `plan`'s file whole against its manifest.
+    async fn verify(&self, plan: SharePlan) -> Result<Arc<VerifiedShare>, Failure> {
+        self.send(RunEvent::Phase(RunPhase::Verifying));
+        self.send(RunEvent::Verifying(0));
         let events = self.events.clone();
-        let (id, generation) = (self.id.clone(), self.generation);
+        let (id, run) = (self.id.clone(), self.run);
         let verified = tokio::task::spawn_blocking(move || {
             let last = std::sync::Mutex::new(0u64);
             plan.verify(&|done| {
                 let mut last = last.lock().unwrap_or_else(|e| e.into_inner());
                 if done >= *last + (16 << 20) {
                     *last = done;
-                    let _ = events.send((id.clone(), generation, RunEvent::Verifying(done)));
+                    let _ = events.send((id.clone(), run, RunEvent::Verifying(done)));
                 }
             })
         })
         .await
-        .map_err(|error| format!("the verification stopped: {error}"))?
         .map_err(|error| {
-            format!(
-                "the file does not pass its check against the manifest: {}",
-                chain(&error)
+            Failure::new(
+                ProblemKind::Internal,
+                format!("the verification stopped: {error}"),
+            )
+        })?
+        .map_err(|error| {
+            let kind = match &error {
+                minimodel_verifier::check::VerifyError::Io(io)
+                    if io.kind() == std::io::ErrorKind::NotFound =>
+                {
+                    ProblemKind::FileGone
+                }
+                minimodel_verifier::check::VerifyError::Io(_) => ProblemKind::Storage,
+                _ => ProblemKind::VerificationFailed,
+            };
+            Failure::new(
+                kind,
+                format!(
+                    "the file does not pass its check against the manifest: {}",
+                    chain(&error)
+                ),
             )
         })?;
         let verified = Arc::new(verified);
@@ -284,35 +340,53 @@ impl Run {
         let verified = match job.verified {
             Some(verified) => verified,
             None => {
-                self.send(RunEvent::Verifying(0));
                 let mut plan = self.share_plan(job.manifest, job.file);
                 plan.manifest_file = Some(job.manifest_file);
                 match self.verify(plan).await {
                     Ok(verified) => verified,
-                    Err(error) => return Ending::Failed { error, last: None },
+                    Err(failure) => {
+                        return Ending::Failed {
+                            failure,
+                            last: None,
+                        };
+                    }
                 }
             }
         };
-        self.serve(&verified, stopped).await
+        self.serve(&verified, RunPhase::Serving, stopped).await
     }
 
-    /// Serves a verified file until stopped.
-    async fn serve(&self, verified: &VerifiedShare, stopped: oneshot::Receiver<()>) -> Ending {
+    /// Serves a verified file until stopped: a share (`Serving`) or a
+    /// delivered download (`Seeding`).
+    async fn serve(
+        &self,
+        verified: &VerifiedShare,
+        phase: RunPhase,
+        stopped: oneshot::Receiver<()>,
+    ) -> Ending {
         let (reports, inbox) = mpsc::unbounded_channel();
+        let limits = Limits {
+            max_upload: self.caps.borrow().max_upload,
+            ..self.limits.clone()
+        };
         let seeder = match verified.start_with(
             self.endpoint.local_addr(),
-            &self.limits,
+            &limits,
             Arc::clone(&self.identity),
             reports,
         ) {
             Ok(seeder) => seeder,
             Err(error) => {
                 return Ending::Failed {
-                    error: format!("cannot start serving: {}", chain(&error)),
+                    failure: Failure::new(
+                        ProblemKind::Internal,
+                        format!("cannot start serving: {}", chain(&error)),
+                    ),
                     last: None,
                 };
             }
         };
+        self.send(RunEvent::Phase(phase));
         if let Some(addr) = seeder.listen_addr() {
             self.send(RunEvent::Listening {
                 addr,
@@ -320,11 +394,12 @@ impl Run {
             });
         }
         let metrics = seeder.metrics();
+        let limits = seeder.limits();
         let (node_stop, node_stopped) = oneshot::channel::<()>();
         let node = tokio::spawn(seeder.run(async {
             let _ = node_stopped.await;
         }));
-        let last = self.watch(metrics, inbox, stopped, node_stop).await;
+        let last = self.watch(metrics, limits, inbox, stopped, node_stop).await;
         let _ = node.await;
         Ending::Stopped(last)
     }
@@ -336,14 +411,28 @@ impl Run {
     async fn watch(
         &self,
         metrics: MetricsHandle,
+        limits: LimitsHandle,
         mut inbox: mpsc::UnboundedReceiver<NodeReport>,
         mut stopped: oneshot::Receiver<()>,
         node_stop: oneshot::Sender<()>,
     ) -> Option<NodeMetrics> {
         let mut tick = tokio::time::interval(SOURCES_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut caps = self.caps.clone();
+        // What the node started with counts as seen; a change made while
+        // it started is put in force now.
+        let started = *caps.borrow_and_update();
+        if started.max_upload != self.limits.max_upload
+            || started.max_download != self.limits.max_download
+        {
+            self.put_in_force(&limits, started).await;
+        }
         loop {
             tokio::select! {
+                Ok(()) = caps.changed() => {
+                    let now = *caps.borrow_and_update();
+                    self.put_in_force(&limits, now).await;
+                }
                 report = inbox.recv() => match report {
                     Some(report) => self.send(RunEvent::Report(report)),
                     // The node ended by itself (a download delivered or
@@ -369,11 +458,26 @@ impl Run {
         }
     }
 
+    /// Puts `caps` in force in the running node.
+    async fn put_in_force(&self, limits: &LimitsHandle, caps: Caps) {
+        let wanted = NodeLimits {
+            max_peers: self
+                .limits
+                .max_peers
+                .unwrap_or(minimodel_swarm::node::CoreConfig::default().max_peers),
+            max_upload: caps.max_upload,
+            max_download: caps.max_download,
+        };
+        if let Err(error) = limits.set(wanted).await {
+            tracing::debug!(item = %self.id, "caps not changed: {error}");
+        }
+    }
+
     async fn download(&self, job: DownloadJob, stopped: oneshot::Receiver<()>) -> Ending {
         if let Some(verified) = &job.verified {
-            return self.serve(verified, stopped).await;
+            return self.serve(verified, RunPhase::Seeding, stopped).await;
         }
-        self.send(RunEvent::Opening);
+        self.send(RunEvent::Phase(RunPhase::Opening));
         let mut plan = job.plan;
         plan.serving = job.serve.then_some(Serving {
             listen: self.endpoint.local_addr(),
@@ -382,8 +486,14 @@ impl Run {
             port_mapping: false,
         });
         plan.endpoint = Some(self.endpoint.clone());
-        plan.limits = self.limits.clone();
+        let caps = *self.caps.borrow();
+        plan.limits = Limits {
+            max_upload: caps.max_upload,
+            max_download: caps.max_download,
+            ..self.limits.clone()
+        };
         plan.lan = self.lan;
+        let artifact_bytes = plan.manifest.artifact_bytes;
         let manifest = plan.manifest.clone();
         let manifest_file = plan.manifest_file.clone();
         // The item's previous run may still be letting its download go.
@@ -403,24 +513,40 @@ impl Run {
                 }
                 let mut plan = self.share_plan(manifest, done.paths.artifact.clone());
                 plan.manifest_file = manifest_file;
-                self.send(RunEvent::Verifying(0));
                 return match self.verify(plan).await {
-                    Ok(verified) => self.serve(&verified, stopped).await,
-                    Err(error) => Ending::Failed { error, last: None },
+                    Ok(verified) => self.serve(&verified, RunPhase::Seeding, stopped).await,
+                    Err(failure) => Ending::Failed {
+                        failure,
+                        last: None,
+                    },
                 };
             }
             Ok(Err(error)) => {
+                let text = format!(
+                    "cannot use the download's directory: {}",
+                    minimodel_swarm::resume::describe(&error)
+                );
+                let failure = if error.is_disk_full() {
+                    // Nothing reserved yet, or part of it: room for the
+                    // whole file, to be sure.
+                    Failure {
+                        needed_bytes: Some(artifact_bytes.saturating_add(DISK_MARGIN)),
+                        ..Failure::new(ProblemKind::DiskFull, text)
+                    }
+                } else {
+                    Failure::new(ProblemKind::Storage, text)
+                };
                 return Ending::Failed {
-                    error: format!(
-                        "cannot use the download's directory: {}",
-                        minimodel_swarm::resume::describe(&error)
-                    ),
+                    failure,
                     last: None,
                 };
             }
             Err(error) => {
                 return Ending::Failed {
-                    error: format!("opening stopped: {error}"),
+                    failure: Failure::new(
+                        ProblemKind::Internal,
+                        format!("opening stopped: {error}"),
+                    ),
                     last: None,
                 };
             }
@@ -434,7 +560,10 @@ impl Run {
                 Ok(dht) => ready.set_dht(Arc::new(dht)),
                 Err(error) => {
                     return Ending::Failed {
-                        error: format!("cannot start the DHT node: {}", chain(&error)),
+                        failure: Failure::new(
+                            ProblemKind::Network,
+                            format!("cannot start the DHT node: {}", chain(&error)),
+                        ),
                         last: None,
                     };
                 }
@@ -445,11 +574,12 @@ impl Run {
             Ok(fetcher) => fetcher,
             Err(error) => {
                 return Ending::Failed {
-                    error: format!("cannot start the download: {}", chain(&error)),
+                    failure: classify(&error),
                     last: None,
                 };
             }
         };
+        self.send(RunEvent::Phase(RunPhase::Fetching));
         if let Some(addr) = fetcher.listen_addr() {
             self.send(RunEvent::Listening {
                 addr,
@@ -457,11 +587,12 @@ impl Run {
             });
         }
         let metrics = fetcher.metrics();
+        let limits = fetcher.limits();
         let (node_stop, node_stopped) = oneshot::channel::<()>();
         let node = tokio::spawn(fetcher.run(async {
             let _ = node_stopped.await;
         }));
-        let last_on_stop = self.watch(metrics, inbox, stopped, node_stop).await;
+        let last_on_stop = self.watch(metrics, limits, inbox, stopped, node_stop).await;
         let result = node.await.unwrap_or_else(|error| {
             // The node's task failed (a panic): nothing of this run is
             // known to be delivered.
@@ -480,11 +611,63 @@ impl Run {
             },
             Err(FetchError::Interrupted) => Ending::Stopped(last_on_stop),
             Err(error) => Ending::Failed {
-                error: chain(&error),
+                failure: classify(&error),
                 last: last_on_stop,
             },
         }
     }
+}
+
+/// A download's failure, by kind: what a person must fix, what goes on
+/// by itself.
+pub fn classify(error: &FetchError) -> Failure {
+    let text = chain(error);
+    if caused_by_full_disk(error) {
+        return Failure {
+            needed_bytes: Some(DISK_MARGIN),
+            ..Failure::new(ProblemKind::DiskFull, text)
+        };
+    }
+    let kind = match error {
+        FetchError::Signature(_) => ProblemKind::RefusedSignature,
+        FetchError::Unfetchable(_) => ProblemKind::VerificationFailed,
+        FetchError::Failed(NodeFailure::NoPeers { .. }) => ProblemKind::NoPeersYet,
+        FetchError::Failed(NodeFailure::Damaged { .. }) => ProblemKind::Damaged,
+        FetchError::Failed(NodeFailure::Verification(_)) => ProblemKind::VerificationFailed,
+        FetchError::Failed(NodeFailure::Storage(_)) | FetchError::Disk(_) => ProblemKind::Storage,
+        FetchError::Node(_) | FetchError::Identity(_) | FetchError::Interrupted => {
+            ProblemKind::Internal
+        }
+    };
+    Failure::new(kind, text)
+}
+
+/// Whether a full disk (`ENOSPC`) is among `error`'s causes.
+fn caused_by_full_disk(error: &FetchError) -> bool {
+    if error.resume_error().is_some_and(|e| e.is_disk_full()) {
+        return true;
+    }
+    let mut starts: Vec<&dyn std::error::Error> = vec![error];
+    if let FetchError::Failed(NodeFailure::Storage(fault)) = error {
+        if let Some(delivery) = fault.downcast_ref::<minimodel_swarm::resume::DeliveryError>() {
+            starts.push(delivery);
+        }
+        if let Some(io) = fault.downcast_ref::<std::io::Error>() {
+            starts.push(io);
+        }
+    }
+    starts.into_iter().any(|start| {
+        let mut cause = Some(start);
+        while let Some(error) = cause {
+            if let Some(io) = error.downcast_ref::<std::io::Error>()
+                && (io.raw_os_error() == Some(28) || io.kind() == std::io::ErrorKind::StorageFull)
+            {
+                return true;
+            }
+            cause = error.source();
+        }
+        false
+    })
 }
 
 /// An error and its causes in one line.

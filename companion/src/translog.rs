@@ -81,8 +81,12 @@ pub struct LogEntry {
     pub model_id: String,
     /// Which way.
     pub direction: Direction,
-    /// The other peer's id.
+    /// The other peer's id (empty for a mirror).
     pub peer_id: String,
+    /// The mirror the bytes came from, as given without its query
+    /// (`https://host/path`); absent for a peer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirror: Option<String>,
     /// Its address, when known.
     pub address: Option<String>,
     /// Verified chunk bytes moved in this entry's span (since the item
@@ -113,11 +117,35 @@ impl LogEntry {
             model_id: model_id.to_owned(),
             direction,
             peer_id,
+            mirror: None,
             address: None,
             bytes,
             chunks: None,
             ended,
             receipt: None,
+        }
+    }
+
+    /// A download line for the mirror `url` (without its query).
+    pub fn from_mirror(
+        item: &ItemId,
+        model_id: &str,
+        url: &str,
+        bytes: u64,
+        chunks: u64,
+        ended: Ended,
+    ) -> Self {
+        Self {
+            mirror: Some(url.to_owned()),
+            chunks: Some(chunks),
+            ..Self::new(
+                item,
+                model_id,
+                Direction::Download,
+                String::new(),
+                bytes,
+                ended,
+            )
         }
     }
 
@@ -343,5 +371,28 @@ mod tests {
         let mut unknown = serde_json::to_value(entry(5)).unwrap();
         unknown["extra"] = 1.into();
         assert!(LogEntry::parse(unknown.to_string().as_bytes()).is_none());
+    }
+    #[test]
+    fn a_mirror_line_names_its_url_and_reads_back() {
+        let line = LogEntry::from_mirror(
+            &"0123456789abcdef".parse().unwrap(),
+            "tiny",
+            "https://mirror.example.org/tiny.slm",
+            4096,
+            2,
+            Ended::Delivered,
+        );
+        let text = serde_json::to_string(&line).unwrap();
+        let read = LogEntry::parse(text.as_bytes()).expect("a mirror line is an entry");
+        assert_eq!(
+            read.mirror.as_deref(),
+            Some("https://mirror.example.org/tiny.slm")
+        );
+        assert_eq!(read.peer_id, "");
+        assert_eq!((read.bytes, read.chunks), (4096, Some(2)));
+        assert!(matches!(read.direction, Direction::Download));
+        // A peer's line has no `mirror` key at all.
+        let peer = serde_json::to_value(entry(5)).unwrap();
+        assert!(peer.get("mirror").is_none(), "{peer}");
     }
 }

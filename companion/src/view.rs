@@ -230,8 +230,109 @@ pub enum ItemState {
     Done,
     /// Paused by the user.
     Paused,
-    /// Stopped by an error (see `error`).
+    /// A download between tries for its peers: it tries again by itself
+    /// (see `problem`).
+    Waiting,
+    /// Stopped by what a person must fix, or waiting for space or the
+    /// quota (see `problem`: whether it goes on by itself).
     Failed,
+}
+
+/// What holds an item back, for programs (`problem.kind`). Words for
+/// people are beside it (`problem.text`, `error`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub enum ProblemKind {
+    /// A download found no peer that delivered in its last try; it tries
+    /// again by itself.
+    NoPeersYet,
+    /// Its network failed it (the DHT could not start); it tries again by
+    /// itself.
+    Network,
+    /// The disk is full; it goes on by itself once space is freed.
+    DiskFull,
+    /// The library's quota holds it (the quota was lowered); it goes on
+    /// by itself once the quota is raised or a download removed.
+    OverQuota,
+    /// The keyring refuses the manifest or its signature now.
+    RefusedSignature,
+    /// Its manifest in the library is gone, changed or invalid.
+    ManifestChanged,
+    /// A file it needs is gone (a share's file, a delivered download's
+    /// file or receipt).
+    FileGone,
+    /// A file failed its check against the manifest (a share's file, or a
+    /// download's whole file).
+    VerificationFailed,
+    /// Chunks went bad on disk after they were verified, again and again:
+    /// the disk is at fault.
+    Damaged,
+    /// Reading or writing failed (not a full disk).
+    Storage,
+    /// Something in the companion failed (a task stopped).
+    Internal,
+}
+
+impl ProblemKind {
+    /// The kind as the API names it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProblemKind::NoPeersYet => "no-peers-yet",
+            ProblemKind::Network => "network",
+            ProblemKind::DiskFull => "disk-full",
+            ProblemKind::OverQuota => "over-quota",
+            ProblemKind::RefusedSignature => "refused-signature",
+            ProblemKind::ManifestChanged => "manifest-changed",
+            ProblemKind::FileGone => "file-gone",
+            ProblemKind::VerificationFailed => "verification-failed",
+            ProblemKind::Damaged => "damaged",
+            ProblemKind::Storage => "storage",
+            ProblemKind::Internal => "internal",
+        }
+    }
+}
+
+/// What holds an item back: its kind, in words, since when, and whether
+/// it goes on by itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct ProblemView {
+    /// The kind, for programs.
+    pub kind: ProblemKind,
+    /// What happened and what happens next, in words, as of the answer.
+    pub text: String,
+    /// Since when (RFC 3339 UTC).
+    pub since: String,
+    /// Whether it goes on by itself once the cause goes (the next try,
+    /// space freed, the quota raised); `false`: a person must fix it,
+    /// then resume it (or restart the companion).
+    pub goes_on_by_itself: bool,
+    /// What to do, when a person can help.
+    pub hint: Option<String>,
+    /// For a download waiting for its peers: its tries.
+    pub waiting: Option<WaitingView>,
+    /// For a full disk: the free bytes it waits for.
+    pub needs_free_bytes: Option<u64>,
+}
+
+/// A download between tries for its peers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct WaitingView {
+    /// Tries in a row that verified nothing.
+    pub tries: u32,
+    /// When the last try ended (RFC 3339 UTC).
+    pub last_try_at: String,
+    /// When the next one starts (RFC 3339 UTC).
+    pub next_try_at: String,
+    /// Seconds since the last try, as of the answer.
+    pub last_try_seconds_ago: u64,
+    /// Seconds to the next try, as of the answer.
+    pub next_try_in_seconds: u64,
+    /// Addresses its node knew at its last try (named, remembered, told
+    /// by peers, found on the DHT or the LAN).
+    pub addresses_known: u64,
 }
 
 /// One peer's part of an item's transfers this run.
@@ -295,9 +396,9 @@ pub struct ItemView {
     pub artifact_bytes: u64,
     /// Verified bytes (a share: all of them once verified).
     pub verified_bytes: u64,
-    /// Verified bytes per second over the last few seconds (downloads).
+    /// Verified bytes per second over the last five seconds.
     pub rate_bytes_per_second: f64,
-    /// Bytes served per second over the last few seconds.
+    /// Bytes served per second over the last five seconds.
     pub upload_rate_bytes_per_second: f64,
     /// Peers connected.
     pub peers: u64,
@@ -309,9 +410,9 @@ pub struct ItemView {
     pub signature: Option<SignatureView>,
     /// Its own caps.
     pub caps: Caps,
-    /// The most it runs with: its own caps and the library's, the lower
-    /// for upload (the library's upload cap is shared among the items
-    /// that upload), its part of the library's for download.
+    /// The caps in force: while it runs, as its node holds them (the
+    /// lower of its own and its part of the library's, as the endpoint's
+    /// gate grants it now); its own while it does not run.
     pub effective_caps: Caps,
     /// Where it serves, when it does.
     pub serving: Option<ServingView>,
@@ -321,8 +422,14 @@ pub struct ItemView {
     pub receipt: Option<PathBuf>,
     /// How to open a delivered download.
     pub handoff: Option<Handoff>,
-    /// Why it failed.
+    /// Why it failed, in words (the text of `problem` when it failed).
     pub error: Option<String>,
+    /// What holds it back (waiting for peers, a full disk, a refused
+    /// signature, ...), when something does.
+    pub problem: Option<ProblemView>,
+    /// Runs of its node since the companion started (a restart of its
+    /// node is one more; a change of caps is none).
+    pub runs: u64,
     /// The consent it was added with.
     pub consent: Consent,
     /// A download's peers (`PEER_ID@IP:PORT`).
@@ -399,6 +506,147 @@ pub struct Removed {
     pub files_kept: Option<String>,
 }
 
+/// Bytes per second, up (served) and down (verified).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct RatePair {
+    /// Bytes of chunks served per second.
+    pub up: f64,
+    /// Verified bytes per second.
+    pub down: f64,
+}
+
+/// How a peer became known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub enum FoundBy {
+    /// Named by the person: a `--peer`, an offer, a ticket, a request.
+    Given,
+    /// It served an earlier run of this download.
+    Remembered,
+    /// Another peer told of it (peer exchange).
+    PeerExchange,
+    /// A DHT lookup.
+    Dht,
+    /// Announced on the local network.
+    Lan,
+    /// It dialed us.
+    Incoming,
+}
+
+impl FoundBy {
+    /// How the node's address book says it became known.
+    pub fn of(source: minimodel_swarm::node::Source) -> Self {
+        use minimodel_swarm::node::Source;
+        match source {
+            Source::Offer => FoundBy::Given,
+            Source::Remembered => FoundBy::Remembered,
+            Source::Exchange => FoundBy::PeerExchange,
+            Source::Dht => FoundBy::Dht,
+            Source::Lan => FoundBy::Lan,
+            Source::Incoming => FoundBy::Incoming,
+        }
+    }
+}
+
+/// Who opened a link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub enum PeerDirection {
+    /// We dialed it.
+    Dialed,
+    /// It dialed us.
+    Incoming,
+}
+
+/// One peer of an item's run: a row of the page's peer table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct PeerView {
+    /// Its peer id.
+    pub peer_id: String,
+    /// Where it is connected (or was reached).
+    pub address: Option<String>,
+    /// How it became known.
+    pub found_by: Option<FoundBy>,
+    /// Who dialed, while it is connected.
+    pub direction: Option<PeerDirection>,
+    /// Connected now.
+    pub connected: bool,
+    /// Connected since (RFC 3339 UTC), while it is.
+    pub since: Option<String>,
+    /// Verified bytes per second from it, over the last second.
+    pub download_rate_bytes_per_second: f64,
+    /// Bytes per second served to it, over the last second.
+    pub upload_rate_bytes_per_second: f64,
+    /// Verified bytes received from it this run (duplicates included).
+    pub downloaded_bytes: u64,
+    /// Bytes served to it while connected.
+    pub uploaded_bytes: u64,
+    /// Banned for a chunk that failed its proof.
+    pub banned: bool,
+}
+
+/// An item's chunks in cells (cell `i` of `n` holds chunks
+/// `i * chunks / n` up to `(i + 1) * chunks / n`; at most 256 cells, one
+/// chunk a cell when there are fewer chunks). The arrays have one entry
+/// per cell.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct ChunkMapView {
+    /// Chunks in all.
+    pub chunks: u32,
+    /// Chunks in each cell.
+    pub cell_chunks: Vec<u32>,
+    /// Of those, verified here.
+    pub verified: Vec<u32>,
+    /// Of those, asked of a peer and not received yet.
+    pub in_flight: Vec<u32>,
+    /// The fewest connected peers that hold any one chunk of the cell.
+    pub holders: Vec<u32>,
+}
+
+/// An item's run now: its chunks, its peers, its rates (`activity`
+/// events, every second while it runs; `GET /api/v1/items/{id}/activity`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct ActivityView {
+    /// The item.
+    pub id: String,
+    /// When (RFC 3339 UTC).
+    pub at: String,
+    /// Its chunks.
+    pub chunk_map: ChunkMapView,
+    /// Its peers this run, connected ones first.
+    pub peers: Vec<PeerView>,
+    /// Its rates at the last sample.
+    pub rates: RatePair,
+}
+
+/// One sample of the rates (`rates` events, every second).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct RatesSample {
+    /// When (RFC 3339 UTC).
+    pub at: String,
+    /// The library's: every item's together.
+    pub library: RatePair,
+    /// Each item's that moved bytes, by id (one left out moved none).
+    pub items: std::collections::BTreeMap<String, RatePair>,
+}
+
+/// `GET /api/v1/rates`: the rates over the last minutes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct RatesView {
+    /// Seconds between samples.
+    pub every_seconds: u64,
+    /// The samples, oldest first (at most 300).
+    pub samples: Vec<RatesSample>,
+}
+
 /// One server-sent event of `GET /api/v1/events`: its `event:` name and
 /// its `data:` JSON.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -413,6 +661,10 @@ pub enum ApiEvent {
     Log(LogEntry),
     /// The limits changed.
     Limits(LimitsView),
+    /// A running item's chunks, peers and rates (every second).
+    Activity(Box<ActivityView>),
+    /// The rates, per item and for the library (every second).
+    Rates(RatesSample),
 }
 
 impl ApiEvent {
@@ -423,6 +675,8 @@ impl ApiEvent {
             ApiEvent::Removed(_) => "removed",
             ApiEvent::Log(_) => "log",
             ApiEvent::Limits(_) => "limits",
+            ApiEvent::Activity(_) => "activity",
+            ApiEvent::Rates(_) => "rates",
         }
     }
 
@@ -433,6 +687,8 @@ impl ApiEvent {
             ApiEvent::Removed(removed) => serde_json::to_string(removed),
             ApiEvent::Log(entry) => serde_json::to_string(entry),
             ApiEvent::Limits(limits) => serde_json::to_string(limits),
+            ApiEvent::Activity(activity) => serde_json::to_string(activity),
+            ApiEvent::Rates(rates) => serde_json::to_string(rates),
         };
         value.unwrap_or_else(|_| "null".to_owned())
     }

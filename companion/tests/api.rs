@@ -699,10 +699,6 @@ fn every_item_serves_on_the_companions_one_port_and_fetches_from_it_run_at_once(
         &json!({"caps": {"max_upload": 3_000_000, "max_download": null}}),
     );
     assert_eq!(status, 200);
-    let (_, library_view) = seeder.get("/api/v1/library");
-    for item in library_view["items"].as_array().unwrap() {
-        assert_eq!(item["effective_caps"]["max_upload"], 3_000_000, "{item}");
-    }
     // One item per artifact: a download of what is shared is refused.
     let mut again = download_request(&arts[0], &offers[0]);
     again["consent"] = json!({"fetch": true});
@@ -715,6 +711,15 @@ fn every_item_serves_on_the_companions_one_port_and_fetches_from_it_run_at_once(
             Sha256Digest::of(&std::fs::read(file).unwrap()),
             art.manifest.artifact_sha256
         );
+    }
+    // The caps shown are those the endpoint's gate grants each item now:
+    // with nobody uploading, each may take the whole of the library's
+    // cap as the next to start, not a third of it.
+    for share in seeder.get("/api/v1/library").1["items"].as_array().unwrap() {
+        let id = share["id"].as_str().unwrap();
+        seeder.wait_item(id, Duration::from_secs(10), |item| {
+            item["effective_caps"]["max_upload"] == 3_000_000
+        });
     }
     // Started again, the companion serves on the same port.
     seeder.stop();

@@ -2,11 +2,13 @@
 //! `chromium`) driven through `chromedriver` (Debian's `chromium-driver`)
 //! by plain WebDriver calls. The test pastes the token, adds a share and
 //! a download through the page's forms and consent dialog, sees the
-//! download's progress bar move and its receipt appear, and finds the
+//! download's progress bar move, its chunk map fill and its peer table
+//! list the peer it fetches from, the rate graph draw what moved, the caps
+//! in force change when a cap does, and its receipt appear; and finds the
 //! transfer in the page's log.
 //!
 //! A missing browser fails the test with what to install; it never
-//! skips. `.ci/run` installs both packages. To run it alone:
+//! skips. `scripts/test` installs both packages. To run it alone:
 //! `cargo test -p minimodel-companion --test browser`
 //! (`MINIMODEL_CHROMEDRIVER` and `MINIMODEL_CHROMIUM` name other
 //! binaries).
@@ -49,14 +51,14 @@ impl Driver {
                 panic!(
                     "chromedriver is not installed: the page's browser test needs Debian's \
                  chromium and chromium-driver (apt-get install chromium chromium-driver; \
-                 .ci/run installs them), or MINIMODEL_CHROMEDRIVER naming a chromedriver"
+                 scripts/test installs them), or MINIMODEL_CHROMEDRIVER naming a chromedriver"
                 )
             });
         let browser = find_program("MINIMODEL_CHROMIUM", &["chromium", "chromium-browser"])
             .unwrap_or_else(|| {
                 panic!(
                     "chromium is not installed: apt-get install chromium chromium-driver \
-                     (.ci/run installs them), or MINIMODEL_CHROMIUM naming the browser"
+                     (scripts/test installs them), or MINIMODEL_CHROMIUM naming the browser"
                 )
             });
         let port = TcpListener::bind("127.0.0.1:0")
@@ -225,7 +227,7 @@ fn the_page_adds_a_share_and_a_download_and_shows_progress_and_the_receipt() {
 
     // A peer serves the artifact to fetch, slowly enough to watch.
     let peer = start(&temp.path().join("peer"));
-    let offer = peer.share_capped(&fetched, 512 * 1024);
+    let offer = peer.share_capped(&fetched, 256 * 1024);
 
     let companion = start(&temp.path().join("library"));
     let driver = Driver::start(&temp.path().join("profile"));
@@ -269,6 +271,45 @@ fn the_page_adds_a_share_and_a_download_and_shows_progress_and_the_receipt() {
     let listed = companion.get("/api/v1/library").1;
     assert_eq!(listed["items"][0]["model_id"], "page-share", "{listed}");
     assert_eq!(listed["items"][0]["state"], "serving");
+    // The signature line says "unsigned" once.
+    let signature = driver.eval(&format!(
+        "return {}.querySelector('.signature').textContent;",
+        card("shared-list")
+    ));
+    let signature = signature.as_str().unwrap();
+    assert_eq!(signature.matches("unsigned").count(), 1, "{signature}");
+
+    // The caps shown are those in force: a cap set through the API shows
+    // on the page once the share's node holds it, no restart.
+    let share_id = listed["items"][0]["id"].as_str().unwrap().to_owned();
+    let (status, _) = companion.send(
+        "PUT",
+        &format!("/api/v1/items/{share_id}/caps"),
+        &json!({"max_upload": 65536, "max_download": null}),
+    );
+    assert_eq!(status, 200);
+    driver.wait_until(
+        "the share's cap in force",
+        Duration::from_secs(10),
+        &format!(
+            "const c = {}; return c && c.querySelector('.caps').textContent.includes('Caps in force: up 64.0 KiB/s');",
+            card("shared-list")
+        ),
+    );
+    // A share's chunk map says how many peers hold its chunks: nobody yet.
+    let held = driver.wait_until(
+        "the share's chunk map",
+        Duration::from_secs(10),
+        &format!(
+            "const s = {}.querySelector('svg.chunk-map'); const cells = s.querySelectorAll('rect.cell');              return cells.length > 0 && Array.from(cells).every((r) => r.classList.contains('held-0')) ? cells.length : null;",
+            card("shared-list")
+        ),
+    );
+    assert_eq!(
+        held.as_u64(),
+        Some(4),
+        "256 KiB in 64 KiB chunks: a cell each"
+    );
 
     // A download from the peer's offer, pasted as JSON.
     driver.type_into("#fetch-manifest", fetched.manifest_path.to_str().unwrap());
@@ -296,6 +337,48 @@ fn the_page_adds_a_share_and_a_download_and_shows_progress_and_the_receipt() {
         ),
     );
     assert!(part_way.as_f64().unwrap() > 0.0);
+    // Part way, the chunk map shows some chunks verified and not all, its
+    // cells adding up to its count, and the peer table lists the peer it
+    // fetches from: where, found how, dialed, since when.
+    let map = driver.wait_until(
+        "the chunk map part way",
+        Duration::from_secs(30),
+        &format!(
+            "const c = {}; if (!c) return null; const s = c.querySelector('svg.chunk-map'); \
+             const cells = Array.from(s.querySelectorAll('rect.cell')); \
+             const sum = cells.reduce((n, r) => n + Number(r.dataset.verified), 0); \
+             return sum > 0 && sum < Number(s.dataset.chunks) && sum === Number(s.dataset.verified) \
+               ? [cells.length, sum, Number(s.dataset.chunks)] : null;",
+            card("fetching-list")
+        ),
+    );
+    assert_eq!(map[0], 32, "2 MiB in 64 KiB chunks: a cell each: {map}");
+    assert_eq!(map[2], 32);
+    let peer_id = peer.get("/api/v1/library").1["companion"]["peer_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let row = driver.wait_until(
+        "the peer table",
+        Duration::from_secs(30),
+        &format!(
+            "const c = {}; if (!c) return null; \
+             const r = c.querySelector('table.peers tbody tr[data-peer=\"{peer_id}\"]'); \
+             return r && Array.from(r.cells).map((d) => d.textContent);",
+            card("fetching-list")
+        ),
+    );
+    let row: Vec<&str> = row
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|cell| cell.as_str().unwrap())
+        .collect();
+    let offer_addr = offer["addrs"][0].as_str().unwrap();
+    assert_eq!(row[0], &peer_id[..10], "{row:?}");
+    assert_eq!(row[1], offer_addr, "{row:?}");
+    assert_eq!(&row[2..4], ["given", "dialed"], "{row:?}");
+    assert!(!row[8].is_empty(), "since when: {row:?}");
     driver.wait_until(
         "the download done",
         Duration::from_secs(60),
@@ -304,6 +387,43 @@ fn the_page_adds_a_share_and_a_download_and_shows_progress_and_the_receipt() {
             card("done-list")
         ),
     );
+    // Done: every cell of the map verified, as many chunks as the item
+    // has verified bytes; the rate graphs drew what came down.
+    let done_map = driver.wait_until(
+        "the chunk map complete",
+        Duration::from_secs(10),
+        &format!(
+            "const s = {}.querySelector('svg.chunk-map'); \
+             const cells = Array.from(s.querySelectorAll('rect.cell')); \
+             return cells.length > 0 && cells.every((r) => r.classList.contains('verified')) \
+               ? Number(s.dataset.verified) : null;",
+            card("done-list")
+        ),
+    );
+    let done_id = companion.get("/api/v1/library").1["items"][1]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let done_item = companion.item(&done_id);
+    assert_eq!(
+        done_map.as_u64().unwrap() * 64 * 1024,
+        done_item["verified_bytes"].as_u64().unwrap(),
+        "the map's cells match the item's verified count"
+    );
+    let peak = driver.wait_until(
+        "the library's rate graph",
+        Duration::from_secs(10),
+        "const s = document.getElementById('library-rates'); \
+         return s.querySelectorAll('polyline.rate-down').length === 1 && Number(s.dataset.peak) > 1024 \
+           ? Number(s.dataset.peak) : null;",
+    );
+    assert!(peak.as_f64().unwrap() > 1024.0, "{peak}");
+    let item_peak = driver.eval(&format!(
+        "const s = {}.querySelector('svg.rate-graph'); return Number(s.dataset.peak);",
+        card("done-list")
+    ));
+    assert!(item_peak.as_f64().unwrap() > 1024.0, "{item_peak}");
+
     let handoff = driver.eval(&format!(
         "return {}.querySelector('.handoff').textContent;",
         card("done-list")
@@ -339,4 +459,15 @@ fn the_page_adds_a_share_and_a_download_and_shows_progress_and_the_receipt() {
         row.contains("page-fetch") && row.contains("download") && row.contains("delivered"),
         "{row}"
     );
+    // To look at the page: MINIMODEL_PAGE_SCREENSHOT=FILE keeps what the
+    // browser drew (a PNG, base64).
+    if let Some(path) = std::env::var_os("MINIMODEL_PAGE_SCREENSHOT") {
+        driver.session(
+            "POST",
+            "/window/rect",
+            json!({"width": 1200, "height": 2400}),
+        );
+        let png = driver.session("GET", "/screenshot", json!({}));
+        std::fs::write(path, png.as_str().unwrap()).unwrap();
+    }
 }

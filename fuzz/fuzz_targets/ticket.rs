@@ -1,11 +1,14 @@
 //! The ticket reader on arbitrary text and on arbitrary binary forms: it
 //! must return, never panic; whatever it accepts holds 1 to 4 distinct
-//! peers with 1 to 4 distinct addresses each, and is written back to the
-//! same ticket (text and bytes).
+//! peers with 1 to 4 distinct addresses each, relays only for its own
+//! peers (1 to 2 distinct ones, each with its key), and is written back
+//! to the same ticket (text and bytes).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use minimodel_swarm::ticket::{MAX_TICKET_ADDRS, MAX_TICKET_LEN, MAX_TICKET_PEERS, Ticket};
+use minimodel_swarm::ticket::{
+    MAX_TICKET_ADDRS, MAX_TICKET_LEN, MAX_TICKET_PEERS, MAX_TICKET_RELAYS, Ticket,
+};
 
 fn check(ticket: &Ticket) {
     let peers = &ticket.peers;
@@ -13,6 +16,14 @@ fn check(ticket: &Ticket) {
     for (i, peer) in peers.iter().enumerate() {
         assert!(peers[..i].iter().all(|p| p.id != peer.id));
         assert!(!peer.addrs.is_empty() && peer.addrs.len() <= MAX_TICKET_ADDRS);
+    }
+    for entry in &ticket.relays {
+        assert!(peers.iter().any(|p| p.id == entry.peer));
+        assert!(!entry.relays.is_empty() && entry.relays.len() <= MAX_TICKET_RELAYS);
+        for (i, relay) in entry.relays.iter().enumerate() {
+            assert!(relay.id.is_some());
+            assert!(!entry.relays[..i].contains(relay));
+        }
     }
     let text = ticket.to_string();
     assert!(text.len() <= MAX_TICKET_LEN);

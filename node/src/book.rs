@@ -253,6 +253,15 @@ impl AddressBook {
         self.banned.len()
     }
 
+    /// Addresses held, over every entry but a banned peer's.
+    pub fn address_count(&self) -> usize {
+        self.entries
+            .values()
+            .filter(|entry| entry.id.is_none_or(|id| !self.banned.contains(&id)))
+            .map(|entry| entry.addrs.len())
+            .sum()
+    }
+
     /// Entries.
     pub fn len(&self) -> usize {
         self.entries.len()

@@ -161,7 +161,9 @@ pub struct NodeConfig {
     /// With this many serving peers connected, no more lookups. Default 8.
     pub dht_enough_peers: usize,
     /// A download with nothing verified for this long gives up, saying
-    /// which peers it tried and why each failed. Default 5 min.
+    /// which peers it tried and why each failed. Default 5 min;
+    /// `Duration::MAX`: never (a library that waits for its peers and
+    /// decides itself when to stop a try, `docs/companion.md`).
     pub give_up_after: Duration,
     /// A checkpoint is written at least this often while chunks arrive.
     /// Default 2 s.
@@ -192,6 +194,37 @@ pub struct NodeConfig {
     /// with a 2 s wait; `docs/performance.md`). Default 200 ms; below
     /// `unverified_dial_timeout`, which a held Hello counts against.
     pub mapping_wait: Duration,
+    /// A Connect (an introduction) makes this node open its router toward
+    /// the peer at once ([`crate::node::Action::Open`]: packets with a
+    /// small TTL that leave the router but die before the peer's) and
+    /// dial it this much later. Both sides get their Connect at about the
+    /// same time; a router that takes what comes in unasked into its own
+    /// connection tracking (a Linux box with no input firewall) would
+    /// otherwise keep the peer's first packet as its own and map our
+    /// reply to another outside port, and the punch would fail. Covers
+    /// the skew between the two Connects' arrivals. Default 150 ms.
+    pub punch_delay: Duration,
+    /// After a relay's Connect that this node asked for, a punch that has
+    /// no link up this long later falls back to the relay's channel
+    /// (`docs/relay.md`). Default 2 s: a punch that works is up within a
+    /// round trip or two after `punch_delay`, or one resent Initial (1 s)
+    /// later behind a carrier's NAT; one that gets through later still
+    /// takes the relayed link's place.
+    pub relay_fallback_after: Duration,
+    /// While a peer is linked through a relay only, a new introduction (a
+    /// punch) is asked for this often, the wait doubling after each up to
+    /// `relay_upgrade_max`. Default 30 s.
+    pub relay_upgrade_every: Duration,
+    /// The longest wait between two tries to leave a relay. Default 10 min.
+    pub relay_upgrade_max: Duration,
+    /// An introduction asked of a relay and not answered is asked again
+    /// after this, at the soonest. Default 10 s.
+    pub relay_ask_again: Duration,
+    /// How long the first verdict on who can reach this node
+    /// (`crate::reach`, [`crate::NodeReport::Reach`]) waits for the
+    /// router's first answer about a port mapping. Default 5 s, as long
+    /// as `seed` waits for it before it prints its offer.
+    pub reach_wait: Duration,
     /// How often download progress is reported. Default 500 ms.
     pub progress_every: Duration,
     /// A chunk found bad on disk after it was verified more often than
@@ -290,6 +323,12 @@ impl Default for NodeConfig {
             trailing_lag: 4 << 20,
             trailing_pair_wait: Duration::from_millis(10),
             mapping_wait: Duration::from_millis(200),
+            reach_wait: Duration::from_secs(5),
+            punch_delay: Duration::from_millis(150),
+            relay_fallback_after: Duration::from_secs(2),
+            relay_upgrade_every: Duration::from_secs(30),
+            relay_upgrade_max: Duration::from_secs(600),
+            relay_ask_again: Duration::from_secs(10),
             progress_every: Duration::from_millis(500),
             max_repairs_per_chunk: 3,
             keep_alive_after: Duration::from_secs(15),
@@ -335,6 +374,36 @@ pub fn refusal_rate(floor: u64, uplink: Option<f64>, share: f64) -> u64 {
 /// swarm.
 pub const MIN_RATE_CAP: u64 = 1024;
 
+/// The limits of a node that may change while it runs
+/// ([`crate::NodeCore::set_limits`]), as quinn-proto's `Connection` has
+/// setters for its stream limits: its peer budget and its own caps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeLimits {
+    /// [`NodeConfig::max_peers`].
+    pub max_peers: usize,
+    /// [`NodeConfig::max_upload`].
+    pub max_upload: Option<u64>,
+    /// [`NodeConfig::max_download`].
+    pub max_download: Option<u64>,
+}
+
+impl NodeLimits {
+    /// Refuses a cap below [`MIN_RATE_CAP`], with which a node would only
+    /// look stalled. (A peer budget of zero is a node that takes no
+    /// peer.)
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_upload.is_some_and(|rate| rate < MIN_RATE_CAP)
+            || self.max_download.is_some_and(|rate| rate < MIN_RATE_CAP)
+        {
+            return Err(ConfigError {
+                setting: "max_upload and max_download",
+                rule: "at least 1 KiB per second when set",
+            });
+        }
+        Ok(())
+    }
+}
+
 /// A setting that cannot work.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{setting} must be {rule}")]
@@ -346,9 +415,19 @@ pub struct ConfigError {
 }
 
 impl NodeConfig {
+    /// The limits that may change while the node runs.
+    pub fn limits(&self) -> NodeLimits {
+        NodeLimits {
+            max_peers: self.max_peers,
+            max_upload: self.max_upload,
+            max_download: self.max_download,
+        }
+    }
+
     /// Checks the settings that would make a node stall or misbehave.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let rules: [(bool, &'static str, &'static str); 18] = [
+        self.limits().validate()?;
+        let rules: [(bool, &'static str, &'static str); 17] = [
             (self.upload_slots > 0, "upload_slots", "at least 1"),
             (
                 self.upload_slots_per_peer > 0,
@@ -370,12 +449,6 @@ impl NodeConfig {
                 self.redial_initial > Duration::ZERO && self.redial_initial <= self.redial_max,
                 "redial_initial",
                 "above zero and at most redial_max",
-            ),
-            (
-                self.max_upload.is_none_or(|rate| rate >= MIN_RATE_CAP)
-                    && self.max_download.is_none_or(|rate| rate >= MIN_RATE_CAP),
-                "max_upload and max_download",
-                "at least 1 KiB per second when set",
             ),
             (
                 self.download.max_timeouts > 0,

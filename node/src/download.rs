@@ -15,6 +15,12 @@
 //! dropped; a peer whose chunk fails its proof is dropped at once (its
 //! driver bans it by key: `NodeCore` keeps the one record of bans in its
 //! address book and never lets a banned peer join again).
+//!
+//! Mirrors (`crate::mirror`) are sources beside the peers, under keys of
+//! the same kind; their rules are in [`mirrors`].
+
+mod mirrors;
+pub use mirrors::MirrorVerdict;
 
 use std::cell::Cell;
 use std::collections::{BTreeMap, VecDeque};
@@ -22,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use minimodel_wire::{HaveBitfield, PeerId};
 
+use crate::mirror::{MirrorConfig, MirrorSession};
 use crate::picker::{LinkId, Owner, PiecePicker, VerifiedOutcome};
 use crate::session::{PeerDownload, PeerStats};
 
@@ -94,6 +101,8 @@ pub struct DownloadConfig {
     /// before the first one arrives (at most the in-flight budget) out of
     /// order, then the download moves front to back.
     pub spread_from_start: bool,
+    /// The mirrors' tunables.
+    pub mirrors: MirrorConfig,
 }
 
 impl Default for DownloadConfig {
@@ -114,6 +123,7 @@ impl Default for DownloadConfig {
             max_rate: None,
             seed: 0x6d69_6e69_6d6f_6465,
             spread_from_start: false,
+            mirrors: MirrorConfig::default(),
         }
     }
 }
@@ -240,6 +250,15 @@ pub struct Downloader {
     /// The peers' keys a tick walks, kept between ticks (no allocation
     /// per tick).
     tick_keys: Vec<LinkId>,
+    /// The mirrors taking part, by key (`crate::mirror`).
+    mirrors: BTreeMap<LinkId, MirrorSession>,
+    /// What mirrors that left delivered, by key.
+    departed_mirrors: BTreeMap<LinkId, PeerStats>,
+    /// This node's id: which chunks no peer holds are its own to ask a
+    /// mirror for ([`mirrors`]).
+    local_id: Option<PeerId>,
+    /// The most downloaders seen at once.
+    crowd: usize,
 }
 
 impl Downloader {
@@ -266,6 +285,10 @@ impl Downloader {
             first_chunk_in: false,
             fill_order: Vec::new(),
             tick_keys: Vec::new(),
+            mirrors: BTreeMap::new(),
+            departed_mirrors: BTreeMap::new(),
+            local_id: None,
+            crowd: 0,
         }
     }
 
@@ -304,9 +327,11 @@ impl Downloader {
         });
         let rescue = self.next_rescue(now);
         let reask = self.next_reask(now);
+        let mirrors = self.next_mirror_deadline(now);
         sessions
             .chain(rescue)
             .chain(reask)
+            .chain(mirrors)
             .chain(self.rate_wait)
             .min()
     }
@@ -541,9 +566,24 @@ impl Downloader {
     /// making progress.
     pub fn on_progress(&mut self, key: LinkId, now: Instant) {
         self.deadline.take();
-        if let Some(session) = self.peers.get_mut(&key) {
+        if let Some(session) = self.session_mut(key) {
             session.note_progress(now);
         }
+    }
+
+    /// The session of a peer or a mirror.
+    fn session_mut(&mut self, key: LinkId) -> Option<&mut PeerDownload> {
+        match self.peers.get_mut(&key) {
+            Some(session) => Some(session),
+            None => self.mirrors.get_mut(&key).map(|mirror| &mut mirror.session),
+        }
+    }
+
+    /// The session of a peer or a mirror.
+    fn session(&self, key: LinkId) -> Option<&PeerDownload> {
+        self.peers
+            .get(&key)
+            .or_else(|| self.mirrors.get(&key).map(|mirror| &mirror.session))
     }
 
     /// The peer began the piece stream of a chunk requested from it: the
@@ -557,22 +597,32 @@ impl Downloader {
         self.on_progress(key, now);
         let endgame = self.picker.missing_count() == 0;
         let factor = self.config.slow_peer_factor;
-        let rate_of = |peers: &BTreeMap<LinkId, PeerDownload>, key: LinkId| {
-            peers.get(&key).map_or(0.0, PeerDownload::rate)
-        };
-        let starter = rate_of(&self.peers, key);
-        let peers = &self.peers;
+        if let Some(mirror) = self.mirrors.get_mut(&key) {
+            mirror.started.insert(chunk);
+        }
+        let rate_of = |this: &Self, key: LinkId| this.session(key).map_or(0.0, PeerDownload::rate);
+        let starter = rate_of(self, key);
+        let rates: Vec<(LinkId, f64)> = self
+            .picker
+            .owners(chunk)
+            .iter()
+            .map(|owner| (owner.peer, rate_of(self, owner.peer)))
+            .collect();
         // Written so that an infinite factor with a rate of 0, which makes
         // NaN, counts as not slower.
         let cancelled = self.picker.start(chunk, key, |other| {
-            let much_slower = starter * factor < rate_of(peers, other);
+            let rate = rates
+                .iter()
+                .find(|(key, _)| *key == other)
+                .map_or(0.0, |(_, rate)| *rate);
+            let much_slower = starter * factor < rate;
             !endgame && !much_slower
         });
         if cancelled.is_empty() {
             return;
         }
         for peer in cancelled {
-            if let Some(session) = self.peers.get_mut(&peer) {
+            if let Some(session) = self.session_mut(peer) {
                 session.finish_request(chunk);
                 self.actions.push_back(Action::Cancel { peer, chunk });
             }
@@ -588,7 +638,11 @@ impl Downloader {
             self.first_chunk_in = true;
             self.update_spread();
         }
-        if let Some(session) = self.peers.get_mut(&key) {
+        if let Some(mirror) = self.mirrors.get_mut(&key) {
+            mirror.failures = 0;
+            mirror.started.remove(&chunk);
+        }
+        if let Some(session) = self.session_mut(key) {
             let requested = session.finish_request(chunk);
             match outcome {
                 VerifiedOutcome::Done { .. } => session.record_delivery(bytes, requested, now),
@@ -597,7 +651,10 @@ impl Downloader {
         }
         if let VerifiedOutcome::Done { cancel } = outcome {
             for peer in cancel {
-                if let Some(session) = self.peers.get_mut(&peer) {
+                if let Some(mirror) = self.mirrors.get_mut(&peer) {
+                    mirror.started.remove(&chunk);
+                }
+                if let Some(session) = self.session_mut(peer) {
                     session.finish_request(chunk);
                     self.actions.push_back(Action::Cancel { peer, chunk });
                 }
@@ -620,10 +677,14 @@ impl Downloader {
     /// (its driver bans it), the chunk goes to another peer.
     pub fn on_chunk_bad(&mut self, key: LinkId, chunk: u32, now: Instant) {
         self.deadline.take();
-        if let Some(session) = self.peers.get_mut(&key) {
+        if let Some(session) = self.session_mut(key) {
             session.record_bad_chunk();
         }
         self.picker.release(chunk, key);
+        if self.mirrors.contains_key(&key) {
+            self.remove_mirror(key, now);
+            return;
+        }
         self.drop_peer(key, DisconnectReason::BadData, now);
     }
 
@@ -631,7 +692,10 @@ impl Downloader {
     /// failure on our side): it goes back to the queue.
     pub fn on_chunk_lost(&mut self, key: LinkId, chunk: u32, now: Instant) {
         self.deadline.take();
-        if let Some(session) = self.peers.get_mut(&key)
+        if let Some(mirror) = self.mirrors.get_mut(&key) {
+            mirror.started.remove(&chunk);
+        }
+        if let Some(session) = self.session_mut(key)
             && session.finish_request(chunk).is_some()
         {
             self.picker.release(chunk, key);
@@ -648,10 +712,11 @@ impl Downloader {
     pub fn wants_bytes(&self) -> bool {
         let returns = self.picker.returns();
         !self.is_complete()
-            && self
+            && (self
                 .peers
                 .values()
                 .any(|session| session.requests_in_flight() > 0 || !session.is_dry(returns))
+                || !self.mirrors.is_empty())
     }
 
     /// Sets this swarm's part of its endpoint's download cap (`None`: no
@@ -663,6 +728,28 @@ impl Downloader {
             return;
         }
         self.shared_rate = rate;
+        self.rate_changed(now);
+    }
+
+    /// Sets this download's own cap (`max_rate`) while it runs; it runs
+    /// at the lower of it and its endpoint part. A faster rate asks at
+    /// once.
+    pub fn set_max_rate(&mut self, rate: Option<u64>, now: Instant) {
+        self.deadline.take();
+        if rate == self.config.max_rate {
+            return;
+        }
+        self.config.max_rate = rate;
+        self.rate_changed(now);
+    }
+
+    /// The cap in force now (bytes per second): its own and its endpoint
+    /// part, the lower.
+    pub fn rate_cap(&self) -> Option<u64> {
+        self.max_rate()
+    }
+
+    fn rate_changed(&mut self, now: Instant) {
         // Without a cap the bucket is kept unused, with its debt: a cap
         // that goes and comes back lets no burst through.
         let burst = self.burst();
@@ -762,6 +849,7 @@ impl Downloader {
             }
         }
         self.tick_keys = keys;
+        self.tick_mirrors(now);
         self.rescue_from_slow_peers(now);
         self.fill(now);
     }
@@ -794,25 +882,23 @@ impl Downloader {
     fn next_rescue(&self, now: Instant) -> Option<Instant> {
         let chunk_size = self.chunk_size;
         // Only a peer with requests can hold one past its patience.
-        if self.peers.len() < 2
+        if self.peers.len() + self.mirrors.len() < 2
             || !self
-                .peers
-                .values()
-                .any(|session| session.requests_in_flight() > 0)
+                .sources()
+                .any(|(_, session)| session.requests_in_flight() > 0)
         {
             return None;
         }
         let fastest = self
-            .peers
-            .values()
-            .map(|session| session.effective_rate(now, chunk_size))
+            .sources()
+            .map(|(_, session)| session.effective_rate(now, chunk_size))
             .fold(0.0, f64::max);
         if fastest <= 0.0 {
             return None;
         }
         let patience = Duration::from_secs_f64(2.0 * f64::from(chunk_size) / fastest);
-        self.peers
-            .values()
+        self.sources()
+            .map(|(_, session)| session)
             .filter(|session| session.requests_in_flight() > 0)
             .filter(|session| {
                 session.effective_rate(now, chunk_size) * self.config.slow_peer_factor < fastest
@@ -837,13 +923,24 @@ impl Downloader {
     /// never the download past its budget.
     fn rescue_from_slow_peers(&mut self, now: Instant) {
         let chunk_size = self.chunk_size;
-        // In the peers' (key) order.
+        // In the peers' (key) order, then the mirrors'.
         let rates: Vec<(LinkId, f64)> = self
-            .peers
-            .iter()
-            .map(|(key, session)| (*key, session.effective_rate(now, chunk_size)))
+            .sources()
+            .map(|(key, session)| (key, session.effective_rate(now, chunk_size)))
             .collect();
-        let fastest = rates.iter().map(|(_, rate)| *rate).fold(0.0, f64::max);
+        // Helpers: every peer, and a mirror only when peers are behind it
+        // (`mirrors::Downloader::mirror_may_help`).
+        let may_help: Vec<LinkId> = rates
+            .iter()
+            .map(|(key, _)| *key)
+            .filter(|key| !self.mirrors.contains_key(key) || self.mirror_may_help(*key, now))
+            .collect();
+        let helps = |key: LinkId| may_help.contains(&key);
+        let fastest = rates
+            .iter()
+            .filter(|(key, _)| helps(*key))
+            .map(|(_, rate)| *rate)
+            .fold(0.0, f64::max);
         if fastest <= 0.0 {
             return;
         }
@@ -853,8 +950,9 @@ impl Downloader {
             .iter()
             .filter(|(_, rate)| *rate * factor < fastest)
             .flat_map(|(key, _)| {
-                self.peers[key]
-                    .requests()
+                self.session(*key)
+                    .into_iter()
+                    .flat_map(PeerDownload::requests)
                     .filter(|(_, sent)| now.saturating_duration_since(*sent) > patience)
                     .map(|(chunk, _)| chunk)
             })
@@ -864,12 +962,15 @@ impl Downloader {
             // equals): not slow itself, has the chunk, not asked for it
             // already, and at most one past its pipeline depth.
             let mut helper: Option<(LinkId, f64)> = None;
-            for (&(key, rate), session) in rates.iter().zip(self.peers.values()) {
+            for &(key, rate) in &rates {
+                let Some(session) = self.session(key) else {
+                    continue;
+                };
                 let fits = rate * factor >= fastest
                     && session.has().get(minimodel_wire::ChunkIndex(chunk))
                     && !session.is_requested(chunk)
-                    && session.requests_in_flight()
-                        <= session.pipeline_depth(chunk_size, &self.config);
+                    && session.requests_in_flight() <= self.depth_of(key, session)
+                    && helps(key);
                 if fits && helper.is_none_or(|(_, best)| rate.total_cmp(&best).is_gt()) {
                     helper = Some((key, rate));
                 }
@@ -882,7 +983,7 @@ impl Downloader {
                 return;
             }
             if self.picker.add_owner(chunk, helper, now) {
-                if let Some(session) = self.peers.get_mut(&helper) {
+                if let Some(session) = self.session_mut(helper) {
                     session.start_request(chunk, now);
                 }
                 self.actions.push_back(Action::Request {
@@ -893,9 +994,48 @@ impl Downloader {
         }
     }
 
+    /// Every source: the peers (in key order), then the mirrors.
+    fn sources(&self) -> impl Iterator<Item = (LinkId, &PeerDownload)> {
+        self.peers
+            .iter()
+            .map(|(key, session)| (*key, session))
+            .chain(
+                self.mirrors
+                    .iter()
+                    .map(|(key, mirror)| (*key, &mirror.session)),
+            )
+    }
+
+    /// A source's pipeline depth: a peer's by its rate and round trip. A
+    /// mirror's ranges run side by side (a connection each), not one after
+    /// another as a peer's requests do, so each more one splits its rate:
+    /// among other downloaders one at a time (every range a crowd asks of
+    /// a mirror at once ends only when all of them do, and only then can
+    /// the crowd trade them), alone as a peer's, at most
+    /// [`MirrorConfig::max_requests`].
+    fn depth_of(&self, key: LinkId, session: &PeerDownload) -> usize {
+        let depth = session.pipeline_depth(self.chunk_size, &self.config);
+        if !self.mirrors.contains_key(&key) {
+            return depth;
+        }
+        let crowd = self.peers.values().any(|peer| !peer.has().is_full());
+        match crowd {
+            true => 1,
+            false => depth.min(self.config.mirrors.max_requests.max(1)),
+        }
+    }
+
     /// The request budget in whole chunks ([`DownloadConfig::max_in_flight_bytes`]).
     fn budget_chunks(&self) -> usize {
         (self.config.max_in_flight_bytes / u64::from(self.chunk_size.max(1))).max(1) as usize
+    }
+
+    /// The chunks asked of a peer and not received yet (a chunk asked of
+    /// two peers in endgame comes twice).
+    pub fn in_flight_chunks(&self) -> impl Iterator<Item = u32> + '_ {
+        self.peers
+            .values()
+            .flat_map(|session| session.requests().map(|(chunk, _)| chunk))
     }
 
     /// Requests in flight over all peers (endgame duplicates included).
@@ -905,7 +1045,11 @@ impl Downloader {
 
     /// Requests in flight over all peers (endgame duplicates included).
     fn outstanding(&self) -> usize {
-        self.peers.values().map(|s| s.requests_in_flight()).sum()
+        self.peers
+            .values()
+            .chain(self.mirrors.values().map(|mirror| &mirror.session))
+            .map(PeerDownload::requests_in_flight)
+            .sum()
     }
 
     /// When a request waiting in its owner's queue may be asked again: it
@@ -1027,6 +1171,7 @@ impl Downloader {
     /// peers for requests that waited in a queue.
     fn fill(&mut self, now: Instant) {
         self.fill_pipelines(now);
+        self.fill_mirrors(now);
         self.reask_queued(now);
     }
 

@@ -155,6 +155,16 @@ pub struct UploadDemand {
     pub running: usize,
 }
 
+/// A swarm's own caps, bytes per second (`None`: none), as its node
+/// reports them ([`crate::node::GateNews::caps`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct OwnCaps {
+    /// Its `max_upload`.
+    pub upload: Option<u64>,
+    /// Its `max_download`.
+    pub download: Option<u64>,
+}
+
 /// What one swarm may upload: uploads at once and, under an endpoint
 /// cap, bytes per second.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -308,6 +318,10 @@ impl<T: Clone> Gate<T> {
             }
             if let Some(downloading) = news.download {
                 registered.downloading = downloading;
+            }
+            if let Some(caps) = news.caps {
+                registered.own_cap = caps.upload;
+                registered.own_down_cap = caps.download;
             }
         })
     }
@@ -1408,6 +1422,47 @@ mod tests {
         // No cap: no part.
         gate.set_download_cap(None);
         assert_eq!(down(&gate, "s01"), None);
+    }
+
+    #[test]
+    fn own_caps_in_a_nodes_news_change_the_parts_of_the_others_at_once() {
+        let mut gate = many(3);
+        let cap = 9_000_000;
+        let down = |gate: &Gate<usize>, swarm: &str| gate.upload_share(&name(swarm)).download;
+        gate.set_download_cap(Some(cap));
+        for swarm in ["s00", "s01", "s02"] {
+            gate.set_download_demand(&name(swarm), true);
+        }
+        assert_eq!(down(&gate, "s00"), Some(cap / 3));
+        // s00's node lowers its own cap while it runs: its news says so,
+        // and the other two share what it cannot use.
+        let news = crate::node::GateNews {
+            upload: None,
+            download: None,
+            caps: Some(OwnCaps {
+                upload: None,
+                download: Some(1_000_000),
+            }),
+        };
+        let grants = gate.handle_news(&name("s00"), news);
+        assert_eq!(grants.own.download, Some(1_000_000));
+        assert_eq!(grants.changed.len(), 2, "{:?}", grants.changed);
+        assert!(
+            grants
+                .changed
+                .iter()
+                .all(|(_, share)| share.download == Some(4_000_000)),
+            "{:?}",
+            grants.changed
+        );
+        // And raises it again: an even part each.
+        let news = crate::node::GateNews {
+            caps: Some(OwnCaps::default()),
+            ..news
+        };
+        let grants = gate.handle_news(&name("s00"), news);
+        assert_eq!(grants.own.download, Some(cap / 3));
+        assert_eq!(down(&gate, "s02"), Some(cap / 3));
     }
 
     #[test]

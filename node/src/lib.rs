@@ -12,12 +12,15 @@ pub mod config;
 pub mod download;
 pub mod gate;
 pub mod ids;
+pub mod mirror;
 #[cfg(test)]
 pub(crate) mod netsim;
 pub mod node;
 pub mod observed;
 pub mod picker;
 pub mod portmap;
+pub mod reach;
+pub mod relay;
 pub mod remembered;
 pub mod report;
 pub mod rng;

@@ -56,6 +56,12 @@ mod homes;
 #[cfg(test)]
 mod library;
 mod links;
+mod mirrors;
+mod relayed;
+#[cfg(test)]
+mod relays;
+#[cfg(test)]
+mod routers;
 #[cfg(test)]
 mod scale;
 #[cfg(test)]
@@ -83,6 +89,7 @@ use crate::report::{Failure, LinkEnd, NodeReport};
 use crate::rng::SplitMix64;
 use crate::testing::{self, Side};
 use links::Conn;
+use mirrors::SimMirror;
 use uplink::Uplink;
 
 /// How a simulated node behaves beyond its core.
@@ -175,18 +182,59 @@ pub(crate) struct NodeSpec {
     /// The node whose host it shares (its address, uplink and upload
     /// slots), if not its own.
     pub host: Option<usize>,
+    /// The mirrors it is given ([`Sim::add_mirror`]'s indices).
+    pub mirrors: Vec<usize>,
+    /// How long it takes to act on a Connect (a busy process): the
+    /// introduction reaches its core this much later than the wire
+    /// brings it.
+    pub connect_lag: Duration,
+    /// The relays it registers with at its start (their nodes).
+    pub relays: Vec<usize>,
+    /// It is a relay (`minimodel relay`) with these settings, not a peer.
+    pub relay: Option<crate::relay::RelayConfig>,
 }
 
-/// A home router that translates addresses (see the module docs).
+/// A home router that translates addresses, or only filters them (see
+/// the module docs).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct Nat {
-    /// The router's public address.
+    /// The router's public address (the node's own, when it does not
+    /// translate).
     pub public: IpAddr,
     /// The outside port of the node's socket; a symmetric router takes a
     /// new one for every destination instead (`masquerade random`).
     pub port: u16,
     /// One outside port per destination, not one per socket.
     pub symmetric: bool,
+    /// It drops what comes in unasked and keeps no state of it (an input
+    /// firewall). Without one (a Linux box whose input chain accepts),
+    /// its connection tracking keeps a peer's packet that came before
+    /// ours as its own, and our packets to that peer then leave from
+    /// another outside port.
+    pub firewall: bool,
+    /// A carrier's NAT in front of it (two layers): what comes in unasked
+    /// stops there, and our opening packets (a small TTL) die there too,
+    /// so only a real dial opens the way.
+    pub carrier: bool,
+    /// It translates nothing (a global IPv6 address behind a stateful
+    /// firewall): the node is seen at its own address, and gets only
+    /// what answers what it sent.
+    pub translate: bool,
+}
+
+impl Nat {
+    /// A home router with an input firewall: a cone (`masquerade`), or
+    /// symmetric (`masquerade random`).
+    pub fn home(public: IpAddr, port: u16, symmetric: bool) -> Self {
+        Self {
+            public,
+            port,
+            symmetric,
+            firewall: true,
+            carrier: false,
+            translate: true,
+        }
+    }
 }
 
 /// How long a dialer waits before it sends its dropped first packet again.
@@ -212,11 +260,11 @@ impl NodeSpec {
     pub fn at_home(self, home: u8, slot: u8, symmetric: bool) -> Self {
         Self {
             addr: SocketAddr::from(([192, 168, home, slot + 2], 4433)),
-            nat: Some(Nat {
-                public: IpAddr::from([10, 250, home, 1]),
-                port: 4433 + u16::from(slot),
+            nat: Some(Nat::home(
+                IpAddr::from([10, 250, home, 1]),
+                4433 + u16::from(slot),
                 symmetric,
-            }),
+            )),
             ..self
         }
     }
@@ -254,6 +302,21 @@ impl NodeSpec {
             nat: None,
             swarm: 0,
             host: None,
+            mirrors: Vec::new(),
+            connect_lag: Duration::ZERO,
+            relays: Vec::new(),
+            relay: None,
+        }
+    }
+
+    /// A relay on the internet with `config`: it registers nodes,
+    /// introduces them and carries their channels
+    /// ([`crate::relay::RelayCore`]), paced at its pair rate.
+    pub fn relay_host(index: usize, config: crate::relay::RelayConfig) -> Self {
+        Self {
+            serve: false,
+            relay: Some(config),
+            ..Self::seeder(index, 1, f64::INFINITY)
         }
     }
 
@@ -320,10 +383,14 @@ struct Disk {
     hashed: u32,
     /// Chunk -> final checks that will still find it damaged.
     damage: BTreeMap<u32, u32>,
+    /// What its core remembered of its mirrors at its last checkpoint.
+    mirrors: mirrors::SavedMirrors,
 }
 
 struct Node {
     core: Option<NodeCore>,
+    /// A relay's core, for a relay's node.
+    relay: Option<crate::relay::RelayCore>,
     generation: u32,
     alive: bool,
     timer: u64,
@@ -403,6 +470,24 @@ enum Event {
     Checked(usize, u32),
     /// A DHT lookup answers.
     Found(usize, u32),
+    /// A node's mirror (its number) is found usable.
+    MirrorUp(usize, u32, u16),
+    /// A range request reaches its mirror.
+    MirrorAsked(mirrors::MirrorRequest),
+    /// A response's headers reach the node (sent then).
+    MirrorHeader(mirrors::MirrorRequest, Duration),
+    /// A response's end reaches the node.
+    MirrorDone(mirrors::MirrorRequest),
+    /// A whole-file answer to a range request reaches the node.
+    MirrorIgnored(mirrors::MirrorRequest),
+    /// A mirror's responses move on.
+    MirrorUplink(usize, u64),
+    /// A cancelled range stops at its mirror.
+    MirrorGone(usize, u64),
+    /// A node's message reaches a relay: (relay, node, message).
+    ToRelay(usize, usize, minimodel_wire::relay::RelayMessage),
+    /// A relay's message reaches a node: (node, relay, message).
+    FromRelay(usize, usize, minimodel_wire::relay::RelayMessage),
 }
 
 /// The simulated network. See the module docs.
@@ -478,6 +563,26 @@ pub(crate) struct Sim {
     /// (node, its outside port, a remote it sent to from there): what its
     /// router lets in.
     pinholes: HashSet<(usize, u16, SocketAddr)>,
+    /// The mirrors.
+    mirrors: Vec<SimMirror>,
+    /// Range requests nodes wait for, by id.
+    mirror_requests: BTreeMap<u64, mirrors::MirrorRequest>,
+    /// (router's public address, outside port, remote): a packet from the
+    /// remote that a router with no input firewall took as its own, and
+    /// keeps: its node's packets to that remote leave from another port.
+    poisoned: HashSet<(IpAddr, u16, SocketAddr)>,
+    /// Routers that took a packet as their own, in all.
+    pub poisonings: u64,
+    /// Relay paths: (node, path address) -> (relay, channel).
+    paths: HashMap<(usize, SocketAddr), (usize, u64)>,
+    /// (node, relay, channel) -> the node's path address.
+    path_of: HashMap<(usize, usize, u64), SocketAddr>,
+    /// (relay, channel) -> the nodes its Connects went to.
+    channel_ends: HashMap<(usize, u64), Vec<usize>>,
+    /// (relay, its connection) -> the node; and back.
+    relay_conns: HashMap<(usize, crate::relay::ConnId), usize>,
+    relay_conn_of: HashMap<(usize, usize), crate::relay::ConnId>,
+    next_path: u32,
 }
 
 /// At most this many peers in a DHT lookup's answer (about what a
@@ -512,6 +617,7 @@ impl Sim {
             .iter()
             .map(|spec| Node {
                 core: None,
+                relay: None,
                 generation: 0,
                 alive: false,
                 timer: 0,
@@ -543,7 +649,7 @@ impl Sim {
             if spec.serve {
                 listeners.entry((spec.addr, spec.swarm)).or_insert(index);
             }
-            if let Some(nat) = spec.nat.filter(|nat| !nat.symmetric) {
+            if let Some(nat) = spec.nat.filter(|nat| !nat.symmetric && nat.translate) {
                 mappings.insert(SocketAddr::new(nat.public, nat.port), index);
             }
         }
@@ -584,6 +690,16 @@ impl Sim {
             ports: HashMap::new(),
             next_port: 20_000,
             pinholes: HashSet::new(),
+            mirrors: Vec::new(),
+            mirror_requests: BTreeMap::new(),
+            poisoned: HashSet::new(),
+            poisonings: 0,
+            paths: HashMap::new(),
+            path_of: HashMap::new(),
+            channel_ends: HashMap::new(),
+            relay_conns: HashMap::new(),
+            relay_conn_of: HashMap::new(),
+            next_path: 0,
         };
         for index in 0..sim.specs.len() {
             let spec = &sim.specs[index];
@@ -772,6 +888,15 @@ impl Sim {
                     self.found(node);
                 }
             }
+            Event::MirrorUp(node, generation, local) => self.mirror_up(node, generation, local),
+            Event::MirrorAsked(request) => self.mirror_asked(request),
+            Event::MirrorHeader(request, sent) => self.mirror_header(request, sent),
+            Event::MirrorDone(request) => self.mirror_done(request),
+            Event::MirrorIgnored(request) => self.mirror_ignored(request),
+            Event::MirrorUplink(mirror, version) => self.mirror_uplink_due(mirror, version),
+            Event::MirrorGone(mirror, id) => self.mirror_gone(mirror, id),
+            Event::ToRelay(relay, node, message) => self.deliver_to_relay(relay, node, message),
+            Event::FromRelay(node, relay, message) => self.deliver_from_relay(node, relay, message),
         }
     }
 
@@ -781,6 +906,13 @@ impl Sim {
     }
 
     fn start(&mut self, node: usize) {
+        if let Some(config) = self.specs[node].relay.clone() {
+            let n = &mut self.nodes[node];
+            n.generation += 1;
+            n.alive = true;
+            n.relay = Some(crate::relay::RelayCore::new(config, node as u64).expect("valid"));
+            return;
+        }
         let spec = &self.specs[node];
         let n = &mut self.nodes[node];
         let first = n.generation == 0;
@@ -819,12 +951,13 @@ impl Sim {
             seed_after: spec.seed_after,
             seed: (node as u64 + 1) ^ self.seed_offset.rotate_left(32),
             manifest: None,
-            lan: if spec.lan || spec.nat.is_some() {
+            lan: if spec.lan || spec.nat.is_some_and(|nat| nat.translate) {
                 vec![spec.addr]
             } else {
                 Vec::new()
             },
             peers: Vec::new(),
+            mirrors: mirrors::labels(&spec.mirrors),
         };
         n.core = Some(NodeCore::new(
             spec.config.clone(),
@@ -860,12 +993,24 @@ impl Sim {
         let now = self.instant();
         // The hasher reads back the chunks of an earlier run first.
         self.hash_on(node);
+        // The relays it registers with are the ones its offers name.
+        let relays: Vec<SocketAddr> = (self.specs[node].relays.iter())
+            .map(|&relay| self.specs[relay].addr)
+            .collect();
         for offer in offers {
+            let id = offer.id;
             self.core_mut(node).add_peer(offer, now);
+            if let Some(id) = id {
+                self.core_mut(node).add_peer_relays(id, &relays, now);
+            }
         }
+        self.start_mirrors(node);
         self.pump(node, false);
         if self.specs[node].lan {
             self.announce_on_lan(node);
+        }
+        for relay in self.specs[node].relays.clone() {
+            self.register_with(node, relay);
         }
     }
 
@@ -937,6 +1082,7 @@ impl Sim {
     }
 
     fn kill(&mut self, node: usize) {
+        self.mirrors_forget(node);
         // Its uploads stop; on a shared host the others' go on.
         let conns: Vec<[usize; 2]> = self.conns.iter().map(|c| c.nodes).collect();
         let owner = self.uplink_of(node);
@@ -1062,6 +1208,12 @@ impl Sim {
                 self.nodes[node].record.dials.push((self.now, addr));
                 self.dial(node, link, addr, peer, have);
             }
+            Action::Open { addrs } => {
+                for addr in addrs {
+                    self.open(node, addr);
+                }
+            }
+            Action::RelayIntroduce { relay, peer } => self.ask_relay(node, relay, peer),
             Action::Abort { link } => {
                 if let Some((conn, side)) = side_of(self, link) {
                     self.hang_up(conn, side, None);
@@ -1103,7 +1255,13 @@ impl Sim {
                 self.nodes[node].disk.hashed = 0;
                 self.hash_on(node);
             }
+            Action::MirrorFetch { mirror, chunk, .. } => self.mirror_fetch(node, mirror, chunk.0),
+            Action::MirrorCancel { mirror, chunk } => {
+                self.mirror_cancel(node, mirror, Some(chunk.0));
+            }
+            Action::MirrorClose { mirror } => self.mirror_cancel(node, mirror, None),
             Action::Checkpoint { release_below, .. } => {
+                self.save_mirrors(node);
                 let hashed = u64::from(self.nodes[node].disk.hashed)
                     * u64::from(self.swarm.params().chunk_size());
                 let record = &mut self.nodes[node].record;

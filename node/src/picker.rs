@@ -309,6 +309,60 @@ impl PiecePicker {
                 .find(|&index| has(peer_has, index))
         };
         let chosen = retried.or_else(|| self.pick_rarest(peer_has))?;
+        self.take(chosen, peer, now);
+        Some(chosen)
+    }
+
+    /// The next missing chunk held by exactly `availability` sources
+    /// (bucketed as the rest: a count above 64 is 64), marked in flight
+    /// with `peer` as owner: for a mirror, `availability` is the number
+    /// of mirrors, which hold every chunk, so these are the chunks no
+    /// connected peer holds. The lowest index, or with wide ties the first
+    /// from a random place.
+    pub fn pick_at_availability(
+        &mut self,
+        peer: LinkId,
+        availability: u16,
+        now: Instant,
+    ) -> Option<u32> {
+        self.pick_at_availability_if(peer, availability, now, usize::MAX, |_| true)
+    }
+
+    /// [`Self::pick_at_availability`], taking the first chunk `accept`s
+    /// among the first `limit` of the walk.
+    pub fn pick_at_availability_if(
+        &mut self,
+        peer: LinkId,
+        availability: u16,
+        now: Instant,
+        limit: usize,
+        accept: impl Fn(u32) -> bool,
+    ) -> Option<u32> {
+        if self.buckets[bucket_of(availability)].is_empty() {
+            return None;
+        }
+        let start = match self.wide {
+            true => self.rng.below(u64::from(self.chunk_count())) as u32,
+            false => 0,
+        };
+        let bucket = &self.buckets[bucket_of(availability)];
+        let chosen = bucket
+            .range(start..)
+            .chain(bucket.range(..start))
+            .take(limit)
+            .copied()
+            .find(|&chunk| accept(chunk))?;
+        self.take(chosen, peer, now);
+        Some(chosen)
+    }
+
+    /// Missing chunks held by exactly `availability` sources (bucketed).
+    pub fn count_at_availability(&self, availability: u16) -> usize {
+        self.buckets[bucket_of(availability)].len()
+    }
+
+    /// Marks missing chunk `chosen` in flight with `peer` as its owner.
+    fn take(&mut self, chosen: u32, peer: LinkId, now: Instant) {
         self.leave_missing(chosen);
         self.states[chosen as usize] = ChunkState::InFlight(vec![Owner {
             peer,
@@ -317,7 +371,6 @@ impl PiecePicker {
         }]);
         self.in_flight += 1;
         self.note_waiting(chosen);
-        Some(chosen)
     }
 
     fn pick_rarest(&mut self, peer_has: &HaveBitfield) -> Option<u32> {

@@ -178,6 +178,7 @@ mod tests {
                 transfer(4, None, 2048, false),
                 transfer(5, Some("0.0.0.0:4433"), 2048, false),
             ],
+            mirrors: Vec::new(),
             completed_at: None,
         };
         let kept = from_transfers(&stats, NOW);

@@ -480,6 +480,13 @@ fn display<S: Serializer, T: fmt::Display>(value: &T, serializer: S) -> Result<S
     serializer.collect_str(value)
 }
 
+fn display_opt<S: Serializer>(value: &Option<PeerId>, serializer: S) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(peer) => serializer.collect_str(peer),
+        None => serializer.serialize_none(),
+    }
+}
+
 fn display_refusal<S: Serializer>(
     value: &Option<HelloRejectReason>,
     serializer: S,
@@ -507,6 +514,9 @@ pub enum NodeReport {
         serving: bool,
         /// Its agent string.
         agent: String,
+        /// The congestion controller that paces what we send it (`delay`,
+        /// `cubic`, `new-reno`, `bbr`), read from the connection.
+        congestion: Option<&'static str>,
     },
     /// A peer left or was dropped.
     PeerDisconnected {
@@ -578,6 +588,24 @@ pub enum NodeReport {
         port: Option<u16>,
         /// How many different prefixes the reporting peers are in.
         prefixes: usize,
+    },
+    /// A step with a relay (`docs/relay.md`): registered, lost, an
+    /// introduction asked or made, the fallback to its channel, the way
+    /// back to a direct link.
+    Relay {
+        /// The relay.
+        relay: SocketAddr,
+        /// The peer concerned, if one is.
+        #[serde(serialize_with = "display_opt")]
+        peer: Option<PeerId>,
+        /// What happened, in words.
+        step: String,
+    },
+    /// Who can reach this node, and how (`crate::reach`): the first
+    /// verdict, and every change of it.
+    Reach {
+        /// The verdict.
+        reach: crate::reach::Reach,
     },
     /// A step of mapping this node's port on its home router (UPnP IGD,
     /// NAT-PMP, PCP; `docs/swarm.md`, "Through NAT routers").
@@ -651,6 +679,36 @@ pub enum NodeReport {
         /// Whether the node goes on serving it until stopped.
         seeding: bool,
     },
+    /// A mirror joined the download (`crate::mirror`).
+    MirrorUp {
+        /// Which.
+        mirror: crate::mirror::MirrorId,
+        /// `https://host/path` (no query: it may hold a token).
+        label: String,
+    },
+    /// A mirror's request failed for a while: it is asked again after
+    /// `retry_in_ms` (`None`: before it joined, the driver tries again).
+    /// Never blamed.
+    MirrorTrouble {
+        /// Which.
+        mirror: crate::mirror::MirrorId,
+        /// `https://host/path`.
+        label: String,
+        /// What failed.
+        trouble: crate::mirror::MirrorTrouble,
+        /// Its back-off.
+        retry_in_ms: Option<u64>,
+    },
+    /// A mirror left the download: dropped for a lie (named with the
+    /// chunk, what was expected and what came), or not usable.
+    MirrorEnded {
+        /// Which.
+        mirror: crate::mirror::MirrorId,
+        /// `https://host/path`.
+        label: String,
+        /// Why.
+        end: crate::mirror::MirrorEnd,
+    },
     /// Upload progress of a serving node (every second while serving).
     Serving {
         /// Connected peers.
@@ -669,6 +727,16 @@ pub struct NodeMetrics {
     pub peers_connected: u64,
     /// Peers banned for a chunk that failed its proof.
     pub peers_banned: u64,
+    /// Addresses the address book holds (every peer's, banned ones
+    /// excepted): where the node may dial.
+    pub addresses_known: u64,
+    /// The upload cap in force now, bytes per second: its own and, on an
+    /// endpoint shared with other swarms, its part of the endpoint's, the
+    /// lower (`None`: none, or it does not serve).
+    pub upload_cap: Option<u64>,
+    /// The download cap in force now, likewise (`None`: none, or it does
+    /// not fetch).
+    pub download_cap: Option<u64>,
     /// Chunks fetched and verified by this run.
     pub chunks_verified: u64,
     /// Chunks received that failed their proof.
@@ -686,6 +754,88 @@ pub struct NodeMetrics {
     pub introductions: IntroductionCounts,
     /// Per peer.
     pub peers: Vec<PeerFigures>,
+    /// Per mirror that took part or was found unusable.
+    pub mirrors: Vec<crate::mirror::MirrorFigures>,
+    /// Its chunks in at most [`CHUNK_MAP_CELLS`] cells: verified, in
+    /// flight, and how many connected peers hold them.
+    pub chunk_map: ChunkMap,
+}
+
+/// The most cells a [`ChunkMap`] has.
+pub const CHUNK_MAP_CELLS: usize = 256;
+
+/// A picture of a swarm's chunks for people: the chunks in order, in
+/// cells of about equal runs (cell `i` of `n` holds chunks
+/// `i * chunks / n` up to `(i + 1) * chunks / n`; one chunk a cell when
+/// there are few).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChunkMap {
+    /// Chunks in all.
+    pub chunks: u32,
+    /// The cells, in chunk order.
+    pub cells: Vec<ChunkCell>,
+}
+
+/// One cell of a [`ChunkMap`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ChunkCell {
+    /// Chunks in the cell.
+    pub chunks: u32,
+    /// Of those, verified here.
+    pub verified: u32,
+    /// Of those, asked of a peer and not received yet.
+    pub in_flight: u32,
+    /// The fewest connected peers that hold any one chunk of the cell
+    /// (their bitfields and Haves).
+    pub holders: u32,
+}
+
+impl ChunkMap {
+    /// The map of `have` (verified here), `in_flight` chunks, and
+    /// `holders[c]` peers holding chunk `c`, in at most `max_cells`.
+    pub fn of(
+        have: &minimodel_wire::HaveBitfield,
+        in_flight: impl IntoIterator<Item = u32>,
+        holders: &[u32],
+        max_cells: usize,
+    ) -> Self {
+        let chunks = have.chunk_count();
+        let cells = (chunks as usize).min(max_cells.max(1));
+        let mut map = ChunkMap {
+            chunks,
+            cells: vec![ChunkCell::default(); cells],
+        };
+        if cells == 0 {
+            return map;
+        }
+        let cell_of = |chunk: u32| (u64::from(chunk) * cells as u64 / u64::from(chunks)) as usize;
+        for chunk in 0..chunks {
+            let cell = &mut map.cells[cell_of(chunk)];
+            let held = holders.get(chunk as usize).copied().unwrap_or(0);
+            cell.holders = if cell.chunks == 0 {
+                held
+            } else {
+                cell.holders.min(held)
+            };
+            cell.chunks += 1;
+        }
+        for chunk in have.iter_ones() {
+            map.cells[cell_of(chunk.0)].verified += 1;
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for chunk in in_flight {
+            if chunk < chunks && !have.get(minimodel_wire::ChunkIndex(chunk)) && seen.insert(chunk)
+            {
+                map.cells[cell_of(chunk)].in_flight += 1;
+            }
+        }
+        map
+    }
+
+    /// Verified chunks in all.
+    pub fn verified(&self) -> u32 {
+        self.cells.iter().map(|cell| cell.verified).sum()
+    }
 }
 
 /// How many introductions reached each step since the node started.
@@ -719,6 +869,19 @@ pub struct PeerFigures {
     pub download: crate::session::PeerStats,
     /// Chunk bytes served to it while it is connected.
     pub uploaded_bytes: u64,
+    /// Its link, while it is connected.
+    pub link: Option<LinkFigures>,
+}
+
+/// A connected peer's link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinkFigures {
+    /// Where it is connected from or to.
+    pub remote: SocketAddr,
+    /// We dialed it (else it dialed us).
+    pub dialed: bool,
+    /// Since when.
+    pub since: std::time::Instant,
 }
 
 impl PeerFigures {
@@ -731,6 +894,7 @@ impl PeerFigures {
             banned: false,
             download: crate::session::PeerStats::default(),
             uploaded_bytes: 0,
+            link: None,
         }
     }
 
@@ -790,7 +954,42 @@ impl std::fmt::Display for LanStep {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use minimodel_wire::{DecodeError, ProtocolViolation, SwarmMismatch};
+    use minimodel_wire::{ChunkIndex, DecodeError, HaveBitfield, ProtocolViolation, SwarmMismatch};
+
+    #[test]
+    fn a_chunk_map_counts_each_chunk_once_in_its_cell() {
+        let mut have = HaveBitfield::new(10);
+        for chunk in [0, 1, 2, 9] {
+            have.set(ChunkIndex(chunk), true).unwrap();
+        }
+        let holders = [2, 2, 1, 0, 3, 3, 3, 3, 1, 1];
+        // Four cells of 10 chunks: 0-2, 3-4, 5-7, 8-9.
+        let map = ChunkMap::of(&have, [3, 3, 4, 0, 12], &holders, 4);
+        assert_eq!(map.chunks, 10);
+        let cells: Vec<(u32, u32, u32, u32)> = map
+            .cells
+            .iter()
+            .map(|c| (c.chunks, c.verified, c.in_flight, c.holders))
+            .collect();
+        // Chunk 3 asked twice (endgame) counts once; a verified chunk and
+        // one beyond the file are not in flight.
+        assert_eq!(
+            cells,
+            [(3, 3, 0, 1), (2, 0, 2, 0), (3, 0, 0, 3), (2, 1, 0, 1)]
+        );
+        assert_eq!(map.verified(), 4);
+        // Fewer chunks than cells: a cell each.
+        let small = ChunkMap::of(&have, [], &holders, 256);
+        assert_eq!(small.cells.len(), 10);
+        assert!(small.cells.iter().all(|c| c.chunks == 1));
+        assert_eq!(small.verified(), 4);
+        // No chunk, no cell.
+        assert!(
+            ChunkMap::of(&HaveBitfield::new(0), [], &[], 8)
+                .cells
+                .is_empty()
+        );
+    }
 
     #[test]
     fn a_hello_for_another_swarm_ends_the_link_as_wrong_swarm_and_other_breaches_as_violations() {

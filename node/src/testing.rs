@@ -75,6 +75,7 @@ pub(crate) fn handshake(swarm: &SwarmIdentity, dialer: &Side, listener: &Side) -
         hello: them.hello.clone(),
         bitfield: them.have.clone(),
         control,
+        congestion: None,
     };
     (up(d, listener), up(l, dialer))
 }

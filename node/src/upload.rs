@@ -522,6 +522,12 @@ impl TokenBucket {
         }
     }
 
+    /// Gives back `bytes` spent for something that did not happen (up to
+    /// the burst).
+    pub fn refund(&mut self, bytes: u64) {
+        self.tokens = (self.tokens + bytes as f64).min(self.burst);
+    }
+
     /// Spends `bytes` if the bucket is not in debt (it may go into debt by
     /// them); otherwise says how long until it is out of debt. Whole chunks
     /// are paid for this way, so the rate holds on average over chunks

@@ -87,6 +87,7 @@ pub fn fetch(manifest: Manifest, out_dir: impl Into<PathBuf>) -> Fetch {
         identity: None,
         reports: None,
         signature: None,
+        mirrors: None,
     }
 }
 
@@ -117,6 +118,7 @@ pub struct Fetch {
     identity: Option<Arc<Identity>>,
     reports: Option<mpsc::UnboundedSender<NodeReport>>,
     signature: Option<SignatureCheck>,
+    mirrors: Option<crate::mirror::MirrorSet>,
 }
 
 /// What a finished [`Fetch`] found.
@@ -202,6 +204,13 @@ impl Fetch {
         self
     }
 
+    /// HTTPS copies of the artifact to fetch from beside the peers
+    /// (`docs/swarm.md`, "Mirrors"). Default: none.
+    pub fn mirrors(mut self, mirrors: crate::mirror::MirrorSet) -> Self {
+        self.mirrors = Some(mirrors);
+        self
+    }
+
     /// Runs the download to its end. What was verified stays on disk if it
     /// fails.
     pub async fn run(self) -> Result<Fetched, FetchError> {
@@ -229,6 +238,7 @@ impl Fetch {
             port_mapping: false,
         });
         plan.recheck = self.recheck;
+        plan.mirrors = self.mirrors;
         plan.limits = Limits {
             max_download: self.max_download,
             give_up_after: self.give_up_after,

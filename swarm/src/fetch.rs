@@ -60,6 +60,9 @@ pub struct FetchConfig {
     /// Find peers on the Mainline DHT too (and, when serving, announce
     /// there), through this DHT client.
     pub dht: Option<std::sync::Arc<crate::dht::Discovery>>,
+    /// HTTPS copies of the artifact to fetch from beside the peers
+    /// (`docs/swarm.md`, "Mirrors"), if any.
+    pub mirrors: Option<crate::mirror::MirrorSet>,
 }
 
 /// A finished download.
@@ -162,6 +165,11 @@ impl Fetcher {
         start.download = true;
         start.seed_after = config.serve && config.seed_after;
         start.peers = config.peers.clone();
+        start.mirrors = config
+            .mirrors
+            .as_ref()
+            .map(crate::mirror::MirrorSet::labels)
+            .unwrap_or_default();
         start.manifest = config
             .serve
             .then(|| crate::node::served_manifest(&node_config, manifest));
@@ -179,6 +187,20 @@ impl Fetcher {
             partial: Arc::clone(&partial),
         };
         fetcher.node.start_hash();
+        if let Some(set) = fetcher.config.mirrors.clone() {
+            let manifest = &fetcher.config.manifest;
+            let facts = crate::mirror::ArtifactFacts {
+                bytes: manifest.artifact_bytes,
+                chunk_count: geometry.chunk_count(),
+                merkle_root: manifest.chunks.merkle_root,
+                chunk_list_sha256: manifest.chunks.chunk_list.as_ref().map(|list| list.sha256),
+            };
+            // What earlier runs saw of the mirrors: a file changed since is
+            // another file (an unusable list means nothing seen).
+            let before = partial.remembered_mirrors().unwrap_or_default();
+            fetcher.node.core().remember_mirrors_from(before);
+            fetcher.node.use_mirrors(set, facts);
+        }
         if let Some(dht) = fetcher.config.dht.clone() {
             let key = crate::dht::SwarmKey::of(&fetcher.config.manifest.chunks.merkle_root);
             fetcher.node.use_dht(dht, key);
@@ -207,10 +229,22 @@ impl Fetcher {
         self.node.port_mapping()
     }
 
+    /// Its relay links' registrations, to watch (see
+    /// [`crate::relay::settled_relays`]).
+    pub fn registered_relays(&self) -> Vec<crate::relay::RegisteredWatch> {
+        self.node.registered_relays()
+    }
+
     /// A handle that asks the running node for its counters (for a
     /// metrics endpoint).
     pub fn metrics(&self) -> crate::node::MetricsHandle {
         self.node.metrics()
+    }
+
+    /// A handle that changes the running node's peer budget and caps
+    /// without a restart.
+    pub fn limits(&self) -> crate::node::LimitsHandle {
+        self.node.limits()
     }
 
     /// This node's id.

@@ -23,11 +23,13 @@ pub mod lan;
 pub mod link;
 #[cfg(not(feature = "testing"))]
 pub(crate) mod link;
+pub mod mirror;
 pub mod node;
 pub mod offer;
 pub mod peers;
 pub mod platform;
 pub mod portmap;
+pub mod relay;
 pub mod resume;
 pub mod seed;
 pub mod store;

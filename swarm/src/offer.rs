@@ -2,9 +2,12 @@
 //! where it serves which artifact, and how a receiver is asked to fetch one.
 //!
 //! An offer names one peer id and every address it may be reached at
-//! (`minimodel-peer-offer-v1`); offers of the earlier format
-//! (`minimodel-peer-offer-v0`, one `PEER_ID@IP:PORT`) are still read, and
-//! both read into the same [`PeerOffer`]. Writers write v1.
+//! (`minimodel-peer-offer-v1`), and, when the peer is registered with
+//! relays, those too (`minimodel-peer-offer-v2`: v1 and `relays`); offers
+//! of the earliest format (`minimodel-peer-offer-v0`, one
+//! `PEER_ID@IP:PORT`) are still read, and all read into the same
+//! [`PeerOffer`]. Writers write v2 for a peer that names a relay, v1
+//! otherwise.
 //!
 //! Both are checked against the manifest before any connection is made:
 //! model id, byte count and artifact SHA-256 must agree across the request,
@@ -20,8 +23,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::peers::{PeerAddrs, merge_peers};
 
-/// The `format` of a peer offer, as written.
+/// The `format` of a peer offer, as written for a peer that names no
+/// relay.
 pub const OFFER_FORMAT: &str = "minimodel-peer-offer-v1";
+/// The `format` of a peer offer that names relays.
+pub const OFFER_FORMAT_V2: &str = "minimodel-peer-offer-v2";
+/// Relays one offer may name.
+pub const MAX_OFFER_RELAYS: usize = 4;
 /// The earlier `format` of a peer offer, still read.
 pub const OFFER_FORMAT_V0: &str = "minimodel-peer-offer-v0";
 /// The `format` of an import request.
@@ -48,6 +56,9 @@ pub struct PeerOffer {
     pub merkle_root: Sha256Digest,
     /// The peer and where to dial it (1 to [`MAX_OFFER_ADDRS`] addresses).
     pub peer: PeerAddrs,
+    /// The relays the peer is registered with (0 to [`MAX_OFFER_RELAYS`],
+    /// each with its key; `docs/relay.md`).
+    pub relays: Vec<crate::relay::RelayAddr>,
 }
 
 /// A request to import an artifact from the offered peers.
@@ -65,7 +76,8 @@ pub struct ImportRequest {
     pub offers: Vec<PeerOffer>,
 }
 
-/// An offer as written: `minimodel-peer-offer-v1`.
+/// An offer as written: `minimodel-peer-offer-v1`, or `-v2` with its
+/// relays.
 #[derive(Serialize)]
 struct OfferV1<'a> {
     format: &'static str,
@@ -75,18 +87,25 @@ struct OfferV1<'a> {
     merkle_root: &'a Sha256Digest,
     peer_id: String,
     addrs: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    relays: Vec<String>,
 }
 
 impl Serialize for PeerOffer {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         OfferV1 {
-            format: OFFER_FORMAT,
+            format: if self.relays.is_empty() {
+                OFFER_FORMAT
+            } else {
+                OFFER_FORMAT_V2
+            },
             model_id: &self.model_id,
             artifact_bytes: self.artifact_bytes,
             artifact_sha256: &self.artifact_sha256,
             merkle_root: &self.merkle_root,
             peer_id: self.peer.id.to_string(),
             addrs: self.peer.addrs.iter().map(ToString::to_string).collect(),
+            relays: self.relays.iter().map(ToString::to_string).collect(),
         }
         .serialize(serializer)
     }
@@ -110,6 +129,9 @@ struct RawOffer {
     /// v1: its addresses.
     #[serde(default)]
     addrs: Option<Vec<String>>,
+    /// v2: its relays.
+    #[serde(default)]
+    relays: Option<Vec<String>>,
 }
 
 /// The fields of an import request, before its offers' rules.
@@ -220,6 +242,20 @@ impl RawOffer {
     /// Applies the rules of the offer's version. `Err(None)`: the format is
     /// not an offer format this version reads.
     fn into_offer(self) -> Result<PeerOffer, Option<String>> {
+        let v2 = self.format == OFFER_FORMAT_V2;
+        if !v2 && self.relays.is_some() {
+            return Err(Some(format!(
+                "field `relays` is not part of {} (it is {OFFER_FORMAT_V2}'s)",
+                self.format
+            )));
+        }
+        let relays = match (v2, &self.relays) {
+            (true, None) => {
+                return Err(Some(format!("missing field `relays` ({OFFER_FORMAT_V2})")));
+            }
+            (true, Some(texts)) => read_relays(texts)?,
+            (false, _) => Vec::new(),
+        };
         let peer = match self.format.as_str() {
             OFFER_FORMAT_V0 => {
                 for (field, present) in [
@@ -241,10 +277,11 @@ impl RawOffer {
                 check_offer_addr(peer.addr).map_err(|e| Some(format!("peer: {e}")))?;
                 PeerAddrs::from(peer)
             }
-            OFFER_FORMAT => {
+            OFFER_FORMAT | OFFER_FORMAT_V2 => {
                 if self.peer.is_some() {
                     return Err(Some(format!(
-                        "field `peer` is not part of {OFFER_FORMAT} (it has `peer_id` and `addrs`)"
+                        "field `peer` is not part of {} (it has `peer_id` and `addrs`)",
+                        self.format
                     )));
                 }
                 let id = self
@@ -285,6 +322,7 @@ impl RawOffer {
             artifact_sha256: self.artifact_sha256,
             merkle_root: self.merkle_root,
             peer,
+            relays,
         })
     }
 
@@ -333,7 +371,36 @@ fn malformed(
 }
 
 /// The offer formats this version reads, for error messages.
-const OFFER_FORMATS: &str = "minimodel-peer-offer-v1 (or -v0)";
+const OFFER_FORMATS: &str = "minimodel-peer-offer-v1 (or -v2, -v0)";
+
+/// A v2 offer's `relays`: 1 to [`MAX_OFFER_RELAYS`], each
+/// `PEER_ID@IP:PORT` (the relay's key pinned), an address to dial, none
+/// twice.
+fn read_relays(texts: &[String]) -> Result<Vec<crate::relay::RelayAddr>, Option<String>> {
+    if texts.is_empty() || texts.len() > MAX_OFFER_RELAYS {
+        return Err(Some(format!(
+            "relays lists {} relays; a v2 offer lists 1 to {MAX_OFFER_RELAYS}",
+            texts.len()
+        )));
+    }
+    let mut relays: Vec<crate::relay::RelayAddr> = Vec::with_capacity(texts.len());
+    for (index, text) in texts.iter().enumerate() {
+        let relay: crate::relay::RelayAddr = text
+            .parse()
+            .map_err(|error| Some(format!("relays[{index}] {text:?}: {error}")))?;
+        if relay.id.is_none() {
+            return Err(Some(format!(
+                "relays[{index}] {text:?} has no peer id: write RELAY_ID@IP:PORT"
+            )));
+        }
+        check_offer_addr(relay.addr).map_err(|e| Some(format!("relays[{index}]: {e}")))?;
+        if relays.contains(&relay) {
+            return Err(Some(format!("relays[{index}] {relay} is listed twice")));
+        }
+        relays.push(relay);
+    }
+    Ok(relays)
+}
 
 impl PeerOffer {
     /// The offer of a seeder, `peer`, for `manifest`'s artifact.
@@ -344,7 +411,20 @@ impl PeerOffer {
             artifact_sha256: manifest.artifact_sha256,
             merkle_root: manifest.chunks.merkle_root,
             peer,
+            relays: Vec::new(),
         }
+    }
+
+    /// The same offer naming `relays` (at most [`MAX_OFFER_RELAYS`] of
+    /// those with a key; the others are left out).
+    pub fn with_relays(mut self, relays: &[crate::relay::RelayAddr]) -> Self {
+        self.relays = relays
+            .iter()
+            .filter(|relay| relay.id.is_some())
+            .take(MAX_OFFER_RELAYS)
+            .copied()
+            .collect();
+        self
     }
 
     /// Parses an offer of either version.

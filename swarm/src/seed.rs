@@ -122,10 +122,22 @@ impl Seeder {
         self.node.port_mapping()
     }
 
+    /// Its relay links' registrations, to watch (see
+    /// [`crate::relay::settled_relays`]).
+    pub fn registered_relays(&self) -> Vec<crate::relay::RegisteredWatch> {
+        self.node.registered_relays()
+    }
+
     /// A handle that asks the running node for its counters (for a
     /// metrics endpoint).
     pub fn metrics(&self) -> crate::node::MetricsHandle {
         self.node.metrics()
+    }
+
+    /// A handle that changes the running node's peer budget and caps
+    /// without a restart.
+    pub fn limits(&self) -> crate::node::LimitsHandle {
+        self.node.limits()
     }
 
     /// This seeder's id.

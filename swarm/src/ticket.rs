@@ -16,7 +16,8 @@
 //! the prefix never runs into the data). Integers are big-endian.
 //!
 //! ```text
-//! flags            1    bit 0: a key id follows; the other bits are 0
+//! flags            1    bit 0: a key id follows; bit 1: relays follow each
+//!                       peer's addresses; the other bits are 0
 //! manifest sha256  32
 //! key id           10   only with flag bit 0
 //! peer count       1    1 to 4
@@ -27,8 +28,14 @@
 //!     family       1    4 (then 4 bytes) or 6 (then 16 bytes)
 //!     ip           4 or 16
 //!     port         2    not 0
+//!   relay count    1    only with flag bit 1: 0 to 2
+//!   per relay:     a relay the peer is registered with (docs/relay.md)
+//!     relay id     32   the key the relay proves
+//!     family, ip, port  as an address
 //! check            4    first 4 bytes of SHA-256 of everything before
 //! ```
+//!
+//! Flag bit 1 is set only when some peer names a relay.
 //!
 //! A reader checks, in order: the prefix, the length (before decoding),
 //! the alphabet, the unused bits of the last character, the check, then
@@ -48,6 +55,7 @@ use minimodel_wire::PeerId;
 
 use crate::offer::check_offer_addr;
 use crate::peers::PeerAddrs;
+use crate::relay::RelayAddr;
 
 /// How every ticket starts; the `1` is its version.
 pub const TICKET_PREFIX: &str = "mm1";
@@ -66,16 +74,25 @@ pub fn ticket_like(text: &str) -> Option<&str> {
 pub const MAX_TICKET_PEERS: usize = 4;
 /// Most addresses of one peer in a ticket.
 pub const MAX_TICKET_ADDRS: usize = 4;
+/// Most relays of one peer in a ticket.
+pub const MAX_TICKET_RELAYS: usize = 2;
 /// Bytes of the check at the end.
 const CHECK_LEN: usize = 4;
 /// Flag bit 0: a key id follows the digest.
 const FLAG_KEY_ID: u8 = 1;
-/// The largest binary form: every peer with every address in IPv6.
-const MAX_BINARY_LEN: usize =
-    1 + 32 + KEY_ID_BYTES + 1 + MAX_TICKET_PEERS * (32 + 1 + MAX_TICKET_ADDRS * 19) + CHECK_LEN;
+/// Flag bit 1: relays follow each peer's addresses.
+const FLAG_RELAYS: u8 = 2;
+/// The largest binary form: every peer with every address and relay in
+/// IPv6.
+const MAX_BINARY_LEN: usize = 1
+    + 32
+    + KEY_ID_BYTES
+    + 1
+    + MAX_TICKET_PEERS * (32 + 1 + MAX_TICKET_ADDRS * 19 + 1 + MAX_TICKET_RELAYS * (32 + 19))
+    + CHECK_LEN;
 /// The longest ticket: the prefix and the base32 of the largest binary
-/// form (778 characters). A typical ticket (signed, one peer, one IPv4 and
-/// one IPv6 address) is 175.
+/// form (1,437 characters). A typical ticket (signed, one peer, one IPv4
+/// and one IPv6 address) is 175; with one relay (IPv4), 239.
 pub const MAX_TICKET_LEN: usize = TICKET_PREFIX.len() + (MAX_BINARY_LEN * 8).div_ceil(5);
 
 /// RFC 4648 base32, lowercase, no padding; uppercase reads as lowercase.
@@ -100,6 +117,18 @@ pub struct Ticket {
     /// Peers that serve the manifest and the artifact, each with its
     /// addresses.
     pub peers: Vec<PeerAddrs>,
+    /// The relays a peer is registered with ("reach me via"), for the
+    /// peers that name any (`docs/relay.md`), in the peers' order.
+    pub relays: Vec<PeerRelays>,
+}
+
+/// The relays one peer of a ticket names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerRelays {
+    /// The peer.
+    pub peer: PeerId,
+    /// 1 to [`MAX_TICKET_RELAYS`] relays, each with the key it proves.
+    pub relays: Vec<RelayAddr>,
 }
 
 /// Why a ticket is refused. The messages are for the person who pasted it.
@@ -173,6 +202,32 @@ pub enum TicketError {
         /// The address.
         addr: SocketAddr,
     },
+    /// A peer with more relays than a ticket carries, or a relay flag
+    /// with no relay.
+    #[error(
+        "the ticket names {count} relays for a peer; a ticket names 0 to {MAX_TICKET_RELAYS} per peer, and at least one in all when its relay flag is set"
+    )]
+    RelayCount {
+        /// How many.
+        count: usize,
+    },
+    /// A relay nobody can dial, one without its key, or one written a
+    /// second way.
+    #[error("peer {peer}'s relay: {reason}")]
+    RelayAddr {
+        /// The peer's id.
+        peer: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The same relay twice for one peer.
+    #[error("peer {peer} names relay {relay} twice")]
+    DuplicateRelay {
+        /// The peer's id.
+        peer: String,
+        /// The relay.
+        relay: String,
+    },
 }
 
 impl TicketError {
@@ -194,6 +249,9 @@ impl TicketError {
             TicketError::Addr { .. } => "address",
             TicketError::DuplicatePeer(_) => "duplicate-peer",
             TicketError::DuplicateAddr { .. } => "duplicate-address",
+            TicketError::RelayCount { .. } => "relay-count",
+            TicketError::RelayAddr { .. } => "relay-address",
+            TicketError::DuplicateRelay { .. } => "duplicate-relay",
         }
     }
 }
@@ -237,13 +295,93 @@ impl Ticket {
             manifest_sha256,
             key_id,
             peers,
+            relays: Vec::new(),
         };
         ticket.check()?;
         Ok(ticket)
     }
 
-    /// The rules a reader applies to the peers.
+    /// The ticket with `relays` for its peers (each entry's peer one of
+    /// its own, each relay with its key), checked as a reader will check
+    /// it. An entry with no relay is left out.
+    pub fn with_relays(mut self, relays: Vec<PeerRelays>) -> Result<Ticket, TicketError> {
+        let canonical = |relay: RelayAddr| RelayAddr {
+            addr: SocketAddr::new(relay.addr.ip().to_canonical(), relay.addr.port()),
+            ..relay
+        };
+        self.relays = self
+            .peers
+            .iter()
+            .filter_map(|peer| {
+                let named: Vec<RelayAddr> = relays
+                    .iter()
+                    .filter(|entry| entry.peer == peer.id)
+                    .flat_map(|entry| entry.relays.iter().copied().map(canonical))
+                    .collect();
+                (!named.is_empty()).then_some(PeerRelays {
+                    peer: peer.id,
+                    relays: named,
+                })
+            })
+            .collect();
+        self.check()?;
+        Ok(self)
+    }
+
+    /// The relays peer `peer` names.
+    pub fn relays_of(&self, peer: &PeerId) -> &[RelayAddr] {
+        self.relays
+            .iter()
+            .find(|entry| entry.peer == *peer)
+            .map_or(&[], |entry| &entry.relays)
+    }
+
+    /// The rules a reader applies: the peers' first, then their relays'.
     fn check(&self) -> Result<(), TicketError> {
+        self.check_peers()?;
+        for entry in &self.relays {
+            let peer = || entry.peer.to_string();
+            if entry.relays.is_empty() || entry.relays.len() > MAX_TICKET_RELAYS {
+                return Err(TicketError::RelayCount {
+                    count: entry.relays.len(),
+                });
+            }
+            if !self.peers.iter().any(|p| p.id == entry.peer) {
+                return Err(TicketError::RelayAddr {
+                    peer: peer(),
+                    reason: "names a peer the ticket does not".into(),
+                });
+            }
+            for (at, relay) in entry.relays.iter().enumerate() {
+                if relay.id.is_none() {
+                    return Err(TicketError::RelayAddr {
+                        peer: peer(),
+                        reason: format!("{relay} has no key to pin"),
+                    });
+                }
+                check_offer_addr(relay.addr).map_err(|reason| TicketError::RelayAddr {
+                    peer: peer(),
+                    reason,
+                })?;
+                if matches!(relay.addr.ip(), IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some()) {
+                    return Err(TicketError::RelayAddr {
+                        peer: peer(),
+                        reason: format!("{} maps an IPv4 address", relay.addr),
+                    });
+                }
+                if entry.relays[..at].contains(relay) {
+                    return Err(TicketError::DuplicateRelay {
+                        peer: peer(),
+                        relay: relay.to_string(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The rules a reader applies to the peers.
+    fn check_peers(&self) -> Result<(), TicketError> {
         if self.peers.is_empty() || self.peers.len() > MAX_TICKET_PEERS {
             return Err(TicketError::PeerCount(self.peers.len()));
         }
@@ -287,11 +425,14 @@ impl Ticket {
     /// The binary form with its check.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(MAX_BINARY_LEN);
-        out.push(if self.key_id.is_some() {
-            FLAG_KEY_ID
-        } else {
-            0
-        });
+        let relays = !self.relays.is_empty();
+        out.push(
+            if self.key_id.is_some() {
+                FLAG_KEY_ID
+            } else {
+                0
+            } | if relays { FLAG_RELAYS } else { 0 },
+        );
         out.extend_from_slice(self.manifest_sha256.as_bytes());
         if let Some(key_id) = &self.key_id {
             out.extend_from_slice(&key_id.0);
@@ -301,17 +442,15 @@ impl Ticket {
             out.extend_from_slice(peer.id.as_bytes());
             out.push(peer.addrs.len() as u8);
             for addr in &peer.addrs {
-                match addr.ip() {
-                    IpAddr::V4(v4) => {
-                        out.push(4);
-                        out.extend_from_slice(&v4.octets());
-                    }
-                    IpAddr::V6(v6) => {
-                        out.push(6);
-                        out.extend_from_slice(&v6.octets());
-                    }
+                put_addr(&mut out, *addr);
+            }
+            if relays {
+                let named = self.relays_of(&peer.id);
+                out.push(named.len() as u8);
+                for relay in named {
+                    out.extend_from_slice(relay.id.unwrap_or(PeerId([0; 32])).as_bytes());
+                    put_addr(&mut out, relay.addr);
                 }
-                out.extend_from_slice(&addr.port().to_be_bytes());
             }
         }
         let check = Sha256Digest::of(&out);
@@ -331,8 +470,8 @@ impl Ticket {
         }
         let mut reader = Reader { rest: body };
         let flags = reader.byte("flags")?;
-        if flags & !FLAG_KEY_ID != 0 {
-            return Err(TicketError::Flags(flags & !FLAG_KEY_ID));
+        if flags & !(FLAG_KEY_ID | FLAG_RELAYS) != 0 {
+            return Err(TicketError::Flags(flags & !(FLAG_KEY_ID | FLAG_RELAYS)));
         }
         let manifest_sha256 = Sha256Digest(reader.array::<32>("manifest digest")?);
         let key_id = if flags & FLAG_KEY_ID != 0 {
@@ -345,6 +484,7 @@ impl Ticket {
             return Err(TicketError::PeerCount(peer_count));
         }
         let mut peers = Vec::with_capacity(peer_count);
+        let mut relays = Vec::new();
         for _ in 0..peer_count {
             let id = PeerId(reader.array::<32>("peer id")?);
             let count = usize::from(reader.byte("address count")?);
@@ -356,23 +496,42 @@ impl Ticket {
             }
             let mut addrs = Vec::with_capacity(count);
             for _ in 0..count {
-                let ip = match reader.byte("address family")? {
-                    4 => IpAddr::V4(Ipv4Addr::from(reader.array::<4>("address")?)),
-                    6 => IpAddr::V6(Ipv6Addr::from(reader.array::<16>("address")?)),
-                    other => return Err(TicketError::Family(other)),
-                };
-                let port = u16::from_be_bytes(reader.array::<2>("port")?);
-                addrs.push(SocketAddr::new(ip, port));
+                addrs.push(reader.addr()?);
+            }
+            if flags & FLAG_RELAYS != 0 {
+                let count = usize::from(reader.byte("relay count")?);
+                if count > MAX_TICKET_RELAYS {
+                    return Err(TicketError::RelayCount { count });
+                }
+                let mut named = Vec::with_capacity(count);
+                for _ in 0..count {
+                    let relay = PeerId(reader.array::<32>("relay id")?);
+                    named.push(RelayAddr {
+                        id: Some(relay),
+                        addr: reader.addr()?,
+                    });
+                }
+                if !named.is_empty() {
+                    relays.push(PeerRelays {
+                        peer: id,
+                        relays: named,
+                    });
+                }
             }
             peers.push(PeerAddrs { id, addrs });
         }
         if !reader.rest.is_empty() {
             return Err(TicketError::TrailingBytes(reader.rest.len()));
         }
+        if flags & FLAG_RELAYS != 0 && relays.is_empty() {
+            // One spelling: the flag says some peer names a relay.
+            return Err(TicketError::RelayCount { count: 0 });
+        }
         let ticket = Ticket {
             manifest_sha256,
             key_id,
             peers,
+            relays,
         };
         ticket.check()?;
         Ok(ticket)
@@ -384,7 +543,33 @@ struct Reader<'a> {
     rest: &'a [u8],
 }
 
+/// Writes an address: family, IP, port.
+fn put_addr(out: &mut Vec<u8>, addr: SocketAddr) {
+    match addr.ip() {
+        IpAddr::V4(v4) => {
+            out.push(4);
+            out.extend_from_slice(&v4.octets());
+        }
+        IpAddr::V6(v6) => {
+            out.push(6);
+            out.extend_from_slice(&v6.octets());
+        }
+    }
+    out.extend_from_slice(&addr.port().to_be_bytes());
+}
+
 impl Reader<'_> {
+    /// An address: family, IP, port.
+    fn addr(&mut self) -> Result<SocketAddr, TicketError> {
+        let ip = match self.byte("address family")? {
+            4 => IpAddr::V4(Ipv4Addr::from(self.array::<4>("address")?)),
+            6 => IpAddr::V6(Ipv6Addr::from(self.array::<16>("address")?)),
+            other => return Err(TicketError::Family(other)),
+        };
+        let port = u16::from_be_bytes(self.array::<2>("port")?);
+        Ok(SocketAddr::new(ip, port))
+    }
+
     fn byte(&mut self, what: &'static str) -> Result<u8, TicketError> {
         Ok(self.array::<1>(what)?[0])
     }
@@ -499,8 +684,80 @@ mod tests {
                 .collect(),
         )
         .unwrap();
-        assert_eq!(full.to_string().len(), MAX_TICKET_LEN);
-        assert_eq!(full.to_string().parse::<Ticket>(), Ok(full));
+        assert_eq!(full.to_string().len(), 778);
+        assert_eq!(full.to_string().parse::<Ticket>(), Ok(full.clone()));
+        // Every peer with two relays at IPv6 addresses: the longest.
+        let relays = full
+            .peers
+            .iter()
+            .map(|peer| PeerRelays {
+                peer: peer.id,
+                relays: ["[2a01:4f8::1]:1", "[2a01:4f8::2]:2"]
+                    .iter()
+                    .map(|addr| RelayAddr {
+                        id: Some(PeerId([9; 32])),
+                        addr: addr.parse().unwrap(),
+                    })
+                    .collect(),
+            })
+            .collect();
+        let longest = full.with_relays(relays).unwrap();
+        assert_eq!(longest.to_string().len(), MAX_TICKET_LEN);
+        assert_eq!(longest.to_string().parse::<Ticket>(), Ok(longest));
+        // The common case: one peer, one relay.
+        let one = self::ticket()
+            .with_relays(vec![PeerRelays {
+                peer: PeerId([1; 32]),
+                relays: vec![
+                    "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa@81.2.69.9:4434"
+                        .parse()
+                        .unwrap(),
+                ],
+            }])
+            .unwrap();
+        assert_eq!(one.to_string().len(), 239);
+        assert_eq!(one.relays_of(&PeerId([1; 32])).len(), 1);
+        assert_eq!(one.to_string().parse::<Ticket>(), Ok(one));
+    }
+
+    #[test]
+    fn relays_are_checked_as_readers_check_them() {
+        let relay = |text: &str| -> RelayAddr { text.parse().unwrap() };
+        let id = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+        let named = |relays: Vec<RelayAddr>| {
+            ticket().with_relays(vec![PeerRelays {
+                peer: PeerId([1; 32]),
+                relays,
+            }])
+        };
+        assert!(matches!(
+            named(vec![relay("81.2.69.9:4434")]),
+            Err(TicketError::RelayAddr { .. })
+        ));
+        assert!(matches!(
+            named(vec![relay(&format!("{id}@81.2.69.9:4434")); 2]),
+            Err(TicketError::DuplicateRelay { .. })
+        ));
+        assert!(matches!(
+            named(
+                (1..=3)
+                    .map(|n| relay(&format!("{id}@81.2.69.9:{n}")))
+                    .collect()
+            ),
+            Err(TicketError::RelayCount { count: 3 })
+        ));
+        assert!(matches!(
+            named(vec![relay(&format!("{id}@240.0.0.1:4434"))]),
+            Err(TicketError::RelayAddr { .. })
+        ));
+        // A relay for a peer the ticket does not name is left out.
+        let other = ticket()
+            .with_relays(vec![PeerRelays {
+                peer: PeerId([9; 32]),
+                relays: vec![relay(&format!("{id}@81.2.69.9:4434"))],
+            }])
+            .unwrap();
+        assert!(other.relays.is_empty());
     }
 
     #[test]
@@ -604,7 +861,7 @@ mod tests {
             edit(&mut body);
             parse(&encode(&body))
         };
-        assert_eq!(with(&|b| b[0] = 0x03), Err(TicketError::Flags(0x02)));
+        assert_eq!(with(&|b| b[0] = 0x05), Err(TicketError::Flags(0x04)));
         assert_eq!(
             with(&|b| b.truncate(20)),
             Err(TicketError::Truncated("manifest digest"))

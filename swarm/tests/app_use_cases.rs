@@ -99,13 +99,22 @@ fn shared_endpoint(
     id: &Arc<Identity>,
     config: &minimodel_swarm::node::CoreConfig,
 ) -> minimodel_swarm::node::SharedEndpoint {
+    shared_endpoint_reporting(id, config, mpsc::unbounded_channel().0)
+}
+
+/// [`shared_endpoint`], with what it reports on `reports`.
+fn shared_endpoint_reporting(
+    id: &Arc<Identity>,
+    config: &minimodel_swarm::node::CoreConfig,
+    reports: mpsc::UnboundedSender<NodeReport>,
+) -> minimodel_swarm::node::SharedEndpoint {
     minimodel_swarm::node::SharedEndpoint::bind(
         loopback(),
         Arc::clone(id),
         minimodel_swarm::transport::TransportTuning::default(),
         config,
         false,
-        mpsc::unbounded_channel().0,
+        reports,
     )
     .unwrap()
 }
@@ -114,7 +123,7 @@ async fn run_to_end(ready: ReadyDownload) -> Result<FetchOutcome, FetchError> {
     let fetcher = ready
         .start(identity(), mpsc::unbounded_channel().0)
         .unwrap();
-    tokio::time::timeout(Duration::from_secs(60), fetcher.run(std::future::pending()))
+    tokio::time::timeout(common::HANG, fetcher.run(std::future::pending()))
         .await
         .expect("the fetch ends within a minute")
 }
@@ -202,7 +211,7 @@ async fn a_stopped_fetch_keeps_what_it_verified_and_the_next_run_fetches_only_th
         let _ = stopped.await;
     }));
     let quarter = artifact.manifest.artifact_bytes / 4;
-    tokio::time::timeout(Duration::from_secs(30), async {
+    tokio::time::timeout(common::HANG, async {
         while let Some(report) = inbox.recv().await {
             if matches!(report, NodeReport::Progress { verified_bytes, .. } if verified_bytes >= quarter)
             {
@@ -212,7 +221,7 @@ async fn a_stopped_fetch_keeps_what_it_verified_and_the_next_run_fetches_only_th
         panic!("the fetch ended before a quarter was verified");
     })
     .await
-    .expect("a quarter is verified within 30 s");
+    .expect("a quarter is verified");
     stop.send(()).unwrap();
     let stopped = run.await.unwrap();
     assert!(
@@ -464,7 +473,7 @@ async fn one_endpoint_serves_many_swarms_on_one_port_and_refuses_the_swarms_it_d
     let run = tokio::spawn(fetcher.run(async move {
         let _ = stopped.await;
     }));
-    let reason = tokio::time::timeout(Duration::from_secs(20), async {
+    let reason = tokio::time::timeout(common::HANG, async {
         while let Some(report) = inbox.recv().await {
             if let NodeReport::Refused {
                 reason: LinkEnd::Refused { reason, .. },
@@ -477,14 +486,14 @@ async fn one_endpoint_serves_many_swarms_on_one_port_and_refuses_the_swarms_it_d
         panic!("the fetch ended without a refusal");
     })
     .await
-    .expect("the dial is refused within 20 s");
+    .expect("the dial is refused");
     assert_eq!(reason, HelloRejectReason::UnknownSwarm);
     let _ = stop.send(());
     let _ = run.await;
 
     // Every handshake, routed, answered or refused, and every link of the
     // fetches that ended gave its place back.
-    let drained = tokio::time::timeout(Duration::from_secs(20), async {
+    let drained = tokio::time::timeout(common::HANG, async {
         while shared.handshakes() > 0 || shared.links() > 0 {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -524,7 +533,8 @@ async fn a_manifest_query_refused_at_the_door_asks_again_and_gets_in() {
     let art = artifact(temp.path(), "late", 256 * 1024, CHUNK);
     let id = identity();
     // An endpoint with no swarm yet refuses every first packet.
-    let shared = shared_endpoint(&id, &CoreConfig::default());
+    let (reports, mut turned) = mpsc::unbounded_channel();
+    let shared = shared_endpoint_reporting(&id, &CoreConfig::default(), reports);
     let ticket = Ticket::new(
         Sha256Digest::of(art.manifest.to_text().as_bytes()),
         None,
@@ -539,8 +549,13 @@ async fn a_manifest_query_refused_at_the_door_asks_again_and_gets_in() {
     share.endpoint = Some(shared.clone());
     let share = share.verify(&|_| {}).unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
+    // The share starts once the endpoint has turned the query away.
     let late = tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        while let Some(report) = turned.recv().await {
+            if matches!(report, NodeReport::Turned { .. }) {
+                break;
+            }
+        }
         let seeder = share.start(id, mpsc::unbounded_channel().0).unwrap();
         seeder
             .run(async move {
@@ -592,16 +607,16 @@ async fn a_download_that_serves_nobody_runs_on_the_shared_endpoint_under_its_dow
         "it listens nowhere: it serves nobody"
     );
     let run = tokio::spawn(fetcher.run(std::future::pending()));
-    let registered = tokio::time::timeout(Duration::from_secs(10), async {
+    let registered = tokio::time::timeout(common::HANG, async {
         while shared.swarms() == 0 {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     })
     .await;
     assert!(registered.is_ok(), "the download is on the shared endpoint");
-    let outcome = tokio::time::timeout(Duration::from_secs(60), run)
+    let outcome = tokio::time::timeout(common::HANG, run)
         .await
-        .expect("the fetch ends within a minute")
+        .expect("the fetch ends")
         .unwrap()
         .unwrap();
     assert_eq!(
@@ -609,4 +624,127 @@ async fn a_download_that_serves_nobody_runs_on_the_shared_endpoint_under_its_dow
         art.manifest.artifact_sha256
     );
     assert_eq!(shared.swarms(), 0, "a download that ended leaves the gate");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_changed_while_two_downloads_run_on_a_shared_endpoint_take_effect_without_a_restart()
+{
+    use minimodel_swarm::node::{CoreConfig, NodeLimits};
+
+    let temp = tempfile::tempdir().unwrap();
+    let arts = [
+        artifact(temp.path(), "live-a", 4 << 20, CHUNK),
+        artifact(temp.path(), "live-b", 4 << 20, CHUNK),
+    ];
+    let id = identity();
+    let shared = shared_endpoint(&id, &CoreConfig::default());
+    let cap = 1 << 20;
+    shared.set_download_cap(Some(cap));
+    let mut servers = Vec::new();
+    let mut fetchers = Vec::new();
+    for (index, art) in arts.iter().enumerate() {
+        let share = SharePlan::new(art.manifest.clone(), &art.path, loopback())
+            .verify(&|_| {})
+            .unwrap();
+        let serving = serve(&share);
+        let peer = PeerAddrs {
+            id: serving.peer.id,
+            addrs: vec![serving.peer.addr],
+        };
+        servers.push(serving);
+        let mut plan = plan_for(art, &temp.path().join(format!("out{index}")), vec![peer]);
+        plan.endpoint = Some(shared.clone());
+        let fetcher = ready(plan).start(Arc::clone(&id), mpsc::unbounded_channel().0);
+        fetchers.push(fetcher.unwrap());
+    }
+    let handles: Vec<_> = fetchers
+        .iter()
+        .map(|fetcher| (fetcher.metrics(), fetcher.limits()))
+        .collect();
+    let runs: Vec<_> = fetchers
+        .into_iter()
+        .map(|fetcher| tokio::spawn(fetcher.run(std::future::pending())))
+        .collect();
+    // The download cap in force, as each node holds it, until `want`.
+    let caps_in_force = |want: [Option<u64>; 2]| {
+        let handles = &handles;
+        async move {
+            let waited = tokio::time::timeout(Duration::from_secs(10), async {
+                loop {
+                    let mut now = [None; 2];
+                    for (slot, (metrics, _)) in now.iter_mut().zip(handles) {
+                        *slot = metrics.snapshot().await.and_then(|m| m.download_cap);
+                    }
+                    if now == want {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            })
+            .await;
+            assert!(waited.is_ok(), "the caps in force never became {want:?}");
+        }
+    };
+    // Both fetch: half the endpoint's cap each.
+    caps_in_force([Some(cap / 2), Some(cap / 2)]).await;
+    // The first's own cap goes down while it runs: the second gets the
+    // rest at once, nothing restarts.
+    let low = 128 * 1024;
+    handles[0]
+        .1
+        .set(NodeLimits {
+            max_peers: 32,
+            max_upload: None,
+            max_download: Some(low),
+        })
+        .await
+        .unwrap();
+    caps_in_force([Some(low), Some(cap - low)]).await;
+    // A cap below the floor is refused and changes nothing.
+    let refused = handles[1]
+        .1
+        .set(NodeLimits {
+            max_peers: 32,
+            max_upload: None,
+            max_download: Some(10),
+        })
+        .await;
+    assert!(refused.is_err());
+    // No caps at all: both finish, each the one run it started with.
+    shared.set_download_cap(None);
+    for (_, limits) in &handles {
+        limits
+            .set(NodeLimits {
+                max_peers: 32,
+                max_upload: None,
+                max_download: None,
+            })
+            .await
+            .unwrap();
+    }
+    for (run, art) in runs.into_iter().zip(&arts) {
+        let outcome = tokio::time::timeout(Duration::from_secs(60), run)
+            .await
+            .expect("the fetch ends within a minute")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            Sha256Digest::of(&std::fs::read(&outcome.artifact_path).unwrap()),
+            art.manifest.artifact_sha256
+        );
+    }
+    // A handle of a node that ended says so.
+    let ended = handles[0]
+        .1
+        .set(NodeLimits {
+            max_peers: 32,
+            max_upload: None,
+            max_download: None,
+        })
+        .await;
+    assert!(matches!(
+        ended,
+        Err(minimodel_swarm::node::LimitsError::Ended)
+    ));
+    drop(servers);
 }

@@ -8,13 +8,15 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::num::NonZeroU16;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use common::{HANG, eventually};
+
+mod common;
 
 use mainline::{Dht, Id, RequestFilter, RequestSpecific, ServerSettings, Testnet};
 use minimodel_swarm::dht::{Bootstrap, Discovery, DiscoveryConfig, SwarmKey};
 use minimodel_verifier::Sha256Digest;
-
-const DEADLINE: Duration = Duration::from_secs(30);
 
 fn key(n: u8) -> SwarmKey {
     SwarmKey::of(&Sha256Digest([n; 32]))
@@ -51,14 +53,14 @@ async fn testnet(count: usize) -> (Testnet, Vec<SocketAddrV4>) {
     (testnet, addrs)
 }
 
-/// Looks `key` up, again and again, until the answers hold `expected` or
-/// the deadline passes; a lookup is left as soon as they do.
+/// Looks `key` up, again and again, until the answers hold `expected`
+/// (or [`HANG`] passes); a lookup is left as soon as they do.
 async fn lookup_until(
     looker: &Discovery,
     key: SwarmKey,
     expected: &BTreeSet<SocketAddr>,
 ) -> BTreeSet<SocketAddr> {
-    let deadline = Instant::now() + DEADLINE;
+    let deadline = tokio::time::Instant::now() + HANG;
     loop {
         let mut found = BTreeSet::new();
         let mut lookup = looker.start_lookup(key);
@@ -69,7 +71,7 @@ async fn lookup_until(
                 return found;
             }
         }
-        if Instant::now() > deadline {
+        if tokio::time::Instant::now() > deadline {
             return found;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -96,17 +98,12 @@ async fn three_announcers_are_all_found_and_a_lookup_keeps_to_its_limit() {
     let found = lookup_until(&looker, swarm, &expected).await;
     assert_eq!(found, expected);
     // A lookup can find an announcement before its announcer has counted
-    // the answers to it: each counts one within the deadline.
+    // the answers to it: each counts one.
     for announcement in &announcements {
-        let deadline = Instant::now() + DEADLINE;
-        while announcement.status().announced == 0 && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        assert!(
-            announcement.status().announced >= 1,
-            "{:?}",
-            announcement.status()
-        );
+        eventually("an announcement counted", || {
+            announcement.status().announced >= 1
+        })
+        .await;
     }
 
     let bounded = Discovery::start(DiscoveryConfig {
@@ -147,9 +144,11 @@ async fn junk_stored_on_the_dht_is_not_returned() {
         .unwrap()
         .as_async();
     let junk = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0);
-    let deadline = Instant::now() + DEADLINE;
+    let deadline = tokio::time::Instant::now() + HANG;
     let mut raw_answer = BTreeSet::new();
-    while !(raw_answer.contains(&junk) && raw_answer.len() == 2) && Instant::now() < deadline {
+    while !(raw_answer.contains(&junk) && raw_answer.len() == 2)
+        && tokio::time::Instant::now() < deadline
+    {
         let mut answers = raw.get_peers(Id::from(*swarm.as_bytes()));
         while let Some(answer) = futures_lite::StreamExt::next(&mut answers).await {
             raw_answer.extend(answer);
@@ -164,11 +163,11 @@ async fn junk_stored_on_the_dht_is_not_returned() {
     assert_eq!(lookup_until(&looker, swarm, &expected).await, expected);
 }
 
-/// Counts the `announce_peer` requests for one port that a DHT node gets.
+/// Counts the `announce_peer` requests for each of some ports that DHT
+/// nodes get.
 #[derive(Debug, Clone)]
 struct CountAnnounces {
-    port: u16,
-    count: Arc<AtomicU64>,
+    ports: Vec<(u16, Arc<AtomicU64>)>,
 }
 
 impl RequestFilter for CountAnnounces {
@@ -176,8 +175,10 @@ impl RequestFilter for CountAnnounces {
         // The request types are not exported by the crate; their Debug
         // form names them.
         let text = format!("{:?}", request.request_type);
-        if text.contains("AnnouncePeer(") && text.contains(&format!("port: {},", self.port)) {
-            self.count.fetch_add(1, Ordering::SeqCst);
+        for (port, count) in &self.ports {
+            if text.contains("AnnouncePeer(") && text.contains(&format!("port: {port},")) {
+                count.fetch_add(1, Ordering::SeqCst);
+            }
         }
         true
     }
@@ -185,12 +186,15 @@ impl RequestFilter for CountAnnounces {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_announcement_sends_nothing_more_but_the_dht_still_remembers() {
-    let announced_port = 44001;
+    let (announced_port, marker_port) = (44001, 44002);
     let count = Arc::new(AtomicU64::new(0));
+    let marker = Arc::new(AtomicU64::new(0));
     let counting = ServerSettings {
         filter: Box::new(CountAnnounces {
-            port: announced_port,
-            count: Arc::clone(&count),
+            ports: vec![
+                (announced_port, Arc::clone(&count)),
+                (marker_port, Arc::clone(&marker)),
+            ],
         }),
         ..ServerSettings::default()
     };
@@ -239,22 +243,24 @@ async fn a_stopped_announcement_sends_nothing_more_but_the_dht_still_remembers()
     let announcement = announcer.announce(swarm, port(announced_port));
 
     // Re-announced: several rounds reach the DHT nodes.
-    let deadline = Instant::now() + DEADLINE;
-    while (announcement.status().announced < 3 || count.load(Ordering::SeqCst) < 3)
-        && Instant::now() < deadline
-    {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let before = announcement.status();
-    assert!(before.announced >= 3, "{before:?}");
-    assert!(count.load(Ordering::SeqCst) >= 3);
+    eventually("three rounds of announces", || {
+        announcement.status().announced >= 3 && count.load(Ordering::SeqCst) >= 3
+    })
+    .await;
 
     let last = announcement.stop().await;
     assert!(last.stopped, "{last:?}");
     let at_stop = count.load(Ordering::SeqCst);
-    // Ten intervals later, no DHT node has heard another announce.
-    tokio::time::sleep(interval * 10).await;
+    // While another announcement of the same node, on the same schedule,
+    // goes three rounds (two intervals at least), no DHT node hears
+    // another announce of the stopped one.
+    let other = announcer.announce(key(5), port(marker_port));
+    eventually("three rounds of the other announcement", || {
+        other.status().announced >= 3 && marker.load(Ordering::SeqCst) >= 3
+    })
+    .await;
     assert_eq!(count.load(Ordering::SeqCst), at_stop);
+    drop(other);
 
     // What the DHT stored stays: stopping ends our announcing, nothing
     // more (docs/swarm.md, "The DHT"); a fetch must cope with stale
@@ -265,7 +271,11 @@ async fn a_stopped_announcement_sends_nothing_more_but_the_dht_still_remembers()
     drop(nodes);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// On tokio's paused clock: the runtime, idle while the silent node says
+/// nothing, moves the clock to the next timer, so the lookup's own
+/// deadline ends it at exactly its timeout, not the crate's 2 s request
+/// timeout (which runs on the crate's thread, on the real clock).
+#[tokio::test(start_paused = true)]
 async fn a_lookup_on_a_dht_that_never_answers_ends_at_its_timeout() {
     // A "bootstrap node" that reads nothing: the query itself would give
     // up on it only after the crate's 2 s request timeout.
@@ -279,16 +289,17 @@ async fn a_lookup_on_a_dht_that_never_answers_ends_at_its_timeout() {
     })
     .await
     .unwrap();
-    let started = Instant::now();
+    let started = tokio::time::Instant::now();
     assert!(looker.lookup(key(5)).await.is_empty());
+    // (The paused clock moves to the timer's millisecond tick.)
     let took = started.elapsed();
     assert!(
-        took >= Duration::from_millis(300) && took < Duration::from_millis(1500),
+        took >= Duration::from_millis(300) && took < Duration::from_millis(302),
         "{took:?}"
     );
     // The looker did send to the silent node: there was a DHT to wait for.
     let mut buf = [0u8; 2048];
-    silent.set_nonblocking(true).unwrap();
+    silent.set_read_timeout(Some(HANG)).unwrap();
     assert!(
         silent.recv_from(&mut buf).is_ok(),
         "a query reached the bootstrap node"

@@ -10,7 +10,6 @@
 mod common;
 
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use bytes::Bytes;
 use common::Artifact;
@@ -92,6 +91,7 @@ async fn crowd(artifact: &Artifact, seeder: &RunningSeeder, attack: bool, out: &
     let body = Bytes::from(vec![0u8; 4 << 20]);
     let mut sessions: Vec<RawSession> = Vec::new();
     let mut dialers = Vec::new();
+    let mut pushes = Vec::new();
     for last in 2..6u8 {
         // Tight receive windows: what the seeder uploads to the crowd
         // stays in the seeder's hands, not in the crowd's buffers.
@@ -111,14 +111,14 @@ async fn crowd(artifact: &Artifact, seeder: &RunningSeeder, attack: bool, out: &
                 let _ = session.send_raw(&flood).await;
                 let connection = session.connection.clone();
                 let body = body.clone();
-                tokio::spawn(async move {
+                pushes.push(tokio::spawn(async move {
                     if let Ok(mut stream) = connection.open_uni().await {
                         let _ = stream.write_chunk(body.clone()).await;
                     }
                     if let Ok((mut send, _recv)) = connection.open_bi().await {
                         let _ = send.write_chunk(body).await;
                     }
-                });
+                }));
             }
             sessions.push(session);
         }
@@ -126,7 +126,14 @@ async fn crowd(artifact: &Artifact, seeder: &RunningSeeder, attack: bool, out: &
     }
     let dir = artifact.path.parent().unwrap().join(out);
     fetch_and_verify(artifact, &dir, vec![seeder.peer], |_| {}).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Every push went out, or ended with the connection the seeder closed
+    // on it: the floods have landed.
+    for push in pushes {
+        tokio::time::timeout(common::HANG, push)
+            .await
+            .expect("the pushes end")
+            .unwrap();
+    }
     assert!(seeder.is_running());
     for session in &sessions {
         session.connection.close(0u32.into(), b"done");

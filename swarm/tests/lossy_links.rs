@@ -7,6 +7,7 @@
 mod common;
 
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::hostile::{DialOutcome, Dialer, Rng, swarm};
@@ -19,8 +20,10 @@ use minimodel_wire::{HaveBitfield, PeerAddr};
 use tokio::net::UdpSocket;
 
 /// Sends `count` numbered datagrams through a relay with `impairment` and
-/// returns the numbers that arrived, in arrival order, and the earliest
-/// arrival after its send.
+/// returns the numbers that arrived, in arrival order, once every one sent
+/// was dropped or forwarded (each copy) and every forwarded one was
+/// received, and the earliest arrival after its send (on tokio's clock:
+/// the paused one in `the_relay_impairs_as_told`).
 async fn through_relay(impairment: Impairment, count: u32) -> (Vec<u32>, Duration) {
     // Large buffers: a burst the delay line releases while this test's
     // receiver waits for a busy machine must queue, not overflow the
@@ -30,19 +33,19 @@ async fn through_relay(impairment: Impairment, count: u32) -> (Vec<u32>, Duratio
         .await
         .unwrap();
     let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let started = Instant::now();
+    let started = tokio::time::Instant::now();
+    let arrived = Arc::new(Mutex::new((Vec::new(), None)));
+    let receiving = Arc::clone(&arrived);
     let receiver = tokio::spawn(async move {
-        let mut arrived = Vec::new();
-        let mut first = None;
         let mut buf = [0u8; 16];
-        while let Ok(Ok((len, _))) =
-            tokio::time::timeout(Duration::from_millis(500), upstream.recv_from(&mut buf)).await
-        {
-            first.get_or_insert_with(|| started.elapsed());
+        while let Ok((len, _)) = upstream.recv_from(&mut buf).await {
             assert_eq!(len, 4);
-            arrived.push(u32::from_le_bytes(buf[..4].try_into().unwrap()));
+            let mut arrived = receiving.lock().unwrap();
+            arrived.1.get_or_insert_with(|| started.elapsed());
+            arrived
+                .0
+                .push(u32::from_le_bytes(buf[..4].try_into().unwrap()));
         }
-        (arrived, first.unwrap_or_default())
     });
     for number in 0..count {
         client
@@ -50,13 +53,29 @@ async fn through_relay(impairment: Impairment, count: u32) -> (Vec<u32>, Duratio
             .await
             .unwrap();
         if number % 32 == 31 {
-            tokio::time::sleep(Duration::from_millis(1)).await;
+            tokio::task::yield_now().await;
         }
     }
-    receiver.await.unwrap()
+    let stats = relay.stats();
+    let forwarded = || stats.forwarded.load(Ordering::SeqCst);
+    common::eventually("the relay to decide every datagram", || {
+        let copies = stats.duplicated.load(Ordering::SeqCst);
+        stats.dropped.load(Ordering::SeqCst) + forwarded() == u64::from(count) + copies
+    })
+    .await;
+    common::eventually("every forwarded datagram", || {
+        arrived.lock().unwrap().0.len() as u64 >= forwarded()
+    })
+    .await;
+    receiver.abort();
+    let (numbers, first) = arrived.lock().unwrap().clone();
+    (numbers, first.unwrap_or_default())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// On tokio's paused clock: the relay's delay line and this test's waits
+/// move it, datagrams on loopback arrive at once, so a delay is measured
+/// exactly, however busy the machine is.
+#[tokio::test(start_paused = true)]
 async fn the_relay_impairs_as_told() {
     let (all, _) = through_relay(Impairment::none(), 500).await;
     assert_eq!(all, (0..500).collect::<Vec<_>>(), "a perfect link");
@@ -85,7 +104,10 @@ async fn the_relay_impairs_as_told() {
     };
     let (late, first) = through_relay(slow, 10).await;
     assert_eq!(late.len(), 10);
-    assert!(first >= Duration::from_millis(50), "held {first:?}");
+    assert!(
+        first >= Duration::from_millis(50) && first < Duration::from_millis(52),
+        "held {first:?}"
+    );
 
     let shuffled = Impairment {
         reorder: 0.2,
@@ -99,8 +121,9 @@ async fn the_relay_impairs_as_told() {
 }
 
 /// Fetches an artifact from one seeder through a relay with `impairment`;
-/// returns the rate in MiB/s.
-async fn fetch_through(impairment: Impairment, size: u64, chunk: u32) -> f64 {
+/// returns the congestion controller the seeder's connection to the fetch
+/// used, as the seeder reported it.
+async fn fetch_through(impairment: Impairment, size: u64, chunk: u32) -> Option<&'static str> {
     fetch_through_from(listen_config(), impairment, size, chunk).await
 }
 
@@ -109,11 +132,11 @@ async fn fetch_through_from(
     impairment: Impairment,
     size: u64,
     chunk: u32,
-) -> f64 {
+) -> Option<&'static str> {
     let impairment_loses = impairment.loss > 0.0;
     let dir = tempfile::tempdir().unwrap();
     let artifact = common::artifact(dir.path(), "lossy", size, chunk);
-    let seeder = RunningSeeder::start(&artifact, seeder_config);
+    let mut seeder = RunningSeeder::start(&artifact, seeder_config);
     let relay = Relay::start(seeder.peer.addr, impairment).await.unwrap();
     let through = PeerAddr {
         id: seeder.peer.id,
@@ -154,7 +177,14 @@ async fn fetch_through_from(
             "the relay dropped datagrams on the way"
         );
     }
-    size as f64 / (1 << 20) as f64 / seconds
+    let connected = seeder
+        .reports()
+        .into_iter()
+        .find_map(|report| match report {
+            NodeReport::PeerConnected { congestion, .. } => Some(congestion),
+            _ => None,
+        });
+    connected.expect("the seeder reported the fetch's connection")
 }
 
 fn relay_lost_something(stats: &common::relay::RelayStats) -> bool {
@@ -183,8 +213,8 @@ fn lossy_bytes() -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_download_over_5_percent_loss_and_50_ms_delay_completes() {
-    let rate = fetch_through(five_percent_loss(), lossy_bytes(), 64 << 10).await;
-    assert!(rate > 0.0);
+    let congestion = fetch_through(five_percent_loss(), lossy_bytes(), 64 << 10).await;
+    assert_eq!(congestion, Some("delay"), "the default controller");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -198,8 +228,12 @@ async fn a_bbr_seeder_over_5_percent_loss_and_50_ms_delay_completes() {
         },
         ..listen_config()
     };
-    let rate = fetch_through_from(seeder, five_percent_loss(), lossy_bytes(), 64 << 10).await;
-    assert!(rate > 0.0);
+    let congestion = fetch_through_from(seeder, five_percent_loss(), lossy_bytes(), 64 << 10).await;
+    assert_eq!(
+        congestion,
+        Some("bbr"),
+        "the seeder's connection is paced by BBR"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -214,7 +248,10 @@ async fn jitter_reordering_duplication_and_a_rate_cap_do_not_corrupt() {
         seed: 9,
         ..Impairment::none()
     };
-    fetch_through(impairment, 1 << 20, 32 << 10).await;
+    assert_eq!(
+        fetch_through(impairment, 1 << 20, 32 << 10).await,
+        Some("delay")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -308,7 +345,7 @@ async fn a_peer_that_goes_silent_is_dropped_at_the_idle_timeout() {
         "{outcome:?}"
     );
     let connected = seeder
-        .wait_for(Duration::from_secs(5), |report| {
+        .wait_for(common::HANG, |report| {
             matches!(report, NodeReport::PeerConnected { .. })
         })
         .await;
@@ -316,7 +353,7 @@ async fn a_peer_that_goes_silent_is_dropped_at_the_idle_timeout() {
     // The link goes dark: nothing arrives from the peer any more.
     relay.set_blackhole(true);
     let dropped = seeder
-        .wait_for(Duration::from_secs(15), |report| {
+        .wait_for(common::HANG, |report| {
             matches!(
                 report,
                 NodeReport::PeerDisconnected {

@@ -17,8 +17,8 @@ const ID2: &str = "ijbeeqscijbeeqscijbeeqscijbeeqscijbeeqscijbeeqscijba";
 /// Bad files and a phrase their error must contain.
 const BAD: &[(&str, &str)] = &[
     (
-        "bad-format-v2.json",
-        "has format \"minimodel-peer-offer-v2\"",
+        "bad-format-v9.json",
+        "has format \"minimodel-peer-offer-v9\"",
     ),
     (
         "bad-request-offer-format.json",
@@ -64,6 +64,27 @@ const BAD: &[(&str, &str)] = &[
         "bad-v1-with-v0-peer.json",
         "field `peer` is not part of minimodel-peer-offer-v1",
     ),
+    (
+        "bad-v1-with-relays.json",
+        "field `relays` is not part of minimodel-peer-offer-v1",
+    ),
+    (
+        "bad-v2-duplicate-relay.json",
+        "relays[1] ijbeeqscijbeeqscijbeeqscijbeeqscijbeeqscijbeeqscijba@81.2.69.9:4434 is listed twice",
+    ),
+    (
+        "bad-v2-missing-relays.json",
+        "missing field `relays` (minimodel-peer-offer-v2)",
+    ),
+    (
+        "bad-v2-no-relays.json",
+        "relays lists 0 relays; a v2 offer lists 1 to 4",
+    ),
+    ("bad-v2-relay-port-zero.json", "is not a relay address"),
+    (
+        "bad-v2-relay-without-id.json",
+        "has no peer id: write RELAY_ID@IP:PORT",
+    ),
 ];
 
 const GOOD: &[&str] = &[
@@ -72,6 +93,7 @@ const GOOD: &[&str] = &[
     "good-v0.json",
     "good-v1-one-address.json",
     "good-v1.json",
+    "good-v2.json",
 ];
 
 fn dir() -> PathBuf {
@@ -131,6 +153,40 @@ fn a_v1_offer_reads_to_its_peer_and_addresses_and_is_written_back_byte_for_byte(
             "{name}"
         );
     }
+}
+
+#[test]
+fn a_v2_offer_reads_to_its_relays_and_is_written_back_byte_for_byte() {
+    let read = offer("good-v2.json");
+    assert_eq!(
+        read.peer,
+        PeerAddrs {
+            id: id(ID),
+            addrs: addrs(&["192.168.1.2:4433"])
+        }
+    );
+    assert_eq!(
+        read.relays,
+        [minimodel_swarm::relay::RelayAddr {
+            id: Some(id(ID2)),
+            addr: "81.2.69.9:4434".parse().unwrap()
+        }]
+    );
+    let mut written = serde_json::to_string_pretty(&read).unwrap();
+    written.push('\n');
+    assert_eq!(
+        written,
+        std::fs::read_to_string(dir().join("good-v2.json")).unwrap()
+    );
+    // Without its relays it is written as v1.
+    let plain = PeerOffer {
+        relays: Vec::new(),
+        ..read
+    };
+    assert_eq!(
+        serde_json::to_value(&plain).unwrap()["format"],
+        OFFER_FORMAT
+    );
 }
 
 #[test]

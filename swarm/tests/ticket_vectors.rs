@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use minimodel_swarm::peers::PeerAddrs;
-use minimodel_swarm::ticket::Ticket;
+use minimodel_swarm::ticket::{PeerRelays, Ticket};
 use minimodel_verifier::Sha256Digest;
 use minimodel_verifier::signing::PublisherKeyId;
 
@@ -34,9 +34,14 @@ fn sha256_of(path: &str) -> Sha256Digest {
 #[test]
 fn good_tickets_read_to_their_fields_and_are_written_back_byte_for_byte() {
     let mut good = 0;
+    let mut relayed = 0;
     for fields in vectors().into_iter().filter(|f| f[0] == "good") {
-        let [_, name, text, digest, key_id, peers] = &fields[..] else {
-            panic!("malformed vector {fields:?}");
+        let (name, text, digest, key_id, peers, relays) = match &fields[..] {
+            [_, name, text, digest, key_id, peers] => (name, text, digest, key_id, peers, None),
+            [_, name, text, digest, key_id, peers, relays] => {
+                (name, text, digest, key_id, peers, Some(relays))
+            }
+            _ => panic!("malformed vector {fields:?}"),
         };
         let peers: Vec<PeerAddrs> = peers
             .split(';')
@@ -57,11 +62,30 @@ fn good_tickets_read_to_their_fields_and_are_written_back_byte_for_byte() {
             peers,
         )
         .unwrap();
+        // PEER_ID>RELAY_ID@ADDR[,RELAY_ID@ADDR][;...]
+        let expected = match relays {
+            None => expected,
+            Some(relays) => {
+                relayed += 1;
+                let relays = relays
+                    .split(';')
+                    .map(|entry| {
+                        let (peer, named) = entry.split_once('>').unwrap();
+                        PeerRelays {
+                            peer: peer.parse().unwrap(),
+                            relays: named.split(',').map(|r| r.parse().unwrap()).collect(),
+                        }
+                    })
+                    .collect();
+                expected.with_relays(relays).unwrap()
+            }
+        };
         assert_eq!(text.parse::<Ticket>().as_ref(), Ok(&expected), "{name}");
         assert_eq!(&expected.to_string(), text, "{name}");
         good += 1;
     }
-    assert!(good >= 4);
+    assert!(good >= 6);
+    assert!(relayed >= 2);
     // The first vector names the signed manifest of fixtures/signing and
     // its key; the second the unsigned one.
     let all = vectors();

@@ -122,12 +122,18 @@ fn flood(target: Target) -> Result<(u64, u64), String> {
             .read_line()?
             .parse::<u16>()
             .map_err(|e| e.to_string())?;
-        std::thread::sleep(Duration::from_millis(300));
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        // One datagram, read once the endpoint's driver runs (and has its
+        // buffers): the quiet figure is taken after that.
+        std::net::UdpSocket::bind("127.0.0.1:0")
+            .and_then(|socket| socket.send_to(&[0], addr))
+            .map_err(|e| e.to_string())?;
+        drained(port)?;
         let quiet = child.rss()?;
         let started = Instant::now();
-        let outcome = send_attempts(SocketAddr::from(([127, 0, 0, 1], port)))?;
-        // Let the target take in what is still on its way.
-        std::thread::sleep(Duration::from_millis(500));
+        let outcome = send_attempts(addr)?;
+        // The target has taken in everything still on its way.
+        drained(port)?;
         let flooded = child.rss()?;
         eprintln!(
             "{}: VmRSS {:.1} MiB quiet, {:.1} MiB after {ATTEMPTS} attempts in {:.1} s ({} connected)",
@@ -144,6 +150,45 @@ fn flood(target: Target) -> Result<(u64, u64), String> {
     })();
     child.quit();
     result
+}
+
+/// Waits until the socket bound to `port` has read every datagram queued
+/// for it (its receive queue in `/proc/net/udp` or `udp6` is empty, and
+/// was seen empty twice in a row, a millisecond apart).
+fn drained(port: u16) -> Result<(), String> {
+    let started = Instant::now();
+    let mut empty_before = false;
+    loop {
+        let queued = socket_queue(port)?;
+        if queued == 0 && empty_before {
+            return Ok(());
+        }
+        empty_before = queued == 0;
+        if started.elapsed() > DEADLINE {
+            return Err(format!(
+                "the target's socket still holds {queued} bytes after {DEADLINE:?}"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// The bytes waiting in the receive queue of the UDP socket bound to
+/// `port` on this host.
+fn socket_queue(port: u16) -> Result<u64, String> {
+    let wanted = format!(":{port:04X}");
+    for table in ["/proc/net/udp", "/proc/net/udp6"] {
+        let text = std::fs::read_to_string(table).map_err(|e| format!("{table}: {e}"))?;
+        for line in text.lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if fields.get(1).is_some_and(|local| local.ends_with(&wanted)) {
+                let queues = fields.get(4).ok_or("no queues in the socket table")?;
+                let (_, rx) = queues.split_once(':').ok_or("no receive queue")?;
+                return u64::from_str_radix(rx, 16).map_err(|e| e.to_string());
+            }
+        }
+    }
+    Err(format!("no UDP socket on port {port}"))
 }
 
 /// Sends [`ATTEMPTS`] connection attempts from a few quinn clients, each

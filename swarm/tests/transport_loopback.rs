@@ -480,7 +480,6 @@ async fn a_dial_only_endpoint_accepts_nothing() {
         let port = target.local_addr().unwrap().port();
         let identity = Identity::generate().unwrap();
         let dialer = bind_client_endpoint(&tuning).unwrap();
-        let started = std::time::Instant::now();
         let result = connect_any(
             &dialer,
             SocketAddr::from(([127, 0, 0, 1], port)),
@@ -491,19 +490,17 @@ async fn a_dial_only_endpoint_accepts_nothing() {
         // Without a server config quinn cannot refuse (CONNECTION_REFUSED
         // needs Initial keys from one); the dialer gives up at its
         // handshake timeout, and nothing is ever accepted.
+        match result {
+            Err(ConnectError::Timeout { after, .. }) => {
+                assert!(after >= tuning.handshake_timeout, "{after:?}")
+            }
+            other => panic!("{other:?}"),
+        }
+        // Closed now, the endpoint hands out what it queued before its
+        // end: nothing.
+        target.close(0u32.into(), b"");
         assert!(
-            matches!(result, Err(ConnectError::Timeout { .. })),
-            "{result:?}"
-        );
-        assert!(
-            started.elapsed() < tuning.handshake_timeout + Duration::from_secs(1),
-            "{:?}",
-            started.elapsed()
-        );
-        assert!(
-            tokio::time::timeout(Duration::from_millis(200), target.accept())
-                .await
-                .is_err(),
+            target.accept().await.is_none(),
             "a dial-only endpoint yields no incoming connection"
         );
     })

@@ -15,6 +15,8 @@
 //!   drift checks, and the [`receipt`] and [`catalog`] JSON it produces
 //!   (`docs/formats.md`);
 //! - [`route`]: route safety (https only, no credentials, no byte routes);
+//! - [`mirror_url`]: the URLs of mirrors a person names (https, no
+//!   credentials, never the project's byte routes);
 //! - [`signing`]: publisher keys, manifest signatures, the keyring and the
 //!   trust decision every command makes first (`docs/signing.md`).
 //!
@@ -38,6 +40,7 @@ pub mod hashing;
 pub mod ids;
 pub mod manifest;
 pub mod merkle;
+pub mod mirror_url;
 pub mod model;
 pub mod receipt;
 pub mod route;

@@ -67,6 +67,29 @@ pub struct TransferSummary {
     pub finish_ms: u64,
     /// One entry per peer that took part.
     pub peers: Vec<PeerContribution>,
+    /// One entry per mirror that took part or was found unusable; absent
+    /// when the download had none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mirrors: Vec<MirrorContribution>,
+}
+
+/// One mirror's part in a download.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MirrorContribution {
+    /// The mirror as given, without its query: `https://host/path`.
+    pub url: String,
+    /// Verified chunks it delivered first.
+    pub chunks: u64,
+    /// Verified bytes it delivered first.
+    pub bytes: u64,
+    /// Chunks from it that failed the Merkle check.
+    pub bad_chunks: u64,
+    /// Whether it was dropped for a lie (then `left` says which).
+    pub blamed: bool,
+    /// Why it left the download, in words, if it did: a lie (`blamed`),
+    /// or why it could not be used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub left: Option<String>,
 }
 
 /// One peer's part in a download.

@@ -45,9 +45,15 @@ pub const BYTE_HOSTS: [&str; 6] = [
     "cas-bridge.xethub.hf.co",
 ];
 
+/// The project's own byte routes: path segments reserved for them, which
+/// metadata never points at and no mirror may be
+/// ([`crate::mirror_url`]): the rule that keeps a route off a project
+/// server keeps a mirror off one too.
+pub const PROJECT_BYTE_SEGMENTS: [&str; 3] = ["artifacts", "chunks", "bytes"];
+
 /// Path segments that name a byte download (compared without case, after
-/// percent-decoding). `artifacts`, `chunks` and `bytes` are reserved for the
-/// project's own byte routes, which metadata never points at.
+/// percent-decoding): download paths, and the project's own byte routes
+/// ([`PROJECT_BYTE_SEGMENTS`]).
 pub const BYTE_PATH_SEGMENTS: [&str; 7] = [
     "resolve",
     "raw",
@@ -553,6 +559,13 @@ fn artifact_extension(decoded: &str) -> Option<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_projects_byte_routes_are_byte_segments() {
+        for segment in PROJECT_BYTE_SEGMENTS {
+            assert!(BYTE_PATH_SEGMENTS.contains(&segment), "{segment}");
+        }
+    }
 
     const BAD_ESCAPE: RouteError = RouteError::Malformed("'%' must be followed by two hex digits");
     const CONTROL: RouteError = RouteError::Malformed("percent-escape encodes a control character");

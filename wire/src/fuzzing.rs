@@ -279,3 +279,28 @@ pub fn wire_datagram(data: &[u8]) -> Option<crate::Datagram> {
     );
     Some(datagram)
 }
+
+/// Entry point of the `relay_message` fuzz target: any bytes as a stream of
+/// relay protocol frames (`docs/relay.md`), read frame by frame until one
+/// does not decode or the bytes end. Every frame that decodes encodes to
+/// the same bytes; nothing panics. Also reads the bytes as one relay
+/// datagram. Returns the messages decoded.
+pub fn relay_message(data: &[u8]) -> Vec<crate::relay::RelayMessage> {
+    use crate::relay::{RelayMessage, relay_datagram, write_relay_datagram};
+    if let Some((channel, packet)) = relay_datagram(data) {
+        let mut again = Vec::new();
+        write_relay_datagram(channel, packet, &mut again);
+        assert_eq!(again, data, "a relay datagram re-writes to its bytes");
+    }
+    let mut messages = Vec::new();
+    let mut read = 0;
+    while let Ok(Some((message, used))) = RelayMessage::decode(&data[read..]) {
+        match message.encode() {
+            Ok(frame) => assert_eq!(frame[..], data[read..read + used], "{message:?}"),
+            Err(error) => panic!("decoded {message:?} does not re-encode: {error}"),
+        }
+        read += used;
+        messages.push(message);
+    }
+    messages
+}

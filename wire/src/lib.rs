@@ -66,6 +66,7 @@ mod message;
 mod params;
 mod peer_id;
 mod piece;
+pub mod relay;
 mod stamp;
 mod types;
 

@@ -96,17 +96,33 @@ fn annotated_hex_parser_ignores_comments() {
 fn every_vector_file_is_checked() {
     // Each file in fixtures/wire/ is a golden message above, the piece
     // header above, the transcript that `handshakes.rs` replays, or a
-    // delay datagram (in `datagrams/`).
+    // delay datagram (in `datagrams/`); the relay protocol's vectors (in
+    // `relay/`) are `relay_vectors.rs`'s, written by `relay/vectors.py`.
     let mut checked: Vec<_> = golden_messages().iter().map(|(n, _)| *n).collect();
     checked.extend(["piece_header.hex", "handshake.hex"]);
     checked.extend(golden_datagrams().iter().map(|(n, _)| *n));
+    let relay = [
+        "relay/register.hex",
+        "relay/introduce.hex",
+        "relay/registered.hex",
+        "relay/register_refused.hex",
+        "relay/connect.hex",
+        "relay/introduce_failed.hex",
+        "relay/channel_closed.hex",
+        "relay/datagram.hex",
+        "relay/vectors.py",
+    ];
+    checked.extend(relay);
     let mut files = 0;
-    for dir in ["", "datagrams/"] {
+    for dir in ["", "datagrams/", "relay/"] {
         for entry in std::fs::read_dir(fixtures_dir().join(dir)).unwrap() {
             let entry = entry.unwrap();
             let name = format!("{dir}{}", entry.file_name().to_string_lossy());
             if entry.file_type().unwrap().is_dir() {
-                assert_eq!(name, "datagrams", "fixtures/wire/{name}: unknown folder");
+                assert!(
+                    ["datagrams", "relay"].contains(&name.as_str()),
+                    "fixtures/wire/{name}: unknown folder"
+                );
                 continue;
             }
             assert!(

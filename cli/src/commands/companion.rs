@@ -17,16 +17,21 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use minimodel_companion::client::{Client, ClientError, Reply};
+use minimodel_companion::client::{Client, ClientError};
+use minimodel_companion::library::Caps;
 use minimodel_companion::library::{Endpoint, LibraryDir, LibraryError};
 use minimodel_companion::token::Token;
 use minimodel_companion::trust::{TrustStore, TrustStoreError};
+use minimodel_companion::view::{
+    AddDownload, AddShare, Consent, ErrorBody, ItemState, ItemView, Preview, SetLimits,
+};
 use minimodel_companion::{Companion, CompanionConfig, CompanionError};
+use minimodel_swarm::app::consent::{ConsentKind, Disclosure};
 use minimodel_verifier::manifest::Manifest;
 use minimodel_verifier::receipt::now_rfc3339;
 use minimodel_verifier::signing::PublicKey;
 use minimodel_verifier::signing::trust::{SignatureCheck, TrustAnchors, judge};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::events::Event;
 use crate::exit::{Exit, Failure, OrExit};
@@ -127,6 +132,16 @@ pub struct RunArgs {
     /// kept).
     #[arg(long, value_name = "SIZE", default_value = "8MiB", value_parser = parse_size)]
     pub rotate_log: u64,
+    /// How long a download's try for its peers lasts with nothing
+    /// verified and nothing in flight before the download waits (it
+    /// never gives up for want of peers).
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = crate::units::parse_duration)]
+    pub peer_try: Duration,
+    /// The longest wait between a download's tries for its peers (the
+    /// first is 15 s, or this when shorter, doubling per try that
+    /// verified nothing).
+    #[arg(long, value_name = "DURATION", default_value = "5min", value_parser = crate::units::parse_duration)]
+    pub peer_wait_max: Duration,
 }
 
 /// `companion install-unit`.
@@ -419,6 +434,13 @@ fn serve(args: RunArgs, out: Output) -> Result<(), Failure> {
     config.lan = args.lan;
     config.dht_bootstrap = args.dht_bootstrap;
     config.rotate_log_bytes = args.rotate_log;
+    let defaults = minimodel_companion::supervisor::Patience::default();
+    config.patience = minimodel_companion::supervisor::Patience {
+        try_for: args.peer_try,
+        first_wait: defaults.first_wait.min(args.peer_wait_max),
+        longest_wait: args.peer_wait_max,
+        ..defaults
+    };
     let trust = Arc::new(KeyringTrust {
         path: args.keyring,
         writing: Mutex::new(()),
@@ -585,100 +607,122 @@ fn client_failure(error: ClientError) -> Failure {
     }
 }
 
-/// A call to the API; a refusal becomes the failure its kind says.
-fn call(client: &Client, method: &str, path: &str, body: Option<&Value>) -> Result<Value, Failure> {
-    let reply = client.call(method, path, body).map_err(client_failure)?;
-    if (200..300).contains(&reply.status) {
-        return Ok(reply.json());
-    }
-    Err(api_failure(&reply))
-}
-
-fn api_failure(reply: &Reply) -> Failure {
-    let body = reply.json();
-    let kind = body["kind"].as_str().unwrap_or_default();
-    let exit = match kind {
+/// A refusal of the API: the failure its kind says.
+fn refused(status: u16, body: ErrorBody) -> Failure {
+    let exit = match body.kind.as_str() {
         "invalid-input" => Exit::InvalidInput,
         "verification-failed" => Exit::VerificationFailed,
         "consent-needed" => Exit::NoConsent,
         "not-found" | "conflict" | "too-many" => Exit::Usage,
         _ => Exit::Transfer,
     };
-    let error = body["error"].as_str().map_or_else(
-        || format!("the companion answered {}", reply.status),
-        str::to_owned,
-    );
+    let error = if body.error.is_empty() {
+        format!("the companion answered {status}")
+    } else {
+        body.error
+    };
     let failure = Failure::new(exit, anyhow::anyhow!(error));
-    match body["hint"].as_str() {
+    match body.hint {
         Some(hint) => failure.with_hint(hint),
         None => failure,
     }
 }
 
+/// What the API answered, or the failure it says.
+fn answer<T>(result: Result<T, ClientError>) -> Result<T, Failure> {
+    result.map_err(|error| match error {
+        ClientError::Refused { status, body } => refused(status, body),
+        other => client_failure(other),
+    })
+}
+
 /// One line about an item.
-fn item_line(item: &Value) -> String {
-    let total = item["artifact_bytes"].as_u64().unwrap_or(0);
-    let verified = item["verified_bytes"].as_u64().unwrap_or(0);
-    let percent = (verified * 100).checked_div(total).unwrap_or(0);
+fn item_line(item: &ItemView) -> String {
+    let percent = (item.verified_bytes * 100)
+        .checked_div(item.artifact_bytes)
+        .unwrap_or(0);
+    let state = serde_json::to_value(item.state)
+        .ok()
+        .and_then(|value| value.as_str().map(str::to_owned))
+        .unwrap_or_default();
     let mut line = format!(
         "{}  {:<8}  {}  {}  {} of {} ({percent}%), {}",
-        item["id"].as_str().unwrap_or_default(),
-        item["kind"].as_str().unwrap_or_default(),
-        item["model_id"].as_str().unwrap_or_default(),
-        item["state"].as_str().unwrap_or_default(),
-        human_bytes(verified),
-        human_bytes(total),
-        counted(item["peers"].as_u64().unwrap_or(0), "peer"),
+        item.id,
+        item.kind.name(),
+        item.model_id,
+        state,
+        human_bytes(item.verified_bytes),
+        human_bytes(item.artifact_bytes),
+        counted(item.peers, "peer"),
     );
-    if let Some(listen) = item["serving"]["listen"].as_str() {
-        line.push_str(&format!(", serving on {listen}"));
+    if let Some(serving) = &item.serving {
+        line.push_str(&format!(", serving on {}", serving.listen));
     }
-    if let Some(error) = item["error"].as_str() {
-        line.push_str(&format!("; {error}"));
+    if let Some(problem) = &item.problem {
+        line.push_str(&format!("; {}", problem.text));
     }
     line
 }
 
-fn show_item(item: &Value, out: Output) {
+fn show_item(item: &ItemView, out: Output) {
     out.say(item_line(item));
-    if let Some(handoff) = item["handoff"]["text"].as_str() {
-        out.say(format!("  {handoff}"));
+    if let Some(handoff) = &item.handoff {
+        out.say(format!("  {}", handoff.text));
     }
-    out.event(&Event::CompanionItem { item: item.clone() });
+    out.event(&Event::CompanionItem {
+        item: Box::new(item.clone()),
+    });
 }
 
 /// `companion list`.
 fn list(args: &LibraryArgs, out: Output) -> Result<(), Failure> {
     let client = client(args)?;
-    let library = call(&client, "GET", "/api/v1/library", None)?;
-    let items = library["items"].as_array().cloned().unwrap_or_default();
-    if items.is_empty() {
+    let library = answer(client.library())?;
+    if library.items.is_empty() {
         out.say("the library is empty");
     }
-    for item in &items {
+    for item in &library.items {
         show_item(item, out);
     }
     Ok(())
 }
 
-/// Shows the preview's signature and asks, asks the user, and returns
-/// the consent to send.
-fn consent_for(preview: &Value, what: &str, ask: &AskArgs, out: Output) -> Result<Value, Failure> {
-    if let Some(signature) = preview["signature"]["text"].as_str() {
-        out.say(signature);
-    }
-    let asks = preview["asks"].as_array().cloned().unwrap_or_default();
-    let mut given = serde_json::Map::new();
-    for item in &asks {
-        if let Some(words) = item["words"].as_str() {
-            out.say(format!("- {words}"));
+/// Shows the preview's signature and the words of every consent it
+/// needs, asks the user once, and returns the consent to send.
+fn consent_for(preview: &Preview, ask: &AskArgs, out: Output) -> Result<Consent, Failure> {
+    out.say(&preview.signature.text);
+    let mut given = Consent::default();
+    let mut asks = Vec::new();
+    for item in &preview.asks {
+        let Some(kind) = ConsentKind::parse(&item.consent) else {
+            return Err(Failure::new(
+                Exit::Transfer,
+                anyhow::anyhow!(
+                    "the companion asks for a consent unknown here: {}",
+                    item.consent
+                ),
+            )
+            .with_hint("use a minimodel of the companion's version"));
+        };
+        match kind {
+            ConsentKind::Serve => given.serve = true,
+            ConsentKind::Fetch => given.fetch = true,
+            ConsentKind::SeedAfter => given.seed_after = true,
+            ConsentKind::Dht => given.dht = true,
+            ConsentKind::TrustKey => given.trust_key = true,
         }
-        if let Some(name) = item["consent"].as_str() {
-            given.insert(name.to_owned(), Value::Bool(true));
+        asks.push(Disclosure {
+            consent: kind,
+            words: item.words.clone(),
+        });
+    }
+    if ask.yes {
+        for disclosure in &asks {
+            out.say(format!("- {}", disclosure.words));
         }
     }
-    crate::consent::ask(what, ask.yes, out.json)?;
-    Ok(Value::Object(given))
+    crate::consent::ask_all(&asks, ask.yes, out.json)?;
+    Ok(given)
 }
 
 fn absolute(path: &Path) -> Result<PathBuf, Failure> {
@@ -700,20 +744,20 @@ fn publisher_key(ask: &AskArgs) -> Result<Option<String>, Failure> {
 /// `companion share`.
 fn share(args: ShareArgs, out: Output) -> Result<(), Failure> {
     let client = client(&args.library)?;
-    let mut request = json!({
-        "manifest_path": absolute(&args.manifest)?,
-        "file": absolute(&args.file)?,
-        "caps": {"max_upload": args.max_upload, "max_download": null},
-        "publisher_key": publisher_key(&args.ask)?,
-        "require_signature": args.ask.require_signature,
-    });
-    let preview = call(&client, "POST", "/api/v1/shares/preview", Some(&request))?;
-    let what = format!(
-        "serve {} through the companion, as said above",
-        preview["model_id"].as_str().unwrap_or("the artifact")
-    );
-    request["consent"] = consent_for(&preview, &what, &args.ask, out)?;
-    let item = call(&client, "POST", "/api/v1/shares", Some(&request))?;
+    let mut request = AddShare {
+        manifest_path: Some(absolute(&args.manifest)?),
+        file: absolute(&args.file)?,
+        caps: Caps {
+            max_upload: args.max_upload,
+            max_download: None,
+        },
+        publisher_key: publisher_key(&args.ask)?,
+        require_signature: args.ask.require_signature,
+        ..AddShare::default()
+    };
+    let preview = answer(client.preview_share(&request))?;
+    request.consent = consent_for(&preview, &args.ask, out)?;
+    let item = answer(client.add_share(&request))?;
     show_item(&item, out);
     Ok(())
 }
@@ -741,39 +785,38 @@ fn fetch(args: FetchArgs, out: Output) -> Result<(), Failure> {
         .iter()
         .map(|path| read_json_file(path))
         .collect::<Result<Vec<_>, _>>()?;
-    let request_file = args.request.as_deref().map(read_json_file).transpose()?;
-    let mut request = json!({
-        "peers": args.peers,
-        "offers": offers,
-        "request": request_file,
-        "dht": args.dht,
-        "dht_bootstrap": args.dht_bootstrap,
-        "serve": args.serve,
-        "seed_after": args.seed_after,
-        "caps": {"max_upload": args.max_upload, "max_download": args.max_download},
-        "publisher_key": publisher_key(&args.ask)?,
-        "require_signature": args.ask.require_signature,
-    });
+    let mut request = AddDownload {
+        peers: args.peers.clone(),
+        offers,
+        request: args.request.as_deref().map(read_json_file).transpose()?,
+        dht: args.dht,
+        dht_bootstrap: args.dht_bootstrap.clone(),
+        serve: args.serve,
+        seed_after: args.seed_after,
+        caps: Caps {
+            max_upload: args.max_upload,
+            max_download: args.max_download,
+        },
+        publisher_key: publisher_key(&args.ask)?,
+        require_signature: args.ask.require_signature,
+        ..AddDownload::default()
+    };
     match ticket_text(&args.manifest) {
         Some(ticket) => {
             // The companion asks the ticket's peers first: seconds, when
             // some are silent.
             out.status("the companion asks the ticket's peers for its manifest");
-            request["ticket"] = json!(ticket);
+            request.ticket = Some(ticket.to_owned());
         }
-        None => request["manifest_path"] = json!(absolute(&args.manifest)?),
+        None => request.manifest_path = Some(absolute(&args.manifest)?),
     }
-    let preview = call(&client, "POST", "/api/v1/downloads/preview", Some(&request))?;
-    let what = format!(
-        "fetch {} through the companion, as said above",
-        preview["model_id"].as_str().unwrap_or("the artifact")
-    );
-    request["consent"] = consent_for(&preview, &what, &args.ask, out)?;
+    let preview = answer(client.preview_download(&request))?;
+    request.consent = consent_for(&preview, &args.ask, out)?;
     // With --wait, Ctrl-C from the add on stops the waiting, not the
     // download: the companion has it. One during the add itself is
     // answered when the add returns (a second one ends it at once).
     let stop = args.wait.then(crate::stop::Stop::on_signal_thread);
-    let item = call(&client, "POST", "/api/v1/downloads", Some(&request))?;
+    let item = answer(client.add_download(&request))?;
     show_item(&item, out);
     let Some(stop) = stop else {
         return Ok(());
@@ -787,9 +830,8 @@ fn fetch(args: FetchArgs, out: Output) -> Result<(), Failure> {
         .as_ref()
         .map(|library| format!(" --library {}", library.display()))
         .unwrap_or_default();
-    let id = item["id"].as_str().unwrap_or_default().to_owned();
-    let total = item["artifact_bytes"].as_u64().unwrap_or(0);
-    let bar = out.byte_progress(total, "fetching");
+    let id = item.id.clone();
+    let bar = out.byte_progress(item.artifact_bytes, "fetching");
     let mut last_line = Instant::now();
     loop {
         if stop.fired() {
@@ -800,29 +842,30 @@ fn fetch(args: FetchArgs, out: Output) -> Result<(), Failure> {
             )
             .with_hint(format!("`minimodel companion list{library_arg}` shows it; `minimodel companion pause {id}{library_arg}` or `remove` stops it")));
         }
-        let item = call(&client, "GET", &format!("/api/v1/items/{id}"), None).map_err(|failure| {
+        let item = answer(client.item(&id)).map_err(|failure| {
             bar.finish_and_clear();
             failure.with_hint(format!(
                 "the companion may still have download {id}: `minimodel companion list{library_arg}` says"
             ))
         })?;
-        bar.set_position(item["verified_bytes"].as_u64().unwrap_or(0));
-        match item["state"].as_str() {
-            Some("done" | "seeding") => {
+        bar.set_position(item.verified_bytes);
+        match (item.state, &item.problem) {
+            (ItemState::Done | ItemState::Seeding, _) => {
                 bar.finish_and_clear();
                 show_item(&item, out);
                 return Ok(());
             }
-            Some("failed") => {
+            // What a person must fix ends the waiting; what goes on by
+            // itself (peers, space, the quota) is waited for.
+            (ItemState::Failed, Some(problem)) if !problem.goes_on_by_itself => {
                 bar.finish_and_clear();
-                return Err(Failure::new(
-                    Exit::Transfer,
-                    anyhow::anyhow!(
-                        "{}",
-                        item["error"].as_str().unwrap_or("the download failed")
+                let failure = Failure::new(Exit::Transfer, anyhow::anyhow!("{}", problem.text));
+                return Err(match &problem.hint {
+                    Some(hint) => failure.with_hint(hint.clone()),
+                    None => failure.with_hint(
+                        "what was verified is kept: `minimodel companion resume` tries again",
                     ),
-                )
-                .with_hint("what was verified is kept: `minimodel companion resume` tries again"));
+                });
             }
             _ => {}
         }
@@ -837,17 +880,17 @@ fn fetch(args: FetchArgs, out: Output) -> Result<(), Failure> {
 /// The id of the item `name` names: its id, or its model id when one
 /// item has it.
 fn resolve(client: &Client, name: &str) -> Result<String, Failure> {
-    let library = call(client, "GET", "/api/v1/library", None)?;
-    let items = library["items"].as_array().cloned().unwrap_or_default();
-    if items.iter().any(|item| item["id"] == name) {
+    let library = answer(client.library())?;
+    if library.items.iter().any(|item| item.id == name) {
         return Ok(name.to_owned());
     }
-    let matching: Vec<&Value> = items
+    let matching: Vec<&ItemView> = library
+        .items
         .iter()
-        .filter(|item| item["model_id"] == name)
+        .filter(|item| item.model_id == name)
         .collect();
     match matching.as_slice() {
-        [one] => Ok(one["id"].as_str().unwrap_or_default().to_owned()),
+        [one] => Ok(one.id.clone()),
         [] => Err(Failure::new(
             Exit::Usage,
             anyhow::anyhow!("no item {name} in the library"),
@@ -860,11 +903,7 @@ fn resolve(client: &Client, name: &str) -> Result<String, Failure> {
                 several.len(),
                 several
                     .iter()
-                    .map(|item| format!(
-                        "{} {}",
-                        item["id"].as_str().unwrap_or_default(),
-                        item["kind"].as_str().unwrap_or_default()
-                    ))
+                    .map(|item| format!("{} {}", item.id, item.kind.name()))
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
@@ -876,8 +915,7 @@ fn resolve(client: &Client, name: &str) -> Result<String, Failure> {
 fn set_paused(args: &ItemArgs, paused: bool, out: Output) -> Result<(), Failure> {
     let client = client(&args.library)?;
     let id = resolve(&client, &args.item)?;
-    let what = if paused { "pause" } else { "resume" };
-    let item = call(&client, "POST", &format!("/api/v1/items/{id}/{what}"), None)?;
+    let item = answer(client.set_paused(&id, paused))?;
     show_item(&item, out);
     Ok(())
 }
@@ -886,36 +924,19 @@ fn set_paused(args: &ItemArgs, paused: bool, out: Output) -> Result<(), Failure>
 fn remove(args: &RemoveArgs, out: Output) -> Result<(), Failure> {
     let client = client(&args.item.library)?;
     let id = resolve(&client, &args.item.item)?;
-    let query = if args.delete_files {
-        "?delete_files=true"
-    } else {
-        ""
-    };
-    let removed = call(
-        &client,
-        "DELETE",
-        &format!("/api/v1/items/{id}{query}"),
-        None,
-    )?;
-    let files: Vec<PathBuf> = removed["files_removed"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|path| path.as_str().map(PathBuf::from))
-        .collect();
-    let kept = removed["files_kept"].as_str().map(str::to_owned);
+    let removed = answer(client.remove(&id, args.delete_files))?;
     out.say(format!("removed {id}"));
-    for file in &files {
+    for file in &removed.files_removed {
         out.say(format!("  deleted {}", file.display()));
     }
     out.event(&Event::CompanionRemoved {
         id: id.clone(),
-        files_removed: files,
-        files_kept: kept.clone(),
+        files_removed: removed.files_removed,
+        files_kept: removed.files_kept.clone(),
     });
     // Asked to delete the files and did not: a failure, though the item
     // is gone from the library.
-    match kept {
+    match removed.files_kept {
         Some(why) => Err(Failure::new(
             Exit::Transfer,
             anyhow::anyhow!("{id} is removed from the library, but its files stay: {why}"),
@@ -928,38 +949,31 @@ fn remove(args: &RemoveArgs, out: Output) -> Result<(), Failure> {
 /// `companion limits`.
 fn limits(args: &LimitsArgs, out: Output) -> Result<(), Failure> {
     let client = client(&args.library)?;
-    let library = call(&client, "GET", "/api/v1/library", None)?;
-    let mut view = library["limits"].clone();
+    let mut view = answer(client.library())?.limits;
     if args.max_upload.is_some() || args.max_download.is_some() || args.quota.is_some() {
-        let pick = |given: Option<Limit>, now: &Value| match given {
-            Some(Limit(value)) => json!(value),
-            None => now.clone(),
-        };
-        let body = json!({
-            "caps": {
-                "max_upload": pick(args.max_upload, &view["caps"]["max_upload"]),
-                "max_download": pick(args.max_download, &view["caps"]["max_download"]),
+        let pick = |given: Option<Limit>, now: Option<u64>| given.map_or(now, |Limit(value)| value);
+        let limits = SetLimits {
+            caps: Caps {
+                max_upload: pick(args.max_upload, view.caps.max_upload),
+                max_download: pick(args.max_download, view.caps.max_download),
             },
-            "quota_bytes": pick(args.quota, &view["quota"]["quota_bytes"]),
-        });
-        view = call(&client, "PUT", "/api/v1/limits", Some(&body))?;
+            quota_bytes: pick(args.quota, view.quota.quota_bytes),
+        };
+        view = answer(client.set_limits(&limits))?;
     }
-    let rate = |value: &Value| {
-        value
-            .as_u64()
-            .map_or_else(|| "none".to_owned(), |v| format!("{}/s", human_bytes(v)))
+    let rate = |value: Option<u64>| {
+        value.map_or_else(|| "none".to_owned(), |v| format!("{}/s", human_bytes(v)))
     };
-    let quota = &view["quota"];
     out.say(format!(
         "upload cap {}, download cap {}, quota {}; downloads take {}{}",
-        rate(&view["caps"]["max_upload"]),
-        rate(&view["caps"]["max_download"]),
-        quota["quota_bytes"]
-            .as_u64()
+        rate(view.caps.max_upload),
+        rate(view.caps.max_download),
+        view.quota
+            .quota_bytes
             .map_or_else(|| "none".to_owned(), human_bytes),
-        human_bytes(quota["used_bytes"].as_u64().unwrap_or(0)),
-        quota["free_bytes"]
-            .as_u64()
+        human_bytes(view.quota.used_bytes),
+        view.quota
+            .free_bytes
             .map(|free| format!(", {} free on the disk", human_bytes(free)))
             .unwrap_or_default()
     ));
@@ -970,31 +984,32 @@ fn limits(args: &LimitsArgs, out: Output) -> Result<(), Failure> {
 /// `companion log`.
 fn log(args: &LogArgs, out: Output) -> Result<(), Failure> {
     let client = client(&args.library)?;
-    let page = call(
-        &client,
-        "GET",
-        &format!("/api/v1/log?limit={}", args.limit),
-        None,
-    )?;
-    for entry in page["entries"].as_array().into_iter().flatten() {
-        let direction = entry["direction"].as_str().unwrap_or_default();
+    let page = answer(client.log(args.limit))?;
+    for entry in page.entries {
+        let direction = serde_json::to_value(entry.direction)
+            .ok()
+            .and_then(|value| value.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        let ended = serde_json::to_value(entry.ended)
+            .ok()
+            .and_then(|value| value.as_str().map(str::to_owned))
+            .unwrap_or_default();
         out.say(format!(
             "{}  {}  {}  {} {}  {}  {}{}",
-            entry["at"].as_str().unwrap_or_default(),
-            entry["model_id"].as_str().unwrap_or_default(),
+            entry.at,
+            entry.model_id,
             direction,
             if direction == "upload" { "to" } else { "from" },
-            entry["peer_id"].as_str().unwrap_or_default(),
-            human_bytes(entry["bytes"].as_u64().unwrap_or(0)),
-            entry["ended"].as_str().unwrap_or_default(),
-            entry["receipt"]["path"]
-                .as_str()
-                .map(|path| format!(", receipt {path}"))
+            entry.peer_id,
+            human_bytes(entry.bytes),
+            ended,
+            entry
+                .receipt
+                .as_ref()
+                .map(|receipt| format!(", receipt {}", receipt.path.display()))
                 .unwrap_or_default()
         ));
-        out.event(&Event::CompanionLog {
-            entry: entry.clone(),
-        });
+        out.event(&Event::CompanionLog { entry });
     }
     Ok(())
 }
@@ -1003,7 +1018,7 @@ fn log(args: &LogArgs, out: Output) -> Result<(), Failure> {
 fn stop(args: &LibraryArgs, out: Output) -> Result<(), Failure> {
     let library = library_path(args)?;
     let client = Client::for_library(&library).map_err(client_failure)?;
-    call(&client, "POST", "/api/v1/shutdown", None)?;
+    answer(client.shutdown())?;
     let dir = LibraryDir::open(&library).map_err(library_failure)?;
     // It removes api.json once every item stopped and the state is saved.
     let deadline = Instant::now() + Duration::from_secs(120);

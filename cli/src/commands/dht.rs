@@ -50,17 +50,14 @@ pub struct DhtArgs {
 }
 
 impl DhtArgs {
-    /// What the consent prompt adds when `--dht` is given.
-    pub fn consent_clause(&self) -> &'static str {
-        if !self.dht {
-            ""
-        } else if self.dht_bootstrap.is_empty() {
-            ", and announce on the public BitTorrent DHT that this address serves it \
-             (anyone can look that up)"
-        } else {
-            ", and announce on the DHT of the --dht-bootstrap nodes that this address \
-             serves it (anyone on that DHT can look it up)"
-        }
+    /// The DHT the consent words name, when `--dht` is given.
+    pub fn scope(&self) -> Option<minimodel_swarm::app::consent::DhtScope> {
+        self.dht.then(|| {
+            minimodel_swarm::app::consent::DhtScope::of(
+                &self.dht_bootstrap,
+                "the --dht-bootstrap nodes",
+            )
+        })
     }
 
     /// The DHT node's configuration for a node whose QUIC endpoint listens
@@ -252,12 +249,18 @@ mod tests {
         };
         let config = public.config("0.0.0.0:4433".parse().unwrap()).unwrap();
         assert_eq!(config.bootstrap, Bootstrap::Public);
-        assert!(public.consent_clause().contains("public BitTorrent DHT"));
-        assert!(args.consent_clause().contains("--dht-bootstrap"));
+        use minimodel_swarm::app::consent::DhtScope;
+        assert_eq!(public.scope(), Some(DhtScope::Public));
+        assert_eq!(
+            args.scope(),
+            Some(DhtScope::Nodes {
+                named_by: "the --dht-bootstrap nodes".to_owned()
+            })
+        );
         let off = DhtArgs {
             dht: false,
             dht_bootstrap: Vec::new(),
         };
-        assert_eq!(off.consent_clause(), "");
+        assert_eq!(off.scope(), None);
     }
 }

@@ -26,7 +26,7 @@ use tokio::sync::mpsc;
 
 use super::network::{
     Congestion, MAPPING_WAIT, PublicAddr, advertised, describe_peer, identity, parse_peer,
-    parse_public_addr, port_mapping_clause, runtime,
+    parse_public_addr, runtime,
 };
 use super::{LoadedManifest, load_manifest};
 use crate::consent;
@@ -146,6 +146,27 @@ pub struct TransferArgs {
     /// damaged.
     #[arg(long)]
     pub recheck: bool,
+    /// A relay to keep a link to ([PEER_ID@]IP:PORT, a host that runs
+    /// `minimodel relay`; repeatable): peers behind other routers are
+    /// reached through it (a punch it introduces, or its relaying), and
+    /// with --serve they reach this node through it. The relays a ticket
+    /// or an offer names are used too.
+    #[arg(long = "relay", value_name = "[PEER_ID@]IP:PORT", value_parser = super::relay::parse_relay)]
+    pub relays: Vec<minimodel_swarm::relay::RelayAddr>,
+    /// A copy of the artifact on a web server to fetch from beside the
+    /// peers (repeatable): the `https://` URL of the `.slm` file, its
+    /// chunk list beside it at `URL.chunk-list`. Every chunk from it is
+    /// checked like a peer's; a mirror that lies is dropped with its
+    /// reason. A token for a mirror that needs one is read from
+    /// MINIMODEL_MIRROR_TOKENS (`HOST=TOKEN,...`) and sent to that host
+    /// only.
+    #[arg(long = "mirror", value_name = "URL")]
+    pub mirrors: Vec<String>,
+    /// Allow `http://` mirrors (and redirects to plain HTTP from them):
+    /// the bytes are still checked, but anyone on the way sees what is
+    /// fetched, and a token would travel in the clear.
+    #[arg(long)]
+    pub allow_plain_http_mirror: bool,
     /// Consent to fetching (and, with --serve, to serving; and to pinning
     /// a publisher key seen for the first time).
     #[arg(long)]
@@ -155,10 +176,13 @@ pub struct TransferArgs {
 }
 
 pub fn run(args: FetchArgs, out: Output) -> Result<(), Failure> {
+    // A mirror URL that cannot be one is a usage error before anything
+    // else is read or asked.
+    mirror_set(&args.transfer)?;
     // A key file that cannot be read is refused before a ticket's peers
     // are asked for anything.
     let named_key = args.transfer.trust.named_key()?;
-    let (loaded, source, mut named) = match ticket_in(&args.manifest)? {
+    let (loaded, source, mut named, mut relays) = match ticket_in(&args.manifest)? {
         Some(ticket) => {
             // A DIR that cannot be one is said before anyone is asked (the
             // download's own check says the same, later, for a manifest).
@@ -184,11 +208,20 @@ pub fn run(args: FetchArgs, out: Output) -> Result<(), Failure> {
                 .with_hint("ask whoever shared the ticket which key signs it"));
             }
             let loaded = manifest_from_ticket(&ticket, &args.transfer, out)?;
-            (loaded, PathBuf::from("(from the ticket)"), ticket.peers)
+            let relays: Vec<_> = (ticket.relays.iter())
+                .map(|entry| (entry.peer, entry.relays.clone()))
+                .collect();
+            (
+                loaded,
+                PathBuf::from("(from the ticket)"),
+                ticket.peers,
+                relays,
+            )
         }
         None => (
             load_manifest(&args.manifest)?,
             args.manifest.clone(),
+            Vec::new(),
             Vec::new(),
         ),
     };
@@ -199,32 +232,110 @@ pub fn run(args: FetchArgs, out: Output) -> Result<(), Failure> {
         offers.push((offer, path.display().to_string()));
     }
     named.extend(args.peers.iter().cloned());
+    relays.extend(minimodel_swarm::app::peers::relays_of_offers(
+        offers.iter().map(|(offer, _)| offer),
+    ));
     let peers = minimodel_swarm::app::peers::from_offers(
         &loaded.manifest,
         named,
         offers.iter().map(|(offer, name)| (offer, name.as_str())),
     )
     .or_exit(Exit::InvalidInput)?;
-    let remembered = remembered_count(&args.out, &loaded.manifest);
-    if peers.is_empty() && !args.transfer.dht && !args.transfer.lan && remembered == 0 {
+    let remembered = minimodel_swarm::app::peers::remembered_count(&args.out, &loaded.manifest);
+    if !minimodel_swarm::app::peers::has_sources(
+        peers.len() + args.transfer.mirrors.len(),
+        remembered,
+        args.transfer.dht,
+        args.transfer.lan,
+    ) {
         return Err(
             Failure::new(Exit::Usage, anyhow::anyhow!("no peers to fetch from")).with_hint(
-                "name peers with --peer PEER_ID@HOST:PORT or --offer FILE, or find them with --dht or --lan (a download resumed in DIR also dials the peers that served it before)",
+                "name peers with --peer PEER_ID@HOST:PORT or --offer FILE, a web copy with --mirror URL, or find peers with --dht or --lan (a download resumed in DIR also dials the peers that served it before)",
             ),
         );
     }
-    transfer(&loaded, judged, peers, args.out, &args.transfer, out)
+    transfer(
+        &loaded,
+        judged,
+        peers,
+        relays,
+        args.out,
+        &args.transfer,
+        out,
+    )
 }
 
-/// How many peers that served an earlier run of this download in `dir` are
-/// remembered there and fresh enough to dial (`docs/resume.md`,
-/// "Remembered peers").
-fn remembered_count(
-    dir: &std::path::Path,
-    manifest: &minimodel_verifier::manifest::Manifest,
-) -> usize {
-    minimodel_swarm::resume::remembered_peers(dir, &manifest.model_id)
-        .map_or(0, |peers| peers.len())
+/// The mirrors `args` name (`--mirror`), each URL parsed by the strict
+/// mirror URL rules (`docs/swarm.md`, "Mirrors": no project-server route,
+/// `http://` only with --allow-plain-http-mirror), with the tokens of
+/// MINIMODEL_MIRROR_TOKENS; `None` without any. A URL or a token list
+/// that cannot be used is a usage error (exit 2).
+fn mirror_set(args: &TransferArgs) -> Result<Option<minimodel_swarm::mirror::MirrorSet>, Failure> {
+    use minimodel_swarm::mirror::{MirrorSet, MirrorTokens, TOKENS_VAR};
+    use minimodel_verifier::mirror_url::{MirrorUrl, MirrorUrlError, Plain};
+    if args.mirrors.is_empty() {
+        return Ok(None);
+    }
+    let plain = if args.allow_plain_http_mirror {
+        Plain::Allowed
+    } else {
+        Plain::Refused
+    };
+    let most = minimodel_swarm::node::MAX_MIRRORS;
+    if args.mirrors.len() > most {
+        return Err(Failure::new(
+            Exit::Usage,
+            anyhow::anyhow!("{} mirrors given; at most {most}", args.mirrors.len()),
+        ));
+    }
+    let mut urls: Vec<MirrorUrl> = Vec::with_capacity(args.mirrors.len());
+    for text in &args.mirrors {
+        let url = MirrorUrl::parse(text, plain).map_err(|error| {
+            let failure = Failure::new(
+                Exit::Usage,
+                anyhow::anyhow!("--mirror {}: {error}", shown_url(text)),
+            );
+            match error {
+                MirrorUrlError::ProjectRoute { .. } => failure.with_hint(
+                    "give the URL of a copy of the .slm file on a web server you trust, the one the chunk list sits beside",
+                ),
+                _ => failure,
+            }
+        })?;
+        if urls.iter().any(|known| known.label() == url.label()) {
+            return Err(Failure::new(
+                Exit::Usage,
+                anyhow::anyhow!("--mirror {} is given twice", url.label()),
+            ));
+        }
+        urls.push(url);
+    }
+    let tokens = match std::env::var(TOKENS_VAR) {
+        Ok(text) => MirrorTokens::parse(&text).map_err(|error| {
+            Failure::new(Exit::Usage, anyhow::Error::new(error)).with_hint(format!(
+                "{TOKENS_VAR} holds HOST=TOKEN entries, separated by commas"
+            ))
+        })?,
+        Err(_) => MirrorTokens::default(),
+    };
+    let mut set = MirrorSet::new(urls);
+    set.plain = plain;
+    set.tokens = tokens;
+    Ok(Some(set))
+}
+
+/// A URL as a message shows it: without its query and any user
+/// information, which may hold a credential.
+fn shown_url(text: &str) -> String {
+    let text = text.split(['?', '#']).next().unwrap_or(text);
+    let Some((scheme, rest)) = text.split_once("://") else {
+        return text.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://…@{}", &rest[at + 1..]),
+        None => text.to_owned(),
+    }
 }
 
 /// The ticket `arg` is, when it is one: it starts with `mm1` and names no
@@ -311,82 +422,58 @@ fn manifest_from_ticket(
     })
 }
 
-/// What `--lan` adds to a serving node's consent question.
-pub const LAN_ANNOUNCE_CLAUSE: &str = ", and announce on this local network (mDNS) that this host serves it, with its peer id, port and local addresses (everyone on the network hears it)";
-
 /// Fetches `loaded`'s artifact, whose signature `judged` checked, from
 /// `peers` (one entry per peer id) into `dir`. A key seen for the first
 /// time is pinned once the user consents, before anything is opened.
+#[allow(clippy::too_many_arguments)]
 pub fn transfer(
     loaded: &LoadedManifest,
     judged: Judged,
     peers: Vec<PeerAddrs>,
+    peer_relays: Vec<(
+        minimodel_wire::PeerId,
+        Vec<minimodel_swarm::relay::RelayAddr>,
+    )>,
     dir: PathBuf,
     args: &TransferArgs,
     out: Output,
 ) -> Result<(), Failure> {
     let manifest = &loaded.manifest;
-    let dht_scope = if args.dht_bootstrap.is_empty() {
-        "the public BitTorrent DHT"
-    } else {
-        "the DHT of the --dht-bootstrap nodes"
+    use minimodel_swarm::app::consent::{self as disclose, DhtScope, FetchConsent, Until};
+    // The relays it registers with: its own and those its peers name.
+    let mut relays = args.relays.clone();
+    for relay in peer_relays.iter().flat_map(|(_, named)| named) {
+        if !relays.iter().any(|known| known.addr == relay.addr) {
+            relays.push(*relay);
+        }
+    }
+    let mirrors = mirror_set(args)?;
+    let plan = FetchConsent {
+        artifact: disclose::Artifact::of(manifest),
+        into: dir.clone(),
+        named: peers.len(),
+        remembered: minimodel_swarm::app::peers::remembered_count(&dir, manifest),
+        dht: args
+            .dht
+            .then(|| DhtScope::of(&args.dht_bootstrap, "the --dht-bootstrap nodes")),
+        lan: args.lan,
+        serving: args.serve.then(|| disclose::Serving {
+            reach: super::network::reach(args.listen, !args.no_port_mapping),
+            seed_after: args.seed_after,
+            until: Until::Stopped,
+        }),
+        relays: relays.iter().map(|relay| relay.addr).collect(),
+        mirrors: mirrors
+            .as_ref()
+            .map(|set| set.urls.clone())
+            .unwrap_or_default(),
     };
-    let mut from = Vec::new();
-    if !peers.is_empty() {
-        from.push(counted(peers.len() as u64, "named peer"));
-    }
-    let remembered = remembered_count(&dir, manifest);
-    if remembered > 0 {
-        from.push(format!(
-            "{} that served an earlier run of this download (remembered in {})",
-            counted(remembered as u64, "peer"),
-            dir.display()
-        ));
-    }
-    from.push("peers they tell us of (peer exchange)".to_owned());
-    if args.dht {
-        from.push(format!(
-            "peers found on {dht_scope} (a lookup tells its nodes that this address wants the artifact)"
-        ));
-    }
-    if args.lan {
-        from.push(
-            "peers on this local network that announce it (mDNS: hosts on the network hear that a minimodel node looks for peers)"
-                .to_owned(),
-        );
-    }
-    consent::ask(
-        &format!(
-            "{}fetch {} from {}",
-            judged.first_use_clause().unwrap_or_default(),
-            manifest.model_id,
-            from.join(", ")
-        ),
-        args.yes,
-        out.json,
-    )?;
-    if args.serve {
-        let mut what = format!(
-            "serve verified chunks of {} while fetching to any peer that connects, listening on {}",
-            manifest.model_id, args.listen
-        );
-        if args.listen.ip().is_unspecified() {
-            what.push_str(" (every interface of this host)");
-        }
-        if args.seed_after {
-            what.push_str(", and keep serving the finished file until stopped");
-        }
-        if args.dht {
-            what.push_str(&format!(
-                ", and announce on {dht_scope} that this address serves it (anyone there can look that up)"
-            ));
-        }
-        if args.lan {
-            what.push_str(LAN_ANNOUNCE_CLAUSE);
-        }
-        what.push_str(&port_mapping_clause(args.listen, !args.no_port_mapping));
-        consent::ask(&what, args.yes, out.json)?;
-    }
+    let asks: Vec<_> = judged
+        .trust_disclosure()
+        .into_iter()
+        .chain(disclose::fetch(&plan))
+        .collect();
+    consent::ask_all(&asks, args.yes, out.json)?;
     let signature = judged.settle(FirstUse::Pin { yes: args.yes }, out)?;
     let signature_for_ticket = signature.clone();
     // Before the download is opened (a recheck reads the whole file): a
@@ -409,19 +496,24 @@ pub fn transfer(
     plan.recheck = args.recheck;
     plan.manifest_file = Some(std::sync::Arc::clone(&loaded.bytes));
     plan.lan = args.lan;
+    plan.relays = args.relays.clone();
+    plan.peer_relays = peer_relays;
+    plan.mirrors = mirrors;
+    plan.public_addrs = args
+        .public_addrs
+        .iter()
+        .flat_map(|named| named.0.iter().copied())
+        .collect();
     let Some(ready) = open_download(plan, &dir, out)? else {
         return Ok(());
     };
     let resumed_bytes = ready.resumed_bytes;
     let identity = identity(args.identity.as_deref())?;
-    let dht_config = args.dht.then(|| minimodel_swarm::dht::DiscoveryConfig {
-        bind: std::net::SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, 0),
-        bootstrap: if args.dht_bootstrap.is_empty() {
-            minimodel_swarm::dht::Bootstrap::Public
-        } else {
-            minimodel_swarm::dht::Bootstrap::Nodes(args.dht_bootstrap.clone())
-        },
-        ..minimodel_swarm::dht::DiscoveryConfig::default()
+    let dht_config = args.dht.then(|| {
+        minimodel_swarm::app::fetch::dht_config(
+            std::net::Ipv4Addr::UNSPECIFIED,
+            &args.dht_bootstrap,
+        )
     });
     let runtime = runtime()?;
     let stop = Stop::default();
@@ -445,23 +537,29 @@ pub fn transfer(
         let listening = fetcher
             .listen_addr()
             .map(|bound| (bound, fetcher.peer_id(), fetcher.port_mapping()));
+        let relays_watch = fetcher.registered_relays();
         let say_addresses = async {
             let Some((bound, id, mapping)) = listening else {
                 return;
             };
-            let mapped = minimodel_swarm::portmap::settled_external(mapping, MAPPING_WAIT).await;
+            let (mapped, registered) = tokio::join!(
+                minimodel_swarm::portmap::settled_external(mapping, MAPPING_WAIT),
+                minimodel_swarm::relay::settled_relays(relays_watch, relays.len(), MAPPING_WAIT),
+            );
             let peer = PeerAddrs {
                 id,
                 addrs: advertised(bound, mapped, &args.public_addrs, out),
             };
+            super::relay::say_unregistered(&relays, &registered, out);
             out.say(format!(
-                "serving verified chunks as {}",
-                describe_peer(&peer)
+                "serving verified chunks as {}{}",
+                describe_peer(&peer),
+                super::relay::via_text(&registered)
             ));
             out.event(&Event::Offer {
-                offer: PeerOffer::for_manifest(manifest, peer.clone()),
+                offer: PeerOffer::for_manifest(manifest, peer.clone()).with_relays(&registered),
             });
-            super::ticket::say_ticket(loaded, &signature_for_ticket, &peer, out);
+            super::ticket::say_ticket(loaded, &signature_for_ticket, &peer, &registered, out);
         };
         let progress = FetchProgress::new(out, resumed_bytes);
         let line = progress.line();
@@ -483,7 +581,14 @@ pub fn transfer(
             outcome.artifact_path.display(),
             human_bytes(manifest.artifact_bytes),
             elapsed.as_secs_f64(),
-            counted(summary.peers.len() as u64, "peer"),
+            match summary.mirrors.len() {
+                0 => counted(summary.peers.len() as u64, "peer"),
+                mirrors => format!(
+                    "{} and {}",
+                    counted(summary.peers.len() as u64, "peer"),
+                    counted(mirrors as u64, "mirror")
+                ),
+            },
             human_bytes(fetched_bytes),
             human_bytes(average as u64),
             counted(summary.chunks_fetched, "chunk"),
@@ -503,6 +608,18 @@ pub fn transfer(
                 }
             ));
         }
+        for mirror in &summary.mirrors {
+            out.say(format!(
+                "  mirror {}: {}, {}{}",
+                mirror.url,
+                counted(mirror.chunks, "chunk"),
+                human_bytes(mirror.bytes),
+                match &mirror.left {
+                    Some(why) => format!(", {why}"),
+                    None => String::new(),
+                }
+            ));
+        }
         out.say(format!("receipt {}", outcome.receipt_path.display()));
         out.event(&Event::Fetched {
             path: outcome.artifact_path.clone(),
@@ -514,6 +631,7 @@ pub fn transfer(
             resumed_bytes,
             average_rate_bytes_per_second: average,
             peers: summary.peers.clone(),
+            mirrors: summary.mirrors.clone(),
         });
         Ok(())
     })

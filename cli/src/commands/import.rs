@@ -33,5 +33,14 @@ pub fn run(args: ImportArgs, out: Output) -> Result<(), Failure> {
     let request = ImportRequest::read(&args.request).or_exit(Exit::InvalidInput)?;
     let peers = minimodel_swarm::app::peers::from_request(&request, &loaded.manifest)
         .or_exit(Exit::InvalidInput)?;
-    transfer(&loaded, judged, peers, args.output_dir, &args.transfer, out)
+    let relays = minimodel_swarm::app::peers::relays_of_offers(&request.offers);
+    transfer(
+        &loaded,
+        judged,
+        peers,
+        relays,
+        args.output_dir,
+        &args.transfer,
+        out,
+    )
 }

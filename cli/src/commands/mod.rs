@@ -11,6 +11,7 @@ pub mod import;
 pub mod key;
 pub mod manifest;
 pub mod network;
+pub mod relay;
 pub mod request;
 pub mod seed;
 pub mod sign;

@@ -68,19 +68,23 @@ pub fn parse_public_addr(text: &str) -> Result<PublicAddr, String> {
 /// answers in milliseconds; no router costs the searches' deadlines).
 pub const MAPPING_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// The consent prompt's words for the port mapping a node listening at
-/// `listen` asks for, or nothing when it asks for none.
-pub fn port_mapping_clause(listen: SocketAddr, enabled: bool) -> String {
-    if !enabled || !minimodel_swarm::portmap::wants_mapping(listen) {
-        return String::new();
-    }
-    let port = match listen.port() {
-        0 => "the UDP port it listens on".to_owned(),
-        port => format!("UDP port {port}"),
+/// Where a node listening at `listen` is reached, for the consent words:
+/// this host's addresses for a wildcard, and whether the router is asked
+/// to map the port (`port_mapping`).
+pub fn reach(listen: SocketAddr, port_mapping: bool) -> minimodel_swarm::app::consent::Reach {
+    let interfaces = if listen.ip().is_unspecified() {
+        listener_addrs(SocketAddr::new(listen.ip(), 1), &[])
+            .map(|addrs| addrs.iter().map(SocketAddr::ip).collect())
+            .unwrap_or_default()
+    } else {
+        Vec::new()
     };
-    format!(
-        ", and ask this network's router (UPnP, NAT-PMP or PCP) to open {port} to it from the internet until it stops (--no-port-mapping: never)"
-    )
+    minimodel_swarm::app::consent::Reach {
+        listen,
+        interfaces,
+        shared_port: false,
+        port_mapping,
+    }
 }
 
 /// The addresses a listener bound at `bound` advertises: the outside

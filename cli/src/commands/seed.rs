@@ -22,7 +22,7 @@ use super::dht::{DhtArgs, show_announcement};
 use super::load_manifest;
 use super::network::{
     Congestion, MAPPING_WAIT, PublicAddr, advertised, describe_peer, identity, parse_public_addr,
-    port_mapping_clause, runtime,
+    runtime,
 };
 use super::ticket::say_ticket;
 use crate::consent;
@@ -81,6 +81,12 @@ pub struct SeedArgs {
     pub metrics: Option<SocketAddr>,
     #[command(flatten)]
     pub dht: DhtArgs,
+    /// A relay to keep a link to ([PEER_ID@]IP:PORT, a host that runs
+    /// `minimodel relay`; repeatable): peers behind other routers reach
+    /// this seeder through it (a punch it introduces, or its relaying),
+    /// and the offer and ticket name it.
+    #[arg(long = "relay", value_name = "[PEER_ID@]IP:PORT", value_parser = super::relay::parse_relay)]
+    pub relays: Vec<minimodel_swarm::relay::RelayAddr>,
     /// Consent to serving the file to other peers (and, with --dht, to
     /// announcing that on the DHT; and to pinning a publisher key seen for
     /// the first time).
@@ -112,22 +118,20 @@ pub fn run(args: SeedArgs, out: Output) -> Result<(), Failure> {
         .dht
         .then(|| args.dht.config(args.listen))
         .transpose()?;
-    consent::ask(
-        &format!(
-            "{}serve {} to other peers{}{}{}",
-            judged.first_use_clause().unwrap_or_default(),
-            manifest.model_id,
-            args.dht.consent_clause(),
-            if args.lan {
-                super::fetch::LAN_ANNOUNCE_CLAUSE
-            } else {
-                ""
-            },
-            port_mapping_clause(args.listen, !args.no_port_mapping)
-        ),
-        args.yes,
-        out.json,
-    )?;
+    let serving = minimodel_swarm::app::consent::ServeConsent {
+        artifact: minimodel_swarm::app::consent::Artifact::of(manifest),
+        reach: super::network::reach(args.listen, !args.no_port_mapping),
+        until: minimodel_swarm::app::consent::Until::Stopped,
+        dht: args.dht.scope(),
+        lan: args.lan,
+        relays: args.relays.iter().map(|relay| relay.addr).collect(),
+    };
+    let asks: Vec<_> = judged
+        .trust_disclosure()
+        .into_iter()
+        .chain(minimodel_swarm::app::consent::serve(&serving))
+        .collect();
+    consent::ask_all(&asks, args.yes, out.json)?;
     let signature = judged.settle(FirstUse::Pin { yes: args.yes }, out)?;
     // Before the verification pass: a taken port fails at once.
     let metrics = crate::metrics::bind(args.metrics)?;
@@ -141,6 +145,12 @@ pub fn run(args: SeedArgs, out: Output) -> Result<(), Failure> {
     plan.manifest_file = Some(std::sync::Arc::clone(&loaded.bytes));
     plan.port_mapping = !args.no_port_mapping;
     plan.lan = args.lan;
+    plan.relays = args.relays.clone();
+    plan.public_addrs = args
+        .public_addrs
+        .iter()
+        .flat_map(|named| named.0.iter().copied())
+        .collect();
     let bar = out.byte_progress(manifest.artifact_bytes, "verifying");
     let verified = plan.verify(&|n| bar.set_position(n));
     bar.finish_and_clear();
@@ -184,23 +194,31 @@ pub fn run(args: SeedArgs, out: Output) -> Result<(), Failure> {
         let bound = seeder
             .listen_addr()
             .context("the seeder has no listening address")?;
-        let mapped =
-            minimodel_swarm::portmap::settled_external(seeder.port_mapping(), MAPPING_WAIT).await;
+        let (mapped, relays) = tokio::join!(
+            minimodel_swarm::portmap::settled_external(seeder.port_mapping(), MAPPING_WAIT),
+            minimodel_swarm::relay::settled_relays(
+                seeder.registered_relays(),
+                args.relays.len(),
+                MAPPING_WAIT
+            ),
+        );
         let peer = PeerAddrs {
             id: seeder.peer_id(),
             addrs: advertised(bound, mapped, &args.public_addrs, out),
         };
-        let offer = PeerOffer::for_manifest(manifest, peer.clone());
+        super::relay::say_unregistered(&args.relays, &relays, out);
+        let offer = PeerOffer::for_manifest(manifest, peer.clone()).with_relays(&relays);
         if let Some(path) = &args.offer {
             super::write_json_document(path, &offer)?;
         }
         out.say(format!(
-            "seeding {} as {}",
+            "seeding {} as {}{}",
             manifest.model_id,
-            describe_peer(&peer)
+            describe_peer(&peer),
+            super::relay::via_text(&relays)
         ));
         out.event(&Event::Offer { offer });
-        say_ticket(&loaded, &signature, &peer, out);
+        say_ticket(&loaded, &signature, &peer, &relays, out);
         out.say("stop with Ctrl-C");
         let announcing = match dht {
             Some(dht) => {

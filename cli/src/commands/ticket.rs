@@ -6,9 +6,13 @@
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
+use minimodel_swarm::node::{TicketReach, ticket_reach};
 use minimodel_swarm::offer::PeerOffer;
 use minimodel_swarm::peers::{PeerAddrs, merge_peers};
-use minimodel_swarm::ticket::{MAX_TICKET_ADDRS, MAX_TICKET_PEERS, Ticket};
+use minimodel_swarm::relay::RelayAddr;
+use minimodel_swarm::ticket::{
+    MAX_TICKET_ADDRS, MAX_TICKET_PEERS, MAX_TICKET_RELAYS, PeerRelays, Ticket,
+};
 use minimodel_verifier::Sha256Digest;
 use minimodel_verifier::signing::PublisherKeyId;
 use minimodel_verifier::signing::manifest::check_manifest_signature;
@@ -48,9 +52,15 @@ pub struct NewArgs {
     /// PEER_ID@HOST:PORT,HOST:PORT (a name is resolved now).
     #[arg(long = "peer", value_name = "PEER_ID@HOST:PORT", value_parser = parse_peer)]
     pub peers: Vec<PeerAddrs>,
-    /// A peer offer of it (`seed --offer FILE`).
+    /// A peer offer of it (`seed --offer FILE`); the relays a v2 offer
+    /// names go into the ticket with its peer.
     #[arg(long = "offer")]
     pub offers: Vec<PathBuf>,
+    /// A relay the --peer peers are registered with, RELAY_ID@IP:PORT
+    /// (its key pinned; repeatable, at most 2): the ticket names it for
+    /// each of them.
+    #[arg(long = "relay", value_name = "RELAY_ID@IP:PORT", value_parser = super::relay::parse_relay)]
+    pub relays: Vec<RelayAddr>,
 }
 
 /// Arguments of `minimodel ticket show`.
@@ -95,13 +105,63 @@ pub fn ticket_of(
     Ok((Ticket::new(manifest_sha256, key_id, kept)?, left_out))
 }
 
+/// Who can use `ticket`, by the addresses and relays it names
+/// (`minimodel_node::reach::ticket_reach`).
+pub fn reach_of(ticket: &Ticket) -> TicketReach {
+    let addrs: Vec<std::net::SocketAddr> = ticket
+        .peers
+        .iter()
+        .flat_map(|peer| peer.addrs.iter().copied())
+        .collect();
+    ticket_reach(&addrs, ticket.relays.len())
+}
+
+/// `lan-only`, `host-only` or `anywhere`.
+fn reach_name(reach: TicketReach) -> &'static str {
+    match reach {
+        TicketReach::Anywhere => "anywhere",
+        TicketReach::LanOnly => "lan-only",
+        TicketReach::HostOnly => "host-only",
+    }
+}
+
+/// Warns, on stderr, when `ticket` names only addresses nobody outside
+/// the network it was made on can reach: at the moment it is printed.
+pub fn warn_reach(ticket: &Ticket, out: Output) {
+    let addrs: Vec<String> = ticket
+        .peers
+        .iter()
+        .flat_map(|peer| peer.addrs.iter().map(ToString::to_string))
+        .collect();
+    let (which, who) = match reach_of(ticket) {
+        TicketReach::Anywhere => return,
+        TicketReach::LanOnly => ("private", "hosts on the network it was made on"),
+        TicketReach::HostOnly => ("loopback", "this host"),
+    };
+    out.status(format!(
+        "warning: this ticket names only {which} addresses ({}) and no relay: only {who} can use it; name a relay (--relay HOST:PORT: a host with a public address that runs `minimodel relay`), let the router map a port, or give --public-addr",
+        addrs.join(", ")
+    ));
+}
+
 /// The `ticket` event of a ticket, with the addresses it left out.
 pub fn ticket_event(ticket: &Ticket, left_out: &[PeerAddr]) -> Event {
     Event::Ticket {
+        reach: reach_name(reach_of(ticket)).to_owned(),
         ticket: ticket.to_string(),
         manifest_sha256: ticket.manifest_sha256.to_hex(),
         key_id: ticket.key_id.map(|id| id.to_string()),
         peers: ticket.peers.iter().map(ToString::to_string).collect(),
+        relays: ticket
+            .relays
+            .iter()
+            .flat_map(|entry| {
+                entry
+                    .relays
+                    .iter()
+                    .map(move |relay| format!("{}>{relay}", entry.peer))
+            })
+            .collect(),
         left_out: left_out.iter().map(ToString::to_string).collect(),
     }
 }
@@ -114,12 +174,25 @@ pub fn say_ticket(
     loaded: &super::LoadedManifest,
     signature: &SignatureCheck,
     peer: &PeerAddrs,
+    relays: &[RelayAddr],
     out: Output,
 ) {
     let key_id = signature.publisher_key().map(|key| key.key_id());
-    match ticket_of(loaded.sha256, key_id, std::slice::from_ref(peer)) {
+    let relays = vec![PeerRelays {
+        peer: peer.id,
+        relays: relays
+            .iter()
+            .filter(|relay| relay.id.is_some())
+            .take(MAX_TICKET_RELAYS)
+            .copied()
+            .collect(),
+    }];
+    let made = ticket_of(loaded.sha256, key_id, std::slice::from_ref(peer))
+        .and_then(|(ticket, left_out)| Ok((ticket.with_relays(relays)?, left_out)));
+    match made {
         Ok((ticket, left_out)) => {
             out.say(format!("ticket {ticket}"));
+            warn_reach(&ticket, out);
             out.event(&ticket_event(&ticket, &left_out));
         }
         Err(error) => out.status(format!("no ticket for these addresses: {error}")),
@@ -138,12 +211,39 @@ fn new(args: NewArgs, out: Output) -> Result<(), Failure> {
             ),
         )
     })?;
+    if let Some(bare) = args.relays.iter().find(|relay| relay.id.is_none()) {
+        return Err(Failure::new(
+            Exit::Usage,
+            anyhow::anyhow!("--relay {bare}: a ticket pins a relay's key"),
+        )
+        .with_hint("write RELAY_ID@IP:PORT, as `minimodel relay` prints it"));
+    }
+    let mut relays: Vec<PeerRelays> = args
+        .peers
+        .iter()
+        .map(|peer| PeerRelays {
+            peer: peer.id,
+            relays: args.relays.clone(),
+        })
+        .filter(|entry| !entry.relays.is_empty())
+        .collect();
     let mut peers = args.peers;
     for path in &args.offers {
         let offer = PeerOffer::read(path).or_exit(Exit::InvalidInput)?;
         offer
             .check_against(&loaded.manifest, &path.display().to_string())
             .or_exit(Exit::InvalidInput)?;
+        if !offer.relays.is_empty() {
+            relays.push(PeerRelays {
+                peer: offer.peer.id,
+                relays: offer
+                    .relays
+                    .iter()
+                    .take(MAX_TICKET_RELAYS)
+                    .copied()
+                    .collect(),
+            });
+        }
         peers.push(offer.peer);
     }
     let peers = merge_peers(peers);
@@ -159,6 +259,10 @@ fn new(args: NewArgs, out: Output) -> Result<(), Failure> {
     }
     let (ticket, left_out) =
         ticket_of(loaded.sha256, key.map(|k| k.key_id()), &peers).or_exit(Exit::InvalidInput)?;
+    let ticket = ticket
+        .with_relays(relays)
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .or_exit(Exit::Usage)?;
     if !left_out.is_empty() {
         out.status(format!(
             "left out {} (a ticket gives each peer its first {MAX_TICKET_ADDRS} addresses): {}",
@@ -173,6 +277,7 @@ fn new(args: NewArgs, out: Output) -> Result<(), Failure> {
     if out.for_people() {
         crate::output::say_out!("{ticket}");
     }
+    warn_reach(&ticket, out);
     out.event(&ticket_event(&ticket, &left_out));
     Ok(())
 }
@@ -192,6 +297,9 @@ fn show(args: ShowArgs, out: Output) -> Result<(), Failure> {
     });
     for peer in &ticket.peers {
         out.say(format!("peer {peer}"));
+        for relay in ticket.relays_of(&peer.id) {
+            out.say(format!("  via relay {relay}"));
+        }
     }
     out.event(&ticket_event(&ticket, &[]));
     Ok(())

@@ -188,6 +188,15 @@ impl Proc {
         platform::request_stop(&self.child, how);
     }
 
+    /// Sends a signal (Unix's own: SIGSTOP and SIGCONT have no Windows
+    /// counterpart; a stop as a user asks for it is [`Proc::stop`]).
+    #[cfg(unix)]
+    pub fn signal(&self, signal: rustix::process::Signal) {
+        let pid = rustix::process::Pid::from_child(&self.child);
+        // The process may have ended already: nothing to signal then.
+        let _ = rustix::process::kill_process(pid, signal);
+    }
+
     /// Its process id.
     pub fn id(&self) -> u32 {
         self.child.id()

@@ -11,6 +11,10 @@ use std::time::{Duration, Instant};
 
 use minimodel_swarm::platform;
 
+/// How long a step may take before the test gives up on it: a guard
+/// against a hang, not a figure under test, generous for a loaded machine.
+pub const HANG: Duration = Duration::from_secs(300);
+
 /// Runs the binary in `dir` and waits for it.
 pub fn minimodel(dir: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_minimodel"))
@@ -123,11 +127,14 @@ pub fn seeder(
         offer,
     ];
     args.extend_from_slice(extra);
+    // What it prints goes to OFFER.stdout beside the offer.
+    let stdout = std::fs::File::create(dir.join(format!("{offer}.stdout")))
+        .expect("a file for the seeder's output");
     let child = platform::stoppable(&mut Command::new(env!("CARGO_BIN_EXE_minimodel")))
         .current_dir(dir)
         .args(&args)
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
+        .stdout(stdout)
         .stderr(Stdio::null())
         .spawn()
         .expect("the seeder starts");
@@ -135,7 +142,7 @@ pub fn seeder(
         child,
         name: offer.to_owned(),
     };
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + HANG;
     while !offer_path.exists() {
         if let Ok(Some(status)) = running.child.try_wait() {
             panic!("seeder {offer} exited early: {status}");

@@ -1,11 +1,22 @@
 // The companion's page: the library, progress, receipts, the transfer
-// log, and the consent dialog. Plain DOM; every text from the companion
-// goes in with textContent, never as HTML. The token lives in this tab's
-// sessionStorage and goes out only in the Authorization header.
+// log, the consent dialog, and pictures of the swarm: each item's chunk
+// map, its peers, and the rates up and down over the last minutes, per
+// item and for the library, drawn as inline SVG from the event stream.
+// Plain DOM; every text from the companion goes in with textContent,
+// never as HTML. The token lives in this tab's sessionStorage and goes
+// out only in the Authorization header.
 "use strict";
 
 const TOKEN_KEY = "minimodel-companion-token";
+const SVG = "http://www.w3.org/2000/svg";
+// Samples kept for the rate graphs (five minutes at one a second).
+const RATE_SAMPLES = 300;
 const items = new Map();
+// Rates by item id, and the library's: arrays of {up, down}, oldest first.
+const rateHistory = new Map();
+let libraryRates = [];
+// When each waiting item's view was received (its countdown runs here).
+const received = new Map();
 let token = sessionStorage.getItem(TOKEN_KEY) || "";
 let streaming = null;
 
@@ -57,6 +68,7 @@ async function connect() {
   $("who").textContent = `${companion.version}, peer ${companion.peer_id}, library ${companion.library}`;
   showLimits(answer.data.limits);
   for (const item of answer.data.items) showItem(item);
+  await loadPictures(answer.data);
   await loadLog();
   listen();
 }
@@ -96,79 +108,290 @@ function button(label, action) {
   return node;
 }
 
+function rate(bytes) { return `${human(bytes)}/s`; }
+
+function capText(cap) { return cap == null ? "none" : rate(cap); }
+
+// The words of a waiting item's tries, counted on from when its view came.
+function waitingText(item) {
+  const problem = item.problem;
+  const waiting = problem && problem.waiting;
+  if (!waiting) return problem ? problem.text : "";
+  const gone = Math.floor((Date.now() - (received.get(item.id) || Date.now())) / 1000);
+  const ago = waiting.last_try_seconds_ago + gone;
+  const next = Math.max(0, waiting.next_try_in_seconds - gone);
+  const what = problem.kind === "network" ? "waiting for the network" : "waiting for peers";
+  const known = waiting.addresses_known === 1 ? "1 address" : `${waiting.addresses_known} addresses`;
+  return `${what}: last tried ${span(ago)} ago, next in ${span(next)}, ${known} known`;
+}
+
+function span(seconds) {
+  if (seconds < 60) return `${seconds} s`;
+  if (seconds < 3600) return seconds % 60 ? `${Math.floor(seconds / 60)} min ${seconds % 60} s` : `${seconds / 60} min`;
+  return `${Math.floor(seconds / 3600)} h ${Math.floor((seconds % 3600) / 60)} min`;
+}
+
+// An item's card: the part an item event redraws, and its pictures,
+// which activity and rate events redraw.
+function cardFor(item) {
+  let card = document.querySelector(`li.item[data-id="${item.id}"]`);
+  if (card) return card;
+  card = element("li", "item");
+  card.dataset.id = item.id;
+  card.appendChild(element("div", "info"));
+  const pictures = element("div", "pictures");
+  const chunks = element("figure", "chunks");
+  chunks.appendChild(svgElement("svg", { class: "chunk-map", role: "img" }));
+  chunks.appendChild(element("figcaption", "chunk-summary muted", "No chunk map yet: it comes while the item runs."));
+  pictures.appendChild(chunks);
+  const rates = element("figure", "rates");
+  rates.appendChild(svgElement("svg", { class: "rate-graph", role: "img", viewBox: "0 0 300 60", preserveAspectRatio: "none" }));
+  rates.appendChild(element("figcaption", "rate-summary muted", ""));
+  pictures.appendChild(rates);
+  const details = element("details", "peers-box");
+  details.open = true;
+  details.appendChild(element("summary", "", "Peers"));
+  const table = element("table", "peers");
+  const head = element("thead");
+  const row = element("tr");
+  for (const title of ["Peer", "Address", "Found by", "Direction", "Down", "Up", "Received", "Sent", "Since"]) {
+    const cell = element("th", "", title);
+    cell.scope = "col";
+    row.appendChild(cell);
+  }
+  head.appendChild(row);
+  table.appendChild(head);
+  table.appendChild(element("tbody"));
+  details.appendChild(table);
+  pictures.appendChild(details);
+  card.appendChild(pictures);
+  drawRates(card, rateHistory.get(item.id) || []);
+  return card;
+}
+
 function showItem(item) {
   items.set(item.id, item);
-  let card = document.querySelector(`li.item[data-id="${item.id}"]`);
-  if (!card) {
-    card = element("li", "item");
-    card.dataset.id = item.id;
-  }
+  received.set(item.id, Date.now());
+  const card = cardFor(item);
   const list = listFor(item);
   if (card.parentElement !== list) list.appendChild(card);
   card.dataset.state = item.state;
-  card.replaceChildren();
+  const info = card.querySelector(".info");
+  info.replaceChildren();
 
   const title = element("h3", "", `${item.model_id} `);
   title.appendChild(element("span", "state", item.state));
-  card.appendChild(title);
+  info.appendChild(title);
 
   if (item.signature) {
     const signed = item.signature.status === "signed";
-    card.appendChild(element("p", signed ? "" : "unsigned",
-      signed ? item.signature.text : `unsigned: ${item.signature.text}`));
+    // The text says "manifest unsigned: ..." itself.
+    info.appendChild(element("p", signed ? "signature" : "signature unsigned", item.signature.text));
   }
 
   const progress = element("progress");
   progress.max = Math.max(item.artifact_bytes, 1);
   progress.value = item.verified_bytes;
   progress.setAttribute("aria-label", `${item.model_id}: verified bytes`);
-  card.appendChild(progress);
+  info.appendChild(progress);
   const percent = item.artifact_bytes ? Math.floor(100 * item.verified_bytes / item.artifact_bytes) : 0;
   const parts = [`${human(item.verified_bytes)} of ${human(item.artifact_bytes)} verified (${percent}%)`];
-  if (item.state === "fetching") parts.push(`${human(item.rate_bytes_per_second)}/s`);
+  if (item.state === "fetching") parts.push(`${rate(item.rate_bytes_per_second)} down`);
   parts.push(`${item.peers} peer${item.peers === 1 ? "" : "s"}`);
-  if (item.uploaded_bytes) parts.push(`${human(item.uploaded_bytes)} served (${human(item.upload_rate_bytes_per_second)}/s)`);
-  card.appendChild(element("p", "figures", parts.join(", ")));
-
-  if (item.sources.length) {
-    const details = element("details", "sources");
-    details.appendChild(element("summary", "", "Where the bytes came from and went"));
-    const list = element("ul");
-    for (const source of item.sources) {
-      list.appendChild(element("li", "",
-        `${source.peer_id.slice(0, 10)}: ${human(source.downloaded_bytes)} from it, ${human(source.uploaded_bytes)} to it`));
-    }
-    details.appendChild(list);
-    card.appendChild(details);
-  }
+  if (item.uploaded_bytes) parts.push(`${human(item.uploaded_bytes)} served (${rate(item.upload_rate_bytes_per_second)})`);
+  info.appendChild(element("p", "figures", parts.join(", ")));
+  const caps = item.effective_caps;
+  const own = item.caps;
+  info.appendChild(element("p", "caps",
+    `Caps in force: up ${capText(caps.max_upload)}, down ${capText(caps.max_download)}` +
+    ` (its own: up ${capText(own.max_upload)}, down ${capText(own.max_download)})`));
 
   if (item.serving) {
     const addrs = (item.serving.offer.addrs || []).join(", ");
-    card.appendChild(element("p", "serving", `Serving on ${item.serving.listen}: peers reach it at ${addrs}.`));
+    info.appendChild(element("p", "serving", `Serving on ${item.serving.listen}: peers reach it at ${addrs}.`));
     const details = element("details");
     details.appendChild(element("summary", "", "Peer offer"));
     details.appendChild(element("pre", "offer", JSON.stringify(item.serving.offer, null, 2)));
-    card.appendChild(details);
+    info.appendChild(details);
     if (item.serving.ticket) {
       const ticket = element("p", "ticket", "Ticket (minimodel fetch TICKET -o DIR): ");
       ticket.appendChild(element("code", "ticket-text", item.serving.ticket));
-      card.appendChild(ticket);
+      info.appendChild(ticket);
     }
   }
 
-  if (item.error) card.appendChild(element("p", "error", item.error));
-  if (item.handoff) card.appendChild(element("p", "handoff", item.handoff.text));
+  if (item.problem) {
+    const problem = element("p", item.state === "failed" ? "problem error" : "problem waiting", waitingText(item));
+    problem.dataset.kind = item.problem.kind;
+    info.appendChild(problem);
+    if (item.problem.hint) info.appendChild(element("p", "hint muted", item.problem.hint));
+  }
+  if (item.handoff) info.appendChild(element("p", "handoff", item.handoff.text));
 
   const actions = element("div", "buttons");
   if (item.receipt) actions.appendChild(button("Receipt", () => showReceipt(item.id)));
-  if (item.paused || item.state === "failed") {
-    actions.appendChild(button(item.state === "failed" ? "Try again" : "Resume", () => act(item.id, "resume")));
-  } else {
-    actions.appendChild(button("Pause", () => act(item.id, "pause")));
+  if (item.paused || item.state === "failed" || item.state === "waiting") {
+    const label = item.paused ? "Resume" : "Try now";
+    actions.appendChild(button(label, () => act(item.id, "resume")));
   }
+  if (!item.paused) actions.appendChild(button("Pause", () => act(item.id, "pause")));
   actions.appendChild(button("Remove…", () => askRemove(item)));
-  card.appendChild(actions);
+  info.appendChild(actions);
   updateEmpty();
+}
+
+// Waiting items count their tries on between events.
+setInterval(() => {
+  for (const item of items.values()) {
+    if (!item.problem || !item.problem.waiting) continue;
+    const line = document.querySelector(`li.item[data-id="${item.id}"] .problem`);
+    if (line) line.textContent = waitingText(item);
+  }
+}, 1000);
+
+function svgElement(tag, attributes) {
+  const node = document.createElementNS(SVG, tag);
+  for (const [name, value] of Object.entries(attributes || {})) node.setAttribute(name, String(value));
+  return node;
+}
+
+// The chunk map: one square per cell (a run of chunks), in rows of 32.
+// A download's cells say verified, in flight or missing; a share's say
+// how many connected peers hold them.
+function drawChunkMap(card, map, kind) {
+  const svg = card.querySelector("svg.chunk-map");
+  const cells = map.cell_chunks.length;
+  // Always 32 columns: a small artifact's few cells stay small.
+  const columns = 32;
+  const rows = Math.max(1, Math.ceil(cells / columns));
+  const size = 10;
+  svg.setAttribute("viewBox", `0 0 ${columns * size} ${rows * size}`);
+  svg.replaceChildren();
+  let verified = 0, inFlight = 0;
+  const share = kind === "share";
+  for (let i = 0; i < cells; i += 1) {
+    const chunks = map.cell_chunks[i];
+    const done = map.verified[i];
+    const flying = map.in_flight[i];
+    const held = map.holders[i];
+    verified += done;
+    inFlight += flying;
+    let state;
+    if (share) state = held >= 3 ? "held-many" : `held-${held}`;
+    else if (done === chunks) state = "verified";
+    else if (flying > 0) state = "in-flight";
+    else if (done > 0) state = "partial";
+    else state = "missing";
+    const rect = svgElement("rect", {
+      class: `cell ${state}`,
+      x: (i % columns) * size, y: Math.floor(i / columns) * size,
+      width: size - 1, height: size - 1,
+      "data-chunks": chunks, "data-verified": done, "data-in-flight": flying, "data-holders": held,
+    });
+    const tip = svgElement("title");
+    tip.textContent = `${chunks} chunk${chunks === 1 ? "" : "s"}: ${done} verified, ${flying} in flight, held by ${held} peer${held === 1 ? "" : "s"}`;
+    rect.appendChild(tip);
+    svg.appendChild(rect);
+  }
+  svg.dataset.verified = verified;
+  svg.dataset.chunks = map.chunks;
+  svg.setAttribute("aria-label", `chunk map: ${verified} of ${map.chunks} chunks verified, ${inFlight} in flight`);
+  const summary = card.querySelector(".chunk-summary");
+  summary.textContent = share
+    ? `${map.chunks} chunks; the darker, the more connected peers hold them (fewest: ${Math.min(...map.holders)})`
+    : `${verified} of ${map.chunks} chunks verified, ${inFlight} in flight`;
+}
+
+function peerRow(peer) {
+  const row = element("tr");
+  row.dataset.peer = peer.peer_id;
+  const found = { given: "given", remembered: "remembered", "peer-exchange": "peer exchange", dht: "DHT", lan: "LAN", incoming: "incoming" };
+  const since = peer.since ? new Date(peer.since).toLocaleTimeString() : "";
+  for (const text of [
+    peer.peer_id.slice(0, 10), peer.address || "", found[peer.found_by] || "",
+    peer.direction || (peer.connected ? "" : "gone"),
+    rate(peer.download_rate_bytes_per_second), rate(peer.upload_rate_bytes_per_second),
+    human(peer.downloaded_bytes), human(peer.uploaded_bytes), since,
+  ]) row.appendChild(element("td", "", text));
+  if (!peer.connected) row.className = "muted";
+  return row;
+}
+
+function showActivity(activity) {
+  const item = items.get(activity.id);
+  const card = document.querySelector(`li.item[data-id="${activity.id}"]`);
+  if (!item || !card) return;
+  drawChunkMap(card, activity.chunk_map, item.kind === "share" || item.state === "seeding" ? "share" : "download");
+  const body = card.querySelector("table.peers tbody");
+  body.replaceChildren(...activity.peers.map(peerRow));
+}
+
+// A rate graph: down and up over the last samples, scaled to the larger.
+function drawRateGraph(svg, samples) {
+  svg.replaceChildren();
+  const width = 300, height = 60;
+  const peak = Math.max(1024, ...samples.map((s) => Math.max(s.up, s.down)));
+  const step = width / (RATE_SAMPLES - 1);
+  const start = RATE_SAMPLES - samples.length;
+  for (const [key, name] of [["down", "rate-down"], ["up", "rate-up"]]) {
+    const points = samples.map((s, i) =>
+      `${((start + i) * step).toFixed(1)},${(height - 2 - (s[key] / peak) * (height - 4)).toFixed(1)}`);
+    const line = svgElement("polyline", { class: name, points: points.join(" "), fill: "none" });
+    svg.appendChild(line);
+  }
+  svg.dataset.samples = samples.length;
+  svg.dataset.peak = Math.round(peak);
+  return peak;
+}
+
+function drawRates(card, samples) {
+  const svg = card.querySelector("svg.rate-graph");
+  const peak = drawRateGraph(svg, samples);
+  const last = samples.length ? samples[samples.length - 1] : { up: 0, down: 0 };
+  svg.setAttribute("aria-label", `rates over the last ${samples.length} s`);
+  card.querySelector(".rate-summary").textContent =
+    `down ${rate(last.down)}, up ${rate(last.up)}; the graph's top is ${rate(peak)} (last ${Math.ceil(samples.length / 60)} min)`;
+}
+
+function drawLibraryRates() {
+  const svg = $("library-rates");
+  const peak = drawRateGraph(svg, libraryRates);
+  const last = libraryRates.length ? libraryRates[libraryRates.length - 1] : { up: 0, down: 0 };
+  $("library-rate-summary").textContent =
+    `The library: down ${rate(last.down)}, up ${rate(last.up)}; the graph's top is ${rate(peak)}.`;
+}
+
+function keep(array, sample) {
+  array.push(sample);
+  if (array.length > RATE_SAMPLES) array.splice(0, array.length - RATE_SAMPLES);
+}
+
+function addRates(sample) {
+  keep(libraryRates, sample.library);
+  for (const id of items.keys()) {
+    if (!rateHistory.has(id)) rateHistory.set(id, []);
+    keep(rateHistory.get(id), sample.items[id] || { up: 0, down: 0 });
+    const card = document.querySelector(`li.item[data-id="${id}"]`);
+    if (card) drawRates(card, rateHistory.get(id));
+  }
+  drawLibraryRates();
+}
+
+async function loadPictures(library) {
+  const rates = await api("GET", "/api/v1/rates");
+  if (rates.ok) {
+    libraryRates = rates.data.samples.map((s) => s.library);
+    for (const item of library.items) {
+      rateHistory.set(item.id, rates.data.samples.map((s) => s.items[item.id] || { up: 0, down: 0 }));
+      const card = document.querySelector(`li.item[data-id="${item.id}"]`);
+      if (card) drawRates(card, rateHistory.get(item.id));
+    }
+    drawLibraryRates();
+  }
+  for (const item of library.items) {
+    const activity = await api("GET", `/api/v1/items/${item.id}/activity`);
+    if (activity.ok) showActivity(activity.data);
+  }
 }
 
 async function act(id, what) {
@@ -202,6 +425,7 @@ function askRemove(item) {
 
 function dropItem(id) {
   items.delete(id);
+  rateHistory.delete(id);
   const card = document.querySelector(`li.item[data-id="${id}"]`);
   if (card) card.remove();
   updateEmpty();
@@ -231,8 +455,8 @@ function consent(preview) {
     const signature = preview.signature;
     const line = $("consent-signature");
     line.className = signature.status === "signed" ? "" : "unsigned";
-    line.textContent = signature.status === "signed"
-      ? signature.text : `This manifest is unsigned: ${signature.text}.`;
+    // An unsigned manifest's text says so ("manifest unsigned: ...").
+    line.textContent = signature.text;
     const list = $("consent-asks");
     list.replaceChildren();
     for (const ask of preview.asks) list.appendChild(element("li", "", ask.words));
@@ -309,6 +533,8 @@ function handleEvent(name, data) {
   else if (name === "removed") dropItem(data.id);
   else if (name === "log") $("log-rows").prepend(logRow(data));
   else if (name === "limits") showLimits(data);
+  else if (name === "activity") showActivity(data);
+  else if (name === "rates") addRates(data);
   else if (name === "lagged") connect();
 }
 

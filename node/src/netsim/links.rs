@@ -27,6 +27,8 @@ pub(super) struct Conn {
     /// beside what every delivery reads).
     pub(super) latency: Duration,
     pub(super) loss: f64,
+    /// It runs through this relay (a channel), not directly.
+    pub(super) via: Option<usize>,
 }
 
 impl Sim {
@@ -78,15 +80,18 @@ impl Sim {
         }
     }
 
-    /// The home router in front of `node`, if any.
+    /// The home router in front of `node`, if it translates addresses.
     fn home_of(&self, node: usize) -> Option<IpAddr> {
-        self.specs[node].nat.map(|nat| nat.public)
+        self.specs[node]
+            .nat
+            .filter(|nat| nat.translate)
+            .map(|nat| nat.public)
     }
 
     /// Where node `node`'s packets to `to` come from, as `to` sees them;
     /// through a router, the mapping is made (and the router lets `to` in
     /// through it from now on).
-    fn seen_as(&mut self, node: usize, to: SocketAddr) -> SocketAddr {
+    pub(super) fn seen_as(&mut self, node: usize, to: SocketAddr) -> SocketAddr {
         let spec = &self.specs[node];
         // A serving node dials from its listening socket.
         let port = if spec.serve {
@@ -98,6 +103,11 @@ impl Sim {
         let Some(nat) = spec.nat else {
             return inside;
         };
+        if !nat.translate {
+            // A firewall: it lets in what answers what we sent.
+            self.pinholes.insert((node, port, to));
+            return inside;
+        }
         if self
             .listeners
             .get(&(to, spec.swarm))
@@ -105,7 +115,10 @@ impl Sim {
         {
             return inside;
         }
-        let port = if nat.symmetric {
+        // A symmetric router, or a cone whose port toward `to` is taken by
+        // a packet it kept as its own: a port of its own for `to`.
+        let poisoned = self.poisoned.contains(&(nat.public, nat.port, to));
+        let port = if nat.symmetric || poisoned {
             match self.ports.get(&(node, to)) {
                 Some(&port) => port,
                 None => {
@@ -124,6 +137,26 @@ impl Sim {
         SocketAddr::new(nat.public, port)
     }
 
+    /// Node `node` sends opening packets to `to` with a small TTL: they
+    /// make its router's mapping toward `to` (and the way in for `to`'s
+    /// answers) and die before anything else sees them. Behind a carrier's
+    /// NAT they die there, before the way is open.
+    pub(super) fn open(&mut self, node: usize, to: SocketAddr) {
+        if self.specs[node].nat.is_some_and(|nat| !nat.carrier) {
+            self.seen_as(node, to);
+        }
+    }
+
+    /// The port of `node`'s router that a packet to `addr` must get in
+    /// through: the mapping's, or its own behind a firewall that does not
+    /// translate.
+    fn filtered_at(&self, node: usize, addr: SocketAddr) -> Option<u16> {
+        self.specs[node]
+            .nat
+            .filter(|nat| !nat.translate)
+            .map(|_| addr.port())
+    }
+
     pub(super) fn dial(
         &mut self,
         node: usize,
@@ -132,10 +165,16 @@ impl Sim {
         peer: Option<PeerId>,
         have: HaveBitfield,
     ) {
+        if let Some(&(relay, channel)) = self.paths.get(&(node, addr)) {
+            self.dial_through_relay(node, link, addr, peer, have, relay, channel);
+            return;
+        }
         let home = self.home_of(node);
         let (target, through) = match self.listeners.get(&(addr, self.specs[node].swarm)) {
             // A LAN address is reached from its own home only.
-            Some(&t) if self.home_of(t).is_none() || self.home_of(t) == home => (Some(t), None),
+            Some(&t) if self.home_of(t).is_none() || self.home_of(t) == home => {
+                (Some(t), self.filtered_at(t, addr))
+            }
             Some(_) => (None, None),
             // A router's outside address (not our own: no hairpin).
             None => match self.mappings.get(&addr) {
@@ -163,6 +202,7 @@ impl Sim {
             through,
             latency: self.specs[node].latency + self.specs[target].latency,
             loss: self.specs[node].loss.max(self.specs[target].loss),
+            via: None,
         });
         self.nodes[node].links.insert((generation, link), (conn, 0));
         let latency = self.latency(conn);
@@ -186,7 +226,16 @@ impl Sim {
         if let Some(port) = c.through
             && !self.pinholes.contains(&(listener, port, from))
         {
-            // The router drops it; the dialer sends it again.
+            // The router drops it; the dialer sends it again. A router
+            // with no input firewall keeps it as its own first.
+            if let Some(nat) = self.specs[listener].nat
+                && nat.translate
+                && !nat.firewall
+                && !nat.carrier
+                && self.poisoned.insert((nat.public, port, from))
+            {
+                self.poisonings += 1;
+            }
             self.push(self.now + RESEND, Event::Incoming(conn, validated));
             return;
         }
@@ -316,6 +365,16 @@ impl Sim {
     pub(super) fn send(&mut self, conn: usize, to: usize, message: Message) {
         let at = (self.now + self.delay(conn)).max(self.conns[conn].last[to]);
         self.conns[conn].last[to] = at;
+        // A busy receiver acts on an introduction late (the stream's order
+        // holds for what follows it).
+        let at = match message {
+            Message::Connect { .. } => {
+                let lag = self.specs[self.conns[conn].nodes[to]].connect_lag;
+                self.conns[conn].last[to] = at + lag;
+                at + lag
+            }
+            _ => at,
+        };
         // The traced peer's refusals, beside its requests.
         if let Message::Reject { chunk, reason } = &message {
             let (node, from) = (self.conns[conn].nodes[to], self.conns[conn].nodes[1 - to]);

@@ -107,6 +107,15 @@ impl Sim {
             .expect("a chunk of the swarm");
         let owner = self.uplink_of(node);
         let mut pace = pace.map(|rate| rate as f64);
+        // Through a relay: at most the pair's rate.
+        if let Some(cap) = self.conns[conn]
+            .via
+            .and_then(|relay| self.specs[relay].relay.as_ref())
+            .map(|config| config.pair_rate as f64)
+            .filter(|cap| *cap > 0.0)
+        {
+            pace = Some(pace.map_or(cap, |pace| pace.min(cap)));
+        }
         if let Some(slow) = self.slow_paths
             && self.path_rng.unit() < slow.share
         {
@@ -260,23 +269,28 @@ impl Sim {
                     minimodel_verifier::merkle::ProofError::RootMismatch { index: chunk.0 },
                 ))
             } else {
-                if self.nodes[node].disk.stored.insert(chunk.0) {
-                    self.count_holder(node, chunk.0, true);
-                }
-                let record = &mut self.nodes[node].record;
-                record.verified += 1;
-                if let Some(at) = record.verified_at.get_mut(chunk.0 as usize) {
-                    *at = Some(self.now);
-                }
-                if self.specs[node].vanish_after == Some(record.verified) {
-                    self.push(self.now, Event::Kill(node));
-                }
+                self.store(node, chunk.0);
                 VerifyOutcome::Stored
             };
             self.core_mut(node)
                 .handle_verified(link, chunk, outcome, now);
         }
         self.pump(node, false);
+    }
+
+    /// A chunk a node verified from the network is written.
+    pub(super) fn store(&mut self, node: usize, chunk: u32) {
+        if self.nodes[node].disk.stored.insert(chunk) {
+            self.count_holder(node, chunk, true);
+        }
+        let record = &mut self.nodes[node].record;
+        record.verified += 1;
+        if let Some(at) = record.verified_at.get_mut(chunk as usize) {
+            *at = Some(self.now);
+        }
+        if self.specs[node].vanish_after == Some(record.verified) {
+            self.push(self.now, Event::Kill(node));
+        }
     }
 
     pub(super) fn cancel_upload(&mut self, node: usize, conn: usize, side: usize, chunk: u32) {

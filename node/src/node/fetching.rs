@@ -83,6 +83,8 @@ pub struct TransferStats {
     pub bytes_wasted: u64,
     /// Per peer that took part.
     pub peers: Vec<PeerFigures>,
+    /// Per mirror that took part or was found unusable.
+    pub mirrors: Vec<crate::mirror::MirrorFigures>,
     /// When the last chunk was verified.
     pub completed_at: Option<Instant>,
 }
@@ -114,6 +116,18 @@ impl TransferStats {
                         .unwrap_or_default(),
                 })
                 .collect(),
+            mirrors: self
+                .mirrors
+                .iter()
+                .map(|mirror| minimodel_verifier::receipt::MirrorContribution {
+                    url: mirror.label.clone(),
+                    chunks: mirror.download.chunks,
+                    bytes: mirror.download.bytes,
+                    bad_chunks: mirror.download.bad_chunks,
+                    blamed: matches!(mirror.end, Some(crate::mirror::MirrorEnd::Dropped { .. })),
+                    left: mirror.end.as_ref().map(ToString::to_string),
+                })
+                .collect(),
         }
     }
 }
@@ -131,7 +145,7 @@ enum Phase {
 /// The download's state.
 #[derive(Debug)]
 pub(super) struct Fetching {
-    downloader: Downloader,
+    pub(super) downloader: Downloader,
     params: SwarmParams,
     verified_bytes: u64,
     resumed_chunks: u64,
@@ -151,7 +165,7 @@ pub(super) struct Fetching {
     last_checkpoint_done: bool,
     /// Chunks handed to verification ([`NodeCore::handle_piece_arrived`]
     /// said Accept) whose outcome has not come back yet.
-    verifying: u32,
+    pub(super) verifying: u32,
     /// The end came while chunks were being verified: the last checkpoint
     /// waits for them (so that it lists every chunk written) until then.
     verify_wait_until: Option<Instant>,
@@ -264,6 +278,22 @@ impl Fetching {
         self.downloader.set_shared_rate(rate, now);
     }
 
+    /// The chunks asked of peers and not received yet.
+    pub(super) fn in_flight_chunks(&self) -> Vec<u32> {
+        self.downloader.in_flight_chunks().collect()
+    }
+
+    pub(super) fn set_max_rate(&mut self, rate: Option<u64>, now: Instant) {
+        self.downloader.set_max_rate(rate, now);
+    }
+
+    /// The download cap in force now, while it fetches.
+    pub(super) fn rate_cap(&self) -> Option<u64> {
+        (self.phase == Phase::Fetching)
+            .then(|| self.downloader.rate_cap())
+            .flatten()
+    }
+
     pub(super) fn set_rtt(&mut self, link: LinkId, rtt: Duration) {
         self.downloader.set_rtt(link, rtt);
     }
@@ -280,7 +310,7 @@ impl Fetching {
             }
         });
         let report = Some(self.last_report + config.progress_every);
-        let give_up = Some(self.last_progress + config.give_up_after);
+        let give_up = self.last_progress.checked_add(config.give_up_after);
         [
             self.downloader.next_deadline(now),
             checkpoint,
@@ -339,8 +369,20 @@ impl Fetching {
             chunks_resumed: self.resumed_chunks,
             chunks_fetched: self.fetched_chunks,
             chunks_refetched: self.refetched,
-            bytes_wasted: all.iter().map(|(_, stats)| stats.wasted_bytes).sum(),
+            bytes_wasted: all
+                .iter()
+                .map(|(_, stats)| stats)
+                .chain(
+                    self.downloader
+                        .mirror_stats()
+                        .iter()
+                        .map(|(_, stats)| stats),
+                )
+                .map(|stats| stats.wasted_bytes)
+                .sum(),
             peers,
+            // The node names them (`NodeCore::transfer`).
+            mirrors: Vec::new(),
             completed_at: self.completed_at,
         }
     }
@@ -555,6 +597,11 @@ impl NodeCore {
             download.verifying = download.verifying.saturating_sub(1);
         }
         self.verified_outcome(link, chunk, outcome, now);
+        self.after_verification(now);
+    }
+
+    /// A verification ended: the last checkpoint, if it waited for it.
+    pub(super) fn after_verification(&mut self, now: Instant) {
         if self.ending.is_some()
             && self
                 .download
@@ -604,7 +651,7 @@ impl NodeCore {
         }
     }
 
-    fn chunk_stored(&mut self, link: LinkId, chunk: ChunkIndex, now: Instant) {
+    pub(super) fn chunk_stored(&mut self, link: LinkId, chunk: ChunkIndex, now: Instant) {
         let Some(download) = &mut self.download else {
             return;
         };
@@ -885,7 +932,8 @@ impl NodeCore {
                 total_chunks: download.params.chunk_count(),
                 peers: download.downloader.peer_count(),
                 rate,
-                waiting_for_peers: download.downloader.peer_count() == 0,
+                waiting_for_peers: download.downloader.peer_count() == 0
+                    && download.downloader.mirror_stats().is_empty(),
             };
             self.reports.push_back(report);
         }
@@ -924,6 +972,9 @@ impl NodeCore {
         for action in decided {
             match action {
                 DownloadAction::Request { peer, chunk } => {
+                    if self.mirror_request(peer, chunk) {
+                        continue;
+                    }
                     if let Some(p) = self.peer_mut(peer) {
                         let _ = p.ever_requested.set(ChunkIndex(chunk), true);
                     }
@@ -936,6 +987,9 @@ impl NodeCore {
                     );
                 }
                 DownloadAction::Cancel { peer, chunk } => {
+                    if self.mirror_cancel(peer, chunk) {
+                        continue;
+                    }
                     if let Some(p) = self.peer_mut(peer) {
                         p.arriving.remove(&chunk);
                     }
@@ -948,6 +1002,9 @@ impl NodeCore {
                     );
                 }
                 DownloadAction::Disconnect { peer, reason } => {
+                    if self.mirror_gave_up(peer, now) {
+                        continue;
+                    }
                     let (goodbye, departure) = match reason {
                         DisconnectReason::Silent => (GoodbyeReason::Idle, Departure::Silent),
                         DisconnectReason::TooManyTimeouts => {

@@ -126,6 +126,9 @@ pub struct LinkUp {
     pub bitfield: HaveBitfield,
     /// The control stream's state after the handshake.
     pub control: ControlStream,
+    /// The congestion controller that paces what we send it, as the
+    /// transport names it (`None` where there is no transport to ask).
+    pub congestion: Option<&'static str>,
 }
 
 impl NodeCore {
@@ -333,11 +336,14 @@ impl NodeCore {
         let existing = self
             .peers()
             .find(|(_, p)| p.id == peer)
-            .map(|(l, p)| (l, p.dialed));
+            .map(|(l, p)| (l, p.dialed, super::is_relay_path(p.remote)));
         match existing {
             // It dialed us before and dials again: restarted (killed before
             // its old connection timed out). The new link replaces the old.
-            Some((_, false)) => {}
+            Some((_, false, _)) => {}
+            // A direct link to a peer we reach through a relay only: it
+            // takes the relayed link's place (`handle_link_up`).
+            Some((_, true, true)) if !super::is_relay_path(remote) => {}
             Some(_) => {
                 return Err(reject(HelloRejectReason::TooManyPeers, "already connected"));
             }
@@ -426,6 +432,7 @@ impl NodeCore {
         } else {
             None
         };
+        self.standing_mapping(state.is_some(), now);
     }
 
     /// Whether the Hello of a link we dialed waits now (for our router's
@@ -759,12 +766,20 @@ impl NodeCore {
         let existing = self
             .peers()
             .find(|(_, p)| p.id == id)
-            .map(|(l, p)| (l, p.dialed));
-        if let Some((old, old_dialed)) = existing {
+            .map(|(l, p)| (l, p.dialed, super::is_relay_path(p.remote)));
+        if let Some((old, old_dialed, old_relayed)) = existing {
             let me = self.local_id;
             let preferred = |we_dialed: bool| (me < id) == we_dialed;
             let redialed = !old_dialed && !dialed;
-            if !redialed && (preferred(old_dialed) || !preferred(dialed)) {
+            let new_relayed = super::is_relay_path(up.remote);
+            // A direct link takes a relayed one's place, and a relayed one
+            // never takes a direct one's; otherwise the tie rule.
+            let keep_old = match (old_relayed, new_relayed) {
+                (true, false) => false,
+                (false, true) => true,
+                _ => !redialed && (preferred(old_dialed) || !preferred(dialed)),
+            };
+            if keep_old {
                 self.actions.push_back(Action::Close {
                     link,
                     reason: GoodbyeReason::Done,
@@ -785,7 +800,9 @@ impl NodeCore {
         // dial and the peer's link came up first, our dial goes on: the
         // peer drops its own link once ours reaches it, and ours replaces
         // it here when it comes up. Aborting it would leave no link at all.
-        let keep_dials = !dialed && self.local_id < id;
+        // A link through a relay keeps the direct dials going too: one
+        // that gets through takes its place.
+        let keep_dials = (!dialed && self.local_id < id) || super::is_relay_path(up.remote);
         if let Some(entry) = entry.and_then(|entry| self.book.get_mut(entry)) {
             // Other dials to the same peer are not needed any more.
             if let EntryState::Dialing { links, .. } = &entry.state {
@@ -801,8 +818,10 @@ impl NodeCore {
         }
         // The address that answered goes first: the next dial, the
         // receipt and the remembered peers name it, not a dead one
-        // listed before it.
-        if let (Some(entry), Some(addr)) = (entry, dialed_addr) {
+        // listed before it (a relay path is no address of the peer's).
+        if let (Some(entry), Some(addr)) = (entry, dialed_addr)
+            && !super::is_relay_path(addr)
+        {
             self.book.prefer(entry, &[addr]);
         }
         let remote = up.remote;
@@ -833,6 +852,7 @@ impl NodeCore {
             uploaded_chunks: 0,
             uploaded_bytes: 0,
             last_useful: now,
+            connected_at: now,
             // Its handshake just carried our Hello and bitfield.
             last_sent: now,
             upload_watch: None,
@@ -861,8 +881,13 @@ impl NodeCore {
         self.links.insert(link, Link::Up(Box::new(peer)));
         self.exchange_due = true;
         // Only a peer we dialed sees our outgoing mapping (one that dialed
-        // us names the address it dialed).
-        if let Some(observed) = up.hello.observed.filter(|_| dialed) {
+        // us names the address it dialed); one through a relay sees a
+        // relay path.
+        if let Some(observed) = up
+            .hello
+            .observed
+            .filter(|_| dialed && !super::is_relay_path(remote))
+        {
             let before = self.observed.public();
             self.observed.record(id, remote, observed);
             let now_seen = self.observed.public();
@@ -877,12 +902,16 @@ impl NodeCore {
                 });
             }
         }
+        let dialed_us = up.hello.observed.filter(|_| !dialed);
+        self.standing_link_up(id, remote, dialed, dialed_us, now);
+        self.relayed_link_up(id, remote, now);
         self.reports.push_back(NodeReport::PeerConnected {
             peer: id,
             addr: remote,
             dialed,
             serving: up.hello.serving,
             agent: up.hello.agent.clone(),
+            congestion: up.congestion,
         });
         // Chunks verified while the handshake ran go as Have.
         if self.serve {
@@ -1516,7 +1545,7 @@ impl NodeCore {
         let Some(peer) = self.peer(from) else {
             return;
         };
-        let seen_from = peer.remote.ip();
+        let seen_from = self.seen_ip(peer.remote);
         let introducer = peer.id;
         let mut introductions = Vec::new();
         for entry in entries

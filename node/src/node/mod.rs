@@ -22,8 +22,11 @@ pub mod fetching;
 mod links;
 mod linkset;
 mod messages;
+mod mirrors;
+mod relayed;
 mod serving;
 mod sparing;
+mod standing;
 #[cfg(test)]
 mod tests;
 mod traversal;
@@ -49,6 +52,8 @@ use crate::upload::{TokenBucket, UploadQueue};
 
 pub use fetching::{Finish, PieceEnd, PieceVerdict, TransferStats, VerifyOutcome};
 pub use links::{Answer, First, Incoming, LinkUp, Rejection, handshake_end};
+pub use mirrors::{MAX_MIRRORS, RememberedMirror};
+pub use relayed::is_relay_path;
 pub use serving::UploadOutcome;
 
 /// At most this many peers turned away for lack of room are remembered
@@ -75,6 +80,25 @@ pub enum Action {
         have: HaveBitfield,
         /// Give up at.
         deadline: Instant,
+    },
+    /// Open our router toward each of `addrs` without reaching the peers'
+    /// routers: a few datagrams from the listening socket with a small
+    /// TTL (`docs/swarm.md`, "Through NAT routers"), so that what the peer
+    /// sends us next finds a mapping of ours waiting for it. The dial
+    /// follows.
+    Open {
+        /// Where the peer's packets will come from.
+        addrs: Vec<SocketAddr>,
+    },
+    /// Ask `relay` (one this node is registered with) to introduce it to
+    /// `peer` (`docs/relay.md`): the answer comes back as
+    /// [`NodeCore::handle_relay_connect`] or
+    /// [`NodeCore::handle_relay_introduce_failed`].
+    RelayIntroduce {
+        /// The relay.
+        relay: SocketAddr,
+        /// The peer.
+        peer: PeerId,
     },
     /// Drop a link or an attempt at once, without a Goodbye.
     Abort {
@@ -147,6 +171,31 @@ pub enum Action {
     MeasureSent {
         /// Which.
         link: LinkId,
+    },
+    /// Ask a mirror for the bytes `range` (whole chunk `chunk`, end
+    /// exclusive) with an HTTP range request; report with
+    /// [`NodeCore::handle_mirror_started`], `_progress`, `_arrived` (then
+    /// check it and say `_verified`) or `_failed`.
+    MirrorFetch {
+        /// Which mirror.
+        mirror: crate::mirror::MirrorId,
+        /// Which chunk.
+        chunk: ChunkIndex,
+        /// Its bytes in the artifact.
+        range: std::ops::Range<u64>,
+    },
+    /// Stop asking a mirror for a chunk (abandon its response).
+    MirrorCancel {
+        /// Which mirror.
+        mirror: crate::mirror::MirrorId,
+        /// Which chunk.
+        chunk: ChunkIndex,
+    },
+    /// The mirror left the download: abandon its responses, close its
+    /// connections, ask it nothing more.
+    MirrorClose {
+        /// Which mirror.
+        mirror: crate::mirror::MirrorId,
     },
     /// The node's work is over: stop the driver. Goodbyes were queued
     /// before this, and a download's last checkpoint was written.
@@ -232,6 +281,8 @@ struct Peer {
     uploaded_bytes: u64,
     /// Last time it asked us for something or gave us something.
     last_useful: Instant,
+    /// When its link came up.
+    connected_at: Instant,
     /// Last time we sent it a control message (a KeepAlive follows
     /// `keep_alive_after` of silence).
     last_sent: Instant,
@@ -300,6 +351,11 @@ pub struct NodeStart {
     /// Peers named to it (an offer, a ticket, `--peer`), dialed from the
     /// start ([`KnownPeer::offered`]).
     pub peers: Vec<minimodel_wire::PeerAddr>,
+    /// The mirrors the person named, by label (`https://host/path`), in
+    /// the order of their [`crate::mirror::MirrorId`]s (at most
+    /// [`MAX_MIRRORS`]); each joins the download when its driver reports
+    /// it usable ([`NodeCore::handle_mirror_up`]).
+    pub mirrors: Vec<String>,
 }
 
 impl NodeStart {
@@ -322,6 +378,7 @@ impl NodeStart {
             manifest: None,
             lan: Vec::new(),
             peers: Vec::new(),
+            mirrors: Vec::new(),
         }
     }
 }
@@ -350,6 +407,10 @@ pub struct GateNews {
     pub upload: Option<crate::gate::UploadDemand>,
     /// Whether it would download ([`crate::gate::Gate::set_download_demand`]).
     pub download: Option<bool>,
+    /// Its own caps ([`crate::gate::Gate::set_own_cap`],
+    /// [`crate::gate::Gate::set_own_download_cap`]): of the endpoint's it
+    /// never gets more, and what it cannot use goes to the others.
+    pub caps: Option<crate::gate::OwnCaps>,
 }
 
 /// One peer of one swarm. See the module docs.
@@ -423,10 +484,29 @@ pub struct NodeCore {
     /// ([`Self::remember_peers_from`]); `None`: it remembers nothing.
     remembered: Option<Vec<crate::remembered::RememberedPeer>>,
     /// What the shared endpoint's gate was told last ([`Self::poll_gate_news`]).
-    gate_told: (Option<crate::gate::UploadDemand>, Option<bool>),
+    gate_told: (
+        Option<crate::gate::UploadDemand>,
+        Option<bool>,
+        Option<crate::gate::OwnCaps>,
+    ),
     /// A node that seeds from its start: whether it spares its uplink in
     /// a large swarm (`sparing`). `None` for every other node.
     sparing: Option<sparing::Sparing>,
+    /// The mirrors of the download, by [`crate::mirror::MirrorId`].
+    mirrors: Vec<mirrors::Mirror>,
+    /// What earlier runs saw of the mirrors ([`Self::remember_mirrors_from`]);
+    /// `None`: it remembers nothing.
+    remembered_mirrors: Option<Vec<RememberedMirror>>,
+    /// Who can reach this node, and what it said about it
+    /// ([`crate::reach`]).
+    standing: standing::Standing,
+    /// Dials an introduction asked for, when they are due (after our
+    /// router was opened toward the peer): when, the entry, and the
+    /// addresses to dial when not the entry's own (a punch beside a link
+    /// through a relay).
+    punches: Vec<(Instant, EntryId, Option<Vec<SocketAddr>>)>,
+    /// The relays this node uses and the peers behind them.
+    relays: relayed::Relays,
 }
 
 /// Our Hello as `start` describes the node, without `observed`.
@@ -454,13 +534,24 @@ impl NodeCore {
         download_config.seed ^= start.seed;
         download_config.max_rate = config.max_download;
         download_config.spread_from_start |= start.serve;
-        let download = start
-            .download
-            .then(|| fetching::Fetching::new(&config, download_config, &start.have, params, now));
+        let download = start.download.then(|| {
+            let mut download =
+                fetching::Fetching::new(&config, download_config, &start.have, params, now);
+            download.downloader.set_local_id(start.local_id);
+            download
+        });
         let upload_queue = UploadQueue::new(count, config.upload.clone());
         let uploads = upload_slots::Uploads::new(upload_queue, config.max_upload, now);
         let refusals = config.refusal_peers_per_second;
         let hello = our_hello(&start);
+        let standing = standing::Standing::new(
+            start.listen.is_some(),
+            (start.listen.into_iter())
+                .chain(start.lan.iter().copied())
+                .filter(|addr| !addr.ip().is_unspecified() && addr.port() != 0)
+                .collect(),
+            config.reach_wait,
+        );
         let mut node = Self {
             book: AddressBook::new(config.max_known_peers),
             config,
@@ -504,8 +595,13 @@ impl NodeCore {
             last_lookup: None,
             started_at: now,
             sparing: (start.serve && !start.download).then(sparing::Sparing::default),
-            gate_told: (None, None),
+            gate_told: (None, None, None),
             remembered: None,
+            mirrors: Self::mirrors_from(&start.mirrors),
+            remembered_mirrors: None,
+            standing,
+            punches: Vec::new(),
+            relays: relayed::Relays::default(),
         };
         for peer in KnownPeer::offered(&start.peers) {
             node.add_peer(peer, now);
@@ -601,6 +697,9 @@ impl NodeCore {
             .chain(exchange)
             .chain(serving_report)
             .chain(self.hellos_wait_until.filter(|until| *until > now))
+            .chain(self.standing.deadline())
+            .chain(self.punches.iter().map(|(at, _, _)| *at).min())
+            .chain(self.relays.deadline(self.config.relay_ask_again))
             .min()
             .map(|deadline| deadline.max(now))
     }
@@ -739,6 +838,9 @@ impl NodeCore {
             return;
         }
         self.expire_links(now);
+        self.standing_timeout(now);
+        self.punch_due(now);
+        self.relay_timeout(now);
         self.keep_links_alive(now);
         self.watch_uploads(now);
         if self.sparing.is_some() {
@@ -790,11 +892,60 @@ impl NodeCore {
     pub fn poll_gate_news(&mut self) -> Option<GateNews> {
         let upload = Some(self.upload_demand()).filter(|d| self.gate_told.0 != Some(*d));
         let download = Some(self.download_demand()).filter(|d| self.gate_told.1 != Some(*d));
-        if upload.is_none() && download.is_none() {
+        let own = crate::gate::OwnCaps {
+            upload: self.config.max_upload,
+            download: self.config.max_download,
+        };
+        let caps = Some(own).filter(|caps| self.gate_told.2 != Some(*caps));
+        if upload.is_none() && download.is_none() && caps.is_none() {
             return None;
         }
-        self.gate_told = (upload.or(self.gate_told.0), download.or(self.gate_told.1));
-        Some(GateNews { upload, download })
+        self.gate_told = (
+            upload.or(self.gate_told.0),
+            download.or(self.gate_told.1),
+            caps.or(self.gate_told.2),
+        );
+        Some(GateNews {
+            upload,
+            download,
+            caps,
+        })
+    }
+
+    /// The limits it runs with now: its peer budget and its own caps.
+    pub fn limits(&self) -> crate::config::NodeLimits {
+        self.config.limits()
+    }
+
+    /// Changes its peer budget and its own caps while it runs, as
+    /// quinn-proto's `Connection` changes its stream limits: a higher cap
+    /// starts what waited for it at once, a lower one holds the next
+    /// request or upload (those under way keep their pace); a lower peer
+    /// budget lets no new peer in until fewer are connected (none is
+    /// closed for it), a higher one dials and admits again. The gate of an
+    /// endpoint it shares hears of its caps with its next news
+    /// ([`Self::poll_gate_news`]). Refused, changing nothing, when a cap
+    /// is below [`crate::config::MIN_RATE_CAP`].
+    pub fn set_limits(
+        &mut self,
+        limits: crate::config::NodeLimits,
+        now: Instant,
+    ) -> Result<(), crate::config::ConfigError> {
+        limits.validate()?;
+        self.config.max_peers = limits.max_peers;
+        self.config.max_upload = limits.max_upload;
+        self.config.max_download = limits.max_download;
+        if let Some(download) = &mut self.download {
+            download.set_max_rate(limits.max_download, now);
+        }
+        self.drain_download(now);
+        let faster = self.uploads.set_own_rate(limits.max_upload, now);
+        if faster && self.serve && !self.winding_down() {
+            self.start_uploads(now);
+        }
+        // The link summary's kept deadline counts dials against the budget.
+        self.links.changed();
+        Ok(())
     }
 
     /// What the endpoint's gate lets this swarm move (`None`: its own
@@ -887,9 +1038,12 @@ impl NodeCore {
         let mut metrics = NodeMetrics {
             peers_connected: self.connected_count() as u64,
             peers_banned: self.book.banned_count() as u64,
+            addresses_known: self.book.address_count() as u64,
             artifact_bytes: self.params.artifact_bytes(),
             uploaded_bytes: self.uploads.uploaded_bytes,
             introductions: self.introductions,
+            upload_cap: self.serve.then(|| self.uploads.rate_cap()).flatten(),
+            download_cap: self.download.as_ref().and_then(|d| d.rate_cap()),
             ..NodeMetrics::default()
         };
         match &self.download {
@@ -904,19 +1058,49 @@ impl NodeCore {
             }
         }
         for (_, peer) in self.peers() {
+            let link = Some(crate::report::LinkFigures {
+                remote: peer.remote,
+                dialed: peer.dialed,
+                since: peer.connected_at,
+            });
             match metrics.peers.iter_mut().find(|entry| entry.id == peer.id) {
-                Some(entry) => entry.uploaded_bytes += peer.uploaded_bytes,
+                Some(entry) => {
+                    entry.uploaded_bytes += peer.uploaded_bytes;
+                    entry.link = entry.link.or(link);
+                }
                 None => metrics.peers.push(PeerFigures {
                     uploaded_bytes: peer.uploaded_bytes,
+                    link,
                     ..PeerFigures::of(peer.id)
                 }),
             }
         }
+        metrics.chunk_map = self.chunk_map(crate::report::CHUNK_MAP_CELLS);
         metrics
             .peers
             .iter_mut()
             .for_each(|peer| self.describe(peer));
+        metrics.mirrors = self.mirror_figures();
         metrics
+    }
+
+    /// Its chunks in at most `max_cells` cells: verified here, in
+    /// flight, and how many connected peers hold each.
+    pub fn chunk_map(&self, max_cells: usize) -> crate::report::ChunkMap {
+        let mut holders = vec![0u32; self.params.chunk_count() as usize];
+        for (_, peer) in self.peers() {
+            for chunk in peer.has.iter_ones() {
+                if let Some(count) = holders.get_mut(chunk.0 as usize) {
+                    *count += 1;
+                }
+            }
+        }
+        let in_flight: Vec<u32> = self
+            .download
+            .as_ref()
+            .map(|download| download.in_flight_chunks())
+            .unwrap_or_default();
+        crate::report::ChunkMap::of(&self.have, in_flight, &holders, max_cells)
     }
 
     /// Whether the node's work is over.
@@ -987,6 +1171,7 @@ impl NodeCore {
         self.download.as_ref().map(|download| {
             let mut stats = download.stats();
             stats.peers.iter_mut().for_each(|peer| self.describe(peer));
+            stats.mirrors = self.mirror_figures();
             stats
         })
     }

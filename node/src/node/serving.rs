@@ -553,10 +553,13 @@ impl NodeCore {
         let links: Vec<LinkId> = self.peers().map(|(link, _)| link).collect();
         let mut more = false;
         for link in links {
+            let Some(remote) = self.peer(link).map(|peer| peer.remote) else {
+                continue;
+            };
+            let seen_at = self.seen_ip(remote);
             let Some(peer) = self.peer_mut(link) else {
                 continue;
             };
-            let seen_at = canonical(peer.remote.ip());
             let mut entries: Vec<PeerEntry> = Vec::new();
             for (public, at, lan) in &serving {
                 if public.id == peer.id || peer.told.contains(&public.id) {

@@ -25,7 +25,9 @@ mod dialing;
 mod downloading;
 mod ending;
 mod exchange;
+mod limits;
 mod slots;
+mod standing;
 mod traversal;
 mod uploads;
 
@@ -182,6 +184,7 @@ impl Harness {
             manifest: Some(std::sync::Arc::from(MANIFEST)),
             lan: vec![sa(OUR_LAN_ADDR)],
             peers: Vec::new(),
+            mirrors: Vec::new(),
         };
         Self {
             core: NodeCore::new(config, start, base),

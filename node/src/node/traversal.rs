@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use minimodel_wire::{Message, PeerId, RendezvousFailedReason};
 
-use super::NodeCore;
+use super::{Action, NodeCore};
 use crate::address::{Prefix, canonical, reachable_from};
 use crate::book::{EntryId, EntryState, Source};
 use crate::ids::LinkId;
@@ -36,6 +36,36 @@ impl NodeCore {
     /// Asks the peer that told us of entry `key` to introduce us, when it
     /// is still connected and the entry still wants a connection.
     pub(super) fn ask_introduction(&mut self, key: EntryId, now: Instant) {
+        let Some(entry) = self.book.get(key) else {
+            return;
+        };
+        // A relay we are registered with may know it too: asked when no
+        // peer of the swarm can introduce us (none named it, or ours is
+        // linked to us through a relay itself), when our router gives
+        // every destination another port (the swarm's introduction cannot
+        // get through it), or once that introduction failed. A relay's
+        // channel is a place of its own, and it has a few hundred.
+        if let Some(target) = entry.id
+            && !matches!(
+                entry.state,
+                EntryState::Connected(_) | EntryState::Banned | EntryState::Retired
+            )
+        {
+            let introducer_relayed = entry
+                .introducer
+                .and_then(|id| self.link_of(&id))
+                .is_none_or(|link| {
+                    self.peer(link)
+                        .is_some_and(|peer| super::is_relay_path(peer.remote))
+                });
+            let symmetric = self
+                .observed
+                .public()
+                .is_some_and(|public| public.mapping == crate::observed::Mapping::PortPerPeer);
+            if introducer_relayed || symmetric || entry.failures >= 2 {
+                self.ask_relay(target, now);
+            }
+        }
         let Some(entry) = self.book.get(key) else {
             return;
         };
@@ -226,14 +256,78 @@ impl NodeCore {
             return;
         };
         entry.introducer.get_or_insert(introducer);
-        entry.state = EntryState::Waiting { next_attempt: now };
-        self.dial_next_address(key, now);
+        // Dialed by the punch queue, not the dialing loop: a node that
+        // wants no more peers dials on a Connect too.
+        entry.state = EntryState::Waiting {
+            next_attempt: now + self.config.punch_delay + self.config.handshake_timeout,
+        };
+        self.expect_punch(peer, now);
+        self.open_then_dial(key, usable, now);
         self.introductions.dialing += 1;
         self.reports.push_back(NodeReport::Introduction {
             peer,
             via: introducer,
             step: "dialing".into(),
         });
+    }
+}
+
+impl NodeCore {
+    /// Opens our router toward `addrs` at once and dials entry `key`
+    /// [`NodeConfig::punch_delay`](crate::config::NodeConfig::punch_delay)
+    /// later, when both sides' routers have a mapping waiting for the
+    /// other's packets.
+    pub(super) fn open_then_dial(&mut self, key: EntryId, addrs: Vec<SocketAddr>, now: Instant) {
+        self.actions.push_back(Action::Open { addrs });
+        self.punches.retain(|(_, entry, _)| *entry != key);
+        self.punches
+            .push((now + self.config.punch_delay, key, None));
+    }
+
+    /// Dials the introductions whose time has come: an entry that waits
+    /// at its own addresses, or, beside a link through a relay, the
+    /// addresses the introduction named.
+    pub(super) fn punch_due(&mut self, now: Instant) {
+        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.punches)
+            .into_iter()
+            .partition(|(at, _, _)| *at <= now);
+        self.punches = later;
+        if self.ended || self.stopping {
+            return;
+        }
+        for (_, key, addrs) in due {
+            match addrs {
+                None => {
+                    let waiting = self
+                        .book
+                        .get(key)
+                        .is_some_and(|entry| matches!(entry.state, EntryState::Waiting { .. }));
+                    if waiting {
+                        self.dial_next_address(key, now);
+                    }
+                }
+                Some(addrs) => {
+                    // A punch through a relay's introduction: the other
+                    // side may open late, and the relay carries the link
+                    // meanwhile.
+                    let deadline = now + self.config.handshake_timeout;
+                    let connected = self.book.get(key).and_then(|entry| match entry.state {
+                        EntryState::Connected(link) => Some(link),
+                        _ => None,
+                    });
+                    let direct = connected.is_some_and(|link| {
+                        self.peer(link)
+                            .is_some_and(|peer| !super::is_relay_path(peer.remote))
+                    });
+                    if direct {
+                        continue;
+                    }
+                    for addr in addrs {
+                        self.dial_addr(key, addr, deadline, false, now);
+                    }
+                }
+            }
+        }
     }
 }
 

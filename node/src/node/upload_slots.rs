@@ -164,6 +164,25 @@ impl Uploads {
     /// may now start sooner (the cap rose or went).
     pub(super) fn set_shared_rate(&mut self, rate: Option<u64>, now: Instant) -> bool {
         self.shared_rate = rate;
+        self.rates_changed(now)
+    }
+
+    /// Sets this swarm's own upload cap (`max_upload`) while it runs;
+    /// whether uploads may now start sooner.
+    pub(super) fn set_own_rate(&mut self, rate: Option<u64>, now: Instant) -> bool {
+        self.own_rate = rate;
+        self.rates_changed(now)
+    }
+
+    /// The cap in force now: its own and its part of the endpoint's, the
+    /// lower.
+    pub(super) fn rate_cap(&self) -> Option<u64> {
+        self.limit.as_ref().map(|(rate, _)| *rate)
+    }
+
+    /// Puts the lower of the own and the shared rate in force; whether
+    /// uploads may now start sooner (the cap rose or went).
+    fn rates_changed(&mut self, now: Instant) -> bool {
         let wanted = match (self.own_rate, self.shared_rate) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),

@@ -31,6 +31,24 @@ use crate::resume::{
 };
 use crate::transport::{Identity, TransportTuning};
 
+/// The DHT client of a download: its UDP socket on `bind` (IPv4; the
+/// address the node serves on, so DHT nodes see the one QUIC answers on),
+/// joining through `bootstrap` nodes a person named, else the public DHT.
+pub fn dht_config(
+    bind: std::net::Ipv4Addr,
+    bootstrap: &[std::net::SocketAddrV4],
+) -> crate::dht::DiscoveryConfig {
+    crate::dht::DiscoveryConfig {
+        bind: std::net::SocketAddrV4::new(bind, 0),
+        bootstrap: if bootstrap.is_empty() {
+            crate::dht::Bootstrap::Public
+        } else {
+            crate::dht::Bootstrap::Nodes(bootstrap.to_vec())
+        },
+        ..crate::dht::DiscoveryConfig::default()
+    }
+}
+
 /// Serving verified chunks while downloading.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Serving {
@@ -82,6 +100,17 @@ pub struct DownloadPlan {
     /// swarms on it (one port for a library) instead of listening at the
     /// serving address.
     pub endpoint: Option<crate::node::SharedEndpoint>,
+    /// HTTPS copies of the artifact to fetch from beside the peers, if
+    /// any (`docs/swarm.md`, "Mirrors").
+    pub mirrors: Option<crate::mirror::MirrorSet>,
+    /// When serving: addresses the user says peers reach it at
+    /// (`--public-addr`), for the verdict on who can reach it.
+    pub public_addrs: Vec<SocketAddr>,
+    /// Relays to register with (`--relay`, `docs/relay.md`).
+    pub relays: Vec<crate::relay::RelayAddr>,
+    /// The relays each peer names ("reach me via": a ticket's or an
+    /// offer's): the node registers with them too.
+    pub peer_relays: Vec<(minimodel_wire::PeerId, Vec<crate::relay::RelayAddr>)>,
 }
 
 /// What the directory holds for this download.
@@ -127,6 +156,10 @@ impl DownloadPlan {
             manifest_file: None,
             lan: false,
             endpoint: None,
+            mirrors: None,
+            public_addrs: Vec::new(),
+            relays: Vec::new(),
+            peer_relays: Vec::new(),
         }
     }
 
@@ -223,9 +256,13 @@ impl ReadyDownload {
                 // On a library's endpoint every download runs there, serving
                 // or not, so that the endpoint's download cap holds for all.
                 shared: plan.endpoint,
+                public_addrs: plan.public_addrs,
+                relays: plan.relays,
+                peer_relays: plan.peer_relays,
                 ..node_settings(listen, &plan.limits, plan.tuning)
             },
             dht: plan.dht,
+            mirrors: plan.mirrors,
         };
         Fetcher::start(config, self.partial, identity, reports)
     }

@@ -2,7 +2,9 @@
 //! local file ([`share`]), fetch an artifact from peers ([`fetch`]), find
 //! the peers of an import request or of offers ([`peers`]), the manifest
 //! a ticket names ([`ticket`]), stop (each
-//! running thing takes a stop future), and status ([`status`]).
+//! running thing takes a stop future), and status ([`status`]); and what
+//! every front end tells its user first: the consent each share or fetch
+//! needs, in words ([`consent`]), sizes and counts in words ([`words`]).
 //!
 //! The product's layers are presentation -> application use cases ->
 //! verifier and domain, with transport and storage as adapters. The CLI's
@@ -11,17 +13,20 @@
 //! none of them assembles a download or a seeder itself (node settings,
 //! the partial download, the fetcher, the seeder).
 //!
-//! What a use case does not do: ask for consent, judge a manifest against
+//! What a use case does not do: ask for consent (it says what to ask,
+//! [`consent`]; the front end asks), judge a manifest against
 //! a keyring (the caller passes the [`SignatureCheck`] it made first, as
 //! every command must), print, or choose an identity. Those belong to the
 //! front end, which knows its user.
 //!
 //! [`SignatureCheck`]: minimodel_verifier::signing::trust::SignatureCheck
 
+pub mod consent;
 pub mod fetch;
 pub mod peers;
 pub mod share;
 pub mod ticket;
+pub mod words;
 
 /// Status: what a download directory holds (partial, complete, how much),
 /// and the same with every byte read again.

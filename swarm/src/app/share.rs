@@ -45,6 +45,11 @@ pub struct SharePlan {
     /// Serve on this endpoint with the other swarms on it (one port for
     /// a library) instead of listening at `listen`.
     pub endpoint: Option<crate::node::SharedEndpoint>,
+    /// Addresses the user says peers reach it at (`--public-addr`), for
+    /// the verdict on who can reach it.
+    pub public_addrs: Vec<SocketAddr>,
+    /// Relays to register with (`--relay`, `docs/relay.md`).
+    pub relays: Vec<crate::relay::RelayAddr>,
 }
 
 /// A share whose file passed every check against its manifest.
@@ -67,6 +72,8 @@ impl SharePlan {
             port_mapping: false,
             lan: false,
             endpoint: None,
+            public_addrs: Vec::new(),
+            relays: Vec::new(),
         }
     }
 
@@ -117,6 +124,8 @@ impl VerifiedShare {
         settings.port_mapping = plan.port_mapping;
         settings.lan = plan.lan;
         settings.shared = plan.endpoint.clone();
+        settings.public_addrs = plan.public_addrs.clone();
+        settings.relays = plan.relays.clone();
         Seeder::start(&self.artifact, &plan.file, settings, identity, reports)
     }
 }

@@ -1,7 +1,13 @@
 //! The manifest a ticket names, from the ticket's peers: a manifest query
 //! (`docs/wire-protocol.md` 8.6) to its addresses, one after another but
 //! without waiting for each to fail ([`NEXT_ADDRESS_DELAY`]), until one
-//! answers with bytes whose SHA-256 is the ticket's.
+//! answers with bytes whose SHA-256 is the ticket's. A peer that names
+//! relays is also asked through each (after its first address): the
+//! query's endpoint registers with the relay, asks it to introduce the
+//! peer, punches (opening its router, then dialing the addresses the
+//! relay names) and, where no connection is up
+//! `relay_fallback_after` later, dials the relay's channel (`docs/relay.md`),
+//! as a node does.
 //!
 //! What it does not do: parse the manifest, check its signature against
 //! the ticket's key id or a keyring, or ask for consent. The front end
@@ -58,6 +64,108 @@ fn seconds(duration: Duration) -> String {
     } else {
         format!("{}.{} s", tenths / 10, tenths % 10)
     }
+}
+
+/// A connection to `peer` through `relay` (see the module docs): the
+/// punch's, or the relay's channel's, whichever is up first.
+async fn through_relay(
+    endpoint: &quinn::Endpoint,
+    paths: &transport::Paths,
+    peer: minimodel_wire::PeerId,
+    relay: crate::relay::RelayAddr,
+    identity: &Identity,
+    tuning: &TransportTuning,
+) -> Result<(quinn::Connection, Option<crate::relay::RelayLink>), String> {
+    use crate::relay::{Registration, RelayEvent, RelayLink};
+    use minimodel_wire::relay::{ConnectRole, MappingKind};
+    let timing = minimodel_node::NodeConfig::default();
+    let (events, mut inbox) = tokio::sync::mpsc::channel(16);
+    let link = RelayLink::start(
+        endpoint.clone(),
+        paths.clone(),
+        relay,
+        Arc::new(identity.clone()),
+        tuning,
+        Registration {
+            agent: concat!("minimodel/", env!("CARGO_PKG_VERSION")).to_owned(),
+            addrs: Vec::new(),
+            mapping: MappingKind::Unknown,
+        },
+        events,
+    );
+    let mut lost = None;
+    let (addrs, path) = loop {
+        match inbox.recv().await {
+            Some(RelayEvent::Registered { .. }) => {
+                link.introduce(peer);
+            }
+            Some(RelayEvent::Refused { reason, .. }) => {
+                return Err(format!("relay {}: not registered: {reason}", relay.addr));
+            }
+            Some(RelayEvent::Lost { reason, .. }) => lost = Some(reason),
+            Some(RelayEvent::IntroduceFailed {
+                peer: p, reason, ..
+            }) if p == peer => {
+                return Err(format!("relay {}: no introduction: {reason}", relay.addr));
+            }
+            Some(RelayEvent::Connect {
+                peer: p,
+                addrs,
+                path,
+                role: ConnectRole::Dial,
+                ..
+            }) if p == peer => break (addrs, path),
+            Some(_) => {}
+            None => {
+                return Err(format!(
+                    "relay {}: {}",
+                    relay.addr,
+                    lost.unwrap_or_else(|| "the link ended".into())
+                ));
+            }
+        }
+    };
+    // The punch: our router opened toward the peer, our dials after the
+    // peer opened its own; the relay's channel from the fallback on.
+    paths.open(&addrs);
+    tokio::time::sleep(timing.punch_delay).await;
+    let mut dials = tokio::task::JoinSet::new();
+    for addr in addrs
+        .into_iter()
+        .filter(|addr| !transport::is_relay_path(*addr))
+    {
+        let (endpoint, identity, tuning) = (endpoint.clone(), identity.clone(), tuning.clone());
+        dials.spawn(async move {
+            transport::connect(&endpoint, &PeerAddr { id: peer, addr }, &identity, &tuning).await
+        });
+    }
+    {
+        let (endpoint, identity, tuning) = (endpoint.clone(), identity.clone(), tuning.clone());
+        let fallback = timing.relay_fallback_after;
+        dials.spawn(async move {
+            tokio::time::sleep(fallback).await;
+            let peer = PeerAddr {
+                id: peer,
+                addr: path,
+            };
+            transport::connect(&endpoint, &peer, &identity, &tuning).await
+        });
+    }
+    let mut last = None;
+    while let Some(done) = dials.join_next().await {
+        match done {
+            // The relay keeps the channel while we are registered: the
+            // link goes with the connection.
+            Ok(Ok(connection)) => return Ok((connection, Some(link))),
+            Ok(Err(error)) => last = Some(error.to_string()),
+            Err(_) => {}
+        }
+    }
+    Err(format!(
+        "through relay {}: {}",
+        relay.addr,
+        last.unwrap_or_else(|| "no answer".into())
+    ))
 }
 
 fn describe(tried: &[(PeerAddr, String)]) -> String {
@@ -125,9 +233,29 @@ pub async fn manifest_of_within(
     timeout: Duration,
     within: Option<Duration>,
 ) -> Result<TicketManifest, TicketManifestError> {
-    let peers = PeerAddrs::flatten(&ticket.peers);
+    let mut peers = PeerAddrs::flatten(&ticket.peers);
+    // Each relay a peer names, after the peer's first address: asked
+    // through the relay (its address stands for the attempt).
+    let mut through: Vec<Option<crate::relay::RelayAddr>> = vec![None; peers.len()];
+    for entry in &ticket.relays {
+        let at = peers
+            .iter()
+            .position(|peer| peer.id == entry.peer)
+            .map_or(peers.len(), |first| first + 1);
+        for relay in entry.relays.iter().rev() {
+            peers.insert(
+                at,
+                PeerAddr {
+                    id: entry.peer,
+                    addr: relay.addr,
+                },
+            );
+            through.insert(at, Some(*relay));
+        }
+    }
+    let through = &through;
     let wrong_bytes = AtomicBool::new(false);
-    let endpoint = match transport::bind_client_endpoint(tuning) {
+    let (endpoint, paths) = match transport::bind_client_endpoint_with_paths(tuning) {
         Ok(endpoint) => endpoint,
         Err(error) => {
             let tried = peers
@@ -148,22 +276,33 @@ pub async fn manifest_of_within(
     let opened = Mutex::new(Vec::new());
     let (opened_ref, wrong_ref) = (&opened, &wrong_bytes);
 
-    let ask = move |peer: PeerAddr, wait: Duration| async move {
+    let paths_ref = &paths;
+    let ask = move |peer: PeerAddr, relay: Option<crate::relay::RelayAddr>, wait: Duration| async move {
         let attempt = async {
-            // A peer busy with other handshakes refuses the first packet
-            // (its limits per prefix and overall): asked again a little
-            // later, it lets us in.
-            let mut pause = REFUSED_FIRST_PAUSE;
-            let mut refusals = 0;
-            let connection = loop {
-                match transport::connect(endpoint_ref, &peer, identity, tuning).await {
-                    Ok(connection) => break connection,
-                    Err(transport::ConnectError::Refused { .. }) if refusals < REFUSED_ATTEMPTS => {
-                        refusals += 1;
-                        tokio::time::sleep(pause).await;
-                        pause *= 2;
-                    }
-                    Err(error) => return Err(error.to_string()),
+            let (connection, _link) = match relay {
+                Some(relay) => {
+                    through_relay(endpoint_ref, paths_ref, peer.id, relay, identity, tuning).await?
+                }
+                None => {
+                    // A peer busy with other handshakes refuses the first
+                    // packet (its limits per prefix and overall): asked
+                    // again a little later, it lets us in.
+                    let mut pause = REFUSED_FIRST_PAUSE;
+                    let mut refusals = 0;
+                    let connection = loop {
+                        match transport::connect(endpoint_ref, &peer, identity, tuning).await {
+                            Ok(connection) => break connection,
+                            Err(transport::ConnectError::Refused { .. })
+                                if refusals < REFUSED_ATTEMPTS =>
+                            {
+                                refusals += 1;
+                                tokio::time::sleep(pause).await;
+                                pause *= 2;
+                            }
+                            Err(error) => return Err(error.to_string()),
+                        }
+                    };
+                    (connection, None)
                 }
             };
             opened_ref
@@ -209,7 +348,7 @@ pub async fn manifest_of_within(
                 next = peers.len();
                 continue;
             }
-            running.push((next, Box::pin(ask(peers[next], wait))));
+            running.push((next, Box::pin(ask(peers[next], through[next], wait))));
             next += 1;
             next_at = now + NEXT_ADDRESS_DELAY;
             continue;

@@ -39,6 +39,11 @@ pub(crate) enum JobDone {
         chunk: ChunkIndex,
         outcome: UploadOutcome,
     },
+    MirrorVerified {
+        mirror: minimodel_node::mirror::MirrorId,
+        chunk: ChunkIndex,
+        outcome: minimodel_node::mirror::MirrorChunkOutcome,
+    },
     Trailing(u32),
     Checkpointed(Result<(), Fault>),
     Delivered(Finish, Option<Box<Delivered>>),
@@ -194,6 +199,54 @@ pub(super) fn verify(node: &mut Node, link: LinkId, piece: ArrivedPiece) {
     });
 }
 
+/// Checks a mirror's chunk against the chunk list's tree (the same Merkle
+/// check as a peer's, with the proof the tree gives) and stores it, on a
+/// blocking worker.
+pub(super) fn verify_mirror(
+    node: &mut Node,
+    mirror: minimodel_node::mirror::MirrorId,
+    chunk: ChunkIndex,
+    data: ChunkData,
+    tree: Arc<MerkleTree>,
+) {
+    use minimodel_node::mirror::MirrorChunkOutcome;
+    let Some(partial) = node.jobs.partial.clone() else {
+        return;
+    };
+    let slots = Arc::clone(&node.jobs.verify_slots);
+    let verifier = Arc::clone(&node.jobs.verifier);
+    let leaves = node.jobs.trailing.as_ref().map(TrailingThread::leaf_hasher);
+    let events = node.sender.clone();
+    tokio::spawn(async move {
+        let Ok(_permit) = slots.acquire_owned().await else {
+            return;
+        };
+        let done = tokio::task::spawn_blocking(move || {
+            let sha256 = |data: &ChunkData| match &leaves {
+                Some(leaves) => leaves.sha256(data),
+                None => data.sha256(),
+            };
+            match crate::mirror::check_chunk(&verifier, &tree, chunk, data, sha256) {
+                Err((expected, got)) => MirrorChunkOutcome::Bad { expected, got },
+                Ok((verified, proof)) => match partial.store_verified(&verified, &proof) {
+                    Ok(_) => MirrorChunkOutcome::Stored,
+                    Err(error) => MirrorChunkOutcome::StoreFailed(Fault::new(error)),
+                },
+            }
+        })
+        .await;
+        if let Ok(outcome) = done {
+            let _ = events
+                .send(Event::Job(JobDone::MirrorVerified {
+                    mirror,
+                    chunk,
+                    outcome,
+                }))
+                .await;
+        }
+    });
+}
+
 /// Reads a chunk and sends it on a new piece stream, paced if asked.
 pub(super) fn upload(node: &mut Node, link: LinkId, chunk: ChunkIndex, pace: Option<u64>) {
     if crate::transport::pathtrace::enabled() {
@@ -266,11 +319,15 @@ pub(super) fn checkpoint(node: &mut Node, release: std::ops::Range<u64>) {
     };
     let events = node.sender.clone();
     let remembered = node.peers_to_remember();
+    let mirrors = node.core.mirrors_to_remember();
     tokio::task::spawn_blocking(move || {
         // Advisory: a list that cannot be written is written again at the
         // next checkpoint; the checkpoint's directory sync makes it durable.
         if let Some(list) = remembered {
             let _ = partial.remember_peers(&list);
+        }
+        if let Some(list) = mirrors {
+            let _ = partial.remember_mirrors(&list);
         }
         let result = partial.checkpoint().map(|_| ()).map_err(Fault::new);
         if result.is_ok() {
@@ -296,11 +353,15 @@ pub(super) fn deliver(node: &mut Node) {
     let events = node.sender.clone();
     let stats = node.core.transfer();
     let remembered = node.peers_to_remember();
+    let mirrors = node.core.mirrors_to_remember();
     tokio::spawn(async move {
         let _all = slots.acquire_many(all).await;
         let done = tokio::task::spawn_blocking(move || {
             if let Some(list) = remembered {
                 let _ = partial.remember_peers(&list);
+            }
+            if let Some(list) = mirrors {
+                let _ = partial.remember_mirrors(&list);
             }
             let sha256 = trailing.map(TrailingThread::finish);
             let completed_at = stats
@@ -347,6 +408,13 @@ pub(super) fn on_done(node: &mut Node, done: JobDone, now: Instant) {
             }
             node.core.handle_upload_done(link, chunk, outcome, now);
         }
+        JobDone::MirrorVerified {
+            mirror,
+            chunk,
+            outcome,
+        } => node
+            .core
+            .handle_mirror_verified(mirror, chunk, outcome, now),
         JobDone::Trailing(hashed) => node.core.handle_trailing(hashed, now),
         JobDone::Checkpointed(result) => node.core.handle_checkpointed(result, now),
         JobDone::Delivered(finish, delivered) => {

@@ -27,12 +27,16 @@ use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
 pub use minimodel_node::NodeReport;
+pub use minimodel_node::book::Source;
 pub use minimodel_node::config::MIN_RATE_CAP;
 pub use minimodel_node::config::NodeConfig as CoreConfig;
-pub use minimodel_node::node::End;
+pub use minimodel_node::config::{ConfigError, NodeLimits};
+pub use minimodel_node::node::{End, MAX_MIRRORS};
+pub use minimodel_node::reach::{Reach, TicketReach, ticket_reach};
 pub use minimodel_node::report::{
-    Blame, DamageCause, Departure, Failure as NodeFailure, Fault, IntroductionCounts, LinkEnd,
-    NodeMetrics, PeerFigures, Problem, Refusal, Tried, Violation,
+    Blame, CHUNK_MAP_CELLS, ChunkCell, ChunkMap, DamageCause, Departure, Failure as NodeFailure,
+    Fault, IntroductionCounts, LinkEnd, LinkFigures, NodeMetrics, PeerFigures, Problem, Refusal,
+    Tried, Violation,
 };
 
 use crate::link::{self, LinkEvent, LinkHandle, Session};
@@ -71,6 +75,15 @@ pub struct NodeSettings {
     /// instead of one of the node's own; `listen` and `port_mapping` are
     /// then the endpoint's. Its identity must be the node's.
     pub shared: Option<SharedEndpoint>,
+    /// Addresses the user says peers reach this node at (`--public-addr`):
+    /// the verdict on who can reach it takes their word
+    /// (`minimodel_node::reach`).
+    pub public_addrs: Vec<SocketAddr>,
+    /// Relays to register with (`--relay`, and those the peers it is given
+    /// name): it keeps a link to each (`docs/relay.md`).
+    pub relays: Vec<crate::relay::RelayAddr>,
+    /// The relays each peer it is given names ("reach me via").
+    pub peer_relays: Vec<(minimodel_wire::PeerId, Vec<crate::relay::RelayAddr>)>,
 }
 
 impl Default for NodeSettings {
@@ -84,6 +97,9 @@ impl Default for NodeSettings {
             port_mapping: false,
             lan: false,
             shared: None,
+            public_addrs: Vec::new(),
+            relays: Vec::new(),
+            peer_relays: Vec::new(),
         }
     }
 }
@@ -141,6 +157,11 @@ pub(crate) enum Event {
     Neighbour(minimodel_wire::PeerId, Vec<SocketAddr>),
     /// Someone asks for the node's counters.
     Metrics(tokio::sync::oneshot::Sender<NodeMetrics>),
+    /// Someone changes the node's limits ([`LimitsHandle`]).
+    Limits(
+        NodeLimits,
+        tokio::sync::oneshot::Sender<Result<(), ConfigError>>,
+    ),
     /// The shared endpoint routed an incoming handshake here.
     Opened(Box<shared::RoutedOpening>),
     /// The shared endpoint's gate asks this swarm, over its part of the
@@ -165,6 +186,39 @@ impl MetricsHandle {
     }
 }
 
+/// Changes a running node's limits (its peer budget and its own caps)
+/// from any task, without a restart: the core takes them at once
+/// ([`NodeCore::set_limits`]) and, on a shared endpoint, tells the gate.
+#[derive(Clone)]
+pub struct LimitsHandle {
+    events: mpsc::Sender<Event>,
+}
+
+/// Why a node's limits were not changed.
+#[derive(Debug, thiserror::Error)]
+pub enum LimitsError {
+    /// The limits cannot work (a cap below [`MIN_RATE_CAP`]); nothing
+    /// changed.
+    #[error(transparent)]
+    Invalid(#[from] ConfigError),
+    /// The node has stopped.
+    #[error("the node has stopped")]
+    Ended,
+}
+
+impl LimitsHandle {
+    /// Puts `limits` in force.
+    pub async fn set(&self, limits: NodeLimits) -> Result<(), LimitsError> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.events
+            .send(Event::Limits(limits, reply))
+            .await
+            .map_err(|_| LimitsError::Ended)?;
+        answer.await.map_err(|_| LimitsError::Ended)??;
+        Ok(())
+    }
+}
+
 /// A link as the driver holds it.
 enum DriverLink {
     /// A dial or a handshake in progress.
@@ -180,6 +234,8 @@ enum DriverLink {
 pub(crate) struct Node {
     core: NodeCore,
     endpoint: quinn::Endpoint,
+    /// The endpoint socket's opening packets and relay paths.
+    paths: crate::transport::Paths,
     identity: Arc<Identity>,
     config: NodeSettings,
     swarm: SwarmIdentity,
@@ -210,11 +266,17 @@ pub(crate) struct Node {
     port_map: Option<crate::portmap::PortMapTask>,
     /// Local discovery, with `--lan`.
     lan: Option<crate::lan::LanTask>,
+    /// The links to the relays it uses, and what they say.
+    relay_links: Vec<crate::relay::RelayLink>,
+    relay_events: mpsc::Receiver<crate::relay::RelayEvent>,
     /// This node's swarm on a shared endpoint, when it uses one (the
     /// endpoint's accept loop routes its handshakes here).
     registration: Option<shared::Registration>,
     /// The grants the shared endpoint's gate decides for this swarm.
     grants: Option<tokio::sync::watch::Receiver<(u64, minimodel_node::gate::Share)>>,
+    /// The download's mirrors, when it has some, and what they report.
+    mirrors: Option<crate::mirror::MirrorDriver>,
+    mirror_events: Option<mpsc::Receiver<crate::mirror::MirrorEvent>>,
 }
 
 /// The next change of a watch, or never without one.
@@ -223,6 +285,16 @@ async fn changed<T>(
 ) -> Option<Result<(), tokio::sync::watch::error::RecvError>> {
     match watch {
         Some(watch) => Some(watch.changed().await),
+        None => std::future::pending().await,
+    }
+}
+
+/// The next event of the mirrors, or never without them.
+async fn mirror_event(
+    events: &mut Option<mpsc::Receiver<crate::mirror::MirrorEvent>>,
+) -> Option<crate::mirror::MirrorEvent> {
+    match events {
+        Some(events) => events.recv().await,
         None => std::future::pending().await,
     }
 }
@@ -263,6 +335,75 @@ pub(crate) fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |since| since.as_secs())
+}
+
+/// What a node registers with at its relays: the addresses it listens at
+/// that peers may reach without its router (global IPv6, LAN), at most 4.
+fn listen_addrs_for_relays(core: &NodeCore) -> Vec<SocketAddr> {
+    use minimodel_node::address::{Scope, scope};
+    core.reach_evidence()
+        .addrs
+        .iter()
+        .copied()
+        .filter(|addr| {
+            minimodel_wire::is_lan_addr(*addr) || (addr.is_ipv6() && scope(*addr) == Scope::Global)
+        })
+        .take(minimodel_wire::relay::MAX_REGISTER_ADDRS)
+        .collect()
+}
+
+/// Starts a link to every relay the node uses (its own, and those its
+/// peers name), and tells the core which relays each peer names.
+fn start_relay_links(
+    config: &NodeSettings,
+    identity: &Arc<Identity>,
+    agent: &str,
+    endpoint: &quinn::Endpoint,
+    paths: &crate::transport::Paths,
+    addrs: Vec<SocketAddr>,
+    core: &mut NodeCore,
+) -> (
+    Vec<crate::relay::RelayLink>,
+    mpsc::Receiver<crate::relay::RelayEvent>,
+) {
+    let (sender, events) = mpsc::channel(256);
+    let mut relays: Vec<crate::relay::RelayAddr> = config.relays.clone();
+    let now = Instant::now();
+    for (peer, named) in &config.peer_relays {
+        let addrs: Vec<SocketAddr> = named.iter().map(|relay| relay.addr).collect();
+        core.add_peer_relays(*peer, &addrs, now);
+        for relay in named {
+            if !relays.iter().any(|known| known.addr == relay.addr) {
+                relays.push(*relay);
+            }
+        }
+    }
+    // One link per endpoint and relay: on a shared endpoint the relays
+    // are the endpoint's (not yet: a library's nodes use none).
+    if config.shared.is_some() || tokio::runtime::Handle::try_current().is_err() {
+        return (Vec::new(), events);
+    }
+    let registration = crate::relay::Registration {
+        agent: agent.to_owned(),
+        addrs,
+        mapping: minimodel_wire::relay::MappingKind::Unknown,
+    };
+    let links = relays
+        .into_iter()
+        .take(4)
+        .map(|relay| {
+            crate::relay::RelayLink::start(
+                endpoint.clone(),
+                paths.clone(),
+                relay,
+                Arc::clone(identity),
+                &config.tuning,
+                registration.clone(),
+                sender.clone(),
+            )
+        })
+        .collect();
+    (links, events)
 }
 
 /// Starts local discovery for the node `parts` describes: announcing at
@@ -322,12 +463,16 @@ impl Node {
                 "the endpoint has another identity than the node".into(),
             ));
         }
-        let endpoint = match (&shared, parts.config.listen) {
-            (Some(shared), _) => shared.endpoint().clone(),
-            (None, Some(listen)) => {
-                crate::transport::bind_endpoint(listen, &parts.identity, &parts.config.tuning)?
+        let (endpoint, paths) = match (&shared, parts.config.listen) {
+            (Some(shared), _) => (shared.endpoint().clone(), shared.paths().clone()),
+            (None, Some(listen)) => crate::transport::bind_endpoint_with_paths(
+                listen,
+                &parts.identity,
+                &parts.config.tuning,
+            )?,
+            (None, None) => {
+                crate::transport::bind_client_endpoint_with_paths(&parts.config.tuning)?
             }
-            (None, None) => crate::transport::bind_client_endpoint(&parts.config.tuning)?,
         };
         // A node that does not serve listens nowhere, on a shared endpoint
         // too (it only dials from it): its Hello names no address and it
@@ -340,8 +485,12 @@ impl Node {
         // (none when the interfaces cannot be read: a peer then reaches us
         // only at our public address).
         // A node that does not listen still knows its own networks.
-        let lan = minimodel_node::address::own_lan(match listen {
+        let listen_addrs = match listen {
             Some(bound) => crate::addrs::listener_addrs(bound, &[]).unwrap_or_default(),
+            None => Vec::new(),
+        };
+        let lan = minimodel_node::address::own_lan(match listen {
+            Some(_) => listen_addrs.clone(),
             None => (crate::addrs::interface_ips()
                 .unwrap_or_default()
                 .into_iter())
@@ -376,10 +525,18 @@ impl Node {
             None => port_map.as_ref().map(crate::portmap::PortMapTask::state),
         };
         let serve = parts.start.serve;
+        let agent = parts.start.agent.clone();
         let mut start = parts.start;
         start.listen = listen;
         start.lan = lan;
         let mut core = NodeCore::new(parts.config.core.clone(), start, Instant::now());
+        // What the verdict on who can reach us judges by, before the
+        // mapping (which may give it at once).
+        core.set_listen_addrs(
+            listen_addrs,
+            parts.config.public_addrs.clone(),
+            Instant::now(),
+        );
         core.set_mapping(mapped.as_ref().map(|state| *state.borrow()), Instant::now());
         let (registration, grants) = match &shared {
             Some(shared) => {
@@ -388,13 +545,7 @@ impl Node {
                     *parts.swarm.merkle_root(),
                 );
                 let (registration, grants) = shared
-                    .register(
-                        name,
-                        core.manifest_sha256(),
-                        serve,
-                        sender.clone(),
-                        (parts.config.core.max_upload, parts.config.core.max_download),
-                    )
+                    .register(name, core.manifest_sha256(), serve, sender.clone())
                     .map_err(|error| NodeError::Shared(error.to_string()))?;
                 (Some(registration), Some(grants))
             }
@@ -405,9 +556,19 @@ impl Node {
             core.take_grant(generation, share, Instant::now());
         }
         let (link_sender, link_events) = mpsc::channel(1024);
+        let (relay_links, relay_events) = start_relay_links(
+            &parts.config,
+            &parts.identity,
+            &agent,
+            &endpoint,
+            &paths,
+            listen_addrs_for_relays(&core),
+            &mut core,
+        );
         Ok(Self {
             core,
             endpoint,
+            paths,
             identity: parts.identity,
             config: parts.config,
             swarm: parts.swarm,
@@ -426,9 +587,85 @@ impl Node {
             announcement: None,
             port_map,
             lan: lan_task,
+            relay_links,
+            relay_events,
             registration,
             grants,
+            mirrors: None,
+            mirror_events: None,
         })
+    }
+
+    /// Drives the download's mirrors (the core was started with their
+    /// labels, in the same order).
+    pub(crate) fn use_mirrors(
+        &mut self,
+        set: crate::mirror::MirrorSet,
+        facts: crate::mirror::ArtifactFacts,
+    ) {
+        if set.urls.is_empty() {
+            return;
+        }
+        let (sender, events) = mpsc::channel(256);
+        self.mirrors = Some(crate::mirror::MirrorDriver::start(
+            set,
+            facts,
+            &self.config.agent,
+            sender,
+        ));
+        self.mirror_events = Some(events);
+    }
+
+    /// Its relay links' registrations, to watch.
+    pub(crate) fn registered_relays(&self) -> Vec<crate::relay::RegisteredWatch> {
+        self.relay_links
+            .iter()
+            .map(|link| (link.relay(), link.registered()))
+            .collect()
+    }
+
+    fn on_relay_event(&mut self, event: crate::relay::RelayEvent) {
+        use crate::relay::RelayEvent;
+        let now = Instant::now();
+        match event {
+            RelayEvent::Registered {
+                relay,
+                id,
+                observed,
+                limits,
+            } => {
+                self.core
+                    .handle_relay_registered(relay, id, observed, limits, now);
+            }
+            RelayEvent::Refused { relay, reason } => {
+                self.core
+                    .handle_relay_lost(relay, format!("registration refused: {reason}"), now);
+            }
+            RelayEvent::Lost { relay, reason } => {
+                self.core.handle_relay_lost(relay, reason, now);
+            }
+            RelayEvent::Connect {
+                relay,
+                peer,
+                addrs,
+                path,
+                role,
+            } => self
+                .core
+                .handle_relay_connect(relay, peer, addrs, path, role, now),
+            RelayEvent::IntroduceFailed {
+                relay,
+                peer,
+                reason,
+            } => self
+                .core
+                .handle_relay_introduce_failed(relay, peer, reason, now),
+            RelayEvent::ChannelClosed { relay, path, .. } => {
+                if let Some(path) = path {
+                    self.core.handle_relay_channel_closed(relay, path, now);
+                }
+            }
+        }
     }
 
     /// The peers to write now, when this node remembers them (the
@@ -458,6 +695,13 @@ impl Node {
     /// A handle that asks this node for its counters while it runs.
     pub(crate) fn metrics(&self) -> MetricsHandle {
         MetricsHandle {
+            events: self.sender.clone(),
+        }
+    }
+
+    /// A handle that changes this node's limits while it runs.
+    pub(crate) fn limits(&self) -> LimitsHandle {
+        LimitsHandle {
             events: self.sender.clone(),
         }
     }
@@ -520,12 +764,14 @@ impl Node {
                     self.core.set_mapping(state, Instant::now());
                 }
                 Some(event) = self.events.recv() => self.on_event(event),
+                Some(event) = self.relay_events.recv() => self.on_relay_event(event),
                 Some((link, event)) = self.link_events.recv() => {
                     self.on_event(Event::Link(link, event));
                 }
                 Some(incoming) = self.endpoint.accept(), if listening && !stopped => {
                     self.on_incoming(incoming)
                 }
+                Some(event) = mirror_event(&mut self.mirror_events) => self.on_mirror(event),
                 Some(Ok(())) = changed(&mut self.grants) => {
                     let newest = self.grants.as_mut().map(|grants| *grants.borrow_and_update());
                     if let Some((generation, share)) = newest {
@@ -587,10 +833,15 @@ impl Node {
         if let Some(lan) = self.lan.take() {
             lan.stop().await;
         }
-        // Nobody is let in any more: the router's mapping goes.
+        if let Some(mirrors) = &mut self.mirrors {
+            mirrors.shutdown();
+        }
+        // Nobody is let in any more: the router's mapping goes, and the
+        // relays forget us.
         if let Some(port_map) = self.port_map.take() {
             port_map.stop().await;
         }
+        self.relay_links.clear();
         if shared {
             // The endpoint serves other swarms: this node's connections
             // went with their links.
@@ -627,6 +878,9 @@ impl Node {
         match event {
             Event::Metrics(reply) => {
                 let _ = reply.send(self.core.metrics());
+            }
+            Event::Limits(limits, reply) => {
+                let _ = reply.send(self.core.set_limits(limits, now));
             }
             Event::Up(link, session, remote) => self.on_link_up(link, *session, remote),
             Event::OurHello { remote, reply } => {
@@ -689,6 +943,8 @@ impl Node {
             hello: session.hello.clone(),
             bitfield: session.bitfield.clone(),
             control: session.control.clone(),
+            congestion: crate::transport::CongestionControl::in_use(&session.connection)
+                .map(crate::transport::CongestionControl::name),
         };
         let rtt = session.connection.rtt();
         let outbox = self.config.core.max_outbox;
@@ -763,6 +1019,58 @@ impl Node {
         }
     }
 
+    /// What a mirror's driver reported: to the core, and a chunk that
+    /// arrived to its check.
+    fn on_mirror(&mut self, event: crate::mirror::MirrorEvent) {
+        use crate::mirror::MirrorEvent;
+        use minimodel_node::node::PieceVerdict;
+        let now = Instant::now();
+        match event {
+            MirrorEvent::Up { mirror, validators } => {
+                self.core.handle_mirror_up(mirror, validators, now);
+            }
+            MirrorEvent::Failed {
+                mirror,
+                chunk,
+                failure,
+            } => {
+                if let (Some(chunk), Some(mirrors)) = (chunk, &mut self.mirrors) {
+                    mirrors.ended(mirror, chunk);
+                }
+                self.core.handle_mirror_failed(mirror, chunk, failure, now);
+            }
+            MirrorEvent::Started {
+                mirror,
+                chunk,
+                validators,
+            } => {
+                let verdict = self
+                    .core
+                    .handle_mirror_started(mirror, chunk, &validators, now);
+                if verdict == PieceVerdict::Stop
+                    && let Some(mirrors) = &mut self.mirrors
+                {
+                    mirrors.cancel(mirror, chunk);
+                }
+            }
+            MirrorEvent::Progress { mirror } => self.core.handle_mirror_progress(mirror, now),
+            MirrorEvent::Arrived {
+                mirror,
+                chunk,
+                data,
+            } => {
+                let tree = self.mirrors.as_mut().and_then(|mirrors| {
+                    mirrors.ended(mirror, chunk);
+                    mirrors.tree()
+                });
+                let verdict = self.core.handle_mirror_arrived(mirror, chunk, now);
+                if let (PieceVerdict::Accept, Some(tree)) = (verdict, tree) {
+                    jobs::verify_mirror(self, mirror, chunk, data, tree);
+                }
+            }
+        }
+    }
+
     /// Runs a DHT lookup, passing on what it finds as it comes.
     fn lookup(&mut self) {
         let events = self.sender.clone();
@@ -820,6 +1128,16 @@ impl Node {
                 let task = connect::dial(self, link, addr, peer, have, deadline);
                 self.links.insert(link, DriverLink::Attempt(task));
             }
+            Action::Open { addrs } => self.paths.open(&addrs),
+            Action::RelayIntroduce { relay, peer } => {
+                if let Some(link) = self
+                    .relay_links
+                    .iter()
+                    .find(|link| link.relay().addr == relay)
+                {
+                    link.introduce(peer);
+                }
+            }
             Action::Abort { link } => self.drop_link(link),
             Action::Send { link, message } => {
                 let sent = match self.links.get(&link) {
@@ -863,6 +1181,25 @@ impl Node {
             } => jobs::checkpoint(self, release_from..release_below),
             Action::Deliver => jobs::deliver(self),
             Action::Lookup => self.lookup(),
+            Action::MirrorFetch {
+                mirror,
+                chunk,
+                range,
+            } => {
+                if let Some(mirrors) = &mut self.mirrors {
+                    mirrors.fetch(mirror, chunk, range);
+                }
+            }
+            Action::MirrorCancel { mirror, chunk } => {
+                if let Some(mirrors) = &mut self.mirrors {
+                    mirrors.cancel(mirror, chunk);
+                }
+            }
+            Action::MirrorClose { mirror } => {
+                if let Some(mirrors) = &mut self.mirrors {
+                    mirrors.close(mirror);
+                }
+            }
             Action::End(outcome) => self.outcome = Some(outcome),
         }
     }

@@ -44,6 +44,7 @@ pub struct SharedEndpoint {
 
 struct Inner {
     endpoint: quinn::Endpoint,
+    paths: transport::Paths,
     identity: Arc<Identity>,
     tuning: TransportTuning,
     listen: SocketAddr,
@@ -89,7 +90,7 @@ impl SharedEndpoint {
         port_mapping: bool,
         reports: mpsc::UnboundedSender<NodeReport>,
     ) -> Result<Self, TransportError> {
-        let endpoint = transport::bind_endpoint(listen, &identity, &tuning)?;
+        let (endpoint, paths) = transport::bind_endpoint_with_paths(listen, &identity, &tuning)?;
         let listen = endpoint
             .local_addr()
             .map_err(|source| TransportError::Socket {
@@ -118,6 +119,7 @@ impl SharedEndpoint {
         Ok(Self {
             inner: Arc::new(Inner {
                 endpoint,
+                paths,
                 identity,
                 tuning,
                 listen,
@@ -132,6 +134,11 @@ impl SharedEndpoint {
     /// Where it listens.
     pub fn local_addr(&self) -> SocketAddr {
         self.inner.listen
+    }
+
+    /// The handle on its socket's opening packets and relay paths.
+    pub fn paths(&self) -> &transport::Paths {
+        &self.inner.paths
     }
 
     /// The identity every swarm on it uses.
@@ -202,16 +209,15 @@ impl SharedEndpoint {
 
     /// Routes the swarm `name` (and manifest queries for `manifest`) to
     /// `events` until the registration is dropped; the grants the gate
-    /// decides for it come on the watch returned. `own_caps` are the
-    /// swarm's own upload and download caps (of the endpoint's, it gets no
-    /// more); `serving`: its node takes peers.
+    /// decides for it come on the watch returned. `serving`: its node
+    /// takes peers. Its own caps come with its node's first news
+    /// ([`Registration::tell_news`]), and again whenever they change.
     pub(crate) fn register(
         &self,
         name: SwarmName,
         manifest: Option<[u8; 32]>,
         serving: bool,
         events: mpsc::Sender<Event>,
-        own_caps: (Option<u64>, Option<u64>),
     ) -> Result<(Registration, watch::Receiver<(u64, Share)>), RegisterError> {
         let first = Share {
             slots: 1,
@@ -220,13 +226,7 @@ impl SharedEndpoint {
         };
         let (grant, grants) = watch::channel((0, first));
         let route = Route { events, grant };
-        {
-            let mut gate = lock(&self.inner.gate);
-            gate.register(name.clone(), manifest, serving, route)?;
-            // Idle, it holds no part the others would get: nothing to tell.
-            let _ = gate.set_own_cap(&name, own_caps.0);
-            let _ = gate.set_own_download_cap(&name, own_caps.1);
-        }
+        lock(&self.inner.gate).register(name.clone(), manifest, serving, route)?;
         let registration = Registration {
             shared: self.clone(),
             name,

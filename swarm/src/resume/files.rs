@@ -49,6 +49,9 @@ pub struct DownloadPaths {
     /// `<model-id>.slm.peers`: the peers that served earlier runs
     /// (`minimodel-peers-v0`).
     pub peers: PathBuf,
+    /// `<model-id>.slm.mirrors`: what earlier runs saw of their mirrors
+    /// (`minimodel-mirrors-v0`).
+    pub mirrors: PathBuf,
     /// `.<model-id>.slm.lock`: empty; locked (`flock`) by the process that
     /// has the download open, so that a second one is refused. Never
     /// removed: a process may have opened it to lock it, and would then
@@ -69,6 +72,7 @@ pub(crate) struct FileNames {
     pub(crate) receipt: String,
     pub(crate) chunk_list: String,
     pub(crate) peers: String,
+    pub(crate) mirrors: String,
     pub(crate) lock: String,
 }
 
@@ -85,6 +89,7 @@ impl DownloadPaths {
             receipt: format!("{model_id}.receipt.json"),
             chunk_list: format!("{model_id}.chunk-list"),
             peers: format!("{model_id}.slm.peers"),
+            mirrors: format!("{model_id}.slm.mirrors"),
             lock: format!(".{model_id}.slm.lock"),
         };
         Self {
@@ -98,6 +103,7 @@ impl DownloadPaths {
             receipt: dir.join(&names.receipt),
             chunk_list: dir.join(&names.chunk_list),
             peers: dir.join(&names.peers),
+            mirrors: dir.join(&names.mirrors),
             lock: dir.join(&names.lock),
             names,
         }
@@ -149,6 +155,7 @@ fn remove_download_files(
         &names.receipt,
         &names.chunk_list,
         &names.peers,
+        &names.mirrors,
     ];
     // Nothing there: no lock file is made either.
     if !all.iter().any(|name| safe.exists(name)) {

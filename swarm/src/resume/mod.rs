@@ -55,6 +55,7 @@ mod error;
 mod files;
 pub mod journal;
 mod knowledge;
+mod mirrors;
 mod open;
 mod partial;
 mod peers;
@@ -70,11 +71,15 @@ pub use dir::{NewFile, UnsafeKind, write_file_atomically};
 pub use error::{KnowledgeError, ResumeError, StateError};
 pub use files::{DownloadPaths, RemovedDownload, remove_download};
 pub use knowledge::{ChunkKnowledge, SavedNode};
+pub use mirrors::{
+    MAX_MIRRORS_FILE_BYTES, MIRRORS_FORMAT, MirrorsFileError, mirrors_file_text, parse_mirrors_file,
+};
 pub use partial::{CheckpointReport, FinishedDownload, PartialDownload};
 pub use peers::{
     MAX_PEERS_FILE_BYTES, PEERS_FORMAT, PeersFileError, parse_peers_file, peers_file_text,
     remembered_peers,
 };
+pub(crate) use plan::parse_chunk_list;
 pub use recheck::{READ_BLOCK, RecheckProgress, hash_chunks, sample_chunks};
 pub use report::{
     CompleteCheck, CompleteDownload, OpenedDownload, RecheckReason, RestartReason, ResumeOptions,

@@ -104,6 +104,7 @@ impl PartialDownload {
             &names.receipt,
             &names.chunk_list,
             &names.peers,
+            &names.mirrors,
         ] {
             safe.remove_stale_temps(stem)?;
         }
@@ -197,6 +198,7 @@ fn look(
         &names.receipt,
         &names.chunk_list,
         &names.peers,
+        &names.mirrors,
     ] {
         safe.inspect(name)?;
     }
@@ -204,6 +206,7 @@ fn look(
         (OwnFile::Receipt, &names.receipt, &paths.receipt),
         (OwnFile::ChunkList, &names.chunk_list, &paths.chunk_list),
         (OwnFile::Peers, &names.peers, &paths.peers),
+        (OwnFile::Mirrors, &names.mirrors, &paths.mirrors),
     ] {
         if let Some(start) = safe.read(name, own.read_limit())?
             && !own.is_ours(&start)

@@ -229,6 +229,26 @@ impl PartialDownload {
         super::peers::write_peers(&self.dir, &self.paths.names.peers, peers)
     }
 
+    /// What earlier runs saw of their mirrors (`<model-id>.slm.mirrors`):
+    /// empty when there is no file; a file that cannot be used is its
+    /// error (it is replaced at the next checkpoint).
+    pub fn remembered_mirrors(
+        &self,
+    ) -> Result<Vec<minimodel_node::node::RememberedMirror>, super::MirrorsFileError> {
+        super::mirrors::read_mirrors(&self.dir, &self.paths.names.mirrors)
+            .unwrap_or_else(|error| Err(super::MirrorsFileError::Syntax(error.to_string())))
+    }
+
+    /// Writes what this download saw of its mirrors
+    /// (`<model-id>.slm.mirrors`, a whole-file write; made durable by the
+    /// next directory sync).
+    pub fn remember_mirrors(
+        &self,
+        mirrors: &[minimodel_node::node::RememberedMirror],
+    ) -> Result<(), ResumeError> {
+        super::mirrors::write_mirrors(&self.dir, &self.paths.names.mirrors, mirrors)
+    }
+
     /// The directory handle every file of the download goes through.
     pub(crate) fn dir(&self) -> &SafeDir {
         &self.dir

@@ -606,6 +606,8 @@ pub(crate) enum OwnFile {
     ChunkList,
     /// `<id>.slm.peers`.
     Peers,
+    /// `<id>.slm.mirrors`: what earlier runs saw of their mirrors.
+    Mirrors,
 }
 
 impl OwnFile {
@@ -616,6 +618,7 @@ impl OwnFile {
             // Only the start of a chunk list (a whole one is 65 bytes a chunk).
             OwnFile::ChunkList => CHUNK_LIST_LINE * 64,
             OwnFile::Peers => super::MAX_PEERS_FILE_BYTES + 1,
+            OwnFile::Mirrors => super::MAX_MIRRORS_FILE_BYTES + 1,
         }
     }
 
@@ -638,6 +641,13 @@ impl OwnFile {
                         .is_some_and(|format| format.starts_with("minimodel-peers"))
                 })
             }
+            OwnFile::Mirrors => {
+                serde_json::from_slice::<serde_json::Value>(start).is_ok_and(|value| {
+                    value["format"]
+                        .as_str()
+                        .is_some_and(|format| format.starts_with("minimodel-mirrors"))
+                })
+            }
         }
     }
 
@@ -647,6 +657,7 @@ impl OwnFile {
             OwnFile::Receipt => "receipt",
             OwnFile::ChunkList => "chunk list",
             OwnFile::Peers => "peer list",
+            OwnFile::Mirrors => "mirror list",
         }
     }
 }

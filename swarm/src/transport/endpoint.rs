@@ -27,6 +27,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use super::error::{AcceptError, ConnectError, TransportError};
 use super::identity::Identity;
+use super::paths::Paths;
 use super::tls::{self, SERVER_NAME, TlsConfigError, negotiated_alpn, remote_peer_id};
 use super::tuning::TransportTuning;
 
@@ -50,6 +51,16 @@ pub fn bind_endpoint(
     identity: &Identity,
     tuning: &TransportTuning,
 ) -> Result<quinn::Endpoint, TransportError> {
+    bind_endpoint_with_paths(listen, identity, tuning).map(|(endpoint, _)| endpoint)
+}
+
+/// [`bind_endpoint`], with the handle on its socket's opening packets and
+/// relay paths ([`Paths`]).
+pub fn bind_endpoint_with_paths(
+    listen: SocketAddr,
+    identity: &Identity,
+    tuning: &TransportTuning,
+) -> Result<(quinn::Endpoint, Paths), TransportError> {
     tuning.validate()?;
     let runtime = quinn::default_runtime().ok_or(TransportError::NoRuntime)?;
     let socket = bind_udp_socket(listen, tuning)?;
@@ -64,6 +75,14 @@ pub fn bind_endpoint(
 /// has no IPv6 it is `0.0.0.0:0` (IPv4 peers only). Must run inside a tokio
 /// runtime.
 pub fn bind_client_endpoint(tuning: &TransportTuning) -> Result<quinn::Endpoint, TransportError> {
+    bind_client_endpoint_with_paths(tuning).map(|(endpoint, _)| endpoint)
+}
+
+/// [`bind_client_endpoint`], with the handle on its socket's opening
+/// packets and relay paths ([`Paths`]).
+pub fn bind_client_endpoint_with_paths(
+    tuning: &TransportTuning,
+) -> Result<(quinn::Endpoint, Paths), TransportError> {
     tuning.validate()?;
     let runtime = quinn::default_runtime().ok_or(TransportError::NoRuntime)?;
     let (addr, socket) = dual_stack_or_ipv4(|addr| bind_udp_socket(addr, tuning))?;
@@ -89,7 +108,25 @@ fn new_endpoint(
     server_config: Option<quinn::ServerConfig>,
     tuning: &TransportTuning,
     runtime: Arc<dyn quinn::Runtime>,
-) -> Result<quinn::Endpoint, TransportError> {
+) -> Result<(quinn::Endpoint, Paths), TransportError> {
+    let endpoint_config = endpoint_config(addr, tuning)?;
+    let registered = |source| TransportError::Socket {
+        addr,
+        action: "register with the runtime",
+        source,
+    };
+    let (socket, paths) = Paths::wrap(socket, runtime.as_ref()).map_err(registered)?;
+    let endpoint =
+        quinn::Endpoint::new_with_abstract_socket(endpoint_config, server_config, socket, runtime)
+            .map_err(registered)?;
+    Ok((endpoint, paths))
+}
+
+/// The endpoint config of every endpoint bound at `addr`.
+pub(crate) fn endpoint_config(
+    addr: SocketAddr,
+    tuning: &TransportTuning,
+) -> Result<quinn::EndpointConfig, TransportError> {
     // An endpoint on a loopback or wildcard address may have loopback peers,
     // which send (and receive) datagrams up to the loopback MTU.
     let may_talk_loopback = addr.ip().is_loopback() || addr.ip().is_unspecified();
@@ -102,19 +139,17 @@ fn new_endpoint(
                 value: tuning.max_udp_payload(may_talk_loopback),
             })
         })?;
-    quinn::Endpoint::new(endpoint_config, server_config, socket, runtime).map_err(|source| {
-        TransportError::Socket {
-            addr,
-            action: "register with the runtime",
-            source,
-        }
-    })
+    // Peers keep QUIC's fixed bit set in what they send us, so a datagram
+    // whose first byte has it clear is never a QUIC packet: a relay
+    // datagram, or an opening packet (`Paths`).
+    endpoint_config.grease_quic_bit(false);
+    Ok(endpoint_config)
 }
 
 /// Creates the UDP socket with its buffer sizes set before binding, so the
 /// kernel never queues into a small default buffer. `[::]` is made
 /// dual-stack.
-fn bind_udp_socket(
+pub(crate) fn bind_udp_socket(
     listen: SocketAddr,
     tuning: &TransportTuning,
 ) -> Result<std::net::UdpSocket, TransportError> {
@@ -190,6 +225,7 @@ pub async fn connect(
         tuning,
         crypto,
         &verifier,
+        ALPN,
     )
     .await?;
     Ok(connection)
@@ -210,11 +246,40 @@ pub async fn connect_any(
 ) -> Result<(quinn::Connection, PeerId), ConnectError> {
     tuning.validate()?;
     let (crypto, verifier) = tls::client_crypto(identity, None)?;
-    dial(endpoint, addr, None, tuning, crypto, &verifier).await
+    dial(endpoint, addr, None, tuning, crypto, &verifier, ALPN).await
+}
+
+/// Dials a relay at `addr` (ALPN `minimodel-relay/1`, `docs/relay.md`)
+/// with its id pinned when `expected` names one, and returns the
+/// connection with the id the relay proved.
+pub async fn connect_relay(
+    endpoint: &quinn::Endpoint,
+    addr: SocketAddr,
+    expected: Option<PeerId>,
+    identity: &Identity,
+    tuning: &TransportTuning,
+) -> Result<(quinn::Connection, PeerId), ConnectError> {
+    tuning.validate()?;
+    let (crypto, verifier) = tls::client_crypto_with_alpn(
+        identity,
+        expected,
+        vec![minimodel_wire::relay::RELAY_ALPN.to_vec()],
+    )?;
+    dial(
+        endpoint,
+        addr,
+        expected,
+        tuning,
+        crypto,
+        &verifier,
+        minimodel_wire::relay::RELAY_ALPN,
+    )
+    .await
 }
 
 /// [`connect`] and [`connect_any`] after the TLS config is built (tests use
-/// their own ALPN). Returns the connection and the peer's proven id.
+/// their own ALPN): the connection must settle on `alpn`. Returns the
+/// connection and the peer's proven id.
 pub(crate) async fn dial(
     endpoint: &quinn::Endpoint,
     addr: SocketAddr,
@@ -222,6 +287,7 @@ pub(crate) async fn dial(
     tuning: &TransportTuning,
     crypto: quinn::crypto::rustls::QuicClientConfig,
     verifier: &tls::ServerKeyVerifier,
+    alpn: &[u8],
 ) -> Result<(quinn::Connection, PeerId), ConnectError> {
     let addr = canonical_addr(addr);
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));
@@ -274,7 +340,7 @@ pub(crate) async fn dial(
             presented,
         });
     }
-    if negotiated_alpn(&connection).as_deref() != Some(ALPN) {
+    if negotiated_alpn(&connection).as_deref() != Some(alpn) {
         connection.close(CLOSE_HANDSHAKE_CHECK.into(), b"alpn");
         return Err(ConnectError::NoCommonProtocol { addr });
     }
@@ -323,9 +389,36 @@ pub async fn accept(
     identity: &Identity,
     tuning: &TransportTuning,
 ) -> Result<(quinn::Connection, PeerId), AcceptError> {
+    accept_with_alpn(incoming, identity, tuning, ALPN).await
+}
+
+/// [`accept`] on a relay (ALPN `minimodel-relay/1`, `docs/relay.md`): the
+/// node must prove its key, which is its id at the relay.
+pub async fn accept_relay(
+    incoming: quinn::Incoming,
+    identity: &Identity,
+    tuning: &TransportTuning,
+) -> Result<(quinn::Connection, PeerId), AcceptError> {
+    accept_with_alpn(
+        incoming,
+        identity,
+        tuning,
+        minimodel_wire::relay::RELAY_ALPN,
+    )
+    .await
+}
+
+async fn accept_with_alpn(
+    incoming: quinn::Incoming,
+    identity: &Identity,
+    tuning: &TransportTuning,
+    alpn: &[u8],
+) -> Result<(quinn::Connection, PeerId), AcceptError> {
     tuning.validate()?;
     let addr = canonical_addr(incoming.remote_address());
-    let config = server_config(identity, tuning, addr.ip().is_loopback())?;
+    let crypto = tls::server_crypto_with_alpn(identity, alpn)?;
+    let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    config.transport_config(Arc::new(tuning.transport_config(addr.ip().is_loopback())));
     let started = Instant::now();
     // quinn reads the ClientHello here, so a refused ALPN already fails.
     let connecting = incoming
@@ -341,7 +434,7 @@ pub async fn accept(
         Ok(Err(error)) => return Err(classify_accept_error(addr, error, started)),
         Ok(Ok(connection)) => connection,
     };
-    if negotiated_alpn(&connection).as_deref() != Some(ALPN) {
+    if negotiated_alpn(&connection).as_deref() != Some(alpn) {
         connection.close(CLOSE_HANDSHAKE_CHECK.into(), b"alpn");
         return Err(AcceptError::NoCommonProtocol { addr });
     }

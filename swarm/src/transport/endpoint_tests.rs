@@ -79,6 +79,7 @@ async fn dial_with_alpn(
         &tuning,
         crypto,
         &verifier,
+        minimodel_wire::ALPN,
     )
     .await
     .map(|(connection, _)| connection);

@@ -29,6 +29,7 @@ mod endpoint;
 pub(crate) mod error;
 mod identity;
 pub mod oneway;
+pub mod paths;
 pub mod pathtrace;
 mod spki;
 mod tls;
@@ -41,11 +42,22 @@ mod endpoint_tests;
 mod gso_tests;
 
 pub use close::Closing;
+pub(crate) use endpoint::{bind_udp_socket, endpoint_config};
+
+/// The relay's TLS config (`docs/relay.md`): its key, a client key
+/// required, ALPN `minimodel-relay/1`.
+pub(crate) fn relay_server_crypto(
+    identity: &Identity,
+) -> Result<quinn::crypto::rustls::QuicServerConfig, TlsConfigError> {
+    tls::server_crypto_with_alpn(identity, minimodel_wire::relay::RELAY_ALPN)
+}
 pub use endpoint::{
-    accept, bind_client_endpoint, bind_endpoint, canonical_addr, connect, connect_any,
+    accept, accept_relay, bind_client_endpoint, bind_client_endpoint_with_paths, bind_endpoint,
+    bind_endpoint_with_paths, canonical_addr, connect, connect_any, connect_relay,
 };
 pub use error::{AcceptError, ConnectError, TransportError};
 pub use identity::{Identity, IdentityError, KEY_FILE_NAME};
+pub use paths::{Paths, RelayPath, is_relay_path};
 pub use spki::SpkiError;
 pub use tls::{PeerIdentityError, TlsConfigError, remote_peer_id};
 pub use tuning::{

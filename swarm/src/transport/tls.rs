@@ -105,13 +105,22 @@ pub enum TlsConfigError {
 
 /// The listener's TLS config: presents `identity`, requires a client key.
 pub(crate) fn server_crypto(identity: &Identity) -> Result<QuicServerConfig, TlsConfigError> {
+    server_crypto_with_alpn(identity, ALPN)
+}
+
+/// [`server_crypto`] for another protocol on the same keys (the relay
+/// protocol, `docs/relay.md`).
+pub(crate) fn server_crypto_with_alpn(
+    identity: &Identity,
+    alpn: &[u8],
+) -> Result<QuicServerConfig, TlsConfigError> {
     let mut config = rustls::ServerConfig::builder_with_provider(Arc::clone(&PROVIDER))
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(Arc::new(AnyClientKey))
         .with_cert_resolver(Arc::new(AlwaysResolvesServerRawPublicKeys::new(
             identity.certified_key(),
         )));
-    config.alpn_protocols = vec![ALPN.to_vec()];
+    config.alpn_protocols = vec![alpn.to_vec()];
     // Our suite order (AES-128-GCM first) wins over the client's.
     config.ignore_client_order = true;
     config.send_tls13_tickets = 0;

@@ -40,6 +40,41 @@ pub enum CongestionControl {
     Bbr,
 }
 
+impl CongestionControl {
+    /// Its name on the command line (`--congestion`) and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            CongestionControl::Delay => "delay",
+            CongestionControl::Cubic => "cubic",
+            CongestionControl::NewReno => "new-reno",
+            CongestionControl::Bbr => "bbr",
+        }
+    }
+
+    /// The controller pacing what `connection` sends, read from the
+    /// connection itself; `None` for one this crate does not make.
+    pub fn in_use(connection: &quinn::Connection) -> Option<CongestionControl> {
+        use quinn::congestion::{Bbr, Cubic, NewReno};
+        let controller = connection.congestion_state().into_any();
+        let controller = match controller.downcast::<super::yielding::YieldingController>() {
+            Ok(_) => return Some(CongestionControl::Delay),
+            Err(other) => other,
+        };
+        let controller = match controller.downcast::<Cubic>() {
+            Ok(_) => return Some(CongestionControl::Cubic),
+            Err(other) => other,
+        };
+        let controller = match controller.downcast::<NewReno>() {
+            Ok(_) => return Some(CongestionControl::NewReno),
+            Err(other) => other,
+        };
+        controller
+            .downcast::<Bbr>()
+            .ok()
+            .map(|_| CongestionControl::Bbr)
+    }
+}
+
 /// How often the peer should acknowledge (QUIC ACK frequency extension,
 /// draft-ietf-quic-ack-frequency). Fewer ACKs cost the sender less CPU.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -262,11 +262,12 @@ fn heavy_loss_with_a_short_queue_is_congestion() {
     let start = Instant::now();
     let mut c = Yielding::new(start, MTU);
     let mut now = start;
-    for _ in 0..4 {
+    for _ in 0..5 {
         now = rtt_of_acks(&mut c, now, ms(0));
     }
     assert!(c.in_slow_start());
     let before = c.window();
+    assert!(before / 10 >= HEAVY_LOSS_DATAGRAMS * u64::from(MTU));
     c.on_loss(now, now - ms(50), false, before / 10, ms(0));
     let halved = c.window();
     assert_eq!(halved, (before as f64 * CONGESTION_DECREASE) as u64);
@@ -318,4 +319,240 @@ fn a_dropped_controller_leaves_the_registry_and_a_clone_is_another_connection() 
     assert_ne!(copy.id, id, "a clone reports a window of its own");
     drop(controller);
     assert!(!sending().flows.contains_key(&id));
+}
+
+/// Round trips of `rtt` from `now` with the queue at `queuing`, as many
+/// as fit in `span`; the time then.
+fn rounds_for(c: &mut Yielding, mut now: Instant, span: Duration, queuing: Duration) -> Instant {
+    let end = now + span;
+    while now < end {
+        let acked = now + ms(50);
+        ack_window(c, now, acked, queuing);
+        now = acked;
+    }
+    now
+}
+
+#[test]
+fn random_loss_of_two_percent_is_noise_every_round_trip() {
+    // 2 % of every round trip lost, the queue empty: the window is
+    // trimmed, never halved, and goes on growing.
+    let start = Instant::now();
+    let mut c = Yielding::new(start, MTU);
+    let mut now = start;
+    let mut verdicts = Vec::new();
+    for _ in 0..40 {
+        let window = c.window();
+        let sent = now;
+        now += ms(50);
+        let lost = (window / 50).max(u64::from(MTU));
+        // The round trip's acknowledgements in one call: the window moves
+        // by what they acknowledge, as one datagram at a time.
+        c.on_ack(now, sent, window - lost, false, ms(0), window);
+        // A packet of this round trip, sent after the last trim.
+        verdicts.push(c.on_loss(now, sent + ms(1), false, lost, ms(0)));
+    }
+    assert!(
+        verdicts.iter().all(|v| *v == LossVerdict::Noise),
+        "{verdicts:?}"
+    );
+    assert!(c.window() > 100 * u64::from(MTU), "{}", c.window());
+}
+
+#[test]
+fn a_queue_another_flow_keeps_full_makes_it_compete_as_cubic_would() {
+    let start = Instant::now();
+    let mut c = Yielding::new(start, MTU);
+    c.set_one_way(true);
+    let now = rounds_for(&mut c, start, ms(300), ms(0));
+    assert_eq!(c.mode(), Mode::Yielding);
+    // A queue of 90 ms that does not fall however the window shrinks.
+    let now = rounds_for(&mut c, now, ms(950), ms(90));
+    assert_eq!(c.mode(), Mode::Yielding, "not before a second");
+    let now = rounds_for(&mut c, now, ms(100), ms(90));
+    assert!(matches!(c.mode(), Mode::Competing { .. }), "{:?}", c.mode());
+    // CUBIC's curve from where it was: it grows, by at most half the
+    // window a round trip.
+    let before = c.window();
+    let mut now = now;
+    let mut last = before;
+    for _ in 0..40 {
+        now = rounds_for(&mut c, now, ms(50), ms(90));
+        assert!(
+            c.window() as f64 <= last as f64 * 1.5 + f64::from(MTU),
+            "{last} -> {}",
+            c.window()
+        );
+        last = c.window();
+    }
+    assert!(c.window() > before, "{} <= {before}", c.window());
+    // A loss with the queue over the target takes CUBIC's 0.7 of it, and
+    // the curve climbs back to the window it had within its K seconds.
+    let w_max = c.window();
+    let verdict = c.on_loss(now, now - ms(10), false, LOST, ms(90));
+    assert_eq!(verdict, LossVerdict::Congestion);
+    assert_eq!(c.window(), (w_max as f64 * COMPETE_DECREASE) as u64);
+    let k = (w_max as f64 / f64::from(MTU) * (1.0 - COMPETE_DECREASE) / CUBIC_C).cbrt();
+    // (A probe may come on the way: its least window is not the curve's.)
+    let mut highest = 0;
+    let end = now + Duration::from_secs_f64(k + 0.5);
+    while now < end {
+        now = rounds_for(&mut c, now, ms(50), ms(90));
+        if let Mode::Competing { .. } = c.mode() {
+            highest = highest.max(c.window());
+        }
+    }
+    assert!(
+        highest as f64 >= 0.95 * w_max as f64,
+        "{highest} of {w_max} within {k:.2} s"
+    );
+    // While it competes, a loss with the queue short is noise still.
+    let (mut c, now) = competing(start);
+    let before = c.window();
+    assert_eq!(
+        c.on_loss(now, now - ms(10), false, LOST, ms(20)),
+        LossVerdict::Noise
+    );
+    assert_eq!(c.window(), (before as f64 * NOISE_DECREASE) as u64);
+}
+
+#[test]
+fn a_queue_read_from_the_round_trip_alone_never_makes_it_compete() {
+    // The round trip holds the peer's own uplink queue: no proof that
+    // another flow shares ours.
+    let start = Instant::now();
+    let mut c = Yielding::new(start, MTU);
+    rounds_for(&mut c, start, Duration::from_secs(5), ms(90));
+    assert_eq!(c.mode(), Mode::Yielding);
+    // Nor does a queue that falls below the target now and then.
+    let mut c = Yielding::new(start, MTU);
+    c.set_one_way(true);
+    let mut now = start;
+    for _ in 0..10 {
+        now = rounds_for(&mut c, now, ms(400), ms(90));
+        now = rounds_for(&mut c, now, ms(50), ms(30));
+    }
+    assert_eq!(c.mode(), Mode::Yielding);
+}
+
+#[test]
+fn it_competes_from_the_window_it_had_before_the_queue_rose() {
+    let start = Instant::now();
+    let mut c = Yielding::new(start, MTU);
+    c.set_one_way(true);
+    // Alone: slow start ends with the queue past half the target, and the
+    // window grows below it.
+    let now = rounds_for(&mut c, start, ms(1000), ms(30));
+    let calm = c.window();
+    // Another flow's queue rises through the target (the window shrinks
+    // as it yields), then stays over the threshold.
+    let now = rounds_for(&mut c, now, ms(1000), ms(70));
+    assert!(c.window() < calm, "{} >= {calm}", c.window());
+    let before_compete = c.window();
+    let _ = rounds_for(&mut c, now, ms(1100), ms(90));
+    assert!(matches!(c.mode(), Mode::Competing { .. }), "{:?}", c.mode());
+    // (The calm window is the one before the last calm acknowledgement's
+    // growth, at most a datagram less.)
+    assert!(
+        c.window() + u64::from(MTU) >= calm && before_compete < calm / 2,
+        "{} from {before_compete}, calm {calm}",
+        c.window()
+    );
+}
+
+#[test]
+fn the_longest_queue_its_own_process_aims_at_never_makes_it_compete() {
+    // A connection with the smallest window of its process aims at the
+    // target times FAIR_MAX: its own process's queue, not another flow's.
+    let start = Instant::now();
+    let mut c = Yielding::new(start, MTU);
+    c.set_one_way(true);
+    let queue = TARGET.mul_f64(FAIR_MAX);
+    assert!(queue < COMPETE_ABOVE);
+    rounds_for(&mut c, start, Duration::from_secs(10), queue);
+    assert_eq!(c.mode(), Mode::Yielding);
+}
+
+/// A controller that competes since `start` plus the returned time.
+fn competing(start: Instant) -> (Yielding, Instant) {
+    let mut c = Yielding::new(start, MTU);
+    c.set_one_way(true);
+    let now = rounds_for(&mut c, start, ms(1200), ms(90));
+    assert!(matches!(c.mode(), Mode::Competing { .. }), "{:?}", c.mode());
+    (c, now)
+}
+
+/// Round trips of 50 ms with the queue at `queuing` until a probe
+/// starts; the time then and the window just before it.
+fn until_probing(c: &mut Yielding, mut now: Instant, queuing: Duration) -> (Instant, u64) {
+    for _ in 0..200 {
+        let before = c.window();
+        now = rounds_for(c, now, ms(50), queuing);
+        if matches!(c.mode(), Mode::Probing { .. }) {
+            return (now, before);
+        }
+    }
+    panic!("no probe in 10 s: {:?}", c.mode());
+}
+
+#[test]
+fn a_probe_that_finds_the_queue_drained_yields_again() {
+    let start = Instant::now();
+    let (mut c, now) = competing(start);
+    let (now, saved) = until_probing(&mut c, now, ms(90));
+    assert_eq!(c.window(), c.minimum_window(), "the least window");
+    // The other flow has gone: the queue drains.
+    rounds_for(&mut c, now, PROBE_FOR + ms(100), ms(5));
+    assert_eq!(c.mode(), Mode::Yielding);
+    assert!(
+        c.window() >= saved,
+        "back to where it was: {} < {saved}",
+        c.window()
+    );
+}
+
+#[test]
+fn a_probe_that_finds_the_queue_still_full_competes_on() {
+    let start = Instant::now();
+    let (mut c, now) = competing(start);
+    let (now, saved) = until_probing(&mut c, now, ms(90));
+    // Losses during the probe answer nothing.
+    assert_eq!(
+        c.on_loss(now, now - ms(10), false, LOST, ms(90)),
+        LossVerdict::Answered
+    );
+    rounds_for(&mut c, now, PROBE_FOR + ms(100), ms(85));
+    assert!(matches!(c.mode(), Mode::Competing { .. }), "{:?}", c.mode());
+    assert!(c.window() >= saved, "{} < {saved}", c.window());
+}
+
+#[test]
+fn connections_of_one_process_probe_together() {
+    // Two connections that began to compete 700 ms apart: their probes
+    // start on the same boundary, so an uplink they alone keep full
+    // drains while they probe.
+    let epoch = Instant::now();
+    let mut first = Yielding::with_epoch(epoch, MTU, epoch);
+    first.set_one_way(true);
+    let mut now = rounds_for(&mut first, epoch, ms(700), ms(90));
+    let mut second = Yielding::with_epoch(now, MTU, epoch);
+    second.set_one_way(true);
+    let mut probed = [None, None];
+    for _ in 0..140 {
+        for (index, c) in [&mut first, &mut second].into_iter().enumerate() {
+            rounds_for(c, now, ms(50), ms(90));
+            if matches!(c.mode(), Mode::Probing { .. }) {
+                probed[index].get_or_insert(now);
+            }
+        }
+        now += ms(50);
+    }
+    let (Some(a), Some(b)) = (probed[0], probed[1]) else {
+        panic!("both probe within 7 s: {probed:?}");
+    };
+    assert!(
+        a.max(b).duration_since(a.min(b)) <= ms(60),
+        "{:?} apart",
+        a.max(b).duration_since(a.min(b))
+    );
 }

@@ -8,6 +8,7 @@ pub mod nodes;
 pub mod relay;
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use minimodel_verifier::check::{VerifiedArtifact, verify_local_file};
 use minimodel_verifier::hashing::hash_file;
@@ -16,6 +17,32 @@ use minimodel_verifier::manifest::{
 };
 use minimodel_verifier::merkle::MerkleTree;
 use minimodel_verifier::slm::{FixtureSpec, write_fixture};
+
+/// How long a test waits for an event before it gives up: a guard
+/// against a hang, not a figure under test, and generous for a loaded
+/// machine. A test that passes never waits this long.
+pub const HANG: Duration = Duration::from_secs(120);
+
+/// Waits until `done` holds, looking every few milliseconds; panics with
+/// `what` after [`HANG`].
+pub async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    let waited = tokio::time::timeout(HANG, async {
+        while !done() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    assert!(waited.is_ok(), "waited {HANG:?} for {what}");
+}
+
+/// [`eventually`] for a thread that is not a tokio task.
+pub fn eventually_blocking(what: &str, mut done: impl FnMut() -> bool) {
+    let started = std::time::Instant::now();
+    while !done() {
+        assert!(started.elapsed() < HANG, "waited {HANG:?} for {what}");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
 
 pub struct Artifact {
     pub path: PathBuf,

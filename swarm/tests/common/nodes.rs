@@ -64,6 +64,12 @@ impl RunningSeeder {
         self.task.as_ref().is_some_and(|task| !task.is_finished())
     }
 
+    /// Takes its reports for a task of its own: `reports` and `wait_for`
+    /// see none after.
+    pub fn take_reports(&mut self) -> mpsc::UnboundedReceiver<NodeReport> {
+        std::mem::replace(&mut self.reports, mpsc::unbounded_channel().1)
+    }
+
     /// What it reported so far.
     pub fn reports(&mut self) -> Vec<NodeReport> {
         let mut all = Vec::new();
@@ -152,6 +158,7 @@ pub fn fetch_config(artifact: &Artifact, out: &Path, peers: Vec<PeerAddr>) -> Fe
             ..NodeSettings::default()
         },
         dht: None,
+        mirrors: None,
     }
 }
 
@@ -212,12 +219,13 @@ impl FetchRun {
     }
 }
 
-/// Runs a fetch to its end (at most a minute).
+/// Runs a fetch to its end (a hang fails after [`super::HANG`]).
 pub async fn fetch(config: FetchConfig, partial: Arc<PartialDownload>) -> FetchRun {
     fetch_until(config, partial, std::future::pending()).await
 }
 
-/// Runs a fetch until it ends or `stop` resolves (at most a minute).
+/// Runs a fetch until it ends or `stop` resolves (a hang fails after
+/// [`super::HANG`]).
 pub async fn fetch_until(
     config: FetchConfig,
     partial: Arc<PartialDownload>,
@@ -231,9 +239,9 @@ pub async fn fetch_until(
         reports,
     )
     .expect("the fetcher starts");
-    let result = tokio::time::timeout(Duration::from_secs(60), fetcher.run(stop))
+    let result = tokio::time::timeout(super::HANG, fetcher.run(stop))
         .await
-        .expect("the fetch ends within a minute");
+        .expect("the fetch ends");
     let mut all = Vec::new();
     while let Ok(report) = inbox.try_recv() {
         all.push(report);

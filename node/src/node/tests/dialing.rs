@@ -712,3 +712,30 @@ fn remembered_peers_are_dialed_while_fresh_and_kept_across_runs() {
     assert!(list.contains(&fresh), "{list:?}");
     assert!(!list.contains(&stale), "{list:?}");
 }
+
+#[test]
+fn a_download_that_never_gives_up_keeps_dialing_its_peer_for_an_hour() {
+    let config = NodeConfig {
+        give_up_after: Duration::MAX,
+        ..NodeConfig::default()
+    };
+    let silent = sa("62.3.3.3:4433");
+    let mut h = Harness::new(Kind::Fetch, 8, config);
+    h.core
+        .add_peer(offer(testing::peer_id(3), &[silent]), h.now);
+    let mut dialed = 0;
+    for minute in 1..=60u64 {
+        h.advance(minute * 60_000);
+        let actions = h.take();
+        for dial in dials(&actions) {
+            dialed += 1;
+            h.core
+                .handle_link_failed(dial.link, LinkEnd::Lost("no answer".into()), h.now);
+        }
+        assert!(ends(&actions).is_empty(), "ended at minute {minute}");
+    }
+    // Each failure told at the next minute, the next dial at most
+    // redial_max (30 s) after it: at least one a minute.
+    assert!(dialed >= 60, "dialed {dialed} times in an hour");
+    assert!(!h.core.is_ended());
+}

@@ -48,7 +48,9 @@ fn failures_to(actions: &[Action], to: LinkId) -> Vec<RendezvousFailedReason> {
 }
 
 /// The introducer on `link` sends a Connect naming `peer` at `addrs`:
-/// the dials that starts, with the id each must prove.
+/// the dials that starts, with the id each must prove. Our router is
+/// opened toward the peer at once ([`Action::Open`]), and the dials
+/// start `punch_delay` later, not before.
 fn connect(
     h: &mut Harness,
     link: LinkId,
@@ -63,10 +65,34 @@ fn connect(
         },
         h.now,
     );
-    dials(&h.take())
+    let at_once = h.take();
+    let opened: Vec<SocketAddr> = at_once
+        .iter()
+        .filter_map(|action| match action {
+            Action::Open { addrs } => Some(addrs.clone()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    assert!(
+        dials(&at_once).is_empty(),
+        "dialed before the routers were opened"
+    );
+    let after = h.elapsed(h.now) + NodeConfig::default().punch_delay.as_millis() as u64;
+    h.advance(after);
+    // (Other entries' dials of the meantime are not this Connect's.)
+    let dialed: Vec<(SocketAddr, Option<PeerId>)> = dials(&h.take())
         .into_iter()
+        .filter(|dial| dial.peer == Some(peer))
         .map(|dial| (dial.addr, dial.peer))
-        .collect()
+        .collect();
+    for (addr, _) in &dialed {
+        assert!(
+            opened.contains(addr),
+            "{addr} dialed but not opened: {opened:?}"
+        );
+    }
+    dialed
 }
 
 #[test]
@@ -643,7 +669,10 @@ fn a_dialed_links_hello_waits_for_the_routers_first_answer_so_long() {
     h.core.set_mapping(Some(asking), later);
     assert!(h.core.hello_held(start + wait - Duration::from_millis(1)));
     assert!(!h.core.hello_held(start + wait), "held past mapping_wait");
-    assert_eq!(h.core.poll_timeout(start + wait), None);
+    // What is left is the verdict on who reaches us, which waits longer
+    // for the router.
+    let reach_wait = NodeConfig::default().reach_wait;
+    assert_eq!(h.core.poll_timeout(start + wait), Some(start + reach_wait));
     // The router answers within the wait: released at once, naming it.
     let mapped = sa("203.0.113.5:4433");
     h.core.set_mapping(

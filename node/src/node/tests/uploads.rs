@@ -1002,6 +1002,7 @@ fn the_gate_hears_what_a_swarm_wants_once_per_change() {
         Some(GateNews {
             upload: Some(demand(0, 0)),
             download: Some(false),
+            caps: Some(crate::gate::OwnCaps::default()),
         })
     );
     assert_eq!(h.core.poll_gate_news(), None, "nothing changed");
@@ -1019,6 +1020,7 @@ fn the_gate_hears_what_a_swarm_wants_once_per_change() {
         Some(GateNews {
             upload: Some(demand(2, 1)),
             download: None,
+            caps: None,
         }),
         "only what changed"
     );

@@ -1,0 +1,706 @@
+//! Adding items: previews and adds of shares and downloads. The
+//! manifest is read (a file, its text, or a ticket's peers asked for it),
+//! judged against the keyring, the peers checked against it, the consent
+//! the request carries compared with the words of each consent it needs,
+//! and the supervisor asked whether it may be added ([`Supervisor::admit`],
+//! before the first byte); then it is added and the supervisor starts it.
+//!
+//! [`Supervisor::admit`]: crate::supervisor::Supervisor::admit
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use minimodel_swarm::app::consent::{self, ConsentKind, Disclosure};
+use minimodel_swarm::app::peers::{from_offers, from_request};
+use minimodel_swarm::app::ticket::{QUERY_TIMEOUT, manifest_of};
+use minimodel_swarm::offer::{ImportRequest, PeerOffer};
+use minimodel_swarm::peers::{PeerAddrs, merge_peers};
+use minimodel_swarm::ticket::Ticket;
+use minimodel_swarm::transport::TransportTuning;
+use minimodel_verifier::Sha256Digest;
+use minimodel_verifier::manifest::Manifest;
+use minimodel_verifier::receipt::now_rfc3339;
+use minimodel_verifier::signing::PublicKey;
+use minimodel_verifier::signing::trust::SignatureCheck;
+use minimodel_wire::PeerAddr;
+
+use super::{Kept, Live, Shared, signature_view};
+use crate::errors::ApiError;
+use crate::library::{
+    ConsentRecord, DownloadRecord, ItemId, ItemKind, ItemRecord, MAX_MANIFEST_BYTES, MAX_PEERS,
+    ShareRecord, Work,
+};
+use crate::supervisor::Candidate;
+use crate::trust::is_first_use;
+use crate::view::{AddDownload, AddShare, Ask, Consent, ItemView, Preview};
+
+/// How many manifests fetched for tickets are kept for the add that
+/// follows a preview.
+const TICKET_MANIFESTS_KEPT: usize = 8;
+/// How many ticket queries (each a QUIC endpoint dialing the ticket's
+/// addresses, half a second apart) run at once.
+pub(super) const TICKET_QUERIES: usize = 2;
+/// How long a ticket query waits for its turn before it is refused (429).
+const TICKET_QUEUE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// A disclosure as the API shows it: its consent's field and its words.
+fn ask_of(disclosure: &Disclosure) -> Ask {
+    Ask {
+        consent: disclosure.consent.name().to_owned(),
+        words: disclosure.words.clone(),
+    }
+}
+
+/// A manifest read from a request.
+struct Loaded {
+    manifest: Manifest,
+    bytes: Vec<u8>,
+    sha256: Sha256Digest,
+}
+
+fn load_manifest(path: Option<&Path>, text: Option<&str>) -> Result<Loaded, ApiError> {
+    let bytes = match (path, text) {
+        (Some(path), None) => {
+            // Opened without waiting (a FIFO would block the handler's
+            // thread until someone writes to it) and read only when it is
+            // a regular file: not a FIFO, a device or a directory.
+            let file = minimodel_swarm::platform::open_nonblocking(path).map_err(|error| {
+                ApiError::invalid(format!("cannot read manifest {}: {error}", path.display()))
+            })?;
+            if !file.metadata().is_ok_and(|meta| meta.is_file()) {
+                return Err(ApiError::invalid(format!(
+                    "manifest {} is not a regular file",
+                    path.display()
+                )));
+            }
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(
+                &mut std::io::Read::take(file, MAX_MANIFEST_BYTES + 1),
+                &mut bytes,
+            )
+            .map_err(|error| {
+                ApiError::invalid(format!("cannot read manifest {}: {error}", path.display()))
+            })?;
+            bytes
+        }
+        (None, Some(text)) => text.as_bytes().to_vec(),
+        _ => {
+            return Err(ApiError::invalid(
+                "name the manifest with exactly one of manifest_path and manifest",
+            ));
+        }
+    };
+    if bytes.len() as u64 > MAX_MANIFEST_BYTES {
+        return Err(ApiError::invalid(format!(
+            "the manifest is larger than {MAX_MANIFEST_BYTES} bytes"
+        )));
+    }
+    let manifest = Manifest::parse_bytes(&bytes).map_err(|error| match path {
+        // A file that is no manifest at all: its content is not quoted
+        // back (the API must not become a way to read the user's files).
+        Some(path) if !looks_like_manifest(&bytes) => ApiError::invalid(format!(
+            "{} is not a minimodel manifest (it has no `format: minimodel-manifest-v0` or `-v1` line)",
+            path.display()
+        )),
+        _ => ApiError::invalid(format!("the manifest is invalid: {error}")),
+    })?;
+    let sha256 = Sha256Digest::of(&bytes);
+    Ok(Loaded {
+        manifest,
+        bytes,
+        sha256,
+    })
+}
+
+/// Whether `bytes` has a manifest's `format:` line (a manifest's errors
+/// may be quoted back; another file's are not).
+fn looks_like_manifest(bytes: &[u8]) -> bool {
+    bytes.split(|&b| b == b'\n').any(|line| {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        line == b"format: minimodel-manifest-v0" || line == b"format: minimodel-manifest-v1"
+    })
+}
+
+fn parse_key(text: Option<&str>) -> Result<Option<PublicKey>, ApiError> {
+    text.map(|text| {
+        text.trim()
+            .parse::<PublicKey>()
+            .map_err(|error| ApiError::invalid(format!("publisher_key: {error}")))
+    })
+    .transpose()
+}
+
+/// The peers of a download request, checked against the manifest.
+fn download_peers(
+    request: &AddDownload,
+    manifest: &Manifest,
+    ticket_peers: Vec<PeerAddrs>,
+) -> Result<Vec<PeerAddrs>, ApiError> {
+    let mut named = ticket_peers;
+    for text in &request.peers {
+        let peer: PeerAddr = text.trim().parse().map_err(|error| {
+            ApiError::invalid(format!(
+                "peer {text:?}: {error} (PEER_ID@IP:PORT, an IP address)"
+            ))
+        })?;
+        // What an offer or a ticket may not name, a request may not either.
+        minimodel_swarm::offer::check_offer_addr(peer.addr)
+            .map_err(|error| ApiError::invalid(format!("peer {text:?}: {error}")))?;
+        named.push(PeerAddrs {
+            id: peer.id,
+            addrs: vec![peer.addr],
+        });
+    }
+    let mut offers = Vec::new();
+    for (index, value) in request.offers.iter().enumerate() {
+        let name = format!("offer {}", index + 1);
+        let bytes = serde_json::to_vec(value).map_err(|e| ApiError::invalid(e.to_string()))?;
+        let offer =
+            PeerOffer::parse(&bytes, &name).map_err(|e| ApiError::invalid(e.to_string()))?;
+        offers.push((offer, name));
+    }
+    let mut peers = from_offers(
+        manifest,
+        named,
+        offers.iter().map(|(offer, name)| (offer, name.as_str())),
+    )
+    .map_err(|e| ApiError::invalid(e.to_string()))?;
+    if let Some(value) = &request.request {
+        let bytes = serde_json::to_vec(value).map_err(|e| ApiError::invalid(e.to_string()))?;
+        let import = ImportRequest::parse(&bytes, "the request")
+            .map_err(|e| ApiError::invalid(e.to_string()))?;
+        let more = from_request(&import, manifest).map_err(|e| ApiError::invalid(e.to_string()))?;
+        peers = merge_peers(peers.into_iter().chain(more));
+    }
+    if peers.len() > MAX_PEERS {
+        return Err(ApiError::invalid(format!(
+            "{} peers; at most {MAX_PEERS}",
+            peers.len()
+        )));
+    }
+    if peers.is_empty() && !request.dht {
+        return Err(ApiError::invalid("no peers to fetch from")
+            .hint("name peers, give offers, a request or a ticket, or set dht"));
+    }
+    Ok(peers)
+}
+
+impl Shared {
+    /// Where items serve: the companion's one port, on `--serve-ip`.
+    fn reach(&self) -> consent::Reach {
+        let ip = self.runner.serve_ip();
+        let listen = SocketAddr::new(ip, self.runner.port());
+        let interfaces = if ip.is_unspecified() {
+            minimodel_swarm::addrs::listener_addrs(SocketAddr::new(ip, 1), &[])
+                .map(|addrs| addrs.iter().map(SocketAddr::ip).collect())
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        consent::Reach {
+            listen,
+            interfaces,
+            shared_port: true,
+            port_mapping: self.runner.endpoint().port_mapping().is_some(),
+        }
+    }
+
+    /// Every consent a share needs, with its words (the application
+    /// layer's, as every front end says them).
+    fn share_asks(&self, manifest: &Manifest, check: &SignatureCheck) -> Vec<Disclosure> {
+        consent::trust(check, &self.trust.describe())
+            .into_iter()
+            .chain(consent::serve(&consent::ServeConsent {
+                artifact: consent::Artifact::of(manifest),
+                reach: self.reach(),
+                until: consent::Until::PausedOrRemoved,
+                dht: None,
+                lan: self.runner.lan(),
+                // The companion registers with no relay.
+                relays: Vec::new(),
+            }))
+            .collect()
+    }
+
+    /// Every consent a download needs, with its words.
+    fn download_asks(
+        &self,
+        manifest: &Manifest,
+        check: &SignatureCheck,
+        request: &AddDownload,
+        peers: usize,
+    ) -> Vec<Disclosure> {
+        let downloads = self.library.downloads_dir();
+        let bootstrap_named = !request.dht_bootstrap.is_empty() || !self.dht_bootstrap.is_empty();
+        let plan = consent::FetchConsent {
+            artifact: consent::Artifact::of(manifest),
+            into: downloads.clone(),
+            named: peers,
+            remembered: minimodel_swarm::app::peers::remembered_count(&downloads, manifest),
+            dht: request.dht.then(|| {
+                if bootstrap_named {
+                    consent::DhtScope::Nodes {
+                        named_by: "the configured bootstrap nodes".to_owned(),
+                    }
+                } else {
+                    consent::DhtScope::Public
+                }
+            }),
+            lan: self.runner.lan(),
+            serving: request.serve.then(|| consent::Serving {
+                reach: self.reach(),
+                seed_after: request.seed_after,
+                until: consent::Until::PausedOrRemoved,
+            }),
+            relays: Vec::new(),
+            // The companion takes no mirrors yet.
+            mirrors: Vec::new(),
+        };
+        consent::trust(check, &self.trust.describe())
+            .into_iter()
+            .chain(consent::fetch(&plan))
+            .collect()
+    }
+
+    /// The consent missing from `given` among `asks`, as the API shows
+    /// it.
+    fn missing(asks: &[Disclosure], given: &Consent) -> Vec<Ask> {
+        consent::missing(asks, |kind| match kind {
+            ConsentKind::Serve => given.serve,
+            ConsentKind::Fetch => given.fetch,
+            ConsentKind::SeedAfter => given.seed_after,
+            ConsentKind::Dht => given.dht,
+            ConsentKind::TrustKey => given.trust_key,
+        })
+        .iter()
+        .map(ask_of)
+        .collect()
+    }
+
+    fn judge(
+        &self,
+        manifest: &Manifest,
+        key: Option<&str>,
+        require: bool,
+    ) -> Result<SignatureCheck, ApiError> {
+        let key = parse_key(key)?;
+        self.trust
+            .judge(manifest, key.as_ref(), require)
+            .map_err(ApiError::trust)
+    }
+
+    /// `POST /api/v1/shares/preview`.
+    pub(crate) async fn preview_share(&self, request: &AddShare) -> Result<Preview, ApiError> {
+        let loaded = load_manifest(
+            request.manifest_path.as_deref(),
+            request.manifest.as_deref(),
+        )?;
+        let check = self.judge(
+            &loaded.manifest,
+            request.publisher_key.as_deref(),
+            request.require_signature,
+        )?;
+        let id = ItemId::of(
+            ItemKind::Share,
+            &loaded.manifest.model_id,
+            &loaded.manifest.chunks.merkle_root,
+        );
+        Ok(Preview {
+            id: id.to_string(),
+            kind: ItemKind::Share,
+            model_id: loaded.manifest.model_id.to_string(),
+            artifact_bytes: loaded.manifest.artifact_bytes,
+            signature: signature_view(&check),
+            asks: self
+                .share_asks(&loaded.manifest, &check)
+                .iter()
+                .map(ask_of)
+                .collect(),
+            quota: None,
+        })
+    }
+
+    /// `POST /api/v1/shares`.
+    pub(crate) async fn add_share(&self, request: AddShare) -> Result<ItemView, ApiError> {
+        request.caps.check().map_err(ApiError::invalid)?;
+        let loaded = load_manifest(
+            request.manifest_path.as_deref(),
+            request.manifest.as_deref(),
+        )?;
+        let manifest = &loaded.manifest;
+        let check = self.judge(
+            manifest,
+            request.publisher_key.as_deref(),
+            request.require_signature,
+        )?;
+        if !request.file.is_absolute() {
+            return Err(ApiError::invalid(format!(
+                "file {} must be an absolute path",
+                request.file.display()
+            )));
+        }
+        let meta = std::fs::metadata(&request.file).map_err(|error| {
+            ApiError::invalid(format!("cannot use {}: {error}", request.file.display()))
+        })?;
+        if !meta.is_file() || meta.len() != manifest.artifact_bytes {
+            return Err(ApiError::new(
+                422,
+                "verification-failed",
+                format!(
+                    "{} is not the artifact: {} bytes, the manifest says {}",
+                    request.file.display(),
+                    meta.len(),
+                    manifest.artifact_bytes
+                ),
+            ));
+        }
+        let id = ItemId::of(
+            ItemKind::Share,
+            &manifest.model_id,
+            &manifest.chunks.merkle_root,
+        );
+        let admission = self.admission.lock().await;
+        {
+            let inner = self.inner.lock().await;
+            inner.supervisor.admit(
+                &Candidate {
+                    kind: ItemKind::Share,
+                    model_id: &manifest.model_id,
+                    merkle_root: &manifest.chunks.merkle_root,
+                    artifact_bytes: manifest.artifact_bytes,
+                },
+                None,
+            )?;
+        }
+        let missing = Self::missing(&self.share_asks(manifest, &check), &request.consent);
+        if !missing.is_empty() {
+            return Err(ApiError::consent_needed(missing));
+        }
+        let check = self.settle(check, request.consent.trust_key)?;
+        let record = ItemRecord {
+            id: id.clone(),
+            model_id: manifest.model_id.to_string(),
+            manifest_sha256: loaded.sha256.to_hex(),
+            added_at: now_rfc3339(),
+            paused: false,
+            caps: request.caps,
+            port: None,
+            consent: ConsentRecord {
+                serve: true,
+                at: now_rfc3339(),
+                ..ConsentRecord::default()
+            },
+            publisher_key: request.publisher_key.clone(),
+            require_signature: request.require_signature,
+            work: Work::Share(ShareRecord {
+                file: request.file.clone(),
+            }),
+        };
+        self.insert(record, &loaded, check, admission).await
+    }
+
+    fn settle(&self, check: SignatureCheck, trust_key: bool) -> Result<SignatureCheck, ApiError> {
+        let named = check.trust() == Some(minimodel_verifier::signing::trust::KeyTrust::Named);
+        if (trust_key && is_first_use(&check)) || named {
+            self.trust.pin(check).map_err(ApiError::trust)
+        } else {
+            Ok(check)
+        }
+    }
+
+    /// Keeps the manifest, hands the item to the supervisor (which starts
+    /// it) and writes the state; an item whose state cannot be written is
+    /// taken out again.
+    async fn insert(
+        &self,
+        record: ItemRecord,
+        loaded: &Loaded,
+        check: SignatureCheck,
+        admission: tokio::sync::MutexGuard<'_, ()>,
+    ) -> Result<ItemView, ApiError> {
+        let id = record.id.clone();
+        self.library
+            .write_whole(&self.library.manifest_path(&id), &loaded.bytes)
+            .map_err(|e| ApiError::io(e.to_string()))?;
+        let mut inner = self.inner.lock().await;
+        inner.manifests.insert(
+            id.clone(),
+            Kept {
+                manifest: loaded.manifest.clone(),
+                sha256: loaded.sha256,
+                bytes: Arc::from(loaded.bytes.as_slice()),
+            },
+        );
+        inner.live.insert(
+            id.clone(),
+            Live {
+                signature: Some(signature_view(&check)),
+                ..Live::default()
+            },
+        );
+        let now = Instant::now();
+        let free = match record.kind() {
+            ItemKind::Download => crate::quota::free_bytes(&self.library.downloads_dir()),
+            ItemKind::Share => None,
+        };
+        let added = inner.supervisor.add(
+            record,
+            &loaded.manifest.model_id,
+            &loaded.manifest.chunks.merkle_root,
+            loaded.manifest.artifact_bytes,
+            free,
+            now,
+        );
+        if let Err(refusal) = added {
+            inner.manifests.remove(&id);
+            inner.live.remove(&id);
+            return Err(refusal.into());
+        }
+        let carried = self.carry_out(&mut inner);
+        if let Some(error) = carried.save_failed {
+            inner.supervisor.unadd(&id);
+            self.carry_out(&mut inner);
+            inner.manifests.remove(&id);
+            inner.live.remove(&id);
+            return Err(ApiError::io(error));
+        }
+        // The item is in: the next add's checks see it.
+        drop(admission);
+        self.view(&inner, &id, now)
+            .ok_or_else(|| ApiError::not_found(id.as_str()))
+    }
+
+    /// The manifest a download request names (a file, its text, or a
+    /// ticket whose peers are asked for it), and the peers a ticket names.
+    async fn download_manifest(
+        &self,
+        request: &AddDownload,
+    ) -> Result<(Loaded, Vec<PeerAddrs>), ApiError> {
+        let Some(text) = request.ticket.as_deref() else {
+            let loaded = load_manifest(
+                request.manifest_path.as_deref(),
+                request.manifest.as_deref(),
+            )?;
+            return Ok((loaded, Vec::new()));
+        };
+        if request.manifest_path.is_some() || request.manifest.is_some() {
+            return Err(ApiError::invalid(
+                "name the manifest with exactly one of manifest_path, manifest and ticket",
+            ));
+        }
+        let ticket: Ticket = text
+            .trim()
+            .parse()
+            .map_err(|error| ApiError::invalid(format!("the ticket is not valid: {error}")))?;
+        let sha256 = ticket.manifest_sha256;
+        let kept = || {
+            self.ticket_manifests
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .find(|(digest, _)| *digest == sha256)
+                .map(|(_, bytes)| bytes.clone())
+        };
+        let mut bytes = kept();
+        let _permit = match bytes {
+            Some(_) => None,
+            None => {
+                let permit = tokio::time::timeout(TICKET_QUEUE_WAIT, self.ticket_queries.acquire())
+                    .await
+                    .map_err(|_| {
+                        ApiError::new(
+                            429,
+                            "too-many",
+                            format!(
+                                "{TICKET_QUERIES} ticket queries are under way; none ended within {} s",
+                                TICKET_QUEUE_WAIT.as_secs()
+                            ),
+                        )
+                        .hint("try again in a moment")
+                    })?
+                    .map_err(|_| ApiError::io("the companion is stopping"))?;
+                // Another request may have fetched it while this one waited.
+                bytes = kept();
+                Some(permit)
+            }
+        };
+        let bytes = match bytes {
+            Some(bytes) => bytes,
+            None => {
+                let fetched = manifest_of(
+                    &ticket,
+                    self.runner.identity(),
+                    &TransportTuning::default(),
+                    QUERY_TIMEOUT,
+                )
+                .await
+                .map_err(|error| {
+                    let refusal = if error.wrong_bytes {
+                        ApiError::new(422, "verification-failed", error.to_string())
+                    } else {
+                        ApiError::new(502, "unreachable", error.to_string())
+                    };
+                    refusal.hint(
+                        "a peer of the ticket must be serving it (a share, seed, or fetch --serve) and reachable from this host",
+                    )
+                })?;
+                fetched.bytes.to_vec()
+            }
+        };
+        if bytes.len() as u64 > MAX_MANIFEST_BYTES {
+            return Err(ApiError::invalid(format!(
+                "the manifest the ticket names is larger than {MAX_MANIFEST_BYTES} bytes"
+            )));
+        }
+        let manifest = Manifest::parse_bytes(&bytes).map_err(|error| {
+            ApiError::invalid(format!("the manifest the ticket names is invalid: {error}"))
+        })?;
+        if let (false, Some(key_id)) = (ticket.signed_as_named(&manifest), ticket.key_id) {
+            return Err(ApiError::new(
+                422,
+                "verification-failed",
+                format!(
+                    "the manifest the ticket names is not signed by the key the ticket names ({key_id}); nothing was added"
+                ),
+            ));
+        }
+        {
+            let mut kept = self
+                .ticket_manifests
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if !kept.iter().any(|(digest, _)| *digest == sha256) {
+                if kept.len() == TICKET_MANIFESTS_KEPT {
+                    kept.pop_front();
+                }
+                kept.push_back((sha256, bytes.clone()));
+            }
+        }
+        let loaded = Loaded {
+            manifest,
+            bytes,
+            sha256,
+        };
+        Ok((loaded, ticket.peers))
+    }
+
+    /// `POST /api/v1/downloads/preview`.
+    pub(crate) async fn preview_download(
+        &self,
+        request: &AddDownload,
+    ) -> Result<Preview, ApiError> {
+        let (loaded, ticket_peers) = self.download_manifest(request).await?;
+        let check = self.judge(
+            &loaded.manifest,
+            request.publisher_key.as_deref(),
+            request.require_signature,
+        )?;
+        let peers = download_peers(request, &loaded.manifest, ticket_peers)?;
+        let id = ItemId::of(
+            ItemKind::Download,
+            &loaded.manifest.model_id,
+            &loaded.manifest.chunks.merkle_root,
+        );
+        let quota = {
+            let inner = self.inner.lock().await;
+            self.quota_view(&inner)
+        };
+        Ok(Preview {
+            id: id.to_string(),
+            kind: ItemKind::Download,
+            model_id: loaded.manifest.model_id.to_string(),
+            artifact_bytes: loaded.manifest.artifact_bytes,
+            signature: signature_view(&check),
+            asks: self
+                .download_asks(&loaded.manifest, &check, request, peers.len())
+                .iter()
+                .map(ask_of)
+                .collect(),
+            quota: Some(quota),
+        })
+    }
+
+    /// `POST /api/v1/downloads`.
+    pub(crate) async fn add_download(&self, request: AddDownload) -> Result<ItemView, ApiError> {
+        request.caps.check().map_err(ApiError::invalid)?;
+        let (loaded, ticket_peers) = self.download_manifest(&request).await?;
+        let manifest = &loaded.manifest;
+        let check = self.judge(
+            manifest,
+            request.publisher_key.as_deref(),
+            request.require_signature,
+        )?;
+        let peers = download_peers(&request, manifest, ticket_peers)?;
+        if request.seed_after && !request.serve {
+            return Err(ApiError::invalid("seed_after needs serve"));
+        }
+        let mut bootstrap = Vec::new();
+        for text in &request.dht_bootstrap {
+            bootstrap.push(text.parse::<std::net::SocketAddrV4>().map_err(|_| {
+                ApiError::invalid(format!("dht_bootstrap {text:?} is not IPv4:PORT"))
+            })?);
+        }
+        if !bootstrap.is_empty() && !request.dht {
+            return Err(ApiError::invalid("dht_bootstrap needs dht"));
+        }
+        let id = ItemId::of(
+            ItemKind::Download,
+            &manifest.model_id,
+            &manifest.chunks.merkle_root,
+        );
+        let admission = self.admission.lock().await;
+        {
+            let inner = self.inner.lock().await;
+            // Before the first byte, and before anyone is asked.
+            inner.supervisor.admit(
+                &Candidate {
+                    kind: ItemKind::Download,
+                    model_id: &manifest.model_id,
+                    merkle_root: &manifest.chunks.merkle_root,
+                    artifact_bytes: manifest.artifact_bytes,
+                },
+                crate::quota::free_bytes(&self.library.downloads_dir()),
+            )?;
+        }
+        let missing = Self::missing(
+            &self.download_asks(manifest, &check, &request, peers.len()),
+            &request.consent,
+        );
+        if !missing.is_empty() {
+            return Err(ApiError::consent_needed(missing));
+        }
+        let check = self.settle(check, request.consent.trust_key)?;
+        let record = ItemRecord {
+            id: id.clone(),
+            model_id: manifest.model_id.to_string(),
+            manifest_sha256: loaded.sha256.to_hex(),
+            added_at: now_rfc3339(),
+            paused: false,
+            caps: request.caps,
+            port: None,
+            consent: ConsentRecord {
+                serve: request.serve,
+                fetch: true,
+                seed_after: request.seed_after,
+                dht: request.dht,
+                at: now_rfc3339(),
+            },
+            publisher_key: request.publisher_key.clone(),
+            require_signature: request.require_signature,
+            work: Work::Download(DownloadRecord {
+                peers: PeerAddrs::flatten(&peers)
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect(),
+                serve: request.serve,
+                seed_after: request.seed_after,
+                dht: request.dht,
+                dht_bootstrap: bootstrap,
+                delivered: false,
+            }),
+        };
+        self.insert(record, &loaded, check, admission).await
+    }
+}

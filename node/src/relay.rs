@@ -1,0 +1,917 @@
+//! [`RelayCore`]: every decision of a relay (`minimodel relay`,
+//! `docs/relay.md`), sans-IO, beside [`crate::NodeCore`].
+//!
+//! A relay lets in QUIC connections within its handshake limits
+//! ([`RelayCore::handle_incoming`]), registers the nodes that may register
+//! ([`RelayConfig::allow`], at most [`RelayConfig::max_registrations`]),
+//! introduces two registered nodes to each other on a channel
+//! ([`RelayMessage::Introduce`], at most [`RelayConfig::max_pairs`] pairs
+//! and [`RelayConfig::max_pairs_per_node`] per node, at most
+//! [`RelayConfig::introductions_per_minute`] asked by a node), and decides
+//! for every relay datagram whether it goes on and where
+//! ([`RelayCore::handle_datagram`]): only from one end of a channel to the
+//! other, within the pair's rate ([`RelayConfig::pair_rate`]) and its
+//! bytes for the hour ([`RelayConfig::pair_bytes_per_hour`]). The driver
+//! moves packets and keeps the connections; it decides nothing.
+//!
+//! Invariants:
+//! - a datagram goes on only from the address a registered node's
+//!   connection comes from, on a channel the relay opened between it and
+//!   another registered node, to that node's address, as it is (one
+//!   datagram out per datagram in, the same size): the relay is no open
+//!   proxy and no amplifier;
+//! - what it holds is bounded whatever arrives: connections (handshakes
+//!   and registrations), channels, the pairs' hourly counts, and the
+//!   messages it queues (at most one answer per message received, and
+//!   [`MAX_QUEUED`] in all; the driver takes them after every input).
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use minimodel_wire::PeerId;
+use minimodel_wire::relay::{
+    ChannelEnd, ConnectRole, IntroduceRefusal, MAX_REGISTER_ADDRS, MAX_RELAY_CONNECT_ADDRS,
+    MappingKind, RegisterRefusal, RelayLimits, RelayMessage,
+};
+use serde::Serialize;
+
+use crate::address::{Prefix, canonical};
+use crate::rng::SplitMix64;
+use crate::upload::TokenBucket;
+
+/// What the relay's operator allows (`minimodel relay`'s flags). Every
+/// default is documented; [`RelayConfig::validate`] refuses what cannot
+/// work.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayConfig {
+    /// Bytes per second one pair may send through the relay, both ways
+    /// together (0: no cap). Default 2.5 MB/s (20 Mbit/s).
+    pub pair_rate: u64,
+    /// Bytes one pair may send through the relay in an hour (0: no cap).
+    /// Default 4 GiB.
+    pub pair_bytes_per_hour: u64,
+    /// Pairs it carries at once. Default 256.
+    pub max_pairs: usize,
+    /// Pairs one node may be in at once. Default 64.
+    pub max_pairs_per_node: usize,
+    /// Nodes registered at once. Default 1024.
+    pub max_registrations: usize,
+    /// Who may register: these peer ids only, or anyone (`None`, the
+    /// default).
+    pub allow: Option<BTreeSet<PeerId>>,
+    /// Introductions one node may ask for a minute (and at once). Default
+    /// 120.
+    pub introductions_per_minute: u32,
+    /// A channel nothing went through for this long ends. Default 60 s.
+    pub channel_idle: Duration,
+    /// Handshakes in progress at once, over all sources. Default 64.
+    pub max_handshakes: usize,
+    /// Handshakes in progress at once from one /24 (or /64). Default 8.
+    pub max_handshakes_per_prefix: usize,
+    /// A connection that has not registered this long after it came up
+    /// is closed. Default 10 s.
+    pub register_within: Duration,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        Self {
+            pair_rate: 2_500_000,
+            pair_bytes_per_hour: 4 << 30,
+            max_pairs: 256,
+            max_pairs_per_node: 64,
+            max_registrations: 1024,
+            allow: None,
+            introductions_per_minute: 120,
+            channel_idle: Duration::from_secs(60),
+            max_handshakes: 64,
+            max_handshakes_per_prefix: 8,
+            register_within: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A setting that cannot work.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("relay setting {setting}: {rule}")]
+pub struct RelayConfigError {
+    /// Which.
+    pub setting: &'static str,
+    /// What it must be.
+    pub rule: &'static str,
+}
+
+impl RelayConfig {
+    /// Refuses settings that cannot work.
+    pub fn validate(&self) -> Result<(), RelayConfigError> {
+        let refuse = |setting, rule| Err(RelayConfigError { setting, rule });
+        if self.max_registrations < 2 {
+            return refuse("max_registrations", "at least 2 (a pair)");
+        }
+        if self.max_pairs == 0 || self.max_pairs_per_node == 0 {
+            return refuse("max_pairs", "at least 1");
+        }
+        if self.introductions_per_minute == 0 {
+            return refuse("introductions_per_minute", "at least 1");
+        }
+        if self.max_handshakes == 0 || self.max_handshakes_per_prefix == 0 {
+            return refuse("max_handshakes", "at least 1");
+        }
+        if self.channel_idle < Duration::from_secs(5)
+            || self.channel_idle > Duration::from_secs(3600)
+        {
+            return refuse("channel_idle", "5 s to 1 h");
+        }
+        if self.pair_rate != 0 && self.pair_rate < 16 * 1024 {
+            return refuse("pair_rate", "0 (no cap) or at least 16 KiB/s");
+        }
+        Ok(())
+    }
+
+    /// What [`RelayMessage::Registered`] tells a node.
+    pub fn limits(&self) -> RelayLimits {
+        RelayLimits {
+            pair_rate: self.pair_rate,
+            pair_bytes_per_hour: self.pair_bytes_per_hour,
+            channel_idle_secs: self.channel_idle.as_secs() as u32,
+        }
+    }
+}
+
+/// Most messages the relay queues before the driver takes them.
+pub const MAX_QUEUED: usize = 4096;
+
+/// Pairs whose hourly bytes are remembered, per pair the relay carries.
+const HOURS_PER_PAIR: usize = 4;
+
+/// How long an hour is.
+const HOUR: Duration = Duration::from_secs(3600);
+
+/// A connection, as the driver numbers them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(pub u64);
+
+/// What the first packet of a new connection gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelayIncoming {
+    /// Take it: its handshake holds a place until it ends.
+    Accept(ConnId),
+    /// Ask it to prove its address first (a stateless Retry).
+    Retry,
+    /// Refuse it.
+    Refuse,
+}
+
+/// What happens to a relay datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forward {
+    /// Send it, as it is, to this address.
+    To(SocketAddr),
+    /// Drop it.
+    Drop(DropReason),
+}
+
+/// Why a relay datagram is dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DropReason {
+    /// No channel by that number.
+    UnknownChannel,
+    /// It came from neither end of its channel.
+    NotAnEnd,
+    /// Over the pair's rate.
+    RateLimited,
+    /// Over the pair's bytes for the hour.
+    HourUsed,
+}
+
+/// What the driver must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RelayAction {
+    /// Send a message on a connection's control stream.
+    Send {
+        /// Which connection.
+        conn: ConnId,
+        /// What.
+        message: RelayMessage,
+    },
+    /// Close a connection (after what was sent on it goes out).
+    Close {
+        /// Which.
+        conn: ConnId,
+        /// Why, for the close frame and the log.
+        reason: &'static str,
+    },
+}
+
+/// What a relay tells its operator.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "event", rename_all = "kebab-case")]
+pub enum RelayReport {
+    /// A node registered.
+    Registered {
+        /// Its id.
+        #[serde(serialize_with = "display")]
+        peer: PeerId,
+        /// Where its connection comes from.
+        addr: SocketAddr,
+    },
+    /// A node could not register.
+    RegisterRefused {
+        /// Its id.
+        #[serde(serialize_with = "display")]
+        peer: PeerId,
+        /// Where it came from.
+        addr: SocketAddr,
+        /// Why.
+        reason: String,
+    },
+    /// A node's registration ended.
+    Left {
+        /// Its id.
+        #[serde(serialize_with = "display")]
+        peer: PeerId,
+    },
+    /// Two nodes were introduced on a channel.
+    Introduced {
+        /// The asker.
+        #[serde(serialize_with = "display")]
+        asker: PeerId,
+        /// The other.
+        #[serde(serialize_with = "display")]
+        target: PeerId,
+        /// Their channel.
+        channel: u64,
+    },
+    /// A channel ended.
+    ChannelClosed {
+        /// Which.
+        channel: u64,
+        /// Why.
+        reason: String,
+        /// Bytes it carried.
+        bytes: u64,
+    },
+}
+
+fn display<S: serde::Serializer>(value: &PeerId, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(value)
+}
+
+/// What the relay has done, in all.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RelayCounts {
+    /// Nodes registered now.
+    pub registrations: usize,
+    /// Connections that have not registered yet (handshakes included).
+    pub unregistered: usize,
+    /// Channels open now.
+    pub channels: usize,
+    /// Registrations refused.
+    pub refused: u64,
+    /// Introductions made.
+    pub introduced: u64,
+    /// Introductions refused.
+    pub introductions_refused: u64,
+    /// Datagrams passed on, and their bytes.
+    pub forwarded: u64,
+    /// Bytes passed on.
+    pub forwarded_bytes: u64,
+    /// Datagrams dropped, by reason.
+    pub dropped: std::collections::BTreeMap<DropReason, u64>,
+}
+
+/// A connection that came up.
+#[derive(Debug)]
+struct Conn {
+    peer: PeerId,
+    remote: SocketAddr,
+    since: Instant,
+    registration: Option<Registration>,
+    /// Introductions it may still ask for.
+    introductions: TokenBucket,
+    /// It was last told RateLimited then (it is told once a second at
+    /// most; what it asks beyond that is dropped unanswered).
+    told_limited: Option<Instant>,
+}
+
+#[derive(Debug)]
+struct Registration {
+    addrs: Vec<SocketAddr>,
+    #[allow(dead_code)]
+    mapping: MappingKind,
+    channels: BTreeSet<u64>,
+}
+
+/// A pair's channel.
+#[derive(Debug)]
+struct Channel {
+    /// The two nodes: (connection, the address its connection comes from).
+    ends: [(ConnId, SocketAddr); 2],
+    peers: [PeerId; 2],
+    rate: Option<TokenBucket>,
+    last_used: Instant,
+    bytes: u64,
+}
+
+/// A pair's bytes in its current hour.
+#[derive(Debug, Clone, Copy)]
+struct Hour {
+    start: Instant,
+    bytes: u64,
+}
+
+/// The relay. See the module docs.
+#[derive(Debug)]
+pub struct RelayCore {
+    config: RelayConfig,
+    rng: SplitMix64,
+    next_conn: u64,
+    /// Handshakes in progress: connection -> its source prefix.
+    handshakes: HashMap<ConnId, Prefix>,
+    conns: HashMap<ConnId, Conn>,
+    /// Registered nodes by id.
+    by_peer: HashMap<PeerId, ConnId>,
+    /// Registered nodes by the address their connection comes from.
+    by_addr: HashMap<SocketAddr, ConnId>,
+    channels: HashMap<u64, Channel>,
+    /// Each pair's channel, by the lower id first.
+    pairs: HashMap<(PeerId, PeerId), u64>,
+    hours: HashMap<(PeerId, PeerId), Hour>,
+    actions: VecDeque<RelayAction>,
+    reports: VecDeque<RelayReport>,
+    counts: RelayCounts,
+}
+
+fn pair_of(a: PeerId, b: PeerId) -> (PeerId, PeerId) {
+    if a < b { (a, b) } else { (b, a) }
+}
+
+impl RelayCore {
+    /// A relay with `config` (validated), its channel numbers drawn from
+    /// `seed`.
+    pub fn new(config: RelayConfig, seed: u64) -> Result<Self, RelayConfigError> {
+        config.validate()?;
+        Ok(Self {
+            config,
+            rng: SplitMix64(seed),
+            next_conn: 0,
+            handshakes: HashMap::new(),
+            conns: HashMap::new(),
+            by_peer: HashMap::new(),
+            by_addr: HashMap::new(),
+            channels: HashMap::new(),
+            pairs: HashMap::new(),
+            hours: HashMap::new(),
+            actions: VecDeque::new(),
+            reports: VecDeque::new(),
+            counts: RelayCounts::default(),
+        })
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &RelayConfig {
+        &self.config
+    }
+
+    /// The next thing the driver must do.
+    pub fn poll_action(&mut self) -> Option<RelayAction> {
+        self.actions.pop_front()
+    }
+
+    /// The next report for the operator.
+    pub fn poll_report(&mut self) -> Option<RelayReport> {
+        self.reports.pop_front()
+    }
+
+    /// What it has done, and holds now.
+    pub fn counts(&self) -> RelayCounts {
+        let registered = self
+            .conns
+            .values()
+            .filter(|conn| conn.registration.is_some())
+            .count();
+        RelayCounts {
+            registrations: registered,
+            unregistered: self.conns.len() - registered + self.handshakes.len(),
+            channels: self.channels.len(),
+            ..self.counts.clone()
+        }
+    }
+
+    fn queue(&mut self, action: RelayAction) {
+        if self.actions.len() < MAX_QUEUED {
+            self.actions.push_back(action);
+        }
+    }
+
+    fn report(&mut self, report: RelayReport) {
+        if self.reports.len() < MAX_QUEUED {
+            self.reports.push_back(report);
+        }
+    }
+
+    fn send(&mut self, conn: ConnId, message: RelayMessage) {
+        self.queue(RelayAction::Send { conn, message });
+    }
+
+    /// The first packet of a new connection from `from` (`validated`: its
+    /// address was proven by a Retry). At most
+    /// [`RelayConfig::max_handshakes_per_prefix`] from one /24 (or /64)
+    /// and [`RelayConfig::max_handshakes`] in all; an unproven source is
+    /// asked to prove its address once half the places are taken.
+    pub fn handle_incoming(
+        &mut self,
+        from: SocketAddr,
+        validated: bool,
+        _now: Instant,
+    ) -> RelayIncoming {
+        let prefix = Prefix::of(from.ip());
+        let in_prefix = self.handshakes.values().filter(|p| **p == prefix).count();
+        let total = self.handshakes.len();
+        if in_prefix >= self.config.max_handshakes_per_prefix || total >= self.config.max_handshakes
+        {
+            return RelayIncoming::Refuse;
+        }
+        if !validated && total >= self.config.max_handshakes / 2 {
+            return RelayIncoming::Retry;
+        }
+        let conn = ConnId(self.next_conn);
+        self.next_conn += 1;
+        self.handshakes.insert(conn, prefix);
+        RelayIncoming::Accept(conn)
+    }
+
+    /// Connection `conn`'s handshake ended: up, as `peer` (the key it
+    /// proved) at `remote`, or failed (`None`). An up connection has
+    /// [`RelayConfig::register_within`] to register.
+    pub fn handle_handshake(
+        &mut self,
+        conn: ConnId,
+        up: Option<(PeerId, SocketAddr)>,
+        now: Instant,
+    ) {
+        if self.handshakes.remove(&conn).is_none() {
+            return;
+        }
+        let Some((peer, remote)) = up else {
+            return;
+        };
+        let rate = u64::from(self.config.introductions_per_minute);
+        self.conns.insert(
+            conn,
+            Conn {
+                peer,
+                remote: SocketAddr::new(canonical(remote.ip()), remote.port()),
+                since: now,
+                registration: None,
+                introductions: TokenBucket::new(rate.div_ceil(60).max(1), rate, now),
+                told_limited: None,
+            },
+        );
+    }
+
+    /// A message on `conn`'s control stream. One that a relay does not
+    /// take from a node ends the connection.
+    pub fn handle_message(&mut self, conn: ConnId, message: RelayMessage, now: Instant) {
+        if !self.conns.contains_key(&conn) {
+            return;
+        }
+        match message {
+            RelayMessage::Register { addrs, mapping, .. } => {
+                self.register(conn, addrs, mapping, now)
+            }
+            RelayMessage::Introduce { peer } => self.introduce(conn, peer, now),
+            other => {
+                let _ = other;
+                self.close(conn, "a message a node does not send", now);
+            }
+        }
+    }
+
+    /// The connection `conn` ended (either side closed it, or it was lost).
+    pub fn handle_closed(&mut self, conn: ConnId, _now: Instant) {
+        self.handshakes.remove(&conn);
+        let Some(gone) = self.conns.remove(&conn) else {
+            return;
+        };
+        if let Some(registration) = gone.registration {
+            if self.by_peer.get(&gone.peer) == Some(&conn) {
+                self.by_peer.remove(&gone.peer);
+            }
+            if self.by_addr.get(&gone.remote) == Some(&conn) {
+                self.by_addr.remove(&gone.remote);
+            }
+            for channel in registration.channels {
+                self.end_channel(channel, ChannelEnd::PeerGone);
+            }
+            self.report(RelayReport::Left { peer: gone.peer });
+        }
+    }
+
+    fn close(&mut self, conn: ConnId, reason: &'static str, now: Instant) {
+        self.queue(RelayAction::Close { conn, reason });
+        self.handle_closed(conn, now);
+    }
+
+    fn register(
+        &mut self,
+        conn: ConnId,
+        addrs: Vec<SocketAddr>,
+        mapping: MappingKind,
+        now: Instant,
+    ) {
+        let Some(this) = self.conns.get(&conn) else {
+            return;
+        };
+        let (peer, remote) = (this.peer, this.remote);
+        let addrs: Vec<SocketAddr> = addrs.into_iter().take(MAX_REGISTER_ADDRS).collect();
+        if let Some(registration) = self
+            .conns
+            .get_mut(&conn)
+            .and_then(|c| c.registration.as_mut())
+        {
+            // Registered already: what it says of itself is updated.
+            registration.addrs = addrs;
+            registration.mapping = mapping;
+            return;
+        }
+        let refusal = if self
+            .config
+            .allow
+            .as_ref()
+            .is_some_and(|allow| !allow.contains(&peer))
+        {
+            Some(RegisterRefusal::NotAllowed)
+        } else if self.by_peer.len() >= self.config.max_registrations
+            && !self.by_peer.contains_key(&peer)
+        {
+            Some(RegisterRefusal::Full)
+        } else {
+            None
+        };
+        if let Some(reason) = refusal {
+            self.counts.refused += 1;
+            self.send(conn, RelayMessage::RegisterRefused { reason });
+            self.report(RelayReport::RegisterRefused {
+                peer,
+                addr: remote,
+                reason: reason.to_string(),
+            });
+            self.close(conn, "registration refused", now);
+            return;
+        }
+        // The same node again (restarted, or from another socket): the
+        // newer registration takes the place of the older.
+        if let Some(&older) = self.by_peer.get(&peer)
+            && older != conn
+        {
+            self.close(older, "registered again elsewhere", now);
+        }
+        if let Some(&older) = self.by_addr.get(&remote)
+            && older != conn
+        {
+            self.close(older, "another node at the same address", now);
+        }
+        if let Some(this) = self.conns.get_mut(&conn) {
+            this.registration = Some(Registration {
+                addrs,
+                mapping,
+                channels: BTreeSet::new(),
+            });
+        }
+        self.by_peer.insert(peer, conn);
+        self.by_addr.insert(remote, conn);
+        let limits = self.config.limits();
+        self.send(
+            conn,
+            RelayMessage::Registered {
+                observed: remote,
+                limits,
+            },
+        );
+        self.report(RelayReport::Registered { peer, addr: remote });
+    }
+
+    /// Where `target` is named to the node at `asker_remote`: its global
+    /// IPv6 addresses first (no NAT in the way: the path a punch prefers),
+    /// then where the relay sees it; its LAN addresses first of all when
+    /// both come from one public address (one home).
+    fn addrs_for(&self, target: ConnId, asker_remote: SocketAddr) -> Vec<SocketAddr> {
+        let Some(conn) = self.conns.get(&target) else {
+            return Vec::new();
+        };
+        let registered = conn
+            .registration
+            .as_ref()
+            .map(|r| r.addrs.clone())
+            .unwrap_or_default();
+        let same_home = conn.remote.ip() == asker_remote.ip();
+        let mut addrs = Vec::new();
+        if same_home {
+            addrs.extend(
+                registered
+                    .iter()
+                    .copied()
+                    .filter(|addr| minimodel_wire::is_lan_addr(*addr)),
+            );
+        }
+        addrs.extend(registered.iter().copied().filter(|addr| {
+            addr.is_ipv6() && crate::address::scope(*addr) == crate::address::Scope::Global
+        }));
+        addrs.push(conn.remote);
+        addrs.dedup();
+        addrs.truncate(MAX_RELAY_CONNECT_ADDRS);
+        addrs
+    }
+
+    fn introduce(&mut self, conn: ConnId, target: PeerId, now: Instant) {
+        let Some(asker) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if asker.registration.is_none() {
+            // Not registered: nothing is introduced to it, or for it.
+            self.close(conn, "introduction asked before registering", now);
+            return;
+        }
+        let asker_peer = asker.peer;
+        if !asker.introductions.try_take(1, now) {
+            let told = asker
+                .told_limited
+                .is_some_and(|at| now.saturating_duration_since(at) < Duration::from_secs(1));
+            if !told {
+                asker.told_limited = Some(now);
+                self.refuse_introduction(conn, target, IntroduceRefusal::RateLimited);
+            }
+            return;
+        }
+        if target == asker_peer {
+            self.refuse_introduction(conn, target, IntroduceRefusal::NoSelf);
+            return;
+        }
+        let Some(&other) = self.by_peer.get(&target) else {
+            self.refuse_introduction(conn, target, IntroduceRefusal::NotRegistered);
+            return;
+        };
+        let pair = pair_of(asker_peer, target);
+        if self.hour_used(pair, now) {
+            self.refuse_introduction(conn, target, IntroduceRefusal::HourUsed);
+            return;
+        }
+        let channel = match self.pairs.get(&pair).copied() {
+            Some(channel) if self.channels.contains_key(&channel) => channel,
+            _ => {
+                let full = self.channels.len() >= self.config.max_pairs
+                    || [conn, other].iter().any(|end| {
+                        self.conns
+                            .get(end)
+                            .and_then(|c| c.registration.as_ref())
+                            .is_some_and(|r| r.channels.len() >= self.config.max_pairs_per_node)
+                    });
+                if full {
+                    self.refuse_introduction(conn, target, IntroduceRefusal::TooManyPairs);
+                    return;
+                }
+                self.open_channel(conn, other, pair, now)
+            }
+        };
+        let (asker_remote, other_remote) = match (self.conns.get(&conn), self.conns.get(&other)) {
+            (Some(a), Some(b)) => (a.remote, b.remote),
+            _ => return,
+        };
+        let to_asker = self.addrs_for(other, asker_remote);
+        let to_other = self.addrs_for(conn, other_remote);
+        self.send(
+            conn,
+            RelayMessage::Connect {
+                peer: target,
+                addrs: to_asker,
+                channel,
+                role: ConnectRole::Dial,
+            },
+        );
+        self.send(
+            other,
+            RelayMessage::Connect {
+                peer: asker_peer,
+                addrs: to_other,
+                channel,
+                role: ConnectRole::Open,
+            },
+        );
+        self.counts.introduced += 1;
+        self.report(RelayReport::Introduced {
+            asker: asker_peer,
+            target,
+            channel,
+        });
+    }
+
+    fn refuse_introduction(&mut self, conn: ConnId, peer: PeerId, reason: IntroduceRefusal) {
+        self.counts.introductions_refused += 1;
+        self.send(conn, RelayMessage::IntroduceFailed { peer, reason });
+    }
+
+    fn open_channel(&mut self, a: ConnId, b: ConnId, pair: (PeerId, PeerId), now: Instant) -> u64 {
+        let channel = loop {
+            let id = self.rng.next_u64();
+            if id != 0 && !self.channels.contains_key(&id) {
+                break id;
+            }
+        };
+        let end = |core: &Self, conn: ConnId| {
+            let c = &core.conns[&conn];
+            ((conn, c.remote), c.peer)
+        };
+        let ((end_a, peer_a), (end_b, peer_b)) = (end(self, a), end(self, b));
+        let rate = (self.config.pair_rate > 0).then(|| {
+            // A quarter of a second's worth at once: the pair's queue is
+            // its own, never the relay's.
+            let rate = self.config.pair_rate;
+            TokenBucket::new(rate, (rate / 4).max(64 * 1024), now)
+        });
+        self.channels.insert(
+            channel,
+            Channel {
+                ends: [end_a, end_b],
+                peers: [peer_a, peer_b],
+                rate,
+                last_used: now,
+                bytes: 0,
+            },
+        );
+        self.pairs.insert(pair, channel);
+        for conn in [a, b] {
+            if let Some(registration) = self
+                .conns
+                .get_mut(&conn)
+                .and_then(|c| c.registration.as_mut())
+            {
+                registration.channels.insert(channel);
+            }
+        }
+        channel
+    }
+
+    fn end_channel(&mut self, channel: u64, reason: ChannelEnd) {
+        let Some(gone) = self.channels.remove(&channel) else {
+            return;
+        };
+        let pair = pair_of(gone.peers[0], gone.peers[1]);
+        if self.pairs.get(&pair) == Some(&channel) {
+            self.pairs.remove(&pair);
+        }
+        for (conn, _) in gone.ends {
+            if let Some(registration) = self
+                .conns
+                .get_mut(&conn)
+                .and_then(|c| c.registration.as_mut())
+            {
+                registration.channels.remove(&channel);
+                self.actions.push_back(RelayAction::Send {
+                    conn,
+                    message: RelayMessage::ChannelClosed { channel, reason },
+                });
+            }
+        }
+        self.report(RelayReport::ChannelClosed {
+            channel,
+            reason: reason.to_string(),
+            bytes: gone.bytes,
+        });
+    }
+
+    /// Whether `pair` used its bytes for the hour.
+    fn hour_used(&mut self, pair: (PeerId, PeerId), now: Instant) -> bool {
+        let limit = self.config.pair_bytes_per_hour;
+        limit > 0
+            && self.hours.get(&pair).is_some_and(|hour| {
+                now.saturating_duration_since(hour.start) < HOUR && hour.bytes >= limit
+            })
+    }
+
+    /// A relay datagram of `len` bytes from `from` on `channel`: where it
+    /// goes, or why it is dropped (see the module docs).
+    pub fn handle_datagram(
+        &mut self,
+        from: SocketAddr,
+        channel: u64,
+        len: usize,
+        now: Instant,
+    ) -> Forward {
+        let from = SocketAddr::new(canonical(from.ip()), from.port());
+        let decision = self.decide(from, channel, len as u64, now);
+        match decision {
+            Forward::To(_) => {
+                self.counts.forwarded += 1;
+                self.counts.forwarded_bytes += len as u64;
+            }
+            Forward::Drop(reason) => *self.counts.dropped.entry(reason).or_default() += 1,
+        }
+        decision
+    }
+
+    fn decide(&mut self, from: SocketAddr, channel: u64, len: u64, now: Instant) -> Forward {
+        let limit = self.config.pair_bytes_per_hour;
+        let Some(this) = self.channels.get_mut(&channel) else {
+            return Forward::Drop(DropReason::UnknownChannel);
+        };
+        let to = match this.ends {
+            [(_, a), (_, b)] if a == from => b,
+            [(_, a), (_, b)] if b == from => a,
+            _ => return Forward::Drop(DropReason::NotAnEnd),
+        };
+        if let Some(rate) = &mut this.rate
+            && !rate.try_take(len, now)
+        {
+            return Forward::Drop(DropReason::RateLimited);
+        }
+        this.last_used = now;
+        this.bytes += len;
+        let pair = pair_of(this.peers[0], this.peers[1]);
+        let hour = self.hours.entry(pair).or_insert(Hour {
+            start: now,
+            bytes: 0,
+        });
+        if now.saturating_duration_since(hour.start) >= HOUR {
+            *hour = Hour {
+                start: now,
+                bytes: 0,
+            };
+        }
+        hour.bytes += len;
+        let used = limit > 0 && hour.bytes > limit;
+        if self.hours.len() > HOURS_PER_PAIR * self.config.max_pairs {
+            self.forget_old_hours(now);
+        }
+        if used {
+            self.end_channel(channel, ChannelEnd::HourUsed);
+            return Forward::Drop(DropReason::HourUsed);
+        }
+        Forward::To(to)
+    }
+
+    /// Keeps the pairs' hourly counts bounded: those of pairs with no
+    /// channel whose hour is over go first, then the oldest.
+    fn forget_old_hours(&mut self, now: Instant) {
+        let pairs = &self.pairs;
+        self.hours.retain(|pair, hour| {
+            pairs.contains_key(pair) || now.saturating_duration_since(hour.start) < HOUR
+        });
+        let cap = HOURS_PER_PAIR * self.config.max_pairs;
+        if self.hours.len() > cap {
+            let mut by_age: Vec<((PeerId, PeerId), Instant)> = self
+                .hours
+                .iter()
+                .map(|(pair, hour)| (*pair, hour.start))
+                .collect();
+            by_age.sort_by_key(|(_, start)| *start);
+            for (pair, _) in by_age.into_iter().take(self.hours.len() - cap) {
+                self.hours.remove(&pair);
+            }
+        }
+    }
+
+    /// When [`RelayCore::handle_timeout`] is due next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let registering = self
+            .conns
+            .values()
+            .filter(|conn| conn.registration.is_none())
+            .map(|conn| conn.since + self.config.register_within);
+        let idle = self
+            .channels
+            .values()
+            .map(|channel| channel.last_used + self.config.channel_idle);
+        registering.chain(idle).min()
+    }
+
+    /// Closes connections that did not register in time and ends idle
+    /// channels.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let late: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, conn)| {
+                conn.registration.is_none() && now >= conn.since + self.config.register_within
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for conn in late {
+            self.close(conn, "did not register in time", now);
+        }
+        let idle: Vec<u64> = self
+            .channels
+            .iter()
+            .filter(|(_, channel)| now >= channel.last_used + self.config.channel_idle)
+            .map(|(id, _)| *id)
+            .collect();
+        for channel in idle {
+            self.end_channel(channel, ChannelEnd::Idle);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,517 @@
+//! The relay's decisions, driven by hand on a virtual clock: who may
+//! register, introductions and their limits, what a datagram may do, and
+//! that what it holds stays bounded under 1,000 registrations and a flood
+//! of introductions.
+
+use super::*;
+
+fn peer(n: u32) -> PeerId {
+    let mut id = [0u8; 32];
+    id[..4].copy_from_slice(&n.to_be_bytes());
+    id[31] = 1;
+    PeerId(id)
+}
+
+/// Node `n`'s address: a /24 of its own for each.
+fn addr_of(n: u32) -> SocketAddr {
+    let [_, a, b, c] = n.to_be_bytes();
+    SocketAddr::from(([20 + a, b, c, 2], 4433))
+}
+
+struct Relay {
+    core: RelayCore,
+    now: Instant,
+    sent: Vec<(ConnId, RelayMessage)>,
+    closed: Vec<(ConnId, &'static str)>,
+}
+
+impl Relay {
+    fn new(config: RelayConfig) -> Self {
+        Self {
+            core: RelayCore::new(config, 7).unwrap(),
+            now: Instant::now(),
+            sent: Vec::new(),
+            closed: Vec::new(),
+        }
+    }
+
+    fn drain(&mut self) {
+        while let Some(action) = self.core.poll_action() {
+            match action {
+                RelayAction::Send { conn, message } => self.sent.push((conn, message)),
+                RelayAction::Close { conn, reason } => self.closed.push((conn, reason)),
+            }
+        }
+    }
+
+    /// Node `n` connects (its handshake done); its connection.
+    fn connect(&mut self, n: u32) -> ConnId {
+        let from = addr_of(n);
+        let conn = match self.core.handle_incoming(from, true, self.now) {
+            RelayIncoming::Accept(conn) => conn,
+            other => panic!("node {n} not let in: {other:?}"),
+        };
+        self.core
+            .handle_handshake(conn, Some((peer(n), from)), self.now);
+        conn
+    }
+
+    /// Node `n` connects and registers; its connection.
+    fn register(&mut self, n: u32) -> ConnId {
+        let conn = self.connect(n);
+        self.core.handle_message(
+            conn,
+            RelayMessage::Register {
+                agent: "test/1".into(),
+                addrs: vec![],
+                mapping: MappingKind::Unknown,
+            },
+            self.now,
+        );
+        self.drain();
+        conn
+    }
+
+    fn introduce(&mut self, conn: ConnId, target: u32) {
+        self.core.handle_message(
+            conn,
+            RelayMessage::Introduce { peer: peer(target) },
+            self.now,
+        );
+        self.drain();
+    }
+
+    /// The messages sent to `conn` since the last call.
+    fn to(&mut self, conn: ConnId) -> Vec<RelayMessage> {
+        let (mine, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.sent)
+            .into_iter()
+            .partition(|(c, _)| *c == conn);
+        self.sent = rest;
+        mine.into_iter().map(|(_, m)| m).collect()
+    }
+
+    fn advance(&mut self, by: Duration) {
+        self.now += by;
+        while let Some(at) = self.core.poll_timeout() {
+            if at > self.now {
+                break;
+            }
+            self.core.handle_timeout(at.max(self.now));
+        }
+        self.drain();
+    }
+}
+
+fn channel_of(messages: &[RelayMessage]) -> Option<u64> {
+    messages.iter().find_map(|m| match m {
+        RelayMessage::Connect { channel, .. } => Some(*channel),
+        _ => None,
+    })
+}
+
+#[test]
+fn a_node_registers_and_learns_where_it_is_seen_and_the_limits() {
+    let mut relay = Relay::new(RelayConfig::default());
+    let conn = relay.register(1);
+    assert_eq!(
+        relay.to(conn),
+        [RelayMessage::Registered {
+            observed: addr_of(1),
+            limits: RelayConfig::default().limits()
+        }]
+    );
+    assert_eq!(relay.core.counts().registrations, 1);
+}
+
+#[test]
+fn only_allowed_peers_register_and_a_full_relay_refuses() {
+    let config = RelayConfig {
+        allow: Some([peer(1), peer(2), peer(3)].into_iter().collect()),
+        max_registrations: 2,
+        ..RelayConfig::default()
+    };
+    let mut relay = Relay::new(config);
+    let stranger = relay.register(9);
+    assert_eq!(
+        relay.to(stranger),
+        [RelayMessage::RegisterRefused {
+            reason: RegisterRefusal::NotAllowed
+        }]
+    );
+    assert_eq!(relay.closed, [(stranger, "registration refused")]);
+    relay.register(1);
+    relay.register(2);
+    let third = relay.register(3);
+    assert_eq!(
+        relay.to(third),
+        [RelayMessage::RegisterRefused {
+            reason: RegisterRefusal::Full
+        }]
+    );
+    assert_eq!(relay.core.counts().registrations, 2);
+    assert_eq!(relay.core.counts().refused, 2);
+}
+
+#[test]
+fn two_registered_nodes_are_introduced_on_one_channel_and_a_datagram_goes_only_between_them() {
+    let mut relay = Relay::new(RelayConfig::default());
+    let a = relay.register(1);
+    let b = relay.register(2);
+    relay.sent.clear();
+    relay.introduce(a, 2);
+    let to_a = relay.to(a);
+    let to_b = relay.to(b);
+    assert!(matches!(
+        &to_a[..],
+        [RelayMessage::Connect { peer: p, addrs, role: ConnectRole::Dial, .. }]
+            if *p == peer(2) && addrs == &[addr_of(2)]
+    ));
+    assert!(matches!(
+        &to_b[..],
+        [RelayMessage::Connect { peer: p, addrs, role: ConnectRole::Open, .. }]
+            if *p == peer(1) && addrs == &[addr_of(1)]
+    ));
+    let channel = channel_of(&to_a).unwrap();
+    assert_eq!(channel_of(&to_b), Some(channel));
+    let now = relay.now;
+    assert_eq!(
+        relay.core.handle_datagram(addr_of(1), channel, 1200, now),
+        Forward::To(addr_of(2))
+    );
+    assert_eq!(
+        relay.core.handle_datagram(addr_of(2), channel, 1200, now),
+        Forward::To(addr_of(1))
+    );
+    // Another address, or another channel: nothing goes on.
+    assert_eq!(
+        relay.core.handle_datagram(addr_of(3), channel, 1200, now),
+        Forward::Drop(DropReason::NotAnEnd)
+    );
+    assert_eq!(
+        relay
+            .core
+            .handle_datagram(addr_of(1), channel ^ 1, 1200, now),
+        Forward::Drop(DropReason::UnknownChannel)
+    );
+    // Asked again (a punch tried again): the same channel.
+    relay.introduce(a, 2);
+    assert_eq!(channel_of(&relay.to(a)), Some(channel));
+    assert_eq!(relay.core.counts().channels, 1);
+}
+
+#[test]
+fn an_unregistered_target_gets_nothing_relayed() {
+    let mut relay = Relay::new(RelayConfig::default());
+    let a = relay.register(1);
+    // Node 2 is connected but never registered; node 3 not even that.
+    let b = relay.connect(2);
+    relay.sent.clear();
+    relay.introduce(a, 2);
+    assert_eq!(
+        relay.to(a),
+        [RelayMessage::IntroduceFailed {
+            peer: peer(2),
+            reason: IntroduceRefusal::NotRegistered
+        }]
+    );
+    relay.introduce(a, 3);
+    assert_eq!(
+        relay.to(a),
+        [RelayMessage::IntroduceFailed {
+            peer: peer(3),
+            reason: IntroduceRefusal::NotRegistered
+        }]
+    );
+    assert!(
+        relay.to(b).is_empty(),
+        "the unregistered node hears nothing"
+    );
+    assert_eq!(relay.core.counts().channels, 0);
+    // With no channel, any datagram on any number is dropped: a guess
+    // reaches nobody.
+    let now = relay.now;
+    for channel in [0, 1, u64::MAX, 0x1234_5678] {
+        for from in [addr_of(1), addr_of(2), addr_of(3)] {
+            assert_eq!(
+                relay.core.handle_datagram(from, channel, 1200, now),
+                Forward::Drop(DropReason::UnknownChannel)
+            );
+        }
+    }
+    assert_eq!(relay.core.counts().forwarded, 0);
+    // An unregistered node that asks for an introduction is closed.
+    relay.introduce(b, 1);
+    assert!(
+        relay
+            .closed
+            .contains(&(b, "introduction asked before registering"))
+    );
+    // And one that never registers is closed in time.
+    let late = relay.connect(4);
+    relay.advance(RelayConfig::default().register_within);
+    assert!(relay.closed.contains(&(late, "did not register in time")));
+}
+
+#[test]
+fn a_pair_is_held_to_its_rate_and_its_bytes_for_the_hour() {
+    let config = RelayConfig {
+        pair_rate: 1_000_000,
+        pair_bytes_per_hour: 10_000_000,
+        ..RelayConfig::default()
+    };
+    let mut relay = Relay::new(config);
+    let a = relay.register(1);
+    relay.register(2);
+    relay.introduce(a, 2);
+    let channel = channel_of(&relay.to(a)).unwrap();
+    // Over 10 s at full tilt: about 10 s of the rate (and the burst) go on.
+    let mut forwarded = 0u64;
+    let start = relay.now;
+    for ms in 0..9_000u64 {
+        let now = start + Duration::from_millis(ms);
+        for _ in 0..10 {
+            if let Forward::To(_) = relay.core.handle_datagram(addr_of(1), channel, 1200, now) {
+                forwarded += 1200;
+            }
+        }
+    }
+    assert!(
+        (9_000_000..=9_300_000).contains(&forwarded),
+        "{forwarded} bytes in 9 s at 1 MB/s"
+    );
+    assert!(relay.core.counts().dropped[&DropReason::RateLimited] > 0);
+    // The hour's 10 MB run out: the channel ends, both ends are told,
+    // and the pair is not introduced again this hour.
+    let mut later = start + Duration::from_secs(20);
+    let mut ended = false;
+    for _ in 0..10_000 {
+        later += Duration::from_millis(1);
+        if relay.core.handle_datagram(addr_of(1), channel, 1200, later)
+            == Forward::Drop(DropReason::HourUsed)
+        {
+            ended = true;
+            break;
+        }
+    }
+    assert!(ended);
+    assert_eq!(
+        relay.core.handle_datagram(addr_of(1), channel, 1200, later),
+        Forward::Drop(DropReason::UnknownChannel),
+        "the channel is gone"
+    );
+    relay.now = later;
+    relay.drain();
+    assert_eq!(
+        relay.to(a),
+        [RelayMessage::ChannelClosed {
+            channel,
+            reason: ChannelEnd::HourUsed
+        }]
+    );
+    relay.introduce(a, 2);
+    assert_eq!(
+        relay.to(a),
+        [RelayMessage::IntroduceFailed {
+            peer: peer(2),
+            reason: IntroduceRefusal::HourUsed
+        }]
+    );
+    // An hour on, it may be again.
+    relay.now = start + Duration::from_secs(3_700);
+    relay.introduce(a, 2);
+    assert!(channel_of(&relay.to(a)).is_some());
+}
+
+#[test]
+fn an_idle_channel_ends_and_a_node_that_leaves_ends_its_channels() {
+    let mut relay = Relay::new(RelayConfig::default());
+    let a = relay.register(1);
+    let b = relay.register(2);
+    let c = relay.register(3);
+    relay.introduce(a, 2);
+    relay.introduce(a, 3);
+    relay.sent.clear();
+    assert_eq!(relay.core.counts().channels, 2);
+    relay.advance(Duration::from_secs(30));
+    relay.core.handle_closed(c, relay.now);
+    relay.drain();
+    assert!(matches!(
+        &relay.to(a)[..],
+        [RelayMessage::ChannelClosed {
+            reason: ChannelEnd::PeerGone,
+            ..
+        }]
+    ));
+    relay.advance(Duration::from_secs(30));
+    assert!(matches!(
+        &relay.to(b)[..],
+        [RelayMessage::ChannelClosed {
+            reason: ChannelEnd::Idle,
+            ..
+        }]
+    ));
+    assert_eq!(relay.core.counts().channels, 0);
+}
+
+#[test]
+fn handshakes_are_limited_per_prefix_and_in_all_with_a_retry_first() {
+    let config = RelayConfig {
+        max_handshakes: 8,
+        max_handshakes_per_prefix: 2,
+        ..RelayConfig::default()
+    };
+    let mut relay = Relay::new(config);
+    let now = relay.now;
+    let same = |n: u8| SocketAddr::from(([30, 0, 0, n], 5000));
+    assert!(matches!(
+        relay.core.handle_incoming(same(1), false, now),
+        RelayIncoming::Accept(_)
+    ));
+    assert!(matches!(
+        relay.core.handle_incoming(same(2), false, now),
+        RelayIncoming::Accept(_)
+    ));
+    assert_eq!(
+        relay.core.handle_incoming(same(3), true, now),
+        RelayIncoming::Refuse
+    );
+    for n in 0..2u32 {
+        assert!(matches!(
+            relay.core.handle_incoming(addr_of(n), false, now),
+            RelayIncoming::Accept(_)
+        ));
+    }
+    // Half the places taken: an unproven source is asked to prove itself.
+    assert_eq!(
+        relay.core.handle_incoming(addr_of(9), false, now),
+        RelayIncoming::Retry
+    );
+    for n in 10..14u32 {
+        assert!(matches!(
+            relay.core.handle_incoming(addr_of(n), true, now),
+            RelayIncoming::Accept(_)
+        ));
+    }
+    assert_eq!(
+        relay.core.handle_incoming(addr_of(20), true, now),
+        RelayIncoming::Refuse
+    );
+}
+
+/// A relay under 1,000 registrations whose nodes flood it with
+/// introductions: what it holds stays within its caps (registrations,
+/// channels, channels per node, the pairs' hourly counts, queued
+/// messages), every node is answered at most once per second beyond its
+/// rate, and the datagrams of every channel stay within its pair's rate.
+#[test]
+fn a_thousand_registrations_and_a_flood_of_introductions_keep_the_relay_within_its_caps() {
+    let config = RelayConfig {
+        max_registrations: 1000,
+        max_pairs: 256,
+        max_pairs_per_node: 8,
+        introductions_per_minute: 60,
+        pair_rate: 100_000,
+        ..RelayConfig::default()
+    };
+    let mut relay = Relay::new(config.clone());
+    let conns: Vec<ConnId> = (0..1000).map(|n| relay.register(n)).collect();
+    // One more is refused: full.
+    let extra = relay.register(5000);
+    assert!(relay.closed.contains(&(extra, "registration refused")));
+    relay.sent.clear();
+    let start = relay.now;
+    let mut most_queued = 0;
+    let mut answers_per_node = vec![0u32; conns.len()];
+    for second in 0..30u64 {
+        relay.now = start + Duration::from_secs(second);
+        for (n, &conn) in conns.iter().enumerate() {
+            // Each node asks for 50 introductions a second, to anyone.
+            for k in 0..50u32 {
+                let target = (n as u32 * 7 + k * 13 + second as u32) % 1000;
+                relay.core.handle_message(
+                    conn,
+                    RelayMessage::Introduce { peer: peer(target) },
+                    relay.now,
+                );
+            }
+            let queued = relay.core.actions.len();
+            most_queued = most_queued.max(queued);
+            relay.drain();
+            for (to, _) in relay.sent.drain(..) {
+                if let Some(index) = conns.iter().position(|c| *c == to) {
+                    answers_per_node[index] += 1;
+                }
+            }
+        }
+        let counts = relay.core.counts();
+        assert!(counts.registrations <= config.max_registrations);
+        assert!(counts.channels <= config.max_pairs, "{counts:?}");
+        assert!(relay.core.hours.len() <= HOURS_PER_PAIR * config.max_pairs);
+        for conn in relay.core.conns.values() {
+            let channels = conn.registration.as_ref().map_or(0, |r| r.channels.len());
+            assert!(channels <= config.max_pairs_per_node);
+        }
+    }
+    assert!(
+        most_queued <= 200,
+        "at most one answer per message: {most_queued}"
+    );
+    // 50 a second asked; 60 a minute (and 60 at once) allowed, plus one
+    // RateLimited a second, plus the Connects of being asked for by others
+    // (bounded by the pairs a node may be in, re-sent as those are asked
+    // again): far fewer answers than requests.
+    let most = *answers_per_node.iter().max().unwrap();
+    assert!(
+        most < 30 * 50 / 4,
+        "a node got {most} answers to 1,500 requests"
+    );
+    // Datagrams on every channel stay within the pair's rate.
+    let channels: Vec<(u64, SocketAddr)> = relay
+        .core
+        .channels
+        .iter()
+        .map(|(id, channel)| (*id, channel.ends[0].1))
+        .collect();
+    assert!(!channels.is_empty());
+    let at = relay.now + Duration::from_secs(1);
+    for (channel, from) in channels {
+        let mut passed = 0u64;
+        for ms in 0..1000u64 {
+            let now = at + Duration::from_millis(ms);
+            if let Forward::To(_) = relay.core.handle_datagram(from, channel, 1000, now) {
+                passed += 1000;
+            }
+        }
+        // One second at 100 kB/s, with a burst of 64 KiB at most.
+        assert!(passed <= 100_000 + 65_536 + 1000, "{passed}");
+    }
+}
+
+#[test]
+fn a_settings_that_cannot_work_are_refused() {
+    for (config, setting) in [
+        (
+            RelayConfig {
+                max_registrations: 1,
+                ..RelayConfig::default()
+            },
+            "max_registrations",
+        ),
+        (
+            RelayConfig {
+                pair_rate: 100,
+                ..RelayConfig::default()
+            },
+            "pair_rate",
+        ),
+        (
+            RelayConfig {
+                channel_idle: Duration::from_secs(1),
+                ..RelayConfig::default()
+            },
+            "channel_idle",
+        ),
+    ] {
+        assert_eq!(RelayCore::new(config, 1).unwrap_err().setting, setting);
+    }
+}

@@ -1,0 +1,208 @@
+//! Tokens for mirrors that need one, from the environment
+//! (`MINIMODEL_MIRROR_TOKENS`): `HOST=TOKEN`, several separated by commas
+//! or blanks. A token is sent as `Authorization: Bearer TOKEN` only in
+//! requests to exactly its host (a redirect to another host carries none),
+//! and never logged: it has no `Display`, its `Debug` hides it, and the
+//! header is marked sensitive.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use minimodel_verifier::mirror_url::{Host, MirrorUrlError};
+
+/// The environment variable read for tokens.
+pub const TOKENS_VAR: &str = "MINIMODEL_MIRROR_TOKENS";
+
+/// The longest token accepted, in bytes.
+pub const MAX_TOKEN_LEN: usize = 4096;
+
+/// At most this many hosts with tokens.
+pub const MAX_TOKENS: usize = 64;
+
+/// One token. Shown nowhere.
+#[derive(Clone, PartialEq, Eq)]
+pub struct MirrorToken(String);
+
+impl MirrorToken {
+    /// The `Authorization` header's value.
+    pub fn bearer(&self) -> String {
+        format!("Bearer {}", self.0)
+    }
+}
+
+impl fmt::Debug for MirrorToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("MirrorToken(…)")
+    }
+}
+
+/// The tokens, by host.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MirrorTokens(BTreeMap<Host, MirrorToken>);
+
+/// Why the token list cannot be read. Never names a token.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    /// An entry without `=`.
+    #[error("entry {entry} of {TOKENS_VAR} is not HOST=TOKEN")]
+    NotAPair {
+        /// Which, from 1.
+        entry: usize,
+    },
+    /// A host that is not one.
+    #[error("entry {entry} of {TOKENS_VAR} names no host: {error}")]
+    Host {
+        /// Which, from 1.
+        entry: usize,
+        /// Why.
+        error: MirrorUrlError,
+    },
+    /// A token that cannot go in a header.
+    #[error(
+        "the token of entry {entry} of {TOKENS_VAR} is empty, longer than {MAX_TOKEN_LEN} bytes, or has a character other than visible ASCII"
+    )]
+    Token {
+        /// Which, from 1.
+        entry: usize,
+    },
+    /// A host named twice.
+    #[error("{TOKENS_VAR} names the host {host} twice")]
+    Twice {
+        /// The host.
+        host: String,
+    },
+    /// Too many.
+    #[error("{TOKENS_VAR} names more than {MAX_TOKENS} hosts")]
+    TooMany,
+}
+
+impl MirrorTokens {
+    /// Reads `HOST=TOKEN` entries separated by commas or blanks.
+    pub fn parse(text: &str) -> Result<MirrorTokens, TokenError> {
+        let mut tokens = BTreeMap::new();
+        let entries = text
+            .split(|c: char| c == ',' || c.is_ascii_whitespace())
+            .filter(|entry| !entry.is_empty());
+        for (index, entry) in entries.enumerate() {
+            let entry_number = index + 1;
+            if tokens.len() == MAX_TOKENS {
+                return Err(TokenError::TooMany);
+            }
+            let (host, token) = entry.split_once('=').ok_or(TokenError::NotAPair {
+                entry: entry_number,
+            })?;
+            let host = Host::parse(host).map_err(|error| TokenError::Host {
+                entry: entry_number,
+                error,
+            })?;
+            let fits = !token.is_empty()
+                && token.len() <= MAX_TOKEN_LEN
+                && token.bytes().all(|b| (0x21..0x7f).contains(&b));
+            if !fits {
+                return Err(TokenError::Token {
+                    entry: entry_number,
+                });
+            }
+            if tokens.contains_key(&host) {
+                return Err(TokenError::Twice {
+                    host: host.to_string(),
+                });
+            }
+            tokens.insert(host, MirrorToken(token.to_owned()));
+        }
+        Ok(MirrorTokens(tokens))
+    }
+
+    /// The token for exactly `host`, if any.
+    pub fn for_host(&self, host: &Host) -> Option<&MirrorToken> {
+        self.0.get(host)
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The hosts with a token (for the consent prompt: never the tokens).
+    pub fn hosts(&self) -> impl Iterator<Item = &Host> {
+        self.0.keys()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_go_to_their_host_only_and_are_never_shown() {
+        let tokens =
+            MirrorTokens::parse(" huggingface.co=hf_secret,Mirror.Example.org=t2\t[::1]=t3 ")
+                .unwrap();
+        let hub = Host::parse("huggingface.co").unwrap();
+        assert_eq!(tokens.for_host(&hub).unwrap().bearer(), "Bearer hf_secret");
+        assert!(
+            tokens
+                .for_host(&Host::parse("mirror.example.org").unwrap())
+                .is_some()
+        );
+        assert!(
+            tokens
+                .for_host(
+                    &Host::parse("::1")
+                        .is_err()
+                        .then(|| Host::parse("[::1]").unwrap())
+                        .unwrap()
+                )
+                .is_some()
+        );
+        // Not a subdomain, not another host.
+        assert!(
+            tokens
+                .for_host(&Host::parse("cdn.huggingface.co").unwrap())
+                .is_none()
+        );
+        assert!(!format!("{tokens:?}").contains("secret"));
+        assert_eq!(MirrorTokens::parse("").unwrap(), MirrorTokens::default());
+    }
+
+    #[test]
+    fn a_bad_list_is_refused_without_naming_a_token() {
+        let cases = [
+            ("example.org", TokenError::NotAPair { entry: 1 }),
+            (
+                "a.org=x,=y",
+                TokenError::Host {
+                    entry: 2,
+                    error: MirrorUrlError::Malformed("the host is empty"),
+                },
+            ),
+            ("a.org=", TokenError::Token { entry: 1 }),
+            ("a.org=é", TokenError::Token { entry: 1 }),
+            (
+                "a.org=x,A.org=y",
+                TokenError::Twice {
+                    host: "a.org".into(),
+                },
+            ),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(MirrorTokens::parse(text), Err(expected.clone()), "{text}");
+            assert!(!expected.to_string().contains("secret"));
+        }
+        assert!(matches!(
+            MirrorTokens::parse("a.org:443=x"),
+            Err(TokenError::Host { entry: 1, .. })
+        ));
+        assert!(matches!(
+            MirrorTokens::parse(&format!("a.org={}", "x".repeat(MAX_TOKEN_LEN + 1))),
+            Err(TokenError::Token { entry: 1 })
+        ));
+        let many: Vec<String> = (0..=MAX_TOKENS).map(|i| format!("h{i}.org=t")).collect();
+        assert_eq!(
+            MirrorTokens::parse(&many.join(",")),
+            Err(TokenError::TooMany)
+        );
+        let error = MirrorTokens::parse("a.org=secret,b.org=").unwrap_err();
+        assert!(!error.to_string().contains("secret"), "{error}");
+    }
+}
