@@ -633,7 +633,7 @@ SETS = {
            "homes-4x32-cone", "neighbours-2x32", "ticket-only", "home-seeder-upnp",
            "home-seeder-igd", "lan-only", "library-4x4", "homes-4x32-symmetric-upnp",
            "home-alone", "router-kinds", "homes-4x32-cone-open", "share-default-cubic",
-           "far-64-25ms-1pct-50mbit"],
+           "far-64-25ms-1pct-50mbit", "relay-homes-cone", "relay-homes-symmetric"],
     # The swarm figures of docs/performance.md; minutes each.
     "figures": ["swarm-4x48", "swarm-8x48", "swarm-4x256", "swarm-8x256", "seeders-4x256",
                 "seeders-4x256-relay", "seeders-4x256-delay", "seeders-4x256-delay-bbr",
@@ -644,7 +644,8 @@ SETS = {
     "internet": ["uplinks-24x32-mixed", "uplinks-40x32-mixed", "uplinks-24x128-mixed",
                  "uplinks-40x128-mixed", "uplinks-24x32-10", "uplinks-40x32-one24",
                  "homes-4x256-cone", "homes-4x256-symmetric", "neighbours-2x256", "lan-30x256",
-                 "lan-30x256-mdns", "library-20x8"],
+                 "lan-30x256-mdns", "library-20x8", "relay-homes-cone-open", "relay-homes-ipv6",
+                 "relay-homes-24x32-mixed"],
     # minimodel against rqbit between two hosts of one LAN (needs rqbit:
     # benches/compare.sh installs it).
     "compare": ["compare-lan-256", "compare-lan-1g", "compare-lan-4g"],
