@@ -34,10 +34,9 @@
 //! Files live under Cargo's bench temp directory (`target/tmp`), not
 //! `/tmp`, which may be a tmpfs that refuses `O_DIRECT`.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::hint::black_box;
 use std::io::Write;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 use std::time::Duration;
 
@@ -280,6 +279,26 @@ fn whole_file(c: &mut Criterion) {
     group.finish();
 }
 
+/// `path` opened for reading and writing with `O_DIRECT`.
+#[cfg(target_os = "linux")]
+fn open_direct(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32)
+        .open(path)
+}
+
+/// `O_DIRECT` is Linux's own: the direct-write rows run only there.
+#[cfg(not(target_os = "linux"))]
+fn open_direct(_path: &Path) -> std::io::Result<File> {
+    Err(std::io::Error::new(
+        std::io::ErrorKind::Unsupported,
+        "this bench's O_DIRECT rows run on Linux only",
+    ))
+}
+
 /// A 4 KiB-aligned window of `len` bytes into a slightly larger buffer,
 /// which `O_DIRECT` asks for.
 struct Aligned {
@@ -349,12 +368,7 @@ fn store_write(c: &mut Criterion) {
     });
     drop(buffered);
 
-    let direct = match OpenOptions::new()
-        .write(true)
-        .read(true)
-        .custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32)
-        .open(&path)
-    {
+    let direct = match open_direct(&path) {
         Ok(file) => file,
         Err(error) => panic!(
             "cannot open {} with O_DIRECT (the file system must allow it): {error}",
@@ -370,7 +384,7 @@ fn store_write(c: &mut Criterion) {
                 target[at..at + part.len()].copy_from_slice(part);
                 at += part.len();
             }
-            file.write_all_at(target, (index * CHUNK) as u64).unwrap();
+            minimodel_swarm::platform::write_all_at(file, target, (index * CHUNK) as u64).unwrap();
         }
     };
     group.bench_function("o_direct_aligned_copy", |b| {

@@ -643,14 +643,7 @@ mod tests {
             KeyFileError::Link { .. }
         ));
         let fifo = dir.path().join("fifo");
-        rustix::fs::mknodat(
-            rustix::fs::CWD,
-            &fifo,
-            rustix::fs::FileType::Fifo,
-            rustix::fs::Mode::from_raw_mode(0o600),
-            0,
-        )
-        .unwrap();
+        minimodel_swarm::platform::plant_fifo(&fifo).unwrap();
         assert!(matches!(
             read_secret_key(&fifo).unwrap_err(),
             KeyFileError::NotRegular { .. }

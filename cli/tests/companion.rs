@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use minimodel_companion::client::Client;
-use resume_support::{Artifact, HANG, Proc, run};
+use resume_support::{Artifact, HANG, Proc, StopRequest, run};
 use serde_json::Value;
 
 /// `docs/schemas/events.schema.json` (which refers to the companion API's
@@ -281,7 +281,7 @@ fn the_companion_commands_share_fetch_log_and_stop_and_a_second_run_is_refused()
     assert!(unit.contains("SuccessExitStatus=130"), "{unit}");
 
     // SIGTERM: a clean stop, the state saved, api.json gone.
-    seeder.signal(rustix::process::Signal::TERM);
+    seeder.stop(StopRequest::Terminate);
     seeder.expect_exit(130);
     assert!(!seeder_library.join("api.json").exists());
     let state = std::fs::read_to_string(seeder_library.join("library.json")).unwrap();
@@ -546,7 +546,7 @@ fn interrupting_a_wait_leaves_the_download_with_the_companion() {
         wait.stdout(),
         wait.stderr()
     );
-    wait.signal(rustix::process::Signal::INT);
+    wait.stop(StopRequest::Interrupt);
     let error = error_at_the_end(&wait.expect_exit(130));
     assert!(error.contains("the companion goes on"), "{error}");
     let items = items(&library);
@@ -599,7 +599,7 @@ fn a_second_signal_during_the_stop_ends_the_companion_at_once() {
         .recv_from(&mut packet)
         .expect("the companion dials the ticket's peer");
     let client = Client::for_library(&library).unwrap();
-    first.signal(rustix::process::Signal::TERM);
+    first.stop(StopRequest::Terminate);
     // The stop has begun once the API takes no new connection (it drains
     // the lookup meanwhile). Signals 200 ms apart or closer are one press
     // (`SAME_PRESS` in cli/src/stop.rs): the second comes after that.
@@ -609,7 +609,7 @@ fn a_second_signal_during_the_stop_ends_the_companion_at_once() {
         std::thread::sleep(Duration::from_millis(20));
     }
     std::thread::sleep(Duration::from_millis(300));
-    first.signal(rustix::process::Signal::TERM);
+    first.stop(StopRequest::Terminate);
     let error = error_at_the_end(&first.expect_exit(130));
     assert!(error.starts_with("interrupted again"), "{error}");
     let _ = lookup.join();

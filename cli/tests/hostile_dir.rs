@@ -8,7 +8,7 @@ mod resume_support;
 
 use std::path::Path;
 
-use resume_support::{Artifact, Proc, Seeders, fetch_args};
+use resume_support::{Artifact, Proc, Seeders, fetch_args, platform};
 
 const VICTIM: &[u8] = b"the user's own file, not to be touched\n";
 
@@ -39,7 +39,7 @@ fn a_link_at_any_name_the_fetch_writes_is_refused_and_left_alone() {
         let out = root.join(format!("out-{n}"));
         std::fs::create_dir(&out).unwrap();
         let victim = victim(root);
-        std::os::unix::fs::symlink(&victim, out.join(name)).unwrap();
+        platform::plant_link(&victim, &out.join(name)).unwrap();
         let args = fetch_args(&artifact, &seeders, &out, &["--json"]);
         let mut fetch = Proc::spawn(root, &args);
         fetch.expect_exit(3);
@@ -79,12 +79,8 @@ fn a_second_name_or_a_fifo_where_the_part_goes_is_refused() {
 
     let out = root.join("fifo");
     std::fs::create_dir(&out).unwrap();
-    rustix::fs::mkfifoat(
-        rustix::fs::CWD,
-        out.join("trap2.slm.part"),
-        rustix::fs::Mode::from_raw_mode(0o600),
-    )
-    .unwrap();
+    // A FIFO; on Windows, which has none, a directory.
+    platform::plant_fifo(&out.join("trap2.slm.part")).unwrap();
     let mut fetch = Proc::spawn(root, &fetch_args(&artifact, &seeders, &out, &[]));
     fetch.expect_exit(3);
     assert!(
@@ -104,7 +100,7 @@ fn links_at_the_old_fixed_temporary_names_lead_nowhere() {
     std::fs::create_dir(&out).unwrap();
     let victim = victim(root);
     for name in [".trap3.slm.state.tmp", ".trap3.receipt.json.tmp"] {
-        std::os::unix::fs::symlink(&victim, out.join(name)).unwrap();
+        platform::plant_link(&victim, &out.join(name)).unwrap();
     }
     let mut fetch = Proc::spawn(root, &fetch_args(&artifact, &seeders, &out, &["--json"]));
     fetch.expect_exit(0);

@@ -411,6 +411,8 @@ fn a_fixture_larger_than_the_free_space_is_refused_at_once() {
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
 
+// SIGSTOP, SIGINT and SIGCONT in a row: Unix's own (scripts/windows-tests).
+#[cfg(unix)]
 #[test]
 fn a_fixture_stopped_half_way_leaves_nothing() {
     // A new file, then --force over a file already there: the old one is

@@ -137,7 +137,7 @@ fn quinn_speaks_at_vv_and_through_rust_log_but_not_by_default() {
         ],
     )
     .expect_exit(0);
-    quiet.signal(rustix::process::Signal::TERM);
+    quiet.stop(resume_support::StopRequest::Terminate);
     quiet.expect_exit(0);
     assert!(!quiet.stderr().contains(QUINN_DEBUG), "{}", quiet.stderr());
     assert!(!quiet.stderr().contains("DEBUG"), "{}", quiet.stderr());

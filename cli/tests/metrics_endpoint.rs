@@ -6,6 +6,9 @@
 //! scrape sees the state the test set: before any chunk could come, and
 //! in the middle of the fetch with the seeder connected.
 
+// SIGSTOP and SIGCONT: Unix's own (scripts/windows-tests).
+#![cfg(unix)]
+
 mod resume_support;
 
 use std::io::{Read, Write};

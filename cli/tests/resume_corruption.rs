@@ -8,18 +8,16 @@ mod resume_support;
 
 use std::path::Path;
 
-use rustix::process::Signal;
-
-use resume_support::{Artifact, Proc, Seeders, fetch_args, scribble};
+use resume_support::{Artifact, Proc, Seeders, StopRequest, fetch_args, scribble};
 
 /// Fetches until the state lists at least `chunks` chunks, then stops the
-/// fetch with SIGINT; returns the chunks listed.
+/// fetch as Ctrl-C does; returns the chunks listed.
 fn partial_download(root: &Path, artifact: &Artifact, args: &[String], chunks: usize) -> Vec<u32> {
     let files = artifact.files(&root.join("out"));
     let mut fetch = Proc::spawn(root, args);
     let enough = fetch.wait_for("a checkpoint", |_| files.persisted().len() >= chunks);
     assert!(enough, "{:?} {}", fetch.stdout(), fetch.stderr());
-    fetch.signal(Signal::INT);
+    fetch.stop(StopRequest::Interrupt);
     assert_eq!(fetch.wait().code(), Some(130), "{}", fetch.stderr());
     let listed = files.persisted();
     assert!(

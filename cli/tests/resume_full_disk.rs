@@ -10,6 +10,9 @@
 //! works the test fails and says what would make it run. The same failure
 //! injected through the storage layer runs in `resume_fetcher.rs`.
 
+// A tmpfs in a mount namespace: Linux's own (scripts/windows-tests).
+#![cfg(target_os = "linux")]
+
 mod resume_support;
 
 use std::path::Path;

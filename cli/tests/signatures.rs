@@ -11,14 +11,9 @@
 
 mod resume_support;
 
-use std::fs::File;
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
-use resume_support::{Artifact, HANG, Proc, bin, ok, run, snapshot};
+use resume_support::{Artifact, Proc, ok, run, snapshot};
 use serde_json::Value;
 
 /// A peer that is never dialed: every refusal comes first.
@@ -732,6 +727,9 @@ fn a_named_key_must_sign_and_unsigned_manifests_can_be_refused() {
     assert!(!s.root.join("other.keyring").exists(), "nothing to pin");
 }
 
+// Unix modes (scripts/windows-tests): the ACL check is
+// swarm's platform::tests::a_file_open_to_others_is_refused.
+#[cfg(unix)]
 #[test]
 fn key_files_are_never_replaced_and_read_only_when_protected() {
     let s = Signed::make();
@@ -772,8 +770,13 @@ fn key_files_are_never_replaced_and_read_only_when_protected() {
     assert!(stderr.contains("chmod 644"), "{stderr}");
 }
 
+// Linux's places (scripts/windows-tests); every system's are
+// swarm's platform::places::tests.
+#[cfg(target_os = "linux")]
 #[test]
 fn the_keyring_lives_in_the_users_data_directory_by_default() {
+    use resume_support::bin;
+    use std::process::Command;
     let s = Signed::make();
     let home = s.root.join("home");
     let data = s.root.join("data");
@@ -826,123 +829,139 @@ fn the_keyring_lives_in_the_users_data_directory_by_default() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("--keyring"));
 }
 
-/// A `minimodel` whose stdin and stderr are a pseudo-terminal (a person
-/// at the prompt); stdout is piped.
-struct AtPrompt {
-    child: std::process::Child,
-    master: File,
-    screen: Arc<Mutex<Vec<u8>>>,
-}
+/// The prompt on a terminal: a pseudo-terminal, Unix's own
+/// (scripts/windows-tests).
+#[cfg(unix)]
+mod at_prompt {
+    use std::fs::File;
+    use std::io::{Read, Write};
+    use std::process::{Command, Stdio};
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
 
-impl AtPrompt {
-    fn spawn(dir: &Path, args: &[&str]) -> AtPrompt {
-        use rustix::pty::{OpenptFlags, grantpt, openpt, ptsname, unlockpt};
-        let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC)
-            .expect("a pseudo-terminal");
-        grantpt(&master).unwrap();
-        unlockpt(&master).unwrap();
-        let name = ptsname(&master, Vec::new()).unwrap();
-        let slave = || {
-            std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(name.to_str().unwrap())
-                .expect("the pty's slave side")
-        };
-        let child = Command::new(bin())
-            .current_dir(dir)
-            .args(args)
-            .stdin(Stdio::from(slave()))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(slave()))
-            .spawn()
-            .expect("the binary starts");
-        let master = File::from(master);
-        let screen = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&screen);
-        let mut reader = master.try_clone().unwrap();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = reader.read(&mut buf) {
-                if n == 0 {
-                    break;
+    use super::*;
+    use resume_support::{HANG, bin};
+
+    /// A `minimodel` whose stdin and stderr are a pseudo-terminal (a person
+    /// at the prompt); stdout is piped.
+    struct AtPrompt {
+        child: std::process::Child,
+        master: File,
+        screen: Arc<Mutex<Vec<u8>>>,
+    }
+
+    impl AtPrompt {
+        fn spawn(dir: &Path, args: &[&str]) -> AtPrompt {
+            use rustix::pty::{OpenptFlags, grantpt, openpt, ptsname, unlockpt};
+            let master =
+                openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY).expect("a pseudo-terminal");
+            // Not in the flags: macOS has no O_CLOEXEC for posix_openpt.
+            rustix::io::fcntl_setfd(&master, rustix::io::FdFlags::CLOEXEC).unwrap();
+            grantpt(&master).unwrap();
+            unlockpt(&master).unwrap();
+            let name = ptsname(&master, Vec::new()).unwrap();
+            let slave = || {
+                std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(name.to_str().unwrap())
+                    .expect("the pty's slave side")
+            };
+            let child = Command::new(bin())
+                .current_dir(dir)
+                .args(args)
+                .stdin(Stdio::from(slave()))
+                .stdout(Stdio::piped())
+                .stderr(Stdio::from(slave()))
+                .spawn()
+                .expect("the binary starts");
+            let master = File::from(master);
+            let screen = Arc::new(Mutex::new(Vec::new()));
+            let sink = Arc::clone(&screen);
+            let mut reader = master.try_clone().unwrap();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = reader.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    sink.lock().unwrap().extend_from_slice(&buf[..n]);
                 }
-                sink.lock().unwrap().extend_from_slice(&buf[..n]);
+            });
+            AtPrompt {
+                child,
+                master,
+                screen,
             }
-        });
-        AtPrompt {
-            child,
-            master,
-            screen,
         }
-    }
 
-    fn screen(&self) -> String {
-        String::from_utf8_lossy(&self.screen.lock().unwrap()).into_owned()
-    }
-
-    /// Waits for the question, answers it, and returns the exit code and
-    /// what the terminal showed.
-    fn answer(mut self, answer: &str) -> (i32, String, String) {
-        let started = Instant::now();
-        while !self.screen().contains("[y/N]") {
-            assert!(started.elapsed() < HANG, "no prompt: {}", self.screen());
-            assert!(
-                self.child.try_wait().unwrap().is_none(),
-                "ended without asking: {}",
-                self.screen()
-            );
-            std::thread::sleep(Duration::from_millis(20));
+        fn screen(&self) -> String {
+            String::from_utf8_lossy(&self.screen.lock().unwrap()).into_owned()
         }
-        self.master.write_all(answer.as_bytes()).unwrap();
-        let status = loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                break status;
+
+        /// Waits for the question, answers it, and returns the exit code and
+        /// what the terminal showed.
+        fn answer(mut self, answer: &str) -> (i32, String, String) {
+            let started = Instant::now();
+            while !self.screen().contains("[y/N]") {
+                assert!(started.elapsed() < HANG, "no prompt: {}", self.screen());
+                assert!(
+                    self.child.try_wait().unwrap().is_none(),
+                    "ended without asking: {}",
+                    self.screen()
+                );
+                std::thread::sleep(Duration::from_millis(20));
             }
-            assert!(started.elapsed() < HANG, "still running: {}", self.screen());
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        let mut stdout = String::new();
-        if let Some(mut pipe) = self.child.stdout.take() {
-            pipe.read_to_string(&mut stdout).unwrap();
+            self.master.write_all(answer.as_bytes()).unwrap();
+            let status = loop {
+                if let Some(status) = self.child.try_wait().unwrap() {
+                    break status;
+                }
+                assert!(started.elapsed() < HANG, "still running: {}", self.screen());
+                std::thread::sleep(Duration::from_millis(20));
+            };
+            let mut stdout = String::new();
+            if let Some(mut pipe) = self.child.stdout.take() {
+                pipe.read_to_string(&mut stdout).unwrap();
+            }
+            (status.code().unwrap(), self.screen(), stdout)
         }
-        (status.code().unwrap(), self.screen(), stdout)
     }
-}
 
-#[test]
-fn at_the_prompt_a_first_seen_key_is_named_as_such_and_pinned_only_on_yes() {
-    let s = Signed::make();
-    let keyring = s.root.join("prompt.keyring");
-    let args = [
-        "fetch",
-        "signed-a.manifest",
-        "--peer",
-        NOBODY,
-        "-o",
-        "out",
-        "--give-up-after",
-        "1s",
-        "--keyring",
-        keyring.to_str().unwrap(),
-    ];
-    let (code, screen, _) = AtPrompt::spawn(&s.root, &args).answer("n\n");
-    assert_eq!(code, 5, "{screen}");
-    assert!(
-        screen.contains(&format!("Trust key {} (mmpk1", s.key_a))
-            && screen.contains("as publisher acme's, seen for the first time, and pin it in"),
-        "the prompt says it is the first time: {screen}"
-    );
-    assert!(!keyring.exists(), "no means nothing pinned");
-    assert!(!s.root.join("out").exists());
+    #[test]
+    fn at_the_prompt_a_first_seen_key_is_named_as_such_and_pinned_only_on_yes() {
+        let s = Signed::make();
+        let keyring = s.root.join("prompt.keyring");
+        let args = [
+            "fetch",
+            "signed-a.manifest",
+            "--peer",
+            NOBODY,
+            "-o",
+            "out",
+            "--give-up-after",
+            "1s",
+            "--keyring",
+            keyring.to_str().unwrap(),
+        ];
+        let (code, screen, _) = AtPrompt::spawn(&s.root, &args).answer("n\n");
+        assert_eq!(code, 5, "{screen}");
+        assert!(
+            screen.contains(&format!("Trust key {} (mmpk1", s.key_a))
+                && screen.contains("as publisher acme's, seen for the first time, and pin it in"),
+            "the prompt says it is the first time: {screen}"
+        );
+        assert!(!keyring.exists(), "no means nothing pinned");
+        assert!(!s.root.join("out").exists());
 
-    let (code, screen, stdout) = AtPrompt::spawn(&s.root, &args).answer("y\n");
-    // The peer never answers: the fetch gives up (exit 1), after the pin.
-    assert_eq!(code, 1, "{screen}\n{stdout}");
-    assert!(
-        stdout.contains("first seen now; accepted at the prompt"),
-        "{stdout}"
-    );
-    let text = std::fs::read_to_string(&keyring).unwrap();
-    assert!(text.contains(" first-use "), "{text}");
+        let (code, screen, stdout) = AtPrompt::spawn(&s.root, &args).answer("y\n");
+        // The peer never answers: the fetch gives up (exit 1), after the pin.
+        assert_eq!(code, 1, "{screen}\n{stdout}");
+        assert!(
+            stdout.contains("first seen now; accepted at the prompt"),
+            "{stdout}"
+        );
+        let text = std::fs::read_to_string(&keyring).unwrap();
+        assert!(text.contains(" first-use "), "{text}");
+    }
 }

@@ -206,15 +206,9 @@ async fn main() -> ExitCode {
         i.mtu
             .map_or_else(|| "unlimited".to_owned(), |mtu| mtu.to_string()),
     );
-    let stopped = async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-    };
-    stopped.await;
+    // Ctrl-C or SIGTERM (on Windows the console's control events).
+    let mut stop = minimodel_swarm::platform::StopSignals::install().expect("stop handlers");
+    stop.recv().await;
     let stats = relay.stats();
     println!(
         "relay stopped: forwarded {} datagrams ({} bytes), dropped {} ({} over the mtu), duplicated {}, reordered {}",

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+pub use minimodel_swarm::platform::{self, StopRequest};
 use minimodel_swarm::resume::{
     OpenedDownload, PartialDownload, PartialState, ResumeOptions, parse_state,
 };
@@ -33,17 +34,32 @@ pub fn bin() -> &'static Path {
     LINK.get_or_init(|| {
         let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("resume-tests");
         std::fs::create_dir_all(&dir).unwrap();
-        let link = dir.join("mm-under-test");
-        if std::fs::read_link(&link).ok().as_deref() != Some(Path::new(BIN)) {
+        let link = dir.join(format!("mm-under-test{}", std::env::consts::EXE_SUFFIX));
+        if !links_to_bin(&link) {
             // Through a rename, so that test binaries running at once
             // never see a half-made link.
             let temp = dir.join(format!(".link-{}", std::process::id()));
             let _ = std::fs::remove_file(&temp);
-            std::os::unix::fs::symlink(BIN, &temp).unwrap();
+            platform::link_program(Path::new(BIN), &temp).unwrap();
             std::fs::rename(&temp, &link).unwrap();
         }
         link
     })
+}
+
+/// Whether `link` is [`BIN`] under another name (a symbolic link to it, or
+/// a hard link where symbolic links need a privilege).
+fn links_to_bin(link: &Path) -> bool {
+    if std::fs::read_link(link).ok().as_deref() == Some(Path::new(BIN)) {
+        return true;
+    }
+    let same = |a: &std::fs::Metadata, b: &std::fs::Metadata| {
+        a.len() == b.len() && a.modified().ok() == b.modified().ok()
+    };
+    match (std::fs::symlink_metadata(link), std::fs::metadata(BIN)) {
+        (Ok(link), Ok(bin)) => !link.is_symlink() && same(&link, &bin),
+        _ => false,
+    }
 }
 
 /// The data directory of the commands a test runs in `dir`.
@@ -74,30 +90,31 @@ pub struct Proc {
 
 impl Proc {
     /// Starts `minimodel ARGS` in `dir`.
-    /// Its data directory (`XDG_DATA_HOME`: the default keyring) is one
-    /// of the test's own, outside `dir`: a pin made at first use never
-    /// reaches the user's keyring or another test's.
+    /// Its data directory (`XDG_DATA_HOME`, `LOCALAPPDATA` on Windows: the
+    /// default keyring) is one of the test's own, outside `dir`: a pin
+    /// made at first use never reaches the user's keyring or another
+    /// test's.
     pub fn spawn<S: AsRef<std::ffi::OsStr>>(dir: &Path, args: &[S]) -> Proc {
         Self::spawn_command(
             Command::new(bin())
                 .current_dir(dir)
                 .env("XDG_DATA_HOME", data_home(dir))
+                .env("LOCALAPPDATA", data_home(dir))
                 .args(args),
         )
     }
 
     /// Starts `command` (a script, say) in a process group of its own, so
     /// that whatever it starts is killed with it. (The binary itself runs
-    /// in the test's group: a Ctrl-C on the tests reaches it too.)
+    /// in the test's group on Unix: a Ctrl-C on the tests reaches it too.)
     pub fn spawn_group(command: &mut Command) -> Proc {
-        use std::os::unix::process::CommandExt;
-        let mut proc = Self::spawn_command(command.process_group(0));
+        let mut proc = Self::spawn_command(platform::own_group(command));
         proc.own_group = true;
         proc
     }
 
     fn spawn_command(command: &mut Command) -> Proc {
-        let mut child = command
+        let mut child = platform::stoppable(command)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -164,23 +181,25 @@ impl Proc {
         self.events().into_iter().find(|e| e["event"] == name)
     }
 
-    /// Sends a signal.
+    /// Asks it to stop as a user would: Ctrl-C (SIGINT) or a service
+    /// manager's stop (SIGTERM); on Windows a Ctrl-Break event for both.
+    /// The process may have ended already: nothing is sent then.
+    pub fn stop(&self, how: StopRequest) {
+        platform::request_stop(&self.child, how);
+    }
+
+    /// Sends a signal (Unix's own: SIGSTOP and SIGCONT have no Windows
+    /// counterpart; a stop as a user asks for it is [`Proc::stop`]).
+    #[cfg(unix)]
     pub fn signal(&self, signal: rustix::process::Signal) {
         let pid = rustix::process::Pid::from_child(&self.child);
         // The process may have ended already: nothing to signal then.
         let _ = rustix::process::kill_process(pid, signal);
     }
 
-    /// Whether it has a handler installed for signal number `signal`
-    /// (the kernel's `SigCgt` mask in `/proc/PID/status`).
-    pub fn catches(&self, signal: u32) -> bool {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default();
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix("SigCgt:"))
-            .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
-            .is_some_and(|mask| mask & (1 << (signal - 1)) != 0)
+    /// Its process id.
+    pub fn id(&self) -> u32 {
+        self.child.id()
     }
 
     /// Its exit status, if it has ended.
@@ -294,10 +313,8 @@ impl Proc {
 impl Drop for Proc {
     fn drop(&mut self) {
         if self.own_group {
-            // The whole group: a script's children too. (Its id stays taken
-            // while any member lives, so this hits nothing else.)
-            let group = rustix::process::Pid::from_child(&self.child);
-            let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+            // The whole group: a script's children too.
+            platform::kill_group(&mut self.child);
         }
         if self.status.is_none() {
             let _ = self.child.kill();
@@ -678,9 +695,8 @@ pub fn random_pause(rng: &mut Rng, max: Duration) -> Duration {
 
 /// Overwrites `len` bytes of `path` at `offset` with `byte`.
 pub fn scribble(path: &Path, offset: u64, len: usize, byte: u8) {
-    use std::os::unix::fs::FileExt;
     let file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
-    file.write_all_at(&vec![byte; len], offset).unwrap();
+    platform::write_all_at(&file, &vec![byte; len], offset).unwrap();
 }
 
 /// Every file in `dir` with its bytes.

@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use minimodel_swarm::platform;
+
 /// How long a step may take before the test gives up on it: a guard
 /// against a hang, not a figure under test, generous for a loaded machine.
 pub const HANG: Duration = Duration::from_secs(300);
@@ -89,11 +91,10 @@ impl Running {
         let _ = self.child.wait();
     }
 
-    /// Sends SIGINT (a polite stop).
+    /// Asks it to stop as Ctrl-C does (SIGINT; a Ctrl-Break event on
+    /// Windows).
     pub fn interrupt(&self) {
-        let _ = Command::new("kill")
-            .args(["-INT", &self.child.id().to_string()])
-            .status();
+        platform::request_stop(&self.child, platform::StopRequest::Interrupt);
     }
 }
 
@@ -129,7 +130,7 @@ pub fn seeder(
     // What it prints goes to OFFER.stdout beside the offer.
     let stdout = std::fs::File::create(dir.join(format!("{offer}.stdout")))
         .expect("a file for the seeder's output");
-    let child = Command::new(env!("CARGO_BIN_EXE_minimodel"))
+    let child = platform::stoppable(&mut Command::new(env!("CARGO_BIN_EXE_minimodel")))
         .current_dir(dir)
         .args(&args)
         .stdin(Stdio::null())
@@ -161,7 +162,7 @@ pub fn spawn_with_stdout(
     dir: &Path,
     args: &[&str],
 ) -> (Running, BufReader<std::process::ChildStdout>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_minimodel"))
+    let mut child = platform::stoppable(&mut Command::new(env!("CARGO_BIN_EXE_minimodel")))
         .current_dir(dir)
         .args(args)
         .stdin(Stdio::null())

@@ -38,3 +38,16 @@ pub(super) fn default_gateway() -> io::Result<Option<std::net::Ipv4Addr>> {
         &std::fs::read_to_string("/proc/net/route")?,
     ))
 }
+
+/// Test help: a FIFO at `path` (`mknodat`).
+#[cfg(any(test, feature = "testing"))]
+pub(super) fn plant_fifo(path: &std::path::Path) -> io::Result<()> {
+    use rustix::fs::{CWD, FileType, Mode, mknodat};
+    Ok(mknodat(
+        CWD,
+        path,
+        FileType::Fifo,
+        Mode::from_raw_mode(0o600),
+        0,
+    )?)
+}

@@ -83,3 +83,17 @@ pub(super) fn default_gateway() -> io::Result<Option<std::net::Ipv4Addr>> {
         "the routing table kept growing while read",
     ))
 }
+
+/// Test help: a FIFO at `path` (`mkfifo`; rustix has no `mknodat` here).
+#[cfg(any(test, feature = "testing"))]
+pub(super) fn plant_fifo(path: &std::path::Path) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a NUL in the path"))?;
+    // SAFETY: a NUL-terminated path that outlives the call.
+    if unsafe { libc::mkfifo(path.as_ptr(), 0o600) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}

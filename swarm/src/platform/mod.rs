@@ -64,9 +64,24 @@ pub use sys::{
     read_into_spare, release_cached, rename_no_replace, write_at, write_vectored_at,
 };
 /// Test help (the `testing` feature): plant links and FIFOs, open a file
-/// to others, each system's way.
+/// to others, start, stop and kill a child, each system's way.
 #[cfg(any(test, feature = "testing"))]
-pub use sys::{open_to_others, plant_fifo, plant_link};
+pub use sys::{
+    kill_group, link_program, open_to_others, own_group, plant_fifo, plant_link, request_stop,
+    stoppable,
+};
+
+/// How a test asks a child to stop, the ways a user does
+/// ([`request_stop`]; the `testing` feature).
+#[cfg(any(test, feature = "testing"))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopRequest {
+    /// Ctrl-C: SIGINT; on Windows a Ctrl-Break event.
+    Interrupt,
+    /// A service manager's stop: SIGTERM; on Windows a Ctrl-Break event
+    /// too.
+    Terminate,
+}
 
 /// The systems minimodel runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -340,6 +355,25 @@ mod tests {
         assert_eq!(again.kind(), io::ErrorKind::AlreadyExists);
         let reopened = open_no_follow(&path).unwrap();
         assert_eq!(check_owner_only(&reopened).unwrap(), Ok(()));
+    }
+
+    #[test]
+    fn a_file_open_to_others_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secret");
+        drop(open_private(&path, PrivateOpen::CreateNew).unwrap());
+        // Mode 0644; on Windows an ACL entry that lets Everyone read.
+        open_to_others(&path).unwrap();
+        let file = open_no_follow(&path).unwrap();
+        assert!(
+            matches!(
+                check_owner_only(&file).unwrap(),
+                Err(PrivacyProblem::OpenToOthers(_))
+            ),
+            "a file others may read passed as private"
+        );
+        // Others may read it, but not write it: enough for a keyring.
+        assert_eq!(check_guarded(&file, Guard::Write).unwrap(), Ok(()));
     }
 
     #[test]

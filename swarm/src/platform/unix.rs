@@ -376,17 +376,53 @@ pub fn plant_link(target: &Path, link: &Path) -> io::Result<()> {
 /// Test help: a FIFO at `path`.
 #[cfg(any(test, feature = "testing"))]
 pub fn plant_fifo(path: &Path) -> io::Result<()> {
-    Ok(rustix::fs::mknodat(
-        rustix::fs::CWD,
-        path,
-        FileType::Fifo,
-        Mode::from_raw_mode(0o600),
-        0,
-    )?)
+    super::os::plant_fifo(path)
 }
 
 /// Test help: lets group and others read `path`.
 #[cfg(any(test, feature = "testing"))]
 pub fn open_to_others(path: &Path) -> io::Result<()> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644))
+}
+
+/// Test help: nothing to prepare; a child gets SIGINT and SIGTERM as it is.
+#[cfg(any(test, feature = "testing"))]
+pub fn stoppable(command: &mut std::process::Command) -> &mut std::process::Command {
+    command
+}
+
+/// Test help: the child in a process group of its own, so that whatever
+/// it starts can be killed with it ([`kill_group`]).
+#[cfg(any(test, feature = "testing"))]
+pub fn own_group(command: &mut std::process::Command) -> &mut std::process::Command {
+    use std::os::unix::process::CommandExt;
+    command.process_group(0)
+}
+
+/// Test help: asks `child` to stop as a user would: SIGINT (Ctrl-C) or
+/// SIGTERM. A child that has ended already gets nothing.
+#[cfg(any(test, feature = "testing"))]
+pub fn request_stop(child: &std::process::Child, how: super::StopRequest) {
+    use rustix::process::{Pid, Signal, kill_process};
+    let signal = match how {
+        super::StopRequest::Interrupt => Signal::INT,
+        super::StopRequest::Terminate => Signal::TERM,
+    };
+    let _ = kill_process(Pid::from_child(child), signal);
+}
+
+/// Test help: kills the process group `child` leads ([`own_group`]) and
+/// `child`.
+#[cfg(any(test, feature = "testing"))]
+pub fn kill_group(child: &mut std::process::Child) {
+    use rustix::process::{Pid, Signal, kill_process_group};
+    // Its id stays taken while any member lives, so this hits nothing else.
+    let _ = kill_process_group(Pid::from_child(child), Signal::KILL);
+    let _ = child.kill();
+}
+
+/// Test help: `program` under another name, `link` (a symbolic link).
+#[cfg(any(test, feature = "testing"))]
+pub fn link_program(program: &Path, link: &Path) -> io::Result<()> {
+    std::os::unix::fs::symlink(program, link)
 }

@@ -813,3 +813,46 @@ pub fn open_to_others(path: &Path) -> io::Result<()> {
         .open(path)?;
     set_owner_only(file.as_raw_handle(), Some(&Sid::well_known(WinWorldSid)))
 }
+
+/// Test help: the child in a console process group of its own, the one
+/// way another process can send it a console control event
+/// ([`request_stop`]).
+#[cfg(any(test, feature = "testing"))]
+pub fn stoppable(command: &mut std::process::Command) -> &mut std::process::Command {
+    use std::os::windows::process::CommandExt;
+    command.creation_flags(windows_sys::Win32::System::Threading::CREATE_NEW_PROCESS_GROUP)
+}
+
+/// Test help: as [`stoppable`]; killing the group kills the child only
+/// (what it starts is not tracked).
+#[cfg(any(test, feature = "testing"))]
+pub fn own_group(command: &mut std::process::Command) -> &mut std::process::Command {
+    stoppable(command)
+}
+
+/// Test help: asks `child` (made [`stoppable`]) to stop as a user would:
+/// a Ctrl-Break event to its console process group, for a Ctrl-C and a
+/// service's stop alike (the console's close, log-off and shutdown events
+/// cannot be sent to another process).
+#[cfg(any(test, feature = "testing"))]
+pub fn request_stop(child: &std::process::Child, _how: super::StopRequest) {
+    use windows_sys::Win32::System::Console::{CTRL_BREAK_EVENT, GenerateConsoleCtrlEvent};
+    // SAFETY: plain values; a group that has ended makes the call fail,
+    // which is ignored as on Unix.
+    unsafe {
+        GenerateConsoleCtrlEvent(CTRL_BREAK_EVENT, child.id());
+    }
+}
+
+/// Test help: kills `child` ([`own_group`]).
+#[cfg(any(test, feature = "testing"))]
+pub fn kill_group(child: &mut std::process::Child) {
+    let _ = child.kill();
+}
+
+/// Test help: `program` under another name, `link` (a hard link: a
+/// symbolic link needs a privilege on Windows).
+#[cfg(any(test, feature = "testing"))]
+pub fn link_program(program: &Path, link: &Path) -> io::Result<()> {
+    std::fs::hard_link(program, link)
+}

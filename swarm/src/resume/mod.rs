@@ -59,6 +59,7 @@ mod mirrors;
 mod open;
 mod partial;
 mod peers;
+mod plan;
 mod recheck;
 mod report;
 mod state;
@@ -73,12 +74,12 @@ pub use knowledge::{ChunkKnowledge, SavedNode};
 pub use mirrors::{
     MAX_MIRRORS_FILE_BYTES, MIRRORS_FORMAT, MirrorsFileError, mirrors_file_text, parse_mirrors_file,
 };
-pub(crate) use open::parse_chunk_list;
 pub use partial::{CheckpointReport, FinishedDownload, PartialDownload};
 pub use peers::{
     MAX_PEERS_FILE_BYTES, PEERS_FORMAT, PeersFileError, parse_peers_file, peers_file_text,
     remembered_peers,
 };
+pub(crate) use plan::parse_chunk_list;
 pub use recheck::{READ_BLOCK, RecheckProgress, hash_chunks, sample_chunks};
 pub use report::{
     CompleteCheck, CompleteDownload, OpenedDownload, RecheckReason, RestartReason, ResumeOptions,

@@ -152,6 +152,7 @@ pub(crate) struct Start {
 }
 
 /// What a loaded state file holds, as far as checkpoints care.
+#[derive(Debug)]
 pub(crate) struct Persisted {
     pub(crate) generation: u64,
     pub(crate) verified: HaveBitfield,

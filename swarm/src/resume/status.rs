@@ -208,7 +208,7 @@ fn check_complete(
         Some(0)
     } else {
         dir.read(&names.chunk_list, 65 * (u64::from(count) + 1))?
-            .and_then(|bytes| super::open::parse_chunk_list(&bytes, count))
+            .and_then(|bytes| super::plan::parse_chunk_list(&bytes, count))
             .filter(|list| {
                 MerkleTree::from_chunk_hashes(list.clone())
                     .is_ok_and(|tree| tree.root() == receipt.merkle_root)
