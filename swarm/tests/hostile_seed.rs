@@ -814,15 +814,20 @@ async fn a_manifest_query_gets_the_served_manifest_once_and_nothing_else() {
     );
 
     // Each query was reported, none took a peer slot, and an honest fetch
-    // still gets everything.
-    let reports = seeder.reports();
-    let queries: Vec<_> = reports
-        .iter()
-        .filter_map(|report| match report {
-            NodeReport::ManifestQuery { refused, .. } => Some(*refused),
-            _ => None,
-        })
-        .collect();
+    // still gets everything. The last query's report may come after its
+    // answer: wait for all five.
+    let mut reports = Vec::new();
+    let mut queries = Vec::new();
+    while queries.len() < 5 {
+        let Some(report) = seeder.wait_for(wait, |_| true).await else {
+            panic!("{} manifest queries reported: {reports:?}", queries.len());
+        };
+        if let NodeReport::ManifestQuery { refused, .. } = &report {
+            queries.push(*refused);
+        }
+        reports.push(report);
+    }
+    reports.extend(seeder.reports());
     assert_eq!(
         queries,
         [
