@@ -463,6 +463,11 @@ pub struct TransferSummaryDef {
     /// the read-back check.
     #[serde(default)]
     pub chunks_refetched: u64,
+    /// Chunks copied in this run from versions already on this machine
+    /// (`fetch --reuse`), each checked with its Merkle proof like a
+    /// peer's; not counted in `chunks_resumed` or `chunks_fetched`.
+    #[serde(default)]
+    pub chunks_reused: u64,
     /// Bytes received that did not count.
     pub bytes_wasted: u64,
     /// Wall time of this run in milliseconds, until every check passed.
@@ -631,6 +636,7 @@ fn mirrors_name_every_field(
         chunks_resumed: _,
         chunks_fetched: _,
         chunks_refetched: _,
+        chunks_reused: _,
         bytes_wasted: _,
         duration_ms: _,
         finish_ms: _,

@@ -31,6 +31,7 @@
 
 pub mod aligned;
 pub mod catalog;
+pub mod channel;
 pub mod check;
 pub mod chunk;
 pub mod describe;

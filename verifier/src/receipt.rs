@@ -55,6 +55,11 @@ pub struct TransferSummary {
     /// the read-back check after they had been verified.
     #[serde(default)]
     pub chunks_refetched: u64,
+    /// Chunks copied in this run from versions already on this machine
+    /// (`fetch --reuse`), each checked with its Merkle proof like a
+    /// peer's; not counted in `chunks_resumed` or `chunks_fetched`.
+    #[serde(default)]
+    pub chunks_reused: u64,
     /// Bytes received that did not count (duplicates in endgame, bad data,
     /// chunks cut short).
     pub bytes_wasted: u64,

@@ -167,6 +167,20 @@ pub struct TransferArgs {
     /// fetched, and a token would travel in the clear.
     #[arg(long)]
     pub allow_plain_http_mirror: bool,
+    /// An older version of the artifact on this machine (an `.slm` file;
+    /// repeatable): chunks whose hash the new chunk list (--chunk-list)
+    /// names are copied from it before peers are asked, each checked with
+    /// its Merkle proof as a peer's chunk is. Finished downloads of other
+    /// models in DIR (with their chunk list) are looked at too. Only files
+    /// cut with the same chunk size share chunks.
+    #[arg(long = "reuse", value_name = "FILE.slm", requires = "chunk_list")]
+    pub reuse: Vec<PathBuf>,
+    /// The new artifact's chunk list (the file published at the manifest's
+    /// chunk-list-route; `docs/merkle.md`): it must hash to the manifest's
+    /// Merkle root (and chunk-list-sha256). With it, chunks are copied from
+    /// --reuse files and finished downloads in DIR before peers are asked.
+    #[arg(long = "chunk-list", value_name = "FILE")]
+    pub chunk_list: Option<PathBuf>,
     /// Consent to fetching (and, with --serve, to serving; and to pinning
     /// a publisher key seen for the first time).
     #[arg(long)]
@@ -494,6 +508,10 @@ pub fn transfer(
     };
     plan.tuning = args.congestion.tuning();
     plan.recheck = args.recheck;
+    if let Some(path) = &args.chunk_list {
+        plan.chunk_list = Some(read_chunk_list(path, manifest)?);
+        plan.reuse = args.reuse.clone();
+    }
     plan.manifest_file = Some(std::sync::Arc::clone(&loaded.bytes));
     plan.lan = args.lan;
     plan.relays = args.relays.clone();
@@ -508,6 +526,10 @@ pub fn transfer(
         return Ok(());
     };
     let resumed_bytes = ready.resumed_bytes;
+    let reused_bytes = ready
+        .reused
+        .as_ref()
+        .map_or(0, |reused| reused.bytes_reused);
     let identity = identity(args.identity.as_deref())?;
     let dht_config = args.dht.then(|| {
         minimodel_swarm::app::fetch::dht_config(
@@ -561,7 +583,7 @@ pub fn transfer(
             });
             super::ticket::say_ticket(loaded, &signature_for_ticket, &peer, &registered, out);
         };
-        let progress = FetchProgress::new(out, resumed_bytes);
+        let progress = FetchProgress::new(out, resumed_bytes + reused_bytes);
         let line = progress.line();
         let shown = show_reports(report_inbox, out, Some(progress));
         let (result, ()) = tokio::join!(fetcher.run(stop.signal()), say_addresses);
@@ -574,10 +596,12 @@ pub fn transfer(
             return Ok(());
         };
         let elapsed = Duration::from_millis(summary.duration_ms.max(1));
-        let fetched_bytes = manifest.artifact_bytes.saturating_sub(resumed_bytes);
+        let fetched_bytes = manifest
+            .artifact_bytes
+            .saturating_sub(resumed_bytes + reused_bytes);
         let average = average_rate(fetched_bytes, elapsed);
         out.say(format!(
-            "fetched {} ({}) in {:.1} s from {}, {} at {}/s on average; {} fetched, {} resumed",
+            "fetched {} ({}) in {:.1} s from {}, {} at {}/s on average; {} fetched, {} resumed, {} reused locally",
             outcome.artifact_path.display(),
             human_bytes(manifest.artifact_bytes),
             elapsed.as_secs_f64(),
@@ -593,6 +617,7 @@ pub fn transfer(
             human_bytes(average as u64),
             counted(summary.chunks_fetched, "chunk"),
             summary.chunks_resumed,
+            summary.chunks_reused,
         ));
         for peer in &summary.peers {
             out.say(format!(
@@ -710,6 +735,25 @@ fn open_download(
                     report.chunks_from_journal
                 ));
             }
+            if let Some(reused) = &ready.reused {
+                for (path, why) in &reused.sources_skipped {
+                    out.status(format!("not reusing {}: {why}", path.display()));
+                }
+                out.say(format!(
+                    "{} ({}) copied from {} on this machine, each checked with its proof{}",
+                    counted(reused.chunks_reused, "chunk"),
+                    human_bytes(reused.bytes_reused),
+                    counted(u64::from(reused.sources_used), "older file"),
+                    if reused.chunks_failed > 0 {
+                        format!(
+                            "; {} failed it and will come from peers",
+                            counted(reused.chunks_failed, "chunk")
+                        )
+                    } else {
+                        String::new()
+                    }
+                ));
+            }
             out.event(&Event::Opened {
                 outcome: report.outcome.to_string(),
                 chunks_verified: report.chunks_verified,
@@ -721,6 +765,27 @@ fn open_download(
             Ok(Some(*ready))
         }
     }
+}
+
+/// The new artifact's chunk list from `path`, checked against `manifest`
+/// (invalid input when it does not hash to its Merkle root).
+fn read_chunk_list(
+    path: &std::path::Path,
+    manifest: &minimodel_verifier::Manifest,
+) -> Result<minimodel_swarm::resume::reuse::NewChunkList, Failure> {
+    use anyhow::Context as _;
+    // A chunk list is 65 bytes a chunk; a bigger file is not one.
+    let limit = 65 * manifest.chunks.chunk_count + 1;
+    let file = std::fs::File::open(path)
+        .with_context(|| format!("cannot read {}", path.display()))
+        .or_exit(Exit::InvalidInput)?;
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut std::io::Read::take(file, limit + 1), &mut bytes)
+        .with_context(|| format!("cannot read {}", path.display()))
+        .or_exit(Exit::InvalidInput)?;
+    minimodel_swarm::resume::reuse::NewChunkList::check(manifest, &bytes)
+        .with_context(|| format!("{} is not this artifact's chunk list", path.display()))
+        .or_exit(Exit::InvalidInput)
 }
 
 /// What the hint says where running the same command again helps.

@@ -97,6 +97,8 @@ impl TransferStats {
             chunks_resumed: self.chunks_resumed,
             chunks_fetched: self.chunks_fetched,
             chunks_refetched: self.chunks_refetched,
+            // Counted by the shell that copied them before the node ran.
+            chunks_reused: 0,
             bytes_wasted: self.bytes_wasted,
             duration_ms: 0,
             finish_ms: 0,

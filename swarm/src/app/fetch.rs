@@ -25,6 +25,7 @@ use crate::dht::Discovery;
 use crate::fetch::{FetchConfig, FetchError, Fetcher};
 use crate::node::NodeReport;
 use crate::peers::PeerAddrs;
+use crate::resume::reuse::{NewChunkList, ReuseReport, finished_versions_in};
 use crate::resume::{
     CompleteDownload, OpenedDownload, PartialDownload, RecheckProgress, ResumeError, ResumeOptions,
     ResumeReport,
@@ -111,6 +112,13 @@ pub struct DownloadPlan {
     /// The relays each peer names ("reach me via": a ticket's or an
     /// offer's): the node registers with them too.
     pub peer_relays: Vec<(minimodel_wire::PeerId, Vec<crate::relay::RelayAddr>)>,
+    /// Older versions on this machine to copy matching chunks from before
+    /// asking peers (`--reuse`), with the finished downloads of other
+    /// models in `out_dir`; used only with [`Self::chunk_list`].
+    pub reuse: Vec<PathBuf>,
+    /// The new artifact's chunk list, checked against the manifest: it
+    /// says which chunks the older versions may hold.
+    pub chunk_list: Option<NewChunkList>,
 }
 
 /// What the directory holds for this download.
@@ -131,6 +139,9 @@ pub struct ReadyDownload {
     pub report: ResumeReport,
     /// Bytes verified by earlier runs.
     pub resumed_bytes: u64,
+    /// What was copied from older versions on this machine (`None`: no
+    /// chunk list, nothing looked at).
+    pub reused: Option<ReuseReport>,
 }
 
 impl DownloadPlan {
@@ -160,6 +171,8 @@ impl DownloadPlan {
             public_addrs: Vec::new(),
             relays: Vec::new(),
             peer_relays: Vec::new(),
+            reuse: Vec::new(),
+            chunk_list: None,
         }
     }
 
@@ -207,11 +220,26 @@ impl DownloadPlan {
                     .iter_ones()
                     .map(|index| u64::from(geometry.chunk_len(ChunkIndex(index.0)).unwrap_or(0)))
                     .sum();
+                let reused = match &self.chunk_list {
+                    Some(list) => {
+                        let mut sources = self.reuse.clone();
+                        for found in
+                            finished_versions_in(&self.out_dir, self.manifest.model_id.as_str())
+                        {
+                            if !sources.contains(&found) {
+                                sources.push(found);
+                            }
+                        }
+                        Some(partial.reuse_local(list, &sources)?)
+                    }
+                    None => None,
+                };
                 Opened::Partial(Box::new(ReadyDownload {
                     plan: self,
                     partial: Arc::new(partial),
                     report,
                     resumed_bytes,
+                    reused,
                 }))
             }
         })

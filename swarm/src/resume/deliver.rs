@@ -126,6 +126,11 @@ impl PartialDownload {
             }
             Err(error) => return (Finish::Failed(Fault::new(error)), None),
         };
+        // Chunks copied from older versions before the node started are
+        // verified at its start, so the node counted them as resumed.
+        let reused = self.chunks_reused();
+        summary.chunks_resumed = summary.chunks_resumed.saturating_sub(reused);
+        summary.chunks_reused = reused;
         let finished = self.finish_with(|| {
             // Everything after the last verified chunk up to here: the
             // read-back hash, the checks and the final sync.

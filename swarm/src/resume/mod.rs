@@ -62,6 +62,7 @@ mod peers;
 mod plan;
 mod recheck;
 mod report;
+pub mod reuse;
 mod state;
 mod status;
 

@@ -59,6 +59,9 @@ struct Live {
     /// Where verified chunks are journaled; `None` until
     /// [`PartialDownload::begin_journal`].
     journal: Option<File>,
+    /// Chunks copied from older versions in this run
+    /// ([`PartialDownload::store_reused`]).
+    reused: u64,
 }
 
 /// What the state files on disk hold.
@@ -192,6 +195,7 @@ impl PartialDownload {
                 knowledge: start.knowledge,
                 counters: start.counters,
                 journal: None,
+                reused: 0,
             }),
             disk: Mutex::new(OnDisk {
                 generation,
@@ -369,6 +373,30 @@ impl PartialDownload {
         file.write_all(&journal::encode_header(&self.binding.merkle_root))
             .map_err(io_error("start", &self.paths.journal))?;
         Ok(file)
+    }
+
+    /// [`Self::store_verified`] for a chunk copied from an older version
+    /// on this machine (`reuse.rs`): counted as reused, not as fetched.
+    pub fn store_reused(
+        &self,
+        chunk: &VerifiedChunk,
+        proof: &[Sha256Digest],
+    ) -> Result<bool, ResumeError> {
+        write_chunk(self.storage.as_ref(), &self.geometry, chunk)
+            .map_err(io_error("write a chunk to", &self.paths.part))?;
+        let new = self.record_verified(chunk, proof)?;
+        if new {
+            let mut live = lock(&self.live);
+            live.counters.chunks_fetched -= 1;
+            live.counters.bytes_fetched -= chunk.data().len() as u64;
+            live.reused += 1;
+        }
+        Ok(new)
+    }
+
+    /// Chunks copied from older versions in this run.
+    pub fn chunks_reused(&self) -> u64 {
+        lock(&self.live).reused
     }
 
     /// Writes a verified chunk to the `.part` and records it. A write

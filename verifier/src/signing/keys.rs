@@ -204,6 +204,23 @@ impl PublicKey {
     }
 }
 
+impl PublicKey {
+    /// Checks `signature` over `message` as it is, without a domain:
+    /// only for BEP 44 channel items (`crate::channel`), whose message
+    /// always starts with the channel salt, so that it never equals a
+    /// message of a [`Purpose`]. Strict, as [`Self::verify`].
+    pub(crate) fn verify_raw(
+        &self,
+        message: &[u8],
+        signature: &Ed25519Signature,
+    ) -> Result<(), BadSignature> {
+        let signature = ed25519_dalek::Signature::from_bytes(&signature.0);
+        let key = VerifyingKey::from_bytes(&self.bytes).map_err(|_| BadSignature)?;
+        key.verify_strict(message, &signature)
+            .map_err(|_| BadSignature)
+    }
+}
+
 impl fmt::Display for PublicKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
@@ -308,6 +325,12 @@ impl SecretKey {
     pub fn sign(&self, purpose: Purpose, body: &[u8]) -> Ed25519Signature {
         let message = purpose.message(body);
         Ed25519Signature(self.key.sign(&message).to_bytes())
+    }
+
+    /// Signs `message` as it is, without a domain: only for BEP 44
+    /// channel items (see [`PublicKey::verify_raw`]).
+    pub(crate) fn sign_raw(&self, message: &[u8]) -> Ed25519Signature {
+        Ed25519Signature(self.key.sign(message).to_bytes())
     }
 
     /// The text form, `mmsk1...`: for the secret key file only.

@@ -1,0 +1,226 @@
+//! Only what changed moves, through the binary: a version 2 that shares
+//! most of its chunks with a version 1 on this machine is fetched with
+//! `--reuse v1.slm --chunk-list v2.chunk-list`, and peers are asked only
+//! for the chunks that changed; an older file whose bytes changed since
+//! its chunk list was written loses those chunks to their proof, and they
+//! come from peers instead.
+
+mod resume_support;
+
+use std::path::{Path, PathBuf};
+
+use minimodel_verifier::Manifest;
+use serde_json::Value;
+
+use resume_support::{Artifact, Proc, Seeders, fetch_args, ok};
+
+const CHUNK: &str = "64KiB";
+const CHUNK_BYTES: usize = 64 * 1024;
+
+/// Writes the manifest of `slm` for `model_id` (and its chunk list, named
+/// by the manifest, to `<name>.chunk-list`) and returns it as an
+/// [`Artifact`].
+fn describe(dir: &Path, slm: &Path, name: &str, model_id: &str) -> Artifact {
+    let manifest_path = dir.join(format!("{name}.manifest"));
+    let list = dir.join(format!("{name}.chunk-list"));
+    ok(
+        dir,
+        &[
+            "manifest",
+            slm.to_str().unwrap(),
+            "--model-id",
+            model_id,
+            "--publisher-id",
+            "acme",
+            "--license-route",
+            "https://example.org/license",
+            "--evidence-route",
+            "https://example.org/evidence",
+            "--chunk-size",
+            CHUNK,
+            "--chunk-list-route",
+            "https://example.org/chunk-list",
+            "--chunk-list-out",
+            list.to_str().unwrap(),
+            "-o",
+            manifest_path.to_str().unwrap(),
+        ],
+    );
+    let manifest = Manifest::parse_bytes(&std::fs::read(&manifest_path).unwrap()).unwrap();
+    Artifact {
+        model_id: model_id.to_owned(),
+        slm: slm.to_owned(),
+        manifest_path,
+        chunk_size: u64::from(manifest.chunks.chunk_size),
+        manifest,
+        bytes: std::fs::read(slm).unwrap(),
+    }
+}
+
+/// Version 1 (4 MiB, 64 chunks) and a version 2 whose tensor data differs
+/// in every tenth chunk from chunk 5 on (6 chunks of 64 changed), with
+/// their manifests and chunk lists; returns them and the changed chunks.
+fn two_versions(root: &Path) -> (Artifact, Artifact, Vec<u32>) {
+    let v1 = Artifact::make(root, "v1", "tiny-v1", "4MiB", CHUNK, 71);
+    let v1 = describe(root, &v1.slm, "v1", "tiny-v1");
+    let changed: Vec<u32> = (5..v1.chunk_count()).step_by(10).collect();
+    let mut bytes = v1.bytes.clone();
+    for &chunk in &changed {
+        // The middle of the chunk: tensor data, which the container does
+        // not checksum, so the file stays a valid `.slm`.
+        let at = chunk as usize * CHUNK_BYTES + CHUNK_BYTES / 2;
+        for byte in &mut bytes[at..at + 100] {
+            *byte ^= 0x5a;
+        }
+    }
+    let slm = root.join("v2.slm");
+    std::fs::write(&slm, &bytes).unwrap();
+    let v2 = describe(root, &slm, "v2", "tiny-v2");
+    (v1, v2, changed)
+}
+
+fn receipt(out: &Path, artifact: &Artifact) -> Value {
+    let path = artifact.files(out).receipt;
+    serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap()
+}
+
+/// Bytes the receipt says peers delivered.
+fn bytes_from_peers(receipt: &Value) -> u64 {
+    receipt["source"]["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|peer| peer["bytes"].as_u64().unwrap())
+        .sum()
+}
+
+fn fetch_v2(root: &Path, v2: &Artifact, out: &Path, extra: &[String]) -> (Value, Vec<String>) {
+    let seeders = Seeders::start(root, v2, 1, "64MiB");
+    let mut args = fetch_args(v2, &seeders, out, &[]);
+    args.extend(extra.iter().cloned());
+    let mut fetch = Proc::spawn(root, &args);
+    let lines = fetch.expect_exit(0);
+    v2.verify(root, &v2.files(out).artifact);
+    (receipt(out, v2), lines)
+}
+
+fn reuse_args(old: &Path, v2_list: &Path) -> Vec<String> {
+    vec![
+        "--reuse".into(),
+        old.to_str().unwrap().into(),
+        "--chunk-list".into(),
+        v2_list.to_str().unwrap().into(),
+    ]
+}
+
+#[test]
+fn a_new_version_asks_peers_only_for_the_chunks_that_changed() {
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    let (v1, v2, changed) = two_versions(root);
+    let out = root.join("out");
+    let (receipt, lines) = fetch_v2(
+        root,
+        &v2,
+        &out,
+        &reuse_args(&v1.slm, &root.join("v2.chunk-list")),
+    );
+    let source = &receipt["source"];
+    let kept = u64::from(v2.chunk_count()) - changed.len() as u64;
+    assert_eq!(source["chunks_reused"], kept, "{receipt}");
+    assert_eq!(source["chunks_fetched"], changed.len() as u64, "{receipt}");
+    assert_eq!(source["chunks_resumed"], 0, "{receipt}");
+    assert_eq!(bytes_from_peers(&receipt), v2.bytes_of(&changed));
+    assert!(
+        lines
+            .iter()
+            .any(|line| line.contains(&format!("{kept} chunks")) && line.contains("copied from")),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn a_chunk_of_an_older_file_that_fails_its_proof_comes_from_peers() {
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    let (v1, v2, changed) = two_versions(root);
+    // An older file changed after its chunk list was written: the list
+    // still names chunk 20's old hash, its bytes no longer have it.
+    let stale = root.join("stale.slm");
+    std::fs::copy(&v1.slm, &stale).unwrap();
+    std::fs::copy(root.join("v1.chunk-list"), root.join("stale.chunk-list")).unwrap();
+    let mut bytes = std::fs::read(&stale).unwrap();
+    bytes[20 * CHUNK_BYTES + 7] ^= 1;
+    std::fs::write(&stale, &bytes).unwrap();
+
+    let out = root.join("out");
+    let (receipt, lines) = fetch_v2(
+        root,
+        &v2,
+        &out,
+        &reuse_args(&stale, &root.join("v2.chunk-list")),
+    );
+    let source = &receipt["source"];
+    let kept = u64::from(v2.chunk_count()) - changed.len() as u64;
+    assert_eq!(source["chunks_reused"], kept - 1, "{receipt}");
+    assert_eq!(source["chunks_fetched"], changed.len() as u64 + 1);
+    let mut from_peers = changed.clone();
+    from_peers.push(20);
+    assert_eq!(bytes_from_peers(&receipt), v2.bytes_of(&from_peers));
+    assert!(
+        lines
+            .iter()
+            .any(|line| line.contains("1 chunk failed it and will come from peers")),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn a_finished_download_of_an_older_version_in_dir_is_reused_unnamed() {
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    let (v1, v2, changed) = two_versions(root);
+    let out = root.join("out");
+    std::fs::create_dir(&out).unwrap();
+    // As a delivered download leaves it: `<id>.slm` and `<id>.chunk-list`.
+    std::fs::copy(&v1.slm, out.join("tiny-v1.slm")).unwrap();
+    std::fs::copy(root.join("v1.chunk-list"), out.join("tiny-v1.chunk-list")).unwrap();
+    let list: PathBuf = root.join("v2.chunk-list");
+    let (receipt, _) = fetch_v2(
+        root,
+        &v2,
+        &out,
+        &["--chunk-list".into(), list.to_str().unwrap().into()],
+    );
+    let kept = u64::from(v2.chunk_count()) - changed.len() as u64;
+    assert_eq!(receipt["source"]["chunks_reused"], kept, "{receipt}");
+    // The older version is left as it was.
+    assert_eq!(std::fs::read(out.join("tiny-v1.slm")).unwrap(), v1.bytes);
+}
+
+#[test]
+fn a_chunk_list_that_is_not_the_new_artifacts_is_refused() {
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    let (v1, v2, _) = two_versions(root);
+    let out = root.join("out");
+    let peer = resume_support::identity(&root.join("nobody"));
+    let mut args = vec![
+        "fetch".to_owned(),
+        v2.manifest_path.to_str().unwrap().to_owned(),
+        "--peer".to_owned(),
+        // Never dialed: the list is refused first.
+        format!("{peer}@127.0.0.1:9"),
+        "-o".to_owned(),
+        out.to_str().unwrap().to_owned(),
+        "--yes".to_owned(),
+    ];
+    args.extend(reuse_args(&v1.slm, &root.join("v1.chunk-list")));
+    let (code, _, stderr) = resume_support::run(root, &args);
+    assert_eq!(code, 3, "{stderr}");
+    assert!(
+        stderr.contains("is not this artifact's chunk list"),
+        "{stderr}"
+    );
+    assert!(!out.join("tiny-v2.slm.part").exists());
+}

@@ -1,0 +1,516 @@
+//! Reuse: chunks of a new version copied from versions already on this
+//! machine, so that only what changed moves (`docs/swarm.md`, "Reusing
+//! older versions").
+//!
+//! Two halves:
+//! - [`plan_reuse`] decides, without I/O: which chunks of the new
+//!   artifact, by their hash in its authenticated chunk list, can be read
+//!   from which offset of which older file. Only files cut with the same
+//!   chunk size count: a hash of a chunk of another size never matches a
+//!   chunk of this one.
+//! - [`PartialDownload::reuse_local`] is the thin shell: it learns each
+//!   older file's chunk hashes (its chunk list beside it, else by hashing
+//!   it), plans, reads each planned chunk and checks it with the new
+//!   artifact's Merkle proof exactly as a peer's chunk is checked. A chunk
+//!   that fails its proof (the older file changed since its chunk list was
+//!   written) is not written and is left to the peers.
+//!
+//! What it is not: it trusts no chunk list, no file name and no manifest
+//! of an older version; they only say where to look. The new chunk list
+//! itself counts only when it hashes to the manifest's Merkle root
+//! ([`NewChunkList::check`]).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use minimodel_verifier::Sha256Digest;
+use minimodel_verifier::chunk::{ChunkData, ChunkGeometry, ChunkIndex};
+use minimodel_verifier::manifest::Manifest;
+use minimodel_verifier::merkle::MerkleTree;
+use minimodel_wire::HaveBitfield;
+
+use super::PartialDownload;
+use super::error::ResumeError;
+use super::recheck::hash_chunks;
+use crate::store::{FileStorage, Storage};
+
+/// The chunk hashes of one older file, cut with `chunk_size`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceChunks {
+    /// Its chunk size.
+    pub chunk_size: u32,
+    /// Its size in bytes.
+    pub bytes: u64,
+    /// `H[i]` of its chunk `i`, as far as known (a chunk list may be stale:
+    /// every copy is checked again).
+    pub chunk_hashes: Vec<Sha256Digest>,
+}
+
+/// One chunk to copy: chunk `index` of the new artifact is believed to be
+/// the `len` bytes at `offset` of source `source`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReuseCopy {
+    /// The new artifact's chunk.
+    pub index: ChunkIndex,
+    /// Position of the source in the list given to [`plan_reuse`].
+    pub source: usize,
+    /// Where its bytes start in the source.
+    pub offset: u64,
+    /// How many bytes.
+    pub len: u32,
+}
+
+/// Which chunks of the new artifact (cut as `geometry`, hashes
+/// `new_hashes`) that are not in `have` can be read from `sources`: one
+/// copy per chunk, from the first source (and its first offset) that holds
+/// a chunk of the same size with the same hash, in chunk order. Sources
+/// cut with another chunk size contribute nothing.
+pub fn plan_reuse(
+    geometry: &ChunkGeometry,
+    new_hashes: &[Sha256Digest],
+    have: &HaveBitfield,
+    sources: &[SourceChunks],
+) -> Vec<ReuseCopy> {
+    let size = geometry.chunk_size();
+    let mut known: HashMap<(Sha256Digest, u32), (usize, u64)> = HashMap::new();
+    for (source_index, source) in sources.iter().enumerate() {
+        if source.chunk_size != size {
+            continue;
+        }
+        let Ok(source_geometry) = ChunkGeometry::new(source.bytes, source.chunk_size) else {
+            continue;
+        };
+        for (i, hash) in source.chunk_hashes.iter().enumerate() {
+            let Ok(i) = u32::try_from(i) else { break };
+            let (Some(range), Some(len)) = (
+                source_geometry.byte_range(ChunkIndex(i)),
+                source_geometry.chunk_len(ChunkIndex(i)),
+            ) else {
+                break;
+            };
+            known
+                .entry((*hash, len))
+                .or_insert((source_index, range.start));
+        }
+    }
+    geometry
+        .indices()
+        .filter(|index| !have.get(minimodel_wire::ChunkIndex(index.0)))
+        .filter_map(|index| {
+            let hash = new_hashes.get(index.0 as usize)?;
+            let len = geometry.chunk_len(index)?;
+            let (source, offset) = known.get(&(*hash, len))?;
+            Some(ReuseCopy {
+                index,
+                source: *source,
+                offset: *offset,
+                len,
+            })
+        })
+        .collect()
+}
+
+/// The new artifact's chunk list, proven to hash to its manifest's Merkle
+/// root (and to `chunk-list-sha256` when the manifest names one). Only
+/// [`NewChunkList::check`] makes one.
+#[derive(Debug, Clone)]
+pub struct NewChunkList {
+    tree: MerkleTree,
+}
+
+/// Why a chunk list given for the new artifact was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChunkListError {
+    /// Not the chunk list format (`docs/merkle.md`) with the manifest's
+    /// chunk count.
+    #[error("not a chunk list of {count} chunks (one lowercase hex SHA-256 per line)")]
+    Malformed {
+        /// The manifest's chunk count.
+        count: u32,
+    },
+    /// The file's SHA-256 is not the manifest's `chunk-list-sha256`.
+    #[error("its SHA-256 is {found}, the manifest's chunk-list-sha256 is {expected}")]
+    ListDigest {
+        /// The manifest's.
+        expected: Sha256Digest,
+        /// The file's.
+        found: Sha256Digest,
+    },
+    /// Its Merkle root is not the manifest's.
+    #[error("its Merkle root is {found}, the manifest's is {expected}")]
+    MerkleRoot {
+        /// The manifest's.
+        expected: Sha256Digest,
+        /// The list's.
+        found: Sha256Digest,
+    },
+}
+
+impl NewChunkList {
+    /// Checks a chunk list file's bytes against `manifest`.
+    pub fn check(manifest: &Manifest, bytes: &[u8]) -> Result<Self, ChunkListError> {
+        Self::check_against(
+            bytes,
+            u32::try_from(manifest.chunks.chunk_count).unwrap_or(u32::MAX),
+            manifest.chunks.merkle_root,
+            manifest.chunks.chunk_list.as_ref().map(|list| list.sha256),
+        )
+    }
+
+    /// Checks a chunk list file's bytes: `count` lines (`docs/merkle.md`),
+    /// the file's SHA-256 `list_sha256` when given, and the tree's root
+    /// `merkle_root`.
+    pub fn check_against(
+        bytes: &[u8],
+        count: u32,
+        merkle_root: Sha256Digest,
+        list_sha256: Option<Sha256Digest>,
+    ) -> Result<Self, ChunkListError> {
+        // 65 bytes a line: a longer file is not one, and is not parsed.
+        if bytes.len() as u64 != 65 * u64::from(count) {
+            return Err(ChunkListError::Malformed { count });
+        }
+        let hashes = super::plan::parse_chunk_list(bytes, count)
+            .ok_or(ChunkListError::Malformed { count })?;
+        if let Some(expected) = list_sha256 {
+            let found = Sha256Digest::of(bytes);
+            if found != expected {
+                return Err(ChunkListError::ListDigest { expected, found });
+            }
+        }
+        let tree = MerkleTree::from_chunk_hashes(hashes)
+            .map_err(|_| ChunkListError::Malformed { count })?;
+        if tree.root() != merkle_root {
+            return Err(ChunkListError::MerkleRoot {
+                expected: merkle_root,
+                found: tree.root(),
+            });
+        }
+        Ok(Self { tree })
+    }
+
+    /// The chunk hashes.
+    pub fn chunk_hashes(&self) -> &[Sha256Digest] {
+        self.tree.chunk_hashes()
+    }
+}
+
+/// What [`PartialDownload::reuse_local`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReuseReport {
+    /// Older files looked at with the download's chunk size.
+    pub sources_used: u32,
+    /// Older files skipped: another chunk size, or unreadable (with why).
+    pub sources_skipped: Vec<(PathBuf, String)>,
+    /// Chunks copied and verified.
+    pub chunks_reused: u64,
+    /// Their bytes.
+    pub bytes_reused: u64,
+    /// Chunks planned whose bytes failed the proof (left to the peers).
+    pub chunks_failed: u64,
+}
+
+/// The chunk hashes of the older file at `path` cut in `chunk_size`
+/// pieces: from its chunk list beside it (`<stem>.chunk-list`, as a
+/// delivered download leaves it) when that has the right number of
+/// lines, else by hashing the file. The list is not trusted: each copy is
+/// checked again.
+pub fn source_chunks(path: &Path, chunk_size: u32) -> std::io::Result<SourceChunks> {
+    let metadata = std::fs::metadata(path)?;
+    if !metadata.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    let bytes = metadata.len();
+    let geometry = ChunkGeometry::new(bytes, chunk_size)
+        .map_err(|error| std::io::Error::new(std::io::ErrorKind::InvalidInput, error))?;
+    let list = path.with_extension("chunk-list");
+    // A chunk list is 65 bytes a chunk.
+    let limit = 65 * u64::from(geometry.chunk_count()) + 1;
+    if let Ok(list_bytes) = std::fs::read(&list)
+        && (list_bytes.len() as u64) < limit
+        && let Some(chunk_hashes) =
+            super::plan::parse_chunk_list(&list_bytes, geometry.chunk_count())
+    {
+        return Ok(SourceChunks {
+            chunk_size,
+            bytes,
+            chunk_hashes,
+        });
+    }
+    let storage = FileStorage::open_read_only(path)?;
+    let indices: Vec<u32> = (0..geometry.chunk_count()).collect();
+    let chunk_hashes = hash_chunks(&storage, &geometry, &indices, &|_| {})?;
+    Ok(SourceChunks {
+        chunk_size,
+        bytes,
+        chunk_hashes,
+    })
+}
+
+/// The finished downloads of other models in `dir` (a regular
+/// `<id>.slm` with its `<id>.chunk-list` beside it, as a delivered download
+/// leaves them), the download of `model_id` itself left out: older
+/// versions to reuse chunks from without naming them. Sorted by name.
+pub fn finished_versions_in(dir: &Path, model_id: &str) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut found: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| {
+            let name = entry.file_name().into_string().ok()?;
+            let stem = name.strip_suffix(".slm")?;
+            if stem == model_id || stem.is_empty() || stem.starts_with('.') {
+                return None;
+            }
+            // Regular files only: a planted link is not followed.
+            let is_file = |path: &Path| {
+                std::fs::symlink_metadata(path).is_ok_and(|metadata| metadata.is_file())
+            };
+            let path = entry.path();
+            let list = dir.join(format!("{stem}.chunk-list"));
+            (is_file(&path) && is_file(&list)).then_some(path)
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+impl PartialDownload {
+    /// Copies every chunk it can from the older files `sources` (each
+    /// checked with its Merkle proof under this artifact's root, as a
+    /// peer's chunk) and records them as verified. Blocking; run it before
+    /// the node starts, so that peers are asked only for the rest. An
+    /// older file that cannot be read is skipped with its reason; a write
+    /// to the `.part` that fails is this download's error.
+    pub fn reuse_local(
+        &self,
+        list: &NewChunkList,
+        sources: &[PathBuf],
+    ) -> Result<ReuseReport, ResumeError> {
+        let geometry = self.geometry();
+        let mut report = ReuseReport::default();
+        let mut found = Vec::new();
+        let mut paths = Vec::new();
+        for path in sources {
+            match source_chunks(path, geometry.chunk_size()) {
+                Ok(chunks) => {
+                    found.push(chunks);
+                    paths.push(path.clone());
+                    report.sources_used += 1;
+                }
+                Err(error) => report
+                    .sources_skipped
+                    .push((path.clone(), error.to_string())),
+            }
+        }
+        let plan = plan_reuse(&geometry, list.chunk_hashes(), &self.verified(), &found);
+        let verifier = self.verifier();
+        let mut open: HashMap<usize, FileStorage> = HashMap::new();
+        for copy in plan {
+            let path = &paths[copy.source];
+            if let std::collections::hash_map::Entry::Vacant(entry) = open.entry(copy.source) {
+                match FileStorage::open_read_only(path) {
+                    Ok(storage) => {
+                        entry.insert(storage);
+                    }
+                    Err(_) => {
+                        report.chunks_failed += 1;
+                        continue;
+                    }
+                }
+            }
+            let storage = &open[&copy.source];
+            let mut bytes = vec![0u8; copy.len as usize];
+            if storage.read_exact_at(copy.offset, &mut bytes).is_err() {
+                report.chunks_failed += 1;
+                continue;
+            }
+            let proof = list.tree.proof(copy.index.0).unwrap_or_default();
+            let data = ChunkData::from(bytes::Bytes::from(bytes));
+            match verifier.verify(copy.index, data, &proof) {
+                Ok(chunk) => {
+                    if self.store_reused(&chunk, &proof)? {
+                        report.chunks_reused += 1;
+                        report.bytes_reused += u64::from(copy.len);
+                    }
+                }
+                Err(_) => report.chunks_failed += 1,
+            }
+        }
+        Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn digest(n: u8) -> Sha256Digest {
+        Sha256Digest::of(&[n])
+    }
+
+    fn source(chunk_size: u32, hashes: &[u8]) -> SourceChunks {
+        SourceChunks {
+            chunk_size,
+            bytes: u64::from(chunk_size) * hashes.len() as u64,
+            chunk_hashes: hashes.iter().map(|n| digest(*n)).collect(),
+        }
+    }
+
+    const SIZE: u32 = 16 * 1024;
+
+    fn list_text(hashes: &[Sha256Digest]) -> String {
+        minimodel_verifier::merkle::chunk_list_text(hashes)
+    }
+
+    #[test]
+    fn a_chunk_list_counts_only_with_the_right_root_digest_and_shape() {
+        let hashes = vec![digest(1), digest(2), digest(3)];
+        let root = MerkleTree::from_chunk_hashes(hashes.clone())
+            .unwrap()
+            .root();
+        let text = list_text(&hashes);
+        let sha = Sha256Digest::of(text.as_bytes());
+        let good = NewChunkList::check_against(text.as_bytes(), 3, root, Some(sha)).unwrap();
+        assert_eq!(good.chunk_hashes(), &hashes[..]);
+
+        let other = digest(9);
+        assert_eq!(
+            NewChunkList::check_against(text.as_bytes(), 3, other, None).unwrap_err(),
+            ChunkListError::MerkleRoot {
+                expected: other,
+                found: root
+            }
+        );
+        assert_eq!(
+            NewChunkList::check_against(text.as_bytes(), 3, root, Some(other)).unwrap_err(),
+            ChunkListError::ListDigest {
+                expected: other,
+                found: sha
+            }
+        );
+        let malformed = ChunkListError::Malformed { count: 3 };
+        // Another count, a missing final LF, upper case, trailing bytes.
+        assert_eq!(
+            NewChunkList::check_against(text.as_bytes(), 2, root, None).unwrap_err(),
+            ChunkListError::Malformed { count: 2 }
+        );
+        let cut = &text.as_bytes()[..text.len() - 1];
+        assert_eq!(
+            NewChunkList::check_against(cut, 3, root, None).unwrap_err(),
+            malformed
+        );
+        let upper = text.to_uppercase();
+        assert_eq!(
+            NewChunkList::check_against(upper.as_bytes(), 3, root, None).unwrap_err(),
+            malformed
+        );
+        let longer = format!("{text}\n");
+        assert_eq!(
+            NewChunkList::check_against(longer.as_bytes(), 3, root, None).unwrap_err(),
+            malformed
+        );
+    }
+
+    #[test]
+    fn a_source_whose_list_has_another_chunk_size_is_hashed_instead() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.slm");
+        let bytes: Vec<u8> = (0..4 * SIZE).map(|i| (i * 7 % 251) as u8).collect();
+        std::fs::write(&path, &bytes).unwrap();
+        // A list of the file in 2 x SIZE pieces, beside it.
+        let halves: Vec<_> = bytes
+            .chunks(2 * SIZE as usize)
+            .map(Sha256Digest::of)
+            .collect();
+        std::fs::write(dir.path().join("old.chunk-list"), list_text(&halves)).unwrap();
+        let found = source_chunks(&path, SIZE).unwrap();
+        let expected: Vec<_> = bytes.chunks(SIZE as usize).map(Sha256Digest::of).collect();
+        assert_eq!(found.chunk_hashes, expected);
+        assert_eq!(source_chunks(&path, 2 * SIZE).unwrap().chunk_hashes, halves);
+    }
+
+    #[test]
+    fn matching_hashes_are_planned_from_their_offsets() {
+        let geometry = ChunkGeometry::new(u64::from(SIZE) * 4, SIZE).unwrap();
+        let new: Vec<_> = [1, 9, 3, 2].iter().map(|n| digest(*n)).collect();
+        let plan = plan_reuse(
+            &geometry,
+            &new,
+            &HaveBitfield::new(4),
+            &[source(SIZE, &[1, 2, 3])],
+        );
+        let found: Vec<_> = plan
+            .iter()
+            .map(|c| (c.index.0, c.source, c.offset))
+            .collect();
+        // Chunk 3 of the new artifact is chunk 1 of the old one: moved
+        // chunks are found too.
+        assert_eq!(
+            found,
+            vec![
+                (0, 0, 0),
+                (2, 0, 2 * u64::from(SIZE)),
+                (3, 0, u64::from(SIZE))
+            ]
+        );
+    }
+
+    #[test]
+    fn chunks_already_verified_are_not_planned() {
+        let geometry = ChunkGeometry::new(u64::from(SIZE) * 2, SIZE).unwrap();
+        let new: Vec<_> = [1, 2].iter().map(|n| digest(*n)).collect();
+        let mut have = HaveBitfield::new(2);
+        have.set(minimodel_wire::ChunkIndex(0), true).unwrap();
+        let plan = plan_reuse(&geometry, &new, &have, &[source(SIZE, &[1, 2])]);
+        assert_eq!(plan.len(), 1);
+        assert_eq!(plan[0].index, ChunkIndex(1));
+    }
+
+    #[test]
+    fn nothing_is_reused_across_chunk_sizes() {
+        let geometry = ChunkGeometry::new(u64::from(SIZE) * 2, SIZE).unwrap();
+        let new: Vec<_> = [1, 2].iter().map(|n| digest(*n)).collect();
+        let plan = plan_reuse(
+            &geometry,
+            &new,
+            &HaveBitfield::new(2),
+            &[source(SIZE * 2, &[1, 2])],
+        );
+        assert!(plan.is_empty());
+    }
+
+    #[test]
+    fn a_short_last_chunk_matches_only_a_chunk_of_its_length() {
+        // New: one full chunk then a 100-byte one; the source's full chunk
+        // has the hash the list gives for the short one (a list that lies):
+        // the lengths differ, so it is not planned.
+        let geometry = ChunkGeometry::new(u64::from(SIZE) + 100, SIZE).unwrap();
+        let new = vec![digest(1), digest(2)];
+        let plan = plan_reuse(
+            &geometry,
+            &new,
+            &HaveBitfield::new(2),
+            &[source(SIZE, &[1, 2])],
+        );
+        assert_eq!(plan.len(), 1);
+        assert_eq!(plan[0].index, ChunkIndex(0));
+    }
+
+    #[test]
+    fn the_first_source_wins() {
+        let geometry = ChunkGeometry::new(u64::from(SIZE), SIZE).unwrap();
+        let plan = plan_reuse(
+            &geometry,
+            &[digest(7)],
+            &HaveBitfield::new(1),
+            &[source(SIZE, &[5, 7]), source(SIZE, &[7])],
+        );
+        assert_eq!(plan[0].source, 0);
+        assert_eq!(plan[0].offset, u64::from(SIZE));
+    }
+}
