@@ -83,9 +83,9 @@ BOUNDS = {
     # mirror sends <= 1.3 copies, the last peer within 1.25 T*) are read in
     # docs/performance.md ("Mirrors"), not met yet; these bound a
     # regression from the runs measured: 24x32 last 1.399 to 1.516 T*,
-    # 1.561 to 1.628 copies; 4x16 last 2.427 to 3.203 T*, 1.833 to 2.687
+    # 1.561 to 1.689 copies (five runs); 4x16 last 2.427 to 3.203 T*, 1.833 to 2.687
     # copies (six runs).
-    "mirror-cold-24x32": [("time_over_bound", "<=", 1.97), ("mirror_copies", "<=", 2.1),
+    "mirror-cold-24x32": [("time_over_bound", "<=", 1.97), ("mirror_copies", "<=", 2.2),
                           ("peers_never_got_a_byte", "<=", 0)],
     "mirror-4x16": [("time_over_bound", "<=", 4.2), ("mirror_copies", "<=", 3.5),
                     ("peers_never_got_a_byte", "<=", 0)],
