@@ -79,6 +79,19 @@ BOUNDS = {
     "library-20x8": [("time_over_bound", "<=", 1.33),
                      ("companion_rss_MiB.peak_during_fetches", "<=", 64.0),
                      ("big_companion_over_seed", "<=", 1.31)],
+    # A cold start from one HTTPS mirror and no seeder. The goals (the
+    # mirror sends <= 1.3 copies, the last peer within 1.25 T*) are read in
+    # docs/performance.md ("Mirrors"), not met yet; these bound a
+    # regression from the runs measured: 24x32 last 1.399 to 1.516 T*,
+    # 1.561 to 1.689 copies (five runs); 4x16 last 2.427 to 3.203 T*, 1.833 to 2.687
+    # copies (six runs).
+    "mirror-cold-24x32": [("time_over_bound", "<=", 1.97), ("mirror_copies", "<=", 2.2),
+                          ("peers_never_got_a_byte", "<=", 0)],
+    "mirror-4x16": [("time_over_bound", "<=", 4.2), ("mirror_copies", "<=", 3.5),
+                    ("peers_never_got_a_byte", "<=", 0)],
+    # One mirror (the lab's Python server) against one seed, 256 MiB: the
+    # goal is within 10 % (1.1), not met; measured 1.722, 2.091, 1.956.
+    "mirror-vs-seed-256": [("mirror_over_seed", "<=", 2.72)],
     # minimodel against rqbit between two hosts of one LAN: the goal is no
     # slower than rqbit (1.282 to 1.653 measured).
     "compare-lan-256": [("rqbit_over_minimodel", ">=", 1.0)],

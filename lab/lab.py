@@ -13,7 +13,8 @@ libtorrent client). See docs/lab.md.
 Exit status: 0 when every scenario passed, 1 when one failed, 2 when the lab
 cannot run here (not root, no `ip`/`tc`, no namespaces, veth, bridge or
 tbf; for the internet scenarios no `nft`, miniupnpd, coturn, natpmpc,
-upnpc or python3-libtorrent) or could not be set up.
+upnpc or python3-libtorrent; for the mirror scenarios no `openssl`) or
+could not be set up.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import bounds  # noqa: E402
 import compare  # noqa: E402
 import internet  # noqa: E402
 import library  # noqa: E402
+import mirrors  # noqa: E402
 import netlab  # noqa: E402
 import relayed  # noqa: E402
 from harness import (  # noqa: E402
@@ -623,6 +625,7 @@ SCENARIOS.update(internet.SCENARIOS)
 SCENARIOS.update(library.SCENARIOS)
 SCENARIOS.update(compare.SCENARIOS)
 SCENARIOS.update(relayed.SCENARIOS)
+SCENARIOS.update(mirrors.SCENARIOS)
 TOOLS = ("minimodel", "libtorrent")
 
 SETS = {
@@ -633,7 +636,8 @@ SETS = {
            "homes-4x32-cone", "neighbours-2x32", "ticket-only", "home-seeder-upnp",
            "home-seeder-igd", "lan-only", "library-4x4", "homes-4x32-symmetric-upnp",
            "home-alone", "router-kinds", "homes-4x32-cone-open", "share-default-cubic",
-           "far-64-25ms-1pct-50mbit", "relay-homes-cone", "relay-homes-symmetric"],
+           "far-64-25ms-1pct-50mbit", "relay-homes-cone", "relay-homes-symmetric",
+           "mirror-4x16"],
     # The swarm figures of docs/performance.md; minutes each.
     "figures": ["swarm-4x48", "swarm-8x48", "swarm-4x256", "swarm-8x256", "seeders-4x256",
                 "seeders-4x256-relay", "seeders-4x256-delay", "seeders-4x256-delay-bbr",
@@ -645,7 +649,7 @@ SETS = {
                  "uplinks-40x128-mixed", "uplinks-24x32-10", "uplinks-40x32-one24",
                  "homes-4x256-cone", "homes-4x256-symmetric", "neighbours-2x256", "lan-30x256",
                  "lan-30x256-mdns", "library-20x8", "relay-homes-cone-open", "relay-homes-ipv6",
-                 "relay-homes-24x32-mixed"],
+                 "relay-homes-24x32-mixed", "mirror-cold-24x32"],
     # minimodel against rqbit between two hosts of one LAN (needs rqbit:
     # benches/compare.sh installs it).
     "compare": ["compare-lan-256", "compare-lan-1g", "compare-lan-4g"],
