@@ -314,8 +314,12 @@ async fn a_resumed_fetch_asks_no_verified_chunk_again_and_notices_a_changed_mirr
     changing.set_etag("\"v2\"");
     let (fetched, reports, _) = {
         let (reports, mut received) = mpsc::unbounded_channel();
+        // Capped as well: uncapped, the steady mirror can deliver the
+        // rest before the changed one's first answer is read, and the
+        // change goes unnoticed because nothing more is asked of it.
         let fetched = minimodel_swarm::fetch(served.artifact.manifest.clone(), out.path())
             .mirrors(set(&urls))
+            .max_download(2 << 20)
             .give_up_after(Duration::from_secs(20))
             .reports(reports)
             .run();
