@@ -67,7 +67,6 @@ def swarm_minimodel(ctx, seeder, hosts, size, run_dir, timeout, meters, seed_aft
     if seeder_rate:
         seeder_rate.stop()
         seeder_peaks = {w: seeder_rate.peak(w) for w in (1.0, 2.0, 3.0)}
-    seeder_peak = seeder_peaks.get(1.0)
     load = cpu.stop()
     load["peers_cpu_s"] = round(sum(watch.cpu.values()), 1)
     stop_all(procs)
@@ -87,7 +86,6 @@ def swarm_minimodel(ctx, seeder, hosts, size, run_dir, timeout, meters, seed_aft
                         peer_bytes_from(r, seed_id) if r else None for r in receipts],
         "wasted": [r["source"].get("bytes_wasted", 0) if r else None for r in receipts],
         "sent": {name: sent1[name] - sent0[name] for name in meters},
-        "seeder_peak_bytes_per_s": seeder_peak,
         "seeder_peaks": seeder_peaks,
         "cpu": load,
         "problems": problems,
@@ -314,7 +312,15 @@ def uplinks(ctx, name, tool, peers, size, caps, campus=False, timeout=900, peer_
         seeder_used = run["sent"]["seeder"] / (seeder.cap_bits / 8 * last)
     else:
         seeder_used = None
+    # The seeder's best second over its cap: near 1 when it can fill
+    # its link; a --max-upload of half the cap leaves it about 0.72 (the
+    # half and the upload bucket's burst of 1 MiB). Over 2 and 3 s as
+    # well (seeder_peaks_of_cap): this crowd's seeder does not keep its
+    # link full for long (docs/performance.md, "Bounds the lab holds").
+    peaks_of_cap = {f"{w:g}s": round(r / (seeder.cap_bits / 8), 3)
+                    for w, r in run.get("seeder_peaks", {}).items() if r}
     result.update({
+        "seeder_peak_of_cap": peaks_of_cap.get("1s"),
         "topology": "campus /24" if campus else "a /24 per host",
         "seeder_cap": seeder.cap,
         "peer_caps_mbit": sorted(set(caps_mbit)),
@@ -324,15 +330,7 @@ def uplinks(ctx, name, tool, peers, size, caps, campus=False, timeout=900, peer_
                                  for c, v in sorted(by_cap.items())},
         "uplink_used_by_cap": {str(c): round(median(v), 3) for c, v in sorted(used_by_cap.items())},
         "seeder_uplink_used": round(seeder_used, 3) if seeder_used is not None else None,
-        # The seeder's best second over its cap: near 1 when it can fill
-        # its link; a --max-upload of half the cap leaves it about 0.72 (the
-        # half and the upload bucket's burst of 1 MiB). Over 2 and 3 s as
-        # well (seeder_peaks_of_cap): this crowd's seeder does not keep its
-        # link full for long (docs/performance.md, "Bounds the lab holds").
-        "seeder_peak_of_cap": (round(run["seeder_peak_bytes_per_s"] / (seeder.cap_bits / 8), 3)
-                               if run.get("seeder_peak_bytes_per_s") else None),
-        "seeder_peaks_of_cap": {f"{w:g}s": round(r / (seeder.cap_bits / 8), 3)
-                                for w, r in run.get("seeder_peaks", {}).items() if r},
+        "seeder_peaks_of_cap": peaks_of_cap,
         "copies_verified_every_2s": [round(c, 2) for _, c in run.get("timeline", [])],
     })
     lines = ["median done by uplink (Mbit/s): "
