@@ -269,6 +269,11 @@ impl Fetcher {
             _ => Err(FetchError::Interrupted),
         };
         self.node.shutdown().await;
+        // The directory is free again once this returns: a run started
+        // right after (a resume, a retry) is not told it is in use.
+        self.node
+            .settle_jobs(std::time::Duration::from_secs(30))
+            .await;
         // Given up with every chunk missing: the `.part` reserved at the
         // artifact's size is given back (a stop keeps it: the user means
         // to go on). Files that cannot be removed stay as they were.

@@ -95,6 +95,10 @@ pub(crate) struct Jobs {
     verify_slots: Arc<Semaphore>,
     /// The delivered download, once it is.
     pub(crate) delivered: Option<Box<Delivered>>,
+    /// Held by every job that holds the partial download (and so its
+    /// lock): once every copy is dropped, `settled` hears `None`.
+    running: Option<mpsc::Sender<()>>,
+    settled: mpsc::Receiver<()>,
 }
 
 impl Jobs {
@@ -111,6 +115,7 @@ impl Jobs {
         // what a semaphore holds.
         let verify_jobs = config.verify_jobs.clamp(1, Semaphore::MAX_PERMITS);
         let verify_jobs = u32::try_from(verify_jobs).unwrap_or(u32::MAX);
+        let (running, settled) = mpsc::channel(1);
         Self {
             geometry,
             verifier: Arc::new(verifier),
@@ -123,7 +128,22 @@ impl Jobs {
             verify_jobs,
             verify_slots: Arc::new(Semaphore::new(verify_jobs as usize)),
             delivered: None,
+            running: Some(running),
+            settled,
         }
+    }
+
+    /// A token a job holds while it holds the partial download.
+    fn running(&self) -> Option<mpsc::Sender<()>> {
+        self.running.clone()
+    }
+
+    /// No job starts after this; what the returned receiver hears is
+    /// `None` once every job that started has ended.
+    pub(crate) fn stop_running(&mut self) -> mpsc::Receiver<()> {
+        self.running = None;
+        let (_, closed) = mpsc::channel(1);
+        std::mem::replace(&mut self.settled, closed)
     }
 
     /// Starts the trailing hasher (a download only), with the chunks
@@ -165,7 +185,9 @@ pub(super) fn verify(node: &mut Node, link: LinkId, piece: ArrivedPiece) {
     let verifier = Arc::clone(&node.jobs.verifier);
     let leaves = node.jobs.trailing.as_ref().map(TrailingThread::leaf_hasher);
     let events = node.sender.clone();
+    let running = node.jobs.running();
     tokio::spawn(async move {
+        let _running = running;
         let Ok(_permit) = slots.acquire_owned().await else {
             return;
         };
@@ -217,7 +239,9 @@ pub(super) fn verify_mirror(
     let verifier = Arc::clone(&node.jobs.verifier);
     let leaves = node.jobs.trailing.as_ref().map(TrailingThread::leaf_hasher);
     let events = node.sender.clone();
+    let running = node.jobs.running();
     tokio::spawn(async move {
+        let _running = running;
         let Ok(_permit) = slots.acquire_owned().await else {
             return;
         };
@@ -320,7 +344,11 @@ pub(super) fn checkpoint(node: &mut Node, release: std::ops::Range<u64>) {
     let events = node.sender.clone();
     let remembered = node.peers_to_remember();
     let mirrors = node.core.mirrors_to_remember();
+    let running = node.jobs.running();
     tokio::task::spawn_blocking(move || {
+        // Locals drop in reverse: the download before the token.
+        let _running = running;
+        let partial = partial;
         // Advisory: a list that cannot be written is written again at the
         // next checkpoint; the checkpoint's directory sync makes it durable.
         if let Some(list) = remembered {
@@ -354,7 +382,9 @@ pub(super) fn deliver(node: &mut Node) {
     let stats = node.core.transfer();
     let remembered = node.peers_to_remember();
     let mirrors = node.core.mirrors_to_remember();
+    let running = node.jobs.running();
     tokio::spawn(async move {
+        let _running = running;
         let _all = slots.acquire_many(all).await;
         let done = tokio::task::spawn_blocking(move || {
             if let Some(list) = remembered {

@@ -854,6 +854,24 @@ impl Node {
         closing.flush(&self.endpoint, b"shutdown", flush).await;
     }
 
+    /// Waits for the jobs that hold the partial download (chunk checks,
+    /// a checkpoint) to end, so that its lock is free for the next run
+    /// once the download's owner lets it go. Their late results are
+    /// dropped: the core has ended. At most `limit` (a disk that hangs).
+    pub(crate) async fn settle_jobs(&mut self, limit: std::time::Duration) {
+        let mut settled = self.jobs.stop_running();
+        let wait = async {
+            loop {
+                tokio::select! {
+                    // `None`: every job's token is dropped.
+                    None = settled.recv() => return,
+                    Some(_) = self.events.recv() => {}
+                }
+            }
+        };
+        let _ = tokio::time::timeout(limit, wait).await;
+    }
+
     fn on_incoming(&mut self, incoming: quinn::Incoming) {
         // A listener on [::] sees IPv4 peers as ::ffff:a.b.c.d.
         let remote = crate::transport::canonical_addr(incoming.remote_address());
