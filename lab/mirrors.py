@@ -102,6 +102,58 @@ def start_mirror(host, slm, chunk_list, folder):
     return proc, f"https://{host.ip4}:{MIRROR_PORT}/{slm.name}", ca
 
 
+NGINX_CONF = """daemon off;
+user root;
+worker_processes 2;
+pid {folder}/nginx.pid;
+error_log {folder}/error.log warn;
+events {{ worker_connections 256; }}
+http {{
+    access_log off;
+    client_body_temp_path {folder}/body;
+    proxy_temp_path {folder}/proxy;
+    fastcgi_temp_path {folder}/fastcgi;
+    uwsgi_temp_path {folder}/uwsgi;
+    scgi_temp_path {folder}/scgi;
+    default_type application/octet-stream;
+    types {{ }}
+    sendfile on;
+    keepalive_requests 100000;
+    server {{
+        listen {ip}:{port} ssl;
+        ssl_certificate {cert};
+        ssl_certificate_key {key};
+        ssl_protocols TLSv1.3;
+        root {root};
+    }}
+}}
+"""
+
+
+def start_nginx(host, slm, folder):
+    """nginx (Debian: nginx-light) on `host` serving the folder of `slm`
+    (the file and its chunk list beside it) over HTTPS, as a mirror people
+    use is served; returns (process, URL, authority PEM) once it accepts
+    connections."""
+    nginx = tool_path("nginx")
+    if not nginx:
+        raise LabError("nginx is missing: this scenario serves the mirror with it "
+                       "(Debian: apt-get install nginx-light)")
+    ca, cert, key = make_authority(folder, host.ip4)
+    conf = folder / "nginx.conf"
+    conf.write_text(NGINX_CONF.format(folder=folder, ip=host.ip4, port=MIRROR_PORT, cert=cert,
+                                      key=key, root=slm.parent))
+    proc = host.popen([nginx, "-c", conf, "-e", folder / "error.log"], "nginx")
+    probe = ("import socket,sys\n"
+             f"socket.create_connection(('{host.ip4}', {MIRROR_PORT}), 1).close()")
+    deadline = time.monotonic() + 15
+    while host.run(["python3", "-c", probe], timeout=5, check=False).returncode != 0:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise Failed(f"nginx did not start:\n{indent(proc.tail())}")
+        time.sleep(0.05)
+    return proc, f"https://{host.ip4}:{MIRROR_PORT}/{slm.name}", ca
+
+
 def trusting(ca):
     """The environment of a process that trusts the test authority `ca`."""
     env = {k: v for k, v in os.environ.items()
@@ -233,9 +285,10 @@ def mirror_cold(ctx, name, peers, size, caps, mirror_cap=UPLINK_SEED_CAP, timeou
     fail_if(problems)
 
 
-def mirror_vs_seed(ctx, name, size, runs=3, timeout=300):
+def mirror_vs_seed(ctx, name, size, runs=3, timeout=300, server="mirrorhost"):
     """Two hosts on the flat LAN, no cap: host `s` runs the HTTPS mirror
-    (lab/mirrorhost.py) and a `seed` of the same file; host `f` fetches the
+    (`server`: lab/mirrorhost.py, or nginx as mirrors are served) and a
+    `seed` of the same file; host `f` fetches the
     file from the mirror alone (`fetch --mirror URL`) and from the seed
     alone (`fetch --offer`), taking turns, `runs` times each, each fetch
     timed from its start to its exit and checked by `check_download`.
@@ -249,7 +302,10 @@ def mirror_vs_seed(ctx, name, size, runs=3, timeout=300):
         source = lab.add_host("s")
         fetcher = lab.add_host("f")
         lab.wait_reachable()
-        server, url, ca = start_mirror(source, slm, chunk_list, run_dir / "tls")
+        if server == "nginx":
+            server, url, ca = start_nginx(source, slm, run_dir / "tls")
+        else:
+            server, url, ca = start_mirror(source, slm, chunk_list, run_dir / "tls")
         seeder, offer = start_seeder(ctx, source, None, source.addr(PORT), name="seed",
                                      files=(manifest, slm))
         env = trusting(ca)
@@ -295,4 +351,5 @@ SCENARIOS = {
     "mirror-cold-24x32": lambda c, n: mirror_cold(c, n, 24, 32 * MiB, MIXED),
     "mirror-4x16": lambda c, n: mirror_cold(c, n, 4, 16 * MiB, MIXED, timeout=120),
     "mirror-vs-seed-256": lambda c, n: mirror_vs_seed(c, n, 256 * MiB),
+    "mirror-vs-seed-256-nginx": lambda c, n: mirror_vs_seed(c, n, 256 * MiB, server="nginx"),
 }
