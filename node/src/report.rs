@@ -379,6 +379,9 @@ pub enum Failure {
         total: u32,
         /// What became of each peer tried.
         tried: Vec<Tried>,
+        /// What became of each mirror named: its end, or what it
+        /// delivered while it stayed.
+        mirrors: Vec<crate::mirror::MirrorFigures>,
     },
     /// Chunks went bad on disk after they were verified and could not be
     /// repaired.
@@ -401,16 +404,34 @@ impl fmt::Display for Failure {
                 missing,
                 total,
                 tried,
+                mirrors,
             } => {
+                let sources = if mirrors.is_empty() {
+                    "peer"
+                } else {
+                    "peer or mirror"
+                };
                 write!(
                     f,
-                    "no peer could deliver the missing chunks ({missing} of {total} missing)"
+                    "no {sources} could deliver the missing chunks ({missing} of {total} missing)"
                 )?;
                 if tried.is_empty() {
-                    write!(f, ": no peer was reachable")
+                    write!(f, ": no peer was reachable")?;
                 } else {
-                    write_tried(f, tried)
+                    write_tried(f, tried)?;
                 }
+                for mirror in mirrors {
+                    write!(f, "; mirror {}: ", mirror.label)?;
+                    match &mirror.end {
+                        Some(end) => write!(f, "{end}")?,
+                        None => write!(
+                            f,
+                            "{} chunks delivered, {} requests timed out",
+                            mirror.download.chunks, mirror.download.timeouts
+                        )?,
+                    }
+                }
+                Ok(())
             }
             Failure::Damaged { bad, cause } => write!(
                 f,

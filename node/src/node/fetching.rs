@@ -955,6 +955,7 @@ impl NodeCore {
                     missing,
                     total,
                     tried,
+                    mirrors: self.mirror_figures(),
                 }
             };
             self.end(End::Failed(failure), now);

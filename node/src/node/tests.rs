@@ -167,6 +167,17 @@ impl Harness {
         have: HaveBitfield,
         seed_after: bool,
     ) -> Self {
+        Self::with_mirrors(kind, chunks, config, have, seed_after, Vec::new())
+    }
+
+    fn with_mirrors(
+        kind: Kind,
+        chunks: u32,
+        config: NodeConfig,
+        have: HaveBitfield,
+        seed_after: bool,
+        mirrors: Vec<String>,
+    ) -> Self {
         config.validate().expect("a valid test config");
         let swarm = testing::swarm(CHUNK, chunks);
         let base = Instant::now();
@@ -184,7 +195,7 @@ impl Harness {
             manifest: Some(std::sync::Arc::from(MANIFEST)),
             lan: vec![sa(OUR_LAN_ADDR)],
             peers: Vec::new(),
-            mirrors: Vec::new(),
+            mirrors,
         };
         Self {
             core: NodeCore::new(config, start, base),
@@ -552,11 +563,47 @@ fn a_fetch_without_peers_wakes_only_to_report_and_to_give_up() {
                 missing: 8,
                 total: 8,
                 tried,
+                mirrors,
             }),
         ] => {
             assert!(tried.is_empty(), "{tried:?}");
+            assert!(mirrors.is_empty(), "{mirrors:?}");
         }
         other => panic!("ended with {other:?}"),
     }
     assert_eq!(h.core.poll_timeout(h.now), None, "an ended node sleeps");
+}
+
+#[test]
+fn a_fetch_whose_only_mirror_was_not_usable_gives_up_naming_the_mirror() {
+    let config = NodeConfig {
+        give_up_after: Duration::from_secs(10),
+        ..NodeConfig::default()
+    };
+    let mirrors = vec!["https://mirror.example/m.slm".to_owned()];
+    let mut h = Harness::with_mirrors(Kind::Fetch, 8, config, HaveBitfield::new(8), false, mirrors);
+    h.core.handle_mirror_failed(
+        crate::mirror::MirrorId(0),
+        None,
+        crate::mirror::MirrorFailure::Unusable(crate::mirror::MirrorUnusable::NoChunkList {
+            reason: "the mirror answered 403".into(),
+        }),
+        h.now,
+    );
+    h.advance(10_000);
+    let actions = h.take();
+    let ended = ends_after_saving(&mut h, &actions);
+    let [super::End::Failed(failure)] = ended.as_slice() else {
+        panic!("ended with {ended:?}");
+    };
+    let text = failure.to_string();
+    assert!(
+        text.starts_with("no peer or mirror could deliver the missing chunks (8 of 8 missing)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("mirror https://mirror.example/m.slm: not used: no chunk list"),
+        "{text}"
+    );
+    assert!(text.contains("403"), "{text}");
 }

@@ -453,6 +453,7 @@ fn giving_up_names_every_peer_tried_and_why() {
         missing,
         total,
         tried,
+        mirrors,
     }) = outcome
     else {
         panic!("{outcome:?}");
@@ -468,12 +469,15 @@ fn giving_up_names_every_peer_tried_and_why() {
     };
     assert!(about(full).contains("too many peers"), "{tried:?}");
     assert!(about(down).contains("connection refused"), "{tried:?}");
+    assert!(mirrors.is_empty(), "{mirrors:?}");
     let text = Failure::NoPeers {
         missing,
         total,
         tried: tried.clone(),
+        mirrors,
     }
     .to_string();
+    assert!(text.contains("no peer could deliver"), "{text}");
     assert!(text.contains("8 of 8 missing"), "{text}");
     assert_eq!(h.core.poll_timeout(h.now), None);
 }
