@@ -499,6 +499,13 @@ pub struct DownloadRecord {
     /// DHT nodes to join through instead of the public ones.
     #[serde(default)]
     pub dht_bootstrap: Vec<std::net::SocketAddrV4>,
+    /// Mirror URLs as given (a query may hold a credential: the library
+    /// is the user's alone).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mirrors: Vec<String>,
+    /// `http://` mirrors were allowed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_plain_http_mirror: bool,
     /// Delivered: the file and its receipt are in `downloads/`.
     pub delivered: bool,
 }
@@ -756,6 +763,8 @@ mod tests {
                 seed_after: false,
                 dht: false,
                 dht_bootstrap: Vec::new(),
+                mirrors: vec!["https://mirror.example/x.slm?t=1".to_owned()],
+                allow_plain_http_mirror: false,
                 delivered: false,
             }),
             ..share(id)

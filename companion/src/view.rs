@@ -99,6 +99,15 @@ pub struct AddDownload {
     /// ones.
     #[serde(default)]
     pub dht_bootstrap: Vec<String>,
+    /// Mirrors: `https://` URLs of a copy of the artifact, with its
+    /// chunk list beside it (`URL.chunk-list`), at most 16; every chunk
+    /// from one is checked as a peer's.
+    #[serde(default)]
+    pub mirrors: Vec<String>,
+    /// Allow `http://` mirrors (the bytes are still checked; anyone on
+    /// the way sees what is fetched).
+    #[serde(default)]
+    pub allow_plain_http_mirror: bool,
     /// Serve verified chunks while fetching.
     #[serde(default)]
     pub serve: bool,

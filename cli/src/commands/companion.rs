@@ -212,6 +212,16 @@ pub struct FetchArgs {
     /// DHT nodes to join (IPv4:PORT) instead of the public ones.
     #[arg(long = "dht-bootstrap", value_name = "ADDR", requires = "dht")]
     pub dht_bootstrap: Vec<String>,
+    /// An HTTPS copy of the artifact (repeatable, at most 16), its chunk
+    /// list beside it at `URL.chunk-list`; every chunk from it is checked
+    /// like a peer's. The companion reads tokens for mirrors from its own
+    /// MINIMODEL_MIRROR_TOKENS.
+    #[arg(long = "mirror", value_name = "URL")]
+    pub mirrors: Vec<String>,
+    /// Allow `http://` mirrors: the bytes are still checked, but anyone
+    /// on the way sees what is fetched.
+    #[arg(long)]
+    pub allow_plain_http_mirror: bool,
     /// Serve verified chunks while fetching.
     #[arg(long)]
     pub serve: bool,
@@ -791,6 +801,8 @@ fn fetch(args: FetchArgs, out: Output) -> Result<(), Failure> {
         request: args.request.as_deref().map(read_json_file).transpose()?,
         dht: args.dht,
         dht_bootstrap: args.dht_bootstrap.clone(),
+        mirrors: args.mirrors.clone(),
+        allow_plain_http_mirror: args.allow_plain_http_mirror,
         serve: args.serve,
         seed_after: args.seed_after,
         caps: Caps {

@@ -285,71 +285,35 @@ pub fn run(args: FetchArgs, out: Output) -> Result<(), Failure> {
 /// MINIMODEL_MIRROR_TOKENS; `None` without any. A URL or a token list
 /// that cannot be used is a usage error (exit 2).
 fn mirror_set(args: &TransferArgs) -> Result<Option<minimodel_swarm::mirror::MirrorSet>, Failure> {
-    use minimodel_swarm::mirror::{MirrorSet, MirrorTokens, TOKENS_VAR};
-    use minimodel_verifier::mirror_url::{MirrorUrl, MirrorUrlError, Plain};
-    if args.mirrors.is_empty() {
-        return Ok(None);
-    }
+    use minimodel_swarm::mirror::TOKENS_VAR;
+    use minimodel_swarm::mirror::given::{GivenMirrorsError, given_set};
+    use minimodel_verifier::mirror_url::Plain;
     let plain = if args.allow_plain_http_mirror {
         Plain::Allowed
     } else {
         Plain::Refused
     };
-    let most = minimodel_swarm::node::MAX_MIRRORS;
-    if args.mirrors.len() > most {
-        return Err(Failure::new(
-            Exit::Usage,
-            anyhow::anyhow!("{} mirrors given; at most {most}", args.mirrors.len()),
-        ));
-    }
-    let mut urls: Vec<MirrorUrl> = Vec::with_capacity(args.mirrors.len());
-    for text in &args.mirrors {
-        let url = MirrorUrl::parse(text, plain).map_err(|error| {
-            let failure = Failure::new(
-                Exit::Usage,
-                anyhow::anyhow!("--mirror {}: {error}", shown_url(text)),
-            );
-            match error {
-                MirrorUrlError::ProjectRoute { .. } => failure.with_hint(
-                    "give the URL of a copy of the .slm file on a web server you trust, the one the chunk list sits beside",
-                ),
-                _ => failure,
-            }
-        })?;
-        if urls.iter().any(|known| known.label() == url.label()) {
-            return Err(Failure::new(
-                Exit::Usage,
-                anyhow::anyhow!("--mirror {} is given twice", url.label()),
-            ));
-        }
-        urls.push(url);
-    }
-    let tokens = match std::env::var(TOKENS_VAR) {
-        Ok(text) => MirrorTokens::parse(&text).map_err(|error| {
-            Failure::new(Exit::Usage, anyhow::Error::new(error)).with_hint(format!(
+    given_set(&args.mirrors, plain).map_err(|error| {
+        let hint = match &error {
+            GivenMirrorsError::Tokens(_) => Some(format!(
                 "{TOKENS_VAR} holds HOST=TOKEN entries, separated by commas"
-            ))
-        })?,
-        Err(_) => MirrorTokens::default(),
-    };
-    let mut set = MirrorSet::new(urls);
-    set.plain = plain;
-    set.tokens = tokens;
-    Ok(Some(set))
-}
-
-/// A URL as a message shows it: without its query and any user
-/// information, which may hold a credential.
-fn shown_url(text: &str) -> String {
-    let text = text.split(['?', '#']).next().unwrap_or(text);
-    let Some((scheme, rest)) = text.split_once("://") else {
-        return text.to_owned();
-    };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => format!("{scheme}://…@{}", &rest[at + 1..]),
-        None => text.to_owned(),
-    }
+            )),
+            _ if error.is_project_route() => Some(
+                "give the URL of a copy of the .slm file on a web server you trust, the one the chunk list sits beside"
+                    .to_owned(),
+            ),
+            _ => None,
+        };
+        let text = match &error {
+            GivenMirrorsError::Bad { .. } | GivenMirrorsError::Twice { .. } => format!("--{error}"),
+            _ => error.to_string(),
+        };
+        let failure = Failure::new(Exit::Usage, anyhow::anyhow!(text));
+        match hint {
+            Some(hint) => failure.with_hint(hint),
+            None => failure,
+        }
+    })
 }
 
 /// The ticket `arg` is, when it is one: it starts with `mm1` and names no

@@ -574,6 +574,7 @@ document.addEventListener("DOMContentLoaded", () => {
     addWithConsent("downloads", {
       ...manifest,
       peers: $("fetch-peers").value.split("\n").map((l) => l.trim()).filter((l) => l),
+      mirrors: $("fetch-mirrors").value.split("\n").map((l) => l.trim()).filter((l) => l),
       offers,
       serve: $("fetch-serve").checked,
       seed_after: $("fetch-seed-after").checked,

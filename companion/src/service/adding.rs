@@ -132,6 +132,22 @@ fn parse_key(text: Option<&str>) -> Result<Option<PublicKey>, ApiError> {
     .transpose()
 }
 
+/// The mirrors of a download request, parsed strictly.
+fn download_mirrors(
+    request: &AddDownload,
+) -> Result<Vec<minimodel_verifier::mirror_url::MirrorUrl>, ApiError> {
+    minimodel_swarm::mirror::given::parse_given(&request.mirrors, mirror_plain(request))
+        .map_err(|error| ApiError::invalid(error.to_string()))
+}
+
+fn mirror_plain(request: &AddDownload) -> minimodel_verifier::mirror_url::Plain {
+    if request.allow_plain_http_mirror {
+        minimodel_verifier::mirror_url::Plain::Allowed
+    } else {
+        minimodel_verifier::mirror_url::Plain::Refused
+    }
+}
+
 /// The peers of a download request, checked against the manifest.
 fn download_peers(
     request: &AddDownload,
@@ -180,9 +196,9 @@ fn download_peers(
             peers.len()
         )));
     }
-    if peers.is_empty() && !request.dht {
+    if peers.is_empty() && !request.dht && request.mirrors.is_empty() {
         return Err(ApiError::invalid("no peers to fetch from")
-            .hint("name peers, give offers, a request or a ticket, or set dht"));
+            .hint("name peers or mirrors, give offers, a request or a ticket, or set dht"));
     }
     Ok(peers)
 }
@@ -255,8 +271,8 @@ impl Shared {
                 until: consent::Until::PausedOrRemoved,
             }),
             relays: Vec::new(),
-            // The companion takes no mirrors yet.
-            mirrors: Vec::new(),
+            // Checked before anything is asked (`download_mirrors`).
+            mirrors: download_mirrors(request).unwrap_or_default(),
         };
         consent::trust(check, &self.trust.describe())
             .into_iter()
@@ -598,6 +614,7 @@ impl Shared {
             request.require_signature,
         )?;
         let peers = download_peers(request, &loaded.manifest, ticket_peers)?;
+        download_mirrors(request)?;
         let id = ItemId::of(
             ItemKind::Download,
             &loaded.manifest.model_id,
@@ -633,6 +650,7 @@ impl Shared {
             request.require_signature,
         )?;
         let peers = download_peers(&request, manifest, ticket_peers)?;
+        download_mirrors(&request)?;
         if request.seed_after && !request.serve {
             return Err(ApiError::invalid("seed_after needs serve"));
         }
@@ -698,6 +716,8 @@ impl Shared {
                 seed_after: request.seed_after,
                 dht: request.dht,
                 dht_bootstrap: bootstrap,
+                mirrors: request.mirrors.clone(),
+                allow_plain_http_mirror: request.allow_plain_http_mirror,
                 delivered: false,
             }),
         };

@@ -498,6 +498,18 @@ impl Shared {
                             addrs: vec![peer.addr],
                         }),
                 );
+                let plain = if download.allow_plain_http_mirror {
+                    minimodel_verifier::mirror_url::Plain::Allowed
+                } else {
+                    minimodel_verifier::mirror_url::Plain::Refused
+                };
+                plan.mirrors = minimodel_swarm::mirror::given::given_set(&download.mirrors, plain)
+                    .map_err(|error| {
+                        Failure::new(
+                            ProblemKind::Internal,
+                            format!("the download's mirrors are refused now: {error}"),
+                        )
+                    })?;
                 Job::Download(Box::new(DownloadJob {
                     plan,
                     serve: download.serve,

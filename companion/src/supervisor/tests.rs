@@ -56,6 +56,8 @@ fn download(name: &str, serve: bool, seed_after: bool) -> ItemRecord {
             seed_after,
             dht: false,
             dht_bootstrap: Vec::new(),
+            mirrors: Vec::new(),
+            allow_plain_http_mirror: false,
             delivered: false,
         }),
     )

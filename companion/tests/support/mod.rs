@@ -23,6 +23,8 @@ pub struct Fixture {
     pub slm: PathBuf,
     pub manifest_path: PathBuf,
     pub manifest: Manifest,
+    /// Its chunk list file (`docs/merkle.md`), as a mirror serves it.
+    pub chunk_list: String,
 }
 
 /// Writes `dir/<name>.slm` of `size` bytes (chunks of `chunk` bytes) and
@@ -39,15 +41,15 @@ pub fn fixture(dir: &Path, name: &str, size: u64, chunk: u32) -> Fixture {
         "https://example.org/license".parse().unwrap(),
         "https://example.org/evidence".parse().unwrap(),
     );
-    let manifest = describe_file(&slm, fields, Some(chunk), &|_| {})
-        .unwrap()
-        .manifest;
+    let described = describe_file(&slm, fields, Some(chunk), &|_| {}).unwrap();
+    let (manifest, chunk_list) = (described.manifest, described.chunk_list);
     let manifest_path = dir.join(format!("{name}.manifest"));
     std::fs::write(&manifest_path, manifest.to_text()).unwrap();
     Fixture {
         slm,
         manifest_path,
         manifest,
+        chunk_list,
     }
 }
 

@@ -25,6 +25,7 @@
 //! when the mirror's own URL is asked again.
 
 pub mod client;
+pub mod given;
 pub mod http;
 #[cfg(feature = "testing")]
 pub mod test_server;
