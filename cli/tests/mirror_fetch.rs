@@ -3,7 +3,9 @@
 //! dev-dependency): one mirror alone delivers a verified file and the
 //! receipt names it with its bytes; a lying mirror beside an honest one is
 //! dropped with its reason and the download completes; a URL that cannot
-//! be a mirror is a usage error before anything is asked.
+//! be a mirror is a usage error before anything is asked; a fetch from a
+//! mirror and a seeder killed midway resumes without fetching a verified
+//! chunk again and notices that the mirror's file changed.
 //!
 //! The binary trusts the test authority of `fixtures/mirror/` the way any
 //! user trusts an extra authority: `SSL_CERT_FILE` names the PEM file the
@@ -301,4 +303,99 @@ fn a_url_that_cannot_be_a_mirror_is_a_usage_error_before_anything_is_asked() {
         said.contains("\"step\":\"trouble\"") || said.contains("\"step\":\"unusable\""),
         "the mirror was tried: {said}"
     );
+}
+
+/// A fetch from a mirror and a seeder, killed with SIGKILL midway (after a
+/// checkpoint kept the mirror's validators), runs again to the end: no
+/// verified chunk is fetched again, and the mirror, whose file changed
+/// between the runs (another `ETag`), is dropped as another file while
+/// the seeder delivers the rest.
+#[test]
+fn a_fetch_killed_midway_resumes_without_fetching_a_verified_chunk_again_and_notices_a_changed_mirror()
+ {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let (file, list) = prepare_with_chunk_list(root);
+    let runtime = runtime();
+    let mirror = runtime
+        .block_on(TestMirror::start(file.clone().into(), Some(list.into())))
+        .expect("the test mirror starts");
+    let url = mirror.url();
+    let manifest = format!("{MODEL}.manifest");
+    let (_seed, offer) = seeder(
+        root,
+        &manifest,
+        &format!("{MODEL}.slm"),
+        "seed.offer.json",
+        &["--max-upload", "1MiB"],
+    );
+    let offer = offer.to_str().unwrap().to_owned();
+
+    // The first run, slow enough to be killed midway.
+    let child = Command::new(env!("CARGO_BIN_EXE_minimodel"))
+        .current_dir(root)
+        .args(["fetch", &manifest, "-o", "out", "--json", "--yes"])
+        .args([
+            "--mirror",
+            &url,
+            "--offer",
+            &offer,
+            "--max-download",
+            "2MiB",
+        ])
+        .env("SSL_CERT_FILE", test_roots(root))
+        .env_remove("SSL_CERT_DIR")
+        .env_remove("MINIMODEL_MIRROR_TOKENS")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the fetch starts");
+    let mut first = Running {
+        child,
+        name: "the first fetch".into(),
+    };
+    let mut lines = std::io::BufReader::new(first.child.stdout.take().unwrap());
+    let remembered = root.join(format!("out/{MODEL}.slm.mirrors"));
+    let seen = read_until(&mut lines, |event| {
+        event["event"] == "progress"
+            && event["verified_bytes"].as_u64() >= Some(4 << 20)
+            && remembered.exists()
+    });
+    let last = seen.last().expect("the fetch printed events");
+    assert_eq!(last["event"], "progress", "it ended first: {seen:?}");
+    first.kill();
+
+    // The mirror's file is another one now.
+    mirror.set_etag("\"another-file\"");
+    let output = fetch(
+        root,
+        std::slice::from_ref(&url),
+        &["--yes", "--offer", &offer],
+    );
+    ok(&output);
+    assert_eq!(
+        std::fs::read(root.join(format!("out/{MODEL}.slm"))).unwrap(),
+        file
+    );
+    verify_output(root);
+    let events = json_lines(&output);
+    let dropped = events
+        .iter()
+        .find(|e| e["event"] == "mirror" && e["step"] == "dropped")
+        .unwrap_or_else(|| panic!("the changed mirror is dropped: {events:?}"));
+    assert!(
+        dropped.to_string().contains("another-file"),
+        "the reason names the new ETag: {dropped}"
+    );
+    let receipt = receipt(&root.join("out"), MODEL);
+    let source = &receipt["source"];
+    let resumed = source["chunks_resumed"].as_u64().unwrap();
+    let fetched = source["chunks_fetched"].as_u64().unwrap();
+    assert!(resumed >= 16, "{source:#}");
+    assert_eq!(resumed + fetched, 64, "no verified chunk again: {source:#}");
+    assert_eq!(source["chunks_refetched"], 0, "{source:#}");
+    let listed = mirrors_of(&receipt);
+    assert_eq!(listed[0]["chunks"], 0, "{listed:?}");
+    assert_eq!(listed[0]["blamed"], true, "{listed:?}");
 }
