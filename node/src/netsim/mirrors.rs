@@ -406,7 +406,10 @@ mod tests {
 
     /// One mirror at `mirror_mbit` and no seeder, one serving peer per
     /// uplink, each told of every other (as a tracker would) and of the
-    /// mirror, all started at once, `mib` MiB in the default chunks.
+    /// mirror, all started at once, `mib` MiB in the default chunks. With
+    /// `NETSIM_LAB_START` set, started as the lab's `mirror-cold-24x32`
+    /// starts them: the first alone, the others 2 s later told of the
+    /// first only (peer exchange does the rest).
     fn cold_start(mirror_mbit: f64, uplinks: &[f64], mib: u32, seed: u64) -> ColdStart {
         let (chunks, chunk_size) = geometry(mib);
         let peers = uplinks.len();
@@ -414,9 +417,21 @@ mod tests {
             .iter()
             .enumerate()
             .map(|(index, &uplink)| {
-                let others: Vec<usize> = (0..peers).filter(|&other| other != index).collect();
+                let lab = std::env::var_os("NETSIM_LAB_START").is_some();
+                let others: Vec<usize> = if lab {
+                    // As the lab starts them: the first alone, the others
+                    // 2 s later knowing the first (peer exchange the rest).
+                    if index == 0 { Vec::new() } else { vec![0] }
+                } else {
+                    (0..peers).filter(|&other| other != index).collect()
+                };
                 NodeSpec {
                     mirrors: vec![0],
+                    starts_at: if lab && index > 0 {
+                        Duration::from_secs(2)
+                    } else {
+                        Duration::ZERO
+                    },
                     ..NodeSpec::fetcher(index, chunks, uplink, true, &others)
                 }
             })
