@@ -788,6 +788,49 @@ pub enum Event {
         #[cfg_attr(test, schemars(with = "crate::schema::CompanionLogEntry"))]
         entry: minimodel_companion::translog::LogEntry,
     },
+    /// `publish`: the publisher's channel item was put on the DHT.
+    ChannelPublished {
+        /// The publisher key, `mmpk1...`.
+        publisher_key: String,
+        /// Its key id.
+        #[cfg_attr(test, schemars(with = "crate::schema::KeyIdText"))]
+        key_id: String,
+        /// The DHT target, SHA-1 of key and salt (40 hex digits).
+        target: String,
+        /// The item's sequence number.
+        seq: i64,
+        /// The sequence number the DHT nodes had to hold (BEP 44 CAS);
+        /// null for a new channel or one the DHT no longer held.
+        cas: Option<i64>,
+        /// DHT nodes that stored it.
+        stored_at: u32,
+        /// The model published now.
+        model_id: String,
+        /// Every model the channel names, with its latest manifest.
+        models: Vec<ChannelModel>,
+        /// The manifests it lists as withdrawn.
+        withdrawn: Vec<ChannelWithdrawn>,
+    },
+    /// `channel`: a publisher's channel item, found on the DHT and checked.
+    Channel {
+        /// The publisher key, `mmpk1...`.
+        publisher_key: String,
+        /// Its key id.
+        #[cfg_attr(test, schemars(with = "crate::schema::KeyIdText"))]
+        key_id: String,
+        /// The DHT target, SHA-1 of key and salt (40 hex digits).
+        target: String,
+        /// The item's sequence number.
+        seq: i64,
+        /// The sequence number seen before on this machine; null the
+        /// first time.
+        last_seen_seq: Option<i64>,
+        /// The models (all, or the one `--model-id` names), each with its
+        /// latest manifest.
+        models: Vec<ChannelModel>,
+        /// The manifests it lists as withdrawn.
+        withdrawn: Vec<ChannelWithdrawn>,
+    },
     /// The command failed (always the last line).
     Error {
         /// The process's exit code.
@@ -797,4 +840,30 @@ pub enum Event {
         /// What to do about it, when something helps.
         hint: Option<String>,
     },
+}
+
+/// A model in a channel (`publish`, `channel`).
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ChannelModel {
+    /// The model id.
+    pub model_id: String,
+    /// SHA-256 of its latest manifest file (hex).
+    #[cfg_attr(test, schemars(with = "crate::schema::Sha256Hex"))]
+    pub manifest_sha256: String,
+    /// Peers that serve it, `PEER_ID@ADDR[,ADDR]`.
+    pub peers: Vec<String>,
+}
+
+/// A withdrawn manifest in a channel (`publish`, `channel`).
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ChannelWithdrawn {
+    /// SHA-256 of the manifest file (hex).
+    #[cfg_attr(test, schemars(with = "crate::schema::Sha256Hex"))]
+    pub manifest_sha256: String,
+    /// Where the reason is said.
+    pub reason_route: String,
 }

@@ -72,6 +72,13 @@ enum Command {
     /// Print the metadata-only catalog entry of a manifest (JSON), saying
     /// whether it is signed and by which key.
     CatalogEntry(commands::catalog::CatalogArgs),
+    /// Name a signed manifest as its model's latest in the publisher's
+    /// channel on the Mainline DHT (and list withdrawn manifests).
+    Publish(Box<commands::channel::PublishArgs>),
+    /// Read a publisher's channel from the Mainline DHT, checked against
+    /// its key and the newest item seen here: each model's latest
+    /// manifest and peers, and the withdrawn manifests.
+    Channel(commands::channel::ChannelArgs),
     /// Verify a local .slm file, then serve it to other peers until stopped.
     Seed(commands::seed::SeedArgs),
     /// Download an artifact from several peers at once, verified chunk by chunk.
@@ -123,6 +130,8 @@ fn main() -> ExitCode {
         Command::Key(args) => commands::key::run(args, out),
         Command::Verify(args) => commands::verify::run(args, out),
         Command::CatalogEntry(args) => commands::catalog::run(args, out),
+        Command::Publish(args) => commands::channel::publish(*args, out),
+        Command::Channel(args) => commands::channel::show(args, out),
         Command::Seed(args) => commands::seed::run(args, out),
         Command::Fetch(args) => commands::fetch::run(args, out),
         Command::ImportPeerRequest(args) => commands::import::run(args, out),

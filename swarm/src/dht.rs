@@ -28,6 +28,7 @@
 //! resolving the public bootstrap names block), everything after goes
 //! through the crate's async API.
 
+mod channel;
 mod filter;
 mod key;
 mod schedule;
@@ -44,6 +45,7 @@ use mainline::{Dht, Id};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
+pub use channel::{ChannelPutFailure, channel_target};
 pub use filter::{PeerFilter, Unfit, allows_loopback, filter_peers, unfit};
 pub use key::{SWARM_KEY_LABEL, SwarmKey};
 pub use schedule::AnnounceSchedule;

@@ -32,6 +32,7 @@
 pub mod aligned;
 pub mod catalog;
 pub mod channel;
+pub mod channel_state;
 pub mod check;
 pub mod chunk;
 pub mod describe;

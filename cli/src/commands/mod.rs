@@ -1,6 +1,7 @@
 //! One module per command.
 
 pub mod catalog;
+pub mod channel;
 pub mod companion;
 pub mod demo;
 pub mod dht;

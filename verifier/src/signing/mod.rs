@@ -23,7 +23,7 @@
 pub mod keyfile;
 pub mod keyring;
 pub mod keys;
-mod lines;
+pub(crate) mod lines;
 pub mod manifest;
 pub mod rotation;
 pub mod trust;
