@@ -55,10 +55,18 @@ fuzz_target!(|data: &[u8]| {
     let tokens = next().unwrap_or_default();
     if let Ok(parsed) = MirrorTokens::parse(&tokens) {
         let shown = format!("{parsed:?}");
-        for entry in tokens.split([',', ' ', '\t', '\n']) {
-            if let Some((_, token)) = entry.split_once('=')
-                && token.len() > 8
-            {
+        let entries: Vec<(&str, &str)> = tokens
+            .split([',', ' ', '\t', '\n'])
+            .filter_map(|entry| entry.split_once('='))
+            .collect();
+        for (_, token) in &entries {
+            // A host name is shown, and may hold the token's text (a host
+            // `b.88888888.org` beside a token `88888888`): not a leak.
+            let in_a_host = entries.iter().any(|(host, _)| {
+                host.to_ascii_lowercase()
+                    .contains(&token.to_ascii_lowercase())
+            });
+            if token.len() > 8 && !in_a_host {
                 assert!(!shown.contains(token), "a token shows");
             }
         }
