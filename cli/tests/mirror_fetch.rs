@@ -81,6 +81,13 @@ fn runtime() -> tokio::runtime::Runtime {
 /// `minimodel fetch MODEL.manifest --mirror URL... -o out --json extra...`
 /// in `root`, the test authority trusted.
 fn fetch(root: &Path, mirrors: &[String], extra: &[&str]) -> Output {
+    fetch_command(root, mirrors, extra)
+        .output()
+        .expect("the binary runs")
+}
+
+/// The command of [`fetch`], not started.
+fn fetch_command(root: &Path, mirrors: &[String], extra: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_minimodel"));
     command
         .current_dir(root)
@@ -93,7 +100,7 @@ fn fetch(root: &Path, mirrors: &[String], extra: &[&str]) -> Output {
     for url in mirrors {
         command.args(["--mirror", url]);
     }
-    command.output().expect("the binary runs")
+    command
 }
 
 fn mirrors_of(receipt: &serde_json::Value) -> Vec<serde_json::Value> {
@@ -332,25 +339,15 @@ fn a_fetch_killed_midway_resumes_without_fetching_a_verified_chunk_again_and_not
     let offer = offer.to_str().unwrap().to_owned();
 
     // The first run, slow enough to be killed midway.
-    let child = Command::new(env!("CARGO_BIN_EXE_minimodel"))
-        .current_dir(root)
-        .args(["fetch", &manifest, "-o", "out", "--json", "--yes"])
-        .args([
-            "--mirror",
-            &url,
-            "--offer",
-            &offer,
-            "--max-download",
-            "2MiB",
-        ])
-        .env("SSL_CERT_FILE", test_roots(root))
-        .env_remove("SSL_CERT_DIR")
-        .env_remove("MINIMODEL_MIRROR_TOKENS")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("the fetch starts");
+    let child = fetch_command(
+        root,
+        std::slice::from_ref(&url),
+        &["--yes", "--offer", &offer, "--max-download", "2MiB"],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null())
+    .spawn()
+    .expect("the fetch starts");
     let mut first = Running {
         child,
         name: "the first fetch".into(),

@@ -286,14 +286,8 @@ pub fn run(args: FetchArgs, out: Output) -> Result<(), Failure> {
 /// that cannot be used is a usage error (exit 2).
 fn mirror_set(args: &TransferArgs) -> Result<Option<minimodel_swarm::mirror::MirrorSet>, Failure> {
     use minimodel_swarm::mirror::TOKENS_VAR;
-    use minimodel_swarm::mirror::given::{GivenMirrorsError, given_set};
-    use minimodel_verifier::mirror_url::Plain;
-    let plain = if args.allow_plain_http_mirror {
-        Plain::Allowed
-    } else {
-        Plain::Refused
-    };
-    given_set(&args.mirrors, plain).map_err(|error| {
+    use minimodel_swarm::mirror::given::{GivenMirrorsError, given_set, plain_if};
+    given_set(&args.mirrors, plain_if(args.allow_plain_http_mirror)).map_err(|error| {
         let hint = match &error {
             GivenMirrorsError::Tokens(_) => Some(format!(
                 "{TOKENS_VAR} holds HOST=TOKEN entries, separated by commas"

@@ -136,16 +136,9 @@ fn parse_key(text: Option<&str>) -> Result<Option<PublicKey>, ApiError> {
 fn download_mirrors(
     request: &AddDownload,
 ) -> Result<Vec<minimodel_verifier::mirror_url::MirrorUrl>, ApiError> {
-    minimodel_swarm::mirror::given::parse_given(&request.mirrors, mirror_plain(request))
+    use minimodel_swarm::mirror::given::{parse_given, plain_if};
+    parse_given(&request.mirrors, plain_if(request.allow_plain_http_mirror))
         .map_err(|error| ApiError::invalid(error.to_string()))
-}
-
-fn mirror_plain(request: &AddDownload) -> minimodel_verifier::mirror_url::Plain {
-    if request.allow_plain_http_mirror {
-        minimodel_verifier::mirror_url::Plain::Allowed
-    } else {
-        minimodel_verifier::mirror_url::Plain::Refused
-    }
 }
 
 /// The peers of a download request, checked against the manifest.

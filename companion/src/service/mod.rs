@@ -498,11 +498,8 @@ impl Shared {
                             addrs: vec![peer.addr],
                         }),
                 );
-                let plain = if download.allow_plain_http_mirror {
-                    minimodel_verifier::mirror_url::Plain::Allowed
-                } else {
-                    minimodel_verifier::mirror_url::Plain::Refused
-                };
+                let plain =
+                    minimodel_swarm::mirror::given::plain_if(download.allow_plain_http_mirror);
                 plan.mirrors = minimodel_swarm::mirror::given::given_set(&download.mirrors, plain)
                     .map_err(|error| {
                         Failure::new(

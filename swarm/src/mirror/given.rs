@@ -52,6 +52,16 @@ impl GivenMirrorsError {
     }
 }
 
+/// Whether plain `http://` mirrors are allowed, by the person's say-so
+/// (`--allow-plain-http-mirror`, `allow_plain_http_mirror`).
+pub fn plain_if(allowed: bool) -> Plain {
+    if allowed {
+        Plain::Allowed
+    } else {
+        Plain::Refused
+    }
+}
+
 /// Parses the mirror URLs `texts` (plain `http://` only when `plain`
 /// allows it): none is `Ok(empty)`.
 pub fn parse_given(texts: &[String], plain: Plain) -> Result<Vec<MirrorUrl>, GivenMirrorsError> {
