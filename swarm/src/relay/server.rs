@@ -125,8 +125,7 @@ impl RelayServer {
             .local_addr()
             .map_err(fail("read the bound address"))?
             .is_ipv6();
-        let inner = runtime
-            .wrap_udp_socket(socket)
+        let inner = transport::wrap_udp_socket(runtime.as_ref(), socket)
             .map_err(fail("register with the runtime"))?;
         let socket = Arc::new(RelaySocket {
             inner,

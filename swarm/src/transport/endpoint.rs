@@ -194,7 +194,7 @@ pub fn canonical_addr(addr: SocketAddr) -> SocketAddr {
 }
 
 /// The listener's quinn config for paths to loopback or not.
-fn server_config(
+pub(super) fn server_config(
     identity: &Identity,
     tuning: &TransportTuning,
     loopback: bool,

@@ -31,6 +31,7 @@ mod identity;
 pub mod oneway;
 pub mod paths;
 pub mod pathtrace;
+mod plain_udp;
 mod spki;
 mod tls;
 mod tuning;
@@ -43,6 +44,7 @@ mod gso_tests;
 
 pub use close::Closing;
 pub(crate) use endpoint::{bind_udp_socket, endpoint_config};
+pub(crate) use plain_udp::wrap_udp_socket;
 
 /// The relay's TLS config (`docs/relay.md`): its key, a client key
 /// required, ALPN `minimodel-relay/1`.

@@ -306,7 +306,7 @@ impl Paths {
     ) -> io::Result<(Arc<dyn quinn::AsyncUdpSocket>, Paths)> {
         let raw = socket.try_clone()?;
         let ipv6 = socket.local_addr()?.is_ipv6();
-        let inner = runtime.wrap_udp_socket(socket)?;
+        let inner = super::plain_udp::wrap_udp_socket(runtime, socket)?;
         let socket = Arc::new(PathSocket {
             inner,
             raw,
