@@ -51,7 +51,7 @@ use windows_sys::Win32::Security::{
     GetAclInformation, GetLengthSid, GetTokenInformation, InitializeAcl,
     OWNER_SECURITY_INFORMATION, PROTECTED_DACL_SECURITY_INFORMATION, PSECURITY_DESCRIPTOR, PSID,
     TOKEN_OWNER, TOKEN_QUERY, TOKEN_USER, TokenOwner, TokenUser, WinBuiltinAdministratorsSid,
-    WinLocalSystemSid, WinWorldSid,
+    WinLocalSystemSid,
 };
 use windows_sys::Win32::Storage::FileSystem::{
     BY_HANDLE_FILE_INFORMATION, FILE_ALL_ACCESS, FILE_APPEND_DATA, FILE_ATTRIBUTE_DEVICE,
@@ -811,7 +811,10 @@ pub fn open_to_others(path: &Path) -> io::Result<()> {
     let file = OpenOptions::new()
         .access_mode(WRITE_DAC | READ_CONTROL)
         .open(path)?;
-    set_owner_only(file.as_raw_handle(), Some(&Sid::well_known(WinWorldSid)))
+    set_owner_only(
+        file.as_raw_handle(),
+        Some(&Sid::well_known(windows_sys::Win32::Security::WinWorldSid)),
+    )
 }
 
 /// Test help: the child in a console process group of its own, the one
