@@ -37,6 +37,7 @@ import library  # noqa: E402
 import mirrors  # noqa: E402
 import netlab  # noqa: E402
 import relayed  # noqa: E402
+import windows  # noqa: E402
 from harness import (  # noqa: E402
     MODEL, PEER_CAP, PORT, SEED_CAP, TAMPER, Context, Failed, MiB, bits, check_download, fail_if,
     indent, measure_uplink, parse_offer, say, start_fetch, start_relay, start_seeder, wait_all,
@@ -626,6 +627,7 @@ SCENARIOS.update(library.SCENARIOS)
 SCENARIOS.update(compare.SCENARIOS)
 SCENARIOS.update(relayed.SCENARIOS)
 SCENARIOS.update(mirrors.SCENARIOS)
+SCENARIOS.update(windows.SCENARIOS)
 TOOLS = ("minimodel", "libtorrent")
 
 SETS = {
@@ -658,6 +660,9 @@ SETS = {
     "far": ["far-64-25ms-1pct", "far-64-25ms-1pct-50mbit", "far-256-25ms-1pct",
             "far-64-50ms-1pct", "far-64-50ms-1pct-50mbit", "far-256-50ms-1pct",
             "far-256-50ms-1pct-50mbit", "far-64-150ms-0.5pct", "far-64-150ms-0.5pct-50mbit"],
+    # The Windows build under Wine as a peer (needs LAB_WINDOWS_EXE); CI
+    # runs it in its Windows step, once the .exe is built.
+    "windows": ["windows-peer"],
     # Behaviour checks too slow for CI (minutes on a lossy path).
     "slow": ["relay-50ms"],
 }
