@@ -941,6 +941,7 @@ impl Sim {
         let n = &mut self.nodes[node];
         let start = NodeStart {
             discovery: spec.dht,
+            neighbours: false,
             swarm: self.swarms[spec.swarm].clone(),
             local_id: id_of(node),
             serve: spec.serve,

@@ -339,6 +339,9 @@ pub struct NodeStart {
     pub seed_after: bool,
     /// Whether peers can be looked up on a DHT ([`Action::Lookup`]).
     pub discovery: bool,
+    /// Whether neighbours heard on the local network are handed to it
+    /// (`--lan`, [`NodeCore::handle_neighbour`]).
+    pub neighbours: bool,
     /// Seed of every random choice (tie-breaks, jitter).
     pub seed: u64,
     /// The manifest file's bytes this node hands out to a manifest query
@@ -375,6 +378,7 @@ impl NodeStart {
             download: false,
             seed_after: false,
             discovery: false,
+            neighbours: false,
             manifest: None,
             lan: Vec::new(),
             peers: Vec::new(),
@@ -475,6 +479,8 @@ pub struct NodeCore {
     /// The end, waiting for the download's last checkpoint.
     ending: Option<End>,
     discovery: bool,
+    /// Neighbours on the local network may be handed to it.
+    neighbours: bool,
     /// A lookup is running; when the last one started.
     lookup_running: bool,
     last_lookup: Option<Instant>,
@@ -591,6 +597,7 @@ impl NodeCore {
             stop_deadline: None,
             ending: None,
             discovery: start.discovery,
+            neighbours: start.neighbours,
             lookup_running: false,
             last_lookup: None,
             started_at: now,

@@ -178,11 +178,25 @@ impl Harness {
         seed_after: bool,
         mirrors: Vec<String>,
     ) -> Self {
+        Self::with_edited_start(kind, chunks, config, have, seed_after, mirrors, |_| {})
+    }
+
+    /// [`Self::with_mirrors`], its start changed by `edit` first.
+    fn with_edited_start(
+        kind: Kind,
+        chunks: u32,
+        config: NodeConfig,
+        have: HaveBitfield,
+        seed_after: bool,
+        mirrors: Vec<String>,
+        edit: impl FnOnce(&mut NodeStart),
+    ) -> Self {
         config.validate().expect("a valid test config");
         let swarm = testing::swarm(CHUNK, chunks);
         let base = Instant::now();
-        let start = NodeStart {
+        let mut start = NodeStart {
             discovery: false,
+            neighbours: false,
             swarm: swarm.clone(),
             local_id: testing::peer_id(200),
             serve: kind != Kind::Fetch,
@@ -197,6 +211,7 @@ impl Harness {
             peers: Vec::new(),
             mirrors,
         };
+        edit(&mut start);
         Self {
             core: NodeCore::new(config, start, base),
             swarm,
@@ -572,6 +587,80 @@ fn a_fetch_without_peers_wakes_only_to_report_and_to_give_up() {
         other => panic!("ended with {other:?}"),
     }
     assert_eq!(h.core.poll_timeout(h.now), None, "an ended node sleeps");
+}
+
+/// A fetch whose only mirror has left: with `edit` applied to its start.
+/// Returns how it ended by `millis` after the mirror left, if it did.
+fn mirror_gone(millis: u64, edit: impl FnOnce(&mut NodeStart)) -> Vec<super::End> {
+    let config = NodeConfig::default();
+    let mirrors = vec!["https://mirror.example/m.slm".to_owned()];
+    let mut h = Harness::with_edited_start(
+        Kind::Fetch,
+        8,
+        config,
+        HaveBitfield::new(8),
+        false,
+        mirrors,
+        edit,
+    );
+    h.core.handle_mirror_failed(
+        crate::mirror::MirrorId(0),
+        None,
+        crate::mirror::MirrorFailure::Unusable(crate::mirror::MirrorUnusable::NoChunkList {
+            reason: "the mirror answered 404".into(),
+        }),
+        h.now,
+    );
+    h.advance(millis);
+    let actions = h.take();
+    ends_after_saving(&mut h, &actions)
+}
+
+#[test]
+fn a_fetch_whose_only_source_was_a_mirror_ends_once_the_mirror_has_left() {
+    let progress_every = NodeConfig::default().progress_every.as_millis() as u64;
+    let ended = mirror_gone(progress_every, |_| {});
+    let [super::End::Failed(failure)] = ended.as_slice() else {
+        panic!("ended with {ended:?}, not at the first tick after its only mirror left");
+    };
+    let text = failure.to_string();
+    assert!(
+        text.contains("mirror https://mirror.example/m.slm: not used"),
+        "{text}"
+    );
+    assert!(text.contains("404"), "{text}");
+}
+
+#[test]
+fn a_fetch_that_may_still_hear_of_peers_waits_for_them_when_its_mirror_has_left() {
+    let give_up = NodeConfig::default().give_up_after.as_millis() as u64;
+    let cases: [(&str, Box<dyn FnOnce(&mut NodeStart)>); 4] = [
+        (
+            "a peer named",
+            Box::new(|start| {
+                start.peers = vec![minimodel_wire::PeerAddr {
+                    id: testing::peer_id(1),
+                    addr: sa("62.1.1.1:4433"),
+                }]
+            }),
+        ),
+        ("DHT lookups", Box::new(|start| start.discovery = true)),
+        (
+            "neighbours on the LAN",
+            Box::new(|start| start.neighbours = true),
+        ),
+        (
+            "listening",
+            Box::new(|start| start.listen = Some(sa(OUR_ADDR))),
+        ),
+    ];
+    for (what, edit) in cases {
+        let ended = mirror_gone(give_up - 1_000, edit);
+        assert!(
+            ended.is_empty(),
+            "with {what}: ended with {ended:?} before give_up_after"
+        );
+    }
 }
 
 #[test]

@@ -529,6 +529,7 @@ impl Node {
         let mut start = parts.start;
         start.listen = listen;
         start.lan = lan;
+        start.neighbours = lan_task.is_some();
         let mut core = NodeCore::new(parts.config.core.clone(), start, Instant::now());
         // What the verdict on who can reach us judges by, before the
         // mapping (which may give it at once).
