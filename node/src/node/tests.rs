@@ -634,7 +634,8 @@ fn a_fetch_whose_only_source_was_a_mirror_ends_once_the_mirror_has_left() {
 #[test]
 fn a_fetch_that_may_still_hear_of_peers_waits_for_them_when_its_mirror_has_left() {
     let give_up = NodeConfig::default().give_up_after.as_millis() as u64;
-    let cases: [(&str, Box<dyn FnOnce(&mut NodeStart)>); 4] = [
+    type Edit = Box<dyn FnOnce(&mut NodeStart)>;
+    let cases: [(&str, Edit); 4] = [
         (
             "a peer named",
             Box::new(|start| {
