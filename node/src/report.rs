@@ -416,7 +416,9 @@ impl fmt::Display for Failure {
                     "no {sources} could deliver the missing chunks ({missing} of {total} missing)"
                 )?;
                 if tried.is_empty() {
-                    write!(f, ": no peer was reachable")?;
+                    // Nobody to dial: none was named, and none was found
+                    // or dialed us in time.
+                    write!(f, ": no peer was named or found")?;
                 } else {
                     write_tried(f, tried)?;
                 }

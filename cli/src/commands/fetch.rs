@@ -780,11 +780,18 @@ fn classify(error: FetchError, stop: &Stop) -> Failure {
         error if error.resume_error().is_some_and(|e| e.is_disk_full()) => Some(
             "the disk is full; free space and run the same command again to resume".to_owned(),
         ),
-        FetchError::Failed(NodeFailure::NoPeers { missing, total, .. }) if missing == total => Some(
-            "nothing was verified (the space reserved for the file is given back); check that the peers are running, reachable and serving this manifest's artifact, then run the same command again".to_owned(),
-        ),
-        FetchError::Failed(NodeFailure::NoPeers { .. }) => Some(format!(
-            "the verified part is kept; check that the peers are running and reachable, then {RESUME_HINT}"
+        FetchError::Failed(NodeFailure::NoPeers {
+            missing,
+            total,
+            mirrors,
+            ..
+        }) if missing == total => Some(format!(
+            "nothing was verified (the space reserved for the file is given back); check that the {} running, reachable and serving this manifest's artifact, then run the same command again",
+            sources_are(mirrors)
+        )),
+        FetchError::Failed(NodeFailure::NoPeers { mirrors, .. }) => Some(format!(
+            "the verified part is kept; check that the {} running and reachable, then {RESUME_HINT}",
+            sources_are(mirrors)
         )),
         FetchError::Failed(NodeFailure::Storage(_)) | FetchError::Disk(_) => {
             Some(format!("the verified part is kept; {RESUME_HINT}"))
@@ -798,5 +805,15 @@ fn classify(error: FetchError, stop: &Stop) -> Failure {
     match hint {
         Some(hint) => failure.with_hint(hint),
         None => failure,
+    }
+}
+
+/// What a fetch that got nothing asks the person to check: the peers, or
+/// the peers and mirrors when it had mirrors.
+fn sources_are(mirrors: &[minimodel_swarm::mirror::MirrorFigures]) -> &'static str {
+    if mirrors.is_empty() {
+        "peers are"
+    } else {
+        "peers and mirrors are"
     }
 }
