@@ -103,9 +103,10 @@ impl LoginStart {
             LoginStart::SystemdUser => {
                 "systemctl --user enable --now minimodel-companion".to_owned()
             }
-            LoginStart::LaunchdAgent => {
-                format!("launchctl bootstrap gui/$(id -u) '{}'", path.display())
-            }
+            LoginStart::LaunchdAgent => format!(
+                "launchctl bootstrap gui/$(id -u) {}",
+                quote_shell(&path.display().to_string())
+            ),
             LoginStart::LogonTask => format!(
                 "schtasks /Create /TN {TASK_NAME} /XML \"{}\" && schtasks /Run /TN {TASK_NAME}",
                 path.display()
@@ -128,6 +129,12 @@ fn xml(text: &str) -> String {
         }
     }
     out
+}
+
+/// Quotes one word for a POSIX shell (what the user pastes into
+/// Terminal): in single quotes, each `'` written as `'\''`.
+fn quote_shell(word: &str) -> String {
+    format!("'{}'", word.replace('\'', r"'\''"))
 }
 
 /// The launchd agent: `program companion run args...` at login, again
@@ -365,6 +372,19 @@ mod tests {
                 "{tag}"
             );
         }
+    }
+
+    #[test]
+    fn the_launchd_command_quotes_the_agent_path_for_the_shell() {
+        let enable = LoginStart::LaunchdAgent.enable_command(Path::new(
+            "/Users/o'hara $HOME/Library/LaunchAgents/org.minimodel.companion.plist",
+        ));
+        assert_eq!(
+            enable,
+            r"launchctl bootstrap gui/$(id -u) '/Users/o'\''hara $HOME/Library/LaunchAgents/org.minimodel.companion.plist'"
+        );
+        assert_eq!(quote_shell(""), "''");
+        assert_eq!(quote_shell("a'"), r"'a'\'''");
     }
 
     #[test]
