@@ -25,6 +25,7 @@
 //! options, this one, with a warning naming the refusal, when it does not.
 
 use std::fmt;
+use std::future::Future;
 use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -88,24 +89,46 @@ impl fmt::Debug for PlainUdp {
     }
 }
 
-/// Waits until the socket can send again.
-struct Writable(Arc<PlainUdp>);
+/// Waits until the socket can send again. Each connection and the
+/// endpoint have a poller of their own on the one socket, so each waits
+/// through a future of its own (tokio's `writable`, which wakes every
+/// waiter): `poll_send_ready` would wake only the last caller and leave
+/// the others asleep.
+struct Writable {
+    socket: Arc<PlainUdp>,
+    waiting: Option<Pin<Box<dyn Future<Output = io::Result<()>> + Send + Sync>>>,
+}
 
 impl fmt::Debug for Writable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("Writable").field(&self.0).finish()
+        f.debug_struct("Writable")
+            .field("socket", &self.socket)
+            .field("waiting", &self.waiting.is_some())
+            .finish()
     }
 }
 
 impl UdpPoller for Writable {
-    fn poll_writable(self: Pin<&mut Self>, cx: &mut Context) -> Poll<io::Result<()>> {
-        self.0.io.poll_send_ready(cx)
+    fn poll_writable(mut self: Pin<&mut Self>, cx: &mut Context) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        let waiting = this.waiting.get_or_insert_with(|| {
+            let socket = Arc::clone(&this.socket);
+            Box::pin(async move { socket.io.writable().await })
+        });
+        let ready = waiting.as_mut().poll(cx);
+        if ready.is_ready() {
+            this.waiting = None;
+        }
+        ready
     }
 }
 
 impl AsyncUdpSocket for PlainUdp {
     fn create_io_poller(self: Arc<Self>) -> Pin<Box<dyn UdpPoller>> {
-        Box::pin(Writable(self))
+        Box::pin(Writable {
+            socket: self,
+            waiting: None,
+        })
     }
 
     fn try_send(&self, transmit: &Transmit) -> io::Result<()> {
