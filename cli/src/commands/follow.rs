@@ -42,6 +42,13 @@ use crate::units::{parse_duration, parse_peer_count};
 
 /// Arguments of `minimodel follow`.
 #[derive(Debug, Args)]
+#[command(
+    after_help = "One run is one round; run it from cron or a timer. Exit codes: 0 up to \
+date, or the new version fetched and verified; 1 no channel item found, no such model, no peer \
+named, or a transfer failure; 3 the latest version is withdrawn (its reason route said), or \
+invalid input; 4 a refused channel item (another key, a replay) or a manifest the followed key \
+did not sign; 5 consent not given."
+)]
 pub struct FollowArgs {
     /// The publisher's key, mmpk1... or its public key file: the channel
     /// item and every manifest fetched must be signed by it.
