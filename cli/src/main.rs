@@ -79,6 +79,10 @@ enum Command {
     /// its key and the newest item seen here: each model's latest
     /// manifest and peers, and the withdrawn manifests.
     Channel(commands::channel::ChannelArgs),
+    /// One round of following a publisher's channel: fetch the model's
+    /// latest version when it is new (only what changed moves), say which
+    /// versions here are withdrawn. Run it on a schedule (cron, a timer).
+    Follow(Box<commands::follow::FollowArgs>),
     /// Verify a local .slm file, then serve it to other peers until stopped.
     Seed(commands::seed::SeedArgs),
     /// Download an artifact from several peers at once, verified chunk by chunk.
@@ -132,6 +136,7 @@ fn main() -> ExitCode {
         Command::CatalogEntry(args) => commands::catalog::run(args, out),
         Command::Publish(args) => commands::channel::publish(*args, out),
         Command::Channel(args) => commands::channel::show(args, out),
+        Command::Follow(args) => commands::follow::run(*args, out),
         Command::Seed(args) => commands::seed::run(args, out),
         Command::Fetch(args) => commands::fetch::run(args, out),
         Command::ImportPeerRequest(args) => commands::import::run(args, out),

@@ -23,8 +23,8 @@ use minimodel_swarm::peers::PeerAddrs;
 use minimodel_swarm::platform;
 use minimodel_verifier::Sha256Digest;
 use minimodel_verifier::channel::{
-    Channel, ChannelItem, ChannelItemError, ChannelPeer, MAX_ADDRS, MAX_PEERS, VerifiedChannel,
-    Withdrawal, check_item, sign_channel,
+    Channel, ChannelItem, ChannelItemError, ChannelPeer, LastSeen, MAX_ADDRS, MAX_PEERS,
+    VerifiedChannel, Withdrawal, check_item, sign_channel,
 };
 use minimodel_verifier::channel_state::{
     MAX_ITEM_FILE_LEN, Update, UpdateError, choose_item, item_file, next_item, read_item_file,
@@ -267,7 +267,7 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn models_of(channel: &Channel, only: Option<&ModelId>) -> Vec<ChannelModel> {
+pub fn models_of(channel: &Channel, only: Option<&ModelId>) -> Vec<ChannelModel> {
     channel
         .models
         .iter()
@@ -290,7 +290,7 @@ fn models_of(channel: &Channel, only: Option<&ModelId>) -> Vec<ChannelModel> {
         .collect()
 }
 
-fn withdrawn_of(channel: &Channel) -> Vec<ChannelWithdrawn> {
+pub fn withdrawn_of(channel: &Channel) -> Vec<ChannelWithdrawn> {
     channel
         .withdrawn
         .iter()
@@ -421,21 +421,35 @@ pub fn publish(args: PublishArgs, out: Output) -> Result<(), Failure> {
     })
 }
 
-/// Runs `minimodel channel`.
-pub fn show(args: ChannelArgs, out: Output) -> Result<(), Failure> {
-    let key = args.publisher_key.read()?;
-    let dir = channels_dir(&args.place)?;
-    let kept = kept_item(&dir, &key)?;
+/// A channel read from the DHT as `channel` reads it: the item that
+/// counts, checked against the key and the newest item seen here (which
+/// it replaces when newer).
+pub struct ReadChannel {
+    /// The item that counts, checked.
+    pub channel: VerifiedChannel,
+    /// The newest item seen here before this read.
+    pub last: Option<LastSeen>,
+    /// The DHT target, hex.
+    pub target: String,
+}
+
+/// Reads `key`'s channel through the DHT `place` names, refuses an item
+/// that is not the publisher's newest (exit 4, by its reason), and keeps
+/// a newer one as the newest seen. `channel` and `follow` both read
+/// through it.
+pub fn read_channel(key: &PublicKey, place: &ChannelPlaceArgs) -> Result<ReadChannel, Failure> {
+    let dir = channels_dir(place)?;
+    let kept = kept_item(&dir, key)?;
     let last = kept
         .as_ref()
-        .and_then(|item| check_item(item, &key, None).ok())
+        .and_then(|item| check_item(item, key, None).ok())
         .map(|seen: VerifiedChannel| seen.last_seen());
     let target = hex(&channel_target(key.as_bytes()));
     let runtime = runtime()?;
     runtime.block_on(async {
-        let node = super::dht::start(dht_config(&args.place.dht_bootstrap)).await?;
+        let node = super::dht::start(dht_config(&place.dht_bootstrap)).await?;
         let found = node.get_channel(key.as_bytes()).await;
-        let Some(channel) = choose_item(&found, &key, last).map_err(|e| refused(e, &key))? else {
+        let Some(channel) = choose_item(&found, key, last).map_err(|e| refused(e, key))? else {
             return Err(Failure::new(
                 Exit::Transfer,
                 anyhow::anyhow!(
@@ -450,44 +464,72 @@ pub fn show(args: ChannelArgs, out: Output) -> Result<(), Failure> {
                 .iter()
                 .find(|item| item.seq == channel.seq())
                 .expect("the chosen item is one found");
-            keep_item(&dir, &key, item)?;
+            keep_item(&dir, key, item)?;
         }
-        if let Some(model) = &args.model_id
-            && !channel.channel().models.contains_key(model)
-        {
-            return Err(Failure::new(
-                Exit::Transfer,
-                anyhow::anyhow!(
-                    "the channel of key {} (sequence number {}) names no model {model}",
-                    key.key_id(),
-                    channel.seq()
-                ),
-            ));
-        }
-        let models = models_of(channel.channel(), args.model_id.as_ref());
-        let withdrawn = withdrawn_of(channel.channel());
-        out.say(format!(
-            "channel of key {} (target {target}): sequence number {}{}",
-            key.key_id(),
-            channel.seq(),
-            match last {
-                Some(last) if last.seq == channel.seq() => " (as seen before)".to_owned(),
-                Some(last) => format!(" (seen before: {})", last.seq),
-                None => " (first seen now)".to_owned(),
-            }
-        ));
-        say_channel(out, &models, &withdrawn);
-        out.event(&Event::Channel {
-            publisher_key: key.to_string(),
-            key_id: key.key_id().to_string(),
+        Ok(ReadChannel {
+            channel,
+            last,
             target,
-            seq: channel.seq(),
-            last_seen_seq: last.map(|last| last.seq),
-            models,
-            withdrawn,
-        });
-        Ok(())
+        })
     })
+}
+
+/// The channel kept here for `key` (the newest item seen, checked), without
+/// asking the DHT; `None` when none is kept or it does not check.
+pub fn kept_channel(place: &ChannelPlaceArgs, key: &PublicKey) -> Option<VerifiedChannel> {
+    let dir = channels_dir(place).ok()?;
+    let item = kept_item(&dir, key).ok()??;
+    check_item(&item, key, None).ok()
+}
+
+/// Runs `minimodel channel`.
+pub fn show(args: ChannelArgs, out: Output) -> Result<(), Failure> {
+    let key = args.publisher_key.read()?;
+    let ReadChannel {
+        channel,
+        last,
+        target,
+    } = read_channel(&key, &args.place)?;
+    if let Some(model) = &args.model_id
+        && !channel.channel().models.contains_key(model)
+    {
+        return Err(Failure::new(
+            Exit::Transfer,
+            anyhow::anyhow!(
+                "the channel of key {} (sequence number {}) names no model {model}",
+                key.key_id(),
+                channel.seq()
+            ),
+        ));
+    }
+    let models = models_of(channel.channel(), args.model_id.as_ref());
+    let withdrawn = withdrawn_of(channel.channel());
+    out.say(format!(
+        "channel of key {} (target {target}): sequence number {}{}",
+        key.key_id(),
+        channel.seq(),
+        seen_before(last, channel.seq())
+    ));
+    say_channel(out, &models, &withdrawn);
+    out.event(&Event::Channel {
+        publisher_key: key.to_string(),
+        key_id: key.key_id().to_string(),
+        target,
+        seq: channel.seq(),
+        last_seen_seq: last.map(|last| last.seq),
+        models,
+        withdrawn,
+    });
+    Ok(())
+}
+
+/// How a read item compares with the newest seen before, in words.
+pub fn seen_before(last: Option<LastSeen>, seq: i64) -> String {
+    match last {
+        Some(last) if last.seq == seq => " (as seen before)".to_owned(),
+        Some(last) => format!(" (seen before: {})", last.seq),
+        None => " (first seen now)".to_owned(),
+    }
 }
 
 #[cfg(test)]

@@ -240,6 +240,7 @@ pub fn run(args: FetchArgs, out: Output) -> Result<(), Failure> {
         ),
     };
     let judged = crate::trust::check(&loaded, &source, &args.transfer.trust)?;
+    warn_if_withdrawn(&loaded, out);
     let mut offers = Vec::new();
     for path in &args.offers {
         let offer = PeerOffer::read(path).or_exit(Exit::InvalidInput)?;
@@ -277,6 +278,34 @@ pub fn run(args: FetchArgs, out: Output) -> Result<(), Failure> {
         &args.transfer,
         out,
     )
+}
+
+/// Warns, before consent is asked, when the channel of the key that
+/// signed `loaded` (the newest item kept here, `docs/channel.md`) lists
+/// it as withdrawn, with where the reason is said. The DHT is not asked.
+fn warn_if_withdrawn(loaded: &LoadedManifest, out: Output) {
+    let Ok(Some(key)) =
+        minimodel_verifier::signing::manifest::check_manifest_signature(&loaded.manifest)
+    else {
+        return;
+    };
+    let place = super::channel::ChannelPlaceArgs {
+        channels: None,
+        dht_bootstrap: Vec::new(),
+    };
+    let Some(channel) = super::channel::kept_channel(&place, &key) else {
+        return;
+    };
+    if let Some(w) =
+        (channel.channel().withdrawn.iter()).find(|w| w.manifest_sha256 == loaded.sha256)
+    {
+        out.status(format!(
+            "warning: the publisher (key {}) withdrew this manifest (sha256 {}): reason at {}",
+            key.key_id(),
+            loaded.sha256.to_hex(),
+            w.reason_route
+        ));
+    }
 }
 
 /// The mirrors `args` name (`--mirror`), each URL parsed by the strict
@@ -330,7 +359,7 @@ fn ticket_in(arg: &std::path::Path) -> Result<Option<Ticket>, Failure> {
 /// against the ticket's) and, when the ticket names a publisher key, checks
 /// that the manifest's signature verifies with that key: all before the
 /// keyring's judgement and the consent prompt, which then show it.
-fn manifest_from_ticket(
+pub(crate) fn manifest_from_ticket(
     ticket: &Ticket,
     args: &TransferArgs,
     out: Output,

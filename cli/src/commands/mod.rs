@@ -8,6 +8,7 @@ pub mod dht;
 pub mod docs;
 pub mod fetch;
 pub mod fixture;
+pub mod follow;
 pub mod import;
 pub mod key;
 pub mod manifest;

@@ -466,6 +466,47 @@ async fn read_chunk_list(
     }))
 }
 
+/// Reads a chunk list at `url`: a manifest's `chunk-list-route`, or
+/// `URL.chunk-list` beside a mirror (`https://` only, by the mirror URL
+/// rules; redirects stay HTTPS): at most 65 bytes a chunk of
+/// `chunk_count`, plus one, the system's roots trusted, no token sent.
+/// The bytes prove nothing by themselves: the caller keeps them only if
+/// they hash to the manifest's Merkle root
+/// (`resume::reuse::NewChunkList::check`). `Err` says why, in words.
+pub async fn read_chunk_list_route(
+    url: &str,
+    chunk_count: u32,
+    agent: &str,
+) -> Result<Vec<u8>, String> {
+    let mut target = MirrorUrl::parse(url, Plain::Refused).map_err(|e| e.to_string())?;
+    let client = Client::new(
+        Timeouts::default(),
+        MirrorTokens::default(),
+        agent,
+        &Trust::System,
+    );
+    let limit = chunk_list_limit(chunk_count);
+    for _ in 0..=MAX_REDIRECTS {
+        let response = client
+            .get(&target, None)
+            .await
+            .map_err(|e| describe(&request_failure(e)))?;
+        match classify_whole(response.status, &response.headers).map_err(|e| describe(&e))? {
+            Some(location) => {
+                target = follow(&target, &location, Plain::Refused).map_err(|e| describe(&e))?;
+            }
+            None => {
+                let data = response
+                    .read_body(limit, |_| {})
+                    .await
+                    .map_err(|e| e.to_string())?;
+                return Ok(data.to_contiguous().to_vec());
+            }
+        }
+    }
+    Err(format!("more than {MAX_REDIRECTS} redirects"))
+}
+
 /// Where a redirect from `from` to `location` goes, if a mirror may go
 /// there: HTTPS stays HTTPS.
 fn follow(from: &MirrorUrl, location: &str, plain: Plain) -> Result<MirrorUrl, MirrorFailure> {
