@@ -425,39 +425,45 @@ async fn read_chunk_list(
     plain: Plain,
     facts: &ArtifactFacts,
 ) -> Result<Arc<MerkleTree>, MirrorFailure> {
-    let mut target = url.chunk_list_url();
     let limit = chunk_list_limit(facts.chunk_count);
+    let bytes = get_whole(client, url.chunk_list_url(), plain, limit).await?;
+    let no_list = |why: &str| {
+        MirrorFailure::Unusable(MirrorUnusable::NoChunkList {
+            reason: why.to_owned(),
+        })
+    };
+    let hashes = crate::resume::parse_chunk_list(&bytes, facts.chunk_count)
+        .ok_or_else(|| no_list("not a chunk list of this artifact's chunk count"))?;
+    if let Some(expected) = facts.chunk_list_sha256
+        && Sha256Digest::of(&bytes) != expected
+    {
+        return Err(MirrorFailure::Fault(MirrorFault::OtherChunkList));
+    }
+    let tree = MerkleTree::from_chunk_hashes(hashes).map_err(|e| no_list(&e.to_string()))?;
+    if tree.root() != facts.merkle_root {
+        return Err(MirrorFailure::Fault(MirrorFault::OtherChunkList));
+    }
+    Ok(Arc::new(tree))
+}
+
+/// The whole body at `target` (at most `limit` bytes), through at most
+/// [`MAX_REDIRECTS`] redirects that `plain` allows.
+async fn get_whole(
+    client: &Arc<Client>,
+    mut target: MirrorUrl,
+    plain: Plain,
+    limit: u64,
+) -> Result<Vec<u8>, MirrorFailure> {
     for _ in 0..=MAX_REDIRECTS {
         let response = client.get(&target, None).await.map_err(request_failure)?;
         match classify_whole(response.status, &response.headers)? {
-            Some(location) => {
-                target = follow(&target, &location, plain)?;
-                continue;
-            }
+            Some(location) => target = follow(&target, &location, plain)?,
             None => {
                 let data = response
                     .read_body(limit, |_| {})
                     .await
                     .map_err(MirrorFailure::Trouble)?;
-                let bytes = data.to_contiguous();
-                let no_list = |why: &str| {
-                    MirrorFailure::Unusable(MirrorUnusable::NoChunkList {
-                        reason: why.to_owned(),
-                    })
-                };
-                let hashes = crate::resume::parse_chunk_list(&bytes, facts.chunk_count)
-                    .ok_or_else(|| no_list("not a chunk list of this artifact's chunk count"))?;
-                if let Some(expected) = facts.chunk_list_sha256
-                    && Sha256Digest::of(&bytes) != expected
-                {
-                    return Err(MirrorFailure::Fault(MirrorFault::OtherChunkList));
-                }
-                let tree =
-                    MerkleTree::from_chunk_hashes(hashes).map_err(|e| no_list(&e.to_string()))?;
-                if tree.root() != facts.merkle_root {
-                    return Err(MirrorFailure::Fault(MirrorFault::OtherChunkList));
-                }
-                return Ok(Arc::new(tree));
+                return Ok(data.to_contiguous().to_vec());
             }
         }
     }
@@ -478,33 +484,21 @@ pub async fn read_chunk_list_route(
     chunk_count: u32,
     agent: &str,
 ) -> Result<Vec<u8>, String> {
-    let mut target = MirrorUrl::parse(url, Plain::Refused).map_err(|e| e.to_string())?;
+    let target = MirrorUrl::parse(url, Plain::Refused).map_err(|e| e.to_string())?;
     let client = Client::new(
         Timeouts::default(),
         MirrorTokens::default(),
         agent,
         &Trust::System,
     );
-    let limit = chunk_list_limit(chunk_count);
-    for _ in 0..=MAX_REDIRECTS {
-        let response = client
-            .get(&target, None)
-            .await
-            .map_err(|e| describe(&request_failure(e)))?;
-        match classify_whole(response.status, &response.headers).map_err(|e| describe(&e))? {
-            Some(location) => {
-                target = follow(&target, &location, Plain::Refused).map_err(|e| describe(&e))?;
-            }
-            None => {
-                let data = response
-                    .read_body(limit, |_| {})
-                    .await
-                    .map_err(|e| e.to_string())?;
-                return Ok(data.to_contiguous().to_vec());
-            }
-        }
-    }
-    Err(format!("more than {MAX_REDIRECTS} redirects"))
+    get_whole(
+        &client,
+        target,
+        Plain::Refused,
+        chunk_list_limit(chunk_count),
+    )
+    .await
+    .map_err(|e| describe(&e))
 }
 
 /// Where a redirect from `from` to `location` goes, if a mirror may go
