@@ -15,7 +15,7 @@
 //!   `~/.local/share/minimodel/keyring`; `--keyring FILE` names another.
 
 use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
 use minimodel_swarm::platform::{self, Guard, PrivacyProblem};
@@ -234,6 +234,9 @@ fn read_checked(
             max,
         });
     }
+    // From the start: a positional read before this one (`another_kind`)
+    // moves a Windows handle's position (`ReadFile` at an offset does).
+    file.rewind().map_err(io_error(path))?;
     let mut bytes = Vec::new();
     Read::by_ref(&mut file)
         .take(max as u64 + 1)
@@ -476,8 +479,10 @@ pub fn write_key_pair(path: &Path, key: &SecretKey) -> Result<PathBuf, KeyFileEr
             });
         }
     }
-    File::open(dir)
-        .and_then(|d| d.sync_all())
+    // The directory's own handle (Windows opens no directory as a file;
+    // there the entry is durable once the link returns).
+    platform::DirHandle::open(dir)
+        .and_then(|d| d.sync())
         .map_err(io_error(dir))?;
     minimodel_swarm::resume::write_file_atomically(
         &public_path,
