@@ -3,12 +3,12 @@
 //! `--peer-try` and `--peer-wait-max`) and finishes verified once the
 //! seeder starts, untouched; a download stopped by a full disk (a small
 //! tmpfs under the library's `downloads/`, in a private mount namespace
-//! made with `unshare`) goes on by itself once space is freed.
+//! made with `unshare`) goes on by itself once space is freed (Linux
+//! only: mount namespaces and tmpfs are Linux's own).
 
 mod resume_support;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use minimodel_companion::client::Client;
@@ -143,12 +143,20 @@ fn a_download_whose_only_seeder_starts_later_finishes_verified_without_anyone_to
     artifact.verify(dir, Path::new(done["file"].as_str().unwrap()));
 }
 
-/// Runs inside the namespace: a tmpfs of `$SIZE` on the library's
-/// `downloads/`, then the companion (the rest of the arguments). The test
-/// asks, through files in `$CTL`, to fill the tmpfs, to free it, and to
-/// verify the delivered file (`$CTL/verify` holds its path and the
-/// manifest's); each answer is a file in `$CTL` too.
-const SCRIPT: &str = r#"
+/// The full disk: a tmpfs in a mount namespace, Linux's own
+/// (`scripts/windows-tests`).
+#[cfg(target_os = "linux")]
+mod full_disk {
+    use super::*;
+    use std::path::PathBuf;
+    use std::process::Command;
+
+    /// Runs inside the namespace: a tmpfs of `$SIZE` on the library's
+    /// `downloads/`, then the companion (the rest of the arguments). The test
+    /// asks, through files in `$CTL`, to fill the tmpfs, to free it, and to
+    /// verify the delivered file (`$CTL/verify` holds its path and the
+    /// manifest's); each answer is a file in `$CTL` too.
+    const SCRIPT: &str = r#"
 set -u
 LIB=$1; SIZE=$2; CTL=$3; BIN=$4; shift 4
 mount -t tmpfs -o "size=$SIZE,mode=0700" tmpfs "$LIB/downloads" || exit 90
@@ -173,160 +181,164 @@ done
 wait $pid
 "#;
 
-/// `unshare` with a user namespace (so it works without root too) and a
-/// mount namespace.
-const UNSHARE: [&str; 3] = ["--user", "--map-root-user", "--mount"];
+    /// `unshare` with a user namespace (so it works without root too) and a
+    /// mount namespace.
+    const UNSHARE: [&str; 3] = ["--user", "--map-root-user", "--mount"];
 
-/// Waits for the file `name` in `ctl`.
-fn answer(ctl: &Path, name: &str, proc: &mut Proc) -> String {
-    let path: PathBuf = ctl.join(name);
-    let started = Instant::now();
-    while !path.exists() {
-        assert!(
-            proc.try_exit().is_none(),
-            "the namespace ended before {name}: {}",
-            proc.stderr()
-        );
-        assert!(started.elapsed() < HANG, "no {name}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    std::thread::sleep(Duration::from_millis(50));
-    std::fs::read_to_string(path).unwrap()
-}
-
-#[test]
-fn a_download_stopped_by_a_full_disk_goes_on_by_itself_once_space_is_freed() {
-    let root = tempfile::tempdir().unwrap();
-    let dir = root.path();
-    let probe = Command::new("unshare")
-        .args(UNSHARE)
-        .args(["sh", "-c", "mount -t tmpfs -o size=1m tmpfs \"$1\"", "sh"])
-        .arg(dir)
-        .output();
-    match probe {
-        Ok(output) if output.status.success() => {}
-        Ok(output) => panic!(
-            "this test needs a mount namespace with a tmpfs (`unshare --user --map-root-user --mount`), \
-             which failed: {}; run it as root or where user namespaces are allowed",
-            String::from_utf8_lossy(&output.stderr).trim()
-        ),
-        Err(error) => {
-            panic!("this test needs `unshare` (util-linux: apt-get install util-linux): {error}")
+    /// Waits for the file `name` in `ctl`.
+    fn answer(ctl: &Path, name: &str, proc: &mut Proc) -> String {
+        let path: PathBuf = ctl.join(name);
+        let started = Instant::now();
+        while !path.exists() {
+            assert!(
+                proc.try_exit().is_none(),
+                "the namespace ended before {name}: {}",
+                proc.stderr()
+            );
+            assert!(started.elapsed() < HANG, "no {name}");
+            std::thread::sleep(Duration::from_millis(20));
         }
+        std::thread::sleep(Duration::from_millis(50));
+        std::fs::read_to_string(path).unwrap()
     }
-    // 8 MiB at 1 MiB/s: the disk is filled a chunk in, long before the
-    // end; the tmpfs has room for the file and 8 MiB more.
-    let artifact = Artifact::make(dir, "art", "diskfull", "8MiB", "64KiB", 72);
-    let seeders = resume_support::Seeders::start(dir, &artifact, 1, "1MiB");
-    let library = dir.join("library");
-    let ctl = dir.join("ctl");
-    std::fs::create_dir_all(&ctl).unwrap();
-    // The library made first, so that `downloads/` is there to mount on.
-    minimodel_companion::library::LibraryDir::open(&library).unwrap();
-    let size = format!("{}k", artifact.size() / 1024 + 8 * 1024);
-    let bin = resume_support::bin();
-    let mut companion = Proc::spawn_group(
-        Command::new("unshare")
+
+    #[test]
+    fn a_download_stopped_by_a_full_disk_goes_on_by_itself_once_space_is_freed() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path();
+        let probe = Command::new("unshare")
             .args(UNSHARE)
-            .args(["sh", "-c", SCRIPT, "sh"])
-            .arg(&library)
-            .arg(&size)
-            .arg(&ctl)
-            .arg(bin)
-            .arg(bin)
-            .args(["companion", "run", "--library"])
-            .arg(&library)
-            .args([
-                "--api",
-                "127.0.0.1:0",
-                "--serve-ip",
-                "127.0.0.1",
-                "--keyring",
-                &arg(&dir.join("keyring")),
-            ])
-            .env("XDG_DATA_HOME", resume_support::data_home(dir)),
-    );
-    let client = client(&library, &mut companion);
-    let (code, lines, stderr) = run(
-        dir,
-        &[
-            "companion",
-            "fetch",
-            &arg(&artifact.manifest_path),
-            "--offer",
-            &arg(&seeders.offers[0]),
-            "--yes",
-            "--library",
-            &arg(&library),
-        ],
-    );
-    assert_eq!(code, 0, "{lines:?} {stderr}");
-    wait_item(&client, &mut companion, "a chunk verified", |item| {
-        item["state"] == "fetching" && item["verified_bytes"].as_u64() > Some(0)
-    });
+            .args(["sh", "-c", "mount -t tmpfs -o size=1m tmpfs \"$1\"", "sh"])
+            .arg(dir)
+            .output();
+        match probe {
+            Ok(output) if output.status.success() => {}
+            Ok(output) => panic!(
+                "this test needs a mount namespace with a tmpfs (`unshare --user --map-root-user --mount`), \
+             which failed: {}; run it as root or where user namespaces are allowed",
+                String::from_utf8_lossy(&output.stderr).trim()
+            ),
+            Err(error) => {
+                panic!(
+                    "this test needs `unshare` (util-linux: apt-get install util-linux): {error}"
+                )
+            }
+        }
+        // 8 MiB at 1 MiB/s: the disk is filled a chunk in, long before the
+        // end; the tmpfs has room for the file and 8 MiB more.
+        let artifact = Artifact::make(dir, "art", "diskfull", "8MiB", "64KiB", 72);
+        let seeders = resume_support::Seeders::start(dir, &artifact, 1, "1MiB");
+        let library = dir.join("library");
+        let ctl = dir.join("ctl");
+        std::fs::create_dir_all(&ctl).unwrap();
+        // The library made first, so that `downloads/` is there to mount on.
+        minimodel_companion::library::LibraryDir::open(&library).unwrap();
+        let size = format!("{}k", artifact.size() / 1024 + 8 * 1024);
+        let bin = resume_support::bin();
+        let mut companion = Proc::spawn_group(
+            Command::new("unshare")
+                .args(UNSHARE)
+                .args(["sh", "-c", SCRIPT, "sh"])
+                .arg(&library)
+                .arg(&size)
+                .arg(&ctl)
+                .arg(bin)
+                .arg(bin)
+                .args(["companion", "run", "--library"])
+                .arg(&library)
+                .args([
+                    "--api",
+                    "127.0.0.1:0",
+                    "--serve-ip",
+                    "127.0.0.1",
+                    "--keyring",
+                    &arg(&dir.join("keyring")),
+                ])
+                .env("XDG_DATA_HOME", resume_support::data_home(dir))
+                .env("LOCALAPPDATA", resume_support::data_home(dir)),
+        );
+        let client = client(&library, &mut companion);
+        let (code, lines, stderr) = run(
+            dir,
+            &[
+                "companion",
+                "fetch",
+                &arg(&artifact.manifest_path),
+                "--offer",
+                &arg(&seeders.offers[0]),
+                "--yes",
+                "--library",
+                &arg(&library),
+            ],
+        );
+        assert_eq!(code, 0, "{lines:?} {stderr}");
+        wait_item(&client, &mut companion, "a chunk verified", |item| {
+            item["state"] == "fetching" && item["verified_bytes"].as_u64() > Some(0)
+        });
 
-    // The disk fills: the download stops at its next checkpoint, keeps
-    // its verified part, says why, and that it goes on by itself.
-    std::fs::write(ctl.join("fill"), b"").unwrap();
-    let df = answer(&ctl, "filled", &mut companion);
-    let failed = wait_item(&client, &mut companion, "the full disk", |item| {
-        item["state"] == "failed"
-    });
-    let problem = &failed["problem"];
-    assert_eq!(problem["kind"], "disk-full", "{failed:#}\n{df}");
-    assert_eq!(problem["goes_on_by_itself"], true);
-    assert!(problem["needs_free_bytes"].as_u64() > Some(0));
-    assert!(
-        problem["text"]
-            .as_str()
+        // The disk fills: the download stops at its next checkpoint, keeps
+        // its verified part, says why, and that it goes on by itself.
+        std::fs::write(ctl.join("fill"), b"").unwrap();
+        let df = answer(&ctl, "filled", &mut companion);
+        let failed = wait_item(&client, &mut companion, "the full disk", |item| {
+            item["state"] == "failed"
+        });
+        let problem = &failed["problem"];
+        assert_eq!(problem["kind"], "disk-full", "{failed:#}\n{df}");
+        assert_eq!(problem["goes_on_by_itself"], true);
+        assert!(problem["needs_free_bytes"].as_u64() > Some(0));
+        assert!(
+            problem["text"]
+                .as_str()
+                .unwrap()
+                .contains("it goes on by itself once"),
+            "{problem}"
+        );
+        let kept = failed["verified_bytes"].as_u64().unwrap();
+        assert!(kept > 0 && kept < artifact.size(), "{failed:#}");
+        let runs = failed["runs"].as_u64().unwrap();
+        // Still full a while later: it waits, it does not spin.
+        std::thread::sleep(Duration::from_secs(3));
+        let still = client.call("GET", "/api/v1/library", None).unwrap().json()["items"][0].clone();
+        assert_eq!(still["state"], "failed", "{still:#}");
+        assert_eq!(still["runs"].as_u64(), Some(runs), "no try while full");
+
+        // Space freed: it goes on by itself, from what it had verified.
+        std::fs::write(ctl.join("free"), b"").unwrap();
+        answer(&ctl, "freed", &mut companion);
+        let done = wait_item(&client, &mut companion, "the download done", |item| {
+            item["state"] == "done"
+        });
+        assert_eq!(done["runs"].as_u64(), Some(runs + 1), "{done:#}");
+        let receipt = client
+            .call(
+                "GET",
+                &format!("/api/v1/items/{}/receipt", done["id"].as_str().unwrap()),
+                None,
+            )
             .unwrap()
-            .contains("it goes on by itself once"),
-        "{problem}"
-    );
-    let kept = failed["verified_bytes"].as_u64().unwrap();
-    assert!(kept > 0 && kept < artifact.size(), "{failed:#}");
-    let runs = failed["runs"].as_u64().unwrap();
-    // Still full a while later: it waits, it does not spin.
-    std::thread::sleep(Duration::from_secs(3));
-    let still = client.call("GET", "/api/v1/library", None).unwrap().json()["items"][0].clone();
-    assert_eq!(still["state"], "failed", "{still:#}");
-    assert_eq!(still["runs"].as_u64(), Some(runs), "no try while full");
-
-    // Space freed: it goes on by itself, from what it had verified.
-    std::fs::write(ctl.join("free"), b"").unwrap();
-    answer(&ctl, "freed", &mut companion);
-    let done = wait_item(&client, &mut companion, "the download done", |item| {
-        item["state"] == "done"
-    });
-    assert_eq!(done["runs"].as_u64(), Some(runs + 1), "{done:#}");
-    let receipt = client
-        .call(
-            "GET",
-            &format!("/api/v1/items/{}/receipt", done["id"].as_str().unwrap()),
-            None,
+            .json();
+        assert!(
+            receipt["source"]["chunks_resumed"].as_u64() >= Some(kept / (64 * 1024)),
+            "{receipt:#}"
+        );
+        // The file on the tmpfs, read whole by `minimodel verify`.
+        std::fs::write(
+            ctl.join("verify"),
+            format!(
+                "{} {}",
+                done["file"].as_str().unwrap(),
+                arg(&artifact.manifest_path)
+            ),
         )
-        .unwrap()
-        .json();
-    assert!(
-        receipt["source"]["chunks_resumed"].as_u64() >= Some(kept / (64 * 1024)),
-        "{receipt:#}"
-    );
-    // The file on the tmpfs, read whole by `minimodel verify`.
-    std::fs::write(
-        ctl.join("verify"),
-        format!(
-            "{} {}",
-            done["file"].as_str().unwrap(),
-            arg(&artifact.manifest_path)
-        ),
-    )
-    .unwrap();
-    let code = answer(&ctl, "verified", &mut companion);
-    assert_eq!(
-        code.trim(),
-        "0",
-        "{}",
-        std::fs::read_to_string(ctl.join("verify.log")).unwrap_or_default()
-    );
-    drop(seeders);
+        .unwrap();
+        let code = answer(&ctl, "verified", &mut companion);
+        assert_eq!(
+            code.trim(),
+            "0",
+            "{}",
+            std::fs::read_to_string(ctl.join("verify.log")).unwrap_or_default()
+        );
+        drop(seeders);
+    }
 }

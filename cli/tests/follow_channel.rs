@@ -160,6 +160,7 @@ fn follow(root: &Path, node: &str, follower: &str, extra: &[&str]) -> (i32, Vec<
     command
         .current_dir(root)
         .env("XDG_DATA_HOME", data_home(root))
+        .env("LOCALAPPDATA", data_home(root))
         .env("SSL_CERT_FILE", &ca)
         .env_remove("SSL_CERT_DIR")
         .args([
@@ -315,7 +316,8 @@ fn followers_get_each_version_moving_only_what_changed_and_hear_of_a_withdrawal(
         assert_eq!(code, 0, "{stdout:?} {stderr}");
         assert!(
             stdout.iter().any(|line| line.contains(&format!(
-                "version {v1_hex} in {follower}/{v1_hex} is withdrawn by its publisher: reason at {REASON}"
+                "version {v1_hex} in {} is withdrawn by its publisher: reason at {REASON}",
+                Path::new(follower).join(&v1_hex).display()
             ))),
             "{stdout:?}"
         );

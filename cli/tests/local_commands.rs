@@ -3,11 +3,11 @@
 
 use std::path::Path;
 use std::process::{Command, Output};
-use std::time::Duration;
 
 /// How long a step may take before the test gives up on it: a guard
-/// against a hang, not a figure under test.
-const HANG: Duration = Duration::from_secs(300);
+/// against a hang, not a figure under test (used by the Unix-only test).
+#[cfg(unix)]
+const HANG: std::time::Duration = std::time::Duration::from_secs(300);
 
 fn minimodel(dir: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_minimodel"))

@@ -96,7 +96,13 @@ fn status_shows_partial_and_complete_downloads() {
 
     // The fixture itself has no receipt: listed, not trusted.
     let text = ok(&minimodel(root, &["status", "."]));
-    assert_eq!(text.trim(), "m: unverified; ./m.receipt.json is missing");
+    assert_eq!(
+        text.trim(),
+        format!(
+            "m: unverified; {} is missing",
+            Path::new(".").join("m.receipt.json").display()
+        )
+    );
 
     std::fs::create_dir(root.join("empty")).unwrap();
     let text = ok(&minimodel(root, &["status", "empty"]));

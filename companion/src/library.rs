@@ -744,7 +744,8 @@ mod tests {
             publisher_key: None,
             require_signature: false,
             work: Work::Share(ShareRecord {
-                file: "/models/tiny.slm".into(),
+                // Absolute on every system (a Windows path has a drive).
+                file: std::env::temp_dir().join("models").join("tiny.slm"),
             }),
         }
     }

@@ -67,9 +67,14 @@ pub fn data_home(dir: &Path) -> PathBuf {
     use std::hash::{Hash, Hasher};
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     dir.hash(&mut hasher);
-    Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join("data-home")
-        .join(format!("{:016x}", hasher.finish()))
+    // Absolute on this system: a Windows build gets the Unix path cargo
+    // names (no drive), which `data_home` would not take as a place.
+    std::path::absolute(
+        Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join("data-home")
+            .join(format!("{:016x}", hasher.finish())),
+    )
+    .unwrap()
 }
 
 /// How long a step may take before the test gives up on it. Not a figure
