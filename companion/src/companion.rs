@@ -305,6 +305,10 @@ impl Companion {
             let shared = Arc::clone(&shared);
             tokio::spawn(async move { shared.sample_rates().await })
         };
+        let follows = {
+            let shared = Arc::clone(&shared);
+            tokio::spawn(async move { shared.drive_follows().await })
+        };
         shared.start().await;
         let endpoint = Endpoint {
             format: ENDPOINT_FORMAT.to_owned(),
@@ -353,6 +357,7 @@ impl Companion {
         shared.runner().endpoint().close().await;
         timer.abort();
         sampler.abort();
+        follows.abort();
         follow.abort();
         shared.save().await?;
         let _ = std::fs::remove_file(library.endpoint_path());

@@ -41,6 +41,8 @@ pub const MAX_ITEMS: usize = 1024;
 pub const MAX_MANIFEST_BYTES: u64 = 1 << 20;
 /// The most peers a download keeps, and addresses each.
 pub const MAX_PEERS: usize = 64;
+/// The most publishers' channels a library follows.
+pub const MAX_FOLLOWS: usize = 64;
 
 /// Why the library cannot be used. Every variant names its file; all are
 /// local.
@@ -547,6 +549,79 @@ pub struct ItemRecord {
     pub require_signature: bool,
     /// A share or a download.
     pub work: Work,
+    /// Withdrawn by its publisher, as a followed channel said: not run
+    /// (not served) until it is no longer withdrawn; its files stay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub withdrawn: Option<WithdrawnRecord>,
+}
+
+/// A publisher's withdrawal of an item's manifest, as a followed channel
+/// listed it (`docs/channel.md`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WithdrawnRecord {
+    /// The publisher key whose channel lists it (`mmpk1...`), the key
+    /// that signed the item's manifest.
+    pub publisher_key: String,
+    /// Where the publisher says why.
+    pub reason_route: String,
+    /// When the companion read it (RFC 3339 UTC).
+    pub at: String,
+}
+
+/// Whether a follow asks before it fetches a new version, or fetches it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub enum FollowPolicy {
+    /// A new version is offered: the user adds it (consent each time).
+    Ask,
+    /// A new version is fetched beside the old one, with the consent
+    /// given when the follow was added.
+    Auto,
+}
+
+/// A publisher's channel the library follows, for one model.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FollowRecord {
+    /// The publisher key (`mmpk1...`): the channel's and its manifests'.
+    pub publisher_key: String,
+    /// The model followed.
+    pub model_id: String,
+    /// Ask or fetch by itself.
+    pub policy: FollowPolicy,
+    /// When it was added (RFC 3339 UTC).
+    pub added_at: String,
+    /// The newest channel item accepted: a lower sequence number is
+    /// refused as a replay after it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen: Option<SeenRecord>,
+}
+
+/// The newest channel item accepted of a follow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeenRecord {
+    /// Its sequence number.
+    pub seq: i64,
+    /// SHA-256 of its value.
+    pub value_sha256: Sha256Digest,
+}
+
+impl FollowRecord {
+    /// The publisher key and model id, checked.
+    pub fn key(&self) -> Result<(minimodel_verifier::signing::PublicKey, ModelId), String> {
+        let key = self
+            .publisher_key
+            .parse()
+            .map_err(|e| format!("follow {}: publisher_key: {e}", self.publisher_key))?;
+        let model = self
+            .model_id
+            .parse()
+            .map_err(|e| format!("follow {}: model_id: {e}", self.publisher_key))?;
+        Ok((key, model))
+    }
 }
 
 impl ItemRecord {
@@ -627,6 +702,9 @@ pub struct LibraryState {
     pub limits: Limits,
     /// The items, in the order they were added.
     pub items: Vec<ItemRecord>,
+    /// The channels followed, in the order they were added.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub follows: Vec<FollowRecord>,
 }
 
 impl Default for LibraryState {
@@ -635,6 +713,7 @@ impl Default for LibraryState {
             format: LIBRARY_FORMAT.to_owned(),
             limits: Limits::default(),
             items: Vec::new(),
+            follows: Vec::new(),
         }
     }
 }
@@ -674,6 +753,19 @@ impl LibraryState {
                 return Err(format!("item {} is listed twice", item.id));
             }
             item.check()?;
+        }
+        if state.follows.len() > MAX_FOLLOWS {
+            return Err(format!("more than {MAX_FOLLOWS} follows"));
+        }
+        let mut followed = std::collections::BTreeSet::new();
+        for follow in &state.follows {
+            let (key, model) = follow.key()?;
+            if !followed.insert((*key.as_bytes(), model)) {
+                return Err(format!(
+                    "follow {} of {} is listed twice",
+                    follow.publisher_key, follow.model_id
+                ));
+            }
         }
         Ok(state)
     }
@@ -746,6 +838,7 @@ mod tests {
             work: Work::Share(ShareRecord {
                 file: "/models/tiny.slm".into(),
             }),
+            withdrawn: None,
         }
     }
 

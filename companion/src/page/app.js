@@ -221,7 +221,7 @@ function showItem(item) {
   }
 
   if (item.problem) {
-    const problem = element("p", item.state === "failed" ? "problem error" : "problem waiting", waitingText(item));
+    const problem = element("p", item.state === "failed" || item.state === "withdrawn" ? "problem error" : "problem waiting", waitingText(item));
     problem.dataset.kind = item.problem.kind;
     info.appendChild(problem);
     if (item.problem.hint) info.appendChild(element("p", "hint muted", item.problem.hint));
