@@ -253,6 +253,10 @@ impl Shared {
         let items = self.get_channel(&publisher).await;
         let mut inner = self.inner.lock().await;
         inner.following.schedule.finished(&key);
+        if follow::find(&inner.supervisor.state().follows, &key).is_none() {
+            // Removed while it was looked up: what it read is not used.
+            return;
+        }
         let (ok, text) = match items {
             Err(error) => (false, format!("the DHT could not be asked: {error}")),
             Ok(items) => match choose_item(&items, &publisher, last) {
@@ -268,25 +272,11 @@ impl Shared {
             },
         };
         self.carry_out(&mut inner);
-        if let Some(live) = inner.following.live.get_mut(&key) {
-            live.last_lookup = Some(LookupView {
-                at: now_rfc3339(),
-                ok,
-                text,
-            });
-        } else if follow::find(&inner.supervisor.state().follows, &key).is_some() {
-            inner.following.live.insert(
-                key,
-                FollowLive {
-                    last_lookup: Some(LookupView {
-                        at: now_rfc3339(),
-                        ok,
-                        text,
-                    }),
-                    ..FollowLive::default()
-                },
-            );
-        }
+        inner.following.live.entry(key).or_default().last_lookup = Some(LookupView {
+            at: now_rfc3339(),
+            ok,
+            text,
+        });
     }
 
     /// The items of `publisher`'s channel on the DHT (one client node, the
