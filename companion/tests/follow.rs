@@ -113,6 +113,7 @@ fn a_share_the_followed_channel_withdraws_is_no_longer_served_and_its_file_stays
     assert!(stored >= 1);
 
     // The seeder follows the publisher: looked up at once.
+    let followed_at = std::time::Instant::now();
     let (status, follow) = seeder.send(
         "POST",
         "/api/v1/follows",
@@ -127,6 +128,10 @@ fn a_share_the_followed_channel_withdraws_is_no_longer_served_and_its_file_stays
     let withdrawn = seeder.wait_item(&id, Duration::from_secs(60), |item| {
         item["state"] == "withdrawn"
     });
+    eprintln!(
+        "withdrawn {:.2} s after the follow was added (loopback DHT)",
+        followed_at.elapsed().as_secs_f64()
+    );
     schema.check("ItemView", &withdrawn);
     assert_eq!(
         withdrawn["withdrawn"]["reason_route"], REASON,
