@@ -212,6 +212,11 @@ pub fn add_follow(
     if new.policy == FollowPolicy::Auto && !consent_to_fetch {
         return Err(FollowRefusal::ConsentNeeded);
     }
+    if new.policy == FollowPolicy::Ask && new.consent.is_some() {
+        return Err(FollowRefusal::Invalid(
+            "consent is given only to a follow that fetches by itself (auto)".to_owned(),
+        ));
+    }
     let mut follows = follows.to_vec();
     follows.push(FollowRecord {
         publisher_key: key.to_string(),
@@ -411,6 +416,10 @@ mod tests {
             policy,
             added_at: "2026-11-28T00:00:00Z".to_owned(),
             last_seen: None,
+            consent: (policy == FollowPolicy::Auto).then_some(crate::library::FollowConsent {
+                fetch: true,
+                trust_key: false,
+            }),
         }
     }
 

@@ -597,6 +597,20 @@ pub struct FollowRecord {
     /// refused as a replay after it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_seen: Option<SeenRecord>,
+    /// The consent given for an `auto` follow when it was added: to fetch
+    /// each new version, and to pin the key at the first one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consent: Option<FollowConsent>,
+}
+
+/// What an `auto` follow was given consent to, and when.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FollowConsent {
+    /// Fetch each new version.
+    pub fetch: bool,
+    /// Pin the key at the first version, if it is not pinned.
+    pub trust_key: bool,
 }
 
 /// The newest channel item accepted of a follow.
@@ -760,6 +774,12 @@ impl LibraryState {
         let mut followed = std::collections::BTreeSet::new();
         for follow in &state.follows {
             let (key, model) = follow.key()?;
+            if follow.policy == FollowPolicy::Auto && !follow.consent.is_some_and(|c| c.fetch) {
+                return Err(format!(
+                    "follow {} of {}: auto without consent to fetch",
+                    follow.publisher_key, follow.model_id
+                ));
+            }
             if !followed.insert((*key.as_bytes(), model)) {
                 return Err(format!(
                     "follow {} of {} is listed twice",
@@ -882,6 +902,63 @@ mod tests {
             ..LibraryState::default()
         };
         assert_eq!(LibraryState::parse(&text(&state)).unwrap(), state);
+    }
+
+    #[test]
+    fn follows_round_trip_and_an_auto_follow_needs_its_consent() {
+        let key = minimodel_verifier::signing::SecretKey::from_seed(&[1; 32]).public_key();
+        let follow = FollowRecord {
+            publisher_key: key.to_string(),
+            model_id: "tiny".to_owned(),
+            policy: FollowPolicy::Auto,
+            added_at: "2026-01-02T03:04:05Z".to_owned(),
+            last_seen: Some(SeenRecord {
+                seq: 3,
+                value_sha256: Sha256Digest([7; 32]),
+            }),
+            consent: Some(FollowConsent {
+                fetch: true,
+                trust_key: true,
+            }),
+        };
+        let state = LibraryState {
+            follows: vec![follow.clone()],
+            ..LibraryState::default()
+        };
+        assert_eq!(LibraryState::parse(&text(&state)).unwrap(), state);
+        let twice = LibraryState {
+            follows: vec![follow.clone(), follow.clone()],
+            ..LibraryState::default()
+        };
+        assert!(
+            LibraryState::parse(&text(&twice))
+                .unwrap_err()
+                .contains("listed twice")
+        );
+        let unconsented = LibraryState {
+            follows: vec![FollowRecord {
+                consent: None,
+                ..follow.clone()
+            }],
+            ..LibraryState::default()
+        };
+        assert!(
+            LibraryState::parse(&text(&unconsented))
+                .unwrap_err()
+                .contains("auto without consent")
+        );
+        let bad_key = LibraryState {
+            follows: vec![FollowRecord {
+                publisher_key: "mmpk1nope".to_owned(),
+                ..follow
+            }],
+            ..LibraryState::default()
+        };
+        assert!(
+            LibraryState::parse(&text(&bad_key))
+                .unwrap_err()
+                .contains("publisher_key")
+        );
     }
 
     #[test]

@@ -26,7 +26,9 @@ use crate::errors::ApiError;
 use crate::follow::{
     self, Decision, FollowKey, FollowRefusal, LibraryItem, LookupRefused, Schedule,
 };
-use crate::library::{FollowPolicy, FollowRecord, SeenRecord, WithdrawnRecord, Work};
+use crate::library::{
+    FollowConsent, FollowPolicy, FollowRecord, SeenRecord, WithdrawnRecord, Work,
+};
 use crate::view::{
     AddDownload, AddFollow, Consent, FollowView, FollowsView, LookupView, OfferView,
 };
@@ -36,10 +38,6 @@ use crate::view::{
 pub(super) struct FollowLive {
     last_lookup: Option<LookupView>,
     offer: Option<OfferView>,
-    /// The consent given when an `auto` follow was added (kept in memory:
-    /// after a restart an `auto` follow offers, as `ask` does, until it
-    /// is added again).
-    consent: Option<Consent>,
 }
 
 /// The follows' part of the service's state.
@@ -115,6 +113,12 @@ impl Shared {
             policy: request.policy,
             added_at: now_rfc3339(),
             last_seen: None,
+            consent: (request.policy == FollowPolicy::Auto && request.consent.fetch).then_some(
+                FollowConsent {
+                    fetch: true,
+                    trust_key: request.consent.trust_key,
+                },
+            ),
         };
         let mut inner = self.inner.lock().await;
         let follows = follow::add_follow(
@@ -124,13 +128,10 @@ impl Shared {
         )?;
         let added = follows.last().cloned().expect("one was added");
         inner.supervisor.set_follows(follows);
-        inner.following.live.insert(
-            key.clone(),
-            FollowLive {
-                consent: (request.policy == FollowPolicy::Auto).then_some(request.consent),
-                ..FollowLive::default()
-            },
-        );
+        inner
+            .following
+            .live
+            .insert(key.clone(), FollowLive::default());
         inner.following.schedule.add(key, Instant::now());
         let carried = self.carry_out(&mut inner);
         if let Some(error) = carried.save_failed {
@@ -333,10 +334,11 @@ impl Shared {
                 })
             })
             .collect();
-        let policy = match inner.following.live.get(key).and_then(|live| live.consent) {
-            Some(_) => record.policy,
-            // An `auto` follow whose consent this run has not seen offers.
-            None => FollowPolicy::Ask,
+        // An `auto` follow fetches only with the consent it was added
+        // with (the state file refuses one without).
+        let policy = match record.consent {
+            Some(consent) if consent.fetch => record.policy,
+            _ => FollowPolicy::Ask,
         };
         let Decision { withdraw, latest } =
             follow::decide(publisher, model, policy, channel.channel(), &items);
@@ -397,7 +399,15 @@ impl Shared {
                 peers,
             } => {
                 let ticket = ticket_of(publisher, manifest_sha256, &peers);
-                let consent = live.consent.unwrap_or_default();
+                let given = record.consent.unwrap_or(FollowConsent {
+                    fetch: false,
+                    trust_key: false,
+                });
+                let consent = Consent {
+                    fetch: given.fetch,
+                    trust_key: given.trust_key,
+                    ..Consent::default()
+                };
                 live.offer = None;
                 said.push(format!(
                     "version {} is new: fetched beside the versions here",
