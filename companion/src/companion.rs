@@ -49,6 +49,9 @@ pub struct CompanionConfig {
     /// peers ([`Patience`]'s defaults: tries of 60 s, waits from 15 s up
     /// to 5 min).
     pub patience: Patience,
+    /// How often followed channels are looked up ([`crate::follow::Cadence`]'s
+    /// defaults: hourly, on demand at most once a minute).
+    pub follow_cadence: crate::follow::Cadence,
 }
 
 impl CompanionConfig {
@@ -65,6 +68,7 @@ impl CompanionConfig {
             port_mapping: false,
             lan: false,
             patience: Patience::default(),
+            follow_cadence: crate::follow::Cadence::default(),
         }
     }
 }
@@ -232,6 +236,7 @@ impl Companion {
             log,
             dht_bootstrap: config.dht_bootstrap,
             patience: config.patience,
+            follow_cadence: config.follow_cadence,
         });
         Ok(Companion {
             shared,

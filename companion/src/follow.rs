@@ -24,6 +24,27 @@ pub const MIN_LOOKUP_INTERVAL: Duration = Duration::from_secs(60);
 /// Lookups under way at once, over every follow.
 pub const MAX_LOOKUPS_AT_ONCE: usize = 2;
 
+/// How often follows are looked up. [`Default`] holds the product's
+/// values ([`LOOKUP_PERIOD`], [`MIN_LOOKUP_INTERVAL`]); tests shorten
+/// them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cadence {
+    /// Each follow is looked up by itself this long after its last lookup
+    /// started.
+    pub period: Duration,
+    /// The least time between two lookups of one follow on demand.
+    pub min_interval: Duration,
+}
+
+impl Default for Cadence {
+    fn default() -> Self {
+        Self {
+            period: LOOKUP_PERIOD,
+            min_interval: MIN_LOOKUP_INTERVAL,
+        }
+    }
+}
+
 /// A follow: the publisher key and the model.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct FollowKey {
@@ -63,8 +84,10 @@ pub enum LookupRefused {
     #[error("a lookup of this channel is under way")]
     Busy,
     /// Too soon after the last one.
-    #[error("the channel was looked up less than {}s ago; try again in {}s", MIN_LOOKUP_INTERVAL.as_secs(), .retry_after.as_secs().max(1))]
+    #[error("the channel was looked up less than {}s ago; try again in {}s", .interval.as_secs(), .retry_after.as_secs().max(1))]
     TooSoon {
+        /// The least time between two lookups.
+        interval: Duration,
         /// How long to wait.
         retry_after: Duration,
     },
@@ -73,13 +96,22 @@ pub enum LookupRefused {
 /// When each follow's channel is looked up. Time is an argument.
 #[derive(Debug, Default)]
 pub struct Schedule {
+    cadence: Cadence,
     slots: BTreeMap<FollowKey, Slot>,
 }
 
 impl Schedule {
-    /// An empty schedule.
+    /// An empty schedule at the product's cadence.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty schedule at `cadence`.
+    pub fn with_cadence(cadence: Cadence) -> Self {
+        Self {
+            cadence,
+            slots: BTreeMap::new(),
+        }
     }
 
     /// A follow added (or found at start): due at once.
@@ -123,7 +155,7 @@ impl Schedule {
     }
 
     /// An on-demand lookup of `key` (the API): due now, unless one is
-    /// under way or the last started less than [`MIN_LOOKUP_INTERVAL`]
+    /// under way or the last started less than the cadence's interval
     /// ago. [`Self::poll_due`] then starts it.
     pub fn request(&mut self, key: &FollowKey, now: Instant) -> Result<(), LookupRefused> {
         let slot = self.slots.get_mut(key).ok_or(LookupRefused::NotFollowed)?;
@@ -131,9 +163,10 @@ impl Schedule {
             return Err(LookupRefused::Busy);
         }
         if let Some(last) = slot.last {
-            let next = last + MIN_LOOKUP_INTERVAL;
+            let next = last + self.cadence.min_interval;
             if next > now {
                 return Err(LookupRefused::TooSoon {
+                    interval: self.cadence.min_interval,
                     retry_after: next - now,
                 });
             }
@@ -143,11 +176,12 @@ impl Schedule {
     }
 
     /// The lookup of `key` ended (found or not): the next is due
-    /// [`LOOKUP_PERIOD`] after it started.
+    /// the cadence's period after it started.
     pub fn finished(&mut self, key: &FollowKey) {
         if let Some(slot) = self.slots.get_mut(key) {
             slot.busy = false;
-            slot.due = slot.last.map_or(slot.due, |last| last + LOOKUP_PERIOD);
+            let period = self.cadence.period;
+            slot.due = slot.last.map_or(slot.due, |last| last + period);
         }
     }
 
@@ -489,6 +523,7 @@ mod tests {
         assert_eq!(
             schedule.request(&follow(), soon),
             Err(LookupRefused::TooSoon {
+                interval: MIN_LOOKUP_INTERVAL,
                 retry_after: Duration::from_secs(40)
             })
         );

@@ -5,7 +5,8 @@
 //! its file, and stays stopped through a resume; a lookup on demand
 //! within a minute of the last is refused (429); a new version is offered
 //! with a ticket under the `ask` policy, and fetched by itself under
-//! `auto`.
+//! `auto`; a channel is looked up again by itself (every second here) and
+//! a withdrawal published later stops the share with no request.
 
 mod support;
 
@@ -406,5 +407,113 @@ fn an_auto_follow_fetches_the_new_version_by_itself_with_the_consent_given() {
         .as_str()
         .unwrap();
     assert!(text.contains("fetched beside the versions here"), "{text}");
+    drop((node, client));
+}
+
+#[test]
+fn a_followed_channel_is_looked_up_again_by_itself_and_a_later_withdrawal_stops_the_share() {
+    let temp = tempfile::tempdir().unwrap();
+    let secret = SecretKey::from_seed(&[11; 32]);
+    let publisher = secret.public_key();
+    let art = fixture(&temp.path().join("files"), "tiny", 256 * 1024, 64 * 1024);
+    let signed = sign_manifest(&art.manifest, &secret);
+    std::fs::write(&art.manifest_path, signed.to_text()).unwrap();
+    let manifest_sha256 = Sha256Digest::of(&std::fs::read(&art.manifest_path).unwrap());
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (node, client) = runtime.block_on(async {
+        let node = Discovery::start(DiscoveryConfig {
+            bind: SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0),
+            bootstrap: Bootstrap::NewNetwork,
+            server_mode: true,
+            ..DiscoveryConfig::default()
+        })
+        .await
+        .unwrap();
+        let client = Discovery::start(DiscoveryConfig {
+            bind: SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0),
+            bootstrap: Bootstrap::Nodes(vec![node.local_addr()]),
+            lookup_timeout: Duration::from_secs(5),
+            ..DiscoveryConfig::default()
+        })
+        .await
+        .unwrap();
+        (node, client)
+    });
+    // Lookups every second here (hourly in the product).
+    let mut config = config(&temp.path().join("seeder"));
+    config.dht_bootstrap = vec![node.local_addr()];
+    config.follow_cadence = minimodel_companion::follow::Cadence {
+        period: Duration::from_secs(1),
+        min_interval: Duration::from_secs(1),
+    };
+    let seeder = try_start(config).expect("the companion starts");
+    let (status, share) = seeder.send(
+        "POST",
+        "/api/v1/shares",
+        &json!({
+            "manifest_path": art.manifest_path,
+            "file": art.slm,
+            "consent": {"serve": true, "trust_key": true},
+        }),
+    );
+    assert_eq!(status, 201, "{share}");
+    let id = share["id"].as_str().unwrap().to_owned();
+    seeder.wait_item(&id, Duration::from_secs(60), |item| {
+        item["state"] == "serving"
+    });
+
+    // Version 1 is the latest: nothing withdrawn.
+    let mut channel = Channel::default();
+    channel.models.insert(
+        "tiny".parse().unwrap(),
+        Latest {
+            manifest_sha256,
+            peers: Vec::new(),
+        },
+    );
+    let first = sign_channel(&secret, 1, &channel).unwrap();
+    runtime.block_on(client.put_channel(&first, None)).unwrap();
+    let (status, body) = seeder.send(
+        "POST",
+        "/api/v1/follows",
+        &json!({"publisher_key": publisher.to_string(), "model_id": "tiny", "policy": "ask"}),
+    );
+    assert_eq!(status, 201, "{body}");
+    let wait_seq = |seq: i64| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let (_, follows) = seeder.get("/api/v1/follows");
+            if follows["follows"][0]["seq"] == seq {
+                return follows;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "never read {seq}: {follows:#}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let follows = wait_seq(1);
+    let text = follows["follows"][0]["last_lookup"]["text"]
+        .as_str()
+        .unwrap();
+    assert!(text.contains("up to date"), "{text}");
+    assert_eq!(seeder.item(&id)["state"], "serving");
+
+    // Then the publisher withdraws it; no request to the companion: its
+    // next lookup by itself reads it.
+    channel.withdrawn.push(Withdrawal {
+        manifest_sha256,
+        reason_route: Route::parse(REASON).unwrap(),
+    });
+    let second = sign_channel(&secret, 2, &channel).unwrap();
+    runtime
+        .block_on(client.put_channel(&second, Some(1)))
+        .unwrap();
+    let withdrawn = seeder.wait_item(&id, Duration::from_secs(60), |item| {
+        item["state"] == "withdrawn"
+    });
+    assert_eq!(withdrawn["withdrawn"]["reason_route"], REASON);
+    wait_seq(2);
     drop((node, client));
 }

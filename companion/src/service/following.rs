@@ -241,10 +241,12 @@ impl Shared {
         };
         let Some(record) = found else {
             self.inner.lock().await.following.schedule.finished(&key);
+            self.follow_wake.notify_one();
             return;
         };
         let Ok((publisher, model)) = record.key() else {
             self.inner.lock().await.following.schedule.finished(&key);
+            self.follow_wake.notify_one();
             return;
         };
         let last = record.last_seen.map(|seen| LastSeen {
@@ -254,6 +256,9 @@ impl Shared {
         let items = self.get_channel(&publisher).await;
         let mut inner = self.inner.lock().await;
         inner.following.schedule.finished(&key);
+        // Its next lookup is due in an hour: the driver computes its sleep
+        // again (it slept without a deadline while every lookup ran).
+        self.follow_wake.notify_one();
         if follow::find(&inner.supervisor.state().follows, &key).is_none() {
             // Removed while it was looked up: what it read is not used.
             return;

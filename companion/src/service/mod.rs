@@ -153,6 +153,7 @@ pub(crate) struct Parts {
     pub(crate) log: TransferLog,
     pub(crate) dht_bootstrap: Vec<std::net::SocketAddrV4>,
     pub(crate) patience: Patience,
+    pub(crate) follow_cadence: crate::follow::Cadence,
 }
 
 impl Shared {
@@ -168,6 +169,7 @@ impl Shared {
             log,
             dht_bootstrap,
             patience,
+            follow_cadence,
         } = parts;
         let mut manifests = BTreeMap::new();
         let mut live = BTreeMap::new();
@@ -189,7 +191,10 @@ impl Shared {
             loaded.insert(item.id.clone(), result);
             live.insert(item.id.clone(), entry);
         }
-        let mut following = following::Following::default();
+        let mut following = following::Following {
+            schedule: crate::follow::Schedule::with_cadence(follow_cadence),
+            ..following::Following::default()
+        };
         for record in &state.follows {
             if let Ok((key, model)) = record.key() {
                 following
