@@ -762,6 +762,13 @@ pub enum Event {
         #[cfg_attr(test, schemars(with = "crate::schema::CompanionItemView"))]
         item: Box<minimodel_companion::view::ItemView>,
     },
+    /// A followed channel of the running companion as its API shows it
+    /// (`FollowView` in `docs/schemas/companion-api.schema.json`).
+    CompanionFollow {
+        /// The follow.
+        #[cfg_attr(test, schemars(with = "crate::schema::CompanionFollowView"))]
+        follow: Box<minimodel_companion::view::FollowView>,
+    },
     /// `companion remove`: the item is gone from the library.
     CompanionRemoved {
         /// Its id.

@@ -241,6 +241,7 @@ macro_rules! companion_body {
 }
 
 companion_body!(CompanionItemView, "ItemView");
+companion_body!(CompanionFollowView, "FollowView");
 companion_body!(CompanionLimitsView, "LimitsView");
 companion_body!(CompanionLogEntry, "LogEntry");
 

@@ -618,3 +618,164 @@ fn a_second_signal_during_the_stop_ends_the_companion_at_once() {
     let _second = run_companion(dir, &library);
     assert!(items(&library).is_empty());
 }
+
+/// `companion follow` on a loopback DHT of `dht-node`: the running
+/// companion reads the channel `publish` put, and the share of the
+/// version it withdraws stops being served (`companion list` says
+/// `withdrawn` with the reason route); `--auto` without `--yes` adds
+/// nothing (exit 5); `follows` lists the follow, `unfollow` removes it.
+#[test]
+fn companion_follow_stops_serving_a_version_the_publisher_withdraws() {
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path();
+    let library = dir.join("library");
+    let events = Events::load();
+    let reason = "https://example.org/takedown/tiny-v1";
+    // Two versions of tiny signed by pub.key (other chunk sizes).
+    assert_eq!(run(dir, &["key", "new", "pub.key"]).0, 0);
+    let v1 = Artifact::make(dir, "v1", "tiny", "256KiB", "64KiB", 3);
+    let v2 = Artifact::make(dir, "v2", "tiny", "256KiB", "32KiB", 3);
+    for version in [&v1, &v2] {
+        let path = arg(&version.manifest_path);
+        let (code, _, stderr) = run(dir, &["sign", &path, "--key", "pub.key", "-o", &path]);
+        assert_eq!(code, 0, "{stderr}");
+    }
+    let v1_sha256 =
+        minimodel_verifier::Sha256Digest::of(&std::fs::read(&v1.manifest_path).unwrap());
+    let mut node = Proc::spawn(dir, &["dht-node", "--listen", "127.0.0.1:0", "--json"]);
+    assert!(node.wait_for("the dht-node event", |events| {
+        events.iter().any(|e| e["event"] == "dht-node")
+    }));
+    let node_addr = node.event("dht-node").unwrap()["addr"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut proc = Proc::spawn(
+        dir,
+        &[
+            "companion",
+            "run",
+            "--library",
+            &arg(&library),
+            "--api",
+            "127.0.0.1:0",
+            "--serve-ip",
+            "127.0.0.1",
+            "--keyring",
+            &arg(&dir.join("keyring")),
+            "--dht-bootstrap",
+            &node_addr,
+            "--json",
+        ],
+    );
+    assert!(proc.wait_for("the companion to start", |events| {
+        events.iter().any(|event| event["event"] == "companion")
+    }));
+    let item = share(dir, &library, &v1, &[]);
+    let id = item["id"].as_str().unwrap().to_owned();
+    offer_file(dir, &library, &id);
+
+    // The publisher names version 2 and withdraws version 1.
+    let (code, _, stderr) = run(
+        dir,
+        &[
+            "publish",
+            &arg(&v2.manifest_path),
+            "--key",
+            "pub.key",
+            "--peer",
+            "7jbgqo6i2fdzqpihyjyzcrpyr47wzrkv5ru3yfdbhtrbbqrx5wsa@127.0.0.1:4433",
+            "--withdraw",
+            &v1_sha256.to_hex(),
+            "--reason-route",
+            reason,
+            "--dht-bootstrap",
+            &node_addr,
+            "--channels",
+            "publisher",
+        ],
+    );
+    assert_eq!(code, 0, "{stderr}");
+
+    // --auto asks consent first: none given, nothing added.
+    let (code, _, _) = companion(
+        dir,
+        &library,
+        &["follow", "pub.key.pub", "--model-id", "tiny", "--auto"],
+    );
+    assert_eq!(code, 5);
+    let (code, lines, stderr) = companion(dir, &library, &["follows"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        events
+            .check(&lines)
+            .iter()
+            .all(|e| e["event"] != "companion-follow"),
+        "{lines:?}"
+    );
+
+    let (code, lines, stderr) = companion(
+        dir,
+        &library,
+        &["follow", "pub.key.pub", "--model-id", "tiny"],
+    );
+    assert_eq!(code, 0, "{lines:?} {stderr}");
+    let follow = events
+        .check(&lines)
+        .into_iter()
+        .find(|e| e["event"] == "companion-follow")
+        .expect("a companion-follow line");
+    assert_eq!(follow["follow"]["policy"], "ask");
+    let items = wait_items(&library, "the share to be withdrawn", |items| {
+        items
+            .iter()
+            .any(|item| item["id"] == id && item["state"] == "withdrawn")
+    });
+    let withdrawn = items.iter().find(|item| item["id"] == id).unwrap();
+    assert_eq!(
+        withdrawn["withdrawn"]["reason_route"], reason,
+        "{withdrawn:#}"
+    );
+    assert!(withdrawn["serving"].is_null());
+    assert!(v1.slm.exists(), "nothing deleted");
+    // The follow offers version 2 with a ticket.
+    let (code, lines, stderr) = companion(dir, &library, &["follows"]);
+    assert_eq!(code, 0, "{stderr}");
+    let listed = events
+        .check(&lines)
+        .into_iter()
+        .find(|e| e["event"] == "companion-follow")
+        .expect("the follow listed");
+    assert_eq!(listed["follow"]["seq"], 1, "{listed:#}");
+    let v2_sha256 =
+        minimodel_verifier::Sha256Digest::of(&std::fs::read(&v2.manifest_path).unwrap());
+    assert_eq!(
+        listed["follow"]["offer"]["manifest_sha256"],
+        v2_sha256.to_hex(),
+        "{listed:#}"
+    );
+
+    let (code, _, stderr) = companion(
+        dir,
+        &library,
+        &["unfollow", "pub.key.pub", "--model-id", "tiny"],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let (_, lines, _) = companion(dir, &library, &["follows"]);
+    assert!(
+        events
+            .check(&lines)
+            .iter()
+            .all(|e| e["event"] != "companion-follow")
+    );
+    // Still withdrawn: removing the follow does not serve it again.
+    assert_eq!(items_of(&library, &id)["state"], "withdrawn");
+    drop((proc, node));
+}
+
+fn items_of(library: &Path, id: &str) -> Value {
+    items(library)
+        .into_iter()
+        .find(|item| item["id"] == id)
+        .unwrap()
+}

@@ -23,6 +23,9 @@
 //! | `PUT /api/v1/limits` | the library's caps and quota |
 //! | `GET /api/v1/log[?limit=N]` | the transfer log's last entries |
 //! | `GET /api/v1/events` | server-sent events: `item`, `removed`, `log`, `limits`, `activity`, `rates` |
+//! | `GET /api/v1/follows`, `POST /api/v1/follows` | the followed channels; follow one (201) |
+//! | `DELETE /api/v1/follows/{key}/{model}` | stop following it |
+//! | `POST /api/v1/follows/{key}/{model}/lookup` | look its channel up now (202; 429 within a minute of the last) |
 //! | `POST /api/v1/shutdown` | stop the companion (as SIGTERM does) |
 
 use std::convert::Infallible;
@@ -49,7 +52,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::errors::ApiError;
 use crate::library::{Caps, ItemId};
 use crate::service::Shared;
-use crate::view::{AddDownload, AddShare, ErrorBody, SetLimits};
+use crate::view::{AddDownload, AddFollow, AddShare, ErrorBody, SetLimits};
 
 pub use crate::view::MAX_BODY_BYTES;
 
@@ -120,6 +123,12 @@ fn router(shared: Arc<Shared>, gate: crate::guard::Gate) -> Router {
         .route("/api/v1/limits", put(set_limits))
         .route("/api/v1/log", get(log))
         .route("/api/v1/events", get(events))
+        .route("/api/v1/follows", get(follows).post(add_follow))
+        .route(
+            "/api/v1/follows/{key}/{model}",
+            axum::routing::delete(remove_follow),
+        )
+        .route("/api/v1/follows/{key}/{model}/lookup", post(look_up))
         .route("/api/v1/shutdown", post(shutdown))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -344,6 +353,40 @@ async fn item(State(state): State<AppState>, Path(id): Path<String>) -> Response
     .await;
     match result {
         Ok(view) => json(StatusCode::OK, &view),
+        Err(error) => error.into_response(),
+    }
+}
+
+async fn follows(State(state): State<AppState>) -> Response {
+    json(StatusCode::OK, &state.shared.follows().await)
+}
+
+async fn add_follow(
+    State(state): State<AppState>,
+    request: Result<axum::Json<AddFollow>, JsonRejection>,
+) -> Response {
+    match async { state.shared.add_follow(body(request)?).await }.await {
+        Ok(view) => json(StatusCode::CREATED, &view),
+        Err(error) => error.into_response(),
+    }
+}
+
+async fn remove_follow(
+    State(state): State<AppState>,
+    Path((key, model)): Path<(String, String)>,
+) -> Response {
+    match state.shared.remove_follow(&key, &model).await {
+        Ok(view) => json(StatusCode::OK, &view),
+        Err(error) => error.into_response(),
+    }
+}
+
+async fn look_up(
+    State(state): State<AppState>,
+    Path((key, model)): Path<(String, String)>,
+) -> Response {
+    match state.shared.request_lookup(&key, &model).await {
+        Ok(view) => json(StatusCode::ACCEPTED, &view),
         Err(error) => error.into_response(),
     }
 }

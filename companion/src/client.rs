@@ -249,6 +249,41 @@ impl Client {
         self.typed("DELETE", &format!("/api/v1/items/{id}{query}"), None::<&()>)
     }
 
+    /// `GET /api/v1/follows`.
+    pub fn follows(&self) -> Result<crate::view::FollowsView, ClientError> {
+        self.typed("GET", "/api/v1/follows", None::<&()>)
+    }
+
+    /// `POST /api/v1/follows`.
+    pub fn add_follow(
+        &self,
+        request: &crate::view::AddFollow,
+    ) -> Result<crate::view::FollowView, ClientError> {
+        self.typed("POST", "/api/v1/follows", Some(request))
+    }
+
+    /// `DELETE /api/v1/follows/{key}/{model}`.
+    pub fn remove_follow(
+        &self,
+        key: &str,
+        model: &str,
+    ) -> Result<crate::view::FollowView, ClientError> {
+        self.typed(
+            "DELETE",
+            &format!("/api/v1/follows/{key}/{model}"),
+            None::<&()>,
+        )
+    }
+
+    /// `POST /api/v1/follows/{key}/{model}/lookup`.
+    pub fn look_up(&self, key: &str, model: &str) -> Result<crate::view::FollowView, ClientError> {
+        self.typed(
+            "POST",
+            &format!("/api/v1/follows/{key}/{model}/lookup"),
+            None::<&()>,
+        )
+    }
+
     /// `GET /api/v1/items/{id}/receipt`.
     pub fn receipt(
         &self,

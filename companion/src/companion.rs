@@ -49,6 +49,9 @@ pub struct CompanionConfig {
     /// peers ([`Patience`]'s defaults: tries of 60 s, waits from 15 s up
     /// to 5 min).
     pub patience: Patience,
+    /// How often followed channels are looked up ([`crate::follow::Cadence`]'s
+    /// defaults: hourly, on demand at most once a minute).
+    pub follow_cadence: crate::follow::Cadence,
 }
 
 impl CompanionConfig {
@@ -65,6 +68,7 @@ impl CompanionConfig {
             port_mapping: false,
             lan: false,
             patience: Patience::default(),
+            follow_cadence: crate::follow::Cadence::default(),
         }
     }
 }
@@ -232,6 +236,7 @@ impl Companion {
             log,
             dht_bootstrap: config.dht_bootstrap,
             patience: config.patience,
+            follow_cadence: config.follow_cadence,
         });
         Ok(Companion {
             shared,
@@ -305,6 +310,10 @@ impl Companion {
             let shared = Arc::clone(&shared);
             tokio::spawn(async move { shared.sample_rates().await })
         };
+        let follows = {
+            let shared = Arc::clone(&shared);
+            tokio::spawn(async move { shared.drive_follows().await })
+        };
         shared.start().await;
         let endpoint = Endpoint {
             format: ENDPOINT_FORMAT.to_owned(),
@@ -353,6 +362,7 @@ impl Companion {
         shared.runner().endpoint().close().await;
         timer.abort();
         sampler.abort();
+        follows.abort();
         follow.abort();
         shared.save().await?;
         let _ = std::fs::remove_file(library.endpoint_path());

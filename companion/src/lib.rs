@@ -19,6 +19,9 @@
 //!   this share or this download, report its progress, stop it;
 //! - [`translog`]: the append-only transfer log, rotated by size;
 //! - [`quota`]: whether a download fits, decided before its first byte;
+//! - [`follow`]: when followed channels are looked up and what a checked
+//!   channel means for the library (withdrawn items, a new version),
+//!   sans-IO;
 //! - [`api`]: the HTTP API and the page, behind the token, Host and
 //!   Origin checks of [`guard`];
 //! - [`client`]: a small HTTP client for the CLI's thin commands;
@@ -36,6 +39,7 @@ pub mod api;
 pub mod client;
 mod companion;
 pub mod errors;
+pub mod follow;
 pub mod guard;
 pub mod library;
 pub mod quota;

@@ -41,6 +41,8 @@ pub const MAX_ITEMS: usize = 1024;
 pub const MAX_MANIFEST_BYTES: u64 = 1 << 20;
 /// The most peers a download keeps, and addresses each.
 pub const MAX_PEERS: usize = 64;
+/// The most publishers' channels a library follows.
+pub const MAX_FOLLOWS: usize = 64;
 
 /// Why the library cannot be used. Every variant names its file; all are
 /// local.
@@ -547,6 +549,93 @@ pub struct ItemRecord {
     pub require_signature: bool,
     /// A share or a download.
     pub work: Work,
+    /// Withdrawn by its publisher, as a followed channel said: not run
+    /// (not served) until it is no longer withdrawn; its files stay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub withdrawn: Option<WithdrawnRecord>,
+}
+
+/// A publisher's withdrawal of an item's manifest, as a followed channel
+/// listed it (`docs/channel.md`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WithdrawnRecord {
+    /// The publisher key whose channel lists it (`mmpk1...`), the key
+    /// that signed the item's manifest.
+    pub publisher_key: String,
+    /// Where the publisher says why.
+    pub reason_route: String,
+    /// When the companion read it (RFC 3339 UTC).
+    pub at: String,
+}
+
+/// Whether a follow asks before it fetches a new version, or fetches it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub enum FollowPolicy {
+    /// A new version is offered: the user adds it (consent each time).
+    Ask,
+    /// A new version is fetched beside the old one, with the consent
+    /// given when the follow was added.
+    Auto,
+}
+
+/// A publisher's channel the library follows, for one model.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FollowRecord {
+    /// The publisher key (`mmpk1...`): the channel's and its manifests'.
+    pub publisher_key: String,
+    /// The model followed.
+    pub model_id: String,
+    /// Ask or fetch by itself.
+    pub policy: FollowPolicy,
+    /// When it was added (RFC 3339 UTC).
+    pub added_at: String,
+    /// The newest channel item accepted: a lower sequence number is
+    /// refused as a replay after it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen: Option<SeenRecord>,
+    /// The consent given for an `auto` follow when it was added: to fetch
+    /// each new version, and to pin the key at the first one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consent: Option<FollowConsent>,
+}
+
+/// What an `auto` follow was given consent to, and when.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FollowConsent {
+    /// Fetch each new version.
+    pub fetch: bool,
+    /// Pin the key at the first version, if it is not pinned.
+    pub trust_key: bool,
+}
+
+/// The newest channel item accepted of a follow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeenRecord {
+    /// Its sequence number.
+    pub seq: i64,
+    /// SHA-256 of its value.
+    pub value_sha256: Sha256Digest,
+}
+
+impl FollowRecord {
+    /// The publisher key and model id, checked.
+    pub fn key(&self) -> Result<(minimodel_verifier::signing::PublicKey, ModelId), String> {
+        let key = self
+            .publisher_key
+            .parse()
+            .map_err(|e| format!("follow {}: publisher_key: {e}", self.publisher_key))?;
+        let model = self
+            .model_id
+            .parse()
+            .map_err(|e| format!("follow {}: model_id: {e}", self.publisher_key))?;
+        Ok((key, model))
+    }
 }
 
 impl ItemRecord {
@@ -627,6 +716,9 @@ pub struct LibraryState {
     pub limits: Limits,
     /// The items, in the order they were added.
     pub items: Vec<ItemRecord>,
+    /// The channels followed, in the order they were added.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub follows: Vec<FollowRecord>,
 }
 
 impl Default for LibraryState {
@@ -635,6 +727,7 @@ impl Default for LibraryState {
             format: LIBRARY_FORMAT.to_owned(),
             limits: Limits::default(),
             items: Vec::new(),
+            follows: Vec::new(),
         }
     }
 }
@@ -674,6 +767,25 @@ impl LibraryState {
                 return Err(format!("item {} is listed twice", item.id));
             }
             item.check()?;
+        }
+        if state.follows.len() > MAX_FOLLOWS {
+            return Err(format!("more than {MAX_FOLLOWS} follows"));
+        }
+        let mut followed = std::collections::BTreeSet::new();
+        for follow in &state.follows {
+            let (key, model) = follow.key()?;
+            if follow.policy == FollowPolicy::Auto && !follow.consent.is_some_and(|c| c.fetch) {
+                return Err(format!(
+                    "follow {} of {}: auto without consent to fetch",
+                    follow.publisher_key, follow.model_id
+                ));
+            }
+            if !followed.insert((*key.as_bytes(), model)) {
+                return Err(format!(
+                    "follow {} of {} is listed twice",
+                    follow.publisher_key, follow.model_id
+                ));
+            }
         }
         Ok(state)
     }
@@ -747,6 +859,7 @@ mod tests {
                 // Absolute on every system (a Windows path has a drive).
                 file: std::env::temp_dir().join("models").join("tiny.slm"),
             }),
+            withdrawn: None,
         }
     }
 
@@ -790,6 +903,63 @@ mod tests {
             ..LibraryState::default()
         };
         assert_eq!(LibraryState::parse(&text(&state)).unwrap(), state);
+    }
+
+    #[test]
+    fn follows_round_trip_and_an_auto_follow_needs_its_consent() {
+        let key = minimodel_verifier::signing::SecretKey::from_seed(&[1; 32]).public_key();
+        let follow = FollowRecord {
+            publisher_key: key.to_string(),
+            model_id: "tiny".to_owned(),
+            policy: FollowPolicy::Auto,
+            added_at: "2026-01-02T03:04:05Z".to_owned(),
+            last_seen: Some(SeenRecord {
+                seq: 3,
+                value_sha256: Sha256Digest([7; 32]),
+            }),
+            consent: Some(FollowConsent {
+                fetch: true,
+                trust_key: true,
+            }),
+        };
+        let state = LibraryState {
+            follows: vec![follow.clone()],
+            ..LibraryState::default()
+        };
+        assert_eq!(LibraryState::parse(&text(&state)).unwrap(), state);
+        let twice = LibraryState {
+            follows: vec![follow.clone(), follow.clone()],
+            ..LibraryState::default()
+        };
+        assert!(
+            LibraryState::parse(&text(&twice))
+                .unwrap_err()
+                .contains("listed twice")
+        );
+        let unconsented = LibraryState {
+            follows: vec![FollowRecord {
+                consent: None,
+                ..follow.clone()
+            }],
+            ..LibraryState::default()
+        };
+        assert!(
+            LibraryState::parse(&text(&unconsented))
+                .unwrap_err()
+                .contains("auto without consent")
+        );
+        let bad_key = LibraryState {
+            follows: vec![FollowRecord {
+                publisher_key: "mmpk1nope".to_owned(),
+                ..follow
+            }],
+            ..LibraryState::default()
+        };
+        assert!(
+            LibraryState::parse(&text(&bad_key))
+                .unwrap_err()
+                .contains("publisher_key")
+        );
     }
 
     #[test]

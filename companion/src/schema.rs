@@ -3,10 +3,11 @@
 //! [`crate::view`] (with the `schema` feature, which the tests turn on).
 //!
 //! One file, every body under `$defs` by its type's name: what a client
-//! sends (`AddShare`, `AddDownload`, `SetLimits`, `Caps`) as the companion
-//! accepts it, what it answers (`LibraryView`, `ItemView`, `Preview`,
-//! `LimitsView`, `LogPage`, `Removed`, `ActivityView`, `RatesView`,
-//! `ErrorBody`) as it writes it, and
+//! sends (`AddShare`, `AddDownload`, `SetLimits`, `Caps`, `AddFollow`) as
+//! the companion accepts it, what it answers (`LibraryView`, `ItemView`,
+//! `Preview`, `LimitsView`, `LogPage`, `Removed`, `ActivityView`,
+//! `RatesView`, `FollowsView`, `FollowView`, `ErrorBody`) as it writes
+//! it, and
 //! each server-sent event as `ApiEvent` (`event` its name, `data` its
 //! JSON). The tests check that the file equals what the types generate
 //! and that real answers match it.
@@ -18,8 +19,8 @@ use serde_json::{Map, Value, json};
 use crate::library::Caps;
 use crate::translog::LogEntry;
 use crate::view::{
-    ActivityView, AddDownload, AddShare, ApiEvent, ErrorBody, ItemView, LibraryView, LimitsView,
-    LogPage, Preview, RatesView, Removed, SetLimits,
+    ActivityView, AddDownload, AddFollow, AddShare, ApiEvent, ErrorBody, FollowView, FollowsView,
+    ItemView, LibraryView, LimitsView, LogPage, Preview, RatesView, Removed, SetLimits,
 };
 
 /// The file's name in `docs/schemas/`.
@@ -45,6 +46,8 @@ pub fn generate() -> String {
     add::<ActivityView>(&mut answers);
     add::<RatesView>(&mut answers);
     add::<ApiEvent>(&mut answers);
+    add::<FollowsView>(&mut answers);
+    add::<FollowView>(&mut answers);
     let mut requests = SchemaSettings::draft2020_12()
         .for_deserialize()
         .into_generator();
@@ -52,6 +55,7 @@ pub fn generate() -> String {
     add::<AddDownload>(&mut requests);
     add::<SetLimits>(&mut requests);
     add::<Caps>(&mut requests);
+    add::<AddFollow>(&mut requests);
     let mut defs: Map<String, Value> = answers.take_definitions(true).into_iter().collect();
     // A type in both (`Caps`, `Consent`) is described as requests may
     // send it; every answer carries all its fields, so it matches too.
@@ -61,7 +65,7 @@ pub fn generate() -> String {
     let schema = json!({
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "minimodel companion API v1",
-        "description": "The bodies of the companion's local HTTP API (docs/companion.md): each under $defs by name. Requests: AddShare (POST /api/v1/shares and /shares/preview), AddDownload (POST /api/v1/downloads and /downloads/preview), SetLimits (PUT /api/v1/limits), Caps (PUT /api/v1/items/{id}/caps). Answers: LibraryView, ItemView, Preview, LimitsView, LogPage, Removed, ActivityView (GET /api/v1/items/{id}/activity), RatesView (GET /api/v1/rates), and ErrorBody for every refusal. ApiEvent: one server-sent event of GET /api/v1/events.",
+        "description": "The bodies of the companion's local HTTP API (docs/companion.md): each under $defs by name. Requests: AddShare (POST /api/v1/shares and /shares/preview), AddDownload (POST /api/v1/downloads and /downloads/preview), SetLimits (PUT /api/v1/limits), Caps (PUT /api/v1/items/{id}/caps), AddFollow (POST /api/v1/follows). Answers: LibraryView, ItemView, Preview, LimitsView, LogPage, Removed, ActivityView (GET /api/v1/items/{id}/activity), RatesView (GET /api/v1/rates), FollowsView (GET /api/v1/follows), FollowView, and ErrorBody for every refusal. ApiEvent: one server-sent event of GET /api/v1/events.",
         "$defs": Value::Object(sorted.into_iter().collect()),
     });
     let mut text = serde_json::to_string_pretty(&schema).unwrap_or_default();

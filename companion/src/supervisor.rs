@@ -44,7 +44,9 @@ use std::time::{Duration, Instant};
 
 use minimodel_verifier::{ModelId, Sha256Digest};
 
-use crate::library::{Caps, ItemId, ItemKind, ItemRecord, LibraryState, Limits, MAX_ITEMS, Work};
+use crate::library::{
+    Caps, ItemId, ItemKind, ItemRecord, LibraryState, Limits, MAX_ITEMS, WithdrawnRecord, Work,
+};
 use crate::quota::{self, QuotaRefusal};
 use crate::view::{ItemState, ProblemKind};
 
@@ -694,6 +696,37 @@ impl Supervisor {
         Ok(())
     }
 
+    /// The follows are now `follows` (as [`crate::follow::add_follow`]
+    /// checked them); the state is written.
+    pub fn set_follows(&mut self, follows: Vec<crate::library::FollowRecord>) {
+        self.state.follows = follows;
+        self.actions.push_back(Action::Save);
+    }
+
+    /// Item `id` is withdrawn by its publisher (a followed channel lists
+    /// its manifest): its run stops and it does not run again, whatever
+    /// a resume says, while the record says so. Nothing is deleted.
+    pub fn withdraw(
+        &mut self,
+        id: &ItemId,
+        withdrawn: WithdrawnRecord,
+        now: Instant,
+    ) -> Result<(), Refusal> {
+        let record = self
+            .state
+            .item_mut(id)
+            .ok_or_else(|| Refusal::NotFound(id.clone()))?;
+        if record.withdrawn.as_ref() == Some(&withdrawn) {
+            return Ok(());
+        }
+        record.withdrawn = Some(withdrawn);
+        self.actions.push_back(Action::Save);
+        self.stop(id, Then::Settle);
+        self.settle(id, now);
+        self.actions.push_back(Action::Changed(id.clone()));
+        Ok(())
+    }
+
     /// Item `id`'s own caps: in force at once in its run, no restart.
     pub fn set_caps(&mut self, id: &ItemId, caps: Caps) -> Result<(), Refusal> {
         let record = self
@@ -881,7 +914,28 @@ impl Supervisor {
         let record = self.state.item(id)?;
         let item = self.items.get(id)?;
         let own = self.own_caps(record);
+        let withdrawn = |counters| {
+            let withdrawn = record.withdrawn.as_ref()?;
+            Some((
+                ItemState::Withdrawn,
+                Some(Problem {
+                    kind: ProblemKind::Withdrawn,
+                    text: format!(
+                        "withdrawn by its publisher: reason at {}; not served, its files kept",
+                        withdrawn.reason_route
+                    ),
+                    since: now,
+                    resumes: Resumes::Person,
+                }),
+                counters,
+            ))
+        };
         let (state, problem, counters) = match &item.phase {
+            Phase::Running(_) => None,
+            Phase::Stopping { counters, .. } => withdrawn(*counters),
+            _ => withdrawn(None),
+        }
+        .unwrap_or_else(|| match &item.phase {
             Phase::Idle if record.paused => (ItemState::Paused, None, None),
             Phase::Idle => (ItemState::Starting, None, None),
             Phase::Running(running) => {
@@ -942,7 +996,7 @@ impl Supervisor {
                 None,
             ),
             Phase::Done => (ItemState::Done, None, None),
-        };
+        });
         Some(Status {
             state,
             problem,
@@ -1058,7 +1112,10 @@ impl Supervisor {
             Phase::Stopping { then, .. } => then,
             _ => Then::Settle,
         };
-        let paused = self.state.item(id).is_some_and(|record| record.paused);
+        let paused = self
+            .state
+            .item(id)
+            .is_some_and(|record| record.paused || record.withdrawn.is_some());
         match end {
             RunEnd::Finished => {
                 self.mark_delivered(id);
@@ -1145,7 +1202,8 @@ impl Supervisor {
         let Some(record) = self.state.item(id) else {
             return;
         };
-        let paused = record.paused;
+        // Paused by the user, or withdrawn by its publisher: not run.
+        let paused = record.paused || record.withdrawn.is_some();
         let delivered_done = record
             .download()
             .is_some_and(|d| d.delivered && !(d.serve && d.seed_after));

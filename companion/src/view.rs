@@ -141,6 +141,78 @@ pub struct SetLimits {
     pub quota_bytes: Option<u64>,
 }
 
+/// `POST /api/v1/follows`: follow a publisher's channel for one model.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct AddFollow {
+    /// The publisher key (`mmpk1...`): its channel is read, and every
+    /// manifest it names must be signed by it.
+    pub publisher_key: String,
+    /// The model followed.
+    pub model_id: String,
+    /// `ask`: a new version is offered; `auto`: it is fetched beside
+    /// the old one (needs `consent.fetch`, given now for every new
+    /// version; `consent.trust_key` pins the key at the first one).
+    pub policy: crate::library::FollowPolicy,
+    /// The consent given (`auto` only).
+    #[serde(default)]
+    pub consent: Consent,
+}
+
+/// A followed channel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct FollowView {
+    /// The publisher key (`mmpk1...`).
+    pub publisher_key: String,
+    /// The model followed.
+    pub model_id: String,
+    /// `ask` or `auto`.
+    pub policy: crate::library::FollowPolicy,
+    /// When it was added.
+    pub added_at: String,
+    /// The sequence number of the newest channel item accepted.
+    pub seq: Option<i64>,
+    /// The last lookup since the companion started, when there was one.
+    pub last_lookup: Option<LookupView>,
+    /// A new version offered (`ask`): add it as a download with this
+    /// ticket to fetch it.
+    pub offer: Option<OfferView>,
+}
+
+/// How a lookup of a followed channel ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct LookupView {
+    /// When it ended.
+    pub at: String,
+    /// Whether a checked item was read.
+    pub ok: bool,
+    /// What happened, in words (up to date, a version offered or fetched,
+    /// items withdrawn, or why nothing was read).
+    pub text: String,
+}
+
+/// A new version a followed channel names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct OfferView {
+    /// SHA-256 of its manifest.
+    pub manifest_sha256: String,
+    /// A ticket (`mm1...`) of it: its digest, the followed key's id and
+    /// the peers the channel names.
+    pub ticket: String,
+}
+
+/// `GET /api/v1/follows`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct FollowsView {
+    /// Every follow, in the order added.
+    pub follows: Vec<FollowView>,
+}
+
 /// A refusal or failure: what, why, and what to do.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
@@ -245,6 +317,9 @@ pub enum ItemState {
     /// Stopped by what a person must fix, or waiting for space or the
     /// quota (see `problem`: whether it goes on by itself).
     Failed,
+    /// Withdrawn by its publisher, as a followed channel lists it: not
+    /// served, its files kept (see `withdrawn`).
+    Withdrawn,
 }
 
 /// What holds an item back, for programs (`problem.kind`). Words for
@@ -281,6 +356,8 @@ pub enum ProblemKind {
     Storage,
     /// Something in the companion failed (a task stopped).
     Internal,
+    /// Its publisher withdrew it (a followed channel lists its manifest).
+    Withdrawn,
 }
 
 impl ProblemKind {
@@ -298,6 +375,7 @@ impl ProblemKind {
             ProblemKind::Damaged => "damaged",
             ProblemKind::Storage => "storage",
             ProblemKind::Internal => "internal",
+            ProblemKind::Withdrawn => "withdrawn",
         }
     }
 }
@@ -449,6 +527,20 @@ pub struct ItemView {
     pub seed_after: bool,
     /// A download looks peers up on the DHT.
     pub dht: bool,
+    /// Withdrawn by its publisher: not served (state `withdrawn`).
+    pub withdrawn: Option<WithdrawnView>,
+}
+
+/// A publisher's withdrawal of an item, as a followed channel lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct WithdrawnView {
+    /// The publisher key whose channel lists it (`mmpk1...`).
+    pub publisher_key: String,
+    /// Where the publisher says why.
+    pub reason_route: String,
+    /// When the companion read it.
+    pub at: String,
 }
 
 /// The library's limits and what is taken.

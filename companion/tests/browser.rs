@@ -229,7 +229,10 @@ fn the_page_adds_a_share_and_a_download_and_shows_progress_and_the_receipt() {
     let peer = start(&temp.path().join("peer"));
     let offer = peer.share_capped(&fetched, 256 * 1024);
 
-    let companion = start(&temp.path().join("library"));
+    // Its DHT a dead loopback port: a follow's lookup stays on this host.
+    let mut config = support::config(&temp.path().join("library"));
+    config.dht_bootstrap = vec!["127.0.0.1:9".parse().unwrap()];
+    let companion = support::try_start(config).expect("the companion starts");
     let driver = Driver::start(&temp.path().join("profile"));
     driver.open(&format!("http://127.0.0.1:{}/", companion.addr.port()));
     driver.wait_until(
@@ -459,6 +462,43 @@ fn the_page_adds_a_share_and_a_download_and_shows_progress_and_the_receipt() {
         row.contains("page-fetch") && row.contains("download") && row.contains("delivered"),
         "{row}"
     );
+    // A publisher followed through the page: listed from the API, its
+    // lookup said; unfollowed, gone.
+    let publisher = minimodel_verifier::signing::SecretKey::from_seed(&[9; 32])
+        .public_key()
+        .to_string();
+    driver.type_into("#follow-key", &publisher);
+    driver.type_into("#follow-model", "page-share");
+    driver.click("#follow-button");
+    let follow = driver.wait_until(
+        "the follow",
+        Duration::from_secs(10),
+        "const r = document.querySelector('#follows-list li.follow'); return r && r.innerText;",
+    );
+    let follow = follow.as_str().unwrap();
+    assert!(
+        follow.contains(&format!("page-share of {publisher} (offered)")),
+        "{follow}"
+    );
+    assert_eq!(
+        companion.get("/api/v1/follows").1["follows"][0]["publisher_key"],
+        publisher.as_str()
+    );
+    driver.wait_until(
+        "the follow's lookup",
+        Duration::from_secs(60),
+        "const r = document.querySelector('#follows-list li.follow .follow-lookup'); return r && r.innerText;",
+    );
+    driver.eval(
+        "const b = [...document.querySelectorAll('#follows-list li.follow button')].find((b) => b.textContent === 'Unfollow'); b.click(); return null;",
+    );
+    driver.wait_until(
+        "no follow",
+        Duration::from_secs(10),
+        "return document.querySelectorAll('#follows-list li.follow').length === 0 && !document.getElementById('follows-empty').hidden;",
+    );
+    assert_eq!(companion.get("/api/v1/follows").1["follows"], json!([]));
+
     // To look at the page: MINIMODEL_PAGE_SCREENSHOT=FILE keeps what the
     // browser drew (a PNG, base64).
     if let Some(path) = std::env::var_os("MINIMODEL_PAGE_SCREENSHOT") {

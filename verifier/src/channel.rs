@@ -31,8 +31,11 @@ use crate::signing::{Ed25519Signature, PublicKey, SecretKey};
 pub const CHANNEL_SALT: &[u8] = b"minimodel-channel-v1";
 /// The `f` field of the value.
 pub const CHANNEL_FORMAT: i64 = 1;
-/// BEP 44's limit on a value's bencoded length.
-pub const MAX_VALUE_BYTES: usize = 1000;
+/// The longest value. BEP 44 limits the bencoded `v` to 1,000 bytes, and
+/// `v` is a byte string holding the value: `996:` and 996 bytes make
+/// 1,000 (libtorrent's nodes refuse a put of a 997-byte value;
+/// `cli/tests/channel_libtorrent.rs`).
+pub const MAX_VALUE_BYTES: usize = 996;
 /// Peers named per model.
 pub const MAX_PEERS: usize = 4;
 /// Addresses per peer.
@@ -82,7 +85,7 @@ pub struct Withdrawal {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ChannelError {
     /// Longer than BEP 44 allows.
-    #[error("the value is {len} bytes; BEP 44 allows {MAX_VALUE_BYTES}")]
+    #[error("the value is {len} bytes; BEP 44 allows {MAX_VALUE_BYTES} (1,000 bencoded)")]
     TooLarge {
         /// Its length.
         len: usize,
@@ -136,7 +139,7 @@ pub enum ChannelItemError {
     },
     /// The value is longer than BEP 44 allows (checked before the
     /// signature).
-    #[error("the value is {len} bytes; BEP 44 allows {MAX_VALUE_BYTES}")]
+    #[error("the value is {len} bytes; BEP 44 allows {MAX_VALUE_BYTES} (1,000 bencoded)")]
     TooLarge {
         /// Its length.
         len: usize,

@@ -120,7 +120,7 @@ pub enum UpdateError {
     /// The sequence number cannot go higher.
     #[error("the channel's sequence number is at its maximum")]
     SequenceExhausted,
-    /// The new channel breaks a limit (too many peers, over 1,000 bytes).
+    /// The new channel breaks a limit (too many peers, over 996 bytes).
     #[error(transparent)]
     Channel(#[from] ChannelError),
 }

@@ -38,6 +38,7 @@ pub mod chunk;
 pub mod describe;
 pub mod digest;
 pub mod document;
+pub mod follow;
 pub mod hashing;
 pub mod ids;
 pub mod manifest;

@@ -19,11 +19,13 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use minimodel_companion::client::{Client, ClientError};
 use minimodel_companion::library::Caps;
+use minimodel_companion::library::FollowPolicy;
 use minimodel_companion::library::{Endpoint, LibraryDir, LibraryError};
 use minimodel_companion::token::Token;
 use minimodel_companion::trust::{TrustStore, TrustStoreError};
 use minimodel_companion::view::{
-    AddDownload, AddShare, Consent, ErrorBody, ItemState, ItemView, Preview, SetLimits,
+    AddDownload, AddFollow, AddShare, Consent, ErrorBody, FollowView, ItemState, ItemView, Preview,
+    SetLimits,
 };
 use minimodel_companion::{Companion, CompanionConfig, CompanionError};
 use minimodel_swarm::app::consent::{ConsentKind, Disclosure};
@@ -78,6 +80,48 @@ pub enum CompanionCommand {
     Log(LogArgs),
     /// Stop the running companion (as SIGTERM does: every state saved).
     Stop(LibraryArgs),
+    /// Follow a publisher's channel for one model: the running companion
+    /// looks it up now and hourly, stops serving what it withdraws, and
+    /// offers (or with --auto fetches) each new version.
+    Follow(FollowArgs),
+    /// List the followed channels: the newest sequence number read, the
+    /// last lookup, a version offered with its ticket.
+    Follows(LibraryArgs),
+    /// Stop following a publisher's channel for a model (what it withdrew
+    /// stays withdrawn, what it fetched stays).
+    Unfollow(UnfollowArgs),
+}
+
+/// `companion follow`.
+#[derive(Debug, Args)]
+pub struct FollowArgs {
+    /// The publisher's key, mmpk1... or its public key file.
+    pub publisher_key: PublicKeyArg,
+    /// The model to follow.
+    #[arg(long, value_name = "ID", value_parser = super::channel::parse_model_id)]
+    pub model_id: minimodel_verifier::ids::ModelId,
+    /// Fetch each new version by itself, beside the old one (asks consent
+    /// now, for every new version); without it each is offered.
+    #[arg(long)]
+    pub auto: bool,
+    /// Consent to what --auto does (fetching each new version, and
+    /// pinning the key at the first one).
+    #[arg(long)]
+    pub yes: bool,
+    #[command(flatten)]
+    pub library: LibraryArgs,
+}
+
+/// `companion unfollow`.
+#[derive(Debug, Args)]
+pub struct UnfollowArgs {
+    /// The publisher's key, mmpk1... or its public key file.
+    pub publisher_key: PublicKeyArg,
+    /// The model followed.
+    #[arg(long, value_name = "ID", value_parser = super::channel::parse_model_id)]
+    pub model_id: minimodel_verifier::ids::ModelId,
+    #[command(flatten)]
+    pub library: LibraryArgs,
 }
 
 /// The library a command works on.
@@ -326,6 +370,9 @@ pub fn run(args: CompanionArgs, out: Output) -> Result<(), Failure> {
         CompanionCommand::Limits(args) => limits(&args, out),
         CompanionCommand::Log(args) => log(&args, out),
         CompanionCommand::Stop(args) => stop(&args, out),
+        CompanionCommand::Follow(args) => follow(&args, out),
+        CompanionCommand::Follows(args) => follows(&args, out),
+        CompanionCommand::Unfollow(args) => unfollow(&args, out),
     }
 }
 
@@ -682,6 +729,105 @@ fn show_item(item: &ItemView, out: Output) {
     out.event(&Event::CompanionItem {
         item: Box::new(item.clone()),
     });
+}
+
+fn show_follow(follow: &FollowView, out: Output) {
+    let policy = match follow.policy {
+        FollowPolicy::Ask => "ask",
+        FollowPolicy::Auto => "auto",
+    };
+    let seq = follow.seq.map_or_else(
+        || "no item read yet".to_owned(),
+        |seq| format!("sequence number {seq}"),
+    );
+    out.say(format!(
+        "{} of {} ({policy}): {seq}",
+        follow.model_id, follow.publisher_key
+    ));
+    if let Some(lookup) = &follow.last_lookup {
+        out.say(format!("  last lookup {}: {}", lookup.at, lookup.text));
+    }
+    if let Some(offer) = &follow.offer {
+        out.say(format!(
+            "  new version {} offered: minimodel companion fetch {}",
+            offer.manifest_sha256, offer.ticket
+        ));
+    }
+    out.event(&Event::CompanionFollow {
+        follow: Box::new(follow.clone()),
+    });
+}
+
+/// `companion follow`.
+fn follow(args: &FollowArgs, out: Output) -> Result<(), Failure> {
+    let client = client(&args.library)?;
+    let key = args.publisher_key.read()?;
+    let mut consent = Consent::default();
+    if args.auto {
+        let asks = [
+            Disclosure {
+                consent: ConsentKind::Fetch,
+                words: format!(
+                    "Fetch each new version of {} that the channel of key {} names, from the peers it names, into the library, beside the versions there; each manifest must be signed by that key, and every chunk is checked against it. Nothing here opens or runs the model.",
+                    args.model_id,
+                    key.key_id()
+                ),
+            },
+            Disclosure {
+                consent: ConsentKind::TrustKey,
+                words: format!(
+                    "Trust key {} ({key}) and pin it in the companion's keyring at the first version fetched, if it is not pinned yet.",
+                    key.key_id()
+                ),
+            },
+        ];
+        if args.yes {
+            for ask in &asks {
+                out.say(format!("- {}", ask.words));
+            }
+        }
+        crate::consent::ask_all(&asks, args.yes, out.json)?;
+        consent.fetch = true;
+        consent.trust_key = true;
+    }
+    let request = AddFollow {
+        publisher_key: key.to_string(),
+        model_id: args.model_id.to_string(),
+        policy: if args.auto {
+            FollowPolicy::Auto
+        } else {
+            FollowPolicy::Ask
+        },
+        consent,
+    };
+    let view = answer(client.add_follow(&request))?;
+    show_follow(&view, out);
+    Ok(())
+}
+
+/// `companion follows`.
+fn follows(args: &LibraryArgs, out: Output) -> Result<(), Failure> {
+    let client = client(args)?;
+    let follows = answer(client.follows())?;
+    if follows.follows.is_empty() {
+        out.say("no channel is followed");
+    }
+    for follow in &follows.follows {
+        show_follow(follow, out);
+    }
+    Ok(())
+}
+
+/// `companion unfollow`.
+fn unfollow(args: &UnfollowArgs, out: Output) -> Result<(), Failure> {
+    let client = client(&args.library)?;
+    let key = args.publisher_key.read()?;
+    let view = answer(client.remove_follow(&key.to_string(), args.model_id.as_str()))?;
+    out.say(format!(
+        "no longer following {} of {}",
+        view.model_id, view.publisher_key
+    ));
+    Ok(())
 }
 
 /// `companion list`.

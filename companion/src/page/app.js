@@ -19,6 +19,7 @@ let libraryRates = [];
 const received = new Map();
 let token = sessionStorage.getItem(TOKEN_KEY) || "";
 let streaming = null;
+let followsTimer = null;
 
 const $ = (id) => document.getElementById(id);
 
@@ -70,6 +71,8 @@ async function connect() {
   for (const item of answer.data.items) showItem(item);
   await loadPictures(answer.data);
   await loadLog();
+  await loadFollows();
+  if (!followsTimer) followsTimer = setInterval(() => { if (token) loadFollows(); }, 30000);
   listen();
 }
 
@@ -221,7 +224,7 @@ function showItem(item) {
   }
 
   if (item.problem) {
-    const problem = element("p", item.state === "failed" ? "problem error" : "problem waiting", waitingText(item));
+    const problem = element("p", item.state === "failed" || item.state === "withdrawn" ? "problem error" : "problem waiting", waitingText(item));
     problem.dataset.kind = item.problem.kind;
     info.appendChild(problem);
     if (item.problem.hint) info.appendChild(element("p", "hint muted", item.problem.hint));
@@ -441,6 +444,73 @@ function logRow(entry) {
   return row;
 }
 
+// The followed publishers: their last lookup, a version offered, and
+// what a person can do about each.
+function followPath(follow) {
+  return `/api/v1/follows/${encodeURIComponent(follow.publisher_key)}/${encodeURIComponent(follow.model_id)}`;
+}
+
+function followRow(follow) {
+  const row = element("li", "follow");
+  row.appendChild(element("p", "follow-title", `${follow.model_id} of ${follow.publisher_key} (${follow.policy === "auto" ? "fetched by itself" : "offered"})`));
+  row.appendChild(element("p", "muted", follow.seq === null ? "no channel item read yet" : `channel sequence number ${follow.seq}`));
+  if (follow.last_lookup) {
+    const lookup = element("p", follow.last_lookup.ok ? "follow-lookup" : "follow-lookup problem waiting", `Last lookup: ${follow.last_lookup.text}`);
+    row.appendChild(lookup);
+  }
+  const actions = element("div", "buttons");
+  if (follow.offer) {
+    row.appendChild(element("p", "offer", `New version ${follow.offer.manifest_sha256} offered.`));
+    actions.appendChild(button("Fetch it…", () => addWithConsent("downloads", { ticket: follow.offer.ticket })));
+  }
+  actions.appendChild(button("Look up now", async () => {
+    const answer = await api("POST", `${followPath(follow)}/lookup`);
+    say(answer.ok ? `Looking up the channel of ${follow.model_id}.` : errorText(answer.data));
+    setTimeout(loadFollows, 3000);
+  }));
+  actions.appendChild(button("Unfollow", async () => {
+    const answer = await api("DELETE", followPath(follow));
+    say(answer.ok ? `No longer following ${follow.model_id}.` : errorText(answer.data));
+    loadFollows();
+  }));
+  row.appendChild(actions);
+  return row;
+}
+
+async function loadFollows() {
+  const answer = await api("GET", "/api/v1/follows");
+  if (!answer.ok) return;
+  const list = $("follows-list");
+  list.replaceChildren();
+  for (const follow of answer.data.follows) list.appendChild(followRow(follow));
+  $("follows-empty").hidden = answer.data.follows.length > 0;
+}
+
+async function addFollow() {
+  const request = {
+    publisher_key: $("follow-key").value.trim(),
+    model_id: $("follow-model").value.trim(),
+    policy: $("follow-auto").checked ? "auto" : "ask",
+  };
+  if (request.policy === "auto") {
+    // The same dialog as any add: the words, then one explicit yes.
+    const yes = await consent({
+      signature: { status: "signed", text: `Publisher key ${request.publisher_key}` },
+      asks: [
+        { consent: "fetch", words: `Fetch each new version of ${request.model_id} that this publisher's channel names, from the peers it names, into the library, beside the versions there; each manifest must be signed by this key, and every chunk is checked against it. Nothing here opens or runs the model.` },
+        { consent: "trust_key", words: "Trust this key and pin it in the companion's keyring at the first version fetched, if it is not pinned yet." },
+      ],
+    });
+    if (!yes) { say("Not followed: consent not given."); return; }
+    request.consent = { fetch: true, trust_key: true };
+  }
+  const answer = await api("POST", "/api/v1/follows", request);
+  if (!answer.ok) { say(errorText(answer.data)); return; }
+  say(`Following ${request.model_id}.`);
+  loadFollows();
+  setTimeout(loadFollows, 3000);
+}
+
 async function loadLog() {
   const answer = await api("GET", "/api/v1/log?limit=200");
   if (!answer.ok) return;
@@ -580,6 +650,10 @@ document.addEventListener("DOMContentLoaded", () => {
       seed_after: $("fetch-seed-after").checked,
       dht: $("fetch-dht").checked,
     });
+  });
+  $("follow-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    addFollow();
   });
   $("limits-form").addEventListener("submit", async (event) => {
     event.preventDefault();

@@ -406,6 +406,7 @@ impl Shared {
             work: Work::Share(ShareRecord {
                 file: request.file.clone(),
             }),
+            withdrawn: None,
         };
         self.insert(record, &loaded, check, admission).await
     }
@@ -713,6 +714,7 @@ impl Shared {
                 allow_plain_http_mirror: request.allow_plain_http_mirror,
                 delivered: false,
             }),
+            withdrawn: None,
         };
         self.insert(record, &loaded, check, admission).await
     }

@@ -17,8 +17,12 @@
 //!   transfer log.
 //! - A timer task calls the supervisor when it asks
 //!   ([`Supervisor::poll_timeout`]).
+//! - [`following`]: another starts the followed channels' lookups when
+//!   [`crate::follow::Schedule`] says, and carries out what a checked
+//!   channel means ([`crate::follow::decide`]).
 
 mod adding;
+mod following;
 mod views;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -101,6 +105,8 @@ struct Inner {
     verified: BTreeMap<ItemId, Arc<VerifiedShare>>,
     /// What the page draws: chunks, peers, rates.
     activity: crate::activity::Activity,
+    /// The followed channels' schedule and what their views show.
+    following: following::Following,
 }
 
 /// What carrying out actions left to the caller: stops under way (a
@@ -133,6 +139,8 @@ pub(crate) struct Shared {
     ticket_queries: tokio::sync::Semaphore,
     /// The supervisor's deadlines may have changed.
     wake: Notify,
+    /// The follows' schedule may have changed.
+    follow_wake: Notify,
     pub(crate) shutdown: watch::Sender<bool>,
 }
 
@@ -145,6 +153,7 @@ pub(crate) struct Parts {
     pub(crate) log: TransferLog,
     pub(crate) dht_bootstrap: Vec<std::net::SocketAddrV4>,
     pub(crate) patience: Patience,
+    pub(crate) follow_cadence: crate::follow::Cadence,
 }
 
 impl Shared {
@@ -160,6 +169,7 @@ impl Shared {
             log,
             dht_bootstrap,
             patience,
+            follow_cadence,
         } = parts;
         let mut manifests = BTreeMap::new();
         let mut live = BTreeMap::new();
@@ -181,6 +191,17 @@ impl Shared {
             loaded.insert(item.id.clone(), result);
             live.insert(item.id.clone(), entry);
         }
+        let mut following = following::Following {
+            schedule: crate::follow::Schedule::with_cadence(follow_cadence),
+            ..following::Following::default()
+        };
+        for record in &state.follows {
+            if let Ok((key, model)) = record.key() {
+                following
+                    .schedule
+                    .add(crate::follow::FollowKey::new(&key, model), Instant::now());
+            }
+        }
         let supervisor = Supervisor::new(state, loaded, patience, Instant::now());
         let (events, _) = broadcast::channel(1024);
         let (shutdown, _) = watch::channel(false);
@@ -197,6 +218,7 @@ impl Shared {
                 runs: BTreeMap::new(),
                 verified: BTreeMap::new(),
                 activity: crate::activity::Activity::new(),
+                following,
             }),
             admission: Mutex::new(()),
             log: std::sync::Mutex::new(log),
@@ -206,6 +228,7 @@ impl Shared {
             ticket_manifests: std::sync::Mutex::new(std::collections::VecDeque::new()),
             ticket_queries: tokio::sync::Semaphore::new(adding::TICKET_QUERIES),
             wake: Notify::new(),
+            follow_wake: Notify::new(),
             shutdown,
         })
     }

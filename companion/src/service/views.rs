@@ -144,6 +144,14 @@ impl Shared {
             serve: download.is_some_and(|d| d.serve),
             seed_after: download.is_some_and(|d| d.seed_after),
             dht: download.is_some_and(|d| d.dht),
+            withdrawn: record
+                .withdrawn
+                .as_ref()
+                .map(|w| crate::view::WithdrawnView {
+                    publisher_key: w.publisher_key.clone(),
+                    reason_route: w.reason_route.clone(),
+                    at: w.at.clone(),
+                }),
         })
     }
 }
@@ -313,6 +321,10 @@ fn problem_view(problem: &Problem, record: &ItemRecord, now: Instant) -> Problem
             Some("check the disk of the library, then resume; what was verified is kept".to_owned())
         }
         ProblemKind::Internal => Some("a resume tries again".to_owned()),
+        ProblemKind::Withdrawn => Some(
+            "read the reason at its route; remove the item to forget it (its files are kept unless you ask)"
+                .to_owned(),
+        ),
     };
     ProblemView {
         kind: problem.kind,

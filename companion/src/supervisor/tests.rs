@@ -33,6 +33,7 @@ fn record(name: &str, kind: ItemKind, work: Work) -> ItemRecord {
         publisher_key: None,
         require_signature: false,
         work,
+        withdrawn: None,
     }
 }
 
@@ -265,6 +266,54 @@ fn a_runs_phases_are_the_items_states() {
     assert!(h.take().contains(&Action::Changed(id.clone())));
     // Serving has no try to time out.
     assert_eq!(h.supervisor.poll_timeout(), None);
+}
+
+#[test]
+fn a_withdrawn_share_stops_serving_and_stays_stopped_through_a_resume_and_a_restart() {
+    let item = share("a");
+    let id = item.id.clone();
+    let mut h = Harness::new(vec![item]);
+    h.start();
+    let run = the_start(&h.take(), &id);
+    h.run(&id, run, RunInput::Phase(RunPhase::Serving));
+    h.take();
+    let withdrawn = WithdrawnRecord {
+        publisher_key: "mmpk1aaaa".to_owned(),
+        reason_route: "https://example.org/takedown/a".to_owned(),
+        at: "2026-11-28T00:00:00Z".to_owned(),
+    };
+    h.supervisor
+        .withdraw(&id, withdrawn.clone(), h.now)
+        .unwrap();
+    let actions = h.take();
+    assert_eq!(stops(&actions), [(id.clone(), run)]);
+    assert!(actions.contains(&Action::Save), "withdrawn is in the state");
+    let status = h.status(&id);
+    assert_eq!(status.state, ItemState::Withdrawn);
+    let problem = status.problem.unwrap();
+    assert_eq!(problem.kind, ProblemKind::Withdrawn);
+    assert!(
+        problem.text.contains("https://example.org/takedown/a"),
+        "{}",
+        problem.text
+    );
+    h.run(&id, run, RunInput::Ended(RunEnd::Stopped));
+    assert!(starts(&h.take()).is_empty());
+    assert_eq!(h.status(&id).state, ItemState::Withdrawn);
+    // The same withdrawal again changes nothing; a resume starts nothing.
+    h.supervisor.withdraw(&id, withdrawn, h.now).unwrap();
+    assert!(h.take().is_empty());
+    h.supervisor.set_paused(&id, false, None, h.now).unwrap();
+    assert!(starts(&h.take()).is_empty());
+    assert_eq!(h.status(&id).state, ItemState::Withdrawn);
+    // After a restart (the state as saved), it does not start either;
+    // the record, and so the file, is kept.
+    let state = h.supervisor.state().clone();
+    let mut again = Harness::with(state.items, BTreeMap::new(), Limits::default());
+    again.start();
+    assert!(starts(&again.take()).is_empty());
+    assert_eq!(again.status(&id).state, ItemState::Withdrawn);
+    assert!(again.supervisor.record(&id).is_some());
 }
 
 #[test]
