@@ -373,7 +373,8 @@ fn under_wine() -> bool {
         // ntdll is loaded in every process and never unloaded.
         unsafe {
             let module = GetModuleHandleW(ntdll.as_ptr());
-            !module.is_null() && GetProcAddress(module, c"wine_get_version".as_ptr().cast()).is_some()
+            !module.is_null()
+                && GetProcAddress(module, c"wine_get_version".as_ptr().cast()).is_some()
         }
     })
 }
