@@ -70,8 +70,25 @@ struct Slot {
     due: Instant,
     /// When the last lookup started.
     last: Option<Instant>,
-    /// A lookup is under way.
-    busy: bool,
+    /// The lookup under way, by the generation of the follow it started
+    /// for: it counts against [`MAX_LOOKUPS_AT_ONCE`] until it ends, even
+    /// when its follow was removed (or removed and added again) meanwhile.
+    in_flight: Option<u64>,
+    /// The generation of the follow as it stands: each add makes a new
+    /// one, so a lookup started for an earlier one is told it is stale.
+    generation: u64,
+    /// Followed now; `false` while a removed follow's lookup still runs.
+    followed: bool,
+}
+
+/// A lookup to start: the follow and the generation it was started for
+/// (given back to [`Schedule::finished`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lookup {
+    /// The follow looked up.
+    pub key: FollowKey,
+    /// Which add of that follow it was started for.
+    pub generation: u64,
 }
 
 /// Why an on-demand lookup is not started now.
@@ -98,6 +115,8 @@ pub enum LookupRefused {
 pub struct Schedule {
     cadence: Cadence,
     slots: BTreeMap<FollowKey, Slot>,
+    /// The last generation given out.
+    generations: u64,
 }
 
 impl Schedule {
@@ -110,45 +129,87 @@ impl Schedule {
     pub fn with_cadence(cadence: Cadence) -> Self {
         Self {
             cadence,
-            slots: BTreeMap::new(),
+            ..Self::default()
         }
     }
 
-    /// A follow added (or found at start): due at once.
+    /// A follow added (or found at start): due at once, or, when it was
+    /// looked up before (removed and added again), once the cadence's
+    /// interval since that lookup has passed; a lookup of the earlier
+    /// follow still under way goes on counting and its result is stale.
     pub fn add(&mut self, key: FollowKey, now: Instant) {
-        self.slots.entry(key).or_insert(Slot {
+        self.generations += 1;
+        let generation = self.generations;
+        let min_interval = self.cadence.min_interval;
+        let slot = self.slots.entry(key).or_insert(Slot {
             due: now,
             last: None,
-            busy: false,
+            in_flight: None,
+            generation,
+            followed: true,
         });
+        if !slot.followed {
+            slot.followed = true;
+            slot.generation = generation;
+            slot.due = slot.last.map_or(now, |last| (last + min_interval).max(now));
+        }
     }
 
-    /// A follow removed: never looked up again (a lookup under way ends
-    /// unheard, see [`Self::finished`]).
-    pub fn remove(&mut self, key: &FollowKey) {
-        self.slots.remove(key);
+    /// A follow removed: never looked up again. A lookup under way keeps
+    /// its place against the limit until it ends, and its result is
+    /// stale ([`Self::finished`]); the time of the last lookup is kept for
+    /// the cadence's interval, so that removing and adding a follow again
+    /// does not look it up sooner.
+    pub fn remove(&mut self, key: &FollowKey, now: Instant) {
+        let min_interval = self.cadence.min_interval;
+        match self.slots.get_mut(key) {
+            Some(slot)
+                if slot.in_flight.is_some()
+                    || slot.last.is_some_and(|last| now < last + min_interval) =>
+            {
+                slot.followed = false;
+            }
+            Some(_) => {
+                self.slots.remove(key);
+            }
+            None => {}
+        }
     }
 
     /// Whether `key` is followed.
     pub fn contains(&self, key: &FollowKey) -> bool {
-        self.slots.contains_key(key)
+        self.slots.get(key).is_some_and(|slot| slot.followed)
     }
 
     /// The lookups to start now: the follows due, not under way, at
-    /// most [`MAX_LOOKUPS_AT_ONCE`] under way in all; each is marked
-    /// under way.
-    pub fn poll_due(&mut self, now: Instant) -> Vec<FollowKey> {
-        let mut busy = self.slots.values().filter(|slot| slot.busy).count();
+    /// most [`MAX_LOOKUPS_AT_ONCE`] under way in all (a removed follow's
+    /// included); each is marked under way.
+    pub fn poll_due(&mut self, now: Instant) -> Vec<Lookup> {
+        // Removed follows are forgotten once nothing of them counts.
+        let min_interval = self.cadence.min_interval;
+        self.slots.retain(|_, slot| {
+            slot.followed
+                || slot.in_flight.is_some()
+                || slot.last.is_some_and(|last| now < last + min_interval)
+        });
+        let mut busy = self
+            .slots
+            .values()
+            .filter(|slot| slot.in_flight.is_some())
+            .count();
         let mut due = Vec::new();
         for (key, slot) in &mut self.slots {
             if busy >= MAX_LOOKUPS_AT_ONCE {
                 break;
             }
-            if !slot.busy && slot.due <= now {
-                slot.busy = true;
+            if slot.followed && slot.in_flight.is_none() && slot.due <= now {
+                slot.in_flight = Some(slot.generation);
                 slot.last = Some(now);
                 busy += 1;
-                due.push(key.clone());
+                due.push(Lookup {
+                    key: key.clone(),
+                    generation: slot.generation,
+                });
             }
         }
         due
@@ -158,8 +219,12 @@ impl Schedule {
     /// under way or the last started less than the cadence's interval
     /// ago. [`Self::poll_due`] then starts it.
     pub fn request(&mut self, key: &FollowKey, now: Instant) -> Result<(), LookupRefused> {
-        let slot = self.slots.get_mut(key).ok_or(LookupRefused::NotFollowed)?;
-        if slot.busy {
+        let slot = self
+            .slots
+            .get_mut(key)
+            .filter(|slot| slot.followed)
+            .ok_or(LookupRefused::NotFollowed)?;
+        if slot.in_flight.is_some() {
             return Err(LookupRefused::Busy);
         }
         if let Some(last) = slot.last {
@@ -175,21 +240,33 @@ impl Schedule {
         Ok(())
     }
 
-    /// The lookup of `key` ended (found or not): the next is due
-    /// the cadence's period after it started.
-    pub fn finished(&mut self, key: &FollowKey) {
-        if let Some(slot) = self.slots.get_mut(key) {
-            slot.busy = false;
-            let period = self.cadence.period;
-            slot.due = slot.last.map_or(slot.due, |last| last + period);
+    /// `lookup` ended (found or not): the next is due the cadence's
+    /// period after it started. Whether its result may be used: `false`
+    /// when its follow was removed, or removed and added again, since it
+    /// started (what it read was asked for a follow that is gone).
+    pub fn finished(&mut self, lookup: &Lookup) -> bool {
+        let Some(slot) = self.slots.get_mut(&lookup.key) else {
+            return false;
+        };
+        if slot.in_flight == Some(lookup.generation) {
+            slot.in_flight = None;
         }
+        if !slot.followed {
+            return false;
+        }
+        if slot.generation != lookup.generation {
+            return false;
+        }
+        let period = self.cadence.period;
+        slot.due = slot.last.map_or(slot.due, |last| last + period);
+        true
     }
 
     /// When [`Self::poll_due`] has something next, if ever.
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.slots
             .values()
-            .filter(|slot| !slot.busy)
+            .filter(|slot| slot.followed && slot.in_flight.is_none())
             .map(|slot| slot.due)
             .min()
     }
@@ -405,6 +482,10 @@ mod tests {
         Sha256Digest([n; 32])
     }
 
+    fn keys_of(lookups: Vec<Lookup>) -> Vec<FollowKey> {
+        lookups.into_iter().map(|lookup| lookup.key).collect()
+    }
+
     fn follow() -> FollowKey {
         FollowKey::new(&key(1), model())
     }
@@ -497,18 +578,25 @@ mod tests {
         let mut schedule = Schedule::new();
         schedule.add(follow(), t0);
         assert_eq!(schedule.poll_timeout(), Some(t0));
-        assert_eq!(schedule.poll_due(t0), vec![follow()]);
+        let first = keys_of(schedule.poll_due(t0));
+        assert_eq!(first, vec![follow()]);
         // Under way: not started twice.
         assert!(schedule.poll_due(t0 + LOOKUP_PERIOD * 2).is_empty());
         assert_eq!(schedule.poll_timeout(), None);
-        schedule.finished(&follow());
+        assert!(schedule.finished(&Lookup {
+            key: follow(),
+            generation: 1
+        }));
         assert_eq!(schedule.poll_timeout(), Some(t0 + LOOKUP_PERIOD));
         assert!(
             schedule
                 .poll_due(t0 + LOOKUP_PERIOD - Duration::from_secs(1))
                 .is_empty()
         );
-        assert_eq!(schedule.poll_due(t0 + LOOKUP_PERIOD), vec![follow()]);
+        assert_eq!(
+            keys_of(schedule.poll_due(t0 + LOOKUP_PERIOD)),
+            vec![follow()]
+        );
     }
 
     #[test]
@@ -516,9 +604,9 @@ mod tests {
         let t0 = Instant::now();
         let mut schedule = Schedule::new();
         schedule.add(follow(), t0);
-        assert_eq!(schedule.poll_due(t0), vec![follow()]);
+        let lookup = schedule.poll_due(t0).remove(0);
         assert_eq!(schedule.request(&follow(), t0), Err(LookupRefused::Busy));
-        schedule.finished(&follow());
+        assert!(schedule.finished(&lookup));
         let soon = t0 + Duration::from_secs(20);
         assert_eq!(
             schedule.request(&follow(), soon),
@@ -530,7 +618,7 @@ mod tests {
         assert!(schedule.poll_due(soon).is_empty());
         let later = t0 + MIN_LOOKUP_INTERVAL;
         assert_eq!(schedule.request(&follow(), later), Ok(()));
-        assert_eq!(schedule.poll_due(later), vec![follow()]);
+        assert_eq!(keys_of(schedule.poll_due(later)), vec![follow()]);
         let other = FollowKey::new(&key(2), model());
         assert_eq!(
             schedule.request(&other, later),
@@ -553,15 +641,78 @@ mod tests {
         let next = schedule.poll_due(t0);
         assert_eq!(next.len(), 1);
         assert!(!first.contains(&next[0]));
-        schedule.remove(&next[0]);
-        schedule.finished(&next[0]);
-        assert!(!schedule.contains(&next[0]));
+        schedule.remove(&next[0].key, t0);
+        assert!(
+            !schedule.finished(&next[0]),
+            "a removed follow's result is stale"
+        );
+        assert!(!schedule.contains(&next[0].key));
         assert!(
             schedule
                 .poll_due(t0 + LOOKUP_PERIOD * 3)
                 .iter()
-                .all(|k| k != &next[0])
+                .all(|lookup| lookup.key != next[0].key)
         );
+    }
+
+    /// Removing and adding a follow again does not look it up sooner than
+    /// the interval allows, and a removed follow is forgotten after it.
+    #[test]
+    fn removing_and_adding_a_follow_again_waits_out_the_interval() {
+        let t0 = Instant::now();
+        let mut schedule = Schedule::new();
+        schedule.add(follow(), t0);
+        let first = schedule.poll_due(t0).remove(0);
+        assert!(schedule.finished(&first));
+        let soon = t0 + Duration::from_secs(5);
+        schedule.remove(&follow(), soon);
+        assert!(!schedule.contains(&follow()));
+        schedule.add(follow(), soon);
+        assert!(schedule.poll_due(soon).is_empty());
+        assert_eq!(schedule.poll_timeout(), Some(t0 + MIN_LOOKUP_INTERVAL));
+        let second = schedule.poll_due(t0 + MIN_LOOKUP_INTERVAL);
+        assert_eq!(keys_of(second.clone()), vec![follow()]);
+        assert!(schedule.finished(&second[0]));
+        // Removed for good: nothing of it is due, ever.
+        schedule.remove(&follow(), t0 + MIN_LOOKUP_INTERVAL);
+        assert!(schedule.poll_due(t0 + MIN_LOOKUP_INTERVAL * 3).is_empty());
+        assert_eq!(schedule.poll_timeout(), None);
+    }
+
+    /// A follow removed and added again while its lookup runs: the lookup
+    /// still counts against the limit, its result is stale, and the new
+    /// follow is looked up no sooner than the interval allows.
+    #[test]
+    fn a_follow_removed_and_added_again_mid_lookup_neither_floods_nor_takes_the_old_result() {
+        let t0 = Instant::now();
+        let mut schedule = Schedule::new();
+        let keys: Vec<FollowKey> = (1..=3).map(|n| FollowKey::new(&key(n), model())).collect();
+        schedule.add(keys[0].clone(), t0);
+        let old = schedule.poll_due(t0).remove(0);
+        for _ in 0..10 {
+            schedule.remove(&keys[0], t0);
+            schedule.add(keys[0].clone(), t0);
+        }
+        assert!(schedule.contains(&keys[0]));
+        // Not looked up again while the old lookup runs, nor before the
+        // interval since it started.
+        assert!(schedule.poll_due(t0).is_empty());
+        assert_eq!(schedule.request(&keys[0], t0), Err(LookupRefused::Busy));
+        // The old lookup still holds one of the two places.
+        schedule.add(keys[1].clone(), t0);
+        schedule.add(keys[2].clone(), t0);
+        let second = schedule.poll_due(t0);
+        assert_eq!(keys_of(second.clone()), vec![keys[1].clone()]);
+        // Its result is not the new follow's.
+        assert!(!schedule.finished(&old));
+        assert!(schedule.finished(&second[0]));
+        let third = schedule.poll_due(t0 + Duration::from_secs(1));
+        assert_eq!(keys_of(third.clone()), vec![keys[2].clone()]);
+        assert!(schedule.finished(&third[0]));
+        let again = schedule.poll_due(t0 + MIN_LOOKUP_INTERVAL);
+        assert_eq!(keys_of(again.clone()), vec![keys[0].clone()]);
+        assert_ne!(again[0].generation, old.generation);
+        assert!(schedule.finished(&again[0]));
     }
 
     #[test]

@@ -24,7 +24,7 @@ use minimodel_wire::PeerId;
 use super::{Inner, Shared};
 use crate::errors::ApiError;
 use crate::follow::{
-    self, Decision, FollowKey, FollowRefusal, LibraryItem, LookupRefused, Schedule,
+    self, Decision, FollowKey, FollowRefusal, LibraryItem, Lookup, LookupRefused, Schedule,
 };
 use crate::library::{
     FollowConsent, FollowPolicy, FollowRecord, SeenRecord, WithdrawnRecord, Work,
@@ -158,7 +158,7 @@ impl Shared {
         let removed = follows.remove(at);
         let view = Self::follow_view(&inner, &removed);
         inner.supervisor.set_follows(follows);
-        inner.following.schedule.remove(&key);
+        inner.following.schedule.remove(&key, Instant::now());
         inner.following.live.remove(&key);
         let carried = self.carry_out(&mut inner);
         if let Some(error) = carried.save_failed {
@@ -211,9 +211,9 @@ impl Shared {
                 let due = inner.following.schedule.poll_due(Instant::now());
                 (due, inner.following.schedule.poll_timeout())
             };
-            for key in due {
+            for lookup in due {
                 if let Some(this) = self.this.upgrade() {
-                    tokio::spawn(async move { this.look_up(key).await });
+                    tokio::spawn(async move { this.look_up(lookup).await });
                 }
             }
             let sleep = async {
@@ -232,20 +232,21 @@ impl Shared {
         }
     }
 
-    /// One lookup of `key`'s channel, and what it means.
-    async fn look_up(&self, key: FollowKey) {
+    /// One lookup of a follow's channel, and what it means.
+    async fn look_up(&self, lookup: Lookup) {
+        let key = lookup.key.clone();
         let found = {
             let inner = self.inner.lock().await;
             let state = inner.supervisor.state();
             follow::find(&state.follows, &key).map(|at| state.follows[at].clone())
         };
         let Some(record) = found else {
-            self.inner.lock().await.following.schedule.finished(&key);
+            self.inner.lock().await.following.schedule.finished(&lookup);
             self.follow_wake.notify_one();
             return;
         };
         let Ok((publisher, model)) = record.key() else {
-            self.inner.lock().await.following.schedule.finished(&key);
+            self.inner.lock().await.following.schedule.finished(&lookup);
             self.follow_wake.notify_one();
             return;
         };
@@ -255,12 +256,14 @@ impl Shared {
         });
         let items = self.get_channel(&publisher).await;
         let mut inner = self.inner.lock().await;
-        inner.following.schedule.finished(&key);
+        let current = inner.following.schedule.finished(&lookup);
         // Its next lookup is due in an hour: the driver computes its sleep
         // again (it slept without a deadline while every lookup ran).
         self.follow_wake.notify_one();
-        if follow::find(&inner.supervisor.state().follows, &key).is_none() {
-            // Removed while it was looked up: what it read is not used.
+        if !current || follow::find(&inner.supervisor.state().follows, &key).is_none() {
+            // Removed (or removed and added again) while it was looked up:
+            // what it read was asked for a follow, policy and consent that
+            // are gone, and is not used.
             return;
         }
         let (ok, text) = match items {
