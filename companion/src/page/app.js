@@ -495,7 +495,8 @@ async function addFollow() {
   if (request.policy === "auto") {
     // The same dialog as any add: the words, then one explicit yes.
     const yes = await consent({
-      signature: { status: "signed", text: `Publisher key ${request.publisher_key}` },
+      // Nothing is signed yet: each version is checked when it comes.
+      signature: { status: "to-check", text: `Publisher key ${request.publisher_key}: nothing checked yet; each version must be signed by it` },
       asks: [
         { consent: "fetch", words: `Fetch each new version of ${request.model_id} that this publisher's channel names, from the peers it names, into the library, beside the versions there; each manifest must be signed by this key, and every chunk is checked against it. Nothing here opens or runs the model.` },
         { consent: "trust_key", words: "Trust this key and pin it in the companion's keyring at the first version fetched, if it is not pinned yet." },
