@@ -381,9 +381,10 @@ fn under_wine() -> bool {
 
 /// Test builds (`testing`) under Wine only: Wine 8 keeps no ACL a program
 /// sets (`SetSecurityInfo` succeeds, and the file reads back with the ACL
-/// Wine makes of its Unix mode, which lets Everyone read), so no file can
-/// pass the privacy check there and the tests of what stands behind it
-/// (keys, the companion's API token) could not run. Such a build lets
+/// Wine makes of its Unix mode, which lets Everyone read in a folder
+/// others may read, as the tests' are), so no file there passes the
+/// privacy check and the tests of what stands behind it (keys, the
+/// companion's API token) could not run. Such a build lets
 /// the entry for others pass under Wine; the build that is shipped,
 /// without `testing`, refuses it under Wine as everywhere (the file is
 /// readable by others on that host: its Unix mode says so), and the tests
