@@ -479,8 +479,9 @@ pub fn write_key_pair(path: &Path, key: &SecretKey) -> Result<PathBuf, KeyFileEr
             });
         }
     }
-    // The directory's own handle (Windows opens no directory as a file;
-    // there the entry is durable once the link returns).
+    // The directory's own handle: Windows opens no directory as a file,
+    // and there this syncs nothing (NTFS journals the new entry itself,
+    // docs in swarm/src/platform/windows.rs).
     platform::DirHandle::open(dir)
         .and_then(|d| d.sync())
         .map_err(io_error(dir))?;
