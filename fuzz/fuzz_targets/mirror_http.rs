@@ -56,12 +56,14 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(parsed) = MirrorTokens::parse(&tokens) {
         let shown = format!("{parsed:?}");
         let entries: Vec<(&str, &str)> = tokens
-            .split([',', ' ', '\t', '\n'])
+            .split(|c: char| c == ',' || c.is_ascii_whitespace())
             .filter_map(|entry| entry.split_once('='))
             .collect();
         for (_, token) in &entries {
             // A host name is shown, and may hold the token's text (a host
-            // `b.88888888.org` beside a token `88888888`): not a leak.
+            // `b.88888888.org` beside a token `88888888`): not a leak. The
+            // entries split as the parser splits them: at commas and at any
+            // ASCII white space, form feed included.
             let in_a_host = entries.iter().any(|(host, _)| {
                 host.to_ascii_lowercase()
                     .contains(&token.to_ascii_lowercase())
