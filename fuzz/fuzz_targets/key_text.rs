@@ -5,8 +5,12 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use minimodel_verifier::signing::keyfile::{KeyFile, public_key_file, read_key_file, secret_key_file};
-use minimodel_verifier::signing::{Ed25519Signature, PublicKey, PublisherKeyId, Purpose, SecretKey};
+use minimodel_verifier::signing::keyfile::{
+    KeyFile, public_key_file, read_key_file, secret_key_file,
+};
+use minimodel_verifier::signing::{
+    Ed25519Signature, PublicKey, PublisherKeyId, Purpose, SecretKey,
+};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(text) = std::str::from_utf8(data) {

@@ -10,10 +10,11 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(keyring) = Keyring::parse(data) {
         let pins: Vec<_> = keyring.pins().collect();
         assert!(pins.len() <= MAX_PINS);
-        assert!(pins
-            .iter()
-            .enumerate()
-            .all(|(i, p)| pins[..i].iter().all(|q| q.publisher_id != p.publisher_id)));
+        assert!(
+            pins.iter()
+                .enumerate()
+                .all(|(i, p)| pins[..i].iter().all(|q| q.publisher_id != p.publisher_id))
+        );
         let text = keyring.to_text();
         let again = Keyring::parse(text.as_bytes()).expect("a keyring written back reads");
         assert_eq!(again, keyring);

@@ -28,7 +28,12 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let mut lines = text.split('\n');
-    let mut next = || lines.next().filter(|line| !line.is_empty()).map(str::to_owned);
+    let mut next = || {
+        lines
+            .next()
+            .filter(|line| !line.is_empty())
+            .map(str::to_owned)
+    };
     let headers = ResponseHeaders {
         content_range: next(),
         content_length: next(),
@@ -47,10 +52,19 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     let range = start..start.saturating_add(len);
-    if let Verdict::Range { len: body, validators } = classify(status, &headers, &range, artifact, 0) {
+    if let Verdict::Range {
+        len: body,
+        validators,
+    } = classify(status, &headers, &range, artifact, 0)
+    {
         assert!(status == 200 || status == 206);
         assert_eq!(body, range.end - range.start);
-        assert!(validators.etag.as_ref().is_none_or(|etag| etag.len() <= 256));
+        assert!(
+            validators
+                .etag
+                .as_ref()
+                .is_none_or(|etag| etag.len() <= 256)
+        );
     }
     let tokens = next().unwrap_or_default();
     if let Ok(parsed) = MirrorTokens::parse(&tokens) {

@@ -12,7 +12,12 @@ use minimodel_swarm::peers::merge_peers;
 fn check_offer(offer: &PeerOffer) {
     let addrs = &offer.peer.addrs;
     assert!(!addrs.is_empty() && addrs.len() <= MAX_OFFER_ADDRS);
-    assert!(addrs.iter().enumerate().all(|(i, a)| !addrs[..i].contains(a)));
+    assert!(
+        addrs
+            .iter()
+            .enumerate()
+            .all(|(i, a)| !addrs[..i].contains(a))
+    );
     let value = serde_json::to_value(offer).expect("an offer serializes");
     assert_eq!(value["format"], OFFER_FORMAT);
 }
@@ -27,7 +32,12 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(request) = ImportRequest::parse(data, "fuzz.json") {
         request.offers.iter().for_each(check_offer);
         let peers = merge_peers(request.offers.iter().map(|offer| offer.peer.clone()));
-        assert!(peers.iter().enumerate().all(|(i, p)| peers[..i].iter().all(|q| q.id != p.id)));
+        assert!(
+            peers
+                .iter()
+                .enumerate()
+                .all(|(i, p)| peers[..i].iter().all(|q| q.id != p.id))
+        );
         let text = serde_json::to_vec(&request).expect("a request serializes");
         let again = ImportRequest::parse(&text, "fuzz.json").expect("its JSON parses");
         assert_eq!(again, request);

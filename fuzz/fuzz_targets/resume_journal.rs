@@ -20,7 +20,11 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(journal) = parse_journal(data, &root) {
         let mut encoded = encode_header(&root);
         for record in &journal.records {
-            encoded.extend(encode_record(record.index, &record.chunk_hash, &record.proof));
+            encoded.extend(encode_record(
+                record.index,
+                &record.chunk_hash,
+                &record.proof,
+            ));
         }
         assert!(encoded.len() >= JOURNAL_HEADER_LEN);
         assert_eq!(encoded.len() + journal.ignored_bytes, data.len());

@@ -46,6 +46,12 @@ fuzz_target!(|data: &[u8]| {
     update_pair(&mut a, parts(a_rest, a_cut), &mut b, parts(b_rest, b_cut));
     assert_eq!(a.len(), a_message.len() as u64);
     assert_eq!(b.len(), b_message.len() as u64);
-    assert_eq!(a.finalize(), <[u8; 32]>::from(sha2::Sha256::digest(a_message)));
-    assert_eq!(b.finalize(), <[u8; 32]>::from(sha2::Sha256::digest(b_message)));
+    assert_eq!(
+        a.finalize(),
+        <[u8; 32]>::from(sha2::Sha256::digest(a_message))
+    );
+    assert_eq!(
+        b.finalize(),
+        <[u8; 32]>::from(sha2::Sha256::digest(b_message))
+    );
 });
