@@ -350,42 +350,25 @@ fn new_chunk_list(
     mirrors: &[String],
     out: Output,
 ) -> Option<tempfile::NamedTempFile> {
-    let places: Vec<String> = (manifest.chunks.chunk_list.iter())
-        .map(|list| list.route.to_string())
-        .chain(mirrors.iter().map(|url| format!("{url}.chunk-list")))
-        .collect();
     let agent = concat!("minimodel/", env!("CARGO_PKG_VERSION"));
     let runtime = super::network::runtime().ok()?;
-    let mut why = Vec::new();
-    for place in &places {
-        let read = runtime.block_on(minimodel_swarm::mirror::read_chunk_list_route(
-            place,
-            u32::try_from(manifest.chunks.chunk_count).unwrap_or(u32::MAX),
-            agent,
-        ));
-        let checked = read.and_then(|bytes| {
-            minimodel_swarm::resume::reuse::NewChunkList::check(manifest, &bytes)
-                .map(|_| bytes)
-                .map_err(|e| format!("not this version's chunk list ({e})"))
-        });
-        match checked {
-            Ok(bytes) => {
-                let mut file = tempfile::NamedTempFile::new().ok()?;
-                std::io::Write::write_all(&mut file, &bytes).ok()?;
-                out.status(format!("the new version's chunk list is read from {place}"));
-                return Some(file);
-            }
-            Err(error) => why.push(format!("{place}: {error}")),
+    match runtime.block_on(minimodel_swarm::mirror::read_new_chunk_list(
+        manifest, mirrors, agent,
+    )) {
+        Ok(read) => {
+            let mut file = tempfile::NamedTempFile::new().ok()?;
+            std::io::Write::write_all(&mut file, &read.bytes).ok()?;
+            out.status(format!(
+                "the new version's chunk list is read from {}",
+                read.from
+            ));
+            Some(file)
+        }
+        Err(why) => {
+            out.status(format!("no chunk of the versions here is reused: {why}"));
+            None
         }
     }
-    if places.is_empty() {
-        why.push("the manifest names no chunk-list-route, and no --mirror is given".to_owned());
-    }
-    out.status(format!(
-        "no chunk of the versions here is reused: {}",
-        why.join("; ")
-    ));
-    None
 }
 
 fn not_signed(why: String) -> Failure {

@@ -501,6 +501,58 @@ pub async fn read_chunk_list_route(
     .map_err(|e| describe(&e))
 }
 
+/// A chunk list [`read_new_chunk_list`] read and checked.
+#[derive(Debug)]
+pub struct ChunkListRead {
+    /// The list, checked against the manifest.
+    pub list: crate::resume::reuse::NewChunkList,
+    /// Its bytes as read.
+    pub bytes: Vec<u8>,
+    /// Where it was read (a URL).
+    pub from: String,
+}
+
+/// A new version's chunk list, for copying the chunks that older versions
+/// on this machine share with it: read at `manifest`'s chunk-list-route,
+/// else beside the first of `mirrors` that has it (`URL.chunk-list`), and
+/// kept only if it hashes to the manifest's Merkle root. `Err` says, in
+/// words, why each place gave none.
+pub async fn read_new_chunk_list(
+    manifest: &minimodel_verifier::Manifest,
+    mirrors: &[String],
+    agent: &str,
+) -> Result<ChunkListRead, String> {
+    let places: Vec<String> = (manifest.chunks.chunk_list.iter())
+        .map(|list| list.route.to_string())
+        .chain(mirrors.iter().map(|url| format!("{url}.chunk-list")))
+        .collect();
+    if places.is_empty() {
+        return Err("the manifest names no chunk-list-route, and no mirror is given".to_owned());
+    }
+    let count = u32::try_from(manifest.chunks.chunk_count).unwrap_or(u32::MAX);
+    let mut why = Vec::new();
+    for place in places {
+        let checked = read_chunk_list_route(&place, count, agent)
+            .await
+            .and_then(|bytes| {
+                crate::resume::reuse::NewChunkList::check(manifest, &bytes)
+                    .map(|list| (list, bytes))
+                    .map_err(|e| format!("not this version's chunk list ({e})"))
+            });
+        match checked {
+            Ok((list, bytes)) => {
+                return Ok(ChunkListRead {
+                    list,
+                    bytes,
+                    from: place,
+                });
+            }
+            Err(error) => why.push(format!("{place}: {error}")),
+        }
+    }
+    Err(why.join("; "))
+}
+
 /// Where a redirect from `from` to `location` goes, if a mirror may go
 /// there: HTTPS stays HTTPS.
 fn follow(from: &MirrorUrl, location: &str, plain: Plain) -> Result<MirrorUrl, MirrorFailure> {
