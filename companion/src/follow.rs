@@ -535,6 +535,7 @@ mod tests {
                 fetch: true,
                 trust_key: false,
             }),
+            mirrors: Vec::new(),
         }
     }
 

@@ -152,6 +152,21 @@ impl LibraryDir {
         self.root.join("downloads")
     }
 
+    /// The directory of a download's files: `downloads/`, or
+    /// `downloads/<manifest sha256>/` for a version added beside another
+    /// of its model id.
+    pub fn download_dir(&self, download: &DownloadRecord) -> PathBuf {
+        self.download_dir_at(download.version_dir.as_ref())
+    }
+
+    /// [`Self::download_dir`] of a download placed in `version_dir`.
+    pub fn download_dir_at(&self, version_dir: Option<&Sha256Digest>) -> PathBuf {
+        match version_dir {
+            Some(digest) => self.downloads_dir().join(digest.to_hex()),
+            None => self.downloads_dir(),
+        }
+    }
+
     /// `identity/`: the node's key.
     pub fn identity_dir(&self) -> PathBuf {
         self.root.join("identity")
@@ -508,8 +523,13 @@ pub struct DownloadRecord {
     /// `http://` mirrors were allowed.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub allow_plain_http_mirror: bool,
-    /// Delivered: the file and its receipt are in `downloads/`.
+    /// Delivered: the file and its receipt are in its directory.
     pub delivered: bool,
+    /// Set when another download of the same model id was in `downloads/`
+    /// when this one was added: this one's files are in
+    /// `downloads/<manifest sha256>/` (its own manifest's), beside it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version_dir: Option<Sha256Digest>,
 }
 
 /// What an item is.
@@ -601,6 +621,12 @@ pub struct FollowRecord {
     /// each new version, and to pin the key at the first one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consent: Option<FollowConsent>,
+    /// Copies of the model's latest version on the web (`https://` only;
+    /// a query may hold a credential): each new version is fetched from
+    /// them beside its peers, and its chunk list read beside them
+    /// (`URL.chunk-list`) when its manifest names no chunk-list-route.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mirrors: Vec<String>,
 }
 
 /// What an `auto` follow was given consent to, and when.
@@ -634,6 +660,11 @@ impl FollowRecord {
             .model_id
             .parse()
             .map_err(|e| format!("follow {}: model_id: {e}", self.publisher_key))?;
+        minimodel_swarm::mirror::given::parse_given(
+            &self.mirrors,
+            minimodel_swarm::mirror::given::plain_if(false),
+        )
+        .map_err(|e| format!("follow {}: mirrors: {e}", self.publisher_key))?;
         Ok((key, model))
     }
 }
@@ -689,6 +720,12 @@ impl ItemRecord {
                 }
                 if download.dht && !self.consent.dht {
                     return Err(format!("{name}: dht without consent"));
+                }
+                if download
+                    .version_dir
+                    .is_some_and(|dir| dir.to_hex() != self.manifest_sha256)
+                {
+                    return Err(format!("{name}: version_dir is not its manifest_sha256"));
                 }
                 if download.peers.len() > MAX_PEERS * 16 {
                     return Err(format!(
@@ -880,6 +917,7 @@ mod tests {
                 mirrors: vec!["https://mirror.example/x.slm?t=1".to_owned()],
                 allow_plain_http_mirror: false,
                 delivered: false,
+                version_dir: None,
             }),
             ..share(id)
         }
@@ -921,6 +959,7 @@ mod tests {
                 fetch: true,
                 trust_key: true,
             }),
+            mirrors: vec!["https://mirror.example/tiny.slm?token=1".to_owned()],
         };
         let state = LibraryState {
             follows: vec![follow.clone()],
@@ -951,7 +990,7 @@ mod tests {
         let bad_key = LibraryState {
             follows: vec![FollowRecord {
                 publisher_key: "mmpk1nope".to_owned(),
-                ..follow
+                ..follow.clone()
             }],
             ..LibraryState::default()
         };
@@ -960,6 +999,25 @@ mod tests {
                 .unwrap_err()
                 .contains("publisher_key")
         );
+        for bad in [
+            "http://mirror.example/tiny.slm",
+            "ftp://x.example/a",
+            "not a url",
+        ] {
+            let bad_mirror = LibraryState {
+                follows: vec![FollowRecord {
+                    mirrors: vec![bad.to_owned()],
+                    ..follow.clone()
+                }],
+                ..LibraryState::default()
+            };
+            assert!(
+                LibraryState::parse(&text(&bad_mirror))
+                    .unwrap_err()
+                    .contains("mirrors"),
+                "{bad}"
+            );
+        }
     }
 
     #[test]
@@ -1037,6 +1095,19 @@ mod tests {
         let mut no_fetch = download.clone();
         no_fetch["items"][0]["consent"]["fetch"] = false.into();
         refused(no_fetch, "without consent to fetch");
+        // A version directory is named by the item's own manifest: never a
+        // path, never another digest.
+        let mut escape = download.clone();
+        escape["items"][0]["work"]["download"]["version_dir"] = "../../etc".into();
+        refused(escape, "64 hex digits");
+        let mut other_dir = download.clone();
+        other_dir["items"][0]["work"]["download"]["version_dir"] = "cd".repeat(32).into();
+        refused(other_dir, "version_dir is not its manifest_sha256");
+        let mut own_dir = download.clone();
+        own_dir["items"][0]["work"]["download"]["version_dir"] =
+            own_dir["items"][0]["manifest_sha256"].clone();
+        LibraryState::parse(&serde_json::to_vec(&own_dir).unwrap())
+            .expect("a version directory named by its own manifest");
 
         for junk in [&b""[..], b"{", b"[]", b"{\"format\":1}", b"\xff\xfe"] {
             assert!(LibraryState::parse(junk).is_err(), "{junk:?}");

@@ -130,6 +130,9 @@ pub struct DownloadJob {
     pub dht: Option<DiscoveryConfig>,
     /// A finished file verified by an earlier run, to serve on.
     pub verified: Option<Arc<VerifiedShare>>,
+    /// The download's mirror URLs: where else its chunk list may be
+    /// (`URL.chunk-list`) when the plan has older versions to reuse.
+    pub mirror_urls: Vec<String>,
 }
 
 /// Share or download (each boxed: both carry a manifest).
@@ -493,6 +496,32 @@ impl Run {
             ..self.limits.clone()
         };
         plan.lan = self.lan;
+        // Older versions of the model here: the new chunk list says which
+        // of their chunks to copy before any peer is asked. Without one,
+        // every chunk comes from the network.
+        if !plan.reuse.is_empty() && plan.chunk_list.is_none() {
+            let agent = concat!("minimodel/", env!("CARGO_PKG_VERSION"));
+            match minimodel_swarm::mirror::read_new_chunk_list(
+                &plan.manifest,
+                &job.mirror_urls,
+                agent,
+            )
+            .await
+            {
+                Ok(read) => {
+                    tracing::info!(
+                        item = %self.id,
+                        "the chunk list is read from {}: the chunks {} older version(s) share are copied first",
+                        minimodel_swarm::mirror::given::shown_url(&read.from),
+                        plan.reuse.len()
+                    );
+                    plan.chunk_list = Some(read.list);
+                }
+                Err(why) => {
+                    tracing::info!(item = %self.id, "no chunk of the older versions is reused: {why}");
+                }
+            }
+        }
         let artifact_bytes = plan.manifest.artifact_bytes;
         let manifest = plan.manifest.clone();
         let manifest_file = plan.manifest_file.clone();

@@ -257,8 +257,8 @@ pub enum Refusal {
         /// That item.
         id: ItemId,
     },
-    /// Another artifact with this model id is downloaded already (their
-    /// files would have the same names).
+    /// Another artifact with this model id is downloaded into the same
+    /// directory already (their files would have the same names).
     #[error(
         "another artifact named {model_id} is downloaded into the library already (item {other}); remove it first"
     )]
@@ -295,6 +295,8 @@ pub struct Candidate<'a> {
     pub merkle_root: &'a Sha256Digest,
     /// Its size.
     pub artifact_bytes: u64,
+    /// A download's version directory ([`Supervisor::placement`]).
+    pub version_dir: Option<&'a Sha256Digest>,
 }
 
 impl Candidate<'_> {
@@ -524,8 +526,26 @@ impl Supervisor {
             .all(|item| !matches!(item.phase, Phase::Running(_) | Phase::Stopping { .. }))
     }
 
+    /// Where a new download of `model_id` whose manifest hashes to
+    /// `manifest_sha256` goes: `None`, `downloads/` itself, unless a
+    /// download of that model id is there already; then its own version
+    /// directory, `downloads/<manifest sha256>/`, beside the other.
+    pub fn placement(
+        &self,
+        model_id: &ModelId,
+        manifest_sha256: &Sha256Digest,
+    ) -> Option<Sha256Digest> {
+        let taken = self.state.items.iter().any(|item| {
+            item.model_id == model_id.as_str()
+                && item
+                    .download()
+                    .is_some_and(|download| download.version_dir.is_none())
+        });
+        taken.then_some(*manifest_sha256)
+    }
+
     /// Whether `candidate` may be added: not in the library already as
-    /// either kind, no other download of its model id, room in the
+    /// either kind, no other download of its model id in its directory, room in the
     /// library, and for a download room in the quota and on the disk
     /// (`free_bytes` free there, when known).
     pub fn admit(&self, candidate: &Candidate, free_bytes: Option<u64>) -> Result<(), Refusal> {
@@ -552,7 +572,10 @@ impl Supervisor {
         }
         if candidate.kind == ItemKind::Download
             && let Some(same) = self.state.items.iter().find(|item| {
-                item.kind() == ItemKind::Download && item.model_id == candidate.model_id.as_str()
+                item.download().is_some_and(|download| {
+                    item.model_id == candidate.model_id.as_str()
+                        && download.version_dir.as_ref() == candidate.version_dir
+                })
             })
         {
             return Err(Refusal::SameModelId {
@@ -591,6 +614,9 @@ impl Supervisor {
             model_id,
             merkle_root,
             artifact_bytes,
+            version_dir: record
+                .download()
+                .and_then(|download| download.version_dir.as_ref()),
         };
         self.admit(&candidate, free_bytes)?;
         let id = record.id.clone();

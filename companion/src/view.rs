@@ -158,6 +158,12 @@ pub struct AddFollow {
     /// The consent given (`auto` only).
     #[serde(default)]
     pub consent: Consent,
+    /// Copies of the model's latest version on the web (`https://` only,
+    /// at most 16): each new version is fetched from them beside its
+    /// peers (every byte checked), and its chunk list is read beside them
+    /// (`URL.chunk-list`) when its manifest names no chunk-list-route.
+    #[serde(default)]
+    pub mirrors: Vec<String>,
 }
 
 /// A followed channel.
@@ -179,6 +185,10 @@ pub struct FollowView {
     /// A new version offered (`ask`): add it as a download with this
     /// ticket to fetch it.
     pub offer: Option<OfferView>,
+    /// Its mirrors, shown without their queries (which may hold a
+    /// credential).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mirrors: Vec<String>,
 }
 
 /// How a lookup of a followed channel ended.

@@ -859,7 +859,7 @@ fn a_download_stopped_or_crashed_midway_resumes_without_fetching_a_verified_chun
 }
 
 #[test]
-fn two_downloads_of_one_model_id_sent_together_are_one_added_and_one_refused() {
+fn two_versions_of_one_model_id_sent_together_are_both_added_in_two_directories() {
     let temp = tempfile::tempdir().unwrap();
     let companion = start(&temp.path().join("library"));
     let nobody = format!("{}@127.0.0.1:9", "a".repeat(52));
@@ -900,12 +900,36 @@ fn two_downloads_of_one_model_id_sent_together_are_one_added_and_one_refused() {
                 .map(|handle| handle.join().unwrap())
                 .collect()
         });
-        let mut codes: Vec<u16> = statuses.iter().map(|(status, _)| *status).collect();
-        codes.sort_unstable();
-        assert_eq!(codes, vec![201, 409], "round {round}: {statuses:?}");
+        let codes: Vec<u16> = statuses.iter().map(|(status, _)| *status).collect();
+        assert_eq!(codes, vec![201, 201], "round {round}: {statuses:?}");
+        // Whichever came first has downloads/; the other has the
+        // directory of its own manifest, so their files never meet.
+        let state: Value = serde_json::from_slice(
+            &std::fs::read(temp.path().join("library/library.json")).unwrap(),
+        )
+        .unwrap();
+        let dirs: Vec<Value> = state["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|item| item["model_id"] == name.as_str())
+            .map(|item| {
+                let dir = &item["work"]["download"]["version_dir"];
+                if !dir.is_null() {
+                    assert_eq!(dir, &item["manifest_sha256"], "{item}");
+                }
+                dir.clone()
+            })
+            .collect();
+        assert_eq!(dirs.len(), 2, "round {round}: {state:#}");
+        assert_eq!(
+            dirs.iter().filter(|dir| dir.is_null()).count(),
+            1,
+            "round {round}: {state:#}"
+        );
     }
     let (_, library) = companion.get("/api/v1/library");
-    assert_eq!(library["items"].as_array().unwrap().len(), 4, "{library}");
+    assert_eq!(library["items"].as_array().unwrap().len(), 8, "{library}");
 }
 
 #[test]

@@ -251,7 +251,7 @@ fn a_new_version_is_offered_with_a_ticket_and_follows_are_refused_as_they_should
         "policy": "ask",
     });
     // Refused: a key that is not one, auto without consent, an unknown
-    // field.
+    // field, a mirror that cannot be one.
     let (status, body) =
         add(json!({"publisher_key": "mmpk1nope", "model_id": "tiny", "policy": "ask"}));
     assert_eq!(status, 422, "{body}");
@@ -263,6 +263,18 @@ fn a_new_version_is_offered_with_a_ticket_and_follows_are_refused_as_they_should
         json!({"publisher_key": publisher.to_string(), "model_id": "tiny", "policy": "ask", "extra": 1}),
     );
     assert_eq!(status, 422);
+    // A mirror that is not `https://` (a follow's mirrors have no
+    // plain-HTTP escape), and one with a user and password.
+    for bad in [
+        "http://mirror.example/tiny.slm",
+        "https://user:pw@mirror.example/tiny.slm",
+    ] {
+        let (status, body) = add(
+            json!({"publisher_key": publisher.to_string(), "model_id": "tiny", "policy": "ask", "mirrors": [bad]}),
+        );
+        assert_eq!(status, 422, "{bad}: {body}");
+        assert!(body.to_string().contains("mirrors"), "{body}");
+    }
     let (status, body) = add(follow.clone());
     assert_eq!(status, 201, "{body}");
     let (status, body) = add(follow);

@@ -106,8 +106,15 @@ pub struct FollowArgs {
     pub auto: bool,
     /// Consent to what --auto does (fetching each new version, and
     /// pinning the key at the first one).
-    #[arg(long)]
+    #[arg(long, requires = "auto")]
     pub yes: bool,
+    /// A copy of the model's latest version on a web server (https://,
+    /// repeatable; `fetch --mirror`): each new version is fetched from it
+    /// beside the peers, every chunk checked, and its chunk list
+    /// (`URL.chunk-list`) read to copy the chunks the versions in the
+    /// library share with it.
+    #[arg(long = "mirror", value_name = "URL")]
+    pub mirrors: Vec<String>,
     #[command(flatten)]
     pub library: LibraryArgs,
 }
@@ -768,9 +775,21 @@ fn follow(args: &FollowArgs, out: Output) -> Result<(), Failure> {
             Disclosure {
                 consent: ConsentKind::Fetch,
                 words: format!(
-                    "Fetch each new version of {} that the channel of key {} names, from the peers it names, into the library, beside the versions there; each manifest must be signed by that key, and every chunk is checked against it. Nothing here opens or runs the model.",
+                    "Fetch each new version of {} that the channel of key {} names, from the peers it names{}, into the library, beside the versions there; each manifest must be signed by that key, and every chunk is checked against it. Nothing here opens or runs the model.",
                     args.model_id,
-                    key.key_id()
+                    key.key_id(),
+                    if args.mirrors.is_empty() {
+                        String::new()
+                    } else {
+                        format!(
+                            " and from {}",
+                            args.mirrors
+                                .iter()
+                                .map(|url| minimodel_swarm::mirror::given::shown_url(url))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )
+                    }
                 ),
             },
             Disclosure {
@@ -799,6 +818,7 @@ fn follow(args: &FollowArgs, out: Output) -> Result<(), Failure> {
             FollowPolicy::Ask
         },
         consent,
+        mirrors: args.mirrors.clone(),
     };
     let view = answer(client.add_follow(&request))?;
     show_follow(&view, out);

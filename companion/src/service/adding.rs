@@ -8,7 +8,7 @@
 //! [`Supervisor::admit`]: crate::supervisor::Supervisor::admit
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -240,8 +240,8 @@ impl Shared {
         check: &SignatureCheck,
         request: &AddDownload,
         peers: usize,
+        downloads: PathBuf,
     ) -> Vec<Disclosure> {
-        let downloads = self.library.downloads_dir();
         let bootstrap_named = !request.dht_bootstrap.is_empty() || !self.dht_bootstrap.is_empty();
         let plan = consent::FetchConsent {
             artifact: consent::Artifact::of(manifest),
@@ -379,6 +379,7 @@ impl Shared {
                     model_id: &manifest.model_id,
                     merkle_root: &manifest.chunks.merkle_root,
                     artifact_bytes: manifest.artifact_bytes,
+                    version_dir: None,
                 },
                 None,
             )?;
@@ -614,9 +615,15 @@ impl Shared {
             &loaded.manifest.model_id,
             &loaded.manifest.chunks.merkle_root,
         );
-        let quota = {
+        let (quota, into) = {
             let inner = self.inner.lock().await;
-            self.quota_view(&inner)
+            let placed = inner
+                .supervisor
+                .placement(&loaded.manifest.model_id, &loaded.sha256);
+            (
+                self.quota_view(&inner),
+                self.library.download_dir_at(placed.as_ref()),
+            )
         };
         Ok(Preview {
             id: id.to_string(),
@@ -625,7 +632,7 @@ impl Shared {
             artifact_bytes: loaded.manifest.artifact_bytes,
             signature: signature_view(&check),
             asks: self
-                .download_asks(&loaded.manifest, &check, request, peers.len())
+                .download_asks(&loaded.manifest, &check, request, peers.len(), into)
                 .iter()
                 .map(ask_of)
                 .collect(),
@@ -663,8 +670,13 @@ impl Shared {
             &manifest.chunks.merkle_root,
         );
         let admission = self.admission.lock().await;
-        {
+        let version_dir = {
             let inner = self.inner.lock().await;
+            // Beside another version of the model, in a directory of its
+            // own; decided while adding is held, so it stays true.
+            let version_dir = inner
+                .supervisor
+                .placement(&manifest.model_id, &loaded.sha256);
             // Before the first byte, and before anyone is asked.
             inner.supervisor.admit(
                 &Candidate {
@@ -672,12 +684,15 @@ impl Shared {
                     model_id: &manifest.model_id,
                     merkle_root: &manifest.chunks.merkle_root,
                     artifact_bytes: manifest.artifact_bytes,
+                    version_dir: version_dir.as_ref(),
                 },
                 crate::quota::free_bytes(&self.library.downloads_dir()),
             )?;
-        }
+            version_dir
+        };
+        let into = self.library.download_dir_at(version_dir.as_ref());
         let missing = Self::missing(
-            &self.download_asks(manifest, &check, &request, peers.len()),
+            &self.download_asks(manifest, &check, &request, peers.len(), into),
             &request.consent,
         );
         if !missing.is_empty() {
@@ -713,6 +728,7 @@ impl Shared {
                 mirrors: request.mirrors.clone(),
                 allow_plain_http_mirror: request.allow_plain_http_mirror,
                 delivered: false,
+                version_dir,
             }),
             withdrawn: None,
         };

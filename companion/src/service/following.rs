@@ -87,6 +87,11 @@ impl Shared {
             seq: record.last_seen.map(|seen| seen.seq),
             last_lookup: live.last_lookup,
             offer: live.offer,
+            mirrors: record
+                .mirrors
+                .iter()
+                .map(|url| minimodel_swarm::mirror::given::shown_url(url))
+                .collect(),
         }
     }
 
@@ -119,6 +124,7 @@ impl Shared {
                     trust_key: request.consent.trust_key,
                 },
             ),
+            mirrors: request.mirrors.clone(),
         };
         let mut inner = self.inner.lock().await;
         let follows = follow::add_follow(
@@ -423,6 +429,7 @@ impl Shared {
                 ));
                 let request = AddDownload {
                     ticket: Some(ticket),
+                    mirrors: record.mirrors.clone(),
                     consent,
                     publisher_key: Some(publisher.to_string()),
                     require_signature: true,

@@ -180,7 +180,9 @@ impl Shared {
                 Ok(kept) => {
                     let bytes = kept.manifest.artifact_bytes;
                     let found = match item.download().filter(|d| d.delivered) {
-                        Some(_) => delivered_files(&library, &kept, &mut entry),
+                        Some(download) => {
+                            delivered_files(&library.download_dir(download), &kept, &mut entry)
+                        }
                         None => Ok(()),
                     };
                     manifests.insert(item.id.clone(), kept);
@@ -508,7 +510,7 @@ impl Shared {
                     kept.manifest.clone(),
                     kept.sha256,
                     check,
-                    self.library.downloads_dir(),
+                    self.library.download_dir(download),
                 );
                 plan.manifest_file = Some(Arc::clone(&kept.bytes));
                 plan.peers = merge_peers(
@@ -530,7 +532,30 @@ impl Shared {
                             format!("the download's mirrors are refused now: {error}"),
                         )
                     })?;
+                // The other versions of the model here, delivered
+                // downloads and shares: their chunks that the new chunk
+                // list names are copied, each checked, before peers are
+                // asked.
+                plan.reuse = inner
+                    .supervisor
+                    .state()
+                    .items
+                    .iter()
+                    .filter(|item| &item.id != id && item.model_id == record.model_id)
+                    .filter_map(|item| match &item.work {
+                        Work::Share(share) => Some(share.file.clone()),
+                        Work::Download(other) if other.delivered => Some(
+                            DownloadPaths::new(
+                                &self.library.download_dir(other),
+                                &kept.manifest.model_id,
+                            )
+                            .artifact,
+                        ),
+                        Work::Download(_) => None,
+                    })
+                    .collect();
                 Job::Download(Box::new(DownloadJob {
+                    mirror_urls: download.mirrors.clone(),
                     plan,
                     serve: download.serve,
                     seed_after: download.seed_after,
@@ -676,7 +701,10 @@ impl Shared {
         }
         let (files_removed, files_kept) = match record.model_id.parse::<ModelId>() {
             Ok(model) if delete_files => {
-                let dir = self.library.downloads_dir();
+                let dir = record.download().map_or_else(
+                    || self.library.downloads_dir(),
+                    |d| self.library.download_dir(d),
+                );
                 tokio::task::spawn_blocking(move || remove_download_files(&dir, &model))
                     .await
                     .unwrap_or_else(|_| (Vec::new(), Some("the removal failed".to_owned())))
@@ -1086,8 +1114,8 @@ fn read_receipt(path: &Path) -> Result<(ImportReceipt, Sha256Digest), ApiError> 
 
 /// Looks for a delivered download's file and receipt (the views show
 /// them); why it cannot run when either is gone.
-fn delivered_files(library: &LibraryDir, kept: &Kept, live: &mut Live) -> Result<(), Failure> {
-    let paths = DownloadPaths::new(&library.downloads_dir(), &kept.manifest.model_id);
+fn delivered_files(dir: &Path, kept: &Kept, live: &mut Live) -> Result<(), Failure> {
+    let paths = DownloadPaths::new(dir, &kept.manifest.model_id);
     let present = |path: &Path| std::fs::symlink_metadata(path).is_ok_and(|m| m.is_file());
     if present(&paths.artifact) && present(&paths.receipt) {
         live.file = Some(paths.artifact);

@@ -60,6 +60,7 @@ fn download(name: &str, serve: bool, seed_after: bool) -> ItemRecord {
             mirrors: Vec::new(),
             allow_plain_http_mirror: false,
             delivered: false,
+            version_dir: None,
         }),
     )
 }
@@ -904,6 +905,7 @@ fn admission_refuses_a_second_item_of_an_artifact_a_second_model_id_and_what_doe
                     model_id: &model,
                     merkle_root: &root,
                     artifact_bytes: bytes,
+                    version_dir: None,
                 },
                 free,
             )
@@ -985,6 +987,59 @@ fn admission_refuses_a_second_item_of_an_artifact_a_second_model_id_and_what_doe
 }
 
 #[test]
+fn a_second_version_of_a_downloaded_model_goes_in_a_directory_of_its_own() {
+    let mut h = Harness::new(vec![share("s"), download("b", false, false)]);
+    h.start();
+    let (b, s) = (model("b"), model("s"));
+    let manifest = Sha256Digest::of(b"version 2 of b");
+    // A share takes no place in downloads/: a download of its model id
+    // goes there. A download of b's model id goes beside b.
+    assert_eq!(h.supervisor.placement(&s, &manifest), None);
+    assert_eq!(h.supervisor.placement(&b, &manifest), Some(manifest));
+    let v2_root = root("b version 2");
+    let admit = |h: &Harness, version_dir| {
+        h.supervisor.admit(
+            &Candidate {
+                kind: ItemKind::Download,
+                model_id: &b,
+                merkle_root: &v2_root,
+                artifact_bytes: SIZE,
+                version_dir,
+            },
+            None,
+        )
+    };
+    assert!(matches!(admit(&h, None), Err(Refusal::SameModelId { .. })));
+    assert_eq!(admit(&h, Some(&manifest)), Ok(()));
+    let mut v2 = download("b", false, false);
+    v2.id = ItemId::of(ItemKind::Download, &b, &v2_root);
+    v2.manifest_sha256 = manifest.to_hex();
+    if let Work::Download(record) = &mut v2.work {
+        record.version_dir = Some(manifest);
+    }
+    h.supervisor
+        .add(v2, &b, &v2_root, SIZE, None, h.now)
+        .unwrap();
+    // The same version directory twice: refused, its files are there.
+    let v3_root = root("b version 3");
+    let twice = h.supervisor.admit(
+        &Candidate {
+            kind: ItemKind::Download,
+            model_id: &b,
+            merkle_root: &v3_root,
+            artifact_bytes: SIZE,
+            version_dir: Some(&manifest),
+        },
+        None,
+    );
+    assert!(matches!(twice, Err(Refusal::SameModelId { .. })));
+    // With the first version gone, downloads/ is free for the model again.
+    let first = ItemId::of(ItemKind::Download, &b, &root("b"));
+    h.supervisor.remove(&first, h.now).unwrap();
+    assert_eq!(h.supervisor.placement(&b, &manifest), None);
+}
+
+#[test]
 fn a_full_library_refuses_one_more_item() {
     let records: Vec<ItemRecord> = (0..MAX_ITEMS).map(|i| share(&format!("s{i}"))).collect();
     let h = Harness::new(records);
@@ -997,6 +1052,7 @@ fn a_full_library_refuses_one_more_item() {
                 model_id: &name,
                 merkle_root: &digest,
                 artifact_bytes: SIZE,
+                version_dir: None,
             },
             None
         ),
