@@ -11,10 +11,9 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::SocketAddrV4;
 use std::time::Duration;
 
-use minimodel_swarm::dht::{Bootstrap, Discovery, DiscoveryConfig};
 use minimodel_swarm::ticket::Ticket;
 use minimodel_verifier::Sha256Digest;
 use minimodel_verifier::channel::{Channel, ChannelPeer, Latest, Withdrawal, sign_channel};
@@ -22,7 +21,7 @@ use minimodel_verifier::route::Route;
 use minimodel_verifier::signing::SecretKey;
 use minimodel_verifier::signing::manifest::sign_manifest;
 use serde_json::{Value, json};
-use support::{ApiSchema, Running, config, fixture, try_start};
+use support::{ApiSchema, Running, config, fixture, loopback_dht, try_start};
 
 const REASON: &str = "https://example.org/takedown/tiny-v1";
 
@@ -46,26 +45,7 @@ fn a_share_the_followed_channel_withdraws_is_no_longer_served_and_its_file_stays
     // The DHT: one node in this process, and a client that puts the
     // channel item.
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let (node, client) = runtime.block_on(async {
-        let node = Discovery::start(DiscoveryConfig {
-            bind: SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0),
-            bootstrap: Bootstrap::NewNetwork,
-            server_mode: true,
-            ..DiscoveryConfig::default()
-        })
-        .await
-        .unwrap();
-        let addr = node.local_addr();
-        let client = Discovery::start(DiscoveryConfig {
-            bind: SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0),
-            bootstrap: Bootstrap::Nodes(vec![addr]),
-            lookup_timeout: Duration::from_secs(5),
-            ..DiscoveryConfig::default()
-        })
-        .await
-        .unwrap();
-        (node, client)
-    });
+    let (node, client) = loopback_dht(&runtime);
     let node_addr = node.local_addr();
 
     // The seeder shares version 1 (its key pinned with consent); another
@@ -206,25 +186,7 @@ fn a_new_version_is_offered_with_a_ticket_and_follows_are_refused_as_they_should
     let secret = SecretKey::from_seed(&[6; 32]);
     let publisher = secret.public_key();
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let (node, client) = runtime.block_on(async {
-        let node = Discovery::start(DiscoveryConfig {
-            bind: SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0),
-            bootstrap: Bootstrap::NewNetwork,
-            server_mode: true,
-            ..DiscoveryConfig::default()
-        })
-        .await
-        .unwrap();
-        let client = Discovery::start(DiscoveryConfig {
-            bind: SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0),
-            bootstrap: Bootstrap::Nodes(vec![node.local_addr()]),
-            lookup_timeout: Duration::from_secs(5),
-            ..DiscoveryConfig::default()
-        })
-        .await
-        .unwrap();
-        (node, client)
-    });
+    let (node, client) = loopback_dht(&runtime);
     let new_version = Sha256Digest::of(b"tiny version 2");
     let peer = ChannelPeer {
         id: [3; 32],
@@ -328,25 +290,7 @@ fn an_auto_follow_fetches_the_new_version_by_itself_with_the_consent_given() {
     std::fs::write(&art.manifest_path, signed.to_text()).unwrap();
     let manifest_sha256 = Sha256Digest::of(&std::fs::read(&art.manifest_path).unwrap());
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let (node, client) = runtime.block_on(async {
-        let node = Discovery::start(DiscoveryConfig {
-            bind: SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0),
-            bootstrap: Bootstrap::NewNetwork,
-            server_mode: true,
-            ..DiscoveryConfig::default()
-        })
-        .await
-        .unwrap();
-        let client = Discovery::start(DiscoveryConfig {
-            bind: SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0),
-            bootstrap: Bootstrap::Nodes(vec![node.local_addr()]),
-            lookup_timeout: Duration::from_secs(5),
-            ..DiscoveryConfig::default()
-        })
-        .await
-        .unwrap();
-        (node, client)
-    });
+    let (node, client) = loopback_dht(&runtime);
     let seeder = companion(&temp.path().join("seeder"), node.local_addr());
     let (status, share) = seeder.send(
         "POST",
@@ -432,25 +376,7 @@ fn a_followed_channel_is_looked_up_again_by_itself_and_a_later_withdrawal_stops_
     std::fs::write(&art.manifest_path, signed.to_text()).unwrap();
     let manifest_sha256 = Sha256Digest::of(&std::fs::read(&art.manifest_path).unwrap());
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let (node, client) = runtime.block_on(async {
-        let node = Discovery::start(DiscoveryConfig {
-            bind: SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0),
-            bootstrap: Bootstrap::NewNetwork,
-            server_mode: true,
-            ..DiscoveryConfig::default()
-        })
-        .await
-        .unwrap();
-        let client = Discovery::start(DiscoveryConfig {
-            bind: SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0),
-            bootstrap: Bootstrap::Nodes(vec![node.local_addr()]),
-            lookup_timeout: Duration::from_secs(5),
-            ..DiscoveryConfig::default()
-        })
-        .await
-        .unwrap();
-        (node, client)
-    });
+    let (node, client) = loopback_dht(&runtime);
     // Lookups every second here (hourly in the product).
     let mut config = config(&temp.path().join("seeder"));
     config.dht_bootstrap = vec![node.local_addr()];

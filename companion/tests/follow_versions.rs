@@ -15,12 +15,11 @@
 
 mod support;
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::SocketAddrV4;
 use std::path::Path;
 use std::time::Duration;
 
-use minimodel_swarm::dht::{Bootstrap, Discovery, DiscoveryConfig};
-use minimodel_swarm::mirror::test_server::{TEST_CA_PEM, TestMirror};
+use minimodel_swarm::mirror::test_server::TestMirror;
 use minimodel_swarm::ticket::Ticket;
 use minimodel_verifier::Sha256Digest;
 use minimodel_verifier::channel::{Channel, ChannelPeer, Latest, sign_channel};
@@ -28,7 +27,7 @@ use minimodel_verifier::describe::{PublisherFields, describe_file};
 use minimodel_verifier::signing::SecretKey;
 use minimodel_verifier::signing::manifest::sign_manifest;
 use serde_json::{Value, json};
-use support::{Running, config, fixture, try_start};
+use support::{Running, config, fixture, loopback_dht, try_start, with_test_roots};
 
 const TEST: &str = "a_followed_version_beside_the_old_one_moves_only_its_changed_chunks";
 /// Set in the child: the directory it works in.
@@ -39,27 +38,9 @@ const CHANGED: [usize; 2] = [5, 15];
 
 #[test]
 fn a_followed_version_beside_the_old_one_moves_only_its_changed_chunks() {
-    let Some(dir) = std::env::var_os(CHILD) else {
-        let temp = tempfile::tempdir().unwrap();
-        let roots = temp.path().join("test-ca.pem");
-        std::fs::write(&roots, TEST_CA_PEM).unwrap();
-        let child = std::process::Command::new(std::env::current_exe().unwrap())
-            .args([TEST, "--exact", "--nocapture"])
-            .env(CHILD, temp.path())
-            .env("SSL_CERT_FILE", &roots)
-            .env_remove("SSL_CERT_DIR")
-            .env_remove("MINIMODEL_MIRROR_TOKENS")
-            .output()
-            .expect("the test runs itself again");
-        let said = String::from_utf8_lossy(&child.stdout);
-        assert!(
-            child.status.success() && said.contains("1 passed"),
-            "the child failed: {said}\n{}",
-            String::from_utf8_lossy(&child.stderr)
-        );
-        return;
-    };
-    follow_two_versions(Path::new(&dir));
+    if let Some(dir) = with_test_roots(TEST, CHILD) {
+        follow_two_versions(&dir);
+    }
 }
 
 /// A companion on `library` joined to the DHT at `node`, looking its
@@ -140,25 +121,7 @@ fn follow_two_versions(root: &Path) {
     .unwrap();
     let v2_sha256 = Sha256Digest::of(&std::fs::read(&v2_manifest_path).unwrap());
 
-    let (node, client) = runtime.block_on(async {
-        let node = Discovery::start(DiscoveryConfig {
-            bind: SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0),
-            bootstrap: Bootstrap::NewNetwork,
-            server_mode: true,
-            ..DiscoveryConfig::default()
-        })
-        .await
-        .unwrap();
-        let client = Discovery::start(DiscoveryConfig {
-            bind: SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0),
-            bootstrap: Bootstrap::Nodes(vec![node.local_addr()]),
-            lookup_timeout: Duration::from_secs(5),
-            ..DiscoveryConfig::default()
-        })
-        .await
-        .unwrap();
-        (node, client)
-    });
+    let (node, client) = loopback_dht(&runtime);
     let seeder = companion(&root.join("seeder"), node.local_addr());
     let share = |manifest: &Path, file: &Path| {
         let (status, share) = seeder.send(

@@ -12,10 +12,10 @@ mod support;
 
 use std::time::Duration;
 
-use minimodel_swarm::mirror::test_server::{TEST_CA_PEM, TestMirror};
+use minimodel_swarm::mirror::test_server::TestMirror;
 use minimodel_verifier::Sha256Digest;
 use serde_json::json;
-use support::{ApiSchema, fixture, start};
+use support::{ApiSchema, fixture, start, with_test_roots};
 
 const TEST: &str = "a_download_from_a_mirror_alone_is_delivered_and_names_the_mirror";
 /// Set in the child: the directory it works in, the authority in it.
@@ -23,27 +23,9 @@ const CHILD: &str = "MINIMODEL_TEST_MIRROR_DOWNLOAD_DIR";
 
 #[test]
 fn a_download_from_a_mirror_alone_is_delivered_and_names_the_mirror() {
-    let Some(dir) = std::env::var_os(CHILD) else {
-        let temp = tempfile::tempdir().unwrap();
-        let roots = temp.path().join("test-ca.pem");
-        std::fs::write(&roots, TEST_CA_PEM).unwrap();
-        let child = std::process::Command::new(std::env::current_exe().unwrap())
-            .args([TEST, "--exact", "--nocapture"])
-            .env(CHILD, temp.path())
-            .env("SSL_CERT_FILE", &roots)
-            .env_remove("SSL_CERT_DIR")
-            .env_remove("MINIMODEL_MIRROR_TOKENS")
-            .output()
-            .expect("the test runs itself again");
-        let said = String::from_utf8_lossy(&child.stdout);
-        assert!(
-            child.status.success() && said.contains("1 passed"),
-            "the child failed: {said}\n{}",
-            String::from_utf8_lossy(&child.stderr)
-        );
-        return;
-    };
-    download_from_a_mirror(std::path::Path::new(&dir));
+    if let Some(dir) = with_test_roots(TEST, CHILD) {
+        download_from_a_mirror(&dir);
+    }
 }
 
 fn download_from_a_mirror(root: &std::path::Path) {

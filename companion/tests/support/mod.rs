@@ -308,3 +308,63 @@ impl ApiSchema {
         }
     }
 }
+
+/// A loopback DHT of one node on `runtime`, and a client joined to it
+/// (lookups of 5 s): the node first, the client second.
+pub fn loopback_dht(
+    runtime: &tokio::runtime::Runtime,
+) -> (
+    minimodel_swarm::dht::Discovery,
+    minimodel_swarm::dht::Discovery,
+) {
+    use minimodel_swarm::dht::{Bootstrap, Discovery, DiscoveryConfig};
+    use std::net::{Ipv4Addr, SocketAddrV4};
+    runtime.block_on(async {
+        let node = Discovery::start(DiscoveryConfig {
+            bind: SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0),
+            bootstrap: Bootstrap::NewNetwork,
+            server_mode: true,
+            ..DiscoveryConfig::default()
+        })
+        .await
+        .expect("the loopback DHT node starts");
+        let client = Discovery::start(DiscoveryConfig {
+            bind: SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0),
+            bootstrap: Bootstrap::Nodes(vec![node.local_addr()]),
+            lookup_timeout: Duration::from_secs(5),
+            ..DiscoveryConfig::default()
+        })
+        .await
+        .expect("the loopback DHT client starts");
+        (node, client)
+    })
+}
+
+/// For a test whose companion must trust the test mirror's authority the
+/// way a user trusts an extra one (`SSL_CERT_FILE`, read once per
+/// process): in the test process, runs test `test` again as a child with
+/// that environment and `child_var` naming a fresh directory, asserts it
+/// passed, and returns `None`; in the child, returns that directory.
+pub fn with_test_roots(test: &str, child_var: &str) -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os(child_var) {
+        return Some(PathBuf::from(dir));
+    }
+    let temp = tempfile::tempdir().unwrap();
+    let roots = temp.path().join("test-ca.pem");
+    std::fs::write(&roots, minimodel_swarm::mirror::test_server::TEST_CA_PEM).unwrap();
+    let child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([test, "--exact", "--nocapture"])
+        .env(child_var, temp.path())
+        .env("SSL_CERT_FILE", &roots)
+        .env_remove("SSL_CERT_DIR")
+        .env_remove("MINIMODEL_MIRROR_TOKENS")
+        .output()
+        .expect("the test runs itself again");
+    let said = String::from_utf8_lossy(&child.stdout);
+    assert!(
+        child.status.success() && said.contains("1 passed"),
+        "the child failed: {said}\n{}",
+        String::from_utf8_lossy(&child.stderr)
+    );
+    None
+}
