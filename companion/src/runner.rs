@@ -130,9 +130,6 @@ pub struct DownloadJob {
     pub dht: Option<DiscoveryConfig>,
     /// A finished file verified by an earlier run, to serve on.
     pub verified: Option<Arc<VerifiedShare>>,
-    /// The download's mirror URLs: where else its chunk list may be
-    /// (`URL.chunk-list`) when the plan has older versions to reuse.
-    pub mirror_urls: Vec<String>,
 }
 
 /// Share or download (each boxed: both carry a manifest).
@@ -501,18 +498,14 @@ impl Run {
         // every chunk comes from the network.
         if !plan.reuse.is_empty() && plan.chunk_list.is_none() {
             let agent = concat!("minimodel/", env!("CARGO_PKG_VERSION"));
-            match minimodel_swarm::mirror::read_new_chunk_list(
-                &plan.manifest,
-                &job.mirror_urls,
-                agent,
-            )
-            .await
+            let mirrors = plan.mirrors.as_ref().map_or(&[][..], |set| &set.urls[..]);
+            match minimodel_swarm::mirror::read_new_chunk_list(&plan.manifest, mirrors, agent).await
             {
                 Ok(read) => {
                     tracing::info!(
                         item = %self.id,
                         "the chunk list is read from {}: the chunks {} older version(s) share are copied first",
-                        minimodel_swarm::mirror::given::shown_url(&read.from),
+                        read.from,
                         plan.reuse.len()
                     );
                     plan.chunk_list = Some(read.list);

@@ -352,8 +352,19 @@ fn new_chunk_list(
 ) -> Option<tempfile::NamedTempFile> {
     let agent = concat!("minimodel/", env!("CARGO_PKG_VERSION"));
     let runtime = super::network::runtime().ok()?;
+    // A --mirror that cannot be one is refused by the fetch itself.
+    let mirrors: Vec<_> = mirrors
+        .iter()
+        .filter_map(|text| {
+            minimodel_verifier::mirror_url::MirrorUrl::parse(
+                text,
+                minimodel_verifier::mirror_url::Plain::Refused,
+            )
+            .ok()
+        })
+        .collect();
     match runtime.block_on(minimodel_swarm::mirror::read_new_chunk_list(
-        manifest, mirrors, agent,
+        manifest, &mirrors, agent,
     )) {
         Ok(read) => {
             let mut file = tempfile::NamedTempFile::new().ok()?;

@@ -555,7 +555,6 @@ impl Shared {
                     })
                     .collect();
                 Job::Download(Box::new(DownloadJob {
-                    mirror_urls: download.mirrors.clone(),
                     plan,
                     serve: download.serve,
                     seed_after: download.seed_after,

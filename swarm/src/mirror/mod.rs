@@ -508,31 +508,36 @@ pub struct ChunkListRead {
     pub list: crate::resume::reuse::NewChunkList,
     /// Its bytes as read.
     pub bytes: Vec<u8>,
-    /// Where it was read (a URL).
+    /// Where it was read: a URL, shown without any query.
     pub from: String,
 }
 
 /// A new version's chunk list, for copying the chunks that older versions
 /// on this machine share with it: read at `manifest`'s chunk-list-route,
-/// else beside the first of `mirrors` that has it (`URL.chunk-list`), and
-/// kept only if it hashes to the manifest's Merkle root. `Err` says, in
-/// words, why each place gave none.
+/// else beside the first of `mirrors` that has it
+/// ([`MirrorUrl::chunk_list_url`], as a download reads it: without the
+/// mirror's query), and kept only if it hashes to the manifest's Merkle
+/// root. `Err` says, in words, why each place gave none.
 pub async fn read_new_chunk_list(
     manifest: &minimodel_verifier::Manifest,
-    mirrors: &[String],
+    mirrors: &[MirrorUrl],
     agent: &str,
 ) -> Result<ChunkListRead, String> {
-    let places: Vec<String> = (manifest.chunks.chunk_list.iter())
-        .map(|list| list.route.to_string())
-        .chain(mirrors.iter().map(|url| format!("{url}.chunk-list")))
+    // Each place as requested, and as shown.
+    let places: Vec<(String, String)> = (manifest.chunks.chunk_list.iter())
+        .map(|list| (list.route.to_string(), list.route.to_string()))
+        .chain(mirrors.iter().map(|url| {
+            let list = url.chunk_list_url();
+            (list.expose(), list.to_string())
+        }))
         .collect();
     if places.is_empty() {
         return Err("the manifest names no chunk-list-route, and no mirror is given".to_owned());
     }
     let count = u32::try_from(manifest.chunks.chunk_count).unwrap_or(u32::MAX);
     let mut why = Vec::new();
-    for place in places {
-        let checked = read_chunk_list_route(&place, count, agent)
+    for (url, place) in places {
+        let checked = read_chunk_list_route(&url, count, agent)
             .await
             .and_then(|bytes| {
                 crate::resume::reuse::NewChunkList::check(manifest, &bytes)
