@@ -105,8 +105,16 @@ BOUNDS = {
     # both). Measured 0.94 to 1.0 (docs/transport.md 4.5).
     "share-default-cubic": [("least_over_equal", ">=", 0.6)],
     # One connection on a long lossy path keeps 0.8 of the same path
-    # without loss (docs/performance.md, "One connection, far and lossy").
+    # without loss (docs/performance.md, "One connection, far and lossy"),
+    # 0.7 at 150 ms and 0.5 %: the goals of the far-and-lossy issue, each
+    # pair a single run (the spread is in docs/performance.md).
     "far-64-25ms-1pct-50mbit": [("lossy_over_clean", ">=", 0.8)],
+    "far-64-50ms-1pct": [("lossy_over_clean", ">=", 0.8)],
+    "far-64-50ms-1pct-50mbit": [("lossy_over_clean", ">=", 0.8)],
+    "far-256-50ms-1pct": [("lossy_over_clean", ">=", 0.8)],
+    "far-256-50ms-1pct-50mbit": [("lossy_over_clean", ">=", 0.8)],
+    "far-64-150ms-0.5pct": [("lossy_over_clean", ">=", 0.7)],
+    "far-64-150ms-0.5pct-50mbit": [("lossy_over_clean", ">=", 0.7)],
     # Two homes whose routers map nothing, a relay named in the ticket
     # (lab/relayed.py; the goals of docs/relay.md's issue): introduced, they
     # punch, and the relay carries at most 5 % of the bytes, the fetch

@@ -21,8 +21,11 @@ pub struct NodeConfig {
     pub max_download: Option<u64>,
     /// Chunks uploaded at once, over all peers. Default 8.
     pub upload_slots: usize,
-    /// Chunks uploaded at once to one peer. Default 2: one being sent, the
-    /// next one ready, so the peer never waits.
+    /// Chunks uploaded at once to one peer that hold upload slots. Default
+    /// 2: one being sent, the next one ready, so the peer never waits.
+    /// Past them a peer's uploads hold no slot: they wait behind these on
+    /// its connection, and start only when no peer below its share asks
+    /// (at most four times the uploads that may run to one peer).
     pub upload_slots_per_peer: usize,
     /// Uploads at once are as many as can each finish within this long at
     /// the uplink's measured rate (at least 1, at most `upload_slots`): a

@@ -76,15 +76,22 @@ pub struct DownloadConfig {
     /// hold the same chunks idle.
     pub reask_after: Option<Duration>,
     /// Chunk bytes requested and not yet verified and written, at most,
-    /// over all peers: a hard bound whatever the number of peers, rounded
+    /// over all peers, not counting up to as much again of requests to
+    /// far peers (a smallest round trip of 20 ms or more) whose pieces
+    /// have not begun: a hard bound whatever the number of peers, rounded
     /// down to whole chunks but never below one chunk (a chunk larger than
-    /// the budget is requested alone). A peer waits for budget rather than
-    /// going over it.
+    /// the budget is requested alone). A peer waits for budget rather
+    /// than going over it.
     /// Default 16 MiB: every requested byte is held in memory (by QUIC or
     /// by us) between its arrival and its write; this bounds them whatever
-    /// the number of peers and their round trips; it still covers 1 Gbit/s
-    /// at 130 ms. Pipelines follow the peers' smallest round trip, so on a
-    /// short path far less is outstanding.
+    /// the number of peers and their round trips (twice that from far
+    /// peers, whose pieces would all have to begin at once). A far request
+    /// not begun holds nothing: it waits a round trip for its piece, and
+    /// on a lossy path a lost packet's repair holds the piece about one
+    /// more (nearly every 1 MiB piece has one at 1 % loss): 32 MiB covers
+    /// 1 Gbit/s at 130 ms without loss, and 500 Mbit/s at 100 ms with 1 %.
+    /// Pipelines follow the peers' smallest round trip, so on a short path
+    /// far less is outstanding.
     pub max_in_flight_bytes: u64,
     /// Requested bytes per second at most (`--max-download`), if set:
     /// requests wait for their bytes in a token bucket with a burst of one
@@ -188,6 +195,45 @@ pub enum JoinError {
 /// again when none could take it (sooner, a quarter of the patience, when
 /// the fastest peer is fast).
 const RESCUE_RECHECK: Duration = Duration::from_millis(100);
+
+/// The request budget ([`DownloadConfig::max_in_flight_bytes`]) as it
+/// stands: requests in all, and those to far peers
+/// ([`PeerDownload::is_far`]) whose
+/// pieces have not begun, against the budget in chunks.
+///
+/// Every request counts, but up to one budget of requests to far peers
+/// not begun: those wait a round trip or more for their pieces (on a path
+/// that loses packets, about two), and hold no memory meanwhile. So at
+/// most one budget of pieces arrives at once from near peers, where the
+/// pieces of all requests begin at once and wait for verification, and at
+/// most two from far ones.
+#[derive(Debug, Clone, Copy)]
+struct Budget {
+    all: usize,
+    far_not_begun: usize,
+    chunks: usize,
+}
+
+impl Budget {
+    fn used(&self) -> usize {
+        self.all - self.far_not_begun.min(self.chunks)
+    }
+
+    fn is_spent(&self) -> bool {
+        self.used() >= self.chunks
+    }
+
+    /// Requests it still allows.
+    fn left(&self) -> usize {
+        self.chunks.saturating_sub(self.used())
+    }
+
+    /// One more request, not begun, to a far peer or not.
+    fn ask(&mut self, far: bool) {
+        self.all += 1;
+        self.far_not_begun += usize::from(far);
+    }
+}
 
 /// A peer a fill round may ask ([`Downloader::fill_pipelines`]).
 ///
@@ -389,7 +435,7 @@ impl Downloader {
             "reask {:?} idle {idle:?} waiting {waiting:?} outstanding {} seed {:x} now {now:?} due sessions {sessions:?} rescue {:?} rate_wait {:?}",
             self.next_reask(now)
                 .map(|t| now.saturating_duration_since(t)),
-            self.outstanding(),
+            self.requests_in_flight(),
             self.config.seed,
             self.next_rescue(now)
                 .map(|t| t.saturating_duration_since(now)),
@@ -528,7 +574,7 @@ impl Downloader {
                     .get_mut(&key)
                     .map(|session| {
                         if was_dry {
-                            session.set_dry(returns);
+                            session.set_dry(returns, now);
                         }
                         session.requests_in_flight() == 0
                     })
@@ -586,6 +632,18 @@ impl Downloader {
             .or_else(|| self.mirrors.get(&key).map(|mirror| &mirror.session))
     }
 
+    /// The header of a piece stream of a chunk requested from a peer came
+    /// after its link carried no piece bytes for `quiet` (zero when the
+    /// driver cannot tell): the pipeline learns from it
+    /// ([`PeerDownload::note_header`]), then [`Self::on_piece_started`].
+    pub fn on_piece_header(&mut self, key: LinkId, chunk: u32, quiet: Duration, now: Instant) {
+        let chunk_size = self.chunk_size;
+        if let Some(session) = self.peers.get_mut(&key) {
+            session.note_header(chunk, quiet, chunk_size, &self.config, now);
+        }
+        self.on_piece_started(key, chunk, now);
+    }
+
     /// The peer began the piece stream of a chunk requested from it: the
     /// chunk's other requests whose streams have not begun are cancelled,
     /// unless this peer is much slower than theirs (a slow start must not
@@ -595,6 +653,9 @@ impl Downloader {
     /// at once.
     pub fn on_piece_started(&mut self, key: LinkId, chunk: u32, now: Instant) {
         self.on_progress(key, now);
+        if let Some(session) = self.session_mut(key) {
+            session.begin(chunk);
+        }
         let endgame = self.picker.missing_count() == 0;
         let factor = self.config.slow_peer_factor;
         if let Some(mirror) = self.mirrors.get_mut(&key) {
@@ -979,7 +1040,7 @@ impl Downloader {
             let Some(helper) = helper else {
                 continue;
             };
-            if self.outstanding() >= self.budget_chunks() {
+            if self.budget().is_spent() {
                 return;
             }
             if self.picker.add_owner(chunk, helper, now) {
@@ -1040,16 +1101,28 @@ impl Downloader {
 
     /// Requests in flight over all peers (endgame duplicates included).
     pub fn requests_in_flight(&self) -> usize {
-        self.outstanding()
+        self.budget().all
     }
 
-    /// Requests in flight over all peers (endgame duplicates included).
-    fn outstanding(&self) -> usize {
-        self.peers
+    /// The request budget as it stands ([`Budget`]).
+    fn budget(&self) -> Budget {
+        let (all, far_not_begun) = self
+            .peers
             .values()
             .chain(self.mirrors.values().map(|mirror| &mirror.session))
-            .map(PeerDownload::requests_in_flight)
-            .sum()
+            .fold((0, 0), |(all, far), session| {
+                let in_flight = session.requests_in_flight();
+                let far_not_begun = match session.is_far() {
+                    true => in_flight - session.requests_begun(),
+                    false => 0,
+                };
+                (all + in_flight, far + far_not_begun)
+            });
+        Budget {
+            all,
+            far_not_begun,
+            chunks: self.budget_chunks(),
+        }
     }
 
     /// When a request waiting in its owner's queue may be asked again: it
@@ -1080,7 +1153,7 @@ impl Downloader {
         (!self.hold
             && self.rate_wait.is_none()
             && self.picker.missing_count() > 0
-            && self.outstanding() < self.budget_chunks())
+            && !self.budget().is_spent())
         .then_some(after)
     }
 
@@ -1135,10 +1208,10 @@ impl Downloader {
             .map(|(chunk, owner)| (owner.since, chunk))
             .collect();
         due.sort_unstable();
-        let (mut outstanding, budget) = (self.outstanding(), self.budget_chunks());
+        let mut budget = self.budget();
         let capped = self.max_rate().is_some();
         for key in idle {
-            if outstanding >= budget || due.is_empty() {
+            if budget.is_spent() || due.is_empty() {
                 return;
             }
             let has = self.peers[&key].has();
@@ -1156,10 +1229,12 @@ impl Downloader {
                 return;
             }
             if self.picker.add_owner(chunk, key, now) {
+                let mut far = false;
                 if let Some(session) = self.peers.get_mut(&key) {
                     session.start_request(chunk, now);
+                    far = session.is_far();
                 }
-                outstanding += 1;
+                budget.ask(far);
                 self.actions.push_back(Action::Request { peer: key, chunk });
             }
         }
@@ -1183,9 +1258,8 @@ impl Downloader {
         if self.is_complete() || self.hold {
             return;
         }
-        let budget = self.budget_chunks();
-        let mut outstanding = self.outstanding();
-        if outstanding >= budget {
+        let mut budget = self.budget();
+        if budget.is_spent() {
             return;
         }
         let capped = self.max_rate().is_some();
@@ -1203,8 +1277,7 @@ impl Downloader {
         // requesting does not change it.
         let endgame = self.picker.missing_count() == 0;
         let returns = self.picker.returns();
-        let endgame_may_begin =
-            u64::from(self.picker.missing_count()) <= (budget - outstanding) as u64;
+        let endgame_may_begin = u64::from(self.picker.missing_count()) <= budget.left() as u64;
         let mut order = std::mem::take(&mut self.fill_order);
         order.clear();
         // Most calls (a Have, a chunk in) find every pipeline full, every
@@ -1268,11 +1341,11 @@ impl Downloader {
             .min()
             .unwrap_or(0);
         for level in first..self.config.max_pipeline {
-            if outstanding >= budget || order.is_empty() {
+            if budget.is_spent() || order.is_empty() {
                 break;
             }
             for candidate in &mut order {
-                if outstanding >= budget {
+                if budget.is_spent() {
                     break;
                 }
                 let key = candidate.key;
@@ -1312,7 +1385,7 @@ impl Downloader {
                         candidate.dry_in_endgame = true;
                         candidate.done = true;
                     } else {
-                        session.set_dry(self.picker.returns());
+                        session.set_dry(self.picker.returns(), now);
                         candidate.done |= !endgame_may_begin;
                     }
                     continue;
@@ -1327,7 +1400,7 @@ impl Downloader {
                     return;
                 }
                 session.start_request(chunk, now);
-                outstanding += 1;
+                budget.ask(session.is_far());
                 self.actions.push_back(Action::Request { peer: key, chunk });
             }
             order.retain(|candidate| !candidate.done);
@@ -1626,6 +1699,71 @@ mod tests {
         assert!(!core.wants_bytes(), "chunk 0 is held already");
         core.on_have(LinkId(2), 1, now);
         assert!(core.wants_bytes(), "chunk 1 is missing");
+    }
+
+    #[test]
+    fn far_peers_may_be_asked_twice_the_budget_while_their_pieces_have_not_begun() {
+        let mut core = budgeted_core(8 << 20);
+        let now = Instant::now();
+        let far = |core: &mut Downloader, i: u8| {
+            join(core, i, now);
+            core.set_rtt(LinkId(u64::from(i)), Duration::from_millis(100));
+        };
+        let count = |core: &Downloader, of: fn(&PeerDownload) -> usize| -> usize {
+            (0..10).filter_map(|i| core.peer(LinkId(i))).map(of).sum()
+        };
+        let all = |core: &Downloader| count(core, PeerDownload::requests_in_flight);
+        let begun = |core: &Downloader| count(core, PeerDownload::requests_begun);
+        // Far peers (100 ms) join one by one; the first ones take the
+        // budget with their initial pipelines, the later ones wait: twice
+        // the budget (8 chunks) may be asked while no piece has begun.
+        let mut sent = Vec::new();
+        for i in 0..10u8 {
+            far(&mut core, i);
+            sent.extend(requests(&mut core));
+            assert!(all(&core) <= 16);
+        }
+        assert_eq!(sent.len(), 16, "{sent:?}");
+        // Ten pieces begin: more than the budget, as asked. While eight or
+        // more arrive, the ones that end free nothing.
+        let mut queue: VecDeque<(LinkId, u32)> = sent.into();
+        let mut arriving = VecDeque::new();
+        for _ in 0..10 {
+            let (peer, chunk) = queue.pop_front().expect("a request");
+            core.on_piece_started(peer, chunk, now);
+            arriving.push_back((peer, chunk));
+        }
+        assert_eq!(begun(&core), 10);
+        for _ in 0..2 {
+            let (peer, chunk) = arriving.pop_front().expect("a piece");
+            core.on_chunk_verified(peer, chunk, 1 << 20, now);
+            assert!(requests(&mut core).is_empty());
+        }
+        assert_eq!((all(&core), begun(&core)), (14, 8));
+        // Below the budget of pieces arriving, requests go up to twice it
+        // in all.
+        let (peer, chunk) = arriving.pop_front().expect("a piece");
+        core.on_chunk_verified(peer, chunk, 1 << 20, now);
+        let more = requests(&mut core);
+        assert_eq!(more.len(), 3, "{more:?}");
+        assert_eq!((all(&core), begun(&core)), (16, 7));
+        queue.extend(more);
+        queue.extend(arriving);
+        // As requests end, the slots they free go to peers without one
+        // first: every peer is served in time, and the totals never grow
+        // past their bounds.
+        let mut served: BTreeSet<LinkId> = queue.iter().map(|(peer, _)| *peer).collect();
+        served.insert(peer);
+        while served.len() < 10 {
+            let (peer, chunk) = queue.pop_front().expect("a request in flight");
+            core.on_piece_started(peer, chunk, now);
+            core.on_chunk_verified(peer, chunk, 1 << 20, now);
+            for (peer, chunk) in requests(&mut core) {
+                served.insert(peer);
+                queue.push_back((peer, chunk));
+            }
+            assert!(all(&core) <= 16 && begun(&core) <= 8);
+        }
     }
 
     #[test]

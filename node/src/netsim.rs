@@ -459,7 +459,9 @@ enum Event {
     Control(usize, usize, Message),
     Closed(usize, usize, LinkEnd),
     Farewelled(usize, usize),
-    Header(Stream),
+    /// A piece stream's header, after its link carried no piece bytes for
+    /// this long.
+    Header(Stream, Duration),
     PieceDone(Stream),
     /// The acknowledgement of an upload's last bytes reaches its sender
     /// (`to` is the sender's side here), with [`Sim::acked_uploads`].
@@ -866,7 +868,7 @@ impl Sim {
             Event::Control(conn, to, message) => self.control(conn, to, message),
             Event::Closed(conn, to, end) => self.closed(conn, to, end),
             Event::Farewelled(conn, side) => self.farewelled(conn, side),
-            Event::Header(stream) => self.header(stream),
+            Event::Header(stream, quiet) => self.header(stream, quiet),
             Event::PieceDone(stream) => self.piece_done(stream),
             Event::Acked(stream) => self.upload_acked(stream),
             Event::Reset(stream) => self.reset(stream),
@@ -1247,6 +1249,8 @@ impl Sim {
                 }
             }
             Action::HashStored { .. } => self.hash_on(node),
+            // The simulator's paths have no flow control.
+            Action::ReceiveWindow { .. } => {}
             Action::Lookup => {
                 let at = self.now + self.dht_time;
                 self.push(at, Event::Found(node, generation));

@@ -9,7 +9,7 @@
 //! chunks that complete in a burst (verification queued behind a busy core)
 //! do not make a peer look faster than it is.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use minimodel_wire::{ChunkIndex, HaveBitfield, PeerId};
@@ -22,6 +22,16 @@ const RATE_SMOOTHING: f64 = 0.25;
 pub const RATE_PERIOD: Duration = Duration::from_millis(200);
 /// Round trip assumed until the transport reports one.
 const DEFAULT_RTT: Duration = Duration::from_millis(50);
+/// A peer whose smallest round trip is at least this long is far
+/// ([`PeerDownload::is_far`]).
+pub const FAR_RTT: Duration = Duration::from_millis(20);
+/// A link counts as having idled before a piece header only after at least
+/// this long without piece bytes (a busy machine's scheduling is not an
+/// idle link).
+const MIN_QUIET: Duration = Duration::from_millis(5);
+/// The bytes of a few datagrams: at a slow peer's rate, the gap between two
+/// of them is not an idle link either.
+const QUIET_BYTES: f64 = 4.0 * 1452.0;
 
 /// What one peer did for the download.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -61,6 +71,8 @@ pub struct PeerDownload {
     has: HaveBitfield,
     /// In-flight requests: chunk -> when it was sent.
     requests: BTreeMap<u32, Instant>,
+    /// Those of them whose piece stream began.
+    begun: BTreeSet<u32>,
     rate: Option<f64>,
     rtt: Option<Duration>,
     /// Start of the current rate period and the bytes delivered in it.
@@ -74,6 +86,13 @@ pub struct PeerDownload {
     /// The picker had nothing for it when the picker's returns and its own
     /// announcements stood at these counts.
     dry_at: Option<(u64, u64)>,
+    /// The pipeline depth its link showed it needs ([`Self::note_header`]):
+    /// 0 until its link idled waiting for a request of ours.
+    probed: usize,
+    /// Headers that came over a busy link since `probed` last moved.
+    busy_headers: usize,
+    /// When the picker last had nothing for it.
+    dry_when: Option<Instant>,
 }
 
 impl PeerDownload {
@@ -83,6 +102,7 @@ impl PeerDownload {
             peer_id,
             has,
             requests: BTreeMap::new(),
+            begun: BTreeSet::new(),
             rate: None,
             rtt: None,
             window_start: None,
@@ -92,6 +112,9 @@ impl PeerDownload {
             stats: PeerStats::default(),
             haves: 0,
             dry_at: None,
+            probed: 0,
+            busy_headers: 0,
+            dry_when: None,
         }
     }
 
@@ -139,6 +162,19 @@ impl PeerDownload {
         self.requests.len()
     }
 
+    /// Requests in flight whose piece stream began: their bytes arrive,
+    /// and are held until verified and written.
+    pub fn requests_begun(&self) -> usize {
+        self.begun.len()
+    }
+
+    /// The piece stream of an in-flight request began.
+    pub(crate) fn begin(&mut self, chunk: u32) {
+        if self.requests.contains_key(&chunk) {
+            self.begun.insert(chunk);
+        }
+    }
+
     /// The in-flight requests: chunk and when it was sent.
     pub fn requests(&self) -> impl Iterator<Item = (u32, Instant)> + '_ {
         self.requests.iter().map(|(&chunk, &sent)| (chunk, sent))
@@ -159,6 +195,22 @@ impl PeerDownload {
     /// The smallest round trip seen (50 ms until one is).
     pub fn rtt(&self) -> Duration {
         self.rtt.unwrap_or(DEFAULT_RTT)
+    }
+
+    /// The smallest round trip seen, once one is.
+    pub fn known_rtt(&self) -> Option<Duration> {
+        self.rtt
+    }
+
+    /// Whether its smallest round trip, once known, is [`FAR_RTT`] or
+    /// more. A far peer's requests wait long for their pieces to begin
+    /// (the download's budget lets more of them wait), and its pipeline
+    /// learns from its link's idling ([`Self::note_header`]). A near
+    /// peer's requests take about their pieces' own time, which its rate
+    /// covers; and there a busy receiver's reads pause for longer than
+    /// the round trip, which would look like an idle link.
+    pub fn is_far(&self) -> bool {
+        self.rtt.is_some_and(|rtt| rtt >= FAR_RTT)
     }
 
     /// Records an announced chunk; false when it was known (or out of range).
@@ -185,8 +237,9 @@ impl PeerDownload {
     }
 
     /// The picker has nothing for this peer now.
-    pub(crate) fn set_dry(&mut self, returns: u64) {
+    pub(crate) fn set_dry(&mut self, returns: u64, now: Instant) {
         self.dry_at = Some((returns, self.haves));
+        self.dry_when = Some(now);
     }
 
     /// Forgets a chunk the peer said it has but then refused; false when it
@@ -196,7 +249,8 @@ impl PeerDownload {
     }
 
     /// The pipeline depth this peer deserves now: what its rate brings in
-    /// `pipeline_round_trips` of its round trip, and the chunk being sent.
+    /// `pipeline_round_trips` of its round trip, and the chunk being sent;
+    /// more when its link showed that is too few ([`Self::note_header`]).
     pub fn pipeline_depth(&self, chunk_size: u32, config: &DownloadConfig) -> usize {
         let Some(rate) = self.rate else {
             return config
@@ -206,7 +260,74 @@ impl PeerDownload {
         let rtt = self.rtt.unwrap_or(DEFAULT_RTT).as_secs_f64();
         let chunks_per_rtt = rate * rtt / f64::from(chunk_size.max(1));
         let depth = (config.pipeline_round_trips * chunks_per_rtt).ceil() as usize + 1;
-        depth.clamp(config.min_pipeline, config.max_pipeline)
+        depth
+            .max(self.probed)
+            .clamp(config.min_pipeline, config.max_pipeline)
+    }
+
+    /// The depth [`Self::note_header`] found the link needs (0: none
+    /// beyond the rate's).
+    pub fn probed_depth(&self) -> usize {
+        self.probed
+    }
+
+    /// The header of `chunk`'s piece stream came after the link from this
+    /// peer carried no piece bytes for `quiet`: a far peer's
+    /// ([`Self::is_far`]) pipeline learns from it; a near one's does not.
+    ///
+    /// The rate's pipeline grows only as fast as the rate it lets the peer
+    /// show: by the pipeline's round trips over the time a request takes.
+    /// On a long lossy path a request takes about two round trips (nearly
+    /// every chunk waits for a lost packet's repair), so it grows slowly
+    /// there. The link tells more. When it idled (quiet for an eighth of
+    /// a round trip, and longer than a few datagrams take at the peer's
+    /// rate), the header came within about a round trip of its request,
+    /// and the picker had chunks for the peer all along, then the peer had
+    /// nothing of ours to send while our request travelled: the pipeline
+    /// was short. It then doubles, or grows by what the rate would have
+    /// brought in while the link idled if that is more: a slow start, as
+    /// TCP's. A header over a busy link, or one the peer held back
+    /// (serving others), says nothing of the kind: after as many such
+    /// headers as the probed depth, it shrinks by one, so that it follows
+    /// the path down again, and the rate's depth takes over.
+    pub(crate) fn note_header(
+        &mut self,
+        chunk: u32,
+        quiet: Duration,
+        chunk_size: u32,
+        config: &DownloadConfig,
+        now: Instant,
+    ) {
+        let (Some(&sent), Some(rate)) = (self.requests.get(&chunk), self.rate) else {
+            return;
+        };
+        if rate <= 0.0 || !self.is_far() {
+            return;
+        }
+        let rtt = self.rtt();
+        let threshold = (rtt / 8)
+            .max(MIN_QUIET)
+            .max(Duration::from_secs_f64((QUIET_BYTES / rate).min(60.0)));
+        let waited = now.saturating_duration_since(sent);
+        let quiet_from = now.checked_sub(quiet).unwrap_or(sent);
+        let idled = quiet >= threshold
+            && waited <= rtt * 3 / 2 + threshold
+            && self.dry_when.is_none_or(|dry| dry < quiet_from);
+        if idled {
+            // The chunks the rate would have brought in while the link
+            // idled.
+            let missed =
+                (quiet.as_secs_f64() * rate / f64::from(chunk_size.max(1))).ceil() as usize;
+            let depth = self.pipeline_depth(chunk_size, config);
+            self.probed = (depth + missed.max(depth)).min(config.max_pipeline);
+            self.busy_headers = 0;
+        } else if self.probed > 0 {
+            self.busy_headers += 1;
+            if self.busy_headers >= self.probed {
+                self.probed -= 1;
+                self.busy_headers = 0;
+            }
+        }
     }
 
     pub(crate) fn start_request(&mut self, chunk: u32, now: Instant) {
@@ -224,6 +345,7 @@ impl PeerDownload {
     /// Removes the request; returns when it was sent, `None` if it was not
     /// in flight.
     pub(crate) fn finish_request(&mut self, chunk: u32) -> Option<Instant> {
+        self.begun.remove(&chunk);
         self.requests.remove(&chunk)
     }
 
@@ -436,6 +558,56 @@ mod tests {
             very_far.pipeline_depth(1 << 20, &config),
             config.max_pipeline
         );
+    }
+
+    #[test]
+    fn a_link_that_idled_waiting_for_a_request_doubles_the_pipeline() {
+        let config = DownloadConfig::default();
+        let chunk = 1 << 20;
+        let t0 = Instant::now();
+        let ms = |n| Duration::from_millis(n);
+        // 1 MiB in 200 ms, 100 ms away: the rate's depth is 3.
+        let mut far = session(t0);
+        far.set_rtt(ms(100));
+        far.start_request(0, t0);
+        far.finish_request(0);
+        far.record_delivery(chunk.into(), Some(t0), t0 + ms(200));
+        assert_eq!(far.pipeline_depth(chunk, &config), 3);
+        let header = |peer: &mut PeerDownload, n: u32, sent: Instant, after: Duration, quiet| {
+            peer.start_request(n, sent);
+            peer.note_header(n, quiet, chunk, &config, sent + after);
+            peer.finish_request(n);
+            peer.pipeline_depth(chunk, &config)
+        };
+        let t1 = t0 + ms(300);
+        // Quiet for less than an eighth of a round trip: a busy link.
+        assert_eq!(header(&mut far, 1, t1, ms(105), ms(10)), 3);
+        // Quiet for 50 ms, the header a round trip after its request: the
+        // link idled for want of a request. The depth doubles.
+        assert_eq!(header(&mut far, 2, t1, ms(105), ms(50)), 6);
+        assert_eq!(far.probed_depth(), 6);
+        // A header the peer held back (four round trips after its request)
+        // says nothing of our pipeline, however quiet the link was: it
+        // counts as one over a busy link.
+        assert_eq!(header(&mut far, 3, t1, ms(400), ms(300)), 6);
+        // Six such headers take one back.
+        for n in 4..8 {
+            assert_eq!(header(&mut far, n, t1, ms(105), Duration::ZERO), 6);
+        }
+        assert_eq!(header(&mut far, 8, t1, ms(105), Duration::ZERO), 5);
+        // A link that idled while the picker had nothing for the peer: no
+        // growth.
+        let t2 = t1 + ms(1_000);
+        far.set_dry(0, t2);
+        assert_eq!(header(&mut far, 9, t2, ms(105), ms(150)), 5);
+        // Once it had chunks again, an idle link counts.
+        let t3 = t2 + ms(500);
+        assert_eq!(header(&mut far, 10, t3, ms(105), ms(80)), 10);
+        // Never past the maximum.
+        for n in 11..20 {
+            header(&mut far, n, t3, ms(105), ms(80));
+        }
+        assert_eq!(far.pipeline_depth(chunk, &config), config.max_pipeline);
     }
 
     #[test]

@@ -337,9 +337,8 @@ impl Downloader {
         if self.mirrors.is_empty() || self.is_complete() || self.hold || self.rate_wait.is_some() {
             return;
         }
-        let budget = self.budget_chunks();
-        let mut outstanding = self.outstanding();
-        if outstanding >= budget {
+        let mut budget = self.budget();
+        if budget.is_spent() {
             return;
         }
         let chunk_size = self.chunk_size;
@@ -373,7 +372,7 @@ impl Downloader {
         let keys: Vec<LinkId> = self.mirrors.keys().copied().collect();
         for key in keys {
             loop {
-                if outstanding >= budget {
+                if budget.is_spent() {
                     return;
                 }
                 let Some(mirror) = self.mirrors.get(&key) else {
@@ -450,7 +449,7 @@ impl Downloader {
                     return;
                 }
                 mirror.session.start_request(chunk, now);
-                outstanding += 1;
+                budget.ask(false);
                 self.actions.push_back(Action::Request { peer: key, chunk });
             }
         }

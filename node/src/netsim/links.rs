@@ -29,6 +29,10 @@ pub(super) struct Conn {
     pub(super) loss: f64,
     /// It runs through this relay (a channel), not directly.
     pub(super) via: Option<usize>,
+    /// When the last piece bytes each side sent so far reach the other
+    /// side (a header's receiver measures from them how long its link
+    /// idled, `NodeCore::handle_piece_header`).
+    pub(super) pieces_until: [Option<Duration>; 2],
 }
 
 impl Sim {
@@ -203,6 +207,7 @@ impl Sim {
             latency: self.specs[node].latency + self.specs[target].latency,
             loss: self.specs[node].loss.max(self.specs[target].loss),
             via: None,
+            pieces_until: [None; 2],
         });
         self.nodes[node].links.insert((generation, link), (conn, 0));
         let latency = self.latency(conn);

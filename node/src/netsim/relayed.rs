@@ -220,6 +220,7 @@ impl Sim {
                 + self.specs[target].latency,
             loss: self.specs[node].loss.max(self.specs[target].loss),
             via: Some(relay),
+            pieces_until: [None; 2],
         });
         self.nodes[node].links.insert((generation, link), (conn, 0));
         let latency = self.latency(conn);

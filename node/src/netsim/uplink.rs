@@ -106,6 +106,18 @@ impl Sim {
             .chunk_len(ChunkIndex(chunk))
             .expect("a chunk of the swarm");
         let owner = self.uplink_of(node);
+        // How long the receiver's link will have idled when the header
+        // arrives: nothing while this side sends it another piece.
+        let header_at = self.now + self.latency(conn);
+        let sending = self.nodes[owner]
+            .uplink
+            .transfers
+            .iter()
+            .any(|t| t.conn == conn && t.from == side);
+        let quiet = match self.conns[conn].pieces_until[side] {
+            Some(until) if !sending => header_at.saturating_sub(until),
+            _ => Duration::ZERO,
+        };
         let mut pace = pace.map(|rate| rate as f64);
         // Through a relay: at most the pair's rate.
         if let Some(cap) = self.conns[conn]
@@ -133,14 +145,16 @@ impl Sim {
                 pace,
             });
         });
-        let at = self.now + self.latency(conn);
-        let event = Event::Header(Stream {
-            conn,
-            to: 1 - side,
-            chunk,
-            transfer: id,
-        });
-        self.push(at, event);
+        let event = Event::Header(
+            Stream {
+                conn,
+                to: 1 - side,
+                chunk,
+                transfer: id,
+            },
+            quiet,
+        );
+        self.push(header_at, event);
     }
 
     /// Changes a node's transfers at the current time and schedules the
@@ -188,6 +202,8 @@ impl Sim {
                 .chunk_len(ChunkIndex(chunk))
                 .map_or(0, u64::from);
             let at = self.now + self.piece_delay(conn, bytes);
+            let until = &mut self.conns[conn].pieces_until[side];
+            *until = Some(until.map_or(at, |until| until.max(at)));
             self.push(
                 at,
                 Event::PieceDone(Stream {
@@ -317,13 +333,17 @@ impl Sim {
         }
     }
 
-    pub(super) fn header(&mut self, stream: Stream) {
+    pub(super) fn header(&mut self, stream: Stream, quiet: Duration) {
         let Some((node, link)) = self.endpoint(stream.conn, stream.to) else {
             return;
         };
         let now = self.instant();
         let chunk = ChunkIndex(stream.chunk);
-        if self.core_mut(node).handle_piece_header(link, chunk, now) == PieceVerdict::Stop {
+        if self
+            .core_mut(node)
+            .handle_piece_header(link, chunk, quiet, now)
+            == PieceVerdict::Stop
+        {
             self.stopped.insert(stream.transfer);
             let at = self.now + self.latency(stream.conn);
             let back = Stream {

@@ -484,11 +484,14 @@ impl NodeCore {
     /// A piece stream's header names `chunk`: read it, or stop it. A chunk
     /// never requested from this peer is a violation (the peer is
     /// dropped); one requested but no longer wanted, or already arriving
-    /// on another stream, is stopped without blame.
+    /// on another stream, is stopped without blame. `quiet`: how long the
+    /// link carried no piece bytes before this header (zero when the
+    /// driver cannot tell), which the pipeline learns from.
     pub fn handle_piece_header(
         &mut self,
         link: LinkId,
         chunk: ChunkIndex,
+        quiet: Duration,
         now: Instant,
     ) -> PieceVerdict {
         let requested = self
@@ -517,7 +520,9 @@ impl NodeCore {
         }
         peer.last_useful = now;
         if let Some(download) = &mut self.download {
-            download.downloader.on_piece_started(link, chunk.0, now);
+            download
+                .downloader
+                .on_piece_header(link, chunk.0, quiet, now);
         }
         self.drain_download(now);
         PieceVerdict::Accept
@@ -987,6 +992,35 @@ impl NodeCore {
     }
 
     /// Turns the downloader's decisions into messages and closes.
+    /// Asks the transport to let `link` send all we asked of it
+    /// ([`Action::ReceiveWindow`]): the chunks in flight from it, and one
+    /// more for the piece headers and the next request, when that is more
+    /// than asked before.
+    fn cover_requests(&mut self, link: LinkId) {
+        let chunk_size = u64::from(self.params.chunk_size());
+        let Some(in_flight) = self
+            .download
+            .as_ref()
+            .and_then(|download| download.downloader.peer(link))
+            .map(|session| session.requests_in_flight() as u64)
+        else {
+            return;
+        };
+        let wanted = (in_flight + 1).saturating_mul(chunk_size);
+        let Some(peer) = self.peer_mut(link) else {
+            return;
+        };
+        if wanted <= peer.receive_window {
+            return;
+        }
+        // In steps of a quarter more, so that a growing pipeline does not
+        // ask at every request.
+        let bytes = wanted.max(peer.receive_window.saturating_add(peer.receive_window / 4));
+        peer.receive_window = bytes;
+        self.actions
+            .push_back(Action::ReceiveWindow { link, bytes });
+    }
+
     pub(super) fn drain_download(&mut self, now: Instant) {
         let mut decided = Vec::new();
         if let Some(download) = &mut self.download {
@@ -1003,6 +1037,7 @@ impl NodeCore {
                     if let Some(p) = self.peer_mut(peer) {
                         let _ = p.ever_requested.set(ChunkIndex(chunk), true);
                     }
+                    self.cover_requests(peer);
                     self.send(
                         peer,
                         Message::Request {

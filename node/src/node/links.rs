@@ -847,6 +847,7 @@ impl NodeCore {
             has: up.bitfield.clone(),
             arriving: Default::default(),
             ever_requested: HaveBitfield::new(count),
+            receive_window: 0,
             told: Default::default(),
             exchange_budget: exchange_budget(&self.config, now),
             uploaded_chunks: 0,

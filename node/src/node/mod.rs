@@ -121,6 +121,19 @@ pub enum Action {
         /// Why.
         reason: GoodbyeReason,
     },
+    /// Let the peer send at least `bytes` on the connection beyond what we
+    /// have read (the transport's connection receive window, if it is
+    /// smaller now): what we asked of it and have not received. On a
+    /// lossy path the bytes behind a lost packet wait for its repair
+    /// unread, so a window smaller than the pipeline holds the peer back
+    /// (`docs/swarm.md`, "Pipelines"). It only grows, and the requests it
+    /// covers are bounded by the download's budget.
+    ReceiveWindow {
+        /// Which.
+        link: LinkId,
+        /// Bytes.
+        bytes: u64,
+    },
     /// Read `chunk`, take its proof, and send it on a new piece stream,
     /// paced at `pace` bytes per second if set.
     Upload {
@@ -273,6 +286,9 @@ struct Peer {
     /// Chunks ever requested from it (a piece it sends for any other is a
     /// violation).
     ever_requested: HaveBitfield,
+    /// The most bytes of ours it may send before we read them that we
+    /// asked the transport for ([`Action::ReceiveWindow`]); 0: none asked.
+    receive_window: u64,
     /// Peers it was told of (peer exchange).
     told: BTreeSet<PeerId>,
     /// Addresses from its Peers messages we may still dial.

@@ -212,10 +212,22 @@ impl NodeCore {
                 // No peer below its share asks for anything: a free slot
                 // goes to a peer at its share rather than idle. An upload
                 // holds its slot until acknowledged, so one peer on a long
-                // path needs more than its share to fill the uplink.
+                // path needs more than its share to fill the uplink; its
+                // uploads past its share wait behind the others on its own
+                // connection, and take no slot from other links
+                // (`Uploads::slot_free`). One link runs at most as many as
+                // may run in all, so that one that stops reading cannot
+                // take every upload under way.
+                let most = self
+                    .uploads
+                    .most_per_link(&self.config, self.params.chunk_size());
                 let passed_over: std::collections::BTreeSet<LinkId> = self
                     .peers()
-                    .filter(|(link, peer)| peer.leaving || self.uploads.is_stuck(*link))
+                    .filter(|(link, peer)| {
+                        peer.leaving
+                            || self.uploads.is_stuck(*link)
+                            || self.uploads.active_for(*link) >= most
+                    })
                     .map(|(link, _)| link)
                     .collect();
                 next = pick(

@@ -363,7 +363,8 @@ impl Harness {
     fn arrive(&mut self, link: LinkId, chunk: u32) -> ChunkIndex {
         let chunk = ChunkIndex(chunk);
         assert_eq!(
-            self.core.handle_piece_header(link, chunk, self.now),
+            self.core
+                .handle_piece_header(link, chunk, Duration::ZERO, self.now),
             PieceVerdict::Accept,
             "header of chunk {}",
             chunk.0

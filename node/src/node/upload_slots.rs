@@ -296,33 +296,82 @@ impl Uploads {
             .copied()
     }
 
-    /// Most uploads under way at once, overdue ones included: twice the
-    /// slots, at most `upload_slots` or, on an endpoint shared with other
-    /// swarms, the gate's grant (the grants add up to the endpoint's
-    /// slots).
+    /// Most uploads under way at once, overdue ones included, each link
+    /// counted for at most `upload_slots_per_peer` ([`Self::sharing`]):
+    /// twice the slots, at most `upload_slots` or, on an endpoint shared
+    /// with other swarms, the gate's grant (the grants add up to the
+    /// endpoint's slots).
     fn most_running(&self, config: &crate::config::NodeConfig, chunk_size: u32) -> usize {
         let cap = self.grant.map_or(config.upload_slots, |grant| grant.max(1));
         (2 * self.slots(config, chunk_size)).min(cap)
     }
 
-    /// Most uploads under way at once, stuck ones included: twice
+    /// Most uploads under way to one link: four times
+    /// [`Self::most_running`].
+    /// Past its first `upload_slots_per_peer`, a link's uploads take no
+    /// slot ([`Self::sharing`]): this keeps one far link from taking
+    /// every upload under way ([`Self::most_under_way`]).
+    pub(super) fn most_per_link(
+        &self,
+        config: &crate::config::NodeConfig,
+        chunk_size: u32,
+    ) -> usize {
+        4 * self.most_running(config, chunk_size)
+    }
+
+    /// Most uploads under way at once, stuck ones included: five times
     /// [`Self::most_running`], so that links that make no progress cannot
-    /// open uploads without end.
+    /// open uploads without end, and one that stops reading with all the
+    /// uploads one link may have ([`Self::most_per_link`]) leaves others
+    /// theirs.
     fn most_under_way(&self, config: &crate::config::NodeConfig, chunk_size: u32) -> usize {
-        2 * self.most_running(config, chunk_size)
+        5 * self.most_running(config, chunk_size)
+    }
+
+    /// Uploads under way to links that make progress, at most `per_link`
+    /// of each link (`upload_slots_per_peer`), of those `counts` keeps.
+    ///
+    /// A link's further uploads share nothing with other links: a
+    /// connection sends its piece streams one after another, oldest first
+    /// (`PieceSendStream::open`), so they wait behind its first ones on
+    /// its own connection. On a long path they are what keeps it busy: an
+    /// upload ends only when every byte is acknowledged, a round trip
+    /// after its last one left, two on a lossy path, and the next ones go
+    /// out meanwhile.
+    fn sharing(&self, per_link: usize, counts: impl Fn(Option<Instant>) -> bool) -> usize {
+        let mut count = 0;
+        let mut link = None;
+        let mut of_link = 0;
+        for ((this, _), overdue) in &self.active {
+            if self.stuck.contains(this) || !counts(*overdue) {
+                continue;
+            }
+            if link != Some(*this) {
+                link = Some(*this);
+                of_link = 0;
+            }
+            if of_link < per_link {
+                count += 1;
+                of_link += 1;
+            }
+        }
+        count
     }
 
     /// Whether a slot is free at `now`: fewer uploads hold one than
     /// `slots`, fewer than [`Self::most_running`] run to links that make
-    /// progress, and fewer than [`Self::most_under_way`] in all.
+    /// progress (each counted as at most `upload_slots_per_peer` of a link,
+    /// [`Self::sharing`]), and fewer than [`Self::most_under_way`] in all.
     pub(super) fn slot_free(
         &self,
         config: &crate::config::NodeConfig,
         chunk_size: u32,
         now: Instant,
     ) -> bool {
-        self.holding(now) < self.slots(config, chunk_size)
-            && self.running() < self.most_running(config, chunk_size)
+        let per_link = config.upload_slots_per_peer;
+        self.sharing(per_link, |overdue| overdue.is_none_or(|at| at > now))
+            < self.slots(config, chunk_size)
+            && self.sharing(per_link, |_| true) < self.most_running(config, chunk_size)
             && self.active.len() < self.most_under_way(config, chunk_size)
     }
 
@@ -335,7 +384,8 @@ impl Uploads {
         chunk_size: u32,
         now: Instant,
     ) -> Option<Instant> {
-        (self.running() < self.most_running(config, chunk_size)
+        let running = self.sharing(config.upload_slots_per_peer, |_| true);
+        (running < self.most_running(config, chunk_size)
             && self.active.len() < self.most_under_way(config, chunk_size))
         .then(|| self.next_overdue(now))
         .flatten()

@@ -21,6 +21,10 @@
 pub mod handshake;
 pub mod pieces;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
 use minimodel_node::LinkId;
 use minimodel_node::node::fetching::{PieceEnd, PieceVerdict};
 use minimodel_node::report::{LinkEnd, Violation};
@@ -39,6 +43,9 @@ pub enum LinkEvent {
     PieceHeader {
         /// The chunk.
         chunk: ChunkIndex,
+        /// How long the link carried no piece bytes before this header
+        /// (zero for the first header).
+        quiet: Duration,
         /// Where the verdict goes.
         reply: oneshot::Sender<PieceVerdict>,
     },
@@ -201,14 +208,76 @@ async fn refuse_control_streams(
     }
 }
 
+/// A piece stream whose reads paused this long was waiting for a repair
+/// ([`PieceClock::reads`]).
+const PIECE_STALL: Duration = Duration::from_millis(10);
+/// The reads within this long after such a pause are what the repair
+/// released.
+const PIECE_RELEASE: Duration = Duration::from_millis(2);
+
+/// When a link last received piece bytes: microseconds after `epoch`,
+/// 0 before the first. Shared by the tasks reading its piece streams.
+struct PieceClock {
+    epoch: Instant,
+    last: AtomicU64,
+}
+
+impl PieceClock {
+    fn new() -> Self {
+        Self {
+            epoch: Instant::now(),
+            last: AtomicU64::new(0),
+        }
+    }
+
+    /// Piece bytes arrived now.
+    fn tick(&self) {
+        let now = self.epoch.elapsed().as_micros().max(1);
+        self.last
+            .store(u64::try_from(now).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    /// What one piece stream's reads tell the clock. A stream whose reads
+    /// stalled waited for a lost packet's repair: the repair, and the
+    /// bytes behind it that it releases at once, are no sign that the
+    /// link carries anything now, and would hide its idling.
+    fn reads(&self) -> impl FnMut(usize) + '_ {
+        let mut last = Instant::now();
+        let mut released_until = None;
+        move |_| {
+            let now = Instant::now();
+            if now.saturating_duration_since(last) >= PIECE_STALL {
+                released_until = Some(now + PIECE_RELEASE);
+            }
+            last = now;
+            match released_until {
+                Some(until) if now < until => {}
+                _ => self.tick(),
+            }
+        }
+    }
+
+    /// A header arrived now: how long the link carried no piece bytes
+    /// before it (zero for the first), and the clock moves on.
+    fn quiet_before_header(&self) -> Duration {
+        let now = u64::try_from(self.epoch.elapsed().as_micros().max(1)).unwrap_or(u64::MAX);
+        match self.last.swap(now, Ordering::Relaxed) {
+            0 => Duration::ZERO,
+            last => Duration::from_micros(now.saturating_sub(last)),
+        }
+    }
+}
+
 async fn accept_pieces(
     connection: quinn::Connection,
     params: SwarmParams,
     link: LinkId,
     events: mpsc::Sender<(LinkId, LinkEvent)>,
 ) {
+    let clock = Arc::new(PieceClock::new());
     while let Ok(mut stream) = connection.accept_uni().await {
         let events = events.clone();
+        let clock = Arc::clone(&clock);
         tokio::spawn(async move {
             let event = match pieces::receive_header(&mut stream, &params).await {
                 Err(error) => LinkEvent::PieceFailed {
@@ -216,22 +285,28 @@ async fn accept_pieces(
                     end: error.into_end(),
                 },
                 Ok(header) => {
+                    let quiet = clock.quiet_before_header();
                     let chunk = header.header().chunk;
                     let header_ms = crate::transport::pathtrace::ms();
                     let (reply, verdict) = oneshot::channel();
-                    let asked = LinkEvent::PieceHeader { chunk, reply };
+                    let asked = LinkEvent::PieceHeader {
+                        chunk,
+                        quiet,
+                        reply,
+                    };
                     if events.send((link, asked)).await.is_err() {
                         return;
                     }
                     match verdict.await {
                         Ok(PieceVerdict::Accept) => {
-                            match pieces::receive_body(&mut stream, header, |_| {}).await {
+                            match pieces::receive_body(&mut stream, header, clock.reads()).await {
                                 Ok(piece) => {
                                     tracing::debug!(
                                         target: "minimodel_swarm::pathtrace",
                                         at_ms = crate::transport::pathtrace::ms(),
                                         chunk = chunk.0,
                                         header_ms,
+                                        quiet_us = quiet.as_micros() as u64,
                                         "piece"
                                     );
                                     LinkEvent::PieceArrived(piece)

@@ -1018,8 +1018,13 @@ impl Node {
                     );
                 }
             }
-            LinkEvent::PieceHeader { chunk, reply } => {
-                let _ = reply.send(self.core.handle_piece_header(link, chunk, now));
+            LinkEvent::PieceHeader {
+                chunk,
+                quiet,
+                reply,
+            } => {
+                let verdict = self.core.handle_piece_header(link, chunk, quiet, now);
+                let _ = reply.send(verdict);
             }
             LinkEvent::PieceArrived(piece) => {
                 let chunk = piece.chunk;
@@ -1179,6 +1184,18 @@ impl Node {
                 }
             }
             Action::Upload { link, chunk, pace } => jobs::upload(self, link, chunk, pace),
+            Action::ReceiveWindow { link, bytes } => {
+                if let Some(DriverLink::Up(handle, _)) = self.links.get(&link) {
+                    // Never below the configured window, and within what
+                    // QUIC can say.
+                    let bytes = bytes
+                        .max(self.config.tuning.connection_receive_window)
+                        .min(quinn::VarInt::MAX.into_inner());
+                    if let Ok(window) = quinn::VarInt::from_u64(bytes) {
+                        handle.connection.set_receive_window(window);
+                    }
+                }
+            }
             Action::CancelUpload { link, chunk } => {
                 if let Some(DriverLink::Up(_, uploads)) = self.links.get_mut(&link)
                     && let Some(task) = uploads.remove(&chunk.0)

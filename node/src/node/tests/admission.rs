@@ -537,7 +537,8 @@ fn a_banned_peer_is_refused_at_its_hello() {
     let link = h.connect_in(&liar);
     let chunk = requests_to(&h.take(), link)[0];
     assert_eq!(
-        h.core.handle_piece_header(link, ChunkIndex(chunk), h.now),
+        h.core
+            .handle_piece_header(link, ChunkIndex(chunk), Duration::ZERO, h.now),
         PieceVerdict::Accept
     );
     h.core.handle_piece_arrived(link, ChunkIndex(chunk), h.now);
@@ -913,7 +914,8 @@ fn a_banned_peer_gets_no_manifest() {
     let link = h.connect_in(&liar);
     let chunk = requests_to(&h.take(), link)[0];
     assert_eq!(
-        h.core.handle_piece_header(link, ChunkIndex(chunk), h.now),
+        h.core
+            .handle_piece_header(link, ChunkIndex(chunk), Duration::ZERO, h.now),
         PieceVerdict::Accept
     );
     h.core.handle_piece_arrived(link, ChunkIndex(chunk), h.now);

@@ -66,7 +66,8 @@ fn an_unrequested_piece_is_a_violation_closed_without_a_ban() {
         .collect();
     let never = (0..16).find(|c| !asked.contains(c)).unwrap();
     assert_eq!(
-        h.core.handle_piece_header(a, ChunkIndex(never), h.now),
+        h.core
+            .handle_piece_header(a, ChunkIndex(never), Duration::ZERO, h.now),
         PieceVerdict::Stop
     );
     assert_eq!(closes(&h.take()), [(a, GoodbyeReason::ProtocolViolation)]);
@@ -84,7 +85,8 @@ fn a_reset_piece_blames_nobody_and_its_chunk_is_asked_for_again() {
     let (_, chunk) = *sent.iter().find(|(l, _)| *l == a).unwrap();
     h.advance(100);
     assert_eq!(
-        h.core.handle_piece_header(a, ChunkIndex(chunk), h.now),
+        h.core
+            .handle_piece_header(a, ChunkIndex(chunk), Duration::ZERO, h.now),
         PieceVerdict::Accept
     );
     h.core
@@ -112,11 +114,11 @@ fn a_second_stream_for_the_same_chunk_is_stopped() {
     let (_, chunk) = *sent.iter().find(|(l, _)| *l == a).unwrap();
     let chunk = ChunkIndex(chunk);
     assert_eq!(
-        h.core.handle_piece_header(a, chunk, h.now),
+        h.core.handle_piece_header(a, chunk, Duration::ZERO, h.now),
         PieceVerdict::Accept
     );
     assert_eq!(
-        h.core.handle_piece_header(a, chunk, h.now),
+        h.core.handle_piece_header(a, chunk, Duration::ZERO, h.now),
         PieceVerdict::Stop
     );
     assert!(closes(&h.take()).is_empty());
@@ -152,7 +154,8 @@ fn a_piece_cancelled_in_endgame_is_stopped_without_blame() {
     let (first, second) = (from_b[0], from_b[1]);
     // B's stream for `second` is under way when A delivers it.
     assert_eq!(
-        h.core.handle_piece_header(b, ChunkIndex(second), h.now),
+        h.core
+            .handle_piece_header(b, ChunkIndex(second), Duration::ZERO, h.now),
         PieceVerdict::Accept
     );
     h.deliver(a, first);
@@ -167,7 +170,8 @@ fn a_piece_cancelled_in_endgame_is_stopped_without_blame() {
     // A piece of `first` that crossed the Cancel is stopped at its header,
     // the one of `second` at its end; nobody is blamed.
     assert_eq!(
-        h.core.handle_piece_header(b, ChunkIndex(first), h.now),
+        h.core
+            .handle_piece_header(b, ChunkIndex(first), Duration::ZERO, h.now),
         PieceVerdict::Stop
     );
     assert_eq!(
@@ -229,7 +233,8 @@ fn a_failed_write_ends_the_node_with_a_storage_failure() {
     let mut h = Harness::new(Kind::Fetch, 16, NodeConfig::default());
     let ([a, _], sent) = two_seeders(&mut h, 16);
     let (_, chunk) = *sent.iter().find(|(l, _)| *l == a).unwrap();
-    h.core.handle_piece_header(a, ChunkIndex(chunk), h.now);
+    h.core
+        .handle_piece_header(a, ChunkIndex(chunk), Duration::ZERO, h.now);
     h.core.handle_piece_arrived(a, ChunkIndex(chunk), h.now);
     h.core.handle_verified(
         a,
@@ -701,4 +706,41 @@ fn the_first_progress_report_names_the_rate_since_the_start() {
     let expected = 1_000.0 / every as f64;
     assert_eq!(rates.len(), 1, "{rates:?}");
     assert!((rates[0] - expected).abs() < 1e-9, "{rates:?}");
+}
+
+#[test]
+fn the_receive_window_covers_what_is_asked_of_a_peer() {
+    // The bytes behind a lost packet wait unread for its repair: a
+    // connection window smaller than the chunks asked of the peer would
+    // hold it back. It grows with what is asked, in steps of a quarter at
+    // least, and never shrinks.
+    let mut h = Harness::new(Kind::Fetch, 64, NodeConfig::default());
+    let a = h.connect_out(&Remote::seeder(1, "62.1.1.1:4433", 64));
+    let actions = h.take();
+    let asked = requests(&actions).len() as u64;
+    assert!(asked >= 2, "{actions:?}");
+    let windows: Vec<u64> = actions
+        .iter()
+        .filter_map(|action| match action {
+            Action::ReceiveWindow { link, bytes } if *link == a => Some(*bytes),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        windows.windows(2).all(|w| w[1] >= w[0] + w[0] / 4),
+        "{windows:?}"
+    );
+    let last = *windows.last().expect("a window");
+    assert!(last >= (asked + 1) * u64::from(CHUNK), "{last} for {asked}");
+    // A chunk in and one more asked in its place: no new window.
+    let (_, chunk) = requests(&actions)[0];
+    h.deliver(a, chunk);
+    let more = h.take();
+    assert_eq!(requests(&more).len(), 1, "{more:?}");
+    assert!(
+        !more
+            .iter()
+            .any(|action| matches!(action, Action::ReceiveWindow { .. })),
+        "{more:?}"
+    );
 }

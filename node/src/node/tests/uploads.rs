@@ -85,21 +85,51 @@ fn uploads_fill_the_slots_and_a_peer_beyond_its_share_only_gets_what_nobody_else
     let first = uploads(&h.take());
     assert_eq!(first.len(), 6, "{first:?}");
     assert!(first.iter().all(|(link, _)| *link == peers[0]));
-    // The two free slots go to peers below their share.
+    // Its uploads past its share wait behind the first two on its own
+    // connection and take no slot from others: six free slots go to peers
+    // below their share, the last peer's two requests wait.
     for (i, &link) in peers[1..].iter().enumerate() {
         let base = 6 + 2 * i as u32;
         request(&mut h, link, &[base, base + 1]);
     }
     let started = uploads(&h.take());
-    assert_eq!(started.len(), 2, "{started:?}");
+    assert_eq!(started.len(), 6, "{started:?}");
     assert!(started.iter().all(|(link, _)| *link != peers[0]));
-    // Each slot that frees goes to a peer below its share while one asks.
-    for chunk in 0..3 {
+    assert!(started.iter().all(|(link, _)| *link != peers[4]));
+    // Its uploads ending free no slot while it still has two under way.
+    for chunk in 0..4 {
         sent(&mut h, peers[0], chunk);
-        let next = uploads(&h.take());
-        assert_eq!(next.len(), 1);
-        assert_ne!(next[0].0, peers[0], "{next:?}");
+        assert!(uploads(&h.take()).is_empty());
     }
+    // Then each that ends frees one, for a peer below its share.
+    sent(&mut h, peers[0], 4);
+    let next = uploads(&h.take());
+    assert_eq!(next.len(), 1);
+    assert_eq!(next[0].0, peers[4], "{next:?}");
+}
+
+#[test]
+fn one_far_peer_alone_gets_uploads_up_to_four_times_what_may_run() {
+    // On a long lossy path an upload holds its slot for a few round trips
+    // until every byte is acknowledged: one peer alone gets more than the
+    // slots, its uploads past its share waiting behind the others on its
+    // connection, but at most four times the eight that may run, so that
+    // a peer that stops reading leaves others theirs.
+    let mut h = Harness::new(Kind::Seeder, 64, fixed_slots());
+    let far = h.connect_in(&fetcher(1, 64));
+    let near = h.connect_in(&fetcher(2, 64));
+    h.take();
+    request(&mut h, far, &(0..40).collect::<Vec<u32>>());
+    let started = uploads(&h.take());
+    assert_eq!(started.len(), 32, "{started:?}");
+    // Another peer still gets its share at once.
+    request(&mut h, near, &[40, 41]);
+    assert_eq!(uploads(&h.take()), [(near, 40), (near, 41)]);
+    // And the far peer's next upload waits for one of its own to end.
+    sent(&mut h, near, 40);
+    assert!(uploads(&h.take()).is_empty());
+    sent(&mut h, far, 0);
+    assert_eq!(uploads(&h.take()), [(far, 32)]);
 }
 
 #[test]
