@@ -25,7 +25,8 @@ pub struct NodeConfig {
     /// 2: one being sent, the next one ready, so the peer never waits.
     /// Past them a peer's uploads hold no slot: they wait behind these on
     /// its connection, and start only when no peer below its share asks
-    /// (at most four times the uploads that may run to one peer).
+    /// (to one peer at most four times as many as may run in all, and
+    /// 32 MiB of chunks; `docs/swarm.md`, "Serving").
     pub upload_slots_per_peer: usize,
     /// Uploads at once are as many as can each finish within this long at
     /// the uplink's measured rate (at least 1, at most `upload_slots`): a
@@ -47,7 +48,8 @@ pub struct NodeConfig {
     /// receiver whose acknowledgements wait behind its own full uplink, a
     /// congestion window still small), and the next upload starts beside
     /// it so that the uplink does not idle. At most twice the slots run at
-    /// once, overdue ones included, and at most `upload_slots` or, on an
+    /// once (a peer's uploads past `upload_slots_per_peer` not counted),
+    /// overdue ones included, and at most `upload_slots` or, on an
     /// endpoint shared with other swarms, the gate's grant. Uploads that
     /// start before the rate is measured are never overdue. Default 1.5;
     /// `None`: an upload holds its slot until it ends.

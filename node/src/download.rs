@@ -279,6 +279,11 @@ pub struct Downloader {
     shared_rate: Option<u64>,
     /// Requests are held for the rate limit until then.
     rate_wait: Option<Instant>,
+    /// When requests were last held back by this side (the hold, the
+    /// budget, the rate limit): a link that went quiet since was quiet
+    /// for us, not for want of a deeper pipeline
+    /// ([`PeerDownload::note_header`]).
+    held_when: Option<Instant>,
     actions: VecDeque<Action>,
     /// [`Self::next_deadline`]'s last answer, kept until something it
     /// reads changes (requests, rates, progress, back-offs, peers, the
@@ -326,6 +331,7 @@ impl Downloader {
             rate_limit: None,
             shared_rate: None,
             rate_wait: None,
+            held_when: None,
             actions: VecDeque::new(),
             deadline: Cell::new(None),
             first_chunk_in: false,
@@ -637,9 +643,9 @@ impl Downloader {
     /// driver cannot tell): the pipeline learns from it
     /// ([`PeerDownload::note_header`]), then [`Self::on_piece_started`].
     pub fn on_piece_header(&mut self, key: LinkId, chunk: u32, quiet: Duration, now: Instant) {
-        let chunk_size = self.chunk_size;
+        let (chunk_size, held) = (self.chunk_size, self.held_when);
         if let Some(session) = self.peers.get_mut(&key) {
-            session.note_header(chunk, quiet, chunk_size, &self.config, now);
+            session.note_header(chunk, quiet, held, chunk_size, &self.config, now);
         }
         self.on_piece_started(key, chunk, now);
     }
@@ -1255,11 +1261,16 @@ impl Downloader {
         // hold or the end leaves none behind (one left in the past would
         // be due at every wake-up until the hold ends).
         self.rate_wait = None;
-        if self.is_complete() || self.hold {
+        if self.is_complete() {
+            return;
+        }
+        if self.hold {
+            self.held_when = Some(now);
             return;
         }
         let mut budget = self.budget();
         if budget.is_spent() {
+            self.held_when = Some(now);
             return;
         }
         let capped = self.max_rate().is_some();
@@ -1397,6 +1408,7 @@ impl Downloader {
                     // again once the bucket has refilled.
                     self.picker.release(chunk, key);
                     self.rate_wait = Some(now + wait);
+                    self.held_when = Some(now);
                     return;
                 }
                 session.start_request(chunk, now);
@@ -1404,6 +1416,9 @@ impl Downloader {
                 self.actions.push_back(Action::Request { peer: key, chunk });
             }
             order.retain(|candidate| !candidate.done);
+        }
+        if budget.is_spent() {
+            self.held_when = Some(now);
         }
         self.fill_order = order;
     }

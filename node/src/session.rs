@@ -282,11 +282,13 @@ impl PeerDownload {
     /// there. The link tells more. When it idled (quiet for an eighth of
     /// a round trip, and longer than a few datagrams take at the peer's
     /// rate), the header came within about a round trip of its request,
-    /// and the picker had chunks for the peer all along, then the peer had
-    /// nothing of ours to send while our request travelled: the pipeline
-    /// was short. It then doubles, or grows by what the rate would have
-    /// brought in while the link idled if that is more: a slow start, as
-    /// TCP's. A header over a busy link, or one the peer held back
+    /// and nothing on our side held requests back meanwhile (the picker
+    /// had chunks for the peer, the download was not held, nor at its
+    /// budget or rate limit: `held`, and we did not back off from the
+    /// peer), then the peer had nothing of ours to send while our request
+    /// travelled: the pipeline was short. It then doubles, or grows by
+    /// what the rate would have brought in while the link idled if that is
+    /// more: a slow start, as TCP's. A header over a busy link, or one the peer held back
     /// (serving others), says nothing of the kind: after as many such
     /// headers as the probed depth, it shrinks by one, so that it follows
     /// the path down again, and the rate's depth takes over.
@@ -294,6 +296,7 @@ impl PeerDownload {
         &mut self,
         chunk: u32,
         quiet: Duration,
+        held: Option<Instant>,
         chunk_size: u32,
         config: &DownloadConfig,
         now: Instant,
@@ -310,9 +313,15 @@ impl PeerDownload {
             .max(Duration::from_secs_f64((QUIET_BYTES / rate).min(60.0)));
         let waited = now.saturating_duration_since(sent);
         let quiet_from = now.checked_sub(quiet).unwrap_or(sent);
+        // Quiet for want of a request: not while the picker had nothing
+        // for the peer, the download held its requests back (`held`: the
+        // hold, the budget, the rate limit), or we backed off from it.
+        let ours = |when: Option<Instant>| when.is_some_and(|when| when >= quiet_from);
         let idled = quiet >= threshold
             && waited <= rtt * 3 / 2 + threshold
-            && self.dry_when.is_none_or(|dry| dry < quiet_from);
+            && !ours(self.dry_when)
+            && !ours(held)
+            && !ours(self.backoff_until);
         if idled {
             // The chunks the rate would have brought in while the link
             // idled.
@@ -575,7 +584,7 @@ mod tests {
         assert_eq!(far.pipeline_depth(chunk, &config), 3);
         let header = |peer: &mut PeerDownload, n: u32, sent: Instant, after: Duration, quiet| {
             peer.start_request(n, sent);
-            peer.note_header(n, quiet, chunk, &config, sent + after);
+            peer.note_header(n, quiet, None, chunk, &config, sent + after);
             peer.finish_request(n);
             peer.pipeline_depth(chunk, &config)
         };
@@ -600,12 +609,21 @@ mod tests {
         let t2 = t1 + ms(1_000);
         far.set_dry(0, t2);
         assert_eq!(header(&mut far, 9, t2, ms(105), ms(150)), 5);
-        // Once it had chunks again, an idle link counts.
+        // Nor while the download held its requests back, or we backed off
+        // from the peer.
         let t3 = t2 + ms(500);
-        assert_eq!(header(&mut far, 10, t3, ms(105), ms(80)), 10);
+        far.start_request(10, t3);
+        far.note_header(10, ms(150), Some(t3), chunk, &config, t3 + ms(105));
+        far.finish_request(10);
+        assert_eq!(far.pipeline_depth(chunk, &config), 5);
+        far.back_off(t3 + ms(10));
+        assert_eq!(header(&mut far, 11, t3 + ms(10), ms(105), ms(150)), 5);
+        // Once nothing held it back, an idle link counts.
+        let t4 = t3 + ms(500);
+        assert_eq!(header(&mut far, 12, t4, ms(105), ms(80)), 10);
         // Never past the maximum.
-        for n in 11..20 {
-            header(&mut far, n, t3, ms(105), ms(80));
+        for n in 13..20 {
+            header(&mut far, n, t4, ms(105), ms(80));
         }
         assert_eq!(far.pipeline_depth(chunk, &config), config.max_pipeline);
     }

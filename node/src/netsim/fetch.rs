@@ -122,11 +122,12 @@ fn fetch_with(chunks: u32, seeders: Vec<NodeSpec>, limit: Duration, transport: b
 
 #[test]
 fn one_fast_far_peer_is_used_at_most_of_its_rate() {
-    // 100 MB/s at 50 ms one way: the pipeline must grow to the download's
-    // budget (`max_in_flight_bytes`, 16 MiB: the path holds 10 MB, and a
-    // chunk is in flight from its request until it is verified), or the
-    // seeder idles every round trip; 4 requests would give 0.3 of its rate.
-    // 0.79 today: what is left is the budget, a memory bound.
+    // 100 MB/s at 50 ms one way: the pipeline must grow to the path (it
+    // holds 10 MB, and a chunk is in flight from its request until it is
+    // verified), within the download's budget (`max_in_flight_bytes`, and
+    // as much again of a far peer's requests not begun), or the seeder
+    // idles every round trip; 4 requests would give 0.3 of its rate. Uploads
+    // as the transport runs them (one stream of a connection at a time).
     let chunks = 400;
     let fetched = fetch_with(
         chunks,

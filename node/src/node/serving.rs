@@ -215,9 +215,9 @@ impl NodeCore {
                 // path needs more than its share to fill the uplink; its
                 // uploads past its share wait behind the others on its own
                 // connection, and take no slot from other links
-                // (`Uploads::slot_free`). One link runs at most as many as
-                // may run in all, so that one that stops reading cannot
-                // take every upload under way.
+                // (`Uploads::slot_free`). One link has at most
+                // `Uploads::most_per_link` under way, so that one that
+                // stops reading cannot take every upload under way.
                 let most = self
                     .uploads
                     .most_per_link(&self.config, self.params.chunk_size());

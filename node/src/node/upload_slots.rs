@@ -96,6 +96,18 @@ pub(super) struct Uploads {
     stuck: std::collections::BTreeSet<LinkId>,
 }
 
+/// Bytes of chunks under way to one link at most, past what may run
+/// ([`Uploads::most_per_link`]).
+const LINK_UPLOAD_BYTES: u64 = 32 << 20;
+/// Bytes of chunks under way at most, past twice what may run
+/// ([`Uploads::most_under_way`]).
+const UPLOAD_BYTES: u64 = 40 << 20;
+
+/// Whole chunks of `chunk_size` in `bytes`.
+fn chunks_in(bytes: u64, chunk_size: u32) -> usize {
+    usize::try_from(bytes / u64::from(chunk_size.max(1))).unwrap_or(usize::MAX)
+}
+
 /// A token bucket's burst for `rate`: 64 KiB to 1 MiB.
 fn burst_of(rate: u64) -> u64 {
     rate.clamp(64 << 10, 1 << 20)
@@ -307,25 +319,44 @@ impl Uploads {
     }
 
     /// Most uploads under way to one link: four times
-    /// [`Self::most_running`].
-    /// Past its first `upload_slots_per_peer`, a link's uploads take no
-    /// slot ([`Self::sharing`]): this keeps one far link from taking
-    /// every upload under way ([`Self::most_under_way`]).
+    /// [`Self::most_running`], and no more than [`LINK_UPLOAD_BYTES`] of
+    /// chunks, but never fewer than may run. Past its first
+    /// `upload_slots_per_peer`, a link's uploads take no slot
+    /// ([`Self::sharing`]): this keeps one far link from taking every
+    /// upload under way ([`Self::most_under_way`]), and bounds the chunks
+    /// read for it.
     pub(super) fn most_per_link(
         &self,
         config: &crate::config::NodeConfig,
         chunk_size: u32,
     ) -> usize {
-        4 * self.most_running(config, chunk_size)
+        let running = self.most_running(config, chunk_size);
+        (4 * running)
+            .min(chunks_in(LINK_UPLOAD_BYTES, chunk_size))
+            .max(running)
     }
 
     /// Most uploads under way at once, stuck ones included: five times
-    /// [`Self::most_running`], so that links that make no progress cannot
-    /// open uploads without end, and one that stops reading with all the
-    /// uploads one link may have ([`Self::most_per_link`]) leaves others
-    /// theirs.
+    /// [`Self::most_running`] and no more than [`UPLOAD_BYTES`] of chunks,
+    /// but never fewer than twice what may run, so that links that make no
+    /// progress cannot open uploads without end, one that stops reading
+    /// with all the uploads one link may have ([`Self::most_per_link`])
+    /// leaves others theirs, and each upload's chunk, read whole, is
+    /// bounded in memory.
+    #[cfg(test)]
+    pub(super) fn most_under_way_for_tests(
+        &self,
+        config: &crate::config::NodeConfig,
+        chunk_size: u32,
+    ) -> usize {
+        self.most_under_way(config, chunk_size)
+    }
+
     fn most_under_way(&self, config: &crate::config::NodeConfig, chunk_size: u32) -> usize {
-        5 * self.most_running(config, chunk_size)
+        let running = self.most_running(config, chunk_size);
+        (5 * running)
+            .min(chunks_in(UPLOAD_BYTES, chunk_size))
+            .max(2 * running)
     }
 
     /// Uploads under way to links that make progress, at most `per_link`
@@ -393,8 +424,9 @@ impl Uploads {
 
     /// When an upload of `len` bytes starting now is overdue:
     /// `upload_overdue` times what it takes at the measured uplink rate
-    /// shared with the uploads under way or, if more, with as many as the
-    /// slots let run.
+    /// shared with the uploads under way (a link's past its share, which
+    /// wait behind its first ones, not counted: [`Self::sharing`]) or, if
+    /// more, with as many as the slots let run.
     pub(super) fn overdue_at(
         &self,
         config: &crate::config::NodeConfig,
@@ -404,7 +436,8 @@ impl Uploads {
     ) -> Option<Instant> {
         let factor = config.upload_overdue?;
         let rate = self.meter.rate().filter(|rate| *rate > 0.0)?;
-        let sharing = (self.running() + 1).max(self.slots(config, chunk_size));
+        let running = self.sharing(config.upload_slots_per_peer, |_| true);
+        let sharing = (running + 1).max(self.slots(config, chunk_size));
         let secs = factor * len as f64 * sharing as f64 / rate;
         // An hour at most: a huge factor must not overflow the clock.
         Some(now + std::time::Duration::from_secs_f64(secs.min(3600.0)))

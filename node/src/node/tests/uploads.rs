@@ -109,10 +109,10 @@ fn uploads_fill_the_slots_and_a_peer_beyond_its_share_only_gets_what_nobody_else
 }
 
 #[test]
-fn one_far_peer_alone_gets_uploads_up_to_four_times_what_may_run() {
+fn one_peer_alone_gets_uploads_up_to_four_times_what_may_run() {
     // On a long lossy path an upload holds its slot for a few round trips
-    // until every byte is acknowledged: one peer alone gets more than the
-    // slots, its uploads past its share waiting behind the others on its
+    // until every byte is acknowledged: one peer alone (near or far: the
+    // seeder does not know) gets more than the slots, its uploads past its share waiting behind the others on its
     // connection, but at most four times the eight that may run, so that
     // a peer that stops reading leaves others theirs.
     let mut h = Harness::new(Kind::Seeder, 64, fixed_slots());
@@ -130,6 +130,25 @@ fn one_far_peer_alone_gets_uploads_up_to_four_times_what_may_run() {
     assert!(uploads(&h.take()).is_empty());
     sent(&mut h, far, 0);
     assert_eq!(uploads(&h.take()), [(far, 32)]);
+}
+
+#[test]
+fn uploads_past_the_slots_stay_within_their_bytes_for_large_chunks() {
+    // Each upload reads its chunk whole: past what may run (8 here), one
+    // link's uploads stay within 32 MiB of chunks and all within 40 MiB.
+    let config = fixed_slots();
+    let queue = crate::upload::UploadQueue::new(64, config.upload.clone());
+    let uploads = super::super::upload_slots::Uploads::new(queue, None, Instant::now());
+    let limits = |chunk: u32| {
+        (
+            uploads.most_per_link(&config, chunk),
+            uploads.most_under_way_for_tests(&config, chunk),
+        )
+    };
+    assert_eq!(limits(1 << 20), (32, 40));
+    assert_eq!(limits(4 << 20), (8, 16));
+    assert_eq!(limits(16 << 20), (8, 16));
+    assert_eq!(limits(256 << 10), (32, 40));
 }
 
 #[test]
