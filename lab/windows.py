@@ -171,6 +171,7 @@ def windows_peer(ctx, name, size=64 * MiB, timeout=300):
             first.signal(9)
             first.wait(10)
             say(f"  windows peer killed holding {held / MiB:.1f} of {size / MiB:.0f} MiB")
+            wait_port_released(win, PORT, 30)
             again = peer.popen(args, "fetch-2")
             late = wait_all([again], timeout)
             problems = [f"{p.name} did not finish in {timeout} s" for p in late]
@@ -182,6 +183,7 @@ def windows_peer(ctx, name, size=64 * MiB, timeout=300):
                 problems.append(f"the Windows peer started again with {held} bytes verified "
                                 f"resumed no chunk: {fetched}")
             seed.stop()
+            wait_port_released(win, PORT, 30)
             # The Windows peer seeds what it fetched; a Linux host fetches
             # from it alone.
             offer_w = run_dir / "w.offer.json"
@@ -227,6 +229,23 @@ def wait_for_share(proc, size, low, high, timeout):
                          f"{indent(proc.tail())}")
         time.sleep(0.05)
     raise Failed(f"{proc.name} verified less than {low:.0%} in {timeout} s:\n{indent(proc.tail())}")
+
+
+def wait_port_released(host, port, timeout):
+    """Waits until no socket in `host` holds UDP `port`. Wine's server
+    holds a copy of each socket its programs open and closes a killed
+    program's copies only once it notices the death, a moment after the
+    program is gone (Windows closes them before the process ends); a
+    program started again before then finds its port in use."""
+    deadline = time.monotonic() + timeout
+    while True:
+        held = host.run(["ss", "-H", "-u", "-a", "-n", f"sport = :{port}"]).stdout.strip()
+        if not held:
+            return
+        if time.monotonic() > deadline:
+            raise Failed(f"UDP port {port} in {host.name} still held {timeout} s after its "
+                         f"program ended:\n{indent(held)}")
+        time.sleep(0.05)
 
 
 def wait_for_file(path, proc, timeout):
