@@ -100,13 +100,11 @@ BOUNDS = {
     "compare-lan-256": [("rqbit_over_minimodel", ">=", 1.0)],
     "compare-lan-1g": [("rqbit_over_minimodel", ">=", 1.0)],
     "compare-lan-4g": [("rqbit_over_minimodel", ">=", 1.0)],
-    # The default controller beside CUBIC on one capped uplink. The goal is
-    # each within 0.6 to 1.6 of an equal share (the least of two at 0.6 or
-    # more holds both); measured 0.45 to 0.99, under 0.6 in one run of four
-    # with the builds of 2026-11-27 and 2026-11-28 alike, so it is not met
-    # (docs/performance.md). The bound catches a starved flow (0.01 before
-    # the controller competed, docs/transport.md 4.5), not the goal.
-    "share-default-cubic": [("least_over_equal", ">=", 0.4)],
+    # The default controller beside CUBIC on one capped uplink: each
+    # within 0.6 to 1.6 of an equal share (the least of two at 0.6 or more
+    # holds both), the goal; measured 0.84 to 1.0 in six runs
+    # (docs/performance.md).
+    "share-default-cubic": [("least_over_equal", ">=", 0.6)],
     # One connection on a long lossy path keeps 0.8 of the same path
     # without loss (docs/performance.md, "One connection, far and lossy"),
     # 0.7 at 150 ms and 0.5 %: the goals of the far-and-lossy issue, each

@@ -371,10 +371,27 @@ fn a_queue_another_flow_keeps_full_makes_it_compete_as_cubic_would() {
     assert_eq!(c.mode(), Mode::Yielding, "not before a second");
     let now = rounds_for(&mut c, now, ms(100), ms(90));
     assert!(matches!(c.mode(), Mode::Competing { .. }), "{:?}", c.mode());
-    // CUBIC's curve from where it was: it grows, by at most half the
-    // window a round trip.
-    let before = c.window();
+    // As a new CUBIC flow joins: slow start, the window doubling each
+    // round trip, until its first loss (the full buffer's overflow).
     let mut now = now;
+    for _ in 0..3 {
+        let before = c.window();
+        now = rounds_for(&mut c, now, ms(50), ms(90));
+        assert!(
+            c.window() + u64::from(MTU) >= 2 * before,
+            "doubles while it joins: {before} -> {}",
+            c.window()
+        );
+    }
+    let joined = c.window();
+    assert_eq!(
+        c.on_loss(now, now - ms(10), false, LOST, ms(90)),
+        LossVerdict::Congestion
+    );
+    assert_eq!(c.window(), (joined as f64 * COMPETE_DECREASE) as u64);
+    // Then CUBIC's curve: it grows, by at most half the window a round
+    // trip.
+    let before = c.window();
     let mut last = before;
     for _ in 0..40 {
         now = rounds_for(&mut c, now, ms(50), ms(90));
@@ -408,6 +425,7 @@ fn a_queue_another_flow_keeps_full_makes_it_compete_as_cubic_would() {
     );
     // While it competes, a loss with the queue short is noise still.
     let (mut c, now) = competing(start);
+    let now = rounds_for(&mut c, now, ms(100), ms(90));
     let before = c.window();
     assert_eq!(
         c.on_loss(now, now - ms(10), false, LOST, ms(20)),
@@ -479,6 +497,12 @@ fn competing(start: Instant) -> (Yielding, Instant) {
     c.set_one_way(true);
     let now = rounds_for(&mut c, start, ms(1200), ms(90));
     assert!(matches!(c.mode(), Mode::Competing { .. }), "{:?}", c.mode());
+    // Its first loss ends the slow start it joins with.
+    assert_eq!(
+        c.on_loss(now, now - ms(10), false, LOST, ms(90)),
+        LossVerdict::Congestion
+    );
+    assert!(!c.in_slow_start());
     (c, now)
 }
 
@@ -541,6 +565,11 @@ fn connections_of_one_process_probe_together() {
     for _ in 0..140 {
         for (index, c) in [&mut first, &mut second].into_iter().enumerate() {
             rounds_for(c, now, ms(50), ms(90));
+            if matches!(c.mode(), Mode::Competing { .. }) && c.in_slow_start() {
+                // The full buffer's overflow ends the slow start it joins
+                // with.
+                c.on_loss(now, now - ms(10), false, LOST, ms(90));
+            }
             if matches!(c.mode(), Mode::Probing { .. }) {
                 probed[index].get_or_insert(now);
             }
