@@ -171,6 +171,29 @@ fn the_companion_commands_share_fetch_log_and_stop_and_a_second_run_is_refused()
         "{}",
         second.stderr()
     );
+    // As a launchd agent runs it: the same refusal exits 0, so that the
+    // agent does not start it again, and says why.
+    let mut agent = Proc::spawn(
+        dir,
+        &[
+            "companion",
+            "run",
+            "--refusal-exits-zero",
+            "--library",
+            &arg(&seeder_library),
+            "--api",
+            "127.0.0.1:0",
+        ],
+    );
+    agent.expect_exit(0);
+    assert!(
+        agent
+            .stderr()
+            .contains("another companion runs on the library")
+            && agent.stderr().contains("not started, exit 0"),
+        "{}",
+        agent.stderr()
+    );
 
     // No consent, no share (stdin is no terminal).
     let (code, _, stderr) = companion(

@@ -8,7 +8,8 @@
 //!   a crash.
 //! - macOS: a launchd agent, `~/Library/LaunchAgents/<label>.plist`,
 //!   loaded with `launchctl bootstrap gui/$(id -u) PLIST`; launchd stops
-//!   it with SIGTERM and starts it again when it fails.
+//!   it with SIGTERM and starts it again when it fails, not when the
+//!   library cannot be used (`--refusal-exits-zero`).
 //! - Windows: a Task Scheduler task run at the user's logon, its XML
 //!   written to `%LOCALAPPDATA%\minimodel\minimodel-companion.task.xml`
 //!   and registered with `schtasks /Create /TN minimodel-companion /XML
@@ -137,15 +138,19 @@ fn quote_shell(word: &str) -> String {
     format!("'{}'", word.replace('\'', r"'\''"))
 }
 
-/// The launchd agent: `program companion run args...` at login, again
-/// after a failure (not after a clean stop), its output to the system
-/// log.
+/// The launchd agent: `program companion run --refusal-exits-zero
+/// args...` at login, again after a failure (not after a clean stop), its
+/// output to the system log. launchd tells a clean exit from any other
+/// and nothing finer, so a library that cannot be used (what exits 3, and
+/// what systemd's unit keeps from restarting) exits 0 under it, or it
+/// would be refused again every 5 s.
 pub fn agent_text(program: &Path, args: &[String]) -> String {
     let mut arguments = String::new();
     for arg in [
         program.display().to_string(),
         "companion".into(),
         "run".into(),
+        "--refusal-exits-zero".into(),
     ]
     .iter()
     .chain(args)
@@ -357,7 +362,7 @@ mod tests {
         );
         for line in [
             "<string>org.minimodel.companion</string>",
-            "<string>/Applications/minimodel</string>\n\t\t<string>companion</string>\n\t\t<string>run</string>\n\t\t<string>--library</string>\n",
+            "<string>/Applications/minimodel</string>\n\t\t<string>companion</string>\n\t\t<string>run</string>\n\t\t<string>--refusal-exits-zero</string>\n\t\t<string>--library</string>\n",
             "<string>/Users/a b/&lt;lib&gt; &amp; &quot;x&quot;</string>",
             "<key>RunAtLoad</key>\n\t<true/>",
             "<key>SuccessfulExit</key>\n\t\t<false/>",

@@ -193,6 +193,12 @@ pub struct RunArgs {
     /// verified nothing).
     #[arg(long, value_name = "DURATION", default_value = "5min", value_parser = crate::units::parse_duration)]
     pub peer_wait_max: Duration,
+    /// Exit 0, not 3, when the library cannot be used (another companion
+    /// holds it, or its permissions are unsafe), after saying why: for a
+    /// launchd agent, which can keep from starting a job again only after
+    /// a clean exit (install-unit writes it there).
+    #[arg(long)]
+    pub refusal_exits_zero: bool,
 }
 
 /// `companion install-unit`.
@@ -365,7 +371,19 @@ pub struct LogArgs {
 /// Runs `minimodel companion ...`.
 pub fn run(args: CompanionArgs, out: Output) -> Result<(), Failure> {
     match args.command {
-        CompanionCommand::Run(args) => serve(args, out),
+        CompanionCommand::Run(args) => {
+            let refusal_exits_zero = args.refusal_exits_zero;
+            match serve(args, out) {
+                Err(failure) if refusal_exits_zero && failure.exit == Exit::InvalidInput => {
+                    out.status(format!(
+                        "error: {:#}\nnot started, exit 0 (--refusal-exits-zero): started again, it would be refused again",
+                        failure.error
+                    ));
+                    Ok(())
+                }
+                result => result,
+            }
+        }
         CompanionCommand::Token(args) => token(&args, out),
         CompanionCommand::InstallUnit(args) => install_unit(args, out),
         CompanionCommand::List(args) => list(&args, out),
