@@ -224,47 +224,74 @@ struct PieceClock {
 
 impl PieceClock {
     fn new() -> Self {
+        Self::starting(Instant::now())
+    }
+
+    fn starting(epoch: Instant) -> Self {
         Self {
-            epoch: Instant::now(),
+            epoch,
             last: AtomicU64::new(0),
         }
     }
 
-    /// Piece bytes arrived now.
-    fn tick(&self) {
-        let now = self.epoch.elapsed().as_micros().max(1);
-        self.last
-            .store(u64::try_from(now).unwrap_or(u64::MAX), Ordering::Relaxed);
+    fn micros(&self, now: Instant) -> u64 {
+        let since = now.saturating_duration_since(self.epoch).as_micros().max(1);
+        u64::try_from(since).unwrap_or(u64::MAX)
     }
 
-    /// What one piece stream's reads tell the clock. A stream whose reads
-    /// stalled waited for a lost packet's repair: the repair, and the
-    /// bytes behind it that it releases at once, are no sign that the
-    /// link carries anything now, and would hide its idling.
+    /// Piece bytes arrived at `now`.
+    fn tick(&self, now: Instant) {
+        self.last.store(self.micros(now), Ordering::Relaxed);
+    }
+
+    /// What one piece stream's reads tell the clock, read by read (see
+    /// [`StallFilter`]).
     fn reads(&self) -> impl FnMut(usize) + '_ {
-        let mut last = Instant::now();
-        let mut released_until = None;
+        let mut filter = StallFilter::new(Instant::now());
         move |_| {
             let now = Instant::now();
-            if now.saturating_duration_since(last) >= PIECE_STALL {
-                released_until = Some(now + PIECE_RELEASE);
-            }
-            last = now;
-            match released_until {
-                Some(until) if now < until => {}
-                _ => self.tick(),
+            if filter.counts(now) {
+                self.tick(now);
             }
         }
     }
 
-    /// A header arrived now: how long the link carried no piece bytes
-    /// before it (zero for the first), and the clock moves on.
-    fn quiet_before_header(&self) -> Duration {
-        let now = u64::try_from(self.epoch.elapsed().as_micros().max(1)).unwrap_or(u64::MAX);
+    /// A header arrived at `now`: how long the link carried no piece
+    /// bytes before it (zero for the first), and the clock moves on.
+    fn quiet_before_header(&self, now: Instant) -> Duration {
+        let now = self.micros(now);
         match self.last.swap(now, Ordering::Relaxed) {
             0 => Duration::ZERO,
             last => Duration::from_micros(now.saturating_sub(last)),
         }
+    }
+}
+
+/// Which reads of one piece stream show the link carrying bytes now. A
+/// stream whose reads stalled ([`PIECE_STALL`]) waited for a lost
+/// packet's repair: the repair, and the bytes behind it that it releases
+/// at once (the reads within [`PIECE_RELEASE`] after the stall), are no
+/// sign that the link carries anything now, and would hide its idling.
+struct StallFilter {
+    last: Instant,
+    released_until: Option<Instant>,
+}
+
+impl StallFilter {
+    fn new(now: Instant) -> Self {
+        Self {
+            last: now,
+            released_until: None,
+        }
+    }
+
+    /// A read at `now`: whether it counts.
+    fn counts(&mut self, now: Instant) -> bool {
+        if now.saturating_duration_since(self.last) >= PIECE_STALL {
+            self.released_until = Some(now + PIECE_RELEASE);
+        }
+        self.last = now;
+        !matches!(self.released_until, Some(until) if now < until)
     }
 }
 
@@ -285,7 +312,7 @@ async fn accept_pieces(
                     end: error.into_end(),
                 },
                 Ok(header) => {
-                    let quiet = clock.quiet_before_header();
+                    let quiet = clock.quiet_before_header(Instant::now());
                     let chunk = header.header().chunk;
                     let header_ms = crate::transport::pathtrace::ms();
                     let (reply, verdict) = oneshot::channel();
@@ -337,5 +364,67 @@ impl PieceStreamError {
             PieceStreamError::Violation(error) => PieceEnd::Violation(Violation::Wire(error)),
             _ => PieceEnd::Reset,
         }
+    }
+}
+
+#[cfg(test)]
+mod clock_tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn the_quiet_before_a_header_is_the_time_since_the_last_piece_bytes() {
+        let start = Instant::now();
+        let clock = PieceClock::starting(start);
+        assert_eq!(clock.quiet_before_header(start + ms(5)), Duration::ZERO);
+        clock.tick(start + ms(10));
+        assert_eq!(clock.quiet_before_header(start + ms(45)), ms(35));
+        // The header moved the clock on: the next one counts from it.
+        assert_eq!(clock.quiet_before_header(start + ms(50)), ms(5));
+    }
+
+    #[test]
+    fn reads_a_repair_releases_after_a_stall_do_not_count_as_the_link_carrying_bytes() {
+        let start = Instant::now();
+        let mut filter = StallFilter::new(start);
+        // Reads that follow each other count.
+        assert!(filter.counts(start + ms(1)));
+        assert!(filter.counts(start + ms(2)));
+        // A stall of PIECE_STALL, then the repair and what it releases at
+        // once: none of them counts ...
+        let repaired = start + ms(2) + PIECE_STALL;
+        assert!(!filter.counts(repaired));
+        assert!(!filter.counts(repaired + PIECE_RELEASE / 2));
+        // ... until PIECE_RELEASE has passed.
+        assert!(filter.counts(repaired + PIECE_RELEASE));
+        assert!(filter.counts(repaired + PIECE_RELEASE + ms(1)));
+        // A pause just short of a stall is no stall.
+        let paused = repaired + PIECE_RELEASE + ms(1) + PIECE_STALL - Duration::from_micros(1);
+        assert!(filter.counts(paused));
+    }
+
+    #[test]
+    fn a_link_whose_only_reads_were_released_by_a_repair_shows_its_quiet() {
+        // One stream stalls for 30 ms and its repair releases a burst:
+        // the header that follows sees the link quiet since the reads
+        // before the stall, not since the burst.
+        let start = Instant::now();
+        let clock = PieceClock::starting(start);
+        let mut filter = StallFilter::new(start);
+        for read in [start + ms(1), start + ms(2)] {
+            if filter.counts(read) {
+                clock.tick(read);
+            }
+        }
+        let repaired = start + ms(32);
+        for read in [repaired, repaired + Duration::from_micros(500)] {
+            if filter.counts(read) {
+                clock.tick(read);
+            }
+        }
+        assert_eq!(clock.quiet_before_header(start + ms(40)), ms(38));
     }
 }
