@@ -237,10 +237,14 @@ def wait_port_released(host, port, timeout):
     program's copies only once it notices the death, a moment after the
     program is gone (Windows closes them before the process ends); a
     program started again before then finds its port in use."""
-    deadline = time.monotonic() + timeout
+    start = time.monotonic()
+    deadline = start + timeout
     while True:
         held = host.run(["ss", "-H", "-u", "-a", "-n", f"sport = :{port}"]).stdout.strip()
         if not held:
+            if time.monotonic() - start >= 0.1:
+                say(f"  UDP port {port} let go {time.monotonic() - start:.1f} s after its "
+                    f"program ended")
             return
         if time.monotonic() > deadline:
             raise Failed(f"UDP port {port} in {host.name} still held {timeout} s after its "
