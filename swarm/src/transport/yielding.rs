@@ -88,7 +88,9 @@ const HEAVY_LOSS_ROUNDS: usize = 4;
 /// over the target), which shares a bottleneck with CUBIC and with
 /// itself. It starts from the window it had when the queue rose, not
 /// from what yielding left of it, and joins as a new CUBIC flow does: in
-/// slow start until its first loss. The threshold is above the longest
+/// slow start until its first loss counted as congestion (a loss with
+/// the queue within the target is noise still; a probe ends no slow
+/// start). The threshold is above the longest
 /// queue one of this process's connections may aim at (the target times
 /// [`FAIR_MAX`], 75 ms), so that the process's own connections sharing an
 /// uplink never take their own queue for another flow's; a loss-based
@@ -147,6 +149,10 @@ pub enum Mode {
         /// CUBIC's curve to go on along (`w_max`, `epoch`, `k` of
         /// [`Mode::Competing`]).
         curve: (u64, Instant, f64),
+        /// Whether it was still in the slow start it joins with (no loss
+        /// counted as congestion since it began to compete): coming back
+        /// to compete, it goes on with it.
+        joining: bool,
     },
 }
 
@@ -423,9 +429,9 @@ impl Yielding {
                     // And from there as a new CUBIC flow joins a full
                     // bottleneck: slow start until its first loss, which
                     // the other flow's drops share. Along CUBIC's curve
-                    // from a window a third of the other flow's, the
-                    // shares took 15 s to even out, most of a 20 s
-                    // transfer (0.26 to 0.50 of an equal share in five
+                    // from a window a sixth to an eighth of the other
+                    // flow's, the shares took 15 s to even out, most of a
+                    // 20 s transfer (0.23 to 0.50 of the uplink in eight
                     // runs of `share-default-cubic`).
                     self.ssthresh = u64::MAX;
                     self.compete(now, self.window, self.next_probe(now + PROBE_FOR));
@@ -445,6 +451,7 @@ impl Yielding {
                         saved: self.window,
                         least: queuing,
                         curve: (w_max, epoch, k),
+                        joining: self.in_slow_start(),
                     };
                     self.window = self.minimum_window();
                     return true;
@@ -457,6 +464,7 @@ impl Yielding {
                 saved,
                 least,
                 curve,
+                joining,
             } => {
                 let least = least.min(queuing);
                 if now < until || self.rounds < rounds_until {
@@ -466,6 +474,7 @@ impl Yielding {
                         saved,
                         least,
                         curve,
+                        joining,
                     };
                     return true;
                 }
@@ -477,7 +486,11 @@ impl Yielding {
                 if least < TARGET / 2 {
                     self.mode = Mode::Yielding;
                 } else {
-                    // Along the same curve: the probe is no loss.
+                    // Along the same curve: the probe is no loss, and
+                    // ends no slow start.
+                    if joining {
+                        self.ssthresh = u64::MAX;
+                    }
                     let (w_max, epoch, k) = curve;
                     self.mode = Mode::Competing {
                         probe_at: self.next_probe(now),

@@ -467,15 +467,78 @@ fn it_competes_from_the_window_it_had_before_the_queue_rose() {
     let now = rounds_for(&mut c, now, ms(1000), ms(70));
     assert!(c.window() < calm, "{} >= {calm}", c.window());
     let before_compete = c.window();
-    let _ = rounds_for(&mut c, now, ms(1100), ms(90));
+    // Acknowledgement by acknowledgement, to the one that makes it
+    // compete (those after it grow the window in slow start).
+    let mut now = now;
+    'rounds: for _ in 0..40 {
+        let sent = now;
+        now += ms(50);
+        for _ in 0..(c.window() / u64::from(MTU)).max(1) {
+            c.on_ack(now, sent, u64::from(MTU), false, ms(90), c.window());
+            if matches!(c.mode(), Mode::Competing { .. }) {
+                break 'rounds;
+            }
+        }
+    }
     assert!(matches!(c.mode(), Mode::Competing { .. }), "{:?}", c.mode());
     // (The calm window is the one before the last calm acknowledgement's
     // growth, at most a datagram less.)
     assert!(
-        c.window() + u64::from(MTU) >= calm && before_compete < calm / 2,
+        c.window() + u64::from(MTU) >= calm && c.window() <= calm + u64::from(MTU),
         "{} from {before_compete}, calm {calm}",
         c.window()
     );
+    assert!(before_compete < calm / 2, "{before_compete}, calm {calm}");
+}
+
+#[test]
+fn the_slow_start_it_joins_with_ends_at_a_congestion_loss_not_at_noise_or_a_probe() {
+    let start = Instant::now();
+    let mut c = Yielding::new(start, MTU);
+    c.set_one_way(true);
+    let now = rounds_for(&mut c, start, ms(1200), ms(90));
+    assert!(matches!(c.mode(), Mode::Competing { .. }), "{:?}", c.mode());
+    assert!(c.in_slow_start());
+    // A loss with the queue within the target is noise: trimmed, still
+    // joining.
+    let now = rounds_for(&mut c, now, ms(50), ms(90));
+    assert_eq!(
+        c.on_loss(now, now - ms(10), false, LOST, ms(20)),
+        LossVerdict::Noise
+    );
+    assert!(c.in_slow_start());
+    // A probe comes before any congestion loss: back from it, still
+    // joining, the window doubling again.
+    // (Acknowledgements of a sender with nothing more to send meanwhile:
+    // the window stays, the probe's time comes.)
+    let mut now = now;
+    for _ in 0..200 {
+        now += ms(50);
+        c.on_ack(now, now - ms(50), u64::from(MTU), true, ms(90), c.window());
+        if matches!(c.mode(), Mode::Probing { .. }) {
+            break;
+        }
+    }
+    assert!(matches!(c.mode(), Mode::Probing { .. }), "{:?}", c.mode());
+    let now = rounds_for(&mut c, now, PROBE_FOR + ms(100), ms(85));
+    assert!(matches!(c.mode(), Mode::Competing { .. }), "{:?}", c.mode());
+    assert!(
+        c.in_slow_start(),
+        "the probe ended the slow start it joins with"
+    );
+    let before = c.window();
+    let now = rounds_for(&mut c, now, ms(50), ms(90));
+    assert!(
+        c.window() + u64::from(MTU) >= 2 * before,
+        "{before} -> {}",
+        c.window()
+    );
+    // The first congestion loss ends it.
+    assert_eq!(
+        c.on_loss(now, now - ms(10), false, LOST, ms(90)),
+        LossVerdict::Congestion
+    );
+    assert!(!c.in_slow_start());
 }
 
 #[test]
