@@ -115,7 +115,12 @@ impl Output {
 
     /// Reports a failure the way the mode asks for (also under `-q`).
     pub fn failure(&self, failure: &Failure) {
-        let code = failure.exit as i32;
+        self.failure_exiting(failure, failure.exit as i32);
+    }
+
+    /// [`Output::failure`] for a process that exits `code` instead of the
+    /// failure's own.
+    pub fn failure_exiting(&self, failure: &Failure, code: i32) {
         if self.json {
             self.event(&Event::Error {
                 exit_code: code,

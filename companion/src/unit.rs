@@ -9,7 +9,8 @@
 //! - macOS: a launchd agent, `~/Library/LaunchAgents/<label>.plist`,
 //!   loaded with `launchctl bootstrap gui/$(id -u) PLIST`; launchd stops
 //!   it with SIGTERM and starts it again when it fails, not when the
-//!   library cannot be used (`--refusal-exits-zero`).
+//!   library cannot be used (`--refusal-exits-zero`); its output goes to
+//!   `~/Library/Logs/minimodel-companion.log`.
 //! - Windows: a Task Scheduler task run at the user's logon, its XML
 //!   written to `%LOCALAPPDATA%\minimodel\minimodel-companion.task.xml`
 //!   and registered with `schtasks /Create /TN minimodel-companion /XML
@@ -38,6 +39,8 @@ pub enum LoginStart {
 pub const AGENT_LABEL: &str = "org.minimodel.companion";
 /// The logon task's name.
 pub const TASK_NAME: &str = "minimodel-companion";
+/// The launchd agent's log file, in `~/Library/Logs`.
+pub const AGENT_LOG: &str = "minimodel-companion.log";
 
 impl LoginStart {
     /// The kind `system` uses.
@@ -58,12 +61,28 @@ impl LoginStart {
         }
     }
 
-    /// Its text: run `program companion run` with `args`.
-    pub fn text(self, program: &Path, args: &[String]) -> String {
+    /// Its text: run `program companion run` with `args`; the launchd
+    /// agent's output goes to `log` (launchd sends it nowhere unless told
+    /// a file), when one is given.
+    pub fn text(self, program: &Path, args: &[String], log: Option<&Path>) -> String {
         match self {
             LoginStart::SystemdUser => unit_text(program, args),
-            LoginStart::LaunchdAgent => agent_text(program, args),
+            LoginStart::LaunchdAgent => agent_text(program, args, log),
             LoginStart::LogonTask => task_text(program, args),
+        }
+    }
+
+    /// The file its output goes to, from the environment `env`: the
+    /// launchd agent's, `~/Library/Logs/minimodel-companion.log` (where
+    /// Console shows it). The others log where their system logs a
+    /// service's output (the journal), or nowhere (a logon task).
+    pub fn log_file(self, env: &dyn Fn(&str) -> Option<OsString>) -> Option<PathBuf> {
+        match self {
+            LoginStart::LaunchdAgent => env("HOME")
+                .map(PathBuf::from)
+                .filter(|home| home.has_root())
+                .map(|home| home.join("Library").join("Logs").join(AGENT_LOG)),
+            LoginStart::SystemdUser | LoginStart::LogonTask => None,
         }
     }
 
@@ -140,23 +159,33 @@ fn quote_shell(word: &str) -> String {
 
 /// The launchd agent: `program companion run --refusal-exits-zero
 /// args...` at login, again after a failure (not after a clean stop), its
-/// output to the system log. launchd tells a clean exit from any other
+/// output (both streams) appended to `log` when one is given (launchd
+/// otherwise sends it nowhere). launchd tells a clean exit from any other
 /// and nothing finer, so a library that cannot be used (what exits 3, and
 /// what systemd's unit keeps from restarting) exits 0 under it, or it
 /// would be refused again every 5 s.
-pub fn agent_text(program: &Path, args: &[String]) -> String {
+pub fn agent_text(program: &Path, args: &[String], log: Option<&Path>) -> String {
+    const REFUSAL_EXITS_ZERO: &str = "--refusal-exits-zero";
     let mut arguments = String::new();
-    for arg in [
+    let mut run = vec![
         program.display().to_string(),
         "companion".into(),
         "run".into(),
-        "--refusal-exits-zero".into(),
-    ]
-    .iter()
-    .chain(args)
-    {
+    ];
+    // Once: clap refuses a flag given twice.
+    if !args.iter().any(|arg| arg == REFUSAL_EXITS_ZERO) {
+        run.push(REFUSAL_EXITS_ZERO.into());
+    }
+    for arg in run.iter().chain(args) {
         arguments.push_str(&format!("\t\t<string>{}</string>\n", xml(arg)));
     }
+    let log = log.map_or(String::new(), |log| {
+        let log = xml(&log.display().to_string());
+        format!(
+            "\t<key>StandardOutPath</key>\n\t<string>{log}</string>\n\
+             \t<key>StandardErrorPath</key>\n\t<string>{log}</string>\n"
+        )
+    });
     format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n\
          <!-- Written by `minimodel companion install-unit`; see docs/companion.md. -->\n\
@@ -180,6 +209,7 @@ pub fn agent_text(program: &Path, args: &[String]) -> String {
          \t<integer>5</integer>\n\
          \t<key>ProcessType</key>\n\
          \t<string>Background</string>\n\
+         {log}\
          </dict>\n\
          </plist>\n"
     )
@@ -359,9 +389,12 @@ mod tests {
                 "--library".to_owned(),
                 "/Users/a b/<lib> & \"x\"".to_owned(),
             ],
+            Some(Path::new("/Users/a&b/Library/Logs/minimodel-companion.log")),
         );
         for line in [
             "<string>org.minimodel.companion</string>",
+            "<key>StandardErrorPath</key>\n\t<string>/Users/a&amp;b/Library/Logs/minimodel-companion.log</string>",
+            "<key>StandardOutPath</key>\n\t<string>/Users/a&amp;b/Library/Logs/minimodel-companion.log</string>",
             "<string>/Applications/minimodel</string>\n\t\t<string>companion</string>\n\t\t<string>run</string>\n\t\t<string>--refusal-exits-zero</string>\n\t\t<string>--library</string>\n",
             "<string>/Users/a b/&lt;lib&gt; &amp; &quot;x&quot;</string>",
             "<key>RunAtLoad</key>\n\t<true/>",
@@ -377,6 +410,27 @@ mod tests {
                 "{tag}"
             );
         }
+        // Given already (`install-unit -- --refusal-exits-zero`), the flag
+        // is not added again: clap refuses it twice. Without a log, no
+        // log keys.
+        let given = agent_text(Path::new("/m"), &["--refusal-exits-zero".to_owned()], None);
+        assert_eq!(given.matches("--refusal-exits-zero").count(), 1, "{given}");
+        assert!(!given.contains("StandardErrorPath"), "{given}");
+    }
+
+    #[test]
+    fn only_the_launchd_agent_names_a_log_file_under_home() {
+        let env = |name: &str| (name == "HOME").then(|| OsString::from("/Users/ada"));
+        assert_eq!(
+            LoginStart::LaunchdAgent.log_file(&env),
+            Some(PathBuf::from(
+                "/Users/ada/Library/Logs/minimodel-companion.log"
+            ))
+        );
+        assert_eq!(LoginStart::SystemdUser.log_file(&env), None);
+        assert_eq!(LoginStart::LogonTask.log_file(&env), None);
+        let relative = |_: &str| Some(OsString::from("ada"));
+        assert_eq!(LoginStart::LaunchdAgent.log_file(&relative), None);
     }
 
     #[test]

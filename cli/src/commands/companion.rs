@@ -194,9 +194,10 @@ pub struct RunArgs {
     #[arg(long, value_name = "DURATION", default_value = "5min", value_parser = crate::units::parse_duration)]
     pub peer_wait_max: Duration,
     /// Exit 0, not 3, when the library cannot be used (another companion
-    /// holds it, or its permissions are unsafe), after saying why: for a
-    /// launchd agent, which can keep from starting a job again only after
-    /// a clean exit (install-unit writes it there).
+    /// holds it, its permissions are unsafe, or its state file is
+    /// refused), after saying why: for a launchd agent, which can keep
+    /// from starting a job again only after a clean exit (install-unit
+    /// writes it there).
     #[arg(long)]
     pub refusal_exits_zero: bool,
 }
@@ -375,10 +376,12 @@ pub fn run(args: CompanionArgs, out: Output) -> Result<(), Failure> {
             let refusal_exits_zero = args.refusal_exits_zero;
             match serve(args, out) {
                 Err(failure) if refusal_exits_zero && failure.exit == Exit::InvalidInput => {
-                    out.status(format!(
-                        "error: {:#}\nnot started, exit 0 (--refusal-exits-zero): started again, it would be refused again",
-                        failure.error
-                    ));
+                    let not_again = "not started, exit 0 (--refusal-exits-zero): started again, it would be refused again";
+                    let hint = match &failure.hint {
+                        Some(hint) => format!("{hint}; {not_again}"),
+                        None => not_again.to_owned(),
+                    };
+                    out.failure_exiting(&failure.with_hint(hint), 0);
                     Ok(())
                 }
                 result => result,
@@ -640,7 +643,8 @@ fn install_unit(args: InstallUnitArgs, out: Output) -> Result<(), Failure> {
     run_args.extend(args.run_options);
     use minimodel_companion::unit::LoginStart;
     let start = LoginStart::of(minimodel_swarm::platform::System::CURRENT);
-    let text = start.text(&program, &run_args);
+    let log = start.log_file(&|name| std::env::var_os(name));
+    let text = start.text(&program, &run_args, log.as_deref());
     if args.print {
         crate::output::put_out!("{text}");
         return Ok(());
