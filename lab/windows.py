@@ -243,8 +243,8 @@ def wait_port_released(host, port, timeout):
         held = host.run(["ss", "-H", "-u", "-a", "-n", f"sport = :{port}"]).stdout.strip()
         if not held:
             if time.monotonic() - start >= 0.1:
-                say(f"  UDP port {port} let go {time.monotonic() - start:.1f} s after its "
-                    f"program ended")
+                say(f"  UDP port {port} let go after a wait of "
+                    f"{time.monotonic() - start:.1f} s")
             return
         if time.monotonic() > deadline:
             raise Failed(f"UDP port {port} in {host.name} still held {timeout} s after its "

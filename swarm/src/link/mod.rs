@@ -209,7 +209,7 @@ async fn refuse_control_streams(
 }
 
 /// A piece stream whose reads paused this long was waiting for a repair
-/// ([`PieceClock::reads`]).
+/// ([`StallFilter`]).
 const PIECE_STALL: Duration = Duration::from_millis(10);
 /// The reads within this long after such a pause are what the repair
 /// released.
@@ -244,15 +244,17 @@ impl PieceClock {
         self.last.store(self.micros(now), Ordering::Relaxed);
     }
 
-    /// What one piece stream's reads tell the clock, read by read (see
-    /// [`StallFilter`]).
+    /// What one piece stream's reads tell the clock, read by read.
     fn reads(&self) -> impl FnMut(usize) + '_ {
         let mut filter = StallFilter::new(Instant::now());
-        move |_| {
-            let now = Instant::now();
-            if filter.counts(now) {
-                self.tick(now);
-            }
+        move |_| self.read(&mut filter, Instant::now())
+    }
+
+    /// A read of a stream (whose reads `filter` follows) at `now`: the
+    /// clock moves on when it counts ([`StallFilter`]).
+    fn read(&self, filter: &mut StallFilter, now: Instant) {
+        if filter.counts(now) {
+            self.tick(now);
         }
     }
 
@@ -415,15 +417,11 @@ mod clock_tests {
         let clock = PieceClock::starting(start);
         let mut filter = StallFilter::new(start);
         for read in [start + ms(1), start + ms(2)] {
-            if filter.counts(read) {
-                clock.tick(read);
-            }
+            clock.read(&mut filter, read);
         }
         let repaired = start + ms(32);
         for read in [repaired, repaired + Duration::from_micros(500)] {
-            if filter.counts(read) {
-                clock.tick(read);
-            }
+            clock.read(&mut filter, read);
         }
         assert_eq!(clock.quiet_before_header(start + ms(40)), ms(38));
     }
