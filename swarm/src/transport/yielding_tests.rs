@@ -375,13 +375,7 @@ fn a_queue_another_flow_keeps_full_makes_it_compete_as_cubic_would() {
     // round trip, until its first loss (the full buffer's overflow).
     let mut now = now;
     for _ in 0..3 {
-        let before = c.window();
-        now = rounds_for(&mut c, now, ms(50), ms(90));
-        assert!(
-            c.window() + u64::from(MTU) >= 2 * before,
-            "doubles while it joins: {before} -> {}",
-            c.window()
-        );
+        now = doubling_round(&mut c, now);
     }
     let joined = c.window();
     assert_eq!(
@@ -493,12 +487,7 @@ fn it_competes_from_the_window_it_had_before_the_queue_rose() {
 
 #[test]
 fn the_slow_start_it_joins_with_ends_at_a_congestion_loss_not_at_noise_or_a_probe() {
-    let start = Instant::now();
-    let mut c = Yielding::new(start, MTU);
-    c.set_one_way(true);
-    let now = rounds_for(&mut c, start, ms(1200), ms(90));
-    assert!(matches!(c.mode(), Mode::Competing { .. }), "{:?}", c.mode());
-    assert!(c.in_slow_start());
+    let (mut c, now) = joining(Instant::now());
     // A loss with the queue within the target is noise: trimmed, still
     // joining.
     let now = rounds_for(&mut c, now, ms(50), ms(90));
@@ -526,13 +515,7 @@ fn the_slow_start_it_joins_with_ends_at_a_congestion_loss_not_at_noise_or_a_prob
         c.in_slow_start(),
         "the probe ended the slow start it joins with"
     );
-    let before = c.window();
-    let now = rounds_for(&mut c, now, ms(50), ms(90));
-    assert!(
-        c.window() + u64::from(MTU) >= 2 * before,
-        "{before} -> {}",
-        c.window()
-    );
+    let now = doubling_round(&mut c, now);
     // The first congestion loss ends it.
     assert_eq!(
         c.on_loss(now, now - ms(10), false, LOST, ms(90)),
@@ -554,12 +537,33 @@ fn the_longest_queue_its_own_process_aims_at_never_makes_it_compete() {
     assert_eq!(c.mode(), Mode::Yielding);
 }
 
-/// A controller that competes since `start` plus the returned time.
-fn competing(start: Instant) -> (Yielding, Instant) {
+/// A controller that began to compete after `start` and is still in the
+/// slow start it joins with; the time then.
+fn joining(start: Instant) -> (Yielding, Instant) {
     let mut c = Yielding::new(start, MTU);
     c.set_one_way(true);
     let now = rounds_for(&mut c, start, ms(1200), ms(90));
     assert!(matches!(c.mode(), Mode::Competing { .. }), "{:?}", c.mode());
+    assert!(c.in_slow_start());
+    (c, now)
+}
+
+/// One round trip of 50 ms with the queue at 90 ms, in which the window
+/// doubles (the slow start it joins with); the time then.
+fn doubling_round(c: &mut Yielding, now: Instant) -> Instant {
+    let before = c.window();
+    let now = rounds_for(c, now, ms(50), ms(90));
+    assert!(
+        c.window() + u64::from(MTU) >= 2 * before,
+        "doubles while it joins: {before} -> {}",
+        c.window()
+    );
+    now
+}
+
+/// A controller that competes since `start` plus the returned time.
+fn competing(start: Instant) -> (Yielding, Instant) {
+    let (mut c, now) = joining(start);
     // Its first loss ends the slow start it joins with.
     assert_eq!(
         c.on_loss(now, now - ms(10), false, LOST, ms(90)),
