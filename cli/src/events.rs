@@ -247,12 +247,16 @@ pub enum Event {
         /// The relays its peers name, `PEER_ID>RELAY_ID@ADDR`, one per
         /// relay (`docs/relay.md`).
         relays: Vec<String>,
+        /// Its mirrors: `https://` URLs of the artifact, with the manifest
+        /// at `URL.manifest` beside each (`docs/swarm.md`, "Mirrors").
+        mirrors: Vec<String>,
         /// Addresses given that the ticket leaves out (a peer's after its
         /// first four), `PEER_ID@ADDR`.
         left_out: Vec<String>,
         /// Who can use it, by what it names: `anywhere` (a global
-        /// address or a relay), `lan-only` (only private addresses and no
-        /// relay: only hosts on the network it was made on) or
+        /// address, a relay, or a mirror named by a DNS name or a global
+        /// address), `lan-only` (only private addresses, no relay: only
+        /// hosts on the network it was made on) or
         /// `host-only` (only loopback addresses).
         reach: String,
     },

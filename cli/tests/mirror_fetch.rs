@@ -396,3 +396,98 @@ fn a_fetch_killed_midway_resumes_without_fetching_a_verified_chunk_again_and_not
     assert_eq!(listed[0]["chunks"], 0, "{listed:?}");
     assert_eq!(listed[0]["blamed"], true, "{listed:?}");
 }
+
+/// `minimodel ARGS` in `root`, the test authority trusted.
+fn trusting(root: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_minimodel"))
+        .current_dir(root)
+        .args(args)
+        .env("SSL_CERT_FILE", test_roots(root))
+        .env_remove("SSL_CERT_DIR")
+        .env_remove("MINIMODEL_MIRROR_TOKENS")
+        .stdin(Stdio::null())
+        .output()
+        .expect("the binary runs")
+}
+
+#[test]
+fn a_ticket_of_a_mirror_alone_fetches_the_manifest_beside_it_and_the_artifact_from_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let (file, list) = prepare_with_chunk_list(root);
+    let manifest = std::fs::read(root.join(format!("{MODEL}.manifest"))).unwrap();
+    let runtime = runtime();
+    let mirror = runtime
+        .block_on(TestMirror::start(file.clone().into(), Some(list.into())))
+        .expect("the test mirror starts");
+    mirror.set_manifest(manifest.clone().into());
+    let url = mirror.url();
+    let manifest_name = format!("{MODEL}.manifest");
+
+    // What a ticket cannot carry is a usage error, and no ticket.
+    for (mirrors, why) in [
+        (vec![format!("{url}?sig=secret")], "a query"),
+        (
+            vec!["http://127.0.0.1:9/model.slm".to_owned()],
+            "plain HTTP",
+        ),
+        (
+            vec![url.clone(), format!("{url}2"), format!("{url}3")],
+            "three mirrors",
+        ),
+        (vec![], "no peer and no mirror"),
+    ] {
+        let mut args = vec!["ticket", "new", manifest_name.as_str()];
+        for mirror in &mirrors {
+            args.extend(["--mirror", mirror.as_str()]);
+        }
+        let refused = trusting(root, &args);
+        assert_eq!(code(&refused), 2, "{why}: {refused:?}");
+        assert!(refused.stdout.is_empty(), "{why}: no ticket");
+        assert!(
+            !String::from_utf8_lossy(&refused.stderr).contains("secret"),
+            "{why}: the query is never shown"
+        );
+    }
+
+    let made = trusting(root, &["ticket", "new", &manifest_name, "--mirror", &url]);
+    let ticket = ok(&made).trim().to_owned();
+    assert!(ticket.starts_with("mm1"), "{ticket}");
+    let shown = ok(&trusting(root, &["ticket", "show", &ticket]));
+    assert!(shown.contains(&format!("mirror {url}")), "{shown}");
+    assert!(!shown.contains("peer "), "no peer: {shown}");
+    let event = json_lines(&trusting(root, &["--json", "ticket", "show", &ticket]))
+        .into_iter()
+        .find(|e| e["event"] == "ticket")
+        .expect("a ticket event");
+    assert_eq!(event["mirrors"], serde_json::json!([url]));
+    assert_eq!(event["peers"], serde_json::json!([]));
+
+    // No peer online: the manifest comes from beside the mirror, checked
+    // against the ticket's digest, and the artifact from the mirror.
+    let fetched = trusting(root, &["fetch", &ticket, "-o", "out", "--yes"]);
+    ok(&fetched);
+    assert_eq!(
+        std::fs::read(root.join(format!("out/{MODEL}.slm"))).unwrap(),
+        file
+    );
+    verify_output(root);
+    let receipt = receipt(&root.join("out"), MODEL);
+    assert_eq!(mirrors_of(&receipt)[0]["url"], url.as_str(), "{receipt:#}");
+    assert_eq!(mirrors_of(&receipt)[0]["chunks"], 64, "{receipt:#}");
+    let said = String::from_utf8_lossy(&fetched.stdout).into_owned()
+        + &String::from_utf8_lossy(&fetched.stderr);
+    assert!(
+        said.contains(&format!("from {url}.manifest")),
+        "where the manifest came from: {said}"
+    );
+
+    // A mirror whose manifest is another one: refused, nothing fetched.
+    mirror.set_manifest(b"format: minimodel-manifest-v0\n".to_vec().into());
+    let other = trusting(root, &["fetch", &ticket, "-o", "out2", "--yes", "--json"]);
+    assert_eq!(code(&other), 4, "{other:?}");
+    let said = String::from_utf8_lossy(&other.stdout).into_owned()
+        + &String::from_utf8_lossy(&other.stderr);
+    assert!(said.contains("serves another manifest"), "{said}");
+    assert!(!root.join("out2").join(format!("{MODEL}.slm")).exists());
+}

@@ -57,6 +57,43 @@ fn a_seeders_ticket_names_its_manifest_and_itself_and_reads_back() {
     let shown = json(&ok(root, &["ticket", "show", &ticket, "--json"]));
     assert_eq!(shown[0]["ticket"], ticket);
     assert_eq!(shown[0]["peers"], event["peers"]);
+    // With a mirror beside the peer: both, the mirror after the peers.
+    let mirrored = ok(
+        root,
+        &[
+            "ticket",
+            "new",
+            manifest,
+            "--offer",
+            offer_path,
+            "--mirror",
+            "https://models.example.org/tick.slm",
+        ],
+    );
+    let shown = json(&ok(root, &["ticket", "show", &mirrored[0], "--json"]));
+    assert_eq!(shown[0]["peers"], event["peers"]);
+    assert_eq!(
+        shown[0]["mirrors"],
+        serde_json::json!(["https://models.example.org/tick.slm"])
+    );
+    assert_eq!(shown[0]["reach"], "anywhere", "a mirror by name: {shown:?}");
+    // A seeder refuses a mirror its ticket could not carry, before
+    // anything else.
+    let (code, _, stderr) = run(
+        root,
+        &[
+            "seed",
+            manifest,
+            "nothing-here.slm",
+            "--mirror",
+            "https://models.example.org/tick.slm?sig=secret",
+        ],
+    );
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("carries no query") && !stderr.contains("secret"),
+        "{stderr}"
+    );
     let upper = ok(root, &["ticket", "show", &ticket.to_uppercase()]).join("\n");
     assert!(
         upper.contains("unsigned") && upper.contains(peer),

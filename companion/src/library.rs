@@ -499,6 +499,9 @@ pub struct ConsentRecord {
 pub struct ShareRecord {
     /// The local `.slm` file, an absolute path.
     pub file: PathBuf,
+    /// Mirrors the share's ticket names (`https://`, no query).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mirrors: Vec<String>,
 }
 
 /// A download's own fields.
@@ -895,6 +898,7 @@ mod tests {
             work: Work::Share(ShareRecord {
                 // Absolute on every system (a Windows path has a drive).
                 file: std::env::temp_dir().join("models").join("tiny.slm"),
+                mirrors: Vec::new(),
             }),
             withdrawn: None,
         }

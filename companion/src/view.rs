@@ -63,6 +63,12 @@ pub struct AddShare {
     /// Refuse an unsigned manifest.
     #[serde(default)]
     pub require_signature: bool,
+    /// `https://` URLs of copies of the artifact (at most 2, no query),
+    /// named in the share's ticket: whoever fetches with it fetches from
+    /// them too, and finds the manifest beside them (`URL.manifest`) when
+    /// this share is offline. The companion itself never reads them.
+    #[serde(default)]
+    pub mirrors: Vec<String>,
 }
 
 /// `POST /api/v1/downloads` (and `/api/v1/downloads/preview`).

@@ -351,6 +351,65 @@ fn a_share_and_a_download_through_the_api_end_in_a_receipt_and_log_lines() {
 }
 
 #[test]
+fn a_shares_mirrors_are_named_in_its_ticket_and_a_mirror_no_ticket_carries_is_refused() {
+    let temp = tempfile::tempdir().unwrap();
+    let art = fixture(&temp.path().join("files"), "tiny-mirrored", 1 << 20, CHUNK);
+    let seeder = start(&temp.path().join("seeder"));
+    let mut schema = ApiSchema::load();
+    let request = |mirrors: Value| {
+        json!({
+            "manifest_path": art.manifest_path,
+            "file": art.slm,
+            "consent": {"serve": true},
+            "mirrors": mirrors,
+        })
+    };
+    // Refused before anything is added: a query (never shown), plain
+    // HTTP, three mirrors.
+    for (mirrors, says) in [
+        (
+            json!(["https://models.example.org/t.slm?sig=secret"]),
+            "carries no query",
+        ),
+        (json!(["http://models.example.org/t.slm"]), "http://"),
+        (
+            json!([
+                "https://a.example.org/t.slm",
+                "https://b.example.org/t.slm",
+                "https://c.example.org/t.slm"
+            ]),
+            "at most 2",
+        ),
+    ] {
+        for path in ["/api/v1/shares/preview", "/api/v1/shares"] {
+            let (status, body) = seeder.send("POST", path, &request(mirrors.clone()));
+            assert_eq!(status, 422, "{body}");
+            schema.check("ErrorBody", &body);
+            let error = body["error"].as_str().unwrap();
+            assert!(error.contains(says) && !error.contains("secret"), "{error}");
+        }
+    }
+    assert_eq!(seeder.get("/api/v1/library").1["items"], json!([]));
+
+    let mirror = "https://models.example.org/tiny-mirrored.slm";
+    let (status, share) = seeder.send("POST", "/api/v1/shares", &request(json!([mirror])));
+    assert_eq!(status, 201, "{share}");
+    let id = share["id"].as_str().unwrap().to_owned();
+    let serving = seeder.wait_item(&id, Duration::from_secs(30), |item| {
+        item["serving"]["ticket"].is_string()
+    });
+    schema.check("ItemView", &serving);
+    let ticket: Ticket = serving["serving"]["ticket"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(ticket.peers.len(), 1, "the share itself");
+    let named: Vec<String> = ticket.mirrors.iter().map(|url| url.label()).collect();
+    assert_eq!(named, [mirror]);
+}
+
+#[test]
 fn a_ticket_alone_adds_a_download_and_a_ticket_that_lies_adds_nothing() {
     let temp = tempfile::tempdir().unwrap();
     let art = fixture(&temp.path().join("files"), "tiny-ticket", 1 << 20, CHUNK);

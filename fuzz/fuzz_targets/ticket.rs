@@ -1,18 +1,29 @@
 //! The ticket reader on arbitrary text and on arbitrary binary forms: it
-//! must return, never panic; whatever it accepts holds 1 to 4 distinct
+//! must return, never panic; whatever it accepts holds up to 4 distinct
 //! peers with 1 to 4 distinct addresses each, relays only for its own
-//! peers (1 to 2 distinct ones, each with its key), and is written back
-//! to the same ticket (text and bytes).
+//! peers (1 to 2 distinct ones, each with its key), up to 2 distinct
+//! `https://` mirrors without a query (and a peer or a mirror at least),
+//! and is written back to the same ticket (text and bytes).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use minimodel_swarm::ticket::{
-    MAX_TICKET_ADDRS, MAX_TICKET_LEN, MAX_TICKET_PEERS, MAX_TICKET_RELAYS, Ticket,
+    MAX_TICKET_ADDRS, MAX_TICKET_LEN, MAX_TICKET_MIRROR_LEN, MAX_TICKET_MIRRORS, MAX_TICKET_PEERS,
+    MAX_TICKET_RELAYS, Ticket,
 };
+use minimodel_verifier::mirror_url::Scheme;
 
 fn check(ticket: &Ticket) {
     let peers = &ticket.peers;
-    assert!(!peers.is_empty() && peers.len() <= MAX_TICKET_PEERS);
+    assert!(peers.len() <= MAX_TICKET_PEERS);
+    assert!(!peers.is_empty() || !ticket.mirrors.is_empty());
+    assert!(ticket.mirrors.len() <= MAX_TICKET_MIRRORS);
+    for (i, url) in ticket.mirrors.iter().enumerate() {
+        assert_eq!(url.scheme(), Scheme::Https);
+        assert!(!url.has_query());
+        assert!(url.expose().len() <= MAX_TICKET_MIRROR_LEN);
+        assert!(ticket.mirrors[..i].iter().all(|m| m.label() != url.label()));
+    }
     for (i, peer) in peers.iter().enumerate() {
         assert!(peers[..i].iter().all(|p| p.id != peer.id));
         assert!(!peer.addrs.is_empty() && peer.addrs.len() <= MAX_TICKET_ADDRS);

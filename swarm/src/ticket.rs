@@ -2,9 +2,11 @@
 //! sender shares instead of a manifest and an offer, `mm1...`.
 //!
 //! A ticket carries the SHA-256 of the manifest file's bytes, the key id
-//! of its publisher key when the manifest is signed, and one to
+//! of its publisher key when the manifest is signed, up to
 //! [`MAX_TICKET_PEERS`] peers with one to [`MAX_TICKET_ADDRS`] addresses
-//! each. A receiver fetches the manifest from the peers, keeps it only if
+//! each, and up to [`MAX_TICKET_MIRRORS`] mirrors (HTTPS copies of the
+//! artifact, with the manifest beside them): at least one peer or mirror.
+//! A receiver fetches the manifest from the peers (or beside a mirror), keeps it only if
 //! its bytes hash to the ticket's digest (and, when the ticket names a key
 //! id, its signature is by that key), and only then trusts anything else
 //! in it. What travels in the ticket is a claim until then: the peers are
@@ -35,12 +37,23 @@
 //! check            4    first 4 bytes of SHA-256 of everything before
 //! ```
 //!
-//! Flag bit 1 is set only when some peer names a relay.
+//! Flag bit 1 is set only when some peer names a relay; flag bit 2 only
+//! when the ticket names a mirror.
 //!
 //! A reader checks, in order: the prefix, the length (before decoding),
 //! the alphabet, the unused bits of the last character, the check, then
 //! the fields as above, then that no byte follows. Uppercase reads as
 //! lowercase (a ticket read from a QR code); writers write lowercase.
+//!
+//! With flag bit 2, mirrors follow the peers (`docs/swarm.md`, "Mirrors"),
+//! and the peer count may be 0:
+//!
+//! ```text
+//! mirror count     1    1 to 2
+//! per mirror:
+//!   length         2    1 to 512
+//!   url            by length: an https:// mirror URL without a query
+//! ```
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -49,6 +62,7 @@ use std::sync::LazyLock;
 
 use data_encoding::{Encoding, Specification};
 use minimodel_verifier::Sha256Digest;
+use minimodel_verifier::mirror_url::{MirrorUrl, Plain};
 use minimodel_verifier::signing::PublisherKeyId;
 use minimodel_verifier::signing::keys::KEY_ID_BYTES;
 use minimodel_wire::PeerId;
@@ -76,23 +90,33 @@ pub const MAX_TICKET_PEERS: usize = 4;
 pub const MAX_TICKET_ADDRS: usize = 4;
 /// Most relays of one peer in a ticket.
 pub const MAX_TICKET_RELAYS: usize = 2;
+/// Most mirrors a ticket names.
+pub const MAX_TICKET_MIRRORS: usize = 2;
+/// Longest mirror URL a ticket carries, in bytes (the mirror URL rules
+/// allow longer ones, with a query a ticket does not carry).
+pub const MAX_TICKET_MIRROR_LEN: usize = 512;
 /// Bytes of the check at the end.
 const CHECK_LEN: usize = 4;
 /// Flag bit 0: a key id follows the digest.
 const FLAG_KEY_ID: u8 = 1;
 /// Flag bit 1: relays follow each peer's addresses.
 const FLAG_RELAYS: u8 = 2;
+/// Flag bit 2: mirrors follow the peers.
+const FLAG_MIRRORS: u8 = 4;
 /// The largest binary form: every peer with every address and relay in
-/// IPv6.
+/// IPv6, and every mirror as long as it may be.
 const MAX_BINARY_LEN: usize = 1
     + 32
     + KEY_ID_BYTES
     + 1
     + MAX_TICKET_PEERS * (32 + 1 + MAX_TICKET_ADDRS * 19 + 1 + MAX_TICKET_RELAYS * (32 + 19))
+    + 1
+    + MAX_TICKET_MIRRORS * (2 + MAX_TICKET_MIRROR_LEN)
     + CHECK_LEN;
 /// The longest ticket: the prefix and the base32 of the largest binary
-/// form (1,437 characters). A typical ticket (signed, one peer, one IPv4
-/// and one IPv6 address) is 175; with one relay (IPv4), 239.
+/// form (3,083 characters). A typical ticket (signed, one peer, one IPv4
+/// and one IPv6 address) is 175; with one relay (IPv4), 239; with a
+/// mirror of 40 characters instead, 243.
 pub const MAX_TICKET_LEN: usize = TICKET_PREFIX.len() + (MAX_BINARY_LEN * 8).div_ceil(5);
 
 /// RFC 4648 base32, lowercase, no padding; uppercase reads as lowercase.
@@ -120,6 +144,10 @@ pub struct Ticket {
     /// The relays a peer is registered with ("reach me via"), for the
     /// peers that name any (`docs/relay.md`), in the peers' order.
     pub relays: Vec<PeerRelays>,
+    /// HTTPS copies of the artifact (each without a query), with the
+    /// manifest at `URL.manifest` beside each: sources as a
+    /// `fetch --mirror` is.
+    pub mirrors: Vec<MirrorUrl>,
 }
 
 /// The relays one peer of a ticket names.
@@ -164,13 +192,15 @@ pub enum TicketError {
     #[error("the ticket ends inside its {0}")]
     Truncated(&'static str),
     /// Bytes after the last field.
-    #[error("the ticket has {0} bytes after its last peer")]
+    #[error("the ticket has {0} bytes after its last field")]
     TrailingBytes(usize),
     /// Flag bits this version does not know.
     #[error("the ticket sets flags {0:#04x} this version does not know (a newer ticket?)")]
     Flags(u8),
-    /// No peer, or too many.
-    #[error("the ticket names {0} peers; a ticket names 1 to {MAX_TICKET_PEERS}")]
+    /// No peer (and no mirror), or too many.
+    #[error(
+        "the ticket names {0} peers; a ticket names 1 to {MAX_TICKET_PEERS}, or none when it names a mirror"
+    )]
     PeerCount(usize),
     /// A peer with no address, or too many.
     #[error("peer {peer} has {count} addresses; a ticket gives each peer 1 to {MAX_TICKET_ADDRS}")]
@@ -228,6 +258,27 @@ pub enum TicketError {
         /// The relay.
         relay: String,
     },
+    /// A mirror flag with no mirror, or more mirrors than a ticket carries.
+    #[error(
+        "the ticket names {0} mirrors; a ticket names 1 to {MAX_TICKET_MIRRORS} when its mirror flag is set"
+    )]
+    MirrorCount(usize),
+    /// A mirror URL of no length, or longer than a ticket carries.
+    #[error(
+        "a mirror URL of the ticket is {0} bytes; a ticket carries 1 to {MAX_TICKET_MIRROR_LEN}"
+    )]
+    MirrorLength(usize),
+    /// A mirror that is not an `https://` mirror URL without a query.
+    #[error("mirror {shown}: {reason}")]
+    Mirror {
+        /// The URL as a message shows it (no query, no user information).
+        shown: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The same mirror twice.
+    #[error("mirror {0} is named twice")]
+    DuplicateMirror(String),
 }
 
 impl TicketError {
@@ -252,6 +303,10 @@ impl TicketError {
             TicketError::RelayCount { .. } => "relay-count",
             TicketError::RelayAddr { .. } => "relay-address",
             TicketError::DuplicateRelay { .. } => "duplicate-relay",
+            TicketError::MirrorCount(_) => "mirror-count",
+            TicketError::MirrorLength(_) => "mirror-length",
+            TicketError::Mirror { .. } => "mirror",
+            TicketError::DuplicateMirror(_) => "duplicate-mirror",
         }
     }
 }
@@ -280,6 +335,19 @@ impl Ticket {
         key_id: Option<PublisherKeyId>,
         peers: Vec<PeerAddrs>,
     ) -> Result<Ticket, TicketError> {
+        Ticket::with_sources(manifest_sha256, key_id, peers, Vec::new())
+    }
+
+    /// A ticket with mirrors too: as [`Ticket::new`], with 0 to
+    /// [`MAX_TICKET_MIRRORS`] mirrors, each an `https://` mirror URL
+    /// without a query and named once; no peer is needed when a mirror is
+    /// named.
+    pub fn with_sources(
+        manifest_sha256: Sha256Digest,
+        key_id: Option<PublisherKeyId>,
+        peers: Vec<PeerAddrs>,
+        mirrors: Vec<MirrorUrl>,
+    ) -> Result<Ticket, TicketError> {
         let peers = peers
             .into_iter()
             .map(|peer| PeerAddrs {
@@ -296,6 +364,7 @@ impl Ticket {
             key_id,
             peers,
             relays: Vec::new(),
+            mirrors,
         };
         ticket.check()?;
         Ok(ticket)
@@ -328,6 +397,20 @@ impl Ticket {
         Ok(self)
     }
 
+    /// Adds the ticket's mirrors to the mirror URLs `given` (a person's
+    /// `--mirror`s, a request's `mirrors`), after them, each not given
+    /// already: the ticket's mirrors are sources as those are.
+    pub fn add_mirrors_to(&self, given: &mut Vec<String>) {
+        for url in &self.mirrors {
+            let known = given.iter().any(|text| {
+                MirrorUrl::parse(text, Plain::Allowed).is_ok_and(|u| u.label() == url.label())
+            });
+            if !known {
+                given.push(url.expose());
+            }
+        }
+    }
+
     /// The relays peer `peer` names.
     pub fn relays_of(&self, peer: &PeerId) -> &[RelayAddr] {
         self.relays
@@ -336,9 +419,42 @@ impl Ticket {
             .map_or(&[], |entry| &entry.relays)
     }
 
-    /// The rules a reader applies: the peers' first, then their relays'.
+    /// The rules a reader applies: the peers' first, then their relays',
+    /// then the mirrors'.
     fn check(&self) -> Result<(), TicketError> {
+        if (self.peers.is_empty() && self.mirrors.is_empty()) || self.peers.len() > MAX_TICKET_PEERS
+        {
+            return Err(TicketError::PeerCount(self.peers.len()));
+        }
         self.check_peers()?;
+        self.check_relays()?;
+        self.check_mirrors()
+    }
+
+    /// The rules a reader applies to the mirrors: each an `https://`
+    /// mirror URL (the `fetch --mirror` rules) without a query, named once.
+    fn check_mirrors(&self) -> Result<(), TicketError> {
+        if self.mirrors.len() > MAX_TICKET_MIRRORS {
+            return Err(TicketError::MirrorCount(self.mirrors.len()));
+        }
+        for (at, url) in self.mirrors.iter().enumerate() {
+            let text = url.expose();
+            if text.is_empty() || text.len() > MAX_TICKET_MIRROR_LEN {
+                return Err(TicketError::MirrorLength(text.len()));
+            }
+            check_mirror_text(&text)?;
+            if self.mirrors[..at]
+                .iter()
+                .any(|known| known.label() == url.label())
+            {
+                return Err(TicketError::DuplicateMirror(url.label()));
+            }
+        }
+        Ok(())
+    }
+
+    /// The rules a reader applies to the relays.
+    fn check_relays(&self) -> Result<(), TicketError> {
         for entry in &self.relays {
             let peer = || entry.peer.to_string();
             if entry.relays.is_empty() || entry.relays.len() > MAX_TICKET_RELAYS {
@@ -380,11 +496,9 @@ impl Ticket {
         Ok(())
     }
 
-    /// The rules a reader applies to the peers.
+    /// The rules a reader applies to the peers, once their count is
+    /// checked.
     fn check_peers(&self) -> Result<(), TicketError> {
-        if self.peers.is_empty() || self.peers.len() > MAX_TICKET_PEERS {
-            return Err(TicketError::PeerCount(self.peers.len()));
-        }
         for (index, peer) in self.peers.iter().enumerate() {
             let name = || peer.id.to_string();
             if self.peers[..index].iter().any(|other| other.id == peer.id) {
@@ -431,7 +545,12 @@ impl Ticket {
                 FLAG_KEY_ID
             } else {
                 0
-            } | if relays { FLAG_RELAYS } else { 0 },
+            } | if relays { FLAG_RELAYS } else { 0 }
+                | if self.mirrors.is_empty() {
+                    0
+                } else {
+                    FLAG_MIRRORS
+                },
         );
         out.extend_from_slice(self.manifest_sha256.as_bytes());
         if let Some(key_id) = &self.key_id {
@@ -453,6 +572,14 @@ impl Ticket {
                 }
             }
         }
+        if !self.mirrors.is_empty() {
+            out.push(self.mirrors.len() as u8);
+            for url in &self.mirrors {
+                let text = url.expose();
+                out.extend_from_slice(&(text.len() as u16).to_be_bytes());
+                out.extend_from_slice(text.as_bytes());
+            }
+        }
         let check = Sha256Digest::of(&out);
         out.extend_from_slice(&check.as_bytes()[..CHECK_LEN]);
         out
@@ -470,8 +597,9 @@ impl Ticket {
         }
         let mut reader = Reader { rest: body };
         let flags = reader.byte("flags")?;
-        if flags & !(FLAG_KEY_ID | FLAG_RELAYS) != 0 {
-            return Err(TicketError::Flags(flags & !(FLAG_KEY_ID | FLAG_RELAYS)));
+        let known = FLAG_KEY_ID | FLAG_RELAYS | FLAG_MIRRORS;
+        if flags & !known != 0 {
+            return Err(TicketError::Flags(flags & !known));
         }
         let manifest_sha256 = Sha256Digest(reader.array::<32>("manifest digest")?);
         let key_id = if flags & FLAG_KEY_ID != 0 {
@@ -480,7 +608,7 @@ impl Ticket {
             None
         };
         let peer_count = usize::from(reader.byte("peer count")?);
-        if peer_count == 0 || peer_count > MAX_TICKET_PEERS {
+        if (peer_count == 0 && flags & FLAG_MIRRORS == 0) || peer_count > MAX_TICKET_PEERS {
             return Err(TicketError::PeerCount(peer_count));
         }
         let mut peers = Vec::with_capacity(peer_count);
@@ -520,6 +648,20 @@ impl Ticket {
             }
             peers.push(PeerAddrs { id, addrs });
         }
+        let mut mirror_texts = Vec::new();
+        if flags & FLAG_MIRRORS != 0 {
+            let count = usize::from(reader.byte("mirror count")?);
+            if count == 0 || count > MAX_TICKET_MIRRORS {
+                return Err(TicketError::MirrorCount(count));
+            }
+            for _ in 0..count {
+                let len = usize::from(u16::from_be_bytes(reader.array::<2>("mirror length")?));
+                if len == 0 || len > MAX_TICKET_MIRROR_LEN {
+                    return Err(TicketError::MirrorLength(len));
+                }
+                mirror_texts.push(reader.bytes(len, "mirror URL")?);
+            }
+        }
         if !reader.rest.is_empty() {
             return Err(TicketError::TrailingBytes(reader.rest.len()));
         }
@@ -527,15 +669,86 @@ impl Ticket {
             // One spelling: the flag says some peer names a relay.
             return Err(TicketError::RelayCount { count: 0 });
         }
-        let ticket = Ticket {
+        // The peers' and relays' rules come before the mirrors'.
+        let mut ticket = Ticket {
             manifest_sha256,
             key_id,
             peers,
             relays,
+            mirrors: Vec::new(),
         };
-        ticket.check()?;
+        ticket.check_peers()?;
+        ticket.check_relays()?;
+        for bytes in mirror_texts {
+            let text = String::from_utf8_lossy(bytes);
+            ticket.mirrors.push(check_mirror_text(&text)?);
+        }
+        ticket.check_mirrors()?;
         Ok(ticket)
     }
+}
+
+/// The mirrors `texts` a writer names in a ticket (`ticket new --mirror`,
+/// `seed --mirror`, a companion share's `mirrors`): at most
+/// [`MAX_TICKET_MIRRORS`], each an `https://` mirror URL without a query
+/// of at most [`MAX_TICKET_MIRROR_LEN`] bytes, none twice. `Err` says why
+/// in words that never show a query.
+pub fn ticket_mirrors(texts: &[String]) -> Result<Vec<MirrorUrl>, String> {
+    if texts.len() > MAX_TICKET_MIRRORS {
+        return Err(format!(
+            "{} mirrors given; a ticket names at most {MAX_TICKET_MIRRORS}",
+            texts.len()
+        ));
+    }
+    let mut urls: Vec<MirrorUrl> = Vec::with_capacity(texts.len());
+    for text in texts {
+        let shown = crate::mirror::given::shown_url(text);
+        let url = MirrorUrl::parse(text, Plain::Refused)
+            .map_err(|error| format!("mirror {shown}: {error}"))?;
+        if url.has_query() {
+            return Err(format!(
+                "mirror {}: a ticket carries no query (it may hold a credential); a token goes in MINIMODEL_MIRROR_TOKENS of whoever fetches",
+                url.label()
+            ));
+        }
+        let len = url.expose().len();
+        if len > MAX_TICKET_MIRROR_LEN {
+            return Err(format!(
+                "mirror {}: {len} bytes; a ticket carries mirror URLs of at most {MAX_TICKET_MIRROR_LEN}",
+                url.label()
+            ));
+        }
+        if urls.iter().any(|known| known.label() == url.label()) {
+            return Err(format!("mirror {} is given twice", url.label()));
+        }
+        urls.push(url);
+    }
+    Ok(urls)
+}
+
+/// `text` as a ticket's mirror: an `https://` mirror URL by the
+/// `fetch --mirror` rules, without a query (a ticket is shown and passed
+/// on; a query may hold a credential).
+fn check_mirror_text(text: &str) -> Result<MirrorUrl, TicketError> {
+    let refuse = |reason: String| TicketError::Mirror {
+        shown: crate::mirror::given::shown_url(text),
+        reason,
+    };
+    let url = MirrorUrl::parse(text, Plain::Refused).map_err(|e| refuse(e.to_string()))?;
+    if url.expose() != text {
+        // One spelling: the host as the URL rules keep it.
+        return Err(refuse(format!(
+            "written another way than {}; a ticket writes the host in lowercase",
+            url.label()
+        )));
+    }
+    if url.has_query() {
+        return Err(refuse(
+            "a ticket carries no query (it may hold a credential); give the mirror's URL without one"
+                .to_owned(),
+        ));
+    }
+    Ok(url)
 }
 
 /// Takes fields off the front of a byte string.
@@ -558,7 +771,7 @@ fn put_addr(out: &mut Vec<u8>, addr: SocketAddr) {
     out.extend_from_slice(&addr.port().to_be_bytes());
 }
 
-impl Reader<'_> {
+impl<'a> Reader<'a> {
     /// An address: family, IP, port.
     fn addr(&mut self) -> Result<SocketAddr, TicketError> {
         let ip = match self.byte("address family")? {
@@ -568,6 +781,16 @@ impl Reader<'_> {
         };
         let port = u16::from_be_bytes(self.array::<2>("port")?);
         Ok(SocketAddr::new(ip, port))
+    }
+
+    /// The next `len` bytes.
+    fn bytes(&mut self, len: usize, what: &'static str) -> Result<&'a [u8], TicketError> {
+        if self.rest.len() < len {
+            return Err(TicketError::Truncated(what));
+        }
+        let (head, rest) = self.rest.split_at(len);
+        self.rest = rest;
+        Ok(head)
     }
 
     fn byte(&mut self, what: &'static str) -> Result<u8, TicketError> {
@@ -702,8 +925,8 @@ mod tests {
             })
             .collect();
         let longest = full.with_relays(relays).unwrap();
-        assert_eq!(longest.to_string().len(), MAX_TICKET_LEN);
-        assert_eq!(longest.to_string().parse::<Ticket>(), Ok(longest));
+        assert_eq!(longest.to_string().len(), 1437);
+        assert_eq!(longest.to_string().parse::<Ticket>(), Ok(longest.clone()));
         // The common case: one peer, one relay.
         let one = self::ticket()
             .with_relays(vec![PeerRelays {
@@ -718,6 +941,36 @@ mod tests {
         assert_eq!(one.to_string().len(), 239);
         assert_eq!(one.relays_of(&PeerId([1; 32])).len(), 1);
         assert_eq!(one.to_string().parse::<Ticket>(), Ok(one));
+        // With a mirror of 40 characters instead.
+        let url = |text: &str| MirrorUrl::parse(text, Plain::Refused).unwrap();
+        let base = self::ticket();
+        let mirrored = Ticket::with_sources(
+            base.manifest_sha256,
+            base.key_id,
+            base.peers,
+            vec![url("https://models.example.org/m/tiny-10.slm")],
+        )
+        .unwrap();
+        assert_eq!(mirrored.mirrors[0].expose().len(), 40);
+        assert_eq!(mirrored.to_string().len(), 243);
+        assert_eq!(mirrored.to_string().parse::<Ticket>(), Ok(mirrored));
+        // The longest: every peer, address and relay, and two mirrors of
+        // the longest length.
+        let longest_mirrors = Ticket {
+            mirrors: (0..MAX_TICKET_MIRRORS)
+                .map(|n| url(&format!("https://example.org/{n}{}", "a".repeat(491))))
+                .collect(),
+            ..longest
+        };
+        assert_eq!(
+            longest_mirrors.mirrors[0].expose().len(),
+            MAX_TICKET_MIRROR_LEN
+        );
+        assert_eq!(longest_mirrors.to_string().len(), MAX_TICKET_LEN);
+        assert_eq!(
+            longest_mirrors.to_string().parse::<Ticket>(),
+            Ok(longest_mirrors)
+        );
     }
 
     #[test]
@@ -795,6 +1048,66 @@ mod tests {
         }
         let mapped = new(vec![peer(1, &["[::ffff:10.0.0.1]:7"])]).unwrap();
         assert_eq!(mapped.peers[0].addrs[0], "10.0.0.1:7".parse().unwrap());
+
+        let url = |text: &str| MirrorUrl::parse(text, Plain::Refused).unwrap();
+        let mirrors = |urls: Vec<MirrorUrl>| Ticket::with_sources(digest, None, vec![], urls);
+        let only = mirrors(vec![url("https://Example.org/tiny.slm")]).unwrap();
+        assert_eq!(only.to_string().parse::<Ticket>(), Ok(only.clone()));
+        assert_eq!(only.mirrors[0].expose(), "https://example.org/tiny.slm");
+        let mut given = vec!["https://EXAMPLE.org/tiny.slm?sig=1".to_owned()];
+        only.add_mirrors_to(&mut given);
+        assert_eq!(given.len(), 1, "given already: {given:?}");
+        let mut given = vec!["https://example.org/other.slm".to_owned()];
+        only.add_mirrors_to(&mut given);
+        assert_eq!(given[1], "https://example.org/tiny.slm");
+        assert!(matches!(
+            mirrors(vec![url("https://example.org/tiny.slm?sig=1")]),
+            Err(TicketError::Mirror { .. })
+        ));
+        assert!(matches!(
+            mirrors(vec![
+                url("https://example.org/tiny.slm"),
+                url("https://EXAMPLE.org/tiny.slm")
+            ]),
+            Err(TicketError::DuplicateMirror(_))
+        ));
+        assert_eq!(
+            mirrors(vec![url("https://example.org/tiny.slm"); 3]),
+            Err(TicketError::MirrorCount(3))
+        );
+        let long = url(&format!("https://example.org/{}", "a".repeat(493)));
+        assert_eq!(mirrors(vec![long]), Err(TicketError::MirrorLength(513)));
+
+        // What writers are given, in words.
+        let given = |texts: &[&str]| {
+            ticket_mirrors(&texts.iter().map(|t| (*t).to_owned()).collect::<Vec<_>>())
+        };
+        assert_eq!(
+            given(&["https://example.org/a.slm", "https://example.org/b.slm"]).map(|m| m.len()),
+            Ok(2)
+        );
+        for (bad, why) in [
+            (
+                vec!["https://example.org/a.slm?sig=secret"],
+                "carries no query",
+            ),
+            (vec!["http://example.org/a.slm"], "plain http://"),
+            (
+                vec!["https://user:secret@example.org/a.slm"],
+                "user information",
+            ),
+            (
+                vec!["https://example.org/a.slm", "https://EXAMPLE.org/a.slm"],
+                "given twice",
+            ),
+            (vec!["https://example.org/a.slm"; 3], "at most 2"),
+        ] {
+            let error = given(&bad).expect_err(why);
+            assert!(error.contains(why), "{why}: {error}");
+            assert!(!error.contains("secret"), "{why}: {error}");
+        }
+        let long = format!("https://example.org/{}", "a".repeat(493));
+        assert!(given(&[&long]).unwrap_err().contains("at most 512"));
     }
 
     /// The base32 text of `body` with its check, as a ticket.
@@ -861,7 +1174,7 @@ mod tests {
             edit(&mut body);
             parse(&encode(&body))
         };
-        assert_eq!(with(&|b| b[0] = 0x05), Err(TicketError::Flags(0x04)));
+        assert_eq!(with(&|b| b[0] = 0x09), Err(TicketError::Flags(0x08)));
         assert_eq!(
             with(&|b| b.truncate(20)),
             Err(TicketError::Truncated("manifest digest"))
@@ -914,6 +1227,84 @@ mod tests {
         flagged.truncate(flagged.len() - CHECK_LEN);
         flagged[0] = FLAG_KEY_ID;
         assert!(parse(&encode(&flagged)).is_err());
+        // Mirrors (flag bit 2) after the peer.
+        let mirrored = |count: u8, urls: &[&[u8]]| {
+            let mut body = body.clone();
+            body[0] |= FLAG_MIRRORS;
+            body.push(count);
+            for url in urls {
+                body.extend_from_slice(&(url.len() as u16).to_be_bytes());
+                body.extend_from_slice(url);
+            }
+            parse(&encode(&body))
+        };
+        let mirror = b"https://example.org/m/tiny.slm".as_slice();
+        assert_eq!(
+            mirrored(1, &[mirror]).map(|t| t.mirrors.len()),
+            Ok(1),
+            "a good one"
+        );
+        assert_eq!(mirrored(0, &[]), Err(TicketError::MirrorCount(0)));
+        assert_eq!(
+            mirrored(3, &[mirror, mirror, mirror]),
+            Err(TicketError::MirrorCount(3))
+        );
+        assert_eq!(mirrored(1, &[b""]), Err(TicketError::MirrorLength(0)));
+        let long = [b"https://example.org/".as_slice(), &[b'a'; 493]].concat();
+        assert_eq!(mirrored(1, &[&long]), Err(TicketError::MirrorLength(513)));
+        assert_eq!(
+            mirrored(1, &[&long[..512]]).map(|t| t.mirrors[0].expose().len()),
+            Ok(512)
+        );
+        assert_eq!(
+            with(&|b| {
+                b[0] |= FLAG_MIRRORS;
+                b.extend_from_slice(&[1, 0, 30]);
+                b.extend_from_slice(&mirror[..10]);
+            }),
+            Err(TicketError::Truncated("mirror URL"))
+        );
+        for (bad, why) in [
+            (b"http://example.org/m/tiny.slm".as_slice(), "plain"),
+            (b"https://example.org/m/tiny.slm?sig=secret", "query"),
+            (b"https://Example.org/m/tiny.slm", "uppercase host"),
+            (b"https://example.org/", "no file"),
+            (b"https://user:pw@example.org/tiny.slm", "credentials"),
+            ("https://example.org/é.slm".as_bytes(), "not ASCII"),
+            (b"https://example.org/m/\xff.slm", "not UTF-8"),
+        ] {
+            let refused = mirrored(1, &[bad]);
+            assert!(
+                matches!(&refused, Err(TicketError::Mirror { .. })),
+                "{why}: {refused:?}"
+            );
+            let text = refused.unwrap_err().to_string();
+            assert!(
+                !text.contains("secret") && !text.contains("pw@"),
+                "{why}: {text}"
+            );
+        }
+        assert!(matches!(
+            mirrored(2, &[mirror, b"https://EXAMPLE.org/m/tiny.slm"]),
+            Err(TicketError::Mirror { .. })
+        ));
+        assert!(matches!(
+            mirrored(2, &[mirror, mirror]),
+            Err(TicketError::DuplicateMirror(_))
+        ));
+        // No peer: only with a mirror.
+        let mut no_peer = body[..44].to_vec();
+        no_peer[43] = 0;
+        assert_eq!(parse(&encode(&no_peer)), Err(TicketError::PeerCount(0)));
+        no_peer[0] |= FLAG_MIRRORS;
+        no_peer.extend_from_slice(&[1, 0, mirror.len() as u8]);
+        no_peer.extend_from_slice(mirror);
+        let only_mirror = parse(&encode(&no_peer)).unwrap();
+        assert!(only_mirror.peers.is_empty());
+        assert_eq!(
+            only_mirror.mirrors[0].label(),
+            "https://example.org/m/tiny.slm"
+        );
         // The same address written as mapped IPv6: one value, one spelling.
         let mapped = {
             let mut body = Ticket {

@@ -436,7 +436,11 @@ async fn one_endpoint_serves_many_swarms_on_one_port_and_refuses_the_swarms_it_d
     .await
     .expect("the second address answers while the first is silent");
     assert_eq!(&answer.bytes[..], second.manifest.to_text().as_bytes());
-    assert_eq!(answer.from.addr, peer.addrs[0]);
+    assert_eq!(
+        answer.from.to_string(),
+        peer.addrs[0].to_string(),
+        "the second address answered"
+    );
     drop(silent);
     let unknown = Ticket::new(
         Sha256Digest::of(absent.manifest.to_text().as_bytes()),

@@ -700,5 +700,8 @@ async fn a_peer_that_answers_a_ticket_with_other_bytes_is_not_believed() {
         .await
         .expect("the honest peer answers");
     assert_eq!(&got.bytes[..], &text[..]);
-    assert_eq!(got.from, honest.peer);
+    assert_eq!(
+        got.from,
+        minimodel_swarm::app::ticket::ManifestSource::Peer(honest.peer)
+    );
 }

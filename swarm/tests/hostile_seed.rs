@@ -800,7 +800,10 @@ async fn a_manifest_query_gets_the_served_manifest_once_and_nothing_else() {
         .await
         .expect("the seeder sends its manifest");
     assert_eq!(&got.bytes[..], &text[..]);
-    assert_eq!(got.from, seeder.peer);
+    assert_eq!(
+        got.from,
+        minimodel_swarm::app::ticket::ManifestSource::Peer(seeder.peer)
+    );
     let mut wrong = ticket.clone();
     wrong.manifest_sha256 = minimodel_verifier::Sha256Digest(other);
     let error = minimodel_swarm::app::ticket::manifest_of(&wrong, &identity, &tuning, wait)

@@ -473,3 +473,88 @@ async fn a_token_goes_to_its_host_only() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tickets_manifest_comes_from_beside_its_mirror_when_its_peer_is_silent() {
+    use minimodel_swarm::app::ticket::{ManifestSource, MirrorAccess, manifest_of_sources};
+    use minimodel_swarm::peers::PeerAddrs;
+    use minimodel_swarm::ticket::Ticket;
+    use minimodel_swarm::transport::{Identity, TransportTuning};
+
+    let served = served("ticketed", 1 << 20, 256 << 10);
+    let manifest = Bytes::from(served.artifact.manifest.to_text().into_bytes());
+    let mirror = TestMirror::start(served.bytes.clone(), Some(served.chunk_list.clone()))
+        .await
+        .unwrap();
+    mirror.set_manifest(manifest.clone());
+    let url = MirrorUrl::parse(&mirror.url(), Plain::Refused).unwrap();
+    // A publisher's seeder at home, offline: its address never answers.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let identity = Identity::generate().unwrap();
+    let ticket = Ticket::with_sources(
+        Sha256Digest::of(&manifest),
+        None,
+        vec![PeerAddrs {
+            id: identity.peer_id(),
+            addrs: vec![silent.local_addr().unwrap()],
+        }],
+        vec![url.clone()],
+    )
+    .unwrap();
+    let access = MirrorAccess {
+        trust: Trust::TestRoots(TestMirror::roots()),
+        ..MirrorAccess::from_env()
+    };
+    let tuning = TransportTuning::default();
+    let ask = |ticket: Ticket| {
+        let (identity, tuning, access) = (&identity, &tuning, &access);
+        async move {
+            manifest_of_sources(
+                &ticket,
+                identity,
+                tuning,
+                Duration::from_secs(30),
+                // Bounds the wait for the silent peer when nothing answers.
+                Some(Duration::from_secs(6)),
+                access,
+            )
+            .await
+        }
+    };
+    // The mirror is asked half a second after the peer, without waiting
+    // for the silent peer to time out.
+    let got = ask(ticket.clone()).await.expect("the mirror has it");
+    assert_eq!(got.bytes[..], manifest[..]);
+    assert_eq!(
+        got.from,
+        ManifestSource::Mirror(format!("{}.manifest", mirror.url()))
+    );
+
+    // Beside a mirror that has another manifest: refused as wrong bytes,
+    // the peer's and the mirror's words both said.
+    mirror.set_manifest(Bytes::from_static(b"format: minimodel-manifest-v0\n"));
+    let error = ask(ticket.clone()).await.expect_err("another manifest");
+    assert!(error.wrong_bytes, "{error}");
+    assert_eq!(error.tried.len(), 1);
+    assert!(
+        error.mirrors_tried[0].1.contains("serves another manifest"),
+        "{error}"
+    );
+    let text = error.to_string();
+    assert!(text.starts_with("neither a peer nor a mirror"), "{text}");
+
+    // Beside a mirror that has none (404): not wrong bytes, and said.
+    let bare = TestMirror::start(served.bytes.clone(), None).await.unwrap();
+    let only_bare = Ticket::with_sources(
+        Sha256Digest::of(&manifest),
+        None,
+        Vec::new(),
+        vec![MirrorUrl::parse(&bare.url(), Plain::Refused).unwrap()],
+    )
+    .unwrap();
+    let error = ask(only_bare).await.expect_err("no manifest there");
+    assert!(!error.wrong_bytes, "{error}");
+    assert!(error.tried.is_empty());
+    assert!(error.to_string().contains("404"), "{error}");
+    drop(silent);
+}

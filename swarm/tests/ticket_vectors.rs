@@ -12,6 +12,7 @@ use std::process::Command;
 use minimodel_swarm::peers::PeerAddrs;
 use minimodel_swarm::ticket::{PeerRelays, Ticket};
 use minimodel_verifier::Sha256Digest;
+use minimodel_verifier::mirror_url::{MirrorUrl, Plain};
 use minimodel_verifier::signing::PublisherKeyId;
 
 fn fixtures() -> PathBuf {
@@ -35,16 +36,20 @@ fn sha256_of(path: &str) -> Sha256Digest {
 fn good_tickets_read_to_their_fields_and_are_written_back_byte_for_byte() {
     let mut good = 0;
     let mut relayed = 0;
+    let mut mirrored = 0;
     for fields in vectors().into_iter().filter(|f| f[0] == "good") {
-        let (name, text, digest, key_id, peers, relays) = match &fields[..] {
-            [_, name, text, digest, key_id, peers] => (name, text, digest, key_id, peers, None),
-            [_, name, text, digest, key_id, peers, relays] => {
-                (name, text, digest, key_id, peers, Some(relays))
-            }
-            _ => panic!("malformed vector {fields:?}"),
+        let [_, name, text, digest, key_id, peers, rest @ ..] = &fields[..] else {
+            panic!("malformed vector {fields:?}");
         };
+        let mirrors: Vec<MirrorUrl> = rest
+            .iter()
+            .filter_map(|field| field.strip_prefix("mirror="))
+            .map(|url| MirrorUrl::parse(url, Plain::Refused).unwrap())
+            .collect();
+        let relays = rest.iter().find(|field| !field.starts_with("mirror="));
         let peers: Vec<PeerAddrs> = peers
             .split(';')
+            .filter(|peer| *peer != "-")
             .map(|peer| {
                 let (id, addrs) = peer.split_once('@').unwrap();
                 PeerAddrs {
@@ -56,10 +61,14 @@ fn good_tickets_read_to_their_fields_and_are_written_back_byte_for_byte() {
                 }
             })
             .collect();
-        let expected = Ticket::new(
+        if !mirrors.is_empty() {
+            mirrored += 1;
+        }
+        let expected = Ticket::with_sources(
             digest.parse().unwrap(),
             (key_id != "-").then(|| key_id.parse::<PublisherKeyId>().unwrap()),
             peers,
+            mirrors,
         )
         .unwrap();
         // PEER_ID>RELAY_ID@ADDR[,RELAY_ID@ADDR][;...]
@@ -84,8 +93,9 @@ fn good_tickets_read_to_their_fields_and_are_written_back_byte_for_byte() {
         assert_eq!(&expected.to_string(), text, "{name}");
         good += 1;
     }
-    assert!(good >= 6);
-    assert!(relayed >= 2);
+    assert!(good >= 9);
+    assert!(relayed >= 3);
+    assert!(mirrored >= 3);
     // The first vector names the signed manifest of fixtures/signing and
     // its key; the second the unsigned one.
     let all = vectors();
@@ -118,7 +128,7 @@ fn bad_tickets_are_refused_for_their_reason() {
         assert_eq!(error.code(), code, "{name}: {error}");
         bad += 1;
     }
-    assert!(bad >= 15);
+    assert!(bad >= 36);
 }
 
 #[test]

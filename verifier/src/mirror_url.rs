@@ -300,6 +300,22 @@ impl MirrorUrl {
         }
     }
 
+    /// The URL of the manifest published beside the artifact (where a
+    /// ticket that names this mirror finds it): the same origin, the path
+    /// with `.manifest` appended, no query.
+    pub fn manifest_url(&self) -> MirrorUrl {
+        MirrorUrl {
+            path: format!("{}.manifest", self.path),
+            query: None,
+            ..self.clone()
+        }
+    }
+
+    /// Whether the URL has a query (which may hold a credential).
+    pub fn has_query(&self) -> bool {
+        self.query.is_some()
+    }
+
     /// The whole URL, query included: for the request only, never shown.
     pub fn expose(&self) -> String {
         format!("{}{}", self.origin(), self.request_target())
@@ -545,6 +561,14 @@ mod tests {
                 .label(),
             "https://example.org/m/tiny.slm.chunk-list"
         );
+        let signed =
+            MirrorUrl::parse("https://example.org/m/tiny.slm?sig=abc", Plain::Refused).unwrap();
+        assert!(signed.has_query());
+        assert_eq!(
+            signed.manifest_url().expose(),
+            "https://example.org/m/tiny.slm.manifest"
+        );
+        assert!(!signed.manifest_url().has_query());
     }
 
     #[test]

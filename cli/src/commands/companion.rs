@@ -246,6 +246,12 @@ pub struct ShareArgs {
     /// This share's upload cap, like 8MiB (per second).
     #[arg(long, value_name = "RATE", value_parser = parse_rate)]
     pub max_upload: Option<u64>,
+    /// An https:// URL of a copy of the artifact (repeatable, at most 2;
+    /// no query), named in the share's ticket: whoever fetches with it
+    /// fetches from the mirror too, and finds the manifest beside it
+    /// (URL.manifest) when this share is offline.
+    #[arg(long = "mirror", value_name = "URL")]
+    pub mirrors: Vec<String>,
 }
 
 /// `companion fetch`.
@@ -951,6 +957,7 @@ fn share(args: ShareArgs, out: Output) -> Result<(), Failure> {
         },
         publisher_key: publisher_key(&args.ask)?,
         require_signature: args.ask.require_signature,
+        mirrors: args.mirrors.clone(),
         ..AddShare::default()
     };
     let preview = answer(client.preview_share(&request))?;

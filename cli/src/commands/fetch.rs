@@ -189,7 +189,7 @@ pub struct TransferArgs {
     pub trust: TrustArgs,
 }
 
-pub fn run(args: FetchArgs, out: Output) -> Result<(), Failure> {
+pub fn run(mut args: FetchArgs, out: Output) -> Result<(), Failure> {
     // A mirror URL that cannot be one is a usage error before anything
     // else is read or asked.
     mirror_set(&args.transfer)?;
@@ -222,6 +222,9 @@ pub fn run(args: FetchArgs, out: Output) -> Result<(), Failure> {
                 .with_hint("ask whoever shared the ticket which key signs it"));
             }
             let loaded = manifest_from_ticket(&ticket, &args.transfer, out)?;
+            // The ticket's mirrors are sources as a --mirror is (after
+            // those given, each once).
+            ticket.add_mirrors_to(&mut args.transfer.mirrors);
             let relays: Vec<_> = (ticket.relays.iter())
                 .map(|entry| (entry.peer, entry.relays.clone()))
                 .collect();
@@ -364,9 +367,16 @@ pub(crate) fn manifest_from_ticket(
     args: &TransferArgs,
     out: Output,
 ) -> Result<LoadedManifest, Failure> {
+    let asked = match ticket.mirrors.len() {
+        0 => counted(ticket.peers.len() as u64, "peer"),
+        mirrors => format!(
+            "{} and {}",
+            counted(ticket.peers.len() as u64, "peer"),
+            counted(mirrors as u64, "mirror")
+        ),
+    };
     out.status(format!(
-        "asking {} for the manifest {}",
-        counted(ticket.peers.len() as u64, "peer"),
+        "asking {asked} for the manifest {}",
         ticket.manifest_sha256.to_hex()
     ));
     let identity = identity(args.identity.as_deref())?;
@@ -387,14 +397,14 @@ pub(crate) fn manifest_from_ticket(
                 Exit::Transfer
             };
             Failure::new(exit, anyhow::Error::new(error)).with_hint(
-                "a peer of the ticket must be serving this very manifest (seed, or fetch --serve) and be reachable",
+                "a peer of the ticket must be serving this very manifest (seed, or fetch --serve) and be reachable, or a mirror of it must have it at URL.manifest",
             )
         })?;
     let manifest = Manifest::parse_bytes(&fetched.bytes)
         .with_context(|| {
             format!(
                 "the manifest the ticket names (sent by {}) is invalid",
-                fetched.from.addr
+                fetched.from
             )
         })
         .or_exit(Exit::InvalidInput)?;
@@ -410,7 +420,7 @@ pub(crate) fn manifest_from_ticket(
         "manifest of {} ({}) from {}: {} bytes, publisher {}, license {}, evidence {}",
         manifest.model_id,
         human_bytes(manifest.artifact_bytes),
-        fetched.from.addr,
+        fetched.from,
         fetched.bytes.len(),
         manifest.publisher_id,
         manifest.license_route,
@@ -568,7 +578,14 @@ pub fn transfer(
             out.event(&Event::Offer {
                 offer: PeerOffer::for_manifest(manifest, peer.clone()).with_relays(&registered),
             });
-            super::ticket::say_ticket(loaded, &signature_for_ticket, &peer, &registered, out);
+            super::ticket::say_ticket(
+                loaded,
+                &signature_for_ticket,
+                &peer,
+                &registered,
+                &[],
+                out,
+            );
         };
         let progress = FetchProgress::new(out, resumed_bytes + reused_bytes);
         let line = progress.line();

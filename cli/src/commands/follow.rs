@@ -271,6 +271,7 @@ fn fetch_version(
         key_id: Some(key.key_id()),
         peers: peers.clone(),
         relays: Vec::new(),
+        mirrors: Vec::new(),
     };
     let mut transfer_args = transfer_args(args, key);
     // The manifest from the channel's peers, its SHA-256 checked, then its

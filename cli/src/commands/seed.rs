@@ -87,6 +87,13 @@ pub struct SeedArgs {
     /// and the offer and ticket name it.
     #[arg(long = "relay", value_name = "[PEER_ID@]IP:PORT", value_parser = super::relay::parse_relay)]
     pub relays: Vec<minimodel_swarm::relay::RelayAddr>,
+    /// An https:// URL of a copy of the artifact (repeatable, at most 2;
+    /// no query), named in the ticket this seeder prints: whoever fetches
+    /// with it fetches from the mirror beside this seeder, and finds the
+    /// manifest there (URL.manifest) when this seeder is offline. This
+    /// seeder itself never reads it.
+    #[arg(long = "mirror", value_name = "URL")]
+    pub mirrors: Vec<String>,
     /// Consent to serving the file to other peers (and, with --dht, to
     /// announcing that on the DHT; and to pinning a publisher key seen for
     /// the first time).
@@ -97,6 +104,8 @@ pub struct SeedArgs {
 }
 
 pub fn run(args: SeedArgs, out: Output) -> Result<(), Failure> {
+    // A mirror a ticket cannot carry is a usage error before anything.
+    let mirrors = super::ticket::ticket_mirrors(&args.mirrors)?;
     let loaded = load_manifest(&args.manifest)?;
     // Before consent is asked: a file that is not there is not served.
     super::check_slm_input(&args.file)?;
@@ -218,7 +227,7 @@ pub fn run(args: SeedArgs, out: Output) -> Result<(), Failure> {
             super::relay::via_text(&relays)
         ));
         out.event(&Event::Offer { offer });
-        say_ticket(&loaded, &signature, &peer, &relays, out);
+        say_ticket(&loaded, &signature, &peer, &relays, &mirrors, out);
         out.say("stop with Ctrl-C");
         let announcing = match dht {
             Some(dht) => {

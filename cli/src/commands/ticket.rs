@@ -1,5 +1,5 @@
-//! `minimodel ticket new MANIFEST (--offer FILE | --peer ID@HOST:PORT)...`
-//! and `minimodel ticket show TICKET`: the one string to share instead of a
+//! `minimodel ticket new MANIFEST (--offer FILE | --peer ID@HOST:PORT |
+//! --mirror URL)...` and `minimodel ticket show TICKET`: the one string to share instead of a
 //! manifest and an offer (`docs/formats.md`, "Ticket"). `seed` and
 //! `fetch --serve` print their own ([`ticket_of`]).
 
@@ -14,6 +14,7 @@ use minimodel_swarm::ticket::{
     MAX_TICKET_ADDRS, MAX_TICKET_PEERS, MAX_TICKET_RELAYS, PeerRelays, Ticket,
 };
 use minimodel_verifier::Sha256Digest;
+use minimodel_verifier::mirror_url::{Host, MirrorUrl};
 use minimodel_verifier::signing::PublisherKeyId;
 use minimodel_verifier::signing::manifest::check_manifest_signature;
 use minimodel_verifier::signing::trust::SignatureCheck;
@@ -35,9 +36,9 @@ pub struct TicketArgs {
 /// What `minimodel ticket` does.
 #[derive(Debug, Subcommand)]
 pub enum TicketCommand {
-    /// Write the ticket of a manifest and the peers that serve it: its
-    /// digest, its publisher key id when signed, 1 to 4 peers (the first
-    /// 4 addresses of each).
+    /// Write the ticket of a manifest and the peers and mirrors that serve
+    /// it: its digest, its publisher key id when signed, up to 4 peers
+    /// (the first 4 addresses of each) and up to 2 mirrors, one at least.
     New(NewArgs),
     /// Print what a ticket holds.
     Show(ShowArgs),
@@ -61,6 +62,12 @@ pub struct NewArgs {
     /// each of them.
     #[arg(long = "relay", value_name = "RELAY_ID@IP:PORT", value_parser = super::relay::parse_relay)]
     pub relays: Vec<RelayAddr>,
+    /// An https:// URL of the artifact (repeatable, at most 2; no query):
+    /// whoever has the ticket fetches from it beside the peers, and finds
+    /// the manifest at URL.manifest and the chunk list at URL.chunk-list
+    /// beside it (put them there). A ticket may name mirrors and no peer.
+    #[arg(long = "mirror", value_name = "URL")]
+    pub mirrors: Vec<String>,
 }
 
 /// Arguments of `minimodel ticket show`.
@@ -78,13 +85,14 @@ pub fn run(args: TicketArgs, out: Output) -> Result<(), Failure> {
 }
 
 /// The ticket of a manifest (digest `manifest_sha256`, signed by the key
-/// with `key_id`) served by `peers`: each peer's first
+/// with `key_id`) served by `peers` and `mirrors`: each peer's first
 /// [`MAX_TICKET_ADDRS`] addresses, the first [`MAX_TICKET_PEERS`] peers.
 /// The addresses left out are returned for a warning.
 pub fn ticket_of(
     manifest_sha256: Sha256Digest,
     key_id: Option<PublisherKeyId>,
     peers: &[PeerAddrs],
+    mirrors: Vec<MirrorUrl>,
 ) -> Result<(Ticket, Vec<PeerAddr>), minimodel_swarm::ticket::TicketError> {
     let mut left_out = Vec::new();
     let kept: Vec<PeerAddrs> = peers
@@ -102,16 +110,27 @@ pub fn ticket_of(
             }
         })
         .collect();
-    Ok((Ticket::new(manifest_sha256, key_id, kept)?, left_out))
+    Ok((
+        Ticket::with_sources(manifest_sha256, key_id, kept, mirrors)?,
+        left_out,
+    ))
 }
 
 /// Who can use `ticket`, by the addresses and relays it names
 /// (`minimodel_node::reach::ticket_reach`).
+/// A mirror named by a DNS name counts as a global address.
 pub fn reach_of(ticket: &Ticket) -> TicketReach {
+    if (ticket.mirrors.iter()).any(|url| matches!(url.host(), Host::Name(_))) {
+        return TicketReach::Anywhere;
+    }
     let addrs: Vec<std::net::SocketAddr> = ticket
         .peers
         .iter()
         .flat_map(|peer| peer.addrs.iter().copied())
+        .chain(ticket.mirrors.iter().filter_map(|url| match url.host() {
+            Host::Ip(ip) => Some(std::net::SocketAddr::new(*ip, url.port())),
+            Host::Name(_) => None,
+        }))
         .collect();
     ticket_reach(&addrs, ticket.relays.len())
 }
@@ -132,6 +151,7 @@ pub fn warn_reach(ticket: &Ticket, out: Output) {
         .peers
         .iter()
         .flat_map(|peer| peer.addrs.iter().map(ToString::to_string))
+        .chain(ticket.mirrors.iter().map(MirrorUrl::label))
         .collect();
     let (which, who) = match reach_of(ticket) {
         TicketReach::Anywhere => return,
@@ -162,19 +182,21 @@ pub fn ticket_event(ticket: &Ticket, left_out: &[PeerAddr]) -> Event {
                     .map(move |relay| format!("{}>{relay}", entry.peer))
             })
             .collect(),
+        mirrors: ticket.mirrors.iter().map(MirrorUrl::label).collect(),
         left_out: left_out.iter().map(ToString::to_string).collect(),
     }
 }
 
 /// Prints the ticket of a serving node (`seed`, `fetch --serve`): the
 /// manifest as loaded, its key id when signed, this peer at its first
-/// advertised addresses. A node whose addresses make no ticket (none a
-/// peer can dial) says so instead.
+/// advertised addresses, and `mirrors` (`seed --mirror`). A node whose
+/// addresses make no ticket (none a peer can dial) says so instead.
 pub fn say_ticket(
     loaded: &super::LoadedManifest,
     signature: &SignatureCheck,
     peer: &PeerAddrs,
     relays: &[RelayAddr],
+    mirrors: &[MirrorUrl],
     out: Output,
 ) {
     let key_id = signature.publisher_key().map(|key| key.key_id());
@@ -187,8 +209,13 @@ pub fn say_ticket(
             .copied()
             .collect(),
     }];
-    let made = ticket_of(loaded.sha256, key_id, std::slice::from_ref(peer))
-        .and_then(|(ticket, left_out)| Ok((ticket.with_relays(relays)?, left_out)));
+    let made = ticket_of(
+        loaded.sha256,
+        key_id,
+        std::slice::from_ref(peer),
+        mirrors.to_vec(),
+    )
+    .and_then(|(ticket, left_out)| Ok((ticket.with_relays(relays)?, left_out)));
     match made {
         Ok((ticket, left_out)) => {
             out.say(format!("ticket {ticket}"));
@@ -247,18 +274,21 @@ fn new(args: NewArgs, out: Output) -> Result<(), Failure> {
         peers.push(offer.peer);
     }
     let peers = merge_peers(peers);
-    if peers.is_empty() || peers.len() > MAX_TICKET_PEERS {
+    let mirrors = ticket_mirrors(&args.mirrors)?;
+    if (peers.is_empty() && mirrors.is_empty()) || peers.len() > MAX_TICKET_PEERS {
         return Err(Failure::new(
             Exit::Usage,
             anyhow::anyhow!(
-                "{} peers given; a ticket names 1 to {MAX_TICKET_PEERS}",
+                "{} peers given; a ticket names 1 to {MAX_TICKET_PEERS}, or none when it names a mirror",
                 peers.len()
             ),
         )
-        .with_hint("name peers with --peer PEER_ID@HOST:PORT or --offer FILE"));
+        .with_hint(
+            "name peers with --peer PEER_ID@HOST:PORT or --offer FILE, or mirrors with --mirror URL",
+        ));
     }
-    let (ticket, left_out) =
-        ticket_of(loaded.sha256, key.map(|k| k.key_id()), &peers).or_exit(Exit::InvalidInput)?;
+    let (ticket, left_out) = ticket_of(loaded.sha256, key.map(|k| k.key_id()), &peers, mirrors)
+        .or_exit(Exit::InvalidInput)?;
     let ticket = ticket
         .with_relays(relays)
         .map_err(|e| anyhow::anyhow!("{e}"))
@@ -282,6 +312,14 @@ fn new(args: NewArgs, out: Output) -> Result<(), Failure> {
     Ok(())
 }
 
+/// The mirrors `texts` of `ticket new --mirror` and `seed --mirror`
+/// ([`minimodel_swarm::ticket::ticket_mirrors`]); a bad one is a usage
+/// error.
+pub fn ticket_mirrors(texts: &[String]) -> Result<Vec<MirrorUrl>, Failure> {
+    minimodel_swarm::ticket::ticket_mirrors(texts)
+        .map_err(|error| Failure::new(Exit::Usage, anyhow::anyhow!("--{error}")))
+}
+
 fn show(args: ShowArgs, out: Output) -> Result<(), Failure> {
     // Blanks a paste brought are not part of it.
     let ticket: Ticket = args
@@ -300,6 +338,9 @@ fn show(args: ShowArgs, out: Output) -> Result<(), Failure> {
         for relay in ticket.relays_of(&peer.id) {
             out.say(format!("  via relay {relay}"));
         }
+    }
+    for url in &ticket.mirrors {
+        out.say(format!("mirror {}", url.label()));
     }
     out.event(&ticket_event(&ticket, &[]));
     Ok(())

@@ -631,6 +631,7 @@ document.addEventListener("DOMContentLoaded", () => {
     addWithConsent("shares", {
       manifest_path: $("share-manifest").value.trim(),
       file: $("share-file").value.trim(),
+      mirrors: $("share-mirrors").value.split("\n").map((l) => l.trim()).filter((l) => l),
     });
   });
   $("fetch-form").addEventListener("submit", (event) => {

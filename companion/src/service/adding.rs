@@ -132,6 +132,14 @@ fn parse_key(text: Option<&str>) -> Result<Option<PublicKey>, ApiError> {
     .transpose()
 }
 
+/// The mirrors a share's ticket names, checked as a ticket's reader
+/// checks them.
+fn share_mirrors(
+    request: &AddShare,
+) -> Result<Vec<minimodel_verifier::mirror_url::MirrorUrl>, ApiError> {
+    minimodel_swarm::ticket::ticket_mirrors(&request.mirrors).map_err(ApiError::invalid)
+}
+
 /// The mirrors of a download request, parsed strictly.
 fn download_mirrors(
     request: &AddDownload,
@@ -302,6 +310,7 @@ impl Shared {
 
     /// `POST /api/v1/shares/preview`.
     pub(crate) async fn preview_share(&self, request: &AddShare) -> Result<Preview, ApiError> {
+        share_mirrors(request)?;
         let loaded = load_manifest(
             request.manifest_path.as_deref(),
             request.manifest.as_deref(),
@@ -334,6 +343,7 @@ impl Shared {
     /// `POST /api/v1/shares`.
     pub(crate) async fn add_share(&self, request: AddShare) -> Result<ItemView, ApiError> {
         request.caps.check().map_err(ApiError::invalid)?;
+        share_mirrors(&request)?;
         let loaded = load_manifest(
             request.manifest_path.as_deref(),
             request.manifest.as_deref(),
@@ -406,6 +416,7 @@ impl Shared {
             require_signature: request.require_signature,
             work: Work::Share(ShareRecord {
                 file: request.file.clone(),
+                mirrors: request.mirrors.clone(),
             }),
             withdrawn: None,
         };
@@ -484,17 +495,19 @@ impl Shared {
     }
 
     /// The manifest a download request names (a file, its text, or a
-    /// ticket whose peers are asked for it), and the peers a ticket names.
+    /// ticket whose peers and mirrors are asked for it), and the request
+    /// with the ticket's mirrors among its own (each once), and the peers
+    /// a ticket names.
     async fn download_manifest(
         &self,
         request: &AddDownload,
-    ) -> Result<(Loaded, Vec<PeerAddrs>), ApiError> {
+    ) -> Result<(Loaded, AddDownload, Vec<PeerAddrs>), ApiError> {
         let Some(text) = request.ticket.as_deref() else {
             let loaded = load_manifest(
                 request.manifest_path.as_deref(),
                 request.manifest.as_deref(),
             )?;
-            return Ok((loaded, Vec::new()));
+            return Ok((loaded, request.clone(), Vec::new()));
         };
         if request.manifest_path.is_some() || request.manifest.is_some() {
             return Err(ApiError::invalid(
@@ -554,7 +567,7 @@ impl Shared {
                         ApiError::new(502, "unreachable", error.to_string())
                     };
                     refusal.hint(
-                        "a peer of the ticket must be serving it (a share, seed, or fetch --serve) and reachable from this host",
+                        "a peer of the ticket must be serving it (a share, seed, or fetch --serve) and reachable from this host, or a mirror of it must have it at URL.manifest",
                     )
                 })?;
                 fetched.bytes.to_vec()
@@ -594,7 +607,9 @@ impl Shared {
             bytes,
             sha256,
         };
-        Ok((loaded, ticket.peers))
+        let mut request = request.clone();
+        ticket.add_mirrors_to(&mut request.mirrors);
+        Ok((loaded, request, ticket.peers))
     }
 
     /// `POST /api/v1/downloads/preview`.
@@ -602,7 +617,8 @@ impl Shared {
         &self,
         request: &AddDownload,
     ) -> Result<Preview, ApiError> {
-        let (loaded, ticket_peers) = self.download_manifest(request).await?;
+        let (loaded, request, ticket_peers) = self.download_manifest(request).await?;
+        let request = &request;
         let check = self.judge(
             &loaded.manifest,
             request.publisher_key.as_deref(),
@@ -643,7 +659,7 @@ impl Shared {
     /// `POST /api/v1/downloads`.
     pub(crate) async fn add_download(&self, request: AddDownload) -> Result<ItemView, ApiError> {
         request.caps.check().map_err(ApiError::invalid)?;
-        let (loaded, ticket_peers) = self.download_manifest(&request).await?;
+        let (loaded, request, ticket_peers) = self.download_manifest(&request).await?;
         let manifest = &loaded.manifest;
         let check = self.judge(
             manifest,

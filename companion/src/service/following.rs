@@ -466,6 +466,7 @@ fn ticket_of(
             })
             .collect(),
         relays: Vec::new(),
+        mirrors: Vec::new(),
     }
     .to_string()
 }

@@ -813,10 +813,14 @@ impl Shared {
             }
             RunEvent::Listening { addr, peer_id } => {
                 if shown {
+                    let mirrors = match inner.supervisor.record(&id).map(|r| &r.work) {
+                        Some(crate::library::Work::Share(share)) => share.mirrors.clone(),
+                        _ => Vec::new(),
+                    };
                     let serving = inner
                         .manifests
                         .get(&id)
-                        .map(|kept| views::serving_view(kept, addr, peer_id));
+                        .map(|kept| views::serving_view(kept, addr, peer_id, &mirrors));
                     if let Some(live) = inner.live.get_mut(&id) {
                         live.serving = serving;
                     }

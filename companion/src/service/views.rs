@@ -156,30 +156,38 @@ impl Shared {
     }
 }
 
-/// Where an item serves: the address, its offer and its ticket.
-pub(super) fn serving_view(kept: &Kept, addr: SocketAddr, peer_id: PeerId) -> ServingView {
+/// Where an item serves: the address, its offer and its ticket (naming
+/// `mirrors` too: a share's).
+pub(super) fn serving_view(
+    kept: &Kept,
+    addr: SocketAddr,
+    peer_id: PeerId,
+    mirrors: &[String],
+) -> ServingView {
     let addrs = minimodel_swarm::addrs::listener_addrs(addr, &[]).unwrap_or_else(|_| vec![addr]);
     let peer = PeerAddrs { id: peer_id, addrs };
     let offer = PeerOffer::for_manifest(&kept.manifest, peer.clone());
     ServingView {
         listen: addr.to_string(),
         offer: serde_json::to_value(&offer).unwrap_or_default(),
-        ticket: ticket_of(kept, peer),
+        ticket: ticket_of(kept, peer, mirrors),
     }
 }
 
 /// The ticket of a serving item: the manifest file's digest, its
 /// publisher key id when signed, this node at its first addresses (the
-/// ones a ticket carries). `None` when they make no ticket (none a peer
-/// can dial).
-fn ticket_of(kept: &Kept, mut peer: PeerAddrs) -> Option<String> {
+/// ones a ticket carries), and `mirrors` (checked when the item was
+/// added; one that cannot be in a ticket now is left out). `None` when
+/// they make no ticket (no address a peer can dial).
+fn ticket_of(kept: &Kept, mut peer: PeerAddrs, mirrors: &[String]) -> Option<String> {
     let key_id = minimodel_verifier::signing::manifest::check_manifest_signature(&kept.manifest)
         .ok()
         .flatten()
         .map(|key| key.key_id());
     peer.addrs
         .truncate(minimodel_swarm::ticket::MAX_TICKET_ADDRS);
-    minimodel_swarm::ticket::Ticket::new(kept.sha256, key_id, vec![peer])
+    let mirrors = minimodel_swarm::ticket::ticket_mirrors(mirrors).unwrap_or_default();
+    minimodel_swarm::ticket::Ticket::with_sources(kept.sha256, key_id, vec![peer], mirrors)
         .ok()
         .map(|ticket| ticket.to_string())
 }

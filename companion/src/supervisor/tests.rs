@@ -43,6 +43,7 @@ fn share(name: &str) -> ItemRecord {
         ItemKind::Share,
         Work::Share(ShareRecord {
             file: format!("/files/{name}.slm").into(),
+            mirrors: Vec::new(),
         }),
     )
 }

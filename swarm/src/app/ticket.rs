@@ -9,6 +9,10 @@
 //! `relay_fallback_after` later, dials the relay's channel (`docs/relay.md`),
 //! as a node does.
 //!
+//! A ticket's mirrors are asked after its addresses, on the same
+//! schedule, for the manifest file beside the artifact (`URL.manifest`,
+//! one HTTPS `GET`): a ticket of mirrors only needs no peer online.
+//!
 //! What it does not do: parse the manifest, check its signature against
 //! the ticket's key id or a keyring, or ask for consent. The front end
 //! does, before anything else moves, as for a manifest read from a file.
@@ -32,24 +36,101 @@ use crate::transport::{self, Identity, TransportTuning};
 pub const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A manifest fetched for a ticket: the file's bytes, their SHA-256 being
-/// the ticket's, and the peer that sent them.
+/// the ticket's, and the peer or mirror that sent them.
 #[derive(Debug, Clone)]
 pub struct TicketManifest {
     /// The manifest file's bytes.
     pub bytes: Arc<[u8]>,
     /// Who sent them.
-    pub from: PeerAddr,
+    pub from: ManifestSource,
 }
 
-/// No peer of the ticket gave the manifest: what each address said.
+/// Where a ticket's manifest came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ManifestSource {
+    /// A peer, at this address.
+    Peer(PeerAddr),
+    /// Beside a mirror: the manifest's URL, shown without any query.
+    Mirror(String),
+}
+
+impl std::fmt::Display for ManifestSource {
+    /// The peer's address, or the manifest's URL.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ManifestSource::Peer(peer) => write!(f, "{}", peer.addr),
+            ManifestSource::Mirror(url) => f.write_str(url),
+        }
+    }
+}
+
+/// How a ticket's mirrors are asked: the tokens for their hosts, the TLS
+/// roots trusted, the `User-Agent`.
+#[derive(Debug, Clone)]
+pub struct MirrorAccess {
+    /// Tokens, each sent only to its host.
+    pub tokens: crate::mirror::MirrorTokens,
+    /// The roots a mirror's certificate must chain to.
+    pub trust: crate::mirror::Trust,
+    /// The `User-Agent` sent.
+    pub agent: String,
+}
+
+impl MirrorAccess {
+    /// The system's roots, and the tokens of this process's
+    /// `MINIMODEL_MIRROR_TOKENS` (none when it is unset or malformed: the
+    /// download that follows says what is wrong with it).
+    pub fn from_env() -> MirrorAccess {
+        let tokens = std::env::var(crate::mirror::TOKENS_VAR)
+            .ok()
+            .and_then(|text| crate::mirror::MirrorTokens::parse(&text).ok())
+            .unwrap_or_default();
+        MirrorAccess {
+            tokens,
+            trust: crate::mirror::Trust::System,
+            agent: concat!("minimodel/", env!("CARGO_PKG_VERSION")).to_owned(),
+        }
+    }
+}
+
+/// Neither a peer nor a mirror of the ticket gave the manifest: what each
+/// said.
 #[derive(Debug, thiserror::Error)]
-#[error("no peer of the ticket sent its manifest ({})", describe(.tried))]
+#[error("{}", describe_all(.tried, .mirrors_tried))]
 pub struct TicketManifestError {
     /// Every address tried, with what went wrong there.
     pub tried: Vec<(PeerAddr, String)>,
-    /// Whether some peer sent bytes whose SHA-256 is not the ticket's (a
-    /// peer that lies, or a ticket for another manifest).
+    /// Every mirror tried (its manifest's URL), with what went wrong there.
+    pub mirrors_tried: Vec<(String, String)>,
+    /// Whether some peer or mirror sent bytes whose SHA-256 is not the
+    /// ticket's (one that lies, or a ticket for another manifest).
     pub wrong_bytes: bool,
+}
+
+/// The error's words: the peers', then the mirrors'.
+fn describe_all(tried: &[(PeerAddr, String)], mirrors: &[(String, String)]) -> String {
+    let mirrors_said = || {
+        mirrors
+            .iter()
+            .map(|(url, why)| format!("{url}: {why}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    match (tried.is_empty(), mirrors.is_empty()) {
+        (_, true) => format!(
+            "no peer of the ticket sent its manifest ({})",
+            describe(tried)
+        ),
+        (true, false) => format!(
+            "no mirror of the ticket had its manifest ({})",
+            mirrors_said()
+        ),
+        (false, false) => format!(
+            "neither a peer nor a mirror of the ticket sent its manifest ({}; {})",
+            describe(tried),
+            mirrors_said()
+        ),
+    }
 }
 
 /// `10 s`, `2.5 s`, or `300 ms` under a second.
@@ -225,7 +306,8 @@ type Asking<'a> = (usize, Pin<Box<dyn Future<Output = Answer> + Send + 'a>>);
 
 /// [`manifest_of`], all of it within `within` when given: an address
 /// whose turn comes after that is not asked (it says so), and every
-/// address asked gets at most what is left of it.
+/// address asked gets at most what is left of it. Mirrors are asked with
+/// [`MirrorAccess::from_env`].
 pub async fn manifest_of_within(
     ticket: &Ticket,
     identity: &Identity,
@@ -233,6 +315,22 @@ pub async fn manifest_of_within(
     timeout: Duration,
     within: Option<Duration>,
 ) -> Result<TicketManifest, TicketManifestError> {
+    let access = MirrorAccess::from_env();
+    manifest_of_sources(ticket, identity, tuning, timeout, within, &access).await
+}
+
+/// [`manifest_of_within`], the ticket's mirrors asked with `access`.
+pub async fn manifest_of_sources(
+    ticket: &Ticket,
+    identity: &Identity,
+    tuning: &TransportTuning,
+    timeout: Duration,
+    within: Option<Duration>,
+    access: &MirrorAccess,
+) -> Result<TicketManifest, TicketManifestError> {
+    let mirror_urls: Vec<String> = (ticket.mirrors.iter())
+        .map(|url| url.manifest_url().label())
+        .collect();
     let mut peers = PeerAddrs::flatten(&ticket.peers);
     // Each relay a peer names, after the peer's first address: asked
     // through the relay (its address stands for the attempt).
@@ -264,6 +362,9 @@ pub async fn manifest_of_within(
                 .collect();
             return Err(TicketManifestError {
                 tried,
+                mirrors_tried: (mirror_urls.into_iter())
+                    .map(|url| (url, "not asked: no QUIC endpoint for the peers".to_owned()))
+                    .collect(),
                 wrong_bytes: false,
             });
         }
@@ -325,16 +426,46 @@ pub async fn manifest_of_within(
         }
     };
 
+    // A ticket's mirror, asked for the manifest beside it.
+    let ask_mirror = move |url: &'_ minimodel_verifier::mirror_url::MirrorUrl, wait: Duration| {
+        let url = url.clone();
+        async move {
+            let limit = minimodel_verifier::manifest::MAX_MANIFEST_LEN as u64;
+            let read = crate::mirror::read_manifest_beside(
+                &url,
+                access.tokens.clone(),
+                &access.trust,
+                &access.agent,
+                limit,
+            );
+            let bytes = match tokio::time::timeout(wait, read).await {
+                Ok(answer) => answer?,
+                Err(_) => return Err(format!("no answer in {}", seconds(wait))),
+            };
+            let got = minimodel_verifier::Sha256Digest::of(&bytes);
+            if got.0 != digest {
+                wrong_ref.store(true, Ordering::Relaxed);
+                return Err(format!(
+                    "serves another manifest ({} bytes, SHA-256 {got})",
+                    bytes.len()
+                ));
+            }
+            Ok(bytes)
+        }
+    };
+
     let until = within.map(|within| tokio::time::Instant::now() + within);
-    // Why each address failed, in the ticket's order.
-    let mut why: Vec<Option<String>> = vec![None; peers.len()];
+    // The addresses, then the mirrors: sources in the order asked.
+    let sources = peers.len() + ticket.mirrors.len();
+    // Why each source failed, in that order.
+    let mut why: Vec<Option<String>> = vec![None; sources];
     let mut running: Vec<Asking<'_>> = Vec::new();
     let mut next = 0;
     let mut next_at = tokio::time::Instant::now();
     let mut found = None;
-    while found.is_none() && (next < peers.len() || !running.is_empty()) {
+    while found.is_none() && (next < sources || !running.is_empty()) {
         let now = tokio::time::Instant::now();
-        if next < peers.len() && (running.is_empty() || now >= next_at) {
+        if next < sources && (running.is_empty() || now >= next_at) {
             let wait = match until {
                 Some(until) => timeout.min(until.saturating_duration_since(now)),
                 None => timeout,
@@ -345,10 +476,14 @@ pub async fn manifest_of_within(
                 for slot in &mut why[next..] {
                     *slot = Some("not asked: the time to give up came first".to_owned());
                 }
-                next = peers.len();
+                next = sources;
                 continue;
             }
-            running.push((next, Box::pin(ask(peers[next], through[next], wait))));
+            let asking: Pin<Box<dyn Future<Output = Answer> + Send + '_>> = match peers.get(next) {
+                Some(peer) => Box::pin(ask(*peer, through[next], wait)),
+                None => Box::pin(ask_mirror(&ticket.mirrors[next - peers.len()], wait)),
+            };
+            running.push((next, asking));
             next += 1;
             next_at = now + NEXT_ADDRESS_DELAY;
             continue;
@@ -362,7 +497,7 @@ pub async fn manifest_of_within(
             Poll::Pending
         });
         let starts = async {
-            if next < peers.len() {
+            if next < sources {
                 tokio::time::sleep_until(next_at).await;
             } else {
                 std::future::pending::<()>().await;
@@ -380,9 +515,13 @@ pub async fn manifest_of_within(
         drop(running.swap_remove(at));
         match answer {
             Ok(bytes) => {
+                let from = match peers.get(index) {
+                    Some(peer) => ManifestSource::Peer(*peer),
+                    None => ManifestSource::Mirror(mirror_urls[index - peers.len()].clone()),
+                };
                 found = Some(TicketManifest {
                     bytes: bytes.into(),
-                    from: peers[index],
+                    from,
                 });
             }
             Err(error) => why[index] = Some(error),
@@ -397,11 +536,16 @@ pub async fn manifest_of_within(
     transport::Closing::close(opened, b"done")
         .flush(&endpoint, b"done", tuning.close_flush)
         .await;
+    let mut why = why
+        .into_iter()
+        .map(|why| why.unwrap_or_else(|| "not asked".to_owned()));
     found.ok_or_else(|| TicketManifestError {
         tried: peers
-            .into_iter()
-            .zip(why)
-            .map(|(peer, why)| (peer, why.unwrap_or_else(|| "not asked".to_owned())))
+            .iter()
+            .map(|peer| (*peer, why.next().unwrap_or_default()))
+            .collect(),
+        mirrors_tried: (mirror_urls.into_iter())
+            .map(|url| (url, why.next().unwrap_or_default()))
             .collect(),
         wrong_bytes: wrong_bytes.into_inner(),
     })

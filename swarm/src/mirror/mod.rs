@@ -501,6 +501,24 @@ pub async fn read_chunk_list_route(
     .map_err(|e| describe(&e))
 }
 
+/// The manifest file published beside mirror `url`
+/// ([`MirrorUrl::manifest_url`]: `URL.manifest`, no query): at most
+/// `limit` bytes, through redirects that stay HTTPS, with the token
+/// `tokens` hold for its host. The bytes prove nothing by themselves: the
+/// caller keeps them only if they hash to the digest it was given.
+pub async fn read_manifest_beside(
+    url: &MirrorUrl,
+    tokens: MirrorTokens,
+    trust: &Trust,
+    agent: &str,
+    limit: u64,
+) -> Result<Vec<u8>, String> {
+    let client = Client::new(Timeouts::default(), tokens, agent, trust);
+    get_whole(&client, url.manifest_url(), Plain::Refused, limit)
+        .await
+        .map_err(|e| describe(&e))
+}
+
 /// A chunk list [`read_new_chunk_list`] read and checked.
 #[derive(Debug)]
 pub struct ChunkListRead {

@@ -53,6 +53,8 @@ pub enum Lie {
 struct State {
     file: Mutex<Bytes>,
     chunk_list: Mutex<Option<Bytes>>,
+    /// The manifest served at `ARTIFACT_PATH.manifest`, if any.
+    manifest: Mutex<Option<Bytes>>,
     etag: Mutex<String>,
     lie: Mutex<Lie>,
     /// The artifact is served at `/moved/model.slm`, which `/model.slm`
@@ -102,6 +104,7 @@ impl TestMirror {
         let state = Arc::new(State {
             file: Mutex::new(file),
             chunk_list: Mutex::new(chunk_list),
+            manifest: Mutex::new(None),
             etag: Mutex::new("\"v1\"".into()),
             lie: Mutex::new(Lie::None),
             redirect: Mutex::new(None),
@@ -167,6 +170,16 @@ impl TestMirror {
         self.set_etag(etag);
     }
 
+    /// Serves `manifest` at `ARTIFACT_PATH.manifest` (where a ticket's
+    /// reader looks for it) from now on.
+    pub fn set_manifest(&self, manifest: Bytes) {
+        *self
+            .state
+            .manifest
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(manifest);
+    }
+
     /// From now on, answers with this ETag.
     pub fn set_etag(&self, etag: &str) {
         *self.state.etag.lock().unwrap_or_else(|e| e.into_inner()) = etag.into();
@@ -230,8 +243,15 @@ fn answer(state: &State, addr: SocketAddr, request: Request<Incoming>) -> Respon
     let redirect: Option<String> = lock(&state.redirect);
     let lie: Lie = lock(&state.lie);
     let chunk_list = format!("{ARTIFACT_PATH}.chunk-list");
-    if path == chunk_list {
-        let list: Option<Bytes> = lock(&state.chunk_list);
+    let beside = if path == chunk_list {
+        Some(lock(&state.chunk_list))
+    } else if path == format!("{ARTIFACT_PATH}.manifest") {
+        Some(lock(&state.manifest))
+    } else {
+        None
+    };
+    if let Some(list) = beside {
+        let list: Option<Bytes> = list;
         return match list {
             Some(list) => respond(StatusCode::OK, list, &[]),
             None => respond(StatusCode::NOT_FOUND, Bytes::new(), &[]),
