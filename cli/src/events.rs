@@ -254,8 +254,8 @@ pub enum Event {
         /// first four), `PEER_ID@ADDR`.
         left_out: Vec<String>,
         /// Who can use it, by what it names: `anywhere` (a global
-        /// address, a relay, or a mirror named by a DNS name or a global
-        /// address), `lan-only` (only private addresses, no relay: only
+        /// address, a relay, or a mirror at a global address or a
+        /// public-looking name), `lan-only` (only private addresses, no relay: only
         /// hosts on the network it was made on) or
         /// `host-only` (only loopback addresses).
         reach: String,

@@ -463,6 +463,26 @@ fn a_ticket_of_a_mirror_alone_fetches_the_manifest_beside_it_and_the_artifact_fr
     assert_eq!(event["mirrors"], serde_json::json!([url]));
     assert_eq!(event["peers"], serde_json::json!([]));
 
+    // Before consent the manifest is asked beside the mirror with no
+    // token, even one the person gave for its host.
+    let asked = Command::new(env!("CARGO_BIN_EXE_minimodel"))
+        .current_dir(root)
+        .args(["fetch", &ticket, "-o", "out"])
+        .env("SSL_CERT_FILE", test_roots(root))
+        .env_remove("SSL_CERT_DIR")
+        .env("MINIMODEL_MIRROR_TOKENS", "127.0.0.1=secret-token")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(code(&asked), 5, "no consent: {asked:?}");
+    let seen = mirror.authorizations();
+    assert!(!seen.is_empty(), "the manifest was asked of the mirror");
+    assert!(
+        seen.iter()
+            .all(|(_, authorization)| authorization.is_none()),
+        "no token before consent: {seen:?}"
+    );
+
     // No peer online: the manifest comes from beside the mirror, checked
     // against the ticket's digest, and the artifact from the mirror.
     let fetched = trusting(root, &["fetch", &ticket, "-o", "out", "--yes"]);

@@ -399,9 +399,14 @@ impl Ticket {
 
     /// Adds the ticket's mirrors to the mirror URLs `given` (a person's
     /// `--mirror`s, a request's `mirrors`), after them, each not given
-    /// already: the ticket's mirrors are sources as those are.
+    /// already, while they are fewer than a download takes
+    /// ([`minimodel_node::node::MAX_MIRRORS`]): the ticket's mirrors are
+    /// sources as those are.
     pub fn add_mirrors_to(&self, given: &mut Vec<String>) {
         for url in &self.mirrors {
+            if given.len() >= minimodel_node::node::MAX_MIRRORS {
+                return;
+            }
             let known = given.iter().any(|text| {
                 MirrorUrl::parse(text, Plain::Allowed).is_ok_and(|u| u.label() == url.label())
             });
@@ -730,8 +735,11 @@ pub fn ticket_mirrors(texts: &[String]) -> Result<Vec<MirrorUrl>, String> {
 /// `fetch --mirror` rules, without a query (a ticket is shown and passed
 /// on; a query may hold a credential).
 fn check_mirror_text(text: &str) -> Result<MirrorUrl, TicketError> {
+    // Shown escaped: a ticket's bytes never reach a terminal as they are.
     let refuse = |reason: String| TicketError::Mirror {
-        shown: crate::mirror::given::shown_url(text),
+        shown: crate::mirror::given::shown_url(text)
+            .escape_debug()
+            .to_string(),
         reason,
     };
     let url = MirrorUrl::parse(text, Plain::Refused).map_err(|e| refuse(e.to_string()))?;
@@ -1060,6 +1068,15 @@ mod tests {
         let mut given = vec!["https://example.org/other.slm".to_owned()];
         only.add_mirrors_to(&mut given);
         assert_eq!(given[1], "https://example.org/tiny.slm");
+        let mut full: Vec<String> = (0..minimodel_node::node::MAX_MIRRORS)
+            .map(|n| format!("https://example.org/{n}.slm"))
+            .collect();
+        only.add_mirrors_to(&mut full);
+        assert_eq!(
+            full.len(),
+            minimodel_node::node::MAX_MIRRORS,
+            "no more than a download takes"
+        );
         assert!(matches!(
             mirrors(vec![url("https://example.org/tiny.slm?sig=1")]),
             Err(TicketError::Mirror { .. })
@@ -1284,6 +1301,12 @@ mod tests {
                 "{why}: {text}"
             );
         }
+        // A terminal's escape in a refused mirror is shown escaped.
+        let escaped = mirrored(1, &[b"https://example.org/\x1b[2J.slm"])
+            .unwrap_err()
+            .to_string();
+        assert!(!escaped.contains('\x1b'), "{escaped:?}");
+        assert!(escaped.contains("\\u{1b}"), "{escaped}");
         assert!(matches!(
             mirrored(2, &[mirror, b"https://EXAMPLE.org/m/tiny.slm"]),
             Err(TicketError::Mirror { .. })

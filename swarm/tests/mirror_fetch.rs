@@ -503,7 +503,7 @@ async fn a_tickets_manifest_comes_from_beside_its_mirror_when_its_peer_is_silent
     .unwrap();
     let access = MirrorAccess {
         trust: Trust::TestRoots(TestMirror::roots()),
-        ..MirrorAccess::from_env()
+        ..MirrorAccess::default()
     };
     let tuning = TransportTuning::default();
     let ask = |ticket: Ticket| {

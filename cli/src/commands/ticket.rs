@@ -118,9 +118,12 @@ pub fn ticket_of(
 
 /// Who can use `ticket`, by the addresses and relays it names
 /// (`minimodel_node::reach::ticket_reach`).
-/// A mirror named by a DNS name counts as a global address.
+/// A mirror named by a public-looking DNS name ([`public_name`]) counts
+/// as a global address.
 pub fn reach_of(ticket: &Ticket) -> TicketReach {
-    if (ticket.mirrors.iter()).any(|url| matches!(url.host(), Host::Name(_))) {
+    if (ticket.mirrors.iter())
+        .any(|url| matches!(url.host(), Host::Name(name) if public_name(name)))
+    {
         return TicketReach::Anywhere;
     }
     let addrs: Vec<std::net::SocketAddr> = ticket
@@ -133,6 +136,27 @@ pub fn reach_of(ticket: &Ticket) -> TicketReach {
         }))
         .collect();
     ticket_reach(&addrs, ticket.relays.len())
+}
+
+/// Whether a mirror's host name looks like one anyone can look up: it has
+/// a dot, and its last label is none that names a home or company network
+/// (`local`, `lan`, `home`, `home.arpa`, `internal`, `intranet`, `corp`,
+/// `localdomain`, `localhost`). A guess from the name alone, for a
+/// warning; nothing is looked up.
+fn public_name(name: &str) -> bool {
+    const PRIVATE: [&str; 9] = [
+        "local",
+        "lan",
+        "home",
+        "arpa",
+        "internal",
+        "intranet",
+        "corp",
+        "localdomain",
+        "localhost",
+    ];
+    name.rsplit_once('.')
+        .is_some_and(|(_, last)| !PRIVATE.contains(&last))
 }
 
 /// `lan-only`, `host-only` or `anywhere`.
@@ -344,4 +368,39 @@ fn show(args: ShowArgs, out: Output) -> Result<(), Failure> {
     }
     out.event(&ticket_event(&ticket, &[]));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_mirror_makes_a_ticket_public_only_by_a_public_looking_name_or_address() {
+        let peer = PeerAddrs {
+            id: minimodel_wire::PeerId([1; 32]),
+            addrs: vec!["192.168.1.2:4433".parse().unwrap()],
+        };
+        let reach = |mirror: &str| {
+            let url =
+                MirrorUrl::parse(mirror, minimodel_verifier::mirror_url::Plain::Refused).unwrap();
+            let ticket =
+                Ticket::with_sources(Sha256Digest::of(b"m"), None, vec![peer.clone()], vec![url])
+                    .unwrap();
+            reach_of(&ticket)
+        };
+        assert_eq!(
+            reach("https://models.example.org/t.slm"),
+            TicketReach::Anywhere
+        );
+        assert_eq!(reach("https://81.2.69.9/t.slm"), TicketReach::Anywhere);
+        for private in [
+            "https://nas.local/t.slm",
+            "https://files.corp/t.slm",
+            "https://nas/t.slm",
+            "https://box.home.arpa/t.slm",
+            "https://192.168.1.9/t.slm",
+        ] {
+            assert_eq!(reach(private), TicketReach::LanOnly, "{private}");
+        }
+    }
 }

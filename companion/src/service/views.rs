@@ -186,7 +186,11 @@ fn ticket_of(kept: &Kept, mut peer: PeerAddrs, mirrors: &[String]) -> Option<Str
         .map(|key| key.key_id());
     peer.addrs
         .truncate(minimodel_swarm::ticket::MAX_TICKET_ADDRS);
-    let mirrors = minimodel_swarm::ticket::ticket_mirrors(mirrors).unwrap_or_default();
+    let mirrors: Vec<_> = (mirrors.iter())
+        .filter_map(|text| minimodel_swarm::ticket::ticket_mirrors(std::slice::from_ref(text)).ok())
+        .flatten()
+        .take(minimodel_swarm::ticket::MAX_TICKET_MIRRORS)
+        .collect();
     minimodel_swarm::ticket::Ticket::with_sources(kept.sha256, key_id, vec![peer], mirrors)
         .ok()
         .map(|ticket| ticket.to_string())

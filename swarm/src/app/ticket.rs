@@ -11,7 +11,9 @@
 //!
 //! A ticket's mirrors are asked after its addresses, on the same
 //! schedule, for the manifest file beside the artifact (`URL.manifest`,
-//! one HTTPS `GET`): a ticket of mirrors only needs no peer online.
+//! one HTTPS `GET`, following at most 5 redirects within HTTPS, with no
+//! token: this comes before the person's consent): a ticket of mirrors
+//! only needs no peer online.
 //!
 //! What it does not do: parse the manifest, check its signature against
 //! the ticket's key id or a keyring, or ask for consent. The front end
@@ -64,29 +66,21 @@ impl std::fmt::Display for ManifestSource {
     }
 }
 
-/// How a ticket's mirrors are asked: the tokens for their hosts, the TLS
-/// roots trusted, the `User-Agent`.
+/// How a ticket's mirrors are asked for the manifest: the TLS roots
+/// trusted and the `User-Agent`. No token is sent: the lookup comes
+/// before the person's consent, and the ticket's writer chose the URL.
 #[derive(Debug, Clone)]
 pub struct MirrorAccess {
-    /// Tokens, each sent only to its host.
-    pub tokens: crate::mirror::MirrorTokens,
     /// The roots a mirror's certificate must chain to.
     pub trust: crate::mirror::Trust,
     /// The `User-Agent` sent.
     pub agent: String,
 }
 
-impl MirrorAccess {
-    /// The system's roots, and the tokens of this process's
-    /// `MINIMODEL_MIRROR_TOKENS` (none when it is unset or malformed: the
-    /// download that follows says what is wrong with it).
-    pub fn from_env() -> MirrorAccess {
-        let tokens = std::env::var(crate::mirror::TOKENS_VAR)
-            .ok()
-            .and_then(|text| crate::mirror::MirrorTokens::parse(&text).ok())
-            .unwrap_or_default();
+impl Default for MirrorAccess {
+    /// The system's roots.
+    fn default() -> MirrorAccess {
         MirrorAccess {
-            tokens,
             trust: crate::mirror::Trust::System,
             agent: concat!("minimodel/", env!("CARGO_PKG_VERSION")).to_owned(),
         }
@@ -307,7 +301,7 @@ type Asking<'a> = (usize, Pin<Box<dyn Future<Output = Answer> + Send + 'a>>);
 /// [`manifest_of`], all of it within `within` when given: an address
 /// whose turn comes after that is not asked (it says so), and every
 /// address asked gets at most what is left of it. Mirrors are asked with
-/// [`MirrorAccess::from_env`].
+/// the system's roots ([`MirrorAccess::default`]).
 pub async fn manifest_of_within(
     ticket: &Ticket,
     identity: &Identity,
@@ -315,7 +309,7 @@ pub async fn manifest_of_within(
     timeout: Duration,
     within: Option<Duration>,
 ) -> Result<TicketManifest, TicketManifestError> {
-    let access = MirrorAccess::from_env();
+    let access = MirrorAccess::default();
     manifest_of_sources(ticket, identity, tuning, timeout, within, &access).await
 }
 
@@ -353,33 +347,37 @@ pub async fn manifest_of_sources(
     }
     let through = &through;
     let wrong_bytes = AtomicBool::new(false);
-    let (endpoint, paths) = match transport::bind_client_endpoint_with_paths(tuning) {
-        Ok(endpoint) => endpoint,
-        Err(error) => {
-            let tried = peers
-                .into_iter()
-                .map(|peer| (peer, format!("no QUIC endpoint: {error}")))
-                .collect();
-            return Err(TicketManifestError {
-                tried,
-                mirrors_tried: (mirror_urls.into_iter())
-                    .map(|url| (url, "not asked: no QUIC endpoint for the peers".to_owned()))
-                    .collect(),
-                wrong_bytes: false,
-            });
-        }
+    // The peers' endpoint; without one (none can be bound), only the
+    // mirrors are asked, and each peer says why not.
+    let bound = match peers.is_empty() {
+        true => Err("the ticket names no peer".to_owned()),
+        false => transport::bind_client_endpoint_with_paths(tuning).map_err(|e| e.to_string()),
     };
+    if let (Err(error), true) = (&bound, ticket.mirrors.is_empty()) {
+        let tried = peers
+            .into_iter()
+            .map(|peer| (peer, format!("no QUIC endpoint: {error}")))
+            .collect();
+        return Err(TicketManifestError {
+            tried,
+            mirrors_tried: Vec::new(),
+            wrong_bytes: false,
+        });
+    }
+    let bound_ref = &bound;
     let mut tuning = tuning.clone();
     tuning.handshake_timeout = timeout;
     let tuning = &tuning;
-    let endpoint_ref = &endpoint;
     let digest = ticket.manifest_sha256.0;
     let opened = Mutex::new(Vec::new());
     let (opened_ref, wrong_ref) = (&opened, &wrong_bytes);
 
-    let paths_ref = &paths;
     let ask = move |peer: PeerAddr, relay: Option<crate::relay::RelayAddr>, wait: Duration| async move {
         let attempt = async {
+            let (endpoint_ref, paths_ref) = match bound_ref {
+                Ok((endpoint, paths)) => (endpoint, paths),
+                Err(error) => return Err(format!("no QUIC endpoint: {error}")),
+            };
             let (connection, _link) = match relay {
                 Some(relay) => {
                     through_relay(endpoint_ref, paths_ref, peer.id, relay, identity, tuning).await?
@@ -433,7 +431,7 @@ pub async fn manifest_of_sources(
             let limit = minimodel_verifier::manifest::MAX_MANIFEST_LEN as u64;
             let read = crate::mirror::read_manifest_beside(
                 &url,
-                access.tokens.clone(),
+                crate::mirror::MirrorTokens::default(),
                 &access.trust,
                 &access.agent,
                 limit,
@@ -533,9 +531,11 @@ pub async fn manifest_of_sources(
     let opened = opened
         .into_inner()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    transport::Closing::close(opened, b"done")
-        .flush(&endpoint, b"done", tuning.close_flush)
-        .await;
+    if let Ok((endpoint, _)) = &bound {
+        transport::Closing::close(opened, b"done")
+            .flush(endpoint, b"done", tuning.close_flush)
+            .await;
+    }
     let mut why = why
         .into_iter()
         .map(|why| why.unwrap_or_else(|| "not asked".to_owned()));
