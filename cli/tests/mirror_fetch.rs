@@ -88,15 +88,10 @@ fn fetch(root: &Path, mirrors: &[String], extra: &[&str]) -> Output {
 
 /// The command of [`fetch`], not started.
 fn fetch_command(root: &Path, mirrors: &[String], extra: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_minimodel"));
+    let mut command = binary(root);
     command
-        .current_dir(root)
         .args(["fetch", &format!("{MODEL}.manifest"), "-o", "out", "--json"])
-        .args(extra)
-        .env("SSL_CERT_FILE", test_roots(root))
-        .env_remove("SSL_CERT_DIR")
-        .env_remove("MINIMODEL_MIRROR_TOKENS")
-        .stdin(Stdio::null());
+        .args(extra);
     for url in mirrors {
         command.args(["--mirror", url]);
     }
@@ -397,17 +392,21 @@ fn a_fetch_killed_midway_resumes_without_fetching_a_verified_chunk_again_and_not
     assert_eq!(listed[0]["blamed"], true, "{listed:?}");
 }
 
-/// `minimodel ARGS` in `root`, the test authority trusted.
-fn trusting(root: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_minimodel"))
+/// The binary in `root`, the test authority trusted, no mirror token.
+fn binary(root: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_minimodel"));
+    command
         .current_dir(root)
-        .args(args)
         .env("SSL_CERT_FILE", test_roots(root))
         .env_remove("SSL_CERT_DIR")
         .env_remove("MINIMODEL_MIRROR_TOKENS")
-        .stdin(Stdio::null())
-        .output()
-        .expect("the binary runs")
+        .stdin(Stdio::null());
+    command
+}
+
+/// `minimodel ARGS` in `root`, the test authority trusted.
+fn trusting(root: &Path, args: &[&str]) -> Output {
+    binary(root).args(args).output().expect("the binary runs")
 }
 
 #[test]
@@ -465,13 +464,9 @@ fn a_ticket_of_a_mirror_alone_fetches_the_manifest_beside_it_and_the_artifact_fr
 
     // Before consent the manifest is asked beside the mirror with no
     // token, even one the person gave for its host.
-    let asked = Command::new(env!("CARGO_BIN_EXE_minimodel"))
-        .current_dir(root)
+    let asked = binary(root)
         .args(["fetch", &ticket, "-o", "out"])
-        .env("SSL_CERT_FILE", test_roots(root))
-        .env_remove("SSL_CERT_DIR")
         .env("MINIMODEL_MIRROR_TOKENS", "127.0.0.1=secret-token")
-        .stdin(Stdio::null())
         .output()
         .unwrap();
     assert_eq!(code(&asked), 5, "no consent: {asked:?}");

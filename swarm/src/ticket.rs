@@ -705,11 +705,10 @@ pub fn ticket_mirrors(texts: &[String]) -> Result<Vec<MirrorUrl>, String> {
             texts.len()
         ));
     }
-    let mut urls: Vec<MirrorUrl> = Vec::with_capacity(texts.len());
-    for text in texts {
-        let shown = crate::mirror::given::shown_url(text);
-        let url = MirrorUrl::parse(text, Plain::Refused)
-            .map_err(|error| format!("mirror {shown}: {error}"))?;
+    // The rules of any mirror a person gives, each once.
+    let plain = crate::mirror::given::plain_if(false);
+    let urls = crate::mirror::given::parse_given(texts, plain).map_err(|e| e.to_string())?;
+    for url in &urls {
         if url.has_query() {
             return Err(format!(
                 "mirror {}: a ticket carries no query (it may hold a credential); a token goes in MINIMODEL_MIRROR_TOKENS of whoever fetches",
@@ -723,10 +722,6 @@ pub fn ticket_mirrors(texts: &[String]) -> Result<Vec<MirrorUrl>, String> {
                 url.label()
             ));
         }
-        if urls.iter().any(|known| known.label() == url.label()) {
-            return Err(format!("mirror {} is given twice", url.label()));
-        }
-        urls.push(url);
     }
     Ok(urls)
 }
@@ -806,13 +801,8 @@ impl<'a> Reader<'a> {
     }
 
     fn array<const N: usize>(&mut self, what: &'static str) -> Result<[u8; N], TicketError> {
-        if self.rest.len() < N {
-            return Err(TicketError::Truncated(what));
-        }
-        let (head, rest) = self.rest.split_at(N);
-        self.rest = rest;
         let mut out = [0u8; N];
-        out.copy_from_slice(head);
+        out.copy_from_slice(self.bytes(N, what)?);
         Ok(out)
     }
 }
