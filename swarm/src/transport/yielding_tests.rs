@@ -60,10 +60,12 @@ fn the_window_grows_below_the_target_and_shrinks_above_it() {
     let mut c = Yielding::new(start, MTU);
     round_trip(&mut c, start, TARGET);
     let at_target = c.window();
+    // At the queue it aims at (its rate's factor on the target): still.
+    let aim = c.aim(at_target);
     assert_eq!(
-        round_trip(&mut c, start, TARGET),
+        round_trip(&mut c, start, aim),
         at_target,
-        "at the target: still"
+        "at {aim:?}: still"
     );
     let grown = round_trip(&mut c, start, ms(0));
     assert!(grown > at_target, "{grown} > {at_target}");
@@ -141,9 +143,13 @@ fn a_noise_loss_every_round_trip_does_not_stop_the_growth() {
 /// trip (the round trip 100 ms without queue), from windows `a` and
 /// `b` past slow start, for `rounds` round trips; `coupled`: each is
 /// given their mean window as its share, else its own.
-fn two_through_one_uplink(a: u64, b: u64, rounds: usize, coupled: bool) -> (u64, u64) {
+fn two_through_one_uplink(
+    capacity: f64,
+    (a, b): (u64, u64),
+    rounds: usize,
+    coupled: bool,
+) -> (u64, u64) {
     let start = Instant::now();
-    let capacity = 1_000_000.0;
     let mut flows = [Yielding::new(start, MTU), Yielding::new(start, MTU)];
     for (flow, window) in flows.iter_mut().zip([a, b]) {
         flow.window = window;
@@ -158,6 +164,7 @@ fn two_through_one_uplink(a: u64, b: u64, rounds: usize, coupled: bool) -> (u64,
         let sent = now;
         now += ms(100) + queuing;
         for flow in &mut flows {
+            flow.set_rtt(ms(100) + queuing);
             let share = if coupled { mean } else { flow.window() };
             for _ in 0..flow.window() / u64::from(MTU) {
                 flow.on_ack(now, sent, u64::from(MTU), false, queuing, share);
@@ -169,19 +176,71 @@ fn two_through_one_uplink(a: u64, b: u64, rounds: usize, coupled: bool) -> (u64,
 
 #[test]
 fn connections_sharing_an_uplink_converge_to_equal_windows() {
-    // Growth in proportion to each window keeps the split where it
-    // began.
-    let (a, b) = two_through_one_uplink(1_000_000, 200_000, 400, false);
-    assert!(a > 3 * b, "uncoupled: {a} / {b}");
-    // Each aiming at a queue set by its window against their mean:
-    // they meet.
-    let (a, b) = two_through_one_uplink(1_000_000, 200_000, 400, true);
+    // Of one process, each aiming at a queue set by its window against
+    // their mean (and by its rate): they meet.
+    let (a, b) = two_through_one_uplink(1e6, (1_000_000, 200_000), 400, true);
     let ratio = a as f64 / b as f64;
     assert!((0.8..=1.25).contains(&ratio), "coupled: {a} / {b}");
     // And together they hold the queue near the target: the uplink
     // full, not overfull.
     let total = (a + b) as f64 / 1_000_000.0;
     assert!((1.2..=1.8).contains(&total), "{total}");
+}
+
+#[test]
+fn connections_of_separate_processes_through_one_uplink_even_out_by_their_rates() {
+    // Each knows only its own window; the faster aims at the shorter
+    // queue. Through a 20 Mbit uplink (250 KB a 100 ms round trip), from
+    // a fifth of it for the lesser: in 100 round trips past two fifths,
+    // in 400 near half.
+    let (a, b) = two_through_one_uplink(250_000.0, (240_000, 60_000), 100, false);
+    let lesser = b as f64 / (a + b) as f64;
+    assert!(lesser > 0.4, "after 100 round trips: {a} / {b}");
+    let (a, b) = two_through_one_uplink(250_000.0, (240_000, 60_000), 400, false);
+    let ratio = a as f64 / b as f64;
+    assert!((0.9..=1.1).contains(&ratio), "after 400: {a} / {b}");
+    // The uplink full, not overfull: the queue between their aims.
+    let total = (a + b) as f64 / 250_000.0;
+    assert!((1.2..=1.8).contains(&total), "{total}");
+    // Beyond the rates' range both aim at half the target, and nothing
+    // evens them out: through 10 MB/s, the lesser grows from a sixth
+    // until its rate reaches the range's top, 4 MB/s, and stops there.
+    let (a, b) = two_through_one_uplink(1e6, (1_000_000, 200_000), 400, false);
+    let lesser = b as f64 / (a + b) as f64;
+    assert!((0.3..0.45).contains(&lesser), "over the range: {a} / {b}");
+}
+
+#[test]
+fn a_faster_connection_aims_at_a_shorter_queue() {
+    // At a queue of 40 ms (within the target), a connection sending 8 MB/s
+    // (800 KB a 100 ms round trip) shrinks, one at 125 KB/s grows, and one
+    // at 1 MB/s grows as the target alone would have it.
+    let start = Instant::now();
+    let rest = |window: u64| {
+        let mut c = Yielding::new(start, MTU);
+        c.window = window;
+        c.ssthresh = window;
+        c.set_rtt(ms(100));
+        round_trip(&mut c, start, ms(40))
+    };
+    assert!(rest(800_000) < 800_000);
+    assert!(rest(12_500) > 12_500);
+    assert!(rest(100_000) > 100_000);
+    // At 4 MB/s and over, the queue it aims at is half the target; at
+    // 435 KB/s and under, 1.3 times it.
+    let factor = |window: u64| {
+        let mut c = Yielding::new(start, MTU);
+        c.window = window;
+        c.set_rtt(ms(100));
+        c.rate_factor()
+    };
+    assert_eq!(factor(400_000), RATE_MIN);
+    assert_eq!(factor(10_000_000), RATE_MIN);
+    assert_eq!(factor(40_000), RATE_MAX);
+    assert_eq!(factor(1_200), RATE_MAX);
+    assert!((factor(100_000) - 1.0).abs() < 1e-9);
+    assert!((factor(200_000) - 0.75).abs() < 1e-9);
+    assert!((factor(50_000) - 1.25).abs() < 1e-9);
 }
 
 #[test]
@@ -457,8 +516,9 @@ fn it_competes_from_the_window_it_had_before_the_queue_rose() {
     let now = rounds_for(&mut c, start, ms(1000), ms(30));
     let calm = c.window();
     // Another flow's queue rises through the target (the window shrinks
-    // as it yields), then stays over the threshold.
-    let now = rounds_for(&mut c, now, ms(1000), ms(70));
+    // as it yields: the queue is past the one it aims at, 65 ms at its
+    // rate), then stays over the threshold.
+    let now = rounds_for(&mut c, now, ms(2000), ms(78));
     assert!(c.window() < calm, "{} >= {calm}", c.window());
     let before_compete = c.window();
     // Acknowledgement by acknowledgement, to the one that makes it
