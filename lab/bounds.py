@@ -36,12 +36,16 @@ BOUNDS = {
     "relay-smoke": [("fetch_s", "<=", 2.0)],
     # Home uplinks: the peers' uplinks decide. A seeder slowed to half its
     # cap moves T* here by 1.21 only (the peers' uplinks are most of it),
-    # inside this scenario's spread: its best second shows it (0.896 and
-    # 0.946 of the cap at full rate, 0.712 and 0.715 at half; the half and
-    # the upload bucket's 1 MiB of burst).
-    "uplinks-8x16-mixed": [("time_over_bound", "<=", 2.2), ("median_over_bound", "<=", 2.1),
-                           ("seeder_uplink_used", ">=", 0.35),
-                           ("seeder_peak_of_cap", ">=", 0.8),
+    # inside this scenario's spread: its best second shows it. At half
+    # the cap it is at most 0.5 and the upload bucket's 1 MiB of burst
+    # over a second at the cap's 4.78 MB/s, 0.72 (0.712 and 0.715
+    # measured, 2026-11-27); at full cap 0.844 to 1.022 in 15 runs of
+    # 2026-11-29 (one CI run of the code before them: 0.776). The others:
+    # the worst of those 15 runs times 1.3 (the seeder's use over 1.3),
+    # rounded outward.
+    "uplinks-8x16-mixed": [("time_over_bound", "<=", 2.2), ("median_over_bound", "<=", 2.0),
+                           ("seeder_uplink_used", ">=", 0.43),
+                           ("seeder_peak_of_cap", ">=", 0.77),
                            ("peers_never_got_a_byte", "<=", 0)],
     "uplinks-24x32-mixed": [("time_over_bound", "<=", 1.6), ("peers_never_got_a_byte", "<=", 0)],
     "uplinks-24x32-10": [("time_over_bound", "<=", 1.55), ("peers_never_got_a_byte", "<=", 0)],

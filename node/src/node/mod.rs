@@ -698,6 +698,13 @@ impl NodeCore {
                     .flatten(),
             )
             .chain(
+                // Second copies that wait for the uplink to empty while a
+                // slot is free.
+                (self.uploads.has_queued() && slot_free)
+                    .then(|| self.uploads.next_wire_idle(now))
+                    .flatten(),
+            )
+            .chain(
                 // A slot freed by an overdue upload, for a request waiting.
                 (self.uploads.has_queued() && !slot_free)
                     .then(|| self.uploads.next_slot_free(config, chunk_size, now))
@@ -798,7 +805,7 @@ impl NodeCore {
             })
             .collect();
         format!(
-            "links {links:?} ending {:?} connected {} wants {} dials {:?} book {:?} lookup {:?} download {:?} uploads {:?} starving {:?} overdue {:?} stop {:?}",
+            "links {links:?} ending {:?} connected {} wants {} dials {:?} book {:?} lookup {:?} download {:?} uploads {:?} starving {:?} wire {:?} overdue {:?} stop {:?}",
             self.ending,
             self.connected_count(),
             self.wants_peers(),
@@ -818,6 +825,9 @@ impl NodeCore {
                 .map(|t| t.saturating_duration_since(now)),
             self.uploads
                 .next_starving(config.resend_after, now)
+                .map(|t| t.saturating_duration_since(now)),
+            self.uploads
+                .next_wire_idle(now)
                 .map(|t| t.saturating_duration_since(now)),
             self.uploads
                 .next_overdue(now)

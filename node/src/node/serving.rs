@@ -138,7 +138,8 @@ impl NodeCore {
     /// Starts queued uploads while slots are free and the rate cap allows:
     /// the rarest requested chunk over all peers below their share first;
     /// a slot no such peer wants goes to a peer at its share; a chunk sent
-    /// before only when no upload is under way.
+    /// before only once the uploads under way have left the uplink
+    /// (`Uploads::wire_idle`), or to a peer starving behind first copies.
     pub(super) fn start_uploads(&mut self, now: Instant) {
         self.uploads.wake = None;
         while self
@@ -175,11 +176,13 @@ impl NodeCore {
                 .map(|(link, _)| link)
                 .collect();
             // A second copy of a chunk only on an otherwise idle uplink
-            // (uploads to links that make no progress do not use it), or
+            // (uploads to links that make no progress do not use it; those
+            // under way whose bytes have left it and wait for their
+            // acknowledgement do not either: `Uploads::wire_idle`), or
             // for a peer that waited long enough behind first copies; a
             // sparing seed's only of a chunk no linked server holds, but
             // first to a peer stranded here (see `stranded`).
-            let resends = if self.uploads.running() == 0 {
+            let resends = if self.uploads.wire_idle(now) {
                 Resends::Allowed
             } else {
                 Resends::WhenStarving(self.config.resend_after)
@@ -255,6 +258,7 @@ impl NodeCore {
                 .overdue_at(&self.config, len, self.params.chunk_size(), now);
             self.uploads.active.insert((link, chunk.0), overdue);
             self.uploads.note_busy(now);
+            self.uploads.note_wire(len, now);
             let mut measure = false;
             let count = self.params.chunk_count();
             // A seed from the start keeps what it sent each peer, for

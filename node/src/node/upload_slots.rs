@@ -94,6 +94,9 @@ pub(super) struct Uploads {
     /// (`upload_progress_every`): their uploads hold no slot and count
     /// toward no limit but [`Self::most_under_way`].
     stuck: std::collections::BTreeSet<LinkId>,
+    /// When the chunks started so far have left the uplink, at its
+    /// measured rate ([`Self::wire_idle`]).
+    wire_free_at: Option<Instant>,
 }
 
 /// Bytes of chunks under way to one link at most, past what may run
@@ -127,7 +130,52 @@ impl Uploads {
             shared_rate: None,
             parked: None,
             stuck: std::collections::BTreeSet::new(),
+            wire_free_at: None,
         }
+    }
+
+    /// An upload of `len` bytes started at `now`: it leaves the uplink
+    /// after those started before it, at the measured rate or the cap in
+    /// force, the lower (no rate measured yet: no estimate, and the
+    /// uplink counts as idle only with no upload under way). At least a
+    /// microsecond, so that a tiny last chunk does not leave the uplink
+    /// idle for every second copy queued.
+    pub(super) fn note_wire(&mut self, len: u64, now: Instant) {
+        let Some(measured) = self.meter.rate().filter(|rate| *rate > 0.0) else {
+            return;
+        };
+        let rate = self
+            .rate_cap()
+            .map_or(measured, |cap| measured.min(cap.max(1) as f64));
+        let from = self.wire_free_at.map_or(now, |at| at.max(now));
+        let secs = (len as f64 / rate).clamp(1e-6, 3600.0);
+        self.wire_free_at = Some(from + std::time::Duration::from_secs_f64(secs));
+    }
+
+    /// Whether the uploads under way have left the uplink by `now`, as far
+    /// as the measured rate tells: what remains of them is their last
+    /// bytes' acknowledgements, a round trip through the peer's uplink,
+    /// and the uplink idles meanwhile unless another upload starts. None
+    /// under way (stuck ones aside): idle. The estimate counts every
+    /// upload started since the uplink was last idle, cancelled and stuck
+    /// ones too, and the meter counts an upload's time until its
+    /// acknowledgement, so its rate is at most the uplink's: the estimate
+    /// is usually late, which costs only what this rule gains. It is
+    /// early when the uplink's rate fell below what the meter last
+    /// measured (a busier shared endpoint, whose other swarms' bytes this
+    /// swarm's meter does not see); each early reading lets one upload
+    /// start, whose bytes move the estimate on.
+    pub(super) fn wire_idle(&self, now: Instant) -> bool {
+        self.running() == 0 || self.wire_free_at.is_some_and(|at| at <= now)
+    }
+
+    /// When the uploads under way leave the uplink, if later than `now`
+    /// (see [`Self::wire_idle`]).
+    pub(super) fn next_wire_idle(&self, now: Instant) -> Option<Instant> {
+        (self.running() > 0)
+            .then_some(self.wire_free_at)
+            .flatten()
+            .filter(|&at| at > now)
     }
 
     /// Marks `link`'s uploads as making no progress (`stuck`) or as
@@ -153,6 +201,10 @@ impl Uploads {
     pub(super) fn note_busy(&mut self, now: Instant) {
         let busy = self.running() > 0;
         self.meter.set_busy(busy, now);
+        if !busy {
+            // Nothing under way: what was counted on the uplink is gone.
+            self.wire_free_at = None;
+        }
     }
 
     /// The uplink's measured rate ([`UplinkMeter::rate`]).

@@ -72,6 +72,14 @@ pub(super) fn fetcher(n: u8, chunks: u32) -> Remote {
     Remote::fetcher(n, &format!("62.{n}.0.1:5000"), chunks)
 }
 
+/// A fetch that serves (`fetch --serve`): what it gets, it passes on.
+fn serving_fetcher(n: u8, chunks: u32) -> Remote {
+    Remote {
+        serving: true,
+        ..fetcher(n, chunks)
+    }
+}
+
 #[test]
 fn uploads_fill_the_slots_and_a_peer_beyond_its_share_only_gets_what_nobody_else_wants() {
     let config = fixed_slots();
@@ -465,15 +473,10 @@ fn requests_for_missing_chunks_or_beyond_the_queue_are_rejected() {
 
 #[test]
 fn a_second_copy_waits_while_first_copies_fill_the_uplink() {
-    // Serving peers (`fetch --serve`): what one gets, it passes on.
     let mut h = Harness::new(Kind::Seeder, 8, fixed_slots());
-    let server = |n| Remote {
-        serving: true,
-        ..fetcher(n, 8)
-    };
-    let a = h.connect_in(&server(1));
-    let b = h.connect_in(&server(2));
-    let c = h.connect_in(&server(3));
+    let a = h.connect_in(&serving_fetcher(1, 8));
+    let b = h.connect_in(&serving_fetcher(2, 8));
+    let c = h.connect_in(&serving_fetcher(3, 8));
     h.take();
     request(&mut h, a, &[0]);
     request(&mut h, b, &[0]);
@@ -496,6 +499,48 @@ fn a_second_copy_waits_while_first_copies_fill_the_uplink() {
     // Asked again with the uplink idle, it goes out.
     request(&mut h, b, &[5]);
     assert_eq!(uploads(&h.take()), [(b, 5)]);
+}
+
+#[test]
+fn a_second_copy_goes_once_the_uploads_under_way_have_left_the_uplink() {
+    // An upload holds its slot until its last byte is acknowledged: a
+    // round trip through the peer's uplink, which a home peer's own
+    // uploads fill. The uplink carries nothing meanwhile; a second copy
+    // waiting for it goes when the bytes under way have left at the
+    // measured rate, not at their acknowledgement.
+    let mut h = Harness::new(Kind::Seeder, 8, fixed_slots());
+    let a = h.connect_in(&serving_fetcher(1, 8));
+    let b = h.connect_in(&serving_fetcher(2, 8));
+    h.take();
+    // The meter learns the uplink: 1 MiB in 700 ms (times off the grid
+    // of the node's other wake-ups, so that only this one can start it).
+    request(&mut h, a, &[0]);
+    assert_eq!(uploads(&h.take()), [(a, 0)]);
+    h.advance(700);
+    sent(&mut h, a, 0);
+    // Chunk 1 to A: on the uplink for 700 ms at that rate.
+    request(&mut h, a, &[1]);
+    assert_eq!(uploads(&h.take()), [(a, 1)]);
+    request(&mut h, b, &[1]);
+    assert!(uploads(&h.take()).is_empty(), "1 is still on its way");
+    h.advance(1399);
+    assert!(uploads(&h.take()).is_empty(), "its bytes still leave");
+    h.advance(1401);
+    let started: Vec<_> = h
+        .history
+        .iter()
+        .filter(|(_, action)| matches!(action, Action::Upload { link, .. } if *link == b))
+        .map(|(at, _)| h.elapsed(*at))
+        .collect();
+    assert!(
+        matches!(started[..], [at] if (1399..=1400).contains(&at)),
+        "woken when the uplink empties, at 1400 ms: {started:?}"
+    );
+    assert_eq!(
+        uploads(&h.take()),
+        [(b, 1)],
+        "the uplink is empty: the second copy goes before A acknowledges"
+    );
 }
 
 #[test]
