@@ -196,6 +196,11 @@ pub enum JoinError {
 /// the fastest peer is fast).
 const RESCUE_RECHECK: Duration = Duration::from_millis(100);
 
+/// Departed links kept for the pieces of theirs still being verified
+/// ([`Downloader::departed_links`]): a piece is verified within moments
+/// of its arrival, and hundreds of links do not end in between.
+const DEPARTED_LINKS: usize = 256;
+
 /// The request budget ([`DownloadConfig::max_in_flight_bytes`]) as it
 /// stands: requests in all, and those to far peers
 /// ([`PeerDownload::is_far`]) whose
@@ -270,6 +275,11 @@ pub struct Downloader {
     /// chunk costs nothing here, so endless reconnects under fresh ids do
     /// not grow it; every entry cost its peer at least one chunk sent.
     departed: BTreeMap<PeerId, PeerStats>,
+    /// Links that left with requests in flight, and their peers: a piece
+    /// already handed to verification when its link ended is credited to
+    /// its peer when it passes (`departed`). At most
+    /// [`DEPARTED_LINKS`], the oldest forgotten first.
+    departed_links: BTreeMap<LinkId, PeerId>,
     /// No new requests while set (the driver's pipeline behind us is full).
     hold: bool,
     /// `max_rate`, when set.
@@ -327,6 +337,7 @@ impl Downloader {
             picker,
             peers: BTreeMap::new(),
             departed: BTreeMap::new(),
+            departed_links: BTreeMap::new(),
             hold: false,
             rate_limit: None,
             shared_rate: None,
@@ -527,6 +538,12 @@ impl Downloader {
         if let Some(session) = self.peers.remove(&key) {
             self.picker.release_peer(key);
             self.picker.remove_peer_chunks(session.has());
+            if session.requests_in_flight() > 0 {
+                self.departed_links.insert(key, session.peer_id());
+                if self.departed_links.len() > DEPARTED_LINKS {
+                    self.departed_links.pop_first();
+                }
+            }
             let stats = session.stats();
             if stats.delivered_any() {
                 self.departed
@@ -714,6 +731,17 @@ impl Downloader {
             match outcome {
                 VerifiedOutcome::Done { .. } => session.record_delivery(bytes, requested, now),
                 VerifiedOutcome::AlreadyVerified => session.record_wasted(bytes),
+            }
+        } else if let Some(id) = self.departed_links.get(&key) {
+            // Its link ended while the piece was being verified: the
+            // bytes are still its peer's, in the receipt.
+            let stats = self.departed.entry(*id).or_default();
+            match outcome {
+                VerifiedOutcome::Done { .. } => {
+                    stats.chunks += 1;
+                    stats.bytes += bytes;
+                }
+                VerifiedOutcome::AlreadyVerified => stats.wasted_bytes += bytes,
             }
         }
         if let VerifiedOutcome::Done { cancel } = outcome {
@@ -1900,6 +1928,31 @@ mod tests {
         assert_eq!(all[0].0, giver);
         assert_eq!(all[0].1.chunks, 2);
         assert_eq!(all[0].1.bytes, 2 << 20);
+    }
+
+    #[test]
+    fn a_piece_verified_after_its_link_ended_is_credited_to_its_peer() {
+        // The piece arrived whole and went to verification; the link ended
+        // before it passed (the peer was done, say). Its bytes are still
+        // that peer's, so the receipt's peers add up to the file.
+        let mut core = budgeted_core(8 << 20);
+        let now = Instant::now();
+        let giver = PeerId([7; 32]);
+        core.add_peer(LinkId(0), giver, HaveBitfield::full(1000), now)
+            .unwrap();
+        let asked: Vec<u32> = requests(&mut core)
+            .into_iter()
+            .filter(|(peer, _)| *peer == LinkId(0))
+            .map(|(_, chunk)| chunk)
+            .collect();
+        assert!(asked.len() >= 2, "{asked:?}");
+        core.on_chunk_verified(LinkId(0), asked[0], 1 << 20, now);
+        core.remove_peer(LinkId(0), now);
+        core.on_chunk_verified(LinkId(0), asked[1], 1 << 20, now);
+        let all = core.all_peer_stats();
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].0, giver);
+        assert_eq!((all[0].1.chunks, all[0].1.bytes), (2, 2 << 20));
     }
 
     #[test]
