@@ -693,34 +693,54 @@ impl Ticket {
     }
 }
 
+/// Why mirrors a writer names cannot be in a ticket ([`ticket_mirrors`]);
+/// its words never show a query.
+#[derive(Debug, thiserror::Error)]
+pub enum TicketMirrorsError {
+    /// More than [`MAX_TICKET_MIRRORS`].
+    #[error("{0} mirrors given; a ticket names at most {MAX_TICKET_MIRRORS}")]
+    TooMany(usize),
+    /// Not a mirror URL by the rules of any mirror a person gives, or one
+    /// given twice.
+    #[error(transparent)]
+    Given(#[from] crate::mirror::given::GivenMirrorsError),
+    /// With a query, which a ticket does not carry.
+    #[error(
+        "mirror {0}: a ticket carries no query (it may hold a credential); a token goes in MINIMODEL_MIRROR_TOKENS of whoever fetches"
+    )]
+    Query(String),
+    /// Longer than [`MAX_TICKET_MIRROR_LEN`] bytes.
+    #[error(
+        "mirror {label}: {len} bytes; a ticket carries mirror URLs of at most {MAX_TICKET_MIRROR_LEN}"
+    )]
+    TooLong {
+        /// The mirror, without its query.
+        label: String,
+        /// Its bytes.
+        len: usize,
+    },
+}
+
 /// The mirrors `texts` a writer names in a ticket (`ticket new --mirror`,
 /// `seed --mirror`, a companion share's `mirrors`): at most
 /// [`MAX_TICKET_MIRRORS`], each an `https://` mirror URL without a query
-/// of at most [`MAX_TICKET_MIRROR_LEN`] bytes, none twice. `Err` says why
-/// in words that never show a query.
-pub fn ticket_mirrors(texts: &[String]) -> Result<Vec<MirrorUrl>, String> {
+/// of at most [`MAX_TICKET_MIRROR_LEN`] bytes, none twice.
+pub fn ticket_mirrors(texts: &[String]) -> Result<Vec<MirrorUrl>, TicketMirrorsError> {
     if texts.len() > MAX_TICKET_MIRRORS {
-        return Err(format!(
-            "{} mirrors given; a ticket names at most {MAX_TICKET_MIRRORS}",
-            texts.len()
-        ));
+        return Err(TicketMirrorsError::TooMany(texts.len()));
     }
     // The rules of any mirror a person gives, each once.
-    let plain = crate::mirror::given::plain_if(false);
-    let urls = crate::mirror::given::parse_given(texts, plain).map_err(|e| e.to_string())?;
+    let urls = crate::mirror::given::parse_given(texts, Plain::Refused)?;
     for url in &urls {
         if url.has_query() {
-            return Err(format!(
-                "mirror {}: a ticket carries no query (it may hold a credential); a token goes in MINIMODEL_MIRROR_TOKENS of whoever fetches",
-                url.label()
-            ));
+            return Err(TicketMirrorsError::Query(url.label()));
         }
         let len = url.expose().len();
         if len > MAX_TICKET_MIRROR_LEN {
-            return Err(format!(
-                "mirror {}: {len} bytes; a ticket carries mirror URLs of at most {MAX_TICKET_MIRROR_LEN}",
-                url.label()
-            ));
+            return Err(TicketMirrorsError::TooLong {
+                label: url.label(),
+                len,
+            });
         }
     }
     Ok(urls)
@@ -1088,6 +1108,7 @@ mod tests {
         // What writers are given, in words.
         let given = |texts: &[&str]| {
             ticket_mirrors(&texts.iter().map(|t| (*t).to_owned()).collect::<Vec<_>>())
+                .map_err(|error| error.to_string())
         };
         assert_eq!(
             given(&["https://example.org/a.slm", "https://example.org/b.slm"]).map(|m| m.len()),

@@ -137,7 +137,8 @@ fn parse_key(text: Option<&str>) -> Result<Option<PublicKey>, ApiError> {
 fn share_mirrors(
     request: &AddShare,
 ) -> Result<Vec<minimodel_verifier::mirror_url::MirrorUrl>, ApiError> {
-    minimodel_swarm::ticket::ticket_mirrors(&request.mirrors).map_err(ApiError::invalid)
+    minimodel_swarm::ticket::ticket_mirrors(&request.mirrors)
+        .map_err(|error| ApiError::invalid(error.to_string()))
 }
 
 /// The mirrors of a download request, parsed strictly.
