@@ -413,6 +413,9 @@ pub enum Event {
     RelayStats {
         /// Peers registered now.
         registrations: usize,
+        /// Connections up that have not registered yet, handshakes in
+        /// progress included.
+        unregistered: usize,
         /// Channels open now.
         channels: usize,
         /// Introductions made.
@@ -424,6 +427,12 @@ pub enum Event {
         /// Datagrams dropped, by reason: `unknown-channel`, `not-an-end`,
         /// `rate-limited`, `hour-used`.
         dropped: std::collections::BTreeMap<String, u64>,
+        /// What the relay's limits turned away, by limit:
+        /// `handshakes`, `network-handshakes`, `unregistered`,
+        /// `network-unregistered`, `not-allowed`, `registrations`,
+        /// `network-registrations`, `introduction-rate`, `pairs`,
+        /// `node-pairs`, `network-pairs`, `pair-hour`.
+        refused: std::collections::BTreeMap<String, u64>,
         /// Whether it stopped.
         last: bool,
     },

@@ -115,25 +115,47 @@ pub fn reachable_from(addr: SocketAddr, seen_from: IpAddr) -> bool {
     }
 }
 
-/// The network a connection limit counts by: the /24 of an IPv4 address,
-/// the /64 of an IPv6 one (one host or one site usually has a whole /64,
-/// so limits per exact address would not limit it at all).
+/// The network a limit counts by: a prefix of an address. [`Prefix::of`]
+/// is the /24 of an IPv4 address and the /64 of an IPv6 one (one host or
+/// one site usually has a whole /64, so limits per exact address would
+/// not limit it at all); [`Prefix::site`] the /24 or the /56 a home is
+/// usually given.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Prefix(IpAddr);
+pub struct Prefix {
+    ip: IpAddr,
+    bits: u8,
+}
 
 impl Prefix {
-    /// The prefix of `ip`.
+    /// The /24 or /64 of `ip`.
     pub fn of(ip: IpAddr) -> Self {
+        Self::within(ip, 24, 64)
+    }
+
+    /// The /24 or /56 of `ip`: one home or one host, for limits that keep
+    /// one of them to its share (a relay's).
+    pub fn site(ip: IpAddr) -> Self {
+        Self::within(ip, 24, 56)
+    }
+
+    /// The first `v4_bits` of an IPv4 `ip`, or `v6_bits` of an IPv6 one.
+    pub fn within(ip: IpAddr, v4_bits: u8, v6_bits: u8) -> Self {
         match canonical(ip) {
             IpAddr::V4(v4) => {
-                let [a, b, c, _] = v4.octets();
-                Prefix(IpAddr::V4(Ipv4Addr::new(a, b, c, 0)))
+                let bits = v4_bits.min(32);
+                let mask = u32::MAX.checked_shl(32 - u32::from(bits)).unwrap_or(0);
+                Prefix {
+                    ip: IpAddr::V4(Ipv4Addr::from(u32::from(v4) & mask)),
+                    bits,
+                }
             }
             IpAddr::V6(v6) => {
-                let s = v6.segments();
-                Prefix(IpAddr::V6(Ipv6Addr::new(
-                    s[0], s[1], s[2], s[3], 0, 0, 0, 0,
-                )))
+                let bits = v6_bits.min(128);
+                let mask = u128::MAX.checked_shl(128 - u32::from(bits)).unwrap_or(0);
+                Prefix {
+                    ip: IpAddr::V6(Ipv6Addr::from(u128::from(v6) & mask)),
+                    bits,
+                }
             }
         }
     }
@@ -141,10 +163,7 @@ impl Prefix {
 
 impl std::fmt::Display for Prefix {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.0 {
-            IpAddr::V4(ip) => write!(f, "{ip}/24"),
-            IpAddr::V6(ip) => write!(f, "{ip}/64"),
-        }
+        write!(f, "{}/{}", self.ip, self.bits)
     }
 }
 
@@ -233,5 +252,12 @@ mod tests {
         assert_eq!(p("2001:db8:1:2::1"), p("2001:db8:1:2:ffff::9"));
         assert_ne!(p("2001:db8:1:2::1"), p("2001:db8:1:3::1"));
         assert_eq!(p("10.1.2.3").to_string(), "10.1.2.0/24");
+        // A site: one home's /56, whichever /64 of it.
+        let site = |text: &str| Prefix::site(text.parse().unwrap());
+        assert_eq!(site("2001:db8:1:200::1"), site("2001:db8:1:2ff:ffff::9"));
+        assert_ne!(site("2001:db8:1:200::1"), site("2001:db8:1:300::1"));
+        assert_eq!(site("::ffff:10.1.2.3"), site("10.1.2.9"));
+        assert_eq!(site("2001:db8:1:2ab::1").to_string(), "2001:db8:1:200::/56");
+        assert_eq!(p("2001:db8:1:2::1").to_string(), "2001:db8:1:2::/64");
     }
 }

@@ -2,17 +2,26 @@
 //! `docs/relay.md`), sans-IO, beside [`crate::NodeCore`].
 //!
 //! A relay lets in QUIC connections within its handshake limits
-//! ([`RelayCore::handle_incoming`]), registers the nodes that may register
-//! ([`RelayConfig::allow`], at most [`RelayConfig::max_registrations`]),
-//! introduces two registered nodes to each other on a channel
-//! ([`RelayMessage::Introduce`], at most [`RelayConfig::max_pairs`] pairs
-//! and [`RelayConfig::max_pairs_per_node`] per node, at most
-//! [`RelayConfig::introductions_per_minute`] asked by a node), and decides
+//! ([`RelayCore::handle_incoming`]) and keeps those that came up within
+//! its limits on connections not registered yet, registers the nodes that
+//! may register ([`RelayConfig::allow`], at most
+//! [`RelayConfig::max_registrations`]), introduces two registered nodes to
+//! each other on a channel ([`RelayMessage::Introduce`], at most
+//! [`RelayConfig::max_pairs`] pairs and [`RelayConfig::max_pairs_per_node`]
+//! per node, at most [`RelayConfig::introductions_per_minute`] asked by a
+//! node), and decides
 //! for every relay datagram whether it goes on and where
 //! ([`RelayCore::handle_datagram`]): only from one end of a channel to the
 //! other, within the pair's rate ([`RelayConfig::pair_rate`]) and its
 //! bytes for the hour ([`RelayConfig::pair_bytes_per_hour`]). The driver
 //! moves packets and keeps the connections; it decides nothing.
+//!
+//! It is shared among hosts, not identities: a peer id costs nothing to
+//! make, so every limit on what one source may hold counts by its network
+//! ([`Prefix::site`]: an IPv4 /24, an IPv6 /56), whatever ids come from
+//! it: handshakes in progress, connections up but not registered,
+//! registrations and pairs. One host, or one network, holds at most its
+//! share of each, and a node from elsewhere still gets in.
 //!
 //! Invariants:
 //! - a datagram goes on only from the address a registered node's
@@ -20,10 +29,18 @@
 //!   another registered node, to that node's address, as it is (one
 //!   datagram out per datagram in, the same size): the relay is no open
 //!   proxy and no amplifier;
-//! - what it holds is bounded whatever arrives: connections (handshakes
-//!   and registrations), channels, the pairs' hourly counts, and the
+//! - what it holds is bounded whatever arrives: connections (handshakes,
+//!   connections not registered yet, registrations), channels, the pairs'
+//!   hourly counts, and the
 //!   messages it queues (at most one answer per message received, and
-//!   [`MAX_QUEUED`] in all; the driver takes them after every input).
+//!   [`MAX_QUEUED`] in all; the driver takes them after every input);
+//! - no network holds more than its share: at most
+//!   [`RelayConfig::max_handshakes_per_network`] handshakes,
+//!   [`RelayConfig::max_unregistered_per_network`] connections not
+//!   registered, [`RelayConfig::max_registrations_per_network`]
+//!   registrations and [`RelayConfig::max_pairs_per_network`] pairs with a
+//!   node in it (the counts per network are kept with every change, and
+//!   checked against the connections in the tests).
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -53,10 +70,19 @@ pub struct RelayConfig {
     pub pair_bytes_per_hour: u64,
     /// Pairs it carries at once. Default 256.
     pub max_pairs: usize,
-    /// Pairs one node may be in at once. Default 64.
+    /// Pairs one node may be in at once. Default 32.
     pub max_pairs_per_node: usize,
+    /// Pairs with a node of one network (an IPv4 /24, an IPv6 /56) at
+    /// once. Default 32: an eighth of the pairs, and at the default
+    /// `pair_rate` 80 MB/s, more than a home's uplink feeds.
+    pub max_pairs_per_network: usize,
     /// Nodes registered at once. Default 1024.
     pub max_registrations: usize,
+    /// Nodes registered at once from one network (an IPv4 /24, an IPv6
+    /// /56), whatever their ids. Default 16: a household of a few nodes,
+    /// or a few behind one carrier-grade NAT, get in; one host holds at
+    /// most 1.6 % of the default 1024.
+    pub max_registrations_per_network: usize,
     /// Who may register: these peer ids only, or anyone (`None`, the
     /// default).
     pub allow: Option<BTreeSet<PeerId>>,
@@ -67,8 +93,15 @@ pub struct RelayConfig {
     pub channel_idle: Duration,
     /// Handshakes in progress at once, over all sources. Default 64.
     pub max_handshakes: usize,
-    /// Handshakes in progress at once from one /24 (or /64). Default 8.
-    pub max_handshakes_per_prefix: usize,
+    /// Handshakes in progress at once from one network (an IPv4 /24, an
+    /// IPv6 /56). Default 8.
+    pub max_handshakes_per_network: usize,
+    /// Connections up but not registered yet, over all sources. Default
+    /// 256 (each holds a QUIC connection's state, about 60 KB: 15 MB in
+    /// all).
+    pub max_unregistered: usize,
+    /// Connections up but not registered yet from one network. Default 8.
+    pub max_unregistered_per_network: usize,
     /// A connection that has not registered this long after it came up
     /// is closed. Default 10 s.
     pub register_within: Duration,
@@ -80,13 +113,17 @@ impl Default for RelayConfig {
             pair_rate: 2_500_000,
             pair_bytes_per_hour: 4 << 30,
             max_pairs: 256,
-            max_pairs_per_node: 64,
+            max_pairs_per_node: 32,
+            max_pairs_per_network: 32,
             max_registrations: 1024,
+            max_registrations_per_network: 16,
             allow: None,
             introductions_per_minute: 120,
             channel_idle: Duration::from_secs(60),
             max_handshakes: 64,
-            max_handshakes_per_prefix: 8,
+            max_handshakes_per_network: 8,
+            max_unregistered: 256,
+            max_unregistered_per_network: 8,
             register_within: Duration::from_secs(10),
         }
     }
@@ -109,14 +146,20 @@ impl RelayConfig {
         if self.max_registrations < 2 {
             return refuse("max_registrations", "at least 2 (a pair)");
         }
-        if self.max_pairs == 0 || self.max_pairs_per_node == 0 {
+        if self.max_registrations_per_network == 0 {
+            return refuse("max_registrations_per_network", "at least 1");
+        }
+        if self.max_pairs == 0 || self.max_pairs_per_node == 0 || self.max_pairs_per_network == 0 {
             return refuse("max_pairs", "at least 1");
         }
         if self.introductions_per_minute == 0 {
             return refuse("introductions_per_minute", "at least 1");
         }
-        if self.max_handshakes == 0 || self.max_handshakes_per_prefix == 0 {
+        if self.max_handshakes == 0 || self.max_handshakes_per_network == 0 {
             return refuse("max_handshakes", "at least 1");
+        }
+        if self.max_unregistered == 0 || self.max_unregistered_per_network == 0 {
+            return refuse("max_unregistered", "at least 1");
         }
         if self.channel_idle < Duration::from_secs(5)
             || self.channel_idle > Duration::from_secs(3600)
@@ -184,6 +227,37 @@ pub enum DropReason {
     RateLimited,
     /// Over the pair's bytes for the hour.
     HourUsed,
+}
+
+/// Which limit turned something away: a handshake, a connection that came
+/// up, a registration or an introduction (`relay-stats` counts them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RelayRefusal {
+    /// A handshake beyond [`RelayConfig::max_handshakes`].
+    Handshakes,
+    /// A handshake beyond [`RelayConfig::max_handshakes_per_network`].
+    NetworkHandshakes,
+    /// A connection up beyond [`RelayConfig::max_unregistered`].
+    Unregistered,
+    /// A connection up beyond [`RelayConfig::max_unregistered_per_network`].
+    NetworkUnregistered,
+    /// A registration of a peer [`RelayConfig::allow`] leaves out.
+    NotAllowed,
+    /// A registration beyond [`RelayConfig::max_registrations`].
+    Registrations,
+    /// A registration beyond [`RelayConfig::max_registrations_per_network`].
+    NetworkRegistrations,
+    /// An introduction beyond [`RelayConfig::introductions_per_minute`].
+    IntroductionRate,
+    /// An introduction beyond [`RelayConfig::max_pairs`].
+    Pairs,
+    /// An introduction beyond [`RelayConfig::max_pairs_per_node`].
+    NodePairs,
+    /// An introduction beyond [`RelayConfig::max_pairs_per_network`].
+    NetworkPairs,
+    /// An introduction of a pair that used its bytes for the hour.
+    PairHour,
 }
 
 /// What the driver must do.
@@ -268,11 +342,12 @@ pub struct RelayCounts {
     pub unregistered: usize,
     /// Channels open now.
     pub channels: usize,
-    /// Registrations refused.
-    pub refused: u64,
+    /// What its limits turned away, by limit.
+    pub refused: std::collections::BTreeMap<RelayRefusal, u64>,
     /// Introductions made.
     pub introduced: u64,
-    /// Introductions refused.
+    /// Introductions refused, for any reason (a limit, or a peer not
+    /// registered, or the asker itself).
     pub introductions_refused: u64,
     /// Datagrams passed on, and their bytes.
     pub forwarded: u64,
@@ -287,6 +362,8 @@ pub struct RelayCounts {
 struct Conn {
     peer: PeerId,
     remote: SocketAddr,
+    /// The network its address is in ([`Prefix::site`]).
+    network: Prefix,
     since: Instant,
     registration: Option<Registration>,
     /// Introductions it may still ask for.
@@ -309,6 +386,8 @@ struct Registration {
 struct Channel {
     /// The two nodes: (connection, the address its connection comes from).
     ends: [(ConnId, SocketAddr); 2],
+    /// The networks of the two ends: one if they share it.
+    networks: Vec<Prefix>,
     peers: [PeerId; 2],
     rate: Option<TokenBucket>,
     last_used: Instant,
@@ -328,9 +407,11 @@ pub struct RelayCore {
     config: RelayConfig,
     rng: SplitMix64,
     next_conn: u64,
-    /// Handshakes in progress: connection -> its source prefix.
+    /// Handshakes in progress: connection -> its source network.
     handshakes: HashMap<ConnId, Prefix>,
     conns: HashMap<ConnId, Conn>,
+    /// What each network holds, kept with every change.
+    by_network: HashMap<Prefix, Held>,
     /// Registered nodes by id.
     by_peer: HashMap<PeerId, ConnId>,
     /// Registered nodes by the address their connection comes from.
@@ -342,6 +423,21 @@ pub struct RelayCore {
     actions: VecDeque<RelayAction>,
     reports: VecDeque<RelayReport>,
     counts: RelayCounts,
+}
+
+/// What one network holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Held {
+    handshakes: usize,
+    unregistered: usize,
+    registered: usize,
+    pairs: usize,
+}
+
+impl Held {
+    fn is_empty(&self) -> bool {
+        *self == Held::default()
+    }
 }
 
 fn pair_of(a: PeerId, b: PeerId) -> (PeerId, PeerId) {
@@ -359,6 +455,7 @@ impl RelayCore {
             next_conn: 0,
             handshakes: HashMap::new(),
             conns: HashMap::new(),
+            by_network: HashMap::new(),
             by_peer: HashMap::new(),
             by_addr: HashMap::new(),
             channels: HashMap::new(),
@@ -400,6 +497,30 @@ impl RelayCore {
         }
     }
 
+    /// Connections up that have not registered yet.
+    fn unregistered(&self) -> usize {
+        self.conns.len() - self.by_peer.len()
+    }
+
+    /// What `network` holds.
+    fn held(&self, network: Prefix) -> Held {
+        self.by_network.get(&network).copied().unwrap_or_default()
+    }
+
+    /// Changes what `network` holds; a network that holds nothing is
+    /// forgotten.
+    fn hold(&mut self, network: Prefix, change: impl FnOnce(&mut Held)) {
+        let held = self.by_network.entry(network).or_default();
+        change(held);
+        if held.is_empty() {
+            self.by_network.remove(&network);
+        }
+    }
+
+    fn count_refusal(&mut self, limit: RelayRefusal) {
+        *self.counts.refused.entry(limit).or_default() += 1;
+    }
+
     fn queue(&mut self, action: RelayAction) {
         if self.actions.len() < MAX_QUEUED {
             self.actions.push_back(action);
@@ -418,20 +539,34 @@ impl RelayCore {
 
     /// The first packet of a new connection from `from` (`validated`: its
     /// address was proven by a Retry). At most
-    /// [`RelayConfig::max_handshakes_per_prefix`] from one /24 (or /64)
-    /// and [`RelayConfig::max_handshakes`] in all; an unproven source is
-    /// asked to prove its address once half the places are taken.
+    /// [`RelayConfig::max_handshakes_per_network`] from one network and
+    /// [`RelayConfig::max_handshakes`] in all; an unproven source is asked
+    /// to prove its address once half the places are taken. A network (or
+    /// the relay) that holds as many connections not registered yet as it
+    /// may is refused here, before the connection holds any state: one
+    /// that came up now would be closed as its handshake ends.
     pub fn handle_incoming(
         &mut self,
         from: SocketAddr,
         validated: bool,
         _now: Instant,
     ) -> RelayIncoming {
-        let prefix = Prefix::of(from.ip());
-        let in_prefix = self.handshakes.values().filter(|p| **p == prefix).count();
+        let network = Prefix::site(from.ip());
         let total = self.handshakes.len();
-        if in_prefix >= self.config.max_handshakes_per_prefix || total >= self.config.max_handshakes
-        {
+        let held = self.held(network);
+        let refusal = if held.unregistered >= self.config.max_unregistered_per_network {
+            Some(RelayRefusal::NetworkUnregistered)
+        } else if self.unregistered() >= self.config.max_unregistered {
+            Some(RelayRefusal::Unregistered)
+        } else if held.handshakes >= self.config.max_handshakes_per_network {
+            Some(RelayRefusal::NetworkHandshakes)
+        } else if total >= self.config.max_handshakes {
+            Some(RelayRefusal::Handshakes)
+        } else {
+            None
+        };
+        if let Some(limit) = refusal {
+            self.count_refusal(limit);
             return RelayIncoming::Refuse;
         }
         if !validated && total >= self.config.max_handshakes / 2 {
@@ -439,31 +574,55 @@ impl RelayCore {
         }
         let conn = ConnId(self.next_conn);
         self.next_conn += 1;
-        self.handshakes.insert(conn, prefix);
+        self.handshakes.insert(conn, network);
+        self.hold(network, |held| held.handshakes += 1);
         RelayIncoming::Accept(conn)
     }
 
     /// Connection `conn`'s handshake ended: up, as `peer` (the key it
     /// proved) at `remote`, or failed (`None`). An up connection has
-    /// [`RelayConfig::register_within`] to register.
+    /// [`RelayConfig::register_within`] to register; one beyond the
+    /// connections not registered yet that its network, or the relay, may
+    /// hold is closed at once.
     pub fn handle_handshake(
         &mut self,
         conn: ConnId,
         up: Option<(PeerId, SocketAddr)>,
         now: Instant,
     ) {
-        if self.handshakes.remove(&conn).is_none() {
+        let Some(network) = self.handshakes.remove(&conn) else {
             return;
-        }
+        };
+        self.hold(network, |held| held.handshakes -= 1);
         let Some((peer, remote)) = up else {
             return;
         };
+        let remote = SocketAddr::new(canonical(remote.ip()), remote.port());
+        let network = Prefix::site(remote.ip());
+        let refusal = if self.held(network).unregistered >= self.config.max_unregistered_per_network
+        {
+            Some(RelayRefusal::NetworkUnregistered)
+        } else if self.unregistered() >= self.config.max_unregistered {
+            Some(RelayRefusal::Unregistered)
+        } else {
+            None
+        };
+        if let Some(limit) = refusal {
+            self.count_refusal(limit);
+            self.queue(RelayAction::Close {
+                conn,
+                reason: "too many connections that have not registered",
+            });
+            return;
+        }
+        self.hold(network, |held| held.unregistered += 1);
         let rate = u64::from(self.config.introductions_per_minute);
         self.conns.insert(
             conn,
             Conn {
                 peer,
-                remote: SocketAddr::new(canonical(remote.ip()), remote.port()),
+                remote,
+                network,
                 since: now,
                 registration: None,
                 introductions: TokenBucket::new(rate.div_ceil(60).max(1), rate, now),
@@ -492,10 +651,17 @@ impl RelayCore {
 
     /// The connection `conn` ended (either side closed it, or it was lost).
     pub fn handle_closed(&mut self, conn: ConnId, _now: Instant) {
-        self.handshakes.remove(&conn);
+        if let Some(network) = self.handshakes.remove(&conn) {
+            self.hold(network, |held| held.handshakes -= 1);
+        }
         let Some(gone) = self.conns.remove(&conn) else {
             return;
         };
+        if gone.registration.is_some() {
+            self.hold(gone.network, |held| held.registered -= 1);
+        } else {
+            self.hold(gone.network, |held| held.unregistered -= 1);
+        }
         if let Some(registration) = gone.registration {
             if self.by_peer.get(&gone.peer) == Some(&conn) {
                 self.by_peer.remove(&gone.peer);
@@ -525,7 +691,7 @@ impl RelayCore {
         let Some(this) = self.conns.get(&conn) else {
             return;
         };
-        let (peer, remote) = (this.peer, this.remote);
+        let (peer, remote, network) = (this.peer, this.remote, this.network);
         let addrs: Vec<SocketAddr> = addrs.into_iter().take(MAX_REGISTER_ADDRS).collect();
         if let Some(registration) = self
             .conns
@@ -537,22 +703,40 @@ impl RelayCore {
             registration.mapping = mapping;
             return;
         }
+        // A registration this one takes the place of (the same node
+        // again, or another at the same address) does not count against
+        // it.
+        let replaced: BTreeSet<ConnId> = [self.by_peer.get(&peer), self.by_addr.get(&remote)]
+            .into_iter()
+            .flatten()
+            .copied()
+            .filter(|older| *older != conn)
+            .collect();
+        let replaced_here = replaced
+            .iter()
+            .filter(|older| self.conns.get(older).is_some_and(|c| c.network == network))
+            .count();
         let refusal = if self
             .config
             .allow
             .as_ref()
             .is_some_and(|allow| !allow.contains(&peer))
         {
-            Some(RegisterRefusal::NotAllowed)
-        } else if self.by_peer.len() >= self.config.max_registrations
-            && !self.by_peer.contains_key(&peer)
+            Some((RegisterRefusal::NotAllowed, RelayRefusal::NotAllowed))
+        } else if self.held(network).registered - replaced_here
+            >= self.config.max_registrations_per_network
         {
-            Some(RegisterRefusal::Full)
+            Some((
+                RegisterRefusal::NetworkFull,
+                RelayRefusal::NetworkRegistrations,
+            ))
+        } else if self.by_peer.len() - replaced.len() >= self.config.max_registrations {
+            Some((RegisterRefusal::Full, RelayRefusal::Registrations))
         } else {
             None
         };
-        if let Some(reason) = refusal {
-            self.counts.refused += 1;
+        if let Some((reason, limit)) = refusal {
+            self.count_refusal(limit);
             self.send(conn, RelayMessage::RegisterRefused { reason });
             self.report(RelayReport::RegisterRefused {
                 peer,
@@ -581,6 +765,10 @@ impl RelayCore {
                 channels: BTreeSet::new(),
             });
         }
+        self.hold(network, |held| {
+            held.unregistered -= 1;
+            held.registered += 1;
+        });
         self.by_peer.insert(peer, conn);
         self.by_addr.insert(remote, conn);
         let limits = self.config.limits();
@@ -640,8 +828,11 @@ impl RelayCore {
             let told = asker
                 .told_limited
                 .is_some_and(|at| now.saturating_duration_since(at) < Duration::from_secs(1));
+            self.count_refusal(RelayRefusal::IntroductionRate);
             if !told {
-                asker.told_limited = Some(now);
+                if let Some(asker) = self.conns.get_mut(&conn) {
+                    asker.told_limited = Some(now);
+                }
                 self.refuse_introduction(conn, target, IntroduceRefusal::RateLimited);
             }
             return;
@@ -656,21 +847,16 @@ impl RelayCore {
         };
         let pair = pair_of(asker_peer, target);
         if self.hour_used(pair, now) {
+            self.count_refusal(RelayRefusal::PairHour);
             self.refuse_introduction(conn, target, IntroduceRefusal::HourUsed);
             return;
         }
         let channel = match self.pairs.get(&pair).copied() {
             Some(channel) if self.channels.contains_key(&channel) => channel,
             _ => {
-                let full = self.channels.len() >= self.config.max_pairs
-                    || [conn, other].iter().any(|end| {
-                        self.conns
-                            .get(end)
-                            .and_then(|c| c.registration.as_ref())
-                            .is_some_and(|r| r.channels.len() >= self.config.max_pairs_per_node)
-                    });
-                if full {
-                    self.refuse_introduction(conn, target, IntroduceRefusal::TooManyPairs);
+                if let Some((reason, limit)) = self.pair_refusal(conn, other) {
+                    self.count_refusal(limit);
+                    self.refuse_introduction(conn, target, reason);
                     return;
                 }
                 self.open_channel(conn, other, pair, now)
@@ -708,6 +894,30 @@ impl RelayCore {
         });
     }
 
+    /// Why a new pair of `a` and `b` is not opened, if it is not: the
+    /// relay's pairs, either node's, or either network's.
+    fn pair_refusal(&self, a: ConnId, b: ConnId) -> Option<(IntroduceRefusal, RelayRefusal)> {
+        let ends: Vec<&Conn> = [a, b].iter().filter_map(|c| self.conns.get(c)).collect();
+        if self.channels.len() >= self.config.max_pairs {
+            return Some((IntroduceRefusal::TooManyPairs, RelayRefusal::Pairs));
+        }
+        let node_full = ends.iter().any(|end| {
+            end.registration
+                .as_ref()
+                .is_some_and(|r| r.channels.len() >= self.config.max_pairs_per_node)
+        });
+        if node_full {
+            return Some((IntroduceRefusal::TooManyPairs, RelayRefusal::NodePairs));
+        }
+        let network_full = ends
+            .iter()
+            .any(|end| self.held(end.network).pairs >= self.config.max_pairs_per_network);
+        if network_full {
+            return Some((IntroduceRefusal::TooManyPairs, RelayRefusal::NetworkPairs));
+        }
+        None
+    }
+
     fn refuse_introduction(&mut self, conn: ConnId, peer: PeerId, reason: IntroduceRefusal) {
         self.counts.introductions_refused += 1;
         self.send(conn, RelayMessage::IntroduceFailed { peer, reason });
@@ -722,9 +932,14 @@ impl RelayCore {
         };
         let end = |core: &Self, conn: ConnId| {
             let c = &core.conns[&conn];
-            ((conn, c.remote), c.peer)
+            ((conn, c.remote), c.peer, c.network)
         };
-        let ((end_a, peer_a), (end_b, peer_b)) = (end(self, a), end(self, b));
+        let ((end_a, peer_a, network_a), (end_b, peer_b, network_b)) = (end(self, a), end(self, b));
+        let mut networks = vec![network_a, network_b];
+        networks.dedup();
+        for network in &networks {
+            self.hold(*network, |held| held.pairs += 1);
+        }
         let rate = (self.config.pair_rate > 0).then(|| {
             // A quarter of a second's worth at once: the pair's queue is
             // its own, never the relay's.
@@ -735,6 +950,7 @@ impl RelayCore {
             channel,
             Channel {
                 ends: [end_a, end_b],
+                networks,
                 peers: [peer_a, peer_b],
                 rate,
                 last_used: now,
@@ -758,6 +974,9 @@ impl RelayCore {
         let Some(gone) = self.channels.remove(&channel) else {
             return;
         };
+        for network in &gone.networks {
+            self.hold(*network, |held| held.pairs -= 1);
+        }
         let pair = pair_of(gone.peers[0], gone.peers[1]);
         if self.pairs.get(&pair) == Some(&channel) {
             self.pairs.remove(&pair);
@@ -871,6 +1090,29 @@ impl RelayCore {
                 self.hours.remove(&pair);
             }
         }
+    }
+
+    /// Checks what each network is said to hold against the connections,
+    /// handshakes and channels themselves (tests only).
+    #[cfg(test)]
+    fn check_held(&self) {
+        let mut counted: HashMap<Prefix, Held> = HashMap::new();
+        for network in self.handshakes.values() {
+            counted.entry(*network).or_default().handshakes += 1;
+        }
+        for conn in self.conns.values() {
+            let held = counted.entry(conn.network).or_default();
+            match conn.registration {
+                Some(_) => held.registered += 1,
+                None => held.unregistered += 1,
+            }
+        }
+        for channel in self.channels.values() {
+            for network in &channel.networks {
+                counted.entry(*network).or_default().pairs += 1;
+            }
+        }
+        assert_eq!(counted, self.by_network);
     }
 
     /// When [`RelayCore::handle_timeout`] is due next.

@@ -4,7 +4,11 @@
 //! key fails), the bytes as they are, counted at the relay. A stranger's
 //! datagrams reach nobody, whatever channel they name; a node the relay
 //! does not know is not introduced; and under 200 registrations and a flood
-//! of introductions the relay keeps its caps.
+//! of introductions the relay keeps its caps. The relay is shared among
+//! hosts, not ids: one host flooding it with fresh ids, or with handshakes
+//! that never register, leaves room for nodes on other networks (the tests
+//! that say so bind their hosts to loopback addresses in distinct /24s of
+//! 127.0.0.0/8, and say how many).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -36,9 +40,14 @@ struct Node {
 
 impl Node {
     async fn start(relay: RelayAddr) -> Node {
+        Self::start_at(relay, loopback()).await
+    }
+
+    /// A node whose socket is bound at `bind` (a host of its own network).
+    async fn start_at(relay: RelayAddr, bind: SocketAddr) -> Node {
         let identity = Arc::new(Identity::generate().unwrap());
         let tuning = TransportTuning::default();
-        let (endpoint, paths) = bind_endpoint_with_paths(loopback(), &identity, &tuning).unwrap();
+        let (endpoint, paths) = bind_endpoint_with_paths(bind, &identity, &tuning).unwrap();
         let (sender, events) = mpsc::channel(64);
         let link = RelayLink::start(
             endpoint.clone(),
@@ -77,6 +86,51 @@ impl Node {
     fn id(&self) -> PeerId {
         self.identity.peer_id()
     }
+}
+
+/// Host `h` of network `net`: `127.0.net.h`, port 0 (a /24 of its own for
+/// each `net`; loopback answers at every address of 127.0.0.0/8).
+fn host(net: u8, h: u8) -> SocketAddr {
+    SocketAddr::from(([127, 0, net, h], 0))
+}
+
+/// Sends `len` bytes from `a` to `b` over a QUIC connection on the
+/// relay's channel (`path_at_a`: `b` as `a` dials it) and checks they
+/// arrive as they were.
+async fn send_through_relay(a: &Node, b: &Node, path_at_a: SocketAddr, len: usize) {
+    let tuning = TransportTuning::default();
+    let listener = {
+        let (endpoint, identity, tuning) =
+            (b.endpoint.clone(), Arc::clone(&b.identity), tuning.clone());
+        tokio::spawn(async move {
+            let incoming = endpoint.accept().await.unwrap();
+            let (connection, _) = transport::accept(incoming, &identity, &tuning)
+                .await
+                .unwrap();
+            let mut stream = connection.accept_uni().await.unwrap();
+            stream.read_to_end(8 << 20).await.unwrap()
+        })
+    };
+    let peer = PeerAddr {
+        id: b.id(),
+        addr: path_at_a,
+    };
+    let connection = tokio::time::timeout(
+        DEADLINE,
+        transport::connect(&a.endpoint, &peer, &a.identity, &tuning),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let payload: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+    let mut stream = connection.open_uni().await.unwrap();
+    stream.write_all(&payload).await.unwrap();
+    stream.finish().unwrap();
+    let received = tokio::time::timeout(DEADLINE, listener)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(received, payload);
 }
 
 async fn relay(config: RelayConfig) -> (RelayAddr, minimodel_swarm::relay::RelayCounter) {
@@ -226,6 +280,8 @@ async fn a_stranger_gets_nothing_relayed_and_an_unknown_peer_is_not_introduced()
     assert_eq!(b.paths.counts().relayed_in, before.relayed_in);
 }
 
+/// 200 nodes on 20 /24s register with a relay that takes 150, then each
+/// asks for 40 introductions as fast as it can.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_registrations_and_a_flood_of_introductions_stay_within_the_caps() {
     let config = RelayConfig {
@@ -238,10 +294,13 @@ async fn two_hundred_registrations_and_a_flood_of_introductions_stay_within_the_
     let (relay, counter) = relay(config.clone()).await;
     let mut nodes = Vec::new();
     let mut refused = 0;
-    for _ in 0..200 {
+    // Ten nodes on each of 20 /24s of loopback: within each network's
+    // share of the registrations, so the relay's own total binds.
+    for n in 0..200u8 {
         let identity = Arc::new(Identity::generate().unwrap());
         let tuning = TransportTuning::default();
-        let (endpoint, paths) = bind_endpoint_with_paths(loopback(), &identity, &tuning).unwrap();
+        let (endpoint, paths) =
+            bind_endpoint_with_paths(host(n / 10 + 1, n % 10 + 1), &identity, &tuning).unwrap();
         let (sender, mut events) = mpsc::channel(256);
         let link = RelayLink::start(
             endpoint.clone(),
@@ -292,4 +351,172 @@ async fn two_hundred_registrations_and_a_flood_of_introductions_stay_within_the_
     .await
     .unwrap();
     assert!(answered);
+}
+
+/// One host (127.0.0.1) registers fresh ids as fast as it can, for as long
+/// as the test runs, while twenty hosts on twenty other /24s register: all
+/// twenty get in, and two of them are introduced and relayed. 21 distinct
+/// /24s in all. Counted only per id, as before, the flood took every place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_host_flooding_registrations_leaves_room_for_twenty_hosts_elsewhere() {
+    let config = RelayConfig {
+        max_registrations: 48,
+        ..RelayConfig::default()
+    };
+    let (relay, counter) = relay(config.clone()).await;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flood = {
+        let stop = Arc::clone(&stop);
+        tokio::spawn(async move {
+            let (mut registered, mut refused) = (Vec::new(), 0usize);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let identity = Arc::new(Identity::generate().unwrap());
+                let tuning = TransportTuning::default();
+                let (endpoint, paths) =
+                    bind_endpoint_with_paths(host(0, 1), &identity, &tuning).unwrap();
+                let (sender, mut events) = mpsc::channel(16);
+                let link = RelayLink::start(
+                    endpoint.clone(),
+                    paths,
+                    relay,
+                    identity,
+                    &tuning,
+                    Registration {
+                        agent: "flood/1".into(),
+                        addrs: Vec::new(),
+                        mapping: MappingKind::Unknown,
+                    },
+                    sender,
+                );
+                match tokio::time::timeout(DEADLINE, events.recv()).await {
+                    Ok(Some(RelayEvent::Registered { .. })) => {
+                        registered.push((endpoint, link, events))
+                    }
+                    Ok(Some(RelayEvent::Refused { reason, .. })) => {
+                        assert_eq!(reason, minimodel_wire::relay::RegisterRefusal::NetworkFull);
+                        refused += 1;
+                    }
+                    other => panic!("the flood heard {other:?}"),
+                }
+            }
+            (registered.len(), refused)
+        })
+    };
+    // The flood takes its network's share first.
+    let per_network = config.max_registrations_per_network;
+    tokio::time::timeout(DEADLINE, async {
+        while !counter
+            .counts()
+            .refused
+            .contains_key(&minimodel_swarm::relay::RelayRefusal::NetworkRegistrations)
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the flood reaches its network's cap");
+    let mut nodes = Vec::new();
+    for net in 1..=20u8 {
+        nodes.push(Node::start_at(relay, host(net, 1)).await);
+    }
+    let counts = counter.counts();
+    assert_eq!(counts.registrations, per_network + 20, "{counts:?}");
+    // Two of them trade through the relay.
+    let (mut a, mut b) = (nodes.remove(0), nodes.remove(0));
+    let (path_at_a, _) = introduce(&mut a, &mut b).await;
+    send_through_relay(&a, &b, path_at_a, 256 << 10).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (flooded, refused) = flood.await.unwrap();
+    assert_eq!(flooded, per_network);
+    assert!(refused > 0);
+    let counts = counter.counts();
+    assert!(counts.forwarded_bytes >= 256 << 10, "{counts:?}");
+}
+
+/// One host opens 2,000 connections that would finish their handshake and
+/// never register: the relay holds at most its network's share of them at
+/// once (8 up; then each next one is refused at its first packet, before
+/// it holds any state), so what it holds stays under a bound (asserted:
+/// at most 64 QUIC connections open on its endpoint at any moment, about
+/// 57 KB each, under 4 MB), and a node on another /24 registers in the
+/// middle of it. 2 distinct /24s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_thousand_handshakes_that_never_register_hold_little_and_keep_nobody_out() {
+    const MOST_OPEN: usize = 64;
+    let config = RelayConfig::default();
+    let (relay, counter) = relay(config.clone()).await;
+    let identity = Arc::new(Identity::generate().unwrap());
+    let tuning = TransportTuning::default();
+    let (endpoint, _paths) = bind_endpoint_with_paths(host(0, 1), &identity, &tuning).unwrap();
+    let most_open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let most_unregistered = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let watching = {
+        let (counter, most_open, most_unregistered) = (
+            counter.clone(),
+            Arc::clone(&most_open),
+            Arc::clone(&most_unregistered),
+        );
+        tokio::spawn(async move {
+            loop {
+                most_open.fetch_max(
+                    counter.open_connections(),
+                    std::sync::atomic::Ordering::Relaxed,
+                );
+                most_unregistered.fetch_max(
+                    counter.counts().unregistered,
+                    std::sync::atomic::Ordering::Relaxed,
+                );
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+    };
+    let mut held = Vec::new();
+    let mut up = 0usize;
+    let mut newcomer = None;
+    for round in 0..250usize {
+        // Eight at a time, each kept open by the attacker.
+        let dials: Vec<_> = (0..8)
+            .map(|_| {
+                let (endpoint, identity, tuning) =
+                    (endpoint.clone(), Arc::clone(&identity), tuning.clone());
+                tokio::spawn(async move {
+                    transport::connect_relay(&endpoint, relay.addr, relay.id, &identity, &tuning)
+                        .await
+                })
+            })
+            .collect();
+        for dial in dials {
+            if let Ok(Ok((connection, _))) = dial.await {
+                up += 1;
+                held.push(connection);
+            }
+        }
+        held.retain(|connection| connection.close_reason().is_none());
+        if round == 125 {
+            newcomer = Some(Node::start_at(relay, host(7, 1)).await);
+        }
+    }
+    watching.abort();
+    let counts = counter.counts();
+    let most_open = most_open.load(std::sync::atomic::Ordering::Relaxed);
+    let most_unregistered = most_unregistered.load(std::sync::atomic::Ordering::Relaxed);
+    println!(
+        "{up} of 2,000 came up; at most {most_open} connections open and {most_unregistered} not registered at once; {counts:?}"
+    );
+    assert!(up > 0, "no handshake finished");
+    assert!(
+        most_unregistered
+            <= config.max_handshakes_per_network + config.max_unregistered_per_network + 1,
+        "{most_unregistered} {counts:?}"
+    );
+    assert!(
+        most_open <= MOST_OPEN,
+        "{most_open} connections open at once"
+    );
+    assert!(
+        counts.refused.values().sum::<u64>() > 0,
+        "nothing was turned away: {counts:?}"
+    );
+    assert!(newcomer.is_some());
+    assert_eq!(counts.registrations, 1, "{counts:?}");
 }

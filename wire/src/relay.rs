@@ -91,6 +91,9 @@ pub enum RegisterRefusal {
     Full,
     /// A second Register came before it was answered, or too often.
     TooOften,
+    /// It holds as many registrations from the node's network (an IPv4
+    /// /24, an IPv6 /56) as it takes from one network.
+    NetworkFull,
 }
 
 /// Why a relay does not introduce.
@@ -147,6 +150,7 @@ reasons!(RegisterRefusal {
     NotAllowed = 1, "its operator does not let this peer register";
     Full = 2, "it holds as many registrations as it takes";
     TooOften = 3, "registered again too soon";
+    NetworkFull = 4, "it holds as many registrations from this network as it takes from one";
 });
 
 reasons!(IntroduceRefusal {

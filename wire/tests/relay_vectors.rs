@@ -46,6 +46,12 @@ fn vectors() -> Vec<(&'static str, RelayMessage)> {
             },
         ),
         (
+            "register_refused_network",
+            RelayMessage::RegisterRefused {
+                reason: RegisterRefusal::NetworkFull,
+            },
+        ),
+        (
             "connect",
             RelayMessage::Connect {
                 peer,

@@ -1,6 +1,8 @@
 //! `minimodel relay [--listen ADDR] [--identity DIR] [--pair-rate RATE]
-//! [--pair-bytes-per-hour SIZE] [--max-pairs N] [--max-registrations N]
-//! [--allow PEER_ID]... [--yes]`: a rendezvous and relay that this host's
+//! [--pair-bytes-per-hour SIZE] [--max-pairs N] [--max-pairs-per-peer N]
+//! [--max-pairs-per-network N] [--max-registrations N]
+//! [--max-registrations-per-network N] [--max-unregistered N]
+//! [--max-unregistered-per-network N] [--allow PEER_ID]... [--yes]`: a rendezvous and relay that this host's
 //! operator consents to run (`docs/relay.md`): it registers nodes that name
 //! it, introduces them to each other so that they punch through their
 //! routers, and carries their QUIC packets, as they are, where the punch
@@ -54,9 +56,25 @@ pub struct RelayArgs {
     /// Pairs one peer may be in at once.
     #[arg(long, default_value_t = RelayConfig::default().max_pairs_per_node)]
     pub max_pairs_per_peer: usize,
+    /// Pairs with a peer of one network (an IPv4 /24, an IPv6 /56) at
+    /// once, whatever their peer ids.
+    #[arg(long, default_value_t = RelayConfig::default().max_pairs_per_network)]
+    pub max_pairs_per_network: usize,
     /// Peers registered at once.
     #[arg(long, default_value_t = RelayConfig::default().max_registrations)]
     pub max_registrations: usize,
+    /// Peers registered at once from one network (an IPv4 /24, an IPv6
+    /// /56), whatever their peer ids: a household of a few peers gets in,
+    /// one host cannot take every place.
+    #[arg(long, default_value_t = RelayConfig::default().max_registrations_per_network)]
+    pub max_registrations_per_network: usize,
+    /// Connections up but not registered yet, from all sources (each is
+    /// closed unless it registers within 10 s).
+    #[arg(long, default_value_t = RelayConfig::default().max_unregistered)]
+    pub max_unregistered: usize,
+    /// Connections up but not registered yet from one network.
+    #[arg(long, default_value_t = RelayConfig::default().max_unregistered_per_network)]
+    pub max_unregistered_per_network: usize,
     /// Let only this peer register (repeatable); without it, any peer
     /// may, within the limits.
     #[arg(long = "allow", value_name = "PEER_ID")]
@@ -120,7 +138,11 @@ pub fn run(args: RelayArgs, out: Output) -> Result<(), Failure> {
         pair_bytes_per_hour: args.pair_bytes_per_hour,
         max_pairs: args.max_pairs,
         max_pairs_per_node: args.max_pairs_per_peer,
+        max_pairs_per_network: args.max_pairs_per_network,
         max_registrations: args.max_registrations,
+        max_registrations_per_network: args.max_registrations_per_network,
+        max_unregistered: args.max_unregistered,
+        max_unregistered_per_network: args.max_unregistered_per_network,
         allow: (!args.allow.is_empty()).then(|| args.allow.iter().copied().collect()),
         ..RelayConfig::default()
     };
@@ -281,16 +303,34 @@ fn say_report(report: RelayReport, out: Output) {
     out.event(&event);
 }
 
+/// The kebab-case name a count is keyed by in `--json`.
+fn key_of(value: &impl serde::Serialize) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
 fn say_counts(counts: &RelayCounts, out: Output, last: bool) {
     let dropped: u64 = counts.dropped.values().sum();
-    let line = format!(
-        "{} registered, {} channels; carried {} in {} datagrams, dropped {}",
+    let refused: u64 = counts.refused.values().sum();
+    let mut line = format!(
+        "{} registered, {} not yet, {} channels; carried {} in {} datagrams, dropped {}",
         counts.registrations,
+        counts.unregistered,
         counts.channels,
         human_bytes(counts.forwarded_bytes),
         counts.forwarded,
         dropped
     );
+    if refused > 0 {
+        let by_limit: Vec<String> = counts
+            .refused
+            .iter()
+            .map(|(limit, n)| format!("{n} {}", key_of(limit)))
+            .collect();
+        line.push_str(&format!("; refused {}", by_limit.join(", ")));
+    }
     if last {
         out.say(line);
     } else {
@@ -298,6 +338,7 @@ fn say_counts(counts: &RelayCounts, out: Output, last: bool) {
     }
     out.event(&Event::RelayStats {
         registrations: counts.registrations,
+        unregistered: counts.unregistered,
         channels: counts.channels,
         introduced: counts.introduced,
         forwarded: counts.forwarded,
@@ -305,15 +346,12 @@ fn say_counts(counts: &RelayCounts, out: Output, last: bool) {
         dropped: counts
             .dropped
             .iter()
-            .map(|(reason, n)| {
-                (
-                    serde_json::to_value(reason)
-                        .ok()
-                        .and_then(|v| v.as_str().map(str::to_owned))
-                        .unwrap_or_default(),
-                    *n,
-                )
-            })
+            .map(|(reason, n)| (key_of(reason), *n))
+            .collect(),
+        refused: counts
+            .refused
+            .iter()
+            .map(|(limit, n)| (key_of(limit), *n))
             .collect(),
         last,
     });

@@ -22,7 +22,7 @@
 //! says what that gets them.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use minimodel_wire::PeerId;
@@ -44,13 +44,7 @@ const WEIGHT: f64 = 0.3;
 /// the /48 of an IPv6 one (a home is often given a /56 or a /48, so its
 /// /64s would count as many sites).
 fn site_of(ip: IpAddr) -> Prefix {
-    match crate::address::canonical(ip) {
-        IpAddr::V6(v6) => {
-            let s = v6.segments();
-            Prefix::of(IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], 0, 0, 0, 0, 0)))
-        }
-        v4 => Prefix::of(v4),
-    }
+    Prefix::within(ip, 24, 48)
 }
 
 /// What the estimate needs from the node at a review.

@@ -46,19 +46,43 @@ impl Relay {
 
     /// Node `n` connects (its handshake done); its connection.
     fn connect(&mut self, n: u32) -> ConnId {
-        let from = addr_of(n);
+        self.connect_from(n, addr_of(n))
+    }
+
+    /// Node `n` connects from `from` (its handshake done); its connection.
+    fn connect_from(&mut self, n: u32, from: SocketAddr) -> ConnId {
         let conn = match self.core.handle_incoming(from, true, self.now) {
             RelayIncoming::Accept(conn) => conn,
             other => panic!("node {n} not let in: {other:?}"),
         };
         self.core
             .handle_handshake(conn, Some((peer(n), from)), self.now);
+        self.core.check_held();
         conn
     }
 
     /// Node `n` connects and registers; its connection.
     fn register(&mut self, n: u32) -> ConnId {
         let conn = self.connect(n);
+        self.register_conn(conn)
+    }
+
+    /// Node `n` connects from `from` and registers; its connection.
+    fn register_from(&mut self, n: u32, from: SocketAddr) -> ConnId {
+        let conn = self.connect_from(n, from);
+        self.register_conn(conn)
+    }
+
+    /// What `conn`'s Register was answered with.
+    fn registered(&mut self, conn: ConnId) -> Option<RegisterRefusal> {
+        match self.to(conn).as_slice() {
+            [RelayMessage::Registered { .. }] => None,
+            [RelayMessage::RegisterRefused { reason }] => Some(*reason),
+            other => panic!("{conn:?} heard {other:?}"),
+        }
+    }
+
+    fn register_conn(&mut self, conn: ConnId) -> ConnId {
         self.core.handle_message(
             conn,
             RelayMessage::Register {
@@ -69,6 +93,7 @@ impl Relay {
             self.now,
         );
         self.drain();
+        self.core.check_held();
         conn
     }
 
@@ -149,7 +174,15 @@ fn only_allowed_peers_register_and_a_full_relay_refuses() {
         }]
     );
     assert_eq!(relay.core.counts().registrations, 2);
-    assert_eq!(relay.core.counts().refused, 2);
+    assert_eq!(
+        relay.core.counts().refused,
+        [
+            (RelayRefusal::NotAllowed, 1),
+            (RelayRefusal::Registrations, 1)
+        ]
+        .into_iter()
+        .collect()
+    );
 }
 
 #[test]
@@ -357,7 +390,7 @@ fn an_idle_channel_ends_and_a_node_that_leaves_ends_its_channels() {
 fn handshakes_are_limited_per_prefix_and_in_all_with_a_retry_first() {
     let config = RelayConfig {
         max_handshakes: 8,
-        max_handshakes_per_prefix: 2,
+        max_handshakes_per_network: 2,
         ..RelayConfig::default()
     };
     let mut relay = Relay::new(config);
@@ -514,4 +547,212 @@ fn a_settings_that_cannot_work_are_refused() {
     ] {
         assert_eq!(RelayCore::new(config, 1).unwrap_err().setting, setting);
     }
+}
+
+/// Host `h`'s address in network `net` (an IPv4 /24 each), port `port`.
+fn host(net: u8, h: u8, port: u16) -> SocketAddr {
+    SocketAddr::from(([100, 64, net, h], port))
+}
+
+/// One host with a fresh peer id for every connection (ids cost nothing)
+/// takes only its network's share of the registrations: nodes from other
+/// networks still register, up to the relay's total, and the refusals
+/// are counted by the limit that made them.
+#[test]
+fn one_host_with_fresh_ids_takes_only_its_networks_share_of_the_registrations() {
+    let config = RelayConfig {
+        max_registrations: 64,
+        ..RelayConfig::default()
+    };
+    let per_network = config.max_registrations_per_network;
+    let mut relay = Relay::new(config.clone());
+    let mut flooded = 0;
+    for n in 0..1000u32 {
+        let conn = relay.register_from(10_000 + n, host(1, 1, 1024 + n as u16));
+        match relay.registered(conn) {
+            None => flooded += 1,
+            Some(reason) => {
+                assert_eq!(reason, RegisterRefusal::NetworkFull);
+                assert!(relay.closed.contains(&(conn, "registration refused")));
+            }
+        }
+    }
+    assert_eq!(flooded, per_network);
+    // Another host of the same /24 is the same network.
+    let neighbour = relay.register_from(20_000, host(1, 200, 4433));
+    assert_eq!(
+        relay.registered(neighbour),
+        Some(RegisterRefusal::NetworkFull)
+    );
+    // Twenty hosts on twenty other networks all get in.
+    for h in 0..20u8 {
+        let conn = relay.register_from(30_000 + u32::from(h), host(10 + h, 7, 4433));
+        assert_eq!(relay.registered(conn), None, "host {h}");
+    }
+    let counts = relay.core.counts();
+    assert_eq!(counts.registrations, per_network + 20);
+    assert_eq!(
+        counts.refused,
+        [(
+            RelayRefusal::NetworkRegistrations,
+            1000 - per_network as u64 + 1
+        )]
+        .into_iter()
+        .collect()
+    );
+    // The relay's total still binds: networks fill it, and then a new one
+    // is told it is full, not that its network is.
+    let mut net = 100u8;
+    while relay.core.counts().registrations < config.max_registrations {
+        let conn = relay.register_from(40_000 + u32::from(net), host(net, 1, 4433));
+        assert_eq!(relay.registered(conn), None);
+        net += 1;
+    }
+    let late = relay.register_from(50_000, host(250, 1, 4433));
+    assert_eq!(relay.registered(late), Some(RegisterRefusal::Full));
+    // A node of the flooding network that registers again (a restart, the
+    // same id) takes its own place, and is not refused for its network.
+    let again = relay.register_from(10_000, host(1, 1, 9999));
+    assert_eq!(relay.registered(again), None);
+    assert_eq!(relay.core.counts().registrations, config.max_registrations);
+}
+
+/// Connections that finish their handshake and never register hold at
+/// most their network's share, and the relay's, at once: once a network
+/// holds its share, its next connections are refused at their first
+/// packet (no state at all); one whose handshake ends beyond it is closed
+/// at once; the rest at `register_within`. A node from elsewhere still
+/// connects and registers.
+#[test]
+fn connections_that_never_register_are_capped_per_network_and_in_all() {
+    let config = RelayConfig {
+        max_unregistered: 40,
+        ..RelayConfig::default()
+    };
+    let per_network = config.max_unregistered_per_network;
+    let mut relay = Relay::new(config.clone());
+    let now = relay.now;
+    let from = |n: u32| host(1, 1, 1024 + n as u16);
+    // Half the network's share comes up.
+    for n in 0..4u32 {
+        relay.connect_from(10_000 + n, from(n));
+    }
+    // Then as many handshakes as the network may have in progress, all
+    // let in (the network holds less than its share), and one more
+    // refused for its handshakes.
+    let started: Vec<(u32, ConnId)> = (4..12u32)
+        .map(|n| match relay.core.handle_incoming(from(n), true, now) {
+            RelayIncoming::Accept(conn) => (n, conn),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        relay.core.handle_incoming(from(99), true, now),
+        RelayIncoming::Refuse
+    );
+    // They end together: those beyond the share are closed at once.
+    for (n, conn) in started {
+        relay
+            .core
+            .handle_handshake(conn, Some((peer(10_000 + n), from(n))), now);
+    }
+    relay.drain();
+    relay.core.check_held();
+    assert_eq!(relay.core.counts().unregistered, per_network);
+    assert_eq!(relay.closed.len(), 12 - per_network);
+    assert!(
+        relay
+            .closed
+            .iter()
+            .all(|(_, reason)| *reason == "too many connections that have not registered")
+    );
+    // 2,000 more from the network: each refused at its first packet.
+    for n in 0..2000u32 {
+        assert_eq!(
+            relay.core.handle_incoming(from(1000 + n), true, now),
+            RelayIncoming::Refuse
+        );
+    }
+    assert_eq!(relay.core.counts().unregistered, per_network);
+    let counts = relay.core.counts();
+    assert_eq!(
+        counts.refused[&RelayRefusal::NetworkUnregistered],
+        2000 + (12 - per_network) as u64
+    );
+    assert_eq!(counts.refused[&RelayRefusal::NetworkHandshakes], 1);
+    // Other networks, up to the relay's own cap; then anyone's next one
+    // is refused for the relay's.
+    let mut held = per_network;
+    for net in 2..=10u8 {
+        for h in 0..per_network as u8 {
+            let addr = host(net, h, 4433);
+            if held < config.max_unregistered {
+                relay.connect_from(20_000 + u32::from(net) * 100 + u32::from(h), addr);
+                held += 1;
+            } else {
+                assert_eq!(
+                    relay.core.handle_incoming(addr, true, now),
+                    RelayIncoming::Refuse
+                );
+            }
+        }
+        assert_eq!(relay.core.counts().unregistered, held);
+    }
+    assert_eq!(held, config.max_unregistered);
+    assert!(relay.core.counts().refused[&RelayRefusal::Unregistered] > 0);
+    // They time out; a registering node from elsewhere then gets in.
+    relay.advance(config.register_within);
+    assert_eq!(relay.core.counts().unregistered, 0);
+    let node = relay.register_from(1, host(50, 1, 4433));
+    assert_eq!(relay.registered(node), None);
+    relay.core.check_held();
+}
+
+/// Pairs with a node of one network are capped, whatever its ids: one
+/// host's nodes introduced to each other, or to anyone, hold at most its
+/// share, and two nodes elsewhere are still introduced.
+#[test]
+fn one_networks_nodes_hold_at_most_its_share_of_the_pairs() {
+    let config = RelayConfig {
+        max_pairs_per_node: 64,
+        introductions_per_minute: 600,
+        ..RelayConfig::default()
+    };
+    let per_network = config.max_pairs_per_network;
+    let mut relay = Relay::new(config);
+    let flood: Vec<ConnId> = (0..16u32)
+        .map(|n| relay.register_from(100 + n, host(1, n as u8 + 1, 4433)))
+        .collect();
+    // Honest nodes elsewhere, each on a network of its own.
+    let honest: Vec<ConnId> = (0..40u32)
+        .map(|n| relay.register_from(1000 + n, host(20 + n as u8, 1, 4433)))
+        .collect();
+    relay.sent.clear();
+    for (i, &conn) in flood.iter().enumerate() {
+        for target in 0..40u32 {
+            relay.introduce(conn, 1000 + target);
+        }
+        for other in 0..16u32 {
+            if other as usize != i {
+                relay.introduce(conn, 100 + other);
+            }
+        }
+    }
+    relay.core.check_held();
+    let flood_network = Prefix::site(host(1, 1, 1).ip());
+    assert_eq!(relay.core.held(flood_network).pairs, per_network);
+    let counts = relay.core.counts();
+    assert_eq!(counts.channels, per_network);
+    assert!(
+        counts.refused[&RelayRefusal::NetworkPairs] > 0,
+        "{counts:?}"
+    );
+    // Two honest nodes are still introduced.
+    relay.sent.clear();
+    relay.introduce(honest[0], 1001);
+    assert!(channel_of(&relay.to(honest[0])).is_some());
+    // A pair that ends gives its network's place back.
+    relay.advance(Duration::from_secs(61));
+    assert_eq!(relay.core.held(flood_network).pairs, 0);
+    relay.core.check_held();
 }

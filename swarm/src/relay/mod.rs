@@ -20,7 +20,7 @@ use std::str::FromStr;
 use minimodel_wire::PeerId;
 
 pub use client::{Registration, RelayEvent, RelayLink};
-pub use minimodel_node::relay::{DropReason, RelayConfig, RelayCounts, RelayReport};
+pub use minimodel_node::relay::{DropReason, RelayConfig, RelayCounts, RelayRefusal, RelayReport};
 pub use server::{RelayCounter, RelayError, RelayServer};
 
 /// A relay as a person names it: `HOST:PORT`, or `PEER_ID@HOST:PORT` to

@@ -179,6 +179,7 @@ impl RelayServer {
     pub fn counter(&self) -> RelayCounter {
         RelayCounter {
             core: Arc::clone(&self.core),
+            endpoint: self.endpoint.clone(),
         }
     }
 
@@ -287,12 +288,19 @@ impl RelayServer {
 #[derive(Debug, Clone)]
 pub struct RelayCounter {
     core: Arc<Mutex<RelayCore>>,
+    endpoint: quinn::Endpoint,
 }
 
 impl RelayCounter {
     /// What the relay has done, and holds now.
     pub fn counts(&self) -> RelayCounts {
         lock(&self.core).counts()
+    }
+
+    /// QUIC connections its endpoint holds now, whatever their state
+    /// (handshakes, registered, closing): what its memory grows with.
+    pub fn open_connections(&self) -> usize {
+        self.endpoint.open_connections()
     }
 }
 
