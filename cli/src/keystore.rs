@@ -15,9 +15,10 @@
 //!   `~/.local/share/minimodel/keyring`; `--keyring FILE` names another.
 
 use std::fs::{self, File};
-use std::io::{self, Read, Seek, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
+use minimodel_swarm::input::{Input, InputError, read_open};
 use minimodel_swarm::platform::{self, Guard, PrivacyProblem};
 use minimodel_verifier::signing::PublicKey;
 use minimodel_verifier::signing::SecretKey;
@@ -191,7 +192,7 @@ const KEYRING: Protection = Protection {
 /// ([`platform::check_guarded`]), given by the caller so that a test can
 /// stand in for another user.
 fn read_checked(
-    mut file: File,
+    file: File,
     path: &Path,
     privacy: Result<(), PrivacyProblem>,
     protection: Protection,
@@ -226,31 +227,26 @@ fn read_checked(
             });
         }
     }
-    if metadata.len() > max as u64 {
-        return Err(KeyFileError::TooLarge {
+    // The one bounded reader of named files, from the file's start.
+    let input = Input {
+        what: kind,
+        limit: max as u64,
+    };
+    read_open(file, path, input).map_err(|error| match error {
+        InputError::NotRegular { .. } => KeyFileError::NotRegular {
+            path: path.to_owned(),
+        },
+        InputError::TooLarge { .. } => KeyFileError::TooLarge {
             path: path.to_owned(),
             len: metadata.len(),
             kind,
             max,
-        });
-    }
-    // From the start: a positional read before this one (`another_kind`)
-    // moves a Windows handle's position (`ReadFile` at an offset does).
-    file.rewind().map_err(io_error(path))?;
-    let mut bytes = Vec::new();
-    Read::by_ref(&mut file)
-        .take(max as u64 + 1)
-        .read_to_end(&mut bytes)
-        .map_err(io_error(path))?;
-    if bytes.len() > max {
-        return Err(KeyFileError::TooLarge {
+        },
+        InputError::Open { source, .. } | InputError::Read { source, .. } => KeyFileError::Io {
             path: path.to_owned(),
-            len: bytes.len() as u64,
-            kind,
-            max,
-        });
-    }
-    Ok(bytes)
+            source,
+        },
+    })
 }
 
 /// What the system says of an open file's protection.
@@ -346,14 +342,7 @@ pub fn read_key_arg(text: &str) -> Result<KeyArg, String> {
     }
     let path = Path::new(text);
     let bytes = match open_no_follow(path) {
-        Ok(Some(file)) => {
-            let mut bytes = Vec::new();
-            Read::by_ref(&mut &file)
-                .take(MAX_KEY_FILE_LEN as u64 + 1)
-                .read_to_end(&mut bytes)
-                .map_err(|e| format!("cannot read {text}: {e}"))?;
-            bytes
-        }
+        Ok(Some(file)) => read_open(file, path, Input::KEY_FILE).map_err(|e| e.to_string())?,
         Ok(None) => {
             return Err(format!(
                 "{text} is neither a public key (mmpk1...) nor a file"

@@ -325,17 +325,21 @@ pub(crate) fn read_own_file(path: &Path, max: u64) -> Result<Option<Vec<u8>>, Li
         Err(platform::OpenRefusal::Io(error)) => return Err(io_error(path)(error)),
     };
     check_own_file(&file, path)?;
-    let mut bytes = Vec::new();
-    file.take(max + 1)
-        .read_to_end(&mut bytes)
-        .map_err(io_error(path))?;
-    if bytes.len() as u64 > max {
-        return Err(LibraryError::State {
-            path: path.to_owned(),
-            reason: format!("larger than {max} bytes"),
-        });
-    }
-    Ok(Some(bytes))
+    let input = minimodel_swarm::input::Input::json("file", max);
+    minimodel_swarm::input::read_open(file, path, input)
+        .map(Some)
+        .map_err(|error| match error {
+            minimodel_swarm::input::InputError::TooLarge { .. } => LibraryError::State {
+                path: path.to_owned(),
+                reason: format!("larger than {max} bytes"),
+            },
+            minimodel_swarm::input::InputError::NotRegular { kind, .. } => LibraryError::Unsafe {
+                path: path.to_owned(),
+                problem: format!("is {kind}, not a regular file"),
+            },
+            minimodel_swarm::input::InputError::Open { source, .. }
+            | minimodel_swarm::input::InputError::Read { source, .. } => io_error(path)(source),
+        })
 }
 
 /// An item's id: 16 lowercase hex digits, the first 8 bytes of the

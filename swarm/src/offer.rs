@@ -148,23 +148,10 @@ struct RawRequest {
 /// Why an offer or request is refused. Every one is invalid input.
 #[derive(Debug, thiserror::Error)]
 pub enum OfferError {
-    /// The file could not be read.
-    #[error("cannot read {path}")]
-    Read {
-        /// Which file.
-        path: String,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// Larger than [`MAX_FILE_LEN`].
-    #[error("{path} is {len} bytes; offers and requests are at most {MAX_FILE_LEN}")]
-    TooLarge {
-        /// Which file.
-        path: String,
-        /// Its size.
-        len: u64,
-    },
+    /// The file could not be read: missing, not a regular file, or
+    /// larger than [`MAX_FILE_LEN`] ([`crate::input`]).
+    #[error(transparent)]
+    Input(#[from] crate::input::InputError),
     /// Not JSON of the expected shape.
     #[error("{path} is not a valid {kind}: {detail}")]
     Malformed {
@@ -204,20 +191,6 @@ pub enum OfferError {
         /// Its value.
         right: String,
     },
-}
-
-fn read_limited(path: &Path) -> Result<Vec<u8>, OfferError> {
-    let name = path.display().to_string();
-    let len = std::fs::metadata(path)
-        .map_err(|source| OfferError::Read {
-            path: name.clone(),
-            source,
-        })?
-        .len();
-    if len > MAX_FILE_LEN {
-        return Err(OfferError::TooLarge { path: name, len });
-    }
-    std::fs::read(path).map_err(|source| OfferError::Read { path: name, source })
 }
 
 /// Whether an offered address can be dialed at all: a port, and an
@@ -436,7 +409,8 @@ impl PeerOffer {
 
     /// Reads and parses an offer file.
     pub fn read(path: &Path) -> Result<Self, OfferError> {
-        Self::parse(&read_limited(path)?, &path.display().to_string())
+        let bytes = crate::input::read_input(path, crate::input::Input::OFFER)?;
+        Self::parse(&bytes, &path.display().to_string())
     }
 
     /// Checks that the offer is for `manifest`'s artifact.
@@ -504,7 +478,8 @@ impl ImportRequest {
 
     /// Reads and parses a request file.
     pub fn read(path: &Path) -> Result<Self, OfferError> {
-        Self::parse(&read_limited(path)?, &path.display().to_string())
+        let bytes = crate::input::read_input(path, crate::input::Input::REQUEST)?;
+        Self::parse(&bytes, &path.display().to_string())
     }
 
     /// Checks model id, byte count and artifact SHA-256 across the request,
@@ -664,7 +639,7 @@ mod tests {
         std::fs::write(&path, vec![b' '; MAX_FILE_LEN as usize + 1]).unwrap();
         assert!(matches!(
             PeerOffer::read(&path),
-            Err(OfferError::TooLarge { .. })
+            Err(OfferError::Input(crate::input::InputError::TooLarge { .. }))
         ));
     }
 

@@ -27,7 +27,7 @@ use minimodel_verifier::channel::{
     VerifiedChannel, Withdrawal, check_item, sign_channel,
 };
 use minimodel_verifier::channel_state::{
-    MAX_ITEM_FILE_LEN, Update, UpdateError, choose_item, item_file, next_item, read_item_file,
+    Update, UpdateError, choose_item, item_file, next_item, read_item_file,
 };
 use minimodel_verifier::ids::ModelId;
 use minimodel_verifier::route::Route;
@@ -208,23 +208,12 @@ fn channels_dir(args: &ChannelPlaceArgs) -> Result<PathBuf, Failure> {
 /// file that cannot be read or does not check is invalid input (exit 3),
 /// left in place.
 fn kept_item(dir: &Path, key: &PublicKey) -> Result<Option<ChannelItem>, Failure> {
-    use std::io::Read;
     let path = item_path(dir, key);
-    let file = match std::fs::File::open(&path) {
-        Ok(file) => file,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(error) => {
-            return Err(Failure::new(
-                Exit::Transfer,
-                anyhow::Error::new(error).context(format!("cannot read {}", path.display())),
-            ));
-        }
+    let Some(bytes) =
+        super::read_input_if_present(&path, minimodel_swarm::input::Input::CHANNEL_ITEM)?
+    else {
+        return Ok(None);
     };
-    let mut bytes = Vec::new();
-    file.take(MAX_ITEM_FILE_LEN as u64 + 1)
-        .read_to_end(&mut bytes)
-        .with_context(|| format!("cannot read {}", path.display()))
-        .or_exit(Exit::Transfer)?;
     let damaged = |error: String| {
         Failure::new(
             Exit::InvalidInput,

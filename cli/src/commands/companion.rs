@@ -29,6 +29,7 @@ use minimodel_companion::view::{
 };
 use minimodel_companion::{Companion, CompanionConfig, CompanionError};
 use minimodel_swarm::app::consent::{ConsentKind, Disclosure};
+use minimodel_swarm::input::Input;
 use minimodel_verifier::manifest::Manifest;
 use minimodel_verifier::receipt::now_rfc3339;
 use minimodel_verifier::signing::PublicKey;
@@ -967,10 +968,8 @@ fn share(args: ShareArgs, out: Output) -> Result<(), Failure> {
     Ok(())
 }
 
-fn read_json_file(path: &Path) -> Result<Value, Failure> {
-    let bytes = std::fs::read(path)
-        .with_context(|| format!("cannot read {}", path.display()))
-        .or_exit(Exit::InvalidInput)?;
+fn read_json_file(path: &Path, input: Input) -> Result<Value, Failure> {
+    let bytes = super::read_input(path, input)?;
     serde_json::from_slice(&bytes)
         .with_context(|| format!("{} is not JSON", path.display()))
         .or_exit(Exit::InvalidInput)
@@ -984,16 +983,21 @@ fn ticket_text(arg: &Path) -> Option<&str> {
 
 /// `companion fetch`.
 fn fetch(args: FetchArgs, out: Output) -> Result<(), Failure> {
-    let client = client(&args.library)?;
+    // The files named are read first: one that cannot be an offer or a
+    // request is said before the companion is asked anything.
     let offers = args
         .offers
         .iter()
-        .map(|path| read_json_file(path))
+        .map(|path| read_json_file(path, Input::OFFER))
         .collect::<Result<Vec<_>, _>>()?;
     let mut request = AddDownload {
         peers: args.peers.clone(),
         offers,
-        request: args.request.as_deref().map(read_json_file).transpose()?,
+        request: args
+            .request
+            .as_deref()
+            .map(|path| read_json_file(path, Input::REQUEST))
+            .transpose()?,
         dht: args.dht,
         dht_bootstrap: args.dht_bootstrap.clone(),
         mirrors: args.mirrors.clone(),
@@ -1008,6 +1012,7 @@ fn fetch(args: FetchArgs, out: Output) -> Result<(), Failure> {
         require_signature: args.ask.require_signature,
         ..AddDownload::default()
     };
+    let client = client(&args.library)?;
     match ticket_text(&args.manifest) {
         Some(ticket) => {
             // The companion asks the ticket's peers first: seconds, when

@@ -778,15 +778,10 @@ fn read_chunk_list(
     manifest: &minimodel_verifier::Manifest,
 ) -> Result<minimodel_swarm::resume::reuse::NewChunkList, Failure> {
     use anyhow::Context as _;
-    // A chunk list is 65 bytes a chunk; a bigger file is not one.
-    let limit = 65 * manifest.chunks.chunk_count + 1;
-    let file = std::fs::File::open(path)
-        .with_context(|| format!("cannot read {}", path.display()))
-        .or_exit(Exit::InvalidInput)?;
-    let mut bytes = Vec::new();
-    std::io::Read::read_to_end(&mut std::io::Read::take(file, limit + 1), &mut bytes)
-        .with_context(|| format!("cannot read {}", path.display()))
-        .or_exit(Exit::InvalidInput)?;
+    let bytes = super::read_input(
+        path,
+        minimodel_swarm::input::Input::chunk_list(manifest.chunks.chunk_count),
+    )?;
     minimodel_swarm::resume::reuse::NewChunkList::check(manifest, &bytes)
         .with_context(|| format!("{} is not this artifact's chunk list", path.display()))
         .or_exit(Exit::InvalidInput)

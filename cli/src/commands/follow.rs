@@ -137,33 +137,37 @@ fn held_versions(out: &Path, model: &ModelId) -> Result<Vec<Held>, Failure> {
         }
         held.push(Held {
             manifest_sha256: digest,
-            delivered: delivered(&entry.path(), model, &digest),
+            delivered: delivered(&entry.path(), model, &digest)?,
         });
     }
     held.sort_by_key(|h| h.manifest_sha256.to_hex());
     Ok(held)
 }
 
-/// Whether `dir` holds `model` delivered from the manifest `digest`.
-fn delivered(dir: &Path, model: &ModelId, digest: &Sha256Digest) -> bool {
+/// Whether `dir` holds `model` delivered from the manifest `digest`. A
+/// receipt that cannot be one (over a receipt's limit, a FIFO, a device)
+/// is refused unread, as any named file is: whoever can write into DIR
+/// may have planted it (exit 3).
+fn delivered(dir: &Path, model: &ModelId, digest: &Sha256Digest) -> Result<bool, Failure> {
     let regular = |path: PathBuf| {
         std::fs::symlink_metadata(path).is_ok_and(|meta| meta.file_type().is_file())
     };
     let receipt_path = dir.join(format!("{model}.receipt.json"));
     if !regular(dir.join(format!("{model}.slm"))) || !regular(receipt_path.clone()) {
-        return false;
+        return Ok(false);
     }
-    let Ok(bytes) = std::fs::read(&receipt_path) else {
-        return false;
+    let Some(bytes) =
+        super::read_input_if_present(&receipt_path, minimodel_swarm::input::Input::RECEIPT)?
+    else {
+        return Ok(false);
     };
-    if bytes.len() > 1 << 20 {
-        return false;
-    }
-    serde_json::from_slice::<ImportReceipt>(&bytes).is_ok_and(|receipt| {
-        receipt.format == RECEIPT_FORMAT
-            && receipt.manifest_sha256 == *digest
-            && receipt.model_id == *model
-    })
+    Ok(
+        serde_json::from_slice::<ImportReceipt>(&bytes).is_ok_and(|receipt| {
+            receipt.format == RECEIPT_FORMAT
+                && receipt.manifest_sha256 == *digest
+                && receipt.model_id == *model
+        }),
+    )
 }
 
 /// Says each withdrawn version here, with where its reason is.
@@ -181,6 +185,11 @@ fn say_withdrawn(out: Output, dir: &Path, withdrawn: &[Withdrawal]) {
 /// Runs one round of `minimodel follow`.
 pub fn run(args: FollowArgs, out: Output) -> Result<(), Failure> {
     let key = args.publisher_key.read()?;
+    // What this machine holds is read before any lookup: a keyring or a
+    // receipt in DIR that cannot be one is said at once (exit 3).
+    crate::keystore::KeyringFile::load(args.keyring.as_deref())
+        .map_err(crate::trust::key_file_failure)?;
+    let held = held_versions(&args.out, &args.model_id)?;
     let ReadChannel {
         channel,
         last,
@@ -201,7 +210,6 @@ pub fn run(args: FollowArgs, out: Output) -> Result<(), Failure> {
         models: super::channel::models_of(channel.channel(), Some(&args.model_id)),
         withdrawn: super::channel::withdrawn_of(channel.channel()),
     });
-    let held = held_versions(&args.out, &args.model_id)?;
     let round = plan_round(channel.channel(), &args.model_id, &held);
     say_withdrawn(out, &args.out, &round.withdrawn_here);
     match round.next {
@@ -466,6 +474,16 @@ mod tests {
         let v1 = version_dir(out, &digest(1));
         std::fs::write(v1.join("tiny.slm"), b"x").unwrap();
         std::fs::write(v1.join("tiny.receipt.json"), b"{}").unwrap();
-        assert!(!delivered(&v1, &model(), &digest(1)));
+        assert!(!delivered(&v1, &model(), &digest(1)).unwrap());
+        // A planted sparse file of gigabytes under the receipt's name is
+        // refused by its size, unread (exit 3).
+        let planted = std::fs::File::create(v1.join("tiny.receipt.json")).unwrap();
+        planted.set_len(3 << 30).unwrap();
+        let refused = delivered(&v1, &model(), &digest(1)).unwrap_err();
+        assert_eq!(refused.exit, Exit::InvalidInput, "{refused:?}");
+        assert!(
+            format!("{:#}", refused.error).contains("larger than"),
+            "{refused:?}"
+        );
     }
 }

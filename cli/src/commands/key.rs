@@ -16,7 +16,7 @@ use clap::{Args, Subcommand};
 use minimodel_verifier::PublisherId;
 use minimodel_verifier::receipt::now_rfc3339;
 use minimodel_verifier::signing::keyring::{Pin, PinnedBy};
-use minimodel_verifier::signing::rotation::{KeyRotation, MAX_ROTATION_LEN};
+use minimodel_verifier::signing::rotation::KeyRotation;
 
 use super::write_document;
 use crate::events::Event;
@@ -217,7 +217,7 @@ fn rotate(args: RotateArgs, out: Output) -> Result<(), Failure> {
 }
 
 fn accept_rotation(args: AcceptRotationArgs, out: Output) -> Result<(), Failure> {
-    let bytes = read_limited(&args.file, MAX_ROTATION_LEN)?;
+    let bytes = super::read_input(&args.file, minimodel_swarm::input::Input::ROTATION)?;
     let rotation = KeyRotation::parse(&bytes)
         .map_err(|e| anyhow::anyhow!("{} is not a rotation statement: {e}", args.file.display()))
         .or_exit(Exit::InvalidInput)?;
@@ -346,24 +346,4 @@ fn list(args: ListArgs, out: Output) -> Result<(), Failure> {
     }
     out.say(format!("{} in {}", counted(count, "pin"), file.describe()));
     Ok(())
-}
-
-/// Reads a small file whole, refusing one above `max` bytes unread.
-pub fn read_limited(path: &std::path::Path, max: usize) -> Result<Vec<u8>, Failure> {
-    use std::io::Read;
-    let file = std::fs::File::open(path)
-        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))
-        .or_exit(Exit::InvalidInput)?;
-    let mut bytes = Vec::new();
-    file.take(max as u64 + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))
-        .or_exit(Exit::Transfer)?;
-    if bytes.len() > max {
-        return Err(Failure::new(
-            Exit::InvalidInput,
-            anyhow::anyhow!("{} is larger than {max} bytes", path.display()),
-        ));
-    }
-    Ok(bytes)
 }

@@ -25,6 +25,7 @@ use std::fs;
 use std::path::Path;
 
 use anyhow::Context;
+use minimodel_swarm::input::{Input, InputError};
 use minimodel_verifier::Manifest;
 use minimodel_verifier::digest::Sha256Digest;
 use minimodel_verifier::document::Document;
@@ -40,11 +41,40 @@ pub struct LoadedManifest {
     pub bytes: std::sync::Arc<[u8]>,
 }
 
+/// Reads a file a person named through the one bounded reader
+/// ([`minimodel_swarm::input`]): missing, not a regular file (a FIFO, a
+/// device) or over its kind's limit is invalid input (exit 3), said at
+/// once and unread; a read that fails part way is an I/O failure (exit 1).
+pub fn read_input(path: &Path, input: Input) -> Result<Vec<u8>, Failure> {
+    read_input_if_present(path, input)?.ok_or_else(|| {
+        Failure::new(
+            Exit::InvalidInput,
+            anyhow::anyhow!(
+                "cannot read {} {}: no such file",
+                input.what,
+                path.display()
+            ),
+        )
+    })
+}
+
+/// [`read_input`], `None` when nothing is at `path`.
+pub fn read_input_if_present(path: &Path, input: Input) -> Result<Option<Vec<u8>>, Failure> {
+    minimodel_swarm::input::read_input_if_present(path, input).map_err(input_failure)
+}
+
+/// The exit of a file that could not be read ([`read_input`]).
+pub fn input_failure(error: InputError) -> Failure {
+    let exit = match error {
+        InputError::Read { .. } => Exit::Transfer,
+        _ => Exit::InvalidInput,
+    };
+    Failure::new(exit, anyhow::Error::new(error))
+}
+
 /// Reads and parses a manifest; a bad one is invalid input (exit 3).
 pub fn load_manifest(path: &Path) -> Result<LoadedManifest, Failure> {
-    let bytes = fs::read(path)
-        .with_context(|| format!("cannot read manifest {}", path.display()))
-        .or_exit(Exit::InvalidInput)?;
+    let bytes = read_input(path, Input::MANIFEST)?;
     let manifest = Manifest::parse_bytes(&bytes)
         .with_context(|| format!("manifest {} is invalid", path.display()))
         .or_exit(Exit::InvalidInput)?;

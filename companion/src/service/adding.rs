@@ -63,27 +63,12 @@ struct Loaded {
 fn load_manifest(path: Option<&Path>, text: Option<&str>) -> Result<Loaded, ApiError> {
     let bytes = match (path, text) {
         (Some(path), None) => {
-            // Opened without waiting (a FIFO would block the handler's
-            // thread until someone writes to it) and read only when it is
-            // a regular file: not a FIFO, a device or a directory.
-            let file = minimodel_swarm::platform::open_nonblocking(path).map_err(|error| {
-                ApiError::invalid(format!("cannot read manifest {}: {error}", path.display()))
-            })?;
-            if !file.metadata().is_ok_and(|meta| meta.is_file()) {
-                return Err(ApiError::invalid(format!(
-                    "manifest {} is not a regular file",
-                    path.display()
-                )));
-            }
-            let mut bytes = Vec::new();
-            std::io::Read::read_to_end(
-                &mut std::io::Read::take(file, MAX_MANIFEST_BYTES + 1),
-                &mut bytes,
-            )
-            .map_err(|error| {
-                ApiError::invalid(format!("cannot read manifest {}: {error}", path.display()))
-            })?;
-            bytes
+            // The one bounded reader of named files: opened without
+            // waiting (a FIFO would block the handler's thread until
+            // someone writes to it) and read only when it is a regular
+            // file within a manifest's limit.
+            minimodel_swarm::input::read_input(path, minimodel_swarm::input::Input::MANIFEST)
+                .map_err(|error| ApiError::invalid(error.to_string()))?
         }
         (None, Some(text)) => text.as_bytes().to_vec(),
         _ => {

@@ -227,10 +227,10 @@ pub fn source_chunks(path: &Path, chunk_size: u32) -> std::io::Result<SourceChun
     let geometry = ChunkGeometry::new(bytes, chunk_size)
         .map_err(|error| std::io::Error::new(std::io::ErrorKind::InvalidInput, error))?;
     let list = path.with_extension("chunk-list");
-    // A chunk list is 65 bytes a chunk.
-    let limit = 65 * u64::from(geometry.chunk_count()) + 1;
-    if let Ok(list_bytes) = std::fs::read(&list)
-        && (list_bytes.len() as u64) < limit
+    // Beside a file given for reuse: read as any named file is, so that a
+    // FIFO or a device under its name is passed over, not waited on.
+    let input = crate::input::Input::chunk_list(u64::from(geometry.chunk_count()));
+    if let Ok(list_bytes) = crate::input::read_input(&list, input)
         && let Some(chunk_hashes) =
             super::plan::parse_chunk_list(&list_bytes, geometry.chunk_count())
     {

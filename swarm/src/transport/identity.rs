@@ -14,7 +14,7 @@
 
 use std::fmt;
 use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -225,7 +225,7 @@ fn load_key_file(file: File, path: &Path) -> Result<Identity, IdentityError> {
 
 /// [`load_key_file`] once the file's privacy is known.
 fn load_checked_key_file(
-    mut file: File,
+    file: File,
     path: &Path,
     privacy: Result<(), PrivacyProblem>,
 ) -> Result<Identity, IdentityError> {
@@ -249,24 +249,23 @@ fn load_checked_key_file(
             });
         }
     }
-    let metadata = file.metadata().map_err(io_error)?;
-    if !metadata.is_file() {
-        return Err(IdentityError::Corrupt {
+    // The one bounded reader of named files ([`crate::input`]).
+    let input = crate::input::Input {
+        what: "peer key",
+        limit: MAX_KEY_FILE_LEN,
+    };
+    let pkcs8 = crate::input::read_open(file, path, input).map_err(|error| match error {
+        crate::input::InputError::NotRegular { .. } => IdentityError::Corrupt {
             path: path.to_owned(),
             reason: "not a regular file".to_owned(),
-        });
-    }
-    if metadata.len() > MAX_KEY_FILE_LEN {
-        return Err(IdentityError::Corrupt {
+        },
+        crate::input::InputError::TooLarge { .. } => IdentityError::Corrupt {
             path: path.to_owned(),
-            reason: format!("{} bytes, more than any Ed25519 key", metadata.len()),
-        });
-    }
-    let mut pkcs8 = Vec::with_capacity(128);
-    Read::by_ref(&mut file)
-        .take(MAX_KEY_FILE_LEN + 1)
-        .read_to_end(&mut pkcs8)
-        .map_err(io_error)?;
+            reason: "more bytes than any Ed25519 key".to_owned(),
+        },
+        crate::input::InputError::Open { source, .. }
+        | crate::input::InputError::Read { source, .. } => io_error(source),
+    })?;
     Identity::from_pkcs8(&pkcs8).map_err(|reason| {
         if reason == "WrongAlgorithm" {
             IdentityError::NotEd25519 {
