@@ -466,7 +466,10 @@ fn a_ticket_of_a_mirror_alone_fetches_the_manifest_beside_it_and_the_artifact_fr
     // token, even one the person gave for its host.
     let asked = binary(root)
         .args(["fetch", &ticket, "-o", "out"])
-        .env("MINIMODEL_MIRROR_TOKENS", "127.0.0.1=secret-token")
+        .env(
+            "MINIMODEL_MIRROR_TOKENS",
+            format!("127.0.0.1:{}=secret-token", mirror.addr().port()),
+        )
         .output()
         .unwrap();
     assert_eq!(code(&asked), 5, "no consent: {asked:?}");

@@ -442,7 +442,7 @@ async fn without_a_chunk_list_a_mirror_is_not_used() {
     assert_eq!(mirror.body_bytes(), 0, "no byte of the artifact was asked");
 }
 
-/// A token goes with requests to its host and nowhere else: not to the
+/// A token goes with requests to its origin and nowhere else: not to the
 /// host a redirect leads to.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_goes_to_its_host_only() {
@@ -453,7 +453,7 @@ async fn a_token_goes_to_its_host_only() {
     let port = mirror.addr().port();
     // The same server under another name.
     mirror.redirect_to(&format!("https://localhost:{port}/moved/model.slm"));
-    let tokens = MirrorTokens::parse("127.0.0.1=s3cret").unwrap();
+    let tokens = MirrorTokens::parse(&format!("127.0.0.1:{port}=s3cret")).unwrap();
     let mirrors = MirrorSet {
         tokens,
         ..set(&[mirror.url()])
@@ -472,6 +472,62 @@ async fn a_token_goes_to_its_host_only() {
             assert_eq!(*authorization, None, "to {host}");
         }
     }
+}
+
+/// A token is bound to its origin's port too: a redirect from the token's
+/// server to another port of the same host carries none, on any request,
+/// and a token named for the host alone (port 443) goes to neither.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_does_not_follow_a_redirect_to_another_port_of_its_host() {
+    let served = served("mirror-token-port", 1 << 20, 256 << 10);
+    let first = TestMirror::start(served.bytes.clone(), Some(served.chunk_list.clone()))
+        .await
+        .unwrap();
+    let second = TestMirror::start(served.bytes.clone(), Some(served.chunk_list.clone()))
+        .await
+        .unwrap();
+    let (port, other_port) = (first.addr().port(), second.addr().port());
+    assert_ne!(port, other_port);
+    assert!(
+        second
+            .url()
+            .starts_with(&format!("https://127.0.0.1:{other_port}/"))
+    );
+    first.redirect_to(&second.url());
+    let tokens = MirrorTokens::parse(&format!("127.0.0.1:{port}=s3cret")).unwrap();
+    let mirrors = MirrorSet {
+        tokens,
+        ..set(&[first.url()])
+    };
+    let (fetched, _, _out) = fetch_from(&served, mirrors).await;
+    delivered(&fetched);
+    let asked_first = first.authorizations();
+    let asked_second = second.authorizations();
+    assert!(!asked_first.is_empty() && !asked_second.is_empty());
+    for (host, authorization) in &asked_first {
+        assert_eq!(authorization.as_deref(), Some("Bearer s3cret"), "to {host}");
+    }
+    for (host, authorization) in &asked_second {
+        assert_eq!(*authorization, None, "to {host}");
+    }
+    // The host alone means port 443: neither server gets it.
+    let third = TestMirror::start(served.bytes.clone(), Some(served.chunk_list.clone()))
+        .await
+        .unwrap();
+    let mirrors = MirrorSet {
+        tokens: MirrorTokens::parse("127.0.0.1=s3cret").unwrap(),
+        ..set(&[third.url()])
+    };
+    let (fetched, _, _out) = fetch_from(&served, mirrors).await;
+    delivered(&fetched);
+    let asked = third.authorizations();
+    assert!(!asked.is_empty());
+    assert!(
+        asked
+            .iter()
+            .all(|(_, authorization)| authorization.is_none()),
+        "{asked:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -245,6 +245,15 @@ impl MirrorUrl {
         MirrorUrl::parse(&format!("{origin}{directory}{location}"), plain)
     }
 
+    /// Its origin: scheme, host and the port requests go to.
+    pub fn url_origin(&self) -> UrlOrigin {
+        UrlOrigin {
+            scheme: self.scheme,
+            host: self.host.clone(),
+            port: self.port(),
+        }
+    }
+
     /// `scheme://host[:port]`.
     pub fn origin(&self) -> String {
         match self.port {
@@ -342,6 +351,67 @@ impl FromStr for MirrorUrl {
     /// HTTPS only; [`MirrorUrl::parse`] with [`Plain::Allowed`] for more.
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         MirrorUrl::parse(text, Plain::Refused)
+    }
+}
+
+/// Where requests go: a scheme, a host and a port (the scheme's default
+/// port when none is written). Two URLs with the same origin are the same
+/// server to a browser and to us; a token is bound to one.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct UrlOrigin {
+    /// `https` or `http`.
+    pub scheme: Scheme,
+    /// The host.
+    pub host: Host,
+    /// The port.
+    pub port: u16,
+}
+
+impl UrlOrigin {
+    /// Parses an origin as a person writes one for a token: `HOST`,
+    /// `HOST:PORT`, `https://HOST[:PORT]` or `http://HOST[:PORT]`, with
+    /// no path; without a scheme, `https`.
+    pub fn parse(text: &str) -> Result<UrlOrigin, MirrorUrlError> {
+        if let Some((position, found)) = text
+            .char_indices()
+            .find(|(_, c)| !c.is_ascii() || c.is_ascii_whitespace() || c.is_ascii_control())
+        {
+            return Err(MirrorUrlError::ForbiddenCharacter { position, found });
+        }
+        let (scheme, authority) = if let Some(rest) = text.strip_prefix("https://") {
+            (Scheme::Https, rest)
+        } else if let Some(rest) = text.strip_prefix("http://") {
+            (Scheme::Http, rest)
+        } else if text.contains("://") {
+            return Err(MirrorUrlError::NotHttps);
+        } else {
+            (Scheme::Https, text)
+        };
+        let authority = authority.strip_suffix('/').unwrap_or(authority);
+        if authority.contains(['/', '?', '#']) {
+            return Err(MirrorUrlError::Malformed(
+                "an origin has no path, query or fragment",
+            ));
+        }
+        if authority.contains('@') {
+            return Err(MirrorUrlError::Credentials);
+        }
+        let (host, port) = parse_authority(authority)?;
+        Ok(UrlOrigin {
+            scheme,
+            port: port.unwrap_or(scheme.default_port()),
+            host,
+        })
+    }
+}
+
+impl fmt::Display for UrlOrigin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}://{}", self.scheme.as_str(), self.host)?;
+        if self.port != self.scheme.default_port() {
+            write!(f, ":{}", self.port)?;
+        }
+        Ok(())
     }
 }
 
@@ -692,5 +762,48 @@ mod tests {
         assert!(base.join("javascript://x", Plain::Refused).is_err());
         assert!(base.join("?x=1", Plain::Refused).is_err());
         assert!(base.join("/chunks/x.slm", Plain::Refused).is_err());
+    }
+
+    #[test]
+    fn an_origin_is_scheme_host_and_port_with_the_default_port_filled_in() {
+        let origin = |text: &str| UrlOrigin::parse(text).unwrap_or_else(|e| panic!("{text}: {e}"));
+        let plain = origin("example.org");
+        assert_eq!(plain, origin("https://example.org"));
+        assert_eq!(plain, origin("example.org:443"));
+        assert_eq!(plain, origin("https://Example.org:443/"));
+        assert_eq!(plain, ok("https://example.org/m/tiny.slm").url_origin());
+        assert_ne!(plain, origin("example.org:8443"));
+        assert_ne!(plain, origin("http://example.org:443"));
+        assert_ne!(plain, origin("http://example.org"));
+        assert_eq!(origin("http://example.org").port, 80);
+        assert_eq!(
+            origin("127.0.0.1:18443"),
+            ok("https://127.0.0.1:18443/x.slm").url_origin()
+        );
+        assert_ne!(
+            origin("127.0.0.1:18443"),
+            ok("https://127.0.0.1:18444/x.slm").url_origin()
+        );
+        assert_eq!(origin("[::1]:8443").host, Host::Ip("::1".parse().unwrap()));
+        assert_eq!(
+            origin("https://[::1]:8443").to_string(),
+            "https://[::1]:8443"
+        );
+        assert_eq!(origin("example.org:443").to_string(), "https://example.org");
+        for bad in [
+            "",
+            "example.org/path",
+            "https://example.org/x",
+            "example.org?q",
+            "ftp://example.org",
+            "user@example.org",
+            "example.org:0",
+            "example.org:65536",
+            "example.org:",
+            "[::1",
+            "exa mple.org",
+        ] {
+            assert!(UrlOrigin::parse(bad).is_err(), "{bad}");
+        }
     }
 }

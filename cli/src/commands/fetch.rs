@@ -158,8 +158,8 @@ pub struct TransferArgs {
     /// chunk list beside it at `URL.chunk-list`. Every chunk from it is
     /// checked like a peer's; a mirror that lies is dropped with its
     /// reason. A token for a mirror that needs one is read from
-    /// MINIMODEL_MIRROR_TOKENS (`HOST=TOKEN,...`) and sent to that host
-    /// only.
+    /// MINIMODEL_MIRROR_TOKENS (`HOST[:PORT]=TOKEN,...`, port 443 when
+    /// none is given) and sent to that host and port only.
     #[arg(long = "mirror", value_name = "URL")]
     pub mirrors: Vec<String>,
     /// Allow `http://` mirrors (and redirects to plain HTTP from them):
@@ -322,7 +322,7 @@ fn mirror_set(args: &TransferArgs) -> Result<Option<minimodel_swarm::mirror::Mir
     given_set(&args.mirrors, plain_if(args.allow_plain_http_mirror)).map_err(|error| {
         let hint = match &error {
             GivenMirrorsError::Tokens(_) => Some(format!(
-                "{TOKENS_VAR} holds HOST=TOKEN entries, separated by commas"
+                "{TOKENS_VAR} holds HOST[:PORT]=TOKEN entries (https; port 443 when none is given), separated by commas"
             )),
             _ if error.is_project_route() => Some(
                 "give the URL of a copy of the .slm file on a web server you trust, the one the chunk list sits beside"

@@ -213,7 +213,7 @@ impl Client {
                 HeaderValue::from_str(&value).map_err(|e| trouble(e.to_string()))?,
             );
         }
-        if let Some(token) = self.tokens.for_host(url.host()) {
+        if let Some(token) = self.tokens.for_origin(&url.url_origin()) {
             let mut value = HeaderValue::from_str(&token.bearer())
                 .map_err(|_| trouble("a token that cannot be sent".into()))?;
             // Never logged, never compressed into a shared table.

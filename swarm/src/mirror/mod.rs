@@ -7,7 +7,8 @@
 //! - [`http`]: what a response means (pure);
 //! - [`client`]: the HTTP/1.1 client on hyper (keep-alive, TLS 1.3 with
 //!   the system's roots, timeouts);
-//! - [`token`]: tokens from the environment, each sent only to its host.
+//! - [`token`]: tokens from the environment, each sent only to its origin
+//!   (scheme, host and port).
 //!
 //! Before a mirror joins, the driver reads the artifact's chunk list
 //! beside the first mirror that has one (`URL.chunk-list`, the file
@@ -64,7 +65,7 @@ pub struct MirrorSet {
     /// Whether plain `http://` was allowed (for the URLs and their
     /// redirects).
     pub plain: Plain,
-    /// Tokens, each sent to its host only.
+    /// Tokens, each sent to its origin only.
     pub tokens: MirrorTokens,
     /// The client's timeouts.
     pub timeouts: Timeouts,

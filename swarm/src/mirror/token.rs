@@ -1,14 +1,16 @@
 //! Tokens for mirrors that need one, from the environment
-//! (`MINIMODEL_MIRROR_TOKENS`): `HOST=TOKEN`, several separated by commas
-//! or blanks. A token is sent as `Authorization: Bearer TOKEN` only in
-//! requests to exactly its host (a redirect to another host carries none),
-//! and never logged: it has no `Display`, its `Debug` hides it, and the
-//! header is marked sensitive.
+//! (`MINIMODEL_MIRROR_TOKENS`): `ORIGIN=TOKEN`, several separated by commas
+//! or blanks, where the origin is `HOST` (https, port 443), `HOST:PORT`
+//! (https) or `http[s]://HOST[:PORT]`. A token is bound to its origin:
+//! sent as `Authorization: Bearer TOKEN` only in requests to exactly its
+//! scheme, host and port (a redirect to another host, another port of the
+//! same host, or plain http carries none), and never logged: it has no
+//! `Display`, its `Debug` hides it, and the header is marked sensitive.
 
 use std::collections::BTreeMap;
 use std::fmt;
 
-use minimodel_verifier::mirror_url::{Host, MirrorUrlError};
+use minimodel_verifier::mirror_url::{MirrorUrlError, UrlOrigin};
 
 /// The environment variable read for tokens.
 pub const TOKENS_VAR: &str = "MINIMODEL_MIRROR_TOKENS";
@@ -36,21 +38,23 @@ impl fmt::Debug for MirrorToken {
     }
 }
 
-/// The tokens, by host.
+/// The tokens, by origin.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct MirrorTokens(BTreeMap<Host, MirrorToken>);
+pub struct MirrorTokens(BTreeMap<UrlOrigin, MirrorToken>);
 
 /// Why the token list cannot be read. Never names a token.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TokenError {
     /// An entry without `=`.
-    #[error("entry {entry} of {TOKENS_VAR} is not HOST=TOKEN")]
+    #[error("entry {entry} of {TOKENS_VAR} is not HOST[:PORT]=TOKEN")]
     NotAPair {
         /// Which, from 1.
         entry: usize,
     },
-    /// A host that is not one.
-    #[error("entry {entry} of {TOKENS_VAR} names no host: {error}")]
+    /// An origin that is not one.
+    #[error(
+        "entry {entry} of {TOKENS_VAR} names no origin (HOST, HOST:PORT or https://HOST:PORT): {error}"
+    )]
     Host {
         /// Which, from 1.
         entry: usize,
@@ -65,8 +69,8 @@ pub enum TokenError {
         /// Which, from 1.
         entry: usize,
     },
-    /// A host named twice.
-    #[error("{TOKENS_VAR} names the host {host} twice")]
+    /// An origin named twice.
+    #[error("{TOKENS_VAR} names the origin {host} twice")]
     Twice {
         /// The host.
         host: String,
@@ -77,7 +81,7 @@ pub enum TokenError {
 }
 
 impl MirrorTokens {
-    /// Reads `HOST=TOKEN` entries separated by commas or blanks.
+    /// Reads `ORIGIN=TOKEN` entries separated by commas or blanks.
     pub fn parse(text: &str) -> Result<MirrorTokens, TokenError> {
         let mut tokens = BTreeMap::new();
         let entries = text
@@ -91,7 +95,7 @@ impl MirrorTokens {
             let (host, token) = entry.split_once('=').ok_or(TokenError::NotAPair {
                 entry: entry_number,
             })?;
-            let host = Host::parse(host).map_err(|error| TokenError::Host {
+            let host = UrlOrigin::parse(host).map_err(|error| TokenError::Host {
                 entry: entry_number,
                 error,
             })?;
@@ -113,9 +117,9 @@ impl MirrorTokens {
         Ok(MirrorTokens(tokens))
     }
 
-    /// The token for exactly `host`, if any.
-    pub fn for_host(&self, host: &Host) -> Option<&MirrorToken> {
-        self.0.get(host)
+    /// The token for exactly `origin` (scheme, host and port), if any.
+    pub fn for_origin(&self, origin: &UrlOrigin) -> Option<&MirrorToken> {
+        self.0.get(origin)
     }
 
     /// Whether there are none.
@@ -123,8 +127,9 @@ impl MirrorTokens {
         self.0.is_empty()
     }
 
-    /// The hosts with a token (for the consent prompt: never the tokens).
-    pub fn hosts(&self) -> impl Iterator<Item = &Host> {
+    /// The origins with a token (for the consent prompt: never the
+    /// tokens).
+    pub fn origins(&self) -> impl Iterator<Item = &UrlOrigin> {
         self.0.keys()
     }
 }
@@ -133,34 +138,47 @@ impl MirrorTokens {
 mod tests {
     use super::*;
 
+    fn origin(text: &str) -> UrlOrigin {
+        UrlOrigin::parse(text).unwrap()
+    }
+
     #[test]
-    fn tokens_go_to_their_host_only_and_are_never_shown() {
-        let tokens =
-            MirrorTokens::parse(" huggingface.co=hf_secret,Mirror.Example.org=t2\t[::1]=t3 ")
-                .unwrap();
-        let hub = Host::parse("huggingface.co").unwrap();
-        assert_eq!(tokens.for_host(&hub).unwrap().bearer(), "Bearer hf_secret");
+    fn tokens_go_to_their_origin_only_and_are_never_shown() {
+        let tokens = MirrorTokens::parse(
+            " huggingface.co=hf_secret,Mirror.Example.org:8443=t2\t[::1]=t3,http://10.0.0.5:8080=t4 ",
+        )
+        .unwrap();
+        let hub = origin("https://huggingface.co");
+        assert_eq!(
+            tokens.for_origin(&hub).unwrap().bearer(),
+            "Bearer hf_secret"
+        );
+        assert!(tokens.for_origin(&origin("huggingface.co:443")).is_some());
         assert!(
             tokens
-                .for_host(&Host::parse("mirror.example.org").unwrap())
+                .for_origin(&origin("mirror.example.org:8443"))
                 .is_some()
         );
-        assert!(
-            tokens
-                .for_host(
-                    &Host::parse("::1")
-                        .is_err()
-                        .then(|| Host::parse("[::1]").unwrap())
-                        .unwrap()
-                )
-                .is_some()
-        );
-        // Not a subdomain, not another host.
-        assert!(
-            tokens
-                .for_host(&Host::parse("cdn.huggingface.co").unwrap())
-                .is_none()
-        );
+        assert!(tokens.for_origin(&origin("[::1]")).is_some());
+        assert!(tokens.for_origin(&origin("http://10.0.0.5:8080")).is_some());
+        // Not a subdomain, not another host, not another port of the same
+        // host, not plain http to a host named without a scheme.
+        for elsewhere in [
+            "cdn.huggingface.co",
+            "huggingface.co:8443",
+            "http://huggingface.co",
+            "http://huggingface.co:443",
+            "mirror.example.org",
+            "mirror.example.org:8444",
+            "[::1]:8443",
+            "https://10.0.0.5:8080",
+            "http://10.0.0.5",
+        ] {
+            assert!(
+                tokens.for_origin(&origin(elsewhere)).is_none(),
+                "{elsewhere}"
+            );
+        }
         assert!(!format!("{tokens:?}").contains("secret"));
         assert_eq!(MirrorTokens::parse("").unwrap(), MirrorTokens::default());
     }
@@ -179,9 +197,9 @@ mod tests {
             ("a.org=", TokenError::Token { entry: 1 }),
             ("a.org=é", TokenError::Token { entry: 1 }),
             (
-                "a.org=x,A.org=y",
+                "a.org=x,https://A.org:443=y",
                 TokenError::Twice {
-                    host: "a.org".into(),
+                    host: "https://a.org".into(),
                 },
             ),
         ];
@@ -189,10 +207,20 @@ mod tests {
             assert_eq!(MirrorTokens::parse(text), Err(expected.clone()), "{text}");
             assert!(!expected.to_string().contains("secret"));
         }
-        assert!(matches!(
-            MirrorTokens::parse("a.org:443=x"),
-            Err(TokenError::Host { entry: 1, .. })
-        ));
+        for bad in [
+            "a.org/x=t",
+            "ftp://a.org=t",
+            "a.org:0=t",
+            "https://a.org/m.slm=t",
+        ] {
+            assert!(
+                matches!(
+                    MirrorTokens::parse(bad),
+                    Err(TokenError::Host { entry: 1, .. })
+                ),
+                "{bad}"
+            );
+        }
         assert!(matches!(
             MirrorTokens::parse(&format!("a.org={}", "x".repeat(MAX_TOKEN_LEN + 1))),
             Err(TokenError::Token { entry: 1 })
