@@ -2,7 +2,8 @@
 //!
 //! Every request passes [`crate::guard`] first (Host, Origin, and the
 //! token for everything under `/api/`). Bodies are JSON of at most
-//! [`MAX_BODY_BYTES`]; unknown fields are refused. At most
+//! [`MAX_BODY_BYTES`], each an object: unknown fields, and a body of another
+//! JSON type (`[]`, `null`, a number), are refused (422). At most
 //! [`MAX_CONNECTIONS`] connections are served at once, each closed after
 //! [`IDLE_TIMEOUT`] without a byte either way, and at most
 //! [`MAX_EVENT_STREAMS`] event streams are open at once.
@@ -50,9 +51,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::errors::ApiError;
-use crate::library::{Caps, ItemId};
+use crate::library::ItemId;
 use crate::service::Shared;
-use crate::view::{AddDownload, AddFollow, AddShare, ErrorBody, SetLimits};
+use crate::view::ErrorBody;
 
 pub use crate::view::MAX_BODY_BYTES;
 
@@ -300,14 +301,25 @@ async fn read_body(request: Request) -> Result<Request, ApiError> {
     Ok(Request::from_parts(parts, axum::body::Body::from(bytes)))
 }
 
-fn body<T>(body: Result<axum::Json<T>, JsonRejection>) -> Result<T, ApiError> {
-    body.map(|axum::Json(value)| value).map_err(|rejection| {
+/// A request's JSON body: an object, whatever the handler reads from it.
+/// Read as an object first, so that a body of another JSON type (`[]`,
+/// `1`, `"x"`, `null`) is refused (422) before serde could read an array
+/// as a struct's fields in order, or as none of them.
+type JsonBody = Result<axum::Json<serde_json::Map<String, serde_json::Value>>, JsonRejection>;
+
+fn body<T: serde::de::DeserializeOwned>(body: JsonBody) -> Result<T, ApiError> {
+    let axum::Json(object) = body.map_err(|rejection| {
         let status = rejection.status().as_u16();
         let mut error = ApiError::invalid(rejection.body_text());
         if status == 413 || status == 415 {
             error.status = status;
         }
         error
+    })?;
+    serde_json::from_value(serde_json::Value::Object(object)).map_err(|error| {
+        ApiError::invalid(format!(
+            "Failed to deserialize the JSON body into the target type: {error}"
+        ))
     })
 }
 
@@ -361,10 +373,7 @@ async fn follows(State(state): State<AppState>) -> Response {
     json(StatusCode::OK, &state.shared.follows().await)
 }
 
-async fn add_follow(
-    State(state): State<AppState>,
-    request: Result<axum::Json<AddFollow>, JsonRejection>,
-) -> Response {
+async fn add_follow(State(state): State<AppState>, request: JsonBody) -> Response {
     match async { state.shared.add_follow(body(request)?).await }.await {
         Ok(view) => json(StatusCode::CREATED, &view),
         Err(error) => error.into_response(),
@@ -391,40 +400,28 @@ async fn look_up(
     }
 }
 
-async fn add_share(
-    State(state): State<AppState>,
-    request: Result<axum::Json<AddShare>, JsonRejection>,
-) -> Response {
+async fn add_share(State(state): State<AppState>, request: JsonBody) -> Response {
     match async { state.shared.add_share(body(request)?).await }.await {
         Ok(view) => json(StatusCode::CREATED, &view),
         Err(error) => error.into_response(),
     }
 }
 
-async fn preview_share(
-    State(state): State<AppState>,
-    request: Result<axum::Json<AddShare>, JsonRejection>,
-) -> Response {
+async fn preview_share(State(state): State<AppState>, request: JsonBody) -> Response {
     match async { state.shared.preview_share(&body(request)?).await }.await {
         Ok(preview) => json(StatusCode::OK, &preview),
         Err(error) => error.into_response(),
     }
 }
 
-async fn add_download(
-    State(state): State<AppState>,
-    request: Result<axum::Json<AddDownload>, JsonRejection>,
-) -> Response {
+async fn add_download(State(state): State<AppState>, request: JsonBody) -> Response {
     match async { state.shared.add_download(body(request)?).await }.await {
         Ok(view) => json(StatusCode::CREATED, &view),
         Err(error) => error.into_response(),
     }
 }
 
-async fn preview_download(
-    State(state): State<AppState>,
-    request: Result<axum::Json<AddDownload>, JsonRejection>,
-) -> Response {
+async fn preview_download(State(state): State<AppState>, request: JsonBody) -> Response {
     match async { state.shared.preview_download(&body(request)?).await }.await {
         Ok(preview) => json(StatusCode::OK, &preview),
         Err(error) => error.into_response(),
@@ -448,7 +445,7 @@ async fn resume(State(state): State<AppState>, Path(id): Path<String>) -> Respon
 async fn set_caps(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    request: Result<axum::Json<Caps>, JsonRejection>,
+    request: JsonBody,
 ) -> Response {
     match async { state.shared.set_caps(&item_id(&id)?, body(request)?).await }.await {
         Ok(view) => json(StatusCode::OK, &view),
@@ -501,10 +498,7 @@ async fn rates(State(state): State<AppState>) -> Response {
     json(StatusCode::OK, &state.shared.rates().await)
 }
 
-async fn set_limits(
-    State(state): State<AppState>,
-    request: Result<axum::Json<SetLimits>, JsonRejection>,
-) -> Response {
+async fn set_limits(State(state): State<AppState>, request: JsonBody) -> Response {
     match async { state.shared.set_limits(body(request)?).await }.await {
         Ok(view) => json(StatusCode::OK, &view),
         Err(error) => error.into_response(),

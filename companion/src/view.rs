@@ -10,6 +10,20 @@ use serde::{Deserialize, Serialize};
 use crate::library::{Caps, ItemKind};
 use crate::translog::LogEntry;
 
+/// Reads a struct of a request's body only from a JSON object: serde
+/// would also take an array as its fields in order (and `[]` as none of
+/// them, every cap and consent cleared).
+fn object<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
+{
+    use serde::de::Error as _;
+    let fields =
+        <serde_json::Map<String, serde_json::Value> as Deserialize>::deserialize(deserializer)?;
+    serde_json::from_value(serde_json::Value::Object(fields)).map_err(D::Error::custom)
+}
+
 /// The `format` of [`LibraryView`].
 pub const VIEW_FORMAT: &str = "minimodel-companion-view-v0";
 /// The largest request body read.
@@ -51,10 +65,10 @@ pub struct AddShare {
     /// The `.slm` file to serve, on this host.
     pub file: PathBuf,
     /// The consent given.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "object")]
     pub consent: Consent,
     /// The item's own caps.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "object")]
     pub caps: Caps,
     /// The publisher's key (`mmpk1...`): the manifest must be signed by
     /// it.
@@ -121,10 +135,10 @@ pub struct AddDownload {
     #[serde(default)]
     pub seed_after: bool,
     /// The consent given.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "object")]
     pub consent: Consent,
     /// The item's own caps.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "object")]
     pub caps: Caps,
     /// The publisher's key (`mmpk1...`).
     #[serde(default)]
@@ -140,7 +154,7 @@ pub struct AddDownload {
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct SetLimits {
     /// Caps over every item together.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "object")]
     pub caps: Caps,
     /// The most bytes the library's downloads may take.
     #[serde(default)]
@@ -162,7 +176,7 @@ pub struct AddFollow {
     /// version; `consent.trust_key` pins the key at the first one).
     pub policy: crate::library::FollowPolicy,
     /// The consent given (`auto` only).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "object")]
     pub consent: Consent,
     /// Copies of the model's latest version on the web (`https://` only,
     /// at most 16): each new version is fetched from them beside its

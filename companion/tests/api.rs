@@ -547,6 +547,77 @@ fn a_download_over_the_quota_is_refused_before_any_byte() {
     assert_eq!(status, 201, "{added}");
 }
 
+/// A body of another JSON type than an object is refused (422) on every
+/// route that takes a body, as an unknown field is, and changes nothing:
+/// `[]` on the limits once read as "no cap and no quota" and cleared them.
+#[test]
+fn a_body_that_is_not_a_json_object_is_refused_and_changes_nothing() {
+    let temp = tempfile::tempdir().unwrap();
+    let companion = start(&temp.path().join("library"));
+    let (status, set) = companion.send(
+        "PUT",
+        "/api/v1/limits",
+        &json!({"quota_bytes": 1u64 << 30, "caps": {"max_upload": 1_000_000}}),
+    );
+    assert_eq!(status, 200, "{set}");
+    let before = companion.get("/api/v1/library").1["limits"].clone();
+    assert_eq!(before["quota"]["quota_bytes"], 1u64 << 30, "{before}");
+    let routes = [
+        ("PUT", "/api/v1/limits"),
+        ("POST", "/api/v1/shares"),
+        ("POST", "/api/v1/shares/preview"),
+        ("POST", "/api/v1/downloads"),
+        ("POST", "/api/v1/downloads/preview"),
+        ("POST", "/api/v1/follows"),
+    ];
+    for body in [
+        json!([]),
+        json!([{"quota_bytes": 1}]),
+        json!(null),
+        json!(0),
+        json!("caps"),
+        json!(true),
+    ] {
+        for (method, path) in routes {
+            let (status, reply) = companion.send(method, path, &body);
+            assert_eq!(status, 422, "{method} {path} {body}: {reply}");
+            assert_eq!(
+                reply["kind"], "invalid-input",
+                "{method} {path} {body}: {reply}"
+            );
+        }
+    }
+    // The same one level down: caps or consent that are not objects.
+    for body in [
+        json!({"caps": []}),
+        json!({"caps": [1_000_000, 1_000_000]}),
+        json!({"caps": null}),
+    ] {
+        let (status, reply) = companion.send("PUT", "/api/v1/limits", &body);
+        assert_eq!(status, 422, "{body}: {reply}");
+    }
+    let (status, reply) = companion.send(
+        "POST",
+        "/api/v1/downloads/preview",
+        &json!({"ticket": "mm1x", "consent": [true]}),
+    );
+    assert_eq!(status, 422, "consent as an array: {reply}");
+    let (status, reply) = companion.send("PUT", "/api/v1/limits", &json!({"quota": 1}));
+    assert_eq!(status, 422, "an unknown field: {reply}");
+    // The free bytes of the disk move with everything else on it.
+    let after = companion.get("/api/v1/library").1["limits"].clone();
+    assert_eq!(after["caps"], before["caps"]);
+    assert_eq!(
+        after["quota"]["quota_bytes"],
+        before["quota"]["quota_bytes"]
+    );
+    assert!(
+        companion.get("/api/v1/library").1["items"]
+            .as_array()
+            .is_some_and(Vec::is_empty)
+    );
+}
+
 #[test]
 fn a_second_companion_on_one_library_is_refused() {
     let temp = tempfile::tempdir().unwrap();
