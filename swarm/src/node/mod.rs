@@ -267,7 +267,7 @@ pub(crate) struct Node {
     /// Local discovery, with `--lan`.
     lan: Option<crate::lan::LanTask>,
     /// The links to the relays it uses, and what they say.
-    relay_links: Vec<crate::relay::RelayLink>,
+    relay_links: RelayLinks,
     relay_events: mpsc::Receiver<crate::relay::RelayEvent>,
     /// This node's swarm on a shared endpoint, when it uses one (the
     /// endpoint's accept loop routes its handshakes here).
@@ -352,8 +352,48 @@ fn listen_addrs_for_relays(core: &NodeCore) -> Vec<SocketAddr> {
         .collect()
 }
 
+/// The links a node asks its relays through: its own, or its shared
+/// endpoint's (one set for every swarm on it).
+#[derive(Debug)]
+enum RelayLinks {
+    Own(Vec<crate::relay::RelayLink>),
+    Shared(crate::relay::hub::HubSubscription),
+}
+
+impl RelayLinks {
+    fn introduce(&self, relay: SocketAddr, peer: minimodel_wire::PeerId) {
+        match self {
+            RelayLinks::Own(links) => {
+                if let Some(link) = links.iter().find(|link| link.relay().addr == relay) {
+                    link.introduce(peer);
+                }
+            }
+            RelayLinks::Shared(subscription) => {
+                subscription.introduce(relay, peer);
+            }
+        }
+    }
+
+    fn registered(&self) -> Vec<crate::relay::RegisteredWatch> {
+        match self {
+            RelayLinks::Own(links) => links
+                .iter()
+                .map(|link| (link.relay(), link.registered()))
+                .collect(),
+            RelayLinks::Shared(subscription) => subscription.hub().registered(),
+        }
+    }
+
+    /// Ends its own links (the relays forget it); a shared endpoint's stay
+    /// for the other swarms on it.
+    fn clear(&mut self) {
+        *self = RelayLinks::Own(Vec::new());
+    }
+}
+
 /// Starts a link to every relay the node uses (its own, and those its
-/// peers name), and tells the core which relays each peer names.
+/// peers name), or asks its shared endpoint to keep one, and tells the
+/// core which relays each peer names.
 fn start_relay_links(
     config: &NodeSettings,
     identity: &Arc<Identity>,
@@ -362,10 +402,7 @@ fn start_relay_links(
     paths: &crate::transport::Paths,
     addrs: Vec<SocketAddr>,
     core: &mut NodeCore,
-) -> (
-    Vec<crate::relay::RelayLink>,
-    mpsc::Receiver<crate::relay::RelayEvent>,
-) {
+) -> (RelayLinks, mpsc::Receiver<crate::relay::RelayEvent>) {
     let (sender, events) = mpsc::channel(256);
     let mut relays: Vec<crate::relay::RelayAddr> = config.relays.clone();
     let now = Instant::now();
@@ -379,9 +416,15 @@ fn start_relay_links(
         }
     }
     // One link per endpoint and relay: on a shared endpoint the relays
-    // are the endpoint's (not yet: a library's nodes use none).
-    if config.shared.is_some() || tokio::runtime::Handle::try_current().is_err() {
-        return (Vec::new(), events);
+    // are the endpoint's, for every swarm on it.
+    if let Some(shared) = &config.shared {
+        let hub = shared.relay_hub();
+        hub.use_relays(&relays);
+        let (subscription, events) = hub.subscribe();
+        return (RelayLinks::Shared(subscription), events);
+    }
+    if tokio::runtime::Handle::try_current().is_err() {
+        return (RelayLinks::Own(Vec::new()), events);
     }
     let registration = crate::relay::Registration {
         agent: agent.to_owned(),
@@ -390,7 +433,7 @@ fn start_relay_links(
     };
     let links = relays
         .into_iter()
-        .take(4)
+        .take(MAX_OWN_RELAY_LINKS)
         .map(|relay| {
             crate::relay::RelayLink::start(
                 endpoint.clone(),
@@ -403,8 +446,11 @@ fn start_relay_links(
             )
         })
         .collect();
-    (links, events)
+    (RelayLinks::Own(links), events)
 }
+
+/// Most relays a node of its own keeps links to.
+const MAX_OWN_RELAY_LINKS: usize = 4;
 
 /// Starts local discovery for the node `parts` describes: announcing at
 /// `listen`'s port on its `lan` addresses when it listens and serves,
@@ -619,10 +665,7 @@ impl Node {
 
     /// Its relay links' registrations, to watch.
     pub(crate) fn registered_relays(&self) -> Vec<crate::relay::RegisteredWatch> {
-        self.relay_links
-            .iter()
-            .map(|link| (link.relay(), link.registered()))
-            .collect()
+        self.relay_links.registered()
     }
 
     fn on_relay_event(&mut self, event: crate::relay::RelayEvent) {
@@ -1153,15 +1196,7 @@ impl Node {
                 self.links.insert(link, DriverLink::Attempt(task));
             }
             Action::Open { addrs } => self.paths.open(&addrs),
-            Action::RelayIntroduce { relay, peer } => {
-                if let Some(link) = self
-                    .relay_links
-                    .iter()
-                    .find(|link| link.relay().addr == relay)
-                {
-                    link.introduce(peer);
-                }
-            }
+            Action::RelayIntroduce { relay, peer } => self.relay_links.introduce(relay, peer),
             Action::Abort { link } => self.drop_link(link),
             Action::Send { link, message } => {
                 let sent = match self.links.get(&link) {

@@ -8,8 +8,9 @@
 //! goes: to the node of the swarm a Hello names, or of the manifest a query
 //! asks for, or back with the refusal the gate gives. From then on the
 //! handshake is that node's, exactly as if its own endpoint had accepted
-//! it. Every node dials from the same endpoint. Nothing here decides: the
-//! gate and each node's core do.
+//! it. Every node dials from the same endpoint, and asks through the same
+//! relay links ([`crate::relay::hub`]): a relay knows the endpoint as one
+//! node. Nothing here decides: the gate and each node's core do.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -52,6 +53,7 @@ struct Inner {
     accept: tokio::task::AbortHandle,
     port_map: Mutex<Option<crate::portmap::PortMapTask>>,
     mapped: Option<tokio::sync::watch::Receiver<crate::portmap::MapState>>,
+    relays: crate::relay::hub::RelayHub,
 }
 
 impl Drop for Inner {
@@ -116,6 +118,29 @@ impl SharedEndpoint {
                 )
             });
         let mapped = port_map.as_ref().map(crate::portmap::PortMapTask::state);
+        // What it registers with at relays: where it listens that peers
+        // may reach without its router (global IPv6, LAN addresses).
+        let own: Vec<SocketAddr> = crate::addrs::listener_addrs(listen, &[])
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|addr| {
+                use minimodel_node::address::{Scope, scope};
+                minimodel_wire::is_lan_addr(*addr)
+                    || (addr.is_ipv6() && scope(*addr) == Scope::Global)
+            })
+            .take(minimodel_wire::relay::MAX_REGISTER_ADDRS)
+            .collect();
+        let relays = crate::relay::hub::RelayHub::new(
+            endpoint.clone(),
+            paths.clone(),
+            Arc::clone(&identity),
+            tuning.clone(),
+            crate::relay::Registration {
+                agent: concat!("minimodel/", env!("CARGO_PKG_VERSION")).to_owned(),
+                addrs: own,
+                mapping: minimodel_wire::relay::MappingKind::Unknown,
+            },
+        );
         Ok(Self {
             inner: Arc::new(Inner {
                 endpoint,
@@ -127,6 +152,7 @@ impl SharedEndpoint {
                 accept,
                 port_map: Mutex::new(port_map),
                 mapped,
+                relays,
             }),
         })
     }
@@ -178,6 +204,29 @@ impl SharedEndpoint {
         tell(&grants);
     }
 
+    /// Keeps a link to each of `relays` (`--relay`: at most
+    /// [`crate::relay::hub::MAX_HUB_LINKS`] in all, with those the peers
+    /// of its swarms name), registered as this endpoint, for every swarm
+    /// on it.
+    pub fn use_relays(&self, relays: &[crate::relay::RelayAddr]) {
+        self.inner.relays.use_relays(relays);
+    }
+
+    /// The relays it keeps links to.
+    pub fn relays(&self) -> Vec<crate::relay::RelayAddr> {
+        self.inner.relays.relays()
+    }
+
+    /// Each relay link's registration, to watch (what offers and tickets
+    /// name once registered: [`crate::relay::settled_relays`]).
+    pub fn registered_relays(&self) -> Vec<crate::relay::RegisteredWatch> {
+        self.inner.relays.registered()
+    }
+
+    pub(crate) fn relay_hub(&self) -> &crate::relay::hub::RelayHub {
+        &self.inner.relays
+    }
+
     /// The router's mapping of its port, when one was asked for.
     pub fn port_mapping(&self) -> Option<tokio::sync::watch::Receiver<crate::portmap::MapState>> {
         self.inner.mapped.clone()
@@ -198,6 +247,8 @@ impl SharedEndpoint {
         if let Some(port_map) = port_map {
             port_map.stop().await;
         }
+        // The relays forget it.
+        self.inner.relays.stop();
         self.inner.endpoint.close(0u32.into(), b"shutdown");
         let flush = self.inner.tuning.close_flush;
         let _ = tokio::time::timeout(flush, self.inner.endpoint.wait_idle()).await;

@@ -10,6 +10,7 @@
 //! connections and move the datagrams.
 
 pub mod client;
+pub(crate) mod hub;
 pub mod server;
 mod socket;
 
