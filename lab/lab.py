@@ -639,6 +639,8 @@ SETS = {
            "home-seeder-igd", "lan-only", "library-4x4", "homes-4x32-symmetric-upnp",
            "home-alone", "router-kinds", "homes-4x32-cone-open", "share-default-cubic",
            "far-64-25ms-1pct-50mbit", "relay-homes-cone", "relay-homes-symmetric",
+           "relay-homes-companions-cone", "relay-homes-companions-symmetric",
+           "relay-homes-seed-to-companion-symmetric", "relay-homes-companion-to-fetch-symmetric",
            "mirror-4x16", "mirror-vs-seed-256-nginx"],
     # The swarm figures of docs/performance.md; minutes each.
     "figures": ["swarm-4x48", "swarm-8x48", "swarm-4x256", "swarm-8x256", "seeders-4x256",

@@ -12,9 +12,10 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from pathlib import Path
 
 from harness import (
-    MiB, PORT, CpuSampler, Failed, Watch, check_download, indent, json_events,
+    MiB, PORT, CpuSampler, Failed, Watch, check_download, check_file, indent, json_events,
     measure_uplink, median, say, stop_all,
 )
 
@@ -310,6 +311,176 @@ def crowd(ctx, name, peers, size, timeout=600):
         raise Failed("\n".join(problems))
 
 
+def _companion(ctx, host, lib, relay_arg=None):
+    """`companion run` on `lib` in `host` (its items on every interface,
+    with `--relay` when given); returns the process once its API answers."""
+    argv = [ctx.bin, "--json", "companion", "run", "--library", lib, "--api", "127.0.0.1:0",
+            "--serve-ip", "0.0.0.0", "--keyring", lib.parent / f"{lib.name}.keyring"]
+    if relay_arg:
+        argv += ["--relay", relay_arg]
+    proc = host.popen(argv, "companion")
+    deadline = time.monotonic() + 30
+    while not (lib / "api.json").exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise Failed(f"the companion did not start:\n{indent(proc.tail())}")
+        time.sleep(0.05)
+    return proc
+
+
+def _items(ctx, host, lib):
+    """The companion's items as `companion list --json` shows them."""
+    done = host.run([ctx.bin, "--json", "companion", "list", "--library", lib])
+    items = []
+    for line in done.stdout.splitlines():
+        if line.startswith("{"):
+            item = json.loads(line).get("item")
+            if item:
+                items.append(item)
+    return items
+
+
+def companion_homes(ctx, name, size, nat, firewalls, publisher, friend, pair_rate=None,
+                    timeout=300):
+    """Two homes behind routers of kind `nat` (no UPnP; input firewalls
+    as `firewalls` says, the publisher's first), each uplink 20 Mbit, and a
+    relay on an internet host, as `two_homes`; the publisher and the
+    friend each the companion or the command line (`publisher`: "companion"
+    runs `companion run --relay RELAY` and `companion share`, "seed" runs
+    `seed --relay RELAY`; `friend`: "companion" runs `companion run` with
+    no relay of its own and `companion fetch TICKET --wait`, "fetch" runs
+    `fetch TICKET`), the share's ticket the friend's only input.
+
+    Asserted: the ticket names the relay; the file is verified (its bytes
+    hashed here) within 1.5 times one copy at the home uplink, or at the
+    pair rate when the relay carries it; where the routers allow a direct
+    path (cone) the relay carries at most 5 % of the bytes; a companion
+    that serves says who can reach it (its item's `reach`), naming the
+    relay. Reported: as `two_homes`, with each side's reach."""
+    run_dir = ctx.scratch(name)
+    slm, manifest, sha = ctx.artifact(size)
+    problems = []
+    with ctx.lab(name) as lab:
+        relay_host = lab.add_internet_host("r", cap=RELAY_CAP)
+        home_a = lab.add_home("ha", nat=nat, cap=HOME_UPLINK, firewall=firewalls[0])
+        home_b = lab.add_home("hb", nat=nat, cap=HOME_UPLINK, firewall=firewalls[1])
+        pub_host = home_a.add_host("ha1")
+        friend_host = home_b.add_host("hb1")
+        lab.wait_reachable()
+        u = measure_uplink(pub_host, relay_host)
+        extra = ["--pair-rate", str(pair_rate)] if pair_rate else []
+        relay, relay_id = start_relay(ctx, relay_host, f"0.0.0.0:{RELAY_PORT}", extra)
+        relay_arg = f"{relay_id}@{relay_host.ip4}:{RELAY_PORT}"
+        procs = []
+        publisher_reach = None
+        if publisher == "companion":
+            lib_a = run_dir / "publisher-library"
+            procs.append(_companion(ctx, pub_host, lib_a, relay_arg))
+            pub_host.run([ctx.bin, "-q", "companion", "share", manifest, slm, "--library", lib_a,
+                          "--yes"])
+            deadline = time.monotonic() + 60
+            while True:
+                items = _items(ctx, pub_host, lib_a)
+                item = items[0] if items else {}
+                ticket = (item.get("serving") or {}).get("ticket")
+                reach = item.get("reach") or {}
+                # Once registered, the ticket names the relay and the
+                # verdict counts it.
+                if ticket and relay_host.ip4 in json.dumps(reach.get("relays", [])):
+                    publisher_reach = reach
+                    break
+                if time.monotonic() > deadline:
+                    raise Failed(f"the companion's share names no relay in 60 s: {item}")
+                time.sleep(0.2)
+            shown = pub_host.run([ctx.bin, "--json", "ticket", "show", ticket]).stdout
+            ticket_relays = json.dumps([json.loads(line).get("relays") for line in
+                                        shown.splitlines() if line.startswith("{")])
+        else:
+            seed, ticket_event = start_publisher(ctx, pub_host, size, f"0.0.0.0:{PORT}",
+                                                 relay_arg)
+            procs.append(seed)
+            ticket = ticket_event["ticket"]
+            ticket_relays = json.dumps(ticket_event.get("relays", []))
+            publisher_reach = {"verdict": ticket_event.get("reach")}
+        if relay_id not in ticket_relays:
+            problems.append(f"the ticket does not name the relay {relay_id}: {ticket_relays}")
+        relay_tx0 = relay_host.tx_bytes()
+        t0 = time.monotonic()
+        if friend == "companion":
+            lib_b = run_dir / "friend-library"
+            procs.append(_companion(ctx, friend_host, lib_b))
+            fetch = friend_host.popen([ctx.bin, "--json", "companion", "fetch", ticket, "--yes",
+                                       "--wait", "--library", lib_b], "companion-fetch")
+        else:
+            lib_b = None
+            out = run_dir / "friend"
+            fetch = fetch_ticket(ctx, friend_host, ticket, out)
+        watch = Watch([fetch], "delivered", t0, exit_is_done=True)
+        late = watch.wait(timeout)
+        relay_tx = relay_host.tx_bytes() - relay_tx0
+        friend_reach = None
+        if lib_b is not None:
+            items = _items(ctx, friend_host, lib_b)
+            item = items[0] if items else {}
+            friend_reach = item.get("reach")
+            if item.get("state") != "done" or not item.get("file"):
+                problems.append(f"the friend's download is not done: {item}")
+            else:
+                check_file("the friend's companion", Path(item["file"]), sha, problems)
+        stop_all([fetch, *procs])
+        relay.stop(grace=10)
+        totals = relay_totals(relay)
+    problems += [f"{p.name} was not done in {timeout} s" for p in late]
+    if lib_b is None:
+        check_download(fetch, out, sha, problems)
+    elif fetch.returncode != 0:
+        problems.append(f"the friend's companion fetch exited {fetch.returncode}:\n"
+                        f"{indent(fetch.tail())}")
+    if publisher == "companion" and not publisher_reach:
+        problems.append("the publisher's companion says nothing of who can reach it")
+    done = watch.done_at.get(fetch)
+    one_copy = size / u
+    lesser = min(u, pair_rate) if pair_rate else u
+    carried = totals.get("forwarded_bytes")
+    share = carried / size if carried is not None else None
+    if done and done > 1.5 * size / lesser:
+        problems.append(f"done at {done:.2f} s, over 1.5 times one copy at "
+                        f"{lesser / 1e6:.2f} MB/s ({size / lesser:.2f} s)")
+    if nat == "cone" and (share is None or share > 0.05):
+        problems.append(f"the relay carried {share} of the file where a punch gets through")
+    result = {
+        "scenario": name,
+        "tool": "minimodel",
+        "run": ctx.attempt,
+        "rate_scale": ctx.rate_scale,
+        "topology": f"two homes behind {nat} NAT, input firewalls {list(firewalls)}, a relay; "
+                    f"{publisher} at one, {friend} at the other",
+        "bytes": size,
+        "home_uplink_MBps": round(u / 1e6, 3),
+        "relay_pair_rate_MBps": round(pair_rate / 1e6, 3) if pair_rate else None,
+        "fetch_s": round(done, 2) if done else None,
+        "one_copy_at_uplink_s": round(one_copy, 2),
+        "time_over_uplink": round(done / one_copy, 3) if done else None,
+        "time_over_lesser": round(done / (size / lesser), 3) if done else None,
+        "relay_forwarded_bytes": carried,
+        "relay_share": round(share, 4) if share is not None else None,
+        "relay_host_sent_bytes": relay_tx,
+        "publisher_reach": publisher_reach,
+        "friend_reach": friend_reach,
+        "ok": not problems,
+    }
+    ctx.results.append(result)
+    say(f"  {publisher} at home A, {friend} at home B; home uplink {u / 1e6:.2f} MB/s, "
+        f"one copy {one_copy:.2f} s")
+    if done:
+        say(f"  verified at {done:.2f} s = {result['time_over_uplink']:.3f} times one copy at the "
+            f"uplink ({result['time_over_lesser']:.3f} at the lesser of it and the pair rate)")
+    say(f"  the relay carried {carried} bytes = {result['relay_share']} of the file")
+    say(f"  publisher's reach: {publisher_reach}")
+    shutil.rmtree(run_dir, ignore_errors=True)
+    if problems:
+        raise Failed("\n".join(problems))
+
+
 SCENARIOS = {
     # A cone router with an input firewall at the publisher's home, one
     # without at the friend's: the punch gets through; the relay only
@@ -327,4 +498,19 @@ SCENARIOS = {
     "relay-homes-ipv6": lambda c, n: two_homes(c, n, 32 * MiB, "cone", firewalls=(True, True),
                                                v6=True),
     "relay-homes-24x32-mixed": lambda c, n: crowd(c, n, 24, 32 * MiB),
+    # The companion at home, through the same relay (issue: the companion
+    # reaches across homes): a share on one companion and its ticket
+    # fetched by another; behind cone routers the punch gets through,
+    # behind symmetric NATs the relay carries it at its pair rate. Then
+    # the command line at one end and the companion at the other, each
+    # way.
+    "relay-homes-companions-cone": lambda c, n: companion_homes(
+        c, n, 32 * MiB, "cone", (True, False), "companion", "companion"),
+    "relay-homes-companions-symmetric": lambda c, n: companion_homes(
+        c, n, 32 * MiB, "symmetric", (True, True), "companion", "companion",
+        pair_rate=1_500_000),
+    "relay-homes-seed-to-companion-symmetric": lambda c, n: companion_homes(
+        c, n, 32 * MiB, "symmetric", (True, True), "seed", "companion", pair_rate=1_500_000),
+    "relay-homes-companion-to-fetch-symmetric": lambda c, n: companion_homes(
+        c, n, 32 * MiB, "symmetric", (True, True), "companion", "fetch", pair_rate=1_500_000),
 }

@@ -45,6 +45,10 @@ pub struct CompanionConfig {
     /// download's peers there (mDNS); off unless the user turns it on
     /// when starting the companion.
     pub lan: bool,
+    /// Relays its endpoint registers with, for every item (`--relay`,
+    /// `docs/relay.md`): peers behind other routers reach its items
+    /// through them, and its shares' offers and tickets name them.
+    pub relays: Vec<minimodel_swarm::relay::RelayAddr>,
     /// How long a download tries, and waits between tries, for its
     /// peers ([`Patience`]'s defaults: tries of 60 s, waits from 15 s up
     /// to 5 min).
@@ -67,6 +71,7 @@ impl CompanionConfig {
             dht_bootstrap: Vec::new(),
             port_mapping: false,
             lan: false,
+            relays: Vec::new(),
             patience: Patience::default(),
             follow_cadence: crate::follow::Cadence::default(),
         }
@@ -227,6 +232,7 @@ impl Companion {
         let gate = crate::guard::Gate::new(bound, &config.allow_hosts, token.clone());
         let (reports, run_reports) = mpsc::unbounded_channel();
         let endpoint = open_endpoint(&config, &state, Arc::new(identity))?;
+        endpoint.use_relays(&config.relays);
         let runner = Runner::new(endpoint, reports).with_lan(config.lan);
         let shared = Shared::new(Parts {
             library,

@@ -530,6 +530,11 @@ pub struct DownloadRecord {
     /// `http://` mirrors were allowed.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub allow_plain_http_mirror: bool,
+    /// The relays its peers name ("reach me via": a ticket's or an
+    /// offer's): the companion's endpoint registers with them too, and
+    /// asks them to introduce those peers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub peer_relays: Vec<PeerRelaysRecord>,
     /// Delivered: the file and its receipt are in its directory.
     pub delivered: bool,
     /// Set when another download of the same model id was in `downloads/`
@@ -537,6 +542,34 @@ pub struct DownloadRecord {
     /// `downloads/<manifest sha256>/` (its own manifest's), beside it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version_dir: Option<Sha256Digest>,
+}
+
+/// The relays one peer of a download names, as the state file keeps
+/// them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerRelaysRecord {
+    /// The peer's id.
+    pub peer: String,
+    /// Its relays, `[RELAY_ID@]IP:PORT`.
+    pub relays: Vec<String>,
+}
+
+impl PeerRelaysRecord {
+    /// The peer and its relays, those that still read (a relay that does
+    /// not is left out).
+    pub fn parsed(
+        &self,
+    ) -> Option<(
+        minimodel_wire::PeerId,
+        Vec<minimodel_swarm::relay::RelayAddr>,
+    )> {
+        let peer = self.peer.parse().ok()?;
+        let relays: Vec<_> = (self.relays.iter())
+            .filter_map(|text| text.parse().ok())
+            .collect();
+        (!relays.is_empty()).then_some((peer, relays))
+    }
 }
 
 /// What an item is.
@@ -924,6 +957,7 @@ mod tests {
                 dht_bootstrap: Vec::new(),
                 mirrors: vec!["https://mirror.example/x.slm?t=1".to_owned()],
                 allow_plain_http_mirror: false,
+                peer_relays: Vec::new(),
                 delivered: false,
                 version_dir: None,
             }),

@@ -559,6 +559,71 @@ pub struct ItemView {
     pub dht: bool,
     /// Withdrawn by its publisher: not served (state `withdrawn`).
     pub withdrawn: Option<WithdrawnView>,
+    /// Who can reach its node while it runs, as the node judges it.
+    pub reach: Option<ReachView>,
+}
+
+/// Whether, and how, peers on other networks reach an item's node
+/// (`minimodel_swarm::node::Reach`), and what to do about it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct ReachView {
+    /// `not-listening`, `host-only`, `lan-only`, `direct`, `mapped`,
+    /// `punch` or `relay`.
+    pub verdict: String,
+    /// Nobody on another network can get in.
+    pub unreachable: bool,
+    /// The verdict in words.
+    pub text: String,
+    /// What to do about it, when something can be done.
+    pub advice: Option<String>,
+    /// The relays it is registered with (`[RELAY_ID@]IP:PORT`).
+    pub relays: Vec<String>,
+}
+
+impl ReachView {
+    /// The view of `reach`, its advice in the companion's own words.
+    pub fn of(reach: &minimodel_swarm::node::Reach) -> Self {
+        use minimodel_swarm::node::Reach;
+        let relay = "start the companion with --relay HOST:PORT (a host with a public address that runs `minimodel relay`)";
+        let advice = match reach {
+            Reach::NotListening | Reach::Mapped { .. } => None,
+            Reach::HostOnly { .. } => Some(
+                "start the companion with --serve-ip 0.0.0.0 for other machines to reach its items"
+                    .to_owned(),
+            ),
+            Reach::LanOnly { .. } => Some(format!(
+                "peers on other networks cannot get in: {relay}, or start it with --port-mapping for the router to map its port"
+            )),
+            Reach::Direct {
+                confirmed: false,
+                via,
+                ..
+            } if via.is_empty() => Some(format!(
+                "if a firewall in front of this host drops what comes in unasked, peers on other networks cannot get in: {relay}"
+            )),
+            Reach::Direct { .. } => None,
+            Reach::Punch { via, .. } if via.is_empty() => Some(format!(
+                "a peer that can get in only by a punch needs a peer both reach to introduce it: {relay}"
+            )),
+            Reach::Punch { .. } => None,
+            Reach::Relayed { .. } => Some(
+                "every byte to peers behind other routers goes through the relay, at its limits: start the companion with --port-mapping for direct connections"
+                    .to_owned(),
+            ),
+        };
+        let via: &[std::net::SocketAddr] = match reach {
+            Reach::Direct { via, .. } | Reach::Punch { via, .. } | Reach::Relayed { via } => via,
+            _ => &[],
+        };
+        ReachView {
+            verdict: reach.name().to_owned(),
+            unreachable: reach.is_unreachable(),
+            text: reach.to_string(),
+            advice,
+            relays: via.iter().map(ToString::to_string).collect(),
+        }
+    }
 }
 
 /// A publisher's withdrawal of an item, as a followed channel lists it.

@@ -175,6 +175,14 @@ pub struct RunArgs {
     /// downloads that look peers up on the DHT. Repeatable.
     #[arg(long = "dht-bootstrap", value_name = "ADDR")]
     pub dht_bootstrap: Vec<SocketAddrV4>,
+    /// A relay every item registers with, `[RELAY_ID@]IP:PORT` (a host
+    /// with a public address that runs `minimodel relay`): peers behind
+    /// other home routers reach the items through it (a punch it
+    /// introduces, or its relaying), and the shares' offers and tickets
+    /// name it. Repeatable; the relays that downloads' peers name are used
+    /// too.
+    #[arg(long = "relay", value_name = "[RELAY_ID@]IP:PORT", value_parser = super::relay::parse_relay)]
+    pub relays: Vec<minimodel_swarm::relay::RelayAddr>,
     /// The keyring of pinned publisher keys [default:
     /// $XDG_DATA_HOME/minimodel/keyring, else
     /// ~/.local/share/minimodel/keyring].
@@ -524,6 +532,7 @@ fn serve(args: RunArgs, out: Output) -> Result<(), Failure> {
     config.serve_ip = args.serve_ip;
     config.port_mapping = args.port_mapping;
     config.lan = args.lan;
+    config.relays = args.relays;
     config.dht_bootstrap = args.dht_bootstrap;
     config.rotate_log_bytes = args.rotate_log;
     let defaults = minimodel_companion::supervisor::Patience::default();
@@ -759,6 +768,15 @@ fn item_line(item: &ItemView) -> String {
 
 fn show_item(item: &ItemView, out: Output) {
     out.say(item_line(item));
+    if let Some(reach) = &item.reach
+        && reach.verdict != "not-listening"
+    {
+        let warning = if reach.unreachable { "warning: " } else { "" };
+        out.say(format!("  {warning}reachability: {}", reach.text));
+        if let Some(advice) = &reach.advice {
+            out.say(format!("  {advice}"));
+        }
+    }
     if let Some(handoff) = &item.handoff {
         out.say(format!("  {}", handoff.text));
     }

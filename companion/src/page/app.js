@@ -222,6 +222,13 @@ function showItem(item) {
       info.appendChild(ticket);
     }
   }
+  if (item.reach && item.reach.verdict !== "not-listening") {
+    const reach = element("p", item.reach.unreachable ? "reach problem waiting" : "reach",
+      `Reachability: ${item.reach.text}.`);
+    reach.dataset.verdict = item.reach.verdict;
+    info.appendChild(reach);
+    if (item.reach.advice) info.appendChild(element("p", "hint muted", item.reach.advice));
+  }
 
   if (item.problem) {
     const problem = element("p", item.state === "failed" || item.state === "withdrawn" ? "problem error" : "problem waiting", waitingText(item));

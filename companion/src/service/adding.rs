@@ -13,10 +13,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use minimodel_swarm::app::consent::{self, ConsentKind, Disclosure};
-use minimodel_swarm::app::peers::{from_offers, from_request};
+use minimodel_swarm::app::peers::{from_offers, from_request, relays_of_offers};
 use minimodel_swarm::app::ticket::{QUERY_TIMEOUT, manifest_of};
 use minimodel_swarm::offer::{ImportRequest, PeerOffer};
 use minimodel_swarm::peers::{PeerAddrs, merge_peers};
+use minimodel_swarm::relay::RelayAddr;
 use minimodel_swarm::ticket::Ticket;
 use minimodel_swarm::transport::TransportTuning;
 use minimodel_verifier::Sha256Digest;
@@ -24,13 +25,13 @@ use minimodel_verifier::manifest::Manifest;
 use minimodel_verifier::receipt::now_rfc3339;
 use minimodel_verifier::signing::PublicKey;
 use minimodel_verifier::signing::trust::SignatureCheck;
-use minimodel_wire::PeerAddr;
+use minimodel_wire::{PeerAddr, PeerId};
 
 use super::{Kept, Live, Shared, signature_view};
 use crate::errors::ApiError;
 use crate::library::{
     ConsentRecord, DownloadRecord, ItemId, ItemKind, ItemRecord, MAX_MANIFEST_BYTES, MAX_PEERS,
-    ShareRecord, Work,
+    PeerRelaysRecord, ShareRecord, Work,
 };
 use crate::supervisor::Candidate;
 use crate::trust::is_first_use;
@@ -135,12 +136,35 @@ fn download_mirrors(
         .map_err(|error| ApiError::invalid(error.to_string()))
 }
 
-/// The peers of a download request, checked against the manifest.
+/// The relays each peer of a download names ("reach me via": a ticket's
+/// or an offer's).
+type PeerRelays = Vec<(PeerId, Vec<RelayAddr>)>;
+
+/// Merges `more` into `relays`, each relay once per peer.
+fn merge_relays(relays: &mut PeerRelays, more: PeerRelays) {
+    for (peer, named) in more {
+        match relays.iter_mut().find(|(known, _)| *known == peer) {
+            Some((_, known)) => {
+                for relay in named {
+                    if !known.iter().any(|k| k.addr == relay.addr) {
+                        known.push(relay);
+                    }
+                }
+            }
+            None => relays.push((peer, named)),
+        }
+    }
+}
+
+/// The peers of a download request, checked against the manifest, and
+/// the relays they name (with `ticket_relays`, the ticket's).
 fn download_peers(
     request: &AddDownload,
     manifest: &Manifest,
     ticket_peers: Vec<PeerAddrs>,
-) -> Result<Vec<PeerAddrs>, ApiError> {
+    ticket_relays: PeerRelays,
+) -> Result<(Vec<PeerAddrs>, PeerRelays), ApiError> {
+    let mut relays = ticket_relays;
     let mut named = ticket_peers;
     for text in &request.peers {
         let peer: PeerAddr = text.trim().parse().map_err(|error| {
@@ -170,12 +194,17 @@ fn download_peers(
         offers.iter().map(|(offer, name)| (offer, name.as_str())),
     )
     .map_err(|e| ApiError::invalid(e.to_string()))?;
+    merge_relays(
+        &mut relays,
+        relays_of_offers(offers.iter().map(|(offer, _)| offer)),
+    );
     if let Some(value) = &request.request {
         let bytes = serde_json::to_vec(value).map_err(|e| ApiError::invalid(e.to_string()))?;
         let import = ImportRequest::parse(&bytes, "the request")
             .map_err(|e| ApiError::invalid(e.to_string()))?;
         let more = from_request(&import, manifest).map_err(|e| ApiError::invalid(e.to_string()))?;
         peers = merge_peers(peers.into_iter().chain(more));
+        merge_relays(&mut relays, relays_of_offers(&import.offers));
     }
     if peers.len() > MAX_PEERS {
         return Err(ApiError::invalid(format!(
@@ -187,7 +216,9 @@ fn download_peers(
         return Err(ApiError::invalid("no peers to fetch from")
             .hint("name peers or mirrors, give offers, a request or a ticket, or set dht"));
     }
-    Ok(peers)
+    // Only the peers it dials name relays for it.
+    relays.retain(|(peer, _)| peers.iter().any(|known| known.id == *peer));
+    Ok((peers, relays))
 }
 
 impl Shared {
@@ -221,8 +252,11 @@ impl Shared {
                 until: consent::Until::PausedOrRemoved,
                 dht: None,
                 lan: self.runner.lan(),
-                // The companion registers with no relay.
-                relays: Vec::new(),
+                // The companion's relays (`companion run --relay`): the
+                // endpoint registers with them for every item.
+                relays: (self.runner.endpoint().relays().iter())
+                    .map(|relay| relay.addr)
+                    .collect(),
             }))
             .collect()
     }
@@ -234,6 +268,7 @@ impl Shared {
         check: &SignatureCheck,
         request: &AddDownload,
         peers: usize,
+        peer_relays: &PeerRelays,
         downloads: PathBuf,
     ) -> Vec<Disclosure> {
         let bootstrap_named = !request.dht_bootstrap.is_empty() || !self.dht_bootstrap.is_empty();
@@ -257,7 +292,17 @@ impl Shared {
                 seed_after: request.seed_after,
                 until: consent::Until::PausedOrRemoved,
             }),
-            relays: Vec::new(),
+            // The companion's relays and those its peers name: the
+            // endpoint registers with each.
+            relays: {
+                let mut relays = self.runner.endpoint().relays();
+                for relay in peer_relays.iter().flat_map(|(_, named)| named) {
+                    if !relays.iter().any(|known| known.addr == relay.addr) {
+                        relays.push(*relay);
+                    }
+                }
+                relays.iter().map(|relay| relay.addr).collect()
+            },
             // Checked before anything is asked (`download_mirrors`).
             mirrors: download_mirrors(request).unwrap_or_default(),
         };
@@ -483,17 +528,17 @@ impl Shared {
     /// The manifest a download request names (a file, its text, or a
     /// ticket whose peers and mirrors are asked for it), and the request
     /// with the ticket's mirrors among its own (each once), and the peers
-    /// a ticket names.
+    /// a ticket names with the relays each names.
     async fn download_manifest(
         &self,
         request: &AddDownload,
-    ) -> Result<(Loaded, AddDownload, Vec<PeerAddrs>), ApiError> {
+    ) -> Result<(Loaded, AddDownload, Vec<PeerAddrs>, PeerRelays), ApiError> {
         let Some(text) = request.ticket.as_deref() else {
             let loaded = load_manifest(
                 request.manifest_path.as_deref(),
                 request.manifest.as_deref(),
             )?;
-            return Ok((loaded, request.clone(), Vec::new()));
+            return Ok((loaded, request.clone(), Vec::new(), Vec::new()));
         };
         if request.manifest_path.is_some() || request.manifest.is_some() {
             return Err(ApiError::invalid(
@@ -595,7 +640,10 @@ impl Shared {
         };
         let mut request = request.clone();
         ticket.add_mirrors_to(&mut request.mirrors);
-        Ok((loaded, request, ticket.peers))
+        let relays = (ticket.relays.iter())
+            .map(|entry| (entry.peer, entry.relays.clone()))
+            .collect();
+        Ok((loaded, request, ticket.peers, relays))
     }
 
     /// `POST /api/v1/downloads/preview`.
@@ -603,14 +651,16 @@ impl Shared {
         &self,
         request: &AddDownload,
     ) -> Result<Preview, ApiError> {
-        let (loaded, request, ticket_peers) = self.download_manifest(request).await?;
+        let (loaded, request, ticket_peers, ticket_relays) =
+            self.download_manifest(request).await?;
         let request = &request;
         let check = self.judge(
             &loaded.manifest,
             request.publisher_key.as_deref(),
             request.require_signature,
         )?;
-        let peers = download_peers(request, &loaded.manifest, ticket_peers)?;
+        let (peers, peer_relays) =
+            download_peers(request, &loaded.manifest, ticket_peers, ticket_relays)?;
         download_mirrors(request)?;
         let id = ItemId::of(
             ItemKind::Download,
@@ -634,7 +684,14 @@ impl Shared {
             artifact_bytes: loaded.manifest.artifact_bytes,
             signature: signature_view(&check),
             asks: self
-                .download_asks(&loaded.manifest, &check, request, peers.len(), into)
+                .download_asks(
+                    &loaded.manifest,
+                    &check,
+                    request,
+                    peers.len(),
+                    &peer_relays,
+                    into,
+                )
                 .iter()
                 .map(ask_of)
                 .collect(),
@@ -645,14 +702,15 @@ impl Shared {
     /// `POST /api/v1/downloads`.
     pub(crate) async fn add_download(&self, request: AddDownload) -> Result<ItemView, ApiError> {
         request.caps.check().map_err(ApiError::invalid)?;
-        let (loaded, request, ticket_peers) = self.download_manifest(&request).await?;
+        let (loaded, request, ticket_peers, ticket_relays) =
+            self.download_manifest(&request).await?;
         let manifest = &loaded.manifest;
         let check = self.judge(
             manifest,
             request.publisher_key.as_deref(),
             request.require_signature,
         )?;
-        let peers = download_peers(&request, manifest, ticket_peers)?;
+        let (peers, peer_relays) = download_peers(&request, manifest, ticket_peers, ticket_relays)?;
         download_mirrors(&request)?;
         if request.seed_after && !request.serve {
             return Err(ApiError::invalid("seed_after needs serve"));
@@ -694,7 +752,7 @@ impl Shared {
         };
         let into = self.library.download_dir_at(version_dir.as_ref());
         let missing = Self::missing(
-            &self.download_asks(manifest, &check, &request, peers.len(), into),
+            &self.download_asks(manifest, &check, &request, peers.len(), &peer_relays, into),
             &request.consent,
         );
         if !missing.is_empty() {
@@ -729,6 +787,13 @@ impl Shared {
                 dht_bootstrap: bootstrap,
                 mirrors: request.mirrors.clone(),
                 allow_plain_http_mirror: request.allow_plain_http_mirror,
+                peer_relays: peer_relays
+                    .iter()
+                    .map(|(peer, relays)| PeerRelaysRecord {
+                        peer: peer.to_string(),
+                        relays: relays.iter().map(ToString::to_string).collect(),
+                    })
+                    .collect(),
                 delivered: false,
                 version_dir,
             }),

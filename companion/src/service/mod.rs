@@ -53,7 +53,7 @@ use crate::supervisor::{Action, Counters, Failure, Patience, RunEnd, RunId, RunI
 use crate::translog::{Direction, Ended, LogEntry, ReceiptRef, TransferLog};
 use crate::trust::TrustStore;
 use crate::view::{
-    ApiEvent, LimitsView, LogPage, ProblemKind, Removed, ServingView, SetLimits, SignatureView,
+    ApiEvent, LimitsView, LogPage, ProblemKind, ReachView, Removed, SetLimits, SignatureView,
     SourceView,
 };
 
@@ -79,7 +79,12 @@ struct Live {
     uploaded_bytes: u64,
     sources: Vec<SourceView>,
     signature: Option<SignatureView>,
-    serving: Option<ServingView>,
+    /// Where its node listens, and the mirrors its ticket names: its
+    /// serving view is made when it is shown, with the relays the
+    /// endpoint is registered with then.
+    serving: Option<views::ServingAt>,
+    /// Who can reach its node, as the node judged last.
+    reach: Option<ReachView>,
     file: Option<PathBuf>,
     receipt: Option<PathBuf>,
 }
@@ -401,6 +406,7 @@ impl Shared {
                         let live = inner.live.entry(item.clone()).or_default();
                         live.run = Some(run);
                         live.serving = None;
+                        live.reach = None;
                         live.peers = 0;
                         live.uploaded_bytes = 0;
                         live.sources.clear();
@@ -523,6 +529,10 @@ impl Shared {
                             addrs: vec![peer.addr],
                         }),
                 );
+                // Its peers' relays: the endpoint keeps links to them.
+                plan.peer_relays = (download.peer_relays.iter())
+                    .filter_map(crate::library::PeerRelaysRecord::parsed)
+                    .collect();
                 let plain =
                     minimodel_swarm::mirror::given::plain_if(download.allow_plain_http_mirror);
                 plan.mirrors = minimodel_swarm::mirror::given::given_set(&download.mirrors, plain)
@@ -817,12 +827,12 @@ impl Shared {
                         Some(crate::library::Work::Share(share)) => share.mirrors.clone(),
                         _ => Vec::new(),
                     };
-                    let serving = inner
-                        .manifests
-                        .get(&id)
-                        .map(|kept| views::serving_view(kept, addr, peer_id, &mirrors));
                     if let Some(live) = inner.live.get_mut(&id) {
-                        live.serving = serving;
+                        live.serving = Some(views::ServingAt {
+                            addr,
+                            peer_id,
+                            mirrors,
+                        });
                     }
                     inner.supervisor.note_port(&id, addr.port());
                 }
@@ -889,6 +899,7 @@ impl Shared {
                 if shown && let Some(live) = inner.live.get_mut(&id) {
                     live.peers = 0;
                     live.serving = None;
+                    live.reach = None;
                 }
                 if let Some(view) = inner.activity.ended(&id, run) {
                     self.publish(ApiEvent::Activity(Box::new(view)));
@@ -922,6 +933,16 @@ impl Shared {
     ) {
         let data = inner.runs.entry((id.clone(), run)).or_default();
         match report {
+            NodeReport::Reach { reach } if shown => {
+                let view = ReachView::of(&reach);
+                let changed = inner
+                    .live
+                    .get_mut(id)
+                    .is_some_and(|live| live.reach.replace(view.clone()) != Some(view));
+                if changed && let Some(view) = self.view(inner, id, now) {
+                    self.publish(ApiEvent::Item(Box::new(view)));
+                }
+            }
             NodeReport::PeerConnected { peer, addr, .. } => {
                 data.connected.insert(peer, addr);
             }

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use minimodel_swarm::offer::PeerOffer;
 use minimodel_swarm::peers::PeerAddrs;
+use minimodel_swarm::relay::RelayAddr;
 use minimodel_verifier::signing::trust::SignatureCheck;
 use minimodel_wire::PeerId;
 
@@ -123,7 +124,13 @@ impl Shared {
             signature: live.signature.clone(),
             caps: record.caps,
             effective_caps: status.caps,
-            serving: live.serving.clone().filter(|_| running),
+            serving: live
+                .serving
+                .as_ref()
+                .filter(|_| running)
+                .zip(inner.manifests.get(id))
+                .map(|(at, kept)| serving_view(kept, at, &self.registered_relays())),
+            reach: live.reach.clone().filter(|_| running),
             file,
             receipt: live.receipt.clone(),
             handoff,
@@ -156,21 +163,45 @@ impl Shared {
     }
 }
 
+/// Where an item's node listens, and the mirrors its ticket names (a
+/// share's).
+#[derive(Debug, Clone)]
+pub(super) struct ServingAt {
+    pub(super) addr: SocketAddr,
+    pub(super) peer_id: PeerId,
+    pub(super) mirrors: Vec<String>,
+}
+
+impl Shared {
+    /// The relays the endpoint is registered with now, each with the key
+    /// it proved: what offers and tickets name.
+    pub(super) fn registered_relays(&self) -> Vec<RelayAddr> {
+        (self.runner.endpoint().registered_relays().into_iter())
+            .filter_map(|(relay, state)| {
+                let id = (*state.borrow())?;
+                Some(RelayAddr {
+                    id: Some(id),
+                    addr: relay.addr,
+                })
+            })
+            .collect()
+    }
+}
+
 /// Where an item serves: the address, its offer and its ticket (naming
-/// `mirrors` too: a share's).
-pub(super) fn serving_view(
-    kept: &Kept,
-    addr: SocketAddr,
-    peer_id: PeerId,
-    mirrors: &[String],
-) -> ServingView {
-    let addrs = minimodel_swarm::addrs::listener_addrs(addr, &[]).unwrap_or_else(|_| vec![addr]);
-    let peer = PeerAddrs { id: peer_id, addrs };
-    let offer = PeerOffer::for_manifest(&kept.manifest, peer.clone());
+/// its mirrors and `relays` too).
+pub(super) fn serving_view(kept: &Kept, at: &ServingAt, relays: &[RelayAddr]) -> ServingView {
+    let addrs =
+        minimodel_swarm::addrs::listener_addrs(at.addr, &[]).unwrap_or_else(|_| vec![at.addr]);
+    let peer = PeerAddrs {
+        id: at.peer_id,
+        addrs,
+    };
+    let offer = PeerOffer::for_manifest(&kept.manifest, peer.clone()).with_relays(relays);
     ServingView {
-        listen: addr.to_string(),
+        listen: at.addr.to_string(),
         offer: serde_json::to_value(&offer).unwrap_or_default(),
-        ticket: ticket_of(kept, peer, mirrors),
+        ticket: ticket_of(kept, peer, &at.mirrors, relays),
     }
 }
 
@@ -179,7 +210,12 @@ pub(super) fn serving_view(
 /// ones a ticket carries), and `mirrors` (checked when the item was
 /// added; one that cannot be in a ticket now is left out). `None` when
 /// they make no ticket (no address a peer can dial).
-fn ticket_of(kept: &Kept, mut peer: PeerAddrs, mirrors: &[String]) -> Option<String> {
+fn ticket_of(
+    kept: &Kept,
+    mut peer: PeerAddrs,
+    mirrors: &[String],
+    relays: &[RelayAddr],
+) -> Option<String> {
     let key_id = minimodel_verifier::signing::manifest::check_manifest_signature(&kept.manifest)
         .ok()
         .flatten()
@@ -191,9 +227,26 @@ fn ticket_of(kept: &Kept, mut peer: PeerAddrs, mirrors: &[String]) -> Option<Str
         .flatten()
         .take(minimodel_swarm::ticket::MAX_TICKET_MIRRORS)
         .collect();
-    minimodel_swarm::ticket::Ticket::with_sources(kept.sha256, key_id, vec![peer], mirrors)
-        .ok()
-        .map(|ticket| ticket.to_string())
+    let id = peer.id;
+    let relays: Vec<RelayAddr> = relays
+        .iter()
+        .copied()
+        .take(minimodel_swarm::ticket::MAX_TICKET_RELAYS)
+        .collect();
+    let ticket =
+        minimodel_swarm::ticket::Ticket::with_sources(kept.sha256, key_id, vec![peer], mirrors)
+            .ok()?;
+    let ticket = if relays.is_empty() {
+        ticket
+    } else {
+        ticket
+            .with_relays(vec![minimodel_swarm::ticket::PeerRelays {
+                peer: id,
+                relays,
+            }])
+            .ok()?
+    };
+    Some(ticket.to_string())
 }
 
 /// The manifest's signature as the API shows it.

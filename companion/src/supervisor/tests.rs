@@ -60,6 +60,7 @@ fn download(name: &str, serve: bool, seed_after: bool) -> ItemRecord {
             dht_bootstrap: Vec::new(),
             mirrors: Vec::new(),
             allow_plain_http_mirror: false,
+            peer_relays: Vec::new(),
             delivered: false,
             version_dir: None,
         }),
