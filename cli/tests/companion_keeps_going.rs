@@ -1,7 +1,9 @@
 //! `minimodel companion` left running, through the binary: a download
 //! whose only seeder is offline waits for it (the waiting shortened by
 //! `--peer-try` and `--peer-wait-max`) and finishes verified once the
-//! seeder starts, untouched; a download stopped by a full disk (a small
+//! seeder starts, untouched; with the default settings, a seeder that
+//! comes after six minutes (when the download waits two minutes between
+//! tries) is found at the next dial of the known addresses, within 90 s; a download stopped by a full disk (a small
 //! tmpfs under the library's `downloads/`, in a private mount namespace
 //! made with `unshare`) goes on by itself once space is freed (Linux
 //! only: mount namespaces and tmpfs are Linux's own).
@@ -140,6 +142,84 @@ fn a_download_whose_only_seeder_starts_later_finishes_verified_without_anyone_to
         item["state"] == "done"
     });
     assert!(done["runs"].as_u64() >= Some(4), "{done:#}");
+    artifact.verify(dir, Path::new(done["file"].as_str().unwrap()));
+}
+
+#[test]
+fn with_default_settings_a_seeder_that_comes_after_six_minutes_is_found_within_90_s() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path();
+    let artifact = Artifact::make(dir, "art", "six", "2MiB", "64KiB", 72);
+    let seeder_identity = dir.join("seeder-identity");
+    let seeder_id = identity(&seeder_identity);
+    let port = free_port();
+    let library = dir.join("library");
+    let mut companion = Proc::spawn(
+        dir,
+        &[
+            "companion",
+            "run",
+            "--library",
+            &arg(&library),
+            "--api",
+            "127.0.0.1:0",
+            "--serve-ip",
+            "127.0.0.1",
+            "--keyring",
+            &arg(&dir.join("keyring")),
+        ],
+    );
+    let client = client(&library, &mut companion);
+    let added = Instant::now();
+    let (code, lines, stderr) = run(
+        dir,
+        &[
+            "companion",
+            "fetch",
+            &arg(&artifact.manifest_path),
+            "--peer",
+            &format!("{seeder_id}@127.0.0.1:{port}"),
+            "--yes",
+            "--library",
+            &arg(&library),
+        ],
+    );
+    assert_eq!(code, 0, "{lines:?} {stderr}");
+    // Six minutes with nobody at the address: the download waits, its
+    // waits growing (15 s, 30 s, 60 s, 2 min) between one-minute tries.
+    let waiting = wait_item(&client, &mut companion, "the download waiting", |item| {
+        item["state"] == "waiting" && !item["problem"].is_null()
+    });
+    assert_eq!(waiting["problem"]["kind"], "no-peers-yet", "{waiting:#}");
+    let six_minutes = Duration::from_secs(360);
+    while added.elapsed() < six_minutes {
+        assert!(companion.try_exit().is_none(), "{}", companion.stderr());
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let _seeder = Proc::spawn(
+        dir,
+        &[
+            "seed",
+            &arg(&artifact.manifest_path),
+            &arg(&artifact.slm),
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--identity",
+            &arg(&seeder_identity),
+            "--yes",
+            "--json",
+        ],
+    );
+    let came = Instant::now();
+    let done = wait_item(&client, &mut companion, "the download done", |item| {
+        item["state"] == "done"
+    });
+    let found = came.elapsed();
+    println!("verified {found:?} after the seeder came, six minutes after the download was added");
+    assert!(
+        found <= Duration::from_secs(90),
+        "verified {found:?} after the seeder came"
+    );
     artifact.verify(dir, Path::new(done["file"].as_str().unwrap()));
 }
 

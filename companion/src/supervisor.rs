@@ -25,7 +25,13 @@
 //! ([`Patience::first_wait`], doubling per try without progress, at most
 //! [`Patience::longest_wait`]) before it tries again with every peer it
 //! knows (named, remembered, the DHT and LAN when allowed). A try that
-//! verified a chunk starts the back-off over. A run that fails for its
+//! verified a chunk starts the back-off over. **A returning peer is found
+//! within a minute whatever the back-off:** every [`Patience::dial_every`]
+//! while it waits, a waiting download dials the addresses it knows, and
+//! nothing else ([`Action::Start`] with `dial_only`: no DHT lookup, no
+//! back-off spent); a dial that reaches no peer in [`Patience::dial_for`]
+//! ends and the download waits on as before, one that reaches a peer
+//! goes on as a try. A run that fails for its
 //! peers or its network (no peer answered, the DHT could not start)
 //! waits the same way. A run that fails for the disk waits for space
 //! ([`Action::MeasureDisk`] every [`Patience::disk_every`], then a new
@@ -65,6 +71,12 @@ pub struct Patience {
     /// How often the free space is measured while an item waits for it.
     /// Default 5 s.
     pub disk_every: Duration,
+    /// How often a waiting download dials the addresses it knows (a QUIC
+    /// handshake each), whatever its wait. Default 60 s.
+    pub dial_every: Duration,
+    /// How long such a dial waits for a peer to answer before the
+    /// download waits on. Default 15 s.
+    pub dial_for: Duration,
 }
 
 impl Default for Patience {
@@ -74,6 +86,8 @@ impl Default for Patience {
             first_wait: Duration::from_secs(15),
             longest_wait: Duration::from_secs(300),
             disk_every: Duration::from_secs(5),
+            dial_every: Duration::from_secs(60),
+            dial_for: Duration::from_secs(15),
         }
     }
 }
@@ -204,6 +218,9 @@ pub enum Action {
         run: RunId,
         /// Its own caps.
         caps: Caps,
+        /// A waiting download's dial of the addresses it knows: no DHT
+        /// lookup, no local discovery; stopped when no peer answers.
+        dial_only: bool,
     },
     /// Stop run `run` of `item` (a download checkpoints); its end comes
     /// back as [`RunEnd::Stopped`] (or how else it ended).
@@ -365,8 +382,22 @@ enum Then {
     Settle,
     /// Wait for peers: the try verified nothing.
     Wait,
+    /// Wait on as before the dial of the known addresses.
+    WaitOn(Box<Waited>),
     /// Fail so (the quota holds it).
     Fail(Failure),
+}
+
+/// A waiting download's wait, kept while it dials its known addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Waited {
+    kind: ProblemKind,
+    text: String,
+    last_try: Instant,
+    next_try: Instant,
+    since: Instant,
+    /// When the dial started: the next is [`Patience::dial_every`] after.
+    dialed: Instant,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -377,6 +408,9 @@ struct Running {
     /// fetching).
     last_progress: Instant,
     counters: Option<Counters>,
+    /// A waiting download's dial of its known addresses (the wait it
+    /// goes back to), until a peer answers.
+    dial: Option<Box<Waited>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -394,6 +428,8 @@ enum Phase {
         last_try: Instant,
         next_try: Instant,
         since: Instant,
+        /// When it dials its known addresses next.
+        next_dial: Instant,
     },
     Failed {
         failure: Failure,
@@ -716,6 +752,11 @@ impl Supervisor {
                 item.phase = Phase::Idle;
                 item.tries = 0;
             }
+            // Dialing its known addresses while it waits: a full try now.
+            if matches!(item.phase, Phase::Running(Running { dial: Some(_), .. })) {
+                item.tries = 0;
+                self.stop(id, Then::Settle);
+            }
         }
         self.settle(id, now);
         self.actions.push_back(Action::Changed(id.clone()));
@@ -858,6 +899,13 @@ impl Supervisor {
                         if verified_more || counters.in_flight_bytes > 0 {
                             running.last_progress = now;
                         }
+                        // A dial of the known addresses that reached a
+                        // peer goes on as a try (and its fetching shows).
+                        if running.dial.is_some() && (counters.peers > 0 || verified_more) {
+                            running.dial = None;
+                            running.last_progress = now;
+                            self.actions.push_back(Action::Changed(id.clone()));
+                        }
                         running.counters = Some(counters);
                     }
                     Phase::Stopping { counters: last, .. } => *last = Some(counters),
@@ -889,15 +937,30 @@ impl Supervisor {
         }
         let mut quiet = Vec::new();
         let mut due = Vec::new();
+        let mut dials = Vec::new();
+        let mut answered_by_none = Vec::new();
+        let mut try_due = Vec::new();
         for (id, item) in &self.items {
             match &item.phase {
+                Phase::Running(Running {
+                    dial: Some(waited), ..
+                }) if waited.next_try <= now => try_due.push(id.clone()),
+                Phase::Running(
+                    running @ Running {
+                        dial: Some(waited), ..
+                    },
+                ) if running.last_progress + self.patience.dial_for <= now => {
+                    answered_by_none.push((id.clone(), waited.clone()));
+                }
                 Phase::Running(running)
-                    if running.phase == Some(RunPhase::Fetching)
+                    if running.dial.is_none()
+                        && running.phase == Some(RunPhase::Fetching)
                         && running.last_progress + self.patience.try_for <= now =>
                 {
                     quiet.push(id.clone());
                 }
                 Phase::Waiting { next_try, .. } if *next_try <= now => due.push(id.clone()),
+                Phase::Waiting { next_dial, .. } if *next_dial <= now => dials.push(id.clone()),
                 _ => {}
             }
         }
@@ -905,11 +968,21 @@ impl Supervisor {
             self.stop(&id, Then::Wait);
             self.actions.push_back(Action::Changed(id));
         }
+        for (id, waited) in answered_by_none {
+            self.stop(&id, Then::WaitOn(waited));
+        }
+        // The full try is due while it dials: it starts again as one.
+        for id in try_due {
+            self.stop(&id, Then::Settle);
+        }
         for id in due {
             if let Some(item) = self.items.get_mut(&id) {
                 item.phase = Phase::Idle;
             }
             self.settle(&id, now);
+        }
+        for id in dials {
+            self.dial(&id, now);
         }
         if self.disk_due.is_some_and(|due| due <= now) {
             self.disk_due = None;
@@ -925,10 +998,19 @@ impl Supervisor {
         self.items
             .values()
             .filter_map(|item| match &item.phase {
+                Phase::Running(Running {
+                    dial: Some(waited),
+                    last_progress,
+                    ..
+                }) => Some((*last_progress + self.patience.dial_for).min(waited.next_try)),
                 Phase::Running(running) if running.phase == Some(RunPhase::Fetching) => {
                     Some(running.last_progress + self.patience.try_for)
                 }
-                Phase::Waiting { next_try, .. } => Some(*next_try),
+                Phase::Waiting {
+                    next_try,
+                    next_dial,
+                    ..
+                } => Some((*next_try).min(*next_dial)),
                 _ => None,
             })
             .chain(self.disk_due)
@@ -964,6 +1046,10 @@ impl Supervisor {
         .unwrap_or_else(|| match &item.phase {
             Phase::Idle if record.paused => (ItemState::Paused, None, None),
             Phase::Idle => (ItemState::Starting, None, None),
+            // Dialing its known addresses: still waiting, as it shows.
+            Phase::Running(Running {
+                dial: Some(waited), ..
+            }) => waiting_status(waited, item, now),
             Phase::Running(running) => {
                 let state = match running.phase {
                     None => ItemState::Starting,
@@ -975,10 +1061,14 @@ impl Supervisor {
                 };
                 (state, None, running.counters)
             }
+            Phase::Stopping {
+                then: Then::WaitOn(waited),
+                ..
+            } if !record.paused => waiting_status(waited, item, now),
             Phase::Stopping { then, counters, .. } => {
                 let state = match then {
                     _ if record.paused => ItemState::Paused,
-                    Then::Wait => ItemState::Waiting,
+                    Then::Wait | Then::WaitOn(_) => ItemState::Waiting,
                     Then::Fail(_) => ItemState::Failed,
                     Then::Settle => ItemState::Starting,
                 };
@@ -990,20 +1080,18 @@ impl Supervisor {
                 last_try,
                 next_try,
                 since,
-            } => (
-                ItemState::Waiting,
-                Some(Problem {
+                ..
+            } => waiting_status(
+                &Waited {
                     kind: *kind,
                     text: text.clone(),
+                    last_try: *last_try,
+                    next_try: *next_try,
                     since: *since,
-                    resumes: Resumes::NextTry {
-                        tries: item.tries,
-                        last_try: *last_try,
-                        next_try: (*next_try).max(now),
-                        addresses_known: item.addresses_known,
-                    },
-                }),
-                None,
+                    dialed: now,
+                },
+                item,
+                now,
             ),
             Phase::Failed { failure, since } => (
                 ItemState::Failed,
@@ -1153,6 +1241,7 @@ impl Supervisor {
             RunEnd::Stopped | RunEnd::Failed(_) => match then {
                 _ if paused || self.stopping => {}
                 Then::Wait => self.wait(id, ProblemKind::NoPeersYet, String::new(), now),
+                Then::WaitOn(waited) => self.wait_on(id, *waited, now),
                 Then::Fail(failure) => self.fail(id, failure, now),
                 Then::Settle => self.settle(id, now),
             },
@@ -1196,7 +1285,67 @@ impl Supervisor {
             last_try: now,
             next_try: now + self.patience.wait_after(item.tries.max(1)),
             since,
+            next_dial: now + self.patience.dial_every,
         };
+    }
+
+    /// Goes back to the wait `waited` after a dial of the known addresses
+    /// that reached no peer: the next full try as it was, the next dial
+    /// [`Patience::dial_every`] after this one started.
+    fn wait_on(&mut self, id: &ItemId, waited: Waited, now: Instant) {
+        if let Some(item) = self.items.get_mut(id) {
+            item.phase = Phase::Waiting {
+                kind: waited.kind,
+                text: waited.text,
+                last_try: waited.last_try,
+                next_try: waited.next_try,
+                since: waited.since,
+                next_dial: (waited.dialed + self.patience.dial_every).max(now),
+            };
+        }
+    }
+
+    /// A waiting download dials the addresses it knows.
+    fn dial(&mut self, id: &ItemId, now: Instant) {
+        let Some(item) = self.items.get_mut(id) else {
+            return;
+        };
+        let Phase::Waiting {
+            kind,
+            text,
+            last_try,
+            next_try,
+            since,
+            ..
+        } = &item.phase
+        else {
+            return;
+        };
+        let waited = Waited {
+            kind: *kind,
+            text: text.clone(),
+            last_try: *last_try,
+            next_try: *next_try,
+            since: *since,
+            dialed: now,
+        };
+        let run = RunId(self.next_run);
+        self.next_run += 1;
+        item.runs += 1;
+        item.phase = Phase::Running(Running {
+            run,
+            phase: None,
+            last_progress: now,
+            counters: None,
+            dial: Some(Box::new(waited)),
+        });
+        let caps = self.run_caps(id);
+        self.actions.push_back(Action::Start {
+            item: id.clone(),
+            run,
+            caps,
+            dial_only: true,
+        });
     }
 
     /// Asks for the free space now, and again every `disk_every` while an
@@ -1281,15 +1430,40 @@ impl Supervisor {
             phase: None,
             last_progress: now,
             counters: None,
+            dial: None,
         });
         let caps = self.run_caps(id);
         self.actions.push_back(Action::Start {
             item: id.clone(),
             run,
             caps,
+            dial_only: false,
         });
         self.actions.push_back(Action::Changed(id.clone()));
     }
+}
+
+/// A waiting download's status: its wait, and when it tries next.
+fn waiting_status(
+    waited: &Waited,
+    item: &Item,
+    now: Instant,
+) -> (ItemState, Option<Problem>, Option<Counters>) {
+    (
+        ItemState::Waiting,
+        Some(Problem {
+            kind: waited.kind,
+            text: waited.text.clone(),
+            since: waited.since,
+            resumes: Resumes::NextTry {
+                tries: item.tries,
+                last_try: waited.last_try,
+                next_try: waited.next_try.max(now),
+                addresses_known: item.addresses_known,
+            },
+        }),
+        None,
+    )
 }
 
 #[cfg(test)]

@@ -16,13 +16,16 @@ use support::{ApiSchema, fixture, start, try_start};
 
 const CHUNK: u32 = 64 * 1024;
 
-/// Tries of a second, waits of half a second to a second.
+/// Tries of a second, waits of half a second to a second (dials of the
+/// known addresses between them every half second, for half a second).
 fn quick() -> Patience {
     Patience {
         try_for: Duration::from_secs(1),
         first_wait: Duration::from_millis(500),
         longest_wait: Duration::from_secs(1),
         disk_every: Duration::from_millis(200),
+        dial_every: Duration::from_millis(500),
+        dial_for: Duration::from_millis(500),
     }
 }
 

@@ -387,7 +387,12 @@ impl Shared {
         let mut changed = BTreeSet::new();
         while let Some(action) = inner.supervisor.poll_action() {
             match action {
-                Action::Start { item, run, caps } => match self.job_for(inner, &item) {
+                Action::Start {
+                    item,
+                    run,
+                    caps,
+                    dial_only,
+                } => match self.job_for(inner, &item, dial_only) {
                     Ok(job) => {
                         let running = self.runner.start(item.clone(), run, job, caps);
                         inner.running.insert(item.clone(), (run, running));
@@ -481,7 +486,9 @@ impl Shared {
 
     /// The job of item `id`'s next run, or why it cannot run: its manifest
     /// is judged again (as a rerun of a command would be).
-    fn job_for(&self, inner: &mut Inner, id: &ItemId) -> Result<Job, Failure> {
+    /// The job of a run of item `id`; `dial_only`: a waiting download's
+    /// dial of the addresses it knows, with no DHT.
+    fn job_for(&self, inner: &mut Inner, id: &ItemId, dial_only: bool) -> Result<Job, Failure> {
         let missing = || Failure::new(ProblemKind::ManifestChanged, "its manifest is not loaded");
         let record = inner.supervisor.record(id).ok_or_else(missing)?.clone();
         let kept = inner.manifests.get(id).ok_or_else(missing)?.clone();
@@ -568,7 +575,11 @@ impl Shared {
                     plan,
                     serve: download.serve,
                     seed_after: download.seed_after,
-                    dht: self.dht_config(download),
+                    dht: if dial_only {
+                        None
+                    } else {
+                        self.dht_config(download)
+                    },
                     verified: if download.delivered {
                         inner.verified.get(id).cloned()
                     } else {

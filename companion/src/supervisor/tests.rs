@@ -76,9 +76,31 @@ struct Harness {
     actions: Vec<Action>,
 }
 
+/// The product's patience, but no dial of the known addresses between
+/// tries: the tries and waits alone.
+fn tries_only() -> Patience {
+    Patience {
+        dial_every: Duration::from_secs(100 * 24 * 3600),
+        ..Patience::default()
+    }
+}
+
 impl Harness {
     fn new(records: Vec<ItemRecord>) -> Self {
         Self::with(records, BTreeMap::new(), Limits::default())
+    }
+
+    /// With the product's patience, dials between tries included.
+    fn with_default_patience(records: Vec<ItemRecord>) -> Self {
+        let mut h = Self::new(records);
+        let state = h.supervisor.state().clone();
+        let loaded = state
+            .items
+            .iter()
+            .map(|record| (record.id.clone(), Ok(SIZE)))
+            .collect();
+        h.supervisor = Supervisor::new(state, loaded, Patience::default(), h.base);
+        h
     }
 
     fn with(
@@ -95,7 +117,7 @@ impl Harness {
             ..LibraryState::default()
         };
         let base = Instant::now();
-        let supervisor = Supervisor::new(state, loaded, Patience::default(), base);
+        let supervisor = Supervisor::new(state, loaded, tries_only(), base);
         Self {
             supervisor,
             base,
@@ -159,7 +181,12 @@ fn starts(actions: &[Action]) -> Vec<(ItemId, RunId, Caps)> {
     actions
         .iter()
         .filter_map(|action| match action {
-            Action::Start { item, run, caps } => Some((item.clone(), *run, *caps)),
+            Action::Start {
+                item,
+                run,
+                caps,
+                dial_only: false,
+            } => Some((item.clone(), *run, *caps)),
             _ => None,
         })
         .collect()
@@ -505,6 +532,117 @@ fn a_download_whose_only_seeder_comes_twenty_minutes_later_finishes_untouched() 
         h.status(&id).runs
     );
     assert_eq!(h.supervisor.poll_timeout(), None, "nothing more to do");
+}
+
+/// A download waiting with the longest back-off (5 min) dials the
+/// addresses it knows every minute, and only that (no DHT): a dial that
+/// reaches nobody ends after 15 s and the wait goes on unchanged, the
+/// full tries keep their times, and a seeder back after 30 minutes is
+/// found at the next dial, within 90 s of its return.
+#[test]
+fn a_waiting_download_dials_its_known_addresses_every_minute_and_finds_a_returning_seeder() {
+    let item = download("a", false, false);
+    let id = item.id.clone();
+    let mut h = Harness::with_default_patience(vec![item]);
+    h.start();
+    let seeder_online = 30.0 * 60.0;
+    let mut run = fetching(&mut h, &id);
+    let mut dial_starts = Vec::new();
+    let mut full_starts = Vec::new();
+    let mut verified = 0;
+    let mut delivered_at = None;
+    let mut second = 0.0;
+    while second < 3600.0 && delivered_at.is_none() {
+        second += 1.0;
+        h.advance_to(second);
+        for action in h.take() {
+            match action {
+                Action::Stop { run: stopped, .. } => {
+                    assert_eq!(stopped, run);
+                    h.run(&id, run, RunInput::Ended(RunEnd::Stopped));
+                }
+                Action::Start {
+                    run: started,
+                    dial_only,
+                    ..
+                } => {
+                    run = started;
+                    if dial_only {
+                        dial_starts.push(second);
+                        // Dialing: it still shows as waiting.
+                        assert_eq!(h.status(&id).state, ItemState::Waiting);
+                    } else {
+                        full_starts.push(second);
+                    }
+                    h.run(&id, run, RunInput::Phase(RunPhase::Opening));
+                    h.run(&id, run, RunInput::Phase(RunPhase::Fetching));
+                }
+                _ => {}
+            }
+        }
+        let running = matches!(
+            h.supervisor.items[&id].phase,
+            Phase::Running(Running { run: r, .. }) if r == run
+        );
+        if running && second >= seeder_online {
+            // The seeder answers: a peer, then a sixteenth a second.
+            verified = (verified + SIZE / 16).min(SIZE);
+            h.run(
+                &id,
+                run,
+                RunInput::Counters(Counters {
+                    verified_bytes: verified,
+                    in_flight_bytes: SIZE / 16,
+                    peers: 1,
+                    addresses_known: 3,
+                    caps: Caps::default(),
+                }),
+            );
+            assert_eq!(h.status(&id).state, ItemState::Fetching, "a try now");
+            if verified == SIZE {
+                h.run(&id, run, RunInput::Delivered { seeding: false });
+                h.run(&id, run, RunInput::Ended(RunEnd::Finished));
+                delivered_at = Some(second);
+            }
+        } else if running {
+            h.run(&id, run, counters(0, 0));
+        }
+    }
+    let delivered_at = delivered_at.expect("delivered within the hour");
+    assert_eq!(h.status(&id).state, ItemState::Done);
+    // Found at the first dial after its return: within a minute, and the
+    // 16 s its bytes take.
+    assert!(
+        delivered_at - seeder_online <= 60.0 + 17.0,
+        "found {} s after the seeder came",
+        delivered_at - seeder_online
+    );
+    // The known addresses are dialed at least once a minute: at each
+    // dial, and through each full try (whose node dials them itself, at
+    // most 30 s apart) until it ends a minute after it started.
+    let mut contacts: Vec<f64> = dial_starts.clone();
+    for start in &full_starts {
+        contacts.extend([*start, start + 60.0]);
+    }
+    contacts.retain(|at| *at > 600.0 && *at < seeder_online);
+    contacts.sort_by(f64::total_cmp);
+    assert!(dial_starts.len() >= 15, "{dial_starts:?}");
+    for pair in contacts.windows(2) {
+        assert!(
+            pair[1] - pair[0] <= 61.0,
+            "{contacts:?} (dials {dial_starts:?}, tries {full_starts:?})"
+        );
+    }
+    // The full tries keep the back-off's times: 5 minutes between the
+    // end of one and the start of the next, dials or not.
+    let gaps: Vec<f64> = full_starts.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(
+        gaps.iter()
+            .rev()
+            .take(3)
+            .all(|gap| (359.0..=362.0).contains(gap)),
+        "{full_starts:?}"
+    );
 }
 
 #[test]
