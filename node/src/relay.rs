@@ -1155,5 +1155,7 @@ impl RelayCore {
     }
 }
 
+pub mod link;
+
 #[cfg(test)]
 mod tests;

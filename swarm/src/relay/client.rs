@@ -1,16 +1,21 @@
 //! A node's link to a relay it names (`--relay`, or a ticket's): a QUIC
 //! connection from the node's own endpoint (so the relay sees the mapping
-//! peers punch to), registered, kept up (and made again after a loss, 1 s
-//! doubling to 60 s), carrying the node's Introduce requests and the
-//! relay's answers as [`RelayEvent`]s for the node's core. A Connect's
-//! channel becomes a relay path of the endpoint's socket
+//! peers punch to), registered, kept up, carrying the node's Introduce
+//! requests and the relay's answers as [`RelayEvent`]s for the node's
+//! core. When to connect again, what a refusal means and what may be sent
+//! when are [`RelayLinkCore`]'s decisions (`minimodel_node::relay::link`,
+//! sans-IO, tested on a virtual clock); this only carries them out. A
+//! Connect's channel becomes a relay path of the endpoint's socket
 //! ([`crate::transport::Paths::add_relay_path`]) before the core hears of
 //! it, so that a dial of the path, or what comes through it, works at once.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::Instant;
 
+use minimodel_node::relay::link::{
+    LinkAction, LinkConfig, LinkEvent, LinkRegistration, RelayLinkCore,
+};
 use minimodel_wire::PeerId;
 use minimodel_wire::relay::{
     ChannelEnd, ConnectRole, IntroduceRefusal, MappingKind, RegisterRefusal, RelayLimits,
@@ -117,9 +122,6 @@ impl Drop for RelayLink {
     }
 }
 
-/// The longest wait before the link is made again.
-const MOST_BACKOFF: Duration = Duration::from_secs(60);
-
 impl RelayLink {
     /// Starts the link to `relay` from `endpoint` (whose socket's
     /// `paths` carry the channels) as `identity`, registering with
@@ -136,18 +138,14 @@ impl RelayLink {
         let (commands, inbox) = mpsc::channel(256);
         let tuning = relay_tuning(tuning);
         let (state, registered) = tokio::sync::watch::channel(None);
-        let task = tokio::spawn(keep_up(
+        let driver = Driver {
             endpoint,
             paths,
             relay,
             identity,
             tuning,
-            registration,
-            events,
-            inbox,
-            state,
-        ))
-        .abort_handle();
+        };
+        let task = tokio::spawn(driver.keep_up(registration, events, inbox, state)).abort_handle();
         Self {
             relay,
             commands,
@@ -180,200 +178,290 @@ impl RelayLink {
     }
 }
 
-/// How a session with the relay ended.
-enum Ended {
-    /// Refused: NotAllowed ends the link for good.
-    Refused(RegisterRefusal),
-    /// Lost, or never made: try again later.
-    Lost(String),
-    /// The node is gone.
-    NodeGone,
+/// A session with the relay: its connection and control stream.
+struct Session {
+    connection: quinn::Connection,
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    /// Bytes read and not yet a whole frame.
+    buffer: Vec<u8>,
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn keep_up(
+/// What a dial ended with: the session and the key the relay proved, or
+/// why not.
+type Dialed = Result<(Session, PeerId), String>;
+
+/// Where a link dials, from where, and as whom.
+struct Driver {
     endpoint: quinn::Endpoint,
+    /// The endpoint socket's relay paths.
     paths: Paths,
     relay: RelayAddr,
     identity: Arc<Identity>,
     tuning: TransportTuning,
-    mut registration: Registration,
-    events: mpsc::Sender<RelayEvent>,
-    mut commands: mpsc::Receiver<Command>,
-    state: tokio::sync::watch::Sender<Option<PeerId>>,
-) {
-    let mut backoff = Duration::from_secs(1);
-    loop {
-        let mut registered = false;
-        let ended = session(
-            &endpoint,
-            &paths,
-            relay,
-            &identity,
-            &tuning,
-            &mut registration,
-            &events,
-            &mut commands,
-            &mut registered,
-            &state,
-        )
-        .await;
-        state.send_replace(None);
-        if registered {
-            backoff = Duration::from_secs(1);
-        }
-        let done = matches!(ended, Ended::Refused(RegisterRefusal::NotAllowed));
-        let event = match ended {
-            Ended::NodeGone => return,
-            Ended::Refused(reason) => RelayEvent::Refused {
-                relay: relay.addr,
-                reason,
-            },
-            Ended::Lost(reason) => RelayEvent::Lost {
-                relay: relay.addr,
-                reason,
-            },
-        };
-        if events.send(event).await.is_err() || done {
-            return;
-        }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(MOST_BACKOFF);
-    }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn session(
-    endpoint: &quinn::Endpoint,
-    paths: &Paths,
+async fn dial(
+    endpoint: quinn::Endpoint,
     relay: RelayAddr,
-    identity: &Identity,
-    tuning: &TransportTuning,
-    registration: &mut Registration,
-    events: &mpsc::Sender<RelayEvent>,
-    commands: &mut mpsc::Receiver<Command>,
-    registered: &mut bool,
-    state: &tokio::sync::watch::Sender<Option<PeerId>>,
-) -> Ended {
+    identity: Arc<Identity>,
+    tuning: TransportTuning,
+) -> Dialed {
     let (connection, id) =
-        match transport::connect_relay(endpoint, relay.addr, relay.id, identity, tuning).await {
-            Ok(up) => up,
-            Err(error) => return Ended::Lost(error.to_string()),
-        };
-    let ended = control(
-        &connection,
-        paths,
-        relay,
+        transport::connect_relay(&endpoint, relay.addr, relay.id, &identity, &tuning)
+            .await
+            .map_err(|error| error.to_string())?;
+    let (send, recv) = connection
+        .open_bi()
+        .await
+        .map_err(|error| error.to_string())?;
+    Ok((
+        Session {
+            connection,
+            send,
+            recv,
+            buffer: Vec::new(),
+        },
         id,
-        registration,
-        events,
-        commands,
-        registered,
-        state,
-    )
-    .await;
-    connection.close(0u32.into(), b"bye");
-    ended
+    ))
 }
 
-fn frame(message: &RelayMessage) -> Option<Vec<u8>> {
-    message.encode().ok()
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn control(
-    connection: &quinn::Connection,
-    paths: &Paths,
-    relay: RelayAddr,
-    id: PeerId,
-    registration: &mut Registration,
-    events: &mpsc::Sender<RelayEvent>,
-    commands: &mut mpsc::Receiver<Command>,
-    registered: &mut bool,
-    state: &tokio::sync::watch::Sender<Option<PeerId>>,
-) -> Ended {
-    let lost = |error: &dyn std::fmt::Display| Ended::Lost(error.to_string());
-    let (mut send, mut recv) = match connection.open_bi().await {
-        Ok(stream) => stream,
-        Err(error) => return lost(&error),
-    };
-    let register = |registration: &Registration| {
-        frame(&RelayMessage::Register {
-            agent: registration.agent.clone(),
-            addrs: registration.addrs.clone(),
-            mapping: registration.mapping,
-        })
-    };
-    let Some(first) = register(registration) else {
-        return Ended::Lost("our Register does not encode".into());
-    };
-    if let Err(error) = send.write_all(&first).await {
-        return lost(&error);
+fn link_registration(registration: &Registration) -> LinkRegistration {
+    LinkRegistration {
+        agent: registration.agent.clone(),
+        addrs: registration.addrs.clone(),
+        mapping: registration.mapping,
     }
-    let mut buffer = Vec::new();
-    let mut chunk = [0u8; 1024];
-    loop {
-        tokio::select! {
-            // What the relay sent before it closed (a refusal) comes first.
-            biased;
-            read = recv.read(&mut chunk) => {
-                let n = match read {
-                    Ok(Some(n)) => n,
-                    Ok(None) => return Ended::Lost("the relay ended the stream".into()),
-                    Err(error) => return lost(&error),
-                };
-                buffer.extend_from_slice(&chunk[..n]);
-                loop {
-                    let (message, used) = match RelayMessage::decode(&buffer) {
-                        Ok(Some(decoded)) => decoded,
-                        Ok(None) => break,
-                        Err(error) => return lost(&format!("the relay sent a malformed frame: {error}")),
-                    };
-                    buffer.drain(..used);
-                    let event = match message {
-                        RelayMessage::Registered { observed, limits } => {
-                            *registered = true;
-                            state.send_replace(Some(id));
-                            RelayEvent::Registered { relay: relay.addr, id, observed, limits }
+}
+
+/// The driver of one link: it carries out what [`RelayLinkCore`] decides
+/// (dial, write a message, close), hands it what happens (the dial's end,
+/// each message read, a loss, the node's commands, the time), and passes
+/// its events to the node, a Connect's channel made a relay path of the
+/// endpoint's socket first. It decides nothing.
+impl Driver {
+    async fn keep_up(
+        self,
+        registration: Registration,
+        events: mpsc::Sender<RelayEvent>,
+        mut commands: mpsc::Receiver<Command>,
+        state: tokio::sync::watch::Sender<Option<PeerId>>,
+    ) {
+        let Driver {
+            endpoint,
+            paths,
+            relay,
+            identity,
+            tuning,
+        } = self;
+        let mut core = RelayLinkCore::new(
+            LinkConfig::default(),
+            link_registration(&registration),
+            Instant::now(),
+        );
+        let mut session: Option<Session> = None;
+        let mut dialing: Option<tokio::task::JoinHandle<Dialed>> = None;
+        let mut chunk = [0u8; 1024];
+        loop {
+            // What the core decided.
+            while let Some(action) = core.poll_action() {
+                match action {
+                    LinkAction::Connect => {
+                        dialing = Some(tokio::spawn(dial(
+                            endpoint.clone(),
+                            relay,
+                            Arc::clone(&identity),
+                            tuning.clone(),
+                        )));
+                    }
+                    LinkAction::Send(message) => {
+                        let Some(open) = session.as_mut() else {
+                            continue;
+                        };
+                        let written = match message.encode() {
+                            Ok(frame) => {
+                                open.send.write_all(&frame).await.map_err(|e| e.to_string())
+                            }
+                            Err(error) => Err(format!("our message does not encode: {error}")),
+                        };
+                        if let Err(reason) = written {
+                            if let Some(gone) = session.take() {
+                                gone.connection.close(0u32.into(), b"bye");
+                            }
+                            core.handle_lost(reason, Instant::now());
                         }
-                        RelayMessage::RegisterRefused { reason } => return Ended::Refused(reason),
-                        RelayMessage::Connect { peer, addrs, channel, role } => {
-                            let path = paths.add_relay_path(RelayPath { relay: relay.addr, channel });
-                            RelayEvent::Connect { relay: relay.addr, peer, addrs, path, role }
+                    }
+                    LinkAction::Close => {
+                        if let Some(gone) = session.take() {
+                            gone.connection.close(0u32.into(), b"bye");
                         }
-                        RelayMessage::IntroduceFailed { peer, reason } => {
-                            RelayEvent::IntroduceFailed { relay: relay.addr, peer, reason }
-                        }
-                        RelayMessage::ChannelClosed { channel, reason } => RelayEvent::ChannelClosed {
+                    }
+                }
+            }
+            // What the node hears.
+            while let Some(event) = core.poll_event() {
+                let (event, done) = match event {
+                    LinkEvent::Registered {
+                        id,
+                        observed,
+                        limits,
+                    } => {
+                        state.send_replace(Some(id));
+                        (
+                            RelayEvent::Registered {
+                                relay: relay.addr,
+                                id,
+                                observed,
+                                limits,
+                            },
+                            false,
+                        )
+                    }
+                    LinkEvent::Refused { reason, again_at } => {
+                        state.send_replace(None);
+                        (
+                            RelayEvent::Refused {
+                                relay: relay.addr,
+                                reason,
+                            },
+                            again_at.is_none(),
+                        )
+                    }
+                    LinkEvent::Lost { reason, .. } => {
+                        state.send_replace(None);
+                        (
+                            RelayEvent::Lost {
+                                relay: relay.addr,
+                                reason,
+                            },
+                            false,
+                        )
+                    }
+                    LinkEvent::Connect {
+                        peer,
+                        addrs,
+                        channel,
+                        role,
+                    } => (
+                        RelayEvent::Connect {
+                            relay: relay.addr,
+                            peer,
+                            addrs,
+                            path: paths.add_relay_path(RelayPath {
+                                relay: relay.addr,
+                                channel,
+                            }),
+                            role,
+                        },
+                        false,
+                    ),
+                    LinkEvent::IntroduceFailed { peer, reason } => (
+                        RelayEvent::IntroduceFailed {
+                            relay: relay.addr,
+                            peer,
+                            reason,
+                        },
+                        false,
+                    ),
+                    LinkEvent::ChannelClosed { channel, reason } => (
+                        RelayEvent::ChannelClosed {
                             relay: relay.addr,
                             path: paths.remove_relay_channel(relay.addr, channel),
                             reason,
                         },
-                        RelayMessage::Register { .. } | RelayMessage::Introduce { .. } => {
-                            return Ended::Lost("the relay sent a node's message".into());
+                        false,
+                    ),
+                };
+                if events.send(event).await.is_err() || done {
+                    if let Some(gone) = session.take() {
+                        gone.connection.close(0u32.into(), b"bye");
+                    }
+                    return;
+                }
+            }
+            let deadline = core.poll_timeout().map(tokio::time::Instant::from_std);
+            tokio::select! {
+                // What the relay sent before it closed (a refusal) comes
+                // first; a connection that ends ends the read too.
+                biased;
+                read = async {
+                    match session.as_mut() {
+                        Some(open) => open.recv.read(&mut chunk).await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    let now = Instant::now();
+                    let n = match read {
+                        Ok(Some(n)) => n,
+                        Ok(None) => {
+                            session = None;
+                            core.handle_lost("the relay ended the stream".into(), now);
+                            continue;
+                        }
+                        Err(error) => {
+                            session = None;
+                            core.handle_lost(error.to_string(), now);
+                            continue;
                         }
                     };
-                    if events.send(event).await.is_err() {
-                        return Ended::NodeGone;
+                    let Some(open) = session.as_mut() else { continue };
+                    open.buffer.extend_from_slice(&chunk[..n]);
+                    while let Some(open) = session.as_mut() {
+                        match RelayMessage::decode(&open.buffer) {
+                            Ok(Some((message, used))) => {
+                                open.buffer.drain(..used);
+                                core.handle_message(message, now);
+                            }
+                            Ok(None) => break,
+                            Err(error) => {
+                                if let Some(gone) = session.take() {
+                                    gone.connection.close(0u32.into(), b"malformed");
+                                }
+                                core.handle_lost(
+                                    format!("the relay sent a malformed frame: {error}"),
+                                    now,
+                                );
+                                break;
+                            }
+                        }
                     }
                 }
-            }
-            command = commands.recv() => {
-                let message = match command {
-                    Some(Command::Introduce(peer)) => frame(&RelayMessage::Introduce { peer }),
-                    Some(Command::Update(update)) => {
-                        *registration = update;
-                        register(registration)
+                dialed = async {
+                    match dialing.as_mut() {
+                        Some(task) => task.await,
+                        None => std::future::pending().await,
                     }
-                    None => return Ended::NodeGone,
-                };
-                if let Some(message) = message
-                    && let Err(error) = send.write_all(&message).await
-                {
-                    return lost(&error);
+                } => {
+                    dialing = None;
+                    let now = Instant::now();
+                    match dialed {
+                        Ok(Ok((open, id))) => {
+                            session = Some(open);
+                            core.handle_connected(id, now);
+                        }
+                        Ok(Err(reason)) => core.handle_lost(reason, now),
+                        Err(_) => core.handle_lost("the dial's task ended".into(), now),
+                    }
                 }
+                command = commands.recv() => match command {
+                    Some(Command::Introduce(peer)) => {
+                        core.introduce(peer);
+                    }
+                    Some(Command::Update(update)) => core.update(link_registration(&update)),
+                    None => {
+                        if let Some(gone) = session.take() {
+                            gone.connection.close(0u32.into(), b"bye");
+                        }
+                        return;
+                    }
+                },
+                () = async {
+                    match deadline {
+                        Some(at) => tokio::time::sleep_until(at).await,
+                        None => std::future::pending().await,
+                    }
+                } => core.handle_timeout(Instant::now()),
             }
-            closed = connection.closed() => return lost(&closed),
         }
     }
 }
