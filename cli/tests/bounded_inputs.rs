@@ -542,3 +542,53 @@ fn traps_in(dir: &Path, n: usize) -> Vec<(&'static str, PathBuf)> {
     std::fs::create_dir_all(&own).unwrap();
     traps(&own)
 }
+
+/// Whoever can write into `follow`'s DIR may plant a receipt: a sparse
+/// file of 3 GB (no disk taken) beside a version's `.slm` is refused by
+/// its size, unread, before any lookup.
+#[test]
+fn follow_refuses_a_planted_sparse_receipt_at_once_and_in_little_memory() {
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path();
+    ok(&minimodel(dir, &["key", "new", "acme.key"]));
+    let public = std::fs::read_to_string(dir.join("acme.key.pub")).unwrap();
+    let public_key = public
+        .split_whitespace()
+        .find(|w| w.starts_with("mmpk1"))
+        .expect("the public key file holds mmpk1...")
+        .to_owned();
+    let version = dir.join("followed").join("ab".repeat(32));
+    std::fs::create_dir_all(&version).unwrap();
+    std::fs::write(version.join("good.slm"), b"planted").unwrap();
+    std::fs::File::create(version.join("good.receipt.json"))
+        .unwrap()
+        .set_len(3 << 30)
+        .unwrap();
+    let args: Vec<String> = [
+        "follow",
+        &public_key,
+        "--model-id",
+        "good",
+        "-o",
+        "followed",
+        "--keyring",
+        "keyring",
+        "--channels",
+        "channels",
+        "--dht-bootstrap",
+        "127.0.0.1:1",
+    ]
+    .iter()
+    .map(|arg| (*arg).to_owned())
+    .collect();
+    let ran = run(dir, &args);
+    println!(
+        "{:?}, {} KiB: {}",
+        ran.took,
+        ran.max_rss_kib,
+        ran.stderr.trim()
+    );
+    assert_eq!(ran.code, Some(3), "{}", ran.stderr);
+    assert!(ran.stderr.contains("larger than"), "{}", ran.stderr);
+    assert!(ran.max_rss_kib <= MOST_RSS_KIB, "{} KiB", ran.max_rss_kib);
+}
