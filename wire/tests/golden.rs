@@ -106,6 +106,7 @@ fn every_vector_file_is_checked() {
         "relay/introduce.hex",
         "relay/registered.hex",
         "relay/register_refused.hex",
+        "relay/register_refused_network.hex",
         "relay/connect.hex",
         "relay/introduce_failed.hex",
         "relay/channel_closed.hex",
