@@ -451,13 +451,12 @@ pub fn transfer(
 ) -> Result<(), Failure> {
     let manifest = &loaded.manifest;
     use minimodel_swarm::app::consent::{self as disclose, DhtScope, FetchConsent, Until};
-    // The relays it registers with: its own and those its peers name.
-    let mut relays = args.relays.clone();
-    for relay in peer_relays.iter().flat_map(|(_, named)| named) {
-        if !relays.iter().any(|known| known.addr == relay.addr) {
-            relays.push(*relay);
-        }
-    }
+    // The relays its node registers with (decided where the node's are).
+    let relays = minimodel_swarm::relay::relays_used(
+        &args.relays,
+        &peer_relays,
+        minimodel_swarm::relay::MAX_NODE_RELAYS,
+    );
     let mirrors = mirror_set(args)?;
     let plan = FetchConsent {
         artifact: disclose::Artifact::of(manifest),

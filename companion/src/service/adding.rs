@@ -293,16 +293,15 @@ impl Shared {
                 until: consent::Until::PausedOrRemoved,
             }),
             // The companion's relays and those its peers name: the
-            // endpoint registers with each.
-            relays: {
-                let mut relays = self.runner.endpoint().relays();
-                for relay in peer_relays.iter().flat_map(|(_, named)| named) {
-                    if !relays.iter().any(|known| known.addr == relay.addr) {
-                        relays.push(*relay);
-                    }
-                }
-                relays.iter().map(|relay| relay.addr).collect()
-            },
+            // endpoint registers with each (decided where its links are).
+            relays: minimodel_swarm::relay::relays_used(
+                &self.runner.endpoint().relays(),
+                peer_relays,
+                minimodel_swarm::relay::hub::MAX_HUB_LINKS,
+            )
+            .iter()
+            .map(|relay| relay.addr)
+            .collect(),
             // Checked before anything is asked (`download_mirrors`).
             mirrors: download_mirrors(request).unwrap_or_default(),
         };

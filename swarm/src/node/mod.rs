@@ -404,17 +404,16 @@ fn start_relay_links(
     core: &mut NodeCore,
 ) -> (RelayLinks, mpsc::Receiver<crate::relay::RelayEvent>) {
     let (sender, events) = mpsc::channel(256);
-    let mut relays: Vec<crate::relay::RelayAddr> = config.relays.clone();
     let now = Instant::now();
     for (peer, named) in &config.peer_relays {
         let addrs: Vec<SocketAddr> = named.iter().map(|relay| relay.addr).collect();
         core.add_peer_relays(*peer, &addrs, now);
-        for relay in named {
-            if !relays.iter().any(|known| known.addr == relay.addr) {
-                relays.push(*relay);
-            }
-        }
     }
+    let most = match config.shared {
+        Some(_) => crate::relay::hub::MAX_HUB_LINKS,
+        None => crate::relay::MAX_NODE_RELAYS,
+    };
+    let relays = crate::relay::relays_used(&config.relays, &config.peer_relays, most);
     // One link per endpoint and relay: on a shared endpoint the relays
     // are the endpoint's, for every swarm on it.
     if let Some(shared) = &config.shared {
@@ -433,7 +432,6 @@ fn start_relay_links(
     };
     let links = relays
         .into_iter()
-        .take(MAX_OWN_RELAY_LINKS)
         .map(|relay| {
             crate::relay::RelayLink::start(
                 endpoint.clone(),
@@ -448,9 +446,6 @@ fn start_relay_links(
         .collect();
     (RelayLinks::Own(links), events)
 }
-
-/// Most relays a node of its own keeps links to.
-const MAX_OWN_RELAY_LINKS: usize = 4;
 
 /// Starts local discovery for the node `parts` describes: announcing at
 /// `listen`'s port on its `lan` addresses when it listens and serves,

@@ -10,7 +10,7 @@
 //! connections and move the datagrams.
 
 pub mod client;
-pub(crate) mod hub;
+pub mod hub;
 pub mod server;
 mod socket;
 
@@ -81,6 +81,32 @@ impl FromStr for RelayAddr {
     }
 }
 
+/// Most relays a node of its own keeps links to.
+pub const MAX_NODE_RELAYS: usize = 4;
+
+/// The relays a node uses, decided here once for every front end (its
+/// consent words, its node's links): its own (`--relay`) first, then
+/// those its peers name, each once by address, at most `most`
+/// ([`MAX_NODE_RELAYS`] for a node of its own,
+/// [`hub::MAX_HUB_LINKS`] for a shared endpoint's).
+pub fn relays_used(
+    own: &[RelayAddr],
+    peer_relays: &[(PeerId, Vec<RelayAddr>)],
+    most: usize,
+) -> Vec<RelayAddr> {
+    let mut used: Vec<RelayAddr> = Vec::new();
+    let named = peer_relays.iter().flat_map(|(_, relays)| relays);
+    for relay in own.iter().chain(named) {
+        if used.len() == most {
+            break;
+        }
+        if !used.iter().any(|known| known.addr == relay.addr) {
+            used.push(*relay);
+        }
+    }
+    used
+}
+
 /// A relay link's registration, to watch ([`RelayLink::registered`]).
 pub type RegisteredWatch = (RelayAddr, tokio::sync::watch::Receiver<Option<PeerId>>);
 
@@ -109,6 +135,27 @@ pub async fn settled_relays(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_relays_used_are_ones_own_then_the_peers_each_once_and_at_most_so_many() {
+        let relay = |n: u8| RelayAddr {
+            id: None,
+            addr: SocketAddr::from(([81, 2, 69, n], 4434)),
+        };
+        let peers = vec![
+            (PeerId([1; 32]), vec![relay(2), relay(1)]),
+            (
+                PeerId([2; 32]),
+                vec![relay(3), relay(2), relay(4), relay(5)],
+            ),
+        ];
+        assert_eq!(
+            relays_used(&[relay(1)], &peers, MAX_NODE_RELAYS),
+            [relay(1), relay(2), relay(3), relay(4)]
+        );
+        assert_eq!(relays_used(&[], &peers, 8).len(), 5);
+        assert!(relays_used(&[], &[], MAX_NODE_RELAYS).is_empty());
+    }
 
     #[test]
     fn a_relay_is_named_by_its_address_with_its_id_or_without() {
