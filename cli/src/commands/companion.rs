@@ -202,6 +202,10 @@ pub struct RunArgs {
     /// verified nothing).
     #[arg(long, value_name = "DURATION", default_value = "5min", value_parser = crate::units::parse_duration)]
     pub peer_wait_max: Duration,
+    /// How often a waiting download dials the addresses it knows,
+    /// whatever its wait (a seeder that comes back is found within this).
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = crate::units::parse_duration)]
+    pub peer_dial_every: Duration,
     /// Exit 0, not 3, when the library cannot be used (another companion
     /// holds it, its permissions are unsafe, or its state file is
     /// refused), after saying why: for a launchd agent, which can keep
@@ -540,6 +544,7 @@ fn serve(args: RunArgs, out: Output) -> Result<(), Failure> {
         try_for: args.peer_try,
         first_wait: defaults.first_wait.min(args.peer_wait_max),
         longest_wait: args.peer_wait_max,
+        dial_every: args.peer_dial_every,
         ..defaults
     };
     let trust = Arc::new(KeyringTrust {
