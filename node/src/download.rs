@@ -78,7 +78,8 @@ pub struct DownloadConfig {
     /// Chunk bytes requested and not yet verified and written, at most,
     /// over all peers, not counting up to as much again of requests to
     /// far peers (a smallest round trip of 20 ms or more) whose pieces
-    /// have not begun: a hard bound whatever the number of peers, rounded
+    /// have not begun, each peer's at most what its rate brings in two
+    /// round trips: a hard bound whatever the number of peers, rounded
     /// down to whole chunks but never below one chunk (a chunk larger than
     /// the budget is requested alone). A peer waits for budget rather
     /// than going over it.
@@ -202,26 +203,28 @@ const RESCUE_RECHECK: Duration = Duration::from_millis(100);
 const DEPARTED_LINKS: usize = 256;
 
 /// The request budget ([`DownloadConfig::max_in_flight_bytes`]) as it
-/// stands: requests in all, and those to far peers
-/// ([`PeerDownload::is_far`]) whose
-/// pieces have not begun, against the budget in chunks.
+/// stands: requests in all, and those on far peers' paths
+/// ([`PeerDownload::requests_on_the_path`]), against the budget in chunks.
 ///
-/// Every request counts, but up to one budget of requests to far peers
-/// not begun: those wait a round trip or more for their pieces (on a path
-/// that loses packets, about two), and hold no memory meanwhile. So at
-/// most one budget of pieces arrives at once from near peers, where the
-/// pieces of all requests begin at once and wait for verification, and at
-/// most two from far ones.
+/// Every request counts, but up to one budget of requests on far paths:
+/// those wait a round trip or more for their pieces (on a path that loses
+/// packets, about two), and hold no memory meanwhile. So at most one
+/// budget of pieces arrives at once from near peers, where the pieces of
+/// all requests begin at once and wait for verification, and at most two
+/// from far ones. A far peer's requests beyond what its rate brings in two
+/// round trips wait in its queue, behind the uploads it serves others:
+/// those count, or a crowd of slow far peers would be asked twice what
+/// the budget lets their pieces be raced for.
 #[derive(Debug, Clone, Copy)]
 struct Budget {
     all: usize,
-    far_not_begun: usize,
+    on_path: usize,
     chunks: usize,
 }
 
 impl Budget {
     fn used(&self) -> usize {
-        self.all - self.far_not_begun.min(self.chunks)
+        self.all - self.on_path.min(self.chunks)
     }
 
     fn is_spent(&self) -> bool {
@@ -233,10 +236,10 @@ impl Budget {
         self.chunks.saturating_sub(self.used())
     }
 
-    /// One more request, not begun, to a far peer or not.
-    fn ask(&mut self, far: bool) {
+    /// One more request, not begun, on a far peer's path or not.
+    fn ask(&mut self, on_path: bool) {
         self.all += 1;
-        self.far_not_begun += usize::from(far);
+        self.on_path += usize::from(on_path);
     }
 }
 
@@ -560,6 +563,14 @@ impl Downloader {
         self.deadline.take();
         if let Some(session) = self.peers.get_mut(&key) {
             session.set_rtt(rtt);
+        }
+    }
+
+    /// The peer's delivery rate, as if measured (bytes per second).
+    #[cfg(test)]
+    fn set_rate(&mut self, key: LinkId, rate: f64) {
+        if let Some(session) = self.peers.get_mut(&key) {
+            session.set_rate(rate);
         }
     }
 
@@ -1140,21 +1151,18 @@ impl Downloader {
 
     /// The request budget as it stands ([`Budget`]).
     fn budget(&self) -> Budget {
-        let (all, far_not_begun) = self
+        let (all, on_path) = self
             .peers
             .values()
             .chain(self.mirrors.values().map(|mirror| &mirror.session))
             .fold((0, 0), |(all, far), session| {
                 let in_flight = session.requests_in_flight();
-                let far_not_begun = match session.is_far() {
-                    true => in_flight - session.requests_begun(),
-                    false => 0,
-                };
-                (all + in_flight, far + far_not_begun)
+                let on_path = session.requests_on_the_path(self.chunk_size);
+                (all + in_flight, far + on_path)
             });
         Budget {
             all,
-            far_not_begun,
+            on_path,
             chunks: self.budget_chunks(),
         }
     }
@@ -1265,8 +1273,9 @@ impl Downloader {
             if self.picker.add_owner(chunk, key, now) {
                 let mut far = false;
                 if let Some(session) = self.peers.get_mut(&key) {
+                    let on_path = session.requests_on_the_path(self.chunk_size);
                     session.start_request(chunk, now);
-                    far = session.is_far();
+                    far = session.requests_on_the_path(self.chunk_size) > on_path;
                 }
                 budget.ask(far);
                 self.actions.push_back(Action::Request { peer: key, chunk });
@@ -1439,8 +1448,9 @@ impl Downloader {
                     self.held_when = Some(now);
                     return;
                 }
+                let on_path = session.requests_on_the_path(self.chunk_size);
                 session.start_request(chunk, now);
-                budget.ask(session.is_far());
+                budget.ask(session.requests_on_the_path(self.chunk_size) > on_path);
                 self.actions.push_back(Action::Request { peer: key, chunk });
             }
             order.retain(|candidate| !candidate.done);
@@ -1748,9 +1758,12 @@ mod tests {
     fn far_peers_may_be_asked_twice_the_budget_while_their_pieces_have_not_begun() {
         let mut core = budgeted_core(8 << 20);
         let now = Instant::now();
+        // Fast far peers: 100 MB/s at 100 ms, 19 chunks in two round trips
+        // each, more than the budget.
         let far = |core: &mut Downloader, i: u8| {
             join(core, i, now);
             core.set_rtt(LinkId(u64::from(i)), Duration::from_millis(100));
+            core.set_rate(LinkId(u64::from(i)), 100e6);
         };
         let count = |core: &Downloader, of: fn(&PeerDownload) -> usize| -> usize {
             (0..10).filter_map(|i| core.peer(LinkId(i))).map(of).sum()
@@ -1807,6 +1820,49 @@ mod tests {
             }
             assert!(all(&core) <= 16 && begun(&core) <= 8);
         }
+    }
+
+    #[test]
+    fn far_peers_are_asked_beyond_the_budget_only_what_their_rate_brings_in_two_round_trips() {
+        // A crowd's far peers serve many downloaders: what we ask of one
+        // beyond what its path holds waits in its queue, and counts.
+        let now = Instant::now();
+        let asked_with = |rate: f64| {
+            let mut core = budgeted_core(8 << 20);
+            for i in 0..10u8 {
+                join(&mut core, i, now);
+                core.set_rtt(LinkId(u64::from(i)), Duration::from_millis(100));
+                core.set_rate(LinkId(u64::from(i)), rate);
+            }
+            requests(&mut core);
+            core.tick(now);
+            requests(&mut core);
+            let per_peer: Vec<usize> = (0..10)
+                .map(|i| {
+                    core.peer(LinkId(i))
+                        .map_or(0, PeerDownload::requests_in_flight)
+                })
+                .collect();
+            let on_path: usize = (0..10)
+                .filter_map(|i| core.peer(LinkId(i)))
+                .map(|peer| peer.requests_on_the_path(1 << 20))
+                .sum();
+            (per_peer.iter().sum::<usize>(), on_path)
+        };
+        // Home uplinks, 1 MB/s at 100 ms: a fifth of a chunk in two round
+        // trips, so none beyond the budget, as from near peers.
+        assert_eq!(asked_with(1e6), (8, 0));
+        // 20 MB/s: 3 chunks each in two round trips; the budget's 8 chunks
+        // and up to 8 more on the paths.
+        let (all, on_path) = asked_with(20e6);
+        assert_eq!(
+            all - on_path.min(8),
+            8,
+            "{all} asked, {on_path} on the paths"
+        );
+        assert!(all > 8 && all <= 16, "{all} asked");
+        // 100 MB/s: twice the budget, as the test above.
+        assert_eq!(asked_with(100e6), (16, 16));
     }
 
     #[test]

@@ -168,6 +168,22 @@ impl PeerDownload {
         self.begun.len()
     }
 
+    /// Its requests not begun that the path itself holds
+    /// ([`DownloadConfig::max_in_flight_bytes`]): for a far peer
+    /// ([`Self::is_far`]), those its rate brings in two round trips (a
+    /// request's own round trip, and a lost packet's repair on a lossy
+    /// path), whole chunks, at most those not begun; none for a near peer
+    /// or one whose rate is not known yet. Requests beyond them wait in the
+    /// peer's queue behind other downloaders' uploads, not on the path.
+    pub fn requests_on_the_path(&self, chunk_size: u32) -> usize {
+        let (true, Some(rate)) = (self.is_far(), self.rate) else {
+            return 0;
+        };
+        let path = 2.0 * rate * self.rtt().as_secs_f64() / f64::from(chunk_size.max(1));
+        let not_begun = self.requests_in_flight() - self.requests_begun();
+        not_begun.min(path.floor() as usize)
+    }
+
     /// The piece stream of an in-flight request began.
     pub(crate) fn begin(&mut self, chunk: u32) {
         if self.requests.contains_key(&chunk) {
@@ -183,6 +199,12 @@ impl PeerDownload {
     /// Whether `chunk` is requested from this peer.
     pub fn is_requested(&self, chunk: u32) -> bool {
         self.requests.contains_key(&chunk)
+    }
+
+    /// Its delivery rate, as if measured.
+    #[cfg(test)]
+    pub(crate) fn set_rate(&mut self, rate: f64) {
+        self.rate = Some(rate);
     }
 
     /// A round-trip sample. The pipeline follows the smallest one seen:

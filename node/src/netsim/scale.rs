@@ -423,13 +423,31 @@ pub(crate) fn run(scenario: &Scenario) -> ScaleFigures {
 // The figures command runs these at 1,000 peers and 1,024 chunks; CI runs
 // them at 100 peers and 64 chunks. The guards below are today's figures
 // with a margin (the goal is 1.25 T* and 1.2 seeder copies:
-// `docs/performance.md`, "A thousand peers").
+// `docs/performance.md`, "A thousand peers"): the time, the copies wasted
+// and the seeder's copies, so that a change that spends the crowd's
+// uplinks on duplicates fails where it is made. At this size, with far
+// peers' requests not begun all outside the budget (2026-11-28 to
+// 2026-11-29), the flash crowd wasted 13.45 copies and the churn 12.71;
+// today 8.69 and 9.15. The runs are deterministic: a bound moves only
+// with the code. With `NETSIM_PEERS` or `NETSIM_CHUNKS` set (the figures
+// command) only what holds at any size is asserted.
+
+/// Whether the run is CI's size (the bounds below are for it).
+fn ci_size() -> bool {
+    std::env::var_os("NETSIM_PEERS").is_none() && std::env::var_os("NETSIM_CHUNKS").is_none()
+}
 
 #[test]
 fn a_flash_crowd_of_home_peers_all_finish_and_nobody_is_blamed() {
     let figures = run(&Scenario::flash_crowd(100, 64).sized());
     assert_eq!(figures.blamed, 0, "{figures:?}");
     assert!(figures.ratio() <= 2.3, "{figures:?}");
+    if ci_size() {
+        // 1.48 T*, 8.69 wasted, the seeder 3.92 copies.
+        assert!(figures.ratio() <= 1.65, "{figures:?}");
+        assert!(figures.wasted_copies <= 10.5, "{figures:?}");
+        assert!(figures.seeder_copies <= 4.5, "{figures:?}");
+    }
 }
 
 #[test]
@@ -438,4 +456,10 @@ fn a_churning_crowd_finishes_after_the_seeder_left() {
     assert_eq!(figures.blamed, 0, "{figures:?}");
     let left = figures.seeder_left.expect("the seeder left");
     assert!(figures.last > left, "{figures:?}");
+    if ci_size() {
+        // 2.07 T*, 9.15 wasted, the seeder 2.74 copies.
+        assert!(figures.ratio() <= 2.35, "{figures:?}");
+        assert!(figures.wasted_copies <= 11.0, "{figures:?}");
+        assert!(figures.seeder_copies <= 3.2, "{figures:?}");
+    }
 }
