@@ -19,6 +19,7 @@ pub mod node;
 pub mod observed;
 pub mod picker;
 pub mod portmap;
+pub mod query;
 pub mod reach;
 pub mod relay;
 pub mod remembered;

@@ -1,6 +1,6 @@
 //! The manifest a ticket names, from the ticket's peers: a manifest query
 //! (`docs/wire-protocol.md` 8.6) to its addresses, one after another but
-//! without waiting for each to fail ([`NEXT_ADDRESS_DELAY`]), until one
+//! without waiting for each to fail, until one
 //! answers with bytes whose SHA-256 is the ticket's. A peer that names
 //! relays is also asked through each (after its first address): the
 //! query's endpoint registers with the relay, asks it to introduce the
@@ -18,18 +18,26 @@
 //! What it does not do: parse the manifest, check its signature against
 //! the ticket's key id or a keyring, or ask for consent. The front end
 //! does, before anything else moves, as for a manifest read from a file.
+//!
+//! Every decision (the order, the schedule, a busy peer dialed again, the
+//! punch and the fallback, the time to give up, what an answer is) is
+//! [`ManifestQuery`]'s, sans-IO and tested on a virtual clock; this module
+//! dials, queries, reads and reports.
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::task::Poll;
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
-use minimodel_wire::PeerAddr;
+use minimodel_node::query::{
+    Answer, DialId, ManifestQuery, QueryAction, QueryConfig, QueryOutcome, QuerySource, RelayNews,
+};
+use minimodel_wire::relay::{ConnectRole, MappingKind};
+use minimodel_wire::{PeerAddr, PeerId};
 
-use crate::link::handshake::query_manifest;
-use crate::peers::PeerAddrs;
+use crate::link::handshake::{QueryError, query_manifest};
+use crate::relay::{Registration, RelayAddr, RelayEvent, RelayLink};
 use crate::ticket::Ticket;
 use crate::transport::{self, Identity, TransportTuning};
 
@@ -127,122 +135,6 @@ fn describe_all(tried: &[(PeerAddr, String)], mirrors: &[(String, String)]) -> S
     }
 }
 
-/// `10 s`, `2.5 s`, or `300 ms` under a second.
-fn seconds(duration: Duration) -> String {
-    let ms = duration.as_millis();
-    if ms < 1000 {
-        return format!("{ms} ms");
-    }
-    let tenths = (ms + 50) / 100;
-    if tenths.is_multiple_of(10) {
-        format!("{} s", tenths / 10)
-    } else {
-        format!("{}.{} s", tenths / 10, tenths % 10)
-    }
-}
-
-/// A connection to `peer` through `relay` (see the module docs): the
-/// punch's, or the relay's channel's, whichever is up first.
-async fn through_relay(
-    endpoint: &quinn::Endpoint,
-    paths: &transport::Paths,
-    peer: minimodel_wire::PeerId,
-    relay: crate::relay::RelayAddr,
-    identity: &Identity,
-    tuning: &TransportTuning,
-) -> Result<(quinn::Connection, Option<crate::relay::RelayLink>), String> {
-    use crate::relay::{Registration, RelayEvent, RelayLink};
-    use minimodel_wire::relay::{ConnectRole, MappingKind};
-    let timing = minimodel_node::NodeConfig::default();
-    let (events, mut inbox) = tokio::sync::mpsc::channel(16);
-    let link = RelayLink::start(
-        endpoint.clone(),
-        paths.clone(),
-        relay,
-        Arc::new(identity.clone()),
-        tuning,
-        Registration {
-            agent: concat!("minimodel/", env!("CARGO_PKG_VERSION")).to_owned(),
-            addrs: Vec::new(),
-            mapping: MappingKind::Unknown,
-        },
-        events,
-    );
-    let mut lost = None;
-    let (addrs, path) = loop {
-        match inbox.recv().await {
-            Some(RelayEvent::Registered { .. }) => {
-                link.introduce(peer);
-            }
-            Some(RelayEvent::Refused { reason, .. }) => {
-                return Err(format!("relay {}: not registered: {reason}", relay.addr));
-            }
-            Some(RelayEvent::Lost { reason, .. }) => lost = Some(reason),
-            Some(RelayEvent::IntroduceFailed {
-                peer: p, reason, ..
-            }) if p == peer => {
-                return Err(format!("relay {}: no introduction: {reason}", relay.addr));
-            }
-            Some(RelayEvent::Connect {
-                peer: p,
-                addrs,
-                path,
-                role: ConnectRole::Dial,
-                ..
-            }) if p == peer => break (addrs, path),
-            Some(_) => {}
-            None => {
-                return Err(format!(
-                    "relay {}: {}",
-                    relay.addr,
-                    lost.unwrap_or_else(|| "the link ended".into())
-                ));
-            }
-        }
-    };
-    // The punch: our router opened toward the peer, our dials after the
-    // peer opened its own; the relay's channel from the fallback on.
-    paths.open(&addrs);
-    tokio::time::sleep(timing.punch_delay).await;
-    let mut dials = tokio::task::JoinSet::new();
-    for addr in addrs
-        .into_iter()
-        .filter(|addr| !transport::is_relay_path(*addr))
-    {
-        let (endpoint, identity, tuning) = (endpoint.clone(), identity.clone(), tuning.clone());
-        dials.spawn(async move {
-            transport::connect(&endpoint, &PeerAddr { id: peer, addr }, &identity, &tuning).await
-        });
-    }
-    {
-        let (endpoint, identity, tuning) = (endpoint.clone(), identity.clone(), tuning.clone());
-        let fallback = timing.relay_fallback_after;
-        dials.spawn(async move {
-            tokio::time::sleep(fallback).await;
-            let peer = PeerAddr {
-                id: peer,
-                addr: path,
-            };
-            transport::connect(&endpoint, &peer, &identity, &tuning).await
-        });
-    }
-    let mut last = None;
-    while let Some(done) = dials.join_next().await {
-        match done {
-            // The relay keeps the channel while we are registered: the
-            // link goes with the connection.
-            Ok(Ok(connection)) => return Ok((connection, Some(link))),
-            Ok(Err(error)) => last = Some(error.to_string()),
-            Err(_) => {}
-        }
-    }
-    Err(format!(
-        "through relay {}: {}",
-        relay.addr,
-        last.unwrap_or_else(|| "no answer".into())
-    ))
-}
-
 fn describe(tried: &[(PeerAddr, String)]) -> String {
     tried
         .iter()
@@ -259,30 +151,11 @@ fn describe(tried: &[(PeerAddr, String)]) -> String {
         .join("; ")
 }
 
-/// A peer that refuses the connection at its first packet is asked again
-/// this many times, after this pause, doubled each time (0.1 + 0.2 + 0.4 +
-/// 0.8 + 1.6 s): a peer that is only busy lets us in within 3.1 s.
-const REFUSED_ATTEMPTS: u32 = 5;
-const REFUSED_FIRST_PAUSE: Duration = Duration::from_millis(100);
-
-/// When no answer has come, the next address is asked this long after the
-/// one before it, without waiting for that one to fail (as a browser tries
-/// the addresses of a name: RFC 8305's "connection attempt delay", here
-/// wider for the query that follows the handshake). A ticket's first
-/// address may be a publisher's home-network address, dead from elsewhere:
-/// the live one behind it is asked half a second later, not after a whole
-/// [`QUERY_TIMEOUT`].
-pub const NEXT_ADDRESS_DELAY: Duration = Duration::from_millis(500);
-
-/// An address whose turn leaves it less than this before the time to
-/// give up is not asked.
-const MIN_ASK: Duration = Duration::from_millis(100);
-
 /// Fetches the manifest `ticket` names from its peers, the addresses in
-/// the ticket's order, each started [`NEXT_ADDRESS_DELAY`] after the one
-/// before or as soon as every earlier one has failed, `timeout` for each
-/// (a peer that refuses the connection at once is asked again within it,
-/// [`REFUSED_ATTEMPTS`] times); the first right answer wins. With
+/// the ticket's order, each started half a second after the one before or
+/// as soon as every earlier one has failed, `timeout` for each (a peer
+/// that refuses the connection at once is asked again within it), as
+/// [`ManifestQuery`] decides; the first right answer wins. With
 /// `identity` on a client endpoint of its own (closed before it returns).
 pub async fn manifest_of(
     ticket: &Ticket,
@@ -292,11 +165,6 @@ pub async fn manifest_of(
 ) -> Result<TicketManifest, TicketManifestError> {
     manifest_of_within(ticket, identity, tuning, timeout, None).await
 }
-
-/// What one address answered, or why not.
-type Answer = Result<Vec<u8>, String>;
-/// An address being asked: its place in the ticket, and the asking.
-type Asking<'a> = (usize, Pin<Box<dyn Future<Output = Answer> + Send + 'a>>);
 
 /// [`manifest_of`], all of it within `within` when given: an address
 /// whose turn comes after that is not asked (it says so), and every
@@ -313,7 +181,8 @@ pub async fn manifest_of_within(
     manifest_of_sources(ticket, identity, tuning, timeout, within, &access).await
 }
 
-/// [`manifest_of_within`], the ticket's mirrors asked with `access`.
+/// [`manifest_of_within`], the ticket's mirrors asked with `access`. The
+/// decisions are [`ManifestQuery`]'s; this carries them out.
 pub async fn manifest_of_sources(
     ticket: &Ticket,
     identity: &Identity,
@@ -322,231 +191,357 @@ pub async fn manifest_of_sources(
     within: Option<Duration>,
     access: &MirrorAccess,
 ) -> Result<TicketManifest, TicketManifestError> {
-    let mirror_urls: Vec<String> = (ticket.mirrors.iter())
-        .map(|url| url.manifest_url().label())
+    let peers: Vec<(PeerId, Vec<SocketAddr>)> = (ticket.peers.iter())
+        .map(|peer| (peer.id, peer.addrs.clone()))
         .collect();
-    let mut peers = PeerAddrs::flatten(&ticket.peers);
-    // Each relay a peer names, after the peer's first address: asked
-    // through the relay (its address stands for the attempt).
-    let mut through: Vec<Option<crate::relay::RelayAddr>> = vec![None; peers.len()];
-    for entry in &ticket.relays {
-        let at = peers
-            .iter()
-            .position(|peer| peer.id == entry.peer)
-            .map_or(peers.len(), |first| first + 1);
-        for relay in entry.relays.iter().rev() {
-            peers.insert(
-                at,
-                PeerAddr {
-                    id: entry.peer,
-                    addr: relay.addr,
-                },
-            );
-            through.insert(at, Some(*relay));
-        }
-    }
-    let through = &through;
-    let wrong_bytes = AtomicBool::new(false);
+    let relays: Vec<(PeerId, Vec<SocketAddr>)> = (ticket.relays.iter())
+        .map(|entry| (entry.peer, entry.relays.iter().map(|r| r.addr).collect()))
+        .collect();
+    let config = QueryConfig {
+        timeout,
+        within,
+        ..QueryConfig::default()
+    };
+    let digest = ticket.manifest_sha256.0;
+    let started = tokio::time::Instant::now();
+    let mut query = ManifestQuery::new(
+        &peers,
+        &relays,
+        ticket.mirrors.len(),
+        digest,
+        config,
+        started.into_std(),
+    );
+    let sources = query.sources().to_vec();
+    let peer_sources = sources
+        .iter()
+        .filter(|source| !matches!(source, QuerySource::Mirror(_)))
+        .count();
     // The peers' endpoint; without one (none can be bound), only the
     // mirrors are asked, and each peer says why not.
-    let bound = match peers.is_empty() {
-        true => Err("the ticket names no peer".to_owned()),
-        false => transport::bind_client_endpoint_with_paths(tuning).map_err(|e| e.to_string()),
+    let bound = match peer_sources {
+        0 => Err("the ticket names no peer".to_owned()),
+        _ => transport::bind_client_endpoint_with_paths(tuning).map_err(|e| e.to_string()),
     };
-    if let (Err(error), true) = (&bound, ticket.mirrors.is_empty()) {
-        let tried = peers
-            .into_iter()
-            .map(|peer| (peer, format!("no QUIC endpoint: {error}")))
-            .collect();
-        return Err(TicketManifestError {
-            tried,
-            mirrors_tried: Vec::new(),
-            wrong_bytes: false,
-        });
-    }
-    let bound_ref = &bound;
     let mut tuning = tuning.clone();
     tuning.handshake_timeout = timeout;
-    let tuning = &tuning;
-    let digest = ticket.manifest_sha256.0;
-    let opened = Mutex::new(Vec::new());
-    let (opened_ref, wrong_ref) = (&opened, &wrong_bytes);
-
-    let ask = move |peer: PeerAddr, relay: Option<crate::relay::RelayAddr>, wait: Duration| async move {
-        let attempt = async {
-            let (endpoint_ref, paths_ref) = match bound_ref {
-                Ok((endpoint, paths)) => (endpoint, paths),
-                Err(error) => return Err(format!("no QUIC endpoint: {error}")),
-            };
-            let (connection, _link) = match relay {
-                Some(relay) => {
-                    through_relay(endpoint_ref, paths_ref, peer.id, relay, identity, tuning).await?
-                }
-                None => {
-                    // A peer busy with other handshakes refuses the first
-                    // packet (its limits per prefix and overall): asked
-                    // again a little later, it lets us in.
-                    let mut pause = REFUSED_FIRST_PAUSE;
-                    let mut refusals = 0;
-                    let connection = loop {
-                        match transport::connect(endpoint_ref, &peer, identity, tuning).await {
-                            Ok(connection) => break connection,
-                            Err(transport::ConnectError::Refused { .. })
-                                if refusals < REFUSED_ATTEMPTS =>
-                            {
-                                refusals += 1;
-                                tokio::time::sleep(pause).await;
-                                pause *= 2;
-                            }
-                            Err(error) => return Err(error.to_string()),
-                        }
-                    };
-                    (connection, None)
-                }
-            };
-            opened_ref
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .push(connection.clone());
-            query_manifest(&connection, digest).await.map_err(|error| {
-                if matches!(
-                    error,
-                    crate::link::handshake::QueryError::WrongDigest { .. }
-                ) {
-                    wrong_ref.store(true, Ordering::Relaxed);
-                }
-                error.to_string()
-            })
+    let mut driver = Driver {
+        ticket,
+        identity: Arc::new(identity.clone()),
+        tuning,
+        access: access.clone(),
+        bound,
+        events: tokio::sync::mpsc::unbounded_channel(),
+        tasks: HashMap::new(),
+        links: HashMap::new(),
+        connections: HashMap::new(),
+        opened: Vec::new(),
+    };
+    let outcome = loop {
+        while let Some(action) = query.poll_action() {
+            driver.act(&sources, action, &mut query);
+        }
+        if let Some(outcome) = query.poll_outcome() {
+            break outcome;
+        }
+        let wake = query.poll_timeout().map(tokio::time::Instant::from_std);
+        let sleep = async {
+            match wake {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
         };
-        match tokio::time::timeout(wait, attempt).await {
-            Ok(answer) => answer,
-            Err(_) => Err(format!("no answer in {}", seconds(wait))),
+        tokio::select! {
+            event = driver.events.1.recv() => {
+                let now = tokio::time::Instant::now().into_std();
+                match event {
+                    Some(event) => driver.hand_in(event, &mut query, now),
+                    None => unreachable!("the driver holds a sender"),
+                }
+            }
+            () = sleep => query.handle_timeout(tokio::time::Instant::now().into_std()),
         }
     };
-
-    // A ticket's mirror, asked for the manifest beside it.
-    let ask_mirror = move |url: &'_ minimodel_verifier::mirror_url::MirrorUrl, wait: Duration| {
-        let url = url.clone();
-        async move {
-            let limit = minimodel_verifier::manifest::MAX_MANIFEST_LEN as u64;
-            let read = crate::mirror::read_manifest_beside(
-                &url,
-                crate::mirror::MirrorTokens::default(),
-                &access.trust,
-                &access.agent,
-                limit,
-            );
-            let bytes = match tokio::time::timeout(wait, read).await {
-                Ok(answer) => answer?,
-                Err(_) => return Err(format!("no answer in {}", seconds(wait))),
-            };
-            let got = minimodel_verifier::Sha256Digest::of(&bytes);
-            if got.0 != digest {
-                wrong_ref.store(true, Ordering::Relaxed);
-                return Err(format!(
-                    "serves another manifest ({} bytes, SHA-256 {got})",
-                    bytes.len()
-                ));
-            }
-            Ok(bytes)
-        }
-    };
-
-    let until = within.map(|within| tokio::time::Instant::now() + within);
-    // The addresses, then the mirrors: sources in the order asked.
-    let sources = peers.len() + ticket.mirrors.len();
-    // Why each source failed, in that order.
-    let mut why: Vec<Option<String>> = vec![None; sources];
-    let mut running: Vec<Asking<'_>> = Vec::new();
-    let mut next = 0;
-    let mut next_at = tokio::time::Instant::now();
-    let mut found = None;
-    while found.is_none() && (next < sources || !running.is_empty()) {
-        let now = tokio::time::Instant::now();
-        if next < sources && (running.is_empty() || now >= next_at) {
-            let wait = match until {
-                Some(until) => timeout.min(until.saturating_duration_since(now)),
-                None => timeout,
-            };
-            // Too little left to reach anyone: not worth showing this
-            // host to the address.
-            if wait < MIN_ASK.min(timeout) {
-                for slot in &mut why[next..] {
-                    *slot = Some("not asked: the time to give up came first".to_owned());
-                }
-                next = sources;
-                continue;
-            }
-            let asking: Pin<Box<dyn Future<Output = Answer> + Send + '_>> = match peers.get(next) {
-                Some(peer) => Box::pin(ask(*peer, through[next], wait)),
-                None => Box::pin(ask_mirror(&ticket.mirrors[next - peers.len()], wait)),
-            };
-            running.push((next, asking));
-            next += 1;
-            next_at = now + NEXT_ADDRESS_DELAY;
-            continue;
-        }
-        let answered = std::future::poll_fn(|cx| {
-            for (at, (index, attempt)) in running.iter_mut().enumerate() {
-                if let Poll::Ready(answer) = attempt.as_mut().poll(cx) {
-                    return Poll::Ready(Some((at, *index, answer)));
-                }
-            }
-            Poll::Pending
-        });
-        let starts = async {
-            if next < sources {
-                tokio::time::sleep_until(next_at).await;
-            } else {
-                std::future::pending::<()>().await;
-            }
-        };
-        let answered = tokio::select! {
-            // An answer that came with the next start ends the lookup.
-            biased;
-            answered = answered => answered,
-            () = starts => None,
-        };
-        let Some((at, index, answer)) = answered else {
-            continue;
-        };
-        drop(running.swap_remove(at));
-        match answer {
-            Ok(bytes) => {
-                let from = match peers.get(index) {
-                    Some(peer) => ManifestSource::Peer(*peer),
-                    None => ManifestSource::Mirror(mirror_urls[index - peers.len()].clone()),
-                };
-                found = Some(TicketManifest {
-                    bytes: bytes.into(),
-                    from,
-                });
-            }
-            Err(error) => why[index] = Some(error),
-        }
+    // What is still under way (a slower address when one answered) ends
+    // here; the connections close with the rest.
+    for (_, mut tasks) in driver.tasks.drain() {
+        tasks.abort_all();
     }
-    // The attempts still under way (a slower address when one answered)
-    // end here; their connections close with the rest.
-    drop(running);
-    let opened = opened
-        .into_inner()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if let Ok((endpoint, _)) = &bound {
-        transport::Closing::close(opened, b"done")
-            .flush(endpoint, b"done", tuning.close_flush)
+    driver.links.clear();
+    if let Ok((endpoint, _)) = &driver.bound {
+        transport::Closing::close(std::mem::take(&mut driver.opened), b"done")
+            .flush(endpoint, b"done", driver.tuning.close_flush)
             .await;
     }
-    let mut why = why
-        .into_iter()
-        .map(|why| why.unwrap_or_else(|| "not asked".to_owned()));
-    found.ok_or_else(|| TicketManifestError {
-        tried: peers
-            .iter()
-            .map(|peer| (*peer, why.next().unwrap_or_default()))
-            .collect(),
-        mirrors_tried: (mirror_urls.into_iter())
-            .map(|url| (url, why.next().unwrap_or_default()))
-            .collect(),
-        wrong_bytes: wrong_bytes.into_inner(),
-    })
+    let as_peer = |source: &QuerySource| match *source {
+        QuerySource::Peer(peer) => Some(peer),
+        // The relay's address stands for the attempt.
+        QuerySource::Relayed { peer, relay } => Some(PeerAddr {
+            id: peer,
+            addr: relay,
+        }),
+        QuerySource::Mirror(_) => None,
+    };
+    let mirror_label = |mirror: usize| ticket.mirrors[mirror].manifest_url().label();
+    match outcome {
+        QueryOutcome::Found { source, bytes } => {
+            let from = match sources[source] {
+                QuerySource::Mirror(mirror) => ManifestSource::Mirror(mirror_label(mirror)),
+                ref peer => ManifestSource::Peer(as_peer(peer).expect("a peer source")),
+            };
+            Ok(TicketManifest {
+                bytes: bytes.into(),
+                from,
+            })
+        }
+        QueryOutcome::NotFound { why, wrong_bytes } => {
+            let mut tried = Vec::new();
+            let mut mirrors_tried = Vec::new();
+            for (source, why) in sources.iter().zip(why) {
+                match (source, as_peer(source)) {
+                    (QuerySource::Mirror(mirror), _) => {
+                        mirrors_tried.push((mirror_label(*mirror), why));
+                    }
+                    (_, Some(peer)) => tried.push((peer, why)),
+                    (_, None) => {}
+                }
+            }
+            Err(TicketManifestError {
+                tried,
+                mirrors_tried,
+                wrong_bytes,
+            })
+        }
+    }
+}
+
+/// What a task of the query reports.
+enum Event {
+    Connected {
+        source: usize,
+        dial: DialId,
+        connection: quinn::Connection,
+    },
+    DialFailed {
+        source: usize,
+        dial: DialId,
+        refused: bool,
+        error: String,
+    },
+    Answer {
+        source: usize,
+        answer: Answer,
+    },
+    Relay {
+        source: usize,
+        news: RelayNews,
+    },
+}
+
+/// Carries out a [`ManifestQuery`]'s actions: a task for each dial,
+/// query, mirror read and relay link, each reporting in one channel.
+struct Driver<'a> {
+    ticket: &'a Ticket,
+    identity: Arc<Identity>,
+    tuning: TransportTuning,
+    access: MirrorAccess,
+    bound: Result<(quinn::Endpoint, transport::Paths), String>,
+    events: (
+        tokio::sync::mpsc::UnboundedSender<Event>,
+        tokio::sync::mpsc::UnboundedReceiver<Event>,
+    ),
+    /// Each source's tasks, stopped with it.
+    tasks: HashMap<usize, tokio::task::JoinSet<()>>,
+    /// Each relayed source's link.
+    links: HashMap<usize, crate::relay::RelayLink>,
+    /// The connections dials made, until queried.
+    connections: HashMap<(usize, DialId), quinn::Connection>,
+    /// Every connection made, closed at the end.
+    opened: Vec<quinn::Connection>,
+}
+
+impl Driver<'_> {
+    fn spawn(&mut self, source: usize, task: impl Future<Output = Event> + Send + 'static) {
+        let events = self.events.0.clone();
+        self.tasks.entry(source).or_default().spawn(async move {
+            // The query may have ended: nobody listens then.
+            let _ = events.send(task.await);
+        });
+    }
+
+    fn act(&mut self, sources: &[QuerySource], action: QueryAction, query: &mut ManifestQuery) {
+        let now = || tokio::time::Instant::now().into_std();
+        match action {
+            QueryAction::Dial { source, dial, addr } => {
+                let (endpoint, _) = match &self.bound {
+                    Ok(bound) => bound,
+                    Err(error) => {
+                        let error = format!("no QUIC endpoint: {error}");
+                        query.handle_dial_failed(source, dial, false, error, now());
+                        return;
+                    }
+                };
+                let (endpoint, identity, tuning) =
+                    (endpoint.clone(), self.identity.clone(), self.tuning.clone());
+                self.spawn(source, async move {
+                    match transport::connect(&endpoint, &addr, &identity, &tuning).await {
+                        Ok(connection) => Event::Connected {
+                            source,
+                            dial,
+                            connection,
+                        },
+                        Err(error) => Event::DialFailed {
+                            source,
+                            dial,
+                            refused: matches!(error, transport::ConnectError::Refused { .. }),
+                            error: error.to_string(),
+                        },
+                    }
+                });
+            }
+            QueryAction::Query { source, dial } => {
+                let Some(connection) = self.connections.remove(&(source, dial)) else {
+                    return;
+                };
+                let digest = self.ticket.manifest_sha256.0;
+                self.spawn(source, async move {
+                    let answer = match query_manifest(&connection, digest).await {
+                        Ok(bytes) => Answer::Bytes(bytes),
+                        Err(error @ QueryError::WrongDigest { .. }) => {
+                            Answer::WrongBytes(error.to_string())
+                        }
+                        Err(error) => Answer::Failed(error.to_string()),
+                    };
+                    Event::Answer { source, answer }
+                });
+            }
+            QueryAction::StartRelay { source } => {
+                let QuerySource::Relayed { peer, relay } = sources[source] else {
+                    return;
+                };
+                let (endpoint, paths) = match &self.bound {
+                    Ok(bound) => bound.clone(),
+                    Err(error) => {
+                        let lost = RelayNews::Lost(format!("no QUIC endpoint: {error}"));
+                        query.handle_relay(source, lost, now());
+                        query.handle_relay(source, RelayNews::Ended, now());
+                        return;
+                    }
+                };
+                let relay = (self.ticket.relays.iter())
+                    .filter(|entry| entry.peer == peer)
+                    .flat_map(|entry| entry.relays.iter())
+                    .find(|named| named.addr == relay)
+                    .copied()
+                    .unwrap_or(RelayAddr {
+                        id: None,
+                        addr: relay,
+                    });
+                let (events, mut inbox) = tokio::sync::mpsc::channel(16);
+                let link = RelayLink::start(
+                    endpoint,
+                    paths,
+                    relay,
+                    self.identity.clone(),
+                    &self.tuning,
+                    Registration {
+                        agent: concat!("minimodel/", env!("CARGO_PKG_VERSION")).to_owned(),
+                        addrs: Vec::new(),
+                        mapping: MappingKind::Unknown,
+                    },
+                    events,
+                );
+                self.links.insert(source, link);
+                let reports = self.events.0.clone();
+                self.tasks.entry(source).or_default().spawn(async move {
+                    loop {
+                        let news = match inbox.recv().await {
+                            Some(RelayEvent::Registered { .. }) => RelayNews::Registered,
+                            Some(RelayEvent::Refused { reason, .. }) => {
+                                RelayNews::Refused(reason.to_string())
+                            }
+                            Some(RelayEvent::Lost { reason, .. }) => RelayNews::Lost(reason),
+                            Some(RelayEvent::IntroduceFailed {
+                                peer: p, reason, ..
+                            }) if p == peer => RelayNews::IntroduceFailed(reason.to_string()),
+                            Some(RelayEvent::Connect {
+                                peer: p,
+                                addrs,
+                                path,
+                                role: ConnectRole::Dial,
+                                ..
+                            }) if p == peer => RelayNews::Connect { addrs, path },
+                            Some(_) => continue,
+                            None => RelayNews::Ended,
+                        };
+                        let ended = news == RelayNews::Ended;
+                        if reports.send(Event::Relay { source, news }).is_err() || ended {
+                            return;
+                        }
+                    }
+                });
+            }
+            QueryAction::Introduce { source, peer } => {
+                if let Some(link) = self.links.get(&source) {
+                    link.introduce(peer);
+                }
+            }
+            QueryAction::OpenPaths { addrs } => {
+                if let Ok((_, paths)) = &self.bound {
+                    paths.open(&addrs);
+                }
+            }
+            QueryAction::FetchMirror { source, mirror } => {
+                let url = self.ticket.mirrors[mirror].clone();
+                let access = self.access.clone();
+                self.spawn(source, async move {
+                    let limit = minimodel_verifier::manifest::MAX_MANIFEST_LEN as u64;
+                    let read = crate::mirror::read_manifest_beside(
+                        &url,
+                        crate::mirror::MirrorTokens::default(),
+                        &access.trust,
+                        &access.agent,
+                        limit,
+                    );
+                    let answer = match read.await {
+                        Ok(bytes) => Answer::Bytes(bytes),
+                        Err(error) => Answer::Failed(error),
+                    };
+                    Event::Answer { source, answer }
+                });
+            }
+            QueryAction::Stop { source } => {
+                if let Some(mut tasks) = self.tasks.remove(&source) {
+                    tasks.abort_all();
+                    tasks.detach_all();
+                }
+                // The relay keeps a channel while we are registered: the
+                // link goes once the source ended.
+                self.links.remove(&source);
+                self.connections.retain(|(of, _), _| *of != source);
+            }
+        }
+    }
+
+    fn hand_in(&mut self, event: Event, query: &mut ManifestQuery, now: std::time::Instant) {
+        match event {
+            Event::Connected {
+                source,
+                dial,
+                connection,
+            } => {
+                self.opened.push(connection.clone());
+                self.connections.insert((source, dial), connection);
+                query.handle_connected(source, dial);
+            }
+            Event::DialFailed {
+                source,
+                dial,
+                refused,
+                error,
+            } => query.handle_dial_failed(source, dial, refused, error, now),
+            Event::Answer { source, answer } => query.handle_answer(source, answer, now),
+            Event::Relay { source, news } => query.handle_relay(source, news, now),
+        }
+    }
 }
