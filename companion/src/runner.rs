@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use minimodel_swarm::app::Limits;
-use minimodel_swarm::app::fetch::{DownloadPlan, Opened, Serving};
+use minimodel_swarm::app::fetch::{ChunkListAhead, DownloadPlan, Opened, Serving};
 use minimodel_swarm::app::share::{SharePlan, VerifiedShare};
 use minimodel_swarm::dht::{Discovery, DiscoveryConfig};
 use minimodel_swarm::fetch::FetchError;
@@ -75,6 +75,9 @@ pub enum RunEvent {
         /// Its receipt.
         receipt: PathBuf,
     },
+    /// What reading the new version's chunk list ahead gave (a download
+    /// with older versions to copy from).
+    Reuse(ChunkListAhead),
     /// The run ended.
     Ended(Ending),
 }
@@ -493,27 +496,12 @@ impl Run {
             ..self.limits.clone()
         };
         plan.lan = self.lan;
-        // Older versions of the model here: the new chunk list says which
-        // of their chunks to copy before any peer is asked. Without one,
-        // every chunk comes from the network.
-        if !plan.reuse.is_empty() && plan.chunk_list.is_none() {
-            let agent = concat!("minimodel/", env!("CARGO_PKG_VERSION"));
-            let mirrors = plan.mirrors.as_ref().map_or(&[][..], |set| &set.urls[..]);
-            match minimodel_swarm::mirror::read_new_chunk_list(&plan.manifest, mirrors, agent).await
-            {
-                Ok(read) => {
-                    tracing::info!(
-                        item = %self.id,
-                        "the chunk list is read from {}: the chunks {} older version(s) share are copied first",
-                        read.from,
-                        plan.reuse.len()
-                    );
-                    plan.chunk_list = Some(read.list);
-                }
-                Err(why) => {
-                    tracing::info!(item = %self.id, "no chunk of the older versions is reused: {why}");
-                }
-            }
+        // Older versions of the model here: the plan reads the new chunk
+        // list ahead, and the item shows what it found.
+        let ahead = plan.read_chunk_list_ahead().await;
+        if ahead != ChunkListAhead::NotNeeded {
+            tracing::info!(item = %self.id, "{ahead}");
+            self.send(RunEvent::Reuse(ahead));
         }
         let artifact_bytes = plan.manifest.artifact_bytes;
         let manifest = plan.manifest.clone();

@@ -561,6 +561,11 @@ pub struct ItemView {
     pub withdrawn: Option<WithdrawnView>,
     /// Who can reach its node while it runs, as the node judges it.
     pub reach: Option<ReachView>,
+    /// A download with older versions of its model here: what reading
+    /// the new version's chunk list gave, in words (where it was read
+    /// and that their shared chunks are copied first, or why no chunk is
+    /// reused), as `minimodel follow` says it.
+    pub reuse: Option<String>,
 }
 
 /// Whether, and how, peers on other networks reach an item's node

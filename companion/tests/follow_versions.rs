@@ -229,6 +229,22 @@ fn follow_two_versions(root: &Path) {
         v1_file.as_str()
     );
 
+    // The item says where the new chunk list came from, as `follow` does.
+    let reuse = v2_item["reuse"].as_str().unwrap_or_default();
+    assert!(
+        reuse.starts_with("the new version's chunk list is read from https://")
+            && reuse.ends_with("the chunks older versions here share are copied first"),
+        "{v2_item:#}"
+    );
+    assert_eq!(
+        items
+            .iter()
+            .find(|item| item["id"] == v1_id.as_str())
+            .unwrap()["reuse"],
+        Value::Null,
+        "version 1 had nothing to reuse"
+    );
+
     // Only what changed moved: the receipt counts 18 chunks reused, and
     // the 2 changed ones verified from the seeder and the mirror.
     let receipt: Value =

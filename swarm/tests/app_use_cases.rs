@@ -752,3 +752,32 @@ async fn limits_changed_while_two_downloads_run_on_a_shared_endpoint_take_effect
     ));
     drop(servers);
 }
+
+#[tokio::test]
+async fn the_chunk_list_is_read_ahead_once_below_every_front_end_and_says_why_not() {
+    use minimodel_swarm::app::fetch::ChunkListAhead;
+    let temp = tempfile::tempdir().unwrap();
+    let artifact = artifact(temp.path(), "new", 4 * u64::from(CHUNK), CHUNK);
+    let out = temp.path().join("out");
+    let mut plan = plan_for(&artifact, &out, Vec::new());
+    // Nothing to reuse: nothing read.
+    assert_eq!(
+        plan.read_chunk_list_ahead().await,
+        ChunkListAhead::NotNeeded
+    );
+    // An older version, and no route or mirror to read the list at: every
+    // chunk comes from the network, and the words say why.
+    plan.reuse = vec![temp.path().join("old.slm")];
+    let ahead = plan.read_chunk_list_ahead().await;
+    assert_eq!(
+        ahead,
+        ChunkListAhead::NotReused {
+            why: "the manifest names no chunk-list-route, and no mirror is given".into()
+        }
+    );
+    assert_eq!(
+        ahead.to_string(),
+        "no chunk of the versions here is reused: the manifest names no chunk-list-route, and no mirror is given"
+    );
+    assert!(plan.chunk_list.is_none());
+}

@@ -782,6 +782,9 @@ fn show_item(item: &ItemView, out: Output) {
             out.say(format!("  {advice}"));
         }
     }
+    if let Some(reuse) = &item.reuse {
+        out.say(format!("  {reuse}"));
+    }
     if let Some(handoff) = &item.handoff {
         out.say(format!("  {}", handoff.text));
     }

@@ -518,6 +518,13 @@ pub fn transfer(
         .iter()
         .flat_map(|named| named.0.iter().copied())
         .collect();
+    // Older versions and no chunk list given (`follow`): the plan reads
+    // the new one ahead, and says what it found.
+    if plan.chunk_list.is_none() && !args.reuse.is_empty() {
+        plan.reuse = args.reuse.clone();
+        let ahead = runtime()?.block_on(plan.read_chunk_list_ahead());
+        out.status(ahead.to_string());
+    }
     let Some(ready) = open_download(plan, &dir, out)? else {
         return Ok(());
     };

@@ -312,21 +312,13 @@ fn fetch_version(
         Path::new("(from the channel)"),
         &transfer_args.trust,
     )?;
-    // Only what changed moves: the new chunk list, read at the manifest's
-    // chunk-list-route and kept only if it hashes to the Merkle root, says
-    // which chunks of the older versions here to copy.
-    let list_file = if reuse.is_empty() {
-        None
-    } else {
-        new_chunk_list(&loaded.manifest, &args.mirrors, out)
-    };
-    if let Some(file) = &list_file {
-        transfer_args.chunk_list = Some(file.path().to_owned());
-        transfer_args.reuse = reuse
-            .iter()
-            .map(|d| version_dir(&args.out, d).join(format!("{}.slm", args.model_id)))
-            .collect();
-    }
+    // Only what changed moves: the download reads the new chunk list
+    // ahead (`DownloadPlan::read_chunk_list_ahead`), which says which
+    // chunks of the older versions here to copy.
+    transfer_args.reuse = reuse
+        .iter()
+        .map(|d| version_dir(&args.out, d).join(format!("{}.slm", args.model_id)))
+        .collect();
     std::fs::create_dir_all(&args.out).map_err(|e| {
         Failure::new(
             Exit::Transfer,
@@ -348,47 +340,6 @@ fn fetch_version(
         &transfer_args,
         out,
     )
-}
-
-/// The new version's chunk list in a temporary file: read at the
-/// manifest's chunk-list-route, else beside the first `--mirror` that has
-/// it, and kept only if it hashes to the manifest's Merkle root; `None`
-/// (said) when none is, and every chunk then comes from the network.
-fn new_chunk_list(
-    manifest: &minimodel_verifier::Manifest,
-    mirrors: &[String],
-    out: Output,
-) -> Option<tempfile::NamedTempFile> {
-    let agent = concat!("minimodel/", env!("CARGO_PKG_VERSION"));
-    let runtime = super::network::runtime().ok()?;
-    // A --mirror that cannot be one is refused by the fetch itself.
-    let mirrors: Vec<_> = mirrors
-        .iter()
-        .filter_map(|text| {
-            minimodel_verifier::mirror_url::MirrorUrl::parse(
-                text,
-                minimodel_verifier::mirror_url::Plain::Refused,
-            )
-            .ok()
-        })
-        .collect();
-    match runtime.block_on(minimodel_swarm::mirror::read_new_chunk_list(
-        manifest, &mirrors, agent,
-    )) {
-        Ok(read) => {
-            let mut file = tempfile::NamedTempFile::new().ok()?;
-            std::io::Write::write_all(&mut file, &read.bytes).ok()?;
-            out.status(format!(
-                "the new version's chunk list is read from {}",
-                read.from
-            ));
-            Some(file)
-        }
-        Err(why) => {
-            out.status(format!("no chunk of the versions here is reused: {why}"));
-            None
-        }
-    }
 }
 
 fn not_signed(why: String) -> Failure {

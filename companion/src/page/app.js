@@ -236,6 +236,7 @@ function showItem(item) {
     info.appendChild(problem);
     if (item.problem.hint) info.appendChild(element("p", "hint muted", item.problem.hint));
   }
+  if (item.reuse) info.appendChild(element("p", "reuse muted", `${item.reuse[0].toUpperCase()}${item.reuse.slice(1)}.`));
   if (item.handoff) info.appendChild(element("p", "handoff", item.handoff.text));
 
   const actions = element("div", "buttons");

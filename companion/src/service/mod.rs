@@ -87,6 +87,8 @@ struct Live {
     reach: Option<ReachView>,
     file: Option<PathBuf>,
     receipt: Option<PathBuf>,
+    /// What its last run's reading of the new chunk list gave.
+    reuse: Option<String>,
 }
 
 /// What one run of an item has seen, for the transfer log.
@@ -862,6 +864,11 @@ impl Shared {
                 inner
                     .supervisor
                     .handle_run(&id, run, RunInput::Delivered { seeding }, now);
+            }
+            RunEvent::Reuse(ahead) => {
+                if let Some(live) = inner.live.get_mut(&id) {
+                    live.reuse = Some(ahead.to_string());
+                }
             }
             RunEvent::Report(report) => {
                 self.note_report(inner, &id, run, &model_id, report, shown, now);

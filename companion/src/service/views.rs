@@ -131,6 +131,7 @@ impl Shared {
                 .zip(inner.manifests.get(id))
                 .map(|(at, kept)| serving_view(kept, at, &self.registered_relays())),
             reach: live.reach.clone().filter(|_| running),
+            reuse: live.reuse.clone(),
             file,
             receipt: live.receipt.clone(),
             handoff,

@@ -144,7 +144,65 @@ pub struct ReadyDownload {
     pub reused: Option<ReuseReport>,
 }
 
+/// What reading a new version's chunk list ahead gave
+/// ([`DownloadPlan::read_chunk_list_ahead`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChunkListAhead {
+    /// Nothing to do: no older version to copy from, or the list given.
+    NotNeeded,
+    /// Read here (a URL, shown without any query), and checked: the
+    /// chunks older versions share are copied before any peer is asked.
+    Read {
+        /// Where.
+        from: String,
+    },
+    /// None could be read: every chunk comes from the network. Why, for
+    /// each place asked.
+    NotReused {
+        /// In words.
+        why: String,
+    },
+}
+
+impl std::fmt::Display for ChunkListAhead {
+    /// The words every front end shows.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ChunkListAhead::NotNeeded => f.write_str("no older version to reuse"),
+            ChunkListAhead::Read { from } => write!(
+                f,
+                "the new version's chunk list is read from {from}: the chunks older versions here share are copied first"
+            ),
+            ChunkListAhead::NotReused { why } => {
+                write!(f, "no chunk of the versions here is reused: {why}")
+            }
+        }
+    }
+}
+
 impl DownloadPlan {
+    /// Only what changed moves: with older versions to copy from
+    /// ([`Self::reuse`]) and no chunk list yet, reads the new version's at
+    /// the manifest's chunk-list-route, else beside the first of the
+    /// plan's mirrors that has it, and keeps it only if it hashes to the
+    /// manifest's Merkle root. Decided here for every front end (`fetch`
+    /// and `follow`, the companion's downloads and follow), which only
+    /// show what it says.
+    pub async fn read_chunk_list_ahead(&mut self) -> ChunkListAhead {
+        if self.reuse.is_empty() || self.chunk_list.is_some() {
+            return ChunkListAhead::NotNeeded;
+        }
+        let agent = concat!("minimodel/", env!("CARGO_PKG_VERSION"));
+        let mirrors = self.mirrors.as_ref().map_or(&[][..], |set| &set.urls[..]);
+        match crate::mirror::read_new_chunk_list(&self.manifest, mirrors, agent).await {
+            Ok(read) => {
+                self.chunk_list = Some(read.list);
+                ChunkListAhead::Read { from: read.from }
+            }
+            Err(why) => ChunkListAhead::NotReused { why },
+        }
+    }
+
     /// A plan with no peers, no serving, no DHT, default limits and
     /// tuning.
     pub fn new(
