@@ -74,6 +74,8 @@ pub enum RunEvent {
         file: PathBuf,
         /// Its receipt.
         receipt: PathBuf,
+        /// Whether the run serves it on ([`DownloadPlan::seeds_after`]).
+        seeding: bool,
     },
     /// What reading the new version's chunk list ahead gave (a download
     /// with older versions to copy from).
@@ -506,6 +508,7 @@ impl Run {
         let artifact_bytes = plan.manifest.artifact_bytes;
         let manifest = plan.manifest.clone();
         let manifest_file = plan.manifest_file.clone();
+        let seeding = plan.seeds_after();
         // The item's previous run may still be letting its download go.
         let opened = tokio::task::spawn_blocking(move || {
             plan.open_with_patience(&|_| {}, std::time::Duration::from_secs(5))
@@ -517,8 +520,9 @@ impl Run {
                 self.send(RunEvent::AlreadyComplete {
                     file: done.paths.artifact.clone(),
                     receipt: done.paths.receipt.clone(),
+                    seeding,
                 });
-                if !(job.serve && job.seed_after) {
+                if !seeding {
                     return Ending::Finished;
                 }
                 let mut plan = self.share_plan(manifest, done.paths.artifact.clone());

@@ -163,7 +163,8 @@ impl Fetcher {
         start.discovery = config.dht.is_some();
         start.serve = config.serve;
         start.download = true;
-        start.seed_after = config.serve && config.seed_after;
+        // The node seeds after only while it serves (NodeCore decides).
+        start.seed_after = config.seed_after;
         start.peers = config.peers.clone();
         start.mirrors = config
             .mirrors

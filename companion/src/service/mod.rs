@@ -850,17 +850,16 @@ impl Shared {
                     inner.supervisor.note_port(&id, addr.port());
                 }
             }
-            RunEvent::AlreadyComplete { file, receipt } => {
+            RunEvent::AlreadyComplete {
+                file,
+                receipt,
+                seeding,
+            } => {
                 if let Some(live) = inner.live.get_mut(&id) {
                     live.file = Some(file);
                     live.receipt = Some(receipt);
                     live.verified_bytes = artifact_bytes;
                 }
-                let seeding = inner
-                    .supervisor
-                    .record(&id)
-                    .and_then(ItemRecord::download)
-                    .is_some_and(|d| d.serve && d.seed_after);
                 inner
                     .supervisor
                     .handle_run(&id, run, RunInput::Delivered { seeding }, now);

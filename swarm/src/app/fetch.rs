@@ -203,6 +203,14 @@ impl DownloadPlan {
         }
     }
 
+    /// Whether the download serves on once done ([`Serving::seed_after`]):
+    /// only a download that serves. The node decides it again while it
+    /// runs (not while it is stopping); a front end asks this, for a file
+    /// that was done before any node ran.
+    pub fn seeds_after(&self) -> bool {
+        self.serving.is_some_and(|serving| serving.seed_after)
+    }
+
     /// A plan with no peers, no serving, no DHT, default limits and
     /// tuning.
     pub fn new(
@@ -325,6 +333,7 @@ impl ReadyDownload {
     ) -> Result<Fetcher, FetchError> {
         let plan = self.plan;
         let listen = plan.serving.map(|serving| serving.listen);
+        let seed_after = plan.seeds_after();
         let config = FetchConfig {
             manifest: plan.manifest,
             manifest_sha256: plan.manifest_sha256,
@@ -334,7 +343,7 @@ impl ReadyDownload {
             // tries each address of a peer in turn.
             peers: PeerAddrs::flatten(&plan.peers),
             serve: plan.serving.is_some(),
-            seed_after: plan.serving.is_some_and(|serving| serving.seed_after),
+            seed_after,
             node: crate::node::NodeSettings {
                 manifest_file: plan.manifest_file,
                 port_mapping: plan.serving.is_some_and(|serving| serving.port_mapping),
