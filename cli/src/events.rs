@@ -851,6 +851,28 @@ pub enum Event {
         /// The manifests it lists as withdrawn.
         withdrawn: Vec<ChannelWithdrawn>,
     },
+    /// `follow`: this machine holds the latest version, delivered and
+    /// verified; nothing was fetched.
+    UpToDate {
+        /// The model followed.
+        model_id: String,
+        /// SHA-256 of the latest version's manifest file.
+        #[cfg_attr(test, schemars(with = "crate::schema::Sha256Hex"))]
+        manifest_sha256: String,
+        /// Where it is.
+        dir: PathBuf,
+    },
+    /// `follow`: a version held here is withdrawn by its publisher. It is
+    /// not served, and nothing was deleted.
+    WithdrawnHere {
+        /// SHA-256 of its manifest file.
+        #[cfg_attr(test, schemars(with = "crate::schema::Sha256Hex"))]
+        manifest_sha256: String,
+        /// Where it is.
+        dir: PathBuf,
+        /// Where the publisher says why (an https route).
+        reason_route: String,
+    },
     /// The command failed (always the last line).
     Error {
         /// The process's exit code.

@@ -141,7 +141,7 @@ impl Judged {
                     " (first seen now; accepted by --yes, as ssh's accept-new does)"
                 }
                 _ if pin_first => " (first seen now; accepted at the prompt)",
-                _ => " (named with --publisher-key)",
+                _ => " (the key this command was given)",
             };
             out.say(format!(
                 "pinned key {} for publisher {} in {}{how}",

@@ -302,15 +302,68 @@ fn followers_get_each_version_moving_only_what_changed_and_hear_of_a_withdrawal(
         assert_eq!(std::fs::read(old).unwrap(), v1.bytes);
     }
 
-    // Version 1 withdrawn: each follower is told, with the route, and
-    // keeps its copy.
-    publish(
+    // Withdrawing the version just published is refused with what to do
+    // instead; nothing is published.
+    let (code, _, stderr) = run(
         root,
-        &node,
-        &v2.manifest_path,
-        &peer2,
-        &["--withdraw", &v1_hex, "--reason-route", REASON],
+        &[
+            "publish",
+            v2.manifest_path.to_str().unwrap(),
+            "--key",
+            "pub.key",
+            "--withdraw",
+            &v2_hex,
+            "--reason-route",
+            REASON,
+            "--dht-bootstrap",
+            &node,
+            "--channels",
+            "publisher",
+        ],
     );
+    assert_eq!(code, 3, "{stderr}");
+    assert!(
+        stderr.contains("both published and withdrawn by this update")
+            && stderr.contains(&format!("with --withdraw {v2_hex}")),
+        "{stderr}"
+    );
+    // Version 1 withdrawn, with no --peer: version 2 keeps its peer (a
+    // new follower still gets it), each follower is told, with the route,
+    // and keeps its copy.
+    ok(
+        root,
+        &[
+            "publish",
+            v2.manifest_path.to_str().unwrap(),
+            "--key",
+            "pub.key",
+            "--withdraw",
+            &v1_hex,
+            "--reason-route",
+            REASON,
+            "--dht-bootstrap",
+            &node,
+            "--channels",
+            "publisher",
+        ],
+    );
+    let (code, stdout, stderr) = follow(root, &node, "late", &[]);
+    assert_eq!(code, 0, "{stdout:?} {stderr}");
+    let got = root.join("late").join(&v2_hex).join("tiny.slm");
+    assert_eq!(std::fs::read(&got).unwrap(), v2.bytes);
+    // With --json, what was said is in events too.
+    let (code, stdout, stderr) = follow(root, &node, "f1", &["--json"]);
+    assert_eq!(code, 0, "{stdout:?} {stderr}");
+    let events: Vec<Value> = (stdout.iter())
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let of = |name: &str| events.iter().find(|e| e["event"] == name).cloned();
+    let withdrawn = of("withdrawn-here").expect("a withdrawn-here event");
+    assert_eq!(withdrawn["manifest_sha256"], v1_hex.as_str());
+    assert_eq!(withdrawn["reason_route"], REASON);
+    let up_to_date = of("up-to-date").expect("an up-to-date event");
+    assert_eq!(up_to_date["manifest_sha256"], v2_hex.as_str());
+    assert_eq!(up_to_date["model_id"], MODEL);
     for follower in followers {
         let (code, stdout, stderr) = follow(root, &node, follower, &[]);
         assert_eq!(code, 0, "{stdout:?} {stderr}");

@@ -271,5 +271,33 @@ fn follow_two_versions(root: &Path) {
         from_mirror < reused / 2,
         "the mirror sent {from_mirror} bytes"
     );
+
+    // Version 1 withdrawn: its item says so and no longer offers the file
+    // for use (version 2's still does).
+    channel
+        .withdrawn
+        .push(minimodel_verifier::channel::Withdrawal {
+            manifest_sha256: v1_sha256,
+            reason_route: minimodel_verifier::route::Route::parse("https://example.org/why")
+                .unwrap(),
+        });
+    let third = sign_channel(&secret, 3, &channel).unwrap();
+    runtime
+        .block_on(client.put_channel(&third, Some(2)))
+        .unwrap();
+    let items = wait_library(&follower, "version 1 withdrawn", |items| {
+        items
+            .iter()
+            .any(|item| item["id"] == v1_id.as_str() && item["state"] == "withdrawn")
+    });
+    let v1_item = items.iter().find(|i| i["id"] == v1_id.as_str()).unwrap();
+    assert!(v1_item["handoff"].is_null(), "{v1_item:#}");
+    let v2_item = items.iter().find(|i| i["id"] != v1_id.as_str()).unwrap();
+    assert!(
+        v2_item["handoff"]["text"]
+            .as_str()
+            .is_some_and(|text| text.starts_with("Verified. To use it")),
+        "{v2_item:#}"
+    );
     drop((node, client));
 }

@@ -86,7 +86,9 @@ pub struct Update {
     pub model_id: ModelId,
     /// SHA-256 of its manifest file.
     pub manifest_sha256: Sha256Digest,
-    /// The peers that serve it (they replace the model's peers).
+    /// The peers that serve it (they replace the model's peers). None
+    /// given for the manifest the model already names: its peers are
+    /// kept (a withdrawal alone changes nothing else).
     pub peers: Vec<ChannelPeer>,
     /// Manifests to withdraw; one already listed keeps its place and takes
     /// the new reason route.
@@ -117,6 +119,13 @@ pub enum UpdateError {
         "manifest {0} is withdrawn in this channel; a withdrawn manifest is not published again"
     )]
     PublishingWithdrawn(Sha256Digest),
+    /// The manifest published is the one this very update withdraws (it
+    /// was not withdrawn before): the latest version is withdrawn by
+    /// publishing the one that replaces it.
+    #[error(
+        "manifest {0} is both published and withdrawn by this update; to withdraw the latest version, publish the version that replaces it (the one before, or a new one) with --withdraw {0}"
+    )]
+    WithdrawingPublished(Sha256Digest),
     /// The sequence number cannot go higher.
     #[error("the channel's sequence number is at its maximum")]
     SequenceExhausted,
@@ -137,6 +146,9 @@ pub fn next_item(
     update: &Update,
 ) -> Result<Next, UpdateError> {
     let mut channel = current.map(|c| c.channel().clone()).unwrap_or_default();
+    if (channel.withdrawn.iter()).any(|w| w.manifest_sha256 == update.manifest_sha256) {
+        return Err(UpdateError::PublishingWithdrawn(update.manifest_sha256));
+    }
     for withdrawal in &update.withdraw {
         match channel
             .withdrawn
@@ -152,13 +164,23 @@ pub fn next_item(
         .iter()
         .any(|w| w.manifest_sha256 == update.manifest_sha256)
     {
-        return Err(UpdateError::PublishingWithdrawn(update.manifest_sha256));
+        return Err(UpdateError::WithdrawingPublished(update.manifest_sha256));
     }
+    // No peer named for the version the model names already: its peers
+    // stay (a withdrawal alone must not leave new followers with none).
+    let peers = match channel.models.get(&update.model_id) {
+        Some(latest)
+            if update.peers.is_empty() && latest.manifest_sha256 == update.manifest_sha256 =>
+        {
+            latest.peers.clone()
+        }
+        _ => update.peers.clone(),
+    };
     channel.models.insert(
         update.model_id.clone(),
         Latest {
             manifest_sha256: update.manifest_sha256,
-            peers: update.peers.clone(),
+            peers,
         },
     );
     channel.encode()?;
@@ -474,10 +496,37 @@ mod tests {
         );
         let mut itself = update("tiny", 4);
         itself.withdraw = vec![withdrawal(4)];
-        assert_eq!(
-            next_item(None, false, &itself),
-            Err(UpdateError::PublishingWithdrawn(digest(4)))
+        let refused = next_item(None, false, &itself);
+        assert_eq!(refused, Err(UpdateError::WithdrawingPublished(digest(4))));
+        // Its words do not call it withdrawn already, and say what to do.
+        let words = refused.unwrap_err().to_string();
+        assert!(
+            words.contains("both published and withdrawn by this update")
+                && words.contains("publish the version that replaces it"),
+            "{words}"
         );
+    }
+
+    #[test]
+    fn a_withdrawal_without_peers_keeps_the_peers_of_the_version_named() {
+        let next = next_item(None, false, &update("tiny", 2)).unwrap();
+        let current = check_item(
+            &sign_channel(&secret(1), next.seq, &next.channel).unwrap(),
+            &secret(1).public_key(),
+            None,
+        )
+        .unwrap();
+        // The same version, no --peer, one withdrawal: the peers stay.
+        let mut withdraw_only = update("tiny", 2);
+        withdraw_only.peers.clear();
+        withdraw_only.withdraw = vec![withdrawal(1)];
+        let next = next_item(Some(&current), true, &withdraw_only).unwrap();
+        assert_eq!(next.channel.models[&model("tiny")].peers, vec![peer(2)]);
+        // A new version's peers are the ones given, none if none are.
+        let mut new_version = update("tiny", 3);
+        new_version.peers.clear();
+        let next = next_item(Some(&current), true, &new_version).unwrap();
+        assert!(next.channel.models[&model("tiny")].peers.is_empty());
     }
 
     #[test]

@@ -237,8 +237,11 @@ fn keep_item(dir: &Path, key: &PublicKey, item: &ChannelItem) -> Result<(), Fail
 /// A refused channel item: exit 4, naming why.
 fn refused(error: ChannelItemError, key: &PublicKey) -> Failure {
     let hint = match &error {
-        ChannelItemError::Replayed { .. } | ChannelItemError::SequenceReused { .. } => {
+        ChannelItemError::Replayed { .. } => {
             "the DHT nodes asked hold an older item than one seen here; try again later or through other --dht-bootstrap nodes"
+        }
+        ChannelItemError::SequenceReused { .. } => {
+            "the publisher signed two different items with this sequence number (published from two places, or after losing its channels directory); the one seen here first is kept, and the next item it publishes replaces both. To take the other now, delete the item kept in --channels DIR"
         }
         _ => "the item is not this publisher's channel as docs/channel.md says",
     };
@@ -389,6 +392,12 @@ pub fn publish(args: PublishArgs, out: Output) -> Result<(), Failure> {
         keep_item(&dir, &key, &item)?;
         let models = models_of(&next.channel, None);
         let withdrawn = withdrawn_of(&next.channel);
+        if (next.channel.models.get(&update.model_id)).is_some_and(|latest| latest.peers.is_empty()) {
+            out.status(format!(
+                "warning: the channel names no peer for {}: followers fetch it only from a --mirror they give (publish it with --peer ID@ADDR)",
+                update.model_id
+            ));
+        }
         out.say(format!(
             "published the channel of key {} at sequence number {} (target {target}), stored by {stored_at} DHT nodes",
             key.key_id(),

@@ -89,7 +89,8 @@ pub struct FollowArgs {
     /// A copy of the model's latest version on a web server
     /// (repeatable; `fetch --mirror`): chunks from it are checked like a
     /// peer's, and its chunk list (`URL.chunk-list`) is read for reusing
-    /// the versions here when the manifest's chunk-list-route cannot be.
+    /// the versions here when the manifest names no chunk-list-route or
+    /// it cannot be read there.
     #[arg(long = "mirror", value_name = "URL")]
     pub mirrors: Vec<String>,
     /// Consent to fetching a new version (and, with --serve, to serving
@@ -173,12 +174,18 @@ fn delivered(dir: &Path, model: &ModelId, digest: &Sha256Digest) -> Result<bool,
 /// Says each withdrawn version here, with where its reason is.
 fn say_withdrawn(out: Output, dir: &Path, withdrawn: &[Withdrawal]) {
     for w in withdrawn {
+        let here = version_dir(dir, &w.manifest_sha256);
         out.say(format!(
             "version {} in {} is withdrawn by its publisher: reason at {}; follow does not serve it, and nothing was deleted",
             w.manifest_sha256.to_hex(),
-            version_dir(dir, &w.manifest_sha256).display(),
+            here.display(),
             w.reason_route
         ));
+        out.event(&Event::WithdrawnHere {
+            manifest_sha256: w.manifest_sha256.to_hex(),
+            dir: here,
+            reason_route: w.reason_route.to_string(),
+        });
     }
 }
 
@@ -232,12 +239,18 @@ pub fn run(args: FollowArgs, out: Output) -> Result<(), Failure> {
             ),
         )),
         Next::UpToDate(digest) => {
+            let dir = version_dir(&args.out, &digest);
             out.say(format!(
                 "up to date: {} holds the latest version of {} (manifest sha256 {}), delivered and verified (its receipt says when)",
-                version_dir(&args.out, &digest).display(),
+                dir.display(),
                 args.model_id,
                 digest.to_hex()
             ));
+            out.event(&Event::UpToDate {
+                model_id: args.model_id.to_string(),
+                manifest_sha256: digest.to_hex(),
+                dir,
+            });
             Ok(())
         }
         Next::NoPeers(digest) => Err(Failure::new(

@@ -68,7 +68,9 @@ pub struct ManifestArgs {
     /// Chunk size, a power of two from 16KiB to 16MiB [default: 1MiB; halved below 128MiB, down to 64KiB, aiming for 128 chunks; more for huge files].
     #[arg(long, value_parser = parse_size)]
     pub chunk_size: Option<u64>,
-    /// Publish the chunk list: its https route (requires --chunk-list-out).
+    /// Publish the chunk list: its https route, whose host is a DNS name
+    /// with a top-level domain (IP addresses are refused, as in every
+    /// route); requires --chunk-list-out.
     #[arg(long, requires = "chunk_list_out")]
     pub chunk_list_route: Option<Route>,
     /// Write the chunk list (one hex SHA-256 per line) to this file

@@ -81,8 +81,10 @@ impl Shared {
             Work::Share(share) => Some(share.file.clone()),
             Work::Download(_) => live.file.clone(),
         };
+        // A withdrawn version is not offered for use: its problem says why.
+        let withdrawn = status.state == ItemState::Withdrawn;
         let handoff = match (&live.file, &live.receipt, download) {
-            (Some(file), Some(receipt), Some(_)) => {
+            (Some(file), Some(receipt), Some(_)) if !withdrawn => {
                 let manifest = self.library.manifest_path(id);
                 Some(Handoff {
                     file: file.clone(),
