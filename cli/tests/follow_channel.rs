@@ -327,6 +327,26 @@ fn followers_get_each_version_moving_only_what_changed_and_hear_of_a_withdrawal(
             && stderr.contains(&format!("with --withdraw {v2_hex}")),
         "{stderr}"
     );
+    // Naming another version with no --peer is refused: no follower
+    // could fetch it.
+    let (code, _, stderr) = run(
+        root,
+        &[
+            "publish",
+            v1.manifest_path.to_str().unwrap(),
+            "--key",
+            "pub.key",
+            "--dht-bootstrap",
+            &node,
+            "--channels",
+            "publisher",
+        ],
+    );
+    assert_eq!(code, 3, "{stderr}");
+    assert!(
+        stderr.contains("the channel would name no peer for tiny"),
+        "{stderr}"
+    );
     // Version 1 withdrawn, with no --peer: version 2 keeps its peer (a
     // new follower still gets it), each follower is told, with the route,
     // and keeps its copy.

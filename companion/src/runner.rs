@@ -77,8 +77,8 @@ pub enum RunEvent {
         /// Whether the run serves it on ([`DownloadPlan::seeds_after`]).
         seeding: bool,
     },
-    /// What reading the new version's chunk list ahead gave (a download
-    /// with older versions to copy from).
+    /// What reading the new version's chunk list ahead gave (each
+    /// download run, before it opens its directory).
     Reuse(ChunkListAhead),
     /// The run ended.
     Ended(Ending),
@@ -503,8 +503,10 @@ impl Run {
         let ahead = plan.read_chunk_list_ahead().await;
         if ahead != ChunkListAhead::NotNeeded {
             tracing::info!(item = %self.id, "{ahead}");
-            self.send(RunEvent::Reuse(ahead));
         }
+        // Every download run says it, none to reuse too: the item shows
+        // this run's finding, not an earlier one's.
+        self.send(RunEvent::Reuse(ahead));
         let artifact_bytes = plan.manifest.artifact_bytes;
         let manifest = plan.manifest.clone();
         let manifest_file = plan.manifest_file.clone();

@@ -1,6 +1,6 @@
 //! [`ManifestQuery`]: every decision of the manifest query a ticket starts
-//! (`docs/tickets.md`, "Reading a ticket"), sans-IO, as
-//! [`crate::relay::RelayLinkCore`] is a relay link's. The driver
+//! (`docs/formats.md`, "Ticket"), sans-IO, as
+//! [`crate::relay::link::RelayLinkCore`] is a relay link's. The driver
 //! (`swarm/src/app/ticket.rs`) dials, queries, starts relay links and asks
 //! mirrors when told, hands every outcome in, and wakes at
 //! [`ManifestQuery::poll_timeout`]; it decides nothing.
@@ -462,6 +462,10 @@ impl ManifestQuery {
         asked.dialing = asked.dialing.saturating_sub(1);
         if !asked.querying {
             asked.querying = true;
+            // The first connection up is the one asked: a relayed source's
+            // dials still to come are not made.
+            asked.punch = None;
+            asked.fallback = None;
             self.actions.push_back(QueryAction::Query { source, dial });
         }
     }
@@ -541,14 +545,21 @@ impl ManifestQuery {
         let Some(asked) = self.asked(source) else {
             return;
         };
+        // Once the relay introduced the peer, the punch and the channel
+        // go on whatever the link says later (a registration lost and
+        // refused again, say).
+        let punching = asked.relaying == Some(Relaying::Punching);
         match news {
-            RelayNews::Registered => {
-                if asked.relaying == Some(Relaying::Registering) {
-                    asked.relaying = Some(Relaying::Introducing);
-                    self.actions
-                        .push_back(QueryAction::Introduce { source, peer });
-                }
+            // Registered, or registered again after a loss before the
+            // relay's Connect came: the introduction is asked (again: a
+            // link made again does not repeat one it sent).
+            RelayNews::Registered if !punching => {
+                asked.relaying = Some(Relaying::Introducing);
+                self.actions
+                    .push_back(QueryAction::Introduce { source, peer });
             }
+            RelayNews::Registered => {}
+            RelayNews::Refused(_) | RelayNews::IntroduceFailed(_) if punching => {}
             RelayNews::Refused(reason) => {
                 self.end(source, format!("relay {relay}: not registered: {reason}"));
             }
@@ -568,7 +579,7 @@ impl ManifestQuery {
                 }
             }
             RelayNews::Connect { addrs, path } => {
-                if asked.relaying == Some(Relaying::Punching) {
+                if punching {
                     return;
                 }
                 asked.relaying = Some(Relaying::Punching);

@@ -88,7 +88,8 @@ pub struct Update {
     pub manifest_sha256: Sha256Digest,
     /// The peers that serve it (they replace the model's peers). None
     /// given for the manifest the model already names: its peers are
-    /// kept (a withdrawal alone changes nothing else).
+    /// kept (a withdrawal alone changes nothing else); none at all is
+    /// refused ([`UpdateError::NoPeers`]).
     pub peers: Vec<ChannelPeer>,
     /// Manifests to withdraw; one already listed keeps its place and takes
     /// the new reason route.
@@ -126,6 +127,12 @@ pub enum UpdateError {
         "manifest {0} is both published and withdrawn by this update; to withdraw the latest version, publish the version that replaces it (the one before, or a new one) with --withdraw {0}"
     )]
     WithdrawingPublished(Sha256Digest),
+    /// The model would be named with no peer: followers fetch a version
+    /// only from the peers the channel names.
+    #[error(
+        "the channel would name no peer for {0}: followers fetch a version only from the peers the channel names; name at least one with --peer ID@ADDR"
+    )]
+    NoPeers(ModelId),
     /// The sequence number cannot go higher.
     #[error("the channel's sequence number is at its maximum")]
     SequenceExhausted,
@@ -176,6 +183,9 @@ pub fn next_item(
         }
         _ => update.peers.clone(),
     };
+    if peers.is_empty() {
+        return Err(UpdateError::NoPeers(update.model_id.clone()));
+    }
     channel.models.insert(
         update.model_id.clone(),
         Latest {
@@ -522,11 +532,14 @@ mod tests {
         withdraw_only.withdraw = vec![withdrawal(1)];
         let next = next_item(Some(&current), true, &withdraw_only).unwrap();
         assert_eq!(next.channel.models[&model("tiny")].peers, vec![peer(2)]);
-        // A new version's peers are the ones given, none if none are.
+        // A new version's peers are the ones given: none is refused, as
+        // no follower could fetch it.
         let mut new_version = update("tiny", 3);
         new_version.peers.clear();
-        let next = next_item(Some(&current), true, &new_version).unwrap();
-        assert!(next.channel.models[&model("tiny")].peers.is_empty());
+        assert_eq!(
+            next_item(Some(&current), true, &new_version),
+            Err(UpdateError::NoPeers(model("tiny")))
+        );
     }
 
     #[test]

@@ -392,12 +392,6 @@ pub fn publish(args: PublishArgs, out: Output) -> Result<(), Failure> {
         keep_item(&dir, &key, &item)?;
         let models = models_of(&next.channel, None);
         let withdrawn = withdrawn_of(&next.channel);
-        if (next.channel.models.get(&update.model_id)).is_some_and(|latest| latest.peers.is_empty()) {
-            out.status(format!(
-                "warning: the channel names no peer for {}: followers fetch it only from a --mirror they give (publish it with --peer ID@ADDR)",
-                update.model_id
-            ));
-        }
         out.say(format!(
             "published the channel of key {} at sequence number {} (target {target}), stored by {stored_at} DHT nodes",
             key.key_id(),

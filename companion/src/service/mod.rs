@@ -31,7 +31,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Weak};
 use std::time::Instant;
 
-use minimodel_swarm::app::fetch::DownloadPlan;
+use minimodel_swarm::app::fetch::{ChunkListAhead, DownloadPlan};
 use minimodel_swarm::app::share::VerifiedShare;
 use minimodel_swarm::dht::DiscoveryConfig;
 use minimodel_swarm::node::{NodeMetrics, NodeReport};
@@ -866,7 +866,7 @@ impl Shared {
             }
             RunEvent::Reuse(ahead) => {
                 if let Some(live) = inner.live.get_mut(&id) {
-                    live.reuse = Some(ahead.to_string());
+                    live.reuse = (ahead != ChunkListAhead::NotNeeded).then(|| ahead.to_string());
                 }
             }
             RunEvent::Report(report) => {

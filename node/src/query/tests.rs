@@ -333,8 +333,17 @@ fn through_a_relay_the_punch_comes_first_and_the_channel_as_its_fallback() {
             peer: id(2)
         }]
     );
-    // A loss while waiting is only remembered: the link tries again.
+    // A loss while waiting is only remembered: the link tries again, and
+    // registered again asks for the introduction again (a link made again
+    // does not repeat one it sent).
     assert!(driver.relay(0, RelayNews::Lost("reset".into())).is_empty());
+    assert_eq!(
+        driver.relay(0, RelayNews::Registered),
+        [QueryAction::Introduce {
+            source: 0,
+            peer: id(2)
+        }]
+    );
     driver.run_to(300);
     let path = SocketAddr::from(([240, 0, 0, 1], 1));
     let addrs = vec![addr(5), path, addr(6)];
@@ -487,4 +496,46 @@ fn a_ticket_with_no_source_ends_at_once() {
     let mut driver = Driver::new(&[], &[], 0, QueryConfig::default());
     let (why, wrong) = driver.not_found();
     assert!(why.is_empty() && !wrong);
+}
+
+#[test]
+fn the_first_connection_up_is_asked_and_the_relays_later_news_changes_nothing() {
+    let config = QueryConfig::default();
+    let mut driver = Driver::new(&[], &[(id(2), vec![addr(90)])], 0, config);
+    driver.relay(0, RelayNews::Registered);
+    let path = SocketAddr::from(([240, 0, 0, 1], 1));
+    driver.relay(
+        0,
+        RelayNews::Connect {
+            addrs: vec![addr(5)],
+            path,
+        },
+    );
+    driver.run_to(config.punch_delay.as_millis() as u64);
+    assert_eq!(driver.dials().len(), 1);
+    // The punch connects: it is asked, and the channel is never dialed.
+    assert_eq!(
+        driver.connect(0, 0),
+        [QueryAction::Query { source: 0, dial: 0 }]
+    );
+    driver.run_to(5_000);
+    assert_eq!(driver.dials().len(), 1, "{:?}", driver.dials());
+    // The link lost and refused meanwhile: the query on the punched
+    // connection goes on.
+    assert!(driver.relay(0, RelayNews::Lost("reset".into())).is_empty());
+    assert!(
+        driver
+            .relay(0, RelayNews::Refused("full".into()))
+            .is_empty()
+    );
+    assert!(
+        driver
+            .relay(0, RelayNews::IntroduceFailed("gone".into()))
+            .is_empty()
+    );
+    driver.answer(0, Answer::Bytes(MANIFEST.to_vec()));
+    assert!(matches!(
+        driver.query.poll_outcome(),
+        Some(QueryOutcome::Found { source: 0, .. })
+    ));
 }

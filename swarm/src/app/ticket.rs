@@ -252,6 +252,9 @@ pub async fn manifest_of_sources(
             }
         };
         tokio::select! {
+            // An answer already here comes before a timer due with it (a
+            // deadline must not end a source whose bytes arrived).
+            biased;
             event = driver.events.1.recv() => {
                 let now = tokio::time::Instant::now().into_std();
                 match event {
@@ -263,9 +266,14 @@ pub async fn manifest_of_sources(
         }
     };
     // What is still under way (a slower address when one answered) ends
-    // here; the connections close with the rest.
+    // here; the connections close with the rest, those made meanwhile too.
     for (_, mut tasks) in driver.tasks.drain() {
         tasks.abort_all();
+    }
+    while let Ok(event) = driver.events.1.try_recv() {
+        if let Event::Connected { connection, .. } = event {
+            driver.opened.push(connection);
+        }
     }
     driver.links.clear();
     if let Ok((endpoint, _)) = &driver.bound {
