@@ -118,6 +118,15 @@ impl Driver {
         self.drain()
     }
 
+    /// The right bytes from `source`: the query ends found there.
+    fn answer_right(&mut self, source: usize) {
+        self.answer(source, Answer::Bytes(MANIFEST.to_vec()));
+        assert!(matches!(
+            self.query.poll_outcome(),
+            Some(QueryOutcome::Found { source: s, .. }) if s == source
+        ));
+    }
+
     fn not_found(&mut self) -> (Vec<String>, bool) {
         match self.query.poll_outcome() {
             Some(QueryOutcome::NotFound { why, wrong_bytes }) => (why, wrong_bytes),
@@ -373,11 +382,7 @@ fn through_a_relay_the_punch_comes_first_and_the_channel_as_its_fallback() {
     );
     assert!(driver.fail(0, 0, false, "timed out").is_empty());
     assert!(driver.fail(0, 1, false, "timed out").is_empty());
-    driver.answer(0, Answer::Bytes(MANIFEST.to_vec()));
-    assert!(matches!(
-        driver.query.poll_outcome(),
-        Some(QueryOutcome::Found { source: 0, .. })
-    ));
+    driver.answer_right(0);
 }
 
 #[test]
@@ -484,11 +489,7 @@ fn a_ticket_of_mirrors_only_asks_them_in_turn() {
             )
         ]
     );
-    driver.answer(1, Answer::Bytes(MANIFEST.to_vec()));
-    assert!(matches!(
-        driver.query.poll_outcome(),
-        Some(QueryOutcome::Found { source: 1, .. })
-    ));
+    driver.answer_right(1);
 }
 
 #[test]
@@ -533,9 +534,5 @@ fn the_first_connection_up_is_asked_and_the_relays_later_news_changes_nothing() 
             .relay(0, RelayNews::IntroduceFailed("gone".into()))
             .is_empty()
     );
-    driver.answer(0, Answer::Bytes(MANIFEST.to_vec()));
-    assert!(matches!(
-        driver.query.poll_outcome(),
-        Some(QueryOutcome::Found { source: 0, .. })
-    ));
+    driver.answer_right(0);
 }
