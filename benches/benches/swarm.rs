@@ -208,6 +208,7 @@ fn start_fetcher(fixture: &Fixture, out: &Path, peers: Vec<PeerAddr>, serve: boo
             },
             dht: None,
             mirrors: None,
+            chunk_list: None,
         },
         Arc::new(partial),
         Arc::new(Identity::generate().unwrap()),

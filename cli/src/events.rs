@@ -517,13 +517,16 @@ pub enum Event {
         /// The peer it asked for.
         target: String,
     },
-    /// A peer holding a ticket asked for the manifest, and was answered.
+    /// A peer holding a ticket asked for the manifest, or a peer with an
+    /// older version for its chunk list, and was answered.
     ManifestQuery {
         /// Its id.
         peer: String,
         /// Its address.
         #[cfg_attr(test, schemars(with = "String"))]
         addr: SocketAddr,
+        /// What it asked for: `manifest` or `chunk-list`.
+        asked: String,
         /// Absent when it was sent the manifest; otherwise why it was
         /// refused.
         #[serde(skip_serializing_if = "Option::is_none")]

@@ -396,15 +396,18 @@ fn show(report: NodeReport, out: Output, progress: Option<&mut FetchProgress>) {
         NodeReport::ManifestQuery {
             peer,
             addr,
+            chunk_list,
             refused,
         } => {
+            let asked = if chunk_list { "chunk list" } else { "manifest" };
             match refused {
-                None => tracing::info!("{addr} asked for the manifest and was sent it"),
-                Some(reason) => tracing::info!("{addr} asked for a manifest: refused, {reason}"),
+                None => tracing::info!("{addr} asked for the {asked} and was sent it"),
+                Some(reason) => tracing::info!("{addr} asked for the {asked}: refused, {reason}"),
             }
             Event::ManifestQuery {
                 peer: peer.to_string(),
                 addr,
+                asked: asked.replace(' ', "-"),
                 refused: refused.map(|reason| reason.to_string()),
             }
         }

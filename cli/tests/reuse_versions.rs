@@ -21,30 +21,46 @@ const CHUNK_BYTES: usize = 64 * 1024;
 /// by the manifest, to `<name>.chunk-list`) and returns it as an
 /// [`Artifact`].
 fn describe(dir: &Path, slm: &Path, name: &str, model_id: &str) -> Artifact {
+    describe_with(dir, slm, name, model_id, true)
+}
+
+/// [`describe`]; without `route`, the manifest names no chunk list (a
+/// publisher with no web server).
+fn describe_with(dir: &Path, slm: &Path, name: &str, model_id: &str, route: bool) -> Artifact {
     let manifest_path = dir.join(format!("{name}.manifest"));
     let list = dir.join(format!("{name}.chunk-list"));
-    ok(
-        dir,
+    let route: &[&str] = if route {
         &[
-            "manifest",
-            slm.to_str().unwrap(),
-            "--model-id",
-            model_id,
-            "--publisher-id",
-            "acme",
-            "--license-route",
-            "https://example.org/license",
-            "--evidence-route",
-            "https://example.org/evidence",
-            "--chunk-size",
-            CHUNK,
             "--chunk-list-route",
             "https://example.org/chunk-list",
             "--chunk-list-out",
             list.to_str().unwrap(),
-            "-o",
-            manifest_path.to_str().unwrap(),
-        ],
+        ]
+    } else {
+        &[]
+    };
+    ok(
+        dir,
+        &[
+            &[
+                "manifest",
+                slm.to_str().unwrap(),
+                "--model-id",
+                model_id,
+                "--publisher-id",
+                "acme",
+                "--license-route",
+                "https://example.org/license",
+                "--evidence-route",
+                "https://example.org/evidence",
+                "--chunk-size",
+                CHUNK,
+                "-o",
+                manifest_path.to_str().unwrap(),
+            ][..],
+            route,
+        ]
+        .concat(),
     );
     let manifest = Manifest::parse_bytes(&std::fs::read(&manifest_path).unwrap()).unwrap();
     Artifact {
@@ -61,6 +77,12 @@ fn describe(dir: &Path, slm: &Path, name: &str, model_id: &str) -> Artifact {
 /// in every tenth chunk from chunk 5 on (6 chunks of 64 changed), with
 /// their manifests and chunk lists; returns them and the changed chunks.
 fn two_versions(root: &Path) -> (Artifact, Artifact, Vec<u32>) {
+    two_versions_with(root, true)
+}
+
+/// [`two_versions`]; without `route`, version 2's manifest names no chunk
+/// list.
+fn two_versions_with(root: &Path, route: bool) -> (Artifact, Artifact, Vec<u32>) {
     let v1 = Artifact::make(root, "v1", "tiny-v1", "4MiB", CHUNK, 71);
     let v1 = describe(root, &v1.slm, "v1", "tiny-v1");
     let changed: Vec<u32> = (5..v1.chunk_count()).step_by(10).collect();
@@ -75,7 +97,7 @@ fn two_versions(root: &Path) -> (Artifact, Artifact, Vec<u32>) {
     }
     let slm = root.join("v2.slm");
     std::fs::write(&slm, &bytes).unwrap();
-    let v2 = describe(root, &slm, "v2", "tiny-v2");
+    let v2 = describe_with(root, &slm, "v2", "tiny-v2", route);
     (v1, v2, changed)
 }
 
@@ -95,13 +117,24 @@ fn bytes_from_peers(receipt: &Value) -> u64 {
 }
 
 fn fetch_v2(root: &Path, v2: &Artifact, out: &Path, extra: &[String]) -> (Value, Vec<String>) {
+    let (receipt, lines, _) = fetch_v2_said(root, v2, out, extra);
+    (receipt, lines)
+}
+
+/// [`fetch_v2`], with what the fetch said on standard error.
+fn fetch_v2_said(
+    root: &Path,
+    v2: &Artifact,
+    out: &Path,
+    extra: &[String],
+) -> (Value, Vec<String>, String) {
     let seeders = Seeders::start(root, v2, 1, "64MiB");
     let mut args = fetch_args(v2, &seeders, out, &[]);
     args.extend(extra.iter().cloned());
     let mut fetch = Proc::spawn(root, &args);
     let lines = fetch.expect_exit(0);
     v2.verify(root, &v2.files(out).artifact);
-    (receipt(out, v2), lines)
+    (receipt(out, v2), lines, fetch.stderr())
 }
 
 fn reuse_args(old: &Path, v2_list: &Path) -> Vec<String> {
@@ -223,4 +256,28 @@ fn a_chunk_list_that_is_not_the_new_artifacts_is_refused() {
         "{stderr}"
     );
     assert!(!out.join("tiny-v2.slm.part").exists());
+}
+
+#[test]
+fn with_no_web_server_the_new_chunk_list_comes_from_the_seeder_and_only_what_changed_moves() {
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    let (v1, v2, changed) = two_versions_with(root, false);
+    assert!(v2.manifest.chunks.chunk_list.is_none());
+    let out = root.join("out");
+    let (receipt, _, said) = fetch_v2_said(
+        root,
+        &v2,
+        &out,
+        &["--reuse".into(), v1.slm.to_str().unwrap().into()],
+    );
+    let source = &receipt["source"];
+    let kept = u64::from(v2.chunk_count()) - changed.len() as u64;
+    assert_eq!(source["chunks_reused"], kept, "{receipt}");
+    assert_eq!(source["chunks_fetched"], changed.len() as u64, "{receipt}");
+    assert_eq!(bytes_from_peers(&receipt), v2.bytes_of(&changed));
+    assert!(
+        said.contains("the new version's chunk list is read from peer "),
+        "{said}"
+    );
 }

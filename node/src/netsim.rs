@@ -954,6 +954,7 @@ impl Sim {
             seed_after: spec.seed_after,
             seed: (node as u64 + 1) ^ self.seed_offset.rotate_left(32),
             manifest: None,
+            chunk_list: None,
             lan: if spec.lan || spec.nat.is_some_and(|nat| nat.translate) {
                 vec![spec.addr]
             } else {

@@ -157,6 +157,7 @@ pub fn hello_reject_words(reason: HelloRejectReason) -> &'static str {
         HelloRejectReason::NotServing => "not serving",
         HelloRejectReason::UnknownSwarm => "no such swarm here",
         HelloRejectReason::UnknownManifest => "no such manifest here",
+        HelloRejectReason::NoChunkList => "not the whole chunk list here",
     }
 }
 
@@ -589,13 +590,17 @@ pub enum NodeReport {
         target: PeerId,
     },
     /// An incoming connection asked for a manifest by its SHA-256 (a
-    /// manifest query: someone holding a ticket), and was answered.
+    /// manifest query: someone holding a ticket), or for that manifest's
+    /// chunk list (a chunk list query: someone with an older version to
+    /// reuse), and was answered.
     ManifestQuery {
         /// Its id.
         #[serde(serialize_with = "display")]
         peer: PeerId,
         /// Its address.
         addr: SocketAddr,
+        /// It asked for the chunk list, not the manifest.
+        chunk_list: bool,
         /// `None`: it was sent the manifest; otherwise why it was refused.
         #[serde(serialize_with = "display_refusal")]
         refused: Option<HelloRejectReason>,

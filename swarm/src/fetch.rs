@@ -63,6 +63,12 @@ pub struct FetchConfig {
     /// HTTPS copies of the artifact to fetch from beside the peers
     /// (`docs/swarm.md`, "Mirrors"), if any.
     pub mirrors: Option<crate::mirror::MirrorSet>,
+    /// The artifact's whole chunk list when it is known before the
+    /// download ends (read ahead and checked against the Merkle root,
+    /// [`crate::app::DownloadPlan::read_chunk_list_ahead`]): a serving
+    /// download hands it to chunk list queries from the start, not only
+    /// once delivered.
+    pub chunk_list: Option<Arc<[[u8; 32]]>>,
 }
 
 /// A finished download.
@@ -174,6 +180,7 @@ impl Fetcher {
         start.manifest = config
             .serve
             .then(|| crate::node::served_manifest(&node_config, manifest));
+        start.chunk_list = config.chunk_list.clone().filter(|_| config.serve);
         let node = Node::new(NodeParts {
             config: node_config,
             identity,

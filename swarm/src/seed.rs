@@ -90,6 +90,7 @@ impl Seeder {
         );
         start.serve = true;
         start.manifest = Some(crate::node::served_manifest(&config, manifest));
+        start.chunk_list = Some(crate::node::chunk_list_of(artifact.tree().chunk_hashes()));
         let jobs = Jobs::new(
             geometry,
             ChunkVerifier::new(geometry, manifest.chunks.merkle_root),

@@ -772,12 +772,223 @@ async fn the_chunk_list_is_read_ahead_once_below_every_front_end_and_says_why_no
     assert_eq!(
         ahead,
         ChunkListAhead::NotReused {
-            why: "the manifest names no chunk-list-route, and no mirror is given".into()
+            why: "the manifest names no chunk-list-route, and no mirror or peer is given".into()
         }
     );
     assert_eq!(
         ahead.to_string(),
-        "no chunk of the versions here is reused: the manifest names no chunk-list-route, and no mirror is given"
+        "no chunk of the versions here is reused: the manifest names no chunk-list-route, and no mirror or peer is given"
     );
     assert!(plan.chunk_list.is_none());
+}
+
+/// `new`'s bytes with one byte changed in each of `chunks`: an older
+/// version of it that shares every other chunk.
+fn older_version(new: &Artifact, chunks: &[u64], path: &std::path::Path) {
+    let mut bytes = std::fs::read(&new.path).unwrap();
+    for chunk in chunks {
+        bytes[(chunk * u64::from(CHUNK) + 7) as usize] ^= 0x5a;
+    }
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[tokio::test]
+async fn with_no_web_server_the_chunk_list_comes_from_a_peer_and_only_what_changed_moves() {
+    use minimodel_swarm::app::fetch::ChunkListAhead;
+    let temp = tempfile::tempdir().unwrap();
+    let artifact = artifact(temp.path(), "new", 16 * u64::from(CHUNK), CHUNK);
+    assert!(artifact.manifest.chunks.chunk_list.is_none());
+    let old = temp.path().join("old.slm");
+    older_version(&artifact, &[3, 9], &old);
+    let share = SharePlan::new(artifact.manifest.clone(), &artifact.path, loopback())
+        .verify(&|_| {})
+        .unwrap();
+    let serving = serve(&share);
+
+    let out = temp.path().join("out");
+    let peers = vec![PeerAddrs {
+        id: serving.peer.id,
+        addrs: vec![serving.peer.addr],
+    }];
+    let mut plan = plan_for(&artifact, &out, peers);
+    plan.reuse = vec![old];
+    let ahead = plan.read_chunk_list_ahead().await;
+    let short: String = serving.peer.id.to_string().chars().take(10).collect();
+    assert_eq!(
+        ahead,
+        ChunkListAhead::Read {
+            from: format!("peer {short} at {}", serving.peer.addr)
+        }
+    );
+    let ready = ready(plan);
+    let reused = ready.reused.clone().expect("a chunk list was read");
+    assert_eq!(reused.chunks_reused, 14, "{reused:?}");
+    assert_eq!(reused.chunks_failed, 0);
+    let outcome = run_to_end(ready).await.unwrap();
+    assert_eq!(
+        Sha256Digest::of(&std::fs::read(&outcome.artifact_path).unwrap()),
+        artifact.manifest.artifact_sha256
+    );
+    let ReceiptSource::Peers(summary) = &outcome.receipt.source else {
+        panic!("a download's receipt names its peers");
+    };
+    assert_eq!(summary.chunks_fetched, 2, "only the changed chunks moved");
+}
+
+#[tokio::test]
+async fn a_chunk_list_that_does_not_lead_to_the_root_is_not_used_and_the_next_peer_is_asked() {
+    use common::hostile::{HostileSeeder, Lie};
+    use minimodel_swarm::app::fetch::ChunkListAhead;
+    use minimodel_wire::Message;
+    let temp = tempfile::tempdir().unwrap();
+    let artifact = artifact(temp.path(), "new", 8 * u64::from(CHUNK), CHUNK);
+    let old = temp.path().join("old.slm");
+    older_version(&artifact, &[5], &old);
+    let hashes: Vec<[u8; 32]> = (artifact.verified.tree().chunk_hashes().iter())
+        .map(|hash| hash.0)
+        .collect();
+    // The right length, one hash changed: every field rule holds, the root
+    // does not.
+    let mut forged = hashes.clone();
+    forged[2][0] ^= 1;
+    let liar = HostileSeeder::start(
+        &artifact,
+        Lie::ChunkListAnswer(vec![Message::ChunkHashes {
+            total: 8,
+            first: 0,
+            hashes: forged,
+        }]),
+    );
+    // A list of another length: the wire refuses it.
+    let short = HostileSeeder::start(
+        &artifact,
+        Lie::ChunkListAnswer(vec![Message::ChunkHashes {
+            total: 7,
+            first: 0,
+            hashes: hashes[..7].to_vec(),
+        }]),
+    );
+    // One that sends the list with a gap.
+    let gap = HostileSeeder::start(
+        &artifact,
+        Lie::ChunkListAnswer(vec![
+            Message::ChunkHashes {
+                total: 8,
+                first: 0,
+                hashes: hashes[..3].to_vec(),
+            },
+            Message::ChunkHashes {
+                total: 8,
+                first: 4,
+                hashes: hashes[4..].to_vec(),
+            },
+        ]),
+    );
+    let share = SharePlan::new(artifact.manifest.clone(), &artifact.path, loopback())
+        .verify(&|_| {})
+        .unwrap();
+    let serving = serve(&share);
+    let as_peers = |peer: &PeerAddr| PeerAddrs {
+        id: peer.id,
+        addrs: vec![peer.addr],
+    };
+    let mut plan = plan_for(
+        &artifact,
+        &temp.path().join("out"),
+        vec![
+            as_peers(&liar.peer),
+            as_peers(&short.peer),
+            as_peers(&gap.peer),
+            as_peers(&serving.peer),
+        ],
+    );
+    plan.reuse = vec![old];
+    let ChunkListAhead::Read { from } = plan.read_chunk_list_ahead().await else {
+        panic!("the honest peer's list is read");
+    };
+    assert!(from.ends_with(&serving.peer.addr.to_string()), "{from}");
+    let reused = ready(plan).reused.expect("a chunk list was read");
+    assert_eq!(reused.chunks_reused, 7);
+
+    // Without the honest peer, none is used, and the words say why for
+    // each.
+    let mut plan = plan_for(
+        &artifact,
+        &temp.path().join("out2"),
+        vec![
+            as_peers(&liar.peer),
+            as_peers(&short.peer),
+            as_peers(&gap.peer),
+        ],
+    );
+    plan.reuse = vec![temp.path().join("old.slm")];
+    let ChunkListAhead::NotReused { why } = plan.read_chunk_list_ahead().await else {
+        panic!("no liar's list is used");
+    };
+    assert!(plan.chunk_list.is_none());
+    let parts: Vec<&str> = why.split("; peer ").collect();
+    assert_eq!(parts.len(), 3, "{why}");
+    assert!(parts[0].contains("not this version's chunk list"), "{why}");
+    assert!(parts[0].contains("Merkle root"), "{why}");
+    assert!(parts[1].contains("broke the protocol"), "{why}");
+    assert!(parts[1].contains("chunk 0 of 7"), "{why}");
+    assert!(parts[2].contains("chunk 4 of 8"), "{why}");
+    assert!(parts[2].contains("at chunk 3 of 8"), "{why}");
+}
+
+#[tokio::test]
+async fn a_peer_still_downloading_says_it_has_no_chunk_list_until_it_is_delivered() {
+    use minimodel_swarm::app::fetch::ChunkListAhead;
+    use minimodel_swarm::app::fetch::Serving as ServingPlan;
+    let temp = tempfile::tempdir().unwrap();
+    let artifact = artifact(temp.path(), "new", 8 * u64::from(CHUNK), CHUNK);
+    let old = temp.path().join("old.slm");
+    older_version(&artifact, &[1], &old);
+    // A serving download with no peer yet: it holds no chunk list.
+    let mut downloading = plan_for(&artifact, &temp.path().join("first"), Vec::new());
+    downloading.serving = Some(ServingPlan {
+        listen: loopback(),
+        seed_after: true,
+        port_mapping: false,
+    });
+    let (reports, mut heard) = mpsc::unbounded_channel();
+    let fetcher = ready(downloading).start(identity(), reports).unwrap();
+    let at = PeerAddr {
+        id: fetcher.peer_id(),
+        addr: fetcher.listen_addr().expect("it listens"),
+    };
+    let (stop, stopped) = oneshot::channel::<()>();
+    let run = tokio::spawn(fetcher.run(async move {
+        let _ = stopped.await;
+    }));
+    let mut plan = plan_for(
+        &artifact,
+        &temp.path().join("second"),
+        vec![PeerAddrs {
+            id: at.id,
+            addrs: vec![at.addr],
+        }],
+    );
+    plan.reuse = vec![old];
+    let ChunkListAhead::NotReused { why } = plan.read_chunk_list_ahead().await else {
+        panic!("a download not delivered has no whole list to give");
+    };
+    assert!(why.contains("not the whole chunk list here"), "{why}");
+    let mut asked = None;
+    while let Ok(report) = heard.try_recv() {
+        if let NodeReport::ManifestQuery {
+            chunk_list,
+            refused,
+            ..
+        } = report
+        {
+            asked = Some((chunk_list, refused));
+        }
+    }
+    assert_eq!(
+        asked,
+        Some((true, Some(minimodel_wire::HelloRejectReason::NoChunkList)))
+    );
+    let _ = stop.send(());
+    let _ = run.await;
 }

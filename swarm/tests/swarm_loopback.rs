@@ -103,6 +103,7 @@ async fn three_seeders_each_deliver_a_share() {
             node: giving_up_after(common::HANG),
             dht: None,
             mirrors: None,
+            chunk_list: None,
         },
         Arc::new(partial),
         Arc::new(Identity::generate().unwrap()),

@@ -8,19 +8,24 @@
 //! `Connect` and `RendezvousFailed` in any order; `Goodbye` may come at any
 //! point after `Hello` and ends that direction. A manifest query is shorter:
 //! the dialer sends `ManifestRequest` and nothing more, the listener answers
-//! with `Manifest` or `HelloReject`, and both directions are closed.
+//! with `Manifest` or `HelloReject`, and both directions are closed. A
+//! chunk list query is the same with `ChunkListRequest`, answered with
+//! `ChunkHashes` in chunk order until the list is whole, or `HelloReject`.
 //! Four rules tie the directions together:
 //!
-//! 1. the dialer speaks first (its Hello or ManifestRequest is the first
-//!    message of all);
+//! 1. the dialer speaks first (its Hello, ManifestRequest or
+//!    ChunkListRequest is the first message of all);
 //! 2. the listener answers a Hello with Hello or HelloReject, a
-//!    ManifestRequest with Manifest or HelloReject, and sends its Hello only
+//!    ManifestRequest with Manifest or HelloReject, a ChunkListRequest with
+//!    ChunkHashes or HelloReject, and sends its Hello only
 //!    once bound to a swarm the dialer's Hello matched;
 //! 3. the dialer sends its HaveBitfield only after the listener's Hello;
-//! 4. a HelloReject or a Manifest closes both directions for the dialer.
+//! 4. a HelloReject, a Manifest or the last ChunkHashes closes both
+//!    directions for the dialer.
 //!
 //! A dialer knows its swarm from the start ([`ControlStream::new`]) or asks
-//! for a manifest ([`ControlStream::manifest_query`]). A listener is
+//! for a manifest ([`ControlStream::manifest_query`]) or a chunk list
+//! ([`ControlStream::chunk_list_query`]). A listener is
 //! created without a swarm ([`ControlStream::listener`]): the dialer's Hello
 //! arrives unchecked, and its owner binds the stream to the swarm it chose
 //! ([`ControlStream::bind`], which checks the Hello as a listener of one
@@ -86,8 +91,9 @@ pub enum Phase {
     AwaitingBitfield,
     /// The sender has sent its HaveBitfield.
     Established,
-    /// The sender sent Goodbye, HelloReject, ManifestRequest or Manifest,
-    /// received a HelloReject or a Manifest, or (for the peer's direction)
+    /// The sender sent Goodbye, HelloReject, ManifestRequest, Manifest,
+    /// ChunkListRequest or its last ChunkHashes, received a HelloReject, a
+    /// Manifest or the last ChunkHashes, or (for the peer's direction)
     /// broke the protocol. Nothing more is legal.
     Closed,
 }
@@ -110,13 +116,16 @@ impl Phase {
     /// the two directions together).
     pub fn legal_messages(sender: Role, phase: Phase) -> &'static [MessageType] {
         match (phase, sender) {
-            (Phase::AwaitingHello, Role::Dialer) => {
-                &[MessageType::Hello, MessageType::ManifestRequest]
-            }
+            (Phase::AwaitingHello, Role::Dialer) => &[
+                MessageType::Hello,
+                MessageType::ManifestRequest,
+                MessageType::ChunkListRequest,
+            ],
             (Phase::AwaitingHello, Role::Listener) => &[
                 MessageType::Hello,
                 MessageType::HelloReject,
                 MessageType::Manifest,
+                MessageType::ChunkHashes,
             ],
             (Phase::AwaitingBitfield, _) => &[MessageType::HaveBitfield, MessageType::Goodbye],
             (Phase::Established, _) => OPEN_SET,
@@ -211,6 +220,21 @@ pub enum ControlEvent {
     /// unchecked (hash them against the digest asked for). The session is
     /// over.
     Manifest(Vec<u8>),
+    /// The dialer asks for the chunk list of the manifest with this
+    /// SHA-256; answer with ChunkHashes or HelloReject. Its direction is
+    /// closed.
+    ChunkListRequested([u8; 32]),
+    /// Part of the listener's answer to our ChunkListRequest: the hashes
+    /// from chunk `first` on, unchecked. `complete`: the list is whole
+    /// and the session over.
+    ChunkHashes {
+        /// The chunk of the first hash.
+        first: u32,
+        /// The hashes.
+        hashes: Vec<[u8; 32]>,
+        /// These were the last of the list.
+        complete: bool,
+    },
 }
 
 /// What the dialer opened the stream for, as far as this end knows.
@@ -222,6 +246,34 @@ enum Opening {
     Swarm,
     /// A manifest query for the manifest with this SHA-256.
     Manifest([u8; 32]),
+    /// A chunk list query for the list of the manifest with this SHA-256.
+    ChunkList([u8; 32]),
+}
+
+/// How far a chunk list query's ChunkHashes have got (sent by a listener,
+/// received by a dialer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct ListProgress {
+    /// The list's length: a dialer's from the start (its manifest's chunk
+    /// count), a listener's from its first ChunkHashes.
+    total: Option<u32>,
+    /// The chunk the next ChunkHashes starts at.
+    next: u32,
+}
+
+impl ListProgress {
+    /// Checks that a ChunkHashes from `first` of `total`, `count` hashes,
+    /// continues the list; `Ok(true)` when it ends it.
+    fn advance(&mut self, total: u32, first: u32, count: usize) -> Result<bool, (u32, u32)> {
+        let expected_total = self.total.unwrap_or(total);
+        if total != expected_total || first != self.next {
+            return Err((self.next, expected_total));
+        }
+        // The field rules hold: first + count <= total.
+        self.total = Some(total);
+        self.next = first + count as u32;
+        Ok(self.next == total)
+    }
 }
 
 /// What became of the peer's Hello.
@@ -250,6 +302,8 @@ pub struct ControlStream {
     peer_hello: PeerHello,
     /// We sent our Hello (not a HelloReject).
     local_hello_sent: bool,
+    /// A chunk list query's ChunkHashes so far.
+    list: ListProgress,
 }
 
 impl ControlStream {
@@ -269,6 +323,7 @@ impl ControlStream {
             },
             peer_hello: PeerHello::None,
             local_hello_sent: false,
+            list: ListProgress::default(),
         }
     }
 
@@ -285,6 +340,7 @@ impl ControlStream {
             opening: Opening::Unknown,
             peer_hello: PeerHello::None,
             local_hello_sent: false,
+            list: ListProgress::default(),
         }
     }
 
@@ -300,6 +356,28 @@ impl ControlStream {
             opening: Opening::Manifest(manifest_sha256),
             peer_hello: PeerHello::None,
             local_hello_sent: false,
+            list: ListProgress::default(),
+        }
+    }
+
+    /// A dialer that asks for the chunk list of the manifest whose SHA-256
+    /// is `manifest_sha256`, a list of `chunk_count` hashes (the
+    /// manifest's chunk count): it sends only that ChunkListRequest and
+    /// receives ChunkHashes in chunk order up to `chunk_count`, or a
+    /// HelloReject.
+    pub fn chunk_list_query(manifest_sha256: [u8; 32], chunk_count: u32) -> Self {
+        ControlStream {
+            role: Role::Dialer,
+            swarm: None,
+            sent: Phase::AwaitingHello,
+            received: Phase::AwaitingHello,
+            opening: Opening::ChunkList(manifest_sha256),
+            peer_hello: PeerHello::None,
+            local_hello_sent: false,
+            list: ListProgress {
+                total: Some(chunk_count),
+                next: 0,
+            },
         }
     }
 
@@ -316,6 +394,8 @@ impl ControlStream {
             Some("the listener is bound already")
         } else if matches!(self.opening, Opening::Manifest(_)) {
             Some("the dialer asked for a manifest, not a swarm")
+        } else if matches!(self.opening, Opening::ChunkList(_)) {
+            Some("the dialer asked for a chunk list, not a swarm")
         } else if self.sent != Phase::AwaitingHello {
             Some("the listener has answered the dialer already")
         } else if self.received == Phase::Closed {
@@ -383,10 +463,11 @@ impl ControlStream {
     }
 
     /// The SHA-256 of the manifest this session is about: the one a
-    /// manifest query asks for, or the one a listener was asked for.
+    /// manifest or chunk list query asks for, or the one a listener was
+    /// asked for.
     pub fn manifest_sha256(&self) -> Option<[u8; 32]> {
         match self.opening {
-            Opening::Manifest(digest) => Some(digest),
+            Opening::Manifest(digest) | Opening::ChunkList(digest) => Some(digest),
             _ => None,
         }
     }
@@ -417,6 +498,7 @@ impl ControlStream {
     fn opening_type(&self) -> MessageType {
         match self.opening {
             Opening::Manifest(_) => MessageType::ManifestRequest,
+            Opening::ChunkList(_) => MessageType::ChunkListRequest,
             _ => MessageType::Hello,
         }
     }
@@ -461,6 +543,13 @@ impl ControlStream {
                 self.received = Phase::Closed;
                 Ok(ControlEvent::ManifestRequested(*manifest_sha256))
             }
+            (Phase::AwaitingHello, Message::ChunkListRequest { manifest_sha256 })
+                if self.role == Role::Listener =>
+            {
+                self.opening = Opening::ChunkList(*manifest_sha256);
+                self.received = Phase::Closed;
+                Ok(ControlEvent::ChunkListRequested(*manifest_sha256))
+            }
             (
                 Phase::AwaitingHello,
                 Message::HelloReject {
@@ -469,6 +558,10 @@ impl ControlStream {
                     peers,
                 },
             ) if self.role == Role::Dialer => {
+                // A refusal comes instead of the list, not in the middle.
+                if self.list.next > 0 {
+                    return Err(wrong_state);
+                }
                 self.received = Phase::Closed;
                 self.sent = Phase::Closed;
                 Ok(ControlEvent::HelloRejected {
@@ -484,6 +577,35 @@ impl ControlStream {
                 self.received = Phase::Closed;
                 self.sent = Phase::Closed;
                 Ok(ControlEvent::Manifest(bytes.clone()))
+            }
+            (
+                Phase::AwaitingHello,
+                Message::ChunkHashes {
+                    total,
+                    first,
+                    hashes,
+                },
+            ) if self.role == Role::Dialer => {
+                if !matches!(self.opening, Opening::ChunkList(_)) {
+                    return Err(not_an_answer);
+                }
+                let complete = self.list.advance(*total, *first, hashes.len()).map_err(
+                    |(expected_first, expected_total)| ProtocolViolation::ChunkHashesOutOfOrder {
+                        first: *first,
+                        total: *total,
+                        expected_first,
+                        expected_total,
+                    },
+                )?;
+                if complete {
+                    self.received = Phase::Closed;
+                    self.sent = Phase::Closed;
+                }
+                Ok(ControlEvent::ChunkHashes {
+                    first: *first,
+                    hashes: hashes.clone(),
+                    complete,
+                })
             }
             (Phase::AwaitingBitfield, Message::HaveBitfield(bitfield)) => {
                 if self.role == Role::Listener && !self.local_hello_sent {
@@ -572,7 +694,9 @@ impl ControlStream {
                     (Role::Listener, Opening::Unknown, _) => {
                         return Err(LocalMisuse::BeforePeerHello { found });
                     }
-                    (Role::Listener, Opening::Manifest(_), _) => return Err(not_an_answer),
+                    (Role::Listener, Opening::Manifest(_) | Opening::ChunkList(_), _) => {
+                        return Err(not_an_answer);
+                    }
                     (Role::Listener, Opening::Swarm, PeerHello::Accepted(_)) => {}
                     (Role::Listener, Opening::Swarm, PeerHello::Unchecked(_)) => {
                         return Err(LocalMisuse::HelloBeforeBind);
@@ -604,9 +728,28 @@ impl ControlStream {
                 self.sent = Phase::Closed;
                 Ok(())
             }
+            (Phase::AwaitingHello, Message::ChunkListRequest { manifest_sha256 })
+                if self.role == Role::Dialer =>
+            {
+                let Opening::ChunkList(query) = self.opening else {
+                    return Err(LocalMisuse::WrongOpening { found });
+                };
+                if *manifest_sha256 != query {
+                    return Err(LocalMisuse::OtherManifest {
+                        found: *manifest_sha256,
+                        query,
+                    });
+                }
+                self.sent = Phase::Closed;
+                Ok(())
+            }
             (Phase::AwaitingHello, Message::HelloReject { .. }) if self.role == Role::Listener => {
                 if self.opening == Opening::Unknown {
                     return Err(LocalMisuse::BeforePeerHello { found });
+                }
+                // A refusal comes instead of the list, not in the middle.
+                if self.list.next > 0 {
+                    return Err(wrong_state);
                 }
                 self.sent = Phase::Closed;
                 Ok(())
@@ -614,10 +757,38 @@ impl ControlStream {
             (Phase::AwaitingHello, Message::Manifest { .. }) if self.role == Role::Listener => {
                 match self.opening {
                     Opening::Unknown => return Err(LocalMisuse::BeforePeerHello { found }),
-                    Opening::Swarm => return Err(not_an_answer),
+                    Opening::Swarm | Opening::ChunkList(_) => return Err(not_an_answer),
                     Opening::Manifest(_) => {}
                 }
                 self.sent = Phase::Closed;
+                Ok(())
+            }
+            (
+                Phase::AwaitingHello,
+                Message::ChunkHashes {
+                    total,
+                    first,
+                    hashes,
+                },
+            ) if self.role == Role::Listener => {
+                match self.opening {
+                    Opening::Unknown => return Err(LocalMisuse::BeforePeerHello { found }),
+                    Opening::Swarm | Opening::Manifest(_) => return Err(not_an_answer),
+                    Opening::ChunkList(_) => {}
+                }
+                let mut list = self.list;
+                let complete = list.advance(*total, *first, hashes.len()).map_err(
+                    |(expected_first, expected_total)| LocalMisuse::ChunkHashesOutOfOrder {
+                        first: *first,
+                        total: *total,
+                        expected_first,
+                        expected_total,
+                    },
+                )?;
+                self.list = list;
+                if complete {
+                    self.sent = Phase::Closed;
+                }
                 Ok(())
             }
             (Phase::AwaitingBitfield, Message::HaveBitfield(bitfield)) => {

@@ -16,11 +16,12 @@
 use std::net::SocketAddr;
 
 use crate::control::{Phase, Role};
+use crate::params::MAX_CHUNK_COUNT;
 use crate::piece::PiecePart;
 use crate::types::{
-    ChunkIndex, GoodbyeReason, HelloRejectReason, MAX_AGENT_LEN, MAX_CONNECT_ADDRS, MAX_LAN_ADDRS,
-    MAX_MANIFEST_BYTES, MAX_MODEL_ID_LEN, MAX_PEERS_PER_MESSAGE, MAX_PROOF_HASHES,
-    MAX_REJECT_DETAIL_LEN, MessageType, hex,
+    ChunkIndex, GoodbyeReason, HelloRejectReason, MAX_AGENT_LEN, MAX_CHUNK_HASHES_PER_MESSAGE,
+    MAX_CONNECT_ADDRS, MAX_LAN_ADDRS, MAX_MANIFEST_BYTES, MAX_MODEL_ID_LEN, MAX_PEERS_PER_MESSAGE,
+    MAX_PROOF_HASHES, MAX_REJECT_DETAIL_LEN, MessageType, hex,
 };
 
 /// A field breaks a rule that holds whatever the swarm.
@@ -119,6 +120,30 @@ pub enum FieldError {
     ManifestTooLong {
         /// Declared length in bytes.
         len: u64,
+    },
+    /// A ChunkHashes whose list total is 0 or over the chunk count cap.
+    #[error("a chunk list of {total} chunks; it must have 1 to {MAX_CHUNK_COUNT}")]
+    ChunkListTotal {
+        /// The declared total.
+        total: u32,
+    },
+    /// A ChunkHashes with no hash or too many.
+    #[error(
+        "ChunkHashes carries {count} hashes; it must carry 1 to {MAX_CHUNK_HASHES_PER_MESSAGE}"
+    )]
+    ChunkHashesCount {
+        /// Declared number of hashes.
+        count: u64,
+    },
+    /// A ChunkHashes that runs past the end of its list.
+    #[error("{count} hashes from chunk {first} run past the list's {total} chunks")]
+    ChunkHashesPastTotal {
+        /// Its first chunk.
+        first: u32,
+        /// Its number of hashes.
+        count: u64,
+        /// The list's total.
+        total: u32,
     },
     /// Piece header with too many proof hashes.
     #[error("piece proof has {count} hashes; the limit is {MAX_PROOF_HASHES}")]
@@ -355,15 +380,31 @@ pub enum ProtocolViolation {
     #[error("the dialer sent its HaveBitfield before the listener answered its Hello")]
     BitfieldBeforeHelloAnswer,
     /// The listener's answer does not fit the dialer's first message: a
-    /// Hello answers a Hello, a Manifest a ManifestRequest.
+    /// Hello answers a Hello, a Manifest a ManifestRequest, ChunkHashes a
+    /// ChunkListRequest.
     #[error(
-        "the listener answered the dialer's {to} with {found}; a Hello is answered with Hello or HelloReject, a ManifestRequest with Manifest or HelloReject"
+        "the listener answered the dialer's {to} with {found}; a Hello is answered with Hello or HelloReject, a ManifestRequest with Manifest or HelloReject, a ChunkListRequest with ChunkHashes or HelloReject"
     )]
     NotAnAnswer {
         /// What the listener sent.
         found: MessageType,
         /// The dialer's first message.
         to: MessageType,
+    },
+    /// A ChunkHashes that does not continue the list where the last one
+    /// ended, or names another total than the list has.
+    #[error(
+        "ChunkHashes from chunk {first} of {total}; the list goes on at chunk {expected_first} of {expected_total}"
+    )]
+    ChunkHashesOutOfOrder {
+        /// Its first chunk.
+        first: u32,
+        /// Its total.
+        total: u32,
+        /// Where the list goes on.
+        expected_first: u32,
+        /// The list's total (the chunk count of the manifest asked for).
+        expected_total: u32,
     },
     /// The peer's Hello describes another swarm.
     #[error("the peer's Hello is for another swarm: {0}")]
@@ -464,7 +505,7 @@ pub enum LocalMisuse {
     HelloBeforeBind,
     /// An answer that does not fit the dialer's first message.
     #[error(
-        "the listener may not answer the dialer's {to} with {found}; a Hello is answered with Hello or HelloReject, a ManifestRequest with Manifest or HelloReject"
+        "the listener may not answer the dialer's {to} with {found}; a Hello is answered with Hello or HelloReject, a ManifestRequest with Manifest or HelloReject, a ChunkListRequest with ChunkHashes or HelloReject"
     )]
     NotAnAnswer {
         /// What we tried to send.
@@ -474,9 +515,9 @@ pub enum LocalMisuse {
     },
     /// The dialer's opening message does not fit the stream it made: a
     /// swarm session opens with Hello, a manifest query with
-    /// ManifestRequest.
+    /// ManifestRequest, a chunk list query with ChunkListRequest.
     #[error(
-        "{found} does not open this session: a swarm session's dialer opens with Hello, a manifest query's with ManifestRequest"
+        "{found} does not open this session: a swarm session's dialer opens with Hello, a manifest query's with ManifestRequest, a chunk list query's with ChunkListRequest"
     )]
     WrongOpening {
         /// What we tried to send.
@@ -493,6 +534,20 @@ pub enum LocalMisuse {
         found: [u8; 32],
         /// The digest the query was made for.
         query: [u8; 32],
+    },
+    /// Our ChunkHashes do not continue the list where the last one ended.
+    #[error(
+        "ChunkHashes from chunk {first} of {total}; the list goes on at chunk {expected_first} of {expected_total}"
+    )]
+    ChunkHashesOutOfOrder {
+        /// Its first chunk.
+        first: u32,
+        /// Its total.
+        total: u32,
+        /// Where the list goes on.
+        expected_first: u32,
+        /// The list's total as sent so far.
+        expected_total: u32,
     },
     /// [`crate::ControlStream::bind`] on a stream that cannot be bound.
     #[error("the control stream cannot be bound to a swarm: {why}")]

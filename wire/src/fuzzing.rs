@@ -5,13 +5,15 @@
 //! Input layout: byte 0 holds flags (bit 0: we are the dialer, else the
 //! listener; bit 1: the rest is a piece stream, else a control stream;
 //! bit 2: the listener is unbound and binds at the dialer's Hello, the
-//! dialer is a manifest query), byte 1 seeds the sizes of the pieces the
+//! dialer is a manifest query, or with bit 3 too a chunk list query of the
+//! golden swarm's 10 chunks), byte 1 seeds the sizes of the pieces the
 //! stream is fed in (1 to 64 bytes), and the remaining bytes are the stream
 //! as the peer sent it.
 //!
 //! Control streams run through a [`FrameDecoder`] into a [`ControlStream`]
 //! of the golden swarm (`fixtures/wire/`), which answers like a real peer
-//! (Hello, HaveBitfield, Reject, Manifest, farewell) so that inputs reach
+//! (Hello, HaveBitfield, Reject, Manifest, ChunkHashes in two parts,
+//! farewell) so that inputs reach
 //! every phase.
 //! Piece streams run through a [`PieceStreamReader`] of a small swarm. The
 //! asserts are invariants: a panic is a bug.
@@ -84,7 +86,12 @@ pub fn wire_decode(data: &[u8]) -> FuzzOutcome {
         } else {
             Role::Listener
         };
-        control_stream(role, flags & 4 != 0, stream, *seed)
+        let opening = match (flags & 4 != 0, flags & 8 != 0) {
+            (false, _) => Opening::Swarm,
+            (true, false) => Opening::Manifest,
+            (true, true) => Opening::ChunkList,
+        };
+        control_stream(role, opening, stream, *seed)
     }
 }
 
@@ -97,7 +104,23 @@ fn send(control: &mut ControlStream, message: &Message) {
     }
 }
 
-fn control_stream(role: Role, v2_opening: bool, stream: &[u8], seed: u8) -> FuzzOutcome {
+/// What a fuzzed dialer opens with (a listener is unbound unless `Swarm`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Opening {
+    Swarm,
+    Manifest,
+    ChunkList,
+}
+
+/// The chunk list a fuzzed listener serves: `H[i]` is 32 bytes of `i`.
+fn fuzz_chunk_list(count: u32) -> Vec<[u8; 32]> {
+    (0..count).map(|i| [i as u8; 32]).collect()
+}
+
+fn control_stream(role: Role, opening: Opening, stream: &[u8], seed: u8) -> FuzzOutcome {
+    let v2_opening = opening != Opening::Swarm;
+    let chunk_count = golden_swarm().map_or(1, |swarm| swarm.params().chunk_count());
+    let mut hashes_received = 0usize;
     let mut outcome = FuzzOutcome::default();
     let Some(swarm) = golden_swarm() else {
         return outcome;
@@ -126,18 +149,23 @@ fn control_stream(role: Role, v2_opening: bool, stream: &[u8], seed: u8) -> Fuzz
 
     let mut control = match (role, v2_opening) {
         (Role::Listener, true) => ControlStream::listener(),
+        (Role::Dialer, true) if opening == Opening::ChunkList => {
+            ControlStream::chunk_list_query(FUZZ_MANIFEST_SHA256, chunk_count)
+        }
         (Role::Dialer, true) => ControlStream::manifest_query(FUZZ_MANIFEST_SHA256),
         (_, false) => ControlStream::new(role, swarm.clone()),
     };
     if role == Role::Dialer {
-        let opening = if v2_opening {
-            Message::ManifestRequest {
+        let first = match opening {
+            Opening::Swarm => hello.clone(),
+            Opening::Manifest => Message::ManifestRequest {
                 manifest_sha256: FUZZ_MANIFEST_SHA256,
-            }
-        } else {
-            hello.clone()
+            },
+            Opening::ChunkList => Message::ChunkListRequest {
+                manifest_sha256: FUZZ_MANIFEST_SHA256,
+            },
         };
-        send(&mut control, &opening);
+        send(&mut control, &first);
     }
     let mut decoder = FrameDecoder::new();
     let mut incremental = Vec::new();
@@ -197,6 +225,29 @@ fn control_stream(role: Role, v2_opening: bool, stream: &[u8], seed: u8) -> Fuzz
                                 bytes: FUZZ_MANIFEST.to_vec(),
                             };
                             send(&mut control, &manifest);
+                        }
+                        ControlEvent::ChunkListRequested(_) => {
+                            let list = fuzz_chunk_list(chunk_count);
+                            let (head, tail) = list.split_at(list.len() / 2);
+                            for (first, part) in [(0, head), (head.len(), tail)] {
+                                let message = Message::ChunkHashes {
+                                    total: chunk_count,
+                                    first: first as u32,
+                                    hashes: part.to_vec(),
+                                };
+                                send(&mut control, &message);
+                            }
+                            assert!(control.is_closed(), "the whole list was sent");
+                        }
+                        ControlEvent::ChunkHashes {
+                            first,
+                            hashes,
+                            complete,
+                        } => {
+                            assert_eq!(first as usize, hashes_received, "in chunk order");
+                            hashes_received += hashes.len();
+                            assert!(hashes_received <= chunk_count as usize);
+                            assert_eq!(complete, hashes_received == chunk_count as usize);
                         }
                         ControlEvent::Request(chunk)
                             if control.sent_phase() == crate::Phase::Established =>

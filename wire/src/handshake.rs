@@ -1,7 +1,8 @@
 //! The opening of a control stream, as sans-IO state machines that every
 //! driver runs the same way: [`DialHandshake`] (a dialer of one swarm),
-//! [`ListenHandshake`] (a listener of any swarm, or of a manifest) and
-//! [`ManifestQuery`] (a dialer that knows only a manifest's SHA-256).
+//! [`ListenHandshake`] (a listener of any swarm, or of a manifest),
+//! [`ManifestQuery`] (a dialer that knows only a manifest's SHA-256) and
+//! [`ChunkListQuery`] (a dialer that asks for a manifest's chunk list).
 //!
 //! Each one wraps a [`ControlStream`], so every message in and out passes
 //! its checks. The owner loops on `poll()` (which, like quinn-proto's
@@ -18,6 +19,9 @@
 //!   [`ListenHandshake::reject`] it;
 //! - [`HandshakeStep::AnswerManifest`] (listener): the dialer asks for a
 //!   manifest; [`ListenHandshake::serve_manifest`] or reject;
+//! - [`HandshakeStep::AnswerChunkList`] (listener): the dialer asks for a
+//!   manifest's chunk list; [`ListenHandshake::serve_chunk_list`] (its
+//!   ChunkHashes are then given one frame at a time) or reject;
 //! - [`HandshakeStep::Done`]: everything to send has been given; `finish`
 //!   says how it ended. After a failure, finish the stream and close the
 //!   connection: a farewell (HelloReject or Goodbye, spec 8.4) was the last
@@ -70,13 +74,16 @@
 //! ```
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use crate::bitfield::HaveBitfield;
 use crate::control::{ControlEvent, ControlStream, Role};
 use crate::error::{BindError, ContextError, DecodeError, LocalMisuse, PeerError};
 use crate::message::Message;
 use crate::params::SwarmIdentity;
-use crate::types::{GoodbyeReason, Hello, HelloRejectReason, PeerEntry};
+use crate::types::{
+    GoodbyeReason, Hello, HelloRejectReason, MAX_CHUNK_HASHES_PER_MESSAGE, PeerEntry,
+};
 
 /// What the owner of a handshake does next.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,6 +98,9 @@ pub enum HandshakeStep {
     /// Listener: the dialer asks for the manifest with this SHA-256. Serve
     /// it or reject.
     AnswerManifest([u8; 32]),
+    /// Listener: the dialer asks for the chunk list of the manifest with
+    /// this SHA-256. Serve it or reject.
+    AnswerChunkList([u8; 32]),
     /// Over: call `finish`.
     Done,
 }
@@ -114,9 +124,12 @@ pub enum Listened {
     Session(Box<Established>),
     /// We sent the manifest the dialer asked for; the session is over.
     ManifestServed,
+    /// We sent the chunk list the dialer asked for; the session is over.
+    ChunkListServed,
 }
 
-/// Why a handshake did not end in a session (or a manifest).
+/// Why a handshake did not end in a session (or a manifest, or a chunk
+/// list).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HandshakeFailure {
     /// The peer sent malformed bytes or an illegal message (a Hello for
@@ -172,6 +185,12 @@ enum State {
     Reading,
     AnswerHello(Hello),
     AnswerManifest([u8; 32]),
+    AnswerChunkList([u8; 32]),
+    /// A listener sends the chunk list, a frame each time `poll` asks.
+    ServingChunkList {
+        hashes: Arc<[[u8; 32]]>,
+        next: usize,
+    },
     Done(Outcome),
 }
 
@@ -184,10 +203,12 @@ enum Outcome {
     },
     Manifest(Vec<u8>),
     ManifestServed,
+    ChunkList(Vec<[u8; 32]>),
+    ChunkListServed,
     Failed(HandshakeFailure),
 }
 
-/// The machinery the three handshakes share.
+/// The machinery the handshakes share.
 #[derive(Debug, Clone)]
 struct Engine {
     control: ControlStream,
@@ -195,6 +216,8 @@ struct Engine {
     state: State,
     /// A dialer's bitfield, sent once the listener's Hello is in.
     our_bitfield: Option<HaveBitfield>,
+    /// A chunk list query's hashes as they arrive.
+    hashes: Vec<[u8; 32]>,
 }
 
 impl Engine {
@@ -204,6 +227,7 @@ impl Engine {
             outbox: VecDeque::new(),
             state: State::Reading,
             our_bitfield: None,
+            hashes: Vec::new(),
         }
     }
 
@@ -221,8 +245,40 @@ impl Engine {
             State::Reading => HandshakeStep::Read,
             State::AnswerHello(hello) => HandshakeStep::AnswerHello(hello.clone()),
             State::AnswerManifest(digest) => HandshakeStep::AnswerManifest(*digest),
+            State::AnswerChunkList(digest) => HandshakeStep::AnswerChunkList(*digest),
+            State::ServingChunkList { hashes, next } => {
+                let (hashes, first) = (Arc::clone(hashes), *next);
+                self.next_chunk_hashes(&hashes, first)
+            }
             State::Done(_) => HandshakeStep::Done,
         }
+    }
+
+    /// The ChunkHashes from chunk `first` of `hashes` (as many as one
+    /// message carries), checked like every message sent; the last one
+    /// ends the handshake. Only one frame is held at a time, whatever the
+    /// list's length.
+    fn next_chunk_hashes(&mut self, hashes: &Arc<[[u8; 32]]>, first: usize) -> HandshakeStep {
+        let end = hashes.len().min(first + MAX_CHUNK_HASHES_PER_MESSAGE);
+        let message = Message::ChunkHashes {
+            // serve_chunk_list checked that the length fits a u32.
+            total: hashes.len() as u32,
+            first: first as u32,
+            hashes: hashes[first..end].to_vec(),
+        };
+        if let Err(misuse) = self.control.check_send(&message) {
+            self.end(Outcome::Failed(misuse.into()));
+            return HandshakeStep::Done;
+        }
+        self.state = if end == hashes.len() {
+            State::Done(Outcome::ChunkListServed)
+        } else {
+            State::ServingChunkList {
+                hashes: Arc::clone(hashes),
+                next: end,
+            }
+        };
+        HandshakeStep::Send(message)
     }
 
     fn expecting(&self) -> &'static str {
@@ -230,6 +286,8 @@ impl Engine {
             State::Reading => "a message from the peer",
             State::AnswerHello(_) => "an answer to the dialer's Hello",
             State::AnswerManifest(_) => "an answer to the dialer's ManifestRequest",
+            State::AnswerChunkList(_) => "an answer to the dialer's ChunkListRequest",
+            State::ServingChunkList { .. } => "the chunk list to be sent (poll)",
             State::Done(_) => "nothing more (call finish)",
         }
     }
@@ -283,6 +341,19 @@ impl Engine {
                 }
             },
             ControlEvent::ManifestRequested(digest) => self.state = State::AnswerManifest(digest),
+            ControlEvent::ChunkListRequested(digest) => {
+                self.state = State::AnswerChunkList(digest);
+            }
+            ControlEvent::ChunkHashes {
+                hashes, complete, ..
+            } => {
+                // The control stream checked the order and the total.
+                self.hashes.extend(hashes);
+                if complete {
+                    let hashes = std::mem::take(&mut self.hashes);
+                    self.end(Outcome::ChunkList(hashes));
+                }
+            }
             ControlEvent::Bitfield(bitfield) => match self.control.peer_hello() {
                 Some(hello) => {
                     let hello = hello.clone();
@@ -342,10 +413,12 @@ impl Engine {
 /// The inputs and output every handshake machine has: what a driver
 /// needs to carry any of them over a stream (send what [`Self::poll`]
 /// gives, read when it says [`HandshakeStep::Read`], stop at any other
-/// step), with one loop for all three. The other side is the listener
-/// for [`DialHandshake`] and [`ManifestQuery`], the dialer for
+/// step), with one loop for all of them. The other side is the listener
+/// for [`DialHandshake`], [`ManifestQuery`] and [`ChunkListQuery`], the
+/// dialer for
 /// [`ListenHandshake`]; only the listener stops to ask its owner
-/// ([`HandshakeStep::AnswerHello`], [`HandshakeStep::AnswerManifest`]).
+/// ([`HandshakeStep::AnswerHello`], [`HandshakeStep::AnswerManifest`],
+/// [`HandshakeStep::AnswerChunkList`]).
 pub trait HandshakeMachine {
     /// What to do next.
     fn poll(&mut self) -> HandshakeStep;
@@ -390,6 +463,7 @@ macro_rules! engine_io {
 engine_io!(DialHandshake, "listener");
 engine_io!(ListenHandshake, "dialer");
 engine_io!(ManifestQuery, "listener");
+engine_io!(ChunkListQuery, "listener");
 
 /// The dialer's handshake of a swarm session: our Hello, the listener's
 /// Hello (or HelloReject), our HaveBitfield, the listener's HaveBitfield.
@@ -428,13 +502,11 @@ impl DialHandshake {
                 bitfield,
             }),
             (_, Outcome::Failed(failure)) => Err(failure),
-            (_, Outcome::Manifest(_) | Outcome::ManifestServed) => {
-                Err(LocalMisuse::HandshakeOutOfTurn {
-                    call: "finish",
-                    expected: "a swarm session, not a manifest",
-                }
-                .into())
+            (_, _) => Err(LocalMisuse::HandshakeOutOfTurn {
+                call: "finish",
+                expected: "a swarm session, not a manifest or a chunk list",
             }
+            .into()),
         }
     }
 }
@@ -504,7 +576,7 @@ impl ListenHandshake {
     ) -> Result<(), LocalMisuse> {
         if !matches!(
             self.0.state,
-            State::AnswerHello(_) | State::AnswerManifest(_)
+            State::AnswerHello(_) | State::AnswerManifest(_) | State::AnswerChunkList(_)
         ) {
             return Err(self.0.out_of_turn("reject"));
         }
@@ -533,6 +605,26 @@ impl ListenHandshake {
         Ok(())
     }
 
+    /// Answers a ChunkListRequest with `hashes`, the whole chunk list
+    /// (1 to [`crate::MAX_CHUNK_COUNT`] hashes): [`Self::poll`] then gives
+    /// its ChunkHashes one at a time, so that a driver holds one frame of
+    /// it, not the list again. This crate does not hash: the caller
+    /// answers only with the list of the manifest asked for.
+    pub fn serve_chunk_list(&mut self, hashes: Arc<[[u8; 32]]>) -> Result<(), LocalMisuse> {
+        if !matches!(self.0.state, State::AnswerChunkList(_)) {
+            return Err(self.0.out_of_turn("serve_chunk_list"));
+        }
+        let total = u32::try_from(hashes.len()).unwrap_or(u32::MAX);
+        crate::types::validate_chunk_hashes(total, 0, hashes.len().min(1) as u64).map_err(
+            |error| LocalMisuse::Field {
+                message_type: crate::types::MessageType::ChunkHashes,
+                error,
+            },
+        )?;
+        self.0.state = State::ServingChunkList { hashes, next: 0 };
+        Ok(())
+    }
+
     /// How the handshake ended, once [`Self::poll`] said
     /// [`HandshakeStep::Done`].
     pub fn finish(self) -> Result<Listened, HandshakeFailure> {
@@ -545,12 +637,15 @@ impl ListenHandshake {
                 })))
             }
             (_, Outcome::ManifestServed) => Ok(Listened::ManifestServed),
+            (_, Outcome::ChunkListServed) => Ok(Listened::ChunkListServed),
             (_, Outcome::Failed(failure)) => Err(failure),
-            (_, Outcome::Manifest(_)) => Err(LocalMisuse::HandshakeOutOfTurn {
-                call: "finish",
-                expected: "a listener's outcome",
+            (_, Outcome::Manifest(_) | Outcome::ChunkList(_)) => {
+                Err(LocalMisuse::HandshakeOutOfTurn {
+                    call: "finish",
+                    expected: "a listener's outcome",
+                }
+                .into())
             }
-            .into()),
         }
     }
 }
@@ -578,13 +673,58 @@ impl ManifestQuery {
         match self.0.outcome()? {
             (_, Outcome::Manifest(bytes)) => Ok(bytes),
             (_, Outcome::Failed(failure)) => Err(failure),
-            (_, Outcome::Established { .. } | Outcome::ManifestServed) => {
-                Err(LocalMisuse::HandshakeOutOfTurn {
-                    call: "finish",
-                    expected: "a manifest",
-                }
-                .into())
+            (_, _) => Err(LocalMisuse::HandshakeOutOfTurn {
+                call: "finish",
+                expected: "a manifest",
             }
+            .into()),
+        }
+    }
+}
+
+/// A dialer's chunk list query: our ChunkListRequest, then the listener's
+/// ChunkHashes in chunk order until the list is whole, or HelloReject. The
+/// hashes come back unchecked: check them against the manifest's Merkle
+/// root.
+#[derive(Debug, Clone)]
+pub struct ChunkListQuery(Engine);
+
+impl ChunkListQuery {
+    /// A query for the chunk list of the manifest whose SHA-256 is
+    /// `manifest_sha256`, `chunk_count` hashes long (its chunk count); the
+    /// request is queued at once. A list of another length, or out of
+    /// order, is the listener's violation.
+    pub fn new(manifest_sha256: [u8; 32], chunk_count: u32) -> ChunkListQuery {
+        let control = ControlStream::chunk_list_query(manifest_sha256, chunk_count);
+        let mut engine = Engine::new(control);
+        // A count no list can have fails here, ours, not as the
+        // listener's violation.
+        if let Err(error) = crate::types::validate_chunk_hashes(chunk_count, 0, 1) {
+            engine.end(Outcome::Failed(
+                LocalMisuse::Field {
+                    message_type: crate::types::MessageType::ChunkHashes,
+                    error,
+                }
+                .into(),
+            ));
+        } else if let Err(misuse) = engine.queue(Message::ChunkListRequest { manifest_sha256 }) {
+            // A fresh query always takes its own request.
+            engine.end(Outcome::Failed(misuse.into()));
+        }
+        ChunkListQuery(engine)
+    }
+
+    /// The chunk hashes, unchecked, once [`Self::poll`] said
+    /// [`HandshakeStep::Done`].
+    pub fn finish(self) -> Result<Vec<[u8; 32]>, HandshakeFailure> {
+        match self.0.outcome()? {
+            (_, Outcome::ChunkList(hashes)) => Ok(hashes),
+            (_, Outcome::Failed(failure)) => Err(failure),
+            (_, _) => Err(LocalMisuse::HandshakeOutOfTurn {
+                call: "finish",
+                expected: "a chunk list",
+            }
+            .into()),
         }
     }
 }

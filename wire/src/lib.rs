@@ -6,7 +6,8 @@
 //! [`FrameDecoder`] and [`PieceStreamReader`]), the context checks against a
 //! swarm's chunk geometry ([`SwarmParams`]), the sans-IO state machine of
 //! the control stream ([`ControlStream`]) and the handshakes every driver
-//! runs on it ([`DialHandshake`], [`ListenHandshake`], [`ManifestQuery`]).
+//! runs on it ([`DialHandshake`], [`ListenHandshake`], [`ManifestQuery`],
+//! [`ChunkListQuery`]).
 //! Errors say who is to blame:
 //! [`DecodeError`] (the peer sent malformed bytes), [`ProtocolViolation`]
 //! (the peer sent a well-formed but illegal message), [`LocalMisuse`] (our
@@ -79,8 +80,8 @@ pub use error::{
 pub use frame::{FRAME_PREFIX_LEN, MAX_CONTROL_FRAME, MAX_PIECE_HEADER_FRAME};
 pub use frame_decoder::FrameDecoder;
 pub use handshake::{
-    DialHandshake, Established, HandshakeFailure, HandshakeMachine, HandshakeStep, ListenHandshake,
-    Listened, ManifestQuery,
+    ChunkListQuery, DialHandshake, Established, HandshakeFailure, HandshakeMachine, HandshakeStep,
+    ListenHandshake, Listened, ManifestQuery,
 };
 pub use message::Message;
 pub use params::{MAX_CHUNK_COUNT, SwarmIdentity, SwarmParams, SwarmParamsError, audit_path_len};
@@ -88,10 +89,11 @@ pub use peer_id::{PEER_ID_TEXT_LEN, PeerAddr, PeerId, PeerIdError};
 pub use piece::{PieceHeader, PiecePart, PieceStreamReader, ReceivedPiece};
 pub use stamp::{Datagram, DatagramError, ECHO_LEN, ECHO_TYPE, STAMP_LEN, STAMP_TYPE};
 pub use types::{
-    ChunkIndex, GoodbyeReason, Hello, HelloRejectReason, MAX_AGENT_LEN, MAX_CONNECT_ADDRS,
-    MAX_LAN_ADDRS, MAX_MANIFEST_BYTES, MAX_MODEL_ID_LEN, MAX_PEERS_PER_MESSAGE, MAX_PROOF_HASHES,
-    MAX_REJECT_DETAIL_LEN, MessageType, PeerEntry, PeerFlags, RejectReason, RendezvousFailedReason,
-    canonical_addr, is_lan_addr, validate_agent, validate_model_id, validate_reject_detail,
+    ChunkIndex, GoodbyeReason, Hello, HelloRejectReason, MAX_AGENT_LEN,
+    MAX_CHUNK_HASHES_PER_MESSAGE, MAX_CONNECT_ADDRS, MAX_LAN_ADDRS, MAX_MANIFEST_BYTES,
+    MAX_MODEL_ID_LEN, MAX_PEERS_PER_MESSAGE, MAX_PROOF_HASHES, MAX_REJECT_DETAIL_LEN, MessageType,
+    PeerEntry, PeerFlags, RejectReason, RendezvousFailedReason, canonical_addr, is_lan_addr,
+    validate_agent, validate_model_id, validate_reject_detail,
 };
 
 /// The ALPN protocol id of piece protocol v2. Version 1 (`minimodel/1`) is

@@ -16,9 +16,9 @@ use crate::frame::{MAX_CONTROL_FRAME, take_frame};
 use crate::peer_id::PeerId;
 use crate::types::{
     ChunkIndex, GoodbyeReason, Hello, HelloRejectReason, MessageType, PeerEntry, PeerFlags,
-    RejectReason, RendezvousFailedReason, validate_agent, validate_connect_count,
-    validate_lan_addr, validate_lan_count, validate_manifest_len, validate_model_id,
-    validate_observed, validate_peer_count, validate_reject_detail,
+    RejectReason, RendezvousFailedReason, validate_agent, validate_chunk_hashes,
+    validate_connect_count, validate_lan_addr, validate_lan_count, validate_manifest_len,
+    validate_model_id, validate_observed, validate_peer_count, validate_reject_detail,
 };
 
 /// A message of the control stream.
@@ -105,6 +105,25 @@ pub enum Message {
         /// At most [`crate::MAX_MANIFEST_BYTES`] bytes.
         bytes: Vec<u8>,
     },
+    /// `0x10`: the dialer's first and only message of a chunk list query:
+    /// "send me the chunk list of the manifest whose SHA-256 is this".
+    ChunkListRequest {
+        /// SHA-256 of the manifest file's bytes.
+        manifest_sha256: [u8; 32],
+    },
+    /// `0x11`: part of the listener's answer to a ChunkListRequest: the
+    /// chunk hashes `H[first..first + hashes.len()]` of a list of `total`,
+    /// unchecked (the receiver checks the whole list against the
+    /// manifest's Merkle root).
+    ChunkHashes {
+        /// The list's length: the manifest's chunk count.
+        total: u32,
+        /// The chunk of the first hash.
+        first: u32,
+        /// 1 to [`crate::MAX_CHUNK_HASHES_PER_MESSAGE`] hashes, in chunk
+        /// order.
+        hashes: Vec<[u8; 32]>,
+    },
 }
 
 impl Message {
@@ -126,6 +145,8 @@ impl Message {
             Message::RendezvousFailed { .. } => MessageType::RendezvousFailed,
             Message::ManifestRequest { .. } => MessageType::ManifestRequest,
             Message::Manifest { .. } => MessageType::Manifest,
+            Message::ChunkListRequest { .. } => MessageType::ChunkListRequest,
+            Message::ChunkHashes { .. } => MessageType::ChunkHashes,
         }
     }
 
@@ -152,6 +173,11 @@ impl Message {
             Message::Peers { entries } => validate_peer_count(entries.len() as u64),
             Message::Connect { addrs, .. } => validate_connect_count(addrs.len() as u64),
             Message::Manifest { bytes } => validate_manifest_len(bytes.len() as u64),
+            Message::ChunkHashes {
+                total,
+                first,
+                hashes,
+            } => validate_chunk_hashes(*total, *first, hashes.len() as u64),
             _ => Ok(()),
         }
     }
@@ -260,6 +286,25 @@ impl Message {
                 validate_manifest_len(len).map_err(|e| field_error(message_type, e))?;
                 Message::Manifest {
                     bytes: body.bytes(len as usize)?,
+                }
+            }
+            MessageType::ChunkListRequest => Message::ChunkListRequest {
+                manifest_sha256: body.array()?,
+            },
+            MessageType::ChunkHashes => {
+                let total: u32 = body.field()?;
+                let first: u32 = body.field()?;
+                let count: u64 = body.field()?;
+                validate_chunk_hashes(total, first, count)
+                    .map_err(|e| field_error(message_type, e))?;
+                let mut hashes = Vec::with_capacity(count as usize);
+                for _ in 0..count {
+                    hashes.push(body.array()?);
+                }
+                Message::ChunkHashes {
+                    total,
+                    first,
+                    hashes,
                 }
             }
             MessageType::PieceHeader => return Err(DecodeError::PieceHeaderOnControlStream),
@@ -413,6 +458,20 @@ impl EncodeBody for Message {
             }
             Message::ManifestRequest { manifest_sha256 } => put(encoder, manifest_sha256),
             Message::Manifest { bytes } => put(encoder, bytes.as_slice()),
+            Message::ChunkListRequest { manifest_sha256 } => put(encoder, manifest_sha256),
+            Message::ChunkHashes {
+                total,
+                first,
+                hashes,
+            } => {
+                put(encoder, total)?;
+                put(encoder, first)?;
+                put(encoder, &(hashes.len() as u64))?;
+                for hash in hashes {
+                    put(encoder, hash)?;
+                }
+                Ok(())
+            }
         }
     }
 }

@@ -24,6 +24,9 @@ pub const MAX_CONNECT_ADDRS: usize = 4;
 /// Largest manifest a Manifest message may carry, in bytes: with its count
 /// and type byte it fits a control frame with room to spare.
 pub const MAX_MANIFEST_BYTES: usize = 60_000;
+/// Most chunk hashes one ChunkHashes message may carry: with its counts
+/// and type byte, 2,000 hashes of 32 bytes fit a control frame.
+pub const MAX_CHUNK_HASHES_PER_MESSAGE: usize = 2_000;
 /// Most hashes a piece header's Merkle proof may carry (a tree of `u32`
 /// leaves is at most 32 levels deep).
 pub const MAX_PROOF_HASHES: usize = 32;
@@ -71,13 +74,17 @@ pub enum MessageType {
     ManifestRequest,
     /// `0x0F` Manifest.
     Manifest,
+    /// `0x10` ChunkListRequest.
+    ChunkListRequest,
+    /// `0x11` ChunkHashes.
+    ChunkHashes,
     /// `0x20` PieceHeader (piece streams only).
     PieceHeader,
 }
 
 impl MessageType {
     /// Every message type, in type-byte order.
-    pub const ALL: [MessageType; 16] = [
+    pub const ALL: [MessageType; 18] = [
         MessageType::Hello,
         MessageType::HelloReject,
         MessageType::HaveBitfield,
@@ -93,6 +100,8 @@ impl MessageType {
         MessageType::RendezvousFailed,
         MessageType::ManifestRequest,
         MessageType::Manifest,
+        MessageType::ChunkListRequest,
+        MessageType::ChunkHashes,
         MessageType::PieceHeader,
     ];
 
@@ -114,6 +123,8 @@ impl MessageType {
             MessageType::RendezvousFailed => 0x0D,
             MessageType::ManifestRequest => 0x0E,
             MessageType::Manifest => 0x0F,
+            MessageType::ChunkListRequest => 0x10,
+            MessageType::ChunkHashes => 0x11,
             MessageType::PieceHeader => 0x20,
         }
     }
@@ -141,6 +152,8 @@ impl MessageType {
             MessageType::RendezvousFailed => "RendezvousFailed",
             MessageType::ManifestRequest => "ManifestRequest",
             MessageType::Manifest => "Manifest",
+            MessageType::ChunkListRequest => "ChunkListRequest",
+            MessageType::ChunkHashes => "ChunkHashes",
             MessageType::PieceHeader => "PieceHeader",
         }
     }
@@ -211,6 +224,9 @@ wire_reason! {
         UnknownSwarm = 5,
         /// The listener has no manifest with the requested SHA-256.
         UnknownManifest = 6,
+        /// The listener serves that manifest's swarm but does not hold its
+        /// whole chunk list (it is still downloading).
+        NoChunkList = 7,
     }
 }
 
@@ -554,6 +570,26 @@ pub(crate) fn validate_manifest_len(len: u64) -> Result<(), FieldError> {
     Ok(())
 }
 
+/// Checks a ChunkHashes message's counts: `count` hashes (1 to
+/// [`MAX_CHUNK_HASHES_PER_MESSAGE`]) from chunk `first` of a list of
+/// `total` (1 to [`crate::MAX_CHUNK_COUNT`]) that they do not run past.
+pub(crate) fn validate_chunk_hashes(total: u32, first: u32, count: u64) -> Result<(), FieldError> {
+    if total == 0 || total > crate::params::MAX_CHUNK_COUNT {
+        return Err(FieldError::ChunkListTotal { total });
+    }
+    if count == 0 || count > MAX_CHUNK_HASHES_PER_MESSAGE as u64 {
+        return Err(FieldError::ChunkHashesCount { count });
+    }
+    if u64::from(first) + count > u64::from(total) {
+        return Err(FieldError::ChunkHashesPastTotal {
+            first,
+            count,
+            total,
+        });
+    }
+    Ok(())
+}
+
 /// Checks the number of hashes of a piece header's proof.
 pub(crate) fn validate_proof_count(count: u64) -> Result<(), FieldError> {
     if count > MAX_PROOF_HASHES as u64 {
@@ -591,7 +627,13 @@ mod tests {
         assert_eq!(MessageType::from_byte(0x00), None);
         assert_eq!(MessageType::from_byte(0x0B), Some(MessageType::Rendezvous));
         assert_eq!(MessageType::from_byte(0x0F), Some(MessageType::Manifest));
-        assert_eq!(MessageType::from_byte(0x10), None);
+        assert_eq!(
+            MessageType::from_byte(0x10),
+            Some(MessageType::ChunkListRequest)
+        );
+        assert_eq!(MessageType::from_byte(0x11), Some(MessageType::ChunkHashes));
+        assert_eq!(MessageType::from_byte(0x12), None);
+        assert_eq!(MessageType::from_byte(0x1f), None);
         assert_eq!(MessageType::from_byte(0xff), None);
         assert_eq!(MessageType::Goodbye.to_string(), "Goodbye (0x0a)");
     }
@@ -612,11 +654,45 @@ mod tests {
         }
         assert_eq!(GoodbyeReason::from_code(7), None);
         assert_eq!(RejectReason::from_code(4), None);
-        assert_eq!(HelloRejectReason::from_code(7), None);
+        assert_eq!(HelloRejectReason::from_code(8), None);
+        assert_eq!(HelloRejectReason::NoChunkList.code(), 7);
         assert_eq!(RendezvousFailedReason::from_code(5), None);
         assert_eq!(HelloRejectReason::UnknownSwarm.code(), 5);
         assert_eq!(HelloRejectReason::UnknownManifest.code(), 6);
         assert_eq!(RendezvousFailedReason::NoSupport.code(), 4);
+    }
+
+    #[test]
+    fn chunk_hashes_counts_are_checked_total_then_count_then_their_end() {
+        let max = crate::params::MAX_CHUNK_COUNT;
+        let per = MAX_CHUNK_HASHES_PER_MESSAGE as u64;
+        assert_eq!(validate_chunk_hashes(1, 0, 1), Ok(()));
+        assert_eq!(validate_chunk_hashes(max, max - per as u32, per), Ok(()));
+        assert_eq!(
+            validate_chunk_hashes(u32::MAX, u32::MAX, u64::MAX),
+            Err(FieldError::ChunkListTotal { total: u32::MAX })
+        );
+        assert_eq!(
+            validate_chunk_hashes(10, u32::MAX, u64::MAX),
+            Err(FieldError::ChunkHashesCount { count: u64::MAX })
+        );
+        // first + count is summed without overflow.
+        assert_eq!(
+            validate_chunk_hashes(max, u32::MAX, per),
+            Err(FieldError::ChunkHashesPastTotal {
+                first: u32::MAX,
+                count: per,
+                total: max
+            })
+        );
+        assert_eq!(
+            validate_chunk_hashes(10, 10, 1),
+            Err(FieldError::ChunkHashesPastTotal {
+                first: 10,
+                count: 1,
+                total: 10
+            })
+        );
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The control stream's v2 transitions: the unbound listener and its
-//! binding, manifest queries, and the rendezvous messages.
+//! binding, manifest queries, chunk list queries, and the rendezvous
+//! messages.
 
 mod common;
 
@@ -507,4 +508,510 @@ fn a_goodbye_during_a_manifest_query_is_a_violation() {
             found: MessageType::Goodbye
         })
     );
+}
+
+// The chunk list query.
+
+#[test]
+fn a_chunk_list_query_end_to_end() {
+    for binding in BINDINGS {
+        let mut dialer = ControlStream::chunk_list_query(digest(), 10);
+        let mut listener = fresh(Role::Listener, binding);
+        assert_eq!(dialer.manifest_sha256(), Some(digest()));
+        assert_eq!(dialer.swarm(), None);
+        send(&mut dialer, &chunk_list_request());
+        assert_eq!(dialer.sent_phase(), Phase::Closed);
+        assert_eq!(dialer.received_phase(), Phase::AwaitingHello);
+        assert_eq!(
+            receive(&mut listener, &chunk_list_request()),
+            ControlEvent::ChunkListRequested(digest())
+        );
+        assert_eq!(listener.received_phase(), Phase::Closed);
+        assert_eq!(listener.manifest_sha256(), Some(digest()));
+        // The list in three parts, in chunk order.
+        for (first, count) in [(0, 4), (4, 4), (8, 2)] {
+            let part = chunk_hashes(10, first, count);
+            send(&mut listener, &part);
+            let complete = first + count == 10;
+            assert_eq!(listener.is_closed(), complete);
+            let Message::ChunkHashes { hashes, .. } = &part else {
+                unreachable!()
+            };
+            assert_eq!(
+                receive(&mut dialer, &part),
+                ControlEvent::ChunkHashes {
+                    first,
+                    hashes: hashes.clone(),
+                    complete
+                }
+            );
+            assert_eq!(dialer.is_closed(), complete);
+        }
+        // Nothing more either way.
+        assert_eq!(
+            dialer.clone().on_receive(&chunk_hashes(10, 9, 1)),
+            Err(ProtocolViolation::WrongState {
+                sender: Role::Listener,
+                phase: Phase::Closed,
+                found: MessageType::ChunkHashes
+            })
+        );
+        assert!(dialer.check_send(&goodbye()).is_err());
+        assert_eq!(
+            listener.clone().check_send(&chunk_hashes(10, 9, 1)),
+            Err(LocalMisuse::WrongState {
+                sender: Role::Listener,
+                phase: Phase::Closed,
+                found: MessageType::ChunkHashes
+            })
+        );
+        assert!(listener.check_send(&goodbye()).is_err());
+    }
+}
+
+#[test]
+fn a_chunk_list_in_one_frame_ends_the_query() {
+    let mut dialer = ControlStream::chunk_list_query(digest(), 3);
+    send(&mut dialer, &chunk_list_request());
+    let whole = chunk_hashes(3, 0, 3);
+    assert!(matches!(
+        receive(&mut dialer, &whole),
+        ControlEvent::ChunkHashes {
+            first: 0,
+            complete: true,
+            ..
+        }
+    ));
+    assert!(dialer.is_closed());
+}
+
+#[test]
+fn a_chunk_list_query_may_be_refused_with_no_chunk_list() {
+    for binding in BINDINGS {
+        let mut dialer = ControlStream::chunk_list_query(digest(), 10);
+        let mut listener = fresh(Role::Listener, binding);
+        send(&mut dialer, &chunk_list_request());
+        receive(&mut listener, &chunk_list_request());
+        let reject = Message::HelloReject {
+            reason: HelloRejectReason::NoChunkList,
+            detail: "not the whole chunk list yet".to_owned(),
+            peers: vec![],
+        };
+        send(&mut listener, &reject);
+        assert!(listener.is_closed());
+        assert_eq!(
+            receive(&mut dialer, &reject),
+            ControlEvent::HelloRejected {
+                reason: HelloRejectReason::NoChunkList,
+                detail: "not the whole chunk list yet".to_owned(),
+                peers: vec![]
+            }
+        );
+        assert!(dialer.is_closed());
+    }
+}
+
+#[test]
+fn chunk_hashes_that_skip_chunks_are_a_violation() {
+    let mut dialer = ControlStream::chunk_list_query(digest(), 10);
+    send(&mut dialer, &chunk_list_request());
+    receive(&mut dialer, &chunk_hashes(10, 0, 5));
+    let error = dialer.on_receive(&chunk_hashes(10, 7, 3)).unwrap_err();
+    assert_eq!(
+        error,
+        ProtocolViolation::ChunkHashesOutOfOrder {
+            first: 7,
+            total: 10,
+            expected_first: 5,
+            expected_total: 10
+        }
+    );
+    assert_eq!(
+        error.to_string(),
+        "ChunkHashes from chunk 7 of 10; the list goes on at chunk 5 of 10"
+    );
+    assert_eq!(dialer.received_phase(), Phase::Closed);
+    // The rest of the list is refused too.
+    assert!(dialer.on_receive(&chunk_hashes(10, 5, 5)).is_err());
+}
+
+#[test]
+fn chunk_hashes_that_do_not_start_at_chunk_0_or_repeat_are_a_violation() {
+    let mut dialer = ControlStream::chunk_list_query(digest(), 10);
+    send(&mut dialer, &chunk_list_request());
+    assert_eq!(
+        dialer.on_receive(&chunk_hashes(10, 5, 5)),
+        Err(ProtocolViolation::ChunkHashesOutOfOrder {
+            first: 5,
+            total: 10,
+            expected_first: 0,
+            expected_total: 10
+        })
+    );
+    let mut dialer = ControlStream::chunk_list_query(digest(), 10);
+    send(&mut dialer, &chunk_list_request());
+    receive(&mut dialer, &chunk_hashes(10, 0, 5));
+    assert_eq!(
+        dialer.on_receive(&chunk_hashes(10, 0, 5)),
+        Err(ProtocolViolation::ChunkHashesOutOfOrder {
+            first: 0,
+            total: 10,
+            expected_first: 5,
+            expected_total: 10
+        })
+    );
+}
+
+#[test]
+fn a_chunk_list_of_another_length_than_the_query_is_a_violation() {
+    // Shorter than the manifest's chunk count, at once.
+    let mut dialer = ControlStream::chunk_list_query(digest(), 10);
+    send(&mut dialer, &chunk_list_request());
+    assert_eq!(
+        dialer.on_receive(&chunk_hashes(9, 0, 9)),
+        Err(ProtocolViolation::ChunkHashesOutOfOrder {
+            first: 0,
+            total: 9,
+            expected_first: 0,
+            expected_total: 10
+        })
+    );
+    assert_eq!(dialer.received_phase(), Phase::Closed);
+    // Longer.
+    let mut dialer = ControlStream::chunk_list_query(digest(), 10);
+    send(&mut dialer, &chunk_list_request());
+    assert!(matches!(
+        dialer.on_receive(&chunk_hashes(11, 0, 5)),
+        Err(ProtocolViolation::ChunkHashesOutOfOrder {
+            expected_total: 10,
+            ..
+        })
+    ));
+    // A total that changes on the way.
+    let mut dialer = ControlStream::chunk_list_query(digest(), 10);
+    send(&mut dialer, &chunk_list_request());
+    receive(&mut dialer, &chunk_hashes(10, 0, 5));
+    assert_eq!(
+        dialer.on_receive(&chunk_hashes(12, 5, 5)),
+        Err(ProtocolViolation::ChunkHashesOutOfOrder {
+            first: 5,
+            total: 12,
+            expected_first: 5,
+            expected_total: 10
+        })
+    );
+}
+
+#[test]
+fn a_hello_reject_after_chunk_hashes_is_a_violation() {
+    let reject = hello_reject(HelloRejectReason::NoChunkList);
+    let mut dialer = ControlStream::chunk_list_query(digest(), 10);
+    send(&mut dialer, &chunk_list_request());
+    receive(&mut dialer, &chunk_hashes(10, 0, 5));
+    assert_eq!(
+        dialer.on_receive(&reject),
+        Err(ProtocolViolation::WrongState {
+            sender: Role::Listener,
+            phase: Phase::AwaitingHello,
+            found: MessageType::HelloReject
+        })
+    );
+    assert_eq!(dialer.received_phase(), Phase::Closed);
+    // And the listener may not send one once it started the list.
+    let mut listener = ControlStream::listener();
+    receive(&mut listener, &chunk_list_request());
+    send(&mut listener, &chunk_hashes(10, 0, 5));
+    assert_eq!(
+        listener.check_send(&reject),
+        Err(LocalMisuse::WrongState {
+            sender: Role::Listener,
+            phase: Phase::AwaitingHello,
+            found: MessageType::HelloReject
+        })
+    );
+    // It may still end the list.
+    send(&mut listener, &chunk_hashes(10, 5, 5));
+    assert!(listener.is_closed());
+}
+
+#[test]
+fn a_manifest_or_a_hello_answering_a_chunk_list_request_is_a_violation() {
+    for (answer, found) in [
+        (manifest(), MessageType::Manifest),
+        (our_hello(), MessageType::Hello),
+    ] {
+        let mut dialer = ControlStream::chunk_list_query(digest(), 10);
+        send(&mut dialer, &chunk_list_request());
+        assert_eq!(
+            dialer.on_receive(&answer),
+            Err(ProtocolViolation::NotAnAnswer {
+                found,
+                to: MessageType::ChunkListRequest
+            })
+        );
+        assert_eq!(dialer.received_phase(), Phase::Closed);
+        let mut listener = ControlStream::new(Role::Listener, swarm());
+        receive(&mut listener, &chunk_list_request());
+        assert_eq!(
+            listener.check_send(&answer),
+            Err(LocalMisuse::NotAnAnswer {
+                found,
+                to: MessageType::ChunkListRequest
+            })
+        );
+        assert_eq!(listener.sent_phase(), Phase::AwaitingHello);
+    }
+}
+
+#[test]
+fn chunk_hashes_answering_a_manifest_request_or_a_hello_are_a_violation() {
+    let mut query = ControlStream::manifest_query(digest());
+    send(&mut query, &manifest_request());
+    let mut swarm_dialer = ControlStream::new(Role::Dialer, swarm());
+    send(&mut swarm_dialer, &our_hello());
+    for (mut dialer, to) in [
+        (query, MessageType::ManifestRequest),
+        (swarm_dialer, MessageType::Hello),
+    ] {
+        assert_eq!(
+            dialer.on_receive(&chunk_hashes(10, 0, 10)),
+            Err(ProtocolViolation::NotAnAnswer {
+                found: MessageType::ChunkHashes,
+                to
+            })
+        );
+        assert_eq!(dialer.received_phase(), Phase::Closed);
+    }
+    // And the listener may not send them there.
+    let mut asked = ControlStream::listener();
+    receive(&mut asked, &manifest_request());
+    let mut greeted = ControlStream::listener();
+    listener_takes_hello(&mut greeted);
+    for (mut listener, to) in [
+        (asked, MessageType::ManifestRequest),
+        (greeted, MessageType::Hello),
+    ] {
+        assert_eq!(
+            listener.check_send(&chunk_hashes(10, 0, 10)),
+            Err(LocalMisuse::NotAnAnswer {
+                found: MessageType::ChunkHashes,
+                to
+            })
+        );
+    }
+}
+
+#[test]
+fn chunk_hashes_before_the_dialer_spoke_are_a_violation() {
+    let mut dialer = ControlStream::chunk_list_query(digest(), 10);
+    assert_eq!(
+        dialer.on_receive(&chunk_hashes(10, 0, 10)),
+        Err(ProtocolViolation::ListenerSpokeFirst {
+            found: MessageType::ChunkHashes
+        })
+    );
+    // Nor may a listener send them before the dialer's request.
+    for binding in BINDINGS {
+        let mut listener = fresh(Role::Listener, binding);
+        assert_eq!(
+            listener.check_send(&chunk_hashes(10, 0, 10)),
+            Err(LocalMisuse::BeforePeerHello {
+                found: MessageType::ChunkHashes
+            })
+        );
+    }
+}
+
+#[test]
+fn a_listener_sends_its_chunk_list_in_order_and_whole() {
+    let mut listener = ControlStream::listener();
+    receive(&mut listener, &chunk_list_request());
+    // From chunk 0 on.
+    assert_eq!(
+        listener.check_send(&chunk_hashes(10, 2, 8)),
+        Err(LocalMisuse::ChunkHashesOutOfOrder {
+            first: 2,
+            total: 10,
+            expected_first: 0,
+            expected_total: 10
+        })
+    );
+    send(&mut listener, &chunk_hashes(10, 0, 5));
+    // No gap, no other total; nothing is recorded on error.
+    assert_eq!(
+        listener.check_send(&chunk_hashes(10, 7, 3)),
+        Err(LocalMisuse::ChunkHashesOutOfOrder {
+            first: 7,
+            total: 10,
+            expected_first: 5,
+            expected_total: 10
+        })
+    );
+    assert_eq!(
+        listener.check_send(&chunk_hashes(11, 5, 5)),
+        Err(LocalMisuse::ChunkHashesOutOfOrder {
+            first: 5,
+            total: 11,
+            expected_first: 5,
+            expected_total: 10
+        })
+    );
+    assert_eq!(listener.sent_phase(), Phase::AwaitingHello);
+    send(&mut listener, &chunk_hashes(10, 5, 5));
+    assert!(listener.is_closed());
+}
+
+#[test]
+fn each_dialer_opens_only_its_own_query() {
+    let mut chunk_query = ControlStream::chunk_list_query(digest(), 10);
+    for found in [our_hello(), manifest_request()] {
+        assert_eq!(
+            chunk_query.check_send(&found),
+            Err(LocalMisuse::WrongOpening {
+                found: found.message_type()
+            })
+        );
+    }
+    let other = Message::ChunkListRequest {
+        manifest_sha256: [0xee; 32],
+    };
+    assert_eq!(
+        chunk_query.check_send(&other),
+        Err(LocalMisuse::OtherManifest {
+            found: [0xee; 32],
+            query: digest()
+        })
+    );
+    assert_eq!(chunk_query.sent_phase(), Phase::AwaitingHello);
+    let mut manifest_query = ControlStream::manifest_query(digest());
+    let mut swarm_dialer = ControlStream::new(Role::Dialer, swarm());
+    for dialer in [&mut manifest_query, &mut swarm_dialer] {
+        assert_eq!(
+            dialer.check_send(&chunk_list_request()),
+            Err(LocalMisuse::WrongOpening {
+                found: MessageType::ChunkListRequest
+            })
+        );
+    }
+}
+
+#[test]
+fn a_chunk_list_request_from_a_listener_after_a_hello_or_twice_is_a_violation() {
+    // From the listener, before or after the dialer spoke.
+    let mut dialer = ControlStream::chunk_list_query(digest(), 10);
+    assert_eq!(
+        dialer.on_receive(&chunk_list_request()),
+        Err(ProtocolViolation::ListenerSpokeFirst {
+            found: MessageType::ChunkListRequest
+        })
+    );
+    let mut dialer = ControlStream::chunk_list_query(digest(), 10);
+    send(&mut dialer, &chunk_list_request());
+    assert_eq!(
+        dialer.on_receive(&chunk_list_request()),
+        Err(ProtocolViolation::WrongState {
+            sender: Role::Listener,
+            phase: Phase::AwaitingHello,
+            found: MessageType::ChunkListRequest
+        })
+    );
+    // After the dialer's Hello.
+    let mut listener = receiver_in(Role::Listener, Phase::AwaitingBitfield);
+    assert_eq!(
+        listener.on_receive(&chunk_list_request()),
+        Err(ProtocolViolation::WrongState {
+            sender: Role::Dialer,
+            phase: Phase::AwaitingBitfield,
+            found: MessageType::ChunkListRequest
+        })
+    );
+    // A second one, or one after a ManifestRequest.
+    for first in [chunk_list_request(), manifest_request()] {
+        let mut listener = ControlStream::listener();
+        receive(&mut listener, &first);
+        assert_eq!(
+            listener.on_receive(&chunk_list_request()),
+            Err(ProtocolViolation::WrongState {
+                sender: Role::Dialer,
+                phase: Phase::Closed,
+                found: MessageType::ChunkListRequest
+            })
+        );
+    }
+    let mut dialer = ControlStream::chunk_list_query(digest(), 10);
+    send(&mut dialer, &chunk_list_request());
+    assert_eq!(
+        dialer.check_send(&chunk_list_request()),
+        Err(LocalMisuse::WrongState {
+            sender: Role::Dialer,
+            phase: Phase::Closed,
+            found: MessageType::ChunkListRequest
+        })
+    );
+}
+
+#[test]
+fn binding_a_chunk_list_stream_is_refused() {
+    let cannot = |stream: &mut ControlStream| match stream.bind(swarm()) {
+        Err(BindError::Local(LocalMisuse::CannotBind { why })) => why,
+        other => panic!("{other:?}"),
+    };
+    let mut asked = ControlStream::listener();
+    receive(&mut asked, &chunk_list_request());
+    assert_eq!(
+        cannot(&mut asked),
+        "the dialer asked for a chunk list, not a swarm"
+    );
+    assert_eq!(asked.swarm(), None);
+    let mut query = ControlStream::chunk_list_query(digest(), 10);
+    assert_eq!(
+        cannot(&mut query),
+        "a dialer knows its swarm from the start"
+    );
+}
+
+#[test]
+fn a_violation_in_a_chunk_list_query_ends_it_without_a_word() {
+    // The listener has said nothing yet, or only part of the list.
+    for parts in [0, 1] {
+        let mut listener = ControlStream::listener();
+        receive(&mut listener, &chunk_list_request());
+        if parts == 1 {
+            send(&mut listener, &chunk_hashes(10, 0, 5));
+        }
+        let error = listener.on_receive(&goodbye()).unwrap_err();
+        assert_eq!(listener.farewell(&error.into()), None, "{parts}");
+    }
+    // The querying dialer has closed its direction already.
+    let mut dialer = ControlStream::chunk_list_query(digest(), 10);
+    send(&mut dialer, &chunk_list_request());
+    receive(&mut dialer, &chunk_hashes(10, 0, 5));
+    let error = dialer.on_receive(&chunk_hashes(10, 9, 1)).unwrap_err();
+    assert_eq!(dialer.farewell(&error.into()), None);
+}
+
+#[test]
+fn a_goodbye_or_swarm_messages_during_a_chunk_list_query_are_a_violation() {
+    let mut dialer = ControlStream::chunk_list_query(digest(), 10);
+    send(&mut dialer, &chunk_list_request());
+    receive(&mut dialer, &chunk_hashes(10, 0, 5));
+    assert_eq!(
+        dialer.clone().on_receive(&Message::Goodbye {
+            reason: GoodbyeReason::Shutdown
+        }),
+        Err(ProtocolViolation::WrongState {
+            sender: Role::Listener,
+            phase: Phase::AwaitingHello,
+            found: MessageType::Goodbye
+        })
+    );
+    let mut listener = ControlStream::listener();
+    receive(&mut listener, &chunk_list_request());
+    for message in [bitfield(), goodbye(), Message::KeepAlive] {
+        assert!(dialer.clone().on_receive(&message).is_err(), "{message:?}");
+        assert!(
+            listener.clone().check_send(&message).is_err(),
+            "{message:?}"
+        );
+    }
 }

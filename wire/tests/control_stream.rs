@@ -18,7 +18,7 @@ fn cross_rule_on_receive(
     found: MessageType,
 ) -> Option<ProtocolViolation> {
     match (receiver, phase, found) {
-        (Role::Dialer, Phase::AwaitingHello, MessageType::Manifest) => {
+        (Role::Dialer, Phase::AwaitingHello, MessageType::Manifest | MessageType::ChunkHashes) => {
             Some(ProtocolViolation::NotAnAnswer {
                 found,
                 to: MessageType::Hello,
@@ -32,15 +32,19 @@ fn cross_rule_on_receive(
 /// forbids a swarm session's sender to send.
 fn cross_rule_on_send(sender: Role, phase: Phase, found: MessageType) -> Option<LocalMisuse> {
     match (sender, phase, found) {
-        (Role::Dialer, Phase::AwaitingHello, MessageType::ManifestRequest) => {
-            Some(LocalMisuse::WrongOpening { found })
-        }
-        (Role::Listener, Phase::AwaitingHello, MessageType::Manifest) => {
-            Some(LocalMisuse::NotAnAnswer {
-                found,
-                to: MessageType::Hello,
-            })
-        }
+        (
+            Role::Dialer,
+            Phase::AwaitingHello,
+            MessageType::ManifestRequest | MessageType::ChunkListRequest,
+        ) => Some(LocalMisuse::WrongOpening { found }),
+        (
+            Role::Listener,
+            Phase::AwaitingHello,
+            MessageType::Manifest | MessageType::ChunkHashes,
+        ) => Some(LocalMisuse::NotAnAnswer {
+            found,
+            to: MessageType::Hello,
+        }),
         _ => None,
     }
 }
@@ -339,6 +343,7 @@ fn the_listener_answers_only_after_the_dialer_hello() {
             our_hello(),
             hello_reject(HelloRejectReason::NotServing),
             manifest(),
+            chunk_hashes(10, 0, 10),
         ] {
             assert_eq!(
                 listener.check_send(&message),

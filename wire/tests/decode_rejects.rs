@@ -6,8 +6,8 @@ use common::*;
 use std::net::SocketAddr;
 
 use minimodel_wire::{
-    ChunkIndex, DecodeError, FieldError, FrameDecoder, MAX_MANIFEST_BYTES, Message, MessageType,
-    PieceHeader,
+    ChunkIndex, DecodeError, FieldError, FrameDecoder, MAX_CHUNK_COUNT,
+    MAX_CHUNK_HASHES_PER_MESSAGE, MAX_MANIFEST_BYTES, Message, MessageType, PieceHeader,
 };
 
 /// A frame with the given type byte and body.
@@ -244,15 +244,15 @@ fn a_stream_ending_inside_a_frame_is_incomplete() {
 
 #[test]
 fn unknown_types_are_refused_by_their_byte() {
-    // 0x0b to 0x0f are the messages v2 added; 0x10 is the first unknown.
-    for type_byte in [0x00, 0x10, 0x11, 0x1f, 0x21, 0x80, 0xff] {
+    // 0x0b to 0x11 are the messages v2 added; 0x12 is the first unknown.
+    for type_byte in [0x00, 0x12, 0x13, 0x1f, 0x21, 0x80, 0xff] {
         let error = decode(&raw_frame(type_byte, &[])).unwrap_err();
         assert_eq!(error, DecodeError::UnknownType { type_byte });
         assert!(error.to_string().contains(&format!("{type_byte:#04x}")));
     }
     // The v2 type bytes are known: an empty body fails on its first field
     // (or, for none of them, decodes), never as an unknown type.
-    for type_byte in 0x0b..=0x0f {
+    for type_byte in 0x0b..=0x11 {
         let error = decode(&raw_frame(type_byte, &[])).unwrap_err();
         assert!(
             matches!(&error, DecodeError::Body { detail, .. } if detail.contains("UnexpectedEnd")),
@@ -512,8 +512,8 @@ fn unknown_reason_codes_are_refused() {
         (
             0x02,
             MessageType::HelloReject,
-            7,
-            hello_reject_body(7, b"", 0, &[]),
+            8,
+            hello_reject_body(8, b"", 0, &[]),
         ),
         (
             0x02,
@@ -546,7 +546,7 @@ fn unknown_reason_codes_are_refused() {
         );
     }
     // The last defined codes of the tables v2 extended decode.
-    assert!(decode(&raw_frame(0x02, &hello_reject_body(6, b"", 0, &[]))).is_ok());
+    assert!(decode(&raw_frame(0x02, &hello_reject_body(7, b"", 0, &[]))).is_ok());
     assert!(decode(&raw_frame(0x0d, &rendezvous_failed(4))).is_ok());
 }
 
@@ -928,6 +928,9 @@ fn every_truncation_of_a_v2_vector_is_malformed() {
         "rendezvous_failed.hex",
         "manifest_request.hex",
         "manifest.hex",
+        "chunk_list_request.hex",
+        "chunk_hashes.hex",
+        "chunk_hashes-part.hex",
     ] {
         let bytes = fixture_bytes(name);
         let type_byte = bytes[4];
@@ -953,6 +956,9 @@ fn trailing_bytes_after_a_v2_message_are_refused() {
         ("rendezvous_failed.hex", MessageType::RendezvousFailed),
         ("manifest_request.hex", MessageType::ManifestRequest),
         ("manifest.hex", MessageType::Manifest),
+        ("chunk_list_request.hex", MessageType::ChunkListRequest),
+        ("chunk_hashes.hex", MessageType::ChunkHashes),
+        ("chunk_hashes-part.hex", MessageType::ChunkHashes),
     ] {
         let bytes = fixture_bytes(name);
         let mut body = bytes[5..].to_vec();
@@ -966,4 +972,151 @@ fn trailing_bytes_after_a_v2_message_are_refused() {
             "{name}"
         );
     }
+}
+
+// The chunk list query.
+
+/// A ChunkHashes body: `total`, `first`, a `count` that may lie, then
+/// `hashes` hashes of 32 bytes (hash `i` is 32 bytes of `i`).
+fn chunk_hashes_body(total: u32, first: u32, count: u64, hashes: usize) -> Vec<u8> {
+    let mut body = total.to_le_bytes().to_vec();
+    body.extend_from_slice(&first.to_le_bytes());
+    body.extend_from_slice(&count.to_le_bytes());
+    for i in 0..hashes {
+        body.extend_from_slice(&[i as u8; 32]);
+    }
+    body
+}
+
+fn chunk_hashes_error(error: FieldError) -> Result<Message, DecodeError> {
+    Err(field_error(MessageType::ChunkHashes, error))
+}
+
+#[test]
+fn the_chunk_hashes_helper_matches_the_golden_vector() {
+    let mut body = chunk_hashes_body(3, 0, 3, 0);
+    for i in 0..3 {
+        body.extend_from_slice(&chunk_hash(i));
+    }
+    assert_eq!(raw_frame(0x11, &body), fixture_bytes("chunk_hashes.hex"));
+}
+
+#[test]
+fn chunk_hashes_with_no_hash_are_refused() {
+    assert_eq!(
+        decode(&raw_frame(0x11, &chunk_hashes_body(10, 0, 0, 0))),
+        chunk_hashes_error(FieldError::ChunkHashesCount { count: 0 })
+    );
+}
+
+#[test]
+fn more_than_2000_chunk_hashes_are_refused_before_reading_them() {
+    let over = MAX_CHUNK_HASHES_PER_MESSAGE as u64 + 1;
+    let expected = |count| chunk_hashes_error(FieldError::ChunkHashesCount { count });
+    // 2001 hashes do not fit a control frame: a frame that declares them
+    // holds fewer, and it is the count that is refused, not a short body.
+    for hashes in [0, 1, 2000] {
+        let body = chunk_hashes_body(524_184, 0, over, hashes);
+        assert_eq!(decode(&raw_frame(0x11, &body)), expected(over), "{hashes}");
+    }
+    let body = chunk_hashes_body(524_184, 0, u64::MAX, 0);
+    assert_eq!(decode(&raw_frame(0x11, &body)), expected(u64::MAX));
+    // 2000 is the limit, not over it, and fits a frame.
+    let body = chunk_hashes_body(524_184, 0, 2000, 2000);
+    assert!(body.len() < 65536);
+    let Ok(Message::ChunkHashes { hashes, .. }) = decode(&raw_frame(0x11, &body)) else {
+        panic!("2000 hashes refused");
+    };
+    assert_eq!(hashes.len(), 2000);
+    assert_eq!(hashes[1999], [(1999 % 256) as u8; 32]);
+}
+
+#[test]
+fn a_chunk_list_of_no_chunks_or_over_the_chunk_count_cap_is_refused() {
+    for total in [0, MAX_CHUNK_COUNT + 1, u32::MAX] {
+        assert_eq!(
+            decode(&raw_frame(0x11, &chunk_hashes_body(total, 0, 1, 1))),
+            chunk_hashes_error(FieldError::ChunkListTotal { total }),
+            "{total}"
+        );
+    }
+    // The cap itself is allowed, to its last chunk.
+    let last = MAX_CHUNK_COUNT - 1;
+    let body = chunk_hashes_body(MAX_CHUNK_COUNT, last, 1, 1);
+    assert_eq!(
+        decode(&raw_frame(0x11, &body)),
+        Ok(Message::ChunkHashes {
+            total: MAX_CHUNK_COUNT,
+            first: last,
+            hashes: vec![[0; 32]],
+        })
+    );
+}
+
+#[test]
+fn chunk_hashes_that_run_past_the_list_are_refused() {
+    for (total, first, count) in [(10, 8, 3), (10, 10, 1), (1, 0, 2), (10, u32::MAX, 1)] {
+        let body = chunk_hashes_body(total, first, count, count as usize);
+        assert_eq!(
+            decode(&raw_frame(0x11, &body)),
+            chunk_hashes_error(FieldError::ChunkHashesPastTotal {
+                first,
+                count,
+                total
+            }),
+            "{first}+{count} of {total}"
+        );
+    }
+    // Refused on the numbers alone, before any hash is read.
+    assert_eq!(
+        decode(&raw_frame(0x11, &chunk_hashes_body(10, 8, 3, 0))),
+        chunk_hashes_error(FieldError::ChunkHashesPastTotal {
+            first: 8,
+            count: 3,
+            total: 10
+        })
+    );
+    // Up to the end of the list is fine.
+    assert!(decode(&raw_frame(0x11, &chunk_hashes_body(10, 8, 2, 2))).is_ok());
+}
+
+#[test]
+fn chunk_hashes_rules_are_checked_in_wire_order() {
+    // total before count, count before first + count.
+    assert_eq!(
+        decode(&raw_frame(0x11, &chunk_hashes_body(0, 5, 0, 0))),
+        chunk_hashes_error(FieldError::ChunkListTotal { total: 0 })
+    );
+    assert_eq!(
+        decode(&raw_frame(0x11, &chunk_hashes_body(10, 9, 2001, 0))),
+        chunk_hashes_error(FieldError::ChunkHashesCount { count: 2001 })
+    );
+}
+
+#[test]
+fn chunk_hashes_shorter_than_their_count_are_malformed() {
+    let error = decode(&raw_frame(0x11, &chunk_hashes_body(10, 0, 3, 2))).unwrap_err();
+    assert!(
+        matches!(
+            &error,
+            DecodeError::Body {
+                message_type: MessageType::ChunkHashes,
+                detail
+            } if detail.contains("UnexpectedEnd")
+        ),
+        "{error:?}"
+    );
+}
+
+#[test]
+fn the_chunk_hashes_errors_name_the_numbers() {
+    let error = decode(&raw_frame(0x11, &chunk_hashes_body(10, 0, 2001, 0))).unwrap_err();
+    assert!(error.to_string().contains("2001"), "{error}");
+    assert!(error.to_string().contains("2000"), "{error}");
+    let error = decode(&raw_frame(0x11, &chunk_hashes_body(10, 8, 3, 3))).unwrap_err();
+    for number in ["8", "3", "10"] {
+        assert!(error.to_string().contains(number), "{error}");
+    }
+    let error = decode(&raw_frame(0x11, &chunk_hashes_body(0, 0, 1, 1))).unwrap_err();
+    assert!(error.to_string().contains("524184"), "{error}");
 }

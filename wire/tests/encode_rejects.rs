@@ -6,7 +6,8 @@ mod common;
 use common::*;
 use minimodel_wire::{
     ChunkIndex, FieldError, GoodbyeReason, HaveBitfield, HelloRejectReason, LocalMisuse,
-    MAX_CHUNK_COUNT, Message, MessageType, PeerEntry, PeerFlags, PeerId, PieceHeader,
+    MAX_CHUNK_COUNT, MAX_CHUNK_HASHES_PER_MESSAGE, Message, MessageType, PeerEntry, PeerFlags,
+    PeerId, PieceHeader,
 };
 
 #[test]
@@ -125,4 +126,55 @@ fn encode_into_a_full_buffer_writes_nothing() {
         })
     );
     assert_eq!(storage, [0; 8]);
+}
+
+#[test]
+fn encode_refuses_chunk_hashes_that_break_their_rules() {
+    let chunk_hashes = |total, first, count| Message::ChunkHashes {
+        total,
+        first,
+        hashes: vec![[0x5a; 32]; count],
+    };
+    let over = MAX_CHUNK_HASHES_PER_MESSAGE + 1;
+    for (message, error) in [
+        (
+            chunk_hashes(10, 0, 0),
+            FieldError::ChunkHashesCount { count: 0 },
+        ),
+        (
+            chunk_hashes(MAX_CHUNK_COUNT, 0, over),
+            FieldError::ChunkHashesCount { count: over as u64 },
+        ),
+        (
+            chunk_hashes(0, 0, 1),
+            FieldError::ChunkListTotal { total: 0 },
+        ),
+        (
+            chunk_hashes(MAX_CHUNK_COUNT + 1, 0, 1),
+            FieldError::ChunkListTotal {
+                total: MAX_CHUNK_COUNT + 1,
+            },
+        ),
+        (
+            chunk_hashes(10, 8, 3),
+            FieldError::ChunkHashesPastTotal {
+                first: 8,
+                count: 3,
+                total: 10,
+            },
+        ),
+    ] {
+        let mut buf = Vec::new();
+        assert_eq!(
+            message.encode(&mut buf),
+            Err(LocalMisuse::Field {
+                message_type: MessageType::ChunkHashes,
+                error
+            })
+        );
+        assert!(buf.is_empty());
+    }
+    // 2000 hashes, the most one message carries, fit a control frame.
+    let full = chunk_hashes(MAX_CHUNK_COUNT, 0, MAX_CHUNK_HASHES_PER_MESSAGE);
+    assert_eq!(full.to_frame().unwrap().len(), 4 + 1 + 16 + 2000 * 32);
 }

@@ -75,6 +75,59 @@ fn the_manifest_query_seeds_end_cleanly() {
 }
 
 #[test]
+fn the_chunk_list_query_seeds_end_cleanly() {
+    // The dialer takes the list of 10 in two ChunkHashes; the listener
+    // takes the request and answers it (its answers are not counted).
+    for (name, messages) in [
+        ("dialer-chunk-list-query", 2),
+        ("listener-chunk-list-request", 1),
+        ("dialer-chunk-list-rejected", 1),
+    ] {
+        let outcome = wire_decode(&seed(name));
+        assert_eq!(
+            outcome,
+            FuzzOutcome {
+                messages,
+                events: messages,
+                established: false,
+                piece_received: false,
+                error: None
+            },
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn a_chunk_list_query_refuses_a_list_out_of_order_or_of_another_length() {
+    use minimodel_wire::Message;
+    let query = |frames: &[Message]| {
+        let mut input = vec![0x0d, 0x00];
+        for message in frames {
+            input.extend_from_slice(&common::frame(message));
+        }
+        wire_decode(&input)
+    };
+    let part = |total, first, count| Message::ChunkHashes {
+        total,
+        first,
+        hashes: vec![[0x5a; 32]; count],
+    };
+    // The golden swarm has 10 chunks: a list of 9 is not its list.
+    let outcome = query(&[part(9, 0, 9)]);
+    assert_eq!((outcome.messages, outcome.events), (1, 0));
+    assert!(outcome.error.unwrap().contains("chunk 0 of 10"));
+    // The second part skips chunks 5 and 6.
+    let outcome = query(&[part(10, 0, 5), part(10, 7, 3)]);
+    assert_eq!((outcome.messages, outcome.events), (2, 1));
+    assert!(outcome.error.unwrap().contains("chunk 5 of 10"));
+    // Nothing is taken after the whole list.
+    let outcome = query(&[part(10, 0, 10), part(10, 0, 1)]);
+    assert_eq!((outcome.messages, outcome.events), (2, 1));
+    assert!(outcome.error.is_some());
+}
+
+#[test]
 fn every_single_message_seed_is_its_golden_vector() {
     let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures/wire");
     for entry in std::fs::read_dir(&fixtures).unwrap() {
@@ -117,7 +170,7 @@ fn every_seed_runs_and_short_inputs_do_nothing() {
             count += 1;
         }
     }
-    assert!(count >= 30, "only {count} seeds");
+    assert!(count >= 36, "only {count} seeds");
     assert_eq!(wire_decode(&[]), FuzzOutcome::default());
     assert_eq!(wire_decode(&[1]), FuzzOutcome::default());
 }

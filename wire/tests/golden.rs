@@ -98,8 +98,10 @@ fn every_vector_file_is_checked() {
     // header above, the transcript that `handshakes.rs` replays, or a
     // delay datagram (in `datagrams/`); the relay protocol's vectors (in
     // `relay/`) are `relay_vectors.rs`'s, written by `relay/vectors.py`.
+    // The chunk list query's vectors are golden messages written by
+    // `chunk_list_vectors.py`.
     let mut checked: Vec<_> = golden_messages().iter().map(|(n, _)| *n).collect();
-    checked.extend(["piece_header.hex", "handshake.hex"]);
+    checked.extend(["piece_header.hex", "handshake.hex", "chunk_list_vectors.py"]);
     checked.extend(golden_datagrams().iter().map(|(n, _)| *n));
     let relay = [
         "relay/register.hex",
@@ -149,4 +151,101 @@ fn the_delay_datagram_vectors_decode_and_re_encode_to_the_same_bytes() {
             .join(seed);
         assert_eq!(std::fs::read(&corpus).unwrap(), bytes, "{name}: fuzz seed");
     }
+}
+
+/// The Merkle vectors of `fixtures/merkle/vectors.txt` for a tree of `n`
+/// chunks: its chunk hashes `H[i]` in order, and its root.
+fn merkle_vectors(n: usize) -> (Vec<[u8; 32]>, [u8; 32]) {
+    let path = fixtures_dir().join("../merkle/vectors.txt");
+    let text = std::fs::read_to_string(path).unwrap();
+    let from_hex = |hex: &str| -> [u8; 32] {
+        let bytes = parse_annotated_hex(hex);
+        bytes.try_into().unwrap()
+    };
+    let mut lines = text
+        .lines()
+        .skip_while(|line| *line != format!("tree {n}"))
+        .skip(1)
+        .take_while(|line| !line.is_empty());
+    let mut hashes = Vec::new();
+    for line in lines.by_ref() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        match fields[..] {
+            ["chunk", i, hash, _leaf] => {
+                assert_eq!(i.parse::<usize>().unwrap(), hashes.len());
+                hashes.push(from_hex(hash));
+            }
+            ["root", root] => {
+                assert_eq!(hashes.len(), n, "tree {n}");
+                return (hashes, from_hex(root));
+            }
+            _ => panic!("tree {n}: unexpected line {line}"),
+        }
+    }
+    panic!("no tree {n} in fixtures/merkle/vectors.txt");
+}
+
+/// The fixed-size-merkle-v0 root of a chunk list (`docs/merkle.md`),
+/// built here with SHA-256 alone so that the vectors are checked against
+/// the Merkle vectors without the verifier crate.
+fn merkle_root(hashes: &[[u8; 32]]) -> [u8; 32] {
+    if let [only] = hashes {
+        return sha256(&[&[0u8][..], only].concat());
+    }
+    let mut k = 1;
+    while k * 2 < hashes.len() {
+        k *= 2;
+    }
+    let left = merkle_root(&hashes[..k]);
+    let right = merkle_root(&hashes[k..]);
+    sha256(&[&[1u8][..], &left, &right].concat())
+}
+
+#[test]
+fn the_chunk_hashes_vectors_are_the_chunk_lists_of_the_merkle_vectors() {
+    let hashes_of = |name: &str| match Message::decode(&mut fixture_bytes(name).as_slice()) {
+        Ok(Message::ChunkHashes {
+            total,
+            first,
+            hashes,
+        }) => (total, first, hashes),
+        other => panic!("{name}: {other:?}"),
+    };
+    // The whole list of the 3-chunk tree, in one frame: its root is the
+    // tree's.
+    let (hashes, root) = merkle_vectors(3);
+    let (total, first, list) = hashes_of("chunk_hashes.hex");
+    assert_eq!((total, first), (3, 0));
+    assert_eq!(list, hashes);
+    assert_eq!(merkle_root(&list), root);
+    for (i, hash) in list.iter().enumerate() {
+        assert_eq!(*hash, chunk_hash(i as u32), "H[{i}]");
+    }
+    // The last part of the 13-chunk tree's list: with the first part, the
+    // tree's root.
+    let (hashes, root) = merkle_vectors(13);
+    let (total, first, part) = hashes_of("chunk_hashes-part.hex");
+    assert_eq!((total, first, part.len()), (13, 8, 5));
+    assert_eq!(part[..], hashes[8..]);
+    let whole: Vec<_> = hashes[..8].iter().chain(&part).copied().collect();
+    assert_eq!(merkle_root(&whole), root);
+    // A part alone is no list: its root is not the tree's.
+    assert_ne!(merkle_root(&part), root);
+}
+
+#[test]
+fn the_chunk_list_request_vector_asks_for_the_manifest_vector() {
+    let Ok(Message::ChunkListRequest { manifest_sha256 }) =
+        Message::decode(&mut fixture_bytes("chunk_list_request.hex").as_slice())
+    else {
+        panic!("chunk_list_request.hex is no ChunkListRequest");
+    };
+    assert_eq!(
+        manifest_sha256,
+        sha256(&fixture_bytes("manifest.hex")[13..])
+    );
+    // The same question as the manifest query's, the other type byte.
+    let mut request = fixture_bytes("manifest_request.hex");
+    request[4] = 0x10;
+    assert_eq!(request, fixture_bytes("chunk_list_request.hex"));
 }

@@ -1,16 +1,19 @@
 //! The handshake machines (`DialHandshake`, `ListenHandshake`,
-//! `ManifestQuery`): the transcript vector `handshake.hex`, refusals,
-//! failures and calls out of turn.
+//! `ManifestQuery`, `ChunkListQuery`): the transcript vector
+//! `handshake.hex`, refusals, failures and calls out of turn.
 
 mod common;
 
-use common::control::{digest, manifest_request};
+use std::sync::Arc;
+
+use common::control::{chunk_list_request, digest, manifest_request};
 use common::*;
 use minimodel_wire::{
-    BindError, DecodeError, DialHandshake, GoodbyeReason, HandshakeFailure, HandshakeMachine,
-    HandshakeStep, HaveBitfield, HelloRejectReason, ListenHandshake, Listened, LocalMisuse,
-    ManifestQuery, Message, PeerEntry, PeerError, PeerFlags, PeerId, ProtocolViolation,
-    SwarmIdentity, SwarmMismatch,
+    BindError, ChunkListQuery, DecodeError, DialHandshake, FieldError, GoodbyeReason,
+    HandshakeFailure, HandshakeMachine, HandshakeStep, HaveBitfield, HelloRejectReason,
+    ListenHandshake, Listened, LocalMisuse, MAX_CHUNK_HASHES_PER_MESSAGE, ManifestQuery, Message,
+    MessageType, PeerEntry, PeerError, PeerFlags, PeerId, ProtocolViolation, SwarmIdentity,
+    SwarmMismatch,
 };
 
 /// Drains every `Send` of a handshake into frames.
@@ -392,4 +395,312 @@ fn calls_out_of_turn_are_local_misuse() {
             ..
         }))
     ));
+}
+
+/// A chunk list of `n` hashes, each different: hash `i` holds `i` in its
+/// first four bytes.
+fn chunk_list(n: u32) -> Vec<[u8; 32]> {
+    (0..n)
+        .map(|i| {
+            let mut hash = [0xc7; 32];
+            hash[..4].copy_from_slice(&i.to_le_bytes());
+            hash
+        })
+        .collect()
+}
+
+/// A listener asked for the chunk list of `digest()` by a query of
+/// `chunk_count` chunks: both machines, the request delivered.
+fn asked_for_chunk_list(chunk_count: u32) -> (ChunkListQuery, ListenHandshake) {
+    let mut query = ChunkListQuery::new(digest(), chunk_count);
+    let mut listener = ListenHandshake::new();
+    let (request, step) = sent(|| query.poll());
+    assert_eq!(step, HandshakeStep::Read);
+    assert_eq!(request, [chunk_list_request()]);
+    listener.handle_message(&request[0]).unwrap();
+    assert_eq!(listener.poll(), HandshakeStep::AnswerChunkList(digest()));
+    (query, listener)
+}
+
+#[test]
+fn a_chunk_list_query_through_the_machines() {
+    let list = chunk_list(4500);
+    let (mut query, mut listener) = asked_for_chunk_list(4500);
+    // A chunk list request is not bound to a swarm, nor accepted as one,
+    // nor answered with a manifest.
+    assert!(listener.bind(swarm()).is_err());
+    assert!(
+        listener
+            .accept(hello(true, None), HaveBitfield::full(10))
+            .is_err()
+    );
+    assert!(matches!(
+        listener.serve_manifest(GOLDEN_MANIFEST.to_vec()),
+        Err(LocalMisuse::HandshakeOutOfTurn {
+            call: "serve_manifest",
+            ..
+        })
+    ));
+    listener.serve_chunk_list(Arc::from(list.clone())).unwrap();
+    // The list goes out one frame at a time, 2000 hashes a frame.
+    let (answer, step) = sent(|| listener.poll());
+    assert_eq!(step, HandshakeStep::Done);
+    let parts: Vec<_> = answer
+        .iter()
+        .map(|message| match message {
+            Message::ChunkHashes {
+                total,
+                first,
+                hashes,
+            } => (*total, *first, hashes.len()),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        parts,
+        [(4500, 0, 2000), (4500, 2000, 2000), (4500, 4000, 500)]
+    );
+    assert!(
+        answer
+            .iter()
+            .all(|m| m.to_frame().unwrap().len() <= 4 + 65536)
+    );
+    assert!(listener.control().is_closed());
+    assert!(matches!(listener.finish(), Ok(Listened::ChunkListServed)));
+    // The query reads until the list is whole.
+    for (i, message) in answer.iter().enumerate() {
+        let frame = frame(message);
+        let decoded = Message::decode(&mut frame.as_slice()).unwrap();
+        query.handle_message(&decoded).unwrap();
+        let expected = if i + 1 < answer.len() {
+            HandshakeStep::Read
+        } else {
+            HandshakeStep::Done
+        };
+        assert_eq!(query.poll(), expected, "after part {i}");
+    }
+    assert!(query.control().is_closed());
+    assert_eq!(query.finish().unwrap(), list);
+}
+
+#[test]
+fn a_chunk_list_takes_as_many_frames_as_it_needs() {
+    let max = MAX_CHUNK_HASHES_PER_MESSAGE as u32;
+    for (len, frames) in [(1, 1), (max, 1), (max + 1, 2), (3 * max, 3)] {
+        let (mut query, mut listener) = asked_for_chunk_list(len);
+        listener
+            .serve_chunk_list(Arc::from(chunk_list(len)))
+            .unwrap();
+        let (answer, step) = sent(|| listener.poll());
+        assert_eq!(step, HandshakeStep::Done);
+        assert_eq!(answer.len(), frames, "{len}");
+        for message in &answer {
+            query.handle_message(message).unwrap();
+        }
+        assert_eq!(query.poll(), HandshakeStep::Done);
+        assert_eq!(query.finish().unwrap(), chunk_list(len), "{len}");
+    }
+}
+
+#[test]
+fn a_chunk_list_query_may_be_refused_with_no_chunk_list() {
+    let (mut query, mut listener) = asked_for_chunk_list(10);
+    listener
+        .reject(HelloRejectReason::NoChunkList, "still downloading", vec![])
+        .unwrap();
+    let (reject, step) = sent(|| listener.poll());
+    assert_eq!(step, HandshakeStep::Done);
+    assert_eq!(
+        listener.finish().unwrap_err(),
+        HandshakeFailure::Refused {
+            reason: HelloRejectReason::NoChunkList,
+            detail: "still downloading".to_owned()
+        }
+    );
+    query.handle_message(&reject[0]).unwrap();
+    assert_eq!(query.poll(), HandshakeStep::Done);
+    let rejected = query.finish().unwrap_err();
+    assert!(!rejected.farewell());
+    assert!(matches!(
+        rejected,
+        HandshakeFailure::Rejected {
+            reason: HelloRejectReason::NoChunkList,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn an_empty_chunk_list_is_not_served() {
+    let (_, mut listener) = asked_for_chunk_list(10);
+    assert_eq!(
+        listener.serve_chunk_list(Arc::from(Vec::new())),
+        Err(LocalMisuse::Field {
+            message_type: MessageType::ChunkHashes,
+            error: FieldError::ChunkListTotal { total: 0 }
+        })
+    );
+    // Nothing was queued; the listener may still refuse.
+    assert_eq!(listener.poll(), HandshakeStep::AnswerChunkList(digest()));
+    listener
+        .reject(HelloRejectReason::NoChunkList, "", vec![])
+        .unwrap();
+}
+
+#[test]
+fn a_listener_serving_its_chunk_list_may_not_refuse_or_read() {
+    let (_, mut listener) = asked_for_chunk_list(4500);
+    listener
+        .serve_chunk_list(Arc::from(chunk_list(4500)))
+        .unwrap();
+    let HandshakeStep::Send(first) = listener.poll() else {
+        panic!("no first part");
+    };
+    assert!(matches!(first, Message::ChunkHashes { first: 0, .. }));
+    // Halfway through the list: no refusal, no second answer, no reading.
+    assert!(matches!(
+        listener.reject(HelloRejectReason::NoChunkList, "", vec![]),
+        Err(LocalMisuse::HandshakeOutOfTurn { call: "reject", .. })
+    ));
+    assert!(matches!(
+        listener.serve_chunk_list(Arc::from(chunk_list(4500))),
+        Err(LocalMisuse::HandshakeOutOfTurn {
+            call: "serve_chunk_list",
+            ..
+        })
+    ));
+    assert!(matches!(
+        listener.handle_message(&Message::KeepAlive),
+        Err(LocalMisuse::HandshakeOutOfTurn { .. })
+    ));
+    assert!(matches!(
+        listener.handle_end(),
+        Err(LocalMisuse::HandshakeOutOfTurn { .. })
+    ));
+    assert!(matches!(
+        listener.clone().finish(),
+        Err(HandshakeFailure::Local(
+            LocalMisuse::HandshakeOutOfTurn { .. }
+        ))
+    ));
+    // The rest of the list still goes out.
+    let (rest, step) = sent(|| listener.poll());
+    assert_eq!(step, HandshakeStep::Done);
+    assert_eq!(rest.len(), 2);
+    assert!(matches!(listener.finish(), Ok(Listened::ChunkListServed)));
+}
+
+#[test]
+fn serve_chunk_list_answers_only_a_chunk_list_request() {
+    // Nothing asked yet.
+    let mut listener = ListenHandshake::new();
+    assert!(matches!(
+        listener.serve_chunk_list(Arc::from(chunk_list(10))),
+        Err(LocalMisuse::HandshakeOutOfTurn { .. })
+    ));
+    // A ManifestRequest, or a Hello.
+    for question in [manifest_request(), Message::Hello(hello(false, None))] {
+        let mut listener = ListenHandshake::new();
+        listener.handle_message(&question).unwrap();
+        assert!(
+            matches!(
+                listener.serve_chunk_list(Arc::from(chunk_list(10))),
+                Err(LocalMisuse::HandshakeOutOfTurn {
+                    call: "serve_chunk_list",
+                    ..
+                })
+            ),
+            "{question:?}"
+        );
+    }
+}
+
+#[test]
+fn a_chunk_list_of_another_length_fails_the_query_without_a_word() {
+    let (mut query, mut listener) = asked_for_chunk_list(10);
+    // The listener serves a list of 9 for the manifest of 10 chunks.
+    listener.serve_chunk_list(Arc::from(chunk_list(9))).unwrap();
+    let (answer, _) = sent(|| listener.poll());
+    query.handle_message(&answer[0]).unwrap();
+    let (farewell, step) = sent(|| query.poll());
+    assert!(farewell.is_empty());
+    assert_eq!(step, HandshakeStep::Done);
+    assert_eq!(
+        query.finish(),
+        Err(HandshakeFailure::Peer(PeerError::Violation(
+            ProtocolViolation::ChunkHashesOutOfOrder {
+                first: 0,
+                total: 9,
+                expected_first: 0,
+                expected_total: 10
+            }
+        )))
+    );
+}
+
+#[test]
+fn a_manifest_or_a_hello_answering_a_chunk_list_request_fails_the_query() {
+    for answer in [
+        Message::Manifest {
+            bytes: GOLDEN_MANIFEST.to_vec(),
+        },
+        Message::Hello(hello(true, None)),
+    ] {
+        let (mut query, _) = asked_for_chunk_list(10);
+        query.handle_message(&answer).unwrap();
+        let (farewell, step) = sent(|| query.poll());
+        assert!(farewell.is_empty());
+        assert_eq!(step, HandshakeStep::Done);
+        assert!(
+            matches!(
+                query.finish(),
+                Err(HandshakeFailure::Peer(PeerError::Violation(
+                    ProtocolViolation::NotAnAnswer {
+                        to: MessageType::ChunkListRequest,
+                        ..
+                    }
+                )))
+            ),
+            "{answer:?}"
+        );
+    }
+}
+
+#[test]
+fn chunk_hashes_answering_a_manifest_request_fail_the_query() {
+    let mut query = ManifestQuery::new(digest());
+    let _ = sent(|| query.poll());
+    query
+        .handle_message(&Message::ChunkHashes {
+            total: 10,
+            first: 0,
+            hashes: chunk_list(10),
+        })
+        .unwrap();
+    assert_eq!(query.poll(), HandshakeStep::Done);
+    assert!(matches!(
+        query.finish(),
+        Err(HandshakeFailure::Peer(PeerError::Violation(
+            ProtocolViolation::NotAnAnswer {
+                found: MessageType::ChunkHashes,
+                to: MessageType::ManifestRequest
+            }
+        )))
+    ));
+}
+
+#[test]
+fn a_listener_that_stops_halfway_through_the_list_fails_the_query() {
+    let (mut query, mut listener) = asked_for_chunk_list(4500);
+    listener
+        .serve_chunk_list(Arc::from(chunk_list(4500)))
+        .unwrap();
+    let HandshakeStep::Send(first) = listener.poll() else {
+        panic!("no first part");
+    };
+    query.handle_message(&first).unwrap();
+    assert_eq!(query.poll(), HandshakeStep::Read);
+    query.handle_end().unwrap();
+    assert_eq!(query.poll(), HandshakeStep::Done);
+    assert_eq!(query.finish(), Err(HandshakeFailure::Ended));
 }

@@ -7,9 +7,9 @@ mod common;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
 use minimodel_wire::{
-    ChunkIndex, FrameDecoder, GoodbyeReason, HaveBitfield, Hello, HelloRejectReason, MAX_LAN_ADDRS,
-    MAX_MANIFEST_BYTES, Message, PeerEntry, PeerFlags, PeerId, PieceHeader, RejectReason,
-    RendezvousFailedReason,
+    ChunkIndex, FrameDecoder, GoodbyeReason, HaveBitfield, Hello, HelloRejectReason,
+    MAX_CHUNK_COUNT, MAX_CHUNK_HASHES_PER_MESSAGE, MAX_LAN_ADDRS, MAX_MANIFEST_BYTES, Message,
+    PeerEntry, PeerFlags, PeerId, PieceHeader, RejectReason, RendezvousFailedReason,
 };
 use proptest::prelude::*;
 
@@ -127,6 +127,28 @@ fn detail() -> impl Strategy<Value = String> {
     "\\PC{0,80}".prop_filter("at most 256 bytes", |d| d.len() <= 256)
 }
 
+/// A ChunkHashes within its rules: 1 to 2000 hashes (mostly a few, some
+/// at the cap) from any `first` of any `total` they fit in.
+fn chunk_hashes() -> impl Strategy<Value = Message> {
+    let max = MAX_CHUNK_HASHES_PER_MESSAGE;
+    prop_oneof![1usize..=40, max - 4..=max]
+        .prop_flat_map(|count| {
+            (
+                proptest::collection::vec(any::<[u8; 32]>(), count),
+                count as u32..=MAX_CHUNK_COUNT,
+                any::<prop::sample::Index>(),
+            )
+        })
+        .prop_map(|(hashes, total, at)| {
+            let first = at.index((total - hashes.len() as u32) as usize + 1) as u32;
+            Message::ChunkHashes {
+                total,
+                first,
+                hashes,
+            }
+        })
+}
+
 fn message() -> impl Strategy<Value = Message> {
     prop_oneof![
         hello().prop_map(Message::Hello),
@@ -173,6 +195,8 @@ fn message() -> impl Strategy<Value = Message> {
             proptest::collection::vec(any::<u8>(), MAX_MANIFEST_BYTES - 16..=MAX_MANIFEST_BYTES),
         ]
         .prop_map(|bytes| Message::Manifest { bytes }),
+        any::<[u8; 32]>().prop_map(|manifest_sha256| Message::ChunkListRequest { manifest_sha256 }),
+        chunk_hashes(),
     ]
 }
 

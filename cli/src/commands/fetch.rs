@@ -168,12 +168,15 @@ pub struct TransferArgs {
     #[arg(long)]
     pub allow_plain_http_mirror: bool,
     /// An older version of the artifact on this machine (an `.slm` file;
-    /// repeatable): chunks whose hash the new chunk list (--chunk-list)
-    /// names are copied from it before peers are asked, each checked with
-    /// its Merkle proof as a peer's chunk is. Finished downloads of other
+    /// repeatable): chunks whose hash the new chunk list names are copied
+    /// from it before peers are asked for chunks, each checked with its
+    /// Merkle proof as a peer's chunk is. The list is --chunk-list, else
+    /// read at the manifest's chunk-list-route, beside a --mirror, or from
+    /// the first of the peers named that holds it, and used only if it
+    /// leads to the manifest's Merkle root. Finished downloads of other
     /// models in DIR (with their chunk list) are looked at too. Only files
     /// cut with the same chunk size share chunks.
-    #[arg(long = "reuse", value_name = "FILE.slm", requires = "chunk_list")]
+    #[arg(long = "reuse", value_name = "FILE.slm")]
     pub reuse: Vec<PathBuf>,
     /// The new artifact's chunk list (the file published at the manifest's
     /// chunk-list-route; `docs/merkle.md`): it must hash to the manifest's

@@ -90,7 +90,8 @@ pub struct FollowArgs {
     /// (repeatable; `fetch --mirror`): chunks from it are checked like a
     /// peer's, and its chunk list (`URL.chunk-list`) is read for reusing
     /// the versions here when the manifest names no chunk-list-route or
-    /// it cannot be read there.
+    /// it cannot be read there (without either, the chunk list is asked
+    /// of the publisher's peers).
     #[arg(long = "mirror", value_name = "URL")]
     pub mirrors: Vec<String>,
     /// Consent to fetching a new version (and, with --serve, to serving

@@ -52,6 +52,20 @@ pub enum First {
     Hello(Hello),
     /// A manifest query for the manifest with this SHA-256.
     Manifest([u8; 32]),
+    /// A chunk list query for the chunk list of the manifest with this
+    /// SHA-256.
+    ChunkList([u8; 32]),
+}
+
+impl First {
+    /// The manifest a query names (`None` for a Hello): the one the
+    /// gate routes it by.
+    pub fn query_digest(&self) -> Option<&[u8; 32]> {
+        match self {
+            First::Hello(_) => None,
+            First::Manifest(digest) | First::ChunkList(digest) => Some(digest),
+        }
+    }
 }
 
 /// How this node answers the dialer's first message
@@ -62,6 +76,8 @@ pub enum Answer {
     Admit(Hello, HaveBitfield),
     /// A manifest query answered with these bytes.
     Serve(Arc<[u8]>),
+    /// A chunk list query answered with this list.
+    ServeChunkList(Arc<[[u8; 32]]>),
     /// Refused: the HelloReject goes back.
     Refuse(Rejection),
 }
@@ -264,8 +280,9 @@ impl NodeCore {
     }
 
     /// The dialer's first message on incoming link `link` from `peer`: its
-    /// Hello ([`NodeCore::handle_hello`]) or a manifest query
-    /// ([`NodeCore::handle_manifest_request`]), answered.
+    /// Hello ([`NodeCore::handle_hello`]), a manifest query
+    /// ([`NodeCore::handle_manifest_request`]) or a chunk list query
+    /// ([`NodeCore::handle_chunk_list_request`]), answered.
     pub fn handle_first(
         &mut self,
         link: LinkId,
@@ -280,6 +297,9 @@ impl NodeCore {
             First::Manifest(digest) => self
                 .handle_manifest_request(link, peer, *digest, now)
                 .map(Answer::Serve),
+            First::ChunkList(digest) => self
+                .handle_chunk_list_request(link, peer, *digest, now)
+                .map(Answer::ServeChunkList),
         };
         answer.unwrap_or_else(Answer::Refuse)
     }
@@ -574,6 +594,51 @@ impl NodeCore {
         digest: [u8; 32],
         now: Instant,
     ) -> Result<Arc<[u8]>, Rejection> {
+        self.handle_query(link, peer, digest, false, now, |core| {
+            core.manifest.as_ref().map(|(_, bytes)| Arc::clone(bytes))
+        })
+    }
+
+    /// An incoming connection asks for the chunk list of the manifest
+    /// whose SHA-256 is `digest` (a chunk list query,
+    /// `docs/wire-protocol.md`): answered as a manifest query is
+    /// ([`Self::handle_manifest_request`]), with the whole list when this
+    /// node holds it ([`NodeStart::chunk_list`](super::NodeStart::chunk_list),
+    /// [`Self::set_chunk_list`]), refused with `NoChunkList` while it does
+    /// not (a download not yet delivered).
+    pub fn handle_chunk_list_request(
+        &mut self,
+        link: LinkId,
+        peer: PeerId,
+        digest: [u8; 32],
+        now: Instant,
+    ) -> Result<Arc<[[u8; 32]]>, Rejection> {
+        self.handle_query(link, peer, digest, true, now, |core| {
+            core.chunk_list.clone()
+        })
+    }
+
+    /// The chunk list a chunk list query is answered with from now on:
+    /// a download's, once delivered.
+    pub fn set_chunk_list(&mut self, hashes: Arc<[[u8; 32]]>) {
+        if hashes.len() == self.params.chunk_count() as usize {
+            self.chunk_list = Some(hashes);
+        }
+    }
+
+    /// A manifest or chunk list query (`chunk_list`) for `digest`: never
+    /// to a node that does not serve or a banned peer, only for this
+    /// node's manifest, then `what` this node holds (`None`: a chunk list
+    /// it does not hold whole). The link ends either way.
+    fn handle_query<T>(
+        &mut self,
+        link: LinkId,
+        peer: PeerId,
+        digest: [u8; 32],
+        chunk_list: bool,
+        now: Instant,
+        what: impl FnOnce(&Self) -> Option<T>,
+    ) -> Result<T, Rejection> {
         let reject = |reason, detail: &str| Rejection {
             reason,
             detail: detail.to_owned(),
@@ -597,18 +662,23 @@ impl NodeCore {
                 HelloRejectReason::Banned,
                 "banned for sending bad data",
             ))
+        } else if self.manifest_sha256() != Some(digest) {
+            Err(reject(
+                HelloRejectReason::UnknownManifest,
+                "no manifest with that SHA-256 here",
+            ))
         } else {
-            match &self.manifest {
-                Some((sha256, bytes)) if *sha256 == digest => Ok(Arc::clone(bytes)),
-                _ => Err(reject(
-                    HelloRejectReason::UnknownManifest,
-                    "no manifest with that SHA-256 here",
-                )),
-            }
+            what(self).ok_or_else(|| {
+                reject(
+                    HelloRejectReason::NoChunkList,
+                    "not the whole chunk list yet",
+                )
+            })
         };
         self.reports.push_back(NodeReport::ManifestQuery {
             peer,
             addr: remote,
+            chunk_list,
             refused: answer.as_ref().err().map(|rejection| rejection.reason),
         });
         answer

@@ -123,13 +123,16 @@ impl NodeCore {
                 self.handle_rendezvous_failed(link, peer, reason);
             }
             // ManifestRequest and Manifest open and answer a manifest
-            // query: the control stream refuses them on a swarm session.
+            // query, ChunkListRequest and ChunkHashes a chunk list query:
+            // the control stream refuses them on a swarm session.
             ControlEvent::KeepAlive
             | ControlEvent::PeerHello(_)
             | ControlEvent::HelloRejected { .. }
             | ControlEvent::Bitfield(_)
             | ControlEvent::ManifestRequested(_)
-            | ControlEvent::Manifest(_) => {}
+            | ControlEvent::Manifest(_)
+            | ControlEvent::ChunkListRequested(_)
+            | ControlEvent::ChunkHashes { .. } => {}
         }
     }
 

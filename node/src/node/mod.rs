@@ -363,6 +363,11 @@ pub struct NodeStart {
     /// The manifest file's bytes this node hands out to a manifest query
     /// (a ticket's holder names their SHA-256), when it has them.
     pub manifest: Option<Arc<[u8]>>,
+    /// The artifact's whole chunk list (`H[i]` of every chunk, checked
+    /// against the Merkle root), handed to a chunk list query for the
+    /// manifest above; a download that has none yet gets it when it is
+    /// delivered ([`NodeCore::set_chunk_list`]).
+    pub chunk_list: Option<Arc<[[u8; 32]]>>,
     /// Its own LAN addresses (its Hello lists them when it listens; port
     /// 0 when it does not): a LAN address a peer passes on is dialed
     /// only within the network (/24, /64) of one of these.
@@ -396,6 +401,7 @@ impl NodeStart {
             discovery: false,
             neighbours: false,
             manifest: None,
+            chunk_list: None,
             lan: Vec::new(),
             peers: Vec::new(),
             mirrors: Vec::new(),
@@ -457,6 +463,8 @@ pub struct NodeCore {
     grant_generation: Option<u64>,
     /// The manifest handed to manifest queries: its SHA-256 and bytes.
     manifest: Option<([u8; 32], Arc<[u8]>)>,
+    /// The chunk list handed to chunk list queries, once whole.
+    chunk_list: Option<Arc<[[u8; 32]]>>,
     lan: Vec<SocketAddr>,
     /// Where peers see our connections come from.
     observed: crate::observed::Observations,
@@ -591,6 +599,7 @@ impl NodeCore {
             manifest: start
                 .manifest
                 .map(|bytes| (minimodel_verifier::Sha256Digest::of(&bytes).0, bytes)),
+            chunk_list: start.chunk_list,
             lan: start.lan,
             observed: crate::observed::Observations::new(),
             introductions: crate::report::IntroductionCounts::default(),

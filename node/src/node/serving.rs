@@ -518,7 +518,7 @@ impl NodeCore {
     /// same IP address as the receiver (behind the same NAT, which seldom
     /// loops back its own public address) is named by its LAN addresses
     /// first, flagged LAN, when its Hello lists any
-    /// (`docs/wire-protocol.md` 7.1 and 7.10).
+    /// (`docs/wire-protocol.md` 7.1 and 7.8).
     pub(super) fn exchange_peers(&mut self, now: Instant) {
         if now.saturating_duration_since(self.last_exchange) < self.config.peer_exchange_every {
             return;

@@ -207,6 +207,7 @@ impl Harness {
             seed_after,
             seed: 1,
             manifest: Some(std::sync::Arc::from(MANIFEST)),
+            chunk_list: None,
             lan: vec![sa(OUR_LAN_ADDR)],
             peers: Vec::new(),
             mirrors,

@@ -150,8 +150,9 @@ pub struct ReadyDownload {
 pub enum ChunkListAhead {
     /// Nothing to do: no older version to copy from, or the list given.
     NotNeeded,
-    /// Read here (a URL, shown without any query), and checked: the
-    /// chunks older versions share are copied before any peer is asked.
+    /// Read here (a URL, shown without any query, or a peer), and
+    /// checked: the chunks older versions share are copied before any
+    /// peer is asked for a chunk.
     Read {
         /// Where.
         from: String,
@@ -180,26 +181,117 @@ impl std::fmt::Display for ChunkListAhead {
     }
 }
 
+/// How long one address of a peer has to answer a chunk list query, its
+/// connection included.
+const PEER_CHUNK_LIST_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// Most peers asked for a chunk list, in the plan's order.
+const PEERS_ASKED_FOR_CHUNK_LIST: usize = 4;
+
+/// The new version's chunk list from the first of `plan`'s peers (at most
+/// [`PEERS_ASKED_FOR_CHUNK_LIST`], each address in turn, `wait` each)
+/// that serves it and whose answer hashes to the manifest's Merkle root;
+/// asked from a key made for these queries alone, so that the peers learn
+/// nothing of this node's identity. `Ok`: the list and the peer, in
+/// words; `Err`: why each one gave none.
+async fn chunk_list_from_peers(
+    plan: &DownloadPlan,
+    wait: std::time::Duration,
+) -> Result<(NewChunkList, String), String> {
+    use crate::link::handshake::{QueryError, query_chunk_list};
+    let identity = Identity::generate().map_err(|e| format!("no key to ask peers with: {e}"))?;
+    let endpoint = crate::transport::bind_client_endpoint(&plan.tuning)
+        .map_err(|e| format!("no QUIC endpoint to ask peers from: {e}"))?;
+    let count = u32::try_from(plan.manifest.chunks.chunk_count).unwrap_or(u32::MAX);
+    let digest = plan.manifest_sha256.0;
+    let mut why = Vec::new();
+    let mut found = None;
+    'peers: for peer in plan.peers.iter().take(PEERS_ASKED_FOR_CHUNK_LIST) {
+        let short: String = peer.id.to_string().chars().take(10).collect();
+        for &addr in &peer.addrs {
+            let place = format!("peer {short} at {addr}");
+            let target = minimodel_wire::PeerAddr { id: peer.id, addr };
+            let asked = tokio::time::timeout(wait, async {
+                let connection =
+                    crate::transport::connect(&endpoint, &target, &identity, &plan.tuning)
+                        .await
+                        .map_err(|e| QueryError::Link(e.to_string()))?;
+                query_chunk_list(&connection, digest, count).await
+            })
+            .await;
+            match asked {
+                Err(_) => why.push(format!("{place}: no answer within {} s", wait.as_secs())),
+                // Reached, and it has none to give: its other addresses
+                // would say the same.
+                Ok(Err(error @ QueryError::Refused { .. })) => {
+                    why.push(format!("{place}: {error}"));
+                    continue 'peers;
+                }
+                Ok(Err(error)) => why.push(format!("{place}: {error}")),
+                Ok(Ok(hashes)) => match NewChunkList::from_hashes(&plan.manifest, &hashes) {
+                    Ok(list) => {
+                        found = Some((list, place));
+                        break 'peers;
+                    }
+                    Err(error) => {
+                        why.push(format!("{place}: not this version's chunk list ({error})"));
+                        continue 'peers;
+                    }
+                },
+            }
+        }
+    }
+    endpoint.close(0u32.into(), b"done");
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), endpoint.wait_idle()).await;
+    found.ok_or_else(|| why.join("; "))
+}
+
 impl DownloadPlan {
     /// Only what changed moves: with older versions to copy from
     /// ([`Self::reuse`]) and no chunk list yet, reads the new version's at
     /// the manifest's chunk-list-route, else beside the first of the
-    /// plan's mirrors that has it, and keeps it only if it hashes to the
-    /// manifest's Merkle root. Decided here for every front end (`fetch`
-    /// and `follow`, the companion's downloads and follow), which only
-    /// show what it says.
+    /// plan's mirrors that has it, else from the first of the plan's peers
+    /// that serves it (a chunk list query, `docs/wire-protocol.md`), and
+    /// keeps it only if it hashes to the manifest's Merkle root. Decided
+    /// here for every front end (`fetch` and `follow`, the companion's
+    /// downloads and follow), which only show what it says.
     pub async fn read_chunk_list_ahead(&mut self) -> ChunkListAhead {
         if self.reuse.is_empty() || self.chunk_list.is_some() {
             return ChunkListAhead::NotNeeded;
         }
         let agent = concat!("minimodel/", env!("CARGO_PKG_VERSION"));
         let mirrors = self.mirrors.as_ref().map_or(&[][..], |set| &set.urls[..]);
-        match crate::mirror::read_new_chunk_list(&self.manifest, mirrors, agent).await {
-            Ok(read) => {
-                self.chunk_list = Some(read.list);
-                ChunkListAhead::Read { from: read.from }
+        let on_the_web = self.manifest.chunks.chunk_list.is_some() || !mirrors.is_empty();
+        let mut why = Vec::new();
+        if on_the_web {
+            match crate::mirror::read_new_chunk_list(&self.manifest, mirrors, agent).await {
+                Ok(read) => {
+                    self.chunk_list = Some(read.list);
+                    return ChunkListAhead::Read { from: read.from };
+                }
+                Err(error) => why.push(error),
             }
-            Err(why) => ChunkListAhead::NotReused { why },
+        }
+        if self.peers.is_empty() {
+            why.push(
+                if on_the_web {
+                    "no peer is named to ask"
+                } else {
+                    "the manifest names no chunk-list-route, and no mirror or peer is given"
+                }
+                .to_owned(),
+            );
+        } else {
+            match chunk_list_from_peers(self, PEER_CHUNK_LIST_WAIT).await {
+                Ok((list, from)) => {
+                    self.chunk_list = Some(list);
+                    return ChunkListAhead::Read { from };
+                }
+                Err(error) => why.push(error),
+            }
+        }
+        ChunkListAhead::NotReused {
+            why: why.join("; "),
         }
     }
 
@@ -358,6 +450,8 @@ impl ReadyDownload {
             },
             dht: plan.dht,
             mirrors: plan.mirrors,
+            chunk_list: (plan.chunk_list.as_ref())
+                .map(|list| crate::node::chunk_list_of(list.chunk_hashes())),
         };
         Fetcher::start(config, self.partial, identity, reports)
     }

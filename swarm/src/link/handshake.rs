@@ -15,10 +15,10 @@ use minimodel_node::node::{Rejection, handshake_end};
 use minimodel_node::report::{LinkEnd, LocalError, Violation};
 
 use minimodel_wire::{
-    BindError, ControlStream, DecodeError, DialHandshake, Established, FrameDecoder,
-    HandshakeFailure, HandshakeMachine, HandshakeStep, HaveBitfield, Hello, ListenHandshake,
-    Listened as WireListened, LocalMisuse, ManifestQuery, Message, PeerError, PeerId,
-    SwarmIdentity,
+    BindError, ChunkListQuery, ControlStream, DecodeError, DialHandshake, Established,
+    FrameDecoder, HandshakeFailure, HandshakeMachine, HandshakeStep, HaveBitfield, Hello,
+    ListenHandshake, Listened as WireListened, LocalMisuse, ManifestQuery, Message, PeerError,
+    PeerId, SwarmIdentity,
 };
 
 /// A session past its handshake: both Hellos and both bitfields exchanged.
@@ -289,6 +289,9 @@ pub enum Listened {
     /// The dialer asked for our manifest and has it: the connection is
     /// closed.
     ManifestServed,
+    /// The dialer asked for our chunk list and has it: the connection is
+    /// closed.
+    ChunkListServed,
 }
 
 pub use minimodel_node::node::{Answer, First};
@@ -328,6 +331,7 @@ pub async fn open(connection: quinn::Connection, peer_id: PeerId) -> Result<Open
     let first = match pump(&mut machine, &mut streams).await {
         Ok(HandshakeStep::AnswerHello(hello)) => First::Hello(hello),
         Ok(HandshakeStep::AnswerManifest(digest)) => First::Manifest(digest),
+        Ok(HandshakeStep::AnswerChunkList(digest)) => First::ChunkList(digest),
         // The dialer broke the protocol or left before asking anything.
         Ok(HandshakeStep::Done) => {
             let (error, farewell) = match machine.finish() {
@@ -391,7 +395,7 @@ impl Opening {
         let result = async {
             let bound = match self.first {
                 First::Hello(_) => machine.bind(swarm.clone()),
-                First::Manifest(_) => Ok(()),
+                First::Manifest(_) | First::ChunkList(_) => Ok(()),
             };
             match bound {
                 // Refused as the spec says: the HelloReject is queued.
@@ -400,6 +404,7 @@ impl Opening {
                 Ok(()) => match decide(self.first.clone()).await.ok_or_else(abandoned)? {
                     Answer::Admit(ours, bitfield) => machine.accept(ours, bitfield),
                     Answer::Serve(bytes) => machine.serve_manifest(bytes.to_vec()),
+                    Answer::ServeChunkList(hashes) => machine.serve_chunk_list(hashes),
                     Answer::Refuse(rejection) => {
                         machine.reject(rejection.reason, rejection.detail, rejection.peers)
                     }
@@ -418,7 +423,7 @@ impl Opening {
     pub async fn refuse(mut self, rejection: Rejection) -> LinkEnd {
         let peers = match self.first {
             First::Hello(_) => rejection.peers,
-            First::Manifest(_) => Vec::new(),
+            First::Manifest(_) | First::ChunkList(_) => Vec::new(),
         };
         let result = async {
             self.machine
@@ -447,6 +452,11 @@ impl Opening {
                 flush(&mut self.streams.send).await;
                 self.connection.close(0u32.into(), b"manifest served");
                 Ok(Listened::ManifestServed)
+            }
+            Ok(WireListened::ChunkListServed) => {
+                flush(&mut self.streams.send).await;
+                self.connection.close(0u32.into(), b"chunk list served");
+                Ok(Listened::ChunkListServed)
             }
             Err((error, farewell)) => Err(self.streams.fail(error, farewell).await),
         }
@@ -508,6 +518,40 @@ pub async fn query_manifest(
         return Err(QueryError::WrongDigest { len: bytes.len() });
     }
     Ok(bytes)
+}
+
+/// A chunk list query (the wire crate's [`ChunkListQuery`]) on
+/// `connection`: asks for the chunk list of the manifest whose SHA-256 is
+/// `digest`, `chunk_count` hashes long, and returns them as they came
+/// (the caller checks them against the manifest's Merkle root). The
+/// connection is closed after.
+pub async fn query_chunk_list(
+    connection: &quinn::Connection,
+    digest: [u8; 32],
+    chunk_count: u32,
+) -> Result<Vec<[u8; 32]>, QueryError> {
+    let result = async {
+        let opened = connection.open_bi().await;
+        let mut streams =
+            Streams::new(opened.map_err(|e| QueryError::Link(connection_end(&e).to_string()))?);
+        let mut machine = ChunkListQuery::new(digest, chunk_count);
+        let link = |end: LinkEnd| QueryError::Link(end.to_string());
+        match pump(&mut machine, &mut streams).await.map_err(link)? {
+            HandshakeStep::Done => machine.finish().map_err(|failure| match failed(failure) {
+                (Ok(end), _) => link(end),
+                (Err(rejection), _) => QueryError::Refused {
+                    reason: rejection.reason,
+                    detail: rejection.detail,
+                },
+            }),
+            _ => Err(link(unexpected(
+                "the chunk list query asked its owner a question",
+            ))),
+        }
+    }
+    .await;
+    connection.close(0u32.into(), b"chunk list query done");
+    result
 }
 
 #[cfg(test)]

@@ -200,7 +200,7 @@ fn finish(
         let event = match attempt.await {
             Ok(Listened::Session(session)) => Event::Up(link, session, remote),
             // The core ended the link when it answered.
-            Ok(Listened::ManifestServed) => Event::Answered(link),
+            Ok(Listened::ManifestServed | Listened::ChunkListServed) => Event::Answered(link),
             Err(end) => Event::Failed(link, Ok(end)),
         };
         let _ = events.send(event).await;

@@ -451,6 +451,9 @@ pub(super) fn on_done(node: &mut Node, done: JobDone, now: Instant) {
             if let Some(delivered) = delivered {
                 // Verified as a whole: serve every chunk from the full tree.
                 node.jobs.proofs = ProofSource::Full(Arc::new(delivered.tree.clone()));
+                // Whole now: chunk list queries get it.
+                node.core
+                    .set_chunk_list(super::chunk_list_of(delivered.tree.chunk_hashes()));
                 node.jobs.delivered = Some(delivered);
             }
             node.core.handle_finished(finish, now);

@@ -329,6 +329,11 @@ pub(crate) fn served_manifest(
         .unwrap_or_else(|| Arc::from(manifest.to_text().into_bytes()))
 }
 
+/// A chunk list as the core hands it to chunk list queries.
+pub(crate) fn chunk_list_of(hashes: &[minimodel_verifier::Sha256Digest]) -> Arc<[[u8; 32]]> {
+    hashes.iter().map(|hash| hash.0).collect()
+}
+
 /// Seconds since the Unix epoch now (0 before it: a clock that wrong
 /// makes every remembered peer stale, never fresh).
 pub(crate) fn unix_now() -> u64 {

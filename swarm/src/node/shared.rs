@@ -416,7 +416,7 @@ impl Attempt {
             let mut gate = lock(&self.guard.gate);
             match opening.first() {
                 First::Hello(hello) => gate.route_hello(self.guard.ticket, hello),
-                First::Manifest(digest) => gate.route_manifest(digest),
+                First::Manifest(digest) | First::ChunkList(digest) => gate.route_manifest(digest),
             }
         };
         match route {

@@ -147,6 +147,21 @@ pub enum ChunkListError {
 }
 
 impl NewChunkList {
+    /// Checks a chunk list that came as hashes (a peer's answer to a
+    /// chunk list query) against `manifest`, exactly as its file form
+    /// would be ([`Self::check`]): as many as chunks, hashing to
+    /// `chunk-list-sha256` when the manifest names one, leading to the
+    /// Merkle root.
+    pub fn from_hashes(manifest: &Manifest, hashes: &[[u8; 32]]) -> Result<Self, ChunkListError> {
+        let count = u32::try_from(manifest.chunks.chunk_count).unwrap_or(u32::MAX);
+        if hashes.len() != count as usize {
+            return Err(ChunkListError::Malformed { count });
+        }
+        let hashes: Vec<Sha256Digest> = hashes.iter().copied().map(Sha256Digest).collect();
+        let text = minimodel_verifier::merkle::chunk_list_text(&hashes);
+        Self::check(manifest, text.as_bytes())
+    }
+
     /// Checks a chunk list file's bytes against `manifest`.
     pub fn check(manifest: &Manifest, bytes: &[u8]) -> Result<Self, ChunkListError> {
         Self::check_against(

@@ -285,6 +285,9 @@ pub enum Lie {
     /// Opens the piece stream of the first requested chunk with these raw
     /// bytes instead of a header.
     PieceBytes(Bytes),
+    /// Answers a chunk list query with these messages (and nothing else:
+    /// a Hello is not answered).
+    ChunkListAnswer(Vec<Message>),
     /// Claims no chunk and sends a Peers message of `entries` entries every
     /// `every`, each entry a fresh id at `to`.
     PeersFlood {
@@ -467,7 +470,20 @@ async fn serve(
         _endpoint: None,
     };
     let wait = Duration::from_secs(10);
-    let Ok(Some(Message::Hello(_))) = session.recv(wait).await else {
+    let first = session.recv(wait).await;
+    if let Lie::ChunkListAnswer(answer) = &lie {
+        if let Ok(Some(Message::ChunkListRequest { .. })) = first {
+            for message in answer {
+                if session.send(message).await.is_err() {
+                    return;
+                }
+            }
+            let _ = session.send.finish();
+            let _ = tokio::time::timeout(wait, connection.closed()).await;
+        }
+        return;
+    }
+    let Ok(Some(Message::Hello(_))) = first else {
         return;
     };
     if matches!(lie, Lie::CloseAfterPeerHello) {

@@ -159,6 +159,7 @@ pub fn fetch_config(artifact: &Artifact, out: &Path, peers: Vec<PeerAddr>) -> Fe
         },
         dht: None,
         mirrors: None,
+        chunk_list: None,
     }
 }
 

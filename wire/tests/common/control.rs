@@ -38,6 +38,22 @@ pub fn manifest() -> Message {
     }
 }
 
+pub fn chunk_list_request() -> Message {
+    Message::ChunkListRequest {
+        manifest_sha256: digest(),
+    }
+}
+
+/// A ChunkHashes of `count` hashes from chunk `first` of a list of
+/// `total`; hash `i` of the list is 32 bytes of `i`.
+pub fn chunk_hashes(total: u32, first: u32, count: u32) -> Message {
+    Message::ChunkHashes {
+        total,
+        first,
+        hashes: (first..first + count).map(|i| [i as u8; 32]).collect(),
+    }
+}
+
 pub fn hello_reject(reason: HelloRejectReason) -> Message {
     Message::HelloReject {
         reason,
@@ -83,6 +99,8 @@ pub fn samples() -> Vec<Message> {
         },
         manifest_request(),
         manifest(),
+        chunk_list_request(),
+        chunk_hashes(10, 0, 10),
     ]
 }
 

@@ -188,7 +188,36 @@ pub fn golden_messages() -> Vec<(&'static str, Message)> {
                 bytes: GOLDEN_MANIFEST.to_vec(),
             },
         ),
+        (
+            "chunk_list_request.hex",
+            Message::ChunkListRequest {
+                manifest_sha256: sha256(GOLDEN_MANIFEST),
+            },
+        ),
+        (
+            "chunk_hashes.hex",
+            Message::ChunkHashes {
+                total: 3,
+                first: 0,
+                hashes: (0..3).map(chunk_hash).collect(),
+            },
+        ),
+        (
+            "chunk_hashes-part.hex",
+            Message::ChunkHashes {
+                total: 13,
+                first: 8,
+                hashes: (8..13).map(chunk_hash).collect(),
+            },
+        ),
     ]
+}
+
+/// `H[i]` of the Merkle vectors (`docs/merkle.md`,
+/// `fixtures/merkle/vectors.txt`): the SHA-256 of chunk `i`, the ASCII
+/// text `minimodel chunk <i>`.
+pub fn chunk_hash(i: u32) -> [u8; 32] {
+    sha256(format!("minimodel chunk {i}").as_bytes())
 }
 
 /// Every delay datagram vector (`fixtures/wire/datagrams/`) and what it

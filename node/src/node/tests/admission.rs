@@ -880,6 +880,60 @@ fn a_manifest_query_gets_the_manifest_of_the_swarm_served_and_nothing_else() {
 }
 
 #[test]
+fn a_chunk_list_query_is_answered_only_with_the_whole_list_of_this_manifest() {
+    let mut h = Harness::new(Kind::Seeder, 8, NodeConfig::default());
+    let holder = Remote::fetcher(1, "62.1.1.1:4433", 8);
+    let ask = |h: &mut Harness, digest: [u8; 32]| {
+        let Incoming::Accept { link, .. } = h.core.handle_incoming(holder.addr, true, h.now) else {
+            panic!("{} was not accepted", holder.addr);
+        };
+        let answer = h
+            .core
+            .handle_first(link, holder.id, &First::ChunkList(digest), h.now);
+        assert!(!h.is_connected(link), "one answer per connection");
+        let reports: Vec<_> = h
+            .take_reports()
+            .into_iter()
+            .filter_map(|report| match report {
+                NodeReport::ManifestQuery {
+                    chunk_list,
+                    refused,
+                    ..
+                } => Some((chunk_list, refused)),
+                _ => None,
+            })
+            .collect();
+        (answer, reports)
+    };
+    // Serving, but the list is not whole here yet.
+    let (answer, reports) = ask(&mut h, manifest_sha256());
+    let Answer::Refuse(refusal) = answer else {
+        panic!("no list to give: {answer:?}");
+    };
+    assert_eq!(refusal.reason, HelloRejectReason::NoChunkList);
+    assert_eq!(reports, [(true, Some(HelloRejectReason::NoChunkList))]);
+    // A list of another length is not taken.
+    h.core
+        .set_chunk_list(std::sync::Arc::from(vec![[1u8; 32]; 7]));
+    assert!(matches!(
+        ask(&mut h, manifest_sha256()).0,
+        Answer::Refuse(_)
+    ));
+    // The whole list: served, for this manifest only.
+    let list: std::sync::Arc<[[u8; 32]]> = (0..8u8).map(|i| [i; 32]).collect();
+    h.core.set_chunk_list(std::sync::Arc::clone(&list));
+    let (answer, reports) = ask(&mut h, manifest_sha256());
+    assert_eq!(answer, Answer::ServeChunkList(list));
+    assert_eq!(reports, [(true, None)]);
+    let mut other = manifest_sha256();
+    other[0] ^= 1;
+    let Answer::Refuse(refusal) = ask(&mut h, other).0 else {
+        panic!("another manifest's list");
+    };
+    assert_eq!(refusal.reason, HelloRejectReason::UnknownManifest);
+}
+
+#[test]
 fn an_answered_manifest_query_whose_answer_does_not_get_out_is_aborted_in_goodbye_wait() {
     let wait = NodeConfig::default().goodbye_wait.as_millis() as u64;
     let mut h = Harness::new(Kind::Seeder, 8, NodeConfig::default());
