@@ -261,7 +261,8 @@ fn followers_get_each_version_moving_only_what_changed_and_hear_of_a_withdrawal(
         "{stdout:?}"
     );
 
-    // Version 2, seeded, published; its chunk list beside a web copy.
+    // Version 2, seeded, published; its chunk list beside a web copy, and
+    // from the seeder.
     let (_seed2, peer2) = seeder(root, &v2, "v2");
     publish(root, &node, &v2.manifest_path, &peer2, &[]);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -277,9 +278,20 @@ fn followers_get_each_version_moving_only_what_changed_and_hear_of_a_withdrawal(
         .unwrap();
     let kept = u64::from(v2.chunk_count()) - changed.len() as u64;
     assert_eq!(kept, 72);
+    let url = mirror.url();
     for follower in followers {
-        let (code, stdout, stderr) = follow(root, &node, follower, &["--mirror", &mirror.url()]);
+        // The last follower is given no web copy: the chunk list comes
+        // from the publisher's peer.
+        let web = ["--mirror", url.as_str()];
+        let extra: &[&str] = if follower == "f3" { &[] } else { &web };
+        let (code, stdout, stderr) = follow(root, &node, follower, extra);
         assert_eq!(code, 0, "{stdout:?} {stderr}");
+        let from = if follower == "f3" {
+            "the new version's chunk list is read from peer "
+        } else {
+            "the new version's chunk list is read from https://"
+        };
+        assert!(stderr.contains(from), "{follower}: {stderr}");
         let got = root.join(follower).join(&v2_hex).join("tiny.slm");
         assert_eq!(std::fs::read(&got).unwrap(), v2.bytes, "{follower}");
         let receipt = receipt(root, follower, &v2_hex);
