@@ -13,7 +13,9 @@
 //!   `docs/channel.md` (latest manifest digest, peer, withdrawal);
 //! - an item libtorrent signs and puts (`dht_put_mutable_item`) under the
 //!   publisher key, naming a new latest version, passes our checks and is
-//!   what `minimodel channel` reads.
+//!   what `minimodel channel` reads;
+//! - a `minimodel dht-node` answers libtorrent's queries: libtorrent reads
+//!   and puts the item through it alone.
 
 mod support;
 
@@ -315,6 +317,123 @@ fn libtorrent_stores_and_reads_the_published_item_and_we_read_what_it_signs() {
     );
     assert_eq!(
         event["withdrawn"][0]["manifest_sha256"], withdrawn_hex,
+        "{event}"
+    );
+}
+
+/// A `minimodel dht-node` is a node libtorrent can use: it answers
+/// libtorrent's queries (2-byte transaction ids, which the Mainline crate
+/// as published drops: `vendor/mainline/PATCHES.md`), so that on a DHT
+/// whose only node is ours, libtorrent's `dht_get_mutable_item` reads the
+/// item `minimodel publish` stored there, and what libtorrent puts there
+/// `minimodel channel` reads.
+#[test]
+fn a_minimodel_dht_node_answers_libtorrent_and_stores_for_both() {
+    let python = lt_python();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let secret = SecretKey::from_seed(&SEED);
+    let public = secret.public_key();
+    std::fs::write(root.join("pub.key"), secret_key_file(&secret)).unwrap();
+    std::fs::set_permissions(root.join("pub.key"), Permissions::from_mode(0o600)).unwrap();
+    std::fs::write(root.join("pub.key.pub"), public_key_file(&public)).unwrap();
+    prepare(root, MODEL, "256KiB", "64KiB");
+    ok(&minimodel(
+        root,
+        &[
+            "sign",
+            "tiny.manifest",
+            "--key",
+            "pub.key",
+            "-o",
+            "v1.manifest",
+        ],
+    ));
+    let v1_hex = Sha256Digest::of(&std::fs::read(root.join("v1.manifest")).unwrap()).to_hex();
+
+    let (_node, mut lines) =
+        spawn_with_stdout(root, &["dht-node", "--listen", "127.0.0.1:0", "--json"]);
+    let seen = read_until(&mut lines, |event| event["event"] == "dht-node");
+    let addr = seen
+        .last()
+        .filter(|event| event["event"] == "dht-node")
+        .and_then(|event| event["addr"].as_str())
+        .expect("the dht-node says where it listens")
+        .to_owned();
+    let peer = format!("{PEER_ID}@{PEER_ADDR}");
+    ok(&minimodel(
+        root,
+        &[
+            "publish",
+            "v1.manifest",
+            "--key",
+            "pub.key",
+            "--peer",
+            &peer,
+            "--dht-bootstrap",
+            &addr,
+            "--channels",
+            "publisher",
+        ],
+    ));
+
+    // libtorrent, bootstrapped to our node alone, reads what it stores.
+    let salt = std::str::from_utf8(CHANNEL_SALT).unwrap();
+    let got = lt(&python, &["get", &addr, &hex(public.as_bytes()), salt]);
+    eprintln!("libtorrent's dht_mutable_item_alert from our node: {got}");
+    assert_eq!(got["event"], "item");
+    assert_eq!(got["seq"], 1, "{got}");
+    assert_eq!(got["authoritative"], true, "{got}");
+    assert_eq!(got["decoded"]["m"][MODEL]["d"], v1_hex, "{got}");
+
+    // And stores there what libtorrent signs and puts.
+    let item = ChannelItem {
+        key: *public.as_bytes(),
+        seq: 1,
+        value: unhex(got["value"].as_str().unwrap()),
+        signature: unhex(got["signature"].as_str().unwrap())
+            .try_into()
+            .unwrap(),
+        salt: CHANNEL_SALT.to_vec(),
+    };
+    let verified = check_item(&item, &public, None).unwrap();
+    let v2 = Sha256Digest::of(b"tiny version 2");
+    let mut next = verified.channel().clone();
+    next.models.values_mut().next().unwrap().manifest_sha256 = v2;
+    let put = lt(
+        &python,
+        &[
+            "put",
+            &addr,
+            &hex(&SEED),
+            salt,
+            &hex(&next.encode().unwrap()),
+        ],
+    );
+    eprintln!("libtorrent's dht_put_alert to our node: {put}");
+    assert_eq!(put["seq"], 2, "{put}");
+    assert!(put["stored"].as_u64().unwrap() >= 1, "{put}");
+    let read = minimodel(
+        root,
+        &[
+            "channel",
+            "pub.key.pub",
+            "--dht-bootstrap",
+            &addr,
+            "--channels",
+            "reader",
+            "--json",
+        ],
+    );
+    ok(&read);
+    let event = json_lines(&read)
+        .into_iter()
+        .find(|e| e["event"] == "channel")
+        .expect("a channel event");
+    assert_eq!(event["seq"], 2, "{event}");
+    assert_eq!(
+        event["models"][0]["manifest_sha256"],
+        v2.to_hex(),
         "{event}"
     );
 }
