@@ -15,7 +15,9 @@
 //!   publisher key, naming a new latest version, passes our checks and is
 //!   what `minimodel channel` reads;
 //! - a `minimodel dht-node` answers libtorrent's queries: libtorrent reads
-//!   and puts the item through it alone.
+//!   and puts the item through it alone;
+//! - `follow`, on a DHT of libtorrent's nodes only, reads the item
+//!   `publish` stored and fetches the version it names.
 
 mod support;
 
@@ -435,6 +437,91 @@ fn a_minimodel_dht_node_answers_libtorrent_and_stores_for_both() {
         event["models"][0]["manifest_sha256"],
         v2.to_hex(),
         "{event}"
+    );
+}
+
+/// On a DHT of libtorrent's nodes only, `follow` reads the channel item
+/// `publish` stored there and fetches the version it names from the
+/// seeder it names, verified.
+#[test]
+fn follow_on_a_dht_of_libtorrent_nodes_gets_the_published_version() {
+    let python = lt_python();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let secret = SecretKey::from_seed(&SEED);
+    let public = secret.public_key();
+    std::fs::write(root.join("pub.key"), secret_key_file(&secret)).unwrap();
+    std::fs::set_permissions(root.join("pub.key"), Permissions::from_mode(0o600)).unwrap();
+    std::fs::write(root.join("pub.key.pub"), public_key_file(&public)).unwrap();
+    prepare(root, MODEL, "256KiB", "64KiB");
+    ok(&minimodel(
+        root,
+        &[
+            "sign",
+            "tiny.manifest",
+            "--key",
+            "pub.key",
+            "-o",
+            "v1.manifest",
+        ],
+    ));
+    let v1_hex = Sha256Digest::of(&std::fs::read(root.join("v1.manifest")).unwrap()).to_hex();
+    let (_seeder, offer) = seeder(
+        root,
+        "v1.manifest",
+        "tiny.slm",
+        "v1.offer.json",
+        &["--no-port-mapping"],
+    );
+    let offer: Value = serde_json::from_slice(&std::fs::read(offer).unwrap()).unwrap();
+    let peer = format!(
+        "{}@{}",
+        offer["peer_id"].as_str().unwrap(),
+        offer["addrs"][0].as_str().unwrap()
+    );
+    let node = LtNode::start(&python);
+    ok(&minimodel(
+        root,
+        &[
+            "publish",
+            "v1.manifest",
+            "--key",
+            "pub.key",
+            "--peer",
+            &peer,
+            "--dht-bootstrap",
+            &node.addr,
+            "--channels",
+            "publisher",
+        ],
+    ));
+    let followed = Command::new(env!("CARGO_BIN_EXE_minimodel"))
+        .current_dir(root)
+        .env("XDG_DATA_HOME", root.join("data"))
+        .env("LOCALAPPDATA", root.join("data"))
+        .args([
+            "follow",
+            "pub.key.pub",
+            "--model-id",
+            MODEL,
+            "-o",
+            "follower",
+            "--yes",
+            "--dht-bootstrap",
+            &node.addr,
+            "--channels",
+            "follower-channels",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .expect("follow runs");
+    ok(&followed);
+    let got = root.join("follower").join(&v1_hex).join("tiny.slm");
+    assert_eq!(
+        std::fs::read(&got).unwrap(),
+        std::fs::read(root.join("tiny.slm")).unwrap(),
+        "{}",
+        String::from_utf8_lossy(&followed.stderr)
     );
 }
 
