@@ -471,7 +471,8 @@ fn follow_on_a_dht_of_libtorrent_nodes_gets_the_published_version() {
         "v1.manifest",
         "tiny.slm",
         "v1.offer.json",
-        &["--no-port-mapping"],
+        // Its pin of the key stays in the test's directory.
+        &["--no-port-mapping", "--keyring", "seeder.keyring"],
     );
     let offer: Value = serde_json::from_slice(&std::fs::read(offer).unwrap()).unwrap();
     let peer = format!(
