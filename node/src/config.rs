@@ -87,6 +87,18 @@ pub struct NodeConfig {
     /// quarter of the handshake slots, so peers from elsewhere get in at
     /// once.
     pub max_handshakes_per_prefix: usize,
+    /// Chunk list answers being sent at once (a chunk list query answered
+    /// holds no handshake slot once answered, and its answer may be up to
+    /// 16.8 MB); more are refused TooManyPeers. Default 4.
+    pub max_chunk_list_answers: usize,
+    /// Chunk list answers being sent at once to one prefix (a /24 of
+    /// IPv4, a /64 of IPv6). Default 2.
+    pub max_chunk_list_answers_per_prefix: usize,
+    /// The slowest rate, in bytes a second, a chunk list answer is given
+    /// time for: it may take `goodbye_wait` and its length at this rate
+    /// before it is aborted. Default 128 KiB/s (about 1 Mbit/s: 4.3 MB,
+    /// the list of 140 GB in 1 MiB chunks, in 35 s).
+    pub chunk_list_answer_rate: u64,
     /// Once this many incoming handshakes are in progress, a source whose
     /// address QUIC has not validated yet is sent a Retry first, so that a
     /// spoofed source costs one stateless packet and holds nothing.
@@ -303,6 +315,9 @@ impl Default for NodeConfig {
             handshake_timeout: Duration::from_secs(10),
             max_handshakes: 16,
             max_handshakes_per_prefix: 4,
+            max_chunk_list_answers: 4,
+            max_chunk_list_answers_per_prefix: 2,
+            chunk_list_answer_rate: 128 * 1024,
             retry_above: 4,
             max_links_per_prefix: 16,
             evict_idle_after: Duration::from_secs(30),
@@ -432,7 +447,7 @@ impl NodeConfig {
     /// Checks the settings that would make a node stall or misbehave.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.limits().validate()?;
-        let rules: [(bool, &'static str, &'static str); 17] = [
+        let rules: [(bool, &'static str, &'static str); 18] = [
             (self.upload_slots > 0, "upload_slots", "at least 1"),
             (
                 self.upload_slots_per_peer > 0,
@@ -440,6 +455,11 @@ impl NodeConfig {
                 "at least 1",
             ),
             (self.max_handshakes > 0, "max_handshakes", "at least 1"),
+            (
+                self.chunk_list_answer_rate > 0,
+                "chunk_list_answer_rate",
+                "at least 1 byte a second",
+            ),
             (
                 self.max_handshakes_per_prefix > 0,
                 "max_handshakes_per_prefix",

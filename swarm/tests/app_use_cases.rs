@@ -991,4 +991,62 @@ async fn a_peer_still_downloading_says_it_has_no_chunk_list_until_it_is_delivere
     );
     let _ = stop.send(());
     let _ = run.await;
+
+    // The same download given a seeder: once delivered, and seeding on,
+    // it answers with the whole list, which leads to the root.
+    let share = SharePlan::new(artifact.manifest.clone(), &artifact.path, loopback())
+        .verify(&|_| {})
+        .unwrap();
+    let seeding = serve(&share);
+    let mut downloading = plan_for(
+        &artifact,
+        &temp.path().join("first"),
+        vec![PeerAddrs {
+            id: seeding.peer.id,
+            addrs: vec![seeding.peer.addr],
+        }],
+    );
+    downloading.serving = Some(ServingPlan {
+        listen: loopback(),
+        seed_after: true,
+        port_mapping: false,
+    });
+    let (reports, mut heard) = mpsc::unbounded_channel();
+    let fetcher = ready(downloading).start(identity(), reports).unwrap();
+    let at = PeerAddr {
+        id: fetcher.peer_id(),
+        addr: fetcher.listen_addr().expect("it listens"),
+    };
+    let (stop, stopped) = oneshot::channel::<()>();
+    let run = tokio::spawn(fetcher.run(async move {
+        let _ = stopped.await;
+    }));
+    tokio::time::timeout(common::HANG, async {
+        while let Some(report) = heard.recv().await {
+            if matches!(report, NodeReport::Delivered { .. }) {
+                return;
+            }
+        }
+        panic!("the reports ended before the delivery");
+    })
+    .await
+    .expect("delivered within the hang guard");
+    drop(seeding);
+    let mut plan = plan_for(
+        &artifact,
+        &temp.path().join("third"),
+        vec![PeerAddrs {
+            id: at.id,
+            addrs: vec![at.addr],
+        }],
+    );
+    plan.reuse = vec![temp.path().join("old.slm")];
+    let ahead = plan.read_chunk_list_ahead().await;
+    assert!(
+        matches!(&ahead, ChunkListAhead::Read { from } if from.ends_with(&at.addr.to_string())),
+        "{ahead:?}"
+    );
+    assert_eq!(ready(plan).reused.expect("read").chunks_reused, 7);
+    let _ = stop.send(());
+    let _ = run.await;
 }

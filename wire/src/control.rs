@@ -166,8 +166,8 @@ pub enum ControlEvent {
     /// [binds](ControlStream::bind) it to the swarm the Hello names, or
     /// answers HelloReject.
     PeerHello(Hello),
-    /// The listener refused our Hello or ManifestRequest; the session is
-    /// over.
+    /// The listener refused our Hello, ManifestRequest or
+    /// ChunkListRequest; the session is over.
     HelloRejected {
         /// Why.
         reason: HelloRejectReason,
@@ -269,9 +269,15 @@ impl ListProgress {
         if total != expected_total || first != self.next {
             return Err((self.next, expected_total));
         }
-        // The field rules hold: first + count <= total.
+        // The field rules (first + count <= total) hold for a decoded
+        // message; one that breaks them is refused here too.
+        let next = u32::try_from(count)
+            .ok()
+            .and_then(|count| first.checked_add(count))
+            .filter(|next| *next <= total && count > 0)
+            .ok_or((self.next, expected_total))?;
         self.total = Some(total);
-        self.next = first + count as u32;
+        self.next = next;
         Ok(self.next == total)
     }
 }

@@ -137,7 +137,8 @@ pub enum HandshakeFailure {
     /// was the last message `poll` gave.
     #[error(transparent)]
     Peer(#[from] PeerError),
-    /// The listener refused our Hello or ManifestRequest.
+    /// The listener refused our Hello, ManifestRequest or
+    /// ChunkListRequest.
     #[error("the listener refused: {reason} ({detail:?})")]
     Rejected {
         /// Why.

@@ -645,13 +645,28 @@ impl NodeCore {
             peers: Vec::new(),
         };
         let Some(&Link::Handshaking {
-            remote, deadline, ..
+            remote,
+            prefix,
+            deadline,
+            ..
         }) = self.links.get(&link)
         else {
             return Err(reject(HelloRejectReason::TooManyPeers, "too late"));
         };
-        let deadline = deadline.min(now + self.config.goodbye_wait);
-        self.links.insert(link, Link::Closing { deadline });
+        // Chunk list answers being sent, in all and to this prefix.
+        let (answering, from_prefix) = self
+            .links
+            .values()
+            .filter_map(|link| match link {
+                Link::Closing {
+                    answering: Some(to),
+                    ..
+                } => Some(*to),
+                _ => None,
+            })
+            .fold((0, 0), |(all, here), to| {
+                (all + 1, here + usize::from(to == prefix))
+            });
         let answer = if !self.serve {
             Err(reject(
                 HelloRejectReason::NotServing,
@@ -667,6 +682,14 @@ impl NodeCore {
                 HelloRejectReason::UnknownManifest,
                 "no manifest with that SHA-256 here",
             ))
+        } else if chunk_list
+            && (answering >= self.config.max_chunk_list_answers
+                || from_prefix >= self.config.max_chunk_list_answers_per_prefix)
+        {
+            Err(reject(
+                HelloRejectReason::TooManyPeers,
+                "sending as many chunk lists as it may; ask again later",
+            ))
         } else {
             what(self).ok_or_else(|| {
                 reject(
@@ -675,6 +698,26 @@ impl NodeCore {
                 )
             })
         };
+        // The answer goes out within `goodbye_wait` (and the handshake's
+        // deadline); a chunk list's, within that and its length at the
+        // slowest rate it is given time for, and it counts as an answer
+        // being sent until then.
+        let closing = match (&answer, chunk_list) {
+            (Ok(_), true) => {
+                let bytes = 32 * self.chunk_list.as_ref().map_or(0, |list| list.len() as u64);
+                let rate = self.config.chunk_list_answer_rate.max(1);
+                let sending = Duration::from_secs_f64(bytes as f64 / rate as f64);
+                Link::Closing {
+                    deadline: now + self.config.goodbye_wait + sending,
+                    answering: Some(prefix),
+                }
+            }
+            _ => Link::Closing {
+                deadline: deadline.min(now + self.config.goodbye_wait),
+                answering: None,
+            },
+        };
+        self.links.insert(link, closing);
         self.reports.push_back(NodeReport::ManifestQuery {
             peer,
             addr: remote,
@@ -1139,7 +1182,13 @@ impl NodeCore {
         if goodbye {
             self.actions.push_back(Action::Close { link, reason });
             let deadline = now + self.config.goodbye_wait;
-            self.links.insert(link, Link::Closing { deadline });
+            self.links.insert(
+                link,
+                Link::Closing {
+                    deadline,
+                    answering: None,
+                },
+            );
         } else {
             self.actions.push_back(Action::Abort { link });
         }
@@ -1457,7 +1506,7 @@ impl NodeCore {
             .filter(|(_, link)| match link {
                 Link::Dialing { deadline, .. }
                 | Link::Handshaking { deadline, .. }
-                | Link::Closing { deadline } => *deadline <= now,
+                | Link::Closing { deadline, .. } => *deadline <= now,
                 Link::Up(_) => false,
             })
             .map(|(link, _)| *link)

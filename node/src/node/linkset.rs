@@ -93,7 +93,7 @@ impl Links {
                     counts.exchange_dialing += usize::from(*exchange);
                     *deadline
                 }
-                Link::Handshaking { deadline, .. } | Link::Closing { deadline } => *deadline,
+                Link::Handshaking { deadline, .. } | Link::Closing { deadline, .. } => *deadline,
                 Link::Up(peer) => {
                     counts.up += 1;
                     let keep_alive = peer.last_sent + config.keep_alive_after;

@@ -250,10 +250,13 @@ enum Link {
         crowded: bool,
     },
     Up(Box<Peer>),
-    /// Our Goodbye is on its way: the connection is closed once the driver
-    /// says it ended, or at `deadline`.
+    /// Our Goodbye (or a query's answer) is on its way: the connection is
+    /// closed once the driver says it ended, or at `deadline`.
     Closing {
         deadline: Instant,
+        /// A chunk list answer going to a peer of this prefix (counted
+        /// against `max_chunk_list_answers`).
+        answering: Option<Prefix>,
     },
 }
 
@@ -599,7 +602,9 @@ impl NodeCore {
             manifest: start
                 .manifest
                 .map(|bytes| (minimodel_verifier::Sha256Digest::of(&bytes).0, bytes)),
-            chunk_list: start.chunk_list,
+            // A list of another length is not this swarm's: never served.
+            chunk_list: (start.chunk_list)
+                .filter(|list| list.len() == params.chunk_count() as usize),
             lan: start.lan,
             observed: crate::observed::Observations::new(),
             introductions: crate::report::IntroductionCounts::default(),
@@ -669,7 +674,7 @@ impl NodeCore {
                 .links
                 .values()
                 .filter_map(|link| match link {
-                    Link::Closing { deadline }
+                    Link::Closing { deadline, .. }
                     | Link::Dialing { deadline, .. }
                     | Link::Handshaking { deadline, .. } => Some(*deadline),
                     Link::Up(_) => None,
@@ -802,7 +807,7 @@ impl NodeCore {
                 Link::Handshaking { deadline, .. } => {
                     format!("{id:?} hs {:?}", deadline.saturating_duration_since(now))
                 }
-                Link::Closing { deadline } => format!(
+                Link::Closing { deadline, .. } => format!(
                     "{id:?} closing {:?}",
                     deadline.saturating_duration_since(now)
                 ),
@@ -1311,7 +1316,7 @@ impl NodeCore {
         // Goodbyes get a shorter wait now: nothing else holds the node.
         let cap = now + self.config.goodbye_wait_at_end;
         for link in self.links.values_mut() {
-            if let Link::Closing { deadline } = link {
+            if let Link::Closing { deadline, .. } = link {
                 *deadline = (*deadline).min(cap);
             }
         }

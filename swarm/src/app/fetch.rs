@@ -185,47 +185,74 @@ impl std::fmt::Display for ChunkListAhead {
 /// connection included.
 const PEER_CHUNK_LIST_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
 
-/// Most peers asked for a chunk list, in the plan's order.
+/// How long asking peers for a chunk list may take in all, before the
+/// download goes on without reuse.
+const PEERS_CHUNK_LIST_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Most peers asked for a chunk list, in the plan's order, and most
+/// addresses of each.
 const PEERS_ASKED_FOR_CHUNK_LIST: usize = 4;
+const ADDRESSES_ASKED_FOR_CHUNK_LIST: usize = 4;
 
 /// The new version's chunk list from the first of `plan`'s peers (at most
-/// [`PEERS_ASKED_FOR_CHUNK_LIST`], each address in turn, `wait` each)
-/// that serves it and whose answer hashes to the manifest's Merkle root;
-/// asked from a key made for these queries alone, so that the peers learn
-/// nothing of this node's identity. `Ok`: the list and the peer, in
-/// words; `Err`: why each one gave none.
+/// [`PEERS_ASKED_FOR_CHUNK_LIST`], each address in turn, `wait` each,
+/// [`PEERS_CHUNK_LIST_WAIT`] in all) that serves it and whose answer
+/// hashes to the manifest's Merkle root; asked from a key made for these
+/// queries alone. A peer reached that refuses, breaks off or answers
+/// nothing whole in time is not asked at its other addresses
+/// (`docs/wire-protocol.md` 8.7). `Ok`: the list and the peer, in words;
+/// `Err`: why each one gave none.
 async fn chunk_list_from_peers(
     plan: &DownloadPlan,
     wait: std::time::Duration,
 ) -> Result<(NewChunkList, String), String> {
-    use crate::link::handshake::{QueryError, query_chunk_list};
+    use crate::link::handshake::query_chunk_list;
     let identity = Identity::generate().map_err(|e| format!("no key to ask peers with: {e}"))?;
     let endpoint = crate::transport::bind_client_endpoint(&plan.tuning)
         .map_err(|e| format!("no QUIC endpoint to ask peers from: {e}"))?;
     let count = u32::try_from(plan.manifest.chunks.chunk_count).unwrap_or(u32::MAX);
     let digest = plan.manifest_sha256.0;
+    let until = tokio::time::Instant::now() + PEERS_CHUNK_LIST_WAIT;
     let mut why = Vec::new();
     let mut found = None;
     'peers: for peer in plan.peers.iter().take(PEERS_ASKED_FOR_CHUNK_LIST) {
         let short: String = peer.id.to_string().chars().take(10).collect();
-        for &addr in &peer.addrs {
+        for &addr in peer.addrs.iter().take(ADDRESSES_ASKED_FOR_CHUNK_LIST) {
             let place = format!("peer {short} at {addr}");
+            let deadline = until.min(tokio::time::Instant::now() + wait);
+            if deadline <= tokio::time::Instant::now() {
+                why.push(format!(
+                    "{place}: not asked, {} s spent on peers",
+                    PEERS_CHUNK_LIST_WAIT.as_secs()
+                ));
+                break 'peers;
+            }
             let target = minimodel_wire::PeerAddr { id: peer.id, addr };
-            let asked = tokio::time::timeout(wait, async {
-                let connection =
-                    crate::transport::connect(&endpoint, &target, &identity, &plan.tuning)
-                        .await
-                        .map_err(|e| QueryError::Link(e.to_string()))?;
-                query_chunk_list(&connection, digest, count).await
-            })
+            let connected = tokio::time::timeout_at(
+                deadline,
+                crate::transport::connect(&endpoint, &target, &identity, &plan.tuning),
+            )
             .await;
-            match asked {
-                Err(_) => why.push(format!("{place}: no answer within {} s", wait.as_secs())),
-                // Reached, and it has none to give: its other addresses
-                // would say the same.
-                Ok(Err(error @ QueryError::Refused { .. })) => {
+            let connection = match connected {
+                Err(_) => {
+                    why.push(format!("{place}: no connection in time"));
+                    continue;
+                }
+                Ok(Err(error)) => {
                     why.push(format!("{place}: {error}"));
-                    continue 'peers;
+                    continue;
+                }
+                Ok(Ok(connection)) => connection,
+            };
+            // Reached: whatever it answers, its other addresses would say
+            // the same.
+            let asked =
+                tokio::time::timeout_at(deadline, query_chunk_list(&connection, digest, count))
+                    .await;
+            match asked {
+                Err(_) => {
+                    connection.close(0u32.into(), b"too slow");
+                    why.push(format!("{place}: no whole list in time"));
                 }
                 Ok(Err(error)) => why.push(format!("{place}: {error}")),
                 Ok(Ok(hashes)) => match NewChunkList::from_hashes(&plan.manifest, &hashes) {
@@ -235,10 +262,10 @@ async fn chunk_list_from_peers(
                     }
                     Err(error) => {
                         why.push(format!("{place}: not this version's chunk list ({error})"));
-                        continue 'peers;
                     }
                 },
             }
+            continue 'peers;
         }
     }
     endpoint.close(0u32.into(), b"done");

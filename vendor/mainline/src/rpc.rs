@@ -22,9 +22,9 @@ use put_query::PutQuery;
 use crate::common::{
     validate_immutable, ErrorSpecific, FindNodeRequestArguments, GetImmutableResponseArguments,
     GetMutableResponseArguments, GetPeersResponseArguments, GetValueRequestArguments, Id, Message,
-    MessageType, MutableItem, TransactionId, NoMoreRecentValueResponseArguments, NoValuesResponseArguments, Node,
+    MessageType, MutableItem, NoMoreRecentValueResponseArguments, NoValuesResponseArguments, Node,
     PutRequestSpecific, RequestSpecific, RequestTypeSpecific, ResponseSpecific, RoutingTable,
-    MAX_BUCKET_SIZE_K,
+    TransactionId, MAX_BUCKET_SIZE_K,
 };
 use server::Server;
 

@@ -934,6 +934,60 @@ fn a_chunk_list_query_is_answered_only_with_the_whole_list_of_this_manifest() {
 }
 
 #[test]
+fn chunk_list_answers_are_bounded_at_once_and_in_time() {
+    // 8 chunks: 256 bytes of list, 8 s at 32 bytes a second.
+    let config = NodeConfig {
+        chunk_list_answer_rate: 32,
+        ..NodeConfig::default()
+    };
+    let wait = config.goodbye_wait.as_millis() as u64;
+    let mut h = Harness::new(Kind::Seeder, 8, config);
+    h.core.set_chunk_list(
+        (0..8u8)
+            .map(|i| [i; 32])
+            .collect::<std::sync::Arc<[[u8; 32]]>>(),
+    );
+    let first = First::ChunkList(manifest_sha256());
+    let ask = |h: &mut Harness, remote: &Remote| {
+        let Incoming::Accept { link, .. } = h.core.handle_incoming(remote.addr, true, h.now) else {
+            panic!("{} was not accepted", remote.addr);
+        };
+        (link, h.core.handle_first(link, remote.id, &first, h.now))
+    };
+    let served = |answer: &Answer| matches!(answer, Answer::ServeChunkList(_));
+    // Two to one /24, the third refused for now.
+    let (a, answer) = ask(&mut h, &Remote::fetcher(1, "62.1.1.1:4433", 8));
+    assert!(served(&answer), "{answer:?}");
+    let (_, answer) = ask(&mut h, &Remote::fetcher(2, "62.1.1.2:4433", 8));
+    assert!(served(&answer), "{answer:?}");
+    let (_, answer) = ask(&mut h, &Remote::fetcher(3, "62.1.1.3:4433", 8));
+    let Answer::Refuse(refusal) = answer else {
+        panic!("a third answer to one /24: {answer:?}");
+    };
+    assert_eq!(refusal.reason, HelloRejectReason::TooManyPeers);
+    // Four in all, from anywhere.
+    let (_, answer) = ask(&mut h, &Remote::fetcher(4, "62.2.2.2:4433", 8));
+    assert!(served(&answer), "{answer:?}");
+    let (_, answer) = ask(&mut h, &Remote::fetcher(5, "62.3.3.3:4433", 8));
+    assert!(served(&answer), "{answer:?}");
+    let (_, answer) = ask(&mut h, &Remote::fetcher(6, "62.4.4.4:4433", 8));
+    assert!(matches!(answer, Answer::Refuse(_)), "a fifth: {answer:?}");
+    // One that got its answer frees its place.
+    h.core.handle_closed(a, LinkEnd::ClosedByPeer, h.now);
+    let (_, answer) = ask(&mut h, &Remote::fetcher(7, "62.1.1.7:4433", 8));
+    assert!(served(&answer), "{answer:?}");
+    // The refused go within goodbye_wait; the answers are given that and
+    // 8 s for their 256 bytes, then aborted.
+    h.take();
+    h.advance(wait);
+    assert_eq!(aborts(&h.take()).len(), 2, "the two refused");
+    h.advance(wait + 8_000 - 1);
+    assert!(aborts(&h.take()).is_empty(), "not before their time");
+    h.advance(wait + 8_001);
+    assert_eq!(aborts(&h.take()).len(), 4);
+}
+
+#[test]
 fn an_answered_manifest_query_whose_answer_does_not_get_out_is_aborted_in_goodbye_wait() {
     let wait = NodeConfig::default().goodbye_wait.as_millis() as u64;
     let mut h = Harness::new(Kind::Seeder, 8, NodeConfig::default());

@@ -1343,11 +1343,37 @@ mod tests {
         let text = String::from_utf8_lossy(&ours.to_bytes().unwrap()).into_owned();
         assert!(text.contains("1:t4:\0\0\0\x07"), "{text}");
         // No id, or a long one, is refused.
-        let empty = b"d1:ad2:id20:aaaaaaaaaaaaaaaaaaaa6:target20:bbbbbbbbbbbbbbbbbbbbe1:q3:get1:t0:1:y1:qe";
+        let empty =
+            b"d1:ad2:id20:aaaaaaaaaaaaaaaaaaaa6:target20:bbbbbbbbbbbbbbbbbbbbe1:q3:get1:t0:1:y1:qe";
         assert!(matches!(
             Message::from_bytes(empty),
             Err(DecodeMessageError::InvalidTransactionId)
         ));
+        let long = b"d1:ad2:id20:aaaaaaaaaaaaaaaaaaaa6:target20:bbbbbbbbbbbbbbbbbbbbe1:q3:get1:t17:ttttttttttttttttt1:y1:qe";
+        assert!(matches!(
+            Message::from_bytes(long),
+            Err(DecodeMessageError::InvalidTransactionId)
+        ));
+        let longest = b"d1:ad2:id20:aaaaaaaaaaaaaaaaaaaa6:target20:bbbbbbbbbbbbbbbbbbbbe1:q3:get1:t16:tttttttttttttttt1:y1:qe";
+        assert!(Message::from_bytes(longest).is_ok());
+    }
+
+    #[test]
+    fn an_immutable_put_without_target_gets_the_target_of_its_value() {
+        let query = b"d1:ad2:id20:aaaaaaaaaaaaaaaaaaaa5:token4:tttt1:v4:spame1:q3:put1:t2:BB1:y1:qe";
+        let message = Message::from_bytes(query).unwrap();
+        let MessageType::Request(RequestSpecific {
+            request_type:
+                RequestTypeSpecific::Put(PutRequest {
+                    put_request_type: PutRequestSpecific::PutImmutable(put),
+                    ..
+                }),
+            ..
+        }) = message.message_type
+        else {
+            panic!("an immutable put: {message:?}");
+        };
+        assert_eq!(put.target, Id::from(crate::common::hash_immutable(b"spam")));
     }
 
     #[test]
@@ -1357,10 +1383,11 @@ mod tests {
         query.extend_from_slice(b"5:token4:tttt1:v6:4:spame1:q3:put1:t2:BB1:y1:qe");
         let message = Message::from_bytes(&query).unwrap();
         let MessageType::Request(RequestSpecific {
-            request_type: RequestTypeSpecific::Put(PutRequest {
-                put_request_type: PutRequestSpecific::PutMutable(put),
-                ..
-            }),
+            request_type:
+                RequestTypeSpecific::Put(PutRequest {
+                    put_request_type: PutRequestSpecific::PutMutable(put),
+                    ..
+                }),
             ..
         }) = message.message_type
         else {
