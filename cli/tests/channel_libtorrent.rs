@@ -134,22 +134,10 @@ fn lt(python: &Path, args: &[&str]) -> Value {
         .unwrap_or_else(|e| panic!("channel_libtorrent.py {args:?} said {stdout:?}: {e}"))
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex(text: &str) -> Vec<u8> {
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
-        .collect()
-}
-
-#[test]
-fn libtorrent_stores_and_reads_the_published_item_and_we_read_what_it_signs() {
-    let python = lt_python();
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path();
+/// The publisher's keys in `root` (`pub.key`, `pub.key.pub`, from
+/// [`SEED`]) and `v1.manifest`, the manifest of `tiny.slm` signed with
+/// them: the public key and the manifest's SHA-256 in hex.
+fn publisher_with_v1(root: &Path) -> (minimodel_verifier::signing::PublicKey, String) {
     let secret = SecretKey::from_seed(&SEED);
     let public = secret.public_key();
     std::fs::write(root.join("pub.key"), secret_key_file(&secret)).unwrap();
@@ -168,6 +156,26 @@ fn libtorrent_stores_and_reads_the_published_item_and_we_read_what_it_signs() {
         ],
     ));
     let v1_hex = Sha256Digest::of(&std::fs::read(root.join("v1.manifest")).unwrap()).to_hex();
+    (public, v1_hex)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Vec<u8> {
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+#[test]
+fn libtorrent_stores_and_reads_the_published_item_and_we_read_what_it_signs() {
+    let python = lt_python();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let (public, v1_hex) = publisher_with_v1(root);
     // Some earlier version, withdrawn (any SHA-256 may be listed).
     let withdrawn_hex = Sha256Digest::of(b"tiny version 0").to_hex();
 
@@ -334,24 +342,7 @@ fn a_minimodel_dht_node_answers_libtorrent_and_stores_for_both() {
     let python = lt_python();
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    let secret = SecretKey::from_seed(&SEED);
-    let public = secret.public_key();
-    std::fs::write(root.join("pub.key"), secret_key_file(&secret)).unwrap();
-    std::fs::set_permissions(root.join("pub.key"), Permissions::from_mode(0o600)).unwrap();
-    std::fs::write(root.join("pub.key.pub"), public_key_file(&public)).unwrap();
-    prepare(root, MODEL, "256KiB", "64KiB");
-    ok(&minimodel(
-        root,
-        &[
-            "sign",
-            "tiny.manifest",
-            "--key",
-            "pub.key",
-            "-o",
-            "v1.manifest",
-        ],
-    ));
-    let v1_hex = Sha256Digest::of(&std::fs::read(root.join("v1.manifest")).unwrap()).to_hex();
+    let (public, v1_hex) = publisher_with_v1(root);
 
     let (_node, mut lines) =
         spawn_with_stdout(root, &["dht-node", "--listen", "127.0.0.1:0", "--json"]);
@@ -448,24 +439,7 @@ fn follow_on_a_dht_of_libtorrent_nodes_gets_the_published_version() {
     let python = lt_python();
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    let secret = SecretKey::from_seed(&SEED);
-    let public = secret.public_key();
-    std::fs::write(root.join("pub.key"), secret_key_file(&secret)).unwrap();
-    std::fs::set_permissions(root.join("pub.key"), Permissions::from_mode(0o600)).unwrap();
-    std::fs::write(root.join("pub.key.pub"), public_key_file(&public)).unwrap();
-    prepare(root, MODEL, "256KiB", "64KiB");
-    ok(&minimodel(
-        root,
-        &[
-            "sign",
-            "tiny.manifest",
-            "--key",
-            "pub.key",
-            "-o",
-            "v1.manifest",
-        ],
-    ));
-    let v1_hex = Sha256Digest::of(&std::fs::read(root.join("v1.manifest")).unwrap()).to_hex();
+    let (_, v1_hex) = publisher_with_v1(root);
     let (_seeder, offer) = seeder(
         root,
         "v1.manifest",

@@ -782,6 +782,50 @@ async fn the_chunk_list_is_read_ahead_once_below_every_front_end_and_says_why_no
     assert!(plan.chunk_list.is_none());
 }
 
+/// `peer` as a plan names it: its id at its one address.
+fn one_peer(peer: &PeerAddr) -> PeerAddrs {
+    PeerAddrs {
+        id: peer.id,
+        addrs: vec![peer.addr],
+    }
+}
+
+/// A serving download that seeds on once delivered, running until
+/// `stop` is sent.
+struct ServingDownload {
+    /// Where it listens.
+    at: PeerAddr,
+    /// What it reports.
+    heard: mpsc::UnboundedReceiver<NodeReport>,
+    stop: oneshot::Sender<()>,
+    run: tokio::task::JoinHandle<Result<FetchOutcome, FetchError>>,
+}
+
+/// Starts `plan` as a [`ServingDownload`].
+fn serving_download(mut plan: DownloadPlan) -> ServingDownload {
+    plan.serving = Some(minimodel_swarm::app::fetch::Serving {
+        listen: loopback(),
+        seed_after: true,
+        port_mapping: false,
+    });
+    let (reports, heard) = mpsc::unbounded_channel();
+    let fetcher = ready(plan).start(identity(), reports).unwrap();
+    let at = PeerAddr {
+        id: fetcher.peer_id(),
+        addr: fetcher.listen_addr().expect("it listens"),
+    };
+    let (stop, stopped) = oneshot::channel::<()>();
+    let run = tokio::spawn(fetcher.run(async move {
+        let _ = stopped.await;
+    }));
+    ServingDownload {
+        at,
+        heard,
+        stop,
+        run,
+    }
+}
+
 /// `new`'s bytes with one byte changed in each of `chunks`: an older
 /// version of it that shares every other chunk.
 fn older_version(new: &Artifact, chunks: &[u64], path: &std::path::Path) {
@@ -806,10 +850,7 @@ async fn with_no_web_server_the_chunk_list_comes_from_a_peer_and_only_what_chang
     let serving = serve(&share);
 
     let out = temp.path().join("out");
-    let peers = vec![PeerAddrs {
-        id: serving.peer.id,
-        addrs: vec![serving.peer.addr],
-    }];
+    let peers = vec![one_peer(&serving.peer)];
     let mut plan = plan_for(&artifact, &out, peers);
     plan.reuse = vec![old];
     let ahead = plan.read_chunk_list_ahead().await;
@@ -888,18 +929,14 @@ async fn a_chunk_list_that_does_not_lead_to_the_root_is_not_used_and_the_next_pe
         .verify(&|_| {})
         .unwrap();
     let serving = serve(&share);
-    let as_peers = |peer: &PeerAddr| PeerAddrs {
-        id: peer.id,
-        addrs: vec![peer.addr],
-    };
     let mut plan = plan_for(
         &artifact,
         &temp.path().join("out"),
         vec![
-            as_peers(&liar.peer),
-            as_peers(&short.peer),
-            as_peers(&gap.peer),
-            as_peers(&serving.peer),
+            one_peer(&liar.peer),
+            one_peer(&short.peer),
+            one_peer(&gap.peer),
+            one_peer(&serving.peer),
         ],
     );
     plan.reuse = vec![old];
@@ -916,9 +953,9 @@ async fn a_chunk_list_that_does_not_lead_to_the_root_is_not_used_and_the_next_pe
         &artifact,
         &temp.path().join("out2"),
         vec![
-            as_peers(&liar.peer),
-            as_peers(&short.peer),
-            as_peers(&gap.peer),
+            one_peer(&liar.peer),
+            one_peer(&short.peer),
+            one_peer(&gap.peer),
         ],
     );
     plan.reuse = vec![temp.path().join("old.slm")];
@@ -939,36 +976,18 @@ async fn a_chunk_list_that_does_not_lead_to_the_root_is_not_used_and_the_next_pe
 #[tokio::test]
 async fn a_peer_still_downloading_says_it_has_no_chunk_list_until_it_is_delivered() {
     use minimodel_swarm::app::fetch::ChunkListAhead;
-    use minimodel_swarm::app::fetch::Serving as ServingPlan;
     let temp = tempfile::tempdir().unwrap();
     let artifact = artifact(temp.path(), "new", 8 * u64::from(CHUNK), CHUNK);
     let old = temp.path().join("old.slm");
     older_version(&artifact, &[1], &old);
     // A serving download with no peer yet: it holds no chunk list.
-    let mut downloading = plan_for(&artifact, &temp.path().join("first"), Vec::new());
-    downloading.serving = Some(ServingPlan {
-        listen: loopback(),
-        seed_after: true,
-        port_mapping: false,
-    });
-    let (reports, mut heard) = mpsc::unbounded_channel();
-    let fetcher = ready(downloading).start(identity(), reports).unwrap();
-    let at = PeerAddr {
-        id: fetcher.peer_id(),
-        addr: fetcher.listen_addr().expect("it listens"),
-    };
-    let (stop, stopped) = oneshot::channel::<()>();
-    let run = tokio::spawn(fetcher.run(async move {
-        let _ = stopped.await;
-    }));
-    let mut plan = plan_for(
-        &artifact,
-        &temp.path().join("second"),
-        vec![PeerAddrs {
-            id: at.id,
-            addrs: vec![at.addr],
-        }],
-    );
+    let ServingDownload {
+        at,
+        mut heard,
+        stop,
+        run,
+    } = serving_download(plan_for(&artifact, &temp.path().join("first"), Vec::new()));
+    let mut plan = plan_for(&artifact, &temp.path().join("second"), vec![one_peer(&at)]);
     plan.reuse = vec![old];
     let ChunkListAhead::NotReused { why } = plan.read_chunk_list_ahead().await else {
         panic!("a download not delivered has no whole list to give");
@@ -998,29 +1017,16 @@ async fn a_peer_still_downloading_says_it_has_no_chunk_list_until_it_is_delivere
         .verify(&|_| {})
         .unwrap();
     let seeding = serve(&share);
-    let mut downloading = plan_for(
+    let ServingDownload {
+        at,
+        mut heard,
+        stop,
+        run,
+    } = serving_download(plan_for(
         &artifact,
         &temp.path().join("first"),
-        vec![PeerAddrs {
-            id: seeding.peer.id,
-            addrs: vec![seeding.peer.addr],
-        }],
-    );
-    downloading.serving = Some(ServingPlan {
-        listen: loopback(),
-        seed_after: true,
-        port_mapping: false,
-    });
-    let (reports, mut heard) = mpsc::unbounded_channel();
-    let fetcher = ready(downloading).start(identity(), reports).unwrap();
-    let at = PeerAddr {
-        id: fetcher.peer_id(),
-        addr: fetcher.listen_addr().expect("it listens"),
-    };
-    let (stop, stopped) = oneshot::channel::<()>();
-    let run = tokio::spawn(fetcher.run(async move {
-        let _ = stopped.await;
-    }));
+        vec![one_peer(&seeding.peer)],
+    ));
     tokio::time::timeout(common::HANG, async {
         while let Some(report) = heard.recv().await {
             if matches!(report, NodeReport::Delivered { .. }) {
@@ -1032,14 +1038,7 @@ async fn a_peer_still_downloading_says_it_has_no_chunk_list_until_it_is_delivere
     .await
     .expect("delivered within the hang guard");
     drop(seeding);
-    let mut plan = plan_for(
-        &artifact,
-        &temp.path().join("third"),
-        vec![PeerAddrs {
-            id: at.id,
-            addrs: vec![at.addr],
-        }],
-    );
+    let mut plan = plan_for(&artifact, &temp.path().join("third"), vec![one_peer(&at)]);
     plan.reuse = vec![temp.path().join("old.slm")];
     let ahead = plan.read_chunk_list_ahead().await;
     assert!(

@@ -542,19 +542,20 @@ impl ControlStream {
                 self.received = Phase::AwaitingBitfield;
                 Ok(ControlEvent::PeerHello(hello.clone()))
             }
-            (Phase::AwaitingHello, Message::ManifestRequest { manifest_sha256 })
-                if self.role == Role::Listener =>
-            {
-                self.opening = Opening::Manifest(*manifest_sha256);
+            (
+                Phase::AwaitingHello,
+                Message::ManifestRequest { manifest_sha256 }
+                | Message::ChunkListRequest { manifest_sha256 },
+            ) if self.role == Role::Listener => {
+                let digest = *manifest_sha256;
                 self.received = Phase::Closed;
-                Ok(ControlEvent::ManifestRequested(*manifest_sha256))
-            }
-            (Phase::AwaitingHello, Message::ChunkListRequest { manifest_sha256 })
-                if self.role == Role::Listener =>
-            {
-                self.opening = Opening::ChunkList(*manifest_sha256);
-                self.received = Phase::Closed;
-                Ok(ControlEvent::ChunkListRequested(*manifest_sha256))
+                Ok(if matches!(message, Message::ManifestRequest { .. }) {
+                    self.opening = Opening::Manifest(digest);
+                    ControlEvent::ManifestRequested(digest)
+                } else {
+                    self.opening = Opening::ChunkList(digest);
+                    ControlEvent::ChunkListRequested(digest)
+                })
             }
             (
                 Phase::AwaitingHello,
@@ -719,26 +720,16 @@ impl ControlStream {
                 self.local_hello_sent = true;
                 Ok(())
             }
-            (Phase::AwaitingHello, Message::ManifestRequest { manifest_sha256 })
-                if self.role == Role::Dialer =>
-            {
-                let Opening::Manifest(query) = self.opening else {
-                    return Err(LocalMisuse::WrongOpening { found });
-                };
-                if *manifest_sha256 != query {
-                    return Err(LocalMisuse::OtherManifest {
-                        found: *manifest_sha256,
-                        query,
-                    });
-                }
-                self.sent = Phase::Closed;
-                Ok(())
-            }
-            (Phase::AwaitingHello, Message::ChunkListRequest { manifest_sha256 })
-                if self.role == Role::Dialer =>
-            {
-                let Opening::ChunkList(query) = self.opening else {
-                    return Err(LocalMisuse::WrongOpening { found });
+            (
+                Phase::AwaitingHello,
+                Message::ManifestRequest { manifest_sha256 }
+                | Message::ChunkListRequest { manifest_sha256 },
+            ) if self.role == Role::Dialer => {
+                // Each query opens with its own request, for its digest.
+                let query = match (message, self.opening) {
+                    (Message::ManifestRequest { .. }, Opening::Manifest(query))
+                    | (Message::ChunkListRequest { .. }, Opening::ChunkList(query)) => query,
+                    _ => return Err(LocalMisuse::WrongOpening { found }),
                 };
                 if *manifest_sha256 != query {
                     return Err(LocalMisuse::OtherManifest {

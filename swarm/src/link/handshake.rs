@@ -492,28 +492,13 @@ pub async fn query_manifest(
     connection: &quinn::Connection,
     digest: [u8; 32],
 ) -> Result<Vec<u8>, QueryError> {
-    let result = async {
-        let opened = connection.open_bi().await;
-        let mut streams =
-            Streams::new(opened.map_err(|e| QueryError::Link(connection_end(&e).to_string()))?);
-        let mut machine = ManifestQuery::new(digest);
-        let link = |end: LinkEnd| QueryError::Link(end.to_string());
-        match pump(&mut machine, &mut streams).await.map_err(link)? {
-            HandshakeStep::Done => machine.finish().map_err(|failure| match failed(failure) {
-                (Ok(end), _) => link(end),
-                (Err(rejection), _) => QueryError::Refused {
-                    reason: rejection.reason,
-                    detail: rejection.detail,
-                },
-            }),
-            _ => Err(link(unexpected(
-                "the manifest query asked its owner a question",
-            ))),
-        }
-    }
-    .await;
-    connection.close(0u32.into(), b"manifest query done");
-    let bytes = result?;
+    let bytes = query(
+        connection,
+        ManifestQuery::new(digest),
+        ManifestQuery::finish,
+        "manifest query",
+    )
+    .await?;
     if minimodel_verifier::Sha256Digest::of(&bytes).0 != digest {
         return Err(QueryError::WrongDigest { len: bytes.len() });
     }
@@ -530,27 +515,43 @@ pub async fn query_chunk_list(
     digest: [u8; 32],
     chunk_count: u32,
 ) -> Result<Vec<[u8; 32]>, QueryError> {
+    query(
+        connection,
+        ChunkListQuery::new(digest, chunk_count),
+        ChunkListQuery::finish,
+        "chunk list query",
+    )
+    .await
+}
+
+/// Runs a dialer's query `machine` (one question, one answer) on its own
+/// control stream of `connection` to its end, then closes the connection:
+/// what `finish` makes of it, a refusal, or how the link ended.
+async fn query<M: HandshakeMachine, T>(
+    connection: &quinn::Connection,
+    mut machine: M,
+    finish: impl FnOnce(M) -> Result<T, HandshakeFailure>,
+    what: &'static str,
+) -> Result<T, QueryError> {
     let result = async {
         let opened = connection.open_bi().await;
         let mut streams =
             Streams::new(opened.map_err(|e| QueryError::Link(connection_end(&e).to_string()))?);
-        let mut machine = ChunkListQuery::new(digest, chunk_count);
         let link = |end: LinkEnd| QueryError::Link(end.to_string());
         match pump(&mut machine, &mut streams).await.map_err(link)? {
-            HandshakeStep::Done => machine.finish().map_err(|failure| match failed(failure) {
+            HandshakeStep::Done => finish(machine).map_err(|failure| match failed(failure) {
                 (Ok(end), _) => link(end),
                 (Err(rejection), _) => QueryError::Refused {
                     reason: rejection.reason,
                     detail: rejection.detail,
                 },
             }),
-            _ => Err(link(unexpected(
-                "the chunk list query asked its owner a question",
-            ))),
+            _ => Err(link(unexpected("a query asked its owner a question"))),
         }
     }
     .await;
-    connection.close(0u32.into(), b"chunk list query done");
+    let reason = format!("{what} done");
+    connection.close(0u32.into(), reason.as_bytes());
     result
 }
 
