@@ -629,6 +629,8 @@ SCENARIOS.update(relayed.SCENARIOS)
 SCENARIOS.update(mirrors.SCENARIOS)
 SCENARIOS.update(windows.SCENARIOS)
 TOOLS = ("minimodel", "libtorrent")
+# Scenarios that take a tool.
+LIBTORRENT = internet.LIBTORRENT + mirrors.LIBTORRENT
 
 SETS = {
     # What .ci/lab runs: a few minutes on two cores.
@@ -641,7 +643,7 @@ SETS = {
            "far-64-25ms-1pct-50mbit", "relay-homes-cone", "relay-homes-symmetric",
            "relay-homes-companions-cone", "relay-homes-companions-symmetric",
            "relay-homes-seed-to-companion-symmetric", "relay-homes-companion-to-fetch-symmetric",
-           "mirror-4x16", "mirror-vs-seed-256-nginx"],
+           "mirror-4x16", "mirror-cold-12x16-vs-libtorrent", "mirror-vs-seed-256-nginx"],
     # The swarm figures of docs/performance.md; minutes each.
     "figures": ["swarm-4x48", "swarm-8x48", "swarm-4x256", "swarm-8x256", "seeders-4x256",
                 "seeders-4x256-relay", "seeders-4x256-delay", "seeders-4x256-delay-bbr",
@@ -653,7 +655,7 @@ SETS = {
                  "uplinks-40x128-mixed", "uplinks-24x32-10", "uplinks-40x32-one24",
                  "homes-4x256-cone", "homes-4x256-symmetric", "neighbours-2x256", "lan-30x256",
                  "lan-30x256-mdns", "library-20x8", "relay-homes-cone-open", "relay-homes-ipv6",
-                 "relay-homes-24x32-mixed", "mirror-cold-24x32"],
+                 "relay-homes-24x32-mixed", "mirror-cold-24x32", "mirror-cold-24x32-vs-libtorrent"],
     # minimodel against rqbit between two hosts of one LAN (needs rqbit:
     # benches/compare.sh installs it).
     "compare": ["compare-lan-256", "compare-lan-1g", "compare-lan-4g"],
@@ -677,7 +679,7 @@ def expand(names, default_tool):
     for entry in names:
         name, _, tool = entry.partition(":")
         tools = [tool] if tool else (list(TOOLS) if default_tool == "both" else [default_tool])
-        if name in internet.LIBTORRENT:
+        if name in LIBTORRENT:
             runs += [(name if t == "minimodel" else f"{name}:{t}", name, t) for t in tools]
         elif tool or default_tool == "libtorrent":
             runs.append((entry, name, tools[0]))
@@ -731,7 +733,7 @@ def main():
         for set_name, names in SETS.items():
             say(f"--{set_name}: {' '.join(names)}")
         for name in SCENARIOS:
-            tools = " (also :libtorrent)" if name in internet.LIBTORRENT else ""
+            tools = " (also :libtorrent)" if name in LIBTORRENT else ""
             held = "; ".join(f"{key} {op} {limit}" for key, op, limit in bounds.BOUNDS.get(name, []))
             why = bounds.UNBOUNDED.get(name)
             say(f"{name}{tools}" + (f": {held}" if held else "") + (f": not bounded: {why}" if why else ""))
@@ -754,9 +756,9 @@ def main():
     if unknown:
         parser.error(f"unknown scenarios {unknown}; see --list")
     wrong = [label for label, name, tool in runs
-             if tool not in TOOLS or (tool != "minimodel" and name not in internet.LIBTORRENT)]
+             if tool not in TOOLS or (tool != "minimodel" and name not in LIBTORRENT)]
     if wrong:
-        parser.error(f"{wrong}: only {', '.join(internet.LIBTORRENT)} run with another tool than "
+        parser.error(f"{wrong}: only {', '.join(LIBTORRENT)} run with another tool than "
                      f"minimodel (tools: {', '.join(TOOLS)})")
 
     netlab.install_signal_handlers()
@@ -779,14 +781,17 @@ def main():
                 log_name = label.replace(":", "-")
                 reported = len(ctx.results)
                 try:
-                    if name in internet.LIBTORRENT:
+                    if name in LIBTORRENT:
                         SCENARIOS[name](ctx, log_name, tool)
                     else:
                         SCENARIOS[name](ctx, log_name)
                     if tool == "minimodel":
-                        broken = [line for result in ctx.results[reported:]
-                                  for line in bounds.check(name, result)]
-                        for result in ctx.results[reported:]:
+                        # A scenario's own results; one that runs others
+                        # reports theirs under their names.
+                        own = [result for result in ctx.results[reported:]
+                               if result.get("scenario", name) in (name, log_name)]
+                        broken = [line for result in own for line in bounds.check(name, result)]
+                        for result in own:
                             result["bounds_held"] = not broken
                         if broken:
                             raise Failed("a figure breaks its bound:\n" + indent("\n".join(broken)))

@@ -2,10 +2,12 @@
 minimodel's on the same hosts, caps, file and piece size (docs/lab.md).
 Runs with Debian's python3-libtorrent (`/usr/bin/python3`).
 
-    ltclient.py make FILE TORRENT [--piece-size BYTES]
+    ltclient.py make FILE TORRENT [--piece-size BYTES] [--url-seed URL]...
         A v1 .torrent of FILE made with libtorrent's own create_torrent
         (default piece size 1 MiB; the lab passes the manifest's chunk size); prints its
-        info-hash.
+        info-hash. Each URL is a web seed (BEP 19): an HTTP(S) server of the
+        file, which every client that gets the torrent downloads from beside its
+        peers (over HTTPS it trusts the authorities of SSL_CERT_FILE).
     ltclient.py seed TORRENT DIR --listen IP:PORT
         Checks DIR/<name> against the torrent, then seeds it until SIGTERM.
     ltclient.py get TORRENT DIR --listen IP:PORT [--peer IP:PORT]... [--go FILE]
@@ -50,11 +52,13 @@ def split(addr):
     return host, int(port)
 
 
-def make(path, torrent, piece_size):
+def make(path, torrent, piece_size, url_seeds=()):
     fs = lt.file_storage()
     lt.add_files(fs, path)
     creator = lt.create_torrent(fs, piece_size, flags=lt.create_torrent.v1_only)
     creator.set_creator("minimodel lab")
+    for url in url_seeds:
+        creator.add_url_seed(url)
     lt.set_piece_hashes(creator, os.path.dirname(os.path.abspath(path)))
     data = lt.bencode(creator.generate())
     with open(torrent, "wb") as out:
@@ -202,6 +206,7 @@ def main():
     p.add_argument("file")
     p.add_argument("torrent")
     p.add_argument("--piece-size", type=int, default=1 << 20)
+    p.add_argument("--url-seed", action="append", default=[])
     p = sub.add_parser("seed")
     p.add_argument("torrent")
     p.add_argument("dir")
@@ -214,7 +219,7 @@ def main():
     p.add_argument("--go")
     args = parser.parse_args()
     if args.mode == "make":
-        make(args.file, args.torrent, args.piece_size)
+        make(args.file, args.torrent, args.piece_size, args.url_seed)
         return 0
     if args.mode == "seed":
         return seed(args.torrent, args.dir, args.listen)
