@@ -131,7 +131,7 @@ pub struct Entry {
     /// Failed attempts in a row (reset by a good session).
     pub failures: u32,
     /// Why the last attempt or session ended.
-    pub last_problem: Option<crate::report::Problem>,
+    pub last_problem: Option<crate::ends::Problem>,
     /// Whether it was ever connected.
     pub ever_connected: bool,
     /// When it was added.

@@ -28,113 +28,11 @@ use std::time::{Duration, Instant};
 
 use minimodel_wire::{HaveBitfield, PeerId};
 
-use crate::mirror::{MirrorConfig, MirrorSession};
+use crate::mirror::MirrorSession;
 use crate::picker::{LinkId, Owner, PiecePicker, VerifiedOutcome};
 use crate::session::{PeerDownload, PeerStats};
 
-/// Tunables of the download state machine.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DownloadConfig {
-    /// Requests in flight per peer before its rate is known. Default 4.
-    pub initial_pipeline: usize,
-    /// Fewest requests kept in flight per peer. Default 2: the next chunk
-    /// is always queued at the peer when the current one ends.
-    pub min_pipeline: usize,
-    /// Round trips of a peer's measured rate that its pipeline holds
-    /// (plus the chunk being sent). Default 3: two to let a peer's rate
-    /// grow past what the pipeline lets it show, and one more because a
-    /// chunk with a lost packet is whole only about a round trip later
-    /// (the loss found and the packet sent again). With 2, a fetch from
-    /// four seeders through 50 ms and 1 % loss each way kept two or three
-    /// requests at each seeder, and the seeders idled between them.
-    pub pipeline_round_trips: f64,
-    /// Most requests in flight per peer. Default 64 (64 MiB at 1 MiB
-    /// chunks: 1 GiB/s at 60 ms). The peer queues requests, the bytes in
-    /// transit are bounded by QUIC flow control.
-    pub max_pipeline: usize,
-    /// A request never times out sooner than this. Default 15 s.
-    pub min_request_timeout: Duration,
-    /// A request times out after this many times the time the peer's own
-    /// rate predicts for everything queued before it. Default 4.
-    pub request_timeout_factor: u32,
-    /// A peer with requests in flight that delivers nothing for this long
-    /// is dropped. Default 30 s.
-    pub silence_timeout: Duration,
-    /// Timeouts after which a peer is dropped. Default 3.
-    pub max_timeouts: u32,
-    /// A chunk whose owner is this many times slower than another peer
-    /// with a free slot is requested from that peer too. Default 4.
-    pub slow_peer_factor: f64,
-    /// After a busy or rate-limited reject, wait this long before asking
-    /// that peer again. Default 500 ms.
-    pub busy_backoff: Duration,
-    /// A request still waiting in its peer's queue this long (its piece
-    /// stream not begun) is asked again of a peer that has the chunk and
-    /// nothing else to do for us; whichever begins first keeps it, the
-    /// other is cancelled. `None`: never. Default 500 ms: a crowd's
-    /// requests pile up in the queues of some peers while others that
-    /// hold the same chunks idle.
-    pub reask_after: Option<Duration>,
-    /// Chunk bytes requested and not yet verified and written, at most,
-    /// over all peers, not counting up to as much again of requests to
-    /// far peers (a smallest round trip of 20 ms or more) whose pieces
-    /// have not begun, each peer's at most what its rate brings in two
-    /// round trips: a hard bound whatever the number of peers, rounded
-    /// down to whole chunks but never below one chunk (a chunk larger than
-    /// the budget is requested alone). A peer waits for budget rather
-    /// than going over it.
-    /// Default 16 MiB: every requested byte is held in memory (by QUIC or
-    /// by us) between its arrival and its write; this bounds them whatever
-    /// the number of peers and their round trips (twice that from far
-    /// peers, whose pieces would all have to begin at once). A far request
-    /// not begun holds nothing: it waits a round trip for its piece, and
-    /// on a lossy path a lost packet's repair holds the piece about one
-    /// more (nearly every 1 MiB piece has one at 1 % loss): 32 MiB covers
-    /// 1 Gbit/s at 130 ms without loss, and 500 Mbit/s at 100 ms with 1 %.
-    /// Pipelines follow the peers' smallest round trip, so on a short path
-    /// far less is outstanding.
-    pub max_in_flight_bytes: u64,
-    /// Requested bytes per second at most (`--max-download`), if set:
-    /// requests wait for their bytes in a token bucket with a burst of one
-    /// chunk (or 1 MiB, whichever is more).
-    pub max_rate: Option<u64>,
-    /// Seed of the picker's random tie-break.
-    pub seed: u64,
-    /// Break ties over the whole file until the first chunk of this run
-    /// is verified, even with no other downloader connected (see
-    /// [`Downloader::update_spread`]). Default false; a node that serves
-    /// sets it: in a crowd its first requests, made while it knows only
-    /// the seeder, would otherwise ask for the same first chunks as every
-    /// other newcomer's. Alone with seeders it costs the chunks requested
-    /// before the first one arrives (at most the in-flight budget) out of
-    /// order, then the download moves front to back.
-    pub spread_from_start: bool,
-    /// The mirrors' tunables.
-    pub mirrors: MirrorConfig,
-}
-
-impl Default for DownloadConfig {
-    fn default() -> Self {
-        Self {
-            initial_pipeline: 4,
-            min_pipeline: 2,
-            pipeline_round_trips: 3.0,
-            max_pipeline: 64,
-            min_request_timeout: Duration::from_secs(15),
-            request_timeout_factor: 4,
-            silence_timeout: Duration::from_secs(30),
-            max_timeouts: 3,
-            slow_peer_factor: 4.0,
-            busy_backoff: Duration::from_millis(500),
-            reask_after: Some(Duration::from_millis(500)),
-            max_in_flight_bytes: 16 << 20,
-            max_rate: None,
-            seed: 0x6d69_6e69_6d6f_6465,
-            spread_from_start: false,
-            mirrors: MirrorConfig::default(),
-        }
-    }
-}
+pub use crate::config::DownloadConfig;
 
 /// What the driver must do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -176,21 +74,7 @@ pub enum DisconnectReason {
     Done,
 }
 
-/// Why a peer could not join.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum JoinError {
-    /// It is connected already.
-    #[error("peer is connected already")]
-    AlreadyConnected,
-    /// Its bitfield covers another chunk count.
-    #[error("peer's bitfield covers {found} chunks, the artifact has {expected}")]
-    WrongBitfield {
-        /// Chunks in the artifact.
-        expected: u32,
-        /// Chunks in the bitfield.
-        found: u32,
-    },
-}
+pub use crate::ends::JoinError;
 
 /// How soon, at most, a slow peer's overdue request is offered to a helper
 /// again when none could take it (sooner, a quarter of the patience, when

@@ -47,7 +47,7 @@ use minimodel_wire::{Hello, HelloRejectReason};
 
 use crate::address::Prefix;
 use crate::config::NodeConfig;
-use crate::node::Rejection;
+use crate::ends::Rejection;
 use crate::report::Refusal;
 
 /// An endpoint of many swarms holds at most this many nodes' peer budgets
@@ -311,7 +311,7 @@ impl<T: Clone> Gate<T> {
     /// What `swarm`'s node says changed ([`crate::node::NodeCore::poll_gate_news`]):
     /// one decision on all of it, its share and the other swarms' shares
     /// that changed.
-    pub fn handle_news(&mut self, swarm: &SwarmName, news: crate::node::GateNews) -> Grants<T> {
+    pub fn handle_news(&mut self, swarm: &SwarmName, news: GateNews) -> Grants<T> {
         self.update(swarm, |registered| {
             if let Some(demand) = news.upload {
                 registered.demand = demand;
@@ -797,6 +797,21 @@ pub(crate) fn admit_first_packet(
         }));
     }
     Ok(())
+}
+
+/// What a swarm's node tells the gate of the endpoint it shares with other
+/// swarms ([`crate::node::NodeCore::poll_gate_news`]): what changed since it was told
+/// last.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GateNews {
+    /// The uploads it would run now ([`Gate::set_upload_demand`]).
+    pub upload: Option<UploadDemand>,
+    /// Whether it would download ([`Gate::set_download_demand`]).
+    pub download: Option<bool>,
+    /// Its own caps ([`Gate::set_own_cap`],
+    /// [`Gate::set_own_download_cap`]): of the endpoint's it
+    /// never gets more, and what it cannot use goes to the others.
+    pub caps: Option<OwnCaps>,
 }
 
 #[cfg(test)]
@@ -1436,7 +1451,7 @@ mod tests {
         assert_eq!(down(&gate, "s00"), Some(cap / 3));
         // s00's node lowers its own cap while it runs: its news says so,
         // and the other two share what it cannot use.
-        let news = crate::node::GateNews {
+        let news = GateNews {
             upload: None,
             download: None,
             caps: Some(OwnCaps {
@@ -1456,7 +1471,7 @@ mod tests {
             grants.changed
         );
         // And raises it again: an even part each.
-        let news = crate::node::GateNews {
+        let news = GateNews {
             caps: Some(OwnCaps::default()),
             ..news
         };

@@ -10,6 +10,7 @@ pub mod address;
 pub mod book;
 pub mod config;
 pub mod download;
+pub mod ends;
 pub mod gate;
 pub mod ids;
 pub mod mirror;

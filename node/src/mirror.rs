@@ -318,7 +318,7 @@ pub enum MirrorChunkOutcome {
         got: Sha256Digest,
     },
     /// It passed but could not be written.
-    StoreFailed(crate::report::Fault),
+    StoreFailed(crate::ends::Fault),
 }
 
 /// What went wrong with a mirror's request, from the driver.
@@ -332,43 +332,7 @@ pub enum MirrorFailure {
     Unusable(MirrorUnusable),
 }
 
-/// Tunables of the mirrors of a download.
-#[derive(Debug, Clone, PartialEq)]
-pub struct MirrorConfig {
-    /// Requests in flight at one mirror at most (each is one range of one
-    /// chunk; over HTTP/1.1 one connection each). Default 4.
-    pub max_requests: usize,
-    /// Each mirror's own cap, bytes per second (under the download's),
-    /// if set.
-    pub max_rate: Option<u64>,
-    /// The first back-off after a failure; it doubles with every failure
-    /// in a row. Default 1 s.
-    pub first_backoff: Duration,
-    /// The longest back-off. Default 60 s.
-    pub max_backoff: Duration,
-    /// The copies of the file a crowd of downloaders takes from mirrors
-    /// for its tail, each downloader its part (`crate::download`'s mirror
-    /// rule 6); what peers cannot supply at all is taken whatever this
-    /// says. Default 1.25.
-    pub crowd_copies: f64,
-    /// Failures in a row after which a mirror is given up for this run
-    /// ([`MirrorUnusable::GaveUp`]). Default 8 (about 4 minutes of
-    /// back-offs).
-    pub max_failures: u32,
-}
-
-impl Default for MirrorConfig {
-    fn default() -> Self {
-        Self {
-            max_requests: 4,
-            max_rate: None,
-            first_backoff: Duration::from_secs(1),
-            max_backoff: Duration::from_secs(60),
-            crowd_copies: 1.25,
-            max_failures: 8,
-        }
-    }
-}
+pub use crate::config::MirrorConfig;
 
 /// One mirror as the download sees it: its requests and rate (tracked as
 /// a peer's are), its back-off, its cap.

@@ -14,7 +14,7 @@ use minimodel_wire::PeerId;
 
 use crate::address::{Scope, scope};
 use crate::book::Source;
-use crate::node::TransferStats;
+use crate::report::TransferStats;
 
 /// Peers remembered per download, at most.
 pub const MAX_REMEMBERED: usize = 32;

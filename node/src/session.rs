@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use minimodel_wire::{ChunkIndex, HaveBitfield, PeerId};
 
-use crate::download::DownloadConfig;
+use crate::config::DownloadConfig;
 
 /// Weight of a new rate sample.
 const RATE_SMOOTHING: f64 = 0.25;

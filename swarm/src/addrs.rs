@@ -194,6 +194,24 @@ pub fn resolve_host_port(text: &str) -> Result<Vec<SocketAddr>, HostPortError> {
     Ok(addrs)
 }
 
+/// Whether an offered address can be dialed at all: a port, and an
+/// address that is not unspecified, multicast, broadcast, in 0.0.0.0/8 or
+/// reserved (240.0.0.0/4).
+pub fn check_offer_addr(addr: SocketAddr) -> Result<(), String> {
+    let ip = addr.ip().to_canonical();
+    // 0.0.0.0/8 ("this network"), 240.0.0.0/4 (reserved) and the
+    // broadcast address name no peer.
+    let broadcast =
+        matches!(ip, std::net::IpAddr::V4(v4) if v4.octets()[0] == 0 || v4.octets()[0] >= 240);
+    if addr.port() == 0 {
+        Err(format!("{addr} has port 0"))
+    } else if ip.is_unspecified() || ip.is_multicast() || broadcast {
+        Err(format!("{addr} is not a unicast address to dial"))
+    } else {
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

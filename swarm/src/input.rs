@@ -44,12 +44,12 @@ impl Input {
     /// A peer offer (`docs/formats.md`).
     pub const OFFER: Input = Input {
         what: "offer",
-        limit: crate::offer::MAX_FILE_LEN,
+        limit: 256 * 1024,
     };
     /// An import request (the same limit as an offer: it holds offers).
     pub const REQUEST: Input = Input {
         what: "import request",
-        limit: crate::offer::MAX_FILE_LEN,
+        limit: Self::OFFER.limit,
     };
     /// A key file, public or secret (`docs/signing.md`).
     pub const KEY_FILE: Input = Input {

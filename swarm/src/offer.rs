@@ -39,7 +39,7 @@ pub const MAX_OFFERS: usize = 64;
 /// Addresses one offer may list.
 pub const MAX_OFFER_ADDRS: usize = crate::addrs::MAX_ADVERTISED;
 /// Largest offer or request file read.
-pub const MAX_FILE_LEN: u64 = 256 * 1024;
+pub const MAX_FILE_LEN: u64 = crate::input::Input::OFFER.limit;
 
 /// A seeder's offer: which artifact, at which peer, at which addresses.
 /// Read from either format version; serialized as
@@ -193,23 +193,7 @@ pub enum OfferError {
     },
 }
 
-/// Whether an offered address can be dialed at all: a port, and an
-/// address that is not unspecified, multicast, broadcast, in 0.0.0.0/8 or
-/// reserved (240.0.0.0/4).
-pub fn check_offer_addr(addr: SocketAddr) -> Result<(), String> {
-    let ip = addr.ip().to_canonical();
-    // 0.0.0.0/8 ("this network"), 240.0.0.0/4 (reserved) and the
-    // broadcast address name no peer.
-    let broadcast =
-        matches!(ip, std::net::IpAddr::V4(v4) if v4.octets()[0] == 0 || v4.octets()[0] >= 240);
-    if addr.port() == 0 {
-        Err(format!("{addr} has port 0"))
-    } else if ip.is_unspecified() || ip.is_multicast() || broadcast {
-        Err(format!("{addr} is not a unicast address to dial"))
-    } else {
-        Ok(())
-    }
-}
+pub use crate::addrs::check_offer_addr;
 
 impl RawOffer {
     /// Applies the rules of the offer's version. `Err(None)`: the format is

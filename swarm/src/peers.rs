@@ -103,7 +103,7 @@ pub fn parse_peer_arg(text: &str) -> Result<PeerAddrs, PeerArgError> {
     }
     // What an offer or a ticket may not name, `--peer` may not either.
     for addr in &addrs {
-        crate::offer::check_offer_addr(*addr).map_err(PeerArgError::NotUnicast)?;
+        crate::addrs::check_offer_addr(*addr).map_err(PeerArgError::NotUnicast)?;
     }
     Ok(PeerAddrs { id, addrs })
 }

@@ -172,7 +172,7 @@ impl Downloader {
 
     /// A request to a mirror failed without a lie (or the mirror as a
     /// whole did, `chunk` `None`): the chunk goes back, the mirror backs
-    /// off, and after [`MirrorConfig::max_failures`] in a row it leaves.
+    /// off, and after [`crate::mirror::MirrorConfig::max_failures`] in a row it leaves.
     pub fn mirror_failed(
         &mut self,
         key: LinkId,
@@ -459,6 +459,7 @@ impl Downloader {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mirror::MirrorConfig;
 
     const CHUNK: u32 = 1 << 20;
 

@@ -17,6 +17,7 @@ use super::{Action, End, NodeCore};
 use crate::config::NodeConfig;
 use crate::download::{Action as DownloadAction, DisconnectReason, DownloadConfig, Downloader};
 use crate::ids::LinkId;
+use crate::report::TransferStats;
 use crate::report::{
     DamageCause, Departure, Failure, Fault, NodeMetrics, NodeReport, PeerFigures, Violation,
 };
@@ -68,70 +69,6 @@ pub enum Finish {
     Failed(Fault),
     /// Storage failed.
     StorageFailed(Fault),
-}
-
-/// What the download did, for a receipt.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TransferStats {
-    /// Chunks verified in an earlier run.
-    pub chunks_resumed: u64,
-    /// Chunks fetched and verified in this run.
-    pub chunks_fetched: u64,
-    /// Of those, fetched again after being found bad on disk.
-    pub chunks_refetched: u64,
-    /// Bytes received that did not count.
-    pub bytes_wasted: u64,
-    /// Per peer that took part.
-    pub peers: Vec<PeerFigures>,
-    /// Per mirror that took part or was found unusable.
-    pub mirrors: Vec<crate::mirror::MirrorFigures>,
-    /// When the last chunk was verified.
-    pub completed_at: Option<Instant>,
-}
-
-impl TransferStats {
-    /// The receipt's view of these figures (its times are the delivery's
-    /// to fill in).
-    pub fn summary(&self) -> minimodel_verifier::receipt::TransferSummary {
-        minimodel_verifier::receipt::TransferSummary {
-            chunks_resumed: self.chunks_resumed,
-            chunks_fetched: self.chunks_fetched,
-            chunks_refetched: self.chunks_refetched,
-            // Counted by the shell that copied them before the node ran.
-            chunks_reused: 0,
-            bytes_wasted: self.bytes_wasted,
-            duration_ms: 0,
-            finish_ms: 0,
-            peers: self
-                .peers
-                .iter()
-                .map(|peer| minimodel_verifier::receipt::PeerContribution {
-                    peer_id: peer.id.to_string(),
-                    address: peer.address.map(|a| a.to_string()).unwrap_or_default(),
-                    chunks: peer.download.chunks,
-                    bytes: peer.download.bytes,
-                    bad_chunks: peer.download.bad_chunks,
-                    banned: peer.banned,
-                    found_by: peer
-                        .source
-                        .map(|source| source.as_str().to_owned())
-                        .unwrap_or_default(),
-                })
-                .collect(),
-            mirrors: self
-                .mirrors
-                .iter()
-                .map(|mirror| minimodel_verifier::receipt::MirrorContribution {
-                    url: mirror.label.clone(),
-                    chunks: mirror.download.chunks,
-                    bytes: mirror.download.bytes,
-                    bad_chunks: mirror.download.bad_chunks,
-                    blamed: matches!(mirror.end, Some(crate::mirror::MirrorEnd::Dropped { .. })),
-                    left: mirror.end.as_ref().map(ToString::to_string),
-                })
-                .collect(),
-        }
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

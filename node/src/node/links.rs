@@ -14,6 +14,7 @@ use minimodel_wire::{
 use super::{Action, KnownPeer, Link, NodeCore, Peer};
 use crate::address::{Prefix, canonical, reachable_from, scope};
 use crate::book::{AddressBook, EntryId, EntryState, Source};
+use crate::ends::Rejection;
 use crate::ids::LinkId;
 use crate::portmap::MapState;
 use crate::report::{Departure, LinkEnd, NodeReport, Problem, Refusal, Tried};
@@ -80,31 +81,6 @@ pub enum Answer {
     ServeChunkList(Arc<[[u8; 32]]>),
     /// Refused: the HelloReject goes back.
     Refuse(Rejection),
-}
-
-/// Why a listener refuses a Hello.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rejection {
-    /// The wire reason.
-    pub reason: HelloRejectReason,
-    /// Detail for the peer.
-    pub detail: String,
-    /// Other peers the refused dialer may try (a refusal for lack of room
-    /// only; filtered like peer exchange, and none once
-    /// [`NodeConfig::refusal_peers_per_second`](crate::config::NodeConfig)
-    /// is spent).
-    pub peers: Vec<PeerEntry>,
-}
-
-impl Rejection {
-    /// How a link that was refused ends when the peers the refusal names
-    /// are not kept (a listener's handshake, a manifest query).
-    pub fn into_end(self) -> LinkEnd {
-        LinkEnd::Refused {
-            reason: self.reason,
-            detail: self.detail,
-        }
-    }
 }
 
 /// How a handshake that gave no session ends, as the core takes it: a

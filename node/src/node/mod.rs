@@ -50,8 +50,11 @@ use crate::report::{Departure, Failure, LinkEnd, NodeMetrics, NodeReport, PeerFi
 use crate::rng::SplitMix64;
 use crate::upload::{TokenBucket, UploadQueue};
 
-pub use fetching::{Finish, PieceEnd, PieceVerdict, TransferStats, VerifyOutcome};
-pub use links::{Answer, First, Incoming, LinkUp, Rejection, handshake_end};
+pub use crate::ends::Rejection;
+pub use crate::gate::GateNews;
+pub use crate::report::TransferStats;
+pub use fetching::{Finish, PieceEnd, PieceVerdict, VerifyOutcome};
+pub use links::{Answer, First, Incoming, LinkUp, handshake_end};
 pub use mirrors::{MAX_MIRRORS, RememberedMirror};
 pub use relayed::is_relay_path;
 pub use serving::UploadOutcome;
@@ -425,21 +428,6 @@ pub struct UploadState {
     pub queued: usize,
     /// The uplink's measured rate, bytes per second; `None` until measured.
     pub uplink_rate: Option<f64>,
-}
-
-/// What a swarm's node tells the gate of the endpoint it shares with other
-/// swarms ([`NodeCore::poll_gate_news`]): what changed since it was told
-/// last.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct GateNews {
-    /// The uploads it would run now ([`crate::gate::Gate::set_upload_demand`]).
-    pub upload: Option<crate::gate::UploadDemand>,
-    /// Whether it would download ([`crate::gate::Gate::set_download_demand`]).
-    pub download: Option<bool>,
-    /// Its own caps ([`crate::gate::Gate::set_own_cap`],
-    /// [`crate::gate::Gate::set_own_download_cap`]): of the endpoint's it
-    /// never gets more, and what it cannot use goes to the others.
-    pub caps: Option<crate::gate::OwnCaps>,
 }
 
 /// One peer of one swarm. See the module docs.

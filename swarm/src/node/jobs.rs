@@ -14,9 +14,7 @@ use minimodel_verifier::Sha256Digest;
 use minimodel_verifier::chunk::{
     ChunkData, ChunkGeometry, ChunkIndex as VerifierIndex, ChunkVerifier,
 };
-use minimodel_verifier::manifest::Manifest;
 use minimodel_verifier::merkle::MerkleTree;
-use minimodel_verifier::signing::trust::SignatureCheck;
 use minimodel_wire::{ChunkIndex, PieceHeader};
 use tokio::sync::{Semaphore, mpsc};
 
@@ -67,15 +65,6 @@ impl ProofSource {
     }
 }
 
-/// What the final checks need to write a receipt.
-#[derive(Debug, Clone)]
-pub(crate) struct DeliveryContext {
-    pub(crate) manifest: Manifest,
-    pub(crate) manifest_sha256: Sha256Digest,
-    pub(crate) signature: SignatureCheck,
-    pub(crate) started: Instant,
-}
-
 /// The node's job runner.
 pub(crate) struct Jobs {
     pub(crate) geometry: ChunkGeometry,
@@ -83,7 +72,7 @@ pub(crate) struct Jobs {
     pub(crate) storage: Arc<dyn Storage>,
     pub(crate) proofs: ProofSource,
     pub(crate) partial: Option<Arc<PartialDownload>>,
-    pub(crate) delivery: Option<DeliveryContext>,
+    pub(crate) delivery: Option<crate::resume::DeliveryContext>,
     trailing: Option<TrailingThread>,
     /// The trailing hasher's wait for a chunk to hash beside its own (the
     /// core's `trailing_pair_wait`).
@@ -108,7 +97,7 @@ impl Jobs {
         storage: Arc<dyn Storage>,
         proofs: ProofSource,
         partial: Option<Arc<PartialDownload>>,
-        delivery: Option<DeliveryContext>,
+        delivery: Option<crate::resume::DeliveryContext>,
         config: &minimodel_node::config::NodeConfig,
     ) -> Self {
         // At least one (the node's config is checked for that too), at most

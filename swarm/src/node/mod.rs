@@ -42,7 +42,8 @@ pub use minimodel_node::report::{
 use crate::link::{self, LinkEvent, LinkHandle, Session};
 use crate::transport::{Identity, TransportTuning};
 
-pub(crate) use jobs::{DeliveryContext, Jobs, ProofSource};
+pub(crate) use crate::resume::DeliveryContext;
+pub(crate) use jobs::{Jobs, ProofSource};
 
 /// Settings of a running node: the core's policy and timers
 /// ([`CoreConfig`]), and what only the program around it knows (where to
@@ -334,13 +335,7 @@ pub(crate) fn chunk_list_of(hashes: &[minimodel_verifier::Sha256Digest]) -> Arc<
     hashes.iter().map(|hash| hash.0).collect()
 }
 
-/// Seconds since the Unix epoch now (0 before it: a clock that wrong
-/// makes every remembered peer stale, never fresh).
-pub(crate) fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |since| since.as_secs())
-}
+pub(crate) use crate::resume::unix_now;
 
 /// What a node registers with at its relays: the addresses it listens at
 /// that peers may reach without its router (global IPv6, LAN), at most 4.

@@ -19,7 +19,15 @@ use minimodel_verifier::receipt::{ReceiptSource, TransferSummary};
 use minimodel_wire::ChunkIndex;
 
 use super::{FinishedDownload, PartialDownload, ResumeError};
-use crate::node::DeliveryContext;
+
+/// What the final checks need to write a receipt.
+#[derive(Debug, Clone)]
+pub(crate) struct DeliveryContext {
+    pub(crate) manifest: minimodel_verifier::manifest::Manifest,
+    pub(crate) manifest_sha256: Sha256Digest,
+    pub(crate) signature: minimodel_verifier::signing::trust::SignatureCheck,
+    pub(crate) started: Instant,
+}
 
 /// Why the final checks could not judge the file (the checks' own
 /// verdicts are [`VerifyError`]s).

@@ -66,8 +66,8 @@ pub mod reuse;
 mod state;
 mod status;
 
-pub(crate) use deliver::Delivered;
 pub use deliver::DeliveryError;
+pub(crate) use deliver::{Delivered, DeliveryContext};
 pub use dir::{NewFile, UnsafeKind, write_file_atomically};
 pub use error::{KnowledgeError, ResumeError, StateError};
 pub use files::{DownloadPaths, RemovedDownload, remove_download};
@@ -76,6 +76,7 @@ pub use mirrors::{
     MAX_MIRRORS_FILE_BYTES, MIRRORS_FORMAT, MirrorsFileError, mirrors_file_text, parse_mirrors_file,
 };
 pub use partial::{CheckpointReport, FinishedDownload, PartialDownload};
+pub(crate) use peers::unix_now;
 pub use peers::{
     MAX_PEERS_FILE_BYTES, PEERS_FORMAT, PeersFileError, parse_peers_file, peers_file_text,
     remembered_peers,

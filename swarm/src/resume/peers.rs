@@ -174,11 +174,17 @@ pub fn remembered_peers(
         return Ok(Vec::new());
     };
     match read_peers(&safe, &names.peers) {
-        Ok(found) => {
-            found.map(|peers| minimodel_node::remembered::fresh(&peers, crate::node::unix_now()))
-        }
+        Ok(found) => found.map(|peers| minimodel_node::remembered::fresh(&peers, unix_now())),
         Err(error) => Err(PeersFileError::Syntax(error.to_string())),
     }
+}
+
+/// Seconds since the Unix epoch now (0 before it: a clock that wrong
+/// makes every remembered peer stale, never fresh).
+pub(crate) fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs())
 }
 
 #[cfg(test)]
