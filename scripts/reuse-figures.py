@@ -1,18 +1,25 @@
 #!/usr/bin/env python3
 """How much of a new version a download copies from the old one on disk.
 
-Makes a version 1 with `minimodel fixture`, four version 2s by one edit
-each (a changed header field, a changed tensor in the middle, an appended
-section, bytes inserted near the start), keeps each a valid `.slm`, and
-fetches each v2 from a local seeder with `minimodel fetch --reuse v1.slm
---chunk-list v2.chunk-list`: the receipt's `chunks_reused` and the bytes
-the peers sent are the figures (docs/swarm.md, "Reusing older versions").
+Builds a version 1: a valid `.slm` of about SIZE bytes laid out as models
+are, a tokenizer (JSON, VOCAB tokens) and 16 q8_0 tensors (the token
+embedding, 7 blocks of two, the output), then seven version 2s, one edit
+each that keeps a valid `.slm`: a changed header field, a changed tensor
+in the middle, an appended section, 1,000 bytes inserted near the start,
+the tokenizer grown by 1,000 tokens (the embedding and output grown by
+their rows, as adding tokens does), 4 of the 16 tensors changed (two
+blocks, as a fine-tune of some layers), and every tensor quantized again
+to q4_0 (nothing left to share). Each v2 is fetched from a local seeder
+with `minimodel fetch --reuse v1.slm --chunk-list v2.chunk-list`: the
+receipt's `chunks_reused` and the bytes the peers sent are the figures
+(docs/swarm.md, "Reusing older versions").
 
 For comparison it also computes, without the binary, what two other
-chunkings would have reused: tensor-aligned (each section and each tensor
-cut in chunk-size pieces from its own start) and content-defined (a gear
-rolling hash, cut points where its top bits are zero, average near the
-chunk size, min 1/4, max 4x).
+chunkings would have kept, in bytes of v2 found whole in v1:
+tensor-aligned (each section and each tensor cut in chunk-size pieces
+from its own start) and content-defined with Xet's parameters (a gear
+rolling hash cut where its top 16 bits are zero: 64 KiB on average, at
+least 8 KiB, at most 128 KiB).
 
 Usage: scripts/reuse-figures.py [path/to/minimodel] [size, default 64MiB]
 """
@@ -30,6 +37,7 @@ import time
 
 BIN = sys.argv[1] if len(sys.argv) > 1 else "target/debug/minimodel"
 SIZE = sys.argv[2] if len(sys.argv) > 2 else "64MiB"
+V1_SIZE = int(SIZE[:-3]) << {"KiB": 10, "MiB": 20, "GiB": 30}[SIZE[-3:]]
 
 
 def run(*args):
@@ -52,6 +60,91 @@ def layout(b):
 
 def align64(x):
     return (x + 63) // 64 * 64
+
+
+VOCAB = 16_000
+HIDDEN = 256
+Q8_0, Q4_0 = 8, 9
+
+
+def dtype_bytes(dtype, n):
+    return {Q8_0: 34, Q4_0: 18}[dtype] * n // 32
+
+
+def tokenizer_json(tokens):
+    entries = ",".join(f'"tok{i:05d}":{i}' for i in range(tokens))
+    return ('{"model":"synthetic-bpe","vocab":{' + entries + "}}").encode()
+
+
+def build(tokenizer, tensors, quant, vocab):
+    """A valid `.slm` (docs/slm-format.md): `tensors` as (name, dtype,
+    dims, bytes), each at the next multiple of 64 of the data section."""
+    table = bytearray()
+    data = bytearray()
+    for name, dtype, dims, body in tensors:
+        off = align64(len(data))
+        data += bytes(off - len(data)) + body
+        entry = bytearray(128)
+        entry[0] = len(name)
+        entry[1:1 + len(name)] = name.encode()
+        entry[0x40], entry[0x41] = dtype, len(dims)
+        struct.pack_into("<4Q", entry, 0x48, *(list(dims) + [0] * (4 - len(dims))))
+        struct.pack_into("<QQ", entry, 0x68, off, len(body))
+        table += entry
+    tab_off = align64(256 + len(tokenizer))
+    data_off = align64(tab_off + len(table))
+    header = bytearray(256)
+    header[0:8] = b"\x7fMINISLM"
+    header[0x0A] = quant
+    struct.pack_into("<5I", header, 0x10, 8, HIDDEN, 8, vocab, 4096)
+    struct.pack_into("<I", header, 0x24, len(tensors))
+    struct.pack_into("<Q", header, 0x28, data_off + len(data))
+    struct.pack_into("<QQ", header, 0x30, 256, len(tokenizer))
+    header[0x40:0x60] = hashlib.sha256(tokenizer).digest()
+    struct.pack_into("<QQ", header, 0x60, tab_off, len(table))
+    header[0x70:0x90] = hashlib.sha256(table).digest()
+    struct.pack_into("<QQ", header, 0x90, data_off, len(data))
+    out = header + tokenizer
+    out += bytes(tab_off - len(out)) + table
+    out += bytes(data_off - len(out)) + data
+    return bytes(out)
+
+
+def model(size, vocab=VOCAB, quant=Q8_0, seed=7, changed=(), extra_rows=0):
+    """Version 1 (and the version 2s that change tensors): the embedding
+    and output of `vocab` (+ `extra_rows`) rows, 7 blocks of an attention
+    and a feed-forward tensor sized to fill `size` bytes; tensors named in
+    `changed` (or all of them at another `quant`) get other bytes."""
+    per_block = (size - 2 * dtype_bytes(quant, vocab * HIDDEN)) // 14
+    rows = max(1, per_block // dtype_bytes(quant, 32 * HIDDEN)) * 32
+    names = ["token_embd.weight"]
+    for i in range(7):
+        names += [f"blk.{i}.attn.weight", f"blk.{i}.ffn.weight"]
+    names.append("output.weight")
+    tensors = []
+    for name in names:
+        vocab_rows = name in ("token_embd.weight", "output.weight")
+        dims = (vocab + (extra_rows if vocab_rows else 0) if vocab_rows else rows, HIDDEN)
+        rng = random.Random(f"{seed}-{name}-{quant}-{name in changed}")
+        body = rng.randbytes(dtype_bytes(quant, (vocab if vocab_rows else rows) * HIDDEN))
+        if vocab_rows and extra_rows:
+            body += random.Random(f"{seed}-{name}-new").randbytes(
+                dtype_bytes(quant, extra_rows * HIDDEN))
+        tensors.append((name, quant, dims, body))
+    return build(tokenizer_json(vocab + extra_rows), tensors, quant, vocab + extra_rows)
+
+
+def grown_tokenizer(_b):
+    return model(V1_SIZE, extra_rows=1000)
+
+
+def four_tensors_changed(_b):
+    return model(V1_SIZE, changed={"blk.2.attn.weight", "blk.2.ffn.weight",
+                                   "blk.3.attn.weight", "blk.3.ffn.weight"})
+
+
+def quantized_again(_b):
+    return model(V1_SIZE, quant=Q4_0)
 
 
 def changed_header(b):
@@ -101,10 +194,13 @@ def inserted_near_start(b, extra=1000):
 
 
 EDITS = [
-    ("a changed header field", changed_header),
+    ("a changed header field (context)", changed_header),
     ("a changed tensor in the middle", changed_tensor),
     ("an appended 4 MiB section", appended_section),
-    ("1000 bytes inserted near the start", inserted_near_start),
+    ("1,000 bytes inserted near the start (tokenizer)", inserted_near_start),
+    ("the tokenizer grown by 1,000 tokens (embedding and output rows too)", grown_tokenizer),
+    ("4 of 16 tensors changed (two blocks)", four_tensors_changed),
+    ("every tensor quantized again (q8_0 to q4_0)", quantized_again),
 ]
 
 
@@ -166,10 +262,9 @@ _GEAR_RNG = random.Random(3)
 GEAR = [_GEAR_RNG.getrandbits(64) for _ in range(256)]
 
 
-def content_defined(b, size):
-    mask_bits = size.bit_length() - 1
-    shift = 64 - mask_bits
-    low, high = size // 4, size * 4
+def content_defined(b, avg=64 << 10, low=8 << 10, high=128 << 10):
+    """Cut points of a gear rolling hash with Xet's parameters."""
+    shift = 64 - (avg.bit_length() - 1)
     cuts = [0]
     h = 0
     last = 0
@@ -197,10 +292,14 @@ def reused_fraction(old, new, cut):
 def main():
     with tempfile.TemporaryDirectory() as dir:
         v1 = os.path.join(dir, "v1.slm")
-        run("fixture", v1, "--size", SIZE, "--seed", "7")
-        old = open(v1, "rb").read()
-        print(f"v1: {SIZE} fixture, {len(layout(old)[3])} tensors")
-        print("| v2 made by | chunks reused | bytes from peers | tensor-aligned | content-defined |")
+        old = model(V1_SIZE)
+        open(v1, "wb").write(old)
+        tok, _, _, tensors = layout(old)
+        print(f"v1: {len(old) / 2**20:.1f} MiB, a tokenizer of {VOCAB} tokens "
+              f"({tok[1]} bytes), {len(tensors)} q8_0 tensors")
+        old_cdc = {hashlib.sha256(p).digest() for p in pieces(old, content_defined(old))}
+        print("| v2 made by | chunks reused | bytes from peers | tensor-aligned | "
+              "content-defined (Xet) |")
         print("| --- | --- | --- | --- | --- |")
         for n, (name, edit) in enumerate(EDITS):
             new = edit(old)
@@ -208,12 +307,11 @@ def main():
             open(v2, "wb").write(new)
             count, size, reused, from_peers = fetch_with_reuse(dir, v1, v2, f"tiny-v2-{n}")
             aligned = reused_fraction(old, new, lambda b: tensor_aligned(b, size))
-            cdc = ""
-            if edit is inserted_near_start:
-                cdc = f"{reused_fraction(old, new, lambda b: content_defined(b, size)):.2%} of bytes"
+            new_cdc = pieces(new, content_defined(new))
+            cdc = sum(len(p) for p in new_cdc if hashlib.sha256(p).digest() in old_cdc) / len(new)
             print(f"| {name} | {reused}/{count} ({reused / count:.1%}) at {size // 1024} KiB "
                   f"| {from_peers / 2**20:.1f} MiB of {len(new) / 2**20:.1f} MiB "
-                  f"| {aligned:.2%} of bytes | {cdc} |")
+                  f"| {aligned:.2%} of bytes | {cdc:.2%} of bytes |", flush=True)
         shutil.rmtree(dir, ignore_errors=True)
 
 
