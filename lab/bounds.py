@@ -83,10 +83,10 @@ BOUNDS = {
     "library-20x8": [("time_over_bound", "<=", 1.33),
                      ("companion_rss_MiB.peak_during_fetches", "<=", 64.0),
                      ("big_companion_over_seed", "<=", 1.31)],
-    # A cold start from one HTTPS mirror and no seeder. The goals (the
-    # mirror sends <= 1.3 copies, the last peer within 1.25 T*) are read in
-    # docs/performance.md ("Mirrors"), not met yet; these bound a
-    # regression from the runs measured: 24x32 last 1.399 to 1.516 T*,
+    # A cold start from one HTTPS mirror and no seeder. Its goal is the
+    # comparison with libtorrent's web seed (the *-vs-libtorrent scenarios
+    # below; docs/performance.md, "Mirrors"); these bound a regression of
+    # minimodel's own figures from the runs measured: 24x32 last 1.399 to 1.516 T*,
     # 1.561 to 1.689 copies (five runs); 4x16 last 2.427 to 3.203 T*, 1.833 to 2.687
     # copies (six runs).
     "mirror-cold-24x32": [("time_over_bound", "<=", 1.97), ("mirror_copies", "<=", 2.2),

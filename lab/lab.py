@@ -700,8 +700,8 @@ def main():
     parser.add_argument("--list", action="store_true", help="list scenarios and sets")
     parser.add_argument("--repeat", type=int, default=1, help="run each scenario N times")
     parser.add_argument("--tool", choices=[*TOOLS, "both"], default="minimodel",
-                        help="what the uplinks-* scenarios run (default minimodel; both: one "
-                        "after the other)")
+                        help="what the uplinks-* and mirror cold start scenarios run (default "
+                        "minimodel; both: one after the other)")
     parser.add_argument("--rate-scale", type=float, default=1.0, metavar="S",
                         help="multiply every tbf cap by S (like 0.5), for a CPU that cannot "
                         "keep up with the scenario at full rate")

@@ -342,7 +342,7 @@ def cold_libtorrent(ctx, mirror_host, hosts, slm, manifest, url, env, run_dir, t
                            str(chunk_size_of(manifest)), "--url-seed", url],
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     if made.returncode != 0:
-        raise LabError(f"making the .torrent failed: {made.stderr.strip() or made.stdout}")
+        raise Failed(f"making the .torrent failed: {made.stderr.strip() or made.stdout}")
     go = run_dir / "go"
     first = hosts[0].addr(LT_PORT)
     downloads = []
@@ -421,7 +421,8 @@ def mirror_cold_vs_libtorrent(ctx, name, peers, size, caps, runs=3, mirror_cap=U
                                                timeout)
             report(ctx, label, result, lines)
             shutil.rmtree(ctx.scratch(folder), ignore_errors=True)
-            problems += [f"{tool}, run {attempt + 1}: {line}" for line in failed]
+            problems += [f"{tool}, run {attempt + 1} (logs: {ctx.logdir(folder)}): {line}"
+                         for line in failed]
             results[tool].append(result)
 
     def medians(tool, key):

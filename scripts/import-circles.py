@@ -9,12 +9,15 @@ may use the modules below it, never one that uses it back, directly or
 through others. This reads every `.rs` file of the crate, maps it to its
 top-level module (`node/src/download/mirrors.rs` is `download`), and takes
 an edge A -> B wherever A's code names `crate::B` (in a path or in a `use
-crate::{B, ...}` group) or reaches B through `super::` from a file of A
-(counted from the file's own module: a `super::` inside an inline `mod`
-block is not followed).
-Test code is left out: modules declared under `#[cfg(test)]`, files named
-`tests.rs` or `*_tests.rs` and files under a `tests/` directory, and items
-after a `#[cfg(test)]` attribute. Every strongly connected set of two or
+crate::{B, ...}` group), names an item the crate root re-exports from B
+(`crate::Item`, with `pub use B::Item` in lib.rs), or reaches B through
+`super::` from a file of A. Comments and the insides of string and
+character literals are read as blank. Limits: `super::` is counted from
+the file's own module, so one inside an inline `mod` block is misread
+(there are none outside tests), and a glob `use super::*` from a
+top-level file is not followed. Test code is left out: modules declared
+under `#[cfg(test)]`, files named `tests.rs` or `*_tests.rs` and files
+under a `tests/` directory, and items after a `#[cfg(test)]` attribute. Every strongly connected set of two or
 more modules is printed with its edges and where each is made; exit 1 if
 there is one, 0 if there is none, 2 if a directory is missing.
 Standard library only.
@@ -26,8 +29,69 @@ import re
 import sys
 from pathlib import Path
 
-IDENT = re.compile(r"[a-z_][a-z0-9_]*")
-PATH = re.compile(r"\b((?:super::)+|crate::)(\{|[a-z_][a-z0-9_]*)")
+IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+PATH = re.compile(r"(?<![A-Za-z0-9_$])((?:super::)+|crate::)(\{|[A-Za-z_][A-Za-z0-9_]*)")
+
+
+def code_only(text: str) -> str:
+    """`text` with comments removed and the insides of string and
+    character literals blanked (newlines kept, so line numbers hold)."""
+    out = []
+    i, n = 0, len(text)
+    while i < n:
+        ch = text[i]
+        two = text[i:i + 2]
+        if two == "//":
+            j = text.find("\n", i)
+            i = n if j < 0 else j
+        elif two == "/*":
+            depth, j = 1, i + 2
+            while j < n and depth:
+                if text[j:j + 2] == "/*":
+                    depth, j = depth + 1, j + 2
+                elif text[j:j + 2] == "*/":
+                    depth, j = depth - 1, j + 2
+                else:
+                    j += 1
+            out.append("\n" * text.count("\n", i, j))
+            i = j
+        elif ch == "r" and re.match(r'r#*"', text[i:]) and not re.match(r"[A-Za-z0-9_]", text[i - 1:i] or " "):
+            hashes = len(re.match(r"r(#*)", text[i:]).group(1))
+            end = text.find('"' + "#" * hashes, i + 2 + hashes)
+            j = n if end < 0 else end + 1 + hashes
+            out.append('""' + "\n" * text.count("\n", i, j))
+            i = j
+        elif ch == '"':
+            j = i + 1
+            while j < n and text[j] != '"':
+                j += 2 if text[j] == "\\" else 1
+            out.append('""' + "\n" * text.count("\n", i, j))
+            i = j + 1
+        elif ch == "'":
+            literal = re.match(r"'(\\.[^']*|[^'\\])'", text[i:])
+            if literal:
+                out.append("' '")
+                i += literal.end()
+            else:  # a lifetime
+                out.append(ch)
+                i += 1
+        else:
+            out.append(ch)
+            i += 1
+    return "".join(out)
+
+
+def root_reexports(lib: str) -> dict[str, str]:
+    """Item name -> the top-level module it comes from, for every `pub use
+    module::...` of the crate root (groups included)."""
+    found = {}
+    for use in re.finditer(r"pub(?:\([a-z]+\))?\s+use\s+([a-z_][a-z0-9_]*)::([^;]*);", lib):
+        module, rest = use.group(1), use.group(2)
+        for name in re.findall(r"([A-Za-z_][A-Za-z0-9_]*)\s*(?:[,}]|$)", rest):
+            found[name] = module
+        for name in re.findall(r"\bas\s+([A-Za-z_][A-Za-z0-9_]*)", rest):
+            found[name] = module
+    return found
 
 
 def module_path(src: Path, file: Path) -> list[str]:
@@ -51,9 +115,10 @@ def test_only(src: Path, file: Path, test_modules: set[str]) -> bool:
 
 
 def without_tests(text: str) -> str:
-    """The text with comments and every item after `#[cfg(test)]` blanked
-    out (its braces counted; a `mod name;` ends at its semicolon)."""
-    text = re.sub(r"//[^\n]*", "", text)
+    """The code of `text` (`code_only`) with every item after
+    `#[cfg(test)]` blanked out (its braces counted; a `mod name;` ends at
+    its semicolon)."""
+    text = code_only(text)
     out = []
     i = 0
     marker = "#[cfg(test)]"
@@ -112,7 +177,8 @@ def group_heads(text: str, start: int) -> list[str]:
 
 
 def edges_of(src: Path) -> dict[str, dict[str, list[str]]]:
-    lib = (src / "lib.rs").read_text()
+    lib = code_only((src / "lib.rs").read_text())
+    reexported = root_reexports(lib)
     test_modules = set(re.findall(r"#\[cfg\(test\)\]\s*(?:pub(?:\([a-z]+\))?\s+)?mod\s+([a-z_0-9]+)", lib))
     top = set(re.findall(r"^\s*(?:pub(?:\([a-z]+\))?\s+)?mod\s+([a-z_0-9]+)", lib, re.M))
     top -= test_modules
@@ -138,6 +204,8 @@ def edges_of(src: Path) -> dict[str, dict[str, list[str]]]:
             heads = group_heads(text, found.start(2)) if head == "{" else [head]
             line = text.count("\n", 0, found.start()) + 1
             for name in heads:
+                if name not in top:
+                    name = reexported.get(name, name)
                 if name in top and name != owner:
                     where = f"{file}:{line}"
                     edges[owner].setdefault(name, []).append(where)
@@ -203,6 +271,17 @@ def self_test() -> int:
                     "#[cfg(test)]\nmod tests {\n    use crate::a::f;\n}\n",
             "b/tests.rs": "use crate::a::f;\n",
             "testing.rs": "use crate::a::f;\nuse crate::b::Thing;\n",
+        }, []),
+        "a root re-export, and paths in strings": ({
+            "lib.rs": "pub mod p;\npub mod q;\npub use q::{Config, other as renamed};\n",
+            "p.rs": "fn f() { let _ = crate::Config::default(); let _ = \"crate::q\"; }\n",
+            "q.rs": "pub struct Config;\nfn g() { let s = \"http://x\"; crate::p::f(); }\n",
+        }, [["p", "q"]]),
+        "only in strings and comments": ({
+            "lib.rs": "pub mod p;\npub mod q;\n",
+            "p.rs": "fn f() { crate::q::g(); }\n",
+            "q.rs": "/* crate::p::f */ fn g() { let _ = r#\"crate::p\"#; let _ = '{'; }\n"
+                    "fn h<'a>(x: &'a str) -> &'a str { x }\n",
         }, []),
         "a path in a body": ({
             "lib.rs": "pub mod x;\npub mod y;\npub mod z;\n",
