@@ -96,7 +96,7 @@ def build(tokenizer, tensors, quant, vocab):
     header = bytearray(256)
     header[0:8] = b"\x7fMINISLM"
     header[0x0A] = quant
-    struct.pack_into("<5I", header, 0x10, 8, HIDDEN, 8, vocab, 4096)
+    struct.pack_into("<5I", header, 0x10, 7, HIDDEN, 8, vocab, 4096)
     struct.pack_into("<I", header, 0x24, len(tensors))
     struct.pack_into("<Q", header, 0x28, data_off + len(data))
     struct.pack_into("<QQ", header, 0x30, 256, len(tokenizer))
@@ -113,10 +113,13 @@ def build(tokenizer, tensors, quant, vocab):
 def model(size, vocab=VOCAB, quant=Q8_0, seed=7, changed=(), extra_rows=0):
     """Version 1 (and the version 2s that change tensors): the embedding
     and output of `vocab` (+ `extra_rows`) rows, 7 blocks of an attention
-    and a feed-forward tensor sized to fill `size` bytes; tensors named in
-    `changed` (or all of them at another `quant`) get other bytes."""
-    per_block = (size - 2 * dtype_bytes(quant, vocab * HIDDEN)) // 14
-    rows = max(1, per_block // dtype_bytes(quant, 32 * HIDDEN)) * 32
+    and a feed-forward tensor sized so that the model fills `size` bytes at
+    q8_0; tensors named in `changed` get other bytes, and at another
+    `quant` every tensor is the same parameters quantized again (other
+    bytes, another length: q4_0 is about half the file)."""
+    # The same parameters at every quantization: sized at q8_0.
+    per_block = (size - 2 * dtype_bytes(Q8_0, vocab * HIDDEN)) // 14
+    rows = max(1, per_block // dtype_bytes(Q8_0, 32 * HIDDEN)) * 32
     names = ["token_embd.weight"]
     for i in range(7):
         names += [f"blk.{i}.attn.weight", f"blk.{i}.ffn.weight"]
