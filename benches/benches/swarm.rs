@@ -33,8 +33,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
-use minimodel_swarm::fetch::{FetchConfig, FetchOutcome, Fetcher};
-use minimodel_swarm::node::{CoreConfig, NodeSettings};
+use minimodel_swarm::fetch::{DownloadPlan, FetchOutcome, Fetcher, Serving};
+use minimodel_swarm::node::NodeSettings;
+use minimodel_swarm::peers::{PeerAddrs, merge_peers};
 use minimodel_swarm::resume::{OpenedDownload, PartialDownload, ResumeOptions};
 use minimodel_swarm::seed::Seeder;
 use minimodel_swarm::transport::Identity;
@@ -190,25 +191,21 @@ fn start_fetcher(fixture: &Fixture, out: &Path, peers: Vec<PeerAddr>, serve: boo
     };
     let (reports, _) = mpsc::unbounded_channel();
     Fetcher::start(
-        FetchConfig {
-            manifest: fixture.manifest.clone(),
-            manifest_sha256,
-            signature: judge_without_pins(&fixture.manifest).unwrap(),
-            out_dir: out.to_owned(),
-            peers,
-            serve,
-            seed_after: serve,
-            node: NodeSettings {
-                listen: serve.then(loopback),
-                core: CoreConfig {
-                    give_up_after: Duration::from_secs(20),
-                    ..CoreConfig::default()
-                },
-                ..NodeSettings::default()
-            },
-            dht: None,
-            mirrors: None,
-            chunk_list: None,
+        {
+            let mut plan = DownloadPlan::new(
+                fixture.manifest.clone(),
+                manifest_sha256,
+                judge_without_pins(&fixture.manifest).unwrap(),
+                out,
+            );
+            plan.peers = merge_peers(peers.into_iter().map(PeerAddrs::from));
+            plan.serving = serve.then(|| Serving {
+                listen: loopback(),
+                seed_after: true,
+                port_mapping: false,
+            });
+            plan.core.give_up_after = Duration::from_secs(20);
+            plan
         },
         Arc::new(partial),
         Arc::new(Identity::generate().unwrap()),

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use minimodel_swarm::fetch::{FetchConfig, FetchError, FetchOutcome, Fetcher};
+use minimodel_swarm::fetch::{DownloadPlan, FetchError, FetchOutcome, Fetcher};
 use minimodel_swarm::node::{DamageCause, NodeFailure, NodeSettings};
 use minimodel_swarm::resume::{
     OpenedDownload, PartialDownload, ResumeOptions, ResumeReport, parse_state,
@@ -101,19 +101,7 @@ async fn fetch(
 ) -> Result<FetchOutcome, FetchError> {
     let (reports, _keep) = mpsc::unbounded_channel();
     let fetcher = Fetcher::start(
-        FetchConfig {
-            manifest: artifact.manifest.clone(),
-            manifest_sha256: artifact.manifest_sha256(),
-            signature: judge_without_pins(&artifact.manifest).unwrap(),
-            out_dir: dir.to_path_buf(),
-            peers: vec![seeder.peer],
-            serve: false,
-            seed_after: false,
-            node: giving_up_after(Duration::from_secs(10)),
-            dht: None,
-            mirrors: None,
-            chunk_list: None,
-        },
+        plan_giving_up_after(artifact, dir, seeder, Duration::from_secs(10)),
         Arc::new(download),
         Arc::new(Identity::generate().unwrap()),
         reports,
@@ -607,19 +595,7 @@ async fn when_no_peer_is_left_to_repair_a_damaged_chunk_the_fetch_says_so() {
     let seeder_port = seeder.peer.addr.port();
     let (reports, _keep) = mpsc::unbounded_channel();
     let fetcher = Fetcher::start(
-        FetchConfig {
-            manifest: artifact.manifest.clone(),
-            manifest_sha256: artifact.manifest_sha256(),
-            signature: judge_without_pins(&artifact.manifest).unwrap(),
-            out_dir: dir.to_path_buf(),
-            peers: vec![seeder.peer],
-            serve: false,
-            seed_after: false,
-            node: giving_up_after(Duration::from_secs(2)),
-            dht: None,
-            mirrors: None,
-            chunk_list: None,
-        },
+        plan_giving_up_after(&artifact, &dir, &seeder, Duration::from_secs(2)),
         Arc::new(download),
         Arc::new(Identity::generate().unwrap()),
         reports,
@@ -664,9 +640,21 @@ async fn when_no_peer_is_left_to_repair_a_damaged_chunk_the_fetch_says_so() {
     assert_eq!(listed, expected, "the good chunks are kept");
 }
 
-/// Default settings but for how long a fetch goes on without progress.
-fn giving_up_after(limit: Duration) -> NodeSettings {
-    let mut node = NodeSettings::default();
-    node.core.give_up_after = limit;
-    node
+/// A download of `artifact` into `dir` from `seeder` with default
+/// settings but for how long it goes on without progress.
+fn plan_giving_up_after(
+    artifact: &Artifact,
+    dir: &Path,
+    seeder: &InProcessSeeder,
+    limit: Duration,
+) -> DownloadPlan {
+    let mut plan = DownloadPlan::new(
+        artifact.manifest.clone(),
+        artifact.manifest_sha256(),
+        judge_without_pins(&artifact.manifest).unwrap(),
+        dir,
+    );
+    plan.peers = vec![seeder.peer.into()];
+    plan.core.give_up_after = limit;
+    plan
 }

@@ -492,11 +492,12 @@ impl Run {
         });
         plan.endpoint = Some(self.endpoint.clone());
         let caps = *self.caps.borrow();
-        plan.limits = Limits {
+        Limits {
             max_upload: caps.max_upload,
             max_download: caps.max_download,
             ..self.limits.clone()
-        };
+        }
+        .apply(&mut plan.core);
         plan.lan = self.lan;
         // Older versions of the model here: the plan reads the new chunk
         // list ahead, and the item shows what it found.

@@ -239,11 +239,12 @@ impl Fetch {
         });
         plan.recheck = self.recheck;
         plan.mirrors = self.mirrors;
-        plan.limits = Limits {
+        Limits {
             max_download: self.max_download,
             give_up_after: self.give_up_after,
             ..Limits::default()
-        };
+        }
+        .apply(&mut plan.core);
         // Opening may read the whole file (a recheck, a bare `.part`): off
         // the runtime's threads.
         let opened = tokio::task::spawn_blocking(move || plan.open(&|_| {}))

@@ -1,8 +1,9 @@
 //! Fetching an artifact from several peers at once, chunk by verified
 //! chunk, and delivering it only after the full checks pass.
 //!
-//! [`Fetcher::start`] opens the partial file and the QUIC endpoint and dials
-//! every peer; [`Fetcher::run`] downloads until every chunk is verified,
+//! A [`DownloadPlan`] says what to fetch, from whom and how, once for every
+//! front end; [`Fetcher::start`] turns it into the node on the opened
+//! partial file (the QUIC endpoint bound, every peer dialed when it runs); [`Fetcher::run`] downloads until every chunk is verified,
 //! then runs the same checks as a local `verify` (container, header drift,
 //! Merkle root, chunk list, artifact SHA-256), moves the file to
 //! `DIR/<model-id>.slm` and writes `DIR/<model-id>.receipt.json`.
@@ -15,6 +16,7 @@
 //! delivered until the whole file passes.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,50 +27,158 @@ use minimodel_verifier::Sha256Digest;
 use minimodel_verifier::manifest::Manifest;
 use minimodel_verifier::receipt::ImportReceipt;
 use minimodel_verifier::signing::trust::{SignatureCheck, TrustError};
-use minimodel_wire::PeerAddr;
 use tokio::sync::mpsc;
 
 use crate::node::{
-    DeliveryContext, End, Jobs, Node, NodeError, NodeParts, NodeReport, NodeSettings, ProofSource,
+    CoreConfig, DeliveryContext, End, Jobs, Node, NodeError, NodeParts, NodeReport, NodeSettings,
+    ProofSource, SharedEndpoint,
 };
+use crate::peers::PeerAddrs;
 use crate::resume::PartialDownload;
-use crate::transport::Identity;
+use crate::resume::reuse::NewChunkList;
+use crate::transport::{Identity, TransportTuning};
 
-/// What to fetch, from whom, and how.
+/// Serving verified chunks while downloading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Serving {
+    /// Where to listen (port 0 picks one).
+    pub listen: SocketAddr,
+    /// Keep serving the finished file until stopped.
+    pub seed_after: bool,
+    /// Ask the home router to map the listening port (UPnP IGD, NAT-PMP,
+    /// PCP).
+    pub port_mapping: bool,
+}
+
+/// A download: what, from whom, where to, and how; everything but an
+/// identity. The one spec of a download from every front end to the node
+/// ([`crate::app::fetch`] opens it, [`Fetcher::start`] turns it into the
+/// node's settings and start in one place).
 #[derive(Debug, Clone)]
-pub struct FetchConfig {
+pub struct DownloadPlan {
     /// The artifact's manifest.
     pub manifest: Manifest,
-    /// SHA-256 of the manifest file's bytes (for the receipt).
+    /// SHA-256 of the manifest file's bytes as read (for the receipt).
     pub manifest_sha256: Sha256Digest,
-    /// The check of the manifest's signature made before anything else
-    /// (`minimodel_verifier::signing::trust::judge`), which the receipt
-    /// records.
+    /// The check of the manifest's signature that the caller made first
+    /// (against its keyring, `minimodel_verifier::signing::trust::judge`);
+    /// the receipt records it.
     pub signature: SignatureCheck,
-    /// Where the partial and the final file go.
+    /// `DIR`: the partial download and the finished file go there.
     pub out_dir: PathBuf,
-    /// Peers to dial; one id given with several addresses is one peer
-    /// tried at each.
-    pub peers: Vec<PeerAddr>,
-    /// Serve verified chunks to other peers while downloading.
-    pub serve: bool,
-    /// Keep serving the finished file until stopped (with `serve`).
-    pub seed_after: bool,
-    /// The node's settings (the download's among them:
-    /// `node.core.download`, `node.core.give_up_after`).
-    pub node: NodeSettings,
-    /// Find peers on the Mainline DHT too (and, when serving, announce
-    /// there), through this DHT client.
-    pub dht: Option<std::sync::Arc<crate::dht::Discovery>>,
-    /// HTTPS copies of the artifact to fetch from beside the peers
-    /// (`docs/swarm.md`, "Mirrors"), if any.
+    /// Peers to dial, one entry per peer id with all its addresses (each
+    /// tried in turn).
+    pub peers: Vec<PeerAddrs>,
+    /// Serve verified chunks while downloading. Default: download only,
+    /// accept nothing.
+    pub serving: Option<Serving>,
+    /// Find peers on the Mainline DHT too (and announce there when
+    /// serving), through this DHT client.
+    pub dht: Option<Arc<crate::dht::Discovery>>,
+    /// The core's settings: the caps, the peer budget, the give-up time
+    /// and every timer (`minimodel_node::NodeConfig`). Front ends lay
+    /// their user's limits over the defaults with
+    /// [`crate::app::Limits::apply`].
+    pub core: CoreConfig,
+    /// QUIC tuning (the congestion controller, the handshake's timeout).
+    pub tuning: TransportTuning,
+    /// Read every chunk a partial download says it has (and a finished
+    /// file whole) before trusting it, and repair a damaged finished file.
+    pub recheck: bool,
+    /// The manifest file's bytes as read, handed to a manifest query when
+    /// serving (a ticket names their SHA-256). `None`: the manifest's
+    /// canonical text.
+    pub manifest_file: Option<Arc<[u8]>>,
+    /// Local discovery (`--lan`): dial the neighbours that announce this
+    /// swarm on the local network, and announce it there when serving.
+    pub lan: bool,
+    /// Serve and dial on this endpoint with the other swarms on it (one
+    /// port for a library) instead of listening at the serving address.
+    pub endpoint: Option<SharedEndpoint>,
+    /// HTTPS copies of the artifact to fetch from beside the peers, if
+    /// any (`docs/swarm.md`, "Mirrors").
     pub mirrors: Option<crate::mirror::MirrorSet>,
-    /// The artifact's whole chunk list when it is known before the
-    /// download ends (read ahead and checked against the Merkle root,
-    /// [`crate::app::DownloadPlan::read_chunk_list_ahead`]): a serving
+    /// When serving: addresses the user says peers reach it at
+    /// (`--public-addr`), for the verdict on who can reach it.
+    pub public_addrs: Vec<SocketAddr>,
+    /// Relays to register with (`--relay`, `docs/relay.md`).
+    pub relays: Vec<crate::relay::RelayAddr>,
+    /// The relays each peer names ("reach me via": a ticket's or an
+    /// offer's): the node registers with them too.
+    pub peer_relays: Vec<(minimodel_wire::PeerId, Vec<crate::relay::RelayAddr>)>,
+    /// Older versions on this machine to copy matching chunks from before
+    /// asking peers (`--reuse`), with the finished downloads of other
+    /// models in `out_dir`; used only with [`Self::chunk_list`].
+    pub reuse: Vec<PathBuf>,
+    /// The new artifact's chunk list, checked against the manifest: it
+    /// says which chunks the older versions may hold, and a serving
     /// download hands it to chunk list queries from the start, not only
     /// once delivered.
-    pub chunk_list: Option<Arc<[[u8; 32]]>>,
+    pub chunk_list: Option<NewChunkList>,
+}
+
+impl DownloadPlan {
+    /// A plan with no peers, no serving, no DHT, the core's default
+    /// settings and the default tuning.
+    pub fn new(
+        manifest: Manifest,
+        manifest_sha256: Sha256Digest,
+        signature: SignatureCheck,
+        out_dir: impl Into<PathBuf>,
+    ) -> Self {
+        Self {
+            manifest,
+            manifest_sha256,
+            signature,
+            out_dir: out_dir.into(),
+            peers: Vec::new(),
+            serving: None,
+            dht: None,
+            core: CoreConfig::default(),
+            tuning: TransportTuning::default(),
+            recheck: false,
+            manifest_file: None,
+            lan: false,
+            endpoint: None,
+            mirrors: None,
+            public_addrs: Vec::new(),
+            relays: Vec::new(),
+            peer_relays: Vec::new(),
+            reuse: Vec::new(),
+            chunk_list: None,
+        }
+    }
+
+    /// Whether the download serves on once done ([`Serving::seed_after`]):
+    /// only a download that serves. The node decides it again while it
+    /// runs (not while it is stopping); a front end asks this, for a file
+    /// that was done before any node ran.
+    pub fn seeds_after(&self) -> bool {
+        self.serving.is_some_and(|serving| serving.seed_after)
+    }
+
+    /// The node's settings for this download.
+    fn node_settings(&self) -> NodeSettings {
+        NodeSettings {
+            // A download that does not serve listens nowhere of its own;
+            // on a shared endpoint it stays (it dials from it, and the
+            // endpoint's caps hold for it), and the endpoint's gate keeps
+            // it no part of the peer budget.
+            listen: self.serving.map(|serving| serving.listen),
+            tuning: self.tuning.clone(),
+            core: self.core.clone(),
+            manifest_file: self.manifest_file.clone(),
+            port_mapping: self.serving.is_some_and(|serving| serving.port_mapping),
+            lan: self.lan,
+            // On a library's endpoint every download runs there, serving
+            // or not, so that the endpoint's download cap holds for all.
+            shared: self.endpoint.clone(),
+            public_addrs: self.public_addrs.clone(),
+            relays: self.relays.clone(),
+            peer_relays: self.peer_relays.clone(),
+            ..NodeSettings::default()
+        }
+    }
 }
 
 /// A finished download.
@@ -123,33 +233,29 @@ pub enum FetchError {
 /// A download in progress.
 pub struct Fetcher {
     node: Node,
-    config: FetchConfig,
     partial: Arc<PartialDownload>,
 }
 
 pub use minimodel_node::node::{SwarmOfError, swarm_of};
 
 impl Fetcher {
-    /// Starts the node on an opened partial download; the peers are dialed
-    /// when it runs.
+    /// Starts the node for `plan` on its opened partial download; the
+    /// peers are dialed when it runs. Front ends come here through
+    /// [`crate::app::fetch::ReadyDownload::start`], which opened `partial`
+    /// from the same plan.
     pub fn start(
-        config: FetchConfig,
+        plan: DownloadPlan,
         partial: Arc<PartialDownload>,
         identity: Arc<Identity>,
         reports: mpsc::UnboundedSender<NodeReport>,
     ) -> Result<Self, FetchError> {
-        let manifest = &config.manifest;
+        let manifest = &plan.manifest;
         let swarm = swarm_of(manifest)?;
         let geometry = partial.geometry();
         let have = partial.verified();
         let id = identity.peer_id();
-        let mut node_config = config.node.clone();
-        if !config.serve {
-            // It listens nowhere of its own; on a shared endpoint it stays
-            // (it dials from it, and the endpoint's caps hold for it), and
-            // the endpoint's gate keeps it no part of the peer budget.
-            node_config.listen = None;
-        }
+        let serve = plan.serving.is_some();
+        let settings = plan.node_settings();
         let jobs = Jobs::new(
             geometry,
             partial.verifier(),
@@ -158,31 +264,33 @@ impl Fetcher {
             Some(Arc::clone(&partial)),
             Some(DeliveryContext {
                 manifest: manifest.clone(),
-                manifest_sha256: config.manifest_sha256,
-                signature: config.signature.clone(),
+                manifest_sha256: plan.manifest_sha256,
+                signature: plan.signature.clone(),
                 started: Instant::now(),
             }),
-            &node_config.core,
+            &settings.core,
         );
         // Where it listens and its LAN: Node::new, which binds.
-        let mut start = NodeStart::new(swarm.clone(), id, node_config.agent.clone(), have);
-        start.discovery = config.dht.is_some();
-        start.serve = config.serve;
+        let mut start = NodeStart::new(swarm.clone(), id, settings.agent.clone(), have);
+        start.discovery = plan.dht.is_some();
+        start.serve = serve;
         start.download = true;
         // The node seeds after only while it serves (NodeCore decides).
-        start.seed_after = config.seed_after;
-        start.peers = config.peers.clone();
-        start.mirrors = config
+        start.seed_after = plan.seeds_after();
+        // One entry per address; the node gathers them by peer id and
+        // tries each address of a peer in turn.
+        start.peers = PeerAddrs::flatten(&plan.peers);
+        start.mirrors = plan
             .mirrors
             .as_ref()
             .map(crate::mirror::MirrorSet::labels)
             .unwrap_or_default();
-        start.manifest = config
-            .serve
-            .then(|| crate::node::served_manifest(&node_config, manifest));
-        start.chunk_list = config.chunk_list.clone().filter(|_| config.serve);
+        start.manifest = serve.then(|| crate::node::served_manifest(&settings, manifest));
+        start.chunk_list = (plan.chunk_list.as_ref())
+            .filter(|_| serve)
+            .map(|list| crate::node::chunk_list_of(list.chunk_hashes()));
         let node = Node::new(NodeParts {
-            config: node_config,
+            config: settings,
             identity,
             swarm,
             start,
@@ -191,12 +299,10 @@ impl Fetcher {
         })?;
         let mut fetcher = Self {
             node,
-            config,
             partial: Arc::clone(&partial),
         };
         fetcher.node.start_hash();
-        if let Some(set) = fetcher.config.mirrors.clone() {
-            let manifest = &fetcher.config.manifest;
+        if let Some(set) = plan.mirrors {
             let facts = crate::mirror::ArtifactFacts {
                 bytes: manifest.artifact_bytes,
                 chunk_count: geometry.chunk_count(),
@@ -209,8 +315,8 @@ impl Fetcher {
             fetcher.node.core().remember_mirrors_from(before);
             fetcher.node.use_mirrors(set, facts);
         }
-        if let Some(dht) = fetcher.config.dht.clone() {
-            let key = crate::dht::SwarmKey::of(&fetcher.config.manifest.chunks.merkle_root);
+        if let Some(dht) = plan.dht {
+            let key = crate::dht::SwarmKey::of(&manifest.chunks.merkle_root);
             fetcher.node.use_dht(dht, key);
         }
         let now = Instant::now();
@@ -302,5 +408,62 @@ impl FetchError {
             FetchError::Failed(Failure::Storage(fault)) => fault.downcast_ref(),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan() -> DownloadPlan {
+        let text = include_str!("../../fixtures/manifest/good-commented.manifest");
+        let manifest = Manifest::parse(text).expect("the fixture parses");
+        let signature = minimodel_verifier::signing::trust::judge_without_pins(&manifest)
+            .expect("the fixture's signature is judged");
+        DownloadPlan::new(
+            manifest,
+            Sha256Digest::of(text.as_bytes()),
+            signature,
+            "out",
+        )
+    }
+
+    #[test]
+    fn a_download_that_does_not_serve_listens_nowhere_and_keeps_its_core_settings() {
+        let mut plan = plan();
+        plan.core.give_up_after = Duration::from_secs(7);
+        plan.core.max_peers = 3;
+        plan.lan = true;
+        let settings = plan.node_settings();
+        assert_eq!(settings.listen, None);
+        assert!(!settings.port_mapping);
+        assert_eq!(settings.core.give_up_after, Duration::from_secs(7));
+        assert_eq!(settings.core.max_peers, 3);
+        assert!(settings.lan);
+        assert!(!plan.seeds_after());
+    }
+
+    #[test]
+    fn a_serving_download_listens_where_it_is_told_and_maps_only_when_asked() {
+        let mut plan = plan();
+        let listen: SocketAddr = "0.0.0.0:4433".parse().unwrap();
+        plan.serving = Some(Serving {
+            listen,
+            seed_after: true,
+            port_mapping: false,
+        });
+        plan.relays = vec!["203.0.113.7:4434".parse().unwrap()];
+        let settings = plan.node_settings();
+        assert_eq!(settings.listen, Some(listen));
+        assert!(!settings.port_mapping);
+        assert_eq!(settings.relays, plan.relays);
+        assert!(plan.seeds_after());
+        plan.serving = Some(Serving {
+            listen,
+            seed_after: false,
+            port_mapping: true,
+        });
+        assert!(plan.node_settings().port_mapping);
+        assert!(!plan.seeds_after());
     }
 }

@@ -44,7 +44,7 @@ fn plan_for(artifact: &Artifact, out: &std::path::Path, peers: Vec<PeerAddrs>) -
         out,
     );
     plan.peers = peers;
-    plan.limits.give_up_after = Some(Duration::from_secs(20));
+    plan.core.give_up_after = Duration::from_secs(20);
     plan
 }
 

@@ -10,7 +10,7 @@ mod common;
 use common::Artifact;
 use common::hostile::{HostileSeeder, HostileStats, Lie};
 use common::nodes::{
-    RunningSeeder, fetch, fetch_and_verify, fetch_config, listen_config, open_partial,
+    RunningSeeder, fetch, fetch_and_verify, fetch_plan, listen_config, open_partial,
 };
 use minimodel_swarm::fetch::FetchError;
 use minimodel_swarm::node::{NodeFailure, NodeSettings};
@@ -73,11 +73,11 @@ async fn fetch_only_from(lie: Lie) -> (common::nodes::FetchRun, HostileSeeder) {
     let artifact = artifact(dir.path(), "alone");
     let hostile = HostileSeeder::start(&artifact, lie);
     let out = dir.path().join("out");
-    let mut config = fetch_config(&artifact, &out, vec![hostile.peer]);
+    let mut plan = fetch_plan(&artifact, &out, vec![hostile.peer]);
     // Alone with a liar: it is dialed again (it might be restarted) until
     // the fetch gives up.
-    config.node.core.give_up_after = std::time::Duration::from_secs(5);
-    let run = fetch(config, open_partial(&artifact, &out)).await;
+    plan.core.give_up_after = std::time::Duration::from_secs(5);
+    let run = fetch(plan, open_partial(&artifact, &out)).await;
     match &run.result {
         Err(FetchError::Failed(NodeFailure::NoPeers { missing, .. })) => assert!(*missing > 0),
         Err(other) => panic!("expected NoPeers, got {other}"),
@@ -352,7 +352,7 @@ async fn a_fetcher_keeps_to_its_peer_limit() {
         &artifact,
         &out,
         seeders.iter().map(|s| s.peer).collect(),
-        |config| config.node.core.max_peers = 1,
+        |plan| plan.core.max_peers = 1,
     )
     .await;
     assert_eq!(run.summary().peers.len(), 1, "{:?}", run.summary());
@@ -368,7 +368,7 @@ async fn no_unverified_byte_reaches_the_part_file() {
     let hostile = HostileSeeder::start(&artifact, Lie::CorruptAfter(8));
     let out = dir.path().join("out");
     let run = fetch(
-        fetch_config(&artifact, &out, vec![hostile.peer]),
+        fetch_plan(&artifact, &out, vec![hostile.peer]),
         open_partial(&artifact, &out),
     )
     .await;
@@ -401,9 +401,9 @@ async fn no_unverified_byte_reaches_the_part_file() {
     drop(partial);
     // Resumed next to an honest seeder: what was verified is kept.
     let seeder = slow_seeder(&artifact);
-    let mut config = fetch_config(&artifact, &out, vec![hostile.peer, seeder.peer]);
-    config.node.core.give_up_after = std::time::Duration::from_secs(10);
-    let run = fetch(config, open_partial(&artifact, &out)).await;
+    let mut plan = fetch_plan(&artifact, &out, vec![hostile.peer, seeder.peer]);
+    plan.core.give_up_after = std::time::Duration::from_secs(10);
+    let run = fetch(plan, open_partial(&artifact, &out)).await;
     assert_eq!(run.summary().chunks_resumed, u64::from(verified));
     let fetched = std::fs::read(&run.outcome().artifact_path).unwrap();
     assert!(fetched == original, "the resumed download is the artifact");
@@ -413,7 +413,7 @@ async fn no_unverified_byte_reaches_the_part_file() {
 async fn a_serving_fetcher_passes_on_only_verified_chunks() {
     use std::sync::Arc;
 
-    use minimodel_swarm::fetch::Fetcher;
+    use minimodel_swarm::fetch::{Fetcher, Serving};
     use minimodel_swarm::transport::Identity;
 
     let dir = tempfile::tempdir().unwrap();
@@ -422,13 +422,15 @@ async fn a_serving_fetcher_passes_on_only_verified_chunks() {
     let hostile = HostileSeeder::start(&artifact, Lie::CorruptBytes);
     // A downloads from the liar and the seeder and serves what it has.
     let middle_out = dir.path().join("middle");
-    let mut config = fetch_config(&artifact, &middle_out, vec![hostile.peer, seeder.peer]);
-    config.serve = true;
-    config.seed_after = true;
-    config.node.listen = Some("127.0.0.1:0".parse().unwrap());
+    let mut plan = fetch_plan(&artifact, &middle_out, vec![hostile.peer, seeder.peer]);
+    plan.serving = Some(Serving {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        seed_after: true,
+        port_mapping: false,
+    });
     let (reports, mut middle_reports) = tokio::sync::mpsc::unbounded_channel();
     let middle = Fetcher::start(
-        config,
+        plan,
         open_partial(&artifact, &middle_out),
         Arc::new(Identity::generate().unwrap()),
         reports,
@@ -542,14 +544,14 @@ async fn peer_exchange_dials(
         },
     );
     let out = dir.path().join("out");
-    let mut config = fetch_config(&artifact, &out, vec![hostile.peer]);
-    config.node.tuning.handshake_timeout = Duration::from_millis(300);
+    let mut plan = fetch_plan(&artifact, &out, vec![hostile.peer]);
+    plan.tuning.handshake_timeout = Duration::from_millis(300);
     let stats = Arc::clone(&hostile.stats);
     let counted = Arc::clone(&attempts);
     let at_end = Arc::new(Mutex::new((0, 0)));
     let noted = Arc::clone(&at_end);
     let started = std::time::Instant::now();
-    let run = fetch_until(config, open_partial(&artifact, &out), async move {
+    let run = fetch_until(plan, open_partial(&artifact, &out), async move {
         common::eventually("the flood to reach its end", || {
             let now = (
                 HostileStats::get(&stats.peers_messages),

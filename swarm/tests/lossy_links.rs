@@ -143,17 +143,12 @@ async fn fetch_through_from(
         addr: relay.addr,
     };
     let started = Instant::now();
-    let run = fetch_and_verify(
-        &artifact,
-        &dir.path().join("out"),
-        vec![through],
-        |config| {
-            // Lost packets delay chunks: no request times out for it.
-            config.node.core.download.min_request_timeout = Duration::from_secs(15);
-            config.node.core.download.silence_timeout = Duration::from_secs(30);
-            config.node.core.give_up_after = Duration::from_secs(30);
-        },
-    )
+    let run = fetch_and_verify(&artifact, &dir.path().join("out"), vec![through], |plan| {
+        // Lost packets delay chunks: no request times out for it.
+        plan.core.download.min_request_timeout = Duration::from_secs(15);
+        plan.core.download.silence_timeout = Duration::from_secs(30);
+        plan.core.give_up_after = Duration::from_secs(30);
+    })
     .await;
     let seconds = started.elapsed().as_secs_f64();
     assert_eq!(
@@ -392,15 +387,10 @@ async fn a_slow_uplink_that_drains_pieces_for_longer_than_the_stall_timeout_keep
         id: seeder.peer.id,
         addr: relay.addr,
     };
-    let run = fetch_and_verify(
-        &artifact,
-        &dir.path().join("out"),
-        vec![through],
-        |config| {
-            config.node.core.download.min_request_timeout = Duration::from_secs(15);
-            config.node.core.download.silence_timeout = Duration::from_secs(30);
-        },
-    )
+    let run = fetch_and_verify(&artifact, &dir.path().join("out"), vec![through], |plan| {
+        plan.core.download.min_request_timeout = Duration::from_secs(15);
+        plan.core.download.silence_timeout = Duration::from_secs(30);
+    })
     .await;
     assert_eq!(run.summary().chunks_fetched, 3);
     assert_eq!(

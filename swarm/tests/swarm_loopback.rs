@@ -5,7 +5,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use minimodel_swarm::fetch::{FetchConfig, Fetcher};
+use minimodel_swarm::fetch::{DownloadPlan, Fetcher};
 use minimodel_swarm::node::{MetricsHandle, NodeReport, NodeSettings};
 use minimodel_swarm::resume::{OpenedDownload, PartialDownload, ResumeOptions};
 use minimodel_swarm::transport::Identity;
@@ -92,18 +92,16 @@ async fn three_seeders_each_deliver_a_share() {
     };
     let (reports, mut inbox) = mpsc::unbounded_channel();
     let fetcher = Fetcher::start(
-        FetchConfig {
-            manifest: artifact.manifest.clone(),
-            manifest_sha256,
-            signature: judge_without_pins(&artifact.manifest).unwrap(),
-            out_dir: out.clone(),
-            peers,
-            serve: false,
-            seed_after: false,
-            node: giving_up_after(common::HANG),
-            dht: None,
-            mirrors: None,
-            chunk_list: None,
+        {
+            let mut plan = DownloadPlan::new(
+                artifact.manifest.clone(),
+                manifest_sha256,
+                judge_without_pins(&artifact.manifest).unwrap(),
+                &out,
+            );
+            plan.peers = common::nodes::peers_of(peers);
+            plan.core.give_up_after = common::HANG;
+            plan
         },
         Arc::new(partial),
         Arc::new(Identity::generate().unwrap()),
@@ -156,7 +154,7 @@ async fn fetch_through<F: std::future::Future<Output = ()>>(
     name: &str,
     (size, chunk): (u64, u32),
     wrap: impl FnOnce(minimodel_swarm::store::FileStorage) -> Arc<dyn Storage>,
-    tweak: impl FnOnce(&mut FetchConfig),
+    tweak: impl FnOnce(&mut DownloadPlan),
     stop: impl FnOnce(MetricsHandle, mpsc::UnboundedReceiver<NodeReport>) -> F,
 ) -> (
     Result<minimodel_swarm::fetch::FetchOutcome, minimodel_swarm::fetch::FetchError>,
@@ -178,11 +176,11 @@ async fn fetch_through<F: std::future::Future<Output = ()>>(
     let OpenedDownload::Partial(partial, _) = opened else {
         panic!("a new download");
     };
-    let mut config = common::nodes::fetch_config(&artifact, &out, vec![seeder.peer]);
-    tweak(&mut config);
+    let mut plan = common::nodes::fetch_plan(&artifact, &out, vec![seeder.peer]);
+    tweak(&mut plan);
     let (reports, _inbox) = mpsc::unbounded_channel();
     let fetcher = Fetcher::start(
-        config,
+        plan,
         Arc::new(partial),
         Arc::new(Identity::generate().unwrap()),
         reports,
@@ -266,11 +264,11 @@ async fn stopped_while_a_sync_waits(
                 held: holding,
             })
         },
-        move |config| {
+        move |plan| {
             arming.armed.store(true, Ordering::SeqCst);
-            config.node.core.checkpoint_every = Duration::from_secs(3600);
+            plan.core.checkpoint_every = Duration::from_secs(3600);
             if let Some(bytes) = checkpoint_bytes {
-                config.node.core.checkpoint_bytes = bytes;
+                plan.core.checkpoint_bytes = bytes;
             }
         },
         move |metrics, _| async move {
@@ -329,13 +327,6 @@ async fn a_stop_during_the_final_checks_reports_the_delivery() {
         panic!("a download receipt");
     };
     assert!(summary.finish_ms >= held.as_millis() as u64);
-}
-
-/// Default settings but for how long a fetch goes on without progress.
-fn giving_up_after(limit: Duration) -> NodeSettings {
-    let mut node = NodeSettings::default();
-    node.core.give_up_after = limit;
-    node
 }
 
 /// A storage that counts how many chunk writes run at once. Each write
@@ -405,9 +396,9 @@ async fn writes_at_once(name: &str, verify_jobs: usize) -> usize {
                 go: going,
             })
         },
-        |config| {
-            config.node.core.verify_jobs = verify_jobs;
-            let download = &mut config.node.core.download;
+        |plan| {
+            plan.core.verify_jobs = verify_jobs;
+            let download = &mut plan.core.download;
             download.initial_pipeline = 8;
             download.min_pipeline = 8;
         },

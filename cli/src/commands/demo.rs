@@ -215,7 +215,7 @@ async fn swarm(
             seed_after: true,
             port_mapping: false,
         });
-        plan.limits.give_up_after = Some(Duration::from_secs(60));
+        plan.core.give_up_after = Duration::from_secs(60);
         let opened = plan
             .open(&|_| {})
             .with_context(|| format!("cannot open {}", dir.display()))?;

@@ -499,12 +499,13 @@ pub fn transfer(
         seed_after: args.seed_after,
         port_mapping: !args.no_port_mapping,
     });
-    plan.limits = Limits {
+    Limits {
         max_peers: Some(args.max_peers),
         max_upload: args.max_upload,
         max_download: args.max_download,
         give_up_after: args.give_up_after,
-    };
+    }
+    .apply(&mut plan.core);
     plan.tuning = args.congestion.tuning();
     plan.recheck = args.recheck;
     if let Some(path) = &args.chunk_list {

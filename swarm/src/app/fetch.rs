@@ -11,26 +11,21 @@
 //!    delivered, fails, or its stop future resolves (what was verified is
 //!    kept in every case).
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 
-use minimodel_verifier::manifest::Manifest;
-use minimodel_verifier::signing::trust::SignatureCheck;
-use minimodel_verifier::{ChunkIndex, Sha256Digest};
+use minimodel_verifier::ChunkIndex;
 use tokio::sync::mpsc;
 
-use super::{Limits, node_settings};
 use crate::dht::Discovery;
-use crate::fetch::{FetchConfig, FetchError, Fetcher};
+pub use crate::fetch::{DownloadPlan, Serving};
+use crate::fetch::{FetchError, Fetcher};
 use crate::node::NodeReport;
-use crate::peers::PeerAddrs;
 use crate::resume::reuse::{NewChunkList, ReuseReport, finished_versions_in};
 use crate::resume::{
     CompleteDownload, OpenedDownload, PartialDownload, RecheckProgress, ResumeError, ResumeOptions,
     ResumeReport,
 };
-use crate::transport::{Identity, TransportTuning};
+use crate::transport::Identity;
 
 /// The DHT client of a download: its UDP socket on `bind` (IPv4; the
 /// address the node serves on, so DHT nodes see the one QUIC answers on),
@@ -48,77 +43,6 @@ pub fn dht_config(
         },
         ..crate::dht::DiscoveryConfig::default()
     }
-}
-
-/// Serving verified chunks while downloading.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Serving {
-    /// Where to listen (port 0 picks one).
-    pub listen: SocketAddr,
-    /// Keep serving the finished file until stopped.
-    pub seed_after: bool,
-    /// Ask the home router to map the listening port (UPnP IGD, NAT-PMP,
-    /// PCP).
-    pub port_mapping: bool,
-}
-
-/// Everything a download needs but an identity: what, from whom, where
-/// to, and how.
-#[derive(Debug, Clone)]
-pub struct DownloadPlan {
-    /// The artifact's manifest.
-    pub manifest: Manifest,
-    /// SHA-256 of the manifest file's bytes as read (for the receipt).
-    pub manifest_sha256: Sha256Digest,
-    /// The check of the manifest's signature that the caller made first
-    /// (against its keyring); the receipt records it.
-    pub signature: SignatureCheck,
-    /// `DIR`: the partial download and the finished file go there.
-    pub out_dir: PathBuf,
-    /// Peers to dial, one entry per peer id with all its addresses.
-    pub peers: Vec<PeerAddrs>,
-    /// Serve verified chunks while downloading. Default: download only,
-    /// accept nothing.
-    pub serving: Option<Serving>,
-    /// Find peers on the Mainline DHT too (and announce there when
-    /// serving), through this DHT client.
-    pub dht: Option<Arc<Discovery>>,
-    /// Caps and the give-up time.
-    pub limits: Limits,
-    /// QUIC tuning (the congestion controller).
-    pub tuning: TransportTuning,
-    /// Read every chunk a partial download says it has (and a finished
-    /// file whole) before trusting it, and repair a damaged finished file.
-    pub recheck: bool,
-    /// The manifest file's bytes as read, handed to a manifest query when
-    /// serving (a ticket names their SHA-256). `None`: the manifest's
-    /// canonical text.
-    pub manifest_file: Option<Arc<[u8]>>,
-    /// Local discovery (`--lan`): dial the neighbours that announce this
-    /// swarm on the local network, and announce it there when serving.
-    pub lan: bool,
-    /// When serving, serve and dial on this endpoint with the other
-    /// swarms on it (one port for a library) instead of listening at the
-    /// serving address.
-    pub endpoint: Option<crate::node::SharedEndpoint>,
-    /// HTTPS copies of the artifact to fetch from beside the peers, if
-    /// any (`docs/swarm.md`, "Mirrors").
-    pub mirrors: Option<crate::mirror::MirrorSet>,
-    /// When serving: addresses the user says peers reach it at
-    /// (`--public-addr`), for the verdict on who can reach it.
-    pub public_addrs: Vec<SocketAddr>,
-    /// Relays to register with (`--relay`, `docs/relay.md`).
-    pub relays: Vec<crate::relay::RelayAddr>,
-    /// The relays each peer names ("reach me via": a ticket's or an
-    /// offer's): the node registers with them too.
-    pub peer_relays: Vec<(minimodel_wire::PeerId, Vec<crate::relay::RelayAddr>)>,
-    /// Older versions on this machine to copy matching chunks from before
-    /// asking peers (`--reuse`), with the finished downloads of other
-    /// models in `out_dir`; used only with [`Self::chunk_list`].
-    pub reuse: Vec<PathBuf>,
-    /// The new artifact's chunk list, checked against the manifest: it
-    /// says which chunks the older versions may hold.
-    pub chunk_list: Option<NewChunkList>,
 }
 
 /// What the directory holds for this download.
@@ -322,45 +246,6 @@ impl DownloadPlan {
         }
     }
 
-    /// Whether the download serves on once done ([`Serving::seed_after`]):
-    /// only a download that serves. The node decides it again while it
-    /// runs (not while it is stopping); a front end asks this, for a file
-    /// that was done before any node ran.
-    pub fn seeds_after(&self) -> bool {
-        self.serving.is_some_and(|serving| serving.seed_after)
-    }
-
-    /// A plan with no peers, no serving, no DHT, default limits and
-    /// tuning.
-    pub fn new(
-        manifest: Manifest,
-        manifest_sha256: Sha256Digest,
-        signature: SignatureCheck,
-        out_dir: impl Into<PathBuf>,
-    ) -> Self {
-        Self {
-            manifest,
-            manifest_sha256,
-            signature,
-            out_dir: out_dir.into(),
-            peers: Vec::new(),
-            serving: None,
-            dht: None,
-            limits: Limits::default(),
-            tuning: TransportTuning::default(),
-            recheck: false,
-            manifest_file: None,
-            lan: false,
-            endpoint: None,
-            mirrors: None,
-            public_addrs: Vec::new(),
-            relays: Vec::new(),
-            peer_relays: Vec::new(),
-            reuse: Vec::new(),
-            chunk_list: None,
-        }
-    }
-
     /// Opens the download in `out_dir`: resumes, rechecks or refuses as
     /// the directory says (`docs/resume.md`). Blocking; `progress` hears
     /// of every chunk read again.
@@ -450,36 +335,6 @@ impl ReadyDownload {
         identity: Arc<Identity>,
         reports: mpsc::UnboundedSender<NodeReport>,
     ) -> Result<Fetcher, FetchError> {
-        let plan = self.plan;
-        let listen = plan.serving.map(|serving| serving.listen);
-        let seed_after = plan.seeds_after();
-        let config = FetchConfig {
-            manifest: plan.manifest,
-            manifest_sha256: plan.manifest_sha256,
-            signature: plan.signature,
-            out_dir: plan.out_dir,
-            // One entry per address; the node gathers them by peer id and
-            // tries each address of a peer in turn.
-            peers: PeerAddrs::flatten(&plan.peers),
-            serve: plan.serving.is_some(),
-            seed_after,
-            node: crate::node::NodeSettings {
-                manifest_file: plan.manifest_file,
-                port_mapping: plan.serving.is_some_and(|serving| serving.port_mapping),
-                lan: plan.lan,
-                // On a library's endpoint every download runs there, serving
-                // or not, so that the endpoint's download cap holds for all.
-                shared: plan.endpoint,
-                public_addrs: plan.public_addrs,
-                relays: plan.relays,
-                peer_relays: plan.peer_relays,
-                ..node_settings(listen, &plan.limits, plan.tuning)
-            },
-            dht: plan.dht,
-            mirrors: plan.mirrors,
-            chunk_list: (plan.chunk_list.as_ref())
-                .map(|list| crate::node::chunk_list_of(list.chunk_hashes())),
-        };
-        Fetcher::start(config, self.partial, identity, reports)
+        Fetcher::start(self.plan, self.partial, identity, reports)
     }
 }

@@ -55,24 +55,38 @@ pub struct Limits {
     pub give_up_after: Option<Duration>,
 }
 
-/// The node settings of one share or download: where it listens (if it
-/// serves), its transport's tuning and its limits.
+impl Limits {
+    /// Lays the limits that are set over `core`'s settings; the unset
+    /// ones keep what `core` has.
+    pub fn apply(&self, core: &mut CoreConfig) {
+        if let Some(max_peers) = self.max_peers {
+            core.max_peers = max_peers;
+        }
+        if self.max_upload.is_some() {
+            core.max_upload = self.max_upload;
+        }
+        if self.max_download.is_some() {
+            core.max_download = self.max_download;
+        }
+        if let Some(give_up_after) = self.give_up_after {
+            core.give_up_after = give_up_after;
+        }
+    }
+}
+
+/// The node settings of one share: where it listens, its transport's
+/// tuning and its limits over the core's defaults.
 pub(crate) fn node_settings(
     listen: Option<SocketAddr>,
     limits: &Limits,
     tuning: TransportTuning,
 ) -> NodeSettings {
-    let defaults = CoreConfig::default();
+    let mut core = CoreConfig::default();
+    limits.apply(&mut core);
     NodeSettings {
         listen,
         tuning,
-        core: CoreConfig {
-            max_peers: limits.max_peers.unwrap_or(defaults.max_peers),
-            max_upload: limits.max_upload,
-            max_download: limits.max_download,
-            give_up_after: limits.give_up_after.unwrap_or(defaults.give_up_after),
-            ..defaults
-        },
+        core,
         ..NodeSettings::default()
     }
 }

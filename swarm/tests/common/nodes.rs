@@ -5,8 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use minimodel_swarm::download::DownloadConfig;
-use minimodel_swarm::fetch::{FetchConfig, FetchError, FetchOutcome, Fetcher};
+use minimodel_swarm::fetch::{DownloadPlan, FetchError, FetchOutcome, Fetcher};
 use minimodel_swarm::node::{NodeReport, NodeSettings};
+use minimodel_swarm::peers::{PeerAddrs, merge_peers};
 use minimodel_swarm::resume::{OpenedDownload, PartialDownload, ResumeOptions};
 use minimodel_swarm::seed::Seeder;
 use minimodel_swarm::transport::Identity;
@@ -133,34 +134,33 @@ pub fn open_partial(artifact: &Artifact, out: &Path) -> Arc<PartialDownload> {
     Arc::new(partial)
 }
 
-/// A fetch of `artifact` into `out` from `peers` with short timeouts, so
-/// a test that has to wait for one ends in seconds.
-pub fn fetch_config(artifact: &Artifact, out: &Path, peers: Vec<PeerAddr>) -> FetchConfig {
-    FetchConfig {
-        manifest: artifact.manifest.clone(),
-        manifest_sha256: Sha256Digest::of(b"manifest"),
-        signature: judge_without_pins(&artifact.manifest).unwrap(),
-        out_dir: out.to_owned(),
-        peers,
-        serve: false,
-        seed_after: false,
-        node: NodeSettings {
-            core: minimodel_swarm::node::CoreConfig {
-                handshake_timeout: Duration::from_secs(3),
-                download: DownloadConfig {
-                    min_request_timeout: Duration::from_secs(2),
-                    silence_timeout: Duration::from_secs(3),
-                    ..DownloadConfig::default()
-                },
-                give_up_after: Duration::from_secs(10),
-                ..minimodel_swarm::node::CoreConfig::default()
-            },
-            ..NodeSettings::default()
+/// A download of `artifact` into `out` from `peers` with short timeouts,
+/// so a test that has to wait for one ends in seconds.
+pub fn fetch_plan(artifact: &Artifact, out: &Path, peers: Vec<PeerAddr>) -> DownloadPlan {
+    let mut plan = DownloadPlan::new(
+        artifact.manifest.clone(),
+        Sha256Digest::of(b"manifest"),
+        judge_without_pins(&artifact.manifest).unwrap(),
+        out,
+    );
+    plan.peers = peers_of(peers);
+    plan.core = minimodel_swarm::node::CoreConfig {
+        handshake_timeout: Duration::from_secs(3),
+        download: DownloadConfig {
+            min_request_timeout: Duration::from_secs(2),
+            silence_timeout: Duration::from_secs(3),
+            ..DownloadConfig::default()
         },
-        dht: None,
-        mirrors: None,
-        chunk_list: None,
-    }
+        give_up_after: Duration::from_secs(10),
+        ..minimodel_swarm::node::CoreConfig::default()
+    };
+    plan
+}
+
+/// `peers` as a plan names them: one entry per peer id, with every
+/// address given for it.
+pub fn peers_of(peers: Vec<PeerAddr>) -> Vec<PeerAddrs> {
+    merge_peers(peers.into_iter().map(PeerAddrs::from))
 }
 
 /// What a finished fetch gave.
@@ -221,20 +221,20 @@ impl FetchRun {
 }
 
 /// Runs a fetch to its end (a hang fails after [`super::HANG`]).
-pub async fn fetch(config: FetchConfig, partial: Arc<PartialDownload>) -> FetchRun {
-    fetch_until(config, partial, std::future::pending()).await
+pub async fn fetch(plan: DownloadPlan, partial: Arc<PartialDownload>) -> FetchRun {
+    fetch_until(plan, partial, std::future::pending()).await
 }
 
 /// Runs a fetch until it ends or `stop` resolves (a hang fails after
 /// [`super::HANG`]).
 pub async fn fetch_until(
-    config: FetchConfig,
+    plan: DownloadPlan,
     partial: Arc<PartialDownload>,
     stop: impl std::future::Future<Output = ()>,
 ) -> FetchRun {
     let (reports, mut inbox) = mpsc::unbounded_channel();
     let fetcher = Fetcher::start(
-        config,
+        plan,
         partial,
         Arc::new(Identity::generate().expect("a key")),
         reports,
@@ -259,11 +259,11 @@ pub async fn fetch_and_verify(
     artifact: &Artifact,
     out: &Path,
     peers: Vec<PeerAddr>,
-    tweak: impl FnOnce(&mut FetchConfig),
+    tweak: impl FnOnce(&mut DownloadPlan),
 ) -> FetchRun {
-    let mut config = fetch_config(artifact, out, peers);
-    tweak(&mut config);
-    let run = fetch(config, open_partial(artifact, out)).await;
+    let mut plan = fetch_plan(artifact, out, peers);
+    tweak(&mut plan);
+    let run = fetch(plan, open_partial(artifact, out)).await;
     let bytes = std::fs::read(&run.outcome().artifact_path).expect("read the result");
     assert_eq!(
         Sha256Digest::of(&bytes),
