@@ -350,19 +350,14 @@ async fn not_found() -> Response {
 }
 
 async fn library(State(state): State<AppState>) -> Response {
-    json(StatusCode::OK, &state.shared.library_view().await)
+    match state.shared.library_view().await {
+        Ok(view) => json(StatusCode::OK, &view),
+        Err(error) => error.into_response(),
+    }
 }
 
 async fn item(State(state): State<AppState>, Path(id): Path<String>) -> Response {
-    let result = async {
-        let id = item_id(&id)?;
-        state
-            .shared
-            .item_view(&id)
-            .await
-            .ok_or_else(|| ApiError::not_found(id.as_str()))
-    }
-    .await;
+    let result = async { state.shared.item_view(&item_id(&id)?).await }.await;
     match result {
         Ok(view) => json(StatusCode::OK, &view),
         Err(error) => error.into_response(),
@@ -370,7 +365,10 @@ async fn item(State(state): State<AppState>, Path(id): Path<String>) -> Response
 }
 
 async fn follows(State(state): State<AppState>) -> Response {
-    json(StatusCode::OK, &state.shared.follows().await)
+    match state.shared.follows().await {
+        Ok(view) => json(StatusCode::OK, &view),
+        Err(error) => error.into_response(),
+    }
 }
 
 async fn add_follow(State(state): State<AppState>, request: JsonBody) -> Response {
@@ -495,7 +493,10 @@ async fn activity(State(state): State<AppState>, Path(id): Path<String>) -> Resp
 }
 
 async fn rates(State(state): State<AppState>) -> Response {
-    json(StatusCode::OK, &state.shared.rates().await)
+    match state.shared.rates().await {
+        Ok(view) => json(StatusCode::OK, &view),
+        Err(error) => error.into_response(),
+    }
 }
 
 async fn set_limits(State(state): State<AppState>, request: JsonBody) -> Response {
@@ -517,9 +518,11 @@ async fn log(
     State(state): State<AppState>,
     query: Result<Query<LogQuery>, QueryRejection>,
 ) -> Response {
-    let result = query
-        .map_err(|e| ApiError::invalid(e.body_text()))
-        .and_then(|Query(query)| state.shared.log_page(query.limit.unwrap_or(100)));
+    let result = async {
+        let Query(query) = query.map_err(|e| ApiError::invalid(e.body_text()))?;
+        state.shared.log_page(query.limit.unwrap_or(100)).await
+    }
+    .await;
     match result {
         Ok(page) => json(StatusCode::OK, &page),
         Err(error) => error.into_response(),

@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 
 use crate::library::{ENDPOINT_FORMAT, Endpoint, LibraryDir, LibraryError, LibraryLock};
 use crate::runner::Runner;
-use crate::service::{Parts, Shared};
+use crate::service::{Owner, Parts, Shared};
 use crate::supervisor::Patience;
 use crate::token::Token;
 use crate::translog::TransferLog;
@@ -174,6 +174,8 @@ pub enum CompanionError {
 /// A companion, started; [`Companion::run`] serves it until stopped.
 pub struct Companion {
     shared: Arc<Shared>,
+    /// The state's owner, until it runs.
+    owner: Owner,
     listener: tokio::net::TcpListener,
     gate: crate::guard::Gate,
     run_reports: mpsc::UnboundedReceiver<(
@@ -234,7 +236,7 @@ impl Companion {
         let endpoint = open_endpoint(&config, &state, Arc::new(identity))?;
         endpoint.use_relays(&config.relays);
         let runner = Runner::new(endpoint, reports).with_lan(config.lan);
-        let shared = Shared::new(Parts {
+        let (shared, owner) = Shared::new(Parts {
             library,
             state,
             runner,
@@ -246,6 +248,7 @@ impl Companion {
         });
         Ok(Companion {
             shared,
+            owner,
             listener,
             gate,
             run_reports,
@@ -297,6 +300,7 @@ impl Companion {
     ) -> Result<(), CompanionError> {
         let Companion {
             shared,
+            owner,
             listener,
             gate,
             run_reports,
@@ -304,22 +308,9 @@ impl Companion {
             ..
         } = self;
         let url = url_of(listener.local_addr().map_err(CompanionError::Serve)?);
-        let follow = {
-            let shared = Arc::clone(&shared);
-            tokio::spawn(async move { shared.follow_runs(run_reports).await })
-        };
-        let timer = {
-            let shared = Arc::clone(&shared);
-            tokio::spawn(async move { shared.drive_timer().await })
-        };
-        let sampler = {
-            let shared = Arc::clone(&shared);
-            tokio::spawn(async move { shared.sample_rates().await })
-        };
-        let follows = {
-            let shared = Arc::clone(&shared);
-            tokio::spawn(async move { shared.drive_follows().await })
-        };
+        // One task owns the library's state; everything else sends it
+        // commands (`service`).
+        let owner = tokio::spawn(owner.run(Arc::clone(&shared), run_reports));
         shared.start().await;
         let endpoint = Endpoint {
             format: ENDPOINT_FORMAT.to_owned(),
@@ -366,11 +357,8 @@ impl Companion {
         // run's last report is logged before the state is written.
         shared.stop_all(RUNS_END).await;
         shared.runner().endpoint().close().await;
-        timer.abort();
-        sampler.abort();
-        follows.abort();
-        follow.abort();
         shared.save().await?;
+        owner.abort();
         let _ = std::fs::remove_file(library.endpoint_path());
         served.map_err(CompanionError::Serve)
     }

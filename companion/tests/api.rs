@@ -1062,6 +1062,66 @@ fn two_versions_of_one_model_id_sent_together_are_both_added_in_two_directories(
     assert_eq!(library["items"].as_array().unwrap().len(), 8, "{library}");
 }
 
+/// The quota's check and the add are one step of the one task that owns
+/// the library: two downloads sent together that fit only one at a time
+/// never both pass it.
+#[test]
+fn two_downloads_sent_together_where_the_quota_fits_one_add_exactly_one() {
+    let temp = tempfile::tempdir().unwrap();
+    let companion = start(&temp.path().join("library"));
+    let nobody = format!("{}@127.0.0.1:9", "a".repeat(52));
+    let size = 256u64 << 10;
+    for round in 0..4u64 {
+        // Room for what is in and one more, not two.
+        let quota = round * size + size + size / 2;
+        let (status, limits) =
+            companion.send("PUT", "/api/v1/limits", &json!({"quota_bytes": quota}));
+        assert_eq!(status, 200, "{limits}");
+        let requests: Vec<Value> = (0..2)
+            .map(|variant| {
+                let art = fixture(
+                    &temp.path().join(format!("q{round}-{variant}")),
+                    &format!("quota{round}x{variant}"),
+                    size,
+                    64 << 10,
+                );
+                json!({
+                    "manifest_path": art.manifest_path,
+                    "peers": [nobody],
+                    "consent": {"fetch": true},
+                })
+            })
+            .collect();
+        let barrier = std::sync::Barrier::new(2);
+        let answers: Vec<(u16, Value)> = std::thread::scope(|scope| {
+            let handles: Vec<_> = requests
+                .iter()
+                .map(|request| {
+                    let (companion, barrier) = (&companion, &barrier);
+                    scope.spawn(move || {
+                        barrier.wait();
+                        companion.send("POST", "/api/v1/downloads", request)
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|handle| handle.join().unwrap())
+                .collect()
+        });
+        let mut codes: Vec<u16> = answers.iter().map(|(status, _)| *status).collect();
+        codes.sort_unstable();
+        assert_eq!(codes, vec![201, 507], "round {round}: {answers:?}");
+        let refused = answers.iter().find(|(status, _)| *status == 507).unwrap();
+        assert_eq!(
+            refused.1["kind"], "over-quota",
+            "round {round}: {answers:?}"
+        );
+    }
+    let (_, library) = companion.get("/api/v1/library");
+    assert_eq!(library["items"].as_array().unwrap().len(), 4, "{library}");
+}
+
 #[test]
 fn removing_a_download_another_process_has_open_keeps_its_files_and_says_why() {
     let temp = tempfile::tempdir().unwrap();

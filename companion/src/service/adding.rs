@@ -410,25 +410,6 @@ impl Shared {
             &manifest.model_id,
             &manifest.chunks.merkle_root,
         );
-        let admission = self.admission.lock().await;
-        {
-            let inner = self.inner.lock().await;
-            inner.supervisor.admit(
-                &Candidate {
-                    kind: ItemKind::Share,
-                    model_id: &manifest.model_id,
-                    merkle_root: &manifest.chunks.merkle_root,
-                    artifact_bytes: manifest.artifact_bytes,
-                    version_dir: None,
-                },
-                None,
-            )?;
-        }
-        let missing = Self::missing(&self.share_asks(manifest, &check), &request.consent);
-        if !missing.is_empty() {
-            return Err(ApiError::consent_needed(missing));
-        }
-        let check = self.settle(check, request.consent.trust_key)?;
         let record = ItemRecord {
             id: id.clone(),
             model_id: manifest.model_id.to_string(),
@@ -450,7 +431,29 @@ impl Shared {
             }),
             withdrawn: None,
         };
-        self.insert(record, &loaded, check, admission).await
+        let consent = request.consent;
+        // From the supervisor's checks until the item is in, one command:
+        // two adds at once cannot each pass the checks the other's fails.
+        self.asked(move |shared, inner| {
+            let manifest = &loaded.manifest;
+            inner.supervisor.admit(
+                &Candidate {
+                    kind: ItemKind::Share,
+                    model_id: &manifest.model_id,
+                    merkle_root: &manifest.chunks.merkle_root,
+                    artifact_bytes: manifest.artifact_bytes,
+                    version_dir: None,
+                },
+                None,
+            )?;
+            let missing = Self::missing(&shared.share_asks(manifest, &check), &consent);
+            if !missing.is_empty() {
+                return Err(ApiError::consent_needed(missing));
+            }
+            let check = shared.settle(check, consent.trust_key)?;
+            shared.insert(inner, record, &loaded, check)
+        })
+        .await
     }
 
     fn settle(&self, check: SignatureCheck, trust_key: bool) -> Result<SignatureCheck, ApiError> {
@@ -465,18 +468,17 @@ impl Shared {
     /// Keeps the manifest, hands the item to the supervisor (which starts
     /// it) and writes the state; an item whose state cannot be written is
     /// taken out again.
-    async fn insert(
+    fn insert(
         &self,
+        inner: &mut super::Inner,
         record: ItemRecord,
         loaded: &Loaded,
         check: SignatureCheck,
-        admission: tokio::sync::MutexGuard<'_, ()>,
     ) -> Result<ItemView, ApiError> {
         let id = record.id.clone();
         self.library
             .write_whole(&self.library.manifest_path(&id), &loaded.bytes)
             .map_err(|e| ApiError::io(e.to_string()))?;
-        let mut inner = self.inner.lock().await;
         inner.manifests.insert(
             id.clone(),
             Kept {
@@ -510,17 +512,15 @@ impl Shared {
             inner.live.remove(&id);
             return Err(refusal.into());
         }
-        let carried = self.carry_out(&mut inner);
+        let carried = self.carry_out(inner);
         if let Some(error) = carried.save_failed {
             inner.supervisor.unadd(&id);
-            self.carry_out(&mut inner);
+            self.carry_out(inner);
             inner.manifests.remove(&id);
             inner.live.remove(&id);
             return Err(ApiError::io(error));
         }
-        // The item is in: the next add's checks see it.
-        drop(admission);
-        self.view(&inner, &id, now)
+        self.view(inner, &id, now)
             .ok_or_else(|| ApiError::not_found(id.as_str()))
     }
 
@@ -550,14 +550,13 @@ impl Shared {
             .map_err(|error| ApiError::invalid(format!("the ticket is not valid: {error}")))?;
         let sha256 = ticket.manifest_sha256;
         let kept = || {
-            self.ticket_manifests
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .iter()
-                .find(|(digest, _)| *digest == sha256)
-                .map(|(_, bytes)| bytes.clone())
+            self.with(move |_, inner| {
+                (inner.ticket_manifests.iter())
+                    .find(|(digest, _)| *digest == sha256)
+                    .map(|(_, bytes)| bytes.clone())
+            })
         };
-        let mut bytes = kept();
+        let mut bytes = kept().await.ok_or_else(super::stopped)?;
         let _permit = match bytes {
             Some(_) => None,
             None => {
@@ -576,7 +575,7 @@ impl Shared {
                     })?
                     .map_err(|_| ApiError::io("the companion is stopping"))?;
                 // Another request may have fetched it while this one waited.
-                bytes = kept();
+                bytes = kept().await.ok_or_else(super::stopped)?;
                 Some(permit)
             }
         };
@@ -620,18 +619,18 @@ impl Shared {
                 ),
             ));
         }
-        {
-            let mut kept = self
-                .ticket_manifests
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
+        let keep = bytes.clone();
+        self.with(move |_, inner| {
+            let kept = &mut inner.ticket_manifests;
             if !kept.iter().any(|(digest, _)| *digest == sha256) {
                 if kept.len() == TICKET_MANIFESTS_KEPT {
                     kept.pop_front();
                 }
-                kept.push_back((sha256, bytes.clone()));
+                kept.push_back((sha256, keep));
             }
-        }
+        })
+        .await
+        .ok_or_else(super::stopped)?;
         let loaded = Loaded {
             manifest,
             bytes,
@@ -666,16 +665,16 @@ impl Shared {
             &loaded.manifest.model_id,
             &loaded.manifest.chunks.merkle_root,
         );
-        let (quota, into) = {
-            let inner = self.inner.lock().await;
-            let placed = inner
-                .supervisor
-                .placement(&loaded.manifest.model_id, &loaded.sha256);
-            (
-                self.quota_view(&inner),
-                self.library.download_dir_at(placed.as_ref()),
-            )
-        };
+        let (model_id, sha256) = (loaded.manifest.model_id.clone(), loaded.sha256);
+        let (quota, into) = self
+            .asked(move |shared, inner| {
+                let placed = inner.supervisor.placement(&model_id, &sha256);
+                Ok((
+                    shared.quota_view(inner),
+                    shared.library.download_dir_at(placed.as_ref()),
+                ))
+            })
+            .await?;
         Ok(Preview {
             id: id.to_string(),
             kind: ItemKind::Download,
@@ -728,37 +727,7 @@ impl Shared {
             &manifest.model_id,
             &manifest.chunks.merkle_root,
         );
-        let admission = self.admission.lock().await;
-        let version_dir = {
-            let inner = self.inner.lock().await;
-            // Beside another version of the model, in a directory of its
-            // own; decided while adding is held, so it stays true.
-            let version_dir = inner
-                .supervisor
-                .placement(&manifest.model_id, &loaded.sha256);
-            // Before the first byte, and before anyone is asked.
-            inner.supervisor.admit(
-                &Candidate {
-                    kind: ItemKind::Download,
-                    model_id: &manifest.model_id,
-                    merkle_root: &manifest.chunks.merkle_root,
-                    artifact_bytes: manifest.artifact_bytes,
-                    version_dir: version_dir.as_ref(),
-                },
-                crate::quota::free_bytes(&self.library.downloads_dir()),
-            )?;
-            version_dir
-        };
-        let into = self.library.download_dir_at(version_dir.as_ref());
-        let missing = Self::missing(
-            &self.download_asks(manifest, &check, &request, peers.len(), &peer_relays, into),
-            &request.consent,
-        );
-        if !missing.is_empty() {
-            return Err(ApiError::consent_needed(missing));
-        }
-        let check = self.settle(check, request.consent.trust_key)?;
-        let record = ItemRecord {
+        let mut record = ItemRecord {
             id: id.clone(),
             model_id: manifest.model_id.to_string(),
             manifest_sha256: loaded.sha256.to_hex(),
@@ -794,10 +763,44 @@ impl Shared {
                     })
                     .collect(),
                 delivered: false,
-                version_dir,
+                version_dir: None,
             }),
             withdrawn: None,
         };
-        self.insert(record, &loaded, check, admission).await
+        // From the supervisor's checks until the item is in, one command:
+        // two adds at once cannot each pass the checks the other's fails.
+        self.asked(move |shared, inner| {
+            let manifest = &loaded.manifest;
+            // Beside another version of the model, in a directory of its
+            // own; decided in the same command as the add, so it holds.
+            let version_dir = inner
+                .supervisor
+                .placement(&manifest.model_id, &loaded.sha256);
+            // Before the first byte, and before anyone is asked.
+            inner.supervisor.admit(
+                &Candidate {
+                    kind: ItemKind::Download,
+                    model_id: &manifest.model_id,
+                    merkle_root: &manifest.chunks.merkle_root,
+                    artifact_bytes: manifest.artifact_bytes,
+                    version_dir: version_dir.as_ref(),
+                },
+                crate::quota::free_bytes(&shared.library.downloads_dir()),
+            )?;
+            let into = shared.library.download_dir_at(version_dir.as_ref());
+            let missing = Self::missing(
+                &shared.download_asks(manifest, &check, &request, peers.len(), &peer_relays, into),
+                &request.consent,
+            );
+            if !missing.is_empty() {
+                return Err(ApiError::consent_needed(missing));
+            }
+            let check = shared.settle(check, request.consent.trust_key)?;
+            if let Work::Download(download) = &mut record.work {
+                download.version_dir = version_dir;
+            }
+            shared.insert(inner, record, &loaded, check)
+        })
+        .await
     }
 }

@@ -96,17 +96,19 @@ impl Shared {
     }
 
     /// `GET /api/v1/follows`.
-    pub(crate) async fn follows(&self) -> FollowsView {
-        let inner = self.inner.lock().await;
-        FollowsView {
-            follows: inner
-                .supervisor
-                .state()
-                .follows
-                .iter()
-                .map(|record| Self::follow_view(&inner, record))
-                .collect(),
-        }
+    pub(crate) async fn follows(&self) -> Result<FollowsView, ApiError> {
+        self.asked(|_, inner| {
+            Ok(FollowsView {
+                follows: inner
+                    .supervisor
+                    .state()
+                    .follows
+                    .iter()
+                    .map(|record| Self::follow_view(inner, record))
+                    .collect(),
+            })
+        })
+        .await
     }
 
     /// `POST /api/v1/follows`: added, and looked up at once.
@@ -126,25 +128,23 @@ impl Shared {
             ),
             mirrors: request.mirrors.clone(),
         };
-        let mut inner = self.inner.lock().await;
-        let follows = follow::add_follow(
-            &inner.supervisor.state().follows,
-            record,
-            request.consent.fetch,
-        )?;
-        let added = follows.last().cloned().expect("one was added");
-        inner.supervisor.set_follows(follows);
-        inner
-            .following
-            .live
-            .insert(key.clone(), FollowLive::default());
-        inner.following.schedule.add(key, Instant::now());
-        let carried = self.carry_out(&mut inner);
-        if let Some(error) = carried.save_failed {
-            return Err(ApiError::io(error));
-        }
-        self.follow_wake.notify_one();
-        Ok(Self::follow_view(&inner, &added))
+        let fetch = request.consent.fetch;
+        self.asked(move |shared, inner| {
+            let follows = follow::add_follow(&inner.supervisor.state().follows, record, fetch)?;
+            let added = follows.last().cloned().expect("one was added");
+            inner.supervisor.set_follows(follows);
+            inner
+                .following
+                .live
+                .insert(key.clone(), FollowLive::default());
+            inner.following.schedule.add(key, Instant::now());
+            let carried = shared.carry_out(inner);
+            if let Some(error) = carried.save_failed {
+                return Err(ApiError::io(error));
+            }
+            Ok(Self::follow_view(inner, &added))
+        })
+        .await
     }
 
     /// `DELETE /api/v1/follows/{key}/{model}`: never looked up again;
@@ -155,22 +155,25 @@ impl Shared {
         model_id: &str,
     ) -> Result<FollowView, ApiError> {
         let key = key_of(publisher_key, model_id)?;
-        let mut inner = self.inner.lock().await;
-        let mut follows = inner.supervisor.state().follows.clone();
-        let at = follow::find(&follows, &key).ok_or_else(|| FollowRefusal::NotFound {
+        let not_found = FollowRefusal::NotFound {
             key: publisher_key.to_owned(),
             model: model_id.to_owned(),
-        })?;
-        let removed = follows.remove(at);
-        let view = Self::follow_view(&inner, &removed);
-        inner.supervisor.set_follows(follows);
-        inner.following.schedule.remove(&key, Instant::now());
-        inner.following.live.remove(&key);
-        let carried = self.carry_out(&mut inner);
-        if let Some(error) = carried.save_failed {
-            return Err(ApiError::io(error));
-        }
-        Ok(view)
+        };
+        self.asked(move |shared, inner| {
+            let mut follows = inner.supervisor.state().follows.clone();
+            let at = follow::find(&follows, &key).ok_or(not_found)?;
+            let removed = follows.remove(at);
+            let view = Self::follow_view(inner, &removed);
+            inner.supervisor.set_follows(follows);
+            inner.following.schedule.remove(&key, Instant::now());
+            inner.following.live.remove(&key);
+            let carried = shared.carry_out(inner);
+            if let Some(error) = carried.save_failed {
+                return Err(ApiError::io(error));
+            }
+            Ok(view)
+        })
+        .await
     }
 
     /// `POST /api/v1/follows/{key}/{model}/lookup`: a lookup now, within
@@ -181,79 +184,60 @@ impl Shared {
         model_id: &str,
     ) -> Result<FollowView, ApiError> {
         let key = key_of(publisher_key, model_id)?;
-        let mut inner = self.inner.lock().await;
-        match inner.following.schedule.request(&key, Instant::now()) {
-            Ok(()) => {}
-            Err(LookupRefused::NotFollowed) => {
-                return Err(FollowRefusal::NotFound {
-                    key: publisher_key.to_owned(),
-                    model: model_id.to_owned(),
+        let not_found = FollowRefusal::NotFound {
+            key: publisher_key.to_owned(),
+            model: model_id.to_owned(),
+        };
+        // The owner starts it on its next turn, which this command is.
+        self.asked(move |_, inner| {
+            match inner.following.schedule.request(&key, Instant::now()) {
+                Ok(()) => {}
+                Err(LookupRefused::NotFollowed) => return Err(not_found.into()),
+                Err(refused @ LookupRefused::Busy) => {
+                    return Err(ApiError::conflict(refused.to_string()));
                 }
-                .into());
+                Err(refused @ LookupRefused::TooSoon { .. }) => {
+                    return Err(ApiError::new(429, "too-many", refused.to_string()));
+                }
             }
-            Err(refused @ LookupRefused::Busy) => {
-                return Err(ApiError::conflict(refused.to_string()));
-            }
-            Err(refused @ LookupRefused::TooSoon { .. }) => {
-                return Err(ApiError::new(429, "too-many", refused.to_string()));
-            }
-        }
-        self.follow_wake.notify_one();
-        let state = inner.supervisor.state();
-        let at = follow::find(&state.follows, &key).expect("a scheduled follow is in the state");
-        Ok(Self::follow_view(&inner, &state.follows[at]))
+            let state = inner.supervisor.state();
+            let at =
+                follow::find(&state.follows, &key).expect("a scheduled follow is in the state");
+            Ok(Self::follow_view(inner, &state.follows[at]))
+        })
+        .await
     }
 
-    /// Starts the lookups the schedule says are due, until the companion
-    /// stops.
-    pub(crate) async fn drive_follows(&self) {
-        let mut stopping = self.shutdown.subscribe();
-        loop {
-            if *stopping.borrow_and_update() {
-                return;
-            }
-            let (due, next) = {
-                let mut inner = self.inner.lock().await;
-                let due = inner.following.schedule.poll_due(Instant::now());
-                (due, inner.following.schedule.poll_timeout())
-            };
-            for lookup in due {
-                if let Some(this) = self.this.upgrade() {
-                    tokio::spawn(async move { this.look_up(lookup).await });
-                }
-            }
-            let sleep = async {
-                match next {
-                    Some(due) => {
-                        tokio::time::sleep_until(tokio::time::Instant::from_std(due)).await
-                    }
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                () = sleep => {}
-                () = self.follow_wake.notified() => {}
-                _ = stopping.changed() => {}
-            }
+    /// Runs `lookup` in a task of its own (the owner starts the lookups
+    /// the schedule says are due).
+    pub(super) fn look_up_later(&self, lookup: Lookup) {
+        if let Some(this) = self.this.upgrade() {
+            tokio::spawn(async move { this.look_up(lookup).await });
         }
     }
 
     /// One lookup of a follow's channel, and what it means.
     async fn look_up(&self, lookup: Lookup) {
         let key = lookup.key.clone();
-        let found = {
-            let inner = self.inner.lock().await;
-            let state = inner.supervisor.state();
-            follow::find(&state.follows, &key).map(|at| state.follows[at].clone())
-        };
-        let Some(record) = found else {
-            self.inner.lock().await.following.schedule.finished(&lookup);
-            self.follow_wake.notify_one();
+        let found = self
+            .with({
+                let key = key.clone();
+                move |_, inner| {
+                    let state = inner.supervisor.state();
+                    follow::find(&state.follows, &key).map(|at| state.follows[at].clone())
+                }
+            })
+            .await;
+        let Some(found) = found else {
             return;
         };
-        let Ok((publisher, model)) = record.key() else {
-            self.inner.lock().await.following.schedule.finished(&lookup);
-            self.follow_wake.notify_one();
+        let Some((record, (publisher, model))) =
+            found.and_then(|record| record.key().ok().map(|key| (record, key)))
+        else {
+            self.with(move |_, inner| {
+                inner.following.schedule.finished(&lookup);
+            })
+            .await;
             return;
         };
         let last = record.last_seen.map(|seen| LastSeen {
@@ -261,37 +245,36 @@ impl Shared {
             value_sha256: seen.value_sha256,
         });
         let items = self.get_channel(&publisher).await;
-        let mut inner = self.inner.lock().await;
-        let current = inner.following.schedule.finished(&lookup);
-        // Its next lookup is due in an hour: the driver computes its sleep
-        // again (it slept without a deadline while every lookup ran).
-        self.follow_wake.notify_one();
-        if !current || follow::find(&inner.supervisor.state().follows, &key).is_none() {
-            // Removed (or removed and added again) while it was looked up:
-            // what it read was asked for a follow, policy and consent that
-            // are gone, and is not used.
-            return;
-        }
-        let (ok, text) = match items {
-            Err(error) => (false, format!("the DHT could not be asked: {error}")),
-            Ok(items) => match choose_item(&items, &publisher, last) {
-                Err(refused) => (false, format!("the channel item is refused: {refused}")),
-                Ok(None) => (
-                    false,
-                    "no item of this channel was found on the DHT".to_owned(),
-                ),
-                Ok(Some(channel)) => {
-                    let text = self.apply(&mut inner, &key, &record, &publisher, &model, &channel);
-                    (true, text)
-                }
-            },
-        };
-        self.carry_out(&mut inner);
-        inner.following.live.entry(key).or_default().last_lookup = Some(LookupView {
-            at: now_rfc3339(),
-            ok,
-            text,
-        });
+        self.with(move |shared, inner| {
+            let current = inner.following.schedule.finished(&lookup);
+            if !current || follow::find(&inner.supervisor.state().follows, &key).is_none() {
+                // Removed (or removed and added again) while it was looked
+                // up: what it read was asked for a follow, policy and
+                // consent that are gone, and is not used.
+                return;
+            }
+            let (ok, text) = match items {
+                Err(error) => (false, format!("the DHT could not be asked: {error}")),
+                Ok(items) => match choose_item(&items, &publisher, last) {
+                    Err(refused) => (false, format!("the channel item is refused: {refused}")),
+                    Ok(None) => (
+                        false,
+                        "no item of this channel was found on the DHT".to_owned(),
+                    ),
+                    Ok(Some(channel)) => {
+                        let text = shared.apply(inner, &key, &record, &publisher, &model, &channel);
+                        (true, text)
+                    }
+                },
+            };
+            shared.carry_out(inner);
+            inner.following.live.entry(key).or_default().last_lookup = Some(LookupView {
+                at: now_rfc3339(),
+                ok,
+                text,
+            });
+        })
+        .await;
     }
 
     /// The items of `publisher`'s channel on the DHT (one client node, the

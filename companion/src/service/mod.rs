@@ -1,6 +1,14 @@
 //! The service: it carries out what the supervisor
 //! ([`crate::supervisor`]) decides, and decides nothing of its own.
 //!
+//! One task owns the supervisor and everything kept per item ([`Owner`]:
+//! the manifests, what the views show, the running items, the transfer
+//! log); nothing of it is shared behind a lock. The API's handlers, the
+//! follows' lookups and the disk's measurement send it commands
+//! ([`Shared::with`]) and get back what a command returns (a view, a
+//! refusal); the runs' reports, the supervisor's deadlines, the follows'
+//! schedule and the rates' tick reach it in its own loop.
+//!
 //! - The API's requests ([`adding`]: previews and adds; here: pause,
 //!   caps, limits, remove) read what they need from the disk and the
 //!   keyring (a manifest, a signature, the free space), hand the change
@@ -11,15 +19,16 @@
 //!   reach the running nodes and their endpoint; [`Action::MeasureDisk`]
 //!   measures; [`Action::Save`] writes `library.json`;
 //!   [`Action::Changed`] tells the API's event stream.
-//! - The runs' reports come back to one task that passes what the
+//! - The runs' reports come back to the owner, which passes what the
 //!   supervisor needs to it (phases, counters, deliveries, ends, typed),
 //!   keeps what the views show beside ([`views`]), and writes the
 //!   transfer log.
-//! - A timer task calls the supervisor when it asks
+//! - The owner calls the supervisor when it asks
 //!   ([`Supervisor::poll_timeout`]).
-//! - [`following`]: another starts the followed channels' lookups when
-//!   [`crate::follow::Schedule`] says, and carries out what a checked
-//!   channel means ([`crate::follow::decide`]).
+//! - [`following`]: the owner starts the followed channels' lookups when
+//!   [`crate::follow::Schedule`] says, each in a task of its own that
+//!   sends back what it found; what a checked channel means
+//!   ([`crate::follow::decide`]) is carried out by the owner.
 
 mod adding;
 mod following;
@@ -42,7 +51,7 @@ use minimodel_verifier::receipt::{ImportReceipt, ReceiptSource, now_rfc3339};
 use minimodel_verifier::signing::PublicKey;
 use minimodel_verifier::{ModelId, Sha256Digest};
 use minimodel_wire::{PeerAddr, PeerId};
-use tokio::sync::{Mutex, Notify, broadcast, mpsc, watch};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::errors::ApiError;
 use crate::library::{
@@ -102,7 +111,8 @@ struct RunData {
     delivered_logged: bool,
 }
 
-/// What the service holds under one lock.
+/// What the owner task holds: the supervisor and everything kept per
+/// item beside it.
 struct Inner {
     supervisor: Supervisor,
     manifests: BTreeMap<ItemId, Kept>,
@@ -114,6 +124,20 @@ struct Inner {
     activity: crate::activity::Activity,
     /// The followed channels' schedule and what their views show.
     following: following::Following,
+    log: TransferLog,
+    /// Manifests fetched for tickets, newest last.
+    ticket_manifests: std::collections::VecDeque<(Sha256Digest, Vec<u8>)>,
+}
+
+/// A command to the owner: runs on its task with the service's shared
+/// parts and the state it owns.
+type Command = Box<dyn FnOnce(&Shared, &mut Inner) + Send>;
+
+/// The owner's side: the state, and the commands sent to it, until it
+/// runs ([`Owner::run`]).
+pub(crate) struct Owner {
+    inner: Inner,
+    commands: mpsc::UnboundedReceiver<Command>,
 }
 
 /// What carrying out actions left to the caller: stops under way (a
@@ -124,30 +148,21 @@ struct Carried {
     save_failed: Option<String>,
 }
 
-/// The companion's service, shared by the API's handlers, the runs'
-/// reports and the timer.
+/// What the API's handlers, the lookups and the owner share: what never
+/// changes after the start, and the way to the owner.
 pub(crate) struct Shared {
     /// Itself, for the tasks its actions spawn.
     this: Weak<Shared>,
     library: LibraryDir,
     runner: Runner,
     trust: Arc<dyn TrustStore>,
-    inner: Mutex<Inner>,
-    /// Held by an add from its checks until its item is in the library:
-    /// two adds at once would each pass the checks the other's fails.
-    admission: Mutex<()>,
-    log: std::sync::Mutex<TransferLog>,
+    /// Commands to the owner task.
+    owner: mpsc::UnboundedSender<Command>,
     events: broadcast::Sender<ApiEvent>,
     started_at: String,
     dht_bootstrap: Vec<std::net::SocketAddrV4>,
-    /// Manifests fetched for tickets, newest last.
-    ticket_manifests: std::sync::Mutex<std::collections::VecDeque<(Sha256Digest, Vec<u8>)>>,
     /// Ticket queries under way.
     ticket_queries: tokio::sync::Semaphore,
-    /// The supervisor's deadlines may have changed.
-    wake: Notify,
-    /// The follows' schedule may have changed.
-    follow_wake: Notify,
     pub(crate) shutdown: watch::Sender<bool>,
 }
 
@@ -166,8 +181,9 @@ pub(crate) struct Parts {
 impl Shared {
     /// The service over `parts`: every item's manifest read and checked
     /// (and a delivered download's file and receipt looked for), the
-    /// supervisor made. Nothing runs before [`Self::start`].
-    pub(crate) fn new(parts: Parts) -> Arc<Self> {
+    /// supervisor made. Nothing runs before [`Owner::run`] and
+    /// [`Self::start`].
+    pub(crate) fn new(parts: Parts) -> (Arc<Self>, Owner) {
         let Parts {
             library,
             state,
@@ -214,32 +230,54 @@ impl Shared {
         let supervisor = Supervisor::new(state, loaded, patience, Instant::now());
         let (events, _) = broadcast::channel(1024);
         let (shutdown, _) = watch::channel(false);
-        Arc::new_cyclic(|this| Shared {
+        let (owner, commands) = mpsc::unbounded_channel();
+        let shared = Arc::new_cyclic(|this| Shared {
             this: this.clone(),
             library,
             runner,
             trust,
-            inner: Mutex::new(Inner {
-                supervisor,
-                manifests,
-                live,
-                running: BTreeMap::new(),
-                runs: BTreeMap::new(),
-                verified: BTreeMap::new(),
-                activity: crate::activity::Activity::new(),
-                following,
-            }),
-            admission: Mutex::new(()),
-            log: std::sync::Mutex::new(log),
+            owner,
             events,
             started_at: now_rfc3339(),
             dht_bootstrap,
-            ticket_manifests: std::sync::Mutex::new(std::collections::VecDeque::new()),
             ticket_queries: tokio::sync::Semaphore::new(adding::TICKET_QUERIES),
-            wake: Notify::new(),
-            follow_wake: Notify::new(),
             shutdown,
-        })
+        });
+        let inner = Inner {
+            supervisor,
+            manifests,
+            live,
+            running: BTreeMap::new(),
+            runs: BTreeMap::new(),
+            verified: BTreeMap::new(),
+            activity: crate::activity::Activity::new(),
+            following,
+            log,
+            ticket_manifests: std::collections::VecDeque::new(),
+        };
+        (shared, Owner { inner, commands })
+    }
+
+    /// Runs `command` on the owner's task and returns what it returns;
+    /// `None` once the owner has ended (the companion stopped).
+    async fn with<R: Send + 'static>(
+        &self,
+        command: impl FnOnce(&Shared, &mut Inner) -> R + Send + 'static,
+    ) -> Option<R> {
+        let (reply, answer) = oneshot::channel();
+        let command: Command = Box::new(move |shared, inner| {
+            let _ = reply.send(command(shared, inner));
+        });
+        self.owner.send(command).ok()?;
+        answer.await.ok()
+    }
+
+    /// [`Self::with`] for an API request: the owner's end is a refusal.
+    async fn asked<R: Send + 'static>(
+        &self,
+        command: impl FnOnce(&Shared, &mut Inner) -> Result<R, ApiError> + Send + 'static,
+    ) -> Result<R, ApiError> {
+        self.with(command).await.unwrap_or_else(|| Err(stopped()))
     }
 
     /// The runner every item runs through.
@@ -263,79 +301,16 @@ impl Shared {
 
     /// Starts every item that should run.
     pub(crate) async fn start(&self) {
-        let mut inner = self.inner.lock().await;
-        inner.supervisor.start(Instant::now());
-        self.carry_out(&mut inner);
-    }
-
-    /// Passes the runs' reports on until the channel closes.
-    pub(crate) async fn follow_runs(
-        &self,
-        mut reports: mpsc::UnboundedReceiver<(ItemId, RunId, RunEvent)>,
-    ) {
-        while let Some((id, run, event)) = reports.recv().await {
-            self.handle(id, run, event).await;
-        }
-    }
-
-    /// Calls the supervisor at each of its deadlines, until the companion
-    /// stops.
-    pub(crate) async fn drive_timer(&self) {
-        let mut stopping = self.shutdown.subscribe();
-        loop {
-            if *stopping.borrow_and_update() {
-                return;
-            }
-            let due = self.inner.lock().await.supervisor.poll_timeout();
-            let sleep = async {
-                match due {
-                    Some(due) => {
-                        tokio::time::sleep_until(tokio::time::Instant::from_std(due)).await
-                    }
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                () = sleep => {
-                    let mut inner = self.inner.lock().await;
-                    inner.supervisor.handle_timeout(Instant::now());
-                    self.carry_out(&mut inner);
-                }
-                () = self.wake.notified() => {}
-                _ = stopping.changed() => {}
-            }
-        }
-    }
-
-    /// Samples the rates every [`crate::activity::RATE_EVERY`] and sends
-    /// each sample to the event stream, until the companion stops.
-    pub(crate) async fn sample_rates(&self) {
-        let mut stopping = self.shutdown.subscribe();
-        let mut tick = tokio::time::interval(crate::activity::RATE_EVERY);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {
-                    let sample = self
-                        .inner
-                        .lock()
-                        .await
-                        .activity
-                        .sample(Instant::now(), unix_now());
-                    self.publish(ApiEvent::Rates(sample));
-                }
-                _ = stopping.changed() => {
-                    if *stopping.borrow_and_update() {
-                        return;
-                    }
-                }
-            }
-        }
+        self.with(|shared, inner| {
+            inner.supervisor.start(Instant::now());
+            shared.carry_out(inner);
+        })
+        .await;
     }
 
     /// `GET /api/v1/rates`.
-    pub(crate) async fn rates(&self) -> crate::view::RatesView {
-        self.inner.lock().await.activity.rates()
+    pub(crate) async fn rates(&self) -> Result<crate::view::RatesView, ApiError> {
+        self.asked(|_, inner| Ok(inner.activity.rates())).await
     }
 
     /// `GET /api/v1/items/{id}/activity`.
@@ -343,35 +318,40 @@ impl Shared {
         &self,
         id: &ItemId,
     ) -> Result<crate::view::ActivityView, ApiError> {
-        let inner = self.inner.lock().await;
-        inner
-            .supervisor
-            .record(id)
-            .ok_or_else(|| ApiError::not_found(id.as_str()))?;
-        inner
-            .activity
-            .view(id)
-            .cloned()
-            .ok_or_else(|| ApiError::new(404, "not-found", format!("item {id} has not run yet")))
+        let id = id.clone();
+        self.asked(move |_, inner| {
+            inner
+                .supervisor
+                .record(&id)
+                .ok_or_else(|| ApiError::not_found(id.as_str()))?;
+            inner.activity.view(&id).cloned().ok_or_else(|| {
+                ApiError::new(404, "not-found", format!("item {id} has not run yet"))
+            })
+        })
+        .await
     }
 
     /// Stops every item (each download checkpoints) and waits until every
     /// run has ended and been logged, for at most `wait`.
     pub(crate) async fn stop_all(&self, wait: std::time::Duration) {
-        let stops = {
-            let mut inner = self.inner.lock().await;
-            inner.supervisor.shut_down();
-            self.carry_out(&mut inner).stops
-        };
+        let stops = self
+            .with(|shared, inner| {
+                inner.supervisor.shut_down();
+                shared.carry_out(inner).stops
+            })
+            .await
+            .unwrap_or_default();
         for stop in stops {
             let _ = stop.await;
         }
         let _ = tokio::time::timeout(wait, async {
             loop {
-                if self.inner.lock().await.supervisor.is_idle() {
-                    return;
+                match self.with(|_, inner| inner.supervisor.is_idle()).await {
+                    Some(false) => {
+                        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    }
+                    _ => return,
                 }
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
             }
         })
         .await;
@@ -379,8 +359,9 @@ impl Shared {
 
     /// Writes the state as it is now.
     pub(crate) async fn save(&self) -> Result<(), crate::library::LibraryError> {
-        let inner = self.inner.lock().await;
-        self.library.save_state(inner.supervisor.state())
+        self.with(|shared, inner| shared.library.save_state(inner.supervisor.state()))
+            .await
+            .unwrap_or(Ok(()))
     }
 
     /// Carries out every action the supervisor queued.
@@ -462,7 +443,6 @@ impl Shared {
                 self.publish(ApiEvent::Item(Box::new(view)));
             }
         }
-        self.wake.notify_one();
         carried
     }
 
@@ -479,9 +459,11 @@ impl Shared {
                 .ok()
                 .flatten();
             if let Some(free) = free {
-                let mut inner = this.inner.lock().await;
-                inner.supervisor.handle_disk(free, Instant::now());
-                this.carry_out(&mut inner);
+                this.with(move |shared, inner| {
+                    inner.supervisor.handle_disk(free, Instant::now());
+                    shared.carry_out(inner);
+                })
+                .await;
             }
         });
     }
@@ -618,28 +600,42 @@ impl Shared {
         id: &ItemId,
         paused: bool,
     ) -> Result<crate::view::ItemView, ApiError> {
-        let mut inner = self.inner.lock().await;
-        let record = inner
-            .supervisor
-            .record(id)
-            .cloned()
-            .ok_or_else(|| ApiError::not_found(id.as_str()))?;
-        let reloaded = (!paused).then(|| match load_kept(&self.library, &record) {
-            Ok(kept) => {
-                let bytes = kept.manifest.artifact_bytes;
-                inner.manifests.insert(id.clone(), kept);
-                Ok(bytes)
-            }
-            Err(failure) => Err(failure),
-        });
-        inner
-            .supervisor
-            .set_paused(id, paused, reloaded, Instant::now())?;
-        let carried = self.carry_out(&mut inner);
+        let id = id.clone();
+        self.asked(move |shared, inner| {
+            let record = inner
+                .supervisor
+                .record(&id)
+                .cloned()
+                .ok_or_else(|| ApiError::not_found(id.as_str()))?;
+            let reloaded = (!paused).then(|| match load_kept(&shared.library, &record) {
+                Ok(kept) => {
+                    let bytes = kept.manifest.artifact_bytes;
+                    inner.manifests.insert(id.clone(), kept);
+                    Ok(bytes)
+                }
+                Err(failure) => Err(failure),
+            });
+            inner
+                .supervisor
+                .set_paused(&id, paused, reloaded, Instant::now())?;
+            shared.carried_view(inner, &id)
+        })
+        .await
+    }
+
+    /// After a change asked by the API: carries out the supervisor's
+    /// actions and returns the item's view, or why the state could not
+    /// be written.
+    fn carried_view(
+        &self,
+        inner: &mut Inner,
+        id: &ItemId,
+    ) -> Result<crate::view::ItemView, ApiError> {
+        let carried = self.carry_out(inner);
         if let Some(error) = carried.save_failed {
             return Err(ApiError::io(error));
         }
-        self.view(&inner, id, Instant::now())
+        self.view(inner, id, Instant::now())
             .ok_or_else(|| ApiError::not_found(id.as_str()))
     }
 
@@ -650,35 +646,35 @@ impl Shared {
         caps: Caps,
     ) -> Result<crate::view::ItemView, ApiError> {
         caps.check().map_err(ApiError::invalid)?;
-        let mut inner = self.inner.lock().await;
-        inner.supervisor.set_caps(id, caps)?;
-        let carried = self.carry_out(&mut inner);
-        if let Some(error) = carried.save_failed {
-            return Err(ApiError::io(error));
-        }
-        self.view(&inner, id, Instant::now())
-            .ok_or_else(|| ApiError::not_found(id.as_str()))
+        let id = id.clone();
+        self.asked(move |shared, inner| {
+            inner.supervisor.set_caps(&id, caps)?;
+            shared.carried_view(inner, &id)
+        })
+        .await
     }
 
     /// `PUT /api/v1/limits`: the caps in force at once, nothing restarts;
     /// the quota holds back or lets go the newest downloads.
     pub(crate) async fn set_limits(&self, limits: SetLimits) -> Result<LimitsView, ApiError> {
         limits.caps.check().map_err(ApiError::invalid)?;
-        let mut inner = self.inner.lock().await;
-        inner.supervisor.set_limits(
-            crate::library::Limits {
-                caps: limits.caps,
-                quota_bytes: limits.quota_bytes,
-            },
-            Instant::now(),
-        );
-        let carried = self.carry_out(&mut inner);
-        if let Some(error) = carried.save_failed {
-            return Err(ApiError::io(error));
-        }
-        let view = self.limits_view(&inner);
-        self.publish(ApiEvent::Limits(view));
-        Ok(view)
+        self.asked(move |shared, inner| {
+            inner.supervisor.set_limits(
+                crate::library::Limits {
+                    caps: limits.caps,
+                    quota_bytes: limits.quota_bytes,
+                },
+                Instant::now(),
+            );
+            let carried = shared.carry_out(inner);
+            if let Some(error) = carried.save_failed {
+                return Err(ApiError::io(error));
+            }
+            let view = shared.limits_view(inner);
+            shared.publish(ApiEvent::Limits(view));
+            Ok(view)
+        })
+        .await
     }
 
     /// `DELETE /api/v1/items/{id}`: stops it, forgets it, and with
@@ -688,36 +684,39 @@ impl Shared {
         id: &ItemId,
         delete_files: bool,
     ) -> Result<Removed, ApiError> {
-        let (record, stops) = {
-            let mut inner = self.inner.lock().await;
-            let record = inner
-                .supervisor
-                .record(id)
-                .cloned()
-                .ok_or_else(|| ApiError::not_found(id.as_str()))?;
-            if delete_files && record.kind() == ItemKind::Share {
-                return Err(ApiError::invalid(
-                    "a share's file is the user's own: the companion removes only files it wrote (a download's)",
-                ));
-            }
-            let now = Instant::now();
-            inner.supervisor.remove(id, now)?;
-            let carried = self.carry_out(&mut inner);
-            if let Some(error) = carried.save_failed {
-                let bytes = inner
-                    .manifests
-                    .get(id)
-                    .map_or(0, |kept| kept.manifest.artifact_bytes);
-                inner.supervisor.unremove(record, bytes, now);
-                self.carry_out(&mut inner);
-                return Err(ApiError::io(error));
-            }
-            inner.manifests.remove(id);
-            inner.live.remove(id);
-            inner.verified.remove(id);
-            inner.activity.forget(id);
-            (record, carried.stops)
-        };
+        let taken = id.clone();
+        let (record, stops) = self
+            .asked(move |shared, inner| {
+                let id = &taken;
+                let record = inner
+                    .supervisor
+                    .record(id)
+                    .cloned()
+                    .ok_or_else(|| ApiError::not_found(id.as_str()))?;
+                if delete_files && record.kind() == ItemKind::Share {
+                    return Err(ApiError::invalid(
+                        "a share's file is the user's own: the companion removes only files it wrote (a download's)",
+                    ));
+                }
+                let now = Instant::now();
+                inner.supervisor.remove(id, now)?;
+                let carried = shared.carry_out(inner);
+                if let Some(error) = carried.save_failed {
+                    let bytes = inner
+                        .manifests
+                        .get(id)
+                        .map_or(0, |kept| kept.manifest.artifact_bytes);
+                    inner.supervisor.unremove(record, bytes, now);
+                    shared.carry_out(inner);
+                    return Err(ApiError::io(error));
+                }
+                inner.manifests.remove(id);
+                inner.live.remove(id);
+                inner.verified.remove(id);
+                inner.activity.forget(id);
+                Ok((record, carried.stops))
+            })
+            .await?;
         for stop in stops {
             let _ = stop.await;
         }
@@ -745,14 +744,16 @@ impl Shared {
 
     /// `GET /api/v1/items/{id}/receipt`: the receipt, read as one.
     pub(crate) async fn receipt(&self, id: &ItemId) -> Result<ImportReceipt, ApiError> {
-        let path = {
-            let inner = self.inner.lock().await;
-            inner
-                .supervisor
-                .record(id)
-                .ok_or_else(|| ApiError::not_found(id.as_str()))?;
-            inner.live.get(id).and_then(|live| live.receipt.clone())
-        };
+        let asked = id.clone();
+        let path = self
+            .asked(move |_, inner| {
+                inner
+                    .supervisor
+                    .record(&asked)
+                    .ok_or_else(|| ApiError::not_found(asked.as_str()))?;
+                Ok(inner.live.get(&asked).and_then(|live| live.receipt.clone()))
+            })
+            .await?;
         let path = path.ok_or_else(|| {
             ApiError::new(404, "not-found", format!("item {id} has no receipt yet"))
         })?;
@@ -760,22 +761,16 @@ impl Shared {
     }
 
     /// `GET /api/v1/log`.
-    pub(crate) fn log_page(&self, limit: usize) -> Result<LogPage, ApiError> {
-        let entries = self
-            .log
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .read_last(limit)
-            .map_err(|e| ApiError::io(e.to_string()))?;
-        Ok(LogPage { entries })
+    pub(crate) async fn log_page(&self, limit: usize) -> Result<LogPage, ApiError> {
+        self.asked(move |_, inner| {
+            let entries = (inner.log.read_last(limit)).map_err(|e| ApiError::io(e.to_string()))?;
+            Ok(LogPage { entries })
+        })
+        .await
     }
 
-    fn append_log(&self, entry: LogEntry) {
-        let written = self
-            .log
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .append(&entry);
+    fn append_log(&self, log: &mut TransferLog, entry: LogEntry) {
+        let written = log.append(&entry);
         if let Err(error) = written {
             tracing::error!("cannot write the transfer log: {error}");
         }
@@ -783,9 +778,7 @@ impl Shared {
     }
 
     /// One report of a run.
-    async fn handle(&self, id: ItemId, run: RunId, event: RunEvent) {
-        let mut inner = self.inner.lock().await;
-        let inner = &mut *inner;
+    fn handle(&self, inner: &mut Inner, id: ItemId, run: RunId, event: RunEvent) {
         let now = Instant::now();
         // From the run when the item is gone (removed while it stopped).
         let model_id = inner
@@ -982,7 +975,7 @@ impl Shared {
                     );
                     entry.address = Some(addr.to_string());
                     entry.chunks = Some(uploaded_chunks);
-                    self.append_log(entry);
+                    self.append_log(&mut inner.log, entry);
                 }
             }
             NodeReport::Progress {
@@ -1001,7 +994,7 @@ impl Shared {
                 seeding,
             } => {
                 data.delivered_logged = true;
-                self.log_delivery(id, model_id, &receipt);
+                self.log_delivery(&mut inner.log, id, model_id, &receipt);
                 let artifact_bytes = inner
                     .manifests
                     .get(id)
@@ -1023,7 +1016,7 @@ impl Shared {
     }
 
     /// Logs, from a delivered download's receipt, what each peer sent.
-    fn log_delivery(&self, id: &ItemId, model_id: &str, receipt: &Path) {
+    fn log_delivery(&self, log: &mut TransferLog, id: &ItemId, model_id: &str, receipt: &Path) {
         let (receipt_value, sha256) = match read_receipt(receipt) {
             Ok(read) => read,
             Err(error) => {
@@ -1053,7 +1046,7 @@ impl Shared {
                 path: receipt.to_owned(),
                 sha256: sha256.to_hex(),
             });
-            self.append_log(entry);
+            self.append_log(log, entry);
         }
         for mirror in &summary.mirrors {
             let mut entry = LogEntry::from_mirror(
@@ -1068,7 +1061,7 @@ impl Shared {
                 path: receipt.to_owned(),
                 sha256: sha256.to_hex(),
             });
-            self.append_log(entry);
+            self.append_log(log, entry);
         }
     }
 
@@ -1096,14 +1089,17 @@ impl Shared {
         };
         for mirror in &metrics.mirrors {
             if !data.delivered_logged && mirror.download.bytes > 0 {
-                self.append_log(LogEntry::from_mirror(
-                    id,
-                    model_id,
-                    &mirror.label,
-                    mirror.download.bytes,
-                    mirror.download.chunks,
-                    ended,
-                ));
+                self.append_log(
+                    &mut inner.log,
+                    LogEntry::from_mirror(
+                        id,
+                        model_id,
+                        &mirror.label,
+                        mirror.download.bytes,
+                        mirror.download.chunks,
+                        ended,
+                    ),
+                );
             }
         }
         for peer in &metrics.peers {
@@ -1116,7 +1112,7 @@ impl Shared {
                     peer.downloaded_bytes(),
                     ended,
                 );
-                self.append_log(entry);
+                self.append_log(&mut inner.log, entry);
             }
             if let Some(addr) = data.connected.get(&peer.id)
                 && peer.uploaded_bytes > 0
@@ -1130,10 +1126,74 @@ impl Shared {
                     ended,
                 );
                 entry.address = Some(addr.to_string());
-                self.append_log(entry);
+                self.append_log(&mut inner.log, entry);
             }
         }
     }
+}
+
+impl Owner {
+    /// The owner's loop, until the companion ends it: the commands sent
+    /// to it, the runs' reports, the supervisor's deadlines, the follows'
+    /// lookups when the schedule says (not once the companion stops), and
+    /// a sample of the rates every [`crate::activity::RATE_EVERY`].
+    pub(crate) async fn run(
+        self,
+        shared: Arc<Shared>,
+        mut reports: mpsc::UnboundedReceiver<(ItemId, RunId, RunEvent)>,
+    ) {
+        let Owner {
+            mut inner,
+            mut commands,
+        } = self;
+        let mut tick = tokio::time::interval(crate::activity::RATE_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut reports_open = true;
+        loop {
+            let stopping = *shared.shutdown.borrow();
+            let follow_due = if stopping {
+                None
+            } else {
+                for lookup in inner.following.schedule.poll_due(Instant::now()) {
+                    shared.look_up_later(lookup);
+                }
+                inner.following.schedule.poll_timeout()
+            };
+            let due = inner.supervisor.poll_timeout();
+            tokio::select! {
+                command = commands.recv() => match command {
+                    Some(command) => command(&shared, &mut inner),
+                    None => return,
+                },
+                report = reports.recv(), if reports_open => match report {
+                    Some((id, run, event)) => shared.handle(&mut inner, id, run, event),
+                    None => reports_open = false,
+                },
+                () = sleep_until(due) => {
+                    inner.supervisor.handle_timeout(Instant::now());
+                    shared.carry_out(&mut inner);
+                }
+                () = sleep_until(follow_due) => {}
+                _ = tick.tick(), if !stopping => {
+                    let sample = inner.activity.sample(Instant::now(), unix_now());
+                    shared.publish(ApiEvent::Rates(sample));
+                }
+            }
+        }
+    }
+}
+
+/// Sleeps until `due`, or for ever.
+async fn sleep_until(due: Option<Instant>) {
+    match due {
+        Some(due) => tokio::time::sleep_until(tokio::time::Instant::from_std(due)).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The refusal of a request the owner can no longer answer.
+fn stopped() -> ApiError {
+    ApiError::io("the companion is stopping")
 }
 
 /// Seconds since the Unix epoch now, by the wall clock.

@@ -11,6 +11,7 @@ use minimodel_verifier::signing::trust::SignatureCheck;
 use minimodel_wire::PeerId;
 
 use super::{Inner, Kept, Live, Shared};
+use crate::errors::ApiError;
 use crate::library::{ItemId, ItemRecord, Work};
 use crate::supervisor::{Problem, Resumes};
 use crate::view::{
@@ -20,15 +21,19 @@ use crate::view::{
 
 impl Shared {
     /// `GET /api/v1/library`.
-    pub(crate) async fn library_view(&self) -> LibraryView {
-        let inner = self.inner.lock().await;
+    pub(crate) async fn library_view(&self) -> Result<LibraryView, ApiError> {
+        self.asked(|shared, inner| Ok(shared.library_view_of(inner)))
+            .await
+    }
+
+    fn library_view_of(&self, inner: &Inner) -> LibraryView {
         let now = Instant::now();
         let items = inner
             .supervisor
             .state()
             .items
             .iter()
-            .filter_map(|record| self.view(&inner, &record.id, now))
+            .filter_map(|record| self.view(inner, &record.id, now))
             .collect();
         LibraryView {
             format: VIEW_FORMAT.to_owned(),
@@ -40,15 +45,20 @@ impl Shared {
                 port: self.runner.port(),
                 started_at: self.started_at.clone(),
             },
-            limits: self.limits_view(&inner),
+            limits: self.limits_view(inner),
             items,
         }
     }
 
     /// `GET /api/v1/items/{id}`.
-    pub(crate) async fn item_view(&self, id: &ItemId) -> Option<ItemView> {
-        let inner = self.inner.lock().await;
-        self.view(&inner, id, Instant::now())
+    pub(crate) async fn item_view(&self, id: &ItemId) -> Result<ItemView, ApiError> {
+        let id = id.clone();
+        self.asked(move |shared, inner| {
+            shared
+                .view(inner, &id, Instant::now())
+                .ok_or_else(|| ApiError::not_found(id.as_str()))
+        })
+        .await
     }
 
     pub(super) fn limits_view(&self, inner: &Inner) -> LimitsView {
