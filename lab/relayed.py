@@ -327,6 +327,32 @@ def _companion(ctx, host, lib, relay_arg=None):
     return proc
 
 
+PAGE = Path(__file__).resolve().parent / "page.py"
+
+
+def _page(host, lib, profile, name, fetch=None, timeout=300):
+    """`lab/page.py` against the companion of `lib` in `host`: with
+    `fetch`, the ticket pasted into its page's download form; else until
+    the page shows who can reach an item. Returns the process."""
+    api = json.loads((lib / "api.json").read_text())["url"]
+    argv = ["python3", PAGE, "--api", api, "--token-file", lib / "token", "--profile", profile,
+            "--timeout", str(timeout)]
+    if fetch:
+        argv += ["--fetch", fetch]
+    return host.popen(argv, name)
+
+
+def _page_events(proc, kind):
+    """The JSON lines of kind `kind` that `lab/page.py` printed."""
+    events = []
+    for line in proc.stdout_text().splitlines():
+        if line.startswith("{"):
+            event = json.loads(line)
+            if event.get("event") == kind:
+                events.append(event)
+    return events
+
+
 def _items(ctx, host, lib):
     """The companion's items as `companion list --json` shows them."""
     done = host.run([ctx.bin, "--json", "companion", "list", "--library", lib])
@@ -347,15 +373,21 @@ def companion_homes(ctx, name, size, nat, firewalls, publisher, friend, pair_rat
     friend each the companion or the command line (`publisher`: "companion"
     runs `companion run --relay RELAY` and `companion share`, "seed" runs
     `seed --relay RELAY`; `friend`: "companion" runs `companion run` with
-    no relay of its own and `companion fetch TICKET --wait`, "fetch" runs
-    `fetch TICKET`), the share's ticket the friend's only input.
+    no relay of its own and its page, in headless Chromium on the friend's
+    host (`lab/page.py`), is given the ticket in its download form and told
+    yes in its consent dialog; "fetch" runs `fetch TICKET`), the share's
+    ticket the friend's only input.
 
     Asserted: the ticket names the relay; the file is verified (its bytes
     hashed here) within 1.5 times one copy at the home uplink, or at the
     pair rate when the relay carries it; where the routers allow a direct
     path (cone) the relay carries at most 5 % of the bytes; a companion
     that serves says who can reach it (its item's `reach`), naming the
-    relay. Reported: as `two_homes`, with each side's reach."""
+    relay, and its page shows it; the friend's page shows its download's
+    reachability whenever the API has one to show. The friend's time runs
+    from the yes in its page's consent dialog to the page listing the
+    download as finished. Reported: as `two_homes`, with each side's
+    reach."""
     run_dir = ctx.scratch(name)
     slm, manifest, sha = ctx.artifact(size)
     problems = []
@@ -372,6 +404,7 @@ def companion_homes(ctx, name, size, nat, firewalls, publisher, friend, pair_rat
         relay_arg = f"{relay_id}@{relay_host.ip4}:{RELAY_PORT}"
         procs = []
         publisher_reach = None
+        publisher_page_reach = None
         if publisher == "companion":
             lib_a = run_dir / "publisher-library"
             procs.append(_companion(ctx, pub_host, lib_a, relay_arg))
@@ -391,6 +424,14 @@ def companion_homes(ctx, name, size, nat, firewalls, publisher, friend, pair_rat
                 if time.monotonic() > deadline:
                     raise Failed(f"the companion's share names no relay in 60 s: {item}")
                 time.sleep(0.2)
+            # Its page shows the same: the item's reachability line.
+            page = _page(pub_host, lib_a, run_dir / "publisher-profile", "publisher-page",
+                         timeout=60)
+            if page.wait(120) != 0:
+                page.stop()
+                problems.append(f"the publisher's page shows no reachability:\n"
+                                f"{indent(page.tail())}")
+            publisher_page_reach = [e["text"] for e in _page_events(page, "reach")]
             shown = pub_host.run([ctx.bin, "--json", "ticket", "show", ticket]).stdout
             ticket_relays = json.dumps([json.loads(line).get("relays") for line in
                                         shown.splitlines() if line.startswith("{")])
@@ -400,7 +441,9 @@ def companion_homes(ctx, name, size, nat, firewalls, publisher, friend, pair_rat
             procs.append(seed)
             ticket = ticket_event["ticket"]
             ticket_relays = json.dumps(ticket_event.get("relays", []))
-            publisher_reach = {"verdict": ticket_event.get("reach")}
+            # Who can use the ticket, by what it names (a relay: anyone);
+            # the node's own verdict comes in its `reachability` events.
+            publisher_reach = {"ticket": ticket_event.get("reach")}
         if relay_id not in ticket_relays:
             problems.append(f"the ticket does not name the relay {relay_id}: {ticket_relays}")
         relay_tx0 = relay_host.tx_bytes()
@@ -408,8 +451,8 @@ def companion_homes(ctx, name, size, nat, firewalls, publisher, friend, pair_rat
         if friend == "companion":
             lib_b = run_dir / "friend-library"
             procs.append(_companion(ctx, friend_host, lib_b))
-            fetch = friend_host.popen([ctx.bin, "--json", "companion", "fetch", ticket, "--yes",
-                                       "--wait", "--library", lib_b], "companion-fetch")
+            fetch = _page(friend_host, lib_b, run_dir / "friend-profile", "friend-page",
+                          fetch=ticket, timeout=timeout)
         else:
             lib_b = None
             out = run_dir / "friend"
@@ -417,11 +460,22 @@ def companion_homes(ctx, name, size, nat, firewalls, publisher, friend, pair_rat
         watch = Watch([fetch], "delivered", t0, exit_is_done=True)
         late = watch.wait(timeout)
         relay_tx = relay_host.tx_bytes() - relay_tx0
+        if publisher != "companion":
+            verdicts = json_events(procs[0], "reachability")
+            if verdicts:
+                publisher_reach["verdict"] = verdicts[-1].get("verdict")
+                publisher_reach["detail"] = verdicts[-1].get("detail")
         friend_reach = None
+        friend_page_reach = None
         if lib_b is not None:
             items = _items(ctx, friend_host, lib_b)
             item = items[0] if items else {}
             friend_reach = item.get("reach")
+            friend_page_reach = [e["text"] for e in _page_events(fetch, "reach")]
+            listening = friend_reach and friend_reach.get("verdict") != "not-listening"
+            if listening and not friend_page_reach:
+                problems.append(f"the friend's page showed no reachability where its item has "
+                                f"one: {friend_reach}")
             if item.get("state") != "done" or not item.get("file"):
                 problems.append(f"the friend's download is not done: {item}")
             else:
@@ -433,11 +487,16 @@ def companion_homes(ctx, name, size, nat, firewalls, publisher, friend, pair_rat
     if lib_b is None:
         check_download(fetch, out, sha, problems)
     elif fetch.returncode != 0:
-        problems.append(f"the friend's companion fetch exited {fetch.returncode}:\n"
+        problems.append(f"the friend's page exited {fetch.returncode}:\n"
                         f"{indent(fetch.tail())}")
     if publisher == "companion" and not publisher_reach:
         problems.append("the publisher's companion says nothing of who can reach it")
     done = watch.done_at.get(fetch)
+    if lib_b is not None:
+        # From the yes in the friend's page to the page listing it done.
+        consented = _page_events(fetch, "consented")
+        finished = _page_events(fetch, "done")
+        done = (finished[0]["t"] - consented[0]["t"]) if consented and finished else None
     one_copy = size / u
     lesser = min(u, pair_rate) if pair_rate else u
     carried = totals.get("forwarded_bytes")
@@ -465,7 +524,9 @@ def companion_homes(ctx, name, size, nat, firewalls, publisher, friend, pair_rat
         "relay_share": round(share, 4) if share is not None else None,
         "relay_host_sent_bytes": relay_tx,
         "publisher_reach": publisher_reach,
+        "publisher_page_reach": publisher_page_reach,
         "friend_reach": friend_reach,
+        "friend_page_reach": friend_page_reach,
         "ok": not problems,
     }
     ctx.results.append(result)
@@ -475,7 +536,9 @@ def companion_homes(ctx, name, size, nat, firewalls, publisher, friend, pair_rat
         say(f"  verified at {done:.2f} s = {result['time_over_uplink']:.3f} times one copy at the "
             f"uplink ({result['time_over_lesser']:.3f} at the lesser of it and the pair rate)")
     say(f"  the relay carried {carried} bytes = {result['relay_share']} of the file")
-    say(f"  publisher's reach: {publisher_reach}")
+    say(f"  publisher's reach: {publisher_reach}; its page: {publisher_page_reach}")
+    if lib_b is not None:
+        say(f"  the friend's page: {friend_page_reach}")
     shutil.rmtree(run_dir, ignore_errors=True)
     if problems:
         raise Failed("\n".join(problems))
