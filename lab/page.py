@@ -3,13 +3,14 @@
 lab host's namespace (`host.popen(["python3", "lab/page.py", ...])`), where
 the companion's API listens on that host's loopback.
 
-    lab/page.py --api URL --token-file PATH --profile DIR [--fetch TICKET]
-                [--timeout S]
+    lab/page.py --api URL --token-file PATH --profile DIR [--fetch TICKET
+                [--serve]] [--timeout S]
 
 It starts `chromedriver` (Debian's `chromium-driver`) on a free loopback
 port, opens the page, pastes the token and connects. With `--fetch` it
 pastes TICKET into the download form (the field that takes a manifest or
-a ticket), sends it, says yes in the consent dialog and waits until the
+a ticket), with `--serve` ticks "serve verified chunks while fetching",
+sends it, says yes in the consent dialog and waits until the
 download is in the page's finished list. Without it, it waits until one
 of the page's cards shows who can reach the item ("Reachability: ...").
 Either way it reports every reachability line the page showed.
@@ -134,6 +135,7 @@ def main():
     parser.add_argument("--token-file", required=True)
     parser.add_argument("--profile", required=True)
     parser.add_argument("--fetch")
+    parser.add_argument("--serve", action="store_true")
     parser.add_argument("--timeout", type=float, default=300)
     args = parser.parse_args()
     token = open(args.token_file, encoding="utf-8").read().strip()
@@ -157,6 +159,8 @@ def main():
                           "document.getElementById('who').textContent;")
         if args.fetch:
             driver.type_into("#fetch-manifest", args.fetch)
+            if args.serve:
+                driver.click("#fetch-serve")
             driver.click("#fetch-button")
             words = driver.wait_until(
                 "the consent dialog", 60,
