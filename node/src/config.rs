@@ -684,6 +684,17 @@ pub struct DownloadConfig {
     pub spread_from_start: bool,
     /// The mirrors' tunables.
     pub mirrors: MirrorConfig,
+    /// In endgame, a chunk in flight is asked of another peer only while
+    /// every piece stream of it that has begun comes from a peer this
+    /// many times slower than that one (a peer that has delivered nothing
+    /// yet counts as slower than any that has). `None`: any chunk in
+    /// flight with room for another owner. Default 8: both streams of a
+    /// race run until the first copy is verified, so the loser's bytes
+    /// are sent for nothing; in the simulator's flash crowd of 1,000 home
+    /// peers at 512 MiB the copies wasted fell from 13.68 to 10.86 with
+    /// the last peer's time unchanged (4: 12.42; never: 10.65), while a
+    /// chunk stuck behind a much slower peer is still raced.
+    pub endgame_duplicate_factor: Option<f64>,
 }
 
 impl Default for DownloadConfig {
@@ -705,6 +716,7 @@ impl Default for DownloadConfig {
             seed: 0x6d69_6e69_6d6f_6465,
             spread_from_start: false,
             mirrors: MirrorConfig::default(),
+            endgame_duplicate_factor: Some(8.0),
         }
     }
 }

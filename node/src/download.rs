@@ -1272,6 +1272,16 @@ impl Downloader {
             .map(PeerDownload::requests_in_flight)
             .min()
             .unwrap_or(0);
+        // The peers' rates, for the endgame's duplicates.
+        let endgame_rates: Vec<(LinkId, f64)> = if self.config.endgame_duplicate_factor.is_some()
+            && u64::from(self.picker.missing_count()) <= budget.left() as u64
+        {
+            (self.peers.iter())
+                .map(|(key, session)| (*key, session.rate()))
+                .collect()
+        } else {
+            Vec::new()
+        };
         for level in first..self.config.max_pipeline {
             if budget.is_spent() || order.is_empty() {
                 break;
@@ -1303,12 +1313,28 @@ impl Downloader {
                     candidate.done |= !endgame_may_begin;
                     continue;
                 }
+                let mine = session.rate();
+                let factor = self.config.endgame_duplicate_factor;
+                let rates = &endgame_rates;
                 let picked = self.picker.pick(key, session.has(), now).or_else(|| {
                     // Endgame: everything not verified is in flight.
                     (self.picker.missing_count() == 0)
                         .then(|| {
                             self.picker
-                                .pick_duplicate(key, session.has(), now, |_| true)
+                                .pick_duplicate(key, session.has(), now, |owners| {
+                                    let Some(factor) = factor else {
+                                        return true;
+                                    };
+                                    // Only a chunk whose begun streams are all
+                                    // much slower than this peer's would be.
+                                    owners.iter().filter(|owner| owner.started).all(|owner| {
+                                        let rate = rates
+                                            .iter()
+                                            .find(|(key, _)| *key == owner.peer)
+                                            .map_or(0.0, |(_, rate)| *rate);
+                                        rate * factor < mine
+                                    })
+                                })
                         })
                         .flatten()
                 });
@@ -1473,6 +1499,42 @@ mod tests {
         core.on_piece_started(fast, chunk, ms(2_210));
         core.on_chunk_verified(fast, chunk, 1 << 20, ms(2_250));
         assert!(drain(&mut core).contains(&Action::Cancel { peer: slow, chunk }));
+    }
+
+    /// In endgame a newcomer is asked for a duplicate of a chunk nobody
+    /// has begun sending, not of one a peer as fast as it is sending
+    /// already: with `endgame_duplicate_factor`, that race is bytes sent
+    /// twice by whichever loses. Without it, both.
+    #[test]
+    fn in_endgame_a_chunk_a_fast_peer_is_sending_is_not_asked_again() {
+        let count = 3;
+        for factor in [Some(4.0), None] {
+            let config = DownloadConfig {
+                endgame_duplicate_factor: factor,
+                ..DownloadConfig::default()
+            };
+            let mut core = Downloader::new(1 << 20, &HaveBitfield::new(count), config);
+            let t0 = Instant::now();
+            let ms = |n: u64| t0 + Duration::from_millis(n);
+            let (a, b) = (LinkId(1), LinkId(2));
+            core.add_peer(a, PeerId([1; 32]), HaveBitfield::full(count), t0)
+                .unwrap();
+            assert_eq!(requests(&mut core), [(a, 0), (a, 1), (a, 2)]);
+            // `a` delivers the first chunk (its rate is known) and begins
+            // the second; the third waits in its queue.
+            core.on_piece_started(a, 0, ms(10));
+            core.on_chunk_verified(a, 0, 1 << 20, ms(50));
+            core.on_piece_started(a, 1, ms(50));
+            drain(&mut core);
+            // Endgame: everything missing is in flight at `a`.
+            core.add_peer(b, PeerId([2; 32]), HaveBitfield::full(count), ms(60))
+                .unwrap();
+            let asked = requests(&mut core);
+            match factor {
+                Some(_) => assert_eq!(asked, [(b, 2)], "only the chunk not begun"),
+                None => assert_eq!(asked, [(b, 1), (b, 2)], "every chunk in flight"),
+            }
+        }
     }
 
     /// A download of 1000 chunks of 1 MiB with a request budget of

@@ -428,8 +428,9 @@ pub(crate) fn run(scenario: &Scenario) -> ScaleFigures {
 // uplinks on duplicates fails where it is made. At this size, with far
 // peers' requests not begun all outside the budget (2026-11-28 to
 // 2026-11-29), the flash crowd wasted 13.45 copies and the churn 12.71;
-// today 8.69 and 9.15. The runs are deterministic: a bound moves only
-// with the code. With `NETSIM_PEERS` or `NETSIM_CHUNKS` set (the figures
+// then 8.69 and 9.15; with no endgame duplicate of a chunk a peer as fast
+// is sending already (`DownloadConfig::endgame_duplicate_factor`), 7.90
+// and 8.30. The runs are deterministic: a bound moves only with the code. With `NETSIM_PEERS` or `NETSIM_CHUNKS` set (the figures
 // command) only what holds at any size is asserted.
 
 /// Whether the run is CI's size (the bounds below are for it).
@@ -443,9 +444,9 @@ fn a_flash_crowd_of_home_peers_all_finish_and_nobody_is_blamed() {
     assert_eq!(figures.blamed, 0, "{figures:?}");
     assert!(figures.ratio() <= 2.3, "{figures:?}");
     if ci_size() {
-        // 1.48 T*, 8.69 wasted, the seeder 3.92 copies.
+        // 1.48 T*, 7.90 wasted, the seeder 3.83 copies.
         assert!(figures.ratio() <= 1.65, "{figures:?}");
-        assert!(figures.wasted_copies <= 10.5, "{figures:?}");
+        assert!(figures.wasted_copies <= 9.5, "{figures:?}");
         assert!(figures.seeder_copies <= 4.5, "{figures:?}");
     }
 }
@@ -457,9 +458,9 @@ fn a_churning_crowd_finishes_after_the_seeder_left() {
     let left = figures.seeder_left.expect("the seeder left");
     assert!(figures.last > left, "{figures:?}");
     if ci_size() {
-        // 2.07 T*, 9.15 wasted, the seeder 2.74 copies.
+        // 2.02 T*, 8.30 wasted, the seeder 2.74 copies.
         assert!(figures.ratio() <= 2.35, "{figures:?}");
-        assert!(figures.wasted_copies <= 11.0, "{figures:?}");
+        assert!(figures.wasted_copies <= 10.0, "{figures:?}");
         assert!(figures.seeder_copies <= 3.2, "{figures:?}");
     }
 }
