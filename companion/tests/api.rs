@@ -988,6 +988,28 @@ fn a_download_stopped_or_crashed_midway_resumes_without_fetching_a_verified_chun
     );
 }
 
+/// Sends every request to `POST /api/v1/downloads` at once, one thread
+/// each, released together; the answers in the requests' order.
+fn post_together(companion: &Running, requests: &[Value]) -> Vec<(u16, Value)> {
+    let barrier = std::sync::Barrier::new(requests.len());
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = requests
+            .iter()
+            .map(|request| {
+                let barrier = &barrier;
+                scope.spawn(move || {
+                    barrier.wait();
+                    companion.send("POST", "/api/v1/downloads", request)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|handle| handle.join().unwrap())
+            .collect()
+    })
+}
+
 #[test]
 fn two_versions_of_one_model_id_sent_together_are_both_added_in_two_directories() {
     let temp = tempfile::tempdir().unwrap();
@@ -1013,23 +1035,7 @@ fn two_versions_of_one_model_id_sent_together_are_both_added_in_two_directories(
                 })
             })
             .collect();
-        let barrier = std::sync::Barrier::new(2);
-        let statuses: Vec<(u16, Value)> = std::thread::scope(|scope| {
-            let handles: Vec<_> = requests
-                .iter()
-                .map(|request| {
-                    let (companion, barrier) = (&companion, &barrier);
-                    scope.spawn(move || {
-                        barrier.wait();
-                        companion.send("POST", "/api/v1/downloads", request)
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|handle| handle.join().unwrap())
-                .collect()
-        });
+        let statuses = post_together(&companion, &requests);
         let codes: Vec<u16> = statuses.iter().map(|(status, _)| *status).collect();
         assert_eq!(codes, vec![201, 201], "round {round}: {statuses:?}");
         // Whichever came first has downloads/; the other has the
@@ -1092,23 +1098,7 @@ fn two_downloads_sent_together_where_the_quota_fits_one_add_exactly_one() {
                 })
             })
             .collect();
-        let barrier = std::sync::Barrier::new(2);
-        let answers: Vec<(u16, Value)> = std::thread::scope(|scope| {
-            let handles: Vec<_> = requests
-                .iter()
-                .map(|request| {
-                    let (companion, barrier) = (&companion, &barrier);
-                    scope.spawn(move || {
-                        barrier.wait();
-                        companion.send("POST", "/api/v1/downloads", request)
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|handle| handle.join().unwrap())
-                .collect()
-        });
+        let answers = post_together(&companion, &requests);
         let mut codes: Vec<u16> = answers.iter().map(|(status, _)| *status).collect();
         codes.sort_unstable();
         assert_eq!(codes, vec![201, 507], "round {round}: {answers:?}");

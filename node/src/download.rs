@@ -195,6 +195,9 @@ pub struct Downloader {
     /// [`Self::fill_pipelines`]'s candidates, kept between rounds so that
     /// the round a node runs after nearly every event allocates nothing.
     fill_order: Vec<FillCandidate>,
+    /// [`Self::fill_pipelines`]'s peers' rates near the end (for the
+    /// endgame's duplicates), kept between rounds likewise.
+    endgame_rates: Vec<(LinkId, f64)>,
     /// The peers' keys a tick walks, kept between ticks (no allocation
     /// per tick).
     tick_keys: Vec<LinkId>,
@@ -234,6 +237,7 @@ impl Downloader {
             deadline: Cell::new(None),
             first_chunk_in: false,
             fill_order: Vec::new(),
+            endgame_rates: Vec::new(),
             tick_keys: Vec::new(),
             mirrors: BTreeMap::new(),
             departed_mirrors: BTreeMap::new(),
@@ -1272,16 +1276,15 @@ impl Downloader {
             .map(PeerDownload::requests_in_flight)
             .min()
             .unwrap_or(0);
-        // The peers' rates, for the endgame's duplicates.
-        let endgame_rates: Vec<(LinkId, f64)> = if self.config.endgame_duplicate_factor.is_some()
+        // The peers' rates, for the endgame's duplicates (kept between
+        // rounds, as `fill_order` is).
+        let mut endgame_rates = std::mem::take(&mut self.endgame_rates);
+        endgame_rates.clear();
+        if self.config.endgame_duplicate_factor.is_some()
             && u64::from(self.picker.missing_count()) <= budget.left() as u64
         {
-            (self.peers.iter())
-                .map(|(key, session)| (*key, session.rate()))
-                .collect()
-        } else {
-            Vec::new()
-        };
+            endgame_rates.extend((self.peers.iter()).map(|(key, session)| (*key, session.rate())));
+        }
         for level in first..self.config.max_pipeline {
             if budget.is_spent() || order.is_empty() {
                 break;
@@ -1369,6 +1372,7 @@ impl Downloader {
             self.held_when = Some(now);
         }
         self.fill_order = order;
+        self.endgame_rates = endgame_rates;
     }
 }
 

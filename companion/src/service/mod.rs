@@ -361,7 +361,12 @@ impl Shared {
     pub(crate) async fn save(&self) -> Result<(), crate::library::LibraryError> {
         self.with(|shared, inner| shared.library.save_state(inner.supervisor.state()))
             .await
-            .unwrap_or(Ok(()))
+            .unwrap_or_else(|| {
+                Err(crate::library::LibraryError::Io {
+                    path: self.library.state_path(),
+                    source: std::io::Error::other("the library's owner task has ended"),
+                })
+            })
     }
 
     /// Carries out every action the supervisor queued.
