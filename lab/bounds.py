@@ -59,8 +59,13 @@ BOUNDS = {
     # Homes behind routers trade among themselves: the copies between
     # them are bounded below near what they are.
     "homes-4x32-cone": [("time_over_bound", "<=", 2.2), ("copies_from_other_peers", ">=", 1.1)],
+    # Its copies between peers: 1.586 to 1.695 in seven runs of
+    # 2026-11-30 (six beside two busy loops, as CI's background builds
+    # load it), and 1.344 in one CI run where the seeder sent one home 0.73
+    # of the file and that peer, done at 3.5 s, left the crowd with its
+    # uplink unused; the bound is that run's divided by 1.1.
     "homes-4x32-symmetric-upnp": [("time_over_bound", "<=", 2.1),
-                                  ("copies_from_other_peers", ">=", 1.4),
+                                  ("copies_from_other_peers", ">=", 1.22),
                                   ("peers_with_a_mapping", ">=", 4)],
     "homes-4x256-cone": [("time_over_bound", "<=", 1.7), ("copies_from_other_peers", ">=", 1.27)],
     # Symmetric NATs at both ends and no mapping: nothing moves between the
