@@ -82,6 +82,20 @@ def find_minimodel(given):
     return default
 
 
+def build_of(binary):
+    """Which build `binary` is, from its `--version`: "debug" for one with
+    debug assertions (Cargo's dev and test profiles; CI's lab runs those),
+    else "release". Every figure the lab reports carries it."""
+    try:
+        printed = subprocess.run([str(binary), "--version"], capture_output=True, text=True,
+                                 timeout=30, check=True).stdout
+    except (OSError, subprocess.SubprocessError) as error:
+        raise LabError(f"{binary} --version failed: {error}") from error
+    if not printed.startswith("minimodel "):
+        raise LabError(f"{binary} --version printed {printed.strip()!r}, not minimodel's version")
+    return "debug" if "(debug build)" in printed else "release"
+
+
 class Relay:
     """Where the relay program is; built (dev profile) the first time a
     scenario needs it if neither build exists."""
@@ -124,6 +138,7 @@ class Context:
 
     def __init__(self, args, workdir):
         self.bin = find_minimodel(args.bin or os.environ.get("MINIMODEL_BIN"))
+        self.build = build_of(self.bin)
         self.relay = Relay(args.relay or os.environ.get("LAB_RELAY"))
         self.workdir = Path(workdir)
         self.artifacts = {}

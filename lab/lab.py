@@ -769,7 +769,8 @@ def main():
         netlab.require_capabilities()
         netlab.clean_leftovers(log=say)
         ctx = Context(args, workdir)
-        say(f"lab: binary {ctx.bin}; work directory {workdir}"
+        say(f"lab: binary {ctx.bin} ({ctx.build} build: every figure below is of it); "
+            f"work directory {workdir}"
             + (f"; every cap times {args.rate_scale}" if args.rate_scale != 1 else "")
             + (f"; chunks of {args.chunk_size}" if args.chunk_size else ""))
         for label, name, tool in runs:
@@ -804,6 +805,9 @@ def main():
         if args.results:
             with open(args.results, "a") as out:
                 for result in ctx.results:
+                    # Which build it measured (libtorrent's results too:
+                    # the comparison was with that build).
+                    result.setdefault("build", ctx.build)
                     out.write(json.dumps(result) + "\n")
     except LabError as error:
         say(f"lab: cannot run: {error}")

@@ -34,8 +34,17 @@ use crate::output::Output;
 /// way), 4 verification
 /// failed (the bytes, or a manifest's signature or publisher key), 5 consent
 /// not given, 130 interrupted (state saved).
+/// What `--version` prints after the name: the version, and for a build
+/// with debug assertions (Cargo's dev and test profiles) that it is one,
+/// so that a figure measured through it says which build it came from
+/// (the lab prints it with every scenario, `docs/lab.md`).
+#[cfg(not(debug_assertions))]
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+#[cfg(debug_assertions)]
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (debug build)");
+
 #[derive(Debug, Parser)]
-#[command(name = "minimodel", version, max_term_width = 100)]
+#[command(name = "minimodel", version = VERSION, max_term_width = 100)]
 struct Cli {
     /// Machine-readable output: one JSON object per line on standard output.
     #[arg(long, global = true)]

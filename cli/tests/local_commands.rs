@@ -254,6 +254,27 @@ fn usage_errors_are_exit_2() {
 }
 
 #[test]
+fn the_version_says_which_build_it_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = minimodel(dir.path(), &["--version"]);
+    assert_eq!(code(&output), 0);
+    let printed = String::from_utf8_lossy(&output.stdout);
+    let expected = format!("minimodel {}", env!("CARGO_PKG_VERSION"));
+    // The binary is built in the profile this test is: with debug
+    // assertions in the dev and test profiles, without in release.
+    let build = if cfg!(debug_assertions) {
+        " (debug build)"
+    } else {
+        ""
+    };
+    assert_eq!(
+        printed.trim_end(),
+        format!("{expected}{build}"),
+        "{printed}"
+    );
+}
+
+#[test]
 fn byte_routes_and_plain_http_are_refused() {
     let dir = prepared();
     let byte_route = [
