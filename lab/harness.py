@@ -445,6 +445,69 @@ class RateSampler:
         return best
 
 
+class TxSeries:
+    """Each host's interface byte counter (`tx_bytes`) every `every`
+    seconds while a scenario runs, read inside the host's namespace by one
+    shell loop per host (a process per sample would load the machine the
+    figures are taken on). `sent(name, a, b)` is what the host sent
+    between `a` and `b` seconds after `t0`, from the samples nearest those
+    times."""
+
+    def __init__(self, hosts, t0, every=0.25):
+        self.hosts = hosts
+        self.t0 = t0
+        self.every = every
+        self.samples = {name: [] for name in hosts}
+        self._procs = []
+        self._threads = []
+        # $EPOCHREALTIME is the wall clock; the scenarios' times are
+        # time.monotonic()'s.
+        self._offset = time.time() - time.monotonic()
+
+    def start(self):
+        for name, host in self.hosts.items():
+            counter = f"/sys/class/net/{host.ifname}/statistics/tx_bytes"
+            loop = (f'while read -r v < {counter}; do echo "$EPOCHREALTIME $v"; '
+                    f"sleep {self.every}; done")
+            proc = subprocess.Popen(host.exec_argv(["bash", "-c", loop]), stdout=subprocess.PIPE,
+                                    stderr=subprocess.DEVNULL, text=True, start_new_session=True)
+            thread = threading.Thread(target=self._read, args=(name, proc), daemon=True)
+            thread.start()
+            self._procs.append(proc)
+            self._threads.append(thread)
+        return self
+
+    def _read(self, name, proc):
+        for line in proc.stdout:
+            at, _, value = line.partition(" ")
+            try:
+                self.samples[name].append((float(at) - self._offset - self.t0, int(value)))
+            except ValueError:
+                continue
+
+    def stop(self):
+        for proc in self._procs:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait()
+        for thread in self._threads:
+            thread.join(timeout=5)
+        return self
+
+    def count_at(self, name, at):
+        """The counter at the sample nearest `at` s (None without one)."""
+        samples = self.samples.get(name) or []
+        if not samples:
+            return None
+        return min(samples, key=lambda sample: abs(sample[0] - at))[1]
+
+    def sent(self, name, start, end):
+        a, b = self.count_at(name, start), self.count_at(name, end)
+        return None if a is None or b is None else b - a
+
+
 class CpuSampler:
     """The whole machine's CPU while a scenario runs, from /proc/stat, over
     the run and per second, like `vmstat 1`: the idle share (`id` + `wa`),

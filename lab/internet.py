@@ -14,7 +14,7 @@ import shutil
 import time
 
 from harness import (
-    LT_CLIENT, LT_PYTHON, MODEL, MiB, PORT, SEED_CAP, CpuSampler, Failed, RateSampler, Watch, bits,
+    LT_CLIENT, LT_PYTHON, MODEL, MiB, PORT, SEED_CAP, CpuSampler, Failed, RateSampler, TxSeries, Watch, bits,
     check_download, fail_if, indent, json_events, measure_uplink, median, parse_offer, require_libtorrent, say,
     sha256_file, start_fetch, start_seeder, stop_all, wait_all,
 )
@@ -39,12 +39,14 @@ def peer_bytes_from(receipt, peer_id):
 
 
 def swarm_minimodel(ctx, seeder, hosts, size, run_dir, timeout, meters, seed_after=True,
-                    peer_extra=(), seed_extra=()):
+                    peer_extra=(), seed_extra=(), series=None):
     """`seed` on `seeder`, then every host's `fetch --serve` at once, each
     given only the seeder's offer (with `--seed-after` when `seed_after`:
     they serve on until the last one is done, and are stopped then). Reads
     each meter (a name -> callable giving bytes sent) at the start and when
-    the last peer is done. Returns what happened (see `summarize`)."""
+    the last peer is done; with `series` (name -> host), each of those
+    hosts' interface counter every quarter second too (`TxSeries`).
+    Returns what happened (see `summarize`)."""
     _, _, sha = ctx.artifact(size)
     _, offer = start_seeder(ctx, seeder, size, seeder.addr(PORT),
                             extra=[*seed_extra, *ctx.seed_args])
@@ -54,6 +56,7 @@ def swarm_minimodel(ctx, seeder, hosts, size, run_dir, timeout, meters, seed_aft
     sent0 = {name: meter() for name, meter in meters.items()}
     seeder_rate = RateSampler(meters["seeder"]).start() if "seeder" in meters else None
     t0 = time.monotonic()
+    tx = TxSeries(series, t0).start() if series else None
     fetches = []
     for host in hosts:
         out = run_dir / host.name
@@ -63,6 +66,8 @@ def swarm_minimodel(ctx, seeder, hosts, size, run_dir, timeout, meters, seed_aft
     watch = Watch(procs, "delivered", t0, exit_is_done=True)
     late = watch.wait(timeout)
     sent1 = {name: meter() for name, meter in meters.items()}
+    if tx:
+        tx.stop()
     seeder_peaks = {}
     if seeder_rate:
         seeder_rate.stop()
@@ -87,12 +92,13 @@ def swarm_minimodel(ctx, seeder, hosts, size, run_dir, timeout, meters, seed_aft
         "wasted": [r["source"].get("bytes_wasted", 0) if r else None for r in receipts],
         "sent": {name: sent1[name] - sent0[name] for name in meters},
         "seeder_peaks": seeder_peaks,
+        "tx": tx,
         "cpu": load,
         "problems": problems,
     }
 
 
-def swarm_libtorrent(ctx, seeder, hosts, size, run_dir, timeout, meters):
+def swarm_libtorrent(ctx, seeder, hosts, size, run_dir, timeout, meters, series=None):
     """The same swarm with the libtorrent client (lab/ltclient.py): the
     seeder seeds the fixture from a .torrent whose pieces are the manifest's
     chunks, every host downloads and seeds on; each is given the seeder's
@@ -124,10 +130,13 @@ def swarm_libtorrent(ctx, seeder, hosts, size, run_dir, timeout, meters):
     cpu = CpuSampler().start()
     sent0 = {name: meter() for name, meter in meters.items()}
     t0 = time.monotonic()
+    tx = TxSeries(series, t0).start() if series else None
     go.touch()
     watch = Watch(procs, "finished", t0)
     late = watch.wait(timeout)
     sent1 = {name: meter() for name, meter in meters.items()}
+    if tx:
+        tx.stop()
     load = cpu.stop()
     load["peers_cpu_s"] = round(sum(watch.cpu.values()), 1)
     stop_all(procs)
@@ -164,6 +173,7 @@ def swarm_libtorrent(ctx, seeder, hosts, size, run_dir, timeout, meters):
         "from_others": from_others,
         "wasted": None,
         "sent": {name: sent1[name] - sent0[name] for name in meters},
+        "tx": tx,
         "cpu": load,
         "problems": problems,
     }
@@ -292,7 +302,7 @@ def uplinks(ctx, name, tool, peers, size, caps, campus=False, timeout=900, peer_
         meters = {"seeder": seeder.tx_bytes}
         meters.update({h.name: h.tx_bytes for h in hosts})
         run = run_swarm(ctx, tool, seeder, hosts, size, run_dir, timeout,
-                        meters, peer_extra=peer_extra)
+                        meters, peer_extra=peer_extra, series={h.name: h for h in hosts})
     payload_share = u_s / (seeder.cap_bits / 8)
     uplinks_sum = sum(payload_share * h.cap_bits / 8 for h in hosts)
     bound = max(size / u_s, peers * size / (u_s + uplinks_sum))
@@ -312,6 +322,22 @@ def uplinks(ctx, name, tool, peers, size, caps, campus=False, timeout=900, peer_
         seeder_used = run["sent"]["seeder"] / (seeder.cap_bits / 8 * last)
     else:
         seeder_used = None
+    # The same, before each peer was done and after (it serves on until
+    # the last one is done): where a fast uplink idles, whether it idled
+    # while its own download ran (nobody asked it for what it had) or as a
+    # seed (the others had what it could give, or asked it too little).
+    # Only a peer done at least a second before the last counts after.
+    before_by_cap, after_by_cap = {}, {}
+    tx = run.get("tx")
+    if last and tx:
+        for cap, h, done in zip(caps_mbit, hosts, run["done_at"]):
+            rate = h.cap_bits / 8
+            sent = tx.sent(h.name, 0.0, done)
+            if sent is not None and done > 0:
+                before_by_cap.setdefault(cap, []).append(sent / (rate * done))
+            sent = tx.sent(h.name, done, last)
+            if sent is not None and last - done >= 1.0:
+                after_by_cap.setdefault(cap, []).append(sent / (rate * (last - done)))
     # The seeder's best second over its cap: near 1 when it can fill
     # its link; a --max-upload of half the cap leaves it about 0.72 (the
     # half and the upload bucket's burst of 1 MiB). Over 2 and 3 s as
@@ -329,6 +355,10 @@ def uplinks(ctx, name, tool, peers, size, caps, campus=False, timeout=900, peer_
         "median_peer_s_by_cap": {str(c): round(median(v), 2) if None not in v else None
                                  for c, v in sorted(by_cap.items())},
         "uplink_used_by_cap": {str(c): round(median(v), 3) for c, v in sorted(used_by_cap.items())},
+        "uplink_used_before_done_by_cap": {str(c): round(median(v), 3)
+                                           for c, v in sorted(before_by_cap.items())},
+        "uplink_used_after_done_by_cap": {str(c): round(median(v), 3)
+                                          for c, v in sorted(after_by_cap.items())},
         "seeder_uplink_used": round(seeder_used, 3) if seeder_used is not None else None,
         "seeder_peaks_of_cap": peaks_of_cap,
         "copies_verified_every_2s": [round(c, 2) for _, c in run.get("timeline", [])],
@@ -340,6 +370,14 @@ def uplinks(ctx, name, tool, peers, size, caps, campus=False, timeout=900, peer_
              + f"; seeder {result['seeder_uplink_used']}"
              + (f" (its best second {result['seeder_peak_of_cap']} of its cap)"
                 if result["seeder_peak_of_cap"] is not None else "")]
+    if result["uplink_used_before_done_by_cap"]:
+        lines.append("  before each peer was done: "
+                     + ", ".join(f"{c}: {v}" for c, v
+                                 in result["uplink_used_before_done_by_cap"].items())
+                     + "; after, serving until the last was done (peers done 1 s or more "
+                     "before it): "
+                     + (", ".join(f"{c}: {v}" for c, v
+                                  in result["uplink_used_after_done_by_cap"].items()) or "none"))
     if result["copies_verified_every_2s"]:
         # Beside the simulator's "verified over time" (NETSIM_TRACE=1):
         # the ramp, the middle at the swarm's rate, and the tail.
@@ -984,6 +1022,7 @@ def _uplinks(peers, mib, caps, **kwargs):
 
 SCENARIOS = {
     "uplinks-8x16-mixed": _uplinks(8, 16, MIXED, timeout=300),
+    "uplinks-12x16-mixed": _uplinks(12, 16, MIXED, timeout=300),
     "uplinks-24x32-mixed": _uplinks(24, 32, MIXED),
     "uplinks-40x32-mixed": _uplinks(40, 32, MIXED),
     "uplinks-24x128-mixed": _uplinks(24, 128, MIXED, timeout=1500),

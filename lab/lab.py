@@ -651,8 +651,9 @@ SETS = {
                 "share-default-default", "share-cubic-cubic", "share-one-node"],
     # Homes, NAT, a campus and a LAN (docs/lab.md, "The internet"); minutes
     # each, the 40-peer ones CPU-bound on two cores (see --rate-scale).
-    "internet": ["uplinks-24x32-mixed", "uplinks-40x32-mixed", "uplinks-24x128-mixed",
-                 "uplinks-40x128-mixed", "uplinks-24x32-10", "uplinks-40x32-one24",
+    "internet": ["uplinks-12x16-mixed", "uplinks-24x32-mixed", "uplinks-40x32-mixed",
+                 "uplinks-24x128-mixed", "uplinks-40x128-mixed", "uplinks-24x32-10",
+                 "uplinks-40x32-one24",
                  "homes-4x256-cone", "homes-4x256-symmetric", "neighbours-2x256", "lan-30x256",
                  "lan-30x256-mdns", "library-20x8", "relay-homes-cone-open", "relay-homes-ipv6",
                  "relay-homes-24x32-mixed", "mirror-cold-24x32", "mirror-cold-24x32-vs-libtorrent"],
