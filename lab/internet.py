@@ -331,6 +331,8 @@ def uplinks(ctx, name, tool, peers, size, caps, campus=False, timeout=900, peer_
     tx = run.get("tx")
     if last and tx:
         for cap, h, done in zip(caps_mbit, hosts, run["done_at"]):
+            if done is None:
+                continue
             rate = h.cap_bits / 8
             sent = tx.sent(h.name, 0.0, done)
             if sent is not None and done > 0:
