@@ -448,10 +448,10 @@ class RateSampler:
 class TxSeries:
     """Each host's interface byte counter (`tx_bytes`) every `every`
     seconds while a scenario runs, read inside the host's namespace by one
-    shell loop per host (a process per sample would load the machine the
-    figures are taken on). `sent(name, a, b)` is what the host sent
-    between `a` and `b` seconds after `t0`, from the samples nearest those
-    times."""
+    bash loop per host that waits with `read -t` (no process per sample:
+    an `ip netns exec cat` for each would load the machine the figures are
+    taken on). `sent(name, a, b)` is what the host sent between `a` and
+    `b` seconds after `t0`, from the samples nearest those times."""
 
     def __init__(self, hosts, t0, every=0.25):
         self.hosts = hosts
@@ -467,10 +467,14 @@ class TxSeries:
     def start(self):
         for name, host in self.hosts.items():
             counter = f"/sys/class/net/{host.ifname}/statistics/tx_bytes"
-            loop = (f'while read -r v < {counter}; do echo "$EPOCHREALTIME $v"; '
-                    f"sleep {self.every}; done")
-            proc = subprocess.Popen(host.exec_argv(["bash", "-c", loop]), stdout=subprocess.PIPE,
-                                    stderr=subprocess.DEVNULL, text=True, start_new_session=True)
+            # A pipe nobody writes to: `read -t` on it is a wait in bash
+            # itself ($EPOCHREALTIME needs bash 5; LC_ALL=C keeps its point).
+            loop = ("exec 3<> <(:); "
+                    f'while read -r v < {counter}; do echo "$EPOCHREALTIME $v"; '
+                    f"read -r -t {self.every} -u 3 _; done")
+            argv = host.exec_argv(["env", "LC_ALL=C", "bash", "-c", loop])
+            proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                    text=True, start_new_session=True)
             thread = threading.Thread(target=self._read, args=(name, proc), daemon=True)
             thread.start()
             self._procs.append(proc)

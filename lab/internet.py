@@ -14,9 +14,9 @@ import shutil
 import time
 
 from harness import (
-    LT_CLIENT, LT_PYTHON, MODEL, MiB, PORT, SEED_CAP, CpuSampler, Failed, RateSampler, TxSeries, Watch, bits,
-    check_download, fail_if, indent, json_events, measure_uplink, median, parse_offer, require_libtorrent, say,
-    sha256_file, start_fetch, start_seeder, stop_all, wait_all,
+    LT_CLIENT, LT_PYTHON, MODEL, MiB, PORT, SEED_CAP, CpuSampler, Failed, RateSampler, TxSeries,
+    Watch, bits, check_download, fail_if, indent, json_events, measure_uplink, median, parse_offer,
+    require_libtorrent, say, sha256_file, start_fetch, start_seeder, stop_all, wait_all,
 )
 from netlab import HOME_LAN4, PROBE, LabError, tool_path
 

@@ -26,6 +26,15 @@ use crate::events::Event;
 use crate::exit::{Exit, Failure};
 use crate::output::Output;
 
+/// What `--version` prints after the name: the version, and for a build
+/// with debug assertions (Cargo's dev and test profiles) that it is one,
+/// so that a figure measured through it says which build it came from
+/// (the lab names it before its first scenario, `docs/lab.md`).
+#[cfg(not(debug_assertions))]
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+#[cfg(debug_assertions)]
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (debug build)");
+
 /// Move MiniModel .slm artifacts between consenting peers, verified chunk by
 /// chunk against the manifest's Merkle root and the whole-file SHA-256.
 ///
@@ -34,15 +43,6 @@ use crate::output::Output;
 /// way), 4 verification
 /// failed (the bytes, or a manifest's signature or publisher key), 5 consent
 /// not given, 130 interrupted (state saved).
-/// What `--version` prints after the name: the version, and for a build
-/// with debug assertions (Cargo's dev and test profiles) that it is one,
-/// so that a figure measured through it says which build it came from
-/// (the lab prints it with every scenario, `docs/lab.md`).
-#[cfg(not(debug_assertions))]
-const VERSION: &str = env!("CARGO_PKG_VERSION");
-#[cfg(debug_assertions)]
-const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (debug build)");
-
 #[derive(Debug, Parser)]
 #[command(name = "minimodel", version = VERSION, max_term_width = 100)]
 struct Cli {

@@ -254,6 +254,20 @@ fn usage_errors_are_exit_2() {
 }
 
 #[test]
+fn help_says_what_the_program_does_and_its_exit_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = minimodel(dir.path(), &["--help"]);
+    assert_eq!(code(&output), 0);
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        printed.starts_with("Move MiniModel .slm artifacts between consenting peers"),
+        "{printed}"
+    );
+    assert!(printed.contains("Exit codes: 0 success"), "{printed}");
+    assert!(printed.contains("130 interrupted"), "{printed}");
+}
+
+#[test]
 fn the_version_says_which_build_it_is() {
     let dir = tempfile::tempdir().unwrap();
     let output = minimodel(dir.path(), &["--version"]);
