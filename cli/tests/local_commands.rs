@@ -253,12 +253,17 @@ fn usage_errors_are_exit_2() {
     assert_eq!(code(&minimodel(dir.path(), &["--help"])), 0);
 }
 
+/// What `args` print on standard output, asserting they succeed.
+fn printed_by(args: &[&str]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let output = minimodel(dir.path(), args);
+    assert_eq!(code(&output), 0, "{args:?}");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
 #[test]
 fn help_says_what_the_program_does_and_its_exit_codes() {
-    let dir = tempfile::tempdir().unwrap();
-    let output = minimodel(dir.path(), &["--help"]);
-    assert_eq!(code(&output), 0);
-    let printed = String::from_utf8_lossy(&output.stdout);
+    let printed = printed_by(&["--help"]);
     assert!(
         printed.starts_with("Move MiniModel .slm artifacts between consenting peers"),
         "{printed}"
@@ -269,10 +274,7 @@ fn help_says_what_the_program_does_and_its_exit_codes() {
 
 #[test]
 fn the_version_says_which_build_it_is() {
-    let dir = tempfile::tempdir().unwrap();
-    let output = minimodel(dir.path(), &["--version"]);
-    assert_eq!(code(&output), 0);
-    let printed = String::from_utf8_lossy(&output.stdout);
+    let printed = printed_by(&["--version"]);
     let expected = format!("minimodel {}", env!("CARGO_PKG_VERSION"));
     // The binary is built in the profile this test is: with debug
     // assertions in the dev and test profiles, without in release.
