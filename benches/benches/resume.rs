@@ -64,7 +64,7 @@ fn startup(c: &mut Criterion) {
     {
         // Every other chunk verified: the most Merkle nodes to keep.
         let (download, _) = open(dir.path(), &manifest, &options);
-        let verifier = ChunkVerifier::new(geometry, tree.root());
+        let verifier = ChunkVerifier::new(geometry.clone(), tree.root());
         for index in (0..geometry.chunk_count()).step_by(2) {
             let proof = tree.proof(index).unwrap();
             let chunk = verifier

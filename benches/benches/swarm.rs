@@ -107,6 +107,7 @@ fn fixture(dir: &Path, size: u64) -> Fixture {
         peer_hint_status: PeerHintStatus::None,
         signature: Signature::UnsignedPlaceholderV0,
         chunks: ChunkSection {
+            scheme: minimodel_verifier::manifest::ChunkScheme::FixedSize,
             chunk_size,
             chunk_count: chunk_count_for(size, chunk_size),
             merkle_root: tree.root(),

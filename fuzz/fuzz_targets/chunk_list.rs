@@ -1,12 +1,18 @@
 //! The new artifact's chunk list given to `fetch --chunk-list`
 //! (`minimodel_swarm::resume::reuse::NewChunkList::check_against`) on
 //! arbitrary bytes: it must return, never panic; a list it accepts has
-//! the count asked for and hashes to the root asked for.
+//! the count asked for and hashes to the root asked for. The same bytes
+//! go to the file form's reader of both chunk schemes
+//! (`minimodel_verifier::chunk_list::ChunkList::parse`): a list it accepts
+//! has one hash per chunk, lengths that make the artifact, and writes back
+//! as the very bytes it was read from.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use minimodel_swarm::resume::reuse::NewChunkList;
 use minimodel_verifier::Sha256Digest;
+use minimodel_verifier::chunk_list::{ChunkList, ListShape};
+use minimodel_verifier::manifest::ChunkScheme;
 use minimodel_verifier::merkle::MerkleTree;
 
 fuzz_target!(|data: &[u8]| {
@@ -31,4 +37,30 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(tree.root(), root);
     }
     let _ = NewChunkList::check_against(text, count, root, Some(Sha256Digest::of(text)));
+
+    // The file form of either scheme. The artifact's size is the sum of
+    // the lengths as written when they parse as numbers, so that accepted
+    // listed lists are reached.
+    let listed_bytes: u64 = std::str::from_utf8(text).map_or(0, |text| {
+        text.lines()
+            .filter_map(|line| line.split(' ').nth(1)?.parse::<u64>().ok())
+            .fold(0u64, u64::saturating_add)
+    });
+    for (scheme, artifact_bytes) in [
+        (ChunkScheme::SlmParts, listed_bytes.max(1)),
+        (ChunkScheme::FixedSize, u64::from(count) * 16384),
+    ] {
+        let shape = ListShape {
+            scheme,
+            artifact_bytes,
+            chunk_size: 16384,
+            chunk_count: count,
+        };
+        if let Ok(list) = ChunkList::parse(text, shape) {
+            assert_eq!(list.hashes().len(), count as usize);
+            assert_eq!(list.geometry().chunk_count(), count);
+            assert_eq!(list.geometry().artifact_bytes(), artifact_bytes);
+            assert_eq!(list.text().as_bytes(), text);
+        }
+    }
 });

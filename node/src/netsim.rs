@@ -611,7 +611,7 @@ impl Sim {
         let swarms = (0..count)
             .map(|i| match i {
                 0 => swarm.clone(),
-                _ => SwarmIdentity::new(format!("sim-{i}"), [7; 32], *swarm.params())
+                _ => SwarmIdentity::new(format!("sim-{i}"), [7; 32], swarm.params().clone())
                     .expect("a valid model id"),
             })
             .collect();

@@ -250,14 +250,14 @@ impl Fetcher {
         reports: mpsc::UnboundedSender<NodeReport>,
     ) -> Result<Self, FetchError> {
         let manifest = &plan.manifest;
-        let swarm = swarm_of(manifest)?;
         let geometry = partial.geometry();
+        let swarm = swarm_of(manifest, &geometry)?;
         let have = partial.verified();
         let id = identity.peer_id();
         let serve = plan.serving.is_some();
         let settings = plan.node_settings();
         let jobs = Jobs::new(
-            geometry,
+            geometry.clone(),
             partial.verifier(),
             partial.storage(),
             ProofSource::Download(Arc::clone(&partial)),

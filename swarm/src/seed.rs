@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use minimodel_node::NodeStart;
 use minimodel_verifier::check::VerifiedArtifact;
-use minimodel_verifier::chunk::{ChunkGeometry, ChunkVerifier};
+use minimodel_verifier::chunk::ChunkVerifier;
 use minimodel_wire::{HaveBitfield, PeerAddr, PeerId};
 use tokio::sync::mpsc;
 
@@ -72,8 +72,8 @@ impl Seeder {
         reports: mpsc::UnboundedSender<NodeReport>,
     ) -> Result<Self, SeedError> {
         let manifest = artifact.manifest();
-        let swarm = swarm_of(manifest)?;
-        let geometry = ChunkGeometry::of_manifest(manifest)?;
+        let geometry = artifact.geometry().clone();
+        let swarm = swarm_of(manifest, &geometry)?;
         let tuning = &mut config.tuning;
         tuning.connection_receive_window =
             tuning.connection_receive_window.min(SEEDER_RECEIVE_WINDOW);
@@ -92,7 +92,7 @@ impl Seeder {
         start.manifest = Some(crate::node::served_manifest(&config, manifest));
         start.chunk_list = Some(crate::node::chunk_list_of(artifact.tree().chunk_hashes()));
         let jobs = Jobs::new(
-            geometry,
+            geometry.clone(),
             ChunkVerifier::new(geometry, manifest.chunks.merkle_root),
             storage,
             ProofSource::Full(Arc::new(artifact.tree().clone())),

@@ -565,7 +565,7 @@ mod tests {
     #[test]
     fn the_prefix_is_hashed_from_storage_in_order() {
         let (_dir, storage, bytes, geometry) = setup(100_000, 16384);
-        let mut hasher = TrailingHasher::new(geometry);
+        let mut hasher = TrailingHasher::new(geometry.clone());
         for index in [6, 5, 4, 3, 2, 1] {
             hasher.note_stored(index);
             assert!(!hasher.step(&storage).unwrap());
@@ -585,7 +585,7 @@ mod tests {
         storage
             .write_all_at(20_000, &bytes[20_000..20_001])
             .unwrap();
-        let mut hasher = TrailingHasher::new(geometry);
+        let mut hasher = TrailingHasher::new(geometry.clone());
         for index in 0..geometry.chunk_count() {
             hasher.note_stored(index);
         }
@@ -596,7 +596,7 @@ mod tests {
     fn chunks_larger_than_a_read_block_are_read_in_blocks() {
         let len = 3 * READ_BLOCK + 12_345;
         let (_dir, storage, bytes, geometry) = setup(len, 4 * READ_BLOCK as u32);
-        let mut hasher = TrailingHasher::new(geometry);
+        let mut hasher = TrailingHasher::new(geometry.clone());
         hasher.note_stored(0);
         assert!(hasher.step(&storage).unwrap());
         assert_eq!(
@@ -617,7 +617,7 @@ mod tests {
         let storage: Arc<dyn Storage> = Arc::new(storage);
         let none = HaveBitfield::new(geometry.chunk_count());
         let wait = Duration::from_secs(600);
-        let thread = TrailingThread::start(geometry, storage, &none, wait, |_| {});
+        let thread = TrailingThread::start(geometry.clone(), storage, &none, wait, |_| {});
         (dir, bytes, geometry, thread)
     }
 
@@ -635,7 +635,7 @@ mod tests {
         // across the blocks read back.
         let len = 2 * READ_BLOCK + 5000;
         let (_dir, storage, bytes, geometry) = setup(len, 2 * READ_BLOCK as u32);
-        let mut hasher = TrailingHasher::new(geometry);
+        let mut hasher = TrailingHasher::new(geometry.clone());
         hasher.note_stored(0);
         // Longer than the chunk read back, in parts of a packet's size.
         let other: Vec<u8> = bytes.iter().rev().copied().chain([1, 2, 3]).collect();
@@ -792,9 +792,10 @@ mod tests {
         let none = HaveBitfield::new(geometry.chunk_count());
         let (sender, reports) = mpsc::channel();
         let wait = Duration::from_secs(600);
-        let mut thread = TrailingThread::start(geometry, storage, &none, wait, move |hashed| {
-            let _ = sender.send(hashed);
-        });
+        let mut thread =
+            TrailingThread::start(geometry.clone(), storage, &none, wait, move |hashed| {
+                let _ = sender.send(hashed);
+            });
         for index in 0..geometry.chunk_count() {
             thread.stored(index);
         }
@@ -822,9 +823,10 @@ mod tests {
         // A wait far longer than the test: a chunk held for a partner
         // would stop the reports.
         let wait = Duration::from_secs(600);
-        let thread = TrailingThread::start(geometry, storage, &resumed, wait, move |hashed| {
-            let _ = sender.send(hashed);
-        });
+        let thread =
+            TrailingThread::start(geometry.clone(), storage, &resumed, wait, move |hashed| {
+                let _ = sender.send(hashed);
+            });
         // Only with two left in a row may the thread hold one back.
         let ahead = geometry.chunk_count() - PAIR_WAIT_AHEAD;
         for expected in 1..=ahead {
@@ -854,7 +856,7 @@ mod tests {
     #[test]
     fn a_missing_chunk_is_named() {
         let (_dir, storage, _bytes, geometry) = setup(50_000, 16384);
-        let mut hasher = TrailingHasher::new(geometry);
+        let mut hasher = TrailingHasher::new(geometry.clone());
         hasher.note_stored(0);
         hasher.note_stored(2);
         let error = hasher.finish(&storage).unwrap_err();
@@ -864,7 +866,7 @@ mod tests {
     #[test]
     fn forgotten_chunks_are_not_hashed() {
         let (_dir, storage, bytes, geometry) = setup(50_000, 16384);
-        let mut hasher = TrailingHasher::new(geometry);
+        let mut hasher = TrailingHasher::new(geometry.clone());
         hasher.note_stored(1);
         assert!(hasher.forget(1));
         hasher.note_stored(0);

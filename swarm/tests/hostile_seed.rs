@@ -549,7 +549,7 @@ async fn hellos_for_another_swarm_or_version_are_refused() {
     let artifact = artifact(dir.path());
     let seeder = RunningSeeder::start(&artifact, listen_config());
     let ours = swarm(&artifact);
-    let params = *ours.params();
+    let params = ours.params().clone();
     let mut root = *ours.merkle_root();
     root[31] ^= 0x80;
     let other_params = minimodel_wire::SwarmParams::new(
@@ -559,8 +559,8 @@ async fn hellos_for_another_swarm_or_version_are_refused() {
     )
     .unwrap();
     let lies = [
-        SwarmIdentity::new("not-this-model", *ours.merkle_root(), params).unwrap(),
-        SwarmIdentity::new(ours.model_id(), root, params).unwrap(),
+        SwarmIdentity::new("not-this-model", *ours.merkle_root(), params.clone()).unwrap(),
+        SwarmIdentity::new(ours.model_id(), root, params.clone()).unwrap(),
         SwarmIdentity::new(ours.model_id(), *ours.merkle_root(), other_params).unwrap(),
     ];
     for lie in lies {

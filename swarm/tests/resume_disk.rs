@@ -171,7 +171,7 @@ fn finish_delivers_the_file_with_its_receipt_and_removes_the_state() {
         assert!(!gone.exists(), "{} is left", gone.display());
     }
     // The storage handle still reads the file under its new name.
-    let geometry = artifact.geometry;
+    let geometry = artifact.geometry.clone();
     let storage: &dyn Storage = finished.storage.as_ref();
     assert_eq!(
         read_chunk(storage, &geometry, ChunkIndex(20)).unwrap(),

@@ -153,7 +153,7 @@ fn a_directory_with_the_vector_resumes_and_completes() {
     );
     assert_eq!(download.counters().runs, 3);
     let tree = tree(&bytes);
-    let verifier = ChunkVerifier::new(geometry, tree.root());
+    let verifier = ChunkVerifier::new(geometry.clone(), tree.root());
     for index in [1, 2, 4] {
         let range = geometry.byte_range(ChunkIndex(index)).unwrap();
         let data = ChunkData::from(bytes[range.start as usize..range.end as usize].to_vec());

@@ -93,7 +93,8 @@ pub struct CatalogRoutes {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CatalogChunks {
-    /// Always `fixed-size-merkle-v0`.
+    /// The manifest's `chunk-scheme`: `fixed-size-merkle-v0` or
+    /// `slm-parts-merkle-v0`.
     pub scheme: String,
     /// Chunk size.
     pub chunk_size: u32,
@@ -130,7 +131,7 @@ impl CatalogEntry {
                 license: manifest.license_route.clone(),
                 evidence: manifest.evidence_route.clone(),
                 takedown: manifest.takedown_route.clone(),
-                chunk_list: chunk_list.map(|list| list.route.clone()),
+                chunk_list: chunk_list.and_then(|list| list.route.clone()),
             },
             source_identity: manifest.source_identity.clone(),
             artifact_bytes: manifest.artifact_bytes,
@@ -140,7 +141,7 @@ impl CatalogEntry {
             evidence_status: manifest.evidence_status.to_string(),
             peer_hint_status: manifest.peer_hint_status.to_string(),
             chunks: CatalogChunks {
-                scheme: "fixed-size-merkle-v0".to_owned(),
+                scheme: manifest.chunks.scheme.name().to_owned(),
                 chunk_size: manifest.chunks.chunk_size,
                 chunk_count: manifest.chunks.chunk_count,
                 merkle_root: manifest.chunks.merkle_root,

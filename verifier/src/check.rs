@@ -7,13 +7,16 @@
 //! artifact SHA-256. What passes becomes a [`VerifiedArtifact`], which is
 //! what seeding starts from and what a receipt is written for.
 
+use std::fs::File;
 use std::io;
 use std::path::Path;
 
+use crate::chunk::{ChunkGeometry, GeometryError};
+use crate::chunk_list::list_text;
 use crate::digest::Sha256Digest;
-use crate::hashing::{FileHashes, hash_file};
-use crate::manifest::Manifest;
-use crate::merkle::{MerkleTree, TreeError, chunk_list_text};
+use crate::hashing::{FileHashes, hash_reader_in};
+use crate::manifest::{ChunkScheme, Manifest};
+use crate::merkle::{MerkleTree, TreeError};
 use crate::receipt::{CheckName, ImportReceipt, RECEIPT_FORMAT, ReceiptSource, now_rfc3339};
 use crate::signing::trust::SignatureCheck;
 use crate::slm::{SlmError, SlmInfo, read_slm_file};
@@ -67,6 +70,10 @@ pub enum VerifyError {
     /// The file has no bytes.
     #[error("the artifact is empty")]
     Empty(#[from] TreeError),
+    /// The file's parts cut at the manifest's chunk size make no valid
+    /// geometry (more chunks than an index can name).
+    #[error("the file's parts make no chunk geometry: {0}")]
+    Geometry(#[from] GeometryError),
 }
 
 impl VerifyError {
@@ -91,11 +98,18 @@ impl VerifyError {
 pub struct VerifiedArtifact {
     manifest: Manifest,
     slm: SlmInfo,
+    geometry: ChunkGeometry,
     tree: MerkleTree,
     checks: Vec<CheckName>,
 }
 
 impl VerifiedArtifact {
+    /// How its chunks were cut: the manifest's fixed geometry, or its
+    /// parts (`slm-parts-merkle-v0`).
+    pub fn geometry(&self) -> &ChunkGeometry {
+        &self.geometry
+    }
+
     /// The manifest it was checked against.
     pub fn manifest(&self) -> &Manifest {
         &self.manifest
@@ -196,7 +210,11 @@ pub fn check_header_drift(manifest: &Manifest, slm: &SlmInfo) -> Result<(), Veri
 /// Checks the hashes of the file's bytes against the manifest: the chunk
 /// hashes give the Merkle root, the chunk list gives its checksum, the whole
 /// file gives the artifact SHA-256. Returns the tree.
-pub fn check_hashes(manifest: &Manifest, hashes: FileHashes) -> Result<MerkleTree, VerifyError> {
+pub fn check_hashes(
+    manifest: &Manifest,
+    geometry: &ChunkGeometry,
+    hashes: FileHashes,
+) -> Result<MerkleTree, VerifyError> {
     let tree = MerkleTree::from_chunk_hashes(hashes.chunk_hashes)?;
     if tree.root() != manifest.chunks.merkle_root {
         return Err(VerifyError::MerkleRoot {
@@ -205,7 +223,7 @@ pub fn check_hashes(manifest: &Manifest, hashes: FileHashes) -> Result<MerkleTre
         });
     }
     if let Some(list) = &manifest.chunks.chunk_list {
-        let actual = Sha256Digest::of(chunk_list_text(tree.chunk_hashes()).as_bytes());
+        let actual = Sha256Digest::of(list_text(tree.chunk_hashes(), geometry).as_bytes());
         if actual != list.sha256 {
             return Err(VerifyError::ChunkList {
                 expected: list.sha256,
@@ -232,8 +250,22 @@ pub fn verify_local_file(
 ) -> Result<VerifiedArtifact, VerifyError> {
     let slm = read_container(path)?;
     check_header_drift(manifest, &slm)?;
-    let hashes = hash_file(path, manifest.chunks.chunk_size, progress)?;
-    conclude(manifest, slm, hashes)
+    let geometry = geometry_of(manifest, &slm)?;
+    let hashes = hash_reader_in(File::open(path)?, &geometry, progress)?;
+    conclude(manifest, slm, &geometry, hashes)
+}
+
+/// The chunks of the file `slm` describes under `manifest`'s scheme: the
+/// fixed cut, or its parts cut at the chunk size (`slm-parts-merkle-v0`),
+/// which the manifest's `chunk-list-sha256` then confirms, lengths and all.
+pub fn geometry_of(manifest: &Manifest, slm: &SlmInfo) -> Result<ChunkGeometry, VerifyError> {
+    let chunk_size = manifest.chunks.chunk_size;
+    Ok(match manifest.chunks.scheme {
+        ChunkScheme::FixedSize => ChunkGeometry::new(slm.file_len, chunk_size)?,
+        ChunkScheme::SlmParts => {
+            ChunkGeometry::slm_parts(slm.file_len, chunk_size, &slm.part_starts)?
+        }
+    })
 }
 
 /// The same checks for a file whose hashes were computed while it was
@@ -247,7 +279,8 @@ pub fn verify_with_hashes(
 ) -> Result<VerifiedArtifact, VerifyError> {
     let slm = read_container(path)?;
     check_header_drift(manifest, &slm)?;
-    conclude(manifest, slm, hashes)
+    let geometry = geometry_of(manifest, &slm)?;
+    conclude(manifest, slm, &geometry, hashes)
 }
 
 /// Reads the `.slm` header; a failure to read is I/O, not a bad container.
@@ -261,6 +294,7 @@ fn read_container(path: &Path) -> Result<SlmInfo, VerifyError> {
 fn conclude(
     manifest: &Manifest,
     slm: SlmInfo,
+    geometry: &ChunkGeometry,
     hashes: FileHashes,
 ) -> Result<VerifiedArtifact, VerifyError> {
     if hashes.bytes != manifest.artifact_bytes {
@@ -271,7 +305,7 @@ fn conclude(
             file: hashes.bytes.to_string(),
         });
     }
-    let tree = check_hashes(manifest, hashes)?;
+    let tree = check_hashes(manifest, geometry, hashes)?;
     let mut checks = vec![
         CheckName::Manifest,
         CheckName::SlmContainer,
@@ -285,6 +319,7 @@ fn conclude(
     Ok(VerifiedArtifact {
         manifest: manifest.clone(),
         slm,
+        geometry: geometry.clone(),
         tree,
         checks,
     })

@@ -2,17 +2,20 @@
 //! pass, and the manifest v0 that binds the bytes to the publisher's
 //! metadata. What `minimodel manifest` does, as a function.
 
+use std::fs::File;
 use std::io;
 use std::path::Path;
 
+use crate::chunk::ChunkGeometry;
+use crate::chunk_list::list_text;
 use crate::digest::Sha256Digest;
-use crate::hashing::hash_file;
+use crate::hashing::hash_reader_in;
 use crate::ids::{KeyId, ModelId, PublisherId};
 use crate::manifest::{
-    ChunkListRoute, ChunkSection, EvidenceStatus, Manifest, ManifestError, PeerHintStatus,
-    Signature, chunk_count_for, default_chunk_size,
+    ChunkListRoute, ChunkScheme, ChunkSection, EvidenceStatus, Manifest, ManifestError,
+    PeerHintStatus, Signature, default_chunk_size,
 };
-use crate::merkle::{MerkleTree, TreeError, chunk_list_text};
+use crate::merkle::{MerkleTree, TreeError};
 use crate::route::Route;
 use crate::slm::{SlmError, read_slm_file};
 
@@ -46,6 +49,8 @@ pub struct PublisherFields {
     pub peer_hint_status: PeerHintStatus,
     /// `chunk-list-route`, when the chunk list will be published.
     pub chunk_list_route: Option<Route>,
+    /// `chunk-scheme`: how the file is cut into chunks.
+    pub chunk_scheme: ChunkScheme,
 }
 
 impl PublisherFields {
@@ -72,6 +77,7 @@ impl PublisherFields {
             evidence_status: EvidenceStatus::Unreviewed,
             peer_hint_status: PeerHintStatus::None,
             chunk_list_route: None,
+            chunk_scheme: ChunkScheme::FixedSize,
         }
     }
 }
@@ -116,9 +122,23 @@ pub fn describe_file(
     let chunk_size = chunk_size.unwrap_or_else(|| default_chunk_size(slm.file_len));
     // A chunk size that cannot be valid is refused before the hash pass.
     crate::manifest::check_chunk_size_field(chunk_size)?;
-    let hashes = hash_file(path, chunk_size, progress)?;
+    let geometry = match fields.chunk_scheme {
+        ChunkScheme::FixedSize => ChunkGeometry::new(slm.file_len, chunk_size),
+        ChunkScheme::SlmParts => {
+            ChunkGeometry::slm_parts(slm.file_len, chunk_size, &slm.part_starts)
+        }
+    }
+    .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "the file has no chunk geometry"))?;
+    let hashes = hash_reader_in(File::open(path)?, &geometry, progress)?;
+    if hashes.bytes != slm.file_len || hashes.chunk_hashes.len() != geometry.chunk_count() as usize
+    {
+        return Err(DescribeError::Io(io::Error::other(
+            "the file changed while it was read",
+        )));
+    }
     let tree = MerkleTree::from_chunk_hashes(hashes.chunk_hashes)?;
-    let chunk_list = chunk_list_text(tree.chunk_hashes());
+    let chunk_list = list_text(tree.chunk_hashes(), &geometry);
+    let list_sha256 = Sha256Digest::of(chunk_list.as_bytes());
     let manifest = Manifest {
         model_id: fields.model_id,
         display_name: fields.display_name,
@@ -140,13 +160,18 @@ pub fn describe_file(
         peer_hint_status: fields.peer_hint_status,
         signature: Signature::UnsignedPlaceholderV0,
         chunks: ChunkSection {
+            scheme: fields.chunk_scheme,
             chunk_size,
-            chunk_count: chunk_count_for(hashes.bytes, chunk_size),
+            chunk_count: u64::from(geometry.chunk_count()),
             merkle_root: tree.root(),
-            chunk_list: fields.chunk_list_route.map(|route| ChunkListRoute {
-                route,
-                sha256: Sha256Digest::of(chunk_list.as_bytes()),
-            }),
+            // A listed scheme names its list always: the lengths are in it.
+            chunk_list: match (fields.chunk_list_route, fields.chunk_scheme.is_listed()) {
+                (None, false) => None,
+                (route, _) => Some(ChunkListRoute {
+                    route,
+                    sha256: list_sha256,
+                }),
+            },
         },
     };
     manifest.validate()?;

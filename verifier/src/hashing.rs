@@ -17,6 +17,7 @@ use std::sync::mpsc;
 use sha2::{Digest, Sha256};
 
 use crate::aligned::AlignedBuf;
+use crate::chunk::{ChunkGeometry, ChunkIndex};
 use crate::digest::Sha256Digest;
 
 /// Bytes read at a time.
@@ -53,7 +54,7 @@ pub fn hash_file(
 /// `chunk_size` bytes and the full SHA-256 on two threads. `progress` is
 /// called with the running byte count after each block.
 pub fn hash_reader(
-    mut reader: impl Read + Send,
+    reader: impl Read + Send,
     chunk_size: u32,
     progress: &(dyn Fn(u64) + Sync),
 ) -> io::Result<FileHashes> {
@@ -63,6 +64,25 @@ pub fn hash_reader(
             "chunk size must be at least one byte",
         ));
     }
+    hash_with(reader, ChunkHasher::new(chunk_size as usize), progress)
+}
+
+/// [`hash_reader`] with the chunks of `geometry` (fixed or listed); bytes
+/// past its end are cut in chunks of its chunk size, so that a longer file
+/// shows as more chunks and bytes, not as a shorter last chunk.
+pub fn hash_reader_in(
+    reader: impl Read + Send,
+    geometry: &ChunkGeometry,
+    progress: &(dyn Fn(u64) + Sync),
+) -> io::Result<FileHashes> {
+    hash_with(reader, ChunkHasher::over(geometry.clone()), progress)
+}
+
+fn hash_with(
+    mut reader: impl Read + Send,
+    mut leaves: ChunkHasher,
+    progress: &(dyn Fn(u64) + Sync),
+) -> io::Result<FileHashes> {
     std::thread::scope(|scope| {
         let (to_full, full_inbox) = mpsc::sync_channel::<Arc<Block>>(POOL_BLOCKS);
         let (returns, returned) = mpsc::channel::<Arc<Block>>();
@@ -76,7 +96,6 @@ pub fn hash_reader(
             Sha256Digest(hasher.finalize().into())
         });
 
-        let mut leaves = ChunkHasher::new(chunk_size as usize);
         let mut allocated = 0;
         let mut total = 0u64;
         let read_result = loop {
@@ -139,10 +158,12 @@ fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(filled)
 }
 
-/// Incremental chunk hashes over a byte stream cut into fixed-size chunks.
+/// Incremental chunk hashes over a byte stream cut into fixed-size chunks,
+/// or into the chunks of a geometry.
 #[derive(Clone)]
 pub struct ChunkHasher {
     chunk_size: usize,
+    geometry: Option<ChunkGeometry>,
     current: Sha256,
     in_current: usize,
     hashes: Vec<Sha256Digest>,
@@ -153,20 +174,43 @@ impl ChunkHasher {
     pub fn new(chunk_size: usize) -> Self {
         Self {
             chunk_size: chunk_size.max(1),
+            geometry: None,
             current: Sha256::new(),
             in_current: 0,
             hashes: Vec::new(),
         }
     }
 
+    /// A hasher for the chunks of `geometry`; past its end, chunks of its
+    /// chunk size.
+    pub fn over(geometry: ChunkGeometry) -> Self {
+        Self {
+            chunk_size: (geometry.chunk_size() as usize).max(1),
+            geometry: Some(geometry),
+            current: Sha256::new(),
+            in_current: 0,
+            hashes: Vec::new(),
+        }
+    }
+
+    /// The length of the chunk being hashed.
+    fn current_len(&self) -> usize {
+        let index = u32::try_from(self.hashes.len()).unwrap_or(u32::MAX);
+        self.geometry
+            .as_ref()
+            .and_then(|geometry| geometry.chunk_len(ChunkIndex(index)))
+            .map_or(self.chunk_size, |len| len as usize)
+    }
+
     /// Feeds the next bytes of the stream.
     pub fn update(&mut self, mut bytes: &[u8]) {
         while !bytes.is_empty() {
-            let take = (self.chunk_size - self.in_current).min(bytes.len());
+            let chunk_len = self.current_len();
+            let take = (chunk_len - self.in_current).min(bytes.len());
             self.current.update(&bytes[..take]);
             self.in_current += take;
             bytes = &bytes[take..];
-            if self.in_current == self.chunk_size {
+            if self.in_current == chunk_len {
                 self.hashes
                     .push(Sha256Digest(self.current.finalize_reset().into()));
                 self.in_current = 0;

@@ -35,6 +35,7 @@ pub mod channel;
 pub mod channel_state;
 pub mod check;
 pub mod chunk;
+pub mod chunk_list;
 pub mod describe;
 pub mod digest;
 pub mod document;

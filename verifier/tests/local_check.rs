@@ -54,11 +54,12 @@ fn setup() -> Setup {
         peer_hint_status: PeerHintStatus::None,
         signature: Signature::UnsignedPlaceholderV0,
         chunks: ChunkSection {
+            scheme: minimodel_verifier::manifest::ChunkScheme::FixedSize,
             chunk_size: CHUNK,
             chunk_count: chunk_count_for(bytes.len() as u64, CHUNK),
             merkle_root: tree.root(),
             chunk_list: Some(ChunkListRoute {
-                route: "https://example.org/chunks.txt".parse().unwrap(),
+                route: Some("https://example.org/chunks.txt".parse().unwrap()),
                 sha256: Sha256Digest::of(chunk_list_text(tree.chunk_hashes()).as_bytes()),
             }),
         },

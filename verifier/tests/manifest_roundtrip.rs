@@ -3,8 +3,8 @@
 //! with a line number inside the text.
 
 use minimodel_verifier::manifest::{
-    ChunkListRoute, ChunkSection, EvidenceStatus, MAX_CHUNK_COUNT, Manifest, PeerHintStatus,
-    Signature, chunk_count_for,
+    ChunkListRoute, ChunkScheme, ChunkSection, EvidenceStatus, MAX_CHUNK_COUNT, Manifest,
+    PeerHintStatus, Signature, chunk_count_for,
 };
 use minimodel_verifier::route::Route;
 use minimodel_verifier::{KeyId, ModelId, ModelShape, PublisherId, Quantization, Sha256Digest};
@@ -63,17 +63,22 @@ fn model_shape() -> impl Strategy<Value = ModelShape> {
         })
 }
 
-/// A chunk size, an artifact size whose geometry fits, and the chunk count.
-fn geometry() -> impl Strategy<Value = (u32, u64, u64)> {
-    (14u32..=24).prop_flat_map(|exponent| {
+/// A scheme, a chunk size, an artifact size whose geometry fits, and the
+/// chunk count: the fixed one, or in a listed scheme any from the fewest
+/// to the most its lengths allow.
+fn geometry() -> impl Strategy<Value = (ChunkScheme, u32, u64, u64)> {
+    (14u32..=24, any::<bool>(), any::<u64>()).prop_flat_map(|(exponent, listed, pick)| {
         let chunk_size = 1u32 << exponent;
         let largest = MAX_CHUNK_COUNT * u64::from(chunk_size);
         prop_oneof![1..=4 * u64::from(chunk_size), 1..=largest].prop_map(move |artifact_bytes| {
-            (
-                chunk_size,
-                artifact_bytes,
-                chunk_count_for(artifact_bytes, chunk_size),
-            )
+            let fewest = chunk_count_for(artifact_bytes, chunk_size);
+            if listed {
+                let most = artifact_bytes.min(MAX_CHUNK_COUNT);
+                let count = fewest + pick % (most - fewest + 1);
+                (ChunkScheme::SlmParts, chunk_size, artifact_bytes, count)
+            } else {
+                (ChunkScheme::FixedSize, chunk_size, artifact_bytes, fewest)
+            }
         })
     })
 }
@@ -107,7 +112,8 @@ prop_compose! {
     fn valid_manifest()(
         (model_id, publisher_id, key_id, display_name, source_identity) in identity(),
         (manifest_route, model_card_route, license_route, evidence_route, takedown_route, chunk_list) in routes(),
-        (chunk_size, artifact_bytes, chunk_count) in geometry(),
+        (scheme, chunk_size, artifact_bytes, chunk_count) in geometry(),
+        list_without_route in digest(),
         digests in prop::array::uniform4(digest()),
         quantization in select(Quantization::ALL.to_vec()),
         model_shape in model_shape(),
@@ -135,10 +141,22 @@ prop_compose! {
             peer_hint_status,
             signature: Signature::UnsignedPlaceholderV0,
             chunks: ChunkSection {
+                scheme,
                 chunk_size,
                 chunk_count,
                 merkle_root: digests[3],
-                chunk_list: chunk_list.map(|(route, sha256)| ChunkListRoute { route, sha256 }),
+                chunk_list: match (chunk_list, scheme.is_listed()) {
+                    (Some((route, sha256)), _) => Some(ChunkListRoute {
+                        route: Some(route),
+                        sha256,
+                    }),
+                    // A listed scheme names its list, with or without a route.
+                    (None, true) => Some(ChunkListRoute {
+                        route: None,
+                        sha256: list_without_route,
+                    }),
+                    (None, false) => None,
+                },
             },
         }
     }

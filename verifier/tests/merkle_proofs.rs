@@ -52,7 +52,7 @@ proptest! {
     #[test]
     fn a_valid_proof_verifies((len, seed, index) in artifact_and_index()) {
         let a = artifact(len, seed);
-        let verifier = ChunkVerifier::new(a.geometry, a.tree.root());
+        let verifier = ChunkVerifier::new(a.geometry.clone(), a.tree.root());
         let proof = a.tree.proof(index).unwrap();
         let verified = verifier.verify(ChunkIndex(index), ChunkData::from(chunk(&a, index)), &proof);
         prop_assert!(verified.is_ok());
@@ -61,7 +61,7 @@ proptest! {
     #[test]
     fn a_flipped_chunk_bit_fails((len, seed, index) in artifact_and_index(), bit in any::<usize>()) {
         let a = artifact(len, seed);
-        let verifier = ChunkVerifier::new(a.geometry, a.tree.root());
+        let verifier = ChunkVerifier::new(a.geometry.clone(), a.tree.root());
         let mut bytes = chunk(&a, index);
         flip(&mut bytes, bit);
         let result = verifier.verify(ChunkIndex(index), bytes.into(), &a.tree.proof(index).unwrap());
@@ -75,7 +75,7 @@ proptest! {
         prop_assume!(!proof.is_empty());
         let slot = which % proof.len();
         flip(&mut proof[slot].0, bit);
-        let verifier = ChunkVerifier::new(a.geometry, a.tree.root());
+        let verifier = ChunkVerifier::new(a.geometry.clone(), a.tree.root());
         let result = verifier.verify(ChunkIndex(index), chunk(&a, index).into(), &proof);
         prop_assert!(matches!(result, Err(ChunkError::Proof(_))));
     }
@@ -85,7 +85,7 @@ proptest! {
         let a = artifact(len, seed);
         let mut root = a.tree.root();
         flip(&mut root.0, bit);
-        let verifier = ChunkVerifier::new(a.geometry, root);
+        let verifier = ChunkVerifier::new(a.geometry.clone(), root);
         let result = verifier.verify(ChunkIndex(index), chunk(&a, index).into(), &a.tree.proof(index).unwrap());
         prop_assert!(matches!(result, Err(ChunkError::Proof(_))));
     }
@@ -97,7 +97,7 @@ proptest! {
         prop_assume!(count > 1);
         let other = other % count;
         prop_assume!(other != index);
-        let verifier = ChunkVerifier::new(a.geometry, a.tree.root());
+        let verifier = ChunkVerifier::new(a.geometry.clone(), a.tree.root());
         let result = verifier.verify(ChunkIndex(index), chunk(&a, other).into(), &a.tree.proof(other).unwrap());
         prop_assert!(result.is_err());
     }

@@ -298,7 +298,7 @@ fn piece_stream(stream: &[u8], seed: u8) -> FuzzOutcome {
             Err(error) => panic!("decoded {header:?} does not re-encode: {error}"),
         }
     }
-    let mut reader = PieceStreamReader::new(params);
+    let mut reader = PieceStreamReader::new(params.clone());
     for piece in pieces(stream, seed) {
         if let Err(error) = reader.feed(bytes::Bytes::copy_from_slice(piece)) {
             outcome.error = Some(error.to_string());

@@ -13,12 +13,18 @@ use std::net::SocketAddr;
 /// bytes of length prefix, times 8 bits).
 pub const MAX_CHUNK_COUNT: u32 = (MAX_CONTROL_FRAME - 13) * 8;
 
-/// An artifact's chunk geometry, consistent by construction.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// An artifact's chunk geometry, consistent by construction: chunks of
+/// `chunk_size` (the last shorter), or, listed (`slm-parts-merkle-v0`),
+/// chunks of 1 to `chunk_size` bytes each, of the lengths the chunk list
+/// gives. Cloning shares a listed geometry's table.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct SwarmParams {
     artifact_bytes: u64,
     chunk_size: u32,
     chunk_count: u32,
+    /// Listed: every chunk's end offset, ascending, the last
+    /// `artifact_bytes`.
+    ends: Option<std::sync::Arc<[u64]>>,
 }
 
 /// Why three numbers are not a chunk geometry.
@@ -52,6 +58,17 @@ pub enum SwarmParamsError {
         /// Chunk count given.
         chunk_count: u32,
     },
+    /// Listed lengths that are not 1 to `chunk_size` bytes each, together
+    /// `artifact_bytes`.
+    #[error(
+        "the listed chunk lengths do not cut {artifact_bytes} bytes into chunks of 1 to {chunk_size}"
+    )]
+    ListedLengths {
+        /// Artifact size.
+        artifact_bytes: u64,
+        /// The longest a chunk may be.
+        chunk_size: u32,
+    },
 }
 
 impl SwarmParams {
@@ -84,7 +101,66 @@ impl SwarmParams {
             artifact_bytes,
             chunk_size,
             chunk_count,
+            ends: None,
         })
+    }
+
+    /// A listed geometry: chunks of the given lengths, each 1 to
+    /// `chunk_size` bytes, together `artifact_bytes`, at most
+    /// [`MAX_CHUNK_COUNT`] of them.
+    pub fn listed(
+        artifact_bytes: u64,
+        chunk_size: u32,
+        lengths: impl IntoIterator<Item = u32>,
+    ) -> Result<Self, SwarmParamsError> {
+        if chunk_size == 0 {
+            return Err(SwarmParamsError::ZeroChunkSize);
+        }
+        if artifact_bytes == 0 {
+            return Err(SwarmParamsError::EmptyArtifact);
+        }
+        let wrong = SwarmParamsError::ListedLengths {
+            artifact_bytes,
+            chunk_size,
+        };
+        let mut ends = Vec::new();
+        let mut total = 0u64;
+        for len in lengths {
+            if len == 0 || len > chunk_size || ends.len() >= MAX_CHUNK_COUNT as usize {
+                return Err(if ends.len() >= MAX_CHUNK_COUNT as usize {
+                    SwarmParamsError::TooManyChunks {
+                        chunk_count: MAX_CHUNK_COUNT + 1,
+                    }
+                } else {
+                    wrong
+                });
+            }
+            total += u64::from(len);
+            if total > artifact_bytes {
+                return Err(wrong);
+            }
+            ends.push(total);
+        }
+        if total != artifact_bytes {
+            return Err(wrong);
+        }
+        Ok(SwarmParams {
+            artifact_bytes,
+            chunk_size,
+            chunk_count: ends.len() as u32,
+            ends: Some(ends.into()),
+        })
+    }
+
+    /// Bytes of the first `chunks` chunks (all of them past the count).
+    pub fn prefix_bytes(&self, chunks: u32) -> u64 {
+        self.chunk_offset(ChunkIndex(chunks))
+            .unwrap_or(self.artifact_bytes)
+    }
+
+    /// Whether the chunks have lengths of their own.
+    pub fn is_listed(&self) -> bool {
+        self.ends.is_some()
     }
 
     /// Artifact size in bytes.
@@ -117,14 +193,23 @@ impl SwarmParams {
     /// Byte offset of `chunk` in the artifact.
     pub fn chunk_offset(&self, chunk: ChunkIndex) -> Result<u64, ChunkOutOfRange> {
         self.check_index(chunk)?;
-        Ok(u64::from(chunk.0) * u64::from(self.chunk_size))
+        Ok(match &self.ends {
+            Some(ends) => chunk
+                .0
+                .checked_sub(1)
+                .map_or(0, |before| ends[before as usize]),
+            None => u64::from(chunk.0) * u64::from(self.chunk_size),
+        })
     }
 
-    /// Real length of `chunk`: the chunk size, except for a short last chunk.
+    /// Real length of `chunk`: the chunk size, except for a short last
+    /// chunk; listed, its own.
     pub fn chunk_len(&self, chunk: ChunkIndex) -> Result<u32, ChunkOutOfRange> {
         let offset = self.chunk_offset(chunk)?;
-        let rest = self.artifact_bytes - offset;
-        Ok(rest.min(u64::from(self.chunk_size)) as u32)
+        Ok(match &self.ends {
+            Some(ends) => (ends[chunk.0 as usize] - offset) as u32,
+            None => (self.artifact_bytes - offset).min(u64::from(self.chunk_size)) as u32,
+        })
     }
 
     /// Bytes of a HaveBitfield for this swarm: `ceil(chunk_count / 8)`.
@@ -317,6 +402,42 @@ mod tests {
         assert_eq!(audit_path_len(0, u32::MAX), 32);
         assert_eq!(audit_path_len(u32::MAX - 1, u32::MAX), 31);
         assert_eq!(audit_path_len(5, 5), 0);
+    }
+
+    #[test]
+    fn a_listed_geometry_has_its_own_lengths() {
+        let params = SwarmParams::listed(5000, 4096, [256, 4096, 648]).unwrap();
+        assert!(params.is_listed());
+        assert_eq!(params.chunk_count(), 3);
+        assert_eq!(params.chunk_offset(ChunkIndex(2)), Ok(4352));
+        assert_eq!(params.chunk_len(ChunkIndex(0)), Ok(256));
+        assert_eq!(params.chunk_len(ChunkIndex(2)), Ok(648));
+        assert!(params.chunk_len(ChunkIndex(3)).is_err());
+        assert_eq!(params.prefix_bytes(2), 4352);
+        assert_eq!(params.prefix_bytes(3), 5000);
+        assert_eq!(params.prefix_bytes(u32::MAX), 5000);
+        let wrong = |lengths: &[u32]| SwarmParams::listed(5000, 4096, lengths.iter().copied());
+        for lengths in [
+            &[5000][..],
+            &[256, 0, 4096, 648],
+            &[256, 4096],
+            &[256, 4096, 649],
+        ] {
+            assert_eq!(
+                wrong(lengths),
+                Err(SwarmParamsError::ListedLengths {
+                    artifact_bytes: 5000,
+                    chunk_size: 4096
+                }),
+                "{lengths:?}"
+            );
+        }
+        // The same cuts as the fixed geometry, but listed: not equal.
+        let fixed = SwarmParams::new(8192, 4096, 2).unwrap();
+        assert_ne!(
+            SwarmParams::listed(8192, 4096, [4096, 4096]).unwrap(),
+            fixed
+        );
     }
 
     #[test]

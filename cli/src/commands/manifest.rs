@@ -119,6 +119,7 @@ pub fn run(args: ManifestArgs, out: Output) -> Result<(), Failure> {
         evidence_status: args.evidence_status,
         peer_hint_status: args.peer_hint_status,
         chunk_list_route: args.chunk_list_route,
+        chunk_scheme: minimodel_verifier::manifest::ChunkScheme::FixedSize,
     };
     // Before the file is hashed, and before either output is written: a
     // path that holds another kind of file leaves both unwritten.

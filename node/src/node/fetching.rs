@@ -678,8 +678,8 @@ impl NodeCore {
         let Some(download) = &mut self.download else {
             return;
         };
-        let lag = u64::from(download.prefix.saturating_sub(download.hashed))
-            * u64::from(download.params.chunk_size());
+        let lag = (download.params.prefix_bytes(download.prefix))
+            .saturating_sub(download.params.prefix_bytes(download.hashed));
         let hold = download.hashed >= download.start_prefix && lag > lag_limit;
         download.downloader.set_hold(hold, now);
     }
@@ -842,8 +842,7 @@ impl NodeCore {
         download.checkpoint_running = true;
         download.bytes_since_checkpoint = 0;
         download.last_checkpoint = now;
-        let hashed_bytes = (u64::from(download.hashed) * u64::from(download.params.chunk_size()))
-            .min(download.params.artifact_bytes());
+        let hashed_bytes = download.params.prefix_bytes(download.hashed);
         let release_from = download.released_below;
         download.released_below = download.released_below.max(hashed_bytes);
         self.actions.push_back(Action::Checkpoint {

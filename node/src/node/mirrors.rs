@@ -369,9 +369,11 @@ impl NodeCore {
         let Some(mirror) = self.mirror_of(link) else {
             return false;
         };
-        let params = self.params;
-        if let Ok(len) = params.chunk_len(ChunkIndex(chunk)) {
-            let start = u64::from(chunk) * u64::from(params.chunk_size());
+        let params = &self.params;
+        if let (Ok(len), Ok(start)) = (
+            params.chunk_len(ChunkIndex(chunk)),
+            params.chunk_offset(ChunkIndex(chunk)),
+        ) {
             self.actions.push_back(Action::MirrorFetch {
                 mirror,
                 chunk: ChunkIndex(chunk),

@@ -549,7 +549,7 @@ fn our_hello(start: &NodeStart) -> Hello {
 impl NodeCore {
     /// A node at `now`.
     pub fn new(config: NodeConfig, start: NodeStart, now: Instant) -> Self {
-        let params = *start.swarm.params();
+        let params = start.swarm.params().clone();
         let count = params.chunk_count();
         let mut download_config = config.download.clone();
         download_config.seed ^= start.seed;
@@ -557,7 +557,7 @@ impl NodeCore {
         download_config.spread_from_start |= start.serve;
         let download = start.download.then(|| {
             let mut download =
-                fetching::Fetching::new(&config, download_config, &start.have, params, now);
+                fetching::Fetching::new(&config, download_config, &start.have, params.clone(), now);
             download.downloader.set_local_id(start.local_id);
             download
         });
@@ -577,7 +577,7 @@ impl NodeCore {
             book: AddressBook::new(config.max_known_peers),
             config,
             swarm: start.swarm,
-            params,
+            params: params.clone(),
             local_id: start.local_id,
             serve: start.serve,
             hello,
@@ -1390,6 +1390,9 @@ pub enum SwarmOfError {
     /// More chunks than the protocol counts.
     #[error("the chunk count does not fit the protocol")]
     ChunkCount,
+    /// The geometry given is not the manifest's.
+    #[error("the chunk geometry is not the manifest's")]
+    Geometry,
     /// The geometry is not one the wire protocol carries.
     #[error(transparent)]
     Params(#[from] minimodel_wire::SwarmParamsError),
@@ -1399,17 +1402,34 @@ pub enum SwarmOfError {
 }
 
 /// The swarm a manifest defines: its model id, Merkle root and chunk
-/// geometry.
+/// geometry, `geometry` (the manifest's own, or the lengths of its chunk
+/// list when its scheme lists them: [`minimodel_verifier::ChunkGeometry`]).
 pub fn swarm_of(
     manifest: &minimodel_verifier::manifest::Manifest,
+    geometry: &minimodel_verifier::ChunkGeometry,
 ) -> Result<SwarmIdentity, SwarmOfError> {
     let chunk_count =
         u32::try_from(manifest.chunks.chunk_count).map_err(|_| SwarmOfError::ChunkCount)?;
-    let params = minimodel_wire::SwarmParams::new(
-        manifest.artifact_bytes,
-        manifest.chunks.chunk_size,
-        chunk_count,
-    )?;
+    if geometry.chunk_count() != chunk_count
+        || geometry.artifact_bytes() != manifest.artifact_bytes
+        || geometry.chunk_size() != manifest.chunks.chunk_size
+        || geometry.is_listed() != manifest.chunks.scheme.is_listed()
+    {
+        return Err(SwarmOfError::Geometry);
+    }
+    let params = if geometry.is_listed() {
+        minimodel_wire::SwarmParams::listed(
+            manifest.artifact_bytes,
+            manifest.chunks.chunk_size,
+            geometry.lengths(),
+        )?
+    } else {
+        minimodel_wire::SwarmParams::new(
+            manifest.artifact_bytes,
+            manifest.chunks.chunk_size,
+            chunk_count,
+        )?
+    };
     Ok(SwarmIdentity::new(
         manifest.model_id.as_str(),
         manifest.chunks.merkle_root.0,

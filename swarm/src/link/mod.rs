@@ -307,6 +307,7 @@ async fn accept_pieces(
     while let Ok(mut stream) = connection.accept_uni().await {
         let events = events.clone();
         let clock = Arc::clone(&clock);
+        let params = params.clone();
         tokio::spawn(async move {
             let event = match pieces::receive_header(&mut stream, &params).await {
                 Err(error) => LinkEvent::PieceFailed {

@@ -120,7 +120,7 @@ pub async fn receive_header(
     stream: &mut quinn::RecvStream,
     params: &SwarmParams,
 ) -> Result<IncomingPiece, PieceStreamError> {
-    let mut reader = PieceStreamReader::new(*params);
+    let mut reader = PieceStreamReader::new(params.clone());
     loop {
         if let Some(header) = reader.header() {
             let header = header.clone();

@@ -544,7 +544,8 @@ pub async fn read_new_chunk_list(
 ) -> Result<ChunkListRead, String> {
     // Each place as requested, and as shown.
     let places: Vec<(String, String)> = (manifest.chunks.chunk_list.iter())
-        .map(|list| (list.route.to_string(), list.route.to_string()))
+        .filter_map(|list| list.route.as_ref())
+        .map(|route| (route.to_string(), route.to_string()))
         .chain(mirrors.iter().map(|url| {
             let list = url.chunk_list_url();
             (list.expose(), list.to_string())

@@ -141,7 +141,7 @@ impl Jobs {
         if let Some(partial) = &self.partial {
             let events = events.clone();
             self.trailing = Some(TrailingThread::start(
-                self.geometry,
+                self.geometry.clone(),
                 partial.storage(),
                 &partial.verified(),
                 self.pair_wait,
@@ -295,8 +295,8 @@ pub(super) fn upload(node: &mut Node, link: LinkId, chunk: ChunkIndex, pace: Opt
     };
     let connection = handle.connection.clone();
     let storage = Arc::clone(&node.jobs.storage);
-    let geometry = node.jobs.geometry;
-    let params = *node.swarm.params();
+    let geometry = node.jobs.geometry.clone();
+    let params = node.swarm.params().clone();
     let events = node.sender.clone();
     let task = tokio::spawn(async move {
         let read = tokio::task::spawn_blocking(move || {

@@ -1008,7 +1008,7 @@ impl Node {
         let handle = link::spawn(
             session,
             link,
-            *self.swarm.params(),
+            self.swarm.params().clone(),
             outbox,
             self.link_sender.clone(),
         );

@@ -265,12 +265,12 @@ impl PartialDownload {
 
     /// How the artifact is cut into chunks.
     pub fn geometry(&self) -> ChunkGeometry {
-        self.geometry
+        self.geometry.clone()
     }
 
     /// A verifier for incoming chunks of this artifact.
     pub fn verifier(&self) -> ChunkVerifier {
-        ChunkVerifier::new(self.geometry, self.binding.merkle_root)
+        ChunkVerifier::new(self.geometry.clone(), self.binding.merkle_root)
     }
 
     /// The `.part` storage: write verified chunks here, read them to serve.

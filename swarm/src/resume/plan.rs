@@ -162,7 +162,7 @@ impl OpenPlan {
             part_len,
         } = found;
         let mut plan = OpenPlan {
-            geometry,
+            geometry: geometry.clone(),
             outcome: ResumeOutcome::Fresh,
             knowledge: ChunkKnowledge::new(binding.merkle_root, binding.chunk_count),
             counters: ResumeCounters::default(),

@@ -230,7 +230,8 @@ impl RawSession {
 
 /// The swarm of an artifact, and one with a field changed.
 pub fn swarm(artifact: &Artifact) -> SwarmIdentity {
-    swarm_of(&artifact.manifest).expect("a fetchable manifest")
+    let geometry = minimodel_verifier::ChunkGeometry::of_manifest(&artifact.manifest).unwrap();
+    swarm_of(&artifact.manifest, &geometry).expect("a fetchable manifest")
 }
 
 /// A bitfield of `count` chunks with every bit set.
@@ -492,13 +493,18 @@ async fn serve(
     }
     let mut swarm = content.swarm.clone();
     if matches!(lie, Lie::WrongModelId) {
-        swarm = SwarmIdentity::new("another-model", *swarm.merkle_root(), *swarm.params())
-            .expect("a valid id");
+        swarm = SwarmIdentity::new(
+            "another-model",
+            *swarm.merkle_root(),
+            swarm.params().clone(),
+        )
+        .expect("a valid id");
     }
     if matches!(lie, Lie::WrongRoot) {
         let mut root = *swarm.merkle_root();
         root[0] ^= 1;
-        swarm = SwarmIdentity::new(swarm.model_id(), root, *swarm.params()).expect("a valid id");
+        swarm =
+            SwarmIdentity::new(swarm.model_id(), root, swarm.params().clone()).expect("a valid id");
     }
     let serving = true;
     let hello = swarm

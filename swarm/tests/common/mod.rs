@@ -80,6 +80,7 @@ pub fn artifact(dir: &Path, name: &str, size: u64, chunk_size: u32) -> Artifact 
         peer_hint_status: PeerHintStatus::None,
         signature: Signature::UnsignedPlaceholderV0,
         chunks: ChunkSection {
+            scheme: minimodel_verifier::manifest::ChunkScheme::FixedSize,
             chunk_size,
             chunk_count: chunk_count_for(size, chunk_size),
             merkle_root: tree.root(),

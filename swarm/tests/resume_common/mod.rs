@@ -90,7 +90,7 @@ impl Artifact {
     /// Chunk `index`, verified, and its proof.
     pub fn verified(&self, index: u32) -> (VerifiedChunk, Vec<Sha256Digest>) {
         let proof = self.tree.proof(index).unwrap();
-        let verifier = ChunkVerifier::new(self.geometry, self.tree.root());
+        let verifier = ChunkVerifier::new(self.geometry.clone(), self.tree.root());
         let data = ChunkData::from(self.chunk_bytes(index).to_vec());
         (
             verifier.verify(ChunkIndex(index), data, &proof).unwrap(),

@@ -173,6 +173,18 @@ pub enum ManifestErrorKind {
         /// `chunk-size`.
         chunk_size: u32,
     },
+    /// A listed scheme's chunk count outside what its lengths allow.
+    #[error(
+        "chunk-count is {found}; chunks of 1 byte up to chunk-size make {fewest} to {most} of this artifact"
+    )]
+    ListedChunkCount {
+        /// The chunk count given.
+        found: u64,
+        /// `ceil(artifact-bytes / chunk-size)`.
+        fewest: u64,
+        /// `artifact-bytes`, at most the chunk count limit.
+        most: u64,
+    },
     /// An id outside the safe charset.
     #[error("{0}")]
     BadId(IdError),
@@ -236,6 +248,15 @@ pub enum ManifestErrorKind {
         "chunk-list-route and chunk-list-sha256 come together; add the missing one or remove both"
     )]
     ChunkListIncomplete,
+    /// A listed scheme without `chunk-list-sha256`: nothing would say how
+    /// long each chunk is.
+    #[error(
+        "`{scheme}` lists each chunk's length in the chunk list: add chunk-list-sha256 (and chunk-list-route, `none` when only peers serve it)"
+    )]
+    ListedChunksNeedTheirList {
+        /// The scheme.
+        scheme: &'static str,
+    },
 }
 
 impl ManifestErrorKind {
@@ -262,6 +283,7 @@ impl ManifestErrorKind {
             ManifestErrorKind::ChunkSizeInvalid { .. } => "chunk-size-invalid",
             ManifestErrorKind::TooManyChunks { .. } => "too-many-chunks",
             ManifestErrorKind::ChunkCountMismatch { .. } => "chunk-count-mismatch",
+            ManifestErrorKind::ListedChunkCount { .. } => "listed-chunk-count",
             ManifestErrorKind::BadId(_) => "bad-id",
             ManifestErrorKind::BadRoute(_) => "bad-route",
             ManifestErrorKind::RouteRequired => "route-required",
@@ -276,6 +298,7 @@ impl ManifestErrorKind {
             ManifestErrorKind::KeyIdMismatch { .. } => "key-id-mismatch",
             ManifestErrorKind::UnsupportedChunkScheme { .. } => "unsupported-chunk-scheme",
             ManifestErrorKind::ChunkListIncomplete => "chunk-list-incomplete",
+            ManifestErrorKind::ListedChunksNeedTheirList { .. } => "listed-chunks-need-their-list",
         }
     }
 }

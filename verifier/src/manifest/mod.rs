@@ -59,8 +59,58 @@ pub const FORMAT_V0: &str = "minimodel-manifest-v0";
 /// The value of the `format` line that opens every manifest v1 (signed).
 pub const FORMAT_V1: &str = "minimodel-manifest-v1";
 
-/// The only `chunk-scheme` of manifest v0 (`docs/merkle.md`).
+/// The `chunk-scheme` of fixed-size chunks (`docs/merkle.md`).
 pub const CHUNK_SCHEME_V0: &str = "fixed-size-merkle-v0";
+
+/// The `chunk-scheme` of chunks cut where a `.slm` file's parts begin, with
+/// their lengths in the chunk list (`docs/merkle.md`).
+pub const CHUNK_SCHEME_SLM_PARTS: &str = "slm-parts-merkle-v0";
+
+/// How a manifest's artifact is cut into chunks (`chunk-scheme`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum ChunkScheme {
+    /// `fixed-size-merkle-v0`: chunks of `chunk-size`, the last shorter.
+    #[default]
+    FixedSize,
+    /// `slm-parts-merkle-v0`: each part of the `.slm` file (the header, the
+    /// tokenizer, the tensor table, every tensor) cut into chunks of at
+    /// most `chunk-size` from its own start; the lengths are in the chunk
+    /// list, which `chunk-list-sha256` names.
+    SlmParts,
+}
+
+impl ChunkScheme {
+    /// The name a manifest gives it.
+    pub fn name(self) -> &'static str {
+        match self {
+            ChunkScheme::FixedSize => CHUNK_SCHEME_V0,
+            ChunkScheme::SlmParts => CHUNK_SCHEME_SLM_PARTS,
+        }
+    }
+
+    /// Whether the chunks' lengths come from the chunk list.
+    pub fn is_listed(self) -> bool {
+        matches!(self, ChunkScheme::SlmParts)
+    }
+}
+
+impl std::fmt::Display for ChunkScheme {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for ChunkScheme {
+    type Err = ();
+
+    fn from_str(value: &str) -> Result<Self, ()> {
+        match value {
+            CHUNK_SCHEME_V0 => Ok(ChunkScheme::FixedSize),
+            CHUNK_SCHEME_SLM_PARTS => Ok(ChunkScheme::SlmParts),
+            _ => Err(()),
+        }
+    }
+}
 
 /// A parsed, validated manifest: every field of `docs/manifest-v0.md`, and
 /// in [`Manifest::signature`] the publisher key and signature of a v1.
@@ -113,9 +163,13 @@ pub struct Manifest {
 /// The chunk section of a manifest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChunkSection {
-    /// `chunk-size`: a power of two from 16 KiB to 16 MiB.
+    /// `chunk-scheme`.
+    pub scheme: ChunkScheme,
+    /// `chunk-size`: a power of two from 16 KiB to 16 MiB; in a listed
+    /// scheme the longest a chunk may be.
     pub chunk_size: u32,
-    /// `chunk-count`: `ceil(artifact-bytes / chunk-size)`.
+    /// `chunk-count`: `ceil(artifact-bytes / chunk-size)` in the fixed
+    /// scheme; in a listed one from that up to `artifact-bytes`.
     pub chunk_count: u64,
     /// `merkle-root`.
     pub merkle_root: Sha256Digest,
@@ -126,8 +180,9 @@ pub struct ChunkSection {
 /// Where the ordered chunk hash list can be read, and its checksum.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChunkListRoute {
-    /// `chunk-list-route`.
-    pub route: Route,
+    /// `chunk-list-route`: `none` when no web server publishes it (peers
+    /// that hold the artifact serve it).
+    pub route: Option<Route>,
     /// `chunk-list-sha256`.
     pub sha256: Sha256Digest,
 }

@@ -10,7 +10,7 @@ use super::rules::{
     check_text, is_forbidden_char, text_limit,
 };
 use super::{
-    CHUNK_SCHEME_V0, ChunkListRoute, ChunkSection, EvidenceStatus, FORMAT_V0, FORMAT_V1, Manifest,
+    ChunkListRoute, ChunkScheme, ChunkSection, EvidenceStatus, FORMAT_V0, FORMAT_V1, Manifest,
     ManifestError, ManifestErrorKind, ManifestKey, PeerHintStatus, Signature,
 };
 use crate::digest::Sha256Digest;
@@ -214,11 +214,11 @@ struct Draft {
     evidence_status: Option<EvidenceStatus>,
     peer_hint_status: Option<PeerHintStatus>,
     signature: Option<Signature>,
-    chunk_scheme: Option<()>,
+    chunk_scheme: Option<ChunkScheme>,
     chunk_size: Option<u32>,
     chunk_count: Option<u64>,
     merkle_root: Option<Sha256Digest>,
-    chunk_list_route: Option<Route>,
+    chunk_list_route: Option<Option<Route>>,
     chunk_list_sha256: Option<Sha256Digest>,
 }
 
@@ -322,12 +322,11 @@ impl Draft {
                 }
             },
             ManifestKey::ChunkScheme => {
-                if value != CHUNK_SCHEME_V0 {
-                    return Err(ManifestErrorKind::UnsupportedChunkScheme {
+                self.chunk_scheme = Some(value.parse().map_err(|()| {
+                    ManifestErrorKind::UnsupportedChunkScheme {
                         found: value.to_owned(),
-                    });
-                }
-                self.chunk_scheme = Some(());
+                    }
+                })?);
             }
             ManifestKey::ChunkSize => {
                 self.chunk_size = Some(check_chunk_size(parse_number(value)?)?);
@@ -338,7 +337,9 @@ impl Draft {
                 self.chunk_count = Some(chunk_count);
             }
             ManifestKey::MerkleRoot => self.merkle_root = Some(parse_digest(value)?),
-            ManifestKey::ChunkListRoute => self.chunk_list_route = Some(parse_route(value)?),
+            ManifestKey::ChunkListRoute => {
+                self.chunk_list_route = Some(parse_optional_route(value)?)
+            }
             ManifestKey::ChunkListSha256 => self.chunk_list_sha256 = Some(parse_digest(value)?),
         }
         Ok(())
@@ -400,16 +401,15 @@ impl Draft {
                 }
             },
             chunks: ChunkSection {
-                chunk_size: {
-                    required(self.chunk_scheme, ManifestKey::ChunkScheme)?;
-                    required(self.chunk_size, ManifestKey::ChunkSize)?
-                },
+                scheme: required(self.chunk_scheme, ManifestKey::ChunkScheme)?,
+                chunk_size: required(self.chunk_size, ManifestKey::ChunkSize)?,
                 chunk_count: required(self.chunk_count, ManifestKey::ChunkCount)?,
                 merkle_root: required(self.merkle_root, ManifestKey::MerkleRoot)?,
                 chunk_list: None,
             },
         };
         check_geometry(
+            manifest.chunks.scheme,
             manifest.artifact_bytes,
             manifest.chunks.chunk_size,
             manifest.chunks.chunk_count,
@@ -421,8 +421,26 @@ impl Draft {
                 kind,
             )
         })?;
+        if self.chunk_list_route == Some(None) && !manifest.chunks.scheme.is_listed() {
+            // Only a listed scheme names a list that no web server has:
+            // a fixed one's list is optional, left out when not published.
+            return Err(ManifestError::new(
+                self.lines[ManifestKey::ChunkListRoute.index()],
+                Some(ManifestKey::ChunkListRoute),
+                ManifestErrorKind::RouteRequired,
+            ));
+        }
         manifest.chunks.chunk_list = match (self.chunk_list_route, self.chunk_list_sha256) {
             (Some(route), Some(sha256)) => Some(ChunkListRoute { route, sha256 }),
+            (None, None) if manifest.chunks.scheme.is_listed() => {
+                return Err(ManifestError::new(
+                    None,
+                    Some(ManifestKey::ChunkListSha256),
+                    ManifestErrorKind::ListedChunksNeedTheirList {
+                        scheme: manifest.chunks.scheme.name(),
+                    },
+                ));
+            }
             (None, None) => None,
             (Some(_), None) => {
                 return Err(ManifestError::new(

@@ -4,7 +4,7 @@ use super::limits::{
     MAX_CHUNK_COUNT, MAX_DISPLAY_NAME_CHARS, MAX_SOURCE_IDENTITY_CHARS, chunk_count_for,
     is_valid_chunk_size,
 };
-use super::{Manifest, ManifestError, ManifestErrorKind, ManifestKey, Signature};
+use super::{ChunkScheme, Manifest, ManifestError, ManifestErrorKind, ManifestKey, Signature};
 
 /// Characters refused on every line and in every text value: controls (C0,
 /// DEL, C1, which includes tab), bidirectional formatting characters that
@@ -86,13 +86,26 @@ pub(crate) fn check_chunk_count(chunk_count: u64) -> Result<(), ManifestErrorKin
     Ok(())
 }
 
-/// `chunk-count` is `ceil(artifact-bytes / chunk-size)`.
+/// `chunk-count` is `ceil(artifact-bytes / chunk-size)` in the fixed
+/// scheme; in a listed one, where a chunk holds 1 to `chunk-size` bytes,
+/// from that up to `artifact-bytes`.
 pub(crate) fn check_geometry(
+    scheme: ChunkScheme,
     artifact_bytes: u64,
     chunk_size: u32,
     chunk_count: u64,
 ) -> Result<(), ManifestErrorKind> {
     let expected = chunk_count_for(artifact_bytes, chunk_size);
+    if scheme.is_listed() {
+        if chunk_count < expected || chunk_count > artifact_bytes {
+            return Err(ManifestErrorKind::ListedChunkCount {
+                found: chunk_count,
+                fewest: expected,
+                most: artifact_bytes.min(MAX_CHUNK_COUNT),
+            });
+        }
+        return Ok(());
+    }
     if chunk_count != expected {
         return Err(ManifestErrorKind::ChunkCountMismatch {
             found: chunk_count,
@@ -121,11 +134,31 @@ pub(crate) fn validate_manifest(manifest: &Manifest) -> Result<(), ManifestError
     check_chunk_size(u64::from(chunks.chunk_size)).map_err(on(ManifestKey::ChunkSize))?;
     check_chunk_count(chunks.chunk_count).map_err(on(ManifestKey::ChunkCount))?;
     check_geometry(
+        chunks.scheme,
         manifest.artifact_bytes,
         chunks.chunk_size,
         chunks.chunk_count,
     )
     .map_err(on(ManifestKey::ChunkCount))?;
+    if let Some(list) = &chunks.chunk_list
+        && list.route.is_none()
+        && !chunks.scheme.is_listed()
+    {
+        return Err(ManifestError::new(
+            None,
+            Some(ManifestKey::ChunkListRoute),
+            ManifestErrorKind::RouteRequired,
+        ));
+    }
+    if chunks.scheme.is_listed() && chunks.chunk_list.is_none() {
+        return Err(ManifestError::new(
+            None,
+            Some(ManifestKey::ChunkListSha256),
+            ManifestErrorKind::ListedChunksNeedTheirList {
+                scheme: chunks.scheme.name(),
+            },
+        ));
+    }
     check_key_id(manifest).map_err(on(ManifestKey::KeyId))?;
     Ok(())
 }

@@ -102,8 +102,8 @@ fn chunk_list_pair_round_trips() {
     let manifest = Manifest::parse(&text).expect("parses");
     let chunk_list = manifest.chunks.chunk_list.clone().expect("chunk list");
     assert_eq!(
-        chunk_list.route.as_str(),
-        "https://example.org/models/tiny-llama/chunk-list"
+        chunk_list.route.as_ref().map(|route| route.as_str()),
+        Some("https://example.org/models/tiny-llama/chunk-list")
     );
     assert_eq!(manifest.to_text(), text);
 }
@@ -662,4 +662,92 @@ fn chunk_list_route_and_checksum_come_together() {
         Some("chunk-list-route"),
         "chunk-list-incomplete",
     );
+}
+
+/// `GOOD` in `slm-parts-merkle-v0` with `chunk-count` `count` and `tail`
+/// after it.
+fn listed(count: &str, tail: &str) -> String {
+    let text = with_value("chunk-scheme", "slm-parts-merkle-v0");
+    let text = text.replace("chunk-count: 3\n", &format!("chunk-count: {count}\n"));
+    format!("{text}{tail}")
+}
+
+#[test]
+fn a_listed_scheme_reads_with_its_list_and_a_route_of_none() {
+    let sha =
+        "chunk-list-sha256: b9a216dfdc6d816f3cc6ba78e4577f1bddb463a37759fb430cce079dd90e1b61\n";
+    let text = listed("40", &format!("chunk-list-route: none\n{sha}"));
+    let manifest = Manifest::parse(&text).unwrap();
+    assert_eq!(manifest.chunks.scheme, ChunkScheme::SlmParts);
+    assert_eq!(manifest.chunks.chunk_count, 40);
+    let list = manifest.chunks.chunk_list.as_ref().unwrap();
+    assert_eq!(list.route, None);
+    assert_eq!(manifest.to_text(), text);
+    assert_eq!(manifest.validate(), Ok(()));
+    // With a web route as well.
+    let routed = listed("3", CHUNK_LIST);
+    assert!(
+        Manifest::parse(&routed)
+            .unwrap()
+            .chunks
+            .chunk_list
+            .unwrap()
+            .route
+            .is_some()
+    );
+}
+
+#[test]
+fn a_listed_scheme_without_its_list_is_refused() {
+    refused(
+        &listed("3", ""),
+        None,
+        Some("chunk-list-sha256"),
+        "listed-chunks-need-their-list",
+    );
+    let mut built = Manifest::parse(&listed("3", CHUNK_LIST)).unwrap();
+    built.chunks.chunk_list = None;
+    assert_eq!(
+        built.validate().unwrap_err().kind.code(),
+        "listed-chunks-need-their-list"
+    );
+}
+
+#[test]
+fn a_listed_chunk_count_must_fit_lengths_of_one_byte_to_the_chunk_size() {
+    // 3,000,000 bytes in chunks of at most 1 MiB: at least 3 chunks, and
+    // never more than 500,000.
+    refused(
+        &listed("2", CHUNK_LIST),
+        Some(23),
+        Some("chunk-count"),
+        "listed-chunk-count",
+    );
+    refused(
+        &listed("500001", CHUNK_LIST),
+        Some(23),
+        Some("chunk-count"),
+        "too-many-chunks",
+    );
+    assert!(Manifest::parse(&listed("500000", CHUNK_LIST)).is_ok());
+    // 100 bytes: at most 100 chunks of a byte each.
+    let small =
+        listed("101", CHUNK_LIST).replace("artifact-bytes: 3000000\n", "artifact-bytes: 100\n");
+    refused(&small, Some(23), Some("chunk-count"), "listed-chunk-count");
+    assert!(Manifest::parse(&small.replace("chunk-count: 101\n", "chunk-count: 100\n")).is_ok());
+}
+
+#[test]
+fn a_fixed_scheme_keeps_route_required_for_a_list_of_no_route() {
+    let sha =
+        "chunk-list-sha256: b9a216dfdc6d816f3cc6ba78e4577f1bddb463a37759fb430cce079dd90e1b61\n";
+    refused(
+        &format!("{GOOD}chunk-list-route: none\n{sha}"),
+        Some(25),
+        Some("chunk-list-route"),
+        "route-required",
+    );
+    let mut built = Manifest::parse(&format!("{GOOD}{CHUNK_LIST}")).unwrap();
+    built.chunks.chunk_list.as_mut().unwrap().route = None;
+    assert_eq!(built.validate().unwrap_err().kind.code(), "route-required");
 }

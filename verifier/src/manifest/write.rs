@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use super::{CHUNK_SCHEME_V0, Manifest, ManifestKey, Signature};
+use super::{Manifest, ManifestKey, Signature};
 use crate::route::Route;
 
 /// Writes `manifest` in canonical form: the `format` line, then every key in
@@ -66,12 +66,15 @@ fn write_lines(manifest: &Manifest, with_signature: bool) -> String {
     if with_signature {
         entry(ManifestKey::Signature, &manifest.signature);
     }
-    entry(ManifestKey::ChunkScheme, &CHUNK_SCHEME_V0);
+    entry(ManifestKey::ChunkScheme, &manifest.chunks.scheme);
     entry(ManifestKey::ChunkSize, &manifest.chunks.chunk_size);
     entry(ManifestKey::ChunkCount, &manifest.chunks.chunk_count);
     entry(ManifestKey::MerkleRoot, &manifest.chunks.merkle_root);
     if let Some(chunk_list) = &manifest.chunks.chunk_list {
-        entry(ManifestKey::ChunkListRoute, &chunk_list.route);
+        entry(
+            ManifestKey::ChunkListRoute,
+            &route_or_none(&chunk_list.route),
+        );
         entry(ManifestKey::ChunkListSha256, &chunk_list.sha256);
     }
     text

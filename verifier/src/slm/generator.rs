@@ -139,6 +139,12 @@ pub fn write_fixture<W: Write>(out: &mut W, spec: &FixtureSpec) -> Result<SlmInf
         tokenizer_sha256: Sha256Digest::of(&tokenizer),
         tensor_layout_sha256: Sha256Digest::of(&table),
         tensor_count: TENSOR_COUNT as u32,
+        part_starts: super::part_starts(
+            spec.size,
+            [HEADER_LEN, table_offset, data_offset],
+            data_offset,
+            tensors.iter().map(|tensor| tensor.offset),
+        ),
     };
     let header = RawHeader {
         magic: MAGIC,

@@ -61,4 +61,32 @@ pub struct SlmInfo {
     pub tensor_layout_sha256: Sha256Digest,
     /// Number of tensors in the layout table.
     pub tensor_count: u32,
+    /// Where the file's parts begin, ascending, each once: 0 (the header),
+    /// the tokenizer, the tensor table, the data section and every tensor
+    /// (absolute offsets). `slm-parts-merkle-v0` starts a chunk at each
+    /// (`docs/merkle.md`).
+    pub part_starts: Vec<u64>,
+}
+
+/// The starts of a file's parts from its sections' offsets and its
+/// tensors' (relative to the data section): ascending, each once, all
+/// inside the file.
+pub(crate) fn part_starts(
+    file_len: u64,
+    sections: [u64; 3],
+    data_offset: u64,
+    tensor_offsets: impl IntoIterator<Item = u64>,
+) -> Vec<u64> {
+    let mut starts: Vec<u64> = std::iter::once(0)
+        .chain(sections)
+        .chain(
+            tensor_offsets
+                .into_iter()
+                .filter_map(|offset| data_offset.checked_add(offset)),
+        )
+        .filter(|&start| start < file_len)
+        .collect();
+    starts.sort_unstable();
+    starts.dedup();
+    starts
 }

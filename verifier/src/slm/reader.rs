@@ -47,7 +47,7 @@ pub fn read_slm<R: Read + Seek>(reader: &mut R) -> Result<SlmInfo, SlmError> {
     // against MAX_TENSORS above) and the table lies within the file.
     let mut table = vec![0u8; header.table.len as usize];
     read_at(reader, header.table.offset, &mut table)?;
-    check_tensor_table(&table, &header)?;
+    let tensor_offsets = check_tensor_table(&table, &header)?;
     let tensor_layout_sha256 = Sha256Digest::of(&table);
     expect_digest(
         SlmSection::TensorTable,
@@ -70,6 +70,16 @@ pub fn read_slm<R: Read + Seek>(reader: &mut R) -> Result<SlmInfo, SlmError> {
         tokenizer_sha256,
         tensor_layout_sha256,
         tensor_count: header.tensor_count,
+        part_starts: super::part_starts(
+            actual_len,
+            [
+                header.tokenizer.offset,
+                header.table.offset,
+                header.data.offset,
+            ],
+            header.data.offset,
+            tensor_offsets,
+        ),
     })
 }
 
@@ -235,10 +245,13 @@ struct TensorRange {
     index: u32,
 }
 
-fn check_tensor_table(table: &[u8], header: &RawHeader) -> Result<(), SlmError> {
+/// Checks the table and returns the tensors' offsets (relative to the data
+/// section), in table order.
+fn check_tensor_table(table: &[u8], header: &RawHeader) -> Result<Vec<u64>, SlmError> {
     let data_len = header.data.len;
     let mut names: HashMap<String, u32> = HashMap::new();
     let mut ranges = Vec::new();
+    let mut offsets = Vec::new();
     let mut entry_bytes = [0u8; TENSOR_ENTRY_LEN as usize];
     for (index, chunk) in (0u32..).zip(table.chunks_exact(TENSOR_ENTRY_LEN as usize)) {
         entry_bytes.copy_from_slice(chunk);
@@ -273,6 +286,7 @@ fn check_tensor_table(table: &[u8], header: &RawHeader) -> Result<(), SlmError> 
             });
         }
         names.insert(name, index);
+        offsets.push(entry.offset);
         ranges.push(TensorRange {
             offset: entry.offset,
             end,
@@ -290,7 +304,7 @@ fn check_tensor_table(table: &[u8], header: &RawHeader) -> Result<(), SlmError> 
             });
         }
     }
-    Ok(())
+    Ok(offsets)
 }
 
 /// Checks one entry on its own (name, reserved bytes, dtype, rank, dims,
