@@ -10,16 +10,18 @@ the tokenizer grown by 1,000 tokens (the embedding and output grown by
 their rows, as adding tokens does), 4 of the 16 tensors changed (two
 blocks, as a fine-tune of some layers), and every tensor quantized again
 to q4_0 (nothing left to share). Each v2 is fetched from a local seeder
-with `minimodel fetch --reuse v1.slm --chunk-list v2.chunk-list`: the
-receipt's `chunks_reused` and the bytes the peers sent are the figures
-(docs/swarm.md, "Reusing older versions").
+with `minimodel fetch --reuse v1.slm --chunk-list v2.chunk-list`, once
+with the manifest's chunks fixed-size and once cut at the file's parts
+(`--chunk-scheme slm-parts-merkle-v0`): the receipt's `chunks_reused`
+and the bytes the peers sent are the figures (docs/swarm.md, "Reusing
+older versions").
 
-For comparison it also computes, without the binary, what two other
-chunkings would have kept, in bytes of v2 found whole in v1:
-tensor-aligned (each section and each tensor cut in chunk-size pieces
-from its own start) and content-defined with Xet's parameters (a gear
-rolling hash cut where its top 16 bits are zero: 64 KiB on average, at
-least 8 KiB, at most 128 KiB).
+For comparison it also computes, without the binary, what two chunkings
+would have kept, in bytes of v2 found whole in v1: tensor-aligned (each
+section and each tensor cut in chunk-size pieces from its own start: what
+slm-parts-merkle-v0 does, computed independently) and content-defined
+with Xet's parameters (a gear rolling hash cut where its top 16 bits are
+zero: 64 KiB on average, at least 8 KiB, at most 128 KiB).
 
 Usage: scripts/reuse-figures.py [path/to/minimodel] [size, default 64MiB]
 """
@@ -207,19 +209,20 @@ EDITS = [
 ]
 
 
-def manifest(dir, slm, model_id):
+def manifest(dir, slm, model_id, scheme):
     path = os.path.join(dir, model_id + ".manifest")
     run("manifest", slm, "--model-id", model_id, "--publisher-id", "acme",
         "--license-route", "https://example.org/license",
         "--evidence-route", "https://example.org/evidence",
         "--chunk-list-route", "https://example.org/chunk-list",
         "--chunk-list-out", os.path.join(dir, model_id + ".list"),
+        "--chunk-scheme", scheme,
         "-o", path)
     return path
 
 
-def fetch_with_reuse(dir, v1, v2, model_id):
-    m = manifest(dir, v2, model_id)
+def fetch_with_reuse(dir, v1, v2, model_id, scheme):
+    m = manifest(dir, v2, model_id, scheme)
     offer = os.path.join(dir, model_id + ".offer.json")
     seeder = subprocess.Popen(
         [BIN, "seed", m, v2, "--listen", "127.0.0.1:0", "--yes", "--offer", offer],
@@ -301,20 +304,27 @@ def main():
         print(f"v1: {len(old) / 2**20:.1f} MiB, a tokenizer of {VOCAB} tokens "
               f"({tok[1]} bytes), {len(tensors)} q8_0 tensors")
         old_cdc = {hashlib.sha256(p).digest() for p in pieces(old, content_defined(old))}
-        print("| v2 made by | chunks reused | bytes from peers | tensor-aligned | "
-              "content-defined (Xet) |")
-        print("| --- | --- | --- | --- | --- |")
+        print("| v2 made by | fixed-size: chunks reused | fixed-size: from peers "
+              "| slm-parts: chunks reused | slm-parts: from peers (bytes kept) "
+              "| tensor-aligned, computed | content-defined (Xet), computed |")
+        print("| --- | --- | --- | --- | --- | --- | --- |")
         for n, (name, edit) in enumerate(EDITS):
             new = edit(old)
             v2 = os.path.join(dir, f"v2-{n}.slm")
             open(v2, "wb").write(new)
-            count, size, reused, from_peers = fetch_with_reuse(dir, v1, v2, f"tiny-v2-{n}")
+            row = [name]
+            for scheme in ("fixed-size-merkle-v0", "slm-parts-merkle-v0"):
+                tag = "parts" if scheme.startswith("slm") else "fixed"
+                count, size, reused, from_peers = fetch_with_reuse(
+                    dir, v1, v2, f"tiny-v2-{n}-{tag}", scheme)
+                row.append(f"{reused}/{count} ({reused / count:.1%}) at {size // 1024} KiB")
+                kept = "" if tag == "fixed" else f" ({1 - from_peers / len(new):.2%})"
+                row.append(f"{from_peers / 2**20:.2f} of {len(new) / 2**20:.1f} MiB{kept}")
             aligned = reused_fraction(old, new, lambda b: tensor_aligned(b, size))
             new_cdc = pieces(new, content_defined(new))
             cdc = sum(len(p) for p in new_cdc if hashlib.sha256(p).digest() in old_cdc) / len(new)
-            print(f"| {name} | {reused}/{count} ({reused / count:.1%}) at {size // 1024} KiB "
-                  f"| {from_peers / 2**20:.1f} MiB of {len(new) / 2**20:.1f} MiB "
-                  f"| {aligned:.2%} of bytes | {cdc:.2%} of bytes |", flush=True)
+            row += [f"{aligned:.2%} of bytes", f"{cdc:.2%} of bytes"]
+            print("| " + " | ".join(row) + " |", flush=True)
         shutil.rmtree(dir, ignore_errors=True)
 
 

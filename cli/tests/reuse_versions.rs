@@ -281,3 +281,165 @@ fn with_no_web_server_the_new_chunk_list_comes_from_the_seeder_and_only_what_cha
         "{said}"
     );
 }
+
+/// `slm` with `extra` bytes more tokenizer (`docs/slm-format.md`: the
+/// tokenizer is opaque bytes checked by its SHA-256 in the header): the
+/// tensor table and the data move by as much, rounded up to 64, and their
+/// bytes stay as they were.
+fn tokenizer_grown(slm: &[u8], extra: usize) -> Vec<u8> {
+    let u64_at = |at: usize| u64::from_le_bytes(slm[at..at + 8].try_into().unwrap()) as usize;
+    let align = |n: usize| n.div_ceil(64) * 64;
+    let (tok, tok_len) = (u64_at(0x30), u64_at(0x38));
+    let (tab, tab_len) = (u64_at(0x60), u64_at(0x68));
+    let (data, data_len) = (u64_at(0x90), u64_at(0x98));
+    let mut tokenizer = slm[tok..tok + tok_len].to_vec();
+    tokenizer.extend(std::iter::repeat_n(b' ', extra));
+    let new_tab = align(tok + tokenizer.len());
+    let new_data = align(new_tab + tab_len);
+    let mut header = slm[..256].to_vec();
+    let mut put = |at: usize, value: usize| {
+        header[at..at + 8].copy_from_slice(&(value as u64).to_le_bytes());
+    };
+    put(0x28, new_data + data_len);
+    put(0x38, tokenizer.len());
+    put(0x60, new_tab);
+    put(0x90, new_data);
+    header[0x40..0x60].copy_from_slice(&minimodel_verifier::Sha256Digest::of(&tokenizer).0);
+    let mut out = header;
+    out.extend(&tokenizer);
+    out.resize(new_tab, 0);
+    out.extend(&slm[tab..tab + tab_len]);
+    out.resize(new_data, 0);
+    out.extend(&slm[data..data + data_len]);
+    out
+}
+
+/// Writes the `slm-parts-merkle-v0` manifest of `slm` and its chunk list
+/// (`<name>.chunk-list`), and returns the manifest.
+fn describe_parts(dir: &Path, slm: &Path, name: &str, model_id: &str) -> Artifact {
+    let manifest_path = dir.join(format!("{name}.manifest"));
+    let list = dir.join(format!("{name}.chunk-list"));
+    ok(
+        dir,
+        &[
+            "manifest",
+            slm.to_str().unwrap(),
+            "--model-id",
+            model_id,
+            "--publisher-id",
+            "acme",
+            "--license-route",
+            "https://example.org/license",
+            "--evidence-route",
+            "https://example.org/evidence",
+            "--chunk-size",
+            CHUNK,
+            "--chunk-scheme",
+            "slm-parts-merkle-v0",
+            "--chunk-list-out",
+            list.to_str().unwrap(),
+            "-o",
+            manifest_path.to_str().unwrap(),
+        ],
+    );
+    let manifest = Manifest::parse_bytes(&std::fs::read(&manifest_path).unwrap()).unwrap();
+    Artifact {
+        model_id: model_id.to_owned(),
+        slm: slm.to_owned(),
+        manifest_path,
+        chunk_size: u64::from(manifest.chunks.chunk_size),
+        manifest,
+        bytes: std::fs::read(slm).unwrap(),
+    }
+}
+
+#[test]
+fn bytes_inserted_in_the_tokenizer_move_only_its_part_when_chunks_are_cut_at_parts() {
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    let made = Artifact::make(root, "v1", "tiny-v1", "4MiB", CHUNK, 71);
+    let v1 = describe_parts(root, &made.slm, "v1", "tiny-v1");
+    let slm = root.join("v2.slm");
+    std::fs::write(&slm, tokenizer_grown(&v1.bytes, 1000)).unwrap();
+    let v2 = describe_parts(root, &slm, "v2", "tiny-v2");
+    let manifest = &v2.manifest;
+    assert_eq!(
+        manifest.chunks.scheme,
+        minimodel_verifier::manifest::ChunkScheme::SlmParts
+    );
+    assert_eq!(
+        manifest
+            .chunks
+            .chunk_list
+            .as_ref()
+            .map(|list| list.route.is_none()),
+        Some(true),
+        "no route given: the list is named, published nowhere"
+    );
+    // `verify` cuts the file's own parts and checks them.
+    ok(
+        root,
+        &[
+            "verify",
+            v2.manifest_path.to_str().unwrap(),
+            slm.to_str().unwrap(),
+        ],
+    );
+
+    // Without its chunk list a fetch cannot know the chunks' lengths.
+    let out = root.join("out-no-list");
+    let peer = resume_support::identity(&root.join("nobody"));
+    let (code, _, stderr) = resume_support::run(
+        root,
+        &[
+            "fetch".to_owned(),
+            v2.manifest_path.to_str().unwrap().to_owned(),
+            "--peer".to_owned(),
+            format!("{peer}@127.0.0.1:9"),
+            "-o".to_owned(),
+            out.to_str().unwrap().to_owned(),
+            "--yes".to_owned(),
+        ],
+    );
+    assert_eq!(code, 3, "{stderr}");
+    assert!(stderr.contains("--chunk-list FILE"), "{stderr}");
+    assert!(!out.join("tiny-v2.slm.part").exists());
+
+    // With it, and version 1 to copy from: every part but the header and
+    // the tokenizer is found in version 1.
+    let out = root.join("out");
+    let (receipt, _) = fetch_v2(
+        root,
+        &v2,
+        &out,
+        &reuse_args(&v1.slm, &root.join("v2.chunk-list")),
+    );
+    let list = std::fs::read_to_string(root.join("v2.chunk-list")).unwrap();
+    let lengths: Vec<u64> = list
+        .lines()
+        .map(|line| line.split(' ').nth(1).unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(lengths.iter().sum::<u64>(), v2.bytes.len() as u64);
+    // Chunk 0 is the 256-byte header, then the tokenizer's chunks up to
+    // the table: what changed.
+    assert_eq!(lengths[0], 256);
+    let tok_len = u64::from_le_bytes(v2.bytes[0x38..0x40].try_into().unwrap());
+    // The tokenizer's part runs to the table, at the next multiple of 64.
+    let tokenizer_part = tok_len.div_ceil(64) * 64;
+    let moved = 1 + tokenizer_part.div_ceil(CHUNK_BYTES as u64);
+    let source = &receipt["source"];
+    assert_eq!(
+        source["chunks_reused"].as_u64().unwrap(),
+        lengths.len() as u64 - moved,
+        "{receipt}"
+    );
+    assert!(
+        bytes_from_peers(&receipt) <= 256 + tokenizer_part,
+        "{receipt}"
+    );
+    // The delivered download keeps its list, lengths and all.
+    assert_eq!(
+        std::fs::read_to_string(out.join("tiny-v2.chunk-list")).unwrap(),
+        list
+    );
+}

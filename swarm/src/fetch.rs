@@ -308,6 +308,7 @@ impl Fetcher {
                 chunk_count: geometry.chunk_count(),
                 merkle_root: manifest.chunks.merkle_root,
                 chunk_list_sha256: manifest.chunks.chunk_list.as_ref().map(|list| list.sha256),
+                listed: geometry.is_listed().then(|| geometry.clone()),
             };
             // What earlier runs saw of the mirrors: a file changed since is
             // another file (an unusable list means nothing seen).

@@ -77,12 +77,16 @@ impl Input {
         limit: minimodel_verifier::channel_state::MAX_ITEM_FILE_LEN as u64,
     };
 
-    /// The chunk list of an artifact of `chunks` chunks: 65 bytes a chunk
-    /// (a hex SHA-256 and its newline) and a header line.
+    /// The chunk list of an artifact of `chunks` chunks, in either form
+    /// (`docs/merkle.md`): at most 74 bytes a chunk (a hex SHA-256, and in
+    /// `slm-parts-merkle-v0` a space and a length, and its newline) and a
+    /// header line.
     pub fn chunk_list(chunks: u64) -> Input {
         Input {
             what: "chunk list",
-            limit: chunks.saturating_mul(65).saturating_add(4096),
+            limit: chunks
+                .saturating_mul(minimodel_verifier::chunk_list::MAX_LISTED_LINE as u64)
+                .saturating_add(4096),
         }
     }
 

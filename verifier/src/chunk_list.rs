@@ -191,6 +191,20 @@ pub fn list_text(hashes: &[Sha256Digest], geometry: &ChunkGeometry) -> String {
     text
 }
 
+/// Whether `line` (without its LF) has the form of a chunk list line of
+/// either scheme: a hash, or a hash, a space and a length. What tells a
+/// chunk list from other text by its first lines.
+pub fn is_list_line(line: &[u8]) -> bool {
+    match line.get(..64) {
+        Some(hash) if parse_hash(hash).is_some() => match &line[64..] {
+            [] => true,
+            [b' ', len @ ..] => parse_len(len).is_some(),
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
 fn parse_hash(text: &[u8]) -> Option<Sha256Digest> {
     if text.len() != 64 || !text.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
         return None;

@@ -160,11 +160,7 @@ fn is_chunk_list(text: &str) -> bool {
     };
     let mut lines = 0;
     for line in complete.lines().take(CHUNK_LIST_LINES) {
-        if line.len() != 64
-            || !line
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        {
+        if !crate::chunk_list::is_list_line(line.as_bytes()) {
             return false;
         }
         lines += 1;

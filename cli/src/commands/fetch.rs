@@ -522,11 +522,15 @@ pub fn transfer(
         .iter()
         .flat_map(|named| named.0.iter().copied())
         .collect();
-    // Older versions and no chunk list given (`follow`): the plan reads
-    // the new one ahead, and says what it found.
-    if plan.chunk_list.is_none() && !args.reuse.is_empty() {
+    // Older versions and no chunk list given (`follow`), or chunks whose
+    // lengths are in the list: the plan reads it ahead, and says what it
+    // found.
+    if plan.chunk_list.is_none() && (!args.reuse.is_empty() || manifest.chunks.scheme.is_listed()) {
         plan.reuse = args.reuse.clone();
         let ahead = runtime()?.block_on(plan.read_chunk_list_ahead());
+        if let minimodel_swarm::app::fetch::ChunkListAhead::Missing { .. } = ahead {
+            return Err(Failure::new(Exit::InvalidInput, anyhow::anyhow!("{ahead}")));
+        }
         out.status(ahead.to_string());
     }
     let Some(ready) = open_download(plan, &dir, out)? else {

@@ -73,14 +73,29 @@ pub struct ManifestArgs {
     /// route); requires --chunk-list-out.
     #[arg(long, requires = "chunk_list_out")]
     pub chunk_list_route: Option<Route>,
-    /// Write the chunk list (one hex SHA-256 per line) to this file
-    /// (requires --chunk-list-route: the manifest names where it is
-    /// published).
-    #[arg(long, requires = "chunk_list_route")]
+    /// Write the chunk list (one hex SHA-256 per line; with
+    /// slm-parts-merkle-v0, each followed by a space and the chunk's
+    /// length) to this file: what `fetch --chunk-list` reads, and what
+    /// --chunk-list-route names.
+    #[arg(long)]
     pub chunk_list_out: Option<PathBuf>,
+    /// How the file is cut into chunks: fixed-size-merkle-v0 (every
+    /// chunk-size bytes) or slm-parts-merkle-v0 (the header, the tokenizer,
+    /// the tensor table and every tensor each cut from its own start, so
+    /// that a new version that changes some parts shares the chunks of the
+    /// others; the chunks' lengths are in the chunk list, which a fetch
+    /// then needs: --chunk-list-out).
+    #[arg(long, default_value = "fixed-size-merkle-v0", value_parser = parse_scheme)]
+    pub chunk_scheme: minimodel_verifier::manifest::ChunkScheme,
     /// Write the manifest here instead of standard output.
     #[arg(short = 'o', long)]
     pub output: Option<PathBuf>,
+}
+
+fn parse_scheme(value: &str) -> Result<minimodel_verifier::manifest::ChunkScheme, String> {
+    value
+        .parse()
+        .map_err(|()| "fixed-size-merkle-v0 or slm-parts-merkle-v0".to_owned())
 }
 
 pub fn run(args: ManifestArgs, out: Output) -> Result<(), Failure> {
@@ -119,7 +134,7 @@ pub fn run(args: ManifestArgs, out: Output) -> Result<(), Failure> {
         evidence_status: args.evidence_status,
         peer_hint_status: args.peer_hint_status,
         chunk_list_route: args.chunk_list_route,
-        chunk_scheme: minimodel_verifier::manifest::ChunkScheme::FixedSize,
+        chunk_scheme: args.chunk_scheme,
     };
     // Before the file is hashed, and before either output is written: a
     // path that holds another kind of file leaves both unwritten.

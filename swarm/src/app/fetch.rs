@@ -87,6 +87,13 @@ pub enum ChunkListAhead {
         /// In words.
         why: String,
     },
+    /// None could be read, and the manifest's scheme lists its chunks'
+    /// lengths in it (`slm-parts-merkle-v0`): the download cannot start.
+    /// Why, for each place asked.
+    Missing {
+        /// In words.
+        why: String,
+    },
 }
 
 impl std::fmt::Display for ChunkListAhead {
@@ -101,6 +108,10 @@ impl std::fmt::Display for ChunkListAhead {
             ChunkListAhead::NotReused { why } => {
                 write!(f, "no chunk of the versions here is reused: {why}")
             }
+            ChunkListAhead::Missing { why } => write!(
+                f,
+                "the manifest's chunks are cut at its parts and their lengths are in its chunk list, which none of these had: {why}; give it with --chunk-list FILE"
+            ),
         }
     }
 }
@@ -207,12 +218,30 @@ impl DownloadPlan {
     /// here for every front end (`fetch` and `follow`, the companion's
     /// downloads and follow), which only show what it says.
     pub async fn read_chunk_list_ahead(&mut self) -> ChunkListAhead {
-        if self.reuse.is_empty() || self.chunk_list.is_some() {
+        let listed = self.manifest.chunks.scheme.is_listed();
+        if self.chunk_list.is_some() || (self.reuse.is_empty() && !listed) {
             return ChunkListAhead::NotNeeded;
+        }
+        if listed {
+            // A finished download here keeps the list it was cut by.
+            let own = self
+                .out_dir
+                .join(format!("{}.chunk-list", self.manifest.model_id));
+            let limit = crate::input::Input::chunk_list(self.manifest.chunks.chunk_count);
+            if let Ok(bytes) = crate::input::read_input(&own, limit)
+                && let Ok(list) = NewChunkList::check(&self.manifest, &bytes)
+            {
+                self.chunk_list = Some(list);
+                return ChunkListAhead::Read {
+                    from: own.display().to_string(),
+                };
+            }
         }
         let agent = concat!("minimodel/", env!("CARGO_PKG_VERSION"));
         let mirrors = self.mirrors.as_ref().map_or(&[][..], |set| &set.urls[..]);
-        let on_the_web = self.manifest.chunks.chunk_list.is_some() || !mirrors.is_empty();
+        let on_the_web = (self.manifest.chunks.chunk_list.as_ref())
+            .is_some_and(|list| list.route.is_some())
+            || !mirrors.is_empty();
         let mut why = Vec::new();
         if on_the_web {
             match crate::mirror::read_new_chunk_list(&self.manifest, mirrors, agent).await {
@@ -223,7 +252,18 @@ impl DownloadPlan {
                 Err(error) => why.push(error),
             }
         }
-        if self.peers.is_empty() {
+        if listed {
+            // A peer's answer carries hashes only (`docs/wire-protocol.md`
+            // 7.17): asking would only take time.
+            why.push(
+                if on_the_web {
+                    "peers do not serve a chunk list's lengths"
+                } else {
+                    "the manifest names no chunk-list-route, no mirror is given, and peers do not serve a chunk list's lengths"
+                }
+                .to_owned(),
+            );
+        } else if self.peers.is_empty() {
             why.push(
                 if on_the_web {
                     "no peer is named to ask"
@@ -240,6 +280,11 @@ impl DownloadPlan {
                 }
                 Err(error) => why.push(error),
             }
+        }
+        if listed {
+            return ChunkListAhead::Missing {
+                why: why.join("; "),
+            };
         }
         ChunkListAhead::NotReused {
             why: why.join("; "),
@@ -264,6 +309,7 @@ impl DownloadPlan {
     ) -> Result<Opened, ResumeError> {
         let options = ResumeOptions {
             recheck: self.recheck,
+            listed: (self.chunk_list.as_ref()).and_then(|list| list.listed_geometry().cloned()),
             ..ResumeOptions::default()
         };
         let until = std::time::Instant::now() + patience;

@@ -106,6 +106,8 @@ pub struct ArtifactFacts {
     pub merkle_root: Sha256Digest,
     /// The manifest's `chunk-list-sha256`, when it names one.
     pub chunk_list_sha256: Option<Sha256Digest>,
+    /// The chunks' lengths, when the manifest's scheme lists them.
+    pub listed: Option<minimodel_verifier::ChunkGeometry>,
 }
 
 /// What the driver tells its node.
@@ -412,7 +414,7 @@ fn describe(failure: &MirrorFailure) -> String {
 
 /// The longest chunk list read: 65 bytes a chunk.
 fn chunk_list_limit(count: u32) -> u64 {
-    65 * u64::from(count) + 1
+    crate::resume::chunk_list_limit(count)
 }
 
 /// Reads `URL.chunk-list` (through redirects) and checks it against the
@@ -433,8 +435,22 @@ async fn read_chunk_list(
             reason: why.to_owned(),
         })
     };
-    let hashes = crate::resume::parse_chunk_list(&bytes, facts.chunk_count)
-        .ok_or_else(|| no_list("not a chunk list of this artifact's chunk count"))?;
+    let hashes = match &facts.listed {
+        Some(listed) => {
+            let shape = minimodel_verifier::chunk_list::ListShape {
+                scheme: minimodel_verifier::manifest::ChunkScheme::SlmParts,
+                artifact_bytes: facts.bytes,
+                chunk_size: listed.chunk_size(),
+                chunk_count: facts.chunk_count,
+            };
+            minimodel_verifier::chunk_list::ChunkList::parse(&bytes, shape)
+                .ok()
+                .filter(|list| list.geometry() == listed)
+                .map(|list| list.into_parts().0)
+        }
+        None => crate::resume::parse_chunk_list(&bytes, facts.chunk_count),
+    }
+    .ok_or_else(|| no_list("not a chunk list of this artifact's chunks"))?;
     if let Some(expected) = facts.chunk_list_sha256
         && Sha256Digest::of(&bytes) != expected
     {

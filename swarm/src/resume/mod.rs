@@ -81,7 +81,7 @@ pub use peers::{
     MAX_PEERS_FILE_BYTES, PEERS_FORMAT, PeersFileError, parse_peers_file, peers_file_text,
     remembered_peers,
 };
-pub(crate) use plan::parse_chunk_list;
+pub(crate) use plan::{chunk_list_limit, parse_chunk_list};
 pub use recheck::{READ_BLOCK, RecheckProgress, hash_chunks, sample_chunks};
 pub use report::{
     CompleteCheck, CompleteDownload, OpenedDownload, RecheckReason, RestartReason, ResumeOptions,

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use minimodel_verifier::check::verify_with_hashes;
-use minimodel_verifier::hashing::hash_reader;
-use minimodel_verifier::merkle::chunk_list_text;
+use minimodel_verifier::chunk_list::list_text;
+use minimodel_verifier::hashing::hash_reader_in;
 use minimodel_verifier::receipt::now_rfc3339;
 use minimodel_verifier::{Manifest, Sha256Digest};
 
@@ -57,7 +57,7 @@ impl PartialDownload {
         wrap: impl FnOnce(FileStorage) -> Arc<dyn Storage>,
     ) -> Result<OpenedDownload, ResumeError> {
         let started = Instant::now();
-        let binding = StateBinding::of_manifest(manifest)?;
+        let binding = StateBinding::of_download(manifest, options.listed.as_ref())?;
         let geometry = binding.geometry()?;
         let paths = DownloadPaths::new(dir, &manifest.model_id);
         // Nothing can be refused in a directory that does not exist yet.
@@ -83,7 +83,7 @@ impl PartialDownload {
                     done,
                     safe,
                     lock,
-                    manifest,
+                    (manifest, &binding),
                     manifest_sha256,
                     progress,
                     started,
@@ -276,14 +276,13 @@ fn recheck_complete(
     done: CompleteDownload,
     dir: SafeDir,
     lock: File,
-    manifest: &Manifest,
+    (manifest, binding): (&Manifest, &StateBinding),
     manifest_sha256: Sha256Digest,
     progress: &(dyn Fn(RecheckProgress) + Sync),
     started: Instant,
 ) -> Result<OpenedDownload, ResumeError> {
     let paths = done.paths.clone();
     let names = paths.names.clone();
-    let binding = StateBinding::of_manifest(manifest)?;
     let geometry = binding.geometry()?;
     let file = dir
         .open_read(&names.artifact)?
@@ -299,8 +298,8 @@ fn recheck_complete(
             bytes_total: total,
         })
     };
-    let hashes = hash_reader(&file, geometry.chunk_size(), &report)
-        .map_err(io_error("read", &paths.artifact))?;
+    let hashes =
+        hash_reader_in(&file, &geometry, &report).map_err(io_error("read", &paths.artifact))?;
     let chunk_hashes = hashes.chunk_hashes.clone();
     match verify_with_hashes(manifest, &paths.artifact, hashes) {
         Ok(artifact) => {
@@ -311,7 +310,7 @@ fn recheck_complete(
             text.push(b'\n');
             dir.write_atomically(&names.receipt, &text)?;
             if dir.inspect(&names.chunk_list)?.is_none() {
-                let list = chunk_list_text(artifact.tree().chunk_hashes());
+                let list = list_text(artifact.tree().chunk_hashes(), artifact.geometry());
                 dir.write_atomically(&names.chunk_list, list.as_bytes())?;
             }
             dir.sync()?;
@@ -329,7 +328,7 @@ fn recheck_complete(
         }),
         Err(_damaged) => {
             let list = dir.read(&names.chunk_list, plan::chunk_list_limit(count))?;
-            let repair = plan::repair(&chunk_hashes, list.as_deref(), &binding);
+            let repair = plan::repair(&chunk_hashes, list.as_deref(), binding);
             let storage: Arc<dyn Storage> = Arc::new(
                 FileStorage::sized(
                     dir.open_read_write(&names.artifact)?,
@@ -341,7 +340,7 @@ fn recheck_complete(
             let download = PartialDownload::start(Start {
                 paths: paths.clone(),
                 dir,
-                binding,
+                binding: binding.clone(),
                 manifest_sha256,
                 storage,
                 knowledge: repair.knowledge,

@@ -569,7 +569,7 @@ impl PartialDownload {
             .map_err(io_error("sync", &self.paths.part))?;
         let receipt = make_receipt();
         check_receipt(&receipt, &self.binding)?;
-        let chunk_list = minimodel_verifier::merkle::chunk_list_text(&chunk_hashes);
+        let chunk_list = minimodel_verifier::chunk_list::list_text(&chunk_hashes, &self.geometry);
         self.dir
             .write_atomically(&names.chunk_list, chunk_list.as_bytes())?;
         let mut text = serde_json::to_vec_pretty(&receipt).unwrap_or_default();
@@ -668,5 +668,6 @@ pub(crate) fn receipt_binding(receipt: &ImportReceipt) -> StateBinding {
         chunk_size: receipt.chunk_size,
         chunk_count: receipt.chunk_count,
         merkle_root: receipt.merkle_root,
+        listed: None,
     }
 }

@@ -543,7 +543,7 @@ pub(crate) fn repair(
 ) -> Repair {
     let count = binding.chunk_count;
     let expected = chunk_list
-        .and_then(|bytes| parse_chunk_list(bytes, count))
+        .and_then(|bytes| parse_list_of(bytes, binding))
         .and_then(|list| MerkleTree::from_chunk_hashes(list).ok())
         .filter(|tree| tree.root() == binding.merkle_root);
     match &expected {
@@ -574,13 +574,30 @@ pub(crate) fn repair(
 const CHUNK_LIST_LINE: u64 = 65;
 
 /// The most bytes of a chunk list of `count` chunks worth reading (one
-/// more than a whole one, so that a longer file shows).
+/// more than a whole one of either form, so that a longer file shows).
 pub(crate) fn chunk_list_limit(count: u32) -> u64 {
-    CHUNK_LIST_LINE * u64::from(count) + 1
+    minimodel_verifier::chunk_list::MAX_LISTED_LINE as u64 * u64::from(count) + 1
 }
 
-/// The chunk list file (`docs/merkle.md`): `count` lines of 64 lowercase
-/// hex digits. `None` for anything else.
+/// The hashes of `bytes` read as the chunk list of the artifact `binding`
+/// names, in its form: with lengths, which must be its own, when its
+/// chunks are listed.
+pub(crate) fn parse_list_of(bytes: &[u8], binding: &StateBinding) -> Option<Vec<Sha256Digest>> {
+    let Some(listed) = &binding.listed else {
+        return parse_chunk_list(bytes, binding.chunk_count);
+    };
+    let shape = minimodel_verifier::chunk_list::ListShape {
+        scheme: minimodel_verifier::manifest::ChunkScheme::SlmParts,
+        artifact_bytes: binding.artifact_bytes,
+        chunk_size: binding.chunk_size,
+        chunk_count: binding.chunk_count,
+    };
+    let list = minimodel_verifier::chunk_list::ChunkList::parse(bytes, shape).ok()?;
+    (list.geometry() == listed).then(|| list.into_parts().0)
+}
+
+/// The chunk list file of fixed-size chunks (`docs/merkle.md`): `count`
+/// lines of 64 lowercase hex digits. `None` for anything else.
 pub(crate) fn parse_chunk_list(bytes: &[u8], count: u32) -> Option<Vec<Sha256Digest>> {
     let text = std::str::from_utf8(bytes).ok()?;
     let body = text.strip_suffix('\n')?;
@@ -615,7 +632,8 @@ impl OwnFile {
     pub(crate) fn read_limit(self) -> u64 {
         match self {
             OwnFile::Receipt => 1 << 20,
-            // Only the start of a chunk list (a whole one is 65 bytes a chunk).
+            // Only the start of a chunk list (a whole one is 65 or, with
+            // lengths, up to 74 bytes a chunk).
             OwnFile::ChunkList => CHUNK_LIST_LINE * 64,
             OwnFile::Peers => super::MAX_PEERS_FILE_BYTES + 1,
             OwnFile::Mirrors => super::MAX_MIRRORS_FILE_BYTES + 1,
@@ -666,18 +684,23 @@ impl OwnFile {
 /// is a chunk list: lines of 64 lowercase hex digits, each ending in LF;
 /// when `cut`, the last line read may be short.
 fn looks_like_chunk_list(start: &[u8], cut: bool) -> bool {
-    let hex = |line: &[u8]| {
-        line.iter()
-            .all(|byte| matches!(byte, b'0'..=b'9' | b'a'..=b'f'))
-    };
     let Some(end) = start.iter().rposition(|byte| *byte == b'\n') else {
         return false;
     };
     let (lines, rest) = (&start[..end], &start[end + 1..]);
+    // A line cut by the read limit: a start of a line of either form.
+    let partial = |rest: &[u8]| {
+        rest.len() < minimodel_verifier::chunk_list::MAX_LISTED_LINE
+            && rest.iter().enumerate().all(|(i, byte)| match i {
+                0..64 => matches!(byte, b'0'..=b'9' | b'a'..=b'f'),
+                64 => *byte == b' ',
+                _ => byte.is_ascii_digit(),
+            })
+    };
     lines
         .split(|byte| *byte == b'\n')
-        .all(|line| line.len() == 64 && hex(line))
-        && (rest.is_empty() || (cut && rest.len() < 64 && hex(rest)))
+        .all(minimodel_verifier::chunk_list::is_list_line)
+        && (rest.is_empty() || (cut && partial(rest)))
 }
 
 #[cfg(test)]

@@ -34,6 +34,7 @@ fn binding() -> StateBinding {
         chunk_size: CHUNK,
         chunk_count: COUNT,
         merkle_root: tree().root(),
+        listed: None,
     }
 }
 
@@ -78,6 +79,7 @@ fn options(sample: usize) -> ResumeOptions {
         recheck: false,
         sample,
         sample_seed: Some(7),
+        listed: None,
     }
 }
 
@@ -555,7 +557,8 @@ fn a_chunk_list_is_count_lines_of_64_lowercase_hex_digits() {
     assert!(parse_chunk_list(list.as_bytes(), COUNT - 1).is_none());
     assert!(parse_chunk_list(list.trim_end().as_bytes(), COUNT).is_none());
     assert!(parse_chunk_list(list.to_uppercase().as_bytes(), COUNT).is_none());
-    assert_eq!(chunk_list_limit(2), 131);
+    // One more than two lines of either form: with lengths, at most 74.
+    assert_eq!(chunk_list_limit(2), 149);
 }
 
 #[test]
@@ -566,6 +569,13 @@ fn a_chunk_list_is_lines_of_64_hex_digits() {
     // Cut after a line and a half: the half may be short.
     assert!(looks_like_chunk_list(&two.as_bytes()[..100], true));
     assert!(!looks_like_chunk_list(&two.as_bytes()[..100], false));
+    // With lengths (`slm-parts-merkle-v0`), cut inside a length too.
+    let listed = format!("{line} 256\n{line} 16384\n");
+    assert!(looks_like_chunk_list(listed.as_bytes(), false));
+    assert!(looks_like_chunk_list(&listed.as_bytes()[..70], true));
+    assert!(looks_like_chunk_list(&listed.as_bytes()[..135], true));
+    assert!(!looks_like_chunk_list(format!("{line} 0256\n").as_bytes(), false));
+    assert!(!looks_like_chunk_list(format!("{line}  256\n").as_bytes(), false));
     for notes in [
         "".to_owned(),
         "my notes\n".to_owned(),

@@ -23,6 +23,11 @@ pub struct ResumeOptions {
     /// Seed of the sample. Default `None`: a new seed each run, so that
     /// repeated resumes look at different chunks. Tests set it.
     pub sample_seed: Option<u64>,
+    /// For a manifest whose scheme lists its chunks
+    /// (`slm-parts-merkle-v0`): their geometry, from its checked chunk
+    /// list ([`super::reuse::NewChunkList::listed_geometry`]). Such a
+    /// download is not opened without it. Default `None`.
+    pub listed: Option<minimodel_verifier::ChunkGeometry>,
 }
 
 impl Default for ResumeOptions {
@@ -31,6 +36,7 @@ impl Default for ResumeOptions {
             recheck: false,
             sample: 4,
             sample_seed: None,
+            listed: None,
         }
     }
 }

@@ -41,6 +41,9 @@ pub struct SourceChunks {
     pub chunk_size: u32,
     /// Its size in bytes.
     pub bytes: u64,
+    /// Its parts cut at `chunk_size` (`slm-parts-merkle-v0`), when it was
+    /// cut so; `None`: cut every `chunk_size` bytes.
+    pub parts: Option<ChunkGeometry>,
     /// `H[i]` of its chunk `i`, as far as known (a chunk list may be stale:
     /// every copy is checked again).
     pub chunk_hashes: Vec<Sha256Digest>,
@@ -77,8 +80,12 @@ pub fn plan_reuse(
         if source.chunk_size != size {
             continue;
         }
-        let Ok(source_geometry) = ChunkGeometry::new(source.bytes, source.chunk_size) else {
-            continue;
+        let source_geometry = match &source.parts {
+            Some(parts) => parts.clone(),
+            None => match ChunkGeometry::new(source.bytes, source.chunk_size) {
+                Ok(geometry) => geometry,
+                Err(_) => continue,
+            },
         };
         for (i, hash) in source.chunk_hashes.iter().enumerate() {
             let Ok(i) = u32::try_from(i) else { break };
@@ -112,10 +119,13 @@ pub fn plan_reuse(
 
 /// The new artifact's chunk list, proven to hash to its manifest's Merkle
 /// root (and to `chunk-list-sha256` when the manifest names one). Only
-/// [`NewChunkList::check`] makes one.
+/// [`NewChunkList::check`] makes one. In a listed scheme
+/// (`slm-parts-merkle-v0`) it also gives the chunks' lengths: the
+/// download's geometry ([`NewChunkList::listed_geometry`]).
 #[derive(Debug, Clone)]
 pub struct NewChunkList {
     tree: MerkleTree,
+    listed: Option<ChunkGeometry>,
 }
 
 /// Why a chunk list given for the new artifact was refused.
@@ -144,6 +154,21 @@ pub enum ChunkListError {
         /// The list's.
         found: Sha256Digest,
     },
+    /// Not the listed form of the manifest's scheme.
+    #[error("not the chunk list of `{scheme}`: {why}")]
+    Listed {
+        /// The scheme.
+        scheme: &'static str,
+        /// In words.
+        why: String,
+    },
+    /// Hashes alone (a peer's answer) for a scheme whose list carries the
+    /// chunks' lengths too.
+    #[error("a list of hashes alone, and `{scheme}` needs each chunk's length")]
+    NoLengths {
+        /// The scheme.
+        scheme: &'static str,
+    },
 }
 
 impl NewChunkList {
@@ -153,6 +178,11 @@ impl NewChunkList {
     /// `chunk-list-sha256` when the manifest names one, leading to the
     /// Merkle root.
     pub fn from_hashes(manifest: &Manifest, hashes: &[[u8; 32]]) -> Result<Self, ChunkListError> {
+        if manifest.chunks.scheme.is_listed() {
+            return Err(ChunkListError::NoLengths {
+                scheme: manifest.chunks.scheme.name(),
+            });
+        }
         let count = u32::try_from(manifest.chunks.chunk_count).unwrap_or(u32::MAX);
         if hashes.len() != count as usize {
             return Err(ChunkListError::Malformed { count });
@@ -162,8 +192,46 @@ impl NewChunkList {
         Self::check(manifest, text.as_bytes())
     }
 
-    /// Checks a chunk list file's bytes against `manifest`.
+    /// Checks a chunk list file's bytes against `manifest`: in a listed
+    /// scheme its form with lengths, which must make the artifact, its
+    /// SHA-256 the manifest's `chunk-list-sha256` (which such a manifest
+    /// always names) and its root the manifest's.
     pub fn check(manifest: &Manifest, bytes: &[u8]) -> Result<Self, ChunkListError> {
+        let scheme = manifest.chunks.scheme;
+        if scheme.is_listed() {
+            let shape = minimodel_verifier::chunk_list::ListShape::of_manifest(manifest);
+            let list = minimodel_verifier::chunk_list::ChunkList::parse(bytes, shape).map_err(
+                |error| ChunkListError::Listed {
+                    scheme: scheme.name(),
+                    why: error.to_string(),
+                },
+            )?;
+            let found = Sha256Digest::of(bytes);
+            match manifest.chunks.chunk_list.as_ref().map(|list| list.sha256) {
+                Some(expected) if expected == found => {}
+                Some(expected) => return Err(ChunkListError::ListDigest { expected, found }),
+                None => {
+                    return Err(ChunkListError::Listed {
+                        scheme: scheme.name(),
+                        why: "the manifest names no chunk-list-sha256".to_owned(),
+                    });
+                }
+            }
+            let (hashes, geometry) = list.into_parts();
+            let count = geometry.chunk_count();
+            let tree = MerkleTree::from_chunk_hashes(hashes)
+                .map_err(|_| ChunkListError::Malformed { count })?;
+            if tree.root() != manifest.chunks.merkle_root {
+                return Err(ChunkListError::MerkleRoot {
+                    expected: manifest.chunks.merkle_root,
+                    found: tree.root(),
+                });
+            }
+            return Ok(Self {
+                tree,
+                listed: Some(geometry),
+            });
+        }
         Self::check_against(
             bytes,
             u32::try_from(manifest.chunks.chunk_count).unwrap_or(u32::MAX),
@@ -201,12 +269,18 @@ impl NewChunkList {
                 found: tree.root(),
             });
         }
-        Ok(Self { tree })
+        Ok(Self { tree, listed: None })
     }
 
     /// The chunk hashes.
     pub fn chunk_hashes(&self) -> &[Sha256Digest] {
         self.tree.chunk_hashes()
+    }
+
+    /// The chunks' lengths as the list gives them, for a manifest whose
+    /// scheme lists them; `None` for fixed-size chunks.
+    pub fn listed_geometry(&self) -> Option<&ChunkGeometry> {
+        self.listed.as_ref()
     }
 }
 
@@ -225,12 +299,15 @@ pub struct ReuseReport {
     pub chunks_failed: u64,
 }
 
-/// The chunk hashes of the older file at `path` cut in `chunk_size`
-/// pieces: from its chunk list beside it (`<stem>.chunk-list`, as a
-/// delivered download leaves it) when that has the right number of
-/// lines, else by hashing the file. The list is not trusted: each copy is
-/// checked again.
-pub fn source_chunks(path: &Path, chunk_size: u32) -> std::io::Result<SourceChunks> {
+/// The chunk hashes of the older file at `path` cut as the new artifact
+/// `like` is: in `chunk_size` pieces, or, when `like` is listed
+/// (`slm-parts-merkle-v0`), its own `.slm` parts cut at that size (a file
+/// that is not a valid `.slm` has no parts to cut, and is skipped). From
+/// its chunk list beside it (`<stem>.chunk-list`, as a delivered download
+/// leaves it) when that is the list of this cut, else by hashing the file.
+/// The list is not trusted: each copy is checked again.
+pub fn source_chunks(path: &Path, like: &ChunkGeometry) -> std::io::Result<SourceChunks> {
+    let chunk_size = like.chunk_size();
     let metadata = std::fs::metadata(path)?;
     if !metadata.is_file() {
         return Err(std::io::Error::new(
@@ -239,20 +316,46 @@ pub fn source_chunks(path: &Path, chunk_size: u32) -> std::io::Result<SourceChun
         ));
     }
     let bytes = metadata.len();
-    let geometry = ChunkGeometry::new(bytes, chunk_size)
-        .map_err(|error| std::io::Error::new(std::io::ErrorKind::InvalidInput, error))?;
+    let invalid = |error: &dyn std::fmt::Display| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, error.to_string())
+    };
+    let parts = if like.is_listed() {
+        let slm = minimodel_verifier::slm::read_slm_file(path)
+            .map_err(|error| invalid(&format!("its .slm parts are unknown ({error})")))?;
+        Some(
+            ChunkGeometry::slm_parts(bytes, chunk_size, &slm.part_starts)
+                .map_err(|error| invalid(&error))?,
+        )
+    } else {
+        None
+    };
+    let geometry = match &parts {
+        Some(parts) => parts.clone(),
+        None => ChunkGeometry::new(bytes, chunk_size).map_err(|error| invalid(&error))?,
+    };
     let list = path.with_extension("chunk-list");
     // Beside a file given for reuse: read as any named file is, so that a
     // FIFO or a device under its name is passed over, not waited on.
     let input = crate::input::Input::chunk_list(u64::from(geometry.chunk_count()));
+    let shape = minimodel_verifier::chunk_list::ListShape {
+        scheme: if parts.is_some() {
+            minimodel_verifier::manifest::ChunkScheme::SlmParts
+        } else {
+            minimodel_verifier::manifest::ChunkScheme::FixedSize
+        },
+        artifact_bytes: bytes,
+        chunk_size,
+        chunk_count: geometry.chunk_count(),
+    };
     if let Ok(list_bytes) = crate::input::read_input(&list, input)
-        && let Some(chunk_hashes) =
-            super::plan::parse_chunk_list(&list_bytes, geometry.chunk_count())
+        && let Ok(listed) = minimodel_verifier::chunk_list::ChunkList::parse(&list_bytes, shape)
+        && *listed.geometry() == geometry
     {
         return Ok(SourceChunks {
             chunk_size,
             bytes,
-            chunk_hashes,
+            parts,
+            chunk_hashes: listed.into_parts().0,
         });
     }
     let storage = FileStorage::open_read_only(path)?;
@@ -261,6 +364,7 @@ pub fn source_chunks(path: &Path, chunk_size: u32) -> std::io::Result<SourceChun
     Ok(SourceChunks {
         chunk_size,
         bytes,
+        parts,
         chunk_hashes,
     })
 }
@@ -311,7 +415,7 @@ impl PartialDownload {
         let mut found = Vec::new();
         let mut paths = Vec::new();
         for path in sources {
-            match source_chunks(path, geometry.chunk_size()) {
+            match source_chunks(path, &geometry) {
                 Ok(chunks) => {
                     found.push(chunks);
                     paths.push(path.clone());
@@ -372,8 +476,14 @@ mod tests {
         SourceChunks {
             chunk_size,
             bytes: u64::from(chunk_size) * hashes.len() as u64,
+            parts: None,
             chunk_hashes: hashes.iter().map(|n| digest(*n)).collect(),
         }
+    }
+
+    /// A new artifact cut every `size` bytes, as `source_chunks` is given it.
+    fn cut_every(size: u32) -> ChunkGeometry {
+        ChunkGeometry::new(u64::from(size), size).unwrap()
     }
 
     const SIZE: u32 = 16 * 1024;
@@ -443,10 +553,15 @@ mod tests {
             .map(Sha256Digest::of)
             .collect();
         std::fs::write(dir.path().join("old.chunk-list"), list_text(&halves)).unwrap();
-        let found = source_chunks(&path, SIZE).unwrap();
+        let found = source_chunks(&path, &cut_every(SIZE)).unwrap();
         let expected: Vec<_> = bytes.chunks(SIZE as usize).map(Sha256Digest::of).collect();
         assert_eq!(found.chunk_hashes, expected);
-        assert_eq!(source_chunks(&path, 2 * SIZE).unwrap().chunk_hashes, halves);
+        assert_eq!(
+            source_chunks(&path, &cut_every(2 * SIZE))
+                .unwrap()
+                .chunk_hashes,
+            halves
+        );
     }
 
     #[test]
@@ -527,5 +642,69 @@ mod tests {
         );
         assert_eq!(plan[0].source, 0);
         assert_eq!(plan[0].offset, u64::from(SIZE));
+    }
+
+    /// The vectors of `docs/merkle.md`: a listed manifest and its list.
+    fn listed_vectors() -> (Manifest, Vec<u8>) {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/merkle");
+        let text = std::fs::read_to_string(dir.join("slm-parts.manifest")).unwrap();
+        let list = std::fs::read(dir.join("slm-parts.chunk-list")).unwrap();
+        (Manifest::parse(&text).unwrap(), list)
+    }
+
+    #[test]
+    fn a_listed_chunk_list_gives_its_lengths_and_only_its_own_are_taken() {
+        let (manifest, list) = listed_vectors();
+        let checked = NewChunkList::check(&manifest, &list).unwrap();
+        let geometry = checked.listed_geometry().expect("listed");
+        assert_eq!(geometry.chunk_count(), 10);
+        assert_eq!(geometry.chunk_len(ChunkIndex(0)), Some(256));
+        assert_eq!(geometry.artifact_bytes(), manifest.artifact_bytes);
+
+        // The hashes alone, as a peer answers: no lengths, refused.
+        let hashes: Vec<[u8; 32]> = checked.chunk_hashes().iter().map(|h| h.0).collect();
+        assert!(matches!(
+            NewChunkList::from_hashes(&manifest, &hashes),
+            Err(ChunkListError::NoLengths { .. })
+        ));
+        // Another length: the form holds, the list's digest does not.
+        let text = String::from_utf8(list.clone()).unwrap();
+        let moved = text
+            .replacen(" 256\n", " 255\n", 1)
+            .replacen(" 4480\n", " 4481\n", 1);
+        assert!(matches!(
+            NewChunkList::check(&manifest, moved.as_bytes()),
+            Err(ChunkListError::ListDigest { .. })
+        ));
+        // The fixed form of the same hashes: not this scheme's list.
+        let plain = minimodel_verifier::merkle::chunk_list_text(checked.chunk_hashes());
+        assert!(matches!(
+            NewChunkList::check(&manifest, plain.as_bytes()),
+            Err(ChunkListError::Listed { .. })
+        ));
+    }
+
+    #[test]
+    fn an_older_slm_is_cut_at_its_own_parts_for_a_listed_artifact() {
+        let (manifest, list) = listed_vectors();
+        let like = NewChunkList::check(&manifest, &list)
+            .unwrap()
+            .listed_geometry()
+            .unwrap()
+            .clone();
+        let slm = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/merkle/slm-parts.slm");
+        let found = source_chunks(&slm, &like).unwrap();
+        assert_eq!(found.parts.as_ref(), Some(&like));
+        let checked = NewChunkList::check(&manifest, &list).unwrap();
+        assert_eq!(found.chunk_hashes, checked.chunk_hashes());
+        // A file that is not a `.slm` has no parts to cut.
+        let dir = tempfile::tempdir().unwrap();
+        let other = dir.path().join("other.slm");
+        std::fs::write(&other, vec![7u8; 70_000]).unwrap();
+        let error = source_chunks(&other, &like).unwrap_err();
+        assert!(
+            error.to_string().contains(".slm parts are unknown"),
+            "{error}"
+        );
     }
 }

@@ -40,12 +40,42 @@ pub struct StateBinding {
     pub chunk_count: u32,
     /// `merkle-root`.
     pub merkle_root: Sha256Digest,
+    /// The chunks' lengths when the manifest's scheme lists them
+    /// (`slm-parts-merkle-v0`), from its checked chunk list; not in the
+    /// state file (the root it is bound to determines them) and not
+    /// compared by [`StateBinding::first_difference`].
+    pub listed: Option<ChunkGeometry>,
 }
 
 impl StateBinding {
-    /// The binding of the artifact `manifest` describes.
+    /// The binding of the artifact `manifest` describes, when its chunks
+    /// are fixed-size.
     pub fn of_manifest(manifest: &Manifest) -> Result<Self, GeometryError> {
-        let geometry = ChunkGeometry::of_manifest(manifest)?;
+        Self::of_download(manifest, None)
+    }
+
+    /// The binding of the artifact `manifest` describes, cut as `listed`
+    /// (the geometry of its checked chunk list) when its scheme lists its
+    /// chunks, which it must then be given.
+    pub fn of_download(
+        manifest: &Manifest,
+        listed: Option<&ChunkGeometry>,
+    ) -> Result<Self, GeometryError> {
+        let geometry = match listed {
+            Some(listed) if manifest.chunks.scheme.is_listed() => {
+                if listed.artifact_bytes() != manifest.artifact_bytes
+                    || listed.chunk_size() != manifest.chunks.chunk_size
+                    || u64::from(listed.chunk_count()) != manifest.chunks.chunk_count
+                {
+                    return Err(GeometryError::ListedTotal {
+                        listed: listed.artifact_bytes(),
+                        artifact_bytes: manifest.artifact_bytes,
+                    });
+                }
+                listed.clone()
+            }
+            _ => ChunkGeometry::of_manifest(manifest)?,
+        };
         Ok(Self {
             model_id: manifest.model_id.clone(),
             artifact_bytes: manifest.artifact_bytes,
@@ -53,6 +83,7 @@ impl StateBinding {
             chunk_size: geometry.chunk_size(),
             chunk_count: geometry.chunk_count(),
             merkle_root: manifest.chunks.merkle_root,
+            listed: geometry.is_listed().then_some(geometry),
         })
     }
 
@@ -77,7 +108,10 @@ impl StateBinding {
 
     /// The chunk geometry.
     pub fn geometry(&self) -> Result<ChunkGeometry, GeometryError> {
-        ChunkGeometry::new(self.artifact_bytes, self.chunk_size)
+        match &self.listed {
+            Some(listed) => Ok(listed.clone()),
+            None => ChunkGeometry::new(self.artifact_bytes, self.chunk_size),
+        }
     }
 }
 
@@ -316,6 +350,7 @@ pub fn parse_state(bytes: &[u8]) -> Result<PartialState, StateError> {
             chunk_size: repr.chunk_size,
             chunk_count: repr.chunk_count,
             merkle_root: repr.merkle_root,
+            listed: None,
         },
         manifest_sha256: repr.manifest_sha256,
         generation: repr.generation,
@@ -346,12 +381,17 @@ fn check_geometry(repr: &StateRepr) -> Result<(), StateError> {
     }
     let geometry = ChunkGeometry::new(repr.artifact_bytes, repr.chunk_size)
         .map_err(|_| fail("the artifact must have at least one byte"))?;
-    if u64::from(geometry.chunk_count()) > MAX_CHUNK_COUNT {
+    if u64::from(repr.chunk_count) > MAX_CHUNK_COUNT {
         return Err(fail("more than 500,000 chunks"));
     }
-    if geometry.chunk_count() != repr.chunk_count {
+    // Fixed-size chunks make exactly the fewest; listed ones (1 byte to
+    // the chunk size each) up to one a byte. The manifest's binding says
+    // which.
+    if repr.chunk_count < geometry.chunk_count()
+        || u64::from(repr.chunk_count) > repr.artifact_bytes
+    {
         return Err(fail(
-            "the chunk count must be ceil(artifact_bytes / chunk_size)",
+            "the chunk count must be from ceil(artifact_bytes / chunk_size) to artifact_bytes",
         ));
     }
     Ok(())

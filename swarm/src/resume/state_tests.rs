@@ -34,6 +34,7 @@ fn content() -> StateContent {
             chunk_size: CHUNK,
             chunk_count: 13,
             merkle_root: tree.root(),
+            listed: None,
         },
         manifest_sha256: Sha256Digest::of(b"manifest"),
         generation: 7,
@@ -182,10 +183,28 @@ fn an_uppercase_digest_is_refused() {
 }
 
 #[test]
+fn a_listed_chunk_count_reads_and_its_binding_decides() {
+    // slm-parts-merkle-v0: 100,000 bytes in 8 chunks of up to 16 KiB (7
+    // would do fixed-size); the state reads, and the binding of the
+    // manifest it is opened under says whether it is this download's.
+    let mut repr = repr();
+    repr.artifact_bytes = 100_000;
+    repr.chunk_size = 16384;
+    repr.chunk_count = 8;
+    repr.verified = "00".to_owned();
+    repr.chunk_hashes.clear();
+    repr.tree_nodes.clear();
+    let state = parse_state(&sealed(repr)).unwrap();
+    assert_eq!(state.binding.chunk_count, 8);
+    assert_eq!(state.binding.listed, None);
+}
+
+#[test]
 fn impossible_geometries_are_refused() {
-    let cases: [(u64, u32, u32); 4] = [
+    let cases: [(u64, u32, u32); 5] = [
         (100_000, 10_000, 10),             // not a power of two
-        (100_000, 16384, 6),               // wrong count
+        (100_000, 16384, 6),               // fewer than chunks of 16 KiB make
+        (100, 16384, 101),                 // more than one a byte
         (0, 16384, 0),                     // no bytes
         (600_000 * 16384, 16384, 600_000), // too many chunks
     ];

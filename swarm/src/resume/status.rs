@@ -7,8 +7,8 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::path::Path;
 
-use minimodel_verifier::chunk::ChunkIndex;
-use minimodel_verifier::hashing::hash_reader;
+use minimodel_verifier::chunk::{ChunkGeometry, ChunkIndex};
+use minimodel_verifier::hashing::hash_reader_in;
 use minimodel_verifier::merkle::MerkleTree;
 use minimodel_verifier::receipt::now_rfc3339;
 use minimodel_verifier::{ModelId, Sha256Digest};
@@ -196,8 +196,31 @@ fn check_complete(
             bytes_total: total,
         })
     };
-    let hashes = hash_reader(&file, receipt.chunk_size, &report)
+    // A receipt names no scheme: more chunks than fixed-size ones make
+    // means they were listed, and then they are the file's own `.slm`
+    // parts (a file that is no `.slm` any more fails as cut fixed-size).
+    let fixed = ChunkGeometry::new(receipt.artifact_bytes, receipt.chunk_size);
+    let geometry = match fixed {
+        Ok(fixed) if fixed.chunk_count() == count => fixed,
+        // Read through the file already open (the directory may hold a
+        // link planted since), then from its start again.
+        _ => minimodel_verifier::slm::read_slm(&mut &file)
+            .ok()
+            .and_then(|slm| {
+                ChunkGeometry::slm_parts(slm.file_len, receipt.chunk_size, &slm.part_starts).ok()
+            })
+            .or_else(|| ChunkGeometry::new(receipt.artifact_bytes, receipt.chunk_size).ok())
+            .ok_or_else(|| {
+                io_error("read", &paths.artifact)(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "the receipt's chunk geometry is impossible",
+                ))
+            })?,
+    };
+    std::io::Seek::seek(&mut &file, std::io::SeekFrom::Start(0))
         .map_err(io_error("read", &paths.artifact))?;
+    let hashes =
+        hash_reader_in(&file, &geometry, &report).map_err(io_error("read", &paths.artifact))?;
     let root = MerkleTree::from_chunk_hashes(hashes.chunk_hashes.clone())
         .ok()
         .map(|tree| tree.root());
@@ -207,8 +230,21 @@ fn check_complete(
     let bad_chunks = if ok {
         Some(0)
     } else {
-        dir.read(&names.chunk_list, 65 * (u64::from(count) + 1))?
-            .and_then(|bytes| super::plan::parse_chunk_list(&bytes, count))
+        dir.read(&names.chunk_list, super::plan::chunk_list_limit(count))?
+            .and_then(|bytes| {
+                let shape = minimodel_verifier::chunk_list::ListShape {
+                    scheme: if geometry.is_listed() {
+                        minimodel_verifier::manifest::ChunkScheme::SlmParts
+                    } else {
+                        minimodel_verifier::manifest::ChunkScheme::FixedSize
+                    },
+                    artifact_bytes: receipt.artifact_bytes,
+                    chunk_size: receipt.chunk_size,
+                    chunk_count: count,
+                };
+                let list = minimodel_verifier::chunk_list::ChunkList::parse(&bytes, shape).ok()?;
+                Some(list.into_parts().0)
+            })
             .filter(|list| {
                 MerkleTree::from_chunk_hashes(list.clone())
                     .is_ok_and(|tree| tree.root() == receipt.merkle_root)
@@ -249,6 +285,11 @@ fn check_partial(
         return Ok(None);
     };
     let geometry = state.binding.geometry()?;
+    if geometry.chunk_count() != state.binding.chunk_count {
+        // Listed chunks (`slm-parts-merkle-v0`): their lengths are in the
+        // download's chunk list, which the state does not hold.
+        return Ok(None);
+    }
     let storage = FileStorage::from_file(file);
     let (indices, expected): (Vec<u32>, Vec<Sha256Digest>) = state
         .knowledge

@@ -134,6 +134,7 @@ pub fn options(sample: usize) -> ResumeOptions {
         recheck: false,
         sample,
         sample_seed: Some(1),
+        listed: None,
     }
 }
 
