@@ -216,8 +216,9 @@ pub enum ResumeError {
         /// The final file.
         path: PathBuf,
     },
-    /// The manifest's geometry cannot be cut into chunks.
-    #[error("the manifest's chunk geometry is invalid")]
+    /// The manifest's geometry cannot be cut into chunks, or its chunks
+    /// are listed and the list was not given.
+    #[error("no chunk geometry for the manifest")]
     Geometry(#[from] GeometryError),
     /// A chunk index outside the artifact.
     #[error("chunk {index} is out of range: the artifact has {count} chunks")]
