@@ -574,8 +574,14 @@ fn a_chunk_list_is_lines_of_64_hex_digits() {
     assert!(looks_like_chunk_list(listed.as_bytes(), false));
     assert!(looks_like_chunk_list(&listed.as_bytes()[..70], true));
     assert!(looks_like_chunk_list(&listed.as_bytes()[..135], true));
-    assert!(!looks_like_chunk_list(format!("{line} 0256\n").as_bytes(), false));
-    assert!(!looks_like_chunk_list(format!("{line}  256\n").as_bytes(), false));
+    assert!(!looks_like_chunk_list(
+        format!("{line} 0256\n").as_bytes(),
+        false
+    ));
+    assert!(!looks_like_chunk_list(
+        format!("{line}  256\n").as_bytes(),
+        false
+    ));
     for notes in [
         "".to_owned(),
         "my notes\n".to_owned(),
