@@ -27,7 +27,6 @@ fn describe(dir: &Path, slm: &Path, name: &str, model_id: &str) -> Artifact {
 /// [`describe`]; without `route`, the manifest names no chunk list (a
 /// publisher with no web server).
 fn describe_with(dir: &Path, slm: &Path, name: &str, model_id: &str, route: bool) -> Artifact {
-    let manifest_path = dir.join(format!("{name}.manifest"));
     let list = dir.join(format!("{name}.chunk-list"));
     let route: &[&str] = if route {
         &[
@@ -39,6 +38,13 @@ fn describe_with(dir: &Path, slm: &Path, name: &str, model_id: &str, route: bool
     } else {
         &[]
     };
+    manifest_of(dir, slm, name, model_id, route)
+}
+
+/// Writes the manifest of `slm` for `model_id` with `extra` arguments to
+/// `<name>.manifest` and returns it as an [`Artifact`].
+fn manifest_of(dir: &Path, slm: &Path, name: &str, model_id: &str, extra: &[&str]) -> Artifact {
+    let manifest_path = dir.join(format!("{name}.manifest"));
     ok(
         dir,
         &[
@@ -58,7 +64,7 @@ fn describe_with(dir: &Path, slm: &Path, name: &str, model_id: &str, route: bool
                 "-o",
                 manifest_path.to_str().unwrap(),
             ][..],
-            route,
+            extra,
         ]
         .concat(),
     );
@@ -317,40 +323,19 @@ fn tokenizer_grown(slm: &[u8], extra: usize) -> Vec<u8> {
 /// Writes the `slm-parts-merkle-v0` manifest of `slm` and its chunk list
 /// (`<name>.chunk-list`), and returns the manifest.
 fn describe_parts(dir: &Path, slm: &Path, name: &str, model_id: &str) -> Artifact {
-    let manifest_path = dir.join(format!("{name}.manifest"));
     let list = dir.join(format!("{name}.chunk-list"));
-    ok(
+    manifest_of(
         dir,
+        slm,
+        name,
+        model_id,
         &[
-            "manifest",
-            slm.to_str().unwrap(),
-            "--model-id",
-            model_id,
-            "--publisher-id",
-            "acme",
-            "--license-route",
-            "https://example.org/license",
-            "--evidence-route",
-            "https://example.org/evidence",
-            "--chunk-size",
-            CHUNK,
             "--chunk-scheme",
             "slm-parts-merkle-v0",
             "--chunk-list-out",
             list.to_str().unwrap(),
-            "-o",
-            manifest_path.to_str().unwrap(),
         ],
-    );
-    let manifest = Manifest::parse_bytes(&std::fs::read(&manifest_path).unwrap()).unwrap();
-    Artifact {
-        model_id: model_id.to_owned(),
-        slm: slm.to_owned(),
-        manifest_path,
-        chunk_size: u64::from(manifest.chunks.chunk_size),
-        manifest,
-        bytes: std::fs::read(slm).unwrap(),
-    }
+    )
 }
 
 #[test]

@@ -152,6 +152,25 @@ impl ChunkList {
         Ok(Self { hashes, geometry })
     }
 
+    /// Reads `bytes` as the list of the chunks `geometry` cuts: in its
+    /// form (with lengths when it is listed), and only if the list makes
+    /// that very geometry. `None` for anything else.
+    pub fn parse_as(bytes: &[u8], geometry: &ChunkGeometry) -> Option<Self> {
+        let shape = ListShape {
+            scheme: if geometry.is_listed() {
+                ChunkScheme::SlmParts
+            } else {
+                ChunkScheme::FixedSize
+            },
+            artifact_bytes: geometry.artifact_bytes(),
+            chunk_size: geometry.chunk_size(),
+            chunk_count: geometry.chunk_count(),
+        };
+        Self::parse(bytes, shape)
+            .ok()
+            .filter(|list| list.geometry == *geometry)
+    }
+
     /// The chunk hashes in order.
     pub fn hashes(&self) -> &[Sha256Digest] {
         &self.hashes

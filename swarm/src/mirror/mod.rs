@@ -436,18 +436,8 @@ async fn read_chunk_list(
         })
     };
     let hashes = match &facts.listed {
-        Some(listed) => {
-            let shape = minimodel_verifier::chunk_list::ListShape {
-                scheme: minimodel_verifier::manifest::ChunkScheme::SlmParts,
-                artifact_bytes: facts.bytes,
-                chunk_size: listed.chunk_size(),
-                chunk_count: facts.chunk_count,
-            };
-            minimodel_verifier::chunk_list::ChunkList::parse(&bytes, shape)
-                .ok()
-                .filter(|list| list.geometry() == listed)
-                .map(|list| list.into_parts().0)
-        }
+        Some(listed) => minimodel_verifier::chunk_list::ChunkList::parse_as(&bytes, listed)
+            .map(|list| list.into_parts().0),
         None => crate::resume::parse_chunk_list(&bytes, facts.chunk_count),
     }
     .ok_or_else(|| no_list("not a chunk list of this artifact's chunks"))?;

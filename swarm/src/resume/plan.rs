@@ -583,17 +583,11 @@ pub(crate) fn chunk_list_limit(count: u32) -> u64 {
 /// names, in its form: with lengths, which must be its own, when its
 /// chunks are listed.
 pub(crate) fn parse_list_of(bytes: &[u8], binding: &StateBinding) -> Option<Vec<Sha256Digest>> {
-    let Some(listed) = &binding.listed else {
-        return parse_chunk_list(bytes, binding.chunk_count);
-    };
-    let shape = minimodel_verifier::chunk_list::ListShape {
-        scheme: minimodel_verifier::manifest::ChunkScheme::SlmParts,
-        artifact_bytes: binding.artifact_bytes,
-        chunk_size: binding.chunk_size,
-        chunk_count: binding.chunk_count,
-    };
-    let list = minimodel_verifier::chunk_list::ChunkList::parse(bytes, shape).ok()?;
-    (list.geometry() == listed).then(|| list.into_parts().0)
+    match &binding.listed {
+        Some(listed) => minimodel_verifier::chunk_list::ChunkList::parse_as(bytes, listed)
+            .map(|list| list.into_parts().0),
+        None => parse_chunk_list(bytes, binding.chunk_count),
+    }
 }
 
 /// The chunk list file of fixed-size chunks (`docs/merkle.md`): `count`

@@ -337,19 +337,9 @@ pub fn source_chunks(path: &Path, like: &ChunkGeometry) -> std::io::Result<Sourc
     // Beside a file given for reuse: read as any named file is, so that a
     // FIFO or a device under its name is passed over, not waited on.
     let input = crate::input::Input::chunk_list(u64::from(geometry.chunk_count()));
-    let shape = minimodel_verifier::chunk_list::ListShape {
-        scheme: if parts.is_some() {
-            minimodel_verifier::manifest::ChunkScheme::SlmParts
-        } else {
-            minimodel_verifier::manifest::ChunkScheme::FixedSize
-        },
-        artifact_bytes: bytes,
-        chunk_size,
-        chunk_count: geometry.chunk_count(),
-    };
     if let Ok(list_bytes) = crate::input::read_input(&list, input)
-        && let Ok(listed) = minimodel_verifier::chunk_list::ChunkList::parse(&list_bytes, shape)
-        && *listed.geometry() == geometry
+        && let Some(listed) =
+            minimodel_verifier::chunk_list::ChunkList::parse_as(&list_bytes, &geometry)
     {
         return Ok(SourceChunks {
             chunk_size,
