@@ -232,6 +232,9 @@ pub enum ControlEvent {
         first: u32,
         /// The hashes.
         hashes: Vec<[u8; 32]>,
+        /// The chunks' lengths, one per hash, when the list is listed
+        /// (ListedChunks); `None` from ChunkHashes.
+        lengths: Option<Vec<u32>>,
         /// These were the last of the list.
         complete: bool,
     },
@@ -259,14 +262,27 @@ struct ListProgress {
     total: Option<u32>,
     /// The chunk the next ChunkHashes starts at.
     next: u32,
+    /// The list comes in ListedChunks (with lengths), not ChunkHashes: a
+    /// dialer's from the start (its manifest's scheme), a listener's from
+    /// its first message of the list.
+    listed: Option<bool>,
 }
 
 impl ListProgress {
     /// Checks that a ChunkHashes from `first` of `total`, `count` hashes,
     /// continues the list; `Ok(true)` when it ends it.
-    fn advance(&mut self, total: u32, first: u32, count: usize) -> Result<bool, (u32, u32)> {
+    fn advance(
+        &mut self,
+        total: u32,
+        first: u32,
+        count: usize,
+        listed: bool,
+    ) -> Result<bool, (u32, u32)> {
         let expected_total = self.total.unwrap_or(total);
         if total != expected_total || first != self.next {
+            return Err((self.next, expected_total));
+        }
+        if self.listed.is_some_and(|expected| expected != listed) {
             return Err((self.next, expected_total));
         }
         // The field rules (first + count <= total) hold for a decoded
@@ -278,7 +294,20 @@ impl ListProgress {
             .ok_or((self.next, expected_total))?;
         self.total = Some(total);
         self.next = next;
+        self.listed = Some(listed);
         Ok(self.next == total)
+    }
+}
+
+/// A ChunkHashes' hashes, or a ListedChunks' hashes and lengths.
+fn list_entries(message: &Message) -> (Vec<[u8; 32]>, Option<Vec<u32>>) {
+    match message {
+        Message::ChunkHashes { hashes, .. } => (hashes.clone(), None),
+        Message::ListedChunks { chunks, .. } => (
+            chunks.iter().map(|(hash, _)| *hash).collect(),
+            Some(chunks.iter().map(|(_, len)| *len).collect()),
+        ),
+        _ => (Vec::new(), None),
     }
 }
 
@@ -372,6 +401,17 @@ impl ControlStream {
     /// receives ChunkHashes in chunk order up to `chunk_count`, or a
     /// HelloReject.
     pub fn chunk_list_query(manifest_sha256: [u8; 32], chunk_count: u32) -> Self {
+        Self::list_query(manifest_sha256, chunk_count, false)
+    }
+
+    /// [`Self::chunk_list_query`] for a manifest whose chunks are listed
+    /// (`slm-parts-merkle-v0`): the answer comes in ListedChunks, each
+    /// chunk's hash with its length; ChunkHashes are not an answer.
+    pub fn listed_chunk_list_query(manifest_sha256: [u8; 32], chunk_count: u32) -> Self {
+        Self::list_query(manifest_sha256, chunk_count, true)
+    }
+
+    fn list_query(manifest_sha256: [u8; 32], chunk_count: u32, listed: bool) -> Self {
         ControlStream {
             role: Role::Dialer,
             swarm: None,
@@ -383,6 +423,7 @@ impl ControlStream {
             list: ListProgress {
                 total: Some(chunk_count),
                 next: 0,
+                listed: Some(listed),
             },
         }
     }
@@ -587,30 +628,35 @@ impl ControlStream {
             }
             (
                 Phase::AwaitingHello,
-                Message::ChunkHashes {
-                    total,
-                    first,
-                    hashes,
-                },
+                Message::ChunkHashes { total, first, .. }
+                | Message::ListedChunks { total, first, .. },
             ) if self.role == Role::Dialer => {
                 if !matches!(self.opening, Opening::ChunkList(_)) {
                     return Err(not_an_answer);
                 }
-                let complete = self.list.advance(*total, *first, hashes.len()).map_err(
-                    |(expected_first, expected_total)| ProtocolViolation::ChunkHashesOutOfOrder {
-                        first: *first,
-                        total: *total,
-                        expected_first,
-                        expected_total,
-                    },
-                )?;
+                let (hashes, lengths) = list_entries(message);
+                if self.list.listed != Some(lengths.is_some()) {
+                    return Err(not_an_answer);
+                }
+                let complete = self
+                    .list
+                    .advance(*total, *first, hashes.len(), lengths.is_some())
+                    .map_err(|(expected_first, expected_total)| {
+                        ProtocolViolation::ChunkHashesOutOfOrder {
+                            first: *first,
+                            total: *total,
+                            expected_first,
+                            expected_total,
+                        }
+                    })?;
                 if complete {
                     self.received = Phase::Closed;
                     self.sent = Phase::Closed;
                 }
                 Ok(ControlEvent::ChunkHashes {
                     first: *first,
-                    hashes: hashes.clone(),
+                    hashes,
+                    lengths,
                     complete,
                 })
             }
@@ -762,11 +808,8 @@ impl ControlStream {
             }
             (
                 Phase::AwaitingHello,
-                Message::ChunkHashes {
-                    total,
-                    first,
-                    hashes,
-                },
+                Message::ChunkHashes { total, first, .. }
+                | Message::ListedChunks { total, first, .. },
             ) if self.role == Role::Listener => {
                 match self.opening {
                     Opening::Unknown => return Err(LocalMisuse::BeforePeerHello { found }),
@@ -774,7 +817,12 @@ impl ControlStream {
                     Opening::ChunkList(_) => {}
                 }
                 let mut list = self.list;
-                let complete = list.advance(*total, *first, hashes.len()).map_err(
+                let (count, listed) = match message {
+                    Message::ListedChunks { chunks, .. } => (chunks.len(), true),
+                    Message::ChunkHashes { hashes, .. } => (hashes.len(), false),
+                    _ => (0, false),
+                };
+                let complete = list.advance(*total, *first, count, listed).map_err(
                     |(expected_first, expected_total)| LocalMisuse::ChunkHashesOutOfOrder {
                         first: *first,
                         total: *total,

@@ -20,8 +20,9 @@ use crate::params::MAX_CHUNK_COUNT;
 use crate::piece::PiecePart;
 use crate::types::{
     ChunkIndex, GoodbyeReason, HelloRejectReason, MAX_AGENT_LEN, MAX_CHUNK_HASHES_PER_MESSAGE,
-    MAX_CONNECT_ADDRS, MAX_LAN_ADDRS, MAX_MANIFEST_BYTES, MAX_MODEL_ID_LEN, MAX_PEERS_PER_MESSAGE,
-    MAX_PROOF_HASHES, MAX_REJECT_DETAIL_LEN, MessageType, hex,
+    MAX_CONNECT_ADDRS, MAX_LAN_ADDRS, MAX_LISTED_CHUNKS_PER_MESSAGE, MAX_MANIFEST_BYTES,
+    MAX_MODEL_ID_LEN, MAX_PEERS_PER_MESSAGE, MAX_PROOF_HASHES, MAX_REJECT_DETAIL_LEN, MessageType,
+    hex,
 };
 
 /// A field breaks a rule that holds whatever the swarm.
@@ -134,6 +135,20 @@ pub enum FieldError {
     ChunkHashesCount {
         /// Declared number of hashes.
         count: u64,
+    },
+    /// A ListedChunks with no chunk or too many.
+    #[error(
+        "ListedChunks carries {count} chunks; it must carry 1 to {MAX_LISTED_CHUNKS_PER_MESSAGE}"
+    )]
+    ListedChunksCount {
+        /// Declared number of chunks.
+        count: u64,
+    },
+    /// A ListedChunks entry of length 0.
+    #[error("chunk {chunk} of a listed chunk list has length 0; a chunk has 1 byte or more")]
+    ListedChunkEmpty {
+        /// The chunk.
+        chunk: u32,
     },
     /// A ChunkHashes that runs past the end of its list.
     #[error("{count} hashes from chunk {first} run past the list's {total} chunks")]

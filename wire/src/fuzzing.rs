@@ -6,13 +6,14 @@
 //! listener; bit 1: the rest is a piece stream, else a control stream;
 //! bit 2: the listener is unbound and binds at the dialer's Hello, the
 //! dialer is a manifest query, or with bit 3 too a chunk list query of the
-//! golden swarm's 10 chunks), byte 1 seeds the sizes of the pieces the
+//! golden swarm's 10 chunks; bit 4 with bits 2 and 3: the list is listed,
+//! asked for and served in ListedChunks), byte 1 seeds the sizes of the pieces the
 //! stream is fed in (1 to 64 bytes), and the remaining bytes are the stream
 //! as the peer sent it.
 //!
 //! Control streams run through a [`FrameDecoder`] into a [`ControlStream`]
 //! of the golden swarm (`fixtures/wire/`), which answers like a real peer
-//! (Hello, HaveBitfield, Reject, Manifest, ChunkHashes in two parts,
+//! (Hello, HaveBitfield, Reject, Manifest, ChunkHashes or ListedChunks in two parts,
 //! farewell) so that inputs reach
 //! every phase.
 //! Piece streams run through a [`PieceStreamReader`] of a small swarm. The
@@ -86,10 +87,11 @@ pub fn wire_decode(data: &[u8]) -> FuzzOutcome {
         } else {
             Role::Listener
         };
-        let opening = match (flags & 4 != 0, flags & 8 != 0) {
-            (false, _) => Opening::Swarm,
-            (true, false) => Opening::Manifest,
-            (true, true) => Opening::ChunkList,
+        let opening = match (flags & 4 != 0, flags & 8 != 0, flags & 16 != 0) {
+            (false, _, _) => Opening::Swarm,
+            (true, false, _) => Opening::Manifest,
+            (true, true, false) => Opening::ChunkList,
+            (true, true, true) => Opening::ListedChunkList,
         };
         control_stream(role, opening, stream, *seed)
     }
@@ -110,11 +112,17 @@ enum Opening {
     Swarm,
     Manifest,
     ChunkList,
+    ListedChunkList,
 }
 
 /// The chunk list a fuzzed listener serves: `H[i]` is 32 bytes of `i`.
 fn fuzz_chunk_list(count: u32) -> Vec<[u8; 32]> {
     (0..count).map(|i| [i as u8; 32]).collect()
+}
+
+/// A listed chunk list's lengths, as a fuzzed listener serves them.
+fn fuzz_chunk_length(chunk: usize) -> u32 {
+    1000 + chunk as u32
 }
 
 fn control_stream(role: Role, opening: Opening, stream: &[u8], seed: u8) -> FuzzOutcome {
@@ -152,6 +160,9 @@ fn control_stream(role: Role, opening: Opening, stream: &[u8], seed: u8) -> Fuzz
         (Role::Dialer, true) if opening == Opening::ChunkList => {
             ControlStream::chunk_list_query(FUZZ_MANIFEST_SHA256, chunk_count)
         }
+        (Role::Dialer, true) if opening == Opening::ListedChunkList => {
+            ControlStream::listed_chunk_list_query(FUZZ_MANIFEST_SHA256, chunk_count)
+        }
         (Role::Dialer, true) => ControlStream::manifest_query(FUZZ_MANIFEST_SHA256),
         (_, false) => ControlStream::new(role, swarm.clone()),
     };
@@ -161,7 +172,7 @@ fn control_stream(role: Role, opening: Opening, stream: &[u8], seed: u8) -> Fuzz
             Opening::Manifest => Message::ManifestRequest {
                 manifest_sha256: FUZZ_MANIFEST_SHA256,
             },
-            Opening::ChunkList => Message::ChunkListRequest {
+            Opening::ChunkList | Opening::ListedChunkList => Message::ChunkListRequest {
                 manifest_sha256: FUZZ_MANIFEST_SHA256,
             },
         };
@@ -230,10 +241,20 @@ fn control_stream(role: Role, opening: Opening, stream: &[u8], seed: u8) -> Fuzz
                             let list = fuzz_chunk_list(chunk_count);
                             let (head, tail) = list.split_at(list.len() / 2);
                             for (first, part) in [(0, head), (head.len(), tail)] {
-                                let message = Message::ChunkHashes {
-                                    total: chunk_count,
-                                    first: first as u32,
-                                    hashes: part.to_vec(),
+                                let message = if opening == Opening::ListedChunkList {
+                                    Message::ListedChunks {
+                                        total: chunk_count,
+                                        first: first as u32,
+                                        chunks: (part.iter().enumerate())
+                                            .map(|(i, hash)| (*hash, fuzz_chunk_length(first + i)))
+                                            .collect(),
+                                    }
+                                } else {
+                                    Message::ChunkHashes {
+                                        total: chunk_count,
+                                        first: first as u32,
+                                        hashes: part.to_vec(),
+                                    }
                                 };
                                 send(&mut control, &message);
                             }
@@ -242,9 +263,17 @@ fn control_stream(role: Role, opening: Opening, stream: &[u8], seed: u8) -> Fuzz
                         ControlEvent::ChunkHashes {
                             first,
                             hashes,
+                            lengths,
                             complete,
                         } => {
                             assert_eq!(first as usize, hashes_received, "in chunk order");
+                            // A listed query takes ListedChunks only, and
+                            // each hash comes with its length.
+                            assert_eq!(lengths.is_some(), opening == Opening::ListedChunkList);
+                            if let Some(lengths) = &lengths {
+                                assert_eq!(lengths.len(), hashes.len());
+                                assert!(lengths.iter().all(|len| *len > 0));
+                            }
                             hashes_received += hashes.len();
                             assert!(hashes_received <= chunk_count as usize);
                             assert_eq!(complete, hashes_received == chunk_count as usize);

@@ -82,7 +82,8 @@ use crate::error::{BindError, ContextError, DecodeError, LocalMisuse, PeerError}
 use crate::message::Message;
 use crate::params::SwarmIdentity;
 use crate::types::{
-    GoodbyeReason, Hello, HelloRejectReason, MAX_CHUNK_HASHES_PER_MESSAGE, PeerEntry,
+    GoodbyeReason, Hello, HelloRejectReason, MAX_CHUNK_HASHES_PER_MESSAGE,
+    MAX_LISTED_CHUNKS_PER_MESSAGE, PeerEntry,
 };
 
 /// What the owner of a handshake does next.
@@ -190,6 +191,8 @@ enum State {
     /// A listener sends the chunk list, a frame each time `poll` asks.
     ServingChunkList {
         hashes: Arc<[[u8; 32]]>,
+        /// A listed list's lengths (ListedChunks), one per hash.
+        lengths: Option<Arc<[u32]>>,
         next: usize,
     },
     Done(Outcome),
@@ -204,7 +207,7 @@ enum Outcome {
     },
     Manifest(Vec<u8>),
     ManifestServed,
-    ChunkList(Vec<[u8; 32]>),
+    ChunkList(ReceivedChunkList),
     ChunkListServed,
     Failed(HandshakeFailure),
 }
@@ -219,6 +222,8 @@ struct Engine {
     our_bitfield: Option<HaveBitfield>,
     /// A chunk list query's hashes as they arrive.
     hashes: Vec<[u8; 32]>,
+    /// A listed chunk list query's lengths as they arrive.
+    lengths: Vec<u32>,
 }
 
 impl Engine {
@@ -229,6 +234,7 @@ impl Engine {
             state: State::Reading,
             our_bitfield: None,
             hashes: Vec::new(),
+            lengths: Vec::new(),
         }
     }
 
@@ -247,9 +253,13 @@ impl Engine {
             State::AnswerHello(hello) => HandshakeStep::AnswerHello(hello.clone()),
             State::AnswerManifest(digest) => HandshakeStep::AnswerManifest(*digest),
             State::AnswerChunkList(digest) => HandshakeStep::AnswerChunkList(*digest),
-            State::ServingChunkList { hashes, next } => {
-                let (hashes, first) = (Arc::clone(hashes), *next);
-                self.next_chunk_hashes(&hashes, first)
+            State::ServingChunkList {
+                hashes,
+                lengths,
+                next,
+            } => {
+                let (hashes, lengths, first) = (Arc::clone(hashes), lengths.clone(), *next);
+                self.next_chunk_hashes(&hashes, lengths, first)
             }
             State::Done(_) => HandshakeStep::Done,
         }
@@ -259,13 +269,37 @@ impl Engine {
     /// message carries), checked like every message sent; the last one
     /// ends the handshake. Only one frame is held at a time, whatever the
     /// list's length.
-    fn next_chunk_hashes(&mut self, hashes: &Arc<[[u8; 32]]>, first: usize) -> HandshakeStep {
-        let end = hashes.len().min(first + MAX_CHUNK_HASHES_PER_MESSAGE);
-        let message = Message::ChunkHashes {
-            // serve_chunk_list checked that the length fits a u32.
-            total: hashes.len() as u32,
-            first: first as u32,
-            hashes: hashes[first..end].to_vec(),
+    fn next_chunk_hashes(
+        &mut self,
+        hashes: &Arc<[[u8; 32]]>,
+        lengths: Option<Arc<[u32]>>,
+        first: usize,
+    ) -> HandshakeStep {
+        // serve_chunk_list checked that the length fits a u32.
+        let total = hashes.len() as u32;
+        let (end, message) = match &lengths {
+            None => {
+                let end = hashes.len().min(first + MAX_CHUNK_HASHES_PER_MESSAGE);
+                let message = Message::ChunkHashes {
+                    total,
+                    first: first as u32,
+                    hashes: hashes[first..end].to_vec(),
+                };
+                (end, message)
+            }
+            Some(lengths) => {
+                let end = hashes.len().min(first + MAX_LISTED_CHUNKS_PER_MESSAGE);
+                let message = Message::ListedChunks {
+                    total,
+                    first: first as u32,
+                    chunks: hashes[first..end]
+                        .iter()
+                        .copied()
+                        .zip(lengths[first..end].iter().copied())
+                        .collect(),
+                };
+                (end, message)
+            }
         };
         if let Err(misuse) = self.control.check_send(&message) {
             self.end(Outcome::Failed(misuse.into()));
@@ -276,6 +310,7 @@ impl Engine {
         } else {
             State::ServingChunkList {
                 hashes: Arc::clone(hashes),
+                lengths,
                 next: end,
             }
         };
@@ -346,13 +381,23 @@ impl Engine {
                 self.state = State::AnswerChunkList(digest);
             }
             ControlEvent::ChunkHashes {
-                hashes, complete, ..
+                hashes,
+                lengths,
+                complete,
+                ..
             } => {
-                // The control stream checked the order and the total.
+                // The control stream checked the order, the total and
+                // that a listed query gets lengths and another none.
                 self.hashes.extend(hashes);
+                let listed = lengths.is_some();
+                self.lengths.extend(lengths.into_iter().flatten());
                 if complete {
                     let hashes = std::mem::take(&mut self.hashes);
-                    self.end(Outcome::ChunkList(hashes));
+                    let lengths = std::mem::take(&mut self.lengths);
+                    self.end(Outcome::ChunkList(ReceivedChunkList {
+                        hashes,
+                        lengths: listed.then_some(lengths),
+                    }));
                 }
             }
             ControlEvent::Bitfield(bitfield) => match self.control.peer_hello() {
@@ -612,6 +657,37 @@ impl ListenHandshake {
     /// it, not the list again. This crate does not hash: the caller
     /// answers only with the list of the manifest asked for.
     pub fn serve_chunk_list(&mut self, hashes: Arc<[[u8; 32]]>) -> Result<(), LocalMisuse> {
+        self.serve_list(hashes, None)
+    }
+
+    /// [`Self::serve_chunk_list`] for a manifest whose chunks are listed
+    /// (`slm-parts-merkle-v0`): each hash goes with its chunk's length
+    /// (`lengths`, as many, each 1 or more), in ListedChunks.
+    pub fn serve_listed_chunk_list(
+        &mut self,
+        hashes: Arc<[[u8; 32]]>,
+        lengths: Arc<[u32]>,
+    ) -> Result<(), LocalMisuse> {
+        if lengths.len() != hashes.len() || lengths.contains(&0) {
+            let chunk = lengths
+                .iter()
+                .position(|len| *len == 0)
+                .unwrap_or(lengths.len());
+            return Err(LocalMisuse::Field {
+                message_type: crate::types::MessageType::ListedChunks,
+                error: crate::error::FieldError::ListedChunkEmpty {
+                    chunk: u32::try_from(chunk).unwrap_or(u32::MAX),
+                },
+            });
+        }
+        self.serve_list(hashes, Some(lengths))
+    }
+
+    fn serve_list(
+        &mut self,
+        hashes: Arc<[[u8; 32]]>,
+        lengths: Option<Arc<[u32]>>,
+    ) -> Result<(), LocalMisuse> {
         if !matches!(self.0.state, State::AnswerChunkList(_)) {
             return Err(self.0.out_of_turn("serve_chunk_list"));
         }
@@ -622,7 +698,11 @@ impl ListenHandshake {
                 error,
             },
         )?;
-        self.0.state = State::ServingChunkList { hashes, next: 0 };
+        self.0.state = State::ServingChunkList {
+            hashes,
+            lengths,
+            next: 0,
+        };
         Ok(())
     }
 
@@ -683,6 +763,17 @@ impl ManifestQuery {
     }
 }
 
+/// A chunk list as a chunk list query received it, unchecked: check it
+/// against the manifest before any of it is used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceivedChunkList {
+    /// `H[0]` to `H[total - 1]`.
+    pub hashes: Vec<[u8; 32]>,
+    /// Each chunk's length when the query was listed (ListedChunks), as
+    /// many as the hashes; `None` from ChunkHashes.
+    pub lengths: Option<Vec<u32>>,
+}
+
 /// A dialer's chunk list query: our ChunkListRequest, then the listener's
 /// ChunkHashes in chunk order until the list is whole, or HelloReject. The
 /// hashes come back unchecked: check them against the manifest's Merkle
@@ -696,7 +787,22 @@ impl ChunkListQuery {
     /// request is queued at once. A list of another length, or out of
     /// order, is the listener's violation.
     pub fn new(manifest_sha256: [u8; 32], chunk_count: u32) -> ChunkListQuery {
-        let control = ControlStream::chunk_list_query(manifest_sha256, chunk_count);
+        Self::with(
+            ControlStream::chunk_list_query(manifest_sha256, chunk_count),
+            manifest_sha256,
+            chunk_count,
+        )
+    }
+
+    /// [`Self::new`] for a manifest whose chunks are listed
+    /// (`slm-parts-merkle-v0`): the answer is ListedChunks, each hash with
+    /// its chunk's length.
+    pub fn listed(manifest_sha256: [u8; 32], chunk_count: u32) -> ChunkListQuery {
+        let control = ControlStream::listed_chunk_list_query(manifest_sha256, chunk_count);
+        Self::with(control, manifest_sha256, chunk_count)
+    }
+
+    fn with(control: ControlStream, manifest_sha256: [u8; 32], chunk_count: u32) -> ChunkListQuery {
         let mut engine = Engine::new(control);
         // A count no list can have fails here, ours, not as the
         // listener's violation.
@@ -715,11 +821,11 @@ impl ChunkListQuery {
         ChunkListQuery(engine)
     }
 
-    /// The chunk hashes, unchecked, once [`Self::poll`] said
-    /// [`HandshakeStep::Done`].
-    pub fn finish(self) -> Result<Vec<[u8; 32]>, HandshakeFailure> {
+    /// The chunk hashes (and a listed list's lengths), unchecked, once
+    /// [`Self::poll`] said [`HandshakeStep::Done`].
+    pub fn finish(self) -> Result<ReceivedChunkList, HandshakeFailure> {
         match self.0.outcome()? {
-            (_, Outcome::ChunkList(hashes)) => Ok(hashes),
+            (_, Outcome::ChunkList(list)) => Ok(list),
             (_, Outcome::Failed(failure)) => Err(failure),
             (_, _) => Err(LocalMisuse::HandshakeOutOfTurn {
                 call: "finish",

@@ -81,7 +81,7 @@ pub use frame::{FRAME_PREFIX_LEN, MAX_CONTROL_FRAME, MAX_PIECE_HEADER_FRAME};
 pub use frame_decoder::FrameDecoder;
 pub use handshake::{
     ChunkListQuery, DialHandshake, Established, HandshakeFailure, HandshakeMachine, HandshakeStep,
-    ListenHandshake, Listened, ManifestQuery,
+    ListenHandshake, Listened, ManifestQuery, ReceivedChunkList,
 };
 pub use message::Message;
 pub use params::{MAX_CHUNK_COUNT, SwarmIdentity, SwarmParams, SwarmParamsError, audit_path_len};
@@ -90,10 +90,10 @@ pub use piece::{PieceHeader, PiecePart, PieceStreamReader, ReceivedPiece};
 pub use stamp::{Datagram, DatagramError, ECHO_LEN, ECHO_TYPE, STAMP_LEN, STAMP_TYPE};
 pub use types::{
     ChunkIndex, GoodbyeReason, Hello, HelloRejectReason, MAX_AGENT_LEN,
-    MAX_CHUNK_HASHES_PER_MESSAGE, MAX_CONNECT_ADDRS, MAX_LAN_ADDRS, MAX_MANIFEST_BYTES,
-    MAX_MODEL_ID_LEN, MAX_PEERS_PER_MESSAGE, MAX_PROOF_HASHES, MAX_REJECT_DETAIL_LEN, MessageType,
-    PeerEntry, PeerFlags, RejectReason, RendezvousFailedReason, canonical_addr, is_lan_addr,
-    validate_agent, validate_model_id, validate_reject_detail,
+    MAX_CHUNK_HASHES_PER_MESSAGE, MAX_CONNECT_ADDRS, MAX_LAN_ADDRS, MAX_LISTED_CHUNKS_PER_MESSAGE,
+    MAX_MANIFEST_BYTES, MAX_MODEL_ID_LEN, MAX_PEERS_PER_MESSAGE, MAX_PROOF_HASHES,
+    MAX_REJECT_DETAIL_LEN, MessageType, PeerEntry, PeerFlags, RejectReason, RendezvousFailedReason,
+    canonical_addr, is_lan_addr, validate_agent, validate_model_id, validate_reject_detail,
 };
 
 /// The ALPN protocol id of piece protocol v2. Version 1 (`minimodel/1`) is

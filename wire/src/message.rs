@@ -17,8 +17,9 @@ use crate::peer_id::PeerId;
 use crate::types::{
     ChunkIndex, GoodbyeReason, Hello, HelloRejectReason, MessageType, PeerEntry, PeerFlags,
     RejectReason, RendezvousFailedReason, validate_agent, validate_chunk_hashes,
-    validate_connect_count, validate_lan_addr, validate_lan_count, validate_manifest_len,
-    validate_model_id, validate_observed, validate_peer_count, validate_reject_detail,
+    validate_connect_count, validate_lan_addr, validate_lan_count, validate_listed_chunks,
+    validate_listed_length, validate_manifest_len, validate_model_id, validate_observed,
+    validate_peer_count, validate_reject_detail,
 };
 
 /// A message of the control stream.
@@ -124,6 +125,20 @@ pub enum Message {
         /// order.
         hashes: Vec<[u8; 32]>,
     },
+    /// `0x12`: part of the listener's answer to a ChunkListRequest for a
+    /// manifest whose chunks are listed (`slm-parts-merkle-v0`): chunk
+    /// `first` on, each chunk's hash and length, unchecked (the receiver
+    /// checks the whole list against the manifest's `chunk-list-sha256`
+    /// and Merkle root).
+    ListedChunks {
+        /// The list's length: the manifest's chunk count.
+        total: u32,
+        /// The chunk of the first entry.
+        first: u32,
+        /// 1 to [`crate::MAX_LISTED_CHUNKS_PER_MESSAGE`] chunks in chunk
+        /// order: hash and length in bytes (1 or more).
+        chunks: Vec<([u8; 32], u32)>,
+    },
 }
 
 impl Message {
@@ -147,6 +162,7 @@ impl Message {
             Message::Manifest { .. } => MessageType::Manifest,
             Message::ChunkListRequest { .. } => MessageType::ChunkListRequest,
             Message::ChunkHashes { .. } => MessageType::ChunkHashes,
+            Message::ListedChunks { .. } => MessageType::ListedChunks,
         }
     }
 
@@ -178,6 +194,15 @@ impl Message {
                 first,
                 hashes,
             } => validate_chunk_hashes(*total, *first, hashes.len() as u64),
+            Message::ListedChunks {
+                total,
+                first,
+                chunks,
+            } => {
+                validate_listed_chunks(*total, *first, chunks.len() as u64)?;
+                (chunks.iter().zip(*first..))
+                    .try_for_each(|((_, len), chunk)| validate_listed_length(chunk, *len))
+            }
             _ => Ok(()),
         }
     }
@@ -305,6 +330,26 @@ impl Message {
                     total,
                     first,
                     hashes,
+                }
+            }
+            MessageType::ListedChunks => {
+                let total: u32 = body.field()?;
+                let first: u32 = body.field()?;
+                let count: u64 = body.field()?;
+                validate_listed_chunks(total, first, count)
+                    .map_err(|e| field_error(message_type, e))?;
+                let mut chunks = Vec::with_capacity(count as usize);
+                // validate_listed_chunks: first + count <= total, a u32.
+                for chunk in first..first + count as u32 {
+                    let hash = body.array()?;
+                    let len: u32 = body.field()?;
+                    validate_listed_length(chunk, len).map_err(|e| field_error(message_type, e))?;
+                    chunks.push((hash, len));
+                }
+                Message::ListedChunks {
+                    total,
+                    first,
+                    chunks,
                 }
             }
             MessageType::PieceHeader => return Err(DecodeError::PieceHeaderOnControlStream),
@@ -469,6 +514,20 @@ impl EncodeBody for Message {
                 put(encoder, &(hashes.len() as u64))?;
                 for hash in hashes {
                     put(encoder, hash)?;
+                }
+                Ok(())
+            }
+            Message::ListedChunks {
+                total,
+                first,
+                chunks,
+            } => {
+                put(encoder, total)?;
+                put(encoder, first)?;
+                put(encoder, &(chunks.len() as u64))?;
+                for (hash, len) in chunks {
+                    put(encoder, hash)?;
+                    put(encoder, len)?;
                 }
                 Ok(())
             }

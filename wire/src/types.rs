@@ -27,6 +27,10 @@ pub const MAX_MANIFEST_BYTES: usize = 60_000;
 /// Most chunk hashes one ChunkHashes message may carry: with its counts
 /// and type byte, 2,000 hashes of 32 bytes fit a control frame.
 pub const MAX_CHUNK_HASHES_PER_MESSAGE: usize = 2_000;
+/// Most chunks one ListedChunks message may carry: with its counts and
+/// type byte, 1,800 entries of a 32-byte hash and a 4-byte length fit a
+/// control frame.
+pub const MAX_LISTED_CHUNKS_PER_MESSAGE: usize = 1_800;
 /// Most hashes a piece header's Merkle proof may carry (a tree of `u32`
 /// leaves is at most 32 levels deep).
 pub const MAX_PROOF_HASHES: usize = 32;
@@ -78,13 +82,15 @@ pub enum MessageType {
     ChunkListRequest,
     /// `0x11` ChunkHashes.
     ChunkHashes,
+    /// `0x12` ListedChunks.
+    ListedChunks,
     /// `0x20` PieceHeader (piece streams only).
     PieceHeader,
 }
 
 impl MessageType {
     /// Every message type, in type-byte order.
-    pub const ALL: [MessageType; 18] = [
+    pub const ALL: [MessageType; 19] = [
         MessageType::Hello,
         MessageType::HelloReject,
         MessageType::HaveBitfield,
@@ -102,6 +108,7 @@ impl MessageType {
         MessageType::Manifest,
         MessageType::ChunkListRequest,
         MessageType::ChunkHashes,
+        MessageType::ListedChunks,
         MessageType::PieceHeader,
     ];
 
@@ -125,6 +132,7 @@ impl MessageType {
             MessageType::Manifest => 0x0F,
             MessageType::ChunkListRequest => 0x10,
             MessageType::ChunkHashes => 0x11,
+            MessageType::ListedChunks => 0x12,
             MessageType::PieceHeader => 0x20,
         }
     }
@@ -154,6 +162,7 @@ impl MessageType {
             MessageType::Manifest => "Manifest",
             MessageType::ChunkListRequest => "ChunkListRequest",
             MessageType::ChunkHashes => "ChunkHashes",
+            MessageType::ListedChunks => "ListedChunks",
             MessageType::PieceHeader => "PieceHeader",
         }
     }
@@ -590,6 +599,26 @@ pub(crate) fn validate_chunk_hashes(total: u32, first: u32, count: u64) -> Resul
     Ok(())
 }
 
+/// Checks a ListedChunks message's counts as [`validate_chunk_hashes`]
+/// does, with at most [`MAX_LISTED_CHUNKS_PER_MESSAGE`] chunks.
+pub(crate) fn validate_listed_chunks(total: u32, first: u32, count: u64) -> Result<(), FieldError> {
+    if count > MAX_LISTED_CHUNKS_PER_MESSAGE as u64 {
+        return Err(FieldError::ListedChunksCount { count });
+    }
+    validate_chunk_hashes(total, first, count).map_err(|error| match error {
+        FieldError::ChunkHashesCount { count } => FieldError::ListedChunksCount { count },
+        other => other,
+    })
+}
+
+/// Checks a ListedChunks entry's length: a chunk has at least one byte.
+pub(crate) fn validate_listed_length(chunk: u32, len: u32) -> Result<(), FieldError> {
+    if len == 0 {
+        return Err(FieldError::ListedChunkEmpty { chunk });
+    }
+    Ok(())
+}
+
 /// Checks the number of hashes of a piece header's proof.
 pub(crate) fn validate_proof_count(count: u64) -> Result<(), FieldError> {
     if count > MAX_PROOF_HASHES as u64 {
@@ -632,7 +661,11 @@ mod tests {
             Some(MessageType::ChunkListRequest)
         );
         assert_eq!(MessageType::from_byte(0x11), Some(MessageType::ChunkHashes));
-        assert_eq!(MessageType::from_byte(0x12), None);
+        assert_eq!(
+            MessageType::from_byte(0x12),
+            Some(MessageType::ListedChunks)
+        );
+        assert_eq!(MessageType::from_byte(0x13), None);
         assert_eq!(MessageType::from_byte(0x1f), None);
         assert_eq!(MessageType::from_byte(0xff), None);
         assert_eq!(MessageType::Goodbye.to_string(), "Goodbye (0x0a)");

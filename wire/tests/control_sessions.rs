@@ -542,6 +542,7 @@ fn a_chunk_list_query_end_to_end() {
                 ControlEvent::ChunkHashes {
                     first,
                     hashes: hashes.clone(),
+                    lengths: None,
                     complete
                 }
             );
@@ -566,6 +567,84 @@ fn a_chunk_list_query_end_to_end() {
             })
         );
         assert!(listener.check_send(&goodbye()).is_err());
+    }
+}
+
+#[test]
+fn a_listed_chunk_list_query_end_to_end() {
+    for binding in BINDINGS {
+        let mut dialer = ControlStream::listed_chunk_list_query(digest(), 10);
+        let mut listener = fresh(Role::Listener, binding);
+        send(&mut dialer, &chunk_list_request());
+        receive(&mut listener, &chunk_list_request());
+        for (first, count) in [(0, 6), (6, 4)] {
+            let part = listed_chunks(10, first, count);
+            send(&mut listener, &part);
+            let complete = first + count == 10;
+            assert_eq!(listener.is_closed(), complete);
+            let Message::ListedChunks { chunks, .. } = &part else {
+                unreachable!()
+            };
+            assert_eq!(
+                receive(&mut dialer, &part),
+                ControlEvent::ChunkHashes {
+                    first,
+                    hashes: chunks.iter().map(|(hash, _)| *hash).collect(),
+                    lengths: Some(chunks.iter().map(|(_, len)| *len).collect()),
+                    complete
+                }
+            );
+            assert_eq!(dialer.is_closed(), complete);
+        }
+    }
+}
+
+#[test]
+fn a_listed_query_takes_only_listed_chunks_and_a_plain_one_only_chunk_hashes() {
+    // Each query knows from its manifest's scheme which answer it needs:
+    // hashes without lengths cannot cut a listed file, and lengths are
+    // not a plain list's.
+    let mut listed = ControlStream::listed_chunk_list_query(digest(), 10);
+    send(&mut listed, &chunk_list_request());
+    assert_eq!(
+        listed.on_receive(&chunk_hashes(10, 0, 10)),
+        Err(ProtocolViolation::NotAnAnswer {
+            found: MessageType::ChunkHashes,
+            to: MessageType::ChunkListRequest
+        })
+    );
+    assert_eq!(listed.received_phase(), Phase::Closed);
+    let mut plain = ControlStream::chunk_list_query(digest(), 10);
+    send(&mut plain, &chunk_list_request());
+    assert_eq!(
+        plain.on_receive(&listed_chunks(10, 0, 10)),
+        Err(ProtocolViolation::NotAnAnswer {
+            found: MessageType::ListedChunks,
+            to: MessageType::ChunkListRequest
+        })
+    );
+}
+
+#[test]
+fn a_listener_does_not_mix_chunk_hashes_and_listed_chunks_in_one_list() {
+    for (head, tail) in [
+        (listed_chunks(10, 0, 5), chunk_hashes(10, 5, 5)),
+        (chunk_hashes(10, 0, 5), listed_chunks(10, 5, 5)),
+    ] {
+        let mut listener = ControlStream::listener();
+        receive(&mut listener, &chunk_list_request());
+        send(&mut listener, &head);
+        assert_eq!(
+            listener.check_send(&tail),
+            Err(LocalMisuse::ChunkHashesOutOfOrder {
+                first: 5,
+                total: 10,
+                expected_first: 5,
+                expected_total: 10
+            })
+        );
+        // Still open: the right kind goes on.
+        assert!(!listener.is_closed());
     }
 }
 

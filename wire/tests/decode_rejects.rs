@@ -244,15 +244,15 @@ fn a_stream_ending_inside_a_frame_is_incomplete() {
 
 #[test]
 fn unknown_types_are_refused_by_their_byte() {
-    // 0x0b to 0x11 are the messages v2 added; 0x12 is the first unknown.
-    for type_byte in [0x00, 0x12, 0x13, 0x1f, 0x21, 0x80, 0xff] {
+    // 0x0b to 0x12 are the messages v2 added; 0x13 is the first unknown.
+    for type_byte in [0x00, 0x13, 0x1f, 0x21, 0x80, 0xff] {
         let error = decode(&raw_frame(type_byte, &[])).unwrap_err();
         assert_eq!(error, DecodeError::UnknownType { type_byte });
         assert!(error.to_string().contains(&format!("{type_byte:#04x}")));
     }
     // The v2 type bytes are known: an empty body fails on its first field
     // (or, for none of them, decodes), never as an unknown type.
-    for type_byte in 0x0b..=0x11 {
+    for type_byte in 0x0b..=0x12 {
         let error = decode(&raw_frame(type_byte, &[])).unwrap_err();
         assert!(
             matches!(&error, DecodeError::Body { detail, .. } if detail.contains("UnexpectedEnd")),
@@ -931,6 +931,7 @@ fn every_truncation_of_a_v2_vector_is_malformed() {
         "chunk_list_request.hex",
         "chunk_hashes.hex",
         "chunk_hashes-part.hex",
+        "listed_chunks.hex",
     ] {
         let bytes = fixture_bytes(name);
         let type_byte = bytes[4];
@@ -959,6 +960,7 @@ fn trailing_bytes_after_a_v2_message_are_refused() {
         ("chunk_list_request.hex", MessageType::ChunkListRequest),
         ("chunk_hashes.hex", MessageType::ChunkHashes),
         ("chunk_hashes-part.hex", MessageType::ChunkHashes),
+        ("listed_chunks.hex", MessageType::ListedChunks),
     ] {
         let bytes = fixture_bytes(name);
         let mut body = bytes[5..].to_vec();
@@ -1119,4 +1121,87 @@ fn the_chunk_hashes_errors_name_the_numbers() {
     }
     let error = decode(&raw_frame(0x11, &chunk_hashes_body(0, 0, 1, 1))).unwrap_err();
     assert!(error.to_string().contains("524184"), "{error}");
+}
+
+// The listed chunk list query's answer.
+
+/// A ListedChunks body: `total`, `first`, a `count` that may lie, then
+/// `lengths.len()` entries (hash `i` is 32 bytes of `i`, then its length).
+fn listed_chunks_body(total: u32, first: u32, count: u64, lengths: &[u32]) -> Vec<u8> {
+    let mut body = total.to_le_bytes().to_vec();
+    body.extend_from_slice(&first.to_le_bytes());
+    body.extend_from_slice(&count.to_le_bytes());
+    for (i, len) in lengths.iter().enumerate() {
+        body.extend_from_slice(&[i as u8; 32]);
+        body.extend_from_slice(&len.to_le_bytes());
+    }
+    body
+}
+
+fn listed_chunks_error(error: FieldError) -> Result<Message, DecodeError> {
+    Err(field_error(MessageType::ListedChunks, error))
+}
+
+#[test]
+fn more_than_1800_listed_chunks_are_refused_before_reading_them() {
+    for count in [0, 1801, 2000, u64::MAX] {
+        assert_eq!(
+            decode(&raw_frame(
+                0x12,
+                &listed_chunks_body(524_184, 0, count, &[])
+            )),
+            listed_chunks_error(FieldError::ListedChunksCount { count }),
+            "{count}"
+        );
+    }
+    let body = listed_chunks_body(524_184, 0, 1800, &[7; 1800]);
+    assert!(body.len() + 5 <= 4 + 65536);
+    let Ok(Message::ListedChunks { chunks, .. }) = decode(&raw_frame(0x12, &body)) else {
+        panic!("1800 listed chunks refused");
+    };
+    assert_eq!(chunks.len(), 1800);
+}
+
+#[test]
+fn a_listed_chunk_of_length_0_is_refused_and_named() {
+    let error = decode(&raw_frame(0x12, &listed_chunks_body(10, 4, 3, &[9, 0, 9])));
+    assert_eq!(
+        error,
+        listed_chunks_error(FieldError::ListedChunkEmpty { chunk: 5 })
+    );
+    assert!(
+        error
+            .unwrap_err()
+            .to_string()
+            .contains("chunk 5 of a listed chunk list has length 0")
+    );
+}
+
+#[test]
+fn listed_chunks_past_the_list_or_of_no_list_are_refused() {
+    assert_eq!(
+        decode(&raw_frame(0x12, &listed_chunks_body(10, 8, 3, &[1, 1, 1]))),
+        listed_chunks_error(FieldError::ChunkHashesPastTotal {
+            first: 8,
+            count: 3,
+            total: 10
+        })
+    );
+    assert_eq!(
+        decode(&raw_frame(0x12, &listed_chunks_body(0, 0, 1, &[1]))),
+        listed_chunks_error(FieldError::ChunkListTotal { total: 0 })
+    );
+    assert!(decode(&raw_frame(0x12, &listed_chunks_body(10, 8, 2, &[1, 1]))).is_ok());
+}
+
+#[test]
+fn listed_chunks_shorter_than_their_count_are_malformed() {
+    // The length of the last entry is cut off.
+    let mut body = listed_chunks_body(10, 0, 2, &[5, 5]);
+    body.truncate(body.len() - 2);
+    let error = decode(&raw_frame(0x12, &body)).unwrap_err();
+    assert!(
+        matches!(&error, DecodeError::Body { message_type: MessageType::ListedChunks, detail } if detail.contains("UnexpectedEnd")),
+        "{error:?}"
+    );
 }

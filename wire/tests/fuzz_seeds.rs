@@ -82,6 +82,8 @@ fn the_chunk_list_query_seeds_end_cleanly() {
         ("dialer-chunk-list-query", 2),
         ("listener-chunk-list-request", 1),
         ("dialer-chunk-list-rejected", 1),
+        ("dialer-listed-chunk-list-query", 2),
+        ("listener-listed-chunk-list-request", 1),
     ] {
         let outcome = wire_decode(&seed(name));
         assert_eq!(
@@ -95,6 +97,40 @@ fn the_chunk_list_query_seeds_end_cleanly() {
             },
             "{name}"
         );
+    }
+}
+
+#[test]
+fn a_listed_query_refuses_plain_hashes_and_a_plain_one_listed_chunks() {
+    use minimodel_wire::Message;
+    let run = |flags: u8, message: Message| {
+        let mut input = vec![flags, 0x00];
+        input.extend_from_slice(&common::frame(&message));
+        wire_decode(&input)
+    };
+    let plain = Message::ChunkHashes {
+        total: 10,
+        first: 0,
+        hashes: vec![[0x5a; 32]; 10],
+    };
+    let listed = Message::ListedChunks {
+        total: 10,
+        first: 0,
+        chunks: vec![([0x5a; 32], 100); 10],
+    };
+    for (flags, message) in [(0x1d, plain.clone()), (0x0d, listed.clone())] {
+        let outcome = run(flags, message);
+        assert_eq!((outcome.messages, outcome.events), (1, 0), "{flags:#x}");
+        assert!(
+            outcome
+                .error
+                .unwrap()
+                .contains("answered the dialer's ChunkListRequest")
+        );
+    }
+    for (flags, message) in [(0x0d, plain), (0x1d, listed)] {
+        let outcome = run(flags, message);
+        assert_eq!((outcome.events, outcome.error), (1, None), "{flags:#x}");
     }
 }
 

@@ -234,6 +234,43 @@ fn the_chunk_hashes_vectors_are_the_chunk_lists_of_the_merkle_vectors() {
 }
 
 #[test]
+fn the_listed_chunks_vector_is_the_slm_parts_list_its_manifest_commits() {
+    let Ok(Message::ListedChunks {
+        total,
+        first,
+        chunks,
+    }) = Message::decode(&mut fixture_bytes("listed_chunks.hex").as_slice())
+    else {
+        panic!("listed_chunks.hex is no ListedChunks");
+    };
+    assert_eq!((total, first, chunks.len()), (10, 0, 10));
+    let manifest =
+        std::fs::read_to_string(fixtures_dir().join("../merkle/slm-parts.manifest")).unwrap();
+    let field = |key: &str| {
+        manifest
+            .lines()
+            .find_map(|line| line.strip_prefix(key)?.strip_prefix(": "))
+            .unwrap_or_else(|| panic!("no {key} in slm-parts.manifest"))
+            .to_owned()
+    };
+    // The file form of the list (hash, space, length, newline) is what
+    // the manifest's chunk-list-sha256 commits: hashes and lengths.
+    let text: String = chunks
+        .iter()
+        .map(|(hash, len)| format!("{} {len}\n", hex(hash)))
+        .collect();
+    assert_eq!(hex(&sha256(text.as_bytes())), field("chunk-list-sha256"));
+    let hashes: Vec<_> = chunks.iter().map(|(hash, _)| *hash).collect();
+    assert_eq!(hex(&merkle_root(&hashes)), field("merkle-root"));
+    let bytes: u64 = chunks.iter().map(|(_, len)| u64::from(*len)).sum();
+    assert_eq!(bytes.to_string(), field("artifact-bytes"));
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[test]
 fn the_chunk_list_request_vector_asks_for_the_manifest_vector() {
     let Ok(Message::ChunkListRequest { manifest_sha256 }) =
         Message::decode(&mut fixture_bytes("chunk_list_request.hex").as_slice())

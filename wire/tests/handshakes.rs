@@ -11,9 +11,9 @@ use common::*;
 use minimodel_wire::{
     BindError, ChunkListQuery, DecodeError, DialHandshake, FieldError, GoodbyeReason,
     HandshakeFailure, HandshakeMachine, HandshakeStep, HaveBitfield, HelloRejectReason,
-    ListenHandshake, Listened, LocalMisuse, MAX_CHUNK_HASHES_PER_MESSAGE, ManifestQuery, Message,
-    MessageType, PeerEntry, PeerError, PeerFlags, PeerId, ProtocolViolation, SwarmIdentity,
-    SwarmMismatch,
+    ListenHandshake, Listened, LocalMisuse, MAX_CHUNK_HASHES_PER_MESSAGE,
+    MAX_LISTED_CHUNKS_PER_MESSAGE, ManifestQuery, Message, MessageType, PeerEntry, PeerError,
+    PeerFlags, PeerId, ProtocolViolation, ReceivedChunkList, SwarmIdentity, SwarmMismatch,
 };
 
 /// Drains every `Send` of a handshake into frames.
@@ -412,7 +412,10 @@ fn chunk_list(n: u32) -> Vec<[u8; 32]> {
 /// A listener asked for the chunk list of `digest()` by a query of
 /// `chunk_count` chunks: both machines, the request delivered.
 fn asked_for_chunk_list(chunk_count: u32) -> (ChunkListQuery, ListenHandshake) {
-    let mut query = ChunkListQuery::new(digest(), chunk_count);
+    asked_with(ChunkListQuery::new(digest(), chunk_count))
+}
+
+fn asked_with(mut query: ChunkListQuery) -> (ChunkListQuery, ListenHandshake) {
     let mut listener = ListenHandshake::new();
     let (request, step) = sent(|| query.poll());
     assert_eq!(step, HandshakeStep::Read);
@@ -480,7 +483,13 @@ fn a_chunk_list_query_through_the_machines() {
         assert_eq!(query.poll(), expected, "after part {i}");
     }
     assert!(query.control().is_closed());
-    assert_eq!(query.finish().unwrap(), list);
+    assert_eq!(
+        query.finish().unwrap(),
+        ReceivedChunkList {
+            hashes: list,
+            lengths: None
+        }
+    );
 }
 
 #[test]
@@ -498,8 +507,76 @@ fn a_chunk_list_takes_as_many_frames_as_it_needs() {
             query.handle_message(message).unwrap();
         }
         assert_eq!(query.poll(), HandshakeStep::Done);
-        assert_eq!(query.finish().unwrap(), chunk_list(len), "{len}");
+        assert_eq!(query.finish().unwrap().hashes, chunk_list(len), "{len}");
     }
+}
+
+#[test]
+fn a_listed_chunk_list_goes_with_its_lengths_1800_chunks_a_frame() {
+    let max = MAX_LISTED_CHUNKS_PER_MESSAGE as u32;
+    for (len, frames) in [(1, 1), (max, 1), (max + 1, 2), (4500, 3)] {
+        let (mut query, mut listener) = asked_with(ChunkListQuery::listed(digest(), len));
+        let lengths: Vec<u32> = (0..len).map(|i| 1 + i % 7).collect();
+        listener
+            .serve_listed_chunk_list(Arc::from(chunk_list(len)), Arc::from(lengths.clone()))
+            .unwrap();
+        let (answer, step) = sent(|| listener.poll());
+        assert_eq!(step, HandshakeStep::Done);
+        assert_eq!(answer.len(), frames, "{len}");
+        for message in &answer {
+            assert!(matches!(message, Message::ListedChunks { .. }));
+            assert!(message.to_frame().unwrap().len() <= 4 + 65536);
+            query.handle_message(message).unwrap();
+        }
+        assert_eq!(query.poll(), HandshakeStep::Done);
+        assert_eq!(
+            query.finish().unwrap(),
+            ReceivedChunkList {
+                hashes: chunk_list(len),
+                lengths: Some(lengths)
+            },
+            "{len}"
+        );
+    }
+}
+
+#[test]
+fn a_listed_chunk_list_needs_a_length_of_1_or_more_for_every_hash() {
+    for lengths in [vec![5; 9], vec![5, 5, 5, 0, 5, 5, 5, 5, 5, 5]] {
+        let (_, mut listener) = asked_for_chunk_list(10);
+        assert!(matches!(
+            listener.serve_listed_chunk_list(Arc::from(chunk_list(10)), Arc::from(lengths)),
+            Err(LocalMisuse::Field {
+                message_type: MessageType::ListedChunks,
+                ..
+            })
+        ));
+        // Nothing was queued; the listener may still refuse.
+        assert_eq!(listener.poll(), HandshakeStep::AnswerChunkList(digest()));
+    }
+}
+
+#[test]
+fn a_listed_query_answered_with_plain_hashes_fails_as_the_listeners_violation() {
+    let (mut query, mut listener) = asked_with(ChunkListQuery::listed(digest(), 10));
+    listener
+        .serve_chunk_list(Arc::from(chunk_list(10)))
+        .unwrap();
+    let (answer, _) = sent(|| listener.poll());
+    let _ = query.handle_message(&answer[0]);
+    let (_, step) = sent(|| query.poll());
+    assert_eq!(step, HandshakeStep::Done);
+    let failure = query.finish().unwrap_err();
+    assert!(
+        matches!(
+            &failure,
+            HandshakeFailure::Peer(PeerError::Violation(ProtocolViolation::NotAnAnswer {
+                found: MessageType::ChunkHashes,
+                ..
+            }))
+        ),
+        "{failure:?}"
+    );
 }
 
 #[test]

@@ -8,8 +8,9 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
 use minimodel_wire::{
     ChunkIndex, FrameDecoder, GoodbyeReason, HaveBitfield, Hello, HelloRejectReason,
-    MAX_CHUNK_COUNT, MAX_CHUNK_HASHES_PER_MESSAGE, MAX_LAN_ADDRS, MAX_MANIFEST_BYTES, Message,
-    PeerEntry, PeerFlags, PeerId, PieceHeader, RejectReason, RendezvousFailedReason,
+    MAX_CHUNK_COUNT, MAX_CHUNK_HASHES_PER_MESSAGE, MAX_LAN_ADDRS, MAX_LISTED_CHUNKS_PER_MESSAGE,
+    MAX_MANIFEST_BYTES, Message, PeerEntry, PeerFlags, PeerId, PieceHeader, RejectReason,
+    RendezvousFailedReason,
 };
 use proptest::prelude::*;
 
@@ -127,6 +128,28 @@ fn detail() -> impl Strategy<Value = String> {
     "\\PC{0,80}".prop_filter("at most 256 bytes", |d| d.len() <= 256)
 }
 
+/// A ListedChunks within its rules: 1 to 1800 chunks of any length of 1
+/// or more, from any `first` of any `total` they fit in.
+fn listed_chunks() -> impl Strategy<Value = Message> {
+    let max = MAX_LISTED_CHUNKS_PER_MESSAGE;
+    prop_oneof![1usize..=40, max - 4..=max]
+        .prop_flat_map(|count| {
+            (
+                proptest::collection::vec((any::<[u8; 32]>(), 1..=u32::MAX), count),
+                count as u32..=MAX_CHUNK_COUNT,
+                any::<prop::sample::Index>(),
+            )
+        })
+        .prop_map(|(chunks, total, at)| {
+            let first = at.index((total - chunks.len() as u32) as usize + 1) as u32;
+            Message::ListedChunks {
+                total,
+                first,
+                chunks,
+            }
+        })
+}
+
 /// A ChunkHashes within its rules: 1 to 2000 hashes (mostly a few, some
 /// at the cap) from any `first` of any `total` they fit in.
 fn chunk_hashes() -> impl Strategy<Value = Message> {
@@ -197,6 +220,7 @@ fn message() -> impl Strategy<Value = Message> {
         .prop_map(|bytes| Message::Manifest { bytes }),
         any::<[u8; 32]>().prop_map(|manifest_sha256| Message::ChunkListRequest { manifest_sha256 }),
         chunk_hashes(),
+        listed_chunks(),
     ]
 }
 

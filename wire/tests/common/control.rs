@@ -54,6 +54,18 @@ pub fn chunk_hashes(total: u32, first: u32, count: u32) -> Message {
     }
 }
 
+/// A ListedChunks of chunks `first..first + count` of `total`: `H[i]` is
+/// 32 bytes of `i`, its length `1000 + i`.
+pub fn listed_chunks(total: u32, first: u32, count: u32) -> Message {
+    Message::ListedChunks {
+        total,
+        first,
+        chunks: (first..first + count)
+            .map(|i| ([i as u8; 32], 1000 + i))
+            .collect(),
+    }
+}
+
 pub fn hello_reject(reason: HelloRejectReason) -> Message {
     Message::HelloReject {
         reason,

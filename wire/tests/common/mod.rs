@@ -210,7 +210,36 @@ pub fn golden_messages() -> Vec<(&'static str, Message)> {
                 hashes: (8..13).map(chunk_hash).collect(),
             },
         ),
+        (
+            "listed_chunks.hex",
+            Message::ListedChunks {
+                total: 10,
+                first: 0,
+                chunks: slm_parts_chunk_list(),
+            },
+        ),
     ]
+}
+
+/// The chunk list of `fixtures/merkle/slm-parts.*` (`slm-parts-merkle-v0`,
+/// `docs/merkle.md`), read from its file form: each line a hash in hex, a
+/// space and the chunk's length.
+pub fn slm_parts_chunk_list() -> Vec<([u8; 32], u32)> {
+    let text = std::fs::read_to_string(fixtures_dir().join("../merkle/slm-parts.chunk-list"))
+        .expect("fixtures/merkle/slm-parts.chunk-list");
+    text.lines()
+        .map(|line| {
+            let (hash, len) = line.split_once(' ').expect("hash, space, length");
+            let hash: Vec<u8> = (0..64)
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&hash[i..i + 2], 16).expect("hex"))
+                .collect();
+            (
+                hash.try_into().expect("32 bytes"),
+                len.parse().expect("a length"),
+            )
+        })
+        .collect()
 }
 
 /// `H[i]` of the Merkle vectors (`docs/merkle.md`,
