@@ -371,7 +371,8 @@ fn bytes_inserted_in_the_tokenizer_move_only_its_part_when_chunks_are_cut_at_par
         ],
     );
 
-    // Without its chunk list a fetch cannot know the chunks' lengths.
+    // Without its chunk list, and no peer that answers, a fetch cannot
+    // know the chunks' lengths.
     let out = root.join("out-no-list");
     let peer = resume_support::identity(&root.join("nobody"));
     let (code, _, stderr) = resume_support::run(
@@ -427,4 +428,30 @@ fn bytes_inserted_in_the_tokenizer_move_only_its_part_when_chunks_are_cut_at_par
         std::fs::read_to_string(out.join("tiny-v2.chunk-list")).unwrap(),
         list
     );
+
+    // No web server, no list given: the seeding peer serves the list with
+    // each chunk's length (ListedChunks), checked against the manifest's
+    // chunk-list-sha256, and the same chunks are copied from version 1.
+    let out = root.join("out-from-peer");
+    let reuse = ["--reuse".to_owned(), v1.slm.to_str().unwrap().to_owned()];
+    let (from_peer, _, said) = fetch_v2_said(root, &v2, &out, &reuse);
+    assert_eq!(
+        from_peer["source"]["chunks_reused"], source["chunks_reused"],
+        "{from_peer}"
+    );
+    assert!(
+        bytes_from_peers(&from_peer) <= 256 + tokenizer_part,
+        "{from_peer}"
+    );
+    assert!(said.contains("chunk list is read from peer "), "{said}");
+    assert_eq!(
+        std::fs::read_to_string(out.join("tiny-v2.chunk-list")).unwrap(),
+        list
+    );
+    // And with nothing to reuse, a listed download opens on the peer's
+    // list all the same.
+    let out = root.join("out-whole");
+    let (whole, _, _) = fetch_v2_said(root, &v2, &out, &[]);
+    assert_eq!(whole["source"]["chunks_reused"], 0, "{whole}");
+    assert_eq!(bytes_from_peers(&whole), v2.bytes.len() as u64, "{whole}");
 }

@@ -858,7 +858,8 @@ async fn with_no_web_server_the_chunk_list_comes_from_a_peer_and_only_what_chang
     assert_eq!(
         ahead,
         ChunkListAhead::Read {
-            from: format!("peer {short} at {}", serving.peer.addr)
+            from: format!("peer {short} at {}", serving.peer.addr),
+            for_reuse: true
         }
     );
     let ready = ready(plan);
@@ -940,7 +941,7 @@ async fn a_chunk_list_that_does_not_lead_to_the_root_is_not_used_and_the_next_pe
         ],
     );
     plan.reuse = vec![old];
-    let ChunkListAhead::Read { from } = plan.read_chunk_list_ahead().await else {
+    let ChunkListAhead::Read { from, .. } = plan.read_chunk_list_ahead().await else {
         panic!("the honest peer's list is read");
     };
     assert!(from.ends_with(&serving.peer.addr.to_string()), "{from}");
@@ -1042,7 +1043,7 @@ async fn a_peer_still_downloading_says_it_has_no_chunk_list_until_it_is_delivere
     plan.reuse = vec![temp.path().join("old.slm")];
     let ahead = plan.read_chunk_list_ahead().await;
     assert!(
-        matches!(&ahead, ChunkListAhead::Read { from } if from.ends_with(&at.addr.to_string())),
+        matches!(&ahead, ChunkListAhead::Read { from, .. } if from.ends_with(&at.addr.to_string())),
         "{ahead:?}"
     );
     assert_eq!(ready(plan).reused.expect("read").chunks_reused, 7);

@@ -587,6 +587,8 @@ impl Seeders {
         let mut offers = Vec::new();
         for n in 0..count {
             let offer = dir.join(format!("{}-seeder-{n}.offer.json", artifact.model_id));
+            // An earlier seeder's offer of the same name is not this one's.
+            let _ = std::fs::remove_file(&offer);
             procs.push(Proc::spawn(
                 dir,
                 &[

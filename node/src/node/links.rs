@@ -77,8 +77,15 @@ pub enum Answer {
     Admit(Hello, HaveBitfield),
     /// A manifest query answered with these bytes.
     Serve(Arc<[u8]>),
-    /// A chunk list query answered with this list.
-    ServeChunkList(Arc<[[u8; 32]]>),
+    /// A chunk list query answered with this list: its hashes, and each
+    /// chunk's length when the swarm's chunks are listed
+    /// (`slm-parts-merkle-v0`, sent as ListedChunks).
+    ServeChunkList {
+        /// `H[0]` to `H[count - 1]`.
+        hashes: Arc<[[u8; 32]]>,
+        /// The chunks' lengths, for a swarm whose chunks are listed.
+        lengths: Option<Arc<[u32]>>,
+    },
     /// Refused: the HelloReject goes back.
     Refuse(Rejection),
 }
@@ -275,7 +282,10 @@ impl NodeCore {
                 .map(Answer::Serve),
             First::ChunkList(digest) => self
                 .handle_chunk_list_request(link, peer, *digest, now)
-                .map(Answer::ServeChunkList),
+                .map(|hashes| Answer::ServeChunkList {
+                    lengths: self.listed_lengths(),
+                    hashes,
+                }),
         };
         answer.unwrap_or_else(Answer::Refuse)
     }
@@ -594,6 +604,16 @@ impl NodeCore {
         })
     }
 
+    /// Each chunk's length when the swarm's chunks are listed (a chunk
+    /// list query's answer then carries them), else `None`.
+    fn listed_lengths(&self) -> Option<Arc<[u32]>> {
+        self.params.is_listed().then(|| {
+            (0..self.params.chunk_count())
+                .map(|chunk| self.params.chunk_len(ChunkIndex(chunk)).unwrap_or(0))
+                .collect()
+        })
+    }
+
     /// The chunk list a chunk list query is answered with from now on:
     /// a download's, once delivered.
     pub fn set_chunk_list(&mut self, hashes: Arc<[[u8; 32]]>) {
@@ -680,7 +700,8 @@ impl NodeCore {
         // being sent until then.
         let closing = match (&answer, chunk_list) {
             (Ok(_), true) => {
-                let bytes = 32 * self.chunk_list.as_ref().map_or(0, |list| list.len() as u64);
+                let entry = if self.params.is_listed() { 36 } else { 32 };
+                let bytes = entry * self.chunk_list.as_ref().map_or(0, |list| list.len() as u64);
                 let rate = self.config.chunk_list_answer_rate.max(1);
                 let sending = Duration::from_secs_f64(bytes as f64 / rate as f64);
                 Link::Closing {

@@ -80,6 +80,9 @@ pub enum ChunkListAhead {
     Read {
         /// Where.
         from: String,
+        /// Older versions are here to copy from (else the list was read
+        /// for its lengths alone: a listed manifest).
+        for_reuse: bool,
     },
     /// None could be read: every chunk comes from the network. Why, for
     /// each place asked.
@@ -101,9 +104,19 @@ impl std::fmt::Display for ChunkListAhead {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ChunkListAhead::NotNeeded => f.write_str("no older version to reuse"),
-            ChunkListAhead::Read { from } => write!(
+            ChunkListAhead::Read {
+                from,
+                for_reuse: true,
+            } => write!(
                 f,
                 "the new version's chunk list is read from {from}: the chunks older versions here share are copied first"
+            ),
+            ChunkListAhead::Read {
+                from,
+                for_reuse: false,
+            } => write!(
+                f,
+                "the chunk list, with each chunk's length, is read from {from}"
             ),
             ChunkListAhead::NotReused { why } => {
                 write!(f, "no chunk of the versions here is reused: {why}")
@@ -147,6 +160,7 @@ async fn chunk_list_from_peers(
         .map_err(|e| format!("no QUIC endpoint to ask peers from: {e}"))?;
     let count = u32::try_from(plan.manifest.chunks.chunk_count).unwrap_or(u32::MAX);
     let digest = plan.manifest_sha256.0;
+    let listed = plan.manifest.chunks.scheme.is_listed();
     let until = tokio::time::Instant::now() + PEERS_CHUNK_LIST_WAIT;
     let mut why = Vec::new();
     let mut found = None;
@@ -181,16 +195,22 @@ async fn chunk_list_from_peers(
             };
             // Reached: whatever it answers, its other addresses would say
             // the same.
-            let asked =
-                tokio::time::timeout_at(deadline, query_chunk_list(&connection, digest, count))
-                    .await;
+            let asked = tokio::time::timeout_at(
+                deadline,
+                query_chunk_list(&connection, digest, count, listed),
+            )
+            .await;
             match asked {
                 Err(_) => {
                     connection.close(0u32.into(), b"too slow");
                     why.push(format!("{place}: no whole list in time"));
                 }
                 Ok(Err(error)) => why.push(format!("{place}: {error}")),
-                Ok(Ok(hashes)) => match NewChunkList::from_hashes(&plan.manifest, &hashes) {
+                Ok(Ok(answer)) => match NewChunkList::from_peer(
+                    &plan.manifest,
+                    &answer.hashes,
+                    answer.lengths.as_deref(),
+                ) {
                     Ok(list) => {
                         found = Some((list, place));
                         break 'peers;
@@ -234,6 +254,7 @@ impl DownloadPlan {
                 self.chunk_list = Some(list);
                 return ChunkListAhead::Read {
                     from: own.display().to_string(),
+                    for_reuse: !self.reuse.is_empty(),
                 };
             }
         }
@@ -247,23 +268,15 @@ impl DownloadPlan {
             match crate::mirror::read_new_chunk_list(&self.manifest, mirrors, agent).await {
                 Ok(read) => {
                     self.chunk_list = Some(read.list);
-                    return ChunkListAhead::Read { from: read.from };
+                    return ChunkListAhead::Read {
+                        from: read.from,
+                        for_reuse: !self.reuse.is_empty(),
+                    };
                 }
                 Err(error) => why.push(error),
             }
         }
-        if listed {
-            // A peer's answer carries hashes only (`docs/wire-protocol.md`
-            // 7.17): asking would only take time.
-            why.push(
-                if on_the_web {
-                    "peers do not serve a chunk list's lengths"
-                } else {
-                    "the manifest names no chunk-list-route, no mirror is given, and peers do not serve a chunk list's lengths"
-                }
-                .to_owned(),
-            );
-        } else if self.peers.is_empty() {
+        if self.peers.is_empty() {
             why.push(
                 if on_the_web {
                     "no peer is named to ask"
@@ -276,7 +289,10 @@ impl DownloadPlan {
             match chunk_list_from_peers(self, PEER_CHUNK_LIST_WAIT).await {
                 Ok((list, from)) => {
                     self.chunk_list = Some(list);
-                    return ChunkListAhead::Read { from };
+                    return ChunkListAhead::Read {
+                        from,
+                        for_reuse: !self.reuse.is_empty(),
+                    };
                 }
                 Err(error) => why.push(error),
             }

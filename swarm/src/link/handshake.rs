@@ -18,7 +18,7 @@ use minimodel_wire::{
     BindError, ChunkListQuery, ControlStream, DecodeError, DialHandshake, Established,
     FrameDecoder, HandshakeFailure, HandshakeMachine, HandshakeStep, HaveBitfield, Hello,
     ListenHandshake, Listened as WireListened, LocalMisuse, ManifestQuery, Message, PeerError,
-    PeerId, SwarmIdentity,
+    PeerId, ReceivedChunkList, SwarmIdentity,
 };
 
 /// A session past its handshake: both Hellos and both bitfields exchanged.
@@ -404,7 +404,10 @@ impl Opening {
                 Ok(()) => match decide(self.first.clone()).await.ok_or_else(abandoned)? {
                     Answer::Admit(ours, bitfield) => machine.accept(ours, bitfield),
                     Answer::Serve(bytes) => machine.serve_manifest(bytes.to_vec()),
-                    Answer::ServeChunkList(hashes) => machine.serve_chunk_list(hashes),
+                    Answer::ServeChunkList { hashes, lengths } => match lengths {
+                        Some(lengths) => machine.serve_listed_chunk_list(hashes, lengths),
+                        None => machine.serve_chunk_list(hashes),
+                    },
                     Answer::Refuse(rejection) => {
                         machine.reject(rejection.reason, rejection.detail, rejection.peers)
                     }
@@ -507,17 +510,24 @@ pub async fn query_manifest(
 
 /// A chunk list query (the wire crate's [`ChunkListQuery`]) on
 /// `connection`: asks for the chunk list of the manifest whose SHA-256 is
-/// `digest`, `chunk_count` hashes long, and returns them as they came
-/// (the caller checks them against the manifest's Merkle root). The
-/// connection is closed after.
+/// `digest`, `chunk_count` hashes long (with each chunk's length when
+/// `listed`: the manifest's chunks are listed), and returns it as it came
+/// (the caller checks it against the manifest). The connection is closed
+/// after.
 pub async fn query_chunk_list(
     connection: &quinn::Connection,
     digest: [u8; 32],
     chunk_count: u32,
-) -> Result<Vec<[u8; 32]>, QueryError> {
+    listed: bool,
+) -> Result<ReceivedChunkList, QueryError> {
+    let machine = if listed {
+        ChunkListQuery::listed(digest, chunk_count)
+    } else {
+        ChunkListQuery::new(digest, chunk_count)
+    };
     query(
         connection,
-        ChunkListQuery::new(digest, chunk_count),
+        machine,
         ChunkListQuery::finish,
         "chunk list query",
     )

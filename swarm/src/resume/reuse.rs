@@ -169,9 +169,48 @@ pub enum ChunkListError {
         /// The scheme.
         scheme: &'static str,
     },
+    /// Lengths for a scheme whose chunks are cut at fixed size.
+    #[error("a list with lengths, and `{scheme}` cuts chunks at a fixed size")]
+    NotListed {
+        /// The scheme.
+        scheme: &'static str,
+    },
 }
 
 impl NewChunkList {
+    /// Checks a chunk list that came from a peer (a chunk list query's
+    /// answer, `docs/wire-protocol.md` 8.7): hashes alone for a manifest
+    /// cut at a fixed size ([`Self::from_hashes`]), each with its chunk's
+    /// length for a listed one, whose file form is then checked exactly
+    /// as a file's would be ([`Self::check`]: the lengths make the
+    /// artifact, the text hashes to `chunk-list-sha256`, the hashes to
+    /// the Merkle root).
+    pub fn from_peer(
+        manifest: &Manifest,
+        hashes: &[[u8; 32]],
+        lengths: Option<&[u32]>,
+    ) -> Result<Self, ChunkListError> {
+        let scheme = manifest.chunks.scheme;
+        let Some(lengths) = lengths else {
+            return Self::from_hashes(manifest, hashes);
+        };
+        if !scheme.is_listed() {
+            return Err(ChunkListError::NotListed {
+                scheme: scheme.name(),
+            });
+        }
+        let count = u32::try_from(manifest.chunks.chunk_count).unwrap_or(u32::MAX);
+        if hashes.len() != count as usize || lengths.len() != hashes.len() {
+            return Err(ChunkListError::Malformed { count });
+        }
+        let mut text = String::with_capacity(hashes.len() * 75);
+        for (hash, len) in hashes.iter().zip(lengths) {
+            use std::fmt::Write as _;
+            let _ = writeln!(text, "{} {len}", Sha256Digest(*hash).to_hex());
+        }
+        Self::check(manifest, text.as_bytes())
+    }
+
     /// Checks a chunk list that came as hashes (a peer's answer to a
     /// chunk list query) against `manifest`, exactly as its file form
     /// would be ([`Self::check`]): as many as chunks, hashing to
@@ -651,12 +690,42 @@ mod tests {
         assert_eq!(geometry.chunk_len(ChunkIndex(0)), Some(256));
         assert_eq!(geometry.artifact_bytes(), manifest.artifact_bytes);
 
-        // The hashes alone, as a peer answers: no lengths, refused.
+        // The hashes alone, as a peer that did not send lengths: refused.
         let hashes: Vec<[u8; 32]> = checked.chunk_hashes().iter().map(|h| h.0).collect();
         assert!(matches!(
             NewChunkList::from_hashes(&manifest, &hashes),
             Err(ChunkListError::NoLengths { .. })
         ));
+        assert!(matches!(
+            NewChunkList::from_peer(&manifest, &hashes, None),
+            Err(ChunkListError::NoLengths { .. })
+        ));
+        // With the lengths, as a peer answers a listed query: the same
+        // list, the same geometry.
+        let lengths: Vec<u32> = (0..10)
+            .map(|i| geometry.chunk_len(ChunkIndex(i)).unwrap())
+            .collect();
+        let from_peer = NewChunkList::from_peer(&manifest, &hashes, Some(&lengths)).unwrap();
+        assert_eq!(from_peer.chunk_hashes(), checked.chunk_hashes());
+        assert_eq!(from_peer.listed_geometry(), Some(geometry));
+        // A peer's lengths moved by one byte between two chunks: the same
+        // total, another list than the manifest commits.
+        let mut moved = lengths.clone();
+        moved[0] -= 1;
+        moved[1] += 1;
+        assert!(matches!(
+            NewChunkList::from_peer(&manifest, &hashes, Some(&moved)),
+            Err(ChunkListError::ListDigest { .. })
+        ));
+        // Lengths that do not make the artifact, one too few, or a hash
+        // changed: refused before or at the digest.
+        let mut longer = lengths.clone();
+        longer[9] += 1;
+        assert!(NewChunkList::from_peer(&manifest, &hashes, Some(&longer)).is_err());
+        assert!(NewChunkList::from_peer(&manifest, &hashes, Some(&lengths[..9])).is_err());
+        let mut forged = hashes.clone();
+        forged[3][0] ^= 1;
+        assert!(NewChunkList::from_peer(&manifest, &forged, Some(&lengths)).is_err());
         // Another length: the form holds, the list's digest does not.
         let text = String::from_utf8(list.clone()).unwrap();
         let moved = text

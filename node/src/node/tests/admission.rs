@@ -5,7 +5,7 @@
 use super::*;
 use crate::node::{Answer, First};
 use crate::report::{Blame, Departure, LinkEnd};
-use minimodel_wire::{HelloRejectReason, PeerEntry};
+use minimodel_wire::{HelloRejectReason, PeerEntry, SwarmIdentity, SwarmParams};
 
 /// Tallies of `handle_incoming` answers.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -923,7 +923,13 @@ fn a_chunk_list_query_is_answered_only_with_the_whole_list_of_this_manifest() {
     let list: std::sync::Arc<[[u8; 32]]> = (0..8u8).map(|i| [i; 32]).collect();
     h.core.set_chunk_list(std::sync::Arc::clone(&list));
     let (answer, reports) = ask(&mut h, manifest_sha256());
-    assert_eq!(answer, Answer::ServeChunkList(list));
+    assert_eq!(
+        answer,
+        Answer::ServeChunkList {
+            hashes: list,
+            lengths: None
+        }
+    );
     assert_eq!(reports, [(true, None)]);
     let mut other = manifest_sha256();
     other[0] ^= 1;
@@ -931,6 +937,41 @@ fn a_chunk_list_query_is_answered_only_with_the_whole_list_of_this_manifest() {
         panic!("another manifest's list");
     };
     assert_eq!(refusal.reason, HelloRejectReason::UnknownManifest);
+}
+
+#[test]
+fn a_listed_swarms_chunk_list_is_answered_with_each_chunks_length() {
+    // Chunks cut at parts (slm-parts-merkle-v0): 8 chunks of these
+    // lengths, at most the chunk size each.
+    let lengths = [256u32, 4480, 512, 1 << 20, 1 << 20, 77, 1 << 20, 9];
+    let bytes: u64 = lengths.iter().map(|len| u64::from(*len)).sum();
+    let params = SwarmParams::listed(bytes, 1 << 20, lengths).unwrap();
+    let swarm = SwarmIdentity::new("test-model", [7; 32], params).unwrap();
+    let mut h = Harness::with_edited_start(
+        Kind::Seeder,
+        8,
+        NodeConfig::default(),
+        HaveBitfield::full(8),
+        false,
+        Vec::new(),
+        |start| start.swarm = swarm,
+    );
+    let list: std::sync::Arc<[[u8; 32]]> = (0..8u8).map(|i| [i; 32]).collect();
+    h.core.set_chunk_list(std::sync::Arc::clone(&list));
+    let holder = Remote::fetcher(1, "62.1.1.1:4433", 8);
+    let Incoming::Accept { link, .. } = h.core.handle_incoming(holder.addr, true, h.now) else {
+        panic!("{} was not accepted", holder.addr);
+    };
+    let answer = h
+        .core
+        .handle_first(link, holder.id, &First::ChunkList(manifest_sha256()), h.now);
+    assert_eq!(
+        answer,
+        Answer::ServeChunkList {
+            hashes: list,
+            lengths: Some(std::sync::Arc::from(lengths))
+        }
+    );
 }
 
 #[test]
@@ -954,7 +995,7 @@ fn chunk_list_answers_are_bounded_at_once_and_in_time() {
         };
         (link, h.core.handle_first(link, remote.id, &first, h.now))
     };
-    let served = |answer: &Answer| matches!(answer, Answer::ServeChunkList(_));
+    let served = |answer: &Answer| matches!(answer, Answer::ServeChunkList { .. });
     // Two to one /24, the third refused for now.
     let (a, answer) = ask(&mut h, &Remote::fetcher(1, "62.1.1.1:4433", 8));
     assert!(served(&answer), "{answer:?}");
