@@ -455,3 +455,77 @@ fn bytes_inserted_in_the_tokenizer_move_only_its_part_when_chunks_are_cut_at_par
     assert_eq!(whole["source"]["chunks_reused"], 0, "{whole}");
     assert_eq!(bytes_from_peers(&whole), v2.bytes.len() as u64, "{whole}");
 }
+
+#[test]
+fn a_listed_download_keeps_its_list_while_partial_and_status_checks_its_bytes() {
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    let made = Artifact::make(root, "v1", "tiny-v1", "4MiB", CHUNK, 73);
+    let v1 = describe_parts(root, &made.slm, "v1", "tiny-v1");
+    let list = std::fs::read_to_string(root.join("v1.chunk-list")).unwrap();
+    // A seeder slow enough to stop the fetch half-way (4 MiB at 256 KiB/s).
+    let seeders = Seeders::start(root, &v1, 1, "256KiB");
+    let out = root.join("out");
+    let mut fetch = Proc::spawn(root, &fetch_args(&v1, &seeders, &out, &["--json"]));
+    let part_way = fetch.wait_for("1 MiB verified", |events| {
+        resume_support::progress_bytes(events).is_some_and(|bytes| bytes >= 1 << 20)
+    });
+    assert!(part_way, "{}", fetch.stderr());
+    fetch.kill9();
+    drop(seeders);
+    assert!(out.join("tiny-v1.slm.part").exists());
+    assert!(!out.join("tiny-v1.slm").exists());
+    // The list the peer gave, kept while partial: a resumed run and
+    // `status` find the chunks' lengths here.
+    assert_eq!(
+        std::fs::read_to_string(out.join("tiny-v1.chunk-list")).unwrap(),
+        list
+    );
+    let status = |expect: i32| {
+        let (code, stdout, stderr) = resume_support::run(
+            root,
+            &[
+                "status".to_owned(),
+                "--verify".to_owned(),
+                "--json".to_owned(),
+                out.to_str().unwrap().to_owned(),
+            ],
+        );
+        assert_eq!(code, expect, "{stdout:?}{stderr}");
+        let event: Value = stdout
+            .iter()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .find(|event| event["event"] == "download")
+            .unwrap_or_else(|| panic!("no download event: {stdout:?}"));
+        event
+    };
+    let before = status(0);
+    let verified = before["chunks_verified"].as_u64().unwrap();
+    assert!(verified > 0, "{before}");
+    assert_eq!(before["kind"], "partial", "{before}");
+    assert_eq!(before["check"]["ok"], true, "{before}");
+    assert_eq!(before["check"]["chunks_checked"], verified, "{before}");
+    assert_eq!(before["check"]["bad_chunks"], 0, "{before}");
+    // The verified bytes are counted with the listed lengths: those the
+    // check read (a fixed cut of 64 KiB would count other bytes).
+    let counted = before["bytes_verified"].as_u64().unwrap();
+    assert!(counted > 0, "{before}");
+    assert_eq!(before["check"]["bytes_read"], counted, "{before}");
+    // Every chunk's first byte changed, at the offsets its lengths give:
+    // each verified chunk is now bad, and `status` says so (exit 4).
+    let lengths: Vec<u64> = list
+        .lines()
+        .map(|line| line.split(' ').nth(1).unwrap().parse().unwrap())
+        .collect();
+    let part = out.join("tiny-v1.slm.part");
+    let mut bytes = std::fs::read(&part).unwrap();
+    let mut offset = 0usize;
+    for len in &lengths {
+        bytes[offset] ^= 0x5a;
+        offset += *len as usize;
+    }
+    std::fs::write(&part, &bytes).unwrap();
+    let after = status(4);
+    assert_eq!(after["check"]["ok"], false, "{after}");
+    assert_eq!(after["check"]["bad_chunks"], verified, "{after}");
+}

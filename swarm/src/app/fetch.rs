@@ -346,6 +346,9 @@ impl DownloadPlan {
         Ok(match opened {
             OpenedDownload::Complete(done) => Opened::Complete(Box::new(done)),
             OpenedDownload::Partial(partial, report) => {
+                if let Some(list) = &self.chunk_list {
+                    partial.keep_chunk_list(list)?;
+                }
                 let geometry = partial.geometry();
                 let resumed_bytes = partial
                     .verified()

@@ -253,6 +253,23 @@ impl PartialDownload {
         super::mirrors::write_mirrors(&self.dir, &self.paths.names.mirrors, mirrors)
     }
 
+    /// Keeps a listed download's chunk list (`slm-parts-merkle-v0`, checked
+    /// against the manifest) in DIR while it is partial, unless one is
+    /// there: a resumed run, and `status`, find the chunks' lengths here
+    /// instead of asking peers again. Delivery writes the same list.
+    pub fn keep_chunk_list(&self, list: &super::reuse::NewChunkList) -> Result<(), ResumeError> {
+        let Some(geometry) = list.listed_geometry() else {
+            return Ok(());
+        };
+        let name = &self.paths.names.chunk_list;
+        if self.dir.inspect(name)?.is_some() {
+            return Ok(());
+        }
+        let text = minimodel_verifier::chunk_list::list_text(list.chunk_hashes(), geometry);
+        self.dir.write_atomically(name, text.as_bytes())?;
+        self.dir.sync()
+    }
+
     /// The directory handle every file of the download goes through.
     pub(crate) fn dir(&self) -> &SafeDir {
         &self.dir

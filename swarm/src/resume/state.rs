@@ -157,6 +157,11 @@ impl PartialState {
         let Ok(geometry) = self.binding.geometry() else {
             return 0;
         };
+        // Listed chunks not bound to their lengths: not counted with the
+        // fixed cut's.
+        if geometry.chunk_count() != self.binding.chunk_count {
+            return 0;
+        }
         self.knowledge
             .verified()
             .iter_ones()

@@ -268,15 +268,55 @@ fn check_complete(
     })
 }
 
+/// A state file as [`load_state`] reads it; a listed download's
+/// (`slm-parts-merkle-v0`) bound to its chunks' lengths, from the chunk
+/// list kept in DIR while it is partial, taken only when it has the
+/// state's count, bytes and root (the state holds the count and the root,
+/// not the lengths).
+fn load_partial_state(
+    dir: &SafeDir,
+    names: &super::files::FileNames,
+    name: &str,
+) -> Result<StateFile, ResumeError> {
+    let mut file = load_state(dir, name)?;
+    if let StateFile::Usable(state) = &mut file {
+        let binding = &mut state.binding;
+        let count = binding.chunk_count;
+        let fixed = binding.geometry().map(|geometry| geometry.chunk_count());
+        if fixed != Ok(count) {
+            let listed = dir
+                .read(&names.chunk_list, super::plan::chunk_list_limit(count))?
+                .and_then(|bytes| {
+                    let shape = minimodel_verifier::chunk_list::ListShape {
+                        scheme: minimodel_verifier::manifest::ChunkScheme::SlmParts,
+                        artifact_bytes: binding.artifact_bytes,
+                        chunk_size: binding.chunk_size,
+                        chunk_count: count,
+                    };
+                    minimodel_verifier::chunk_list::ChunkList::parse(&bytes, shape).ok()
+                })
+                .map(|list| list.into_parts())
+                .filter(|(hashes, _)| {
+                    MerkleTree::from_chunk_hashes(hashes.clone())
+                        .is_ok_and(|tree| tree.root() == binding.merkle_root)
+                });
+            if let Some((_, geometry)) = listed {
+                binding.listed = Some(geometry);
+            }
+        }
+    }
+    Ok(file)
+}
+
 fn check_partial(
     dir: &SafeDir,
     paths: &DownloadPaths,
     progress: &(dyn Fn(RecheckProgress) + Sync),
 ) -> Result<Option<BytesCheck>, ResumeError> {
     let names = &paths.names;
-    let state = match load_state(dir, &names.state)? {
+    let state = match load_partial_state(dir, names, &names.state)? {
         StateFile::Usable(state) => state,
-        _ => match load_state(dir, &names.previous)? {
+        _ => match load_partial_state(dir, names, &names.previous)? {
             StateFile::Usable(state) => state,
             _ => return Ok(None),
         },
@@ -286,8 +326,8 @@ fn check_partial(
     };
     let geometry = state.binding.geometry()?;
     if geometry.chunk_count() != state.binding.chunk_count {
-        // Listed chunks (`slm-parts-merkle-v0`): their lengths are in the
-        // download's chunk list, which the state does not hold.
+        // Listed chunks whose list is not in DIR: their lengths are not
+        // known here.
         return Ok(None);
     }
     let storage = FileStorage::from_file(file);
@@ -351,10 +391,10 @@ fn one(
             },
         });
     }
-    let current = load_state(dir, &names.state)?;
+    let current = load_partial_state(dir, names, &names.state)?;
     let previous = match current {
         StateFile::Usable(_) => StateFile::Missing,
-        _ => load_state(dir, &names.previous)?,
+        _ => load_partial_state(dir, names, &names.previous)?,
     };
     Ok(match (current, previous) {
         (StateFile::Usable(state), _) => {
