@@ -140,10 +140,14 @@ impl TrailingHasher {
             .geometry
             .byte_range(ChunkIndex(self.next))
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "chunk out of range"))?;
-        // One buffer for the whole run, sized at the first chunk (the
-        // largest): a new chunk-sized allocation per read made the
-        // allocator keep freed megabytes around.
-        let block_len = READ_BLOCK.min((range.end - range.start) as usize);
+        // One buffer for the whole run, sized at the largest a chunk can
+        // be (the chunk size, or the artifact when smaller): a new
+        // chunk-sized allocation per read made the allocator keep freed
+        // megabytes around. Not at the first chunk's length: a listed
+        // artifact's first chunk is its 256-byte header, and every read
+        // of the run was that long.
+        let largest = u64::from(self.geometry.chunk_size()).min(self.geometry.artifact_bytes());
+        let block_len = READ_BLOCK.min(usize::try_from(largest).unwrap_or(usize::MAX));
         let buffer = self
             .read_buffer
             .get_or_insert_with(|| AlignedBuf::zeroed(block_len))
@@ -575,6 +579,41 @@ mod tests {
         assert_eq!(hasher.hashed_chunks(), 7);
         assert_eq!(hasher.read_bytes(), 100_000);
         assert_eq!(hasher.finish(&storage).unwrap(), Sha256Digest::of(&bytes));
+    }
+
+    #[test]
+    fn a_listed_artifact_is_read_back_in_blocks_of_its_chunk_size_not_its_first_chunks() {
+        // Cut at parts: a 256-byte header first, then chunks of up to
+        // 64 KiB. Each read is of a whole chunk (up to READ_BLOCK), not of
+        // the header's 256 bytes.
+        struct Counting<'a>(&'a FileStorage, std::sync::atomic::AtomicUsize);
+        impl Storage for Counting<'_> {
+            fn write_all_at(&self, offset: u64, bytes: &[u8]) -> io::Result<()> {
+                self.0.write_all_at(offset, bytes)
+            }
+            fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+                self.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.0.read_exact_at(offset, buf)
+            }
+            fn sync_data(&self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let lengths = [256u64, 65_536, 65_536, 1_000, 65_536, 65_536, 30_000];
+        let len: u64 = lengths.iter().sum();
+        let (_dir, storage, bytes, _) = setup(len as usize, 65_536);
+        let geometry = ChunkGeometry::listed(len, 65_536, lengths).unwrap();
+        let counting = Counting(&storage, Default::default());
+        let mut hasher = TrailingHasher::new(geometry);
+        for index in 0..lengths.len() as u32 {
+            hasher.note_stored(index);
+        }
+        assert_eq!(hasher.finish(&counting).unwrap(), Sha256Digest::of(&bytes));
+        assert_eq!(
+            counting.1.load(std::sync::atomic::Ordering::Relaxed),
+            lengths.len(),
+            "one read a chunk"
+        );
     }
 
     #[test]
