@@ -152,6 +152,88 @@ fn a_download_whose_only_seeder_starts_later_finishes_verified_without_anyone_to
 }
 
 #[test]
+fn a_download_cut_at_parts_waits_for_a_peer_to_give_its_chunk_list_then_finishes() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path();
+    // Chunks cut at parts: the download cannot open before a peer gives
+    // the chunk list with its lengths, and no web server has it.
+    let artifact = Artifact::make_with(
+        dir,
+        "art",
+        "parts",
+        "2MiB",
+        "64KiB",
+        74,
+        &["--chunk-scheme", "slm-parts-merkle-v0"],
+    );
+    let seeder_identity = dir.join("seeder-identity");
+    let seeder_id = identity(&seeder_identity);
+    let port = free_port();
+    let library = dir.join("library");
+    let mut companion = Proc::spawn(
+        dir,
+        &[
+            "companion",
+            "run",
+            "--library",
+            &arg(&library),
+            "--api",
+            "127.0.0.1:0",
+            "--serve-ip",
+            "127.0.0.1",
+            "--keyring",
+            &arg(&dir.join("keyring")),
+            "--peer-try",
+            "1s",
+            "--peer-wait-max",
+            "1s",
+        ],
+    );
+    let client = client(&library, &mut companion);
+    let (code, lines, stderr) = run(
+        dir,
+        &[
+            "companion",
+            "fetch",
+            &arg(&artifact.manifest_path),
+            "--peer",
+            &format!("{seeder_id}@127.0.0.1:{port}"),
+            "--yes",
+            "--library",
+            &arg(&library),
+        ],
+    );
+    assert_eq!(code, 0, "{lines:?} {stderr}");
+    // Nobody serves it: it waits for peers, saying why, and tries again.
+    let waiting = wait_item(&client, &mut companion, "the download waiting", |item| {
+        item["state"] == "waiting" && item["problem"]["waiting"]["tries"].as_u64() >= Some(1)
+    });
+    assert_eq!(waiting["problem"]["kind"], "no-peers-yet", "{waiting:#}");
+    let said = waiting["problem"]["text"].as_str().unwrap_or_default();
+    assert!(said.contains("cut at its parts"), "{waiting:#}");
+    // The seeder starts, at the address the download names: the next try
+    // reads the list from it and the download finishes verified.
+    let _seeder = Proc::spawn(
+        dir,
+        &[
+            "seed",
+            &arg(&artifact.manifest_path),
+            &arg(&artifact.slm),
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--identity",
+            &arg(&seeder_identity),
+            "--yes",
+            "--json",
+        ],
+    );
+    let done = wait_item(&client, &mut companion, "the download done", |item| {
+        item["state"] == "done"
+    });
+    artifact.verify(dir, Path::new(done["file"].as_str().unwrap()));
+}
+
+#[test]
 fn a_seeder_that_comes_while_the_download_waits_is_found_at_the_next_dial_not_the_next_try() {
     let root = tempfile::tempdir().unwrap();
     let dir = root.path();

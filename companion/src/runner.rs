@@ -507,7 +507,22 @@ impl Run {
         }
         // Every download run says it, none to reuse too: the item shows
         // this run's finding, not an earlier one's.
-        self.send(RunEvent::Reuse(ahead));
+        self.send(RunEvent::Reuse(ahead.clone()));
+        // Chunks cut at parts (`slm-parts-merkle-v0`) and no list with
+        // their lengths anywhere yet: nothing can be opened, as with no
+        // peer at all; the item tries again by itself (a seeder that comes
+        // later serves the list).
+        if let ChunkListAhead::Missing { why } = ahead {
+            return Ending::Failed {
+                failure: Failure::new(
+                    ProblemKind::NoPeersYet,
+                    format!(
+                        "its chunks are cut at its parts, and no peer or web server gave their lengths yet: {why}"
+                    ),
+                ),
+                last: None,
+            };
+        }
         let artifact_bytes = plan.manifest.artifact_bytes;
         let manifest = plan.manifest.clone();
         let manifest_file = plan.manifest_file.clone();

@@ -397,6 +397,20 @@ impl Artifact {
         chunk: &str,
         seed: u64,
     ) -> Self {
+        Self::make_with(dir, name, model_id, size, chunk, seed, &[])
+    }
+
+    /// [`Self::make`], with `extra` arguments to `manifest` (such as
+    /// `--chunk-scheme slm-parts-merkle-v0`).
+    pub fn make_with(
+        dir: &Path,
+        name: &str,
+        model_id: &str,
+        size: &str,
+        chunk: &str,
+        seed: u64,
+        extra: &[&str],
+    ) -> Self {
         let slm = dir.join(format!("{name}.slm"));
         let manifest_path = dir.join(format!("{name}.manifest"));
         let seed = seed.to_string();
@@ -428,7 +442,10 @@ impl Artifact {
                 chunk,
                 "-o",
                 manifest_path.to_str().unwrap(),
-            ],
+            ]
+            .into_iter()
+            .chain(extra.iter().copied())
+            .collect::<Vec<_>>(),
         );
         let manifest = Manifest::parse_bytes(&std::fs::read(&manifest_path).unwrap()).unwrap();
         let bytes = std::fs::read(&slm).unwrap();
