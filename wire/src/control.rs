@@ -126,6 +126,7 @@ impl Phase {
                 MessageType::HelloReject,
                 MessageType::Manifest,
                 MessageType::ChunkHashes,
+                MessageType::ListedChunks,
             ],
             (Phase::AwaitingBitfield, _) => &[MessageType::HaveBitfield, MessageType::Goodbye],
             (Phase::Established, _) => OPEN_SET,
@@ -822,6 +823,9 @@ impl ControlStream {
                     Message::ChunkHashes { hashes, .. } => (hashes.len(), false),
                     _ => (0, false),
                 };
+                if list.listed.is_some_and(|begun| begun != listed) {
+                    return Err(LocalMisuse::MixedChunkList { found });
+                }
                 let complete = list.advance(*total, *first, count, listed).map_err(
                     |(expected_first, expected_total)| LocalMisuse::ChunkHashesOutOfOrder {
                         first: *first,

@@ -564,6 +564,26 @@ pub enum LocalMisuse {
         /// The list's total as sent so far.
         expected_total: u32,
     },
+    /// Our list would mix ChunkHashes and ListedChunks: one list is of
+    /// one kind.
+    #[error(
+        "{found} in a list begun with the other kind; one list is all ChunkHashes or all ListedChunks"
+    )]
+    MixedChunkList {
+        /// The message that would mix them.
+        found: MessageType,
+    },
+    /// A listed chunk list served with another number of lengths than
+    /// hashes.
+    #[error(
+        "a listed chunk list of {hashes} hashes and {lengths} lengths; each hash needs its chunk's length"
+    )]
+    ListedLengths {
+        /// Its hashes.
+        hashes: usize,
+        /// Its lengths.
+        lengths: usize,
+    },
     /// [`crate::ControlStream::bind`] on a stream that cannot be bound.
     #[error("the control stream cannot be bound to a swarm: {why}")]
     CannotBind {

@@ -668,11 +668,16 @@ impl ListenHandshake {
         hashes: Arc<[[u8; 32]]>,
         lengths: Arc<[u32]>,
     ) -> Result<(), LocalMisuse> {
-        if lengths.len() != hashes.len() || lengths.contains(&0) {
-            let chunk = lengths
-                .iter()
-                .position(|len| *len == 0)
-                .unwrap_or(lengths.len());
+        if !matches!(self.0.state, State::AnswerChunkList(_)) {
+            return Err(self.0.out_of_turn("serve_listed_chunk_list"));
+        }
+        if lengths.len() != hashes.len() {
+            return Err(LocalMisuse::ListedLengths {
+                hashes: hashes.len(),
+                lengths: lengths.len(),
+            });
+        }
+        if let Some(chunk) = lengths.iter().position(|len| *len == 0) {
             return Err(LocalMisuse::Field {
                 message_type: crate::types::MessageType::ListedChunks,
                 error: crate::error::FieldError::ListedChunkEmpty {

@@ -602,13 +602,21 @@ pub(crate) fn validate_chunk_hashes(total: u32, first: u32, count: u64) -> Resul
 /// Checks a ListedChunks message's counts as [`validate_chunk_hashes`]
 /// does, with at most [`MAX_LISTED_CHUNKS_PER_MESSAGE`] chunks.
 pub(crate) fn validate_listed_chunks(total: u32, first: u32, count: u64) -> Result<(), FieldError> {
-    if count > MAX_LISTED_CHUNKS_PER_MESSAGE as u64 {
+    // In wire order, as for ChunkHashes: the total, the count, the end.
+    if total == 0 || total > crate::params::MAX_CHUNK_COUNT {
+        return Err(FieldError::ChunkListTotal { total });
+    }
+    if count == 0 || count > MAX_LISTED_CHUNKS_PER_MESSAGE as u64 {
         return Err(FieldError::ListedChunksCount { count });
     }
-    validate_chunk_hashes(total, first, count).map_err(|error| match error {
-        FieldError::ChunkHashesCount { count } => FieldError::ListedChunksCount { count },
-        other => other,
-    })
+    if u64::from(first) + count > u64::from(total) {
+        return Err(FieldError::ChunkHashesPastTotal {
+            first,
+            count,
+            total,
+        });
+    }
+    Ok(())
 }
 
 /// Checks a ListedChunks entry's length: a chunk has at least one byte.

@@ -636,11 +636,8 @@ fn a_listener_does_not_mix_chunk_hashes_and_listed_chunks_in_one_list() {
         send(&mut listener, &head);
         assert_eq!(
             listener.check_send(&tail),
-            Err(LocalMisuse::ChunkHashesOutOfOrder {
-                first: 5,
-                total: 10,
-                expected_first: 5,
-                expected_total: 10
+            Err(LocalMisuse::MixedChunkList {
+                found: tail.message_type()
             })
         );
         // Still open: the right kind goes on.

@@ -18,12 +18,14 @@ fn cross_rule_on_receive(
     found: MessageType,
 ) -> Option<ProtocolViolation> {
     match (receiver, phase, found) {
-        (Role::Dialer, Phase::AwaitingHello, MessageType::Manifest | MessageType::ChunkHashes) => {
-            Some(ProtocolViolation::NotAnAnswer {
-                found,
-                to: MessageType::Hello,
-            })
-        }
+        (
+            Role::Dialer,
+            Phase::AwaitingHello,
+            MessageType::Manifest | MessageType::ChunkHashes | MessageType::ListedChunks,
+        ) => Some(ProtocolViolation::NotAnAnswer {
+            found,
+            to: MessageType::Hello,
+        }),
         _ => None,
     }
 }
@@ -40,12 +42,24 @@ fn cross_rule_on_send(sender: Role, phase: Phase, found: MessageType) -> Option<
         (
             Role::Listener,
             Phase::AwaitingHello,
-            MessageType::Manifest | MessageType::ChunkHashes,
+            MessageType::Manifest | MessageType::ChunkHashes | MessageType::ListedChunks,
         ) => Some(LocalMisuse::NotAnAnswer {
             found,
             to: MessageType::Hello,
         }),
         _ => None,
+    }
+}
+
+#[test]
+fn the_samples_hold_every_control_message_type() {
+    let kinds: Vec<MessageType> = samples().iter().map(Message::message_type).collect();
+    for kind in MessageType::ALL {
+        assert_eq!(
+            kinds.contains(&kind),
+            kind != MessageType::PieceHeader,
+            "{kind} in the samples"
+        );
     }
 }
 

@@ -1195,6 +1195,19 @@ fn listed_chunks_past_the_list_or_of_no_list_are_refused() {
 }
 
 #[test]
+fn listed_chunks_rules_are_checked_in_wire_order() {
+    // The total before the count, the count before the end.
+    assert_eq!(
+        decode(&raw_frame(0x12, &listed_chunks_body(0, 5, 1801, &[]))),
+        listed_chunks_error(FieldError::ChunkListTotal { total: 0 })
+    );
+    assert_eq!(
+        decode(&raw_frame(0x12, &listed_chunks_body(10, 9, 1801, &[]))),
+        listed_chunks_error(FieldError::ListedChunksCount { count: 1801 })
+    );
+}
+
+#[test]
 fn listed_chunks_shorter_than_their_count_are_malformed() {
     // The length of the last entry is cut off.
     let mut body = listed_chunks_body(10, 0, 2, &[5, 5]);

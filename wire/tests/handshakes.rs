@@ -542,18 +542,29 @@ fn a_listed_chunk_list_goes_with_its_lengths_1800_chunks_a_frame() {
 
 #[test]
 fn a_listed_chunk_list_needs_a_length_of_1_or_more_for_every_hash() {
-    for lengths in [vec![5; 9], vec![5, 5, 5, 0, 5, 5, 5, 5, 5, 5]] {
-        let (_, mut listener) = asked_for_chunk_list(10);
-        assert!(matches!(
-            listener.serve_listed_chunk_list(Arc::from(chunk_list(10)), Arc::from(lengths)),
-            Err(LocalMisuse::Field {
-                message_type: MessageType::ListedChunks,
-                ..
-            })
-        ));
-        // Nothing was queued; the listener may still refuse.
-        assert_eq!(listener.poll(), HandshakeStep::AnswerChunkList(digest()));
-    }
+    let (_, mut listener) = asked_for_chunk_list(10);
+    assert_eq!(
+        listener.serve_listed_chunk_list(Arc::from(chunk_list(10)), Arc::from(vec![5; 9])),
+        Err(LocalMisuse::ListedLengths {
+            hashes: 10,
+            lengths: 9
+        })
+    );
+    assert_eq!(
+        listener.serve_listed_chunk_list(
+            Arc::from(chunk_list(10)),
+            Arc::from(vec![5, 5, 5, 0, 5, 5, 5, 5, 5, 5])
+        ),
+        Err(LocalMisuse::Field {
+            message_type: MessageType::ListedChunks,
+            error: FieldError::ListedChunkEmpty { chunk: 3 }
+        })
+    );
+    // Nothing was queued; the listener may still refuse.
+    assert_eq!(listener.poll(), HandshakeStep::AnswerChunkList(digest()));
+    listener
+        .reject(HelloRejectReason::NoChunkList, "", vec![])
+        .unwrap();
 }
 
 #[test]

@@ -113,6 +113,7 @@ pub fn samples() -> Vec<Message> {
         manifest(),
         chunk_list_request(),
         chunk_hashes(10, 0, 10),
+        listed_chunks(10, 0, 10),
     ]
 }
 
