@@ -283,7 +283,7 @@ impl NodeCore {
             First::ChunkList(digest) => self
                 .handle_chunk_list_request(link, peer, *digest, now)
                 .map(|hashes| Answer::ServeChunkList {
-                    lengths: self.listed_lengths(),
+                    lengths: self.chunk_lengths.clone(),
                     hashes,
                 }),
         };
@@ -601,16 +601,6 @@ impl NodeCore {
     ) -> Result<Arc<[[u8; 32]]>, Rejection> {
         self.handle_query(link, peer, digest, true, now, |core| {
             core.chunk_list.clone()
-        })
-    }
-
-    /// Each chunk's length when the swarm's chunks are listed (a chunk
-    /// list query's answer then carries them), else `None`.
-    fn listed_lengths(&self) -> Option<Arc<[u32]>> {
-        self.params.is_listed().then(|| {
-            (0..self.params.chunk_count())
-                .map(|chunk| self.params.chunk_len(ChunkIndex(chunk)).unwrap_or(0))
-                .collect()
         })
     }
 

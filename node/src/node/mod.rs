@@ -456,6 +456,10 @@ pub struct NodeCore {
     manifest: Option<([u8; 32], Arc<[u8]>)>,
     /// The chunk list handed to chunk list queries, once whole.
     chunk_list: Option<Arc<[[u8; 32]]>>,
+    /// Each chunk's length when the swarm's chunks are listed
+    /// (`slm-parts-merkle-v0`): a chunk list query's answer carries them.
+    /// Made once from the geometry, shared by every answer.
+    chunk_lengths: Option<Arc<[u32]>>,
     lan: Vec<SocketAddr>,
     /// Where peers see our connections come from.
     observed: crate::observed::Observations,
@@ -593,6 +597,11 @@ impl NodeCore {
             // A list of another length is not this swarm's: never served.
             chunk_list: (start.chunk_list)
                 .filter(|list| list.len() == params.chunk_count() as usize),
+            chunk_lengths: params.is_listed().then(|| {
+                (0..params.chunk_count())
+                    .filter_map(|chunk| params.chunk_len(ChunkIndex(chunk)).ok())
+                    .collect()
+            }),
             lan: start.lan,
             observed: crate::observed::Observations::new(),
             introductions: crate::report::IntroductionCounts::default(),

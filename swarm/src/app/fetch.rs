@@ -230,13 +230,17 @@ async fn chunk_list_from_peers(
 
 impl DownloadPlan {
     /// Only what changed moves: with older versions to copy from
-    /// ([`Self::reuse`]) and no chunk list yet, reads the new version's at
-    /// the manifest's chunk-list-route, else beside the first of the
-    /// plan's mirrors that has it, else from the first of the plan's peers
-    /// that serves it (a chunk list query, `docs/wire-protocol.md`), and
-    /// keeps it only if it hashes to the manifest's Merkle root. Decided
-    /// here for every front end (`fetch` and `follow`, the companion's
-    /// downloads and follow), which only show what it says.
+    /// ([`Self::reuse`]), or a manifest whose chunks are listed
+    /// (`slm-parts-merkle-v0`, which cannot open without the lengths), and
+    /// no chunk list yet, reads the new version's: for a listed one first
+    /// the list a download in `out_dir` kept, then at the manifest's
+    /// chunk-list-route, else beside the first of the plan's mirrors that
+    /// has it, else from the first of the plan's peers that serves it (a
+    /// chunk list query, `docs/wire-protocol.md` 8.7), and keeps it only
+    /// if it checks against the manifest (its Merkle root, and its
+    /// `chunk-list-sha256` when named). Decided here for every front end
+    /// (`fetch` and `follow`, the companion's downloads and follow), which
+    /// only show what it says.
     pub async fn read_chunk_list_ahead(&mut self) -> ChunkListAhead {
         let listed = self.manifest.chunks.scheme.is_listed();
         if self.chunk_list.is_some() || (self.reuse.is_empty() && !listed) {

@@ -254,18 +254,21 @@ impl PartialDownload {
     }
 
     /// Keeps a listed download's chunk list (`slm-parts-merkle-v0`, checked
-    /// against the manifest) in DIR while it is partial, unless one is
-    /// there: a resumed run, and `status`, find the chunks' lengths here
-    /// instead of asking peers again. Delivery writes the same list.
+    /// against the manifest) in DIR while it is partial: a resumed run,
+    /// and `status`, find the chunks' lengths here instead of asking peers
+    /// again. Delivery writes the same list. Another file under that name
+    /// (a list of another version left behind) is replaced: while the
+    /// download is partial the name is its own.
     pub fn keep_chunk_list(&self, list: &super::reuse::NewChunkList) -> Result<(), ResumeError> {
         let Some(geometry) = list.listed_geometry() else {
             return Ok(());
         };
         let name = &self.paths.names.chunk_list;
-        if self.dir.inspect(name)?.is_some() {
+        let text = minimodel_verifier::chunk_list::list_text(list.chunk_hashes(), geometry);
+        let limit = text.len() as u64 + 1;
+        if self.dir.read(name, limit)?.as_deref() == Some(text.as_bytes()) {
             return Ok(());
         }
-        let text = minimodel_verifier::chunk_list::list_text(list.chunk_hashes(), geometry);
         self.dir.write_atomically(name, text.as_bytes())?;
         self.dir.sync()
     }
