@@ -66,35 +66,30 @@ fn free_port() -> u16 {
         .port()
 }
 
-#[test]
-fn a_download_whose_only_seeder_starts_later_finishes_verified_without_anyone_touching_it() {
-    let root = tempfile::tempdir().unwrap();
-    let dir = root.path();
-    let artifact = Artifact::make(dir, "art", "late", "2MiB", "64KiB", 71);
-    let seeder_identity = dir.join("seeder-identity");
-    let seeder_id = identity(&seeder_identity);
-    let port = free_port();
-    let library = dir.join("library");
-    let mut companion = Proc::spawn(
-        dir,
-        &[
-            "companion",
-            "run",
-            "--library",
-            &arg(&library),
-            "--api",
-            "127.0.0.1:0",
-            "--serve-ip",
-            "127.0.0.1",
-            "--keyring",
-            &arg(&dir.join("keyring")),
-            "--peer-try",
-            "1s",
-            "--peer-wait-max",
-            "1s",
-        ],
-    );
-    let client = client(&library, &mut companion);
+/// A companion on `library`, serving on loopback, its clock set by
+/// `clock` (`--peer-try` and the like): the process and its client.
+fn start_companion(dir: &Path, library: &Path, clock: &[&str]) -> (Proc, Client) {
+    let mut args = vec![
+        "companion".to_owned(),
+        "run".to_owned(),
+        "--library".to_owned(),
+        arg(library),
+        "--api".to_owned(),
+        "127.0.0.1:0".to_owned(),
+        "--serve-ip".to_owned(),
+        "127.0.0.1".to_owned(),
+        "--keyring".to_owned(),
+        arg(&dir.join("keyring")),
+    ];
+    args.extend(clock.iter().map(|a| (*a).to_owned()));
+    let mut companion = Proc::spawn(dir, &args);
+    let client = client(library, &mut companion);
+    (companion, client)
+}
+
+/// `companion fetch` of `artifact` into `library`, from the one peer
+/// `seeder_id` at `127.0.0.1:port`.
+fn companion_fetch(dir: &Path, artifact: &Artifact, library: &Path, seeder_id: &str, port: u16) {
     let (code, lines, stderr) = run(
         dir,
         &[
@@ -105,10 +100,46 @@ fn a_download_whose_only_seeder_starts_later_finishes_verified_without_anyone_to
             &format!("{seeder_id}@127.0.0.1:{port}"),
             "--yes",
             "--library",
-            &arg(&library),
+            &arg(library),
         ],
     );
     assert_eq!(code, 0, "{lines:?} {stderr}");
+}
+
+/// The seeder of `artifact` with the identity in `identity`, at the
+/// address the download names.
+fn start_seeder(dir: &Path, artifact: &Artifact, identity: &Path, port: u16) -> Proc {
+    Proc::spawn(
+        dir,
+        &[
+            "seed",
+            &arg(&artifact.manifest_path),
+            &arg(&artifact.slm),
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--identity",
+            &arg(identity),
+            "--yes",
+            "--json",
+        ],
+    )
+}
+
+#[test]
+fn a_download_whose_only_seeder_starts_later_finishes_verified_without_anyone_touching_it() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path();
+    let artifact = Artifact::make(dir, "art", "late", "2MiB", "64KiB", 71);
+    let seeder_identity = dir.join("seeder-identity");
+    let seeder_id = identity(&seeder_identity);
+    let port = free_port();
+    let library = dir.join("library");
+    let (mut companion, client) = start_companion(
+        dir,
+        &library,
+        &["--peer-try", "1s", "--peer-wait-max", "1s"],
+    );
+    companion_fetch(dir, &artifact, &library, &seeder_id, port);
 
     // Nobody serves it: it waits, says so, and tries again and again.
     let waiting = wait_item(&client, &mut companion, "the download waiting", |item| {
@@ -130,20 +161,7 @@ fn a_download_whose_only_seeder_starts_later_finishes_verified_without_anyone_to
     assert!(said, "companion list says why: {listings:#?}");
 
     // The seeder starts, at the address the download names.
-    let _seeder = Proc::spawn(
-        dir,
-        &[
-            "seed",
-            &arg(&artifact.manifest_path),
-            &arg(&artifact.slm),
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--identity",
-            &arg(&seeder_identity),
-            "--yes",
-            "--json",
-        ],
-    );
+    let _seeder = start_seeder(dir, &artifact, &seeder_identity, port);
     let done = wait_item(&client, &mut companion, "the download done", |item| {
         item["state"] == "done"
     });
@@ -170,40 +188,12 @@ fn a_download_cut_at_parts_waits_for_a_peer_to_give_its_chunk_list_then_finishes
     let seeder_id = identity(&seeder_identity);
     let port = free_port();
     let library = dir.join("library");
-    let mut companion = Proc::spawn(
+    let (mut companion, client) = start_companion(
         dir,
-        &[
-            "companion",
-            "run",
-            "--library",
-            &arg(&library),
-            "--api",
-            "127.0.0.1:0",
-            "--serve-ip",
-            "127.0.0.1",
-            "--keyring",
-            &arg(&dir.join("keyring")),
-            "--peer-try",
-            "1s",
-            "--peer-wait-max",
-            "1s",
-        ],
+        &library,
+        &["--peer-try", "1s", "--peer-wait-max", "1s"],
     );
-    let client = client(&library, &mut companion);
-    let (code, lines, stderr) = run(
-        dir,
-        &[
-            "companion",
-            "fetch",
-            &arg(&artifact.manifest_path),
-            "--peer",
-            &format!("{seeder_id}@127.0.0.1:{port}"),
-            "--yes",
-            "--library",
-            &arg(&library),
-        ],
-    );
-    assert_eq!(code, 0, "{lines:?} {stderr}");
+    companion_fetch(dir, &artifact, &library, &seeder_id, port);
     // Nobody serves it: it waits for peers, saying why, and tries again.
     let waiting = wait_item(&client, &mut companion, "the download waiting", |item| {
         item["state"] == "waiting" && item["problem"]["waiting"]["tries"].as_u64() >= Some(1)
@@ -213,20 +203,7 @@ fn a_download_cut_at_parts_waits_for_a_peer_to_give_its_chunk_list_then_finishes
     assert!(said.contains("cut at its parts"), "{waiting:#}");
     // The seeder starts, at the address the download names: the next try
     // reads the list from it and the download finishes verified.
-    let _seeder = Proc::spawn(
-        dir,
-        &[
-            "seed",
-            &arg(&artifact.manifest_path),
-            &arg(&artifact.slm),
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--identity",
-            &arg(&seeder_identity),
-            "--yes",
-            "--json",
-        ],
-    );
+    let _seeder = start_seeder(dir, &artifact, &seeder_identity, port);
     let done = wait_item(&client, &mut companion, "the download done", |item| {
         item["state"] == "done"
     });
@@ -246,19 +223,10 @@ fn a_seeder_that_comes_while_the_download_waits_is_found_at_the_next_dial_not_th
     // with nothing, waits of 15 s then 30 s, a dial of the known
     // addresses every 5 s (by default 60 s, 15 s doubling to 5 min, and
     // every minute: the supervisor's unit tests hold those).
-    let mut companion = Proc::spawn(
+    let (mut companion, client) = start_companion(
         dir,
+        &library,
         &[
-            "companion",
-            "run",
-            "--library",
-            &arg(&library),
-            "--api",
-            "127.0.0.1:0",
-            "--serve-ip",
-            "127.0.0.1",
-            "--keyring",
-            &arg(&dir.join("keyring")),
             "--peer-try",
             "2s",
             "--peer-wait-max",
@@ -267,21 +235,7 @@ fn a_seeder_that_comes_while_the_download_waits_is_found_at_the_next_dial_not_th
             "5s",
         ],
     );
-    let client = client(&library, &mut companion);
-    let (code, lines, stderr) = run(
-        dir,
-        &[
-            "companion",
-            "fetch",
-            &arg(&artifact.manifest_path),
-            "--peer",
-            &format!("{seeder_id}@127.0.0.1:{port}"),
-            "--yes",
-            "--library",
-            &arg(&library),
-        ],
-    );
-    assert_eq!(code, 0, "{lines:?} {stderr}");
+    companion_fetch(dir, &artifact, &library, &seeder_id, port);
     // Two tries with nobody at the address: the download now waits 30 s.
     let waiting = wait_item(&client, &mut companion, "the second wait", |item| {
         item["state"] == "waiting" && item["problem"]["waiting"]["tries"].as_u64() >= Some(2)
@@ -291,20 +245,7 @@ fn a_seeder_that_comes_while_the_download_waits_is_found_at_the_next_dial_not_th
         .as_u64()
         .unwrap();
     assert!(next_try_in >= 20, "{waiting:#}");
-    let _seeder = Proc::spawn(
-        dir,
-        &[
-            "seed",
-            &arg(&artifact.manifest_path),
-            &arg(&artifact.slm),
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--identity",
-            &arg(&seeder_identity),
-            "--yes",
-            "--json",
-        ],
-    );
+    let _seeder = start_seeder(dir, &artifact, &seeder_identity, port);
     let came = Instant::now();
     let done = wait_item(&client, &mut companion, "the download done", |item| {
         item["state"] == "done"

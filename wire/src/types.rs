@@ -583,31 +583,37 @@ pub(crate) fn validate_manifest_len(len: u64) -> Result<(), FieldError> {
 /// [`MAX_CHUNK_HASHES_PER_MESSAGE`]) from chunk `first` of a list of
 /// `total` (1 to [`crate::MAX_CHUNK_COUNT`]) that they do not run past.
 pub(crate) fn validate_chunk_hashes(total: u32, first: u32, count: u64) -> Result<(), FieldError> {
-    if total == 0 || total > crate::params::MAX_CHUNK_COUNT {
-        return Err(FieldError::ChunkListTotal { total });
-    }
-    if count == 0 || count > MAX_CHUNK_HASHES_PER_MESSAGE as u64 {
-        return Err(FieldError::ChunkHashesCount { count });
-    }
-    if u64::from(first) + count > u64::from(total) {
-        return Err(FieldError::ChunkHashesPastTotal {
-            first,
-            count,
-            total,
-        });
-    }
-    Ok(())
+    validate_list_part(total, first, count, MAX_CHUNK_HASHES_PER_MESSAGE, |count| {
+        FieldError::ChunkHashesCount { count }
+    })
 }
 
 /// Checks a ListedChunks message's counts as [`validate_chunk_hashes`]
 /// does, with at most [`MAX_LISTED_CHUNKS_PER_MESSAGE`] chunks.
 pub(crate) fn validate_listed_chunks(total: u32, first: u32, count: u64) -> Result<(), FieldError> {
-    // In wire order, as for ChunkHashes: the total, the count, the end.
+    validate_list_part(
+        total,
+        first,
+        count,
+        MAX_LISTED_CHUNKS_PER_MESSAGE,
+        |count| FieldError::ListedChunksCount { count },
+    )
+}
+
+/// A part of a chunk list query's answer, in wire order: the total, then
+/// `count` entries (1 to `max`, else `too_many`), then the end.
+fn validate_list_part(
+    total: u32,
+    first: u32,
+    count: u64,
+    max: usize,
+    too_many: fn(u64) -> FieldError,
+) -> Result<(), FieldError> {
     if total == 0 || total > crate::params::MAX_CHUNK_COUNT {
         return Err(FieldError::ChunkListTotal { total });
     }
-    if count == 0 || count > MAX_LISTED_CHUNKS_PER_MESSAGE as u64 {
-        return Err(FieldError::ListedChunksCount { count });
+    if count == 0 || count > max as u64 {
+        return Err(too_many(count));
     }
     if u64::from(first) + count > u64::from(total) {
         return Err(FieldError::ChunkHashesPastTotal {

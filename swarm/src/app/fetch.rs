@@ -243,7 +243,8 @@ impl DownloadPlan {
     /// only show what it says.
     pub async fn read_chunk_list_ahead(&mut self) -> ChunkListAhead {
         let listed = self.manifest.chunks.scheme.is_listed();
-        if self.chunk_list.is_some() || (self.reuse.is_empty() && !listed) {
+        let for_reuse = !self.reuse.is_empty();
+        if self.chunk_list.is_some() || (!for_reuse && !listed) {
             return ChunkListAhead::NotNeeded;
         }
         if listed {
@@ -258,7 +259,7 @@ impl DownloadPlan {
                 self.chunk_list = Some(list);
                 return ChunkListAhead::Read {
                     from: own.display().to_string(),
-                    for_reuse: !self.reuse.is_empty(),
+                    for_reuse,
                 };
             }
         }
@@ -274,7 +275,7 @@ impl DownloadPlan {
                     self.chunk_list = Some(read.list);
                     return ChunkListAhead::Read {
                         from: read.from,
-                        for_reuse: !self.reuse.is_empty(),
+                        for_reuse,
                     };
                 }
                 Err(error) => why.push(error),
@@ -293,10 +294,7 @@ impl DownloadPlan {
             match chunk_list_from_peers(self, PEER_CHUNK_LIST_WAIT).await {
                 Ok((list, from)) => {
                     self.chunk_list = Some(list);
-                    return ChunkListAhead::Read {
-                        from,
-                        for_reuse: !self.reuse.is_empty(),
-                    };
+                    return ChunkListAhead::Read { from, for_reuse };
                 }
                 Err(error) => why.push(error),
             }

@@ -8,7 +8,9 @@ use std::fs;
 use std::path::Path;
 
 use minimodel_verifier::chunk::{ChunkGeometry, ChunkIndex};
+use minimodel_verifier::chunk_list::{ChunkList, ListShape};
 use minimodel_verifier::hashing::hash_reader_in;
+use minimodel_verifier::manifest::ChunkScheme;
 use minimodel_verifier::merkle::MerkleTree;
 use minimodel_verifier::receipt::now_rfc3339;
 use minimodel_verifier::{ModelId, Sha256Digest};
@@ -230,25 +232,18 @@ fn check_complete(
     let bad_chunks = if ok {
         Some(0)
     } else {
-        dir.read(&names.chunk_list, super::plan::chunk_list_limit(count))?
-            .and_then(|bytes| {
-                let shape = minimodel_verifier::chunk_list::ListShape {
-                    scheme: if geometry.is_listed() {
-                        minimodel_verifier::manifest::ChunkScheme::SlmParts
-                    } else {
-                        minimodel_verifier::manifest::ChunkScheme::FixedSize
-                    },
-                    artifact_bytes: receipt.artifact_bytes,
-                    chunk_size: receipt.chunk_size,
-                    chunk_count: count,
-                };
-                let list = minimodel_verifier::chunk_list::ChunkList::parse(&bytes, shape).ok()?;
-                Some(list.into_parts().0)
-            })
-            .filter(|list| {
-                MerkleTree::from_chunk_hashes(list.clone())
-                    .is_ok_and(|tree| tree.root() == receipt.merkle_root)
-            })
+        let shape = ListShape {
+            scheme: if geometry.is_listed() {
+                ChunkScheme::SlmParts
+            } else {
+                ChunkScheme::FixedSize
+            },
+            artifact_bytes: receipt.artifact_bytes,
+            chunk_size: receipt.chunk_size,
+            chunk_count: count,
+        };
+        own_chunk_list(dir, names, shape, receipt.merkle_root)?
+            .map(|list| list.into_parts().0)
             .map(|list| {
                 let mut bad = list.len().abs_diff(hashes.chunk_hashes.len());
                 bad += list
@@ -268,6 +263,24 @@ fn check_complete(
     })
 }
 
+/// The download's chunk list in DIR, read as `shape`, when its hashes
+/// give `root`.
+fn own_chunk_list(
+    dir: &SafeDir,
+    names: &super::files::FileNames,
+    shape: ListShape,
+    root: Sha256Digest,
+) -> Result<Option<ChunkList>, ResumeError> {
+    let limit = super::plan::chunk_list_limit(shape.chunk_count);
+    Ok(dir
+        .read(&names.chunk_list, limit)?
+        .and_then(|bytes| ChunkList::parse(&bytes, shape).ok())
+        .filter(|list| {
+            MerkleTree::from_chunk_hashes(list.hashes().to_vec())
+                .is_ok_and(|tree| tree.root() == root)
+        }))
+}
+
 /// A state file as [`load_state`] reads it; a listed download's
 /// (`slm-parts-merkle-v0`) bound to its chunks' lengths, from the chunk
 /// list kept in DIR while it is partial, taken only when it has the
@@ -284,24 +297,14 @@ fn load_partial_state(
         let count = binding.chunk_count;
         let fixed = binding.geometry().map(|geometry| geometry.chunk_count());
         if fixed != Ok(count) {
-            let listed = dir
-                .read(&names.chunk_list, super::plan::chunk_list_limit(count))?
-                .and_then(|bytes| {
-                    let shape = minimodel_verifier::chunk_list::ListShape {
-                        scheme: minimodel_verifier::manifest::ChunkScheme::SlmParts,
-                        artifact_bytes: binding.artifact_bytes,
-                        chunk_size: binding.chunk_size,
-                        chunk_count: count,
-                    };
-                    minimodel_verifier::chunk_list::ChunkList::parse(&bytes, shape).ok()
-                })
-                .map(|list| list.into_parts())
-                .filter(|(hashes, _)| {
-                    MerkleTree::from_chunk_hashes(hashes.clone())
-                        .is_ok_and(|tree| tree.root() == binding.merkle_root)
-                });
-            if let Some((_, geometry)) = listed {
-                binding.listed = Some(geometry);
+            let shape = ListShape {
+                scheme: ChunkScheme::SlmParts,
+                artifact_bytes: binding.artifact_bytes,
+                chunk_size: binding.chunk_size,
+                chunk_count: count,
+            };
+            if let Some(list) = own_chunk_list(dir, names, shape, binding.merkle_root)? {
+                binding.listed = Some(list.into_parts().1);
             }
         }
     }
