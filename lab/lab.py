@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bounds  # noqa: E402
 import compare  # noqa: E402
+import following  # noqa: E402
 import internet  # noqa: E402
 import library  # noqa: E402
 import mirrors  # noqa: E402
@@ -625,6 +626,7 @@ SCENARIOS = {
 SCENARIOS.update(internet.SCENARIOS)
 SCENARIOS.update(library.SCENARIOS)
 SCENARIOS.update(compare.SCENARIOS)
+SCENARIOS.update(following.SCENARIOS)
 SCENARIOS.update(relayed.SCENARIOS)
 SCENARIOS.update(mirrors.SCENARIOS)
 SCENARIOS.update(windows.SCENARIOS)
@@ -643,7 +645,8 @@ SETS = {
            "far-64-25ms-1pct-50mbit", "relay-homes-cone", "relay-homes-symmetric",
            "relay-homes-companions-cone", "relay-homes-companions-symmetric",
            "relay-homes-seed-to-companion-symmetric", "relay-homes-companion-to-fetch-symmetric",
-           "mirror-4x16", "mirror-cold-12x16-vs-libtorrent", "mirror-vs-seed-256-nginx"],
+           "mirror-4x16", "mirror-cold-12x16-vs-libtorrent", "mirror-vs-seed-256-nginx",
+           "follow-homes"],
     # The swarm figures of docs/performance.md; minutes each.
     "figures": ["swarm-4x48", "swarm-8x48", "swarm-4x256", "swarm-8x256", "seeders-4x256",
                 "seeders-4x256-relay", "seeders-4x256-delay", "seeders-4x256-delay-bbr",

@@ -91,9 +91,9 @@ enum Command {
     /// One round of following a publisher's channel: fetch the model's
     /// latest version when it is new, say which versions here are
     /// withdrawn. Only what changed moves when the new version's chunk
-    /// list can be read (at its manifest's chunk-list-route, or beside a
-    /// --mirror); else every chunk comes from peers. Run it on a schedule
-    /// (cron, a timer).
+    /// list can be read (at its manifest's chunk-list-route, beside a
+    /// --mirror, or from the publisher's peers); else every chunk comes
+    /// from peers. Run it on a schedule (cron, a timer).
     Follow(Box<commands::follow::FollowArgs>),
     /// Verify a local .slm file, then serve it to other peers until stopped.
     Seed(commands::seed::SeedArgs),
