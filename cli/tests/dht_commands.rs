@@ -305,3 +305,93 @@ fn a_fetch_with_only_the_manifest_finds_three_seeders_on_the_dht_and_completes()
     node.interrupt();
     let _ = node.child.wait();
 }
+
+#[test]
+fn a_fetch_of_a_manifest_cut_at_parts_reads_its_chunk_list_from_a_peer_found_on_the_dht() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    ok(&minimodel(
+        root,
+        &["fixture", "parts.slm", "--size", "4MiB", "--seed", "7"],
+    ));
+    ok(&minimodel(
+        root,
+        &[
+            "manifest",
+            "parts.slm",
+            "--model-id",
+            "parts",
+            "--publisher-id",
+            "acme",
+            "--license-route",
+            "https://example.org/license",
+            "--evidence-route",
+            "https://example.org/evidence",
+            "--chunk-size",
+            "64KiB",
+            "--chunk-scheme",
+            "slm-parts-merkle-v0",
+            "-o",
+            "parts.manifest",
+        ],
+    ));
+    let (mut node, node_addr) = dht_node(root);
+    let bootstrap = node_addr.to_string();
+    let (mut seeder, mut seeder_out) = spawn_with_stdout(
+        root,
+        &[
+            "seed",
+            "parts.manifest",
+            "parts.slm",
+            "--listen",
+            "127.0.0.1:0",
+            "--yes",
+            "--json",
+            "--dht",
+            "--dht-bootstrap",
+            &bootstrap,
+        ],
+    );
+    read_until(&mut seeder_out, |e| e["event"] == "dht-announced");
+    // No offer, no --peer, no chunk list: its lengths come from the peer
+    // the DHT names, before the download can open.
+    let (mut fetch, mut stdout) = spawn_with_stdout(
+        root,
+        &[
+            "fetch",
+            "parts.manifest",
+            "-o",
+            "out",
+            "--dht",
+            "--dht-bootstrap",
+            &bootstrap,
+            "--yes",
+            "--json",
+        ],
+    );
+    let events = read_until(&mut stdout, |e| e["event"] == "fetched");
+    // Without the list the download could not open (exit 3).
+    assert_eq!(fetch.child.wait().unwrap().code(), Some(0), "{events:?}");
+    assert!(
+        root.join("out/parts.chunk-list").is_file(),
+        "the download keeps the list it read"
+    );
+    let receipt: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(root.join("out/parts.receipt.json")).unwrap())
+            .unwrap();
+    assert_eq!(receipt["source"]["peers"][0]["found_by"], "dht");
+    ok(&minimodel(
+        root,
+        &[
+            "verify",
+            "parts.manifest",
+            "out/parts.slm",
+            "--receipt",
+            "check.json",
+        ],
+    ));
+    seeder.interrupt();
+    let _ = seeder.child.wait();
+    node.interrupt();
+    let _ = node.child.wait();
+}

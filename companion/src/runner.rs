@@ -501,7 +501,7 @@ impl Run {
         plan.lan = self.lan;
         // Older versions of the model here: the plan reads the new chunk
         // list ahead, and the item shows what it found.
-        let ahead = plan.read_chunk_list_ahead().await;
+        let ahead = plan.read_chunk_list_ahead(job.dht.as_ref()).await;
         if ahead != ChunkListAhead::NotNeeded {
             tracing::info!(item = %self.id, "{ahead}");
         }
@@ -587,7 +587,9 @@ impl Run {
             resumed_bytes: ready.resumed_bytes,
         });
         let mut ready = ready;
-        if let Some(config) = job.dht {
+        if let Some(config) = job.dht
+            && !ready.has_dht()
+        {
             match Discovery::start(config).await {
                 Ok(dht) => ready.set_dht(Arc::new(dht)),
                 Err(error) => {

@@ -762,13 +762,13 @@ async fn the_chunk_list_is_read_ahead_once_below_every_front_end_and_says_why_no
     let mut plan = plan_for(&artifact, &out, Vec::new());
     // Nothing to reuse: nothing read.
     assert_eq!(
-        plan.read_chunk_list_ahead().await,
+        plan.read_chunk_list_ahead(None).await,
         ChunkListAhead::NotNeeded
     );
     // An older version, and no route or mirror to read the list at: every
     // chunk comes from the network, and the words say why.
     plan.reuse = vec![temp.path().join("old.slm")];
-    let ahead = plan.read_chunk_list_ahead().await;
+    let ahead = plan.read_chunk_list_ahead(None).await;
     assert_eq!(
         ahead,
         ChunkListAhead::NotReused {
@@ -853,7 +853,7 @@ async fn with_no_web_server_the_chunk_list_comes_from_a_peer_and_only_what_chang
     let peers = vec![one_peer(&serving.peer)];
     let mut plan = plan_for(&artifact, &out, peers);
     plan.reuse = vec![old];
-    let ahead = plan.read_chunk_list_ahead().await;
+    let ahead = plan.read_chunk_list_ahead(None).await;
     let short: String = serving.peer.id.to_string().chars().take(10).collect();
     assert_eq!(
         ahead,
@@ -941,7 +941,7 @@ async fn a_chunk_list_that_does_not_lead_to_the_root_is_not_used_and_the_next_pe
         ],
     );
     plan.reuse = vec![old];
-    let ChunkListAhead::Read { from, .. } = plan.read_chunk_list_ahead().await else {
+    let ChunkListAhead::Read { from, .. } = plan.read_chunk_list_ahead(None).await else {
         panic!("the honest peer's list is read");
     };
     assert!(from.ends_with(&serving.peer.addr.to_string()), "{from}");
@@ -960,7 +960,7 @@ async fn a_chunk_list_that_does_not_lead_to_the_root_is_not_used_and_the_next_pe
         ],
     );
     plan.reuse = vec![temp.path().join("old.slm")];
-    let ChunkListAhead::NotReused { why } = plan.read_chunk_list_ahead().await else {
+    let ChunkListAhead::NotReused { why } = plan.read_chunk_list_ahead(None).await else {
         panic!("no liar's list is used");
     };
     assert!(plan.chunk_list.is_none());
@@ -990,7 +990,7 @@ async fn a_peer_still_downloading_says_it_has_no_chunk_list_until_it_is_delivere
     } = serving_download(plan_for(&artifact, &temp.path().join("first"), Vec::new()));
     let mut plan = plan_for(&artifact, &temp.path().join("second"), vec![one_peer(&at)]);
     plan.reuse = vec![old];
-    let ChunkListAhead::NotReused { why } = plan.read_chunk_list_ahead().await else {
+    let ChunkListAhead::NotReused { why } = plan.read_chunk_list_ahead(None).await else {
         panic!("a download not delivered has no whole list to give");
     };
     assert!(why.contains("not the whole chunk list here"), "{why}");
@@ -1041,7 +1041,7 @@ async fn a_peer_still_downloading_says_it_has_no_chunk_list_until_it_is_delivere
     drop(seeding);
     let mut plan = plan_for(&artifact, &temp.path().join("third"), vec![one_peer(&at)]);
     plan.reuse = vec![temp.path().join("old.slm")];
-    let ahead = plan.read_chunk_list_ahead().await;
+    let ahead = plan.read_chunk_list_ahead(None).await;
     assert!(
         matches!(&ahead, ChunkListAhead::Read { from, .. } if from.ends_with(&at.addr.to_string())),
         "{ahead:?}"

@@ -525,9 +525,18 @@ pub fn transfer(
     // Older versions and no chunk list given (`follow`), or chunks whose
     // lengths are in the list: the plan reads it ahead, and says what it
     // found.
+    let dht_config = args.dht.then(|| {
+        minimodel_swarm::app::fetch::dht_config(
+            std::net::Ipv4Addr::UNSPECIFIED,
+            &args.dht_bootstrap,
+        )
+    });
+    // One runtime for the read-ahead and the download: a DHT client the
+    // read-ahead started goes on in the node.
+    let runtime = runtime()?;
     if plan.chunk_list.is_none() && (!args.reuse.is_empty() || manifest.chunks.scheme.is_listed()) {
         plan.reuse = args.reuse.clone();
-        let ahead = runtime()?.block_on(plan.read_chunk_list_ahead());
+        let ahead = runtime.block_on(plan.read_chunk_list_ahead(dht_config.as_ref()));
         if let minimodel_swarm::app::fetch::ChunkListAhead::Missing { .. } = ahead {
             return Err(Failure::new(Exit::InvalidInput, anyhow::anyhow!("{ahead}")));
         }
@@ -542,18 +551,13 @@ pub fn transfer(
         .as_ref()
         .map_or(0, |reused| reused.bytes_reused);
     let identity = identity(args.identity.as_deref())?;
-    let dht_config = args.dht.then(|| {
-        minimodel_swarm::app::fetch::dht_config(
-            std::net::Ipv4Addr::UNSPECIFIED,
-            &args.dht_bootstrap,
-        )
-    });
-    let runtime = runtime()?;
     let stop = Stop::default();
     runtime.block_on(async {
         let (reports, report_inbox) = mpsc::unbounded_channel();
         let mut ready = ready;
-        if let Some(config) = dht_config {
+        if let Some(config) = dht_config
+            && !ready.has_dht()
+        {
             ready.set_dht(std::sync::Arc::new(super::dht::start(config).await?));
         }
         let fetcher = ready

@@ -142,38 +142,75 @@ const PEERS_CHUNK_LIST_WAIT: std::time::Duration = std::time::Duration::from_sec
 const PEERS_ASKED_FOR_CHUNK_LIST: usize = 4;
 const ADDRESSES_ASKED_FOR_CHUNK_LIST: usize = 4;
 
+/// Most addresses found on the DHT asked for a chunk list.
+const DHT_ADDRESSES_ASKED_FOR_CHUNK_LIST: usize = 8;
+
+/// Asks `connection` for the new version's chunk list and keeps the answer
+/// only if it checks against the manifest; `Err` says why not, with
+/// `place` (the peer, in words) first.
+async fn ask_for_chunk_list(
+    plan: &DownloadPlan,
+    connection: &quinn::Connection,
+    place: &str,
+    deadline: tokio::time::Instant,
+) -> Result<NewChunkList, String> {
+    use crate::link::handshake::query_chunk_list;
+    let count = u32::try_from(plan.manifest.chunks.chunk_count).unwrap_or(u32::MAX);
+    let digest = plan.manifest_sha256.0;
+    let listed = plan.manifest.chunks.scheme.is_listed();
+    let asked = tokio::time::timeout_at(
+        deadline,
+        query_chunk_list(connection, digest, count, listed),
+    )
+    .await;
+    match asked {
+        Err(_) => {
+            connection.close(0u32.into(), b"too slow");
+            Err(format!("{place}: no whole list in time"))
+        }
+        Ok(Err(error)) => Err(format!("{place}: {error}")),
+        Ok(Ok(answer)) => {
+            NewChunkList::from_peer(&plan.manifest, &answer.hashes, answer.lengths.as_deref())
+                .map_err(|error| format!("{place}: not this version's chunk list ({error})"))
+        }
+    }
+}
+
 /// The new version's chunk list from the first of `plan`'s peers (at most
 /// [`PEERS_ASKED_FOR_CHUNK_LIST`], each address in turn, `wait` each,
 /// [`PEERS_CHUNK_LIST_WAIT`] in all) that serves it and whose answer
-/// hashes to the manifest's Merkle root; asked from a key made for these
-/// queries alone. A peer reached that refuses, breaks off or answers
-/// nothing whole in time is not asked at its other addresses
-/// (`docs/wire-protocol.md` 8.7). `Ok`: the list and the peer, in words;
-/// `Err`: why each one gave none.
+/// hashes to the manifest's Merkle root, then, when `plan` has a DHT
+/// client, from the first address the DHT knows for the swarm (at most
+/// [`DHT_ADDRESSES_ASKED_FOR_CHUNK_LIST`], whatever key each proves);
+/// asked from a key made for these queries alone. A peer reached that
+/// refuses, breaks off or answers nothing whole in time is not asked at
+/// its other addresses (`docs/wire-protocol.md` 8.7). `Ok`: the list and
+/// the peer, in words; `Err`: why each one gave none.
 async fn chunk_list_from_peers(
     plan: &DownloadPlan,
     wait: std::time::Duration,
 ) -> Result<(NewChunkList, String), String> {
-    use crate::link::handshake::query_chunk_list;
     let identity = Identity::generate().map_err(|e| format!("no key to ask peers with: {e}"))?;
     let endpoint = crate::transport::bind_client_endpoint(&plan.tuning)
         .map_err(|e| format!("no QUIC endpoint to ask peers from: {e}"))?;
-    let count = u32::try_from(plan.manifest.chunks.chunk_count).unwrap_or(u32::MAX);
-    let digest = plan.manifest_sha256.0;
-    let listed = plan.manifest.chunks.scheme.is_listed();
     let until = tokio::time::Instant::now() + PEERS_CHUNK_LIST_WAIT;
+    let spent = || {
+        format!(
+            "not asked, {} s spent on peers",
+            PEERS_CHUNK_LIST_WAIT.as_secs()
+        )
+    };
     let mut why = Vec::new();
     let mut found = None;
+    let mut named = std::collections::HashSet::new();
     'peers: for peer in plan.peers.iter().take(PEERS_ASKED_FOR_CHUNK_LIST) {
         let short: String = peer.id.to_string().chars().take(10).collect();
         for &addr in peer.addrs.iter().take(ADDRESSES_ASKED_FOR_CHUNK_LIST) {
+            named.insert(addr);
             let place = format!("peer {short} at {addr}");
             let deadline = until.min(tokio::time::Instant::now() + wait);
             if deadline <= tokio::time::Instant::now() {
-                why.push(format!(
-                    "{place}: not asked, {} s spent on peers",
-                    PEERS_CHUNK_LIST_WAIT.as_secs()
-                ));
+                why.push(format!("{place}: {}", spent()));
                 break 'peers;
             }
             let target = minimodel_wire::PeerAddr { id: peer.id, addr };
@@ -195,32 +232,60 @@ async fn chunk_list_from_peers(
             };
             // Reached: whatever it answers, its other addresses would say
             // the same.
-            let asked = tokio::time::timeout_at(
-                deadline,
-                query_chunk_list(&connection, digest, count, listed),
-            )
-            .await;
-            match asked {
-                Err(_) => {
-                    connection.close(0u32.into(), b"too slow");
-                    why.push(format!("{place}: no whole list in time"));
+            match ask_for_chunk_list(plan, &connection, &place, deadline).await {
+                Ok(list) => {
+                    found = Some((list, place));
+                    break 'peers;
                 }
-                Ok(Err(error)) => why.push(format!("{place}: {error}")),
-                Ok(Ok(answer)) => match NewChunkList::from_peer(
-                    &plan.manifest,
-                    &answer.hashes,
-                    answer.lengths.as_deref(),
-                ) {
-                    Ok(list) => {
-                        found = Some((list, place));
-                        break 'peers;
-                    }
-                    Err(error) => {
-                        why.push(format!("{place}: not this version's chunk list ({error})"));
-                    }
-                },
+                Err(error) => why.push(error),
             }
             continue 'peers;
+        }
+    }
+    if found.is_none()
+        && let Some(dht) = &plan.dht
+    {
+        let key = crate::dht::SwarmKey::of(&plan.manifest.chunks.merkle_root);
+        let looked_up = tokio::time::timeout_at(until, dht.lookup(key)).await;
+        let addrs: Vec<_> = looked_up
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|addr| !named.contains(addr))
+            .take(DHT_ADDRESSES_ASKED_FOR_CHUNK_LIST)
+            .collect();
+        if addrs.is_empty() {
+            why.push("the DHT knows no other peer of the swarm".to_owned());
+        }
+        for addr in addrs {
+            let place = format!("the peer the DHT named at {addr}");
+            let deadline = until.min(tokio::time::Instant::now() + wait);
+            if deadline <= tokio::time::Instant::now() {
+                why.push(format!("{place}: {}", spent()));
+                break;
+            }
+            let connected = tokio::time::timeout_at(
+                deadline,
+                crate::transport::connect_any(&endpoint, addr, &identity, &plan.tuning),
+            )
+            .await;
+            let connection = match connected {
+                Err(_) => {
+                    why.push(format!("{place}: no connection in time"));
+                    continue;
+                }
+                Ok(Err(error)) => {
+                    why.push(format!("{place}: {error}"));
+                    continue;
+                }
+                Ok(Ok((connection, _))) => connection,
+            };
+            match ask_for_chunk_list(plan, &connection, &place, deadline).await {
+                Ok(list) => {
+                    found = Some((list, place));
+                    break;
+                }
+                Err(error) => why.push(error),
+            }
         }
     }
     endpoint.close(0u32.into(), b"done");
@@ -236,12 +301,19 @@ impl DownloadPlan {
     /// the list a download in `out_dir` kept, then at the manifest's
     /// chunk-list-route, else beside the first of the plan's mirrors that
     /// has it, else from the first of the plan's peers that serves it (a
-    /// chunk list query, `docs/wire-protocol.md` 8.7), and keeps it only
-    /// if it checks against the manifest (its Merkle root, and its
-    /// `chunk-list-sha256` when named). Decided here for every front end
-    /// (`fetch` and `follow`, the companion's downloads and follow), which
-    /// only show what it says.
-    pub async fn read_chunk_list_ahead(&mut self) -> ChunkListAhead {
+    /// chunk list query, `docs/wire-protocol.md` 8.7), else, when the
+    /// plan has a DHT client, from a peer the DHT knows for the swarm,
+    /// and keeps it only if it checks against the manifest (its Merkle
+    /// root, and its `chunk-list-sha256` when named). A listed download
+    /// that may use the DHT (`dht`, the client's configuration) and has
+    /// no client yet starts one here and keeps it in the plan, for the
+    /// node to use. Decided here for every front end (`fetch` and
+    /// `follow`, the companion's downloads and follow), which only show
+    /// what it says.
+    pub async fn read_chunk_list_ahead(
+        &mut self,
+        dht: Option<&crate::dht::DiscoveryConfig>,
+    ) -> ChunkListAhead {
         let listed = self.manifest.chunks.scheme.is_listed();
         let for_reuse = !self.reuse.is_empty();
         if self.chunk_list.is_some() || (!for_reuse && !listed) {
@@ -281,7 +353,19 @@ impl DownloadPlan {
                 Err(error) => why.push(error),
             }
         }
-        if self.peers.is_empty() {
+        // A listed download cannot open without its list: a DHT it may
+        // use is joined now, and its peers are asked too (the node uses
+        // the same client once it runs).
+        if listed
+            && self.dht.is_none()
+            && let Some(config) = dht
+        {
+            match crate::dht::Discovery::start(config.clone()).await {
+                Ok(discovery) => self.dht = Some(Arc::new(discovery)),
+                Err(error) => why.push(format!("the DHT could not be joined: {error}")),
+            }
+        }
+        if self.peers.is_empty() && self.dht.is_none() {
             why.push(
                 if on_the_web {
                     "no peer is named to ask"
@@ -393,6 +477,12 @@ impl ReadyDownload {
     /// caller started once it knew the download was not complete).
     pub fn set_dht(&mut self, dht: Arc<Discovery>) {
         self.plan.dht = Some(dht);
+    }
+
+    /// Whether the plan has a DHT client already (one that reading the
+    /// chunk list ahead started, [`DownloadPlan::read_chunk_list_ahead`]).
+    pub fn has_dht(&self) -> bool {
+        self.plan.dht.is_some()
     }
 
     /// Starts the node with `identity` (the peers are dialed when the
