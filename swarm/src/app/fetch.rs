@@ -145,6 +145,20 @@ const ADDRESSES_ASKED_FOR_CHUNK_LIST: usize = 4;
 /// Most addresses found on the DHT asked for a chunk list.
 const DHT_ADDRESSES_ASKED_FOR_CHUNK_LIST: usize = 8;
 
+/// The connection `dialed` gives by `deadline`; `Err` says why not, with
+/// `place` (the peer, in words) first.
+async fn connected(
+    dialed: impl std::future::Future<Output = Result<quinn::Connection, crate::transport::ConnectError>>,
+    deadline: tokio::time::Instant,
+    place: &str,
+) -> Result<quinn::Connection, String> {
+    match tokio::time::timeout_at(deadline, dialed).await {
+        Err(_) => Err(format!("{place}: no connection in time")),
+        Ok(Err(error)) => Err(format!("{place}: {error}")),
+        Ok(Ok(connection)) => Ok(connection),
+    }
+}
+
 /// Asks `connection` for the new version's chunk list and keeps the answer
 /// only if it checks against the manifest; `Err` says why not, with
 /// `place` (the peer, in words) first.
@@ -214,21 +228,13 @@ async fn chunk_list_from_peers(
                 break 'peers;
             }
             let target = minimodel_wire::PeerAddr { id: peer.id, addr };
-            let connected = tokio::time::timeout_at(
-                deadline,
-                crate::transport::connect(&endpoint, &target, &identity, &plan.tuning),
-            )
-            .await;
-            let connection = match connected {
-                Err(_) => {
-                    why.push(format!("{place}: no connection in time"));
+            let dialed = crate::transport::connect(&endpoint, &target, &identity, &plan.tuning);
+            let connection = match connected(dialed, deadline, &place).await {
+                Ok(connection) => connection,
+                Err(error) => {
+                    why.push(error);
                     continue;
                 }
-                Ok(Err(error)) => {
-                    why.push(format!("{place}: {error}"));
-                    continue;
-                }
-                Ok(Ok(connection)) => connection,
             };
             // Reached: whatever it answers, its other addresses would say
             // the same.
@@ -263,21 +269,17 @@ async fn chunk_list_from_peers(
                 why.push(format!("{place}: {}", spent()));
                 break;
             }
-            let connected = tokio::time::timeout_at(
-                deadline,
-                crate::transport::connect_any(&endpoint, addr, &identity, &plan.tuning),
-            )
-            .await;
-            let connection = match connected {
-                Err(_) => {
-                    why.push(format!("{place}: no connection in time"));
+            let dialed = async {
+                crate::transport::connect_any(&endpoint, addr, &identity, &plan.tuning)
+                    .await
+                    .map(|(connection, _)| connection)
+            };
+            let connection = match connected(dialed, deadline, &place).await {
+                Ok(connection) => connection,
+                Err(error) => {
+                    why.push(error);
                     continue;
                 }
-                Ok(Err(error)) => {
-                    why.push(format!("{place}: {error}"));
-                    continue;
-                }
-                Ok(Ok((connection, _))) => connection,
             };
             match ask_for_chunk_list(plan, &connection, &place, deadline).await {
                 Ok(list) => {
