@@ -478,7 +478,7 @@ impl Run {
         }
     }
 
-    async fn download(&self, job: DownloadJob, stopped: oneshot::Receiver<()>) -> Ending {
+    async fn download(&self, job: DownloadJob, mut stopped: oneshot::Receiver<()>) -> Ending {
         if let Some(verified) = &job.verified {
             return self.serve(verified, RunPhase::Seeding, stopped).await;
         }
@@ -501,7 +501,12 @@ impl Run {
         plan.lan = self.lan;
         // Older versions of the model here: the plan reads the new chunk
         // list ahead, and the item shows what it found.
-        let ahead = plan.read_chunk_list_ahead(job.dht.as_ref()).await;
+        // Asking peers may take a minute: a pause or a removal does not
+        // wait for it.
+        let ahead = tokio::select! {
+            ahead = plan.read_chunk_list_ahead(job.dht.as_ref()) => ahead,
+            _ = &mut stopped => return Ending::Stopped(None),
+        };
         if ahead != ChunkListAhead::NotNeeded {
             tracing::info!(item = %self.id, "{ahead}");
         }

@@ -1050,3 +1050,93 @@ async fn a_peer_still_downloading_says_it_has_no_chunk_list_until_it_is_delivere
     let _ = stop.send(());
     let _ = run.await;
 }
+
+/// A DHT node on `ip` joined through `bootstrap` (loopback), its lookups
+/// quick.
+async fn dht_on(
+    ip: std::net::Ipv4Addr,
+    bootstrap: &[std::net::SocketAddrV4],
+) -> minimodel_swarm::dht::Discovery {
+    use minimodel_swarm::dht::{Bootstrap, Discovery, DiscoveryConfig};
+    Discovery::start(DiscoveryConfig {
+        bind: std::net::SocketAddrV4::new(ip, 0),
+        bootstrap: Bootstrap::Nodes(bootstrap.to_vec()),
+        lookup_timeout: Duration::from_secs(2),
+        ..DiscoveryConfig::default()
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dht_peers_are_asked_for_the_chunk_list_at_once_so_silent_ones_hold_back_no_honest_one()
+{
+    use minimodel_swarm::app::fetch::ChunkListAhead;
+    use minimodel_swarm::dht::SwarmKey;
+    use std::net::Ipv4Addr;
+    let temp = tempfile::tempdir().unwrap();
+    let artifact = artifact(temp.path(), "new", 8 * u64::from(CHUNK), CHUNK);
+    let old = temp.path().join("old.slm");
+    older_version(&artifact, &[5], &old);
+    let testnet = tokio::task::spawn_blocking(|| mainline::Testnet::builder(4).build().unwrap())
+        .await
+        .unwrap();
+    let bootstrap: Vec<std::net::SocketAddrV4> = (testnet.bootstrap.iter())
+        .map(|addr| addr.parse().unwrap())
+        .collect();
+    let key = SwarmKey::of(&artifact.manifest.chunks.merkle_root);
+    // Three addresses that take QUIC's first packet and answer nothing,
+    // each on an IP address of its own, announced for the swarm: asked
+    // one after another, they would take the whole minute.
+    let mut silent = Vec::new();
+    for ip in [[127, 0, 0, 2], [127, 0, 0, 3], [127, 0, 0, 4]] {
+        let ip = Ipv4Addr::from(ip);
+        let socket = std::net::UdpSocket::bind((ip, 0)).unwrap();
+        let port = std::num::NonZeroU16::new(socket.local_addr().unwrap().port()).unwrap();
+        let announcer = dht_on(ip, &bootstrap).await;
+        let announced = announcer.announce(key, port);
+        silent.push((socket, announcer, announced));
+    }
+    let share = SharePlan::new(artifact.manifest.clone(), &artifact.path, loopback())
+        .verify(&|_| {})
+        .unwrap();
+    let serving = serve(&share);
+    let honest = dht_on(Ipv4Addr::LOCALHOST, &bootstrap).await;
+    let _announced = honest.announce(
+        key,
+        std::num::NonZeroU16::new(serving.peer.addr.port()).unwrap(),
+    );
+    let looker = dht_on(Ipv4Addr::LOCALHOST, &bootstrap).await;
+    let until = tokio::time::Instant::now() + common::HANG;
+    loop {
+        let found = looker.lookup(key).await;
+        if found.len() == 4 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < until,
+            "the DHT names the four addresses: {found:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // No peer named: only the DHT's.
+    let mut plan = plan_for(&artifact, &temp.path().join("out"), Vec::new());
+    plan.reuse = vec![old];
+    plan.dht = Some(Arc::new(looker));
+    let started = std::time::Instant::now();
+    let ChunkListAhead::Read { from, .. } = plan.read_chunk_list_ahead(None).await else {
+        panic!("the honest peer's list is read");
+    };
+    assert_eq!(
+        from,
+        format!("the peer the DHT named at {}", serving.peer.addr)
+    );
+    // Not one silent address was waited for to its end (20 s each).
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(ready(plan).reused.expect("a list").chunks_reused, 7);
+}

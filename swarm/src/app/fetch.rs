@@ -142,6 +142,13 @@ const PEERS_CHUNK_LIST_WAIT: std::time::Duration = std::time::Duration::from_sec
 const PEERS_ASKED_FOR_CHUNK_LIST: usize = 4;
 const ADDRESSES_ASKED_FOR_CHUNK_LIST: usize = 4;
 
+/// How long joining the DHT for a chunk list may take (resolving the
+/// bootstrap nodes' names included), before the peers' 60 s.
+const DHT_JOIN_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// Most addresses of one IP address among them.
+const DHT_ADDRESSES_PER_IP: usize = 2;
+
 /// Most addresses found on the DHT asked for a chunk list.
 const DHT_ADDRESSES_ASKED_FOR_CHUNK_LIST: usize = 8;
 
@@ -216,11 +223,17 @@ async fn chunk_list_from_peers(
     };
     let mut why = Vec::new();
     let mut found = None;
-    let mut named = std::collections::HashSet::new();
+    // Every peer the plan names is passed over on the DHT, asked or not:
+    // by address, and by the key it proves once reached.
+    let named: std::collections::HashSet<_> = plan
+        .peers
+        .iter()
+        .flat_map(|peer| peer.addrs.iter().copied())
+        .collect();
+    let named_ids: std::collections::HashSet<_> = plan.peers.iter().map(|peer| peer.id).collect();
     'peers: for peer in plan.peers.iter().take(PEERS_ASKED_FOR_CHUNK_LIST) {
         let short: String = peer.id.to_string().chars().take(10).collect();
         for &addr in peer.addrs.iter().take(ADDRESSES_ASKED_FOR_CHUNK_LIST) {
-            named.insert(addr);
             let place = format!("peer {short} at {addr}");
             let deadline = until.min(tokio::time::Instant::now() + wait);
             if deadline <= tokio::time::Instant::now() {
@@ -251,48 +264,121 @@ async fn chunk_list_from_peers(
     if found.is_none()
         && let Some(dht) = &plan.dht
     {
-        let key = crate::dht::SwarmKey::of(&plan.manifest.chunks.merkle_root);
-        let looked_up = tokio::time::timeout_at(until, dht.lookup(key)).await;
-        let addrs: Vec<_> = looked_up
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|addr| !named.contains(addr))
-            .take(DHT_ADDRESSES_ASKED_FOR_CHUNK_LIST)
-            .collect();
-        if addrs.is_empty() {
-            why.push("the DHT knows no other peer of the swarm".to_owned());
-        }
-        for addr in addrs {
-            let place = format!("the peer the DHT named at {addr}");
-            let deadline = until.min(tokio::time::Instant::now() + wait);
-            if deadline <= tokio::time::Instant::now() {
-                why.push(format!("{place}: {}", spent()));
-                break;
-            }
-            let dialed = async {
-                crate::transport::connect_any(&endpoint, addr, &identity, &plan.tuning)
-                    .await
-                    .map(|(connection, _)| connection)
-            };
-            let connection = match connected(dialed, deadline, &place).await {
-                Ok(connection) => connection,
-                Err(error) => {
-                    why.push(error);
-                    continue;
-                }
-            };
-            match ask_for_chunk_list(plan, &connection, &place, deadline).await {
-                Ok(list) => {
-                    found = Some((list, place));
-                    break;
-                }
-                Err(error) => why.push(error),
-            }
-        }
+        found = chunk_list_from_dht(
+            plan,
+            dht,
+            &endpoint,
+            &identity,
+            (&named, &named_ids),
+            until,
+            wait,
+            &mut why,
+        )
+        .await;
     }
     endpoint.close(0u32.into(), b"done");
     let _ = tokio::time::timeout(std::time::Duration::from_secs(1), endpoint.wait_idle()).await;
     found.ok_or_else(|| why.join("; "))
+}
+
+/// [`chunk_list_from_peers`]'s second part: the addresses `dht` knows for
+/// the swarm, at most [`DHT_ADDRESSES_ASKED_FOR_CHUNK_LIST`] of them and
+/// [`DHT_ADDRESSES_PER_IP`] of one IP address, none of the plan's (`named`: its addresses and its
+/// peers' keys), all asked at once, `wait` each, until `until`; the first
+/// list that checks wins and the others are dropped. Asked one at a time,
+/// a few addresses that accept and trickle would spend the whole wait
+/// before an honest seeder behind them is reached.
+#[allow(clippy::too_many_arguments)]
+async fn chunk_list_from_dht(
+    plan: &DownloadPlan,
+    dht: &crate::dht::Discovery,
+    endpoint: &quinn::Endpoint,
+    identity: &Identity,
+    (named, named_ids): (
+        &std::collections::HashSet<std::net::SocketAddr>,
+        &std::collections::HashSet<minimodel_wire::PeerId>,
+    ),
+    until: tokio::time::Instant,
+    wait: std::time::Duration,
+    why: &mut Vec<String>,
+) -> Option<(NewChunkList, String)> {
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::task::Poll;
+    if until <= tokio::time::Instant::now() {
+        why.push(format!(
+            "the DHT: not asked, {} s spent on peers",
+            PEERS_CHUNK_LIST_WAIT.as_secs()
+        ));
+        return None;
+    }
+    let key = crate::dht::SwarmKey::of(&plan.manifest.chunks.merkle_root);
+    let Ok(found) = tokio::time::timeout_at(until, dht.lookup(key)).await else {
+        why.push(format!(
+            "the DHT: no answer within the {} s spent on peers",
+            PEERS_CHUNK_LIST_WAIT.as_secs()
+        ));
+        return None;
+    };
+    // At most two addresses of one IP address: one host announcing many
+    // ports takes two of the places, and two peers behind one router
+    // still both get one.
+    let mut per_address = std::collections::HashMap::<std::net::IpAddr, usize>::new();
+    let mut per_ip = |ip| {
+        let seen = per_address.entry(ip).or_default();
+        *seen += 1;
+        *seen <= DHT_ADDRESSES_PER_IP
+    };
+    let addrs: Vec<_> = found
+        .into_iter()
+        .filter(|addr| !named.contains(addr) && per_ip(addr.ip()))
+        .take(DHT_ADDRESSES_ASKED_FOR_CHUNK_LIST)
+        .collect();
+    if addrs.is_empty() {
+        why.push("the DHT knows no other peer of the swarm".to_owned());
+        return None;
+    }
+    type Asked<'a> =
+        Pin<Box<dyn Future<Output = Result<(NewChunkList, String), String>> + Send + 'a>>;
+    let deadline = until.min(tokio::time::Instant::now() + wait);
+    let mut pending: Vec<Asked<'_>> = addrs
+        .into_iter()
+        .map(|addr| -> Asked<'_> {
+            Box::pin(async move {
+                let place = format!("the peer the DHT named at {addr}");
+                let dialed = crate::transport::connect_any(endpoint, addr, identity, &plan.tuning);
+                let (connection, id) = match tokio::time::timeout_at(deadline, dialed).await {
+                    Err(_) => return Err(format!("{place}: no connection in time")),
+                    Ok(Err(error)) => return Err(format!("{place}: {error}")),
+                    Ok(Ok(reached)) => reached,
+                };
+                if named_ids.contains(&id) {
+                    connection.close(0u32.into(), b"done");
+                    return Err(format!("{place}: a peer named before, asked there"));
+                }
+                let list = ask_for_chunk_list(plan, &connection, &place, deadline).await?;
+                Ok((list, place))
+            })
+        })
+        .collect();
+    std::future::poll_fn(|cx| {
+        let mut at = 0;
+        while at < pending.len() {
+            match pending[at].as_mut().poll(cx) {
+                Poll::Ready(Ok(found)) => return Poll::Ready(Some(found)),
+                Poll::Ready(Err(error)) => {
+                    why.push(error);
+                    drop(pending.swap_remove(at));
+                }
+                Poll::Pending => at += 1,
+            }
+        }
+        match pending.is_empty() {
+            true => Poll::Ready(None),
+            false => Poll::Pending,
+        }
+    })
+    .await
 }
 
 impl DownloadPlan {
@@ -362,9 +448,16 @@ impl DownloadPlan {
             && self.dht.is_none()
             && let Some(config) = dht
         {
-            match crate::dht::Discovery::start(config.clone()).await {
-                Ok(discovery) => self.dht = Some(Arc::new(discovery)),
-                Err(error) => why.push(format!("the DHT could not be joined: {error}")),
+            let joined =
+                tokio::time::timeout(DHT_JOIN_WAIT, crate::dht::Discovery::start(config.clone()))
+                    .await;
+            match joined {
+                Ok(Ok(discovery)) => self.dht = Some(Arc::new(discovery)),
+                Ok(Err(error)) => why.push(format!("the DHT could not be joined: {error}")),
+                Err(_) => why.push(format!(
+                    "the DHT could not be joined in {} s",
+                    DHT_JOIN_WAIT.as_secs()
+                )),
             }
         }
         if self.peers.is_empty() && self.dht.is_none() {
@@ -476,7 +569,8 @@ impl ReadyDownload {
     }
 
     /// Finds peers on the Mainline DHT through `dht` too (a client the
-    /// caller started once it knew the download was not complete).
+    /// caller started once it knew the download was not complete, when
+    /// reading the chunk list ahead did not start one: [`Self::has_dht`]).
     pub fn set_dht(&mut self, dht: Arc<Discovery>) {
         self.plan.dht = Some(dht);
     }
