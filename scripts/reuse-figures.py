@@ -38,7 +38,9 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from slm_versions import (Q4_0, VOCAB, align64, layout, model)  # noqa: E402
+from slm_versions import (  # noqa: E402
+    Q4_0, VOCAB, align64, layout, model, pieces, tensor_aligned,
+)
 
 BIN = sys.argv[1] if len(sys.argv) > 1 else "target/debug/minimodel"
 SIZE = sys.argv[2] if len(sys.argv) > 2 else "64MiB"
@@ -152,26 +154,6 @@ def fetch_with_reuse(dir, v1, v2, model_id, scheme):
     source = receipt["source"]
     from_peers = sum(p["bytes"] for p in source["peers"])
     return receipt["chunk_count"], receipt["chunk_size"], source["chunks_reused"], from_peers
-
-
-def pieces(b, cuts):
-    """Chunks of `b` between the cut offsets (sorted, 0 and len(b) included)."""
-    return [b[s:e] for s, e in zip(cuts, cuts[1:]) if e > s]
-
-
-def fixed(b, size, start=0, end=None):
-    end = len(b) if end is None else end
-    return list(range(start, end, size)) + [end]
-
-
-def tensor_aligned(b, size):
-    tok, tab, data, tensors = layout(b)
-    cuts = {0, len(b)}
-    for off, ln in [(0, 256), tok, tab]:
-        cuts.update(fixed(b, size, off, off + ln))
-    for _, off, ln in tensors:
-        cuts.update(fixed(b, size, data[0] + off, data[0] + off + ln))
-    return sorted(cuts)
 
 
 _GEAR_RNG = random.Random(3)

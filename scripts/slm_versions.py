@@ -6,7 +6,10 @@ follow scenario (`lab/following.py`) build their versions from.
 q8_0 tensors (the token embedding, 7 blocks of two, the output); the
 same call with `extra_rows`, `changed` or `quant` makes the version 2s.
 `changed_parts(old, new)` says which of the new file's parts (header,
-tokenizer, tensor table, each tensor) are not in the old one whole.
+tokenizer, tensor table, each tensor) are not in the old one whole;
+`tensor_aligned(b, size)` cuts a file as `slm-parts-merkle-v0` does (each
+part in pieces of `size` from its own start), and `moved_bytes` says what
+a new version cut so takes from peers with the old one on disk.
 """
 
 import hashlib
@@ -122,3 +125,33 @@ def changed_parts(old, new):
     have = {hashlib.sha256(old[o:o + n]).digest() for _, o, n in parts(old)}
     return [(name, n) for name, o, n in parts(new)
             if hashlib.sha256(new[o:o + n]).digest() not in have]
+
+
+def pieces(b, cuts):
+    """Chunks of `b` between the cut offsets (sorted, 0 and len(b) included)."""
+    return [b[s:e] for s, e in zip(cuts, cuts[1:]) if e > s]
+
+
+def fixed(b, size, start=0, end=None):
+    end = len(b) if end is None else end
+    return list(range(start, end, size)) + [end]
+
+
+def tensor_aligned(b, size):
+    tok, tab, data, tensors = layout(b)
+    cuts = {0, len(b)}
+    for off, ln in [(0, 256), tok, tab]:
+        cuts.update(fixed(b, size, off, off + ln))
+    for _, off, ln in tensors:
+        cuts.update(fixed(b, size, data[0] + off, data[0] + off + ln))
+    return sorted(cuts)
+
+
+def moved_bytes(old, new, size):
+    """What a download of `new` cut at its parts in chunks of `size` takes
+    from peers with `old` on disk: (the bytes of its chunks that are no
+    chunk of `old` cut the same way, how many of its chunks are)."""
+    have = {hashlib.sha256(p).digest() for p in pieces(old, tensor_aligned(old, size))}
+    kept = [p for p in pieces(new, tensor_aligned(new, size))
+            if hashlib.sha256(p).digest() in have]
+    return len(new) - sum(len(p) for p in kept), len(kept)
