@@ -371,16 +371,18 @@ async fn a_slow_uplink_that_drains_pieces_for_longer_than_the_stall_timeout_keep
     let dir = tempfile::tempdir().unwrap();
     let artifact = common::artifact(dir.path(), "slow", 2 << 20, 1 << 20);
     let mut seeder_config = listen_config();
-    // A 1 MiB piece takes four seconds at the relay's rate: four stall
+    // A 1 MiB piece takes eight seconds at the relay's rate: four stall
     // timeouts, each of which sees about 256 KiB leave. (With 300 ms and
-    // a piece a second, a test build under Wine on a loaded machine once
-    // saw a slice with less than the stall rule's 64 KiB leave.)
-    seeder_config.core.upload_stall_timeout = Duration::from_secs(1);
+    // a piece a second, and again with 1 s and a piece in four seconds,
+    // a test build under Wine on a loaded machine saw a slice with less
+    // than the stall rule's 64 KiB leave: Wine's sockets pass a slow
+    // link's bytes in bursts more than a second apart.)
+    seeder_config.core.upload_stall_timeout = Duration::from_secs(2);
     let seeder = RunningSeeder::start(&artifact, seeder_config);
     let relay = Relay::start(
         seeder.peer.addr,
         Impairment {
-            rate: Some(256 << 10),
+            rate: Some(128 << 10),
             ..Impairment::none()
         },
     )
@@ -391,8 +393,10 @@ async fn a_slow_uplink_that_drains_pieces_for_longer_than_the_stall_timeout_keep
         addr: relay.addr,
     };
     let run = fetch_and_verify(&artifact, &dir.path().join("out"), vec![through], |plan| {
-        plan.core.download.min_request_timeout = Duration::from_secs(15);
-        plan.core.download.silence_timeout = Duration::from_secs(30);
+        // The second chunk waits behind the first: 16 s at the relay's
+        // rate before it is whole.
+        plan.core.download.min_request_timeout = Duration::from_secs(30);
+        plan.core.download.silence_timeout = Duration::from_secs(60);
     })
     .await;
     assert_eq!(run.summary().chunks_fetched, 2);
