@@ -20,7 +20,7 @@ from pathlib import Path
 
 from harness import (
     MODEL, PORT, REPO, Failed, MiB, chunk_size_of, fail_if, indent, json_events, parse_offer,
-    say, start_seeder, wait_all,
+    say, start_companion, start_seeder, wait_all,
 )
 
 sys.path.append(str(REPO / "scripts"))
@@ -130,19 +130,6 @@ def _check_version(who, receipt, artifact_sha, problems):
     return True
 
 
-def _companion(ctx, host, lib, dht):
-    argv = [ctx.bin, "--json", "companion", "run", "--library", lib, "--api", "127.0.0.1:0",
-            "--serve-ip", "0.0.0.0", "--keyring", lib.parent / f"{lib.name}.keyring",
-            "--dht-bootstrap", dht]
-    proc = host.popen(argv, "companion")
-    deadline = time.monotonic() + 30
-    while not (lib / "api.json").exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise Failed(f"the companion did not start:\n{indent(proc.tail())}")
-        time.sleep(0.05)
-    return proc
-
-
 # Asks the companion's API (argv: the API's URL, the token file, the path)
 # for a lookup now; prints the status.
 LOOKUP = (
@@ -242,7 +229,7 @@ def follow_homes(ctx, name, size=16 * MiB, timeout=120):
         v1_addr = _publish(ctx, publisher, files, v1_manifest, v1_offer, dht)
         followers = [(host, run_dir / host.name) for host in hosts]
         lib = run_dir / "library"
-        companion = _companion(ctx, companion_host, lib, dht)
+        companion = start_companion(ctx, companion_host, lib, ["--dht-bootstrap", dht])
         companion_host.run([ctx.bin, "-q", "companion", "follow", files / "pub.key.pub",
                             "--model-id", MODEL, "--auto", "--yes", "--library", lib])
         first_lookup = time.monotonic()

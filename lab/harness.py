@@ -302,6 +302,21 @@ def start_relay(ctx, host, listen, upstream, extra=(), name="relay"):
     return proc
 
 
+def start_companion(ctx, host, lib, extra=()):
+    """`companion run` on `lib` in `host` (its items on every interface, its
+    keyring beside the library, `extra` arguments added); returns the
+    process once its API answers."""
+    argv = [ctx.bin, "--json", "companion", "run", "--library", lib, "--api", "127.0.0.1:0",
+            "--serve-ip", "0.0.0.0", "--keyring", lib.parent / f"{lib.name}.keyring", *extra]
+    proc = host.popen(argv, "companion")
+    deadline = time.monotonic() + 30
+    while not (lib / "api.json").exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise Failed(f"the companion did not start:\n{indent(proc.tail())}")
+        time.sleep(0.05)
+    return proc
+
+
 def wait_all(procs, timeout):
     """Waits for every process; those still running after `timeout` s are
     stopped and named."""

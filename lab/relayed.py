@@ -16,7 +16,7 @@ from pathlib import Path
 
 from harness import (
     MiB, PORT, CpuSampler, Failed, Watch, check_download, check_file, indent, json_events,
-    measure_uplink, median, say, stop_all,
+    measure_uplink, median, say, start_companion, stop_all,
 )
 
 # Where `minimodel relay` listens.
@@ -311,22 +311,6 @@ def crowd(ctx, name, peers, size, timeout=600):
         raise Failed("\n".join(problems))
 
 
-def _companion(ctx, host, lib, relay_arg=None):
-    """`companion run` on `lib` in `host` (its items on every interface,
-    with `--relay` when given); returns the process once its API answers."""
-    argv = [ctx.bin, "--json", "companion", "run", "--library", lib, "--api", "127.0.0.1:0",
-            "--serve-ip", "0.0.0.0", "--keyring", lib.parent / f"{lib.name}.keyring"]
-    if relay_arg:
-        argv += ["--relay", relay_arg]
-    proc = host.popen(argv, "companion")
-    deadline = time.monotonic() + 30
-    while not (lib / "api.json").exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise Failed(f"the companion did not start:\n{indent(proc.tail())}")
-        time.sleep(0.05)
-    return proc
-
-
 PAGE = Path(__file__).resolve().parent / "page.py"
 
 
@@ -409,7 +393,8 @@ def companion_homes(ctx, name, size, nat, firewalls, publisher, friend, pair_rat
         publisher_page_reach = None
         if publisher == "companion":
             lib_a = run_dir / "publisher-library"
-            procs.append(_companion(ctx, pub_host, lib_a, relay_arg))
+            procs.append(start_companion(ctx, pub_host, lib_a,
+                                         ["--relay", relay_arg] if relay_arg else ()))
             pub_host.run([ctx.bin, "-q", "companion", "share", manifest, slm, "--library", lib_a,
                           "--yes"])
             deadline = time.monotonic() + 60
@@ -452,7 +437,7 @@ def companion_homes(ctx, name, size, nat, firewalls, publisher, friend, pair_rat
         t0 = time.monotonic()
         if friend == "companion":
             lib_b = run_dir / "friend-library"
-            procs.append(_companion(ctx, friend_host, lib_b))
+            procs.append(start_companion(ctx, friend_host, lib_b))
             fetch = _page(friend_host, lib_b, run_dir / "friend-profile", "friend-page",
                           fetch=ticket, timeout=timeout)
         else:

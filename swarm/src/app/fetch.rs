@@ -152,18 +152,27 @@ const DHT_ADDRESSES_PER_IP: usize = 2;
 /// Most addresses found on the DHT asked for a chunk list.
 const DHT_ADDRESSES_ASKED_FOR_CHUNK_LIST: usize = 8;
 
-/// The connection `dialed` gives by `deadline`; `Err` says why not, with
+/// What `dialed` gives by `deadline` (a connection, with the key the
+/// peer proved when dialed by address alone); `Err` says why not, with
 /// `place` (the peer, in words) first.
-async fn connected(
-    dialed: impl std::future::Future<Output = Result<quinn::Connection, crate::transport::ConnectError>>,
+async fn connected<T>(
+    dialed: impl std::future::Future<Output = Result<T, crate::transport::ConnectError>>,
     deadline: tokio::time::Instant,
     place: &str,
-) -> Result<quinn::Connection, String> {
+) -> Result<T, String> {
     match tokio::time::timeout_at(deadline, dialed).await {
         Err(_) => Err(format!("{place}: no connection in time")),
         Ok(Err(error)) => Err(format!("{place}: {error}")),
-        Ok(Ok(connection)) => Ok(connection),
+        Ok(Ok(reached)) => Ok(reached),
     }
+}
+
+/// Why a peer was not asked: the time for peers is spent.
+fn spent() -> String {
+    format!(
+        "not asked, {} s spent on peers",
+        PEERS_CHUNK_LIST_WAIT.as_secs()
+    )
 }
 
 /// Asks `connection` for the new version's chunk list and keeps the answer
@@ -215,22 +224,8 @@ async fn chunk_list_from_peers(
     let endpoint = crate::transport::bind_client_endpoint(&plan.tuning)
         .map_err(|e| format!("no QUIC endpoint to ask peers from: {e}"))?;
     let until = tokio::time::Instant::now() + PEERS_CHUNK_LIST_WAIT;
-    let spent = || {
-        format!(
-            "not asked, {} s spent on peers",
-            PEERS_CHUNK_LIST_WAIT.as_secs()
-        )
-    };
     let mut why = Vec::new();
     let mut found = None;
-    // Every peer the plan names is passed over on the DHT, asked or not:
-    // by address, and by the key it proves once reached.
-    let named: std::collections::HashSet<_> = plan
-        .peers
-        .iter()
-        .flat_map(|peer| peer.addrs.iter().copied())
-        .collect();
-    let named_ids: std::collections::HashSet<_> = plan.peers.iter().map(|peer| peer.id).collect();
     'peers: for peer in plan.peers.iter().take(PEERS_ASKED_FOR_CHUNK_LIST) {
         let short: String = peer.id.to_string().chars().take(10).collect();
         for &addr in peer.addrs.iter().take(ADDRESSES_ASKED_FOR_CHUNK_LIST) {
@@ -264,17 +259,7 @@ async fn chunk_list_from_peers(
     if found.is_none()
         && let Some(dht) = &plan.dht
     {
-        found = chunk_list_from_dht(
-            plan,
-            dht,
-            &endpoint,
-            &identity,
-            (&named, &named_ids),
-            until,
-            wait,
-            &mut why,
-        )
-        .await;
+        found = chunk_list_from_dht(plan, dht, &endpoint, &identity, until, wait, &mut why).await;
     }
     endpoint.close(0u32.into(), b"done");
     let _ = tokio::time::timeout(std::time::Duration::from_secs(1), endpoint.wait_idle()).await;
@@ -283,21 +268,17 @@ async fn chunk_list_from_peers(
 
 /// [`chunk_list_from_peers`]'s second part: the addresses `dht` knows for
 /// the swarm, at most [`DHT_ADDRESSES_ASKED_FOR_CHUNK_LIST`] of them and
-/// [`DHT_ADDRESSES_PER_IP`] of one IP address, none of the plan's (`named`: its addresses and its
-/// peers' keys), all asked at once, `wait` each, until `until`; the first
-/// list that checks wins and the others are dropped. Asked one at a time,
-/// a few addresses that accept and trickle would spend the whole wait
-/// before an honest seeder behind them is reached.
-#[allow(clippy::too_many_arguments)]
+/// [`DHT_ADDRESSES_PER_IP`] of one IP address, none the plan names (by
+/// address, or by the key it proves once reached: named peers were asked
+/// or passed over already), all asked at once, `wait` each, until
+/// `until`; the first list that checks wins and the others are dropped.
+/// Asked one at a time, a few addresses that accept and trickle would
+/// spend the whole wait before an honest seeder behind them is reached.
 async fn chunk_list_from_dht(
     plan: &DownloadPlan,
     dht: &crate::dht::Discovery,
     endpoint: &quinn::Endpoint,
     identity: &Identity,
-    (named, named_ids): (
-        &std::collections::HashSet<std::net::SocketAddr>,
-        &std::collections::HashSet<minimodel_wire::PeerId>,
-    ),
     until: tokio::time::Instant,
     wait: std::time::Duration,
     why: &mut Vec<String>,
@@ -306,10 +287,7 @@ async fn chunk_list_from_dht(
     use std::pin::Pin;
     use std::task::Poll;
     if until <= tokio::time::Instant::now() {
-        why.push(format!(
-            "the DHT: not asked, {} s spent on peers",
-            PEERS_CHUNK_LIST_WAIT.as_secs()
-        ));
+        why.push(format!("the DHT: {}", spent()));
         return None;
     }
     let key = crate::dht::SwarmKey::of(&plan.manifest.chunks.merkle_root);
@@ -329,9 +307,11 @@ async fn chunk_list_from_dht(
         *seen += 1;
         *seen <= DHT_ADDRESSES_PER_IP
     };
+    let named =
+        |addr: &std::net::SocketAddr| plan.peers.iter().any(|peer| peer.addrs.contains(addr));
     let addrs: Vec<_> = found
         .into_iter()
-        .filter(|addr| !named.contains(addr) && per_ip(addr.ip()))
+        .filter(|addr| !named(addr) && per_ip(addr.ip()))
         .take(DHT_ADDRESSES_ASKED_FOR_CHUNK_LIST)
         .collect();
     if addrs.is_empty() {
@@ -347,12 +327,8 @@ async fn chunk_list_from_dht(
             Box::pin(async move {
                 let place = format!("the peer the DHT named at {addr}");
                 let dialed = crate::transport::connect_any(endpoint, addr, identity, &plan.tuning);
-                let (connection, id) = match tokio::time::timeout_at(deadline, dialed).await {
-                    Err(_) => return Err(format!("{place}: no connection in time")),
-                    Ok(Err(error)) => return Err(format!("{place}: {error}")),
-                    Ok(Ok(reached)) => reached,
-                };
-                if named_ids.contains(&id) {
+                let (connection, id) = connected(dialed, deadline, &place).await?;
+                if plan.peers.iter().any(|peer| peer.id == id) {
                     connection.close(0u32.into(), b"done");
                     return Err(format!("{place}: a peer named before, asked there"));
                 }
