@@ -271,7 +271,9 @@ enum State {
 #[derive(Debug)]
 pub struct ManifestQuery {
     config: QueryConfig,
-    digest: [u8; 32],
+    /// The SHA-256 an answer must have; `None`: the driver hands in only
+    /// answers it checked itself ([`ManifestQuery::checked_by_driver`]).
+    digest: Option<[u8; 32]>,
     sources: Vec<QuerySource>,
     states: Vec<State>,
     why: Vec<Option<String>>,
@@ -296,6 +298,32 @@ impl ManifestQuery {
         relays: &[(PeerId, Vec<SocketAddr>)],
         mirrors: usize,
         digest: [u8; 32],
+        config: QueryConfig,
+        now: Instant,
+    ) -> Self {
+        Self::start(peers, relays, mirrors, Some(digest), config, now)
+    }
+
+    /// The same query of `peers` and `relays` (no mirror) for bytes with
+    /// no digest known ahead, which the driver checks before it hands them
+    /// in: a new version's chunk list, checked against the manifest's
+    /// Merkle root (a download's read-ahead, `swarm/src/app/fetch.rs`).
+    /// Every [`Answer::Bytes`] then wins; the driver says
+    /// [`Answer::WrongBytes`] of a list that does not check.
+    pub fn checked_by_driver(
+        peers: &[(PeerId, Vec<SocketAddr>)],
+        relays: &[(PeerId, Vec<SocketAddr>)],
+        config: QueryConfig,
+        now: Instant,
+    ) -> Self {
+        Self::start(peers, relays, 0, None, config, now)
+    }
+
+    fn start(
+        peers: &[(PeerId, Vec<SocketAddr>)],
+        relays: &[(PeerId, Vec<SocketAddr>)],
+        mirrors: usize,
+        digest: Option<[u8; 32]>,
         config: QueryConfig,
         now: Instant,
     ) -> Self {
@@ -513,7 +541,7 @@ impl ManifestQuery {
         match answer {
             Answer::Bytes(bytes) => {
                 let got = Sha256Digest::of(&bytes);
-                if got.0 == self.digest {
+                if self.digest.is_none_or(|digest| got.0 == digest) {
                     self.found(source, bytes);
                     return;
                 }

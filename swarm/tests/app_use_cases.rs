@@ -877,6 +877,72 @@ async fn with_no_web_server_the_chunk_list_comes_from_a_peer_and_only_what_chang
     assert_eq!(summary.chunks_fetched, 2, "only the changed chunks moved");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_named_peer_reached_only_through_the_relay_it_names_gives_the_chunk_list() {
+    use minimodel_swarm::app::fetch::ChunkListAhead;
+    use minimodel_swarm::relay::{RelayAddr, RelayConfig, RelayServer};
+    use minimodel_swarm::transport::TransportTuning;
+    let temp = tempfile::tempdir().unwrap();
+    let artifact = artifact(temp.path(), "new", 8 * u64::from(CHUNK), CHUNK);
+    let old = temp.path().join("old.slm");
+    older_version(&artifact, &[2], &old);
+    let server = RelayServer::bind(
+        loopback(),
+        identity(),
+        RelayConfig::default(),
+        TransportTuning::default(),
+    )
+    .unwrap();
+    let relay = RelayAddr {
+        id: Some(server.peer_id()),
+        addr: server.local_addr(),
+    };
+    let counter = server.counter();
+    let (reports, mut inbox) = mpsc::unbounded_channel();
+    tokio::spawn(async move { while inbox.recv().await.is_some() {} });
+    tokio::spawn(server.run(std::future::pending(), reports));
+    let mut share = SharePlan::new(artifact.manifest.clone(), &artifact.path, loopback());
+    share.relays = vec![relay];
+    let serving = serve(&share.verify(&|_| {}).unwrap());
+    let registered = tokio::time::Instant::now() + Duration::from_secs(20);
+    while counter.counts().registrations < 1 {
+        assert!(
+            tokio::time::Instant::now() < registered,
+            "the seeder registers with its relay in 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // The plan names the seeder at an address where nothing listens (its
+    // home's, dead from here) and the relay it names, as a ticket does.
+    let dead = std::net::UdpSocket::bind(loopback()).unwrap();
+    let dead_addr = dead.local_addr().unwrap();
+    drop(dead);
+    let named = PeerAddrs {
+        id: serving.peer.id,
+        addrs: vec![dead_addr],
+    };
+    let mut plan = plan_for(&artifact, &temp.path().join("out"), vec![named]);
+    plan.peer_relays = vec![(serving.peer.id, vec![relay])];
+    plan.reuse = vec![old];
+    let ahead = plan.read_chunk_list_ahead(None).await;
+    let short: String = serving.peer.id.to_string().chars().take(10).collect();
+    assert_eq!(
+        ahead,
+        ChunkListAhead::Read {
+            from: format!("peer {short} through the relay at {}", relay.addr),
+            for_reuse: true
+        }
+    );
+    assert_eq!(
+        counter.counts().introduced,
+        1,
+        "the relay introduced the seeder to the read-ahead"
+    );
+    let reused = ready(plan).reused.expect("a chunk list was read");
+    assert_eq!(reused.chunks_reused, 7, "{reused:?}");
+}
+
 #[tokio::test]
 async fn a_chunk_list_that_does_not_lead_to_the_root_is_not_used_and_the_next_peer_is_asked() {
     use common::hostile::{HostileSeeder, Lie};

@@ -536,3 +536,83 @@ fn the_first_connection_up_is_asked_and_the_relays_later_news_changes_nothing() 
     );
     driver.answer_right(0);
 }
+
+#[test]
+fn a_query_the_driver_checks_takes_the_first_bytes_handed_in_through_a_relay_too() {
+    // A chunk list's read-ahead: no digest known ahead, peers and their
+    // relays only. The driver says WrongBytes of a list that does not
+    // check; the first bytes it hands in win.
+    let config = QueryConfig::default();
+    let now = Instant::now();
+    let mut driver = Driver {
+        query: ManifestQuery::checked_by_driver(
+            &[peer_with(1, &[1]), peer_with(2, &[2])],
+            &[(id(2), vec![addr(9)])],
+            config,
+            now,
+        ),
+        now,
+        start: now,
+        log: Vec::new(),
+    };
+    driver.drain();
+    assert_eq!(
+        driver.query.sources(),
+        [
+            QuerySource::Peer(PeerAddr {
+                id: id(1),
+                addr: addr(1)
+            }),
+            QuerySource::Peer(PeerAddr {
+                id: id(2),
+                addr: addr(2)
+            }),
+            QuerySource::Relayed {
+                peer: id(2),
+                relay: addr(9)
+            },
+        ]
+    );
+    driver.connect(0, 0);
+    driver.answer(
+        0,
+        Answer::WrongBytes("not this version's chunk list".into()),
+    );
+    // The next source starts at once; it fails, and the relayed one is
+    // asked at once.
+    driver.fail(1, 0, false, "timed out");
+    assert!(
+        driver
+            .log
+            .iter()
+            .any(|(_, action)| *action == QueryAction::StartRelay { source: 2 }),
+        "{:?}",
+        driver.log
+    );
+    driver.relay(2, RelayNews::Registered);
+    driver.relay(
+        2,
+        RelayNews::Connect {
+            addrs: vec![addr(2)],
+            path: addr(9),
+        },
+    );
+    let dials = driver.run_to(5_000);
+    assert!(
+        dials
+            .iter()
+            .any(|action| matches!(action, QueryAction::Dial { source: 2, .. })),
+        "{dials:?}"
+    );
+    let asked = driver.connect(2, 0);
+    assert_eq!(asked, [QueryAction::Query { source: 2, dial: 0 }]);
+    // Any bytes win: the driver checked them.
+    driver.answer(2, Answer::Bytes(b"aa 1\n".to_vec()));
+    assert_eq!(
+        driver.query.poll_outcome(),
+        Some(QueryOutcome::Found {
+            source: 2,
+            bytes: b"aa 1\n".to_vec()
+        })
+    );
+}

@@ -175,85 +175,83 @@ fn spent() -> String {
     )
 }
 
-/// Asks `connection` for the new version's chunk list and keeps the answer
-/// only if it checks against the manifest; `Err` says why not, with
-/// `place` (the peer, in words) first.
+/// Why a peer gave no chunk list that checks.
+enum NoList {
+    /// None came, or not all of it in time: why.
+    Failed(String),
+    /// One came that is not the manifest's.
+    NotThis(String),
+}
+
+impl std::fmt::Display for NoList {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NoList::Failed(why) => f.write_str(why),
+            NoList::NotThis(why) => write!(f, "{NOT_THIS_LIST} ({why})"),
+        }
+    }
+}
+
+/// Asks `connection` for the new version's chunk list by `deadline` and
+/// keeps the answer only if it checks against the manifest.
 async fn ask_for_chunk_list(
-    plan: &DownloadPlan,
+    manifest: &minimodel_verifier::manifest::Manifest,
+    manifest_sha256: [u8; 32],
     connection: &quinn::Connection,
-    place: &str,
     deadline: tokio::time::Instant,
-) -> Result<NewChunkList, String> {
+) -> Result<NewChunkList, NoList> {
     use crate::link::handshake::query_chunk_list;
-    let count = u32::try_from(plan.manifest.chunks.chunk_count).unwrap_or(u32::MAX);
-    let digest = plan.manifest_sha256.0;
-    let listed = plan.manifest.chunks.scheme.is_listed();
+    let count = u32::try_from(manifest.chunks.chunk_count).unwrap_or(u32::MAX);
+    let listed = manifest.chunks.scheme.is_listed();
     let asked = tokio::time::timeout_at(
         deadline,
-        query_chunk_list(connection, digest, count, listed),
+        query_chunk_list(connection, manifest_sha256, count, listed),
     )
     .await;
     match asked {
         Err(_) => {
             connection.close(0u32.into(), b"too slow");
-            Err(format!("{place}: no whole list in time"))
+            Err(NoList::Failed("no whole list in time".to_owned()))
         }
-        Ok(Err(error)) => Err(format!("{place}: {error}")),
+        Ok(Err(error)) => Err(NoList::Failed(error.to_string())),
         Ok(Ok(answer)) => {
-            NewChunkList::from_peer(&plan.manifest, &answer.hashes, answer.lengths.as_deref())
-                .map_err(|error| format!("{place}: not this version's chunk list ({error})"))
+            NewChunkList::from_peer(manifest, &answer.hashes, answer.lengths.as_deref())
+                .map_err(|error| NoList::NotThis(error.to_string()))
         }
     }
 }
 
-/// The new version's chunk list from the first of `plan`'s peers (at most
-/// [`PEERS_ASKED_FOR_CHUNK_LIST`], each address in turn, `wait` each,
-/// [`PEERS_CHUNK_LIST_WAIT`] in all) that serves it and whose answer
-/// hashes to the manifest's Merkle root, then, when `plan` has a DHT
-/// client, from the first address the DHT knows for the swarm (at most
-/// [`DHT_ADDRESSES_ASKED_FOR_CHUNK_LIST`], whatever key each proves);
-/// asked from a key made for these queries alone. A peer reached that
-/// refuses, breaks off or answers nothing whole in time is not asked at
-/// its other addresses (`docs/wire-protocol.md` 8.7). `Ok`: the list and
-/// the peer, in words; `Err`: why each one gave none.
+/// What a list that does not check against the manifest is called.
+const NOT_THIS_LIST: &str = "not this version's chunk list";
+
+/// The new version's chunk list from the first of `plan`'s peers that
+/// serves it and whose answer checks against the manifest: the named
+/// peers first (at most [`PEERS_ASKED_FOR_CHUNK_LIST`], at most
+/// [`ADDRESSES_ASKED_FOR_CHUNK_LIST`] addresses and
+/// [`RELAYS_ASKED_FOR_CHUNK_LIST`] of the relays each names), as a
+/// ticket's manifest is asked for (`minimodel_node::query`: the addresses
+/// in turn half a second apart or as each fails, then through each relay
+/// by a punch or the relay's channel), `wait` each; then, when `plan` has
+/// a DHT client, the addresses the DHT knows for the swarm (at most
+/// [`DHT_ADDRESSES_ASKED_FOR_CHUNK_LIST`], whatever key each proves); all
+/// within [`PEERS_CHUNK_LIST_WAIT`], asked from a key made for these
+/// queries alone (`docs/wire-protocol.md` 8.7). `Ok`: the list and the
+/// peer, in words; `Err`: why each one gave none.
 async fn chunk_list_from_peers(
     plan: &DownloadPlan,
     wait: std::time::Duration,
 ) -> Result<(NewChunkList, String), String> {
     let identity = Identity::generate().map_err(|e| format!("no key to ask peers with: {e}"))?;
-    let endpoint = crate::transport::bind_client_endpoint(&plan.tuning)
+    let identity = Arc::new(identity);
+    let (endpoint, paths) = crate::transport::bind_client_endpoint_with_paths(&plan.tuning)
         .map_err(|e| format!("no QUIC endpoint to ask peers from: {e}"))?;
     let until = tokio::time::Instant::now() + PEERS_CHUNK_LIST_WAIT;
     let mut why = Vec::new();
     let mut found = None;
-    'peers: for peer in plan.peers.iter().take(PEERS_ASKED_FOR_CHUNK_LIST) {
-        let short: String = peer.id.to_string().chars().take(10).collect();
-        for &addr in peer.addrs.iter().take(ADDRESSES_ASKED_FOR_CHUNK_LIST) {
-            let place = format!("peer {short} at {addr}");
-            let deadline = until.min(tokio::time::Instant::now() + wait);
-            if deadline <= tokio::time::Instant::now() {
-                why.push(format!("{place}: {}", spent()));
-                break 'peers;
-            }
-            let target = minimodel_wire::PeerAddr { id: peer.id, addr };
-            let dialed = crate::transport::connect(&endpoint, &target, &identity, &plan.tuning);
-            let connection = match connected(dialed, deadline, &place).await {
-                Ok(connection) => connection,
-                Err(error) => {
-                    why.push(error);
-                    continue;
-                }
-            };
-            // Reached: whatever it answers, its other addresses would say
-            // the same.
-            match ask_for_chunk_list(plan, &connection, &place, deadline).await {
-                Ok(list) => {
-                    found = Some((list, place));
-                    break 'peers;
-                }
-                Err(error) => why.push(error),
-            }
-            continue 'peers;
+    if !plan.peers.is_empty() {
+        match chunk_list_from_named(plan, &endpoint, &paths, &identity, until, wait).await {
+            Ok(list) => found = Some(list),
+            Err(error) => why.push(error),
         }
     }
     if found.is_none()
@@ -264,6 +262,100 @@ async fn chunk_list_from_peers(
     endpoint.close(0u32.into(), b"done");
     let _ = tokio::time::timeout(std::time::Duration::from_secs(1), endpoint.wait_idle()).await;
     found.ok_or_else(|| why.join("; "))
+}
+
+/// Most relays of one named peer asked for a chunk list.
+const RELAYS_ASKED_FOR_CHUNK_LIST: usize = 2;
+
+/// [`chunk_list_from_peers`]'s first part: the plan's named peers, through
+/// the relays they name too. The decisions are
+/// [`minimodel_node::query::ManifestQuery`]'s; what it asks on a
+/// connection is the list, checked against the manifest before it is
+/// handed in.
+async fn chunk_list_from_named(
+    plan: &DownloadPlan,
+    endpoint: &quinn::Endpoint,
+    paths: &crate::transport::Paths,
+    identity: &Arc<Identity>,
+    until: tokio::time::Instant,
+    wait: std::time::Duration,
+) -> Result<(NewChunkList, String), String> {
+    use minimodel_node::query::{Answer, ManifestQuery, QueryConfig, QueryOutcome, QuerySource};
+    let named = &plan.peers[..plan.peers.len().min(PEERS_ASKED_FOR_CHUNK_LIST)];
+    let peers: Vec<_> = (named.iter())
+        .map(|peer| {
+            let addrs = peer.addrs.iter().take(ADDRESSES_ASKED_FOR_CHUNK_LIST);
+            (peer.id, addrs.copied().collect::<Vec<_>>())
+        })
+        .collect();
+    let relays: Vec<(minimodel_wire::PeerId, Vec<crate::relay::RelayAddr>)> = (plan.peer_relays)
+        .iter()
+        .filter(|(peer, _)| named.iter().any(|named| named.id == *peer))
+        .map(|(peer, relays)| {
+            let relays = relays.iter().take(RELAYS_ASKED_FOR_CHUNK_LIST);
+            (*peer, relays.copied().collect())
+        })
+        .collect();
+    let relay_addrs: Vec<_> = (relays.iter())
+        .map(|(peer, relays)| (*peer, relays.iter().map(|relay| relay.addr).collect()))
+        .collect();
+    let left = until.saturating_duration_since(tokio::time::Instant::now());
+    let config = QueryConfig {
+        timeout: wait,
+        within: Some(left),
+        ..QueryConfig::default()
+    };
+    let now = tokio::time::Instant::now().into_std();
+    let mut query = ManifestQuery::checked_by_driver(&peers, &relay_addrs, config, now);
+    let sources = query.sources().to_vec();
+    let manifest = Arc::new(plan.manifest.clone());
+    let digest = plan.manifest_sha256.0;
+    let asking = super::query::Asking {
+        peer: Box::new(move |connection| {
+            let manifest = Arc::clone(&manifest);
+            Box::pin(async move {
+                let deadline = tokio::time::Instant::now() + wait;
+                match ask_for_chunk_list(&manifest, digest, &connection, deadline).await {
+                    Ok(list) => Answer::Bytes(list.file_form().into_bytes()),
+                    Err(error @ NoList::NotThis(_)) => Answer::WrongBytes(error.to_string()),
+                    Err(error @ NoList::Failed(_)) => Answer::Failed(error.to_string()),
+                }
+            })
+        }),
+        mirror: Box::new(|_| Box::pin(async { Answer::Failed("no mirror is asked".into()) })),
+    };
+    let mut tuning = plan.tuning.clone();
+    tuning.handshake_timeout = tuning.handshake_timeout.min(wait);
+    let bound = Ok((endpoint.clone(), paths.clone()));
+    let outcome = super::query::run(
+        &mut query,
+        bound,
+        Arc::clone(identity),
+        tuning,
+        &relays,
+        asking,
+    )
+    .await;
+    let place = |source: &QuerySource| {
+        let short =
+            |id: &minimodel_wire::PeerId| id.to_string().chars().take(10).collect::<String>();
+        match source {
+            QuerySource::Peer(peer) => format!("peer {} at {}", short(&peer.id), peer.addr),
+            QuerySource::Relayed { peer, relay } => {
+                format!("peer {} through the relay at {relay}", short(peer))
+            }
+            QuerySource::Mirror(n) => format!("mirror {n}"),
+        }
+    };
+    match outcome {
+        QueryOutcome::Found { source, bytes } => NewChunkList::check(&plan.manifest, &bytes)
+            .map(|list| (list, place(&sources[source])))
+            .map_err(|error| format!("{}: {NOT_THIS_LIST} ({error})", place(&sources[source]))),
+        QueryOutcome::NotFound { why, .. } => Err((sources.iter().zip(why))
+            .map(|(source, why)| format!("{}: {why}", place(source)))
+            .collect::<Vec<_>>()
+            .join("; ")),
+    }
 }
 
 /// [`chunk_list_from_peers`]'s second part: the addresses `dht` knows for
@@ -332,8 +424,16 @@ async fn chunk_list_from_dht(
                     connection.close(0u32.into(), b"done");
                     return Err(format!("{place}: a peer named before, asked there"));
                 }
-                let list = ask_for_chunk_list(plan, &connection, &place, deadline).await?;
-                Ok((list, place))
+                let asked = ask_for_chunk_list(
+                    &plan.manifest,
+                    plan.manifest_sha256.0,
+                    &connection,
+                    deadline,
+                );
+                match asked.await {
+                    Ok(list) => Ok((list, place)),
+                    Err(error) => Err(format!("{place}: {error}")),
+                }
             })
         })
         .collect();
@@ -364,8 +464,9 @@ impl DownloadPlan {
     /// no chunk list yet, reads the new version's: for a listed one first
     /// the list a download in `out_dir` kept, then at the manifest's
     /// chunk-list-route, else beside the first of the plan's mirrors that
-    /// has it, else from the first of the plan's peers that serves it (a
-    /// chunk list query, `docs/wire-protocol.md` 8.7), else, when the
+    /// has it, else from the first of the plan's peers that serves it,
+    /// reached directly or through a relay it names (a chunk list query,
+    /// `docs/wire-protocol.md` 8.7), else, when the
     /// plan has a DHT client, from a peer the DHT knows for the swarm,
     /// and keeps it only if it checks against the manifest (its Merkle
     /// root, and its `chunk-list-sha256` when named). A listed download

@@ -24,6 +24,7 @@
 pub mod consent;
 pub mod fetch;
 pub mod peers;
+mod query;
 pub mod share;
 pub mod ticket;
 pub mod words;

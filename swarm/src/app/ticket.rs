@@ -21,23 +21,19 @@
 //!
 //! Every decision (the order, the schedule, a busy peer dialed again, the
 //! punch and the fallback, the time to give up, what an answer is) is
-//! [`ManifestQuery`]'s, sans-IO and tested on a virtual clock; this module
-//! dials, queries, reads and reports.
+//! [`ManifestQuery`]'s, sans-IO and tested on a virtual clock;
+//! `super::query` carries them out, and this module says what is asked.
 
-use std::collections::HashMap;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use minimodel_node::query::{
-    Answer, DialId, ManifestQuery, QueryAction, QueryConfig, QueryOutcome, QuerySource, RelayNews,
-};
-use minimodel_wire::relay::{ConnectRole, MappingKind};
+use minimodel_node::query::{Answer, ManifestQuery, QueryConfig, QueryOutcome, QuerySource};
 use minimodel_wire::{PeerAddr, PeerId};
 
+use super::query::Asking;
 use crate::link::handshake::{QueryError, query_manifest};
-use crate::relay::{Registration, RelayAddr, RelayEvent, RelayLink};
+use crate::relay::RelayAddr;
 use crate::ticket::Ticket;
 use crate::transport::{self, Identity, TransportTuning};
 
@@ -225,62 +221,45 @@ pub async fn manifest_of_sources(
     };
     let mut tuning = tuning.clone();
     tuning.handshake_timeout = timeout;
-    let mut driver = Driver {
-        ticket,
-        identity: Arc::new(identity.clone()),
-        tuning,
-        access: access.clone(),
-        bound,
-        events: tokio::sync::mpsc::unbounded_channel(),
-        tasks: HashMap::new(),
-        links: HashMap::new(),
-        connections: HashMap::new(),
-        opened: Vec::new(),
-    };
-    let outcome = loop {
-        while let Some(action) = query.poll_action() {
-            driver.act(&sources, action, &mut query);
-        }
-        if let Some(outcome) = query.poll_outcome() {
-            break outcome;
-        }
-        let wake = query.poll_timeout().map(tokio::time::Instant::from_std);
-        let sleep = async {
-            match wake {
-                Some(at) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            // An answer already here comes before a timer due with it (a
-            // deadline must not end a source whose bytes arrived).
-            biased;
-            event = driver.events.1.recv() => {
-                let now = tokio::time::Instant::now().into_std();
-                match event {
-                    Some(event) => driver.hand_in(event, &mut query, now),
-                    None => unreachable!("the driver holds a sender"),
+    let named_relays: Vec<(PeerId, Vec<RelayAddr>)> = (ticket.relays.iter())
+        .map(|entry| (entry.peer, entry.relays.clone()))
+        .collect();
+    let mirrors = ticket.mirrors.clone();
+    let access = access.clone();
+    let asking = Asking {
+        peer: Box::new(move |connection| {
+            Box::pin(async move {
+                match query_manifest(&connection, digest).await {
+                    Ok(bytes) => Answer::Bytes(bytes),
+                    Err(error @ QueryError::WrongDigest { .. }) => {
+                        Answer::WrongBytes(error.to_string())
+                    }
+                    Err(error) => Answer::Failed(error.to_string()),
                 }
-            }
-            () = sleep => query.handle_timeout(tokio::time::Instant::now().into_std()),
-        }
+            })
+        }),
+        mirror: Box::new(move |mirror| {
+            let url = mirrors[mirror].clone();
+            let access = access.clone();
+            Box::pin(async move {
+                let limit = minimodel_verifier::manifest::MAX_MANIFEST_LEN as u64;
+                let read = crate::mirror::read_manifest_beside(
+                    &url,
+                    crate::mirror::MirrorTokens::default(),
+                    &access.trust,
+                    &access.agent,
+                    limit,
+                );
+                match read.await {
+                    Ok(bytes) => Answer::Bytes(bytes),
+                    Err(error) => Answer::Failed(error),
+                }
+            })
+        }),
     };
-    // What is still under way (a slower address when one answered) ends
-    // here; the connections close with the rest, those made meanwhile too.
-    for (_, mut tasks) in driver.tasks.drain() {
-        tasks.abort_all();
-    }
-    while let Ok(event) = driver.events.1.try_recv() {
-        if let Event::Connected { connection, .. } = event {
-            driver.opened.push(connection);
-        }
-    }
-    driver.links.clear();
-    if let Ok((endpoint, _)) = &driver.bound {
-        transport::Closing::close(std::mem::take(&mut driver.opened), b"done")
-            .flush(endpoint, b"done", driver.tuning.close_flush)
-            .await;
-    }
+    let identity = Arc::new(identity.clone());
+    let outcome =
+        super::query::run(&mut query, bound, identity, tuning, &named_relays, asking).await;
     let as_peer = |source: &QuerySource| match *source {
         QuerySource::Peer(peer) => Some(peer),
         // The relay's address stands for the attempt.
@@ -319,237 +298,6 @@ pub async fn manifest_of_sources(
                 mirrors_tried,
                 wrong_bytes,
             })
-        }
-    }
-}
-
-/// What a task of the query reports.
-enum Event {
-    Connected {
-        source: usize,
-        dial: DialId,
-        connection: quinn::Connection,
-    },
-    DialFailed {
-        source: usize,
-        dial: DialId,
-        refused: bool,
-        error: String,
-    },
-    Answer {
-        source: usize,
-        answer: Answer,
-    },
-    Relay {
-        source: usize,
-        news: RelayNews,
-    },
-}
-
-/// Carries out a [`ManifestQuery`]'s actions: a task for each dial,
-/// query, mirror read and relay link, each reporting in one channel.
-struct Driver<'a> {
-    ticket: &'a Ticket,
-    identity: Arc<Identity>,
-    tuning: TransportTuning,
-    access: MirrorAccess,
-    bound: Result<(quinn::Endpoint, transport::Paths), String>,
-    events: (
-        tokio::sync::mpsc::UnboundedSender<Event>,
-        tokio::sync::mpsc::UnboundedReceiver<Event>,
-    ),
-    /// Each source's tasks, stopped with it.
-    tasks: HashMap<usize, tokio::task::JoinSet<()>>,
-    /// Each relayed source's link.
-    links: HashMap<usize, crate::relay::RelayLink>,
-    /// The connections dials made, until queried.
-    connections: HashMap<(usize, DialId), quinn::Connection>,
-    /// Every connection made, closed at the end.
-    opened: Vec<quinn::Connection>,
-}
-
-impl Driver<'_> {
-    fn spawn(&mut self, source: usize, task: impl Future<Output = Event> + Send + 'static) {
-        let events = self.events.0.clone();
-        self.tasks.entry(source).or_default().spawn(async move {
-            // The query may have ended: nobody listens then.
-            let _ = events.send(task.await);
-        });
-    }
-
-    fn act(&mut self, sources: &[QuerySource], action: QueryAction, query: &mut ManifestQuery) {
-        let now = || tokio::time::Instant::now().into_std();
-        match action {
-            QueryAction::Dial { source, dial, addr } => {
-                let (endpoint, _) = match &self.bound {
-                    Ok(bound) => bound,
-                    Err(error) => {
-                        let error = format!("no QUIC endpoint: {error}");
-                        query.handle_dial_failed(source, dial, false, error, now());
-                        return;
-                    }
-                };
-                let (endpoint, identity, tuning) =
-                    (endpoint.clone(), self.identity.clone(), self.tuning.clone());
-                self.spawn(source, async move {
-                    match transport::connect(&endpoint, &addr, &identity, &tuning).await {
-                        Ok(connection) => Event::Connected {
-                            source,
-                            dial,
-                            connection,
-                        },
-                        Err(error) => Event::DialFailed {
-                            source,
-                            dial,
-                            refused: matches!(error, transport::ConnectError::Refused { .. }),
-                            error: error.to_string(),
-                        },
-                    }
-                });
-            }
-            QueryAction::Query { source, dial } => {
-                let Some(connection) = self.connections.remove(&(source, dial)) else {
-                    return;
-                };
-                let digest = self.ticket.manifest_sha256.0;
-                self.spawn(source, async move {
-                    let answer = match query_manifest(&connection, digest).await {
-                        Ok(bytes) => Answer::Bytes(bytes),
-                        Err(error @ QueryError::WrongDigest { .. }) => {
-                            Answer::WrongBytes(error.to_string())
-                        }
-                        Err(error) => Answer::Failed(error.to_string()),
-                    };
-                    Event::Answer { source, answer }
-                });
-            }
-            QueryAction::StartRelay { source } => {
-                let QuerySource::Relayed { peer, relay } = sources[source] else {
-                    return;
-                };
-                let (endpoint, paths) = match &self.bound {
-                    Ok(bound) => bound.clone(),
-                    Err(error) => {
-                        let lost = RelayNews::Lost(format!("no QUIC endpoint: {error}"));
-                        query.handle_relay(source, lost, now());
-                        query.handle_relay(source, RelayNews::Ended, now());
-                        return;
-                    }
-                };
-                let relay = (self.ticket.relays.iter())
-                    .filter(|entry| entry.peer == peer)
-                    .flat_map(|entry| entry.relays.iter())
-                    .find(|named| named.addr == relay)
-                    .copied()
-                    .unwrap_or(RelayAddr {
-                        id: None,
-                        addr: relay,
-                    });
-                let (events, mut inbox) = tokio::sync::mpsc::channel(16);
-                let link = RelayLink::start(
-                    endpoint,
-                    paths,
-                    relay,
-                    self.identity.clone(),
-                    &self.tuning,
-                    Registration {
-                        agent: concat!("minimodel/", env!("CARGO_PKG_VERSION")).to_owned(),
-                        addrs: Vec::new(),
-                        mapping: MappingKind::Unknown,
-                    },
-                    events,
-                );
-                self.links.insert(source, link);
-                let reports = self.events.0.clone();
-                self.tasks.entry(source).or_default().spawn(async move {
-                    loop {
-                        let news = match inbox.recv().await {
-                            Some(RelayEvent::Registered { .. }) => RelayNews::Registered,
-                            Some(RelayEvent::Refused { reason, .. }) => {
-                                RelayNews::Refused(reason.to_string())
-                            }
-                            Some(RelayEvent::Lost { reason, .. }) => RelayNews::Lost(reason),
-                            Some(RelayEvent::IntroduceFailed {
-                                peer: p, reason, ..
-                            }) if p == peer => RelayNews::IntroduceFailed(reason.to_string()),
-                            Some(RelayEvent::Connect {
-                                peer: p,
-                                addrs,
-                                path,
-                                role: ConnectRole::Dial,
-                                ..
-                            }) if p == peer => RelayNews::Connect { addrs, path },
-                            Some(_) => continue,
-                            None => RelayNews::Ended,
-                        };
-                        let ended = news == RelayNews::Ended;
-                        if reports.send(Event::Relay { source, news }).is_err() || ended {
-                            return;
-                        }
-                    }
-                });
-            }
-            QueryAction::Introduce { source, peer } => {
-                if let Some(link) = self.links.get(&source) {
-                    link.introduce(peer);
-                }
-            }
-            QueryAction::OpenPaths { addrs } => {
-                if let Ok((_, paths)) = &self.bound {
-                    paths.open(&addrs);
-                }
-            }
-            QueryAction::FetchMirror { source, mirror } => {
-                let url = self.ticket.mirrors[mirror].clone();
-                let access = self.access.clone();
-                self.spawn(source, async move {
-                    let limit = minimodel_verifier::manifest::MAX_MANIFEST_LEN as u64;
-                    let read = crate::mirror::read_manifest_beside(
-                        &url,
-                        crate::mirror::MirrorTokens::default(),
-                        &access.trust,
-                        &access.agent,
-                        limit,
-                    );
-                    let answer = match read.await {
-                        Ok(bytes) => Answer::Bytes(bytes),
-                        Err(error) => Answer::Failed(error),
-                    };
-                    Event::Answer { source, answer }
-                });
-            }
-            QueryAction::Stop { source } => {
-                if let Some(mut tasks) = self.tasks.remove(&source) {
-                    tasks.abort_all();
-                    tasks.detach_all();
-                }
-                // The relay keeps a channel while we are registered: the
-                // link goes once the source ended.
-                self.links.remove(&source);
-                self.connections.retain(|(of, _), _| *of != source);
-            }
-        }
-    }
-
-    fn hand_in(&mut self, event: Event, query: &mut ManifestQuery, now: std::time::Instant) {
-        match event {
-            Event::Connected {
-                source,
-                dial,
-                connection,
-            } => {
-                self.opened.push(connection.clone());
-                self.connections.insert((source, dial), connection);
-                query.handle_connected(source, dial);
-            }
-            Event::DialFailed {
-                source,
-                dial,
-                refused,
-                error,
-            } => query.handle_dial_failed(source, dial, refused, error, now),
-            Event::Answer { source, answer } => query.handle_answer(source, answer, now),
-            Event::Relay { source, news } => query.handle_relay(source, news, now),
         }
     }
 }

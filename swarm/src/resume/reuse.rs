@@ -321,6 +321,17 @@ impl NewChunkList {
     pub fn listed_geometry(&self) -> Option<&ChunkGeometry> {
         self.listed.as_ref()
     }
+
+    /// The list in its file form (`docs/merkle.md`): what [`Self::check`]
+    /// reads back as this list.
+    pub fn file_form(&self) -> String {
+        match &self.listed {
+            Some(geometry) => {
+                minimodel_verifier::chunk_list::list_text(self.chunk_hashes(), geometry)
+            }
+            None => minimodel_verifier::merkle::chunk_list_text(self.chunk_hashes()),
+        }
+    }
 }
 
 /// What [`PartialDownload::reuse_local`] did.
