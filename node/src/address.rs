@@ -40,6 +40,15 @@ pub fn own_lan(addrs: impl IntoIterator<Item = SocketAddr>) -> Vec<SocketAddr> {
         .collect()
 }
 
+/// Whether `addr` is a LAN address inside the /24 (IPv4) or /64 (IPv6) of
+/// one of `own` (our own LAN addresses, [`own_lan`]): the only neighbours
+/// heard on the local network that are dialed (`docs/security.md`, "Local
+/// discovery").
+pub fn within_lan(own: &[SocketAddr], addr: SocketAddr) -> bool {
+    minimodel_wire::is_lan_addr(addr)
+        && (own.iter()).any(|own| Prefix::of(own.ip()) == Prefix::of(addr.ip()))
+}
+
 /// The scope of `addr` (see [`Scope`]).
 pub fn scope(addr: SocketAddr) -> Scope {
     if addr.port() == 0 {
@@ -173,6 +182,20 @@ mod tests {
 
     fn a(text: &str) -> SocketAddr {
         text.parse().unwrap()
+    }
+
+    #[test]
+    fn a_neighbour_is_dialed_only_inside_the_24_or_64_of_one_of_our_lan_addresses() {
+        let own = [a("192.168.1.5:0"), a("[fd00::5]:4433")];
+        assert!(within_lan(&own, a("192.168.1.77:4433")));
+        assert!(within_lan(&own, a("[fd00::9]:4433")));
+        // Another /24 of the same private range, a public address, port 0,
+        // loopback: not a neighbour's.
+        assert!(!within_lan(&own, a("192.168.2.77:4433")));
+        assert!(!within_lan(&own, a("203.0.113.9:4433")));
+        assert!(!within_lan(&own, a("192.168.1.77:0")));
+        assert!(!within_lan(&own, a("127.0.0.1:4433")));
+        assert!(!within_lan(&[], a("192.168.1.77:4433")));
     }
 
     #[test]

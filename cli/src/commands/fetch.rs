@@ -172,8 +172,12 @@ pub struct TransferArgs {
     /// from it before peers are asked for chunks, each checked with its
     /// Merkle proof as a peer's chunk is. The list is --chunk-list, else
     /// read at the manifest's chunk-list-route, beside a --mirror, or from
-    /// the first of the peers named that holds it, and used only if it
-    /// leads to the manifest's Merkle root. Finished downloads of other
+    /// the first peer that holds it (named, directly or through its
+    /// relays; with --lan a neighbour; with --dht one the DHT knows), and
+    /// used only if it leads to the manifest's Merkle root. A manifest cut
+    /// at its parts (the default) needs the list first, for its chunks'
+    /// lengths: asked the same way, again until --give-up-after. Finished
+    /// downloads of other
     /// models in DIR (with their chunk list) are looked at too. Only files
     /// cut with the same chunk size share chunks.
     #[arg(long = "reuse", value_name = "FILE.slm")]
@@ -531,14 +535,29 @@ pub fn transfer(
             &args.dht_bootstrap,
         )
     });
+    // Every file named is read before anything is asked of the network:
+    // one that is a trap is refused at once, not after the read-ahead.
+    let identity = identity(args.identity.as_deref())?;
     // One runtime for the read-ahead and the download: a DHT client the
     // read-ahead started goes on in the node.
     let runtime = runtime()?;
     if plan.chunk_list.is_none() && (!args.reuse.is_empty() || manifest.chunks.scheme.is_listed()) {
         plan.reuse = args.reuse.clone();
-        let ahead = runtime.block_on(plan.read_chunk_list_ahead(dht_config.as_ref()));
+        plan.check_out_dir()
+            .map_err(|error| dir_failure(&dir, error))?;
+        // A listed download waits for its list as long as a download
+        // waits for its first chunk.
+        let patience = match manifest.chunks.scheme.is_listed() {
+            true => plan.core.give_up_after,
+            false => std::time::Duration::ZERO,
+        };
+        let ahead = plan.read_chunk_list_ahead_within(dht_config.as_ref(), patience);
+        let ahead = runtime.block_on(ahead);
         if let minimodel_swarm::app::fetch::ChunkListAhead::Missing { .. } = ahead {
-            return Err(Failure::new(Exit::InvalidInput, anyhow::anyhow!("{ahead}")));
+            return Err(Failure::new(
+                Exit::Transfer,
+                anyhow::anyhow!("nothing was verified: {ahead}"),
+            ));
         }
         out.status(ahead.to_string());
     }
@@ -550,7 +569,6 @@ pub fn transfer(
         .reused
         .as_ref()
         .map_or(0, |reused| reused.bytes_reused);
-    let identity = identity(args.identity.as_deref())?;
     let stop = Stop::default();
     runtime.block_on(async {
         let (reports, report_inbox) = mpsc::unbounded_channel();

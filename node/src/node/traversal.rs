@@ -17,7 +17,7 @@ use std::time::Instant;
 use minimodel_wire::{Message, PeerId, RendezvousFailedReason};
 
 use super::{Action, NodeCore};
-use crate::address::{Prefix, canonical, reachable_from};
+use crate::address::{canonical, reachable_from};
 use crate::book::{EntryId, EntryState, Source};
 use crate::ids::LinkId;
 use crate::report::NodeReport;
@@ -26,11 +26,7 @@ impl NodeCore {
     /// Whether `addr`, a LAN address another peer passed on, lies in the
     /// network (the /24, or the /64) of one of our own LAN addresses.
     pub(super) fn within_our_lan(&self, addr: SocketAddr) -> bool {
-        minimodel_wire::is_lan_addr(addr)
-            && self
-                .lan
-                .iter()
-                .any(|own| Prefix::of(own.ip()) == Prefix::of(addr.ip()))
+        crate::address::within_lan(&self.lan, addr)
     }
 
     /// Asks the peer that told us of entry `key` to introduce us, when it

@@ -137,9 +137,14 @@ const PEER_CHUNK_LIST_WAIT: std::time::Duration = std::time::Duration::from_secs
 /// download goes on without reuse.
 const PEERS_CHUNK_LIST_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// Most peers asked for a chunk list, in the plan's order, and most
-/// addresses of each.
-const PEERS_ASKED_FOR_CHUNK_LIST: usize = 4;
+/// Between two rounds of asking for a listed download's chunk list
+/// ([`DownloadPlan::read_chunk_list_ahead_within`]).
+pub const LIST_ROUND_PAUSE: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Most peers asked for a chunk list, in the plan's order (each half a
+/// second after the one before, or as soon as every earlier one failed),
+/// and most addresses of each.
+const PEERS_ASKED_FOR_CHUNK_LIST: usize = 16;
 const ADDRESSES_ASKED_FOR_CHUNK_LIST: usize = 4;
 
 /// How long joining the DHT for a chunk list may take (resolving the
@@ -169,10 +174,7 @@ async fn connected<T>(
 
 /// Why a peer was not asked: the time for peers is spent.
 fn spent() -> String {
-    format!(
-        "not asked, {} s spent on peers",
-        PEERS_CHUNK_LIST_WAIT.as_secs()
-    )
+    "not asked, the time for asking peers is spent".to_owned()
 }
 
 /// Why a peer gave no chunk list that checks.
@@ -239,20 +241,33 @@ const NOT_THIS_LIST: &str = "not this version's chunk list";
 /// peer, in words; `Err`: why each one gave none.
 async fn chunk_list_from_peers(
     plan: &DownloadPlan,
-    wait: std::time::Duration,
+    budget: std::time::Duration,
 ) -> Result<(NewChunkList, String), String> {
+    let wait = PEER_CHUNK_LIST_WAIT.min(budget);
     let identity = Identity::generate().map_err(|e| format!("no key to ask peers with: {e}"))?;
     let identity = Arc::new(identity);
     let (endpoint, paths) = crate::transport::bind_client_endpoint_with_paths(&plan.tuning)
         .map_err(|e| format!("no QUIC endpoint to ask peers from: {e}"))?;
-    let until = tokio::time::Instant::now() + PEERS_CHUNK_LIST_WAIT;
+    let until = tokio::time::Instant::now() + budget;
     let mut why = Vec::new();
     let mut found = None;
+    // Neighbours are heard while the named peers are asked.
+    let mut neighbours = plan.lan.then(|| Neighbours::listen(plan, &identity));
     if !plan.peers.is_empty() {
         match chunk_list_from_named(plan, &endpoint, &paths, &identity, until, wait).await {
             Ok(list) => found = Some(list),
             Err(error) => why.push(error),
         }
+    }
+    if found.is_none()
+        && let Some(neighbours) = &mut neighbours
+    {
+        found = neighbours
+            .ask(plan, &endpoint, &identity, until, wait, &mut why)
+            .await;
+    }
+    if let Some(neighbours) = neighbours {
+        neighbours.stop().await;
     }
     if found.is_none()
         && let Some(dht) = &plan.dht
@@ -262,6 +277,123 @@ async fn chunk_list_from_peers(
     endpoint.close(0u32.into(), b"done");
     let _ = tokio::time::timeout(std::time::Duration::from_secs(1), endpoint.wait_idle()).await;
     found.ok_or_else(|| why.join("; "))
+}
+
+/// How long the local network is listened to for a neighbour of the
+/// swarm, from the start of the read-ahead; then how long more for others
+/// once one is heard.
+const LAN_LISTEN_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+const LAN_MORE_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Most neighbours asked for a chunk list, and most addresses of each.
+const LAN_NEIGHBOURS_ASKED: usize = 8;
+const LAN_ADDRESSES_ASKED: usize = 2;
+
+/// Neighbours of the swarm heard on the local network (`--lan`, mDNS) by
+/// a listener that announces nothing: the read-ahead's, for a download
+/// whose peers may come from there.
+struct Neighbours {
+    task: Result<crate::lan::LanTask, String>,
+    heard: mpsc::Receiver<(minimodel_wire::PeerId, Vec<std::net::SocketAddr>)>,
+    started: tokio::time::Instant,
+    /// Our own LAN addresses: only neighbours inside their /24 or /64 are
+    /// asked, as the node dials only those.
+    own: Vec<std::net::SocketAddr>,
+}
+
+impl Neighbours {
+    fn listen(plan: &DownloadPlan, identity: &Identity) -> Neighbours {
+        let (sender, heard) = mpsc::channel(LAN_NEIGHBOURS_ASKED * 4);
+        let key = crate::dht::SwarmKey::of(&plan.manifest.chunks.merkle_root);
+        // A neighbour heard while the queue is full is dropped; it is
+        // heard again when it announces again.
+        let hear = move |peer, addrs| {
+            !matches!(
+                sender.try_send((peer, addrs)),
+                Err(mpsc::error::TrySendError::Closed(_))
+            )
+        };
+        let task = crate::lan::LanTask::start(key, identity.peer_id(), None, hear)
+            .map_err(|error| error.to_string());
+        let own = crate::addrs::interface_ips()
+            .unwrap_or_default()
+            .into_iter();
+        let own = minimodel_node::address::own_lan(own.map(|ip| std::net::SocketAddr::new(ip, 0)));
+        Neighbours {
+            task,
+            heard,
+            started: tokio::time::Instant::now(),
+            own,
+        }
+    }
+
+    /// Asks the neighbours heard (at most [`LAN_NEIGHBOURS_ASKED`], none
+    /// the plan names, each at most [`LAN_ADDRESSES_ASKED`] addresses
+    /// inside our own networks), all at once: those heard by the time the
+    /// first came and [`LAN_MORE_WAIT`] after it, waiting for a first up
+    /// to [`LAN_LISTEN_WAIT`] from the start.
+    async fn ask(
+        &mut self,
+        plan: &DownloadPlan,
+        endpoint: &quinn::Endpoint,
+        identity: &Identity,
+        until: tokio::time::Instant,
+        wait: std::time::Duration,
+        why: &mut Vec<String>,
+    ) -> Option<(NewChunkList, String)> {
+        if let Err(error) = &self.task {
+            why.push(format!("the local network: cannot listen ({error})"));
+            return None;
+        }
+        let mut heard: Vec<(minimodel_wire::PeerId, Vec<std::net::SocketAddr>)> = Vec::new();
+        let mut until_first = (self.started + LAN_LISTEN_WAIT).min(until);
+        loop {
+            let next = tokio::time::timeout_at(until_first, self.heard.recv()).await;
+            let Ok(Some((peer, addrs))) = next else {
+                break;
+            };
+            let addrs: Vec<_> = (addrs.into_iter())
+                .filter(|&addr| minimodel_node::address::within_lan(&self.own, addr))
+                .take(LAN_ADDRESSES_ASKED)
+                .collect();
+            let named = plan.peers.iter().any(|named| named.id == peer);
+            if addrs.is_empty() || named || heard.iter().any(|(seen, _)| *seen == peer) {
+                continue;
+            }
+            if heard.is_empty() {
+                until_first = (tokio::time::Instant::now() + LAN_MORE_WAIT).min(until);
+            }
+            heard.push((peer, addrs));
+            if heard.len() == LAN_NEIGHBOURS_ASKED {
+                break;
+            }
+        }
+        if heard.is_empty() {
+            why.push(format!(
+                "the local network: no neighbour of the swarm heard in {} s",
+                LAN_LISTEN_WAIT.as_secs()
+            ));
+            return None;
+        }
+        let deadline = until.min(tokio::time::Instant::now() + wait);
+        let targets = (heard.into_iter())
+            .flat_map(|(id, addrs)| {
+                let short: String = id.to_string().chars().take(10).collect();
+                addrs.into_iter().map(move |addr| Target {
+                    id: Some(id),
+                    addr,
+                    place: format!("the neighbour {short} at {addr}"),
+                })
+            })
+            .collect();
+        first_list_at_once(plan, endpoint, identity, targets, deadline, why).await
+    }
+
+    async fn stop(self) {
+        if let Ok(task) = self.task {
+            task.stop().await;
+        }
+    }
 }
 
 /// Most relays of one named peer asked for a chunk list.
@@ -375,19 +507,13 @@ async fn chunk_list_from_dht(
     wait: std::time::Duration,
     why: &mut Vec<String>,
 ) -> Option<(NewChunkList, String)> {
-    use std::future::Future;
-    use std::pin::Pin;
-    use std::task::Poll;
     if until <= tokio::time::Instant::now() {
         why.push(format!("the DHT: {}", spent()));
         return None;
     }
     let key = crate::dht::SwarmKey::of(&plan.manifest.chunks.merkle_root);
     let Ok(found) = tokio::time::timeout_at(until, dht.lookup(key)).await else {
-        why.push(format!(
-            "the DHT: no answer within the {} s spent on peers",
-            PEERS_CHUNK_LIST_WAIT.as_secs()
-        ));
+        why.push("the DHT: no answer in the time for asking peers".to_owned());
         return None;
     };
     // At most two addresses of one IP address: one host announcing many
@@ -410,16 +536,62 @@ async fn chunk_list_from_dht(
         why.push("the DHT knows no other peer of the swarm".to_owned());
         return None;
     }
+    let deadline = until.min(tokio::time::Instant::now() + wait);
+    let targets = (addrs.into_iter())
+        .map(|addr| Target {
+            id: None,
+            addr,
+            place: format!("the peer the DHT named at {addr}"),
+        })
+        .collect();
+    first_list_at_once(plan, endpoint, identity, targets, deadline, why).await
+}
+
+/// An address to ask for a chunk list, and the key it must prove when
+/// known.
+struct Target {
+    id: Option<minimodel_wire::PeerId>,
+    addr: std::net::SocketAddr,
+    /// The peer, in words.
+    place: String,
+}
+
+/// Asks every one of `targets` at once, each by `deadline`: the first list
+/// that checks wins and the others are dropped; each that gives none says
+/// why in `why`. A target that proves the key of a peer the plan names is
+/// not asked (it was, or was passed over). Asked one at a time, a few
+/// addresses that accept and trickle would spend the whole wait before an
+/// honest peer behind them is reached.
+async fn first_list_at_once(
+    plan: &DownloadPlan,
+    endpoint: &quinn::Endpoint,
+    identity: &Identity,
+    targets: Vec<Target>,
+    deadline: tokio::time::Instant,
+    why: &mut Vec<String>,
+) -> Option<(NewChunkList, String)> {
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::task::Poll;
     type Asked<'a> =
         Pin<Box<dyn Future<Output = Result<(NewChunkList, String), String>> + Send + 'a>>;
-    let deadline = until.min(tokio::time::Instant::now() + wait);
-    let mut pending: Vec<Asked<'_>> = addrs
+    let mut pending: Vec<Asked<'_>> = targets
         .into_iter()
-        .map(|addr| -> Asked<'_> {
+        .map(|Target { id, addr, place }| -> Asked<'_> {
             Box::pin(async move {
-                let place = format!("the peer the DHT named at {addr}");
-                let dialed = crate::transport::connect_any(endpoint, addr, identity, &plan.tuning);
-                let (connection, id) = connected(dialed, deadline, &place).await?;
+                let (connection, id) = match id {
+                    Some(id) => {
+                        let peer = minimodel_wire::PeerAddr { id, addr };
+                        let dialed =
+                            crate::transport::connect(endpoint, &peer, identity, &plan.tuning);
+                        (connected(dialed, deadline, &place).await?, id)
+                    }
+                    None => {
+                        let dialed =
+                            crate::transport::connect_any(endpoint, addr, identity, &plan.tuning);
+                        connected(dialed, deadline, &place).await?
+                    }
+                };
                 if plan.peers.iter().any(|peer| peer.id == id) {
                     connection.close(0u32.into(), b"done");
                     return Err(format!("{place}: a peer named before, asked there"));
@@ -466,7 +638,8 @@ impl DownloadPlan {
     /// chunk-list-route, else beside the first of the plan's mirrors that
     /// has it, else from the first of the plan's peers that serves it,
     /// reached directly or through a relay it names (a chunk list query,
-    /// `docs/wire-protocol.md` 8.7), else, when the
+    /// `docs/wire-protocol.md` 8.7), else, with local discovery, from a
+    /// neighbour of the swarm heard on the local network, else, when the
     /// plan has a DHT client, from a peer the DHT knows for the swarm,
     /// and keeps it only if it checks against the manifest (its Merkle
     /// root, and its `chunk-list-sha256` when named). A listed download
@@ -478,6 +651,61 @@ impl DownloadPlan {
     pub async fn read_chunk_list_ahead(
         &mut self,
         dht: Option<&crate::dht::DiscoveryConfig>,
+    ) -> ChunkListAhead {
+        self.read_chunk_list_ahead_within(dht, std::time::Duration::ZERO)
+            .await
+    }
+
+    /// [`Self::read_chunk_list_ahead`], asked again every
+    /// [`LIST_ROUND_PAUSE`] while a listed download's list is
+    /// [`ChunkListAhead::Missing`], until `patience` has passed since the
+    /// start (each round within what is left of it, a second at least): a seeder that comes up later, or a peer still
+    /// starting, gives it, as a fixed-size download's node dials its peers
+    /// again until it gives up. `fetch` waits its `--give-up-after`; the
+    /// companion asks once, and its item tries again by itself.
+    pub async fn read_chunk_list_ahead_within(
+        &mut self,
+        dht: Option<&crate::dht::DiscoveryConfig>,
+        patience: std::time::Duration,
+    ) -> ChunkListAhead {
+        let until = tokio::time::Instant::now() + patience;
+        loop {
+            // One round may take the time for peers; within a patience, at
+            // most what is left of it (a second at least).
+            let left = until.saturating_duration_since(tokio::time::Instant::now());
+            let budget = match patience.is_zero() {
+                true => PEERS_CHUNK_LIST_WAIT,
+                false => PEERS_CHUNK_LIST_WAIT
+                    .min(left)
+                    .max(std::time::Duration::from_secs(1)),
+            };
+            let ahead = self.read_chunk_list_once(dht, budget).await;
+            if !matches!(ahead, ChunkListAhead::Missing { .. })
+                || tokio::time::Instant::now() + LIST_ROUND_PAUSE >= until
+            {
+                return ahead;
+            }
+            tokio::time::sleep(LIST_ROUND_PAUSE).await;
+        }
+    }
+
+    /// Whether the download's directory can be one: `Err` when a file (or
+    /// anything but a directory) is where it belongs, which the download
+    /// leaves as it is. Asked before anything is read ahead, so that such
+    /// a mistake is said at once.
+    pub fn check_out_dir(&self) -> Result<(), ResumeError> {
+        match std::fs::metadata(&self.out_dir) {
+            Ok(meta) if !meta.is_dir() => Err(ResumeError::NotADirectory {
+                path: self.out_dir.clone(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    async fn read_chunk_list_once(
+        &mut self,
+        dht: Option<&crate::dht::DiscoveryConfig>,
+        budget: std::time::Duration,
     ) -> ChunkListAhead {
         let listed = self.manifest.chunks.scheme.is_listed();
         let for_reuse = !self.reuse.is_empty();
@@ -507,7 +735,9 @@ impl DownloadPlan {
             || !mirrors.is_empty();
         let mut why = Vec::new();
         if on_the_web {
-            match crate::mirror::read_new_chunk_list(&self.manifest, mirrors, agent).await {
+            let read =
+                crate::mirror::read_new_chunk_list(&self.manifest, self.mirrors.as_ref(), agent);
+            match read.await {
                 Ok(read) => {
                     self.chunk_list = Some(read.list);
                     return ChunkListAhead::Read {
@@ -537,7 +767,7 @@ impl DownloadPlan {
                 )),
             }
         }
-        if self.peers.is_empty() && self.dht.is_none() {
+        if self.peers.is_empty() && self.dht.is_none() && !self.lan {
             why.push(
                 if on_the_web {
                     "no peer is named to ask"
@@ -547,7 +777,7 @@ impl DownloadPlan {
                 .to_owned(),
             );
         } else {
-            match chunk_list_from_peers(self, PEER_CHUNK_LIST_WAIT).await {
+            match chunk_list_from_peers(self, budget).await {
                 Ok((list, from)) => {
                     self.chunk_list = Some(list);
                     return ChunkListAhead::Read { from, for_reuse };

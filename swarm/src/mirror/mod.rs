@@ -538,39 +538,37 @@ pub struct ChunkListRead {
 }
 
 /// A new version's chunk list, for copying the chunks that older versions
-/// on this machine share with it: read at `manifest`'s chunk-list-route,
-/// else beside the first of `mirrors` that has it
-/// ([`MirrorUrl::chunk_list_url`], as a download reads it: without the
-/// mirror's query), and kept only if it hashes to the manifest's Merkle
-/// root. `Err` says, in words, why each place gave none.
+/// on this machine share with it (or, cut at parts, for its lengths): read
+/// at `manifest`'s chunk-list-route (HTTPS, the system's roots, no token),
+/// else beside the first of the `mirrors` that has it
+/// ([`MirrorUrl::chunk_list_url`], as a download's mirrors read it: with
+/// the set's roots, its token for the mirror's origin, plain HTTP only
+/// where the set allows it), and kept only if it hashes to the manifest's
+/// Merkle root (and its `chunk-list-sha256` when named). `Err` says, in
+/// words, why each place gave none.
 pub async fn read_new_chunk_list(
     manifest: &minimodel_verifier::Manifest,
-    mirrors: &[MirrorUrl],
+    mirrors: Option<&MirrorSet>,
     agent: &str,
 ) -> Result<ChunkListRead, String> {
-    // Each place as requested, and as shown.
-    let places: Vec<(String, String)> = (manifest.chunks.chunk_list.iter())
-        .filter_map(|list| list.route.as_ref())
-        .map(|route| (route.to_string(), route.to_string()))
-        .chain(mirrors.iter().map(|url| {
-            let list = url.chunk_list_url();
-            (list.expose(), list.to_string())
-        }))
-        .collect();
-    if places.is_empty() {
+    let route = (manifest.chunks.chunk_list.iter()).find_map(|list| list.route.as_ref());
+    let urls = mirrors.map_or(&[][..], |set| &set.urls[..]);
+    if route.is_none() && urls.is_empty() {
         return Err("the manifest names no chunk-list-route, and no mirror is given".to_owned());
     }
     let count = u32::try_from(manifest.chunks.chunk_count).unwrap_or(u32::MAX);
+    let check = |bytes: Vec<u8>| {
+        crate::resume::reuse::NewChunkList::check(manifest, &bytes)
+            .map(|list| (list, bytes))
+            .map_err(|e| format!("not this version's chunk list ({e})"))
+    };
     let mut why = Vec::new();
-    for (url, place) in places {
-        let checked = read_chunk_list_route(&url, count, agent)
+    if let Some(route) = route {
+        let place = route.to_string();
+        match read_chunk_list_route(&place, count, agent)
             .await
-            .and_then(|bytes| {
-                crate::resume::reuse::NewChunkList::check(manifest, &bytes)
-                    .map(|list| (list, bytes))
-                    .map_err(|e| format!("not this version's chunk list ({e})"))
-            });
-        match checked {
+            .and_then(check)
+        {
             Ok((list, bytes)) => {
                 return Ok(ChunkListRead {
                     list,
@@ -579,6 +577,28 @@ pub async fn read_new_chunk_list(
                 });
             }
             Err(error) => why.push(format!("{place}: {error}")),
+        }
+    }
+    if let Some(set) = mirrors.filter(|set| !set.urls.is_empty()) {
+        let client = Client::new(set.timeouts, set.tokens.clone(), agent, &set.trust);
+        for url in &set.urls {
+            let place = url.chunk_list_url().to_string();
+            let read = get_whole(
+                &client,
+                url.chunk_list_url(),
+                set.plain,
+                chunk_list_limit(count),
+            );
+            match read.await.map_err(|e| describe(&e)).and_then(check) {
+                Ok((list, bytes)) => {
+                    return Ok(ChunkListRead {
+                        list,
+                        bytes,
+                        from: place,
+                    });
+                }
+                Err(error) => why.push(format!("{place}: {error}")),
+            }
         }
     }
     Err(why.join("; "))
