@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The swarm figures with chunks cut at parts (docs/performance.md): one
-# fixture, two manifests of it (fixed-size-merkle-v0, the default, and
-# slm-parts-merkle-v0), then alternated runs of each:
+# fixture, two manifests of it (fixed-size-merkle-v0 and slm-parts-merkle-v0,
+# the default), then alternated runs of each:
 #   - `minimodel verify` (wall, page cache warm);
 #   - a fetch of it from one `minimodel seed` on loopback (wall; the fetch's
 #     user + system CPU).
@@ -29,7 +29,8 @@ echo "== $(uname -m), $(nproc) cores, $(date -u '+%Y-%m-%d %H:%M'), load $(cut -
 "$bin" -q fixture big.slm --size "$size" --seed 11 >/dev/null
 common=(--model-id big --publisher-id lab --license-route https://example.org/license
     --evidence-route https://example.org/evidence)
-"$bin" -q manifest big.slm "${common[@]}" -o fixed.manifest >/dev/null
+"$bin" -q manifest big.slm "${common[@]}" --chunk-scheme fixed-size-merkle-v0 \
+    -o fixed.manifest >/dev/null
 "$bin" -q manifest big.slm "${common[@]}" --chunk-scheme slm-parts-merkle-v0 \
     --chunk-list-out parts.chunk-list -o parts.manifest >/dev/null
 for scheme in fixed parts; do

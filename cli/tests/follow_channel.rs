@@ -68,6 +68,11 @@ fn signed_manifest(root: &Path, slm: &Path, name: &str, key: &str, publisher: &s
             "https://example.org/evidence",
             "--chunk-size",
             CHUNK,
+            // Fixed-size chunks: version 2 changes bytes in place, chunk by
+            // chunk (following a model cut at its parts: the lab's
+            // follow-homes, and reuse_versions).
+            "--chunk-scheme",
+            "fixed-size-merkle-v0",
             "-o",
             unsigned.to_str().unwrap(),
         ],

@@ -297,6 +297,9 @@ fn key_and_signing_commands_print_and_write_what_the_schemas_say() {
             "https://example.org/evidence",
             "--chunk-size",
             "256KiB",
+            // As the artifact's own manifest was made.
+            "--chunk-scheme",
+            "fixed-size-merkle-v0",
             "--sign",
             "a.key",
             "-o",

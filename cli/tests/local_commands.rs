@@ -57,7 +57,8 @@ fn fixture_manifest_verify_and_catalog_entry_work_together() {
     );
     let manifest = std::fs::read_to_string(dir.path().join("m.manifest")).unwrap();
     assert!(
-        manifest.contains("chunk-size: 262144\nchunk-count: 12\n"),
+        manifest
+            .contains("chunk-scheme: slm-parts-merkle-v0\nchunk-size: 262144\nchunk-count: 19\n"),
         "{manifest}"
     );
 
@@ -72,7 +73,7 @@ fn fixture_manifest_verify_and_catalog_entry_work_together() {
         serde_json::from_slice(&std::fs::read(dir.path().join("tiny.receipt.json")).unwrap())
             .unwrap();
     assert_eq!(receipt["format"], "minimodel-receipt-v0");
-    assert_eq!(receipt["chunk_count"], 12);
+    assert_eq!(receipt["chunk_count"], 19);
     assert_eq!(receipt["license_route"], "https://example.org/license");
     assert_eq!(
         receipt["signature"],
@@ -123,7 +124,9 @@ fn a_malformed_manifest_is_exit_3_and_names_the_line() {
     let text = std::fs::read_to_string(dir.path().join("m.manifest")).unwrap();
     std::fs::write(
         dir.path().join("bad.manifest"),
-        text.replace("chunk-count: 12", "chunk-count: 13"),
+        // Cut at its parts (the default), 19 chunks; fewer than 3 MiB in
+        // chunks of 256 KiB at most can be is no geometry.
+        text.replace("chunk-count: 19", "chunk-count: 11"),
     )
     .unwrap();
     let out = minimodel(dir.path(), &["verify", "bad.manifest", "m.slm", "--json"]);

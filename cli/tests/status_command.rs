@@ -48,6 +48,9 @@ fn status_shows_partial_and_complete_downloads() {
             "https://example.org/evidence",
             "--chunk-size",
             "64KiB",
+            // Opened below as a fixed-size download.
+            "--chunk-scheme",
+            "fixed-size-merkle-v0",
             "-o",
             "m.manifest",
         ],

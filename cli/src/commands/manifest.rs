@@ -79,13 +79,14 @@ pub struct ManifestArgs {
     /// --chunk-list-route names.
     #[arg(long)]
     pub chunk_list_out: Option<PathBuf>,
-    /// How the file is cut into chunks: fixed-size-merkle-v0 (every
-    /// chunk-size bytes) or slm-parts-merkle-v0 (the header, the tokenizer,
-    /// the tensor table and every tensor each cut from its own start, so
-    /// that a new version that changes some parts shares the chunks of the
-    /// others; the chunks' lengths are in the chunk list, which a fetch
-    /// then needs: --chunk-list-out).
-    #[arg(long, default_value = "fixed-size-merkle-v0", value_parser = parse_scheme)]
+    /// How the file is cut into chunks: slm-parts-merkle-v0 (the header,
+    /// the tokenizer, the tensor table and every tensor each cut from its
+    /// own start, so that a new version that changes some parts shares the
+    /// chunks of the others; the chunks' lengths are in the chunk list,
+    /// which a fetch reads first from a peer, a mirror or the
+    /// --chunk-list-route) or fixed-size-merkle-v0 (every chunk-size bytes;
+    /// a fetch needs no list first, and an insertion shifts every chunk).
+    #[arg(long, default_value = "slm-parts-merkle-v0", value_parser = parse_scheme)]
     pub chunk_scheme: minimodel_verifier::manifest::ChunkScheme,
     /// Write the manifest here instead of standard output.
     #[arg(short = 'o', long)]

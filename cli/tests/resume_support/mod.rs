@@ -397,11 +397,15 @@ impl Artifact {
         chunk: &str,
         seed: u64,
     ) -> Self {
-        Self::make_with(dir, name, model_id, size, chunk, seed, &[])
+        // Fixed-size chunks: the tests open, damage and count chunks at
+        // multiples of the chunk size.
+        let fixed = ["--chunk-scheme", "fixed-size-merkle-v0"];
+        Self::make_with(dir, name, model_id, size, chunk, seed, &fixed)
     }
 
     /// [`Self::make`], with `extra` arguments to `manifest` (such as
-    /// `--chunk-scheme slm-parts-merkle-v0`).
+    /// `--chunk-scheme slm-parts-merkle-v0`) instead of its fixed-size
+    /// chunks.
     pub fn make_with(
         dir: &Path,
         name: &str,

@@ -78,6 +78,18 @@ pub fn prepare(dir: &Path, name: &str, size: &str, chunk_size: &str) {
     ));
 }
 
+/// The `chunk-count` of manifest `NAME.manifest` in `dir`: cut at its
+/// parts (the default), a fixture has a few more chunks than its size
+/// over the chunk size.
+pub fn chunk_count(dir: &Path, name: &str) -> u64 {
+    let text = std::fs::read_to_string(dir.join(format!("{name}.manifest"))).unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix("chunk-count: "))
+        .expect("a manifest names its chunk count")
+        .parse()
+        .unwrap()
+}
+
 /// A child process killed (SIGKILL) when dropped.
 pub struct Running {
     pub child: Child,
