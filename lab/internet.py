@@ -840,7 +840,8 @@ def ticket_only(ctx, name, size=16 * MiB, timeout=120):
     their own, with no manifest or offer). Asserted: both fetch the
     manifest from the seeder and then the artifact, with clean receipts
     naming the manifest the ticket named; the seeder answered two manifest
-    queries."""
+    queries, and two chunk list queries (the lab's manifest is cut at its
+    parts)."""
     run_dir = ctx.scratch(name)
     _, manifest, sha = ctx.artifact(size)
     with ctx.lab(name) as lab:
@@ -872,9 +873,14 @@ def ticket_only(ctx, name, size=16 * MiB, timeout=120):
         receipt = check_download(proc, out, sha, problems)
         if receipt and manifest_sha not in json.dumps(receipt):
             problems.append(f"{proc.name}: the receipt does not name the manifest {manifest_sha}")
-    served = [q for q in queries if "refused" not in q]
+    served = [q for q in queries if "refused" not in q and q.get("asked") == "manifest"]
     if len(served) != 2:
         problems.append(f"the seeder answered {len(served)} manifest queries, not 2: {queries}")
+    # The lab's manifest is cut at its parts (the default): each fetch then
+    # asks the seeder for the chunk list with the chunks' lengths too.
+    lists = [q for q in queries if "refused" not in q and q.get("asked") == "chunk-list"]
+    if len(lists) != 2:
+        problems.append(f"the seeder answered {len(lists)} chunk list queries, not 2: {queries}")
     say(f"  ticket of {len(ticket)} characters; the seeder answered {len(served)} manifest "
         f"queries; both fetches {'done' if not problems else 'NOT done'}")
     ctx.results.append({"scenario": name, "ticket_len": len(ticket), "queries": len(queries),

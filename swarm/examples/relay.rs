@@ -8,7 +8,8 @@
 //!       [--mtu 1500] [--seed N]
 //! ```
 //!
-//! It takes one client's datagrams on `--listen`, sends them to
+//! It takes one client's datagrams on `--listen` (the client is the
+//! address that sent last), sends them to
 //! `--upstream` from `--bind` (default: the unspecified address of the
 //! upstream's family, any port), and sends the upstream's answers back to
 //! the client. Every impairment applies to each direction on its own: with

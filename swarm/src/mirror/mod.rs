@@ -539,69 +539,85 @@ pub struct ChunkListRead {
 
 /// A new version's chunk list, for copying the chunks that older versions
 /// on this machine share with it (or, cut at parts, for its lengths): read
-/// at `manifest`'s chunk-list-route (HTTPS, the system's roots, no token),
-/// else beside the first of the `mirrors` that has it
-/// ([`MirrorUrl::chunk_list_url`], as a download's mirrors read it: with
-/// the set's roots, its token for the mirror's origin, plain HTTP only
-/// where the set allows it), and kept only if it hashes to the manifest's
-/// Merkle root (and its `chunk-list-sha256` when named). `Err` says, in
-/// words, why each place gave none.
+/// at `manifest`'s chunk-list-route (HTTPS, the system's roots, no token)
+/// and beside each of the `mirrors` ([`MirrorUrl::chunk_list_url`], as a
+/// download's mirrors read it: with the set's roots, its token for the
+/// mirror's origin, plain HTTP only where the set allows it), all at once,
+/// the first that hashes to the manifest's Merkle root (and its
+/// `chunk-list-sha256` when named) kept: a route whose name does not
+/// resolve in time (a host with no resolver answering) holds back no
+/// mirror. `Err` says, in words, why each place gave none, the route's
+/// first.
 pub async fn read_new_chunk_list(
     manifest: &minimodel_verifier::Manifest,
     mirrors: Option<&MirrorSet>,
     agent: &str,
 ) -> Result<ChunkListRead, String> {
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::task::Poll;
+    type Reading<'a> = Pin<Box<dyn Future<Output = Result<ChunkListRead, String>> + Send + 'a>>;
     let route = (manifest.chunks.chunk_list.iter()).find_map(|list| list.route.as_ref());
     let urls = mirrors.map_or(&[][..], |set| &set.urls[..]);
     if route.is_none() && urls.is_empty() {
         return Err("the manifest names no chunk-list-route, and no mirror is given".to_owned());
     }
     let count = u32::try_from(manifest.chunks.chunk_count).unwrap_or(u32::MAX);
-    let check = |bytes: Vec<u8>| {
-        crate::resume::reuse::NewChunkList::check(manifest, &bytes)
-            .map(|list| (list, bytes))
-            .map_err(|e| format!("not this version's chunk list ({e})"))
-    };
-    let mut why = Vec::new();
-    if let Some(route) = route {
-        let place = route.to_string();
-        match read_chunk_list_route(&place, count, agent)
-            .await
-            .and_then(check)
-        {
-            Ok((list, bytes)) => {
-                return Ok(ChunkListRead {
+    let check = move |place: String, read: Result<Vec<u8>, String>| {
+        read.and_then(|bytes| {
+            crate::resume::reuse::NewChunkList::check(manifest, &bytes)
+                .map(|list| ChunkListRead {
                     list,
                     bytes,
-                    from: place,
-                });
-            }
-            Err(error) => why.push(format!("{place}: {error}")),
-        }
+                    from: place.clone(),
+                })
+                .map_err(|e| format!("not this version's chunk list ({e})"))
+        })
+        .map_err(|error| format!("{place}: {error}"))
+    };
+    let mut pending: Vec<Reading<'_>> = Vec::new();
+    if let Some(route) = route {
+        pending.push(Box::pin(async move {
+            let place = route.to_string();
+            let read = read_chunk_list_route(&place, count, agent).await;
+            check(place, read)
+        }));
     }
-    if let Some(set) = mirrors.filter(|set| !set.urls.is_empty()) {
+    if let Some(set) = mirrors {
         let client = Client::new(set.timeouts, set.tokens.clone(), agent, &set.trust);
         for url in &set.urls {
-            let place = url.chunk_list_url().to_string();
-            let read = get_whole(
-                &client,
-                url.chunk_list_url(),
-                set.plain,
-                chunk_list_limit(count),
-            );
-            match read.await.map_err(|e| describe(&e)).and_then(check) {
-                Ok((list, bytes)) => {
-                    return Ok(ChunkListRead {
-                        list,
-                        bytes,
-                        from: place,
-                    });
-                }
-                Err(error) => why.push(format!("{place}: {error}")),
-            }
+            let client = Arc::clone(&client);
+            pending.push(Box::pin(async move {
+                let place = url.chunk_list_url().to_string();
+                let limit = chunk_list_limit(count);
+                let read = get_whole(&client, url.chunk_list_url(), set.plain, limit).await;
+                check(place, read.map_err(|e| describe(&e)))
+            }));
         }
     }
-    Err(why.join("; "))
+    // Each place's reason, in the order they were named.
+    let mut why: Vec<Option<String>> = vec![None; pending.len()];
+    let mut at: Vec<usize> = (0..pending.len()).collect();
+    let found = std::future::poll_fn(|cx| {
+        let mut i = 0;
+        while i < pending.len() {
+            match pending[i].as_mut().poll(cx) {
+                Poll::Ready(Ok(read)) => return Poll::Ready(Some(read)),
+                Poll::Ready(Err(error)) => {
+                    why[at[i]] = Some(error);
+                    drop(pending.swap_remove(i));
+                    at.swap_remove(i);
+                }
+                Poll::Pending => i += 1,
+            }
+        }
+        match pending.is_empty() {
+            true => Poll::Ready(None),
+            false => Poll::Pending,
+        }
+    })
+    .await;
+    found.ok_or_else(|| why.into_iter().flatten().collect::<Vec<_>>().join("; "))
 }
 
 /// Where a redirect from `from` to `location` goes, if a mirror may go

@@ -3,8 +3,8 @@
 //! traffic shaping (netem) is not available.
 //!
 //! It binds 127.0.0.1:0 (or, with `Relay::start_on`, the addresses it is
-//! given) and forwards datagrams between one client (the first address that
-//! sends to it) and one upstream address, each direction through its own
+//! given) and forwards datagrams between one client (the address that sent
+//! to it last) and one upstream address, each direction through its own
 //! delay line. It stops when dropped. The network lab runs it as a program:
 //! `swarm/examples/relay.rs`.
 
@@ -222,14 +222,12 @@ async fn delay_line(
             received = from.recv_from(&mut buf) => {
                 let Ok((len, source)) = received else { continue };
                 match destination {
+                    // The client is the address that sent last: a
+                    // program that dials again from another port (a
+                    // download's read-ahead, then its node) takes the
+                    // relay over, as a NAT's mapping would follow it.
                     Destination::Upstream(_) => {
-                        let mut client = client.lock().expect("client address");
-                        if client.is_none() {
-                            *client = Some(source);
-                        }
-                        if *client != Some(source) {
-                            continue;
-                        }
+                        *client.lock().expect("client address") = Some(source);
                     }
                     Destination::Client => {}
                 }
