@@ -138,7 +138,13 @@ const PEER_CHUNK_LIST_WAIT: std::time::Duration = std::time::Duration::from_secs
 const PEERS_CHUNK_LIST_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Between two rounds of asking for a listed download's chunk list
-/// ([`DownloadPlan::read_chunk_list_ahead_within`]).
+/// ([`DownloadPlan::read_chunk_list_ahead_within`]): the first pause, then
+/// doubled up to the longest. A peer serves a few lists at once (2 to one
+/// /24, `max_chunk_list_answers_per_prefix`) and turns the rest away for
+/// the milliseconds one takes: a crowd on one network that asks at once
+/// comes back within a second, not in 3 s steps.
+pub const FIRST_LIST_ROUND_PAUSE: std::time::Duration = std::time::Duration::from_millis(250);
+/// The longest pause between two rounds ([`FIRST_LIST_ROUND_PAUSE`]).
 pub const LIST_ROUND_PAUSE: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Most peers asked for a chunk list, in the plan's order (each half a
@@ -656,8 +662,9 @@ impl DownloadPlan {
             .await
     }
 
-    /// [`Self::read_chunk_list_ahead`], asked again every
-    /// [`LIST_ROUND_PAUSE`] while a listed download's list is
+    /// [`Self::read_chunk_list_ahead`], asked again after
+    /// [`FIRST_LIST_ROUND_PAUSE`], doubling to every [`LIST_ROUND_PAUSE`],
+    /// while a listed download's list is
     /// [`ChunkListAhead::Missing`], until `patience` has passed since the
     /// start (each round within what is left of it, a second at least): a seeder that comes up later, or a peer still
     /// starting, gives it, as a fixed-size download's node dials its peers
@@ -669,6 +676,7 @@ impl DownloadPlan {
         patience: std::time::Duration,
     ) -> ChunkListAhead {
         let until = tokio::time::Instant::now() + patience;
+        let mut pause = FIRST_LIST_ROUND_PAUSE;
         loop {
             // One round may take the time for peers; within a patience, at
             // most what is left of it (a second at least).
@@ -681,11 +689,12 @@ impl DownloadPlan {
             };
             let ahead = self.read_chunk_list_once(dht, budget).await;
             if !matches!(ahead, ChunkListAhead::Missing { .. })
-                || tokio::time::Instant::now() + LIST_ROUND_PAUSE >= until
+                || tokio::time::Instant::now() + pause >= until
             {
                 return ahead;
             }
-            tokio::time::sleep(LIST_ROUND_PAUSE).await;
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(LIST_ROUND_PAUSE);
         }
     }
 
