@@ -16,6 +16,7 @@ pub mod addrs;
 pub mod app;
 pub mod dht;
 pub mod fetch;
+mod first;
 pub mod input;
 pub mod lan;
 /// The QUIC link: handshake, control stream and piece streams. Public with

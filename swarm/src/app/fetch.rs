@@ -576,63 +576,53 @@ async fn first_list_at_once(
     deadline: tokio::time::Instant,
     why: &mut Vec<String>,
 ) -> Option<(NewChunkList, String)> {
-    use std::future::Future;
-    use std::pin::Pin;
-    use std::task::Poll;
-    type Asked<'a> =
-        Pin<Box<dyn Future<Output = Result<(NewChunkList, String), String>> + Send + 'a>>;
-    let mut pending: Vec<Asked<'_>> = targets
+    let attempts: Vec<crate::first::Attempt<'_, (NewChunkList, String)>> = targets
         .into_iter()
-        .map(|Target { id, addr, place }| -> Asked<'_> {
-            Box::pin(async move {
-                let (connection, id) = match id {
-                    Some(id) => {
-                        let peer = minimodel_wire::PeerAddr { id, addr };
-                        let dialed =
-                            crate::transport::connect(endpoint, &peer, identity, &plan.tuning);
-                        (connected(dialed, deadline, &place).await?, id)
+        .map(
+            |Target { id, addr, place }| -> crate::first::Attempt<'_, _> {
+                Box::pin(async move {
+                    let (connection, id) = match id {
+                        Some(id) => {
+                            let peer = minimodel_wire::PeerAddr { id, addr };
+                            let dialed =
+                                crate::transport::connect(endpoint, &peer, identity, &plan.tuning);
+                            (connected(dialed, deadline, &place).await?, id)
+                        }
+                        None => {
+                            let dialed = crate::transport::connect_any(
+                                endpoint,
+                                addr,
+                                identity,
+                                &plan.tuning,
+                            );
+                            connected(dialed, deadline, &place).await?
+                        }
+                    };
+                    if plan.peers.iter().any(|peer| peer.id == id) {
+                        connection.close(0u32.into(), b"done");
+                        return Err(format!("{place}: a peer named before, asked there"));
                     }
-                    None => {
-                        let dialed =
-                            crate::transport::connect_any(endpoint, addr, identity, &plan.tuning);
-                        connected(dialed, deadline, &place).await?
+                    let asked = ask_for_chunk_list(
+                        &plan.manifest,
+                        plan.manifest_sha256.0,
+                        &connection,
+                        deadline,
+                    );
+                    match asked.await {
+                        Ok(list) => Ok((list, place)),
+                        Err(error) => Err(format!("{place}: {error}")),
                     }
-                };
-                if plan.peers.iter().any(|peer| peer.id == id) {
-                    connection.close(0u32.into(), b"done");
-                    return Err(format!("{place}: a peer named before, asked there"));
-                }
-                let asked = ask_for_chunk_list(
-                    &plan.manifest,
-                    plan.manifest_sha256.0,
-                    &connection,
-                    deadline,
-                );
-                match asked.await {
-                    Ok(list) => Ok((list, place)),
-                    Err(error) => Err(format!("{place}: {error}")),
-                }
-            })
-        })
+                })
+            },
+        )
         .collect();
-    std::future::poll_fn(|cx| {
-        let mut at = 0;
-        while at < pending.len() {
-            match pending[at].as_mut().poll(cx) {
-                Poll::Ready(Ok(found)) => return Poll::Ready(Some(found)),
-                Poll::Ready(Err(error)) => {
-                    why.push(error);
-                    drop(pending.swap_remove(at));
-                }
-                Poll::Pending => at += 1,
-            }
+    match crate::first::first_ok(attempts).await {
+        Ok(found) => Some(found),
+        Err(failed) => {
+            why.extend(failed.into_iter().map(|(_, error)| error));
+            None
         }
-        match pending.is_empty() {
-            true => Poll::Ready(None),
-            false => Poll::Pending,
-        }
-    })
-    .await
+    }
 }
 
 impl DownloadPlan {

@@ -553,10 +553,6 @@ pub async fn read_new_chunk_list(
     mirrors: Option<&MirrorSet>,
     agent: &str,
 ) -> Result<ChunkListRead, String> {
-    use std::future::Future;
-    use std::pin::Pin;
-    use std::task::Poll;
-    type Reading<'a> = Pin<Box<dyn Future<Output = Result<ChunkListRead, String>> + Send + 'a>>;
     let route = (manifest.chunks.chunk_list.iter()).find_map(|list| list.route.as_ref());
     let urls = mirrors.map_or(&[][..], |set| &set.urls[..]);
     if route.is_none() && urls.is_empty() {
@@ -575,7 +571,7 @@ pub async fn read_new_chunk_list(
         })
         .map_err(|error| format!("{place}: {error}"))
     };
-    let mut pending: Vec<Reading<'_>> = Vec::new();
+    let mut pending: Vec<crate::first::Attempt<'_, ChunkListRead>> = Vec::new();
     if let Some(route) = route {
         pending.push(Box::pin(async move {
             let place = route.to_string();
@@ -596,28 +592,11 @@ pub async fn read_new_chunk_list(
         }
     }
     // Each place's reason, in the order they were named.
-    let mut why: Vec<Option<String>> = vec![None; pending.len()];
-    let mut at: Vec<usize> = (0..pending.len()).collect();
-    let found = std::future::poll_fn(|cx| {
-        let mut i = 0;
-        while i < pending.len() {
-            match pending[i].as_mut().poll(cx) {
-                Poll::Ready(Ok(read)) => return Poll::Ready(Some(read)),
-                Poll::Ready(Err(error)) => {
-                    why[at[i]] = Some(error);
-                    drop(pending.swap_remove(i));
-                    at.swap_remove(i);
-                }
-                Poll::Pending => i += 1,
-            }
-        }
-        match pending.is_empty() {
-            true => Poll::Ready(None),
-            false => Poll::Pending,
-        }
+    crate::first::first_ok(pending).await.map_err(|mut failed| {
+        failed.sort_by_key(|(place, _)| *place);
+        let why: Vec<String> = failed.into_iter().map(|(_, error)| error).collect();
+        why.join("; ")
     })
-    .await;
-    found.ok_or_else(|| why.into_iter().flatten().collect::<Vec<_>>().join("; "))
 }
 
 /// Where a redirect from `from` to `location` goes, if a mirror may go
