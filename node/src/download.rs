@@ -539,6 +539,16 @@ impl Downloader {
         }
     }
 
+    /// A requested chunk from this peer arrived whole, and its check
+    /// begins: the time until [`Self::on_chunk_verified`] is its check's
+    /// ([`PeerDownload::check_time`]).
+    pub fn on_piece_arrived(&mut self, key: LinkId, chunk: u32, now: Instant) {
+        self.on_progress(key, now);
+        if let Some(session) = self.peers.get_mut(&key) {
+            session.arrive(chunk, now);
+        }
+    }
+
     /// The session of a peer or a mirror.
     fn session_mut(&mut self, key: LinkId) -> Option<&mut PeerDownload> {
         match self.peers.get_mut(&key) {
@@ -626,6 +636,7 @@ impl Downloader {
             mirror.started.remove(&chunk);
         }
         if let Some(session) = self.session_mut(key) {
+            session.note_checked(chunk, now);
             let requested = session.finish_request(chunk);
             match outcome {
                 VerifiedOutcome::Done { .. } => session.record_delivery(bytes, requested, now),

@@ -20,6 +20,12 @@ use crate::config::DownloadConfig;
 const RATE_SMOOTHING: f64 = 0.25;
 /// Deliveries are summed over at least this long per rate sample.
 pub const RATE_PERIOD: Duration = Duration::from_millis(200);
+/// A chunk's check (its proof, then the write) that takes at least this
+/// share of the time its link takes to bring one chunk asks for one more
+/// request in the peer's pipeline ([`PeerDownload::pipeline_depth`]).
+const CHECK_SHARE: f64 = 0.25;
+/// Weight of a new check time in the running mean.
+const CHECK_SMOOTHING: f64 = 0.125;
 /// Round trip assumed until the transport reports one.
 const DEFAULT_RTT: Duration = Duration::from_millis(50);
 /// A peer whose smallest round trip is at least this long is far
@@ -73,6 +79,12 @@ pub struct PeerDownload {
     requests: BTreeMap<u32, Instant>,
     /// Those of them whose piece stream began.
     begun: BTreeSet<u32>,
+    /// Those of them that arrived whole and are being checked, and since
+    /// when.
+    arrived: BTreeMap<u32, Instant>,
+    /// The running mean of the time from a chunk's arrival to the end of
+    /// its check ([`Self::note_checked`]).
+    check_time: Option<Duration>,
     rate: Option<f64>,
     rtt: Option<Duration>,
     /// Start of the current rate period and the bytes delivered in it.
@@ -103,6 +115,8 @@ impl PeerDownload {
             has,
             requests: BTreeMap::new(),
             begun: BTreeSet::new(),
+            arrived: BTreeMap::new(),
+            check_time: None,
             rate: None,
             rtt: None,
             window_start: None,
@@ -191,6 +205,35 @@ impl PeerDownload {
         }
     }
 
+    /// An in-flight request's chunk arrived whole, and its check begins.
+    /// False when it was not in flight (or had arrived already).
+    pub(crate) fn arrive(&mut self, chunk: u32, now: Instant) -> bool {
+        if !self.requests.contains_key(&chunk) || self.arrived.contains_key(&chunk) {
+            return false;
+        }
+        self.arrived.insert(chunk, now);
+        true
+    }
+
+    /// The check of an arrived chunk ended: its time goes into the running
+    /// mean ([`Self::check_time`]).
+    pub(crate) fn note_checked(&mut self, chunk: u32, now: Instant) {
+        let Some(arrived) = self.arrived.remove(&chunk) else {
+            return;
+        };
+        let took = now.saturating_duration_since(arrived);
+        self.check_time = Some(match self.check_time {
+            None => took,
+            Some(mean) => mean.mul_f64(1.0 - CHECK_SMOOTHING) + took.mul_f64(CHECK_SMOOTHING),
+        });
+    }
+
+    /// How long a chunk from this peer takes from its arrival to the end
+    /// of its check, on the running mean; zero until one was checked.
+    pub fn check_time(&self) -> Duration {
+        self.check_time.unwrap_or_default()
+    }
+
     /// The in-flight requests: chunk and when it was sent.
     pub fn requests(&self) -> impl Iterator<Item = (u32, Instant)> + '_ {
         self.requests.iter().map(|(&chunk, &sent)| (chunk, sent))
@@ -272,7 +315,13 @@ impl PeerDownload {
 
     /// The pipeline depth this peer deserves now: what its rate brings in
     /// `pipeline_round_trips` of its round trip, and the chunk being sent;
-    /// more when its link showed that is too few ([`Self::note_header`]).
+    /// one more when a chunk's check takes a noticeable share
+    /// ([`CHECK_SHARE`]) of the time the link takes to bring one (a request
+    /// stays in flight until its chunk is checked, so on a fast link the
+    /// chunk being checked would otherwise leave the link idle; never more
+    /// than one, as more would only wait in memory when checking is what
+    /// is slow); more when its link showed that is too few
+    /// ([`Self::note_header`]).
     pub fn pipeline_depth(&self, chunk_size: u32, config: &DownloadConfig) -> usize {
         let Some(rate) = self.rate else {
             return config
@@ -281,7 +330,10 @@ impl PeerDownload {
         };
         let rtt = self.rtt.unwrap_or(DEFAULT_RTT).as_secs_f64();
         let chunks_per_rtt = rate * rtt / f64::from(chunk_size.max(1));
-        let depth = (config.pipeline_round_trips * chunks_per_rtt).ceil() as usize + 1;
+        let checked = rate * self.check_time().as_secs_f64() / f64::from(chunk_size.max(1));
+        let depth = (config.pipeline_round_trips * chunks_per_rtt).ceil() as usize
+            + 1
+            + usize::from(checked >= CHECK_SHARE);
         depth
             .max(self.probed)
             .clamp(config.min_pipeline, config.max_pipeline)
@@ -377,6 +429,7 @@ impl PeerDownload {
     /// in flight.
     pub(crate) fn finish_request(&mut self, chunk: u32) -> Option<Instant> {
         self.begun.remove(&chunk);
+        self.arrived.remove(&chunk);
         self.requests.remove(&chunk)
     }
 
@@ -589,6 +642,62 @@ mod tests {
             very_far.pipeline_depth(1 << 20, &config),
             config.max_pipeline
         );
+    }
+
+    #[test]
+    fn a_check_that_takes_a_quarter_of_a_chunk_s_time_on_the_link_asks_for_one_more_request() {
+        let config = DownloadConfig::default();
+        let t0 = Instant::now();
+        let us = |n| t0 + Duration::from_micros(n);
+        // 1 MiB in 1 ms, 0.2 ms away (a copy on one machine): the least
+        // pipeline, two.
+        let mut near = PeerDownload::new(PeerId([7; 32]), HaveBitfield::full(100), t0);
+        near.set_rtt(Duration::from_micros(200));
+        let mut at = 0;
+        for chunk in 0..300 {
+            near.start_request(chunk, us(at));
+            at += 1_000;
+            assert!(near.arrive(chunk, us(at)));
+            assert!(!near.arrive(chunk, us(at)), "arrived once");
+            // Checked at once (the simulator's way): no more depth.
+            near.note_checked(chunk, us(at));
+            near.record_delivery(1 << 20, Some(us(at - 1_000)), us(at));
+            near.finish_request(chunk);
+        }
+        assert_eq!(near.pipeline_depth(1 << 20, &config), 2);
+        // Checks of 0.3 ms, a third of the chunk's time: one more.
+        let mut slow_checks = near.clone();
+        for chunk in 300..340 {
+            slow_checks.start_request(chunk, us(at));
+            assert!(slow_checks.arrive(chunk, us(at + 1_000)));
+            slow_checks.note_checked(chunk, us(at + 1_300));
+            slow_checks.finish_request(chunk);
+            at += 1_000;
+        }
+        assert!(slow_checks.check_time() > Duration::from_micros(250));
+        assert_eq!(slow_checks.pipeline_depth(1 << 20, &config), 3);
+        // Checks of 30 ms, thirty chunks' time: still one more only.
+        let mut slower = slow_checks.clone();
+        for chunk in 340..380 {
+            slower.start_request(chunk, us(at));
+            assert!(slower.arrive(chunk, us(at + 1_000)));
+            slower.note_checked(chunk, us(at + 31_000));
+            slower.finish_request(chunk);
+            at += 1_000;
+        }
+        assert_eq!(slower.pipeline_depth(1 << 20, &config), 3);
+        // A home uplink: 256 KiB in a second, a check of 1 ms is noise.
+        let mut home = PeerDownload::new(PeerId([9; 32]), HaveBitfield::full(100), t0);
+        home.set_rtt(Duration::from_millis(40));
+        home.start_request(0, t0);
+        assert!(home.arrive(0, t0 + Duration::from_secs(1)));
+        home.note_checked(0, t0 + Duration::from_millis(1_001));
+        home.record_delivery(1 << 18, Some(t0), t0 + Duration::from_secs(1));
+        home.finish_request(0);
+        assert_eq!(home.check_time(), Duration::from_millis(1));
+        assert_eq!(home.pipeline_depth(1 << 18, &config), 2);
+        // A chunk never asked for does not arrive.
+        assert!(!home.arrive(5, t0));
     }
 
     #[test]

@@ -479,9 +479,12 @@ impl NodeCore {
             .and_then(|download| download.downloader.peer(link))
             .is_some_and(|session| session.is_requested(chunk.0));
         if let Some(download) = &mut self.download {
-            download.downloader.on_progress(link, now);
-            if wanted {
-                download.verifying += 1;
+            match wanted {
+                true => {
+                    download.verifying += 1;
+                    download.downloader.on_piece_arrived(link, chunk.0, now);
+                }
+                false => download.downloader.on_progress(link, now),
             }
         }
         if wanted {
