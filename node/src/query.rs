@@ -774,5 +774,7 @@ pub fn seconds(duration: Duration) -> String {
     }
 }
 
+pub mod rounds;
+
 #[cfg(test)]
 mod tests;

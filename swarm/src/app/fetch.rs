@@ -13,6 +13,7 @@
 
 use std::sync::Arc;
 
+use minimodel_node::query::rounds::{AfterRound, ListRounds, RoundsConfig};
 use minimodel_verifier::ChunkIndex;
 use tokio::sync::mpsc;
 
@@ -133,20 +134,6 @@ impl std::fmt::Display for ChunkListAhead {
 /// connection included.
 const PEER_CHUNK_LIST_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
 
-/// How long asking peers for a chunk list may take in all, before the
-/// download goes on without reuse.
-const PEERS_CHUNK_LIST_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
-
-/// Between two rounds of asking for a listed download's chunk list
-/// ([`DownloadPlan::read_chunk_list_ahead_within`]): the first pause, then
-/// doubled up to the longest. A peer serves a few lists at once (2 to one
-/// /24, `max_chunk_list_answers_per_prefix`) and turns the rest away for
-/// the milliseconds one takes: a crowd on one network that asks at once
-/// comes back within a second, not in 3 s steps.
-pub const FIRST_LIST_ROUND_PAUSE: std::time::Duration = std::time::Duration::from_millis(250);
-/// The longest pause between two rounds ([`FIRST_LIST_ROUND_PAUSE`]).
-pub const LIST_ROUND_PAUSE: std::time::Duration = std::time::Duration::from_secs(3);
-
 /// Most peers asked for a chunk list, in the plan's order (each half a
 /// second after the one before, or as soon as every earlier one failed),
 /// and most addresses of each.
@@ -242,7 +229,7 @@ const NOT_THIS_LIST: &str = "not this version's chunk list";
 /// by a punch or the relay's channel), `wait` each; then, when `plan` has
 /// a DHT client, the addresses the DHT knows for the swarm (at most
 /// [`DHT_ADDRESSES_ASKED_FOR_CHUNK_LIST`], whatever key each proves); all
-/// within [`PEERS_CHUNK_LIST_WAIT`], asked from a key made for these
+/// within `budget` (one round's, [`RoundsConfig::round`] at most), asked from a key made for these
 /// queries alone (`docs/wire-protocol.md` 8.7). `Ok`: the list and the
 /// peer, in words; `Err`: why each one gave none.
 async fn chunk_list_from_peers(
@@ -657,39 +644,33 @@ impl DownloadPlan {
             .await
     }
 
-    /// [`Self::read_chunk_list_ahead`], asked again after
-    /// [`FIRST_LIST_ROUND_PAUSE`], doubling to every [`LIST_ROUND_PAUSE`],
-    /// while a listed download's list is
-    /// [`ChunkListAhead::Missing`], until `patience` has passed since the
-    /// start (each round within what is left of it, a second at least): a seeder that comes up later, or a peer still
-    /// starting, gives it, as a fixed-size download's node dials its peers
-    /// again until it gives up. `fetch` waits its `--give-up-after`; the
-    /// companion asks once, and its item tries again by itself.
+    /// [`Self::read_chunk_list_ahead`], asked again while a listed
+    /// download's list is [`ChunkListAhead::Missing`], until `patience`
+    /// has passed since the start: a seeder that comes up later, or a
+    /// peer still starting, gives it, as a fixed-size download's node
+    /// dials its peers again until it gives up. When each round starts
+    /// and how long it may take are [`ListRounds`]' decisions; this only
+    /// asks and waits. `fetch` waits its `--give-up-after`; the companion
+    /// asks once, and its item tries again by itself.
     pub async fn read_chunk_list_ahead_within(
         &mut self,
         dht: Option<&crate::dht::DiscoveryConfig>,
         patience: std::time::Duration,
     ) -> ChunkListAhead {
-        let until = tokio::time::Instant::now() + patience;
-        let mut pause = FIRST_LIST_ROUND_PAUSE;
+        // Tokio's clock, which a test may pause.
+        let now = || tokio::time::Instant::now().into_std();
+        let mut rounds = ListRounds::new(RoundsConfig::default(), now(), patience);
         loop {
-            // One round may take the time for peers; within a patience, at
-            // most what is left of it (a second at least).
-            let left = until.saturating_duration_since(tokio::time::Instant::now());
-            let budget = match patience.is_zero() {
-                true => PEERS_CHUNK_LIST_WAIT,
-                false => PEERS_CHUNK_LIST_WAIT
-                    .min(left)
-                    .max(std::time::Duration::from_secs(1)),
-            };
-            let ahead = self.read_chunk_list_once(dht, budget).await;
-            if !matches!(ahead, ChunkListAhead::Missing { .. })
-                || tokio::time::Instant::now() + pause >= until
-            {
+            let ahead = self.read_chunk_list_once(dht, rounds.budget(now())).await;
+            if !matches!(ahead, ChunkListAhead::Missing { .. }) {
                 return ahead;
             }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(LIST_ROUND_PAUSE);
+            match rounds.missing(now()) {
+                AfterRound::Again { at } => {
+                    tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await;
+                }
+                AfterRound::GiveUp => return ahead,
+            }
         }
     }
 
