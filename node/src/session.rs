@@ -665,6 +665,15 @@ mod tests {
             near.finish_request(chunk);
         }
         assert_eq!(near.pipeline_depth(1 << 20, &config), 2);
+        // Checks of 0.2 ms, a fifth of the chunk's time: not yet.
+        let mut quick_checks = near.clone();
+        for chunk in 300..340 {
+            quick_checks.start_request(chunk, us(at));
+            assert!(quick_checks.arrive(chunk, us(at + 1_000)));
+            quick_checks.note_checked(chunk, us(at + 1_200));
+            quick_checks.finish_request(chunk);
+        }
+        assert_eq!(quick_checks.pipeline_depth(1 << 20, &config), 2);
         // Checks of 0.3 ms, a third of the chunk's time: one more.
         let mut slow_checks = near.clone();
         for chunk in 300..340 {

@@ -267,13 +267,15 @@ async fn chunk_list_from_peers(
     {
         found = chunk_list_from_dht(plan, dht, &endpoint, &identity, until, wait, &mut why).await;
     }
-    // The close goes out at once; its drain (three probe timeouts, about
-    // 40 ms even on one machine) runs on beside the download, not before
-    // it: waited for here, it was a tenth of a second's copy of 1 GiB.
-    endpoint.close(0u32.into(), b"done");
-    tokio::spawn(async move {
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), endpoint.wait_idle()).await;
-    });
+    // The connections' CONNECTION_CLOSE leaves before the download opens
+    // (their drivers get their turns here: a command's runtime may not
+    // run again until the download starts, or at all); their draining
+    // period (three probe timeouts, about 40 ms even on one machine) is
+    // not waited out: waited for here, it was a tenth of a second's copy
+    // of 1 GiB.
+    crate::transport::Closing::default()
+        .flush(&endpoint, b"done", plan.tuning.close_flush)
+        .await;
     found.ok_or_else(|| why.join("; "))
 }
 

@@ -493,6 +493,21 @@ fn no_checkpoint_without_new_bytes() {
 }
 
 #[test]
+fn a_chunk_s_check_time_runs_from_its_arrival_to_its_verdict() {
+    let mut h = Harness::new(Kind::Fetch, 8, NodeConfig::default());
+    let a = h.connect_out(&Remote::seeder(1, "62.1.1.1:4433", 8));
+    let asked = requests_to(&h.take(), a);
+    h.advance(1_000);
+    let chunk = h.arrive(a, asked[0]);
+    h.advance(1_003);
+    h.core
+        .handle_verified(a, chunk, VerifyOutcome::Stored, h.now);
+    let download = h.core.download.as_ref().expect("a download");
+    let session = download.downloader.peer(a).expect("the seeder's session");
+    assert_eq!(session.check_time(), Duration::from_millis(3));
+}
+
+#[test]
 fn requests_wait_while_the_trailing_hasher_lags() {
     let config = NodeConfig::default();
     let lag_chunks = (config.trailing_lag / u64::from(CHUNK)) as u32;
