@@ -665,35 +665,35 @@ mod tests {
             near.finish_request(chunk);
         }
         assert_eq!(near.pipeline_depth(1 << 20, &config), 2);
+        // `chunks` asked at `at`, arrived 1 ms later, each checked `check`
+        // after it arrived.
+        fn checks(
+            session: &mut PeerDownload,
+            chunks: std::ops::Range<u32>,
+            at: Instant,
+            check: Duration,
+        ) {
+            for chunk in chunks {
+                session.start_request(chunk, at);
+                let arrived = at + Duration::from_millis(1);
+                assert!(session.arrive(chunk, arrived));
+                session.note_checked(chunk, arrived + check);
+                session.finish_request(chunk);
+            }
+        }
+        let at = us(at);
         // Checks of 0.2 ms, a fifth of the chunk's time: not yet.
         let mut quick_checks = near.clone();
-        for chunk in 300..340 {
-            quick_checks.start_request(chunk, us(at));
-            assert!(quick_checks.arrive(chunk, us(at + 1_000)));
-            quick_checks.note_checked(chunk, us(at + 1_200));
-            quick_checks.finish_request(chunk);
-        }
+        checks(&mut quick_checks, 300..340, at, Duration::from_micros(200));
         assert_eq!(quick_checks.pipeline_depth(1 << 20, &config), 2);
         // Checks of 0.3 ms, a third of the chunk's time: one more.
         let mut slow_checks = near.clone();
-        for chunk in 300..340 {
-            slow_checks.start_request(chunk, us(at));
-            assert!(slow_checks.arrive(chunk, us(at + 1_000)));
-            slow_checks.note_checked(chunk, us(at + 1_300));
-            slow_checks.finish_request(chunk);
-            at += 1_000;
-        }
+        checks(&mut slow_checks, 300..340, at, Duration::from_micros(300));
         assert!(slow_checks.check_time() > Duration::from_micros(250));
         assert_eq!(slow_checks.pipeline_depth(1 << 20, &config), 3);
         // Checks of 30 ms, thirty chunks' time: still one more only.
         let mut slower = slow_checks.clone();
-        for chunk in 340..380 {
-            slower.start_request(chunk, us(at));
-            assert!(slower.arrive(chunk, us(at + 1_000)));
-            slower.note_checked(chunk, us(at + 31_000));
-            slower.finish_request(chunk);
-            at += 1_000;
-        }
+        checks(&mut slower, 340..380, at, Duration::from_millis(30));
         assert_eq!(slower.pipeline_depth(1 << 20, &config), 3);
         // A home uplink: 256 KiB in a second, a check of 1 ms is noise.
         let mut home = PeerDownload::new(PeerId([9; 32]), HaveBitfield::full(100), t0);
