@@ -1191,8 +1191,9 @@ async fn the_dht_peers_are_asked_for_the_chunk_list_at_once_so_silent_ones_hold_
     plan.reuse = vec![old];
     plan.dht = Some(Arc::new(looker));
     let started = std::time::Instant::now();
-    let ChunkListAhead::Read { from, .. } = plan.read_chunk_list_ahead(None).await else {
-        panic!("the honest peer's list is read");
+    let ahead = plan.read_chunk_list_ahead(None).await;
+    let ChunkListAhead::Read { from, .. } = ahead else {
+        panic!("the honest peer's list is read, not: {ahead}");
     };
     assert_eq!(
         from,
