@@ -774,6 +774,7 @@ pub fn seconds(duration: Duration) -> String {
     }
 }
 
+pub mod beyond;
 pub mod rounds;
 
 #[cfg(test)]

@@ -13,6 +13,7 @@
 
 use std::sync::Arc;
 
+use minimodel_node::query::beyond::{BeyondConfig, Hearing};
 use minimodel_node::query::rounds::{AfterRound, ListRounds, RoundsConfig};
 use minimodel_verifier::ChunkIndex;
 use tokio::sync::mpsc;
@@ -144,12 +145,6 @@ const ADDRESSES_ASKED_FOR_CHUNK_LIST: usize = 4;
 /// bootstrap nodes' names included), before the peers' 60 s.
 const DHT_JOIN_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
 
-/// Most addresses of one IP address among them.
-const DHT_ADDRESSES_PER_IP: usize = 2;
-
-/// Most addresses found on the DHT asked for a chunk list.
-const DHT_ADDRESSES_ASKED_FOR_CHUNK_LIST: usize = 8;
-
 /// What `dialed` gives by `deadline` (a connection, with the key the
 /// peer proved when dialed by address alone); `Err` says why not, with
 /// `place` (the peer, in words) first.
@@ -228,9 +223,9 @@ const NOT_THIS_LIST: &str = "not this version's chunk list";
 /// in turn half a second apart or as each fails, then through each relay
 /// by a punch or the relay's channel), `wait` each; then, when `plan` has
 /// a DHT client, the addresses the DHT knows for the swarm (at most
-/// [`DHT_ADDRESSES_ASKED_FOR_CHUNK_LIST`], whatever key each proves); all
-/// within `budget` (one round's, [`RoundsConfig::round`] at most), asked from a key made for these
-/// queries alone (`docs/wire-protocol.md` 8.7). `Ok`: the list and the
+/// [`BeyondConfig::dht_addresses`], whatever key each proves); all
+/// within `budget` (one round's, [`RoundsConfig::round`] at most), asked
+/// from a key made for these queries alone (`docs/wire-protocol.md` 8.7). `Ok`: the list and the
 /// peer, in words; `Err`: why each one gave none.
 async fn chunk_list_from_peers(
     plan: &DownloadPlan,
@@ -244,27 +239,31 @@ async fn chunk_list_from_peers(
     let until = tokio::time::Instant::now() + budget;
     let mut why = Vec::new();
     let mut found = None;
+    let beyond = BeyondConfig::default();
     // Neighbours are heard while the named peers are asked.
-    let mut neighbours = plan.lan.then(|| Neighbours::listen(plan, &identity));
+    let neighbours = plan
+        .lan
+        .then(|| Neighbours::listen(plan, &identity, beyond, until));
     if !plan.peers.is_empty() {
         match chunk_list_from_named(plan, &endpoint, &paths, &identity, until, wait).await {
             Ok(list) => found = Some(list),
             Err(error) => why.push(error),
         }
     }
-    if found.is_none()
-        && let Some(neighbours) = &mut neighbours
-    {
-        found = neighbours
-            .ask(plan, &endpoint, &identity, until, wait, &mut why)
-            .await;
-    }
     if let Some(neighbours) = neighbours {
-        neighbours.stop().await;
+        match found {
+            None => {
+                found = neighbours
+                    .ask(plan, &endpoint, &identity, until, wait, &mut why)
+                    .await;
+            }
+            Some(_) => neighbours.stop().await,
+        }
     }
     if found.is_none()
         && let Some(dht) = &plan.dht
     {
+        let dht = (&**dht, &beyond);
         found = chunk_list_from_dht(plan, dht, &endpoint, &identity, until, wait, &mut why).await;
     }
     // The connections' CONNECTION_CLOSE leaves before the download opens
@@ -279,31 +278,24 @@ async fn chunk_list_from_peers(
     found.ok_or_else(|| why.join("; "))
 }
 
-/// How long the local network is listened to for a neighbour of the
-/// swarm, from the start of the read-ahead; then how long more for others
-/// once one is heard.
-const LAN_LISTEN_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
-const LAN_MORE_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
-
-/// Most neighbours asked for a chunk list, and most addresses of each.
-const LAN_NEIGHBOURS_ASKED: usize = 8;
-const LAN_ADDRESSES_ASKED: usize = 2;
-
 /// Neighbours of the swarm heard on the local network (`--lan`, mDNS) by
 /// a listener that announces nothing: the read-ahead's, for a download
 /// whose peers may come from there.
 struct Neighbours {
     task: Result<crate::lan::LanTask, String>,
     heard: mpsc::Receiver<(minimodel_wire::PeerId, Vec<std::net::SocketAddr>)>,
-    started: tokio::time::Instant,
-    /// Our own LAN addresses: only neighbours inside their /24 or /64 are
-    /// asked, as the node dials only those.
-    own: Vec<std::net::SocketAddr>,
+    /// Whom to ask, and how long to listen: the decisions.
+    hearing: Hearing,
 }
 
 impl Neighbours {
-    fn listen(plan: &DownloadPlan, identity: &Identity) -> Neighbours {
-        let (sender, heard) = mpsc::channel(LAN_NEIGHBOURS_ASKED * 4);
+    fn listen(
+        plan: &DownloadPlan,
+        identity: &Identity,
+        config: BeyondConfig,
+        until: tokio::time::Instant,
+    ) -> Neighbours {
+        let (sender, heard) = mpsc::channel(config.neighbours * 4);
         let key = crate::dht::SwarmKey::of(&plan.manifest.chunks.merkle_root);
         // A neighbour heard while the queue is full is dropped; it is
         // heard again when it announces again.
@@ -315,25 +307,25 @@ impl Neighbours {
         };
         let task = crate::lan::LanTask::start(key, identity.peer_id(), None, hear)
             .map_err(|error| error.to_string());
+        // Only neighbours inside the /24 or /64 of our own LAN addresses
+        // are asked, as the node dials only those.
         let own = crate::addrs::interface_ips()
             .unwrap_or_default()
             .into_iter();
         let own = minimodel_node::address::own_lan(own.map(|ip| std::net::SocketAddr::new(ip, 0)));
+        let named = plan.peers.iter().map(|peer| peer.id).collect();
+        let hearing = Hearing::new(config, own, named, now(), until.into_std());
         Neighbours {
             task,
             heard,
-            started: tokio::time::Instant::now(),
-            own,
+            hearing,
         }
     }
 
-    /// Asks the neighbours heard (at most [`LAN_NEIGHBOURS_ASKED`], none
-    /// the plan names, each at most [`LAN_ADDRESSES_ASKED`] addresses
-    /// inside our own networks), all at once: those heard by the time the
-    /// first came and [`LAN_MORE_WAIT`] after it, waiting for a first up
-    /// to [`LAN_LISTEN_WAIT`] from the start.
+    /// Asks the neighbours [`Hearing`] keeps, all at once, once it says
+    /// listening is over.
     async fn ask(
-        &mut self,
+        mut self,
         plan: &DownloadPlan,
         endpoint: &quinn::Endpoint,
         identity: &Identity,
@@ -343,35 +335,28 @@ impl Neighbours {
     ) -> Option<(NewChunkList, String)> {
         if let Err(error) = &self.task {
             why.push(format!("the local network: cannot listen ({error})"));
+            self.stop().await;
             return None;
         }
-        let mut heard: Vec<(minimodel_wire::PeerId, Vec<std::net::SocketAddr>)> = Vec::new();
-        let mut until_first = (self.started + LAN_LISTEN_WAIT).min(until);
-        loop {
-            let next = tokio::time::timeout_at(until_first, self.heard.recv()).await;
-            let Ok(Some((peer, addrs))) = next else {
-                break;
-            };
-            let addrs: Vec<_> = (addrs.into_iter())
-                .filter(|&addr| minimodel_node::address::within_lan(&self.own, addr))
-                .take(LAN_ADDRESSES_ASKED)
-                .collect();
-            let named = plan.peers.iter().any(|named| named.id == peer);
-            if addrs.is_empty() || named || heard.iter().any(|(seen, _)| *seen == peer) {
-                continue;
-            }
-            if heard.is_empty() {
-                until_first = (tokio::time::Instant::now() + LAN_MORE_WAIT).min(until);
-            }
-            heard.push((peer, addrs));
-            if heard.len() == LAN_NEIGHBOURS_ASKED {
-                break;
+        while let Some(ends) = self.hearing.poll_timeout() {
+            let ends = tokio::time::Instant::from_std(ends);
+            match tokio::time::timeout_at(ends, self.heard.recv()).await {
+                Ok(Some((peer, addrs))) => {
+                    self.hearing.hear(now(), peer, addrs);
+                }
+                Ok(None) | Err(_) => break,
             }
         }
+        let listen = self.hearing.listen();
+        let Neighbours { task, hearing, .. } = self;
+        if let Ok(task) = task {
+            task.stop().await;
+        }
+        let heard = hearing.into_asked();
         if heard.is_empty() {
             why.push(format!(
                 "the local network: no neighbour of the swarm heard in {} s",
-                LAN_LISTEN_WAIT.as_secs()
+                listen.as_secs_f32()
             ));
             return None;
         }
@@ -394,6 +379,12 @@ impl Neighbours {
             task.stop().await;
         }
     }
+}
+
+/// Tokio's clock as a plain instant, for the sans-IO decisions (a test
+/// may pause it).
+fn now() -> std::time::Instant {
+    tokio::time::Instant::now().into_std()
 }
 
 /// Most relays of one named peer asked for a chunk list.
@@ -491,16 +482,16 @@ async fn chunk_list_from_named(
 }
 
 /// [`chunk_list_from_peers`]'s second part: the addresses `dht` knows for
-/// the swarm, at most [`DHT_ADDRESSES_ASKED_FOR_CHUNK_LIST`] of them and
-/// [`DHT_ADDRESSES_PER_IP`] of one IP address, none the plan names (by
-/// address, or by the key it proves once reached: named peers were asked
-/// or passed over already), all asked at once, `wait` each, until
+/// the swarm, those [`minimodel_node::query::beyond::dht_targets`] picks
+/// (none the plan names by address; one that proves the key of a named
+/// peer once reached is not asked either: named peers were asked or
+/// passed over already), all asked at once, `wait` each, until
 /// `until`; the first list that checks wins and the others are dropped.
 /// Asked one at a time, a few addresses that accept and trickle would
 /// spend the whole wait before an honest seeder behind them is reached.
 async fn chunk_list_from_dht(
     plan: &DownloadPlan,
-    dht: &crate::dht::Discovery,
+    (dht, beyond): (&crate::dht::Discovery, &BeyondConfig),
     endpoint: &quinn::Endpoint,
     identity: &Identity,
     until: tokio::time::Instant,
@@ -516,22 +507,10 @@ async fn chunk_list_from_dht(
         why.push("the DHT: no answer in the time for asking peers".to_owned());
         return None;
     };
-    // At most two addresses of one IP address: one host announcing many
-    // ports takes two of the places, and two peers behind one router
-    // still both get one.
-    let mut per_address = std::collections::HashMap::<std::net::IpAddr, usize>::new();
-    let mut per_ip = |ip| {
-        let seen = per_address.entry(ip).or_default();
-        *seen += 1;
-        *seen <= DHT_ADDRESSES_PER_IP
-    };
-    let named =
-        |addr: &std::net::SocketAddr| plan.peers.iter().any(|peer| peer.addrs.contains(addr));
-    let addrs: Vec<_> = found
-        .into_iter()
-        .filter(|addr| !named(addr) && per_ip(addr.ip()))
-        .take(DHT_ADDRESSES_ASKED_FOR_CHUNK_LIST)
+    let named: Vec<_> = (plan.peers.iter())
+        .flat_map(|peer| peer.addrs.iter().copied())
         .collect();
+    let addrs = minimodel_node::query::beyond::dht_targets(beyond, found, &named);
     if addrs.is_empty() {
         why.push("the DHT knows no other peer of the swarm".to_owned());
         return None;
