@@ -503,15 +503,24 @@ impl PeerDownload {
         let backoff = self.backoff_until.filter(|until| *until > now);
         // Most peers of a large swarm have nothing in flight from us: only
         // a back-off can be due then.
-        let Some(oldest) = self.requests.values().min() else {
+        let Some(oldest) = self.awaited().map(|(_, sent)| sent).min() else {
             return backoff;
         };
         let expiry = self
             .rate
             .is_some()
-            .then(|| *oldest + (self.chunk_time(chunk_size) * factor).max(min_timeout));
+            .then(|| oldest + (self.chunk_time(chunk_size) * factor).max(min_timeout));
         let stall = Some(self.last_progress + silence_timeout);
         [expiry, stall, backoff].into_iter().flatten().min()
+    }
+
+    /// The in-flight requests whose chunk has not arrived whole yet: one
+    /// that arrived is being checked here, and its time is ours, not the
+    /// peer's.
+    fn awaited(&self) -> impl Iterator<Item = (u32, Instant)> + '_ {
+        (self.requests.iter())
+            .filter(|(chunk, _)| !self.arrived.contains_key(chunk))
+            .map(|(&chunk, &sent)| (chunk, sent))
     }
 
     fn chunk_time(&self, chunk_size: u32) -> Duration {
@@ -531,7 +540,10 @@ impl PeerDownload {
     /// longer than `min_timeout` together (a lossy 100 ms path carries a
     /// few hundred KB/s), and expiring them would cancel work in progress
     /// and drop an honest peer. A peer that delivers nothing at all is
-    /// dropped at the stall timeout instead.
+    /// dropped at the stall timeout instead. A chunk that arrived whole
+    /// and waits for its check ([`Self::arrive`]) never expires, and does
+    /// not count among the older ones: a slow check here is not the
+    /// peer's delay, and expiring it would send for the same bytes again.
     pub(crate) fn expired_requests(
         &self,
         now: Instant,
@@ -543,11 +555,8 @@ impl PeerDownload {
             return Vec::new();
         }
         let chunk_time = self.chunk_time(chunk_size);
-        let mut by_age: Vec<(Instant, u32)> = self
-            .requests
-            .iter()
-            .map(|(&chunk, &sent)| (sent, chunk))
-            .collect();
+        let mut by_age: Vec<(Instant, u32)> =
+            self.awaited().map(|(chunk, sent)| (sent, chunk)).collect();
         by_age.sort();
         by_age
             .into_iter()
@@ -813,6 +822,42 @@ mod tests {
         assert_eq!(peer.expired_requests(at(4_100), 1 << 20, min, 4).len(), 1);
         assert_eq!(peer.expired_requests(at(8_100), 1 << 20, min, 4).len(), 2);
         assert_eq!(peer.expired_requests(at(12_100), 1 << 20, min, 4).len(), 3);
+    }
+
+    #[test]
+    fn a_chunk_that_arrived_and_waits_for_its_check_never_expires() {
+        let t0 = Instant::now();
+        let mut peer = session(t0);
+        peer.start_request(9, t0);
+        let sent = peer.finish_request(9);
+        peer.record_delivery(1 << 20, sent, t0 + Duration::from_secs(1));
+        let asked = t0 + Duration::from_secs(1);
+        for chunk in 0..3 {
+            peer.start_request(chunk, asked);
+        }
+        // The oldest arrived whole at once, and its check is slow.
+        assert!(peer.arrive(0, asked + Duration::from_millis(10)));
+        let min = Duration::from_secs(1);
+        let at = |ms| asked + Duration::from_millis(ms);
+        // Chunk 1 is now the oldest awaited: 4 s, chunk 2 8 s; chunk 0
+        // not even after a minute.
+        assert_eq!(
+            peer.next_deadline(at(0), 1 << 20, min, 4, Duration::from_secs(300)),
+            Some(at(4_000))
+        );
+        assert!(peer.expired_requests(at(3_900), 1 << 20, min, 4).is_empty());
+        assert_eq!(peer.expired_requests(at(4_100), 1 << 20, min, 4), vec![1]);
+        assert_eq!(
+            peer.expired_requests(at(60_000), 1 << 20, min, 4),
+            vec![1, 2]
+        );
+        // Its check ended: the chunk leaves the requests as delivered.
+        peer.note_checked(0, at(60_000));
+        peer.finish_request(0);
+        assert_eq!(
+            peer.expired_requests(at(60_000), 1 << 20, min, 4),
+            vec![1, 2]
+        );
     }
 
     #[test]
