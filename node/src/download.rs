@@ -843,8 +843,12 @@ impl Downloader {
                     break;
                 }
                 for chunk in expired {
+                    // One here whose verdict was lost on our side is not
+                    // the peer's timeout.
+                    if !session.is_arrived(chunk) {
+                        session.record_timeout();
+                    }
                     session.finish_request(chunk);
-                    session.record_timeout();
                     self.picker.release(chunk, key);
                     self.actions.push_back(Action::Cancel { peer: key, chunk });
                 }
@@ -957,7 +961,7 @@ impl Downloader {
             .flat_map(|(key, _)| {
                 self.session(*key)
                     .into_iter()
-                    .flat_map(PeerDownload::requests)
+                    .flat_map(PeerDownload::awaited)
                     .filter(|(_, sent)| now.saturating_duration_since(*sent) > patience)
                     .map(|(chunk, _)| chunk)
             })

@@ -158,7 +158,7 @@ impl PeerDownload {
     /// quiet looks slow at once, not only when its requests time out.
     pub fn effective_rate(&self, now: Instant, chunk_size: u32) -> f64 {
         let rate = self.rate();
-        if self.requests.is_empty() {
+        if self.awaited().next().is_none() {
             return rate;
         }
         let quiet = now
@@ -213,6 +213,12 @@ impl PeerDownload {
         }
         self.arrived.insert(chunk, now);
         true
+    }
+
+    /// Whether `chunk` arrived whole from this peer and waits for its
+    /// check.
+    pub(crate) fn is_arrived(&self, chunk: u32) -> bool {
+        self.arrived.contains_key(&chunk)
     }
 
     /// The check of an arrived chunk ended: its time goes into the running
@@ -414,13 +420,14 @@ impl PeerDownload {
     }
 
     pub(crate) fn start_request(&mut self, chunk: u32, now: Instant) {
-        if self.requests.is_empty() {
-            // An idle peer's stall clock starts with its first request, and
+        if self.awaited().next().is_none() {
+            // An idle peer's stall clock starts with its first request
+            // (one whose chunk is here being checked leaves it idle), and
             // so does its rate period: idle time is not slowness.
             self.last_progress = now;
-            if self.window_bytes == 0 {
-                self.window_start = Some(now);
-            }
+        }
+        if self.requests.is_empty() && self.window_bytes == 0 {
+            self.window_start = Some(now);
         }
         self.requests.insert(chunk, now);
     }
@@ -479,10 +486,11 @@ impl PeerDownload {
         self.backoff_until.is_some_and(|until| now < until)
     }
 
-    /// Requests in flight with nothing delivered for `silence_timeout`
-    /// (true from the deadline [`Self::next_deadline`] names on).
+    /// Requests awaited (their chunks not here yet) with nothing
+    /// delivered for `silence_timeout` (true from the deadline
+    /// [`Self::next_deadline`] names on).
     pub(crate) fn is_silent(&self, now: Instant, silence_timeout: Duration) -> bool {
-        !self.requests.is_empty()
+        self.awaited().next().is_some()
             && now.saturating_duration_since(self.last_progress) >= silence_timeout
     }
 
@@ -501,23 +509,25 @@ impl PeerDownload {
         // allowance of one: sent times and allowances both grow with n, so
         // the oldest request expires first.
         let backoff = self.backoff_until.filter(|until| *until > now);
+        // A chunk here whose verdict never came is given up on.
+        let lost = (self.arrived.values().min()).map(|arrived| *arrived + lost_after(min_timeout));
         // Most peers of a large swarm have nothing in flight from us: only
         // a back-off can be due then.
         let Some(oldest) = self.awaited().map(|(_, sent)| sent).min() else {
-            return backoff;
+            return [lost, backoff].into_iter().flatten().min();
         };
         let expiry = self
             .rate
             .is_some()
             .then(|| oldest + (self.chunk_time(chunk_size) * factor).max(min_timeout));
         let stall = Some(self.last_progress + silence_timeout);
-        [expiry, stall, backoff].into_iter().flatten().min()
+        [expiry, stall, lost, backoff].into_iter().flatten().min()
     }
 
     /// The in-flight requests whose chunk has not arrived whole yet: one
     /// that arrived is being checked here, and its time is ours, not the
     /// peer's.
-    fn awaited(&self) -> impl Iterator<Item = (u32, Instant)> + '_ {
+    pub(crate) fn awaited(&self) -> impl Iterator<Item = (u32, Instant)> + '_ {
         (self.requests.iter())
             .filter(|(chunk, _)| !self.arrived.contains_key(chunk))
             .map(|(&chunk, &sent)| (chunk, sent))
@@ -541,9 +551,12 @@ impl PeerDownload {
     /// few hundred KB/s), and expiring them would cancel work in progress
     /// and drop an honest peer. A peer that delivers nothing at all is
     /// dropped at the stall timeout instead. A chunk that arrived whole
-    /// and waits for its check ([`Self::arrive`]) never expires, and does
-    /// not count among the older ones: a slow check here is not the
-    /// peer's delay, and expiring it would send for the same bytes again.
+    /// and waits for its check ([`Self::arrive`]) does not expire this
+    /// way, and does not count among the older ones: a slow check here is
+    /// not the peer's delay, and expiring it would send for the same bytes
+    /// again. Only one whose verdict has not come twice `min_timeout`
+    /// after it arrived is given up on, so that a check lost on our side
+    /// cannot hold its chunk for ever.
     pub(crate) fn expired_requests(
         &self,
         now: Instant,
@@ -551,8 +564,14 @@ impl PeerDownload {
         min_timeout: Duration,
         factor: u32,
     ) -> Vec<u32> {
+        let lost = (self.arrived.iter())
+            .filter(|(_, arrived)| {
+                now.saturating_duration_since(**arrived) >= lost_after(min_timeout)
+            })
+            .map(|(&chunk, _)| chunk);
+        let lost: Vec<u32> = lost.collect();
         if self.rate.is_none() {
-            return Vec::new();
+            return lost;
         }
         let chunk_time = self.chunk_time(chunk_size);
         let mut by_age: Vec<(Instant, u32)> =
@@ -568,8 +587,16 @@ impl PeerDownload {
                 now.saturating_duration_since(sent) >= allowed
             })
             .map(|(_, (_, chunk))| chunk)
+            .chain(lost)
             .collect()
     }
+}
+
+/// How long a chunk that arrived may wait for its verdict before it is
+/// taken as lost ([`PeerDownload::expired_requests`]): twice the least
+/// request timeout (30 s by default). A check takes milliseconds.
+fn lost_after(min_timeout: Duration) -> Duration {
+    min_timeout.saturating_mul(2)
 }
 
 #[cfg(test)]
@@ -825,39 +852,88 @@ mod tests {
     }
 
     #[test]
-    fn a_chunk_that_arrived_and_waits_for_its_check_never_expires() {
+    fn a_chunk_that_arrived_and_waits_for_its_check_is_not_timed_as_the_peer_s() {
         let t0 = Instant::now();
         let mut peer = session(t0);
         peer.start_request(9, t0);
         let sent = peer.finish_request(9);
-        peer.record_delivery(1 << 20, sent, t0 + Duration::from_secs(1));
-        let asked = t0 + Duration::from_secs(1);
+        // One chunk in 10 s: the oldest request may take 40 s, the next 80.
+        peer.record_delivery(1 << 20, sent, t0 + Duration::from_secs(10));
+        let asked = t0 + Duration::from_secs(10);
         for chunk in 0..3 {
             peer.start_request(chunk, asked);
         }
         // The oldest arrived whole at once, and its check is slow.
         assert!(peer.arrive(0, asked + Duration::from_millis(10)));
-        let min = Duration::from_secs(1);
+        assert!(peer.is_arrived(0));
+        let min = Duration::from_secs(15);
         let at = |ms| asked + Duration::from_millis(ms);
-        // Chunk 1 is now the oldest awaited: 4 s, chunk 2 8 s; chunk 0
-        // not even after a minute.
-        assert_eq!(
-            peer.next_deadline(at(0), 1 << 20, min, 4, Duration::from_secs(300)),
-            Some(at(4_000))
+        // Chunk 1 is the oldest awaited now (40 s, not the 80 s of the
+        // second place); chunk 0 is given up on only when its verdict has
+        // not come 30 s after it arrived.
+        assert!(
+            peer.expired_requests(at(30_000), 1 << 20, min, 4)
+                .is_empty()
         );
-        assert!(peer.expired_requests(at(3_900), 1 << 20, min, 4).is_empty());
-        assert_eq!(peer.expired_requests(at(4_100), 1 << 20, min, 4), vec![1]);
+        assert_eq!(peer.expired_requests(at(39_900), 1 << 20, min, 4), vec![0]);
         assert_eq!(
-            peer.expired_requests(at(60_000), 1 << 20, min, 4),
-            vec![1, 2]
+            peer.expired_requests(at(40_000), 1 << 20, min, 4),
+            vec![1, 0]
+        );
+        assert_eq!(
+            peer.expired_requests(at(80_000), 1 << 20, min, 4),
+            vec![1, 2, 0]
         );
         // Its check ended: the chunk leaves the requests as delivered.
-        peer.note_checked(0, at(60_000));
-        peer.finish_request(0);
-        assert_eq!(
-            peer.expired_requests(at(60_000), 1 << 20, min, 4),
-            vec![1, 2]
+        peer.note_checked(0, at(1_000));
+        assert!(peer.finish_request(0).is_some());
+        assert!(!peer.is_requested(0) && !peer.is_arrived(0));
+        assert_eq!(peer.expired_requests(at(40_000), 1 << 20, min, 4), vec![1]);
+    }
+
+    #[test]
+    fn a_peer_whose_chunks_all_arrived_is_not_silent_and_a_lost_verdict_ends_at_last() {
+        let t0 = Instant::now();
+        let config = DownloadConfig::default();
+        let (min, factor, silence) = (
+            config.min_request_timeout,
+            config.request_timeout_factor,
+            config.silence_timeout,
         );
+        let mut peer = session(t0);
+        peer.start_request(9, t0);
+        let sent = peer.finish_request(9);
+        peer.record_delivery(1 << 20, sent, t0 + Duration::from_secs(1));
+        let asked = t0 + Duration::from_secs(1);
+        peer.start_request(0, asked);
+        peer.start_request(1, asked);
+        let arrived = asked + Duration::from_millis(5);
+        assert!(peer.arrive(0, arrived));
+        assert!(peer.arrive(1, arrived));
+        peer.note_progress(arrived);
+        // Both are here, checked on our side: no silence, no slowness.
+        let later = arrived + silence + Duration::from_secs(1);
+        assert!(!peer.is_silent(later, silence));
+        assert_eq!(peer.effective_rate(later, 1 << 20), peer.rate());
+        // What is due is only the end of the wait for their verdicts.
+        let lost = arrived + min * 2;
+        assert_eq!(
+            peer.next_deadline(arrived, 1 << 20, min, factor, silence),
+            Some(lost)
+        );
+        assert!(
+            (peer.expired_requests(lost - Duration::from_millis(1), 1 << 20, min, factor))
+                .is_empty()
+        );
+        assert_eq!(
+            peer.expired_requests(lost, 1 << 20, min, factor),
+            vec![0, 1]
+        );
+        // A new request to it while they wait starts its stall clock anew:
+        // the time their checks took is not the peer's silence.
+        peer.start_request(2, later);
+        assert!(!peer.is_silent(later + silence - Duration::from_millis(1), silence));
+        assert!(peer.is_silent(later + silence, silence));
     }
 
     #[test]

@@ -350,6 +350,17 @@ mod tests {
     }
 
     #[test]
+    fn an_address_the_dht_names_twice_is_asked_once() {
+        let found = [
+            addr("192.0.2.1:1"),
+            addr("192.0.2.1:1"),
+            addr("192.0.2.1:2"),
+        ];
+        let asked = dht_targets(&BeyondConfig::default(), found, &[]);
+        assert_eq!(asked, [addr("192.0.2.1:1"), addr("192.0.2.1:2")]);
+    }
+
+    #[test]
     fn nothing_found_asks_nothing() {
         let asked = dht_targets(
             &BeyondConfig::default(),

@@ -32,6 +32,12 @@ pub(crate) enum JobDone {
         chunk: ChunkIndex,
         outcome: VerifyOutcome,
     },
+    /// A chunk's check ended with no verdict (its worker panicked): the
+    /// chunk is lost, and asked again.
+    CheckLost {
+        link: LinkId,
+        chunk: ChunkIndex,
+    },
     Uploaded {
         link: LinkId,
         chunk: ChunkIndex,
@@ -198,15 +204,19 @@ pub(super) fn verify(node: &mut Node, link: LinkId, piece: ArrivedPiece) {
             }
         })
         .await;
-        if let Ok(outcome) = done {
-            let _ = events
-                .send(Event::Job(JobDone::Verified {
-                    link,
-                    chunk,
-                    outcome,
-                }))
-                .await;
-        }
+        // Every check the core heard of ends with a verdict or a loss: a
+        // chunk that arrived is not counted against its peer's timeouts
+        // while it is checked, so a check that ended unheard would hold
+        // it.
+        let done = match done {
+            Ok(outcome) => JobDone::Verified {
+                link,
+                chunk,
+                outcome,
+            },
+            Err(_) => JobDone::CheckLost { link, chunk },
+        };
+        let _ = events.send(Event::Job(done)).await;
     });
 }
 
@@ -417,6 +427,10 @@ pub(super) fn on_done(node: &mut Node, done: JobDone, now: Instant) {
             chunk,
             outcome,
         } => node.core.handle_verified(link, chunk, outcome, now),
+        JobDone::CheckLost { link, chunk } => {
+            let end = minimodel_node::node::PieceEnd::Reset;
+            node.core.handle_piece_failed(link, Some(chunk), end, now);
+        }
         JobDone::Uploaded {
             link,
             chunk,
