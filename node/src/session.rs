@@ -529,7 +529,7 @@ impl PeerDownload {
     /// peer's.
     pub(crate) fn awaited(&self) -> impl Iterator<Item = (u32, Instant)> + '_ {
         (self.requests.iter())
-            .filter(|(chunk, _)| !self.arrived.contains_key(chunk))
+            .filter(|(chunk, _)| !self.is_arrived(**chunk))
             .map(|(&chunk, &sent)| (chunk, sent))
     }
 

@@ -225,8 +225,8 @@ const NOT_THIS_LIST: &str = "not this version's chunk list";
 /// a DHT client, the addresses the DHT knows for the swarm (at most
 /// [`BeyondConfig::dht_addresses`], whatever key each proves); all
 /// within `budget` (one round's, [`RoundsConfig::round`] at most), asked
-/// from a key made for these queries alone (`docs/wire-protocol.md` 8.7). `Ok`: the list and the
-/// peer, in words; `Err`: why each one gave none.
+/// from a key made for these queries alone (`docs/wire-protocol.md` 8.7).
+/// `Ok`: the list and the peer, in words; `Err`: why each one gave none.
 async fn chunk_list_from_peers(
     plan: &DownloadPlan,
     budget: std::time::Duration,
@@ -325,7 +325,7 @@ impl Neighbours {
     /// Asks the neighbours [`Hearing`] keeps, all at once, once it says
     /// listening is over.
     async fn ask(
-        mut self,
+        self,
         plan: &DownloadPlan,
         endpoint: &quinn::Endpoint,
         identity: &Identity,
@@ -333,25 +333,29 @@ impl Neighbours {
         wait: std::time::Duration,
         why: &mut Vec<String>,
     ) -> Option<(NewChunkList, String)> {
-        if let Err(error) = &self.task {
-            why.push(format!("the local network: cannot listen ({error})"));
-            self.stop().await;
-            return None;
-        }
-        while let Some(ends) = self.hearing.poll_timeout() {
+        let Neighbours {
+            task,
+            mut heard,
+            mut hearing,
+        } = self;
+        let task = match task {
+            Ok(task) => task,
+            Err(error) => {
+                why.push(format!("the local network: cannot listen ({error})"));
+                return None;
+            }
+        };
+        while let Some(ends) = hearing.poll_timeout() {
             let ends = tokio::time::Instant::from_std(ends);
-            match tokio::time::timeout_at(ends, self.heard.recv()).await {
+            match tokio::time::timeout_at(ends, heard.recv()).await {
                 Ok(Some((peer, addrs))) => {
-                    self.hearing.hear(now(), peer, addrs);
+                    hearing.hear(now(), peer, addrs);
                 }
                 Ok(None) | Err(_) => break,
             }
         }
-        let listen = self.hearing.listen();
-        let Neighbours { task, hearing, .. } = self;
-        if let Ok(task) = task {
-            task.stop().await;
-        }
+        task.stop().await;
+        let listen = hearing.listen();
         let heard = hearing.into_asked();
         if heard.is_empty() {
             why.push(format!(
@@ -638,8 +642,6 @@ impl DownloadPlan {
         dht: Option<&crate::dht::DiscoveryConfig>,
         patience: std::time::Duration,
     ) -> ChunkListAhead {
-        // Tokio's clock, which a test may pause.
-        let now = || tokio::time::Instant::now().into_std();
         let mut rounds = ListRounds::new(RoundsConfig::default(), now(), patience);
         loop {
             let ahead = self.read_chunk_list_once(dht, rounds.budget(now())).await;
