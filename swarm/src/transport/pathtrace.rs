@@ -1,7 +1,8 @@
 //! A connection's path, sampled for diagnosis. With
 //! `RUST_LOG=minimodel_swarm::pathtrace=debug` (or `-vv`), every link logs
 //! every 250 ms what quinn says of its path since the last sample: the
-//! round trip, the congestion window, bytes sent and received, packets
+//! round trip, the default controller's one-way reading of the queue, the
+//! congestion window, bytes sent and received, packets
 //! lost, congestion events, and the flow-control frames that say a side
 //! waited for credit (`docs/transport.md`, "Tracing a path"); the default
 //! controller logs each loss with what it made of it, and the piece
@@ -41,11 +42,25 @@ pub async fn run(connection: quinn::Connection) {
         }
         let now = connection.stats();
         let (path, was) = (&now.path, &last.path);
+        // The default controller's reading of the queue on the way there
+        // (`super::oneway`): -1 when it has none fresh (another
+        // controller, a peer that does not echo, no stamp lately), and
+        // whether the connection counts as sending (stamps go out).
+        let forward = super::yielding::YieldingController::forward_delay(&connection);
+        let at = std::time::Instant::now();
+        let one_way_ms = (forward.as_ref())
+            .and_then(|forward| forward.fresh(at))
+            .map_or(-1.0, |queue| queue.as_secs_f64() * 1e3);
+        let sending = forward
+            .as_ref()
+            .is_some_and(|forward| forward.is_active(at));
         tracing::debug!(
             target: "minimodel_swarm::pathtrace",
             at_ms = ms(),
             peer = %connection.remote_address(),
             rtt_ms = path.rtt.as_secs_f64() * 1e3,
+            one_way_ms,
+            sending,
             cwnd = path.cwnd,
             mtu = path.current_mtu,
             sent_bytes = now.udp_tx.bytes - last.udp_tx.bytes,
