@@ -353,6 +353,66 @@ async fn two_hundred_registrations_and_a_flood_of_introductions_stay_within_the_
     assert!(answered);
 }
 
+/// A node that registers, then asks for introductions and never reads
+/// the answers: once 64 wait behind its shut flow control window the relay
+/// gives it up, and closes its QUIC connection too. Left open, its task
+/// waited for credit the node never gave, the connection counted against
+/// no limit, and one host could pile such connections up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_does_not_read_what_the_relay_sends_is_closed_whole() {
+    use minimodel_wire::relay::RelayMessage;
+    let config = RelayConfig {
+        introductions_per_minute: 100_000,
+        ..RelayConfig::default()
+    };
+    let (relay, counter) = relay(config).await;
+    let identity = Arc::new(Identity::generate().unwrap());
+    // A receive window of a few answers: the relay's writes wait at once.
+    let tuning = TransportTuning {
+        stream_receive_window: 1024,
+        connection_receive_window: 2048,
+        ..TransportTuning::default()
+    };
+    let (endpoint, _paths) = bind_endpoint_with_paths(loopback(), &identity, &tuning).unwrap();
+    let (connection, _) =
+        transport::connect_relay(&endpoint, relay.addr, relay.id, &identity, &tuning)
+            .await
+            .unwrap();
+    // The receiving half is kept, and never read.
+    let (mut send, _unread) = connection.open_bi().await.unwrap();
+    let register = RelayMessage::Register {
+        agent: "test/1".into(),
+        addrs: Vec::new(),
+        mapping: MappingKind::Unknown,
+    };
+    send.write_all(&register.encode().unwrap()).await.unwrap();
+    // Peers nobody registered: each introduction is answered, refused.
+    for n in 0..400u32 {
+        let mut key = [0u8; 32];
+        key[..4].copy_from_slice(&n.to_le_bytes());
+        let introduce = RelayMessage::Introduce { peer: PeerId(key) };
+        if send.write_all(&introduce.encode().unwrap()).await.is_err() {
+            break;
+        }
+    }
+    // Well before its idle timeout (15 s, and it sends keep-alives).
+    let closed = tokio::time::timeout(Duration::from_secs(8), connection.closed()).await;
+    assert!(
+        closed.is_ok(),
+        "the relay left open the connection of a node that does not read"
+    );
+    let until = tokio::time::Instant::now() + DEADLINE;
+    while counter.open_connections() > 0 {
+        assert!(
+            tokio::time::Instant::now() < until,
+            "the relay still holds {} connections",
+            counter.open_connections()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(counter.counts().registrations, 0);
+}
+
 /// One host (127.0.0.1) registers fresh ids as fast as it can, for as long
 /// as the test runs, while twenty hosts on twenty other /24s register: all
 /// twenty get in, and two of them are introduced and relayed. 21 distinct

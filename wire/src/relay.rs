@@ -226,8 +226,10 @@ pub enum RelayMessage {
     Connect {
         /// The other node.
         peer: PeerId,
-        /// Where the relay sees it, then the addresses it registered: at
-        /// most [`MAX_RELAY_CONNECT_ADDRS`].
+        /// Where to reach it: its registered LAN addresses when both
+        /// nodes come from one public address, then its registered global
+        /// IPv6 addresses, then where the relay sees it; at most
+        /// [`MAX_RELAY_CONNECT_ADDRS`].
         addrs: Vec<SocketAddr>,
         /// The channel of the pair, for relay datagrams.
         channel: u64,

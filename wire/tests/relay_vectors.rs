@@ -55,7 +55,7 @@ fn vectors() -> Vec<(&'static str, RelayMessage)> {
             "connect",
             RelayMessage::Connect {
                 peer,
-                addrs: vec![sa("81.2.69.31:61000"), sa("[2a01:4f8:1::2]:4433")],
+                addrs: vec![sa("[2a01:4f8:1::2]:4433"), sa("81.2.69.31:61000")],
                 channel: 0x0102_0304_0506_0708,
                 role: ConnectRole::Open,
             },

@@ -127,7 +127,9 @@ pub enum LinkEvent {
     Connect {
         /// The other node.
         peer: PeerId,
-        /// Where the relay sees it, and what it registered.
+        /// Where to reach it (`RelayMessage::Connect`): its LAN
+        /// addresses for a node of our home, its global IPv6 addresses,
+        /// then where the relay sees it.
         addrs: Vec<SocketAddr>,
         /// The pair's channel.
         channel: u64,

@@ -42,7 +42,7 @@ pub enum RelayError {
 enum ConnEvent {
     /// The handshake ended: up, with the node's proven id and address,
     /// and where to send its frames; or failed.
-    Handshake(ConnId, Option<(PeerId, SocketAddr, mpsc::Sender<Outgoing>)>),
+    Handshake(ConnId, Option<(PeerId, SocketAddr, Outbox)>),
     /// A message from the node.
     Message(ConnId, RelayMessage),
     /// The connection ended.
@@ -58,6 +58,19 @@ enum Outgoing {
 /// Frames a connection may have waiting to be written; a node that does
 /// not read its control stream is closed once it has more.
 const OUTBOX: usize = 64;
+
+/// How long a connection the core closes has to write what waits for it
+/// (a refusal, say) before it is closed whatever it is doing: its task
+/// may wait for flow control credit a node that does not read never
+/// gives.
+const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Where the relay's frames for one connection go, and the connection
+/// itself: closed from here when its task cannot be reached.
+struct Outbox {
+    frames: mpsc::Sender<Outgoing>,
+    connection: quinn::Connection,
+}
 
 /// The QUIC tuning of a connection to the relay: one control stream of
 /// small frames, so small windows (what a node can make the relay buffer).
@@ -192,7 +205,7 @@ impl RelayServer {
     ) {
         let mut stop = std::pin::pin!(stop);
         let (events_tx, mut events) = mpsc::channel::<ConnEvent>(1024);
-        let mut outboxes: HashMap<ConnId, mpsc::Sender<Outgoing>> = HashMap::new();
+        let mut outboxes: HashMap<ConnId, Outbox> = HashMap::new();
         let mut tasks = tokio::task::JoinSet::new();
         loop {
             let deadline = lock(&self.core)
@@ -251,7 +264,7 @@ impl RelayServer {
     /// Sends what the core decided, and passes its reports on.
     fn carry_out(
         &self,
-        outboxes: &mut HashMap<ConnId, mpsc::Sender<Outgoing>>,
+        outboxes: &mut HashMap<ConnId, Outbox>,
         reports: &mpsc::UnboundedSender<RelayReport>,
     ) {
         let mut core = lock(&self.core);
@@ -264,16 +277,30 @@ impl RelayServer {
                     let Ok(frame) = message.encode() else {
                         continue;
                     };
-                    if outbox.try_send(Outgoing::Frame(frame)).is_err() {
-                        // It does not read its control stream: it goes.
-                        let _ = outbox.try_send(Outgoing::Close("not reading"));
+                    if outbox.frames.try_send(Outgoing::Frame(frame)).is_err() {
+                        // It does not read its control stream: it goes,
+                        // closed here, for its task waits on flow control
+                        // credit the node does not give (and a connection
+                        // left open would count against no limit).
+                        outbox.connection.close(3u32.into(), b"not reading");
                         outboxes.remove(&conn);
                         core.handle_closed(conn, Instant::now());
                     }
                 }
                 RelayAction::Close { conn, reason } => {
                     if let Some(outbox) = outboxes.remove(&conn) {
-                        let _ = outbox.try_send(Outgoing::Close(reason));
+                        if outbox.frames.try_send(Outgoing::Close(reason)).is_err() {
+                            outbox.connection.close(1u32.into(), reason.as_bytes());
+                        } else {
+                            // Its task writes what waits and closes it;
+                            // one stuck behind a node that does not read
+                            // is closed all the same.
+                            let connection = outbox.connection;
+                            tokio::spawn(async move {
+                                tokio::time::sleep(CLOSE_GRACE).await;
+                                connection.close(1u32.into(), reason.as_bytes());
+                            });
+                        }
                     }
                 }
             }
@@ -323,7 +350,11 @@ async fn serve(
     let connection = match transport::accept_relay(incoming, &identity, &tuning).await {
         Ok((connection, peer)) => {
             let remote = transport::canonical_addr(connection.remote_address());
-            let (outbox, outgoing) = mpsc::channel(OUTBOX);
+            let (frames, outgoing) = mpsc::channel(OUTBOX);
+            let outbox = Outbox {
+                frames,
+                connection: connection.clone(),
+            };
             if events
                 .send(ConnEvent::Handshake(conn, Some((peer, remote, outbox))))
                 .await
