@@ -132,6 +132,7 @@ fn router(shared: Arc<Shared>, gate: crate::guard::Gate) -> Router {
         .route("/api/v1/follows/{key}/{model}/lookup", post(look_up))
         .route("/api/v1/shutdown", post(shutdown))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(from_fn_with_state(state.clone(), guard))
         .with_state(state)
@@ -346,6 +347,14 @@ async fn style() -> Response {
 async fn not_found() -> Response {
     ApiError::invalid("no such endpoint")
         .with_status(404, "not-found")
+        .into_response()
+}
+
+/// An endpoint called with a method it does not take: an `ErrorBody` as
+/// every refusal, not the router's bare 405.
+async fn method_not_allowed() -> Response {
+    ApiError::invalid("no such endpoint for this method")
+        .with_status(405, "not-found")
         .into_response()
 }
 

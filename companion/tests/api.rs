@@ -619,6 +619,29 @@ fn a_body_that_is_not_a_json_object_is_refused_and_changes_nothing() {
 }
 
 #[test]
+fn an_endpoint_called_with_a_method_it_does_not_take_answers_an_error_body() {
+    let temp = tempfile::tempdir().unwrap();
+    let companion = start(&temp.path().join("library"));
+    for (method, path) in [
+        ("GET", "/api/v1/shares"),
+        ("DELETE", "/api/v1/library"),
+        ("POST", "/api/v1/log"),
+        ("PUT", "/api/v1/items/0123456789abcdef"),
+    ] {
+        let (status, reply) = companion.send(method, path, &json!({}));
+        assert_eq!(status, 405, "{method} {path}: {reply}");
+        assert_eq!(reply["kind"], "not-found", "{method} {path}: {reply}");
+    }
+    // A path that is no endpoint at all stays 404.
+    let (status, reply) = companion.get("/api/v1/nothing");
+    assert_eq!(
+        (status, &reply["kind"]),
+        (404, &json!("not-found")),
+        "{reply}"
+    );
+}
+
+#[test]
 fn a_second_companion_on_one_library_is_refused() {
     let temp = tempfile::tempdir().unwrap();
     let library = temp.path().join("library");
