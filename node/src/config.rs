@@ -88,7 +88,8 @@ pub struct NodeConfig {
     pub max_handshakes_per_prefix: usize,
     /// Chunk list answers being sent at once (a chunk list query answered
     /// holds no handshake slot once answered, and its answer may be up to
-    /// 16.8 MB); more are refused TooManyPeers. Default 4.
+    /// 18 MB: 500,000 chunks with their lengths); more are refused
+    /// TooManyPeers. Default 4.
     pub max_chunk_list_answers: usize,
     /// Chunk list answers being sent at once to one prefix (a /24 of
     /// IPv4, a /64 of IPv6). Default 2.

@@ -1117,6 +1117,64 @@ async fn a_peer_still_downloading_says_it_has_no_chunk_list_until_it_is_delivere
     let _ = run.await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_download_of_fixed_size_chunks_with_older_versions_joins_the_dht_to_read_the_list_ahead()
+{
+    use minimodel_swarm::app::fetch::{ChunkListAhead, dht_config};
+    use minimodel_swarm::dht::SwarmKey;
+    use std::net::Ipv4Addr;
+    let temp = tempfile::tempdir().unwrap();
+    let artifact = artifact(temp.path(), "new", 8 * u64::from(CHUNK), CHUNK);
+    assert!(
+        !artifact.manifest.chunks.scheme.is_listed(),
+        "this is the fixed-size case: a listed manifest joined the DHT before"
+    );
+    let old = temp.path().join("old.slm");
+    older_version(&artifact, &[5], &old);
+    let testnet = tokio::task::spawn_blocking(|| mainline::Testnet::builder(4).build().unwrap())
+        .await
+        .unwrap();
+    let bootstrap: Vec<std::net::SocketAddrV4> = (testnet.bootstrap.iter())
+        .map(|addr| addr.parse().unwrap())
+        .collect();
+    let key = SwarmKey::of(&artifact.manifest.chunks.merkle_root);
+    let share = SharePlan::new(artifact.manifest.clone(), &artifact.path, loopback())
+        .verify(&|_| {})
+        .unwrap();
+    let serving = serve(&share);
+    let honest = dht_on(Ipv4Addr::LOCALHOST, &bootstrap).await;
+    let _announced = honest.announce(
+        key,
+        std::num::NonZeroU16::new(serving.peer.addr.port()).unwrap(),
+    );
+    let looker = dht_on(Ipv4Addr::LOCALHOST, &bootstrap).await;
+    let until = tokio::time::Instant::now() + common::HANG;
+    while looker.lookup(key).await.is_empty() {
+        assert!(
+            tokio::time::Instant::now() < until,
+            "the DHT names the seeder"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(looker);
+
+    // No peer named, no DHT client yet: what `fetch --reuse --dht` gives.
+    let mut plan = plan_for(&artifact, &temp.path().join("out"), Vec::new());
+    plan.reuse = vec![old];
+    let config = dht_config(Ipv4Addr::LOCALHOST, &bootstrap);
+    let ahead = plan.read_chunk_list_ahead(Some(&config)).await;
+    let ChunkListAhead::Read { from, .. } = ahead else {
+        panic!("the seeder the DHT names gives the list, not: {ahead}");
+    };
+    assert_eq!(
+        from,
+        format!("the peer the DHT named at {}", serving.peer.addr)
+    );
+    let opened = ready(plan);
+    assert!(opened.has_dht(), "the client joined is kept for the node");
+    assert_eq!(opened.reused.expect("a list").chunks_reused, 7);
+}
+
 /// A DHT node on `ip` joined through `bootstrap` (loopback).
 async fn dht_on(
     ip: std::net::Ipv4Addr,

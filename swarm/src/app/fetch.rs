@@ -608,17 +608,18 @@ impl DownloadPlan {
     /// (`slm-parts-merkle-v0`, which cannot open without the lengths), and
     /// no chunk list yet, reads the new version's: for a listed one first
     /// the list a download in `out_dir` kept, then at the manifest's
-    /// chunk-list-route, else beside the first of the plan's mirrors that
-    /// has it, else from the first of the plan's peers that serves it,
+    /// chunk-list-route and beside each of the plan's mirrors, all at
+    /// once (the first that checks), else from the first of the plan's
+    /// peers that serves it,
     /// reached directly or through a relay it names (a chunk list query,
     /// `docs/wire-protocol.md` 8.7), else, with local discovery, from a
     /// neighbour of the swarm heard on the local network, else, when the
     /// plan has a DHT client, from a peer the DHT knows for the swarm,
     /// and keeps it only if it checks against the manifest (its Merkle
-    /// root, and its `chunk-list-sha256` when named). A listed download
-    /// that may use the DHT (`dht`, the client's configuration) and has
-    /// no client yet starts one here and keeps it in the plan, for the
-    /// node to use. Decided here for every front end (`fetch` and
+    /// root, and its `chunk-list-sha256` when named). A download that may
+    /// use the DHT (`dht`, the client's configuration), has no client
+    /// yet and found no list on the web starts one here and keeps it in
+    /// the plan, for the node to use. Decided here for every front end (`fetch` and
     /// `follow`, the companion's downloads and follow), which only show
     /// what it says.
     pub async fn read_chunk_list_ahead(
@@ -716,11 +717,12 @@ impl DownloadPlan {
                 Err(error) => why.push(error),
             }
         }
-        // A listed download cannot open without its list: a DHT it may
-        // use is joined now, and its peers are asked too (the node uses
-        // the same client once it runs).
-        if listed
-            && self.dht.is_none()
+        // A DHT the download may use is joined now, and its peers are
+        // asked too: a listed download cannot open without its list, and
+        // one with older versions to copy from moves them whole without
+        // it. The node uses the same client once it runs (`fetch` and
+        // `follow` would join it then anyway).
+        if self.dht.is_none()
             && let Some(config) = dht
         {
             let joined =

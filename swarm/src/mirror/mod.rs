@@ -412,7 +412,8 @@ fn describe(failure: &MirrorFailure) -> String {
     }
 }
 
-/// The longest chunk list read: 65 bytes a chunk.
+/// The longest chunk list read: 74 bytes a chunk (a line with its
+/// length), plus one.
 fn chunk_list_limit(count: u32) -> u64 {
     crate::resume::chunk_list_limit(count)
 }
@@ -481,7 +482,7 @@ async fn get_whole(
 
 /// Reads a chunk list at `url`: a manifest's `chunk-list-route`, or
 /// `URL.chunk-list` beside a mirror (`https://` only, by the mirror URL
-/// rules; redirects stay HTTPS): at most 65 bytes a chunk of
+/// rules; redirects stay HTTPS): at most 74 bytes a chunk of
 /// `chunk_count`, plus one, the system's roots trusted, no token sent.
 /// The bytes prove nothing by themselves: the caller keeps them only if
 /// they hash to the manifest's Merkle root
