@@ -367,10 +367,11 @@ async fn a_node_that_does_not_read_what_the_relay_sends_is_closed_whole() {
     };
     let (relay, counter) = relay(config).await;
     let identity = Arc::new(Identity::generate().unwrap());
-    // A receive window of a few answers: the relay's writes wait at once.
+    // A receive window of about three answers: the relay's writes wait
+    // at once, and 64 more are queued from the first 68 it reads.
     let tuning = TransportTuning {
-        stream_receive_window: 1024,
-        connection_receive_window: 2048,
+        stream_receive_window: 128,
+        connection_receive_window: 256,
         ..TransportTuning::default()
     };
     let (endpoint, _paths) = bind_endpoint_with_paths(loopback(), &identity, &tuning).unwrap();

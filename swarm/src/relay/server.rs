@@ -297,8 +297,12 @@ impl RelayServer {
                             // is closed all the same.
                             let connection = outbox.connection;
                             tokio::spawn(async move {
-                                tokio::time::sleep(CLOSE_GRACE).await;
-                                connection.close(1u32.into(), reason.as_bytes());
+                                tokio::select! {
+                                    _ = connection.closed() => {}
+                                    () = tokio::time::sleep(CLOSE_GRACE) => {
+                                        connection.close(1u32.into(), reason.as_bytes());
+                                    }
+                                }
                             });
                         }
                     }
