@@ -720,8 +720,8 @@ impl DownloadPlan {
         // A DHT the download may use is joined now, and its peers are
         // asked too: a listed download cannot open without its list, and
         // one with older versions to copy from moves them whole without
-        // it. The node uses the same client once it runs (`fetch` and
-        // `follow` would join it then anyway).
+        // it. The node uses the same client once it runs (`fetch --dht`
+        // and a companion download with the DHT would join it then anyway).
         if self.dht.is_none()
             && let Some(config) = dht
         {
