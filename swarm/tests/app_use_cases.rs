@@ -1131,22 +1131,9 @@ async fn a_download_of_fixed_size_chunks_with_older_versions_joins_the_dht_to_re
     );
     let old = temp.path().join("old.slm");
     older_version(&artifact, &[5], &old);
-    let testnet = tokio::task::spawn_blocking(|| mainline::Testnet::builder(4).build().unwrap())
-        .await
-        .unwrap();
-    let bootstrap: Vec<std::net::SocketAddrV4> = (testnet.bootstrap.iter())
-        .map(|addr| addr.parse().unwrap())
-        .collect();
+    let (_testnet, bootstrap) = testnet().await;
     let key = SwarmKey::of(&artifact.manifest.chunks.merkle_root);
-    let share = SharePlan::new(artifact.manifest.clone(), &artifact.path, loopback())
-        .verify(&|_| {})
-        .unwrap();
-    let serving = serve(&share);
-    let honest = dht_on(Ipv4Addr::LOCALHOST, &bootstrap).await;
-    let _announced = honest.announce(
-        key,
-        std::num::NonZeroU16::new(serving.peer.addr.port()).unwrap(),
-    );
+    let (serving, _honest) = serve_on_the_dht(&artifact, &bootstrap).await;
     let looker = dht_on(Ipv4Addr::LOCALHOST, &bootstrap).await;
     let until = tokio::time::Instant::now() + common::HANG;
     while looker.lookup(key).await.is_empty() {
@@ -1173,6 +1160,43 @@ async fn a_download_of_fixed_size_chunks_with_older_versions_joins_the_dht_to_re
     let opened = ready(plan);
     assert!(opened.has_dht(), "the client joined is kept for the node");
     assert_eq!(opened.reused.expect("a list").chunks_reused, 7);
+}
+
+/// A DHT of four nodes on loopback, and its addresses to join through.
+async fn testnet() -> (mainline::Testnet, Vec<std::net::SocketAddrV4>) {
+    let testnet = tokio::task::spawn_blocking(|| mainline::Testnet::builder(4).build().unwrap())
+        .await
+        .unwrap();
+    let bootstrap = (testnet.bootstrap.iter())
+        .map(|addr| addr.parse().unwrap())
+        .collect();
+    (testnet, bootstrap)
+}
+
+/// A seeder of `artifact` on loopback, announced for its swarm on the
+/// DHT `bootstrap` joins: the seeder, and its DHT node and announcement
+/// (kept as long as it is to be found).
+async fn serve_on_the_dht(
+    artifact: &Artifact,
+    bootstrap: &[std::net::SocketAddrV4],
+) -> (
+    Serving,
+    (
+        minimodel_swarm::dht::Discovery,
+        minimodel_swarm::dht::Announcement,
+    ),
+) {
+    let key = minimodel_swarm::dht::SwarmKey::of(&artifact.manifest.chunks.merkle_root);
+    let share = SharePlan::new(artifact.manifest.clone(), &artifact.path, loopback())
+        .verify(&|_| {})
+        .unwrap();
+    let serving = serve(&share);
+    let node = dht_on(std::net::Ipv4Addr::LOCALHOST, bootstrap).await;
+    let announced = node.announce(
+        key,
+        std::num::NonZeroU16::new(serving.peer.addr.port()).unwrap(),
+    );
+    (serving, (node, announced))
 }
 
 /// A DHT node on `ip` joined through `bootstrap` (loopback).
@@ -1203,12 +1227,7 @@ async fn the_dht_peers_are_asked_for_the_chunk_list_at_once_so_silent_ones_hold_
     let artifact = artifact(temp.path(), "new", 8 * u64::from(CHUNK), CHUNK);
     let old = temp.path().join("old.slm");
     older_version(&artifact, &[5], &old);
-    let testnet = tokio::task::spawn_blocking(|| mainline::Testnet::builder(4).build().unwrap())
-        .await
-        .unwrap();
-    let bootstrap: Vec<std::net::SocketAddrV4> = (testnet.bootstrap.iter())
-        .map(|addr| addr.parse().unwrap())
-        .collect();
+    let (_testnet, bootstrap) = testnet().await;
     let key = SwarmKey::of(&artifact.manifest.chunks.merkle_root);
     // Three addresses that take QUIC's first packet and answer nothing,
     // each on an IP address of its own, announced for the swarm: asked
@@ -1222,15 +1241,7 @@ async fn the_dht_peers_are_asked_for_the_chunk_list_at_once_so_silent_ones_hold_
         let announced = announcer.announce(key, port);
         silent.push((socket, announcer, announced));
     }
-    let share = SharePlan::new(artifact.manifest.clone(), &artifact.path, loopback())
-        .verify(&|_| {})
-        .unwrap();
-    let serving = serve(&share);
-    let honest = dht_on(Ipv4Addr::LOCALHOST, &bootstrap).await;
-    let _announced = honest.announce(
-        key,
-        std::num::NonZeroU16::new(serving.peer.addr.port()).unwrap(),
-    );
+    let (serving, _honest) = serve_on_the_dht(&artifact, &bootstrap).await;
     let looker = dht_on(Ipv4Addr::LOCALHOST, &bootstrap).await;
     let until = tokio::time::Instant::now() + common::HANG;
     loop {
