@@ -414,6 +414,56 @@ async fn a_node_that_does_not_read_what_the_relay_sends_is_closed_whole() {
     assert_eq!(counter.counts().registrations, 0);
 }
 
+/// A node that reads nothing and asks little: the relay's answers fill
+/// its window, one waits for credit, and nothing more piles up behind it.
+/// It is closed all the same, by the write that waits, long before its
+/// idle timeout (it sends keep-alives).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_reads_nothing_is_closed_when_one_answer_waits_too_long() {
+    use minimodel_wire::relay::RelayMessage;
+    let (relay, counter) = relay(RelayConfig::default()).await;
+    let identity = Arc::new(Identity::generate().unwrap());
+    let tuning = TransportTuning {
+        stream_receive_window: 128,
+        connection_receive_window: 256,
+        ..TransportTuning::default()
+    };
+    let (endpoint, _paths) = bind_endpoint_with_paths(loopback(), &identity, &tuning).unwrap();
+    let (connection, _) =
+        transport::connect_relay(&endpoint, relay.addr, relay.id, &identity, &tuning)
+            .await
+            .unwrap();
+    let (mut send, _unread) = connection.open_bi().await.unwrap();
+    let register = RelayMessage::Register {
+        agent: "test/1".into(),
+        addrs: Vec::new(),
+        mapping: MappingKind::Unknown,
+    };
+    send.write_all(&register.encode().unwrap()).await.unwrap();
+    // Eight introductions of nobody: eight refusals and the registration's
+    // answer, far fewer than the 64 the relay would queue.
+    for n in 0..8u32 {
+        let mut key = [0u8; 32];
+        key[..4].copy_from_slice(&n.to_le_bytes());
+        let introduce = RelayMessage::Introduce { peer: PeerId(key) };
+        send.write_all(&introduce.encode().unwrap()).await.unwrap();
+    }
+    let closed = tokio::time::timeout(Duration::from_secs(10), connection.closed()).await;
+    assert!(
+        closed.is_ok(),
+        "the relay left open the connection of a node that reads nothing"
+    );
+    let until = tokio::time::Instant::now() + DEADLINE;
+    while counter.open_connections() > 0 {
+        assert!(
+            tokio::time::Instant::now() < until,
+            "the relay still holds {} connections",
+            counter.open_connections()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// One host (127.0.0.1) registers fresh ids as fast as it can, for as long
 /// as the test runs, while twenty hosts on twenty other /24s register: all
 /// twenty get in, and two of them are introduced and relayed. 21 distinct

@@ -65,6 +65,13 @@ const OUTBOX: usize = 64;
 /// gives.
 const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// How long one frame may wait for the node's flow control credit: a
+/// node that gives none for this long does not read, and is closed
+/// whether or not frames for it pile up behind the one that waits (the
+/// task waiting to write reads nothing more from the node, so it may
+/// never be sent enough to fill its outbox).
+const WRITE_STALL: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Where the relay's frames for one connection go, and the connection
 /// itself: closed from here when its task cannot be reached.
 struct Outbox {
@@ -426,8 +433,13 @@ async fn control(
             }
             out = outgoing.recv() => match out {
                 Some(Outgoing::Frame(frame)) => {
-                    if send.write_all(&frame).await.is_err() {
-                        break;
+                    match tokio::time::timeout(WRITE_STALL, send.write_all(&frame)).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) => break,
+                        Err(_) => {
+                            connection.close(3u32.into(), b"not reading");
+                            return;
+                        }
                     }
                 }
                 Some(Outgoing::Close(reason)) => {
