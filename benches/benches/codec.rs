@@ -106,6 +106,7 @@ fn messages() -> Vec<(&'static str, Message)> {
 fn piece_header() -> PieceHeader {
     PieceHeader {
         chunk: ChunkIndex(12345),
+        from: 0,
         chunk_len: 1 << 20,
         proof: vec![[0xab; 32]; 17],
     }

@@ -324,6 +324,53 @@ fn tokenizer_grown(slm: &[u8], extra: usize) -> Vec<u8> {
     out
 }
 
+/// `slm` with `extra` bytes appended to its tensor data (`docs/slm-format.md`:
+/// the data section's length and the file's grow by as much; the container
+/// does not checksum tensor data): what a model whose last tensor grew by
+/// rows looks like.
+fn data_appended(slm: &[u8], extra: usize) -> Vec<u8> {
+    let u64_at = |at: usize| u64::from_le_bytes(slm[at..at + 8].try_into().unwrap());
+    let mut out = slm.to_vec();
+    out.extend((0..extra).map(|i| (i * 7 % 251) as u8));
+    let grown = extra as u64;
+    out[0x28..0x30].copy_from_slice(&(u64_at(0x28) + grown).to_le_bytes());
+    out[0x98..0xa0].copy_from_slice(&(u64_at(0x98) + grown).to_le_bytes());
+    out
+}
+
+#[test]
+fn a_part_that_grew_moves_only_its_new_bytes_from_a_peer_that_speaks_v3() {
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    let made = Artifact::make(root, "v1", "tiny-v1", "4MiB", CHUNK, 73);
+    let v1 = describe_parts(root, &made.slm, "v1", "tiny-v1");
+    let extra = 100_000;
+    let slm = root.join("v2.slm");
+    std::fs::write(&slm, data_appended(&v1.bytes, extra)).unwrap();
+    let v2 = describe_parts(root, &slm, "v2", "tiny-v2");
+    let list = std::fs::read_to_string(root.join("v1.chunk-list")).unwrap();
+    let old_last = list
+        .lines()
+        .last()
+        .and_then(|line| line.split(' ').nth(1))
+        .map(|len| len.parse::<u64>().unwrap())
+        .unwrap();
+    assert!(
+        old_last < CHUNK_BYTES as u64,
+        "version 1's last part ends inside a chunk ({old_last} bytes)"
+    );
+    let out = root.join("out");
+    let (receipt, _) = fetch_v2(
+        root,
+        &v2,
+        &out,
+        &reuse_args(&v1.slm, &root.join("v2.chunk-list")),
+    );
+    // The header (its lengths changed) and the appended bytes: the start
+    // of the chunk where version 1 ended is read here, not sent.
+    assert_eq!(bytes_from_peers(&receipt), 256 + extra as u64, "{receipt}");
+}
+
 /// Writes the `slm-parts-merkle-v0` manifest of `slm` and its chunk list
 /// (`<name>.chunk-list`), and returns the manifest.
 fn describe_parts(dir: &Path, slm: &Path, name: &str, model_id: &str) -> Artifact {

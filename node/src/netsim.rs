@@ -962,6 +962,7 @@ impl Sim {
             },
             peers: Vec::new(),
             mirrors: mirrors::labels(&spec.mirrors),
+            prefixes: Default::default(),
         };
         n.core = Some(NodeCore::new(
             spec.config.clone(),
@@ -1239,7 +1240,9 @@ impl Sim {
                     self.send(conn, 1 - side, message);
                 }
             }
-            Action::Upload { link, chunk, pace } => {
+            Action::Upload {
+                link, chunk, pace, ..
+            } => {
                 if let Some((conn, side)) = side_of(self, link) {
                     self.upload(node, conn, side, chunk.0, pace);
                 }

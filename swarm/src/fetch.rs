@@ -289,6 +289,9 @@ impl Fetcher {
         start.chunk_list = (plan.chunk_list.as_ref())
             .filter(|_| serve)
             .map(|list| crate::node::chunk_list_of(list.chunk_hashes()));
+        // Chunks whose start an older version here holds: asked for from
+        // there of peers that speak v3.
+        start.prefixes = partial.held_starts();
         let node = Node::new(NodeParts {
             config: settings,
             identity,

@@ -34,6 +34,7 @@ fn params() -> SwarmParams {
 fn header(chunk: u32) -> PieceHeader {
     PieceHeader {
         chunk: ChunkIndex(chunk),
+        from: 0,
         chunk_len: CHUNK,
         proof: vec![[0xaa; 32], [0xbb; 32]],
     }
@@ -143,7 +144,9 @@ async fn an_upload_aborted_inside_its_header_arrives_reset_and_blames_nobody() {
         );
         task.abort();
         assert!(task.await.unwrap_err().is_cancelled());
-        let error = receive_header(&mut stream, &params()).await.unwrap_err();
+        let error = receive_header(&mut stream, &params(), minimodel_wire::PROTOCOL_VERSION)
+            .await
+            .unwrap_err();
         assert_reset_without_blame(&error);
     })
     .await
@@ -167,7 +170,9 @@ async fn an_upload_dropped_inside_its_body_arrives_reset_and_blames_nobody() {
             })
         };
         let mut stream = pair.receiver.accept_uni().await.unwrap();
-        let header = receive_header(&mut stream, &params()).await.unwrap();
+        let header = receive_header(&mut stream, &params(), minimodel_wire::PROTOCOL_VERSION)
+            .await
+            .unwrap();
         assert_eq!(header.header().chunk, ChunkIndex(1));
         blocked(&pair.sender).await;
         drop_it.send(()).unwrap();
@@ -196,7 +201,9 @@ async fn an_upload_the_peer_does_not_read_is_reset_when_given_up_not_finished() 
         let pair = pair(64 << 10).await;
         let sending = tokio::spawn(upload(&pair.sender));
         let mut stream = pair.receiver.accept_uni().await.unwrap();
-        let header = receive_header(&mut stream, &params()).await.unwrap();
+        let header = receive_header(&mut stream, &params(), minimodel_wire::PROTOCOL_VERSION)
+            .await
+            .unwrap();
         blocked(&pair.sender).await;
         assert!(!sending.is_finished(), "held by the peer's flow control");
         sending.abort();
@@ -214,7 +221,9 @@ async fn a_connection_closed_mid_piece_blames_nobody() {
         let pair = pair(64 << 10).await;
         let sending = tokio::spawn(upload(&pair.sender));
         let mut stream = pair.receiver.accept_uni().await.unwrap();
-        let header = receive_header(&mut stream, &params()).await.unwrap();
+        let header = receive_header(&mut stream, &params(), minimodel_wire::PROTOCOL_VERSION)
+            .await
+            .unwrap();
         pair.sender.close(0u32.into(), b"shutdown");
         assert!(sending.await.unwrap().is_err());
         let error = receive_body(&mut stream, header, |_| {}).await.unwrap_err();
@@ -238,7 +247,9 @@ async fn a_stream_finished_inside_its_header_is_a_violation() {
             send.write_all(&frame[..cut]).await.unwrap();
             send.finish().unwrap();
             let mut stream = pair.receiver.accept_uni().await.unwrap();
-            let error = receive_header(&mut stream, &params()).await.unwrap_err();
+            let error = receive_header(&mut stream, &params(), minimodel_wire::PROTOCOL_VERSION)
+                .await
+                .unwrap_err();
             let expected = if cut < FRAME_PREFIX_LEN {
                 FRAME_PREFIX_LEN as u64
             } else {
@@ -275,7 +286,9 @@ async fn a_stream_finished_inside_its_body_is_a_violation() {
         send.write_all(&body()[..1000]).await.unwrap();
         send.finish().unwrap();
         let mut stream = pair.receiver.accept_uni().await.unwrap();
-        let header = receive_header(&mut stream, &params()).await.unwrap();
+        let header = receive_header(&mut stream, &params(), minimodel_wire::PROTOCOL_VERSION)
+            .await
+            .unwrap();
         let error = receive_body(&mut stream, header, |_| {}).await.unwrap_err();
         match &error {
             PieceStreamError::Violation(PeerError::Violation(
@@ -300,7 +313,9 @@ async fn a_complete_upload_still_arrives_whole() {
         let pair = pair(12 << 20).await;
         let sending = tokio::spawn(upload(&pair.sender));
         let mut stream = pair.receiver.accept_uni().await.unwrap();
-        let header = receive_header(&mut stream, &params()).await.unwrap();
+        let header = receive_header(&mut stream, &params(), minimodel_wire::PROTOCOL_VERSION)
+            .await
+            .unwrap();
         let piece = receive_body(&mut stream, header, |_| {}).await.unwrap();
         sending.await.unwrap().unwrap();
         assert_eq!(piece.chunk, ChunkIndex(1));

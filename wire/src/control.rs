@@ -39,6 +39,7 @@
 use std::fmt;
 use std::net::SocketAddr;
 
+use crate::FROM_VERSION;
 use crate::bitfield::HaveBitfield;
 use crate::error::{BindError, ContextError, LocalMisuse, PeerError, ProtocolViolation};
 use crate::message::Message;
@@ -98,9 +99,12 @@ pub enum Phase {
     Closed,
 }
 
+/// What an established direction may send; RequestFrom only in a v3
+/// session.
 const OPEN_SET: &[MessageType] = &[
     MessageType::Have,
     MessageType::Request,
+    MessageType::RequestFrom,
     MessageType::Cancel,
     MessageType::Reject,
     MessageType::Peers,
@@ -183,6 +187,13 @@ pub enum ControlEvent {
     Have(ChunkIndex),
     /// The peer asks for `0`.
     Request(ChunkIndex),
+    /// The peer asks for `chunk` from byte `from` on (v3).
+    RequestFrom {
+        /// The chunk.
+        chunk: ChunkIndex,
+        /// The first byte it wants, inside the chunk.
+        from: u32,
+    },
     /// The peer withdraws its Request for `0`.
     Cancel(ChunkIndex),
     /// The peer will not serve our Request.
@@ -691,6 +702,17 @@ impl ControlStream {
                 self.check_chunk(found, *chunk)?;
                 Ok(ControlEvent::Request(*chunk))
             }
+            (Phase::Established, Message::RequestFrom { chunk, from }) => {
+                let version = self.version();
+                if version < FROM_VERSION {
+                    return Err(ProtocolViolation::NotInVersion { found, version });
+                }
+                self.check_offset(found, *chunk, *from)?;
+                Ok(ControlEvent::RequestFrom {
+                    chunk: *chunk,
+                    from: *from,
+                })
+            }
             (Phase::Established, Message::Cancel { chunk }) => {
                 self.check_chunk(found, *chunk)?;
                 Ok(ControlEvent::Cancel(*chunk))
@@ -869,6 +891,13 @@ impl ControlStream {
                 | Message::Cancel { chunk }
                 | Message::Reject { chunk, .. },
             ) => Ok(self.check_chunk(found, *chunk)?),
+            (Phase::Established, Message::RequestFrom { chunk, from }) => {
+                let version = self.version();
+                if version < FROM_VERSION {
+                    return Err(LocalMisuse::NotInVersion { found, version });
+                }
+                Ok(self.check_offset(found, *chunk, *from)?)
+            }
             (
                 Phase::Established,
                 Message::Peers { .. }
@@ -879,6 +908,37 @@ impl ControlStream {
             ) => Ok(()),
             _ => Err(wrong_state),
         }
+    }
+
+    /// The protocol version of the session: its swarm's, the latest
+    /// before there is one (nothing version-bound is legal then).
+    pub fn version(&self) -> u16 {
+        self.swarm
+            .as_ref()
+            .map_or(crate::PROTOCOL_VERSION, SwarmIdentity::version)
+    }
+
+    /// A RequestFrom's chunk is in range and its offset inside it.
+    fn check_offset(
+        &self,
+        message_type: MessageType,
+        chunk: ChunkIndex,
+        from: u32,
+    ) -> Result<(), ContextError> {
+        self.check_chunk(message_type, chunk)?;
+        let chunk_len = match &self.swarm {
+            Some(swarm) => swarm.params().chunk_len(chunk).unwrap_or(0),
+            None => 0,
+        };
+        if from == 0 || from >= chunk_len {
+            return Err(ContextError::Offset {
+                message_type,
+                chunk,
+                from,
+                chunk_len,
+            });
+        }
+        Ok(())
     }
 
     fn check_chunk(

@@ -28,6 +28,12 @@ use crate::types::{
 /// A field breaks a rule that holds whatever the swarm.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FieldError {
+    /// A RequestFrom or PieceFrom from byte 0: the whole chunk is a
+    /// Request, or a PieceHeader.
+    #[error(
+        "an offset of 0 names the whole chunk; RequestFrom and PieceFrom start at byte 1 or later"
+    )]
+    ZeroOffset,
     /// Model id empty or too long.
     #[error("model id is {len} bytes long; it must be 1 to {MAX_MODEL_ID_LEN}")]
     ModelIdLength {
@@ -219,6 +225,22 @@ pub enum ContextError {
         /// Real length.
         expected: u32,
     },
+    /// A RequestFrom or PieceFrom whose offset is not inside the chunk:
+    /// it must be at least 1 and below the chunk's length.
+    #[error(
+        "{message_type} asks for {chunk} from byte {from}; it is {chunk_len} bytes long, so the offset must be 1 to {last}",
+        last = .chunk_len.saturating_sub(1)
+    )]
+    Offset {
+        /// The message.
+        message_type: MessageType,
+        /// The chunk.
+        chunk: ChunkIndex,
+        /// The offset it names.
+        from: u32,
+        /// The chunk's real length.
+        chunk_len: u32,
+    },
     /// A piece header whose proof is not the leaf's audit path length.
     #[error("piece header for {chunk} carries {found} proof hashes; its audit path has {expected}")]
     ProofLength {
@@ -325,12 +347,12 @@ pub enum DecodeError {
     },
     /// A PieceHeader on the control stream.
     #[error(
-        "frame type 0x20 (PieceHeader) belongs at the start of a piece stream, not on the control stream"
+        "frame types 0x20 (PieceHeader) and 0x21 (PieceFrom) belong at the start of a piece stream, not on the control stream"
     )]
     PieceHeaderOnControlStream,
     /// A piece stream that does not start with a PieceHeader.
     #[error(
-        "a piece stream starts with a PieceHeader (0x20) frame; this one starts with type {type_byte:#04x}"
+        "a piece stream starts with a PieceHeader (0x20) or PieceFrom (0x21) frame; this one starts with type {type_byte:#04x}"
     )]
     ExpectedPieceHeader {
         /// The type byte found.
@@ -385,6 +407,14 @@ pub enum ProtocolViolation {
         /// What arrived.
         found: MessageType,
     },
+    /// A message of a later protocol version than the session's.
+    #[error("{found} is not part of protocol v{version}, which this session speaks")]
+    NotInVersion {
+        /// What arrived.
+        found: MessageType,
+        /// The session's version.
+        version: u16,
+    },
     /// The listener spoke before the dialer's Hello.
     #[error("the listener sent {found} before the dialer's Hello; the dialer speaks first")]
     ListenerSpokeFirst {
@@ -427,12 +457,13 @@ pub enum ProtocolViolation {
     /// A message that breaks a rule of the swarm's chunk geometry.
     #[error(transparent)]
     Context(#[from] ContextError),
-    /// A piece stream with more bytes than its chunk.
+    /// A piece stream with more bytes than its chunk (than its chunk's
+    /// bytes from the offset on, after a PieceFrom).
     #[error("piece stream for {chunk} carries more than its {expected} bytes")]
     PieceTooLong {
         /// The chunk.
         chunk: ChunkIndex,
-        /// The chunk's length.
+        /// The bytes the stream should carry.
         expected: u32,
     },
     /// A piece stream its sender finished (FIN) before the whole piece:
@@ -489,6 +520,14 @@ impl PeerError {
 /// side, never the peer's fault.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LocalMisuse {
+    /// A message of a later protocol version than the session's.
+    #[error("{found} is not part of protocol v{version}, which this session speaks")]
+    NotInVersion {
+        /// What we tried to send.
+        found: MessageType,
+        /// The session's version.
+        version: u16,
+    },
     /// Not legal in our current phase (see the table in the spec).
     #[error("the {sender} may not send {found} {phase}; legal there: {legal}",
         sender = .sender.name(), phase = .phase.describe(), legal = Phase::legal_list(*.sender, *.phase))]

@@ -7,7 +7,8 @@
 //! bit 2: the listener is unbound and binds at the dialer's Hello, the
 //! dialer is a manifest query, or with bit 3 too a chunk list query of the
 //! golden swarm's 10 chunks; bit 4 with bits 2 and 3: the list is listed,
-//! asked for and served in ListedChunks), byte 1 seeds the sizes of the pieces the
+//! asked for and served in ListedChunks; bit 5: the session speaks v3,
+//! else v2), byte 1 seeds the sizes of the pieces the
 //! stream is fed in (1 to 64 bytes), and the remaining bytes are the stream
 //! as the peer sent it.
 //!
@@ -79,8 +80,9 @@ pub fn wire_decode(data: &[u8]) -> FuzzOutcome {
     let [flags, seed, stream @ ..] = data else {
         return FuzzOutcome::default();
     };
+    let version = if flags & 0x20 != 0 { 3 } else { 2 };
     if flags & 2 != 0 {
-        piece_stream(stream, *seed)
+        piece_stream(stream, *seed, version)
     } else {
         let role = if flags & 1 != 0 {
             Role::Dialer
@@ -93,7 +95,7 @@ pub fn wire_decode(data: &[u8]) -> FuzzOutcome {
             (true, true, false) => Opening::ChunkList,
             (true, true, true) => Opening::ListedChunkList,
         };
-        control_stream(role, opening, stream, *seed)
+        control_stream(role, opening, stream, *seed, version)
     }
 }
 
@@ -125,12 +127,18 @@ fn fuzz_chunk_length(chunk: usize) -> u32 {
     1000 + chunk as u32
 }
 
-fn control_stream(role: Role, opening: Opening, stream: &[u8], seed: u8) -> FuzzOutcome {
+fn control_stream(
+    role: Role,
+    opening: Opening,
+    stream: &[u8],
+    seed: u8,
+    version: u16,
+) -> FuzzOutcome {
     let v2_opening = opening != Opening::Swarm;
     let chunk_count = golden_swarm().map_or(1, |swarm| swarm.params().chunk_count());
     let mut hashes_received = 0usize;
     let mut outcome = FuzzOutcome::default();
-    let Some(swarm) = golden_swarm() else {
+    let Some(swarm) = golden_swarm().map(|swarm| swarm.with_version(version)) else {
         return outcome;
     };
     let Ok(hello) = swarm.hello(true, None, "fuzz") else {
@@ -278,7 +286,7 @@ fn control_stream(role: Role, opening: Opening, stream: &[u8], seed: u8) -> Fuzz
                             assert!(hashes_received <= chunk_count as usize);
                             assert_eq!(complete, hashes_received == chunk_count as usize);
                         }
-                        ControlEvent::Request(chunk)
+                        ControlEvent::Request(chunk) | ControlEvent::RequestFrom { chunk, .. }
                             if control.sent_phase() == crate::Phase::Established =>
                         {
                             let reject = Message::Reject {
@@ -313,7 +321,7 @@ fn control_stream(role: Role, opening: Opening, stream: &[u8], seed: u8) -> Fuzz
     outcome
 }
 
-fn piece_stream(stream: &[u8], seed: u8) -> FuzzOutcome {
+fn piece_stream(stream: &[u8], seed: u8, version: u16) -> FuzzOutcome {
     let mut outcome = FuzzOutcome::default();
     let Some(params) = piece_swarm() else {
         return outcome;
@@ -327,7 +335,7 @@ fn piece_stream(stream: &[u8], seed: u8) -> FuzzOutcome {
             Err(error) => panic!("decoded {header:?} does not re-encode: {error}"),
         }
     }
-    let mut reader = PieceStreamReader::new(params.clone());
+    let mut reader = PieceStreamReader::for_version(params.clone(), version);
     for piece in pieces(stream, seed) {
         if let Err(error) = reader.feed(bytes::Bytes::copy_from_slice(piece)) {
             outcome.error = Some(error.to_string());
@@ -336,7 +344,9 @@ fn piece_stream(stream: &[u8], seed: u8) -> FuzzOutcome {
     }
     match reader.finish() {
         Ok(piece) => {
-            assert_eq!(piece.to_vec().len(), piece.header.chunk_len as usize);
+            assert_eq!(piece.to_vec().len(), piece.header.body_len() as usize);
+            assert!(version >= crate::FROM_VERSION || piece.header.from == 0);
+            assert!(piece.header.from < piece.header.chunk_len);
             assert_eq!(piece.header.check_context(&params), Ok(()));
             assert!(params.check_index(piece.header.chunk).is_ok());
             outcome.piece_received = true;

@@ -1,4 +1,4 @@
-//! `minimodel-wire`: the piece protocol v2, as bytes and rules.
+//! `minimodel-wire`: the piece protocol v3 (and v2), as bytes and rules.
 //!
 //! What it is: the messages of the protocol ([`Message`], [`PieceHeader`]),
 //! their framing and bincode codec with a cap on every length
@@ -96,10 +96,30 @@ pub use types::{
     canonical_addr, is_lan_addr, validate_agent, validate_model_id, validate_reject_detail,
 };
 
-/// The ALPN protocol id of piece protocol v2. Version 1 (`minimodel/1`) is
-/// no longer spoken; peers offer every version they speak and TLS picks
-/// one.
-pub const ALPN: &[u8] = b"minimodel/2";
+/// The ALPN protocol id of piece protocol v3, the latest. Peers offer every
+/// version they speak ([`ALPNS`]) and TLS picks one.
+pub const ALPN: &[u8] = b"minimodel/3";
 
-/// The protocol version of [`ALPN`]; a Hello must carry this value.
-pub const PROTOCOL_VERSION: u16 = 2;
+/// The protocol version of [`ALPN`].
+pub const PROTOCOL_VERSION: u16 = 3;
+
+/// The ALPN protocol id of piece protocol v2, still spoken: v3 is v2 with
+/// RequestFrom and PieceFrom. Version 1 (`minimodel/1`) is no longer
+/// spoken.
+pub const ALPN_V2: &[u8] = b"minimodel/2";
+
+/// Every ALPN id of the piece protocol this crate speaks, most preferred
+/// first: what a peer offers, and what a listener chooses from.
+pub const ALPNS: [&[u8]; 2] = [ALPN, ALPN_V2];
+
+/// The protocol version an ALPN id of [`ALPNS`] names.
+pub fn protocol_version_of(alpn: &[u8]) -> Option<u16> {
+    match alpn {
+        ALPN => Some(PROTOCOL_VERSION),
+        ALPN_V2 => Some(2),
+        _ => None,
+    }
+}
+
+/// The first version with RequestFrom and PieceFrom.
+pub const FROM_VERSION: u16 = 3;

@@ -49,7 +49,15 @@ pub enum Message {
         /// The chunk.
         chunk: ChunkIndex,
     },
-    /// `0x06`: the Request for `chunk` is withdrawn.
+    /// `0x13` (v3): please send `chunk`'s bytes from offset `from` to its
+    /// end on a piece stream (the requester holds the bytes before it).
+    RequestFrom {
+        /// The chunk.
+        chunk: ChunkIndex,
+        /// The first byte wanted: at least 1, below the chunk's length.
+        from: u32,
+    },
+    /// `0x06`: the Request or RequestFrom for `chunk` is withdrawn.
     Cancel {
         /// The chunk.
         chunk: ChunkIndex,
@@ -163,14 +171,16 @@ impl Message {
             Message::ChunkListRequest { .. } => MessageType::ChunkListRequest,
             Message::ChunkHashes { .. } => MessageType::ChunkHashes,
             Message::ListedChunks { .. } => MessageType::ListedChunks,
+            Message::RequestFrom { .. } => MessageType::RequestFrom,
         }
     }
 
-    /// The chunk a Have, Request, Cancel or Reject names.
+    /// The chunk a Have, Request, RequestFrom, Cancel or Reject names.
     pub fn chunk(&self) -> Option<ChunkIndex> {
         match self {
             Message::Have { chunk }
             | Message::Request { chunk }
+            | Message::RequestFrom { chunk, .. }
             | Message::Cancel { chunk }
             | Message::Reject { chunk, .. } => Some(*chunk),
             _ => None,
@@ -189,6 +199,7 @@ impl Message {
             Message::Peers { entries } => validate_peer_count(entries.len() as u64),
             Message::Connect { addrs, .. } => validate_connect_count(addrs.len() as u64),
             Message::Manifest { bytes } => validate_manifest_len(bytes.len() as u64),
+            Message::RequestFrom { from: 0, .. } => Err(FieldError::ZeroOffset),
             Message::ChunkHashes {
                 total,
                 first,
@@ -241,7 +252,9 @@ impl Message {
     /// Decodes a body of the given type.
     pub(crate) fn decode_body(type_byte: u8, body: &[u8]) -> Result<Message, DecodeError> {
         let message_type = match MessageType::from_byte(type_byte) {
-            Some(MessageType::PieceHeader) => return Err(DecodeError::PieceHeaderOnControlStream),
+            Some(MessageType::PieceHeader | MessageType::PieceFrom) => {
+                return Err(DecodeError::PieceHeaderOnControlStream);
+            }
             Some(message_type) => message_type,
             None => return Err(DecodeError::UnknownType { type_byte }),
         };
@@ -275,6 +288,14 @@ impl Message {
             MessageType::Cancel => Message::Cancel {
                 chunk: ChunkIndex(body.field()?),
             },
+            MessageType::RequestFrom => {
+                let chunk = ChunkIndex(body.field()?);
+                let from: u32 = body.field()?;
+                if from == 0 {
+                    return Err(field_error(message_type, FieldError::ZeroOffset));
+                }
+                Message::RequestFrom { chunk, from }
+            }
             MessageType::Reject => Message::Reject {
                 chunk: ChunkIndex(body.field()?),
                 reason: reason(&mut body, RejectReason::from_code)?,
@@ -352,7 +373,9 @@ impl Message {
                     chunks,
                 }
             }
-            MessageType::PieceHeader => return Err(DecodeError::PieceHeaderOnControlStream),
+            MessageType::PieceHeader | MessageType::PieceFrom => {
+                return Err(DecodeError::PieceHeaderOnControlStream);
+            }
         };
         body.finish()?;
         Ok(message)
@@ -484,6 +507,10 @@ impl EncodeBody for Message {
             }
             Message::Have { chunk } | Message::Request { chunk } | Message::Cancel { chunk } => {
                 put(encoder, &chunk.0)
+            }
+            Message::RequestFrom { chunk, from } => {
+                put(encoder, &chunk.0)?;
+                put(encoder, from)
             }
             Message::Reject { chunk, reason } => {
                 put(encoder, &chunk.0)?;

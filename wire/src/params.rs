@@ -255,6 +255,9 @@ pub struct SwarmIdentity {
     model_id: String,
     merkle_root: [u8; 32],
     params: SwarmParams,
+    /// The protocol version of the connection: what Hellos carry, and
+    /// whether RequestFrom and PieceFrom are legal.
+    version: u16,
 }
 
 impl SwarmIdentity {
@@ -270,7 +273,21 @@ impl SwarmIdentity {
             model_id,
             merkle_root,
             params,
+            version: PROTOCOL_VERSION,
         })
+    }
+
+    /// The same swarm over a connection that negotiated `version` (2 or
+    /// 3; [`crate::protocol_version_of`]). A new identity speaks the
+    /// latest version.
+    pub fn with_version(mut self, version: u16) -> Self {
+        self.version = version;
+        self
+    }
+
+    /// The protocol version its Hellos carry.
+    pub fn version(&self) -> u16 {
+        self.version
     }
 
     /// The model id.
@@ -300,7 +317,7 @@ impl SwarmIdentity {
         let agent = agent.into();
         validate_agent(&agent)?;
         Ok(Hello {
-            protocol_version: PROTOCOL_VERSION,
+            protocol_version: self.version,
             model_id: self.model_id.clone(),
             merkle_root: self.merkle_root,
             artifact_bytes: self.params.artifact_bytes,
@@ -317,10 +334,10 @@ impl SwarmIdentity {
     /// Checks that `hello` describes this swarm, field by field in wire
     /// order; the first difference is reported.
     pub fn check_hello(&self, hello: &Hello) -> Result<(), SwarmMismatch> {
-        if hello.protocol_version != PROTOCOL_VERSION {
+        if hello.protocol_version != self.version {
             return Err(SwarmMismatch::ProtocolVersion {
                 found: hello.protocol_version,
-                expected: PROTOCOL_VERSION,
+                expected: self.version,
             });
         }
         if hello.model_id != self.model_id {

@@ -1,9 +1,11 @@
 //! Piece streams: one unidirectional QUIC stream per served chunk, opened by
 //! the peer that serves it. The stream holds one [`PieceHeader`] frame (type
-//! `0x20`, at most [`MAX_PIECE_HEADER_FRAME`] bytes), then exactly
-//! `chunk_len` raw chunk bytes, then FIN. [`PieceStreamReader`] is the
-//! receiving side: it refuses a header that does not fit the swarm and a
-//! stream with extra or missing bytes.
+//! `0x20`, or in v3 `0x21` PieceFrom for a chunk's bytes from an offset on;
+//! at most [`MAX_PIECE_HEADER_FRAME`] bytes), then exactly `chunk_len`
+//! raw chunk bytes (`chunk_len - from` after a PieceFrom), then FIN.
+//! [`PieceStreamReader`] is the receiving side: it refuses a header that
+//! does not fit the swarm or the session's version and a stream with extra
+//! or missing bytes.
 
 use bincode::enc::write::Writer;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -17,13 +19,19 @@ use crate::frame::{
 };
 use crate::params::SwarmParams;
 use crate::types::{ChunkIndex, MessageType, validate_proof_count};
+use crate::{FROM_VERSION, PROTOCOL_VERSION};
 
-/// The frame that opens a piece stream.
+/// The frame that opens a piece stream: a PieceHeader (`0x20`) for a
+/// whole chunk, a PieceFrom (`0x21`, v3) for its bytes from `from` on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PieceHeader {
     /// The chunk that follows.
     pub chunk: ChunkIndex,
-    /// Its length in bytes: the chunk size, or less for the last chunk.
+    /// The first of the chunk's bytes the stream carries: 0 for the whole
+    /// chunk (a PieceHeader), else 1 to `chunk_len - 1` (a PieceFrom).
+    pub from: u32,
+    /// The whole chunk's length in bytes (also after a PieceFrom): the
+    /// chunk size, or less for the last chunk.
     pub chunk_len: u32,
     /// The chunk's Merkle audit path, leaf level first (at most 32 hashes).
     /// The verifier checks the hashes; this crate checks only their number.
@@ -31,7 +39,8 @@ pub struct PieceHeader {
 }
 
 impl PieceHeader {
-    /// Checks the proof's size cap (the only context-free rule).
+    /// Checks the proof's size cap (the only context-free rule; a
+    /// PieceFrom's offset is 1 or more by its type).
     pub fn validate(&self) -> Result<(), FieldError> {
         validate_proof_count(self.proof.len() as u64)
     }
@@ -46,6 +55,14 @@ impl PieceHeader {
             chunk_count: params.chunk_count(),
         };
         let expected_len = params.chunk_len(chunk).map_err(out_of_range)?;
+        if self.from > 0 && self.from >= expected_len {
+            return Err(ContextError::Offset {
+                message_type: self.message_type(),
+                chunk,
+                from: self.from,
+                chunk_len: expected_len,
+            });
+        }
         if self.chunk_len != expected_len {
             return Err(ContextError::PieceLength {
                 chunk,
@@ -64,14 +81,30 @@ impl PieceHeader {
         Ok(())
     }
 
+    /// PieceHeader for a whole chunk, PieceFrom for its bytes from an
+    /// offset on.
+    pub fn message_type(&self) -> MessageType {
+        if self.from == 0 {
+            MessageType::PieceHeader
+        } else {
+            MessageType::PieceFrom
+        }
+    }
+
+    /// How many of the chunk's bytes follow the header on the stream.
+    pub fn body_len(&self) -> u32 {
+        self.chunk_len.saturating_sub(self.from)
+    }
+
     /// Writes the header as one frame into `buf`; returns the bytes written.
     /// The chunk's bytes follow it on the stream, then FIN.
     pub fn encode(&self, buf: &mut impl BufMut) -> Result<usize, LocalMisuse> {
+        let message_type = self.message_type();
         self.validate().map_err(|error| LocalMisuse::Field {
-            message_type: MessageType::PieceHeader,
+            message_type,
             error,
         })?;
-        encode_frame(self, MessageType::PieceHeader, MAX_PIECE_HEADER_FRAME, buf)
+        encode_frame(self, message_type, MAX_PIECE_HEADER_FRAME, buf)
     }
 
     /// Checks the header against the swarm, then writes it: what a serving
@@ -97,15 +130,27 @@ impl PieceHeader {
     }
 
     fn decode_body(type_byte: u8, body: &[u8]) -> Result<PieceHeader, DecodeError> {
-        if type_byte != MessageType::PieceHeader.as_byte() {
-            return Err(DecodeError::ExpectedPieceHeader { type_byte });
-        }
-        let mut body = BodyDecoder::new(body, MessageType::PieceHeader);
+        let message_type = match MessageType::from_byte(type_byte) {
+            Some(t @ (MessageType::PieceHeader | MessageType::PieceFrom)) => t,
+            _ => return Err(DecodeError::ExpectedPieceHeader { type_byte }),
+        };
+        let mut body = BodyDecoder::new(body, message_type);
         let chunk = ChunkIndex(body.field()?);
+        let from: u32 = if message_type == MessageType::PieceFrom {
+            body.field()?
+        } else {
+            0
+        };
+        if message_type == MessageType::PieceFrom && from == 0 {
+            return Err(DecodeError::Field {
+                message_type,
+                error: FieldError::ZeroOffset,
+            });
+        }
         let chunk_len: u32 = body.field()?;
         let count: u64 = body.field()?;
         validate_proof_count(count).map_err(|error| DecodeError::Field {
-            message_type: MessageType::PieceHeader,
+            message_type,
             error,
         })?;
         let mut proof = Vec::with_capacity(count as usize);
@@ -115,6 +160,7 @@ impl PieceHeader {
         body.finish()?;
         Ok(PieceHeader {
             chunk,
+            from,
             chunk_len,
             proof,
         })
@@ -127,6 +173,9 @@ impl EncodeBody for PieceHeader {
         encoder: &mut BodyEncoder<W>,
     ) -> Result<(), bincode::error::EncodeError> {
         put(encoder, &self.chunk.0)?;
+        if self.from > 0 {
+            put(encoder, &self.from)?;
+        }
         put(encoder, &self.chunk_len)?;
         put(encoder, &(self.proof.len() as u64))?;
         for hash in &self.proof {
@@ -155,18 +204,20 @@ impl std::fmt::Display for PiecePart {
 }
 
 /// A whole piece stream as received: its header, checked against the swarm,
-/// and exactly `chunk_len` bytes, in the pieces they arrived in (nothing is
-/// copied). The bytes are not verified yet.
+/// and exactly `chunk_len - from` bytes, in the pieces they arrived in
+/// (nothing is copied). The bytes are not verified yet.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReceivedPiece {
     /// The header.
     pub header: PieceHeader,
-    /// The chunk's bytes (unverified), in arrival order.
+    /// The chunk's bytes from `header.from` on (unverified), in arrival
+    /// order.
     pub data: Vec<Bytes>,
 }
 
 impl ReceivedPiece {
-    /// The chunk's bytes in one buffer (a copy; for tests and fuzzing).
+    /// The bytes the stream carried in one buffer (a copy; for tests and
+    /// fuzzing).
     pub fn to_vec(&self) -> Vec<u8> {
         self.data
             .iter()
@@ -184,6 +235,8 @@ impl ReceivedPiece {
 #[derive(Debug)]
 pub struct PieceStreamReader {
     params: SwarmParams,
+    /// The session's protocol version: a PieceFrom is refused before v3.
+    version: u16,
     /// The header frame so far, until it is whole.
     frame: BytesMut,
     header: Option<PieceHeader>,
@@ -193,10 +246,18 @@ pub struct PieceStreamReader {
 }
 
 impl PieceStreamReader {
-    /// A reader for a piece stream of this swarm.
+    /// A reader for a piece stream of this swarm, in a session of the
+    /// latest version.
     pub fn new(params: SwarmParams) -> Self {
+        PieceStreamReader::for_version(params, PROTOCOL_VERSION)
+    }
+
+    /// A reader for a piece stream of this swarm, in a session that
+    /// negotiated `version`.
+    pub fn for_version(params: SwarmParams, version: u16) -> Self {
         PieceStreamReader {
             params,
+            version,
             frame: BytesMut::new(),
             header: None,
             body: Vec::new(),
@@ -216,10 +277,11 @@ impl PieceStreamReader {
         self.body_len
     }
 
-    /// Bytes of the chunk still to come (0 until the header is known).
+    /// Bytes of the stream's body still to come (0 until the header is
+    /// known).
     pub fn remaining(&self) -> usize {
         self.header.as_ref().map_or(0, |header| {
-            (header.chunk_len as usize).saturating_sub(self.body_len)
+            (header.body_len() as usize).saturating_sub(self.body_len)
         })
     }
 
@@ -249,6 +311,13 @@ impl PieceStreamReader {
             };
             if need == 0 {
                 let header = PieceHeader::decode(&mut self.frame)?;
+                if header.from > 0 && self.version < FROM_VERSION {
+                    return Err(ProtocolViolation::NotInVersion {
+                        found: MessageType::PieceFrom,
+                        version: self.version,
+                    }
+                    .into());
+                }
                 header
                     .check_context(&self.params)
                     .map_err(ProtocolViolation::from)?;
@@ -268,10 +337,10 @@ impl PieceStreamReader {
         let Some(header) = &self.header else {
             return Ok(());
         };
-        if self.body_len + bytes.len() > header.chunk_len as usize {
+        if self.body_len + bytes.len() > header.body_len() as usize {
             return Err(ProtocolViolation::PieceTooLong {
                 chunk: header.chunk,
-                expected: header.chunk_len,
+                expected: header.body_len(),
             }
             .into());
         }
@@ -299,12 +368,12 @@ impl PieceStreamReader {
             }
             .into());
         };
-        if self.body_len != header.chunk_len as usize {
+        if self.body_len != header.body_len() as usize {
             return Err(ProtocolViolation::PieceFinishedShort {
                 chunk: Some(header.chunk),
                 part: PiecePart::Body,
                 received: self.body_len as u64,
-                expected: u64::from(header.chunk_len),
+                expected: u64::from(header.body_len()),
             }
             .into());
         }

@@ -84,13 +84,18 @@ pub enum MessageType {
     ChunkHashes,
     /// `0x12` ListedChunks.
     ListedChunks,
+    /// `0x13` RequestFrom (v3 sessions only).
+    RequestFrom,
     /// `0x20` PieceHeader (piece streams only).
     PieceHeader,
+    /// `0x21` PieceFrom: the header of a piece stream that carries a
+    /// chunk's bytes from an offset on (v3 sessions only).
+    PieceFrom,
 }
 
 impl MessageType {
     /// Every message type, in type-byte order.
-    pub const ALL: [MessageType; 19] = [
+    pub const ALL: [MessageType; 21] = [
         MessageType::Hello,
         MessageType::HelloReject,
         MessageType::HaveBitfield,
@@ -109,7 +114,9 @@ impl MessageType {
         MessageType::ChunkListRequest,
         MessageType::ChunkHashes,
         MessageType::ListedChunks,
+        MessageType::RequestFrom,
         MessageType::PieceHeader,
+        MessageType::PieceFrom,
     ];
 
     /// The type byte on the wire.
@@ -133,7 +140,9 @@ impl MessageType {
             MessageType::ChunkListRequest => 0x10,
             MessageType::ChunkHashes => 0x11,
             MessageType::ListedChunks => 0x12,
+            MessageType::RequestFrom => 0x13,
             MessageType::PieceHeader => 0x20,
+            MessageType::PieceFrom => 0x21,
         }
     }
 
@@ -163,7 +172,9 @@ impl MessageType {
             MessageType::ChunkListRequest => "ChunkListRequest",
             MessageType::ChunkHashes => "ChunkHashes",
             MessageType::ListedChunks => "ListedChunks",
+            MessageType::RequestFrom => "RequestFrom",
             MessageType::PieceHeader => "PieceHeader",
+            MessageType::PieceFrom => "PieceFrom",
         }
     }
 }
@@ -679,8 +690,11 @@ mod tests {
             MessageType::from_byte(0x12),
             Some(MessageType::ListedChunks)
         );
-        assert_eq!(MessageType::from_byte(0x13), None);
+        assert_eq!(MessageType::from_byte(0x13), Some(MessageType::RequestFrom));
+        assert_eq!(MessageType::from_byte(0x14), None);
         assert_eq!(MessageType::from_byte(0x1f), None);
+        assert_eq!(MessageType::from_byte(0x21), Some(MessageType::PieceFrom));
+        assert_eq!(MessageType::from_byte(0x22), None);
         assert_eq!(MessageType::from_byte(0xff), None);
         assert_eq!(MessageType::Goodbye.to_string(), "Goodbye (0x0a)");
     }

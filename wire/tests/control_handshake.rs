@@ -74,7 +74,7 @@ fn mismatched_hellos() -> Vec<(Hello, SwarmMismatch)> {
         h,
         SwarmMismatch::ProtocolVersion {
             found: 1,
-            expected: 2,
+            expected: minimodel_wire::PROTOCOL_VERSION,
         },
     ));
     let mut h = base.clone();

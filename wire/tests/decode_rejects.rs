@@ -49,7 +49,7 @@ fn hello_body(model_id: &[u8], agent: &[u8]) -> Vec<u8> {
 /// A Hello body whose `observed` and `lan` fields are the raw bytes given
 /// (an Option tag and its address; a count and its addresses).
 fn hello_body_with(model_id: &[u8], agent: &[u8], observed: &[u8], lan: &[u8]) -> Vec<u8> {
-    let mut body = 2u16.to_le_bytes().to_vec();
+    let mut body = minimodel_wire::PROTOCOL_VERSION.to_le_bytes().to_vec();
     body.extend_from_slice(&(model_id.len() as u64).to_le_bytes());
     body.extend_from_slice(model_id);
     body.extend_from_slice(&root());
@@ -244,15 +244,16 @@ fn a_stream_ending_inside_a_frame_is_incomplete() {
 
 #[test]
 fn unknown_types_are_refused_by_their_byte() {
-    // 0x0b to 0x12 are the messages v2 added; 0x13 is the first unknown.
-    for type_byte in [0x00, 0x13, 0x1f, 0x21, 0x80, 0xff] {
+    // 0x0b to 0x12 are the messages v2 added, 0x13 (and the piece
+    // stream's 0x21) v3's; 0x14 is the first unknown.
+    for type_byte in [0x00, 0x14, 0x1f, 0x22, 0x80, 0xff] {
         let error = decode(&raw_frame(type_byte, &[])).unwrap_err();
         assert_eq!(error, DecodeError::UnknownType { type_byte });
         assert!(error.to_string().contains(&format!("{type_byte:#04x}")));
     }
     // The v2 type bytes are known: an empty body fails on its first field
     // (or, for none of them, decodes), never as an unknown type.
-    for type_byte in 0x0b..=0x12 {
+    for type_byte in 0x0b..=0x13 {
         let error = decode(&raw_frame(type_byte, &[])).unwrap_err();
         assert!(
             matches!(&error, DecodeError::Body { detail, .. } if detail.contains("UnexpectedEnd")),
@@ -263,8 +264,41 @@ fn unknown_types_are_refused_by_their_byte() {
 
 #[test]
 fn a_piece_header_on_the_control_stream_is_refused() {
-    let bytes = fixture_bytes("piece_header.hex");
-    assert_eq!(decode(&bytes), Err(DecodeError::PieceHeaderOnControlStream));
+    for name in ["piece_header.hex", "piece_from.hex"] {
+        let bytes = fixture_bytes(name);
+        assert_eq!(
+            decode(&bytes),
+            Err(DecodeError::PieceHeaderOnControlStream),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn an_offset_of_zero_is_refused_in_a_request_from_and_a_piece_from() {
+    // RequestFrom for chunk 3 from byte 0.
+    let mut body = 3u32.to_le_bytes().to_vec();
+    body.extend_from_slice(&0u32.to_le_bytes());
+    assert_eq!(
+        decode(&raw_frame(0x13, &body)),
+        Err(field_error(
+            MessageType::RequestFrom,
+            FieldError::ZeroOffset
+        ))
+    );
+    // The vector's PieceFrom with its offset zeroed (bytes 9 to 12).
+    let mut bytes = fixture_bytes("piece_from.hex");
+    bytes[9..13].copy_from_slice(&[0; 4]);
+    assert_eq!(
+        PieceHeader::decode(&mut bytes.as_slice()),
+        Err(field_error(MessageType::PieceFrom, FieldError::ZeroOffset))
+    );
+    // And one is not sent: RequestFrom from 0 breaks a field rule.
+    let request = Message::RequestFrom {
+        chunk: ChunkIndex(3),
+        from: 0,
+    };
+    assert_eq!(request.validate(), Err(FieldError::ZeroOffset));
 }
 
 #[test]

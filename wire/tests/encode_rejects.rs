@@ -81,6 +81,7 @@ fn encode_refuses_too_many_peers() {
 fn encode_refuses_a_long_proof() {
     let header = PieceHeader {
         chunk: ChunkIndex(0),
+        from: 0,
         chunk_len: 1,
         proof: vec![[0; 32]; 33],
     };

@@ -33,6 +33,36 @@ fn session_seeds_reach_the_established_phase_without_error() {
 }
 
 #[test]
+fn v3_session_seeds_take_a_request_from_and_a_v2_session_refuses_it() {
+    // The v2 sessions with the Hello's version 3 and a RequestFrom before
+    // the Goodbye: ten messages, all taken.
+    for name in ["listener-v3-session", "dialer-v3-session"] {
+        let seed = seed(name);
+        assert_eq!(seed[0] & 0x20, 0x20, "{name}: a v3 session");
+        let outcome = wire_decode(&seed);
+        assert_eq!(
+            outcome,
+            FuzzOutcome {
+                messages: 10,
+                events: 10,
+                established: true,
+                piece_received: false,
+                error: None
+            },
+            "{name}"
+        );
+        // As a v2 session, its v3 Hello names another version.
+        let mut v2 = seed.clone();
+        v2[0] &= !0x20;
+        let outcome = wire_decode(&v2);
+        assert!(
+            outcome.error.unwrap().contains("protocol version 3"),
+            "{name}"
+        );
+    }
+}
+
+#[test]
 fn the_unbound_listener_seed_binds_and_takes_the_rendezvous_messages() {
     let outcome = wire_decode(&seed("listener-unbound-session"));
     assert_eq!(
@@ -171,7 +201,7 @@ fn every_single_message_seed_is_its_golden_vector() {
         let Some(stem) = name.strip_suffix(".hex") else {
             continue;
         };
-        if stem == "handshake" || stem == "piece_header" {
+        if ["handshake", "piece_header", "piece_from"].contains(&stem) {
             continue;
         }
         let text = std::fs::read_to_string(fixtures.join(&name)).unwrap();
@@ -188,6 +218,17 @@ fn piece_seeds_deliver_a_whole_piece() {
         assert!(outcome.piece_received, "{name}: {outcome:?}");
         assert_eq!(outcome.error, None, "{name}");
     }
+    // A PieceFrom of chunk 15 (40 bytes) from byte 8, in a v3 session;
+    // a v2 session refuses it.
+    let piece_from = seed("piece-from-last");
+    let outcome = wire_decode(&piece_from);
+    assert!(outcome.piece_received, "{outcome:?}");
+    assert_eq!(outcome.error, None);
+    let mut v2 = piece_from.clone();
+    v2[0] &= !0x20;
+    let outcome = wire_decode(&v2);
+    assert!(!outcome.piece_received);
+    assert!(outcome.error.unwrap().contains("not part of protocol v2"));
     // The golden header names chunk 9 of 562816 bytes: not this swarm's.
     let outcome = wire_decode(&seed("piece-golden-header"));
     assert!(!outcome.piece_received);
@@ -226,7 +267,8 @@ fn an_unbound_listener_refuses_a_hello_for_another_swarm_at_bind() {
         .unwrap()
         .hello(false, None, "fuzz")
         .unwrap();
-    let mut input = vec![0x04, 0x00];
+    // A v3 session (0x20), as the Hello is v3's.
+    let mut input = vec![0x24, 0x00];
     input.extend_from_slice(&common::frame(&minimodel_wire::Message::Hello(other)));
     let outcome = wire_decode(&input);
     assert_eq!(outcome.events, 1);

@@ -36,12 +36,27 @@ fn piece_header_vector_decodes_and_re_encodes_to_the_same_bytes() {
 }
 
 #[test]
+fn piece_from_vector_decodes_and_re_encodes_to_the_same_bytes() {
+    let bytes = fixture_bytes("piece_from.hex");
+    let mut input = bytes.as_slice();
+    let decoded = PieceHeader::decode(&mut input).unwrap();
+    assert_eq!(decoded, golden_piece_from());
+    assert!(input.is_empty());
+    let mut encoded = Vec::new();
+    golden_piece_from()
+        .encode_checked(&params(), &mut encoded)
+        .unwrap();
+    assert_eq!(encoded, bytes);
+}
+
+#[test]
 fn every_message_kind_has_a_vector() {
     let mut kinds: Vec<_> = golden_messages()
         .iter()
         .map(|(_, m)| m.message_type())
         .collect();
     kinds.push(minimodel_wire::MessageType::PieceHeader);
+    kinds.push(minimodel_wire::MessageType::PieceFrom);
     for kind in minimodel_wire::MessageType::ALL {
         assert!(kinds.contains(&kind), "no golden vector for {kind}");
     }
@@ -73,6 +88,7 @@ fn the_spec_shows_every_vector_verbatim() {
     let spec = std::fs::read_to_string(spec_path).unwrap();
     let mut names: Vec<_> = golden_messages().iter().map(|(n, _)| *n).collect();
     names.push("piece_header.hex");
+    names.push("piece_from.hex");
     names.push("handshake.hex");
     names.extend(golden_datagrams().iter().map(|(n, _)| *n));
     for name in names {
@@ -101,7 +117,12 @@ fn every_vector_file_is_checked() {
     // The chunk list query's vectors are golden messages written by
     // `chunk_list_vectors.py`.
     let mut checked: Vec<_> = golden_messages().iter().map(|(n, _)| *n).collect();
-    checked.extend(["piece_header.hex", "handshake.hex", "chunk_list_vectors.py"]);
+    checked.extend([
+        "piece_header.hex",
+        "piece_from.hex",
+        "handshake.hex",
+        "chunk_list_vectors.py",
+    ]);
     checked.extend(golden_datagrams().iter().map(|(n, _)| *n));
     let relay = [
         "relay/register.hex",

@@ -22,6 +22,7 @@ fn header_for(chunk: u32) -> PieceHeader {
     let chunk = ChunkIndex(chunk);
     PieceHeader {
         chunk,
+        from: 0,
         chunk_len: params.chunk_len(chunk).unwrap(),
         proof: vec![[0x5a; 32]; params.proof_len(chunk).unwrap() as usize],
     }
@@ -175,6 +176,7 @@ fn a_header_with_the_wrong_proof_length_is_a_violation() {
 fn a_header_for_a_chunk_past_the_count_is_a_violation() {
     let header = PieceHeader {
         chunk: ChunkIndex(10),
+        from: 0,
         chunk_len: 1,
         proof: vec![],
     };
@@ -206,6 +208,7 @@ fn every_chunk_of_several_geometries_has_a_consistent_header() {
             let chunk = ChunkIndex(i);
             let header = PieceHeader {
                 chunk,
+                from: 0,
                 chunk_len: params.chunk_len(chunk).unwrap(),
                 proof: vec![[0; 32]; params.proof_len(chunk).unwrap() as usize],
             };

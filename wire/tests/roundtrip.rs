@@ -188,6 +188,7 @@ fn message() -> impl Strategy<Value = Message> {
         bitfield().prop_map(Message::HaveBitfield),
         chunk().prop_map(|chunk| Message::Have { chunk }),
         chunk().prop_map(|chunk| Message::Request { chunk }),
+        (chunk(), 1..=u32::MAX).prop_map(|(chunk, from)| Message::RequestFrom { chunk, from }),
         chunk().prop_map(|chunk| Message::Cancel { chunk }),
         (chunk(), proptest::sample::select(RejectReason::ALL))
             .prop_map(|(chunk, reason)| Message::Reject { chunk, reason }),
@@ -227,11 +228,13 @@ fn message() -> impl Strategy<Value = Message> {
 fn piece_header() -> impl Strategy<Value = PieceHeader> {
     (
         chunk(),
+        prop_oneof![Just(0u32), 1..=u32::MAX],
         any::<u32>(),
         proptest::collection::vec(any::<[u8; 32]>(), 0..=32),
     )
-        .prop_map(|(chunk, chunk_len, proof)| PieceHeader {
+        .prop_map(|(chunk, from, chunk_len, proof)| PieceHeader {
             chunk,
+            from,
             chunk_len,
             proof,
         })
@@ -304,7 +307,10 @@ fn the_message_strategy_covers_every_control_message_type() {
         seen.insert(message.message_type());
     }
     for kind in minimodel_wire::MessageType::ALL {
-        if kind != minimodel_wire::MessageType::PieceHeader {
+        if !matches!(
+            kind,
+            minimodel_wire::MessageType::PieceHeader | minimodel_wire::MessageType::PieceFrom
+        ) {
             assert!(seen.contains(&kind), "no {kind} generated");
         }
     }

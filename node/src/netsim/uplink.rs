@@ -341,7 +341,7 @@ impl Sim {
         let chunk = ChunkIndex(stream.chunk);
         if self
             .core_mut(node)
-            .handle_piece_header(link, chunk, quiet, now)
+            .handle_piece_header(link, chunk, 0, quiet, now)
             == PieceVerdict::Stop
         {
             self.stopped.insert(stream.transfer);

@@ -116,6 +116,10 @@ pub(super) struct Fetching {
     completed_at: Option<Instant>,
     phase: Phase,
     repairs: BTreeMap<u32, u32>,
+    /// Chunks whose start this node holds (`NodeStart::prefixes`), asked
+    /// for from there of peers that speak v3; forgotten when a chunk so
+    /// joined fails its proof, and asked for whole after.
+    pub(super) prefixes: BTreeMap<u32, u32>,
 }
 
 impl Fetching {
@@ -157,6 +161,7 @@ impl Fetching {
             completed_at: None,
             phase: Phase::Fetching,
             repairs: BTreeMap::new(),
+            prefixes: BTreeMap::new(),
         }
     }
 
@@ -418,19 +423,38 @@ impl NodeCore {
         self.drain_download(now);
     }
 
-    /// A piece stream's header names `chunk`: read it, or stop it. A chunk
+    /// A piece stream's header names `chunk`, from byte `from` on (0: the
+    /// whole chunk; more: a PieceFrom): read it, or stop it. A chunk
     /// never requested from this peer is a violation (the peer is
-    /// dropped); one requested but no longer wanted, or already arriving
-    /// on another stream, is stopped without blame. `quiet`: how long the
-    /// link carried no piece bytes before this header (zero when the
-    /// driver cannot tell), which the pipeline learns from.
+    /// dropped), and so is a PieceFrom for a chunk never asked for from an
+    /// offset; one requested but no longer wanted, or already arriving on
+    /// another stream, or from another offset than last asked (a request
+    /// that crossed the one after it), is stopped without blame. `quiet`:
+    /// how long the link carried no piece bytes before this header (zero
+    /// when the driver cannot tell), which the pipeline learns from.
     pub fn handle_piece_header(
         &mut self,
         link: LinkId,
         chunk: ChunkIndex,
+        from: u32,
         quiet: Duration,
         now: Instant,
     ) -> PieceVerdict {
+        let asked = self
+            .peer(link)
+            .and_then(|peer| peer.asked_from.get(&chunk.0).copied());
+        if from > 0 && asked.is_none() {
+            self.close_peer(
+                link,
+                GoodbyeReason::ProtocolViolation,
+                Departure::Violation(Violation::Unrequested { chunk: chunk.0 }),
+                now,
+            );
+            return PieceVerdict::Stop;
+        }
+        if from != asked.unwrap_or(0) {
+            return PieceVerdict::Stop;
+        }
         let requested = self
             .download
             .as_ref()
@@ -568,6 +592,20 @@ impl NodeCore {
     ) {
         match outcome {
             VerifyOutcome::Stored => self.chunk_stored(link, chunk, now),
+            VerifyOutcome::Bad(_) if self.joined_here(link, chunk) => {
+                // The start held here and the rest from the peer did not
+                // make the chunk: the start is what may be wrong (an older
+                // version whose part changed, not grew), so nobody is
+                // blamed, and the chunk is asked for whole from now on.
+                if let Some(download) = &mut self.download {
+                    download.prefixes.remove(&chunk.0);
+                    download.downloader.on_chunk_lost(link, chunk.0, now);
+                }
+                if let Some(peer) = self.peer_mut(link) {
+                    peer.asked_from.remove(&chunk.0);
+                }
+                self.drain_download(now);
+            }
             VerifyOutcome::Bad(error) => {
                 if let Some((id, addr)) = self.peer(link).map(|peer| (peer.id, peer.remote)) {
                     self.reports.push_back(NodeReport::Banned {
@@ -598,7 +636,19 @@ impl NodeCore {
         }
     }
 
+    /// Whether the chunk `link` delivered was joined from a start held here
+    /// and the rest from the peer (a RequestFrom's answer).
+    fn joined_here(&self, link: LinkId, chunk: ChunkIndex) -> bool {
+        self.peer(link)
+            .is_some_and(|peer| peer.asked_from.contains_key(&chunk.0))
+    }
+
     pub(super) fn chunk_stored(&mut self, link: LinkId, chunk: ChunkIndex, now: Instant) {
+        // What the peer sent: the chunk, or its rest after a start held here.
+        let held = self
+            .peer_mut(link)
+            .and_then(|peer| peer.asked_from.remove(&chunk.0))
+            .map_or(0, u64::from);
         let Some(download) = &mut self.download else {
             return;
         };
@@ -625,7 +675,7 @@ impl NodeCore {
         if let Some(download) = &mut self.download {
             download
                 .downloader
-                .on_chunk_verified(link, chunk.0, len, now);
+                .on_chunk_verified(link, chunk.0, len.saturating_sub(held), now);
         }
         self.drain_download(now);
         self.maybe_checkpoint(now);
@@ -973,17 +1023,29 @@ impl NodeCore {
                     if self.mirror_request(peer, chunk) {
                         continue;
                     }
+                    // The start held here, if any, is not asked for again
+                    // of a peer that speaks v3.
+                    let held = (self.download.as_ref())
+                        .and_then(|download| download.prefixes.get(&chunk).copied())
+                        .unwrap_or(0);
+                    let mut from = 0;
                     if let Some(p) = self.peer_mut(peer) {
                         let _ = p.ever_requested.set(ChunkIndex(chunk), true);
+                        if held > 0 && p.control.version() >= minimodel_wire::FROM_VERSION {
+                            from = held;
+                            p.asked_from.insert(chunk, from);
+                        } else {
+                            p.asked_from.remove(&chunk);
+                        }
                     }
                     self.cover_requests(peer);
-                    self.send(
-                        peer,
-                        Message::Request {
-                            chunk: ChunkIndex(chunk),
-                        },
-                        now,
-                    );
+                    let chunk = ChunkIndex(chunk);
+                    let message = if from > 0 {
+                        Message::RequestFrom { chunk, from }
+                    } else {
+                        Message::Request { chunk }
+                    };
+                    self.send(peer, message, now);
                 }
                 DownloadAction::Cancel { peer, chunk } => {
                     if self.mirror_cancel(peer, chunk) {

@@ -316,7 +316,10 @@ impl NodeCore {
         else {
             return Err(reject(HelloRejectReason::TooManyPeers, "too late"));
         };
-        if self.swarm.check_hello(hello).is_err() {
+        // The version is the connection's (the wire's handshake checked
+        // it against the ALPN); the rest must be our swarm's.
+        let versioned = self.swarm.clone().with_version(hello.protocol_version);
+        if versioned.check_hello(hello).is_err() {
             return Err(reject(HelloRejectReason::WrongSwarm, "another swarm"));
         }
         if !self.serve {
@@ -947,6 +950,7 @@ impl NodeCore {
             has: up.bitfield.clone(),
             arriving: Default::default(),
             ever_requested: HaveBitfield::new(count),
+            asked_from: std::collections::BTreeMap::new(),
             receive_window: 0,
             told: Default::default(),
             exchange_budget: exchange_budget(&self.config, now),

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use minimodel_wire::{ControlEvent, Message, RejectReason};
+use minimodel_wire::{ChunkIndex, ControlEvent, Message, RejectReason};
 
 use super::NodeCore;
 use crate::ids::LinkId;
@@ -56,38 +56,9 @@ impl NodeCore {
                 self.download_have(link, chunk, now);
                 self.close_seed_link(link, now);
             }
-            ControlEvent::Request(chunk) => {
-                if let Some(peer) = self.peer_mut(link) {
-                    peer.last_useful = now;
-                }
-                let queued = if self.serve && self.spared(link, chunk, now) {
-                    Err(RequestRefusal::Busy)
-                } else if self.serve {
-                    let chunk_size = self.params.chunk_size();
-                    self.uploads
-                        .on_request(link, chunk, &self.have, &self.config, chunk_size, now)
-                } else {
-                    Err(RequestRefusal::NotHave)
-                };
-                match queued {
-                    Ok(replaced) => {
-                        // A request for a commoner chunk gave its place up
-                        // to this one: its peer asks elsewhere.
-                        if let Some((peer, chunk)) = replaced {
-                            let reason = RejectReason::Busy;
-                            self.send(peer, Message::Reject { chunk, reason }, now);
-                        }
-                        self.start_uploads(now);
-                    }
-                    Err(RequestRefusal::Duplicate) => {}
-                    Err(refusal) => {
-                        let reason = match refusal {
-                            RequestRefusal::Busy => RejectReason::Busy,
-                            _ => RejectReason::NotHave,
-                        };
-                        self.send(link, Message::Reject { chunk, reason }, now);
-                    }
-                }
+            ControlEvent::Request(chunk) => self.peer_requested(link, chunk, 0, now),
+            ControlEvent::RequestFrom { chunk, from } => {
+                self.peer_requested(link, chunk, from, now);
             }
             ControlEvent::Cancel(chunk) => {
                 self.uploads.cancel(link, chunk, &mut self.actions);
@@ -140,6 +111,43 @@ impl NodeCore {
     pub fn handle_rtt(&mut self, link: LinkId, rtt: Duration) {
         if let Some(download) = &mut self.download {
             download.set_rtt(link, rtt);
+        }
+    }
+
+    /// A Request (`from` 0) or RequestFrom (v3: the chunk from `from` on)
+    /// from `link`: queued for an upload slot, or refused.
+    fn peer_requested(&mut self, link: LinkId, chunk: ChunkIndex, from: u32, now: Instant) {
+        if let Some(peer) = self.peer_mut(link) {
+            peer.last_useful = now;
+        }
+        let queued = if self.serve && self.spared(link, chunk, now) {
+            Err(RequestRefusal::Busy)
+        } else if self.serve {
+            let chunk_size = self.params.chunk_size();
+            self.uploads
+                .on_request(link, chunk, &self.have, &self.config, chunk_size, now)
+        } else {
+            Err(RequestRefusal::NotHave)
+        };
+        match queued {
+            Ok(replaced) => {
+                self.uploads.note_offset(link, chunk, from, replaced);
+                // A request for a commoner chunk gave its place up
+                // to this one: its peer asks elsewhere.
+                if let Some((peer, chunk)) = replaced {
+                    let reason = RejectReason::Busy;
+                    self.send(peer, Message::Reject { chunk, reason }, now);
+                }
+                self.start_uploads(now);
+            }
+            Err(RequestRefusal::Duplicate) => {}
+            Err(refusal) => {
+                let reason = match refusal {
+                    RequestRefusal::Busy => RejectReason::Busy,
+                    _ => RejectReason::NotHave,
+                };
+                self.send(link, Message::Reject { chunk, reason }, now);
+            }
         }
     }
 }

@@ -32,7 +32,7 @@ mod tests;
 mod traversal;
 mod upload_slots;
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -144,6 +144,9 @@ pub enum Action {
         link: LinkId,
         /// Which chunk.
         chunk: ChunkIndex,
+        /// Its first byte to send: 0 for the whole chunk, more for a
+        /// RequestFrom's (a PieceFrom).
+        from: u32,
         /// Bytes per second, if capped.
         pace: Option<u64>,
     },
@@ -292,6 +295,9 @@ struct Peer {
     /// Chunks ever requested from it (a piece it sends for any other is a
     /// violation).
     ever_requested: HaveBitfield,
+    /// The chunks last requested from it from an offset on (RequestFrom,
+    /// v3), with the offset: a chunk not here was asked for whole.
+    asked_from: BTreeMap<u32, u32>,
     /// The most bytes of ours it may send before we read them that we
     /// asked the transport for ([`Action::ReceiveWindow`]); 0: none asked.
     receive_window: u64,
@@ -386,6 +392,12 @@ pub struct NodeStart {
     /// [`MAX_MIRRORS`]); each joins the download when its driver reports
     /// it usable ([`NodeCore::handle_mirror_up`]).
     pub mirrors: Vec<String>,
+    /// The chunks a download may ask for from an offset on, with the
+    /// bytes of their start it holds already (an older version's part
+    /// that ended inside the chunk): asked so of peers that speak v3
+    /// (RequestFrom), whole of others. The driver joins the start it
+    /// holds to the rest before the chunk is checked.
+    pub prefixes: BTreeMap<u32, u32>,
 }
 
 impl NodeStart {
@@ -411,6 +423,7 @@ impl NodeStart {
             lan: Vec::new(),
             peers: Vec::new(),
             mirrors: Vec::new(),
+            prefixes: BTreeMap::new(),
         }
     }
 }
@@ -563,6 +576,7 @@ impl NodeCore {
             let mut download =
                 fetching::Fetching::new(&config, download_config, &start.have, params.clone(), now);
             download.downloader.set_local_id(start.local_id);
+            download.prefixes = start.prefixes.clone();
             download
         });
         let upload_queue = UploadQueue::new(count, config.upload.clone());

@@ -245,7 +245,13 @@ impl NodeCore {
                 return;
             };
             let chunk = ChunkIndex(chunk);
-            let len = self.params.chunk_len(chunk).map_or(chunk_size, u64::from);
+            // A RequestFrom's upload sends the chunk from its offset on.
+            let from = self.uploads.take_offset(link, chunk);
+            let len = self
+                .params
+                .chunk_len(chunk)
+                .map_or(chunk_size, u64::from)
+                .saturating_sub(u64::from(from));
             let pace = match &mut self.uploads.limit {
                 Some((rate, bucket)) => {
                     let _ = bucket.try_spend(len, now);
@@ -275,7 +281,12 @@ impl NodeCore {
                     measure = true;
                 }
             }
-            self.actions.push_back(Action::Upload { link, chunk, pace });
+            self.actions.push_back(Action::Upload {
+                link,
+                chunk,
+                from,
+                pace,
+            });
             if measure {
                 self.actions.push_back(Action::MeasureSent { link });
             }

@@ -78,6 +78,8 @@ struct Remote {
     lan: Vec<SocketAddr>,
     /// Where its Hello says it sees us.
     observed: Option<SocketAddr>,
+    /// The wire protocol version its connection speaks.
+    version: u16,
 }
 
 impl Remote {
@@ -92,6 +94,7 @@ impl Remote {
             listen: Some(addr),
             lan: Vec::new(),
             observed: None,
+            version: minimodel_wire::PROTOCOL_VERSION,
         }
     }
 
@@ -105,7 +108,14 @@ impl Remote {
             listen: None,
             lan: Vec::new(),
             observed: None,
+            version: minimodel_wire::PROTOCOL_VERSION,
         }
+    }
+
+    /// The same peer, of a build that speaks protocol v2 only.
+    fn speaking_v2(mut self) -> Self {
+        self.version = 2;
+        self
     }
 
     /// A serving peer that lacks the last chunk (a seeder closes its links
@@ -126,7 +136,8 @@ impl Remote {
     }
 
     fn side(&self, swarm: &SwarmIdentity) -> Side {
-        let mut hello = testing::hello(swarm, self.serving, self.listen);
+        let swarm = swarm.clone().with_version(self.version);
+        let mut hello = testing::hello(&swarm, self.serving, self.listen);
         hello.lan = self.lan.clone();
         hello.observed = self.observed;
         Side {
@@ -211,6 +222,7 @@ impl Harness {
             lan: vec![sa(OUR_LAN_ADDR)],
             peers: Vec::new(),
             mirrors,
+            prefixes: Default::default(),
         };
         edit(&mut start);
         Self {
@@ -323,16 +335,21 @@ impl Harness {
         };
         let mut ours = self.our_side(remote.addr);
         ours.hello = hello;
+        // As the driver writes it: the connection's version.
+        ours.hello.protocol_version = remote.version;
         ours.have = have;
-        let (_, up) = testing::handshake(&self.swarm, &theirs, &ours);
+        let swarm = self.swarm.clone().with_version(remote.version);
+        let (_, up) = testing::handshake(&swarm, &theirs, &ours);
         self.core.handle_link_up(link, up, self.now);
         Ok(())
     }
 
     /// A dial of ours (`link`) reached `remote`: the link comes up.
     fn dial_up(&mut self, link: LinkId, remote: &Remote) {
-        let ours = self.our_side(remote.addr);
-        let (up, _) = testing::handshake(&self.swarm, &ours, &remote.side(&self.swarm));
+        let mut ours = self.our_side(remote.addr);
+        ours.hello.protocol_version = remote.version;
+        let swarm = self.swarm.clone().with_version(remote.version);
+        let (up, _) = testing::handshake(&swarm, &ours, &remote.side(&self.swarm));
         self.core.handle_link_up(link, up, self.now);
     }
 
@@ -365,7 +382,7 @@ impl Harness {
         let chunk = ChunkIndex(chunk);
         assert_eq!(
             self.core
-                .handle_piece_header(link, chunk, Duration::ZERO, self.now),
+                .handle_piece_header(link, chunk, 0, Duration::ZERO, self.now),
             PieceVerdict::Accept,
             "header of chunk {}",
             chunk.0
@@ -465,6 +482,20 @@ fn requests(actions: &[Action]) -> Vec<(LinkId, u32)> {
                 link,
                 message: Message::Request { chunk },
             } => Some((*link, chunk.0)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The RequestFroms sent among `actions`: to whom, which chunk, from where.
+fn requests_from(actions: &[Action]) -> Vec<(LinkId, u32, u32)> {
+    actions
+        .iter()
+        .filter_map(|action| match action {
+            Action::Send {
+                link,
+                message: Message::RequestFrom { chunk, from },
+            } => Some((*link, chunk.0, *from)),
             _ => None,
         })
         .collect()

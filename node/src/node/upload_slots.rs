@@ -75,6 +75,9 @@ pub(super) struct Uploads {
     /// Uploads under way, each with the time from which it is overdue
     /// (`upload_overdue`) and no longer holds a slot.
     pub(super) active: BTreeMap<(LinkId, u32), Option<Instant>>,
+    /// The offsets of queued RequestFroms (v3): their uploads send the
+    /// chunk from there on. A queued request without one is whole.
+    pub(super) offsets: BTreeMap<(LinkId, u32), u32>,
     pub(super) limit: Option<(u64, TokenBucket)>,
     /// An upload waits for the rate limit until then.
     pub(super) wake: Option<Instant>,
@@ -121,6 +124,7 @@ impl Uploads {
         Self {
             queue,
             active: BTreeMap::new(),
+            offsets: BTreeMap::new(),
             limit: max_upload.map(|rate| (rate, TokenBucket::new(rate, burst_of(rate), now))),
             wake: None,
             uploaded_bytes: 0,
@@ -564,6 +568,37 @@ impl Uploads {
     /// it (it said goodbye).
     pub(super) fn drop_queued(&mut self, link: LinkId) {
         self.queue.remove_peer(link);
+        self.forget_offsets(link);
+    }
+
+    /// Forgets the offsets of `link`'s requests.
+    fn forget_offsets(&mut self, link: LinkId) {
+        self.offsets.retain(|(asker, _), _| *asker != link);
+    }
+
+    /// The first byte to send of a request taken off the queue (0 for a
+    /// whole chunk), forgotten here.
+    pub(super) fn take_offset(&mut self, link: LinkId, chunk: ChunkIndex) -> u32 {
+        self.offsets.remove(&(link, chunk.0)).unwrap_or(0)
+    }
+
+    /// A request was queued: from `from` on (a RequestFrom) or whole; a
+    /// request it replaced is forgotten.
+    pub(super) fn note_offset(
+        &mut self,
+        link: LinkId,
+        chunk: ChunkIndex,
+        from: u32,
+        replaced: Option<(LinkId, ChunkIndex)>,
+    ) {
+        if let Some((victim, queued)) = replaced {
+            self.offsets.remove(&(victim, queued.0));
+        }
+        if from > 0 {
+            self.offsets.insert((link, chunk.0), from);
+        } else {
+            self.offsets.remove(&(link, chunk.0));
+        }
     }
 
     /// The chunks being uploaded to `link`.
@@ -581,6 +616,7 @@ impl Uploads {
         chunk: ChunkIndex,
         actions: &mut VecDeque<Action>,
     ) {
+        self.offsets.remove(&(link, chunk.0));
         if !self.queue.on_cancel(link, chunk.0) && self.active.remove(&(link, chunk.0)).is_some() {
             actions.push_back(Action::CancelUpload { link, chunk });
         }
@@ -594,6 +630,7 @@ impl Uploads {
         now: Instant,
     ) {
         self.queue.remove_peer(link);
+        self.forget_offsets(link);
         self.stuck.remove(&link);
         let chunks: Vec<u32> = self
             .active

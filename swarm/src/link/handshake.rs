@@ -254,16 +254,19 @@ pub async fn dial(
     connection: quinn::Connection,
     peer_id: PeerId,
     swarm: &SwarmIdentity,
-    hello: Hello,
+    mut hello: Hello,
     our_bitfield: HaveBitfield,
 ) -> Result<Session, Result<LinkEnd, Rejection>> {
+    // Both Hellos carry the version TLS settled on.
+    let version = crate::transport::protocol_version(&connection);
+    let swarm = swarm.clone().with_version(version);
+    hello.protocol_version = version;
     let opened = connection
         .open_bi()
         .await
         .map_err(|e| Ok(connection_end(&e)))?;
     let mut streams = Streams::new(opened);
-    let mut machine =
-        DialHandshake::new(swarm.clone(), hello, our_bitfield).map_err(|e| Ok(misuse(e)))?;
+    let mut machine = DialHandshake::new(swarm, hello, our_bitfield).map_err(|e| Ok(misuse(e)))?;
     let (error, farewell) = match pump(&mut machine, &mut streams).await {
         Ok(HandshakeStep::Done) => match machine.finish() {
             Ok(established) => {
@@ -392,9 +395,11 @@ impl Opening {
         F: Future<Output = Option<Answer>>,
     {
         let machine = &mut self.machine;
+        // Both Hellos carry the version TLS settled on.
+        let version = crate::transport::protocol_version(&self.connection);
         let result = async {
             let bound = match self.first {
-                First::Hello(_) => machine.bind(swarm.clone()),
+                First::Hello(_) => machine.bind(swarm.clone().with_version(version)),
                 First::Manifest(_) | First::ChunkList(_) => Ok(()),
             };
             match bound {
@@ -402,7 +407,10 @@ impl Opening {
                 Err(BindError::Peer(_)) => {}
                 Err(BindError::Local(error)) => return Err(misuse(error)),
                 Ok(()) => match decide(self.first.clone()).await.ok_or_else(abandoned)? {
-                    Answer::Admit(ours, bitfield) => machine.accept(ours, bitfield),
+                    Answer::Admit(mut ours, bitfield) => {
+                        ours.protocol_version = version;
+                        machine.accept(ours, bitfield)
+                    }
                     Answer::Serve(bytes) => machine.serve_manifest(bytes.to_vec()),
                     Answer::ServeChunkList { hashes, lengths } => match lengths {
                         Some(lengths) => machine.serve_listed_chunk_list(hashes, lengths),

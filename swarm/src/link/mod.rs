@@ -43,6 +43,9 @@ pub enum LinkEvent {
     PieceHeader {
         /// The chunk.
         chunk: ChunkIndex,
+        /// Its first byte the stream carries (0: the whole chunk; more:
+        /// a PieceFrom, v3).
+        from: u32,
         /// How long the link carried no piece bytes before this header
         /// (zero for the first header).
         quiet: Duration,
@@ -116,6 +119,7 @@ pub fn spawn(
     outbox: usize,
     events: mpsc::Sender<(LinkId, LinkEvent)>,
 ) -> LinkHandle {
+    let version = session.control.version();
     let Session {
         connection,
         send,
@@ -130,6 +134,7 @@ pub fn spawn(
     tokio::spawn(accept_pieces(
         connection.clone(),
         params,
+        version,
         link,
         events.clone(),
     ));
@@ -300,6 +305,7 @@ impl StallFilter {
 async fn accept_pieces(
     connection: quinn::Connection,
     params: SwarmParams,
+    version: u16,
     link: LinkId,
     events: mpsc::Sender<(LinkId, LinkEvent)>,
 ) {
@@ -309,7 +315,7 @@ async fn accept_pieces(
         let clock = Arc::clone(&clock);
         let params = params.clone();
         tokio::spawn(async move {
-            let event = match pieces::receive_header(&mut stream, &params).await {
+            let event = match pieces::receive_header(&mut stream, &params, version).await {
                 Err(error) => LinkEvent::PieceFailed {
                     chunk: None,
                     end: error.into_end(),
@@ -317,10 +323,12 @@ async fn accept_pieces(
                 Ok(header) => {
                     let quiet = clock.quiet_before_header(Instant::now());
                     let chunk = header.header().chunk;
+                    let from = header.header().from;
                     let header_ms = crate::transport::pathtrace::ms();
                     let (reply, verdict) = oneshot::channel();
                     let asked = LinkEvent::PieceHeader {
                         chunk,
+                        from,
                         quiet,
                         reply,
                     };

@@ -93,7 +93,10 @@ impl PieceStreamError {
 pub struct ArrivedPiece {
     /// Which chunk the peer says it is.
     pub chunk: ChunkIndex,
-    /// Its bytes, in the pieces they arrived in.
+    /// Its first byte the stream carried: 0 for the whole chunk, more
+    /// after a PieceFrom (the start is held here).
+    pub from: u32,
+    /// Its bytes from `from` on, in the pieces they arrived in.
     pub data: ChunkData,
     /// The Merkle proof the peer sent with it.
     pub proof: Vec<Sha256Digest>,
@@ -119,8 +122,9 @@ impl IncomingPiece {
 pub async fn receive_header(
     stream: &mut quinn::RecvStream,
     params: &SwarmParams,
+    version: u16,
 ) -> Result<IncomingPiece, PieceStreamError> {
-    let mut reader = PieceStreamReader::new(params.clone());
+    let mut reader = PieceStreamReader::for_version(params.clone(), version);
     loop {
         if let Some(header) = reader.header() {
             let header = header.clone();
@@ -169,6 +173,7 @@ pub async fn receive_body(
     }
     Ok(ArrivedPiece {
         chunk: header.chunk,
+        from: header.from,
         data,
         proof: header.proof.into_iter().map(Sha256Digest).collect(),
     })

@@ -22,7 +22,7 @@ use super::{DriverLink, Event, Node};
 use crate::link::ArrivedPiece;
 use crate::link::pieces::send_piece;
 use crate::resume::{Delivered, PartialDownload};
-use crate::store::{Storage, read_chunk};
+use crate::store::{Storage, read_chunk_from};
 use crate::trailing::TrailingThread;
 
 /// A job's result.
@@ -189,15 +189,35 @@ pub(super) fn verify(node: &mut Node, link: LinkId, piece: ArrivedPiece) {
         let chunk = piece.chunk;
         let done = tokio::task::spawn_blocking(move || {
             let proof = piece.proof;
+            let from = piece.from;
+            // After a PieceFrom, the start held here comes first. One that
+            // cannot be read, or is of another length, leaves the chunk
+            // short: it fails its check, which blames nobody when the
+            // core asked for it from an offset.
+            let data = if from > 0 {
+                let mut joined = ChunkData::new();
+                let start = partial
+                    .held_start(chunk.0)
+                    .filter(|start| start.len == from);
+                if let Some(Ok(bytes)) = start.map(|start| start.read()) {
+                    joined.push(bytes);
+                }
+                for part in piece.data.parts() {
+                    joined.push(part.clone());
+                }
+                joined
+            } else {
+                piece.data
+            };
             // The chunk's hash, beside the whole-file hash's pass when the
             // trailing thread offers.
             let sha256 = |data: &ChunkData| match &leaves {
                 Some(leaves) => leaves.sha256(data),
                 None => data.sha256(),
             };
-            match verifier.verify_with(VerifierIndex(chunk.0), piece.data, &proof, sha256) {
+            match verifier.verify_with(VerifierIndex(chunk.0), data, &proof, sha256) {
                 Err(error) => VerifyOutcome::Bad(error),
-                Ok(verified) => match partial.store_verified(&verified, &proof) {
+                Ok(verified) => match partial.store_joined(&verified, &proof, from) {
                     Ok(_) => VerifyOutcome::Stored,
                     Err(error) => VerifyOutcome::StoreFailed(Fault::new(error)),
                 },
@@ -271,7 +291,13 @@ pub(super) fn verify_mirror(
 }
 
 /// Reads a chunk and sends it on a new piece stream, paced if asked.
-pub(super) fn upload(node: &mut Node, link: LinkId, chunk: ChunkIndex, pace: Option<u64>) {
+pub(super) fn upload(
+    node: &mut Node,
+    link: LinkId,
+    chunk: ChunkIndex,
+    from: u32,
+    pace: Option<u64>,
+) {
     if crate::transport::pathtrace::enabled() {
         let state = node.core.upload_state(Instant::now());
         tracing::debug!(
@@ -300,6 +326,7 @@ pub(super) fn upload(node: &mut Node, link: LinkId, chunk: ChunkIndex, pace: Opt
     };
     let header = PieceHeader {
         chunk,
+        from,
         chunk_len,
         proof: proof.into_iter().map(|digest| digest.0).collect(),
     };
@@ -310,7 +337,7 @@ pub(super) fn upload(node: &mut Node, link: LinkId, chunk: ChunkIndex, pace: Opt
     let events = node.sender.clone();
     let task = tokio::spawn(async move {
         let read = tokio::task::spawn_blocking(move || {
-            read_chunk(storage.as_ref(), &geometry, VerifierIndex(chunk.0))
+            read_chunk_from(storage.as_ref(), &geometry, VerifierIndex(chunk.0), from)
         })
         .await;
         let outcome = match read {

@@ -1058,10 +1058,11 @@ impl Node {
             }
             LinkEvent::PieceHeader {
                 chunk,
+                from,
                 quiet,
                 reply,
             } => {
-                let verdict = self.core.handle_piece_header(link, chunk, quiet, now);
+                let verdict = self.core.handle_piece_header(link, chunk, from, quiet, now);
                 let _ = reply.send(verdict);
             }
             LinkEvent::PieceArrived(piece) => {
@@ -1213,7 +1214,12 @@ impl Node {
                         .insert(link, DriverLink::Closing(handle.connection));
                 }
             }
-            Action::Upload { link, chunk, pace } => jobs::upload(self, link, chunk, pace),
+            Action::Upload {
+                link,
+                chunk,
+                from,
+                pace,
+            } => jobs::upload(self, link, chunk, from, pace),
             Action::ReceiveWindow { link, bytes } => {
                 if let Some(DriverLink::Up(handle, _)) = self.links.get(&link) {
                     // Never below the configured window, and within what

@@ -75,7 +75,7 @@ pub use knowledge::{ChunkKnowledge, SavedNode};
 pub use mirrors::{
     MAX_MIRRORS_FILE_BYTES, MIRRORS_FORMAT, MirrorsFileError, mirrors_file_text, parse_mirrors_file,
 };
-pub use partial::{CheckpointReport, FinishedDownload, PartialDownload};
+pub use partial::{CheckpointReport, FinishedDownload, HeldStart, PartialDownload};
 pub(crate) use peers::unix_now;
 pub use peers::{
     MAX_PEERS_FILE_BYTES, PEERS_FORMAT, PeersFileError, parse_peers_file, peers_file_text,

@@ -62,6 +62,31 @@ struct Live {
     /// Chunks copied from older versions in this run
     /// ([`PartialDownload::store_reused`]).
     reused: u64,
+    /// Where the start of a chunk may be read on this machine (an older
+    /// version's part that ended inside it, [`super::reuse::plan_prefixes`]):
+    /// peers are asked for the rest only ([`PartialDownload::held_start`]).
+    held: std::collections::BTreeMap<u32, HeldStart>,
+}
+
+/// The start of a chunk an older file on this machine may hold: `len`
+/// bytes at `offset` of `path`. Believed, never trusted: only the whole
+/// chunk, this start and the rest from a peer, is checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldStart {
+    /// The older file.
+    pub path: std::path::PathBuf,
+    /// Where the start is in it.
+    pub offset: u64,
+    /// Its length: fewer bytes than the chunk's.
+    pub len: u32,
+}
+
+impl HeldStart {
+    /// Reads the start's bytes (blocking).
+    pub fn read(&self) -> std::io::Result<bytes::Bytes> {
+        crate::store::FileStorage::open_read_only(&self.path)?
+            .read_bytes_at(self.offset, self.len as usize)
+    }
 }
 
 /// What the state files on disk hold.
@@ -196,6 +221,7 @@ impl PartialDownload {
                 counters: start.counters,
                 journal: None,
                 reused: 0,
+                held: std::collections::BTreeMap::new(),
             }),
             disk: Mutex::new(OnDisk {
                 generation,
@@ -417,6 +443,43 @@ impl PartialDownload {
     /// Chunks copied from older versions in this run.
     pub fn chunks_reused(&self) -> u64 {
         lock(&self.live).reused
+    }
+
+    /// Records where the starts of chunks not verified yet may be read
+    /// (the reuse planner's).
+    pub fn hold_starts(&self, starts: std::collections::BTreeMap<u32, HeldStart>) {
+        lock(&self.live).held = starts;
+    }
+
+    /// Where the start of `chunk` may be read, if this machine may hold it.
+    pub fn held_start(&self, chunk: u32) -> Option<HeldStart> {
+        lock(&self.live).held.get(&chunk).cloned()
+    }
+
+    /// Every chunk whose start this machine may hold, with the start's
+    /// length: what the node may ask of peers from an offset on.
+    pub fn held_starts(&self) -> std::collections::BTreeMap<u32, u32> {
+        (lock(&self.live).held.iter())
+            .map(|(chunk, start)| (*chunk, start.len))
+            .collect()
+    }
+
+    /// [`Self::store_verified`] for a chunk joined from a start held here
+    /// (`held` bytes, [`Self::held_start`]) and the rest from a peer: the
+    /// start counts as reused bytes, not fetched ones.
+    pub fn store_joined(
+        &self,
+        chunk: &VerifiedChunk,
+        proof: &[Sha256Digest],
+        held: u32,
+    ) -> Result<bool, ResumeError> {
+        let new = self.store_verified(chunk, proof)?;
+        if new {
+            let mut live = lock(&self.live);
+            live.counters.bytes_fetched -= u64::from(held).min(live.counters.bytes_fetched);
+            live.held.remove(&chunk.index().0);
+        }
+        Ok(new)
     }
 
     /// Writes a verified chunk to the `.part` and records it. A write

@@ -74,43 +74,113 @@ pub fn plan_reuse(
     have: &HaveBitfield,
     sources: &[SourceChunks],
 ) -> Vec<ReuseCopy> {
-    let size = geometry.chunk_size();
-    let mut known: HashMap<(Sha256Digest, u32), (usize, u64)> = HashMap::new();
-    for (source_index, source) in sources.iter().enumerate() {
-        if source.chunk_size != size {
-            continue;
-        }
-        let source_geometry = match &source.parts {
-            Some(parts) => parts.clone(),
-            None => match ChunkGeometry::new(source.bytes, source.chunk_size) {
-                Ok(geometry) => geometry,
-                Err(_) => continue,
-            },
-        };
-        for (i, hash) in source.chunk_hashes.iter().enumerate() {
-            let Ok(i) = u32::try_from(i) else { break };
-            let (Some(range), Some(len)) = (
-                source_geometry.byte_range(ChunkIndex(i)),
-                source_geometry.chunk_len(ChunkIndex(i)),
-            ) else {
-                break;
-            };
-            known
-                .entry((*hash, len))
-                .or_insert((source_index, range.start));
-        }
-    }
+    let (cuts, known) = known_chunks(geometry.chunk_size(), sources);
     geometry
         .indices()
         .filter(|index| !have.get(minimodel_wire::ChunkIndex(index.0)))
         .filter_map(|index| {
             let hash = new_hashes.get(index.0 as usize)?;
             let len = geometry.chunk_len(index)?;
-            let (source, offset) = known.get(&(*hash, len))?;
+            let (source, old) = known.get(&(*hash, len))?;
+            let offset = cuts[*source].as_ref()?.byte_range(*old)?.start;
             Some(ReuseCopy {
                 index,
                 source: *source,
-                offset: *offset,
+                offset,
+                len,
+            })
+        })
+        .collect()
+}
+
+/// Where a chunk, by its hash and length, first appears among the
+/// sources: the source and its chunk there.
+type Known = HashMap<(Sha256Digest, u32), (usize, ChunkIndex)>;
+
+/// Each source's chunk geometry (`None` for one cut with another chunk
+/// size than `size`, or that cannot be cut), and where each chunk, by its
+/// hash and length, first appears among them: the source and its chunk
+/// there.
+fn known_chunks(size: u32, sources: &[SourceChunks]) -> (Vec<Option<ChunkGeometry>>, Known) {
+    let mut known = HashMap::new();
+    let cuts: Vec<Option<ChunkGeometry>> = sources
+        .iter()
+        .map(|source| {
+            if source.chunk_size != size {
+                return None;
+            }
+            match &source.parts {
+                Some(parts) => Some(parts.clone()),
+                None => ChunkGeometry::new(source.bytes, source.chunk_size).ok(),
+            }
+        })
+        .collect();
+    for (source_index, (source, cut)) in sources.iter().zip(&cuts).enumerate() {
+        let Some(cut) = cut else { continue };
+        for (i, hash) in source.chunk_hashes.iter().enumerate() {
+            let Ok(i) = u32::try_from(i) else { break };
+            let Some(len) = cut.chunk_len(ChunkIndex(i)) else {
+                break;
+            };
+            known
+                .entry((*hash, len))
+                .or_insert((source_index, ChunkIndex(i)));
+        }
+    }
+    (cuts, known)
+}
+
+/// The start of a new chunk that an older file may hold: chunk `index`'s
+/// first `len` bytes are believed to be the `len` bytes at `offset` of
+/// source `source`, so that a peer need send only the rest (a RequestFrom,
+/// `docs/wire-protocol.md` 7.20).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PrefixCopy {
+    /// The new artifact's chunk.
+    pub index: ChunkIndex,
+    /// Position of the source in the list given to [`plan_prefixes`].
+    pub source: usize,
+    /// Where the start's bytes are in the source.
+    pub offset: u64,
+    /// How many bytes: fewer than the new chunk's.
+    pub len: u32,
+}
+
+/// Which chunks of the new artifact, neither in `have` nor copied whole
+/// (`copies`, [`plan_reuse`]'s plan), may begin with a chunk of an older
+/// file: the chunk that follows, in that file, the chunk that the new
+/// chunk before it is (the same hash and length), when it is shorter than
+/// the new chunk. There an older version's part ended and the new
+/// version's goes on: a tensor grown by rows, a file cut every chunk size
+/// that grew at its end. Its bytes are likely the new chunk's start; only
+/// the whole chunk's proof, once the rest has come, says whether they are.
+pub fn plan_prefixes(
+    geometry: &ChunkGeometry,
+    new_hashes: &[Sha256Digest],
+    have: &HaveBitfield,
+    sources: &[SourceChunks],
+    copies: &[ReuseCopy],
+) -> Vec<PrefixCopy> {
+    let (cuts, known) = known_chunks(geometry.chunk_size(), sources);
+    let whole: std::collections::HashSet<u32> = copies.iter().map(|copy| copy.index.0).collect();
+    geometry
+        .indices()
+        .skip(1)
+        .filter(|index| !have.get(minimodel_wire::ChunkIndex(index.0)) && !whole.contains(&index.0))
+        .filter_map(|index| {
+            let before = ChunkIndex(index.0 - 1);
+            let hash = new_hashes.get(before.0 as usize)?;
+            let (source, old_before) = known.get(&(*hash, geometry.chunk_len(before)?))?;
+            let cut = cuts[*source].as_ref()?;
+            let old = ChunkIndex(old_before.0 + 1);
+            let len = cut.chunk_len(old)?;
+            if len >= geometry.chunk_len(index)? {
+                return None;
+            }
+            Some(PrefixCopy {
+                index,
+                source: *source,
+                offset: cut.byte_range(old)?.start,
                 len,
             })
         })
@@ -347,6 +417,9 @@ pub struct ReuseReport {
     pub bytes_reused: u64,
     /// Chunks planned whose bytes failed the proof (left to the peers).
     pub chunks_failed: u64,
+    /// Chunks whose start an older file may hold ([`plan_prefixes`]):
+    /// peers that speak v3 are asked for the rest only.
+    pub starts_held: u64,
 }
 
 /// The chunk hashes of the older file at `path` cut as the new artifact
@@ -467,6 +540,27 @@ impl PartialDownload {
             }
         }
         let plan = plan_reuse(&geometry, list.chunk_hashes(), &self.verified(), &found);
+        let starts = plan_prefixes(
+            &geometry,
+            list.chunk_hashes(),
+            &self.verified(),
+            &found,
+            &plan,
+        );
+        report.starts_held = starts.len() as u64;
+        self.hold_starts(
+            starts
+                .iter()
+                .map(|start| {
+                    let held = super::partial::HeldStart {
+                        path: paths[start.source].clone(),
+                        offset: start.offset,
+                        len: start.len,
+                    };
+                    (start.index.0, held)
+                })
+                .collect(),
+        );
         let verifier = self.verifier();
         let mut open: HashMap<usize, FileStorage> = HashMap::new();
         for copy in plan {
@@ -669,6 +763,62 @@ mod tests {
         );
         assert_eq!(plan.len(), 1);
         assert_eq!(plan[0].index, ChunkIndex(0));
+    }
+
+    #[test]
+    fn a_chunk_after_one_reused_may_begin_with_the_shorter_chunk_after_it_in_the_source() {
+        // The source: two whole chunks and 40 bytes. The new file goes on
+        // past them: chunk 2 is whole now, chunk 3 new.
+        let old = SourceChunks {
+            bytes: u64::from(SIZE) * 2 + 40,
+            ..source(SIZE, &[1, 2, 3])
+        };
+        let geometry = ChunkGeometry::new(u64::from(SIZE) * 4, SIZE).unwrap();
+        let new: Vec<_> = [1, 2, 9, 10].iter().map(|n| digest(*n)).collect();
+        let have = HaveBitfield::new(4);
+        let copies = plan_reuse(&geometry, &new, &have, std::slice::from_ref(&old));
+        assert_eq!(copies.len(), 2);
+        let prefixes = plan_prefixes(&geometry, &new, &have, std::slice::from_ref(&old), &copies);
+        assert_eq!(
+            prefixes,
+            [PrefixCopy {
+                index: ChunkIndex(2),
+                source: 0,
+                offset: 2 * u64::from(SIZE),
+                len: 40
+            }]
+        );
+        // Chunk 3 follows chunk 2, which nothing holds whole: no start.
+        // Chunk 2 already had, or copied whole, is not asked in part.
+        let mut had = HaveBitfield::new(4);
+        had.set(minimodel_wire::ChunkIndex(2), true).unwrap();
+        assert!(
+            plan_prefixes(&geometry, &new, &had, std::slice::from_ref(&old), &copies).is_empty()
+        );
+        let whole = [ReuseCopy {
+            index: ChunkIndex(2),
+            source: 0,
+            offset: 0,
+            len: SIZE,
+        }];
+        assert!(plan_prefixes(&geometry, &new, &have, &[old], &whole).is_empty());
+    }
+
+    #[test]
+    fn a_following_chunk_as_long_or_of_another_chunk_size_is_no_start() {
+        // The source's chunk after the matched one is whole: it is another
+        // chunk, not the start of this one.
+        let geometry = ChunkGeometry::new(u64::from(SIZE) * 3, SIZE).unwrap();
+        let new: Vec<_> = [1, 8, 9].iter().map(|n| digest(*n)).collect();
+        let have = HaveBitfield::new(3);
+        let old = source(SIZE, &[1, 2, 3]);
+        let copies = plan_reuse(&geometry, &new, &have, std::slice::from_ref(&old));
+        assert!(plan_prefixes(&geometry, &new, &have, &[old], &copies).is_empty());
+        let other = SourceChunks {
+            bytes: u64::from(SIZE) * 2 + 40,
+            ..source(SIZE * 2, &[1, 3])
+        };
+        assert!(plan_prefixes(&geometry, &new, &have, &[other], &[]).is_empty());
     }
 
     #[test]

@@ -78,8 +78,26 @@ pub fn read_chunk(
     geometry: &ChunkGeometry,
     index: ChunkIndex,
 ) -> io::Result<Bytes> {
+    read_chunk_from(storage, geometry, index, 0)
+}
+
+/// Reads chunk `index` from its byte `from` on (what a PieceFrom carries;
+/// 0: the whole chunk).
+pub fn read_chunk_from(
+    storage: &dyn Storage,
+    geometry: &ChunkGeometry,
+    index: ChunkIndex,
+    from: u32,
+) -> io::Result<Bytes> {
     let range = geometry
         .byte_range(index)
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "chunk out of range"))?;
-    storage.read_bytes_at(range.start, (range.end - range.start) as usize)
+    let start = range.start + u64::from(from);
+    if start >= range.end {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "offset past the chunk",
+        ));
+    }
+    storage.read_bytes_at(start, (range.end - start) as usize)
 }

@@ -21,7 +21,7 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
-use minimodel_wire::{ALPN, PeerAddr, PeerId};
+use minimodel_wire::{ALPNS, PeerAddr, PeerId};
 use quinn::{ConnectionError, TransportErrorCode};
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -225,7 +225,7 @@ pub async fn connect(
         tuning,
         crypto,
         &verifier,
-        ALPN,
+        &ALPNS,
     )
     .await?;
     Ok(connection)
@@ -246,7 +246,7 @@ pub async fn connect_any(
 ) -> Result<(quinn::Connection, PeerId), ConnectError> {
     tuning.validate()?;
     let (crypto, verifier) = tls::client_crypto(identity, None)?;
-    dial(endpoint, addr, None, tuning, crypto, &verifier, ALPN).await
+    dial(endpoint, addr, None, tuning, crypto, &verifier, &ALPNS).await
 }
 
 /// Dials a relay at `addr` (ALPN `minimodel-relay/1`, `docs/relay.md`)
@@ -272,13 +272,13 @@ pub async fn connect_relay(
         tuning,
         crypto,
         &verifier,
-        minimodel_wire::relay::RELAY_ALPN,
+        &[minimodel_wire::relay::RELAY_ALPN],
     )
     .await
 }
 
 /// [`connect`] and [`connect_any`] after the TLS config is built (tests use
-/// their own ALPN): the connection must settle on `alpn`. Returns the
+/// their own ALPN): the connection must settle on one of `alpns`. Returns the
 /// connection and the peer's proven id.
 pub(crate) async fn dial(
     endpoint: &quinn::Endpoint,
@@ -287,7 +287,7 @@ pub(crate) async fn dial(
     tuning: &TransportTuning,
     crypto: quinn::crypto::rustls::QuicClientConfig,
     verifier: &tls::ServerKeyVerifier,
-    alpn: &[u8],
+    alpns: &[&[u8]],
 ) -> Result<(quinn::Connection, PeerId), ConnectError> {
     let addr = canonical_addr(addr);
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));
@@ -340,7 +340,7 @@ pub(crate) async fn dial(
             presented,
         });
     }
-    if negotiated_alpn(&connection).as_deref() != Some(alpn) {
+    if !settled_on(&connection, alpns) {
         connection.close(CLOSE_HANDSHAKE_CHECK.into(), b"alpn");
         return Err(ConnectError::NoCommonProtocol { addr });
     }
@@ -382,14 +382,14 @@ fn classify_connect_error(
 /// returns it with the dialer's verified [`PeerId`], the key to ban by.
 ///
 /// The path gets the loopback transport config when the dialer is on a
-/// loopback address (an IPv4-mapped one on a dual-stack listener too). A dialer without ALPN `minimodel/2`, without a raw
+/// loopback address (an IPv4-mapped one on a dual-stack listener too). A dialer that offers neither `minimodel/3` nor `minimodel/2`, without a raw
 /// Ed25519 key or with a bad signature is refused during the handshake.
 pub async fn accept(
     incoming: quinn::Incoming,
     identity: &Identity,
     tuning: &TransportTuning,
 ) -> Result<(quinn::Connection, PeerId), AcceptError> {
-    accept_with_alpn(incoming, identity, tuning, ALPN).await
+    accept_with_alpn(incoming, identity, tuning, &ALPNS).await
 }
 
 /// [`accept`] on a relay (ALPN `minimodel-relay/1`, `docs/relay.md`): the
@@ -403,7 +403,7 @@ pub async fn accept_relay(
         incoming,
         identity,
         tuning,
-        minimodel_wire::relay::RELAY_ALPN,
+        &[minimodel_wire::relay::RELAY_ALPN],
     )
     .await
 }
@@ -412,11 +412,11 @@ async fn accept_with_alpn(
     incoming: quinn::Incoming,
     identity: &Identity,
     tuning: &TransportTuning,
-    alpn: &[u8],
+    alpns: &[&[u8]],
 ) -> Result<(quinn::Connection, PeerId), AcceptError> {
     tuning.validate()?;
     let addr = canonical_addr(incoming.remote_address());
-    let crypto = tls::server_crypto_with_alpn(identity, alpn)?;
+    let crypto = tls::server_crypto_with_alpn(identity, alpns)?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     config.transport_config(Arc::new(tuning.transport_config(addr.ip().is_loopback())));
     let started = Instant::now();
@@ -434,7 +434,7 @@ async fn accept_with_alpn(
         Ok(Err(error)) => return Err(classify_accept_error(addr, error, started)),
         Ok(Ok(connection)) => connection,
     };
-    if negotiated_alpn(&connection).as_deref() != Some(alpn) {
+    if !settled_on(&connection, alpns) {
         connection.close(CLOSE_HANDSHAKE_CHECK.into(), b"alpn");
         return Err(AcceptError::NoCommonProtocol { addr });
     }
@@ -476,6 +476,21 @@ fn classify_accept_error(
             source: error,
         },
     }
+}
+
+/// Whether the handshake settled on one of `alpns`.
+fn settled_on(connection: &quinn::Connection, alpns: &[&[u8]]) -> bool {
+    negotiated_alpn(connection).is_some_and(|alpn| alpns.contains(&alpn.as_slice()))
+}
+
+/// The piece protocol version a connection of ours speaks: the one its
+/// ALPN names (`connect`, `connect_any` and `accept` allow no other). A
+/// connection that negotiated none of ours (a relay's) reads as v2, which
+/// sends nothing v3 adds.
+pub fn protocol_version(connection: &quinn::Connection) -> u16 {
+    negotiated_alpn(connection)
+        .and_then(|alpn| minimodel_wire::protocol_version_of(&alpn))
+        .unwrap_or(2)
 }
 
 /// Whether the handshake failed on ALPN, detected by either side.

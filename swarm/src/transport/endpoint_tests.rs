@@ -1,5 +1,6 @@
-//! Handshake refusals that need crate internals: a dialer offering another
-//! ALPN than `minimodel/2` (no public API can build one), and the error
+//! Handshake refusals and versions that need crate internals: a dialer
+//! offering other ALPNs than ours, or only `minimodel/2` as an earlier
+//! build does (no public API can build one), and the error
 //! classification.
 
 use std::net::SocketAddr;
@@ -79,7 +80,7 @@ async fn dial_with_alpn(
         &tuning,
         crypto,
         &verifier,
-        minimodel_wire::ALPN,
+        &minimodel_wire::ALPNS,
     )
     .await
     .map(|(connection, _)| connection);
@@ -132,6 +133,37 @@ async fn minimodel_alpn_among_others_is_accepted() {
     let connection = dialed.unwrap();
     let (_, dialer_id) = accepted.unwrap();
     assert_ne!(dialer_id, remote_peer_id(&connection).unwrap());
+}
+
+#[tokio::test]
+async fn two_peers_of_this_build_speak_v3_and_one_offering_only_v2_speaks_v2() {
+    // The listener offers minimodel/3 first: a dialer of this build
+    // (both, either order) gets v3.
+    for offered in [
+        vec![
+            minimodel_wire::ALPN.to_vec(),
+            minimodel_wire::ALPN_V2.to_vec(),
+        ],
+        vec![
+            minimodel_wire::ALPN_V2.to_vec(),
+            minimodel_wire::ALPN.to_vec(),
+        ],
+    ] {
+        let (dialed, accepted) = tokio::time::timeout(TEST_DEADLINE, dial_with_alpn(offered))
+            .await
+            .unwrap();
+        assert_eq!(protocol_version(&dialed.unwrap()), 3);
+        assert_eq!(protocol_version(&accepted.unwrap().0), 3);
+    }
+    // A peer of an earlier build offers minimodel/2 alone.
+    let (dialed, accepted) = tokio::time::timeout(
+        TEST_DEADLINE,
+        dial_with_alpn(vec![minimodel_wire::ALPN_V2.to_vec()]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(protocol_version(&dialed.unwrap()), 2);
+    assert_eq!(protocol_version(&accepted.unwrap().0), 2);
 }
 
 #[tokio::test]

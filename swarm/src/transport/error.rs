@@ -91,8 +91,9 @@ pub enum ConnectError {
         /// The id whose key the peer presented.
         presented: PeerId,
     },
-    /// The peer does not speak the piece protocol (`minimodel/2`) over ALPN.
-    #[error("{addr} does not speak minimodel/2 (no common ALPN protocol)")]
+    /// The peer speaks no version of the piece protocol we do
+    /// (`minimodel/3`, `minimodel/2`) over ALPN.
+    #[error("{addr} speaks neither minimodel/3 nor minimodel/2 (no common ALPN protocol)")]
     NoCommonProtocol {
         /// The peer's address.
         addr: SocketAddr,
@@ -157,8 +158,8 @@ pub enum AcceptError {
         #[source]
         source: quinn::ConnectionError,
     },
-    /// The dialer does not speak `minimodel/2`.
-    #[error("{addr} does not speak minimodel/2 (no common ALPN protocol)")]
+    /// The dialer speaks neither `minimodel/3` nor `minimodel/2`.
+    #[error("{addr} speaks neither minimodel/3 nor minimodel/2 (no common ALPN protocol)")]
     NoCommonProtocol {
         /// The dialer's address.
         addr: SocketAddr,

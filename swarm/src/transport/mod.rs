@@ -10,7 +10,8 @@
 //! listener learns the dialer's id ([`accept`], [`remote_peer_id`]). A node
 //! that does not serve dials from an endpoint with no server config
 //! ([`bind_client_endpoint`]), which accepts nothing.
-//! ALPN `minimodel/2` is required on both sides.
+//! Each side offers ALPN `minimodel/3` and `minimodel/2`, and one of them
+//! is required ([`protocol_version`] says which the connection speaks).
 //!
 //! What it is not: it knows no messages (that is `minimodel-wire`), no
 //! pieces and no files. It opens connections; the swarm drives them.
@@ -51,11 +52,12 @@ pub(crate) use plain_udp::wrap_udp_socket;
 pub(crate) fn relay_server_crypto(
     identity: &Identity,
 ) -> Result<quinn::crypto::rustls::QuicServerConfig, TlsConfigError> {
-    tls::server_crypto_with_alpn(identity, minimodel_wire::relay::RELAY_ALPN)
+    tls::server_crypto_with_alpn(identity, &[minimodel_wire::relay::RELAY_ALPN])
 }
 pub use endpoint::{
     accept, accept_relay, bind_client_endpoint, bind_client_endpoint_with_paths, bind_endpoint,
     bind_endpoint_with_paths, canonical_addr, connect, connect_any, connect_relay,
+    protocol_version,
 };
 pub use error::{AcceptError, ConnectError, TransportError};
 pub use identity::{Identity, IdentityError, KEY_FILE_NAME};

@@ -9,7 +9,8 @@
 //! ([`AnyClientKey`]) but checks its signature; the swarm reads the key with
 //! [`remote_peer_id`] and bans by it.
 //!
-//! Fixed choices: TLS 1.3 only, ALPN `minimodel/2` required on both sides,
+//! Fixed choices: TLS 1.3 only, ALPN `minimodel/3` or `minimodel/2` on both
+//! sides (the listener's order picks v3 when both offer it),
 //! cipher suites AES-128-GCM (preferred: cheapest with AES-NI, and the one
 //! QUIC initial packets use anyway), then AES-256-GCM, then ChaCha20-Poly1305;
 //! X25519 key exchange; `ring` as provider. No session tickets, no
@@ -19,7 +20,7 @@
 
 use std::sync::{Arc, LazyLock, Mutex};
 
-use minimodel_wire::{ALPN, PeerId};
+use minimodel_wire::{ALPNS, PeerId};
 use quinn::crypto::rustls::{HandshakeData, QuicClientConfig, QuicServerConfig};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::{AlwaysResolvesClientRawPublicKeys, Resumption};
@@ -105,14 +106,14 @@ pub enum TlsConfigError {
 
 /// The listener's TLS config: presents `identity`, requires a client key.
 pub(crate) fn server_crypto(identity: &Identity) -> Result<QuicServerConfig, TlsConfigError> {
-    server_crypto_with_alpn(identity, ALPN)
+    server_crypto_with_alpn(identity, &ALPNS)
 }
 
 /// [`server_crypto`] for another protocol on the same keys (the relay
 /// protocol, `docs/relay.md`).
 pub(crate) fn server_crypto_with_alpn(
     identity: &Identity,
-    alpn: &[u8],
+    alpns: &[&[u8]],
 ) -> Result<QuicServerConfig, TlsConfigError> {
     let mut config = rustls::ServerConfig::builder_with_provider(Arc::clone(&PROVIDER))
         .with_protocol_versions(&[&rustls::version::TLS13])?
@@ -120,7 +121,9 @@ pub(crate) fn server_crypto_with_alpn(
         .with_cert_resolver(Arc::new(AlwaysResolvesServerRawPublicKeys::new(
             identity.certified_key(),
         )));
-    config.alpn_protocols = vec![alpn.to_vec()];
+    // rustls takes the first of ours the client offers: the latest
+    // version both speak.
+    config.alpn_protocols = alpns.iter().map(|alpn| alpn.to_vec()).collect();
     // Our suite order (AES-128-GCM first) wins over the client's.
     config.ignore_client_order = true;
     config.send_tls13_tickets = 0;
@@ -136,11 +139,15 @@ pub(crate) fn client_crypto(
     identity: &Identity,
     expected: Option<PeerId>,
 ) -> Result<(QuicClientConfig, Arc<ServerKeyVerifier>), TlsConfigError> {
-    client_crypto_with_alpn(identity, expected, vec![ALPN.to_vec()])
+    client_crypto_with_alpn(
+        identity,
+        expected,
+        ALPNS.iter().map(|alpn| alpn.to_vec()).collect(),
+    )
 }
 
-/// [`client_crypto`] with a chosen ALPN list. Not public: only tests offer
-/// anything but `minimodel/2`, to check that the listener refuses it.
+/// [`client_crypto`] with a chosen ALPN list: the relay's, or in tests
+/// one version alone, or none of ours, to check what the listener does.
 pub(crate) fn client_crypto_with_alpn(
     identity: &Identity,
     expected: Option<PeerId>,

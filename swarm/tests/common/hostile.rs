@@ -369,6 +369,7 @@ impl Content {
     fn header(&self, chunk: u32) -> Bytes {
         let header = PieceHeader {
             chunk: ChunkIndex(chunk),
+            from: 0,
             chunk_len: self.chunk(chunk).len() as u32,
             proof: self.proofs[chunk as usize].clone(),
         };
@@ -671,6 +672,7 @@ async fn answer(
             let mut frame = BytesMut::new();
             PieceHeader {
                 chunk: ChunkIndex(chunk),
+                from: 0,
                 chunk_len: data.len() as u32,
                 proof,
             }

@@ -86,6 +86,10 @@ pub fn samples() -> Vec<Message> {
         Message::Request {
             chunk: ChunkIndex(0),
         },
+        Message::RequestFrom {
+            chunk: ChunkIndex(9),
+            from: 1,
+        },
         Message::Cancel {
             chunk: ChunkIndex(0),
         },

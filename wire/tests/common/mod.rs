@@ -127,6 +127,13 @@ pub fn golden_messages() -> Vec<(&'static str, Message)> {
             },
         ),
         (
+            "request_from.hex",
+            Message::RequestFrom {
+                chunk: ChunkIndex(3),
+                from: 262_144,
+            },
+        ),
+        (
             "cancel.hex",
             Message::Cancel {
                 chunk: ChunkIndex(3),
@@ -274,6 +281,17 @@ pub fn sha256(bytes: &[u8]) -> [u8; 32] {
 pub fn golden_piece_header() -> PieceHeader {
     PieceHeader {
         chunk: ChunkIndex(9),
+        from: 0,
+        chunk_len: 562_816,
+        proof: vec![[0xaa; 32], [0xbb; 32]],
+    }
+}
+
+/// The PieceFrom of `piece_from.hex`: chunk 9 from byte 262,144.
+pub fn golden_piece_from() -> PieceHeader {
+    PieceHeader {
+        chunk: ChunkIndex(9),
+        from: 262_144,
         chunk_len: 562_816,
         proof: vec![[0xaa; 32], [0xbb; 32]],
     }

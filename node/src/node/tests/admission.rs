@@ -538,7 +538,7 @@ fn a_banned_peer_is_refused_at_its_hello() {
     let chunk = requests_to(&h.take(), link)[0];
     assert_eq!(
         h.core
-            .handle_piece_header(link, ChunkIndex(chunk), Duration::ZERO, h.now),
+            .handle_piece_header(link, ChunkIndex(chunk), 0, Duration::ZERO, h.now),
         PieceVerdict::Accept
     );
     h.core.handle_piece_arrived(link, ChunkIndex(chunk), h.now);
@@ -1064,7 +1064,7 @@ fn a_banned_peer_gets_no_manifest() {
     let chunk = requests_to(&h.take(), link)[0];
     assert_eq!(
         h.core
-            .handle_piece_header(link, ChunkIndex(chunk), Duration::ZERO, h.now),
+            .handle_piece_header(link, ChunkIndex(chunk), 0, Duration::ZERO, h.now),
         PieceVerdict::Accept
     );
     h.core.handle_piece_arrived(link, ChunkIndex(chunk), h.now);

@@ -67,7 +67,7 @@ fn an_unrequested_piece_is_a_violation_closed_without_a_ban() {
     let never = (0..16).find(|c| !asked.contains(c)).unwrap();
     assert_eq!(
         h.core
-            .handle_piece_header(a, ChunkIndex(never), Duration::ZERO, h.now),
+            .handle_piece_header(a, ChunkIndex(never), 0, Duration::ZERO, h.now),
         PieceVerdict::Stop
     );
     assert_eq!(closes(&h.take()), [(a, GoodbyeReason::ProtocolViolation)]);
@@ -79,6 +79,104 @@ fn an_unrequested_piece_is_a_violation_closed_without_a_ban() {
 }
 
 #[test]
+fn a_piece_from_an_offset_this_node_never_asks_for_is_a_violation() {
+    let mut h = Harness::new(Kind::Fetch, 16, NodeConfig::default());
+    let ([a, _], sent) = two_seeders(&mut h, 16);
+    // A chunk asked for whole, answered with its bytes from an offset on.
+    let (_, chunk) = *sent.iter().find(|(l, _)| *l == a).unwrap();
+    assert_eq!(
+        h.core
+            .handle_piece_header(a, ChunkIndex(chunk), 100, Duration::ZERO, h.now),
+        PieceVerdict::Stop
+    );
+    assert_eq!(closes(&h.take()), [(a, GoodbyeReason::ProtocolViolation)]);
+    let gone = disconnects(&h.take_reports());
+    assert!(
+        matches!(gone.as_slice(), [(_, Departure::Violation(_), Blame::Peer)]),
+        "{gone:?}"
+    );
+}
+
+/// A fetch that holds the first 1000 bytes of chunk 5.
+fn holding_the_start_of_chunk_5() -> Harness {
+    Harness::with_edited_start(
+        Kind::Fetch,
+        16,
+        NodeConfig::default(),
+        HaveBitfield::new(16),
+        false,
+        Vec::new(),
+        |start| {
+            start.prefixes.insert(5, 1000);
+        },
+    )
+}
+
+#[test]
+fn a_start_held_here_is_asked_for_from_its_offset_of_v3_peers_and_whole_of_v2_ones() {
+    let mut h = holding_the_start_of_chunk_5();
+    let old = h.connect_out(
+        &Remote::seeder(1, "62.1.1.1:4433", 16)
+            .with_chunks(&[5])
+            .speaking_v2(),
+    );
+    let actions = h.take();
+    assert_eq!(requests(&actions), [(old, 5)]);
+    assert!(requests_from(&actions).is_empty());
+
+    let mut h = holding_the_start_of_chunk_5();
+    let new = h.connect_out(&Remote::seeder(1, "62.1.1.1:4433", 16).with_chunks(&[5, 6]));
+    let actions = h.take();
+    assert_eq!(requests_from(&actions), [(new, 5, 1000)]);
+    assert_eq!(requests(&actions), [(new, 6)]);
+    // Its rest is read; a whole piece of it is not what was asked.
+    assert_eq!(
+        h.core
+            .handle_piece_header(new, ChunkIndex(5), 0, Duration::ZERO, h.now),
+        PieceVerdict::Stop
+    );
+    assert_eq!(
+        h.core
+            .handle_piece_header(new, ChunkIndex(5), 1000, Duration::ZERO, h.now),
+        PieceVerdict::Accept
+    );
+    assert!(closes(&h.take()).is_empty());
+}
+
+#[test]
+fn a_chunk_joined_from_a_start_held_here_that_fails_blames_nobody_and_is_asked_whole() {
+    let mut h = holding_the_start_of_chunk_5();
+    let a = h.connect_out(&Remote::seeder(1, "62.1.1.1:4433", 16).with_chunks(&[5]));
+    assert_eq!(requests_from(&h.take()), [(a, 5, 1000)]);
+    let chunk = ChunkIndex(5);
+    assert_eq!(
+        h.core
+            .handle_piece_header(a, chunk, 1000, Duration::ZERO, h.now),
+        PieceVerdict::Accept
+    );
+    assert_eq!(
+        h.core.handle_piece_arrived(a, chunk, h.now),
+        PieceVerdict::Accept
+    );
+    h.core.handle_verified(
+        a,
+        chunk,
+        VerifyOutcome::Bad(minimodel_verifier::chunk::ChunkError::Proof(
+            minimodel_verifier::merkle::ProofError::RootMismatch { index: 5 },
+        )),
+        h.now,
+    );
+    let actions = h.take();
+    assert!(closes(&actions).is_empty(), "nobody is blamed");
+    assert!(h.is_connected(a));
+    assert_eq!(h.core.book.banned_count(), 0);
+    assert_eq!(requests(&actions), [(a, 5)], "asked for whole now");
+    // Whole, and bad: that is the peer's.
+    h.deliver_bad(a, 5);
+    assert_eq!(h.core.book.banned_count(), 1);
+}
+
+#[test]
 fn a_reset_piece_blames_nobody_and_its_chunk_is_asked_for_again() {
     let mut h = Harness::new(Kind::Fetch, 16, NodeConfig::default());
     let ([a, b], sent) = two_seeders(&mut h, 16);
@@ -86,7 +184,7 @@ fn a_reset_piece_blames_nobody_and_its_chunk_is_asked_for_again() {
     h.advance(100);
     assert_eq!(
         h.core
-            .handle_piece_header(a, ChunkIndex(chunk), Duration::ZERO, h.now),
+            .handle_piece_header(a, ChunkIndex(chunk), 0, Duration::ZERO, h.now),
         PieceVerdict::Accept
     );
     h.core
@@ -114,11 +212,13 @@ fn a_second_stream_for_the_same_chunk_is_stopped() {
     let (_, chunk) = *sent.iter().find(|(l, _)| *l == a).unwrap();
     let chunk = ChunkIndex(chunk);
     assert_eq!(
-        h.core.handle_piece_header(a, chunk, Duration::ZERO, h.now),
+        h.core
+            .handle_piece_header(a, chunk, 0, Duration::ZERO, h.now),
         PieceVerdict::Accept
     );
     assert_eq!(
-        h.core.handle_piece_header(a, chunk, Duration::ZERO, h.now),
+        h.core
+            .handle_piece_header(a, chunk, 0, Duration::ZERO, h.now),
         PieceVerdict::Stop
     );
     assert!(closes(&h.take()).is_empty());
@@ -155,7 +255,7 @@ fn a_piece_cancelled_in_endgame_is_stopped_without_blame() {
     // B's stream for `second` is under way when A delivers it.
     assert_eq!(
         h.core
-            .handle_piece_header(b, ChunkIndex(second), Duration::ZERO, h.now),
+            .handle_piece_header(b, ChunkIndex(second), 0, Duration::ZERO, h.now),
         PieceVerdict::Accept
     );
     h.deliver(a, first);
@@ -171,7 +271,7 @@ fn a_piece_cancelled_in_endgame_is_stopped_without_blame() {
     // the one of `second` at its end; nobody is blamed.
     assert_eq!(
         h.core
-            .handle_piece_header(b, ChunkIndex(first), Duration::ZERO, h.now),
+            .handle_piece_header(b, ChunkIndex(first), 0, Duration::ZERO, h.now),
         PieceVerdict::Stop
     );
     assert_eq!(
@@ -234,7 +334,7 @@ fn a_failed_write_ends_the_node_with_a_storage_failure() {
     let ([a, _], sent) = two_seeders(&mut h, 16);
     let (_, chunk) = *sent.iter().find(|(l, _)| *l == a).unwrap();
     h.core
-        .handle_piece_header(a, ChunkIndex(chunk), Duration::ZERO, h.now);
+        .handle_piece_header(a, ChunkIndex(chunk), 0, Duration::ZERO, h.now);
     h.core.handle_piece_arrived(a, ChunkIndex(chunk), h.now);
     h.core.handle_verified(
         a,

@@ -30,7 +30,10 @@ fn upload_starts(h: &mut Harness, from: u64, steps: u64) -> Vec<(u64, Option<u64
     for step in 0..=steps {
         h.advance(from + step * 100);
         for action in h.take() {
-            if let Action::Upload { link, chunk, pace } = action {
+            if let Action::Upload {
+                link, chunk, pace, ..
+            } = action
+            {
                 starts.push((h.elapsed(h.now), pace));
                 sent(h, link, chunk.0);
             }

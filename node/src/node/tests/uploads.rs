@@ -318,7 +318,10 @@ fn uploads_wait_for_the_rate_cap_and_carry_their_pace() {
     for step in 0..=120u64 {
         h.advance(step * 100);
         for action in h.take() {
-            if let Action::Upload { link, chunk, pace } = action {
+            if let Action::Upload {
+                link, chunk, pace, ..
+            } = action
+            {
                 assert_eq!(pace, Some(rate));
                 sent(&mut h, link, chunk.0);
             }
@@ -1142,4 +1145,48 @@ fn a_seeder_that_served_one_plain_fetch_serves_the_next_at_full_width() {
         [(next, 0), (next, 1)],
         "both at once, while the first fetch is still linked"
     );
+}
+
+/// The uploads started among `actions`: chunk and first byte.
+fn started_from(actions: &[Action]) -> Vec<(u32, u32)> {
+    actions
+        .iter()
+        .filter_map(|action| match action {
+            Action::Upload { chunk, from, .. } => Some((chunk.0, *from)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_request_from_an_offset_is_served_from_there_and_forgotten_with_its_request() {
+    let mut h = Harness::new(Kind::Seeder, 16, two_slots());
+    let a = h.connect_in(&fetcher(1, 16));
+    let from = |chunk, from| Message::RequestFrom {
+        chunk: ChunkIndex(chunk),
+        from,
+    };
+    // Two slots: chunks 0 and 1 start, chunk 2 from byte 1000 and chunk 3
+    // from byte 7 wait.
+    request(&mut h, a, &[0, 1]);
+    h.core.handle_message(a, from(2, 1000), h.now);
+    h.core.handle_message(a, from(3, 7), h.now);
+    assert_eq!(started_from(&h.take()), [(0, 0), (1, 0)]);
+    // Chunk 3's RequestFrom is withdrawn and asked for whole instead.
+    h.core.handle_message(
+        a,
+        Message::Cancel {
+            chunk: ChunkIndex(3),
+        },
+        h.now,
+    );
+    request(&mut h, a, &[3]);
+    sent(&mut h, a, 0);
+    sent(&mut h, a, 1);
+    assert_eq!(started_from(&h.take()), [(2, 1000), (3, 0)]);
+    // Sent once from an offset, asked for whole later: whole.
+    sent(&mut h, a, 2);
+    request(&mut h, a, &[2]);
+    sent(&mut h, a, 3);
+    assert_eq!(started_from(&h.take()), [(2, 0)]);
 }
