@@ -440,10 +440,14 @@ impl NodeCore {
         quiet: Duration,
         now: Instant,
     ) -> PieceVerdict {
-        let asked = self
-            .peer(link)
-            .and_then(|peer| peer.asked_from.get(&chunk.0).copied());
-        if from > 0 && asked.is_none() {
+        let (asked, ever) = self.peer(link).map_or((None, false), |peer| {
+            let asked = peer.asked_from.get(&chunk.0).copied();
+            (asked, peer.ever_asked_from.contains(&chunk.0))
+        });
+        // A PieceFrom of a chunk never asked for from an offset; one that
+        // crossed a later request (a Cancel, then the chunk asked for
+        // whole) is stopped below without blame.
+        if from > 0 && !ever {
             self.close_peer(
                 link,
                 GoodbyeReason::ProtocolViolation,
@@ -557,8 +561,23 @@ impl NodeCore {
         outcome: VerifyOutcome,
         now: Instant,
     ) {
+        self.handle_verified_from(link, chunk, 0, outcome, now);
+    }
+
+    /// [`Self::handle_verified`] for a piece whose stream carried the
+    /// chunk from byte `from` on (a PieceFrom): the start held here was
+    /// joined to it, and only the rest is the peer's.
+    pub fn handle_verified_from(
+        &mut self,
+        link: LinkId,
+        chunk: ChunkIndex,
+        from: u32,
+        outcome: VerifyOutcome,
+        now: Instant,
+    ) {
         if let Some(peer) = self.peer_mut(link) {
             peer.arriving.remove(&chunk.0);
+            peer.asked_from.remove(&chunk.0);
         }
         if self.ended {
             // Stored after the last checkpoint: the journal holds it.
@@ -567,7 +586,7 @@ impl NodeCore {
         if let Some(download) = &mut self.download {
             download.verifying = download.verifying.saturating_sub(1);
         }
-        self.verified_outcome(link, chunk, outcome, now);
+        self.verified_outcome(link, chunk, from, outcome, now);
         self.after_verification(now);
     }
 
@@ -587,12 +606,13 @@ impl NodeCore {
         &mut self,
         link: LinkId,
         chunk: ChunkIndex,
+        from: u32,
         outcome: VerifyOutcome,
         now: Instant,
     ) {
         match outcome {
-            VerifyOutcome::Stored => self.chunk_stored(link, chunk, now),
-            VerifyOutcome::Bad(_) if self.joined_here(link, chunk) => {
+            VerifyOutcome::Stored => self.chunk_stored(link, chunk, from, now),
+            VerifyOutcome::Bad(_) if from > 0 => {
                 // The start held here and the rest from the peer did not
                 // make the chunk: the start is what may be wrong (an older
                 // version whose part changed, not grew), so nobody is
@@ -600,9 +620,6 @@ impl NodeCore {
                 if let Some(download) = &mut self.download {
                     download.prefixes.remove(&chunk.0);
                     download.downloader.on_chunk_lost(link, chunk.0, now);
-                }
-                if let Some(peer) = self.peer_mut(link) {
-                    peer.asked_from.remove(&chunk.0);
                 }
                 self.drain_download(now);
             }
@@ -636,19 +653,17 @@ impl NodeCore {
         }
     }
 
-    /// Whether the chunk `link` delivered was joined from a start held here
-    /// and the rest from the peer (a RequestFrom's answer).
-    fn joined_here(&self, link: LinkId, chunk: ChunkIndex) -> bool {
-        self.peer(link)
-            .is_some_and(|peer| peer.asked_from.contains_key(&chunk.0))
-    }
-
-    pub(super) fn chunk_stored(&mut self, link: LinkId, chunk: ChunkIndex, now: Instant) {
-        // What the peer sent: the chunk, or its rest after a start held here.
-        let held = self
-            .peer_mut(link)
-            .and_then(|peer| peer.asked_from.remove(&chunk.0))
-            .map_or(0, u64::from);
+    /// `chunk` from `link` is verified and written; `held`: the bytes of
+    /// its start held here (0 for a whole piece), which the peer did not
+    /// send.
+    pub(super) fn chunk_stored(
+        &mut self,
+        link: LinkId,
+        chunk: ChunkIndex,
+        held: u32,
+        now: Instant,
+    ) {
+        let held = u64::from(held);
         let Some(download) = &mut self.download else {
             return;
         };
@@ -1034,6 +1049,7 @@ impl NodeCore {
                         if held > 0 && p.control.version() >= minimodel_wire::FROM_VERSION {
                             from = held;
                             p.asked_from.insert(chunk, from);
+                            p.ever_asked_from.insert(chunk);
                         } else {
                             p.asked_from.remove(&chunk);
                         }

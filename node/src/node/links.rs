@@ -951,6 +951,7 @@ impl NodeCore {
             arriving: Default::default(),
             ever_requested: HaveBitfield::new(count),
             asked_from: std::collections::BTreeMap::new(),
+            ever_asked_from: Default::default(),
             receive_window: 0,
             told: Default::default(),
             exchange_budget: exchange_budget(&self.config, now),

@@ -274,7 +274,7 @@ impl NodeCore {
         if stored {
             // Stored, though its mirror left: the download counts it as
             // it would a late copy (no source to credit).
-            self.chunk_stored(LinkId(0), chunk, now);
+            self.chunk_stored(LinkId(0), chunk, 0, now);
         }
         self.after_verification(now);
     }

@@ -298,6 +298,9 @@ struct Peer {
     /// The chunks last requested from it from an offset on (RequestFrom,
     /// v3), with the offset: a chunk not here was asked for whole.
     asked_from: BTreeMap<u32, u32>,
+    /// Chunks ever requested from it from an offset (a PieceFrom for any
+    /// other is a violation); at most the download's held starts.
+    ever_asked_from: BTreeSet<u32>,
     /// The most bytes of ours it may send before we read them that we
     /// asked the transport for ([`Action::ReceiveWindow`]); 0: none asked.
     receive_window: u64,

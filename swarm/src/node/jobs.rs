@@ -30,6 +30,8 @@ pub(crate) enum JobDone {
     Verified {
         link: LinkId,
         chunk: ChunkIndex,
+        /// The first byte the piece stream carried (a PieceFrom's).
+        from: u32,
         outcome: VerifyOutcome,
     },
     /// A chunk's check ended with no verdict (its worker panicked): the
@@ -187,13 +189,13 @@ pub(super) fn verify(node: &mut Node, link: LinkId, piece: ArrivedPiece) {
             return;
         };
         let chunk = piece.chunk;
+        let from = piece.from;
         let done = tokio::task::spawn_blocking(move || {
             let proof = piece.proof;
-            let from = piece.from;
             // After a PieceFrom, the start held here comes first. One that
             // cannot be read, or is of another length, leaves the chunk
-            // short: it fails its check, which blames nobody when the
-            // core asked for it from an offset.
+            // short: it fails its check, which blames nobody (the core
+            // hears that the piece carried the chunk from an offset).
             let data = if from > 0 {
                 let mut joined = ChunkData::new();
                 let start = partial
@@ -232,6 +234,7 @@ pub(super) fn verify(node: &mut Node, link: LinkId, piece: ArrivedPiece) {
             Ok(outcome) => JobDone::Verified {
                 link,
                 chunk,
+                from,
                 outcome,
             },
             Err(_) => JobDone::CheckLost { link, chunk },
@@ -452,8 +455,11 @@ pub(super) fn on_done(node: &mut Node, done: JobDone, now: Instant) {
         JobDone::Verified {
             link,
             chunk,
+            from,
             outcome,
-        } => node.core.handle_verified(link, chunk, outcome, now),
+        } => node
+            .core
+            .handle_verified_from(link, chunk, from, outcome, now),
         JobDone::CheckLost { link, chunk } => {
             let end = minimodel_node::node::PieceEnd::Reset;
             node.core.handle_piece_failed(link, Some(chunk), end, now);

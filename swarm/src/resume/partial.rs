@@ -466,7 +466,7 @@ impl PartialDownload {
 
     /// [`Self::store_verified`] for a chunk joined from a start held here
     /// (`held` bytes, [`Self::held_start`]) and the rest from a peer: the
-    /// start counts as reused bytes, not fetched ones.
+    /// start's bytes do not count as fetched.
     pub fn store_joined(
         &self,
         chunk: &VerifiedChunk,

@@ -158,9 +158,10 @@ fn a_chunk_joined_from_a_start_held_here_that_fails_blames_nobody_and_is_asked_w
         h.core.handle_piece_arrived(a, chunk, h.now),
         PieceVerdict::Accept
     );
-    h.core.handle_verified(
+    h.core.handle_verified_from(
         a,
         chunk,
+        1000,
         VerifyOutcome::Bad(minimodel_verifier::chunk::ChunkError::Proof(
             minimodel_verifier::merkle::ProofError::RootMismatch { index: 5 },
         )),
@@ -171,6 +172,15 @@ fn a_chunk_joined_from_a_start_held_here_that_fails_blames_nobody_and_is_asked_w
     assert!(h.is_connected(a));
     assert_eq!(h.core.book.banned_count(), 0);
     assert_eq!(requests(&actions), [(a, 5)], "asked for whole now");
+    // A rest sent before the whole chunk was asked for (it crossed) is
+    // stopped, not a violation.
+    assert_eq!(
+        h.core
+            .handle_piece_header(a, chunk, 1000, Duration::ZERO, h.now),
+        PieceVerdict::Stop
+    );
+    assert!(closes(&h.take()).is_empty());
+    assert!(h.is_connected(a));
     // Whole, and bad: that is the peer's.
     h.deliver_bad(a, 5);
     assert_eq!(h.core.book.banned_count(), 1);
