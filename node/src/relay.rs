@@ -14,7 +14,10 @@
 //! ([`RelayCore::handle_datagram`]): only from one end of a channel to the
 //! other, within the pair's rate ([`RelayConfig::pair_rate`]) and its
 //! bytes for the hour ([`RelayConfig::pair_bytes_per_hour`]). The driver
-//! moves packets and keeps the connections; it decides nothing.
+//! moves packets and keeps the connections; it decides nothing: not even
+//! when a node that does not read its control stream goes
+//! ([`RelayCore::handle_written`]), nor when a connection that is being
+//! closed has waited long enough ([`CLOSE_GRACE`]).
 //!
 //! It is shared among hosts, not identities: a peer id costs nothing to
 //! make, so every limit on what one source may hold counts by its network
@@ -31,9 +34,11 @@
 //!   proxy and no amplifier;
 //! - what it holds is bounded whatever arrives: connections (handshakes,
 //!   connections not registered yet, registrations), channels, the pairs'
-//!   hourly counts, and the
+//!   hourly counts, the
 //!   messages it queues (at most one answer per message received, and
-//!   [`MAX_QUEUED`] in all; the driver takes them after every input);
+//!   [`MAX_QUEUED`] in all; the driver takes them after every input), and
+//!   the frames waiting to be written to each connection (at most
+//!   [`OUTBOX_FRAMES`], none waiting longer than [`WRITE_STALL`]);
 //! - no network holds more than its share: at most
 //!   [`RelayConfig::max_handshakes_per_network`] handshakes,
 //!   [`RelayConfig::max_unregistered_per_network`] connections not
@@ -185,6 +190,24 @@ impl RelayConfig {
 /// Most messages the relay queues before the driver takes them.
 pub const MAX_QUEUED: usize = 4096;
 
+/// Frames handed to the driver for one connection and not written yet,
+/// at most: a node that does not read its control stream is closed
+/// ([`RelayAction::Abort`]) rather than sent one more.
+pub const OUTBOX_FRAMES: usize = 64;
+
+/// How long one frame may wait to be written, for the node's flow control
+/// credit: a node that gives none for this long does not read, and is
+/// closed whether or not frames pile up behind the one that waits (a
+/// connection's driver that waits to write reads nothing more from the
+/// node, so it may never be sent enough to fill [`OUTBOX_FRAMES`]).
+pub const WRITE_STALL: Duration = Duration::from_secs(5);
+
+/// How long a connection the relay closes ([`RelayAction::Close`]) has to
+/// write what waits for it (a refusal, say) before it is closed whatever
+/// it waits for ([`RelayAction::Abort`]): the driver's writes may wait for
+/// flow control credit that a node that does not read never gives.
+pub const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
 /// Pairs whose hourly bytes are remembered, per pair the relay carries.
 const HOURS_PER_PAIR: usize = 4;
 
@@ -270,8 +293,19 @@ pub enum RelayAction {
         /// What.
         message: RelayMessage,
     },
-    /// Close a connection (after what was sent on it goes out).
+    /// Close a connection (after what was sent on it goes out). Unless
+    /// its end is reported ([`RelayCore::handle_closed`]) within
+    /// [`CLOSE_GRACE`], an [`RelayAction::Abort`] follows.
     Close {
+        /// Which.
+        conn: ConnId,
+        /// Why, for the close frame and the log.
+        reason: &'static str,
+    },
+    /// Close a connection at once, whatever waits to be written on it: it
+    /// does not read what the relay sends, or a close took longer than
+    /// [`CLOSE_GRACE`].
+    Abort {
         /// Which.
         conn: ConnId,
         /// Why, for the close frame and the log.
@@ -371,6 +405,12 @@ struct Conn {
     /// It was last told RateLimited then (it is told once a second at
     /// most; what it asks beyond that is dropped unanswered).
     told_limited: Option<Instant>,
+    /// Frames sent to it that the driver has not written yet
+    /// ([`RelayCore::handle_written`]).
+    unwritten: usize,
+    /// Since when the frame written next has waited (sent then, or the
+    /// one before it was written then); none while nothing waits.
+    waiting_since: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -423,6 +463,9 @@ pub struct RelayCore {
     actions: VecDeque<RelayAction>,
     reports: VecDeque<RelayReport>,
     counts: RelayCounts,
+    /// Connections told to close whose end has not been reported yet:
+    /// when each is aborted, and why it was closed.
+    closing: HashMap<ConnId, (Instant, &'static str)>,
 }
 
 /// What one network holds.
@@ -464,6 +507,7 @@ impl RelayCore {
             actions: VecDeque::new(),
             reports: VecDeque::new(),
             counts: RelayCounts::default(),
+            closing: HashMap::new(),
         })
     }
 
@@ -533,8 +577,56 @@ impl RelayCore {
         }
     }
 
-    fn send(&mut self, conn: ConnId, message: RelayMessage) {
-        self.queue(RelayAction::Send { conn, message });
+    /// Sends `message` to `conn`, if it is up: one frame more waiting to
+    /// be written, or, with [`OUTBOX_FRAMES`] waiting already, the end of
+    /// a node that does not read.
+    fn send(&mut self, conn: ConnId, message: RelayMessage, now: Instant) {
+        self.send_frame(conn, message, now, true);
+    }
+
+    /// [`Self::send`], within [`MAX_QUEUED`] actions queued when
+    /// `bounded`.
+    fn send_frame(&mut self, conn: ConnId, message: RelayMessage, now: Instant, bounded: bool) {
+        let Some(this) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if this.unwritten >= OUTBOX_FRAMES {
+            self.abort(conn, "not reading", now);
+            return;
+        }
+        if bounded && self.actions.len() >= MAX_QUEUED {
+            return;
+        }
+        this.unwritten += 1;
+        this.waiting_since.get_or_insert(now);
+        self.actions.push_back(RelayAction::Send { conn, message });
+    }
+
+    /// The driver wrote one more of the frames sent to `conn` (handed it
+    /// to the connection's stream, within the node's flow control
+    /// credit). Frames wait in order: the next one's wait starts now.
+    pub fn handle_written(&mut self, conn: ConnId, now: Instant) {
+        let Some(this) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        this.unwritten = this.unwritten.saturating_sub(1);
+        this.waiting_since = (this.unwritten > 0).then_some(now);
+    }
+
+    /// Tells the driver to close `conn` once what waits for it is written,
+    /// and forgets it; it is aborted if its end is not reported within
+    /// [`CLOSE_GRACE`].
+    fn close_conn(&mut self, conn: ConnId, reason: &'static str, now: Instant) {
+        self.queue(RelayAction::Close { conn, reason });
+        self.forget(conn, now);
+        self.closing.insert(conn, (now + CLOSE_GRACE, reason));
+    }
+
+    /// Tells the driver to close `conn` at once, and forgets it.
+    fn abort(&mut self, conn: ConnId, reason: &'static str, now: Instant) {
+        self.closing.remove(&conn);
+        self.queue(RelayAction::Abort { conn, reason });
+        self.forget(conn, now);
     }
 
     /// The first packet of a new connection from `from` (`validated`: its
@@ -609,10 +701,7 @@ impl RelayCore {
         };
         if let Some(limit) = refusal {
             self.count_refusal(limit);
-            self.queue(RelayAction::Close {
-                conn,
-                reason: "too many connections that have not registered",
-            });
+            self.close_conn(conn, "too many connections that have not registered", now);
             return;
         }
         self.hold(network, |held| held.unregistered += 1);
@@ -627,6 +716,8 @@ impl RelayCore {
                 registration: None,
                 introductions: TokenBucket::new(rate.div_ceil(60).max(1), rate, now),
                 told_limited: None,
+                unwritten: 0,
+                waiting_since: None,
             },
         );
     }
@@ -644,13 +735,19 @@ impl RelayCore {
             RelayMessage::Introduce { peer } => self.introduce(conn, peer, now),
             other => {
                 let _ = other;
-                self.close(conn, "a message a node does not send", now);
+                self.close_conn(conn, "a message a node does not send", now);
             }
         }
     }
 
     /// The connection `conn` ended (either side closed it, or it was lost).
-    pub fn handle_closed(&mut self, conn: ConnId, _now: Instant) {
+    pub fn handle_closed(&mut self, conn: ConnId, now: Instant) {
+        self.closing.remove(&conn);
+        self.forget(conn, now);
+    }
+
+    /// Forgets `conn`: what it held, its registration and its channels.
+    fn forget(&mut self, conn: ConnId, now: Instant) {
         if let Some(network) = self.handshakes.remove(&conn) {
             self.hold(network, |held| held.handshakes -= 1);
         }
@@ -670,15 +767,10 @@ impl RelayCore {
                 self.by_addr.remove(&gone.remote);
             }
             for channel in registration.channels {
-                self.end_channel(channel, ChannelEnd::PeerGone);
+                self.end_channel(channel, ChannelEnd::PeerGone, now);
             }
             self.report(RelayReport::Left { peer: gone.peer });
         }
-    }
-
-    fn close(&mut self, conn: ConnId, reason: &'static str, now: Instant) {
-        self.queue(RelayAction::Close { conn, reason });
-        self.handle_closed(conn, now);
     }
 
     fn register(
@@ -737,13 +829,13 @@ impl RelayCore {
         };
         if let Some((reason, limit)) = refusal {
             self.count_refusal(limit);
-            self.send(conn, RelayMessage::RegisterRefused { reason });
+            self.send(conn, RelayMessage::RegisterRefused { reason }, now);
             self.report(RelayReport::RegisterRefused {
                 peer,
                 addr: remote,
                 reason: reason.to_string(),
             });
-            self.close(conn, "registration refused", now);
+            self.close_conn(conn, "registration refused", now);
             return;
         }
         // The same node again (restarted, or from another socket): the
@@ -751,12 +843,12 @@ impl RelayCore {
         if let Some(&older) = self.by_peer.get(&peer)
             && older != conn
         {
-            self.close(older, "registered again elsewhere", now);
+            self.close_conn(older, "registered again elsewhere", now);
         }
         if let Some(&older) = self.by_addr.get(&remote)
             && older != conn
         {
-            self.close(older, "another node at the same address", now);
+            self.close_conn(older, "another node at the same address", now);
         }
         if let Some(this) = self.conns.get_mut(&conn) {
             this.registration = Some(Registration {
@@ -778,6 +870,7 @@ impl RelayCore {
                 observed: remote,
                 limits,
             },
+            now,
         );
         self.report(RelayReport::Registered { peer, addr: remote });
     }
@@ -820,7 +913,7 @@ impl RelayCore {
         };
         if asker.registration.is_none() {
             // Not registered: nothing is introduced to it, or for it.
-            self.close(conn, "introduction asked before registering", now);
+            self.close_conn(conn, "introduction asked before registering", now);
             return;
         }
         let asker_peer = asker.peer;
@@ -833,22 +926,22 @@ impl RelayCore {
                 if let Some(asker) = self.conns.get_mut(&conn) {
                     asker.told_limited = Some(now);
                 }
-                self.refuse_introduction(conn, target, IntroduceRefusal::RateLimited);
+                self.refuse_introduction(conn, target, IntroduceRefusal::RateLimited, now);
             }
             return;
         }
         if target == asker_peer {
-            self.refuse_introduction(conn, target, IntroduceRefusal::NoSelf);
+            self.refuse_introduction(conn, target, IntroduceRefusal::NoSelf, now);
             return;
         }
         let Some(&other) = self.by_peer.get(&target) else {
-            self.refuse_introduction(conn, target, IntroduceRefusal::NotRegistered);
+            self.refuse_introduction(conn, target, IntroduceRefusal::NotRegistered, now);
             return;
         };
         let pair = pair_of(asker_peer, target);
         if self.hour_used(pair, now) {
             self.count_refusal(RelayRefusal::PairHour);
-            self.refuse_introduction(conn, target, IntroduceRefusal::HourUsed);
+            self.refuse_introduction(conn, target, IntroduceRefusal::HourUsed, now);
             return;
         }
         let channel = match self.pairs.get(&pair).copied() {
@@ -856,7 +949,7 @@ impl RelayCore {
             _ => {
                 if let Some((reason, limit)) = self.pair_refusal(conn, other) {
                     self.count_refusal(limit);
-                    self.refuse_introduction(conn, target, reason);
+                    self.refuse_introduction(conn, target, reason, now);
                     return;
                 }
                 self.open_channel(conn, other, pair, now)
@@ -876,6 +969,7 @@ impl RelayCore {
                 channel,
                 role: ConnectRole::Dial,
             },
+            now,
         );
         self.send(
             other,
@@ -885,6 +979,7 @@ impl RelayCore {
                 channel,
                 role: ConnectRole::Open,
             },
+            now,
         );
         self.counts.introduced += 1;
         self.report(RelayReport::Introduced {
@@ -918,9 +1013,15 @@ impl RelayCore {
         None
     }
 
-    fn refuse_introduction(&mut self, conn: ConnId, peer: PeerId, reason: IntroduceRefusal) {
+    fn refuse_introduction(
+        &mut self,
+        conn: ConnId,
+        peer: PeerId,
+        reason: IntroduceRefusal,
+        now: Instant,
+    ) {
         self.counts.introductions_refused += 1;
-        self.send(conn, RelayMessage::IntroduceFailed { peer, reason });
+        self.send(conn, RelayMessage::IntroduceFailed { peer, reason }, now);
     }
 
     fn open_channel(&mut self, a: ConnId, b: ConnId, pair: (PeerId, PeerId), now: Instant) -> u64 {
@@ -970,7 +1071,7 @@ impl RelayCore {
         channel
     }
 
-    fn end_channel(&mut self, channel: u64, reason: ChannelEnd) {
+    fn end_channel(&mut self, channel: u64, reason: ChannelEnd, now: Instant) {
         let Some(gone) = self.channels.remove(&channel) else {
             return;
         };
@@ -988,10 +1089,14 @@ impl RelayCore {
                 .and_then(|c| c.registration.as_mut())
             {
                 registration.channels.remove(&channel);
-                self.actions.push_back(RelayAction::Send {
+                // Told whatever else is queued: a channel's end is one
+                // notice to each of its two nodes.
+                self.send_frame(
                     conn,
-                    message: RelayMessage::ChannelClosed { channel, reason },
-                });
+                    RelayMessage::ChannelClosed { channel, reason },
+                    now,
+                    false,
+                );
             }
         }
         self.report(RelayReport::ChannelClosed {
@@ -1065,7 +1170,7 @@ impl RelayCore {
             self.forget_old_hours(now);
         }
         if used {
-            self.end_channel(channel, ChannelEnd::HourUsed);
+            self.end_channel(channel, ChannelEnd::HourUsed, now);
             return Forward::Drop(DropReason::HourUsed);
         }
         Forward::To(to)
@@ -1126,12 +1231,38 @@ impl RelayCore {
             .channels
             .values()
             .map(|channel| channel.last_used + self.config.channel_idle);
-        registering.chain(idle).min()
+        let stalled = self
+            .conns
+            .values()
+            .filter_map(|conn| conn.waiting_since)
+            .map(|since| since + WRITE_STALL);
+        let closing = self.closing.values().map(|(at, _)| *at);
+        registering.chain(idle).chain(stalled).chain(closing).min()
     }
 
-    /// Closes connections that did not register in time and ends idle
+    /// Closes connections that did not register in time, aborts those
+    /// whose next frame waited [`WRITE_STALL`] to be written and those
+    /// closed [`CLOSE_GRACE`] ago that have not ended, and ends idle
     /// channels.
     pub fn handle_timeout(&mut self, now: Instant) {
+        let stalled: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, conn)| conn.waiting_since.is_some_and(|at| now >= at + WRITE_STALL))
+            .map(|(id, _)| *id)
+            .collect();
+        for conn in stalled {
+            self.abort(conn, "not reading", now);
+        }
+        let overdue: Vec<(ConnId, &'static str)> = self
+            .closing
+            .iter()
+            .filter(|(_, (at, _))| now >= *at)
+            .map(|(conn, (_, reason))| (*conn, *reason))
+            .collect();
+        for (conn, reason) in overdue {
+            self.abort(conn, reason, now);
+        }
         let late: Vec<ConnId> = self
             .conns
             .iter()
@@ -1141,7 +1272,7 @@ impl RelayCore {
             .map(|(id, _)| *id)
             .collect();
         for conn in late {
-            self.close(conn, "did not register in time", now);
+            self.close_conn(conn, "did not register in time", now);
         }
         let idle: Vec<u64> = self
             .channels
@@ -1150,7 +1281,7 @@ impl RelayCore {
             .map(|(id, _)| *id)
             .collect();
         for channel in idle {
-            self.end_channel(channel, ChannelEnd::Idle);
+            self.end_channel(channel, ChannelEnd::Idle, now);
         }
     }
 }

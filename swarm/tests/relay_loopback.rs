@@ -358,17 +358,21 @@ async fn two_hundred_registrations_and_a_flood_of_introductions_stay_within_the_
 /// gives it up, and closes its QUIC connection too. Left open, its task
 /// waited for credit the node never gave, the connection counted against
 /// no limit, and one host could pile such connections up.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_that_does_not_read_what_the_relay_sends_is_closed_whole() {
+/// A node that never reads what the relay sends, and the stream it writes
+/// its messages on.
+struct NotReading {
+    _endpoint: quinn::Endpoint,
+    connection: quinn::Connection,
+    send: quinn::SendStream,
+    /// The receiving half, kept and never read.
+    _unread: quinn::RecvStream,
+}
+
+/// A node connected to `relay` with receive windows of about three of the
+/// relay's answers, its Register written, that reads nothing.
+async fn register_not_reading(relay: &RelayAddr) -> NotReading {
     use minimodel_wire::relay::RelayMessage;
-    let config = RelayConfig {
-        introductions_per_minute: 100_000,
-        ..RelayConfig::default()
-    };
-    let (relay, counter) = relay(config).await;
     let identity = Arc::new(Identity::generate().unwrap());
-    // A receive window of about three answers: the relay's writes wait
-    // at once, and 64 more are queued from the first 68 it reads.
     let tuning = TransportTuning {
         stream_receive_window: 128,
         connection_receive_window: 256,
@@ -379,14 +383,33 @@ async fn a_node_that_does_not_read_what_the_relay_sends_is_closed_whole() {
         transport::connect_relay(&endpoint, relay.addr, relay.id, &identity, &tuning)
             .await
             .unwrap();
-    // The receiving half is kept, and never read.
-    let (mut send, _unread) = connection.open_bi().await.unwrap();
+    let (mut send, unread) = connection.open_bi().await.unwrap();
     let register = RelayMessage::Register {
         agent: "test/1".into(),
         addrs: Vec::new(),
         mapping: MappingKind::Unknown,
     };
     send.write_all(&register.encode().unwrap()).await.unwrap();
+    NotReading {
+        _endpoint: endpoint,
+        connection,
+        send,
+        _unread: unread,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_does_not_read_what_the_relay_sends_is_closed_whole() {
+    use minimodel_wire::relay::RelayMessage;
+    let config = RelayConfig {
+        introductions_per_minute: 100_000,
+        ..RelayConfig::default()
+    };
+    let (relay, counter) = relay(config).await;
+    // The relay's writes wait at once, and 64 more are queued from the
+    // first 68 it reads.
+    let unread = register_not_reading(&relay).await;
+    let (connection, mut send) = (&unread.connection, unread.send);
     // Peers nobody registered: each introduction is answered, refused.
     for n in 0..400u32 {
         let mut key = [0u8; 32];
@@ -422,24 +445,8 @@ async fn a_node_that_does_not_read_what_the_relay_sends_is_closed_whole() {
 async fn a_node_that_reads_nothing_is_closed_when_one_answer_waits_too_long() {
     use minimodel_wire::relay::RelayMessage;
     let (relay, counter) = relay(RelayConfig::default()).await;
-    let identity = Arc::new(Identity::generate().unwrap());
-    let tuning = TransportTuning {
-        stream_receive_window: 128,
-        connection_receive_window: 256,
-        ..TransportTuning::default()
-    };
-    let (endpoint, _paths) = bind_endpoint_with_paths(loopback(), &identity, &tuning).unwrap();
-    let (connection, _) =
-        transport::connect_relay(&endpoint, relay.addr, relay.id, &identity, &tuning)
-            .await
-            .unwrap();
-    let (mut send, _unread) = connection.open_bi().await.unwrap();
-    let register = RelayMessage::Register {
-        agent: "test/1".into(),
-        addrs: Vec::new(),
-        mapping: MappingKind::Unknown,
-    };
-    send.write_all(&register.encode().unwrap()).await.unwrap();
+    let unread = register_not_reading(&relay).await;
+    let (connection, mut send) = (&unread.connection, unread.send);
     // Eight introductions of nobody: eight refusals and the registration's
     // answer, far fewer than the 64 the relay would queue.
     for n in 0..8u32 {

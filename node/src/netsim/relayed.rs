@@ -79,8 +79,13 @@ impl Sim {
             .as_mut()
             .and_then(|c| c.poll_action())
         {
+            let now = self.instant();
+            let core = self.nodes[relay].relay.as_mut().expect("a relay");
             match action {
                 crate::relay::RelayAction::Send { conn, message } => {
+                    // Every simulated node reads its control stream: the
+                    // frame is written at once.
+                    core.handle_written(conn, now);
                     let Some(&node) = self.relay_conns.get(&(relay, conn)) else {
                         continue;
                     };
@@ -96,7 +101,9 @@ impl Sim {
                     }
                     self.push(at, Event::FromRelay(node, relay, message));
                 }
-                crate::relay::RelayAction::Close { conn, .. } => {
+                crate::relay::RelayAction::Close { conn, .. }
+                | crate::relay::RelayAction::Abort { conn, .. } => {
+                    core.handle_closed(conn, now);
                     if let Some(node) = self.relay_conns.remove(&(relay, conn)) {
                         self.relay_conn_of.remove(&(relay, node));
                     }

@@ -23,6 +23,10 @@ struct Relay {
     now: Instant,
     sent: Vec<(ConnId, RelayMessage)>,
     closed: Vec<(ConnId, &'static str)>,
+    aborted: Vec<(ConnId, &'static str)>,
+    /// Connections whose node reads nothing: the driver writes none of
+    /// their frames, and their closes do not end.
+    not_reading: BTreeSet<ConnId>,
 }
 
 impl Relay {
@@ -32,14 +36,33 @@ impl Relay {
             now: Instant::now(),
             sent: Vec::new(),
             closed: Vec::new(),
+            aborted: Vec::new(),
+            not_reading: BTreeSet::new(),
         }
     }
 
+    /// Carries out what the relay decided, as a driver would: a frame to
+    /// a node that reads is written at once, a closed connection ends at
+    /// once (one whose node reads nothing: neither).
     fn drain(&mut self) {
         while let Some(action) = self.core.poll_action() {
             match action {
-                RelayAction::Send { conn, message } => self.sent.push((conn, message)),
-                RelayAction::Close { conn, reason } => self.closed.push((conn, reason)),
+                RelayAction::Send { conn, message } => {
+                    self.sent.push((conn, message));
+                    if !self.not_reading.contains(&conn) {
+                        self.core.handle_written(conn, self.now);
+                    }
+                }
+                RelayAction::Close { conn, reason } => {
+                    self.closed.push((conn, reason));
+                    if !self.not_reading.contains(&conn) {
+                        self.core.handle_closed(conn, self.now);
+                    }
+                }
+                RelayAction::Abort { conn, reason } => {
+                    self.aborted.push((conn, reason));
+                    self.core.handle_closed(conn, self.now);
+                }
             }
         }
     }
@@ -754,5 +777,109 @@ fn one_networks_nodes_hold_at_most_its_share_of_the_pairs() {
     // A pair that ends gives its network's place back.
     relay.advance(Duration::from_secs(61));
     assert_eq!(relay.core.held(flood_network).pairs, 0);
+    relay.core.check_held();
+}
+
+/// A node connected, then made to read nothing: the driver writes none of
+/// its frames.
+fn connect_not_reading(relay: &mut Relay, n: u32) -> ConnId {
+    let conn = relay.connect(n);
+    relay.not_reading.insert(conn);
+    conn
+}
+
+#[test]
+fn a_node_whose_frame_waits_the_write_stall_is_aborted_and_forgotten() {
+    let mut relay = Relay::new(RelayConfig::default());
+    let conn = connect_not_reading(&mut relay, 1);
+    let registered_at = relay.now;
+    relay.register_conn(conn);
+    assert_eq!(relay.registered(conn), None);
+    assert_eq!(relay.core.counts().registrations, 1);
+    // Its Registered waits; the relay wakes when it has waited too long.
+    assert_eq!(relay.core.poll_timeout(), Some(registered_at + WRITE_STALL));
+    relay.advance(WRITE_STALL - Duration::from_millis(1));
+    assert!(relay.aborted.is_empty(), "{:?}", relay.aborted);
+    relay.advance(Duration::from_millis(1));
+    assert_eq!(relay.aborted, [(conn, "not reading")]);
+    assert!(relay.closed.is_empty(), "{:?}", relay.closed);
+    // Gone: its registration too, and another node may take its place.
+    assert_eq!(relay.core.counts().registrations, 0);
+    relay.core.check_held();
+    let again = relay.register(1);
+    assert_eq!(relay.registered(again), None);
+}
+
+#[test]
+fn a_node_that_reads_slowly_is_kept_while_each_frame_waits_less_than_the_stall() {
+    let mut relay = Relay::new(RelayConfig::default());
+    let slow = connect_not_reading(&mut relay, 1);
+    relay.register_conn(slow);
+    relay.register(2);
+    relay.register(3);
+    // Two introductions: two Connects wait behind its Registered.
+    relay.introduce(slow, 2);
+    relay.introduce(slow, 3);
+    assert_eq!(relay.to(slow).len(), 3);
+    // One frame written every 4 s: each next one has waited 4 s, less
+    // than the stall, although the first waited 12 s in all.
+    for _ in 0..3 {
+        relay.advance(Duration::from_secs(4));
+        relay.core.handle_written(slow, relay.now);
+    }
+    relay.advance(WRITE_STALL * 4);
+    assert!(relay.aborted.is_empty(), "{:?}", relay.aborted);
+    assert_eq!(relay.core.counts().registrations, 3);
+    // Nothing waits: nothing to wake for but the channels' idle time.
+    let channel_idle = RelayConfig::default().channel_idle;
+    assert!(
+        relay
+            .core
+            .poll_timeout()
+            .is_some_and(|at| at > relay.now + WRITE_STALL)
+    );
+    relay.advance(channel_idle);
+    // The channels' ends are two more frames for it, and they wait.
+    assert_eq!(relay.to(slow).len(), 2);
+    relay.advance(WRITE_STALL);
+    assert_eq!(relay.aborted, [(slow, "not reading")]);
+}
+
+#[test]
+fn a_node_that_reads_nothing_is_aborted_rather_than_sent_more_than_the_outbox() {
+    let mut relay = Relay::new(RelayConfig::default());
+    let conn = connect_not_reading(&mut relay, 1);
+    relay.register_conn(conn);
+    // Introductions to nodes that are not registered: each answered, at
+    // once, with a frame it does not read.
+    for target in 0..(OUTBOX_FRAMES as u32 + 8) {
+        relay.introduce(conn, 1000 + target);
+    }
+    assert_eq!(relay.to(conn).len(), OUTBOX_FRAMES);
+    assert_eq!(relay.aborted, [(conn, "not reading")]);
+    assert_eq!(relay.core.counts().registrations, 0);
+    relay.core.check_held();
+    // What it asks after that is not its own any more.
+    relay.introduce(conn, 2000);
+    assert!(relay.to(conn).is_empty());
+}
+
+#[test]
+fn a_closed_connection_that_does_not_end_within_the_grace_is_aborted() {
+    let mut relay = Relay::new(RelayConfig::default());
+    let stuck = connect_not_reading(&mut relay, 1);
+    let ends = relay.connect(2);
+    // Neither registers: both are closed in time.
+    relay.advance(RelayConfig::default().register_within);
+    assert_eq!(relay.closed.len(), 2, "{:?}", relay.closed);
+    assert!(relay.closed.contains(&(stuck, "did not register in time")));
+    assert!(relay.closed.contains(&(ends, "did not register in time")));
+    // The one whose close ends is forgotten; the other is aborted once
+    // its grace is over, with the same reason.
+    relay.advance(CLOSE_GRACE - Duration::from_millis(1));
+    assert!(relay.aborted.is_empty(), "{:?}", relay.aborted);
+    relay.advance(Duration::from_millis(1));
+    assert_eq!(relay.aborted, [(stuck, "did not register in time")]);
+    assert_eq!(relay.core.poll_timeout(), None);
     relay.core.check_held();
 }

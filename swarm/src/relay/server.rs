@@ -5,7 +5,10 @@
 //! One task owns the core's control side: it lets connections in (the
 //! core's handshake limits), hands each to a task of its own (TLS, the
 //! node's control stream, its frames in and out) and routes what the core
-//! says to the connections. The relay datagrams never reach quinn: the
+//! says to the connections. Each task tells the core when it has written
+//! a frame; the core decides when a node that does not read goes, and
+//! when a close has taken too long (`RelayAction::Abort`), and this task
+//! carries it out. The relay datagrams never reach quinn: the
 //! socket under the endpoint asks the core where each goes and sends it
 //! there ([`super::socket::RelaySocket`]).
 
@@ -17,8 +20,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use minimodel_node::relay::{
-    ConnId, RelayAction, RelayConfig, RelayConfigError, RelayCore, RelayCounts, RelayIncoming,
-    RelayReport,
+    ConnId, OUTBOX_FRAMES, RelayAction, RelayConfig, RelayConfigError, RelayCore, RelayCounts,
+    RelayIncoming, RelayReport,
 };
 use minimodel_wire::PeerId;
 use minimodel_wire::relay::{MAX_RELAY_FRAME, RELAY_FRAME_PREFIX, RelayMessage};
@@ -45,6 +48,8 @@ enum ConnEvent {
     Handshake(ConnId, Option<(PeerId, SocketAddr, Outbox)>),
     /// A message from the node.
     Message(ConnId, RelayMessage),
+    /// One more frame for the node was written to its control stream.
+    Written(ConnId),
     /// The connection ended.
     Closed(ConnId),
 }
@@ -55,22 +60,11 @@ enum Outgoing {
     Close(&'static str),
 }
 
-/// Frames a connection may have waiting to be written; a node that does
-/// not read its control stream is closed once it has more.
-const OUTBOX: usize = 64;
-
-/// How long a connection the core closes has to write what waits for it
-/// (a refusal, say) before it is closed whatever it is doing: its task
-/// may wait for flow control credit a node that does not read never
-/// gives.
-const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
-
-/// How long one frame may wait for the node's flow control credit: a
-/// node that gives none for this long does not read, and is closed
-/// whether or not frames for it pile up behind the one that waits (the
-/// task waiting to write reads nothing more from the node, so it may
-/// never be sent enough to fill its outbox).
-const WRITE_STALL: std::time::Duration = std::time::Duration::from_secs(5);
+/// Room for what a connection's task may be handed and has not written:
+/// the core sends at most [`OUTBOX_FRAMES`] frames that are not written
+/// ([`ConnEvent::Written`]), and then a Close; it aborts a node that does
+/// not read ([`RelayAction::Abort`]).
+const OUTBOX: usize = OUTBOX_FRAMES + 1;
 
 /// Where the relay's frames for one connection go, and the connection
 /// itself: closed from here when its task cannot be reached.
@@ -251,6 +245,7 @@ impl RelayServer {
                         }
                         ConnEvent::Handshake(conn, None) => core.handle_handshake(conn, None, now),
                         ConnEvent::Message(conn, message) => core.handle_message(conn, message, now),
+                        ConnEvent::Written(conn) => core.handle_written(conn, now),
                         ConnEvent::Closed(conn) => {
                             outboxes.remove(&conn);
                             core.handle_closed(conn, now);
@@ -282,36 +277,32 @@ impl RelayServer {
                         continue;
                     };
                     let Ok(frame) = message.encode() else {
+                        // Not to be written: it does not wait either.
+                        core.handle_written(conn, Instant::now());
                         continue;
                     };
                     if outbox.frames.try_send(Outgoing::Frame(frame)).is_err() {
-                        // It does not read its control stream: it goes,
-                        // closed here, for its task waits on flow control
-                        // credit the node does not give (and a connection
-                        // left open would count against no limit).
+                        // Its task ended, or has more than the core
+                        // sends: it goes.
                         outbox.connection.close(3u32.into(), b"not reading");
                         outboxes.remove(&conn);
                         core.handle_closed(conn, Instant::now());
                     }
                 }
                 RelayAction::Close { conn, reason } => {
+                    // Its task writes what waits and closes it; the core
+                    // aborts one that has not ended within its grace.
+                    if let Some(outbox) = outboxes.get(&conn)
+                        && outbox.frames.try_send(Outgoing::Close(reason)).is_err()
+                    {
+                        outbox.connection.close(1u32.into(), reason.as_bytes());
+                    }
+                }
+                RelayAction::Abort { conn, reason } => {
+                    // Whatever its task waits for: the node does not read,
+                    // or its close took too long.
                     if let Some(outbox) = outboxes.remove(&conn) {
-                        if outbox.frames.try_send(Outgoing::Close(reason)).is_err() {
-                            outbox.connection.close(1u32.into(), reason.as_bytes());
-                        } else {
-                            // Its task writes what waits and closes it;
-                            // one stuck behind a node that does not read
-                            // is closed all the same.
-                            let connection = outbox.connection;
-                            tokio::spawn(async move {
-                                tokio::select! {
-                                    _ = connection.closed() => {}
-                                    () = tokio::time::sleep(CLOSE_GRACE) => {
-                                        connection.close(1u32.into(), reason.as_bytes());
-                                    }
-                                }
-                            });
-                        }
+                        outbox.connection.close(3u32.into(), reason.as_bytes());
                     }
                 }
             }
@@ -433,24 +424,20 @@ async fn control(
             }
             out = outgoing.recv() => match out {
                 Some(Outgoing::Frame(frame)) => {
-                    match tokio::time::timeout(WRITE_STALL, send.write_all(&frame)).await {
-                        Ok(Ok(())) => {}
-                        Ok(Err(_)) => break,
-                        Err(_) => {
-                            connection.close(3u32.into(), b"not reading");
-                            return;
-                        }
+                    // A node that gives no credit for it is aborted by
+                    // the core (`WRITE_STALL`), which ends this write.
+                    if send.write_all(&frame).await.is_err() {
+                        break;
+                    }
+                    if events.send(ConnEvent::Written(conn)).await.is_err() {
+                        return;
                     }
                 }
                 Some(Outgoing::Close(reason)) => {
                     // What was written (a refusal, say) reaches the node
-                    // first, or a second goes by.
+                    // first, unless the core aborts it (`CLOSE_GRACE`).
                     let _ = send.finish();
-                    let _ = tokio::time::timeout(
-                        std::time::Duration::from_secs(1),
-                        send.stopped(),
-                    )
-                    .await;
+                    let _ = send.stopped().await;
                     connection.close(1u32.into(), reason.as_bytes());
                     return;
                 }
