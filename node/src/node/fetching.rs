@@ -448,13 +448,7 @@ impl NodeCore {
         // crossed a later request (a Cancel, then the chunk asked for
         // whole) is stopped below without blame.
         if from > 0 && !ever {
-            self.close_peer(
-                link,
-                GoodbyeReason::ProtocolViolation,
-                Departure::Violation(Violation::Unrequested { chunk: chunk.0 }),
-                now,
-            );
-            return PieceVerdict::Stop;
+            return self.drop_unrequested(link, chunk, now);
         }
         if from != asked.unwrap_or(0) {
             return PieceVerdict::Stop;
@@ -471,13 +465,7 @@ impl NodeCore {
             if peer.ever_requested.get(chunk) {
                 return PieceVerdict::Stop;
             }
-            self.close_peer(
-                link,
-                GoodbyeReason::ProtocolViolation,
-                Departure::Violation(Violation::Unrequested { chunk: chunk.0 }),
-                now,
-            );
-            return PieceVerdict::Stop;
+            return self.drop_unrequested(link, chunk, now);
         }
         if !peer.arriving.insert(chunk.0) {
             // A second stream for the same chunk: one is enough.
@@ -491,6 +479,18 @@ impl NodeCore {
         }
         self.drain_download(now);
         PieceVerdict::Accept
+    }
+
+    /// Drops the peer on `link`, which sent a piece of `chunk` it was not
+    /// asked for (`Violation::Unrequested`); the stream is stopped.
+    fn drop_unrequested(&mut self, link: LinkId, chunk: ChunkIndex, now: Instant) -> PieceVerdict {
+        self.close_peer(
+            link,
+            GoodbyeReason::ProtocolViolation,
+            Departure::Violation(Violation::Unrequested { chunk: chunk.0 }),
+            now,
+        );
+        PieceVerdict::Stop
     }
 
     /// A piece stream delivered all its bytes (not verified yet): verify
