@@ -529,7 +529,11 @@ impl Uploads {
 
     /// Queues a request; at a full node-wide queue, in place of a
     /// request for a commoner chunk, which it returns (to be answered
-    /// busy): see [`UploadQueue::on_request_replacing`].
+    /// busy): see [`UploadQueue::on_request_replacing`]. A request for a
+    /// chunk being sent to the same peer is a duplicate, as one queued
+    /// is: each upload under way is one of (link, chunk), so another
+    /// started beside it would be counted by no limit (its slot, its
+    /// bytes read) and could not be cancelled.
     pub(super) fn on_request(
         &mut self,
         link: LinkId,
@@ -539,6 +543,9 @@ impl Uploads {
         chunk_size: u32,
         now: Instant,
     ) -> Result<Option<(LinkId, ChunkIndex)>, RequestRefusal> {
+        if self.active.contains_key(&(link, chunk.0)) {
+            return Err(RequestRefusal::Duplicate);
+        }
         if have.get(chunk) && self.queued_by_progressing() >= self.queue_limit(config, chunk_size) {
             let (victim, queued) = self.queue.on_request_replacing(link, chunk.0, have, now)?;
             return Ok(Some((victim, ChunkIndex(queued))));

@@ -1190,3 +1190,41 @@ fn a_request_from_an_offset_is_served_from_there_and_forgotten_with_its_request(
     sent(&mut h, a, 3);
     assert_eq!(started_from(&h.take()), [(2, 0)]);
 }
+
+#[test]
+fn a_chunk_asked_for_again_while_it_is_sent_to_that_peer_starts_no_second_upload() {
+    let mut h = Harness::new(Kind::Seeder, 16, two_slots());
+    let a = h.connect_in(&fetcher(1, 16));
+    request(&mut h, a, &[0]);
+    assert_eq!(started_from(&h.take()), [(0, 0)]);
+    // Asked for again, whole and from an offset, while it is being sent:
+    // nothing more starts (each would read the chunk and hold it, counted
+    // by no limit), and nothing is refused.
+    for _ in 0..100 {
+        request(&mut h, a, &[0]);
+        h.core.handle_message(
+            a,
+            Message::RequestFrom {
+                chunk: ChunkIndex(0),
+                from: 5,
+            },
+            h.now,
+        );
+    }
+    let actions = h.take();
+    assert!(started_from(&actions).is_empty(), "{actions:?}");
+    assert!(
+        !actions.iter().any(|action| matches!(
+            action,
+            Action::Send {
+                message: Message::Reject { .. },
+                ..
+            }
+        )),
+        "{actions:?}"
+    );
+    // Once sent, it is served again when asked.
+    sent(&mut h, a, 0);
+    request(&mut h, a, &[0]);
+    assert_eq!(started_from(&h.take()), [(0, 0)]);
+}
