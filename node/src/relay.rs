@@ -36,7 +36,9 @@
 //!   connections not registered yet, registrations), channels, the pairs'
 //!   hourly counts, the
 //!   messages it queues (at most one answer per message received, and
-//!   [`MAX_QUEUED`] in all; the driver takes them after every input), and
+//!   [`MAX_QUEUED`] in all, besides one close of each connection and the
+//!   notices of a channel's end to its two nodes; the driver takes them
+//!   after every input), and
 //!   the frames waiting to be written to each connection (at most
 //!   [`OUTBOX_FRAMES`], none waiting longer than [`WRITE_STALL`]);
 //! - no network holds more than its share: at most
@@ -466,6 +468,10 @@ pub struct RelayCore {
     /// Connections told to close whose end has not been reported yet:
     /// when each is aborted, and why it was closed.
     closing: HashMap<ConnId, (Instant, &'static str)>,
+    /// Connections to abort once the input being dealt with is
+    /// ([`Self::settle`]): each had [`OUTBOX_FRAMES`] waiting when one
+    /// more was to be sent.
+    not_reading: Vec<ConnId>,
 }
 
 /// What one network holds.
@@ -508,6 +514,7 @@ impl RelayCore {
             reports: VecDeque::new(),
             counts: RelayCounts::default(),
             closing: HashMap::new(),
+            not_reading: Vec::new(),
         })
     }
 
@@ -565,12 +572,6 @@ impl RelayCore {
         *self.counts.refused.entry(limit).or_default() += 1;
     }
 
-    fn queue(&mut self, action: RelayAction) {
-        if self.actions.len() < MAX_QUEUED {
-            self.actions.push_back(action);
-        }
-    }
-
     fn report(&mut self, report: RelayReport) {
         if self.reports.len() < MAX_QUEUED {
             self.reports.push_back(report);
@@ -591,7 +592,12 @@ impl RelayCore {
             return;
         };
         if this.unwritten >= OUTBOX_FRAMES {
-            self.abort(conn, "not reading", now);
+            // Aborted once the input that sent this is dealt with
+            // ([`Self::settle`]): what it sends others comes first (a
+            // Connect before the ChannelClosed of the same channel).
+            if !self.not_reading.contains(&conn) {
+                self.not_reading.push(conn);
+            }
             return;
         }
         if bounded && self.actions.len() >= MAX_QUEUED {
@@ -616,8 +622,11 @@ impl RelayCore {
     /// Tells the driver to close `conn` once what waits for it is written,
     /// and forgets it; it is aborted if its end is not reported within
     /// [`CLOSE_GRACE`].
+    /// Closes and aborts are queued whatever else is ([`MAX_QUEUED`]):
+    /// one of each per connection at most, and a connection whose close
+    /// went unsaid would be held open by nothing the core counts.
     fn close_conn(&mut self, conn: ConnId, reason: &'static str, now: Instant) {
-        self.queue(RelayAction::Close { conn, reason });
+        self.actions.push_back(RelayAction::Close { conn, reason });
         self.forget(conn, now);
         self.closing.insert(conn, (now + CLOSE_GRACE, reason));
     }
@@ -625,8 +634,19 @@ impl RelayCore {
     /// Tells the driver to close `conn` at once, and forgets it.
     fn abort(&mut self, conn: ConnId, reason: &'static str, now: Instant) {
         self.closing.remove(&conn);
-        self.queue(RelayAction::Abort { conn, reason });
+        self.actions.push_back(RelayAction::Abort { conn, reason });
         self.forget(conn, now);
+    }
+
+    /// Aborts the connections found not reading while an input was dealt
+    /// with (an abort ends channels, whose other nodes are told, and may
+    /// find more).
+    fn settle(&mut self, now: Instant) {
+        while let Some(conn) = self.not_reading.pop() {
+            if self.conns.contains_key(&conn) {
+                self.abort(conn, "not reading", now);
+            }
+        }
     }
 
     /// The first packet of a new connection from `from` (`validated`: its
@@ -738,12 +758,14 @@ impl RelayCore {
                 self.close_conn(conn, "a message a node does not send", now);
             }
         }
+        self.settle(now);
     }
 
     /// The connection `conn` ended (either side closed it, or it was lost).
     pub fn handle_closed(&mut self, conn: ConnId, now: Instant) {
         self.closing.remove(&conn);
         self.forget(conn, now);
+        self.settle(now);
     }
 
     /// Forgets `conn`: what it held, its registration and its channels.
@@ -1171,6 +1193,7 @@ impl RelayCore {
         }
         if used {
             self.end_channel(channel, ChannelEnd::HourUsed, now);
+            self.settle(now);
             return Forward::Drop(DropReason::HourUsed);
         }
         Forward::To(to)
@@ -1201,6 +1224,7 @@ impl RelayCore {
     /// handshakes and channels themselves (tests only).
     #[cfg(test)]
     fn check_held(&self) {
+        assert!(self.not_reading.is_empty(), "aborts left unsettled");
         let mut counted: HashMap<Prefix, Held> = HashMap::new();
         for network in self.handshakes.values() {
             counted.entry(*network).or_default().handshakes += 1;
@@ -1283,6 +1307,7 @@ impl RelayCore {
         for channel in idle {
             self.end_channel(channel, ChannelEnd::Idle, now);
         }
+        self.settle(now);
     }
 }
 

@@ -353,11 +353,6 @@ async fn two_hundred_registrations_and_a_flood_of_introductions_stay_within_the_
     assert!(answered);
 }
 
-/// A node that registers, then asks for introductions and never reads
-/// the answers: once 64 wait behind its shut flow control window the relay
-/// gives it up, and closes its QUIC connection too. Left open, its task
-/// waited for credit the node never gave, the connection counted against
-/// no limit, and one host could pile such connections up.
 /// A node that never reads what the relay sends, and the stream it writes
 /// its messages on.
 struct NotReading {
@@ -398,6 +393,11 @@ async fn register_not_reading(relay: &RelayAddr) -> NotReading {
     }
 }
 
+/// A node that registers, then asks for introductions and never reads
+/// the answers: once 64 wait behind its shut flow control window the relay
+/// gives it up, and closes its QUIC connection too. Left open, its task
+/// waited for credit the node never gave, the connection counted against
+/// no limit, and one host could pile such connections up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_that_does_not_read_what_the_relay_sends_is_closed_whole() {
     use minimodel_wire::relay::RelayMessage;

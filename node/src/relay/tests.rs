@@ -883,3 +883,34 @@ fn a_closed_connection_that_does_not_end_within_the_grace_is_aborted() {
     assert_eq!(relay.core.poll_timeout(), None);
     relay.core.check_held();
 }
+
+#[test]
+fn an_introduction_of_a_node_found_not_reading_tells_the_other_of_the_channel_then_of_its_end() {
+    let mut relay = Relay::new(RelayConfig::default());
+    let deaf = connect_not_reading(&mut relay, 1);
+    relay.register_conn(deaf);
+    let other = relay.register(2);
+    // Its Registered and 63 refusals wait: the outbox is full.
+    for target in 0..(OUTBOX_FRAMES as u32 - 1) {
+        relay.introduce(deaf, 1000 + target);
+    }
+    assert_eq!(relay.to(deaf).len(), OUTBOX_FRAMES);
+    assert!(relay.aborted.is_empty(), "{:?}", relay.aborted);
+    relay.to(other);
+    // Its Connect would be one more: it is aborted, after the other node
+    // was told of the channel, and then of its end.
+    relay.introduce(deaf, 2);
+    assert!(relay.to(deaf).is_empty());
+    assert_eq!(relay.aborted, [(deaf, "not reading")]);
+    let told = relay.to(other);
+    let channel = channel_of(&told).expect("a Connect");
+    assert_eq!(
+        told[1..],
+        [RelayMessage::ChannelClosed {
+            channel,
+            reason: ChannelEnd::PeerGone
+        }]
+    );
+    assert_eq!(relay.core.counts().channels, 0);
+    relay.core.check_held();
+}

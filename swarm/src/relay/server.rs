@@ -215,6 +215,9 @@ impl RelayServer {
             tokio::select! {
                 biased;
                 () = &mut stop => break,
+                // The core's deadlines before new input: a flood of
+                // messages does not hold back the aborts it decides.
+                () = sleep_until(deadline) => lock(&self.core).handle_timeout(Instant::now()),
                 Some(incoming) = self.endpoint.accept() => {
                     let remote = transport::canonical_addr(incoming.remote_address());
                     let validated = incoming.remote_address_validated();
@@ -252,7 +255,6 @@ impl RelayServer {
                         }
                     }
                 }
-                () = sleep_until(deadline) => lock(&self.core).handle_timeout(Instant::now()),
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
             }
             self.carry_out(&mut outboxes, &reports);
