@@ -50,7 +50,7 @@ impl PieceHeader {
     pub fn check_context(&self, params: &SwarmParams) -> Result<(), ContextError> {
         let chunk = self.chunk;
         let out_of_range = |_| ContextError::ChunkOutOfRange {
-            message_type: MessageType::PieceHeader,
+            message_type: self.message_type(),
             chunk,
             chunk_count: params.chunk_count(),
         };

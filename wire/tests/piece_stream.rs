@@ -194,6 +194,24 @@ fn a_header_for_a_chunk_past_the_count_is_a_violation() {
 }
 
 #[test]
+fn a_piece_from_for_a_chunk_past_the_count_is_named_as_what_it_is() {
+    let header = PieceHeader {
+        chunk: ChunkIndex(10),
+        from: 1,
+        chunk_len: 2,
+        proof: vec![],
+    };
+    assert_eq!(
+        header.check_context(&params()),
+        Err(ContextError::ChunkOutOfRange {
+            message_type: MessageType::PieceFrom,
+            chunk: ChunkIndex(10),
+            chunk_count: 10,
+        })
+    );
+}
+
+#[test]
 fn the_golden_header_fits_the_golden_swarm() {
     assert_eq!(golden_piece_header().check_context(&params()), Ok(()));
 }

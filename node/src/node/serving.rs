@@ -358,7 +358,7 @@ impl NodeCore {
         }
         let stranded = self.stranded(now);
         for (link, chunk) in held_back {
-            if stranded.contains(&link) || !self.uploads.queue.on_cancel(link, chunk) {
+            if stranded.contains(&link) || !self.uploads.drop_request(link, chunk) {
                 continue;
             }
             if let Some(peer) = self.peer_mut(link) {

@@ -615,6 +615,16 @@ impl Uploads {
             .map(|((_, chunk), _)| *chunk)
     }
 
+    /// Drops a queued request of `link` for `chunk`, with its offset;
+    /// false when it was not queued.
+    pub(super) fn drop_request(&mut self, link: LinkId, chunk: u32) -> bool {
+        let queued = self.queue.on_cancel(link, chunk);
+        if queued {
+            self.offsets.remove(&(link, chunk));
+        }
+        queued
+    }
+
     /// The peer withdrew a request: dropped from the queue, or its upload
     /// is stopped (its stream reset, never finished short).
     pub(super) fn cancel(
