@@ -40,13 +40,6 @@ pub struct NodeConfig {
     /// uploads and hold its congestion window small; `None`: always
     /// `upload_slots`.
     pub upload_slot_time: Option<Duration>,
-    /// While requests wait, the uplink meter probes whether more uploads
-    /// at once carry more (its uploads may be held back by their
-    /// connections rather than by the uplink): one slot more for up to
-    /// two meter periods, kept where that paid (`docs/swarm.md`,
-    /// "Serving"). Default on; off, the slots follow the measured rate
-    /// alone.
-    pub upload_probe: bool,
     /// An upload that runs this many times longer than the uplink's
     /// measured rate says it should (that rate shared with the uploads
     /// under way at its start or, if more, with the slots) gives up its
@@ -313,7 +306,6 @@ impl Default for NodeConfig {
             upload_slots: 8,
             upload_slots_per_peer: 2,
             upload_slot_time: Some(Duration::from_millis(750)),
-            upload_probe: true,
             upload_overdue: Some(1.5),
             upload_queue_time: Some(Duration::from_secs(10)),
             resend_after: Duration::from_secs(1),

@@ -385,11 +385,7 @@ impl NodeCore {
         let was_active = self.uploads.active.remove(&(link, chunk.0)).is_some();
         if let (UploadOutcome::Sent { bytes }, true) = (outcome, was_active) {
             if !stuck {
-                let waiting = self.config.upload_probe && self.uploads.queued() > 0;
-                let slots = self
-                    .uploads
-                    .own_slots(&self.config, self.params.chunk_size());
-                self.uploads.meter.finished(bytes, waiting, slots, now);
+                self.uploads.meter.finished(bytes, now);
             }
             self.uploads.uploaded_bytes += bytes;
             if let Some(peer) = self.peer_mut(link) {

@@ -15,25 +15,6 @@ use crate::upload::{RequestRefusal, TokenBucket, UploadQueue};
 /// uploads per second of time with at least one upload under way, a moving
 /// average over periods of at least [`UplinkMeter::PERIOD`]. Unknown until
 /// the first period ends.
-///
-/// What it measures is what the node let through, and the node lets
-/// through as many uploads as the rate says fit in the slot time
-/// ([`Uploads::own_slots`]): where each upload is held back by its own
-/// connection (a round trip through a slow peer's full uplink, a window
-/// that never grew because its link sent one chunk and idled) rather than
-/// by the uplink, one upload at a time measures one connection's rate,
-/// and the uplink idles. So while requests wait, the meter probes: one
-/// slot more (twice those kept while probes pay,
-/// [`UplinkMeter::probe_slots`]), and the uplink counts as idle twice as
-/// soon ([`UplinkMeter::room`]) until a period measures
-/// [`UplinkMeter::PROBE_PAYS`] times the sample before the probe (within
-/// [`UplinkMeter::PROBE_PERIODS`] periods: an upload started on the larger
-/// room may end in the next). A probe that pays keeps its slots
-/// ([`UplinkMeter::kept`]), makes its sample the rate and goes on; one
-/// that does not rests [`UplinkMeter::PROBE_REST`] periods, twice as long
-/// after each more that did not. Where the
-/// uplink is what holds uploads back, more at once carry no more, and
-/// the probe ends.
 #[derive(Debug, Default)]
 pub(super) struct UplinkMeter {
     rate: Option<f64>,
@@ -41,69 +22,15 @@ pub(super) struct UplinkMeter {
     /// Busy time and finished bytes of the period so far.
     busy: std::time::Duration,
     bytes: u64,
-    /// Whether requests waited when the last period ended.
-    waited: bool,
-    /// The probe under way: the sample it must beat and the periods it
-    /// has run without beating it.
-    probe: Option<(f64, u8)>,
-    /// Periods to wait before the next probe.
-    rest: u8,
-    /// Probes in a row that did not pay.
-    failed: u8,
-    /// Whether the probe under way follows one that paid.
-    paid: bool,
-    /// Slots a probe showed carry more than fewer do.
-    kept: usize,
 }
 
 impl UplinkMeter {
     const PERIOD: std::time::Duration = std::time::Duration::from_millis(500);
     const WEIGHT: f64 = 0.3;
-    /// [`Self::room`] over the rate while probing.
-    const PROBE_GAIN: f64 = 2.0;
-    /// A probe pays when a period's sample beats the one before it by this.
-    const PROBE_PAYS: f64 = 1.2;
-    /// Periods a probe runs without paying before it ends.
-    const PROBE_PERIODS: u8 = 2;
-    /// Periods between a probe that did not pay and the next; twice that
-    /// after each more that did not, up to [`Self::PROBE_REST_MOST`].
-    const PROBE_REST: u8 = 8;
-    const PROBE_REST_MOST: u8 = 64;
 
     /// Bytes per second, once measured.
     pub(super) fn rate(&self) -> Option<f64> {
         self.rate
-    }
-
-    /// The rate at which the uplink is taken to empty: the measured one,
-    /// twice it while probing.
-    pub(super) fn room(&self) -> Option<f64> {
-        let gain = if self.probing() {
-            Self::PROBE_GAIN
-        } else {
-            1.0
-        };
-        self.rate.map(|rate| rate * gain)
-    }
-
-    /// Whether a probe runs.
-    pub(super) fn probing(&self) -> bool {
-        self.probe.is_some()
-    }
-
-    /// Slots that a probe showed to carry more (0: none).
-    pub(super) fn kept(&self) -> usize {
-        self.kept
-    }
-
-    /// The slots while probing from `base`: one more, or twice those a
-    /// probe just showed to carry more (each paid probe doubles the next,
-    /// as a connection's slow start does).
-    pub(super) fn probe_slots(&self, base: usize) -> usize {
-        match self.paid {
-            true => (base + 1).max(self.kept.saturating_mul(2)),
-            false => base + 1,
-        }
     }
 
     /// Whether an upload is under way changed (or not) at `now`.
@@ -118,10 +45,8 @@ impl UplinkMeter {
         }
     }
 
-    /// An upload of `bytes` finished at `now`; `waiting`: requests wait
-    /// in the queue (none: no probe); `slots`: the uploads that may run at
-    /// once.
-    pub(super) fn finished(&mut self, bytes: u64, waiting: bool, slots: usize, now: Instant) {
+    /// An upload of `bytes` finished at `now`.
+    pub(super) fn finished(&mut self, bytes: u64, now: Instant) {
         self.bytes += bytes;
         let busy = self.busy
             + self.busy_since.map_or(std::time::Duration::ZERO, |since| {
@@ -131,44 +56,10 @@ impl UplinkMeter {
             return;
         }
         let sample = self.bytes as f64 / busy.as_secs_f64();
-        let before = self.rate;
-        self.rate = Some(match before {
+        self.rate = Some(match self.rate {
             Some(rate) => rate + Self::WEIGHT * (sample - rate),
             None => sample,
         });
-        // The first period counts as having waited as it ends: a start
-        // that queues requests probes at once.
-        let waited = std::mem::replace(&mut self.waited, waiting) || before.is_none();
-        if !waiting && !waited {
-            // Nobody asked for two periods: what was kept may no longer hold.
-            self.kept = self.kept.saturating_sub(1);
-        }
-        self.probe = match self.probe {
-            Some((beat, _)) if sample > beat * Self::PROBE_PAYS => {
-                // The uplink carried more when let: that is its rate.
-                self.rate = Some(sample.max(self.rate.unwrap_or(0.0)));
-                self.kept = self.kept.max(slots);
-                self.failed = 0;
-                self.paid = waiting;
-                waiting.then_some((sample, 0))
-            }
-            Some((beat, periods)) if periods + 1 < Self::PROBE_PERIODS && waiting => {
-                Some((beat, periods + 1))
-            }
-            Some(_) => {
-                self.paid = false;
-                self.rest = Self::PROBE_REST
-                    .saturating_mul(1 << self.failed.min(3))
-                    .min(Self::PROBE_REST_MOST);
-                self.failed = self.failed.saturating_add(1);
-                None
-            }
-            None if self.rest > 0 => {
-                self.rest -= 1;
-                None
-            }
-            None => (waiting && waited).then_some((sample, 0)),
-        };
         self.bytes = 0;
         self.busy = std::time::Duration::ZERO;
         if self.busy_since.is_some() {
@@ -254,7 +145,7 @@ impl Uploads {
     /// microsecond, so that a tiny last chunk does not leave the uplink
     /// idle for every second copy queued.
     pub(super) fn note_wire(&mut self, len: u64, now: Instant) {
-        let Some(measured) = self.meter.room().filter(|rate| *rate > 0.0) else {
+        let Some(measured) = self.meter.rate().filter(|rate| *rate > 0.0) else {
             return;
         };
         let rate = self
@@ -413,12 +304,7 @@ impl Uploads {
         match self.meter.rate() {
             Some(rate) => {
                 let fit = rate * slot_time.as_secs_f64() / f64::from(chunk_size.max(1));
-                let base = (fit.ceil() as usize).max(self.meter.kept());
-                let slots = match self.meter.probing() {
-                    true => self.meter.probe_slots(base),
-                    false => base,
-                };
-                slots.clamp(1, config.upload_slots)
+                (fit.ceil() as usize).clamp(1, config.upload_slots)
             }
             None => 1,
         }

@@ -5,21 +5,10 @@ use super::uploads::{fetcher, request, sent, share};
 use super::*;
 use minimodel_wire::RejectReason;
 
-/// How uploads share what carries them in [`run_uploads`].
-#[derive(Clone, Copy, PartialEq)]
-enum Held {
-    /// By the uplink: `upload_ms` is a chunk's time alone on it, and the
-    /// uploads under way share it evenly.
-    Uplink,
-    /// Each by its own connection: every upload takes `upload_ms`
-    /// however many run (a window and a round trip, not the uplink).
-    Connection,
-}
-
 /// Runs uploads to `peers`, each keeping two requests of its own chunks
-/// (16 apart) in the queue, until `until_ms`, the uploads carried as
-/// `held` says; returns the most uploads under way at once from
-/// `settle_ms` on.
+/// (16 apart) in the queue, every upload finishing `upload_ms` after it
+/// started, until `until_ms`; returns the most uploads under way at once
+/// from `settle_ms` on.
 fn run_uploads(
     h: &mut Harness,
     peers: &[LinkId],
@@ -27,35 +16,22 @@ fn run_uploads(
     until_ms: u64,
     settle_ms: u64,
 ) -> usize {
-    run_uploads_held(h, peers, Held::Uplink, upload_ms, until_ms, settle_ms)
-}
-
-fn run_uploads_held(
-    h: &mut Harness,
-    peers: &[LinkId],
-    held: Held,
-    upload_ms: u64,
-    until_ms: u64,
-    settle_ms: u64,
-) -> usize {
-    const STEP: u64 = 5;
     let mut next: Vec<u32> = (0..peers.len() as u32).map(|i| 16 * i).collect();
     for (i, &link) in peers.iter().enumerate() {
         request(h, link, &[next[i], next[i] + 1]);
         next[i] += 2;
     }
-    // Each upload with the milliseconds of its own time it still needs.
-    let mut active: Vec<(LinkId, u32, f64)> = Vec::new();
+    let mut active: Vec<(LinkId, u32, u64)> = Vec::new();
     let mut most = 0;
     let mut now = 0;
     while now <= until_ms {
         h.advance(now);
         let done: Vec<(LinkId, u32)> = active
             .iter()
-            .filter(|(_, _, left)| *left <= 0.0)
+            .filter(|(_, _, at)| now >= at + upload_ms)
             .map(|(link, chunk, _)| (*link, *chunk))
             .collect();
-        active.retain(|(_, _, left)| *left > 0.0);
+        active.retain(|(_, _, at)| now < at + upload_ms);
         for (link, chunk) in done {
             sent(h, link, chunk);
             let i = peers.iter().position(|p| *p == link).expect("a peer");
@@ -63,32 +39,20 @@ fn run_uploads_held(
             next[i] += 1;
         }
         for (link, chunk) in uploads(&h.take()) {
-            active.push((link, chunk, upload_ms as f64));
+            active.push((link, chunk, now));
         }
         assert!(!active.is_empty(), "the uplink idled at {now} ms");
         if now >= settle_ms {
             most = most.max(active.len());
         }
-        let share = match held {
-            Held::Uplink => STEP as f64 / active.len() as f64,
-            Held::Connection => STEP as f64,
-        };
-        for (_, _, left) in &mut active {
-            *left -= share;
-        }
-        now += STEP;
+        now += 5;
     }
     most
 }
 
 #[test]
 fn the_uplink_meter_sizes_the_slots_and_the_queue() {
-    // The slots from the rate alone: the probe for more has its own test
-    // (`uploads_held_by_their_connections_earn_more_slots_and_a_full_uplink_does_not`).
-    let config = NodeConfig {
-        upload_probe: false,
-        ..NodeConfig::default()
-    };
+    let config = NodeConfig::default();
     assert_eq!(
         (config.upload_slot_time, config.upload_queue_time),
         (
@@ -201,7 +165,6 @@ fn starts_beside_an_upload_that_never_ends(config: NodeConfig, grant: Option<usi
     // upload's own deadline must.
     let config = NodeConfig {
         serving_report_every: Duration::from_secs(3600),
-        upload_probe: false,
         ..config
     };
     let mut h = Harness::new(Kind::Seeder, 64, config);
@@ -270,31 +233,4 @@ fn an_overdue_upload_gives_its_slot_to_the_next_one_and_goes_on() {
         None,
     );
     assert!(starts.is_empty(), "{starts:?}");
-}
-
-/// Where each upload is held by its own connection (1 MiB in 2 s however
-/// many run: a window and a round trip, not the uplink), the rate alone
-/// gives one slot (0.5 MB/s: 1 MiB does not fit in 750 ms) and the uplink
-/// would idle; more at once carry more, the meter's probes find it, and
-/// the slots grow. Where the uplink holds them (the same 2 s alone, shared
-/// when more run), a probe carries no more and ends.
-#[test]
-fn uploads_held_by_their_connections_earn_more_slots_and_a_full_uplink_does_not() {
-    let run = |held| {
-        let mut h = Harness::new(Kind::Seeder, 64, NodeConfig::default());
-        let peers: Vec<LinkId> = (1..=4).map(|n| h.connect_in(&fetcher(n, 64))).collect();
-        h.take();
-        let most = run_uploads_held(&mut h, &peers, held, 2_000, 20_000, 10_000);
-        (most, h.core.uploads.meter.kept())
-    };
-    let (most, kept) = run(Held::Connection);
-    assert!(
-        most >= 4 && kept >= 4,
-        "uploads held by their connections: {most} at once, {kept} slots kept"
-    );
-    let (most, kept) = run(Held::Uplink);
-    assert!(
-        most <= 2 && kept == 0,
-        "a full slow uplink: {most} at once, {kept} slots kept"
-    );
 }
