@@ -40,15 +40,6 @@ pub struct NodeConfig {
     /// uploads and hold its congestion window small; `None`: always
     /// `upload_slots`.
     pub upload_slot_time: Option<Duration>,
-    /// While requests wait for a slot and every path with an upload
-    /// running shows a queue under 10 ms one way (the transport's
-    /// reading, [`crate::node::Action::MeasureQueue`]), the uplink has
-    /// room the meter cannot see: it measures one connection, held by
-    /// its window, when one upload runs. Extra slots then double from
-    /// one every 250 ms, up to `upload_slots` in all, and halve when a
-    /// path shows 20 ms or more (`docs/swarm.md`, "Serving"). Only with
-    /// `upload_slot_time`. Default on.
-    pub upload_room: bool,
     /// An upload that runs this many times longer than the uplink's
     /// measured rate says it should (that rate shared with the uploads
     /// under way at its start or, if more, with the slots) gives up its
@@ -315,7 +306,6 @@ impl Default for NodeConfig {
             upload_slots: 8,
             upload_slots_per_peer: 2,
             upload_slot_time: Some(Duration::from_millis(750)),
-            upload_room: true,
             upload_overdue: Some(1.5),
             upload_queue_time: Some(Duration::from_secs(10)),
             resend_after: Duration::from_secs(1),

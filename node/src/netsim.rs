@@ -1286,23 +1286,6 @@ impl Sim {
                 self.nodes[node].record.ended = Some((self.now, outcome));
                 self.gone(node);
             }
-            Action::MeasureQueue { link } => {
-                // No transport here: the queue at the sender's uplink is
-                // full (the controller's 50 ms) while its uploads fill it,
-                // and empty while their paths hold them below it
-                // (`SlowPaths`, paces). What lies between is not modelled.
-                let owner = self.uplink_of(node);
-                let uplink = &self.nodes[owner].uplink;
-                let sending: f64 = uplink.rates().iter().sum();
-                let full = uplink.rate.is_finite() && sending >= 0.95 * uplink.rate;
-                let queue = match full {
-                    true => Duration::from_millis(50),
-                    false => Duration::ZERO,
-                };
-                let now = self.instant();
-                self.core_mut(node)
-                    .handle_path_queue(link, Some(queue), now);
-            }
             Action::MeasureSent { link } => {
                 // A staller's driver never answers: it holds the link open
                 // and keeps its requests (as a hostile peer would).

@@ -191,15 +191,6 @@ pub enum Action {
         /// Which.
         link: LinkId,
     },
-    /// Say how long the queue on the way to the link's peer is, as the
-    /// transport measures it one way (`docs/transport.md`, 4.5), with
-    /// [`NodeCore::handle_path_queue`]: `None` without a fresh reading.
-    /// Asked for the links with uploads running while requests wait for a
-    /// slot (`upload_room`).
-    MeasureQueue {
-        /// Which.
-        link: LinkId,
-    },
     /// Ask a mirror for the bytes `range` (whole chunk `chunk`, end
     /// exclusive) with an HTTP range request; report with
     /// [`NodeCore::handle_mirror_started`], `_progress`, `_arrived` (then
@@ -746,9 +737,7 @@ impl NodeCore {
                 (self.uploads.has_queued() && !slot_free)
                     .then(|| self.uploads.next_slot_free(config, chunk_size, now))
                     .flatten(),
-            )
-            // The next look at the paths for room on the uplink.
-            .chain(self.uploads.next_room_look());
+            );
         let exchange = self
             .has_exchange_work()
             .then(|| self.last_exchange + self.config.peer_exchange_every);

@@ -141,14 +141,6 @@ impl NodeCore {
     /// before only once the uploads under way have left the uplink
     /// (`Uploads::wire_idle`), or to a peer starving behind first copies.
     pub(super) fn start_uploads(&mut self, now: Instant) {
-        self.start_queued_uploads(now);
-        let chunk_size = self.params.chunk_size();
-        for link in self.uploads.look_for_room(&self.config, chunk_size, now) {
-            self.actions.push_back(Action::MeasureQueue { link });
-        }
-    }
-
-    fn start_queued_uploads(&mut self, now: Instant) {
         self.uploads.wake = None;
         while self
             .uploads
@@ -486,20 +478,6 @@ impl NodeCore {
         }
         // The watch's deadline starts now: it may be the links' earliest.
         self.links.changed();
-    }
-
-    /// The queue on the way to `link`'s peer, as asked
-    /// ([`Action::MeasureQueue`]): what tells whether the uplink has room
-    /// for more uploads at once than its meter gives (`upload_room`).
-    pub fn handle_path_queue(
-        &mut self,
-        link: LinkId,
-        queue: Option<std::time::Duration>,
-        now: Instant,
-    ) {
-        if self.peer_mut(link).is_some() {
-            self.uploads.note_path_queue(link, queue, now);
-        }
     }
 
     /// Asks for the bytes sent on links whose upload watch is due.

@@ -68,80 +68,6 @@ impl UplinkMeter {
     }
 }
 
-/// Slots beyond the meter's, earned while the uplink shows room. The meter
-/// measures finished uploads per second of busy time, so one upload at a
-/// time measures one connection; on a home path that connection is held by
-/// its own window and round trip (its receiver's acknowledgements wait
-/// behind that receiver's full uplink), not by the uplink, and its rate
-/// gives one slot while the uplink idles. The transport measures the queue
-/// on the way to each peer one way (`docs/transport.md`, 4.5); the queue
-/// at this node's uplink is part of every such path, so while each path
-/// with an upload running shows less than [`Room::ROOM`], the uplink has
-/// room: where requests wait for a slot the extra slots double (from
-/// one), at most to `upload_slots` in all, and second copies count the
-/// uplink as idle ([`Uploads::wire_idle`]). A path that shows
-/// [`Room::FULL`] or more halves them. Looked at every
-/// [`Room::LOOK_EVERY`] while uploads run and requests are queued or
-/// extra slots are held.
-#[derive(Debug, Default)]
-pub(super) struct Room {
-    extra: usize,
-    /// The latest reading of each link's path, and when it came.
-    readings: BTreeMap<LinkId, (std::time::Duration, Instant)>,
-    /// When the next look is due; `None`: at the next chance.
-    next_look: Option<Instant>,
-}
-
-/// What the paths of the uploads running show of the uplink.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Verdict {
-    /// Every fresh reading below [`Room::ROOM`], and at least one.
-    Room,
-    /// A fresh reading at [`Room::FULL`] or more.
-    Full,
-    /// No fresh reading, or one between the two.
-    Unknown,
-}
-
-impl Room {
-    /// How often the readings are asked for and judged.
-    pub(super) const LOOK_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
-    /// A path's queue below this: the uplink on it has room. A node's own
-    /// sending holds the queue at 25 to 65 ms once it fills the uplink.
-    pub(super) const ROOM: std::time::Duration = std::time::Duration::from_millis(10);
-    /// A path's queue at this or more: full.
-    pub(super) const FULL: std::time::Duration = std::time::Duration::from_millis(20);
-    /// A reading older than this is not judged.
-    const FRESH: std::time::Duration = std::time::Duration::from_millis(500);
-
-    /// Slots beyond the meter's now.
-    pub(super) fn extra(&self) -> usize {
-        self.extra
-    }
-
-    fn verdict(&self, links: &std::collections::BTreeSet<LinkId>, now: Instant) -> Verdict {
-        let mut fresh = links
-            .iter()
-            .filter_map(|link| self.readings.get(link))
-            .filter(|(_, at)| now.saturating_duration_since(*at) <= Self::FRESH)
-            .map(|(queue, _)| *queue)
-            .peekable();
-        if fresh.peek().is_none() {
-            return Verdict::Unknown;
-        }
-        let (mut room, mut full) = (true, false);
-        for queue in fresh {
-            room &= queue < Self::ROOM;
-            full |= queue >= Self::FULL;
-        }
-        match (full, room) {
-            (true, _) => Verdict::Full,
-            (false, true) => Verdict::Room,
-            (false, false) => Verdict::Unknown,
-        }
-    }
-}
-
 /// The upload side's state.
 #[derive(Debug)]
 pub(super) struct Uploads {
@@ -174,7 +100,6 @@ pub(super) struct Uploads {
     /// When the chunks started so far have left the uplink, at its
     /// measured rate ([`Self::wire_idle`]).
     wire_free_at: Option<Instant>,
-    pub(super) room: Room,
 }
 
 /// Bytes of chunks under way to one link at most, past what may run
@@ -210,7 +135,6 @@ impl Uploads {
             parked: None,
             stuck: std::collections::BTreeSet::new(),
             wire_free_at: None,
-            room: Room::default(),
         }
     }
 
@@ -245,15 +169,8 @@ impl Uploads {
     /// measured (a busier shared endpoint, whose other swarms' bytes this
     /// swarm's meter does not see); each early reading lets one upload
     /// start, whose bytes move the estimate on.
-    ///
-    /// Where the paths of the uploads running show room on the uplink
-    /// ([`Room`]), it is idle too, whatever the meter says: those uploads
-    /// are held by their connections, and a second copy beside them takes
-    /// nothing from them.
     pub(super) fn wire_idle(&self, now: Instant) -> bool {
-        self.running() == 0
-            || self.wire_free_at.is_some_and(|at| at <= now)
-            || self.room.verdict(&self.running_links(), now) == Verdict::Room
+        self.running() == 0 || self.wire_free_at.is_some_and(|at| at <= now)
     }
 
     /// When the uploads under way leave the uplink, if later than `now`
@@ -373,8 +290,7 @@ impl Uploads {
     /// one chunk after another, so each is whole, and can be passed on,
     /// soon), at least 1, at most `upload_slots`; one until the rate is
     /// known (a first upload at a slow rate must not be one of eight, nor
-    /// its measurement wait for all of them); and the extra slots the
-    /// uplink earned by showing room ([`Room`]).
+    /// its measurement wait for all of them).
     pub(super) fn slots(&self, config: &crate::config::NodeConfig, chunk_size: u32) -> usize {
         let own = self.own_slots(config, chunk_size);
         self.grant.map_or(own, |grant| own.min(grant.max(1)))
@@ -385,17 +301,6 @@ impl Uploads {
         let Some(slot_time) = config.upload_slot_time else {
             return config.upload_slots;
         };
-        (self.metered_slots(config, slot_time, chunk_size) + self.room.extra())
-            .clamp(1, config.upload_slots.max(1))
-    }
-
-    /// The slots the measured rate gives alone (see [`Self::slots`]).
-    fn metered_slots(
-        &self,
-        config: &crate::config::NodeConfig,
-        slot_time: std::time::Duration,
-        chunk_size: u32,
-    ) -> usize {
         match self.meter.rate() {
             Some(rate) => {
                 let fit = rate * slot_time.as_secs_f64() / f64::from(chunk_size.max(1));
@@ -403,77 +308,6 @@ impl Uploads {
             }
             None => 1,
         }
-    }
-
-    /// Judges the readings of the paths with uploads running when a look
-    /// is due ([`Room`]); the links whose readings to ask for now
-    /// ([`super::Action::MeasureQueue`]), none when no look is due.
-    pub(super) fn look_for_room(
-        &mut self,
-        config: &crate::config::NodeConfig,
-        chunk_size: u32,
-        now: Instant,
-    ) -> Vec<LinkId> {
-        let Some(slot_time) = config.upload_slot_time.filter(|_| config.upload_room) else {
-            return Vec::new();
-        };
-        if self.room.next_look.is_some_and(|at| at > now) {
-            return Vec::new();
-        }
-        let links = self.running_links();
-        let queued = self.queued_by_progressing() > 0;
-        if links.is_empty() || (!queued && self.room.extra == 0) {
-            self.room.next_look = None;
-            return Vec::new();
-        }
-        let waiting = queued && !self.slot_free(config, chunk_size, now);
-        let most = config
-            .upload_slots
-            .saturating_sub(self.metered_slots(config, slot_time, chunk_size));
-        let room = &mut self.room;
-        match room.verdict(&links, now) {
-            Verdict::Full => room.extra /= 2,
-            Verdict::Room if waiting => room.extra = (room.extra * 2).max(1),
-            _ => {}
-        }
-        room.extra = room.extra.min(most);
-        room.next_look = Some(now + Room::LOOK_EVERY);
-        links.into_iter().collect()
-    }
-
-    /// The links with uploads running that make progress.
-    fn running_links(&self) -> std::collections::BTreeSet<LinkId> {
-        self.active
-            .keys()
-            .map(|(link, _)| *link)
-            .filter(|link| !self.stuck.contains(link))
-            .collect()
-    }
-
-    /// The queue on the way to `link`'s peer, as its transport measured it
-    /// one way (`None`: no fresh reading).
-    pub(super) fn note_path_queue(
-        &mut self,
-        link: LinkId,
-        queue: Option<std::time::Duration>,
-        now: Instant,
-    ) {
-        match queue {
-            Some(queue) => {
-                self.room.readings.insert(link, (queue, now));
-            }
-            None => {
-                self.room.readings.remove(&link);
-            }
-        }
-    }
-
-    /// When the next look for room is due ([`Self::look_for_room`]):
-    /// while uploads run and requests are queued or extra slots are held.
-    pub(super) fn next_room_look(&self) -> Option<Instant> {
-        (self.running() > 0 && (self.has_queued() || self.room.extra > 0))
-            .then_some(self.room.next_look)
-            .flatten()
     }
 
     /// Requests queued at most, over all peers: what the uplink sends in
@@ -815,7 +649,6 @@ impl Uploads {
         self.queue.remove_peer(link);
         self.forget_offsets(link);
         self.stuck.remove(&link);
-        self.room.readings.remove(&link);
         let chunks: Vec<u32> = self
             .active
             .range((link, 0)..=(link, u32::MAX))

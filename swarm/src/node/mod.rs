@@ -1245,27 +1245,6 @@ impl Node {
                     self.core.handle_sent(link, sent, now);
                 }
             }
-            Action::MeasureQueue { link } => {
-                if let Some(DriverLink::Up(handle, _)) = self.links.get(&link) {
-                    let queue = crate::transport::yielding::YieldingController::forward_delay(
-                        &handle.connection,
-                    )
-                    .and_then(|forward| forward.fresh(now));
-                    self.core.handle_path_queue(link, queue, now);
-                    if crate::transport::pathtrace::enabled() {
-                        let state = self.core.upload_state(now);
-                        tracing::debug!(
-                            target: "minimodel_swarm::pathtrace",
-                            at_ms = crate::transport::pathtrace::ms(),
-                            queue_ms = queue.map(|queue| queue.as_secs_f64() * 1e3),
-                            under_way = state.under_way,
-                            slots = state.slots,
-                            queued = state.queued,
-                            "path-queue"
-                        );
-                    }
-                }
-            }
             Action::HashStored { chunk } => self.jobs.hash_stored(chunk),
             Action::RestartHash => self.jobs.restart_hash(&self.sender),
             Action::Checkpoint {

@@ -132,15 +132,7 @@ fn at_a_full_queue_a_rarer_chunk_takes_the_place_of_a_commoner_one() {
     assert_eq!(uploads(&h.take()).len(), 1);
     request(&mut h, peers[0], &[40, 11, 12, 13]);
     request(&mut h, peers[3], &[20, 21, 22, 23]);
-    // Nothing starts and nothing is answered; with requests waiting for
-    // the slot, the path of the upload running is asked for room.
-    let actions = h.take();
-    assert!(
-        actions
-            .iter()
-            .all(|action| matches!(action, Action::MeasureQueue { link } if *link == peers[0])),
-        "{actions:?}"
-    );
+    assert!(h.take().is_empty());
     // Chunk 30 is only here: it is queued, and chunk 40's request gives
     // its place up (busy: its peer asks one of the two that hold it).
     request(&mut h, peers[3], &[30]);
@@ -241,101 +233,4 @@ fn an_overdue_upload_gives_its_slot_to_the_next_one_and_goes_on() {
         None,
     );
     assert!(starts.is_empty(), "{starts:?}");
-}
-
-/// Runs uploads to `peers` as [`run_uploads`] does, each upload carried
-/// at its connection's rate (a chunk in `alone_ms`: a window and a round
-/// trip) while fewer than `fill` run, the uplink shared evenly from `fill`
-/// on; the paths' queues are asked for and answered as such an uplink
-/// shows them (full from `fill` uploads on, empty below), or never with
-/// `answer` off. Returns the most uploads under way at once from
-/// `settle_ms` on, and the uploads finished by `until_ms`.
-fn run_held_uploads(
-    h: &mut Harness,
-    peers: &[LinkId],
-    (alone_ms, fill): (u64, usize),
-    answer: bool,
-    until_ms: u64,
-    settle_ms: u64,
-) -> (usize, usize) {
-    const STEP: u64 = 5;
-    let mut next: Vec<u32> = (0..peers.len() as u32).map(|i| 16 * i).collect();
-    for (i, &link) in peers.iter().enumerate() {
-        request(h, link, &[next[i], next[i] + 1]);
-        next[i] += 2;
-    }
-    // Each upload with the milliseconds of its own rate it still needs.
-    let mut active: Vec<(LinkId, u32, f64)> = Vec::new();
-    let (mut most, mut finished) = (0, 0);
-    let mut now = 0;
-    while now <= until_ms {
-        h.advance(now);
-        let done: Vec<(LinkId, u32)> = active
-            .iter()
-            .filter(|(_, _, left)| *left <= 0.0)
-            .map(|(link, chunk, _)| (*link, *chunk))
-            .collect();
-        active.retain(|(_, _, left)| *left > 0.0);
-        for (link, chunk) in done {
-            sent(h, link, chunk);
-            finished += 1;
-            let i = peers.iter().position(|p| *p == link).expect("a peer");
-            request(h, link, &[next[i] % 64]);
-            next[i] += 1;
-        }
-        for action in h.take() {
-            match action {
-                Action::Upload { link, chunk, .. } => {
-                    active.push((link, chunk.0, alone_ms as f64));
-                }
-                Action::MeasureQueue { link } if answer => {
-                    let queue = match active.len() >= fill {
-                        true => Duration::from_millis(40),
-                        false => Duration::from_millis(2),
-                    };
-                    h.core.handle_path_queue(link, Some(queue), h.now);
-                }
-                _ => {}
-            }
-        }
-        assert!(!active.is_empty(), "the uplink idled at {now} ms");
-        if now >= settle_ms {
-            most = most.max(active.len());
-        }
-        let share = (fill as f64 / active.len() as f64).min(1.0);
-        for (_, _, left) in &mut active {
-            *left -= STEP as f64 * share;
-        }
-        now += STEP;
-    }
-    (most, finished)
-}
-
-/// An uplink that carries four uploads at their connections' rate (1 MiB
-/// in 2 s each, 0.5 MB/s: one 1 MiB slot by the meter alone) is used a
-/// quarter while the meter rules; the paths' empty queues earn the slots
-/// that fill it, and once they show it full, no more run than fill it by
-/// much. Where one upload fills the uplink (its path shows a full queue
-/// from the first), nothing changes; nor where no path is read.
-#[test]
-fn paths_that_show_room_on_the_uplink_earn_slots_until_it_is_full() {
-    let run = |fill, answer| {
-        let mut h = Harness::new(Kind::Seeder, 64, NodeConfig::default());
-        let peers: Vec<LinkId> = (1..=6).map(|n| h.connect_in(&fetcher(n, 64))).collect();
-        h.take();
-        run_held_uploads(&mut h, &peers, (2_000, fill), answer, 30_000, 10_000)
-    };
-    let (most, finished) = run(4, true);
-    let (unread_most, unread) = run(4, false);
-    assert_eq!(unread_most, 1, "no reading, the meter's one slot");
-    assert!(
-        (4..=6).contains(&most),
-        "room earns the slots that fill the uplink and not many more: {most}"
-    );
-    assert!(
-        finished * 10 >= unread * 30,
-        "the filled uplink carried {finished} chunks, one at a time {unread}"
-    );
-    let (full_most, _) = run(1, true);
-    assert_eq!(full_most, 1, "a path showing a full uplink earns nothing");
 }
