@@ -3,16 +3,21 @@
 # one 1 GiB fixture (page cache warm), then
 #   - openssl dgst -sha256, minimodel manifest and minimodel verify (wall, RSS);
 #   - fetch from 1 seeder and from 4 seeders on loopback (wall, MB/s, the
-#     part after the last chunk, peak RSS of fetch and of a seeder);
+#     part after the last chunk, the CPU of the fetch and of the seeders
+#     during it, peak RSS of fetch and of a seeder);
 #   - the raw QUIC ceiling between two processes (transport_bulk example).
 # Usage: scripts/fetch-figures.sh [SIZE, default 1GiB] [RUNS, default 3]
+#   MINIMODEL_BIN=PATH: time that binary, built already (and no raw QUIC
+#   figure, whose example is built with the project).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 size=${1:-1GiB}
 runs=${2:-3}
-cargo build --release -q -p minimodel
-cargo build --release -q -p minimodel-swarm --example transport_bulk
-bin=$PWD/target/release/minimodel
+if [ -z "${MINIMODEL_BIN:-}" ]; then
+    cargo build --release -q -p minimodel
+    cargo build --release -q -p minimodel-swarm --example transport_bulk
+fi
+bin=${MINIMODEL_BIN:-$PWD/target/release/minimodel}
 work=$(mktemp -d)
 seeders=()
 cleanup() {
@@ -57,18 +62,39 @@ start_seeder() { # name -> pid, waits for its offer
     echo "seeder $1 did not start" >&2; exit 1
 }
 
+# The CPU ticks (user + system) of the running seeders themselves (each
+# is the child of its /usr/bin/time).
+seeder_ticks() {
+    local total=0 pid child
+    for pid in "${seeders[@]}"; do
+        child=$(pgrep -P "$pid" | head -1 || true)
+        [ -n "$child" ] || continue
+        total=$((total + $(awk '{print $14 + $15}' "/proc/$child/stat")))
+    done
+    echo "$total"
+}
+
 fetch_run() { # label offers...
     local label=$1; shift
     local args=()
     for offer in "$@"; do args+=(--offer "$offer"); done
     rm -rf out
-    /usr/bin/time -f "%e %M" -o time.out "$bin" fetch big.manifest "${args[@]}" -o out --yes --json >fetch.log 2>&1
-    read -r wall rss < time.out
-    local bytes finish
+    # The fixture in the page cache, the last run's writes on disk.
+    cat big.slm >/dev/null
+    sync
+    local before after
+    before=$(seeder_ticks)
+    /usr/bin/time -f "%e %U %S %M" -o time.out "$bin" fetch big.manifest "${args[@]}" -o out --yes --json >fetch.log 2>&1
+    after=$(seeder_ticks)
+    read -r wall user sys rss < time.out
+    local bytes finish cpu seeds
     bytes=$(stat -c %s out/big.slm)
     finish=$(python3 -c 'import json,sys; r=json.load(open("out/big.receipt.json")); print(r["source"]["finish_ms"], r["source"]["duration_ms"])')
-    printf '%-28s %8.2f s %8.0f MB/s  after last chunk %5s ms of %6s ms  fetch RSS %6d KiB\n' \
-        "$label" "$wall" "$(echo "$bytes / $wall / 1000000" | bc -l)" ${finish} "$rss"
+    cpu=$(echo "$user + $sys" | bc -l)
+    seeds=$(echo "($after - $before) / $(getconf CLK_TCK)" | bc -l)
+    printf '%-28s %8.2f s %8.0f MB/s  after last chunk %5s ms of %6s ms  CPU fetch %.2f s seeders %.2f s both %.2f s  fetch RSS %6d KiB\n' \
+        "$label" "$wall" "$(echo "$bytes / $wall / 1000000" | bc -l)" ${finish} \
+        "$cpu" "$seeds" "$(echo "$cpu + $seeds" | bc -l)" "$rss"
 }
 
 echo "== fetch on loopback, $size"
@@ -81,6 +107,7 @@ wait 2>/dev/null || true
 seeders=()
 for s in s0 s1 s2 s3; do printf 'seeder %s peak RSS %s KiB\n' "$s" "$(tail -1 $s.rss)"; done
 
+[ -z "${MINIMODEL_BIN:-}" ] || exit 0
 echo "== raw QUIC ceiling (two processes, 1 GiB)"
 cd - >/dev/null
 for _ in $(seq "$runs"); do
