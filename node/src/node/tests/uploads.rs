@@ -547,6 +547,87 @@ fn a_second_copy_goes_once_the_uploads_under_way_have_left_the_uplink() {
 }
 
 #[test]
+fn a_second_copy_goes_while_the_connections_leave_room_on_the_uplink() {
+    // The uploads under way may leave part of the uplink empty, each held
+    // by its connection's window: what their counters sent says so, where
+    // the measured rate says the uplink is still busy.
+    let mut h = Harness::new(Kind::Seeder, 8, fixed_slots());
+    let every = h.core.config.upload_room_every.expect("on by default");
+    let a = h.connect_in(&serving_fetcher(1, 8));
+    let b = h.connect_in(&serving_fetcher(2, 8));
+    h.take();
+    // The meter learns the uplink: 1 MiB in 700 ms.
+    request(&mut h, a, &[0]);
+    assert_eq!(uploads(&h.take()), [(a, 0)]);
+    h.advance(700);
+    sent(&mut h, a, 0);
+    request(&mut h, a, &[1]);
+    assert_eq!(uploads(&h.take()), [(a, 1)]);
+    // A second copy waits for the uplink with a slot free: a look.
+    request(&mut h, b, &[1]);
+    let actions = h.take();
+    assert!(uploads(&actions).is_empty(), "1 is still on its way");
+    assert_eq!(looks(&actions), 1, "{actions:?}");
+    let mut a_sent = 2_000_000;
+    h.core.handle_sent_all(vec![(a, a_sent), (b, 0)], h.now);
+    // The next look, the connection at the meter's rate: no room.
+    let rate = 1_500_000;
+    let step = every.as_millis() as u64;
+    h.advance(700 + step);
+    let actions = h.take();
+    assert_eq!(looks(&actions), 1, "every {step} ms: {actions:?}");
+    a_sent += rate * step / 1000;
+    h.core.handle_sent_all(vec![(a, a_sent), (b, 0)], h.now);
+    assert!(uploads(&h.take()).is_empty(), "the uplink is full");
+    // Then at a fifth of it: room, and the second copy goes, well before
+    // the measured rate says the uplink is empty (at 1400 ms).
+    h.advance(700 + 2 * step);
+    let actions = h.take();
+    assert_eq!(looks(&actions), 1, "{actions:?}");
+    a_sent += rate / 5 * step / 1000;
+    h.core.handle_sent_all(vec![(a, a_sent), (b, 0)], h.now);
+    assert_eq!(uploads(&h.take()), [(b, 1)]);
+    // With nothing waiting, no more looks.
+    h.advance(700 + 5 * step);
+    assert_eq!(looks(&h.take()), 0);
+}
+
+#[test]
+fn without_room_looks_a_second_copy_waits_for_the_measured_rate() {
+    let config = NodeConfig {
+        upload_room_every: None,
+        ..fixed_slots()
+    };
+    let mut h = Harness::new(Kind::Seeder, 8, config);
+    let a = h.connect_in(&serving_fetcher(1, 8));
+    let b = h.connect_in(&serving_fetcher(2, 8));
+    h.take();
+    request(&mut h, a, &[0]);
+    h.take();
+    h.advance(700);
+    sent(&mut h, a, 0);
+    request(&mut h, a, &[1]);
+    request(&mut h, b, &[1]);
+    let actions = h.take();
+    assert_eq!(looks(&actions), 0, "{actions:?}");
+    // Looks answered anyway (a driver that asks on its own), the uplink
+    // full and then a fifth used: nothing follows from them.
+    for (at, a_sent) in [(700, 2_000_000), (900, 2_300_000), (1100, 2_360_000)] {
+        h.advance(at);
+        h.core.handle_sent_all(vec![(a, a_sent), (b, 0)], h.now);
+    }
+    assert!(uploads(&h.take()).is_empty());
+}
+
+/// The looks for room asked for.
+fn looks(actions: &[Action]) -> usize {
+    actions
+        .iter()
+        .filter(|action| matches!(action, Action::MeasureSentAll))
+        .count()
+}
+
+#[test]
 fn a_cancelled_upload_frees_its_slot_at_once() {
     let config = NodeConfig {
         upload_slots: 1,
