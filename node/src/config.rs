@@ -59,14 +59,6 @@ pub struct NodeConfig {
     /// instead of waiting. Default 10 s; `None`: only the per-peer limit of
     /// `upload`.
     pub upload_queue_time: Option<Duration>,
-    /// While second copies wait with a slot free, every this long the
-    /// bytes all links' connections sent are read ([`crate::node::Action::MeasureSentAll`]);
-    /// below 0.85 of the best rate so read, the uploads under way leave
-    /// part of the uplink empty (each held by its connection's window), and
-    /// second copies start for the bytes it lacks (`docs/swarm.md`,
-    /// "Serving"). Default 200 ms; `None`: only an uplink the measured rate
-    /// says is idle takes them.
-    pub upload_room_every: Option<Duration>,
     /// A chunk this node sent before is sent again while other uploads are
     /// under way only to a peer whose oldest request has waited this long
     /// with nothing started for it. Default 1 s.
@@ -316,7 +308,6 @@ impl Default for NodeConfig {
             upload_slot_time: Some(Duration::from_millis(750)),
             upload_overdue: Some(1.5),
             upload_queue_time: Some(Duration::from_secs(10)),
-            upload_room_every: Some(Duration::from_millis(200)),
             resend_after: Duration::from_secs(1),
             sparing_share: Some(0.03),
             upload: UploadConfig::default(),
@@ -456,7 +447,7 @@ impl NodeConfig {
     /// Checks the settings that would make a node stall or misbehave.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.limits().validate()?;
-        let rules: [(bool, &'static str, &'static str); 19] = [
+        let rules: [(bool, &'static str, &'static str); 18] = [
             (self.upload_slots > 0, "upload_slots", "at least 1"),
             (
                 self.upload_slots_per_peer > 0,
@@ -525,12 +516,6 @@ impl NodeConfig {
                 self.upload_progress_every > Duration::ZERO,
                 "upload_progress_every",
                 "above zero",
-            ),
-            (
-                self.upload_room_every
-                    .is_none_or(|every| every > Duration::ZERO),
-                "upload_room_every",
-                "above zero when set",
             ),
             (self.max_outbox > 0, "max_outbox", "at least 1"),
             // A held Hello counts against its dial's deadline: a short dial

@@ -1286,22 +1286,6 @@ impl Sim {
                 self.nodes[node].record.ended = Some((self.now, outcome));
                 self.gone(node);
             }
-            Action::MeasureSentAll => {
-                // Each link's bytes up to now, as its connection's counter
-                // has them (see MeasureSent).
-                let owner = self.uplink_of(node);
-                if !self.nodes[owner].uplink.transfers.is_empty() {
-                    self.uplink_change(owner, |_| {});
-                }
-                let sent = self.nodes[node]
-                    .links
-                    .iter()
-                    .filter(|((incarnation, _), _)| *incarnation == generation)
-                    .map(|((_, link), (conn, side))| (*link, self.conns[*conn].sent[*side] as u64))
-                    .collect();
-                let now = self.instant();
-                self.core_mut(node).handle_sent_all(sent, now);
-            }
             Action::MeasureSent { link } => {
                 // A staller's driver never answers: it holds the link open
                 // and keeps its requests (as a hostile peer would).

@@ -191,11 +191,6 @@ pub enum Action {
         /// Which.
         link: LinkId,
     },
-    /// Say how many bytes each peer link's connection has sent in all, as
-    /// for [`Action::MeasureSent`], with [`NodeCore::handle_sent_all`]:
-    /// asked every `upload_room_every` while second copies wait with a
-    /// slot free, to see whether the uploads under way fill the uplink.
-    MeasureSentAll,
     /// Ask a mirror for the bytes `range` (whole chunk `chunk`, end
     /// exclusive) with an HTTP range request; report with
     /// [`NodeCore::handle_mirror_started`], `_progress`, `_arrived` (then
@@ -449,11 +444,6 @@ pub struct UploadState {
     pub queued: usize,
     /// The uplink's measured rate, bytes per second; `None` until measured.
     pub uplink_rate: Option<f64>,
-    /// Bytes of second copies that may still start for the room the last
-    /// look at the connections' counters found.
-    pub room_bytes: u64,
-    /// The best rate those looks saw, bytes per second.
-    pub best_rate: f64,
 }
 
 /// One peer of one swarm. See the module docs.
@@ -747,9 +737,7 @@ impl NodeCore {
                 (self.uploads.has_queued() && !slot_free)
                     .then(|| self.uploads.next_slot_free(config, chunk_size, now))
                     .flatten(),
-            )
-            // The next look at the connections' counters for room.
-            .chain(self.uploads.room.next_look());
+            );
         let exchange = self
             .has_exchange_work()
             .then(|| self.last_exchange + self.config.peer_exchange_every);
@@ -784,8 +772,6 @@ impl NodeCore {
             slots: self.uploads.slots(&self.config, self.params.chunk_size()),
             queued: self.uploads.queued(),
             uplink_rate: self.uploads.meter_rate(),
-            room_bytes: self.uploads.room.budget(),
-            best_rate: self.uploads.room.best(),
         }
     }
 

@@ -141,47 +141,6 @@ impl NodeCore {
     /// before only once the uploads under way have left the uplink
     /// (`Uploads::wire_idle`), or to a peer starving behind first copies.
     pub(super) fn start_uploads(&mut self, now: Instant) {
-        self.start_queued_uploads(now);
-        self.look_for_room(now);
-    }
-
-    /// Asks for every link's bytes sent when a look for room is due: while
-    /// requests wait with a slot free, which only second copies do.
-    fn look_for_room(&mut self, now: Instant) {
-        let Some(every) = self.config.upload_room_every else {
-            return;
-        };
-        let waiting = self.uploads.has_queued()
-            && self.uploads.running() > 0
-            && self
-                .uploads
-                .slot_free(&self.config, self.params.chunk_size(), now);
-        if !waiting {
-            // The next wait starts from a fresh reading.
-            self.uploads.room.stop();
-            return;
-        }
-        if self.uploads.room.due(every, now) {
-            self.actions.push_back(Action::MeasureSentAll);
-        }
-    }
-
-    /// Every link's bytes sent, as asked ([`Action::MeasureSentAll`]).
-    pub fn handle_sent_all(&mut self, sent: Vec<(LinkId, u64)>, now: Instant) {
-        if self.config.upload_room_every.is_none() {
-            return;
-        }
-        let sent = sent
-            .into_iter()
-            .filter(|(link, _)| self.peer(*link).is_some())
-            .collect();
-        self.uploads.room.looked(sent, now);
-        if self.uploads.room.budget() > 0 {
-            self.start_uploads(now);
-        }
-    }
-
-    fn start_queued_uploads(&mut self, now: Instant) {
         self.uploads.wake = None;
         while self
             .uploads
@@ -223,11 +182,7 @@ impl NodeCore {
             // for a peer that waited long enough behind first copies; a
             // sparing seed's only of a chunk no linked server holds, but
             // first to a peer stranded here (see `stranded`).
-            // Or while the connections' counters show room the uploads
-            // under way leave (`RoomLook`), for the bytes it lacks.
-            let idle = self.uploads.wire_idle(now);
-            let roomy = !idle && self.uploads.room.budget() > 0;
-            let resends = if idle || roomy {
+            let resends = if self.uploads.wire_idle(now) {
                 Resends::Allowed
             } else {
                 Resends::WhenStarving(self.config.resend_after)
@@ -297,9 +252,6 @@ impl NodeCore {
                 .chunk_len(chunk)
                 .map_or(chunk_size, u64::from)
                 .saturating_sub(u64::from(from));
-            if roomy && self.uploads.queue.sent(chunk.0) > 0 {
-                self.uploads.room.take(len);
-            }
             let pace = match &mut self.uploads.limit {
                 Some((rate, bucket)) => {
                     let _ = bucket.try_spend(len, now);

@@ -68,110 +68,6 @@ impl UplinkMeter {
     }
 }
 
-/// Room on the uplink as the connections' own byte counters show it: every
-/// `upload_room_every` while requests wait, the bytes all links sent since
-/// the last look, over the time between. Below [`RoomLook::SHARE`] of the
-/// best such rate, the uploads under way leave part of the uplink empty
-/// (each held by its connection's window, which the simulator's links do
-/// not have), and second copies may start for the bytes it lacks.
-#[derive(Debug, Default)]
-pub(super) struct RoomLook {
-    /// When the next look is due; `None` while one is asked for.
-    next: Option<Instant>,
-    /// Every link's bytes sent at the last look, and when.
-    last: Option<(Instant, BTreeMap<LinkId, u64>)>,
-    /// The best rate of a look (bytes per second), halved every
-    /// [`RoomLook::HALF_LIFE`] since it was seen.
-    best: f64,
-    best_at: Option<Instant>,
-    /// Bytes of second copies that may start for the room the last look
-    /// found.
-    budget: u64,
-}
-
-impl RoomLook {
-    /// The share of the best rate under which the uplink has room.
-    const SHARE: f64 = 0.85;
-    /// Shortest time between two looks that a rate is taken from.
-    const LEAST: std::time::Duration = std::time::Duration::from_millis(50);
-    const HALF_LIFE: std::time::Duration = std::time::Duration::from_secs(30);
-
-    /// Whether a look is due at `now` (and then it is asked for).
-    pub(super) fn due(&mut self, every: std::time::Duration, now: Instant) -> bool {
-        match self.next {
-            Some(at) if at > now => false,
-            _ => {
-                self.next = Some(now + every);
-                true
-            }
-        }
-    }
-
-    pub(super) fn next_look(&self) -> Option<Instant> {
-        self.next
-    }
-
-    /// No look while nothing waits: the next wait starts afresh.
-    pub(super) fn stop(&mut self) {
-        self.next = None;
-        self.last = None;
-        self.budget = 0;
-    }
-
-    /// Every link's bytes sent at `now`.
-    pub(super) fn looked(&mut self, sent: BTreeMap<LinkId, u64>, now: Instant) {
-        let Some((at, before)) = self.last.replace((now, sent)) else {
-            return;
-        };
-        let span = now.saturating_duration_since(at);
-        if span < Self::LEAST {
-            return;
-        }
-        let Some((_, after)) = &self.last else {
-            return;
-        };
-        // A link that came or went since counts nothing: its counter has
-        // no start here, or no end.
-        let bytes: u64 = after
-            .iter()
-            .filter_map(|(link, sent)| before.get(link).map(|was| sent.saturating_sub(*was)))
-            .sum();
-        let rate = bytes as f64 / span.as_secs_f64();
-        let best = match self.best_at {
-            Some(seen) => {
-                let age = now.saturating_duration_since(seen).as_secs_f64();
-                self.best * 0.5f64.powf(age / Self::HALF_LIFE.as_secs_f64())
-            }
-            None => 0.0,
-        };
-        if rate >= best {
-            self.best = rate;
-            self.best_at = Some(now);
-        }
-        let lack = (Self::SHARE * best - rate).max(0.0);
-        // The bytes missing in one look's time.
-        self.budget = (lack * span.as_secs_f64()) as u64;
-    }
-
-    /// Whether a second copy of `len` bytes may start for the room found;
-    /// it then takes its bytes from the budget.
-    pub(super) fn take(&mut self, len: u64) -> bool {
-        if self.budget == 0 {
-            return false;
-        }
-        self.budget = self.budget.saturating_sub(len);
-        true
-    }
-
-    pub(super) fn budget(&self) -> u64 {
-        self.budget
-    }
-
-    pub(super) fn best(&self) -> f64 {
-        self.best
-    }
-}
-
 /// The upload side's state.
 #[derive(Debug)]
 pub(super) struct Uploads {
@@ -204,8 +100,6 @@ pub(super) struct Uploads {
     /// When the chunks started so far have left the uplink, at its
     /// measured rate ([`Self::wire_idle`]).
     wire_free_at: Option<Instant>,
-    /// Room the connections' counters show ([`RoomLook`]).
-    pub(super) room: RoomLook,
 }
 
 /// Bytes of chunks under way to one link at most, past what may run
@@ -241,7 +135,6 @@ impl Uploads {
             parked: None,
             stuck: std::collections::BTreeSet::new(),
             wire_free_at: None,
-            room: RoomLook::default(),
         }
     }
 

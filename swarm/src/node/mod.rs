@@ -1245,32 +1245,6 @@ impl Node {
                     self.core.handle_sent(link, sent, now);
                 }
             }
-            Action::MeasureSentAll => {
-                let sent: Vec<_> = self
-                    .links
-                    .iter()
-                    .filter_map(|(link, driver)| match driver {
-                        DriverLink::Up(handle, _) => {
-                            Some((*link, handle.connection.stats().udp_tx.bytes))
-                        }
-                        _ => None,
-                    })
-                    .collect();
-                self.core.handle_sent_all(sent, now);
-                if crate::transport::pathtrace::enabled() {
-                    let state = self.core.upload_state(now);
-                    tracing::debug!(
-                        target: "minimodel_swarm::pathtrace",
-                        at_ms = crate::transport::pathtrace::ms(),
-                        room_bytes = state.room_bytes,
-                        best_rate = state.best_rate,
-                        under_way = state.under_way,
-                        slots = state.slots,
-                        queued = state.queued,
-                        "room"
-                    );
-                }
-            }
             Action::HashStored { chunk } => self.jobs.hash_stored(chunk),
             Action::RestartHash => self.jobs.restart_hash(&self.sender),
             Action::Checkpoint {
