@@ -68,7 +68,8 @@ seeder_ticks() {
     local total=0 pid child
     for pid in "${seeders[@]}"; do
         child=$(pgrep -P "$pid" | head -1 || true)
-        [ -n "$child" ] || continue
+        # A seeder gone would leave its CPU out of the figure unsaid.
+        [ -n "$child" ] || { echo "seeder under $pid is not running" >&2; exit 1; }
         total=$((total + $(awk '{print $14 + $15}' "/proc/$child/stat")))
     done
     echo "$total"
