@@ -17,8 +17,11 @@
 //!   past the round's end; at once over when the most are heard;
 //! - **which addresses of the DHT's are asked**: at most
 //!   [`BeyondConfig::dht_addresses`], at most [`BeyondConfig::dht_per_ip`]
-//!   of one IP address (one host announcing many ports takes two places,
-//!   two peers behind one router still both get one), none a named peer's.
+//!   of one IP address before every other IP address found had its places
+//!   (one host announcing many ports takes two places from others, two
+//!   peers behind one router still both get one), then that IP address's
+//!   further ones while places are left (a seeder restarted on another
+//!   port is still asked), none a named peer's.
 //!
 //! Invariant: what is held is bounded by [`BeyondConfig::neighbours`] ×
 //! [`BeyondConfig::addresses_each`] addresses, whatever is heard.
@@ -171,8 +174,14 @@ impl Hearing {
 }
 
 /// Of the addresses a DHT lookup `found`, in its order, those asked: none
-/// `named` (a named peer's address), at most [`BeyondConfig::dht_per_ip`]
-/// of one IP address, at most [`BeyondConfig::dht_addresses`], each once.
+/// `named` (a named peer's address), at most [`BeyondConfig::dht_addresses`],
+/// each once; at most [`BeyondConfig::dht_per_ip`] of one IP address
+/// first, then, while places are left, that IP address's further ones in
+/// the order found. A host whose seeder restarted on another port leaves
+/// its old ports announced for as long as DHT nodes keep them: with room
+/// to spare, its current port is asked too, and the cap still keeps one
+/// host that announces many ports from taking a place another host's
+/// address would have.
 pub fn dht_targets(
     config: &BeyondConfig,
     found: impl IntoIterator<Item = SocketAddr>,
@@ -180,21 +189,30 @@ pub fn dht_targets(
 ) -> Vec<SocketAddr> {
     let mut per_ip: Vec<(IpAddr, usize)> = Vec::new();
     let mut asked: Vec<SocketAddr> = Vec::new();
+    // Those the cap held back, in order, at most as many as may be asked.
+    let mut held: Vec<SocketAddr> = Vec::new();
     for addr in found {
         if asked.len() == config.dht_addresses {
             break;
         }
-        if named.contains(&addr) || asked.contains(&addr) {
+        if named.contains(&addr) || asked.contains(&addr) || held.contains(&addr) {
             continue;
         }
         let ip = crate::address::canonical(addr.ip());
         match per_ip.iter_mut().find(|(seen, _)| *seen == ip) {
-            Some((_, count)) if *count >= config.dht_per_ip => continue,
+            Some((_, count)) if *count >= config.dht_per_ip => {
+                if held.len() < config.dht_addresses {
+                    held.push(addr);
+                }
+                continue;
+            }
             Some((_, count)) => *count += 1,
             None => per_ip.push((ip, 1)),
         }
         asked.push(addr);
     }
+    let room = config.dht_addresses - asked.len();
+    asked.extend(held.into_iter().take(room));
     asked
 }
 
@@ -346,7 +364,43 @@ mod tests {
         assert_eq!(asked.len(), 8);
         assert_eq!(asked[..2], [addr("198.51.100.1:1"), addr("198.51.100.1:2")]);
         assert_eq!(asked[2], addr("192.0.2.1:4000"));
+        assert_eq!(asked[7], addr("192.0.2.6:4000"));
         assert!(!asked.contains(&named[0]));
+    }
+
+    #[test]
+    fn with_places_left_a_host_s_further_ports_are_asked_after_every_other_host() {
+        // A seeder restarted twice on one host: its two old ports come
+        // first in the lookup, its current one third.
+        let found = [
+            addr("198.51.100.1:1"),
+            addr("198.51.100.1:2"),
+            addr("198.51.100.1:3"),
+            addr("192.0.2.1:4000"),
+            addr("198.51.100.1:1"),
+            addr("[::ffff:198.51.100.1]:4"),
+        ];
+        let asked = dht_targets(&BeyondConfig::default(), found, &[]);
+        assert_eq!(
+            asked,
+            [
+                addr("198.51.100.1:1"),
+                addr("198.51.100.1:2"),
+                addr("192.0.2.1:4000"),
+                addr("198.51.100.1:3"),
+                addr("[::ffff:198.51.100.1]:4"),
+            ]
+        );
+        // Held back ones never push out another host's address.
+        let mut crowded: Vec<_> = (1..=10)
+            .map(|n| addr(&format!("198.51.100.1:{n}")))
+            .collect();
+        crowded.extend((1..=6).map(|n| addr(&format!("192.0.2.{n}:4000"))));
+        let asked = dht_targets(&BeyondConfig::default(), crowded, &[]);
+        assert_eq!(asked.len(), 8);
+        assert!((1..=6).all(|n| asked.contains(&addr(&format!("192.0.2.{n}:4000")))));
+        let one_host = asked.iter().filter(|a| a.port() < 100).count();
+        assert_eq!(one_host, 2);
     }
 
     #[test]
