@@ -116,9 +116,18 @@ impl NodeCore {
 
     /// A Request (`from` 0) or RequestFrom (v3: the chunk from `from` on)
     /// from `link`: queued for an upload slot, or refused.
-    fn peer_requested(&mut self, link: LinkId, chunk: ChunkIndex, from: u32, now: Instant) {
+    pub(super) fn peer_requested(
+        &mut self,
+        link: LinkId,
+        chunk: ChunkIndex,
+        from: u32,
+        now: Instant,
+    ) {
         if let Some(peer) = self.peer_mut(link) {
             peer.last_useful = now;
+        }
+        if self.uploads.asked_again(link, chunk, from) {
+            return;
         }
         let queued = if self.serve && self.spared(link, chunk, now) {
             Err(RequestRefusal::Busy)

@@ -396,7 +396,12 @@ impl NodeCore {
         }
         self.uploads_to_link_changed(link, now);
         self.release_goodbye(link, now);
-        self.start_uploads(now);
+        // Asked for again while it ran: asked now. A link that went, or
+        // said Goodbye, forgot it.
+        match self.uploads.take_asked_again(link, chunk) {
+            Some(from) => self.peer_requested(link, chunk, from, now),
+            None => self.start_uploads(now),
+        }
     }
 
     /// An upload to `link` ended or was stopped: with none left, its watch

@@ -78,6 +78,13 @@ pub(super) struct Uploads {
     /// The offsets of queued RequestFroms (v3): their uploads send the
     /// chunk from there on. A queued request without one is whole.
     pub(super) offsets: BTreeMap<(LinkId, u32), u32>,
+    /// Chunks a link asked for again while their upload to it ran, each
+    /// with the first byte asked (0: whole), the last asking kept: taken
+    /// up as a request when that upload ends ([`Self::asked_again`]). A
+    /// peer that found a chunk damaged on its disk asks for it again as
+    /// soon as it is stored, which can be before the upload here saw its
+    /// last bytes acknowledged. One at most per upload under way.
+    again: BTreeMap<(LinkId, u32), u32>,
     pub(super) limit: Option<(u64, TokenBucket)>,
     /// An upload waits for the rate limit until then.
     pub(super) wake: Option<Instant>,
@@ -135,6 +142,7 @@ impl Uploads {
             parked: None,
             stuck: std::collections::BTreeSet::new(),
             wire_free_at: None,
+            again: BTreeMap::new(),
         }
     }
 
@@ -578,9 +586,32 @@ impl Uploads {
         self.forget_offsets(link);
     }
 
-    /// Forgets the offsets of `link`'s requests.
+    /// Forgets the offsets of `link`'s requests, and what it asked for
+    /// again.
     fn forget_offsets(&mut self, link: LinkId) {
         self.offsets.retain(|(asker, _), _| *asker != link);
+        self.again.retain(|(asker, _), _| *asker != link);
+    }
+
+    /// Whether `link` asking for `chunk` (from byte `from`) is asking
+    /// again for one being uploaded to it: then the asking is kept, the
+    /// last one for each upload, to be taken up when the upload ends
+    /// ([`Self::take_asked_again`]). Another upload started beside it
+    /// would be counted by no limit (its slot, its bytes read) and could
+    /// not be cancelled, and one dropped would leave the peer waiting for
+    /// a chunk it was told nothing of.
+    pub(super) fn asked_again(&mut self, link: LinkId, chunk: ChunkIndex, from: u32) -> bool {
+        if !self.active.contains_key(&(link, chunk.0)) {
+            return false;
+        }
+        self.again.insert((link, chunk.0), from);
+        true
+    }
+
+    /// The asking kept for `chunk` by [`Self::asked_again`], once its
+    /// upload to `link` ended: the first byte asked.
+    pub(super) fn take_asked_again(&mut self, link: LinkId, chunk: ChunkIndex) -> Option<u32> {
+        self.again.remove(&(link, chunk.0))
     }
 
     /// The first byte to send of a request taken off the queue (0 for a
@@ -634,6 +665,11 @@ impl Uploads {
         actions: &mut VecDeque<Action>,
     ) {
         self.offsets.remove(&(link, chunk.0));
+        // The withdrawn request is the one asked again: the upload under
+        // way, all of whose bytes the peer may have, runs to its end.
+        if self.again.remove(&(link, chunk.0)).is_some() {
+            return;
+        }
         if !self.queue.on_cancel(link, chunk.0) && self.active.remove(&(link, chunk.0)).is_some() {
             actions.push_back(Action::CancelUpload { link, chunk });
         }

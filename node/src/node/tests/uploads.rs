@@ -1192,7 +1192,7 @@ fn a_request_from_an_offset_is_served_from_there_and_forgotten_with_its_request(
 }
 
 #[test]
-fn a_chunk_asked_for_again_while_it_is_sent_to_that_peer_starts_no_second_upload() {
+fn a_chunk_asked_for_again_while_it_is_sent_to_that_peer_is_sent_again_once_after() {
     let mut h = Harness::new(Kind::Seeder, 16, two_slots());
     let a = h.connect_in(&fetcher(1, 16));
     request(&mut h, a, &[0]);
@@ -1223,8 +1223,47 @@ fn a_chunk_asked_for_again_while_it_is_sent_to_that_peer_starts_no_second_upload
         )),
         "{actions:?}"
     );
-    // Once sent, it is served again when asked.
+    // Once sent, the last asking is served, once: a peer that found the
+    // chunk damaged on its disk asks for it again as soon as it stored
+    // it, which can be before its last bytes were acknowledged here.
     sent(&mut h, a, 0);
+    assert_eq!(started_from(&h.take()), [(0, 5)]);
+    sent(&mut h, a, 0);
+    assert!(started_from(&h.take()).is_empty());
+    // Asked again and withdrawn: the upload under way runs on, and
+    // nothing starts after it.
     request(&mut h, a, &[0]);
     assert_eq!(started_from(&h.take()), [(0, 0)]);
+    request(&mut h, a, &[0]);
+    h.core.handle_message(
+        a,
+        Message::Cancel {
+            chunk: ChunkIndex(0),
+        },
+        h.now,
+    );
+    assert!(h.take().is_empty(), "the upload under way is not stopped");
+    sent(&mut h, a, 0);
+    assert!(started_from(&h.take()).is_empty());
+    // Asked again by a link that then goes: forgotten with it.
+    let b = h.connect_in(&fetcher(2, 16));
+    request(&mut h, b, &[1]);
+    assert_eq!(started_from(&h.take()), [(1, 0)]);
+    request(&mut h, b, &[1]);
+    h.core.handle_message(
+        b,
+        Message::Goodbye {
+            reason: GoodbyeReason::Done,
+        },
+        h.now,
+    );
+    h.core.handle_upload_done(
+        b,
+        ChunkIndex(1),
+        UploadOutcome::Sent {
+            bytes: u64::from(CHUNK),
+        },
+        h.now,
+    );
+    assert!(started_from(&h.take()).is_empty());
 }
