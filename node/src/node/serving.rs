@@ -396,12 +396,13 @@ impl NodeCore {
         }
         self.uploads_to_link_changed(link, now);
         self.release_goodbye(link, now);
-        // Asked for again while it ran: asked now. A link that went, or
-        // said Goodbye, forgot it.
-        match self.uploads.take_asked_again(link, chunk) {
-            Some(from) => self.peer_requested(link, chunk, from, now),
-            None => self.start_uploads(now),
+        // Asked for again while it ran: asked now (a link that went, or
+        // said Goodbye, forgot it). The slot freed is filled whether that
+        // asking is queued or refused.
+        if let Some(from) = self.uploads.take_asked_again(link, chunk) {
+            self.peer_requested(link, chunk, from, now);
         }
+        self.start_uploads(now);
     }
 
     /// An upload to `link` ended or was stopped: with none left, its watch

@@ -84,7 +84,7 @@ pub(super) struct Uploads {
     /// peer that found a chunk damaged on its disk asks for it again as
     /// soon as it is stored, which can be before the upload here saw its
     /// last bytes acknowledged. One at most per upload under way.
-    again: BTreeMap<(LinkId, u32), u32>,
+    pub(super) again: BTreeMap<(LinkId, u32), u32>,
     pub(super) limit: Option<(u64, TokenBucket)>,
     /// An upload waits for the rate limit until then.
     pub(super) wake: Option<Instant>,
@@ -538,10 +538,11 @@ impl Uploads {
     /// Queues a request; at a full node-wide queue, in place of a
     /// request for a commoner chunk, which it returns (to be answered
     /// busy): see [`UploadQueue::on_request_replacing`]. A request for a
-    /// chunk being sent to the same peer is a duplicate, as one queued
-    /// is: each upload under way is one of (link, chunk), so another
-    /// started beside it would be counted by no limit (its slot, its
-    /// bytes read) and could not be cancelled.
+    /// chunk being sent to the same peer is never queued beside it (its
+    /// asker keeps it with [`Self::asked_again`] first): each upload under
+    /// way is one of (link, chunk), so another started beside it would be
+    /// counted by no limit (its slot, its bytes read) and could not be
+    /// cancelled.
     pub(super) fn on_request(
         &mut self,
         link: LinkId,

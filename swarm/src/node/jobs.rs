@@ -40,9 +40,12 @@ pub(crate) enum JobDone {
         link: LinkId,
         chunk: ChunkIndex,
     },
+    /// An upload's task ended; `task` tells it from a later upload of
+    /// the same chunk to the same link.
     Uploaded {
         link: LinkId,
         chunk: ChunkIndex,
+        task: tokio::task::Id,
         outcome: UploadOutcome,
     },
     MirrorVerified {
@@ -339,6 +342,7 @@ pub(super) fn upload(
     let params = node.swarm.params().clone();
     let events = node.sender.clone();
     let task = tokio::spawn(async move {
+        let task = tokio::task::id();
         let read = tokio::task::spawn_blocking(move || {
             read_chunk_from(storage.as_ref(), &geometry, VerifierIndex(chunk.0), from)
         })
@@ -357,6 +361,7 @@ pub(super) fn upload(
             .send(Event::Job(JobDone::Uploaded {
                 link,
                 chunk,
+                task,
                 outcome,
             }))
             .await;
@@ -467,9 +472,17 @@ pub(super) fn on_done(node: &mut Node, done: JobDone, now: Instant) {
         JobDone::Uploaded {
             link,
             chunk,
+            task,
             outcome,
         } => {
             if let Some(DriverLink::Up(_, uploads)) = node.links.get_mut(&link) {
+                // The end of an upload that was cancelled, reported before
+                // its task was stopped: the core forgot it at the Cancel,
+                // and a later upload of the chunk to this link, under way
+                // now, is not the one that ended.
+                if uploads.get(&chunk.0).is_none_or(|held| held.id() != task) {
+                    return;
+                }
                 uploads.remove(&chunk.0);
             }
             node.core.handle_upload_done(link, chunk, outcome, now);

@@ -1250,6 +1250,7 @@ fn a_chunk_asked_for_again_while_it_is_sent_to_that_peer_is_sent_again_once_afte
     request(&mut h, b, &[1]);
     assert_eq!(started_from(&h.take()), [(1, 0)]);
     request(&mut h, b, &[1]);
+    assert_eq!(h.core.uploads.again.len(), 1);
     h.core.handle_message(
         b,
         Message::Goodbye {
@@ -1257,6 +1258,7 @@ fn a_chunk_asked_for_again_while_it_is_sent_to_that_peer_is_sent_again_once_afte
         },
         h.now,
     );
+    assert!(h.core.uploads.again.is_empty(), "a Goodbye forgets it");
     h.core.handle_upload_done(
         b,
         ChunkIndex(1),
@@ -1266,4 +1268,37 @@ fn a_chunk_asked_for_again_while_it_is_sent_to_that_peer_is_sent_again_once_afte
         h.now,
     );
     assert!(started_from(&h.take()).is_empty());
+}
+
+#[test]
+fn a_slot_freed_under_an_asking_again_that_is_refused_goes_to_the_next_request() {
+    let config = NodeConfig {
+        upload: crate::config::UploadConfig {
+            max_queued_per_peer: 1,
+        },
+        upload_slots: 1,
+        ..fixed_slots()
+    };
+    let mut h = Harness::new(Kind::Seeder, 16, config);
+    let a = h.connect_in(&fetcher(1, 16));
+    let b = h.connect_in(&fetcher(2, 16));
+    h.take();
+    // Chunk 0 is sent to a; a's queue is full with chunk 1, b waits for 2.
+    request(&mut h, a, &[0, 1]);
+    request(&mut h, b, &[2]);
+    assert_eq!(uploads(&h.take()), [(a, 0)]);
+    request(&mut h, a, &[0]);
+    assert!(h.take().is_empty(), "kept for when chunk 0 is sent");
+    // Sent: asked again, a's full queue turns it away, and the slot goes
+    // on to a request that waits.
+    sent(&mut h, a, 0);
+    let actions = h.take();
+    assert_eq!(
+        messages_to(&actions, a),
+        [Message::Reject {
+            chunk: ChunkIndex(0),
+            reason: RejectReason::Busy
+        }]
+    );
+    assert_eq!(uploads(&actions).len(), 1, "{actions:?}");
 }
