@@ -161,7 +161,6 @@ async fn a_redirect_within_https_is_followed_and_remembered() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lying_mirrors_are_dropped_with_their_reasons_and_the_honest_one_delivers() {
     let chunk = 256 << 10;
-    // 32 chunks: every mirror is asked for some before they are all in.
     let served = served("mirror-liars", 8 << 20, chunk);
     let start = |lie: Lie| {
         let (bytes, list) = (served.bytes.clone(), served.chunk_list.clone());
@@ -183,10 +182,46 @@ async fn lying_mirrors_are_dropped_with_their_reasons_and_the_honest_one_deliver
     )
     .await
     .unwrap();
+    // The honest mirror sends its chunks only once every liar is judged:
+    // a fast one could deliver the whole file before a liar's probe is
+    // answered, and a mirror not yet heard from is not in the receipt.
     let honest = start(Lie::None).await;
+    honest.hold(true);
     let mirrors = [&wrong, &ignores, &insecure, &other, &honest];
     let urls: Vec<String> = mirrors.iter().map(|m| m.url()).collect();
-    let (fetched, reports, _out) = fetch_from(&served, set(&urls)).await;
+    let out = tempfile::tempdir().unwrap();
+    let (sent, mut received) = mpsc::unbounded_channel();
+    let fetch = tokio::spawn(
+        minimodel_swarm::fetch(served.artifact.manifest.clone(), out.path())
+            .mirrors(set(&urls))
+            .give_up_after(Duration::from_secs(60))
+            .reports(sent)
+            .run(),
+    );
+    let mut reports = Vec::new();
+    let judged = tokio::time::timeout(Duration::from_secs(60), async {
+        while ends(&reports).len() < 4 {
+            match received.recv().await {
+                Some(report) => reports.push(report),
+                None => break,
+            }
+        }
+    })
+    .await;
+    assert!(
+        judged.is_ok() && ends(&reports).len() == 4,
+        "the four liars are dropped while the honest mirror holds its chunks: {:?}",
+        ends(&reports)
+    );
+    honest.hold(false);
+    let fetched = tokio::time::timeout(Duration::from_secs(120), fetch)
+        .await
+        .expect("the fetch ends in time")
+        .expect("the fetch task runs to its end")
+        .expect("the fetch succeeds");
+    while let Ok(report) = received.try_recv() {
+        reports.push(report);
+    }
     assert_eq!(
         std::fs::read(&delivered(&fetched).artifact_path).unwrap(),
         served.bytes

@@ -65,6 +65,9 @@ struct State {
     /// The `Host` and `Authorization` headers of every request, as
     /// received.
     authorizations: Mutex<Vec<(String, Option<String>)>>,
+    /// While true, a range of more than one byte is answered only once it
+    /// turns false: a mirror that is slow to send.
+    held: tokio::sync::watch::Sender<bool>,
 }
 
 /// A running test mirror; it stops when dropped.
@@ -111,6 +114,7 @@ impl TestMirror {
             requests: AtomicU64::new(0),
             body_bytes: AtomicU64::new(0),
             authorizations: Mutex::new(Vec::new()),
+            held: tokio::sync::watch::Sender::new(false),
         });
         let served = Arc::clone(&state);
         let task = tokio::spawn(async move {
@@ -125,7 +129,13 @@ impl TestMirror {
                     };
                     let service = hyper::service::service_fn(move |request| {
                         let state = Arc::clone(&state);
-                        async move { Ok::<_, Infallible>(answer(&state, addr, request)) }
+                        async move {
+                            if holds(&request) {
+                                let mut held = state.held.subscribe();
+                                let _ = held.wait_for(|held| !*held).await;
+                            }
+                            Ok::<_, Infallible>(answer(&state, addr, request))
+                        }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(tls), service)
@@ -206,6 +216,13 @@ impl TestMirror {
             .unwrap_or_else(|e| e.into_inner()) = Some(location.into());
     }
 
+    /// Whether ranges of more than one byte wait (until this is called
+    /// with false): a mirror that answers its probe at once and sends its
+    /// chunks only later.
+    pub fn hold(&self, held: bool) {
+        self.state.held.send_replace(held);
+    }
+
     /// Requests answered so far.
     pub fn requests(&self) -> u64 {
         self.state.requests.load(Ordering::Relaxed)
@@ -220,6 +237,17 @@ impl TestMirror {
     pub fn body_bytes(&self) -> u64 {
         self.state.body_bytes.load(Ordering::Relaxed)
     }
+}
+
+/// Whether `request` asks for a range of more than one byte (a chunk, not
+/// a probe).
+fn holds(request: &Request<Incoming>) -> bool {
+    request
+        .headers()
+        .get(header::RANGE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("bytes="))
+        .is_some_and(|range| range != "0-0")
 }
 
 fn answer(state: &State, addr: SocketAddr, request: Request<Incoming>) -> Response<Full<Bytes>> {
