@@ -16,6 +16,7 @@ mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 use minimodel_swarm::mirror::test_server::{Lie, TestMirror};
 use support::*;
@@ -207,7 +208,21 @@ fn a_lying_mirror_beside_an_honest_one_is_dropped_with_its_reason() {
     let honest = start(Lie::None);
     let (liar_url, honest_url) = (liar.url(), honest.url());
 
-    let output = fetch(root, &[liar_url.clone(), honest_url.clone()], &["--yes"]);
+    // The honest mirror sends its chunks only once the liar has sent one:
+    // a fast honest mirror could deliver the whole file before the liar's
+    // probe is answered, and then the liar is never asked.
+    honest.hold(true);
+    let output = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            let asked = std::time::Instant::now();
+            // More than its probe's one byte.
+            while liar.body_bytes() <= 1 && asked.elapsed() < Duration::from_secs(60) {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            honest.hold(false);
+        });
+        fetch(root, &[liar_url.clone(), honest_url.clone()], &["--yes"])
+    });
     ok(&output);
     assert_eq!(
         std::fs::read(root.join(format!("out/{MODEL}.slm"))).unwrap(),
