@@ -2,7 +2,8 @@
 # Reproduces the local hashing and download figures of docs/performance.md:
 # one 1 GiB fixture (page cache warm), then
 #   - openssl dgst -sha256, minimodel manifest and minimodel verify (wall, RSS);
-#   - fetch from 1 seeder and from 4 seeders on loopback (wall, MB/s, the
+#   - fetch from 1 seeder and from 4 seeders on loopback, alternated, with
+#     the spread and median of each (wall, MB/s, the
 #     part after the last chunk, the CPU of the fetch and of the seeders
 #     during it, peak RSS of fetch and of a seeder);
 #   - the raw QUIC ceiling between two processes (transport_bulk example).
@@ -98,12 +99,28 @@ fetch_run() { # label offers...
         "$cpu" "$seeds" "$(echo "$cpu + $seeds" | bc -l)" "$rss"
 }
 
-echo "== fetch on loopback, $size"
-start_seeder s0
-for _ in $(seq "$runs"); do fetch_run "1 seeder" s0.json; done
-start_seeder s1; start_seeder s2; start_seeder s3
-for _ in $(seq "$runs"); do fetch_run "4 seeders" s0.json s1.json s2.json s3.json; done
+echo "== fetch on loopback, $size (one seeder and four alternated; the other three idle during a run from one)"
+start_seeder s0; start_seeder s1; start_seeder s2; start_seeder s3
+for _ in $(seq "$runs"); do
+    fetch_run "1 seeder" s0.json | tee -a runs.txt
+    fetch_run "4 seeders" s0.json s1.json s2.json s3.json | tee -a runs.txt
+done
 stop_seeders
+python3 - runs.txt <<'PY'
+import statistics, sys
+rows = [line.split() for line in open(sys.argv[1])]
+for label in ("1", "4"):
+    runs = [row for row in rows if row[0] == label]
+    def spread(values):
+        return f"{min(values):.2f} to {max(values):.2f} (median {statistics.median(values):.3f})"
+    wall = [float(row[2]) for row in runs]
+    fetch = [float(row[16]) for row in runs]
+    seeders = [float(row[19]) for row in runs]
+    both = [float(row[22]) for row in runs]
+    rss = [int(row[26]) / 1024 for row in runs]
+    print(f"{label} seeder(s), {len(runs)} runs: wall {spread(wall)} s; CPU fetch {spread(fetch)} s, "
+          f"seeders {spread(seeders)} s, both {spread(both)} s; fetch RSS {min(rss):.1f} to {max(rss):.1f} MiB")
+PY
 wait 2>/dev/null || true
 seeders=()
 for s in s0 s1 s2 s3; do printf 'seeder %s peak RSS %s KiB\n' "$s" "$(tail -1 $s.rss)"; done
