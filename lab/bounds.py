@@ -33,7 +33,16 @@ BOUNDS = {
     # on its own here.
     "seeders-4x256-delay": [("fraction_of_caps", ">=", 0.58)],
     "seeders-4x256-lossy": [("fraction_of_caps", ">=", 0.47)],
-    "relay-smoke": [("fetch_s", "<=", 2.0)],
+    # 4 MiB through the relay at 10 ms and 1 % loss each way, timed from
+    # the link's start (its `peer-connected` event): 0.95 to 1.21 s over
+    # 27 runs of 2026-12-03 (12 beside two busy loops), the link up at
+    # 0.10 to 0.19 s. One CI run of that day took 2.17 s from the fetch's
+    # start, its link up only after 0.5 s (a handshake packet lost at this
+    # loss rate waits out QUIC's first probe timeout, about 1 s) and its
+    # transfer about 1.3 to 1.6 s with the background builds beside it:
+    # the bound is that transfer's upper end times 1.25. The link's start
+    # is bounded to allow two lost handshake packets (1 s, then 2 s).
+    "relay-smoke": [("transfer_s", "<=", 2.0), ("connect_s", "<=", 3.5)],
     # Home uplinks: the peers' uplinks decide. A seeder slowed to half its
     # cap moves T* here by 1.21 only (the peers' uplinks are most of it),
     # inside this scenario's spread: its best second shows it. At half
