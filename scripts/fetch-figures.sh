@@ -97,13 +97,15 @@ fetch_run() { # label offers...
     printf '%-28s %8.2f s %8.0f MB/s  after last chunk %5s ms of %6s ms  CPU fetch %.2f s seeders %.2f s both %.2f s  fetch RSS %6d KiB\n' \
         "$label" "$wall" "$(echo "$bytes / $wall / 1000000" | bc -l)" ${finish} \
         "$cpu" "$seeds" "$(echo "$cpu + $seeds" | bc -l)" "$rss"
+    # The same figures for the summary: seeders, wall, CPU fetch, seeders, both, RSS.
+    echo "$#" "$wall" "$cpu" "$seeds" "$(echo "$cpu + $seeds" | bc -l)" "$rss" >> runs.txt
 }
 
 echo "== fetch on loopback, $size (one seeder and four alternated; the other three idle during a run from one)"
 start_seeder s0; start_seeder s1; start_seeder s2; start_seeder s3
 for _ in $(seq "$runs"); do
-    fetch_run "1 seeder" s0.json | tee -a runs.txt
-    fetch_run "4 seeders" s0.json s1.json s2.json s3.json | tee -a runs.txt
+    fetch_run "1 seeder" s0.json
+    fetch_run "4 seeders" s0.json s1.json s2.json s3.json
 done
 stop_seeders
 python3 - runs.txt <<'PY'
@@ -113,11 +115,8 @@ for label in ("1", "4"):
     runs = [row for row in rows if row[0] == label]
     def spread(values):
         return f"{min(values):.2f} to {max(values):.2f} (median {statistics.median(values):.3f})"
-    wall = [float(row[2]) for row in runs]
-    fetch = [float(row[16]) for row in runs]
-    seeders = [float(row[19]) for row in runs]
-    both = [float(row[22]) for row in runs]
-    rss = [int(row[26]) / 1024 for row in runs]
+    wall, fetch, seeders, both = ([float(row[i]) for row in runs] for i in (1, 2, 3, 4))
+    rss = [int(row[5]) / 1024 for row in runs]
     print(f"{label} seeder(s), {len(runs)} runs: wall {spread(wall)} s; CPU fetch {spread(fetch)} s, "
           f"seeders {spread(seeders)} s, both {spread(both)} s; fetch RSS {min(rss):.1f} to {max(rss):.1f} MiB")
 PY
